@@ -1,0 +1,160 @@
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	goipt "github.com/coreos/go-iptables/iptables"
+)
+
+// Why iptables-save and iptables-restore are run directly: go-iptables (which
+// finds the binary, its version and whether it has --random-fully) has no
+// save or restore. Built from its per-rule calls, a resync would be one
+// process per rule to check, and a repair a series of separate kernel
+// changes, with a window in which our chain is empty or half-written. One
+// save per table and one restore transaction avoid both.
+
+// execRunner is the real runner: iptables-save and iptables-restore of one
+// family and one backend (nf_tables or legacy), optionally run through a
+// command prefix such as "ip netns exec NAME".
+type execRunner struct {
+	prefix        []string
+	save, restore string
+	timeout       time.Duration
+}
+
+var _ runner = (*execRunner)(nil)
+
+func (r *execRunner) Save(table string) ([]byte, error) {
+	var out bytes.Buffer
+	if err := r.run(r.save, nil, &out, "-t", table); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// Restore never flushes what data does not name (--noflush) and waits for
+// the xtables lock that legacy iptables users (kube-proxy) take (--wait).
+func (r *execRunner) Restore(table string, data []byte) error {
+	return r.run(r.restore, bytes.NewReader(data), nil, "--noflush", "--wait")
+}
+
+func (r *execRunner) run(bin string, stdin *bytes.Reader, stdout *bytes.Buffer, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	argv := append(append(append([]string{}, r.prefix...), bin), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (after %v)", ctx.Err(), r.timeout)
+		}
+		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// tools are the binaries of one family, all of one backend.
+type tools struct {
+	iptables, save, restore string
+	mode                    string // "nf_tables" or "legacy"
+	randomFully             bool
+	version                 string
+}
+
+// findTools finds iptables (ip6tables) as go-iptables does (first in PATH),
+// and the save and restore binaries of the same backend: the rules must be
+// read and written where `iptables` itself, and so kube-proxy and the
+// operator, see them. On hosts with both backends the generic names are
+// switched by alternatives and may disagree with `iptables`, so the
+// backend-specific names (iptables-nft-save, iptables-legacy-save) come first
+// and every candidate's own --version must name the same backend.
+func findTools(f Family) (tools, error) {
+	base, proto := "iptables", goipt.ProtocolIPv4
+	if f == IPv6 {
+		base, proto = "ip6tables", goipt.ProtocolIPv6
+	}
+	path, err := exec.LookPath(base)
+	if err != nil {
+		return tools{}, fmt.Errorf("%s: %w (is the iptables package installed?)", base, err)
+	}
+	ipt, err := goipt.New(goipt.IPFamily(proto), goipt.Path(path))
+	if err != nil {
+		return tools{}, fmt.Errorf("%s: %w", path, err)
+	}
+	version, mode, err := versionOf(path)
+	if err != nil {
+		return tools{}, err
+	}
+	t := tools{iptables: path, mode: mode, randomFully: ipt.HasRandomFully(), version: version}
+	variant := "nft"
+	if mode == "legacy" {
+		variant = "legacy"
+	}
+	for _, s := range []struct {
+		dst    *string
+		suffix string
+	}{{&t.save, "save"}, {&t.restore, "restore"}} {
+		var tried []string
+		for _, name := range []string{base + "-" + variant + "-" + s.suffix, base + "-" + s.suffix} {
+			p, err := lookBeside(path, name)
+			if err != nil {
+				continue
+			}
+			if _, m, err := versionOf(p); err != nil || m != mode {
+				tried = append(tried, fmt.Sprintf("%s (%s)", p, m))
+				continue
+			}
+			*s.dst = p
+			break
+		}
+		if *s.dst == "" {
+			return tools{}, fmt.Errorf("no %s-%s for the %s backend of %s (tried %v)", base, s.suffix, mode, path, tried)
+		}
+	}
+	return t, nil
+}
+
+// lookBeside looks for name in iptables' own directory, then in PATH.
+func lookBeside(iptables, name string) (string, error) {
+	if p, err := exec.LookPath(filepath.Join(filepath.Dir(iptables), name)); err == nil {
+		return p, nil
+	}
+	return exec.LookPath(name)
+}
+
+var versionRE = regexp.MustCompile(`v([0-9]+\.[0-9]+\.[0-9]+)(?:\s+\((\w+)\))?`)
+
+// versionOf runs `bin --version`: "iptables v1.8.9 (nf_tables)". No backend
+// in parentheses means legacy (iptables before 1.8), as go-iptables assumes.
+func versionOf(bin string) (version, mode string, err error) {
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("%s --version: %w", bin, err)
+	}
+	return parseVersion(string(out))
+}
+
+func parseVersion(s string) (version, mode string, err error) {
+	m := versionRE.FindStringSubmatch(s)
+	if m == nil {
+		return "", "", fmt.Errorf("no iptables version in %q", strings.TrimSpace(s))
+	}
+	if m[2] == "" {
+		return m[1], "legacy", nil
+	}
+	return m[1], m[2], nil
+}

@@ -1,0 +1,295 @@
+package iptables
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+// runner reads and writes one family's tables. It is what a Manager needs
+// from iptables and nothing more; execRunner runs the real binaries, fake
+// (in the tests) keeps tables in memory.
+type runner interface {
+	// Save returns `iptables-save -t table` output. A table the kernel does
+	// not hold yet may read as no output at all.
+	Save(table string) ([]byte, error)
+	// Restore feeds data, one "*table … COMMIT" section, to
+	// `iptables-restore --noflush`: one transaction that applies whole or
+	// not at all, leaving chains data does not name as they are.
+	Restore(table string, data []byte) error
+}
+
+// managedTables are read on every Reconcile, whatever the desired rules, so
+// that chains of ours no longer wanted there (forward rules switched off) are
+// found and deleted.
+var managedTables = []string{"filter", "nat"}
+
+// Options configure New. The zero value is the host's iptables.
+type Options struct {
+	// CommandPrefix is run in front of iptables-save and iptables-restore,
+	// e.g. {"ip", "netns", "exec", "ns1"} to work inside a network namespace.
+	CommandPrefix []string
+	// Timeout bounds each command, including its wait for the xtables lock.
+	// Zero means one minute.
+	Timeout time.Duration
+}
+
+// Manager owns agentd's chains (ChainPrefix) in one family's filter and nat
+// tables, and the jumps into them. It is not safe for concurrent use: one
+// goroutine (the backend's owner) calls it, and there must be one Manager per
+// family on a host, since each deletes our chains the other does not want.
+type Manager struct {
+	family      Family
+	run         runner
+	randomFully bool
+	log         klog.Logger
+}
+
+// New finds the family's iptables binaries (see findTools) and returns a
+// Manager that runs them and logs to log: V(0) each rewrite of a table and
+// why, V(2) the binaries found, V(4) each iptables-restore input. New itself
+// runs only `--version` commands.
+func New(family Family, log klog.Logger, opts Options) (*Manager, error) {
+	t, err := findTools(family)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = time.Minute
+	}
+	log.V(2).Info("iptables found", "family", family, "iptables", t.iptables, "version", t.version,
+		"mode", t.mode, "save", t.save, "restore", t.restore, "randomFully", t.randomFully)
+	r := &execRunner{prefix: slices.Clone(opts.CommandPrefix), save: t.save, restore: t.restore, timeout: opts.Timeout}
+	return newManager(family, r, t.randomFully, log), nil
+}
+
+func newManager(family Family, r runner, randomFully bool, log klog.Logger) *Manager {
+	return &Manager{family: family, run: r, randomFully: randomFully, log: log}
+}
+
+// Family is the family the Manager was made for.
+func (m *Manager) Family() Family { return m.family }
+
+// RandomFully reports whether this iptables can masquerade with
+// --random-fully; pass it to MasqRules.
+func (m *Manager) RandomFully() bool { return m.randomFully }
+
+// Reconcile makes our chains and the jumps into them hold exactly desired:
+// desired is the whole truth for this family, so chains of ours it does not
+// mention are deleted. Rules outside our chains, other than jumps into them,
+// are never touched.
+//
+// It reads each table once and, only when it differs, rewrites it in one
+// iptables-restore transaction: our chains are declared afresh (which
+// flushes them inside the transaction) and refilled, stray or misplaced
+// jumps are deleted and the wanted ones put in place. It reports whether it
+// changed anything; on error it has applied what it could, table by table.
+func (m *Manager) Reconcile(desired []Rule) (changed bool, err error) {
+	if err := validate(desired); err != nil {
+		return false, err
+	}
+	tables := slices.Clone(managedTables)
+	for _, r := range desired {
+		if !slices.Contains(tables, r.Table) {
+			tables = append(tables, r.Table)
+		}
+	}
+	slices.Sort(tables)
+	var errs []error
+	for _, t := range tables {
+		var want []Rule
+		for _, r := range desired {
+			if r.Table == t {
+				want = append(want, r)
+			}
+		}
+		c, err := m.reconcileTable(t, want)
+		changed = changed || c
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return changed, errors.Join(errs...)
+}
+
+// Remove deletes our chains and the jumps into them from every table it
+// manages (--ip-masq off, shutting down for good). Nothing there is success.
+func (m *Manager) Remove() error {
+	_, err := m.Reconcile(nil)
+	return err
+}
+
+func (m *Manager) reconcileTable(table string, want []Rule) (bool, error) {
+	out, err := m.run.Save(table)
+	if err != nil {
+		return false, fmt.Errorf("%s: read table %s: %w", m.family, table, err)
+	}
+	d, err := ParseSave(out)
+	if err != nil {
+		return false, fmt.Errorf("%s: parse iptables-save -t %s: %w", m.family, table, err)
+	}
+	have := d.Table(table)
+	if have == nil {
+		have = &Table{Name: table}
+	}
+	data, why := plan(have, want)
+	if data == nil {
+		return false, nil
+	}
+	m.log.V(4).Info("iptables-restore", "family", m.family, "table", table, "input", string(data))
+	if err := m.run.Restore(table, data); err != nil {
+		return false, fmt.Errorf("%s: write table %s (%s): %w", m.family, table, strings.Join(why, "; "), err)
+	}
+	m.log.Info("iptables chains rewritten", "family", m.family, "table", table, "why", why)
+	return true, nil
+}
+
+// plan compares our part of table have with want (rules of that table only)
+// and returns the iptables-restore input that makes them equal, with why in
+// words, or nil when they are equal already.
+//
+// Ours are the chains named with ChainPrefix, and jumps into them from any
+// other chain. The chains must hold want's rules in order; each wanted jump
+// must exist exactly once, first in its chain where jumpFirst says so; no
+// other jump into our chains may exist.
+func plan(have *Table, want []Rule) (data []byte, why []string) {
+	table := have.Name
+
+	var wantChains []string
+	addChain := func(c string) {
+		if !slices.Contains(wantChains, c) {
+			wantChains = append(wantChains, c)
+		}
+	}
+	wantRules := map[string][]Rule{}
+	var wantJumps []Rule
+	for _, r := range want {
+		if Owned(r.Chain) {
+			addChain(r.Chain)
+			wantRules[r.Chain] = append(wantRules[r.Chain], r)
+		} else {
+			wantJumps = append(wantJumps, r)
+		}
+		if t := r.target(); Owned(t) {
+			addChain(t)
+		}
+	}
+
+	var haveChains, stale []string
+	for _, c := range have.chainNames() {
+		if Owned(c) {
+			haveChains = append(haveChains, c)
+			if !slices.Contains(wantChains, c) {
+				stale = append(stale, c)
+			}
+		}
+	}
+	var haveJumps []Rule
+	for _, r := range have.Rules {
+		if !Owned(r.Chain) && Owned(r.target()) {
+			haveJumps = append(haveJumps, r)
+		}
+	}
+
+	// Our chains: same set, same rules in the same order.
+	rewriteChains := len(stale) > 0
+	for _, c := range stale {
+		why = append(why, "stale chain "+c)
+	}
+	for _, c := range wantChains {
+		switch {
+		case !slices.Contains(haveChains, c):
+			why = append(why, "missing chain "+c)
+			rewriteChains = true
+		case !equalRules(have.chainRules(c), wantRules[c]):
+			why = append(why, "rules of "+c+" differ")
+			rewriteChains = true
+		}
+	}
+
+	// Jumps: per calling chain, exactly the wanted ones in order, and at the
+	// top where they must come first.
+	var from []string
+	for _, r := range slices.Concat(haveJumps, wantJumps) {
+		if !slices.Contains(from, r.Chain) {
+			from = append(from, r.Chain)
+		}
+	}
+	fixJumps := false
+	for _, c := range from {
+		h, w := inChain(haveJumps, c), inChain(wantJumps, c)
+		switch {
+		case !equalRules(h, w):
+			why = append(why, fmt.Sprintf("jumps from %s differ (have %d, want %d)", c, len(h), len(w)))
+			fixJumps = true
+		case jumpFirst[[2]string{table, c}] && !equalRules(head(have.chainRules(c), len(w)), w):
+			why = append(why, "jump from "+c+" not first")
+			fixJumps = true
+		}
+	}
+
+	if !rewriteChains && !fixJumps {
+		return nil, nil
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%s\n", table)
+	if rewriteChains {
+		// Declaring a chain creates it or, existing, flushes it; both inside
+		// this transaction, so nobody sees it empty.
+		for _, c := range slices.Concat(wantChains, stale) {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+		}
+	}
+	if fixJumps {
+		// Delete by the rule as read, not by number: if the chain changed
+		// since it was read, the transaction fails instead of deleting
+		// someone else's rule.
+		for _, r := range haveJumps {
+			fmt.Fprintf(&b, "-D %s\n", strings.TrimPrefix(r.String(), "-A "))
+		}
+		pos := map[string]int{}
+		for _, r := range wantJumps {
+			if jumpFirst[[2]string{table, r.Chain}] {
+				pos[r.Chain]++
+				fmt.Fprintf(&b, "-I %s %d%s\n", quote(r.Chain), pos[r.Chain], strings.TrimPrefix(r.String(), "-A "+quote(r.Chain)))
+			} else {
+				fmt.Fprintf(&b, "%s\n", r)
+			}
+		}
+	}
+	if rewriteChains {
+		for _, c := range wantChains {
+			for _, r := range wantRules[c] {
+				fmt.Fprintf(&b, "%s\n", r)
+			}
+		}
+		for _, c := range stale {
+			fmt.Fprintf(&b, "-X %s\n", c)
+		}
+	}
+	b.WriteString("COMMIT\n")
+	return []byte(b.String()), why
+}
+
+func inChain(rules []Rule, chain string) []Rule {
+	var out []Rule
+	for _, r := range rules {
+		if r.Chain == chain {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func head(rules []Rule, n int) []Rule {
+	return rules[:min(n, len(rules))]
+}
+
+func equalRules(a, b []Rule) bool {
+	return slices.EqualFunc(a, b, func(x, y Rule) bool { return x.Chain == y.Chain && slices.Equal(x.Spec, y.Spec) })
+}

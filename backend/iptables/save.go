@@ -1,0 +1,250 @@
+package iptables
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Dump is parsed iptables-save output. Its String is the same text in
+// canonical form (no comments, one blank between tokens), which is also valid
+// iptables-restore input.
+type Dump struct {
+	Tables []*Table
+}
+
+// Table is one "*name" … "COMMIT" section of iptables-save output.
+type Table struct {
+	Name string
+	// Chains are the ":NAME POLICY [packets:bytes]" declarations in order.
+	// iptables-save declares every chain of the table, built-in or not.
+	Chains []ChainDecl
+	// Rules are the "-A" lines in order; each has Table set to Name.
+	Rules []Rule
+}
+
+// ChainDecl declares a chain. Policy is "-" for a user-defined chain.
+type ChainDecl struct {
+	Name, Policy   string
+	Packets, Bytes uint64
+}
+
+// Table returns the section for name, or nil.
+func (d *Dump) Table(name string) *Table {
+	for _, t := range d.Tables {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+func (d *Dump) String() string {
+	var b strings.Builder
+	for _, t := range d.Tables {
+		b.WriteString(t.String())
+	}
+	return b.String()
+}
+
+func (t *Table) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%s\n", t.Name)
+	for _, c := range t.Chains {
+		fmt.Fprintf(&b, ":%s %s [%d:%d]\n", c.Name, c.Policy, c.Packets, c.Bytes)
+	}
+	for _, r := range t.Rules {
+		b.WriteString(r.String())
+		b.WriteByte('\n')
+	}
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+// chainRules returns the rules of chain, in order.
+func (t *Table) chainRules(chain string) []Rule {
+	var out []Rule
+	for _, r := range t.Rules {
+		if r.Chain == chain {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// chainNames lists every chain the table has: declared, or holding a rule.
+func (t *Table) chainNames() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(n string) {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	for _, c := range t.Chains {
+		add(c.Name)
+	}
+	for _, r := range t.Rules {
+		add(r.Chain)
+	}
+	return out
+}
+
+// ParseSave parses iptables-save (or ip6tables-save) output. It is strict
+// where leniency would be dangerous: a section without its COMMIT (output cut
+// short) is an error, not a table that looks empty, since the caller would
+// then rewrite chains it could not see.
+func ParseSave(data []byte) (*Dump, error) {
+	d := &Dump{}
+	var cur *Table
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), len(data)+1)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.Trim(sc.Text(), " \t")
+		if err := parseLine(d, &cur, line); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if cur != nil {
+		return nil, fmt.Errorf("table %s: no COMMIT (output cut short?)", cur.Name)
+	}
+	return d, nil
+}
+
+func parseLine(d *Dump, cur **Table, line string) error {
+	switch {
+	case line == "" || line[0] == '#':
+		return nil
+	case line[0] == '*':
+		if *cur != nil {
+			return fmt.Errorf("table %s starts before table %s is committed", line[1:], (*cur).Name)
+		}
+		name := line[1:]
+		if name == "" || strings.ContainsAny(name, " \t") {
+			return fmt.Errorf("bad table name %q", name)
+		}
+		if d.Table(name) != nil {
+			return fmt.Errorf("table %s appears twice", name)
+		}
+		*cur = &Table{Name: name}
+		d.Tables = append(d.Tables, *cur)
+		return nil
+	case *cur == nil:
+		return fmt.Errorf("%q outside a table", line)
+	case line == "COMMIT":
+		*cur = nil
+		return nil
+	case line[0] == ':':
+		c, err := parseChainDecl(line[1:])
+		if err != nil {
+			return err
+		}
+		(*cur).Chains = append((*cur).Chains, c)
+		return nil
+	}
+	toks, err := tokenize(line)
+	if err != nil {
+		return err
+	}
+	if len(toks) < 2 || toks[0] != "-A" || toks[1] == "" {
+		return fmt.Errorf("want \"-A CHAIN …\", have %q", line)
+	}
+	(*cur).Rules = append((*cur).Rules, Rule{Table: (*cur).Name, Chain: toks[1], Spec: toks[2:]})
+	return nil
+}
+
+func parseChainDecl(s string) (ChainDecl, error) {
+	f := fields(s)
+	if len(f) != 3 {
+		return ChainDecl{}, fmt.Errorf("want \":CHAIN POLICY [packets:bytes]\", have %q", ":"+s)
+	}
+	c := ChainDecl{Name: f[0], Policy: f[1]}
+	cnt, ok := strings.CutPrefix(f[2], "[")
+	cnt, ok2 := strings.CutSuffix(cnt, "]")
+	p, b, ok3 := strings.Cut(cnt, ":")
+	if !ok || !ok2 || !ok3 {
+		return ChainDecl{}, fmt.Errorf("chain %s: bad counters %q", c.Name, f[2])
+	}
+	var err1, err2 error
+	c.Packets, err1 = strconv.ParseUint(p, 10, 64)
+	c.Bytes, err2 = strconv.ParseUint(b, 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return ChainDecl{}, fmt.Errorf("chain %s: bad counters %q: %w", c.Name, f[2], err)
+	}
+	return c, nil
+}
+
+// fields splits on blanks and tabs only, as iptables-restore does.
+func fields(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == '\t' })
+}
+
+// tokenize splits a rule line as iptables-restore does: blanks and tabs
+// separate tokens; a double quote opens a quoted part in which a backslash
+// takes the next byte literally and the closing quote ends the token.
+func tokenize(line string) ([]string, error) {
+	var toks []string
+	var cur []byte
+	inQuote, escaped := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		if inQuote {
+			switch {
+			case escaped:
+				cur, escaped = append(cur, c), false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				toks, cur, inQuote = append(toks, string(cur)), cur[:0], false
+			default:
+				cur = append(cur, c)
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inQuote = true
+		case ' ', '\t':
+			if len(cur) > 0 {
+				toks, cur = append(toks, string(cur)), cur[:0]
+			}
+		default:
+			cur = append(cur, c)
+		}
+	}
+	if inQuote {
+		return nil, fmt.Errorf("unterminated quote in %q", line)
+	}
+	if len(cur) > 0 {
+		toks = append(toks, string(cur))
+	}
+	return toks, nil
+}
+
+// quote is the inverse of tokenize for one token: it leaves plain tokens as
+// they are (so addresses print as iptables-save prints them) and quotes the
+// rest, as iptables-save does for a comment with a blank in it.
+func quote(s string) string {
+	// A carriage return is quoted too: unquoted at the end of a line, a line
+	// reader would take it for part of a CRLF.
+	if s != "" && !strings.ContainsAny(s, " \t\"\r") {
+		return s
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('"')
+	return b.String()
+}
