@@ -1,0 +1,75 @@
+# agentd — run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# Debian packages the tests and the demo need (iproute2 for netns, iptables
+# for the agent's rules, ping and iperf3 for traffic).
+DEB_PACKAGES := iproute2 iptables iputils-ping iperf3 ca-certificates
+FUZZTIME ?= 5s
+FUZZTIME_LONG ?= 2m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the Debian packages and Go modules the tests need (root).
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+.PHONY: build
+build: ## Build agentd and the test etcd into bin/.
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./run/...
+
+.PHONY: lint
+lint: ## gofmt and go vet.
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Every Fuzz target, as "package:Name" pairs.
+FUZZ_TARGETS = $(shell grep -rl --include='*_test.go' '^func Fuzz' . | while read f; do \
+	d=$$(dirname $$f); grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed "s|func |$$d:|"; done)
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME_LONG.
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME_LONG))"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME_LONG) || exit 1; done
+
+.PHONY: fuzz-short
+fuzz-short: ## Run each fuzz target briefly (part of make test).
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) >/tmp/agentd-fuzz.log 2>&1 || { cat /tmp/agentd-fuzz.log; exit 1; }; done
+
+.PHONY: test
+test: deps lint build ## Everything CI runs: unit, root, etcd and end-to-end tests, then short fuzzing.
+	$(GO) test -race -count=1 -timeout 30m -p 2 ./...
+	$(MAKE) --no-print-directory fuzz-short
+
+.PHONY: e2e
+e2e: deps build ## Only the multi-host end-to-end tests.
+	$(GO) test -race -count=1 -timeout 20m -v ./tests/...
+
+.PHONY: demo
+demo: deps build ## A 3-host cluster in namespaces: vxlan, then host-gw; containers ping across.
+	$(GO) run ./run/demo -bin $(CURDIR)/$(BIN)
+
+.PHONY: bench
+bench: deps build ## Benchmarks (Go micro-benchmarks; side-by-side ratios).
+	$(GO) test -run '^$$' -bench . -benchmem ./subnet/ ./backend/...
+
+.PHONY: clean
+clean: ## Remove build output.
+	rm -rf $(BIN)
