@@ -1,0 +1,228 @@
+package subnet
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Env is the content of subnet.env, the file dockerd drop-ins (--bip, --mtu)
+// and flannel's CNI plugin read to learn this host's subnet.
+type Env struct {
+	// Network is the whole cluster network, FLANNEL_NETWORK.
+	Network netip.Prefix
+	// Subnet is this host's subnet with host part 1 (10.244.5.1/24), the
+	// bridge address dockerd takes as --bip; FLANNEL_SUBNET.
+	Subnet netip.Prefix
+	// MTU is the MTU for containers, after the backend's overhead.
+	MTU    int
+	IPMasq bool
+
+	// IPv6Network and IPv6Subnet are set together, for a dual-stack network
+	// only; IPv6Subnet has host part 1 like Subnet.
+	IPv6Network, IPv6Subnet netip.Prefix
+}
+
+// The keys of subnet.env; their names are what flannel's CNI plugin reads.
+const (
+	envNetwork     = "FLANNEL_NETWORK"
+	envSubnet      = "FLANNEL_SUBNET"
+	envMTU         = "FLANNEL_MTU"
+	envIPMasq      = "FLANNEL_IPMASQ"
+	envIPv6Network = "FLANNEL_IPV6_NETWORK"
+	envIPv6Subnet  = "FLANNEL_IPV6_SUBNET"
+)
+
+// LeaseSubnet is the leased subnet Subnet lies in: 10.244.5.0/24 for
+// 10.244.5.1/24.
+func (e Env) LeaseSubnet() netip.Prefix { return e.Subnet.Masked() }
+
+// WriteEnv validates e and replaces the file at path with it atomically:
+// readers see the old content or the new, never a mix, and the new content
+// is on disk when WriteEnv returns. The directory is created (0755) if
+// needed; the file's mode is 0644.
+func WriteEnv(path string, e Env) error {
+	b, err := formatEnv(e)
+	if err != nil {
+		return fmt.Errorf("subnet.env: %w", err)
+	}
+	return WriteFileAtomic(path, b, 0o644)
+}
+
+// ReadEnv reads and parses the subnet.env file at path. A missing file is
+// reported with an error that matches os.ErrNotExist.
+func ReadEnv(path string) (Env, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Env{}, err
+	}
+	e, err := parseEnv(b)
+	if err != nil {
+		return Env{}, fmt.Errorf("subnet.env %s: %w", path, err)
+	}
+	return e, nil
+}
+
+// ParseEnv parses the content of a subnet.env file: KEY=VALUE lines, where
+// blank lines, lines starting with '#', an "export " prefix, unknown keys and
+// a pair of quotes around a value are tolerated, and a repeated key takes
+// its last value (as a shell would). FLANNEL_NETWORK, FLANNEL_SUBNET and
+// FLANNEL_MTU are required; FLANNEL_IPMASQ defaults to false; the two IPv6
+// keys come together or not at all. The error names the first problem found.
+// The result passes the same checks as WriteEnv's input, so whatever ParseEnv
+// accepts, WriteEnv writes back.
+func ParseEnv(b []byte) (Env, error) {
+	e, err := parseEnv(b)
+	if err != nil {
+		return Env{}, fmt.Errorf("subnet.env: %w", err)
+	}
+	return e, nil
+}
+
+type envValue struct {
+	v    string
+	line int
+}
+
+func parseEnv(b []byte) (Env, error) {
+	vals := make(map[string]envValue)
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return Env{}, fmt.Errorf("line %d: %q is not KEY=VALUE", i+1, line)
+		}
+		vals[strings.TrimSpace(k)] = envValue{unquote(strings.TrimSpace(v)), i + 1}
+	}
+
+	var e Env
+	var errs []error
+	prefix := func(key string, required bool, dst *netip.Prefix) {
+		ev, ok := vals[key]
+		switch {
+		case ok && ev.v != "":
+			p, err := netip.ParsePrefix(ev.v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("line %d: %s %q is not a CIDR: %w", ev.line, key, ev.v, err))
+			}
+			*dst = p
+		case required:
+			errs = append(errs, fmt.Errorf("%s missing", key))
+		}
+	}
+	prefix(envNetwork, true, &e.Network)
+	prefix(envSubnet, true, &e.Subnet)
+	prefix(envIPv6Network, false, &e.IPv6Network)
+	prefix(envIPv6Subnet, false, &e.IPv6Subnet)
+	if ev, ok := vals[envMTU]; ok && ev.v != "" {
+		n, err := strconv.Atoi(ev.v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %s %q is not a number", ev.line, envMTU, ev.v))
+		}
+		e.MTU = n
+	} else {
+		errs = append(errs, fmt.Errorf("%s missing", envMTU))
+	}
+	if ev, ok := vals[envIPMasq]; ok && ev.v != "" {
+		t, err := strconv.ParseBool(ev.v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %s %q is not true or false", ev.line, envIPMasq, ev.v))
+		}
+		e.IPMasq = t
+	}
+	if len(errs) > 0 {
+		return Env{}, errs[0]
+	}
+	if err := e.check(); err != nil {
+		return Env{}, err
+	}
+	return e, nil
+}
+
+// unquote removes one pair of matching single or double quotes.
+func unquote(v string) string {
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+		return v[1 : len(v)-1]
+	}
+	return v
+}
+
+// formatEnv is the file content for e, in flannel's key order.
+func formatEnv(e Env) ([]byte, error) {
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s=%s\n%s=%s\n%s=%d\n%s=%t\n",
+		envNetwork, e.Network, envSubnet, e.Subnet, envMTU, e.MTU, envIPMasq, e.IPMasq)
+	if e.IPv6Network.IsValid() {
+		fmt.Fprintf(&b, "%s=%s\n%s=%s\n", envIPv6Network, e.IPv6Network, envIPv6Subnet, e.IPv6Subnet)
+	}
+	return []byte(b.String()), nil
+}
+
+// Minimum and maximum MTU: the smallest every IPv4 link must carry (RFC 791)
+// and the largest an IP packet can be.
+const (
+	minEnvMTU = 68
+	maxEnvMTU = 65535
+)
+
+// check holds the invariants both ParseEnv and WriteEnv enforce.
+func (e Env) check() error {
+	if e.IPv6Network.IsValid() != e.IPv6Subnet.IsValid() {
+		missing := envIPv6Subnet
+		if !e.IPv6Network.IsValid() {
+			missing = envIPv6Network
+		}
+		return fmt.Errorf("%s missing: the IPv6 keys come in pairs", missing)
+	}
+	fams := []struct {
+		netKey, subKey string
+		network, sn    netip.Prefix
+		f              *family
+	}{
+		{envNetwork, envSubnet, e.Network, e.Subnet, &ipv4},
+		{envIPv6Network, envIPv6Subnet, e.IPv6Network, e.IPv6Subnet, &ipv6},
+	}
+	for i, fm := range fams {
+		if i > 0 && !fm.network.IsValid() && !fm.sn.IsValid() {
+			continue // no IPv6
+		}
+		if err := checkEnvPair(fm.f, fm.netKey, fm.subKey, fm.network, fm.sn); err != nil {
+			return err
+		}
+	}
+	if e.MTU < minEnvMTU || e.MTU > maxEnvMTU {
+		return fmt.Errorf("%s %d is out of range [%d, %d]", envMTU, e.MTU, minEnvMTU, maxEnvMTU)
+	}
+	return nil
+}
+
+func checkEnvPair(f *family, netKey, subKey string, network, sn netip.Prefix) error {
+	switch {
+	case !network.IsValid():
+		return fmt.Errorf("%s missing", netKey)
+	case !f.is(network.Addr()):
+		return fmt.Errorf("%s %s is not an %s CIDR", netKey, network, f.name)
+	case network.Masked() != network:
+		return fmt.Errorf("%s %s has host bits set", netKey, network)
+	case !sn.IsValid():
+		return fmt.Errorf("%s missing", subKey)
+	case !f.is(sn.Addr()):
+		return fmt.Errorf("%s %s is not an %s CIDR", subKey, sn, f.name)
+	case sn.Bits() < network.Bits() || !network.Contains(sn.Addr()):
+		return fmt.Errorf("%s %s is not inside %s %s", subKey, sn, netKey, network)
+	case sn.Bits() < f.bits-1 && sn.Masked().Addr() == sn.Addr():
+		// dockerd's --bip and the CNI bridge need a host address.
+		return fmt.Errorf("%s %s is a network address; want a host address such as %s",
+			subKey, sn, netip.PrefixFrom(sn.Addr().Next(), sn.Bits()))
+	}
+	return nil
+}

@@ -1,0 +1,202 @@
+package subnet
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+var (
+	envV4 = Env{
+		Network: mustPrefix("10.244.0.0/16"),
+		Subnet:  mustPrefix("10.244.5.1/24"),
+		MTU:     1450,
+	}
+	envDual = Env{
+		Network:     mustPrefix("10.244.0.0/16"),
+		Subnet:      mustPrefix("10.244.5.1/24"),
+		MTU:         1400,
+		IPMasq:      true,
+		IPv6Network: mustPrefix("fc00::/48"),
+		IPv6Subnet:  mustPrefix("fc00:0:0:5::1/64"),
+	}
+)
+
+const (
+	envV4Text   = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+	envDualText = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=true\n" +
+		"FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:5::1/64\n"
+)
+
+func TestWriteEnvFormat(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		e    Env
+		want string
+	}{
+		{envV4, envV4Text},
+		{envDual, envDualText},
+	} {
+		path := filepath.Join(dir, "run", "flannel", "subnet.env")
+		if err := WriteEnv(path, tc.e); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != tc.want {
+			t.Errorf("wrote\n%s\nwant\n%s", b, tc.want)
+		}
+		got, err := ReadEnv(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.e {
+			t.Errorf("ReadEnv = %+v, want %+v", got, tc.e)
+		}
+	}
+}
+
+func TestWriteEnvFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	path := filepath.Join(dir, "subnet.env")
+	if err := WriteEnv(path, envDual); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteEnv(path, envV4); err != nil { // replace
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode() != 0o644 {
+		t.Errorf("mode %v, want 0644", fi.Mode())
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "subnet.env" {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("directory holds %q, want only subnet.env", names)
+	}
+	if b, _ := os.ReadFile(path); string(b) != envV4Text {
+		t.Errorf("content after replace:\n%s", b)
+	}
+}
+
+func TestWriteEnvRejectsInvalid(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "subnet.env")
+	for _, tc := range []struct {
+		mod  func(*Env)
+		want string
+	}{
+		{func(e *Env) { e.Network = netip.Prefix{} }, "subnet.env: FLANNEL_NETWORK missing"},
+		{func(e *Env) { e.Subnet = netip.Prefix{} }, "subnet.env: FLANNEL_SUBNET missing"},
+		{func(e *Env) { e.MTU = 0 }, "subnet.env: FLANNEL_MTU 0 is out of range [68, 65535]"},
+		{func(e *Env) { e.Subnet = mustPrefix("10.244.5.0/24") },
+			"subnet.env: FLANNEL_SUBNET 10.244.5.0/24 is a network address; want a host address such as 10.244.5.1/24"},
+		{func(e *Env) { e.IPv6Subnet = netip.Prefix{} }, "subnet.env: FLANNEL_IPV6_SUBNET missing: the IPv6 keys come in pairs"},
+		{func(e *Env) { e.IPv6Network = mustPrefix("10.0.0.0/8") }, "subnet.env: FLANNEL_IPV6_NETWORK 10.0.0.0/8 is not an IPv6 CIDR"},
+	} {
+		e := envDual
+		tc.mod(&e)
+		err := WriteEnv(path, e)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("WriteEnv(%+v) = %v, want %s", e, err, tc.want)
+		}
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an invalid Env left a file behind: %v", err)
+	}
+}
+
+func TestReadEnvErrors(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "nope.env")
+	if _, err := ReadEnv(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ReadEnv(missing) = %v, want os.ErrNotExist", err)
+	}
+	path := filepath.Join(dir, "subnet.env")
+	if err := os.WriteFile(path, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_MTU=1450\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ReadEnv(path)
+	if want := "subnet.env " + path + ": FLANNEL_SUBNET missing"; err == nil || err.Error() != want {
+		t.Errorf("ReadEnv = %v, want %s", err, want)
+	}
+}
+
+func TestParseEnvTolerant(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		want       Env
+	}{
+		{"ours", envV4Text, envV4},
+		{"dual-stack", envDualText, envDual},
+		{"flannel's order (IPv6 before MTU)", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\n" +
+			"FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:5::1/64\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=true\n", envDual},
+		{"comments, blank lines, CRLF, spaces, quotes, export, unknown keys",
+			"# written by hand\r\n\r\n  FLANNEL_NETWORK = \"10.244.0.0/16\"\r\nexport FLANNEL_SUBNET='10.244.5.1/24'\r\n" +
+				"OTHER=thing\r\nFLANNEL_MTU=1450\r\n\t# FLANNEL_MTU=9000\r\nFLANNEL_IPMASQ=FALSE", envV4},
+		{"no IPMASQ, empty IPv6 keys", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n" +
+			"FLANNEL_IPV6_NETWORK=\nFLANNEL_IPV6_SUBNET=\"\"\n", envV4},
+		{"last value wins", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n", envV4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseEnv([]byte(tc.text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseEnvErrors(t *testing.T) {
+	const base = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n"
+	for _, tc := range []struct {
+		text, want string
+	}{
+		{"", "subnet.env: FLANNEL_NETWORK missing"},
+		{"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\n", "subnet.env: FLANNEL_MTU missing"},
+		{"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=\nFLANNEL_MTU=1450\n", "subnet.env: FLANNEL_SUBNET missing"},
+		{base + "garbage\n", `subnet.env: line 4: "garbage" is not KEY=VALUE`},
+		{base + "FLANNEL_MTU=big\n", `subnet.env: line 4: FLANNEL_MTU "big" is not a number`},
+		{base + "FLANNEL_MTU=20\n", `subnet.env: FLANNEL_MTU 20 is out of range [68, 65535]`},
+		{base + "FLANNEL_IPMASQ=maybe\n", `subnet.env: line 4: FLANNEL_IPMASQ "maybe" is not true or false`},
+		{base + "FLANNEL_SUBNET=10.244.5.1\n", `subnet.env: line 4: FLANNEL_SUBNET "10.244.5.1" is not a CIDR: netip.ParsePrefix("10.244.5.1"): no '/'`},
+		{base + "FLANNEL_SUBNET=10.245.5.1/24\n", `subnet.env: FLANNEL_SUBNET 10.245.5.1/24 is not inside FLANNEL_NETWORK 10.244.0.0/16`},
+		{base + "FLANNEL_SUBNET=10.244.5.1/8\n", `subnet.env: FLANNEL_SUBNET 10.244.5.1/8 is not inside FLANNEL_NETWORK 10.244.0.0/16`},
+		{base + "FLANNEL_SUBNET=fc00::1/64\n", `subnet.env: FLANNEL_SUBNET fc00::1/64 is not an IPv4 CIDR`},
+		{base + "FLANNEL_NETWORK=10.244.1.0/16\n", `subnet.env: FLANNEL_NETWORK 10.244.1.0/16 has host bits set`},
+		{base + "FLANNEL_IPV6_NETWORK=fc00::/48\n", `subnet.env: FLANNEL_IPV6_SUBNET missing: the IPv6 keys come in pairs`},
+		{base + "FLANNEL_IPV6_SUBNET=fc00::1/64\n", `subnet.env: FLANNEL_IPV6_NETWORK missing: the IPv6 keys come in pairs`},
+		{base + "FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc01::1/64\n", `subnet.env: FLANNEL_IPV6_SUBNET fc01::1/64 is not inside FLANNEL_IPV6_NETWORK fc00::/48`},
+	} {
+		_, err := ParseEnv([]byte(tc.text))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("ParseEnv(%q)\n got %v\nwant %s", tc.text, err, tc.want)
+		}
+	}
+}
+
+func TestEnvLeaseSubnet(t *testing.T) {
+	if got := envDual.LeaseSubnet(); got != mustPrefix("10.244.5.0/24") {
+		t.Errorf("LeaseSubnet() = %s", got)
+	}
+	if got := (Env{}).LeaseSubnet(); got.IsValid() {
+		t.Errorf("zero Env: LeaseSubnet() = %s", got)
+	}
+}
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
