@@ -1,0 +1,401 @@
+package subnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+var (
+	// ErrNoFreeSubnet is wrapped by Acquire's error when the pool is full.
+	ErrNoFreeSubnet = errors.New("out of subnets")
+	// ErrLeaseLost is wrapped by Run's error when our subnet was taken by
+	// another host while we did not hold it. The agent must stop rather than
+	// move to another subnet while subnet.env and its containers use this one.
+	ErrLeaseLost = errors.New("own subnet lease lost")
+)
+
+const (
+	// maxAcquireAttempts bounds the create-if-absent attempts of one Acquire.
+	// Every failed attempt means another host took a subnet, so with a pool
+	// that has room, racing hosts run out of rivals long before this.
+	maxAcquireAttempts = 100
+	// pickAmong is how many of the first free subnets a new lease is picked
+	// from at random (as flanneld does), so racing hosts rarely collide.
+	pickAmong = 100
+)
+
+// ManagerConfig is what the manager needs to know about this host.
+type ManagerConfig struct {
+	PublicIP   netip.Addr
+	PublicIPv6 netip.Addr
+	// HostID is this host's stable identity (see LoadOrCreateHostID).
+	HostID string
+	// TTL of our etcd lease; 0 means 24h.
+	TTL time.Duration
+	// PreviousSubnet is the subnet named by an earlier run's subnet.env, if
+	// any: it is reused when it is still free.
+	PreviousSubnet netip.Prefix
+	Logger         logr.Logger
+	// OnLeaseState, when set, is called from Run's goroutine whenever our lease
+	// becomes held or in doubt, with the reason. It must not block.
+	OnLeaseState func(held bool, reason string)
+}
+
+// Stats are the manager's counters, safe to read at any time.
+type Stats struct {
+	// BadEntries counts keys under the subnets prefix skipped as not being
+	// usable leases (counted once per key and revision).
+	BadEntries atomic.Int64
+	// WatchEvents counts lease events received.
+	WatchEvents atomic.Int64
+	// Relists counts full re-reads of the lease set after the watch broke.
+	Relists atomic.Int64
+	// Reacquired counts times our own lease was recreated or restored.
+	Reacquired atomic.Int64
+}
+
+// Manager acquires and holds this host's lease and follows everyone else's.
+//
+// Acquire is called once; Run then keeps the lease alive, repairs it when it is
+// deleted or overwritten, and keeps the peer set current until ctx is done.
+// Peers and PeersChanged may be used from any goroutine.
+type Manager struct {
+	reg  *Registry
+	net  *Config
+	cfg  ManagerConfig
+	log  logr.Logger
+	rand *rand.Rand
+
+	// own and attrs are written by Acquire and then only by Run's goroutine;
+	// ownView publishes own to other goroutines.
+	own     Lease
+	attrs   LeaseAttrs
+	ownView atomic.Pointer[Lease]
+	ownKey  atomic.Pointer[string]
+
+	table peerTable
+	// changed is signalled (coalesced) when Peers may return a new set;
+	// ownChanged when the table saw our own key change.
+	changed    chan struct{}
+	ownChanged chan struct{}
+	// synced is closed once the first full list is in the table.
+	synced     chan struct{}
+	syncedOnce sync.Once
+
+	Stats Stats
+}
+
+// NewManager returns a manager of the network net in registry reg.
+func NewManager(reg *Registry, net *Config, cfg ManagerConfig) *Manager {
+	if cfg.TTL == 0 {
+		cfg.TTL = 24 * time.Hour
+	}
+	if cfg.OnLeaseState == nil {
+		cfg.OnLeaseState = func(bool, string) {}
+	}
+	return &Manager{
+		reg:        reg,
+		net:        net,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		rand:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		table:      peerTable{leases: map[string]Lease{}, bad: map[string]int64{}},
+		changed:    make(chan struct{}, 1),
+		ownChanged: make(chan struct{}, 1),
+		synced:     make(chan struct{}),
+	}
+}
+
+// Own returns our lease; ok is false before Acquire succeeded.
+func (m *Manager) Own() (l Lease, ok bool) {
+	p := m.ownView.Load()
+	if p == nil {
+		return Lease{}, false
+	}
+	return *p, true
+}
+
+func (m *Manager) setOwn(l Lease) {
+	m.own = l
+	m.ownView.Store(&l)
+	k := m.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+	m.ownKey.Store(&k)
+}
+
+// ours reports whether l was written by this host: same public IP and same
+// host identity. A lease without identity (written by flanneld, or by us
+// before the state directory was lost) is ours only if it holds the subnet our
+// previous subnet.env names; an operator's reservation for our public IP is
+// ours if it names no other host.
+func (m *Manager) ours(l Lease) bool {
+	if l.Attrs.PublicIP != m.cfg.PublicIP {
+		return false
+	}
+	switch {
+	case l.Attrs.HostID == m.cfg.HostID:
+		return true
+	case m.cfg.PreviousSubnet.IsValid() && l.Subnet == m.cfg.PreviousSubnet.Masked():
+		return true
+	default:
+		return l.Reservation() && l.Attrs.HostID == ""
+	}
+}
+
+// Acquire finds or creates this host's lease advertising backendType and
+// backendData: our own live lease or reservation first, then the previous
+// subnet if free, else a free subnet picked at random.
+func (m *Manager) Acquire(ctx context.Context, backendType string, backendData json.RawMessage) (Lease, error) {
+	m.attrs = LeaseAttrs{
+		PublicIP:    m.cfg.PublicIP,
+		PublicIPv6:  m.cfg.PublicIPv6,
+		BackendType: backendType,
+		BackendData: backendData,
+		HostID:      m.cfg.HostID,
+	}
+	g := &grant{m: m}
+	defer g.release(ctx)
+	for attempt := 0; attempt < maxAcquireAttempts; attempt++ {
+		if attempt > 0 {
+			// A rival took the subnet we picked; spread the next round out.
+			if err := sleepCtx(ctx, time.Duration(m.rand.Int64N(int64(20*time.Millisecond)))); err != nil {
+				return Lease{}, err
+			}
+		}
+		leases, bad, _, err := m.reg.List(ctx)
+		if err != nil {
+			return Lease{}, err
+		}
+		if l, ok := m.findOurs(leases); ok {
+			l, ok, err := m.takeOver(ctx, l, l.Reservation(), g)
+			if err != nil {
+				return Lease{}, err
+			}
+			if ok {
+				m.setOwn(l)
+				m.log.Info("reusing our lease", "subnet", l.Subnet, "reservation", l.Reservation())
+				return l, nil
+			}
+			continue
+		}
+		sn, sn6, err := m.pick(leases, bad)
+		if err != nil {
+			return Lease{}, err
+		}
+		id, err := g.id(ctx)
+		if err != nil {
+			return Lease{}, err
+		}
+		l, ok, err := m.reg.Create(ctx, sn, sn6, m.attrs, id)
+		if err != nil {
+			return Lease{}, err
+		}
+		if ok {
+			g.keep()
+			m.setOwn(l)
+			m.log.Info("lease acquired", "subnet", l.Subnet, "ipv6Subnet", l.IPv6Subnet, "ttl", m.cfg.TTL, "leaseID", id)
+			return l, nil
+		}
+		m.log.V(2).Info("subnet taken meanwhile, picking again", "subnet", sn, "attempt", attempt+1)
+	}
+	return Lease{}, fmt.Errorf("acquire a subnet: gave up after %d attempts, each lost to another host", maxAcquireAttempts)
+}
+
+func (m *Manager) findOurs(leases []Lease) (Lease, bool) {
+	var found []Lease
+	for _, l := range leases {
+		if m.ours(l) && m.validLease(l) == nil {
+			found = append(found, l)
+		}
+	}
+	// Prefer the lease carrying our identity over one claimed by subnet.env.
+	for _, l := range found {
+		if l.Attrs.HostID == m.cfg.HostID {
+			return l, true
+		}
+	}
+	if len(found) > 0 {
+		return found[0], true
+	}
+	return Lease{}, false
+}
+
+// takeOver makes the existing lease l ours with our attributes: as a
+// reservation, or moved to a fresh etcd lease with our TTL, the old etcd lease
+// revoked so that no lease object leaks. ok is false when the key changed
+// under us.
+func (m *Manager) takeOver(ctx context.Context, l Lease, reservation bool, g *grant) (Lease, bool, error) {
+	if reservation {
+		if l.Attrs.Equal(m.attrs) {
+			return l, true, nil
+		}
+		return m.reg.Replace(ctx, l, m.attrs, 0)
+	}
+	id, err := g.id(ctx)
+	if err != nil {
+		return Lease{}, false, err
+	}
+	nl, ok, err := m.reg.Replace(ctx, l, m.attrs, id)
+	if err != nil || !ok {
+		return nl, ok, err
+	}
+	g.keep()
+	if l.LeaseID != 0 && l.LeaseID != id {
+		m.revoke(ctx, l.LeaseID)
+	}
+	return nl, true, nil
+}
+
+func (m *Manager) revoke(ctx context.Context, id int64) {
+	_, err := m.reg.cli.Revoke(ctx, clientv3.LeaseID(id))
+	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		m.log.Error(err, "revoke old etcd lease (it will expire by itself)", "leaseID", id)
+	}
+}
+
+// pick chooses a free subnet: the previous one when still free, else one at
+// random among the first pickAmong free subnets of the pool.
+func (m *Manager) pick(leases []Lease, bad []BadEntry) (netip.Prefix, netip.Prefix, error) {
+	taken := make(map[netip.Addr]bool, len(leases)+len(bad))
+	for _, l := range leases {
+		taken[l.Subnet.Addr()] = true
+	}
+	for _, b := range bad {
+		// A key with a bad value still occupies its subnet.
+		if rel, ok := strings.CutPrefix(b.Key, m.reg.SubnetsPrefix()); ok {
+			if sn, _, err := ParseSubnetKey(rel); err == nil {
+				taken[sn.Addr()] = true
+			}
+		}
+	}
+	if prev := m.cfg.PreviousSubnet; prev.IsValid() {
+		prev = prev.Masked()
+		if i, ok := m.net.SubnetIndex(prev); ok && !taken[prev.Addr()] {
+			sn, sn6 := m.net.NthSubnet(i)
+			return sn, sn6, nil
+		}
+	}
+	n := m.net.SubnetCount()
+	free := make([]int, 0, pickAmong)
+	for i := 0; i < n && len(free) < pickAmong; i++ {
+		sn, _ := m.net.NthSubnet(i)
+		if !taken[sn.Addr()] {
+			free = append(free, i)
+		}
+	}
+	if len(free) == 0 {
+		first, _ := m.net.NthSubnet(0)
+		last, _ := m.net.NthSubnet(n - 1)
+		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("%w: all %d subnets of %s from %s to %s are leased",
+			ErrNoFreeSubnet, n, m.net.Network, first, last)
+	}
+	sn, sn6 := m.net.NthSubnet(free[m.rand.IntN(len(free))])
+	return sn, sn6, nil
+}
+
+// validLease reports why l cannot be a lease of this network, or nil.
+func (m *Manager) validLease(l Lease) error {
+	if !m.net.Network.Contains(l.Subnet.Addr()) || l.Subnet.Bits() != m.net.SubnetLen {
+		return fmt.Errorf("subnet %s is not a /%d of the network %s", l.Subnet, m.net.SubnetLen, m.net.Network)
+	}
+	if l.IPv6Subnet.IsValid() && m.net.EnableIPv6 &&
+		(!m.net.IPv6Network.Contains(l.IPv6Subnet.Addr()) || l.IPv6Subnet.Bits() != m.net.IPv6SubnetLen) {
+		return fmt.Errorf("IPv6 subnet %s is not a /%d of the network %s", l.IPv6Subnet, m.net.IPv6SubnetLen, m.net.IPv6Network)
+	}
+	return nil
+}
+
+// grant is an etcd lease granted for one Acquire or reacquire: reused across
+// attempts and revoked unless a key ended up attached to it.
+type grant struct {
+	m    *Manager
+	lid  int64
+	kept bool
+}
+
+func (g *grant) id(ctx context.Context) (int64, error) {
+	if g.lid != 0 {
+		return g.lid, nil
+	}
+	resp, err := g.m.reg.cli.Grant(ctx, int64((g.m.cfg.TTL+time.Second-1)/time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("grant etcd lease: %w", err)
+	}
+	g.lid = int64(resp.ID)
+	return g.lid, nil
+}
+
+func (g *grant) keep() { g.kept = true }
+
+func (g *grant) release(ctx context.Context) {
+	if g.lid != 0 && !g.kept {
+		g.m.revoke(context.WithoutCancel(ctx), g.lid)
+	}
+}
+
+// Release deletes this host's lease (found as Acquire would find it) and
+// revokes its etcd lease, so that its subnet is free at once. An operator's
+// reservation is left in place. It returns the released lease, or ok false
+// when there was none.
+func (m *Manager) Release(ctx context.Context) (l Lease, ok bool, err error) {
+	leases, _, _, err := m.reg.List(ctx)
+	if err != nil {
+		return Lease{}, false, err
+	}
+	l, ok = m.findOurs(leases)
+	if !ok {
+		return Lease{}, false, nil
+	}
+	if l.Reservation() {
+		return l, false, fmt.Errorf("subnet %s is a reservation for %s; delete the key %s to free it",
+			l.Subnet, l.Attrs.PublicIP, m.reg.LeaseKey(l.Subnet, l.IPv6Subnet))
+	}
+	deleted, err := m.reg.Delete(ctx, l)
+	if err != nil {
+		return l, false, err
+	}
+	if !deleted {
+		return l, false, fmt.Errorf("lease %s changed while releasing it; try again", m.reg.LeaseKey(l.Subnet, l.IPv6Subnet))
+	}
+	m.revoke(ctx, l.LeaseID)
+	m.log.Info("lease released", "subnet", l.Subnet)
+	return l, true, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// backoff doubles a delay from min to max, with jitter.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else if b.cur *= 2; b.cur > b.max {
+		b.cur = b.max
+	}
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }

@@ -1,0 +1,521 @@
+package subnet_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/tests/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
+)
+
+const prefix = "/coreos.com/network"
+
+var vxlanData = json.RawMessage(`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}`)
+
+// env is one etcd with a network config written into it.
+type env struct {
+	srv *etcdtest.Server
+	cli *clientv3.Client
+	reg *subnet.Registry
+	net *subnet.Config
+}
+
+func newEnv(t *testing.T, config string) *env {
+	t.Helper()
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := context.Background()
+	if _, err := cli.Put(ctx, prefix+"/config", config); err != nil {
+		t.Fatal(err)
+	}
+	reg := subnet.NewRegistry(cli, prefix)
+	cfg, err := reg.GetConfig(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{srv: srv, cli: cli, reg: reg, net: cfg}
+}
+
+func (e *env) manager(ip, hostID string, mod ...func(*subnet.ManagerConfig)) *subnet.Manager {
+	mc := subnet.ManagerConfig{PublicIP: netip.MustParseAddr(ip), HostID: hostID, TTL: time.Hour}
+	for _, f := range mod {
+		f(&mc)
+	}
+	return subnet.NewManager(e.reg, e.net, mc)
+}
+
+// pinned makes a manager ask for sn first, so that a test's own keys cannot
+// collide with a randomly picked subnet.
+func pinned(sn string) func(*subnet.ManagerConfig) {
+	return func(c *subnet.ManagerConfig) { c.PreviousSubnet = netip.MustParsePrefix(sn) }
+}
+
+func hostID(n int) string { return fmt.Sprintf("%032x", n) }
+
+func acquire(t *testing.T, m *subnet.Manager) subnet.Lease {
+	t.Helper()
+	l, err := m.Acquire(context.Background(), "vxlan", vxlanData)
+	if err != nil {
+		t.Fatalf("acquire: %v", err)
+	}
+	return l
+}
+
+// run starts m.Run and returns a function that stops it and returns its error.
+func run(t *testing.T, m *subnet.Manager) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- m.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-errc })
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still not true after 20s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *env) raw(t *testing.T, l subnet.Lease) (value string, leaseID int64, ok bool) {
+	t.Helper()
+	resp, err := e.cli.Get(context.Background(), e.reg.LeaseKey(l.Subnet, l.IPv6Subnet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0, false
+	}
+	return string(resp.Kvs[0].Value), resp.Kvs[0].Lease, true
+}
+
+func (e *env) leaseCount(t *testing.T) int {
+	t.Helper()
+	resp, err := e.cli.Leases(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(resp.Leases)
+}
+
+const net16 = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`
+
+func TestAcquireWritesFlannelFormat(t *testing.T) {
+	e := newEnv(t, net16)
+	l := acquire(t, e.manager("198.18.0.1", hostID(1)))
+	if _, ok := e.net.SubnetIndex(l.Subnet); !ok {
+		t.Fatalf("acquired %s, not a subnet of the pool", l.Subnet)
+	}
+	val, id, ok := e.raw(t, l)
+	if !ok || id == 0 {
+		t.Fatalf("key missing or without etcd lease: ok=%v lease=%x", ok, id)
+	}
+	want := `{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"},"HostID":"` + hostID(1) + `"}`
+	if val != want {
+		t.Fatalf("value\n got %s\nwant %s", val, want)
+	}
+	ttl, err := e.cli.TimeToLive(context.Background(), clientv3.LeaseID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl.GrantedTTL != 3600 {
+		t.Fatalf("granted TTL %d, want 3600", ttl.GrantedTTL)
+	}
+	if !strings.HasPrefix(e.reg.LeaseKey(l.Subnet, l.IPv6Subnet), prefix+"/subnets/10.244.") {
+		t.Fatalf("key %s", e.reg.LeaseKey(l.Subnet, l.IPv6Subnet))
+	}
+}
+
+func TestReuseAfterRestartSameSubnetNoLeakedLease(t *testing.T) {
+	e := newEnv(t, net16)
+	first := acquire(t, e.manager("198.18.0.1", hostID(1)))
+	// A restart: a new manager (new process) with the same identity.
+	second := acquire(t, e.manager("198.18.0.1", hostID(1)))
+	if second.Subnet != first.Subnet {
+		t.Fatalf("restart moved from %s to %s", first.Subnet, second.Subnet)
+	}
+	if second.LeaseID == first.LeaseID {
+		t.Fatalf("expected a fresh etcd lease")
+	}
+	if n := e.leaseCount(t); n != 1 {
+		t.Fatalf("%d etcd leases after restart, want 1 (the old one revoked)", n)
+	}
+}
+
+func TestReuseGuardedByHostIdentity(t *testing.T) {
+	e := newEnv(t, net16)
+	a := acquire(t, e.manager("198.18.0.1", hostID(1)))
+	// Another host behind the same NAT address.
+	b := acquire(t, e.manager("198.18.0.1", hostID(2)))
+	if a.Subnet == b.Subnet {
+		t.Fatalf("two hosts sharing a public IP got the same subnet %s", a.Subnet)
+	}
+	if _, _, ok := e.raw(t, a); !ok {
+		t.Fatalf("first host's lease was taken over")
+	}
+}
+
+func TestPreviousSubnetReused(t *testing.T) {
+	e := newEnv(t, net16)
+	prev := netip.MustParsePrefix("10.244.77.1/24")
+	l := acquire(t, e.manager("198.18.0.1", hostID(1), func(c *subnet.ManagerConfig) { c.PreviousSubnet = prev }))
+	if l.Subnet != prev.Masked() {
+		t.Fatalf("got %s, want the previous subnet %s", l.Subnet, prev.Masked())
+	}
+	// The state directory is lost (new identity) but subnet.env survived:
+	// the live lease holding that subnet is adopted, not duplicated.
+	l2 := acquire(t, e.manager("198.18.0.1", hostID(9), func(c *subnet.ManagerConfig) { c.PreviousSubnet = prev }))
+	if l2.Subnet != prev.Masked() {
+		t.Fatalf("after losing the state dir got %s, want %s", l2.Subnet, prev.Masked())
+	}
+	if n := e.leaseCount(t); n != 1 {
+		t.Fatalf("%d etcd leases, want 1", n)
+	}
+	// A previous subnet held by another host is not taken.
+	l3 := acquire(t, e.manager("198.18.0.3", hostID(3), func(c *subnet.ManagerConfig) { c.PreviousSubnet = prev }))
+	if l3.Subnet == prev.Masked() {
+		t.Fatalf("another host took %s", l3.Subnet)
+	}
+}
+
+func TestReservationStaysWithoutTTL(t *testing.T) {
+	e := newEnv(t, net16)
+	ctx := context.Background()
+	key := prefix + "/subnets/10.244.42.0-24"
+	if _, err := e.cli.Put(ctx, key, `{"PublicIP":"198.18.0.7"}`); err != nil {
+		t.Fatal(err)
+	}
+	m := e.manager("198.18.0.7", hostID(7), func(c *subnet.ManagerConfig) { c.TTL = 2 * time.Second })
+	l := acquire(t, m)
+	if l.Subnet != netip.MustParsePrefix("10.244.42.0/24") || !l.Reservation() {
+		t.Fatalf("got %+v, want the reservation 10.244.42.0/24", l)
+	}
+	stop := run(t, m)
+	// Past the TTL the key is still there and still has no etcd lease.
+	time.Sleep(3 * time.Second)
+	val, id, ok := e.raw(t, l)
+	if !ok || id != 0 {
+		t.Fatalf("reservation became a lease or vanished: ok=%v lease=%x", ok, id)
+	}
+	if !strings.Contains(val, `"BackendType":"vxlan"`) {
+		t.Fatalf("reservation value not updated with our backend data: %s", val)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestKeepAliveOneLeasePastSeveralTTLs(t *testing.T) {
+	e := newEnv(t, net16)
+	m := e.manager("198.18.0.1", hostID(1), func(c *subnet.ManagerConfig) { c.TTL = 2 * time.Second })
+	l := acquire(t, m)
+	run(t, m)
+	time.Sleep(7 * time.Second) // three and a half TTLs
+	_, id, ok := e.raw(t, l)
+	if !ok || id != l.LeaseID {
+		t.Fatalf("after 3.5 TTLs: present=%v lease=%x, want the original lease %x", ok, id, l.LeaseID)
+	}
+	if n := e.leaseCount(t); n != 1 {
+		t.Fatalf("%d etcd leases, want exactly 1", n)
+	}
+}
+
+func TestOwnLeaseDeletedIsRecreatedSameKey(t *testing.T) {
+	e := newEnv(t, net16)
+	var mu sync.Mutex
+	var states []bool
+	m := e.manager("198.18.0.1", hostID(1), func(c *subnet.ManagerConfig) {
+		c.OnLeaseState = func(held bool, _ string) { mu.Lock(); states = append(states, held); mu.Unlock() }
+	})
+	l := acquire(t, m)
+	run(t, m)
+	key := e.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+	if _, err := e.cli.Delete(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "lease recreated", func() error {
+		_, id, ok := e.raw(t, l)
+		if !ok || id == 0 {
+			return errors.New("key absent or without lease")
+		}
+		return nil
+	})
+	if m.Stats.Reacquired.Load() < 1 {
+		t.Fatalf("reacquire not counted")
+	}
+	eventually(t, "one etcd lease left", func() error {
+		if n := e.leaseCount(t); n != 1 {
+			return fmt.Errorf("%d leases", n)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(states) < 3 || states[0] != true || states[1] != false || states[len(states)-1] != true {
+		t.Fatalf("lease states %v, want held, lost, …, held", states)
+	}
+}
+
+func TestOwnLeaseOverwrittenIsRestored(t *testing.T) {
+	e := newEnv(t, net16)
+	m := e.manager("198.18.0.1", hostID(1))
+	l := acquire(t, m)
+	run(t, m)
+	key := e.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+	if _, err := e.cli.Put(context.Background(), key, `{"PublicIP":"198.18.0.99","BackendType":"vxlan"}`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "our value written back", func() error {
+		val, id, _ := e.raw(t, l)
+		if !strings.Contains(val, `"198.18.0.1"`) || id != l.LeaseID {
+			return fmt.Errorf("value %s lease %x", val, id)
+		}
+		return nil
+	})
+}
+
+func TestOwnLeaseTakenByAnotherHostStopsWithError(t *testing.T) {
+	e := newEnv(t, net16)
+	m := e.manager("198.18.0.1", hostID(1))
+	l := acquire(t, m)
+	ctx := context.Background()
+	// While this host is not running, its etcd lease goes away and another
+	// host takes the freed subnet.
+	if _, err := e.cli.Revoke(ctx, clientv3.LeaseID(l.LeaseID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.Put(ctx, e.reg.LeaseKey(l.Subnet, l.IPv6Subnet), `{"PublicIP":"198.18.0.2","HostID":"`+hostID(2)+`"}`); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- m.Run(ctx) }()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, subnet.ErrLeaseLost) || !strings.Contains(err.Error(), "198.18.0.2") {
+			t.Fatalf("Run returned %v, want ErrLeaseLost naming the new holder", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not stop after its subnet was taken")
+	}
+}
+
+func peerSubnets(m *subnet.Manager) string {
+	var s []string
+	for _, l := range m.Peers() {
+		s = append(s, l.Subnet.String()+"@"+l.Attrs.PublicIP.String())
+	}
+	return strings.Join(s, " ")
+}
+
+func TestWatchPeersSkipsBadEntries(t *testing.T) {
+	e := newEnv(t, net16)
+	ctx := context.Background()
+	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+	acquire(t, a)
+	run(t, a)
+	b := e.manager("198.18.0.2", hostID(2), func(c *subnet.ManagerConfig) {
+		c.PreviousSubnet = netip.MustParsePrefix("10.244.2.0/24")
+	})
+	acquire(t, b)
+	eventually(t, "peer b seen", func() error {
+		if got := peerSubnets(a); got != "10.244.2.0/24@198.18.0.2" {
+			return fmt.Errorf("peers %q", got)
+		}
+		return nil
+	})
+	for k, v := range map[string]string{
+		"garbage":        `{"PublicIP":"198.18.0.9"}`,
+		"10.244.9.0-24":  `not json`,
+		"10.99.0.0-24":   `{"PublicIP":"198.18.0.9"}`,
+		"10.244.10.0-24": `{"PublicIP":"not-an-ip"}`,
+	} {
+		if _, err := e.cli.Put(ctx, prefix+"/subnets/"+k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A bad value written over a good peer keeps the peer's last good lease.
+	if _, err := e.cli.Put(ctx, prefix+"/subnets/10.244.2.0-24", `{`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "bad entries counted", func() error {
+		if n := a.Stats.BadEntries.Load(); n != 5 {
+			return fmt.Errorf("%d bad entries; peers %s", n, peerSubnets(a))
+		}
+		return nil
+	})
+	if got := peerSubnets(a); got != "10.244.2.0/24@198.18.0.2" {
+		t.Fatalf("peers %q after bad writes", got)
+	}
+	if _, err := e.cli.Delete(ctx, prefix+"/subnets/10.244.2.0-24"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "peer removed", func() error {
+		if got := peerSubnets(a); got != "" {
+			return fmt.Errorf("peers %q", got)
+		}
+		return nil
+	})
+}
+
+func TestWatchRelistsAfterCompaction(t *testing.T) {
+	e := newEnv(t, net16)
+	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+	acquire(t, a)
+	run(t, a)
+	inproc := e.srv.InProcessClient(t)
+	ctx := context.Background()
+	put := func(c *clientv3.Client, n int) {
+		t.Helper()
+		if _, err := c.Put(ctx, fmt.Sprintf("%s/subnets/10.244.%d.0-24", prefix, n), fmt.Sprintf(`{"PublicIP":"198.18.0.%d"}`, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(e.cli, 100)
+	put(e.cli, 101)
+	eventually(t, "initial peers", func() error {
+		if got := peerSubnets(a); got != "10.244.100.0/24@198.18.0.100 10.244.101.0/24@198.18.0.101" {
+			return fmt.Errorf("peers %q", got)
+		}
+		return nil
+	})
+	// Cut the agent off, change the leases, compact past the changes.
+	if err := e.srv.SetLoopback(false); err != nil {
+		t.Fatal(err)
+	}
+	defer e.srv.SetLoopback(true)
+	eventually(t, "client notices the cut", func() error {
+		if st := e.cli.ActiveConnection().GetState(); st == connectivity.Ready {
+			return fmt.Errorf("connection %s", st)
+		}
+		return nil
+	})
+	if _, err := inproc.Delete(ctx, prefix+"/subnets/10.244.100.0-24"); err != nil {
+		t.Fatal(err)
+	}
+	put(inproc, 102)
+	put(inproc, 101) // an update of an existing key
+	resp, err := inproc.Put(ctx, "/unrelated", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inproc.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.SetLoopback(true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "peers after compaction", func() error {
+		if got := peerSubnets(a); got != "10.244.101.0/24@198.18.0.101 10.244.102.0/24@198.18.0.102" {
+			return fmt.Errorf("peers %q", got)
+		}
+		return nil
+	})
+	if a.Stats.Relists.Load() < 1 {
+		t.Fatalf("no relist counted")
+	}
+}
+
+func raceAcquire(t *testing.T, e *env, n int) (subnets map[netip.Prefix]int, errs []error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	subnets = map[netip.Prefix]int{}
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			m := e.manager(fmt.Sprintf("198.18.%d.%d", i/250, i%250+1), hostID(i))
+			<-start
+			l, err := m.Acquire(context.Background(), "vxlan", vxlanData)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			subnets[l.Subnet]++
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	return subnets, errs
+}
+
+func TestRacingAcquiresGetDistinctSubnets(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		config   string
+		wantErrs int
+	}{
+		{"large pool", net16, 0},
+		{"pool of exactly 100", `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.100.0"}`, 0},
+		{"pool of 99", `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.99.0"}`, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.config)
+			subnets, errs := raceAcquire(t, e, 100)
+			for sn, c := range subnets {
+				if c != 1 {
+					t.Errorf("subnet %s given to %d hosts", sn, c)
+				}
+			}
+			if len(subnets) != 100-tc.wantErrs || len(errs) != tc.wantErrs {
+				t.Fatalf("%d distinct subnets and %d errors (%v), want %d and %d", len(subnets), len(errs), errs, 100-tc.wantErrs, tc.wantErrs)
+			}
+			for _, err := range errs {
+				if !errors.Is(err, subnet.ErrNoFreeSubnet) || !strings.Contains(err.Error(), "all 99 subnets") {
+					t.Fatalf("error %q, want out of subnets naming the pool size", err)
+				}
+			}
+		})
+	}
+}
+
+func TestReleaseFreesSubnetAndLease(t *testing.T) {
+	e := newEnv(t, net16)
+	l := acquire(t, e.manager("198.18.0.1", hostID(1)))
+	rl, ok, err := e.manager("198.18.0.1", hostID(1)).Release(context.Background())
+	if err != nil || !ok || rl.Subnet != l.Subnet {
+		t.Fatalf("release: %v %v %v", rl.Subnet, ok, err)
+	}
+	if _, _, present := e.raw(t, l); present {
+		t.Fatalf("key still present after release")
+	}
+	if n := e.leaseCount(t); n != 0 {
+		t.Fatalf("%d etcd leases after release", n)
+	}
+}
+
+func TestMissingConfigNamesKeyAndHint(t *testing.T) {
+	srv := etcdtest.Start(t)
+	reg := subnet.NewRegistry(srv.Client(t), "/other/prefix")
+	_, err := reg.GetConfig(context.Background())
+	if !errors.Is(err, subnet.ErrConfigNotFound) ||
+		!strings.Contains(err.Error(), "/other/prefix/config") || !strings.Contains(err.Error(), "ETCDCTL_API=3") {
+		t.Fatalf("error %q, want one naming the key and the v3 API hint", err)
+	}
+}

@@ -1,0 +1,202 @@
+package subnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultPrefix is flannel's etcd prefix.
+const DefaultPrefix = "/coreos.com/network"
+
+// ErrConfigNotFound is wrapped by GetConfig's error when the config key is absent.
+var ErrConfigNotFound = errors.New("network config not found")
+
+// Registry reads and writes the network's keys in etcd. Every write that takes
+// over an existing key is a compare-and-swap on its revision.
+type Registry struct {
+	cli    *clientv3.Client
+	prefix string
+}
+
+// NewRegistry returns a registry for the network under prefix ("" means
+// DefaultPrefix).
+func NewRegistry(cli *clientv3.Client, prefix string) *Registry {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Registry{cli: cli, prefix: strings.TrimRight(prefix, "/")}
+}
+
+// ConfigKey is the key of the network config.
+func (r *Registry) ConfigKey() string { return r.prefix + "/config" }
+
+// SubnetsPrefix is the prefix of all lease keys, ending in a slash.
+func (r *Registry) SubnetsPrefix() string { return r.prefix + "/subnets/" }
+
+// LeaseKey is the full etcd key of a lease.
+func (r *Registry) LeaseKey(sn, sn6 netip.Prefix) string {
+	return r.SubnetsPrefix() + MakeSubnetKey(sn, sn6)
+}
+
+// GetConfig reads and parses the network config.
+func (r *Registry) GetConfig(ctx context.Context) (*Config, error) {
+	key := r.ConfigKey()
+	resp, err := r.cli.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read network config %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("%w: key %s is absent from etcd; write it with the etcd v3 API "+
+			"(ETCDCTL_API=3 etcdctl put %s '{\"Network\": \"10.244.0.0/16\", \"Backend\": {\"Type\": \"vxlan\"}}'); "+
+			"keys written with the v2 API are invisible to v3 clients", ErrConfigNotFound, key, key)
+	}
+	cfg, err := ParseConfig(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, fmt.Errorf("network config %s: %w", key, err)
+	}
+	return cfg, nil
+}
+
+// BadEntry is a key under the subnets prefix that is not a usable lease.
+type BadEntry struct {
+	Key         string
+	ModRevision int64
+	Err         error
+}
+
+// decode turns one etcd key-value into a lease.
+func (r *Registry) decode(kv *mvccpb.KeyValue) (Lease, error) {
+	key, value := string(kv.Key), kv.Value
+	rel, ok := strings.CutPrefix(key, r.SubnetsPrefix())
+	if !ok {
+		return Lease{}, fmt.Errorf("key is outside %s", r.SubnetsPrefix())
+	}
+	sn, sn6, err := ParseSubnetKey(rel)
+	if err != nil {
+		return Lease{}, err
+	}
+	attrs, err := ParseLeaseValue(value)
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease value: %w", err)
+	}
+	return Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs,
+		LeaseID: kv.Lease, ModRevision: kv.ModRevision, CreateRevision: kv.CreateRevision}, nil
+}
+
+// List returns every lease in one request, sorted by subnet, the keys that are
+// not leases, and the revision the list was read at.
+func (r *Registry) List(ctx context.Context) ([]Lease, []BadEntry, int64, error) {
+	resp, err := r.cli.Get(ctx, r.SubnetsPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("list leases under %s: %w", r.SubnetsPrefix(), err)
+	}
+	leases := make([]Lease, 0, len(resp.Kvs))
+	var bad []BadEntry
+	for _, kv := range resp.Kvs {
+		l, err := r.decode(kv)
+		if err != nil {
+			bad = append(bad, BadEntry{Key: string(kv.Key), ModRevision: kv.ModRevision, Err: err})
+			continue
+		}
+		leases = append(leases, l)
+	}
+	sortLeases(leases)
+	return leases, bad, resp.Header.Revision, nil
+}
+
+func sortLeases(ls []Lease) {
+	sort.Slice(ls, func(i, j int) bool { return ls[i].Subnet.Addr().Less(ls[j].Subnet.Addr()) })
+}
+
+// Get reads one lease; ok is false when the key is absent.
+func (r *Registry) Get(ctx context.Context, sn, sn6 netip.Prefix) (l Lease, ok bool, err error) {
+	key := r.LeaseKey(sn, sn6)
+	resp, err := r.cli.Get(ctx, key)
+	if err != nil {
+		return Lease{}, false, fmt.Errorf("read lease %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Lease{}, false, nil
+	}
+	kv := resp.Kvs[0]
+	l, err = r.decode(kv)
+	if err != nil {
+		// The key is there but unusable: report it as present so that
+		// nobody creates over it, with the decoding error.
+		return Lease{Subnet: sn, IPv6Subnet: sn6, LeaseID: kv.Lease, ModRevision: kv.ModRevision,
+			CreateRevision: kv.CreateRevision}, true, fmt.Errorf("lease %s: %w", key, err)
+	}
+	return l, true, nil
+}
+
+// Create writes a new lease if its key does not exist, attached to the etcd
+// lease leaseID (0: a reservation). ok is false when the key exists.
+func (r *Registry) Create(ctx context.Context, sn, sn6 netip.Prefix, attrs LeaseAttrs, leaseID int64) (Lease, bool, error) {
+	key := r.LeaseKey(sn, sn6)
+	val, err := json.Marshal(attrs)
+	if err != nil {
+		return Lease{}, false, err
+	}
+	resp, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Version(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(val), putLease(leaseID)...)).
+		Commit()
+	if err != nil {
+		return Lease{}, false, fmt.Errorf("create lease %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		return Lease{}, false, nil
+	}
+	rev := resp.Header.Revision
+	return Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs, LeaseID: leaseID, ModRevision: rev, CreateRevision: rev}, true, nil
+}
+
+// Replace overwrites the lease l with attrs and attaches it to leaseID, if the
+// key is still at l.ModRevision. ok is false when someone wrote it meanwhile.
+func (r *Registry) Replace(ctx context.Context, l Lease, attrs LeaseAttrs, leaseID int64) (Lease, bool, error) {
+	key := r.LeaseKey(l.Subnet, l.IPv6Subnet)
+	val, err := json.Marshal(attrs)
+	if err != nil {
+		return Lease{}, false, err
+	}
+	resp, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", l.ModRevision)).
+		Then(clientv3.OpPut(key, string(val), putLease(leaseID)...)).
+		Commit()
+	if err != nil {
+		return Lease{}, false, fmt.Errorf("update lease %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		return Lease{}, false, nil
+	}
+	return Lease{Subnet: l.Subnet, IPv6Subnet: l.IPv6Subnet, Attrs: attrs, LeaseID: leaseID,
+		ModRevision: resp.Header.Revision, CreateRevision: l.CreateRevision}, true, nil
+}
+
+// Delete removes the lease l if the key is still at l.ModRevision.
+func (r *Registry) Delete(ctx context.Context, l Lease) (bool, error) {
+	key := r.LeaseKey(l.Subnet, l.IPv6Subnet)
+	resp, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", l.ModRevision)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("delete lease %s: %w", key, err)
+	}
+	return resp.Succeeded, nil
+}
+
+func putLease(id int64) []clientv3.OpOption {
+	if id == 0 {
+		return nil
+	}
+	return []clientv3.OpOption{clientv3.WithLease(clientv3.LeaseID(id))}
+}

@@ -1,0 +1,200 @@
+package subnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Run holds the lease that Acquire returned and keeps the peer set current
+// until ctx is done (then it returns nil, leaving the lease in etcd).
+//
+// Holding the lease:
+//
+//	held ──keepalive channel closes (lease expired/revoked)──┐
+//	 │  ──own key deleted──────────────────────────────────┤
+//	 │  ──own key recreated by another writer──────────────┤
+//	 │                                                      v
+//	 │ <──────── same key recreated, or taken over ──── reacquire ──key held by another host──> ErrLeaseLost
+//	 │
+//	 └──own key overwritten in place (same create revision)──> write our value back (CAS), stay held
+//
+// A reacquire never picks another subnet: subnet.env and the host's containers
+// use this one.
+func (m *Manager) Run(ctx context.Context) error {
+	if _, ok := m.Own(); !ok {
+		return errors.New("subnet manager: Run before a successful Acquire")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.watchLoop(ctx)
+	}()
+	err := m.holdLease(ctx)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+func (m *Manager) holdLease(ctx context.Context) error {
+	for {
+		lost, err := m.keepAlive(ctx)
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		m.cfg.OnLeaseState(false, lost)
+		m.log.Error(nil, "OWN LEASE LOST; recreating the same subnet", "subnet", m.own.Subnet, "reason", lost)
+		if err := m.reacquire(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		m.Stats.Reacquired.Add(1)
+	}
+}
+
+// keepAlive keeps the current lease alive until it is lost (returning why) or
+// ctx is done. A reservation has no etcd lease to keep alive.
+func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
+	kctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var ka <-chan *clientv3.LeaseKeepAliveResponse
+	if !m.own.Reservation() {
+		ka, err = m.reg.cli.KeepAlive(kctx, clientv3.LeaseID(m.own.LeaseID))
+		if err != nil {
+			return "keepalive refused: " + err.Error(), nil
+		}
+	}
+	m.cfg.OnLeaseState(true, "")
+	for {
+		select {
+		case <-ctx.Done():
+			return "", nil
+		case resp, ok := <-ka:
+			if !ok {
+				if ctx.Err() != nil {
+					return "", nil
+				}
+				return fmt.Sprintf("etcd lease %x expired or was revoked", m.own.LeaseID), nil
+			}
+			m.log.V(4).Info("lease kept alive", "leaseID", resp.ID, "ttl", resp.TTL)
+		case <-m.ownChanged:
+			st := m.ownState()
+			if st.rev <= m.own.ModRevision {
+				continue // older than our own last write
+			}
+			switch {
+			case !st.present:
+				return "our lease key was deleted", nil
+			case st.err == nil && st.lease.Attrs.Equal(m.attrs) && st.lease.LeaseID == m.own.LeaseID:
+				m.own.ModRevision = st.lease.ModRevision
+				m.setOwn(m.own)
+			case st.createRev == m.own.CreateRevision:
+				m.restore(ctx, st)
+			default:
+				return "our lease key was recreated by another writer", nil
+			}
+		}
+	}
+}
+
+// restore writes our value back over a foreign write to our key.
+func (m *Manager) restore(ctx context.Context, st ownState) {
+	what := "a value of another host"
+	if st.err != nil {
+		what = "an unusable value (" + st.err.Error() + ")"
+	}
+	m.Stats.Reacquired.Add(1)
+	m.log.Error(nil, "our lease key was overwritten; writing our value back", "subnet", m.own.Subnet, "found", what)
+	cur := m.own
+	cur.ModRevision = st.rev
+	l, ok, err := m.reg.Replace(ctx, cur, m.attrs, m.own.LeaseID)
+	switch {
+	case err != nil:
+		m.log.Error(err, "restore our lease value; will retry on the next change", "subnet", m.own.Subnet)
+	case ok:
+		m.setOwn(l)
+	}
+}
+
+// reacquire gets our subnet back, retrying while etcd is unreachable.
+func (m *Manager) reacquire(ctx context.Context) error {
+	b := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	var failing error
+	for {
+		err := m.reacquireOnce(ctx)
+		if err == nil {
+			m.log.Info("own lease recreated with the same subnet", "subnet", m.own.Subnet, "leaseID", m.own.LeaseID)
+			return nil
+		}
+		if errors.Is(err, ErrLeaseLost) || ctx.Err() != nil {
+			return err
+		}
+		if failing == nil || failing.Error() != err.Error() {
+			m.log.Error(err, "recreating own lease failed; retrying", "subnet", m.own.Subnet)
+		}
+		failing = err
+		if err := sleepCtx(ctx, b.next()); err != nil {
+			return err
+		}
+	}
+}
+
+func (m *Manager) reacquireOnce(ctx context.Context) error {
+	g := &grant{m: m}
+	defer g.release(ctx)
+	cur, exists, gerr := m.reg.Get(ctx, m.own.Subnet, m.own.IPv6Subnet)
+	if gerr != nil && !exists {
+		return gerr
+	}
+	key := m.reg.LeaseKey(m.own.Subnet, m.own.IPv6Subnet)
+	var (
+		l   Lease
+		ok  bool
+		err error
+	)
+	switch {
+	case !exists:
+		var id int64
+		if id, err = g.id(ctx); err != nil {
+			return err
+		}
+		if l, ok, err = m.reg.Create(ctx, m.own.Subnet, m.own.IPv6Subnet, m.attrs, id); ok {
+			g.keep()
+		}
+	case gerr == nil && cur.Attrs.PublicIP == m.cfg.PublicIP && cur.Attrs.HostID == m.cfg.HostID,
+		cur.CreateRevision == m.own.CreateRevision:
+		// Still our key (its etcd lease may have outlived our keepalive),
+		// or overwritten in place: take it over with a fresh etcd lease.
+		l, ok, err = m.takeOver(ctx, cur, m.own.Reservation(), g)
+	default:
+		holder := "an unusable value"
+		if gerr == nil {
+			holder = fmt.Sprintf("%s (host %q)", cur.Attrs.PublicIP, cur.Attrs.HostID)
+		}
+		return fmt.Errorf("%w: key %s now belongs to %s; agentd will not move to another subnet while "+
+			"subnet.env and this host's containers use %s: free the key or release this host's lease, then restart",
+			ErrLeaseLost, key, holder, m.own.Subnet)
+	}
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("lease %s changed while recreating it", key)
+	}
+	prev := m.own.LeaseID
+	m.setOwn(l)
+	if prev != 0 && prev != l.LeaseID {
+		// The key left the old etcd lease (deleted, or moved by takeOver):
+		// revoke it so that no lease object outlives its key.
+		m.revoke(ctx, prev)
+	}
+	return nil
+}
