@@ -190,8 +190,8 @@ func (s *Server) ClientConfig() clientv3.Config {
 		// Notice a dead connection within seconds, as the agent does.
 		DialKeepAliveTime:    time.Second,
 		DialKeepAliveTimeout: time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(NetnsDialer(s.NS))},
-		Logger:      zap.NewNop(),
+		DialOptions:          []grpc.DialOption{grpc.WithContextDialer(NetnsDialer(s.NS))},
+		Logger:               zap.NewNop(),
 	}
 }
 
