@@ -1,0 +1,193 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Container is a namespace attached to its host's cni0 bridge with an
+// address from the host's subnet.env, as dockerd --bip or the CNI bridge
+// plugin would make it:
+//
+//	host ns: cni0 <FLANNEL_SUBNET> (e.g. 10.244.5.1/24), MTU FLANNEL_MTU
+//	           └─ veth<n> ── container ns "<p>h<i>c<n>": eth0 10.244.5.<n+1>/24,
+//	                         MTU FLANNEL_MTU, default via 10.244.5.1
+type Container struct {
+	*Namespace
+	Host *Host
+	// Index is n in "h<i>c<n>" (1-based).
+	Index int
+	// Addr is eth0's address with the subnet's length (10.244.5.2/24).
+	Addr netip.Prefix
+	// MTU is eth0's MTU (FLANNEL_MTU).
+	MTU int
+}
+
+// IP is the container's address.
+func (c *Container) IP() netip.Addr { return c.Addr.Addr() }
+
+// String is "h<i>c<n>".
+func (c *Container) String() string { return c.Short }
+
+// AddContainer makes the host's next container from the host's subnet.env
+// (FLANNEL_SUBNET, FLANNEL_MTU; 1500 if FLANNEL_MTU is absent). The first
+// call creates the cni0 bridge with FLANNEL_SUBNET's address and MTU and turns
+// on IPv4 forwarding in the host; later calls check cni0 still has that
+// address (dockerd refuses to start when --bip and its bridge disagree, and so
+// does this). The subnet.env must exist: wait for it (SubnetEnv) first.
+func (h *Host) AddContainer(ctx context.Context) (*Container, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	env, err := h.SubnetEnv()
+	if err != nil {
+		return nil, err
+	}
+	gw, err := netip.ParsePrefix(env["FLANNEL_SUBNET"])
+	if err != nil || !gw.Addr().Is4() {
+		return nil, fmt.Errorf("%s: %w: %q", h.Short, errNoSubnet, env["FLANNEL_SUBNET"])
+	}
+	mtu := UnderlayMTU
+	if s, ok := env["FLANNEL_MTU"]; ok {
+		if mtu, err = strconv.Atoi(s); err != nil || mtu < 576 || mtu > 65535 {
+			return nil, fmt.Errorf("%s: subnet.env FLANNEL_MTU=%q is not an MTU", h.Short, s)
+		}
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.ensureCNI0(gw, mtu); err != nil {
+		return nil, err
+	}
+	n := len(h.containers) + 1
+	addr := gw.Masked().Addr()
+	for range n + 1 {
+		addr = addr.Next()
+	}
+	if !gw.Contains(addr) || !gw.Contains(addr.Next()) { // .Next(): not the broadcast
+		return nil, fmt.Errorf("%s: subnet %s has no room for container %d", h.Short, gw.Masked(), n)
+	}
+	ns, err := h.c.newNamespace(fmt.Sprintf("h%dc%d", h.Index, n))
+	if err != nil {
+		return nil, err
+	}
+	ct := &Container{Namespace: ns, Host: h, Index: n, Addr: netip.PrefixFrom(addr, gw.Bits()), MTU: mtu}
+	if err := h.attach(ct, gw.Addr()); err != nil {
+		return nil, fmt.Errorf("add container %s: %w", ns.Short, err)
+	}
+	h.containers = append(h.containers, ct)
+	return ct, nil
+}
+
+// ensureCNI0 makes cni0 with gw and mtu, or checks the one that exists.
+// Called with h.mu held.
+func (h *Host) ensureCNI0(gw netip.Prefix, mtu int) error {
+	if h.cni0Subnet.IsValid() {
+		if h.cni0Subnet != gw {
+			return fmt.Errorf("%s: cni0 has %s but subnet.env now says FLANNEL_SUBNET=%s", h.Short, h.cni0Subnet, gw)
+		}
+		return nil
+	}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "cni0", MTU: mtu}}
+	if err := h.nl.LinkAdd(br); err != nil {
+		return fmt.Errorf("%s: add bridge cni0: %w", h.Short, err)
+	}
+	l, err := h.nl.LinkByName("cni0")
+	if err != nil {
+		return fmt.Errorf("%s: cni0: %w", h.Short, err)
+	}
+	if err := h.nl.AddrAdd(l, &netlink.Addr{IPNet: prefixToIPNet(gw)}); err != nil {
+		return fmt.Errorf("%s: add %s to cni0: %w", h.Short, gw, err)
+	}
+	if err := h.nl.LinkSetUp(l); err != nil {
+		return fmt.Errorf("%s: cni0 up: %w", h.Short, err)
+	}
+	if err := h.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
+		return err
+	}
+	h.cni0Subnet = gw
+	return nil
+}
+
+// attach wires the container: veth<n> (host, cni0 port) ↔ eth0 (container).
+func (h *Host) attach(ct *Container, gw netip.Addr) error {
+	cni0, err := h.nl.LinkByName("cni0")
+	if err != nil {
+		return err
+	}
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: fmt.Sprintf("veth%d", ct.Index), MTU: ct.MTU, MasterIndex: cni0.Attrs().Index, Flags: net.FlagUp},
+		PeerName:      "eth0",
+		PeerMTU:       uint32(ct.MTU),
+		PeerNamespace: netlink.NsFd(int(ct.handle)),
+	}
+	if err := h.nl.LinkAdd(veth); err != nil {
+		return fmt.Errorf("%s: add veth%d: %w", h.Short, ct.Index, err)
+	}
+	eth0, err := ct.nl.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	if err := ct.nl.AddrAdd(eth0, &netlink.Addr{IPNet: prefixToIPNet(ct.Addr)}); err != nil {
+		return fmt.Errorf("add %s: %w", ct.Addr, err)
+	}
+	if err := ct.nl.LinkSetUp(eth0); err != nil {
+		return err
+	}
+	def := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw.AsSlice()}
+	if err := ct.nl.RouteAdd(def); err != nil {
+		return fmt.Errorf("default route via %s: %w", gw, err)
+	}
+	return nil
+}
+
+// PingResult is ping's summary line.
+type PingResult struct {
+	Sent, Received int
+}
+
+// Lost is Sent − Received.
+func (r PingResult) Lost() int { return r.Sent - r.Received }
+
+var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+
+// parsePing reads iputils ping's "N packets transmitted, M received" line.
+func parsePing(out []byte) (PingResult, bool) {
+	m := pingSummary.FindSubmatch(out)
+	if m == nil {
+		return PingResult{}, false
+	}
+	sent, _ := strconv.Atoi(string(m[1]))
+	recv, _ := strconv.Atoi(string(m[2]))
+	return PingResult{Sent: sent, Received: recv}, true
+}
+
+// Ping sends count echo requests to dst from inside the namespace, interval
+// apart (0 means 200 ms; below 2 ms is fine, the harness is root), waits at
+// most 1 s for the last reply, and returns how many were sent and answered.
+// Lost packets are not an error; failing to run ping is.
+func (n *Namespace) Ping(ctx context.Context, dst netip.Addr, count int, interval time.Duration) (PingResult, error) {
+	if count < 1 {
+		return PingResult{}, errors.New("ping: count must be at least 1")
+	}
+	if interval <= 0 {
+		interval = 200 * time.Millisecond
+	}
+	out, err := n.Exec(ctx, "ping", "-n", "-q", "-c", strconv.Itoa(count),
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-W", "1", dst.String())
+	if r, ok := parsePing(out); ok {
+		return r, nil
+	}
+	if err == nil {
+		err = fmt.Errorf("no summary line in ping's output: %s", tail(out, 500))
+	}
+	return PingResult{}, err
+}

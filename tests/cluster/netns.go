@@ -1,0 +1,378 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// netnsDir is where named namespaces live, as with `ip netns add`.
+const netnsDir = "/var/run/netns"
+
+// onThread runs f on a fresh goroutine locked to its OS thread and waits for
+// it. f may switch the thread's network namespace. Afterwards the thread is
+// switched back to the namespace it started in; if that fails, the goroutine
+// exits still locked, which makes the runtime terminate the thread, so no other
+// goroutine ever runs in a namespace it did not choose. A panic in f is
+// re-raised in the caller.
+func onThread(f func() error) error {
+	type result struct {
+		err      error
+		panicked bool
+		value    any
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("open thread netns: %w", err)}
+			return
+		}
+		var r result
+		defer func() {
+			if v := recover(); v != nil {
+				r = result{panicked: true, value: v}
+			}
+			if err := netns.Set(orig); err == nil {
+				runtime.UnlockOSThread()
+			} else {
+				r.err = errors.Join(r.err, fmt.Errorf("restore thread netns (thread discarded): %w", err))
+			}
+			orig.Close()
+			done <- r
+		}()
+		r.err = f()
+	}()
+	r := <-done
+	if r.panicked {
+		panic(r.value)
+	}
+	return r.err
+}
+
+// inNetns runs f on an OS thread that has entered ns (see onThread).
+func inNetns(ns netns.NsHandle, f func() error) error {
+	return onThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("enter netns: %w", err)
+		}
+		return f()
+	})
+}
+
+// createNetns creates a new network namespace bind-mounted at
+// /var/run/netns/<name> (what `ip netns add` does) and returns an open handle
+// to it. It fails if the name exists. The caller's thread never changes
+// namespace.
+func createNetns(name string) (netns.NsHandle, error) {
+	if len(name) > 15 {
+		return netns.None(), fmt.Errorf("netns name %q is longer than 15 characters", name)
+	}
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return netns.None(), err
+	}
+	path := filepath.Join(netnsDir, name)
+	h := netns.None()
+	err := onThread(func() error {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			os.Remove(path)
+			return fmt.Errorf("unshare: %w", err)
+		}
+		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
+			os.Remove(path)
+			return fmt.Errorf("bind-mount %s: %w", path, err)
+		}
+		h, err = netns.GetFromPath(path)
+		return err
+	})
+	if err != nil {
+		return netns.None(), fmt.Errorf("create netns %s: %w", name, err)
+	}
+	return h, nil
+}
+
+// deleteNetns removes the name of a namespace. The kernel frees the
+// namespace, and the links in it, once no process, socket or open handle
+// refers to it any more. A name that does not exist is not an error.
+func deleteNetns(name string) error {
+	path := filepath.Join(netnsDir, name)
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// nsInode identifies a namespace the way /proc/<pid>/ns/net does.
+func nsInode(h netns.NsHandle) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(h), &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
+
+// Namespace is one network namespace of the cluster: the switch, the etcd
+// namespace, a host or a container. Its methods are safe for concurrent use.
+// The cluster owns it: it stays valid until [Cluster.Close].
+type Namespace struct {
+	// Name is the namespace's name under /var/run/netns ("ad1234-h1"), usable
+	// with `ip netns exec` or `nsenter --net=/var/run/netns/<Name>`.
+	Name string
+	// Short is the name without the cluster prefix ("h1", "h1c2", "etcd"); log
+	// files are named after it.
+	Short string
+
+	c      *Cluster
+	handle netns.NsHandle
+	nl     *netlink.Handle
+}
+
+func (c *Cluster) newNamespace(short string) (*Namespace, error) {
+	name := c.prefix + short
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, errClosed
+	}
+	h, err := createNetns(name)
+	if err != nil {
+		return nil, err
+	}
+	n := &Namespace{Name: name, Short: short, c: c, handle: h}
+	n.nl, err = netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
+	if err != nil {
+		n.release()
+		return nil, fmt.Errorf("netlink handle in %s: %w", name, err)
+	}
+	// From here on Close owns the namespace.
+	c.mu.Lock()
+	closed = c.closed
+	if !closed {
+		c.namespaces = append(c.namespaces, n)
+	}
+	c.mu.Unlock()
+	if closed {
+		n.release()
+		return nil, errClosed
+	}
+	if err := n.setUp("lo"); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// release closes the handles and deletes the name. Idempotent.
+func (n *Namespace) release() error {
+	if n.nl != nil {
+		n.nl.Close()
+		n.nl = nil
+	}
+	if n.handle.IsOpen() {
+		n.handle.Close()
+	}
+	return deleteNetns(n.Name)
+}
+
+// Netlink returns a netlink handle bound to the namespace, for checks and
+// faults the harness has no helper for. Do not close it.
+func (n *Namespace) Netlink() *netlink.Handle { return n.nl }
+
+// Do runs f on an OS thread inside the namespace and returns its error. Only
+// f's own thread is in the namespace: goroutines f starts are not, but sockets
+// f creates stay in it. f must not block for long (it holds a thread).
+func (n *Namespace) Do(f func() error) error {
+	return inNetns(n.handle, f)
+}
+
+// Dial opens a connection whose socket is created inside the namespace, so
+// the root-namespace test process can talk to a server in the cluster
+// without connecting the namespaces. addr must be a literal IP:port (no name
+// resolution happens, so nothing else runs in the namespace); network is
+// "tcp", "tcp4", "udp" or "udp4". The socket keeps its namespace for life.
+func (n *Namespace) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return dialInNetns(ctx, n.handle, network, addr)
+}
+
+// dialInNetns is the one place where the harness makes sockets in a
+// namespace: the etcd client, readiness probes and tests all use it.
+func dialInNetns(ctx context.Context, ns netns.NsHandle, network, addr string) (net.Conn, error) {
+	// gRPC may hand over a URL-ish target ("http://198.18.0.254:2379").
+	if i := strings.Index(addr, "://"); i >= 0 {
+		addr = addr[i+3:]
+	}
+	if _, err := netip.ParseAddrPort(addr); err != nil {
+		return nil, fmt.Errorf("dial in netns: %q is not a literal ip:port: %w", addr, err)
+	}
+	var conn net.Conn
+	err := inNetns(ns, func() error {
+		var d net.Dialer
+		var err error
+		conn, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return conn, err
+}
+
+// Exec runs a command inside the namespace and returns its combined stdout
+// and stderr. A non-zero exit is an error that carries the output. ctx bounds
+// the command: on cancellation its whole process group is killed.
+func (n *Namespace) Exec(ctx context.Context, name string, args ...string) ([]byte, error) {
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Env = n.c.childEnv(nil)
+	cmd.SysProcAttr = childAttrs()
+	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	if err := n.Do(cmd.Start); err != nil {
+		return nil, fmt.Errorf("%s in %s: %w", name, n.Short, err)
+	}
+	err := cmd.Wait()
+	if err != nil {
+		return out.Bytes(), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), n.Short, err, tail(out.Bytes(), 2000))
+	}
+	return out.Bytes(), nil
+}
+
+// Start starts a long-running command inside the namespace, with stdout and
+// stderr appended to <LogDir>/<Short>-<base name of the command>.log. The
+// process is not tied to any context: it runs until it exits, is stopped
+// through the returned Process, or the cluster closes.
+func (n *Namespace) Start(name string, args ...string) (*Process, error) {
+	return n.start(n.Short+" "+filepath.Base(name), n.Short+"-"+filepath.Base(name)+".log", nil, name, args...)
+}
+
+// start runs a process in the namespace, called procName in messages. env
+// adds to the harness's child environment (see childEnv).
+func (n *Namespace) start(procName, logName string, env []string, name string, args ...string) (*Process, error) {
+	c := n.c
+	logPath := filepath.Join(c.logDir, logName)
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() // the child has its own copy
+	fmt.Fprintf(f, "=== %s cluster: start in %s: %s %s\n", time.Now().Format(time.RFC3339Nano), n.Name, name, strings.Join(args, " "))
+
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = c.childEnv(env)
+	cmd.SysProcAttr = childAttrs()
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, errClosed
+	}
+	if err := n.Do(cmd.Start); err != nil {
+		return nil, fmt.Errorf("start %s in %s: %w", name, n.Short, err)
+	}
+	p := newProcess(procName, cmd, logPath, c.opts.StopTimeout)
+	c.mu.Lock()
+	c.procs = append(c.procs, p)
+	closed = c.closed
+	c.mu.Unlock()
+	if closed { // Close ran between Start and here and cannot have seen p.
+		p.Kill()
+		return nil, errClosed
+	}
+	return p, nil
+}
+
+// childAttrs: every child leads its own process group (so a terminal's
+// Ctrl-C reaches the harness, which then cleans up in order, and Kill can take
+// the child's own children with it) and dies with the thread that started it
+// if the test process dies without cleaning up.
+func childAttrs() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// Sysctl writes value to /proc/sys/<key> (key like "net/ipv4/ip_forward")
+// from a thread inside the namespace: files under /proc/sys/net belong to the
+// namespace of the thread that opens them.
+func (n *Namespace) Sysctl(key, value string) error {
+	path := filepath.Join("/proc/sys", key)
+	err := n.Do(func() error { return os.WriteFile(path, []byte(value), 0o644) })
+	if err != nil {
+		return fmt.Errorf("sysctl %s=%s in %s: %w", key, value, n.Short, err)
+	}
+	return nil
+}
+
+// ReadSysctl reads /proc/sys/<key> inside the namespace, without the
+// trailing newline.
+func (n *Namespace) ReadSysctl(key string) (string, error) {
+	var b []byte
+	err := n.Do(func() error {
+		var err error
+		b, err = os.ReadFile(filepath.Join("/proc/sys", key))
+		return err
+	})
+	return strings.TrimSpace(string(b)), err
+}
+
+// DeleteLink deletes the named link in the namespace (a fault: "someone
+// deleted our device"). A link that does not exist is an error.
+func (n *Namespace) DeleteLink(name string) error {
+	l, err := n.nl.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("%s: link %s: %w", n.Short, name, err)
+	}
+	if err := n.nl.LinkDel(l); err != nil {
+		return fmt.Errorf("%s: delete link %s: %w", n.Short, name, err)
+	}
+	return nil
+}
+
+// SetLinkUp sets the named link administratively up or down.
+func (n *Namespace) SetLinkUp(name string, up bool) error {
+	l, err := n.nl.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("%s: link %s: %w", n.Short, name, err)
+	}
+	if up {
+		err = n.nl.LinkSetUp(l)
+	} else {
+		err = n.nl.LinkSetDown(l)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: set link %s up=%v: %w", n.Short, name, up, err)
+	}
+	return nil
+}
+
+func (n *Namespace) setUp(name string) error { return n.SetLinkUp(name, true) }
+
+// tail returns at most the last max bytes of b, as text.
+func tail(b []byte, max int) string {
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return strings.TrimSpace(string(b))
+}
