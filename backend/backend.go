@@ -1,0 +1,110 @@
+// Package backend defines what a datapath backend is to the agent, the map from
+// backend names to their constructors, and helpers the backends share: a netlink
+// wrapper whose dumps retry on interruption, the route protocol that marks our
+// routes, and iptables chains kept as data.
+//
+// A backend is a desired-state setter. The agent hands it the whole peer set
+// each time anything may have changed (a lease event, a netlink event about one
+// of our objects, the resync ticker); the backend compares that with what the
+// kernel holds and applies the difference. It remembers nothing that the kernel
+// can be asked for.
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
+)
+
+// Backend is one datapath. The agent calls Prepare once, then Reconcile from a
+// single goroutine for as long as it runs; Watch runs in its own goroutine.
+// Close is never called: shutting down the agent leaves the datapath in place
+// (shared/DESIGN.md §4.8).
+type Backend interface {
+	// Type is the BackendType written into our lease and expected in peers'.
+	Type() string
+
+	// Prepare readies what does not depend on our subnet (for vxlan, the device
+	// with its persisted VTEP MAC) and returns the BackendData to publish in our
+	// lease, or nil for none. It is idempotent.
+	Prepare(ctx context.Context) (json.RawMessage, error)
+
+	// MTU is the MTU for subnet.env (and dockerd's --mtu); valid after Prepare.
+	MTU() int
+
+	// Reconcile makes the kernel hold exactly the objects that own and peers
+	// imply, recreating our device if it is gone. Peers whose BackendType is not
+	// Type() are ignored. It may be called again with the same input; it adds
+	// before it deletes and returns every failure joined, having applied what it
+	// could.
+	Reconcile(ctx context.Context, own subnet.Lease, peers []subnet.Lease) (Result, error)
+
+	// Watch subscribes to kernel events about the backend's objects and calls
+	// wake (which must not block) whenever one of them changed, until ctx is
+	// done. It returns ctx.Err() then, or an error if it cannot subscribe.
+	Watch(ctx context.Context, wake func()) error
+}
+
+// Result counts what one Reconcile changed and what it would not program.
+type Result struct {
+	Added, Removed, Updated int
+	// Skipped counts peers that were not programmed (another backend type,
+	// malformed backend data, a host-gw peer not on-link).
+	Skipped int
+}
+
+// Changed reports whether Reconcile had to touch the kernel.
+func (r Result) Changed() bool { return r.Added+r.Removed+r.Updated > 0 }
+
+func (r Result) String() string {
+	return fmt.Sprintf("added=%d removed=%d updated=%d skipped=%d", r.Added, r.Removed, r.Updated, r.Skipped)
+}
+
+// ExternalInterface is the host's underlay: the interface peers are reached
+// through and the address we advertise.
+type ExternalInterface struct {
+	Iface *net.Interface
+	// IfaceAddr is an address on Iface; PublicIP is what peers send to. They
+	// differ only behind NAT or when --public-ip says otherwise.
+	IfaceAddr netip.Addr
+	PublicIP  netip.Addr
+}
+
+// Config is what every backend constructor is given.
+type Config struct {
+	Network  *subnet.Config
+	External ExternalInterface
+	// StateDir holds what must survive a restart or reboot (the VTEP MAC).
+	StateDir string
+	Logger   logr.Logger
+}
+
+// Factory builds a backend from its config. It must not touch the kernel;
+// Prepare does.
+type Factory func(cfg Config) (Backend, error)
+
+// Registry maps backend type names to their factories. The agent builds one
+// explicitly (no init-time registration), so a binary links only what it names.
+type Registry map[string]Factory
+
+// New builds the backend that the network config names.
+func (r Registry) New(cfg Config) (Backend, error) {
+	name := cfg.Network.BackendType
+	f, ok := r[name]
+	if !ok {
+		names := make([]string, 0, len(r))
+		for n := range r {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("unknown backend type %q (known: %s)", name, strings.Join(names, ", "))
+	}
+	return f(cfg)
+}

@@ -1,0 +1,744 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// RouteProtocol is the rtm_protocol value on every route agentd installs
+// (74, shown by `ip route` as "proto 74", or by a name given to it in
+// /etc/iproute2/rt_protos.d). The backends find their routes by it after a
+// restart or a crash, diff them against the peer set and delete the ones
+// that no lease implies; a route with any other protocol is never deleted.
+//
+// 74 is not reserved by the kernel (include/uapi/linux/rtnetlink.h) nor used
+// by the routing daemons we know of (bird, FRR, Calico's 80, OVN's 84).
+const RouteProtocol netlink.RouteProtocol = 0x4a
+
+// dumpAttempts bounds how often a dump is retried when the kernel reports that
+// the table changed while it was being read.
+const dumpAttempts = 5
+
+// Dump runs list, a netlink dump, until the kernel returns it complete.
+//
+// A dump that the kernel marks interrupted (NLM_F_DUMP_INTR, the table changed
+// while it was read) makes netlink v1.3 return netlink.ErrDumpInterrupted,
+// sometimes along with partial or inconsistent results. Those results are
+// never used: acting on them would delete or re-add the wrong objects. Dump
+// retries a few times and then fails. Every dump in the backends goes through
+// Dump (TestDumpsUseWrapper enforces it).
+func Dump[T any](what string, list func() ([]T, error)) ([]T, error) {
+	var err error
+	for range dumpAttempts {
+		var v []T
+		v, err = list()
+		if err == nil {
+			return v, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, fmt.Errorf("list %s: %w", what, err)
+		}
+	}
+	return nil, fmt.Errorf("list %s: interrupted %d times in a row: %w", what, dumpAttempts, err)
+}
+
+// ListLinks lists every link.
+func ListLinks(h *netlink.Handle) ([]netlink.Link, error) {
+	return Dump("links", h.LinkList)
+}
+
+// ListAddrs lists the addresses of family (netlink.FAMILY_V4, FAMILY_V6 or
+// FAMILY_ALL) on link, or on every link when link is nil.
+func ListAddrs(h *netlink.Handle, link netlink.Link, family int) ([]netlink.Addr, error) {
+	return Dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(link, family) })
+}
+
+// ListRoutes lists the routes that match filter and mask, as
+// netlink.Handle.RouteListFiltered does.
+func ListRoutes(h *netlink.Handle, family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
+	return Dump("routes", func() ([]netlink.Route, error) {
+		// RouteListFiltered may fill in filter fields; give it a copy.
+		var f *netlink.Route
+		if filter != nil {
+			c := *filter
+			f = &c
+		}
+		return h.RouteListFiltered(family, f, mask)
+	})
+}
+
+// ListNeighs lists the neighbour entries of family on the link with index
+// linkIndex (0: every link). family unix.AF_BRIDGE lists FDB entries.
+func ListNeighs(h *netlink.Handle, linkIndex, family int) ([]netlink.Neigh, error) {
+	return Dump("neighbours", func() ([]netlink.Neigh, error) { return h.NeighList(linkIndex, family) })
+}
+
+// IsNotFound reports whether err says that the object a request named does
+// not exist. Deleting something that is already gone is success.
+func IsNotFound(err error) bool {
+	var lnf netlink.LinkNotFoundError
+	return errors.As(err, &lnf) ||
+		errors.Is(err, unix.ENOENT) || // neighbour, FDB entry
+		errors.Is(err, unix.ESRCH) || // route
+		errors.Is(err, unix.ENODEV) || // link
+		errors.Is(err, unix.EADDRNOTAVAIL) // address
+}
+
+// LinkByName returns the link called name, or nil and no error if there is none.
+func LinkByName(h *netlink.Handle, name string) (netlink.Link, error) {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		if IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("look up link %s: %w", name, err)
+	}
+	return l, nil
+}
+
+// EnsureUp sets link up unless it is already. It reports whether it changed
+// anything.
+func EnsureUp(h *netlink.Handle, link netlink.Link) (bool, error) {
+	if link.Attrs().Flags&net.FlagUp != 0 {
+		return false, nil
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return false, fmt.Errorf("set %s up: %w", link.Attrs().Name, err)
+	}
+	return true, nil
+}
+
+// EnsureAddrs makes want the only addresses of family on link: it adds those
+// missing before it deletes the others. IPv6 link-local addresses are the
+// kernel's and are left alone. It returns how many it added and deleted; the
+// counts are meaningful also when err is not nil.
+func EnsureAddrs(h *netlink.Handle, link netlink.Link, family int, want []netip.Prefix) (added, removed int, err error) {
+	name := link.Attrs().Name
+	have, err := ListAddrs(h, link, family)
+	if err != nil {
+		return 0, 0, err
+	}
+	held := make(map[netip.Prefix]bool, len(have))
+	for _, a := range have {
+		if p, ok := PrefixFromIPNet(a.IPNet); ok {
+			held[p] = true
+		}
+	}
+	wanted := make(map[netip.Prefix]bool, len(want))
+	var errs []error
+	for _, p := range want {
+		wanted[p] = true
+		if held[p] {
+			continue
+		}
+		if err := h.AddrReplace(link, &netlink.Addr{IPNet: IPNet(p)}); err != nil {
+			errs = append(errs, fmt.Errorf("add address %s to %s: %w", p, name, err))
+			continue
+		}
+		added++
+	}
+	for _, a := range have {
+		p, ok := PrefixFromIPNet(a.IPNet)
+		if ok && (wanted[p] || p.Addr().Is6() && p.Addr().IsLinkLocalUnicast()) {
+			continue
+		}
+		if err := h.AddrDel(link, &a); err != nil && !IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete address %s from %s: %w", a.IPNet, name, err))
+			continue
+		}
+		removed++
+	}
+	return added, removed, errors.Join(errs...)
+}
+
+// ConnectedPrefixes lists the IPv4 subnets the link with index linkIndex is
+// directly attached to, from its addresses: a host in one of them is on-link
+// and can be a route's gateway without a router in between.
+func ConnectedPrefixes(h *netlink.Handle, linkIndex int) ([]netip.Prefix, error) {
+	link, err := h.LinkByIndex(linkIndex)
+	if err != nil {
+		return nil, fmt.Errorf("look up link %d: %w", linkIndex, err)
+	}
+	addrs, err := ListAddrs(h, link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	var ps []netip.Prefix
+	for _, a := range addrs {
+		if p, ok := PrefixFromIPNet(a.IPNet); ok {
+			ps = append(ps, p.Masked())
+		}
+	}
+	return ps, nil
+}
+
+// Contains reports whether one of ps contains a.
+func Contains(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Conversions between net/netip, used everywhere inside, and the net types
+// that netlink speaks.
+
+// IP converts a to a net.IP; the zero Addr gives nil.
+func IP(a netip.Addr) net.IP {
+	if !a.IsValid() {
+		return nil
+	}
+	return net.IP(a.AsSlice())
+}
+
+// IPNet converts p to a *net.IPNet; the zero Prefix gives nil.
+func IPNet(p netip.Prefix) *net.IPNet {
+	if !p.IsValid() {
+		return nil
+	}
+	return &net.IPNet{IP: IP(p.Addr()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// AddrFromIP converts ip, unmapping IPv4-in-IPv6; it is false for nil or
+// malformed input.
+func AddrFromIP(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// PrefixFromIPNet converts n, keeping its host bits; it is false for nil or
+// malformed input.
+func PrefixFromIPNet(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := AddrFromIP(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, bits := n.Mask.Size()
+	switch {
+	case bits == a.BitLen():
+	case bits == 128 && a.Is4() && ones >= 96: // an IPv4 mask in 16-byte form
+		ones -= 96
+	default: // a non-canonical mask, or one of the other family
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, ones), true
+}
+
+// MAC is an Ethernet address. Unlike net.HardwareAddr it is comparable, so
+// kernel objects holding one can be compared with ==.
+type MAC [6]byte
+
+// ParseMAC parses the colon-separated form "aa:bb:cc:dd:ee:ff".
+func ParseMAC(s string) (MAC, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		return MAC{}, err
+	}
+	m, ok := MACFromHardwareAddr(hw)
+	if !ok {
+		return MAC{}, fmt.Errorf("%q is not a 6-byte Ethernet address", s)
+	}
+	return m, nil
+}
+
+// MACFromHardwareAddr converts a 6-byte hardware address.
+func MACFromHardwareAddr(hw net.HardwareAddr) (MAC, bool) {
+	var m MAC
+	if len(hw) != len(m) {
+		return MAC{}, false
+	}
+	copy(m[:], hw)
+	return m, true
+}
+
+// HardwareAddr converts m for netlink.
+func (m MAC) HardwareAddr() net.HardwareAddr { return net.HardwareAddr(m[:]) }
+
+func (m MAC) String() string { return m.HardwareAddr().String() }
+
+// IsUnicast reports whether m can name one host: not all zeros, group bit clear.
+func (m MAC) IsUnicast() bool { return m != MAC{} && m[0]&1 == 0 }
+
+// Kernel objects the backends own. They hold what identifies and what
+// describes one object, in comparable form: two values are the same object in
+// the same state exactly when they are ==. Key picks the identity, the part
+// under which the kernel stores it.
+
+// Route is an IPv4 route in the main table, marked with RouteProtocol.
+type Route struct {
+	Dst       netip.Prefix
+	Gw        netip.Addr
+	LinkIndex int
+	OnLink    bool
+	Tos       int
+	Priority  int
+	// Type is the route type (unix.RTN_UNICAST for every route we want).
+	Type int
+}
+
+// RouteKey is what the kernel tells routes of one table apart by.
+type RouteKey struct {
+	Dst           netip.Prefix
+	Tos, Priority int
+}
+
+// Key is r's identity.
+func (r Route) Key() RouteKey { return RouteKey{r.Dst, r.Tos, r.Priority} }
+
+func (r Route) String() string {
+	s := "route " + r.Dst.String()
+	if r.Gw.IsValid() {
+		s += " via " + r.Gw.String()
+	}
+	s += fmt.Sprintf(" dev#%d", r.LinkIndex)
+	if r.OnLink {
+		s += " onlink"
+	}
+	if r.Priority != 0 {
+		s += fmt.Sprintf(" metric %d", r.Priority)
+	}
+	if r.Tos != 0 {
+		s += fmt.Sprintf(" tos %d", r.Tos)
+	}
+	if r.Type != unix.RTN_UNICAST {
+		s += fmt.Sprintf(" type %d", r.Type)
+	}
+	return s
+}
+
+func (r Route) netlink() *netlink.Route {
+	nr := &netlink.Route{
+		Dst:       IPNet(r.Dst),
+		Gw:        IP(r.Gw),
+		LinkIndex: r.LinkIndex,
+		Protocol:  RouteProtocol,
+		Table:     unix.RT_TABLE_MAIN,
+		Tos:       r.Tos,
+		Priority:  r.Priority,
+		Type:      r.Type,
+		Scope:     netlink.SCOPE_UNIVERSE,
+	}
+	if r.OnLink {
+		nr.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return nr
+}
+
+// OurRoutes lists the IPv4 routes of the main table marked with RouteProtocol.
+func OurRoutes(h *netlink.Handle) ([]Route, error) {
+	nrs, err := ListRoutes(h, netlink.FAMILY_V4,
+		&netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, err
+	}
+	rs := make([]Route, 0, len(nrs))
+	for _, nr := range nrs {
+		r := Route{
+			LinkIndex: nr.LinkIndex,
+			OnLink:    nr.Flags&int(netlink.FLAG_ONLINK) != 0,
+			Tos:       nr.Tos,
+			Priority:  nr.Priority,
+			Type:      nr.Type,
+		}
+		if nr.Dst == nil {
+			r.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		} else if p, ok := PrefixFromIPNet(nr.Dst); ok {
+			r.Dst = p
+		}
+		// A multipath route has no single gateway; its zero Gw makes it
+		// differ from anything we want, so it is replaced or deleted.
+		r.Gw, _ = AddrFromIP(nr.Gw)
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
+// Neigh is a permanent IPv4 neighbour (ARP) entry.
+type Neigh struct {
+	LinkIndex int
+	IP        netip.Addr
+	MAC       MAC
+	// Permanent is false for entries the kernel resolved itself.
+	Permanent bool
+}
+
+// NeighKey is what the kernel tells neighbour entries apart by.
+type NeighKey struct {
+	LinkIndex int
+	IP        netip.Addr
+}
+
+// Key is n's identity.
+func (n Neigh) Key() NeighKey { return NeighKey{n.LinkIndex, n.IP} }
+
+func (n Neigh) String() string {
+	s := fmt.Sprintf("neigh %s lladdr %s dev#%d", n.IP, n.MAC, n.LinkIndex)
+	if !n.Permanent {
+		s += " (not permanent)"
+	}
+	return s
+}
+
+// ListNeighsOn lists the IPv4 neighbour entries on the link with index linkIndex.
+func ListNeighsOn(h *netlink.Handle, linkIndex int) ([]Neigh, error) {
+	nns, err := ListNeighs(h, linkIndex, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	ns := make([]Neigh, 0, len(nns))
+	for _, nn := range nns {
+		ip, ok := AddrFromIP(nn.IP)
+		if !ok || nn.LinkIndex != linkIndex {
+			continue
+		}
+		mac, _ := MACFromHardwareAddr(nn.HardwareAddr)
+		ns = append(ns, Neigh{LinkIndex: nn.LinkIndex, IP: ip, MAC: mac, Permanent: nn.State&netlink.NUD_PERMANENT != 0})
+	}
+	return ns, nil
+}
+
+// FDB is a forwarding entry of a VXLAN device: frames for MAC are sent to the
+// VTEP at Dst.
+//
+// The kernel keeps a unicast MAC's entry with exactly one destination: an
+// append to an existing unicast entry does nothing, a replace changes its
+// destination. So the MAC is the identity and the destination is state.
+type FDB struct {
+	LinkIndex int
+	MAC       MAC
+	Dst       netip.Addr
+	Permanent bool
+}
+
+// FDBKey is what the kernel tells a device's FDB entries apart by.
+type FDBKey struct {
+	LinkIndex int
+	MAC       MAC
+}
+
+// Key is f's identity.
+func (f FDB) Key() FDBKey { return FDBKey{f.LinkIndex, f.MAC} }
+
+func (f FDB) String() string {
+	s := fmt.Sprintf("fdb %s dst %s dev#%d", f.MAC, f.Dst, f.LinkIndex)
+	if !f.Permanent {
+		s += " (not permanent)"
+	}
+	return s
+}
+
+// ListFDBOn lists the FDB entries of the device with index linkIndex (its
+// own, NTF_SELF, entries; a zero or multicast MAC may be listed once per
+// destination).
+func ListFDBOn(h *netlink.Handle, linkIndex int) ([]FDB, error) {
+	nns, err := ListNeighs(h, linkIndex, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, err
+	}
+	fs := make([]FDB, 0, len(nns))
+	for _, nn := range nns {
+		if nn.LinkIndex != linkIndex || nn.Flags&netlink.NTF_SELF == 0 {
+			continue
+		}
+		mac, ok := MACFromHardwareAddr(nn.HardwareAddr)
+		if !ok {
+			continue
+		}
+		dst, _ := AddrFromIP(nn.IP)
+		fs = append(fs, FDB{LinkIndex: nn.LinkIndex, MAC: mac, Dst: dst, Permanent: nn.State&netlink.NUD_PERMANENT != 0})
+	}
+	return fs, nil
+}
+
+// Writer changes kernel objects. Each method is idempotent: setting an object
+// that is already there as given, or deleting one that is gone, succeeds.
+type Writer interface {
+	SetRoute(Route) error
+	DelRoute(Route) error
+	SetNeigh(Neigh) error
+	DelNeigh(Neigh) error
+	SetFDB(FDB) error
+	DelFDB(FDB) error
+}
+
+// NetlinkWriter is the Writer of the namespace H is bound to.
+type NetlinkWriter struct{ H *netlink.Handle }
+
+var _ Writer = NetlinkWriter{}
+
+// SetRoute adds or replaces r. Replace takes over a route to the same
+// destination that someone else installed (flanneld before a migration, for
+// one): a route to a peer's subnet is ours by definition.
+func (w NetlinkWriter) SetRoute(r Route) error { return w.H.RouteReplace(r.netlink()) }
+
+// DelRoute deletes r.
+func (w NetlinkWriter) DelRoute(r Route) error { return ignoreNotFound(w.H.RouteDel(r.netlink())) }
+
+// SetNeigh adds or replaces n as a permanent entry.
+func (w NetlinkWriter) SetNeigh(n Neigh) error {
+	return w.H.NeighSet(&netlink.Neigh{
+		LinkIndex:    n.LinkIndex,
+		Family:       netlink.FAMILY_V4,
+		State:        netlink.NUD_PERMANENT,
+		IP:           IP(n.IP),
+		HardwareAddr: n.MAC.HardwareAddr(),
+	})
+}
+
+// DelNeigh deletes n.
+func (w NetlinkWriter) DelNeigh(n Neigh) error {
+	return ignoreNotFound(w.H.NeighDel(&netlink.Neigh{
+		LinkIndex: n.LinkIndex,
+		Family:    netlink.FAMILY_V4,
+		IP:        IP(n.IP),
+	}))
+}
+
+// SetFDB adds f as a permanent entry or points the existing entry for its MAC
+// at f.Dst.
+func (w NetlinkWriter) SetFDB(f FDB) error {
+	return w.H.NeighSet(&netlink.Neigh{
+		LinkIndex:    f.LinkIndex,
+		Family:       unix.AF_BRIDGE,
+		Flags:        netlink.NTF_SELF,
+		State:        netlink.NUD_PERMANENT,
+		IP:           IP(f.Dst),
+		HardwareAddr: f.MAC.HardwareAddr(),
+	})
+}
+
+// DelFDB deletes f's destination from its MAC's entry (the whole entry when it
+// is the last).
+func (w NetlinkWriter) DelFDB(f FDB) error {
+	return ignoreNotFound(w.H.NeighDel(&netlink.Neigh{
+		LinkIndex:    f.LinkIndex,
+		Family:       unix.AF_BRIDGE,
+		Flags:        netlink.NTF_SELF,
+		IP:           IP(f.Dst),
+		HardwareAddr: f.MAC.HardwareAddr(),
+	}))
+}
+
+func ignoreNotFound(err error) error {
+	if IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// EventFilter says which kernel events concern a backend. Each func is called
+// for one event group and reports whether the event is about one of the
+// backend's objects; a nil func leaves its group unsubscribed. The funcs run
+// on WatchEvents' goroutine.
+type EventFilter struct {
+	Link  func(netlink.LinkUpdate) bool
+	Addr  func(netlink.AddrUpdate) bool
+	Route func(netlink.RouteUpdate) bool
+	Neigh func(netlink.NeighUpdate) bool
+
+	// Subscribed, when set, is called each time the subscriptions are in
+	// place, so a test knows that no later event can be missed.
+	Subscribed func()
+}
+
+// eventBuffer is the depth of each subscription's channel. The kernel's socket
+// buffer holds more; when it overflows the subscription ends, is reopened and
+// wake is called, since events may have been lost.
+const eventBuffer = 64
+
+// WatchEvents subscribes to the netlink events that f selects in namespace ns
+// (netns.None() for the current one) and calls wake, which must not block,
+// for each event that f accepts. It runs until ctx is done and then returns
+// ctx.Err(), having closed its subscriptions and joined their goroutines. It
+// returns another error only when the first subscription fails. A
+// subscription that ends later (a socket buffer overrun, say) is reopened with
+// a backoff, followed by a wake, because events may have been missed.
+func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter, wake func()) error {
+	sub, err := subscribe(ns, f)
+	if err != nil {
+		return fmt.Errorf("subscribe to netlink events: %w", err)
+	}
+	if f.Subscribed != nil {
+		f.Subscribed()
+	}
+	for {
+		ended := sub.run(ctx, log, f, wake)
+		sub.close()
+		if ended == nil {
+			return ctx.Err()
+		}
+		log.Info("netlink event subscription ended; subscribing again", "err", ended)
+		if sub = resubscribe(ctx, ns, log, f); sub == nil {
+			return ctx.Err()
+		}
+		if f.Subscribed != nil {
+			f.Subscribed()
+		}
+		wake()
+	}
+}
+
+// resubscribe retries subscribe with a backoff until it works (nil when ctx
+// ends first).
+func resubscribe(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter) *subscription {
+	delay := 100 * time.Millisecond
+	for {
+		sub, err := subscribe(ns, f)
+		if err == nil {
+			return sub
+		}
+		log.Error(err, "subscribe to netlink events; retrying", "in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// subscription is one set of open netlink subscriptions. netlink closes each
+// channel after closing its socket; a nil channel is a group not subscribed.
+type subscription struct {
+	done   chan struct{}
+	errs   chan error
+	links  chan netlink.LinkUpdate
+	addrs  chan netlink.AddrUpdate
+	routes chan netlink.RouteUpdate
+	neighs chan netlink.NeighUpdate
+}
+
+func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
+	s := &subscription{done: make(chan struct{}), errs: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	// The callback runs on netlink's receive goroutine; it must not block.
+	onErr := func(err error) {
+		select {
+		case s.errs <- err:
+		default:
+		}
+	}
+	if f.Link != nil {
+		ch := make(chan netlink.LinkUpdate, eventBuffer)
+		if err := netlink.LinkSubscribeWithOptions(ch, s.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}); err != nil {
+			return nil, fmt.Errorf("links: %w", err)
+		}
+		s.links = ch
+	}
+	if f.Addr != nil {
+		ch := make(chan netlink.AddrUpdate, eventBuffer)
+		if err := netlink.AddrSubscribeWithOptions(ch, s.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}); err != nil {
+			return nil, fmt.Errorf("addresses: %w", err)
+		}
+		s.addrs = ch
+	}
+	if f.Route != nil {
+		ch := make(chan netlink.RouteUpdate, eventBuffer)
+		if err := netlink.RouteSubscribeWithOptions(ch, s.done, netlink.RouteSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}); err != nil {
+			return nil, fmt.Errorf("routes: %w", err)
+		}
+		s.routes = ch
+	}
+	if f.Neigh != nil {
+		ch := make(chan netlink.NeighUpdate, eventBuffer)
+		if err := netlink.NeighSubscribeWithOptions(ch, s.done, netlink.NeighSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}); err != nil {
+			return nil, fmt.Errorf("neighbours: %w", err)
+		}
+		s.neighs = ch
+	}
+	return s, nil
+}
+
+// run delivers events until ctx is done (nil) or a subscription ends (why).
+func (s *subscription) run(ctx context.Context, log logr.Logger, f EventFilter, wake func()) error {
+	event := func(match bool, kind string, ev any) {
+		if match {
+			log.V(2).Info("kernel event about our objects", "kind", kind, "event", ev)
+			wake()
+		} else {
+			log.V(4).Info("kernel event", "kind", kind, "event", ev)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-s.errs:
+			// Fatal receive errors also close the channel, handled below;
+			// the rest (a message from a foreign sender) are only noted.
+			log.V(2).Info("netlink event error", "err", err)
+		case u, ok := <-s.links:
+			if !ok {
+				return s.cause("link")
+			}
+			event(f.Link(u), "link", u.Attrs().Name)
+		case u, ok := <-s.addrs:
+			if !ok {
+				return s.cause("address")
+			}
+			event(f.Addr(u), "address", u)
+		case u, ok := <-s.routes:
+			if !ok {
+				return s.cause("route")
+			}
+			event(f.Route(u), "route", u.Route)
+		case u, ok := <-s.neighs:
+			if !ok {
+				return s.cause("neighbour")
+			}
+			event(f.Neigh(u), "neighbour", u.Neigh)
+		}
+	}
+}
+
+func (s *subscription) cause(group string) error {
+	select {
+	case err := <-s.errs:
+		return fmt.Errorf("%s events: %w", group, err)
+	default:
+		return fmt.Errorf("%s events: channel closed", group)
+	}
+}
+
+// close stops every subscription and waits for netlink's goroutines to finish:
+// each closes its channel once its socket is closed, after handing over what
+// it was sending, so the channels are drained until then.
+func (s *subscription) close() {
+	close(s.done)
+	drain(s.links)
+	drain(s.addrs)
+	drain(s.routes)
+	drain(s.neighs)
+}
+
+func drain[T any](ch chan T) {
+	if ch == nil {
+		return
+	}
+	for range ch {
+	}
+}

@@ -1,0 +1,352 @@
+package backend_test
+
+import (
+	"context"
+	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/internal/nstest"
+	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+func TestDumpRetriesInterrupted(t *testing.T) {
+	calls := 0
+	got, err := backend.Dump("things", func() ([]int, error) {
+		calls++
+		if calls < 3 {
+			return []int{1}, netlink.ErrDumpInterrupted // partial: must not be used
+		}
+		return []int{1, 2}, nil
+	})
+	if err != nil || len(got) != 2 || calls != 3 {
+		t.Errorf("Dump = %v, %v after %d calls; want [1 2], nil after 3", got, err, calls)
+	}
+
+	calls = 0
+	got, err = backend.Dump("things", func() ([]int, error) {
+		calls++
+		return []int{1}, netlink.ErrDumpInterrupted
+	})
+	if !errors.Is(err, netlink.ErrDumpInterrupted) || got != nil || calls != 5 {
+		t.Errorf("always interrupted: Dump = %v, %v after %d calls; want nil, ErrDumpInterrupted after 5", got, err, calls)
+	}
+
+	calls = 0
+	boom := errors.New("boom")
+	_, err = backend.Dump("things", func() ([]int, error) { calls++; return nil, boom })
+	if !errors.Is(err, boom) || calls != 1 || !strings.Contains(err.Error(), "list things") {
+		t.Errorf("other error: %v after %d calls; want it wrapped at once", err, calls)
+	}
+}
+
+// dumpMethods are the netlink calls that dump a table. Outside netlink.go
+// they must only be reached through backend.Dump.
+var dumpMethods = map[string]bool{
+	"LinkList": true, "AddrList": true, "RouteList": true, "RouteListFiltered": true,
+	"RouteListFilteredIter": true, "NeighList": true, "NeighListExecute": true,
+	"NeighProxyList": true, "RuleList": true, "RuleListFiltered": true,
+}
+
+// TestDumpsUseWrapper is the lint rule that keeps every dump in the backends
+// behind Dump: a direct call may act on a partial, interrupted dump.
+func TestDumpsUseWrapper(t *testing.T) {
+	fset := token.NewFileSet()
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || path == "netlink.go" {
+			return err
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			if sel, ok := n.(*ast.SelectorExpr); ok && dumpMethods[sel.Sel.Name] {
+				t.Errorf("%s: %s dumps directly; use backend.Dump or a backend.List* helper (ErrDumpInterrupted)", fset.Position(sel.Pos()), sel.Sel.Name)
+			}
+			return true
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPrefixFromIPNet(t *testing.T) {
+	for _, tc := range []struct {
+		in   *net.IPNet
+		want string
+	}{
+		{nil, "invalid Prefix"},
+		{&net.IPNet{IP: net.IPv4(10, 244, 1, 0).To4(), Mask: net.CIDRMask(32, 32)}, "10.244.1.0/32"},
+		{&net.IPNet{IP: net.IPv4(10, 244, 1, 0), Mask: net.CIDRMask(120, 128)}, "10.244.1.0/24"},
+		{&net.IPNet{IP: net.ParseIP("fe80::1"), Mask: net.CIDRMask(64, 128)}, "fe80::1/64"},
+		{&net.IPNet{IP: net.ParseIP("fe80::1"), Mask: net.CIDRMask(24, 32)}, "invalid Prefix"},
+		{&net.IPNet{IP: net.IPv4(10, 0, 0, 1).To4(), Mask: net.IPMask{255, 0, 255, 0}}, "invalid Prefix"},
+	} {
+		p, _ := backend.PrefixFromIPNet(tc.in)
+		if p.String() != tc.want {
+			t.Errorf("PrefixFromIPNet(%v) = %s, want %s", tc.in, p, tc.want)
+		}
+	}
+	if got := backend.IPNet(netip.MustParsePrefix("10.244.1.0/24")).String(); got != "10.244.1.0/24" {
+		t.Errorf("IPNet = %s", got)
+	}
+}
+
+func TestMAC(t *testing.T) {
+	m, err := backend.ParseMAC("AA:bb:cc:dd:ee:0f")
+	if err != nil || m.String() != "aa:bb:cc:dd:ee:0f" {
+		t.Errorf("ParseMAC = %v, %v", m, err)
+	}
+	if _, err := backend.ParseMAC("00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01"); err == nil {
+		t.Error("a 20-byte address parsed as an Ethernet MAC")
+	}
+	for s, want := range map[string]bool{"02:00:00:00:00:01": true, "00:00:00:00:00:00": false, "01:00:5e:00:00:01": false} {
+		if m, _ := backend.ParseMAC(s); m.IsUnicast() != want {
+			t.Errorf("%s.IsUnicast() = %v", s, !want)
+		}
+	}
+}
+
+// TestEnsureAndWriter exercises the ensure helpers and the Writer against a
+// real kernel in a fresh namespace: each is idempotent, deleting what is gone
+// succeeds, and an FDB set replaces the destination of its MAC.
+func TestEnsureAndWriter(t *testing.T) {
+	ns := nstest.New(t)
+	h := ns.Handle
+	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	if err := h.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vx0"}, VxlanId: 7, Port: 8472}); err != nil {
+		t.Fatal(err)
+	}
+	vx, err := backend.LinkByName(h, "vx0")
+	if err != nil || vx == nil {
+		t.Fatalf("LinkByName(vx0) = %v, %v", vx, err)
+	}
+	if l, err := backend.LinkByName(h, "nosuch0"); l != nil || err != nil {
+		t.Errorf("LinkByName(nosuch0) = %v, %v; want nil, nil", l, err)
+	}
+
+	for i, want := range []bool{true, false} {
+		vx, _ = h.LinkByName("vx0")
+		if changed, err := backend.EnsureUp(h, vx); changed != want || err != nil {
+			t.Errorf("EnsureUp #%d = %v, %v; want %v", i, changed, err, want)
+		}
+	}
+	vx, _ = h.LinkByName("vx0")
+	stale := netip.MustParsePrefix("10.244.9.0/32")
+	if err := h.AddrAdd(vx, &netlink.Addr{IPNet: backend.IPNet(stale)}); err != nil {
+		t.Fatal(err)
+	}
+	own := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/32")}
+	for i, want := range [][2]int{{1, 1}, {0, 0}} {
+		added, removed, err := backend.EnsureAddrs(h, vx, netlink.FAMILY_V4, own)
+		if err != nil || added != want[0] || removed != want[1] {
+			t.Errorf("EnsureAddrs #%d = %d, %d, %v; want %d, %d", i, added, removed, err, want[0], want[1])
+		}
+	}
+
+	w := backend.NetlinkWriter{H: h}
+	idx := vx.Attrs().Index
+	mac := backend.MAC{2, 0, 0, 0, 0, 2}
+	route := backend.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0"), LinkIndex: idx, OnLink: true, Type: unix.RTN_UNICAST}
+	neigh := backend.Neigh{LinkIndex: idx, IP: netip.MustParseAddr("10.244.2.0"), MAC: mac, Permanent: true}
+	fdb := backend.FDB{LinkIndex: idx, MAC: mac, Dst: netip.MustParseAddr("198.18.0.2"), Permanent: true}
+	for range 2 {
+		for _, err := range []error{w.SetFDB(fdb), w.SetNeigh(neigh), w.SetRoute(route)} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fdb.Dst = netip.MustParseAddr("198.18.0.3")
+	if err := w.SetFDB(fdb); err != nil {
+		t.Fatal(err)
+	}
+	checkList(t, "routes", backend.OurRoutes, h, []backend.Route{route})
+	checkList(t, "neighbours", func(h *netlink.Handle) ([]backend.Neigh, error) { return backend.ListNeighsOn(h, idx) }, h, []backend.Neigh{neigh})
+	checkList(t, "fdb", func(h *netlink.Handle) ([]backend.FDB, error) { return backend.ListFDBOn(h, idx) }, h, []backend.FDB{fdb})
+
+	want := `addr ext0 198.18.0.1/24
+addr vx0 10.244.1.0/32
+fdb vx0 02:00:00:00:00:02 dst 198.18.0.3 permanent
+link ext0 veth up mtu 1500
+link peer0 veth up mtu 1500
+link vx0 vxlan up mtu 1500 mac ` + vx.Attrs().HardwareAddr.String() + ` vni 7 port 8472 nolearning
+neigh vx0 10.244.2.0 lladdr 02:00:00:00:00:02 permanent
+route 10.244.2.0/24 via 10.244.2.0 dev vx0 onlink proto 74
+`
+	if got := ns.State(t); got != want {
+		t.Errorf("state:\n%s\nwant:\n%s", got, want)
+	}
+
+	for range 2 {
+		for _, err := range []error{w.DelRoute(route), w.DelNeigh(neigh), w.DelFDB(fdb)} {
+			if err != nil {
+				t.Errorf("delete (twice is fine): %v", err)
+			}
+		}
+	}
+	checkList(t, "routes", backend.OurRoutes, h, nil)
+}
+
+func checkList[T comparable](t *testing.T, what string, list func(*netlink.Handle) ([]T, error), h *netlink.Handle, want []T) {
+	t.Helper()
+	got, err := list(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s = %v, want %v", what, got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Errorf("%s[%d] = %v, want %v", what, i, got[i], want[i])
+		}
+	}
+}
+
+// TestWatchEvents checks that WatchEvents wakes for the events its filter
+// accepts only, and that it stops, joined, when its context ends.
+func TestWatchEvents(t *testing.T) {
+	ns := nstest.New(t)
+	h := ns.Handle
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+
+	wakes := make(chan struct{}, 1)
+	subscribed := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	var watchErr error
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		watchErr = backend.WatchEvents(ctx, ns.NsHandle, logr.Discard(), backend.EventFilter{
+			Route:      func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol },
+			Subscribed: func() { subscribed <- struct{}{} },
+		}, func() {
+			select {
+			case wakes <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-stopped
+	})
+	select {
+	case <-subscribed:
+	case <-stopped:
+		t.Fatalf("WatchEvents returned at once: %v", watchErr)
+	}
+
+	foreign := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.7.0/24")), Gw: net.IPv4(198, 18, 0, 7), LinkIndex: ext.Attrs().Index, Protocol: unix.RTPROT_STATIC}
+	ours := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.8.0/24")), Gw: net.IPv4(198, 18, 0, 8), LinkIndex: ext.Attrs().Index, Protocol: backend.RouteProtocol}
+	// The foreign route's event comes first; only ours may wake.
+	if err := h.RouteAdd(foreign); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(ours); err != nil {
+		t.Fatal(err)
+	}
+	waitWake(t, wakes, "our route was added")
+	select {
+	case <-wakes:
+		t.Error("woken twice: the foreign route's event woke too")
+	default:
+	}
+	if err := h.RouteDel(ours); err != nil {
+		t.Fatal(err)
+	}
+	waitWake(t, wakes, "our route was deleted")
+
+	cancel()
+	select {
+	case <-stopped:
+		if !errors.Is(watchErr, context.Canceled) {
+			t.Errorf("WatchEvents returned %v, want context.Canceled", watchErr)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WatchEvents did not return after its context ended")
+	}
+}
+
+func waitWake(t *testing.T, wakes <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-wakes:
+	case <-time.After(time.Second):
+		t.Fatalf("no wake within 1s after %s", what)
+	}
+}
+
+// TestWatchEventsRecoversFromOverrun blocks wake while the kernel sends more
+// route events than the socket holds: the subscription fails with ENOBUFS,
+// and WatchEvents must subscribe again and wake, since events were lost.
+func TestWatchEventsRecoversFromOverrun(t *testing.T) {
+	ns := nstest.New(t)
+	h := ns.Handle
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	subscribed := make(chan struct{}, 2)
+	wakes := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	var watchErr error
+	go func() {
+		defer close(stopped)
+		watchErr = backend.WatchEvents(ctx, ns.NsHandle, logr.Discard(), backend.EventFilter{
+			Route:      func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol },
+			Subscribed: func() { subscribed <- struct{}{} },
+		}, func() {
+			<-release // a misbehaving wake: the events pile up
+			select {
+			case wakes <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		unblock()
+		cancel()
+		<-stopped
+	})
+	<-subscribed
+
+	for i := range 4000 {
+		r := &netlink.Route{
+			Dst:       backend.IPNet(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i >> 8), byte(i)}), 32)),
+			Gw:        net.IPv4(198, 18, 0, 2),
+			LinkIndex: ext.Attrs().Index,
+			Protocol:  backend.RouteProtocol,
+		}
+		if err := h.RouteAdd(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unblock()
+	select {
+	case <-subscribed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("WatchEvents did not subscribe again after the overrun")
+	case <-stopped:
+		t.Fatalf("WatchEvents returned: %v", watchErr)
+	}
+	waitWake(t, wakes, "subscribing again")
+}
