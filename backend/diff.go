@@ -1,0 +1,202 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/go-logr/logr"
+)
+
+// Changes is what must happen to one kind of kernel object for the kernel to
+// hold exactly the desired set.
+type Changes[V any] struct {
+	// Add holds desired objects whose key the kernel does not hold.
+	Add []V
+	// Update holds desired objects whose key the kernel holds with other
+	// content: setting them replaces it.
+	Update []V
+	// Remove holds objects as the kernel holds them whose key is not
+	// desired, and extra entries under a desired key (the kernel can hold
+	// several destinations for a multicast FDB MAC).
+	Remove []V
+}
+
+// Len is the number of changes.
+func (c Changes[V]) Len() int { return len(c.Add) + len(c.Update) + len(c.Remove) }
+
+// Diff compares the desired objects with those the kernel holds (actual).
+// key gives an object's identity; two objects with the same key and == values
+// need nothing done.
+//
+// The result, applied as "set each of Add and Update (replacing the first
+// object under its key), then delete each of Remove (that exact object)",
+// leaves exactly the desired objects, one per key. When desired holds a key
+// twice the first wins. Add and Update follow desired's order, Remove follows
+// actual's, so sorted inputs give a reproducible plan. Diff is pure.
+func Diff[K comparable, V comparable](desired, actual []V, key func(V) K) Changes[V] {
+	want := make(map[K]V, len(desired))
+	for _, v := range desired {
+		if k := key(v); !has(want, k) {
+			want[k] = v
+		}
+	}
+	// exact holds the desired keys the kernel already holds as desired.
+	exact := make(map[K]bool)
+	present := make(map[K]bool)
+	for _, v := range actual {
+		k := key(v)
+		present[k] = true
+		if w, ok := want[k]; ok && w == v {
+			exact[k] = true
+		}
+	}
+	var c Changes[V]
+	// updated holds the keys whose first differing object is replaced.
+	updated := make(map[K]bool)
+	for _, v := range actual {
+		k := key(v)
+		w, wanted := want[k]
+		switch {
+		case !wanted:
+			c.Remove = append(c.Remove, v)
+		case w == v:
+			// Already as desired (a second identical entry cannot exist).
+		case exact[k] || updated[k]:
+			c.Remove = append(c.Remove, v)
+		default:
+			updated[k] = true
+		}
+	}
+	seen := make(map[K]bool, len(want))
+	for _, v := range desired {
+		k := key(v)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		switch {
+		case !present[k]:
+			c.Add = append(c.Add, v)
+		case updated[k]:
+			c.Update = append(c.Update, v)
+		}
+	}
+	return c
+}
+
+func has[K comparable, V any](m map[K]V, k K) bool {
+	_, ok := m[k]
+	return ok
+}
+
+// Plan is the whole set of changes a backend makes in one Reconcile.
+type Plan struct {
+	FDB    Changes[FDB]
+	Neighs Changes[Neigh]
+	Routes Changes[Route]
+}
+
+// Len is the number of changes.
+func (p *Plan) Len() int { return p.FDB.Len() + p.Neighs.Len() + p.Routes.Len() }
+
+// logEachLimit is the size up to which a plan logs every change at V(0); a
+// larger one (a restart with thousands of peers) logs each change at V(2)
+// and a summary at V(0).
+const logEachLimit = 32
+
+// Apply makes the changes through w, in an order that never sends traffic
+// the wrong way: first every add and update, lower layers first (FDB entries
+// and neighbours before the routes that lead to them), then every delete,
+// upper layers first. A failed change does not stop the others; Apply returns
+// every failure joined, and counts only the changes that worked.
+func (p *Plan) Apply(w Writer, log logr.Logger) (Result, error) {
+	var (
+		res  Result
+		errs []error
+	)
+	each := p.Len() <= logEachLimit
+	do := func(verb string, obj fmt.Stringer, op func() error, count *int) {
+		if err := op(); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", verb, obj, err))
+			return
+		}
+		*count++
+		if each {
+			log.Info("kernel "+verb, "object", obj.String())
+		} else {
+			log.V(2).Info("kernel "+verb, "object", obj.String())
+		}
+	}
+	for _, f := range p.FDB.Add {
+		do("add", f, func() error { return w.SetFDB(f) }, &res.Added)
+	}
+	for _, f := range p.FDB.Update {
+		do("update", f, func() error { return w.SetFDB(f) }, &res.Updated)
+	}
+	for _, n := range p.Neighs.Add {
+		do("add", n, func() error { return w.SetNeigh(n) }, &res.Added)
+	}
+	for _, n := range p.Neighs.Update {
+		do("update", n, func() error { return w.SetNeigh(n) }, &res.Updated)
+	}
+	for _, r := range p.Routes.Add {
+		do("add", r, func() error { return w.SetRoute(r) }, &res.Added)
+	}
+	for _, r := range p.Routes.Update {
+		do("update", r, func() error { return w.SetRoute(r) }, &res.Updated)
+	}
+	for _, r := range p.Routes.Remove {
+		do("delete", r, func() error { return w.DelRoute(r) }, &res.Removed)
+	}
+	for _, n := range p.Neighs.Remove {
+		do("delete", n, func() error { return w.DelNeigh(n) }, &res.Removed)
+	}
+	for _, f := range p.FDB.Remove {
+		do("delete", f, func() error { return w.DelFDB(f) }, &res.Removed)
+	}
+	if !each {
+		log.Info("kernel objects changed", "result", res.String(), "failed", len(errs))
+	}
+	return res, errors.Join(errs...)
+}
+
+// Add adds o's counts to r's.
+func (r *Result) Add(o Result) {
+	r.Added += o.Added
+	r.Removed += o.Removed
+	r.Updated += o.Updated
+	r.Skipped += o.Skipped
+}
+
+// SkipLog reports the peers a backend will not program, each once per reason
+// rather than on every Reconcile. It belongs to the Reconcile goroutine.
+type SkipLog struct {
+	log     logr.Logger
+	reasons map[string]string // what the last round reported, by lease key
+	round   map[string]string
+}
+
+// NewSkipLog returns a SkipLog that logs to log.
+func NewSkipLog(log logr.Logger) *SkipLog {
+	return &SkipLog{log: log, reasons: map[string]string{}, round: map[string]string{}}
+}
+
+// Skip records that the lease with key will not be programmed, and why; it
+// logs unless the previous round said the same.
+func (s *SkipLog) Skip(key, reason string) {
+	if _, dup := s.round[key]; dup {
+		return
+	}
+	s.round[key] = reason
+	if s.reasons[key] != reason {
+		s.log.Info("peer not programmed", "lease", key, "reason", reason)
+	}
+}
+
+// Finish ends a round and returns how many leases it skipped. A lease skipped
+// again after a round without it is logged again.
+func (s *SkipLog) Finish() int {
+	n := len(s.round)
+	s.reasons, s.round = s.round, make(map[string]string, n)
+	return n
+}

@@ -1,0 +1,390 @@
+package backend
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	"golang.org/x/sys/unix"
+)
+
+// kv is a minimal object for table tests: K identifies, V is content.
+type kv struct{ K, V string }
+
+func (o kv) key() string { return o.K }
+
+func kvs(s string) []kv {
+	var out []kv
+	for _, f := range strings.Fields(s) {
+		k, v, _ := strings.Cut(f, "=")
+		out = append(out, kv{k, v})
+	}
+	return out
+}
+
+func fmtKVs(os []kv) string {
+	var s []string
+	for _, o := range os {
+		s = append(s, o.K+"="+o.V)
+	}
+	return strings.Join(s, " ")
+}
+
+func TestDiff(t *testing.T) {
+	for _, tc := range []struct {
+		name, desired, actual string
+		add, update, remove   string
+	}{
+		{name: "empty"},
+		{name: "all new", desired: "a=1 b=2", add: "a=1 b=2"},
+		{name: "all gone", actual: "a=1 b=2", remove: "a=1 b=2"},
+		{name: "in place", desired: "a=1 b=2", actual: "b=2 a=1"},
+		{name: "content changed", desired: "a=1 b=3", actual: "a=1 b=2", update: "b=3"},
+		{name: "mixed", desired: "a=1 b=3 d=4", actual: "c=9 b=2 a=1", add: "d=4", update: "b=3", remove: "c=9"},
+		{name: "first desired wins", desired: "a=1 a=2", actual: "a=2", update: "a=1"},
+		{name: "extra entries under a wanted key", desired: "m=x", actual: "m=y m=x m=z", remove: "m=y m=z"},
+		{name: "several wrong entries under a wanted key", desired: "m=x", actual: "m=y m=z", update: "m=x", remove: "m=z"},
+		{name: "several entries under an unwanted key", actual: "m=y m=z", remove: "m=y m=z"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Diff(kvs(tc.desired), kvs(tc.actual), kv.key)
+			got := fmt.Sprintf("add[%s] update[%s] remove[%s]", fmtKVs(c.Add), fmtKVs(c.Update), fmtKVs(c.Remove))
+			want := fmt.Sprintf("add[%s] update[%s] remove[%s]", tc.add, tc.update, tc.remove)
+			if got != want {
+				t.Errorf("Diff(%q, %q)\n got %s\nwant %s", tc.desired, tc.actual, got, want)
+			}
+		})
+	}
+}
+
+// fakeKernel is a Writer over lists of objects, with the kernel's semantics
+// as Diff assumes them: set replaces the first object under the key or
+// appends, delete removes that exact object. It logs every call.
+type fakeKernel struct {
+	routes []Route
+	neighs []Neigh
+	fdb    []FDB
+	calls  []string
+	fail   func(op string) error
+}
+
+func set[K comparable, V any](list []V, v V, key func(V) K) []V {
+	for i, o := range list {
+		if key(o) == key(v) {
+			list[i] = v
+			return list
+		}
+	}
+	return append(list, v)
+}
+
+func del[V comparable](list []V, v V) []V {
+	return slices.DeleteFunc(list, func(o V) bool { return o == v })
+}
+
+func (k *fakeKernel) call(op string, o fmt.Stringer) error {
+	k.calls = append(k.calls, op+" "+o.String())
+	if k.fail != nil {
+		return k.fail(op + " " + o.String())
+	}
+	return nil
+}
+
+func (k *fakeKernel) SetRoute(r Route) error {
+	if err := k.call("set", r); err != nil {
+		return err
+	}
+	k.routes = set(k.routes, r, Route.Key)
+	return nil
+}
+
+func (k *fakeKernel) DelRoute(r Route) error {
+	if err := k.call("del", r); err != nil {
+		return err
+	}
+	k.routes = del(k.routes, r)
+	return nil
+}
+
+func (k *fakeKernel) SetNeigh(n Neigh) error {
+	if err := k.call("set", n); err != nil {
+		return err
+	}
+	k.neighs = set(k.neighs, n, Neigh.Key)
+	return nil
+}
+
+func (k *fakeKernel) DelNeigh(n Neigh) error {
+	if err := k.call("del", n); err != nil {
+		return err
+	}
+	k.neighs = del(k.neighs, n)
+	return nil
+}
+
+func (k *fakeKernel) SetFDB(f FDB) error {
+	if err := k.call("set", f); err != nil {
+		return err
+	}
+	k.fdb = set(k.fdb, f, FDB.Key)
+	return nil
+}
+
+func (k *fakeKernel) DelFDB(f FDB) error {
+	if err := k.call("del", f); err != nil {
+		return err
+	}
+	k.fdb = del(k.fdb, f)
+	return nil
+}
+
+var _ Writer = (*fakeKernel)(nil)
+
+var (
+	macA = MAC{2, 0, 0, 0, 0, 0xa}
+	macB = MAC{2, 0, 0, 0, 0, 0xb}
+)
+
+func vxlanRoute(sn string) Route {
+	p := netip.MustParsePrefix(sn)
+	return Route{Dst: p, Gw: p.Addr(), LinkIndex: 5, OnLink: true, Type: unix.RTN_UNICAST}
+}
+
+// TestPlanApplyOrder checks that Apply adds lower layers first and deletes
+// upper layers first, and that a MAC change replaces the neighbour in place
+// and drops the stale FDB entry only after the new one exists.
+func TestPlanApplyOrder(t *testing.T) {
+	k := &fakeKernel{
+		routes: []Route{vxlanRoute("10.244.2.0/24"), vxlanRoute("10.244.3.0/24")},
+		neighs: []Neigh{
+			{5, netip.MustParseAddr("10.244.2.0"), macA, true},
+			{5, netip.MustParseAddr("10.244.3.0"), macB, true},
+		},
+		fdb: []FDB{
+			{5, macA, netip.MustParseAddr("198.18.0.2"), true},
+			{5, macB, netip.MustParseAddr("198.18.0.3"), true},
+		},
+	}
+	macC := MAC{2, 0, 0, 0, 0, 0xc}
+	desiredRoutes := []Route{vxlanRoute("10.244.2.0/24"), vxlanRoute("10.244.4.0/24")}
+	desiredNeighs := []Neigh{
+		{5, netip.MustParseAddr("10.244.2.0"), macC, true}, // peer 2 changed its MAC
+		{5, netip.MustParseAddr("10.244.4.0"), macB, true}, // peer 3 went, 4 came with B
+	}
+	desiredFDB := []FDB{
+		{5, macC, netip.MustParseAddr("198.18.0.2"), true},
+		{5, macB, netip.MustParseAddr("198.18.0.4"), true},
+	}
+	p := Plan{
+		FDB:    Diff(desiredFDB, k.fdb, FDB.Key),
+		Neighs: Diff(desiredNeighs, k.neighs, Neigh.Key),
+		Routes: Diff(desiredRoutes, k.routes, Route.Key),
+	}
+	res, err := p.Apply(k, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `set fdb 02:00:00:00:00:0c dst 198.18.0.2 dev#5
+set fdb 02:00:00:00:00:0b dst 198.18.0.4 dev#5
+set neigh 10.244.4.0 lladdr 02:00:00:00:00:0b dev#5
+set neigh 10.244.2.0 lladdr 02:00:00:00:00:0c dev#5
+set route 10.244.4.0/24 via 10.244.4.0 dev#5 onlink
+del route 10.244.3.0/24 via 10.244.3.0 dev#5 onlink
+del neigh 10.244.3.0 lladdr 02:00:00:00:00:0b dev#5
+del fdb 02:00:00:00:00:0a dst 198.18.0.2 dev#5`
+	if got := strings.Join(k.calls, "\n"); got != want {
+		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
+	}
+	if got, want := res, (Result{Added: 3, Updated: 2, Removed: 3}); got != want {
+		t.Errorf("result %v, want %v", got, want)
+	}
+	if again := (Plan{
+		FDB:    Diff(desiredFDB, k.fdb, FDB.Key),
+		Neighs: Diff(desiredNeighs, k.neighs, Neigh.Key),
+		Routes: Diff(desiredRoutes, k.routes, Route.Key),
+	}); again.Len() != 0 {
+		t.Errorf("second plan is not empty: %+v", again)
+	}
+}
+
+func TestPlanApplyContinuesAfterErrors(t *testing.T) {
+	boom := errors.New("boom")
+	k := &fakeKernel{
+		routes: []Route{vxlanRoute("10.244.9.0/24")},
+		fail: func(op string) error {
+			if strings.Contains(op, "10.244.2.0") {
+				return boom
+			}
+			return nil
+		},
+	}
+	p := Plan{Routes: Diff([]Route{vxlanRoute("10.244.2.0/24"), vxlanRoute("10.244.3.0/24")}, k.routes, Route.Key)}
+	res, err := p.Apply(k, logr.Discard())
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "add route 10.244.2.0/24") {
+		t.Errorf("err = %v, want the failed add named and wrapped", err)
+	}
+	if want := (Result{Added: 1, Removed: 1}); res != want {
+		t.Errorf("result %v, want %v", res, want)
+	}
+}
+
+func TestPlanApplyLogsLargePlansBriefly(t *testing.T) {
+	var lines []string
+	log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 0})
+	var desired []Route
+	for i := range logEachLimit + 1 {
+		desired = append(desired, vxlanRoute(fmt.Sprintf("10.244.%d.0/24", i+1)))
+	}
+	p := Plan{Routes: Diff(desired, nil, Route.Key)}
+	if _, err := p.Apply(&fakeKernel{}, log); err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "added=33") {
+		t.Errorf("log lines %q, want one summary", lines)
+	}
+}
+
+func TestSkipLog(t *testing.T) {
+	var lines []string
+	s := NewSkipLog(funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{}))
+	s.Skip("a", "bad MAC")
+	s.Skip("b", "host-gw")
+	s.Skip("b", "host-gw")
+	if n := s.Finish(); n != 2 {
+		t.Errorf("first round skipped %d, want 2", n)
+	}
+	s.Skip("a", "bad MAC") // same reason: quiet
+	s.Skip("b", "not on-link")
+	if n := s.Finish(); n != 2 {
+		t.Errorf("second round skipped %d, want 2", n)
+	}
+	s.Finish()             // a is programmed or gone for one round...
+	s.Skip("a", "bad MAC") // ...so it is reported again
+	s.Finish()
+	if len(lines) != 4 {
+		t.Errorf("logged %d lines, want 4:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+}
+
+// FuzzDiff checks Diff's contract on arbitrary inputs: applying the plan to
+// the actual objects with the kernel's semantics gives the desired set, one
+// object per key; a second diff is empty; and every change is justified.
+func FuzzDiff(f *testing.F) {
+	f.Add([]byte{}, []byte{})
+	f.Add([]byte{1, 2, 3, 4, 5, 6}, []byte{1, 2, 3, 9, 9, 9})
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1}, []byte{0, 0, 1, 0, 0, 2, 0, 0, 3})
+	f.Fuzz(func(t *testing.T, desiredB, actualB []byte) {
+		// A few dozen objects from a small value space reach every case;
+		// longer inputs only slow the quadratic checks down.
+		desiredB, actualB = desiredB[:min(len(desiredB), 256)], actualB[:min(len(actualB), 256)]
+		checkDiff(t, decodeFDB(desiredB), decodeFDB(actualB), FDB.Key, (*fakeKernel).fdbList,
+			func(p *Plan, c Changes[FDB]) { p.FDB = c }, func(k *fakeKernel, v []FDB) { k.fdb = v })
+		checkDiff(t, decodeRoutes(desiredB), decodeRoutes(actualB), Route.Key, (*fakeKernel).routeList,
+			func(p *Plan, c Changes[Route]) { p.Routes = c }, func(k *fakeKernel, v []Route) { k.routes = v })
+	})
+}
+
+func (k *fakeKernel) fdbList() []FDB     { return k.fdb }
+func (k *fakeKernel) routeList() []Route { return k.routes }
+
+func checkDiff[K comparable, V comparable](t *testing.T, desired, actual []V, key func(V) K,
+	list func(*fakeKernel) []V, setPlan func(*Plan, Changes[V]), setKernel func(*fakeKernel, []V)) {
+	t.Helper()
+	// The kernel never holds the same object twice.
+	var uniq []V
+	for _, v := range actual {
+		if !slices.Contains(uniq, v) {
+			uniq = append(uniq, v)
+		}
+	}
+	actual = uniq
+	c := Diff(desired, actual, key)
+	want := map[K]V{}
+	for _, v := range desired {
+		if _, ok := want[key(v)]; !ok {
+			want[key(v)] = v
+		}
+	}
+	inActual := map[K]bool{}
+	for _, v := range actual {
+		inActual[key(v)] = true
+	}
+	for _, v := range c.Add {
+		if inActual[key(v)] || want[key(v)] != v {
+			t.Fatalf("Add %v: key already held or not the desired value", v)
+		}
+	}
+	for _, v := range c.Update {
+		if !inActual[key(v)] || want[key(v)] != v {
+			t.Fatalf("Update %v: key not held or not the desired value", v)
+		}
+	}
+	for _, v := range c.Remove {
+		if !slices.Contains(actual, v) || want[key(v)] == v {
+			t.Fatalf("Remove %v: not held, or exactly desired", v)
+		}
+	}
+
+	k := &fakeKernel{}
+	setKernel(k, slices.Clone(actual))
+	var p Plan
+	setPlan(&p, c)
+	if _, err := p.Apply(k, logr.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	got := list(k)
+	seen := map[K]bool{}
+	for _, v := range got {
+		if seen[key(v)] {
+			t.Fatalf("after apply the key of %v is held twice: %v", v, got)
+		}
+		seen[key(v)] = true
+		if want[key(v)] != v {
+			t.Fatalf("after apply %v is held, want %v (desired %v, actual %v, changes %+v)", v, want[key(v)], desired, actual, c)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("after apply %d objects are held, want %d", len(seen), len(want))
+	}
+	if again := Diff(desired, got, key); again.Len() != 0 {
+		t.Fatalf("diff after apply is not empty: %+v", again)
+	}
+}
+
+// decodeFDB reads 3-byte records from a small value space so that keys
+// collide often: MAC (4 values), destination (4), permanent.
+func decodeFDB(b []byte) []FDB {
+	var out []FDB
+	for ; len(b) >= 3; b = b[3:] {
+		out = append(out, FDB{
+			LinkIndex: 5,
+			MAC:       MAC{2, 0, 0, 0, 0, b[0] % 4},
+			Dst:       netip.AddrFrom4([4]byte{198, 18, 0, b[1] % 4}),
+			Permanent: b[2]&1 == 0,
+		})
+	}
+	return out
+}
+
+func decodeRoutes(b []byte) []Route {
+	var out []Route
+	for ; len(b) >= 4; b = b[4:] {
+		v := binary.BigEndian.Uint32(b)
+		dst := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(v % 3), 0}), 24)
+		out = append(out, Route{
+			Dst:       dst,
+			Gw:        netip.AddrFrom4([4]byte{198, 18, 0, byte(v >> 8 % 3)}),
+			LinkIndex: int(v>>16%2) + 4,
+			OnLink:    v>>20&1 == 1,
+			Priority:  int(v >> 24 % 2),
+			Type:      unix.RTN_UNICAST,
+		})
+	}
+	return out
+}
