@@ -1,0 +1,157 @@
+package vxlan
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/subnet"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+func TestParseOptions(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want options
+		err  string
+	}{
+		{in: ``, want: options{VNI: 1, Port: 8472}},
+		{in: `{}`, want: options{VNI: 1, Port: 8472}},
+		{in: `{"Type":"vxlan","VNI":1,"Port":0,"DirectRouting":false,"MTU":0}`, want: options{VNI: 1, Port: 8472}},
+		{in: `{"vni":4096,"port":4789,"directrouting":true,"mtu":1400,"Learning":true,"MacPrefix":"0E:2A"}`,
+			want: options{VNI: 4096, Port: 4789, MTU: 1400, DirectRouting: true}},
+		{in: `{"VNI":16777215}`, want: options{VNI: 16777215, Port: 8472}},
+		{in: `{"VNI":16777216}`, err: `config: "Backend.VNI": 16777216 is not a VXLAN network identifier (0 for the default 1, up to 16777215)`},
+		{in: `{"VNI":-1}`, err: `config: "Backend.VNI": -1 is not a VXLAN network identifier (0 for the default 1, up to 16777215)`},
+		{in: `{"VNI":"1"}`, err: `config: "Backend.VNI": got JSON string, want an integer`},
+		{in: `{"DirectRouting":"yes"}`, err: `config: "Backend.DirectRouting": got JSON string, want true or false`},
+		{in: `{"Port":65536}`, err: `config: "Backend.Port": 65536 is not a UDP port (0 for the default 8472)`},
+		{in: `{"MTU":67}`, err: `config: "Backend.MTU": 67 is not a usable MTU (0: the external interface's MTU less the VXLAN overhead; else 68 to 65535)`},
+		{in: `{"GBP":true}`, err: `config: "Backend.GBP": true is not supported: agentd's vxlan backend does not carry group policy IDs`},
+	} {
+		got, err := parseOptions(json.RawMessage(tc.in))
+		if tc.err != "" {
+			var ce *subnet.ConfigError
+			if err == nil || err.Error() != tc.err || !errors.As(err, &ce) {
+				t.Errorf("parseOptions(%s) error = %v, want %s (a *subnet.ConfigError)", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("parseOptions(%s) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestParseLeaseData(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:fe"}`, "1 aa:bb:cc:dd:ee:fe"},
+		{`{"vtepmac":"02:00:00:00:00:01"}`, "0 02:00:00:00:00:01"},
+		{``, "error: no BackendData"},
+		{`{"VNI":1}`, "error: BackendData has no VtepMAC"},
+		{`{"VNI":1,"VtepMAC":"zz"}`, "error: BackendData VtepMAC: address zz: invalid MAC address"},
+		{`{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}`, "error: BackendData VtepMAC 01:00:5e:00:00:01 is not a unicast address"},
+		{`{"VNI":1,"VtepMAC":"00:00:00:00:00:00"}`, "error: BackendData VtepMAC 00:00:00:00:00:00 is not a unicast address"},
+		{`[1]`, "error: BackendData: json: cannot unmarshal array into Go value of type vxlan.leaseData"},
+	} {
+		vni, mac, err := parseLeaseData(json.RawMessage(tc.in))
+		got := fmt.Sprintf("%d %s", vni, mac)
+		if err != nil {
+			got = "error: " + err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("parseLeaseData(%s) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestOverhead(t *testing.T) {
+	if got := overhead(netip.MustParseAddr("198.18.0.1")); got != 50 {
+		t.Errorf("IPv4 overhead %d, want 50", got)
+	}
+	if got := overhead(netip.MustParseAddr("2001:db8::1")); got != 70 {
+		t.Errorf("IPv6 overhead %d, want 70", got)
+	}
+}
+
+func TestRandomMAC(t *testing.T) {
+	for range 100 {
+		m, err := randomMAC()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !m.IsUnicast() || m[0]&0x02 == 0 {
+			t.Fatalf("%s is not a locally administered unicast MAC", m)
+		}
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	good := func() backend.Config {
+		return backend.Config{
+			Network:  &subnet.Config{Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, BackendType: Type, Backend: json.RawMessage(`{}`)},
+			External: backend.ExternalInterface{Iface: &net.Interface{Index: 2, Name: "ext0"}, IfaceAddr: netip.MustParseAddr("198.18.0.1"), PublicIP: netip.MustParseAddr("198.18.0.1")},
+			StateDir: t.TempDir(),
+		}
+	}
+	if _, err := New(good()); err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	for name, mod := range map[string]func(*backend.Config){
+		"IPv6 underlay": func(c *backend.Config) { c.External.IfaceAddr = netip.MustParseAddr("2001:db8::1") },
+		"no state dir":  func(c *backend.Config) { c.StateDir = "" },
+		"no interface":  func(c *backend.Config) { c.External.Iface = nil },
+		"bad options":   func(c *backend.Config) { c.Network.Backend = json.RawMessage(`{"VNI":-5}`) },
+	} {
+		c := good()
+		mod(&c)
+		if _, err := New(c); err == nil {
+			t.Errorf("%s: New succeeded", name)
+		}
+	}
+}
+
+// TestEventFilters checks which kernel events wake the backend.
+func TestEventFilters(t *testing.T) {
+	b := &Backend{name: "flannel.1", ext: backend.ExternalInterface{Iface: &net.Interface{Index: 2, Name: "ext0"}}}
+	b.devIndex.Store(7)
+	link := func(name string, index int) netlink.LinkUpdate {
+		return netlink.LinkUpdate{Link: &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: name, Index: index}}}
+	}
+	neigh := func(typ uint16, family, index, state int) netlink.NeighUpdate {
+		return netlink.NeighUpdate{Type: typ, Neigh: netlink.Neigh{Family: family, LinkIndex: index, State: state}}
+	}
+	for _, tc := range []struct {
+		name string
+		got  bool
+		want bool
+	}{
+		{"our device by name, new index", b.linkEvent(link("flannel.1", 9)), true},
+		{"external interface", b.linkEvent(link("ext0", 2)), true},
+		{"other link", b.linkEvent(link("cni0", 3)), false},
+		{"address on the device", b.addrEvent(netlink.AddrUpdate{LinkIndex: 7}), true},
+		{"address on the external interface", b.addrEvent(netlink.AddrUpdate{LinkIndex: 2}), true},
+		{"address elsewhere", b.addrEvent(netlink.AddrUpdate{LinkIndex: 3}), false},
+		{"FDB on the device", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_BRIDGE, 7, netlink.NUD_PERMANENT)), true},
+		{"FDB elsewhere", b.neighEvent(neigh(unix.RTM_DELNEIGH, unix.AF_BRIDGE, 2, netlink.NUD_PERMANENT)), false},
+		{"permanent neighbour set", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_PERMANENT)), true},
+		{"neighbour deleted", b.neighEvent(neigh(unix.RTM_DELNEIGH, unix.AF_INET, 7, netlink.NUD_FAILED)), true},
+		{"neighbour failed", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_FAILED)), true},
+		{"kernel resolving", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_INCOMPLETE)), false},
+		{"kernel reachable", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_REACHABLE)), false},
+		{"neighbour on another link", b.neighEvent(neigh(unix.RTM_DELNEIGH, unix.AF_INET, 2, netlink.NUD_PERMANENT)), false},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: woke=%v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+	var before Backend
+	if before.neighEvent(neigh(unix.RTM_DELNEIGH, unix.AF_BRIDGE, 0, 0)) {
+		t.Error("a neighbour event woke before the device's index was known")
+	}
+}

@@ -1,0 +1,615 @@
+// Package vxlan is the vxlan backend: hosts reach each other's subnets
+// through VXLAN tunnels over the underlay, wire-compatible with flanneld's
+// vxlan backend so that both can run in one cluster.
+//
+// # Kernel objects
+//
+// Once per host:
+//
+//   - the device flannel.<VNI>: type vxlan, the config's VNI (default 1), UDP
+//     port 8472 (the kernel's default; the config's Port if set), local = the
+//     external interface's own address (IfaceAddr; PublicIP is what peers
+//     send to and may belong to a NAT in front of us), dev = the external
+//     interface, learning off (every FDB entry is programmed, none is
+//     learned from traffic), MTU = external MTU − 50 (− 70 over IPv6, or the
+//     config's MTU), up. Its MAC is the VTEP MAC we advertise; it is kept in
+//     <StateDir>/vxlan-<VNI>.mac and given to the device again whenever it is
+//     recreated, also after a reboot, so peers' entries for us stay right.
+//   - the address <own subnet>.0/32 on the device, and no other IPv4 address:
+//     it is the source of packets this host sends into the overlay, and what
+//     peers' neighbour entries for us point at.
+//
+// Per remote host (a lease with BackendType "vxlan"):
+//
+//   - neighbour <peer subnet>.0 lladdr <peer VtepMAC> dev flannel.<VNI>
+//     permanent: the routes' gateway resolves without ARP, which nobody
+//     would answer;
+//   - FDB <peer VtepMAC> dst <peer PublicIP> dev flannel.<VNI> self
+//     permanent: frames for that MAC are encapsulated to the peer;
+//   - route <peer subnet> via <peer subnet>.0 dev flannel.<VNI> onlink,
+//     proto 74 (backend.RouteProtocol): onlink because no subnet of ours
+//     holds the gateway.
+//
+// With DirectRouting, a peer whose PublicIP lies in a subnet the external
+// interface is attached to (same L2 segment) gets instead only
+//
+//   - route <peer subnet> via <peer PublicIP> dev <external>, proto 74,
+//
+// as in host-gw: no encapsulation, no neighbour or FDB entry.
+//
+// What is ours, and deleted when no lease implies it: the device (recreated
+// when its VNI, port, local address, underlay device or learning differ from
+// the config; its MTU and MAC are corrected in place); every IPv4 address on
+// it; every main-table route with proto 74; every permanent IPv4 neighbour
+// and every FDB entry on the device. Neighbour entries the kernel resolved
+// itself are left to expire. Nothing else is touched. Shutting down removes
+// nothing (shared/DESIGN.md §4.8).
+package vxlan
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync/atomic"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Type is the BackendType of this backend's leases.
+const Type = "vxlan"
+
+const (
+	defaultVNI  = 1
+	defaultPort = 8472 // the Linux default, and flanneld's
+	maxVNI      = 1<<24 - 1
+	minMTU      = 68 // the smallest an IPv4 link may have
+)
+
+// options are the keys of the network config's Backend object that this
+// backend reads. Keys match case-insensitively; unknown keys are ignored.
+type options struct {
+	VNI           int
+	Port          int
+	MTU           int
+	DirectRouting bool
+	GBP           bool
+}
+
+// parseOptions decodes and checks the Backend object and fills in defaults.
+// Errors are *subnet.ConfigError naming the key.
+func parseOptions(raw json.RawMessage) (options, error) {
+	var o options
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &o); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) && te.Field != "" {
+				want := "an integer"
+				if te.Type.Kind() == reflect.Bool {
+					want = "true or false"
+				}
+				return options{}, configErr(te.Field, "got JSON %s, want %s", te.Value, want)
+			}
+			return options{}, &subnet.ConfigError{Key: "Backend", Err: err}
+		}
+	}
+	switch {
+	case o.VNI < 0 || o.VNI > maxVNI:
+		return options{}, configErr("VNI", "%d is not a VXLAN network identifier (0 for the default %d, up to %d)", o.VNI, defaultVNI, maxVNI)
+	case o.Port < 0 || o.Port > 65535:
+		return options{}, configErr("Port", "%d is not a UDP port (0 for the default %d)", o.Port, defaultPort)
+	case o.MTU != 0 && (o.MTU < minMTU || o.MTU > 65535):
+		return options{}, configErr("MTU", "%d is not a usable MTU (0: the external interface's MTU less the VXLAN overhead; else %d to 65535)", o.MTU, minMTU)
+	case o.GBP:
+		return options{}, configErr("GBP", "true is not supported: agentd's vxlan backend does not carry group policy IDs")
+	}
+	if o.VNI == 0 {
+		o.VNI = defaultVNI
+	}
+	if o.Port == 0 {
+		o.Port = defaultPort
+	}
+	return o, nil
+}
+
+func configErr(key, format string, args ...any) error {
+	return &subnet.ConfigError{Key: "Backend." + key, Err: fmt.Errorf(format, args...)}
+}
+
+// overhead is what VXLAN encapsulation adds to a packet: outer IP header,
+// UDP (8), VXLAN (8) and inner Ethernet (14) headers.
+func overhead(underlay netip.Addr) int {
+	if underlay.Is6() && !underlay.Is4In6() {
+		return 40 + 8 + 8 + 14
+	}
+	return 20 + 8 + 8 + 14
+}
+
+// leaseData is the BackendData of a vxlan lease, in flannel's format:
+// {"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}.
+type leaseData struct {
+	VNI     int    `json:"VNI"`
+	VtepMAC string `json:"VtepMAC"`
+}
+
+// parseLeaseData decodes a peer's BackendData.
+func parseLeaseData(raw json.RawMessage) (vni int, mac backend.MAC, err error) {
+	if len(raw) == 0 {
+		return 0, backend.MAC{}, errors.New("no BackendData")
+	}
+	var d leaseData
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return 0, backend.MAC{}, fmt.Errorf("BackendData: %w", err)
+	}
+	if d.VtepMAC == "" {
+		return 0, backend.MAC{}, errors.New("BackendData has no VtepMAC")
+	}
+	mac, err = backend.ParseMAC(d.VtepMAC)
+	if err != nil {
+		return 0, backend.MAC{}, fmt.Errorf("BackendData VtepMAC: %w", err)
+	}
+	if !mac.IsUnicast() {
+		return 0, backend.MAC{}, fmt.Errorf("BackendData VtepMAC %s is not a unicast address", mac)
+	}
+	return d.VNI, mac, nil
+}
+
+// Backend is the vxlan backend. Prepare, MTU and Reconcile belong to one
+// goroutine (the agent's), Watch to another; they share only devIndex.
+type Backend struct {
+	log     logr.Logger
+	ext     backend.ExternalInterface
+	opts    options
+	name    string // flannel.<VNI>
+	macPath string
+
+	h  *netlink.Handle // nil until Prepare opens one (New)
+	ns netns.NsHandle  // where Watch subscribes
+
+	// devIndex is the device's ifindex as Reconcile last saw it, for Watch
+	// to recognise neighbour and address events on it; 0 before Prepare.
+	devIndex atomic.Int32
+
+	// Set by Prepare.
+	prepared bool
+	mac      backend.MAC
+	mtu      int
+
+	skips *backend.SkipLog // Reconcile's
+
+	// subscribed, when set, is called once Watch's subscriptions are in place.
+	subscribed func()
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New builds a vxlan backend for the current network namespace; it is a
+// backend.Factory. It does not touch the kernel: Prepare opens netlink.
+func New(cfg backend.Config) (backend.Backend, error) {
+	return newBackend(cfg, nil, netns.None())
+}
+
+// NewWithHandle builds a vxlan backend that works through h and subscribes to
+// events in ns, the namespace h is bound to (netns.None() for the current
+// one). The caller keeps ownership of both; tests use it to run the backend
+// in a namespace of their own.
+func NewWithHandle(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (backend.Backend, error) {
+	if h == nil {
+		return nil, errors.New("vxlan: nil netlink handle")
+	}
+	return newBackend(cfg, h, ns)
+}
+
+func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Backend, error) {
+	if cfg.Network == nil {
+		return nil, errors.New("vxlan: no network config")
+	}
+	opts, err := parseOptions(cfg.Network.Backend)
+	if err != nil {
+		return nil, err
+	}
+	ext := cfg.External
+	switch {
+	case ext.Iface == nil:
+		return nil, errors.New("vxlan: no external interface")
+	case !ext.IfaceAddr.Is4():
+		// Peers' leases carry IPv4 public addresses only, so an IPv6
+		// underlay could not reach them.
+		return nil, fmt.Errorf("vxlan: the external interface address %s is not IPv4; an IPv6 underlay is not supported", ext.IfaceAddr)
+	case !ext.PublicIP.Is4():
+		return nil, fmt.Errorf("vxlan: the public IP %s is not IPv4", ext.PublicIP)
+	case cfg.StateDir == "":
+		return nil, errors.New("vxlan: no state directory to keep the VTEP MAC in")
+	}
+	return &Backend{
+		log:     cfg.Logger,
+		ext:     ext,
+		opts:    opts,
+		name:    fmt.Sprintf("flannel.%d", opts.VNI),
+		macPath: filepath.Join(cfg.StateDir, fmt.Sprintf("vxlan-%d.mac", opts.VNI)),
+		h:       h,
+		ns:      ns,
+		skips:   backend.NewSkipLog(cfg.Logger),
+	}, nil
+}
+
+// Type implements backend.Backend.
+func (b *Backend) Type() string { return Type }
+
+// MTU implements backend.Backend: the device's MTU.
+func (b *Backend) MTU() int { return b.mtu }
+
+// Prepare implements backend.Backend: it settles the VTEP MAC and the MTU,
+// makes sure the device exists as they say, and returns the lease's
+// BackendData.
+func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if b.h == nil {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return nil, fmt.Errorf("open netlink: %w", err)
+		}
+		b.h = h
+	}
+	extLink, err := b.h.LinkByIndex(b.ext.Iface.Index)
+	if err != nil {
+		return nil, fmt.Errorf("external interface %s (index %d): %w", b.ext.Iface.Name, b.ext.Iface.Index, err)
+	}
+	mtu := b.opts.MTU
+	if mtu == 0 {
+		mtu = extLink.Attrs().MTU - overhead(b.ext.IfaceAddr)
+		if mtu < minMTU {
+			return nil, fmt.Errorf("external interface %s has MTU %d, too small for VXLAN", extLink.Attrs().Name, extLink.Attrs().MTU)
+		}
+	}
+	mac, err := b.vtepMAC()
+	if err != nil {
+		return nil, err
+	}
+	b.mac, b.mtu = mac, mtu
+	if _, _, err := b.ensureDevice(); err != nil {
+		return nil, err
+	}
+	b.prepared = true
+	data, err := json.Marshal(leaseData{VNI: b.opts.VNI, VtepMAC: mac.String()})
+	if err != nil {
+		return nil, err
+	}
+	b.log.Info("vxlan device ready", "device", b.name, "vni", b.opts.VNI, "vtepMAC", mac, "mtu", mtu,
+		"local", b.ext.IfaceAddr, "port", b.opts.Port, "directRouting", b.opts.DirectRouting)
+	return data, nil
+}
+
+// vtepMAC returns the MAC kept in the state file. Without one it keeps the MAC
+// of a compatible device that is already there (peers know that one), or
+// picks a random one, and writes it down before any device uses it.
+func (b *Backend) vtepMAC() (backend.MAC, error) {
+	content, err := os.ReadFile(b.macPath)
+	switch {
+	case err == nil:
+		s := strings.TrimSpace(string(content))
+		m, perr := backend.ParseMAC(s)
+		if perr == nil && m.IsUnicast() {
+			return m, nil
+		}
+		b.log.Info("the VTEP MAC state file holds no unicast MAC; choosing another (peers will follow our lease)", "path", b.macPath, "content", s)
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		return backend.MAC{}, fmt.Errorf("read the VTEP MAC: %w", err)
+	}
+
+	var m backend.MAC
+	l, err := backend.LinkByName(b.h, b.name)
+	if err != nil {
+		return backend.MAC{}, err
+	}
+	if l != nil && b.incompatible(l) == "" {
+		if cur, ok := backend.MACFromHardwareAddr(l.Attrs().HardwareAddr); ok && cur.IsUnicast() {
+			m = cur
+			b.log.Info("keeping the MAC of the existing vxlan device", "device", b.name, "vtepMAC", m)
+		}
+	}
+	if m == (backend.MAC{}) {
+		if m, err = randomMAC(); err != nil {
+			return backend.MAC{}, err
+		}
+		b.log.Info("chose a new VTEP MAC", "vtepMAC", m)
+	}
+	if err := subnet.WriteFileAtomic(b.macPath, []byte(m.String()+"\n"), 0o644); err != nil {
+		return backend.MAC{}, fmt.Errorf("keep the VTEP MAC in %s: %w", b.macPath, err)
+	}
+	return m, nil
+}
+
+// randomMAC returns a random locally administered unicast MAC.
+func randomMAC() (backend.MAC, error) {
+	var m backend.MAC
+	if _, err := rand.Read(m[:]); err != nil {
+		return m, fmt.Errorf("choose a VTEP MAC: %w", err)
+	}
+	m[0] = m[0]&^0x01 | 0x02
+	return m, nil
+}
+
+// incompatible says why the existing link l cannot serve as our device ("" if
+// it can): what only recreating it changes.
+func (b *Backend) incompatible(l netlink.Link) string {
+	vx, ok := l.(*netlink.Vxlan)
+	if !ok {
+		return fmt.Sprintf("it is a %s link, not vxlan", l.Type())
+	}
+	local, _ := backend.AddrFromIP(vx.SrcAddr)
+	switch {
+	case vx.VxlanId != b.opts.VNI:
+		return fmt.Sprintf("VNI %d, want %d", vx.VxlanId, b.opts.VNI)
+	case vx.Port != b.opts.Port:
+		return fmt.Sprintf("UDP port %d, want %d", vx.Port, b.opts.Port)
+	case local != b.ext.IfaceAddr:
+		return fmt.Sprintf("local address %v, want %s", local, b.ext.IfaceAddr)
+	case vx.VtepDevIndex != b.ext.Iface.Index:
+		return fmt.Sprintf("underlay device index %d, want %d (%s)", vx.VtepDevIndex, b.ext.Iface.Index, b.ext.Iface.Name)
+	case vx.Learning:
+		return "learning is on"
+	case vx.GBP:
+		return "group policy (GBP) is on"
+	case vx.FlowBased:
+		return "it is flow-based (external)"
+	}
+	return ""
+}
+
+// ensureDevice makes the device exist, compatible, with our MTU and MAC, and
+// up. It counts a created device as added, a deleted one as removed, a
+// corrected one as updated.
+func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
+	var res backend.Result
+	h := b.h
+	l, err := backend.LinkByName(h, b.name)
+	if err != nil {
+		return nil, res, err
+	}
+	if l != nil {
+		if why := b.incompatible(l); why != "" {
+			b.log.Info("deleting an incompatible vxlan device to recreate it", "device", b.name, "reason", why)
+			if err := h.LinkDel(l); err != nil && !backend.IsNotFound(err) {
+				return nil, res, fmt.Errorf("delete incompatible device %s (%s): %w", b.name, why, err)
+			}
+			res.Removed++
+			l = nil
+		}
+	}
+	created := l == nil
+	if created {
+		err := h.LinkAdd(&netlink.Vxlan{
+			LinkAttrs:    netlink.LinkAttrs{Name: b.name, MTU: b.mtu, HardwareAddr: b.mac.HardwareAddr()},
+			VxlanId:      b.opts.VNI,
+			VtepDevIndex: b.ext.Iface.Index,
+			SrcAddr:      backend.IP(b.ext.IfaceAddr),
+			Port:         b.opts.Port,
+			Learning:     false,
+		})
+		if err != nil {
+			return nil, res, fmt.Errorf("create vxlan device %s: %w", b.name, err)
+		}
+		res.Added++
+		b.log.Info("created vxlan device", "device", b.name, "vni", b.opts.VNI, "vtepMAC", b.mac, "mtu", b.mtu)
+		if l, err = h.LinkByName(b.name); err != nil {
+			return nil, res, fmt.Errorf("look up the new device %s: %w", b.name, err)
+		}
+	} else {
+		a := l.Attrs()
+		if a.MTU != b.mtu {
+			if err := h.LinkSetMTU(l, b.mtu); err != nil {
+				return nil, res, fmt.Errorf("set the MTU of %s to %d: %w", b.name, b.mtu, err)
+			}
+			res.Updated++
+			b.log.Info("corrected the vxlan device's MTU", "device", b.name, "was", a.MTU, "mtu", b.mtu)
+		}
+		if cur, _ := backend.MACFromHardwareAddr(a.HardwareAddr); cur != b.mac {
+			if err := h.LinkSetHardwareAddr(l, b.mac.HardwareAddr()); err != nil {
+				return nil, res, fmt.Errorf("set the MAC of %s to %s: %w", b.name, b.mac, err)
+			}
+			res.Updated++
+			b.log.Info("corrected the vxlan device's MAC", "device", b.name, "was", a.HardwareAddr, "vtepMAC", b.mac)
+		}
+	}
+	b.devIndex.Store(int32(l.Attrs().Index))
+	up, err := backend.EnsureUp(h, l)
+	if err != nil {
+		return nil, res, err
+	}
+	if up && !created {
+		res.Updated++
+		b.log.Info("set the vxlan device up", "device", b.name)
+	}
+	return l, res, nil
+}
+
+// Reconcile implements backend.Backend.
+func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subnet.Lease) (backend.Result, error) {
+	var res backend.Result
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if !b.prepared {
+		return res, errors.New("vxlan: Reconcile before Prepare")
+	}
+	if !own.Subnet.IsValid() || !own.Subnet.Addr().Is4() {
+		return res, fmt.Errorf("vxlan: our own lease has no IPv4 subnet (%v)", own.Subnet)
+	}
+	dev, r, err := b.ensureDevice()
+	res.Add(r)
+	if err != nil {
+		return res, err
+	}
+	var errs []error
+	vtep := netip.PrefixFrom(own.Subnet.Masked().Addr(), 32)
+	added, removed, err := backend.EnsureAddrs(b.h, dev, netlink.FAMILY_V4, []netip.Prefix{vtep})
+	res.Added += added
+	res.Removed += removed
+	if err != nil {
+		errs = append(errs, err)
+	} else if added+removed > 0 {
+		b.log.Info("set the vxlan device's address", "device", b.name, "address", vtep, "removedStale", removed)
+	}
+
+	var onLink []netip.Prefix
+	if b.opts.DirectRouting {
+		if onLink, err = backend.ConnectedPrefixes(b.h, b.ext.Iface.Index); err != nil {
+			return res, errors.Join(append(errs, err)...)
+		}
+	}
+	idx := dev.Attrs().Index
+	want := b.desired(own, peers, idx, onLink)
+	res.Skipped = b.skips.Finish()
+
+	routes, err := backend.OurRoutes(b.h)
+	if err != nil {
+		return res, errors.Join(append(errs, err)...)
+	}
+	neighs, err := backend.ListNeighsOn(b.h, idx)
+	if err != nil {
+		return res, errors.Join(append(errs, err)...)
+	}
+	fdb, err := backend.ListFDBOn(b.h, idx)
+	if err != nil {
+		return res, errors.Join(append(errs, err)...)
+	}
+	// Entries the kernel resolved itself are not ours unless they stand
+	// where one of ours should.
+	wanted := make(map[backend.NeighKey]bool, len(want.neighs))
+	for _, n := range want.neighs {
+		wanted[n.Key()] = true
+	}
+	owned := neighs[:0]
+	for _, n := range neighs {
+		if n.Permanent || wanted[n.Key()] {
+			owned = append(owned, n)
+		}
+	}
+
+	plan := backend.Plan{
+		FDB:    backend.Diff(want.fdb, fdb, backend.FDB.Key),
+		Neighs: backend.Diff(want.neighs, owned, backend.Neigh.Key),
+		Routes: backend.Diff(want.routes, routes, backend.Route.Key),
+	}
+	r, err = plan.Apply(backend.NetlinkWriter{H: b.h}, b.log)
+	res.Add(r)
+	return res, errors.Join(append(errs, err)...)
+}
+
+// desiredState is what the peers imply.
+type desiredState struct {
+	routes []backend.Route
+	neighs []backend.Neigh
+	fdb    []backend.FDB
+}
+
+// desired computes the objects peers imply, recording in b.skips the peers it
+// leaves out. devIndex is the device's; onLink the external interface's
+// subnets (DirectRouting only).
+func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, onLink []netip.Prefix) desiredState {
+	var d desiredState
+	macOwner := make(map[backend.MAC]string, len(peers))
+	for _, p := range peers {
+		key := p.Key()
+		skip := func(format string, args ...any) { b.skips.Skip(key, fmt.Sprintf(format, args...)) }
+		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
+		switch {
+		case p.Attrs.BackendType != Type:
+			skip("backend type %q, not %q", p.Attrs.BackendType, Type)
+			continue
+		case !sn.IsValid() || !sn.Addr().Is4():
+			skip("no IPv4 subnet")
+			continue
+		case sn.Overlaps(own.Subnet):
+			skip("subnet overlaps our own %s", own.Subnet)
+			continue
+		case !pub.Is4():
+			skip("no IPv4 public IP")
+			continue
+		case pub == b.ext.PublicIP || pub == b.ext.IfaceAddr:
+			skip("public IP %s is our own", pub)
+			continue
+		}
+		vni, mac, err := parseLeaseData(p.Attrs.BackendData)
+		if err != nil {
+			skip("%v", err)
+			continue
+		}
+		if vni != 0 && vni != b.opts.VNI {
+			skip("VNI %d, ours is %d", vni, b.opts.VNI)
+			continue
+		}
+		if b.opts.DirectRouting && backend.Contains(onLink, pub) {
+			d.routes = append(d.routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
+			continue
+		}
+		if mac == b.mac {
+			skip("VtepMAC %s is our own", mac)
+			continue
+		}
+		if other, dup := macOwner[mac]; dup {
+			skip("VtepMAC %s is also the lease %s's", mac, other)
+			continue
+		}
+		macOwner[mac] = key
+		gw := sn.Addr()
+		d.fdb = append(d.fdb, backend.FDB{LinkIndex: devIndex, MAC: mac, Dst: pub, Permanent: true})
+		d.neighs = append(d.neighs, backend.Neigh{LinkIndex: devIndex, IP: gw, MAC: mac, Permanent: true})
+		d.routes = append(d.routes, backend.Route{Dst: sn, Gw: gw, LinkIndex: devIndex, OnLink: true, Type: unix.RTN_UNICAST})
+	}
+	return d
+}
+
+// Watch implements backend.Backend. It wakes for events about the device
+// (by name, so also a recreated one), its addresses, neighbours and FDB
+// entries, routes with our protocol, and the external interface's link and
+// addresses (they decide DirectRouting and carry its routes).
+func (b *Backend) Watch(ctx context.Context, wake func()) error {
+	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
+		Link:       b.linkEvent,
+		Addr:       b.addrEvent,
+		Route:      func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol },
+		Neigh:      b.neighEvent,
+		Subscribed: b.subscribed,
+	}, wake)
+}
+
+func (b *Backend) linkEvent(u netlink.LinkUpdate) bool {
+	a := u.Attrs()
+	return a.Name == b.name || a.Index == b.ext.Iface.Index
+}
+
+func (b *Backend) addrEvent(u netlink.AddrUpdate) bool {
+	dev := int(b.devIndex.Load())
+	return u.LinkIndex == b.ext.Iface.Index || dev != 0 && u.LinkIndex == dev
+}
+
+// neighEvent accepts FDB events on the device and IPv4 neighbour events on
+// it, except the kernel's own resolution steps for entries it manages.
+func (b *Backend) neighEvent(u netlink.NeighUpdate) bool {
+	dev := int(b.devIndex.Load())
+	if dev == 0 || u.LinkIndex != dev {
+		return false
+	}
+	if u.Family == unix.AF_BRIDGE || u.Type == unix.RTM_DELNEIGH {
+		return true
+	}
+	const resolving = netlink.NUD_INCOMPLETE | netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY | netlink.NUD_PROBE
+	return u.State&resolving == 0
+}

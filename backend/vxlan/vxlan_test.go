@@ -1,0 +1,602 @@
+package vxlan
+
+// Root tests: each runs the backend in a fresh network namespace of its own,
+// built like this:
+//
+//	 ns agentd-nstest-…
+//	┌─────────────────────────────────────────────────────────────────┐
+//	│ flannel.1 (vxlan, local 198.18.0.1, dev ext0, 10.244.1.0/32)    │
+//	│      │                                                          │
+//	│ ext0 198.18.0.1/24 ── veth ── peer0 (no address)                │
+//	└─────────────────────────────────────────────────────────────────┘
+//
+// Peers exist only as leases: their addresses appear in FDB entries and
+// routes, and nothing is ever sent to them. The tests compare the printed
+// state of the namespace with the text they expect.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/internal/nstest"
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+type host struct {
+	t   *testing.T
+	ns  *nstest.NS
+	ext netlink.Link
+	cfg backend.Config
+	b   *Backend
+	own subnet.Lease
+
+	mu   sync.Mutex
+	logs []string
+}
+
+// newHost makes a namespace with the underlay and a prepared backend whose
+// network config's Backend is backendJSON.
+func newHost(t *testing.T, backendJSON string) *host {
+	t.Helper()
+	ns := nstest.New(t)
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	h := &host{t: t, ns: ns, ext: ext, own: lease("10.244.1.0/24", "198.18.0.1", "vxlan", "")}
+	h.cfg = backend.Config{
+		Network: &subnet.Config{
+			EnableIPv4:  true,
+			Network:     netip.MustParsePrefix("10.244.0.0/16"),
+			SubnetLen:   24,
+			SubnetMin:   netip.MustParseAddr("10.244.1.0"),
+			SubnetMax:   netip.MustParseAddr("10.244.255.0"),
+			BackendType: Type,
+			Backend:     json.RawMessage(backendJSON),
+		},
+		External: backend.ExternalInterface{
+			Iface:     &net.Interface{Index: ext.Attrs().Index, Name: ext.Attrs().Name, MTU: ext.Attrs().MTU},
+			IfaceAddr: netip.MustParseAddr("198.18.0.1"),
+			PublicIP:  netip.MustParseAddr("198.18.0.1"),
+		},
+		StateDir: t.TempDir(),
+		Logger: funcr.New(func(prefix, args string) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.logs = append(h.logs, args)
+		}, funcr.Options{Verbosity: 2}),
+	}
+	h.b = h.newBackend()
+	h.prepare()
+	return h
+}
+
+// newBackend builds a backend as a restarted agent would: same config, same
+// state directory, nothing remembered.
+func (h *host) newBackend() *Backend {
+	h.t.Helper()
+	b, err := newBackend(h.cfg, h.ns.Handle, h.ns.NsHandle)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return b
+}
+
+func (h *host) prepare() json.RawMessage {
+	h.t.Helper()
+	data, err := h.b.Prepare(context.Background())
+	if err != nil {
+		h.t.Fatalf("Prepare: %v", err)
+	}
+	return data
+}
+
+func (h *host) reconcile(peers ...subnet.Lease) backend.Result {
+	h.t.Helper()
+	res, err := h.b.Reconcile(context.Background(), h.own, peers)
+	if err != nil {
+		h.t.Fatalf("Reconcile: %v", err)
+	}
+	return res
+}
+
+// check compares the namespace's state with want, in which $MAC stands for
+// our VTEP MAC.
+func (h *host) check(want string) {
+	h.t.Helper()
+	want = strings.ReplaceAll(want, "$MAC", h.b.mac.String())
+	want = strings.TrimLeft(want, "\n")
+	if got := h.ns.State(h.t); got != want {
+		h.t.Fatalf("kernel state:\n%s\nwant:\n%s\ndiff:\n%s", got, want, lineDiff(got, want))
+	}
+}
+
+func (h *host) countLogs(substr string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, l := range h.logs {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *host) link(name string) netlink.Link {
+	h.t.Helper()
+	l, err := h.ns.Handle.LinkByName(name)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return l
+}
+
+func lineDiff(got, want string) string {
+	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
+	var out []string
+	for _, l := range g {
+		if !slices.Contains(w, l) {
+			out = append(out, "+ "+l)
+		}
+	}
+	for _, l := range w {
+		if !slices.Contains(g, l) {
+			out = append(out, "- "+l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// lease is a peer's lease; mac "" gives no BackendData.
+func lease(sn, pub, typ, mac string) subnet.Lease {
+	l := subnet.Lease{
+		Subnet: netip.MustParsePrefix(sn),
+		Attrs:  subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), BackendType: typ},
+	}
+	if mac != "" {
+		l.Attrs.BackendData = json.RawMessage(fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, mac))
+	}
+	return l
+}
+
+const base = `
+addr ext0 198.18.0.1/24
+addr flannel.1 10.244.1.0/32
+link ext0 veth up mtu 1500
+link flannel.1 vxlan up mtu 1450 mac $MAC vni 1 port 8472 local 198.18.0.1 dev ext0 nolearning
+link peer0 veth up mtu 1500
+`
+
+// withBase merges the lines of base and extra, sorted as State prints them.
+func withBase(extra string) string {
+	lines := strings.Fields(strings.ReplaceAll(base+extra, " ", "\x00"))
+	for i := range lines {
+		lines[i] = strings.ReplaceAll(lines[i], "\x00", " ")
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// peerLines is what one vxlan peer programs.
+func peerLines(sn, pub, mac string) string {
+	gw := strings.TrimSuffix(sn, "/24")
+	return fmt.Sprintf("fdb flannel.1 %s dst %s permanent\nneigh flannel.1 %s lladdr %s permanent\nroute %s via %s dev flannel.1 onlink proto 74\n",
+		mac, pub, gw, mac, sn, gw)
+}
+
+func TestPrepare(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	mac := h.b.mac
+	if !mac.IsUnicast() || mac[0]&2 == 0 {
+		t.Errorf("VTEP MAC %s is not a locally administered unicast address", mac)
+	}
+	data := h.prepare() // idempotent
+	if want := fmt.Sprintf(`{"VNI":1,"VtepMAC":"%s"}`, mac); string(data) != want {
+		t.Errorf("BackendData %s, want %s", data, want)
+	}
+	if h.b.MTU() != 1450 {
+		t.Errorf("MTU() = %d, want 1450", h.b.MTU())
+	}
+	stored, err := os.ReadFile(filepath.Join(h.cfg.StateDir, "vxlan-1.mac"))
+	if err != nil || string(stored) != mac.String()+"\n" {
+		t.Errorf("state file holds %q, %v; want %s", stored, err, mac)
+	}
+	// Prepare makes the device; the address needs our lease (Reconcile).
+	h.check(`
+addr ext0 198.18.0.1/24
+link ext0 veth up mtu 1500
+link flannel.1 vxlan up mtu 1450 mac $MAC vni 1 port 8472 local 198.18.0.1 dev ext0 nolearning
+link peer0 veth up mtu 1500
+`)
+}
+
+func TestOptions(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan","VNI":42,"Port":4789,"MTU":1300}`)
+	h.reconcile()
+	h.check(`
+addr ext0 198.18.0.1/24
+addr flannel.42 10.244.1.0/32
+link ext0 veth up mtu 1500
+link flannel.42 vxlan up mtu 1300 mac $MAC vni 42 port 4789 local 198.18.0.1 dev ext0 nolearning
+link peer0 veth up mtu 1500
+`)
+	if h.b.MTU() != 1300 {
+		t.Errorf("MTU() = %d, want 1300", h.b.MTU())
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.StateDir, "vxlan-42.mac")); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestPeers walks a peer set through the changes leases go through.
+func TestPeers(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	p3 := lease("10.244.3.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:03")
+	hostgw := lease("10.244.4.0/24", "198.18.0.4", "host-gw", "")
+	bad := lease("10.244.5.0/24", "198.18.0.5", "vxlan", "")
+	bad.Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"not a mac"}`)
+
+	for _, step := range []struct {
+		name  string
+		peers []subnet.Lease
+		want  string
+		res   backend.Result
+	}{
+		{"add peers", []subnet.Lease{p2, p3, hostgw, bad},
+			peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02") + peerLines("10.244.3.0/24", "198.18.0.3", "02:00:00:00:00:03"),
+			backend.Result{Added: 7, Skipped: 2}},
+		{"same again", []subnet.Lease{p2, p3, hostgw, bad},
+			peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02") + peerLines("10.244.3.0/24", "198.18.0.3", "02:00:00:00:00:03"),
+			backend.Result{Skipped: 2}},
+		{"peer 3 gone", []subnet.Lease{p2},
+			peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02"),
+			backend.Result{Removed: 3}},
+		{"peer 2 changed its MAC", []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:22")},
+			peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:22"),
+			backend.Result{Added: 1, Updated: 1, Removed: 1}}, // new FDB, neighbour, stale FDB
+		{"peer 2 changed its public IP", []subnet.Lease{lease("10.244.2.0/24", "198.18.0.12", "vxlan", "02:00:00:00:00:22")},
+			peerLines("10.244.2.0/24", "198.18.0.12", "02:00:00:00:00:22"),
+			backend.Result{Updated: 1}},
+		{"all gone", nil, "", backend.Result{Removed: 3}},
+	} {
+		res := h.reconcile(step.peers...)
+		if res != step.res {
+			t.Errorf("%s: result %v, want %v", step.name, res, step.res)
+		}
+		h.check(withBase(step.want))
+	}
+	// Skipped peers were logged once each, not on every Reconcile.
+	if n := h.countLogs(`"peer not programmed"`); n != 2 {
+		t.Errorf("logged %d skipped peers, want 2 (once each)", n)
+	}
+}
+
+// TestRepairs breaks what the backend owns in the ways other software does
+// and checks that one Reconcile restores it.
+func TestRepairs(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	peers := []subnet.Lease{
+		lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02"),
+		lease("10.244.3.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:03"),
+	}
+	programmed := peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02") + peerLines("10.244.3.0/24", "198.18.0.3", "02:00:00:00:00:03")
+	h.reconcile(peers...)
+	h.check(withBase(programmed))
+	nl := h.ns.Handle
+	mac := h.b.mac
+
+	for _, tc := range []struct {
+		name    string
+		breakIt func(dev netlink.Link) error
+		res     backend.Result
+	}{
+		{"device deleted", func(dev netlink.Link) error { return nl.LinkDel(dev) },
+			backend.Result{Added: 8}}, // device, address, 2 × (FDB, neighbour, route)
+		{"device down", func(dev netlink.Link) error { return nl.LinkSetDown(dev) },
+			// Down flushes its routes and neighbours, permanent ones too;
+			// permanent FDB entries and the address stay.
+			backend.Result{Updated: 1, Added: 4}},
+		{"route deleted", func(dev netlink.Link) error {
+			return nl.RouteDel(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/24")), LinkIndex: dev.Attrs().Index})
+		}, backend.Result{Added: 1}},
+		{"neighbour deleted", func(dev netlink.Link) error {
+			return nl.NeighDel(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_INET, IP: net.IPv4(10, 244, 3, 0)})
+		}, backend.Result{Added: 1}},
+		{"FDB entry deleted", func(dev netlink.Link) error {
+			return nl.NeighDel(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+				HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 2}, IP: net.IPv4(198, 18, 0, 2)})
+		}, backend.Result{Added: 1}},
+		{"FDB entry pointed elsewhere", func(dev netlink.Link) error {
+			return nl.NeighSet(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
+				HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 2}, IP: net.IPv4(198, 18, 0, 99)})
+		}, backend.Result{Updated: 1}},
+		{"neighbour with another MAC", func(dev netlink.Link) error {
+			return nl.NeighSet(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+				IP: net.IPv4(10, 244, 2, 0), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 0x99}})
+		}, backend.Result{Updated: 1}},
+		{"MTU and MAC drifted", func(dev netlink.Link) error {
+			return errors.Join(nl.LinkSetMTU(dev, 1400), nl.LinkSetHardwareAddr(dev, net.HardwareAddr{2, 0xee, 0, 0, 0, 1}))
+			// A new MAC flushes the device's neighbours, permanent ones too.
+		}, backend.Result{Updated: 2, Added: 2}},
+		{"address replaced", func(dev netlink.Link) error {
+			return errors.Join(
+				nl.AddrDel(dev, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("10.244.1.0/32"))}),
+				nl.AddrAdd(dev, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("10.244.77.0/32"))}))
+			// Deleting a device's last IPv4 address disables IPv4 on it,
+			// which flushes its routes and neighbours.
+		}, backend.Result{Added: 5, Removed: 1}},
+		{"leftovers of ours", func(dev netlink.Link) error {
+			// A route of ours to a peer long gone, and an FDB entry no
+			// lease explains; a foreign route must survive.
+			return errors.Join(
+				nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.200.0/24")), Gw: net.IPv4(198, 18, 0, 200),
+					LinkIndex: h.ext.Attrs().Index, Protocol: backend.RouteProtocol}),
+				nl.NeighAppend(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
+					HardwareAddr: net.HardwareAddr{0, 0, 0, 0, 0, 0}, IP: net.IPv4(198, 18, 0, 201)}),
+				nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("192.0.2.0/24")), Gw: net.IPv4(198, 18, 0, 202),
+					LinkIndex: h.ext.Attrs().Index, Protocol: unix.RTPROT_STATIC}))
+		}, backend.Result{Removed: 2}},
+	} {
+		if err := tc.breakIt(h.link("flannel.1")); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		res := h.reconcile(peers...)
+		if res != tc.res {
+			t.Errorf("%s: result %v, want %v", tc.name, res, tc.res)
+		}
+		if strings.HasPrefix(tc.name, "leftovers") {
+			programmed += "route 192.0.2.0/24 via 198.18.0.202 dev ext0 proto 4\n"
+		}
+		h.check(withBase(programmed))
+		if h.b.mac != mac {
+			t.Fatalf("%s: the VTEP MAC changed", tc.name)
+		}
+		if res := h.reconcile(peers...); res.Changed() {
+			t.Errorf("%s: a second Reconcile changed %v", tc.name, res)
+		}
+	}
+}
+
+// TestRestart checks that a restarted agent (a new backend, the same state
+// directory) keeps the VTEP MAC, also when the device went with a reboot,
+// and that a device the state file does not know keeps its MAC.
+func TestRestart(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	h.reconcile(p2)
+	mac := h.b.mac
+	want := withBase(peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02"))
+
+	// Restart: the device and everything stay.
+	h.b = h.newBackend()
+	h.prepare()
+	if res := h.reconcile(p2); res.Changed() {
+		t.Errorf("after a restart Reconcile changed %v", res)
+	}
+	h.check(want)
+
+	// Reboot: the device is gone; the state file is not.
+	if err := h.ns.Handle.LinkDel(h.link("flannel.1")); err != nil {
+		t.Fatal(err)
+	}
+	h.b = h.newBackend()
+	h.prepare()
+	h.reconcile(p2)
+	if h.b.mac != mac {
+		t.Errorf("after a reboot the VTEP MAC is %s, want %s", h.b.mac, mac)
+	}
+	h.check(want)
+
+	// The state file is lost but the device is there: its MAC is kept.
+	if err := os.Remove(filepath.Join(h.cfg.StateDir, "vxlan-1.mac")); err != nil {
+		t.Fatal(err)
+	}
+	h.b = h.newBackend()
+	h.prepare()
+	if h.b.mac != mac {
+		t.Errorf("without a state file the VTEP MAC is %s, want the device's %s", h.b.mac, mac)
+	}
+	h.check(want)
+
+	// A malformed state file is replaced, not trusted.
+	if err := os.WriteFile(filepath.Join(h.cfg.StateDir, "vxlan-1.mac"), []byte("garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.b = h.newBackend()
+	h.prepare()
+	h.reconcile(p2)
+	h.check(want)
+}
+
+// TestIncompatibleDevice checks that a flannel.1 that differs in what only
+// recreating it can change is recreated, with our MAC.
+func TestIncompatibleDevice(t *testing.T) {
+	for name, dev := range map[string]netlink.Link{
+		"wrong VNI":       &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 2, Port: 8472, SrcAddr: net.IPv4(198, 18, 0, 1)},
+		"wrong port":      &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, Port: 4789, SrcAddr: net.IPv4(198, 18, 0, 1)},
+		"learning":        &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, Port: 8472, SrcAddr: net.IPv4(198, 18, 0, 1), Learning: true},
+		"no local":        &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, Port: 8472},
+		"not vxlan":       &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, PeerName: "flannel.1p"},
+		"no underlay dev": &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, Port: 8472, SrcAddr: net.IPv4(198, 18, 0, 1)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ns := nstest.New(t)
+			ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+			if err := ns.Handle.LinkAdd(dev); err != nil {
+				t.Fatal(err)
+			}
+			h := hostIn(t, ns, `{"Type":"vxlan"}`)
+			h.reconcile()
+			h.check(base) // a veth's peer goes with it
+			if res := h.reconcile(); res.Changed() {
+				t.Errorf("a second Reconcile changed %v", res)
+			}
+		})
+	}
+}
+
+// hostIn is newHost in an existing namespace whose ext0 exists.
+func hostIn(t *testing.T, ns *nstest.NS, backendJSON string) *host {
+	t.Helper()
+	ext, err := ns.Handle.LinkByName("ext0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &host{t: t, ns: ns, ext: ext, own: lease("10.244.1.0/24", "198.18.0.1", "vxlan", "")}
+	h.cfg = backend.Config{
+		Network: &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24,
+			BackendType: Type, Backend: json.RawMessage(backendJSON)},
+		External: backend.ExternalInterface{
+			Iface:     &net.Interface{Index: ext.Attrs().Index, Name: "ext0", MTU: ext.Attrs().MTU},
+			IfaceAddr: netip.MustParseAddr("198.18.0.1"),
+			PublicIP:  netip.MustParseAddr("198.18.0.1"),
+		},
+		StateDir: t.TempDir(),
+		Logger:   logr.Discard(),
+	}
+	h.b = h.newBackend()
+	h.prepare()
+	return h
+}
+
+// TestOwnSubnetChanges checks that the device's address follows our lease.
+func TestOwnSubnetChanges(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	h.reconcile()
+	h.own = lease("10.244.9.0/24", "198.18.0.1", "vxlan", "")
+	if res := h.reconcile(); res != (backend.Result{Added: 1, Removed: 1}) {
+		t.Errorf("result %v, want one address added and one removed", res)
+	}
+	moved := func(s string) string {
+		return strings.Replace(s, "addr flannel.1 10.244.1.0/32", "addr flannel.1 10.244.9.0/32", 1)
+	}
+	h.check(moved(base))
+	// A peer that now holds our old subnet is a peer like any other.
+	h.reconcile(lease("10.244.1.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02"))
+	h.check(moved(withBase(peerLines("10.244.1.0/24", "198.18.0.2", "02:00:00:00:00:02"))))
+}
+
+// TestDirectRouting checks that peers on our segment get host-gw routes and
+// the others VXLAN, and that a peer moving between the two is switched over.
+func TestDirectRouting(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan","DirectRouting":true}`)
+	near := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	far := lease("10.244.3.0/24", "198.19.0.3", "vxlan", "02:00:00:00:00:03")
+	h.reconcile(near, far)
+	h.check(withBase("route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n" + peerLines("10.244.3.0/24", "198.19.0.3", "02:00:00:00:00:03")))
+
+	// The far peer moves onto our segment, the near one away from it.
+	near2 := lease("10.244.2.0/24", "198.19.0.2", "vxlan", "02:00:00:00:00:02")
+	far2 := lease("10.244.3.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:03")
+	if res := h.reconcile(near2, far2); res != (backend.Result{Added: 2, Updated: 2, Removed: 2}) {
+		t.Errorf("result %v", res)
+	}
+	h.check(withBase(peerLines("10.244.2.0/24", "198.19.0.2", "02:00:00:00:00:02") + "route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74\n"))
+}
+
+// TestWatch checks that deleting any object of ours wakes Watch within a
+// second, and that Watch stops when its context ends.
+func TestWatch(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")}
+	nl := h.ns.Handle
+	for _, tc := range []struct {
+		name    string
+		breakIt func(dev netlink.Link) error
+	}{
+		{"route", func(dev netlink.Link) error {
+			return nl.RouteDel(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/24")), LinkIndex: dev.Attrs().Index})
+		}},
+		{"neighbour", func(dev netlink.Link) error {
+			return nl.NeighDel(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_INET, IP: net.IPv4(10, 244, 2, 0)})
+		}},
+		{"FDB entry", func(dev netlink.Link) error {
+			return nl.NeighDel(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+				HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 2}, IP: net.IPv4(198, 18, 0, 2)})
+		}},
+		{"address", func(dev netlink.Link) error {
+			return nl.AddrDel(dev, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("10.244.1.0/32"))})
+		}},
+		{"device", func(dev netlink.Link) error { return nl.LinkDel(dev) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.reconcile(peers...)
+			// A fresh subscription for each case, opened after the
+			// Reconcile: no event of the repair can arrive in it.
+			wakes, stop := h.watch(t)
+			if err := tc.breakIt(h.link("flannel.1")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-wakes:
+			case <-time.After(time.Second):
+				t.Fatalf("no wake within 1s after the %s was deleted", tc.name)
+			}
+			stop()
+			h.reconcile(peers...)
+			h.check(withBase(peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02")))
+		})
+	}
+}
+
+// watch runs Watch until stop, which checks that it returns context.Canceled
+// promptly. It returns once the subscriptions are in place.
+func (h *host) watch(t *testing.T) (<-chan struct{}, func()) {
+	t.Helper()
+	wakes := make(chan struct{}, 1)
+	subscribed := make(chan struct{}, 1)
+	h.b.subscribed = func() {
+		select {
+		case subscribed <- struct{}{}:
+		default:
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var err error
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		err = h.b.Watch(ctx, func() {
+			select {
+			case wakes <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-stopped:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("Watch returned %v, want context.Canceled", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Watch did not return within 5s of its context ending")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-subscribed:
+	case <-stopped:
+		t.Fatalf("Watch returned before subscribing: %v", err)
+	}
+	return wakes, stop
+}
