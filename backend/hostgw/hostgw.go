@@ -1,0 +1,215 @@
+// Package hostgw is the host-gw backend: every host is the router for its own
+// subnet, and the others send to it directly over the shared L2 segment. No
+// encapsulation, no device of our own; it needs all hosts on one segment
+// and no NAT between them.
+//
+// # Kernel objects
+//
+// Per remote host (a lease with BackendType "host-gw"):
+//
+//   - route <peer subnet> via <peer PublicIP> dev <external interface>,
+//     proto 74 (backend.RouteProtocol), in the main table.
+//
+// The gateway must be on-link: inside a subnet the external interface is
+// attached to. A peer whose PublicIP is not is logged (once) and counted as
+// skipped, never routed: the kernel would refuse the route, and an onlink
+// route would send the peer's traffic to the default gateway, which knows
+// nothing of overlay subnets.
+//
+// What is ours, and deleted when no lease implies it: every main-table route
+// with proto 74. Nothing else is touched, and shutting down removes nothing
+// (shared/DESIGN.md §4.8).
+//
+// Peers route to our PublicIP as a gateway on their segment, so it must be
+// an address of our external interface: Prepare refuses to start behind NAT.
+package hostgw
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Type is the BackendType of this backend's leases.
+const Type = "host-gw"
+
+// Backend is the host-gw backend. Prepare, MTU and Reconcile belong to one
+// goroutine (the agent's), Watch to another; they share nothing mutable.
+type Backend struct {
+	log logr.Logger
+	ext backend.ExternalInterface
+
+	h  *netlink.Handle // nil until Prepare opens one (New)
+	ns netns.NsHandle  // where Watch subscribes
+
+	// Set by Prepare.
+	prepared bool
+	mtu      int
+
+	skips *backend.SkipLog // Reconcile's
+
+	// subscribed, when set, is called once Watch's subscriptions are in place.
+	subscribed func()
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New builds a host-gw backend for the current network namespace; it is a
+// backend.Factory. It does not touch the kernel: Prepare opens netlink.
+func New(cfg backend.Config) (backend.Backend, error) {
+	return newBackend(cfg, nil, netns.None())
+}
+
+// NewWithHandle builds a host-gw backend that works through h and subscribes
+// to events in ns, the namespace h is bound to (netns.None() for the current
+// one). The caller keeps ownership of both.
+func NewWithHandle(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (backend.Backend, error) {
+	if h == nil {
+		return nil, errors.New("host-gw: nil netlink handle")
+	}
+	return newBackend(cfg, h, ns)
+}
+
+func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Backend, error) {
+	ext := cfg.External
+	switch {
+	case ext.Iface == nil:
+		return nil, errors.New("host-gw: no external interface")
+	case !ext.IfaceAddr.Is4():
+		return nil, fmt.Errorf("host-gw: the external interface address %s is not IPv4", ext.IfaceAddr)
+	}
+	return &Backend{log: cfg.Logger, ext: ext, h: h, ns: ns, skips: backend.NewSkipLog(cfg.Logger)}, nil
+}
+
+// Type implements backend.Backend.
+func (b *Backend) Type() string { return Type }
+
+// MTU implements backend.Backend: the external interface's, since nothing is
+// added to packets.
+func (b *Backend) MTU() int { return b.mtu }
+
+// Prepare implements backend.Backend. It checks that peers can use our
+// PublicIP as their gateway: it must be the external interface's own
+// address, not a NAT's. It returns no BackendData.
+func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if b.h == nil {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return nil, fmt.Errorf("open netlink: %w", err)
+		}
+		b.h = h
+	}
+	name := b.ext.Iface.Name
+	link, err := b.h.LinkByIndex(b.ext.Iface.Index)
+	if err != nil {
+		return nil, fmt.Errorf("external interface %s (index %d): %w", name, b.ext.Iface.Index, err)
+	}
+	if b.ext.PublicIP != b.ext.IfaceAddr {
+		return nil, fmt.Errorf("host-gw cannot work behind NAT: the public IP %s is not %s's address %s, "+
+			"but peers route to the public IP as a gateway on their own segment; "+
+			"use the vxlan backend, or let the public IP default to the interface address", b.ext.PublicIP, name, b.ext.IfaceAddr)
+	}
+	addrs, err := backend.ListAddrs(b.h, link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	var held []string
+	found := false
+	for _, a := range addrs {
+		if p, ok := backend.PrefixFromIPNet(a.IPNet); ok {
+			held = append(held, p.String())
+			found = found || p.Addr() == b.ext.PublicIP
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("host-gw cannot work behind NAT: the public IP %s is not an address of %s (it has %s); "+
+			"peers route to the public IP as a gateway on their own segment", b.ext.PublicIP, name, strings.Join(held, ", "))
+	}
+	b.mtu = link.Attrs().MTU
+	b.prepared = true
+	b.log.Info("host-gw ready", "iface", name, "publicIP", b.ext.PublicIP, "mtu", b.mtu)
+	return nil, nil
+}
+
+// Reconcile implements backend.Backend.
+func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subnet.Lease) (backend.Result, error) {
+	var res backend.Result
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if !b.prepared {
+		return res, errors.New("host-gw: Reconcile before Prepare")
+	}
+	onLink, err := backend.ConnectedPrefixes(b.h, b.ext.Iface.Index)
+	if err != nil {
+		return res, err
+	}
+	want := b.desired(own, peers, onLink)
+	res.Skipped = b.skips.Finish()
+	have, err := backend.OurRoutes(b.h)
+	if err != nil {
+		return res, err
+	}
+	plan := backend.Plan{Routes: backend.Diff(want, have, backend.Route.Key)}
+	r, err := plan.Apply(backend.NetlinkWriter{H: b.h}, b.log)
+	res.Add(r)
+	return res, err
+}
+
+// desired computes the routes peers imply, recording in b.skips the peers it
+// leaves out.
+func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, onLink []netip.Prefix) []backend.Route {
+	var routes []backend.Route
+	for _, p := range peers {
+		key := p.Key()
+		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
+		var why string
+		switch {
+		case p.Attrs.BackendType != Type:
+			why = fmt.Sprintf("backend type %q, not %q", p.Attrs.BackendType, Type)
+		case !sn.IsValid() || !sn.Addr().Is4():
+			why = "no IPv4 subnet"
+		case own.Subnet.IsValid() && sn.Overlaps(own.Subnet):
+			why = fmt.Sprintf("subnet overlaps our own %s", own.Subnet)
+		case !pub.Is4():
+			why = "no IPv4 public IP"
+		case pub == b.ext.PublicIP:
+			why = fmt.Sprintf("public IP %s is our own", pub)
+		case !backend.Contains(onLink, pub):
+			why = fmt.Sprintf("public IP %s is not on-link: %s is attached to %v only; host-gw needs all hosts on one L2 segment", pub, b.ext.Iface.Name, onLink)
+		}
+		if why != "" {
+			b.skips.Skip(key, why)
+			continue
+		}
+		routes = append(routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
+	}
+	return routes
+}
+
+// Watch implements backend.Backend. It wakes for routes with our protocol and
+// for link and address events of the external interface (a link going down
+// takes its routes with it without a route event; its addresses decide what
+// is on-link).
+func (b *Backend) Watch(ctx context.Context, wake func()) error {
+	ext := b.ext.Iface.Index
+	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
+		Link:       func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },
+		Addr:       func(u netlink.AddrUpdate) bool { return u.LinkIndex == ext },
+		Route:      func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol },
+		Subscribed: b.subscribed,
+	}, wake)
+}

@@ -1,0 +1,358 @@
+package hostgw
+
+// Root tests: each runs the backend in a fresh network namespace of its own:
+//
+//	 ns agentd-nstest-…
+//	┌──────────────────────────────────────────────┐
+//	│ ext0 198.18.0.1/24 ── veth ── peer0          │
+//	└──────────────────────────────────────────────┘
+//
+// Peers exist only as leases; their public IPs are gateways of routes and
+// nothing is ever sent to them. The tests compare the printed state of the
+// namespace with the text they expect.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/internal/nstest"
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr/funcr"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+type host struct {
+	t   *testing.T
+	ns  *nstest.NS
+	ext netlink.Link
+	cfg backend.Config
+	b   *Backend
+	own subnet.Lease
+
+	mu   sync.Mutex
+	logs []string
+}
+
+func newHost(t *testing.T, ifaceAddr, publicIP string) *host {
+	t.Helper()
+	ns := nstest.New(t)
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	h := &host{t: t, ns: ns, ext: ext, own: lease("10.244.1.0/24", "198.18.0.1", Type)}
+	h.cfg = backend.Config{
+		Network: &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24,
+			BackendType: Type, Backend: json.RawMessage(`{"Type":"host-gw"}`)},
+		External: backend.ExternalInterface{
+			Iface:     &net.Interface{Index: ext.Attrs().Index, Name: "ext0", MTU: ext.Attrs().MTU},
+			IfaceAddr: netip.MustParseAddr(ifaceAddr),
+			PublicIP:  netip.MustParseAddr(publicIP),
+		},
+		StateDir: t.TempDir(),
+		Logger: funcr.New(func(_, args string) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.logs = append(h.logs, args)
+		}, funcr.Options{Verbosity: 2}),
+	}
+	b, err := newBackend(h.cfg, ns.Handle, ns.NsHandle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.b = b
+	return h
+}
+
+func (h *host) reconcile(peers ...subnet.Lease) backend.Result {
+	h.t.Helper()
+	res, err := h.b.Reconcile(context.Background(), h.own, peers)
+	if err != nil {
+		h.t.Fatalf("Reconcile: %v", err)
+	}
+	return res
+}
+
+func (h *host) check(routes string) {
+	h.t.Helper()
+	want := stateWith(routes)
+	if got := h.ns.State(h.t); got != want {
+		h.t.Fatalf("kernel state:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func (h *host) countLogs(substr string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, l := range h.logs {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+func stateWith(routes string) string {
+	lines := []string{"addr ext0 198.18.0.1/24", "link ext0 veth up mtu 1500", "link peer0 veth up mtu 1500"}
+	for _, l := range strings.Split(routes, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n") + "\n"
+}
+
+func lease(sn, pub, typ string) subnet.Lease {
+	return subnet.Lease{
+		Subnet: netip.MustParsePrefix(sn),
+		Attrs:  subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), BackendType: typ},
+	}
+}
+
+func prepared(t *testing.T) *host {
+	t.Helper()
+	h := newHost(t, "198.18.0.1", "198.18.0.1")
+	data, err := h.b.Prepare(context.Background())
+	if err != nil || data != nil {
+		t.Fatalf("Prepare = %s, %v; want no data, no error", data, err)
+	}
+	return h
+}
+
+func TestPrepareRefusesNAT(t *testing.T) {
+	for _, tc := range []struct{ ifaceAddr, publicIP, err string }{
+		{"198.18.0.1", "198.19.7.7", "host-gw cannot work behind NAT: the public IP 198.19.7.7 is not ext0's address 198.18.0.1"},
+		{"198.18.0.9", "198.18.0.9", "host-gw cannot work behind NAT: the public IP 198.18.0.9 is not an address of ext0 (it has 198.18.0.1/24)"},
+	} {
+		h := newHost(t, tc.ifaceAddr, tc.publicIP)
+		_, err := h.b.Prepare(context.Background())
+		if err == nil || !strings.HasPrefix(err.Error(), tc.err) {
+			t.Errorf("Prepare with interface address %s, public IP %s: %v; want %q…", tc.ifaceAddr, tc.publicIP, err, tc.err)
+		}
+	}
+}
+
+func TestPeers(t *testing.T) {
+	h := prepared(t)
+	if h.b.MTU() != 1500 {
+		t.Errorf("MTU() = %d, want the interface's 1500", h.b.MTU())
+	}
+	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
+	p3 := lease("10.244.3.0/24", "198.18.0.3", Type)
+	far := lease("10.244.4.0/24", "198.19.0.4", Type) // not on-link
+	vx := lease("10.244.5.0/24", "198.18.0.5", "vxlan")
+	for _, step := range []struct {
+		name   string
+		peers  []subnet.Lease
+		routes string
+		res    backend.Result
+	}{
+		{"add", []subnet.Lease{p2, p3, far, vx}, `
+route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74
+route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`, backend.Result{Added: 2, Skipped: 2}},
+		{"again", []subnet.Lease{p2, p3, far, vx}, `
+route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74
+route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`, backend.Result{Skipped: 2}},
+		{"peer 3 gone, 2 moved", []subnet.Lease{lease("10.244.2.0/24", "198.18.0.12", Type)}, `
+route 10.244.2.0/24 via 198.18.0.12 dev ext0 proto 74`, backend.Result{Updated: 1, Removed: 1}},
+		{"all gone", nil, "", backend.Result{Removed: 1}},
+	} {
+		if res := h.reconcile(step.peers...); res != step.res {
+			t.Errorf("%s: result %v, want %v", step.name, res, step.res)
+		}
+		h.check(step.routes)
+	}
+	if n := h.countLogs(`"peer not programmed"`); n != 2 {
+		t.Errorf("logged %d skipped peers, want 2 (once each)", n)
+	}
+	if n := h.countLogs(`not on-link`); n != 1 {
+		t.Errorf("logged the off-link peer %d times, want once", n)
+	}
+}
+
+func TestRepairs(t *testing.T) {
+	h := prepared(t)
+	nl := h.ns.Handle
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type), lease("10.244.3.0/24", "198.18.0.3", Type)}
+	routes := `
+route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74
+route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`
+	h.reconcile(peers...)
+	h.check(routes)
+
+	// Deleted by hand.
+	if err := nl.RouteDel(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/24"))}); err != nil {
+		t.Fatal(err)
+	}
+	if res := h.reconcile(peers...); res != (backend.Result{Added: 1}) {
+		t.Errorf("after a route was deleted: %v", res)
+	}
+	h.check(routes)
+
+	// Someone else's route to a peer subnet is taken over; a stale route of
+	// ours goes; a foreign route elsewhere stays.
+	ext := h.ext.Attrs().Index
+	for _, r := range []*netlink.Route{
+		{Dst: backend.IPNet(netip.MustParsePrefix("10.244.3.0/24")), Gw: net.IPv4(198, 18, 0, 33), LinkIndex: ext, Protocol: unix.RTPROT_BOOT},
+		{Dst: backend.IPNet(netip.MustParsePrefix("10.244.9.0/24")), Gw: net.IPv4(198, 18, 0, 9), LinkIndex: ext, Protocol: backend.RouteProtocol},
+		{Dst: backend.IPNet(netip.MustParsePrefix("192.0.2.0/24")), Gw: net.IPv4(198, 18, 0, 99), LinkIndex: ext, Protocol: unix.RTPROT_STATIC},
+	} {
+		if err := nl.RouteReplace(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res := h.reconcile(peers...); res != (backend.Result{Added: 1, Removed: 1}) {
+		t.Errorf("after foreign and stale routes: %v", res)
+	}
+	h.check(routes + "\nroute 192.0.2.0/24 via 198.18.0.99 dev ext0 proto 4")
+	if err := nl.RouteDel(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("192.0.2.0/24"))}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The interface goes down (its routes with it) and comes back.
+	if err := nl.LinkSetDown(h.ext); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel refuses the routes until it is up again; the agent retries.
+	if _, err := h.b.Reconcile(context.Background(), h.own, peers); !errors.Is(err, unix.ENETUNREACH) {
+		t.Errorf("Reconcile with the interface down: %v, want ENETUNREACH", err)
+	}
+	if err := nl.LinkSetUp(h.ext); err != nil {
+		t.Fatal(err)
+	}
+	if res := h.reconcile(peers...); res != (backend.Result{Added: 2}) {
+		t.Errorf("after the interface came back: %v", res)
+	}
+	h.check(routes)
+}
+
+func TestWatch(t *testing.T) {
+	h := prepared(t)
+	nl := h.ns.Handle
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
+	for _, tc := range []struct {
+		name    string
+		breakIt func() error
+	}{
+		{"route deleted", func() error {
+			return nl.RouteDel(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/24"))})
+		}},
+		{"interface down", func() error { return nl.LinkSetDown(h.ext) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := nl.LinkSetUp(h.ext); err != nil {
+				t.Fatal(err)
+			}
+			h.reconcile(peers...)
+			wakes, stop := h.watch(t)
+			if err := tc.breakIt(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-wakes:
+			case <-time.After(time.Second):
+				t.Fatalf("no wake within 1s after: %s", tc.name)
+			}
+			stop()
+		})
+	}
+}
+
+// watch runs Watch until stop, which checks that it returns context.Canceled
+// promptly. It returns once the subscriptions are in place.
+func (h *host) watch(t *testing.T) (<-chan struct{}, func()) {
+	t.Helper()
+	wakes := make(chan struct{}, 1)
+	subscribed := make(chan struct{}, 1)
+	h.b.subscribed = func() {
+		select {
+		case subscribed <- struct{}{}:
+		default:
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var err error
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		err = h.b.Watch(ctx, func() {
+			select {
+			case wakes <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-stopped:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("Watch returned %v, want context.Canceled", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Watch did not return within 5s of its context ending")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-subscribed:
+	case <-stopped:
+		t.Fatalf("Watch returned before subscribing: %v", err)
+	}
+	return wakes, stop
+}
+
+// TestRandomPeerSets replays random peer sets, deleting a random route of
+// ours now and then, and checks the kernel against a naive model each time.
+func TestRandomPeerSets(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed>>1))
+	h := prepared(t)
+	segment := netip.MustParsePrefix("198.18.0.0/24")
+	for step := range 40 {
+		var peers []subnet.Lease
+		for i := 2; i <= 9; i++ {
+			if rng.IntN(3) == 0 {
+				continue
+			}
+			typ := Type
+			if rng.IntN(8) == 0 {
+				typ = "vxlan"
+			}
+			pub := []string{"198.18.0.", "198.19.0."}[rng.IntN(2)] + fmt.Sprint(2+rng.IntN(6))
+			peers = append(peers, lease(fmt.Sprintf("10.244.%d.0/24", i), pub, typ))
+		}
+		if routes, _ := backend.OurRoutes(h.ns.Handle); len(routes) > 0 && rng.IntN(3) == 0 {
+			r := routes[rng.IntN(len(routes))]
+			if err := h.ns.Handle.RouteDel(&netlink.Route{Dst: backend.IPNet(r.Dst)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var want []string
+		for _, p := range peers {
+			if p.Attrs.BackendType == Type && segment.Contains(p.Attrs.PublicIP) {
+				want = append(want, fmt.Sprintf("route %s via %s dev ext0 proto 74", p.Subnet, p.Attrs.PublicIP))
+			}
+		}
+		h.reconcile(peers...)
+		h.check(strings.Join(want, "\n"))
+		if res := h.reconcile(peers...); res.Changed() {
+			t.Fatalf("step %d: a second Reconcile changed %v", step, res)
+		}
+	}
+}
