@@ -519,3 +519,29 @@ func TestMissingConfigNamesKeyAndHint(t *testing.T) {
 		t.Fatalf("error %q, want one naming the key and the v3 API hint", err)
 	}
 }
+
+// BenchmarkAcquire measures one Acquire (list + grant + create transaction)
+// against a local etcd, with the pool filling up as it runs.
+func BenchmarkAcquire(b *testing.B) {
+	srv := etcdtest.Start(b)
+	cli := srv.Client(b)
+	ctx := context.Background()
+	if _, err := cli.Put(ctx, prefix+"/config", `{"Network":"10.0.0.0/8"}`); err != nil {
+		b.Fatal(err)
+	}
+	reg := subnet.NewRegistry(cli, prefix)
+	cfg, err := reg.GetConfig(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	i := 0
+	for b.Loop() {
+		i++
+		m := subnet.NewManager(reg, cfg, subnet.ManagerConfig{
+			PublicIP: netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), HostID: hostID(i), TTL: time.Hour,
+		})
+		if _, err := m.Acquire(ctx, "vxlan", vxlanData); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
