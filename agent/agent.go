@@ -1,0 +1,329 @@
+// Package agent is the agentd daemon as a library: start-up order, the single
+// goroutine that keeps the kernel equal to the lease set, readiness and
+// health, and shutdown. It never exits the process; Run returns an error.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/hostgw"
+	"github.com/agentd/agentd/backend/iptables"
+	"github.com/agentd/agentd/backend/vxlan"
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+)
+
+// Run runs the daemon until ctx is done (returning nil, with the datapath and
+// the lease left in place) or until it cannot go on (returning why).
+func Run(ctx context.Context, cfg Config) error {
+	log := klog.FromContext(ctx).WithName("agent")
+	if cfg.ReleaseLease {
+		return release(ctx, log, cfg)
+	}
+	a := &agent{cfg: cfg, log: log, backends: Backends(), health: newHealth(log)}
+	return a.run(ctx)
+}
+
+// Backends is the explicit map of the datapaths agentd can run.
+func Backends() backend.Registry {
+	return backend.Registry{
+		"vxlan":   vxlan.New,
+		"host-gw": hostgw.New,
+	}
+}
+
+type agent struct {
+	cfg      Config
+	log      logr.Logger
+	backends backend.Registry
+	health   *health
+
+	// ipt is used only by the reconcile goroutine; iptChecked records
+	// that iptables was looked for.
+	ipt        *iptables.Manager
+	iptChecked bool
+}
+
+func (a *agent) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer wg.Wait()
+	defer cancel(nil)
+	// fail records the first error of a background part and stops the rest.
+	fail := func(err error) { cancel(err) }
+
+	if a.cfg.HealthzAddr != "" {
+		srv, err := listenHealth(a.cfg.HealthzAddr, a.health)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.serve(ctx); err != nil {
+				fail(fmt.Errorf("health server: %w", err))
+			}
+		}()
+	}
+
+	ext, err := FindExternalInterface(&a.cfg)
+	if err != nil {
+		return err
+	}
+	a.log.Info("using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP)
+
+	cli, err := newEtcdClient(&a.cfg)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	reg := subnet.NewRegistry(cli, a.cfg.EtcdPrefix)
+
+	netCfg, err := retry(ctx, a.log, "read the network config", func(ctx context.Context) (*subnet.Config, error) {
+		return reg.GetConfig(ctx)
+	})
+	if err != nil {
+		return cause(ctx, err)
+	}
+	if netCfg.BackendTypeDefaulted() {
+		a.log.Info("network config has no Backend.Type; using vxlan", "key", reg.ConfigKey())
+	}
+	a.log.Info("network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen, "backend", netCfg.BackendType)
+
+	be, err := a.backends.New(backend.Config{
+		Network:  netCfg,
+		External: ext,
+		StateDir: a.cfg.StateDir,
+		Logger:   a.log.WithName(netCfg.BackendType),
+	})
+	if err != nil {
+		return err
+	}
+	data, err := be.Prepare(ctx)
+	if err != nil {
+		return fmt.Errorf("prepare %s backend: %w", be.Type(), err)
+	}
+
+	hostID, err := subnet.LoadOrCreateHostID(a.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	mgr := subnet.NewManager(reg, netCfg, subnet.ManagerConfig{
+		PublicIP:       ext.PublicIP,
+		HostID:         hostID,
+		TTL:            a.cfg.SubnetLeaseTTL,
+		PreviousSubnet: previousSubnet(a.log, a.cfg.SubnetFile, netCfg),
+		Logger:         a.log.WithName("lease"),
+		OnLeaseState:   a.health.setLeaseHeld,
+	})
+	own, err := retry(ctx, a.log, "acquire a subnet lease", func(ctx context.Context) (subnet.Lease, error) {
+		return mgr.Acquire(ctx, be.Type(), data)
+	})
+	if err != nil {
+		return cause(ctx, err)
+	}
+	a.health.setLeaseHeld(true, "")
+
+	env := subnet.Env{
+		Network: netCfg.Network,
+		Subnet:  hostOne(own.Subnet),
+		MTU:     be.MTU(),
+		IPMasq:  a.cfg.IPMasq,
+	}
+	if own.IPv6Subnet.IsValid() {
+		env.IPv6Network = netCfg.IPv6Network
+		env.IPv6Subnet = hostOne(own.IPv6Subnet)
+	}
+	if err := subnet.WriteEnv(a.cfg.SubnetFile, env); err != nil {
+		return fmt.Errorf("write %s: %w", a.cfg.SubnetFile, err)
+	}
+	a.health.setSubnetEnvWritten()
+	a.log.Info("wrote subnet.env", "path", a.cfg.SubnetFile, "subnet", env.Subnet, "mtu", env.MTU)
+
+	// /healthz fails when the reconcile loop stops passing (wedged on a
+	// kernel or iptables call), not just when the process is gone.
+	a.health.expectHeartbeat(3*a.cfg.ResyncInterval + time.Minute)
+	wake := make(chan struct{}, 1)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := mgr.Run(ctx); err != nil {
+			fail(err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		err := be.Watch(ctx, func() { signal(wake) })
+		if err != nil && ctx.Err() == nil {
+			fail(fmt.Errorf("watch kernel events: %w", err))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		a.reconcileLoop(ctx, be, mgr, netCfg, wake)
+	}()
+	<-ctx.Done()
+	cancel(nil)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	a.log.Info("shutting down; the datapath and the lease stay in place")
+	return nil
+}
+
+// reconcileLoop is the one goroutine that changes the kernel. Lease changes,
+// kernel events and the resync ticker only wake it; each pass recomputes the
+// desired state from the current peer set.
+func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr *subnet.Manager, netCfg *subnet.Config, wake <-chan struct{}) {
+	ticker := time.NewTicker(a.cfg.ResyncInterval)
+	defer ticker.Stop()
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	b := backoffDelay{min: 100 * time.Millisecond, max: 10 * time.Second}
+	programmed := false
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-mgr.PeersChanged():
+		case <-wake:
+		case <-ticker.C:
+		case <-retry.C:
+		}
+		// The first pass that counts for readiness is one made after the
+		// first full list of leases.
+		synced := isClosed(mgr.PeersSynced())
+		own, _ := mgr.Own()
+		peers := mgr.Peers()
+		start := time.Now()
+		res, err := be.Reconcile(ctx, own, peers)
+		if ierr := a.reconcileIPTables(netCfg, own); ierr != nil {
+			err = errors.Join(err, ierr)
+		}
+		a.health.heartbeat()
+		if err != nil {
+			if msg := err.Error(); msg != lastErr {
+				a.log.Error(err, "reconcile failed; retrying", "peers", len(peers))
+				lastErr = msg
+			}
+			retry.Reset(b.next())
+			continue
+		}
+		if lastErr != "" {
+			a.log.Info("reconcile succeeded again")
+			lastErr = ""
+		}
+		b.reset()
+		if res.Changed() {
+			a.log.Info("kernel state reconciled", "peers", len(peers), "result", res.String(), "took", time.Since(start))
+		} else {
+			a.log.V(2).Info("kernel state already current", "peers", len(peers), "took", time.Since(start))
+		}
+		if synced && !programmed {
+			programmed = true
+			a.health.setPeersProgrammed()
+			a.log.Info("first peer snapshot programmed", "peers", len(peers))
+		}
+	}
+}
+
+// release gives this host's lease back (graceful decommission).
+func release(ctx context.Context, log logr.Logger, cfg Config) error {
+	ext, err := FindExternalInterface(&cfg)
+	if err != nil {
+		return err
+	}
+	cli, err := newEtcdClient(&cfg)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	reg := subnet.NewRegistry(cli, cfg.EtcdPrefix)
+	netCfg, err := reg.GetConfig(ctx)
+	if err != nil {
+		return err
+	}
+	hostID, err := subnet.LoadOrCreateHostID(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	mgr := subnet.NewManager(reg, netCfg, subnet.ManagerConfig{
+		PublicIP:       ext.PublicIP,
+		HostID:         hostID,
+		PreviousSubnet: previousSubnet(log, cfg.SubnetFile, netCfg),
+		Logger:         log.WithName("lease"),
+	})
+	l, ok, err := mgr.Release(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		log.Info("no lease of this host to release", "publicIP", ext.PublicIP)
+		return nil
+	}
+	if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("lease released, but removing %s failed: %w", cfg.SubnetFile, err)
+	}
+	log.Info("lease released; subnet.env removed", "subnet", l.Subnet, "path", cfg.SubnetFile)
+	return nil
+}
+
+// previousSubnet is the subnet an earlier run wrote into subnet.env, if the
+// file is there and belongs to the same network.
+func previousSubnet(log logr.Logger, path string, netCfg *subnet.Config) netip.Prefix {
+	env, err := subnet.ReadEnv(path)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			log.Info("ignoring previous subnet.env", "path", filepath.Clean(path), "err", err)
+		}
+		return netip.Prefix{}
+	}
+	if env.Network != netCfg.Network {
+		log.Info("previous subnet.env is for another network; not reusing its subnet", "path", path, "network", env.Network)
+		return netip.Prefix{}
+	}
+	return env.Subnet.Masked()
+}
+
+// hostOne is the subnet with host part 1 (dockerd's --bip).
+func hostOne(p netip.Prefix) netip.Prefix {
+	return netip.PrefixFrom(p.Masked().Addr().Next(), p.Bits())
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// cause prefers the reason the run was cancelled over the context error.
+func cause(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

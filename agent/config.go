@@ -1,0 +1,52 @@
+package agent
+
+import (
+	"net/netip"
+	"regexp"
+	"time"
+)
+
+// Config is everything the daemon is told at start-up. run/agentd fills it from
+// flags and environment variables and calls Validate before Run.
+type Config struct {
+	EtcdEndpoints []string
+	// EtcdPrefix is the key prefix of the network, default "/coreos.com/network".
+	EtcdPrefix   string
+	EtcdCAFile   string
+	EtcdCertFile string
+	EtcdKeyFile  string
+	EtcdUsername string
+	EtcdPassword string
+
+	// Ifaces are interface names or addresses, tried in order; IfaceRegexes
+	// match names or addresses; IfaceCanReach picks the interface the kernel
+	// would use to reach that address. With none of them, the interface of the
+	// default route is used.
+	Ifaces        []string
+	IfaceRegexes  []*regexp.Regexp
+	IfaceCanReach netip.Addr
+	// PublicIP overrides the address advertised to peers (behind NAT).
+	PublicIP netip.Addr
+
+	// SubnetFile is where subnet.env is written, default /run/flannel/subnet.env.
+	SubnetFile string
+	// IPMasq installs masquerade rules for traffic leaving the cluster network.
+	IPMasq bool
+	// IPTablesForwardRules installs ACCEPT rules for the cluster network in FORWARD.
+	IPTablesForwardRules bool
+	// HealthzAddr is host:port of the /healthz and /readyz server; empty disables it.
+	HealthzAddr string
+
+	// SubnetLeaseTTL is the TTL of our etcd lease, default 24h.
+	SubnetLeaseTTL time.Duration
+	// ResyncInterval is how often the whole kernel state is compared with the
+	// desired state even when nothing signalled a change.
+	ResyncInterval time.Duration
+	// StateDir holds the host identity and the VTEP MAC across restarts.
+	StateDir string
+
+	// ReleaseLease makes Run release this host's lease and return instead of
+	// running the daemon: a decommissioned host's subnet is free at once rather
+	// than after a TTL.
+	ReleaseLease bool
+}

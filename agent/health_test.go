@@ -1,0 +1,270 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+)
+
+// testHealth is a health whose systemd notifications are counted.
+func testHealth(t *testing.T) (*health, *atomic.Int32) {
+	t.Helper()
+	h := newHealth(logr.Discard())
+	var n atomic.Int32
+	h.notifyReady = func() (bool, error) { n.Add(1); return true, nil }
+	return h, &n
+}
+
+// probe asks the handler and returns the status and body.
+func probe(t *testing.T, handler http.Handler, method, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	return rec.Code, rec.Body.String()
+}
+
+func TestReadiness(t *testing.T) {
+	h, notified := testHealth(t)
+	mux := h.handler()
+
+	check := func(step string, wantCode int, wantBody string, wantNotified int32) {
+		t.Helper()
+		code, body := probe(t, mux, "GET", "/readyz")
+		if code != wantCode || body != wantBody {
+			t.Errorf("%s: /readyz = %d %q, want %d %q", step, code, body, wantCode, wantBody)
+		}
+		if got := notified.Load(); got != wantNotified {
+			t.Errorf("%s: systemd notified %d times, want %d", step, got, wantNotified)
+		}
+		if code, body := probe(t, mux, "GET", "/healthz"); code != http.StatusOK || body != "ok\n" {
+			t.Errorf("%s: /healthz = %d %q, want 200 ok", step, code, body)
+		}
+	}
+
+	check("start", 503, "not ok: no lease acquired yet; subnet.env not written yet; peers not programmed yet\n", 0)
+	h.setLeaseHeld(true, "")
+	check("lease", 503, "not ok: subnet.env not written yet; peers not programmed yet\n", 0)
+	h.setSubnetEnvWritten()
+	check("subnet.env", 503, "not ok: peers not programmed yet\n", 0)
+	h.setPeersProgrammed()
+	check("peers", 200, "ok\n", 1)
+	h.setLeaseHeld(false, "own lease deleted in etcd; recreating it")
+	check("lease lost", 503, "not ok: own lease deleted in etcd; recreating it\n", 1)
+	h.setLeaseHeld(false, "")
+	check("lease lost without reason", 503, "not ok: lease not held\n", 1)
+	h.setLeaseHeld(true, "")
+	check("lease back", 200, "ok\n", 1)
+	h.setPeersProgrammed()
+	h.setSubnetEnvWritten()
+	check("repeated calls", 200, "ok\n", 1)
+}
+
+// Readiness must not depend on the order the conditions arrive in.
+func TestReadinessAnyOrder(t *testing.T) {
+	setters := []func(h *health){
+		func(h *health) { h.setLeaseHeld(true, "") },
+		(*health).setSubnetEnvWritten,
+		(*health).setPeersProgrammed,
+	}
+	for _, order := range [][]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}} {
+		h, notified := testHealth(t)
+		for i, s := range order {
+			if ready, _ := h.ready(); ready {
+				t.Errorf("order %v: ready after %d of 3 conditions", order, i)
+			}
+			setters[s](h)
+		}
+		if ready, why := h.ready(); !ready || notified.Load() != 1 {
+			t.Errorf("order %v: ready=%v (%s), notified %d times", order, ready, why, notified.Load())
+		}
+	}
+}
+
+func TestNotifyErrorIsNotFatal(t *testing.T) {
+	h := newHealth(klog.Background())
+	calls := 0
+	h.notifyReady = func() (bool, error) { calls++; return false, errors.New("socket gone") }
+	h.setLeaseHeld(true, "")
+	h.setSubnetEnvWritten()
+	h.setPeersProgrammed()
+	h.setLeaseHeld(false, "x")
+	h.setLeaseHeld(true, "")
+	if ready, _ := h.ready(); !ready || calls != 1 {
+		t.Errorf("ready=%v after a failed notification, %d notify calls (want 1)", ready, calls)
+	}
+}
+
+// The real sd_notify path: READY=1 arrives once on NOTIFY_SOCKET.
+func TestSdNotifyReady(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+
+	h := newHealth(klog.Background())
+	h.setLeaseHeld(true, "")
+	h.setSubnetEnvWritten()
+	h.setPeersProgrammed()
+	h.setLeaseHeld(false, "lost")
+	h.setLeaseHeld(true, "")
+
+	buf := make([]byte, 256)
+	if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no notification: %v", err)
+	}
+	if got := string(buf[:n]); got != "READY=1" {
+		t.Errorf("notification %q, want READY=1", got)
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := conn.Read(buf); err == nil {
+		t.Errorf("second notification %q, want none", buf[:n])
+	}
+}
+
+func TestLivenessHeartbeat(t *testing.T) {
+	h, _ := testHealth(t)
+	now := time.Unix(1_000_000, 0)
+	h.now = func() time.Time { return now }
+	mux := h.handler()
+
+	if code, _ := probe(t, mux, "GET", "/healthz"); code != 200 {
+		t.Errorf("without heartbeat expected: /healthz %d, want 200", code)
+	}
+	h.expectHeartbeat(10 * time.Second)
+	now = now.Add(10 * time.Second)
+	if code, _ := probe(t, mux, "GET", "/healthz"); code != 200 {
+		t.Errorf("at the limit: /healthz %d, want 200", code)
+	}
+	now = now.Add(time.Second)
+	code, body := probe(t, mux, "GET", "/healthz")
+	if want := "not ok: reconcile loop has not run for 11s (limit 10s)\n"; code != 503 || body != want {
+		t.Errorf("stalled: /healthz %d %q, want 503 %q", code, body, want)
+	}
+	h.heartbeat()
+	if code, _ := probe(t, mux, "GET", "/healthz"); code != 200 {
+		t.Errorf("after a heartbeat: /healthz %d, want 200", code)
+	}
+}
+
+func TestProbeMethodsAndHeaders(t *testing.T) {
+	h, _ := testHealth(t)
+	mux := h.handler()
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("HEAD", "/healthz", nil))
+	if rec.Code != 200 {
+		t.Errorf("HEAD /healthz = %d, want 200", rec.Code)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "text/plain; charset=utf-8" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control %q", cc)
+	}
+	if code, _ := probe(t, mux, "POST", "/readyz"); code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /readyz = %d, want 405", code)
+	}
+	if code, _ := probe(t, mux, "GET", "/"); code != http.StatusNotFound {
+		t.Errorf("GET / = %d, want 404", code)
+	}
+}
+
+// Readers and writers at once, for the race detector.
+func TestHealthConcurrent(t *testing.T) {
+	h, notified := testHealth(t)
+	mux := h.handler()
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			for j := range 200 {
+				switch (i + j) % 5 {
+				case 0:
+					h.setLeaseHeld(j%2 == 0, "flapping")
+				case 1:
+					h.setSubnetEnvWritten()
+				case 2:
+					h.setPeersProgrammed()
+				case 3:
+					h.heartbeat()
+				default:
+					probe(t, mux, "GET", "/readyz")
+				}
+			}
+		})
+	}
+	wg.Wait()
+	h.setLeaseHeld(true, "")
+	if ready, why := h.ready(); !ready || notified.Load() != 1 {
+		t.Errorf("ready=%v (%s), notified %d times, want once", ready, why, notified.Load())
+	}
+}
+
+func TestHealthServer(t *testing.T) {
+	h, _ := testHealth(t)
+	srv, err := listenHealth("127.0.0.1:0", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.addr().String()
+	// The mux takes more handlers, as /metrics will be.
+	srv.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "# metrics") })
+
+	// A second server on the same address fails at start-up, naming why.
+	if _, err := listenHealth(addr, h); err == nil || !errors.Is(err, syscall.EADDRINUSE) || !strings.HasPrefix(err.Error(), "health server: ") {
+		t.Errorf("second listen on %s: %v, want 'health server: ... address already in use'", addr, err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.serve(ctx) }()
+
+	get := func(path string) (int, string, error) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/metrics": 200} {
+		if code, body, err := get(path); err != nil || code != want {
+			t.Errorf("GET %s = %d %q %v, want %d", path, code, body, err, want)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve after cancel: %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after cancel")
+	}
+	if _, _, err := get("/healthz"); err == nil {
+		t.Error("server still answers after shutdown")
+	}
+}

@@ -1,0 +1,318 @@
+package agent
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// FindExternalInterface picks the underlay interface in the current network
+// namespace, as the Config says:
+//
+//  1. each of Ifaces in order: an interface name, or an address held by some
+//     interface; the first that exists and has an IPv4 address wins;
+//  2. each of IfaceRegexes in order, matched first against interface names,
+//     then against their IPv4 addresses (loopback is never matched);
+//  3. IfaceCanReach: the interface the kernel routes that address through;
+//  4. only when none of these is set: the interface of the default route.
+//
+// When options are set and none of them finds an interface, the error names
+// each one tried and the interfaces the host has; agentd never falls back to
+// the default route behind an operator's back.
+//
+// PublicIP is Config.PublicIP when set, else the chosen interface address.
+func FindExternalInterface(cfg *Config) (backend.ExternalInterface, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return backend.ExternalInterface{}, fmt.Errorf("open netlink: %w", err)
+	}
+	defer h.Close()
+	return findExternalInterface(h, cfg)
+}
+
+// findExternalInterface is FindExternalInterface in the namespace h is bound to.
+func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInterface, error) {
+	ifs, err := listInterfaces(h)
+	if err != nil {
+		return backend.ExternalInterface{}, err
+	}
+	found := func(ifc *ifaceInfo, addr netip.Addr) (backend.ExternalInterface, error) {
+		ext := backend.ExternalInterface{Iface: ifc.netInterface(), IfaceAddr: addr, PublicIP: addr}
+		if cfg.PublicIP.IsValid() {
+			ext.PublicIP = cfg.PublicIP
+		}
+		return ext, nil
+	}
+
+	// tried describes each option that found nothing, for the error.
+	var tried []string
+	for _, spec := range cfg.Ifaces {
+		if ip, err := netip.ParseAddr(spec); err == nil {
+			ip = ip.Unmap()
+			if ifc := ifaceWithAddr(ifs, ip); ifc != nil {
+				return found(ifc, ip)
+			}
+			tried = append(tried, fmt.Sprintf("--iface %q (no interface has that address)", spec))
+			continue
+		}
+		ifc := ifaceNamed(ifs, spec)
+		switch {
+		case ifc == nil:
+			tried = append(tried, fmt.Sprintf("--iface %q", spec))
+		case len(ifc.addrs) == 0:
+			tried = append(tried, fmt.Sprintf("--iface %q (has no IPv4 address)", spec))
+		default:
+			return found(ifc, ifc.addrs[0])
+		}
+	}
+
+	for _, re := range cfg.IfaceRegexes {
+		var bare []string // names that matched but have no IPv4 address
+		for i := range ifs {
+			ifc := &ifs[i]
+			if ifc.loopback() || !re.MatchString(ifc.name) {
+				continue
+			}
+			if len(ifc.addrs) == 0 {
+				bare = append(bare, ifc.name)
+				continue
+			}
+			return found(ifc, ifc.addrs[0])
+		}
+		for i := range ifs {
+			ifc := &ifs[i]
+			if ifc.loopback() {
+				continue
+			}
+			for _, a := range ifc.addrs {
+				if re.MatchString(a.String()) {
+					return found(ifc, a)
+				}
+			}
+		}
+		msg := fmt.Sprintf("--iface-regex %q", re.String())
+		if len(bare) > 0 {
+			msg += fmt.Sprintf(" (matches %s, without an IPv4 address)", strings.Join(bare, ", "))
+		}
+		tried = append(tried, msg)
+	}
+
+	if dst := cfg.IfaceCanReach; dst.IsValid() {
+		routes, err := h.RouteGet(dst.AsSlice())
+		switch {
+		case err != nil:
+			tried = append(tried, fmt.Sprintf("--iface-can-reach %s (%v)", dst, err))
+		case len(routes) == 0:
+			tried = append(tried, fmt.Sprintf("--iface-can-reach %s (no route)", dst))
+		default:
+			r := routes[0]
+			ifc := ifaceIndexed(ifs, r.LinkIndex)
+			switch {
+			case ifc == nil:
+				tried = append(tried, fmt.Sprintf("--iface-can-reach %s (routed through interface index %d, which is gone)", dst, r.LinkIndex))
+			case len(ifc.addrs) == 0:
+				tried = append(tried, fmt.Sprintf("--iface-can-reach %s (routed through %s, which has no IPv4 address)", dst, ifc.name))
+			default:
+				return found(ifc, ifc.preferred(r.Src))
+			}
+		}
+	}
+
+	if len(tried) > 0 {
+		return backend.ExternalInterface{}, fmt.Errorf("no interface matches %s (have: %s)", strings.Join(tried, ", "), describeInterfaces(ifs))
+	}
+	return defaultRouteInterface(h, ifs, found)
+}
+
+// defaultRouteInterface is the interface of the main table's IPv4 default
+// route with the lowest metric.
+func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*ifaceInfo, netip.Addr) (backend.ExternalInterface, error)) (backend.ExternalInterface, error) {
+	routes, err := netlinkDump("list IPv4 routes", func() ([]netlink.Route, error) {
+		return h.RouteList(nil, netlink.FAMILY_V4)
+	})
+	if err != nil {
+		return backend.ExternalInterface{}, err
+	}
+	var best *netlink.Route
+	for i := range routes {
+		r := &routes[i]
+		if r.Dst != nil && !r.Dst.IP.IsUnspecified() {
+			continue
+		}
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+				continue
+			}
+		}
+		if best == nil || r.Priority < best.Priority {
+			best = r
+		}
+	}
+	if best == nil {
+		return backend.ExternalInterface{}, fmt.Errorf("no IPv4 default route; name the underlay with --iface, --iface-regex or --iface-can-reach (have: %s)", describeInterfaces(ifs))
+	}
+	index := best.LinkIndex
+	if index == 0 && len(best.MultiPath) > 0 {
+		index = best.MultiPath[0].LinkIndex
+	}
+	ifc := ifaceIndexed(ifs, index)
+	switch {
+	case ifc == nil:
+		return backend.ExternalInterface{}, fmt.Errorf("the default route uses interface index %d, which is gone", index)
+	case len(ifc.addrs) == 0:
+		return backend.ExternalInterface{}, fmt.Errorf("the default route uses %s, which has no IPv4 address; name the underlay with --iface (have: %s)", ifc.name, describeInterfaces(ifs))
+	}
+	return found(ifc, ifc.preferred(best.Src))
+}
+
+// ifaceInfo is one interface and its IPv4 addresses, the best first.
+type ifaceInfo struct {
+	attrs netlink.LinkAttrs
+	name  string
+	addrs []netip.Addr
+}
+
+func (i *ifaceInfo) loopback() bool { return i.attrs.Flags&net.FlagLoopback != 0 }
+
+// preferred is src when the interface holds it (the kernel's preferred source
+// for a route), else the interface's best address.
+func (i *ifaceInfo) preferred(src net.IP) netip.Addr {
+	if a, ok := netip.AddrFromSlice(src); ok && slices.Contains(i.addrs, a.Unmap()) {
+		return a.Unmap()
+	}
+	return i.addrs[0]
+}
+
+// netInterface is built from the netlink attributes rather than looked up
+// with package net, which would ask the calling thread's namespace rather than
+// the one the handle is bound to.
+func (i *ifaceInfo) netInterface() *net.Interface {
+	return &net.Interface{
+		Index:        i.attrs.Index,
+		MTU:          i.attrs.MTU,
+		Name:         i.attrs.Name,
+		HardwareAddr: i.attrs.HardwareAddr,
+		Flags:        i.attrs.Flags,
+	}
+}
+
+// listInterfaces returns every interface, ordered by index, with its IPv4
+// addresses ordered primary global ones first.
+func listInterfaces(h *netlink.Handle) ([]ifaceInfo, error) {
+	links, err := netlinkDump("list links", h.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := netlinkDump("list IPv4 addresses", func() ([]netlink.Addr, error) {
+		return h.AddrList(nil, netlink.FAMILY_V4)
+	})
+	if err != nil {
+		return nil, err
+	}
+	// rank orders an interface's addresses: primary before secondary (the
+	// kernel's choice of source), global unicast before link-local/loopback.
+	rank := func(a netlink.Addr) int {
+		r := 0
+		if a.Flags&unix.IFA_F_SECONDARY != 0 {
+			r++
+		}
+		if !a.IP.IsGlobalUnicast() {
+			r += 2
+		}
+		return r
+	}
+	byLink := make(map[int][]netlink.Addr)
+	for _, a := range addrs {
+		if a.IPNet == nil || a.IP.To4() == nil {
+			continue
+		}
+		byLink[a.LinkIndex] = append(byLink[a.LinkIndex], a)
+	}
+	ifs := make([]ifaceInfo, 0, len(links))
+	for _, l := range links {
+		attrs := *l.Attrs()
+		la := byLink[attrs.Index]
+		slices.SortStableFunc(la, func(a, b netlink.Addr) int { return cmp.Compare(rank(a), rank(b)) })
+		info := ifaceInfo{attrs: attrs, name: attrs.Name}
+		for _, a := range la {
+			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+				info.addrs = append(info.addrs, ip)
+			}
+		}
+		ifs = append(ifs, info)
+	}
+	slices.SortFunc(ifs, func(a, b ifaceInfo) int { return cmp.Compare(a.attrs.Index, b.attrs.Index) })
+	return ifs, nil
+}
+
+func ifaceNamed(ifs []ifaceInfo, name string) *ifaceInfo {
+	for i := range ifs {
+		if ifs[i].name == name {
+			return &ifs[i]
+		}
+	}
+	return nil
+}
+
+func ifaceIndexed(ifs []ifaceInfo, index int) *ifaceInfo {
+	for i := range ifs {
+		if ifs[i].attrs.Index == index {
+			return &ifs[i]
+		}
+	}
+	return nil
+}
+
+func ifaceWithAddr(ifs []ifaceInfo, ip netip.Addr) *ifaceInfo {
+	for i := range ifs {
+		if slices.Contains(ifs[i].addrs, ip) {
+			return &ifs[i]
+		}
+	}
+	return nil
+}
+
+// describeInterfaces lists the interfaces for an error: "lo 127.0.0.1, eth0 198.18.0.1, eth1".
+func describeInterfaces(ifs []ifaceInfo) string {
+	parts := make([]string, 0, len(ifs))
+	for _, ifc := range ifs {
+		s := ifc.name
+		for _, a := range ifc.addrs {
+			s += " " + a.String()
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 {
+		return "no interfaces"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// maxDumpAttempts bounds the retries of a netlink dump that the kernel
+// interrupted because the table changed while it was read.
+const maxDumpAttempts = 5
+
+// netlinkDump runs a netlink dump, retrying when it was interrupted: the result of
+// an interrupted dump may be incomplete, so it is never used.
+func netlinkDump[T any](what string, f func() ([]T, error)) ([]T, error) {
+	var err error
+	for range maxDumpAttempts {
+		var v []T
+		v, err = f()
+		if err == nil {
+			return v, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("%s: %w", what, err)
+}

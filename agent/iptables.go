@@ -1,0 +1,46 @@
+package agent
+
+import (
+	"fmt"
+
+	"github.com/agentd/agentd/backend/iptables"
+	"github.com/agentd/agentd/subnet"
+)
+
+// reconcileIPTables keeps our masquerade and forward chains equal to what the
+// flags and our lease ask for. With both kinds of rules off it still runs once,
+// so that chains left by an earlier run with them on are removed; it never
+// fails the agent for a missing iptables when no rules are wanted.
+func (a *agent) reconcileIPTables(netCfg *subnet.Config, own subnet.Lease) error {
+	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules
+	if a.ipt == nil {
+		if a.iptChecked {
+			return nil
+		}
+		a.iptChecked = true
+		m, err := iptables.New(iptables.IPv4, a.log.WithName("iptables"), iptables.Options{})
+		if err != nil {
+			if want {
+				return fmt.Errorf("iptables: %w", err)
+			}
+			a.log.V(2).Info("iptables not available; no rules wanted", "err", err)
+			return nil
+		}
+		a.ipt = m
+	}
+	var rules []iptables.Rule
+	if a.cfg.IPMasq {
+		rules = append(rules, iptables.MasqRules(netCfg.Network, own.Subnet, a.ipt.RandomFully())...)
+	}
+	if a.cfg.IPTablesForwardRules {
+		rules = append(rules, iptables.ForwardRules(netCfg.Network)...)
+	}
+	if _, err := a.ipt.Reconcile(rules); err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	if !want {
+		// Nothing more to keep in place.
+		a.ipt = nil
+	}
+	return nil
+}

@@ -1,0 +1,294 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of the settings. run/agentd uses them as its flag defaults, so the
+// daemon's --help and a Config built by DefaultConfig agree.
+const (
+	DefaultEtcdEndpoint   = "http://127.0.0.1:2379"
+	DefaultEtcdPrefix     = "/coreos.com/network"
+	DefaultSubnetFile     = "/run/flannel/subnet.env"
+	DefaultStateDir       = "/var/lib/agentd"
+	DefaultSubnetLeaseTTL = 24 * time.Hour
+	DefaultResyncInterval = 30 * time.Second
+)
+
+// maxLeaseTTL is etcd's upper bound for a lease TTL (9e9 seconds).
+const maxLeaseTTL = 9_000_000_000 * time.Second
+
+// DefaultConfig returns a Config holding every default. Callers (the flag
+// layer, tests) start from it and override fields.
+//
+// There is deliberately no "fill in the zero fields" method: a zero bool
+// cannot be told apart from an explicit false (IPTablesForwardRules defaults
+// to true), and silently defaulting an empty field would hide a caller's
+// mistake that Validate should report.
+func DefaultConfig() Config {
+	return Config{
+		EtcdEndpoints:        []string{DefaultEtcdEndpoint},
+		EtcdPrefix:           DefaultEtcdPrefix,
+		SubnetFile:           DefaultSubnetFile,
+		IPTablesForwardRules: true,
+		SubnetLeaseTTL:       DefaultSubnetLeaseTTL,
+		ResyncInterval:       DefaultResyncInterval,
+		StateDir:             DefaultStateDir,
+	}
+}
+
+// ConfigError is a setting that failed validation. It is named by the agentd
+// flag that sets it, because that is what an operator can change; the flag
+// layer may name an environment variable instead when the value came from one.
+type ConfigError struct {
+	Flag  string // flag name without dashes, e.g. "etcd-cafile"
+	Value string // the offending value as the operator wrote it
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("invalid --%s %q: %v", e.Flag, e.Value, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configErrorf(flag, value string, format string, args ...any) error {
+	return &ConfigError{Flag: flag, Value: value, Err: fmt.Errorf(format, args...)}
+}
+
+// Validate reports the first setting that Run could not work with, as a
+// *ConfigError. It does not change c. Besides checking values it looks at the
+// file system: the etcd TLS files named must exist, so that a typo is reported
+// at start-up rather than as a TLS failure on every retry.
+func (c *Config) Validate() error {
+	if len(c.EtcdEndpoints) == 0 {
+		return configErrorf("etcd-endpoints", "", "no etcd endpoint given")
+	}
+	for _, ep := range c.EtcdEndpoints {
+		if err := checkEndpoint(ep); err != nil {
+			return &ConfigError{Flag: "etcd-endpoints", Value: ep, Err: err}
+		}
+	}
+	if !strings.HasPrefix(c.EtcdPrefix, "/") {
+		return configErrorf("etcd-prefix", c.EtcdPrefix, "must start with /")
+	}
+	if c.EtcdCertFile != "" && c.EtcdKeyFile == "" {
+		return configErrorf("etcd-keyfile", "", "required when --etcd-certfile is set")
+	}
+	if c.EtcdKeyFile != "" && c.EtcdCertFile == "" {
+		return configErrorf("etcd-certfile", "", "required when --etcd-keyfile is set")
+	}
+	for _, f := range []struct{ flag, path string }{
+		{"etcd-cafile", c.EtcdCAFile},
+		{"etcd-certfile", c.EtcdCertFile},
+		{"etcd-keyfile", c.EtcdKeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if err := checkRegularFile(f.path); err != nil {
+			return &ConfigError{Flag: f.flag, Value: f.path, Err: err}
+		}
+	}
+	if c.EtcdPassword != "" && c.EtcdUsername == "" {
+		return configErrorf("etcd-username", "", "required when --etcd-password is set")
+	}
+
+	for _, s := range c.Ifaces {
+		if err := checkIfaceSpec(s); err != nil {
+			return &ConfigError{Flag: "iface", Value: s, Err: err}
+		}
+	}
+	for _, re := range c.IfaceRegexes {
+		if re == nil {
+			return configErrorf("iface-regex", "", "nil regular expression")
+		}
+	}
+	if a := c.IfaceCanReach; a.IsValid() {
+		if err := checkUnderlayAddr(a); err != nil {
+			return &ConfigError{Flag: "iface-can-reach", Value: a.String(), Err: err}
+		}
+	}
+	if a := c.PublicIP; a.IsValid() {
+		if err := checkUnderlayAddr(a); err != nil {
+			return &ConfigError{Flag: "public-ip", Value: a.String(), Err: err}
+		}
+		if a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return configErrorf("public-ip", a.String(), "peers cannot send to a loopback, multicast or broadcast address")
+		}
+	}
+
+	if err := checkAbsPath(c.SubnetFile); err != nil {
+		return &ConfigError{Flag: "subnet-file", Value: c.SubnetFile, Err: err}
+	}
+	if strings.HasSuffix(c.SubnetFile, "/") {
+		return configErrorf("subnet-file", c.SubnetFile, "names a directory, want a file")
+	}
+	if err := checkAbsPath(c.StateDir); err != nil {
+		return &ConfigError{Flag: "state-dir", Value: c.StateDir, Err: err}
+	}
+	if c.HealthzAddr != "" {
+		if err := checkListenAddr(c.HealthzAddr); err != nil {
+			return &ConfigError{Flag: "healthz-addr", Value: c.HealthzAddr, Err: err}
+		}
+	}
+
+	switch ttl := c.SubnetLeaseTTL; {
+	case ttl < time.Second:
+		return configErrorf("subnet-lease-ttl", ttl.String(), "must be at least 1s")
+	case ttl%time.Second != 0:
+		return configErrorf("subnet-lease-ttl", ttl.String(), "etcd lease TTLs are whole seconds")
+	case ttl > maxLeaseTTL:
+		return configErrorf("subnet-lease-ttl", ttl.String(), "etcd allows at most %s", maxLeaseTTL)
+	}
+	if c.ResyncInterval < time.Second {
+		return configErrorf("resync-interval", c.ResyncInterval.String(), "must be at least 1s")
+	}
+	return nil
+}
+
+// checkEndpoint accepts what the etcd v3 client dials: http(s) URLs with a
+// host, and unix(s) socket URLs. A bare host:port is refused rather than
+// guessed at, since flannel's users always write a scheme.
+func checkEndpoint(ep string) error {
+	if ep == "" {
+		return errors.New("empty endpoint in the list")
+	}
+	if !strings.Contains(ep, "://") {
+		return fmt.Errorf("no scheme; want a URL such as http://%s", ep)
+	}
+	u, err := url.Parse(ep)
+	if err != nil {
+		return err
+	}
+	switch u.Scheme {
+	case "http", "https":
+		if u.Host == "" || u.Hostname() == "" {
+			return errors.New("no host in URL")
+		}
+		if p := u.Port(); p != "" {
+			if _, err := parsePortNumber(p); err != nil {
+				return err
+			}
+		}
+	case "unix", "unixs":
+		if u.Host == "" && u.Path == "" {
+			return errors.New("no socket path in URL")
+		}
+	default:
+		return fmt.Errorf("scheme %q not supported, want http, https, unix or unixs", u.Scheme)
+	}
+	if u.User != nil {
+		return errors.New("credentials in the URL are not used; use --etcd-username and --etcd-password")
+	}
+	return nil
+}
+
+// checkIfaceSpec accepts an IPv4 address or a name the kernel would allow for
+// an interface (the rules of dev_valid_name).
+func checkIfaceSpec(s string) error {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return checkUnderlayAddr(a.Unmap())
+	}
+	switch {
+	case s == "":
+		return errors.New("empty interface name")
+	case len(s) > 15:
+		return errors.New("interface names are at most 15 bytes")
+	case s == "." || s == "..":
+		return errors.New("not an interface name")
+	case strings.ContainsAny(s, "/: \t\n\v\f\r"):
+		return errors.New("not an interface name or an IP address")
+	}
+	return nil
+}
+
+// checkUnderlayAddr checks an address that names or reaches the underlay.
+// agentd's underlay is IPv4 (the lease's PublicIP). The flag layer unmaps
+// IPv4-mapped IPv6 addresses; a Config must hold the plain IPv4 form.
+func checkUnderlayAddr(a netip.Addr) error {
+	if !a.Is4() {
+		return errors.New("the underlay is IPv4; want an IPv4 address")
+	}
+	if a.IsUnspecified() {
+		return errors.New("unspecified address")
+	}
+	return nil
+}
+
+func checkAbsPath(p string) error {
+	switch {
+	case p == "":
+		return errors.New("empty path")
+	case !filepath.IsAbs(p):
+		return errors.New("want an absolute path")
+	}
+	return nil
+}
+
+func checkRegularFile(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return errors.New("not a regular file")
+	}
+	return nil
+}
+
+// checkListenAddr accepts host:port where host is empty (all addresses),
+// an IP address or a host name, and port is 0-65535 (0: any free port).
+func checkListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := parsePortNumber(port); err != nil {
+		return err
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if !isHostname(host) {
+		return fmt.Errorf("%q is neither an IP address nor a host name", host)
+	}
+	return nil
+}
+
+func parsePortNumber(s string) (int, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("port %q: want a number from 0 to 65535", s)
+	}
+	return int(n), nil
+}
+
+func isHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
