@@ -1,0 +1,450 @@
+package main
+
+import (
+	"errors"
+	goflag "flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentd/agentd/agent"
+	"github.com/spf13/pflag"
+)
+
+// Environment variables: every setting flag can also come from
+// AGENTD_<NAME> or FLANNELD_<NAME>, where NAME is the flag name upper-cased
+// with dashes as underscores (--etcd-endpoints: AGENTD_ETCD_ENDPOINTS,
+// FLANNELD_ETCD_ENDPOINTS). The command line wins over AGENTD_, which wins
+// over FLANNELD_. Empty variables count as unset. Repeatable flags take a
+// comma-separated list (for --iface-regex, commas inside (), [] or {} belong
+// to the expression). --help, --version and --release-lease are not read
+// from the environment: a stray variable in a DaemonSet must not turn every
+// pod into a one-shot lease release.
+var envPrefixes = []string{"AGENTD_", "FLANNELD_"}
+
+// flagValues are the raw flag values before they become an agent.Config.
+type flagValues struct {
+	etcdEndpoints string
+	etcdPrefix    string
+	etcdCAFile    string
+	etcdCertFile  string
+	etcdKeyFile   string
+	etcdUsername  string
+	etcdPassword  string
+
+	ifaces        []string
+	ifaceRegexes  []string
+	ifaceCanReach string
+	publicIP      string
+
+	subnetFile   string
+	ipMasq       bool
+	forwardRules bool
+
+	healthzAddr string
+	healthzIP   string
+	healthzPort int
+
+	leaseTTL    time.Duration
+	renewMargin int
+	resync      time.Duration
+	stateDir    string
+
+	releaseLease bool
+	version      bool
+	help         bool
+}
+
+// notFromEnv are the flags that are actions rather than settings.
+var notFromEnv = map[string]bool{"help": true, "version": true, "release-lease": true}
+
+// newFlagSet defines agentd's flags, bound to v. Defaults come from
+// agent.DefaultConfig so that --help and the library agree.
+func newFlagSet(v *flagValues) *pflag.FlagSet {
+	d := agent.DefaultConfig()
+	fs := pflag.NewFlagSet("agentd", pflag.ContinueOnError)
+	fs.SortFlags = false
+	// Parsing reports errors to the caller; it prints nothing itself.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+
+	fs.StringVar(&v.etcdEndpoints, "etcd-endpoints", strings.Join(d.EtcdEndpoints, ","), "comma-separated etcd endpoint URLs (http, https, unix, unixs)")
+	fs.StringVar(&v.etcdPrefix, "etcd-prefix", d.EtcdPrefix, "etcd key prefix of the network (its config is <prefix>/config)")
+	fs.StringVar(&v.etcdCAFile, "etcd-cafile", "", "CA certificate file to verify etcd's TLS certificate")
+	fs.StringVar(&v.etcdCertFile, "etcd-certfile", "", "client certificate file for etcd TLS (needs --etcd-keyfile)")
+	fs.StringVar(&v.etcdKeyFile, "etcd-keyfile", "", "client key file for etcd TLS (needs --etcd-certfile)")
+	fs.StringVar(&v.etcdUsername, "etcd-username", "", "etcd user name for authentication")
+	fs.StringVar(&v.etcdPassword, "etcd-password", "", "etcd password for authentication")
+
+	fs.StringArrayVar(&v.ifaces, "iface", nil, "underlay interface name or IPv4 address; repeat (or give a comma list) to try each in order")
+	fs.StringArrayVar(&v.ifaceRegexes, "iface-regex", nil, "regular expression matched against interface names, then their IPv4 addresses; repeat to try each in order")
+	fs.StringVar(&v.ifaceCanReach, "iface-can-reach", "", "use the interface the kernel routes this IPv4 address through")
+	fs.StringVar(&v.publicIP, "public-ip", "", "IPv4 address peers send to (default: the interface address)")
+
+	fs.StringVar(&v.subnetFile, "subnet-file", d.SubnetFile, "where to write subnet.env for dockerd and the CNI plugin")
+	fs.BoolVar(&v.ipMasq, "ip-masq", d.IPMasq, "masquerade traffic leaving the overlay network")
+	fs.BoolVar(&v.forwardRules, "iptables-forward-rules", d.IPTablesForwardRules, "accept overlay traffic in the FORWARD chain")
+
+	fs.StringVar(&v.healthzAddr, "healthz-addr", d.HealthzAddr, "host:port of the /healthz and /readyz server (empty: off)")
+	fs.StringVar(&v.healthzIP, "healthz-ip", "0.0.0.0", "address of the health server when --healthz-port is set (flannel's form)")
+	fs.IntVar(&v.healthzPort, "healthz-port", 0, "port of the health server (0: off; --healthz-addr wins when both are set)")
+
+	fs.DurationVar(&v.leaseTTL, "subnet-lease-ttl", d.SubnetLeaseTTL, "TTL of the etcd lease that holds this host's subnet (whole seconds, at least 1s)")
+	fs.IntVar(&v.renewMargin, "subnet-lease-renew-margin", 60, "ignored: the lease is renewed continuously with an etcd keepalive")
+	_ = fs.MarkHidden("subnet-lease-renew-margin")
+	fs.DurationVar(&v.resync, "resync-interval", d.ResyncInterval, "how often the kernel state is fully compared with the lease set")
+	fs.StringVar(&v.stateDir, "state-dir", d.StateDir, "directory for state kept across restarts (host identity, VTEP MAC)")
+
+	fs.BoolVar(&v.releaseLease, "release-lease", false, "release this host's lease, remove subnet.env and exit (decommission)")
+	fs.BoolVar(&v.version, "version", false, "print the version and exit")
+	fs.BoolVarP(&v.help, "help", "h", false, "print this help and exit")
+	return fs
+}
+
+// options is the outcome of parsing: either an action (help, version) or a
+// validated Config to run with.
+type options struct {
+	cfg      agent.Config
+	help     bool
+	version  bool
+	usage    string
+	warnings []string // to log once logging is set up
+}
+
+// parseArgs turns the command line (without the program name) and the
+// environment into options. It prints nothing and reads no global state: the
+// environment comes through lookupEnv, and extra holds flags from other
+// packages (klog's), added to the set as they are. Its errors are one line
+// and name the flag or variable at fault. When it returns a Config, the
+// Config has passed Validate.
+func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *goflag.FlagSet) (options, error) {
+	var v flagValues
+	fs := newFlagSet(&v)
+	own := map[string]bool{}
+	fs.VisitAll(func(f *pflag.Flag) { own[f.Name] = true })
+	if extra != nil {
+		fs.AddGoFlagSet(extra)
+	}
+	opts := options{usage: usage(fs, own)}
+
+	if err := fs.Parse(normalizeArgs(fs, args)); err != nil {
+		return opts, flagError(err)
+	}
+	if v.help {
+		opts.help = true
+		return opts, nil
+	}
+	if v.version {
+		opts.version = true
+		return opts, nil
+	}
+	if rest := fs.Args(); len(rest) > 0 {
+		msg := fmt.Sprintf("unexpected argument %q", rest[0])
+		if _, err := strconv.ParseBool(rest[0]); err == nil {
+			msg += " (give a boolean flag's value after '=', as in --ip-masq=false)"
+		}
+		return opts, errors.New(msg)
+	}
+
+	// source names where each setting came from, for error messages.
+	source := map[string]string{}
+	fs.Visit(func(f *pflag.Flag) { source[f.Name] = "--" + f.Name })
+	if err := applyEnv(fs, own, lookupEnv, source); err != nil {
+		return opts, err
+	}
+	// where renders a setting for an error: --flag, or the variable it came
+	// from.
+	where := func(flag string) string {
+		if s, ok := source[flag]; ok {
+			return s
+		}
+		return "--" + flag
+	}
+	bad := func(flag, value string, err error) error {
+		return fmt.Errorf("invalid %s %q: %w", where(flag), value, err)
+	}
+
+	cfg := agent.Config{
+		EtcdPrefix:           v.etcdPrefix,
+		EtcdCAFile:           v.etcdCAFile,
+		EtcdCertFile:         v.etcdCertFile,
+		EtcdKeyFile:          v.etcdKeyFile,
+		EtcdUsername:         v.etcdUsername,
+		EtcdPassword:         v.etcdPassword,
+		SubnetFile:           v.subnetFile,
+		IPMasq:               v.ipMasq,
+		IPTablesForwardRules: v.forwardRules,
+		SubnetLeaseTTL:       v.leaseTTL,
+		ResyncInterval:       v.resync,
+		StateDir:             v.stateDir,
+		ReleaseLease:         v.releaseLease,
+	}
+	for _, ep := range strings.Split(v.etcdEndpoints, ",") {
+		cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, strings.TrimSpace(ep))
+	}
+	for _, s := range v.ifaces {
+		for _, name := range strings.Split(s, ",") {
+			cfg.Ifaces = append(cfg.Ifaces, strings.TrimSpace(name))
+		}
+	}
+	for _, s := range v.ifaceRegexes {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return opts, bad("iface-regex", s, err)
+		}
+		cfg.IfaceRegexes = append(cfg.IfaceRegexes, re)
+	}
+	var err error
+	if cfg.IfaceCanReach, err = parseIPv4(v.ifaceCanReach); err != nil {
+		return opts, bad("iface-can-reach", v.ifaceCanReach, err)
+	}
+	if cfg.PublicIP, err = parseIPv4(v.publicIP); err != nil {
+		return opts, bad("public-ip", v.publicIP, err)
+	}
+
+	switch {
+	case v.healthzAddr != "":
+		cfg.HealthzAddr = v.healthzAddr
+		for _, f := range []string{"healthz-ip", "healthz-port"} {
+			if fs.Changed(f) {
+				opts.warnings = append(opts.warnings, fmt.Sprintf("%s is ignored: %s is set", where(f), where("healthz-addr")))
+			}
+		}
+	case v.healthzPort != 0:
+		if v.healthzPort < 0 || v.healthzPort > 65535 {
+			return opts, bad("healthz-port", strconv.Itoa(v.healthzPort), errors.New("want a port from 1 to 65535, or 0 for off"))
+		}
+		ip, err := netip.ParseAddr(v.healthzIP)
+		if err != nil {
+			return opts, bad("healthz-ip", v.healthzIP, err)
+		}
+		cfg.HealthzAddr = net.JoinHostPort(ip.String(), strconv.Itoa(v.healthzPort))
+	}
+	if fs.Changed("subnet-lease-renew-margin") {
+		opts.warnings = append(opts.warnings, fmt.Sprintf("%s is deprecated and ignored: agentd renews its lease continuously with an etcd keepalive; remove it", where("subnet-lease-renew-margin")))
+	}
+
+	if err := cfg.Validate(); err != nil {
+		var ce *agent.ConfigError
+		if errors.As(err, &ce) {
+			return opts, bad(ce.Flag, ce.Value, ce.Err)
+		}
+		return opts, err
+	}
+	opts.cfg = cfg
+	return opts, nil
+}
+
+// applyEnv sets each of agentd's own flags that the command line left alone
+// from AGENTD_<NAME> or else FLANNELD_<NAME>, and records the variable used in
+// source.
+func applyEnv(fs *pflag.FlagSet, own map[string]bool, lookupEnv func(string) (string, bool), source map[string]string) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || !own[f.Name] || notFromEnv[f.Name] || f.Changed {
+			return
+		}
+		for _, p := range envPrefixes {
+			name := p + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+			val, ok := lookupEnv(name)
+			if !ok || val == "" {
+				continue
+			}
+			source[f.Name] = name
+			if serr := setFromEnv(fs, f, val); serr != nil {
+				err = fmt.Errorf("invalid %s %q: %w", name, val, unwrapInvalid(serr))
+			}
+			return
+		}
+	})
+	return err
+}
+
+// parseIPv4 parses an optional IPv4 address ("" is the zero Addr). An
+// IPv4-mapped IPv6 address is taken as the IPv4 address it holds; Validate
+// rejects other IPv6 addresses with the reason.
+func parseIPv4(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return a.Unmap(), nil
+}
+
+// setFromEnv sets flag f from an environment value; repeatable flags take a
+// comma-separated list.
+func setFromEnv(fs *pflag.FlagSet, f *pflag.Flag, val string) error {
+	if f.Value.Type() != "stringArray" {
+		return fs.Set(f.Name, val)
+	}
+	split := strings.Split
+	if f.Name == "iface-regex" {
+		split = splitTopLevel
+	}
+	for _, part := range split(val, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		if err := fs.Set(f.Name, part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// splitTopLevel splits s at each sep that is outside (), [] and {} and not
+// escaped with a backslash, so "^(eth|en)[0-9]{1,2}$,^bond" is two regular
+// expressions.
+func splitTopLevel(s, sep string) []string {
+	var parts []string
+	depth, start := 0, 0
+	inClass := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			i++ // the escaped byte is never a separator or a bracket
+		case inClass:
+			if c == ']' {
+				inClass = false
+			}
+		case c == '[':
+			inClass = true
+		case c == '(' || c == '{':
+			depth++
+		case (c == ')' || c == '}') && depth > 0:
+			depth--
+		case depth == 0 && strings.HasPrefix(s[i:], sep):
+			parts = append(parts, s[start:i])
+			start = i + len(sep)
+			i += len(sep) - 1
+		}
+	}
+	return append(parts, s[start:])
+}
+
+// flagError rewrites pflag's errors in agentd's one-line form.
+func flagError(err error) error {
+	var iv *pflag.InvalidValueError
+	if errors.As(err, &iv) {
+		return fmt.Errorf("invalid --%s %q: %w", iv.GetFlag().Name, iv.GetValue(), iv.Unwrap())
+	}
+	return err
+}
+
+// unwrapInvalid is the cause inside pflag's invalid-value error.
+func unwrapInvalid(err error) error {
+	var iv *pflag.InvalidValueError
+	if errors.As(err, &iv) {
+		return iv.Unwrap()
+	}
+	return err
+}
+
+// normalizeArgs rewrites Go-style single-dash long flags (-etcd-endpoints=x,
+// -iface eth0), which flanneld's users write, into pflag's double-dash form.
+// It leaves alone single-letter shorthands and their groups (-v=2, -v 2, -v2,
+// -h), a lone "-", everything after "--", and any argument that is the value
+// of the flag before it, even when that value starts with a dash
+// (--etcd-password -secret).
+func normalizeArgs(fs *pflag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			out = append(out, a)
+			continue
+		}
+		var long string // the long flag's name, if a is a long flag
+		if a[1] == '-' {
+			long = a[2:]
+		} else {
+			body := a[1:]
+			name, _, _ := strings.Cut(body, "=")
+			if len(name) > 1 && (fs.Lookup(name) != nil || fs.ShorthandLookup(name[:1]) == nil) {
+				a = "-" + a
+				long = body
+			} else if shorthandsWantValue(fs, body) {
+				// The last shorthand of the group takes the next argument.
+				out = append(out, a)
+				if i+1 < len(args) {
+					i++
+					out = append(out, args[i])
+				}
+				continue
+			}
+		}
+		out = append(out, a)
+		if long == "" {
+			continue
+		}
+		name, _, hasValue := strings.Cut(long, "=")
+		if f := fs.Lookup(name); f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args) {
+			i++
+			out = append(out, args[i])
+		}
+	}
+	return out
+}
+
+// shorthandsWantValue reports whether a shorthand group like "hv" (from -hv)
+// ends in a flag that takes its value from the next argument.
+func shorthandsWantValue(fs *pflag.FlagSet, group string) bool {
+	for i := 0; i < len(group); i++ {
+		f := fs.ShorthandLookup(group[i : i+1])
+		if f == nil {
+			return false // pflag will report the unknown shorthand
+		}
+		if f.NoOptDefVal == "" {
+			// Takes a value: attached (-v2, -v=2) or the next argument.
+			return i == len(group)-1
+		}
+	}
+	return false
+}
+
+// usage is the --help text: agentd's own flags, then the logging flags.
+func usage(fs *pflag.FlagSet, own map[string]bool) string {
+	mine := pflag.NewFlagSet("agentd", pflag.ContinueOnError)
+	mine.SortFlags = false
+	logging := pflag.NewFlagSet("logging", pflag.ContinueOnError)
+	fs.VisitAll(func(f *pflag.Flag) {
+		if own[f.Name] {
+			mine.AddFlag(f)
+		} else {
+			logging.AddFlag(f)
+		}
+	})
+	var b strings.Builder
+	b.WriteString(`Usage: agentd [flags]
+
+agentd leases this host's subnet of the overlay network from etcd, writes
+subnet.env, and keeps the kernel routes to every other host's subnet current.
+It joins clusters run by flanneld and accepts flanneld's flags.
+
+Flags:
+`)
+	b.WriteString(mine.FlagUsages())
+	if logging.HasFlags() {
+		b.WriteString("\nLogging flags (klog):\n")
+		b.WriteString(logging.FlagUsages())
+	}
+	b.WriteString(`
+Each setting can also come from the environment as AGENTD_<FLAG> or
+FLANNELD_<FLAG> (FLAG upper-cased, dashes as underscores, e.g.
+FLANNELD_ETCD_ENDPOINTS); the command line wins, then AGENTD_, then
+FLANNELD_. Empty variables are ignored. Repeatable flags take a
+comma-separated list. Single-dash long flags (-etcd-endpoints=...) work too.
+`)
+	return b.String()
+}

@@ -1,0 +1,433 @@
+package main
+
+import (
+	"bytes"
+	goflag "flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/agent"
+)
+
+// testLogFlags stands in for klog's flags, so that tests do not change
+// klog's global state: a one-letter -v and a long -vmodule.
+func testLogFlags() (*goflag.FlagSet, *int, *string) {
+	fs := goflag.NewFlagSet("log", goflag.ContinueOnError)
+	v := fs.Int("v", 0, "verbosity")
+	vmodule := fs.String("vmodule", "", "per-file verbosity")
+	return fs, v, vmodule
+}
+
+func envMap(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+// regexStrings takes the regexes out of c (they do not compare with
+// reflect.DeepEqual) and returns them as their sources.
+func regexStrings(c *agent.Config) []string {
+	var s []string
+	for _, re := range c.IfaceRegexes {
+		s = append(s, re.String())
+	}
+	c.IfaceRegexes = nil
+	return s
+}
+
+func TestParseArgs(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	cert := filepath.Join(dir, "cert.pem")
+	key := filepath.Join(dir, "key.pem")
+	for _, f := range []string{ca, cert, key} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		// want edits agent.DefaultConfig into the expected Config.
+		want    func(c *agent.Config)
+		regexes []string
+		warn    string // a substring of a warning, if one is expected
+		v       int    // the -v level expected
+	}{
+		{name: "defaults", want: func(*agent.Config) {}},
+		{
+			name: "flanneld single-dash style",
+			args: []string{"-etcd-endpoints=http://198.18.0.254:2379,https://etcd.example:2379", "-etcd-prefix", "/example.com/net",
+				"-iface", "eth0", "-iface=198.18.0.1", "-ip-masq", "-subnet-file=/run/x/subnet.env", "-public-ip", "198.18.9.9"},
+			want: func(c *agent.Config) {
+				c.EtcdEndpoints = []string{"http://198.18.0.254:2379", "https://etcd.example:2379"}
+				c.EtcdPrefix = "/example.com/net"
+				c.Ifaces = []string{"eth0", "198.18.0.1"}
+				c.IPMasq = true
+				c.SubnetFile = "/run/x/subnet.env"
+				c.PublicIP = netip.MustParseAddr("198.18.9.9")
+			},
+		},
+		{
+			name: "double dash, repeatable and comma lists",
+			args: []string{"--iface=eth1,eth2", "--iface", "eth3", "--iface-regex", "^en", "--iface-regex=^(eth|en)[0-9]{1,2}$",
+				"--iptables-forward-rules=false", "--release-lease", "--etcd-endpoints", " http://a:1 , unix:///run/etcd.sock "},
+			want: func(c *agent.Config) {
+				c.Ifaces = []string{"eth1", "eth2", "eth3"}
+				c.IPTablesForwardRules = false
+				c.ReleaseLease = true
+				c.EtcdEndpoints = []string{"http://a:1", "unix:///run/etcd.sock"}
+			},
+			regexes: []string{"^en", "^(eth|en)[0-9]{1,2}$"},
+		},
+		{
+			name: "values starting with a dash",
+			args: []string{"-etcd-username", "-u-", "-etcd-password", "-secret", "--etcd-prefix", "/-x"},
+			want: func(c *agent.Config) {
+				c.EtcdUsername = "-u-"
+				c.EtcdPassword = "-secret"
+				c.EtcdPrefix = "/-x"
+			},
+		},
+		{name: "klog -v=2", args: []string{"-v=2", "-iface", "eth0"}, want: func(c *agent.Config) { c.Ifaces = []string{"eth0"} }, v: 2},
+		{name: "klog -v 3", args: []string{"-v", "3"}, want: func(*agent.Config) {}, v: 3},
+		{name: "klog -v4", args: []string{"-v4"}, want: func(*agent.Config) {}, v: 4},
+		{name: "klog --v=5", args: []string{"--v=5"}, want: func(*agent.Config) {}, v: 5},
+		{name: "klog -vmodule", args: []string{"-vmodule=agent*=4", "-v=1"}, want: func(*agent.Config) {}, v: 1},
+		{
+			name: "durations and TLS",
+			args: []string{"--subnet-lease-ttl=5s", "-resync-interval=2s", "--etcd-cafile=" + ca, "--etcd-certfile", cert, "--etcd-keyfile", key, "--state-dir=/tmp/agentd-state"},
+			want: func(c *agent.Config) {
+				c.SubnetLeaseTTL = 5 * time.Second
+				c.ResyncInterval = 2 * time.Second
+				c.EtcdCAFile, c.EtcdCertFile, c.EtcdKeyFile = ca, cert, key
+				c.StateDir = "/tmp/agentd-state"
+			},
+		},
+		{name: "IPv4-mapped public ip", args: []string{"--public-ip=::ffff:198.18.0.7"}, want: func(c *agent.Config) { c.PublicIP = netip.MustParseAddr("198.18.0.7") }},
+		{name: "iface-can-reach", args: []string{"--iface-can-reach=198.18.0.254"}, want: func(c *agent.Config) { c.IfaceCanReach = netip.MustParseAddr("198.18.0.254") }},
+		{name: "healthz port", args: []string{"--healthz-port=8471"}, want: func(c *agent.Config) { c.HealthzAddr = "0.0.0.0:8471" }},
+		{name: "healthz ip and port", args: []string{"-healthz-ip=127.0.0.1", "-healthz-port=8471"}, want: func(c *agent.Config) { c.HealthzAddr = "127.0.0.1:8471" }},
+		{name: "healthz ipv6", args: []string{"--healthz-ip=::1", "--healthz-port=8471"}, want: func(c *agent.Config) { c.HealthzAddr = "[::1]:8471" }},
+		{
+			name: "healthz addr wins",
+			args: []string{"--healthz-addr=127.0.0.1:9000", "--healthz-port=8471"},
+			want: func(c *agent.Config) { c.HealthzAddr = "127.0.0.1:9000" },
+			warn: "--healthz-port is ignored: --healthz-addr is set",
+		},
+		{
+			name: "renew margin accepted and ignored",
+			args: []string{"-subnet-lease-renew-margin=30"},
+			want: func(*agent.Config) {},
+			warn: "--subnet-lease-renew-margin is deprecated and ignored",
+		},
+		{
+			name: "flannel environment",
+			env: map[string]string{
+				"FLANNELD_ETCD_ENDPOINTS": "http://198.18.0.254:2379",
+				"FLANNELD_IFACE":          "eth0, eth1",
+				"FLANNELD_IFACE_REGEX":    "^(eth|en)[0-9]{1,2}$,^bond[0-9]",
+				"FLANNELD_PUBLIC_IP":      "198.18.0.1",
+				"FLANNELD_IP_MASQ":        "true",
+				"FLANNELD_HEALTHZ_PORT":   "8471",
+				"FLANNELD_ETCD_PREFIX":    "", // empty: unset
+				"FLANNELD_RELEASE_LEASE":  "true",
+				"FLANNELD_VERSION":        "true",
+			},
+			want: func(c *agent.Config) {
+				c.EtcdEndpoints = []string{"http://198.18.0.254:2379"}
+				c.Ifaces = []string{"eth0", "eth1"}
+				c.PublicIP = netip.MustParseAddr("198.18.0.1")
+				c.IPMasq = true
+				c.HealthzAddr = "0.0.0.0:8471"
+			},
+			regexes: []string{"^(eth|en)[0-9]{1,2}$", "^bond[0-9]"},
+		},
+		{
+			name: "command line over AGENTD_ over FLANNELD_",
+			args: []string{"--iface=eth9"},
+			env: map[string]string{
+				"FLANNELD_IFACE":            "eth0",
+				"AGENTD_IFACE":              "eth1",
+				"FLANNELD_SUBNET_LEASE_TTL": "1h",
+				"AGENTD_SUBNET_LEASE_TTL":   "2h",
+				"FLANNELD_STATE_DIR":        "/var/lib/f",
+			},
+			want: func(c *agent.Config) {
+				c.Ifaces = []string{"eth9"}
+				c.SubnetLeaseTTL = 2 * time.Hour
+				c.StateDir = "/var/lib/f"
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logFlags, v, _ := testLogFlags()
+			opts, err := parseArgs(tt.args, envMap(tt.env), logFlags)
+			if err != nil {
+				t.Fatalf("parseArgs: %v", err)
+			}
+			want := agent.DefaultConfig()
+			tt.want(&want)
+			got := opts.cfg
+			if gotRe := regexStrings(&got); !reflect.DeepEqual(gotRe, tt.regexes) {
+				t.Errorf("regexes = %q, want %q", gotRe, tt.regexes)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("config:\n got %+v\nwant %+v", got, want)
+			}
+			if *v != tt.v {
+				t.Errorf("-v = %d, want %d", *v, tt.v)
+			}
+			warnings := strings.Join(opts.warnings, "\n")
+			if tt.warn == "" && warnings != "" || !strings.Contains(warnings, tt.warn) {
+				t.Errorf("warnings = %q, want one containing %q", warnings, tt.warn)
+			}
+		})
+	}
+}
+
+func TestParseArgsErrors(t *testing.T) {
+	dir := t.TempDir()
+	cert := filepath.Join(dir, "cert.pem")
+	if err := os.WriteFile(cert, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the whole error
+	}{
+		{"unknown flag", []string{"--kube-subnet-mgr"}, nil, "unknown flag: --kube-subnet-mgr"},
+		{"unknown single-dash flag", []string{"-bogus=1"}, nil, "unknown flag: --bogus"},
+		{"missing value", []string{"--iface"}, nil, "flag needs an argument: --iface"},
+		{"bad duration", []string{"--subnet-lease-ttl=abc"}, nil, `invalid --subnet-lease-ttl "abc": time: invalid duration "abc"`},
+		{"plain number ttl", []string{"-subnet-lease-ttl", "5"}, nil, `invalid --subnet-lease-ttl "5": time: missing unit in duration "5"`},
+		{"ttl below a second", []string{"--subnet-lease-ttl=500ms"}, nil, `invalid --subnet-lease-ttl "500ms": must be at least 1s`},
+		{"ttl fractional seconds", []string{"--subnet-lease-ttl=1500ms"}, nil, `invalid --subnet-lease-ttl "1.5s": etcd lease TTLs are whole seconds`},
+		{"resync zero", []string{"--resync-interval=0s"}, nil, `invalid --resync-interval "0s": must be at least 1s`},
+		{"bad public ip", []string{"--public-ip", "x"}, nil, `invalid --public-ip "x": ParseAddr("x"): unable to parse IP`},
+		{"ipv6 public ip", []string{"--public-ip=2001:db8::1"}, nil, `invalid --public-ip "2001:db8::1": the underlay is IPv4; want an IPv4 address`},
+		{"multicast public ip", []string{"--public-ip=224.0.0.1"}, nil, `invalid --public-ip "224.0.0.1": peers cannot send to a loopback, multicast or broadcast address`},
+		{"bad can-reach", []string{"--iface-can-reach=0.0.0.0"}, nil, `invalid --iface-can-reach "0.0.0.0": unspecified address`},
+		{"bad regex", []string{"--iface-regex=(eth"}, nil, "invalid --iface-regex \"(eth\": error parsing regexp: missing closing ): `(eth`"},
+		{"bad iface name", []string{"--iface=eth0/1"}, nil, `invalid --iface "eth0/1": not an interface name or an IP address`},
+		{"empty iface", []string{"--iface=eth0,"}, nil, `invalid --iface "": empty interface name`},
+		{"long iface", []string{"--iface=abcdefghijklmnop"}, nil, `invalid --iface "abcdefghijklmnop": interface names are at most 15 bytes`},
+		{"empty endpoints", []string{"--etcd-endpoints="}, nil, `invalid --etcd-endpoints "": empty endpoint in the list`},
+		{"endpoint without scheme", []string{"--etcd-endpoints=198.18.0.254:2379"}, nil, `invalid --etcd-endpoints "198.18.0.254:2379": no scheme; want a URL such as http://198.18.0.254:2379`},
+		{"endpoint bad scheme", []string{"--etcd-endpoints=http://a:1,ftp://b"}, nil, `invalid --etcd-endpoints "ftp://b": scheme "ftp" not supported, want http, https, unix or unixs`},
+		{"endpoint with credentials", []string{"--etcd-endpoints=http://u:p@a:1"}, nil, `invalid --etcd-endpoints "http://u:p@a:1": credentials in the URL are not used; use --etcd-username and --etcd-password`},
+		{"bad prefix", []string{"--etcd-prefix=coreos.com/network"}, nil, `invalid --etcd-prefix "coreos.com/network": must start with /`},
+		{"cafile missing", []string{"--etcd-cafile=" + dir + "/nope.pem"}, nil, `invalid --etcd-cafile "` + dir + `/nope.pem": stat ` + dir + `/nope.pem: no such file or directory`},
+		{"cafile is a directory", []string{"--etcd-cafile=" + dir}, nil, `invalid --etcd-cafile "` + dir + `": not a regular file`},
+		{"certfile without keyfile", []string{"--etcd-certfile=" + cert}, nil, `invalid --etcd-keyfile "": required when --etcd-certfile is set`},
+		{"keyfile without certfile", []string{"--etcd-keyfile=" + cert}, nil, `invalid --etcd-certfile "": required when --etcd-keyfile is set`},
+		{"password without user", []string{"--etcd-password=x"}, nil, `invalid --etcd-username "": required when --etcd-password is set`},
+		{"relative subnet file", []string{"--subnet-file=subnet.env"}, nil, `invalid --subnet-file "subnet.env": want an absolute path`},
+		{"relative state dir", []string{"--state-dir=state"}, nil, `invalid --state-dir "state": want an absolute path`},
+		{"bad healthz addr", []string{"--healthz-addr=8471"}, nil, `invalid --healthz-addr "8471": address 8471: missing port in address`},
+		{"bad healthz port", []string{"--healthz-port=70000"}, nil, `invalid --healthz-port "70000": want a port from 1 to 65535, or 0 for off`},
+		{"bad healthz ip", []string{"--healthz-port=1", "--healthz-ip=localhost"}, nil, `invalid --healthz-ip "localhost": ParseAddr("localhost"): unable to parse IP`},
+		{"positional argument", []string{"eth0"}, nil, `unexpected argument "eth0"`},
+		{"bool value after space", []string{"--ip-masq", "false"}, nil, `unexpected argument "false" (give a boolean flag's value after '=', as in --ip-masq=false)`},
+		{"after terminator", []string{"--", "-iface"}, nil, `unexpected argument "-iface"`},
+		{"bad env bool", nil, map[string]string{"FLANNELD_IP_MASQ": "maybe"}, `invalid FLANNELD_IP_MASQ "maybe": strconv.ParseBool: parsing "maybe": invalid syntax`},
+		{"bad env ip", nil, map[string]string{"FLANNELD_PUBLIC_IP": "1.2.3"}, `invalid FLANNELD_PUBLIC_IP "1.2.3": ParseAddr("1.2.3"): IPv4 address too short`},
+		{"bad env duration", nil, map[string]string{"AGENTD_RESYNC_INTERVAL": "soon"}, `invalid AGENTD_RESYNC_INTERVAL "soon": time: invalid duration "soon"`},
+		{"env cafile missing", nil, map[string]string{"FLANNELD_ETCD_CAFILE": "/nonexistent/ca.pem"}, `invalid FLANNELD_ETCD_CAFILE "/nonexistent/ca.pem": stat /nonexistent/ca.pem: no such file or directory`},
+		{"env endpoints", nil, map[string]string{"FLANNELD_ETCD_ENDPOINTS": "etcd:2379"}, `invalid FLANNELD_ETCD_ENDPOINTS "etcd:2379": no scheme; want a URL such as http://etcd:2379`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logFlags, _, _ := testLogFlags()
+			_, err := parseArgs(tt.args, envMap(tt.env), logFlags)
+			if err == nil {
+				t.Fatalf("parseArgs(%q) succeeded, want error %q", tt.args, tt.want)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("error:\n got %s\nwant %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseArgsActions(t *testing.T) {
+	badEnv := envMap(map[string]string{"FLANNELD_PUBLIC_IP": "bad"})
+	for _, args := range [][]string{{"--help"}, {"-help"}, {"-h"}, {"--iface=eth0", "--help"}} {
+		opts, err := parseArgs(args, badEnv, nil)
+		if err != nil || !opts.help {
+			t.Errorf("parseArgs(%q) = help %v, %v; want help", args, opts.help, err)
+		}
+		if !strings.HasPrefix(opts.usage, "Usage: agentd") {
+			t.Errorf("usage text starts %q", opts.usage[:min(40, len(opts.usage))])
+		}
+	}
+	for _, args := range [][]string{{"--version"}, {"-version"}} {
+		opts, err := parseArgs(args, badEnv, nil)
+		if err != nil || !opts.version {
+			t.Errorf("parseArgs(%q) = version %v, %v; want version", args, opts.version, err)
+		}
+	}
+}
+
+func TestNormalizeArgs(t *testing.T) {
+	logFlags, _, _ := testLogFlags()
+	var v flagValues
+	fs := newFlagSet(&v)
+	fs.AddGoFlagSet(logFlags)
+	tests := []struct{ in, want string }{
+		{"-iface eth0", "--iface eth0"},
+		{"-iface=eth0 -ip-masq -v=2", "--iface=eth0 --ip-masq -v=2"},
+		{"-v 2 -v2 -h", "-v 2 -v2 -h"},
+		{"-etcd-password -x -iface -y", "--etcd-password -x --iface -y"},
+		{"--etcd-password -x", "--etcd-password -x"},
+		{"-vmodule x=1", "--vmodule x=1"},
+		{"- -- -iface x", "- -- -iface x"},
+		{"-unknown -iface", "--unknown --iface"},
+		{"-ip-masq -v", "--ip-masq -v"},
+	}
+	for _, tt := range tests {
+		got := strings.Join(normalizeArgs(fs, strings.Fields(tt.in)), " ")
+		if got != tt.want {
+			t.Errorf("normalizeArgs(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestSplitTopLevel(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string
+	}{
+		{"a,b", []string{"a", "b"}},
+		{"^(eth|en)[0-9]{1,2}$,^bond", []string{"^(eth|en)[0-9]{1,2}$", "^bond"}},
+		{`a\,b,c`, []string{`a\,b`, "c"}},
+		{"[,],x", []string{"[,]", "x"}},
+		{"[]],]", []string{"[]]", "]"}}, // an unbalanced close is literal text
+		{"", []string{""}},
+	}
+	for _, tt := range tests {
+		if got := splitTopLevel(tt.in, ","); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("splitTopLevel(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestRunExitCodes(t *testing.T) {
+	noEnv := envMap(nil)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--version"}, noEnv, &out, &errOut); code != 0 || out.String() != "agentd dev\n" {
+		t.Errorf("--version: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"--help"}, noEnv, &out, &errOut); code != 0 || !strings.Contains(out.String(), "--etcd-endpoints") || !strings.Contains(out.String(), "Logging flags") {
+		t.Errorf("--help: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	code := run([]string{"-public-ip", "x\ny"}, noEnv, &out, &errOut)
+	if code != 2 {
+		t.Errorf("invalid flag: exit %d, want 2", code)
+	}
+	if got, want := errOut.String(), `agentd: invalid --public-ip "x\ny": ParseAddr("x\ny"): unable to parse IP`+"\n"; got != want {
+		t.Errorf("invalid flag: stderr %q, want %q", got, want)
+	}
+	if out.Len() != 0 {
+		t.Errorf("invalid flag: stdout %q, want nothing", out.String())
+	}
+}
+
+// renderArgs is the command line that sets every field of c, for the
+// round-trip property of the fuzz target.
+func renderArgs(c agent.Config) []string {
+	args := []string{
+		"--etcd-endpoints=" + strings.Join(c.EtcdEndpoints, ","),
+		"--etcd-prefix=" + c.EtcdPrefix,
+		"--etcd-cafile=" + c.EtcdCAFile,
+		"--etcd-certfile=" + c.EtcdCertFile,
+		"--etcd-keyfile=" + c.EtcdKeyFile,
+		"--etcd-username=" + c.EtcdUsername,
+		"--etcd-password=" + c.EtcdPassword,
+		"--subnet-file=" + c.SubnetFile,
+		fmt.Sprintf("--ip-masq=%t", c.IPMasq),
+		fmt.Sprintf("--iptables-forward-rules=%t", c.IPTablesForwardRules),
+		"--healthz-addr=" + c.HealthzAddr,
+		"--subnet-lease-ttl=" + c.SubnetLeaseTTL.String(),
+		"--resync-interval=" + c.ResyncInterval.String(),
+		"--state-dir=" + c.StateDir,
+		fmt.Sprintf("--release-lease=%t", c.ReleaseLease),
+	}
+	for _, s := range c.Ifaces {
+		args = append(args, "--iface="+s)
+	}
+	for _, re := range c.IfaceRegexes {
+		args = append(args, "--iface-regex="+re.String())
+	}
+	if c.IfaceCanReach.IsValid() {
+		args = append(args, "--iface-can-reach="+c.IfaceCanReach.String())
+	}
+	if c.PublicIP.IsValid() {
+		args = append(args, "--public-ip="+c.PublicIP.String())
+	}
+	return args
+}
+
+// FuzzParseArgs: parsing never panics; a Config it returns validates, and
+// writing that Config back as flags parses to the same Config.
+//
+// args is split at newlines into arguments; env holds NAME=value lines.
+func FuzzParseArgs(f *testing.F) {
+	f.Add("-etcd-endpoints=http://198.18.0.254:2379\n-iface\neth0\n-v=2", "")
+	f.Add("--iface=eth0,eth1\n--iface-regex=^en\n--public-ip=198.18.0.1\n--healthz-port=8471", "FLANNELD_IP_MASQ=true")
+	f.Add("-etcd-password\n-secret\n--subnet-lease-ttl=5s\n--\nx", "AGENTD_IFACE=eth0\nFLANNELD_IFACE_REGEX=^(a|b){1,2},c")
+	f.Add("--help", "")
+	f.Add("-v\n3\n-vmodule=x=1\n-hv", "FLANNELD_ETCD_ENDPOINTS=unix:///run/etcd.sock")
+	f.Add("--healthz-addr=[::1]:0\n--iface-can-reach=::ffff:198.18.0.9", "FLANNELD_SUBNET_LEASE_RENEW_MARGIN=10")
+	f.Fuzz(func(t *testing.T, argText, envText string) {
+		var args []string
+		if argText != "" {
+			args = strings.Split(argText, "\n")
+		}
+		env := map[string]string{}
+		for _, line := range strings.Split(envText, "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				env[k] = v
+			}
+		}
+		logFlags, _, _ := testLogFlags()
+		opts, err := parseArgs(args, envMap(env), logFlags)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatalf("empty error for %q", args)
+			}
+			return
+		}
+		if opts.help || opts.version {
+			return
+		}
+		if err := opts.cfg.Validate(); err != nil {
+			t.Fatalf("parseArgs(%q) returned a Config that does not validate: %v", args, err)
+		}
+		again := renderArgs(opts.cfg)
+		logFlags, _, _ = testLogFlags()
+		opts2, err := parseArgs(again, envMap(nil), logFlags)
+		if err != nil {
+			t.Fatalf("re-parsing %q (from %q): %v", again, args, err)
+		}
+		c1, c2 := opts.cfg, opts2.cfg
+		r1, r2 := regexStrings(&c1), regexStrings(&c2)
+		if !reflect.DeepEqual(c1, c2) || !reflect.DeepEqual(r1, r2) {
+			t.Fatalf("round trip of %q changed the Config:\n got %+v %q\nwant %+v %q", args, c2, r2, c1, r1)
+		}
+	})
+}

@@ -1,0 +1,83 @@
+// Command agentd is the per-host overlay network agent: it leases this host's
+// subnet from etcd, writes subnet.env and keeps the kernel datapath to every
+// other host current. It accepts flanneld's flags and FLANNELD_* variables.
+//
+// This file only wires the process: flags and environment (flags.go) into a
+// validated agent.Config, signals into a context, and agent.Run's error into
+// the exit status:
+//
+//	0  ran and stopped on SIGTERM/SIGINT, or --help, --version, --release-lease done
+//	1  agent.Run failed
+//	2  invalid flags, environment or settings (one line on stderr)
+package main
+
+import (
+	"context"
+	"errors"
+	goflag "flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/agentd/agentd/agent"
+	"k8s.io/klog/v2"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+}
+
+// run is the whole program but for the exit.
+func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	opts, err := parseArgs(args, lookupEnv, klogFlags)
+	switch {
+	case err != nil:
+		// One line, whatever the offending value held.
+		fmt.Fprintf(stderr, "agentd: %s\n", strings.ReplaceAll(err.Error(), "\n", `\n`))
+		return exitUsage
+	case opts.help:
+		fmt.Fprint(stdout, opts.usage)
+		return exitOK
+	case opts.version:
+		fmt.Fprintf(stdout, "agentd %s\n", version)
+		return exitOK
+	}
+	defer klog.Flush()
+	for _, w := range opts.warnings {
+		klog.Warning(w)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		// A second signal gets the default action: an operator who asks
+		// twice wants the process gone now.
+		stop()
+	}()
+	ctx = klog.NewContext(ctx, klog.Background())
+
+	klog.InfoS("starting agentd", "version", version, "etcdEndpoints", opts.cfg.EtcdEndpoints, "etcdPrefix", opts.cfg.EtcdPrefix, "releaseLease", opts.cfg.ReleaseLease)
+	if err := agent.Run(ctx, opts.cfg); err != nil {
+		klog.ErrorS(err, "agentd failed")
+		return exitFailure
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		klog.InfoS("agentd stopped on signal")
+	}
+	return exitOK
+}
