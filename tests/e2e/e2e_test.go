@@ -1,0 +1,534 @@
+// Package e2e runs real agentd binaries on a multi-host cluster built out of
+// network namespaces around a real etcd:
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1 ── cni0 10.244.A.1 ── c1 10.244.A.2
+//	               ├─ h2 198.18.0.2 ── cni0 10.244.B.1 ── c1 10.244.B.2
+//	               ├─ h3 198.18.0.3 ── cni0 10.244.C.1 ── c1 10.244.C.2
+//	               ├─ (h4 joins and leaves)
+//	               └─ etcd 198.18.0.254
+//
+// Every assertion waits for a condition with a deadline; nothing sleeps in
+// place of a check.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/tests/cluster"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const (
+	network = "10.244.0.0/16"
+	prefix  = "/coreos.com/network"
+	// ready bounds the wait for an agent's start-up, including etcd and
+	// the first programming of the kernel.
+	ready = 30 * time.Second
+)
+
+// fixture is a cluster with etcd running and the network config written.
+type fixture struct {
+	t   *testing.T
+	ctx context.Context
+	c   *cluster.Cluster
+	cli *clientv3.Client
+}
+
+func newFixture(t *testing.T, hosts int, config string, agentArgs ...string) *fixture {
+	t.Helper()
+	c := cluster.Start(t, cluster.Options{Hosts: hosts, AgentArgs: agentArgs, Logf: t.Logf})
+	ctx := context.Background()
+	cli, err := c.EtcdClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	f := &fixture{t: t, ctx: ctx, c: c, cli: cli}
+	if config != "" {
+		f.put(prefix+"/config", config)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.DumpLogs(t.Logf, 60)
+		}
+	})
+	return f
+}
+
+func (f *fixture) put(key, value string) {
+	f.t.Helper()
+	if _, err := f.cli.Put(f.ctx, key, value); err != nil {
+		f.t.Fatalf("put %s: %v", key, err)
+	}
+}
+
+func (f *fixture) start(h *cluster.Host, args ...string) *cluster.Agent {
+	f.t.Helper()
+	a, err := h.StartAgent(f.ctx, args...)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return a
+}
+
+func (f *fixture) waitReady(hs ...*cluster.Host) {
+	f.t.Helper()
+	for _, h := range hs {
+		if err := h.WaitReady(f.ctx, ready); err != nil {
+			f.t.Fatalf("%s not ready: %v", h, err)
+		}
+	}
+}
+
+func (f *fixture) eventually(what string, timeout time.Duration, cond func() error) {
+	f.t.Helper()
+	if err := cluster.Eventually(f.ctx, timeout, cond); err != nil {
+		f.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// leases returns the raw lease values by key relative to the subnets prefix.
+func (f *fixture) leases() map[string]string {
+	f.t.Helper()
+	resp, err := f.cli.Get(f.ctx, prefix+"/subnets/", clientv3.WithPrefix())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, kv := range resp.Kvs {
+		m[strings.TrimPrefix(string(kv.Key), prefix+"/subnets/")] = string(kv.Value)
+	}
+	return m
+}
+
+// hostSubnet is the lease subnet a host's subnet.env names.
+func hostSubnet(t *testing.T, h *cluster.Host) netip.Prefix {
+	t.Helper()
+	env, err := subnet.ReadEnv(h.SubnetFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env.Subnet.Masked()
+}
+
+// pingAll checks that every container reaches every other one.
+func (f *fixture) pingAll(cs []*cluster.Container) {
+	f.t.Helper()
+	for _, from := range cs {
+		for _, to := range cs {
+			if from == to {
+				continue
+			}
+			f.eventually(fmt.Sprintf("ping %s -> %s", from, to), 10*time.Second, func() error {
+				r, err := from.Ping(f.ctx, to.IP(), 1, 0)
+				if err != nil {
+					return err
+				}
+				if r.Received != 1 {
+					return fmt.Errorf("%d/%d replies", r.Received, r.Sent)
+				}
+				return nil
+			})
+		}
+	}
+}
+
+func (f *fixture) container(h *cluster.Host) *cluster.Container {
+	f.t.Helper()
+	c, err := h.AddContainer(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
+var leaseValueRE = map[string]*regexp.Regexp{
+	"vxlan":   regexp.MustCompile(`^\{"PublicIP":"198\.18\.0\.\d+","PublicIPv6":null,"BackendType":"vxlan","BackendData":\{"VNI":1,"VtepMAC":"([0-9a-f]{2}:){5}[0-9a-f]{2}"\},"HostID":"[0-9a-f]{32}"\}$`),
+	"host-gw": regexp.MustCompile(`^\{"PublicIP":"198\.18\.0\.\d+","PublicIPv6":null,"BackendType":"host-gw","HostID":"[0-9a-f]{32}"\}$`),
+}
+
+func TestClusterVXLAN(t *testing.T) { testCluster(t, "vxlan", 1450) }
+
+func TestClusterHostGW(t *testing.T) { testCluster(t, "host-gw", 1500) }
+
+// testCluster: three hosts ping each other; subnet.env and the etcd values
+// are flannel's; a fourth host joins, is reached, leaves and is forgotten.
+func testCluster(t *testing.T, backend string, mtu int) {
+	f := newFixture(t, 3, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend))
+	hosts := f.c.Hosts()
+	for _, h := range hosts {
+		f.start(h)
+	}
+	f.waitReady(hosts...)
+
+	var cs []*cluster.Container
+	subnets := map[netip.Prefix]bool{}
+	for _, h := range hosts {
+		env, err := h.SubnetEnv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sn := hostSubnet(t, h)
+		subnets[sn] = true
+		want := map[string]string{
+			"FLANNEL_NETWORK": network,
+			"FLANNEL_SUBNET":  netip.PrefixFrom(sn.Addr().Next(), 24).String(),
+			"FLANNEL_MTU":     fmt.Sprint(mtu),
+			"FLANNEL_IPMASQ":  "false",
+		}
+		for k, v := range want {
+			if env[k] != v {
+				t.Errorf("%s subnet.env %s=%q, want %q", h, k, env[k], v)
+			}
+		}
+		cs = append(cs, f.container(h))
+	}
+	if len(subnets) != 3 {
+		t.Fatalf("hosts share subnets: %v", subnets)
+	}
+	leases := f.leases()
+	if len(leases) != 3 {
+		t.Fatalf("%d leases in etcd, want 3: %v", len(leases), leases)
+	}
+	for k, v := range leases {
+		if _, _, err := subnet.ParseSubnetKey(k); err != nil {
+			t.Errorf("key %s: %v", k, err)
+		}
+		if !leaseValueRE[backend].MatchString(v) {
+			t.Errorf("lease %s value is not flannel's format: %s", k, v)
+		}
+	}
+	f.pingAll(cs)
+
+	// A fourth host joins: everyone reaches it.
+	h4, err := f.c.AddHost(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a4 := f.start(h4)
+	f.waitReady(h4)
+	c4 := f.container(h4)
+	f.pingAll(append(slices.Clone(cs), c4))
+	sn4 := hostSubnet(t, h4)
+
+	// It leaves: stop the agent and release the lease; every peer forgets it.
+	if code, err := a4.Stop(); err != nil || code != 0 {
+		t.Fatalf("stop h4 agent: exit %d, %v", code, err)
+	}
+	rel := f.start(h4, "--release-lease")
+	if code, err := rel.Wait(f.ctx); err != nil || code != 0 {
+		t.Fatalf("release-lease: exit %d, %v", code, err)
+	}
+	if _, ok := f.leases()[subnet.MakeSubnetKey(sn4, netip.Prefix{})]; ok {
+		t.Fatalf("h4's lease still in etcd after release")
+	}
+	for _, h := range hosts {
+		f.eventually(h.String()+" forgets h4", 10*time.Second, func() error {
+			return noTraceOf(h, sn4, h4.IP)
+		})
+	}
+}
+
+// noTraceOf checks that host h has no route, neighbour or FDB entry for the
+// subnet sn or the public IP pub.
+func noTraceOf(h *cluster.Host, sn netip.Prefix, pub netip.Addr) error {
+	var all []string
+	routes, err := h.Routes()
+	if err != nil {
+		return err
+	}
+	all = append(all, routes...)
+	if slices.Contains(mustLinks(h), "flannel.1") {
+		n, err := h.Neighbours("flannel.1")
+		if err != nil {
+			return err
+		}
+		fdb, err := h.FDB("flannel.1")
+		if err != nil {
+			return err
+		}
+		all = append(append(all, n...), fdb...)
+	}
+	for _, l := range all {
+		if strings.Contains(l, sn.Addr().String()) || strings.Contains(l, " "+pub.String()) {
+			return fmt.Errorf("still has %q", l)
+		}
+	}
+	return nil
+}
+
+func mustLinks(h *cluster.Host) []string {
+	out, err := h.Exec(context.Background(), "ip", "-o", "link", "show")
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if fs := strings.Fields(l); len(fs) > 1 {
+			names = append(names, strings.SplitN(strings.TrimSuffix(fs[1], ":"), "@", 2)[0])
+		}
+	}
+	return names
+}
+
+// TestReadyOnlyAfterPeersProgrammed: /readyz is 503 while the agent cannot
+// have programmed its peers (no network config yet), and when it turns 200
+// the routes to every existing peer are already in the kernel.
+func TestReadyOnlyAfterPeersProgrammed(t *testing.T) {
+	f := newFixture(t, 3, "")
+	hosts := f.c.Hosts()
+	f.start(hosts[0])
+	f.eventually("h1 answers /readyz with 503 and names the missing condition", ready, func() error {
+		code, body, err := hosts[0].HealthGet(f.ctx, "/readyz")
+		if err != nil {
+			return err
+		}
+		if code != 503 {
+			return fmt.Errorf("status %d, want 503 before any lease exists", code)
+		}
+		if !strings.Contains(string(body), "lease") {
+			return fmt.Errorf("503 body %q does not say what is missing", body)
+		}
+		return nil
+	})
+	f.eventually("h1 logs the missing config key", ready, func() error {
+		log, _ := hosts[0].AgentLog()
+		if !strings.Contains(log, prefix+"/config") || !strings.Contains(log, "ETCDCTL_API=3") {
+			return fmt.Errorf("log does not name the config key and the v3 hint yet")
+		}
+		return nil
+	})
+	f.put(prefix+"/config", fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network))
+	f.start(hosts[1])
+	f.waitReady(hosts[0], hosts[1])
+	f.start(hosts[2])
+	f.waitReady(hosts[2])
+	routes, err := hosts[2].Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts[:2] {
+		sn := hostSubnet(t, h).String()
+		if !slices.ContainsFunc(routes, func(r string) bool { return strings.HasPrefix(r, sn+" ") }) {
+			t.Errorf("h3 ready but has no route to %s's subnet %s: %v", h, sn, routes)
+		}
+	}
+}
+
+// TestDriftRepaired deletes a peer route, a neighbour, an FDB entry and then
+// the whole device by hand; the agent repairs each within a second and
+// traffic flows again.
+func TestDriftRepaired(t *testing.T) {
+	f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network))
+	h1, h2 := f.c.Host(1), f.c.Host(2)
+	f.start(h1)
+	f.start(h2)
+	f.waitReady(h1, h2)
+	c1, c2 := f.container(h1), f.container(h2)
+	f.pingAll([]*cluster.Container{c1, c2})
+	sn2 := hostSubnet(t, h2)
+	vtep2 := sn2.Addr().String()
+
+	repaired := func(what string, check func() error, damage ...string) {
+		t.Helper()
+		if _, err := h1.Exec(f.ctx, damage[0], damage[1:]...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		start := time.Now()
+		f.eventually(what+" repaired within 1s", time.Second, check)
+		t.Logf("%s repaired in %v", what, time.Since(start).Round(time.Millisecond))
+	}
+	hasLine := func(get func() ([]string, error), sub string) func() error {
+		return func() error {
+			lines, err := get()
+			if err != nil {
+				return err
+			}
+			for _, l := range lines {
+				if strings.Contains(l, sub) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no entry with %q in %v", sub, lines)
+		}
+	}
+	routes := h1.Routes
+	neigh := func() ([]string, error) { return h1.Neighbours("flannel.1") }
+	fdb := func() ([]string, error) { return h1.FDB("flannel.1") }
+
+	repaired("peer route", hasLine(routes, sn2.String()), "ip", "route", "del", sn2.String())
+	repaired("neighbour", hasLine(neigh, vtep2), "ip", "neigh", "del", vtep2, "dev", "flannel.1")
+	mac := peerMAC(t, f, sn2)
+	repaired("FDB entry", hasLine(fdb, mac), "bridge", "fdb", "del", mac, "dev", "flannel.1", "dst", h2.IP.String())
+	repaired("device", func() error {
+		for _, check := range []func() error{hasLine(routes, sn2.String()), hasLine(neigh, vtep2), hasLine(fdb, mac)} {
+			if err := check(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, "ip", "link", "del", "flannel.1")
+	f.pingAll([]*cluster.Container{c1, c2})
+}
+
+func peerMAC(t *testing.T, f *fixture, sn netip.Prefix) string {
+	t.Helper()
+	v, ok := f.leases()[subnet.MakeSubnetKey(sn, netip.Prefix{})]
+	if !ok {
+		t.Fatalf("no lease for %s", sn)
+	}
+	var l struct{ BackendData struct{ VtepMAC string } }
+	if err := json.Unmarshal([]byte(v), &l); err != nil {
+		t.Fatal(err)
+	}
+	return l.BackendData.VtepMAC
+}
+
+// TestRestartLosesNoPings kills an agent with SIGKILL while a container pings
+// across at 10 ms intervals; the restarted agent keeps its subnet and MAC and
+// not one ping is lost.
+func TestRestartLosesNoPings(t *testing.T) {
+	for _, backend := range []string{"vxlan", "host-gw"} {
+		t.Run(backend, func(t *testing.T) {
+			f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend))
+			h1, h2 := f.c.Host(1), f.c.Host(2)
+			f.start(h1)
+			a2 := f.start(h2)
+			f.waitReady(h1, h2)
+			c1, c2 := f.container(h1), f.container(h2)
+			f.pingAll([]*cluster.Container{c1, c2})
+			sn2 := hostSubnet(t, h2)
+			mac2 := ""
+			if backend == "vxlan" {
+				mac2 = peerMAC(t, f, sn2)
+			}
+
+			type result struct {
+				r   cluster.PingResult
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				r, err := c1.Ping(f.ctx, c2.IP(), 300, 10*time.Millisecond)
+				done <- result{r, err}
+			}()
+			a2.Kill()
+			f.start(h2)
+			f.waitReady(h2)
+			res := <-done
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			t.Logf("%s: %d sent, %d received across a SIGKILL and restart", backend, res.r.Sent, res.r.Received)
+			if res.r.Sent == 0 || res.r.Lost() != 0 {
+				t.Fatalf("lost %d of %d pings across the restart", res.r.Lost(), res.r.Sent)
+			}
+			if got := hostSubnet(t, h2); got != sn2 {
+				t.Fatalf("restart moved h2 from %s to %s", sn2, got)
+			}
+			if backend == "vxlan" {
+				if got := peerMAC(t, f, sn2); got != mac2 {
+					t.Fatalf("restart changed the VTEP MAC from %s to %s", mac2, got)
+				}
+			}
+		})
+	}
+}
+
+// TestIPTablesGolden checks the agent's chains in a host namespace.
+func TestIPTablesGolden(t *testing.T) {
+	f := newFixture(t, 1, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network), "--ip-masq")
+	h := f.c.Host(1)
+	f.start(h)
+	f.waitReady(h)
+	sn := hostSubnet(t, h)
+	var got []string
+	for _, table := range []string{"nat", "filter"} {
+		out, err := h.Exec(f.ctx, "iptables-save", "-t", table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "AGENTD-") && strings.HasPrefix(l, "-A ") {
+				got = append(got, l)
+			}
+		}
+	}
+	randomFully := ""
+	if strings.Contains(strings.Join(got, "\n"), "--random-fully") {
+		randomFully = " --random-fully"
+	}
+	want := []string{
+		`-A POSTROUTING -m comment --comment "agentd masq" -j AGENTD-POSTRTG`,
+		`-A AGENTD-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "agentd masq" -j RETURN`,
+		`-A AGENTD-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd masq" -j RETURN`,
+		`-A AGENTD-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "agentd masq" -j MASQUERADE` + randomFully,
+		`-A AGENTD-POSTRTG ! -s 10.244.0.0/16 -d ` + sn.String() + ` -m comment --comment "agentd masq" -j RETURN`,
+		`-A AGENTD-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd masq" -j MASQUERADE` + randomFully,
+		`-A FORWARD -m comment --comment "agentd forward" -j AGENTD-FWD`,
+		`-A AGENTD-FWD -s 10.244.0.0/16 -m comment --comment "agentd forward" -j ACCEPT`,
+		`-A AGENTD-FWD -d 10.244.0.0/16 -m comment --comment "agentd forward" -j ACCEPT`,
+	}
+	if g, w := strings.Join(got, "\n"), strings.Join(want, "\n"); g != w {
+		t.Fatalf("iptables rules\n got:\n%s\nwant:\n%s", g, w)
+	}
+}
+
+// TestBadInput: each mistake an operator makes gives one clear message.
+func TestBadInput(t *testing.T) {
+	f := newFixture(t, 1, fmt.Sprintf(`{"Network":%q}`, network))
+	h := f.c.Host(1)
+
+	run := func(args ...string) (int, string) {
+		t.Helper()
+		a := f.start(h, args...)
+		ctx, cancel := context.WithTimeout(f.ctx, 30*time.Second)
+		defer cancel()
+		code, err := a.Wait(ctx)
+		if err != nil {
+			t.Fatalf("agent %v did not exit: %v", args, err)
+		}
+		log, _ := h.AgentLog()
+		return code, log
+	}
+	if code, log := run("--no-such-flag"); code != 2 || !strings.Contains(log, "no-such-flag") {
+		t.Errorf("invalid flag: exit %d, want 2 with a message naming it; log:\n%s", code, tailOf(log))
+	}
+	if code, log := run("--iface=eth9"); code != 1 || !strings.Contains(log, `"eth9"`) {
+		t.Errorf("missing interface: exit %d, want 1 naming it; log:\n%s", code, tailOf(log))
+	}
+
+	// Unreachable etcd: keeps retrying, and says so.
+	a := f.start(h, "--etcd-endpoints=http://198.18.0.250:2379")
+	f.eventually("agent reports the unreachable etcd", ready, func() error {
+		log, _ := h.AgentLog()
+		if !strings.Contains(log, "retrying") || !strings.Contains(log, "reachable") {
+			return fmt.Errorf("no retry message yet")
+		}
+		if a.Exited() {
+			return fmt.Errorf("agent exited (%d) instead of retrying", a.ExitCode())
+		}
+		return nil
+	})
+	if a.Exited() {
+		t.Fatalf("agent gave up on an unreachable etcd")
+	}
+	a.Kill()
+}
+
+func tailOf(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return strings.Join(lines, "\n")
+}
