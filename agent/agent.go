@@ -192,18 +192,25 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr *subn
 	b := backoffDelay{min: 100 * time.Millisecond, max: 10 * time.Second}
 	programmed := false
 	var lastErr string
+	// Until the first full list of leases has arrived the peer set is
+	// incomplete, and reconciling against it would delete the entries a
+	// previous run left for every peer not yet seen: traffic would stop
+	// for the length of the list. So nothing is changed before it.
+	unsynced := mgr.PeersSynced()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-unsynced:
+			unsynced = nil
 		case <-mgr.PeersChanged():
 		case <-wake:
 		case <-ticker.C:
 		case <-retry.C:
 		}
-		// The first pass that counts for readiness is one made after the
-		// first full list of leases.
-		synced := isClosed(mgr.PeersSynced())
+		if unsynced != nil {
+			continue
+		}
 		own, _ := mgr.Own()
 		peers := mgr.Peers()
 		start := time.Now()
@@ -230,7 +237,7 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr *subn
 		} else {
 			a.log.V(2).Info("kernel state already current", "peers", len(peers), "took", time.Since(start))
 		}
-		if synced && !programmed {
+		if !programmed {
 			programmed = true
 			a.health.setPeersProgrammed()
 			a.log.Info("first peer snapshot programmed", "peers", len(peers))
@@ -305,15 +312,6 @@ func signal(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
 	default:
-	}
-}
-
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
 	}
 }
 
