@@ -1,0 +1,238 @@
+// Package bench measures agentd's datapath and convergence on the namespace
+// cluster, side by side with the raw underlay in the same run:
+//
+//	go test -run '^$' -bench . -benchtime 3x ./tests/bench/
+//
+// BenchmarkThroughput reports container-to-container TCP throughput for each
+// backend and the raw host-to-host throughput measured alternately with it,
+// and their ratio. BenchmarkJoin reports how long a new host's agent takes,
+// from its start, until every existing peer has a route to its subnet.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/tests/cluster"
+)
+
+const (
+	network = "10.244.0.0/16"
+	prefix  = "/coreos.com/network"
+	ready   = 30 * time.Second
+	// iperfSeconds is the length of one iperf3 run.
+	iperfSeconds = 3
+)
+
+var backends = []string{"vxlan", "host-gw"}
+
+// benchCluster is a cluster with the network config for one backend written
+// and an agent ready on each of its first hosts.
+type benchCluster struct {
+	b   *testing.B
+	ctx context.Context
+	c   *cluster.Cluster
+}
+
+func newBenchCluster(b *testing.B, backend string, hosts, agents int) *benchCluster {
+	b.Helper()
+	cluster.RequireRoot(b)
+	c := cluster.Start(b, cluster.Options{Hosts: hosts, Logf: b.Logf})
+	ctx := context.Background()
+	cli, err := c.EtcdClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	cfg := fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend)
+	if _, err := cli.Put(ctx, prefix+"/config", cfg); err != nil {
+		b.Fatal(err)
+	}
+	bc := &benchCluster{b: b, ctx: ctx, c: c}
+	for _, h := range c.Hosts()[:agents] {
+		if _, err := h.StartAgent(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, h := range c.Hosts()[:agents] {
+		if err := h.WaitReady(ctx, ready); err != nil {
+			b.Fatalf("%s not ready: %v", h, err)
+		}
+	}
+	return bc
+}
+
+// iperf3Result is the part of `iperf3 -J` output used here.
+type iperf3Result struct {
+	End struct {
+		SumReceived struct {
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+		CPU struct {
+			HostTotal   float64 `json:"host_total"`
+			RemoteTotal float64 `json:"remote_total"`
+		} `json:"cpu_utilization_percent"`
+	} `json:"end"`
+	Error string `json:"error"`
+}
+
+// iperf measures one single-stream TCP run from client to server's address
+// and returns bits per second. The server runs only for this one test.
+func (bc *benchCluster) iperf(client, server *cluster.Namespace, addr netip.Addr) float64 {
+	bc.b.Helper()
+	srv, err := server.Start("iperf3", "-s", "-1", "-B", addr.String())
+	if err != nil {
+		bc.b.Fatal(err)
+	}
+	defer srv.Kill()
+	// iperf3 -s -1 serves exactly one client, so readiness is waited for
+	// by retrying the client itself: a refused connection fails fast.
+	var res iperf3Result
+	err = cluster.Eventually(bc.ctx, 10*time.Second, func() error {
+		out, err := client.Exec(bc.ctx, "iperf3", "-J", "-c", addr.String(), "-t", fmt.Sprint(iperfSeconds))
+		res = iperf3Result{}
+		if jerr := json.Unmarshal(out, &res); jerr != nil {
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("iperf3 output is not JSON: %v", jerr)
+		}
+		if res.Error != "" {
+			return fmt.Errorf("iperf3: %s", res.Error)
+		}
+		return err
+	})
+	if err != nil {
+		bc.b.Fatalf("iperf3 %s -> %s: %v", client.Short, addr, err)
+	}
+	if res.End.SumReceived.BitsPerSecond <= 0 {
+		bc.b.Fatalf("iperf3 %s -> %s measured nothing", client.Short, addr)
+	}
+	return res.End.SumReceived.BitsPerSecond
+}
+
+// BenchmarkThroughput: each iteration runs iperf3 once host-to-host on the
+// underlay and once container-to-container through the backend, so both see
+// the same machine load. Reported: Gbit/s of each and overlay/raw.
+func BenchmarkThroughput(b *testing.B) {
+	for _, backend := range backends {
+		b.Run(backend, func(b *testing.B) {
+			bc := newBenchCluster(b, backend, 2, 2)
+			h1, h2 := bc.c.Host(1), bc.c.Host(2)
+			c1, err := h1.AddContainer(bc.ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c2, err := h2.AddContainer(bc.ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var raw, overlay float64
+			n := 0
+			for b.Loop() {
+				raw += bc.iperf(h1.Namespace, h2.Namespace, h2.IP)
+				overlay += bc.iperf(c1.Namespace, c2.Namespace, c2.IP())
+				n++
+			}
+			raw, overlay = raw/float64(n), overlay/float64(n)
+			b.ReportMetric(raw/1e9, "raw-Gbit/s")
+			b.ReportMetric(overlay/1e9, backend+"-Gbit/s")
+			b.ReportMetric(overlay/raw, "ratio")
+		})
+	}
+}
+
+// BenchmarkJoin: two hosts run agents; each iteration starts the agent of a
+// third host and measures until both peers have a route to its subnet, then
+// releases its lease (--release-lease) and waits for the routes to go.
+// Reported: p50, p99 and max of start → route on every peer.
+func BenchmarkJoin(b *testing.B) {
+	for _, backend := range backends {
+		b.Run(backend, func(b *testing.B) {
+			bc := newBenchCluster(b, backend, 3, 2)
+			h1, h2, h3 := bc.c.Host(1), bc.c.Host(2), bc.c.Host(3)
+			peers := []*cluster.Host{h1, h2}
+			var took []time.Duration
+			for b.Loop() {
+				start := time.Now()
+				a, err := h3.StartAgent(bc.ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var sn netip.Prefix
+				err = cluster.Eventually(bc.ctx, ready, func() error {
+					if !sn.IsValid() {
+						env, err := subnet.ReadEnv(h3.SubnetFile())
+						if err != nil {
+							return err
+						}
+						sn = env.Subnet.Masked()
+					}
+					for _, p := range peers {
+						if !hasRoute(p, sn) {
+							return fmt.Errorf("%s has no route to %s yet", p, sn)
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				took = append(took, time.Since(start))
+
+				b.StopTimer()
+				if _, err := a.Stop(); err != nil {
+					b.Fatal(err)
+				}
+				rel, err := h3.StartAgent(bc.ctx, "--release-lease")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if code, err := rel.Wait(bc.ctx); err != nil || code != 0 {
+					b.Fatalf("--release-lease: exit %d, %v", code, err)
+				}
+				err = cluster.Eventually(bc.ctx, ready, func() error {
+					for _, p := range peers {
+						if hasRoute(p, sn) {
+							return fmt.Errorf("%s still routes %s", p, sn)
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			slices.Sort(took)
+			b.ReportMetric(ms(percentile(took, 0.50)), "p50-ms")
+			b.ReportMetric(ms(percentile(took, 0.99)), "p99-ms")
+			b.ReportMetric(ms(took[len(took)-1]), "max-ms")
+		})
+	}
+}
+
+// hasRoute reports whether the host's main table routes sn (any route
+// whose destination is exactly sn).
+func hasRoute(h *cluster.Host, sn netip.Prefix) bool {
+	routes, err := h.Routes()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(routes, func(r string) bool { return strings.HasPrefix(r, sn.String()+" ") })
+}
+
+// percentile of sorted durations (nearest rank).
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	i := int(float64(len(sorted))*p+0.999999) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
