@@ -67,8 +67,9 @@ demo: deps build ## A 3-host cluster in namespaces: vxlan, then host-gw; contain
 	$(GO) run ./run/demo -bin $(CURDIR)/$(BIN)
 
 .PHONY: bench
-bench: deps build ## Benchmarks (Go micro-benchmarks; side-by-side ratios).
+bench: deps build ## Benchmarks: micro-benchmarks, then throughput and join latency on the namespace cluster.
 	$(GO) test -run '^$$' -bench . -benchmem ./subnet/ ./backend/...
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 20m ./tests/bench/
 
 .PHONY: clean
 clean: ## Remove build output.
