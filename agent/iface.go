@@ -2,7 +2,6 @@ package agent
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -135,9 +134,7 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 // defaultRouteInterface is the interface of the main table's IPv4 default
 // route with the lowest metric.
 func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*ifaceInfo, netip.Addr) (backend.ExternalInterface, error)) (backend.ExternalInterface, error) {
-	routes, err := netlinkDump("list IPv4 routes", func() ([]netlink.Route, error) {
-		return h.RouteList(nil, netlink.FAMILY_V4)
-	})
+	routes, err := backend.ListRoutes(h, netlink.FAMILY_V4, nil, 0)
 	if err != nil {
 		return backend.ExternalInterface{}, err
 	}
@@ -207,13 +204,11 @@ func (i *ifaceInfo) netInterface() *net.Interface {
 // listInterfaces returns every interface, ordered by index, with its IPv4
 // addresses ordered primary global ones first.
 func listInterfaces(h *netlink.Handle) ([]ifaceInfo, error) {
-	links, err := netlinkDump("list links", h.LinkList)
+	links, err := backend.ListLinks(h)
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := netlinkDump("list IPv4 addresses", func() ([]netlink.Addr, error) {
-		return h.AddrList(nil, netlink.FAMILY_V4)
-	})
+	addrs, err := backend.ListAddrs(h, nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, err
 	}
@@ -294,25 +289,4 @@ func describeInterfaces(ifs []ifaceInfo) string {
 		return "no interfaces"
 	}
 	return strings.Join(parts, ", ")
-}
-
-// maxDumpAttempts bounds the retries of a netlink dump that the kernel
-// interrupted because the table changed while it was read.
-const maxDumpAttempts = 5
-
-// netlinkDump runs a netlink dump, retrying when it was interrupted: the result of
-// an interrupted dump may be incomplete, so it is never used.
-func netlinkDump[T any](what string, f func() ([]T, error)) ([]T, error) {
-	var err error
-	for range maxDumpAttempts {
-		var v []T
-		v, err = f()
-		if err == nil {
-			return v, nil
-		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	return nil, fmt.Errorf("%s: %w", what, err)
 }

@@ -63,16 +63,17 @@ func ListAddrs(h *netlink.Handle, link netlink.Link, family int) ([]netlink.Addr
 }
 
 // ListRoutes lists the routes that match filter and mask, as
-// netlink.Handle.RouteListFiltered does.
+// netlink.Handle.RouteListFiltered does: only the main table's unless mask
+// has RT_FILTER_TABLE. A nil filter is the empty one (RouteListFiltered
+// itself does not accept nil).
 func ListRoutes(h *netlink.Handle, family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
 	return Dump("routes", func() ([]netlink.Route, error) {
 		// RouteListFiltered may fill in filter fields; give it a copy.
-		var f *netlink.Route
+		var f netlink.Route
 		if filter != nil {
-			c := *filter
-			f = &c
+			f = *filter
 		}
-		return h.RouteListFiltered(family, f, mask)
+		return h.RouteListFiltered(family, &f, mask)
 	})
 }
 
