@@ -17,6 +17,7 @@ import (
 	"github.com/agentd/agentd/backend/hostgw"
 	"github.com/agentd/agentd/backend/iptables"
 	"github.com/agentd/agentd/backend/vxlan"
+	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
@@ -189,7 +190,7 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr *subn
 	defer ticker.Stop()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
-	b := backoffDelay{min: 100 * time.Millisecond, max: 10 * time.Second}
+	b := delay.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	programmed := false
 	var lastErr string
 	// Until the first full list of leases has arrived the peer set is
@@ -224,14 +225,14 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr *subn
 				a.log.Error(err, "reconcile failed; retrying", "peers", len(peers))
 				lastErr = msg
 			}
-			retry.Reset(b.next())
+			retry.Reset(b.Next())
 			continue
 		}
 		if lastErr != "" {
 			a.log.Info("reconcile succeeded again")
 			lastErr = ""
 		}
-		b.reset()
+		b.Reset()
 		if res.Changed() {
 			a.log.Info("kernel state reconciled", "peers", len(peers), "result", res.String(), "took", time.Since(start))
 		} else {

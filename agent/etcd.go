@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentd/agentd/internal/delay"
 	"github.com/go-logr/logr"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -54,7 +55,7 @@ func newEtcdClient(cfg *Config) (*clientv3.Client, error) {
 // retrying cannot fix. Each distinct failure is logged once, with the number
 // of attempts when it finally clears.
 func retry[T any](ctx context.Context, log logr.Logger, what string, f func(context.Context) (T, error)) (T, error) {
-	b := backoffDelay{min: 500 * time.Millisecond, max: 10 * time.Second}
+	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	var last string
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
@@ -76,34 +77,8 @@ func retry[T any](ctx context.Context, log logr.Logger, what string, f func(cont
 			log.Error(err, "cannot "+what+"; retrying", "attempt", attempt)
 			last = msg
 		}
-		if err := sleep(ctx, b.next()); err != nil {
+		if err := delay.Sleep(ctx, b.Next()); err != nil {
 			return v, err
 		}
 	}
 }
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// backoffDelay doubles a delay from min up to max.
-type backoffDelay struct{ min, max, cur time.Duration }
-
-func (b *backoffDelay) next() time.Duration {
-	switch {
-	case b.cur == 0:
-		b.cur = b.min
-	case b.cur < b.max:
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoffDelay) reset() { b.cur = 0 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/agentd/agentd/internal/delay"
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -600,21 +601,17 @@ func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 // resubscribe retries subscribe with a backoff until it works (nil when ctx
 // ends first).
 func resubscribe(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter) *subscription {
-	delay := 100 * time.Millisecond
+	b := delay.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		sub, err := subscribe(ns, f)
 		if err == nil {
 			return sub
 		}
-		log.Error(err, "subscribe to netlink events; retrying", "in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		d := b.Next()
+		log.Error(err, "subscribe to netlink events; retrying", "in", d)
+		if delay.Sleep(ctx, d) != nil {
 			return nil
-		case <-t.C:
 		}
-		delay = min(2*delay, 5*time.Second)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentd/agentd/internal/delay"
 	"github.com/go-logr/logr"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -169,7 +170,7 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 	for attempt := 0; attempt < maxAcquireAttempts; attempt++ {
 		if attempt > 0 {
 			// A rival took the subnet we picked; spread the next round out.
-			if err := sleepCtx(ctx, time.Duration(m.rand.Int64N(int64(20*time.Millisecond)))); err != nil {
+			if err := delay.Sleep(ctx, time.Duration(m.rand.Int64N(int64(20*time.Millisecond)))); err != nil {
 				return Lease{}, err
 			}
 		}
@@ -372,30 +373,3 @@ func (m *Manager) Release(ctx context.Context) (l Lease, ok bool, err error) {
 	m.log.Info("lease released", "subnet", l.Subnet)
 	return l, true, nil
 }
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// backoff doubles a delay from min to max, with jitter.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else if b.cur *= 2; b.cur > b.max {
-		b.cur = b.max
-	}
-	return b.cur/2 + rand.N(b.cur/2+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }

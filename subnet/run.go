@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/delay"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -126,7 +127,7 @@ func (m *Manager) restore(ctx context.Context, st ownState) {
 
 // reacquire gets our subnet back, retrying while etcd is unreachable.
 func (m *Manager) reacquire(ctx context.Context) error {
-	b := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	b := delay.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	var failing error
 	for {
 		err := m.reacquireOnce(ctx)
@@ -141,7 +142,7 @@ func (m *Manager) reacquire(ctx context.Context) error {
 			m.log.Error(err, "recreating own lease failed; retrying", "subnet", m.own.Subnet)
 		}
 		failing = err
-		if err := sleepCtx(ctx, b.next()); err != nil {
+		if err := delay.Sleep(ctx, b.Next()); err != nil {
 			return err
 		}
 	}
