@@ -1,9 +1,12 @@
 package subnet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,16 +15,119 @@ import (
 )
 
 // peerTable is the lease set as the watch last saw it. The watch goroutine
-// writes it; readers take a snapshot, built lazily so that a burst of events
-// costs one rebuild per reader wake-up rather than one per event.
+// writes it; readers take a snapshot with Peers.
+//
+// Snapshots are copy-on-write: a slice handed out by Peers is never written
+// again, so readers use it without the lock. A new one is built lazily, when a
+// reader asks after a change, so a burst of events costs one build per reader
+// wake-up rather than one per event. The build is incremental: the keys that
+// changed since the last snapshot are sorted and merged into it: for k changes
+// that is one copy of the n-entry snapshot plus O(k log n), instead of a sort of
+// the whole set. Only a relist, or so many changes that a sort would cost no
+// more, sorts everything again.
 type peerTable struct {
 	mu     sync.Mutex
 	leases map[string]Lease // by full key, our own excluded
 	// bad maps keys that are not usable leases to the revision logged.
-	bad   map[string]int64
-	own   ownState
-	dirty bool
-	snap  []Lease
+	bad map[string]int64
+	own ownState
+
+	// snap is the last snapshot, sorted by peerOrder; nil before the first.
+	// Unless rebuild is set, snap plus the changes listed in pending equals
+	// leases.
+	snap []Lease
+	// pending lists the keys written or deleted since snap was built, in
+	// event order, possibly more than once.
+	pending []peerChange
+	// rebuild says snap must be rebuilt from leases rather than merged.
+	rebuild bool
+}
+
+// peerChange names a key whose lease changed since the last snapshot. id is
+// derived from the key, so it is the same for every version of the lease.
+type peerChange struct {
+	id  peerID
+	key string
+}
+
+// peerID is the sort key of a lease. Lease keys are canonical spellings of
+// their prefixes (see ParseSubnetKey), so no two keys share a peerID.
+type peerID struct{ sn, sn6 netip.Prefix }
+
+func idOf(l *Lease) peerID { return peerID{l.Subnet, l.IPv6Subnet} }
+
+// peerOrder orders by IPv4 subnet, then by IPv6 subnet (none first), so that
+// two dual-stack keys sharing an IPv4 subnet still have a fixed order.
+func peerOrder(a, b peerID) int {
+	if c := comparePrefix(a.sn, b.sn); c != 0 {
+		return c
+	}
+	return comparePrefix(a.sn6, b.sn6)
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// touchLocked records that the lease under key changed (written or deleted).
+func (t *peerTable) touchLocked(key string, id peerID) {
+	if t.rebuild || t.snap == nil {
+		return
+	}
+	// Past about a quarter of the set, sorting everything once is no dearer
+	// than merging, and pending stays bounded however long nobody reads.
+	if len(t.pending) >= len(t.leases)/4+16 {
+		t.rebuild = true
+		t.pending = t.pending[:0]
+		return
+	}
+	t.pending = append(t.pending, peerChange{id: id, key: key})
+}
+
+// snapshotLocked returns a snapshot equal to leases, building a new one if
+// anything changed since the last.
+func (t *peerTable) snapshotLocked() []Lease {
+	switch {
+	case t.rebuild || t.snap == nil:
+		snap := make([]Lease, 0, len(t.leases))
+		for _, l := range t.leases {
+			snap = append(snap, l)
+		}
+		slices.SortFunc(snap, func(a, b Lease) int { return peerOrder(idOf(&a), idOf(&b)) })
+		t.snap = snap
+	case len(t.pending) > 0:
+		t.snap = t.mergeLocked()
+	}
+	t.pending = t.pending[:0]
+	t.rebuild = false
+	return t.snap
+}
+
+// mergeLocked builds a new snapshot from the old one and the pending keys: the
+// runs of unchanged leases between changed keys are copied as they are, and
+// each changed key contributes its current lease, if it still has one.
+func (t *peerTable) mergeLocked() []Lease {
+	ch := t.pending
+	slices.SortFunc(ch, func(a, b peerChange) int { return peerOrder(a.id, b.id) })
+	ch = slices.CompactFunc(ch, func(a, b peerChange) bool { return a.id == b.id })
+	old := t.snap
+	snap := make([]Lease, 0, len(t.leases))
+	i := 0
+	for _, c := range ch {
+		j, found := slices.BinarySearchFunc(old[i:], c.id, func(l Lease, id peerID) int { return peerOrder(idOf(&l), id) })
+		snap = append(snap, old[i:i+j]...)
+		i += j
+		if found {
+			i++
+		}
+		if l, ok := t.leases[c.key]; ok {
+			snap = append(snap, l)
+		}
+	}
+	return append(snap, old[i:]...)
 }
 
 // ownState is what the watch last saw of our own key.
@@ -36,20 +142,13 @@ type ownState struct {
 }
 
 // Peers returns every lease but our own, sorted by subnet. The slice is shared
-// and must not be modified.
+// and must not be modified; it is never modified by the watch either, so it
+// stays a consistent snapshot for as long as the caller holds it.
 func (m *Manager) Peers() []Lease {
 	t := &m.table
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.dirty || t.snap == nil {
-		t.snap = make([]Lease, 0, len(t.leases))
-		for _, l := range t.leases {
-			t.snap = append(t.snap, l)
-		}
-		sortLeases(t.snap)
-		t.dirty = false
-	}
-	return t.snap
+	return t.snapshotLocked()
 }
 
 // PeersChanged is signalled whenever Peers may return a different set.
@@ -108,13 +207,28 @@ func (m *Manager) relist(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("list leases under %s: %w", m.reg.SubnetsPrefix(), err)
 	}
 	rev := resp.Header.Revision
+	n := m.replaceTable(resp.Kvs, rev)
+	m.log.V(2).Info("listed leases", "peers", n, "revision", rev)
+	m.syncedOnce.Do(func() { close(m.synced) })
+	signal(m.changed)
+	return rev, nil
+}
+
+// replaceTable makes the table the full list kvs read at revision rev and
+// returns the number of peers.
+func (m *Manager) replaceTable(kvs []*mvccpb.KeyValue, rev int64) int {
 	ownKey := m.ownKeyString()
 	t := &m.table
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	old := t.leases
-	t.leases = make(map[string]Lease, len(resp.Kvs))
+	t.leases = make(map[string]Lease, len(kvs))
+	// Everything may have changed: the next snapshot is sorted afresh, and
+	// putLocked need not record each key.
+	t.rebuild = true
+	t.pending = t.pending[:0]
 	sawOwn := false
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		if string(kv.Key) == ownKey {
 			sawOwn = true
 			m.noteOwnLocked(kv, rev)
@@ -127,17 +241,11 @@ func (m *Manager) relist(ctx context.Context) (int64, error) {
 		signal(m.ownChanged)
 	}
 	for k := range t.bad {
-		if _, ok := t.leases[k]; !ok && !present(resp.Kvs, k) {
+		if _, ok := t.leases[k]; !ok && !present(kvs, k) {
 			delete(t.bad, k)
 		}
 	}
-	t.dirty = true
-	n := len(t.leases)
-	t.mu.Unlock()
-	m.log.V(2).Info("listed leases", "peers", n, "revision", rev)
-	m.syncedOnce.Do(func() { close(m.synced) })
-	signal(m.changed)
-	return rev, nil
+	return len(t.leases)
 }
 
 func present(kvs []*mvccpb.KeyValue, key string) bool {
@@ -192,10 +300,10 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) {
 		if ev.Type == mvccpb.DELETE {
 			if l, ok := t.leases[key]; ok {
 				m.log.V(2).Info("peer lease removed", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP)
+				delete(t.leases, key)
+				t.touchLocked(key, idOf(&l))
 			}
-			delete(t.leases, key)
 			delete(t.bad, key)
-			t.dirty = true
 			continue
 		}
 		m.putLocked(ev.Kv, t.leases[key])
@@ -224,8 +332,11 @@ func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) {
 		return
 	}
 	delete(t.bad, key)
+	t.leases[key] = l
+	// Even a write that changes only the revisions is recorded, so that a
+	// snapshot always equals the table.
+	t.touchLocked(key, idOf(&l))
 	if prev.Subnet.IsValid() && prev.Attrs.Equal(l.Attrs) && prev.LeaseID == l.LeaseID {
-		t.leases[key] = l
 		return
 	}
 	if prev.Subnet.IsValid() {
@@ -233,8 +344,6 @@ func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) {
 	} else {
 		m.log.V(2).Info("peer lease added", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "backend", l.Attrs.BackendType)
 	}
-	t.leases[key] = l
-	t.dirty = true
 }
 
 func (m *Manager) noteOwnLocked(kv *mvccpb.KeyValue, rev int64) {

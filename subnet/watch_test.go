@@ -1,0 +1,155 @@
+package subnet
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// peerKeys are the keys the random tests write: IPv4-only leases, and
+// dual-stack ones, some sharing an IPv4 subnet so that the IPv6 subnet has to
+// break the tie. Our own key is among them and must never show up in Peers.
+func peerKeys() []string {
+	var keys []string
+	for i := 0; i < 40; i++ {
+		keys = append(keys, fmt.Sprintf("/coreos.com/network/subnets/10.0.%d.0-24", i))
+	}
+	for i := 0; i < 10; i++ {
+		keys = append(keys, fmt.Sprintf("/coreos.com/network/subnets/10.0.%d.0-24&fd00:%x::-64", i%4+1, i))
+	}
+	return keys
+}
+
+// randomEvent is a PUT of a good value (from a small set, so that some writes
+// change nothing but the revision), a PUT of a bad value, or a DELETE.
+func randomEvent(r *rand.Rand, keys []string, rev int64) *clientv3.Event {
+	kv := &mvccpb.KeyValue{Key: []byte(keys[r.IntN(len(keys))]), ModRevision: rev, CreateRevision: rev, Lease: r.Int64N(3)}
+	switch n := r.IntN(10); {
+	case n < 6:
+		kv.Value = fmt.Appendf(nil, `{"PublicIP":"198.18.0.%d","BackendType":"vxlan","BackendData":{"VNI":%d}}`, r.IntN(3), r.IntN(2))
+		return &clientv3.Event{Type: mvccpb.PUT, Kv: kv}
+	case n < 7:
+		kv.Value = []byte(`{"PublicIP":`)
+		return &clientv3.Event{Type: mvccpb.PUT, Kv: kv}
+	default:
+		return &clientv3.Event{Type: mvccpb.DELETE, Kv: kv}
+	}
+}
+
+// naivePeers is what Peers must return: the table's leases, sorted.
+func naivePeers(m *Manager) []Lease {
+	m.table.mu.Lock()
+	defer m.table.mu.Unlock()
+	var ls []Lease
+	for _, l := range m.table.leases {
+		ls = append(ls, l)
+	}
+	sort.Slice(ls, func(i, j int) bool {
+		a, b := ls[i], ls[j]
+		if a.Subnet.Addr() != b.Subnet.Addr() {
+			return a.Subnet.Addr().Less(b.Subnet.Addr())
+		}
+		return a.IPv6Subnet.Addr().Less(b.IPv6Subnet.Addr())
+	})
+	return ls
+}
+
+// TestPeersMatchesNaiveSnapshot drives the table with random events, relists
+// and reads, and checks every snapshot against a plain sort of the table, and
+// that no snapshot handed out changes afterwards.
+func TestPeersMatchesNaiveSnapshot(t *testing.T) {
+	keys := peerKeys()
+	for seed := uint64(0); seed < 12; seed++ {
+		r := rand.New(rand.NewPCG(seed, 1))
+		// Readers that come often see few changes at a time and get merged
+		// snapshots; rare ones see bursts that force a full rebuild.
+		readEvery := []int{2, 40}[seed%2]
+		m := benchManager(t)
+		// etcd is the model of the store, for relists.
+		etcd := map[string]*mvccpb.KeyValue{}
+		type handedOut struct{ got, want []Lease }
+		var snaps []handedOut
+		rev := int64(1)
+		for step := 0; step < 2000; step++ {
+			switch n := r.IntN(100 * readEvery); {
+			case n < 2*readEvery:
+				var kvs []*mvccpb.KeyValue
+				for _, kv := range etcd {
+					kvs = append(kvs, kv)
+				}
+				m.replaceTable(kvs, rev)
+			case n < 100*readEvery-30:
+				evs := make([]*clientv3.Event, 1+r.IntN(4))
+				for i := range evs {
+					rev++
+					evs[i] = randomEvent(r, keys, rev)
+					if evs[i].Type == mvccpb.DELETE {
+						delete(etcd, string(evs[i].Kv.Key))
+					} else {
+						etcd[string(evs[i].Kv.Key)] = evs[i].Kv
+					}
+				}
+				m.applyEvents(evs)
+			default:
+				got, want := m.Peers(), naivePeers(m)
+				if len(got) != len(want) || len(got) > 0 && !reflect.DeepEqual(got, want) {
+					t.Fatalf("seed %d step %d: Peers differs from the sorted table:\n got %v\nwant %v", seed, step, got, want)
+				}
+				if cap(got) != len(got) {
+					t.Fatalf("seed %d step %d: snapshot has spare capacity %d: appends by two readers would race", seed, step, cap(got)-len(got))
+				}
+				snaps = append(snaps, handedOut{got, slices.Clone(got)})
+			}
+		}
+		for i, s := range snaps {
+			if len(s.got) > 0 && !reflect.DeepEqual(s.got, s.want) {
+				t.Fatalf("seed %d: snapshot %d changed after it was handed out", seed, i)
+			}
+		}
+	}
+}
+
+// TestPeersSnapshotIsNotWrittenWhileRead has two goroutines read snapshots
+// while a third applies events. Snapshots are built inside Peers, so with two
+// readers one builds while the other reads; under -race any write to a slice
+// already handed out is reported.
+func TestPeersSnapshotIsNotWrittenWhileRead(t *testing.T) {
+	keys := peerKeys()
+	m := benchManager(t)
+	m.replaceTable(nil, 1)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				ps := m.Peers()
+				for i := 1; i < len(ps); i++ {
+					if peerOrder(idOf(&ps[i-1]), idOf(&ps[i])) >= 0 {
+						t.Errorf("snapshot not sorted at %d: %s then %s", i, ps[i-1].Key(), ps[i].Key())
+						return
+					}
+				}
+			}
+		}()
+	}
+	r := rand.New(rand.NewPCG(7, 7))
+	for rev := int64(2); rev < 5000; rev++ {
+		m.applyEvents([]*clientv3.Event{randomEvent(r, keys, rev)})
+	}
+	close(done)
+	wg.Wait()
+}
