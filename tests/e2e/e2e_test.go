@@ -439,11 +439,12 @@ func TestRestartLosesNoPings(t *testing.T) {
 	}
 }
 
-// TestIPTablesGolden checks the agent's chains in a host namespace.
+// TestIPTablesGolden checks the agent's chains in a host namespace, then
+// that an agent restarted with both kinds of rules off removes them.
 func TestIPTablesGolden(t *testing.T) {
 	f := newFixture(t, 1, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network), "--ip-masq")
 	h := f.c.Host(1)
-	f.start(h)
+	a := f.start(h)
 	f.waitReady(h)
 	sn := hostSubnet(t, h)
 	var got []string
@@ -475,6 +476,28 @@ func TestIPTablesGolden(t *testing.T) {
 	}
 	if g, w := strings.Join(got, "\n"), strings.Join(want, "\n"); g != w {
 		t.Fatalf("iptables rules\n got:\n%s\nwant:\n%s", g, w)
+	}
+
+	// Restarted without --ip-masq and without forward rules (which default
+	// to on, as in flannel), the agent deletes the chains and jumps the run
+	// above left, before it reports ready.
+	if code, err := a.Stop(); err != nil || code != 0 {
+		t.Fatalf("stop agent: exit %d, %v", code, err)
+	}
+	f.start(h, "--ip-masq=false", "--iptables-forward-rules=false")
+	f.waitReady(h)
+	out, err := h.Exec(f.ctx, "iptables-save")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "AGENTD-") || strings.Contains(l, `"agentd `) {
+			left = append(left, l)
+		}
+	}
+	if len(left) > 0 {
+		t.Fatalf("ready with --ip-masq=false --iptables-forward-rules=false, but iptables-save still has:\n%s", strings.Join(left, "\n"))
 	}
 }
 
