@@ -181,6 +181,46 @@ route 10.244.2.0/24 via 198.18.0.12 dev ext0 proto 74`, backend.Result{Updated: 
 	}
 }
 
+// TestOtherBackendPeers: leases of another backend type are never routed,
+// even on-link ones, and each is logged once however often the agent
+// resyncs and whatever else changes.
+func TestOtherBackendPeers(t *testing.T) {
+	h := prepared(t)
+	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
+	p3 := lease("10.244.3.0/24", "198.18.0.3", Type)
+	vx := lease("10.244.4.0/24", "198.18.0.4", "vxlan")
+	vx.Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"02:00:00:00:00:04"}`)
+	udp := lease("10.244.5.0/24", "198.18.0.5", "udp")
+	const two, three = "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n", "route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74\n"
+
+	for i, step := range []struct {
+		peers  []subnet.Lease
+		routes string
+		res    backend.Result
+	}{
+		{[]subnet.Lease{p2, vx, udp}, two, backend.Result{Added: 1, Skipped: 2}},
+		{[]subnet.Lease{p2, vx, udp}, two, backend.Result{Skipped: 2}}, // resyncs
+		{[]subnet.Lease{p2, vx, udp}, two, backend.Result{Skipped: 2}},
+		{[]subnet.Lease{udp, p2, p3, vx}, two + three, backend.Result{Added: 1, Skipped: 2}},
+		{[]subnet.Lease{vx, p3, udp}, three, backend.Result{Removed: 1, Skipped: 2}},
+		{[]subnet.Lease{vx, p3, udp}, three, backend.Result{Skipped: 2}},
+	} {
+		if res := h.reconcile(step.peers...); res != step.res {
+			t.Errorf("step %d: result %v, want %v", i, res, step.res)
+		}
+		h.check(step.routes)
+	}
+	if n := h.countLogs(`"peer not programmed"`); n != 2 {
+		t.Errorf("%d skipped peers logged, want 2 (the vxlan and the udp lease, once each)", n)
+	}
+	for _, l := range []subnet.Lease{vx, udp} {
+		once := fmt.Sprintf(`"lease"=%q "reason"="backend type \"%s\", not \"host-gw\""`, l.Key(), l.Attrs.BackendType)
+		if n := h.countLogs(once); n != 1 {
+			t.Errorf("logged %d times, want once: %s", n, once)
+		}
+	}
+}
+
 func TestRepairs(t *testing.T) {
 	h := prepared(t)
 	nl := h.ns.Handle

@@ -286,6 +286,46 @@ func TestPeers(t *testing.T) {
 	}
 }
 
+// TestOtherBackendPeers: leases of another backend type are never
+// programmed, even one that carries vxlan-shaped BackendData, and each is
+// logged once however often the agent resyncs and whatever else changes.
+func TestOtherBackendPeers(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	p3 := lease("10.244.3.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:03")
+	hostgw := lease("10.244.4.0/24", "198.18.0.4", "host-gw", "02:00:00:00:00:04")
+	udp := lease("10.244.5.0/24", "198.18.0.5", "udp", "")
+	two := peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02")
+	three := peerLines("10.244.3.0/24", "198.18.0.3", "02:00:00:00:00:03")
+
+	for i, step := range []struct {
+		peers []subnet.Lease
+		want  string
+		res   backend.Result
+	}{
+		{[]subnet.Lease{p2, hostgw, udp}, two, backend.Result{Added: 4, Skipped: 2}}, // with our address
+		{[]subnet.Lease{p2, hostgw, udp}, two, backend.Result{Skipped: 2}},           // resyncs
+		{[]subnet.Lease{p2, hostgw, udp}, two, backend.Result{Skipped: 2}},
+		{[]subnet.Lease{udp, p2, p3, hostgw}, two + three, backend.Result{Added: 3, Skipped: 2}},
+		{[]subnet.Lease{hostgw, p3, udp}, three, backend.Result{Removed: 3, Skipped: 2}},
+		{[]subnet.Lease{hostgw, p3, udp}, three, backend.Result{Skipped: 2}},
+	} {
+		if res := h.reconcile(step.peers...); res != step.res {
+			t.Errorf("step %d: result %v, want %v", i, res, step.res)
+		}
+		h.check(withBase(step.want))
+	}
+	if n := h.countLogs(`"peer not programmed"`); n != 2 {
+		t.Errorf("%d skipped peers logged, want 2 (the host-gw and the udp lease, once each)", n)
+	}
+	for _, l := range []subnet.Lease{hostgw, udp} {
+		once := fmt.Sprintf(`"lease"=%q "reason"="backend type \"%s\", not \"vxlan\""`, l.Key(), l.Attrs.BackendType)
+		if n := h.countLogs(once); n != 1 {
+			t.Errorf("logged %d times, want once: %s", n, once)
+		}
+	}
+}
+
 // TestRepairs breaks what the backend owns in the ways other software does
 // and checks that one Reconcile restores it.
 func TestRepairs(t *testing.T) {
