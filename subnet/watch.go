@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/delay"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -170,7 +171,7 @@ func signal(c chan struct{}) {
 // list's revision; when the watch breaks (compaction, lost leader, closed
 // stream) it lists again and diffs. It returns when ctx is done.
 func (m *Manager) watchLoop(ctx context.Context) {
-	b := backoff{min: 200 * time.Millisecond, max: 10 * time.Second}
+	b := delay.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	var failing error
 	for ctx.Err() == nil {
 		rev, err := m.relist(ctx)
@@ -182,21 +183,21 @@ func (m *Manager) watchLoop(ctx context.Context) {
 				m.log.Error(err, "cannot list leases; retrying until etcd answers")
 			}
 			failing = err
-			_ = sleepCtx(ctx, b.next())
+			_ = delay.Sleep(ctx, b.Next())
 			continue
 		}
 		if failing != nil {
 			m.log.Info("listing leases works again")
 			failing = nil
 		}
-		b.reset()
+		b.Reset()
 		err = m.watchFrom(ctx, rev+1)
 		if ctx.Err() != nil {
 			return
 		}
 		m.Stats.Relists.Add(1)
 		m.log.Info("lease watch ended; listing all leases again", "reason", err)
-		_ = sleepCtx(ctx, b.next())
+		_ = delay.Sleep(ctx, b.Next())
 	}
 }
 
