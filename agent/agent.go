@@ -87,9 +87,9 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	defer cli.Close()
-	reg := subnet.NewRegistry(cli, a.cfg.EtcdPrefix)
+	reg := subnet.NewRegistry(cli.Client, a.cfg.EtcdPrefix)
 
-	netCfg, err := retry(ctx, a.log, "read the network config", func(ctx context.Context) (*subnet.Config, error) {
+	netCfg, err := retry(ctx, a.log, cli, "read the network config", func(ctx context.Context) (*subnet.Config, error) {
 		return reg.GetConfig(ctx)
 	})
 	if err != nil {
@@ -126,7 +126,7 @@ func (a *agent) run(ctx context.Context) error {
 		Logger:         a.log.WithName("lease"),
 		OnLeaseState:   a.health.setLeaseHeld,
 	})
-	own, err := retry(ctx, a.log, "acquire a subnet lease", func(ctx context.Context) (subnet.Lease, error) {
+	own, err := retry(ctx, a.log, cli, "acquire a subnet lease", func(ctx context.Context) (subnet.Lease, error) {
 		return mgr.Acquire(ctx, be.Type(), data)
 	})
 	if err != nil {
@@ -257,10 +257,15 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		return err
 	}
 	defer cli.Close()
-	reg := subnet.NewRegistry(cli, cfg.EtcdPrefix)
+	// A one-shot command: bounded, and a timeout explained like the
+	// daemon's.
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	reg := subnet.NewRegistry(cli.Client, cfg.EtcdPrefix)
 	netCfg, err := reg.GetConfig(ctx)
 	if err != nil {
-		return err
+		return cli.explain(parent, err)
 	}
 	hostID, err := subnet.LoadOrCreateHostID(cfg.StateDir)
 	if err != nil {
@@ -274,7 +279,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	})
 	l, ok, err := mgr.Release(ctx)
 	if err != nil {
-		return err
+		return cli.explain(parent, err)
 	}
 	if !ok {
 		log.Info("no lease of this host to release", "publicIP", ext.PublicIP)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,7 +19,14 @@ import (
 // is reported and retried rather than waited on silently.
 const etcdCallTimeout = 10 * time.Second
 
-func newEtcdClient(cfg *Config) (*clientv3.Client, error) {
+// etcdConn is the etcd client and what is needed to explain its failures.
+type etcdConn struct {
+	*clientv3.Client
+	endpoints []string
+	tls       *tls.Config
+}
+
+func newEtcdClient(cfg *Config) (*etcdConn, error) {
 	cc := clientv3.Config{
 		Endpoints:   cfg.EtcdEndpoints,
 		DialTimeout: 5 * time.Second,
@@ -48,13 +56,27 @@ func newEtcdClient(cfg *Config) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.EtcdEndpoints, ","), err)
 	}
-	return cli, nil
+	return &etcdConn{Client: cli, endpoints: cfg.EtcdEndpoints, tls: cc.TLS}, nil
+}
+
+// explain turns a request that timed out into the reason: the client only
+// reports the deadline, whether etcd is unreachable, rejects our
+// certificate, or is up but not answering.
+func (c *etcdConn) explain(ctx context.Context, err error) error {
+	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		return err
+	}
+	if perr := probeEtcd(ctx, c.endpoints, c.tls); perr != nil {
+		return fmt.Errorf("etcd did not answer within %s: %w (%w)", etcdCallTimeout, perr, err)
+	}
+	return fmt.Errorf("etcd did not answer within %s although %s accepts connections (no quorum, or overloaded?): %w",
+		etcdCallTimeout, strings.Join(c.endpoints, ","), err)
 }
 
 // retry calls f until it succeeds, ctx is done, or it fails in a way that
 // retrying cannot fix. Each distinct failure is logged once, with the number
 // of attempts when it finally clears.
-func retry[T any](ctx context.Context, log logr.Logger, what string, f func(context.Context) (T, error)) (T, error) {
+func retry[T any](ctx context.Context, log logr.Logger, etcd *etcdConn, what string, f func(context.Context) (T, error)) (T, error) {
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	var last string
 	for attempt := 1; ; attempt++ {
@@ -70,9 +92,7 @@ func retry[T any](ctx context.Context, log logr.Logger, what string, f func(cont
 		if ctx.Err() != nil {
 			return v, ctx.Err()
 		}
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("etcd did not answer within %s (is it reachable?): %w", etcdCallTimeout, err)
-		}
+		err = etcd.explain(ctx, err)
 		if msg := err.Error(); msg != last {
 			log.Error(err, "cannot "+what+"; retrying", "attempt", attempt)
 			last = msg

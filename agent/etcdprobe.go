@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// probeTimeout bounds the connection attempt to one endpoint.
+const probeTimeout = 3 * time.Second
+
+// probeEtcd explains why etcd does not answer. The etcd client retries
+// failed connections inside gRPC and surfaces only a deadline, so an
+// operator would see "no answer" for a wrong CA, a refused port or a missing
+// route alike. probeEtcd connects to each endpoint itself, with the TLS
+// configuration the client uses, and returns each endpoint's failure
+// (nil if one of them accepts a connection and, for TLS, a handshake).
+func probeEtcd(ctx context.Context, endpoints []string, tc *tls.Config) error {
+	var errs []error
+	for _, ep := range endpoints {
+		err := probeEndpoint(ctx, ep, tc)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	}
+	return errors.Join(errs...)
+}
+
+func probeEndpoint(ctx context.Context, endpoint string, tc *tls.Config) error {
+	network, addr, useTLS, err := endpointAddr(endpoint)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	if !useTLS {
+		return nil
+	}
+	cfg := &tls.Config{}
+	if tc != nil {
+		cfg = tc.Clone()
+	}
+	if cfg.ServerName == "" && network == "tcp" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	tconn := tls.Client(conn, cfg)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	return nil
+}
+
+// endpointAddr splits an etcd endpoint URL (http, https, unix, unixs, or a
+// bare host:port as the etcd client accepts) into what net.Dial needs.
+func endpointAddr(endpoint string) (network, addr string, useTLS bool, err error) {
+	if !strings.Contains(endpoint, "://") {
+		return "tcp", endpoint, false, nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "", "", false, fmt.Errorf("endpoint is not a URL: %w", err)
+	}
+	switch u.Scheme {
+	case "http", "https":
+		addr = u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), "2379")
+		}
+		return "tcp", addr, u.Scheme == "https", nil
+	case "unix", "unixs":
+		path := u.Host + u.Path
+		return "unix", path, u.Scheme == "unixs", nil
+	default:
+		return "", "", false, fmt.Errorf("unknown endpoint scheme %q", u.Scheme)
+	}
+}
