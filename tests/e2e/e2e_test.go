@@ -13,9 +13,18 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -529,8 +538,9 @@ func TestBadInput(t *testing.T) {
 	a := f.start(h, "--etcd-endpoints=http://198.18.0.250:2379")
 	f.eventually("agent reports the unreachable etcd", ready, func() error {
 		log, _ := h.AgentLog()
-		if !strings.Contains(log, "retrying") || !strings.Contains(log, "reachable") {
-			return fmt.Errorf("no retry message yet")
+		log = lastRun(log)
+		if !strings.Contains(log, "retrying") || !strings.Contains(log, "http://198.18.0.250:2379: connect: ") {
+			return fmt.Errorf("no retry message naming the endpoint and the connection failure yet:\n%s", tailOf(log))
 		}
 		if a.Exited() {
 			return fmt.Errorf("agent exited (%d) instead of retrying", a.ExitCode())
@@ -558,4 +568,76 @@ func tailOf(s string) string {
 		lines = lines[len(lines)-15:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestEtcdTLS: agents reach an etcd that serves TLS, with the CA alone
+// (server-only TLS) and with client certificates (mutual TLS); a wrong CA
+// gives a message naming the endpoint and the certificate failure.
+func TestEtcdTLS(t *testing.T) {
+	for _, mutual := range []bool{false, true} {
+		t.Run(map[bool]string{false: "server-only", true: "mutual"}[mutual], func(t *testing.T) {
+			c := cluster.Start(t, cluster.Options{Hosts: 2, EtcdTLS: &cluster.EtcdTLS{ClientCertAuth: mutual}, Logf: t.Logf})
+			cli, err := c.EtcdClient()
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := &fixture{t: t, ctx: context.Background(), c: c, cli: cli}
+			f.put(prefix+"/config", fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network))
+			h1, h2 := c.Host(1), c.Host(2)
+			if args := strings.Join(h1.AgentArgs(), " "); !strings.Contains(args, "--etcd-cafile=") ||
+				strings.Contains(args, "--etcd-certfile=") != mutual {
+				t.Fatalf("harness agent flags do not match the TLS mode: %s", args)
+			}
+			f.start(h1)
+			f.start(h2)
+			f.waitReady(h1, h2)
+			f.pingAll([]*cluster.Container{f.container(h1), f.container(h2)})
+
+			if mutual {
+				return
+			}
+			h1.Agent().Kill()
+			wrongCA := filepath.Join(t.TempDir(), "wrong-ca.pem")
+			writeSelfSignedCA(t, wrongCA)
+			a := f.start(h1, "--etcd-cafile="+wrongCA)
+			f.eventually("agent names the endpoint and the TLS failure", ready, func() error {
+				log, _ := h1.AgentLog()
+				log = lastRun(log)
+				if !strings.Contains(log, c.EtcdEndpoint()) || !strings.Contains(log, "certificate") {
+					return fmt.Errorf("no message naming %s and the certificate problem yet:\n%s", c.EtcdEndpoint(), tailOf(log))
+				}
+				return nil
+			})
+			if a.Exited() {
+				t.Fatalf("agent exited (%d) instead of retrying", a.ExitCode())
+			}
+			a.Kill()
+		})
+	}
+}
+
+// writeSelfSignedCA writes a CA certificate that signed nothing the cluster
+// uses.
+func writeSelfSignedCA(t *testing.T, path string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "not the cluster's CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
