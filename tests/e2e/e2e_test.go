@@ -397,12 +397,16 @@ func peerMAC(t *testing.T, f *fixture, sn netip.Prefix) string {
 	return l.BackendData.VtepMAC
 }
 
-// TestRestartLosesNoPings kills an agent with SIGKILL while a container pings
-// across at 10 ms intervals; the restarted agent keeps its subnet and MAC and
-// not one ping is lost.
+// TestRestartLosesNoPings stops an agent (SIGKILL, or SIGTERM which must
+// leave the datapath and the lease in place and exit 0) while a container
+// pings across at 10 ms intervals; the restarted agent keeps its subnet and
+// MAC and not one ping is lost.
 func TestRestartLosesNoPings(t *testing.T) {
-	for _, backend := range []string{"vxlan", "host-gw"} {
-		t.Run(backend, func(t *testing.T) {
+	for _, tc := range []struct{ backend, signal string }{
+		{"vxlan", "KILL"}, {"host-gw", "KILL"}, {"vxlan", "TERM"}, {"host-gw", "TERM"},
+	} {
+		backend := tc.backend
+		t.Run(backend+"/SIG"+tc.signal, func(t *testing.T) {
 			f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend))
 			h1, h2 := f.c.Host(1), f.c.Host(2)
 			f.start(h1)
@@ -425,14 +429,30 @@ func TestRestartLosesNoPings(t *testing.T) {
 				r, err := c1.Ping(f.ctx, c2.IP(), 300, 10*time.Millisecond)
 				done <- result{r, err}
 			}()
-			a2.Kill()
+			if tc.signal == "KILL" {
+				a2.Kill()
+			} else {
+				if code, err := a2.Stop(); err != nil || code != 0 {
+					t.Fatalf("SIGTERM: exit %d, %v; want 0", code, err)
+				}
+				if _, ok := f.leases()[strings.Replace(sn2.String(), "/", "-", 1)]; !ok {
+					t.Fatalf("h2's lease %s is gone after SIGTERM", sn2)
+				}
+				routes, err := h1.Routes()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.ContainsFunc(routes, func(r string) bool { return strings.HasPrefix(r, sn2.String()+" ") }) {
+					t.Fatalf("h1 lost its route to h2's %s while h2's agent was stopped: %v", sn2, routes)
+				}
+			}
 			f.start(h2)
 			f.waitReady(h2)
 			res := <-done
 			if res.err != nil {
 				t.Fatal(res.err)
 			}
-			t.Logf("%s: %d sent, %d received across a SIGKILL and restart", backend, res.r.Sent, res.r.Received)
+			t.Logf("%s: %d sent, %d received across a SIG%s and restart", backend, res.r.Sent, res.r.Received, tc.signal)
 			if res.r.Sent == 0 || res.r.Lost() != 0 {
 				t.Fatalf("lost %d of %d pings across the restart", res.r.Lost(), res.r.Sent)
 			}
