@@ -69,7 +69,8 @@ demo: deps build ## A 3-host cluster in namespaces: vxlan, then host-gw; contain
 .PHONY: bench
 bench: deps build ## Benchmarks: micro-benchmarks, then throughput and join latency on the namespace cluster.
 	$(GO) test -run '^$$' -bench . -benchmem ./subnet/ ./backend/...
-	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 20m ./tests/bench/
+	$(GO) test -run '^$$' -bench Throughput -benchtime 3x -timeout 20m ./tests/bench/
+	$(GO) test -run '^$$' -bench Join -benchtime 20x -timeout 20m ./tests/bench/
 
 .PHONY: clean
 clean: ## Remove build output.
