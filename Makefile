@@ -55,7 +55,9 @@ fuzz-short: ## Run each fuzz target briefly (part of make test).
 
 .PHONY: test
 test: deps lint build ## Everything CI runs: unit, root, etcd and end-to-end tests, then short fuzzing.
-	$(GO) test -race -count=1 -timeout 30m -p 2 ./...
+	@mkdir -p $(BIN)
+	AGENTD_E2E_RESULTS=$(CURDIR)/$(BIN)/e2e-results.txt $(GO) test -race -count=1 -timeout 30m -p 2 ./...
+	@cat $(BIN)/e2e-results.txt
 	$(MAKE) --no-print-directory fuzz-short
 
 .PHONY: e2e

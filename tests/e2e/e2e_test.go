@@ -420,15 +420,7 @@ func TestRestartLosesNoPings(t *testing.T) {
 				mac2 = peerMAC(t, f, sn2)
 			}
 
-			type result struct {
-				r   cluster.PingResult
-				err error
-			}
-			done := make(chan result, 1)
-			go func() {
-				r, err := c1.Ping(f.ctx, c2.IP(), 300, 10*time.Millisecond)
-				done <- result{r, err}
-			}()
+			p := f.pingFor(c1, c2.IP(), 3*time.Second)
 			if tc.signal == "KILL" {
 				a2.Kill()
 			} else {
@@ -448,13 +440,11 @@ func TestRestartLosesNoPings(t *testing.T) {
 			}
 			f.start(h2)
 			f.waitReady(h2)
-			res := <-done
-			if res.err != nil {
-				t.Fatal(res.err)
-			}
-			t.Logf("%s: %d sent, %d received across a SIG%s and restart", backend, res.r.Sent, res.r.Received, tc.signal)
-			if res.r.Sent == 0 || res.r.Lost() != 0 {
-				t.Fatalf("lost %d of %d pings across the restart", res.r.Lost(), res.r.Sent)
+			r := p.wait(t)
+			recordLoss("restart "+backend+" SIG"+tc.signal, r, "agent on the far end restarted")
+			t.Logf("%s: %d sent, %d received across a SIG%s and restart", backend, r.Sent, r.Received, tc.signal)
+			if r.Sent == 0 || r.Lost() != 0 {
+				t.Fatalf("lost %d of %d pings across the restart", r.Lost(), r.Sent)
 			}
 			if got := hostSubnet(t, h2); got != sn2 {
 				t.Fatalf("restart moved h2 from %s to %s", sn2, got)

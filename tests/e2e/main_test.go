@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agentd/agentd/tests/cluster"
+)
+
+// TestMain prints, after all tests, the pings each traffic-carrying scenario
+// sent and lost, so a run's output ends with the suite's evidence.
+// go test shows a passing package's output only with -v, so the table also
+// goes to the file named by AGENTD_E2E_RESULTS when set (make test prints it).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	printResults(os.Stdout)
+	if path := os.Getenv("AGENTD_E2E_RESULTS"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			printResults(f)
+			f.Close()
+		}
+	}
+	os.Exit(code)
+}
+
+type resultRow struct {
+	scenario   string
+	sent, lost int
+	note       string
+}
+
+var results struct {
+	sync.Mutex
+	rows []resultRow
+}
+
+// recordLoss adds a scenario's ping counts to the table printed at the end.
+func recordLoss(scenario string, r cluster.PingResult, note string) {
+	results.Lock()
+	defer results.Unlock()
+	results.rows = append(results.rows, resultRow{scenario, r.Sent, r.Lost(), note})
+}
+
+func printResults(w io.Writer) {
+	results.Lock()
+	defer results.Unlock()
+	if len(results.rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nlost pings per scenario (10 ms interval):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tsent\tlost\tnote")
+	for _, r := range results.rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.scenario, r.sent, r.lost, r.note)
+	}
+	tw.Flush()
+}
+
+// pinger is a ping running in the background from a container.
+type pinger struct {
+	done chan struct{}
+	res  cluster.PingResult
+	err  error
+}
+
+// pingFor starts pinging dst from c every 10 ms for about d. Wait returns
+// the counts.
+func (f *fixture) pingFor(c *cluster.Container, dst netip.Addr, d time.Duration) *pinger {
+	p := &pinger{done: make(chan struct{})}
+	count := max(1, int(d/(10*time.Millisecond)))
+	go func() {
+		defer close(p.done)
+		p.res, p.err = c.Ping(f.ctx, dst, count, 10*time.Millisecond)
+	}()
+	return p
+}
+
+// wait waits for the ping to finish and fails the test if ping could not
+// run. Lost pings are the caller's to judge.
+func (p *pinger) wait(t *testing.T) cluster.PingResult {
+	t.Helper()
+	<-p.done
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return p.res
+}
