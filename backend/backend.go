@@ -58,6 +58,20 @@ type Result struct {
 	// Skipped counts peers that were not programmed (another backend type,
 	// malformed backend data, a host-gw peer not on-link).
 	Skipped int
+	// ByKind counts the changes (added, removed or updated) by kind of
+	// kernel object: "fdb", "neighbour", "route", "device", "address".
+	ByKind map[string]int
+}
+
+// Count records n changes of one kind of object in ByKind.
+func (r *Result) Count(kind string, n int) {
+	if n == 0 {
+		return
+	}
+	if r.ByKind == nil {
+		r.ByKind = map[string]int{}
+	}
+	r.ByKind[kind] += n
 }
 
 // Changed reports whether Reconcile had to touch the kernel.

@@ -121,6 +121,14 @@ func (p *Plan) Apply(w Writer, log logr.Logger) (Result, error) {
 			return
 		}
 		*count++
+		switch obj.(type) {
+		case FDB:
+			res.Count("fdb", 1)
+		case Neigh:
+			res.Count("neighbour", 1)
+		case Route:
+			res.Count("route", 1)
+		}
 		if each {
 			log.Info("kernel "+verb, "object", obj.String())
 		} else {
@@ -166,6 +174,9 @@ func (r *Result) Add(o Result) {
 	r.Removed += o.Removed
 	r.Updated += o.Updated
 	r.Skipped += o.Skipped
+	for k, n := range o.ByKind {
+		r.Count(k, n)
+	}
 }
 
 // SkipLog reports the peers a backend will not program, each once per reason

@@ -201,8 +201,11 @@ del fdb 02:00:00:00:00:0a dst 198.18.0.2 dev#5`
 	if got := strings.Join(k.calls, "\n"); got != want {
 		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
 	}
-	if got, want := res, (Result{Added: 3, Updated: 2, Removed: 3}); got != want {
+	if got, want := res, (Result{Added: 3, Updated: 2, Removed: 3}); got.String() != want.String() {
 		t.Errorf("result %v, want %v", got, want)
+	}
+	if got, want := fmt.Sprint(res.ByKind), "map[fdb:3 neighbour:3 route:2]"; got != want {
+		t.Errorf("changes by kind %s, want %s", got, want)
 	}
 	if again := (Plan{
 		FDB:    Diff(desiredFDB, k.fdb, FDB.Key),
@@ -229,7 +232,7 @@ func TestPlanApplyContinuesAfterErrors(t *testing.T) {
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "add route 10.244.2.0/24") {
 		t.Errorf("err = %v, want the failed add named and wrapped", err)
 	}
-	if want := (Result{Added: 1, Removed: 1}); res != want {
+	if want := (Result{Added: 1, Removed: 1}); res.String() != want.String() {
 		t.Errorf("result %v, want %v", res, want)
 	}
 }

@@ -168,7 +168,7 @@ route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`, backend.Result{Skipped: 2
 route 10.244.2.0/24 via 198.18.0.12 dev ext0 proto 74`, backend.Result{Updated: 1, Removed: 1}},
 		{"all gone", nil, "", backend.Result{Removed: 1}},
 	} {
-		if res := h.reconcile(step.peers...); res != step.res {
+		if res := h.reconcile(step.peers...); res.String() != step.res.String() {
 			t.Errorf("%s: result %v, want %v", step.name, res, step.res)
 		}
 		h.check(step.routes)
@@ -205,7 +205,7 @@ func TestOtherBackendPeers(t *testing.T) {
 		{[]subnet.Lease{vx, p3, udp}, three, backend.Result{Removed: 1, Skipped: 2}},
 		{[]subnet.Lease{vx, p3, udp}, three, backend.Result{Skipped: 2}},
 	} {
-		if res := h.reconcile(step.peers...); res != step.res {
+		if res := h.reconcile(step.peers...); res.String() != step.res.String() {
 			t.Errorf("step %d: result %v, want %v", i, res, step.res)
 		}
 		h.check(step.routes)
@@ -235,7 +235,7 @@ route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`
 	if err := nl.RouteDel(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/24"))}); err != nil {
 		t.Fatal(err)
 	}
-	if res := h.reconcile(peers...); res != (backend.Result{Added: 1}) {
+	if res := h.reconcile(peers...); res.String() != (backend.Result{Added: 1}).String() {
 		t.Errorf("after a route was deleted: %v", res)
 	}
 	h.check(routes)
@@ -252,7 +252,7 @@ route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`
 			t.Fatal(err)
 		}
 	}
-	if res := h.reconcile(peers...); res != (backend.Result{Added: 1, Removed: 1}) {
+	if res := h.reconcile(peers...); res.String() != (backend.Result{Added: 1, Removed: 1}).String() {
 		t.Errorf("after foreign and stale routes: %v", res)
 	}
 	h.check(routes + "\nroute 192.0.2.0/24 via 198.18.0.99 dev ext0 proto 4")
@@ -271,7 +271,7 @@ route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`
 	if err := nl.LinkSetUp(h.ext); err != nil {
 		t.Fatal(err)
 	}
-	if res := h.reconcile(peers...); res != (backend.Result{Added: 2}) {
+	if res := h.reconcile(peers...); res.String() != (backend.Result{Added: 2}).String() {
 		t.Errorf("after the interface came back: %v", res)
 	}
 	h.check(routes)

@@ -389,6 +389,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 				return nil, res, fmt.Errorf("delete incompatible device %s (%s): %w", b.name, why, err)
 			}
 			res.Removed++
+			res.Count("device", 1)
 			l = nil
 		}
 	}
@@ -406,6 +407,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 			return nil, res, fmt.Errorf("create vxlan device %s: %w", b.name, err)
 		}
 		res.Added++
+		res.Count("device", 1)
 		b.log.Info("created vxlan device", "device", b.name, "vni", b.opts.VNI, "vtepMAC", b.mac, "mtu", b.mtu)
 		if l, err = h.LinkByName(b.name); err != nil {
 			return nil, res, fmt.Errorf("look up the new device %s: %w", b.name, err)
@@ -417,6 +419,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 				return nil, res, fmt.Errorf("set the MTU of %s to %d: %w", b.name, b.mtu, err)
 			}
 			res.Updated++
+			res.Count("device", 1)
 			b.log.Info("corrected the vxlan device's MTU", "device", b.name, "was", a.MTU, "mtu", b.mtu)
 		}
 		if cur, _ := backend.MACFromHardwareAddr(a.HardwareAddr); cur != b.mac {
@@ -424,6 +427,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 				return nil, res, fmt.Errorf("set the MAC of %s to %s: %w", b.name, b.mac, err)
 			}
 			res.Updated++
+			res.Count("device", 1)
 			b.log.Info("corrected the vxlan device's MAC", "device", b.name, "was", a.HardwareAddr, "vtepMAC", b.mac)
 		}
 	}
@@ -434,6 +438,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 	}
 	if up && !created {
 		res.Updated++
+		res.Count("device", 1)
 		b.log.Info("set the vxlan device up", "device", b.name)
 	}
 	return l, res, nil
@@ -461,6 +466,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	added, removed, err := backend.EnsureAddrs(b.h, dev, netlink.FAMILY_V4, []netip.Prefix{vtep})
 	res.Added += added
 	res.Removed += removed
+	res.Count("address", added+removed)
 	if err != nil {
 		errs = append(errs, err)
 	} else if added+removed > 0 {

@@ -275,7 +275,7 @@ func TestPeers(t *testing.T) {
 		{"all gone", nil, "", backend.Result{Removed: 3}},
 	} {
 		res := h.reconcile(step.peers...)
-		if res != step.res {
+		if res.String() != step.res.String() {
 			t.Errorf("%s: result %v, want %v", step.name, res, step.res)
 		}
 		h.check(withBase(step.want))
@@ -310,7 +310,7 @@ func TestOtherBackendPeers(t *testing.T) {
 		{[]subnet.Lease{hostgw, p3, udp}, three, backend.Result{Removed: 3, Skipped: 2}},
 		{[]subnet.Lease{hostgw, p3, udp}, three, backend.Result{Skipped: 2}},
 	} {
-		if res := h.reconcile(step.peers...); res != step.res {
+		if res := h.reconcile(step.peers...); res.String() != step.res.String() {
 			t.Errorf("step %d: result %v, want %v", i, res, step.res)
 		}
 		h.check(withBase(step.want))
@@ -396,7 +396,7 @@ func TestRepairs(t *testing.T) {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		res := h.reconcile(peers...)
-		if res != tc.res {
+		if res.String() != tc.res.String() {
 			t.Errorf("%s: result %v, want %v", tc.name, res, tc.res)
 		}
 		if strings.HasPrefix(tc.name, "leftovers") {
@@ -519,7 +519,7 @@ func TestOwnSubnetChanges(t *testing.T) {
 	h := newHost(t, `{"Type":"vxlan"}`)
 	h.reconcile()
 	h.own = lease("10.244.9.0/24", "198.18.0.1", "vxlan", "")
-	if res := h.reconcile(); res != (backend.Result{Added: 1, Removed: 1}) {
+	if res := h.reconcile(); res.String() != (backend.Result{Added: 1, Removed: 1}).String() {
 		t.Errorf("result %v, want one address added and one removed", res)
 	}
 	moved := func(s string) string {
@@ -543,7 +543,7 @@ func TestDirectRouting(t *testing.T) {
 	// The far peer moves onto our segment, the near one away from it.
 	near2 := lease("10.244.2.0/24", "198.19.0.2", "vxlan", "02:00:00:00:00:02")
 	far2 := lease("10.244.3.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:03")
-	if res := h.reconcile(near2, far2); res != (backend.Result{Added: 2, Updated: 2, Removed: 2}) {
+	if res := h.reconcile(near2, far2); res.String() != (backend.Result{Added: 2, Updated: 2, Removed: 2}).String() {
 		t.Errorf("result %v", res)
 	}
 	h.check(withBase(peerLines("10.244.2.0/24", "198.19.0.2", "02:00:00:00:00:02") + "route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74\n"))
