@@ -1,0 +1,260 @@
+package e2e
+
+// Fault scenarios around the hosts themselves (issue #4, scenarios 4, 5, 7
+// and 9): a host reboots, with and without its state directory; fifty
+// agents race for subnets; an operator writes garbage under the prefix; an
+// agent is killed and restarted under a TCP stream. Each runs on its own
+// cluster:
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1 ── c1      pings / streams to and from
+//	               ├─ h2 198.18.0.2 ── c1      h2: rebooted (4), claimed (7)
+//	               ├─ h3 198.18.0.3 ── c1
+//	               ├─ … h50               (5: fifty hosts, no containers)
+//	               └─ etcd 198.18.0.254        bad keys written (7)
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/tests/cluster"
+)
+
+func hfConfig(backend string) string {
+	return fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend)
+}
+
+// logFrom returns what h's agent log gained since it was off bytes long.
+func logFrom(t *testing.T, h *cluster.Host, off int) string {
+	t.Helper()
+	log, err := h.AgentLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return log[min(off, len(log)):]
+}
+
+func logLen(t *testing.T, h *cluster.Host) int {
+	return len(logFrom(t, h, 0))
+}
+
+// vxlanState is a host's vxlan datapath as text: routes, neighbours and FDB
+// entries of flannel.1.
+func vxlanState(h *cluster.Host) (string, error) {
+	routes, err := h.Routes()
+	if err != nil {
+		return "", err
+	}
+	neigh, err := h.Neighbours("flannel.1")
+	if err != nil {
+		return "", err
+	}
+	fdb, err := h.FDB("flannel.1")
+	if err != nil {
+		return "", err
+	}
+	return "routes:\n" + strings.Join(routes, "\n") + "\nneighbours:\n" + strings.Join(neigh, "\n") +
+		"\nfdb:\n" + strings.Join(fdb, "\n"), nil
+}
+
+// deviceMAC is the MAC of flannel.1 on h.
+func deviceMAC(t *testing.T, h *cluster.Host) string {
+	t.Helper()
+	l, err := h.Netlink().LinkByName("flannel.1")
+	if err != nil {
+		t.Fatalf("%s: flannel.1: %v", h, err)
+	}
+	return l.Attrs().HardwareAddr.String()
+}
+
+// crash simulates the loss of everything a reboot loses on h: the agent
+// (SIGKILL), the vxlan device with every route, neighbour and FDB entry on
+// it, any other route of ours, the iptables rules and, as /run is a tmpfs,
+// subnet.env. The containers are kept, as a container runtime would bring
+// them back with the same --bip.
+func crash(t *testing.T, h *cluster.Host) {
+	t.Helper()
+	h.Agent().Kill()
+	if err := h.DeleteLink("flannel.1"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, cmd := range [][]string{
+		{"ip", "route", "flush", "proto", "74"},
+		{"iptables", "-w", "5", "-F"}, {"iptables", "-w", "5", "-X"},
+		{"iptables", "-w", "5", "-t", "nat", "-F"}, {"iptables", "-w", "5", "-t", "nat", "-X"},
+	} {
+		if _, err := h.Exec(ctx, cmd[0], cmd[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(h.SubnetFile()); err != nil {
+		t.Fatal(err)
+	}
+	routes, err := h.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes {
+		if strings.Contains(r, "proto 74") {
+			t.Fatalf("%s still has %q after the simulated reboot", h, r)
+		}
+	}
+}
+
+// TestFaultReboot (scenario 4): h2 reboots. With its state directory kept it
+// comes back with the same subnet and the same VTEP MAC, and its peers change
+// nothing in their kernels; with the state directory lost as well (but
+// subnet.env still there) it keeps its subnet, publishes a new MAC and every
+// peer follows.
+func TestFaultReboot(t *testing.T) {
+	f := newFixture(t, 3, hfConfig("vxlan"))
+	hosts := f.c.Hosts()
+	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
+	for _, h := range hosts {
+		f.start(h)
+	}
+	f.waitReady(hosts...)
+	var cs []*cluster.Container
+	for _, h := range hosts {
+		cs = append(cs, f.container(h))
+	}
+	c1, c2, c3 := cs[0], cs[1], cs[2]
+	f.pingAll(cs)
+	sn2 := hostSubnet(t, h2)
+	mac2 := peerMAC(t, f, sn2)
+	if got := deviceMAC(t, h2); got != mac2 {
+		t.Fatalf("h2's flannel.1 has MAC %s, its lease says %s", got, mac2)
+	}
+	peers := []*cluster.Host{h1, h3}
+
+	t.Run("state kept", func(t *testing.T) {
+		before := map[*cluster.Host]string{}
+		marks := map[*cluster.Host]int{}
+		for _, h := range peers {
+			s, err := vxlanState(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before[h], marks[h] = s, logLen(t, h)
+		}
+		bystander := f.pingFor(c1, c3.IP(), 3*time.Second)
+		across := f.pingFor(c1, c2.IP(), 3*time.Second)
+		crash(t, h2)
+		restart := time.Now()
+		f.start(h2)
+		f.waitReady(h2)
+		ready := time.Since(restart)
+		f.pingAll([]*cluster.Container{c1, c2})
+		reachable := time.Since(restart)
+		r := bystander.wait(t)
+		recordLoss("reboot vxlan, state kept: h1→h3", r, "bystanders while h2 reboots")
+		if r.Lost() != 0 {
+			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r.Lost(), r.Sent)
+		}
+		r = across.wait(t)
+		recordLoss("reboot vxlan, state kept: h1→h2", r, "to the rebooted host: lost while its device was gone")
+		t.Logf("h2 ready %v and reachable from h1 %v after the restart", ready.Round(time.Millisecond), reachable.Round(time.Millisecond))
+
+		if got := hostSubnet(t, h2); got != sn2 {
+			t.Fatalf("h2 came back with %s, had %s", got, sn2)
+		}
+		if got := peerMAC(t, f, sn2); got != mac2 {
+			t.Errorf("h2's lease now advertises MAC %s, had %s", got, mac2)
+		}
+		if got := deviceMAC(t, h2); got != mac2 {
+			t.Errorf("h2's recreated flannel.1 has MAC %s, want the kept %s", got, mac2)
+		}
+		// The restart rewrote h2's lease (new etcd lease, same value): wait
+		// until each peer has seen that and reconciled, then check it
+		// changed nothing in its kernel.
+		for _, h := range peers {
+			f.eventually(h.String()+" reconciles after h2's lease update", 10*time.Second, func() error {
+				log := logFrom(t, h, marks[h])
+				i := strings.Index(log, "peer lease changed")
+				if i < 0 || !strings.Contains(log[i:], "kernel state already current") {
+					return fmt.Errorf("no reconcile after h2's lease update yet")
+				}
+				return nil
+			})
+			after, err := vxlanState(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after != before[h] {
+				t.Errorf("%s's datapath changed across h2's reboot:\nbefore:\n%s\nafter:\n%s", h, before[h], after)
+			}
+			for _, l := range strings.Split(logFrom(t, h, marks[h]), "\n") {
+				if kernelChange.MatchString(l) {
+					t.Errorf("%s touched its kernel for h2's reboot: %s", h, l)
+				}
+			}
+		}
+	})
+
+	t.Run("state lost", func(t *testing.T) {
+		bystander := f.pingFor(c1, c3.IP(), 4*time.Second)
+		crash(t, h2)
+		// subnet.env survives here (no reboot, a reinstall that kept /run):
+		// it is what names h2's subnet now that its identity is gone.
+		if err := os.WriteFile(h2.SubnetFile(), []byte(fmt.Sprintf("FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+			network, netip.PrefixFrom(sn2.Addr().Next(), sn2.Bits()))), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ents, err := os.ReadDir(h2.StateDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if err := os.RemoveAll(filepath.Join(h2.StateDir(), e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+		restart := time.Now()
+		f.start(h2)
+		f.waitReady(h2)
+		if got := hostSubnet(t, h2); got != sn2 {
+			t.Fatalf("h2 came back with %s, had %s", got, sn2)
+		}
+		newMAC := peerMAC(t, f, sn2)
+		if newMAC == mac2 {
+			t.Fatalf("h2 lost its state directory but advertises the old MAC %s", mac2)
+		}
+		if got := deviceMAC(t, h2); got != newMAC {
+			t.Errorf("h2's flannel.1 has MAC %s, its lease says %s", got, newMAC)
+		}
+		for _, h := range peers {
+			f.eventually(h.String()+" follows h2's new MAC", 10*time.Second, func() error {
+				s, err := vxlanState(h)
+				if err != nil {
+					return err
+				}
+				if strings.Contains(s, mac2) || !strings.Contains(s, sn2.Addr().String()+" lladdr "+newMAC+" PERMANENT") ||
+					!strings.Contains(s, newMAC+" dst "+h2.IP.String()) {
+					return fmt.Errorf("datapath does not point at %s yet:\n%s", newMAC, s)
+				}
+				return nil
+			})
+		}
+		f.pingAll(cs)
+		t.Logf("h2 reachable by all %v after the restart with a new MAC", time.Since(restart).Round(time.Millisecond))
+		r := bystander.wait(t)
+		recordLoss("reboot vxlan, state lost: h1→h3", r, "bystanders while h2 reboots")
+		if r.Lost() != 0 {
+			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r.Lost(), r.Sent)
+		}
+		if n := len(f.leases()); n != 3 {
+			t.Errorf("%d leases in etcd after the reboot, want 3: %v", n, f.leases())
+		}
+	})
+}
+
+// kernelChange matches the log line of each change an agent makes to its
+// kernel (backend.Plan.Apply).
+var kernelChange = regexp.MustCompile(`"kernel (add|update|delete)"`)
