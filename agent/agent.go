@@ -20,6 +20,8 @@ import (
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
 	"k8s.io/klog/v2"
 )
 
@@ -30,7 +32,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ReleaseLease {
 		return release(ctx, log, cfg)
 	}
-	a := &agent{cfg: cfg, log: log, backends: Backends(), health: newHealth(log)}
+	a := &agent{cfg: cfg, log: log, backends: Backends(), health: newHealth(log), obs: newObserver()}
 	return a.run(ctx)
 }
 
@@ -47,6 +49,7 @@ type agent struct {
 	log      logr.Logger
 	backends backend.Registry
 	health   *health
+	obs      *observer
 
 	// ipt is used only by the reconcile goroutine; iptChecked records
 	// that iptables was looked for.
@@ -67,6 +70,7 @@ func (a *agent) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		a.obs.register(srv.mux, a.health)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -126,6 +130,20 @@ func (a *agent) run(ctx context.Context) error {
 		Logger:         a.log.WithName("lease"),
 		OnLeaseState:   a.health.setLeaseHeld,
 	})
+	a.obs.watchEtcd(func() bool { return cli.ActiveConnection().GetState() == connectivity.Ready }, &mgr.Stats)
+	a.obs.watchLeaseTTL(func() (time.Duration, bool) {
+		own, ok := mgr.Own()
+		if !ok || own.Reservation() {
+			return 0, false
+		}
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(own.LeaseID))
+		if err != nil {
+			return 0, false
+		}
+		return time.Duration(resp.TTL) * time.Second, true
+	})
 	own, err := retry(ctx, a.log, cli, "acquire a subnet lease", func(ctx context.Context) (subnet.Lease, error) {
 		return mgr.Acquire(ctx, be.Type(), data)
 	})
@@ -133,6 +151,7 @@ func (a *agent) run(ctx context.Context) error {
 		return cause(ctx, err)
 	}
 	a.health.setLeaseHeld(true, "")
+	a.obs.setOwn(own, be.Type())
 
 	env := subnet.Env{
 		Network: netCfg.Network,
@@ -220,6 +239,7 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr *subn
 			err = errors.Join(err, ierr)
 		}
 		a.health.heartbeat()
+		a.obs.reconciled(own, peers, res, err, time.Since(start))
 		if err != nil {
 			if msg := err.Error(); msg != lastErr {
 				a.log.Error(err, "reconcile failed; retrying", "peers", len(peers))

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/tests/etcdtest"
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 )
@@ -223,7 +224,16 @@ func TestHealthConcurrent(t *testing.T) {
 
 func TestHealthServer(t *testing.T) {
 	h, _ := testHealth(t)
-	srv, err := listenHealth("127.0.0.1:0", h)
+	// The server and its clients live in a namespace of the test's own.
+	ns := etcdtest.NewNetns(t)
+	listen := func(addr string) (*healthServer, error) {
+		return etcdtest.InNetns(ns, func() (*healthServer, error) { return listenHealth(addr, h) })
+	}
+	dial := etcdtest.NetnsDialer(ns)
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) },
+	}}
+	srv, err := listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +242,7 @@ func TestHealthServer(t *testing.T) {
 	srv.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "# metrics") })
 
 	// A second server on the same address fails at start-up, naming why.
-	if _, err := listenHealth(addr, h); err == nil || !errors.Is(err, syscall.EADDRINUSE) || !strings.HasPrefix(err.Error(), "health server: ") {
+	if _, err := listen(addr); err == nil || !errors.Is(err, syscall.EADDRINUSE) || !strings.HasPrefix(err.Error(), "health server: ") {
 		t.Errorf("second listen on %s: %v, want 'health server: ... address already in use'", addr, err)
 	}
 
@@ -241,7 +251,7 @@ func TestHealthServer(t *testing.T) {
 	go func() { done <- srv.serve(ctx) }()
 
 	get := func(path string) (int, string, error) {
-		resp, err := http.Get("http://" + addr + path)
+		resp, err := client.Get("http://" + addr + path)
 		if err != nil {
 			return 0, "", err
 		}

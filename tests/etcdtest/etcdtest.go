@@ -119,6 +119,34 @@ func startHere(name, dir string) (*Server, error) {
 	return &Server{NS: name, Endpoint: cu.String(), etcd: e}, nil
 }
 
+// NewNetns creates an empty network namespace with its loopback up, for a
+// test that needs sockets of its own (reach them with InNetns and
+// NetnsDialer), and deletes it when the test ends.
+func NewNetns(t testing.TB) string {
+	t.Helper()
+	RequireRoot(t)
+	removeStale()
+	name := fmt.Sprintf("adetcd%d-%d", os.Getpid(), seq.Add(1))
+	_, err := onThrowawayThread(func() (struct{}, error) {
+		ns, err := netns.NewNamed(name)
+		if err != nil {
+			return struct{}{}, fmt.Errorf("create netns %s: %w", name, err)
+		}
+		ns.Close()
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		return struct{}{}, err
+	})
+	if err != nil {
+		netns.DeleteNamed(name)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netns.DeleteNamed(name) })
+	return name
+}
+
 // removeStale deletes namespaces left by test processes that were killed
 // before their cleanup ran; their names carry the pid of their process.
 func removeStale() {

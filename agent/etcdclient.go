@@ -1,0 +1,31 @@
+package agent
+
+import (
+	"context"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// EtcdClient is the etcd client agentd itself uses (same TLS, auth and
+// keepalive settings), for tools that take agentd's etcd flags.
+type EtcdClient struct {
+	*clientv3.Client
+	conn *etcdConn
+}
+
+// NewEtcdClient connects lazily, as clientv3 does: errors surface on the
+// first request. Explain turns such an error into its cause.
+func NewEtcdClient(cfg *Config) (*EtcdClient, error) {
+	c, err := newEtcdClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &EtcdClient{Client: c.Client, conn: c}, nil
+}
+
+// Explain says why a request that timed out got no answer: the endpoint
+// refused or could not be reached, or its TLS handshake failed. Other
+// errors are returned as they are. ctx bounds the probe.
+func (c *EtcdClient) Explain(ctx context.Context, err error) error {
+	return c.conn.explain(ctx, err)
+}

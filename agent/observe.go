@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/subnet"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// observer keeps what /status and /metrics report. The reconcile goroutine
+// feeds it after every pass; the HTTP handlers read it.
+type observer struct {
+	reg *prometheus.Registry
+
+	peers        prometheus.Gauge
+	programmed   prometheus.Gauge
+	reconciles   *prometheus.CounterVec
+	reconcileDur prometheus.Histogram
+	changes      *prometheus.CounterVec
+	repairs      *prometheus.CounterVec
+
+	mu      sync.Mutex
+	st      Status
+	last    leaseSet // the lease set of the last successful pass
+	hasLast bool
+	// etcdUp reports whether the etcd connection is up; nil before the
+	// client exists.
+	etcdUp func() bool
+	stats  *subnet.Stats
+}
+
+func newObserver() *observer {
+	o := &observer{
+		reg: prometheus.NewRegistry(),
+		peers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "agentd_peers", Help: "Peer leases known (the lease set without our own).",
+		}),
+		programmed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "agentd_peers_programmed", Help: "Peers the last successful reconcile programmed in the kernel.",
+		}),
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_reconciles_total", Help: "Reconcile passes, by result (ok, error).",
+		}, []string{"result"}),
+		reconcileDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "agentd_reconcile_duration_seconds",
+			Help:    "Time of one reconcile pass (backend and iptables).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10), // 100µs … 26s
+		}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_kernel_changes_total", Help: "Kernel objects added, updated or removed, by kind.",
+		}, []string{"kind"}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentd_drift_repairs_total",
+			Help: "Kernel objects put back although the lease set had not changed (deleted or altered by someone else), by kind.",
+		}, []string{"kind"}),
+		st: Status{DriftRepairs: map[string]int64{}},
+	}
+	o.reg.MustRegister(o.peers, o.programmed, o.reconciles, o.reconcileDur, o.changes, o.repairs,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Zero series exist from the start, so rates work from the first scrape.
+	for _, r := range []string{"ok", "error"} {
+		o.reconciles.WithLabelValues(r)
+	}
+	for _, k := range []string{"fdb", "neighbour", "route", "device", "address"} {
+		o.changes.WithLabelValues(k)
+		o.repairs.WithLabelValues(k)
+	}
+	return o
+}
+
+// watchEtcd adds the etcd connection state and the lease manager's counters.
+func (o *observer) watchEtcd(up func() bool, stats *subnet.Stats) {
+	o.mu.Lock()
+	o.etcdUp, o.stats = up, stats
+	o.mu.Unlock()
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	o.reg.MustRegister(
+		gauge("agentd_etcd_connected", "1 while the connection to etcd is up.", func() float64 { return b2f(up()) }),
+		counter("agentd_watch_events_total", "Lease events received from the etcd watch.", func() float64 { return float64(stats.WatchEvents.Load()) }),
+		counter("agentd_watch_relists_total", "Full re-reads of the lease set after the watch broke (reconnects, compaction).", func() float64 { return float64(stats.Relists.Load()) }),
+		counter("agentd_bad_leases_total", "Keys under the subnets prefix skipped as invalid (once per key and revision).", func() float64 { return float64(stats.BadEntries.Load()) }),
+		counter("agentd_own_lease_reacquired_total", "Times our own lease was recreated or restored.", func() float64 { return float64(stats.Reacquired.Load()) }),
+	)
+}
+
+// watchLeaseTTL exports the time left on our own etcd lease.
+func (o *observer) watchLeaseTTL(left func() (time.Duration, bool)) {
+	o.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "agentd_lease_ttl_remaining_seconds",
+		Help: "Time left on our own subnet lease (absent for a reservation, which never expires).",
+	}, func() float64 {
+		d, ok := left()
+		if !ok {
+			return -1
+		}
+		return d.Seconds()
+	}))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// setOwn records our lease and backend.
+func (o *observer) setOwn(own subnet.Lease, backendType string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.st.Subnet = own.Subnet.String()
+	o.st.PublicIP = own.Attrs.PublicIP.String()
+	o.st.Backend = backendType
+}
+
+// reconciled records one pass. A pass that changed the kernel although the
+// lease set is the same as at the last successful pass repaired drift.
+func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backend.Result, err error, took time.Duration) {
+	o.reconcileDur.Observe(took.Seconds())
+	for k, n := range res.ByKind {
+		o.changes.WithLabelValues(k).Add(float64(n))
+	}
+	o.peers.Set(float64(len(peers)))
+	cur := makeLeaseSet(own, peers)
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.st.PeersKnown = len(peers)
+	o.st.LastResync = time.Now().UTC()
+	if err != nil {
+		o.reconciles.WithLabelValues("error").Inc()
+		o.st.LastResyncError = err.Error()
+		return
+	}
+	o.reconciles.WithLabelValues("ok").Inc()
+	o.st.LastResyncError = ""
+	o.st.PeersProgrammed = len(peers) - res.Skipped
+	o.programmed.Set(float64(o.st.PeersProgrammed))
+	if o.hasLast && o.last.equal(cur) {
+		for k, n := range res.ByKind {
+			o.repairs.WithLabelValues(k).Add(float64(n))
+			o.st.DriftRepairs[k] += int64(n)
+		}
+	}
+	o.last, o.hasLast = cur, true
+}
+
+// status is the snapshot /status serves.
+func (o *observer) status(h *health) Status {
+	o.mu.Lock()
+	st := o.st
+	st.DriftRepairs = make(map[string]int64, len(o.st.DriftRepairs))
+	for k, n := range o.st.DriftRepairs {
+		st.DriftRepairs[k] = n
+	}
+	up, stats := o.etcdUp, o.stats
+	o.mu.Unlock()
+	st.Ready, st.NotReadyReason = h.ready()
+	if up != nil {
+		st.EtcdConnected = up()
+		if !st.EtcdConnected {
+			st.EtcdError = "connection to etcd is down; reconnecting"
+		}
+	} else {
+		st.EtcdError = "not connected yet"
+	}
+	if stats != nil {
+		st.BadLeases = stats.BadEntries.Load()
+	}
+	return st
+}
+
+// register adds /status and /metrics to the health server's mux.
+func (o *observer) register(mux *http.ServeMux, h *health) {
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(o.status(h))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{}))
+}
+
+// leaseSet is what of a lease set the kernel state depends on.
+type leaseSet []leaseFacts
+
+type leaseFacts struct {
+	subnet, subnet6 string
+	publicIP        string
+	backendType     string
+	backendData     string
+}
+
+func makeLeaseSet(own subnet.Lease, peers []subnet.Lease) leaseSet {
+	s := make(leaseSet, 0, len(peers)+1)
+	add := func(l *subnet.Lease) {
+		s = append(s, leaseFacts{l.Subnet.String(), l.IPv6Subnet.String(), l.Attrs.PublicIP.String(),
+			l.Attrs.BackendType, string(l.Attrs.BackendData)})
+	}
+	add(&own)
+	for i := range peers {
+		add(&peers[i])
+	}
+	return s
+}
+
+func (s leaseSet) equal(t leaseSet) bool {
+	if len(s) != len(t) {
+		return false
+	}
+	for i := range s {
+		if s[i] != t[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,85 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
+)
+
+func lease(sn, pub string) subnet.Lease {
+	return subnet.Lease{Subnet: netip.MustParsePrefix(sn),
+		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), BackendType: "vxlan"}}
+}
+
+// TestObserverCountsDriftRepairs: changes made for a new lease set are not
+// repairs; changes made for the same lease set as the last successful pass
+// are, by kind; a failed pass neither counts nor moves the reference set.
+func TestObserverCountsDriftRepairs(t *testing.T) {
+	o := newObserver()
+	own := lease("10.244.1.0/24", "198.18.0.1")
+	p2, p3 := lease("10.244.2.0/24", "198.18.0.2"), lease("10.244.3.0/24", "198.18.0.3")
+	changed := func(kinds map[string]int) backend.Result {
+		r := backend.Result{}
+		for k, n := range kinds {
+			r.Added += n
+			r.Count(k, n)
+		}
+		return r
+	}
+	o.reconciled(own, []subnet.Lease{p2}, changed(map[string]int{"route": 1, "neighbour": 1, "fdb": 1}), nil, time.Millisecond)
+	o.reconciled(own, []subnet.Lease{p2}, backend.Result{}, nil, time.Millisecond)
+	o.reconciled(own, []subnet.Lease{p2}, changed(map[string]int{"route": 1}), nil, time.Millisecond)
+	o.reconciled(own, []subnet.Lease{p2, p3}, changed(map[string]int{"route": 1}), errors.New("boom"), time.Millisecond)
+	o.reconciled(own, []subnet.Lease{p2, p3}, changed(map[string]int{"route": 1, "fdb": 1}), nil, time.Millisecond)
+	o.reconciled(own, []subnet.Lease{p2, p3}, changed(map[string]int{"device": 1, "fdb": 2}), nil, time.Millisecond)
+
+	st := o.status(newHealth(logr.Discard()))
+	if got := st.DriftRepairs; len(got) != 3 || got["route"] != 1 || got["device"] != 1 || got["fdb"] != 2 {
+		t.Errorf("drift repairs %v, want route 1, device 1, fdb 2", got)
+	}
+	if st.PeersKnown != 2 || st.PeersProgrammed != 2 || st.LastResyncError != "" || st.Ready {
+		t.Errorf("status %+v", st)
+	}
+
+	mux := http.NewServeMux()
+	o.register(mux, newHealth(logr.Discard()))
+	get := func(path string) string {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != 200 {
+			t.Fatalf("GET %s: %d", path, rec.Code)
+		}
+		return rec.Body.String()
+	}
+	body := get("/status")
+	var got Status
+	if err := json.Unmarshal([]byte(body), &got); err != nil || got.DriftRepairs["fdb"] != 2 || got.NotReadyReason == "" {
+		t.Errorf("/status: %v\n%s", err, body)
+	}
+	metrics := get("/metrics")
+	for _, want := range []string{
+		`agentd_drift_repairs_total{kind="fdb"} 2`,
+		`agentd_drift_repairs_total{kind="route"} 1`,
+		`agentd_drift_repairs_total{kind="neighbour"} 0`,
+		`agentd_kernel_changes_total{kind="fdb"} 4`,
+		`agentd_reconciles_total{result="error"} 1`,
+		`agentd_reconciles_total{result="ok"} 5`,
+		`agentd_reconcile_duration_seconds_count 6`,
+		`agentd_peers 2`,
+		`agentd_peers_programmed 2`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}

@@ -1,0 +1,32 @@
+package agent
+
+import "time"
+
+// Status is what GET /status on the health server returns (as JSON) and
+// `agentctl status` shows: this host's lease, its backend, how much of the
+// peer set is in the kernel, repairs, and etcd connectivity.
+type Status struct {
+	Ready          bool   `json:"ready"`
+	NotReadyReason string `json:"notReadyReason,omitempty"`
+
+	Subnet   string `json:"subnet,omitempty"`
+	PublicIP string `json:"publicIP,omitempty"`
+	Backend  string `json:"backend,omitempty"`
+
+	// PeersKnown is the size of the lease set (without our own lease);
+	// PeersProgrammed how many of them the last successful reconcile put in
+	// the kernel (the others were skipped: another backend, not on-link…).
+	PeersKnown      int `json:"peersKnown"`
+	PeersProgrammed int `json:"peersProgrammed"`
+
+	LastResync      time.Time `json:"lastResync,omitzero"`
+	LastResyncError string    `json:"lastResyncError,omitempty"`
+	// DriftRepairs counts kernel objects put back although the lease set
+	// had not changed (someone deleted or altered them), by kind.
+	DriftRepairs map[string]int64 `json:"driftRepairs"`
+
+	EtcdConnected bool   `json:"etcdConnected"`
+	EtcdError     string `json:"etcdError,omitempty"`
+	// BadLeases counts keys under the subnets prefix skipped as invalid.
+	BadLeases int64 `json:"badLeases"`
+}
