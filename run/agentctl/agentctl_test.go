@@ -1,0 +1,267 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/tests/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const prefix = "/coreos.com/network"
+
+// ctl runs agentctl commands against one real etcd.
+type ctl struct {
+	t   *testing.T
+	srv *etcdtest.Server
+	cli *clientv3.Client
+}
+
+func newCtl(t *testing.T) *ctl {
+	srv := etcdtest.Start(t)
+	return &ctl{t: t, srv: srv, cli: srv.Client(t)}
+}
+
+// run returns the exit status, standard output and standard error.
+func (c *ctl) run(args ...string) (int, string, string) {
+	c.t.Helper()
+	var out, errOut bytes.Buffer
+	dial := func(cfg *agent.Config) (*clientv3.Client, func(context.Context, error) error, func(), error) {
+		if got := strings.Join(cfg.EtcdEndpoints, ","); got != "http://127.0.0.1:2379" {
+			c.t.Fatalf("agentctl dialled %q", got)
+		}
+		cli, err := clientv3.New(c.srv.ClientConfig())
+		explain := func(_ context.Context, err error) error { return err }
+		return cli, explain, func() { cli.Close() }, err
+	}
+	code := run(context.Background(), append([]string{"--timeout=5s"}, args...), &out, &errOut, dial)
+	return code, out.String(), errOut.String()
+}
+
+// mustRun fails the test unless the command exits 0.
+func (c *ctl) mustRun(args ...string) string {
+	c.t.Helper()
+	code, out, errOut := c.run(args...)
+	if code != 0 {
+		c.t.Fatalf("agentctl %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// wantFail checks the exit status and that stderr is one line containing
+// every one of words.
+func (c *ctl) wantFail(code int, args []string, words ...string) {
+	c.t.Helper()
+	got, out, errOut := c.run(args...)
+	if got != code {
+		c.t.Fatalf("agentctl %s: exit %d, want %d\n%s%s", strings.Join(args, " "), got, code, out, errOut)
+	}
+	if n := strings.Count(strings.TrimSpace(errOut), "\n"); n != 0 || errOut == "" {
+		c.t.Errorf("agentctl %s: want one line on stderr, got:\n%s", strings.Join(args, " "), errOut)
+	}
+	for _, w := range words {
+		if !strings.Contains(errOut, w) {
+			c.t.Errorf("agentctl %s: stderr %q does not mention %q", strings.Join(args, " "), errOut, w)
+		}
+	}
+}
+
+func (c *ctl) get(key string) (string, int64, bool) {
+	c.t.Helper()
+	resp, err := c.cli.Get(context.Background(), key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0, false
+	}
+	return string(resp.Kvs[0].Value), resp.Kvs[0].Lease, true
+}
+
+// liveLease writes a lease as an agent would: attached to a granted etcd lease.
+func (c *ctl) liveLease(sn, pub, mac string) clientv3.LeaseID {
+	c.t.Helper()
+	ctx := context.Background()
+	g, err := c.cli.Grant(ctx, 3600)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	reg := subnet.NewRegistry(c.cli, prefix)
+	attrs := subnet.LeaseAttrs{
+		PublicIP:    netip.MustParseAddr(pub),
+		BackendType: "vxlan",
+		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac + `"}`),
+		HostID:      "0123456789abcdef0123456789abcdef",
+	}
+	if _, ok, err := reg.Create(ctx, netip.MustParsePrefix(sn), netip.Prefix{}, attrs, int64(g.ID)); err != nil || !ok {
+		c.t.Fatalf("create lease %s: ok=%v err=%v", sn, ok, err)
+	}
+	return g.ID
+}
+
+func TestConfigInitAndShow(t *testing.T) {
+	c := newCtl(t)
+	c.wantFail(2, []string{"config", "init", "--network", "10.244.0.0/33"}, "invalid config", "Network")
+	c.wantFail(2, []string{"config", "init"}, "--network")
+	c.wantFail(1, []string{"config", "show"}, prefix+"/config", "ETCDCTL_API=3")
+
+	out := c.mustRun("config", "init", "--network", "10.244.0.0/16", "--backend", "host-gw")
+	if !strings.Contains(out, "wrote "+prefix+"/config") {
+		t.Errorf("init output: %q", out)
+	}
+	if v, _, _ := c.get(prefix + "/config"); v != `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}` {
+		t.Errorf("stored config %s", v)
+	}
+	if out := c.mustRun("config", "init", "--network", "10.244.0.0/16", "--backend", "host-gw"); !strings.Contains(out, "nothing changed") {
+		t.Errorf("same config again: %q", out)
+	}
+	show := c.mustRun("config", "show")
+	for _, w := range []string{"10.244.0.0/16", "subnet length  24", "10.244.1.0 … 10.244.255.0 (255)", "host-gw"} {
+		if !strings.Contains(show, w) {
+			t.Errorf("config show lacks %q:\n%s", w, show)
+		}
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(c.mustRun("config", "show", "-o", "json")), &doc); err != nil || doc["Network"] != "10.244.0.0/16" {
+		t.Errorf("config show -o json: %v %v", doc, err)
+	}
+
+	// With no leases any change is fine; a change that strands a live
+	// lease is refused, then forced.
+	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+	c.liveLease("10.244.5.0/24", "198.18.0.1", "aa:bb:cc:dd:ee:01")
+	c.wantFail(1, []string{"config", "init", "--network", "10.245.0.0/16"},
+		"invalidate 1 live lease", "10.244.5.0-24", "--force")
+	c.wantFail(1, []string{"config", "init", "--network", "10.244.0.0/16", "--backend", "host-gw"},
+		"backend vxlan, the new config says host-gw")
+	c.mustRun("config", "init", "--network", "10.244.0.0/16", "--subnet-len", "24")
+	c.mustRun("config", "init", "--network", "10.245.0.0/16", "--force")
+	if v, _, _ := c.get(prefix + "/config"); !strings.Contains(v, "10.245.0.0/16") {
+		t.Errorf("forced config not written: %s", v)
+	}
+}
+
+func TestLeasesReserveRelease(t *testing.T) {
+	c := newCtl(t)
+	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+	live := c.liveLease("10.244.5.0/24", "198.18.0.1", "aa:bb:cc:dd:ee:01")
+	c.liveLease("10.244.6.0/24", "198.18.0.2", "aa:bb:cc:dd:ee:02")
+
+	// Bad input: one line, status 2 for usage, 1 for conflicts.
+	c.wantFail(2, []string{"lease", "reserve", "10.244.7.0/33", "--public-ip", "198.18.0.3"}, "not an IPv4 subnet")
+	c.wantFail(2, []string{"lease", "reserve", "10.244.7.1/24", "--public-ip", "198.18.0.3"}, "host bits", "10.244.7.0/24")
+	c.wantFail(2, []string{"lease", "reserve", "10.99.7.0/24", "--public-ip", "198.18.0.3"}, "cannot be reserved", "10.244.0.0/16")
+	c.wantFail(2, []string{"lease", "reserve", "10.244.7.0/25", "--public-ip", "198.18.0.3"}, "cannot be reserved")
+	c.wantFail(2, []string{"lease", "reserve", "10.244.7.0/24", "--public-ip", "nope"}, "--public-ip")
+	c.wantFail(2, []string{"lease", "reserve", "10.244.7.0/24"}, "public-ip")
+	c.wantFail(1, []string{"lease", "reserve", "10.244.5.0/24", "--public-ip", "198.18.0.3"}, "already leased to 198.18.0.1")
+	c.wantFail(2, []string{"lease", "frobnicate"}, "unknown command")
+	c.wantFail(2, []string{"leases", "--no-such-flag"}, "unknown flag")
+
+	out := c.mustRun("lease", "reserve", "10.244.7.0/24", "--public-ip", "198.18.0.3")
+	if !strings.Contains(out, "reserved 10.244.7.0/24 for 198.18.0.3") {
+		t.Errorf("reserve output %q", out)
+	}
+	if v, lease, ok := c.get(prefix + "/subnets/10.244.7.0-24"); !ok || lease != 0 || v != `{"PublicIP":"198.18.0.3","PublicIPv6":null}` {
+		t.Errorf("reservation key: %q lease=%d ok=%v", v, lease, ok)
+	}
+	c.wantFail(1, []string{"lease", "reserve", "10.244.8.0/24", "--public-ip", "198.18.0.3"}, "already has the reservation 10.244.7.0/24")
+
+	table := c.mustRun("leases")
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("leases table: want header + 3 rows:\n%s", table)
+	}
+	for i, want := range [][]string{
+		{"10.244.5.0/24", "198.18.0.1", "vxlan", "aa:bb:cc:dd:ee:01", "0123456789abcdef0123456789abcdef", "no"},
+		{"10.244.6.0/24", "198.18.0.2", "vxlan", "aa:bb:cc:dd:ee:02"},
+		{"10.244.7.0/24", "198.18.0.3", "-", "-", "-", "-", "yes"},
+	} {
+		f := strings.Fields(lines[i+1])
+		if len(f) < len(want) {
+			t.Fatalf("row %q", lines[i+1])
+		}
+		for j, w := range want {
+			if j < 5 && f[j] != w || j >= 5 && f[len(f)-(len(want)-j)] != w {
+				t.Errorf("row %d %q: want %v", i, lines[i+1], want)
+				break
+			}
+		}
+	}
+	var doc struct {
+		Leases []leaseRow
+	}
+	if err := json.Unmarshal([]byte(c.mustRun("leases", "-o", "json")), &doc); err != nil || len(doc.Leases) != 3 {
+		t.Fatalf("leases -o json: %+v %v", doc, err)
+	}
+	if l := doc.Leases[0]; l.TTLSeconds == nil || *l.TTLSeconds <= 3500 || l.Reservation || l.VtepMAC != "aa:bb:cc:dd:ee:01" {
+		t.Errorf("live lease in JSON: %+v", l)
+	}
+	if l := doc.Leases[2]; l.TTLSeconds != nil || !l.Reservation {
+		t.Errorf("reservation in JSON: %+v", l)
+	}
+
+	// Release: unknown, live without --force, reservation, live with --force.
+	c.wantFail(1, []string{"lease", "release", "10.244.9.0/24"}, "no lease or reservation for 10.244.9.0/24")
+	c.wantFail(1, []string{"lease", "release", "10.244.5.0/24"}, "live lease of 198.18.0.1", "--release-lease", "--force")
+	c.mustRun("lease", "release", "10.244.7.0/24")
+	if _, _, ok := c.get(prefix + "/subnets/10.244.7.0-24"); ok {
+		t.Error("released reservation still there")
+	}
+	c.mustRun("lease", "release", "10.244.5.0/24", "--force")
+	if _, _, ok := c.get(prefix + "/subnets/10.244.5.0-24"); ok {
+		t.Error("released lease still there")
+	}
+	ttl, err := c.cli.TimeToLive(context.Background(), live)
+	if err != nil || ttl.TTL != -1 {
+		t.Errorf("the released lease's etcd lease was not revoked: TTL %d, %v", ttl.TTL, err)
+	}
+}
+
+func TestEtcdUnreachable(t *testing.T) {
+	c := newCtl(t)
+	if err := c.srv.SetLoopback(false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.srv.SetLoopback(true) })
+	start := time.Now()
+	var out, errOut bytes.Buffer
+	dial := func(*agent.Config) (*clientv3.Client, func(context.Context, error) error, func(), error) {
+		cfg := c.srv.ClientConfig()
+		cli, err := clientv3.New(cfg)
+		explain := func(_ context.Context, err error) error { return err }
+		return cli, explain, func() { cli.Close() }, err
+	}
+	code := run(context.Background(), []string{"--timeout=1s", "leases"}, &out, &errOut, dial)
+	if code != 1 || strings.Count(strings.TrimSpace(errOut.String()), "\n") != 0 || !strings.Contains(errOut.String(), "deadline") {
+		t.Errorf("exit %d, stderr %q; want 1 and one line about the timeout", code, errOut.String())
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v with --timeout=1s", d)
+	}
+}
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	c := newCtl(t)
+	t.Setenv("FLANNELD_ETCD_PREFIX", "/other/network")
+	c.mustRun("config", "init", "--network", "10.9.0.0/16")
+	if _, _, ok := c.get("/other/network/config"); !ok {
+		t.Fatal("FLANNELD_ETCD_PREFIX was not used")
+	}
+	t.Setenv("AGENTD_ETCD_PREFIX", "/agentd/network")
+	c.mustRun("config", "init", "--network", "10.9.0.0/16")
+	if _, _, ok := c.get("/agentd/network/config"); !ok {
+		t.Fatal("AGENTD_ETCD_PREFIX did not win over FLANNELD_")
+	}
+	c.mustRun("--etcd-prefix", "/flag/network", "config", "init", "--network", "10.9.0.0/16")
+	if _, _, ok := c.get("/flag/network/config"); !ok {
+		t.Fatal("the flag did not win over the environment")
+	}
+}

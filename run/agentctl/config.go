@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func (a *app) configCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Args:  groupArgs,
+		RunE:  groupRun,
+		Short: "Write or show the network config (<prefix>/config)",
+	}
+	cmd.AddCommand(a.configInitCommand(), a.configShowCommand())
+	return cmd
+}
+
+// initOptions are config init's flags.
+type initOptions struct {
+	file          string
+	network       string
+	subnetLen     int
+	subnetMin     string
+	subnetMax     string
+	backend       string
+	vni           int
+	port          int
+	directRouting bool
+	force         bool
+}
+
+func (a *app) configInitCommand() *cobra.Command {
+	var o initOptions
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Write a validated network config",
+		Long: `init writes the network config with the etcd v3 API, after checking it as
+agentd will read it. Give the values with flags, or a whole flannel-format
+JSON document with --file (- for standard input).
+
+An existing config is replaced only if every live lease stays valid under the
+new one (same network and pool, same backend type); --force replaces it anyway.
+Writing the same config again changes nothing.`,
+		Example: `  agentctl config init --network 10.244.0.0/16 --backend vxlan
+  agentctl config init --network 10.5.0.0/16 --subnet-len 26 --backend host-gw
+  agentctl config init --file network.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			doc, err := o.document(cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			return a.withEtcd(cmd.Context(), func(ctx context.Context, cli *clientv3.Client) error {
+				return a.configInit(ctx, cli, doc, o.force)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.file, "file", "", "read the whole config JSON from this file (- for standard input)")
+	f.StringVar(&o.network, "network", "", "IPv4 CIDR of the overlay network, e.g. 10.244.0.0/16")
+	f.IntVar(&o.subnetLen, "subnet-len", 0, "length of each host's subnet (default: 24, or network length + 2 for small networks)")
+	f.StringVar(&o.subnetMin, "subnet-min", "", "first subnet handed out (default: the second subnet)")
+	f.StringVar(&o.subnetMax, "subnet-max", "", "last subnet handed out (default: the last subnet)")
+	f.StringVar(&o.backend, "backend", subnet.DefaultBackendType, "backend type: vxlan, host-gw or udp")
+	f.IntVar(&o.vni, "vni", 0, "vxlan: VXLAN network identifier (default 1)")
+	f.IntVar(&o.port, "port", 0, "vxlan/udp: UDP port (default 8472 for vxlan, 8285 for udp)")
+	f.BoolVar(&o.directRouting, "direct-routing", false, "vxlan: plain routes to peers on the same L2 segment")
+	f.BoolVar(&o.force, "force", false, "replace a config even if live leases would become invalid")
+	return cmd
+}
+
+// document is the config JSON the options describe.
+func (o *initOptions) document(stdin io.Reader) ([]byte, error) {
+	if o.file != "" {
+		if o.network != "" || o.subnetLen != 0 || o.subnetMin != "" || o.subnetMax != "" || o.vni != 0 || o.port != 0 || o.directRouting {
+			return nil, usagef("--file and the config value flags exclude each other")
+		}
+		var b []byte
+		var err error
+		if o.file == "-" {
+			b, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
+		} else {
+			b, err = os.ReadFile(o.file)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return bytes.TrimSpace(b), nil
+	}
+	if o.network == "" {
+		return nil, usagef("give --network (or --file)")
+	}
+	// Field order as flannel's documentation writes it.
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"Network":%q`, o.network)
+	if o.subnetLen != 0 {
+		fmt.Fprintf(&b, `,"SubnetLen":%d`, o.subnetLen)
+	}
+	if o.subnetMin != "" {
+		fmt.Fprintf(&b, `,"SubnetMin":%q`, o.subnetMin)
+	}
+	if o.subnetMax != "" {
+		fmt.Fprintf(&b, `,"SubnetMax":%q`, o.subnetMax)
+	}
+	fmt.Fprintf(&b, `,"Backend":{"Type":%q`, o.backend)
+	if o.vni != 0 {
+		fmt.Fprintf(&b, `,"VNI":%d`, o.vni)
+	}
+	if o.port != 0 {
+		fmt.Fprintf(&b, `,"Port":%d`, o.port)
+	}
+	if o.directRouting {
+		b.WriteString(`,"DirectRouting":true`)
+	}
+	b.WriteString("}}")
+	return []byte(b.String()), nil
+}
+
+func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, force bool) error {
+	cfg, err := subnet.ParseConfig(doc)
+	if err != nil {
+		return usagef("invalid config: %v", err)
+	}
+	reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
+	key := reg.ConfigKey()
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	cmp := clientv3.Compare(clientv3.Version(key), "=", 0)
+	if len(resp.Kvs) > 0 {
+		old := resp.Kvs[0]
+		if bytes.Equal(bytes.TrimSpace(old.Value), doc) {
+			fmt.Fprintf(a.out, "%s already holds this config; nothing changed\n", key)
+			return nil
+		}
+		if !force {
+			if err := checkLeasesSurvive(ctx, reg, cfg); err != nil {
+				return err
+			}
+		}
+		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", old.ModRevision)
+	}
+	txn, err := cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(doc))).Commit()
+	if err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	if !txn.Succeeded {
+		return fmt.Errorf("%s changed while this command ran; run it again", key)
+	}
+	fmt.Fprintf(a.out, "wrote %s: %s\n", key, cfg)
+	return nil
+}
+
+// checkLeasesSurvive refuses a config under which a live lease would be
+// invalid: its subnet outside the new pool, or its backend another type.
+func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, cfg *subnet.Config) error {
+	leases, _, _, err := reg.List(ctx)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for _, l := range leases {
+		if err := cfg.ValidLease(l.Subnet, l.IPv6Subnet); err != nil {
+			bad = append(bad, fmt.Sprintf("%s (%s): %v", l.Key(), l.Attrs.PublicIP, err))
+			continue
+		}
+		if t := l.Attrs.BackendType; t != "" && t != cfg.BackendType {
+			bad = append(bad, fmt.Sprintf("%s (%s): backend %s, the new config says %s", l.Key(), l.Attrs.PublicIP, t, cfg.BackendType))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	const show = 10
+	n, more := len(bad), ""
+	if n > show {
+		more = fmt.Sprintf("; and %d more", n-show)
+		bad = bad[:show]
+	}
+	return fmt.Errorf("the new config would invalidate %d live lease(s): %s%s (use --force to write it anyway)",
+		n, strings.Join(bad, "; "), more)
+}
+
+func (a *app) configShowCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "show",
+		Short: "Show the network config as stored and with defaults applied",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return usagef("-o %q: want table or json", output)
+			}
+			return a.withEtcd(cmd.Context(), func(ctx context.Context, cli *clientv3.Client) error {
+				reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
+				cfg, err := reg.GetConfig(ctx)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					resp, err := cli.Get(ctx, reg.ConfigKey())
+					if err != nil {
+						return err
+					}
+					if len(resp.Kvs) == 0 {
+						return fmt.Errorf("%s disappeared", reg.ConfigKey())
+					}
+					var v any
+					if err := json.Unmarshal(resp.Kvs[0].Value, &v); err != nil {
+						return err
+					}
+					enc := json.NewEncoder(a.out)
+					enc.SetIndent("", "  ")
+					return enc.Encode(v)
+				}
+				tw := tabwriter.NewWriter(a.out, 0, 0, 2, ' ', 0)
+				fmt.Fprintf(tw, "key\t%s\n", reg.ConfigKey())
+				fmt.Fprintf(tw, "network\t%s\n", cfg.Network)
+				fmt.Fprintf(tw, "subnet length\t%d\n", cfg.SubnetLen)
+				fmt.Fprintf(tw, "subnets\t%s … %s (%d)\n", cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetCount())
+				if cfg.EnableIPv6 {
+					fmt.Fprintf(tw, "IPv6 network\t%s\n", cfg.IPv6Network)
+					fmt.Fprintf(tw, "IPv6 subnet length\t%d\n", cfg.IPv6SubnetLen)
+				}
+				defaulted := ""
+				if cfg.BackendTypeDefaulted() {
+					defaulted = " (default)"
+				}
+				fmt.Fprintf(tw, "backend\t%s%s %s\n", cfg.BackendType, defaulted, compactJSON(cfg.Backend))
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func compactJSON(b []byte) string {
+	var buf bytes.Buffer
+	if json.Compact(&buf, b) != nil {
+		return string(b)
+	}
+	return buf.String()
+}

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// leaseRow is one lease as `leases` shows it; the JSON names are the -o json
+// output's.
+type leaseRow struct {
+	Subnet      string `json:"subnet"`
+	IPv6Subnet  string `json:"ipv6Subnet,omitempty"`
+	PublicIP    string `json:"publicIP"`
+	Backend     string `json:"backend"`
+	VtepMAC     string `json:"vtepMAC,omitempty"`
+	HostID      string `json:"hostID,omitempty"`
+	Reservation bool   `json:"reservation"`
+	// TTLSeconds is what is left of the etcd lease; absent for reservations.
+	TTLSeconds *int64 `json:"ttlSeconds,omitempty"`
+	Key        string `json:"key"`
+}
+
+// badRow is a key under the subnets prefix that agents skip.
+type badRow struct {
+	Key   string `json:"key"`
+	Error string `json:"error"`
+}
+
+func (a *app) leasesCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "leases",
+		Short: "List every subnet lease: which host holds which subnet",
+		Long: `leases lists the leases under <prefix>/subnets/ in one etcd request, plus one
+request per distinct etcd lease for the time left. Keys that are not valid
+leases are listed after the table, as agents skip them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return usagef("-o %q: want table or json", output)
+			}
+			return a.withEtcd(cmd.Context(), func(ctx context.Context, cli *clientv3.Client) error {
+				rows, bad, err := listLeases(ctx, cli, a.etcd.EtcdPrefix)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					enc := json.NewEncoder(a.out)
+					enc.SetIndent("", "  ")
+					return enc.Encode(struct {
+						Leases []leaseRow `json:"leases"`
+						Bad    []badRow   `json:"invalid,omitempty"`
+					}{rows, bad})
+				}
+				printLeases(a, rows, bad)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]leaseRow, []badRow, error) {
+	reg := subnet.NewRegistry(cli, prefix)
+	leases, badEntries, _, err := reg.List(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	ttl := map[int64]int64{}
+	rows := make([]leaseRow, 0, len(leases))
+	for _, l := range leases {
+		r := leaseRow{
+			Subnet:      l.Subnet.String(),
+			PublicIP:    l.Attrs.PublicIP.String(),
+			Backend:     l.Attrs.BackendType,
+			HostID:      l.Attrs.HostID,
+			Reservation: l.Reservation(),
+			Key:         reg.SubnetsPrefix() + l.Key(),
+		}
+		if l.IPv6Subnet.IsValid() {
+			r.IPv6Subnet = l.IPv6Subnet.String()
+		}
+		var data struct{ VtepMAC string }
+		if json.Unmarshal(l.Attrs.BackendData, &data) == nil {
+			r.VtepMAC = data.VtepMAC
+		}
+		if !l.Reservation() {
+			left, ok := ttl[l.LeaseID]
+			if !ok {
+				resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(l.LeaseID))
+				if err != nil {
+					return nil, nil, fmt.Errorf("TTL of %s's etcd lease %x: %w", l.Subnet, l.LeaseID, err)
+				}
+				left = resp.TTL
+				ttl[l.LeaseID] = left
+			}
+			r.TTLSeconds = &left
+		}
+		rows = append(rows, r)
+	}
+	bad := make([]badRow, 0, len(badEntries))
+	for _, b := range badEntries {
+		bad = append(bad, badRow{Key: b.Key, Error: b.Err.Error()})
+	}
+	return rows, bad, nil
+}
+
+func printLeases(a *app, rows []leaseRow, bad []badRow) {
+	tw := tabwriter.NewWriter(a.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tVTEP MAC\tHOST ID\tTTL\tRESERVED")
+	for _, r := range rows {
+		ttl, reserved := "-", "no"
+		if r.TTLSeconds != nil {
+			ttl = (time.Duration(*r.TTLSeconds) * time.Second).String()
+		}
+		if r.Reservation {
+			reserved = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Subnet, r.PublicIP, dash(r.Backend), dash(r.VtepMAC), dash(r.HostID), ttl, reserved)
+	}
+	tw.Flush()
+	for _, b := range bad {
+		fmt.Fprintf(a.out, "invalid: %s: %s\n", b.Key, b.Error)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (a *app) leaseCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lease",
+		Args:  groupArgs,
+		RunE:  groupRun,
+		Short: "Reserve or release one subnet",
+	}
+	cmd.AddCommand(a.leaseReserveCommand(), a.leaseReleaseCommand())
+	return cmd
+}
+
+func (a *app) leaseReserveCommand() *cobra.Command {
+	var publicIP string
+	cmd := &cobra.Command{
+		Use:   "reserve SUBNET --public-ip IP",
+		Short: "Reserve a subnet for the host with this public IP",
+		Long: `reserve writes the subnet's key with no etcd lease: the agent whose public IP
+it names takes that subnet at its next start (if it holds no other lease) and
+keeps it without a TTL.`,
+		Example: `  agentctl lease reserve 10.244.7.0/24 --public-ip 192.0.2.10`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sn, err := parseSubnetArg(args[0])
+			if err != nil {
+				return err
+			}
+			pub, err := netip.ParseAddr(publicIP)
+			if err != nil || !pub.Is4() {
+				return usagef("--public-ip %q is not an IPv4 address", publicIP)
+			}
+			return a.withEtcd(cmd.Context(), func(ctx context.Context, cli *clientv3.Client) error {
+				return a.reserve(ctx, cli, sn, pub)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&publicIP, "public-ip", "", "public IP of the host the subnet is for (required)")
+	cmd.MarkFlagRequired("public-ip")
+	return cmd
+}
+
+func parseSubnetArg(s string) (netip.Prefix, error) {
+	sn, err := netip.ParsePrefix(s)
+	if err != nil || !sn.Addr().Is4() {
+		return netip.Prefix{}, usagef("%q is not an IPv4 subnet in CIDR form (e.g. 10.244.7.0/24)", s)
+	}
+	if sn != sn.Masked() {
+		return netip.Prefix{}, usagef("%s has host bits set; the subnet is %s", s, sn.Masked())
+	}
+	return sn, nil
+}
+
+func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix, pub netip.Addr) error {
+	reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
+	cfg, err := reg.GetConfig(ctx)
+	if err != nil {
+		return err
+	}
+	if cfg.EnableIPv6 {
+		return fmt.Errorf("reserving subnets of a dual-stack network is not supported by agentctl; write the key with etcdctl")
+	}
+	if err := cfg.ValidLease(sn, netip.Prefix{}); err != nil {
+		return usagef("%s cannot be reserved in %s: %v", sn, cfg.Network, err)
+	}
+	leases, _, _, err := reg.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, l := range leases {
+		switch {
+		case l.Subnet == sn && l.Attrs.PublicIP == pub && l.Reservation():
+			fmt.Fprintf(a.out, "%s is already reserved for %s; nothing changed\n", sn, pub)
+			return nil
+		case l.Subnet == sn:
+			what := "leased to"
+			if l.Reservation() {
+				what = "reserved for"
+			}
+			return fmt.Errorf("%s is already %s %s (key %s%s)", sn, what, l.Attrs.PublicIP, reg.SubnetsPrefix(), l.Key())
+		case l.Attrs.PublicIP == pub && l.Reservation():
+			return fmt.Errorf("%s already has the reservation %s; release it first (agentctl lease release %s)", pub, l.Subnet, l.Subnet)
+		}
+	}
+	attrs := subnet.LeaseAttrs{PublicIP: pub}
+	if _, ok, err := reg.Create(ctx, sn, netip.Prefix{}, attrs, 0); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("%s was taken while this command ran", sn)
+	}
+	fmt.Fprintf(a.out, "reserved %s for %s\n", sn, pub)
+	for _, l := range leases {
+		if l.Attrs.PublicIP == pub && !l.Reservation() {
+			fmt.Fprintf(a.out, "note: %s still holds the live lease %s; it moves to %s only after that lease is released (agentd --release-lease on that host, then start it again)\n",
+				pub, l.Subnet, sn)
+		}
+	}
+	return nil
+}
+
+func (a *app) leaseReleaseCommand() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "release SUBNET",
+		Short: "Free a subnet: delete a reservation or a dead host's lease",
+		Long: `release deletes the subnet's key (and revokes its etcd lease), so the subnet can
+be handed out again and every agent removes its routes to it at once.
+
+A live lease belongs to a running agent, which would recreate it: release
+refuses one unless --force. To decommission a running host, stop it and run
+agentd --release-lease there instead.`,
+		Example: `  agentctl lease release 10.244.7.0/24`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sn, err := parseSubnetArg(args[0])
+			if err != nil {
+				return err
+			}
+			return a.withEtcd(cmd.Context(), func(ctx context.Context, cli *clientv3.Client) error {
+				return a.release(ctx, cli, sn, force)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "release a lease even though its etcd lease is alive")
+	return cmd
+}
+
+func (a *app) release(ctx context.Context, cli *clientv3.Client, sn netip.Prefix, force bool) error {
+	reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
+	leases, _, _, err := reg.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, l := range leases {
+		if l.Subnet != sn {
+			continue
+		}
+		if !l.Reservation() && !force {
+			resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(l.LeaseID))
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("%s is a live lease of %s (%s left); its agent would recreate it: run agentd --release-lease on that host, or pass --force",
+				sn, l.Attrs.PublicIP, time.Duration(resp.TTL)*time.Second)
+		}
+		ok, err := reg.Delete(ctx, l)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%s changed while this command ran; run it again", sn)
+		}
+		if !l.Reservation() {
+			// Only this key was attached to it: agentd keeps one etcd lease
+			// per host.
+			if _, err := cli.Revoke(ctx, clientv3.LeaseID(l.LeaseID)); err != nil && ctx.Err() != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(a.out, "released %s (was %s)\n", sn, l.Attrs.PublicIP)
+		return nil
+	}
+	return fmt.Errorf("no lease or reservation for %s under %s", sn, reg.SubnetsPrefix())
+}

@@ -1,0 +1,183 @@
+// Command agentctl is the operator's view of an agentd network: it writes and
+// shows the network config, lists, reserves and releases leases in etcd, and
+// asks a host's agent for its status.
+//
+//	agentctl config init --network 10.244.0.0/16 --backend vxlan
+//	agentctl leases
+//	agentctl lease reserve 10.244.7.0/24 --public-ip 192.0.2.10
+//	agentctl status --agent http://127.0.0.1:8471
+//
+// Exit status: 0 success, 1 failure, 2 bad usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/agentd/agentd/agent"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+var version = "dev"
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// usageError marks a mistake on the command line (exit status 2).
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// etcdDialer makes the etcd client; tests replace it with one that dials
+// into their network namespace.
+type etcdDialer func(cfg *agent.Config) (cli *clientv3.Client, explain func(context.Context, error) error, closeFn func(), err error)
+
+func dialEtcd(cfg *agent.Config) (*clientv3.Client, func(context.Context, error) error, func(), error) {
+	c, err := agent.NewEtcdClient(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return c.Client, c.Explain, func() { c.Close() }, nil
+}
+
+// app is one invocation's settings and outputs.
+type app struct {
+	etcd    agent.Config
+	timeout time.Duration
+	out     io.Writer
+	dial    etcdDialer
+}
+
+// run executes one command line and returns the exit status. dial nil means
+// the real etcd client.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial etcdDialer) int {
+	if dial == nil {
+		dial = dialEtcd
+	}
+	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "agentctl: %v\n", err)
+	var u usageError
+	if errors.As(err, &u) || isCobraUsage(err) {
+		return 2
+	}
+	return 1
+}
+
+// isCobraUsage recognises cobra's own argument and flag errors.
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument",
+		"invalid argument", "accepts ", "requires at least", "required flag", "bad flag syntax"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "agentctl",
+		Short: "Manage an agentd (flannel-compatible) overlay network kept in etcd",
+		Long: `agentctl writes and shows the network config, lists, reserves and releases
+subnet leases in etcd, and shows a host agent's status. It reads and writes
+flannel's etcd v3 schema.
+
+The etcd flags are agentd's, and like agentd it reads them from AGENTD_<FLAG>
+or FLANNELD_<FLAG> environment variables when not given (e.g.
+FLANNELD_ETCD_ENDPOINTS).`,
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return flagsFromEnv(cmd.Flags())
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringSliceVar(&a.etcd.EtcdEndpoints, "etcd-endpoints", a.etcd.EtcdEndpoints, "comma-separated etcd endpoint URLs")
+	pf.StringVar(&a.etcd.EtcdPrefix, "etcd-prefix", a.etcd.EtcdPrefix, "etcd key prefix of the network")
+	pf.StringVar(&a.etcd.EtcdCAFile, "etcd-cafile", "", "CA certificate file to verify etcd's TLS certificate")
+	pf.StringVar(&a.etcd.EtcdCertFile, "etcd-certfile", "", "client certificate file for etcd TLS")
+	pf.StringVar(&a.etcd.EtcdKeyFile, "etcd-keyfile", "", "client key file for etcd TLS")
+	pf.StringVar(&a.etcd.EtcdUsername, "etcd-username", "", "etcd user name")
+	pf.StringVar(&a.etcd.EtcdPassword, "etcd-password", "", "etcd password")
+	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "how long to wait for etcd or the agent")
+
+	root.AddCommand(a.configCommand(), a.leasesCommand(), a.leaseCommand(), a.statusCommand())
+	return root
+}
+
+// groupArgs and groupRun make a command that only groups subcommands reject
+// an unknown subcommand, and one given none, as usage errors (cobra would
+// print the help and succeed).
+func groupArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+	}
+	return nil
+}
+
+func groupRun(cmd *cobra.Command, _ []string) error {
+	return usagef("%s needs a subcommand (see %s --help)", cmd.CommandPath(), cmd.CommandPath())
+}
+
+// flagsFromEnv sets every flag not given on the command line from
+// AGENTD_<FLAG>, else FLANNELD_<FLAG>, as agentd does.
+func flagsFromEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		name := strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		for _, p := range []string{"AGENTD_", "FLANNELD_"} {
+			if v := os.Getenv(p + name); v != "" {
+				if serr := fs.Set(f.Name, v); serr != nil {
+					err = usagef("%s%s=%q: %v", p, name, v, serr)
+				}
+				return
+			}
+		}
+	})
+	return err
+}
+
+// withEtcd runs f with an etcd client and a deadline; a timeout is explained
+// (unreachable endpoint, TLS failure) rather than reported as a bare deadline.
+func (a *app) withEtcd(ctx context.Context, f func(ctx context.Context, cli *clientv3.Client) error) error {
+	if len(a.etcd.EtcdEndpoints) == 0 {
+		return usagef("--etcd-endpoints is empty")
+	}
+	cli, explain, closeFn, err := a.dial(&a.etcd)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	cctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	if err := f(cctx, cli); err != nil {
+		var u usageError
+		if errors.As(err, &u) {
+			return err
+		}
+		return explain(ctx, err)
+	}
+	return nil
+}

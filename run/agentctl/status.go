@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/agentd/agentd/agent"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) statusCommand() *cobra.Command {
+	var agentURL, output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this host's agent: lease, backend, peers programmed, repairs, etcd",
+		Long: `status asks the agent on this host for its state over its health server
+(agentd --healthz-addr), so it needs no etcd access. --agent is that server's
+URL.`,
+		Example: `  agentctl status --agent http://127.0.0.1:8471`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return usagef("-o %q: want table or json", output)
+			}
+			st, raw, err := a.fetchStatus(cmd.Context(), agentURL)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				_, err := a.out.Write(raw)
+				return err
+			}
+			printStatus(a, st)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&agentURL, "agent", "http://127.0.0.1:8471", "URL of the agent's health server")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func (a *app) fetchStatus(ctx context.Context, base string) (agent.Status, []byte, error) {
+	var st agent.Status
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	url := strings.TrimSuffix(base, "/") + "/status"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return st, nil, usagef("--agent %q: %v", base, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, nil, fmt.Errorf("agent at %s: %w (is agentd running with --healthz-addr?)", base, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return st, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return st, nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return st, nil, fmt.Errorf("GET %s: not agentd's status: %w", url, err)
+	}
+	return st, raw, nil
+}
+
+func printStatus(a *app, st agent.Status) {
+	tw := tabwriter.NewWriter(a.out, 0, 0, 2, ' ', 0)
+	ready := "yes"
+	if !st.Ready {
+		ready = "no: " + st.NotReadyReason
+	}
+	fmt.Fprintf(tw, "ready\t%s\n", ready)
+	fmt.Fprintf(tw, "subnet\t%s\n", dash(st.Subnet))
+	fmt.Fprintf(tw, "public IP\t%s\n", dash(st.PublicIP))
+	fmt.Fprintf(tw, "backend\t%s\n", dash(st.Backend))
+	fmt.Fprintf(tw, "peers\t%d known, %d programmed in the kernel\n", st.PeersKnown, st.PeersProgrammed)
+	last := "never"
+	if !st.LastResync.IsZero() {
+		last = st.LastResync.Format("2006-01-02 15:04:05Z07:00")
+		if st.LastResyncError != "" {
+			last += " (failed: " + st.LastResyncError + ")"
+		}
+	}
+	fmt.Fprintf(tw, "last resync\t%s\n", last)
+	var repairs []string
+	for kind, n := range st.DriftRepairs {
+		repairs = append(repairs, fmt.Sprintf("%s %d", kind, n))
+	}
+	sort.Strings(repairs)
+	if len(repairs) == 0 {
+		repairs = []string{"none"}
+	}
+	fmt.Fprintf(tw, "drift repairs\t%s\n", strings.Join(repairs, ", "))
+	etcd := "connected"
+	if !st.EtcdConnected {
+		etcd = "not connected"
+		if st.EtcdError != "" {
+			etcd += ": " + st.EtcdError
+		}
+	}
+	fmt.Fprintf(tw, "etcd\t%s\n", etcd)
+	fmt.Fprintf(tw, "invalid leases skipped\t%d\n", st.BadLeases)
+	tw.Flush()
+}
