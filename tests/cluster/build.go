@@ -25,6 +25,12 @@ var built struct {
 	done map[string]bool
 }
 
+// Binary returns the path of ./run/<name> built into the cluster's BinDir
+// (see binary), for tests that run the project's other commands.
+func (c *Cluster) Binary(ctx context.Context, name string) (string, error) {
+	return c.binary(ctx, name, "")
+}
+
 // binary returns explicit if set, else BinDir/<name> freshly built from
 // ./run/<name> (a no-op link when it is up to date: go build compares build
 // IDs). Builds into one BinDir are serialised across processes with a lock
