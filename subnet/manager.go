@@ -310,8 +310,16 @@ func (m *Manager) validLease(l Lease) error {
 	if !m.net.Network.Contains(l.Subnet.Addr()) || l.Subnet.Bits() != m.net.SubnetLen {
 		return fmt.Errorf("subnet %s is not a /%d of the network %s", l.Subnet, m.net.SubnetLen, m.net.Network)
 	}
-	if l.IPv6Subnet.IsValid() && m.net.EnableIPv6 &&
-		(!m.net.IPv6Network.Contains(l.IPv6Subnet.Addr()) || l.IPv6Subnet.Bits() != m.net.IPv6SubnetLen) {
+	if !l.IPv6Subnet.IsValid() {
+		return nil
+	}
+	// Without IPv6 a key naming an IPv6 subnet is a second key for an
+	// IPv4 subnet that its plain key may already hold: used, it would
+	// route that subnet to two hosts.
+	if !m.net.EnableIPv6 {
+		return fmt.Errorf("the key names the IPv6 subnet %s but the network has no IPv6", l.IPv6Subnet)
+	}
+	if !m.net.IPv6Network.Contains(l.IPv6Subnet.Addr()) || l.IPv6Subnet.Bits() != m.net.IPv6SubnetLen {
 		return fmt.Errorf("IPv6 subnet %s is not a /%d of the network %s", l.IPv6Subnet, m.net.IPv6SubnetLen, m.net.IPv6Network)
 	}
 	return nil

@@ -324,8 +324,8 @@ func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) {
 	if err != nil {
 		if t.bad[key] != kv.ModRevision {
 			t.bad[key] = kv.ModRevision
-			m.Stats.BadEntries.Add(1)
-			m.log.Error(err, "skipping key that is not a usable lease", "key", key, "revision", kv.ModRevision)
+			n := m.Stats.BadEntries.Add(1)
+			m.log.Error(err, "skipping key that is not a usable lease", "key", key, "revision", kv.ModRevision, "count", n)
 		}
 		if prev.Subnet.IsValid() {
 			t.leases[key] = prev
