@@ -185,6 +185,9 @@ type SkipLog struct {
 	log     logr.Logger
 	reasons map[string]string // what the last round reported, by lease key
 	round   map[string]string
+	// logged counts the skips logged since the start: the running count
+	// each log line carries.
+	logged int
 }
 
 // NewSkipLog returns a SkipLog that logs to log.
@@ -200,7 +203,8 @@ func (s *SkipLog) Skip(key, reason string) {
 	}
 	s.round[key] = reason
 	if s.reasons[key] != reason {
-		s.log.Info("peer not programmed", "lease", key, "reason", reason)
+		s.logged++
+		s.log.Info("peer not programmed", "lease", key, "reason", reason, "count", s.logged)
 	}
 }
 
