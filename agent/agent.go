@@ -113,6 +113,16 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cw := &configWatch{log: a.log.WithName("config"), cli: cli.Client, key: reg.ConfigKey(), running: netCfg,
+		check: func(c *subnet.Config) error {
+			_, err := a.backends.New(backend.Config{Network: c, External: ext, StateDir: a.cfg.StateDir, Logger: logr.Discard()})
+			return err
+		}}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cw.run(ctx)
+	}()
 	data, err := be.Prepare(ctx)
 	if err != nil {
 		return fmt.Errorf("prepare %s backend: %w", be.Type(), err)

@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/agentd/agentd/internal/delay"
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// configWatch follows the network config key while the agent runs.
+//
+// The network config is applied at start-up only: the subnet length, the pool
+// and the backend decide subnet.env, the device and every container's address,
+// none of which may change under running containers. So a change is reported,
+// never applied, and the running config stays in force:
+//
+//	invalid (JSON, a key, the backend's options) ──> error naming the key and the problem
+//	valid but different                          ──> "restart agentd to apply it", both configs
+//	deleted                                      ──> "key deleted", the running config kept
+//	equal to the running one again               ──> "matches the running one again"
+//
+// Each verdict is logged once, however often the key is rewritten with the
+// same content or the watch is re-established.
+type configWatch struct {
+	log     logr.Logger
+	cli     *clientv3.Client
+	key     string
+	running *subnet.Config
+	// check validates what ParseConfig cannot: the backend's own options.
+	check func(*subnet.Config) error
+
+	last string // the verdict logged last; "" while the key matches
+}
+
+// run watches until ctx is done. etcd trouble is not logged here: the lease
+// manager's watch of the same etcd reports it.
+func (w *configWatch) run(ctx context.Context) {
+	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
+	for ctx.Err() == nil {
+		rev, err := w.get(ctx)
+		if err == nil {
+			b.Reset()
+			err = w.watchFrom(ctx, rev+1)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.log.V(2).Info("network config watch interrupted; reading the key again", "key", w.key, "reason", err)
+		_ = delay.Sleep(ctx, b.Next())
+	}
+}
+
+// get judges the key's current value and returns the revision it was read at.
+func (w *configWatch) get(ctx context.Context) (int64, error) {
+	resp, err := w.cli.Get(ctx, w.key)
+	if err != nil {
+		return 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		w.judge(nil, false, resp.Header.Revision)
+	} else {
+		w.judge(resp.Kvs[0].Value, true, resp.Kvs[0].ModRevision)
+	}
+	return resp.Header.Revision, nil
+}
+
+func (w *configWatch) watchFrom(ctx context.Context, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for resp := range w.cli.Watch(wctx, w.key, clientv3.WithRev(rev)) {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		for _, ev := range resp.Events {
+			w.judge(ev.Kv.Value, ev.Type == clientv3.EventTypePut, ev.Kv.ModRevision)
+		}
+	}
+	return errors.New("watch stream closed")
+}
+
+// judge logs what the config key now holds, if that is news.
+func (w *configWatch) judge(value []byte, present bool, rev int64) {
+	var (
+		verdict string
+		err     error
+		kv      []any
+	)
+	switch {
+	case !present:
+		verdict = "network config key deleted; keeping the running config"
+		kv = []any{"running", w.running.String()}
+	default:
+		var c *subnet.Config
+		c, err = subnet.ParseConfig(value)
+		if err == nil {
+			err = w.check(c)
+		}
+		switch {
+		case err != nil:
+			verdict = "network config changed to something invalid; keeping the running config"
+		case sameConfig(c, w.running):
+			verdict = ""
+		default:
+			verdict = "network config changed; agentd applies it only at start-up, restart agentd to apply it; keeping the running config"
+			kv = []any{"running", w.running.String(), "new", c.String()}
+		}
+	}
+	msg := verdict
+	if err != nil {
+		msg += ": " + err.Error()
+	}
+	if msg == w.last {
+		return
+	}
+	w.last = msg
+	kv = append([]any{"key", w.key, "revision", rev}, kv...)
+	switch {
+	case verdict == "":
+		w.log.Info("network config matches the running one again", kv...)
+	case err != nil:
+		w.log.Error(err, verdict, kv...)
+	default:
+		w.log.Info(verdict, kv...)
+	}
+}
+
+// sameConfig reports whether two parsed configs mean the same. The backend
+// objects are compared as JSON values with their keys folded to lower case,
+// as the backends read them case-insensitively.
+func sameConfig(a, b *subnet.Config) bool {
+	ac, bc := *a, *b
+	ac.Backend, bc.Backend = nil, nil
+	return reflect.DeepEqual(ac, bc) && reflect.DeepEqual(foldJSON(a.Backend), foldJSON(b.Backend))
+}
+
+// foldJSON decodes m with object keys in lower case; raw bytes if it is not
+// JSON, nil if empty.
+func foldJSON(m json.RawMessage) any {
+	if len(bytes.TrimSpace(m)) == 0 {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(m, &v); err != nil {
+		return string(m)
+	}
+	var fold func(any) any
+	fold = func(v any) any {
+		switch v := v.(type) {
+		case map[string]any:
+			out := make(map[string]any, len(v))
+			for k, e := range v {
+				out[strings.ToLower(k)] = fold(e)
+			}
+			return out
+		case []any:
+			for i, e := range v {
+				v[i] = fold(e)
+			}
+		}
+		return v
+	}
+	return fold(v)
+}

@@ -1,0 +1,55 @@
+package agent
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr/funcr"
+)
+
+// TestConfigWatchJudge replays what an operator may write to the config key
+// while agents run and checks that each verdict is logged once, with the
+// reason, and that nothing is logged while the key means the running config.
+func TestConfigWatchJudge(t *testing.T) {
+	running, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{})
+	w := &configWatch{log: log, key: "/k/config", running: running, check: func(c *subnet.Config) error {
+		if c.BackendType != "vxlan" && c.BackendType != "host-gw" {
+			return fmt.Errorf("unknown backend type %q", c.BackendType)
+		}
+		return nil
+	}}
+	steps := []struct {
+		value  string // "" deletes the key
+		logged string // what the new line must contain; "" for no line
+	}{
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, ""},
+		{`{ "network": "10.244.0.0/16", "backend": { "type": "vxlan" } }`, ""}, // same meaning
+		{`{"Network":"10.244.0.0/16","SubnetLen":31}`, `config: \"SubnetLen\": 31 is longer than /30`},
+		{`{"Network":"10.244.0.0/16","SubnetLen":31}`, ""}, // written again: said already
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"bogus"}}`, `unknown backend type \"bogus\"`},
+		{`{"Network":`, "network config changed to something invalid"},
+		{`{"Network":"10.245.0.0/16","Backend":{"Type":"host-gw"}}`, "restart agentd to apply it"},
+		{"", "network config key deleted"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, "matches the running one again"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, ""},
+	}
+	for i, s := range steps {
+		n := len(lines)
+		w.judge([]byte(s.value), s.value != "", int64(i+1))
+		switch {
+		case s.logged == "" && len(lines) != n:
+			t.Errorf("step %d %s: logged %q, want nothing", i, s.value, lines[n:])
+		case s.logged != "" && (len(lines) != n+1 || !strings.Contains(lines[n], s.logged)):
+			t.Errorf("step %d %s: logged %q, want one line with %q", i, s.value, lines[n:], s.logged)
+		case s.logged != "" && !strings.Contains(lines[n], `"key"="/k/config"`):
+			t.Errorf("step %d: %q does not name the key", i, lines[n])
+		}
+	}
+}
