@@ -49,6 +49,7 @@ func (f *fixture) mustCtl(h *cluster.Host, args ...string) string {
 	if code != 0 {
 		f.t.Fatalf("agentctl %s: exit %d\n%s", strings.Join(args, " "), code, out)
 	}
+	f.t.Logf("$ agentctl %s\n%s", strings.Join(args, " "), out)
 	return out
 }
 
@@ -121,6 +122,7 @@ func TestCLI(t *testing.T) {
 		{1, []string{"--etcd-endpoints=http://198.18.0.250:2379", "--timeout=2s", "leases"}, []string{"http://198.18.0.250:2379: connect"}},
 	} {
 		code, out := f.agentctl(h1, tc.args...)
+		t.Logf("$ agentctl %s\n%s(exit %d)", strings.Join(tc.args, " "), out, code)
 		if code != tc.code || strings.Count(strings.TrimSpace(out), "\n") != 0 {
 			t.Errorf("agentctl %v: exit %d, want %d with one line:\n%s", tc.args, code, tc.code, out)
 		}
@@ -136,6 +138,8 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("stop h3: %d %v", code, err)
 	}
 	f.mustCtl(h1, "lease", "release", "10.244.200.0/24")
+	f.mustCtl(h1, "leases")
+	f.mustCtl(h1, "config", "show")
 	if _, ok := f.leases()["10.244.200.0-24"]; ok {
 		t.Fatal("released reservation still in etcd")
 	}
