@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
 )
 
@@ -258,3 +259,127 @@ func TestFaultReboot(t *testing.T) {
 // kernelChange matches the log line of each change an agent makes to its
 // kernel (backend.Plan.Apply).
 var kernelChange = regexp.MustCompile(`"kernel (add|update|delete)"`)
+
+// TestFaultMalformedData (scenario 7): keys an operator or a broken tool
+// writes under the prefix while the cluster runs — invalid JSON, a lease of
+// another backend, a key that names no subnet, a subnet outside the network,
+// a second key claiming h2's subnet, h2's own key overwritten with another
+// host's address, and an invalid network config. Every agent keeps running,
+// ready, with its datapath (pings flow throughout); each bad key is logged
+// with the key and a running count; the config change is refused with the
+// reason, and the running config kept.
+func TestFaultMalformedData(t *testing.T) {
+	f := newFixture(t, 3, hfConfig("vxlan"))
+	hosts := f.c.Hosts()
+	h2 := hosts[1]
+	for _, h := range hosts {
+		f.start(h)
+	}
+	f.waitReady(hosts...)
+	var cs []*cluster.Container
+	for _, h := range hosts {
+		cs = append(cs, f.container(h))
+	}
+	c1, c2, c3 := cs[0], cs[1], cs[2]
+	f.pingAll(cs)
+	sn2 := hostSubnet(t, h2)
+	key2 := subnet.MakeSubnetKey(sn2, netip.Prefix{})
+	own2 := f.leases()[key2]
+	before := map[*cluster.Host]string{}
+	marks := map[*cluster.Host]int{}
+	for _, h := range hosts {
+		s, err := vxlanState(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[h], marks[h] = s, logLen(t, h)
+	}
+
+	p12 := f.pingFor(c1, c2.IP(), 8*time.Second)
+	p31 := f.pingFor(c3, c1.IP(), 8*time.Second)
+	vx := func(ip, mac string) string {
+		return fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":%q}}`, ip, mac)
+	}
+	bad := []struct{ what, key, value string }{
+		{"invalid JSON", "10.244.200.0-24", `{"PublicIP":"198.18.0.70","BackendType":`},
+		{"another backend's lease", "10.244.201.0-24", `{"PublicIP":"198.18.0.71","PublicIPv6":null,"BackendType":"host-gw"}`},
+		{"a key that is not a subnet", "not-a-subnet", vx("198.18.0.72", "0a:00:00:00:00:72")},
+		{"a subnet outside the network", "10.99.0.0-24", vx("198.18.0.73", "0a:00:00:00:00:73")},
+		{"a second key claiming h2's subnet", key2 + "&fd00::-64", vx("198.18.0.74", "0a:00:00:00:00:74")},
+	}
+	for _, b := range bad {
+		f.put(prefix+"/subnets/"+b.key, b.value)
+	}
+	// h2's own key overwritten in place with another host's address.
+	f.put(prefix+"/subnets/"+key2, vx("198.18.0.75", "0a:00:00:00:00:75"))
+
+	for _, h := range hosts {
+		for _, b := range bad {
+			f.eventually(fmt.Sprintf("%s logs %s (%s) with a count", h, b.key, b.what), 10*time.Second, func() error {
+				for _, l := range strings.Split(logFrom(t, h, marks[h]), "\n") {
+					if strings.Contains(l, b.key) && strings.Contains(l, " count=") {
+						return nil
+					}
+				}
+				return fmt.Errorf("no log line names %s with a count", b.key)
+			})
+		}
+	}
+	f.eventually("h2 writes its own lease value back", 10*time.Second, func() error {
+		if v := f.leases()[key2]; v != own2 {
+			return fmt.Errorf("h2's key holds %s, want %s", v, own2)
+		}
+		return nil
+	})
+
+	// An invalid config, then a valid but different one: both are refused
+	// with the reason; the original one again is acknowledged.
+	cfgMarks := map[*cluster.Host]int{}
+	for _, h := range hosts {
+		cfgMarks[h] = logLen(t, h)
+	}
+	configChange := func(value, want string) {
+		t.Helper()
+		f.put(prefix+"/config", value)
+		for _, h := range hosts {
+			f.eventually(fmt.Sprintf("%s says %q", h, want), 10*time.Second, func() error {
+				if log := logFrom(t, h, cfgMarks[h]); !strings.Contains(log, want) {
+					return fmt.Errorf("no %q in the log since the config change", want)
+				}
+				return nil
+			})
+			cfgMarks[h] = logLen(t, h)
+		}
+	}
+	configChange(`{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan"}}`, `config: \"SubnetLen\": 31 is longer than /30`)
+	configChange(`{"Network":"10.245.0.0/16","Backend":{"Type":"host-gw"}}`, "restart agentd to apply it")
+	configChange(hfConfig("vxlan"), "network config matches the running one again")
+
+	r12, r31 := p12.wait(t), p31.wait(t)
+	recordLoss("malformed data vxlan: h1→h2", r12, "h2's key overwritten and claimed; bad keys and config")
+	recordLoss("malformed data vxlan: h3→h1", r31, "bad keys and config written meanwhile")
+	for _, r := range []cluster.PingResult{r12, r31} {
+		if r.Sent == 0 || r.Lost() != 0 {
+			t.Errorf("lost %d of %d pings while bad data was written", r.Lost(), r.Sent)
+		}
+	}
+	for _, h := range hosts {
+		if a := h.Agent(); a.Exited() {
+			t.Errorf("%s's agent exited with %d", h, a.ExitCode())
+		}
+		if ok, err := h.Ready(f.ctx); err != nil || !ok {
+			t.Errorf("%s not ready after the bad data: %v", h, err)
+		}
+		f.eventually(h.String()+"'s datapath is as before", 10*time.Second, func() error {
+			s, err := vxlanState(h)
+			if err != nil {
+				return err
+			}
+			if s != before[h] {
+				return fmt.Errorf("datapath differs:\nbefore:\n%s\nnow:\n%s", before[h], s)
+			}
+			return nil
+		})
+	}
+	f.pingAll(cs)
+}
