@@ -183,7 +183,11 @@ func (a *agent) run(ctx context.Context) error {
 	// kernel or iptables call), not just when the process is gone.
 	a.health.expectHeartbeat(3*a.cfg.ResyncInterval + time.Minute)
 	wake := make(chan struct{}, 1)
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		cli.reportOutages(ctx, a.log.WithName("etcd"))
+	}()
 	go func() {
 		defer wg.Done()
 		if err := mgr.Run(ctx); err != nil {

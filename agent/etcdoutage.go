@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/connectivity"
+)
+
+// outageGrace is how long the etcd connection may be down before it is
+// reported: a leader election or an etcd restart is over sooner.
+const outageGrace = 3 * time.Second
+
+// reportOutages logs each etcd outage twice: once when the connection has
+// been down for outageGrace, with what a connection attempt of our own
+// finds, and once when it is back, with how long it lasted. It returns when
+// ctx is done.
+//
+// The etcd client reconnects inside gRPC and its requests wait for the
+// connection, so nothing else in the agent notices an outage: the watch
+// resumes by itself, and the keepalive of a long lease just waits (a lease
+// in doubt is reported by the lease manager, which also makes the agent
+// not ready). Without this an operator would see no sign at all that etcd
+// is gone, and with a line per retry they would see nothing else.
+func (c *etcdConn) reportOutages(ctx context.Context, log logr.Logger) {
+	conn := c.ActiveConnection()
+	var (
+		downSince time.Time // zero while connected
+		reported  bool
+	)
+	for {
+		state := conn.GetState()
+		switch state {
+		case connectivity.Ready:
+			if !downSince.IsZero() {
+				d := time.Since(downSince).Round(100 * time.Millisecond)
+				if reported {
+					log.Info("etcd reachable again", "endpoints", c.endpoints, "downFor", d)
+				} else {
+					log.V(2).Info("etcd connection re-established", "downFor", d)
+				}
+			}
+			downSince, reported = time.Time{}, false
+		case connectivity.Connecting, connectivity.TransientFailure:
+			if downSince.IsZero() {
+				downSince = time.Now()
+				log.V(2).Info("etcd connection lost; reconnecting", "state", state.String())
+			}
+		case connectivity.Shutdown:
+			return
+		}
+		// Idle changes nothing: gRPC parks an unused connection there, and
+		// a lost one may pass through it on its way to Connecting. The
+		// number of reconnection attempts is not logged: gRPC makes them,
+		// and the connection's state stays TransientFailure across them.
+
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if !downSince.IsZero() && !reported {
+			wctx, cancel = context.WithDeadline(ctx, downSince.Add(outageGrace))
+		}
+		changed := conn.WaitForStateChange(wctx, state)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if !changed {
+			reported = true
+			log.Error(c.probe(ctx), "etcd unreachable; the datapath stays as it is, lease changes will be applied once etcd is back; retrying quietly",
+				"endpoints", c.endpoints, "downFor", time.Since(downSince).Round(100*time.Millisecond))
+		}
+	}
+}
+
+// probe says why etcd cannot be reached, as far as a connection attempt of
+// our own can tell.
+func (c *etcdConn) probe(ctx context.Context) error {
+	if err := probeEtcd(ctx, c.endpoints, c.tls); err != nil {
+		return err
+	}
+	return fmt.Errorf("an endpoint accepts connections, but the etcd client's connection is %s", c.ActiveConnection().GetState())
+}
