@@ -13,6 +13,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // etcdCallTimeout bounds one start-up request, so that an unreachable etcd
@@ -37,8 +39,17 @@ func newEtcdClient(cfg *Config) (*etcdConn, error) {
 		Username:             cfg.EtcdUsername,
 		Password:             cfg.EtcdPassword,
 		// The client's own zap logs repeat every retry; agentd reports
-		// etcd trouble itself, once per outage.
+		// etcd trouble itself, once per outage (reportOutages).
 		Logger: zap.NewNop(),
+		// gRPC's default reconnect backoff grows to 2 minutes, so after a
+		// long outage the agent would find etcd back only up to that late;
+		// cap it (one connection attempt per agent every few seconds
+		// costs etcd nothing) and give up on an attempt to a silent
+		// address after 5 s rather than 20.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		})},
 	}
 	if cfg.EtcdCAFile != "" || cfg.EtcdCertFile != "" {
 		tlsInfo := transport.TLSInfo{
