@@ -1,0 +1,295 @@
+package udp
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The descriptor keeper: a small process that holds the TUN queues and the
+// UDP sockets while no agent does, so that an agent restart (SIGTERM or
+// SIGKILL, an upgrade) delays packets instead of dropping them. While the
+// keeper holds a queue, the kernel keeps it attached and queues packets in
+// it (up to the device's txqueuelen); while it holds a socket, datagrams for
+// our port wait in the socket's receive buffer (4 MiB). The next agent asks
+// the keeper for the descriptors, reads what queued up and carries on.
+// Without a keeper, the last close of a queue detaches it and the kernel
+// drops every packet for the device until an agent attaches again.
+//
+// It plays the part of systemd's file descriptor store, which is not there
+// under a DaemonSet or a plain supervisor.
+//
+//	agent (first start)                       keeper (setsid, its own session)
+//	  open queues + sockets ── exec, fds 3.. ──▶ holds them; listens on
+//	                                             @agentd-udp-keeper/flannel0
+//	agent (restart) ── "g" ──────────────────▶ ── descriptors (SCM_RIGHTS) ──▶
+//	agent (device recreated) ── "q" ─────────▶ exits; a new keeper starts
+//
+// The keeper does nothing else: it never reads a packet. It exits when told
+// to ("q"), or when the device is deleted (checked every keeperCheck). Its
+// socket is abstract, so it is per network namespace, and it serves only
+// clients with its own user ID.
+
+// keeperEnv, in the environment, makes the agentd binary a keeper; its value
+// says how many descriptors of each kind follow the listener (fd 3).
+const keeperEnv = "AGENTD_UDP_KEEPER"
+
+const (
+	keeperGet   = 'g'
+	keeperQuit  = 'q'
+	keeperCheck = 2 * time.Second
+	// keeperTimeout bounds each exchange with a keeper.
+	keeperTimeout = 2 * time.Second
+)
+
+// kept is the set of descriptors a keeper holds: the TUN queues and the UDP
+// sockets, in order.
+type kept struct {
+	tun, udp []int
+}
+
+func (k *kept) all() []int { return append(append([]int(nil), k.tun...), k.udp...) }
+
+func (k *kept) close() { closeAll(k.all()) }
+
+func (k *kept) spec() string { return fmt.Sprintf("tun=%d,udp=%d", len(k.tun), len(k.udp)) }
+
+func parseSpec(s string) (ntun, nudp int, err error) {
+	for _, kv := range strings.Split(s, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 64 {
+			return 0, 0, fmt.Errorf("bad keeper spec %q", s)
+		}
+		switch k {
+		case "tun":
+			ntun = n
+		case "udp":
+			nudp = n
+		default:
+			return 0, 0, fmt.Errorf("bad keeper spec %q", s)
+		}
+	}
+	if ntun == 0 || nudp == 0 {
+		return 0, 0, fmt.Errorf("bad keeper spec %q", s)
+	}
+	return ntun, nudp, nil
+}
+
+// keeperAddr is the keeper's abstract socket for the device dev.
+func keeperAddr(dev string) string { return "@agentd-udp-keeper/" + dev }
+
+// IsKeeper reports whether this process was started as the udp backend's
+// descriptor keeper; main then runs RunKeeper and nothing else.
+func IsKeeper() bool { _, ok := os.LookupEnv(keeperEnv); return ok }
+
+// RunKeeper is the keeper's whole program; it returns the exit status.
+func RunKeeper() int {
+	ntun, nudp, err := parseSpec(os.Getenv(keeperEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	const ln = 3
+	k := &kept{}
+	for i := range ntun {
+		k.tun = append(k.tun, ln+1+i)
+	}
+	for i := range nudp {
+		k.udp = append(k.udp, ln+1+ntun+i)
+	}
+	uid := os.Geteuid()
+	for {
+		fds := []unix.PollFd{{Fd: ln, Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(keeperCheck/time.Millisecond))
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return 1
+		}
+		if n == 0 || err != nil {
+			// Nothing to serve: is the device still there? A deleted
+			// device leaves its queues detached (EBADFD).
+			if _, _, err := tunName(k.tun[0]); err != nil {
+				return 0
+			}
+			continue
+		}
+		c, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
+		if err != nil {
+			continue
+		}
+		quit := serveKeeperClient(c, uid, k)
+		unix.Close(c)
+		if quit {
+			return 0
+		}
+	}
+}
+
+// serveKeeperClient answers one request; it reports whether the keeper must
+// exit.
+func serveKeeperClient(c, uid int, k *kept) bool {
+	cred, err := unix.GetsockoptUcred(c, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil || int(cred.Uid) != uid {
+		return false
+	}
+	tv := unix.NsecToTimeval(keeperTimeout.Nanoseconds())
+	_ = unix.SetsockoptTimeval(c, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	_ = unix.SetsockoptTimeval(c, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	var req [1]byte
+	if n, err := unix.Read(c, req[:]); err != nil || n != 1 {
+		return false
+	}
+	switch req[0] {
+	case keeperGet:
+		_ = unix.Sendmsg(c, []byte(k.spec()), unix.UnixRights(k.all()...), nil, 0)
+		return false
+	case keeperQuit:
+		_, _ = unix.Write(c, []byte("bye"))
+		return true
+	}
+	return false
+}
+
+// dialKeeper connects to the keeper of dev; ok is false when none listens.
+func dialKeeper(dev string) (fd int, ok bool, err error) {
+	fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, false, fmt.Errorf("keeper socket: %w", err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: keeperAddr(dev)}); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
+			return -1, false, nil
+		}
+		return -1, false, fmt.Errorf("connect to the descriptor keeper: %w", err)
+	}
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil || int(cred.Uid) != os.Geteuid() {
+		unix.Close(fd)
+		return -1, false, fmt.Errorf("the descriptor keeper socket %s belongs to another user", keeperAddr(dev))
+	}
+	tv := unix.NsecToTimeval(keeperTimeout.Nanoseconds())
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	return fd, true, nil
+}
+
+// fetchKept asks the keeper of dev for its descriptors (new ones in this
+// process, close-on-exec); ok is false when there is no keeper.
+func fetchKept(dev string) (k *kept, ok bool, err error) {
+	c, ok, err := dialKeeper(dev)
+	if !ok {
+		return nil, false, err
+	}
+	defer unix.Close(c)
+	if _, err := unix.Write(c, []byte{keeperGet}); err != nil {
+		return nil, false, fmt.Errorf("ask the descriptor keeper: %w", err)
+	}
+	buf := make([]byte, 64)
+	oob := make([]byte, unix.CmsgSpace(4*2*64))
+	n, oobn, _, _, err := unix.Recvmsg(c, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return nil, false, fmt.Errorf("read the descriptor keeper's answer: %w", err)
+	}
+	var fds []int
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err == nil {
+		for _, m := range msgs {
+			if got, err := unix.ParseUnixRights(&m); err == nil {
+				fds = append(fds, got...)
+			}
+		}
+	}
+	ntun, nudp, err := parseSpec(string(buf[:n]))
+	if err != nil || len(fds) != ntun+nudp {
+		closeAll(fds)
+		return nil, false, fmt.Errorf("the descriptor keeper answered %q with %d descriptors", buf[:n], len(fds))
+	}
+	return &kept{tun: fds[:ntun], udp: fds[ntun:]}, true, nil
+}
+
+// quitKeeper makes the keeper of dev, if any, exit, and waits until its
+// socket is gone.
+func quitKeeper(dev string) error {
+	c, ok, err := dialKeeper(dev)
+	if !ok {
+		return err
+	}
+	defer unix.Close(c)
+	if _, err := unix.Write(c, []byte{keeperQuit}); err != nil {
+		return fmt.Errorf("tell the descriptor keeper to exit: %w", err)
+	}
+	var b [8]byte
+	_, _ = unix.Read(c, b[:])
+	return nil
+}
+
+// startKeeper starts a keeper for dev holding (its own copies of) k's
+// descriptors, in a session of its own so that a signal to the agent's
+// process group does not reach it. The returned command is the caller's to
+// reap once the keeper has been told to quit.
+func startKeeper(dev string, k *kept) (*exec.Cmd, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("start the descriptor keeper: %w", err)
+	}
+	ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("descriptor keeper socket: %w", err)
+	}
+	defer unix.Close(ln)
+	addr := &unix.SockaddrUnix{Name: keeperAddr(dev)}
+	err = unix.Bind(ln, addr)
+	if errors.Is(err, unix.EADDRINUSE) {
+		// A keeper from an earlier generation still runs.
+		if qerr := quitKeeper(dev); qerr != nil {
+			return nil, qerr
+		}
+		for range 50 {
+			if err = unix.Bind(ln, addr); !errors.Is(err, unix.EADDRINUSE) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bind the descriptor keeper socket %s: %w", addr.Name, err)
+	}
+	if err := unix.Listen(ln, 8); err != nil {
+		return nil, fmt.Errorf("listen on the descriptor keeper socket: %w", err)
+	}
+	// ExtraFiles become fds 3, 4, …; each is a dup that is closed here once
+	// the keeper has its own.
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, fd := range append([]int{ln}, k.all()...) {
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("start the descriptor keeper: dup: %w", err)
+		}
+		files = append(files, os.NewFile(uintptr(dup), "kept"))
+	}
+	cmd := &exec.Cmd{
+		Path:        exe,
+		Args:        []string{"agentd-udp-keeper", dev},
+		Env:         []string{keeperEnv + "=" + k.spec()},
+		Dir:         "/",
+		ExtraFiles:  files,
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the descriptor keeper %s: %w", exe, err)
+	}
+	return cmd, nil
+}

@@ -1,0 +1,188 @@
+package udp
+
+import "encoding/binary"
+
+// Inner IPv4 packets, as the TUN device hands them over and as peers send
+// them: parsing, the router's TTL step, and the ICMP errors a router sends.
+// Everything here works on byte slices in place and allocates nothing.
+
+const (
+	ipv4MinHeader = 20
+	protoICMP     = 1
+
+	icmpDestUnreachable = 3
+	icmpNetUnreachable  = 0 // code of icmpDestUnreachable
+	icmpTimeExceeded    = 11
+	icmpTTLExceeded     = 0 // code of icmpTimeExceeded
+
+	// icmpErrorLen is the length of every ICMP error built here: IP header,
+	// ICMP header, the offender's IP header (up to 60 bytes) and the first 8
+	// bytes of its payload (RFC 792).
+	icmpErrorMaxLen = ipv4MinHeader + 8 + 60 + 8
+)
+
+// verdict is what the datapath does with one packet; every value but pass is
+// a reason to drop it, counted separately.
+type verdict uint8
+
+const (
+	pass verdict = iota
+	// dropNotIPv4: from the TUN device, a packet of another IP version
+	// (the overlay is IPv4 only).
+	dropNotIPv4
+	// dropMalformed: not a well-formed IPv4 packet (short, bad header
+	// length, total length disagreeing with the datagram).
+	dropMalformed
+	// dropNoRoute: from the TUN device, for an address in no peer's subnet;
+	// an ICMP net-unreachable goes back into the TUN device.
+	dropNoRoute
+	// dropTTL: from the TUN device, TTL would reach 0; an ICMP time-exceeded
+	// goes back.
+	dropTTL
+	// dropUnknownPeer: from the network, a datagram whose source address is
+	// no peer's public IP.
+	dropUnknownPeer
+	// dropSpoofed: from a peer, an inner packet whose source lies outside
+	// every subnet that peer holds.
+	dropSpoofed
+	// dropNotOurs: from a peer, an inner packet for an address outside our
+	// own subnet (we are nobody's transit router).
+	dropNotOurs
+	numVerdicts
+)
+
+var verdictNames = [numVerdicts]string{
+	pass:            "forwarded",
+	dropNotIPv4:     "notIPv4",
+	dropMalformed:   "malformed",
+	dropNoRoute:     "noRoute",
+	dropTTL:         "ttlExceeded",
+	dropUnknownPeer: "unknownPeer",
+	dropSpoofed:     "spoofedSource",
+	dropNotOurs:     "notForUs",
+}
+
+func (v verdict) String() string {
+	if v < numVerdicts {
+		return verdictNames[v]
+	}
+	return "verdict?"
+}
+
+// ipv4 is the part of an IPv4 header the datapath looks at. Addresses are
+// big-endian uint32s, as they are compared with subnet masks.
+type ipv4 struct {
+	hlen     int
+	ttl      uint8
+	proto    uint8
+	fragOff  uint16 // fragment offset in 8-byte units, flags removed
+	src, dst uint32
+}
+
+// parseIPv4 checks that b is exactly one IPv4 packet (its total length is
+// len(b)) and returns its header.
+func parseIPv4(b []byte) (ipv4, verdict) {
+	if len(b) < 1 {
+		return ipv4{}, dropMalformed
+	}
+	if b[0]>>4 != 4 {
+		return ipv4{}, dropNotIPv4
+	}
+	if len(b) < ipv4MinHeader {
+		return ipv4{}, dropMalformed
+	}
+	hlen := int(b[0]&0x0f) * 4
+	if hlen < ipv4MinHeader || hlen > len(b) || int(binary.BigEndian.Uint16(b[2:4])) != len(b) {
+		return ipv4{}, dropMalformed
+	}
+	return ipv4{
+		hlen:    hlen,
+		ttl:     b[8],
+		proto:   b[9],
+		fragOff: binary.BigEndian.Uint16(b[6:8]) & 0x1fff,
+		src:     binary.BigEndian.Uint32(b[12:16]),
+		dst:     binary.BigEndian.Uint32(b[16:20]),
+	}, pass
+}
+
+// decTTL decrements the TTL of the IPv4 header at the start of b and patches
+// its checksum incrementally, exactly as the kernel's ip_decrease_ttl does
+// (RFC 1624): the TTL is the high byte of a 16-bit word, so the word drops
+// by 0x0100 and the one's-complement checksum rises by as much.
+func decTTL(b []byte) {
+	b[8]--
+	check := uint32(binary.BigEndian.Uint16(b[10:12])) + 0x0100
+	if check >= 0xffff {
+		check++
+	}
+	binary.BigEndian.PutUint16(b[10:12], uint16(check))
+}
+
+// checksum is the Internet checksum (RFC 1071) of b.
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for len(b) >= 2 {
+		sum += uint32(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// icmpQuery reports whether an ICMP message of type t is a query or a reply
+// (echo, timestamp, information, address mask), about which an error may be
+// sent; errors about ICMP errors are forbidden (RFC 1122 3.2.2), and an
+// unknown type is treated as an error.
+func icmpQuery(t uint8) bool {
+	switch t {
+	case 0, 8, 13, 14, 15, 16, 17, 18:
+		return true
+	}
+	return false
+}
+
+// unicast reports whether a (big-endian) is an address a host can have: not
+// 0.0.0.0/8, loopback, multicast, class E or broadcast.
+func unicast(a uint32) bool {
+	first := a >> 24
+	return first != 0 && first != 127 && first < 224
+}
+
+// icmpError writes into out the ICMP error of type typ and code about the
+// offending packet off (with header h), sent from the address from, and
+// returns its length; 0 when no error may be sent about off (RFC 1812
+// 4.3.2.7: not about ICMP errors, non-first fragments, or packets whose
+// source is not a unicast address). out must hold icmpErrorMaxLen bytes.
+func icmpError(out []byte, from uint32, typ, code uint8, off []byte, h ipv4) int {
+	if h.fragOff != 0 || !unicast(h.src) || !unicast(h.dst) {
+		return 0
+	}
+	if h.proto == protoICMP && (len(off) <= h.hlen || !icmpQuery(off[h.hlen])) {
+		return 0
+	}
+	quoted := min(len(off), h.hlen+8)
+	n := ipv4MinHeader + 8 + quoted
+	out = out[:n]
+	// IP header: no options, TOS internetwork control (as the kernel's own
+	// ICMP errors), TTL 64.
+	out[0], out[1] = 0x45, 0xc0
+	binary.BigEndian.PutUint16(out[2:4], uint16(n))
+	clear(out[4:8])
+	out[8], out[9] = 64, protoICMP
+	clear(out[10:12])
+	binary.BigEndian.PutUint32(out[12:16], from)
+	binary.BigEndian.PutUint32(out[16:20], h.src)
+	binary.BigEndian.PutUint16(out[10:12], checksum(out[:ipv4MinHeader]))
+	// ICMP header, 4 unused bytes, the quote.
+	icmp := out[ipv4MinHeader:]
+	icmp[0], icmp[1] = typ, code
+	clear(icmp[2:8])
+	copy(icmp[8:], off[:quoted])
+	binary.BigEndian.PutUint16(icmp[2:4], checksum(icmp))
+	return n
+}

@@ -1,0 +1,176 @@
+package udp
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+)
+
+// ipPacket builds an IPv4 packet from src to dst with protocol proto, TTL
+// ttl and payload, with a valid header checksum.
+func ipPacket(src, dst string, proto, ttl uint8, payload []byte) []byte {
+	b := make([]byte, 20+len(payload))
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:4], uint16(len(b)))
+	binary.BigEndian.PutUint16(b[4:6], 0x1234)
+	b[8], b[9] = ttl, proto
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	copy(b[12:16], s[:])
+	copy(b[16:20], d[:])
+	binary.BigEndian.PutUint16(b[10:12], checksum(b[:20]))
+	copy(b[20:], payload)
+	return b
+}
+
+// echo is an ICMP echo request header with 4 bytes of data.
+var echo = []byte{8, 0, 0, 0, 0, 1, 0, 1, 'p', 'i', 'n', 'g'}
+
+func TestParseIPv4(t *testing.T) {
+	good := ipPacket("10.244.1.2", "10.244.2.3", 6, 64, make([]byte, 20))
+	withOpts := func() []byte {
+		b := make([]byte, 24+4)
+		b[0] = 0x46
+		binary.BigEndian.PutUint16(b[2:4], uint16(len(b)))
+		return b
+	}()
+	mut := func(f func(b []byte) []byte) []byte {
+		b := append([]byte(nil), good...)
+		return f(b)
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want verdict
+	}{
+		{"good", good, pass},
+		{"options", withOpts, pass},
+		{"empty", nil, dropMalformed},
+		{"IPv6", mut(func(b []byte) []byte { b[0] = 0x60; return b }), dropNotIPv4},
+		{"short", good[:19], dropMalformed},
+		{"header length 4", mut(func(b []byte) []byte { b[0] = 0x44; return b }), dropMalformed},
+		{"header past the end", mut(func(b []byte) []byte { b[0] = 0x4f; return b[:40] }), dropMalformed},
+		{"total length too long", mut(func(b []byte) []byte { return b[:len(b)-1] }), dropMalformed},
+		{"trailing bytes", mut(func(b []byte) []byte { return append(b, 0) }), dropMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, v := parseIPv4(tc.b); v != tc.want {
+				t.Fatalf("parseIPv4: %v, want %v", v, tc.want)
+			}
+		})
+	}
+	h, _ := parseIPv4(good)
+	if h.hlen != 20 || h.ttl != 64 || h.proto != 6 || h.src != 0x0af40102 || h.dst != 0x0af40203 {
+		t.Fatalf("parsed %+v", h)
+	}
+}
+
+// TestDecTTL checks the incremental checksum update against a full
+// recomputation for every TTL and many starting checksums.
+func TestDecTTL(t *testing.T) {
+	for ttl := 2; ttl <= 255; ttl++ {
+		for id := 0; id < 1<<16; id += 251 {
+			b := ipPacket("10.244.1.2", "10.244.2.3", 17, uint8(ttl), nil)
+			binary.BigEndian.PutUint16(b[4:6], uint16(id))
+			binary.BigEndian.PutUint16(b[10:12], 0)
+			binary.BigEndian.PutUint16(b[10:12], checksum(b[:20]))
+			decTTL(b)
+			if b[8] != uint8(ttl-1) {
+				t.Fatalf("TTL %d became %d", ttl, b[8])
+			}
+			if c := checksum(b[:20]); c != 0 && c != 0xffff {
+				t.Fatalf("TTL %d id %d: header checksum no longer verifies (%#04x)", ttl, id, c)
+			}
+		}
+	}
+}
+
+func TestICMPError(t *testing.T) {
+	from := be32(netip.MustParseAddr("10.244.1.0"))
+	off := ipPacket("10.244.1.2", "10.244.77.3", protoICMP, 64, echo)
+	h, _ := parseIPv4(off)
+	out := make([]byte, icmpErrorMaxLen)
+	n := icmpError(out, from, icmpDestUnreachable, icmpNetUnreachable, off, h)
+	if n != 20+8+20+8 {
+		t.Fatalf("length %d", n)
+	}
+	got, v := parseIPv4(out[:n])
+	if v != pass || got.proto != protoICMP || got.src != from || got.dst != h.src || got.ttl != 64 {
+		t.Fatalf("ICMP header %+v, %v", got, v)
+	}
+	if checksum(out[:20]) != 0 {
+		t.Fatalf("IP checksum does not verify")
+	}
+	icmp := out[20:n]
+	if icmp[0] != icmpDestUnreachable || icmp[1] != icmpNetUnreachable || checksum(icmp) != 0 {
+		t.Fatalf("ICMP type %d code %d checksum %#x", icmp[0], icmp[1], checksum(icmp))
+	}
+	if string(icmp[8:]) != string(off[:28]) {
+		t.Fatalf("quote is not the offender's header and 8 bytes")
+	}
+
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+	}{
+		{"about an ICMP error", ipPacket("10.244.1.2", "10.244.77.3", protoICMP, 64, []byte{3, 0, 0, 0, 0, 0, 0, 0})},
+		{"ICMP without a header", ipPacket("10.244.1.2", "10.244.77.3", protoICMP, 64, nil)},
+		{"from 0.0.0.0", ipPacket("0.0.0.0", "10.244.77.3", 17, 64, make([]byte, 8))},
+		{"to multicast", ipPacket("10.244.1.2", "239.1.1.1", 17, 64, make([]byte, 8))},
+		{"to broadcast", ipPacket("10.244.1.2", "255.255.255.255", 17, 64, make([]byte, 8))},
+		{"a later fragment", func() []byte {
+			b := ipPacket("10.244.1.2", "10.244.77.3", 17, 64, make([]byte, 8))
+			b[7] = 1
+			return b
+		}()},
+	} {
+		h, v := parseIPv4(tc.pkt)
+		if v != pass {
+			t.Fatalf("%s: test packet does not parse: %v", tc.name, v)
+		}
+		if n := icmpError(out, from, icmpDestUnreachable, icmpNetUnreachable, tc.pkt, h); n != 0 {
+			t.Errorf("%s: an ICMP error was built (%d bytes)", tc.name, n)
+		}
+	}
+}
+
+// FuzzParseIPv4 feeds arbitrary bytes to the parsers of network data: the
+// header parser, the decision on a datagram from a peer, the routing of a
+// packet from the device and the ICMP error about it. None may panic; what
+// is accepted must be what it claims.
+func FuzzParseIPv4(f *testing.F) {
+	f.Add(ipPacket("10.244.2.5", "10.244.1.9", 6, 64, make([]byte, 20)))
+	f.Add(ipPacket("10.244.2.5", "10.244.1.9", protoICMP, 1, echo))
+	f.Add(ipPacket("10.244.1.2", "10.244.9.9", 17, 64, make([]byte, 8)))
+	f.Add([]byte{0x4f})
+	f.Add([]byte{0x60, 0, 0, 0})
+	own := netip.MustParsePrefix("10.244.1.0/24")
+	tbl := newTable(own, []entry{
+		{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Dst: netip.MustParseAddrPort("198.18.0.2:8285")},
+		{Subnet: netip.MustParsePrefix("10.244.3.0/25"), Dst: netip.MustParseAddrPort("198.18.0.3:8285")},
+	})
+	peer2 := be32(netip.MustParseAddr("198.18.0.2"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, v := parseIPv4(b)
+		if v == pass && (h.hlen < 20 || h.hlen > len(b) || len(b) < 20) {
+			t.Fatalf("accepted a bad header: %+v for %d bytes", h, len(b))
+		}
+		if tbl.accept(peer2, b) == pass {
+			if v != pass || h.src>>8 != 0x0af402 || h.dst>>8 != 0x0af401 {
+				t.Fatalf("accepted %+v from peer 2", h)
+			}
+		}
+		pkt := append([]byte(nil), b...)
+		p, h2, v2 := tbl.route(pkt)
+		if v2 == pass && (p == nil || pkt[8] != b[8]-1 || !p.Subnet.Contains(netip.AddrFrom4([4]byte{byte(h2.dst >> 24), byte(h2.dst >> 16), byte(h2.dst >> 8), byte(h2.dst)}))) {
+			t.Fatalf("routed %+v to %v", h2, p)
+		}
+		if v2 == dropNoRoute || v2 == dropTTL {
+			out := make([]byte, icmpErrorMaxLen)
+			if n := icmpError(out, tbl.from, icmpDestUnreachable, 0, pkt, h2); n > 0 {
+				if _, v := parseIPv4(out[:n]); v != pass || checksum(out[:20]) != 0 || checksum(out[20:n]) != 0 {
+					t.Fatalf("built a bad ICMP error: % x", out[:n])
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,358 @@
+package udp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The UDP side of the datapath: many datagrams per system call (recvmmsg,
+// sendmmsg) through the Go runtime's poller, with UDP GSO (one sendmmsg
+// message carries up to 64 same-sized datagrams for one peer, cut by the
+// kernel or the NIC) and UDP GRO (the kernel hands over a train of datagrams
+// from one sender as one message, cut here) where the kernel has them.
+//
+// This is written against golang.org/x/sys/unix rather than with
+// golang.org/x/net/ipv4's ReadBatch/WriteBatch: those parse every received
+// source address into a new *net.UDPAddr (two allocations per datagram),
+// and the peer check needs only the raw four bytes.
+
+const (
+	// maxUDPPayload is the most a UDP datagram over IPv4 carries, and the
+	// most one GSO message may carry in all.
+	maxUDPPayload = 65535 - 20 - 8
+	// maxGSOSegments is the kernel's limit on datagrams per GSO message
+	// (UDP_MAX_SEGMENTS in Linux up to 6.x).
+	maxGSOSegments = 64
+	// ctrlSpace holds one control message with a 4-byte payload (UDP_GRO's
+	// int; UDP_SEGMENT's u16), padded.
+	ctrlSpace = 32
+	// sockBuf is the send and receive buffer size asked for, so a burst
+	// or a restart of the agent does not overflow the receive queue.
+	sockBuf = 4 << 20
+)
+
+// openUDP creates the datapath's UDP socket bound to addr, with
+// SO_REUSEPORT so that several sockets share the port (one per worker), and
+// returns its descriptor (non-blocking, close-on-exec).
+func openUDP(addr netip.AddrPort) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("UDP socket: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("UDP socket: SO_REUSEPORT: %w", err)
+	}
+	// The *FORCE variants pass net.core.[rw]mem_max with CAP_NET_ADMIN;
+	// without it the plain ones give what the limit allows.
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, sockBuf) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, sockBuf)
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sockBuf) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sockBuf)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EADDRINUSE) {
+			return -1, fmt.Errorf("bind UDP %s: %w (is flanneld's udp backend still running on this host?)", addr, err)
+		}
+		return -1, fmt.Errorf("bind UDP %s: %w", addr, err)
+	}
+	return fd, nil
+}
+
+// boundAddr returns the address a UDP socket is bound to.
+func boundAddr(fd int) (netip.AddrPort, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	in4, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("not an IPv4 socket (%T)", sa)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)), nil
+}
+
+// udpSock is one datapath socket, wrapping a descriptor of its own (a dup
+// of the kept one) registered with the runtime's poller.
+type udpSock struct {
+	f   *os.File
+	rc  syscall.RawConn
+	gro bool        // the kernel coalesces received datagrams (UDP_GRO)
+	gso atomic.Bool // sends may carry UDP_SEGMENT; cleared if the kernel refuses
+}
+
+// newUDPSock takes over fd (non-blocking) and turns on GRO where the kernel
+// has it.
+func newUDPSock(fd int) (*udpSock, error) {
+	s := &udpSock{f: os.NewFile(uintptr(fd), "udp")}
+	rc, err := s.f.SyscallConn()
+	if err != nil {
+		s.f.Close()
+		return nil, err
+	}
+	s.rc = rc
+	// Both options appeared in Linux 4.18 (GSO) and 5.0 (GRO); without
+	// them every datagram is its own message, which works, only slower.
+	_ = rc.Control(func(fd uintptr) {
+		s.gro = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+		_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+		s.gso.Store(err == nil)
+	})
+	return s, nil
+}
+
+func (s *udpSock) close() error { return s.f.Close() }
+
+// mmsg is a batch of message headers for recvmmsg or sendmmsg, allocated
+// once per worker. Its syscall functions are bound once, so a call
+// allocates nothing.
+type mmsg struct {
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet4 // receive: each message's source
+	ctrl  []byte                  // ctrlSpace bytes per message
+	n     int                     // headers in use
+
+	// Send state: the last message may take more segments while open;
+	// segs and seg describe it.
+	iovUsed      int
+	segs         int
+	seg          int
+	closed       bool
+	peers        []*peer // send: each message's destination
+	first        []int   // send: each message's first iovec
+	scratch      []int   // send: splitGSO's list of iovecs
+	scratchPeers []*peer
+
+	// Results of the last system call.
+	done  int
+	errno unix.Errno
+
+	recvF, sendF func(fd uintptr) bool
+}
+
+func newMmsg(msgs, iovs int) *mmsg {
+	m := &mmsg{
+		hdrs:         make([]unix.Mmsghdr, msgs),
+		iovs:         make([]unix.Iovec, iovs),
+		names:        make([]unix.RawSockaddrInet4, msgs),
+		ctrl:         make([]byte, msgs*ctrlSpace),
+		peers:        make([]*peer, msgs),
+		first:        make([]int, msgs),
+		scratch:      make([]int, 0, iovs),
+		scratchPeers: make([]*peer, 0, iovs),
+	}
+	m.recvF = m.recvmmsg
+	m.sendF = m.sendmmsg
+	return m
+}
+
+// prepareRecv points message i at bufs[i] (one iovec each).
+func (m *mmsg) prepareRecv(bufs [][]byte) {
+	m.n = len(bufs)
+	for i, b := range bufs {
+		m.iovs[i].Base = &b[0]
+		m.iovs[i].SetLen(len(b))
+		h := &m.hdrs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&m.names[i]))
+		h.Namelen = unix.SizeofSockaddrInet4
+		h.Iov = &m.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &m.ctrl[i*ctrlSpace]
+		h.SetControllen(ctrlSpace)
+		h.Flags = 0
+		m.hdrs[i].Len = 0
+	}
+}
+
+// received describes message i after recv: its length, its source (big
+// endian), the GRO segment size (0: one datagram) and whether it was cut.
+func (m *mmsg) received(i int) (n int, src uint32, seg int, trunc bool) {
+	h := &m.hdrs[i]
+	src = binary.BigEndian.Uint32(m.names[i].Addr[:])
+	seg = groSegment(m.ctrl[i*ctrlSpace : i*ctrlSpace+int(h.Hdr.Controllen)])
+	return int(h.Len), src, seg, h.Hdr.Flags&unix.MSG_TRUNC != 0
+}
+
+// groSegment reads the UDP_GRO control message, 0 if there is none.
+func groSegment(b []byte) int {
+	for len(b) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(b) {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
+			return int(binary.NativeEndian.Uint32(b[unix.CmsgLen(0):]))
+		}
+		b = b[min(len(b), unix.CmsgSpace(l-unix.CmsgLen(0))):]
+	}
+	return 0
+}
+
+// resetSend empties the batch.
+func (m *mmsg) resetSend() {
+	m.n, m.iovUsed, m.segs, m.seg, m.closed = 0, 0, 0, 0, false
+}
+
+// add appends the datagram b for p: to the last message as one more GSO
+// segment when gso allows it, else as a new message. A message's segments
+// all have the length of its first, but for a shorter last one.
+func (m *mmsg) add(p *peer, b []byte, gso bool) {
+	if gso && m.n > 0 && m.peers[m.n-1] == p && !m.closed && len(b) <= m.seg &&
+		m.segs < maxGSOSegments && (m.segs+1)*m.seg <= maxUDPPayload {
+		m.setIov(b)
+		m.segs++
+		m.hdrs[m.n-1].Hdr.SetIovlen(m.segs)
+		m.closed = len(b) < m.seg
+		return
+	}
+	m.finish()
+	i := m.n
+	m.n++
+	m.peers[i] = p
+	m.first[i] = m.iovUsed
+	h := &m.hdrs[i].Hdr
+	h.Name = (*byte)(unsafe.Pointer(&p.sa))
+	h.Namelen = unix.SizeofSockaddrInet4
+	h.Iov = &m.iovs[m.iovUsed]
+	m.setIov(b)
+	h.SetIovlen(1)
+	h.Control = nil
+	h.SetControllen(0)
+	h.Flags = 0
+	m.segs, m.seg, m.closed = 1, len(b), false
+}
+
+func (m *mmsg) setIov(b []byte) {
+	v := &m.iovs[m.iovUsed]
+	v.Base = &b[0]
+	v.SetLen(len(b))
+	m.iovUsed++
+}
+
+// finish gives the last message its UDP_SEGMENT control message if it
+// carries more than one datagram.
+func (m *mmsg) finish() {
+	if m.n == 0 || m.segs < 2 {
+		return
+	}
+	i := m.n - 1
+	c := m.ctrl[i*ctrlSpace : (i+1)*ctrlSpace]
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&c[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(c[unix.CmsgLen(0):], uint16(m.seg))
+	m.hdrs[i].Hdr.Control = &c[0]
+	m.hdrs[i].Hdr.SetControllen(unix.CmsgSpace(2))
+}
+
+func (m *mmsg) recvmmsg(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.n), 0, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		m.done, m.errno = int(n), e
+		return true
+	}
+}
+
+func (m *mmsg) sendmmsg(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[m.done])), uintptr(m.n-m.done), 0, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		if e != 0 {
+			m.errno = e
+		} else {
+			m.done += int(n)
+		}
+		return true
+	}
+}
+
+// recv receives up to m.n datagrams (see prepareRecv), waiting for at least
+// one, and returns how many messages were filled.
+func (s *udpSock) recv(m *mmsg) (int, error) {
+	m.done, m.errno = 0, 0
+	if err := s.rc.Read(m.recvF); err != nil {
+		return 0, err
+	}
+	if m.errno != 0 {
+		return 0, os.NewSyscallError("recvmmsg", m.errno)
+	}
+	return m.done, nil
+}
+
+// splitGSO turns every message not sent yet into one message per datagram.
+// The batch was built with one header per datagram at most, so they fit.
+func (m *mmsg) splitGSO() {
+	m.scratch = m.scratch[:0]
+	m.scratchPeers = m.scratchPeers[:0]
+	for i := m.done; i < m.n; i++ {
+		for j := range int(m.hdrs[i].Hdr.Iovlen) {
+			m.scratch = append(m.scratch, m.first[i]+j)
+			m.scratchPeers = append(m.scratchPeers, m.peers[i])
+		}
+	}
+	n := m.done
+	for k, iov := range m.scratch {
+		p := m.scratchPeers[k]
+		h := &m.hdrs[n].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&p.sa))
+		h.Namelen = unix.SizeofSockaddrInet4
+		h.Iov = &m.iovs[iov]
+		h.SetIovlen(1)
+		h.Control = nil
+		h.SetControllen(0)
+		m.peers[n], m.first[n] = p, iov
+		n++
+	}
+	m.n = n
+}
+
+// send sends every message of the batch. A message the kernel refuses is
+// skipped and counted in failed. When the refusal is of GSO itself (EIO:
+// the route's device cannot checksum), GSO is turned off on the socket and
+// the rest of the batch goes out one datagram per message. err is set only
+// when the socket is closed.
+func (s *udpSock) send(m *mmsg) (failed int, err error) {
+	m.finish()
+	m.done = 0
+	for m.done < m.n {
+		m.errno = 0
+		if err := s.rc.Write(m.sendF); err != nil {
+			return failed, err
+		}
+		if m.errno == 0 {
+			continue
+		}
+		if m.errno == unix.EIO && m.hdrs[m.done].Hdr.Controllen != 0 {
+			s.gso.Store(false)
+			m.splitGSO()
+			continue
+		}
+		failed++
+		m.done++
+	}
+	return failed, nil
+}

@@ -1,0 +1,159 @@
+package udp
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// entry is one row of the forwarding table: packets for Subnet are sent to
+// Dst. It is comparable, so tables are diffed with backend.Diff like kernel
+// objects.
+type entry struct {
+	Subnet netip.Prefix
+	Dst    netip.AddrPort
+}
+
+func (e entry) key() netip.Prefix { return e.Subnet }
+
+func (e entry) String() string { return fmt.Sprintf("forward %s to %s", e.Subnet, e.Dst) }
+
+// peer is an entry as the datapath uses it.
+type peer struct {
+	entry
+	sa unix.RawSockaddrInet4 // Dst, ready for sendmmsg
+}
+
+// subnet4 is an IPv4 prefix as big-endian address and mask.
+type subnet4 struct{ net, mask uint32 }
+
+func toSubnet4(p netip.Prefix) subnet4 {
+	a := p.Masked().Addr().As4()
+	mask := ^uint32(0) << (32 - p.Bits())
+	if p.Bits() == 0 {
+		mask = 0
+	}
+	return subnet4{binary.BigEndian.Uint32(a[:]), mask}
+}
+
+func (s subnet4) contains(a uint32) bool { return a&s.mask == s.net }
+
+// table is the immutable forwarding state the workers read: built whole by
+// Reconcile from the peer set and swapped in atomically, never changed in
+// place.
+//
+// Lookups cost one map access per distinct prefix length among the peers'
+// subnets (one in any cluster built from a single network config), not one
+// per peer.
+type table struct {
+	own subnet4
+	// from is the source of the ICMP errors the datapath writes into the
+	// TUN device: the device's own address, <own subnet>.0.
+	from uint32
+	// byLen indexes the peers by subnet, one map per prefix length,
+	// longest first so the most specific subnet wins.
+	byLen []lenIndex
+	// bySource maps a peer's public IP to the subnets it holds (usually
+	// one): the only inner sources accepted from that address.
+	bySource map[uint32][]subnet4
+	entries  []entry // sorted by subnet
+}
+
+type lenIndex struct {
+	mask  uint32
+	peers map[uint32]*peer
+}
+
+// newTable builds the table for our own subnet and the entries, which must
+// have IPv4 subnets and destinations, one entry per subnet.
+func newTable(own netip.Prefix, entries []entry) *table {
+	t := &table{
+		own:      toSubnet4(own),
+		bySource: make(map[uint32][]subnet4, len(entries)),
+		entries:  slices.SortedFunc(slices.Values(entries), func(a, b entry) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) }),
+	}
+	t.from = t.own.net
+	byBits := map[int]map[uint32]*peer{}
+	for _, e := range t.entries {
+		sn := toSubnet4(e.Subnet)
+		m := byBits[e.Subnet.Bits()]
+		if m == nil {
+			m = map[uint32]*peer{}
+			byBits[e.Subnet.Bits()] = m
+		}
+		p := &peer{entry: e}
+		p.sa.Family = unix.AF_INET
+		p.sa.Addr = e.Dst.Addr().As4()
+		// sin_port is in network byte order whatever the host's is.
+		port := (*[2]byte)(unsafe.Pointer(&p.sa.Port))
+		binary.BigEndian.PutUint16(port[:], e.Dst.Port())
+		m[sn.net] = p
+		src := binary.BigEndian.Uint32(p.sa.Addr[:])
+		t.bySource[src] = append(t.bySource[src], sn)
+	}
+	for bits, m := range byBits {
+		t.byLen = append(t.byLen, lenIndex{mask: toSubnet4(netip.PrefixFrom(netip.IPv4Unspecified(), bits)).mask, peers: m})
+	}
+	slices.SortFunc(t.byLen, func(a, b lenIndex) int { return cmp.Compare(b.mask, a.mask) })
+	return t
+}
+
+// lookup returns the peer whose subnet holds dst, or nil.
+func (t *table) lookup(dst uint32) *peer {
+	for i := range t.byLen {
+		if p := t.byLen[i].peers[dst&t.byLen[i].mask]; p != nil {
+			return p
+		}
+	}
+	return nil
+}
+
+// route decides the fate of the packet b read from the TUN device: the peer
+// to send it to (pass), or why not. It decrements the TTL of a packet it
+// passes.
+func (t *table) route(b []byte) (*peer, ipv4, verdict) {
+	h, v := parseIPv4(b)
+	if v != pass {
+		return nil, h, v
+	}
+	p := t.lookup(h.dst)
+	if p == nil || t.own.contains(h.dst) {
+		return nil, h, dropNoRoute
+	}
+	if h.ttl <= 1 {
+		return nil, h, dropTTL
+	}
+	decTTL(b)
+	return p, h, pass
+}
+
+// accept decides whether the packet b, received in a datagram from the
+// address src (big-endian), may enter our host: src must be a peer's public
+// IP, the inner source inside a subnet that peer holds, and the inner
+// destination inside our own subnet.
+func (t *table) accept(src uint32, b []byte) verdict {
+	subnets, ok := t.bySource[src]
+	if !ok {
+		return dropUnknownPeer
+	}
+	h, v := parseIPv4(b)
+	if v != pass {
+		return v
+	}
+	inside := false
+	for _, s := range subnets {
+		inside = inside || s.contains(h.src)
+	}
+	if !inside {
+		return dropSpoofed
+	}
+	if !t.own.contains(h.dst) {
+		return dropNotOurs
+	}
+	return pass
+}

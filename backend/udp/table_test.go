@@ -1,0 +1,201 @@
+package udp
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
+)
+
+// naiveLookup is what table.lookup must agree with: the longest subnet that
+// holds dst, by a scan of every entry.
+func naiveLookup(es []entry, dst uint32) (entry, bool) {
+	a := netip.AddrFrom4([4]byte{byte(dst >> 24), byte(dst >> 16), byte(dst >> 8), byte(dst)})
+	var best entry
+	found := false
+	for _, e := range es {
+		if e.Subnet.Contains(a) && (!found || e.Subnet.Bits() > best.Subnet.Bits()) {
+			best, found = e, true
+		}
+	}
+	return best, found
+}
+
+// TestTableRandom checks lookup and accept against a scan of the entries,
+// on random tables of random subnets of several lengths.
+func TestTableRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	own := netip.MustParsePrefix("10.244.0.0/24")
+	for round := range 200 {
+		seen := map[netip.Prefix]bool{own: true}
+		var es []entry
+		for range r.IntN(50) {
+			bits := 20 + r.IntN(9)
+			a := netip.AddrFrom4([4]byte{10, 244, byte(r.IntN(256)), byte(r.IntN(256))})
+			p := netip.PrefixFrom(a, bits).Masked()
+			if seen[p] || p.Overlaps(own) {
+				continue
+			}
+			seen[p] = true
+			es = append(es, entry{Subnet: p, Dst: netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(1 + r.IntN(20))}), 8285)})
+		}
+		tbl := newTable(own, es)
+		for range 500 {
+			dst := 0x0af40000 | r.Uint32N(1<<16)
+			want, ok := naiveLookup(es, dst)
+			got := tbl.lookup(dst)
+			switch {
+			case ok && (got == nil || got.entry != want):
+				t.Fatalf("round %d: lookup %08x = %v, want %v", round, dst, got, want)
+			case !ok && got != nil:
+				t.Fatalf("round %d: lookup %08x = %v, want none", round, dst, got)
+			}
+			// A datagram from the peer of a random entry, with a
+			// random inner source, is accepted exactly when that
+			// source is in one of the peer's subnets.
+			if len(es) == 0 {
+				continue
+			}
+			e := es[r.IntN(len(es))]
+			pub := be32(e.Dst.Addr())
+			src := 0x0af40000 | r.Uint32N(1<<16)
+			pkt := ipPacket(addr(src).String(), "10.244.0.7", 17, 64, make([]byte, 8))
+			inPeer := false
+			for _, o := range es {
+				if o.Dst.Addr() == e.Dst.Addr() && o.Subnet.Contains(addr(src)) {
+					inPeer = true
+				}
+			}
+			want2 := dropSpoofed
+			if inPeer {
+				want2 = pass
+			}
+			if v := tbl.accept(pub, pkt); v != want2 {
+				t.Fatalf("round %d: accept from %s of %s: %v, want %v", round, e.Dst.Addr(), addr(src), v, want2)
+			}
+		}
+	}
+}
+
+func addr(a uint32) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], a)
+	return netip.AddrFrom4(b)
+}
+
+func TestTableVerdicts(t *testing.T) {
+	own := netip.MustParsePrefix("10.244.1.0/24")
+	tbl := newTable(own, []entry{
+		{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Dst: netip.MustParseAddrPort("198.18.0.2:8285")},
+	})
+	peer := be32(netip.MustParseAddr("198.18.0.2"))
+	stranger := be32(netip.MustParseAddr("198.18.0.99"))
+	for _, tc := range []struct {
+		name string
+		from uint32
+		pkt  []byte
+		want verdict
+	}{
+		{"from the peer, its subnet to ours", peer, ipPacket("10.244.2.5", "10.244.1.9", 6, 64, nil), pass},
+		{"to our device address", peer, ipPacket("10.244.2.0", "10.244.1.0", 1, 64, echo), pass},
+		{"from an unknown address", stranger, ipPacket("10.244.2.5", "10.244.1.9", 6, 64, nil), dropUnknownPeer},
+		{"inner source outside the peer's subnet", peer, ipPacket("10.244.3.5", "10.244.1.9", 6, 64, nil), dropSpoofed},
+		{"inner source outside the network", peer, ipPacket("192.0.2.1", "10.244.1.9", 6, 64, nil), dropSpoofed},
+		{"to a third host (no transit)", peer, ipPacket("10.244.2.5", "10.244.3.9", 6, 64, nil), dropNotOurs},
+		{"to the host's underlay", peer, ipPacket("10.244.2.5", "198.18.0.1", 6, 64, nil), dropNotOurs},
+		{"malformed", peer, []byte{0x45, 0, 0}, dropMalformed},
+	} {
+		if v := tbl.accept(tc.from, tc.pkt); v != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, v, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want verdict
+	}{
+		{"to the peer", ipPacket("10.244.1.9", "10.244.2.5", 6, 64, nil), pass},
+		{"to an unknown subnet", ipPacket("10.244.1.9", "10.244.77.5", 6, 64, nil), dropNoRoute},
+		{"to our own subnet", ipPacket("10.244.1.9", "10.244.1.5", 6, 64, nil), dropNoRoute},
+		{"TTL 1", ipPacket("10.244.1.9", "10.244.2.5", 6, 1, nil), dropTTL},
+		{"IPv6", []byte{0x60, 0, 0, 0, 0, 0, 0, 0}, dropNotIPv4},
+	} {
+		p, _, v := tbl.route(tc.pkt)
+		if v != tc.want {
+			t.Errorf("route %s: %v, want %v", tc.name, v, tc.want)
+		}
+		if v == pass && (p.Dst != netip.MustParseAddrPort("198.18.0.2:8285") || tc.pkt[8] != 63 || checksum(tc.pkt[:20]) != 0) {
+			t.Errorf("route %s: to %v, TTL %d, checksum %#x", tc.name, p.Dst, tc.pkt[8], checksum(tc.pkt[:20]))
+		}
+	}
+}
+
+// TestDesired: which leases become forwarding entries, and why the others
+// do not. flanneld's udp leases carry no BackendType.
+func TestDesired(t *testing.T) {
+	b := testBackend(t)
+	own := lease("10.244.1.0/24", "198.18.0.1", "udp")
+	got := b.desired(own, []subnet.Lease{
+		lease("10.244.2.0/24", "198.18.0.2", "udp"),
+		lease("10.244.3.0/24", "198.18.0.3", ""),
+		lease("10.244.4.0/24", "198.18.0.4", "vxlan"),
+		lease("10.244.1.0/25", "198.18.0.5", "udp"),
+		lease("10.244.6.0/24", "198.18.0.1", "udp"),
+		lease("10.245.0.0/24", "198.18.0.7", "udp"),
+		lease("10.244.8.0/24", "224.0.0.1", "udp"),
+	})
+	want := []entry{
+		{netip.MustParsePrefix("10.244.2.0/24"), netip.MustParseAddrPort("198.18.0.2:8285")},
+		{netip.MustParsePrefix("10.244.3.0/24"), netip.MustParseAddrPort("198.18.0.3:8285")},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("desired\n got %v\nwant %v", got, want)
+	}
+	if n := b.skips.Finish(); n != 5 {
+		t.Fatalf("%d leases skipped, want 5", n)
+	}
+}
+
+func lease(sn, pub, typ string) subnet.Lease {
+	return subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), BackendType: typ}}
+}
+
+// testBackend is a backend that is never prepared: for its pure parts.
+func testBackend(t testing.TB) *Backend {
+	t.Helper()
+	return &Backend{
+		log:     logr.Discard(),
+		network: netip.MustParsePrefix("10.244.0.0/16"),
+		opts:    options{Port: defaultPort},
+		ext:     backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("198.18.0.1"), PublicIP: netip.MustParseAddr("198.18.0.1")},
+		skips:   backend.NewSkipLog(logr.Discard()),
+	}
+}
+
+func TestParseOptions(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		port int
+		err  string
+	}{
+		{`{"Type":"udp"}`, 8285, ""},
+		{`{"Type":"udp","Port":9000}`, 9000, ""},
+		{`{"type":"udp","port":9001}`, 9001, ""},
+		{`{"Type":"udp","Port":70000}`, 0, `config: "Backend.Port": 70000 is not a UDP port`},
+		{`{"Type":"udp","Port":"x"}`, 0, `config: "Backend.Port": got JSON string, want an integer`},
+	} {
+		o, err := parseOptions([]byte(tc.in))
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: error %v, want %q", tc.in, err, tc.err)
+		case tc.err == "" && (err != nil || o.Port != tc.port):
+			t.Errorf("%s: %+v, %v; want port %d", tc.in, o, err, tc.port)
+		}
+	}
+}

@@ -1,0 +1,631 @@
+// Package udp is the udp backend: a userspace datapath that carries each
+// overlay packet as the payload of one UDP datagram between hosts, for where
+// kernel VXLAN is unavailable or blocked. It is wire-compatible with
+// flanneld's udp backend (the payload is the raw inner IPv4 packet, no
+// header; port 8285), so both can run in one cluster, but moves packets in
+// batches with TUN and UDP offloads instead of one per system call.
+//
+// # Kernel objects
+//
+// Once per host:
+//
+//   - the TUN device flannel0: multi-queue, with a virtio-net header
+//     (IFF_TUN|IFF_NO_PI|IFF_VNET_HDR|IFF_MULTI_QUEUE, TSO and USO offloads
+//     on), persistent, MTU = external MTU − 28 (outer IPv4 and UDP headers),
+//     up, accept_local on (see below);
+//   - the address <own subnet>.0/32 on it, and no other IPv4 address: the
+//     source of packets this host itself sends into the overlay, and of the
+//     ICMP errors the datapath writes back into the device;
+//   - route <network> dev flannel0, proto 74 (backend.RouteProtocol): the
+//     whole cluster network goes to the datapath, which knows the peers;
+//   - UDP sockets on <external address>:<Port> (default 8285), one per
+//     worker, sharing the port with SO_REUSEPORT.
+//
+// Per remote host (a lease with BackendType "udp", or none at all, which is
+// what flanneld's udp backend writes): no kernel object, but an entry in the
+// userspace forwarding table, <peer subnet> → <peer PublicIP>:<Port>.
+//
+// The device and the sockets belong to the datapath's workers while an agent
+// runs, and to a small descriptor keeper process (keeper.go) always: the
+// device stays attached across an agent restart, and packets wait instead of
+// being dropped. accept_local lets the kernel take the ICMP errors the
+// datapath writes into the device from the device's own address (otherwise
+// a packet arriving from a local address is a martian).
+//
+// What is ours, and deleted when no lease implies it: every IPv4 address on
+// flannel0 but ours; every main-table route with proto 74 but the network's;
+// every forwarding table entry. A flannel0 made with other flags (flanneld's
+// single-queue device) is deleted and made again. Shutting down removes
+// nothing (shared/DESIGN.md §4.8).
+//
+// # Safety
+//
+// A datagram is accepted only from the public IP of a peer in the table, and
+// its packet only if the inner source lies in a subnet that peer holds and
+// the inner destination in ours; everything else is dropped and counted
+// (Stats). A packet from the device for an address in no peer's subnet gets
+// an ICMP net-unreachable back; the datapath decrements the TTL of what it
+// sends, as a router, and answers an expiring one with ICMP time-exceeded.
+package udp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"os/exec"
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Type is the BackendType of this backend's leases. Peers' leases without a
+// BackendType are flanneld's udp leases and are taken as udp too.
+const Type = "udp"
+
+const (
+	// DeviceName is the TUN device, flanneld's name for it.
+	DeviceName  = "flannel0"
+	defaultPort = 8285
+	// overhead is what encapsulation adds: outer IPv4 and UDP headers.
+	overhead = 20 + 8
+	minMTU   = 68
+	// maxQueues bounds the TUN queues and UDP sockets, one worker each
+	// way per queue.
+	maxQueues = 8
+)
+
+// options are the keys of the network config's Backend object that this
+// backend reads.
+type options struct {
+	Port int
+}
+
+func parseOptions(raw json.RawMessage) (options, error) {
+	var o options
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &o); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) && te.Field != "" {
+				return options{}, &subnet.ConfigError{Key: "Backend." + te.Field, Err: fmt.Errorf("got JSON %s, want an integer", te.Value)}
+			}
+			return options{}, &subnet.ConfigError{Key: "Backend", Err: err}
+		}
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		return options{}, &subnet.ConfigError{Key: "Backend.Port", Err: fmt.Errorf("%d is not a UDP port (0 for the default %d)", o.Port, defaultPort)}
+	}
+	if o.Port == 0 {
+		o.Port = defaultPort
+	}
+	return o, nil
+}
+
+// Backend is the udp backend. Prepare, MTU and Reconcile belong to one
+// goroutine (the agent's), Watch to another; the datapath's workers read the
+// forwarding table through tbl and count into stats.
+type Backend struct {
+	log     logr.Logger
+	ext     backend.ExternalInterface
+	network netip.Prefix
+	opts    options
+	queues  int
+
+	h  *netlink.Handle // nil until Prepare opens one (New)
+	ns netns.NsHandle  // where Watch subscribes
+	// do runs f where the device and sockets must be made: in ns. TUN
+	// devices and sockets belong to the namespace of the thread that
+	// creates them.
+	do func(f func() error) error
+
+	tbl   atomic.Pointer[table]
+	stats counters
+
+	// Reconcile's: the descriptors (kept also by the keeper), the keeper
+	// this process started, the running workers, the device's index.
+	prepared bool
+	mtu      int
+	fds      *kept
+	keeper   *exec.Cmd
+	dp       *datapath
+	devIndex atomic.Int32
+	lastLog  Stats
+	lastAt   time.Time
+
+	skips *backend.SkipLog
+
+	// mu guards closed and the start of workers against Watch's end.
+	mu     sync.Mutex
+	closed bool
+	wake   atomic.Pointer[func()]
+
+	// subscribed, when set, is called once Watch's subscriptions are in place.
+	subscribed func()
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New builds a udp backend for the current network namespace; it is a
+// backend.Factory. It does not touch the kernel: Prepare does.
+func New(cfg backend.Config) (backend.Backend, error) {
+	return newBackend(cfg, nil, netns.None(), func(f func() error) error { return f() })
+}
+
+func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle, do func(func() error) error) (*Backend, error) {
+	if cfg.Network == nil {
+		return nil, errors.New("udp: no network config")
+	}
+	opts, err := parseOptions(cfg.Network.Backend)
+	if err != nil {
+		return nil, err
+	}
+	ext := cfg.External
+	switch {
+	case ext.Iface == nil:
+		return nil, errors.New("udp: no external interface")
+	case !ext.IfaceAddr.Is4():
+		return nil, fmt.Errorf("udp: the external interface address %s is not IPv4; an IPv6 underlay is not supported", ext.IfaceAddr)
+	case !ext.PublicIP.Is4():
+		return nil, fmt.Errorf("udp: the public IP %s is not IPv4", ext.PublicIP)
+	case !cfg.Network.Network.IsValid() || !cfg.Network.Network.Addr().Is4():
+		return nil, errors.New("udp: the network config has no IPv4 network (the udp backend carries IPv4 only)")
+	}
+	return &Backend{
+		log:     cfg.Logger,
+		ext:     ext,
+		network: cfg.Network.Network.Masked(),
+		opts:    opts,
+		queues:  min(max(runtime.GOMAXPROCS(0), 1), maxQueues),
+		h:       h,
+		ns:      ns,
+		do:      do,
+		skips:   backend.NewSkipLog(cfg.Logger),
+	}, nil
+}
+
+// Type implements backend.Backend.
+func (b *Backend) Type() string { return Type }
+
+// MTU implements backend.Backend.
+func (b *Backend) MTU() int { return b.mtu }
+
+// Stats returns the datapath's packet counts since the backend was made.
+func (b *Backend) Stats() Stats { return b.stats.snapshot() }
+
+// Prepare implements backend.Backend: it settles the MTU and takes the
+// device and sockets, from the keeper when one holds them (a restart), else
+// new ones. Workers start with the first Reconcile, once the forwarding
+// table is known: until then packets wait in the device's queues and the
+// sockets' buffers. It returns no BackendData.
+func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if b.h == nil {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return nil, fmt.Errorf("open netlink: %w", err)
+		}
+		b.h = h
+	}
+	ext, err := b.h.LinkByIndex(b.ext.Iface.Index)
+	if err != nil {
+		return nil, fmt.Errorf("external interface %s (index %d): %w", b.ext.Iface.Name, b.ext.Iface.Index, err)
+	}
+	b.mtu = ext.Attrs().MTU - overhead
+	if b.mtu < minMTU {
+		return nil, fmt.Errorf("external interface %s has MTU %d, too small for UDP encapsulation", b.ext.Iface.Name, ext.Attrs().MTU)
+	}
+	if b.fds == nil {
+		if err := b.takeOver(); err != nil {
+			return nil, err
+		}
+	}
+	b.prepared = true
+	b.log.Info("udp datapath ready", "device", DeviceName, "mtu", b.mtu, "listen", b.listenAddr(), "queues", len(b.fds.tun))
+	return nil, nil
+}
+
+func (b *Backend) listenAddr() netip.AddrPort {
+	return netip.AddrPortFrom(b.ext.IfaceAddr, uint16(b.opts.Port))
+}
+
+// takeOver takes the descriptors a keeper holds if they fit this config,
+// else makes new ones and a new keeper.
+func (b *Backend) takeOver() error {
+	return b.do(func() error {
+		k, ok, err := fetchKept(DeviceName)
+		if err != nil {
+			b.log.Info("cannot use the descriptor keeper; starting afresh", "err", err)
+		}
+		if ok {
+			if why := b.unfit(k); why != "" {
+				b.log.Info("the kept device or sockets do not fit; making new ones", "reason", why)
+				k.close()
+			} else {
+				b.fds = k
+				b.log.Info("took the device and sockets over from the descriptor keeper; queued packets follow", "queues", len(k.tun))
+				return nil
+			}
+		}
+		return b.fresh(nil)
+	})
+}
+
+// unfit says why kept descriptors cannot serve ("" if they can).
+func (b *Backend) unfit(k *kept) string {
+	for _, fd := range k.tun {
+		name, flags, err := tunName(fd)
+		switch {
+		case err != nil:
+			return fmt.Sprintf("TUN queue: %v", err)
+		case name != DeviceName:
+			return fmt.Sprintf("TUN queue of %s, not %s", name, DeviceName)
+		case flags&tunFlags != tunFlags:
+			return fmt.Sprintf("TUN flags %#x, want %#x", flags, tunFlags)
+		}
+	}
+	for _, fd := range k.udp {
+		a, err := boundAddr(fd)
+		if err != nil {
+			return fmt.Sprintf("UDP socket: %v", err)
+		}
+		if a != b.listenAddr() {
+			return fmt.Sprintf("UDP socket bound to %s, want %s", a, b.listenAddr())
+		}
+	}
+	return ""
+}
+
+// fresh opens new TUN queues (creating the device if it is gone, recreating
+// it if it is incompatible) and, unless socks are given, new sockets; then
+// it hands them to a new keeper. It runs inside b.do.
+func (b *Backend) fresh(socks []int) error {
+	// Whoever kept the old descriptors lets go of them first: a queue
+	// still attached but never read would swallow its share of packets.
+	if err := quitKeeper(DeviceName); err != nil {
+		b.log.Info("could not stop the old descriptor keeper", "err", err)
+	}
+	b.reapKeeper()
+	tuns, err := openQueues(DeviceName, b.queues)
+	if errors.Is(err, errTUNIncompatible) {
+		b.log.Info("deleting an incompatible TUN device to recreate it", "device", DeviceName, "reason", err)
+		if l, lerr := backend.LinkByName(b.h, DeviceName); lerr == nil && l != nil {
+			if derr := b.h.LinkDel(l); derr != nil && !backend.IsNotFound(derr) {
+				return fmt.Errorf("delete incompatible device %s: %w", DeviceName, derr)
+			}
+		}
+		tuns, err = openQueues(DeviceName, b.queues)
+	}
+	if errors.Is(err, errTUNBusy) {
+		return fmt.Errorf("%w: is flanneld's udp backend still running on this host?", err)
+	}
+	if err != nil {
+		return err
+	}
+	if socks == nil {
+		for range b.queues {
+			fd, err := openUDP(b.listenAddr())
+			if err != nil {
+				closeAll(tuns)
+				closeAll(socks)
+				return err
+			}
+			socks = append(socks, fd)
+		}
+	}
+	k := &kept{tun: tuns, udp: socks}
+	cmd, err := startKeeper(DeviceName, k)
+	if err != nil {
+		// The datapath works without a keeper; only a restart of the
+		// agent then drops packets until the next one attaches.
+		b.log.Error(err, "no descriptor keeper: an agent restart will drop packets while it lasts")
+	}
+	b.keeper = cmd
+	b.fds = k
+	return nil
+}
+
+// reapKeeper waits for the keeper this process started, once it was told to
+// quit (or quit by itself).
+func (b *Backend) reapKeeper() {
+	if b.keeper == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = b.keeper.Wait()
+	}()
+	select {
+	case <-done:
+	case <-time.After(keeperTimeout):
+		_ = b.keeper.Process.Kill()
+		<-done
+	}
+	b.keeper = nil
+}
+
+// Reconcile implements backend.Backend.
+func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subnet.Lease) (backend.Result, error) {
+	var res backend.Result
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if !b.prepared {
+		return res, errors.New("udp: Reconcile before Prepare")
+	}
+	if !own.Subnet.IsValid() || !own.Subnet.Addr().Is4() {
+		return res, fmt.Errorf("udp: our own lease has no IPv4 subnet (%v)", own.Subnet)
+	}
+	dev, r, err := b.ensureDevice()
+	res.Add(r)
+	if err != nil {
+		return res, err
+	}
+	var errs []error
+	addr := netip.PrefixFrom(own.Subnet.Masked().Addr(), 32)
+	added, removed, err := backend.EnsureAddrs(b.h, dev, netlink.FAMILY_V4, []netip.Prefix{addr})
+	res.Added += added
+	res.Removed += removed
+	if err != nil {
+		errs = append(errs, err)
+	} else if added+removed > 0 {
+		b.log.Info("set the TUN device's address", "device", DeviceName, "address", addr, "removedStale", removed)
+	}
+
+	// The forwarding table first: the route below sends traffic to it.
+	want := b.desired(own, peers)
+	res.Skipped = b.skips.Finish()
+	var have []entry
+	if t := b.tbl.Load(); t != nil {
+		have = t.entries
+	}
+	ch := backend.Diff(want, have, entry.key)
+	if ch.Len() > 0 || b.tbl.Load() == nil || b.tbl.Load().own != toSubnet4(own.Subnet) {
+		b.tbl.Store(newTable(own.Subnet.Masked(), want))
+		b.logTable(ch)
+		res.Added += len(ch.Add)
+		res.Updated += len(ch.Update)
+		res.Removed += len(ch.Remove)
+	}
+	if err := b.ensureWorkers(ctx); err != nil {
+		errs = append(errs, err)
+	}
+
+	routes, err := backend.OurRoutes(b.h)
+	if err != nil {
+		return res, errors.Join(append(errs, err)...)
+	}
+	route := backend.Route{Dst: b.network, LinkIndex: dev.Attrs().Index, Type: unix.RTN_UNICAST}
+	plan := backend.Plan{Routes: backend.Diff([]backend.Route{route}, routes, backend.Route.Key)}
+	r, err = plan.Apply(backend.NetlinkWriter{H: b.h}, b.log)
+	res.Add(r)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	b.logStats()
+	return res, errors.Join(errs...)
+}
+
+func (b *Backend) logTable(ch backend.Changes[entry]) {
+	each := ch.Len() <= 32
+	for _, l := range []struct {
+		verb string
+		es   []entry
+	}{{"add", ch.Add}, {"update", ch.Update}, {"delete", ch.Remove}} {
+		for _, e := range l.es {
+			if each {
+				b.log.Info("forwarding table "+l.verb, "entry", e.String())
+			} else {
+				b.log.V(2).Info("forwarding table "+l.verb, "entry", e.String())
+			}
+		}
+	}
+	if !each {
+		b.log.Info("forwarding table changed", "added", len(ch.Add), "updated", len(ch.Update), "removed", len(ch.Remove))
+	}
+}
+
+// logStats logs the drop counters when they changed, at most once a minute.
+func (b *Backend) logStats() {
+	s := b.stats.snapshot()
+	if reflect.DeepEqual(s.Dropped, b.lastLog.Dropped) && s.SendErrors == b.lastLog.SendErrors && s.TUNWriteErrors == b.lastLog.TUNWriteErrors {
+		return
+	}
+	if time.Since(b.lastAt) < time.Minute {
+		return
+	}
+	b.lastLog, b.lastAt = s, time.Now()
+	kv := []any{"sent", s.Sent, "received", s.Received, "sendErrors", s.SendErrors, "tunWriteErrors", s.TUNWriteErrors}
+	for _, k := range sortedKeys(s.Dropped) {
+		kv = append(kv, "dropped."+k, s.Dropped[k])
+	}
+	b.log.Info("datapath counters", kv...)
+}
+
+func sortedKeys(m map[string]uint64) []string { return slices.Sorted(maps.Keys(m)) }
+
+// desired computes the forwarding entries peers imply, recording in b.skips
+// the peers it leaves out.
+func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease) []entry {
+	var es []entry
+	for _, p := range peers {
+		key := p.Key()
+		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
+		var why string
+		switch {
+		case p.Attrs.BackendType != Type && p.Attrs.BackendType != "":
+			why = fmt.Sprintf("backend type %q, not %q", p.Attrs.BackendType, Type)
+		case !sn.IsValid() || !sn.Addr().Is4():
+			why = "no IPv4 subnet"
+		case sn.Overlaps(own.Subnet):
+			why = fmt.Sprintf("subnet overlaps our own %s", own.Subnet)
+		case !b.network.Contains(sn.Addr()) || sn.Bits() < b.network.Bits():
+			why = fmt.Sprintf("subnet is outside the network %s", b.network)
+		case !pub.Is4() || !unicast(be32(pub)):
+			why = fmt.Sprintf("public IP %v is not a unicast IPv4 address", pub)
+		case pub == b.ext.PublicIP || pub == b.ext.IfaceAddr:
+			why = fmt.Sprintf("public IP %s is our own", pub)
+		}
+		if why != "" {
+			b.skips.Skip(key, why)
+			continue
+		}
+		es = append(es, entry{Subnet: sn, Dst: netip.AddrPortFrom(pub, uint16(b.opts.Port))})
+	}
+	return es
+}
+
+func be32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// ensureDevice makes sure the device our descriptors are attached to is
+// flannel0, recreating it (and restarting the workers) when it was deleted,
+// and gives it our MTU, accept_local and the up state.
+func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
+	var res backend.Result
+	l, err := backend.LinkByName(b.h, DeviceName)
+	if err != nil {
+		return nil, res, err
+	}
+	b.mu.Lock()
+	broken := b.dp != nil && b.dp.broken.Load()
+	b.mu.Unlock()
+	gone := l == nil || len(b.fds.tun) == 0 || broken
+	if !gone {
+		if _, _, err := tunName(b.fds.tun[0]); err != nil {
+			gone = true // our queues belong to a device deleted since
+		}
+	}
+	if gone {
+		b.log.Info("the TUN device is gone or detached; making it again", "device", DeviceName)
+		b.stopWorkers()
+		b.fds.closeTUN()
+		if err := b.do(func() error { return b.fresh(b.fds.udp) }); err != nil {
+			return nil, res, err
+		}
+		res.Added++
+		if l, err = b.h.LinkByName(DeviceName); err != nil {
+			return nil, res, fmt.Errorf("look up the new device %s: %w", DeviceName, err)
+		}
+	}
+	b.devIndex.Store(int32(l.Attrs().Index))
+	if l.Attrs().MTU != b.mtu {
+		if err := b.h.LinkSetMTU(l, b.mtu); err != nil {
+			return nil, res, fmt.Errorf("set the MTU of %s to %d: %w", DeviceName, b.mtu, err)
+		}
+		if !gone {
+			res.Updated++
+			b.log.Info("corrected the TUN device's MTU", "device", DeviceName, "was", l.Attrs().MTU, "mtu", b.mtu)
+		}
+	}
+	if err := b.do(func() error { return ensureSysctl("/proc/sys/net/ipv4/conf/"+DeviceName+"/accept_local", "1") }); err != nil {
+		return nil, res, err
+	}
+	up, err := backend.EnsureUp(b.h, l)
+	if err != nil {
+		return nil, res, err
+	}
+	if up && !gone {
+		res.Updated++
+		b.log.Info("set the TUN device up", "device", DeviceName)
+	}
+	return l, res, nil
+}
+
+func (k *kept) closeTUN() {
+	closeAll(k.tun)
+	k.tun = nil
+}
+
+func ensureSysctl(path, value string) error {
+	cur, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(cur)) == value {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", path, value, err)
+	}
+	return nil
+}
+
+// ensureWorkers starts the datapath's workers unless they run; not after
+// Watch has ended.
+func (b *Backend) ensureWorkers(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dp != nil || b.closed || ctx.Err() != nil {
+		return nil
+	}
+	dp, err := startDatapath(b.log, b.fds, b.mtu, &b.tbl, &b.stats, b.poke)
+	if err != nil {
+		return fmt.Errorf("start the datapath: %w", err)
+	}
+	b.dp = dp
+	return nil
+}
+
+func (b *Backend) stopWorkers() {
+	b.mu.Lock()
+	dp := b.dp
+	b.dp = nil
+	b.mu.Unlock()
+	if dp != nil {
+		dp.stop()
+	}
+}
+
+// poke wakes Reconcile (a worker stopped by itself).
+func (b *Backend) poke() {
+	if f := b.wake.Load(); f != nil {
+		(*f)()
+	}
+}
+
+// Watch implements backend.Backend. It wakes for events about the device
+// (by name, so also a recreated one) and its addresses, routes with our
+// protocol, and the external interface's link and addresses. When ctx ends
+// it stops the datapath's workers (the keeper keeps the device attached)
+// before it returns.
+func (b *Backend) Watch(ctx context.Context, wake func()) error {
+	b.wake.Store(&wake)
+	defer func() {
+		b.mu.Lock()
+		b.closed = true
+		dp := b.dp
+		b.mu.Unlock()
+		if dp != nil {
+			dp.stop()
+		}
+	}()
+	ext := b.ext.Iface.Index
+	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
+		Link: func(u netlink.LinkUpdate) bool {
+			a := u.Attrs()
+			return a.Name == DeviceName || a.Index == ext
+		},
+		Addr: func(u netlink.AddrUpdate) bool {
+			dev := int(b.devIndex.Load())
+			return u.LinkIndex == ext || dev != 0 && u.LinkIndex == dev
+		},
+		Route:      func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol },
+		Subscribed: b.subscribed,
+	}, wake)
+}
