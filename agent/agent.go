@@ -16,6 +16,7 @@ import (
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/hostgw"
 	"github.com/agentd/agentd/backend/iptables"
+	"github.com/agentd/agentd/backend/udp"
 	"github.com/agentd/agentd/backend/vxlan"
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/subnet"
@@ -41,6 +42,7 @@ func Backends() backend.Registry {
 	return backend.Registry{
 		"vxlan":   vxlan.New,
 		"host-gw": hostgw.New,
+		"udp":     udp.New,
 	}
 }
 

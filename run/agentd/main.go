@@ -23,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/backend/udp"
 	"k8s.io/klog/v2"
 )
 
@@ -36,6 +37,10 @@ const (
 )
 
 func main() {
+	// The udp backend re-executes this binary as its descriptor keeper.
+	if udp.IsKeeper() {
+		os.Exit(udp.RunKeeper())
+	}
 	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
