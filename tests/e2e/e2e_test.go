@@ -158,11 +158,16 @@ func (f *fixture) container(h *cluster.Host) *cluster.Container {
 var leaseValueRE = map[string]*regexp.Regexp{
 	"vxlan":   regexp.MustCompile(`^\{"PublicIP":"198\.18\.0\.\d+","PublicIPv6":null,"BackendType":"vxlan","BackendData":\{"VNI":1,"VtepMAC":"([0-9a-f]{2}:){5}[0-9a-f]{2}"\},"HostID":"[0-9a-f]{32}"\}$`),
 	"host-gw": regexp.MustCompile(`^\{"PublicIP":"198\.18\.0\.\d+","PublicIPv6":null,"BackendType":"host-gw","HostID":"[0-9a-f]{32}"\}$`),
+	// flanneld's udp leases have no BackendType; ours name it, which
+	// flanneld's decoder ignores, and no BackendData.
+	"udp": regexp.MustCompile(`^\{"PublicIP":"198\.18\.0\.\d+","PublicIPv6":null,"BackendType":"udp","HostID":"[0-9a-f]{32}"\}$`),
 }
 
 func TestClusterVXLAN(t *testing.T) { testCluster(t, "vxlan", 1450) }
 
 func TestClusterHostGW(t *testing.T) { testCluster(t, "host-gw", 1500) }
+
+func TestClusterUDP(t *testing.T) { testCluster(t, "udp", 1472) }
 
 // testCluster: three hosts ping each other; subnet.env and the etcd values
 // are flannel's; a fourth host joins, is reached, leaves and is forgotten.
@@ -238,6 +243,19 @@ func testCluster(t *testing.T, backend string, mtu int) {
 	for _, h := range hosts {
 		f.eventually(h.String()+" forgets h4", 10*time.Second, func() error {
 			return noTraceOf(h, sn4, h4.IP)
+		})
+	}
+	if backend == "udp" {
+		// The forwarding table holds no kernel object to look at: a
+		// packet for h4's old subnet gets ICMP net-unreachable from the
+		// sending host's own flannel0 address.
+		from := hostSubnet(t, hosts[0]).Addr()
+		f.eventually("h1 answers net-unreachable for h4's subnet", 10*time.Second, func() error {
+			out, _ := cs[0].Exec(f.ctx, "ping", "-n", "-c", "1", "-W", "1", c4.IP().String())
+			if !strings.Contains(string(out), "From "+from.String()) || !strings.Contains(string(out), "Destination Net Unreachable") {
+				return fmt.Errorf("ping output: %s", out)
+			}
+			return nil
 		})
 	}
 }
@@ -404,6 +422,7 @@ func peerMAC(t *testing.T, f *fixture, sn netip.Prefix) string {
 func TestRestartLosesNoPings(t *testing.T) {
 	for _, tc := range []struct{ backend, signal string }{
 		{"vxlan", "KILL"}, {"host-gw", "KILL"}, {"vxlan", "TERM"}, {"host-gw", "TERM"},
+		{"udp", "KILL"}, {"udp", "TERM"},
 	} {
 		backend := tc.backend
 		t.Run(backend+"/SIG"+tc.signal, func(t *testing.T) {
@@ -434,8 +453,13 @@ func TestRestartLosesNoPings(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !slices.ContainsFunc(routes, func(r string) bool { return strings.HasPrefix(r, sn2.String()+" ") }) {
-					t.Fatalf("h1 lost its route to h2's %s while h2's agent was stopped: %v", sn2, routes)
+				// udp routes the whole network into its device.
+				dst := sn2.String()
+				if backend == "udp" {
+					dst = network
+				}
+				if !slices.ContainsFunc(routes, func(r string) bool { return strings.HasPrefix(r, dst+" ") }) {
+					t.Fatalf("h1 lost its route to h2's %s while h2's agent was stopped: %v", dst, routes)
 				}
 			}
 			f.start(h2)
