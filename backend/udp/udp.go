@@ -57,7 +57,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -444,7 +443,7 @@ func (b *Backend) logTable(ch backend.Changes[entry]) {
 // logStats logs the drop counters when they changed, at most once a minute.
 func (b *Backend) logStats() {
 	s := b.stats.snapshot()
-	if reflect.DeepEqual(s.Dropped, b.lastLog.Dropped) && s.SendErrors == b.lastLog.SendErrors && s.TUNWriteErrors == b.lastLog.TUNWriteErrors {
+	if maps.Equal(s.Dropped, b.lastLog.Dropped) && s.SendErrors == b.lastLog.SendErrors && s.TUNWriteErrors == b.lastLog.TUNWriteErrors {
 		return
 	}
 	if time.Since(b.lastAt) < time.Minute {
