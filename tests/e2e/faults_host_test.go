@@ -14,11 +14,13 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -383,3 +385,145 @@ func TestFaultMalformedData(t *testing.T) {
 	}
 	f.pingAll(cs)
 }
+
+// streamRate is the iperf3 stream's target rate: a steady stream, kept well
+// below what the 2-CPU CI machine can push, so that the two variants, run in
+// parallel, leave room for the agents and the other tests.
+const streamRate = "100M"
+
+// TestFaultRestartUnderLoad (scenario 9): a 60 s TCP stream from h1's
+// container to h2's (iperf3) while the agent on h1 and then the one on h2 is
+// killed with SIGKILL and restarted. The stream survives (iperf3 exits 0 and
+// reports no error) and no ping is lost, with vxlan and with host-gw.
+func TestFaultRestartUnderLoad(t *testing.T) {
+	for _, backend := range []string{"vxlan", "host-gw"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			testRestartUnderLoad(t, backend)
+		})
+	}
+}
+
+func testRestartUnderLoad(t *testing.T, backend string) {
+	f := newFixture(t, 2, hfConfig(backend))
+	h1, h2 := f.c.Host(1), f.c.Host(2)
+	f.start(h1)
+	f.start(h2)
+	f.waitReady(h1, h2)
+	c1, c2 := f.container(h1), f.container(h2)
+	f.pingAll([]*cluster.Container{c1, c2})
+
+	srv, err := c2.Start("iperf3", "-s", "-1", "-i", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("iperf3 server listening", 10*time.Second, func() error {
+		out, err := c2.Exec(f.ctx, "ss", "-Hltn", "sport = :5201")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(out), ":5201") {
+			return fmt.Errorf("nothing listens on :5201 yet")
+		}
+		return nil
+	})
+	type result struct {
+		out []byte
+		err error
+	}
+	client := make(chan result, 1)
+	go func() {
+		out, err := c1.Exec(f.ctx, "iperf3", "-c", c2.IP().String(), "-t", "60", "-b", streamRate, "-J")
+		client <- result{out, err}
+	}()
+	p := f.pingUntil(c1, c2.IP(), 60*time.Second)
+	start := time.Now()
+
+	// seconds is how many 1 s intervals the server has reported.
+	seconds := func() int {
+		b, _ := os.ReadFile(srv.LogPath)
+		return len(iperfInterval.FindAll(b, -1))
+	}
+	for _, step := range []struct {
+		after int
+		h     *cluster.Host
+		end   string
+	}{{10, h1, "client"}, {30, h2, "server"}} {
+		f.eventually(fmt.Sprintf("stream running for %d s", step.after), 60*time.Second, func() error {
+			if n := seconds(); n < step.after {
+				return fmt.Errorf("%d s so far", n)
+			}
+			return nil
+		})
+		step.h.Agent().Kill()
+		restart := time.Now()
+		f.start(step.h)
+		f.waitReady(step.h)
+		t.Logf("%s: the %s end's agent killed and ready again in %v, %d s into the stream", backend, step.end,
+			time.Since(restart).Round(time.Millisecond), step.after)
+	}
+
+	var res result
+	select {
+	case res = <-client:
+	case <-time.After(90 * time.Second):
+		t.Fatal("iperf3 client did not finish within 90 s of a 60 s test")
+	}
+	r := p.wait(t)
+	t.Logf("%s: stream and pings done after %v", backend, time.Since(start).Round(time.Millisecond))
+	if res.err != nil {
+		t.Fatalf("iperf3 client failed: %v", res.err)
+	}
+	var rep struct {
+		Error string
+		End   struct {
+			SumSent struct {
+				Bytes         int64
+				BitsPerSecond float64 `json:"bits_per_second"`
+				Retransmits   int
+			} `json:"sum_sent"`
+			SumReceived struct{ Bytes int64 } `json:"sum_received"`
+		}
+	}
+	if err := json.Unmarshal(res.out, &rep); err != nil {
+		t.Fatalf("iperf3 JSON: %v\n%s", err, tailOf(string(res.out)))
+	}
+	if rep.Error != "" || rep.End.SumReceived.Bytes == 0 {
+		t.Fatalf("iperf3 reports error %q, %d bytes received", rep.Error, rep.End.SumReceived.Bytes)
+	}
+	if code, err := srv.Wait(f.ctx); err != nil || code != 0 {
+		b, _ := os.ReadFile(srv.LogPath)
+		t.Fatalf("iperf3 server: exit %d, %v\n%s", code, err, tailOf(string(b)))
+	}
+	note := fmt.Sprintf("60 s TCP stream at %.0f Mbit/s, %d retransmits; both ends' agents SIGKILLed and restarted",
+		rep.End.SumSent.BitsPerSecond/1e6, rep.End.SumSent.Retransmits)
+	recordLoss("restart under load "+backend, r, note)
+	t.Logf("%s: %s; pings %d sent, %d lost", backend, note, r.Sent, r.Lost())
+	if r.Sent == 0 || r.Lost() != 0 {
+		t.Errorf("lost %d of %d pings across the restarts", r.Lost(), r.Sent)
+	}
+}
+
+// pingUntil is pingFor bounded by time rather than by count: ping every
+// 10 ms for d (ping's -w), however many that makes on a busy machine, so
+// that the pings cover the stream and end with it.
+func (f *fixture) pingUntil(c *cluster.Container, dst netip.Addr, d time.Duration) *pinger {
+	p := &pinger{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		out, err := c.Exec(f.ctx, "ping", "-n", "-q", "-i", "0.01", "-W", "1", "-w", strconv.Itoa(int(d.Seconds())), dst.String())
+		m := pingTotals.FindSubmatch(out)
+		if m == nil {
+			p.err = fmt.Errorf("ping: no summary line (%v): %s", err, tailOf(string(out)))
+			return
+		}
+		p.res.Sent, _ = strconv.Atoi(string(m[1]))
+		p.res.Received, _ = strconv.Atoi(string(m[2]))
+	}()
+	return p
+}
+
+var pingTotals = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+
+// iperfInterval matches one per-second report line of iperf3's text output.
+var iperfInterval = regexp.MustCompile(`(?m)^\[\s*\d+\]\s+\d+\.\d+-\d+\.\d+\s+sec\s.*bits/sec\s*$`)
