@@ -70,18 +70,23 @@ func newEtcdClient(cfg *Config) (*etcdConn, error) {
 	return &etcdConn{Client: cli, endpoints: cfg.EtcdEndpoints, tls: cc.TLS}, nil
 }
 
-// explain turns a request that timed out into the reason: the client only
-// reports the deadline, whether etcd is unreachable, rejects our
-// certificate, or is up but not answering.
+// explain turns a request that timed out (after etcdCallTimeout) into the
+// reason: the client only reports the deadline, whether etcd is
+// unreachable, rejects our certificate, or is up but not answering.
 func (c *etcdConn) explain(ctx context.Context, err error) error {
+	return c.explainAfter(ctx, err, etcdCallTimeout)
+}
+
+// explainAfter is explain for a request that was given timeout.
+func (c *etcdConn) explainAfter(ctx context.Context, err error, timeout time.Duration) error {
 	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		return err
 	}
 	if perr := probeEtcd(ctx, c.endpoints, c.tls); perr != nil {
-		return fmt.Errorf("etcd did not answer within %s: %w (%w)", etcdCallTimeout, perr, err)
+		return fmt.Errorf("etcd did not answer within %s: %w (%w)", timeout, perr, err)
 	}
 	return fmt.Errorf("etcd did not answer within %s although %s accepts connections (no quorum, or overloaded?): %w",
-		etcdCallTimeout, strings.Join(c.endpoints, ","), err)
+		timeout, strings.Join(c.endpoints, ","), err)
 }
 
 // retry calls f until it succeeds, ctx is done, or it fails in a way that

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -23,9 +24,9 @@ func NewEtcdClient(cfg *Config) (*EtcdClient, error) {
 	return &EtcdClient{Client: c.Client, conn: c}, nil
 }
 
-// Explain says why a request that timed out got no answer: the endpoint
-// refused or could not be reached, or its TLS handshake failed. Other
-// errors are returned as they are. ctx bounds the probe.
-func (c *EtcdClient) Explain(ctx context.Context, err error) error {
-	return c.conn.explain(ctx, err)
+// Explain says why a request that timed out after timeout got no answer:
+// the endpoint refused or could not be reached, or its TLS handshake failed.
+// Other errors are returned as they are. ctx bounds the probe.
+func (c *EtcdClient) Explain(ctx context.Context, err error, timeout time.Duration) error {
+	return c.conn.explainAfter(ctx, err, timeout)
 }

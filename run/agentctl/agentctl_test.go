@@ -33,12 +33,12 @@ func newCtl(t *testing.T) *ctl {
 func (c *ctl) run(args ...string) (int, string, string) {
 	c.t.Helper()
 	var out, errOut bytes.Buffer
-	dial := func(cfg *agent.Config) (*clientv3.Client, func(context.Context, error) error, func(), error) {
+	dial := func(cfg *agent.Config) (*clientv3.Client, func(context.Context, error, time.Duration) error, func(), error) {
 		if got := strings.Join(cfg.EtcdEndpoints, ","); got != "http://127.0.0.1:2379" {
 			c.t.Fatalf("agentctl dialled %q", got)
 		}
 		cli, err := clientv3.New(c.srv.ClientConfig())
-		explain := func(_ context.Context, err error) error { return err }
+		explain := func(_ context.Context, err error, _ time.Duration) error { return err }
 		return cli, explain, func() { cli.Close() }, err
 	}
 	code := run(context.Background(), append([]string{"--timeout=5s"}, args...), &out, &errOut, dial)
@@ -233,10 +233,10 @@ func TestEtcdUnreachable(t *testing.T) {
 	t.Cleanup(func() { c.srv.SetLoopback(true) })
 	start := time.Now()
 	var out, errOut bytes.Buffer
-	dial := func(*agent.Config) (*clientv3.Client, func(context.Context, error) error, func(), error) {
+	dial := func(*agent.Config) (*clientv3.Client, func(context.Context, error, time.Duration) error, func(), error) {
 		cfg := c.srv.ClientConfig()
 		cli, err := clientv3.New(cfg)
-		explain := func(_ context.Context, err error) error { return err }
+		explain := func(_ context.Context, err error, _ time.Duration) error { return err }
 		return cli, explain, func() { cli.Close() }, err
 	}
 	code := run(context.Background(), []string{"--timeout=1s", "leases"}, &out, &errOut, dial)

@@ -38,9 +38,9 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // etcdDialer makes the etcd client; tests replace it with one that dials
 // into their network namespace.
-type etcdDialer func(cfg *agent.Config) (cli *clientv3.Client, explain func(context.Context, error) error, closeFn func(), err error)
+type etcdDialer func(cfg *agent.Config) (cli *clientv3.Client, explain func(context.Context, error, time.Duration) error, closeFn func(), err error)
 
-func dialEtcd(cfg *agent.Config) (*clientv3.Client, func(context.Context, error) error, func(), error) {
+func dialEtcd(cfg *agent.Config) (*clientv3.Client, func(context.Context, error, time.Duration) error, func(), error) {
 	c, err := agent.NewEtcdClient(cfg)
 	if err != nil {
 		return nil, nil, nil, err
@@ -177,7 +177,7 @@ func (a *app) withEtcd(ctx context.Context, f func(ctx context.Context, cli *cli
 		if errors.As(err, &u) {
 			return err
 		}
-		return explain(ctx, err)
+		return explain(ctx, err, a.timeout)
 	}
 	return nil
 }
