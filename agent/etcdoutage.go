@@ -16,7 +16,7 @@ const outageGrace = 3 * time.Second
 // reportOutages logs each etcd outage twice: once when the connection has
 // been down for outageGrace, with what a connection attempt of our own
 // finds, and once when it is back, with how long it lasted. It returns when
-// ctx is done.
+// ctx is done or the client is closed.
 //
 // The etcd client reconnects inside gRPC and its requests wait for the
 // connection, so nothing else in the agent notices an outage: the watch
@@ -25,28 +25,55 @@ const outageGrace = 3 * time.Second
 // not ready). Without this an operator would see no sign at all that etcd
 // is gone, and with a line per retry they would see nothing else.
 func (c *etcdConn) reportOutages(ctx context.Context, log logr.Logger) {
-	conn := c.ActiveConnection()
+	r := &outageReporter{conn: c.ActiveConnection(), probe: c.probe, endpoints: c.endpoints, grace: outageGrace, log: log}
+	r.run(ctx)
+}
+
+// connState is the part of *grpc.ClientConn that outageReporter watches.
+type connState interface {
+	GetState() connectivity.State
+	// WaitForStateChange returns true once the state differs from s, false
+	// when ctx is done first.
+	WaitForStateChange(ctx context.Context, s connectivity.State) bool
+}
+
+type outageReporter struct {
+	conn connState
+	// probe says why etcd cannot be reached; it is called once per outage.
+	probe     func(context.Context) error
+	endpoints []string
+	grace     time.Duration
+	log       logr.Logger
+}
+
+// run follows the connection until ctx is done or it shuts down:
+//
+//	connected ──Connecting/TransientFailure──▶ down ──grace passes──▶ reported (E: unreachable)
+//	    ▲                                        │                       │
+//	    ├──────────────Ready (V(2) only)─────────┘                       │
+//	    └──────────────Ready (I: reachable again, downFor)───────────────┘
+func (r *outageReporter) run(ctx context.Context) {
 	var (
 		downSince time.Time // zero while connected
 		reported  bool
 	)
 	for {
-		state := conn.GetState()
+		state := r.conn.GetState()
 		switch state {
 		case connectivity.Ready:
 			if !downSince.IsZero() {
 				d := time.Since(downSince).Round(100 * time.Millisecond)
 				if reported {
-					log.Info("etcd reachable again", "endpoints", c.endpoints, "downFor", d)
+					r.log.Info("etcd reachable again", "endpoints", r.endpoints, "downFor", d)
 				} else {
-					log.V(2).Info("etcd connection re-established", "downFor", d)
+					r.log.V(2).Info("etcd connection re-established", "downFor", d)
 				}
 			}
 			downSince, reported = time.Time{}, false
 		case connectivity.Connecting, connectivity.TransientFailure:
 			if downSince.IsZero() {
 				downSince = time.Now()
-				log.V(2).Info("etcd connection lost; reconnecting", "state", state.String())
+				r.log.V(2).Info("etcd connection lost; reconnecting", "state", state.String())
 			}
 		case connectivity.Shutdown:
 			return
@@ -58,17 +85,18 @@ func (c *etcdConn) reportOutages(ctx context.Context, log logr.Logger) {
 
 		wctx, cancel := ctx, context.CancelFunc(func() {})
 		if !downSince.IsZero() && !reported {
-			wctx, cancel = context.WithDeadline(ctx, downSince.Add(outageGrace))
+			wctx, cancel = context.WithDeadline(ctx, downSince.Add(r.grace))
 		}
-		changed := conn.WaitForStateChange(wctx, state)
+		changed := r.conn.WaitForStateChange(wctx, state)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		if !changed {
 			reported = true
-			log.Error(c.probe(ctx), "etcd unreachable; the datapath stays as it is, lease changes will be applied once etcd is back; retrying quietly",
-				"endpoints", c.endpoints, "downFor", time.Since(downSince).Round(100*time.Millisecond))
+			d := time.Since(downSince).Round(100 * time.Millisecond)
+			r.log.Error(r.probe(ctx), "etcd unreachable; the datapath stays as it is, lease changes will be applied once etcd is back; retrying quietly",
+				"endpoints", r.endpoints, "downFor", d)
 		}
 	}
 }
