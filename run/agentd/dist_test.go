@@ -1,0 +1,151 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/tests/sdunit"
+)
+
+// The files operators install, relative to this package.
+const (
+	unitPath    = "../../dist/systemd/agentd.service"
+	envFilePath = "../../dist/systemd/agentd.env"
+	// installedEnvFile is where the unit expects the sample to be installed.
+	installedEnvFile = "/etc/agentd/agentd.env"
+)
+
+// systemdArgs does what systemd does with agentd.service before it runs
+// agentd: read the EnvironmentFile (envFile stands in for installedEnvFile)
+// and expand ExecStart. It returns the command line and the environment.
+// Values naming files under /etc/agentd/ are moved into etcDir, so that the
+// TLS files the sample names can exist for Validate.
+func systemdArgs(t *testing.T, envFile []byte, etcDir string) ([]string, map[string]string) {
+	t.Helper()
+	u, err := sdunit.Load(unitPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := u.EnvironmentFiles()
+	if len(files) != 1 || files[0].Path != installedEnvFile {
+		t.Fatalf("EnvironmentFile = %+v, want just %s", files, installedEnvFile)
+	}
+	vars, err := sdunit.ParseEnvironmentFile(envFile)
+	if err != nil {
+		t.Fatalf("%s: %v", envFilePath, err)
+	}
+	env := sdunit.Env(vars)
+	for k, v := range env {
+		env[k] = strings.ReplaceAll(v, "/etc/agentd/", etcDir+"/")
+	}
+	execs := u.List("Service", "ExecStart")
+	if len(execs) != 1 {
+		t.Fatalf("ExecStart = %q, want one command", execs)
+	}
+	cmd, err := sdunit.ExpandCommand(execs[0], env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd.Argv[0] != "/usr/local/bin/agentd" {
+		t.Fatalf("ExecStart runs %s, want /usr/local/bin/agentd (where the README installs it)", cmd.Argv[0])
+	}
+	return cmd.Argv[1:], env
+}
+
+// TestSystemdUnit checks the unit's service settings: readiness through
+// sd_notify, restarts on failure but not on a usage error, ordering before
+// the consumers of subnet.env.
+func TestSystemdUnit(t *testing.T) {
+	u, err := sdunit.Load(unitPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range [][2]string{{"Type", "notify"}, {"Restart", "on-failure"}, {"RestartPreventExitStatus", "2"}} {
+		if got, _ := u.Value("Service", kv[0]); got != kv[1] {
+			t.Errorf("%s=%q, want %q", kv[0], got, kv[1])
+		}
+	}
+	if before := u.Words("Unit", "Before"); !slices.Contains(before, "docker.service") {
+		t.Errorf("Before=%q lacks docker.service", before)
+	}
+	if exitUsage != 2 {
+		t.Errorf("RestartPreventExitStatus=2 assumes usage errors exit 2, not %d", exitUsage)
+	}
+}
+
+// TestSystemdEnvironmentReachesFlags runs agentd's own flag parsing on what
+// systemd would pass it from agentd.service and the sample agentd.env: every
+// setting in the file must end up in the Config.
+func TestSystemdEnvironmentReachesFlags(t *testing.T) {
+	etc := t.TempDir()
+	for _, f := range []string{"etcd-ca.pem", "etcd-client.pem", "etcd-client-key.pem"} {
+		if err := os.WriteFile(filepath.Join(etc, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sample, err := os.ReadFile(envFilePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, env := systemdArgs(t, sample, etc)
+	logFlags, v, _ := testLogFlags()
+	opts, err := parseArgs(args, envMap(env), logFlags)
+	if err != nil {
+		t.Fatalf("agentd %q with %s: %v", args, envFilePath, err)
+	}
+	want := agent.DefaultConfig()
+	want.EtcdEndpoints = []string{"https://etcd1.example.com:2379", "https://etcd2.example.com:2379", "https://etcd3.example.com:2379"}
+	want.EtcdPrefix = "/coreos.com/network"
+	want.EtcdCAFile = filepath.Join(etc, "etcd-ca.pem")
+	want.EtcdCertFile = filepath.Join(etc, "etcd-client.pem")
+	want.EtcdKeyFile = filepath.Join(etc, "etcd-client-key.pem")
+	want.Ifaces = []string{"eth0"}
+	want.IPMasq = true
+	want.HealthzAddr = "127.0.0.1:8471"
+	want.SubnetFile = "/run/flannel/subnet.env"
+	if !reflect.DeepEqual(opts.cfg, want) {
+		t.Errorf("config from the unit:\n got %+v\nwant %+v", opts.cfg, want)
+	}
+	if *v != 1 {
+		t.Errorf("AGENTD_ARGS=-v=1 gave -v=%d", *v)
+	}
+	if len(opts.warnings) > 0 {
+		t.Errorf("warnings: %q", opts.warnings)
+	}
+}
+
+// TestSystemdFlanneldEnvironment installs an existing flanneld environment
+// file as agentd.env: FLANNELD_* variables and flanneld's single-dash flags
+// in AGENTD_ARGS work unchanged, and a bad value is one line naming the
+// variable (the exit-2 path systemd does not restart).
+func TestSystemdFlanneldEnvironment(t *testing.T) {
+	file := []byte(`# from a flanneld host
+FLANNELD_ETCD_ENDPOINTS=http://198.18.0.254:2379
+FLANNELD_IFACE=eth1
+FLANNELD_IP_MASQ=false
+AGENTD_ARGS="-public-ip=198.18.0.7 -subnet-file /run/flannel/subnet.env"
+`)
+	args, env := systemdArgs(t, file, t.TempDir())
+	logFlags, _, _ := testLogFlags()
+	opts, err := parseArgs(args, envMap(env), logFlags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := opts.cfg; got.EtcdEndpoints[0] != "http://198.18.0.254:2379" || !reflect.DeepEqual(got.Ifaces, []string{"eth1"}) || got.IPMasq || got.PublicIP.String() != "198.18.0.7" {
+		t.Errorf("config: %+v", got)
+	}
+
+	args, env = systemdArgs(t, []byte("FLANNELD_SUBNET_LEASE_TTL=forever\n"), t.TempDir())
+	var stderr strings.Builder
+	if code := run(args, envMap(env), &strings.Builder{}, &stderr); code != exitUsage {
+		t.Errorf("exit %d, want %d", code, exitUsage)
+	}
+	if want := `agentd: invalid FLANNELD_SUBNET_LEASE_TTL "forever"`; !strings.HasPrefix(stderr.String(), want) {
+		t.Errorf("stderr %q, want it to start with %q", stderr.String(), want)
+	}
+}
