@@ -73,6 +73,8 @@ bench: deps build ## Benchmarks: micro-benchmarks, then throughput and join late
 	$(GO) test -run '^$$' -bench . -benchmem ./subnet/ ./backend/...
 	$(GO) test -run '^$$' -bench Throughput -benchtime 3x -timeout 20m ./tests/bench/
 	$(GO) test -run '^$$' -bench Join -benchtime 20x -timeout 20m ./tests/bench/
+	$(GO) test -run '^$$' -bench Scale -benchtime 1x -timeout 30m ./tests/scale/
+	@echo "scale report: results/scale/results.md"
 
 .PHONY: clean
 clean: ## Remove build output.
