@@ -5,7 +5,9 @@
 //
 // BenchmarkThroughput reports container-to-container TCP throughput for each
 // backend and the raw host-to-host throughput measured alternately with it,
-// and their ratio. BenchmarkJoin reports how long a new host's agent takes,
+// and their ratio; the idle round-trip time (ping) of both and its ratio;
+// and the CPU the overlay run used, the agents' own (the udp backend's
+// datapath runs there) and the machine's. BenchmarkJoin reports how long a new host's agent takes,
 // from its start, until every existing peer has a route to its subnet.
 package bench
 
@@ -14,7 +16,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +36,13 @@ const (
 	iperfSeconds = 3
 )
 
-var backends = []string{"vxlan", "host-gw"}
+// backends are measured for throughput and latency; joinBackends for join
+// latency, which looks for each peer's per-subnet kernel route (the udp
+// backend has none: its peers are entries of a userspace table).
+var (
+	backends     = []string{"vxlan", "host-gw", "udp"}
+	joinBackends = []string{"vxlan", "host-gw"}
+)
 
 // benchCluster is a cluster with the network config for one backend written
 // and an agent ready on each of its first hosts.
@@ -134,19 +145,113 @@ func BenchmarkThroughput(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			var raw, overlay float64
+			agents := []int{h1.Agent().Pid(), h2.Agent().Pid()}
+			var raw, overlay, rawRTT, overlayRTT, agentCPU, machineCPU float64
 			n := 0
 			for b.Loop() {
 				raw += bc.iperf(h1.Namespace, h2.Namespace, h2.IP)
+				before := takeCPU(b, agents)
 				overlay += bc.iperf(c1.Namespace, c2.Namespace, c2.IP())
+				a, m := takeCPU(b, agents).since(before)
+				agentCPU, machineCPU = agentCPU+a, machineCPU+m
+				// Idle: nothing else runs on the cluster now.
+				rawRTT += bc.rtt(h1.Namespace, h2.IP)
+				overlayRTT += bc.rtt(c1.Namespace, c2.IP())
 				n++
 			}
-			raw, overlay = raw/float64(n), overlay/float64(n)
+			avg := func(v float64) float64 { return v / float64(n) }
+			raw, overlay, rawRTT, overlayRTT = avg(raw), avg(overlay), avg(rawRTT), avg(overlayRTT)
 			b.ReportMetric(raw/1e9, "raw-Gbit/s")
 			b.ReportMetric(overlay/1e9, backend+"-Gbit/s")
 			b.ReportMetric(overlay/raw, "ratio")
+			b.ReportMetric(rawRTT, "raw-rtt-µs")
+			b.ReportMetric(overlayRTT, backend+"-rtt-µs")
+			b.ReportMetric(overlayRTT/rawRTT, "rtt-ratio")
+			b.ReportMetric(avg(agentCPU), "agents-cpu-%")
+			b.ReportMetric(avg(machineCPU), "machine-cpu-%")
 		})
 	}
+}
+
+// rttPings is how many pings rtt sends, 20 ms apart.
+const rttPings = 50
+
+var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
+
+// rtt returns the median round-trip time in microseconds of rttPings pings
+// from the namespace to dst.
+func (bc *benchCluster) rtt(from *cluster.Namespace, dst netip.Addr) float64 {
+	bc.b.Helper()
+	out, err := from.Exec(bc.ctx, "ping", "-n", "-c", fmt.Sprint(rttPings), "-i", "0.02", "-W", "1", dst.String())
+	if err != nil {
+		bc.b.Fatalf("ping %s -> %s: %v: %s", from.Short, dst, err, out)
+	}
+	var us []float64
+	for _, m := range pingTime.FindAllSubmatch(out, -1) {
+		v, err := strconv.ParseFloat(string(m[1]), 64)
+		if err == nil {
+			us = append(us, v*1000)
+		}
+	}
+	if len(us) < rttPings/2 {
+		bc.b.Fatalf("ping %s -> %s: %d replies of %d", from.Short, dst, len(us), rttPings)
+	}
+	slices.Sort(us)
+	return us[len(us)/2]
+}
+
+// cpuSample is CPU time used so far: by the given processes, and by the
+// whole machine (busy and total, all CPUs), in clock ticks.
+type cpuSample struct {
+	at                 time.Time
+	procs, busy, total float64
+}
+
+func takeCPU(b *testing.B, pids []int) cpuSample {
+	b.Helper()
+	s := cpuSample{at: time.Now()}
+	for _, pid := range pids {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Fields after the command's closing parenthesis: state is
+		// field 3, utime 14, stime 15.
+		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+		for _, i := range []int{14 - 3, 15 - 3} {
+			v, _ := strconv.ParseFloat(f[i], 64)
+			s.procs += v
+		}
+	}
+	st, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	// cpu user nice system idle iowait irq softirq steal …
+	f := strings.Fields(strings.SplitN(string(st), "\n", 2)[0])[1:]
+	for i, v := range f {
+		x, _ := strconv.ParseFloat(v, 64)
+		if i >= 8 { // guest time is counted in user already
+			break
+		}
+		s.total += x
+		if i != 3 && i != 4 {
+			s.busy += x
+		}
+	}
+	return s
+}
+
+// since returns the processes' CPU use, in percent of one CPU, and the
+// machine's, in percent of all of them, between earlier and s.
+func (s cpuSample) since(earlier cpuSample) (procs, machine float64) {
+	const ticksPerSecond = 100 // USER_HZ on every Linux architecture
+	secs := s.at.Sub(earlier.at).Seconds()
+	procs = (s.procs - earlier.procs) / ticksPerSecond / secs * 100
+	if d := s.total - earlier.total; d > 0 {
+		machine = (s.busy - earlier.busy) / d * 100
+	}
+	return procs, machine
 }
 
 // BenchmarkJoin: two hosts run agents; each iteration starts the agent of a
@@ -154,7 +259,7 @@ func BenchmarkThroughput(b *testing.B) {
 // releases its lease (--release-lease) and waits for the routes to go.
 // Reported: p50, p99 and max of start → route on every peer.
 func BenchmarkJoin(b *testing.B) {
-	for _, backend := range backends {
+	for _, backend := range joinBackends {
 		b.Run(backend, func(b *testing.B) {
 			bc := newBenchCluster(b, backend, 3, 2)
 			h1, h2, h3 := bc.c.Host(1), bc.c.Host(2), bc.c.Host(3)
