@@ -15,11 +15,13 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func hfConfig(backend string) string {
@@ -37,7 +40,7 @@ func hfConfig(backend string) string {
 func logFrom(t *testing.T, h *cluster.Host, off int) string {
 	t.Helper()
 	log, err := h.AgentLog()
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
 	return log[min(off, len(log)):]
@@ -527,3 +530,139 @@ var pingTotals = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets
 
 // iperfInterval matches one per-second report line of iperf3's text output.
 var iperfInterval = regexp.MustCompile(`(?m)^\[\s*\d+\]\s+\d+\.\d+-\d+\.\d+\s+sec\s.*bits/sec\s*$`)
+
+// TestFaultRacingJoins (scenario 5): fifty new hosts start their agents at
+// the same moment, five times over (each round from an empty lease set, with
+// no subnet.env and no state, as brand-new hosts, over the routes the last
+// round left). Every round ends with fifty distinct subnets, one lease each,
+// and on every host exactly the 49 routes to the others. host-gw keeps the
+// 2-CPU machine's share small: no device, one route per peer.
+func TestFaultRacingJoins(t *testing.T) {
+	const n, rounds = 50, 5
+	// Without iptables rules: every namespace shares the one
+	// /run/xtables.lock of this machine, so fifty agents would queue for it
+	// as no real hosts do, and the race under test is the one for subnets.
+	f := newFixture(t, n, hfConfig("host-gw"), "--iptables-forward-rules=false")
+	hosts := f.c.Hosts()
+	var total time.Duration
+	for round := 1; round <= rounds; round++ {
+		if round > 1 {
+			f.forgetAll(hosts)
+		}
+		marks := map[*cluster.Host]int{}
+		for _, h := range hosts {
+			marks[h] = logLen(t, h)
+		}
+		go0 := make(chan struct{})
+		errs := make(chan error, n)
+		for _, h := range hosts {
+			go func() {
+				<-go0
+				_, err := h.StartAgent(f.ctx)
+				errs <- err
+			}()
+		}
+		start := time.Now()
+		close(go0)
+		for range hosts {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.waitReady(hosts...)
+		allReady := time.Since(start)
+
+		subnets := map[netip.Prefix]*cluster.Host{}
+		for _, h := range hosts {
+			sn := hostSubnet(t, h)
+			if other, dup := subnets[sn]; dup {
+				t.Fatalf("round %d: %s and %s both have %s", round, other, h, sn)
+			}
+			subnets[sn] = h
+		}
+		leases := f.leases()
+		if len(leases) != n {
+			t.Fatalf("round %d: %d leases in etcd, want %d", round, len(leases), n)
+		}
+		for sn, h := range subnets {
+			v, ok := leases[subnet.MakeSubnetKey(sn, netip.Prefix{})]
+			if !ok || !strings.Contains(v, `"PublicIP":"`+h.IP.String()+`"`) {
+				t.Fatalf("round %d: %s's subnet %s has lease %q", round, h, sn, v)
+			}
+		}
+		for _, h := range hosts {
+			want := make([]string, 0, n-1)
+			for sn, peer := range subnets {
+				if peer != h {
+					want = append(want, fmt.Sprintf("%s via %s dev eth0 proto 74", sn, peer.IP))
+				}
+			}
+			slices.Sort(want)
+			f.eventually(fmt.Sprintf("round %d: %s routes to all %d peers", round, h, n-1), 30*time.Second, func() error {
+				routes, err := h.Routes()
+				if err != nil {
+					return err
+				}
+				var ours []string
+				for _, r := range routes {
+					if strings.Contains(r, " proto 74") {
+						ours = append(ours, r)
+					}
+				}
+				if !slices.Equal(ours, want) {
+					return fmt.Errorf("%d routes of ours, want %d:\n%s", len(ours), len(want), strings.Join(ours, "\n"))
+				}
+				return nil
+			})
+		}
+		allRouted := time.Since(start)
+		total += allRouted
+		retries := 0
+		for _, h := range hosts {
+			retries += strings.Count(logFrom(t, h, marks[h]), "subnet taken meanwhile, picking again")
+		}
+		t.Logf("round %d: %d agents started together: all ready after %v, every host routes to every other after %v; %d acquire attempts lost a race",
+			round, n, allReady.Round(time.Millisecond), allRouted.Round(time.Millisecond), retries)
+	}
+	t.Logf("%d rounds of %d racing joins: %v on average to a full mesh of routes", rounds, n, (total / rounds).Round(time.Millisecond))
+}
+
+// forgetAll turns the hosts into new ones: agents killed, every lease and
+// etcd lease gone, subnet.env and the state directory removed. The routes
+// the agents made stay, for the next agents to clean up.
+func (f *fixture) forgetAll(hosts []*cluster.Host) {
+	f.t.Helper()
+	done := make(chan struct{}, len(hosts))
+	for _, h := range hosts {
+		go func() {
+			h.Agent().Kill()
+			done <- struct{}{}
+		}()
+	}
+	for range hosts {
+		<-done
+	}
+	if _, err := f.cli.Delete(f.ctx, prefix+"/subnets/", clientv3.WithPrefix()); err != nil {
+		f.t.Fatal(err)
+	}
+	ls, err := f.cli.Leases(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, l := range ls.Leases {
+		if _, err := f.cli.Revoke(f.ctx, l.ID); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	for _, h := range hosts {
+		if err := os.Remove(h.SubnetFile()); err != nil {
+			f.t.Fatal(err)
+		}
+		if err := os.RemoveAll(h.StateDir()); err != nil {
+			f.t.Fatal(err)
+		}
+		if err := os.Mkdir(h.StateDir(), 0o755); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
