@@ -402,6 +402,43 @@ func TestDriftRepaired(t *testing.T) {
 	f.pingAll([]*cluster.Container{c1, c2})
 }
 
+// TestDriftRepairedUDP deletes the udp backend's network route and then its
+// whole TUN device by hand; the agent repairs each within a second (a new
+// device with a new descriptor keeper) and traffic flows again.
+func TestDriftRepairedUDP(t *testing.T) {
+	f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"udp"}}`, network))
+	h1, h2 := f.c.Host(1), f.c.Host(2)
+	f.start(h1)
+	f.start(h2)
+	f.waitReady(h1, h2)
+	c1, c2 := f.container(h1), f.container(h2)
+	f.pingAll([]*cluster.Container{c1, c2})
+	hasRoute := func() error {
+		routes, err := h1.Routes()
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if strings.HasPrefix(r, network+" ") && strings.Contains(r, "flannel0") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no route for %s via flannel0 in %v", network, routes)
+	}
+	for _, damage := range [][]string{
+		{"ip", "route", "del", network, "dev", "flannel0"},
+		{"ip", "link", "del", "flannel0"},
+	} {
+		if _, err := h1.Exec(f.ctx, damage[0], damage[1:]...); err != nil {
+			t.Fatalf("%v: %v", damage, err)
+		}
+		start := time.Now()
+		f.eventually(strings.Join(damage, " ")+" repaired within 1s", time.Second, hasRoute)
+		t.Logf("%s repaired in %v", strings.Join(damage, " "), time.Since(start).Round(time.Millisecond))
+		f.pingAll([]*cluster.Container{c1, c2})
+	}
+}
+
 func peerMAC(t *testing.T, f *fixture, sn netip.Prefix) string {
 	t.Helper()
 	v, ok := f.leases()[subnet.MakeSubnetKey(sn, netip.Prefix{})]
