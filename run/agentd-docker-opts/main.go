@@ -1,0 +1,138 @@
+// Command agentd-docker-opts turns the subnet.env agentd writes into
+// dockerd's network options, for the docker.service drop-in
+// (dist/systemd/docker.service.d/agentd.conf) and for hosts without systemd:
+//
+//	agentd-docker-opts --wait=60s --output=/run/flannel/docker-network.env
+//	. /run/flannel/docker-network.env
+//	dockerd $DOCKER_NETWORK_OPTIONS
+//
+// It writes (to --output atomically, or to stdout) a file that is both a
+// systemd EnvironmentFile and a shell script:
+//
+//	DOCKER_IP_MASQ=false
+//	DOCKER_NETWORK_OPTIONS="--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false"
+//
+// DOCKER_IP_MASQ is the opposite of FLANNEL_IPMASQ: when agentd masquerades
+// traffic leaving the overlay, dockerd must not masquerade it again. Only the
+// IPv4 keys are used.
+//
+// A missing or incomplete subnet.env is an error naming the file and the key
+// (exit status 1), and nothing is written, so dockerd never starts with a
+// bridge address that is not this host's lease. Exit status 2 is a usage
+// error.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/spf13/pflag"
+)
+
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the command-line settings.
+type options struct {
+	subnetFile string
+	output     string
+	wait       time.Duration
+	poll       time.Duration
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var o options
+	var help bool
+	fs := pflag.NewFlagSet("agentd-docker-opts", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "the subnet.env agentd writes")
+	fs.StringVarP(&o.output, "output", "o", "", "write the result to this file atomically (default: stdout)")
+	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for a complete subnet.env (0: read it once)")
+	fs.BoolVarP(&help, "help", "h", false, "print this help and exit")
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
+		return exitUsage
+	}
+	if help {
+		fmt.Fprintf(stdout, "Usage: agentd-docker-opts [flags]\n\nWrites dockerd's --bip, --mtu and --ip-masq from agentd's subnet.env.\n\nFlags:\n%s", fs.FlagUsages())
+		return exitOK
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "agentd-docker-opts: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	if o.wait < 0 {
+		fmt.Fprintf(stderr, "agentd-docker-opts: invalid --wait %v: must not be negative\n", o.wait)
+		return exitUsage
+	}
+	o.poll = 200 * time.Millisecond
+
+	env, err := readEnv(ctx, o)
+	if err != nil {
+		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
+		return exitFailure
+	}
+	out := format(o.subnetFile, env)
+	if o.output == "" {
+		_, err = io.WriteString(stdout, out)
+	} else {
+		err = subnet.WriteFileAtomic(o.output, []byte(out), 0o644)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// readEnv reads the subnet.env, retrying every o.poll until o.wait has passed
+// while it is missing or incomplete (agentd writes it atomically, but an
+// operator's hand-made file may be half done). The error is the last one seen.
+func readEnv(ctx context.Context, o options) (subnet.Env, error) {
+	deadline := time.Now().Add(o.wait)
+	for {
+		env, err := subnet.ReadEnv(o.subnetFile)
+		if err == nil {
+			return env, nil
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("%s does not exist: agentd writes it once it holds a lease (is agentd running? systemctl status agentd)", o.subnetFile)
+		}
+		if o.wait > 0 {
+			err = fmt.Errorf("%w (waited %v)", err, o.wait)
+		}
+		if !time.Now().Before(deadline) {
+			return subnet.Env{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return subnet.Env{}, fmt.Errorf("%w: %w", ctx.Err(), err)
+		case <-time.After(o.poll):
+		}
+	}
+}
+
+// format renders the options file for env, read from path.
+func format(path string, env subnet.Env) string {
+	masq := !env.IPMasq
+	return fmt.Sprintf("# written by agentd-docker-opts from %s\nDOCKER_IP_MASQ=%t\nDOCKER_NETWORK_OPTIONS=\"--bip=%s --mtu=%d --ip-masq=%t\"\n",
+		path, masq, env.Subnet, env.MTU, masq)
+}
