@@ -7,6 +7,9 @@ LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the tests and the demo need (iproute2 for netns, iptables
 # for the agent's rules, ping and iperf3 for traffic).
 DEB_PACKAGES := iproute2 iptables iputils-ping iperf3 ca-certificates
+# What tests/integration adds: a real dockerd and client, a static busybox for
+# a registry-free image, the standard CNI plugins, systemd-analyze.
+DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd
 FUZZTIME ?= 5s
 FUZZTIME_LONG ?= 2m
 
@@ -14,7 +17,7 @@ FUZZTIME_LONG ?= 2m
 
 .PHONY: help
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
 deps: ## Install the Debian packages and Go modules the tests need (root).
@@ -25,6 +28,10 @@ deps: ## Install the Debian packages and Go modules the tests need (root).
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	$(GO) mod download
+
+.PHONY: deps-integration
+deps-integration: ## Also install the Debian packages tests/integration needs (dockerd, CNI plugins…).
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES_INTEGRATION)"
 
 .PHONY: build
 build: ## Build agentd and the test etcd into bin/.
@@ -54,15 +61,19 @@ fuzz-short: ## Run each fuzz target briefly (part of make test).
 		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) >/tmp/agentd-fuzz.log 2>&1 || { cat /tmp/agentd-fuzz.log; exit 1; }; done
 
 .PHONY: test
-test: deps lint build ## Everything CI runs: unit, root, etcd and end-to-end tests, then short fuzzing.
+test: deps deps-integration lint build ## Everything CI runs: unit, root, etcd and end-to-end tests, then short fuzzing.
 	@mkdir -p $(BIN)
 	AGENTD_E2E_RESULTS=$(CURDIR)/$(BIN)/e2e-results.txt $(GO) test -race -count=1 -timeout 30m -p 2 ./...
 	@cat $(BIN)/e2e-results.txt
 	$(MAKE) --no-print-directory fuzz-short
 
 .PHONY: e2e
-e2e: deps build ## Only the multi-host end-to-end tests.
+e2e: deps deps-integration build ## Only the multi-host end-to-end tests (tests/...).
 	$(GO) test -race -count=1 -timeout 20m -v ./tests/...
+
+.PHONY: integration
+integration: deps-integration build ## Only the tests of dist/ with the real programs (systemd-analyze, dockerd…).
+	$(GO) test -race -count=1 -timeout 20m -v ./tests/integration/
 
 .PHONY: demo
 demo: deps build ## A 3-host cluster in namespaces: vxlan, then host-gw; containers ping across.

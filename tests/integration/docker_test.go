@@ -1,0 +1,636 @@
+package integration
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/agentd/agentd/tests/sdunit"
+	"golang.org/x/sys/unix"
+)
+
+// dockerUnit is Debian's docker.service, which the drop-in modifies.
+const dockerUnit = "/lib/systemd/system/docker.service"
+
+// dockerTrustKey is where dockerd 20.10 keeps its identity key, whatever its
+// --data-root (there is no flag to move it).
+const dockerTrustKey = "/etc/docker/key.json"
+
+// TestDocker runs a real dockerd on each of two hosts, started the way
+// docker.service with dist/systemd/docker.service.d/agentd.conf starts it,
+// and checks that containers on different hosts reach each other:
+//
+//	h1: agentd ── subnet.env ── agentd-docker-opts ── dockerd --bip=${FLANNEL_SUBNET} --mtu=${FLANNEL_MTU} --ip-masq=${DOCKER_IP_MASQ}
+//	      docker0 10.244.A.1 ── c1 10.244.A.2 ─┐
+//	h2: (same)                                 │ vxlan or host-gw, through dockerd's FORWARD DROP policy
+//	      docker0 10.244.B.1 ── c2 10.244.B.2 ─┘
+//
+// With vxlan the agents masquerade (--ip-masq, so dockerd gets
+// --ip-masq=false); with host-gw they do not (dockerd masquerades).
+func TestDocker(t *testing.T) {
+	keyExisted := fileExists(dockerTrustKey)
+	t.Cleanup(func() {
+		if !keyExisted {
+			os.Remove(dockerTrustKey) // made by the dockerds this test started
+		}
+	})
+	for _, tc := range []struct {
+		backend string
+		ipMasq  bool
+	}{{"vxlan", true}, {"host-gw", false}} {
+		t.Run(tc.backend, func(t *testing.T) { testDocker(t, tc.backend, tc.ipMasq) })
+	}
+}
+
+func testDocker(t *testing.T, backend string, ipMasq bool) {
+	cluster.RequireRoot(t)
+	dockerdBin := requireTool(t, "dockerd", "docker.io", "/usr/sbin/dockerd")
+	// Debian's client matches the daemon; a newer one in /usr/local/bin works
+	// too but is not what the package installs.
+	dockerBin := requireTool(t, "docker", "docker.io", "/usr/bin/docker")
+	requireFile(t, dockerUnit, "docker.io")
+	busybox := requireTool(t, "busybox", "busybox-static", "/bin/busybox")
+	requireStatic(t, busybox)
+	ctx := context.Background()
+
+	var args []string
+	if ipMasq {
+		args = append(args, "--ip-masq")
+	}
+	c := agentCluster(t, backend, 2, args...)
+	optsBin, err := c.Binary(ctx, "agentd-docker-opts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(t.TempDir(), "rootfs.tar")
+	if err := writeBusyboxRootfs(rootfs, busybox); err != nil {
+		t.Fatal(err)
+	}
+
+	hosts := c.Hosts()
+	ds := make([]*dockerd, len(hosts))
+	errs := make(chan error, len(hosts))
+	for i, h := range hosts {
+		go func() {
+			var err error
+			ds[i], err = startDockerd(t, c, h, dockerdBin, dockerBin, optsBin)
+			errs <- err
+		}()
+	}
+	for range hosts {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var ips []netip.Addr
+	for _, d := range ds {
+		start := time.Now()
+		if _, err := d.docker(ctx, "import", "--change", `CMD ["/bin/sleep","1000000"]`, rootfs, "agentd-busybox:test"); err != nil {
+			t.Fatal(err)
+		}
+		imported := time.Since(start)
+		id, err := d.docker(ctx, "run", "-d", "--pull=never", "--name", "c-"+d.h.Short, "agentd-busybox:test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.containers = append(d.containers, id)
+		ip, err := d.docker(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, err := netip.ParseAddr(ip)
+		if err != nil {
+			t.Fatalf("%s: container address %q: %v", d.h, ip, err)
+		}
+		ips = append(ips, addr)
+		t.Logf("%s: image imported in %v, container %.12s (%s) running %v after import", d.h, imported.Round(time.Millisecond), id, addr, (time.Since(start) - imported).Round(time.Millisecond))
+		d.checkBridge(t, ctx, addr, ipMasq)
+	}
+
+	// Containers on different hosts reach each other.
+	for i, d := range ds {
+		peer := ips[1-i]
+		var r pingResult
+		err := cluster.Eventually(ctx, 15*time.Second, func() error {
+			r, err = d.ping(ctx, d.containers[0], peer, 1)
+			if err == nil && r.received != 1 {
+				err = fmt.Errorf("%d/%d replies", r.received, r.sent)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%s container -> %s: %v", d.h, peer, err)
+		}
+		if r, err = d.ping(ctx, d.containers[0], peer, 5); err != nil || r.received != 5 {
+			t.Fatalf("%s container -> %s: %d/%d replies (%v)", d.h, peer, r.received, r.sent, err)
+		}
+		t.Logf("%s container %s -> %s: %d/%d replies", d.h, ips[i], peer, r.received, r.sent)
+	}
+
+	// The traffic crossed dockerd's DROP policy because of agentd's rule.
+	// With h2's agent stopped (it leaves routes and rules in place) and the
+	// jump to AGENTD-FWD removed, h1's container cannot reach h2's; the
+	// restarted agent puts the jump back and the ping gets through.
+	d1, d2 := ds[0], ds[1]
+	before := fwdAccepted(t, ctx, d2.h)
+	if _, err := d2.h.Agent().Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d2.h.Exec(ctx, "iptables", "-w", "5", "-D", "FORWARD", "-m", "comment", "--comment", "agentd forward", "-j", "AGENTD-FWD"); err != nil {
+		t.Fatal(err)
+	}
+	blocked, err := d1.ping(ctx, d1.containers[0], ips[1], 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blocked.received != 0 {
+		t.Errorf("without agentd's FORWARD jump on %s, %d/%d pings got through dockerd's DROP policy", d2.h, blocked.received, blocked.sent)
+	}
+	restart := time.Now()
+	if _, err := d2.h.StartAgent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.h.WaitReady(ctx, readyWithin); err != nil {
+		t.Fatal(err)
+	}
+	if !hasRule(ctx, d2.h, "FORWARD", `-A FORWARD -m comment --comment "agentd forward" -j AGENTD-FWD`) {
+		t.Fatalf("%s: the restarted agent is ready but the FORWARD jump to AGENTD-FWD is missing", d2.h)
+	}
+	ready := time.Since(restart)
+	r, err := d1.ping(ctx, d1.containers[0], ips[1], 3)
+	if err != nil || r.received != 3 {
+		t.Fatalf("after agentd restored its rule: %d/%d replies (%v)", r.received, r.sent, err)
+	}
+	after := fwdAccepted(t, ctx, d2.h)
+	if after <= before {
+		t.Errorf("%s: AGENTD-FWD accepted %d packets before and %d after the pings", d2.h, before, after)
+	}
+	t.Logf("%s: FORWARD policy DROP; agent stopped and jump to AGENTD-FWD removed: %d/%d replies; agent restarted, ready with the jump back in %v: %d/%d replies; AGENTD-FWD accepted %d packets (first of each new flow; the rest match dockerd's ESTABLISHED rule)",
+		d2.h, blocked.received, blocked.sent, ready.Round(time.Millisecond), r.received, r.sent, after-before)
+}
+
+// TestDockerDropInBadSubnetEnv runs the drop-in's ExecStartPre on a missing
+// and on a half-written subnet.env: it fails naming the file and the key, so
+// systemd never starts dockerd with a wrong or empty --bip.
+func TestDockerDropInBadSubnetEnv(t *testing.T) {
+	requireFile(t, dockerUnit, "docker.io")
+	ctx := context.Background()
+	optsBin := filepath.Join(t.TempDir(), "agentd-docker-opts")
+	if out, err := command(ctx, nil, "go", "build", "-o", optsBin, "../../run/agentd-docker-opts"); err != nil {
+		t.Fatal(err, out)
+	}
+	dir := t.TempDir()
+	subnetEnv := filepath.Join(dir, "subnet.env")
+	dockerEnv := filepath.Join(dir, "docker-network.env")
+	paths := map[string]string{
+		"/usr/local/bin/agentd-docker-opts": optsBin,
+		"/run/flannel/subnet.env":           subnetEnv,
+		"/run/flannel/docker-network.env":   dockerEnv,
+	}
+	inRoot := func(ctx context.Context, argv []string) (string, error) {
+		return command(ctx, nil, argv[0], argv[1:]...)
+	}
+	for _, tc := range []struct {
+		name, content, want string
+	}{
+		{"missing", "", subnetEnv + " does not exist: agentd writes it once it holds a lease"},
+		{"half-written", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\n", "subnet.env " + subnetEnv + ": FLANNEL_MTU missing"},
+		{"no subnet", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_MTU=1450\n", "subnet.env " + subnetEnv + ": FLANNEL_SUBNET missing"},
+	} {
+		os.Remove(subnetEnv)
+		if tc.content != "" {
+			if err := os.WriteFile(subnetEnv, []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		argv, err := dockerCommand(ctx, inRoot, paths)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s subnet.env: dockerd %q, error %v; want an error containing %q", tc.name, argv, err, tc.want)
+		} else {
+			t.Logf("%s subnet.env: %v", tc.name, err)
+		}
+		if fileExists(dockerEnv) {
+			t.Errorf("%s subnet.env: %s was written", tc.name, dockerEnv)
+		}
+	}
+}
+
+// dockerd is a dockerd running in a host's namespace.
+type dockerd struct {
+	h          *cluster.Host
+	dir        string // data/, exec/, pid, sock, cli/
+	client     string
+	cgroup     string // the --cgroup-parent, relative to each hierarchy
+	proc       *cluster.Process
+	containers []string
+}
+
+// dockerCommand is docker.service's ExecStart after the drop-in: its
+// ExecStartPre has run, its EnvironmentFiles are read and the variables
+// expanded, as systemd would. paths maps the files the units name to the
+// host's copies. Files the units name but paths does not map (Debian's
+// /etc/default/docker) must be optional and are left out: the machine's own
+// docker settings are not the test's.
+// run executes ExecStartPre's commands.
+func dockerCommand(ctx context.Context, run func(ctx context.Context, argv []string) (string, error), paths map[string]string) ([]string, error) {
+	u, err := sdunit.Load(dockerUnit, dockerDropIn)
+	if err != nil {
+		return nil, err
+	}
+	rewrite := func(s string) string {
+		for from, to := range paths {
+			s = strings.ReplaceAll(s, from, to)
+		}
+		return s
+	}
+	for _, line := range u.List("Service", "ExecStartPre") {
+		cmd, err := sdunit.ExpandCommand(rewrite(line), nil)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := run(ctx, cmd.Argv); err != nil && !cmd.IgnoreFailure {
+			return nil, fmt.Errorf("ExecStartPre failed, so systemd would not start dockerd: %w", err)
+		}
+	}
+	env := map[string]string{}
+	for _, f := range u.EnvironmentFiles() {
+		p, ok := paths[f.Path]
+		if !ok {
+			if !f.Optional {
+				return nil, fmt.Errorf("EnvironmentFile=%s is required but not provided by the test", f.Path)
+			}
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) && f.Optional {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		vars, err := sdunit.ParseEnvironmentFile(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		for _, v := range vars {
+			env[v.Key] = v.Value
+		}
+	}
+	execs := u.List("Service", "ExecStart")
+	if len(execs) != 1 {
+		return nil, fmt.Errorf("docker.service has %d ExecStart lines after the drop-in, want 1", len(execs))
+	}
+	cmd, err := sdunit.ExpandCommand(rewrite(execs[0]), env)
+	if err != nil {
+		return nil, err
+	}
+	return cmd.Argv, nil
+}
+
+// startDockerd starts dockerd in h's namespace with the command line
+// docker.service would use, minus what ties it to the machine's systemd and
+// containerd (-H fd://, --containerd=…: dockerd then runs its own
+// containerd), plus its own data and exec roots, pidfile, socket, config file
+// and cgroup parent. It waits until the daemon answers and registers a
+// cleanup that removes its containers, stops it and removes what it left.
+func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin, client, optsBin string) (*dockerd, error) {
+	ctx := context.Background()
+	d := &dockerd{h: h, dir: filepath.Join(h.Dir, "docker"), client: client, cgroup: "agentd-" + c.Prefix() + h.Short}
+	if err := os.MkdirAll(filepath.Join(d.dir, "cli"), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(d.dir, "daemon.json"), []byte("{}\n"), 0o644); err != nil {
+		return nil, err
+	}
+	inHost := func(ctx context.Context, argv []string) (string, error) {
+		out, err := h.Exec(ctx, argv[0], argv[1:]...)
+		return string(out), err
+	}
+	argv, err := dockerCommand(ctx, inHost, map[string]string{
+		"/usr/local/bin/agentd-docker-opts": optsBin,
+		"/run/flannel/subnet.env":           h.SubnetFile(),
+		"/run/flannel/docker-network.env":   filepath.Join(h.Dir, "docker-network.env"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
+	}
+	if argv[0] != "dockerd" {
+		return nil, fmt.Errorf("%s: docker.service runs %q, want dockerd", h, argv[0])
+	}
+	var args []string
+	for i := 1; i < len(argv); i++ {
+		switch a := argv[i]; {
+		case a == "-H" && i+1 < len(argv) && argv[i+1] == "fd://":
+			i++
+		case strings.HasPrefix(a, "--containerd="):
+		default:
+			args = append(args, a)
+		}
+	}
+	args = append(args,
+		"--data-root="+filepath.Join(d.dir, "data"),
+		"--exec-root="+filepath.Join(d.dir, "exec"),
+		"--pidfile="+filepath.Join(d.dir, "pid"),
+		"-H", "unix://"+filepath.Join(d.dir, "sock"),
+		"--config-file="+filepath.Join(d.dir, "daemon.json"),
+		"--cgroup-parent=/"+d.cgroup,
+	)
+	t.Logf("%s: dockerd %s", h, strings.Join(args, " "))
+	// nsenter --net, not `ip netns exec`: the latter remounts /sys and hides
+	// the cgroup hierarchies dockerd needs.
+	start := time.Now()
+	d.proc, err = h.Start("nsenter", append([]string{"--net=/var/run/netns/" + h.Name, "--", dockerdBin}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { d.stop(t) })
+	err = cluster.Eventually(ctx, 90*time.Second, func() error {
+		if d.proc.Exited() {
+			return fmt.Errorf("dockerd exited with code %d; see %s", d.proc.ExitCode(), d.proc.LogPath)
+		}
+		_, err := d.docker(ctx, "version", "--format", "{{.Server.Version}}")
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
+	}
+	t.Logf("%s: dockerd answering %v after start", h, time.Since(start).Round(time.Millisecond))
+	return d, nil
+}
+
+// docker runs the docker client against this daemon.
+func (d *dockerd) docker(ctx context.Context, args ...string) (string, error) {
+	return command(ctx, []string{"DOCKER_HOST=unix://" + filepath.Join(d.dir, "sock"), "DOCKER_CONFIG=" + filepath.Join(d.dir, "cli")}, d.client, args...)
+}
+
+// stop removes the containers this test made (by id), stops dockerd with
+// SIGTERM (it stops its containerd and unmounts its layers), then removes by
+// pid anything left in its cgroups, its cgroups, any mount left under its
+// directory, and the directory.
+func (d *dockerd) stop(t *testing.T) {
+	ctx := context.Background()
+	if len(d.containers) > 0 && !d.proc.Exited() {
+		if out, err := d.docker(ctx, append([]string{"rm", "-f"}, d.containers...)...); err != nil {
+			t.Errorf("%s: remove containers: %v: %s", d.h, err, out)
+		}
+	}
+	if _, err := d.proc.Stop(); err != nil {
+		t.Errorf("%s: %v", d.h, err)
+	}
+	for _, pid := range cgroupProcs(d.cgroup) {
+		t.Logf("%s: killing pid %d left in cgroup %s", d.h, pid, d.cgroup)
+		unix.Kill(pid, syscall.SIGKILL)
+	}
+	if err := removeCgroups(d.cgroup); err != nil {
+		t.Errorf("%s: %v", d.h, err)
+	}
+	for _, m := range mountsUnder(d.dir) {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
+			t.Errorf("%s: unmount %s: %v", d.h, m, err)
+		}
+	}
+	if err := os.RemoveAll(d.dir); err != nil {
+		t.Errorf("%s: %v", d.h, err)
+	}
+}
+
+// checkBridge checks docker0 and the container against subnet.env: the
+// leased address with host part 1 on docker0, FLANNEL_MTU on docker0 and in
+// the container, the container's address inside the lease, dockerd's
+// masquerading the opposite of agentd's, and dockerd's FORWARD DROP policy.
+func (d *dockerd) checkBridge(t *testing.T, ctx context.Context, ip netip.Addr, agentMasq bool) {
+	t.Helper()
+	env := readEnv(t, d.h)
+	addrs, err := d.h.Addrs("docker0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(addrs, env.Subnet) {
+		t.Errorf("%s: docker0 has %v, want FLANNEL_SUBNET %s", d.h, addrs, env.Subnet)
+	}
+	link, err := d.h.Netlink().LinkByName("docker0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := link.Attrs().MTU; got != env.MTU {
+		t.Errorf("%s: docker0 MTU %d, want FLANNEL_MTU %d", d.h, got, env.MTU)
+	}
+	mtu, err := d.docker(ctx, "exec", d.containers[0], "cat", "/sys/class/net/eth0/mtu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mtu != strconv.Itoa(env.MTU) {
+		t.Errorf("%s: container eth0 MTU %s, want %d", d.h, mtu, env.MTU)
+	}
+	if !env.Subnet.Masked().Contains(ip) {
+		t.Errorf("%s: container address %s outside the lease %s", d.h, ip, env.Subnet.Masked())
+	}
+	if env.IPMasq != agentMasq {
+		t.Errorf("%s: FLANNEL_IPMASQ=%t, want %t", d.h, env.IPMasq, agentMasq)
+	}
+	nat, err := d.h.Exec(ctx, "iptables", "-w", "5", "-t", "nat", "-S", "POSTROUTING")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerMasq := fmt.Sprintf("-A POSTROUTING -s %s ! -o docker0 -j MASQUERADE", env.Subnet.Masked())
+	if got := strings.Contains(string(nat), dockerMasq); got == agentMasq {
+		t.Errorf("%s: FLANNEL_IPMASQ=%t but dockerd's %q present=%t:\n%s", d.h, env.IPMasq, dockerMasq, got, nat)
+	}
+	if !hasRule(ctx, d.h, "FORWARD", "-P FORWARD DROP") {
+		t.Errorf("%s: dockerd did not set the FORWARD policy to DROP", d.h)
+	}
+	t.Logf("%s: docker0 %s mtu %d (FLANNEL_SUBNET=%s FLANNEL_MTU=%d), container eth0 mtu %s, FLANNEL_IPMASQ=%t so dockerd --ip-masq=%t",
+		d.h, env.Subnet, link.Attrs().MTU, env.Subnet, env.MTU, mtu, env.IPMasq, !env.IPMasq)
+}
+
+type pingResult struct{ sent, received int }
+
+var busyboxPing = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+
+// ping runs busybox ping in a container, one second apart, each reply
+// awaited at most a second. Lost replies are not an error.
+func (d *dockerd) ping(ctx context.Context, container string, dst netip.Addr, count int) (pingResult, error) {
+	out, err := d.docker(ctx, "exec", container, "ping", "-c", strconv.Itoa(count), "-W", "1", "-q", dst.String())
+	m := busyboxPing.FindStringSubmatch(out)
+	if m == nil {
+		return pingResult{}, fmt.Errorf("no ping summary: %v: %s", err, out)
+	}
+	sent, _ := strconv.Atoi(m[1])
+	recv, _ := strconv.Atoi(m[2])
+	return pingResult{sent, recv}, nil
+}
+
+// hasRule reports whether `iptables -S chain` in h prints line.
+func hasRule(ctx context.Context, h *cluster.Host, chain, line string) bool {
+	out, err := h.Exec(ctx, "iptables", "-w", "5", "-S", chain)
+	return err == nil && slices.Contains(strings.Split(string(out), "\n"), line)
+}
+
+// fwdAccepted is the number of packets AGENTD-FWD's rules accepted in h.
+func fwdAccepted(t *testing.T, ctx context.Context, h *cluster.Host) int {
+	t.Helper()
+	out, err := h.Exec(ctx, "iptables", "-w", "5", "-L", "AGENTD-FWD", "-n", "-v", "-x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) > 2 && f[2] == "ACCEPT" {
+			p, _ := strconv.Atoi(f[0])
+			n += p
+		}
+	}
+	return n
+}
+
+// writeBusyboxRootfs writes a tarball of a minimal root file system: a
+// static busybox and links for the applets the test uses.
+func writeBusyboxRootfs(path, busybox string) error {
+	b, err := os.ReadFile(busybox)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(f)
+	hdrs := []*tar.Header{
+		{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777},
+		{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(b))},
+	}
+	for _, applet := range []string{"sh", "sleep", "ping", "cat", "ip"} {
+		hdrs = append(hdrs, &tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
+	}
+	for _, h := range hdrs {
+		h.ModTime = time.Unix(0, 0)
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if h.Typeflag == tar.TypeReg {
+			if _, err := tw.Write(b); err != nil {
+				return err
+			}
+		}
+	}
+	return errors.Join(tw.Close(), f.Close())
+}
+
+// requireStatic stops the test unless path is a statically linked program
+// (a dynamic busybox would not run in an image that holds nothing else).
+func requireStatic(t *testing.T, path string) {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			msg := path + " is dynamically linked: install busybox-static (`make deps-integration`)"
+			if os.Getenv("CI") != "" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// cgroupProcs lists the processes in the cgroup tree rel (relative to each
+// v1 hierarchy root, or to the v2 root).
+func cgroupProcs(rel string) []int {
+	var pids []int
+	seen := map[int]bool{}
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + rel)
+	roots = append(roots, "/sys/fs/cgroup/"+rel)
+	for _, root := range roots {
+		filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() || e.Name() != "cgroup.procs" {
+				return nil
+			}
+			b, _ := os.ReadFile(p)
+			for _, s := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(s); err == nil && !seen[pid] {
+					seen[pid] = true
+					pids = append(pids, pid)
+				}
+			}
+			return nil
+		})
+	}
+	return pids
+}
+
+// removeCgroups removes the cgroup directories named rel, deepest first, in
+// every hierarchy. Processes must be gone.
+func removeCgroups(rel string) error {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + rel)
+	roots = append(roots, "/sys/fs/cgroup/"+rel)
+	var errs []error
+	for _, root := range roots {
+		var dirs []string
+		filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for _, dir := range slices.Backward(dirs) {
+			// A killed process may take a moment to leave its cgroup.
+			err := cluster.Eventually(context.Background(), 5*time.Second, func() error {
+				err := unix.Rmdir(dir)
+				if errors.Is(err, unix.ENOENT) {
+					return nil
+				}
+				return err
+			})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dir, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mountsUnder lists mount points below dir, deepest first.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var ms []string
+	sc := bufio.NewScanner(io.Reader(f))
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
+			ms = append(ms, fields[4])
+		}
+	}
+	slices.SortFunc(ms, func(a, b string) int { return len(b) - len(a) })
+	return ms
+}
