@@ -12,7 +12,7 @@
 //   - the TUN device flannel0: multi-queue, with a virtio-net header
 //     (IFF_TUN|IFF_NO_PI|IFF_VNET_HDR|IFF_MULTI_QUEUE, TSO and USO offloads
 //     on), persistent, MTU = external MTU − 28 (outer IPv4 and UDP headers),
-//     up, accept_local on (see below);
+//     up, accept_local on (see below), IPv6 off;
 //   - the address <own subnet>.0/32 on it, and no other IPv4 address: the
 //     source of packets this host itself sends into the overlay, and of the
 //     ICMP errors the datapath writes back into the device;
@@ -53,6 +53,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"os"
@@ -535,7 +536,16 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 			b.log.Info("corrected the TUN device's MTU", "device", DeviceName, "was", l.Attrs().MTU, "mtu", b.mtu)
 		}
 	}
-	if err := b.do(func() error { return ensureSysctl("/proc/sys/net/ipv4/conf/"+DeviceName+"/accept_local", "1") }); err != nil {
+	if err := b.do(func() error {
+		// IPv6 off: the datapath carries IPv4 only, and would count each
+		// IPv6 packet the kernel sends out of the device (router
+		// solicitations, MLD reports) as a drop. A kernel without IPv6
+		// has no such file.
+		if err := ensureSysctl("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", "1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return ensureSysctl("/proc/sys/net/ipv4/conf/"+DeviceName+"/accept_local", "1")
+	}); err != nil {
 		return nil, res, err
 	}
 	up, err := backend.EnsureUp(b.h, l)
