@@ -7,7 +7,8 @@
 // backend and the raw host-to-host throughput measured alternately with it,
 // and their ratio; the idle round-trip time (ping) of both and its ratio;
 // and the CPU the overlay run used, the agents' own (the udp backend's
-// datapath runs there) and the machine's. BenchmarkJoin reports how long a new host's agent takes,
+// datapath runs there) and the machine's; and the agents' resident memory
+// at the end. BenchmarkJoin reports how long a new host's agent takes,
 // from its start, until every existing peer has a route to its subnet.
 package bench
 
@@ -169,6 +170,7 @@ func BenchmarkThroughput(b *testing.B) {
 			b.ReportMetric(overlayRTT/rawRTT, "rtt-ratio")
 			b.ReportMetric(avg(agentCPU), "agents-cpu-%")
 			b.ReportMetric(avg(machineCPU), "machine-cpu-%")
+			b.ReportMetric(maxRSS(b, agents), "agent-rss-MB")
 		})
 	}
 }
@@ -240,6 +242,25 @@ func takeCPU(b *testing.B, pids []int) cpuSample {
 		}
 	}
 	return s
+}
+
+// maxRSS is the largest resident set of the processes, in MB.
+func maxRSS(b *testing.B, pids []int) float64 {
+	b.Helper()
+	var most float64
+	for _, pid := range pids {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, l := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				most = max(most, kb/1024)
+			}
+		}
+	}
+	return most
 }
 
 // since returns the processes' CPU use, in percent of one CPU, and the
