@@ -152,6 +152,14 @@ type Namespace struct {
 	nl     *netlink.Handle
 }
 
+// AddNamespace makes an empty namespace "<prefix><short>" (lo up, nothing
+// else) that the cluster deletes at Close, for tests that wire it
+// themselves, e.g. a pod namespace handed to a CNI plugin as CNI_NETNS. short
+// must keep the whole name within 15 characters.
+func (c *Cluster) AddNamespace(short string) (*Namespace, error) {
+	return c.newNamespace(short)
+}
+
 func (c *Cluster) newNamespace(short string) (*Namespace, error) {
 	name := c.prefix + short
 	c.mu.Lock()
