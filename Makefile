@@ -12,6 +12,8 @@ DEB_PACKAGES := iproute2 iptables iputils-ping iperf3 ca-certificates
 DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd
 FUZZTIME ?= 5s
 FUZZTIME_LONG ?= 2m
+# How long make soak runs (a Go duration).
+SOAK ?= 30m
 
 .DEFAULT_GOAL := help
 
@@ -43,6 +45,7 @@ lint: ## gofmt and go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags soak ./tests/soak/
 
 # Every Fuzz target, as "package:Name" pairs.
 FUZZ_TARGETS = $(shell grep -rl --include='*_test.go' '^func Fuzz' . | while read f; do \
@@ -86,6 +89,10 @@ bench: deps build ## Benchmarks: micro-benchmarks, then throughput and join late
 	$(GO) test -run '^$$' -bench Join -benchtime 20x -timeout 20m ./tests/bench/
 	$(GO) test -run '^$$' -bench Scale -benchtime 1x -timeout 30m ./tests/scale/
 	@echo "scale report: results/scale/results.md"
+
+.PHONY: soak
+soak: deps build ## Soak, not in CI: hosts join and leave at random for SOAK (default 30m) with pings running; reports loss, RSS, goroutines, etcd revisions/min.
+	$(GO) test -tags soak -count=1 -timeout 0 -v -run '^TestSoak$$' ./tests/soak/ -args -soak.duration=$(SOAK)
 
 .PHONY: clean
 clean: ## Remove build output.

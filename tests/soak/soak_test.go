@@ -1,0 +1,437 @@
+//go:build soak
+
+package soak
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/tests/cluster"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+var soakDuration = flag.Duration("soak.duration", 30*time.Minute, "how long the soak runs (make soak SOAK=5m)")
+
+const (
+	prefix   = "/coreos.com/network"
+	network  = "10.244.0.0/16"
+	stable   = 3
+	churn    = 5
+	churnTTL = "15s"
+)
+
+func TestSoak(t *testing.T) {
+	d := *soakDuration
+	period := min(time.Minute, max(d/6, 10*time.Second))
+	c := cluster.Start(t, cluster.Options{Hosts: stable + churn})
+	cli, err := c.EtcdClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bg := context.Background()
+	if _, err := cli.Put(bg, prefix+"/config", fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network)); err != nil {
+		t.Fatal(err)
+	}
+	hosts := c.Hosts()
+	var cs []*cluster.Container
+	for _, h := range hosts[:stable] {
+		if _, err := h.StartAgent(bg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range hosts[:stable] {
+		if err := h.WaitReady(bg, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		ct, err := h.AddContainer(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, ct)
+	}
+	for i, from := range cs {
+		to := cs[(i+1)%len(cs)]
+		if err := cluster.Eventually(bg, 10*time.Second, func() error { return pingOnce(bg, from, to.IP()) }); err != nil {
+			t.Fatalf("%s -> %s: %v", from, to, err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(bg, d)
+	defer cancel()
+	s := &soak{t: t, c: c, cli: cli, churnHosts: hosts[stable:], c1: cs[0], start: time.Now()}
+	var wg sync.WaitGroup
+	for i, from := range cs {
+		to := cs[(i+1)%len(cs)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.pingLoop(ctx, from, to.IP())
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.churnLoop(ctx)
+	}()
+	t.Logf("soak: %v, a sample every %v; %d stable hosts pinging in a ring, %d hosts joining and leaving", d, period, stable, churn)
+
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	rev0 := s.revision(bg)
+	last := time.Now()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-tick.C:
+		}
+		if done {
+			wg.Wait() // the last ping chunks finish and are counted
+		}
+		rev := s.revision(bg)
+		el := time.Since(last)
+		s.sample(bg, hosts[:stable], float64(rev-rev0)/el.Minutes(), done)
+		rev0, last = rev, time.Now()
+	}
+	s.report()
+}
+
+// soak is the state of one run, shared by the ping, churn and sample loops.
+type soak struct {
+	t          *testing.T
+	c          *cluster.Cluster
+	cli        *clientv3.Client
+	churnHosts []*cluster.Host
+	c1         *cluster.Container
+	start      time.Time
+
+	// churnMu is held by the churn loop while it changes a host, and by the
+	// sampler while it compares routes with leases.
+	churnMu sync.Mutex
+
+	mu          sync.Mutex
+	sent, lost  int // stable pings in the current period
+	joins       int // in the current period
+	released    int
+	crashed     int
+	joinReached []time.Duration // start → reached from c1, every join
+	totalSent   int
+	totalLost   int
+	rows        []row
+	failures    []string
+}
+
+type row struct {
+	at                    string
+	sent, lost            int
+	joins, rel, crash     int
+	revPerMin             float64
+	rssMB, threads, gorts []string
+	agentsUp              int
+}
+
+func (s *soak) fail(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	msg := fmt.Sprintf("%v: ", time.Since(s.start).Round(time.Second)) + fmt.Sprintf(format, args...)
+	s.failures = append(s.failures, msg)
+	s.t.Log("FAILURE " + msg)
+}
+
+var pingTotals = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+
+// pingLoop pings dst from c every 10 ms, in chunks of 10 s, until ctx ends,
+// adding each chunk's counts to the period's.
+func (s *soak) pingLoop(ctx context.Context, c *cluster.Container, dst netip.Addr) {
+	for ctx.Err() == nil {
+		// The chunk is not tied to ctx: it always runs to its end, so its
+		// summary is counted; the run overshoots by at most 10 s.
+		out, err := c.Exec(context.Background(), "ping", "-n", "-q", "-i", "0.01", "-W", "1", "-w", "10", dst.String())
+		m := pingTotals.FindSubmatch(out)
+		if m == nil {
+			s.fail("ping %s -> %s: no summary (%v)", c, dst, err)
+			continue
+		}
+		sent, _ := strconv.Atoi(string(m[1]))
+		recv, _ := strconv.Atoi(string(m[2]))
+		s.mu.Lock()
+		s.sent += sent
+		s.lost += sent - recv
+		s.mu.Unlock()
+		if sent != recv {
+			s.fail("%s -> %s: lost %d of %d pings", c, dst, sent-recv, sent)
+		}
+	}
+}
+
+func pingOnce(ctx context.Context, c *cluster.Container, dst netip.Addr) error {
+	r, err := c.Ping(ctx, dst, 1, 0)
+	if err != nil {
+		return err
+	}
+	if r.Received != 1 {
+		return fmt.Errorf("no reply from %s", dst)
+	}
+	return nil
+}
+
+// churnLoop makes a random churn host join or leave every 1–5 s.
+func (s *soak) churnLoop(ctx context.Context) {
+	for {
+		// Pacing, not a check: the churn rate.
+		t := time.NewTimer(time.Second + rand.N(4*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		h := s.churnHosts[rand.N(len(s.churnHosts))]
+		s.churnMu.Lock()
+		if a := h.Agent(); a != nil && !a.Exited() {
+			s.leave(ctx, h, rand.N(2) == 0)
+		} else {
+			s.join(ctx, h)
+		}
+		s.churnMu.Unlock()
+	}
+}
+
+func (s *soak) join(ctx context.Context, h *cluster.Host) {
+	start := time.Now()
+	if _, err := h.StartAgent(ctx, "--subnet-lease-ttl="+churnTTL); err != nil {
+		s.fail("%s: start agent: %v", h, err)
+		return
+	}
+	if err := h.WaitReady(ctx, 30*time.Second); err != nil {
+		if ctx.Err() == nil {
+			s.fail("%s joined but is not ready: %v", h, err)
+		}
+		return
+	}
+	env, err := subnet.ReadEnv(h.SubnetFile())
+	if err != nil {
+		s.fail("%s: %v", h, err)
+		return
+	}
+	vtep := env.Subnet.Masked().Addr()
+	err = cluster.Eventually(ctx, 10*time.Second, func() error { return pingOnce(ctx, s.c1, vtep) })
+	if err != nil {
+		if ctx.Err() == nil {
+			s.fail("%s ready but its VTEP %s not reached from %s: %v", h, vtep, s.c1, err)
+		}
+		return
+	}
+	s.mu.Lock()
+	s.joins++
+	s.joinReached = append(s.joinReached, time.Since(start))
+	s.mu.Unlock()
+}
+
+// leave stops h's agent: released (SIGTERM, then --release-lease: peers
+// forget it at once) or crashed (SIGKILL: its lease expires after the TTL).
+func (s *soak) leave(ctx context.Context, h *cluster.Host, release bool) {
+	a := h.Agent()
+	if !release {
+		a.Kill()
+		s.mu.Lock()
+		s.crashed++
+		s.mu.Unlock()
+		return
+	}
+	if code, err := a.Stop(); err != nil || code != 0 {
+		s.fail("%s: SIGTERM: exit %d, %v", h, code, err)
+	}
+	rel, err := h.StartAgent(ctx, "--release-lease")
+	if err != nil {
+		s.fail("%s: release: %v", h, err)
+		return
+	}
+	if code, err := rel.Wait(ctx); err != nil || code != 0 {
+		if ctx.Err() == nil {
+			s.fail("%s: --release-lease: exit %d, %v", h, code, err)
+		}
+		return
+	}
+	s.mu.Lock()
+	s.released++
+	s.mu.Unlock()
+}
+
+func (s *soak) revision(ctx context.Context) int64 {
+	resp, err := s.cli.Get(ctx, prefix+"/config")
+	if err != nil {
+		s.fail("etcd: %v", err)
+		return 0
+	}
+	return resp.Header.Revision
+}
+
+// sample records one period and checks, with the churn held still, that
+// each stable host routes exactly to the leases in etcd.
+// The last one (tail) covers the ping chunks that ran on past the end.
+func (s *soak) sample(ctx context.Context, stableHosts []*cluster.Host, revPerMin float64, tail bool) {
+	r := row{at: time.Since(s.start).Round(time.Second).String(), revPerMin: revPerMin}
+	if tail {
+		r.at = "tail " + r.at
+	}
+	for _, h := range stableHosts {
+		a := h.Agent()
+		if a.Exited() {
+			s.fail("%s's agent exited with %d", h, a.ExitCode())
+			r.rssMB, r.threads, r.gorts = append(r.rssMB, "-"), append(r.threads, "-"), append(r.gorts, "-")
+			continue
+		}
+		rss, thr := procStatus(a.Pid())
+		g := goroutines(ctx, h)
+		r.rssMB = append(r.rssMB, fmt.Sprintf("%.1f", float64(rss)/1024))
+		r.threads = append(r.threads, strconv.Itoa(thr))
+		r.gorts = append(r.gorts, strconv.Itoa(g))
+	}
+	for _, h := range s.churnHosts {
+		if a := h.Agent(); a != nil && !a.Exited() {
+			r.agentsUp++
+		}
+	}
+	s.churnMu.Lock()
+	for _, h := range stableHosts {
+		err := cluster.Eventually(ctx, 30*time.Second, func() error { return s.routesMatchLeases(ctx, h) })
+		if err != nil {
+			s.fail("%s: %v", h, err)
+		}
+	}
+	s.churnMu.Unlock()
+
+	s.mu.Lock()
+	r.sent, r.lost, r.joins, r.rel, r.crash = s.sent, s.lost, s.joins, s.released, s.crashed
+	s.totalSent += s.sent
+	s.totalLost += s.lost
+	s.sent, s.lost, s.joins, s.released, s.crashed = 0, 0, 0, 0, 0
+	s.rows = append(s.rows, r)
+	s.mu.Unlock()
+	s.t.Logf("%8s  pings %d sent %d lost  joins %d, left %d released %d crashed  etcd %.0f rev/min  RSS MB %s  threads %s  goroutines %s",
+		r.at, r.sent, r.lost, r.joins, r.rel, r.crash, r.revPerMin, strings.Join(r.rssMB, "/"), strings.Join(r.threads, "/"), strings.Join(r.gorts, "/"))
+}
+
+// routesMatchLeases compares h's vxlan routes with the other leases in etcd.
+// A crashed host's lease and routes stay until its TTL runs out; both sides
+// see the same expiry, so they still have to match.
+func (s *soak) routesMatchLeases(ctx context.Context, h *cluster.Host) error {
+	resp, err := s.cli.Get(ctx, prefix+"/subnets/", clientv3.WithPrefix())
+	if err != nil {
+		return err
+	}
+	own, err := subnet.ReadEnv(h.SubnetFile())
+	if err != nil {
+		return err
+	}
+	var want []string
+	for _, kv := range resp.Kvs {
+		sn, _, err := subnet.ParseSubnetKey(strings.TrimPrefix(string(kv.Key), prefix+"/subnets/"))
+		if err != nil {
+			return err
+		}
+		if sn != own.Subnet.Masked() {
+			want = append(want, fmt.Sprintf("%s via %s dev flannel.1 proto 74 onlink", sn, sn.Addr()))
+		}
+	}
+	slices.Sort(want)
+	routes, err := h.Routes()
+	if err != nil {
+		return err
+	}
+	var have []string
+	for _, r := range routes {
+		if strings.Contains(r, " proto 74") {
+			have = append(have, r)
+		}
+	}
+	if !slices.Equal(have, want) {
+		return fmt.Errorf("routes do not match the leases:\nhave:\n%s\nwant:\n%s", strings.Join(have, "\n"), strings.Join(want, "\n"))
+	}
+	return nil
+}
+
+// procStatus reads VmRSS (kB) and Threads from /proc/<pid>/status.
+func procStatus(pid int) (rssKB, threads int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "VmRSS:":
+			rssKB, _ = strconv.Atoi(f[1])
+		case "Threads:":
+			threads, _ = strconv.Atoi(f[1])
+		}
+	}
+	return rssKB, threads
+}
+
+var goGoroutines = regexp.MustCompile(`(?m)^go_goroutines (\d+)$`)
+
+// goroutines is go_goroutines from the agent's /metrics, or -1.
+func goroutines(ctx context.Context, h *cluster.Host) int {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, body, err := h.HealthGet(ctx, "/metrics")
+	if err != nil {
+		return -1
+	}
+	m := goGoroutines.FindSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+func (s *soak) report() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "time\tpings sent\tlost\tjoins\treleased\tcrashed\tchurn up\tetcd rev/min\tRSS MB h1/h2/h3\tthreads\tgoroutines\t")
+	for _, r := range s.rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%s\t%s\t%s\t\n", r.at, r.sent, r.lost, r.joins, r.rel, r.crash, r.agentsUp,
+			r.revPerMin, strings.Join(r.rssMB, "/"), strings.Join(r.threads, "/"), strings.Join(r.gorts, "/"))
+	}
+	tw.Flush()
+	var p50, p99 time.Duration
+	if n := len(s.joinReached); n > 0 {
+		j := slices.Clone(s.joinReached)
+		slices.Sort(j)
+		p50, p99 = j[n/2], j[min(n-1, n*99/100)]
+	}
+	joins := len(s.joinReached)
+	s.t.Logf("soak report (RSS and threads from /proc/<pid>/status, goroutines from each agent's /metrics):\n%s\n"+
+		"stable pings: %d sent, %d lost; %d joins, agent start → reached from h1's container p50 %v, p99 %v; %d failures",
+		b.String(), s.totalSent, s.totalLost, joins, p50.Round(time.Millisecond), p99.Round(time.Millisecond), len(s.failures))
+	for _, f := range s.failures {
+		s.t.Errorf("%s", f)
+	}
+	if joins == 0 {
+		s.t.Errorf("no host joined during the soak")
+	}
+}
