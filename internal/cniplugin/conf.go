@@ -1,0 +1,198 @@
+// Package cniplugin is agentd's CNI plugin: it reads this host's subnet from
+// the subnet.env agentd writes and hands the real work to standard plugins,
+// bridge for the interface and host-local for addresses, the way flannel's
+// CNI plugin does. Its network configuration has flannel's shape, so a
+// conflist written for flannel works with "type" changed (or with the binary
+// installed under flannel's name):
+//
+//	{
+//	  "cniVersion": "1.0.0", "name": "cbr0",
+//	  "plugins": [
+//	    {"type": "agentd-cni",
+//	     "subnetFile": "/run/flannel/subnet.env",    // default
+//	     "dataDir": "/var/lib/cni/flannel",          // default
+//	     "delegate": {"hairpinMode": true, "isDefaultGateway": true},
+//	     "ipam": {"routes": [{"dst": "192.0.2.0/24"}]}},  // optional
+//	    {"type": "portmap", "capabilities": {"portMappings": true}}
+//	  ]
+//	}
+//
+// On ADD the delegate's configuration is the "delegate" object with these
+// defaults filled in where absent: type bridge, name and cniVersion of this
+// network, mtu FLANNEL_MTU, ipMasq the opposite of FLANNEL_IPMASQ (agentd
+// masquerades, or the bridge must), isGateway true for bridge; and an "ipam"
+// section built from the top-level "ipam" (type host-local by default) with
+// one range per family set to this host's lease subnet and a route to the
+// whole cluster network added to its routes. That configuration is saved
+// under dataDir by container ID before the delegate runs, so DEL and CHECK
+// use exactly what ADD used even after subnet.env changed or vanished.
+package cniplugin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"strings"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// Defaults shared with flannel's plugin, so an existing conflist and the
+// configurations it saved keep working after a node moves to agentd.
+const (
+	DefaultSubnetFile = "/run/flannel/subnet.env"
+	DefaultDataDir    = "/var/lib/cni/flannel"
+	defaultDelegate   = "bridge"
+	defaultIPAM       = "host-local"
+)
+
+// NetConf is this plugin's network configuration (its entry in a conflist).
+type NetConf struct {
+	types.NetConf
+	SubnetFile string         `json:"subnetFile,omitempty"`
+	DataDir    string         `json:"dataDir,omitempty"`
+	Delegate   map[string]any `json:"delegate,omitempty"`
+	// IPAM is the base of the delegate's ipam section: its type and any
+	// option of the IPAM plugin. It shadows types.NetConf's IPAM, which
+	// keeps only the type.
+	IPAM map[string]any `json:"ipam,omitempty"`
+	// RuntimeConfig is what the runtime filled in for the capabilities the
+	// conflist declares (e.g. "ips"); it is passed on to the delegate.
+	RuntimeConfig map[string]any `json:"runtimeConfig,omitempty"`
+}
+
+// LoadConf parses the plugin's configuration from stdin's bytes and fills in
+// the defaults. Its errors name the field.
+func LoadConf(b []byte) (*NetConf, error) {
+	n := &NetConf{}
+	if err := json.Unmarshal(b, n); err != nil {
+		return nil, fmt.Errorf("network configuration: %w", err)
+	}
+	if n.SubnetFile == "" {
+		n.SubnetFile = DefaultSubnetFile
+	}
+	if n.DataDir == "" {
+		n.DataDir = DefaultDataDir
+	}
+	if !strings.HasPrefix(n.SubnetFile, "/") {
+		return nil, fmt.Errorf(`network configuration: "subnetFile" %q is not an absolute path`, n.SubnetFile)
+	}
+	if !strings.HasPrefix(n.DataDir, "/") {
+		return nil, fmt.Errorf(`network configuration: "dataDir" %q is not an absolute path`, n.DataDir)
+	}
+	if t, ok := n.Delegate["type"]; ok {
+		s, isString := t.(string)
+		if !isString || !validPluginName(s) {
+			return nil, fmt.Errorf(`network configuration: "delegate.type" %v is not a plugin name`, t)
+		}
+	}
+	if t, ok := n.IPAM["type"]; ok {
+		s, isString := t.(string)
+		if !isString || !validPluginName(s) {
+			return nil, fmt.Errorf(`network configuration: "ipam.type" %v is not a plugin name`, t)
+		}
+	}
+	return n, nil
+}
+
+// validPluginName: a plugin is looked up by name in CNI_PATH, so it must be a
+// plain file name.
+func validPluginName(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\x00")
+}
+
+// DelegateConf is the delegate's network configuration for this host's
+// subnet (see the package documentation). n is not modified.
+func DelegateConf(n *NetConf, env subnet.Env) (map[string]any, error) {
+	d := maps.Clone(n.Delegate)
+	if d == nil {
+		d = map[string]any{}
+	}
+	d["name"] = n.Name
+	if n.CNIVersion != "" {
+		d["cniVersion"] = n.CNIVersion
+	}
+	setDefault(d, "type", defaultDelegate)
+	setDefault(d, "mtu", env.MTU)
+	setDefault(d, "ipMasq", !env.IPMasq)
+	if d["type"] == "bridge" {
+		setDefault(d, "isGateway", true)
+	}
+	if n.RuntimeConfig != nil {
+		setDefault(d, "runtimeConfig", n.RuntimeConfig)
+	}
+
+	ipam := maps.Clone(n.IPAM)
+	if ipam == nil {
+		ipam = map[string]any{}
+	}
+	setDefault(ipam, "type", defaultIPAM)
+	routes, err := routeList(ipam["routes"])
+	if err != nil {
+		return nil, err
+	}
+	var ranges [][]map[string]any
+	for _, fam := range []struct{ network, subnet netip.Prefix }{
+		{env.Network, env.Subnet},
+		{env.IPv6Network, env.IPv6Subnet},
+	} {
+		if !fam.subnet.IsValid() {
+			continue
+		}
+		// host-local wants the network (10.244.5.0/24), and takes its
+		// first address, FLANNEL_SUBNET's .1, as the gateway.
+		ranges = append(ranges, []map[string]any{{"subnet": fam.subnet.Masked().String()}})
+		if !hasRoute(routes, fam.network) {
+			routes = append(routes, map[string]any{"dst": fam.network.String()})
+		}
+	}
+	ipam["ranges"] = ranges
+	ipam["routes"] = routes
+	delete(ipam, "subnet") // the single-range form would conflict with ranges
+	d["ipam"] = ipam
+	return d, nil
+}
+
+func setDefault(m map[string]any, key string, v any) {
+	if _, ok := m[key]; !ok {
+		m[key] = v
+	}
+}
+
+// routeList checks the user's "routes" value: a list of objects with a
+// "dst" CIDR.
+func routeList(v any) ([]map[string]any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, errors.New(`network configuration: "ipam.routes" is not a list`)
+	}
+	var routes []map[string]any
+	for i, r := range list {
+		m, ok := r.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf(`network configuration: "ipam.routes[%d]" is not an object`, i)
+		}
+		dst, _ := m["dst"].(string)
+		if _, err := netip.ParsePrefix(dst); err != nil {
+			return nil, fmt.Errorf(`network configuration: "ipam.routes[%d].dst" %v is not a CIDR`, i, m["dst"])
+		}
+		routes = append(routes, maps.Clone(m))
+	}
+	return routes, nil
+}
+
+func hasRoute(routes []map[string]any, dst netip.Prefix) bool {
+	for _, r := range routes {
+		s, _ := r["dst"].(string)
+		if p, err := netip.ParsePrefix(s); err == nil && p.Masked() == dst.Masked() {
+			return true
+		}
+	}
+	return false
+}

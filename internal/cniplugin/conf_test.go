@@ -1,0 +1,176 @@
+package cniplugin
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/agentd/agentd/subnet"
+)
+
+var testEnv = subnet.Env{
+	Network: netip.MustParsePrefix("10.244.0.0/16"),
+	Subnet:  netip.MustParsePrefix("10.244.5.1/24"),
+	MTU:     1450,
+	IPMasq:  true,
+}
+
+// jsonOf renders v canonically (sorted keys) for comparison.
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestDelegateConf(t *testing.T) {
+	dual := testEnv
+	dual.IPv6Network = netip.MustParsePrefix("fd00:10:244::/56")
+	dual.IPv6Subnet = netip.MustParsePrefix("fd00:10:244:5::1/64")
+	for _, tc := range []struct {
+		name string
+		conf string
+		env  subnet.Env
+		want string
+	}{
+		{
+			name: "flannel's default conflist entry",
+			conf: `{"cniVersion":"1.0.0","name":"cbr0","type":"agentd-cni","delegate":{"hairpinMode":true,"isDefaultGateway":true}}`,
+			env:  testEnv,
+			want: `{"cniVersion":"1.0.0","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}`,
+		},
+		{
+			name: "no delegate, agentd does not masquerade",
+			conf: `{"cniVersion":"0.3.1","name":"n","type":"agentd-cni"}`,
+			env:  subnet.Env{Network: testEnv.Network, Subnet: testEnv.Subnet, MTU: 1500},
+			want: `{"cniVersion":"0.3.1","ipMasq":true,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isGateway":true,"mtu":1500,"name":"n","type":"bridge"}`,
+		},
+		{
+			name: "delegate settings win; user's ipam and routes kept; runtimeConfig passed on",
+			conf: `{"cniVersion":"1.0.0","name":"n","type":"agentd-cni",
+				"delegate":{"type":"bridge","bridge":"kbr0","mtu":1400,"ipMasq":true,"isGateway":false,"name":"ignored","ipam":{"type":"ignored"}},
+				"ipam":{"type":"host-local","dataDir":"/var/lib/x","subnet":"10.9.0.0/16","routes":[{"dst":"192.0.2.0/24"},{"dst":"10.244.0.0/16","gw":"10.244.5.1"}]},
+				"runtimeConfig":{"ips":["10.244.5.9/24"]}}`,
+			env:  testEnv,
+			want: `{"bridge":"kbr0","cniVersion":"1.0.0","ipMasq":true,"ipam":{"dataDir":"/var/lib/x","ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"192.0.2.0/24"},{"dst":"10.244.0.0/16","gw":"10.244.5.1"}],"type":"host-local"},"isGateway":false,"mtu":1400,"name":"n","runtimeConfig":{"ips":["10.244.5.9/24"]},"type":"bridge"}`,
+		},
+		{
+			name: "another delegate gets no isGateway",
+			conf: `{"name":"n","type":"agentd-cni","delegate":{"type":"ptp"}}`,
+			env:  testEnv,
+			want: `{"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"mtu":1450,"name":"n","type":"ptp"}`,
+		},
+		{
+			name: "dual stack: one range and one route per family",
+			conf: `{"cniVersion":"1.0.0","name":"n","type":"agentd-cni"}`,
+			env:  dual,
+			want: `{"cniVersion":"1.0.0","ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}],[{"subnet":"fd00:10:244:5::/64"}]],"routes":[{"dst":"10.244.0.0/16"},{"dst":"fd00:10:244::/56"}],"type":"host-local"},"isGateway":true,"mtu":1450,"name":"n","type":"bridge"}`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := LoadConf([]byte(tc.conf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := jsonOf(t, n)
+			d, err := DelegateConf(n, tc.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := jsonOf(t, d); got != tc.want {
+				t.Errorf("delegate:\n got %s\nwant %s", got, tc.want)
+			}
+			if after := jsonOf(t, n); after != before {
+				t.Errorf("DelegateConf changed its input:\n%s\n%s", before, after)
+			}
+		})
+	}
+}
+
+func TestLoadConfDefaultsAndErrors(t *testing.T) {
+	n, err := LoadConf([]byte(`{"name":"n","type":"agentd-cni"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.SubnetFile != "/run/flannel/subnet.env" || n.DataDir != "/var/lib/cni/flannel" {
+		t.Errorf("defaults: subnetFile %q dataDir %q", n.SubnetFile, n.DataDir)
+	}
+	for conf, want := range map[string]string{
+		`{"name":"n",`:                         "network configuration: unexpected end of JSON input",
+		`{"subnetFile":"run/subnet.env"}`:      `"subnetFile" "run/subnet.env" is not an absolute path`,
+		`{"dataDir":"x"}`:                      `"dataDir" "x" is not an absolute path`,
+		`{"delegate":{"type":"../../bin/sh"}}`: `"delegate.type" ../../bin/sh is not a plugin name`,
+		`{"delegate":{"type":7}}`:              `"delegate.type" 7 is not a plugin name`,
+		`{"ipam":{"type":""}}`:                 `"ipam.type"  is not a plugin name`,
+		`{"delegate":"bridge"}`:                "cannot unmarshal string",
+	} {
+		if _, err := LoadConf([]byte(conf)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error containing %q", conf, err, want)
+		}
+	}
+	for conf, want := range map[string]string{
+		`{"ipam":{"routes":{"dst":"x"}}}`:  `"ipam.routes" is not a list`,
+		`{"ipam":{"routes":["x"]}}`:        `"ipam.routes[0]" is not an object`,
+		`{"ipam":{"routes":[{"gw":"x"}]}}`: `"ipam.routes[0].dst" <nil> is not a CIDR`,
+	} {
+		n, err := LoadConf([]byte(conf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := DelegateConf(n, testEnv); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error containing %q", conf, err, want)
+		}
+	}
+}
+
+// FuzzDelegateConf feeds arbitrary configurations through LoadConf and
+// DelegateConf: no panic, and whatever they accept yields a delegate with a
+// plugin name as type, this host's subnet as the only IPv4 range and a route
+// to the cluster network.
+func FuzzDelegateConf(f *testing.F) {
+	for _, s := range []string{
+		`{"cniVersion":"1.0.0","name":"cbr0","type":"agentd-cni","delegate":{"hairpinMode":true,"isDefaultGateway":true}}`,
+		`{"name":"n","delegate":{"type":"ptp","mtu":1},"ipam":{"type":"static","routes":[{"dst":"0.0.0.0/0"}]}}`,
+		`{"ipam":{"routes":[{"dst":"10.244.0.0/16"}],"ranges":[[{"subnet":"1.2.3.0/24"}]]},"runtimeConfig":{"ips":[]}}`,
+		`{"delegate":{"type":"bridge","ipam":null},"ipam":{"subnet":"x"}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, err := LoadConf(b)
+		if err != nil {
+			return
+		}
+		d, err := DelegateConf(n, testEnv)
+		if err != nil {
+			return
+		}
+		out, err := json.Marshal(d)
+		if err != nil {
+			t.Fatalf("delegate does not encode: %v", err)
+		}
+		var back struct {
+			Type string `json:"type"`
+			IPAM struct {
+				Type   string                `json:"type"`
+				Ranges [][]map[string]string `json:"ranges"`
+				Routes []map[string]any      `json:"routes"`
+			} `json:"ipam"`
+		}
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatalf("delegate %s: %v", out, err)
+		}
+		if !validPluginName(back.Type) || !validPluginName(back.IPAM.Type) {
+			t.Fatalf("delegate types %q/%q in %s", back.Type, back.IPAM.Type, out)
+		}
+		if len(back.IPAM.Ranges) != 1 || len(back.IPAM.Ranges[0]) != 1 || back.IPAM.Ranges[0][0]["subnet"] != "10.244.5.0/24" {
+			t.Fatalf("ranges %v in %s", back.IPAM.Ranges, out)
+		}
+		if !hasRoute(back.IPAM.Routes, testEnv.Network) {
+			t.Fatalf("no route to the network in %s", out)
+		}
+	})
+}

@@ -1,0 +1,234 @@
+package cniplugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// fakeExec stands in for the delegate plugins: it records each call and
+// answers ADD with a fixed result.
+type fakeExec struct {
+	calls []fakeCall
+	fail  error // returned by every call when set
+}
+
+type fakeCall struct {
+	plugin, command string
+	conf            map[string]any
+}
+
+var _ invoke.Exec = (*fakeExec)(nil)
+
+func (f *fakeExec) ExecPlugin(_ context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	c := fakeCall{plugin: filepath.Base(path)}
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "CNI_COMMAND="); ok {
+			c.command = v
+		}
+	}
+	if err := json.Unmarshal(stdin, &c.conf); err != nil {
+		return nil, err
+	}
+	f.calls = append(f.calls, c)
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	if c.command == "ADD" {
+		return []byte(`{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/var/run/netns/x"}],"ips":[{"address":"10.244.5.2/24","gateway":"10.244.5.1","interface":0}],"routes":[{"dst":"10.244.0.0/16"}]}`), nil
+	}
+	return nil, nil
+}
+
+func (f *fakeExec) FindInPath(plugin string, _ []string) (string, error) {
+	return "/opt/cni/bin/" + plugin, nil
+}
+
+func (f *fakeExec) Decode(b []byte) (version.PluginInfo, error) {
+	return version.PluginSupports("1.0.0"), nil
+}
+
+type fixture struct {
+	dir, subnetFile, dataDir string
+	exec                     *fakeExec
+	out                      strings.Builder
+	p                        *Plugin
+}
+
+func newFixture(t *testing.T) *fixture {
+	dir := t.TempDir()
+	f := &fixture{dir: dir, subnetFile: filepath.Join(dir, "subnet.env"), dataDir: filepath.Join(dir, "data"), exec: &fakeExec{}}
+	f.p = &Plugin{Exec: f.exec, Stdout: &f.out}
+	t.Setenv("CNI_PATH", "/opt/cni/bin")
+	return f
+}
+
+func (f *fixture) writeEnv(t *testing.T, content string) {
+	t.Helper()
+	if err := os.WriteFile(f.subnetFile, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) args(id string, extra string) *skel.CmdArgs {
+	conf := `{"cniVersion":"1.0.0","name":"cbr0","type":"agentd-cni","subnetFile":"` + f.subnetFile + `","dataDir":"` + f.dataDir + `","delegate":{"isDefaultGateway":true}` + extra + `}`
+	return &skel.CmdArgs{ContainerID: id, Netns: "/var/run/netns/x", IfName: "eth0", StdinData: []byte(conf)}
+}
+
+const envA = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
+
+func TestAddDel(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	if err := f.p.Add(f.args("c1", "")); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.exec.calls) != 1 || f.exec.calls[0].plugin != "bridge" || f.exec.calls[0].command != "ADD" {
+		t.Fatalf("calls %+v", f.exec.calls)
+	}
+	added := f.exec.calls[0].conf
+	if added["mtu"] != 1450.0 || added["ipMasq"] != false || added["isDefaultGateway"] != true {
+		t.Errorf("delegate conf %v", added)
+	}
+	if out := jsonOf(t, decode(t, []byte(f.out.String()))); !strings.Contains(out, `"address":"10.244.5.2/24"`) || !strings.Contains(out, `"cniVersion":"1.0.0"`) {
+		t.Errorf("printed result %s", out)
+	}
+	saved, err := os.ReadFile(filepath.Join(f.dataDir, "c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// subnet.env changes (it never should while pods run; it might be gone
+	// on a node being torn down): DEL still undoes exactly what ADD did.
+	f.writeEnv(t, strings.ReplaceAll(envA, "10.244.5.1", "10.244.9.1"))
+	if err := f.p.Del(f.args("c1", "")); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.exec.calls) != 2 || f.exec.calls[1].command != "DEL" {
+		t.Fatalf("calls %+v", f.exec.calls)
+	}
+	if got, want := jsonOf(t, f.exec.calls[1].conf), jsonOf(t, decode(t, saved)); got != want {
+		t.Errorf("DEL used\n%s\nADD saved\n%s", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(f.dataDir, "c1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("saved configuration not removed: %v", err)
+	}
+
+	// A second DEL with subnet.env gone has nothing to do and succeeds.
+	os.Remove(f.subnetFile)
+	if err := f.p.Del(f.args("c1", "")); err != nil {
+		t.Errorf("repeated DEL: %v", err)
+	}
+	if len(f.exec.calls) != 2 {
+		t.Errorf("repeated DEL without subnet.env called a delegate: %+v", f.exec.calls[2:])
+	}
+}
+
+func decode(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestDelWithoutSaved: a DEL for a container whose ADD saved nothing (the
+// runtime retries, or the data dir was wiped) still releases its address
+// through a configuration rebuilt from subnet.env.
+func TestDelWithoutSaved(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	if err := f.p.Del(f.args("c9", "")); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.exec.calls) != 1 || f.exec.calls[0].command != "DEL" {
+		t.Fatalf("calls %+v", f.exec.calls)
+	}
+	ranges := f.exec.calls[0].conf["ipam"].(map[string]any)["ranges"]
+	if jsonOf(t, ranges) != `[[{"subnet":"10.244.5.0/24"}]]` {
+		t.Errorf("ranges %s", jsonOf(t, ranges))
+	}
+}
+
+// TestAddBadSubnetEnv: with subnet.env missing or incomplete no delegate
+// runs, nothing is saved, and the error names the file and the key.
+func TestAddBadSubnetEnv(t *testing.T) {
+	for _, tc := range []struct {
+		name, content string
+		code          uint
+		want          string
+	}{
+		{"missing", "", types.ErrTryAgainLater, "%s does not exist: agentd writes it once it holds this host's subnet"},
+		{"half-written", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\n", types.ErrInvalidNetworkConfig, "subnet.env %s: FLANNEL_MTU missing"},
+		{"network address", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.0/24\nFLANNEL_MTU=1450\n", types.ErrInvalidNetworkConfig, "FLANNEL_SUBNET 10.244.5.0/24 is a network address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			if tc.content != "" {
+				f.writeEnv(t, tc.content)
+			}
+			err := f.p.Add(f.args("c1", ""))
+			var te *types.Error
+			if !errors.As(err, &te) || te.Code != tc.code || !strings.Contains(te.Msg, strings.ReplaceAll(tc.want, "%s", f.subnetFile)) {
+				t.Fatalf("got %v, want code %d and %q", err, tc.code, tc.want)
+			}
+			if len(f.exec.calls) > 0 {
+				t.Errorf("a delegate ran: %+v", f.exec.calls)
+			}
+			if _, err := os.Stat(filepath.Join(f.dataDir, "c1")); err == nil {
+				t.Error("a configuration was saved")
+			}
+		})
+	}
+}
+
+func TestCheck(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	prev := `,"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.244.5.2/24"}]}`
+	err := f.p.Check(f.args("c1", prev))
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrUnknownContainer {
+		t.Fatalf("CHECK before ADD: %v", err)
+	}
+	if err := f.p.Add(f.args("c1", "")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.p.Check(f.args("c1", prev)); err != nil {
+		t.Fatal(err)
+	}
+	c := f.exec.calls[len(f.exec.calls)-1]
+	if c.command != "CHECK" || c.conf["prevResult"] == nil || c.conf["ipam"] == nil {
+		t.Errorf("CHECK call %+v", c)
+	}
+
+	f.exec.fail = &types.Error{Code: 999, Msg: "bridge is broken"}
+	err = f.p.Check(f.args("c1", prev))
+	if !errors.As(err, &te) || te.Msg != "bridge CHECK: bridge is broken" {
+		t.Errorf("delegate failure: %v", err)
+	}
+}
+
+func TestBadContainerID(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	for _, id := range []string{"", "../etc", "a/b", ".hidden"} {
+		if err := f.p.Add(f.args(id, "")); err == nil {
+			t.Errorf("container ID %q accepted", id)
+		}
+	}
+	if len(f.exec.calls) > 0 || slices.ContainsFunc([]string{f.dataDir}, func(d string) bool { _, err := os.Stat(d); return err == nil }) {
+		t.Error("a bad container ID reached the delegate or the data dir")
+	}
+}
