@@ -80,7 +80,7 @@ func TestSoak(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.pingLoop(ctx, from, to.IP())
+			s.pingLoop(ctx, from, to.IP(), max(time.Second, min(10*time.Second, period/3)))
 		}()
 	}
 	wg.Add(1)
@@ -155,13 +155,15 @@ func (s *soak) fail(format string, args ...any) {
 
 var pingTotals = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
 
-// pingLoop pings dst from c every 10 ms, in chunks of 10 s, until ctx ends,
-// adding each chunk's counts to the period's.
-func (s *soak) pingLoop(ctx context.Context, c *cluster.Container, dst netip.Addr) {
+// pingLoop pings dst from c every 10 ms, in chunks of the given length (a
+// few per sample period), until ctx ends, adding each chunk's counts to the
+// period's.
+func (s *soak) pingLoop(ctx context.Context, c *cluster.Container, dst netip.Addr, chunk time.Duration) {
+	w := strconv.Itoa(int(chunk.Seconds()))
 	for ctx.Err() == nil {
 		// The chunk is not tied to ctx: it always runs to its end, so its
-		// summary is counted; the run overshoots by at most 10 s.
-		out, err := c.Exec(context.Background(), "ping", "-n", "-q", "-i", "0.01", "-W", "1", "-w", "10", dst.String())
+		// summary is counted; the run overshoots by at most one chunk.
+		out, err := c.Exec(context.Background(), "ping", "-n", "-q", "-i", "0.01", "-W", "1", "-w", w, dst.String())
 		m := pingTotals.FindSubmatch(out)
 		if m == nil {
 			s.fail("ping %s -> %s: no summary (%v)", c, dst, err)
