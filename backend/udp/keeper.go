@@ -236,10 +236,9 @@ func quitKeeper(dev string) error {
 // process group does not reach it. The returned command is the caller's to
 // reap once the keeper has been told to quit.
 func startKeeper(dev string, k *kept) (*exec.Cmd, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("start the descriptor keeper: %w", err)
-	}
+	// /proc/self/exe is this very binary even after an upgrade replaced
+	// the file it was started from.
+	const exe = "/proc/self/exe"
 	ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("descriptor keeper socket: %w", err)
