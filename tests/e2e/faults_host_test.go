@@ -206,6 +206,7 @@ func TestFaultReboot(t *testing.T) {
 
 	t.Run("state lost", func(t *testing.T) {
 		bystander := f.pingFor(c1, c3.IP(), 4*time.Second)
+		across := f.pingFor(c1, c2.IP(), 4*time.Second)
 		crash(t, h2)
 		// subnet.env survives here (no reboot, a reinstall that kept /run):
 		// it is what names h2's subnet now that its identity is gone.
@@ -255,6 +256,8 @@ func TestFaultReboot(t *testing.T) {
 		if r.Lost() != 0 {
 			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r.Lost(), r.Sent)
 		}
+		r = across.wait(t)
+		recordLoss("reboot vxlan, state lost: h1→h2", r, "to the rebooted host: lost until peers had its new MAC")
 		if n := len(f.leases()); n != 3 {
 			t.Errorf("%d leases in etcd after the reboot, want 3: %v", n, f.leases())
 		}
