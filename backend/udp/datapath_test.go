@@ -275,3 +275,40 @@ func BenchmarkForwardingPath(b *testing.B) {
 		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "pkts/s")
 	})
 }
+
+// FuzzGROSegment feeds arbitrary control data (what recvmmsg fills in) to
+// groSegment: it must not read past the buffer, and must find the segment
+// size of a well-formed UDP_GRO message.
+func FuzzGROSegment(f *testing.F) {
+	good := make([]byte, ctrlSpace)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&good[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_GRO
+	h.SetLen(unix.CmsgLen(4))
+	binary.NativeEndian.PutUint32(good[unix.CmsgLen(0):], 1400)
+	f.Add(good[:unix.CmsgSpace(4)])
+	f.Add([]byte{})
+	f.Add(make([]byte, unix.SizeofCmsghdr))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// The kernel writes into our 8-byte aligned buffer; so does this.
+		buf := make([]uint64, (len(b)+7)/8+1)
+		aligned := unsafe.Slice((*byte)(unsafe.Pointer(&buf[0])), len(b))
+		copy(aligned, b)
+		seg := groSegment(aligned)
+		if string(b) == string(good[:unix.CmsgSpace(4)]) && seg != 1400 {
+			t.Fatalf("segment %d, want 1400", seg)
+		}
+	})
+}
+
+// FuzzParseSpec feeds arbitrary keeper answers to parseSpec.
+func FuzzParseSpec(f *testing.F) {
+	f.Add("tun=2,udp=2")
+	f.Add("tun=0,udp=1")
+	f.Add("tun=,udp")
+	f.Fuzz(func(t *testing.T, s string) {
+		nt, nu, err := parseSpec(s)
+		if err == nil && (nt < 1 || nu < 1 || nt > 64 || nu > 64) {
+			t.Fatalf("accepted %q as tun=%d udp=%d", s, nt, nu)
+		}
+	})
+}
