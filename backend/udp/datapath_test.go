@@ -8,6 +8,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -311,4 +312,38 @@ func FuzzParseSpec(f *testing.F) {
 			t.Fatalf("accepted %q as tun=%d udp=%d", s, nt, nu)
 		}
 	})
+}
+
+func TestMetrics(t *testing.T) {
+	b := testBackend(t)
+	b.stats.rx[dropSpoofed].Add(3)
+	b.stats.tx[pass].Add(5)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(b); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			got[key] = m.GetCounter().GetValue()
+		}
+	}
+	for k, v := range map[string]float64{
+		"agentd_udp_packets_total,direction=in,result=spoofedSource": 3,
+		"agentd_udp_packets_total,direction=out,result=forwarded":    5,
+		"agentd_udp_packets_total,direction=in,result=unknownPeer":   0,
+		"agentd_udp_send_errors_total":                               0,
+	} {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
+		}
+	}
 }

@@ -1,0 +1,40 @@
+package udp
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// The datapath's counters as Prometheus metrics: the Backend is a
+// prometheus.Collector, which the agent registers on its /metrics.
+
+var (
+	packetsDesc = prometheus.NewDesc("agentd_udp_packets_total",
+		"Packets the udp datapath handled, by direction (out: from flannel0 to a peer; in: from a peer into flannel0) and result (forwarded, or why it was dropped).",
+		[]string{"direction", "result"}, nil)
+	sendErrorsDesc = prometheus.NewDesc("agentd_udp_send_errors_total",
+		"Datagrams the kernel refused to send to a peer.", nil, nil)
+	tunErrorsDesc = prometheus.NewDesc("agentd_udp_tun_write_errors_total",
+		"Writes into flannel0 that failed (the device down, say).", nil, nil)
+)
+
+var _ prometheus.Collector = (*Backend)(nil)
+
+// Describe implements prometheus.Collector.
+func (b *Backend) Describe(ch chan<- *prometheus.Desc) {
+	ch <- packetsDesc
+	ch <- sendErrorsDesc
+	ch <- tunErrorsDesc
+}
+
+// Collect implements prometheus.Collector. Every direction and result has a
+// series from the start, so rates work from the first scrape.
+func (b *Backend) Collect(ch chan<- prometheus.Metric) {
+	for v := range numVerdicts {
+		for _, d := range []struct {
+			name string
+			c    uint64
+		}{{"out", b.stats.tx[v].Load()}, {"in", b.stats.rx[v].Load()}} {
+			ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(d.c), d.name, v.String())
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(sendErrorsDesc, prometheus.CounterValue, float64(b.stats.sendErrors.Load()))
+	ch <- prometheus.MustNewConstMetric(tunErrorsDesc, prometheus.CounterValue, float64(b.stats.tunErrors.Load()))
+}
