@@ -21,6 +21,7 @@ import (
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/connectivity"
 	"k8s.io/klog/v2"
@@ -114,6 +115,10 @@ func (a *agent) run(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	// A backend with a datapath of its own (udp) counts its packets.
+	if c, ok := be.(prometheus.Collector); ok {
+		a.obs.reg.MustRegister(c)
 	}
 	cw := &configWatch{log: a.log.WithName("config"), cli: cli.Client, key: reg.ConfigKey(), running: netCfg,
 		check: func(c *subnet.Config) error {
