@@ -257,6 +257,22 @@ func testCluster(t *testing.T, backend string, mtu int) {
 			}
 			return nil
 		})
+		// The datapath's counters are on /metrics: packets went both
+		// ways, and the one for h4's old subnet was dropped.
+		code, body, err := hosts[0].HealthGet(f.ctx, "/metrics")
+		if err != nil || code != 200 {
+			t.Fatalf("/metrics: %d, %v", code, err)
+		}
+		for _, re := range []string{
+			`agentd_udp_packets_total\{direction="out",result="forwarded"\} [1-9]`,
+			`agentd_udp_packets_total\{direction="in",result="forwarded"\} [1-9]`,
+			`agentd_udp_packets_total\{direction="out",result="noRoute"\} [1-9]`,
+			`agentd_udp_packets_total\{direction="in",result="spoofedSource"\} 0`,
+		} {
+			if !regexp.MustCompile(re).Match(body) {
+				t.Errorf("h1 /metrics has no line matching %s", re)
+			}
+		}
 	}
 }
 
