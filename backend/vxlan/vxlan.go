@@ -294,6 +294,13 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	return data, nil
 }
 
+// parseMACFile reads the VTEP MAC state file's content: one unicast MAC,
+// surrounding whitespace allowed.
+func parseMACFile(content []byte) (backend.MAC, bool) {
+	m, err := backend.ParseMAC(strings.TrimSpace(string(content)))
+	return m, err == nil && m.IsUnicast()
+}
+
 // vtepMAC returns the MAC kept in the state file. Without one it keeps the MAC
 // of a compatible device that is already there (peers know that one), or
 // picks a random one, and writes it down before any device uses it.
@@ -301,12 +308,10 @@ func (b *Backend) vtepMAC() (backend.MAC, error) {
 	content, err := os.ReadFile(b.macPath)
 	switch {
 	case err == nil:
-		s := strings.TrimSpace(string(content))
-		m, perr := backend.ParseMAC(s)
-		if perr == nil && m.IsUnicast() {
+		if m, ok := parseMACFile(content); ok {
 			return m, nil
 		}
-		b.log.Info("the VTEP MAC state file holds no unicast MAC; choosing another (peers will follow our lease)", "path", b.macPath, "content", s)
+		b.log.Info("the VTEP MAC state file holds no unicast MAC; choosing another (peers will follow our lease)", "path", b.macPath, "content", string(content))
 	case errors.Is(err, fs.ErrNotExist):
 	default:
 		return backend.MAC{}, fmt.Errorf("read the VTEP MAC: %w", err)
