@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentd/agentd/agent"
 	"github.com/agentd/agentd/tests/sdunit"
+	"sigs.k8s.io/yaml"
 )
 
 // The files operators install, relative to this package.
@@ -148,4 +149,113 @@ AGENTD_ARGS="-public-ip=198.18.0.7 -subnet-file /run/flannel/subnet.env"
 	if want := `agentd: invalid FLANNELD_SUBNET_LEASE_TTL "forever"`; !strings.HasPrefix(stderr.String(), want) {
 		t.Errorf("stderr %q, want it to start with %q", stderr.String(), want)
 	}
+}
+
+// TestKubernetesEnvironmentReachesFlags does for the DaemonSet in
+// dist/kubernetes/agentd.yaml what TestSystemdEnvironmentReachesFlags does for
+// the unit: the agentd-env ConfigMap (envFrom), the container's env (with
+// $(POD_IP) expanded as the kubelet does) and its args, parsed by agentd.
+func TestKubernetesEnvironmentReachesFlags(t *testing.T) {
+	docs := kubeDocs(t, "../../dist/kubernetes/agentd.yaml")
+	var cm, ds map[string]any
+	for _, d := range docs {
+		switch d["kind"] {
+		case "ConfigMap":
+			if dig(d, "metadata", "name") == "agentd-env" {
+				cm = d
+			}
+		case "DaemonSet":
+			ds = d
+		}
+	}
+	if cm == nil || ds == nil {
+		t.Fatal("no agentd-env ConfigMap or no DaemonSet in the manifest")
+	}
+	containers := dig(ds, "spec", "template", "spec", "containers").([]any)
+	c := containers[0].(map[string]any)
+	if c["name"] != "agentd" {
+		t.Fatalf("first container is %v", c["name"])
+	}
+	etc := t.TempDir()
+	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		if err := os.WriteFile(filepath.Join(etc, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{}
+	for k, v := range cm["data"].(map[string]any) {
+		env[k] = strings.ReplaceAll(v.(string), "/etc/agentd/etcd/", etc+"/")
+	}
+	const podIP = "198.18.0.7"
+	for _, e := range c["env"].([]any) {
+		e := e.(map[string]any)
+		name := e["name"].(string)
+		if name == "POD_IP" {
+			env[name] = podIP
+			continue
+		}
+		env[name] = strings.ReplaceAll(e["value"].(string), "$(POD_IP)", env["POD_IP"])
+	}
+	var args []string
+	for _, a := range c["args"].([]any) {
+		args = append(args, a.(string))
+	}
+	logFlags, _, _ := testLogFlags()
+	opts, err := parseArgs(args, envMap(env), logFlags)
+	if err != nil {
+		t.Fatalf("agentd %q with the DaemonSet's environment: %v", args, err)
+	}
+	want := agent.DefaultConfig()
+	want.EtcdEndpoints = []string{"https://etcd1.example.com:2379", "https://etcd2.example.com:2379", "https://etcd3.example.com:2379"}
+	want.EtcdCAFile = filepath.Join(etc, "ca.crt")
+	want.EtcdCertFile = filepath.Join(etc, "tls.crt")
+	want.EtcdKeyFile = filepath.Join(etc, "tls.key")
+	want.IPMasq = true
+	want.HealthzAddr = podIP + ":8471"
+	want.SubnetFile = "/run/flannel/subnet.env"
+	want.StateDir = "/var/lib/agentd"
+	if !reflect.DeepEqual(opts.cfg, want) {
+		t.Errorf("config from the DaemonSet:\n got %+v\nwant %+v", opts.cfg, want)
+	}
+	// The probes use the port agentd serves on.
+	for _, probe := range []string{"livenessProbe", "readinessProbe"} {
+		if port := dig(c, probe, "httpGet", "port"); port != "healthz" {
+			t.Errorf("%s port %v", probe, port)
+		}
+	}
+	if p := c["ports"].([]any)[0].(map[string]any); p["containerPort"] != 8471.0 || !strings.HasSuffix(opts.cfg.HealthzAddr, ":8471") {
+		t.Errorf("healthz port %v, agentd serves on %s", p["containerPort"], opts.cfg.HealthzAddr)
+	}
+}
+
+// kubeDocs reads a multi-document YAML file into generic objects.
+func kubeDocs(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []map[string]any
+	for _, part := range strings.Split("\n"+string(b), "\n---\n") {
+		var d map[string]any
+		if err := yaml.UnmarshalStrict([]byte(part), &d); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if d != nil {
+			docs = append(docs, d)
+		}
+	}
+	return docs
+}
+
+// dig walks nested maps.
+func dig(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
 }
