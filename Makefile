@@ -10,6 +10,10 @@ DEB_PACKAGES := iproute2 iptables iputils-ping iperf3 ca-certificates
 # What tests/integration adds: a real dockerd and client, a static busybox for
 # a registry-free image, the standard CNI plugins, systemd-analyze.
 DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd
+# The kube-apiserver that checks dist/kubernetes (tests/integration), built
+# from k8s.io/kubernetes and cached outside the repository.
+KUBE_VERSION ?= v1.36.3
+KUBE_BIN ?= $(HOME)/.cache/agentd/kube/$(KUBE_VERSION)
 FUZZTIME ?= 5s
 FUZZTIME_LONG ?= 2m
 # How long make soak runs (a Go duration).
@@ -34,6 +38,10 @@ deps: ## Install the Debian packages and Go modules the tests need (root).
 .PHONY: deps-integration
 deps-integration: ## Also install the Debian packages tests/integration needs (dockerd, CNI plugins…).
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES_INTEGRATION)"
+
+.PHONY: kube-bin
+kube-bin: ## Build kube-apiserver $(KUBE_VERSION) into $(KUBE_BIN) (cached; the first time ≈15 min on 2 CPUs).
+	@tests/kube/build-kube.sh $(KUBE_VERSION) $(KUBE_BIN)
 
 .PHONY: build
 build: ## Build agentd and the test etcd into bin/.
@@ -64,9 +72,9 @@ fuzz-short: ## Run each fuzz target briefly (part of make test).
 		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) >/tmp/agentd-fuzz.log 2>&1 || { cat /tmp/agentd-fuzz.log; exit 1; }; done
 
 .PHONY: test
-test: deps deps-integration lint build ## Everything CI runs: unit, root, etcd and end-to-end tests, then short fuzzing.
+test: deps deps-integration kube-bin lint build ## Everything CI runs: unit, root, etcd and end-to-end tests, then short fuzzing.
 	@mkdir -p $(BIN)
-	AGENTD_E2E_RESULTS=$(CURDIR)/$(BIN)/e2e-results.txt $(GO) test -race -count=1 -timeout 30m -p 2 ./...
+	AGENTD_KUBE_BIN=$(KUBE_BIN) AGENTD_E2E_RESULTS=$(CURDIR)/$(BIN)/e2e-results.txt $(GO) test -race -count=1 -timeout 30m -p 2 ./...
 	@cat $(BIN)/e2e-results.txt
 	$(MAKE) --no-print-directory fuzz-short
 
@@ -75,8 +83,8 @@ e2e: deps deps-integration build ## Only the multi-host end-to-end tests (tests/
 	$(GO) test -race -count=1 -timeout 20m -v ./tests/...
 
 .PHONY: integration
-integration: deps-integration build ## Only the tests of dist/ with the real programs (systemd-analyze, dockerd…).
-	$(GO) test -race -count=1 -timeout 20m -v ./tests/integration/
+integration: deps-integration kube-bin build ## Only the tests of dist/ with the real programs (systemd-analyze, dockerd, CNI plugins, kube-apiserver).
+	AGENTD_KUBE_BIN=$(KUBE_BIN) $(GO) test -race -count=1 -timeout 20m -v ./tests/integration/
 
 .PHONY: demo
 demo: deps build ## A 3-host cluster in namespaces: vxlan, then host-gw; containers ping across.

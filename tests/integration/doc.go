@@ -2,7 +2,8 @@
 // configure: systemd's own checker for the units, a real dockerd per host
 // started the way the docker drop-in starts it, and agentd's CNI plugin
 // driving Debian's bridge and host-local plugins through libcni with the
-// conflist from dist/cni.
+// conflist from dist/cni, and a real kube-apiserver (envtest) judging the
+// DaemonSet manifest in dist/kubernetes.
 //
 // Every multi-host test runs on the namespace cluster of tests/cluster:
 //
@@ -12,6 +13,7 @@
 //
 // Programs that are not part of this module (dockerd, systemd-analyze, the
 // CNI plugins) are looked for where Debian installs them; `make
-// deps-integration` installs the packages. A missing one is a failure when CI
+// deps-integration` installs the packages, and `make kube-bin` builds
+// kube-apiserver into a cache outside the repository. A missing one is a failure when CI
 // is set and a skip otherwise, and the message says what to install.
 package integration
