@@ -243,11 +243,10 @@ type dockerd struct {
 
 // dockerCommand is docker.service's ExecStart after the drop-in: its
 // ExecStartPre has run, its EnvironmentFiles are read and the variables
-// expanded, as systemd would. paths maps the files the units name to the
-// host's copies. Files the units name but paths does not map (Debian's
-// /etc/default/docker) must be optional and are left out: the machine's own
-// docker settings are not the test's.
-// run executes ExecStartPre's commands.
+// expanded, as systemd would. run executes ExecStartPre's commands. paths
+// maps the files the units name to the host's copies. Files the units name
+// but paths does not map (Debian's /etc/default/docker) must be optional and
+// are left out: the machine's own docker settings are not the test's.
 func dockerCommand(ctx context.Context, run func(ctx context.Context, argv []string) (string, error), paths map[string]string) ([]string, error) {
 	u, err := sdunit.Load(dockerUnit, dockerDropIn)
 	if err != nil {
