@@ -79,8 +79,8 @@ test: deps deps-integration kube-bin lint build ## Everything CI runs: unit, roo
 	$(MAKE) --no-print-directory fuzz-short
 
 .PHONY: e2e
-e2e: deps deps-integration build ## Only the multi-host end-to-end tests (tests/...).
-	$(GO) test -race -count=1 -timeout 20m -v ./tests/...
+e2e: deps build ## Only the multi-host end-to-end and fault tests (tests/e2e, tests/cluster).
+	$(GO) test -race -count=1 -timeout 30m -v ./tests/e2e/ ./tests/cluster/
 
 .PHONY: integration
 integration: deps-integration kube-bin build ## Only the tests of dist/ with the real programs (systemd-analyze, dockerd, CNI plugins, kube-apiserver).
