@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -41,7 +42,23 @@ func main() {
 	if udp.IsKeeper() {
 		os.Exit(udp.RunKeeper())
 	}
+	setMemoryLimit(os.LookupEnv)
 	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+}
+
+// defaultMemoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT
+// says otherwise. Without it the heap of a 5000-peer agent grows to twice
+// its live size between collections (each reconcile pass dumps every kernel
+// object) and the agent settles at 41–43 MB; with it, at about 33–37 MB,
+// with no measurable cost to a cold resync (tests/scale). A larger cluster
+// only makes collections more frequent; GOMEMLIMIT=off lifts it.
+const defaultMemoryLimit = 24 << 20
+
+func setMemoryLimit(lookupEnv func(string) (string, bool)) {
+	if _, set := lookupEnv("GOMEMLIMIT"); set {
+		return // the runtime read it already
+	}
+	debug.SetMemoryLimit(defaultMemoryLimit)
 }
 
 // run is the whole program but for the exit.
