@@ -24,9 +24,9 @@ func writeReport(b *testing.B, dir string, colds []coldResult, churns []churnRes
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), strings.TrimSpace(string(rev)))
 	fmt.Fprintf(&w, "One real agent on a namespace host; every other host is a virtual lease in etcd (tests/scale/gen.go).\n\n")
 	fmt.Fprintf(&w, "## Cold start: agent start → all N peers programmed\n\n")
-	fmt.Fprintf(&w, "| backend | N | seconds | kernel objects | objects/s | agent CPU s | RSS MB | goroutines |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&w, "| backend | N | seconds | kernel objects | objects/s | agent CPU s | RSS MB at programmed | RSS MB %v later | goroutines |\n|---|---|---|---|---|---|---|---|---|\n", settleTime)
 	for _, r := range colds {
-		fmt.Fprintf(&w, "| %s | %d | %.2f | %d | %.0f | %.2f | %.1f | %d |\n", r.Backend, r.N, r.Seconds, r.Objects, r.ObjPerSec, r.CPUSeconds, r.RSSMB, r.Goroutines)
+		fmt.Fprintf(&w, "| %s | %d | %.2f | %d | %.0f | %.2f | %.1f | %.1f | %d |\n", r.Backend, r.N, r.Seconds, r.Objects, r.ObjPerSec, r.CPUSeconds, r.RSSMB, r.SettledMB, r.Goroutines)
 	}
 	fmt.Fprintf(&w, "\n## Churn at N = 1000: lease written → route in (or out of) the kernel\n\n")
 	fmt.Fprintf(&w, "| backend | events/s | events | join p50 ms | join p99 ms | leave p99 ms | agent CPU %% |\n|---|---|---|---|---|---|---|\n")
@@ -97,7 +97,7 @@ func plot(colds []coldResult) string {
 		}
 	}
 	panel(0, "cold start → all peers programmed", "seconds", func(r coldResult) float64 { return r.Seconds })
-	panel(W, "agent RSS at N peers", "MB", func(r coldResult) float64 { return r.RSSMB })
+	panel(W, "agent RSS at N peers (settled)", "MB", func(r coldResult) float64 { return r.SettledMB })
 	sb.WriteString("</svg>\n")
 	return sb.String()
 }
