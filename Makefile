@@ -40,7 +40,7 @@ deps-integration: ## Also install the Debian packages tests/integration needs (d
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES_INTEGRATION)"
 
 .PHONY: kube-bin
-kube-bin: ## Build kube-apiserver $(KUBE_VERSION) into $(KUBE_BIN) (cached; the first time ≈15 min on 2 CPUs).
+kube-bin: ## Build kube-apiserver (KUBE_VERSION) into KUBE_BIN, ~/.cache/agentd/kube/<version> (cached; the first time ≈15 min on 2 CPUs).
 	@tests/kube/build-kube.sh $(KUBE_VERSION) $(KUBE_BIN)
 
 .PHONY: build
@@ -91,7 +91,7 @@ demo: deps build ## A 3-host cluster in namespaces: vxlan, then host-gw; contain
 	$(GO) run ./run/demo -bin $(CURDIR)/$(BIN)
 
 .PHONY: bench
-bench: deps build ## Benchmarks: micro-benchmarks, then throughput and join latency on the namespace cluster.
+bench: deps build ## Benchmarks: micro-benchmarks, throughput, RTT and join latency on the namespace cluster, then scale (results/scale).
 	$(GO) test -run '^$$' -bench . -benchmem ./subnet/ ./backend/...
 	$(GO) test -run '^$$' -bench Throughput -benchtime 3x -timeout 20m ./tests/bench/
 	$(GO) test -run '^$$' -bench Join -benchtime 20x -timeout 20m ./tests/bench/
