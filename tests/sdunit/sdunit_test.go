@@ -151,7 +151,9 @@ func FuzzParseEnvironmentFile(f *testing.F) {
 }
 
 // FuzzExpandCommand checks that expansion never panics and that a line
-// without '$' expands to the same words whatever the environment holds.
+// without '$' expands to the same words, or fails the same way, whatever the
+// environment holds. (With variables it may not: "$A" is a command when A is
+// set and an empty command line when it is not, for systemd too.)
 func FuzzExpandCommand(f *testing.F) {
 	for _, s := range []string{"/bin/x $A ${B}", `-/bin/x "a b" 'c'`, "/bin/x $$ ${", `\ `} {
 		f.Add(s, "v w")
@@ -159,10 +161,13 @@ func FuzzExpandCommand(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line, val string) {
 		c1, err1 := ExpandCommand(line, map[string]string{"A": val, "B": val})
 		c2, err2 := ExpandCommand(line, nil)
+		if strings.Contains(line, "$") {
+			return
+		}
 		if (err1 == nil) != (err2 == nil) {
 			t.Fatalf("error depends on the environment: %v vs %v", err1, err2)
 		}
-		if !strings.Contains(line, "$") && err1 == nil && !reflect.DeepEqual(c1, c2) {
+		if err1 == nil && !reflect.DeepEqual(c1, c2) {
 			t.Fatalf("no variables, yet %q vs %q", c1.Argv, c2.Argv)
 		}
 	})
