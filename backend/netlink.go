@@ -119,6 +119,28 @@ func EnsureUp(h *netlink.Handle, link netlink.Link) (bool, error) {
 	return true, nil
 }
 
+// OpenHandle returns h, or a new netlink handle for the current namespace
+// when h is nil (a backend built with New rather than NewWithHandle).
+func OpenHandle(h *netlink.Handle) (*netlink.Handle, error) {
+	if h != nil {
+		return h, nil
+	}
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return h, nil
+}
+
+// EnsureSubnetAddr makes <sn's network address>/32 the only IPv4 address of
+// dev: the address peers route our subnet to (VTEP or TUN address). It
+// returns that address and what EnsureAddrs returns.
+func EnsureSubnetAddr(h *netlink.Handle, dev netlink.Link, sn netip.Prefix) (addr netip.Prefix, added, removed int, err error) {
+	addr = netip.PrefixFrom(sn.Masked().Addr(), 32)
+	added, removed, err = EnsureAddrs(h, dev, netlink.FAMILY_V4, []netip.Prefix{addr})
+	return addr, added, removed, err
+}
+
 // EnsureAddrs makes want the only addresses of family on link: it adds those
 // missing before it deletes the others. IPv6 link-local addresses are the
 // kernel's and are left alone. It returns how many it added and deleted; the

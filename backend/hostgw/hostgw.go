@@ -105,13 +105,11 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if b.h == nil {
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			return nil, fmt.Errorf("open netlink: %w", err)
-		}
-		b.h = h
+	h, err := backend.OpenHandle(b.h)
+	if err != nil {
+		return nil, err
 	}
+	b.h = h
 	name := b.ext.Iface.Name
 	link, err := b.h.LinkByIndex(b.ext.Iface.Index)
 	if err != nil {

@@ -215,13 +215,11 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if b.h == nil {
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			return nil, fmt.Errorf("open netlink: %w", err)
-		}
-		b.h = h
+	h, err := backend.OpenHandle(b.h)
+	if err != nil {
+		return nil, err
 	}
+	b.h = h
 	ext, err := b.h.LinkByIndex(b.ext.Iface.Index)
 	if err != nil {
 		return nil, fmt.Errorf("external interface %s (index %d): %w", b.ext.Iface.Name, b.ext.Iface.Index, err)
@@ -378,8 +376,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		return res, err
 	}
 	var errs []error
-	addr := netip.PrefixFrom(own.Subnet.Masked().Addr(), 32)
-	added, removed, err := backend.EnsureAddrs(b.h, dev, netlink.FAMILY_V4, []netip.Prefix{addr})
+	addr, added, removed, err := backend.EnsureSubnetAddr(b.h, dev, own.Subnet)
 	res.Added += added
 	res.Removed += removed
 	if err != nil {
