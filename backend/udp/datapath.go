@@ -98,20 +98,24 @@ type txWorker struct {
 	local [numVerdicts]uint64
 }
 
-func newTxWorker(dev tun.Device, sock *udpSock, tbl *atomic.Pointer[table], c *counters, mtu int) *txWorker {
+// newTxWorker makes a worker whose buffers (txBytes(mtu) in all) come from
+// alloc.
+func newTxWorker(dev tun.Device, sock *udpSock, tbl *atomic.Pointer[table], c *counters, mtu int, alloc func(int) []byte) *txWorker {
 	w := &txWorker{
 		dev: dev, sock: sock, tbl: tbl, c: c,
 		bufs:  make([][]byte, readBatch),
 		sizes: make([]int, readBatch),
 		m:     newMmsg(readBatch, readBatch),
-		icmp:  [][]byte{make([]byte, headroom+icmpErrorMaxLen)},
+		icmp:  [][]byte{alloc(headroom + icmpErrorMaxLen)},
 	}
 	// Without a virtio header the device hands over one packet of up to
-	// the MTU per read; with one, segments of at most the MTU.
-	for i := range w.bufs {
-		w.bufs[i] = make([]byte, headroom+max(mtu, 1500))
+	// the MTU per read; with one, a TSO packet of up to 64 KiB is cut into
+	// segments of at most the MTU, the first of which may also be one
+	// large packet.
+	w.bufs[0] = alloc(headroom + bigBuf)
+	for i := 1; i < len(w.bufs); i++ {
+		w.bufs[i] = alloc(headroom + max(mtu, 1500))
 	}
-	w.bufs[0] = make([]byte, headroom+bigBuf)
 	return w
 }
 
@@ -191,7 +195,9 @@ type rxWorker struct {
 	local [numVerdicts]uint64
 }
 
-func newRxWorker(sock *udpSock, dev tun.Device, tbl *atomic.Pointer[table], c *counters) *rxWorker {
+// newRxWorker makes a worker whose buffers (rxBytes() in all) come from
+// alloc.
+func newRxWorker(sock *udpSock, dev tun.Device, tbl *atomic.Pointer[table], c *counters, alloc func(int) []byte) *rxWorker {
 	w := &rxWorker{
 		sock: sock, dev: dev, tbl: tbl, c: c,
 		rx:   make([][]byte, rxMessages),
@@ -200,10 +206,10 @@ func newRxWorker(sock *udpSock, dev tun.Device, tbl *atomic.Pointer[table], c *c
 		m:    newMmsg(rxMessages, rxMessages),
 	}
 	for i := range w.rx {
-		w.rx[i] = make([]byte, bigBuf)
+		w.rx[i] = alloc(bigBuf)
 	}
 	for i := range w.out {
-		w.out[i] = make([]byte, headroom+bigBuf)
+		w.out[i] = alloc(headroom + bigBuf)
 	}
 	return w
 }
@@ -281,6 +287,7 @@ func (w *rxWorker) write() error {
 type datapath struct {
 	devs     []tun.Device
 	socks    []*udpSock
+	bufs     *arena
 	wg       sync.WaitGroup
 	stopping atomic.Bool
 	broken   atomic.Bool
@@ -322,6 +329,11 @@ func startDatapath(log logr.Logger, k *kept, mtu int, tbl *atomic.Pointer[table]
 	if len(d.devs) == 0 || len(d.socks) == 0 {
 		return fail(errors.New("no TUN queue or no UDP socket"))
 	}
+	bufs, err := newArena(len(d.devs)*txBytes(mtu) + len(d.socks)*rxBytes())
+	if err != nil {
+		return fail(err)
+	}
+	d.bufs = bufs
 	worker := func(name string, i int, run func() error) {
 		d.wg.Add(1)
 		go func() {
@@ -336,11 +348,11 @@ func startDatapath(log logr.Logger, k *kept, mtu int, tbl *atomic.Pointer[table]
 		}()
 	}
 	for i, dev := range d.devs {
-		w := newTxWorker(dev, d.socks[i%len(d.socks)], tbl, c, mtu)
+		w := newTxWorker(dev, d.socks[i%len(d.socks)], tbl, c, mtu, bufs.alloc)
 		worker("tun-to-udp", i, w.run)
 	}
 	for i, s := range d.socks {
-		w := newRxWorker(s, d.devs[i%len(d.devs)], tbl, c)
+		w := newRxWorker(s, d.devs[i%len(d.devs)], tbl, c, bufs.alloc)
 		worker("udp-to-tun", i, w.run)
 	}
 	log.V(2).Info("datapath workers started", "tunQueues", len(d.devs), "udpSockets", len(d.socks),
@@ -348,11 +360,13 @@ func startDatapath(log logr.Logger, k *kept, mtu int, tbl *atomic.Pointer[table]
 	return d, nil
 }
 
-// stop closes the generation's descriptors and waits for its workers.
+// stop closes the generation's descriptors, waits for its workers and
+// then frees their buffers.
 func (d *datapath) stop() {
 	d.stopping.Store(true)
 	d.closeAll()
 	d.wg.Wait()
+	d.bufs.release()
 }
 
 func (d *datapath) closeAll() {

@@ -53,7 +53,7 @@ func newTestTx(gso bool) (*txWorker, *fakeTUN) {
 	s.gso.Store(gso)
 	var tbl atomic.Pointer[table]
 	tbl.Store(testTable())
-	return newTxWorker(dev, s, &tbl, &counters{}, 1472), dev
+	return newTxWorker(dev, s, &tbl, &counters{}, 1472, heapAlloc), dev
 }
 
 // load puts pkts into the worker's buffers as a TUN read would.
@@ -187,7 +187,7 @@ func newTestRx(src string, trains ...[][]byte) (*rxWorker, *fakeTUN) {
 	dev := &fakeTUN{}
 	var tbl atomic.Pointer[table]
 	tbl.Store(testTable())
-	w := newRxWorker(&udpSock{}, dev, &tbl, &counters{})
+	w := newRxWorker(&udpSock{}, dev, &tbl, &counters{}, heapAlloc)
 	w.m.prepareRecv(w.rx[:len(trains)])
 	for i, train := range trains {
 		n := 0
@@ -345,5 +345,36 @@ func TestMetrics(t *testing.T) {
 		if g, ok := got[k]; !ok || g != v {
 			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
 		}
+	}
+}
+
+// heapAlloc gives test workers their buffers from the Go heap.
+func heapAlloc(n int) []byte { return make([]byte, n) }
+
+// TestArenaFitsWorkers: the arena sizes (txBytes, rxBytes) are exactly
+// what the workers take, so a datapath never runs out of buffer memory
+// (alloc panics) nor maps more than it uses; buffers do not overlap.
+func TestArenaFitsWorkers(t *testing.T) {
+	for _, mtu := range []int{576, 1472, 8972} {
+		a, err := newArena(txBytes(mtu) + rxBytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tbl atomic.Pointer[table]
+		tx := newTxWorker(&fakeTUN{}, &udpSock{}, &tbl, &counters{}, mtu, a.alloc)
+		rx := newRxWorker(&udpSock{}, &fakeTUN{}, &tbl, &counters{}, a.alloc)
+		if a.off != len(a.mem) {
+			t.Errorf("MTU %d: workers took %d of %d arena bytes", mtu, a.off, len(a.mem))
+		}
+		bufs := append(append(append(append([][]byte{}, tx.bufs...), tx.icmp...), rx.rx...), rx.out...)
+		for _, b := range bufs {
+			if cap(b) != len(b) {
+				t.Fatalf("MTU %d: buffer of %d bytes has capacity %d: it could grow into its neighbour", mtu, len(b), cap(b))
+			}
+			for i := range b {
+				b[i] = 0xa5 // every byte is mapped and writable
+			}
+		}
+		a.release()
 	}
 }
