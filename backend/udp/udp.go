@@ -53,14 +53,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,8 +140,11 @@ type Backend struct {
 	keeper   *exec.Cmd
 	dp       *datapath
 	devIndex atomic.Int32
-	lastLog  Stats
-	lastAt   time.Time
+	// ipv6GenModeSet is the index of the device whose IPv6 address
+	// generation mode was set because /proc/sys is read-only.
+	ipv6GenModeSet int
+	lastLog        Stats
+	lastAt         time.Time
 
 	skips *backend.SkipLog
 
@@ -533,15 +533,24 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 			b.log.Info("corrected the TUN device's MTU", "device", DeviceName, "was", l.Attrs().MTU, "mtu", b.mtu)
 		}
 	}
+	index := l.Attrs().Index
 	if err := b.do(func() error {
-		// IPv6 off: the datapath carries IPv4 only, and would count each
-		// IPv6 packet the kernel sends out of the device (router
-		// solicitations, MLD reports) as a drop. A kernel without IPv6
-		// has no such file.
-		if err := ensureSysctl("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", "1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// Once per device the address generation mode stands in for
+		// disable_ipv6 (setting it again would raise a link event,
+		// which wakes Reconcile, which would set it again).
+		fallback, err := ensureNoIPv6(b.h, l, b.ipv6GenModeSet != index)
+		if err != nil {
 			return err
 		}
-		return ensureSysctl("/proc/sys/net/ipv4/conf/"+DeviceName+"/accept_local", "1")
+		if fallback && b.ipv6GenModeSet != index {
+			b.ipv6GenModeSet = index
+			b.log.Info("/proc/sys is read-only: IPv6 kept off the TUN device by giving it no link-local address instead of disable_ipv6", "device", DeviceName)
+		}
+		changed, err := ensureAcceptLocal(index)
+		if changed && !gone {
+			b.log.Info("turned accept_local on again", "device", DeviceName)
+		}
+		return err
 	}); err != nil {
 		return nil, res, err
 	}
@@ -559,17 +568,6 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 func (k *kept) closeTUN() {
 	closeAll(k.tun)
 	k.tun = nil
-}
-
-func ensureSysctl(path, value string) error {
-	cur, err := os.ReadFile(path)
-	if err == nil && strings.TrimSpace(string(cur)) == value {
-		return nil
-	}
-	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", path, value, err)
-	}
-	return nil
 }
 
 // ensureWorkers starts the datapath's workers unless they run; not after

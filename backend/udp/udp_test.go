@@ -56,7 +56,9 @@ type testHost struct {
 	logs []string
 }
 
-func newTestHost(t *testing.T) *testHost {
+// newTestHost sets up the two namespaces and starts a backend in "host";
+// beforeStart, if given, runs in between.
+func newTestHost(t *testing.T, beforeStart ...func(*testHost)) *testHost {
 	t.Helper()
 	host, peer := nstest.New(t), nstest.New(t)
 	ext := host.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
@@ -104,6 +106,9 @@ func newTestHost(t *testing.T) *testHost {
 			t.Errorf("quit keeper: %v", err)
 		}
 	})
+	for _, f := range beforeStart {
+		f(h)
+	}
 	h.start()
 	return h
 }
