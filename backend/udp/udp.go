@@ -379,6 +379,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	addr, added, removed, err := backend.EnsureSubnetAddr(b.h, dev, own.Subnet)
 	res.Added += added
 	res.Removed += removed
+	res.Count("address", added+removed)
 	if err != nil {
 		errs = append(errs, err)
 	} else if added+removed > 0 {
@@ -519,6 +520,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 			return nil, res, err
 		}
 		res.Added++
+		res.Count("device", 1)
 		if l, err = b.h.LinkByName(DeviceName); err != nil {
 			return nil, res, fmt.Errorf("look up the new device %s: %w", DeviceName, err)
 		}
@@ -530,6 +532,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		}
 		if !gone {
 			res.Updated++
+			res.Count("device", 1)
 			b.log.Info("corrected the TUN device's MTU", "device", DeviceName, "was", l.Attrs().MTU, "mtu", b.mtu)
 		}
 	}
@@ -560,6 +563,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 	}
 	if up && !gone {
 		res.Updated++
+		res.Count("device", 1)
 		b.log.Info("set the TUN device up", "device", DeviceName)
 	}
 	return l, res, nil

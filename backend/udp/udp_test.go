@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -271,8 +272,13 @@ route 10.244.0.0/16 dev flannel0 proto 74
 	if err := h.host.Handle.AddrAdd(l, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("10.99.0.1/32"))}); err != nil {
 		t.Fatal(err)
 	}
-	if res := h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type)); res.Added != 1 || res.Removed != 1 || res.Updated != 1 {
+	res = h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
+	if res.Added != 1 || res.Removed != 1 || res.Updated != 1 {
 		t.Fatalf("repair: %v, want route added, address removed, MTU updated", res)
+	}
+	// By kind, as agentd_drift_repairs_total counts them.
+	if want := map[string]int{"route": 1, "address": 1, "device": 1}; !maps.Equal(res.ByKind, want) {
+		t.Fatalf("repair by kind %v, want %v", res.ByKind, want)
 	}
 	got := h.host.State(t)
 	if !strings.Contains(got, "route 10.244.0.0/16 dev flannel0 proto 74") || strings.Contains(got, "10.99.0.1") || !strings.Contains(got, "flannel0 tuntap up mtu 1472") {
