@@ -594,49 +594,8 @@ func TestWatch(t *testing.T) {
 	}
 }
 
-// watch runs Watch until stop, which checks that it returns context.Canceled
-// promptly. It returns once the subscriptions are in place.
+// watch runs the backend's Watch (nstest.RunWatch).
 func (h *host) watch(t *testing.T) (<-chan struct{}, func()) {
 	t.Helper()
-	wakes := make(chan struct{}, 1)
-	subscribed := make(chan struct{}, 1)
-	h.b.subscribed = func() {
-		select {
-		case subscribed <- struct{}{}:
-		default:
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var err error
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		err = h.b.Watch(ctx, func() {
-			select {
-			case wakes <- struct{}{}:
-			default:
-			}
-		})
-	}()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-stopped:
-				if !errors.Is(err, context.Canceled) {
-					t.Errorf("Watch returned %v, want context.Canceled", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("Watch did not return within 5s of its context ending")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	select {
-	case <-subscribed:
-	case <-stopped:
-		t.Fatalf("Watch returned before subscribing: %v", err)
-	}
-	return wakes, stop
+	return nstest.RunWatch(t, h.b.Watch, &h.b.subscribed)
 }

@@ -1,0 +1,59 @@
+package nstest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// RunWatch runs a backend's Watch until stop, which checks that it returns
+// context.Canceled promptly (stop also runs at cleanup). subscribed is the
+// backend's hook called once its subscriptions are in place; RunWatch sets
+// it and returns after it was called. Each wake Watch asks for is a value on
+// wakes (coalesced, as the agent's are).
+func RunWatch(t testing.TB, watch func(ctx context.Context, wake func()) error, subscribed *func()) (wakes <-chan struct{}, stop func()) {
+	t.Helper()
+	woken := make(chan struct{}, 1)
+	ready := make(chan struct{}, 1)
+	*subscribed = func() {
+		select {
+		case ready <- struct{}{}:
+		default:
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var err error
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		err = watch(ctx, func() {
+			select {
+			case woken <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-stopped:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("Watch returned %v, want context.Canceled", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Watch did not return within 5s of its context ending")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-ready:
+	case <-stopped:
+		t.Fatalf("Watch returned before subscribing: %v", err)
+	}
+	return woken, stop
+}
