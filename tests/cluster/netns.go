@@ -276,6 +276,13 @@ func (n *Namespace) Start(name string, args ...string) (*Process, error) {
 	return n.start(n.Short+" "+filepath.Base(name), n.Short+"-"+filepath.Base(name)+".log", nil, name, args...)
 }
 
+// StartNamed is Start for commands whose program name says little (nsenter,
+// unshare): the process is called "<Short> <label>" in messages and its
+// output goes to <LogDir>/<Short>-<label>.log.
+func (n *Namespace) StartNamed(label, name string, args ...string) (*Process, error) {
+	return n.start(n.Short+" "+label, n.Short+"-"+label+".log", nil, name, args...)
+}
+
 // start runs a process in the namespace, called procName in messages. env
 // adds to the harness's child environment (see childEnv).
 func (n *Namespace) start(procName, logName string, env []string, name string, args ...string) (*Process, error) {
