@@ -16,4 +16,9 @@
 // deps-integration` installs the packages, and `make kube-bin` builds
 // kube-apiserver into a cache outside the repository. A missing one is a failure when CI
 // is set and a skip otherwise, and the message says what to install.
+//
+// TestK8sNode, run only by `make e2e-k8s` (AGENTD_E2E_K8S=1, not in `make
+// test`), goes further: a real control plane and a kubelet + containerd node
+// run the DaemonSet, and the node's pods reach a container on another agentd
+// host.
 package integration
