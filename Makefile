@@ -10,6 +10,9 @@ DEB_PACKAGES := iproute2 iptables iputils-ping iperf3 ca-certificates
 # What tests/integration adds: a real dockerd and client, a static busybox for
 # a registry-free image, the standard CNI plugins, systemd-analyze.
 DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd
+# What make e2e-k8s adds: the node's container runtime, and what its images
+# are made of (busybox-static, iptables, the CNI plugins).
+DEB_PACKAGES_K8S := containerd runc busybox-static containernetworking-plugins util-linux
 # The kube-apiserver that checks dist/kubernetes (tests/integration), built
 # from k8s.io/kubernetes and cached outside the repository.
 KUBE_VERSION ?= v1.36.3
@@ -85,6 +88,12 @@ e2e: deps build ## Only the multi-host end-to-end and fault tests (tests/e2e, te
 .PHONY: integration
 integration: deps-integration kube-bin build ## Only the tests of dist/ with the real programs (systemd-analyze, dockerd, CNI plugins, kube-apiserver).
 	AGENTD_KUBE_BIN=$(KUBE_BIN) $(GO) test -race -count=1 -timeout 20m -v ./tests/integration/
+
+.PHONY: e2e-k8s
+e2e-k8s: deps build ## Not in CI: a real control plane and kubelet+containerd node run the DaemonSet; its pods reach an agentd host (tests/integration TestK8sNode).
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES_K8S)"
+	@tests/kube/build-kube.sh $(KUBE_VERSION) $(KUBE_BIN) kube-apiserver kube-controller-manager kube-scheduler kubelet
+	AGENTD_E2E_K8S=1 AGENTD_KUBE_BIN=$(KUBE_BIN) $(GO) test -race -count=1 -timeout 20m -v -run '^TestK8sNode$$' ./tests/integration/
 
 .PHONY: demo
 demo: deps build ## A 3-host cluster in namespaces: vxlan, then host-gw; containers ping across.
