@@ -205,7 +205,7 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 		if ok {
 			g.keep()
 			m.setOwn(l)
-			m.log.Info("lease acquired", "subnet", l.Subnet, "ipv6Subnet", l.IPv6Subnet, "ttl", m.cfg.TTL, "leaseID", id)
+			m.log.Info("lease acquired", "subnet", l.Subnet, "key", m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), "ttl", m.cfg.TTL, "leaseID", id)
 			return l, nil
 		}
 		m.log.V(2).Info("subnet taken meanwhile, picking again", "subnet", sn, "attempt", attempt+1)
