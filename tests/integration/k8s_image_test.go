@@ -3,6 +3,7 @@ package integration
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"debug/elf"
 	"errors"
@@ -10,9 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -31,8 +34,9 @@ import (
 // same sources: agentd, agentd-cni and agentctl built the same way
 // (CGO_ENABLED=0, -trimpath, -s -w) in /usr/local/bin; Debian's iptables
 // (nf_tables backend, the binaries and names agentd looks for, with their
-// shared libraries and xtables extensions); Debian's bridge, host-local,
-// portmap and loopback CNI plugins in /opt/agentd/cni; agentd as the
+// shared libraries and xtables extensions); the bridge, host-local,
+// portmap and loopback CNI plugins of the version the Dockerfile names,
+// built static the same way, in /opt/agentd/cni; agentd as the
 // entrypoint. Where the slim base has dash and coreutils for the init
 // container's script, this image has a static busybox.
 
@@ -53,28 +57,68 @@ var busyboxApplets = []string{"sh", "cp", "chmod", "mv", "rm", "mkdir", "cat", "
 // agentdCommands are built into /usr/local/bin, as dist/Dockerfile does.
 var agentdCommands = []string{"agentd", "agentd-cni", "agentctl"}
 
-// cniPlugins are copied from Debian's containernetworking-plugins into
-// /opt/agentd/cni, as dist/Dockerfile does.
-var cniPlugins = []string{"bridge", "host-local", "portmap", "loopback"}
+// cniPlugins are the standard CNI plugins (by package of
+// github.com/containernetworking/plugins) dist/Dockerfile builds static
+// into /opt/agentd/cni.
+var cniPlugins = map[string]string{
+	"bridge":     "plugins/main/bridge",
+	"host-local": "plugins/ipam/host-local",
+	"portmap":    "plugins/meta/portmap",
+	"loopback":   "plugins/main/loopback",
+}
 
-// buildAgentdCommands builds agentdCommands into dir like dist/Dockerfile's
-// build stage.
+const dockerfilePath = "../../dist/Dockerfile"
+
+// dockerfileCNIPlugins returns the CNI plugins' version dist/Dockerfile
+// builds, and checks that it builds each of cniPlugins.
+func dockerfileCNIPlugins() (version string, err error) {
+	b, err := os.ReadFile(dockerfilePath)
+	if err != nil {
+		return "", err
+	}
+	m := regexp.MustCompile(`(?m)^ARG CNI_PLUGINS_VERSION=(\S+)$`).FindSubmatch(b)
+	if m == nil {
+		return "", fmt.Errorf("%s has no ARG CNI_PLUGINS_VERSION=…", dockerfilePath)
+	}
+	for _, pkg := range cniPlugins {
+		if !bytes.Contains(b, []byte("github.com/containernetworking/plugins/"+pkg+"@${CNI_PLUGINS_VERSION}")) {
+			return "", fmt.Errorf("%s does not build %s", dockerfilePath, pkg)
+		}
+	}
+	return string(m[1]), nil
+}
+
+// buildAgentdCommands builds agentdCommands into dir, and cniPlugins into
+// dir/cni, like dist/Dockerfile's build stage.
 func buildAgentdCommands(ctx context.Context, dir string) error {
 	args := []string{"build", "-trimpath", "-ldflags", "-s -w -X main.version=e2e-k8s", "-o", dir + "/"}
 	for _, c := range agentdCommands {
 		args = append(args, "./run/"+c)
 	}
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go %s: %w: %s", strings.Join(args, " "), err, out)
+	version, err := dockerfileCNIPlugins()
+	if err != nil {
+		return err
+	}
+	install := []string{"install", "-trimpath", "-ldflags", "-s -w"}
+	for _, pkg := range cniPlugins {
+		install = append(install, "github.com/containernetworking/plugins/"+pkg+"@"+version)
+	}
+	for _, run := range []struct {
+		args []string
+		env  string
+	}{{args, "CGO_ENABLED=0"}, {install, "GOBIN=" + filepath.Join(dir, "cni")}} {
+		cmd := exec.CommandContext(ctx, "go", run.args...)
+		cmd.Dir = "../.."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", run.env)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go %s: %w: %s", strings.Join(run.args, " "), err, out)
+		}
 	}
 	return nil
 }
 
 // writeK8sImages writes the archive of imageAgentd (from the commands in
-// binDir) and imageBusybox/imagePause to path.
+// binDir and the plugins in binDir/cni) and imageBusybox/imagePause to path.
 func writeK8sImages(path, binDir, busybox string) error {
 	dir := filepath.Dir(path)
 	agentdLayer := filepath.Join(dir, "agentd-layer.tar")
@@ -90,8 +134,8 @@ func writeK8sImages(path, binDir, busybox string) error {
 		if err := l.iptables(); err != nil {
 			return err
 		}
-		for _, p := range cniPlugins {
-			if err := l.hostFileAs(filepath.Join(debianCNI, p), "/opt/agentd/cni/"+p, 0o755); err != nil {
+		for p := range cniPlugins {
+			if err := l.hostFileAs(filepath.Join(binDir, "cni", p), "/opt/agentd/cni/"+p, 0o755); err != nil {
 				return err
 			}
 		}
@@ -351,4 +395,37 @@ func (l *layer) iptables() error {
 		}
 	}
 	return nil
+}
+
+// TestDockerfileCNIPlugins: dist/Dockerfile names one version of the CNI
+// plugins and builds each plugin the image ships (TestK8sNode builds the
+// same ones for its image).
+func TestDockerfileCNIPlugins(t *testing.T) {
+	v, err := dockerfileCNIPlugins()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^v\d+\.\d+\.\d+$`).MatchString(v) {
+		t.Fatalf("CNI_PLUGINS_VERSION %q is not a release version", v)
+	}
+}
+
+// elfInterp returns the program interpreter an ELF binary asks for ("" for
+// a static one).
+func elfInterp(path string) (string, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b := make([]byte, p.Filesz)
+			if _, err := p.ReadAt(b, 0); err != nil {
+				return "", err
+			}
+			return strings.TrimRight(string(b), "\x00"), nil
+		}
+	}
+	return "", nil
 }
