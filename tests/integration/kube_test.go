@@ -6,11 +6,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -233,10 +235,16 @@ func TestKubeManifestConsistency(t *testing.T) {
 	if loop == nil {
 		t.Fatal("no plugin loop in the install-cni script")
 	}
-	for _, p := range strings.Fields(loop[1]) {
-		if !strings.Contains(df, "/usr/lib/cni/"+p+" ") {
-			t.Errorf("install-cni copies %s, which dist/Dockerfile does not put in /opt/agentd/cni", p)
-		}
+	// The Dockerfile builds cniPlugins (dockerfileCNIPlugins checks each)
+	// into /out/cni and copies that to /opt/agentd/cni.
+	if _, err := dockerfileCNIPlugins(); err != nil {
+		t.Error(err)
+	}
+	if !strings.Contains(df, "GOBIN=/out/cni go install") || !strings.Contains(df, "COPY --from=build /out/cni/ /opt/agentd/cni/") {
+		t.Error("dist/Dockerfile does not build the CNI plugins into /out/cni and copy them to /opt/agentd/cni")
+	}
+	if got, want := slices.Sorted(slices.Values(strings.Fields(loop[1]))), slices.Sorted(maps.Keys(cniPlugins)); !slices.Equal(got, want) {
+		t.Errorf("install-cni copies %v, dist/Dockerfile builds %v", got, want)
 	}
 	for _, img := range regexp.MustCompile(`"image":"([^"]+)"`).FindAllStringSubmatch(spec, -1) {
 		if img[1] != "registry.example.com/agentd:v0.1.0" {
