@@ -34,6 +34,11 @@ type Config struct {
 	IPMasq bool
 	// IPTablesForwardRules installs ACCEPT rules for the cluster network in FORWARD.
 	IPTablesForwardRules bool
+	// IPTablesMode picks the iptables backend our rules go to: "" (that of
+	// the iptables command in PATH), "nft", "legacy", or "auto" (that of
+	// the host's other iptables users; for container images carrying
+	// both). See backend/iptables.Options.Mode.
+	IPTablesMode string
 	// HealthzAddr is host:port of the /healthz and /readyz server; empty disables it.
 	HealthzAddr string
 

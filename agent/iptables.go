@@ -18,7 +18,7 @@ func (a *agent) reconcileIPTables(netCfg *subnet.Config, own subnet.Lease) error
 			return nil
 		}
 		a.iptChecked = true
-		m, err := iptables.New(iptables.IPv4, a.log.WithName("iptables"), iptables.Options{})
+		m, err := iptables.New(iptables.IPv4, a.log.WithName("iptables"), iptables.Options{Mode: a.cfg.IPTablesMode})
 		if err != nil {
 			if want {
 				return fmt.Errorf("iptables: %w", err)

@@ -8,9 +8,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agentd/agentd/backend/iptables"
 )
 
 // Defaults of the settings. run/agentd uses them as its flag defaults, so the
@@ -125,6 +128,10 @@ func (c *Config) Validate() error {
 		if a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 			return configErrorf("public-ip", a.String(), "peers cannot send to a loopback, multicast or broadcast address")
 		}
+	}
+
+	if !slices.Contains(iptables.Modes, c.IPTablesMode) {
+		return configErrorf("iptables-mode", c.IPTablesMode, "want nft, legacy, auto, or empty for the backend of the iptables command")
 	}
 
 	if err := checkAbsPath(c.SubnetFile); err != nil {

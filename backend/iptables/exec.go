@@ -82,14 +82,25 @@ type tools struct {
 // switched by alternatives and may disagree with `iptables`, so the
 // backend-specific names (iptables-nft-save, iptables-legacy-save) come first
 // and every candidate's own --version must name the same backend.
-func findTools(f Family) (tools, error) {
-	base, proto := "iptables", goipt.ProtocolIPv4
+//
+// mode ModeNFT or ModeLegacy starts from iptables-nft or iptables-legacy
+// instead of iptables.
+func findTools(f Family, mode string) (tools, error) {
+	base, proto := baseName(f), goipt.ProtocolIPv4
 	if f == IPv6 {
-		base, proto = "ip6tables", goipt.ProtocolIPv6
+		proto = goipt.ProtocolIPv6
 	}
-	path, err := exec.LookPath(base)
+	name := base
+	switch mode {
+	case ModeDefault:
+	case ModeNFT, ModeLegacy:
+		name = base + "-" + mode
+	default:
+		return tools{}, fmt.Errorf("unknown iptables mode %q (want one of nft, legacy, auto, or empty)", mode)
+	}
+	path, err := exec.LookPath(name)
 	if err != nil {
-		return tools{}, fmt.Errorf("%s: %w (is the iptables package installed?)", base, err)
+		return tools{}, fmt.Errorf("%s: %w (is the iptables package installed?)", name, err)
 	}
 	ipt, err := goipt.New(goipt.IPFamily(proto), goipt.Path(path))
 	if err != nil {
@@ -126,6 +137,83 @@ func findTools(f Family) (tools, error) {
 		}
 	}
 	return t, nil
+}
+
+func baseName(f Family) string {
+	if f == IPv6 {
+		return "ip6tables"
+	}
+	return "iptables"
+}
+
+// detectMode reads every table of both backends (iptables-nft-save and
+// iptables-legacy-save, through prefix) and returns the backend the host's
+// other iptables users write to, and why; ModeDefault when that cannot be
+// told.
+func detectMode(f Family, prefix []string, timeout time.Duration) (mode, why string) {
+	var saves [2][]byte
+	for i, m := range []string{ModeNFT, ModeLegacy} {
+		bin, err := exec.LookPath(baseName(f) + "-" + m + "-save")
+		if err != nil {
+			return ModeDefault, fmt.Sprintf("no %s backend here (%v)", m, err)
+		}
+		var out bytes.Buffer
+		r := &execRunner{prefix: prefix, timeout: timeout}
+		if err := r.run(bin, nil, &out); err != nil {
+			return ModeDefault, fmt.Sprintf("cannot read the %s tables: %v", m, err)
+		}
+		saves[i] = out.Bytes()
+	}
+	return chooseMode(saves[0], saves[1])
+}
+
+// hintChains are the chains kubelet creates in the mangle table of the
+// backend it uses, for exactly this choice; the iptables wrappers of
+// Kubernetes images look for them too.
+var hintChains = []string{"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"}
+
+// chooseMode decides between the backends from their iptables-save
+// outputs: the one holding kubelet's hint chains, else the one with more
+// rules (dockerd's, kube-proxy's, and ours from an earlier run), else
+// neither (ModeDefault).
+func chooseMode(nft, legacy []byte) (mode, why string) {
+	for _, c := range []struct {
+		mode string
+		save []byte
+	}{{ModeNFT, nft}, {ModeLegacy, legacy}} {
+		for _, h := range hintChains {
+			if hasChain(c.save, h) {
+				return c.mode, "kubelet's " + h + " chain is in the " + c.mode + " tables"
+			}
+		}
+	}
+	n, l := countRules(nft), countRules(legacy)
+	switch {
+	case l > n:
+		return ModeLegacy, fmt.Sprintf("the legacy tables hold %d rules, the nft ones %d", l, n)
+	case n > l:
+		return ModeNFT, fmt.Sprintf("the nft tables hold %d rules, the legacy ones %d", n, l)
+	}
+	return ModeDefault, fmt.Sprintf("both backends hold %d rules", n)
+}
+
+func hasChain(save []byte, chain string) bool {
+	for line := range bytes.Lines(save) {
+		if f := bytes.Fields(line); len(f) > 0 && string(f[0]) == ":"+chain {
+			return true
+		}
+	}
+	return false
+}
+
+func countRules(save []byte) int {
+	n := 0
+	for line := range bytes.Lines(save) {
+		if bytes.HasPrefix(line, []byte("-A ")) {
+			n++
+		}
+	}
+	return n
 }
 
 // lookBeside looks for name in iptables' own directory, then in PATH.

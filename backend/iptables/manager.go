@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -36,7 +37,27 @@ type Options struct {
 	// Timeout bounds each command, including its wait for the xtables lock.
 	// Zero means one minute.
 	Timeout time.Duration
+	// Mode picks the iptables backend: ModeDefault, ModeNFT, ModeLegacy or
+	// ModeAuto.
+	Mode string
 }
+
+// The iptables backends Options.Mode can ask for.
+const (
+	// ModeDefault uses the backend of the `iptables` command in PATH: on a
+	// host, the one its alternatives select, which the host's other
+	// iptables users (dockerd, kube-proxy) use too.
+	ModeDefault = ""
+	ModeNFT     = "nft"
+	ModeLegacy  = "legacy"
+	// ModeAuto uses the backend the host's other iptables users write to
+	// (see chooseMode), for a container image that carries both: its own
+	// `iptables` need not be the host's.
+	ModeAuto = "auto"
+)
+
+// Modes are the valid values of Options.Mode.
+var Modes = []string{ModeDefault, ModeNFT, ModeLegacy, ModeAuto}
 
 // Manager owns agentd's chains (ChainPrefix) in one family's filter and nat
 // tables, and the jumps into them. It is not safe for concurrent use: one
@@ -54,12 +75,18 @@ type Manager struct {
 // why, V(2) the binaries found, V(4) each iptables-restore input. New itself
 // runs only `--version` commands.
 func New(family Family, log klog.Logger, opts Options) (*Manager, error) {
-	t, err := findTools(family)
-	if err != nil {
-		return nil, err
-	}
 	if opts.Timeout == 0 {
 		opts.Timeout = time.Minute
+	}
+	mode := opts.Mode
+	if mode == ModeAuto {
+		var why string
+		mode, why = detectMode(family, opts.CommandPrefix, opts.Timeout)
+		log.Info("iptables backend chosen", "family", family, "mode", cmp.Or(mode, "the iptables command's"), "why", why)
+	}
+	t, err := findTools(family, mode)
+	if err != nil {
+		return nil, err
 	}
 	log.V(2).Info("iptables found", "family", family, "iptables", t.iptables, "version", t.version,
 		"mode", t.mode, "save", t.save, "restore", t.restore, "randomFully", t.randomFully)

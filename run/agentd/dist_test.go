@@ -211,6 +211,7 @@ func TestKubernetesEnvironmentReachesFlags(t *testing.T) {
 	want.EtcdCertFile = filepath.Join(etc, "tls.crt")
 	want.EtcdKeyFile = filepath.Join(etc, "tls.key")
 	want.IPMasq = true
+	want.IPTablesMode = "auto"
 	want.HealthzAddr = podIP + ":8471"
 	want.SubnetFile = "/run/flannel/subnet.env"
 	want.StateDir = "/var/lib/agentd"

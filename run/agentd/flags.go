@@ -45,6 +45,7 @@ type flagValues struct {
 	subnetFile   string
 	ipMasq       bool
 	forwardRules bool
+	iptMode      string
 
 	healthzAddr string
 	healthzIP   string
@@ -89,6 +90,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.StringVar(&v.subnetFile, "subnet-file", d.SubnetFile, "where to write subnet.env for dockerd and the CNI plugin")
 	fs.BoolVar(&v.ipMasq, "ip-masq", d.IPMasq, "masquerade traffic leaving the overlay network")
 	fs.BoolVar(&v.forwardRules, "iptables-forward-rules", d.IPTablesForwardRules, "accept overlay traffic in the FORWARD chain")
+	fs.StringVar(&v.iptMode, "iptables-mode", "", "iptables backend for our rules: nft, legacy, auto (the one the host's dockerd or kube-proxy uses; for images carrying both), or empty for the backend of the iptables command in PATH")
 
 	fs.StringVar(&v.healthzAddr, "healthz-addr", d.HealthzAddr, "host:port of the /healthz and /readyz server (empty: off)")
 	fs.StringVar(&v.healthzIP, "healthz-ip", "0.0.0.0", "address of the health server when --healthz-port is set (flannel's form)")
@@ -179,6 +181,7 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 		SubnetFile:           v.subnetFile,
 		IPMasq:               v.ipMasq,
 		IPTablesForwardRules: v.forwardRules,
+		IPTablesMode:         v.iptMode,
 		SubnetLeaseTTL:       v.leaseTTL,
 		ResyncInterval:       v.resync,
 		StateDir:             v.stateDir,

@@ -33,7 +33,7 @@ import (
 // The agentd image holds what dist/Dockerfile's final stage holds, from the
 // same sources: agentd, agentd-cni and agentctl built the same way
 // (CGO_ENABLED=0, -trimpath, -s -w) in /usr/local/bin; Debian's iptables
-// (nf_tables backend, the binaries and names agentd looks for, with their
+// (both backends, the binaries and names agentd looks for, with their
 // shared libraries and xtables extensions); the bridge, host-local,
 // portmap and loopback CNI plugins of the version the Dockerfile names,
 // built static the same way, in /opt/agentd/cni; agentd as the
@@ -363,22 +363,28 @@ func (l *layer) busybox(busybox string) error {
 	return nil
 }
 
-// iptables adds Debian's nf_tables iptables: xtables-nft-multi under the
-// names agentd looks for (iptables, iptables-nft-save, …, and ip6tables
-// likewise), linked as a fresh install's alternatives link them, and the
-// xtables extensions it loads at run time.
+// iptables adds Debian's iptables: xtables-nft-multi and
+// xtables-legacy-multi under the names agentd looks for (iptables-nft-save,
+// iptables-legacy-save, …, and ip6tables likewise), the generic names
+// (iptables, …) linked to nf_tables as a fresh install's alternatives link
+// them, and the xtables extensions they load at run time.
 func (l *layer) iptables() error {
-	multi := "/usr/sbin/xtables-nft-multi"
-	if err := l.hostELF(multi); err != nil {
-		return err
-	}
-	for _, fam := range []string{"iptables", "ip6tables"} {
-		for _, suffix := range []string{"", "-save", "-restore"} {
-			if err := l.symlink("/usr/sbin/"+fam+"-nft"+suffix, "xtables-nft-multi"); err != nil {
-				return err
-			}
-			if err := l.symlink("/usr/sbin/"+fam+suffix, fam+"-nft"+suffix); err != nil {
-				return err
+	// Both backends, as Debian's iptables package installs them; the
+	// generic names are nf_tables, Debian's default alternative.
+	for _, backend := range []string{"nft", "legacy"} {
+		if err := l.hostELF("/usr/sbin/xtables-" + backend + "-multi"); err != nil {
+			return err
+		}
+		for _, fam := range []string{"iptables", "ip6tables"} {
+			for _, suffix := range []string{"", "-save", "-restore"} {
+				if err := l.symlink("/usr/sbin/"+fam+"-"+backend+suffix, "xtables-"+backend+"-multi"); err != nil {
+					return err
+				}
+				if backend == "nft" {
+					if err := l.symlink("/usr/sbin/"+fam+suffix, fam+"-nft"+suffix); err != nil {
+						return err
+					}
+				}
 			}
 		}
 	}

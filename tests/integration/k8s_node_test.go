@@ -166,6 +166,7 @@ func TestK8sNode(t *testing.T) {
 		}
 	}
 	t.Logf("install-cni put on the node: %s", strings.Join(installed, " "))
+	checkIPTablesMode(t, ctx, h1, node)
 	node.checkCgroup(t, ctx, dsPod)
 	nodeObj := waitNodeReady(t, ctx, cp, node.name, 2*time.Minute)
 	t.Logf("node %s Ready (podCIDR %s, unused: pods get the agentd lease)", nodeObj.Name, nodeObj.Spec.PodCIDR)
@@ -715,4 +716,50 @@ func makeCgroup(rel string) error {
 		}
 	}
 	return nil
+}
+
+// checkIPTablesMode: the DaemonSet sets AGENTD_IPTABLES_MODE=auto and the
+// image carries both iptables backends; agentd must write its chains to the
+// backend the node's own iptables users (kubelet, through the machine's
+// `iptables`) write to, and say which and why in its log.
+func checkIPTablesMode(t *testing.T, ctx context.Context, h *cluster.Host, node *k8sNode) {
+	t.Helper()
+	want, err := h.Exec(ctx, "iptables", "--version")
+	if err != nil {
+		t.Fatalf("iptables --version: %v: %s", err, want)
+	}
+	wantNFT := strings.Contains(string(want), "nf_tables")
+	var line string
+	err = cluster.Eventually(ctx, 30*time.Second, func() error {
+		logs, _ := filepath.Glob(node.fs("/var/log/pods/kube-agentd_agentd-*/agentd/*.log"))
+		for _, f := range logs {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			for l := range strings.Lines(string(b)) {
+				if strings.Contains(l, "iptables backend chosen") {
+					line = strings.TrimSpace(l)
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no \"iptables backend chosen\" line in agentd's log (%d log files)", len(logs))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("agentd: %s", line[strings.Index(line, "iptables backend chosen"):])
+	for _, c := range []struct {
+		save string
+		ours bool
+	}{{"iptables-nft-save", wantNFT}, {"iptables-legacy-save", !wantNFT}} {
+		out, err := h.Exec(ctx, c.save, "-t", "filter")
+		if err != nil {
+			t.Fatalf("%s: %v: %s", c.save, err, out)
+		}
+		if has := strings.Contains(string(out), ":AGENTD-FWD"); has != c.ours {
+			t.Errorf("%s on the node: agentd's chain present = %v, want %v (the node's iptables is %s)", c.save, has, c.ours, strings.TrimSpace(string(want)))
+		}
+	}
 }
