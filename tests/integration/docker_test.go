@@ -465,7 +465,13 @@ var busyboxPing = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packet
 // ping runs busybox ping in a container, one second apart, each reply
 // awaited at most a second. Lost replies are not an error.
 func (d *dockerd) ping(ctx context.Context, container string, dst netip.Addr, count int) (pingResult, error) {
-	out, err := d.docker(ctx, "exec", container, "ping", "-c", strconv.Itoa(count), "-W", "1", "-q", dst.String())
+	return busyboxPingResult(d.docker(ctx, "exec", container, "ping", "-c", strconv.Itoa(count), "-W", "1", "-q", dst.String()))
+}
+
+// busyboxPingResult reads the summary of a busybox ping's output; the
+// command's error matters only when there is none (lost replies make
+// ping exit non-zero).
+func busyboxPingResult(out string, err error) (pingResult, error) {
 	m := busyboxPing.FindStringSubmatch(out)
 	if m == nil {
 		return pingResult{}, fmt.Errorf("no ping summary: %v: %s", err, out)

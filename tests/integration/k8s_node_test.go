@@ -227,14 +227,7 @@ func TestK8sNode(t *testing.T) {
 	t.Logf("pod %s: IP %s in FLANNEL_SUBNET %s, eth0 MTU %s (FLANNEL_MTU %d), host-local record %s", p.Name, podIP, env.Subnet, mtu, env.MTU, lease)
 
 	podPing := func(count int) (pingResult, error) {
-		out, err := inPod("ping", "-c", strconv.Itoa(count), "-W", "1", "-q", h2c.IP().String())
-		m := busyboxPing.FindStringSubmatch(out)
-		if m == nil {
-			return pingResult{}, fmt.Errorf("no ping summary: %v: %s", err, out)
-		}
-		sent, _ := strconv.Atoi(m[1])
-		recv, _ := strconv.Atoi(m[2])
-		return pingResult{sent, recv}, nil
+		return busyboxPingResult(inPod("ping", "-c", strconv.Itoa(count), "-W", "1", "-q", h2c.IP().String()))
 	}
 	// The first packet may beat h2's agent to the node's new lease.
 	err = cluster.Eventually(ctx, 30*time.Second, func() error {
