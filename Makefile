@@ -96,7 +96,7 @@ e2e-k8s: deps build ## Not in CI: a real control plane and kubelet+containerd no
 	AGENTD_E2E_K8S=1 AGENTD_KUBE_BIN=$(KUBE_BIN) $(GO) test -race -count=1 -timeout 20m -v -run '^TestK8sNode$$' ./tests/integration/
 
 .PHONY: demo
-demo: deps build ## A 3-host cluster in namespaces: vxlan, then host-gw; containers ping across.
+demo: deps build ## A 3-host cluster in namespaces: vxlan, host-gw, then udp; containers ping across.
 	$(GO) run ./run/demo -bin $(CURDIR)/$(BIN)
 
 .PHONY: bench

@@ -1,12 +1,13 @@
 // Command demo shows agentd at work: it builds a three-host cluster out of
 // network namespaces around a real etcd, runs agentd on every host, prints each
 // host's lease and the routes it programmed, and pings every container from
-// every other one, first with the vxlan backend and then with host-gw. It
-// cleans everything up when it ends, also on Ctrl-C. Run it as root: make demo.
+// every other one, with the vxlan backend, then host-gw, then udp. It cleans
+// everything up when it ends, also on Ctrl-C. Run it as root: make demo.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentd/agentd/agent"
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,6 +25,7 @@ import (
 func main() {
 	bin := flag.String("bin", "", "directory with agentd and testetcd (built if empty)")
 	hosts := flag.Int("hosts", 3, "number of hosts")
+	backends := flag.String("backends", "vxlan,host-gw,udp", "comma-separated backends to show, one cluster each")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "demo: needs root to create network namespaces")
@@ -30,7 +33,8 @@ func main() {
 	}
 	cluster.CloseOnSignal()
 	failed := false
-	for _, backend := range []string{"vxlan", "host-gw"} {
+	list := strings.Split(*backends, ",")
+	for _, backend := range list {
 		if err := demo(backend, *bin, *hosts); err != nil {
 			fmt.Fprintf(os.Stderr, "demo %s: %v\n", backend, err)
 			failed = true
@@ -39,7 +43,7 @@ func main() {
 	if failed {
 		os.Exit(1)
 	}
-	fmt.Println("\ndemo passed: every container reached every other one with vxlan and with host-gw")
+	fmt.Printf("\ndemo passed: every container reached every other one with %s\n", strings.Join(list, ", then with "))
 }
 
 func demo(backend, bin string, n int) (err error) {
@@ -81,7 +85,27 @@ func demo(backend, bin string, n int) (err error) {
 			return err
 		}
 	}
-	fmt.Printf("all %d agents ready (/readyz 200) %v after start\n\n", n, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("all %d agents ready (/readyz 200) %v after start\n", n, time.Since(start).Round(time.Millisecond))
+	// An agent is ready once it programmed the peers it knew; the hosts
+	// that joined after it reach it through the lease watch a moment later.
+	status := make(map[*cluster.Host]agent.Status)
+	err = cluster.Eventually(ctx, 30*time.Second, func() error {
+		for _, h := range c.Hosts() {
+			st, err := agentStatus(ctx, h)
+			if err != nil {
+				return err
+			}
+			if st.PeersProgrammed != n-1 {
+				return fmt.Errorf("%s: %d of %d peers programmed", h, st.PeersProgrammed, n-1)
+			}
+			status[h] = st
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("every agent programmed its %d peers %v after start (/status)\n\n", n-1, time.Since(start).Round(time.Millisecond))
 
 	if err := printLeases(ctx, cli); err != nil {
 		return err
@@ -96,7 +120,9 @@ func demo(backend, bin string, n int) (err error) {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("\n%s (%s) subnet.env: FLANNEL_SUBNET=%s FLANNEL_MTU=%s\n", h, h.IP, env["FLANNEL_SUBNET"], env["FLANNEL_MTU"])
+		st := status[h]
+		fmt.Printf("\n%s (%s) subnet.env: FLANNEL_SUBNET=%s FLANNEL_MTU=%s; %d of %d peers programmed\n",
+			h, h.IP, env["FLANNEL_SUBNET"], env["FLANNEL_MTU"], st.PeersProgrammed, st.PeersKnown)
 		for _, r := range routes {
 			if strings.HasPrefix(r, "10.244.") && !strings.Contains(r, "cni0") {
 				fmt.Printf("    route %s\n", r)
@@ -153,4 +179,20 @@ func printLeases(ctx context.Context, cli *clientv3.Client) error {
 		fmt.Printf("  %-16s %s\n", netip.Prefix.String(sn), kv.Value)
 	}
 	return nil
+}
+
+// agentStatus reads a host's agent's /status.
+func agentStatus(ctx context.Context, h *cluster.Host) (agent.Status, error) {
+	var st agent.Status
+	code, body, err := h.HealthGet(ctx, "/status")
+	if err != nil {
+		return st, fmt.Errorf("%s: %w", h, err)
+	}
+	if code != 200 {
+		return st, fmt.Errorf("%s: /status: %d %s", h, code, body)
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, fmt.Errorf("%s: /status: %w", h, err)
+	}
+	return st, nil
 }
