@@ -8,15 +8,15 @@ LDFLAGS := -X main.version=$(VERSION)
 # for the agent's rules, ping and iperf3 for traffic).
 DEB_PACKAGES := iproute2 iptables iputils-ping iperf3 ca-certificates
 # What tests/integration adds: a real dockerd and client, a static busybox for
-# a registry-free image, the standard CNI plugins, systemd-analyze.
-DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd
-# What make e2e-k8s adds: the node's container runtime, and what its images
-# are made of (busybox-static, iptables, the CNI plugins).
-DEB_PACKAGES_K8S := containerd runc busybox-static containernetworking-plugins util-linux
-# The kube-apiserver that checks dist/kubernetes (tests/integration), built
-# from k8s.io/kubernetes and cached outside the repository.
+# a registry-free image, the standard CNI plugins, systemd-analyze, and the
+# Kubernetes node's container runtime (containerd, runc, nsenter/unshare).
+DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd containerd runc util-linux
+# The Kubernetes programs tests/integration runs (the manifest check, and a
+# control plane with a kubelet node), built from k8s.io/kubernetes and cached
+# outside the repository.
 KUBE_VERSION ?= v1.36.3
 KUBE_BIN ?= $(HOME)/.cache/agentd/kube/$(KUBE_VERSION)
+KUBE_COMPONENTS := kube-apiserver kube-controller-manager kube-scheduler kubelet
 FUZZTIME ?= 5s
 FUZZTIME_LONG ?= 2m
 # How long make soak runs (a Go duration).
@@ -43,8 +43,8 @@ deps-integration: ## Also install the Debian packages tests/integration needs (d
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES_INTEGRATION)"
 
 .PHONY: kube-bin
-kube-bin: ## Build kube-apiserver (KUBE_VERSION) into KUBE_BIN, ~/.cache/agentd/kube/<version> (cached; the first time ≈15 min on 2 CPUs).
-	@tests/kube/build-kube.sh $(KUBE_VERSION) $(KUBE_BIN)
+kube-bin: ## Build kube-apiserver, -controller-manager, -scheduler and kubelet (KUBE_VERSION) into KUBE_BIN, ~/.cache/agentd/kube/<version> (cached; the first time ≈18 min on 2 CPUs).
+	@tests/kube/build-kube.sh $(KUBE_VERSION) $(KUBE_BIN) $(KUBE_COMPONENTS)
 
 .PHONY: build
 build: ## Build agentd and the test etcd into bin/.
@@ -77,7 +77,7 @@ fuzz-short: ## Run each fuzz target briefly (part of make test).
 .PHONY: test
 test: deps deps-integration kube-bin lint build ## Everything CI runs: unit, root, etcd and end-to-end tests, then short fuzzing.
 	@mkdir -p $(BIN)
-	AGENTD_KUBE_BIN=$(KUBE_BIN) AGENTD_E2E_RESULTS=$(CURDIR)/$(BIN)/e2e-results.txt $(GO) test -race -count=1 -timeout 30m -p 2 ./...
+	AGENTD_E2E_K8S=1 AGENTD_KUBE_BIN=$(KUBE_BIN) AGENTD_E2E_RESULTS=$(CURDIR)/$(BIN)/e2e-results.txt $(GO) test -race -count=1 -timeout 30m -p 2 ./...
 	@cat $(BIN)/e2e-results.txt
 	$(MAKE) --no-print-directory fuzz-short
 
@@ -86,13 +86,11 @@ e2e: deps build ## Only the multi-host end-to-end and fault tests (tests/e2e, te
 	$(GO) test -race -count=1 -timeout 30m -v ./tests/e2e/ ./tests/cluster/
 
 .PHONY: integration
-integration: deps-integration kube-bin build ## Only the tests of dist/ with the real programs (systemd-analyze, dockerd, CNI plugins, kube-apiserver).
-	AGENTD_KUBE_BIN=$(KUBE_BIN) $(GO) test -race -count=1 -timeout 20m -v ./tests/integration/
+integration: deps-integration kube-bin build ## Only the tests of dist/ with the real programs (systemd-analyze, dockerd, CNI plugins, kube-apiserver, a kubelet node).
+	AGENTD_E2E_K8S=1 AGENTD_KUBE_BIN=$(KUBE_BIN) $(GO) test -race -count=1 -timeout 20m -v ./tests/integration/
 
 .PHONY: e2e-k8s
-e2e-k8s: deps build ## Not in CI: a real control plane and kubelet+containerd node run the DaemonSet; its pods reach an agentd host (tests/integration TestK8sNode).
-	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES_K8S)"
-	@tests/kube/build-kube.sh $(KUBE_VERSION) $(KUBE_BIN) kube-apiserver kube-controller-manager kube-scheduler kubelet
+e2e-k8s: deps-integration kube-bin build ## Only TestK8sNode (also in make test): a real control plane and kubelet+containerd node run the DaemonSet; its pods reach an agentd host.
 	AGENTD_E2E_K8S=1 AGENTD_KUBE_BIN=$(KUBE_BIN) $(GO) test -race -count=1 -timeout 20m -v -run '^TestK8sNode$$' ./tests/integration/
 
 .PHONY: demo

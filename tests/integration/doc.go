@@ -13,12 +13,12 @@
 //
 // Programs that are not part of this module (dockerd, systemd-analyze, the
 // CNI plugins) are looked for where Debian installs them; `make
-// deps-integration` installs the packages, and `make kube-bin` builds
-// kube-apiserver into a cache outside the repository. A missing one is a failure when CI
-// is set and a skip otherwise, and the message says what to install.
+// deps-integration` installs the packages, and `make kube-bin` builds the
+// Kubernetes programs into a cache outside the repository. A missing one is a
+// failure when CI is set and a skip otherwise, and the message says what to
+// install.
 //
-// TestK8sNode, run only by `make e2e-k8s` (AGENTD_E2E_K8S=1, not in `make
-// test`), goes further: a real control plane and a kubelet + containerd node
-// run the DaemonSet, and the node's pods reach a container on another agentd
-// host.
+// TestK8sNode (with AGENTD_E2E_K8S=1, which `make test` sets, or CI set) goes
+// further: a real control plane and a kubelet + containerd node run the
+// DaemonSet, and the node's pods reach a container on another agentd host.
 package integration
