@@ -63,6 +63,18 @@ type Result struct {
 	ByKind map[string]int
 }
 
+// CheckReconcile is what every backend's Reconcile checks first: ctx is
+// still live and Prepare (of the backend of type typ) has run.
+func CheckReconcile(ctx context.Context, typ string, prepared bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !prepared {
+		return fmt.Errorf("%s: Reconcile before Prepare", typ)
+	}
+	return nil
+}
+
 // Count records n changes of one kind of object in ByKind.
 func (r *Result) Count(kind string, n int) {
 	if n == 0 {

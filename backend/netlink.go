@@ -133,12 +133,19 @@ func OpenHandle(h *netlink.Handle) (*netlink.Handle, error) {
 }
 
 // EnsureSubnetAddr makes <sn's network address>/32 the only IPv4 address of
-// dev: the address peers route our subnet to (VTEP or TUN address). It
-// returns that address and what EnsureAddrs returns.
-func EnsureSubnetAddr(h *netlink.Handle, dev netlink.Link, sn netip.Prefix) (addr netip.Prefix, added, removed int, err error) {
-	addr = netip.PrefixFrom(sn.Masked().Addr(), 32)
-	added, removed, err = EnsureAddrs(h, dev, netlink.FAMILY_V4, []netip.Prefix{addr})
-	return addr, added, removed, err
+// dev: the address peers route our subnet to (VTEP or TUN address). It adds
+// what it changed to res (Added, Removed and ByKind "address", also when it
+// fails part-way) and logs a change.
+func EnsureSubnetAddr(h *netlink.Handle, dev netlink.Link, sn netip.Prefix, res *Result, log logr.Logger) error {
+	addr := netip.PrefixFrom(sn.Masked().Addr(), 32)
+	added, removed, err := EnsureAddrs(h, dev, netlink.FAMILY_V4, []netip.Prefix{addr})
+	res.Added += added
+	res.Removed += removed
+	res.Count("address", added+removed)
+	if err == nil && added+removed > 0 {
+		log.Info("set the device's address", "device", dev.Attrs().Name, "address", addr, "removedStale", removed)
+	}
+	return err
 }
 
 // EnsureAddrs makes want the only addresses of family on link: it adds those

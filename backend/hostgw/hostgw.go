@@ -145,11 +145,8 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 // Reconcile implements backend.Backend.
 func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subnet.Lease) (backend.Result, error) {
 	var res backend.Result
-	if err := ctx.Err(); err != nil {
+	if err := backend.CheckReconcile(ctx, Type, b.prepared); err != nil {
 		return res, err
-	}
-	if !b.prepared {
-		return res, errors.New("host-gw: Reconcile before Prepare")
 	}
 	onLink, err := backend.ConnectedPrefixes(b.h, b.ext.Iface.Index)
 	if err != nil {

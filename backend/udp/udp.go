@@ -361,11 +361,8 @@ func (b *Backend) reapKeeper() {
 // Reconcile implements backend.Backend.
 func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subnet.Lease) (backend.Result, error) {
 	var res backend.Result
-	if err := ctx.Err(); err != nil {
+	if err := backend.CheckReconcile(ctx, Type, b.prepared); err != nil {
 		return res, err
-	}
-	if !b.prepared {
-		return res, errors.New("udp: Reconcile before Prepare")
 	}
 	if !own.Subnet.IsValid() || !own.Subnet.Addr().Is4() {
 		return res, fmt.Errorf("udp: our own lease has no IPv4 subnet (%v)", own.Subnet)
@@ -376,14 +373,8 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		return res, err
 	}
 	var errs []error
-	addr, added, removed, err := backend.EnsureSubnetAddr(b.h, dev, own.Subnet)
-	res.Added += added
-	res.Removed += removed
-	res.Count("address", added+removed)
-	if err != nil {
+	if err := backend.EnsureSubnetAddr(b.h, dev, own.Subnet, &res, b.log); err != nil {
 		errs = append(errs, err)
-	} else if added+removed > 0 {
-		b.log.Info("set the TUN device's address", "device", DeviceName, "address", addr, "removedStale", removed)
 	}
 
 	// The forwarding table first: the route below sends traffic to it.

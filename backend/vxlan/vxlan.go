@@ -450,11 +450,8 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 // Reconcile implements backend.Backend.
 func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subnet.Lease) (backend.Result, error) {
 	var res backend.Result
-	if err := ctx.Err(); err != nil {
+	if err := backend.CheckReconcile(ctx, Type, b.prepared); err != nil {
 		return res, err
-	}
-	if !b.prepared {
-		return res, errors.New("vxlan: Reconcile before Prepare")
 	}
 	if !own.Subnet.IsValid() || !own.Subnet.Addr().Is4() {
 		return res, fmt.Errorf("vxlan: our own lease has no IPv4 subnet (%v)", own.Subnet)
@@ -465,14 +462,8 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		return res, err
 	}
 	var errs []error
-	vtep, added, removed, err := backend.EnsureSubnetAddr(b.h, dev, own.Subnet)
-	res.Added += added
-	res.Removed += removed
-	res.Count("address", added+removed)
-	if err != nil {
+	if err := backend.EnsureSubnetAddr(b.h, dev, own.Subnet, &res, b.log); err != nil {
 		errs = append(errs, err)
-	} else if added+removed > 0 {
-		b.log.Info("set the vxlan device's address", "device", b.name, "address", vtep, "removedStale", removed)
 	}
 
 	var onLink []netip.Prefix
