@@ -146,6 +146,24 @@ func (f *fixture) pingAll(cs []*cluster.Container) {
 	}
 }
 
+// startAll starts every host's agent, waits until all are ready, gives each
+// host a container, checks they all reach each other and returns them in
+// host order.
+func (f *fixture) startAll() []*cluster.Container {
+	f.t.Helper()
+	hosts := f.c.Hosts()
+	for _, h := range hosts {
+		f.start(h)
+	}
+	f.waitReady(hosts...)
+	var cs []*cluster.Container
+	for _, h := range hosts {
+		cs = append(cs, f.container(h))
+	}
+	f.pingAll(cs)
+	return cs
+}
+
 func (f *fixture) container(h *cluster.Host) *cluster.Container {
 	f.t.Helper()
 	c, err := h.AddContainer(f.ctx)

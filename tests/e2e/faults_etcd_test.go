@@ -53,15 +53,7 @@ func TestFaultEtcdDown(t *testing.T) {
 func testEtcdDown(t *testing.T, backend string) {
 	f := newFixture(t, 3, netConfig(backend))
 	hosts := f.c.Hosts()
-	for _, h := range hosts {
-		f.start(h)
-	}
-	f.waitReady(hosts...)
-	var cs []*cluster.Container
-	for _, h := range hosts {
-		cs = append(cs, f.container(h))
-	}
-	f.pingAll(cs)
+	cs := f.startAll()
 	before := f.leaseRecords()
 	marks := logMarks(t, hosts)
 

@@ -123,16 +123,8 @@ func TestFaultReboot(t *testing.T) {
 	f := newFixture(t, 3, hfConfig("vxlan"))
 	hosts := f.c.Hosts()
 	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
-	for _, h := range hosts {
-		f.start(h)
-	}
-	f.waitReady(hosts...)
-	var cs []*cluster.Container
-	for _, h := range hosts {
-		cs = append(cs, f.container(h))
-	}
+	cs := f.startAll()
 	c1, c2, c3 := cs[0], cs[1], cs[2]
-	f.pingAll(cs)
 	sn2 := hostSubnet(t, h2)
 	mac2 := peerMAC(t, f, sn2)
 	if got := deviceMAC(t, h2); got != mac2 {
@@ -280,16 +272,8 @@ func TestFaultMalformedData(t *testing.T) {
 	f := newFixture(t, 3, hfConfig("vxlan"))
 	hosts := f.c.Hosts()
 	h2 := hosts[1]
-	for _, h := range hosts {
-		f.start(h)
-	}
-	f.waitReady(hosts...)
-	var cs []*cluster.Container
-	for _, h := range hosts {
-		cs = append(cs, f.container(h))
-	}
+	cs := f.startAll()
 	c1, c2, c3 := cs[0], cs[1], cs[2]
-	f.pingAll(cs)
 	sn2 := hostSubnet(t, h2)
 	key2 := subnet.MakeSubnetKey(sn2, netip.Prefix{})
 	own2 := f.leases()[key2]
