@@ -43,11 +43,7 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // yet); a malformed one is an invalid configuration naming the file and key.
 // No delegate runs in either case, so no interface gets a wrong address.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
-	n, err := loadConf(args.StdinData)
-	if err != nil {
-		return err
-	}
-	saved, err := savedPath(n, args.ContainerID)
+	n, saved, err := loadConf(args)
 	if err != nil {
 		return err
 	}
@@ -55,13 +51,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	d, err := DelegateConf(n, env)
+	d, b, err := delegateConf(n, env)
 	if err != nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
-	}
-	b, err := json.Marshal(d)
-	if err != nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+		return err
 	}
 	// Saved first: if the delegate fails half-way, the runtime's DEL must
 	// undo exactly this.
@@ -88,11 +80,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // finished) it rebuilds one from subnet.env if that is readable, so addresses
 // are still released; otherwise there is nothing to undo and DEL succeeds.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
-	n, err := loadConf(args.StdinData)
-	if err != nil {
-		return err
-	}
-	saved, err := savedPath(n, args.ContainerID)
+	n, saved, err := loadConf(args)
 	if err != nil {
 		return err
 	}
@@ -103,12 +91,8 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		if envErr != nil {
 			return nil
 		}
-		d, derr := DelegateConf(n, env)
-		if derr != nil {
-			return types.NewError(types.ErrInvalidNetworkConfig, derr.Error(), "")
-		}
-		if b, err = json.Marshal(d); err != nil {
-			return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+		if _, b, err = delegateConf(n, env); err != nil {
+			return err
 		}
 	case err != nil:
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
@@ -129,11 +113,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 // Check runs the delegate's CHECK with the configuration ADD saved and the
 // runtime's prevResult.
 func (p *Plugin) Check(args *skel.CmdArgs) error {
-	n, err := loadConf(args.StdinData)
-	if err != nil {
-		return err
-	}
-	saved, err := savedPath(n, args.ContainerID)
+	n, saved, err := loadConf(args)
 	if err != nil {
 		return err
 	}
@@ -167,12 +147,29 @@ func (p *Plugin) stdout() io.Writer {
 	return os.Stdout
 }
 
-func loadConf(b []byte) (*NetConf, error) {
-	n, err := LoadConf(b)
-	if err != nil {
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+// loadConf reads the network configuration on stdin and the path of the
+// container's saved delegate configuration, with CNI error codes.
+func loadConf(args *skel.CmdArgs) (n *NetConf, saved string, err error) {
+	if n, err = LoadConf(args.StdinData); err != nil {
+		return nil, "", types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
-	return n, nil
+	if saved, err = savedPath(n, args.ContainerID); err != nil {
+		return nil, "", err
+	}
+	return n, saved, nil
+}
+
+// delegateConf is DelegateConf and its JSON, with CNI error codes.
+func delegateConf(n *NetConf, env subnet.Env) (map[string]any, []byte, error) {
+	d, err := DelegateConf(n, env)
+	if err != nil {
+		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	return d, b, nil
 }
 
 // savedPath is where ADD keeps the delegate configuration for a container:
