@@ -195,6 +195,20 @@ func (a *agent) run(ctx context.Context) error {
 		defer wg.Done()
 		cli.reportOutages(ctx, a.log.WithName("etcd"))
 	}()
+	if len(a.cfg.EtcdEndpoints) > 1 && a.cfg.EtcdEndpointCheckInterval > 0 {
+		c := &endpointChecker{
+			endpoints: a.cfg.EtcdEndpoints,
+			status:    cli.checkEndpoint,
+			interval:  a.cfg.EtcdEndpointCheckInterval,
+			log:       a.log.WithName("etcd"),
+			report:    a.obs.endpointsChecked,
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.run(ctx)
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		if err := mgr.Run(ctx); err != nil {

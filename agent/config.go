@@ -47,6 +47,9 @@ type Config struct {
 	// ResyncInterval is how often the whole kernel state is compared with the
 	// desired state even when nothing signalled a change.
 	ResyncInterval time.Duration
+	// EtcdEndpointCheckInterval is how often each etcd endpoint is asked
+	// for its status when there are several; 0 turns the checks off.
+	EtcdEndpointCheckInterval time.Duration
 	// StateDir holds the host identity and the VTEP MAC across restarts.
 	StateDir string
 

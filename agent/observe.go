@@ -24,6 +24,7 @@ type observer struct {
 	reconcileDur prometheus.Histogram
 	changes      *prometheus.CounterVec
 	repairs      *prometheus.CounterVec
+	endpointUp   *prometheus.GaugeVec
 
 	mu      sync.Mutex
 	st      Status
@@ -59,9 +60,13 @@ func newObserver() *observer {
 			Name: "agentd_drift_repairs_total",
 			Help: "Kernel objects put back although the lease set had not changed (deleted or altered by someone else), by kind.",
 		}, []string{"kind"}),
+		endpointUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "agentd_etcd_endpoint_up",
+			Help: "1 if the etcd endpoint answered the last status request, 0 if not (only with several endpoints).",
+		}, []string{"endpoint"}),
 		st: Status{DriftRepairs: map[string]int64{}},
 	}
-	o.reg.MustRegister(o.peers, o.programmed, o.reconciles, o.reconcileDur, o.changes, o.repairs,
+	o.reg.MustRegister(o.peers, o.programmed, o.reconciles, o.reconcileDur, o.changes, o.repairs, o.endpointUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Zero series exist from the start, so rates work from the first scrape.
 	for _, r := range []string{"ok", "error"} {
@@ -92,6 +97,16 @@ func (o *observer) watchEtcd(up func() bool, stats *subnet.Stats) {
 		counter("agentd_bad_leases_total", "Keys under the subnets prefix skipped as invalid (once per key and revision).", func() float64 { return float64(stats.BadEntries.Load()) }),
 		counter("agentd_own_lease_reacquired_total", "Times our own lease was recreated or restored.", func() float64 { return float64(stats.Reacquired.Load()) }),
 	)
+}
+
+// endpointsChecked records a round of etcd endpoint checks.
+func (o *observer) endpointsChecked(eps []EndpointStatus) {
+	for _, e := range eps {
+		o.endpointUp.WithLabelValues(e.Endpoint).Set(b2f(e.Up))
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.st.EtcdEndpoints = eps
 }
 
 // watchLeaseTTL exports the time left on our own etcd lease.

@@ -27,6 +27,9 @@ type Status struct {
 
 	EtcdConnected bool   `json:"etcdConnected"`
 	EtcdError     string `json:"etcdError,omitempty"`
+	// EtcdEndpoints is each endpoint's last check, when there are several
+	// (see --etcd-endpoint-check-interval).
+	EtcdEndpoints []EndpointStatus `json:"etcdEndpoints,omitempty"`
 	// BadLeases counts keys under the subnets prefix skipped as invalid.
 	BadLeases int64 `json:"badLeases"`
 }

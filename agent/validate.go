@@ -25,6 +25,9 @@ const (
 	DefaultStateDir       = "/var/lib/agentd"
 	DefaultSubnetLeaseTTL = 24 * time.Hour
 	DefaultResyncInterval = 30 * time.Second
+	// DefaultEtcdEndpointCheckInterval: a member that is down shows within
+	// half a minute, for one small request per endpoint.
+	DefaultEtcdEndpointCheckInterval = 30 * time.Second
 )
 
 // maxLeaseTTL is etcd's upper bound for a lease TTL (9e9 seconds).
@@ -39,13 +42,14 @@ const maxLeaseTTL = 9_000_000_000 * time.Second
 // mistake that Validate should report.
 func DefaultConfig() Config {
 	return Config{
-		EtcdEndpoints:        []string{DefaultEtcdEndpoint},
-		EtcdPrefix:           DefaultEtcdPrefix,
-		SubnetFile:           DefaultSubnetFile,
-		IPTablesForwardRules: true,
-		SubnetLeaseTTL:       DefaultSubnetLeaseTTL,
-		ResyncInterval:       DefaultResyncInterval,
-		StateDir:             DefaultStateDir,
+		EtcdEndpoints:             []string{DefaultEtcdEndpoint},
+		EtcdPrefix:                DefaultEtcdPrefix,
+		SubnetFile:                DefaultSubnetFile,
+		IPTablesForwardRules:      true,
+		SubnetLeaseTTL:            DefaultSubnetLeaseTTL,
+		ResyncInterval:            DefaultResyncInterval,
+		EtcdEndpointCheckInterval: DefaultEtcdEndpointCheckInterval,
+		StateDir:                  DefaultStateDir,
 	}
 }
 
@@ -159,6 +163,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ResyncInterval < time.Second {
 		return configErrorf("resync-interval", c.ResyncInterval.String(), "must be at least 1s")
+	}
+	if i := c.EtcdEndpointCheckInterval; i != 0 && i < time.Second {
+		return configErrorf("etcd-endpoint-check-interval", i.String(), "must be at least 1s, or 0 to turn the checks off")
 	}
 	return nil
 }

@@ -108,6 +108,20 @@ func printStatus(a *app, st agent.Status) {
 		}
 	}
 	fmt.Fprintf(tw, "etcd\t%s\n", etcd)
+	if len(st.EtcdEndpoints) > 0 {
+		up := 0
+		for _, e := range st.EtcdEndpoints {
+			if e.Up {
+				up++
+			}
+		}
+		fmt.Fprintf(tw, "etcd endpoints\t%d of %d answering\n", up, len(st.EtcdEndpoints))
+		for _, e := range st.EtcdEndpoints {
+			if !e.Up {
+				fmt.Fprintf(tw, "  %s\tdown since %s: %s\n", e.Endpoint, e.Since.UTC().Format("2006-01-02 15:04:05Z07:00"), e.Error)
+			}
+		}
+	}
 	fmt.Fprintf(tw, "invalid leases skipped\t%d\n", st.BadLeases)
 	tw.Flush()
 }

@@ -51,10 +51,11 @@ type flagValues struct {
 	healthzIP   string
 	healthzPort int
 
-	leaseTTL    time.Duration
-	renewMargin int
-	resync      time.Duration
-	stateDir    string
+	leaseTTL      time.Duration
+	renewMargin   int
+	resync        time.Duration
+	endpointCheck time.Duration
+	stateDir      string
 
 	releaseLease bool
 	version      bool
@@ -100,6 +101,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.IntVar(&v.renewMargin, "subnet-lease-renew-margin", 60, "ignored: the lease is renewed continuously with an etcd keepalive")
 	_ = fs.MarkHidden("subnet-lease-renew-margin")
 	fs.DurationVar(&v.resync, "resync-interval", d.ResyncInterval, "how often the kernel state is fully compared with the lease set")
+	fs.DurationVar(&v.endpointCheck, "etcd-endpoint-check-interval", d.EtcdEndpointCheckInterval, "with several --etcd-endpoints, how often each is asked for its status, so that one down is reported (0: never)")
 	fs.StringVar(&v.stateDir, "state-dir", d.StateDir, "directory for state kept across restarts (host identity, VTEP MAC)")
 
 	fs.BoolVar(&v.releaseLease, "release-lease", false, "release this host's lease, remove subnet.env and exit (decommission)")
@@ -172,20 +174,21 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 	}
 
 	cfg := agent.Config{
-		EtcdPrefix:           v.etcdPrefix,
-		EtcdCAFile:           v.etcdCAFile,
-		EtcdCertFile:         v.etcdCertFile,
-		EtcdKeyFile:          v.etcdKeyFile,
-		EtcdUsername:         v.etcdUsername,
-		EtcdPassword:         v.etcdPassword,
-		SubnetFile:           v.subnetFile,
-		IPMasq:               v.ipMasq,
-		IPTablesForwardRules: v.forwardRules,
-		IPTablesMode:         v.iptMode,
-		SubnetLeaseTTL:       v.leaseTTL,
-		ResyncInterval:       v.resync,
-		StateDir:             v.stateDir,
-		ReleaseLease:         v.releaseLease,
+		EtcdPrefix:                v.etcdPrefix,
+		EtcdCAFile:                v.etcdCAFile,
+		EtcdCertFile:              v.etcdCertFile,
+		EtcdKeyFile:               v.etcdKeyFile,
+		EtcdUsername:              v.etcdUsername,
+		EtcdPassword:              v.etcdPassword,
+		SubnetFile:                v.subnetFile,
+		IPMasq:                    v.ipMasq,
+		IPTablesForwardRules:      v.forwardRules,
+		IPTablesMode:              v.iptMode,
+		SubnetLeaseTTL:            v.leaseTTL,
+		ResyncInterval:            v.resync,
+		EtcdEndpointCheckInterval: v.endpointCheck,
+		StateDir:                  v.stateDir,
+		ReleaseLease:              v.releaseLease,
 	}
 	for _, ep := range strings.Split(v.etcdEndpoints, ",") {
 		cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, strings.TrimSpace(ep))
