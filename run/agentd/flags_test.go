@@ -399,6 +399,7 @@ func FuzzParseArgs(f *testing.F) {
 	f.Add("-etcd-password\n-secret\n--subnet-lease-ttl=5s\n--\nx", "AGENTD_IFACE=eth0\nFLANNELD_IFACE_REGEX=^(a|b){1,2},c")
 	f.Add("--help", "")
 	f.Add("-v\n3\n-vmodule=x=1\n-hv", "FLANNELD_ETCD_ENDPOINTS=unix:///run/etcd.sock")
+	f.Add("--etcd-endpoints=http://198.18.0.254:2379,http://198.18.0.253:2379\n--etcd-endpoint-check-interval=1m30s", "AGENTD_ETCD_ENDPOINT_CHECK_INTERVAL=0")
 	f.Add("--healthz-addr=[::1]:0\n--iface-can-reach=::ffff:198.18.0.9", "FLANNELD_SUBNET_LEASE_RENEW_MARGIN=10")
 	f.Fuzz(func(t *testing.T, argText, envText string) {
 		var args []string
