@@ -143,18 +143,33 @@ func serveKeeperClient(c, uid int, k *kept) bool {
 	_ = unix.SetsockoptTimeval(c, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	_ = unix.SetsockoptTimeval(c, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 	var req [1]byte
-	if n, err := unix.Read(c, req[:]); err != nil || n != 1 {
+	var n int
+	if err := noEINTR(func() (err error) { n, err = unix.Read(c, req[:]); return err }); err != nil || n != 1 {
 		return false
 	}
 	switch req[0] {
 	case keeperGet:
-		_ = unix.Sendmsg(c, []byte(k.spec()), unix.UnixRights(k.all()...), nil, 0)
+		_ = noEINTR(func() error { return unix.Sendmsg(c, []byte(k.spec()), unix.UnixRights(k.all()...), nil, 0) })
 		return false
 	case keeperQuit:
-		_, _ = unix.Write(c, []byte("bye"))
+		_ = noEINTR(func() error { _, err := unix.Write(c, []byte("bye")); return err })
 		return true
 	}
 	return false
+}
+
+// noEINTR calls f again while it fails with EINTR. Both ends of the
+// keeper's socket set SO_RCVTIMEO and SO_SNDTIMEO, and a socket call with a
+// timeout is not restarted after a signal handler ran, whatever SA_RESTART
+// says (signal(7)); Go's runtime signals its own threads (SIGURG, to
+// preempt goroutines), so without this a request now and then failed
+// half-way and the agent started afresh, dropping packets.
+func noEINTR(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // dialKeeper connects to the keeper of dev; ok is false when none listens.
@@ -189,12 +204,16 @@ func fetchKept(dev string) (k *kept, ok bool, err error) {
 		return nil, false, err
 	}
 	defer unix.Close(c)
-	if _, err := unix.Write(c, []byte{keeperGet}); err != nil {
+	if err := noEINTR(func() error { _, err := unix.Write(c, []byte{keeperGet}); return err }); err != nil {
 		return nil, false, fmt.Errorf("ask the descriptor keeper: %w", err)
 	}
 	buf := make([]byte, 64)
 	oob := make([]byte, unix.CmsgSpace(4*2*64))
-	n, oobn, _, _, err := unix.Recvmsg(c, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	var n, oobn int
+	err = noEINTR(func() (err error) {
+		n, oobn, _, _, err = unix.Recvmsg(c, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		return err
+	})
 	if err != nil {
 		return nil, false, fmt.Errorf("read the descriptor keeper's answer: %w", err)
 	}
@@ -223,11 +242,11 @@ func quitKeeper(dev string) error {
 		return err
 	}
 	defer unix.Close(c)
-	if _, err := unix.Write(c, []byte{keeperQuit}); err != nil {
+	if err := noEINTR(func() error { _, err := unix.Write(c, []byte{keeperQuit}); return err }); err != nil {
 		return fmt.Errorf("tell the descriptor keeper to exit: %w", err)
 	}
 	var b [8]byte
-	_, _ = unix.Read(c, b[:])
+	_ = noEINTR(func() error { _, err := unix.Read(c, b[:]); return err })
 	return nil
 }
 
