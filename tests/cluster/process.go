@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -119,8 +120,46 @@ func (p *Process) signalGroup(sig syscall.Signal) error {
 }
 
 // Pause stops the process with SIGSTOP (it keeps its sockets; peers see a
-// silent server).
-func (p *Process) Pause() error { return p.Signal(syscall.SIGSTOP) }
+// silent server) and returns once every thread of it has stopped: kill(2)
+// returns as soon as the signal is queued, and a thread running on another
+// CPU goes on until it takes the signal (a paused etcd once answered a
+// request after SIGSTOP had been sent).
+func (p *Process) Pause() error {
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	return Eventually(context.Background(), 5*time.Second, func() error {
+		return allStopped(p.Pid())
+	})
+}
+
+// allStopped returns nil once every thread of pid is in the stopped state
+// ("T" in /proc/<pid>/task/<tid>/stat).
+func allStopped(pid int) error {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
+		if errors.Is(err, os.ErrNotExist) {
+			continue // the thread exited
+		}
+		if err != nil {
+			return err
+		}
+		// "tid (comm) S …": the state follows the last ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			return fmt.Errorf("%s/%s/stat: unexpected %q", dir, task.Name(), b)
+		}
+		if s := b[i+2]; s != 'T' && s != 't' {
+			return fmt.Errorf("pid %d: thread %s is in state %c, not stopped", pid, task.Name(), s)
+		}
+	}
+	return nil
+}
 
 // Resume continues a paused process with SIGCONT.
 func (p *Process) Resume() error { return p.Signal(syscall.SIGCONT) }
