@@ -50,6 +50,35 @@ func logLen(t *testing.T, h *cluster.Host) int {
 	return len(logFrom(t, h, 0))
 }
 
+// logWindow is the time from the first to the last line of h's agent log,
+// from off on, that contains needle, read from klog's line headers; -1 when
+// no line does.
+func logWindow(t *testing.T, h *cluster.Host, off int, needle string) time.Duration {
+	t.Helper()
+	var first, last time.Time
+	for _, l := range strings.Split(logFrom(t, h, off), "\n") {
+		if !strings.Contains(l, needle) {
+			continue
+		}
+		// "I1202 23:52:10.108592   31580 diff.go:133] ..."
+		if len(l) < 21 {
+			t.Fatalf("%s: log line without a klog header: %q", h, l)
+		}
+		ts, err := time.Parse("0102 15:04:05.000000", l[1:21])
+		if err != nil {
+			t.Fatalf("%s: log line without a klog header: %q: %v", h, l, err)
+		}
+		if first.IsZero() {
+			first = ts
+		}
+		last = ts
+	}
+	if first.IsZero() {
+		return -1
+	}
+	return last.Sub(first)
+}
+
 // vxlanState is a host's vxlan datapath as text: routes, neighbours and FDB
 // entries of flannel.1.
 func vxlanState(h *cluster.Host) (string, error) {
@@ -265,9 +294,10 @@ var kernelChange = regexp.MustCompile(`"kernel (add|update|delete)"`)
 // another backend, a key that names no subnet, a subnet outside the network,
 // a second key claiming h2's subnet, h2's own key overwritten with another
 // host's address, and an invalid network config. Every agent keeps running,
-// ready, with its datapath (pings flow throughout); each bad key is logged
-// with the key and a running count; the config change is refused with the
-// reason, and the running config kept.
+// ready, with its datapath (pings flow throughout, except to h2 for the
+// few milliseconds a peer follows the overwritten key before h2 writes its
+// value back); each bad key is logged with the key and a running count; the
+// config change is refused with the reason, and the running config kept.
 func TestFaultMalformedData(t *testing.T) {
 	f := newFixture(t, 3, hfConfig("vxlan"))
 	hosts := f.c.Hosts()
@@ -348,12 +378,23 @@ func TestFaultMalformedData(t *testing.T) {
 	configChange(hfConfig("vxlan"), "network config matches the running one again")
 
 	r12, r31 := p12.wait(t), p31.wait(t)
-	recordLoss("malformed data vxlan: h1→h2", r12, "h2's key overwritten and claimed; bad keys and config")
+	// The overwrite in place is a valid lease: h1 follows it, pointing h2's
+	// subnet at 198.18.0.75, until h2 has written its value back. Pings sent
+	// in that window may be lost; any other loss is a fault.
+	misdirected := logWindow(t, hosts[0], marks[hosts[0]], "0a:00:00:00:00:75")
+	allowed, followed := 0, "h1 never followed it"
+	if misdirected >= 0 {
+		allowed = int(misdirected/(10*time.Millisecond)) + 1
+		followed = fmt.Sprintf("h1 followed it for %v", misdirected.Round(time.Millisecond))
+	}
+	t.Logf("h2's key overwritten in place: %s, so up to %d pings to h2 may be lost", followed, allowed)
+	recordLoss("malformed data vxlan: h1→h2", r12, "h2's key overwritten ("+followed+") and claimed; bad keys and config")
 	recordLoss("malformed data vxlan: h3→h1", r31, "bad keys and config written meanwhile")
-	for _, r := range []cluster.PingResult{r12, r31} {
-		if r.Sent == 0 || r.Lost() != 0 {
-			t.Errorf("lost %d of %d pings while bad data was written", r.Lost(), r.Sent)
-		}
+	if r12.Sent == 0 || r12.Lost() > allowed {
+		t.Errorf("h1→h2 lost %d of %d pings, more than the %d sent while h1 followed the overwritten key", r12.Lost(), r12.Sent, allowed)
+	}
+	if r31.Sent == 0 || r31.Lost() != 0 {
+		t.Errorf("h3→h1 lost %d of %d pings while bad data was written", r31.Lost(), r31.Sent)
 	}
 	for _, h := range hosts {
 		if a := h.Agent(); a.Exited() {
