@@ -333,7 +333,8 @@ func TestFaultMalformedData(t *testing.T) {
 		f.put(prefix+"/subnets/"+b.key, b.value)
 	}
 	// h2's own key overwritten in place with another host's address.
-	f.put(prefix+"/subnets/"+key2, vx("198.18.0.75", "0a:00:00:00:00:75"))
+	const overwriteMAC = "0a:00:00:00:00:75"
+	f.put(prefix+"/subnets/"+key2, vx("198.18.0.75", overwriteMAC))
 
 	for _, h := range hosts {
 		for _, b := range bad {
@@ -381,10 +382,10 @@ func TestFaultMalformedData(t *testing.T) {
 	// The overwrite in place is a valid lease: h1 follows it, pointing h2's
 	// subnet at 198.18.0.75, until h2 has written its value back. Pings sent
 	// in that window may be lost; any other loss is a fault.
-	misdirected := logWindow(t, hosts[0], marks[hosts[0]], "0a:00:00:00:00:75")
+	misdirected := logWindow(t, hosts[0], marks[hosts[0]], overwriteMAC)
 	allowed, followed := 0, "h1 never followed it"
 	if misdirected >= 0 {
-		allowed = int(misdirected/(10*time.Millisecond)) + 1
+		allowed = int(misdirected/pingInterval) + 1
 		followed = fmt.Sprintf("h1 followed it for %v", misdirected.Round(time.Millisecond))
 	}
 	t.Logf("h2's key overwritten in place: %s, so up to %d pings to h2 may be lost", followed, allowed)

@@ -69,14 +69,17 @@ type pinger struct {
 	err  error
 }
 
-// pingFor starts pinging dst from c every 10 ms for about d. Wait returns
-// the counts.
+// pingInterval is how far apart pingFor's pings are.
+const pingInterval = 10 * time.Millisecond
+
+// pingFor starts pinging dst from c every pingInterval for about d. Wait
+// returns the counts.
 func (f *fixture) pingFor(c *cluster.Container, dst netip.Addr, d time.Duration) *pinger {
 	p := &pinger{done: make(chan struct{})}
-	count := max(1, int(d/(10*time.Millisecond)))
+	count := max(1, int(d/pingInterval))
 	go func() {
 		defer close(p.done)
-		p.res, p.err = c.Ping(f.ctx, dst, count, 10*time.Millisecond)
+		p.res, p.err = c.Ping(f.ctx, dst, count, pingInterval)
 	}()
 	return p
 }
