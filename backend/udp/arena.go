@@ -7,9 +7,10 @@ import (
 )
 
 // arena is memory for the packet buffers of one datapath generation, mapped
-// outside the Go heap. The buffers come to about 11 MB (a 64 KiB buffer per
-// GRO train received and per packet written, where coalesced packets grow)
-// and live exactly as long as the workers. On the heap they would count
+// outside the Go heap. The buffers come to about 1.2 MB per pair of workers
+// (a 64 KiB buffer per GRO train received, one for the packet read from the
+// device and the headers of its segments) and live exactly as long as the
+// workers. On the heap they would count
 // against the runtime's memory limit (run/agentd sets 24 MiB) as a fixed
 // block that leaves the collector no headroom: it ran twice a second on an
 // idle host. The datapath unmaps the arena after its workers have stopped.
@@ -48,8 +49,8 @@ func (a *arena) release() {
 }
 
 // txBytes and rxBytes are the buffer bytes of one tx and one rx worker.
-func txBytes(mtu int) int {
-	return (readBatch-1)*(headroom+max(mtu, 1500)) + headroom + bigBuf + headroom + icmpErrorMaxLen
+func txBytes() int {
+	return vnetHdrLen + bigBuf + maxSegments*maxHeaders + vnetHdrLen + icmpErrorMaxLen
 }
 
-func rxBytes() int { return rxMessages*bigBuf + writeBatch*(headroom+bigBuf) }
+func rxBytes() int { return rxMessages * bigBuf }

@@ -3,13 +3,11 @@ package udp
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/tun"
 )
 
 // The datapath: for each queue of the TUN device a worker that reads packets
@@ -18,21 +16,12 @@ import (
 // (decapsulation). Workers share nothing mutable but the counters; they read
 // the forwarding table through an atomic pointer, once per batch.
 //
-// TUN offloads (IFF_VNET_HDR: TSO packets split on read, TCP and UDP packets
-// coalesced on write) are golang.zx2c4.com/wireguard/tun's; UDP GSO and GRO
+// TUN offloads (IFF_VNET_HDR: TSO packets cut into segments on the way out,
+// TCP segments coalesced on the way in) are offload.go's; UDP GSO and GRO
 // are sock.go's. Buffers are allocated when a worker starts; the loop
 // allocates nothing.
 
 const (
-	// headroom is left before each packet in the buffers: the TUN device
-	// writes its virtio-net header there.
-	headroom = 16
-	// readBatch is how many packets one TUN read may yield: a 64 KiB TSO
-	// packet cut at an MSS of 536 (the smallest TCP uses) still fits.
-	readBatch = 128
-	// writeBatch is how many packets go into one TUN write (where they
-	// are coalesced back into large ones).
-	writeBatch = 64
 	// rxMessages is how many messages (each up to 64 KiB: a GRO train) one
 	// recvmmsg fills.
 	rxMessages = 16
@@ -87,54 +76,41 @@ func flush(dst *[numVerdicts]atomic.Uint64, local *[numVerdicts]uint64) {
 
 // txWorker moves packets from one TUN queue to the peers.
 type txWorker struct {
-	dev   tun.Device
+	in    tunReader
+	out   tunWriter // ICMP errors go back through it
 	sock  *udpSock
 	tbl   *atomic.Pointer[table]
 	c     *counters
-	bufs  [][]byte
-	sizes []int
+	buf   []byte // a virtio header and one packet of up to 64 KiB
+	hdrs  []byte // the headers of a TSO packet's segments
 	m     *mmsg
-	icmp  [][]byte // one buffer, for ICMP errors written back
+	icmp  []byte // a virtio header and an ICMP error
+	parts [][]byte
 	local [numVerdicts]uint64
 }
 
-// newTxWorker makes a worker whose buffers (txBytes(mtu) in all) come from
+// newTxWorker makes a worker whose buffers (txBytes() in all) come from
 // alloc.
-func newTxWorker(dev tun.Device, sock *udpSock, tbl *atomic.Pointer[table], c *counters, mtu int, alloc func(int) []byte) *txWorker {
-	w := &txWorker{
-		dev: dev, sock: sock, tbl: tbl, c: c,
-		bufs:  make([][]byte, readBatch),
-		sizes: make([]int, readBatch),
-		m:     newMmsg(readBatch, readBatch),
-		icmp:  [][]byte{alloc(headroom + icmpErrorMaxLen)},
+func newTxWorker(in tunReader, out tunWriter, sock *udpSock, tbl *atomic.Pointer[table], c *counters, alloc func(int) []byte) *txWorker {
+	return &txWorker{
+		in: in, out: out, sock: sock, tbl: tbl, c: c,
+		buf:   alloc(vnetHdrLen + bigBuf),
+		hdrs:  alloc(maxSegments * maxHeaders),
+		m:     newMmsg(maxSegments, 2*maxSegments),
+		icmp:  alloc(vnetHdrLen + icmpErrorMaxLen),
+		parts: make([][]byte, 2),
 	}
-	// Without a virtio header the device hands over one packet of up to
-	// the MTU per read; with one, a TSO packet of up to 64 KiB is cut into
-	// segments of at most the MTU, the first of which may also be one
-	// large packet.
-	w.bufs[0] = alloc(headroom + bigBuf)
-	for i := 1; i < len(w.bufs); i++ {
-		w.bufs[i] = alloc(headroom + max(mtu, 1500))
-	}
-	return w
 }
 
 func (w *txWorker) run() error {
 	for {
-		n, err := w.dev.Read(w.bufs, w.sizes, headroom)
-		if errors.Is(err, os.ErrClosed) {
+		n, err := w.in.read(w.buf)
+		if err != nil {
 			return err
 		}
-		if err != nil {
-			// A packet the device could not hand over whole (a
-			// malformed virtio header, more segments than buffers):
-			// it is lost, the queue is not.
-			w.local[dropMalformed]++
+		if err := w.encap(w.tbl.Load(), w.buf[:n]); err != nil {
+			return err
 		}
-		if n == 0 {
-			continue
-		}
-		w.encap(w.tbl.Load(), n)
 		if w.m.n > 0 {
 			failed, err := w.sock.send(w.m)
 			if failed > 0 {
@@ -148,68 +124,111 @@ func (w *txWorker) run() error {
 	}
 }
 
-// encap decides the fate of the n packets in w.bufs: those for a peer are
-// queued in w.m, one GSO message per run of packets for the same peer; for
-// the others an ICMP error goes back into the device where one is due.
-func (w *txWorker) encap(t *table, n int) {
+// encap decides the fate of b, a packet read from the device after its
+// virtio header: if it is for a peer, it is queued in w.m (a TSO packet as
+// its segments, in GSO messages); if not, an ICMP error goes back into the
+// device where one is due.
+func (w *txWorker) encap(t *table, b []byte) error {
 	w.m.resetSend()
+	if len(b) < vnetHdrLen {
+		w.local[dropMalformed]++
+		return nil
+	}
+	vh := decodeVnet(b)
+	pkt := b[vnetHdrLen:]
 	gso := w.sock.gso.Load()
-	for i := range n {
-		pkt := w.bufs[i][headroom : headroom+w.sizes[i]]
+	switch vh.gsoType {
+	case gsoNone:
+		if vh.flags&vnetNeedsCsum != 0 && !finishChecksum(pkt, vh.csumStart, vh.csumOffset) {
+			w.local[dropMalformed]++
+			return nil
+		}
 		p, h, v := t.route(pkt)
 		w.local[v]++
-		switch v {
-		case pass:
-			w.m.add(p, pkt, gso)
-		case dropNoRoute:
-			w.icmpBack(t, icmpDestUnreachable, icmpNetUnreachable, pkt, h)
-		case dropTTL:
-			w.icmpBack(t, icmpTimeExceeded, icmpTTLExceeded, pkt, h)
+		if v == pass {
+			w.m.add(p, pkt, nil, gso)
+			return nil
 		}
+		return w.refuse(t, v, pkt, h)
+	case gsoTCPv4:
+		tso, ok := parseTSO(pkt, vh)
+		if !ok {
+			w.local[dropMalformed]++
+			return nil
+		}
+		h, _ := parseIPv4Header(pkt)
+		p, h, v := t.routeHeader(pkt, h)
+		w.local[v] += uint64(tso.segments)
+		if v != pass {
+			return w.refuse(t, v, pkt, h)
+		}
+		for i := range tso.segments {
+			hdr := w.hdrs[i*maxHeaders : i*maxHeaders+tso.hdrLen]
+			w.m.add(p, hdr, tso.segment(pkt, i, hdr), gso)
+		}
+		return nil
 	}
+	w.local[dropMalformed]++
+	return nil
 }
 
-func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4) {
-	b := w.icmp[0][:cap(w.icmp[0])]
-	n := icmpError(b[headroom:], t.from, typ, code, pkt, h)
+// refuse answers a packet not sent with verdict v with the ICMP error due,
+// if any.
+func (w *txWorker) refuse(t *table, v verdict, pkt []byte, h ipv4) error {
+	switch v {
+	case dropNoRoute:
+		return w.icmpBack(t, icmpDestUnreachable, icmpNetUnreachable, pkt, h)
+	case dropTTL:
+		return w.icmpBack(t, icmpTimeExceeded, icmpTTLExceeded, pkt, h)
+	}
+	return nil
+}
+
+func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4) error {
+	n := icmpError(w.icmp[vnetHdrLen:], t.from, typ, code, pkt, h)
 	if n == 0 {
-		return
+		return nil
 	}
-	w.icmp[0] = b[:headroom+n]
-	if _, err := w.dev.Write(w.icmp, headroom); err != nil {
-		w.c.tunErrors.Add(1)
+	clear(w.icmp[:vnetHdrLen])
+	w.parts[0], w.parts[1] = w.icmp[:vnetHdrLen], w.icmp[vnetHdrLen:vnetHdrLen+n]
+	return w.c.written(w.out.write(w.parts))
+}
+
+// written counts a write the device refused and returns any other error
+// (the queue is closed).
+func (c *counters) written(err error) error {
+	if _, refused := err.(unix.Errno); refused {
+		// A device that is down refuses writes (EIO); the link event
+		// wakes Reconcile, which sets it up again.
+		c.tunErrors.Add(1)
+		return nil
 	}
+	return err
 }
 
 // rxWorker moves packets from one UDP socket into the TUN device.
 type rxWorker struct {
 	sock  *udpSock
-	dev   tun.Device
+	out   tunWriter
 	tbl   *atomic.Pointer[table]
 	c     *counters
 	rx    [][]byte // one per message
-	out   [][]byte // packet buffers, with room to coalesce into
-	outv  [][]byte // the packets of the next write
-	k     int      // len(outv) in use
 	m     *mmsg
+	co    *coalescer
 	local [numVerdicts]uint64
 }
 
 // newRxWorker makes a worker whose buffers (rxBytes() in all) come from
 // alloc.
-func newRxWorker(sock *udpSock, dev tun.Device, tbl *atomic.Pointer[table], c *counters, alloc func(int) []byte) *rxWorker {
+func newRxWorker(sock *udpSock, out tunWriter, tbl *atomic.Pointer[table], c *counters, alloc func(int) []byte) *rxWorker {
 	w := &rxWorker{
-		sock: sock, dev: dev, tbl: tbl, c: c,
-		rx:   make([][]byte, rxMessages),
-		out:  make([][]byte, writeBatch),
-		outv: make([][]byte, writeBatch),
-		m:    newMmsg(rxMessages, rxMessages),
+		sock: sock, out: out, tbl: tbl, c: c,
+		rx: make([][]byte, rxMessages),
+		m:  newMmsg(rxMessages, rxMessages),
+		co: newCoalescer(),
 	}
 	for i := range w.rx {
 		w.rx[i] = alloc(bigBuf)
-	}
-	for i := range w.out {
-		w.out[i] = alloc(headroom + bigBuf)
 	}
 	return w
 }
@@ -230,7 +249,8 @@ func (w *rxWorker) run() error {
 }
 
 // decap checks every packet of the n messages received in w.m and writes
-// those accepted into the device, in batches.
+// those accepted into the device, consecutive TCP segments of one flow
+// coalesced into one packet.
 func (w *rxWorker) decap(t *table, n int) error {
 	for i := range n {
 		ln, src, seg, trunc := w.m.received(i)
@@ -249,43 +269,53 @@ func (w *rxWorker) decap(t *table, n int) error {
 			if v != pass {
 				continue
 			}
-			b := w.out[w.k]
-			copy(b[headroom:], pkt)
-			w.outv[w.k] = b[:headroom+len(pkt)]
-			w.k++
-			if w.k == len(w.outv) {
-				if err := w.write(); err != nil {
-					return err
-				}
+			if err := w.push(pkt); err != nil {
+				return err
 			}
 		}
 	}
 	return w.write()
 }
 
-// write writes the pending packets into the device.
-func (w *rxWorker) write() error {
-	if w.k == 0 {
+// push adds pkt to the packet being built, or writes that and starts anew.
+func (w *rxWorker) push(pkt []byte) error {
+	co := w.co
+	if co.pending() {
+		added, done := co.add(pkt)
+		if added {
+			if done {
+				return w.write()
+			}
+			return nil
+		}
+		if err := w.write(); err != nil {
+			return err
+		}
+	}
+	il, hl, ok := tcpCandidate(pkt)
+	if !ok {
+		co.single(pkt)
+		return w.write()
+	}
+	if co.start(pkt, il, hl) {
 		return nil
 	}
-	_, err := w.dev.Write(w.outv[:w.k], headroom)
-	w.k = 0
-	if errors.Is(err, os.ErrClosed) {
-		return err
+	return w.write()
+}
+
+// write writes the packet being built, if any.
+func (w *rxWorker) write() error {
+	if !w.co.pending() {
+		return nil
 	}
-	if err != nil {
-		// A device that is down refuses writes (EIO); the link event
-		// wakes Reconcile, which sets it up again.
-		w.c.tunErrors.Add(1)
-	}
-	return nil
+	return w.c.written(w.out.write(w.co.finish()))
 }
 
 // datapath is one generation of workers over descriptors of their own (dups
 // of the kept ones, so closing them stops the workers and leaves the device
 // and the sockets to the keeper and the next generation).
 type datapath struct {
-	devs     []tun.Device
+	queues   []*tunQueue
 	socks    []*udpSock
 	bufs     *arena
 	wg       sync.WaitGroup
@@ -296,7 +326,7 @@ type datapath struct {
 // startDatapath starts the workers over k's descriptors. broken is called
 // (from a worker) when a worker stops by itself, e.g. because the device
 // was deleted.
-func startDatapath(log logr.Logger, k *kept, mtu int, tbl *atomic.Pointer[table], c *counters, broken func()) (*datapath, error) {
+func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *counters, broken func()) (*datapath, error) {
 	d := &datapath{}
 	fail := func(err error) (*datapath, error) {
 		d.closeAll()
@@ -307,12 +337,12 @@ func startDatapath(log logr.Logger, k *kept, mtu int, tbl *atomic.Pointer[table]
 		if err != nil {
 			return fail(fmt.Errorf("dup TUN queue: %w", err))
 		}
-		dev, _, err := tun.CreateUnmonitoredTUNFromFD(dup)
+		q, err := newTUNQueue(dup)
 		if err != nil {
 			unix.Close(dup)
 			return fail(fmt.Errorf("TUN queue: %w", err))
 		}
-		d.devs = append(d.devs, dev)
+		d.queues = append(d.queues, q)
 	}
 	for _, fd := range k.udp {
 		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
@@ -326,10 +356,19 @@ func startDatapath(log logr.Logger, k *kept, mtu int, tbl *atomic.Pointer[table]
 		}
 		d.socks = append(d.socks, s)
 	}
-	if len(d.devs) == 0 || len(d.socks) == 0 {
+	if len(d.queues) == 0 || len(d.socks) == 0 {
 		return fail(errors.New("no TUN queue or no UDP socket"))
 	}
-	bufs, err := newArena(len(d.devs)*txBytes(mtu) + len(d.socks)*rxBytes())
+	// The offloads are the device's, set through any queue; they are set
+	// by every generation, as the device may come from an older agent.
+	var err error
+	if cerr := d.queues[0].rc.Control(func(fd uintptr) { err = setOffloads(int(fd)) }); cerr != nil {
+		return fail(cerr)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("TUN device: %w", err))
+	}
+	bufs, err := newArena(len(d.queues)*txBytes() + len(d.socks)*rxBytes())
 	if err != nil {
 		return fail(err)
 	}
@@ -347,15 +386,15 @@ func startDatapath(log logr.Logger, k *kept, mtu int, tbl *atomic.Pointer[table]
 			broken()
 		}()
 	}
-	for i, dev := range d.devs {
-		w := newTxWorker(dev, d.socks[i%len(d.socks)], tbl, c, mtu, bufs.alloc)
+	for i, q := range d.queues {
+		w := newTxWorker(q.reader(), q.writer(), d.socks[i%len(d.socks)], tbl, c, bufs.alloc)
 		worker("tun-to-udp", i, w.run)
 	}
 	for i, s := range d.socks {
-		w := newRxWorker(s, d.devs[i%len(d.devs)], tbl, c, bufs.alloc)
+		w := newRxWorker(s, d.queues[i%len(d.queues)].writer(), tbl, c, bufs.alloc)
 		worker("udp-to-tun", i, w.run)
 	}
-	log.V(2).Info("datapath workers started", "tunQueues", len(d.devs), "udpSockets", len(d.socks),
+	log.V(2).Info("datapath workers started", "tunQueues", len(d.queues), "udpSockets", len(d.socks),
 		"udpGSO", d.socks[0].gso.Load(), "udpGRO", d.socks[0].gro)
 	return d, nil
 }
@@ -370,8 +409,8 @@ func (d *datapath) stop() {
 }
 
 func (d *datapath) closeAll() {
-	for _, dev := range d.devs {
-		dev.Close()
+	for _, q := range d.queues {
+		q.close()
 	}
 	for _, s := range d.socks {
 		s.close()

@@ -82,6 +82,17 @@ type ipv4 struct {
 // parseIPv4 checks that b is exactly one IPv4 packet (its total length is
 // len(b)) and returns its header.
 func parseIPv4(b []byte) (ipv4, verdict) {
+	h, v := parseIPv4Header(b)
+	if v == pass && int(binary.BigEndian.Uint16(b[2:4])) != len(b) {
+		return ipv4{}, dropMalformed
+	}
+	return h, v
+}
+
+// parseIPv4Header checks that b starts with an IPv4 header and returns it;
+// its total length is not looked at (a TSO packet's is not the one that
+// counts).
+func parseIPv4Header(b []byte) (ipv4, verdict) {
 	if len(b) < 1 {
 		return ipv4{}, dropMalformed
 	}
@@ -92,7 +103,7 @@ func parseIPv4(b []byte) (ipv4, verdict) {
 		return ipv4{}, dropMalformed
 	}
 	hlen := int(b[0]&0x0f) * 4
-	if hlen < ipv4MinHeader || hlen > len(b) || int(binary.BigEndian.Uint16(b[2:4])) != len(b) {
+	if hlen < ipv4MinHeader || hlen > len(b) {
 		return ipv4{}, dropMalformed
 	}
 	return ipv4{

@@ -205,16 +205,18 @@ func (m *mmsg) resetSend() {
 	m.n, m.iovUsed, m.segs, m.seg, m.closed = 0, 0, 0, 0, false
 }
 
-// add appends the datagram b for p: to the last message as one more GSO
+// add appends the datagram hdr+payload for p (payload may be empty; two
+// iovecs per datagram either way): to the last message as one more GSO
 // segment when gso allows it, else as a new message. A message's segments
 // all have the length of its first, but for a shorter last one.
-func (m *mmsg) add(p *peer, b []byte, gso bool) {
-	if gso && m.n > 0 && m.peers[m.n-1] == p && !m.closed && len(b) <= m.seg &&
+func (m *mmsg) add(p *peer, hdr, payload []byte, gso bool) {
+	n := len(hdr) + len(payload)
+	if gso && m.n > 0 && m.peers[m.n-1] == p && !m.closed && n <= m.seg &&
 		m.segs < maxGSOSegments && (m.segs+1)*m.seg <= maxUDPPayload {
-		m.setIov(b)
+		m.setIovs(hdr, payload)
 		m.segs++
-		m.hdrs[m.n-1].Hdr.SetIovlen(m.segs)
-		m.closed = len(b) < m.seg
+		m.hdrs[m.n-1].Hdr.SetIovlen(2 * m.segs)
+		m.closed = n < m.seg
 		return
 	}
 	m.finish()
@@ -226,19 +228,24 @@ func (m *mmsg) add(p *peer, b []byte, gso bool) {
 	h.Name = (*byte)(unsafe.Pointer(&p.sa))
 	h.Namelen = unix.SizeofSockaddrInet4
 	h.Iov = &m.iovs[m.iovUsed]
-	m.setIov(b)
-	h.SetIovlen(1)
+	m.setIovs(hdr, payload)
+	h.SetIovlen(2)
 	h.Control = nil
 	h.SetControllen(0)
 	h.Flags = 0
-	m.segs, m.seg, m.closed = 1, len(b), false
+	m.segs, m.seg, m.closed = 1, n, false
 }
 
-func (m *mmsg) setIov(b []byte) {
-	v := &m.iovs[m.iovUsed]
-	v.Base = &b[0]
-	v.SetLen(len(b))
-	m.iovUsed++
+func (m *mmsg) setIovs(hdr, payload []byte) {
+	for _, b := range [2][]byte{hdr, payload} {
+		v := &m.iovs[m.iovUsed]
+		v.Base = nil
+		if len(b) > 0 {
+			v.Base = &b[0]
+		}
+		v.SetLen(len(b))
+		m.iovUsed++
+	}
 }
 
 // finish gives the last message its UDP_SEGMENT control message if it
@@ -303,13 +310,14 @@ func (s *udpSock) recv(m *mmsg) (int, error) {
 	return m.done, nil
 }
 
-// splitGSO turns every message not sent yet into one message per datagram.
-// The batch was built with one header per datagram at most, so they fit.
+// splitGSO turns every message not sent yet into one message per datagram
+// (each two iovecs). The batch was built with one header per datagram at
+// most, so they fit.
 func (m *mmsg) splitGSO() {
 	m.scratch = m.scratch[:0]
 	m.scratchPeers = m.scratchPeers[:0]
 	for i := m.done; i < m.n; i++ {
-		for j := range int(m.hdrs[i].Hdr.Iovlen) {
+		for j := 0; j < int(m.hdrs[i].Hdr.Iovlen); j += 2 {
 			m.scratch = append(m.scratch, m.first[i]+j)
 			m.scratchPeers = append(m.scratchPeers, m.peers[i])
 		}
@@ -321,7 +329,7 @@ func (m *mmsg) splitGSO() {
 		h.Name = (*byte)(unsafe.Pointer(&p.sa))
 		h.Namelen = unix.SizeofSockaddrInet4
 		h.Iov = &m.iovs[iov]
-		h.SetIovlen(1)
+		h.SetIovlen(2)
 		h.Control = nil
 		h.SetControllen(0)
 		m.peers[n], m.first[n] = p, iov

@@ -121,6 +121,11 @@ func (t *table) route(b []byte) (*peer, ipv4, verdict) {
 	if v != pass {
 		return nil, h, v
 	}
+	return t.routeHeader(b, h)
+}
+
+// routeHeader is route for a packet whose header h is already parsed.
+func (t *table) routeHeader(b []byte, h ipv4) (*peer, ipv4, verdict) {
 	p := t.lookup(h.dst)
 	if p == nil || t.own.contains(h.dst) {
 		return nil, h, dropNoRoute

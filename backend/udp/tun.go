@@ -3,6 +3,9 @@ package udp
 import (
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,9 +16,11 @@ const (
 	// of up to 64 KiB and takes GRO-coalesced ones), several queues so
 	// that several workers read in parallel.
 	tunFlags = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE
-	// virtioNetHdrLen is sizeof(struct virtio_net_hdr), what
-	// golang.zx2c4.com/wireguard/tun reads and writes.
-	virtioNetHdrLen = 10
+	// tunOffloads are what the device may hand over: packets whose
+	// checksum is left to us, and TCP/IPv4 packets of up to 64 KiB to
+	// cut into segments (offload.go). Other packets the kernel finishes
+	// itself before they reach the device.
+	tunOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4
 )
 
 // errTUNIncompatible is what attaching to an existing device returns when
@@ -50,7 +55,7 @@ func openQueue(name string) (int, error) {
 		}
 		return -1, fmt.Errorf("attach to TUN device %s: %w", name, err)
 	}
-	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, virtioNetHdrLen); err != nil {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
 		unix.Close(fd)
 		return -1, fmt.Errorf("TUN device %s: set the virtio header size: %w", name, err)
 	}
@@ -94,4 +99,136 @@ func closeAll(fds []int) {
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
+}
+
+// setOffloads sets the device's offloads (tunOffloads) through its queue fd.
+func setOffloads(fd int) error {
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunOffloads); err != nil {
+		return fmt.Errorf("set the TSO and checksum offloads: %w", err)
+	}
+	return nil
+}
+
+// tunQueue is one queue of the device, over a descriptor of its own (a dup
+// of the kept one) registered with the runtime's poller. Each worker reads
+// and writes through a queueReader or queueWriter of its own, whose system
+// call functions are bound once, so a call allocates nothing.
+type tunQueue struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+// newTUNQueue takes over fd (non-blocking).
+func newTUNQueue(fd int) (*tunQueue, error) {
+	q := &tunQueue{f: os.NewFile(uintptr(fd), "tun")}
+	rc, err := q.f.SyscallConn()
+	if err != nil {
+		q.f.Close()
+		return nil, err
+	}
+	q.rc = rc
+	return q, nil
+}
+
+func (q *tunQueue) close() error { return q.f.Close() }
+
+// tunReader and tunWriter are what the workers need of a queue; tests give
+// them fakes.
+type tunReader interface {
+	// read reads one packet with its virtio header into b and returns
+	// its length; an error means the queue is closed or gone.
+	read(b []byte) (int, error)
+}
+
+type tunWriter interface {
+	// write writes one packet, the concatenation of parts, the first of
+	// which is its virtio header. An error of type unix.Errno means the
+	// device refused the packet; any other, that the queue is closed.
+	write(parts [][]byte) error
+}
+
+type queueReader struct {
+	rc    syscall.RawConn
+	buf   []byte
+	n     int
+	errno unix.Errno
+	f     func(fd uintptr) bool
+}
+
+func (q *tunQueue) reader() *queueReader {
+	r := &queueReader{rc: q.rc}
+	r.f = r.readOnce
+	return r
+}
+
+func (r *queueReader) readOnce(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		r.n, r.errno = int(n), e
+		return true
+	}
+}
+
+func (r *queueReader) read(b []byte) (int, error) {
+	r.buf, r.n, r.errno = b, 0, 0
+	if err := r.rc.Read(r.f); err != nil {
+		return 0, err
+	}
+	if r.errno != 0 {
+		return 0, os.NewSyscallError("read", r.errno)
+	}
+	return r.n, nil
+}
+
+type queueWriter struct {
+	rc    syscall.RawConn
+	iovs  []unix.Iovec
+	n     int
+	errno unix.Errno
+	f     func(fd uintptr) bool
+}
+
+func (q *tunQueue) writer() *queueWriter {
+	w := &queueWriter{rc: q.rc, iovs: make([]unix.Iovec, maxParts)}
+	w.f = w.writeOnce
+	return w
+}
+
+func (w *queueWriter) writeOnce(fd uintptr) bool {
+	for {
+		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iovs[0])), uintptr(w.n))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		w.errno = e
+		return true
+	}
+}
+
+func (w *queueWriter) write(parts [][]byte) error {
+	w.n = 0
+	for _, p := range parts {
+		if len(p) > 0 {
+			w.iovs[w.n].Base = &p[0]
+			w.iovs[w.n].SetLen(len(p))
+			w.n++
+		}
+	}
+	w.errno = 0
+	if err := w.rc.Write(w.f); err != nil {
+		return err
+	}
+	if w.errno != 0 {
+		return w.errno
+	}
+	return nil
 }

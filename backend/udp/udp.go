@@ -10,8 +10,8 @@
 // Once per host:
 //
 //   - the TUN device flannel0: multi-queue, with a virtio-net header
-//     (IFF_TUN|IFF_NO_PI|IFF_VNET_HDR|IFF_MULTI_QUEUE, TSO and USO offloads
-//     on), persistent, MTU = external MTU − 28 (outer IPv4 and UDP headers),
+//     (IFF_TUN|IFF_NO_PI|IFF_VNET_HDR|IFF_MULTI_QUEUE, checksum and TCP/IPv4
+//     segmentation offloads on), persistent, MTU = external MTU − 28 (outer IPv4 and UDP headers),
 //     up, accept_local on (see below), IPv6 off;
 //   - the address <own subnet>.0/32 on it, and no other IPv4 address: the
 //     source of packets this host itself sends into the overlay, and of the
@@ -573,7 +573,7 @@ func (b *Backend) ensureWorkers(ctx context.Context) error {
 	if b.dp != nil || b.closed || ctx.Err() != nil {
 		return nil
 	}
-	dp, err := startDatapath(b.log, b.fds, b.mtu, &b.tbl, &b.stats, b.poke)
+	dp, err := startDatapath(b.log, b.fds, &b.tbl, &b.stats, b.poke)
 	if err != nil {
 		return fmt.Errorf("start the datapath: %w", err)
 	}

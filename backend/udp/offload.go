@@ -1,0 +1,322 @@
+package udp
+
+import (
+	"encoding/binary"
+	"math/bits"
+)
+
+// TUN offloads, done here rather than with golang.zx2c4.com/wireguard/tun:
+// that library splits a TSO packet by copying every segment into a buffer of
+// its own, and verifies the TCP checksum of every received packet before it
+// copies it onto the packet it coalesces into. Measured with perf on the
+// bench cluster, its checksums, copies and flow tables took 45 % of the udp
+// agents' CPU. Here a TSO packet is cut without a copy (each segment is two
+// iovecs: a header built here and its payload where the kernel put it), and
+// received packets are coalesced without a copy (one writev of the head
+// packet and the others' payloads). Received inner packets are not checked:
+// the outer UDP checksum, which the kernel verifies before recvmmsg returns,
+// covers every byte of them, and flanneld's udp backend checks nothing
+// either. The only checksum computed per byte is that of each segment sent.
+
+const (
+	// vnetHdrLen is sizeof(struct virtio_net_hdr), which the device puts
+	// before every packet it hands over and expects before every packet
+	// written (TUNSETVNETHDRSZ).
+	vnetHdrLen = 10
+
+	vnetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
+	gsoNone       = 0 // VIRTIO_NET_HDR_GSO_NONE
+	gsoTCPv4      = 1 // VIRTIO_NET_HDR_GSO_TCPV4
+
+	protoTCP = 6
+
+	tcpMinHeader = 20
+	tcpFIN       = 0x01
+	tcpPSH       = 0x08
+	tcpACK       = 0x10
+	// tcpCsumOffset is where the checksum lies in a TCP header.
+	tcpCsumOffset = 16
+	// tcpMinMSS is the smallest MSS Linux uses (TCP_MIN_MSS); the most
+	// segments one TSO packet may hold follows from it.
+	tcpMinMSS   = 88
+	maxSegments = (bigBuf + tcpMinMSS - 1) / tcpMinMSS
+	// maxHeaders is the longest IPv4 and TCP header together.
+	maxHeaders = 60 + 60
+	// ipDF is the don't-fragment flag in the IPv4 flags and fragment
+	// offset word.
+	ipDF = 0x4000
+	ipMF = 0x2000
+)
+
+// vnetHdr is struct virtio_net_hdr, in the machine's byte order (the
+// device's "legacy" virtio header, which is what TUN uses unless told
+// otherwise).
+type vnetHdr struct {
+	flags      uint8
+	gsoType    uint8
+	hdrLen     uint16
+	gsoSize    uint16
+	csumStart  uint16
+	csumOffset uint16
+}
+
+func decodeVnet(b []byte) vnetHdr {
+	return vnetHdr{
+		flags:      b[0],
+		gsoType:    b[1],
+		hdrLen:     binary.NativeEndian.Uint16(b[2:]),
+		gsoSize:    binary.NativeEndian.Uint16(b[4:]),
+		csumStart:  binary.NativeEndian.Uint16(b[6:]),
+		csumOffset: binary.NativeEndian.Uint16(b[8:]),
+	}
+}
+
+func (h vnetHdr) encode(b []byte) {
+	b[0], b[1] = h.flags, h.gsoType
+	binary.NativeEndian.PutUint16(b[2:], h.hdrLen)
+	binary.NativeEndian.PutUint16(b[4:], h.gsoSize)
+	binary.NativeEndian.PutUint16(b[6:], h.csumStart)
+	binary.NativeEndian.PutUint16(b[8:], h.csumOffset)
+}
+
+// onesSum adds the bytes of b, as big-endian 16-bit words (an odd last byte
+// padded with a zero), to the one's-complement sum acc and returns the sum
+// folded to 16 bits. The Internet checksum (RFC 1071) is its complement.
+// Words are added 64 bits at a time in the machine's byte order, which RFC
+// 1071 shows gives the same sum with its two bytes in that order.
+func onesSum(b []byte, acc uint16) uint16 {
+	var s, c uint64
+	for len(b) >= 32 {
+		s, c = bits.Add64(s, binary.NativeEndian.Uint64(b[0:]), c)
+		s, c = bits.Add64(s, binary.NativeEndian.Uint64(b[8:]), c)
+		s, c = bits.Add64(s, binary.NativeEndian.Uint64(b[16:]), c)
+		s, c = bits.Add64(s, binary.NativeEndian.Uint64(b[24:]), c)
+		b = b[32:]
+	}
+	for len(b) >= 8 {
+		s, c = bits.Add64(s, binary.NativeEndian.Uint64(b), c)
+		b = b[8:]
+	}
+	if len(b) >= 4 {
+		s, c = bits.Add64(s, uint64(binary.NativeEndian.Uint32(b)), c)
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		s, c = bits.Add64(s, uint64(binary.NativeEndian.Uint16(b)), c)
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		s, c = bits.Add64(s, uint64(binary.NativeEndian.Uint16([]byte{b[0], 0})), c)
+	}
+	// The end-around carry: 2^64 is 1 in this arithmetic. Adding it
+	// overflows only when s was all ones, and leaves 0, so 1 is right.
+	s, c = bits.Add64(s, 0, c)
+	s += c
+	s = s>>32 + s&0xffffffff
+	s = s>>32 + s&0xffffffff
+	s = s>>16 + s&0xffff
+	s = s>>16 + s&0xffff
+	var w [2]byte
+	binary.NativeEndian.PutUint16(w[:], uint16(s))
+	sum := uint32(binary.BigEndian.Uint16(w[:])) + uint32(acc)
+	return uint16(sum>>16 + sum&0xffff)
+}
+
+// pseudoSum is the one's-complement sum of the IPv4 pseudo header of the
+// packet whose IPv4 header is ip, for a transport segment of length n.
+func pseudoSum(ip []byte, proto uint8, n int) uint16 {
+	return onesSum(ip[12:20], onesSum([]byte{0, proto, byte(n >> 8), byte(n)}, 0))
+}
+
+// finishChecksum computes the checksum a packet handed over with
+// VIRTIO_NET_HDR_F_NEEDS_CSUM lacks: the device leaves the pseudo header's
+// sum at start+offset, to which the bytes from start on are added. It
+// reports false when the offsets lie outside the packet.
+func finishChecksum(pkt []byte, start, offset uint16) bool {
+	at := int(start) + int(offset)
+	if int(start) > len(pkt) || at+2 > len(pkt) {
+		return false
+	}
+	initial := binary.BigEndian.Uint16(pkt[at:])
+	pkt[at], pkt[at+1] = 0, 0
+	binary.BigEndian.PutUint16(pkt[at:], ^onesSum(pkt[start:], initial))
+	return true
+}
+
+// tsoPacket is a TCP/IPv4 packet handed over for segmentation
+// (VIRTIO_NET_HDR_GSO_TCPV4), checked by parseTSO.
+type tsoPacket struct {
+	iphLen, hdrLen int // IPv4 header; IPv4 and TCP headers together
+	mss            int
+	segments       int
+}
+
+// parseTSO checks a packet that the device hands over for segmentation with
+// the header h: one IPv4 header, not a fragment, carrying TCP, with a
+// payload to cut at h.gsoSize into at most maxSegments segments. The
+// header lengths are read from the packet; the virtio header's are hints.
+func parseTSO(pkt []byte, h vnetHdr) (tsoPacket, bool) {
+	if len(pkt) < ipv4MinHeader || pkt[0]>>4 != 4 {
+		return tsoPacket{}, false
+	}
+	iphLen := int(pkt[0]&0x0f) * 4
+	if iphLen < ipv4MinHeader || pkt[9] != protoTCP ||
+		binary.BigEndian.Uint16(pkt[6:8])&^ipDF != 0 || len(pkt) < iphLen+tcpMinHeader {
+		return tsoPacket{}, false
+	}
+	tcpLen := int(pkt[iphLen+12]>>4) * 4
+	hdrLen := iphLen + tcpLen
+	mss := int(h.gsoSize)
+	if tcpLen < tcpMinHeader || hdrLen >= len(pkt) || mss == 0 {
+		return tsoPacket{}, false
+	}
+	n := (len(pkt) - hdrLen + mss - 1) / mss
+	if n > maxSegments {
+		return tsoPacket{}, false
+	}
+	return tsoPacket{iphLen: iphLen, hdrLen: hdrLen, mss: mss, segments: n}, true
+}
+
+// segment writes into hdr the headers of segment i of the TSO packet pkt
+// (described by t) and returns its payload: the IPv4 header with its
+// length, identification and checksum, the TCP header with its sequence
+// number, flags (FIN and PSH only on the last) and checksum.
+func (t tsoPacket) segment(pkt []byte, i int, hdr []byte) []byte {
+	start := t.hdrLen + i*t.mss
+	payload := pkt[start:min(start+t.mss, len(pkt))]
+	copy(hdr, pkt[:t.hdrLen])
+	ip, tcp := hdr[:t.iphLen], hdr[t.iphLen:t.hdrLen]
+	binary.BigEndian.PutUint16(ip[2:], uint16(t.hdrLen+len(payload)))
+	binary.BigEndian.PutUint16(ip[4:], binary.BigEndian.Uint16(pkt[4:])+uint16(i))
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip, 0))
+	binary.BigEndian.PutUint32(tcp[4:], binary.BigEndian.Uint32(pkt[t.iphLen+4:])+uint32(i*t.mss))
+	if i < t.segments-1 {
+		tcp[13] &^= tcpFIN | tcpPSH
+	}
+	tcp[tcpCsumOffset], tcp[tcpCsumOffset+1] = 0, 0
+	sum := onesSum(payload, onesSum(tcp, pseudoSum(ip, protoTCP, len(tcp)+len(payload))))
+	binary.BigEndian.PutUint16(tcp[tcpCsumOffset:], ^sum)
+	return payload
+}
+
+// coalescer builds one packet for the device out of consecutive TCP
+// segments of one flow, received in order: the first (the head) whole, the
+// others' payloads after it, written with one writev and a virtio header
+// asking the kernel to treat it as a TSO packet (as GRO would have).
+type coalescer struct {
+	vnet  [vnetHdrLen]byte
+	parts [][]byte // parts[0] is vnet; parts[1] the head; then payloads
+	np    int
+	// Of the head: header lengths, the payload length of each segment
+	// (the last may be shorter, and closes the packet), the total length
+	// so far and the next sequence number expected.
+	iphLen, hdrLen int
+	mss, total     int
+	next           uint32
+	psh            bool
+}
+
+// maxParts bounds the segments of one coalesced packet; a 64 KiB packet
+// of 1400-byte segments has 47.
+const maxParts = 2 + 64
+
+func newCoalescer() *coalescer {
+	c := &coalescer{parts: make([][]byte, maxParts)}
+	c.parts[0] = c.vnet[:]
+	return c
+}
+
+// tcpCandidate returns the header lengths of pkt (one whole IPv4 packet,
+// as parseIPv4 checked) if it is a TCP segment that may be coalesced with
+// others: don't-fragment set and not a fragment, no options in the IPv4
+// header, ACK with at most PSH besides, and a payload.
+func tcpCandidate(pkt []byte) (iphLen, hdrLen int, ok bool) {
+	if pkt[0] != 0x45 || pkt[9] != protoTCP || binary.BigEndian.Uint16(pkt[6:8]) != ipDF || len(pkt) < 40 {
+		return 0, 0, false
+	}
+	hdrLen = 20 + int(pkt[32]>>4)*4
+	if hdrLen < 40 || hdrLen >= len(pkt) || pkt[33]&^tcpPSH != tcpACK {
+		return 0, 0, false
+	}
+	return 20, hdrLen, true
+}
+
+// pending reports whether a packet is being built.
+func (c *coalescer) pending() bool { return c.np > 0 }
+
+// single makes pkt a packet of its own; c must be empty.
+func (c *coalescer) single(pkt []byte) {
+	c.parts[1] = pkt
+	c.np = 2
+}
+
+// start makes pkt the head of a new packet; c must be empty. It reports
+// whether more may follow.
+func (c *coalescer) start(pkt []byte, iphLen, hdrLen int) bool {
+	c.parts[1] = pkt
+	c.np = 2
+	c.iphLen, c.hdrLen = iphLen, hdrLen
+	c.mss = len(pkt) - hdrLen
+	c.total = len(pkt)
+	c.next = binary.BigEndian.Uint32(pkt[iphLen+4:]) + uint32(c.mss)
+	c.psh = pkt[iphLen+13]&tcpPSH != 0
+	return !c.psh
+}
+
+// add appends pkt's payload if pkt continues the head's flow: same
+// addresses, ports and IPv4 fields but length, identification and
+// checksum; the same TCP header but sequence number, PSH and checksum; the
+// next sequence number; a payload no longer than the head's. done reports
+// that the packet is now complete (a shorter payload, or PSH).
+func (c *coalescer) add(pkt []byte) (added, done bool) {
+	head := c.parts[1]
+	il, hl := c.iphLen, c.hdrLen
+	if c.np == len(c.parts) || len(pkt) <= hl || len(pkt)-hl > c.mss || c.total+len(pkt)-hl > bigBuf ||
+		string(pkt[:2]) != string(head[:2]) || string(pkt[6:10]) != string(head[6:10]) ||
+		string(pkt[12:il+4]) != string(head[12:il+4]) ||
+		binary.BigEndian.Uint32(pkt[il+4:]) != c.next ||
+		string(pkt[il+8:il+13]) != string(head[il+8:il+13]) || pkt[il+13]&^tcpPSH != tcpACK ||
+		string(pkt[il+14:il+16]) != string(head[il+14:il+16]) || string(pkt[il+18:hl]) != string(head[il+18:hl]) {
+		return false, false
+	}
+	n := len(pkt) - hl
+	c.parts[c.np] = pkt[hl:]
+	c.np++
+	c.total += n
+	c.next += uint32(n)
+	c.psh = pkt[il+13]&tcpPSH != 0
+	return true, c.psh || n < c.mss
+}
+
+// finish completes the packet and returns what to write: the virtio header
+// and the parts. A lone head goes as it came, with an empty virtio header.
+// The head of several is rewritten in place: total length and header
+// checksum, PSH if the last had it, and in the TCP checksum field the
+// pseudo header's sum, for the kernel to complete (NEEDS_CSUM).
+func (c *coalescer) finish() [][]byte {
+	parts := c.parts[:c.np]
+	c.np = 0
+	if len(parts) == 2 {
+		clear(c.vnet[:])
+		return parts
+	}
+	head := parts[1]
+	ip, tcp := head[:c.iphLen], head[c.iphLen:c.hdrLen]
+	binary.BigEndian.PutUint16(ip[2:], uint16(c.total))
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip, 0))
+	if c.psh {
+		tcp[13] |= tcpPSH
+	}
+	binary.BigEndian.PutUint16(tcp[tcpCsumOffset:], pseudoSum(ip, protoTCP, c.total-c.iphLen))
+	vnetHdr{
+		flags:      vnetNeedsCsum,
+		gsoType:    gsoTCPv4,
+		hdrLen:     uint16(c.hdrLen),
+		gsoSize:    uint16(c.mss),
+		csumStart:  uint16(c.iphLen),
+		csumOffset: tcpCsumOffset,
+	}.encode(c.vnet[:])
+	return parts
+}
