@@ -45,7 +45,6 @@ const (
 	// ipDF is the don't-fragment flag in the IPv4 flags and fragment
 	// offset word.
 	ipDF = 0x4000
-	ipMF = 0x2000
 )
 
 // vnetHdr is struct virtio_net_hdr, in the machine's byte order (the
