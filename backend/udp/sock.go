@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"sync/atomic"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -85,8 +84,7 @@ func boundAddr(fd int) (netip.AddrPort, error) {
 // udpSock is one datapath socket, wrapping a descriptor of its own (a dup
 // of the kept one) registered with the runtime's poller.
 type udpSock struct {
-	f   *os.File
-	rc  syscall.RawConn
+	polled
 	gro bool        // the kernel coalesces received datagrams (UDP_GRO)
 	gso atomic.Bool // sends may carry UDP_SEGMENT; cleared if the kernel refuses
 }
@@ -94,24 +92,20 @@ type udpSock struct {
 // newUDPSock takes over fd (non-blocking) and turns on GRO where the kernel
 // has it.
 func newUDPSock(fd int) (*udpSock, error) {
-	s := &udpSock{f: os.NewFile(uintptr(fd), "udp")}
-	rc, err := s.f.SyscallConn()
+	p, err := newPolled(fd, "udp")
 	if err != nil {
-		s.f.Close()
 		return nil, err
 	}
-	s.rc = rc
+	s := &udpSock{polled: p}
 	// Both options appeared in Linux 4.18 (GSO) and 5.0 (GRO); without
 	// them every datagram is its own message, which works, only slower.
-	_ = rc.Control(func(fd uintptr) {
+	_ = s.rc.Control(func(fd uintptr) {
 		s.gro = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
 		_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
 		s.gso.Store(err == nil)
 	})
 	return s, nil
 }
-
-func (s *udpSock) close() error { return s.f.Close() }
 
 // mmsg is a batch of message headers for recvmmsg or sendmmsg, allocated
 // once per worker. Its syscall functions are bound once, so a call

@@ -113,24 +113,36 @@ func setOffloads(fd int) error {
 // of the kept one) registered with the runtime's poller. Each worker reads
 // and writes through a queueReader or queueWriter of its own, whose system
 // call functions are bound once, so a call allocates nothing.
-type tunQueue struct {
+type tunQueue struct{ polled }
+
+// newTUNQueue takes over fd (non-blocking).
+func newTUNQueue(fd int) (*tunQueue, error) {
+	p, err := newPolled(fd, "tun")
+	if err != nil {
+		return nil, err
+	}
+	return &tunQueue{p}, nil
+}
+
+// polled is a non-blocking descriptor registered with the runtime's
+// poller, for system calls of our own through rc.
+type polled struct {
 	f  *os.File
 	rc syscall.RawConn
 }
 
-// newTUNQueue takes over fd (non-blocking).
-func newTUNQueue(fd int) (*tunQueue, error) {
-	q := &tunQueue{f: os.NewFile(uintptr(fd), "tun")}
-	rc, err := q.f.SyscallConn()
+// newPolled takes over fd; it is closed if that fails.
+func newPolled(fd int, name string) (polled, error) {
+	f := os.NewFile(uintptr(fd), name)
+	rc, err := f.SyscallConn()
 	if err != nil {
-		q.f.Close()
-		return nil, err
+		f.Close()
+		return polled{}, err
 	}
-	q.rc = rc
-	return q, nil
+	return polled{f: f, rc: rc}, nil
 }
 
-func (q *tunQueue) close() error { return q.f.Close() }
+func (p polled) close() error { return p.f.Close() }
 
 // tunReader and tunWriter are what the workers need of a queue; tests give
 // them fakes.
