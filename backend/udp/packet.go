@@ -129,22 +129,6 @@ func decTTL(b []byte) {
 	binary.BigEndian.PutUint16(b[10:12], uint16(check))
 }
 
-// checksum is the Internet checksum (RFC 1071) of b.
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
-}
-
 // icmpQuery reports whether an ICMP message of type t is a query or a reply
 // (echo, timestamp, information, address mask), about which an error may be
 // sent; errors about ICMP errors are forbidden (RFC 1122 3.2.2), and an
@@ -188,12 +172,12 @@ func icmpError(out []byte, from uint32, typ, code uint8, off []byte, h ipv4) int
 	clear(out[10:12])
 	binary.BigEndian.PutUint32(out[12:16], from)
 	binary.BigEndian.PutUint32(out[16:20], h.src)
-	binary.BigEndian.PutUint16(out[10:12], checksum(out[:ipv4MinHeader]))
+	binary.BigEndian.PutUint16(out[10:12], ^onesSum(out[:ipv4MinHeader], 0))
 	// ICMP header, 4 unused bytes, the quote.
 	icmp := out[ipv4MinHeader:]
 	icmp[0], icmp[1] = typ, code
 	clear(icmp[2:8])
 	copy(icmp[8:], off[:quoted])
-	binary.BigEndian.PutUint16(icmp[2:4], checksum(icmp))
+	binary.BigEndian.PutUint16(icmp[2:4], ^onesSum(icmp, 0))
 	return n
 }

@@ -6,6 +6,24 @@ import (
 	"testing"
 )
 
+// checksum is the Internet checksum (RFC 1071) of b, computed two bytes at
+// a time as the RFC writes it: the reference the datapath's onesSum is
+// checked against, and the tests' own checksums.
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for len(b) >= 2 {
+		sum += uint32(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
 // ipPacket builds an IPv4 packet from src to dst with protocol proto, TTL
 // ttl and payload, with a valid header checksum.
 func ipPacket(src, dst string, proto, ttl uint8, payload []byte) []byte {
