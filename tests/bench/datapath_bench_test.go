@@ -6,6 +6,8 @@
 // BenchmarkThroughput reports container-to-container TCP throughput for each
 // backend and the raw host-to-host throughput measured alternately with it,
 // and their ratio; the idle round-trip time (ping) of both and its ratio;
+// the round trip under load (pings sent while each stream runs) of both and
+// its ratio;
 // and the CPU the overlay run used, the agents' own (the udp backend's
 // datapath runs there) and the machine's; and the agents' resident memory
 // at the end. BenchmarkJoin reports how long a new host's agent takes,
@@ -13,6 +15,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,8 +100,11 @@ type iperf3Result struct {
 }
 
 // iperf measures one single-stream TCP run from client to server's address
-// and returns bits per second. The server runs only for this one test.
-func (bc *benchCluster) iperf(client, server *cluster.Namespace, addr netip.Addr) float64 {
+// and returns bits per second, and the median round trip of rttPings pings
+// from client to the same address sent while the stream runs: what another
+// flow between the two sees during a bulk transfer. The server runs only for
+// this one test.
+func (bc *benchCluster) iperf(client, server *cluster.Namespace, addr netip.Addr) (bps, loadedRTT float64) {
 	bc.b.Helper()
 	srv, err := server.Start("iperf3", "-s", "-1", "-B", addr.String())
 	if err != nil {
@@ -107,27 +114,59 @@ func (bc *benchCluster) iperf(client, server *cluster.Namespace, addr netip.Addr
 	// iperf3 -s -1 serves exactly one client, so readiness is waited for
 	// by retrying the client itself: a refused connection fails fast.
 	var res iperf3Result
-	err = cluster.Eventually(bc.ctx, 10*time.Second, func() error {
-		out, err := client.Exec(bc.ctx, "iperf3", "-J", "-c", addr.String(), "-t", fmt.Sprint(iperfSeconds))
-		res = iperf3Result{}
-		if jerr := json.Unmarshal(out, &res); jerr != nil {
-			if err != nil {
-				return err
+	var running atomic.Bool
+	running.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		defer running.Store(false)
+		done <- cluster.Eventually(bc.ctx, 10*time.Second, func() error {
+			out, err := client.Exec(bc.ctx, "iperf3", "-J", "-c", addr.String(), "-t", fmt.Sprint(iperfSeconds))
+			res = iperf3Result{}
+			if jerr := json.Unmarshal(out, &res); jerr != nil {
+				if err != nil {
+					return err
+				}
+				return fmt.Errorf("iperf3 output is not JSON: %v", jerr)
 			}
-			return fmt.Errorf("iperf3 output is not JSON: %v", jerr)
+			if res.Error != "" {
+				return fmt.Errorf("iperf3: %s", res.Error)
+			}
+			return err
+		})
+	}()
+	// The stream runs once the server has its second connection (the
+	// first is iperf3's control connection).
+	werr := cluster.Eventually(bc.ctx, 10*time.Second, func() error {
+		if !running.Load() {
+			return nil // failed or done: reported below
 		}
-		if res.Error != "" {
-			return fmt.Errorf("iperf3: %s", res.Error)
+		out, err := server.Exec(bc.ctx, "ss", "-tnH", "state", "established", "( sport = :5201 )")
+		if err != nil {
+			return err
 		}
-		return err
+		if n := bytes.Count(out, []byte("\n")); n < 2 {
+			return fmt.Errorf("%d iperf3 connections established", n)
+		}
+		return nil
 	})
-	if err != nil {
+	if werr == nil && running.Load() {
+		loadedRTT = bc.rtt(client, addr)
+	}
+	ended := !running.Load()
+	if err := <-done; err != nil {
 		bc.b.Fatalf("iperf3 %s -> %s: %v", client.Short, addr, err)
 	}
 	if res.End.SumReceived.BitsPerSecond <= 0 {
 		bc.b.Fatalf("iperf3 %s -> %s measured nothing", client.Short, addr)
 	}
-	return res.End.SumReceived.BitsPerSecond
+	switch {
+	case werr != nil:
+		bc.b.Fatalf("iperf3 %s -> %s: its stream was not seen: %v", client.Short, addr, werr)
+	case ended:
+		bc.b.Fatalf("iperf3 %s -> %s ended before the pings sent under load did (%d pings %v apart in a %d s run)",
+			client.Short, addr, rttPings, pingInterval, iperfSeconds)
+	}
+	return res.End.SumReceived.BitsPerSecond, loadedRTT
 }
 
 // BenchmarkThroughput: each iteration runs iperf3 once host-to-host on the
@@ -147,12 +186,14 @@ func BenchmarkThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			agents := []int{h1.Agent().Pid(), h2.Agent().Pid()}
-			var raw, overlay, rawRTT, overlayRTT, agentCPU, machineCPU float64
+			var raw, overlay, rawRTT, overlayRTT, rawLoaded, overlayLoaded, agentCPU, machineCPU float64
 			n := 0
 			for b.Loop() {
-				raw += bc.iperf(h1.Namespace, h2.Namespace, h2.IP)
+				bps, rtt := bc.iperf(h1.Namespace, h2.Namespace, h2.IP)
+				raw, rawLoaded = raw+bps, rawLoaded+rtt
 				before := takeCPU(b, agents)
-				overlay += bc.iperf(c1.Namespace, c2.Namespace, c2.IP())
+				bps, rtt = bc.iperf(c1.Namespace, c2.Namespace, c2.IP())
+				overlay, overlayLoaded = overlay+bps, overlayLoaded+rtt
 				a, m := takeCPU(b, agents).since(before)
 				agentCPU, machineCPU = agentCPU+a, machineCPU+m
 				// Idle: nothing else runs on the cluster now.
@@ -162,12 +203,16 @@ func BenchmarkThroughput(b *testing.B) {
 			}
 			avg := func(v float64) float64 { return v / float64(n) }
 			raw, overlay, rawRTT, overlayRTT = avg(raw), avg(overlay), avg(rawRTT), avg(overlayRTT)
+			rawLoaded, overlayLoaded = avg(rawLoaded), avg(overlayLoaded)
 			b.ReportMetric(raw/1e9, "raw-Gbit/s")
 			b.ReportMetric(overlay/1e9, backend+"-Gbit/s")
 			b.ReportMetric(overlay/raw, "ratio")
 			b.ReportMetric(rawRTT, "raw-rtt-µs")
 			b.ReportMetric(overlayRTT, backend+"-rtt-µs")
 			b.ReportMetric(overlayRTT/rawRTT, "rtt-ratio")
+			b.ReportMetric(rawLoaded, "raw-load-rtt-µs")
+			b.ReportMetric(overlayLoaded, backend+"-load-rtt-µs")
+			b.ReportMetric(overlayLoaded/rawLoaded, "load-rtt-ratio")
 			b.ReportMetric(avg(agentCPU), "agents-cpu-%")
 			b.ReportMetric(avg(machineCPU), "machine-cpu-%")
 			b.ReportMetric(maxRSS(b, agents), "agent-rss-MB")
@@ -175,8 +220,12 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 }
 
-// rttPings is how many pings rtt sends, 20 ms apart.
-const rttPings = 50
+// rttPings is how many pings rtt sends, pingInterval apart: 1 s in all, so
+// that they fit in an iperf3 run.
+const (
+	rttPings     = 50
+	pingInterval = 20 * time.Millisecond
+)
 
 var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
 
@@ -184,7 +233,7 @@ var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
 // from the namespace to dst.
 func (bc *benchCluster) rtt(from *cluster.Namespace, dst netip.Addr) float64 {
 	bc.b.Helper()
-	out, err := from.Exec(bc.ctx, "ping", "-n", "-c", fmt.Sprint(rttPings), "-i", "0.02", "-W", "1", dst.String())
+	out, err := from.Exec(bc.ctx, "ping", "-n", "-c", fmt.Sprint(rttPings), "-i", fmt.Sprint(pingInterval.Seconds()), "-W", "1", dst.String())
 	if err != nil {
 		bc.b.Fatalf("ping %s -> %s: %v: %s", from.Short, dst, err, out)
 	}
