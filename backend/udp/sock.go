@@ -260,35 +260,23 @@ func (m *mmsg) finish() {
 }
 
 func (m *mmsg) recvmmsg(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.n), 0, 0, 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
+	n, e, ready := rawCall(unix.SYS_RECVMMSG, fd, unsafe.Pointer(&m.hdrs[0]), m.n)
+	if ready {
 		m.done, m.errno = int(n), e
-		return true
 	}
+	return ready
 }
 
 func (m *mmsg) sendmmsg(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[m.done])), uintptr(m.n-m.done), 0, 0, 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		if e != 0 {
-			m.errno = e
-		} else {
-			m.done += int(n)
-		}
-		return true
+	n, e, ready := rawCall(unix.SYS_SENDMMSG, fd, unsafe.Pointer(&m.hdrs[m.done]), m.n-m.done)
+	switch {
+	case !ready:
+	case e != 0:
+		m.errno = e
+	default:
+		m.done += int(n)
 	}
+	return ready
 }
 
 // recv receives up to m.n datagrams (see prepareRecv), waiting for at least

@@ -144,6 +144,21 @@ func newPolled(fd int, name string) (polled, error) {
 
 func (p polled) close() error { return p.f.Close() }
 
+// rawCall makes the system call trap(fd, p, n) on a non-blocking descriptor,
+// from a syscall.RawConn callback: it retries when a signal interrupted the
+// call, and ready is false when the call would block (the callback then
+// returns false and Go's poller waits for the descriptor). read, writev,
+// recvmmsg and sendmmsg all take this shape; the two last ones get 0 flags
+// (and no timeout) from the zero arguments after n.
+func rawCall(trap, fd uintptr, p unsafe.Pointer, n int) (r uintptr, errno unix.Errno, ready bool) {
+	for {
+		r, _, errno = unix.Syscall6(trap, fd, uintptr(p), uintptr(n), 0, 0, 0)
+		if errno != unix.EINTR {
+			return r, errno, errno != unix.EAGAIN
+		}
+	}
+}
+
 // tunReader and tunWriter are what the workers need of a queue; tests give
 // them fakes.
 type tunReader interface {
@@ -174,17 +189,11 @@ func (q *tunQueue) reader() *queueReader {
 }
 
 func (r *queueReader) readOnce(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)))
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
+	n, e, ready := rawCall(unix.SYS_READ, fd, unsafe.Pointer(&r.buf[0]), len(r.buf))
+	if ready {
 		r.n, r.errno = int(n), e
-		return true
 	}
+	return ready
 }
 
 func (r *queueReader) read(b []byte) (int, error) {
@@ -213,17 +222,11 @@ func (q *tunQueue) writer() *queueWriter {
 }
 
 func (w *queueWriter) writeOnce(fd uintptr) bool {
-	for {
-		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iovs[0])), uintptr(w.n))
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
+	_, e, ready := rawCall(unix.SYS_WRITEV, fd, unsafe.Pointer(&w.iovs[0]), w.n)
+	if ready {
 		w.errno = e
-		return true
 	}
+	return ready
 }
 
 func (w *queueWriter) write(parts [][]byte) error {
