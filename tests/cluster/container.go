@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -149,15 +150,25 @@ func (h *Host) attach(ct *Container, gw netip.Addr) error {
 	return nil
 }
 
-// PingResult is ping's summary line.
+// PingResult is what one run of ping counted.
 type PingResult struct {
 	Sent, Received int
+	// InFlight is 1 when ping was ended by its deadline (-w) or a signal
+	// while its last probe was unanswered. That probe was sent less than
+	// one interval before the end, so its round trip may not have had time
+	// to complete: it is counted neither as received nor as lost. Only
+	// ParsePingRun sets it.
+	InFlight int
 }
 
-// Lost is Sent − Received.
-func (r PingResult) Lost() int { return r.Sent - r.Received }
+// Lost is Sent − Received − InFlight.
+func (r PingResult) Lost() int { return r.Sent - r.Received - r.InFlight }
 
-var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+var (
+	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+	pingStats   = regexp.MustCompile(`--- (\S+) ping statistics ---\n(\d+) packets transmitted, (\d+) (?:packets )?received`)
+	pingSeq     = regexp.MustCompile(`icmp_seq=(\d+)`)
+)
 
 // parsePing reads iputils ping's "N packets transmitted, M received" line.
 func parsePing(out []byte) (PingResult, bool) {
@@ -170,9 +181,46 @@ func parsePing(out []byte) (PingResult, bool) {
 	return PingResult{Sent: sent, Received: recv}, true
 }
 
+// ParsePingRun reads the last run of ping to dst in out, which may hold
+// other runs' output before it, from a ping that ran without -q (a line per
+// answer) and was ended by -w or a signal rather than by -c. ping then
+// exits at once, whatever is in flight: when the last probe has no line of
+// its own, it is counted as InFlight. A count-bounded ping waits for its
+// last answer instead; parse its summary with the counts alone.
+func ParsePingRun(out []byte, dst string) (PingResult, bool) {
+	ms := pingStats.FindAllSubmatchIndex(out, -1)
+	for i := len(ms) - 1; i >= 0; i-- {
+		m := ms[i]
+		if string(out[m[2]:m[3]]) != dst {
+			continue
+		}
+		var r PingResult
+		r.Sent, _ = strconv.Atoi(string(out[m[4]:m[5]]))
+		r.Received, _ = strconv.Atoi(string(out[m[6]:m[7]]))
+		run := out[:m[0]]
+		if h := bytes.LastIndex(run, []byte("PING "+dst+" ")); h >= 0 {
+			run = run[h:]
+		}
+		if r.Received < r.Sent {
+			last := strconv.Itoa(r.Sent % 65536) // ping's sequence numbers are 16 bits
+			answered := false
+			for _, s := range pingSeq.FindAllSubmatch(run, -1) {
+				answered = answered || string(s[1]) == last
+			}
+			if !answered {
+				r.InFlight = 1
+			}
+		}
+		return r, true
+	}
+	return PingResult{}, false
+}
+
 // Ping sends count echo requests to dst from inside the namespace, interval
-// apart (0 means 200 ms; below 2 ms is fine, the harness is root), waits at
-// most 1 s for the last reply, and returns how many were sent and answered.
+// apart (0 means 200 ms; below 2 ms is fine, the harness is root), waits for
+// the last reply (iputils: twice the longest round trip seen, at least one
+// interval; 1 s when nothing was answered), and returns how many were sent
+// and answered.
 // Lost packets are not an error; failing to run ping is.
 func (n *Namespace) Ping(ctx context.Context, dst netip.Addr, count int, interval time.Duration) (PingResult, error) {
 	if count < 1 {
@@ -184,6 +232,26 @@ func (n *Namespace) Ping(ctx context.Context, dst netip.Addr, count int, interva
 	out, err := n.Exec(ctx, "ping", "-n", "-q", "-c", strconv.Itoa(count),
 		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-W", "1", dst.String())
 	if r, ok := parsePing(out); ok {
+		return r, nil
+	}
+	if err == nil {
+		err = fmt.Errorf("no summary line in ping's output: %s", tail(out, 500))
+	}
+	return PingResult{}, err
+}
+
+// PingFor pings dst from inside the namespace every interval for d (ping's
+// -w deadline, whole seconds), however many probes that makes on a busy
+// machine. The last probe counts as InFlight when the deadline came before
+// its answer (see ParsePingRun). Lost packets are not an error; failing to
+// run ping is.
+func (n *Namespace) PingFor(ctx context.Context, dst netip.Addr, d, interval time.Duration) (PingResult, error) {
+	if d < time.Second || interval <= 0 {
+		return PingResult{}, fmt.Errorf("ping for %v every %v: want at least 1s, and an interval", d, interval)
+	}
+	out, err := n.Exec(ctx, "ping", "-n", "-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64),
+		"-W", "1", "-w", strconv.Itoa(int(d.Seconds())), dst.String())
+	if r, ok := ParsePingRun(out, dst.String()); ok {
 		return r, nil
 	}
 	if err == nil {

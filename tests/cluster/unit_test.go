@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,54 @@ rtt min/avg/max/mdev = 0.030/0.061/0.120/0.012 ms
 	}
 	if _, ok := parsePing([]byte("ping: connect: Network is unreachable")); ok {
 		t.Error("parsePing accepted output without a summary")
+	}
+}
+
+func TestParsePingRun(t *testing.T) {
+	const other = `PING 10.244.9.2 (10.244.9.2) 56(84) bytes of data.
+64 bytes from 10.244.9.2: icmp_seq=1 ttl=62 time=0.2 ms
+
+--- 10.244.9.2 ping statistics ---
+2 packets transmitted, 1 received, 50% packet loss, time 10ms
+`
+	run := func(sent int, answered ...int) string {
+		var b strings.Builder
+		b.WriteString("PING 10.244.2.2 (10.244.2.2) 56(84) bytes of data.\n")
+		for _, s := range answered {
+			fmt.Fprintf(&b, "64 bytes from 10.244.2.2: icmp_seq=%d ttl=62 time=0.4 ms\n", s)
+		}
+		fmt.Fprintf(&b, "\n--- 10.244.2.2 ping statistics ---\n%d packets transmitted, %d received, time 40ms\n", sent, len(answered))
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name string
+		out  string
+		want PingResult
+		lost int
+	}{
+		{"all answered", run(4, 1, 2, 3, 4), PingResult{Sent: 4, Received: 4}, 0},
+		{"last in flight at the deadline", run(4, 1, 2, 3), PingResult{Sent: 4, Received: 3, InFlight: 1}, 0},
+		{"a probe before the last lost", run(4, 1, 3, 4), PingResult{Sent: 4, Received: 3}, 1},
+		{"both", run(4, 1, 3), PingResult{Sent: 4, Received: 2, InFlight: 1}, 1},
+		{"nothing answered", run(3), PingResult{Sent: 3, InFlight: 1}, 2},
+		{"after another destination's run", other + run(3, 1, 2), PingResult{Sent: 3, Received: 2, InFlight: 1}, 0},
+		{"before another destination's run", run(3, 1, 2, 3) + other, PingResult{Sent: 3, Received: 3}, 0},
+		{"the last of two runs to it", run(3, 1, 2, 3) + run(2, 1), PingResult{Sent: 2, Received: 1, InFlight: 1}, 0},
+		{"an earlier run's line is not this run's", run(3, 1, 2, 3) + run(3, 1, 2), PingResult{Sent: 3, Received: 2, InFlight: 1}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, ok := ParsePingRun([]byte(tc.out), "10.244.2.2")
+			if !ok || r != tc.want || r.Lost() != tc.lost {
+				t.Errorf("ParsePingRun = %+v (lost %d), %v; want %+v (lost %d)", r, r.Lost(), ok, tc.want, tc.lost)
+			}
+		})
+	}
+	unreachable := strings.Replace(run(2, 1), "\n\n---", "\nFrom 10.244.0.0 icmp_seq=2 Destination Net Unreachable\n\n---", 1)
+	if r, _ := ParsePingRun([]byte(unreachable), "10.244.2.2"); r.InFlight != 0 || r.Lost() != 1 {
+		t.Errorf("an ICMP error for the last probe: %+v, lost %d; want it lost, not in flight", r, r.Lost())
+	}
+	if _, ok := ParsePingRun([]byte(other), "10.244.2.2"); ok {
+		t.Error("ParsePingRun found a run to a destination the output has no summary for")
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -137,6 +136,7 @@ func testEtcdDown(t *testing.T, backend string) {
 		r := p.stop(t)
 		total.Sent += r.Sent
 		total.Received += r.Received
+		total.InFlight += r.InFlight
 		if r.Lost() != 0 {
 			t.Errorf("%s: lost %d of %d pings", p, r.Lost(), r.Sent)
 		}
@@ -597,7 +597,9 @@ type bgPing struct {
 // pingUntilStopped starts pinging dst from c every 10 ms.
 func (f *fixture) pingUntilStopped(c *cluster.Container, dst netip.Addr) *bgPing {
 	f.t.Helper()
-	p, err := c.Start("ping", "-n", "-q", "-i", "0.010", "-W", "1", dst.String())
+	// Without -q: a line per answer tells whether the last probe was still
+	// in flight when stop interrupted ping (see cluster.ParsePingRun).
+	p, err := c.Start("ping", "-n", "-i", "0.010", "-W", "1", dst.String())
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -623,21 +625,13 @@ func (b *bgPing) stop(t *testing.T) cluster.PingResult {
 		t.Fatal(err)
 	}
 	// The log is the container's, shared by every ping it ran: take the
-	// last summary for this destination.
-	ms := pingStats.FindAllStringSubmatch(string(out), -1)
-	for _, m := range slices.Backward(ms) {
-		if m[1] == b.dst.String() {
-			var r cluster.PingResult
-			fmt.Sscan(m[2], &r.Sent)
-			fmt.Sscan(m[3], &r.Received)
-			return r
-		}
+	// last run to this destination.
+	r, ok := cluster.ParsePingRun(out, b.dst.String())
+	if !ok {
+		t.Fatalf("%s: no summary in %s", b, b.p.LogPath)
 	}
-	t.Fatalf("%s: no summary in %s", b, b.p.LogPath)
-	return cluster.PingResult{}
+	return r
 }
-
-var pingStats = regexp.MustCompile(`--- (\S+) ping statistics ---\n(\d+) packets transmitted, (\d+) (?:packets )?received`)
 
 // errorLogLines are the klog error lines of an agent log.
 func errorLogLines(log string) []string {

@@ -22,7 +22,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -543,19 +542,10 @@ func (f *fixture) pingUntil(c *cluster.Container, dst netip.Addr, d time.Duratio
 	p := &pinger{done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		out, err := c.Exec(f.ctx, "ping", "-n", "-q", "-i", "0.01", "-W", "1", "-w", strconv.Itoa(int(d.Seconds())), dst.String())
-		m := pingTotals.FindSubmatch(out)
-		if m == nil {
-			p.err = fmt.Errorf("ping: no summary line (%v): %s", err, tailOf(string(out)))
-			return
-		}
-		p.res.Sent, _ = strconv.Atoi(string(m[1]))
-		p.res.Received, _ = strconv.Atoi(string(m[2]))
+		p.res, p.err = c.PingFor(f.ctx, dst, d, pingInterval)
 	}()
 	return p
 }
-
-var pingTotals = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
 
 // iperfInterval matches one per-second report line of iperf3's text output.
 var iperfInterval = regexp.MustCompile(`(?m)^\[\s*\d+\]\s+\d+\.\d+-\d+\.\d+\s+sec\s.*bits/sec\s*$`)
