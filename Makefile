@@ -24,6 +24,8 @@ FUZZTIME ?= 10000x
 FUZZTIME_LONG ?= 2m
 # How long make soak runs (a Go duration).
 SOAK ?= 30m
+# The backend make soak runs: vxlan or udp.
+SOAK_BACKEND ?= vxlan
 
 .DEFAULT_GOAL := help
 
@@ -109,8 +111,8 @@ bench: deps build ## Benchmarks: micro-benchmarks, throughput, RTT and join late
 	@echo "scale report: results/scale/results.md"
 
 .PHONY: soak
-soak: deps build ## Soak, not in CI: hosts join and leave at random for SOAK (default 30m) with pings running; reports loss, RSS, goroutines, etcd revisions/min.
-	$(GO) test -tags soak -count=1 -timeout 0 -v -run '^TestSoak$$' ./tests/soak/ -args -soak.duration=$(SOAK)
+soak: deps build ## Soak, not in CI: hosts join and leave at random for SOAK (default 30m) on SOAK_BACKEND (vxlan or udp) with pings running; reports loss, RSS, goroutines, etcd revisions/min.
+	$(GO) test -tags soak -count=1 -timeout 0 -v -run '^TestSoak$$' ./tests/soak/ -args -soak.duration=$(SOAK) -soak.backend=$(SOAK_BACKEND)
 
 .PHONY: clean
 clean: ## Remove build output.

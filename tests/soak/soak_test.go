@@ -25,7 +25,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-var soakDuration = flag.Duration("soak.duration", 30*time.Minute, "how long the soak runs (make soak SOAK=5m)")
+var (
+	soakDuration = flag.Duration("soak.duration", 30*time.Minute, "how long the soak runs (make soak SOAK=5m)")
+	soakBackend  = flag.String("soak.backend", "vxlan", "the backend: vxlan or udp (make soak SOAK_BACKEND=udp)")
+)
 
 const (
 	prefix   = "/coreos.com/network"
@@ -36,7 +39,12 @@ const (
 )
 
 func TestSoak(t *testing.T) {
-	d := *soakDuration
+	d, backend := *soakDuration, *soakBackend
+	// Both backends give each host an address at <subnet>.0 that the
+	// join check pings; host-gw has none.
+	if backend != "vxlan" && backend != "udp" {
+		t.Fatalf("-soak.backend=%q: the soak runs vxlan or udp", backend)
+	}
 	period := min(time.Minute, max(d/6, 10*time.Second))
 	c := cluster.Start(t, cluster.Options{Hosts: stable + churn})
 	cli, err := c.EtcdClient()
@@ -44,7 +52,7 @@ func TestSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	bg := context.Background()
-	if _, err := cli.Put(bg, prefix+"/config", fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network)); err != nil {
+	if _, err := cli.Put(bg, prefix+"/config", fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend)); err != nil {
 		t.Fatal(err)
 	}
 	hosts := c.Hosts()
@@ -73,7 +81,7 @@ func TestSoak(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(bg, d)
 	defer cancel()
-	s := &soak{t: t, c: c, cli: cli, churnHosts: hosts[stable:], c1: cs[0], start: time.Now()}
+	s := &soak{t: t, c: c, cli: cli, backend: backend, churnHosts: hosts[stable:], c1: cs[0], start: time.Now()}
 	var wg sync.WaitGroup
 	for i, from := range cs {
 		to := cs[(i+1)%len(cs)]
@@ -88,7 +96,7 @@ func TestSoak(t *testing.T) {
 		defer wg.Done()
 		s.churnLoop(ctx)
 	}()
-	t.Logf("soak: %v, a sample every %v; %d stable hosts pinging in a ring, %d hosts joining and leaving", d, period, stable, churn)
+	t.Logf("soak (%s): %v, a sample every %v; %d stable hosts pinging in a ring, %d hosts joining and leaving", backend, d, period, stable, churn)
 
 	tick := time.NewTicker(period)
 	defer tick.Stop()
@@ -108,6 +116,11 @@ func TestSoak(t *testing.T) {
 		s.sample(bg, hosts[:stable], float64(rev-rev0)/el.Minutes(), done)
 		rev0, last = rev, time.Now()
 	}
+	if backend == "udp" {
+		for _, h := range hosts[:stable] {
+			t.Logf("%s's datapath counters: %s", h, udpCounters(bg, h))
+		}
+	}
 	s.report()
 }
 
@@ -116,6 +129,7 @@ type soak struct {
 	t          *testing.T
 	c          *cluster.Cluster
 	cli        *clientv3.Client
+	backend    string
 	churnHosts []*cluster.Host
 	c1         *cluster.Container
 	start      time.Time
@@ -153,30 +167,25 @@ func (s *soak) fail(format string, args ...any) {
 	s.t.Log("FAILURE " + msg)
 }
 
-var pingTotals = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
-
 // pingLoop pings dst from c every 10 ms, in chunks of the given length (a
 // few per sample period), until ctx ends, adding each chunk's counts to the
-// period's.
+// period's. A chunk's last probe, still in flight when its deadline ends
+// it, is not counted (cluster.ParsePingRun).
 func (s *soak) pingLoop(ctx context.Context, c *cluster.Container, dst netip.Addr, chunk time.Duration) {
-	w := strconv.Itoa(int(chunk.Seconds()))
 	for ctx.Err() == nil {
 		// The chunk is not tied to ctx: it always runs to its end, so its
 		// summary is counted; the run overshoots by at most one chunk.
-		out, err := c.Exec(context.Background(), "ping", "-n", "-q", "-i", "0.01", "-W", "1", "-w", w, dst.String())
-		m := pingTotals.FindSubmatch(out)
-		if m == nil {
-			s.fail("ping %s -> %s: no summary (%v)", c, dst, err)
+		r, err := c.PingFor(context.Background(), dst, chunk, 10*time.Millisecond)
+		if err != nil {
+			s.fail("ping %s -> %s: %v", c, dst, err)
 			continue
 		}
-		sent, _ := strconv.Atoi(string(m[1]))
-		recv, _ := strconv.Atoi(string(m[2]))
 		s.mu.Lock()
-		s.sent += sent
-		s.lost += sent - recv
+		s.sent += r.Sent - r.InFlight
+		s.lost += r.Lost()
 		s.mu.Unlock()
-		if sent != recv {
-			s.fail("%s -> %s: lost %d of %d pings", c, dst, sent-recv, sent)
+		if r.Lost() != 0 {
+			s.fail("%s -> %s: lost %d of %d pings", c, dst, r.Lost(), r.Sent-r.InFlight)
 		}
 	}
 }
@@ -312,7 +321,7 @@ func (s *soak) sample(ctx context.Context, stableHosts []*cluster.Host, revPerMi
 	}
 	s.churnMu.Lock()
 	for _, h := range stableHosts {
-		err := cluster.Eventually(ctx, 30*time.Second, func() error { return s.routesMatchLeases(ctx, h) })
+		err := cluster.Eventually(ctx, 30*time.Second, func() error { return s.matchesLeases(ctx, h) })
 		if err != nil {
 			s.fail("%s: %v", h, err)
 		}
@@ -330,10 +339,13 @@ func (s *soak) sample(ctx context.Context, stableHosts []*cluster.Host, revPerMi
 		r.at, r.sent, r.lost, r.joins, r.rel, r.crash, r.revPerMin, strings.Join(r.rssMB, "/"), strings.Join(r.threads, "/"), strings.Join(r.gorts, "/"))
 }
 
-// routesMatchLeases compares h's vxlan routes with the other leases in etcd.
-// A crashed host's lease and routes stay until its TTL runs out; both sides
-// see the same expiry, so they still have to match.
-func (s *soak) routesMatchLeases(ctx context.Context, h *cluster.Host) error {
+// matchesLeases compares h's kernel state with the other leases in etcd. A
+// crashed host's lease stays until its TTL runs out, and so do the peers'
+// objects for it: both sides see the same expiry, so they still have to
+// match. vxlan: one route per lease. udp: the one route for the network into
+// flannel0, and a forwarding table (agentd_peers_programmed, on /metrics)
+// with one entry per lease.
+func (s *soak) matchesLeases(ctx context.Context, h *cluster.Host) error {
 	resp, err := s.cli.Get(ctx, prefix+"/subnets/", clientv3.WithPrefix())
 	if err != nil {
 		return err
@@ -343,13 +355,27 @@ func (s *soak) routesMatchLeases(ctx context.Context, h *cluster.Host) error {
 		return err
 	}
 	var want []string
+	peers := 0
 	for _, kv := range resp.Kvs {
 		sn, _, err := subnet.ParseSubnetKey(strings.TrimPrefix(string(kv.Key), prefix+"/subnets/"))
 		if err != nil {
 			return err
 		}
 		if sn != own.Subnet.Masked() {
-			want = append(want, fmt.Sprintf("%s via %s dev flannel.1 proto 74 onlink", sn, sn.Addr()))
+			peers++
+			if s.backend == "vxlan" {
+				want = append(want, fmt.Sprintf("%s via %s dev flannel.1 proto 74 onlink", sn, sn.Addr()))
+			}
+		}
+	}
+	if s.backend == "udp" {
+		want = append(want, network+" dev flannel0 proto 74")
+		n, err := metric(ctx, h, "agentd_peers_programmed")
+		if err != nil {
+			return err
+		}
+		if n != peers {
+			return fmt.Errorf("forwarding table: agentd_peers_programmed is %d, the other leases are %d", n, peers)
 		}
 	}
 	slices.Sort(want)
@@ -391,21 +417,47 @@ func procStatus(pid int) (rssKB, threads int) {
 	return rssKB, threads
 }
 
-var goGoroutines = regexp.MustCompile(`(?m)^go_goroutines (\d+)$`)
-
-// goroutines is go_goroutines from the agent's /metrics, or -1.
-func goroutines(ctx context.Context, h *cluster.Host) int {
+// metric reads an unlabelled metric from h's agent's /metrics.
+func metric(ctx context.Context, h *cluster.Host, name string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, body, err := h.HealthGet(ctx, "/metrics")
 	if err != nil {
-		return -1
+		return 0, err
 	}
-	m := goGoroutines.FindSubmatch(body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\d+)$`).FindSubmatch(body)
 	if m == nil {
+		return 0, fmt.Errorf("%s: no %s on /metrics", h, name)
+	}
+	return strconv.Atoi(string(m[1]))
+}
+
+var udpPackets = regexp.MustCompile(`(?m)^agentd_udp_packets_total\{direction="(\w+)",result="(\w+)"\} (\d+)$`)
+
+// udpCounters lists the udp datapath's non-zero packet counters on h's
+// /metrics, for the report.
+func udpCounters(ctx context.Context, h *cluster.Host) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, body, err := h.HealthGet(ctx, "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, m := range udpPackets.FindAllSubmatch(body, -1) {
+		if string(m[3]) != "0" {
+			out = append(out, fmt.Sprintf("%s %s %s", m[1], m[2], m[3]))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// goroutines is go_goroutines from the agent's /metrics, or -1.
+func goroutines(ctx context.Context, h *cluster.Host) int {
+	n, err := metric(ctx, h, "go_goroutines")
+	if err != nil {
 		return -1
 	}
-	n, _ := strconv.Atoi(string(m[1]))
 	return n
 }
 
