@@ -146,6 +146,7 @@ type soak struct {
 	joinReached []time.Duration // start → reached from c1, every join
 	totalSent   int
 	totalLost   int
+	inFlight    int // last probes of chunks, in flight at the deadline (not counted)
 	rows        []row
 	failures    []string
 }
@@ -183,6 +184,7 @@ func (s *soak) pingLoop(ctx context.Context, c *cluster.Container, dst netip.Add
 		s.mu.Lock()
 		s.sent += r.Sent - r.InFlight
 		s.lost += r.Lost()
+		s.inFlight += r.InFlight
 		s.mu.Unlock()
 		if r.Lost() != 0 {
 			s.fail("%s -> %s: lost %d of %d pings", c, dst, r.Lost(), r.Sent-r.InFlight)
@@ -480,8 +482,9 @@ func (s *soak) report() {
 	}
 	joins := len(s.joinReached)
 	s.t.Logf("soak report (RSS and threads from /proc/<pid>/status, goroutines from each agent's /metrics):\n%s\n"+
-		"stable pings: %d sent, %d lost; %d joins, agent start → reached from h1's container p50 %v, p99 %v; %d failures",
-		b.String(), s.totalSent, s.totalLost, joins, p50.Round(time.Millisecond), p99.Round(time.Millisecond), len(s.failures))
+		"stable pings: %d sent, %d lost (not counted: %d probes still in flight when their ping's deadline ended it); "+
+		"%d joins, agent start → reached from h1's container p50 %v, p99 %v; %d failures",
+		b.String(), s.totalSent, s.totalLost, s.inFlight, joins, p50.Round(time.Millisecond), p99.Round(time.Millisecond), len(s.failures))
 	for _, f := range s.failures {
 		s.t.Errorf("%s", f)
 	}
