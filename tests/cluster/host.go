@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -275,6 +276,25 @@ func (h *Host) HealthGet(ctx context.Context, path string) (int, []byte, error) 
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	return resp.StatusCode, body, err
+}
+
+// Metric reads the unlabelled metric name (a gauge or counter without
+// labels) from the agent's /metrics. ctx bounds it, 5s at most.
+func (h *Host) Metric(ctx context.Context, name string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	code, body, err := h.HealthGet(ctx, "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("%s: GET /metrics: status %d", h.Short, code)
+	}
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return 0, fmt.Errorf("%s: /metrics has no %s", h.Short, name)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
 }
 
 // Ready asks the agent's /readyz. It returns true for 200, false for any

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -177,15 +175,7 @@ func TestMetrics(t *testing.T) {
 	f.waitReady(h1, h2)
 	metric := func(name string) float64 {
 		t.Helper()
-		code, body, err := h1.HealthGet(f.ctx, "/metrics")
-		if err != nil || code != 200 {
-			t.Fatalf("GET /metrics: %d %v", code, err)
-		}
-		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(string(body))
-		if m == nil {
-			t.Fatalf("/metrics has no %s", name)
-		}
-		v, err := strconv.ParseFloat(m[1], 64)
+		v, err := h1.Metric(f.ctx, name)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -151,19 +151,12 @@ func (e *env) cold(backend string, n int) coldResult {
 	return r
 }
 
-var goroutinesRE = regexp.MustCompile(`(?m)^go_goroutines (\d+)$`)
-
 func (e *env) goroutines() int {
-	code, body, err := e.h.HealthGet(e.ctx, "/metrics")
-	if err != nil || code != 200 {
-		e.b.Fatalf("/metrics: %d %v", code, err)
+	n, err := e.h.Metric(e.ctx, "go_goroutines")
+	if err != nil {
+		e.b.Fatal(err)
 	}
-	m := goroutinesRE.FindSubmatch(body)
-	if m == nil {
-		e.b.Fatal("/metrics has no go_goroutines")
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
+	return int(n)
 }
 
 // churnResult is a churn window at N peers.

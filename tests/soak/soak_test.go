@@ -372,12 +372,12 @@ func (s *soak) matchesLeases(ctx context.Context, h *cluster.Host) error {
 	}
 	if s.backend == "udp" {
 		want = append(want, network+" dev flannel0 proto 74")
-		n, err := metric(ctx, h, "agentd_peers_programmed")
+		n, err := h.Metric(ctx, "agentd_peers_programmed")
 		if err != nil {
 			return err
 		}
-		if n != peers {
-			return fmt.Errorf("forwarding table: agentd_peers_programmed is %d, the other leases are %d", n, peers)
+		if n != float64(peers) {
+			return fmt.Errorf("forwarding table: agentd_peers_programmed is %v, the other leases are %d", n, peers)
 		}
 	}
 	slices.Sort(want)
@@ -419,21 +419,6 @@ func procStatus(pid int) (rssKB, threads int) {
 	return rssKB, threads
 }
 
-// metric reads an unlabelled metric from h's agent's /metrics.
-func metric(ctx context.Context, h *cluster.Host, name string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, body, err := h.HealthGet(ctx, "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\d+)$`).FindSubmatch(body)
-	if m == nil {
-		return 0, fmt.Errorf("%s: no %s on /metrics", h, name)
-	}
-	return strconv.Atoi(string(m[1]))
-}
-
 var udpPackets = regexp.MustCompile(`(?m)^agentd_udp_packets_total\{direction="(\w+)",result="(\w+)"\} (\d+)$`)
 
 // udpCounters lists the udp datapath's non-zero packet counters on h's
@@ -456,11 +441,11 @@ func udpCounters(ctx context.Context, h *cluster.Host) string {
 
 // goroutines is go_goroutines from the agent's /metrics, or -1.
 func goroutines(ctx context.Context, h *cluster.Host) int {
-	n, err := metric(ctx, h, "go_goroutines")
+	n, err := h.Metric(ctx, "go_goroutines")
 	if err != nil {
 		return -1
 	}
-	return n
+	return int(n)
 }
 
 func (s *soak) report() {
