@@ -550,17 +550,34 @@ func TestDriftRepairedUDP(t *testing.T) {
 	}
 }
 
-func peerMAC(t *testing.T, f *fixture, sn netip.Prefix) string {
+// leaseAttrs is what the tests read of a lease's value.
+type leaseAttrs struct {
+	BackendData struct{ VtepMAC string }
+	HostID      string
+}
+
+// peerLease reads the lease of sn from etcd.
+func peerLease(t *testing.T, f *fixture, sn netip.Prefix) leaseAttrs {
 	t.Helper()
 	v, ok := f.leases()[subnet.MakeSubnetKey(sn, netip.Prefix{})]
 	if !ok {
 		t.Fatalf("no lease for %s", sn)
 	}
-	var l struct{ BackendData struct{ VtepMAC string } }
+	var l leaseAttrs
 	if err := json.Unmarshal([]byte(v), &l); err != nil {
 		t.Fatal(err)
 	}
-	return l.BackendData.VtepMAC
+	return l
+}
+
+func peerMAC(t *testing.T, f *fixture, sn netip.Prefix) string {
+	t.Helper()
+	return peerLease(t, f, sn).BackendData.VtepMAC
+}
+
+func peerHostID(t *testing.T, f *fixture, sn netip.Prefix) string {
+	t.Helper()
+	return peerLease(t, f, sn).HostID
 }
 
 // TestRestartLosesNoPings stops an agent (SIGKILL, or SIGTERM which must

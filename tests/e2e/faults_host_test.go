@@ -13,6 +13,7 @@ package e2e
 //	               └─ etcd 198.18.0.254        bad keys written (7)
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,14 +52,14 @@ func logLen(t *testing.T, h *cluster.Host) int {
 	return len(logFrom(t, h, 0))
 }
 
-// logWindow is the time from the first to the last line of h's agent log,
-// from off on, that contains needle, read from klog's line headers; -1 when
-// no line does.
-func logWindow(t *testing.T, h *cluster.Host, off int, needle string) time.Duration {
+// logWindow is the time from the first line of h's agent log, from off on,
+// that contains from to the last line after it that contains to, read from
+// klog's line headers; -1 when no line contains from.
+func logWindow(t *testing.T, h *cluster.Host, off int, from, to string) time.Duration {
 	t.Helper()
 	var first, last time.Time
 	for _, l := range strings.Split(logFrom(t, h, off), "\n") {
-		if !strings.Contains(l, needle) {
+		if first.IsZero() && !strings.Contains(l, from) || !first.IsZero() && !strings.Contains(l, to) {
 			continue
 		}
 		// "I1202 23:52:10.108592   31580 diff.go:133] ..."
@@ -79,12 +81,16 @@ func logWindow(t *testing.T, h *cluster.Host, off int, needle string) time.Durat
 	return last.Sub(first)
 }
 
-// vxlanState is a host's vxlan datapath as text: routes, neighbours and FDB
-// entries of flannel.1.
-func vxlanState(h *cluster.Host) (string, error) {
+// datapathState is a host's datapath in the kernel as text: with vxlan the
+// routes, neighbours and FDB entries of flannel.1; with udp the routes (the
+// forwarding table is the agent's own, and its changes are logged).
+func datapathState(backend string, h *cluster.Host) (string, error) {
 	routes, err := h.Routes()
 	if err != nil {
 		return "", err
+	}
+	if backend != "vxlan" {
+		return "routes:\n" + strings.Join(routes, "\n"), nil
 	}
 	neigh, err := h.Neighbours("flannel.1")
 	if err != nil {
@@ -108,15 +114,23 @@ func deviceMAC(t *testing.T, h *cluster.Host) string {
 	return l.Attrs().HardwareAddr.String()
 }
 
+// deviceOf is the device each backend under test makes.
+func deviceOf(backend string) string {
+	if backend == "udp" {
+		return "flannel0"
+	}
+	return "flannel.1"
+}
+
 // crash simulates the loss of everything a reboot loses on h: the agent
-// (SIGKILL), the vxlan device with every route, neighbour and FDB entry on
-// it, any other route of ours, the iptables rules and, as /run is a tmpfs,
-// subnet.env. The containers are kept, as a container runtime would bring
-// them back with the same --bip.
-func crash(t *testing.T, h *cluster.Host) {
+// (SIGKILL), the backend's device with every route, neighbour and FDB entry
+// on it, udp's descriptor keeper, any other route of ours, the iptables
+// rules and, as /run is a tmpfs, subnet.env. The containers are kept, as a
+// container runtime would bring them back with the same --bip.
+func crash(t *testing.T, f *fixture, h *cluster.Host, backend string) {
 	t.Helper()
 	h.Agent().Kill()
-	if err := h.DeleteLink("flannel.1"); err != nil {
+	if err := h.DeleteLink(deviceOf(backend)); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -141,66 +155,73 @@ func crash(t *testing.T, h *cluster.Host) {
 			t.Fatalf("%s still has %q after the simulated reboot", h, r)
 		}
 	}
+	if backend == "udp" {
+		// A reboot ends udp's descriptor keeper too (it would exit by
+		// itself within 2 s of its device's deletion).
+		out, err := h.Exec(ctx, "ss", "-xlpH")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := keeperPID.FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("%s: no descriptor keeper listening:\n%s", h, out)
+		}
+		pid, _ := strconv.Atoi(string(m[1]))
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("%s: kill the descriptor keeper (pid %d): %v", h, pid, err)
+		}
+		f.eventually(h.String()+"'s descriptor keeper gone", 5*time.Second, func() error {
+			out, err := h.Exec(ctx, "ss", "-xlH")
+			if err != nil {
+				return err
+			}
+			if bytes.Contains(out, []byte("agentd-udp-keeper")) {
+				return fmt.Errorf("a keeper still listens:\n%s", out)
+			}
+			return nil
+		})
+	}
 }
 
+// keeperPID finds the pid of udp's descriptor keeper in `ss -xlpH`.
+var keeperPID = regexp.MustCompile(`@agentd-udp-keeper/flannel0 .*pid=(\d+)`)
+
 // TestFaultReboot (scenario 4): h2 reboots. With its state directory kept it
-// comes back with the same subnet and the same VTEP MAC, and its peers change
-// nothing in their kernels; with the state directory lost as well (but
-// subnet.env still there) it keeps its subnet, publishes a new MAC and every
-// peer follows.
+// comes back with the same subnet (and with vxlan the same VTEP MAC), and its
+// peers change nothing in their kernels or forwarding tables; with the
+// state directory lost as well (but subnet.env still there) it keeps its
+// subnet under a new host ID; with vxlan it publishes a new MAC and every
+// peer follows, with udp the peers again change nothing.
 func TestFaultReboot(t *testing.T) {
-	f := newFixture(t, 3, hfConfig("vxlan"))
+	for _, backend := range []string{"vxlan", "udp"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			testReboot(t, backend)
+		})
+	}
+}
+
+func testReboot(t *testing.T, backend string) {
+	f := newFixture(t, 3, hfConfig(backend))
 	hosts := f.c.Hosts()
 	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
 	cs := f.startAll()
 	c1, c2, c3 := cs[0], cs[1], cs[2]
 	sn2 := hostSubnet(t, h2)
-	mac2 := peerMAC(t, f, sn2)
-	if got := deviceMAC(t, h2); got != mac2 {
-		t.Fatalf("h2's flannel.1 has MAC %s, its lease says %s", got, mac2)
+	vxlan := backend == "vxlan"
+	mac2 := ""
+	if vxlan {
+		mac2 = peerMAC(t, f, sn2)
+		if got := deviceMAC(t, h2); got != mac2 {
+			t.Fatalf("h2's flannel.1 has MAC %s, its lease says %s", got, mac2)
+		}
 	}
 	peers := []*cluster.Host{h1, h3}
-
-	t.Run("state kept", func(t *testing.T) {
-		before := map[*cluster.Host]string{}
-		marks := map[*cluster.Host]int{}
-		for _, h := range peers {
-			s, err := vxlanState(h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			before[h], marks[h] = s, logLen(t, h)
-		}
-		bystander := f.pingFor(c1, c3.IP(), 3*time.Second)
-		across := f.pingFor(c1, c2.IP(), 3*time.Second)
-		crash(t, h2)
-		restart := time.Now()
-		f.start(h2)
-		f.waitReady(h2)
-		ready := time.Since(restart)
-		f.pingAll([]*cluster.Container{c1, c2})
-		reachable := time.Since(restart)
-		r := bystander.wait(t)
-		recordLoss("reboot vxlan, state kept: h1→h3", r, "bystanders while h2 reboots")
-		if r.Lost() != 0 {
-			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r.Lost(), r.Sent)
-		}
-		r = across.wait(t)
-		recordLoss("reboot vxlan, state kept: h1→h2", r, "to the rebooted host: lost while its device was gone")
-		t.Logf("h2 ready %v and reachable from h1 %v after the restart", ready.Round(time.Millisecond), reachable.Round(time.Millisecond))
-
-		if got := hostSubnet(t, h2); got != sn2 {
-			t.Fatalf("h2 came back with %s, had %s", got, sn2)
-		}
-		if got := peerMAC(t, f, sn2); got != mac2 {
-			t.Errorf("h2's lease now advertises MAC %s, had %s", got, mac2)
-		}
-		if got := deviceMAC(t, h2); got != mac2 {
-			t.Errorf("h2's recreated flannel.1 has MAC %s, want the kept %s", got, mac2)
-		}
-		// The restart rewrote h2's lease (new etcd lease, same value): wait
-		// until each peer has seen that and reconciled, then check it
-		// changed nothing in its kernel.
+	// untouched checks that each peer of h2 reconciled after h2's lease was
+	// rewritten (since the log marks) and changed nothing in its kernel or,
+	// with udp, in its forwarding table.
+	untouched := func(t *testing.T, before map[*cluster.Host]string, marks map[*cluster.Host]int) {
+		t.Helper()
 		for _, h := range peers {
 			f.eventually(h.String()+" reconciles after h2's lease update", 10*time.Second, func() error {
 				log := logFrom(t, h, marks[h])
@@ -210,7 +231,7 @@ func TestFaultReboot(t *testing.T) {
 				}
 				return nil
 			})
-			after, err := vxlanState(h)
+			after, err := datapathState(backend, h)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -218,21 +239,75 @@ func TestFaultReboot(t *testing.T) {
 				t.Errorf("%s's datapath changed across h2's reboot:\nbefore:\n%s\nafter:\n%s", h, before[h], after)
 			}
 			for _, l := range strings.Split(logFrom(t, h, marks[h]), "\n") {
-				if kernelChange.MatchString(l) {
-					t.Errorf("%s touched its kernel for h2's reboot: %s", h, l)
+				if kernelChange.MatchString(l) || strings.Contains(l, `"forwarding table `) {
+					t.Errorf("%s changed its datapath for h2's reboot: %s", h, l)
 				}
 			}
 		}
+	}
+	snapshot := func(t *testing.T) (map[*cluster.Host]string, map[*cluster.Host]int) {
+		t.Helper()
+		before, marks := map[*cluster.Host]string{}, map[*cluster.Host]int{}
+		for _, h := range peers {
+			s, err := datapathState(backend, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before[h], marks[h] = s, logLen(t, h)
+		}
+		return before, marks
+	}
+
+	t.Run("state kept", func(t *testing.T) {
+		before, marks := snapshot(t)
+		bystander := f.pingFor(c1, c3.IP(), 3*time.Second)
+		across := f.pingFor(c1, c2.IP(), 3*time.Second)
+		crash(t, f, h2, backend)
+		restart := time.Now()
+		f.start(h2)
+		f.waitReady(h2)
+		ready := time.Since(restart)
+		f.pingAll([]*cluster.Container{c1, c2})
+		reachable := time.Since(restart)
+		r := bystander.wait(t)
+		recordLoss("reboot "+backend+", state kept: h1→h3", r, "bystanders while h2 reboots")
+		if r.Lost() != 0 {
+			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r.Lost(), r.Sent)
+		}
+		r = across.wait(t)
+		recordLoss("reboot "+backend+", state kept: h1→h2", r, "to the rebooted host: lost while its device was gone")
+		t.Logf("h2 ready %v and reachable from h1 %v after the restart", ready.Round(time.Millisecond), reachable.Round(time.Millisecond))
+
+		if got := hostSubnet(t, h2); got != sn2 {
+			t.Fatalf("h2 came back with %s, had %s", got, sn2)
+		}
+		if vxlan {
+			if got := peerMAC(t, f, sn2); got != mac2 {
+				t.Errorf("h2's lease now advertises MAC %s, had %s", got, mac2)
+			}
+			if got := deviceMAC(t, h2); got != mac2 {
+				t.Errorf("h2's recreated flannel.1 has MAC %s, want the kept %s", got, mac2)
+			}
+		}
+		// The restart rewrote h2's lease (new etcd lease, same value): each
+		// peer must see that, reconcile, and change nothing.
+		untouched(t, before, marks)
 	})
 
 	t.Run("state lost", func(t *testing.T) {
+		before, marks := snapshot(t)
+		id2 := peerHostID(t, f, sn2)
 		bystander := f.pingFor(c1, c3.IP(), 4*time.Second)
 		across := f.pingFor(c1, c2.IP(), 4*time.Second)
-		crash(t, h2)
+		crash(t, f, h2, backend)
 		// subnet.env survives here (no reboot, a reinstall that kept /run):
 		// it is what names h2's subnet now that its identity is gone.
-		if err := os.WriteFile(h2.SubnetFile(), []byte(fmt.Sprintf("FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
-			network, netip.PrefixFrom(sn2.Addr().Next(), sn2.Bits()))), 0o644); err != nil {
+		mtu := 1450
+		if !vxlan {
+			mtu = 1472
+		}
+		if err := os.WriteFile(h2.SubnetFile(), []byte(fmt.Sprintf("FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\nFLANNEL_MTU=%d\nFLANNEL_IPMASQ=false\n",
+			network, netip.PrefixFrom(sn2.Addr().Next(), sn2.Bits()), mtu)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		ents, err := os.ReadDir(h2.StateDir())
@@ -250,35 +325,48 @@ func TestFaultReboot(t *testing.T) {
 		if got := hostSubnet(t, h2); got != sn2 {
 			t.Fatalf("h2 came back with %s, had %s", got, sn2)
 		}
-		newMAC := peerMAC(t, f, sn2)
-		if newMAC == mac2 {
-			t.Fatalf("h2 lost its state directory but advertises the old MAC %s", mac2)
+		if id := peerHostID(t, f, sn2); id == id2 || id == "" {
+			t.Errorf("h2 lost its state directory but its lease has host ID %q (had %q)", id, id2)
 		}
-		if got := deviceMAC(t, h2); got != newMAC {
-			t.Errorf("h2's flannel.1 has MAC %s, its lease says %s", got, newMAC)
-		}
-		for _, h := range peers {
-			f.eventually(h.String()+" follows h2's new MAC", 10*time.Second, func() error {
-				s, err := vxlanState(h)
-				if err != nil {
-					return err
-				}
-				if strings.Contains(s, mac2) || !strings.Contains(s, sn2.Addr().String()+" lladdr "+newMAC+" PERMANENT") ||
-					!strings.Contains(s, newMAC+" dst "+h2.IP.String()) {
-					return fmt.Errorf("datapath does not point at %s yet:\n%s", newMAC, s)
-				}
-				return nil
-			})
+		if vxlan {
+			newMAC := peerMAC(t, f, sn2)
+			if newMAC == mac2 {
+				t.Fatalf("h2 lost its state directory but advertises the old MAC %s", mac2)
+			}
+			if got := deviceMAC(t, h2); got != newMAC {
+				t.Errorf("h2's flannel.1 has MAC %s, its lease says %s", got, newMAC)
+			}
+			for _, h := range peers {
+				f.eventually(h.String()+" follows h2's new MAC", 10*time.Second, func() error {
+					s, err := datapathState(backend, h)
+					if err != nil {
+						return err
+					}
+					if strings.Contains(s, mac2) || !strings.Contains(s, sn2.Addr().String()+" lladdr "+newMAC+" PERMANENT") ||
+						!strings.Contains(s, newMAC+" dst "+h2.IP.String()) {
+						return fmt.Errorf("datapath does not point at %s yet:\n%s", newMAC, s)
+					}
+					return nil
+				})
+			}
+		} else {
+			// A new host ID and nothing else: the forwarding entry
+			// (subnet → address and port) is the same.
+			untouched(t, before, marks)
 		}
 		f.pingAll(cs)
-		t.Logf("h2 reachable by all %v after the restart with a new MAC", time.Since(restart).Round(time.Millisecond))
+		t.Logf("h2 reachable by all %v after the restart with a new identity", time.Since(restart).Round(time.Millisecond))
 		r := bystander.wait(t)
-		recordLoss("reboot vxlan, state lost: h1→h3", r, "bystanders while h2 reboots")
+		recordLoss("reboot "+backend+", state lost: h1→h3", r, "bystanders while h2 reboots")
 		if r.Lost() != 0 {
 			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r.Lost(), r.Sent)
 		}
 		r = across.wait(t)
-		recordLoss("reboot vxlan, state lost: h1→h2", r, "to the rebooted host: lost until peers had its new MAC")
+		note := "to the rebooted host: lost while its device was gone"
+		if vxlan {
+			note = "to the rebooted host: lost until peers had its new MAC"
+		}
+		recordLoss("reboot "+backend+", state lost: h1→h2", r, note)
 		if n := len(f.leases()); n != 3 {
 			t.Errorf("%d leases in etcd after the reboot, want 3: %v", n, f.leases())
 		}
@@ -298,8 +386,19 @@ var kernelChange = regexp.MustCompile(`"kernel (add|update|delete)"`)
 // few milliseconds a peer follows the overwritten key before h2 writes its
 // value back); each bad key is logged with the key and a running count; the
 // config change is refused with the reason, and the running config kept.
+// With vxlan and with udp (whose forwarding table follows the overwritten
+// key like vxlan's FDB).
 func TestFaultMalformedData(t *testing.T) {
-	f := newFixture(t, 3, hfConfig("vxlan"))
+	for _, backend := range []string{"vxlan", "udp"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			testMalformedData(t, backend)
+		})
+	}
+}
+
+func testMalformedData(t *testing.T, backend string) {
+	f := newFixture(t, 3, hfConfig(backend))
 	hosts := f.c.Hosts()
 	h2 := hosts[1]
 	cs := f.startAll()
@@ -310,7 +409,7 @@ func TestFaultMalformedData(t *testing.T) {
 	before := map[*cluster.Host]string{}
 	marks := map[*cluster.Host]int{}
 	for _, h := range hosts {
-		s, err := vxlanState(h)
+		s, err := datapathState(backend, h)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -319,7 +418,11 @@ func TestFaultMalformedData(t *testing.T) {
 
 	p12 := f.pingFor(c1, c2.IP(), 8*time.Second)
 	p31 := f.pingFor(c3, c1.IP(), 8*time.Second)
+	// vx is a valid lease of the cluster's backend.
 	vx := func(ip, mac string) string {
+		if backend == "udp" {
+			return fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"udp"}`, ip)
+		}
 		return fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":%q}}`, ip, mac)
 	}
 	bad := []struct{ what, key, value string }{
@@ -333,8 +436,8 @@ func TestFaultMalformedData(t *testing.T) {
 		f.put(prefix+"/subnets/"+b.key, b.value)
 	}
 	// h2's own key overwritten in place with another host's address.
-	const overwriteMAC = "0a:00:00:00:00:75"
-	f.put(prefix+"/subnets/"+key2, vx("198.18.0.75", overwriteMAC))
+	const overwriteIP, overwriteMAC = "198.18.0.75", "0a:00:00:00:00:75"
+	f.put(prefix+"/subnets/"+key2, vx(overwriteIP, overwriteMAC))
 
 	for _, h := range hosts {
 		for _, b := range bad {
@@ -376,21 +479,29 @@ func TestFaultMalformedData(t *testing.T) {
 	}
 	configChange(`{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan"}}`, `config: \"SubnetLen\": 31 is longer than /30`)
 	configChange(`{"Network":"10.245.0.0/16","Backend":{"Type":"host-gw"}}`, "restart agentd to apply it")
-	configChange(hfConfig("vxlan"), "network config matches the running one again")
+	configChange(hfConfig(backend), "network config matches the running one again")
 
 	r12, r31 := p12.wait(t), p31.wait(t)
 	// The overwrite in place is a valid lease: h1 follows it, pointing h2's
 	// subnet at 198.18.0.75, until h2 has written its value back. Pings sent
 	// in that window may be lost; any other loss is a fault.
-	misdirected := logWindow(t, hosts[0], marks[hosts[0]], overwriteMAC)
+	// vxlan logs the overwriting MAC when it adds the FDB entry and again
+	// when it deletes it; udp logs its forwarding entry to the overwriting
+	// address and then the one back to h2's. (h2 usually writes its value
+	// back before h1 reconciles, and h1 never follows.)
+	from, to := overwriteMAC, overwriteMAC
+	if backend == "udp" {
+		from, to = "to "+overwriteIP+":8285", fmt.Sprintf("forward %s to %s:8285", sn2, h2.IP)
+	}
+	misdirected := logWindow(t, hosts[0], marks[hosts[0]], from, to)
 	allowed, followed := 0, "h1 never followed it"
 	if misdirected >= 0 {
 		allowed = int(misdirected/pingInterval) + 1
 		followed = fmt.Sprintf("h1 followed it for %v", misdirected.Round(time.Millisecond))
 	}
 	t.Logf("h2's key overwritten in place: %s, so up to %d pings to h2 may be lost", followed, allowed)
-	recordLoss("malformed data vxlan: h1→h2", r12, "h2's key overwritten ("+followed+") and claimed; bad keys and config")
-	recordLoss("malformed data vxlan: h3→h1", r31, "bad keys and config written meanwhile")
+	recordLoss("malformed data "+backend+": h1→h2", r12, "h2's key overwritten ("+followed+") and claimed; bad keys and config")
+	recordLoss("malformed data "+backend+": h3→h1", r31, "bad keys and config written meanwhile")
 	if r12.Sent == 0 || r12.Lost() > allowed {
 		t.Errorf("h1→h2 lost %d of %d pings, more than the %d sent while h1 followed the overwritten key", r12.Lost(), r12.Sent, allowed)
 	}
@@ -405,7 +516,7 @@ func TestFaultMalformedData(t *testing.T) {
 			t.Errorf("%s not ready after the bad data: %v", h, err)
 		}
 		f.eventually(h.String()+"'s datapath is as before", 10*time.Second, func() error {
-			s, err := vxlanState(h)
+			s, err := datapathState(backend, h)
 			if err != nil {
 				return err
 			}
