@@ -54,10 +54,12 @@ type agent struct {
 	health   *health
 	obs      *observer
 
-	// ipt is used only by the reconcile goroutine; iptChecked records
-	// that iptables was looked for.
-	ipt        *iptables.Manager
-	iptChecked bool
+	// ipt and iptDone are used only by the reconcile goroutine. ipt is
+	// nil until iptables is found; iptDone records that no rules are
+	// wanted and none of ours are left (or iptables is missing), so
+	// iptables need not be looked at again.
+	ipt     *iptables.Manager
+	iptDone bool
 }
 
 func (a *agent) run(ctx context.Context) error {
@@ -236,10 +238,22 @@ func (a *agent) run(ctx context.Context) error {
 	return nil
 }
 
+// leaseSource is what reconcileLoop reads of the lease manager.
+type leaseSource interface {
+	Own() (subnet.Lease, bool)
+	Peers() []subnet.Lease
+	// PeersChanged signals a change of Peers; PeersSynced is closed once
+	// the first full list of leases has arrived.
+	PeersChanged() <-chan struct{}
+	PeersSynced() <-chan struct{}
+}
+
+var _ leaseSource = (*subnet.Manager)(nil)
+
 // reconcileLoop is the one goroutine that changes the kernel. Lease changes,
 // kernel events and the resync ticker only wake it; each pass recomputes the
 // desired state from the current peer set.
-func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr *subnet.Manager, netCfg *subnet.Config, wake <-chan struct{}) {
+func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr leaseSource, netCfg *subnet.Config, wake <-chan struct{}) {
 	ticker := time.NewTicker(a.cfg.ResyncInterval)
 	defer ticker.Stop()
 	retry := time.NewTimer(0)

@@ -8,22 +8,26 @@ import (
 )
 
 // reconcileIPTables keeps our masquerade and forward chains equal to what the
-// flags and our lease ask for. With both kinds of rules off it still runs once,
-// so that chains left by an earlier run with them on are removed; it never
-// fails the agent for a missing iptables when no rules are wanted.
+// flags and our lease ask for. With both kinds of rules off it runs until it
+// has once succeeded, so that chains left by an earlier run with them on are
+// removed; it never fails the agent for a missing iptables when no rules are
+// wanted. With rules wanted, every pass fails until iptables is found and the
+// rules are in place, which keeps the agent not ready: without the FORWARD
+// rules a DROP policy (dockerd's) drops the overlay's traffic.
 func (a *agent) reconcileIPTables(netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules
 	if a.ipt == nil {
-		if a.iptChecked {
+		if a.iptDone {
 			return nil
 		}
-		a.iptChecked = true
 		m, err := iptables.New(iptables.IPv4, a.log.WithName("iptables"), iptables.Options{Mode: a.cfg.IPTablesMode})
 		if err != nil {
 			if want {
+				// Looked for again on the next pass.
 				return fmt.Errorf("iptables: %w", err)
 			}
 			a.log.V(2).Info("iptables not available; no rules wanted", "err", err)
+			a.iptDone = true
 			return nil
 		}
 		a.ipt = m
@@ -41,6 +45,7 @@ func (a *agent) reconcileIPTables(netCfg *subnet.Config, own subnet.Lease) error
 	if !want {
 		// Nothing more to keep in place.
 		a.ipt = nil
+		a.iptDone = true
 	}
 	return nil
 }

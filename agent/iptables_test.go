@@ -1,0 +1,143 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/iptables"
+	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/testr"
+)
+
+// fakeBackend programs nothing and counts the reconcile passes.
+type fakeBackend struct{ passes atomic.Int32 }
+
+var _ backend.Backend = (*fakeBackend)(nil)
+
+func (*fakeBackend) Type() string                                     { return "fake" }
+func (*fakeBackend) Prepare(context.Context) (json.RawMessage, error) { return nil, nil }
+func (*fakeBackend) MTU() int                                         { return 1450 }
+func (b *fakeBackend) Reconcile(ctx context.Context, _ subnet.Lease, _ []subnet.Lease) (backend.Result, error) {
+	b.passes.Add(1)
+	return backend.Result{}, ctx.Err()
+}
+func (*fakeBackend) Watch(ctx context.Context, _ func()) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// fakeLeases is a lease set whose first list has arrived and never changes.
+type fakeLeases struct {
+	own            subnet.Lease
+	synced, change chan struct{}
+}
+
+var _ leaseSource = (*fakeLeases)(nil)
+
+func newFakeLeases(own subnet.Lease) *fakeLeases {
+	l := &fakeLeases{own: own, synced: make(chan struct{}), change: make(chan struct{})}
+	close(l.synced)
+	return l
+}
+
+func (l *fakeLeases) Own() (subnet.Lease, bool)     { return l.own, true }
+func (l *fakeLeases) Peers() []subnet.Lease         { return nil }
+func (l *fakeLeases) PeersChanged() <-chan struct{} { return l.change }
+func (l *fakeLeases) PeersSynced() <-chan struct{}  { return l.synced }
+
+// fakeIPTables stands in for iptables, iptables-save and iptables-restore
+// (nf_tables, 1.8.9): the tables are empty and any input is taken and
+// appended to the file named by %s. It uses shell built-ins only, since PATH
+// holds nothing else.
+const fakeIPTables = `#!/bin/sh
+if [ "$1" = --version ]; then echo "iptables v1.8.9 (nf_tables)"; exit 0; fi
+while IFS= read -r l || [ -n "$l" ]; do printf '%%s\n' "$l" >>'%s'; done
+`
+
+// TestIPTablesRetriedUntilAvailable: with masquerade and forward rules
+// wanted, a missing iptables fails every reconcile pass, not just the first,
+// and so keeps the agent not ready (under dockerd's FORWARD policy DROP the
+// overlay would drop traffic without our rules); once iptables is there, the
+// next pass installs the rules and the agent becomes ready.
+func TestIPTablesRetriedUntilAvailable(t *testing.T) {
+	bin := t.TempDir()
+	t.Setenv("PATH", bin) // no iptables yet
+	restored := filepath.Join(t.TempDir(), "restored")
+
+	a := &agent{
+		cfg:    Config{IPMasq: true, IPTablesForwardRules: true, ResyncInterval: 50 * time.Millisecond},
+		log:    testr.New(t),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	a.health.setLeaseHeld(true, "")
+	a.health.setSubnetEnvWritten()
+	be := &fakeBackend{}
+	own := lease("10.244.1.0/24", "198.18.0.1")
+	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.reconcileLoop(ctx, be, newFakeLeases(own), netCfg, nil)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// A pass has ended once the next one has called the backend.
+	err := cluster.Eventually(ctx, 20*time.Second, func() error {
+		if n := be.passes.Load(); n < 4 {
+			return fmt.Errorf("%d reconcile passes, waiting for 4", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ready, why := a.health.ready(); ready || why != "peers not programmed yet" {
+		t.Errorf("after %d passes without iptables: ready=%v (%s), want not ready: peers not programmed yet", be.passes.Load()-1, ready, why)
+	}
+	if st := a.obs.status(a.health); !strings.Contains(st.LastResyncError, "iptables") {
+		t.Errorf("last reconcile error %q, want the missing iptables", st.LastResyncError)
+	}
+
+	// Each appears whole (the loop may be looking for it right now).
+	staging := t.TempDir()
+	for _, name := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		tmp := filepath.Join(staging, name)
+		if err := os.WriteFile(tmp, fmt.Appendf(nil, fakeIPTables, restored), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+		if ready, why := a.health.ready(); !ready {
+			return fmt.Errorf("not ready: %s (last reconcile error: %s)", why, a.obs.status(a.health).LastResyncError)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("with iptables installed: %v", err)
+	}
+	got, err := os.ReadFile(restored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, chain := range []string{iptables.MasqChain, iptables.ForwardChain} {
+		if !strings.Contains(string(got), "-A "+chain+" ") {
+			t.Errorf("no rule of %s restored; iptables-restore input:\n%s", chain, got)
+		}
+	}
+}
