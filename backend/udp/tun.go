@@ -150,9 +150,19 @@ func (p polled) close() error { return p.f.Close() }
 // returns false and Go's poller waits for the descriptor). read, writev,
 // recvmmsg and sendmmsg all take this shape; the two last ones get 0 flags
 // (and no timeout) from the zero arguments after n.
+//
+// The call is a raw one, which does not tell Go's scheduler that the thread
+// is in a system call. These calls never block, but they can take 50–100 µs
+// (a writev into the device runs the receiving TCP stack, a sendmmsg the
+// whole path to the peer's socket); announced, each such call let Go's
+// monitor thread take the worker's processor away and wake another thread to
+// look for work, which then parked again: ≈ 10 % of the agents' CPU in
+// runtime.sysmon alone, and extra wake-ups on every packet's path. Held, the
+// processor is busy for at most one call; Go's preemption and garbage
+// collector wait for the call to return, as for any other code.
 func rawCall(trap, fd uintptr, p unsafe.Pointer, n int) (r uintptr, errno unix.Errno, ready bool) {
 	for {
-		r, _, errno = unix.Syscall6(trap, fd, uintptr(p), uintptr(n), 0, 0, 0)
+		r, _, errno = unix.RawSyscall6(trap, fd, uintptr(p), uintptr(n), 0, 0, 0)
 		if errno != unix.EINTR {
 			return r, errno, errno != unix.EAGAIN
 		}
