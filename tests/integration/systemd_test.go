@@ -135,3 +135,19 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestSystemdUnitSparesUDPKeeper: the udp backend's descriptor keeper is a
+// child of agentd in the unit's cgroup, and carries the datapath across an
+// agent restart only if stopping the unit signals agentd alone. With
+// KillMode=control-group or mixed (systemd.kill(5): the SIGKILL that follows
+// goes to every process left in the cgroup) every restart would drop
+// packets until the new agent had made new queues.
+func TestSystemdUnitSparesUDPKeeper(t *testing.T) {
+	u, err := sdunit.Load(agentdUnit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode, _ := u.Value("Service", "KillMode"); mode != "process" {
+		t.Fatalf("%s: KillMode=%q; the udp descriptor keeper needs KillMode=process to survive a restart", agentdUnit, mode)
+	}
+}
