@@ -321,10 +321,17 @@ func (m *mmsg) splitGSO() {
 }
 
 // send sends every message of the batch. A message the kernel refuses is
-// skipped and counted in failed. When the refusal is of GSO itself (EIO:
-// the route's device cannot checksum), GSO is turned off on the socket and
-// the rest of the batch goes out one datagram per message. err is set only
-// when the socket is closed.
+// skipped and its datagrams counted in failed. A GSO message refused for
+// what GSO asks of the route makes the rest of the batch go out one
+// datagram per message, which the kernel fragments where it must:
+//   - EIO: the route's device cannot checksum, which holds for every
+//     message, so GSO is turned off on the socket too;
+//   - EMSGSIZE (EINVAL from older kernels): a segment with its UDP and IP
+//     headers is larger than the route device's MTU (the underlay's MTU
+//     lowered since the device's was set, or a peer behind a smaller one).
+//     That is one route's matter, so GSO stays on for the next batch.
+//
+// err is set only when the socket is closed.
 func (s *udpSock) send(m *mmsg) (failed int, err error) {
 	m.finish()
 	m.done = 0
@@ -336,12 +343,19 @@ func (s *udpSock) send(m *mmsg) (failed int, err error) {
 		if m.errno == 0 {
 			continue
 		}
-		if m.errno == unix.EIO && m.hdrs[m.done].Hdr.Controllen != 0 {
-			s.gso.Store(false)
-			m.splitGSO()
-			continue
+		h := &m.hdrs[m.done].Hdr
+		if h.Controllen != 0 {
+			switch m.errno {
+			case unix.EIO:
+				s.gso.Store(false)
+				m.splitGSO()
+				continue
+			case unix.EMSGSIZE, unix.EINVAL:
+				m.splitGSO()
+				continue
+			}
 		}
-		failed++
+		failed += int(h.Iovlen) / 2 // two iovecs per datagram
 		m.done++
 	}
 	return failed, nil
