@@ -8,12 +8,16 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/etcdtest"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 )
 
@@ -51,6 +55,21 @@ func (e *env) manager(ip, hostID string, mod ...func(*subnet.ManagerConfig)) *su
 		f(&mc)
 	}
 	return subnet.NewManager(e.reg, e.net, mc)
+}
+
+// interceptedClient returns a client of e's etcd whose unary calls pass
+// through f on their way to etcd (each retry of the client's own included),
+// so that a test can fail or delay chosen requests.
+func (e *env) interceptedClient(t *testing.T, f grpc.UnaryClientInterceptor) *clientv3.Client {
+	t.Helper()
+	cfg := e.srv.ClientConfig()
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithChainUnaryInterceptor(f))
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }
 
 // pinned makes a manager ask for sn first, so that a test's own keys cannot
@@ -297,6 +316,115 @@ func TestOwnLeaseOverwrittenIsRestored(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestOwnLeaseOverwriteSeenByRelistIsRestored: the agent is cut off from etcd
+// while its key is overwritten in place (same etcd lease, another public IP)
+// and the history is compacted, so it learns of the overwrite from a re-list,
+// not from a watch event. It must write its value back all the same.
+func TestOwnLeaseOverwriteSeenByRelistIsRestored(t *testing.T) {
+	e := newEnv(t, net16)
+	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+	l := acquire(t, m)
+	run(t, m)
+	eventually(t, "first list", func() error {
+		select {
+		case <-m.PeersSynced():
+			return nil
+		default:
+			return errors.New("not listed yet")
+		}
+	})
+	inproc := e.srv.InProcessClient(t)
+	ctx := context.Background()
+	if err := e.srv.SetLoopback(false); err != nil {
+		t.Fatal(err)
+	}
+	defer e.srv.SetLoopback(true)
+	eventually(t, "client notices the cut", func() error {
+		if st := e.cli.ActiveConnection().GetState(); st == connectivity.Ready {
+			return fmt.Errorf("connection %s", st)
+		}
+		return nil
+	})
+	key := e.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+	if _, err := inproc.Put(ctx, key, `{"PublicIP":"198.18.0.99","BackendType":"vxlan"}`, clientv3.WithLease(clientv3.LeaseID(l.LeaseID))); err != nil {
+		t.Fatal(err)
+	}
+	// A later write elsewhere: the list's revision is not the key's.
+	resp, err := inproc.Put(ctx, "/unrelated", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inproc.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	relists := m.Stats.Relists.Load()
+	if err := e.srv.SetLoopback(true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "our value written back", func() error {
+		val, id, _ := e.raw(t, l)
+		if !strings.Contains(val, `"198.18.0.1"`) || id != l.LeaseID {
+			return fmt.Errorf("value %s lease %x; relists %d", val, id, m.Stats.Relists.Load())
+		}
+		return nil
+	})
+	if n := m.Stats.Relists.Load(); n <= relists {
+		t.Fatalf("relists %d before the cut healed and %d after: the overwrite was not learnt from a re-list", relists, n)
+	}
+	eventually(t, "restore counted", func() error {
+		if n := m.Stats.Reacquired.Load(); n != 1 {
+			return fmt.Errorf("Reacquired = %d, want 1", n)
+		}
+		return nil
+	})
+}
+
+// TestOwnLeaseRestoreRetriedAfterError: etcd fails the first two writes that
+// would put our value back (as it can during a leader election: "request timed
+// out"). Nothing else changes our key afterwards, so the manager has to retry
+// on its own; the restore is counted once, when it succeeded.
+func TestOwnLeaseRestoreRetriedAfterError(t *testing.T) {
+	e := newEnv(t, net16)
+	var failures, attempts atomic.Int32
+	cli := e.interceptedClient(t, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		// A restore is the only transaction comparing a key's ModRevision
+		// here (Acquire's create compares its Version).
+		if r, ok := req.(*etcdserverpb.TxnRequest); ok && len(r.Compare) == 1 && r.Compare[0].Target == etcdserverpb.Compare_MOD {
+			attempts.Add(1)
+			if failures.Add(-1) >= 0 {
+				return rpctypes.ErrGRPCTimeout
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+	m := subnet.NewManager(subnet.NewRegistry(cli, prefix), e.net, subnet.ManagerConfig{
+		PublicIP: netip.MustParseAddr("198.18.0.1"), HostID: hostID(1), TTL: time.Hour,
+	})
+	l := acquire(t, m)
+	run(t, m)
+	failures.Store(2)
+	key := e.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+	if _, err := e.cli.Put(context.Background(), key, `{"PublicIP":"198.18.0.99","BackendType":"vxlan"}`, clientv3.WithLease(clientv3.LeaseID(l.LeaseID))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "our value written back", func() error {
+		val, id, _ := e.raw(t, l)
+		if !strings.Contains(val, `"198.18.0.1"`) || id != l.LeaseID {
+			return fmt.Errorf("value %s lease %x after %d attempts", val, id, attempts.Load())
+		}
+		return nil
+	})
+	eventually(t, "restore counted", func() error {
+		if m.Stats.Reacquired.Load() == 0 {
+			return errors.New("Reacquired = 0")
+		}
+		return nil
+	})
+	if n, a := m.Stats.Reacquired.Load(), attempts.Load(); n != 1 || a != 3 {
+		t.Fatalf("Reacquired = %d after %d attempts, want 1 after 3 (two failed)", n, a)
+	}
 }
 
 func TestOwnLeaseTakenByAnotherHostStopsWithError(t *testing.T) {

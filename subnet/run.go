@@ -22,7 +22,9 @@ import (
 //	 │                                                      v
 //	 │ <──────── same key recreated, or taken over ──── reacquire ──key held by another host──> ErrLeaseLost
 //	 │
-//	 └──own key overwritten in place (same create revision)──> write our value back (CAS), stay held
+//	 └──own key overwritten in place (same create revision)──> write our value back (CAS), stay held;
+//	                                                           retried with backoff until it succeeds
+//	                                                           or the key changes again
 //
 // A reacquire never picks another subnet: subnet.env and the host's containers
 // use this one.
@@ -74,6 +76,13 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		}
 	}
 	m.cfg.OnLeaseState(true, "")
+	// While a restore of our value keeps failing, retry fires for the next
+	// attempt: no further change of our key need ever come to prompt one.
+	var (
+		retry   <-chan time.Time
+		b       = delay.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+		failing error
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -86,43 +95,77 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				return fmt.Sprintf("etcd lease %x expired or was revoked", m.own.LeaseID), nil
 			}
 			m.log.V(4).Info("lease kept alive", "leaseID", resp.ID, "ttl", resp.TTL)
+			continue
 		case <-m.ownChanged:
-			st := m.ownState()
-			if st.rev <= m.own.ModRevision {
-				continue // older than our own last write
+		case <-retry:
+		}
+		retry = nil
+		lost, err := m.checkOwn(ctx, failing == nil)
+		switch {
+		case lost != "":
+			return lost, nil
+		case err == nil:
+			failing = nil
+			b.Reset()
+		case ctx.Err() != nil:
+			return "", nil
+		default:
+			if failing == nil || failing.Error() != err.Error() {
+				m.log.Error(err, "writing our lease value back failed; retrying", "subnet", m.own.Subnet)
 			}
-			switch {
-			case !st.present:
-				return "our lease key was deleted", nil
-			case st.err == nil && st.lease.Attrs.Equal(m.attrs) && st.lease.LeaseID == m.own.LeaseID:
-				m.own.ModRevision = st.lease.ModRevision
-				m.setOwn(m.own)
-			case st.createRev == m.own.CreateRevision:
-				m.restore(ctx, st)
-			default:
-				return "our lease key was recreated by another writer", nil
-			}
+			failing = err
+			retry = time.After(b.Next())
 		}
 	}
 }
 
-// restore writes our value back over a foreign write to our key.
-func (m *Manager) restore(ctx context.Context, st ownState) {
-	what := "a value of another host"
-	if st.err != nil {
-		what = "an unusable value (" + st.err.Error() + ")"
+// checkOwn compares what the watch last saw of our key with our lease. It
+// returns why the lease is lost, if it is, or the error of a restore that
+// failed and is to be retried. first is false on such a retry.
+func (m *Manager) checkOwn(ctx context.Context, first bool) (lost string, err error) {
+	st := m.ownState()
+	if st.rev <= m.own.ModRevision {
+		return "", nil // no newer than our own last write
 	}
-	m.Stats.Reacquired.Add(1)
-	m.log.Error(nil, "our lease key was overwritten; writing our value back", "subnet", m.own.Subnet, "found", what)
+	switch {
+	case !st.present:
+		return "our lease key was deleted", nil
+	case st.err == nil && st.lease.Attrs.Equal(m.attrs) && st.lease.LeaseID == m.own.LeaseID:
+		m.own.ModRevision = st.lease.ModRevision
+		m.setOwn(m.own)
+		return "", nil
+	case st.createRev != m.own.CreateRevision:
+		return "our lease key was recreated by another writer", nil
+	}
+	return "", m.restore(ctx, st, first)
+}
+
+// restore writes our value back over a foreign write to our key, seen as st,
+// if the key is still as st saw it.
+func (m *Manager) restore(ctx context.Context, st ownState, first bool) error {
+	if first {
+		what := "a value of another host"
+		if st.err != nil {
+			what = "an unusable value (" + st.err.Error() + ")"
+		}
+		m.log.Error(nil, "our lease key was overwritten; writing our value back", "subnet", m.own.Subnet, "found", what)
+	}
 	cur := m.own
 	cur.ModRevision = st.rev
 	l, ok, err := m.reg.Replace(ctx, cur, m.attrs, m.own.LeaseID)
-	switch {
-	case err != nil:
-		m.log.Error(err, "restore our lease value; will retry on the next change", "subnet", m.own.Subnet)
-	case ok:
-		m.setOwn(l)
+	if err != nil {
+		return err
 	}
+	if !ok {
+		// Written again since: the watch brings the newer value, and the
+		// retry reads it.
+		return fmt.Errorf("lease %s was written again after revision %d",
+			m.reg.LeaseKey(m.own.Subnet, m.own.IPv6Subnet), st.rev)
+	}
+	m.setOwn(l)
+	m.Stats.Reacquired.Add(1)
+	m.log.Info("own lease value restored", "subnet", l.Subnet)
+	return nil
 }
 
 // reacquire gets our subnet back, retrying while etcd is unreachable.

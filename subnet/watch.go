@@ -133,8 +133,11 @@ func (t *peerTable) mergeLocked() []Lease {
 
 // ownState is what the watch last saw of our own key.
 type ownState struct {
-	// rev is the revision the state was observed at; states no newer than
-	// our own last write are stale.
+	// rev is the key's ModRevision when present, else the revision its
+	// absence was seen at. States no newer than our own last write are
+	// stale, and a restore writes our value back only if the key is still
+	// at rev. It is never a list's revision: that is the revision of the
+	// whole store, not of the key, and a compare on it always fails.
 	rev       int64
 	present   bool
 	lease     Lease // valid when present and err is nil
@@ -232,7 +235,7 @@ func (m *Manager) replaceTable(kvs []*mvccpb.KeyValue, rev int64) int {
 	for _, kv := range kvs {
 		if string(kv.Key) == ownKey {
 			sawOwn = true
-			m.noteOwnLocked(kv, rev)
+			m.noteOwnLocked(kv)
 			continue
 		}
 		m.putLocked(kv, old[string(kv.Key)])
@@ -294,7 +297,7 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) {
 				t.own = ownState{rev: ev.Kv.ModRevision}
 				signal(m.ownChanged)
 			} else {
-				m.noteOwnLocked(ev.Kv, ev.Kv.ModRevision)
+				m.noteOwnLocked(ev.Kv)
 			}
 			continue
 		}
@@ -347,9 +350,9 @@ func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) {
 	}
 }
 
-func (m *Manager) noteOwnLocked(kv *mvccpb.KeyValue, rev int64) {
+func (m *Manager) noteOwnLocked(kv *mvccpb.KeyValue) {
 	l, err := m.reg.decode(kv)
-	m.table.own = ownState{rev: rev, present: true, lease: l, err: err, createRev: kv.CreateRevision}
+	m.table.own = ownState{rev: kv.ModRevision, present: true, lease: l, err: err, createRev: kv.CreateRevision}
 	signal(m.ownChanged)
 }
 
