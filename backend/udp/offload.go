@@ -131,6 +131,11 @@ func pseudoSum(ip []byte, proto uint8, n int) uint16 {
 // VIRTIO_NET_HDR_F_NEEDS_CSUM lacks: the device leaves the pseudo header's
 // sum at start+offset, to which the bytes from start on are added. It
 // reports false when the offsets lie outside the packet.
+//
+// A checksum that comes out as 0 is written as 0xffff, its other form in
+// one's complement, as the kernel's skb_checksum_help does (CSUM_MANGLED_0)
+// whatever the protocol: in UDP a 0 means the sender computed none (RFC
+// 768), so about one datagram in 65536 would lose its check.
 func finishChecksum(pkt []byte, start, offset uint16) bool {
 	at := int(start) + int(offset)
 	if int(start) > len(pkt) || at+2 > len(pkt) {
@@ -138,7 +143,11 @@ func finishChecksum(pkt []byte, start, offset uint16) bool {
 	}
 	initial := binary.BigEndian.Uint16(pkt[at:])
 	pkt[at], pkt[at+1] = 0, 0
-	binary.BigEndian.PutUint16(pkt[at:], ^onesSum(pkt[start:], initial))
+	sum := ^onesSum(pkt[start:], initial)
+	if sum == 0 {
+		sum = 0xffff
+	}
+	binary.BigEndian.PutUint16(pkt[at:], sum)
 	return true
 }
 

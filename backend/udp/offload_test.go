@@ -216,3 +216,53 @@ func TestTCPCandidate(t *testing.T) {
 		}
 	}
 }
+
+// TestFinishChecksumNeverZero: a checksum the device left to us whose sum
+// comes out as 0 is written as 0xffff, as the kernel's skb_checksum_help
+// writes it (CSUM_MANGLED_0): for UDP a 0 on the wire means "no checksum"
+// (RFC 768), and the datagram would lose its integrity check. For TCP the
+// two are the same number in one's complement; the kernel writes 0xffff
+// there too.
+func TestFinishChecksumNeverZero(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		proto         uint8
+		hdr, csumOffs int
+	}{
+		{"UDP", 17, 8, 6},
+		{"TCP", protoTCP, 20, tcpCsumOffset},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, n := range []int{tc.hdr + 2, tc.hdr + 101, tc.hdr + 1000} {
+				pkt := ipPacket("10.244.1.5", "10.244.2.5", tc.proto, 64, payload(3, n))
+				seg := pkt[20:]
+				if tc.proto == 17 {
+					binary.BigEndian.PutUint16(seg[4:], uint16(n))
+				} else {
+					seg[12] = 5 << 4
+				}
+				// Make the segment's sum, pseudo header included,
+				// 0xffff: its last aligned word completes it.
+				w := (n - 2) &^ 1
+				binary.BigEndian.PutUint16(seg[w:], 0)
+				binary.BigEndian.PutUint16(seg[tc.csumOffs:], 0)
+				binary.BigEndian.PutUint16(seg[w:], ^onesSum(seg, pseudoSum(pkt, tc.proto, n)))
+				if ^onesSum(seg, pseudoSum(pkt, tc.proto, n)) != 0 {
+					t.Fatalf("%d bytes: test segment does not sum to 0xffff", n)
+				}
+				// As the device hands it over: the pseudo header's sum
+				// in the checksum field.
+				binary.BigEndian.PutUint16(seg[tc.csumOffs:], pseudoSum(pkt, tc.proto, n))
+				if !finishChecksum(pkt, 20, uint16(tc.csumOffs)) {
+					t.Fatalf("%d bytes: finishChecksum refused", n)
+				}
+				if got := binary.BigEndian.Uint16(seg[tc.csumOffs:]); got != 0xffff {
+					t.Errorf("%d bytes: checksum on the wire %#04x, want 0xffff", n, got)
+				}
+				if c := ^onesSum(seg, pseudoSum(pkt, tc.proto, n)); c != 0 {
+					t.Errorf("%d bytes: checksum does not verify (%#04x)", n, c)
+				}
+			}
+		})
+	}
+}
