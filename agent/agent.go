@@ -63,6 +63,18 @@ type agent struct {
 }
 
 func (a *agent) run(ctx context.Context) error {
+	// First, so that a second agent says why it cannot run before any
+	// other failure (its health address is in use too).
+	lock, err := lockStateDir(a.cfg.StateDir)
+	if errors.Is(err, errStateDirLocked) {
+		return fmt.Errorf("%w; two agents on one state dir revoke each other's lease: stop the other one, or give each its own --state-dir", err)
+	}
+	if err != nil {
+		return err
+	}
+	// Closed last: the lock is held until every goroutine has stopped.
+	defer lock.Close()
+
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer wg.Wait()
@@ -315,8 +327,18 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 	}
 }
 
-// release gives this host's lease back (graceful decommission).
+// release gives this host's lease back (graceful decommission). It holds the
+// state dir's lock while it does, and refuses while an agent holds it: that
+// agent would recreate its key at once, with subnet.env already removed.
 func release(ctx context.Context, log logr.Logger, cfg Config) error {
+	lock, err := lockStateDir(cfg.StateDir)
+	if errors.Is(err, errStateDirLocked) {
+		return fmt.Errorf("%w: stop the running agentd first, then release its lease", err)
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	ext, err := FindExternalInterface(&cfg)
 	if err != nil {
 		return err

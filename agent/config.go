@@ -51,10 +51,11 @@ type Config struct {
 	// for its status when there are several; 0 turns the checks off.
 	EtcdEndpointCheckInterval time.Duration
 	// StateDir holds the host identity and the VTEP MAC across restarts.
+	// One agent at a time uses it: Run holds a lock in it (agentd.lock).
 	StateDir string
 
 	// ReleaseLease makes Run release this host's lease and return instead of
 	// running the daemon: a decommissioned host's subnet is free at once rather
-	// than after a TTL.
+	// than after a TTL. It fails while an agent runs on StateDir.
 	ReleaseLease bool
 }

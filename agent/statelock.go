@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockFile is the file in the state directory that the running agent (or
+// --release-lease, while it releases) holds an exclusive flock on.
+//
+// Two agents on one state directory have one host identity and so reuse one
+// lease, each revoking the other's; and a release while the daemon runs is
+// undone at once, since the daemon recreates its deleted key while
+// subnet.env is already gone. The lock refuses both.
+//
+// The lock belongs to the open file, not to the file's existence: the kernel
+// drops it when the holder exits, even by SIGKILL, so a stale file never
+// blocks a restart. The file is opened close-on-exec, so that no child (the
+// udp backend's descriptor keeper, which outlives the agent) inherits it.
+const lockFile = "agentd.lock"
+
+// errStateDirLocked is wrapped by lockStateDir's error when another process
+// holds the lock.
+var errStateDirLocked = errors.New("locked")
+
+// lockStateDir takes the lock of dir (creating dir and lockFile as needed)
+// and writes this process's ID into the file for the message another agent
+// gets. When another process holds it, the error wraps errStateDirLocked and
+// names dir and, if the holder wrote it, the holder's process ID. The lock
+// is held until the returned file is closed or the process ends; the caller
+// must keep the file (and so its descriptor) until then.
+func lockStateDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	path := filepath.Join(dir, lockFile)
+	// os.OpenFile opens with O_CLOEXEC.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := flock(f); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			holder := "another agentd"
+			if pid := lockHolder(path); pid > 0 {
+				holder = fmt.Sprintf("another agentd (pid %d)", pid)
+			}
+			return nil, fmt.Errorf("state dir %s is in use by %s (%s is %w)", dir, holder, path, errStateDirLocked)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	// The ID is only informative: the lock, not the file's content, is
+	// what counts.
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+func flock(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			ferr = unix.Flock(int(fd), unix.LOCK_EX|unix.LOCK_NB)
+			if !errors.Is(ferr, unix.EINTR) {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// lockHolder is the process ID written in the lock file at path, or 0.
+func lockHolder(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(string(bytes.TrimSpace(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
