@@ -191,8 +191,12 @@ func (a *agent) run(ctx context.Context) error {
 		IPMasq:  a.cfg.IPMasq,
 	}
 	if own.IPv6Subnet.IsValid() {
-		env.IPv6Network = netCfg.IPv6Network
-		env.IPv6Subnet = hostOne(own.IPv6Subnet)
+		// The lease pairs an IPv6 subnet with ours, as flanneld hosts in
+		// a dual-stack network expect, but no backend routes IPv6: with
+		// FLANNEL_IPV6_* in subnet.env the CNI plugin would give pods
+		// IPv6 addresses that reach no other host.
+		a.log.Info("IPv6 is enabled in the network config but agentd carries IPv4 only: the IPv6 subnet is leased (flanneld hosts expect the pair) and left out of subnet.env, so pods get no IPv6 address",
+			"ipv6Subnet", own.IPv6Subnet)
 	}
 	if err := subnet.WriteEnv(a.cfg.SubnetFile, env); err != nil {
 		return fmt.Errorf("write %s: %w", a.cfg.SubnetFile, err)

@@ -840,3 +840,43 @@ func writeSelfSignedCA(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 }
+
+// TestDualStackConfigCarriesIPv4: with EnableIPv6 in the network config
+// each agent leases the IPv6 subnet paired with its IPv4 one (the key flanneld
+// hosts of a dual-stack network expect), says at start that it carries IPv4
+// only, and leaves FLANNEL_IPV6_* out of subnet.env, so that no pod gets an
+// IPv6 address that reaches no other host; IPv4 works as ever.
+func TestDualStackConfigCarriesIPv4(t *testing.T) {
+	f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/48","Backend":{"Type":"host-gw"}}`, network))
+	h1, h2 := f.c.Host(1), f.c.Host(2)
+	f.start(h1)
+	f.start(h2)
+	f.waitReady(h1, h2)
+	for _, h := range []*cluster.Host{h1, h2} {
+		b, err := os.ReadFile(h.SubnetFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "IPV6") {
+			t.Errorf("%s's subnet.env offers IPv6 that no backend routes:\n%s", h, b)
+		}
+		key := subnet.MakeSubnetKey(hostSubnet(t, h), netip.Prefix{})
+		found := false
+		for k := range f.leases() {
+			if strings.HasPrefix(k, key+"&fd00:10:244:") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: no dual-stack key %s&fd00:10:244:… in %v", h, key, f.leases())
+		}
+		log, err := h.AgentLog()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(log, "agentd carries IPv4 only") {
+			t.Errorf("%s's log does not say that IPv6 is not carried", h)
+		}
+	}
+	f.pingAll([]*cluster.Container{f.container(h1), f.container(h2)})
+}
