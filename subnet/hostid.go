@@ -31,8 +31,9 @@ func ParseHostID(b []byte) (string, error) {
 
 // LoadOrCreateHostID returns the host identity kept in stateDir, creating a
 // random one on first use. It survives restarts and reboots as long as the
-// state directory does; a lost state directory gives the host a new identity
-// (its subnet is then found again through subnet.env).
+// state directory does; a lost state directory gives the host a new identity,
+// and its live lease, naming the old one, is then not reused: it cannot be told
+// from another host's behind the same NAT address.
 func LoadOrCreateHostID(stateDir string) (string, error) {
 	path := filepath.Join(stateDir, HostIDFile)
 	b, err := os.ReadFile(path)

@@ -136,10 +136,12 @@ func (m *Manager) setOwn(l Lease) {
 }
 
 // ours reports whether l was written by this host: same public IP and same
-// host identity. A lease without identity (written by flanneld, or by us
-// before the state directory was lost) is ours only if it holds the subnet our
-// previous subnet.env names; an operator's reservation for our public IP is
-// ours if it names no other host.
+// host identity. A lease without identity (written by flanneld, or by an
+// agentd without host identities) is ours only if it holds the subnet our
+// previous subnet.env names, or if it is an operator's reservation for our
+// public IP. A lease naming another host is never ours, not even for the
+// subnet our subnet.env names: behind one NAT address, another host may have
+// taken it after our lease expired.
 func (m *Manager) ours(l Lease) bool {
 	if l.Attrs.PublicIP != m.cfg.PublicIP {
 		return false
@@ -147,11 +149,19 @@ func (m *Manager) ours(l Lease) bool {
 	switch {
 	case l.Attrs.HostID == m.cfg.HostID:
 		return true
+	case m.namesOtherHost(l.Attrs):
+		return false
 	case m.cfg.PreviousSubnet.IsValid() && l.Subnet == m.cfg.PreviousSubnet.Masked():
 		return true
 	default:
-		return l.Reservation() && l.Attrs.HostID == ""
+		return l.Reservation()
 	}
+}
+
+// namesOtherHost reports whether a lease value was written by another agentd
+// host: such a value is that host's claim, never taken over or overwritten.
+func (m *Manager) namesOtherHost(a LeaseAttrs) bool {
+	return a.HostID != "" && a.HostID != m.cfg.HostID
 }
 
 // Acquire finds or creates this host's lease advertising backendType and
@@ -189,6 +199,9 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 				return l, nil
 			}
 			continue
+		}
+		if attempt == 0 {
+			m.explainPrevious(leases)
 		}
 		sn, sn6, err := m.pick(leases, bad)
 		if err != nil {
@@ -230,6 +243,21 @@ func (m *Manager) findOurs(leases []Lease) (Lease, bool) {
 		return found[0], true
 	}
 	return Lease{}, false
+}
+
+// explainPrevious says why the subnet of the previous subnet.env is not reused
+// when a lease naming another host with our public IP holds it: that is
+// another host behind the same NAT address, or this host's own lease from
+// before its state directory was lost, and the two cannot be told apart.
+func (m *Manager) explainPrevious(leases []Lease) {
+	prev := m.cfg.PreviousSubnet.Masked()
+	for _, l := range leases {
+		if m.cfg.PreviousSubnet.IsValid() && l.Subnet == prev && l.Attrs.PublicIP == m.cfg.PublicIP && m.namesOtherHost(l.Attrs) {
+			m.log.Info("not reusing the subnet of the previous subnet.env: a lease for our public IP naming another host holds it; "+
+				"if that is this host's own lease from before its state directory was lost, it is free again once that lease expires",
+				"subnet", l.Subnet, "key", m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), "hostID", l.Attrs.HostID)
+		}
+	}
 }
 
 // takeOver makes the existing lease l ours with our attributes: as a

@@ -204,19 +204,89 @@ func TestPreviousSubnetReused(t *testing.T) {
 	if l.Subnet != prev.Masked() {
 		t.Fatalf("got %s, want the previous subnet %s", l.Subnet, prev.Masked())
 	}
-	// The state directory is lost (new identity) but subnet.env survived:
-	// the live lease holding that subnet is adopted, not duplicated.
-	l2 := acquire(t, e.manager("198.18.0.1", hostID(9), func(c *subnet.ManagerConfig) { c.PreviousSubnet = prev }))
-	if l2.Subnet != prev.Masked() {
-		t.Fatalf("after losing the state dir got %s, want %s", l2.Subnet, prev.Masked())
-	}
-	if n := e.leaseCount(t); n != 1 {
-		t.Fatalf("%d etcd leases, want 1", n)
-	}
 	// A previous subnet held by another host is not taken.
 	l3 := acquire(t, e.manager("198.18.0.3", hostID(3), func(c *subnet.ManagerConfig) { c.PreviousSubnet = prev }))
 	if l3.Subnet == prev.Masked() {
 		t.Fatalf("another host took %s", l3.Subnet)
+	}
+}
+
+// natNeighbours sets up two hosts behind one NAT address: host 1 held sn and
+// was stopped past its TTL, with its subnet.env kept; host 2 then took the
+// freed sn. It returns host 2's lease.
+func natNeighbours(t *testing.T, e *env, sn string) subnet.Lease {
+	t.Helper()
+	a := acquire(t, e.manager("198.18.0.1", hostID(1), pinned(sn)))
+	if _, err := e.cli.Revoke(context.Background(), clientv3.LeaseID(a.LeaseID)); err != nil {
+		t.Fatal(err)
+	}
+	b := acquire(t, e.manager("198.18.0.1", hostID(2), pinned(sn)))
+	if b.Subnet != a.Subnet {
+		t.Fatalf("host 2 got %s, want the freed %s", b.Subnet, a.Subnet)
+	}
+	return b
+}
+
+// heldBy fails the test unless l's key still holds host's value on the etcd
+// lease l.LeaseID, and that etcd lease is alive.
+func (e *env) heldBy(t *testing.T, l subnet.Lease, host string) {
+	t.Helper()
+	val, id, ok := e.raw(t, l)
+	if !ok || id != l.LeaseID || !strings.Contains(val, `"HostID":"`+host+`"`) {
+		t.Fatalf("key of %s: present=%v lease=%x value %s; want host %s's value on lease %x", l.Subnet, ok, id, val, host, l.LeaseID)
+	}
+	ttl, err := e.cli.TimeToLive(context.Background(), clientv3.LeaseID(l.LeaseID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl.TTL <= 0 {
+		t.Fatalf("etcd lease %x of %s was revoked", l.LeaseID, l.Subnet)
+	}
+}
+
+func TestPreviousSubnetOfAnotherHostBehindSameNATNotTaken(t *testing.T) {
+	e := newEnv(t, net16)
+	b := natNeighbours(t, e, "10.244.7.0/24")
+	// Host 1 restarts; its subnet.env still names the subnet host 2 holds.
+	a := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.7.0/24")))
+	if a.Subnet == b.Subnet {
+		t.Fatalf("host 1 took %s, held by host 2 behind the same public IP", a.Subnet)
+	}
+	e.heldBy(t, b, hostID(2))
+}
+
+func TestReleaseLeavesAnotherHostsLease(t *testing.T) {
+	e := newEnv(t, net16)
+	b := natNeighbours(t, e, "10.244.7.0/24")
+	// Host 1 is decommissioned; its subnet.env still names that subnet.
+	l, ok, err := e.manager("198.18.0.1", hostID(1), pinned("10.244.7.0/24")).Release(context.Background())
+	if err != nil || ok {
+		t.Fatalf("release by host 1: released=%v %s, err %v; want nothing released", ok, l.Subnet, err)
+	}
+	e.heldBy(t, b, hostID(2))
+}
+
+// TestPreviousSubnetAdoptedFromFlanneld: a live lease without host identity
+// (flanneld's, on a host moving to agentd) holding the subnet that subnet.env
+// names is adopted, not duplicated. One naming another host is not: see
+// TestPreviousSubnetOfAnotherHostBehindSameNATNotTaken.
+func TestPreviousSubnetAdoptedFromFlanneld(t *testing.T) {
+	e := newEnv(t, net16)
+	ctx := context.Background()
+	g, err := e.cli.Grant(ctx, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.Put(ctx, prefix+"/subnets/10.244.77.0-24", `{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:09"}}`, clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	l := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.77.1/24")))
+	if l.Subnet != netip.MustParsePrefix("10.244.77.0/24") {
+		t.Fatalf("got %s, want flanneld's 10.244.77.0/24", l.Subnet)
+	}
+	e.heldBy(t, l, hostID(1))
+	if n := e.leaseCount(t); n != 1 {
+		t.Fatalf("%d etcd leases, want 1 (flanneld's revoked)", n)
 	}
 }
 
@@ -450,6 +520,39 @@ func TestOwnLeaseTakenByAnotherHostStopsWithError(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not stop after its subnet was taken")
 	}
+}
+
+// TestOwnLeaseOverwrittenByAnotherHostStopsWithError: a value naming another
+// host (behind the same NAT address, on its own etcd lease, as its takeover
+// writes it) is that host's claim, not a stray write: writing ours back would
+// start a fight over the subnet.
+func TestOwnLeaseOverwrittenByAnotherHostStopsWithError(t *testing.T) {
+	e := newEnv(t, net16)
+	m := e.manager("198.18.0.1", hostID(1))
+	l := acquire(t, m)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	errc := make(chan error, 1)
+	go func() { errc <- m.Run(ctx) }()
+	g, err := e.cli.Grant(ctx, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := l
+	other.LeaseID = int64(g.ID)
+	if _, err := e.cli.Put(ctx, e.reg.LeaseKey(l.Subnet, l.IPv6Subnet), `{"PublicIP":"198.18.0.1","BackendType":"vxlan","HostID":"`+hostID(2)+`"}`, clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, subnet.ErrLeaseLost) || !strings.Contains(err.Error(), hostID(2)) {
+			t.Fatalf("Run returned %v, want ErrLeaseLost naming host 2", err)
+		}
+	case <-time.After(20 * time.Second):
+		val, id, _ := e.raw(t, l)
+		t.Fatalf("Run did not stop after another host wrote over its key (now %s on lease %x)", val, id)
+	}
+	e.heldBy(t, other, hostID(2))
 }
 
 func peerSubnets(m *subnet.Manager) string {

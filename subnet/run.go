@@ -19,6 +19,7 @@ import (
 //	held ──keepalive channel closes (lease expired/revoked)──┐
 //	 │  ──own key deleted──────────────────────────────────┤
 //	 │  ──own key recreated by another writer──────────────┤
+//	 │  ──own key overwritten naming another host──────────┤
 //	 │                                                      v
 //	 │ <──────── same key recreated, or taken over ──── reacquire ──key held by another host──> ErrLeaseLost
 //	 │
@@ -136,6 +137,8 @@ func (m *Manager) checkOwn(ctx context.Context, first bool) (lost string, err er
 		return "", nil
 	case st.createRev != m.own.CreateRevision:
 		return "our lease key was recreated by another writer", nil
+	case st.err == nil && m.namesOtherHost(st.lease.Attrs):
+		return fmt.Sprintf("our lease key was overwritten by host %q (%s)", st.lease.Attrs.HostID, st.lease.Attrs.PublicIP), nil
 	}
 	return "", m.restore(ctx, st, first)
 }
@@ -214,9 +217,10 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 			g.keep()
 		}
 	case gerr == nil && cur.Attrs.PublicIP == m.cfg.PublicIP && cur.Attrs.HostID == m.cfg.HostID,
-		cur.CreateRevision == m.own.CreateRevision:
+		cur.CreateRevision == m.own.CreateRevision && !m.namesOtherHost(cur.Attrs):
 		// Still our key (its etcd lease may have outlived our keepalive),
-		// or overwritten in place: take it over with a fresh etcd lease.
+		// or overwritten in place by a value that names no other host:
+		// take it over with a fresh etcd lease.
 		l, ok, err = m.takeOver(ctx, cur, m.own.Reservation(), g)
 	default:
 		holder := "an unusable value"
