@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
@@ -34,6 +35,7 @@ const (
 type counters struct {
 	tx, rx                [numVerdicts]atomic.Uint64
 	sendErrors, tunErrors atomic.Uint64
+	icmpLimited           atomic.Uint64
 }
 
 // Stats is a snapshot of the datapath's counters.
@@ -46,15 +48,20 @@ type Stats struct {
 	// SendErrors counts datagrams the kernel refused to send;
 	// TUNWriteErrors, write batches into the device that failed.
 	SendErrors, TUNWriteErrors uint64
+	// ICMPRateLimited counts ICMP errors (net-unreachable,
+	// time-exceeded) not written into the device because of the rate
+	// limit; the packets they were about are counted in Dropped.
+	ICMPRateLimited uint64
 }
 
 func (c *counters) snapshot() Stats {
 	s := Stats{
-		Sent:           c.tx[pass].Load(),
-		Received:       c.rx[pass].Load(),
-		Dropped:        map[string]uint64{},
-		SendErrors:     c.sendErrors.Load(),
-		TUNWriteErrors: c.tunErrors.Load(),
+		Sent:            c.tx[pass].Load(),
+		Received:        c.rx[pass].Load(),
+		Dropped:         map[string]uint64{},
+		SendErrors:      c.sendErrors.Load(),
+		TUNWriteErrors:  c.tunErrors.Load(),
+		ICMPRateLimited: c.icmpLimited.Load(),
 	}
 	for v := pass + 1; v < numVerdicts; v++ {
 		if n := c.tx[v].Load() + c.rx[v].Load(); n > 0 {
@@ -87,6 +94,11 @@ type txWorker struct {
 	icmp  []byte // a virtio header and an ICMP error
 	parts [][]byte
 	local [numVerdicts]uint64
+	// ICMP errors: their rate limit, its clock, and how many it held
+	// back since the last flush.
+	limit       icmpLimiter
+	now         func() time.Time
+	icmpLimited uint64
 }
 
 // newTxWorker makes a worker whose buffers (txBytes() in all) come from
@@ -99,6 +111,7 @@ func newTxWorker(in tunReader, out tunWriter, sock *udpSock, tbl *atomic.Pointer
 		m:     newMmsg(maxSegments, 2*maxSegments),
 		icmp:  alloc(vnetHdrLen + icmpErrorMaxLen),
 		parts: make([][]byte, 2),
+		now:   time.Now,
 	}
 }
 
@@ -121,6 +134,10 @@ func (w *txWorker) run() error {
 			}
 		}
 		flush(&w.c.tx, &w.local)
+		if w.icmpLimited != 0 {
+			w.c.icmpLimited.Add(w.icmpLimited)
+			w.icmpLimited = 0
+		}
 	}
 }
 
@@ -184,9 +201,16 @@ func (w *txWorker) refuse(t *table, v verdict, pkt []byte, h ipv4) error {
 	return nil
 }
 
+// icmpBack writes the ICMP error of type typ and code about pkt into the
+// device, if one may be sent about it and the rate limit allows; one held
+// back by the limit is counted.
 func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4) error {
-	n := icmpError(w.icmp[vnetHdrLen:], t.from, typ, code, pkt, h)
+	n := icmpError(w.icmp[vnetHdrLen:], t.from, t.own.mask, typ, code, pkt, h)
 	if n == 0 {
+		return nil
+	}
+	if !w.limit.allow(w.now()) {
+		w.icmpLimited++
 		return nil
 	}
 	clear(w.icmp[:vnetHdrLen])

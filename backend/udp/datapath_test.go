@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -152,6 +153,79 @@ func TestEncapOnePacket(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEncapICMPErrorLimits: no ICMP error goes back about a packet to or
+// from what is a broadcast address at the subnet length (/24 here), and a
+// flood of packets for a subnet nobody holds gets at most a burst of
+// errors and then as many as the rate allows, not one each.
+func TestEncapICMPErrorLimits(t *testing.T) {
+	udpPkt := func(src, dst string) []byte { return ipPacket(src, dst, 17, 64, make([]byte, 8)) }
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		icmp int
+	}{
+		{"to a subnet nobody holds", udpPkt("10.244.1.5", "10.244.99.7"), 1},
+		{"to its broadcast address", udpPkt("10.244.1.5", "10.244.99.255"), 0},
+		{"to the network's broadcast address", udpPkt("10.244.1.5", "10.244.255.255"), 0},
+		{"from our subnet's broadcast address", udpPkt("10.244.1.255", "10.244.99.7"), 0},
+		{"TTL 1 from a broadcast address", ipPacket("10.244.1.255", "10.244.2.5", 17, 1, make([]byte, 8)), 0},
+		{"from our device's address", udpPkt("10.244.1.0", "10.244.99.7"), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, dev := newTestTx(true)
+			if err := w.encap(w.tbl.Load(), w.load(vnetHdr{}, tc.pkt)); err != nil {
+				t.Fatal(err)
+			}
+			if w.local[pass] != 0 {
+				t.Fatalf("counts %v: the packet was forwarded", w.local)
+			}
+			if len(dev.packets) != tc.icmp {
+				t.Fatalf("%d ICMP errors written back, want %d", len(dev.packets), tc.icmp)
+			}
+		})
+	}
+
+	t.Run("flood", func(t *testing.T) {
+		const flood = 5000
+		w, dev := newTestTx(true)
+		pkt := udpPkt("10.244.1.5", "10.244.99.7")
+		start := time.Now()
+		for range flood {
+			if err := w.encap(w.tbl.Load(), w.load(vnetHdr{}, pkt)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		elapsed := time.Since(start)
+		if w.local[dropNoRoute] != flood {
+			t.Fatalf("counts %v, want %d noRoute", w.local, flood)
+		}
+		// The bucket starts full; the worker's clock runs within start
+		// and start+elapsed, so no more can have been earned.
+		most := icmpBurst + int(elapsed/icmpInterval) + 1
+		if n := len(dev.packets); n < icmpBurst || n > most {
+			t.Fatalf("%d ICMP errors written back for %d packets in %v, want %d to %d", n, flood, elapsed, icmpBurst, most)
+		}
+	})
+
+	t.Run("counted", func(t *testing.T) {
+		w, dev := newTestTx(true)
+		now := time.Unix(1000, 0)
+		w.now = func() time.Time { return now }
+		pkt := udpPkt("10.244.1.5", "10.244.99.7")
+		for range 2 * icmpBurst {
+			if err := w.encap(w.tbl.Load(), w.load(vnetHdr{}, pkt)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(dev.packets) != icmpBurst || w.icmpLimited != icmpBurst {
+			t.Fatalf("%d ICMP errors written, %d held back; want %d each", len(dev.packets), w.icmpLimited, icmpBurst)
+		}
+		if w.local[dropNoRoute] != 2*icmpBurst {
+			t.Fatalf("counts %v: every packet is still a noRoute drop", w.local)
+		}
+	})
 }
 
 // tcpPacket is a TCP/IPv4 packet with valid checksums, don't-fragment set.
@@ -510,6 +584,7 @@ func TestMetrics(t *testing.T) {
 	b := testBackend(t)
 	b.stats.rx[dropSpoofed].Add(3)
 	b.stats.tx[pass].Add(5)
+	b.stats.icmpLimited.Add(2)
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(b); err != nil {
 		t.Fatal(err)
@@ -533,6 +608,7 @@ func TestMetrics(t *testing.T) {
 		"agentd_udp_packets_total,direction=out,result=forwarded":    5,
 		"agentd_udp_packets_total,direction=in,result=unknownPeer":   0,
 		"agentd_udp_send_errors_total":                               0,
+		"agentd_udp_icmp_rate_limited_total":                         2,
 	} {
 		if g, ok := got[k]; !ok || g != v {
 			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)

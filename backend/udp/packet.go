@@ -1,6 +1,9 @@
 package udp
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"time"
+)
 
 // Inner IPv4 packets, as the TUN device hands them over and as peers send
 // them: parsing, the router's TTL step, and the ICMP errors a router sends.
@@ -148,13 +151,24 @@ func unicast(a uint32) bool {
 	return first != 0 && first != 127 && first < 224
 }
 
+// subnetBroadcast reports whether a (big-endian) is the broadcast address of
+// a subnet of mask mask: its host part is all ones.
+func subnetBroadcast(a, mask uint32) bool {
+	host := ^mask
+	return host != 0 && a&host == host
+}
+
 // icmpError writes into out the ICMP error of type typ and code about the
 // offending packet off (with header h), sent from the address from, and
 // returns its length; 0 when no error may be sent about off (RFC 1812
 // 4.3.2.7: not about ICMP errors, non-first fragments, or packets whose
-// source is not a unicast address). out must hold icmpErrorMaxLen bytes.
-func icmpError(out []byte, from uint32, typ, code uint8, off []byte, h ipv4) int {
-	if h.fragOff != 0 || !unicast(h.src) || !unicast(h.dst) {
+// source or destination is not a unicast address). subnetMask is the mask
+// of the network config's SubnetLen: an address whose host part at that
+// length is all ones is a subnet's broadcast address, wherever it is held.
+// out must hold icmpErrorMaxLen bytes.
+func icmpError(out []byte, from, subnetMask uint32, typ, code uint8, off []byte, h ipv4) int {
+	if h.fragOff != 0 || !unicast(h.src) || !unicast(h.dst) ||
+		subnetBroadcast(h.src, subnetMask) || subnetBroadcast(h.dst, subnetMask) {
 		return 0
 	}
 	if h.proto == protoICMP && (len(off) <= h.hlen || !icmpQuery(off[h.hlen])) {
@@ -180,4 +194,37 @@ func icmpError(out []byte, from uint32, typ, code uint8, off []byte, h ipv4) int
 	copy(icmp[8:], off[:quoted])
 	binary.BigEndian.PutUint16(icmp[2:4], ^onesSum(icmp, 0))
 	return n
+}
+
+const (
+	// icmpInterval and icmpBurst limit the ICMP errors one tx worker writes
+	// into the device: one per icmpInterval on average (1000 a second), up
+	// to icmpBurst at once, as the kernel's icmp_msgs_per_sec and
+	// icmp_msgs_burst limit its own. A flood of packets for a subnet nobody
+	// holds (a scan, a routing loop) then costs the host no more ICMP
+	// errors than that.
+	icmpInterval = time.Second / 1000
+	icmpBurst    = 50
+)
+
+// icmpLimiter is a token bucket whose tokens are time: credit grows with
+// the time passed, up to icmpBurst intervals, and each error spends one
+// interval. Its zero value is full. It belongs to one worker: no lock, no
+// allocation.
+type icmpLimiter struct {
+	credit time.Duration
+	last   time.Time
+}
+
+// allow reports whether an error may be sent at now (a monotonic reading)
+// and if so spends its credit. A clock that went back earns nothing.
+func (l *icmpLimiter) allow(now time.Time) bool {
+	const most = icmpBurst * icmpInterval
+	l.credit = min(l.credit+max(min(now.Sub(l.last), most), 0), most)
+	l.last = now
+	if l.credit < icmpInterval {
+		return false
+	}
+	l.credit -= icmpInterval
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // checksum is the Internet checksum (RFC 1071) of b, computed two bytes at
@@ -104,10 +105,11 @@ func TestDecTTL(t *testing.T) {
 
 func TestICMPError(t *testing.T) {
 	from := be32(netip.MustParseAddr("10.244.1.0"))
+	mask := toSubnet4(netip.MustParsePrefix("10.244.1.0/24")).mask
 	off := ipPacket("10.244.1.2", "10.244.77.3", protoICMP, 64, echo)
 	h, _ := parseIPv4(off)
 	out := make([]byte, icmpErrorMaxLen)
-	n := icmpError(out, from, icmpDestUnreachable, icmpNetUnreachable, off, h)
+	n := icmpError(out, from, mask, icmpDestUnreachable, icmpNetUnreachable, off, h)
 	if n != 20+8+20+8 {
 		t.Fatalf("length %d", n)
 	}
@@ -135,6 +137,8 @@ func TestICMPError(t *testing.T) {
 		{"from 0.0.0.0", ipPacket("0.0.0.0", "10.244.77.3", 17, 64, make([]byte, 8))},
 		{"to multicast", ipPacket("10.244.1.2", "239.1.1.1", 17, 64, make([]byte, 8))},
 		{"to broadcast", ipPacket("10.244.1.2", "255.255.255.255", 17, 64, make([]byte, 8))},
+		{"to a subnet's broadcast address", ipPacket("10.244.1.2", "10.244.77.255", 17, 64, make([]byte, 8))},
+		{"from a subnet's broadcast address", ipPacket("10.244.1.255", "10.244.77.3", 17, 64, make([]byte, 8))},
 		{"a later fragment", func() []byte {
 			b := ipPacket("10.244.1.2", "10.244.77.3", 17, 64, make([]byte, 8))
 			b[7] = 1
@@ -145,8 +149,43 @@ func TestICMPError(t *testing.T) {
 		if v != pass {
 			t.Fatalf("%s: test packet does not parse: %v", tc.name, v)
 		}
-		if n := icmpError(out, from, icmpDestUnreachable, icmpNetUnreachable, tc.pkt, h); n != 0 {
+		if n := icmpError(out, from, mask, icmpDestUnreachable, icmpNetUnreachable, tc.pkt, h); n != 0 {
 			t.Errorf("%s: an ICMP error was built (%d bytes)", tc.name, n)
+		}
+	}
+}
+
+// TestICMPLimiter: a full bucket lets icmpBurst errors through at once,
+// then one per icmpInterval; credit stops growing at a full bucket, and a
+// clock that goes back earns none.
+func TestICMPLimiter(t *testing.T) {
+	var l icmpLimiter
+	t0 := time.Unix(1000, 0)
+	passed := func(at time.Time, n int) int {
+		k := 0
+		for range n {
+			if l.allow(at) {
+				k++
+			}
+		}
+		return k
+	}
+	for _, step := range []struct {
+		name string
+		at   time.Time
+		try  int
+		want int
+	}{
+		{"a full bucket", t0, 3 * icmpBurst, icmpBurst},
+		{"the same instant", t0, 1, 0},
+		{"half an interval on", t0.Add(icmpInterval / 2), 1, 0},
+		{"one interval on", t0.Add(icmpInterval), 5, 1},
+		{"ten intervals on", t0.Add(11 * icmpInterval), 20, 10},
+		{"the clock went back", t0, 5, 0},
+		{"an hour on", t0.Add(time.Hour), 3 * icmpBurst, icmpBurst},
+	} {
+		if got := passed(step.at, step.try); got != step.want {
+			t.Fatalf("%s: %d of %d allowed, want %d", step.name, got, step.try, step.want)
 		}
 	}
 }
@@ -184,7 +223,7 @@ func FuzzParseIPv4(f *testing.F) {
 		}
 		if v2 == dropNoRoute || v2 == dropTTL {
 			out := make([]byte, icmpErrorMaxLen)
-			if n := icmpError(out, tbl.from, icmpDestUnreachable, 0, pkt, h2); n > 0 {
+			if n := icmpError(out, tbl.from, tbl.own.mask, icmpDestUnreachable, 0, pkt, h2); n > 0 {
 				if _, v := parseIPv4(out[:n]); v != pass || checksum(out[:20]) != 0 || checksum(out[20:n]) != 0 {
 					t.Fatalf("built a bad ICMP error: % x", out[:n])
 				}
