@@ -35,6 +35,11 @@ const (
 	// pickAmong is how many of the first free subnets a new lease is picked
 	// from at random (as flanneld does), so racing hosts rarely collide.
 	pickAmong = 100
+	// revokeTimeout bounds a revoke. The etcd client waits for a connection
+	// by default, so without a deadline a revoke while etcd is unreachable
+	// never returns, and holds up a shutdown or a retry with it. An etcd
+	// lease left behind expires after its TTL anyway.
+	revokeTimeout = 5 * time.Second
 )
 
 // ManagerConfig is what the manager needs to know about this host.
@@ -286,9 +291,16 @@ func (m *Manager) takeOver(ctx context.Context, l Lease, reservation bool, g *gr
 	return nl, true, nil
 }
 
+// revoke revokes the etcd lease id, giving up after revokeTimeout.
 func (m *Manager) revoke(ctx context.Context, id int64) {
+	ctx, cancel := context.WithTimeout(ctx, revokeTimeout)
+	defer cancel()
 	_, err := m.reg.cli.Revoke(ctx, clientv3.LeaseID(id))
-	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	switch {
+	case err == nil, errors.Is(err, rpctypes.ErrLeaseNotFound):
+	case ctx.Err() != nil:
+		m.log.Error(err, "revoking an etcd lease abandoned; it expires by itself after its TTL", "leaseID", id, "ttl", m.cfg.TTL)
+	default:
 		m.log.Error(err, "revoke old etcd lease (it will expire by itself)", "leaseID", id)
 	}
 }
@@ -375,6 +387,9 @@ func (g *grant) id(ctx context.Context) (int64, error) {
 
 func (g *grant) keep() { g.kept = true }
 
+// release revokes the etcd lease unless a key was attached to it. It runs
+// on the way out of an Acquire or reacquire, often because ctx was cancelled,
+// so it does not stop at ctx's end; revoke bounds it instead.
 func (g *grant) release(ctx context.Context) {
 	if g.lid != 0 && !g.kept {
 		g.m.revoke(context.WithoutCancel(ctx), g.lid)

@@ -745,6 +745,54 @@ func TestReleaseFreesSubnetAndLease(t *testing.T) {
 	}
 }
 
+// TestAcquireReturnsWhenEtcdGoesAwayAfterGrant: etcd becomes unreachable
+// between the grant of an etcd lease and the create that would use it, and
+// the agent is told to stop (SIGTERM). Acquire revokes the unused etcd lease
+// on its way out; that revoke must give up rather than wait for etcd forever.
+func TestAcquireReturnsWhenEtcdGoesAwayAfterGrant(t *testing.T) {
+	e := newEnv(t, net16)
+	cut := make(chan struct{})
+	var once sync.Once
+	cli := e.interceptedClient(t, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if _, ok := req.(*etcdserverpb.TxnRequest); ok {
+			once.Do(func() {
+				if err := e.srv.SetLoopback(false); err != nil {
+					t.Error(err)
+				}
+				close(cut)
+			})
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+	t.Cleanup(func() { e.srv.SetLoopback(true) })
+	m := subnet.NewManager(subnet.NewRegistry(cli, prefix), e.net, subnet.ManagerConfig{
+		PublicIP: netip.MustParseAddr("198.18.0.1"), HostID: hostID(1), TTL: time.Hour,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := m.Acquire(ctx, "vxlan", vxlanData)
+		errc <- err
+	}()
+	select {
+	case <-cut:
+	case err := <-errc:
+		t.Fatalf("Acquire returned %v before its create", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Acquire never sent its create")
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Acquire returned %v, want context.Canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Acquire still blocked 20s after its context was cancelled, with etcd unreachable")
+	}
+}
+
 func TestMissingConfigNamesKeyAndHint(t *testing.T) {
 	srv := etcdtest.Start(t)
 	reg := subnet.NewRegistry(srv.Client(t), "/other/prefix")
