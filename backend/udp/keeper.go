@@ -34,8 +34,14 @@ import (
 //
 // The keeper does nothing else: it never reads a packet. It exits when told
 // to ("q"), or when the device is deleted (checked every keeperCheck). Its
-// socket is abstract, so it is per network namespace, and it serves only
-// clients with its own user ID.
+// socket is abstract, so it is per network namespace and goes with the
+// keeper, and it serves only clients with its own user ID; the agent, in
+// turn, talks only to a keeper with its own user ID. Any local user can bind
+// the name first, though. Such a squatter never gets or hands in a
+// descriptor, and costs the agent at most keeperTimeout per connect (the
+// connect waits only while the squatter's queue of connections it never
+// accepts is full); the agent then runs without a keeper and says so
+// (keeperHeldError).
 
 // keeperEnv, in the environment, makes the agentd binary a keeper; its value
 // says how many descriptors of each kind follow the listener (fd 3).
@@ -172,28 +178,77 @@ func noEINTR(f func() error) error {
 	}
 }
 
+// keeperHeldError says that the keeper's name is held by a process that is
+// no keeper of ours: one of another user, or one that accepts no
+// connection. There is no keeper then, and no way to start one.
+type keeperHeldError struct {
+	addr string
+	uid  int // the holder's, or -1 when it accepted no connection
+}
+
+func (e *keeperHeldError) Error() string {
+	if e.uid < 0 {
+		return fmt.Sprintf("the descriptor keeper socket %s accepted no connection within %s: a process of another user may hold it without serving", e.addr, keeperTimeout)
+	}
+	return fmt.Sprintf("the descriptor keeper socket %s is held by a process of user %d, not by a keeper of ours (user %d)", e.addr, e.uid, os.Geteuid())
+}
+
 // dialKeeper connects to the keeper of dev; ok is false when none listens.
+// It waits at most keeperTimeout: a connect to a listener whose queue is
+// full waits for room, which a process that never accepts never makes.
 func dialKeeper(dev string) (fd int, ok bool, err error) {
 	fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, false, fmt.Errorf("keeper socket: %w", err)
 	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: keeperAddr(dev)}); err != nil {
+	addr := keeperAddr(dev)
+	err = connectWithin(fd, &unix.SockaddrUnix{Name: addr}, keeperTimeout)
+	switch {
+	case errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT):
 		unix.Close(fd)
-		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
-			return -1, false, nil
-		}
+		return -1, false, nil
+	case errors.Is(err, unix.EAGAIN):
+		unix.Close(fd)
+		return -1, false, &keeperHeldError{addr: addr, uid: -1}
+	case err != nil:
+		unix.Close(fd)
 		return -1, false, fmt.Errorf("connect to the descriptor keeper: %w", err)
 	}
 	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil || int(cred.Uid) != os.Geteuid() {
+	if err != nil {
 		unix.Close(fd)
-		return -1, false, fmt.Errorf("the descriptor keeper socket %s belongs to another user", keeperAddr(dev))
+		return -1, false, fmt.Errorf("the descriptor keeper's credentials: %w", err)
+	}
+	if int(cred.Uid) != os.Geteuid() {
+		unix.Close(fd)
+		return -1, false, &keeperHeldError{addr: addr, uid: int(cred.Uid)}
 	}
 	tv := unix.NsecToTimeval(keeperTimeout.Nanoseconds())
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 	return fd, true, nil
+}
+
+// connectWithin connects the blocking AF_UNIX socket fd to sa, waiting at
+// most d for room in the listener's queue; then it fails with EAGAIN. Linux
+// bounds that wait by SO_SNDTIMEO, and like any socket call with a timeout
+// a signal cuts it short (EINTR): it is tried again for what is left of d.
+func connectWithin(fd int, sa unix.Sockaddr, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return unix.EAGAIN
+		}
+		// left > 0 rounds up to at least 1µs: a zero timeout would be none.
+		tv := unix.NsecToTimeval(left.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+			return fmt.Errorf("set a connect timeout: %w", err)
+		}
+		if err := unix.Connect(fd, sa); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // fetchKept asks the keeper of dev for its descriptors (new ones in this

@@ -1,13 +1,21 @@
 package udp
 
 import (
+	"bufio"
+	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestKeeperExchangeSurvivesSignals: asking the keeper for its descriptors
@@ -60,5 +68,164 @@ func TestKeeperExchangeSurvivesSignals(t *testing.T) {
 	}
 	if err := syscall.Kill(pids[0], 0); err != nil {
 		t.Fatalf("the keeper is gone: %v", err)
+	}
+}
+
+// squatterEnv, in the environment, makes the test binary a squatter on the
+// keeper's socket (runSquatter); its value is "<backlog>,<full>".
+const squatterEnv = "AGENTD_UDP_TEST_SQUATTER"
+
+// nobody is the user the squatter runs as.
+const nobody = 65534
+
+// runSquatter is what any local user can do to the keeper's abstract name:
+// bind it first, listen with the given backlog and never accept. With full
+// set it also fills the backlog with connections of its own, so that the
+// next connect waits for room. It runs as root until it has bound the name,
+// then as nobody (listen records the listener's credentials, which a client
+// reads with SO_PEERCRED), says "ready" and waits for stdin to close.
+func runSquatter(spec string) int {
+	b, full, _ := strings.Cut(spec, ",")
+	backlog, err := strconv.Atoi(b)
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "squatter:", err); return 1 }
+	if err != nil {
+		return fail(err)
+	}
+	addr := &unix.SockaddrUnix{Name: keeperAddr(DeviceName)}
+	ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
+	if err != nil {
+		return fail(err)
+	}
+	if err := unix.Bind(ln, addr); err != nil {
+		return fail(err)
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		return fail(err)
+	}
+	if err := syscall.Setresgid(nobody, nobody, nobody); err != nil {
+		return fail(err)
+	}
+	if err := syscall.Setresuid(nobody, nobody, nobody); err != nil {
+		return fail(err)
+	}
+	if err := unix.Listen(ln, backlog); err != nil {
+		return fail(err)
+	}
+	for full == "full" {
+		c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			return fail(err)
+		}
+		if err := unix.Connect(c, addr); errors.Is(err, unix.EAGAIN) {
+			break // no room left
+		} else if err != nil {
+			return fail(err)
+		}
+	}
+	fmt.Println("ready")
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	return 0
+}
+
+// squat starts a squatter on the keeper's name in the host namespace, as
+// user nobody; it ends with the test, or when stop (returned) is called.
+func (h *testHost) squat(backlog int, full bool) (stop func()) {
+	h.t.Helper()
+	spec := strconv.Itoa(backlog)
+	if full {
+		spec += ",full"
+	}
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), squatterEnv+"="+spec)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	// A child starts in the namespace of the thread that forks it.
+	if err := h.host.Do(cmd.Start); err != nil {
+		h.t.Fatalf("start the squatter: %v", err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			stdin.Close()
+			_ = cmd.Wait()
+		})
+	}
+	h.t.Cleanup(stop)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
+		h.t.Fatalf("the squatter did not start: %q, %v", line, err)
+	}
+	return stop
+}
+
+// TestPrepareWithSquattedKeeperSocket: the keeper's socket is an abstract
+// name, which any local user can bind before a keeper does. Such a squatter,
+// listening and never accepting, must not stop the agent: Prepare goes on
+// without a keeper, after a bounded wait, and says why restarts will drop
+// packets. Both ends reject a peer of another user (SO_PEERCRED), but
+// rejected connections stay queued at the squatter; before connect was
+// bounded, the first connect that found the queue full (backlog 1: the
+// third) blocked until the squatter exited, and Prepare with it.
+func TestPrepareWithSquattedKeeperSocket(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		full bool // the squatter's backlog is full from the start
+		log  string
+	}{
+		{"room", false, fmt.Sprintf("is held by a process of user %d", nobody)},
+		{"full", true, "accepted no connection within"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestNet(t)
+			stopSquatter := h.squat(1, tc.full)
+			b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prepared := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				_, err := b.Prepare(context.Background())
+				prepared <- err
+			}()
+			// Bounded connects cost Prepare at most two keeperTimeouts
+			// (asking for descriptors, telling the keeper to quit).
+			const limit = 4*keeperTimeout + 5*time.Second
+			select {
+			case err := <-prepared:
+				if err != nil {
+					t.Fatalf("Prepare: %v", err)
+				}
+			case <-time.After(limit):
+				// Let Prepare finish before the namespaces go.
+				stopSquatter()
+				<-prepared
+				t.Fatalf("Prepare had not returned %s after it started, with the keeper's socket held by a process of user %d that never accepts (backlog full: %v)", limit, nobody, tc.full)
+			}
+			t.Logf("Prepare took %s", time.Since(start).Round(time.Millisecond))
+			h.b = b
+			t.Cleanup(b.stopWorkers)
+			for _, want := range []string{tc.log, "an agent restart will drop packets"} {
+				if !h.logged(want) {
+					t.Errorf("no log line says %q; logged:\n%s", want, strings.Join(h.logs, "\n"))
+				}
+			}
+			if b.keeper != nil {
+				t.Errorf("a keeper was started, with its name held by the squatter")
+			}
+			// Without a keeper the datapath still works.
+			h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
+			peer := h.udpFrom("198.18.0.2")
+			if _, err := peer.WriteToUDP(echoRequest("10.244.2.5", "10.244.1.0", 1), hostAddr); err != nil {
+				t.Fatal(err)
+			}
+			expectReply(t, peer, 1)
+		})
 	}
 }

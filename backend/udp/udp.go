@@ -291,12 +291,19 @@ func (b *Backend) unfit(k *kept) string {
 
 // fresh opens new TUN queues (creating the device if it is gone, recreating
 // it if it is incompatible) and, unless socks are given, new sockets; then
-// it hands them to a new keeper. It runs inside b.do.
+// it hands them to a new keeper, unless another process holds the keeper's
+// name. It runs inside b.do.
 func (b *Backend) fresh(socks []int) error {
 	// Whoever kept the old descriptors lets go of them first: a queue
 	// still attached but never read would swallow its share of packets.
-	if err := quitKeeper(DeviceName); err != nil {
-		b.log.Info("could not stop the old descriptor keeper", "err", err)
+	qerr := quitKeeper(DeviceName)
+	var held *keeperHeldError
+	switch {
+	case errors.As(qerr, &held):
+		// No keeper can listen there, and binding the name would fail.
+		b.log.Error(qerr, "no descriptor keeper: its socket is held by another process, so an agent restart will drop packets while it lasts", "socket", held.addr)
+	case qerr != nil:
+		b.log.Info("could not stop the old descriptor keeper", "err", qerr)
 	}
 	b.reapKeeper()
 	tuns, err := openQueues(DeviceName, b.queues)
@@ -327,6 +334,10 @@ func (b *Backend) fresh(socks []int) error {
 		}
 	}
 	k := &kept{tun: tuns, udp: socks}
+	b.fds = k
+	if held != nil {
+		return nil
+	}
 	cmd, err := startKeeper(DeviceName, k)
 	if err != nil {
 		// The datapath works without a keeper; only a restart of the
@@ -334,7 +345,6 @@ func (b *Backend) fresh(socks []int) error {
 		b.log.Error(err, "no descriptor keeper: an agent restart will drop packets while it lasts")
 	}
 	b.keeper = cmd
-	b.fds = k
 	return nil
 }
 

@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 	if IsKeeper() {
 		os.Exit(RunKeeper())
 	}
+	if spec, ok := os.LookupEnv(squatterEnv); ok {
+		os.Exit(runSquatter(spec))
+	}
 	os.Exit(m.Run())
 }
 
@@ -60,6 +63,18 @@ type testHost struct {
 // newTestHost sets up the two namespaces and starts a backend in "host";
 // beforeStart, if given, runs in between.
 func newTestHost(t *testing.T, beforeStart ...func(*testHost)) *testHost {
+	t.Helper()
+	h := newTestNet(t)
+	for _, f := range beforeStart {
+		f(h)
+	}
+	h.start()
+	return h
+}
+
+// newTestNet sets up the two namespaces and the backend's config, and
+// starts no backend.
+func newTestNet(t *testing.T) *testHost {
 	t.Helper()
 	host, peer := nstest.New(t), nstest.New(t)
 	ext := host.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
@@ -107,10 +122,6 @@ func newTestHost(t *testing.T, beforeStart ...func(*testHost)) *testHost {
 			t.Errorf("quit keeper: %v", err)
 		}
 	})
-	for _, f := range beforeStart {
-		f(h)
-	}
-	h.start()
 	return h
 }
 
