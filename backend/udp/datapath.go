@@ -424,7 +424,7 @@ func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *coun
 }
 
 // stop closes the generation's descriptors, waits for its workers and
-// then frees their buffers.
+// then frees their buffers. It is called once (Backend.stopWorkers).
 func (d *datapath) stop() {
 	d.stopping.Store(true)
 	d.closeAll()

@@ -133,7 +133,8 @@ type Backend struct {
 	stats counters
 
 	// Reconcile's: the descriptors (kept also by the keeper), the keeper
-	// this process started, the running workers, the device's index.
+	// this process started, the running workers (also Watch's to stop;
+	// under mu), the device's index.
 	prepared bool
 	mtu      int
 	fds      *kept
@@ -148,7 +149,8 @@ type Backend struct {
 
 	skips *backend.SkipLog
 
-	// mu guards closed and the start of workers against Watch's end.
+	// mu guards closed and dp: workers start and stop under it, so that
+	// none start after Watch's end and each generation stops once.
 	mu     sync.Mutex
 	closed bool
 	wake   atomic.Pointer[func()]
@@ -591,13 +593,16 @@ func (b *Backend) ensureWorkers(ctx context.Context) error {
 	return nil
 }
 
+// stopWorkers stops the datapath's workers, if they run. Reconcile (the
+// device is gone) and Watch's end both call it, maybe at once: under b.mu a
+// datapath is stopped exactly once, by the first, and the second returns
+// only once it is stopped.
 func (b *Backend) stopWorkers() {
 	b.mu.Lock()
-	dp := b.dp
-	b.dp = nil
-	b.mu.Unlock()
-	if dp != nil {
-		dp.stop()
+	defer b.mu.Unlock()
+	if b.dp != nil {
+		b.dp.stop()
+		b.dp = nil
 	}
 }
 
@@ -618,11 +623,8 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	defer func() {
 		b.mu.Lock()
 		b.closed = true
-		dp := b.dp
 		b.mu.Unlock()
-		if dp != nil {
-			dp.stop()
-		}
+		b.stopWorkers()
 	}()
 	ext := b.ext.Iface.Index
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{

@@ -34,6 +34,7 @@ import (
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr/funcr"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -453,4 +454,52 @@ func TestReplacesFlanneldDevice(t *testing.T) {
 	if why := b.unfit(b.fds); why != "" {
 		t.Fatal(why)
 	}
+}
+
+// TestShutdownWhileRepairingDevice: the agent shuts down (Watch ends) while
+// Reconcile finds the device gone. Each of them stopped the datapath: Watch's
+// end left it in b.dp, and Reconcile's repair stopped it a second time,
+// unmapping its packet buffers again (the race detector saw both write
+// arena.mem). A datapath is stopped once, by whichever comes first.
+func TestShutdownWhileRepairingDevice(t *testing.T) {
+	h := newTestHost(t)
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
+	h.reconcile(peers...)
+	if h.b.dp == nil {
+		t.Fatal("no datapath after the first Reconcile")
+	}
+	// A copy of the buffers' slice, to ask the kernel whether they are
+	// still mapped: that is how this test sees Watch's stop without
+	// synchronizing with it, which would hide the race.
+	mem := h.b.dp.bufs.mem
+	l, err := h.host.Handle.LinkByName(DeviceName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.host.Handle.LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	h.cancel()
+	deadline := time.Now().Add(10 * time.Second)
+	// madvise fails (ENOMEM) on memory that is not mapped.
+	for unix.Madvise(mem[:os.Getpagesize()], unix.MADV_NORMAL) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the datapath's buffers are still mapped 10s after Watch was cancelled")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Watch has stopped the datapath (b.mu orders only what Watch did
+	// before it let go of it, so this does not hide the race below).
+	h.b.mu.Lock()
+	left := h.b.dp != nil
+	h.b.mu.Unlock()
+	if left {
+		t.Error("Watch stopped the datapath but left it in b.dp, for Reconcile to stop again")
+	}
+	// Reconcile finds the device gone.
+	if _, err := h.b.Reconcile(context.Background(), h.own, peers); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	<-h.watchDone
+	h.cancel = nil
 }
