@@ -153,11 +153,13 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	prevSubnet, prevHostID := previousSubnet(a.log, a.cfg.SubnetFile, netCfg)
 	mgr := subnet.NewManager(reg, netCfg, subnet.ManagerConfig{
 		PublicIP:       ext.PublicIP,
 		HostID:         hostID,
 		TTL:            a.cfg.SubnetLeaseTTL,
-		PreviousSubnet: previousSubnet(a.log, a.cfg.SubnetFile, netCfg),
+		PreviousSubnet: prevSubnet,
+		PreviousHostID: prevHostID,
 		Logger:         a.log.WithName("lease"),
 		OnLeaseState:   a.health.setLeaseHeld,
 	})
@@ -189,6 +191,7 @@ func (a *agent) run(ctx context.Context) error {
 		Subnet:  hostOne(own.Subnet),
 		MTU:     be.MTU(),
 		IPMasq:  a.cfg.IPMasq,
+		HostID:  hostID,
 	}
 	if own.IPv6Subnet.IsValid() {
 		// The lease pairs an IPv6 subnet with ours, as flanneld hosts in
@@ -366,10 +369,12 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	prevSubnet, prevHostID := previousSubnet(log, cfg.SubnetFile, netCfg)
 	mgr := subnet.NewManager(reg, netCfg, subnet.ManagerConfig{
 		PublicIP:       ext.PublicIP,
 		HostID:         hostID,
-		PreviousSubnet: previousSubnet(log, cfg.SubnetFile, netCfg),
+		PreviousSubnet: prevSubnet,
+		PreviousHostID: prevHostID,
 		Logger:         log.WithName("lease"),
 	})
 	l, ok, err := mgr.Release(ctx)
@@ -387,21 +392,21 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	return nil
 }
 
-// previousSubnet is the subnet an earlier run wrote into subnet.env, if the
-// file is there and belongs to the same network.
-func previousSubnet(log logr.Logger, path string, netCfg *subnet.Config) netip.Prefix {
+// previousSubnet is the subnet an earlier run wrote into subnet.env, and the
+// host identity it names, if the file is there and belongs to the same network.
+func previousSubnet(log logr.Logger, path string, netCfg *subnet.Config) (sn netip.Prefix, hostID string) {
 	env, err := subnet.ReadEnv(path)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			log.Info("ignoring previous subnet.env", "path", filepath.Clean(path), "err", err)
 		}
-		return netip.Prefix{}
+		return netip.Prefix{}, ""
 	}
 	if env.Network != netCfg.Network {
 		log.Info("previous subnet.env is for another network; not reusing its subnet", "path", path, "network", env.Network)
-		return netip.Prefix{}
+		return netip.Prefix{}, ""
 	}
-	return env.Subnet.Masked()
+	return env.Subnet.Masked(), env.HostID
 }
 
 // hostOne is the subnet with host part 1 (dockerd's --bip).

@@ -23,6 +23,11 @@ type Env struct {
 	// IPv6Network and IPv6Subnet are set together, for a dual-stack network
 	// only; IPv6Subnet has host part 1 like Subnet.
 	IPv6Network, IPv6Subnet netip.Prefix
+
+	// HostID, AGENTD_HOST_ID, is the identity of the host that wrote the
+	// file (see LoadOrCreateHostID): a host whose state directory was lost
+	// recognises its own live lease by it. flannel's readers ignore it.
+	HostID string
 }
 
 // The keys of subnet.env; their names are what flannel's CNI plugin reads.
@@ -33,6 +38,7 @@ const (
 	envIPMasq      = "FLANNEL_IPMASQ"
 	envIPv6Network = "FLANNEL_IPV6_NETWORK"
 	envIPv6Subnet  = "FLANNEL_IPV6_SUBNET"
+	envHostID      = "AGENTD_HOST_ID"
 )
 
 // LeaseSubnet is the leased subnet Subnet lies in: 10.244.5.0/24 for
@@ -70,7 +76,8 @@ func ReadEnv(path string) (Env, error) {
 // a pair of quotes around a value are tolerated, and a repeated key takes
 // its last value (as a shell would). FLANNEL_NETWORK, FLANNEL_SUBNET and
 // FLANNEL_MTU are required; FLANNEL_IPMASQ defaults to false; the two IPv6
-// keys come together or not at all. The error names the first problem found.
+// keys come together or not at all; AGENTD_HOST_ID is optional. The error
+// names the first problem found.
 // The result passes the same checks as WriteEnv's input, so whatever ParseEnv
 // accepts, WriteEnv writes back.
 func ParseEnv(b []byte) (Env, error) {
@@ -136,6 +143,13 @@ func parseEnv(b []byte) (Env, error) {
 		}
 		e.IPMasq = t
 	}
+	if ev, ok := vals[envHostID]; ok && ev.v != "" {
+		id, err := ParseHostID([]byte(ev.v))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %s: %w", ev.line, envHostID, err))
+		}
+		e.HostID = id
+	}
 	if len(errs) > 0 {
 		return Env{}, errs[0]
 	}
@@ -164,6 +178,9 @@ func formatEnv(e Env) ([]byte, error) {
 	if e.IPv6Network.IsValid() {
 		fmt.Fprintf(&b, "%s=%s\n%s=%s\n", envIPv6Network, e.IPv6Network, envIPv6Subnet, e.IPv6Subnet)
 	}
+	if e.HostID != "" {
+		fmt.Fprintf(&b, "%s=%s\n", envHostID, e.HostID)
+	}
 	return []byte(b.String()), nil
 }
 
@@ -176,6 +193,11 @@ const (
 
 // check holds the invariants both ParseEnv and WriteEnv enforce.
 func (e Env) check() error {
+	if e.HostID != "" {
+		if id, err := ParseHostID([]byte(e.HostID)); err != nil || id != e.HostID {
+			return fmt.Errorf("%s %q is not a host id", envHostID, e.HostID)
+		}
+	}
 	if e.IPv6Network.IsValid() != e.IPv6Subnet.IsValid() {
 		missing := envIPv6Subnet
 		if !e.IPv6Network.IsValid() {

@@ -24,6 +24,8 @@ var (
 	}
 )
 
+var envV4WithHost = func() Env { e := envV4; e.HostID = "1cd32dbd72c57f3fd38b56cfc433518d"; return e }()
+
 const (
 	envV4Text   = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
 	envDualText = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=true\n" +
@@ -38,6 +40,7 @@ func TestWriteEnvFormat(t *testing.T) {
 	}{
 		{envV4, envV4Text},
 		{envDual, envDualText},
+		{envV4WithHost, envV4Text + "AGENTD_HOST_ID=1cd32dbd72c57f3fd38b56cfc433518d\n"},
 	} {
 		path := filepath.Join(dir, "run", "flannel", "subnet.env")
 		if err := WriteEnv(path, tc.e); err != nil {
@@ -149,6 +152,7 @@ func TestParseEnvTolerant(t *testing.T) {
 		{"no IPMASQ, empty IPv6 keys", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n" +
 			"FLANNEL_IPV6_NETWORK=\nFLANNEL_IPV6_SUBNET=\"\"\n", envV4},
 		{"last value wins", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n", envV4},
+		{"agentd's host identity", envV4Text + "AGENTD_HOST_ID=1cd32dbd72c57f3fd38b56cfc433518d\n", envV4WithHost},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseEnv([]byte(tc.text))
@@ -182,6 +186,7 @@ func TestParseEnvErrors(t *testing.T) {
 		{base + "FLANNEL_IPV6_NETWORK=fc00::/48\n", `subnet.env: FLANNEL_IPV6_SUBNET missing: the IPv6 keys come in pairs`},
 		{base + "FLANNEL_IPV6_SUBNET=fc00::1/64\n", `subnet.env: FLANNEL_IPV6_NETWORK missing: the IPv6 keys come in pairs`},
 		{base + "FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc01::1/64\n", `subnet.env: FLANNEL_IPV6_SUBNET fc01::1/64 is not inside FLANNEL_IPV6_NETWORK fc00::/48`},
+		{base + "AGENTD_HOST_ID=xyz\n", `subnet.env: line 4: AGENTD_HOST_ID: host id must be 32 hex digits, got 3 characters`},
 	} {
 		_, err := ParseEnv([]byte(tc.text))
 		if err == nil || err.Error() != tc.want {

@@ -51,8 +51,12 @@ type ManagerConfig struct {
 	// TTL of our etcd lease; 0 means 24h.
 	TTL time.Duration
 	// PreviousSubnet is the subnet named by an earlier run's subnet.env, if
-	// any: it is reused when it is still free.
+	// any: it is reused when it is still free. PreviousHostID is the host
+	// identity that subnet.env names (AGENTD_HOST_ID; "" when written by
+	// flanneld or an older agentd): a live lease of the previous subnet
+	// naming it is this host's own from before its state directory was lost.
 	PreviousSubnet netip.Prefix
+	PreviousHostID string
 	Logger         logr.Logger
 	// OnLeaseState, when set, is called from Run's goroutine whenever our lease
 	// becomes held or in doubt, with the reason. It must not block.
@@ -141,12 +145,13 @@ func (m *Manager) setOwn(l Lease) {
 }
 
 // ours reports whether l was written by this host: same public IP and same
-// host identity. A lease without identity (written by flanneld, or by an
-// agentd without host identities) is ours only if it holds the subnet our
-// previous subnet.env names, or if it is an operator's reservation for our
-// public IP. A lease naming another host is never ours, not even for the
-// subnet our subnet.env names: behind one NAT address, another host may have
-// taken it after our lease expired.
+// host identity. The lease of the subnet our previous subnet.env names is
+// ours too if it names no host (written by flanneld, or by an agentd without
+// host identities) or the identity that subnet.env names (ours before the
+// state directory was lost). Any other lease naming another host is never
+// ours: behind one NAT address, another host may have taken our subnet after
+// our lease expired. A lease naming no host is ours if it is an operator's
+// reservation for our public IP.
 func (m *Manager) ours(l Lease) bool {
 	if l.Attrs.PublicIP != m.cfg.PublicIP {
 		return false
@@ -154,13 +159,20 @@ func (m *Manager) ours(l Lease) bool {
 	switch {
 	case l.Attrs.HostID == m.cfg.HostID:
 		return true
+	case m.isPrevious(l):
+		return true
 	case m.namesOtherHost(l.Attrs):
 		return false
-	case m.cfg.PreviousSubnet.IsValid() && l.Subnet == m.cfg.PreviousSubnet.Masked():
-		return true
 	default:
 		return l.Reservation()
 	}
+}
+
+// isPrevious reports whether l is the lease our previous subnet.env names:
+// its subnet, and no host identity or the one that subnet.env names.
+func (m *Manager) isPrevious(l Lease) bool {
+	return m.cfg.PreviousSubnet.IsValid() && l.Subnet == m.cfg.PreviousSubnet.Masked() &&
+		(l.Attrs.HostID == "" || l.Attrs.HostID == m.cfg.PreviousHostID)
 }
 
 // namesOtherHost reports whether a lease value was written by another agentd
@@ -257,8 +269,8 @@ func (m *Manager) findOurs(leases []Lease) (Lease, bool) {
 func (m *Manager) explainPrevious(leases []Lease) {
 	prev := m.cfg.PreviousSubnet.Masked()
 	for _, l := range leases {
-		if m.cfg.PreviousSubnet.IsValid() && l.Subnet == prev && l.Attrs.PublicIP == m.cfg.PublicIP && m.namesOtherHost(l.Attrs) {
-			m.log.Info("not reusing the subnet of the previous subnet.env: a lease for our public IP naming another host holds it; "+
+		if m.cfg.PreviousSubnet.IsValid() && l.Subnet == prev && l.Attrs.PublicIP == m.cfg.PublicIP && m.namesOtherHost(l.Attrs) && !m.isPrevious(l) {
+			m.log.Info("not reusing the subnet of the previous subnet.env: a lease for our public IP naming another host than that subnet.env holds it; "+
 				"if that is this host's own lease from before its state directory was lost, it is free again once that lease expires",
 				"subnet", l.Subnet, "key", m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), "hostID", l.Attrs.HostID)
 		}

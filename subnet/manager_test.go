@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -245,14 +246,39 @@ func (e *env) heldBy(t *testing.T, l subnet.Lease, host string) {
 }
 
 func TestPreviousSubnetOfAnotherHostBehindSameNATNotTaken(t *testing.T) {
-	e := newEnv(t, net16)
-	b := natNeighbours(t, e, "10.244.7.0/24")
-	// Host 1 restarts; its subnet.env still names the subnet host 2 holds.
-	a := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.7.0/24")))
-	if a.Subnet == b.Subnet {
-		t.Fatalf("host 1 took %s, held by host 2 behind the same public IP", a.Subnet)
+	for _, prevID := range []string{"", hostID(1)} {
+		t.Run("subnet.env naming host "+strconv.Quote(prevID), func(t *testing.T) {
+			e := newEnv(t, net16)
+			b := natNeighbours(t, e, "10.244.7.0/24")
+			// Host 1 restarts; its subnet.env (written by an older agentd
+			// without AGENTD_HOST_ID, or by itself) still names the subnet
+			// host 2 holds.
+			a := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.7.0/24"),
+				func(c *subnet.ManagerConfig) { c.PreviousHostID = prevID }))
+			if a.Subnet == b.Subnet {
+				t.Fatalf("host 1 took %s, held by host 2 behind the same public IP", a.Subnet)
+			}
+			e.heldBy(t, b, hostID(2))
+		})
 	}
-	e.heldBy(t, b, hostID(2))
+}
+
+// TestPreviousSubnetOfLostStateDirAdopted: a host whose state directory was
+// lost (a new host identity) while its lease lives on, and whose subnet.env
+// names the subnet and its former identity, takes that lease back instead of
+// moving its containers to another subnet.
+func TestPreviousSubnetOfLostStateDirAdopted(t *testing.T) {
+	e := newEnv(t, net16)
+	old := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.7.0/24")))
+	l := acquire(t, e.manager("198.18.0.1", hostID(5), pinned("10.244.7.1/24"),
+		func(c *subnet.ManagerConfig) { c.PreviousHostID = hostID(1) }))
+	if l.Subnet != old.Subnet {
+		t.Fatalf("got %s, want its own %s back", l.Subnet, old.Subnet)
+	}
+	e.heldBy(t, l, hostID(5))
+	if n := e.leaseCount(t); n != 1 {
+		t.Fatalf("%d etcd leases, want 1 (the old one revoked)", n)
+	}
 }
 
 func TestReleaseLeavesAnotherHostsLease(t *testing.T) {

@@ -299,15 +299,18 @@ func testReboot(t *testing.T, backend string) {
 		id2 := peerHostID(t, f, sn2)
 		bystander := f.pingFor(c1, c3.IP(), 4*time.Second)
 		across := f.pingFor(c1, c2.IP(), 4*time.Second)
+		kept, err := os.ReadFile(h2.SubnetFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(kept), "AGENTD_HOST_ID="+id2+"\n") {
+			t.Fatalf("h2's subnet.env does not name its host identity %s:\n%s", id2, kept)
+		}
 		crash(t, f, h2, backend)
 		// subnet.env survives here (no reboot, a reinstall that kept /run):
-		// it is what names h2's subnet now that its identity is gone.
-		mtu := 1450
-		if !vxlan {
-			mtu = 1472
-		}
-		if err := os.WriteFile(h2.SubnetFile(), []byte(fmt.Sprintf("FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\nFLANNEL_MTU=%d\nFLANNEL_IPMASQ=false\n",
-			network, netip.PrefixFrom(sn2.Addr().Next(), sn2.Bits()), mtu)), 0o644); err != nil {
+		// the subnet and host identity it names are what let h2 tell its
+		// own live lease from a neighbour's behind the same NAT address.
+		if err := os.WriteFile(h2.SubnetFile(), kept, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		ents, err := os.ReadDir(h2.StateDir())
