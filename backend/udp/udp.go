@@ -445,14 +445,16 @@ func (b *Backend) logTable(ch backend.Changes[entry]) {
 // logStats logs the drop counters when they changed, at most once a minute.
 func (b *Backend) logStats() {
 	s := b.stats.snapshot()
-	if maps.Equal(s.Dropped, b.lastLog.Dropped) && s.SendErrors == b.lastLog.SendErrors && s.TUNWriteErrors == b.lastLog.TUNWriteErrors {
+	if maps.Equal(s.Dropped, b.lastLog.Dropped) && s.SendErrors == b.lastLog.SendErrors && s.TUNWriteErrors == b.lastLog.TUNWriteErrors &&
+		s.ICMPRateLimited == b.lastLog.ICMPRateLimited {
 		return
 	}
 	if time.Since(b.lastAt) < time.Minute {
 		return
 	}
 	b.lastLog, b.lastAt = s, time.Now()
-	kv := []any{"sent", s.Sent, "received", s.Received, "sendErrors", s.SendErrors, "tunWriteErrors", s.TUNWriteErrors}
+	kv := []any{"sent", s.Sent, "received", s.Received, "sendErrors", s.SendErrors, "tunWriteErrors", s.TUNWriteErrors,
+		"icmpRateLimited", s.ICMPRateLimited}
 	for _, k := range sortedKeys(s.Dropped) {
 		kv = append(kv, "dropped."+k, s.Dropped[k])
 	}
