@@ -53,7 +53,7 @@ func (m *Manager) holdLease(ctx context.Context) error {
 			return err
 		}
 		m.cfg.OnLeaseState(false, lost)
-		m.log.Error(nil, "OWN LEASE LOST; recreating the same subnet", "subnet", m.own.Subnet, "reason", lost)
+		m.log.Error(nil, "OWN LEASE LOST; taking the same subnet back", "subnet", m.own.Subnet, "reason", lost)
 		if err := m.reacquire(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
