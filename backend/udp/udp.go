@@ -249,7 +249,8 @@ func (b *Backend) listenAddr() netip.AddrPort {
 func (b *Backend) takeOver() error {
 	return b.do(func() error {
 		k, ok, err := fetchKept(DeviceName)
-		if err != nil {
+		var held *keeperHeldError
+		if err != nil && !errors.As(err, &held) {
 			b.log.Info("cannot use the descriptor keeper; starting afresh", "err", err)
 		}
 		if ok {
@@ -262,7 +263,7 @@ func (b *Backend) takeOver() error {
 				return nil
 			}
 		}
-		return b.fresh(nil)
+		return b.fresh(nil, held)
 	})
 }
 
@@ -294,18 +295,19 @@ func (b *Backend) unfit(k *kept) string {
 // fresh opens new TUN queues (creating the device if it is gone, recreating
 // it if it is incompatible) and, unless socks are given, new sockets; then
 // it hands them to a new keeper, unless another process holds the keeper's
-// name. It runs inside b.do.
-func (b *Backend) fresh(socks []int) error {
-	// Whoever kept the old descriptors lets go of them first: a queue
-	// still attached but never read would swallow its share of packets.
-	qerr := quitKeeper(DeviceName)
-	var held *keeperHeldError
-	switch {
-	case errors.As(qerr, &held):
+// name (held, when the caller found that out already: each try costs up to
+// keeperTimeout). It runs inside b.do.
+func (b *Backend) fresh(socks []int, held *keeperHeldError) error {
+	if held == nil {
+		// Whoever kept the old descriptors lets go of them first: a queue
+		// still attached but never read would swallow its share of packets.
+		if qerr := quitKeeper(DeviceName); qerr != nil && !errors.As(qerr, &held) {
+			b.log.Info("could not stop the old descriptor keeper", "err", qerr)
+		}
+	}
+	if held != nil {
 		// No keeper can listen there, and binding the name would fail.
-		b.log.Error(qerr, "no descriptor keeper: its socket is held by another process, so an agent restart will drop packets while it lasts", "socket", held.addr)
-	case qerr != nil:
-		b.log.Info("could not stop the old descriptor keeper", "err", qerr)
+		b.log.Error(held, "no descriptor keeper: its socket is held by another process, so an agent restart will drop packets while it lasts", "socket", held.addr)
 	}
 	b.reapKeeper()
 	tuns, err := openQueues(DeviceName, b.queues)
@@ -521,7 +523,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		b.log.Info("the TUN device is gone or detached; making it again", "device", DeviceName)
 		b.stopWorkers()
 		b.fds.closeTUN()
-		if err := b.do(func() error { return b.fresh(b.fds.udp) }); err != nil {
+		if err := b.do(func() error { return b.fresh(b.fds.udp, nil) }); err != nil {
 			return nil, res, err
 		}
 		res.Added++

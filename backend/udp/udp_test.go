@@ -447,7 +447,7 @@ func TestReplacesFlanneldDevice(t *testing.T) {
 	b := &Backend{log: funcr.New(func(string, string) {}, funcr.Options{}), h: ns.Handle, queues: 2, do: ns.Do,
 		ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("127.0.0.1")}, opts: options{Port: 18285}}
 	t.Cleanup(func() { ns.Do(func() error { return quitKeeper(DeviceName) }) })
-	if err := ns.Do(func() error { return b.fresh(nil) }); err != nil {
+	if err := ns.Do(func() error { return b.fresh(nil, nil) }); err != nil {
 		t.Fatalf("fresh over flanneld's device: %v", err)
 	}
 	defer b.fds.close()
