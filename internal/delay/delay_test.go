@@ -27,12 +27,16 @@ func TestBackoff(t *testing.T) {
 }
 
 func TestSleep(t *testing.T) {
+	start := time.Now()
 	if err := Sleep(context.Background(), time.Millisecond); err != nil {
 		t.Errorf("Sleep: %v", err)
 	}
+	if d := time.Since(start); d < time.Millisecond {
+		t.Errorf("Sleep(1ms) returned after %v", d)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	start := time.Now()
+	start = time.Now()
 	if err := Sleep(ctx, time.Hour); err != context.Canceled {
 		t.Errorf("Sleep with a cancelled context: %v, want context.Canceled", err)
 	}
