@@ -50,6 +50,9 @@ func main() {
 	os.Exit(code)
 }
 
+// pollInterval is how often --wait looks for the subnet.env again.
+const pollInterval = 200 * time.Millisecond
+
 // options are the command-line settings.
 type options struct {
 	subnetFile string
@@ -83,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agentd-docker-opts: invalid --wait %v: must not be negative\n", o.wait)
 		return exitUsage
 	}
-	o.poll = 200 * time.Millisecond
+	o.poll = pollInterval
 
 	env, err := readEnv(ctx, o)
 	if err != nil {

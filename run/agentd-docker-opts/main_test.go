@@ -82,14 +82,34 @@ func TestWaitAndOutput(t *testing.T) {
 	dir := t.TempDir()
 	env := filepath.Join(dir, "subnet.env")
 	out := filepath.Join(dir, "docker-network.env")
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		os.WriteFile(env+".tmp", []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_MTU=1500\n"), 0o644)
-		os.Rename(env+".tmp", env)
-	}()
 	var stderr strings.Builder
-	if code := run(context.Background(), []string{"--subnet-file", env, "--wait=10s", "-o", out}, &strings.Builder{}, &stderr); code != exitOK {
-		t.Fatalf("exit %d: %s", code, stderr.String())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(context.Background(), []string{"--subnet-file", env, "--wait=10s", "-o", out}, &strings.Builder{}, &stderr)
+	}()
+	// The file appears late: only after run has looked for it more than
+	// twice, and run must still be waiting then.
+	select {
+	case code := <-done:
+		t.Fatalf("run returned %d before subnet.env existed: %s", code, stderr.String())
+	case <-time.After(2*pollInterval + pollInterval/2):
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("output written before subnet.env existed")
+	}
+	if err := os.WriteFile(env+".tmp", []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_MTU=1500\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(env+".tmp", env); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return within 15 s of subnet.env appearing")
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {
