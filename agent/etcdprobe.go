@@ -65,9 +65,17 @@ func probeEndpoint(ctx context.Context, endpoint string, tc *tls.Config) error {
 }
 
 // endpointAddr splits an etcd endpoint URL (http, https, unix, unixs, or a
-// bare host:port as the etcd client accepts) into what net.Dial needs.
+// bare host:port as the etcd client accepts) into what net.Dial needs. An
+// endpoint without a host or socket path is an error: net.Dial would take an
+// empty host for the local machine and report on an address nobody named.
 func endpointAddr(endpoint string) (network, addr string, useTLS bool, err error) {
+	if endpoint == "" {
+		return "", "", false, errors.New("empty endpoint")
+	}
 	if !strings.Contains(endpoint, "://") {
+		if host, _, err := net.SplitHostPort(endpoint); err == nil && host == "" {
+			return "", "", false, errors.New("no host in endpoint")
+		}
 		return "tcp", endpoint, false, nil
 	}
 	u, err := url.Parse(endpoint)
@@ -76,6 +84,9 @@ func endpointAddr(endpoint string) (network, addr string, useTLS bool, err error
 	}
 	switch u.Scheme {
 	case "http", "https":
+		if u.Hostname() == "" {
+			return "", "", false, errors.New("no host in URL")
+		}
 		addr = u.Host
 		if u.Port() == "" {
 			addr = net.JoinHostPort(u.Hostname(), "2379")
@@ -83,6 +94,9 @@ func endpointAddr(endpoint string) (network, addr string, useTLS bool, err error
 		return "tcp", addr, u.Scheme == "https", nil
 	case "unix", "unixs":
 		path := u.Host + u.Path
+		if path == "" {
+			return "", "", false, errors.New("no socket path in URL")
+		}
 		return "unix", path, u.Scheme == "unixs", nil
 	default:
 		return "", "", false, fmt.Errorf("unknown endpoint scheme %q", u.Scheme)

@@ -1,6 +1,9 @@
 package agent
 
-import "testing"
+import (
+	"net"
+	"testing"
+)
 
 func TestEndpointAddr(t *testing.T) {
 	for _, tc := range []struct {
@@ -18,6 +21,12 @@ func TestEndpointAddr(t *testing.T) {
 		{in: "unixs://etcd.sock", network: "unix", addr: "etcd.sock", tls: true},
 		{in: "ftp://198.18.0.254:2379", err: true},
 		{in: "http://%zz", err: true},
+		{in: "", err: true},
+		{in: ":2379", err: true},
+		{in: "unix://", err: true},
+		{in: "unixs://", err: true},
+		{in: "http://", err: true},
+		{in: "https://:2379", err: true},
 	} {
 		network, addr, useTLS, err := endpointAddr(tc.in)
 		if tc.err {
@@ -33,9 +42,10 @@ func TestEndpointAddr(t *testing.T) {
 }
 
 // FuzzEndpointAddr: any --etcd-endpoints value is split without a panic, and
-// a successful split names a network net.Dial knows and an address.
+// a successful split names a network net.Dial knows and an address, with a
+// host when it has the form host:port (an empty one would dial this machine).
 func FuzzEndpointAddr(f *testing.F) {
-	for _, s := range []string{"http://127.0.0.1:2379", "https://[::1]", "unixs://x", "a:1", "://", "http://%"} {
+	for _, s := range []string{"http://127.0.0.1:2379", "https://[::1]", "unixs://x", "a:1", "://", "http://%", "", "unix://", "http://"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -46,6 +56,11 @@ func FuzzEndpointAddr(f *testing.F) {
 		if network != "tcp" && network != "unix" {
 			t.Fatalf("endpointAddr(%q): network %q", s, network)
 		}
-		_ = addr
+		if addr == "" {
+			t.Fatalf("endpointAddr(%q) = %s with an empty address and no error", s, network)
+		}
+		if host, _, err := net.SplitHostPort(addr); network == "tcp" && err == nil && host == "" {
+			t.Fatalf("endpointAddr(%q) = %s %q: no host, and no error", s, network, addr)
+		}
 	})
 }
