@@ -24,8 +24,14 @@ import (
 // comma-separated list (for --iface-regex, commas inside (), [] or {} belong
 // to the expression). --help, --version and --release-lease are not read
 // from the environment: a stray variable in a DaemonSet must not turn every
-// pod into a one-shot lease release.
+// pod into a one-shot lease release. Of klog's flags, the ones flanneld has
+// (-v, -vmodule, -log_backtrace_at) are read from the environment too, with
+// the same precedence: flanneld honours FLANNELD_V, and a DaemonSet has no
+// other way to set the verbosity.
 var envPrefixes = []string{"AGENTD_", "FLANNELD_"}
+
+// loggingFromEnv are the logging flags read from the environment.
+var loggingFromEnv = map[string]bool{"v": true, "vmodule": true, "log_backtrace_at": true}
 
 // flagValues are the raw flag values before they become an agent.Config.
 type flagValues struct {
@@ -246,13 +252,13 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 	return opts, nil
 }
 
-// applyEnv sets each of agentd's own flags that the command line left alone
-// from AGENTD_<NAME> or else FLANNELD_<NAME>, and records the variable used in
-// source.
+// applyEnv sets each of agentd's own flags, and the logging flags in
+// loggingFromEnv, that the command line left alone from AGENTD_<NAME> or else
+// FLANNELD_<NAME>, and records the variable used in source.
 func applyEnv(fs *pflag.FlagSet, own map[string]bool, lookupEnv func(string) (string, bool), source map[string]string) error {
 	var err error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if err != nil || !own[f.Name] || notFromEnv[f.Name] || f.Changed {
+		if err != nil || !(own[f.Name] || loggingFromEnv[f.Name]) || notFromEnv[f.Name] || f.Changed {
 			return
 		}
 		for _, p := range envPrefixes {
@@ -448,8 +454,8 @@ Flags:
 	b.WriteString(`
 Each setting can also come from the environment as AGENTD_<FLAG> or
 FLANNELD_<FLAG> (FLAG upper-cased, dashes as underscores, e.g.
-FLANNELD_ETCD_ENDPOINTS); the command line wins, then AGENTD_, then
-FLANNELD_. Empty variables are ignored. Repeatable flags take a
+FLANNELD_ETCD_ENDPOINTS), and so can -v, -vmodule and -log_backtrace_at
+(AGENTD_V=2); the command line wins, then AGENTD_, then FLANNELD_. Empty variables are ignored. Repeatable flags take a
 comma-separated list. Single-dash long flags (-etcd-endpoints=...) work too.
 `)
 	return b.String()

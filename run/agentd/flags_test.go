@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/agent"
+	"k8s.io/klog/v2"
 )
 
 // testLogFlags stands in for klog's flags, so that tests do not change
@@ -438,4 +439,55 @@ func FuzzParseArgs(f *testing.F) {
 			t.Fatalf("round trip of %q changed the Config:\n got %+v %q\nwant %+v %q", args, c2, r2, c1, r1)
 		}
 	})
+}
+
+// TestParseArgsLoggingFromEnv: klog's -v and -vmodule come from the
+// environment like agentd's own flags and with the same precedence, as
+// flanneld reads FLANNELD_V; a DaemonSet has no other way to set them.
+func TestParseArgsLoggingFromEnv(t *testing.T) {
+	tests := []struct {
+		name        string
+		args        []string
+		env         map[string]string
+		wantV       int
+		wantVmodule string
+	}{
+		{"FLANNELD_V", nil, map[string]string{"FLANNELD_V": "3"}, 3, ""},
+		{"AGENTD_V over FLANNELD_V", nil, map[string]string{"FLANNELD_V": "3", "AGENTD_V": "4"}, 4, ""},
+		{"command line over both", []string{"-v=2"}, map[string]string{"FLANNELD_V": "3", "AGENTD_V": "4"}, 2, ""},
+		{"empty AGENTD_V is unset", nil, map[string]string{"AGENTD_V": "", "FLANNELD_V": "1"}, 1, ""},
+		{"vmodule", nil, map[string]string{"FLANNELD_VMODULE": "lease*=4", "AGENTD_V": "1"}, 1, "lease*=4"},
+		{"command-line vmodule over env", []string{"-vmodule=x=2"}, map[string]string{"AGENTD_VMODULE": "y=3"}, 0, "x=2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logFlags, v, vmodule := testLogFlags()
+			if _, err := parseArgs(tt.args, envMap(tt.env), logFlags); err != nil {
+				t.Fatalf("parseArgs: %v", err)
+			}
+			if *v != tt.wantV || *vmodule != tt.wantVmodule {
+				t.Errorf("-v=%d -vmodule=%q, want -v=%d -vmodule=%q", *v, *vmodule, tt.wantV, tt.wantVmodule)
+			}
+		})
+	}
+
+	logFlags, _, _ := testLogFlags()
+	_, err := parseArgs(nil, envMap(map[string]string{"AGENTD_V": "high"}), logFlags)
+	if want := `invalid AGENTD_V "high": parse error`; err == nil || err.Error() != want {
+		t.Errorf("AGENTD_V=high: error %v, want %s", err, want)
+	}
+}
+
+// TestRunVerbosityFromEnv checks the same with klog's real flags, whose names
+// the environment must match.
+func TestRunVerbosityFromEnv(t *testing.T) {
+	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	defer func() { _ = klogFlags.Set("v", "0") }()
+	if _, err := parseArgs(nil, envMap(map[string]string{"FLANNELD_V": "3", "AGENTD_V": "3"}), klogFlags); err != nil {
+		t.Fatal(err)
+	}
+	if got := klogFlags.Lookup("v").Value.String(); got != "3" || !klog.V(3).Enabled() {
+		t.Errorf("klog -v = %s after FLANNELD_V=3 AGENTD_V=3, want 3", got)
+	}
 }
