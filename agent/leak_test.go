@@ -74,6 +74,14 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 			t.Log(strings.TrimSpace(l))
 		}
 	}
+	// A child that ran no test (a -test.run that matches nothing) or
+	// skipped exits 0 as well.
+	if !strings.Contains(string(out), "--- PASS: TestRunLeavesNoGoroutines ") {
+		t.Fatalf("the test inside h1's namespace did not run and pass:\n%s", out)
+	}
+	if strings.Contains(string(out), "--- SKIP") {
+		t.Fatalf("the test inside h1's namespace skipped, in whole or in part:\n%s", out)
+	}
 }
 
 // leakChild is the test proper, run inside h1's namespace.
