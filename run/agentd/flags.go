@@ -58,7 +58,6 @@ type flagValues struct {
 	healthzPort int
 
 	leaseTTL      time.Duration
-	renewMargin   int
 	resync        time.Duration
 	endpointCheck time.Duration
 	stateDir      string
@@ -104,8 +103,6 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.IntVar(&v.healthzPort, "healthz-port", 0, "port of the health server (0: off; --healthz-addr wins when both are set)")
 
 	fs.DurationVar(&v.leaseTTL, "subnet-lease-ttl", d.SubnetLeaseTTL, "TTL of the etcd lease that holds this host's subnet (whole seconds, at least 1s)")
-	fs.IntVar(&v.renewMargin, "subnet-lease-renew-margin", 60, "ignored: the lease is renewed continuously with an etcd keepalive")
-	_ = fs.MarkHidden("subnet-lease-renew-margin")
 	fs.DurationVar(&v.resync, "resync-interval", d.ResyncInterval, "how often the kernel state is fully compared with the lease set")
 	fs.DurationVar(&v.endpointCheck, "etcd-endpoint-check-interval", d.EtcdEndpointCheckInterval, "with several --etcd-endpoints, how often each is asked for its status, so that one down is reported (0: never)")
 	fs.StringVar(&v.stateDir, "state-dir", d.StateDir, "directory for state kept across restarts (host identity, VTEP MAC)")
@@ -113,7 +110,83 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.BoolVar(&v.releaseLease, "release-lease", false, "release this host's lease, remove subnet.env and exit (decommission; stop the running agent first)")
 	fs.BoolVar(&v.version, "version", false, "print the version and exit")
 	fs.BoolVarP(&v.help, "help", "h", false, "print this help and exit")
+
+	for _, c := range flanneldOnly {
+		switch c.kind {
+		case "bool":
+			fs.Bool(c.name, false, "flanneld's; see parseArgs")
+		case "int":
+			fs.Int(c.name, 0, "flanneld's; see parseArgs")
+		default:
+			fs.String(c.name, "", "flanneld's; see parseArgs")
+		}
+		_ = fs.MarkHidden(c.name)
+	}
 	return fs
+}
+
+// flanneldFlag is one of flanneld's flags that agentd does not implement. It
+// is defined, hidden from --help, so that an existing flanneld unit or
+// environment file does not make agentd exit 2 (which systemd's
+// RestartPreventExitStatus=2 then leaves down). When it is set, judge decides
+// from its value and the other settings whether agentd does what flanneld
+// would do without it: then it returns a warning (the text after "<flag> is
+// ") and the flag is ignored; or not: then it returns why, and agentd refuses
+// to start, since silently doing something else would be worse.
+type flanneldFlag struct {
+	name  string
+	kind  string // "bool", "int" or "string"
+	judge func(val string, v *flagValues) (refusal, warning string)
+}
+
+// kubeOnly is why the Kubernetes subnet manager's settings can be ignored.
+const kubeOnly = "ignored: only flanneld's Kubernetes subnet manager (--kube-subnet-mgr) uses it, and agentd leases from etcd"
+
+// flanneldOnly are flanneld's flags (its main.go, v0.26) that agentd does not
+// implement, in flanneld's order; README's "Flags and environment" lists
+// them. The rest of flanneld's flags are agentd's own (or klog's -v, -vmodule
+// and -log_backtrace_at).
+var flanneldOnly = []flanneldFlag{
+	{"public-ipv6", "string", func(val string, _ *flagValues) (string, string) {
+		if val != "" {
+			return "agentd's backends carry IPv4 only and cannot advertise an IPv6 address", ""
+		}
+		return "", "ignored: agentd's backends carry IPv4 only"
+	}},
+	{"subnet-lease-renew-margin", "int", ignore("deprecated and ignored: agentd renews its lease continuously with an etcd keepalive; remove it")},
+	{"ip-masq-fully-random-disable", "bool", func(val string, v *flagValues) (string, string) {
+		switch {
+		case !v.ipMasq:
+			return "", "ignored: --ip-masq is off"
+		case val == "true":
+			return "agentd always masquerades with --random-fully where iptables supports it", ""
+		}
+		return "", "ignored: agentd masquerades with --random-fully where iptables supports it, as false asks"
+	}},
+	{"kube-subnet-mgr", "bool", onlyFalse("agentd has no Kubernetes subnet manager; it leases subnets from etcd (--etcd-endpoints)", "ignored: agentd always leases from etcd")},
+	{"kube-api-url", "string", ignore(kubeOnly)},
+	{"kube-annotation-prefix", "string", ignore(kubeOnly)},
+	{"kubeconfig-file", "string", ignore(kubeOnly)},
+	{"iptables-resync", "int", ignore("ignored: agentd reconciles its iptables rules itself, after every change and every --resync-interval")},
+	{"ip-blackhole-route", "bool", onlyFalse("agentd adds no blackhole route for its own subnet", "ignored: agentd adds no blackhole route, as false asks")},
+	{"net-config-path", "string", ignore("ignored: agentd reads the network config from etcd (<prefix>/config)")},
+	{"set-node-network-unavailable", "bool", ignore(kubeOnly)},
+}
+
+// ignore judges every value of a flag harmless.
+func ignore(warning string) func(string, *flagValues) (string, string) {
+	return func(string, *flagValues) (string, string) { return "", warning }
+}
+
+// onlyFalse judges a boolean flag harmless when false and refuses it when
+// true.
+func onlyFalse(refusal, warning string) func(string, *flagValues) (string, string) {
+	return func(val string, _ *flagValues) (string, string) {
+		if val == "true" {
+			return refusal, ""
+		}
+		return "", warning
+	}
 }
 
 // options is the outcome of parsing: either an action (help, version) or a
@@ -237,8 +310,16 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 		}
 		cfg.HealthzAddr = net.JoinHostPort(ip.String(), strconv.Itoa(v.healthzPort))
 	}
-	if fs.Changed("subnet-lease-renew-margin") {
-		opts.warnings = append(opts.warnings, fmt.Sprintf("%s is deprecated and ignored: agentd renews its lease continuously with an etcd keepalive; remove it", where("subnet-lease-renew-margin")))
+	for _, c := range flanneldOnly {
+		if !fs.Changed(c.name) {
+			continue
+		}
+		val := fs.Lookup(c.name).Value.String()
+		refusal, warning := c.judge(val, &v)
+		if refusal != "" {
+			return opts, fmt.Errorf("unsupported %s %q: %s", where(c.name), val, refusal)
+		}
+		opts.warnings = append(opts.warnings, where(c.name)+" is "+warning)
 	}
 
 	if err := cfg.Validate(); err != nil {

@@ -212,7 +212,7 @@ func TestParseArgsErrors(t *testing.T) {
 		env  map[string]string
 		want string // the whole error
 	}{
-		{"unknown flag", []string{"--kube-subnet-mgr"}, nil, "unknown flag: --kube-subnet-mgr"},
+		{"unknown flag", []string{"--no-such-flag"}, nil, "unknown flag: --no-such-flag"},
 		{"unknown single-dash flag", []string{"-bogus=1"}, nil, "unknown flag: --bogus"},
 		{"missing value", []string{"--iface"}, nil, "flag needs an argument: --iface"},
 		{"bad duration", []string{"--subnet-lease-ttl=abc"}, nil, `invalid --subnet-lease-ttl "abc": time: invalid duration "abc"`},
@@ -489,5 +489,93 @@ func TestRunVerbosityFromEnv(t *testing.T) {
 	}
 	if got := klogFlags.Lookup("v").Value.String(); got != "3" || !klog.V(3).Enabled() {
 		t.Errorf("klog -v = %s after FLANNELD_V=3 AGENTD_V=3, want 3", got)
+	}
+}
+
+// TestParseArgsFlanneldFlags: flanneld's flags that agentd does not implement
+// neither stop an existing unit (exit 2, which RestartPreventExitStatus=2
+// then keeps down) nor pass silently. Those whose absence is harmless are
+// accepted with one warning each, naming the flag or variable and why; those
+// asking for something agentd cannot do are refused with the reason.
+func TestParseArgsFlanneldFlags(t *testing.T) {
+	accepted := []struct {
+		name string
+		args []string
+		env  map[string]string
+		warn []string // one warning each, in this order (substrings)
+	}{
+		{"iptables-resync", []string{"--iptables-resync=10"}, nil,
+			[]string{"--iptables-resync is ignored: agentd reconciles its iptables rules itself"}},
+		{"single dash, value apart", []string{"-iptables-resync", "10", "-iface", "eth0"}, nil,
+			[]string{"--iptables-resync is ignored"}},
+		{"from FLANNELD_", nil, map[string]string{"FLANNELD_IPTABLES_RESYNC": "10"},
+			[]string{"FLANNELD_IPTABLES_RESYNC is ignored"}},
+		{"empty public-ipv6", []string{"--public-ipv6="}, nil,
+			[]string{"--public-ipv6 is ignored: agentd's backends carry IPv4 only"}},
+		{"kube-subnet-mgr off", []string{"--kube-subnet-mgr=false"}, nil,
+			[]string{"--kube-subnet-mgr is ignored: agentd always leases from etcd"}},
+		{"kube subnet manager settings", []string{"--kube-api-url=https://198.18.0.1:6443", "--kubeconfig-file=/etc/k.conf",
+			"--kube-annotation-prefix=example.com", "--net-config-path=/etc/kube-flannel/net-conf.json", "--set-node-network-unavailable=false"}, nil,
+			[]string{"--kube-api-url is ignored: only flanneld's Kubernetes subnet manager", "--kube-annotation-prefix is ignored",
+				"--kubeconfig-file is ignored", "--net-config-path is ignored: agentd reads the network config from etcd",
+				"--set-node-network-unavailable is ignored"}},
+		{"blackhole route off", []string{"--ip-blackhole-route=false"}, nil, []string{"--ip-blackhole-route is ignored"}},
+		{"fully-random off without ip-masq", []string{"--ip-masq-fully-random-disable"}, nil,
+			[]string{"--ip-masq-fully-random-disable is ignored: --ip-masq is off"}},
+		{"renew margin", []string{"-subnet-lease-renew-margin=30"}, nil, []string{"--subnet-lease-renew-margin is deprecated and ignored"}},
+	}
+	for _, tt := range accepted {
+		t.Run(tt.name, func(t *testing.T) {
+			logFlags, _, _ := testLogFlags()
+			opts, err := parseArgs(tt.args, envMap(tt.env), logFlags)
+			if err != nil {
+				t.Fatalf("parseArgs(%q): %v", tt.args, err)
+			}
+			if len(opts.warnings) != len(tt.warn) {
+				t.Fatalf("warnings %q, want %d", opts.warnings, len(tt.warn))
+			}
+			for i, w := range tt.warn {
+				if !strings.Contains(opts.warnings[i], w) {
+					t.Errorf("warning %q does not contain %q", opts.warnings[i], w)
+				}
+			}
+			if strings.Contains(opts.usage, "iptables-resync") {
+				t.Errorf("--help lists the ignored flags")
+			}
+		})
+	}
+
+	refused := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the whole error
+	}{
+		{"kube-subnet-mgr", []string{"--kube-subnet-mgr"}, nil,
+			`unsupported --kube-subnet-mgr "true": agentd has no Kubernetes subnet manager; it leases subnets from etcd (--etcd-endpoints)`},
+		{"kube-subnet-mgr from env", nil, map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "true"},
+			`unsupported FLANNELD_KUBE_SUBNET_MGR "true": agentd has no Kubernetes subnet manager; it leases subnets from etcd (--etcd-endpoints)`},
+		{"public-ipv6", []string{"-public-ipv6", "2001:db8::7"}, nil,
+			`unsupported --public-ipv6 "2001:db8::7": agentd's backends carry IPv4 only and cannot advertise an IPv6 address`},
+		{"blackhole route", []string{"--ip-blackhole-route"}, nil,
+			`unsupported --ip-blackhole-route "true": agentd adds no blackhole route for its own subnet`},
+		{"fully-random off with ip-masq", []string{"--ip-masq", "--ip-masq-fully-random-disable=true"}, nil,
+			`unsupported --ip-masq-fully-random-disable "true": agentd always masquerades with --random-fully where iptables supports it`},
+		{"bad value", []string{"--iptables-resync=soon"}, nil,
+			`invalid --iptables-resync "soon": strconv.ParseInt: parsing "soon": invalid syntax`},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			logFlags, _, _ := testLogFlags()
+			_, err := parseArgs(tt.args, envMap(tt.env), logFlags)
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("parseArgs(%q) error:\n got %v\nwant %s", tt.args, err, tt.want)
+			}
+		})
+	}
+
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--kube-subnet-mgr"}, envMap(nil), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "agentd has no Kubernetes subnet manager") {
+		t.Errorf("--kube-subnet-mgr: exit %d, stderr %q; want 2 and the reason", code, errOut.String())
 	}
 }
