@@ -9,16 +9,15 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/internal/nsreap"
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"golang.org/x/sys/unix"
 )
 
 // Underlay addressing (DESIGN §6). Host i has 198.18.0.i; etcd has .254.
@@ -411,42 +410,10 @@ func killInNamespaces(nss []*Namespace) error {
 			}
 		}
 	}
-	if len(inodes) == 0 {
-		return nil
+	if err := nsreap.KillIn(inodes, 10*time.Second); err != nil {
+		return fmt.Errorf("the cluster's namespaces: %w", err)
 	}
-	err := Eventually(context.Background(), 10*time.Second, func() error {
-		pids := pidsInNetns(inodes)
-		for _, pid := range pids {
-			unix.Kill(pid, unix.SIGKILL)
-		}
-		if len(pids) > 0 {
-			return fmt.Errorf("processes left in the cluster's namespaces: %v", pids)
-		}
-		return nil
-	})
-	return err
-}
-
-// pidsInNetns lists the processes (other than this one) whose network
-// namespace inode is in inodes. Zombies have no namespace and are not listed.
-func pidsInNetns(inodes map[uint64]bool) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	self := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) != nil {
-			continue
-		}
-		if inodes[st.Ino] {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return nil
 }
 
 // DumpLogs writes the last lines of every log file in the log directory

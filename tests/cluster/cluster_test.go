@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/internal/nsreap"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 )
@@ -308,7 +309,7 @@ func checkCloseLeavesNothing(t *testing.T, c *Cluster) {
 	}
 	procs := slices.Clone(c.procs)
 	c.mu.Unlock()
-	if len(pidsInNetns(inodes)) == 0 {
+	if len(nsreap.PIDsIn(inodes)) == 0 {
 		t.Fatal("no process in the cluster's namespaces before Close: the check below would prove nothing")
 	}
 
@@ -337,7 +338,7 @@ func checkCloseLeavesNothing(t *testing.T, c *Cluster) {
 			t.Errorf("%s (pid %d) still exists: %v", p.Name, p.Pid(), err)
 		}
 	}
-	if pids := pidsInNetns(inodes); len(pids) > 0 {
+	if pids := nsreap.PIDsIn(inodes); len(pids) > 0 {
 		t.Errorf("processes %v still in the cluster's namespaces", pids)
 	}
 	if _, err := os.Stat(c.WorkDir()); !errors.Is(err, os.ErrNotExist) && os.Getenv("AGENTD_CLUSTER_KEEP") != "1" {

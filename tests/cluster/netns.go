@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentd/agentd/internal/nsreap"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -116,16 +117,7 @@ func createNetns(name string) (netns.NsHandle, error) {
 // deleteNetns removes the name of a namespace. The kernel frees the
 // namespace, and the links in it, once no process, socket or open handle
 // refers to it any more. A name that does not exist is not an error.
-func deleteNetns(name string) error {
-	path := filepath.Join(netnsDir, name)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
+func deleteNetns(name string) error { return nsreap.Delete(filepath.Join(netnsDir, name)) }
 
 // nsInode identifies a namespace the way /proc/<pid>/ns/net does.
 func nsInode(h netns.NsHandle) (uint64, error) {

@@ -5,7 +5,8 @@
 // Every namespace is named /run/netns/<Prefix><pid>-<run>-<n>-<test>, so
 // that `ip netns` shows whose it is, and is deleted in t.Cleanup, also when
 // the test fails. Namespaces left behind by a test binary that was killed
-// (its pid is gone) are deleted by the next run.
+// (its pid is gone) are deleted by the next run, after the processes still
+// inside them (a descriptor keeper, say) are killed.
 //
 // Nothing here sends a packet: the namespaces are connected to nothing.
 package nstest
@@ -18,12 +19,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/agentd/agentd/internal/nsreap"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -32,7 +33,7 @@ import (
 // Prefix starts the name of every namespace this package creates.
 const Prefix = "agentd-nstest-"
 
-const bindDir = "/run/netns"
+const bindDir = nsreap.Dir
 
 var (
 	runID   = randomHex(3)
@@ -224,36 +225,21 @@ func create(name string) (netns.NsHandle, error) {
 	return h, nil
 }
 
-func remove(name string) error {
-	path := filepath.Join(bindDir, name)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
+func remove(name string) error { return nsreap.Delete(filepath.Join(bindDir, name)) }
 
-// sweepStale deletes namespaces of earlier test binaries that are gone.
+// sweepStale deletes namespaces of earlier test binaries that are gone, and
+// kills by pid the processes still inside them: a process the test started
+// in a session of its own (the udp backend's descriptor keeper) outlives a
+// killed test binary, holding its namespace and devices.
 func sweepStale() {
-	entries, err := os.ReadDir(bindDir)
-	if err != nil {
-		return
+	// It runs once for all tests, so it reports to none: what it could not
+	// delete only costs a name that no later run uses (the pid is in it).
+	deleted, err := nsreap.SweepStale(Prefix)
+	if len(deleted) > 0 {
+		fmt.Fprintf(os.Stderr, "nstest: deleted the namespaces of dead test runs: %v\n", deleted)
 	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), Prefix)
-		if !ok {
-			continue
-		}
-		pidStr, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
-			_ = remove(e.Name())
-		}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "nstest: sweeping the namespaces of dead test runs: %v\n", err)
 	}
 }
 
