@@ -188,6 +188,7 @@ func TestPrepareWithSquattedKeeperSocket(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			h.track(b)
 			prepared := make(chan error, 1)
 			start := time.Now()
 			go func() {

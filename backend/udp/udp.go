@@ -309,7 +309,9 @@ func (b *Backend) fresh(socks []int, held *keeperHeldError) error {
 		// No keeper can listen there, and binding the name would fail.
 		b.log.Error(held, "no descriptor keeper: its socket is held by another process, so an agent restart will drop packets while it lasts", "socket", held.addr)
 	}
-	b.reapKeeper()
+	if err := b.reapKeeper(); err != nil {
+		b.log.Info("stopping the old descriptor keeper", "err", err)
+	}
 	tuns, err := openQueues(DeviceName, b.queues)
 	if errors.Is(err, errTUNIncompatible) {
 		b.log.Info("deleting an incompatible TUN device to recreate it", "device", DeviceName, "reason", err)
@@ -353,23 +355,27 @@ func (b *Backend) fresh(socks []int, held *keeperHeldError) error {
 }
 
 // reapKeeper waits for the keeper this process started, once it was told to
-// quit (or quit by itself).
-func (b *Backend) reapKeeper() {
+// quit (or quit by itself), for at most keeperTimeout; then it kills it by
+// its pid and says so in the error.
+func (b *Backend) reapKeeper() error {
 	if b.keeper == nil {
-		return
+		return nil
 	}
+	k := b.keeper
+	b.keeper = nil
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = b.keeper.Wait()
+		_ = k.Wait()
 	}()
 	select {
 	case <-done:
+		return nil
 	case <-time.After(keeperTimeout):
-		_ = b.keeper.Process.Kill()
+		_ = k.Process.Kill()
 		<-done
+		return fmt.Errorf("the descriptor keeper (pid %d) did not exit within %s; killed it", k.Process.Pid, keeperTimeout)
 	}
-	b.keeper = nil
 }
 
 // Reconcile implements backend.Backend.

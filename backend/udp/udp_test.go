@@ -53,6 +53,7 @@ type testHost struct {
 	host, peer *nstest.NS
 	cfg        backend.Config
 	b          *Backend
+	backends   []*Backend // every one started, for their keepers
 	own        subnet.Lease
 	cancel     context.CancelFunc
 	watchDone  chan struct{}
@@ -117,13 +118,35 @@ func newTestNet(t *testing.T) *testHost {
 			h.logs = append(h.logs, args)
 		}, funcr.Options{Verbosity: 2}),
 	}
-	// The keeper outlives any backend; it goes with the test.
+	// The keeper outlives any backend; it goes with the test. This runs
+	// after every backend's stop (cleanups run last-registered first).
 	t.Cleanup(func() {
-		if err := host.Do(func() error { return quitKeeper(DeviceName) }); err != nil {
-			t.Errorf("quit keeper: %v", err)
-		}
+		stopKeeper(t, host, h.backends...)
 	})
 	return h
+}
+
+// track records b, a backend of this test host, so that the keeper it
+// started is reaped when the test ends.
+func (h *testHost) track(b *Backend) {
+	h.backends = append(h.backends, b)
+}
+
+// stopKeeper tells the keeper in ns to quit, then reaps the keepers the
+// backends bs started (this process is their parent), killing by pid any
+// that has not exited within keeperTimeout. The keeper runs in a session of
+// its own and has no parent-death signal, so a keeper left running would
+// hold the namespace and its TUN device after the test.
+func stopKeeper(t *testing.T, ns *nstest.NS, bs ...*Backend) {
+	t.Helper()
+	if err := ns.Do(func() error { return quitKeeper(DeviceName) }); err != nil {
+		t.Errorf("quit keeper: %v", err)
+	}
+	for _, b := range bs {
+		if err := b.reapKeeper(); err != nil {
+			t.Errorf("after the keeper was told to quit: %v", err)
+		}
+	}
 }
 
 // start builds and prepares a backend as a (re)started agent would, and
@@ -141,6 +164,7 @@ func (h *testHost) start() {
 		default:
 		}
 	}
+	h.track(b) // before Prepare, which starts the keeper
 	if _, err := b.Prepare(context.Background()); err != nil {
 		h.t.Fatalf("Prepare: %v", err)
 	}
@@ -446,7 +470,7 @@ func TestReplacesFlanneldDevice(t *testing.T) {
 	}
 	b := &Backend{log: funcr.New(func(string, string) {}, funcr.Options{}), h: ns.Handle, queues: 2, do: ns.Do,
 		ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("127.0.0.1")}, opts: options{Port: 18285}}
-	t.Cleanup(func() { ns.Do(func() error { return quitKeeper(DeviceName) }) })
+	t.Cleanup(func() { stopKeeper(t, ns, b) })
 	if err := ns.Do(func() error { return b.fresh(nil, nil) }); err != nil {
 		t.Fatalf("fresh over flanneld's device: %v", err)
 	}

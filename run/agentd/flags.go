@@ -333,26 +333,81 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 	return opts, nil
 }
 
+// alternativeForms are the settings that can be given in more than one form,
+// each form a set of flags: the health server's address (--healthz-addr, or
+// flanneld's --healthz-ip with --healthz-port) and the interface choice
+// (--iface, --iface-regex, --iface-can-reach, which flanneld tries in that
+// order). Such a setting is decided by where its forms came from: the forms
+// from the best source (command line, then AGENTD_, then FLANNELD_) are used,
+// and the environment's values for the other forms are not, so a form on the
+// command line beats every form from the environment, as the command line
+// beats the environment for a single flag. Forms from one source combine
+// (--iface with --iface-regex; --healthz-addr over --healthz-port, with a
+// warning).
+var alternativeForms = [][][]string{
+	{{"healthz-addr"}, {"healthz-ip", "healthz-port"}},
+	{{"iface"}, {"iface-regex"}, {"iface-can-reach"}},
+}
+
 // applyEnv sets each of agentd's own flags, and the logging flags in
 // loggingFromEnv, that the command line left alone from AGENTD_<NAME> or else
-// FLANNELD_<NAME>, and records the variable used in source.
+// FLANNELD_<NAME> (but see alternativeForms), and records the variable used
+// in source.
 func applyEnv(fs *pflag.FlagSet, own map[string]bool, lookupEnv func(string) (string, bool), source map[string]string) error {
-	var err error
+	type setting struct {
+		name, val string
+		rank      int // 1 for AGENTD_, 2 for FLANNELD_; 0 is the command line
+	}
+	fromEnv := map[string]setting{}
 	fs.VisitAll(func(f *pflag.Flag) {
-		if err != nil || !(own[f.Name] || loggingFromEnv[f.Name]) || notFromEnv[f.Name] || f.Changed {
+		if !(own[f.Name] || loggingFromEnv[f.Name]) || notFromEnv[f.Name] || f.Changed {
 			return
 		}
-		for _, p := range envPrefixes {
+		for i, p := range envPrefixes {
 			name := p + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-			val, ok := lookupEnv(name)
-			if !ok || val == "" {
-				continue
+			if val, ok := lookupEnv(name); ok && val != "" {
+				fromEnv[f.Name] = setting{name, val, i + 1}
+				return
 			}
-			source[f.Name] = name
-			if serr := setFromEnv(fs, f, val); serr != nil {
-				err = fmt.Errorf("invalid %s %q: %w", name, val, unwrapInvalid(serr))
+		}
+	})
+
+	unset := len(envPrefixes) + 1
+	formRank := func(form []string) int {
+		r := unset
+		for _, flag := range form {
+			if fs.Changed(flag) {
+				return 0
 			}
+			if s, ok := fromEnv[flag]; ok {
+				r = min(r, s.rank)
+			}
+		}
+		return r
+	}
+	for _, forms := range alternativeForms {
+		best := unset
+		for _, form := range forms {
+			best = min(best, formRank(form))
+		}
+		for _, form := range forms {
+			if formRank(form) > best {
+				for _, flag := range form {
+					delete(fromEnv, flag)
+				}
+			}
+		}
+	}
+
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		s, ok := fromEnv[f.Name]
+		if !ok || err != nil {
 			return
+		}
+		source[f.Name] = s.name
+		if serr := setFromEnv(fs, f, s.val); serr != nil {
+			err = fmt.Errorf("invalid %s %q: %w", s.name, s.val, unwrapInvalid(serr))
 		}
 	})
 	return err

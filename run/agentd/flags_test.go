@@ -579,3 +579,96 @@ func TestParseArgsFlanneldFlags(t *testing.T) {
 		t.Errorf("--kube-subnet-mgr: exit %d, stderr %q; want 2 and the reason", code, errOut.String())
 	}
 }
+
+// TestParseArgsAlternativeForms: a setting that has several forms (the health
+// server's address; the interface choice) takes its value from the best
+// source that gives any form of it: a form given on the command line beats
+// every other form from the environment, AGENTD_ beats FLANNELD_. Forms from
+// one source combine as before.
+func TestParseArgsAlternativeForms(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    func(c *agent.Config)
+		regexes []string
+		warn    string
+	}{
+		{
+			name: "command-line port over the env file's address",
+			args: []string{"--healthz-port=9000"},
+			env:  map[string]string{"AGENTD_HEALTHZ_ADDR": "127.0.0.1:8471"},
+			want: func(c *agent.Config) { c.HealthzAddr = "0.0.0.0:9000" },
+		},
+		{
+			name: "command-line port with the ip from the environment",
+			args: []string{"--healthz-port=9000"},
+			env:  map[string]string{"AGENTD_HEALTHZ_ADDR": "127.0.0.1:8471", "FLANNELD_HEALTHZ_IP": "127.0.0.2"},
+			want: func(c *agent.Config) { c.HealthzAddr = "127.0.0.2:9000" },
+		},
+		{
+			name: "command-line address over env ip and port",
+			args: []string{"--healthz-addr=127.0.0.1:9000"},
+			env:  map[string]string{"FLANNELD_HEALTHZ_PORT": "8471"},
+			want: func(c *agent.Config) { c.HealthzAddr = "127.0.0.1:9000" },
+		},
+		{
+			name: "AGENTD_ port over FLANNELD_ address",
+			env:  map[string]string{"AGENTD_HEALTHZ_PORT": "9000", "FLANNELD_HEALTHZ_ADDR": "127.0.0.1:8471"},
+			want: func(c *agent.Config) { c.HealthzAddr = "0.0.0.0:9000" },
+		},
+		{
+			name: "both forms from one source: the address wins, with a warning",
+			env:  map[string]string{"AGENTD_HEALTHZ_PORT": "9000", "AGENTD_HEALTHZ_ADDR": "127.0.0.1:8471"},
+			want: func(c *agent.Config) { c.HealthzAddr = "127.0.0.1:8471" },
+			warn: "AGENTD_HEALTHZ_PORT is ignored: AGENTD_HEALTHZ_ADDR is set",
+		},
+		{
+			name:    "command-line regex over env iface",
+			args:    []string{"--iface-regex=^ens"},
+			env:     map[string]string{"AGENTD_IFACE": "eth0"},
+			want:    func(*agent.Config) {},
+			regexes: []string{"^ens"},
+		},
+		{
+			name: "command-line can-reach over env iface and regex",
+			args: []string{"--iface-can-reach=198.18.0.254"},
+			env:  map[string]string{"FLANNELD_IFACE": "eth0", "AGENTD_IFACE_REGEX": "^en"},
+			want: func(c *agent.Config) { c.IfaceCanReach = netip.MustParseAddr("198.18.0.254") },
+		},
+		{
+			name: "AGENTD_ iface over FLANNELD_ regex",
+			env:  map[string]string{"AGENTD_IFACE": "eth0", "FLANNELD_IFACE_REGEX": "^en"},
+			want: func(c *agent.Config) { c.Ifaces = []string{"eth0"} },
+		},
+		{
+			name:    "forms from the command line combine",
+			args:    []string{"--iface=eth0", "--iface-regex=^en"},
+			env:     map[string]string{"AGENTD_IFACE_CAN_REACH": "198.18.0.254"},
+			want:    func(c *agent.Config) { c.Ifaces = []string{"eth0"} },
+			regexes: []string{"^en"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logFlags, _, _ := testLogFlags()
+			opts, err := parseArgs(tt.args, envMap(tt.env), logFlags)
+			if err != nil {
+				t.Fatalf("parseArgs: %v", err)
+			}
+			want := agent.DefaultConfig()
+			tt.want(&want)
+			got := opts.cfg
+			if gotRe := regexStrings(&got); !reflect.DeepEqual(gotRe, tt.regexes) {
+				t.Errorf("regexes = %q, want %q", gotRe, tt.regexes)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("config:\n got %+v\nwant %+v", got, want)
+			}
+			warnings := strings.Join(opts.warnings, "\n")
+			if tt.warn == "" && warnings != "" || !strings.Contains(warnings, tt.warn) {
+				t.Errorf("warnings = %q, want one containing %q", warnings, tt.warn)
+			}
+		})
+	}
+}
