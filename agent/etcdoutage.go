@@ -25,7 +25,7 @@ const outageGrace = 3 * time.Second
 // not ready). Without this an operator would see no sign at all that etcd
 // is gone, and with a line per retry they would see nothing else.
 func (c *etcdConn) reportOutages(ctx context.Context, log logr.Logger) {
-	r := &outageReporter{conn: c.ActiveConnection(), probe: c.probe, endpoints: c.endpoints, grace: outageGrace, log: log}
+	r := &outageReporter{conn: c.ActiveConnection(), probe: c.probe, endpoints: c.endpoints, grace: outageGrace, clock: realClock{}, log: log}
 	r.run(ctx)
 }
 
@@ -37,12 +37,29 @@ type connState interface {
 	WaitForStateChange(ctx context.Context, s connectivity.State) bool
 }
 
+// clock is the time outageReporter goes by: the real one, or in tests one
+// that moves only when told to.
+type clock interface {
+	Now() time.Time
+	// WithDeadline is context.WithDeadline, with d on this clock.
+	WithDeadline(ctx context.Context, d time.Time) (context.Context, context.CancelFunc)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) WithDeadline(ctx context.Context, d time.Time) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(ctx, d)
+}
+
 type outageReporter struct {
 	conn connState
 	// probe says why etcd cannot be reached; it is called once per outage.
 	probe     func(context.Context) error
 	endpoints []string
 	grace     time.Duration
+	clock     clock
 	log       logr.Logger
 }
 
@@ -62,7 +79,7 @@ func (r *outageReporter) run(ctx context.Context) {
 		switch state {
 		case connectivity.Ready:
 			if !downSince.IsZero() {
-				d := time.Since(downSince).Round(100 * time.Millisecond)
+				d := r.clock.Now().Sub(downSince).Round(100 * time.Millisecond)
 				if reported {
 					r.log.Info("etcd reachable again", "endpoints", r.endpoints, "downFor", d)
 				} else {
@@ -72,7 +89,7 @@ func (r *outageReporter) run(ctx context.Context) {
 			downSince, reported = time.Time{}, false
 		case connectivity.Connecting, connectivity.TransientFailure:
 			if downSince.IsZero() {
-				downSince = time.Now()
+				downSince = r.clock.Now()
 				r.log.V(2).Info("etcd connection lost; reconnecting", "state", state.String())
 			}
 		case connectivity.Shutdown:
@@ -85,7 +102,7 @@ func (r *outageReporter) run(ctx context.Context) {
 
 		wctx, cancel := ctx, context.CancelFunc(func() {})
 		if !downSince.IsZero() && !reported {
-			wctx, cancel = context.WithDeadline(ctx, downSince.Add(r.grace))
+			wctx, cancel = r.clock.WithDeadline(ctx, downSince.Add(r.grace))
 		}
 		changed := r.conn.WaitForStateChange(wctx, state)
 		cancel()
@@ -94,7 +111,7 @@ func (r *outageReporter) run(ctx context.Context) {
 		}
 		if !changed {
 			reported = true
-			d := time.Since(downSince).Round(100 * time.Millisecond)
+			d := r.clock.Now().Sub(downSince).Round(100 * time.Millisecond)
 			r.log.Error(r.probe(ctx), "etcd unreachable; the datapath stays as it is, lease changes will be applied once etcd is back; retrying quietly",
 				"endpoints", r.endpoints, "downFor", d)
 		}

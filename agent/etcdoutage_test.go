@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,17 +13,21 @@ import (
 	"google.golang.org/grpc/connectivity"
 )
 
-// fakeConn is a connection whose state the test sets.
+// fakeConn is a connection whose state the test sets. It records each state
+// the reporter waited on, so that the test can change the state only once the
+// reporter has seen (and acted on) the previous one.
 type fakeConn struct {
 	mu      sync.Mutex
 	state   connectivity.State
 	changed chan struct{} // closed and replaced on every change
+	waited  []connectivity.State
+	waiting chan struct{} // closed and replaced on every wait
 }
 
 var _ connState = (*fakeConn)(nil)
 
 func newFakeConn() *fakeConn {
-	return &fakeConn{state: connectivity.Ready, changed: make(chan struct{})}
+	return &fakeConn{state: connectivity.Ready, changed: make(chan struct{}), waiting: make(chan struct{})}
 }
 
 func (f *fakeConn) set(s connectivity.State) {
@@ -41,6 +46,9 @@ func (f *fakeConn) GetState() connectivity.State {
 
 func (f *fakeConn) WaitForStateChange(ctx context.Context, s connectivity.State) bool {
 	f.mu.Lock()
+	f.waited = append(f.waited, s)
+	close(f.waiting)
+	f.waiting = make(chan struct{})
 	if f.state != s {
 		f.mu.Unlock()
 		return true
@@ -53,6 +61,107 @@ func (f *fakeConn) WaitForStateChange(ctx context.Context, s connectivity.State)
 	case <-ch:
 		return true
 	}
+}
+
+// waitFor waits until the reporter has waited n times in all, the last time
+// on state s: it has then read s and done all it does on seeing it.
+func (f *fakeConn) waitFor(t *testing.T, n int, s connectivity.State) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		f.mu.Lock()
+		waited, ch := slices.Clone(f.waited), f.waiting
+		f.mu.Unlock()
+		if len(waited) > n || len(waited) == n && waited[n-1] != s {
+			t.Fatalf("reporter waited on %v, want %d waits, the last on %v", waited, n, s)
+		}
+		if len(waited) == n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			t.Fatalf("reporter waited on %v, want %d waits, the last on %v", waited, n, s)
+		}
+	}
+}
+
+// waits is how often the reporter has waited so far.
+func (f *fakeConn) waits() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.waited)
+}
+
+// step sets the state and waits until the reporter has seen it.
+func (f *fakeConn) step(t *testing.T, s connectivity.State) {
+	t.Helper()
+	n := f.waits()
+	f.set(s)
+	f.waitFor(t, n+1, s)
+}
+
+// fakeClock is a clock that moves only in advance. Its deadlines end their
+// context when advance passes them.
+type fakeClock struct {
+	mu        sync.Mutex
+	now       time.Time
+	deadlines map[*time.Time]context.CancelFunc
+}
+
+var _ clock = (*fakeClock)(nil)
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), deadlines: map[*time.Time]context.CancelFunc{}}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) WithDeadline(ctx context.Context, d time.Time) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !d.After(c.now) {
+		cancel()
+		return ctx, cancel
+	}
+	key := &d
+	c.deadlines[key] = cancel
+	return ctx, func() {
+		c.mu.Lock()
+		delete(c.deadlines, key)
+		c.mu.Unlock()
+		cancel()
+	}
+}
+
+// advance moves the clock on by d and ends the contexts whose deadline it
+// passed.
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for at, cancel := range c.deadlines {
+		if !at.After(c.now) {
+			cancel()
+			delete(c.deadlines, at)
+		}
+	}
+}
+
+// pending returns the deadlines not yet passed nor cancelled.
+func (c *fakeClock) pending() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ds []time.Time
+	for at := range c.deadlines {
+		ds = append(ds, *at)
+	}
+	return ds
 }
 
 // logLines collects what a logger printed at verbosity 0.
@@ -73,66 +182,103 @@ func (l *logLines) get() []string {
 	return append([]string(nil), l.lines...)
 }
 
-// waitLines waits until exactly n lines were logged.
-func (l *logLines) waitLines(t *testing.T, n int) []string {
+// expect checks that exactly n lines were logged by now. The reporter logs
+// before it waits, so once conn.waitFor returned, all it was going to log
+// is there.
+func (l *logLines) expect(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := l.get()
-		if len(got) == n {
-			return got
-		}
-		if len(got) > n || time.Now().After(deadline) {
-			t.Fatalf("%d log lines, want %d:\n%s", len(got), n, strings.Join(got, "\n"))
-		}
-		time.Sleep(5 * time.Millisecond)
+	if got := l.get(); len(got) != n {
+		t.Fatalf("%d log lines, want %d:\n%s", len(got), n, strings.Join(got, "\n"))
 	}
 }
 
 // TestReportOutages: a blip shorter than the grace period is not logged; a
 // longer outage is logged once however often the connection retries, with
 // the probe's finding, and its end once, with its length.
+//
+// The reporter's clock is fake and each state is set only after the reporter
+// has seen the one before, so every transition is observed and no time
+// passes but what the test advances.
 func TestReportOutages(t *testing.T) {
 	conn := newFakeConn()
+	clk := newFakeClock()
 	var logs logLines
 	probes := 0
+	const grace = 3 * time.Second
 	r := &outageReporter{
 		conn:      conn,
 		probe:     func(context.Context) error { probes++; return errors.New("connect: connection refused") },
 		endpoints: []string{"http://etcd:2379"},
-		grace:     100 * time.Millisecond,
+		grace:     grace,
+		clock:     clk,
 		log:       funcr.New(logs.add, funcr.Options{}),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		r.run(ctx)
 	}()
+	conn.waitFor(t, 1, connectivity.Ready)
+
+	// noDeadline checks that the reporter waits for nothing but a change.
+	noDeadline := func(when string) {
+		t.Helper()
+		if p := clk.pending(); len(p) != 0 {
+			t.Fatalf("%s: reporter waits until %v, want no deadline", when, p)
+		}
+	}
+	// deadlineAt checks that the reporter waits for a change until at.
+	deadlineAt := func(when string, at time.Time) {
+		t.Helper()
+		if p := clk.pending(); len(p) != 1 || !p[0].Equal(at) {
+			t.Fatalf("%s: reporter waits until %v, want %v", when, p, at)
+		}
+	}
 
 	// A blip: down and back within the grace period.
-	conn.set(connectivity.Connecting)
-	conn.set(connectivity.Ready)
-	time.Sleep(2 * r.grace)
-	logs.waitLines(t, 0)
+	down := clk.Now()
+	conn.step(t, connectivity.Connecting)
+	deadlineAt("connecting", down.Add(grace))
+	logs.expect(t, 0)
+	clk.advance(grace - time.Second)
+	conn.step(t, connectivity.Ready)
+	noDeadline("back within the grace period")
+	clk.advance(2 * grace)
+	logs.expect(t, 0)
 
-	// An outage: many failed attempts, one line.
+	// An outage: many failed attempts, one line, once the grace period is
+	// over.
+	down = clk.Now()
 	for range 5 {
-		conn.set(connectivity.Connecting)
-		conn.set(connectivity.TransientFailure)
+		conn.step(t, connectivity.Connecting)
+		conn.step(t, connectivity.TransientFailure)
+		deadlineAt("retrying", down.Add(grace))
+		clk.advance(grace / 10)
 	}
-	logs.waitLines(t, 1)
+	logs.expect(t, 0)
+	n := conn.waits()
+	clk.advance(grace - 5*grace/10)
+	// Past the deadline the reporter logs and waits again, for a change
+	// only.
+	conn.waitFor(t, n+1, connectivity.TransientFailure)
+	logs.expect(t, 1)
+	noDeadline("outage reported")
 	for range 5 {
-		conn.set(connectivity.Idle)
-		conn.set(connectivity.Connecting)
-		conn.set(connectivity.TransientFailure)
+		conn.step(t, connectivity.Idle)
+		conn.step(t, connectivity.Connecting)
+		conn.step(t, connectivity.TransientFailure)
+		clk.advance(grace)
 	}
-	time.Sleep(2 * r.grace)
-	conn.set(connectivity.Ready)
-	lines := logs.waitLines(t, 2)
+	noDeadline("outage reported")
+	logs.expect(t, 1)
+	conn.step(t, connectivity.Ready)
+	logs.expect(t, 2)
+	lines := logs.get()
 	for i, want := range []string{
-		`"msg"="etcd unreachable; the datapath stays as it is, lease changes will be applied once etcd is back; retrying quietly" "error"="connect: connection refused" "endpoints"=["http://etcd:2379"]`,
-		`"msg"="etcd reachable again" "endpoints"=["http://etcd:2379"] "downFor"=`,
+		`"msg"="etcd unreachable; the datapath stays as it is, lease changes will be applied once etcd is back; retrying quietly" "error"="connect: connection refused" "endpoints"=["http://etcd:2379"] "downFor"="3s"`,
+		`"msg"="etcd reachable again" "endpoints"=["http://etcd:2379"] "downFor"="18s"`,
 	} {
 		if !strings.Contains(lines[i], want) {
 			t.Errorf("line %d:\n%s\nwant it to contain\n%s", i+1, lines[i], want)
@@ -140,8 +286,13 @@ func TestReportOutages(t *testing.T) {
 	}
 
 	// The next outage is reported again.
-	conn.set(connectivity.TransientFailure)
-	if l := logs.waitLines(t, 3)[2]; !strings.Contains(l, "etcd unreachable") {
+	conn.step(t, connectivity.TransientFailure)
+	logs.expect(t, 2)
+	n = conn.waits()
+	clk.advance(grace)
+	conn.waitFor(t, n+1, connectivity.TransientFailure)
+	logs.expect(t, 3)
+	if l := logs.get()[2]; !strings.Contains(l, "etcd unreachable") {
 		t.Errorf("second outage logged as %s", l)
 	}
 	if probes != 2 {
@@ -154,5 +305,4 @@ func TestReportOutages(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("run did not return when the connection shut down")
 	}
-	cancel()
 }
