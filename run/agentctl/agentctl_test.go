@@ -265,3 +265,28 @@ func TestFlagsFromEnvironment(t *testing.T) {
 		t.Fatal("the flag did not win over the environment")
 	}
 }
+
+// TestEnvironmentOnlyForEtcdFlags: only the etcd connection flags come from
+// the environment. A command's own flags never do, so a FLANNELD_PUBLIC_IP or
+// an AGENTD_FORCE in the shell (say, from sourcing a host's agentd.env)
+// cannot change what an operator's command does.
+func TestEnvironmentOnlyForEtcdFlags(t *testing.T) {
+	c := newCtl(t)
+	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+	c.liveLease("10.244.5.0/24", "198.18.0.1", "aa:bb:cc:dd:ee:01")
+
+	t.Setenv("FLANNELD_PUBLIC_IP", "198.18.0.7")
+	t.Setenv("AGENTD_FORCE", "true")
+	t.Setenv("AGENTD_OUTPUT", "json")
+	c.wantFail(2, []string{"lease", "reserve", "10.244.9.0/24"}, "public-ip")
+	if v, _, ok := c.get(prefix + "/subnets/10.244.9.0-24"); ok {
+		t.Errorf("reserved from FLANNELD_PUBLIC_IP: %s", v)
+	}
+	c.wantFail(1, []string{"config", "init", "--network", "10.245.0.0/16"}, "invalidate 1 live lease", "--force")
+	if v, _, _ := c.get(prefix + "/config"); !strings.Contains(v, "10.244.0.0/16") {
+		t.Errorf("config replaced despite the live lease: %s", v)
+	}
+	if out := c.mustRun("leases"); !strings.HasPrefix(out, "SUBNET") {
+		t.Errorf("leases output taken from AGENTD_OUTPUT:\n%s", out)
+	}
+}

@@ -50,10 +50,11 @@ func dialEtcd(cfg *agent.Config) (*clientv3.Client, func(context.Context, error,
 
 // app is one invocation's settings and outputs.
 type app struct {
-	etcd    agent.Config
-	timeout time.Duration
-	out     io.Writer
-	dial    etcdDialer
+	etcd      agent.Config
+	timeout   time.Duration
+	out       io.Writer
+	dial      etcdDialer
+	lookupEnv func(string) (string, bool)
 }
 
 // run executes one command line and returns the exit status. dial nil means
@@ -62,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial etcd
 	if dial == nil {
 		dial = dialEtcd
 	}
-	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial}
+	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial, lookupEnv: os.LookupEnv}
 	root := a.rootCommand()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -106,7 +107,7 @@ FLANNELD_ETCD_ENDPOINTS).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return flagsFromEnv(cmd.Flags())
+			return flagsFromEnv(cmd.Flags(), a.lookupEnv)
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -138,25 +139,35 @@ func groupRun(cmd *cobra.Command, _ []string) error {
 	return usagef("%s needs a subcommand (see %s --help)", cmd.CommandPath(), cmd.CommandPath())
 }
 
-// flagsFromEnv sets every flag not given on the command line from
-// AGENTD_<FLAG>, else FLANNELD_<FLAG>, as agentd does.
-func flagsFromEnv(fs *pflag.FlagSet) error {
-	var err error
-	fs.VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed {
-			return
+// envFlags are the flags read from the environment: the etcd connection
+// flags, which agentctl shares with agentd, so that the variables that
+// connect a host's agent connect agentctl too. A command's own flags never
+// come from the environment: a FLANNELD_PUBLIC_IP or AGENTD_FORCE meant for
+// an agent (or left in a shell) must not change what a command does.
+var envFlags = []string{"etcd-endpoints", "etcd-prefix", "etcd-cafile", "etcd-certfile", "etcd-keyfile", "etcd-username", "etcd-password"}
+
+// flagsFromEnv sets each of envFlags in fs not given on the command line from
+// AGENTD_<FLAG>, else FLANNELD_<FLAG>, as agentd does; empty variables count
+// as unset.
+func flagsFromEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
+	for _, flag := range envFlags {
+		f := fs.Lookup(flag)
+		if f == nil || f.Changed {
+			continue
 		}
-		name := strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		name := strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 		for _, p := range []string{"AGENTD_", "FLANNELD_"} {
-			if v := os.Getenv(p + name); v != "" {
-				if serr := fs.Set(f.Name, v); serr != nil {
-					err = usagef("%s%s=%q: %v", p, name, v, serr)
-				}
-				return
+			v, ok := lookupEnv(p + name)
+			if !ok || v == "" {
+				continue
 			}
+			if err := fs.Set(flag, v); err != nil {
+				return usagef("%s%s=%q: %v", p, name, v, err)
+			}
+			break
 		}
-	})
-	return err
+	}
+	return nil
 }
 
 // withEtcd runs f with an etcd client and a deadline; a timeout is explained
