@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -288,5 +289,57 @@ func TestEnvironmentOnlyForEtcdFlags(t *testing.T) {
 	}
 	if out := c.mustRun("leases"); !strings.HasPrefix(out, "SUBNET") {
 		t.Errorf("leases output taken from AGENTD_OUTPUT:\n%s", out)
+	}
+}
+
+// TestExitStatusByErrorType: usage errors exit 2 and failures 1, whatever
+// their text says. A failure whose message happens to contain words of
+// cobra's usage errors ("invalid argument", "unknown command", ...) is still
+// a failure; these run without etcd (the dialer fails, or is never reached).
+func TestExitStatusByErrorType(t *testing.T) {
+	failures := []string{
+		"dial tcp [fe80::1]:2379: connect: invalid argument",
+		`etcdserver: unknown command "x"`,
+		"required flag missing on the server",
+		"server accepts 3 connections",
+	}
+	for _, msg := range failures {
+		var out, errOut bytes.Buffer
+		dial := func(*agent.Config) (*clientv3.Client, func(context.Context, error, time.Duration) error, func(), error) {
+			return nil, nil, nil, errors.New(msg)
+		}
+		code := run(context.Background(), []string{"--etcd-endpoints=http://[fe80::1]:2379", "leases"}, &out, &errOut, dial)
+		if code != 1 {
+			t.Errorf("failure %q: exit %d, want 1 (stderr %q)", msg, code, errOut.String())
+		}
+	}
+
+	usage := [][]string{
+		{"frobnicate"},                        // unknown command at the top
+		{"lease", "frobnicate"},               // unknown subcommand
+		{"leases", "extra"},                   // NoArgs
+		{"lease", "reserve"},                  // ExactArgs(1)
+		{"lease", "reserve", "10.244.7.0/24"}, // required flag
+		{"leases", "--no-such-flag"},          // unknown flag
+		{"leases", "-Z"},                      // unknown shorthand
+		{"--timeout"},                         // flag needs an argument
+		{"--timeout=soon", "leases"},          // invalid argument
+		{"config"},                            // group without a subcommand
+	}
+	for _, args := range usage {
+		var out, errOut bytes.Buffer
+		dial := func(*agent.Config) (*clientv3.Client, func(context.Context, error, time.Duration) error, func(), error) {
+			t.Errorf("agentctl %q dialled etcd", args)
+			return nil, nil, nil, errors.New("no etcd here")
+		}
+		code := run(context.Background(), args, &out, &errOut, dial)
+		if code != 2 || strings.Count(strings.TrimSpace(errOut.String()), "\n") != 0 {
+			t.Errorf("agentctl %q: exit %d, stderr %q; want 2 and one line", args, code, errOut.String())
+		}
+	}
+
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), nil, &out, &errOut, nil); code != 0 || !strings.Contains(out.String(), "Available Commands") {
+		t.Errorf("agentctl alone: exit %d, stdout %q; want 0 and the help", code, out.String())
 	}
 }

@@ -55,7 +55,7 @@ Writing the same config again changes nothing.`,
 		Example: `  agentctl config init --network 10.244.0.0/16 --backend vxlan
   agentctl config init --network 10.5.0.0/16 --subnet-len 26 --backend host-gw
   agentctl config init --file network.json`,
-		Args: cobra.NoArgs,
+		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			doc, err := o.document(cmd.InOrStdin())
 			if err != nil {
@@ -198,7 +198,7 @@ func (a *app) configShowCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show",
 		Short: "Show the network config as stored and with defaults applied",
-		Args:  cobra.NoArgs,
+		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
 				return usagef("-o %q: want table or json", output)

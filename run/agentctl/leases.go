@@ -42,7 +42,7 @@ func (a *app) leasesCommand() *cobra.Command {
 		Long: `leases lists the leases under <prefix>/subnets/ in one etcd request, plus one
 request per distinct etcd lease for the time left. Keys that are not valid
 leases are listed after the table, as agents skip them.`,
-		Args: cobra.NoArgs,
+		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
 				return usagef("-o %q: want table or json", output)
@@ -160,7 +160,7 @@ func (a *app) leaseReserveCommand() *cobra.Command {
 it names takes that subnet at its next start (if it holds no other lease) and
 keeps it without a TTL.`,
 		Example: `  agentctl lease reserve 10.244.7.0/24 --public-ip 192.0.2.10`,
-		Args:    cobra.ExactArgs(1),
+		Args:    usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sn, err := parseSubnetArg(args[0])
 			if err != nil {
@@ -250,7 +250,7 @@ A live lease belongs to a running agent, which would recreate it: release
 refuses one unless --force. To decommission a running host, stop it and run
 agentd --release-lease there instead.`,
 		Example: `  agentctl lease release 10.244.7.0/24`,
-		Args:    cobra.ExactArgs(1),
+		Args:    usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sn, err := parseSubnetArg(args[0])
 			if err != nil {

@@ -31,7 +31,11 @@ func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, nil))
 }
 
-// usageError marks a mistake on the command line (exit status 2).
+// usageError marks a mistake on the command line (exit status 2). Errors
+// are marked where they arise: usagef in our commands, and for cobra's own
+// checks the flag error function, usageArgs around every Args validator and
+// validateFlags for required flags. Any other error is a failure (1),
+// whatever its text says.
 type usageError struct{ error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
@@ -74,22 +78,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial etcd
 	}
 	fmt.Fprintf(stderr, "agentctl: %v\n", err)
 	var u usageError
-	if errors.As(err, &u) || isCobraUsage(err) {
+	if errors.As(err, &u) {
 		return 2
 	}
 	return 1
 }
 
-// isCobraUsage recognises cobra's own argument and flag errors.
-func isCobraUsage(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument",
-		"invalid argument", "accepts ", "requires at least", "required flag", "bad flag syntax"} {
-		if strings.Contains(msg, p) {
-			return true
+// usageArgs marks the errors of a cobra Args validator as usage errors.
+func usageArgs(validate cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := validate(cmd, args); err != nil {
+			return usageError{err}
 		}
+		return nil
 	}
-	return false
+}
+
+// validateFlags runs cobra's checks of required and grouped flags early, so
+// that their errors are marked as usage errors (cobra runs them again, after
+// the pre-run hooks, and finds nothing).
+func validateFlags(cmd *cobra.Command) error {
+	if err := cmd.ValidateRequiredFlags(); err != nil {
+		return usageError{err}
+	}
+	if err := cmd.ValidateFlagGroups(); err != nil {
+		return usageError{err}
+	}
+	return nil
 }
 
 func (a *app) rootCommand() *cobra.Command {
@@ -106,8 +121,16 @@ FLANNELD_ETCD_ENDPOINTS).`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// The root's own Args and Run keep cobra from checking for an
+		// unknown command itself (its error would be unmarked); alone,
+		// agentctl prints its help.
+		Args: groupArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return flagsFromEnv(cmd.Flags(), a.lookupEnv)
+			if err := flagsFromEnv(cmd.Flags(), a.lookupEnv); err != nil {
+				return err
+			}
+			return validateFlags(cmd)
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -130,6 +153,12 @@ FLANNELD_ETCD_ENDPOINTS).`,
 // print the help and succeed).
 func groupArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2 // cobra's default for its own message
+		}
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			return usagef("unknown command %q for %q (did you mean %q?)", args[0], cmd.CommandPath(), s[0])
+		}
 		return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
 	}
 	return nil

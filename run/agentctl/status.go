@@ -23,7 +23,7 @@ func (a *app) statusCommand() *cobra.Command {
 (agentd --healthz-addr), so it needs no etcd access. --agent is that server's
 URL.`,
 		Example: `  agentctl status --agent http://127.0.0.1:8471`,
-		Args:    cobra.NoArgs,
+		Args:    usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
 				return usagef("-o %q: want table or json", output)
