@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/agentd/agentd/internal/nsreap"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -30,7 +31,14 @@ func requireRoot(t *testing.T) {
 	t.Skip(msg)
 }
 
-var nsSeq atomic.Int32
+var (
+	nsSeq   atomic.Int32
+	nsSweep = nsreap.Sweeper{Prefix: nsPrefix}
+)
+
+// nsPrefix starts the name of every namespace newTestNS makes; the pid that
+// follows tells the next run whose namespace it is.
+const nsPrefix = "agentd-iface-"
 
 // newTestNS creates a named network namespace for this test, deletes it when
 // the test ends, and returns a netlink handle bound to it.
@@ -43,7 +51,10 @@ var nsSeq atomic.Int32
 func newTestNS(t *testing.T) *netlink.Handle {
 	t.Helper()
 	requireRoot(t)
-	name := fmt.Sprintf("agentd-iface-%d-%d", os.Getpid(), nsSeq.Add(1))
+	// A run killed before its cleanup left its namespaces (and whatever
+	// runs in them): delete those of dead runs, once per test binary.
+	nsSweep.Sweep(t)
+	name := fmt.Sprintf("%s%d-%d", nsPrefix, os.Getpid(), nsSeq.Add(1))
 
 	type result struct {
 		ns  netns.NsHandle

@@ -7,9 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
+	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/go-logr/logr"
 )
 
@@ -27,8 +27,6 @@ func need(t *testing.T, format string, args ...any) {
 	}
 	t.Skipf("%s; skipping (set CI=1 to make this a failure)", msg)
 }
-
-var netnsSeq atomic.Int64
 
 // testLogger sends the Manager's log lines, all levels, to t.Log.
 func testLogger(t *testing.T) logr.Logger {
@@ -50,8 +48,9 @@ func (s tlogSink) Info(level int, msg string, kv ...any) {
 func (s tlogSink) WithValues(...any) logr.LogSink { return s }
 func (s tlogSink) WithName(string) logr.LogSink   { return s }
 
-// newNetns creates a fresh network namespace, deleted when the test ends
-// however it ends, and returns the command prefix that runs inside it.
+// newNetns creates a fresh network namespace (nstest's: deleted when the
+// test ends however it ends, and by the next run if this one is killed),
+// and returns the command prefix that runs inside it.
 func newNetns(t *testing.T) []string {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -62,16 +61,7 @@ func newNetns(t *testing.T) []string {
 			need(t, "root test: %s not found (apt-get install iproute2 iptables)", bin)
 		}
 	}
-	name := fmt.Sprintf("agentd-ipt-%d-%d", os.Getpid(), netnsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return []string{"ip", "netns", "exec", name}
+	return []string{"ip", "netns", "exec", nstest.New(t).Name}
 }
 
 // inNetns runs a command inside the namespace, failing the test on error.

@@ -6,7 +6,8 @@
 //
 // A test that is killed (go test -timeout, SIGKILL, OOM) runs no cleanup, so
 // the next run sweeps the namespaces of dead runs: every helper that names
-// its namespaces <prefix><pid>-… calls SweepStale(prefix) before it makes one.
+// its namespaces <prefix><pid>-… calls SweepStale(prefix) (or a Sweeper's
+// Sweep) before it makes one.
 package nsreap
 
 import (
@@ -16,6 +17,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -149,4 +152,35 @@ func SweepStale(prefix string) ([]string, error) {
 		deleted = append(deleted, name)
 	}
 	return deleted, errors.Join(errs...)
+}
+
+// Sweeper runs SweepStale(Prefix) once per process (a test binary), for
+// the first test that makes a namespace, and reports to that test.
+type Sweeper struct {
+	Prefix string
+	once   sync.Once
+}
+
+// Sweep sweeps the first time it is called and does nothing after. What it
+// deleted is logged; what it could not delete or kill fails t.
+func (s *Sweeper) Sweep(t testing.TB) {
+	t.Helper()
+	var (
+		first   bool
+		deleted []string
+		err     error
+	)
+	s.once.Do(func() {
+		first = true
+		deleted, err = SweepStale(s.Prefix)
+	})
+	if !first {
+		return
+	}
+	if len(deleted) > 0 {
+		t.Logf("deleted the namespaces of dead test runs, and the processes in them: %v", deleted)
+	}
+	if err != nil {
+		t.Errorf("sweeping the namespaces of dead test runs: %v", err)
+	}
 }

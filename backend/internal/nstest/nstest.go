@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -38,7 +37,7 @@ const bindDir = nsreap.Dir
 var (
 	runID   = randomHex(3)
 	counter atomic.Int64
-	sweep   sync.Once
+	sweep   = nsreap.Sweeper{Prefix: Prefix}
 )
 
 // NS is a named network namespace that exists until the test ends.
@@ -71,7 +70,10 @@ func RequireRoot(t testing.TB) {
 func New(t testing.TB) *NS {
 	t.Helper()
 	RequireRoot(t)
-	sweep.Do(sweepStale)
+	// Namespaces of killed runs, and the processes still in them (a
+	// descriptor keeper runs in a session of its own and outlives a killed
+	// test binary, holding its namespace and devices).
+	sweep.Sweep(t)
 
 	name := fmt.Sprintf("%s%d-%s-%d-%s", Prefix, os.Getpid(), runID, counter.Add(1), sanitize(t.Name()))
 	h, err := create(name)
@@ -226,22 +228,6 @@ func create(name string) (netns.NsHandle, error) {
 }
 
 func remove(name string) error { return nsreap.Delete(filepath.Join(bindDir, name)) }
-
-// sweepStale deletes namespaces of earlier test binaries that are gone, and
-// kills by pid the processes still inside them: a process the test started
-// in a session of its own (the udp backend's descriptor keeper) outlives a
-// killed test binary, holding its namespace and devices.
-func sweepStale() {
-	// It runs once for all tests, so it reports to none: what it could not
-	// delete only costs a name that no later run uses (the pid is in it).
-	deleted, err := nsreap.SweepStale(Prefix)
-	if len(deleted) > 0 {
-		fmt.Fprintf(os.Stderr, "nstest: deleted the namespaces of dead test runs: %v\n", deleted)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "nstest: sweeping the namespaces of dead test runs: %v\n", err)
-	}
-}
 
 func sanitize(s string) string {
 	b := []byte(s)
