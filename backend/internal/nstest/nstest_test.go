@@ -2,6 +2,7 @@ package nstest
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -71,5 +72,42 @@ func TestNewDoAndCleanup(t *testing.T) {
 	})
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("namespace %s still exists after its test: %v", path, err)
+	}
+}
+
+// recordTB records how a test ended; Fatalf and Skipf end the goroutine as
+// testing's do, so that Missing's callers never go on.
+type recordTB struct {
+	testing.TB
+	how, msg string
+}
+
+func (r *recordTB) Helper() {}
+func (r *recordTB) Fatalf(format string, args ...any) {
+	r.how, r.msg = "fail", fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+func (r *recordTB) Skipf(format string, args ...any) {
+	r.how, r.msg = "skip", fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// TestMissing: a missing feature fails the test when CI is set and skips
+// it, with the reason, otherwise.
+func TestMissing(t *testing.T) {
+	for _, tc := range []struct{ ci, how string }{{"1", "fail"}, {"", "skip"}} {
+		t.Setenv("CI", tc.ci)
+		r := &recordTB{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			Missing(r, "the kernel has no %s", "UDP GSO")
+			r.how = "returned"
+		}()
+		<-done
+		if r.how != tc.how || !strings.Contains(r.msg, "the kernel has no UDP GSO") {
+			t.Errorf("CI=%q: Missing did %s with %q, want %s with the reason", tc.ci, r.how, r.msg, tc.how)
+		}
+		t.Logf("CI=%q: %s: %s", tc.ci, r.how, r.msg)
 	}
 }
