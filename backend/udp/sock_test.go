@@ -134,8 +134,9 @@ func TestSendGSOTooBigForRoute(t *testing.T) {
 		seen[buf[0]] = true
 	}
 
-	// No route to 203.0.113.1: every datagram of the message fails.
-	if failed := sendBatch(t, s, "203.0.113.1:8285", 3, 100); failed != 3 {
+	// No route to 198.19.0.1 (the namespace has only 198.18.0.0/24): every
+	// datagram of the message fails, and nothing leaves.
+	if failed := sendBatch(t, s, "198.19.0.1:8285", 3, 100); failed != 3 {
 		t.Errorf("%d send errors for a message of 3 datagrams without a route, want 3", failed)
 	}
 }

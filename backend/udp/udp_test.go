@@ -468,8 +468,10 @@ func TestReplacesFlanneldDevice(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// The sockets' address: a veth whose peer stays in the namespace.
+	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
 	b := &Backend{log: funcr.New(func(string, string) {}, funcr.Options{}), h: ns.Handle, queues: 2, do: ns.Do,
-		ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("127.0.0.1")}, opts: options{Port: 18285}}
+		ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("198.18.0.1")}, opts: options{Port: 18285}}
 	t.Cleanup(func() { stopKeeper(t, ns, b) })
 	if err := ns.Do(func() error { return b.fresh(nil, nil) }); err != nil {
 		t.Fatalf("fresh over flanneld's device: %v", err)
