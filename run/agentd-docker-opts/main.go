@@ -16,10 +16,10 @@
 // traffic leaving the overlay, dockerd must not masquerade it again. Only the
 // IPv4 keys are used.
 //
-// A missing or incomplete subnet.env is an error naming the file and the key
-// (exit status 1), and nothing is written, so dockerd never starts with a
-// bridge address that is not this host's lease. Exit status 2 is a usage
-// error.
+// A missing (after --wait) or incomplete subnet.env is an error naming the
+// file and the key (exit status 1), and nothing is written, so dockerd never
+// starts with a bridge address that is not this host's lease. Exit status 2
+// is a usage error.
 package main
 
 import (
@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "the subnet.env agentd writes")
 	fs.StringVarP(&o.output, "output", "o", "", "write the result to this file atomically (default: stdout)")
-	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for a complete subnet.env (0: read it once)")
+	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for subnet.env to appear (0: read it once); an invalid one fails at once")
 	fs.BoolVarP(&help, "help", "h", false, "print this help and exit")
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
@@ -107,8 +107,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // readEnv reads the subnet.env, retrying every o.poll until o.wait has passed
-// while it is missing or incomplete (agentd writes it atomically, but an
-// operator's hand-made file may be half done). The error is the last one seen.
+// while it is missing (at boot, until agentd holds a lease). A file that is
+// there but invalid fails at once: agentd replaces the file atomically, so
+// waiting would not mend it, and the error names the key at fault.
 func readEnv(ctx context.Context, o options) (subnet.Env, error) {
 	deadline := time.Now().Add(o.wait)
 	for {
@@ -116,9 +117,10 @@ func readEnv(ctx context.Context, o options) (subnet.Env, error) {
 		if err == nil {
 			return env, nil
 		}
-		if errors.Is(err, fs.ErrNotExist) {
-			err = fmt.Errorf("%s does not exist: agentd writes it once it holds a lease (is agentd running? systemctl status agentd)", o.subnetFile)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return subnet.Env{}, err
 		}
+		err = fmt.Errorf("%s does not exist: agentd writes it once it holds a lease (is agentd running? systemctl status agentd)", o.subnetFile)
 		if o.wait > 0 {
 			err = fmt.Errorf("%w (waited %v)", err, o.wait)
 		}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/agentd/agentd/tests/sdunit"
 	"golang.org/x/sys/unix"
@@ -186,8 +187,11 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 }
 
 // TestDockerDropInBadSubnetEnv runs the drop-in's ExecStartPre on a missing
-// and on a half-written subnet.env: it fails naming the file and the key, so
-// systemd never starts dockerd with a wrong or empty --bip.
+// and on a half-written subnet.env. A missing one is what dockerd meets at
+// boot while agentd still waits for etcd: the command waits (--wait) and
+// dockerd gets agentd's --bip once the file appears. A half-written one
+// fails at once naming the file and the key, so systemd never starts dockerd
+// with a wrong or empty --bip.
 func TestDockerDropInBadSubnetEnv(t *testing.T) {
 	requireFile(t, dockerUnit, "docker.io")
 	ctx := context.Background()
@@ -206,10 +210,41 @@ func TestDockerDropInBadSubnetEnv(t *testing.T) {
 	inRoot := func(ctx context.Context, argv []string) (string, error) {
 		return command(ctx, nil, argv[0], argv[1:]...)
 	}
+	// Missing: still waiting after several of its polls (200 ms apart), then
+	// done once the file is written as agentd writes it.
+	waitCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	var argv []string
+	go func() {
+		var err error
+		argv, err = dockerCommand(waitCtx, inRoot, paths)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("missing subnet.env: the drop-in's ExecStartPre returned at once (%v), want it to wait for agentd", err)
+	case <-time.After(time.Second):
+	}
+	want := subnet.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1450}
+	if err := subnet.WriteEnv(subnetEnv, want); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil || !slices.Contains(argv, "--bip=10.244.5.1/24") || !slices.Contains(argv, "--mtu=1450") {
+			t.Errorf("missing subnet.env, written later: dockerd %q, error %v; want --bip=10.244.5.1/24 --mtu=1450", argv, err)
+		} else {
+			t.Logf("missing subnet.env: ExecStartPre waited, then dockerd %q", argv)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("missing subnet.env: ExecStartPre still waiting 30 s after the file was written")
+	}
+	os.Remove(dockerEnv)
+
 	for _, tc := range []struct {
 		name, content, want string
 	}{
-		{"missing", "", subnetEnv + " does not exist: agentd writes it once it holds a lease"},
 		{"half-written", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\n", "subnet.env " + subnetEnv + ": FLANNEL_MTU missing"},
 		{"no subnet", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_MTU=1450\n", "subnet.env " + subnetEnv + ": FLANNEL_SUBNET missing"},
 	} {
