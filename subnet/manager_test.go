@@ -323,35 +323,91 @@ func TestReservationStaysWithoutTTL(t *testing.T) {
 	if _, err := e.cli.Put(ctx, key, `{"PublicIP":"198.18.0.7"}`); err != nil {
 		t.Fatal(err)
 	}
-	m := e.manager("198.18.0.7", hostID(7), func(c *subnet.ManagerConfig) { c.TTL = 2 * time.Second })
+	const ttl = 2 * time.Second
+	m := e.manager("198.18.0.7", hostID(7), func(c *subnet.ManagerConfig) { c.TTL = ttl })
 	l := acquire(t, m)
 	if l.Subnet != netip.MustParsePrefix("10.244.42.0/24") || !l.Reservation() {
 		t.Fatalf("got %+v, want the reservation 10.244.42.0/24", l)
 	}
 	stop := run(t, m)
-	// Past the TTL the key is still there and still has no etcd lease.
-	time.Sleep(3 * time.Second)
+	eventually(t, "reservation value updated with our backend data", func() error {
+		val, _, ok := e.raw(t, l)
+		if !ok {
+			return errors.New("reservation key absent")
+		}
+		if !strings.Contains(val, `"BackendType":"vxlan"`) {
+			return fmt.Errorf("value %s", val)
+		}
+		return nil
+	})
+	// Past the TTL, by etcd's clock, the key is still there, still has no
+	// etcd lease and still has our backend data.
+	e.ttlPassed(t, ttl)
 	val, id, ok := e.raw(t, l)
 	if !ok || id != 0 {
 		t.Fatalf("reservation became a lease or vanished: ok=%v lease=%x", ok, id)
 	}
 	if !strings.Contains(val, `"BackendType":"vxlan"`) {
-		t.Fatalf("reservation value not updated with our backend data: %s", val)
+		t.Fatalf("reservation value lost our backend data: %s", val)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 }
 
+// ttlPassed grants a witness etcd lease of ttl and waits until etcd has
+// revoked it for want of renewal: by etcd's own clock, ttl has then passed
+// since the call, with no wall-clock guess on the test's side.
+func (e *env) ttlPassed(t *testing.T, ttl time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	g, err := e.cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.TTL != int64(ttl/time.Second) {
+		t.Fatalf("witness lease granted for %ds, want %v", g.TTL, ttl)
+	}
+	eventually(t, "witness lease expired", func() error {
+		resp, err := e.cli.TimeToLive(ctx, g.ID)
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) || err == nil && resp.TTL == -1 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("witness lease %x has %ds left", g.ID, resp.TTL)
+	})
+}
+
+// TestKeepAliveOneLeasePastSeveralTTLs: the manager keeps its one etcd lease
+// alive across several TTLs. Three witness leases of the same TTL are granted
+// one after the other, each once the one before has expired. Our lease still
+// being there after a witness expired proves etcd saw it renewed after that
+// witness was granted: left alone it would have expired first. So it was
+// renewed at least three times, over more than three TTLs by etcd's clock.
+// (Watching its remaining TTL rise would not do: etcd reports it in whole
+// seconds, rounded down, and with renewals every third of a 2 s TTL it reads
+// 1 throughout.)
 func TestKeepAliveOneLeasePastSeveralTTLs(t *testing.T) {
 	e := newEnv(t, net16)
-	m := e.manager("198.18.0.1", hostID(1), func(c *subnet.ManagerConfig) { c.TTL = 2 * time.Second })
+	const ttl = 2 * time.Second
+	m := e.manager("198.18.0.1", hostID(1), func(c *subnet.ManagerConfig) { c.TTL = ttl })
 	l := acquire(t, m)
 	run(t, m)
-	time.Sleep(7 * time.Second) // three and a half TTLs
+	for i := 1; i <= 3; i++ {
+		e.ttlPassed(t, ttl)
+		resp, err := e.cli.TimeToLive(context.Background(), clientv3.LeaseID(l.LeaseID))
+		if err != nil {
+			t.Fatalf("after witness lease %d expired: our lease %x: %v", i, l.LeaseID, err)
+		}
+		if resp.TTL < 0 || resp.GrantedTTL != int64(ttl/time.Second) {
+			t.Fatalf("after witness lease %d expired: our lease %x has %ds left of %ds, want it alive with a TTL of %v", i, l.LeaseID, resp.TTL, resp.GrantedTTL, ttl)
+		}
+	}
 	_, id, ok := e.raw(t, l)
 	if !ok || id != l.LeaseID {
-		t.Fatalf("after 3.5 TTLs: present=%v lease=%x, want the original lease %x", ok, id, l.LeaseID)
+		t.Fatalf("after 3 TTLs: present=%v lease=%x, want the original lease %x", ok, id, l.LeaseID)
 	}
 	if n := e.leaseCount(t); n != 1 {
 		t.Fatalf("%d etcd leases, want exactly 1", n)
