@@ -262,18 +262,27 @@ func (m *Manager) findOurs(leases []Lease) (Lease, bool) {
 	return Lease{}, false
 }
 
-// explainPrevious says why the subnet of the previous subnet.env is not reused
-// when a lease naming another host with our public IP holds it: that is
-// another host behind the same NAT address, or this host's own lease from
-// before its state directory was lost, and the two cannot be told apart.
+// explainPrevious says, loudly, when this host moves away from the subnet its
+// previous subnet.env names because another host's lease holds it now (after
+// our lease expired, or the agent stopped when another host took the key):
+// whatever still uses the old subnet (dockerd's --bip, the CNI bridge and its
+// pods) must be restarted. A lease for our public IP naming another host may
+// be this host's own from before its state directory and subnet.env's host
+// identity were lost; it is free again once it expires.
 func (m *Manager) explainPrevious(leases []Lease) {
+	if !m.cfg.PreviousSubnet.IsValid() {
+		return
+	}
 	prev := m.cfg.PreviousSubnet.Masked()
 	for _, l := range leases {
-		if m.cfg.PreviousSubnet.IsValid() && l.Subnet == prev && l.Attrs.PublicIP == m.cfg.PublicIP && m.namesOtherHost(l.Attrs) && !m.isPrevious(l) {
-			m.log.Info("not reusing the subnet of the previous subnet.env: a lease for our public IP naming another host than that subnet.env holds it; "+
-				"if that is this host's own lease from before its state directory was lost, it is free again once that lease expires",
-				"subnet", l.Subnet, "key", m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), "hostID", l.Attrs.HostID)
+		if l.Subnet != prev {
+			continue
 		}
+		kv := []any{"previous", prev, "key", m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), "holder", l.Attrs.PublicIP, "holderHostID", l.Attrs.HostID}
+		if l.Attrs.PublicIP == m.cfg.PublicIP {
+			kv = append(kv, "note", "the holder has our public IP: another host behind the same NAT address, or this host before it lost its identity (then the subnet is free again once that lease expires)")
+		}
+		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env is held by another host; restart what still uses it (dockerd's --bip, the CNI bridge and its pods)", kv...)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/go-logr/logr/funcr"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -261,6 +262,36 @@ func TestPreviousSubnetOfAnotherHostBehindSameNATNotTaken(t *testing.T) {
 			e.heldBy(t, b, hostID(2))
 		})
 	}
+}
+
+// TestMovingAwayFromPreviousSubnetIsLoud: when another host holds the
+// subnet the previous subnet.env names (our lease expired and it took the
+// subnet, or the agent stopped when another host took the key and its
+// supervisor restarted it), the agent gets another subnet and says so as an
+// error naming the holder, since what still uses the old one must restart.
+func TestMovingAwayFromPreviousSubnetIsLoud(t *testing.T) {
+	e := newEnv(t, net16)
+	held := acquire(t, e.manager("198.18.0.2", hostID(2), pinned("10.244.7.0/24")))
+	var mu sync.Mutex
+	var lines []string
+	log := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, prefix+" "+args)
+	}, funcr.Options{})
+	l := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.7.1/24"), func(c *subnet.ManagerConfig) { c.Logger = log }))
+	if l.Subnet == held.Subnet {
+		t.Fatalf("host 1 took %s from host 2", l.Subnet)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, line := range lines {
+		if strings.Contains(line, "MOVING TO ANOTHER SUBNET") && strings.Contains(line, `"holder"="198.18.0.2"`) &&
+			strings.Contains(line, `"previous"="10.244.7.0/24"`) {
+			return
+		}
+	}
+	t.Errorf("no error line saying host 1 moves away from 10.244.7.0/24, held by 198.18.0.2; log:\n%s", strings.Join(lines, "\n"))
 }
 
 // TestPreviousSubnetOfLostStateDirAdopted: a host whose state directory was
