@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,14 +66,68 @@ if [ "$1" = --version ]; then echo "iptables v1.8.9 (nf_tables)"; exit 0; fi
 while IFS= read -r l || [ -n "$l" ]; do printf '%%s\n' "$l" >>'%s'; done
 `
 
+// iptablesChildEnv, when set, makes TestIPTablesRetriedUntilAvailable the
+// child, in a network namespace of its own; it holds the namespace the parent
+// ran in ("net:[inode]"), which the child must not be in.
+const iptablesChildEnv = "AGENTD_IPTABLES_TEST_NETNS"
+
 // TestIPTablesRetriedUntilAvailable: with masquerade and forward rules
 // wanted, a missing iptables fails every reconcile pass, not just the first,
 // and so keeps the agent not ready (under dockerd's FORWARD policy DROP the
 // overlay would drop traffic without our rules); once iptables is there, the
 // next pass installs the rules and the agent becomes ready.
+//
+// Only a PATH holding a fake iptables stands between the reconcile loop and
+// the tables of the namespace it runs in, and the loop's commands run in the
+// namespace of whichever thread starts them. So the test runs its own binary
+// again in a network namespace it creates (which the kernel deletes when the
+// child exits), and there it checks that each name resolves to the fake.
 func TestIPTablesRetriedUntilAvailable(t *testing.T) {
+	if ns := os.Getenv(iptablesChildEnv); ns != "" {
+		iptablesRetriedChild(t, ns)
+		return
+	}
+	if os.Geteuid() != 0 {
+		const msg = "needs root to create a network namespace (run the tests as root)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg + "; CI is set, so this is a failure")
+		}
+		t.Skip(msg)
+	}
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestIPTablesRetriedUntilAvailable$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), iptablesChildEnv+"="+self)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	out, err := cmd.CombinedOutput()
+	t.Logf("child, in a network namespace of its own:\n%s", out)
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	// A child that ran no test, or skipped, exits 0 as well.
+	if !strings.Contains(string(out), "--- PASS: TestIPTablesRetriedUntilAvailable ") {
+		t.Fatal("the child did not run the test, or it did not pass")
+	}
+	if strings.Contains(string(out), "--- SKIP") {
+		t.Fatal("the child skipped the test")
+	}
+}
+
+// iptablesRetriedChild is the test proper, in a fresh network namespace;
+// parentNS names the namespace it must not be in.
+func iptablesRetriedChild(t *testing.T, parentNS string) {
+	if self, err := os.Readlink("/proc/self/ns/net"); err != nil || self == parentNS {
+		t.Fatalf("child in network namespace %s (err %v): not one of its own, refusing to touch iptables", self, err)
+	}
 	bin := t.TempDir()
 	t.Setenv("PATH", bin) // no iptables yet
+	for _, name := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		if p, err := exec.LookPath(name); err == nil {
+			t.Fatalf("%s resolves to %s before the fake is installed", name, p)
+		}
+	}
 	restored := filepath.Join(t.TempDir(), "restored")
 
 	a := &agent{
@@ -120,6 +176,9 @@ func TestIPTablesRetriedUntilAvailable(t *testing.T) {
 		}
 		if err := os.Rename(tmp, filepath.Join(bin, name)); err != nil {
 			t.Fatal(err)
+		}
+		if p, err := exec.LookPath(name); err != nil || p != filepath.Join(bin, name) {
+			t.Fatalf("%s resolves to %q (err %v), want the fake %s", name, p, err, filepath.Join(bin, name))
 		}
 	}
 	err = cluster.Eventually(ctx, 20*time.Second, func() error {
