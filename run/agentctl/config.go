@@ -101,30 +101,30 @@ func (o *initOptions) document(stdin io.Reader) ([]byte, error) {
 	if o.network == "" {
 		return nil, usagef("give --network (or --file)")
 	}
-	// Field order as flannel's documentation writes it.
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"Network":%q`, o.network)
-	if o.subnetLen != 0 {
-		fmt.Fprintf(&b, `,"SubnetLen":%d`, o.subnetLen)
+	// Field order as flannel's documentation writes it. encoding/json, not
+	// %q: Go's quoting (\x01, \xff) is not JSON's, and a mistyped value must
+	// reach the config parser intact to be named in its error.
+	var doc struct {
+		Network   string
+		SubnetLen int    `json:",omitempty"`
+		SubnetMin string `json:",omitempty"`
+		SubnetMax string `json:",omitempty"`
+		Backend   struct {
+			Type          string
+			VNI           int  `json:",omitempty"`
+			Port          int  `json:",omitempty"`
+			DirectRouting bool `json:",omitempty"`
+		}
 	}
-	if o.subnetMin != "" {
-		fmt.Fprintf(&b, `,"SubnetMin":%q`, o.subnetMin)
+	doc.Network, doc.SubnetLen, doc.SubnetMin, doc.SubnetMax = o.network, o.subnetLen, o.subnetMin, o.subnetMax
+	doc.Backend.Type, doc.Backend.VNI, doc.Backend.Port, doc.Backend.DirectRouting = o.backend, o.vni, o.port, o.directRouting
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(doc); err != nil {
+		return nil, err
 	}
-	if o.subnetMax != "" {
-		fmt.Fprintf(&b, `,"SubnetMax":%q`, o.subnetMax)
-	}
-	fmt.Fprintf(&b, `,"Backend":{"Type":%q`, o.backend)
-	if o.vni != 0 {
-		fmt.Fprintf(&b, `,"VNI":%d`, o.vni)
-	}
-	if o.port != 0 {
-		fmt.Fprintf(&b, `,"Port":%d`, o.port)
-	}
-	if o.directRouting {
-		b.WriteString(`,"DirectRouting":true`)
-	}
-	b.WriteString("}}")
-	return []byte(b.String()), nil
+	return bytes.TrimSpace(b.Bytes()), nil
 }
 
 func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, force bool) error {

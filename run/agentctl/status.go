@@ -66,10 +66,19 @@ func (a *app) fetchStatus(ctx context.Context, base string) (agent.Status, []byt
 	if resp.StatusCode != http.StatusOK {
 		return st, nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, nil, fmt.Errorf("GET %s: not agentd's status: %w", url, err)
+	if st, err = decodeStatus(raw); err != nil {
+		return st, nil, fmt.Errorf("GET %s: %w", url, err)
 	}
 	return st, raw, nil
+}
+
+// decodeStatus reads an agent's answer to GET /status.
+func decodeStatus(raw []byte) (agent.Status, error) {
+	var st agent.Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return agent.Status{}, fmt.Errorf("not agentd's status: %w", err)
+	}
+	return st, nil
 }
 
 func printStatus(a *app, st agent.Status) {

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+// FuzzParseSubnetArg: a subnet argument is either refused with a usage error
+// that says something, or is an IPv4 prefix without host bits whose text
+// parses back to itself.
+func FuzzParseSubnetArg(f *testing.F) {
+	for _, s := range []string{"10.244.7.0/24", "10.244.7.1/24", "10.244.7.0/33", "2001:db8::/64", "::ffff:10.0.0.0/104", "0.0.0.0/0", "10.244.7.0", "", "10.244.007.0/24"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sn, err := parseSubnetArg(s)
+		if err != nil {
+			var u usageError
+			if !errors.As(err, &u) || err.Error() == "" {
+				t.Fatalf("parseSubnetArg(%q): error %q is not a usage error with a message", s, err)
+			}
+			return
+		}
+		if !sn.Addr().Is4() || sn != sn.Masked() {
+			t.Fatalf("parseSubnetArg(%q) = %s: not a masked IPv4 prefix", s, sn)
+		}
+		again, err := parseSubnetArg(sn.String())
+		if err != nil || again != sn {
+			t.Fatalf("parseSubnetArg(%q) = %s, which parses back to %s, %v", s, sn, again, err)
+		}
+	})
+}
+
+// FuzzFlagsFromEnv: the environment sets the etcd connection flags only,
+// AGENTD_ over FLANNELD_ and never over the command line, to the value the
+// variable holds; an unusable value is a usage error naming the variable.
+//
+// env holds NAME=value lines; args the command line, split at newlines.
+func FuzzFlagsFromEnv(f *testing.F) {
+	f.Add("AGENTD_ETCD_ENDPOINTS=http://198.18.0.254:2379\nFLANNELD_ETCD_PREFIX=/x", "")
+	f.Add("FLANNELD_PUBLIC_IP=198.18.0.7\nAGENTD_FORCE=true\nAGENTD_TIMEOUT=1s", "--etcd-prefix=/y")
+	f.Add("FLANNELD_ETCD_ENDPOINTS=\"a,b\nAGENTD_ETCD_ENDPOINTS=", "")
+	f.Add("AGENTD_ETCD_PREFIX=/a\nFLANNELD_ETCD_PREFIX=/b\nAGENTD_ETCD_PASSWORD=", "--etcd-username=u")
+	f.Fuzz(func(t *testing.T, envText, argText string) {
+		env := map[string]string{}
+		for _, line := range strings.Split(envText, "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				env[k] = v
+			}
+		}
+		lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+		var args []string
+		if argText != "" {
+			args = strings.Split(argText, "\n")
+		}
+
+		a := &app{out: io.Discard}
+		fs := a.rootCommand().PersistentFlags()
+		fs.AddFlag(&pflag.Flag{Name: "public-ip", Value: newStringValue(), Usage: "a command's own flag"})
+		fs.AddFlag(&pflag.Flag{Name: "force", Value: newStringValue(), Usage: "a command's own flag"})
+		fs.SetOutput(io.Discard)
+		if fs.Parse(args) != nil {
+			return
+		}
+		before := map[string]string{}
+		changed := map[string]bool{}
+		fs.VisitAll(func(f *pflag.Flag) { before[f.Name], changed[f.Name] = f.Value.String(), f.Changed })
+
+		err := flagsFromEnv(fs, lookup)
+		if err != nil {
+			var u usageError
+			if !errors.As(err, &u) || !strings.Contains(err.Error(), "ETCD_") {
+				t.Fatalf("flagsFromEnv: error %q is not a usage error naming the variable", err)
+			}
+			return
+		}
+		isEnvFlag := map[string]bool{}
+		for _, name := range envFlags {
+			isEnvFlag[name] = true
+		}
+		fs.VisitAll(func(f *pflag.Flag) {
+			got := f.Value.String()
+			var val string
+			if isEnvFlag[f.Name] && !changed[f.Name] {
+				suffix := strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+				if v := env["AGENTD_"+suffix]; v != "" {
+					val = v
+				} else {
+					val = env["FLANNELD_"+suffix]
+				}
+			}
+			if val == "" {
+				if got != before[f.Name] {
+					t.Fatalf("--%s changed from %q to %q without a variable for it", f.Name, before[f.Name], got)
+				}
+				return
+			}
+			// What --flag=val on the command line would have given (another
+			// app: a command's flags are bound to its app's fields).
+			want := (&app{out: io.Discard}).rootCommand().PersistentFlags()
+			if err := want.Set(f.Name, val); err != nil {
+				t.Fatalf("--%s: the environment's %q was accepted, the flag's is not: %v", f.Name, val, err)
+			}
+			if w := want.Lookup(f.Name).Value.String(); got != w {
+				t.Fatalf("--%s = %q from the environment's %q, want %q", f.Name, got, val, w)
+			}
+		})
+	})
+}
+
+// stringValue is a plain pflag.Value for the stand-ins of commands' flags.
+type stringValue string
+
+func newStringValue() *stringValue        { return new(stringValue) }
+func (s *stringValue) String() string     { return string(*s) }
+func (s *stringValue) Set(v string) error { *s = stringValue(v); return nil }
+func (s *stringValue) Type() string       { return "string" }
+
+// FuzzInitDocument: the document config init writes from its flags is JSON
+// that holds exactly the values given (any text, as an operator may mistype
+// anything; subnet.ParseConfig judges the values later), and a --file
+// document from standard input is passed on as it is, trimmed.
+func FuzzInitDocument(f *testing.F) {
+	f.Add("10.244.0.0/16", 0, "", "", "vxlan", 0, 0, false, "")
+	f.Add("10.5.0.0/16", 26, "10.5.1.0", "10.5.9.0", "host-gw", 0, 0, false, "")
+	f.Add("10.244.0.0/16", 0, "", "", "vxlan", 7, 4789, true, "")
+	f.Add("10.0.0.0/8\x01\"<&>", 24, "\\", "\u2028", "udp\xff", -1, 70000, false, "")
+	f.Add("", 0, "", "", "vxlan", 0, 0, false, " {\"Network\":\"10.1.0.0/16\"}\n")
+	f.Fuzz(func(t *testing.T, network string, subnetLen int, subnetMin, subnetMax, backend string, vni, port int, directRouting bool, file string) {
+		o := initOptions{network: network, subnetLen: subnetLen, subnetMin: subnetMin, subnetMax: subnetMax,
+			backend: backend, vni: vni, port: port, directRouting: directRouting}
+		if file != "" {
+			o = initOptions{file: "-", backend: backend}
+			doc, err := o.document(strings.NewReader(file))
+			if err != nil {
+				t.Fatalf("document from stdin: %v", err)
+			}
+			if want := bytes.TrimSpace([]byte(file)); !bytes.Equal(doc, want) {
+				t.Fatalf("document from stdin = %q, want %q", doc, want)
+			}
+			return
+		}
+		doc, err := o.document(strings.NewReader(""))
+		if network == "" {
+			var u usageError
+			if err == nil || !errors.As(err, &u) || err.Error() == "" {
+				t.Fatalf("document without --network: %v, want a usage error", err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("document(%+v): %v", o, err)
+		}
+		if !json.Valid(doc) {
+			t.Fatalf("document(%+v) is not JSON: %s", o, doc)
+		}
+		var got struct {
+			Network   string
+			SubnetLen int
+			SubnetMin string
+			SubnetMax string
+			Backend   struct {
+				Type          string
+				VNI           int
+				Port          int
+				DirectRouting bool
+			}
+		}
+		if err := json.Unmarshal(doc, &got); err != nil {
+			t.Fatalf("document(%+v) = %s: %v", o, doc, err)
+		}
+		// JSON carries text as UTF-8: each invalid byte becomes U+FFFD.
+		text := func(s string) string { return string([]rune(s)) }
+		want := got
+		want.Network, want.SubnetLen, want.SubnetMin, want.SubnetMax = text(network), subnetLen, text(subnetMin), text(subnetMax)
+		want.Backend.Type, want.Backend.VNI, want.Backend.Port, want.Backend.DirectRouting = text(backend), vni, port, directRouting
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("document(%+v) = %s, which reads back as %+v", o, doc, got)
+		}
+	})
+}
+
+// FuzzDecodeStatus: whatever an agent (or something else on its port)
+// answers, decoding never panics, an error says something, and a decoded
+// status prints and encodes to JSON that decodes to the same status.
+func FuzzDecodeStatus(f *testing.F) {
+	f.Add([]byte(`{"ready":true,"subnet":"10.244.5.0/24","publicIP":"198.18.0.1","backend":"vxlan","peersKnown":3,"peersProgrammed":3,"lastResync":"2025-01-02T03:04:05Z","driftRepairs":{"route":2},"etcdConnected":true,"badLeases":0}`))
+	f.Add([]byte(`{"ready":false,"notReadyReason":"no lease","etcdEndpoints":[{"endpoint":"http://a:1","up":false,"since":"2025-01-02T03:04:05+01:00","error":"refused"}]}`))
+	f.Add([]byte(`<html>502 Bad Gateway</html>`))
+	f.Add([]byte(`{"lastResync":"not a time"}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		st, err := decodeStatus(raw)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatalf("decodeStatus(%q): empty error", raw)
+			}
+			return
+		}
+		printStatus(&app{out: io.Discard}, st)
+		b1, err := json.Marshal(st)
+		if err != nil {
+			return // a time outside what JSON can carry (year > 9999)
+		}
+		st2, err := decodeStatus(b1)
+		if err != nil {
+			t.Fatalf("decodeStatus(%s) of its own encoding: %v", b1, err)
+		}
+		b2, err := json.Marshal(st2)
+		if err != nil || !bytes.Equal(b1, b2) {
+			t.Fatalf("status %s changed in a round trip: %s, %v", b1, b2, err)
+		}
+	})
+}
