@@ -62,29 +62,14 @@ type options struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var o options
-	var help bool
-	fs := pflag.NewFlagSet("agentd-docker-opts", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "the subnet.env agentd writes")
-	fs.StringVarP(&o.output, "output", "o", "", "write the result to this file atomically (default: stdout)")
-	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for subnet.env to appear (0: read it once); an invalid one fails at once")
-	fs.BoolVarP(&help, "help", "h", false, "print this help and exit")
-	if err := fs.Parse(args); err != nil {
+	o, usage, err := parseFlags(args)
+	if err != nil {
 		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
 		return exitUsage
 	}
-	if help {
-		fmt.Fprintf(stdout, "Usage: agentd-docker-opts [flags]\n\nWrites dockerd's --bip, --mtu and --ip-masq from agentd's subnet.env.\n\nFlags:\n%s", fs.FlagUsages())
+	if usage != "" {
+		fmt.Fprint(stdout, usage)
 		return exitOK
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "agentd-docker-opts: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
-	}
-	if o.wait < 0 {
-		fmt.Fprintf(stderr, "agentd-docker-opts: invalid --wait %v: must not be negative\n", o.wait)
-		return exitUsage
 	}
 	o.poll = pollInterval
 
@@ -104,6 +89,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// parseFlags reads the command line into options. For --help it returns the
+// help text instead.
+func parseFlags(args []string) (o options, usage string, err error) {
+	var help bool
+	fs := pflag.NewFlagSet("agentd-docker-opts", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "the subnet.env agentd writes")
+	fs.StringVarP(&o.output, "output", "o", "", "write the result to this file atomically (default: stdout)")
+	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for a complete subnet.env (0: read it once)")
+	fs.BoolVarP(&help, "help", "h", false, "print this help and exit")
+	if err := fs.Parse(args); err != nil {
+		return o, "", err
+	}
+	if help {
+		return o, fmt.Sprintf("Usage: agentd-docker-opts [flags]\n\nWrites dockerd's --bip, --mtu and --ip-masq from agentd's subnet.env.\n\nFlags:\n%s", fs.FlagUsages()), nil
+	}
+	if fs.NArg() > 0 {
+		return o, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.wait < 0 {
+		return o, "", fmt.Errorf("invalid --wait %v: must not be negative", o.wait)
+	}
+	return o, "", nil
 }
 
 // readEnv reads the subnet.env, retrying every o.poll until o.wait has passed
