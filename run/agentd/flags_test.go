@@ -402,6 +402,8 @@ func FuzzParseArgs(f *testing.F) {
 	f.Add("-v\n3\n-vmodule=x=1\n-hv", "FLANNELD_ETCD_ENDPOINTS=unix:///run/etcd.sock")
 	f.Add("--etcd-endpoints=http://198.18.0.254:2379,http://198.18.0.253:2379\n--etcd-endpoint-check-interval=1m30s", "AGENTD_ETCD_ENDPOINT_CHECK_INTERVAL=0")
 	f.Add("--healthz-addr=[::1]:0\n--iface-can-reach=::ffff:198.18.0.9", "FLANNELD_SUBNET_LEASE_RENEW_MARGIN=10")
+	f.Add("--iptables-resync=10\n-public-ipv6\n\n--kube-subnet-mgr=false", "FLANNELD_V=3\nAGENTD_VMODULE=x=2\nFLANNELD_IP_BLACKHOLE_ROUTE=true")
+	f.Add("--healthz-port=9000\n--iface-regex=^ens", "AGENTD_HEALTHZ_ADDR=127.0.0.1:8471\nAGENTD_IFACE=eth0\nFLANNELD_HEALTHZ_IP=::1")
 	f.Fuzz(func(t *testing.T, argText, envText string) {
 		var args []string
 		if argText != "" {
