@@ -26,9 +26,10 @@ import (
 // machine must differ from a real cluster, and says what it changed: the
 // image (built here) and its pull policy (Never: there is no registry) of
 // every DaemonSet container, and in the agentd-env ConfigMap the etcd
-// endpoint and the underlay interface (hosts here have no default route).
-// It fails if the manifest no longer has one of these fields.
-func adaptManifest(objs []*unstructured.Unstructured, etcdEndpoint, iface, image string) ([]string, error) {
+// endpoint and the underlay interface (hosts here have no default route);
+// with privileged, the agentd container is made privileged as the README
+// asks for udp. It fails if the manifest no longer has one of these fields.
+func adaptManifest(objs []*unstructured.Unstructured, etcdEndpoint, iface, image string, privileged bool) ([]string, error) {
 	var changes []string
 	// set sets the string field at path in obj, a part of u called where.
 	set := func(u *unstructured.Unstructured, obj map[string]any, where, value string, path ...string) error {
@@ -70,6 +71,16 @@ func adaptManifest(objs []*unstructured.Unstructured, etcdEndpoint, iface, image
 						set(u, ctr, where, string(corev1.PullNever), "imagePullPolicy"),
 					); err != nil {
 						return nil, err
+					}
+					if privileged && name == "agentd" {
+						// What the README asks of a udp cluster: the TUN
+						// device needs /dev/net/tun. Kubernetes refuses
+						// allowPrivilegeEscalation false beside it.
+						if err := unstructured.SetNestedField(ctr, true, "securityContext", "privileged"); err != nil {
+							return nil, err
+						}
+						unstructured.RemoveNestedField(ctr, "securityContext", "allowPrivilegeEscalation")
+						changes = append(changes, fmt.Sprintf("DaemonSet %s/%s %s.securityContext: privileged true, allowPrivilegeEscalation removed", u.GetNamespace(), u.GetName(), where))
 					}
 					cs[i] = ctr
 				}
@@ -328,7 +339,7 @@ func lastN(lines []string, n int) []string {
 // manifest, and that it notices when one of them no longer applies.
 func TestAdaptManifest(t *testing.T) {
 	objs := manifestObjects(t)
-	changes, err := adaptManifest(objs, "https://198.18.0.254:2379", "eth0", imageAgentd)
+	changes, err := adaptManifest(objs, "https://198.18.0.254:2379", "eth0", imageAgentd, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +369,7 @@ func TestAdaptManifest(t *testing.T) {
 			unstructured.RemoveNestedField(u.Object, "data", "AGENTD_IFACE")
 		}
 	}
-	if _, err := adaptManifest(objs, "https://198.18.0.254:2379", "eth0", imageAgentd); err == nil || !strings.Contains(err.Error(), "data.AGENTD_IFACE") {
+	if _, err := adaptManifest(objs, "https://198.18.0.254:2379", "eth0", imageAgentd, false); err == nil || !strings.Contains(err.Error(), "data.AGENTD_IFACE") {
 		t.Errorf("manifest without AGENTD_IFACE: %v, want an error naming it", err)
 	}
 }

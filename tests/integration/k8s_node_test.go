@@ -33,7 +33,7 @@ const e2eK8sEnv = "AGENTD_E2E_K8S"
 
 // TestK8sNode runs dist/kubernetes/agentd.yaml on a real Kubernetes node
 // and shows pods on it reaching a container on another agentd host over
-// vxlan:
+// vxlan and over udp:
 //
 //	ns sw: br0 ─┬─ h1 198.18.0.1: kubelet + containerd (private mount namespace)
 //	            │    DaemonSet pod agentd (hostNetwork) ── flannel.1, /run/flannel/subnet.env
@@ -56,12 +56,21 @@ const e2eK8sEnv = "AGENTD_E2E_K8S"
 // which test directories cover the paths they write (k8s_mounts_test.go);
 // their cgroups live under a cgroup of the test's, removed at the end.
 //
-// It runs in `make test` (AGENTD_E2E_K8S=1) and whenever CI is set; a plain
-// `go test ./...` outside CI skips it, saying how to run it.
+// It runs twice: with vxlan and the manifest as shipped, and with udp and
+// the one change the README asks for there (the agentd container privileged,
+// for /dev/net/tun). It runs in `make test` (AGENTD_E2E_K8S=1) and whenever
+// CI is set; a plain `go test ./...` outside CI skips it, saying how to run
+// it.
 func TestK8sNode(t *testing.T) {
 	if os.Getenv(e2eK8sEnv) != "1" && os.Getenv("CI") == "" {
 		t.Skip("runs with `make test` or `make e2e-k8s` (" + e2eK8sEnv + "=1): a real Kubernetes control plane and node, about a minute once its programs are built")
 	}
+	for _, backend := range []string{"vxlan", "udp"} {
+		t.Run(backend, func(t *testing.T) { testK8sNode(t, backend) })
+	}
+}
+
+func testK8sNode(t *testing.T, backend string) {
 	cluster.RequireRoot(t)
 	ctrllog.SetLogger(logr.Discard()) // the controller-runtime client logs nothing the test needs
 	bins := requireKubeBinaries(t, "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
@@ -87,7 +96,7 @@ func TestK8sNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Put(ctx, "/coreos.com/network/config", fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, overlay)); err != nil {
+	if _, err := cli.Put(ctx, "/coreos.com/network/config", fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, overlay, backend)); err != nil {
 		t.Fatal(err)
 	}
 	h1, h2 := c.Host(1), c.Host(2)
@@ -133,7 +142,7 @@ func TestK8sNode(t *testing.T) {
 
 	// The DaemonSet, from the real manifest.
 	objs := manifestObjects(t)
-	changes, err := adaptManifest(objs, c.EtcdEndpoint(), "eth0", imageAgentd)
+	changes, err := adaptManifest(objs, c.EtcdEndpoint(), "eth0", imageAgentd, backend == "udp")
 	if err != nil {
 		t.Fatal(err)
 	}
