@@ -212,11 +212,19 @@ func TestKubernetesEnvironmentReachesFlags(t *testing.T) {
 	want.EtcdKeyFile = filepath.Join(etc, "tls.key")
 	want.IPMasq = true
 	want.IPTablesMode = "auto"
-	want.HealthzAddr = podIP + ":8471"
+	want.HealthzAddr = "[" + podIP + "]:8471"
 	want.SubnetFile = "/run/flannel/subnet.env"
 	want.StateDir = "/var/lib/agentd"
 	if !reflect.DeepEqual(opts.cfg, want) {
 		t.Errorf("config from the DaemonSet:\n got %+v\nwant %+v", opts.cfg, want)
+	}
+	// On a node whose address is IPv6 the same manifest gives a valid
+	// health address too.
+	const podIPv6 = "fd00:198:18::7"
+	env["AGENTD_HEALTHZ_ADDR"] = strings.ReplaceAll(env["AGENTD_HEALTHZ_ADDR"], podIP, podIPv6)
+	opts, err = parseArgs(args, envMap(env), logFlags)
+	if err != nil || opts.cfg.HealthzAddr != "["+podIPv6+"]:8471" {
+		t.Errorf("DaemonSet on an IPv6 node: health address %q, %v; want [%s]:8471", opts.cfg.HealthzAddr, err, podIPv6)
 	}
 	// The probes use the port agentd serves on.
 	for _, probe := range []string{"livenessProbe", "readinessProbe"} {
