@@ -76,34 +76,41 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 }
 
 // Del runs the delegate's DEL with the configuration ADD saved, then forgets
-// it. Without a saved configuration (ADD never ran here, or an earlier DEL
-// finished) it rebuilds one from subnet.env if that is readable, so addresses
-// are still released; otherwise there is nothing to undo and DEL succeeds.
+// it. Without a usable saved configuration (ADD never ran here, an earlier
+// DEL finished, or the file is damaged) it rebuilds one from subnet.env if
+// that is readable, so addresses are still released; otherwise there is
+// nothing it can undo, and DEL succeeds (a runtime retries a failed DEL for
+// as long as the pod's sandbox exists).
 func (p *Plugin) Del(args *skel.CmdArgs) error {
 	n, saved, err := loadConf(args)
 	if err != nil {
 		return err
 	}
 	b, err := os.ReadFile(saved)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		env, envErr := subnet.ReadEnv(n.SubnetFile)
-		if envErr != nil {
-			return nil
-		}
-		if _, b, err = delegateConf(n, env); err != nil {
-			return err
-		}
-	case err != nil:
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
-	d, err := decodeSaved(saved, b)
+	var d map[string]any
+	if err == nil {
+		d, err = decodeSaved(saved, b)
+	}
 	if err != nil {
-		return err
+		env, envErr := subnet.ReadEnv(n.SubnetFile)
+		if envErr != nil {
+			return removeSaved(saved)
+		}
+		if d, b, err = delegateConf(n, env); err != nil {
+			return err
+		}
 	}
 	if err := invoke.DelegateDel(context.Background(), d["type"].(string), b, p.Exec); err != nil {
 		return delegateError(d, "DEL", err)
 	}
+	return removeSaved(saved)
+}
+
+// removeSaved forgets a container's saved delegate configuration.
+func removeSaved(saved string) error {
 	if err := os.Remove(saved); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}

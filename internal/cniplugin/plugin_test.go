@@ -161,6 +161,50 @@ func TestDelWithoutSaved(t *testing.T) {
 	}
 }
 
+// TestDelWithDamagedSaved: a saved configuration that no longer decodes (a
+// disk fault, a hand) does not make DEL fail for ever: the address is released
+// through a configuration rebuilt from subnet.env and the file removed; with
+// subnet.env gone too, DEL removes the file and succeeds.
+func TestDelWithDamagedSaved(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	saved := filepath.Join(f.dataDir, "c7")
+	damage := func() {
+		t.Helper()
+		if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(saved, []byte(`{"cniVersion":"1.0.0","type":"bri`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damage()
+	if err := f.p.Del(f.args("c7", "")); err != nil {
+		t.Fatalf("DEL with a damaged saved configuration: %v", err)
+	}
+	if len(f.exec.calls) != 1 || f.exec.calls[0].command != "DEL" || f.exec.calls[0].plugin != "bridge" {
+		t.Fatalf("calls %+v", f.exec.calls)
+	}
+	if ranges := jsonOf(t, f.exec.calls[0].conf["ipam"].(map[string]any)["ranges"]); ranges != `[[{"subnet":"10.244.5.0/24"}]]` {
+		t.Errorf("ranges %s", ranges)
+	}
+	if _, err := os.Stat(saved); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("damaged saved configuration not removed: %v", err)
+	}
+
+	damage()
+	os.Remove(f.subnetFile)
+	if err := f.p.Del(f.args("c7", "")); err != nil {
+		t.Errorf("DEL with a damaged saved configuration and no subnet.env: %v", err)
+	}
+	if len(f.exec.calls) != 1 {
+		t.Errorf("a delegate ran without any configuration to give it: %+v", f.exec.calls[1:])
+	}
+	if _, err := os.Stat(saved); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("damaged saved configuration not removed: %v", err)
+	}
+}
+
 // TestAddBadSubnetEnv: with subnet.env missing or incomplete no delegate
 // runs, nothing is saved, and the error names the file and the key.
 func TestAddBadSubnetEnv(t *testing.T) {
