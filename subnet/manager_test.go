@@ -59,6 +59,22 @@ func (e *env) manager(ip, hostID string, mod ...func(*subnet.ManagerConfig)) *su
 	return subnet.NewManager(e.reg, e.net, mc)
 }
 
+// cutOff makes e's etcd unreachable over the network until the test heals it
+// (e.srv.SetLoopback(true)) or ends, and waits until e.cli has noticed.
+func (e *env) cutOff(t *testing.T) {
+	t.Helper()
+	if err := e.srv.SetLoopback(false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.srv.SetLoopback(true) })
+	eventually(t, "client notices the cut", func() error {
+		if st := e.cli.ActiveConnection().GetState(); st == connectivity.Ready {
+			return fmt.Errorf("connection %s", st)
+		}
+		return nil
+	})
+}
+
 // interceptedClient returns a client of e's etcd whose unary calls pass
 // through f on their way to etcd (each retry of the client's own included),
 // so that a test can fail or delay chosen requests.
@@ -520,16 +536,7 @@ func TestOwnLeaseOverwriteSeenByRelistIsRestored(t *testing.T) {
 	})
 	inproc := e.srv.InProcessClient(t)
 	ctx := context.Background()
-	if err := e.srv.SetLoopback(false); err != nil {
-		t.Fatal(err)
-	}
-	defer e.srv.SetLoopback(true)
-	eventually(t, "client notices the cut", func() error {
-		if st := e.cli.ActiveConnection().GetState(); st == connectivity.Ready {
-			return fmt.Errorf("connection %s", st)
-		}
-		return nil
-	})
+	e.cutOff(t)
 	key := e.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
 	if _, err := inproc.Put(ctx, key, `{"PublicIP":"198.18.0.99","BackendType":"vxlan"}`, clientv3.WithLease(clientv3.LeaseID(l.LeaseID))); err != nil {
 		t.Fatal(err)
@@ -750,16 +757,7 @@ func TestWatchRelistsAfterCompaction(t *testing.T) {
 		return nil
 	})
 	// Cut the agent off, change the leases, compact past the changes.
-	if err := e.srv.SetLoopback(false); err != nil {
-		t.Fatal(err)
-	}
-	defer e.srv.SetLoopback(true)
-	eventually(t, "client notices the cut", func() error {
-		if st := e.cli.ActiveConnection().GetState(); st == connectivity.Ready {
-			return fmt.Errorf("connection %s", st)
-		}
-		return nil
-	})
+	e.cutOff(t)
 	if _, err := inproc.Delete(ctx, prefix+"/subnets/10.244.100.0-24"); err != nil {
 		t.Fatal(err)
 	}

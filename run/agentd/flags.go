@@ -591,8 +591,9 @@ Flags:
 Each setting can also come from the environment as AGENTD_<FLAG> or
 FLANNELD_<FLAG> (FLAG upper-cased, dashes as underscores, e.g.
 FLANNELD_ETCD_ENDPOINTS), and so can -v, -vmodule and -log_backtrace_at
-(AGENTD_V=2); the command line wins, then AGENTD_, then FLANNELD_. Empty variables are ignored. Repeatable flags take a
-comma-separated list. Single-dash long flags (-etcd-endpoints=...) work too.
+(AGENTD_V=2); the command line wins, then AGENTD_, then FLANNELD_. Empty
+variables are ignored. Repeatable flags take a comma-separated list.
+Single-dash long flags (-etcd-endpoints=...) work too.
 `)
 	return b.String()
 }

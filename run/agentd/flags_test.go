@@ -175,29 +175,37 @@ func TestParseArgs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			logFlags, v, _ := testLogFlags()
-			opts, err := parseArgs(tt.args, envMap(tt.env), logFlags)
-			if err != nil {
-				t.Fatalf("parseArgs: %v", err)
-			}
-			want := agent.DefaultConfig()
-			tt.want(&want)
-			got := opts.cfg
-			if gotRe := regexStrings(&got); !reflect.DeepEqual(gotRe, tt.regexes) {
-				t.Errorf("regexes = %q, want %q", gotRe, tt.regexes)
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("config:\n got %+v\nwant %+v", got, want)
-			}
-			if *v != tt.v {
-				t.Errorf("-v = %d, want %d", *v, tt.v)
-			}
-			warnings := strings.Join(opts.warnings, "\n")
-			if tt.warn == "" && warnings != "" || !strings.Contains(warnings, tt.warn) {
-				t.Errorf("warnings = %q, want one containing %q", warnings, tt.warn)
+			if v := checkParsed(t, tt.args, tt.env, tt.want, tt.regexes, tt.warn); v != tt.v {
+				t.Errorf("-v = %d, want %d", v, tt.v)
 			}
 		})
 	}
+}
+
+// checkParsed parses args with env and checks the Config (wantEdit edits
+// agent.DefaultConfig into it), the interface regexes and the warnings
+// (warn: a substring of one, or "" for none); it returns the -v level set.
+func checkParsed(t *testing.T, args []string, env map[string]string, wantEdit func(*agent.Config), regexes []string, warn string) int {
+	t.Helper()
+	logFlags, v, _ := testLogFlags()
+	opts, err := parseArgs(args, envMap(env), logFlags)
+	if err != nil {
+		t.Fatalf("parseArgs: %v", err)
+	}
+	want := agent.DefaultConfig()
+	wantEdit(&want)
+	got := opts.cfg
+	if gotRe := regexStrings(&got); !reflect.DeepEqual(gotRe, regexes) {
+		t.Errorf("regexes = %q, want %q", gotRe, regexes)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("config:\n got %+v\nwant %+v", got, want)
+	}
+	warnings := strings.Join(opts.warnings, "\n")
+	if warn == "" && warnings != "" || !strings.Contains(warnings, warn) {
+		t.Errorf("warnings = %q, want one containing %q", warnings, warn)
+	}
+	return *v
 }
 
 func TestParseArgsErrors(t *testing.T) {
@@ -653,24 +661,7 @@ func TestParseArgsAlternativeForms(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			logFlags, _, _ := testLogFlags()
-			opts, err := parseArgs(tt.args, envMap(tt.env), logFlags)
-			if err != nil {
-				t.Fatalf("parseArgs: %v", err)
-			}
-			want := agent.DefaultConfig()
-			tt.want(&want)
-			got := opts.cfg
-			if gotRe := regexStrings(&got); !reflect.DeepEqual(gotRe, tt.regexes) {
-				t.Errorf("regexes = %q, want %q", gotRe, tt.regexes)
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("config:\n got %+v\nwant %+v", got, want)
-			}
-			warnings := strings.Join(opts.warnings, "\n")
-			if tt.warn == "" && warnings != "" || !strings.Contains(warnings, tt.warn) {
-				t.Errorf("warnings = %q, want one containing %q", warnings, tt.warn)
-			}
+			checkParsed(t, tt.args, tt.env, tt.want, tt.regexes, tt.warn)
 		})
 	}
 }
