@@ -12,7 +12,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -22,10 +21,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/big"
-	mrand "math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -131,22 +127,8 @@ func hostSubnet(t *testing.T, h *cluster.Host) netip.Prefix {
 // pingAll checks that every container reaches every other one.
 func (f *fixture) pingAll(cs []*cluster.Container) {
 	f.t.Helper()
-	for _, from := range cs {
-		for _, to := range cs {
-			if from == to {
-				continue
-			}
-			f.eventually(fmt.Sprintf("ping %s -> %s", from, to), 10*time.Second, func() error {
-				r, err := from.Ping(f.ctx, to.IP(), 1, 0)
-				if err != nil {
-					return err
-				}
-				if r.Received != 1 {
-					return fmt.Errorf("%d/%d replies", r.Received, r.Sent)
-				}
-				return nil
-			})
-		}
+	if err := cluster.PingEach(f.ctx, cs, 10*time.Second); err != nil {
+		f.t.Fatal(err)
 	}
 }
 
@@ -155,71 +137,15 @@ func (f *fixture) pingAll(cs []*cluster.Container) {
 // coalesce thousands of them.
 const transferBytes = 32 << 20
 
-// checkTransfer sends transferBytes of pseudo-random data over TCP from
-// container a to a server in container b that echoes them back, and checks
-// that what comes back is what was sent. Ping only shows that packets pass;
-// this shows that a bulk stream's segments arrive whole and in order, which
-// the kernel's checksums alone would not: where a backend coalesces
-// segments, the checksum is computed after it.
+// checkTransfer sends transferBytes from container a to b and back and
+// checks they come back intact (cluster.EchoTransfer).
 func (f *fixture) checkTransfer(a, b *cluster.Container) {
 	f.t.Helper()
-	addr := netip.AddrPortFrom(b.IP(), 7777).String()
-	var ln net.Listener
-	if err := b.Namespace.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp4", addr)
-		return err
-	}); err != nil {
-		f.t.Fatalf("listen in %s: %v", b, err)
-	}
-	defer ln.Close()
-	echoed := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			echoed <- err
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Minute))
-		_, err = io.Copy(c, c)
-		echoed <- err
-	}()
-	conn, err := a.Namespace.Dial(f.ctx, "tcp4", addr)
+	took, err := cluster.EchoTransfer(f.ctx, a, b, transferBytes)
 	if err != nil {
-		f.t.Fatalf("connect %s -> %s: %v", a, addr, err)
+		f.t.Fatal(err)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Minute))
-	data := make([]byte, transferBytes)
-	mrand.NewChaCha8([32]byte{1}).Read(data)
-	sent := make(chan error, 1)
-	go func() {
-		_, err := conn.Write(data)
-		if err == nil {
-			err = conn.(*net.TCPConn).CloseWrite()
-		}
-		sent <- err
-	}()
-	start := time.Now()
-	got, err := io.ReadAll(conn)
-	if err != nil {
-		f.t.Fatalf("%s -> %s and back: read %d of %d bytes: %v", a, b, len(got), len(data), err)
-	}
-	if err := <-sent; err != nil {
-		f.t.Fatalf("%s -> %s: write: %v", a, b, err)
-	}
-	if err := <-echoed; err != nil {
-		f.t.Fatalf("%s: echo: %v", b, err)
-	}
-	if !bytes.Equal(got, data) {
-		i := 0
-		for i < min(len(got), len(data)) && got[i] == data[i] {
-			i++
-		}
-		f.t.Fatalf("%s -> %s and back: %d bytes came back, %d sent; they differ from byte %d", a, b, len(got), len(data), i)
-	}
-	f.t.Logf("%s -> %s and back: %d MiB each way intact in %v", a, b, transferBytes>>20, time.Since(start).Round(time.Millisecond))
+	f.t.Logf("%s -> %s and back: %d MiB each way intact in %v", a, b, transferBytes>>20, took.Round(time.Millisecond))
 }
 
 // startAll starts every host's agent, waits until all are ready, gives each
