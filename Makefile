@@ -10,13 +10,18 @@ DEB_PACKAGES := iproute2 iptables iputils-ping iperf3 ca-certificates
 # What tests/integration adds: a real dockerd and client, a static busybox for
 # a registry-free image, the standard CNI plugins, systemd-analyze, and the
 # Kubernetes node's container runtime (containerd, runc, nsenter/unshare).
-DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd containerd runc util-linux
+# gcc and libc6-dev build flanneld (its udp backend is C) for tests/interop.
+DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd containerd runc util-linux gcc libc6-dev
 # The Kubernetes programs tests/integration runs (the manifest check, and a
 # control plane with a kubelet node), built from k8s.io/kubernetes and cached
 # outside the repository.
 KUBE_VERSION ?= v1.36.3
 KUBE_BIN ?= $(HOME)/.cache/agentd/kube/$(KUBE_VERSION)
 KUBE_COMPONENTS := kube-apiserver kube-controller-manager kube-scheduler kubelet
+# The flanneld that tests/interop runs beside agentd, built from its Go module
+# and cached outside the repository.
+FLANNELD_VERSION ?= v0.28.10
+FLANNELD_BIN ?= $(HOME)/.cache/agentd/flanneld/$(FLANNELD_VERSION)
 # A count, not a duration: with Go 1.26 a -fuzztime duration can end in a
 # spurious "context deadline exceeded" failure when the deadline meets a busy
 # worker (golang/go#75804, fixed in Go 1.27); a count has no deadline.
@@ -51,6 +56,10 @@ deps-integration: ## Also install the Debian packages tests/integration needs (d
 kube-bin: ## Build kube-apiserver, -controller-manager, -scheduler and kubelet (KUBE_VERSION) into KUBE_BIN, ~/.cache/agentd/kube/<version> (cached; the first time ≈18 min on 2 CPUs).
 	@tests/kube/build-kube.sh $(KUBE_VERSION) $(KUBE_BIN) $(KUBE_COMPONENTS)
 
+.PHONY: flanneld-bin
+flanneld-bin: ## Build flanneld (FLANNELD_VERSION) into FLANNELD_BIN, ~/.cache/agentd/flanneld/<version> (cached; the first time about a minute).
+	@tests/flanneld/build-flanneld.sh $(FLANNELD_VERSION) $(FLANNELD_BIN)
+
 .PHONY: build
 build: ## Build agentd and the test etcd into bin/.
 	@mkdir -p $(BIN)
@@ -80,15 +89,19 @@ fuzz-short: ## Run each fuzz target briefly (part of make test).
 		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) >/tmp/agentd-fuzz.log 2>&1 || { cat /tmp/agentd-fuzz.log; exit 1; }; done
 
 .PHONY: test
-test: deps deps-integration kube-bin lint build ## Everything CI runs: unit, root, etcd and end-to-end tests, then short fuzzing.
+test: deps deps-integration kube-bin flanneld-bin lint build ## Everything CI runs: unit, root, etcd, end-to-end and flanneld interoperability tests, then short fuzzing.
 	@mkdir -p $(BIN)
-	AGENTD_E2E_K8S=1 AGENTD_KUBE_BIN=$(KUBE_BIN) AGENTD_E2E_RESULTS=$(CURDIR)/$(BIN)/e2e-results.txt $(GO) test -race -count=1 -timeout 30m -p 2 ./...
+	AGENTD_E2E_K8S=1 AGENTD_KUBE_BIN=$(KUBE_BIN) AGENTD_FLANNELD_BIN=$(FLANNELD_BIN)/flanneld AGENTD_E2E_RESULTS=$(CURDIR)/$(BIN)/e2e-results.txt $(GO) test -race -count=1 -timeout 30m -p 2 ./...
 	@cat $(BIN)/e2e-results.txt
 	$(MAKE) --no-print-directory fuzz-short
 
 .PHONY: e2e
 e2e: deps build ## Only the multi-host end-to-end and fault tests (tests/e2e, tests/cluster).
 	$(GO) test -race -count=1 -timeout 30m -v ./tests/e2e/ ./tests/cluster/
+
+.PHONY: interop
+interop: deps-integration flanneld-bin build ## Only the mixed clusters of agentd and the real flanneld (tests/interop), each backend.
+	AGENTD_FLANNELD_BIN=$(FLANNELD_BIN)/flanneld $(GO) test -race -count=1 -timeout 20m -v ./tests/interop/
 
 .PHONY: integration
 integration: deps-integration kube-bin build ## Only the tests of dist/ with the real programs (systemd-analyze, dockerd, CNI plugins, kube-apiserver, a kubelet node).

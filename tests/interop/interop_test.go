@@ -1,0 +1,274 @@
+// Package interop runs mixed clusters: agentd and the real flanneld
+// (built from its Go module by `make flanneld-bin`, version FLANNELD_VERSION
+// in the Makefile) on one etcd, in the namespace test cluster. It checks
+// what the README promises of a cluster migrating host by host: each sees
+// the other's leases and programs them, containers reach each other both
+// ways with every backend, and a host moved from flanneld to agentd keeps
+// its subnet.
+package interop
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/tests/cluster"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const (
+	network = "10.244.0.0/16"
+	prefix  = "/coreos.com/network"
+	// flanneldEnv names the flanneld binary; `make test` sets it.
+	flanneldEnv = "AGENTD_FLANNELD_BIN"
+	// ready bounds an agent's or flanneld's start-up.
+	ready = 30 * time.Second
+	// transferBytes is what each bulk transfer sends each way.
+	transferBytes = 16 << 20
+)
+
+// flanneld returns the flanneld binary to run. Without one the test fails
+// in CI and is skipped elsewhere, saying how to get one.
+func flanneld(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv(flanneldEnv)
+	if bin == "" {
+		msg := flanneldEnv + " is not set: `make test` builds flanneld (make flanneld-bin) and sets it; or point it at a flanneld binary"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg + " (CI is set, so this is a failure, not a skip)")
+		}
+		t.Skip(msg)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s=%s: %v", flanneldEnv, bin, err)
+	}
+	return bin
+}
+
+// mixed is a cluster whose hosts run agentd or flanneld.
+type mixed struct {
+	t        *testing.T
+	ctx      context.Context
+	c        *cluster.Cluster
+	cli      *clientv3.Client
+	flanneld string
+}
+
+func newMixed(t *testing.T, hosts int, backend string) *mixed {
+	bin := flanneld(t)
+	c := cluster.Start(t, cluster.Options{Hosts: hosts, Logf: t.Logf})
+	cli, err := c.EtcdClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	m := &mixed{t: t, ctx: context.Background(), c: c, cli: cli, flanneld: bin}
+	config := fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend)
+	if _, err := cli.Put(m.ctx, prefix+"/config", config); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// startAgentd starts agentd on h and waits until it is ready.
+func (m *mixed) startAgentd(h *cluster.Host) *cluster.Agent {
+	m.t.Helper()
+	a, err := h.StartAgent(m.ctx)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if err := h.WaitReady(m.ctx, ready); err != nil {
+		m.t.Fatalf("%s: agentd not ready: %v", h, err)
+	}
+	return a
+}
+
+// startFlanneld starts flanneld on h with the flags a flanneld unit would
+// have (its output goes to <LogDir>/h<i>-flanneld.log) and waits until it
+// has written the host's subnet.env (one without agentd's AGENTD_HOST_ID,
+// which flanneld does not write).
+func (m *mixed) startFlanneld(h *cluster.Host) *cluster.Process {
+	m.t.Helper()
+	p, err := h.StartNamed("flanneld", m.flanneld,
+		"-etcd-endpoints="+m.c.EtcdEndpoint(), "-etcd-prefix="+prefix,
+		"-iface=eth0", "-subnet-file="+h.SubnetFile(), "-v=1")
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	err = cluster.Eventually(m.ctx, ready, func() error {
+		if p.Exited() {
+			return fmt.Errorf("flanneld exited with code %d", p.ExitCode())
+		}
+		env, err := h.SubnetEnv()
+		if err != nil {
+			return err
+		}
+		if env["FLANNEL_SUBNET"] == "" {
+			return fmt.Errorf("no FLANNEL_SUBNET in %v", env)
+		}
+		if _, agentd := env["AGENTD_HOST_ID"]; agentd {
+			return fmt.Errorf("subnet.env is still agentd's: %v", env)
+		}
+		return nil
+	})
+	if err != nil {
+		m.t.Fatalf("%s: flanneld did not write subnet.env: %v", h, err)
+	}
+	return p
+}
+
+// lease returns the etcd value of h's lease (by the subnet its subnet.env
+// names).
+func (m *mixed) lease(h *cluster.Host) (netip.Prefix, map[string]json.RawMessage) {
+	m.t.Helper()
+	env, err := subnet.ReadEnv(h.SubnetFile())
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	sn := env.Subnet.Masked()
+	resp, err := m.cli.Get(m.ctx, prefix+"/subnets/"+subnet.MakeSubnetKey(sn, netip.Prefix{}))
+	if err != nil || len(resp.Kvs) != 1 {
+		m.t.Fatalf("%s: lease of %s: %v (%d keys)", h, sn, err, len(resp.Kvs))
+	}
+	var v map[string]json.RawMessage
+	if err := json.Unmarshal(resp.Kvs[0].Value, &v); err != nil {
+		m.t.Fatalf("%s: lease of %s: %v: %s", h, sn, err, resp.Kvs[0].Value)
+	}
+	return sn, v
+}
+
+func (m *mixed) container(h *cluster.Host) *cluster.Container {
+	m.t.Helper()
+	c, err := h.AddContainer(m.ctx)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return c
+}
+
+func (m *mixed) pingEach(cs ...*cluster.Container) {
+	m.t.Helper()
+	if err := cluster.PingEach(m.ctx, cs, 15*time.Second); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+func (m *mixed) transfer(a, b *cluster.Container) {
+	m.t.Helper()
+	took, err := cluster.EchoTransfer(m.ctx, a, b, transferBytes)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Logf("%s -> %s and back: %d MiB each way intact in %v", a, b, transferBytes>>20, took.Round(time.Millisecond))
+}
+
+// TestMixedCluster: hosts 1 and 3 run agentd, host 2 flanneld. Every
+// container reaches every other, a bulk transfer between an agentd host and
+// the flanneld host comes back intact, and then host 2 moves to agentd (stop
+// flanneld, start agentd with the same flags) and keeps its subnet, with
+// containers reaching each other again; and back to flanneld, again with
+// its subnet. For each backend.
+func TestMixedCluster(t *testing.T) {
+	for _, backend := range []string{"vxlan", "host-gw", "udp"} {
+		t.Run(backend, func(t *testing.T) { testMixed(t, backend) })
+	}
+}
+
+func testMixed(t *testing.T, backend string) {
+	m := newMixed(t, 3, backend)
+	h1, h2, h3 := m.c.Host(1), m.c.Host(2), m.c.Host(3)
+	m.startAgentd(h1)
+	fl := m.startFlanneld(h2)
+	m.startAgentd(h3)
+
+	sn2, v := m.lease(h2)
+	if _, ours := v["HostID"]; ours {
+		t.Fatalf("h2's lease names a HostID, so agentd wrote it, not flanneld: %v", v)
+	}
+	c1, c2, c3 := m.container(h1), m.container(h2), m.container(h3)
+	m.pingEach(c1, c2, c3)
+	m.transfer(c1, c2)
+
+	// h2 moves to agentd, as the README's migration says: stop flanneld,
+	// start agentd with the same etcd, prefix and subnet file. Pings run
+	// from h1 to h2's container meanwhile; their loss is reported, not
+	// judged: flanneld leaves nothing that agentd must keep running.
+	during := make(chan cluster.PingResult, 1)
+	go func() {
+		r, err := c1.PingFor(m.ctx, c2.IP(), 8*time.Second, 10*time.Millisecond)
+		if err != nil {
+			t.Errorf("ping during the move: %v", err)
+		}
+		during <- r
+	}()
+	if code, err := fl.Stop(); err != nil {
+		t.Fatalf("stop flanneld: exit %d, %v", code, err)
+	}
+	m.startAgentd(h2)
+	r := <-during
+	t.Logf("pings from %s to %s while h2 moved from flanneld to agentd: %d sent, %d lost", c1, c2, r.Sent, r.Lost())
+
+	sn, v := m.lease(h2)
+	if sn != sn2 {
+		t.Fatalf("h2 moved from %s to %s when agentd replaced flanneld", sn2, sn)
+	}
+	if _, ours := v["HostID"]; !ours {
+		t.Fatalf("h2's lease was not rewritten by agentd: %v", v)
+	}
+	if got := strings.Trim(string(v["PublicIP"]), `"`); got != h2.IP.String() {
+		t.Fatalf("h2's lease names %s, want %s", got, h2.IP)
+	}
+	m.pingEach(c1, c2, c3)
+	m.transfer(c2, c3)
+
+	// And back to flanneld, as the README's "going back" says: stop
+	// agentd (for udp also delete flannel0, whose queues agentd's keeper
+	// holds with its socket, and whose offloads flanneld's single queue
+	// cannot attach to),
+	// start flanneld with its old flags. It takes the subnet in subnet.env,
+	// whose lease names its public IP.
+	a2 := h2.Agent()
+	if code, err := a2.Stop(); err != nil || code != 0 {
+		t.Fatalf("stop h2's agentd: exit %d, %v", code, err)
+	}
+	if backend == "udp" {
+		if err := h2.DeleteLink("flannel0"); err != nil {
+			t.Fatal(err)
+		}
+		// The keeper notices within 2 s and exits, which frees port 8285
+		// for flanneld.
+		port := netip.AddrPortFrom(h2.IP, 8285).String()
+		err := cluster.Eventually(m.ctx, 5*time.Second, func() error {
+			return h2.Do(func() error {
+				c, err := net.ListenPacket("udp4", port)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			})
+		})
+		if err != nil {
+			t.Fatalf("%s: port %s still taken after flannel0 was deleted: %v", h2, port, err)
+		}
+	}
+	m.startFlanneld(h2)
+	sn, v = m.lease(h2)
+	if sn != sn2 {
+		t.Fatalf("h2 moved from %s to %s when flanneld replaced agentd", sn2, sn)
+	}
+	// flanneld keeps a lease naming its public IP as it finds it, agentd's
+	// HostID included (it only renews it), so there is nothing more to see
+	// in the value.
+	if got := strings.Trim(string(v["PublicIP"]), `"`); got != h2.IP.String() {
+		t.Fatalf("h2's lease names %s, want %s", got, h2.IP)
+	}
+	m.pingEach(c1, c2, c3)
+	m.transfer(c3, c2)
+}
