@@ -64,11 +64,10 @@ type mixed struct {
 func newMixed(t *testing.T, hosts int, backend string) *mixed {
 	bin := flanneld(t)
 	c := cluster.Start(t, cluster.Options{Hosts: hosts, Logf: t.Logf})
-	cli, err := c.EtcdClient()
+	cli, err := c.EtcdClient() // closed with the cluster
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cli.Close() })
 	m := &mixed{t: t, ctx: context.Background(), c: c, cli: cli, flanneld: bin}
 	config := fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend)
 	if _, err := cli.Put(m.ctx, prefix+"/config", config); err != nil {
