@@ -10,11 +10,18 @@
 //   - route <peer subnet> via <peer PublicIP> dev <external interface>,
 //     proto 74 (backend.RouteProtocol), in the main table.
 //
-// The gateway must be on-link: inside a subnet the external interface is
-// attached to. A peer whose PublicIP is not is logged (once) and counted as
-// skipped, never routed: the kernel would refuse the route, and an onlink
-// route would send the peer's traffic to the default gateway, which knows
-// nothing of overlay subnets.
+// The gateway must be on-link: inside the subnet of one of the external
+// interface's addresses, or inside the destination of one of its main-table
+// scope-link routes without a gateway (a /32 address plus
+// "198.18.0.0/24 dev eth0 scope link", as some clouds configure; the kernel
+// accepts such gateways, and flanneld routes them). It must also be another
+// host: not the network or broadcast address of such a subnet, not
+// multicast, loopback or unspecified, not an address of ours. A peer whose
+// PublicIP fails either test is logged (once) and counted as skipped, never
+// routed: the kernel would refuse some of these routes, failing every pass
+// (bad input must never keep a node from becoming ready), accept others
+// that loop back to us, and an onlink route would send the peer's traffic
+// to the default gateway, which knows nothing of overlay subnets.
 //
 // What is ours, and deleted when no lease implies it: every main-table route
 // with proto 74. Nothing else is touched, and shutting down removes nothing
@@ -29,7 +36,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"github.com/agentd/agentd/backend"
@@ -148,11 +154,11 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err := backend.CheckReconcile(ctx, Type, b.prepared); err != nil {
 		return res, err
 	}
-	onLink, err := backend.ConnectedPrefixes(b.h, b.ext.Iface.Index)
+	seg, err := readSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name)
 	if err != nil {
 		return res, err
 	}
-	want := b.desired(own, peers, onLink)
+	want := b.desired(own, peers, seg)
 	res.Skipped = b.skips.Finish()
 	have, err := backend.OurRoutes(b.h)
 	if err != nil {
@@ -166,7 +172,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 
 // desired computes the routes peers imply, recording in b.skips the peers it
 // leaves out.
-func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, onLink []netip.Prefix) []backend.Route {
+func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *segment) []backend.Route {
 	var routes []backend.Route
 	for _, p := range peers {
 		key := p.Key()
@@ -183,8 +189,8 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, onLink []netip
 			why = "no IPv4 public IP"
 		case pub == b.ext.PublicIP:
 			why = fmt.Sprintf("public IP %s is our own", pub)
-		case !backend.Contains(onLink, pub):
-			why = fmt.Sprintf("public IP %s is not on-link: %s is attached to %v only; host-gw needs all hosts on one L2 segment", pub, b.ext.Iface.Name, onLink)
+		default:
+			why = seg.refuse(pub)
 		}
 		if why != "" {
 			b.skips.Skip(key, why)

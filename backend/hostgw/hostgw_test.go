@@ -40,6 +40,8 @@ type host struct {
 	cfg backend.Config
 	b   *Backend
 	own subnet.Lease
+	// addrs are the "addr" lines of the namespace's state: ext0's addresses.
+	addrs []string
 
 	mu   sync.Mutex
 	logs []string
@@ -49,7 +51,7 @@ func newHost(t *testing.T, ifaceAddr, publicIP string) *host {
 	t.Helper()
 	ns := nstest.New(t)
 	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
-	h := &host{t: t, ns: ns, ext: ext, own: lease("10.244.1.0/24", "198.18.0.1", Type)}
+	h := &host{t: t, ns: ns, ext: ext, own: lease("10.244.1.0/24", "198.18.0.1", Type), addrs: []string{"addr ext0 198.18.0.1/24"}}
 	h.cfg = backend.Config{
 		Network: &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24,
 			BackendType: Type, Backend: json.RawMessage(`{"Type":"host-gw"}`)},
@@ -84,7 +86,7 @@ func (h *host) reconcile(peers ...subnet.Lease) backend.Result {
 
 func (h *host) check(routes string) {
 	h.t.Helper()
-	want := stateWith(routes)
+	want := stateWith(h.addrs, routes)
 	if got := h.ns.State(h.t); got != want {
 		h.t.Fatalf("kernel state:\n%s\nwant:\n%s", got, want)
 	}
@@ -102,8 +104,8 @@ func (h *host) countLogs(substr string) int {
 	return n
 }
 
-func stateWith(routes string) string {
-	lines := []string{"addr ext0 198.18.0.1/24", "link ext0 veth up mtu 1500", "link peer0 veth up mtu 1500"}
+func stateWith(addrs []string, routes string) string {
+	lines := append([]string{"link ext0 veth up mtu 1500", "link peer0 veth up mtu 1500"}, addrs...)
 	for _, l := range strings.Split(routes, "\n") {
 		if l = strings.TrimSpace(l); l != "" {
 			lines = append(lines, l)
@@ -277,6 +279,116 @@ route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`
 	h.check(routes)
 }
 
+// TestUnusableGateways: a lease whose public IP cannot be a gateway is
+// skipped and logged like an off-link peer, and the other peers are routed
+// by an error-free pass. Some of those routes the kernel refuses (the
+// segment's broadcast address: EINVAL on every pass, and the agent would
+// never become ready), others it accepts and they are wrong (a route via a
+// secondary address of our own).
+func TestUnusableGateways(t *testing.T) {
+	h := prepared(t)
+	nl := h.ns.Handle
+	ext := h.ext.Attrs().Index
+	if err := nl.AddrAdd(h.ext, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.0.50/24"))}); err != nil {
+		t.Fatal(err)
+	}
+	h.addrs = append(h.addrs, "addr ext0 198.18.0.50/24")
+	// Multicast is on-link through this route, and still no gateway.
+	if err := nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("224.0.0.0/4")), LinkIndex: ext, Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatal(err)
+	}
+	const mcast = "route 224.0.0.0/4 dev ext0 proto 3\n"
+	const two = "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n"
+	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
+	bad := []struct {
+		pub, reason string
+	}{
+		{"198.18.0.255", "public IP 198.18.0.255 is the broadcast address of 198.18.0.0/24"},
+		{"198.18.0.0", "public IP 198.18.0.0 is the network address of 198.18.0.0/24"},
+		{"198.18.0.50", "public IP 198.18.0.50 is an address of this host (ext0)"},
+		{"224.0.0.5", "public IP 224.0.0.5 is a multicast address"},
+		{"255.255.255.255", "public IP 255.255.255.255 is the limited broadcast address"},
+		{"127.0.0.1", "public IP 127.0.0.1 is a loopback address"},
+		{"0.0.0.0", "public IP 0.0.0.0 is unspecified"},
+	}
+	all := []subnet.Lease{p2}
+	for i, tc := range bad {
+		l := lease(fmt.Sprintf("10.244.%d.0/24", 10+i), tc.pub, Type)
+		all = append(all, l)
+		t.Run(tc.pub, func(t *testing.T) {
+			res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{p2, l})
+			if err != nil {
+				t.Errorf("Reconcile: %v; want the lease skipped, no error", err)
+			}
+			if res.Skipped != 1 {
+				t.Errorf("result %v, want 1 skipped", res)
+			}
+			if got, want := h.ns.State(t), stateWith(h.addrs, two+mcast); got != want {
+				t.Errorf("kernel state:\n%s\nwant:\n%s", got, want)
+			}
+			once := fmt.Sprintf(`"lease"=%q "reason"=%q`, l.Key(), tc.reason)
+			if n := h.countLogs(once); n != 1 {
+				t.Errorf("logged %d times, want once: %s", n, once)
+			}
+		})
+	}
+	// All at once, twice: an error-free pass that changes nothing the second time.
+	h.reconcile(all...)
+	if res := h.reconcile(all...); res.String() != (backend.Result{Skipped: len(bad)}).String() {
+		t.Errorf("second pass with every lease: %v, want %d skipped and nothing changed", res, len(bad))
+	}
+	h.check(two + mcast)
+}
+
+// TestOnLinkByRoute: an external interface with a /32 address and a
+// scope-link route for its segment (some clouds, some bare metal) has its
+// peers on-link; the kernel takes them as gateways, and so does flanneld.
+// A route with a gateway makes nothing on-link.
+func TestOnLinkByRoute(t *testing.T) {
+	h := newHost(t, "198.18.0.1", "198.18.0.1")
+	nl := h.ns.Handle
+	ext := h.ext.Attrs().Index
+	if err := nl.AddrDel(h.ext, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.0.1/24"))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.AddrAdd(h.ext, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.0.1/32"))}); err != nil {
+		t.Fatal(err)
+	}
+	h.addrs = []string{"addr ext0 198.18.0.1/32"}
+	segment := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("198.18.0.0/24")), LinkIndex: ext, Scope: netlink.SCOPE_LINK}
+	if err := nl.RouteAdd(segment); err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: net.IPv4(198, 18, 0, 254), LinkIndex: ext}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.b.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	const routes = "route 198.18.0.0/24 dev ext0 proto 3\nroute 0.0.0.0/0 via 198.18.0.254 dev ext0 proto 3\n"
+	const two = "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n"
+	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
+	far := lease("10.244.4.0/24", "198.19.0.4", Type) // only via the default gateway
+	bcast := lease("10.244.5.0/24", "198.18.0.255", Type)
+
+	if res := h.reconcile(p2, far, bcast); res.String() != (backend.Result{Added: 1, Skipped: 2}).String() {
+		t.Errorf("result %v, want 1 added, 2 skipped", res)
+	}
+	h.check(routes + two)
+
+	// Without the segment's route the peer is off-link again: its route goes.
+	if err := nl.RouteDel(segment); err != nil {
+		t.Fatal(err)
+	}
+	if res := h.reconcile(p2, far); res.String() != (backend.Result{Removed: 1, Skipped: 2}).String() {
+		t.Errorf("after the segment's route was deleted: %v, want 1 removed, 2 skipped", res)
+	}
+	h.check("route 0.0.0.0/0 via 198.18.0.254 dev ext0 proto 3")
+	if n := h.countLogs(fmt.Sprintf(`"lease"=%q "reason"="public IP 198.18.0.2 is not on-link`, p2.Key())); n != 1 {
+		t.Errorf("logged the peer that went off-link %d times, want once", n)
+	}
+}
+
 func TestWatch(t *testing.T) {
 	h := prepared(t)
 	nl := h.ns.Handle
@@ -352,6 +464,41 @@ func TestRandomPeerSets(t *testing.T) {
 		h.check(strings.Join(want, "\n"))
 		if res := h.reconcile(peers...); res.Changed() {
 			t.Fatalf("step %d: a second Reconcile changed %v", step, res)
+		}
+	}
+}
+
+// TestRefuse checks the gateway rules without a kernel: onLink as read from
+// a /32 address, a scope-link route for its /24 and a /31 point-to-point
+// subnet.
+func TestRefuse(t *testing.T) {
+	s := &segment{
+		iface: "ext0", ifaceIndex: 3,
+		onLink: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("198.18.0.1/32"), netip.MustParsePrefix("198.19.0.0/31")},
+		local:  map[netip.Addr]int{netip.MustParseAddr("198.18.0.1"): 3, netip.MustParseAddr("198.19.7.7"): 4},
+	}
+	for _, tc := range []struct{ pub, want string }{
+		{"198.18.0.2", ""},
+		{"198.18.0.254", ""},
+		{"198.19.0.0", ""}, // a /31 has no network address
+		{"198.19.0.1", ""},
+		{"198.18.0.0", "public IP 198.18.0.0 is the network address of 198.18.0.0/24"},
+		{"198.18.0.255", "public IP 198.18.0.255 is the broadcast address of 198.18.0.0/24"},
+		{"198.18.0.1", "public IP 198.18.0.1 is an address of this host (ext0)"},
+		{"198.19.7.7", "public IP 198.19.7.7 is an address of this host (link 4)"},
+		{"198.19.0.2", "public IP 198.19.0.2 is not on-link: ext0 is attached to [198.18.0.0/24 198.18.0.1/32 198.19.0.0/31] only; host-gw needs all hosts on one L2 segment"},
+		{"224.0.0.1", "public IP 224.0.0.1 is a multicast address"},
+		{"255.255.255.255", "public IP 255.255.255.255 is the limited broadcast address"},
+		{"127.0.0.53", "public IP 127.0.0.53 is a loopback address"},
+		{"0.0.0.0", "public IP 0.0.0.0 is unspecified"},
+	} {
+		if got := s.refuse(netip.MustParseAddr(tc.pub)); got != tc.want {
+			t.Errorf("refuse(%s) = %q, want %q", tc.pub, got, tc.want)
+		}
+	}
+	for p, want := range map[string]string{"198.18.0.0/24": "198.18.0.255", "198.18.0.128/25": "198.18.0.255", "198.18.0.0/23": "198.18.1.255", "0.0.0.0/0": "255.255.255.255", "198.18.0.7/32": "198.18.0.7"} {
+		if got := broadcast(netip.MustParsePrefix(p)); got.String() != want {
+			t.Errorf("broadcast(%s) = %s, want %s", p, got, want)
 		}
 	}
 }
