@@ -116,6 +116,41 @@ func TestNewRejects(t *testing.T) {
 	}
 }
 
+// TestNewRejectsMTUAboveExternal: the kernel gives a vxlan device at most
+// the external interface's MTU less the overhead, so a larger Backend.MTU is
+// a config error (what the config watcher reports for a changed config),
+// not a device with another MTU than subnet.env says.
+func TestNewRejectsMTUAboveExternal(t *testing.T) {
+	for _, tc := range []struct {
+		extMTU int // 0: not known (Prepare checks)
+		opts   string
+		err    string
+	}{
+		{extMTU: 1500, opts: `{"Type":"vxlan"}`},
+		{extMTU: 1500, opts: `{"Type":"vxlan","MTU":1450}`},
+		{extMTU: 1500, opts: `{"Type":"vxlan","MTU":1400}`},
+		{extMTU: 9000, opts: `{"Type":"vxlan","MTU":8950}`},
+		{extMTU: 0, opts: `{"Type":"vxlan","MTU":1500}`},
+		{extMTU: 1500, opts: `{"Type":"vxlan","MTU":1500}`,
+			err: `config: "Backend.MTU": 1500 is more than the external interface ext0's MTU 1500 less the VXLAN overhead 50: at most 1450 (or 0 for that)`},
+		{extMTU: 1500, opts: `{"Type":"vxlan","MTU":1451}`,
+			err: `config: "Backend.MTU": 1451 is more than the external interface ext0's MTU 1500 less the VXLAN overhead 50: at most 1450 (or 0 for that)`},
+	} {
+		_, err := New(backend.Config{
+			Network:  &subnet.Config{Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, BackendType: Type, Backend: json.RawMessage(tc.opts)},
+			External: backend.ExternalInterface{Iface: &net.Interface{Index: 2, Name: "ext0", MTU: tc.extMTU}, IfaceAddr: netip.MustParseAddr("198.18.0.1"), PublicIP: netip.MustParseAddr("198.18.0.1")},
+			StateDir: t.TempDir(),
+		})
+		var ce *subnet.ConfigError
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("ext0 MTU %d, %s: %v", tc.extMTU, tc.opts, err)
+		case tc.err != "" && (err == nil || err.Error() != tc.err || !errors.As(err, &ce) || ce.Key != "Backend.MTU"):
+			t.Errorf("ext0 MTU %d, %s: error %v, want %s (a *subnet.ConfigError)", tc.extMTU, tc.opts, err, tc.err)
+		}
+	}
+}
+
 // TestEventFilters checks which kernel events wake the backend.
 func TestEventFilters(t *testing.T) {
 	b := &Backend{name: "flannel.1", ext: backend.ExternalInterface{Iface: &net.Interface{Index: 2, Name: "ext0"}}}

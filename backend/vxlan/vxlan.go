@@ -12,7 +12,8 @@
 //     send to and may belong to a NAT in front of us), dev = the external
 //     interface, learning off (every FDB entry is programmed, none is
 //     learned from traffic), MTU = external MTU − 50 (− 70 over IPv6, or the
-//     config's MTU), up. Its MAC is the VTEP MAC we advertise; it is kept in
+//     config's MTU, which may not exceed that: the kernel refuses more), up.
+//     Its MAC is the VTEP MAC we advertise; it is kept in
 //     <StateDir>/vxlan-<VNI>.mac and given to the device again whenever it is
 //     recreated, also after a reboot, so peers' entries for us stay right.
 //   - the address <own subnet>.0/32 on the device, and no other IPv4 address:
@@ -128,6 +129,19 @@ func configErr(key, format string, args ...any) error {
 	return &subnet.ConfigError{Key: "Backend." + key, Err: fmt.Errorf(format, args...)}
 }
 
+// checkMTU refuses a configured MTU (mtu, 0 when unset) that the external
+// interface iface, of MTU extMTU, cannot carry: the kernel gives a vxlan device
+// at most its underlay's MTU less the overhead. It silently lowers a new
+// device to that and refuses to raise one above it, so such a config would
+// leave subnet.env naming an MTU the device does not have.
+func checkMTU(mtu int, iface string, extMTU, overhead int) error {
+	if mtu == 0 || mtu <= extMTU-overhead {
+		return nil
+	}
+	return configErr("MTU", "%d is more than the external interface %s's MTU %d less the VXLAN overhead %d: at most %d (or 0 for that)",
+		mtu, iface, extMTU, overhead, extMTU-overhead)
+}
+
 // overhead is what VXLAN encapsulation adds to a packet: outer IP header,
 // UDP (8), VXLAN (8) and inner Ethernet (14) headers.
 func overhead(underlay netip.Addr) int {
@@ -233,6 +247,13 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 	case cfg.StateDir == "":
 		return nil, errors.New("vxlan: no state directory to keep the VTEP MAC in")
 	}
+	// The interface's MTU as found at start-up (0: not known); Prepare
+	// checks again against the kernel's current value.
+	if ext.Iface.MTU > 0 {
+		if err := checkMTU(opts.MTU, ext.Iface.Name, ext.Iface.MTU, overhead(ext.IfaceAddr)); err != nil {
+			return nil, err
+		}
+	}
 	return &Backend{
 		log:     cfg.Logger,
 		ext:     ext,
@@ -267,12 +288,16 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("external interface %s (index %d): %w", b.ext.Iface.Name, b.ext.Iface.Index, err)
 	}
+	extMTU := extLink.Attrs().MTU
 	mtu := b.opts.MTU
 	if mtu == 0 {
-		mtu = extLink.Attrs().MTU - overhead(b.ext.IfaceAddr)
+		mtu = extMTU - overhead(b.ext.IfaceAddr)
 		if mtu < minMTU {
-			return nil, fmt.Errorf("external interface %s has MTU %d, too small for VXLAN", extLink.Attrs().Name, extLink.Attrs().MTU)
+			return nil, fmt.Errorf("external interface %s has MTU %d, too small for VXLAN", extLink.Attrs().Name, extMTU)
 		}
+	}
+	if err := checkMTU(b.opts.MTU, extLink.Attrs().Name, extMTU, overhead(b.ext.IfaceAddr)); err != nil {
+		return nil, err
 	}
 	mac, err := b.vtepMAC()
 	if err != nil {

@@ -54,8 +54,27 @@ type host struct {
 // network config's Backend is backendJSON.
 func newHost(t *testing.T, backendJSON string) *host {
 	t.Helper()
+	h := unpreparedHost(t, backendJSON, 0)
+	h.b = h.newBackend()
+	h.prepare()
+	return h
+}
+
+// unpreparedHost makes the namespace and the config of newHost, with ext0's
+// MTU set to extMTU (0: the default 1500), and no backend.
+func unpreparedHost(t *testing.T, backendJSON string, extMTU int) *host {
+	t.Helper()
 	ns := nstest.New(t)
 	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	if extMTU != 0 {
+		if err := ns.Handle.LinkSetMTU(ext, extMTU); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if ext, err = ns.Handle.LinkByName("ext0"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h := &host{t: t, ns: ns, ext: ext, own: lease("10.244.1.0/24", "198.18.0.1", "vxlan", "")}
 	h.cfg = backend.Config{
 		Network: &subnet.Config{
@@ -79,8 +98,6 @@ func newHost(t *testing.T, backendJSON string) *host {
 			h.logs = append(h.logs, args)
 		}, funcr.Options{Verbosity: 2}),
 	}
-	h.b = h.newBackend()
-	h.prepare()
 	return h
 }
 
@@ -598,4 +615,38 @@ func TestWatch(t *testing.T) {
 func (h *host) watch(t *testing.T) (<-chan struct{}, func()) {
 	t.Helper()
 	return nstest.RunWatch(t, h.b.Watch, &h.b.subscribed)
+}
+
+func (h *host) setExtMTU(mtu int) {
+	h.t.Helper()
+	if err := h.ns.Handle.LinkSetMTU(h.link("ext0"), mtu); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestPrepareRefusesMTUAboveExternal: a Backend.MTU the external interface
+// cannot carry (the kernel would lower the device to 1450 while subnet.env
+// said 8950) is a config error naming Backend.MTU, also when the interface
+// shrank after the backend was built, and no device is made.
+func TestPrepareRefusesMTUAboveExternal(t *testing.T) {
+	h := unpreparedHost(t, `{"Type":"vxlan","MTU":8950}`, 9000)
+	h.b = h.newBackend() // 8950 fits ext0's 9000
+	h.setExtMTU(1500)
+	_, err := h.b.Prepare(context.Background())
+	var ce *subnet.ConfigError
+	if !errors.As(err, &ce) || ce.Key != "Backend.MTU" {
+		t.Errorf("Prepare with Backend.MTU 8950 over ext0 at 1500: error %v, want a *subnet.ConfigError for Backend.MTU (the device got MTU %d, MTU() says %d)",
+			err, h.deviceMTU(), h.b.MTU())
+	}
+	if l, _ := backend.LinkByName(h.ns.Handle, "flannel.1"); l != nil {
+		t.Errorf("Prepare made flannel.1 (MTU %d) for a config it cannot honour", l.Attrs().MTU)
+	}
+}
+
+// deviceMTU is flannel.1's MTU, or 0 without it.
+func (h *host) deviceMTU() int {
+	if l, _ := backend.LinkByName(h.ns.Handle, "flannel.1"); l != nil {
+		return l.Attrs().MTU
+	}
+	return 0
 }
