@@ -199,7 +199,13 @@ type Backend struct {
 	// Set by Prepare.
 	prepared bool
 	mac      backend.MAC
-	mtu      int
+	mtu      int // wanted, and what subnet.env says
+
+	// devMTU is the device's MTU as ensureDevice last left it.
+	devMTU int
+	// tooSmall is the external interface's MTU last reported as too small
+	// for mtu, 0 when it is not: the report is made once per change.
+	tooSmall int
 
 	skips *backend.SkipLog // Reconcile's
 
@@ -269,7 +275,10 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 // Type implements backend.Backend.
 func (b *Backend) Type() string { return Type }
 
-// MTU implements backend.Backend: the device's MTU.
+// MTU implements backend.Backend: the device's MTU as Prepare left it. It
+// does not follow later changes of the external interface's MTU: subnet.env
+// is written once, and ensureDevice reports an interface that became too
+// small for it.
 func (b *Backend) MTU() int { return b.mtu }
 
 // Prepare implements backend.Backend: it settles the VTEP MAC and the MTU,
@@ -306,6 +315,12 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	b.mac, b.mtu = mac, mtu
 	if _, _, err := b.ensureDevice(); err != nil {
 		return nil, err
+	}
+	// subnet.env will say mtu: only if the device has it. It may not when
+	// the external interface's MTU fell since it was read above.
+	if b.devMTU != mtu {
+		return nil, fmt.Errorf("vxlan device %s has MTU %d, not %d: the external interface %s's MTU changed while it was set up",
+			b.name, b.devMTU, mtu, extLink.Attrs().Name)
 	}
 	b.prepared = true
 	data, err := json.Marshal(leaseData{VNI: b.opts.VNI, VtepMAC: mac.String()})
@@ -403,9 +418,15 @@ func (b *Backend) incompatible(l netlink.Link) string {
 // ensureDevice makes the device exist, compatible, with our MTU and MAC, and
 // up. It counts a created device as added, a deleted one as removed, a
 // corrected one as updated.
+//
+// While the external interface's MTU is too small for ours, the kernel
+// lowers a new device's MTU and refuses to raise it: ensureDevice reports
+// that (once per change of the interface's MTU), leaves the device's MTU as
+// it is, and returns no error for it, so that the peers are still programmed.
 func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 	var res backend.Result
 	h := b.h
+	fits := b.checkExternalMTU()
 	l, err := backend.LinkByName(h, b.name)
 	if err != nil {
 		return nil, res, err
@@ -436,20 +457,27 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		}
 		res.Added++
 		res.Count("device", 1)
-		b.log.Info("created vxlan device", "device", b.name, "vni", b.opts.VNI, "vtepMAC", b.mac, "mtu", b.mtu)
+		// The kernel lowers, without a word, an MTU the external interface
+		// cannot carry: read back what the device got.
 		if l, err = h.LinkByName(b.name); err != nil {
 			return nil, res, fmt.Errorf("look up the new device %s: %w", b.name, err)
 		}
-	} else {
-		a := l.Attrs()
-		if a.MTU != b.mtu {
-			if err := h.LinkSetMTU(l, b.mtu); err != nil {
-				return nil, res, fmt.Errorf("set the MTU of %s to %d: %w", b.name, b.mtu, err)
-			}
+		b.log.Info("created vxlan device", "device", b.name, "vni", b.opts.VNI, "vtepMAC", b.mac, "mtu", l.Attrs().MTU, "wantedMTU", b.mtu)
+	}
+	b.devMTU = l.Attrs().MTU
+	if b.devMTU != b.mtu && fits {
+		if err := h.LinkSetMTU(l, b.mtu); err != nil {
+			return nil, res, fmt.Errorf("set the MTU of %s to %d: %w", b.name, b.mtu, err)
+		}
+		if !created {
 			res.Updated++
 			res.Count("device", 1)
-			b.log.Info("corrected the vxlan device's MTU", "device", b.name, "was", a.MTU, "mtu", b.mtu)
 		}
+		b.log.Info("corrected the vxlan device's MTU", "device", b.name, "was", b.devMTU, "mtu", b.mtu)
+		b.devMTU = b.mtu
+	}
+	if !created {
+		a := l.Attrs()
 		if cur, _ := backend.MACFromHardwareAddr(a.HardwareAddr); cur != b.mac {
 			if err := h.LinkSetHardwareAddr(l, b.mac.HardwareAddr()); err != nil {
 				return nil, res, fmt.Errorf("set the MAC of %s to %s: %w", b.name, b.mac, err)
@@ -470,6 +498,35 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		b.log.Info("set the vxlan device up", "device", b.name)
 	}
 	return l, res, nil
+}
+
+// checkExternalMTU says whether the external interface's current MTU leaves
+// room for ours, and reports it when that changes. It says true when the
+// interface cannot be read: setting the MTU will tell.
+func (b *Backend) checkExternalMTU() bool {
+	ext, err := b.h.LinkByIndex(b.ext.Iface.Index)
+	if err != nil {
+		return true
+	}
+	extMTU, over := ext.Attrs().MTU, overhead(b.ext.IfaceAddr)
+	if b.mtu <= extMTU-over {
+		if b.tooSmall != 0 {
+			b.log.Info("the external interface's MTU leaves room for the vxlan device's again", "iface", ext.Attrs().Name,
+				"ifaceMTU", extMTU, "device", b.name, "mtu", b.mtu)
+			b.tooSmall = 0
+		}
+		return true
+	}
+	if b.tooSmall != extMTU {
+		// The kernel keeps the device at most at extMTU-over: it lowers a new
+		// one and refuses to raise one.
+		b.log.Error(nil, "EXTERNAL INTERFACE MTU TOO SMALL FOR THE VXLAN DEVICE; peers are still programmed, but packets of containers "+
+			"using subnet.env's MTU are fragmented or dropped: give the interface its MTU back, or restart agentd to take the new one "+
+			"(lowering Backend.MTU first if it is set)",
+			"iface", ext.Attrs().Name, "ifaceMTU", extMTU, "overhead", over, "device", b.name, "mtu", b.mtu)
+		b.tooSmall = extMTU
+	}
+	return false
 }
 
 // Reconcile implements backend.Backend.

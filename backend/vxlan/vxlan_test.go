@@ -617,6 +617,13 @@ func (h *host) watch(t *testing.T) (<-chan struct{}, func()) {
 	return nstest.RunWatch(t, h.b.Watch, &h.b.subscribed)
 }
 
+// withMTUs is want (base's lines) with ext0's MTU extMTU and flannel.1's
+// devMTU.
+func withMTUs(want string, extMTU, devMTU int) string {
+	want = strings.Replace(want, "link ext0 veth up mtu 1500", fmt.Sprintf("link ext0 veth up mtu %d", extMTU), 1)
+	return strings.Replace(want, "link flannel.1 vxlan up mtu 1450", fmt.Sprintf("link flannel.1 vxlan up mtu %d", devMTU), 1)
+}
+
 func (h *host) setExtMTU(mtu int) {
 	h.t.Helper()
 	if err := h.ns.Handle.LinkSetMTU(h.link("ext0"), mtu); err != nil {
@@ -649,4 +656,72 @@ func (h *host) deviceMTU() int {
 		return l.Attrs().MTU
 	}
 	return 0
+}
+
+// TestExternalMTULowered: the agent started with ext0 at 9000 (device and
+// subnet.env 8950); ext0 goes down to 1500 and flannel.1 is deleted, so the
+// kernel recreates it at 1450 and refuses 8950. Reconcile still programs every
+// peer on every pass, reports the small MTU once per change, and gives the
+// device 8950 again once ext0 has 9000 again.
+func TestExternalMTULowered(t *testing.T) {
+	const tooSmall = "EXTERNAL INTERFACE MTU TOO SMALL"
+	h := unpreparedHost(t, `{"Type":"vxlan"}`, 9000)
+	h.b = h.newBackend()
+	h.prepare()
+	if h.b.MTU() != 8950 {
+		t.Fatalf("MTU() = %d, want 8950", h.b.MTU())
+	}
+	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	programmed := withBase(peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02"))
+	h.reconcile(p2)
+	h.check(withMTUs(programmed, 9000, 8950))
+
+	// ext0 shrinks under the device: the kernel lets it and keeps the
+	// device at 8950, which ext0 can no longer carry.
+	h.setExtMTU(1500)
+	if res := h.reconcile(p2); res.Changed() {
+		t.Errorf("after ext0 shrank Reconcile changed %v", res)
+	}
+	h.check(withMTUs(programmed, 1500, 8950))
+	if n := h.countLogs(tooSmall); n != 1 {
+		t.Errorf("ext0 at 1500 under a device of 8950 reported %d times, want once", n)
+	}
+
+	// The device is deleted: the kernel recreates it at 1450, not 8950.
+	if err := h.ns.Handle.LinkDel(h.link("flannel.1")); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []backend.Result{{Added: 5}, {}, {}} { // device, address, FDB, neighbour, route
+		res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{p2})
+		if err != nil {
+			t.Fatalf("Reconcile %d after flannel.1 was recreated over ext0 at 1500: %v", i, err)
+		}
+		if res.String() != want.String() {
+			t.Errorf("Reconcile %d after flannel.1 was recreated: result %v, want %v", i, res, want)
+		}
+		h.check(withMTUs(programmed, 1500, 1450))
+	}
+	if n := h.countLogs(tooSmall); n != 1 {
+		t.Errorf("ext0 at 1500 reported %d times, want once (per change, not per pass)", n)
+	}
+	if n := h.countLogs(`"msg"="created vxlan device" "device"="flannel.1" "vni"=1 "vtepMAC"="` + h.b.mac.String() + `" "mtu"=1450 "wantedMTU"=8950`); n != 1 {
+		t.Errorf("the recreated device's MTU as read back (1450, wanted 8950) logged %d times, want once", n)
+	}
+
+	// ext0 gets 9000 back: so does the device.
+	h.setExtMTU(9000)
+	if res := h.reconcile(p2); res.String() != (backend.Result{Updated: 1}).String() {
+		t.Errorf("after ext0 grew back: result %v, want the device's MTU updated", res)
+	}
+	h.check(withMTUs(programmed, 9000, 8950))
+	if n := h.countLogs("leaves room for the vxlan device's again"); n != 1 {
+		t.Errorf("ext0 back at 9000 reported %d times, want once", n)
+	}
+
+	// A second shrink is a change, reported again.
+	h.setExtMTU(1500)
+	h.reconcile(p2)
+	if n := h.countLogs(tooSmall); n != 2 {
+		t.Errorf("%d reports after ext0 shrank a second time, want 2", n)
+	}
 }
