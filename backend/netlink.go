@@ -520,8 +520,66 @@ var _ Writer = NetlinkWriter{}
 // one): a route to a peer's subnet is ours by definition.
 func (w NetlinkWriter) SetRoute(r Route) error { return w.H.RouteReplace(r.netlink()) }
 
-// DelRoute deletes r.
-func (w NetlinkWriter) DelRoute(r Route) error { return ignoreNotFound(w.H.RouteDel(r.netlink())) }
+// DelRoute deletes r, a route as OurRoutes listed it.
+//
+// The request has scope RT_SCOPE_NOWHERE, which the kernel takes for any
+// scope, as `ip route del` does: the kernel deletes a route only when the
+// request's scope is the route's or that one, and Route does not keep the
+// scope (a device route added with iproute2, for one, has scope link).
+//
+// A not-found answer means that someone else deleted r first, which is
+// success, or that the request did not match r, which must not pass for a
+// delete: the route would stay, and every later pass would "delete" it again.
+// So DelRoute then looks for r in the kernel (see delMissedRoute).
+func (w NetlinkWriter) DelRoute(r Route) error {
+	nr := r.netlink()
+	nr.Scope = netlink.SCOPE_NOWHERE
+	err := w.H.RouteDel(nr)
+	if !IsNotFound(err) {
+		return err
+	}
+	return w.delMissedRoute(r, err)
+}
+
+// delMissedRoute follows up notFound, the kernel's answer to the delete of r.
+// When r is no longer listed it is gone, and that is success. When it is, the
+// request named something the kernel does not match r by: its gateway and
+// device do not match a route through a nexthop object (`ip route add … nhid
+// N proto 74`), which the listing shows with its nexthop's gateway and device.
+// If r is our only route under its key, a request naming the key alone
+// deletes it and nothing else; otherwise it fails.
+func (w NetlinkWriter) delMissedRoute(r Route, notFound error) error {
+	held, err := OurRoutes(w.H)
+	if err != nil {
+		return fmt.Errorf("delete %s: %w; check whether it is gone: %w", r, notFound, err)
+	}
+	listed, under := false, 0
+	for _, o := range held {
+		if o.Key() == r.Key() {
+			under++
+			listed = listed || o == r
+		}
+	}
+	switch {
+	case !listed:
+		return nil
+	case under > 1:
+		return fmt.Errorf("delete %s: the kernel found no route to delete (%w), yet it is still listed, with %d other routes of ours under its key", r, notFound, under-1)
+	}
+	byKey := &netlink.Route{
+		Dst:      IPNet(r.Dst),
+		Protocol: RouteProtocol,
+		Table:    unix.RT_TABLE_MAIN,
+		Tos:      r.Tos,
+		Priority: r.Priority,
+		Type:     r.Type,
+		Scope:    netlink.SCOPE_NOWHERE,
+	}
+	if err := w.H.RouteDel(byKey); err != nil {
+		return fmt.Errorf("delete %s: the kernel found no route to delete (%w), yet it is still listed; by its key alone: %w", r, notFound, err)
+	}
+	return nil
+}
 
 // SetNeigh adds or replaces n as a permanent entry.
 func (w NetlinkWriter) SetNeigh(n Neigh) error {
@@ -588,6 +646,32 @@ type EventFilter struct {
 	// Subscribed, when set, is called each time the subscriptions are in
 	// place, so a test knows that no later event can be missed.
 	Subscribed func()
+}
+
+// RouteEventFilter returns the EventFilter.Route func of a backend whose
+// routes lie in network, the cluster's IPv4 network. It accepts an event about
+// a route with our protocol, and one about a main-table IPv4 route to a
+// destination inside network, whoever's.
+//
+// The second part is what notices our route being taken over: when another
+// program replaces one (`ip route replace 10.244.2.0/24 via … proto static`),
+// the kernel sends a single RTM_NEWROUTE (NLM_F_REPLACE) with the new route
+// and its protocol, and no delete of ours. Without it the repair would wait
+// for the resync ticker. It also wakes for a route of someone else's added
+// on our ground; a Reconcile then finds nothing to do, at the cost of one
+// dump. A zero network leaves our protocol only.
+func RouteEventFilter(network netip.Prefix) func(netlink.RouteUpdate) bool {
+	network = network.Masked()
+	return func(u netlink.RouteUpdate) bool {
+		if u.Protocol == RouteProtocol {
+			return true
+		}
+		if !network.IsValid() || u.Table != unix.RT_TABLE_MAIN {
+			return false
+		}
+		dst, ok := PrefixFromIPNet(u.Dst)
+		return ok && dst.Addr().Is4() && dst.Bits() >= network.Bits() && network.Contains(dst.Addr())
+	}
 }
 
 // eventBuffer is the depth of each subscription's channel. The kernel's socket

@@ -3,12 +3,14 @@ package backend_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"io/fs"
 	"net"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -358,4 +360,181 @@ func TestWatchEventsRecoversFromOverrun(t *testing.T) {
 		t.Fatalf("WatchEvents returned: %v", watchErr)
 	}
 	waitWake(t, wakes, "subscribing again")
+}
+
+// TestApplyRemovesScopeLinkRoute: a leftover route of ours with scope link,
+// as iproute2 gives a device route (`ip route add 10.244.99.0/24 dev ext0
+// proto 74`), is gone after one apply of the plan the backends make, and the
+// next pass finds nothing to remove. The kernel deletes a route only when the
+// request's scope is the route's or RT_SCOPE_NOWHERE, and the listing does not
+// carry the scope.
+func TestApplyRemovesScopeLinkRoute(t *testing.T) {
+	ns := nstest.New(t)
+	h := ns.Handle
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	for _, r := range []*netlink.Route{
+		{Dst: backend.IPNet(netip.MustParsePrefix("10.244.99.0/24")), LinkIndex: ext.Attrs().Index, Protocol: backend.RouteProtocol, Scope: netlink.SCOPE_LINK},
+		{Dst: backend.IPNet(netip.MustParsePrefix("10.244.98.0/24")), Gw: net.IPv4(198, 18, 0, 2), LinkIndex: ext.Attrs().Index, Protocol: backend.RouteProtocol},
+	} {
+		if err := h.RouteAdd(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for pass, want := range []int{2, 0} {
+		have, err := backend.OurRoutes(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := backend.Plan{Routes: backend.Diff(nil, have, backend.Route.Key)}
+		res, err := plan.Apply(backend.NetlinkWriter{H: h}, logr.Discard())
+		if err != nil || res.Removed != want || res.Changed() != (want > 0) {
+			t.Errorf("pass %d: Apply = %v, %v; want removed=%d, no error", pass, res, err, want)
+		}
+	}
+	checkList(t, "routes", backend.OurRoutes, h, nil)
+}
+
+// TestDelRouteMatchesNexthopObjectRoutes: a route of ours through a nexthop
+// object (`ip route add … nhid N proto 74`) is listed with its nexthop's
+// gateway and device, and the kernel does not match a delete that names them
+// to it; it answers ESRCH and the route stays. DelRoute must delete it all the
+// same, say so when it cannot rather than pass the not-found off as a delete,
+// and take a route that someone else deleted first as deleted.
+func TestDelRouteMatchesNexthopObjectRoutes(t *testing.T) {
+	ns := nstest.New(t)
+	h := ns.Handle
+	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	ipCmd, err := exec.LookPath("ip")
+	if err != nil {
+		nstest.Missing(t, "no ip command (iproute2) to add a nexthop object")
+	}
+	ip := func(args ...string) error {
+		out, err := exec.Command(ipCmd, append([]string{"-n", ns.Name}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := ip("nexthop", "add", "id", "7", "via", "198.18.0.2", "dev", "ext0"); err != nil {
+		nstest.Missing(t, "%v (a kernel without nexthop objects?)", err)
+	}
+	for _, args := range [][]string{
+		{"route", "add", "10.244.97.0/24", "nhid", "7", "proto", "74"},
+		{"route", "append", "10.244.97.0/24", "via", "198.18.0.3", "dev", "ext0", "proto", "74"},
+	} {
+		if err := ip(args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	have, err := backend.OurRoutes(h)
+	if err != nil || len(have) != 2 {
+		t.Fatalf("OurRoutes = %v, %v; want the nhid route and the appended one", have, err)
+	}
+	nhRoute, other := have[0], have[1]
+	if nhRoute.Gw != netip.MustParseAddr("198.18.0.2") {
+		nhRoute, other = other, nhRoute
+	}
+	w := backend.NetlinkWriter{H: h}
+
+	// Two routes of ours under one key: a delete by the key alone could take
+	// the wrong one, so DelRoute fails.
+	if err := w.DelRoute(nhRoute); err == nil || !strings.Contains(err.Error(), "still listed") {
+		t.Errorf("DelRoute(%v) beside another route under its key = %v; want an error saying it is still listed", nhRoute, err)
+	}
+	if err := w.DelRoute(other); err != nil {
+		t.Fatalf("DelRoute(%v) = %v", other, err)
+	}
+	checkList(t, "routes", backend.OurRoutes, h, []backend.Route{nhRoute})
+	if err := w.DelRoute(nhRoute); err != nil {
+		t.Errorf("DelRoute(%v) alone under its key = %v", nhRoute, err)
+	}
+	checkList(t, "routes", backend.OurRoutes, h, nil)
+
+	// Someone else deleted it first: fine.
+	if err := ip("route", "add", "10.244.97.0/24", "nhid", "7", "proto", "74"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ip("route", "del", "10.244.97.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.DelRoute(nhRoute); err != nil {
+		t.Errorf("DelRoute of a route deleted meanwhile = %v, want nil", err)
+	}
+}
+
+func TestRouteEventFilter(t *testing.T) {
+	network := netip.MustParsePrefix("10.244.0.0/16")
+	ev := func(dst string, proto netlink.RouteProtocol, table int) netlink.RouteUpdate {
+		u := netlink.RouteUpdate{Type: unix.RTM_NEWROUTE, Route: netlink.Route{Protocol: proto, Table: table}}
+		if dst != "" {
+			u.Dst = backend.IPNet(netip.MustParsePrefix(dst))
+		}
+		return u
+	}
+	main := unix.RT_TABLE_MAIN
+	for _, tc := range []struct {
+		name    string
+		network netip.Prefix
+		u       netlink.RouteUpdate
+		want    bool
+	}{
+		{"ours", network, ev("10.244.2.0/24", backend.RouteProtocol, main), true},
+		{"ours outside the network", network, ev("198.18.5.0/24", backend.RouteProtocol, main), true},
+		{"ours in another table", network, ev("198.18.5.0/24", backend.RouteProtocol, 100), true},
+		{"another's replacing ours", network, ev("10.244.2.0/24", unix.RTPROT_STATIC, main), true},
+		{"another's, the whole network", network, ev("10.244.0.0/16", unix.RTPROT_BOOT, main), true},
+		{"another's, one host in the network", network, ev("10.244.2.7/32", unix.RTPROT_STATIC, main), true},
+		{"another's, covering the network", network, ev("10.0.0.0/8", unix.RTPROT_STATIC, main), false},
+		{"another's default route", network, ev("", unix.RTPROT_DHCP, main), false},
+		{"another's outside the network", network, ev("198.18.5.0/24", unix.RTPROT_STATIC, main), false},
+		{"another's in the network, in another table", network, ev("10.244.2.0/24", unix.RTPROT_STATIC, 100), false},
+		{"local table route of an address in the network", network, ev("10.244.1.0/32", unix.RTPROT_KERNEL, unix.RT_TABLE_LOCAL), false},
+		{"another's IPv6", network, ev("fd00::/64", unix.RTPROT_STATIC, main), false},
+		{"no network: ours", netip.Prefix{}, ev("10.244.2.0/24", backend.RouteProtocol, main), true},
+		{"no network: another's", netip.Prefix{}, ev("10.244.2.0/24", unix.RTPROT_STATIC, main), false},
+		{"unmasked network", netip.MustParsePrefix("10.244.9.9/16"), ev("10.244.2.0/24", unix.RTPROT_STATIC, main), true},
+	} {
+		if got := backend.RouteEventFilter(tc.network)(tc.u); got != tc.want {
+			t.Errorf("%s: RouteEventFilter(%s)(%s proto %d table %d) = %v, want %v", tc.name, tc.network, tc.u.Dst, tc.u.Protocol, tc.u.Table, got, tc.want)
+		}
+	}
+}
+
+// TestWatchEventsRouteReplaced: when another program replaces one of our
+// routes (`ip route replace 10.244.2.0/24 via … proto static`), the kernel
+// sends one RTM_NEWROUTE with the new route and its protocol, and nothing
+// about ours. RouteEventFilter must wake for it, and not for another
+// program's route outside the cluster network.
+func TestWatchEventsRouteReplaced(t *testing.T) {
+	ns := nstest.New(t)
+	h := ns.Handle
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	dst := backend.IPNet(netip.MustParsePrefix("10.244.2.0/24"))
+	if err := h.RouteAdd(&netlink.Route{Dst: dst, Gw: net.IPv4(198, 18, 0, 2), LinkIndex: ext.Attrs().Index, Protocol: backend.RouteProtocol}); err != nil {
+		t.Fatal(err)
+	}
+
+	var subscribed func()
+	wakes, _ := nstest.RunWatch(t, func(ctx context.Context, wake func()) error {
+		return backend.WatchEvents(ctx, ns.NsHandle, logr.Discard(), backend.EventFilter{
+			Route:      backend.RouteEventFilter(netip.MustParsePrefix("10.244.0.0/16")),
+			Subscribed: subscribed,
+		}, wake)
+	}, &subscribed)
+
+	// The foreign route's event comes first; only the replace may wake.
+	foreign := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("198.19.5.0/24")), Gw: net.IPv4(198, 18, 0, 5), LinkIndex: ext.Attrs().Index, Protocol: unix.RTPROT_STATIC}
+	if err := h.RouteAdd(foreign); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteReplace(&netlink.Route{Dst: dst, Gw: net.IPv4(198, 18, 0, 3), LinkIndex: ext.Attrs().Index, Protocol: unix.RTPROT_STATIC}); err != nil {
+		t.Fatal(err)
+	}
+	checkList(t, "routes", backend.OurRoutes, h, nil) // it was a replace
+	waitWake(t, wakes, "our route was replaced by another program's")
+	select {
+	case <-wakes:
+		t.Error("woken twice: the foreign route outside the network woke too")
+	default:
+	}
 }
