@@ -26,7 +26,7 @@ func FuzzParseOptions(f *testing.F) {
 			}
 			return
 		}
-		if o.VNI < 1 || o.VNI > maxVNI || o.Port < 1 || o.Port > 65535 || o.MTU != 0 && o.MTU < minMTU || o.GBP {
+		if o.VNI < 1 || o.VNI > maxVNI || o.Port < 1 || o.Port > 65535 || o.MTU != 0 && o.MTU < minMTU+overheadIPv4 || o.GBP {
 			t.Fatalf("parseOptions(%q) accepted %+v", s, o)
 		}
 	})

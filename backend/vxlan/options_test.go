@@ -31,7 +31,7 @@ func TestParseOptions(t *testing.T) {
 		{in: `{"VNI":"1"}`, err: `config: "Backend.VNI": got JSON string, want an integer`},
 		{in: `{"DirectRouting":"yes"}`, err: `config: "Backend.DirectRouting": got JSON string, want true or false`},
 		{in: `{"Port":65536}`, err: `config: "Backend.Port": 65536 is not a UDP port (0 for the default 8472)`},
-		{in: `{"MTU":67}`, err: `config: "Backend.MTU": 67 is not a usable MTU (0: the external interface's MTU less the VXLAN overhead; else 68 to 65535)`},
+		{in: `{"MTU":117}`, err: `config: "Backend.MTU": 117 is not a usable MTU for the encapsulated packets (0: the external interface's MTU; else 118 to 65535)`},
 		{in: `{"GBP":true}`, err: `config: "Backend.GBP": true is not supported: agentd's vxlan backend does not carry group policy IDs`},
 	} {
 		got, err := parseOptions(json.RawMessage(tc.in))
@@ -116,10 +116,11 @@ func TestNewRejects(t *testing.T) {
 	}
 }
 
-// TestNewRejectsMTUAboveExternal: the kernel gives a vxlan device at most
-// the external interface's MTU less the overhead, so a larger Backend.MTU is
-// a config error (what the config watcher reports for a changed config),
-// not a device with another MTU than subnet.env says.
+// TestNewRejectsMTUAboveExternal: Backend.MTU is flanneld's, the MTU of the
+// encapsulated packets, and the kernel gives a vxlan device at most the
+// external interface's MTU less the overhead; so a Backend.MTU above the
+// interface's is a config error (what the config watcher reports for a
+// changed config), not a device with another MTU than subnet.env says.
 func TestNewRejectsMTUAboveExternal(t *testing.T) {
 	for _, tc := range []struct {
 		extMTU int // 0: not known (Prepare checks)
@@ -131,10 +132,11 @@ func TestNewRejectsMTUAboveExternal(t *testing.T) {
 		{extMTU: 1500, opts: `{"Type":"vxlan","MTU":1400}`},
 		{extMTU: 9000, opts: `{"Type":"vxlan","MTU":8950}`},
 		{extMTU: 0, opts: `{"Type":"vxlan","MTU":1500}`},
-		{extMTU: 1500, opts: `{"Type":"vxlan","MTU":1500}`,
-			err: `config: "Backend.MTU": 1500 is more than the external interface ext0's MTU 1500 less the VXLAN overhead 50: at most 1450 (or 0 for that)`},
-		{extMTU: 1500, opts: `{"Type":"vxlan","MTU":1451}`,
-			err: `config: "Backend.MTU": 1451 is more than the external interface ext0's MTU 1500 less the VXLAN overhead 50: at most 1450 (or 0 for that)`},
+		{extMTU: 1500, opts: `{"Type":"vxlan","MTU":1500}`},
+		{extMTU: 1500, opts: `{"Type":"vxlan","MTU":1501}`,
+			err: `config: "Backend.MTU": 1501 is more than the external interface ext0's MTU 1500: it is the MTU of the encapsulated packets, as in flanneld (the device gets it less the VXLAN overhead); at most 1500 (or 0 for that)`},
+		{extMTU: 1500, opts: `{"Type":"vxlan","MTU":9000}`,
+			err: `config: "Backend.MTU": 9000 is more than the external interface ext0's MTU 1500: it is the MTU of the encapsulated packets, as in flanneld (the device gets it less the VXLAN overhead); at most 1500 (or 0 for that)`},
 	} {
 		_, err := New(backend.Config{
 			Network:  &subnet.Config{Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, BackendType: Type, Backend: json.RawMessage(tc.opts)},

@@ -11,8 +11,10 @@
 //     external interface's own address (IfaceAddr; PublicIP is what peers
 //     send to and may belong to a NAT in front of us), dev = the external
 //     interface, learning off (every FDB entry is programmed, none is
-//     learned from traffic), MTU = external MTU − 50 (− 70 over IPv6, or the
-//     config's MTU, which may not exceed that: the kernel refuses more), up.
+//     learned from traffic), MTU = Backend.MTU − 50, up. Backend.MTU is
+//     flanneld's: the MTU of the encapsulated packets on the underlay,
+//     default the external interface's MTU, at most that (the kernel
+//     refuses a device MTU above its underlay's less the overhead).
 //     Its MAC is the VTEP MAC we advertise; it is kept in
 //     <StateDir>/vxlan-<VNI>.mac and given to the device again whenever it is
 //     recreated, also after a reboot, so peers' entries for us stay right.
@@ -111,8 +113,8 @@ func parseOptions(raw json.RawMessage) (options, error) {
 		return options{}, configErr("VNI", "%d is not a VXLAN network identifier (0 for the default %d, up to %d)", o.VNI, defaultVNI, maxVNI)
 	case o.Port < 0 || o.Port > 65535:
 		return options{}, configErr("Port", "%d is not a UDP port (0 for the default %d)", o.Port, defaultPort)
-	case o.MTU != 0 && (o.MTU < minMTU || o.MTU > 65535):
-		return options{}, configErr("MTU", "%d is not a usable MTU (0: the external interface's MTU less the VXLAN overhead; else %d to 65535)", o.MTU, minMTU)
+	case o.MTU != 0 && (o.MTU < minMTU+overheadIPv4 || o.MTU > 65535):
+		return options{}, configErr("MTU", "%d is not a usable MTU for the encapsulated packets (0: the external interface's MTU; else %d to 65535)", o.MTU, minMTU+overheadIPv4)
 	case o.GBP:
 		return options{}, configErr("GBP", "true is not supported: agentd's vxlan backend does not carry group policy IDs")
 	}
@@ -129,18 +131,22 @@ func configErr(key, format string, args ...any) error {
 	return &subnet.ConfigError{Key: "Backend." + key, Err: fmt.Errorf(format, args...)}
 }
 
-// checkMTU refuses a configured MTU (mtu, 0 when unset) that the external
-// interface iface, of MTU extMTU, cannot carry: the kernel gives a vxlan device
-// at most its underlay's MTU less the overhead. It silently lowers a new
-// device to that and refuses to raise one above it, so such a config would
-// leave subnet.env naming an MTU the device does not have.
-func checkMTU(mtu int, iface string, extMTU, overhead int) error {
-	if mtu == 0 || mtu <= extMTU-overhead {
+// checkMTU refuses a configured Backend.MTU (mtu, 0 when unset: the
+// encapsulated packets' MTU) that the external interface iface, of MTU
+// extMTU, cannot carry. The kernel gives a vxlan device at most its
+// underlay's MTU less the overhead: it silently lowers a new device to that
+// and refuses to raise one above it, so such a config would leave
+// subnet.env naming an MTU the device does not have.
+func checkMTU(mtu int, iface string, extMTU int) error {
+	if mtu == 0 || mtu <= extMTU {
 		return nil
 	}
-	return configErr("MTU", "%d is more than the external interface %s's MTU %d less the VXLAN overhead %d: at most %d (or 0 for that)",
-		mtu, iface, extMTU, overhead, extMTU-overhead)
+	return configErr("MTU", "%d is more than the external interface %s's MTU %d: it is the MTU of the encapsulated packets, as in flanneld (the device gets it less the VXLAN overhead); at most %d (or 0 for that)",
+		mtu, iface, extMTU, extMTU)
 }
+
+// overheadIPv4 is what VXLAN encapsulation adds over an IPv4 underlay.
+const overheadIPv4 = 20 + 8 + 8 + 14
 
 // overhead is what VXLAN encapsulation adds to a packet: outer IP header,
 // UDP (8), VXLAN (8) and inner Ethernet (14) headers.
@@ -148,7 +154,7 @@ func overhead(underlay netip.Addr) int {
 	if underlay.Is6() && !underlay.Is4In6() {
 		return 40 + 8 + 8 + 14
 	}
-	return 20 + 8 + 8 + 14
+	return overheadIPv4
 }
 
 // leaseData is the BackendData of a vxlan lease, in flannel's format:
@@ -256,7 +262,7 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 	// The interface's MTU as found at start-up (0: not known); Prepare
 	// checks again against the kernel's current value.
 	if ext.Iface.MTU > 0 {
-		if err := checkMTU(opts.MTU, ext.Iface.Name, ext.Iface.MTU, overhead(ext.IfaceAddr)); err != nil {
+		if err := checkMTU(opts.MTU, ext.Iface.Name, ext.Iface.MTU); err != nil {
 			return nil, err
 		}
 	}
@@ -298,15 +304,16 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 		return nil, fmt.Errorf("external interface %s (index %d): %w", b.ext.Iface.Name, b.ext.Iface.Index, err)
 	}
 	extMTU := extLink.Attrs().MTU
-	mtu := b.opts.MTU
-	if mtu == 0 {
-		mtu = extMTU - overhead(b.ext.IfaceAddr)
-		if mtu < minMTU {
-			return nil, fmt.Errorf("external interface %s has MTU %d, too small for VXLAN", extLink.Attrs().Name, extMTU)
-		}
-	}
-	if err := checkMTU(b.opts.MTU, extLink.Attrs().Name, extMTU, overhead(b.ext.IfaceAddr)); err != nil {
+	if err := checkMTU(b.opts.MTU, extLink.Attrs().Name, extMTU); err != nil {
 		return nil, err
+	}
+	outer := b.opts.MTU
+	if outer == 0 {
+		outer = extMTU
+	}
+	mtu := outer - overhead(b.ext.IfaceAddr)
+	if mtu < minMTU {
+		return nil, fmt.Errorf("external interface %s has MTU %d, too small for VXLAN", extLink.Attrs().Name, extMTU)
 	}
 	mac, err := b.vtepMAC()
 	if err != nil {

@@ -242,7 +242,9 @@ link peer0 veth up mtu 1500
 }
 
 func TestOptions(t *testing.T) {
-	h := newHost(t, `{"Type":"vxlan","VNI":42,"Port":4789,"MTU":1300}`)
+	// Backend.MTU is flanneld's: the encapsulated packets' MTU, so the
+	// device (and subnet.env) get 50 less.
+	h := newHost(t, `{"Type":"vxlan","VNI":42,"Port":4789,"MTU":1350}`)
 	h.reconcile()
 	h.check(`
 addr ext0 198.18.0.1/24
@@ -636,13 +638,13 @@ func (h *host) setExtMTU(mtu int) {
 // said 8950) is a config error naming Backend.MTU, also when the interface
 // shrank after the backend was built, and no device is made.
 func TestPrepareRefusesMTUAboveExternal(t *testing.T) {
-	h := unpreparedHost(t, `{"Type":"vxlan","MTU":8950}`, 9000)
-	h.b = h.newBackend() // 8950 fits ext0's 9000
+	h := unpreparedHost(t, `{"Type":"vxlan","MTU":9000}`, 9000)
+	h.b = h.newBackend() // 9000 fits ext0's 9000
 	h.setExtMTU(1500)
 	_, err := h.b.Prepare(context.Background())
 	var ce *subnet.ConfigError
 	if !errors.As(err, &ce) || ce.Key != "Backend.MTU" {
-		t.Errorf("Prepare with Backend.MTU 8950 over ext0 at 1500: error %v, want a *subnet.ConfigError for Backend.MTU (the device got MTU %d, MTU() says %d)",
+		t.Errorf("Prepare with Backend.MTU 9000 over ext0 at 1500: error %v, want a *subnet.ConfigError for Backend.MTU (the device got MTU %d, MTU() says %d)",
 			err, h.deviceMTU(), h.b.MTU())
 	}
 	if l, _ := backend.LinkByName(h.ns.Handle, "flannel.1"); l != nil {
