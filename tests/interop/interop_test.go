@@ -61,7 +61,7 @@ type mixed struct {
 	flanneld string
 }
 
-func newMixed(t *testing.T, hosts int, backend string) *mixed {
+func newMixed(t *testing.T, hosts int, config string) *mixed {
 	bin := flanneld(t)
 	c := cluster.Start(t, cluster.Options{Hosts: hosts, Logf: t.Logf})
 	cli, err := c.EtcdClient() // closed with the cluster
@@ -69,7 +69,6 @@ func newMixed(t *testing.T, hosts int, backend string) *mixed {
 		t.Fatal(err)
 	}
 	m := &mixed{t: t, ctx: context.Background(), c: c, cli: cli, flanneld: bin}
-	config := fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend)
 	if _, err := cli.Put(m.ctx, prefix+"/config", config); err != nil {
 		t.Fatal(err)
 	}
@@ -173,19 +172,40 @@ func (m *mixed) transfer(a, b *cluster.Container) {
 // the flanneld host comes back intact, and then host 2 moves to agentd (stop
 // flanneld, start agentd with the same flags) and keeps its subnet, with
 // containers reaching each other again; and back to flanneld, again with
-// its subnet. For each backend.
+// its subnet. For each backend; vxlan with a Backend.MTU, which both must
+// read the same way.
 func TestMixedCluster(t *testing.T) {
-	for _, backend := range []string{"vxlan", "host-gw", "udp"} {
-		t.Run(backend, func(t *testing.T) { testMixed(t, backend) })
+	for _, tc := range []struct{ backend, options string }{
+		{"vxlan", `,"MTU":1400`},
+		{"host-gw", ""},
+		{"udp", ""},
+	} {
+		t.Run(tc.backend, func(t *testing.T) {
+			testMixed(t, tc.backend, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q%s}}`, network, tc.backend, tc.options))
+		})
 	}
 }
 
-func testMixed(t *testing.T, backend string) {
-	m := newMixed(t, 3, backend)
+func testMixed(t *testing.T, backend, config string) {
+	m := newMixed(t, 3, config)
 	h1, h2, h3 := m.c.Host(1), m.c.Host(2), m.c.Host(3)
 	m.startAgentd(h1)
 	fl := m.startFlanneld(h2)
 	m.startAgentd(h3)
+
+	// Containers get the same MTU on every host, whoever wrote subnet.env.
+	mtu := map[string]string{}
+	for _, h := range []*cluster.Host{h1, h2, h3} {
+		env, err := h.SubnetEnv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mtu[h.String()] = env["FLANNEL_MTU"]
+	}
+	if mtu["h1"] != mtu["h2"] || mtu["h3"] != mtu["h2"] {
+		t.Fatalf("FLANNEL_MTU differs between agentd (h1, h3) and flanneld (h2) for %s: %v", config, mtu)
+	}
+	t.Logf("FLANNEL_MTU %s on every host for %s", mtu["h2"], config)
 
 	sn2, v := m.lease(h2)
 	if _, ours := v["HostID"]; ours {
