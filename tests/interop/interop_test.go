@@ -172,40 +172,68 @@ func (m *mixed) transfer(a, b *cluster.Container) {
 // the flanneld host comes back intact, and then host 2 moves to agentd (stop
 // flanneld, start agentd with the same flags) and keeps its subnet, with
 // containers reaching each other again; and back to flanneld, again with
-// its subnet. For each backend; vxlan with a Backend.MTU, which both must
-// read the same way.
+// its subnet. For each backend with its defaults, and with the options
+// that both must read the same way (subnet.env's MTU, the device, ports,
+// the subnets' size and range).
 func TestMixedCluster(t *testing.T) {
-	for _, tc := range []struct{ backend, options string }{
-		{"vxlan", `,"MTU":1400`},
-		{"host-gw", ""},
-		{"udp", ""},
+	for _, tc := range []struct {
+		name    string
+		backend string // the Backend object
+		subnets string // more keys of the config, after Network
+		within  string // where the hosts' subnets must lie
+		udpPort int    // udp's port; 0 for other backends
+	}{
+		{name: "vxlan", backend: `{"Type":"vxlan"}`},
+		{name: "vxlan-options", backend: `{"Type":"vxlan","VNI":4096,"Port":4789,"MTU":1400,"DirectRouting":true}`},
+		{name: "host-gw", backend: `{"Type":"host-gw"}`},
+		{name: "host-gw-subnets", backend: `{"Type":"host-gw"}`,
+			subnets: `,"SubnetLen":26,"SubnetMin":"10.244.8.0","SubnetMax":"10.244.9.192"`, within: "10.244.8.0/23"},
+		{name: "udp", backend: `{"Type":"udp"}`, udpPort: 8285},
+		{name: "udp-port", backend: `{"Type":"udp","Port":8286}`, udpPort: 8286},
 	} {
-		t.Run(tc.backend, func(t *testing.T) {
-			testMixed(t, tc.backend, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q%s}}`, network, tc.backend, tc.options))
+		t.Run(tc.name, func(t *testing.T) {
+			within := netip.MustParsePrefix(network)
+			if tc.within != "" {
+				within = netip.MustParsePrefix(tc.within)
+			}
+			config := fmt.Sprintf(`{"Network":%q%s,"Backend":%s}`, network, tc.subnets, tc.backend)
+			testMixed(t, config, within, tc.udpPort)
 		})
 	}
 }
 
-func testMixed(t *testing.T, backend, config string) {
+// testMixed runs the scenario on the network config. The hosts' subnets
+// must lie within within; udpPort is the udp backend's port, 0 for other
+// backends.
+func testMixed(t *testing.T, config string, within netip.Prefix, udpPort int) {
 	m := newMixed(t, 3, config)
 	h1, h2, h3 := m.c.Host(1), m.c.Host(2), m.c.Host(3)
 	m.startAgentd(h1)
 	fl := m.startFlanneld(h2)
 	m.startAgentd(h3)
 
-	// Containers get the same MTU on every host, whoever wrote subnet.env.
-	mtu := map[string]string{}
+	// Containers get the same MTU on every host, whoever wrote subnet.env,
+	// and subnets of the same size in the range, none shared.
+	mtu, subnets := map[string]string{}, map[netip.Prefix]string{}
 	for _, h := range []*cluster.Host{h1, h2, h3} {
 		env, err := h.SubnetEnv()
 		if err != nil {
 			t.Fatal(err)
 		}
 		mtu[h.String()] = env["FLANNEL_MTU"]
+		sn, _ := m.lease(h)
+		if other, ok := subnets[sn]; ok {
+			t.Fatalf("%s and %s both have %s", other, h, sn)
+		}
+		subnets[sn] = h.String()
+		if !within.Contains(sn.Addr()) || sn.Bits() != subnetBits(config) {
+			t.Fatalf("%s has %s; want a /%d in %s (%s)", h, sn, subnetBits(config), within, config)
+		}
 	}
 	if mtu["h1"] != mtu["h2"] || mtu["h3"] != mtu["h2"] {
 		t.Fatalf("FLANNEL_MTU differs between agentd (h1, h3) and flanneld (h2) for %s: %v", config, mtu)
 	}
-	t.Logf("FLANNEL_MTU %s on every host for %s", mtu["h2"], config)
+	t.Logf("%s: FLANNEL_MTU %s on every host; subnets %v", config, mtu["h2"], subnets)
 
 	sn2, v := m.lease(h2)
 	if _, ours := v["HostID"]; ours {
@@ -250,20 +278,19 @@ func testMixed(t *testing.T, backend, config string) {
 	// And back to flanneld, as the README's "going back" says: stop
 	// agentd (for udp also delete flannel0, whose queues agentd's keeper
 	// holds with its socket, and whose offloads flanneld's single queue
-	// cannot attach to),
-	// start flanneld with its old flags. It takes the subnet in subnet.env,
-	// whose lease names its public IP.
+	// cannot attach to), start flanneld with its old flags. It takes the
+	// subnet in subnet.env, whose lease names its public IP.
 	a2 := h2.Agent()
 	if code, err := a2.Stop(); err != nil || code != 0 {
 		t.Fatalf("stop h2's agentd: exit %d, %v", code, err)
 	}
-	if backend == "udp" {
+	if udpPort != 0 {
 		if err := h2.DeleteLink("flannel0"); err != nil {
 			t.Fatal(err)
 		}
-		// The keeper notices within 2 s and exits, which frees port 8285
+		// The keeper notices within 2 s and exits, which frees the port
 		// for flanneld.
-		port := netip.AddrPortFrom(h2.IP, 8285).String()
+		port := netip.AddrPortFrom(h2.IP, uint16(udpPort)).String()
 		err := cluster.Eventually(m.ctx, 5*time.Second, func() error {
 			return h2.Do(func() error {
 				c, err := net.ListenPacket("udp4", port)
@@ -290,4 +317,13 @@ func testMixed(t *testing.T, backend, config string) {
 	}
 	m.pingEach(c1, c2, c3)
 	m.transfer(c3, c2)
+}
+
+// subnetBits is the config's SubnetLen, 24 when it has none.
+func subnetBits(config string) int {
+	var c struct{ SubnetLen int }
+	if json.Unmarshal([]byte(config), &c) != nil || c.SubnetLen == 0 {
+		return 24
+	}
+	return c.SubnetLen
 }
