@@ -36,6 +36,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/agentd/agentd/backend"
@@ -54,6 +55,8 @@ const Type = "host-gw"
 type Backend struct {
 	log logr.Logger
 	ext backend.ExternalInterface
+	// network is the cluster's IPv4 network, for Watch's route filter.
+	network netip.Prefix
 
 	h  *netlink.Handle // nil until Prepare opens one (New)
 	ns netns.NsHandle  // where Watch subscribes
@@ -94,7 +97,11 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 	case !ext.IfaceAddr.Is4():
 		return nil, fmt.Errorf("host-gw: the external interface address %s is not IPv4", ext.IfaceAddr)
 	}
-	return &Backend{log: cfg.Logger, ext: ext, h: h, ns: ns, skips: backend.NewSkipLog(cfg.Logger)}, nil
+	b := &Backend{log: cfg.Logger, ext: ext, h: h, ns: ns, skips: backend.NewSkipLog(cfg.Logger)}
+	if cfg.Network != nil {
+		b.network = cfg.Network.Network
+	}
+	return b, nil
 }
 
 // Type implements backend.Backend.
@@ -201,16 +208,20 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *segment) 
 	return routes
 }
 
-// Watch implements backend.Backend. It wakes for routes with our protocol and
-// for link and address events of the external interface (a link going down
-// takes its routes with it without a route event; its addresses decide what
-// is on-link).
+// Watch implements backend.Backend. It wakes for routes with our protocol or
+// in the cluster network (backend.RouteEventFilter), for link and address
+// events of the external interface (a link going down takes its routes with
+// it without a route event; its addresses decide what is on-link), and for
+// the interface's scope-link routes without a gateway, which decide it too.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	ext := b.ext.Iface.Index
+	ours := backend.RouteEventFilter(b.network)
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
-		Link:       func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },
-		Addr:       func(u netlink.AddrUpdate) bool { return u.LinkIndex == ext },
-		Route:      func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol },
+		Link: func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },
+		Addr: func(u netlink.AddrUpdate) bool { return u.LinkIndex == ext },
+		Route: func(u netlink.RouteUpdate) bool {
+			return ours(u) || u.LinkIndex == ext && u.Gw == nil && u.Scope == netlink.SCOPE_LINK
+		},
 		Subscribed: b.subscribed,
 	}, wake)
 }

@@ -401,6 +401,13 @@ func TestWatch(t *testing.T) {
 			return nl.RouteDel(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/24"))})
 		}},
 		{"interface down", func() error { return nl.LinkSetDown(h.ext) }},
+		{"route replaced by another program's", func() error {
+			return nl.RouteReplace(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/24")), Gw: net.IPv4(198, 18, 0, 3), LinkIndex: h.ext.Attrs().Index, Protocol: unix.RTPROT_STATIC})
+		}},
+		// It decides what is on-link (TestOnLinkByRoute).
+		{"scope-link route on the interface", func() error {
+			return nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("198.19.0.0/24")), LinkIndex: h.ext.Attrs().Index, Scope: netlink.SCOPE_LINK})
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := nl.LinkSetUp(h.ext); err != nil {

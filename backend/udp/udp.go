@@ -646,7 +646,7 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 			dev := int(b.devIndex.Load())
 			return u.LinkIndex == ext || dev != 0 && u.LinkIndex == dev
 		},
-		Route:      func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol },
+		Route:      backend.RouteEventFilter(b.network),
 		Subscribed: b.subscribed,
 	}, wake)
 }

@@ -194,6 +194,7 @@ type Backend struct {
 	opts    options
 	name    string // flannel.<VNI>
 	macPath string
+	network netip.Prefix // the cluster's IPv4 network, for Watch's route filter
 
 	h  *netlink.Handle // nil until Prepare opens one (New)
 	ns netns.NsHandle  // where Watch subscribes
@@ -272,6 +273,7 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 		opts:    opts,
 		name:    fmt.Sprintf("flannel.%d", opts.VNI),
 		macPath: filepath.Join(cfg.StateDir, fmt.Sprintf("vxlan-%d.mac", opts.VNI)),
+		network: cfg.Network.Network,
 		h:       h,
 		ns:      ns,
 		skips:   backend.NewSkipLog(cfg.Logger),
@@ -672,7 +674,7 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       b.linkEvent,
 		Addr:       b.addrEvent,
-		Route:      func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol },
+		Route:      backend.RouteEventFilter(b.network),
 		Neigh:      b.neighEvent,
 		Subscribed: b.subscribed,
 	}, wake)

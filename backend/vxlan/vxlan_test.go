@@ -592,6 +592,9 @@ func TestWatch(t *testing.T) {
 			return nl.AddrDel(dev, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("10.244.1.0/32"))})
 		}},
 		{"device", func(dev netlink.Link) error { return nl.LinkDel(dev) }},
+		{"route replaced by another program's", func(dev netlink.Link) error {
+			return nl.RouteReplace(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/24")), Gw: net.IPv4(198, 18, 0, 3), LinkIndex: h.ext.Attrs().Index, Protocol: unix.RTPROT_STATIC})
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h.reconcile(peers...)
