@@ -88,36 +88,13 @@ func (m *mixed) startAgentd(h *cluster.Host) *cluster.Agent {
 	return a
 }
 
-// startFlanneld starts flanneld on h with the flags a flanneld unit would
-// have (its output goes to <LogDir>/h<i>-flanneld.log) and waits until it
-// has written the host's subnet.env (one without agentd's AGENTD_HOST_ID,
-// which flanneld does not write).
+// startFlanneld starts flanneld on h (cluster.Host.StartFlanneld) and waits
+// until it has written subnet.env.
 func (m *mixed) startFlanneld(h *cluster.Host) *cluster.Process {
 	m.t.Helper()
-	p, err := h.StartNamed("flanneld", m.flanneld,
-		"-etcd-endpoints="+m.c.EtcdEndpoint(), "-etcd-prefix="+prefix,
-		"-iface=eth0", "-subnet-file="+h.SubnetFile(), "-v=1")
+	p, err := h.StartFlanneld(m.ctx, m.flanneld, ready)
 	if err != nil {
 		m.t.Fatal(err)
-	}
-	err = cluster.Eventually(m.ctx, ready, func() error {
-		if p.Exited() {
-			return fmt.Errorf("flanneld exited with code %d", p.ExitCode())
-		}
-		env, err := h.SubnetEnv()
-		if err != nil {
-			return err
-		}
-		if env["FLANNEL_SUBNET"] == "" {
-			return fmt.Errorf("no FLANNEL_SUBNET in %v", env)
-		}
-		if _, agentd := env["AGENTD_HOST_ID"]; agentd {
-			return fmt.Errorf("subnet.env is still agentd's: %v", env)
-		}
-		return nil
-	})
-	if err != nil {
-		m.t.Fatalf("%s: flanneld did not write subnet.env: %v", h, err)
 	}
 	return p
 }

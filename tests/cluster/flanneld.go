@@ -1,0 +1,51 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// StartFlanneld starts the flanneld program bin in the host's namespace
+// with the flags a flanneld unit would have (the cluster's etcd, the
+// /coreos.com/network prefix, eth0, the host's subnet.env), followed by
+// args; its output is appended to <LogDir>/h<i>-flanneld.log. It waits up
+// to timeout until flanneld has written subnet.env: one without agentd's
+// AGENTD_HOST_ID, so a file an agent left is not taken for flanneld's.
+// flanneld runs until stopped, killed or the cluster closes.
+func (h *Host) StartFlanneld(ctx context.Context, bin string, timeout time.Duration, args ...string) (*Process, error) {
+	flags := []string{
+		"-etcd-endpoints=" + h.c.EtcdEndpoint(), "-etcd-prefix=/coreos.com/network",
+		"-iface=eth0", "-subnet-file=" + h.SubnetFile(), "-v=1",
+	}
+	if t := h.c.etcdTLS; t != nil {
+		flags = append(flags, "-etcd-cafile="+t.ca)
+		if t.clientCert != "" {
+			flags = append(flags, "-etcd-certfile="+t.clientCert, "-etcd-keyfile="+t.clientKey)
+		}
+	}
+	p, err := h.StartNamed("flanneld", bin, append(flags, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	err = Eventually(ctx, timeout, func() error {
+		if p.Exited() {
+			return fmt.Errorf("flanneld exited with code %d", p.ExitCode())
+		}
+		env, err := h.SubnetEnv()
+		if err != nil {
+			return err
+		}
+		if env["FLANNEL_SUBNET"] == "" {
+			return fmt.Errorf("no FLANNEL_SUBNET in %v", env)
+		}
+		if _, agentd := env["AGENTD_HOST_ID"]; agentd {
+			return fmt.Errorf("subnet.env is still agentd's: %v", env)
+		}
+		return nil
+	})
+	if err != nil {
+		return p, fmt.Errorf("%s: flanneld did not write subnet.env (log: %s): %w", h.Short, p.LogPath, err)
+	}
+	return p, nil
+}
