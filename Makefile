@@ -10,8 +10,7 @@ DEB_PACKAGES := iproute2 iptables iputils-ping iperf3 ca-certificates
 # What tests/integration adds: a real dockerd and client, a static busybox for
 # a registry-free image, the standard CNI plugins, systemd-analyze, and the
 # Kubernetes node's container runtime (containerd, runc, nsenter/unshare).
-# gcc and libc6-dev build flanneld (its udp backend is C) for tests/interop.
-DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd containerd runc util-linux gcc libc6-dev
+DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd containerd runc util-linux
 # The Kubernetes programs tests/integration runs (the manifest check, and a
 # control plane with a kubelet node), built from k8s.io/kubernetes and cached
 # outside the repository.
@@ -58,6 +57,8 @@ kube-bin: ## Build kube-apiserver, -controller-manager, -scheduler and kubelet (
 
 .PHONY: flanneld-bin
 flanneld-bin: ## Build flanneld (FLANNELD_VERSION) into FLANNELD_BIN, ~/.cache/agentd/flanneld/<version> (cached; the first time about a minute).
+	@# gcc and libc6-dev: flanneld's udp backend is C.
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="gcc libc6-dev"
 	@tests/flanneld/build-flanneld.sh $(FLANNELD_VERSION) $(FLANNELD_BIN)
 
 .PHONY: build
@@ -100,7 +101,7 @@ e2e: deps build ## Only the multi-host end-to-end and fault tests (tests/e2e, te
 	$(GO) test -race -count=1 -timeout 30m -v ./tests/e2e/ ./tests/cluster/
 
 .PHONY: interop
-interop: deps-integration flanneld-bin build ## Only the mixed clusters of agentd and the real flanneld (tests/interop), each backend.
+interop: deps flanneld-bin build ## Only the mixed clusters of agentd and the real flanneld (tests/interop), each backend.
 	AGENTD_FLANNELD_BIN=$(FLANNELD_BIN)/flanneld $(GO) test -race -count=1 -timeout 20m -v ./tests/interop/
 
 .PHONY: integration
@@ -116,9 +117,9 @@ demo: deps build ## A 3-host cluster in namespaces: vxlan, host-gw, then udp; co
 	$(GO) run ./run/demo -bin $(CURDIR)/$(BIN)
 
 .PHONY: bench
-bench: deps build ## Benchmarks: micro-benchmarks, throughput, RTT and join latency on the namespace cluster, then scale (results/scale).
+bench: deps flanneld-bin build ## Benchmarks: micro-benchmarks, throughput, RTT (also flanneld's udp backend, for comparison) and join latency on the namespace cluster, then scale (results/scale).
 	$(GO) test -run '^$$' -bench . -benchmem ./subnet/ ./backend/...
-	$(GO) test -run '^$$' -bench Throughput -benchtime 3x -timeout 20m ./tests/bench/
+	AGENTD_FLANNELD_BIN=$(FLANNELD_BIN)/flanneld $(GO) test -run '^$$' -bench Throughput -benchtime 3x -timeout 20m ./tests/bench/
 	$(GO) test -run '^$$' -bench Join -benchtime 20x -timeout 20m ./tests/bench/
 	$(GO) test -run '^$$' -bench Scale -benchtime 1x -timeout 30m ./tests/scale/
 	@echo "scale report: results/scale/results.md"

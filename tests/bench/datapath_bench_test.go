@@ -10,7 +10,10 @@
 // its ratio;
 // and the CPU the overlay run used, the agents' own (the udp backend's
 // datapath runs there) and the machine's; and the agents' resident memory
-// at the end. BenchmarkJoin reports how long a new host's agent takes,
+// at the end. With AGENTD_FLANNELD_BIN set to a flanneld binary (make bench
+// builds one, see make flanneld-bin), BenchmarkThroughput/flanneld-udp
+// measures flanneld's own udp backend the same way, for comparison.
+// BenchmarkJoin reports how long a new host's agent takes,
 // from its start, until every existing peer has a route to its subnet.
 package bench
 
@@ -41,11 +44,12 @@ const (
 	iperfSeconds = 3
 )
 
-// backends are measured for throughput and latency; joinBackends for join
-// latency, which looks for each peer's per-subnet kernel route (the udp
-// backend has none: its peers are entries of a userspace table).
+// backends are measured for throughput and latency ("flanneld-<type>" is
+// flanneld running that backend); joinBackends for join latency, which looks
+// for each peer's per-subnet kernel route (the udp backend has none: its
+// peers are entries of a userspace table).
 var (
-	backends     = []string{"vxlan", "host-gw", "udp"}
+	backends     = []string{"vxlan", "host-gw", "udp", "flanneld-udp"}
 	joinBackends = []string{"vxlan", "host-gw"}
 )
 
@@ -55,8 +59,12 @@ type benchCluster struct {
 	b   *testing.B
 	ctx context.Context
 	c   *cluster.Cluster
+	// pids are the agents' (or flanneld's) process IDs, by host.
+	pids []int
 }
 
+// newBenchCluster starts hosts hosts and an agent on the first agents of
+// them, or flanneld where backend is "flanneld-<type>".
 func newBenchCluster(b *testing.B, backend string, hosts, agents int) *benchCluster {
 	b.Helper()
 	cluster.RequireRoot(b)
@@ -67,15 +75,32 @@ func newBenchCluster(b *testing.B, backend string, hosts, agents int) *benchClus
 		b.Fatal(err)
 	}
 	defer cli.Close()
-	cfg := fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend)
+	typ, flanneld := strings.CutPrefix(backend, "flanneld-")
+	cfg := fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, typ)
 	if _, err := cli.Put(ctx, prefix+"/config", cfg); err != nil {
 		b.Fatal(err)
 	}
 	bc := &benchCluster{b: b, ctx: ctx, c: c}
+	if flanneld {
+		bin := os.Getenv("AGENTD_FLANNELD_BIN")
+		if bin == "" {
+			b.Skip("AGENTD_FLANNELD_BIN is not set: make bench builds flanneld (make flanneld-bin) and sets it")
+		}
+		for _, h := range c.Hosts()[:agents] {
+			p, err := h.StartFlanneld(ctx, bin, ready)
+			if err != nil {
+				b.Fatal(err)
+			}
+			bc.pids = append(bc.pids, p.Pid())
+		}
+		return bc
+	}
 	for _, h := range c.Hosts()[:agents] {
-		if _, err := h.StartAgent(ctx); err != nil {
+		a, err := h.StartAgent(ctx)
+		if err != nil {
 			b.Fatal(err)
 		}
+		bc.pids = append(bc.pids, a.Pid())
 	}
 	for _, h := range c.Hosts()[:agents] {
 		if err := h.WaitReady(ctx, ready); err != nil {
@@ -185,7 +210,7 @@ func BenchmarkThroughput(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			agents := []int{h1.Agent().Pid(), h2.Agent().Pid()}
+			agents := bc.pids
 			var raw, overlay, rawRTT, overlayRTT, rawLoaded, overlayLoaded, agentCPU, machineCPU float64
 			n := 0
 			for b.Loop() {
