@@ -3,8 +3,9 @@
 // in the Makefile) on one etcd, in the namespace test cluster. It checks
 // what the README promises of a cluster migrating host by host: each sees
 // the other's leases and programs them, containers reach each other both
-// ways with every backend, and a host moved from flanneld to agentd keeps
-// its subnet.
+// ways with every backend and the options both read, a host moved from
+// flanneld to agentd and back keeps its subnet; and agentd takes every
+// flag flanneld has.
 package interop
 
 import (
