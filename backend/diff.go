@@ -108,7 +108,9 @@ const logEachLimit = 32
 // the wrong way: first every add and update, lower layers first (FDB entries
 // and neighbours before the routes that lead to them), then every delete,
 // upper layers first. A failed change does not stop the others; Apply returns
-// every failure joined, and counts only the changes that worked.
+// every failure joined, and counts only the changes that worked. A delete
+// that finds the object already gone (ErrGone) is neither a failure nor a
+// change of ours: it is logged at V(2) and not counted.
 func (p *Plan) Apply(w Writer, log logr.Logger) (Result, error) {
 	var (
 		res  Result
@@ -117,6 +119,10 @@ func (p *Plan) Apply(w Writer, log logr.Logger) (Result, error) {
 	each := p.Len() <= logEachLimit
 	do := func(verb string, obj fmt.Stringer, op func() error, count *int) {
 		if err := op(); err != nil {
+			if errors.Is(err, ErrGone) {
+				log.V(2).Info("kernel object already gone", "object", obj.String())
+				return
+			}
 			errs = append(errs, fmt.Errorf("%s %s: %w", verb, obj, err))
 			return
 		}

@@ -65,7 +65,8 @@ func TestDiff(t *testing.T) {
 
 // fakeKernel is a Writer over lists of objects, with the kernel's semantics
 // as Diff assumes them: set replaces the first object under the key or
-// appends, delete removes that exact object. It logs every call.
+// appends, delete removes that exact object (ErrGone when it is not held).
+// It logs every call.
 type fakeKernel struct {
 	routes []Route
 	neighs []Neigh
@@ -84,8 +85,11 @@ func set[K comparable, V any](list []V, v V, key func(V) K) []V {
 	return append(list, v)
 }
 
-func del[V comparable](list []V, v V) []V {
-	return slices.DeleteFunc(list, func(o V) bool { return o == v })
+func del[V comparable](list []V, v V) ([]V, error) {
+	if !slices.Contains(list, v) {
+		return list, ErrGone
+	}
+	return slices.DeleteFunc(list, func(o V) bool { return o == v }), nil
 }
 
 func (k *fakeKernel) call(op string, o fmt.Stringer) error {
@@ -108,8 +112,9 @@ func (k *fakeKernel) DelRoute(r Route) error {
 	if err := k.call("del", r); err != nil {
 		return err
 	}
-	k.routes = del(k.routes, r)
-	return nil
+	var err error
+	k.routes, err = del(k.routes, r)
+	return err
 }
 
 func (k *fakeKernel) SetNeigh(n Neigh) error {
@@ -124,8 +129,9 @@ func (k *fakeKernel) DelNeigh(n Neigh) error {
 	if err := k.call("del", n); err != nil {
 		return err
 	}
-	k.neighs = del(k.neighs, n)
-	return nil
+	var err error
+	k.neighs, err = del(k.neighs, n)
+	return err
 }
 
 func (k *fakeKernel) SetFDB(f FDB) error {
@@ -140,8 +146,9 @@ func (k *fakeKernel) DelFDB(f FDB) error {
 	if err := k.call("del", f); err != nil {
 		return err
 	}
-	k.fdb = del(k.fdb, f)
-	return nil
+	var err error
+	k.fdb, err = del(k.fdb, f)
+	return err
 }
 
 var _ Writer = (*fakeKernel)(nil)
@@ -234,6 +241,39 @@ func TestPlanApplyContinuesAfterErrors(t *testing.T) {
 	}
 	if want := (Result{Added: 1, Removed: 1}); res.String() != want.String() {
 		t.Errorf("result %v, want %v", res, want)
+	}
+}
+
+// TestPlanApplyGone: objects that someone else deleted between our listing
+// and our delete (the Writer says ErrGone) are neither errors nor removed by
+// us: not counted, and logged at V(2) as already gone rather than at V(0) as
+// a kernel change.
+func TestPlanApplyGone(t *testing.T) {
+	listedRoutes := []Route{vxlanRoute("10.244.2.0/24"), vxlanRoute("10.244.3.0/24"), vxlanRoute("10.244.4.0/24")}
+	listedNeighs := []Neigh{{5, netip.MustParseAddr("10.244.3.0"), macA, true}}
+	listedFDB := []FDB{{5, macA, netip.MustParseAddr("198.18.0.3"), true}}
+	// The kernel as it is when the plan is applied: 10.244.4.0/24, the
+	// neighbour and the FDB entry went meanwhile.
+	k := &fakeKernel{routes: listedRoutes[:2]}
+	p := Plan{
+		Routes: Diff([]Route{vxlanRoute("10.244.2.0/24")}, listedRoutes, Route.Key),
+		Neighs: Diff(nil, listedNeighs, Neigh.Key),
+		FDB:    Diff(nil, listedFDB, FDB.Key),
+	}
+	var lines []string
+	res, err := p.Apply(k, funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 2}))
+	if err != nil {
+		t.Errorf("Apply = %v, want no error for objects already gone", err)
+	}
+	if want := (Result{Removed: 1}); res.String() != want.String() || fmt.Sprint(res.ByKind) != "map[route:1]" {
+		t.Errorf("result %v %v, want %v: only 10.244.3.0/24 removed by us", res, res.ByKind, want)
+	}
+	want := `"level"=0 "msg"="kernel delete" "object"="route 10.244.3.0/24 via 10.244.3.0 dev#5 onlink"
+"level"=2 "msg"="kernel object already gone" "object"="route 10.244.4.0/24 via 10.244.4.0 dev#5 onlink"
+"level"=2 "msg"="kernel object already gone" "object"="neigh 10.244.3.0 lladdr 02:00:00:00:00:0a dev#5"
+"level"=2 "msg"="kernel object already gone" "object"="fdb 02:00:00:00:00:0a dst 198.18.0.3 dev#5"`
+	if got := strings.Join(lines, "\n"); got != want {
+		t.Errorf("log:\n%s\nwant:\n%s", got, want)
 	}
 }
 

@@ -499,8 +499,15 @@ func ListFDBOn(h *netlink.Handle, linkIndex int) ([]FDB, error) {
 	return fs, nil
 }
 
+// ErrGone is what a Writer's delete returns when the object is already gone:
+// someone else deleted it between our listing and our delete. Deleting it
+// again is not needed, so it is success, but not a change of ours: Apply
+// neither counts nor logs it as removed.
+var ErrGone = errors.New("already gone")
+
 // Writer changes kernel objects. Each method is idempotent: setting an object
-// that is already there as given, or deleting one that is gone, succeeds.
+// that is already there as given succeeds, and deleting one that is gone
+// returns ErrGone (and changes nothing).
 type Writer interface {
 	SetRoute(Route) error
 	DelRoute(Route) error
@@ -542,7 +549,7 @@ func (w NetlinkWriter) DelRoute(r Route) error {
 }
 
 // delMissedRoute follows up notFound, the kernel's answer to the delete of r.
-// When r is no longer listed it is gone, and that is success. When it is, the
+// When r is no longer listed it is gone: ErrGone. When it is, the
 // request named something the kernel does not match r by: its gateway and
 // device do not match a route through a nexthop object (`ip route add … nhid
 // N proto 74`), which the listing shows with its nexthop's gateway and device.
@@ -562,7 +569,7 @@ func (w NetlinkWriter) delMissedRoute(r Route, notFound error) error {
 	}
 	switch {
 	case !listed:
-		return nil
+		return ErrGone
 	case under > 1:
 		return fmt.Errorf("delete %s: the kernel found no route to delete (%w), yet it is still listed, with %d other routes of ours under its key", r, notFound, under-1)
 	}
@@ -576,6 +583,9 @@ func (w NetlinkWriter) delMissedRoute(r Route, notFound error) error {
 		Scope:    netlink.SCOPE_NOWHERE,
 	}
 	if err := w.H.RouteDel(byKey); err != nil {
+		if IsNotFound(err) { // deleted by someone else since it was listed
+			return ErrGone
+		}
 		return fmt.Errorf("delete %s: the kernel found no route to delete (%w), yet it is still listed; by its key alone: %w", r, notFound, err)
 	}
 	return nil
@@ -592,9 +602,9 @@ func (w NetlinkWriter) SetNeigh(n Neigh) error {
 	})
 }
 
-// DelNeigh deletes n.
+// DelNeigh deletes n (the entry for its IP address).
 func (w NetlinkWriter) DelNeigh(n Neigh) error {
-	return ignoreNotFound(w.H.NeighDel(&netlink.Neigh{
+	return goneIfNotFound(w.H.NeighDel(&netlink.Neigh{
 		LinkIndex: n.LinkIndex,
 		Family:    netlink.FAMILY_V4,
 		IP:        IP(n.IP),
@@ -617,7 +627,7 @@ func (w NetlinkWriter) SetFDB(f FDB) error {
 // DelFDB deletes f's destination from its MAC's entry (the whole entry when it
 // is the last).
 func (w NetlinkWriter) DelFDB(f FDB) error {
-	return ignoreNotFound(w.H.NeighDel(&netlink.Neigh{
+	return goneIfNotFound(w.H.NeighDel(&netlink.Neigh{
 		LinkIndex:    f.LinkIndex,
 		Family:       unix.AF_BRIDGE,
 		Flags:        netlink.NTF_SELF,
@@ -626,9 +636,9 @@ func (w NetlinkWriter) DelFDB(f FDB) error {
 	}))
 }
 
-func ignoreNotFound(err error) error {
+func goneIfNotFound(err error) error {
 	if IsNotFound(err) {
-		return nil
+		return ErrGone
 	}
 	return err
 }

@@ -204,10 +204,10 @@ route 10.244.2.0/24 via 10.244.2.0 dev vx0 onlink proto 74
 		t.Errorf("state:\n%s\nwant:\n%s", got, want)
 	}
 
-	for range 2 {
+	for i, want := range []error{nil, backend.ErrGone} {
 		for _, err := range []error{w.DelRoute(route), w.DelNeigh(neigh), w.DelFDB(fdb)} {
-			if err != nil {
-				t.Errorf("delete (twice is fine): %v", err)
+			if err != want {
+				t.Errorf("delete #%d: %v, want %v", i, err, want)
 			}
 		}
 	}
@@ -394,6 +394,33 @@ func TestApplyRemovesScopeLinkRoute(t *testing.T) {
 	checkList(t, "routes", backend.OurRoutes, h, nil)
 }
 
+// TestApplyRouteGoneMeanwhile: a route of ours that someone else deletes
+// between our listing and our delete is not counted as removed by us, and
+// is no error.
+func TestApplyRouteGoneMeanwhile(t *testing.T) {
+	ns := nstest.New(t)
+	h := ns.Handle
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	for _, sn := range []string{"10.244.98.0/24", "10.244.99.0/24"} {
+		if err := h.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix(sn)), Gw: net.IPv4(198, 18, 0, 2), LinkIndex: ext.Attrs().Index, Protocol: backend.RouteProtocol}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	have, err := backend.OurRoutes(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := backend.Plan{Routes: backend.Diff(nil, have, backend.Route.Key)}
+	if err := h.RouteDel(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.99.0/24"))}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := plan.Apply(backend.NetlinkWriter{H: h}, logr.Discard())
+	if err != nil || res.String() != (backend.Result{Removed: 1}).String() {
+		t.Errorf("Apply = %v, %v; want 1 removed (the other was gone already), no error", res, err)
+	}
+	checkList(t, "routes", backend.OurRoutes, h, nil)
+}
+
 // TestDelRouteMatchesNexthopObjectRoutes: a route of ours through a nexthop
 // object (`ip route add … nhid N proto 74`) is listed with its nexthop's
 // gateway and device, and the kernel does not match a delete that names them
@@ -450,15 +477,15 @@ func TestDelRouteMatchesNexthopObjectRoutes(t *testing.T) {
 	}
 	checkList(t, "routes", backend.OurRoutes, h, nil)
 
-	// Someone else deleted it first: fine.
+	// Someone else deleted it first: gone, not deleted by us.
 	if err := ip("route", "add", "10.244.97.0/24", "nhid", "7", "proto", "74"); err != nil {
 		t.Fatal(err)
 	}
 	if err := ip("route", "del", "10.244.97.0/24"); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.DelRoute(nhRoute); err != nil {
-		t.Errorf("DelRoute of a route deleted meanwhile = %v, want nil", err)
+	if err := w.DelRoute(nhRoute); err != backend.ErrGone {
+		t.Errorf("DelRoute of a route deleted meanwhile = %v, want ErrGone", err)
 	}
 }
 
