@@ -174,8 +174,8 @@ func TestPlanApplyOrder(t *testing.T) {
 			{5, netip.MustParseAddr("10.244.3.0"), macB, true},
 		},
 		fdb: []FDB{
-			{5, macA, netip.MustParseAddr("198.18.0.2"), true},
-			{5, macB, netip.MustParseAddr("198.18.0.3"), true},
+			{5, macA, netip.MustParseAddr("198.18.0.2"), 0, true},
+			{5, macB, netip.MustParseAddr("198.18.0.3"), 0, true},
 		},
 	}
 	macC := MAC{2, 0, 0, 0, 0, 0xc}
@@ -185,8 +185,8 @@ func TestPlanApplyOrder(t *testing.T) {
 		{5, netip.MustParseAddr("10.244.4.0"), macB, true}, // peer 3 went, 4 came with B
 	}
 	desiredFDB := []FDB{
-		{5, macC, netip.MustParseAddr("198.18.0.2"), true},
-		{5, macB, netip.MustParseAddr("198.18.0.4"), true},
+		{5, macC, netip.MustParseAddr("198.18.0.2"), 0, true},
+		{5, macB, netip.MustParseAddr("198.18.0.4"), 0, true},
 	}
 	p := Plan{
 		FDB:    Diff(desiredFDB, k.fdb, FDB.Key),
@@ -251,7 +251,7 @@ func TestPlanApplyContinuesAfterErrors(t *testing.T) {
 func TestPlanApplyGone(t *testing.T) {
 	listedRoutes := []Route{vxlanRoute("10.244.2.0/24"), vxlanRoute("10.244.3.0/24"), vxlanRoute("10.244.4.0/24")}
 	listedNeighs := []Neigh{{5, netip.MustParseAddr("10.244.3.0"), macA, true}}
-	listedFDB := []FDB{{5, macA, netip.MustParseAddr("198.18.0.3"), true}}
+	listedFDB := []FDB{{5, macA, netip.MustParseAddr("198.18.0.3"), 0, true}}
 	// The kernel as it is when the plan is applied: 10.244.4.0/24, the
 	// neighbour and the FDB entry went meanwhile.
 	k := &fakeKernel{routes: listedRoutes[:2]}
@@ -401,7 +401,7 @@ func checkDiff[K comparable, V comparable](t *testing.T, desired, actual []V, ke
 }
 
 // decodeFDB reads 3-byte records from a small value space so that keys
-// collide often: MAC (4 values), destination (4), permanent.
+// collide often: MAC (4 values), destination (4), permanent, VNI (2).
 func decodeFDB(b []byte) []FDB {
 	var out []FDB
 	for ; len(b) >= 3; b = b[3:] {
@@ -409,6 +409,7 @@ func decodeFDB(b []byte) []FDB {
 			LinkIndex: 5,
 			MAC:       MAC{2, 0, 0, 0, 0, b[0] % 4},
 			Dst:       netip.AddrFrom4([4]byte{198, 18, 0, b[1] % 4}),
+			VNI:       int(b[2]>>1&1) * 77,
 			Permanent: b[2]&1 == 0,
 		})
 	}

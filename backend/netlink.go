@@ -447,7 +447,7 @@ func ListNeighsOn(h *netlink.Handle, linkIndex int) ([]Neigh, error) {
 }
 
 // FDB is a forwarding entry of a VXLAN device: frames for MAC are sent to the
-// VTEP at Dst.
+// VTEP at Dst, with VNI.
 //
 // The kernel keeps a unicast MAC's entry with exactly one destination: an
 // append to an existing unicast entry does nothing, a replace changes its
@@ -456,6 +456,13 @@ type FDB struct {
 	LinkIndex int
 	MAC       MAC
 	Dst       netip.Addr
+	// VNI is the entry's VNI when it is not the device's, and 0 when it is.
+	// The kernel reports an entry's VNI (NDA_VNI) only when it differs from
+	// the device's, so an entry added naming the device's VNI (`bridge fdb
+	// append … vni 1` on flannel.1) lists exactly like one added without
+	// (ours, flanneld's, older agentd's): the same entry, compared equal.
+	// The entries we want have 0.
+	VNI       int
 	Permanent bool
 }
 
@@ -470,6 +477,9 @@ func (f FDB) Key() FDBKey { return FDBKey{f.LinkIndex, f.MAC} }
 
 func (f FDB) String() string {
 	s := fmt.Sprintf("fdb %s dst %s dev#%d", f.MAC, f.Dst, f.LinkIndex)
+	if f.VNI != 0 {
+		s += fmt.Sprintf(" vni %d", f.VNI)
+	}
 	if !f.Permanent {
 		s += " (not permanent)"
 	}
@@ -479,6 +489,11 @@ func (f FDB) String() string {
 // ListFDBOn lists the FDB entries of the device with index linkIndex (its
 // own, NTF_SELF, entries; a zero or multicast MAC may be listed once per
 // destination).
+//
+// An entry's UDP port and underlay ifindex (NDA_PORT, NDA_IFINDEX, reported
+// when not the device's) are not read: netlink v1.3 parses neither. So an
+// entry for a wanted MAC with another port or ifindex looks as we want it;
+// DelFDB deletes a unicast MAC's entry whatever they are.
 func ListFDBOn(h *netlink.Handle, linkIndex int) ([]FDB, error) {
 	nns, err := ListNeighs(h, linkIndex, unix.AF_BRIDGE)
 	if err != nil {
@@ -494,7 +509,7 @@ func ListFDBOn(h *netlink.Handle, linkIndex int) ([]FDB, error) {
 			continue
 		}
 		dst, _ := AddrFromIP(nn.IP)
-		fs = append(fs, FDB{LinkIndex: nn.LinkIndex, MAC: mac, Dst: dst, Permanent: nn.State&netlink.NUD_PERMANENT != 0})
+		fs = append(fs, FDB{LinkIndex: nn.LinkIndex, MAC: mac, Dst: dst, VNI: nn.VNI, Permanent: nn.State&netlink.NUD_PERMANENT != 0})
 	}
 	return fs, nil
 }
@@ -612,7 +627,8 @@ func (w NetlinkWriter) DelNeigh(n Neigh) error {
 }
 
 // SetFDB adds f as a permanent entry or points the existing entry for its MAC
-// at f.Dst.
+// at f.Dst with f.VNI. A replace also resets the entry's port and underlay
+// ifindex to the device's, as they are not named.
 func (w NetlinkWriter) SetFDB(f FDB) error {
 	return w.H.NeighSet(&netlink.Neigh{
 		LinkIndex:    f.LinkIndex,
@@ -620,20 +636,35 @@ func (w NetlinkWriter) SetFDB(f FDB) error {
 		Flags:        netlink.NTF_SELF,
 		State:        netlink.NUD_PERMANENT,
 		IP:           IP(f.Dst),
+		VNI:          f.VNI,
 		HardwareAddr: f.MAC.HardwareAddr(),
 	})
 }
 
-// DelFDB deletes f's destination from its MAC's entry (the whole entry when it
-// is the last).
+// DelFDB deletes f: a unicast MAC's whole entry, or f's destination from a
+// zero or multicast MAC's entry (the whole entry when it is the last).
+//
+// The kernel deletes a destination only if the request names it exactly:
+// address, VNI, port and underlay ifindex, the last three defaulting to the
+// device's. One it does not find is no error (it answers 0), so a mismatch
+// would pass for a delete and the entry would stay, "deleted" on every pass.
+// A unicast MAC's entry has one destination, so it is named by the MAC alone
+// (destination 0.0.0.0: any), whatever its VNI, port or ifindex. A zero or
+// multicast MAC's destination is named by address and VNI; one with another
+// port or ifindex stays (see ListFDBOn).
 func (w NetlinkWriter) DelFDB(f FDB) error {
-	return goneIfNotFound(w.H.NeighDel(&netlink.Neigh{
+	n := &netlink.Neigh{
 		LinkIndex:    f.LinkIndex,
 		Family:       unix.AF_BRIDGE,
 		Flags:        netlink.NTF_SELF,
 		IP:           IP(f.Dst),
+		VNI:          f.VNI,
 		HardwareAddr: f.MAC.HardwareAddr(),
-	}))
+	}
+	if f.MAC.IsUnicast() {
+		n.IP = net.IPv4zero
+	}
+	return goneIfNotFound(w.H.NeighDel(n))
 }
 
 func goneIfNotFound(err error) error {

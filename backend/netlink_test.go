@@ -214,6 +214,52 @@ route 10.244.2.0/24 via 10.244.2.0 dev vx0 onlink proto 74
 	checkList(t, "routes", backend.OurRoutes, h, nil)
 }
 
+// TestFDBVNI: an FDB entry's VNI is listed when it is not the device's and
+// as 0 when it is, however it was set; set and delete name it, so the entry
+// meant is the one changed.
+func TestFDBVNI(t *testing.T) {
+	ns := nstest.New(t)
+	h := ns.Handle
+	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	if err := h.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vx0"}, VxlanId: 7, Port: 8472}); err != nil {
+		t.Fatal(err)
+	}
+	vx, err := h.LinkByName("vx0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := vx.Attrs().Index
+	list := func(h *netlink.Handle) ([]backend.FDB, error) { return backend.ListFDBOn(h, idx) }
+	w := backend.NetlinkWriter{H: h}
+	f := backend.FDB{LinkIndex: idx, MAC: backend.MAC{2, 0, 0, 0, 0, 2}, Dst: netip.MustParseAddr("198.18.0.2"), VNI: 77, Permanent: true}
+	if err := w.SetFDB(f); err != nil {
+		t.Fatal(err)
+	}
+	checkList(t, "fdb", list, h, []backend.FDB{f})
+	if got := f.String(); got != fmt.Sprintf("fdb 02:00:00:00:00:02 dst 198.18.0.2 dev#%d vni 77", idx) {
+		t.Errorf("String() = %s", got)
+	}
+	own := f
+	own.VNI = 7 // the device's: listed as 0
+	if err := w.SetFDB(own); err != nil {
+		t.Fatal(err)
+	}
+	own.VNI = 0
+	checkList(t, "fdb", list, h, []backend.FDB{own})
+
+	zero := backend.FDB{LinkIndex: idx, Dst: netip.MustParseAddr("198.18.0.8"), VNI: 77, Permanent: true}
+	if err := h.NeighAppend(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
+		HardwareAddr: zero.MAC.HardwareAddr(), IP: net.IPv4(198, 18, 0, 8), VNI: 77}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []backend.FDB{zero, own} {
+		if err := w.DelFDB(d); err != nil {
+			t.Errorf("DelFDB(%v) = %v", d, err)
+		}
+	}
+	checkList(t, "fdb", list, h, nil)
+}
+
 func checkList[T comparable](t *testing.T, what string, list func(*netlink.Handle) ([]T, error), h *netlink.Handle, want []T) {
 	t.Helper()
 	got, err := list(h)

@@ -44,7 +44,9 @@
 // when its VNI, port, local address, underlay device or learning differ from
 // the config; its MTU and MAC are corrected in place); every IPv4 address on
 // it; every main-table route with proto 74; every permanent IPv4 neighbour
-// and every FDB entry on the device. Neighbour entries the kernel resolved
+// and every FDB entry on the device (one with a VNI other than the device's
+// is corrected or deleted like one with another destination; see
+// backend.FDB). Neighbour entries the kernel resolved
 // itself are left to expire. Nothing else is touched. Shutting down removes
 // nothing (shared/DESIGN.md §4.8).
 package vxlan

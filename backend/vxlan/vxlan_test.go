@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -728,5 +729,87 @@ func TestExternalMTULowered(t *testing.T) {
 	h.reconcile(p2)
 	if n := h.countLogs(tooSmall); n != 2 {
 		t.Errorf("%d reports after ext0 shrank a second time, want 2", n)
+	}
+}
+
+// bridge runs iproute2's bridge command in the host's namespace, as an
+// operator or another tool would; it skips outside CI without one.
+func (h *host) bridge(args ...string) string {
+	h.t.Helper()
+	cmd, err := exec.LookPath("bridge")
+	if err != nil {
+		nstest.Missing(h.t, "no bridge command (iproute2)")
+	}
+	out, err := exec.Command(cmd, append([]string{"-n", h.ns.Name}, args...)...).CombinedOutput()
+	if err != nil {
+		h.t.Fatalf("bridge %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// fdbShow is flannel.1's FDB as `bridge fdb show` prints it (lines sorted),
+// which unlike State shows an entry's VNI and port when they are not the
+// device's.
+func (h *host) fdbShow() string {
+	h.t.Helper()
+	lines := strings.Split(strings.TrimSpace(h.bridge("fdb", "show", "dev", "flannel.1")), "\n")
+	slices.Sort(lines)
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// TestFDBOtherVNIOrPort: FDB entries on flannel.1 with a VNI or port other
+// than the device's (added by hand or by another tool) are not ours as we
+// want them. An unwanted one is deleted, once; one for a peer's MAC is
+// corrected. Entries naming the device's own VNI and port, as flanneld,
+// older agentd or an operator may have made them, are left alone.
+func TestFDBOtherVNIOrPort(t *testing.T) {
+	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	p3 := lease("10.244.3.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:03")
+	programmed := withBase(peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02") + peerLines("10.244.3.0/24", "198.18.0.3", "02:00:00:00:00:03"))
+	ours := "02:00:00:00:00:02 dst 198.18.0.2 self permanent\n02:00:00:00:00:03 dst 198.18.0.3 self permanent\n"
+	for _, tc := range []struct {
+		name string
+		cmds [][]string
+		res  backend.Result
+		// noarp is the entry that bridge's NUD_NOARP stays on (state only).
+		noarp string
+	}{
+		{"unwanted, another VNI", [][]string{{"fdb", "append", "02:00:00:00:00:09", "dev", "flannel.1", "dst", "198.18.0.9", "vni", "77"}},
+			backend.Result{Removed: 1}, ""},
+		{"unwanted, another port", [][]string{{"fdb", "append", "02:00:00:00:00:09", "dev", "flannel.1", "dst", "198.18.0.9", "port", "4789"}},
+			backend.Result{Removed: 1}, ""},
+		{"unwanted all-zeros entries, another VNI", [][]string{
+			{"fdb", "append", "00:00:00:00:00:00", "dev", "flannel.1", "dst", "198.18.0.8", "vni", "77"},
+			{"fdb", "append", "00:00:00:00:00:00", "dev", "flannel.1", "dst", "198.18.0.9"},
+		}, backend.Result{Removed: 2}, ""},
+		{"a peer's, another VNI", [][]string{{"fdb", "replace", "02:00:00:00:00:02", "dev", "flannel.1", "dst", "198.18.0.2", "vni", "77"}},
+			backend.Result{Updated: 1}, ""},
+		{"a peer's, naming the device's VNI and port", [][]string{{"fdb", "replace", "02:00:00:00:00:03", "dev", "flannel.1", "dst", "198.18.0.3", "vni", "1", "port", "8472", "self", "permanent"}},
+			backend.Result{}, "02:00:00:00:00:03 dst 198.18.0.3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, `{"Type":"vxlan"}`)
+			h.reconcile(p2, p3)
+			if got := h.fdbShow(); got != ours {
+				t.Fatalf("bridge fdb show:\n%s\nwant:\n%s", got, ours)
+			}
+			for _, args := range tc.cmds {
+				h.bridge(args...)
+			}
+			if res := h.reconcile(p2, p3); res.String() != tc.res.String() {
+				t.Errorf("result %v, want %v", res, tc.res)
+			}
+			if got := h.fdbShow(); got != ours {
+				t.Errorf("bridge fdb show:\n%s\nwant:\n%s", got, ours)
+			}
+			if res := h.reconcile(p2, p3); res.Changed() {
+				t.Errorf("a second Reconcile changed %v", res)
+			}
+			want := programmed
+			if tc.noarp != "" {
+				want = strings.Replace(want, tc.noarp+" permanent", tc.noarp+" noarp,permanent", 1)
+			}
+			h.check(want)
+		})
 	}
 }
