@@ -191,27 +191,6 @@ func EnsureAddrs(h *netlink.Handle, link netlink.Link, family int, want []netip.
 	return added, removed, errors.Join(errs...)
 }
 
-// ConnectedPrefixes lists the IPv4 subnets the link with index linkIndex is
-// directly attached to, from its addresses: a host in one of them is on-link
-// and can be a route's gateway without a router in between.
-func ConnectedPrefixes(h *netlink.Handle, linkIndex int) ([]netip.Prefix, error) {
-	link, err := h.LinkByIndex(linkIndex)
-	if err != nil {
-		return nil, fmt.Errorf("look up link %d: %w", linkIndex, err)
-	}
-	addrs, err := ListAddrs(h, link, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, err
-	}
-	var ps []netip.Prefix
-	for _, a := range addrs {
-		if p, ok := PrefixFromIPNet(a.IPNet); ok {
-			ps = append(ps, p.Masked())
-		}
-	}
-	return ps, nil
-}
-
 // Contains reports whether one of ps contains a.
 func Contains(ps []netip.Prefix, a netip.Addr) bool {
 	for _, p := range ps {

@@ -161,7 +161,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err := backend.CheckReconcile(ctx, Type, b.prepared); err != nil {
 		return res, err
 	}
-	seg, err := readSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name)
+	seg, err := backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name)
 	if err != nil {
 		return res, err
 	}
@@ -179,7 +179,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 
 // desired computes the routes peers imply, recording in b.skips the peers it
 // leaves out.
-func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *segment) []backend.Route {
+func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.Segment) []backend.Route {
 	var routes []backend.Route
 	for _, p := range peers {
 		key := p.Key()
@@ -197,7 +197,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *segment) 
 		case pub == b.ext.PublicIP:
 			why = fmt.Sprintf("public IP %s is our own", pub)
 		default:
-			why = seg.refuse(pub)
+			why = refuse(seg, pub)
 		}
 		if why != "" {
 			b.skips.Skip(key, why)
@@ -208,6 +208,16 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *segment) 
 	return routes
 }
 
+// refuse says why pub cannot be a peer's gateway (backend.Segment.Refuse),
+// or "".
+func refuse(seg *backend.Segment, pub netip.Addr) string {
+	why, offLink := seg.Refuse(pub)
+	if offLink {
+		why += "; host-gw needs all hosts on one L2 segment"
+	}
+	return why
+}
+
 // Watch implements backend.Backend. It wakes for routes with our protocol or
 // in the cluster network (backend.RouteEventFilter), for link and address
 // events of the external interface (a link going down takes its routes with
@@ -215,13 +225,11 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *segment) 
 // the interface's scope-link routes without a gateway, which decide it too.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	ext := b.ext.Iface.Index
-	ours := backend.RouteEventFilter(b.network)
+	ours, segment := backend.RouteEventFilter(b.network), backend.SegmentRouteEvent(ext)
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
-		Link: func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },
-		Addr: func(u netlink.AddrUpdate) bool { return u.LinkIndex == ext },
-		Route: func(u netlink.RouteUpdate) bool {
-			return ours(u) || u.LinkIndex == ext && u.Gw == nil && u.Scope == netlink.SCOPE_LINK
-		},
+		Link:       func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },
+		Addr:       func(u netlink.AddrUpdate) bool { return u.LinkIndex == ext },
+		Route:      func(u netlink.RouteUpdate) bool { return ours(u) || segment(u) },
 		Subscribed: b.subscribed,
 	}, wake)
 }

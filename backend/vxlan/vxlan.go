@@ -33,12 +33,16 @@
 //     proto 74 (backend.RouteProtocol): onlink because no subnet of ours
 //     holds the gateway.
 //
-// With DirectRouting, a peer whose PublicIP lies in a subnet the external
-// interface is attached to (same L2 segment) gets instead only
+// With DirectRouting, a peer whose PublicIP can be a gateway on the external
+// interface's segment, by the rule host-gw follows (backend.Segment: on-link
+// by one of the interface's address prefixes or main-table scope-link routes
+// without a gateway; not a network or broadcast address, multicast,
+// loopback, unspecified, nor one of ours), gets instead only
 //
 //   - route <peer subnet> via <peer PublicIP> dev <external>, proto 74,
 //
-// as in host-gw: no encapsulation, no neighbour or FDB entry.
+// as in host-gw: no encapsulation, no neighbour or FDB entry. Any other peer
+// is encapsulated.
 //
 // What is ours, and deleted when no lease implies it: the device (recreated
 // when its VNI, port, local address, underlay device or learning differ from
@@ -559,14 +563,14 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		errs = append(errs, err)
 	}
 
-	var onLink []netip.Prefix
+	var seg *backend.Segment
 	if b.opts.DirectRouting {
-		if onLink, err = backend.ConnectedPrefixes(b.h, b.ext.Iface.Index); err != nil {
+		if seg, err = backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name); err != nil {
 			return res, errors.Join(append(errs, err)...)
 		}
 	}
 	idx := dev.Attrs().Index
-	want := b.desired(own, peers, idx, onLink)
+	want := b.desired(own, peers, idx, seg)
 	res.Skipped = b.skips.Finish()
 
 	routes, err := backend.OurRoutes(b.h)
@@ -612,9 +616,9 @@ type desiredState struct {
 }
 
 // desired computes the objects peers imply, recording in b.skips the peers it
-// leaves out. devIndex is the device's; onLink the external interface's
-// subnets (DirectRouting only).
-func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, onLink []netip.Prefix) desiredState {
+// leaves out. devIndex is the device's; seg the external interface's segment
+// (DirectRouting only, else nil).
+func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, seg *backend.Segment) desiredState {
 	var d desiredState
 	macOwner := make(map[backend.MAC]string, len(peers))
 	for _, p := range peers {
@@ -647,7 +651,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			skip("VNI %d, ours is %d", vni, b.opts.VNI)
 			continue
 		}
-		if b.opts.DirectRouting && backend.Contains(onLink, pub) {
+		if seg != nil && direct(seg, pub) {
 			d.routes = append(d.routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
 			continue
 		}
@@ -668,15 +672,30 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 	return d
 }
 
+// direct reports whether the peer at pub gets a direct route: whether it can
+// be a gateway on the segment.
+func direct(seg *backend.Segment, pub netip.Addr) bool {
+	why, _ := seg.Refuse(pub)
+	return why == ""
+}
+
 // Watch implements backend.Backend. It wakes for events about the device
 // (by name, so also a recreated one), its addresses, neighbours and FDB
-// entries, routes with our protocol, and the external interface's link and
-// addresses (they decide DirectRouting and carry its routes).
+// entries, routes with our protocol or in the cluster network
+// (backend.RouteEventFilter), and the external interface's link and
+// addresses (they decide DirectRouting and carry its routes). With
+// DirectRouting also for the interface's scope-link routes without a
+// gateway, which decide it too.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
+	route := backend.RouteEventFilter(b.network)
+	if b.opts.DirectRouting {
+		ours, segment := route, backend.SegmentRouteEvent(b.ext.Iface.Index)
+		route = func(u netlink.RouteUpdate) bool { return ours(u) || segment(u) }
+	}
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       b.linkEvent,
 		Addr:       b.addrEvent,
-		Route:      backend.RouteEventFilter(b.network),
+		Route:      route,
 		Neigh:      b.neighEvent,
 		Subscribed: b.subscribed,
 	}, wake)

@@ -567,6 +567,76 @@ func TestDirectRouting(t *testing.T) {
 		t.Errorf("result %v", res)
 	}
 	h.check(withBase(peerLines("10.244.2.0/24", "198.19.0.2", "02:00:00:00:00:02") + "route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74\n"))
+
+	// A peer at the segment's broadcast address cannot be a gateway (the
+	// kernel refuses the route, EINVAL, on every pass): it is encapsulated.
+	bcast := lease("10.244.4.0/24", "198.18.0.255", "vxlan", "02:00:00:00:00:04")
+	if _, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{near2, far2, bcast}); err != nil {
+		t.Errorf("Reconcile with a peer at the broadcast address: %v", err)
+	}
+	h.check(withBase(peerLines("10.244.2.0/24", "198.19.0.2", "02:00:00:00:00:02") + "route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74\n" +
+		peerLines("10.244.4.0/24", "198.18.0.255", "02:00:00:00:00:04")))
+}
+
+// TestDirectRoutingOnLinkByRoute: DirectRouting decides "on our segment"
+// as host-gw does: an external interface with a /32 address and a scope-link
+// route for its segment (some clouds) has its peers on-link, and a peer
+// whose public IP cannot be a gateway (the segment's broadcast address, which
+// the kernel refuses as one, or an address of ours) is encapsulated rather
+// than routed. Without the segment's route the peers are encapsulated again.
+func TestDirectRoutingOnLinkByRoute(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan","DirectRouting":true}`)
+	nl := h.ns.Handle
+	ext := h.ext.Attrs().Index
+	if err := nl.AddrDel(h.ext, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.0.1/24"))}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"198.18.0.1/32", "198.19.0.50/32"} {
+		if err := nl.AddrAdd(h.ext, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix(a))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	segment := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("198.18.0.0/24")), LinkIndex: ext, Scope: netlink.SCOPE_LINK}
+	for _, r := range []*netlink.Route{
+		segment,
+		{Dst: backend.IPNet(netip.MustParsePrefix("198.19.0.0/24")), LinkIndex: ext, Scope: netlink.SCOPE_LINK},
+		// A route with a gateway makes nothing on-link.
+		{Dst: backend.IPNet(netip.MustParsePrefix("198.19.1.0/24")), Gw: net.IPv4(198, 18, 0, 254), LinkIndex: ext},
+	} {
+		if err := nl.RouteAdd(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addrs := func(s string) string {
+		return strings.Replace(s, "addr ext0 198.18.0.1/24", "addr ext0 198.18.0.1/32\naddr ext0 198.19.0.50/32", 1)
+	}
+	const routes = "route 198.18.0.0/24 dev ext0 proto 3\nroute 198.19.0.0/24 dev ext0 proto 3\nroute 198.19.1.0/24 via 198.18.0.254 dev ext0 proto 3\n"
+	near := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	far := lease("10.244.3.0/24", "198.19.1.3", "vxlan", "02:00:00:00:00:03")
+	bcast := lease("10.244.4.0/24", "198.18.0.255", "vxlan", "02:00:00:00:00:04")
+	mine := lease("10.244.5.0/24", "198.19.0.50", "vxlan", "02:00:00:00:00:05")
+	encapsulated := peerLines("10.244.3.0/24", "198.19.1.3", "02:00:00:00:00:03") +
+		peerLines("10.244.4.0/24", "198.18.0.255", "02:00:00:00:00:04") +
+		peerLines("10.244.5.0/24", "198.19.0.50", "02:00:00:00:00:05")
+
+	res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{near, far, bcast, mine})
+	if err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if want := (backend.Result{Added: 11}); res.String() != want.String() { // address, near's route, 3 × 3
+		t.Errorf("result %v, want %v", res, want)
+	}
+	h.check(addrs(withBase(routes + "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n" + encapsulated)))
+
+	if err := nl.RouteDel(segment); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcile(near, far, bcast, mine)
+	h.check(addrs(withBase(strings.Replace(routes, "route 198.18.0.0/24 dev ext0 proto 3\n", "", 1) +
+		peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02") + encapsulated)))
+	if res := h.reconcile(near, far, bcast, mine); res.Changed() {
+		t.Errorf("a second Reconcile changed %v", res)
+	}
 }
 
 // TestWatch checks that deleting any object of ours wakes Watch within a
@@ -613,6 +683,35 @@ func TestWatch(t *testing.T) {
 			stop()
 			h.reconcile(peers...)
 			h.check(withBase(peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02")))
+		})
+	}
+}
+
+// TestWatchDirectRouting: with DirectRouting, the external interface's
+// scope-link routes without a gateway decide which peers are on-link
+// (TestDirectRoutingOnLinkByRoute), so adding or deleting one wakes Watch.
+func TestWatchDirectRouting(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan","DirectRouting":true}`)
+	nl := h.ns.Handle
+	segment := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("198.19.0.0/24")), LinkIndex: h.ext.Attrs().Index, Scope: netlink.SCOPE_LINK}
+	for _, tc := range []struct {
+		name string
+		do   func(*netlink.Route) error
+	}{
+		{"added", nl.RouteAdd},
+		{"deleted", nl.RouteDel},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wakes, stop := h.watch(t)
+			defer stop()
+			if err := tc.do(segment); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-wakes:
+			case <-time.After(time.Second):
+				t.Fatalf("no wake within 1s after a scope-link route on ext0 was %s", tc.name)
+			}
 		})
 	}
 }

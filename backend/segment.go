@@ -1,0 +1,138 @@
+package backend
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Segment is what one Reconcile pass knows of the external interface's L2
+// segment: which addresses are on-link, and which addresses are ours. It
+// decides which peers can be a route's gateway directly, with no router in
+// between: every peer for host-gw, DirectRouting's peers for vxlan. It is
+// read from the kernel at the start of each pass and then only read.
+type Segment struct {
+	Iface      string // the external interface's name, for messages
+	IfaceIndex int
+
+	// OnLink holds the subnets of the interface's addresses, and the
+	// destinations of its main-table scope-link routes without a gateway: a
+	// host with a /32 address and "198.18.0.0/24 dev eth0 scope link" has
+	// its peers on-link, and the kernel accepts them as gateways. A route
+	// with a gateway makes nothing on-link. Sorted, no duplicates, masked.
+	OnLink []netip.Prefix
+
+	// Local maps every IPv4 address of this host to the index of the link
+	// holding it.
+	Local map[netip.Addr]int
+}
+
+// ReadSegment reads the segment of the external interface, the link with
+// index ifaceIndex called iface.
+func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string) (*Segment, error) {
+	s := &Segment{Iface: iface, IfaceIndex: ifaceIndex, Local: map[netip.Addr]int{}}
+	addrs, err := ListAddrs(h, nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		p, ok := PrefixFromIPNet(a.IPNet)
+		if !ok || !p.Addr().Is4() {
+			continue
+		}
+		s.Local[p.Addr()] = a.LinkIndex
+		if a.LinkIndex == ifaceIndex {
+			s.OnLink = append(s.OnLink, p.Masked())
+		}
+	}
+	// The main table's only (ListRoutes' default), as the kernel's check of a
+	// main-table route's gateway sees it without policy rules.
+	routes, err := ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{LinkIndex: ifaceIndex}, netlink.RT_FILTER_OIF)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range routes {
+		if r.LinkIndex != ifaceIndex || r.Gw != nil || r.Via != nil || len(r.MultiPath) > 0 ||
+			r.Scope != netlink.SCOPE_LINK || r.Type != unix.RTN_UNICAST {
+			continue
+		}
+		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0) // a nil Dst is the default route
+		if r.Dst != nil {
+			var ok bool
+			if dst, ok = PrefixFromIPNet(r.Dst); !ok || !dst.Addr().Is4() {
+				continue
+			}
+		}
+		s.OnLink = append(s.OnLink, dst.Masked())
+	}
+	// Stable, so that a reason logged for a peer stays the same from one
+	// pass to the next (SkipLog logs changes only).
+	slices.SortFunc(s.OnLink, netip.Prefix.Compare)
+	s.OnLink = slices.Compact(s.OnLink)
+	return s, nil
+}
+
+// SegmentRouteEvent returns an EventFilter.Route func that accepts events
+// about the routes ReadSegment reads as on-link: scope-link routes without a
+// gateway on the link with index ifaceIndex.
+func SegmentRouteEvent(ifaceIndex int) func(netlink.RouteUpdate) bool {
+	return func(u netlink.RouteUpdate) bool {
+		return u.LinkIndex == ifaceIndex && u.Gw == nil && u.Scope == netlink.SCOPE_LINK
+	}
+}
+
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// Refuse says why the peer address pub cannot be the gateway of a route on
+// the segment, or returns "" if it can. offLink is true when the reason is
+// that pub is not on-link. Some of these routes the kernel refuses (the
+// broadcast address of one of our subnets: EINVAL, on every pass); others it
+// accepts and they are wrong (a route via one of our own addresses).
+func (s *Segment) Refuse(pub netip.Addr) (why string, offLink bool) {
+	switch {
+	case pub.IsUnspecified():
+		return fmt.Sprintf("public IP %s is unspecified", pub), false
+	case pub.IsLoopback():
+		return fmt.Sprintf("public IP %s is a loopback address", pub), false
+	case pub.IsMulticast():
+		return fmt.Sprintf("public IP %s is a multicast address", pub), false
+	case pub == limitedBroadcast:
+		return fmt.Sprintf("public IP %s is the limited broadcast address", pub), false
+	}
+	if i, ok := s.Local[pub]; ok {
+		dev := s.Iface
+		if i != s.IfaceIndex {
+			dev = fmt.Sprintf("link %d", i)
+		}
+		return fmt.Sprintf("public IP %s is an address of this host (%s)", pub, dev), false
+	}
+	if !Contains(s.OnLink, pub) {
+		return fmt.Sprintf("public IP %s is not on-link: %s is attached to %v only", pub, s.Iface, s.OnLink), true
+	}
+	for _, p := range s.OnLink {
+		// /31 and /32 have no network or broadcast address (RFC 3021).
+		if p.Bits() > 30 || !p.Contains(pub) {
+			continue
+		}
+		switch pub {
+		case p.Addr():
+			return fmt.Sprintf("public IP %s is the network address of %s", pub, p), false
+		case broadcast(p):
+			return fmt.Sprintf("public IP %s is the broadcast address of %s", pub, p), false
+		}
+	}
+	return "", false
+}
+
+// broadcast returns the last address of the IPv4 prefix p.
+func broadcast(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := ^uint32(0) >> p.Bits()
+	for i := range a {
+		a[i] |= byte(host >> (8 * (3 - i)))
+	}
+	return netip.AddrFrom4(a)
+}
