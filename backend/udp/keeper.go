@@ -33,7 +33,8 @@ import (
 //	agent (device recreated) ── "q" ─────────▶ exits; a new keeper starts
 //
 // The keeper does nothing else: it never reads a packet. It exits when told
-// to ("q"), or when the device is deleted (checked every keeperCheck). Its
+// to ("q"), or as soon as the device is deleted (it polls a queue, which
+// the kernel wakes then; it also checks every keeperCheck). Its
 // socket is abstract, so it is per network namespace and goes with the
 // keeper, and it serves only clients with its own user ID; the agent, in
 // turn, talks only to a keeper with its own user ID. Any local user can bind
@@ -113,18 +114,25 @@ func RunKeeper() int {
 	}
 	uid := os.Geteuid()
 	for {
-		fds := []unix.PollFd{{Fd: ln, Events: unix.POLLIN}}
+		// A queue is polled for nothing but its errors: the kernel wakes
+		// it when the device is deleted, and from then on reports
+		// POLLERR for it, so the keeper exits at once and frees the
+		// sockets' port (for a flanneld started next, say). The timeout
+		// covers a wake-up that came before the queue was detached.
+		fds := []unix.PollFd{{Fd: ln, Events: unix.POLLIN}, {Fd: int32(k.tun[0])}}
 		n, err := unix.Poll(fds, int(keeperCheck/time.Millisecond))
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return 1
 		}
-		if n == 0 || err != nil {
-			// Nothing to serve: is the device still there? A deleted
-			// device leaves its queues detached (EBADFD).
+		if n == 0 || err != nil || fds[1].Revents != 0 {
+			// Is the device still there? A deleted device leaves its
+			// queues detached (EBADFD).
 			if _, _, err := tunName(k.tun[0]); err != nil {
 				return 0
 			}
-			continue
+			if fds[0].Revents == 0 {
+				continue
+			}
 		}
 		c, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
 		if err != nil {

@@ -230,3 +230,48 @@ func TestPrepareWithSquattedKeeperSocket(t *testing.T) {
 		})
 	}
 }
+
+// TestKeeperExitsWhenDeviceDeleted: `ip link del flannel0` ends the keeper,
+// which frees the sockets' port: what the README's way back to flanneld
+// relies on. The kernel wakes the keeper's poll of a queue at the deletion;
+// before that poll, the keeper noticed only at its next check, up to
+// keeperCheck (2 s) later, and a flanneld started meanwhile found its port
+// taken.
+func TestKeeperExitsWhenDeviceDeleted(t *testing.T) {
+	h := newTestNet(t)
+	b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.track(b)
+	if _, err := b.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.stopWorkers)
+	k := b.keeper
+	if k == nil {
+		t.Fatal("Prepare started no keeper")
+	}
+	b.keeper = nil // reaped here
+	exited := make(chan error, 1)
+	go func() { exited <- k.Wait() }()
+	l, err := h.host.Handle.LinkByName(DeviceName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := h.host.Handle.LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("keeper (pid %d): %v", k.Process.Pid, err)
+		}
+		t.Logf("the keeper exited %v after flannel0 was deleted", time.Since(start).Round(time.Microsecond))
+	case <-time.After(keeperCheck + 3*time.Second):
+		k.Process.Kill()
+		<-exited
+		t.Fatalf("the keeper (pid %d) was still running %v after flannel0 was deleted; killed it", k.Process.Pid, keeperCheck+3*time.Second)
+	}
+}
