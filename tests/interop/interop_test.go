@@ -266,7 +266,7 @@ func testMixed(t *testing.T, config string, within netip.Prefix, udpPort int) {
 		if err := h2.DeleteLink("flannel0"); err != nil {
 			t.Fatal(err)
 		}
-		// The keeper notices within 2 s and exits, which frees the port
+		// The keeper exits when it sees the deletion, which frees the port
 		// for flanneld.
 		port := netip.AddrPortFrom(h2.IP, uint16(udpPort)).String()
 		err := cluster.Eventually(m.ctx, 5*time.Second, func() error {
