@@ -76,10 +76,11 @@ func newMixed(t *testing.T, hosts int, config string) *mixed {
 	return m
 }
 
-// startAgentd starts agentd on h and waits until it is ready.
-func (m *mixed) startAgentd(h *cluster.Host) *cluster.Agent {
+// startAgentd starts agentd on h with the harness's flags and args, and
+// waits until it is ready.
+func (m *mixed) startAgentd(h *cluster.Host, args ...string) *cluster.Agent {
 	m.t.Helper()
-	a, err := h.StartAgent(m.ctx)
+	a, err := h.StartAgent(m.ctx, args...)
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -89,11 +90,11 @@ func (m *mixed) startAgentd(h *cluster.Host) *cluster.Agent {
 	return a
 }
 
-// startFlanneld starts flanneld on h (cluster.Host.StartFlanneld) and waits
-// until it has written subnet.env.
-func (m *mixed) startFlanneld(h *cluster.Host) *cluster.Process {
+// startFlanneld starts flanneld on h (cluster.Host.StartFlanneld) with args
+// added, and waits until it has written subnet.env.
+func (m *mixed) startFlanneld(h *cluster.Host, args ...string) *cluster.Process {
 	m.t.Helper()
-	p, err := h.StartFlanneld(m.ctx, m.flanneld, ready)
+	p, err := h.StartFlanneld(m.ctx, m.flanneld, ready, args...)
 	if err != nil {
 		m.t.Fatal(err)
 	}
