@@ -21,6 +21,7 @@ import (
 
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
+	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -160,13 +161,17 @@ func TestMixedCluster(t *testing.T) {
 		backend string // the Backend object
 		subnets string // more keys of the config, after Network
 		within  string // where the hosts' subnets must lie
-		udpPort int    // udp's port; 0 for other backends
+		peers   peerPath
+		udpPort int // udp's port; 0 for other backends
 	}{
-		{name: "vxlan", backend: `{"Type":"vxlan"}`},
-		{name: "vxlan-options", backend: `{"Type":"vxlan","VNI":4096,"Port":4789,"MTU":1400,"DirectRouting":true}`},
-		{name: "host-gw", backend: `{"Type":"host-gw"}`},
+		{name: "vxlan", backend: `{"Type":"vxlan"}`, peers: peerPath{vxlan: "flannel.1", vni: 1, port: 8472}},
+		{name: "vxlan-options", backend: `{"Type":"vxlan","VNI":4096,"Port":4789,"MTU":1400}`,
+			peers: peerPath{vxlan: "flannel.4096", vni: 4096, port: 4789}},
+		{name: "vxlan-directrouting", backend: `{"Type":"vxlan","DirectRouting":true}`, peers: peerPath{direct: true}},
+		{name: "host-gw", backend: `{"Type":"host-gw"}`, peers: peerPath{direct: true}},
 		{name: "host-gw-subnets", backend: `{"Type":"host-gw"}`,
-			subnets: `,"SubnetLen":26,"SubnetMin":"10.244.8.0","SubnetMax":"10.244.9.192"`, within: "10.244.8.0/23"},
+			subnets: `,"SubnetLen":26,"SubnetMin":"10.244.8.0","SubnetMax":"10.244.9.192"`, within: "10.244.8.0/23",
+			peers: peerPath{direct: true}},
 		{name: "udp", backend: `{"Type":"udp"}`, udpPort: 8285},
 		{name: "udp-port", backend: `{"Type":"udp","Port":8286}`, udpPort: 8286},
 	} {
@@ -176,15 +181,57 @@ func TestMixedCluster(t *testing.T) {
 				within = netip.MustParsePrefix(tc.within)
 			}
 			config := fmt.Sprintf(`{"Network":%q%s,"Backend":%s}`, network, tc.subnets, tc.backend)
-			testMixed(t, config, within, tc.udpPort)
+			testMixed(t, config, within, tc.peers, tc.udpPort)
 		})
 	}
 }
 
+// peerPath is how a host's traffic must reach another host's subnet: a
+// route through the vxlan device named vxlan (with that VNI and UDP port),
+// or a direct route via the peer's address on eth0 (host-gw, and vxlan's
+// DirectRouting on one segment). The zero value checks nothing (udp's peers
+// are no kernel objects).
+type peerPath struct {
+	vxlan     string
+	vni, port int
+	direct    bool
+}
+
+// check says why h's route to the subnet sn of the host at pub is not the
+// path p, or "" when it is.
+func (p peerPath) check(h *cluster.Host, sn netip.Prefix, pub netip.Addr) string {
+	routes, err := h.Routes()
+	if err != nil {
+		return err.Error()
+	}
+	want := ""
+	switch {
+	case p.direct:
+		want = fmt.Sprintf("%s via %s dev eth0 ", sn, pub)
+	case p.vxlan != "":
+		want = fmt.Sprintf("%s via %s dev %s ", sn, sn.Addr(), p.vxlan)
+		l, err := h.Netlink().LinkByName(p.vxlan)
+		if err != nil {
+			return fmt.Sprintf("%s: %v", p.vxlan, err)
+		}
+		if vx, ok := l.(*netlink.Vxlan); !ok || vx.VxlanId != p.vni || vx.Port != p.port {
+			return fmt.Sprintf("%s is %+v, want a vxlan device with VNI %d and port %d", p.vxlan, l, p.vni, p.port)
+		}
+	default:
+		return ""
+	}
+	for _, r := range routes {
+		if strings.HasPrefix(r, want) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("no route %q… among %q", want, routes)
+}
+
 // testMixed runs the scenario on the network config. The hosts' subnets
-// must lie within within; udpPort is the udp backend's port, 0 for other
-// backends.
-func testMixed(t *testing.T, config string, within netip.Prefix, udpPort int) {
+// must lie within within; peers is how hosts reach each other's subnets;
+// udpPort is the udp backend's port, 0 for other backends.
+func testMixed(t *testing.T, config string, within netip.Prefix, peers peerPath, udpPort int) {
 	m := newMixed(t, 3, config)
 	h1, h2, h3 := m.c.Host(1), m.c.Host(2), m.c.Host(3)
 	m.startAgentd(h1)
@@ -220,26 +267,40 @@ func testMixed(t *testing.T, config string, within netip.Prefix, udpPort int) {
 	}
 	c1, c2, c3 := m.container(h1), m.container(h2), m.container(h3)
 	m.pingEach(c1, c2, c3)
+	sn1, _ := m.lease(h1)
+	for _, why := range []string{peers.check(h1, sn2, h2.IP), peers.check(h2, sn1, h1.IP)} {
+		if why != "" {
+			t.Error(why)
+		}
+	}
 	m.transfer(c1, c2)
 
 	// h2 moves to agentd, as the README's migration says: stop flanneld,
 	// start agentd with the same etcd, prefix and subnet file. Pings run
 	// from h1 to h2's container meanwhile; their loss is reported, not
 	// judged: flanneld leaves nothing that agentd must keep running.
-	during := make(chan cluster.PingResult, 1)
+	type pinged struct {
+		r   cluster.PingResult
+		err error
+	}
+	during := make(chan pinged, 1)
 	go func() {
 		r, err := c1.PingFor(m.ctx, c2.IP(), 8*time.Second, 10*time.Millisecond)
-		if err != nil {
-			t.Errorf("ping during the move: %v", err)
-		}
-		during <- r
+		during <- pinged{r, err}
 	}()
+	// Waited for also when the test stops early, so that nothing of it
+	// runs after the test.
+	t.Cleanup(func() { <-during })
 	if code, err := fl.Stop(); err != nil {
 		t.Fatalf("stop flanneld: exit %d, %v", code, err)
 	}
 	m.startAgentd(h2)
-	r := <-during
-	t.Logf("pings from %s to %s while h2 moved from flanneld to agentd: %d sent, %d lost", c1, c2, r.Sent, r.Lost())
+	p := <-during
+	during <- p // for the cleanup
+	if p.err != nil {
+		t.Fatalf("ping during the move: %v", p.err)
+	}
+	t.Logf("pings from %s to %s while h2 moved from flanneld to agentd: %d sent, %d lost", c1, c2, p.r.Sent, p.r.Lost())
 
 	sn, v := m.lease(h2)
 	if sn != sn2 {
@@ -252,6 +313,9 @@ func testMixed(t *testing.T, config string, within netip.Prefix, udpPort int) {
 		t.Fatalf("h2's lease names %s, want %s", got, h2.IP)
 	}
 	m.pingEach(c1, c2, c3)
+	if why := peers.check(h2, sn1, h1.IP); why != "" {
+		t.Error(why)
+	}
 	m.transfer(c2, c3)
 
 	// And back to flanneld, as the README's "going back" says: stop
