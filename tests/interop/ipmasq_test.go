@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,6 +69,11 @@ func TestMixedIPMasq(t *testing.T) {
 		t.Fatalf("iptables-save: %v: %s", err, out)
 	}
 	t.Logf("h2's nat table after the move:\n%s", out)
+	for _, jump := range []string{"-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG", "-j AGENTD-POSTRTG"} {
+		if !strings.Contains(string(out), jump) {
+			t.Fatalf("h2's nat table has no %q after the move; the case this test is for is gone", jump)
+		}
+	}
 	m.pingEach(c1, c2, c3)
 	check("after h2 moved to agentd")
 }
