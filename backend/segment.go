@@ -25,6 +25,13 @@ type Segment struct {
 	// with a gateway makes nothing on-link. Sorted, no duplicates, masked.
 	OnLink []netip.Prefix
 
+	// Subnets are the subnets of the interface's own addresses (in OnLink
+	// too), sorted, no duplicates, masked. The kernel makes broadcast routes
+	// for them, so their network and broadcast addresses cannot be a
+	// gateway; a scope-link route's destination has no such addresses, and
+	// its first and last may be hosts like any other.
+	Subnets []netip.Prefix
+
 	// Local maps every IPv4 address of this host to the index of the link
 	// holding it.
 	Local map[netip.Addr]int
@@ -46,6 +53,7 @@ func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string) (*Segment, err
 		s.Local[p.Addr()] = a.LinkIndex
 		if a.LinkIndex == ifaceIndex {
 			s.OnLink = append(s.OnLink, p.Masked())
+			s.Subnets = append(s.Subnets, p.Masked())
 		}
 	}
 	// The main table's only (ListRoutes' default), as the kernel's check of a
@@ -72,6 +80,8 @@ func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string) (*Segment, err
 	// pass to the next (SkipLog logs changes only).
 	slices.SortFunc(s.OnLink, netip.Prefix.Compare)
 	s.OnLink = slices.Compact(s.OnLink)
+	slices.SortFunc(s.Subnets, netip.Prefix.Compare)
+	s.Subnets = slices.Compact(s.Subnets)
 	return s, nil
 }
 
@@ -112,7 +122,7 @@ func (s *Segment) Refuse(pub netip.Addr) (why string, offLink bool) {
 	if !Contains(s.OnLink, pub) {
 		return fmt.Sprintf("public IP %s is not on-link: %s is attached to %v only", pub, s.Iface, s.OnLink), true
 	}
-	for _, p := range s.OnLink {
+	for _, p := range s.Subnets {
 		// /31 and /32 have no network or broadcast address (RFC 3021).
 		if p.Bits() > 30 || !p.Contains(pub) {
 			continue

@@ -343,7 +343,9 @@ func TestUnusableGateways(t *testing.T) {
 // TestOnLinkByRoute: an external interface with a /32 address and a
 // scope-link route for its segment (some clouds, some bare metal) has its
 // peers on-link; the kernel takes them as gateways, and so does flanneld.
-// A route with a gateway makes nothing on-link.
+// A route with a gateway makes nothing on-link. The segment's last address
+// is no broadcast address here (no address of ours makes it one): a peer
+// there is routed like any other, as the kernel allows.
 func TestOnLinkByRoute(t *testing.T) {
 	h := newHost(t, "198.18.0.1", "198.18.0.1")
 	nl := h.ns.Handle
@@ -367,21 +369,22 @@ func TestOnLinkByRoute(t *testing.T) {
 	}
 	const routes = "route 198.18.0.0/24 dev ext0 proto 3\nroute 0.0.0.0/0 via 198.18.0.254 dev ext0 proto 3\n"
 	const two = "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n"
+	const five = "route 10.244.5.0/24 via 198.18.0.255 dev ext0 proto 74\n"
 	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
 	far := lease("10.244.4.0/24", "198.19.0.4", Type) // only via the default gateway
-	bcast := lease("10.244.5.0/24", "198.18.0.255", Type)
+	last := lease("10.244.5.0/24", "198.18.0.255", Type)
 
-	if res := h.reconcile(p2, far, bcast); res.String() != (backend.Result{Added: 1, Skipped: 2}).String() {
-		t.Errorf("result %v, want 1 added, 2 skipped", res)
+	if res := h.reconcile(p2, far, last); res.String() != (backend.Result{Added: 2, Skipped: 1}).String() {
+		t.Errorf("result %v, want 2 added, 1 skipped", res)
 	}
-	h.check(routes + two)
+	h.check(routes + two + five)
 
 	// Without the segment's route the peer is off-link again: its route goes.
 	if err := nl.RouteDel(segment); err != nil {
 		t.Fatal(err)
 	}
-	if res := h.reconcile(p2, far); res.String() != (backend.Result{Removed: 1, Skipped: 2}).String() {
-		t.Errorf("after the segment's route was deleted: %v, want 1 removed, 2 skipped", res)
+	if res := h.reconcile(p2, far, last); res.String() != (backend.Result{Removed: 2, Skipped: 3}).String() {
+		t.Errorf("after the segment's route was deleted: %v, want 2 removed, 3 skipped", res)
 	}
 	h.check("route 0.0.0.0/0 via 198.18.0.254 dev ext0 proto 3")
 	if n := h.countLogs(fmt.Sprintf(`"lease"=%q "reason"="public IP 198.18.0.2 is not on-link`, p2.Key())); n != 1 {
@@ -478,7 +481,8 @@ func TestRandomPeerSets(t *testing.T) {
 // TestRefuse: host-gw says what an off-link peer needs; the other reasons
 // are backend.Segment.Refuse's (TestSegmentRefuse).
 func TestRefuse(t *testing.T) {
-	s := &backend.Segment{Iface: "ext0", IfaceIndex: 3, OnLink: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
+	segment := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}
+	s := &backend.Segment{Iface: "ext0", IfaceIndex: 3, OnLink: segment, Subnets: segment,
 		Local: map[netip.Addr]int{netip.MustParseAddr("198.18.0.1"): 3}}
 	for _, tc := range []struct{ pub, want string }{
 		{"198.18.0.2", ""},

@@ -613,28 +613,31 @@ func TestDirectRoutingOnLinkByRoute(t *testing.T) {
 	const routes = "route 198.18.0.0/24 dev ext0 proto 3\nroute 198.19.0.0/24 dev ext0 proto 3\nroute 198.19.1.0/24 via 198.18.0.254 dev ext0 proto 3\n"
 	near := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
 	far := lease("10.244.3.0/24", "198.19.1.3", "vxlan", "02:00:00:00:00:03")
-	bcast := lease("10.244.4.0/24", "198.18.0.255", "vxlan", "02:00:00:00:00:04")
+	// The segment's last address is no broadcast address (no address of
+	// ours makes it one): a peer there is on-link like any other.
+	last := lease("10.244.4.0/24", "198.18.0.255", "vxlan", "02:00:00:00:00:04")
 	mine := lease("10.244.5.0/24", "198.19.0.50", "vxlan", "02:00:00:00:00:05")
 	encapsulated := peerLines("10.244.3.0/24", "198.19.1.3", "02:00:00:00:00:03") +
-		peerLines("10.244.4.0/24", "198.18.0.255", "02:00:00:00:00:04") +
 		peerLines("10.244.5.0/24", "198.19.0.50", "02:00:00:00:00:05")
 
-	res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{near, far, bcast, mine})
+	res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{near, far, last, mine})
 	if err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
-	if want := (backend.Result{Added: 11}); res.String() != want.String() { // address, near's route, 3 × 3
+	if want := (backend.Result{Added: 9}); res.String() != want.String() { // address, near's and last's routes, 2 × 3
 		t.Errorf("result %v, want %v", res, want)
 	}
-	h.check(addrs(withBase(routes + "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n" + encapsulated)))
+	h.check(addrs(withBase(routes + "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n" +
+		"route 10.244.4.0/24 via 198.18.0.255 dev ext0 proto 74\n" + encapsulated)))
 
 	if err := nl.RouteDel(segment); err != nil {
 		t.Fatal(err)
 	}
-	h.reconcile(near, far, bcast, mine)
+	h.reconcile(near, far, last, mine)
 	h.check(addrs(withBase(strings.Replace(routes, "route 198.18.0.0/24 dev ext0 proto 3\n", "", 1) +
-		peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02") + encapsulated)))
-	if res := h.reconcile(near, far, bcast, mine); res.Changed() {
+		peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02") +
+		peerLines("10.244.4.0/24", "198.18.0.255", "02:00:00:00:00:04") + encapsulated)))
+	if res := h.reconcile(near, far, last, mine); res.Changed() {
 		t.Errorf("a second Reconcile changed %v", res)
 	}
 }
