@@ -219,6 +219,18 @@ func (n *Namespace) Dial(ctx context.Context, network, addr string) (net.Conn, e
 	return dialInNetns(ctx, n.handle, network, addr)
 }
 
+// Listen opens a listener whose socket is created inside the namespace, for
+// a test's server there; addr is a literal IP:port.
+func (n *Namespace) Listen(network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := n.Do(func() error {
+		var err error
+		ln, err = net.Listen(network, addr)
+		return err
+	})
+	return ln, err
+}
+
 // dialInNetns is the one place where the harness makes sockets in a
 // namespace: the etcd client, readiness probes and tests all use it.
 func dialInNetns(ctx context.Context, ns netns.NsHandle, network, addr string) (net.Conn, error) {

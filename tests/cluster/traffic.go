@@ -47,12 +47,8 @@ func PingEach(ctx context.Context, cs []*Container, timeout time.Duration) error
 // in b must be free.
 func EchoTransfer(ctx context.Context, a, b *Container, n int) (time.Duration, error) {
 	addr := netip.AddrPortFrom(b.IP(), 7777).String()
-	var ln net.Listener
-	if err := b.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp4", addr)
-		return err
-	}); err != nil {
+	ln, err := b.Listen("tcp4", addr)
+	if err != nil {
 		return 0, fmt.Errorf("listen in %s: %w", b, err)
 	}
 	defer ln.Close()

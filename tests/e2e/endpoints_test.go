@@ -112,12 +112,7 @@ type forwarder struct {
 func forwardInNetns(t *testing.T, ns *cluster.Namespace, listen, to string) *forwarder {
 	t.Helper()
 	fw := &forwarder{}
-	var ln net.Listener
-	err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp4", listen)
-		return err
-	})
+	ln, err := ns.Listen("tcp4", listen)
 	fw.ln = ln
 	if err != nil {
 		t.Fatalf("listen on %s in %s: %v", listen, ns.Short, err)

@@ -82,12 +82,8 @@ func TestMixedIPMasq(t *testing.T) {
 // namespace at, and returns the source address the listener saw.
 func sourceSeen(m *mixed, from *cluster.Container, at *cluster.Namespace, addr netip.Addr) (netip.Addr, error) {
 	port := netip.AddrPortFrom(addr, 7778).String()
-	var ln net.Listener
-	if err := at.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp4", port)
-		return err
-	}); err != nil {
+	ln, err := at.Listen("tcp4", port)
+	if err != nil {
 		return netip.Addr{}, err
 	}
 	defer ln.Close()
