@@ -33,8 +33,8 @@ import (
 //	agent (device recreated) ── "q" ─────────▶ exits; a new keeper starts
 //
 // The keeper does nothing else: it never reads a packet. It exits when told
-// to ("q"), or as soon as the device is deleted (it polls a queue, which
-// the kernel wakes then; it also checks every keeperCheck). Its
+// to ("q"), or as soon as the device is deleted (it listens to link events,
+// and also checks every keeperCheck). Its
 // socket is abstract, so it is per network namespace and goes with the
 // keeper, and it serves only clients with its own user ID; the agent, in
 // turn, talks only to a keeper with its own user ID. Any local user can bind
@@ -113,21 +113,26 @@ func RunKeeper() int {
 		k.udp = append(k.udp, ln+1+ntun+i)
 	}
 	uid := os.Geteuid()
+	// Link events wake the keeper, so that it exits as soon as the device
+	// is deleted and frees the sockets' port (for a flanneld started next,
+	// say). Without them (no socket), it checks every keeperCheck, as it
+	// also does between events.
+	links := linkEvents()
+	defer unix.Close(links)
 	for {
-		// A queue is polled for nothing but its errors: the kernel wakes
-		// it when the device is deleted, and from then on reports
-		// POLLERR for it, so the keeper exits at once and frees the
-		// sockets' port (for a flanneld started next, say). The timeout
-		// covers a wake-up that came before the queue was detached.
-		fds := []unix.PollFd{{Fd: ln, Events: unix.POLLIN}, {Fd: int32(k.tun[0])}}
+		fds := []unix.PollFd{{Fd: ln, Events: unix.POLLIN}, {Fd: int32(links), Events: unix.POLLIN}}
 		n, err := unix.Poll(fds, int(keeperCheck/time.Millisecond))
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return 1
+		}
+		if fds[1].Revents != 0 {
+			drain(links)
 		}
 		if n == 0 || err != nil || fds[1].Revents != 0 {
 			// Is the device still there? A deleted device leaves its
 			// queues detached (EBADFD).
 			if _, _, err := tunName(k.tun[0]); err != nil {
+				k.close()
 				return 0
 			}
 			if fds[0].Revents == 0 {
@@ -142,6 +147,33 @@ func RunKeeper() int {
 		unix.Close(c)
 		if quit {
 			return 0
+		}
+	}
+}
+
+// linkEvents returns a non-blocking rtnetlink socket subscribed to link
+// events in the keeper's network namespace, or -1 (poll ignores it) when
+// it cannot have one.
+func linkEvents() int {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
+	if err != nil {
+		return -1
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: unix.RTMGRP_LINK}); err != nil {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
+}
+
+// drain reads what the link-event socket holds; the events themselves do
+// not matter, only that the device may be gone. An overrun (ENOBUFS) ends
+// it like an empty socket does.
+func drain(fd int) {
+	var buf [8192]byte
+	for {
+		if _, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT); err != nil && !errors.Is(err, unix.EINTR) {
+			return
 		}
 	}
 }
