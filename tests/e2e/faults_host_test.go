@@ -130,34 +130,10 @@ func deviceOf(backend string) string {
 func crash(t *testing.T, f *fixture, h *cluster.Host, backend string) {
 	t.Helper()
 	h.Agent().Kill()
-	if err := h.DeleteLink(deviceOf(backend)); err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	for _, cmd := range [][]string{
-		{"ip", "route", "flush", "proto", "74"},
-		{"iptables", "-w", "5", "-F"}, {"iptables", "-w", "5", "-X"},
-		{"iptables", "-w", "5", "-t", "nat", "-F"}, {"iptables", "-w", "5", "-t", "nat", "-X"},
-	} {
-		if _, err := h.Exec(ctx, cmd[0], cmd[1:]...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Remove(h.SubnetFile()); err != nil {
-		t.Fatal(err)
-	}
-	routes, err := h.Routes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range routes {
-		if strings.Contains(r, "proto 74") {
-			t.Fatalf("%s still has %q after the simulated reboot", h, r)
-		}
-	}
 	if backend == "udp" {
-		// A reboot ends udp's descriptor keeper too (it would exit by
-		// itself within 2 s of its device's deletion).
+		// A reboot ends udp's descriptor keeper too. Killed first: it
+		// would exit by itself as soon as its device is deleted below.
 		out, err := h.Exec(ctx, "ss", "-xlpH")
 		if err != nil {
 			t.Fatal(err)
@@ -180,6 +156,30 @@ func crash(t *testing.T, f *fixture, h *cluster.Host, backend string) {
 			}
 			return nil
 		})
+	}
+	if err := h.DeleteLink(deviceOf(backend)); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{
+		{"ip", "route", "flush", "proto", "74"},
+		{"iptables", "-w", "5", "-F"}, {"iptables", "-w", "5", "-X"},
+		{"iptables", "-w", "5", "-t", "nat", "-F"}, {"iptables", "-w", "5", "-t", "nat", "-X"},
+	} {
+		if _, err := h.Exec(ctx, cmd[0], cmd[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(h.SubnetFile()); err != nil {
+		t.Fatal(err)
+	}
+	routes, err := h.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes {
+		if strings.Contains(r, "proto 74") {
+			t.Fatalf("%s still has %q after the simulated reboot", h, r)
+		}
 	}
 }
 
