@@ -132,7 +132,11 @@ func RunKeeper() int {
 			// Is the device still there? A deleted device leaves its
 			// queues detached (EBADFD).
 			if _, _, err := tunName(k.tun[0]); err != nil {
+				// Free the port and the name now, not at the
+				// process's end: an agent asking meanwhile is
+				// refused rather than left waiting.
 				k.close()
+				unix.Close(ln)
 				return 0
 			}
 			if fds[0].Revents == 0 {

@@ -296,4 +296,15 @@ func TestKeeperExitsWhenDeviceDeleted(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Logf("port %s free %v after flannel0 was deleted", port, time.Since(start).Round(time.Microsecond))
+	// The keeper's name goes with the port, not at the process's end: a
+	// new agent's request is refused, not left to time out. (Under the
+	// race detector, which make test uses, a process sleeps 1 s at exit.)
+	if err := h.host.Do(func() error {
+		if _, ok, err := fetchKept(DeviceName); ok || err != nil {
+			return fmt.Errorf("a keeper still answers after its port was freed (err %v)", err)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
 }
