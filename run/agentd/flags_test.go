@@ -43,6 +43,19 @@ func regexStrings(c *agent.Config) []string {
 	return s
 }
 
+// parseCase is a command line and environment, and what parseArgs must make
+// of them (see checkParsed).
+type parseCase struct {
+	name string
+	args []string
+	env  map[string]string
+	// want edits agent.DefaultConfig into the expected Config.
+	want    func(c *agent.Config)
+	regexes []string
+	warn    string // a substring of a warning, if one is expected
+	v       int    // the -v level expected
+}
+
 func TestParseArgs(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
@@ -54,16 +67,7 @@ func TestParseArgs(t *testing.T) {
 		}
 	}
 
-	tests := []struct {
-		name string
-		args []string
-		env  map[string]string
-		// want edits agent.DefaultConfig into the expected Config.
-		want    func(c *agent.Config)
-		regexes []string
-		warn    string // a substring of a warning, if one is expected
-		v       int    // the -v level expected
-	}{
+	tests := []parseCase{
 		{name: "defaults", want: func(*agent.Config) {}},
 		{
 			name: "flanneld single-dash style",
@@ -596,14 +600,7 @@ func TestParseArgsFlanneldFlags(t *testing.T) {
 // every other form from the environment, AGENTD_ beats FLANNELD_. Forms from
 // one source combine as before.
 func TestParseArgsAlternativeForms(t *testing.T) {
-	tests := []struct {
-		name    string
-		args    []string
-		env     map[string]string
-		want    func(c *agent.Config)
-		regexes []string
-		warn    string
-	}{
+	tests := []parseCase{
 		{
 			name: "command-line port over the env file's address",
 			args: []string{"--healthz-port=9000"},
