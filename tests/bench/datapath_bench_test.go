@@ -82,10 +82,7 @@ func newBenchCluster(b *testing.B, backend string, hosts, agents int) *benchClus
 	}
 	bc := &benchCluster{b: b, ctx: ctx, c: c}
 	if flanneld {
-		bin := os.Getenv("AGENTD_FLANNELD_BIN")
-		if bin == "" {
-			b.Skip("AGENTD_FLANNELD_BIN is not set: make bench builds flanneld (make flanneld-bin) and sets it")
-		}
+		bin := cluster.FlanneldBin(b)
 		for _, h := range c.Hosts()[:agents] {
 			p, err := h.StartFlanneld(ctx, bin, ready)
 			if err != nil {

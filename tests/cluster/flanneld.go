@@ -3,8 +3,32 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"os"
+	"testing"
 	"time"
 )
+
+// FlanneldEnv names the flanneld binary the tests run; make test and make
+// bench build it (make flanneld-bin) and set it.
+const FlanneldEnv = "AGENTD_FLANNELD_BIN"
+
+// FlanneldBin returns the flanneld binary named by FlanneldEnv. Without one
+// the test fails in CI and is skipped elsewhere, saying how to get one.
+func FlanneldBin(t testing.TB) string {
+	t.Helper()
+	bin := os.Getenv(FlanneldEnv)
+	if bin == "" {
+		msg := FlanneldEnv + " is not set: `make test` builds flanneld (make flanneld-bin) and sets it; or point it at a flanneld binary"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg + " (CI is set, so this is a failure, not a skip)")
+		}
+		t.Skip(msg)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s=%s: %v", FlanneldEnv, bin, err)
+	}
+	return bin
+}
 
 // StartFlanneld starts the flanneld program bin in the host's namespace
 // with the flags a flanneld unit would have (the cluster's etcd, the

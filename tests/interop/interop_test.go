@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -28,31 +27,11 @@ import (
 const (
 	network = "10.244.0.0/16"
 	prefix  = "/coreos.com/network"
-	// flanneldEnv names the flanneld binary; `make test` sets it.
-	flanneldEnv = "AGENTD_FLANNELD_BIN"
 	// ready bounds an agent's or flanneld's start-up.
 	ready = 30 * time.Second
 	// transferBytes is what each bulk transfer sends each way.
 	transferBytes = 16 << 20
 )
-
-// flanneld returns the flanneld binary to run. Without one the test fails
-// in CI and is skipped elsewhere, saying how to get one.
-func flanneld(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv(flanneldEnv)
-	if bin == "" {
-		msg := flanneldEnv + " is not set: `make test` builds flanneld (make flanneld-bin) and sets it; or point it at a flanneld binary"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg + " (CI is set, so this is a failure, not a skip)")
-		}
-		t.Skip(msg)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s=%s: %v", flanneldEnv, bin, err)
-	}
-	return bin
-}
 
 // mixed is a cluster whose hosts run agentd or flanneld.
 type mixed struct {
@@ -64,7 +43,7 @@ type mixed struct {
 }
 
 func newMixed(t *testing.T, hosts int, config string) *mixed {
-	bin := flanneld(t)
+	bin := cluster.FlanneldBin(t)
 	c := cluster.Start(t, cluster.Options{Hosts: hosts, Logf: t.Logf})
 	cli, err := c.EtcdClient() // closed with the cluster
 	if err != nil {
