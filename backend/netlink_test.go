@@ -283,58 +283,150 @@ func TestWatchEvents(t *testing.T) {
 	h := ns.Handle
 	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
 
-	wakes := make(chan struct{}, 1)
-	subscribed := make(chan struct{}, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	var watchErr error
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		watchErr = backend.WatchEvents(ctx, ns.NsHandle, logr.Discard(), backend.EventFilter{
-			Route:      func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol },
-			Subscribed: func() { subscribed <- struct{}{} },
-		}, func() {
-			select {
-			case wakes <- struct{}{}:
-			default:
-			}
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-stopped
-	})
-	select {
-	case <-subscribed:
-	case <-stopped:
-		t.Fatalf("WatchEvents returned at once: %v", watchErr)
-	}
+	log := watchRoutes(t, ns, func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol })
 
 	foreign := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.7.0/24")), Gw: net.IPv4(198, 18, 0, 7), LinkIndex: ext.Attrs().Index, Protocol: unix.RTPROT_STATIC}
 	ours := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.8.0/24")), Gw: net.IPv4(198, 18, 0, 8), LinkIndex: ext.Attrs().Index, Protocol: backend.RouteProtocol}
-	// The foreign route's event comes first; only ours may wake.
+	// The foreign route's event comes first, then ours: one socket carries
+	// them in order, so once our delete has woken, the foreign event was seen.
 	if err := h.RouteAdd(foreign); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.RouteAdd(ours); err != nil {
 		t.Fatal(err)
 	}
-	waitWake(t, wakes, "our route was added")
-	select {
-	case <-wakes:
-		t.Error("woken twice: the foreign route's event woke too")
-	default:
-	}
+	log.wait(t, 1, "our route was added")
 	if err := h.RouteDel(ours); err != nil {
 		t.Fatal(err)
 	}
-	waitWake(t, wakes, "our route was deleted")
+	want := []string{routeEvent(unix.RTM_NEWROUTE, ours), routeEvent(unix.RTM_DELROUTE, ours)}
+	log.check(t, want, "our route was deleted")
 
-	cancel()
+	log.stop(t)
+}
+
+// routeWakes records what woke WatchEvents: at each wake, the route event its
+// filter was last shown. WatchEvents calls wake right after the filter that
+// accepted the event, on the same goroutine, so that is the waking event.
+type routeWakes struct {
+	mu      sync.Mutex
+	last    string   // the event the filter was shown since the last wake, or ""
+	woken   []string // last, at each wake
+	changed chan struct{}
+	cancel  context.CancelFunc
+	stopped chan struct{}
+	err     error
+}
+
+// watchRoutes runs WatchEvents in ns with the route filter match until the
+// test ends, and returns once it has subscribed.
+func watchRoutes(t *testing.T, ns *nstest.NS, match func(netlink.RouteUpdate) bool) *routeWakes {
+	t.Helper()
+	w := &routeWakes{changed: make(chan struct{}, 1), stopped: make(chan struct{})}
+	subscribed := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go func() {
+		defer close(w.stopped)
+		w.err = backend.WatchEvents(ctx, ns.NsHandle, logr.Discard(), backend.EventFilter{
+			Route: func(u netlink.RouteUpdate) bool {
+				w.mu.Lock()
+				w.last = routeEvent(u.Type, &u.Route)
+				w.mu.Unlock()
+				return match(u)
+			},
+			Subscribed: func() {
+				select {
+				case subscribed <- struct{}{}:
+				default:
+				}
+			},
+		}, func() {
+			w.mu.Lock()
+			if w.last == "" {
+				w.last = "no event the filter was shown"
+			}
+			w.woken = append(w.woken, w.last)
+			w.last = ""
+			w.mu.Unlock()
+			select {
+			case w.changed <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-w.stopped
+	})
 	select {
-	case <-stopped:
-		if !errors.Is(watchErr, context.Canceled) {
-			t.Errorf("WatchEvents returned %v, want context.Canceled", watchErr)
+	case <-subscribed:
+	case <-w.stopped:
+		t.Fatalf("WatchEvents returned at once: %v", w.err)
+	}
+	return w
+}
+
+func routeEvent(typ uint16, r *netlink.Route) string {
+	kind := fmt.Sprintf("type %d", typ)
+	switch typ {
+	case unix.RTM_NEWROUTE:
+		kind = "new"
+	case unix.RTM_DELROUTE:
+		kind = "del"
+	}
+	return fmt.Sprintf("%s %v proto %d", kind, r.Dst, r.Protocol)
+}
+
+// until waits up to 5s for done(woken), and returns the wakes so far.
+func (w *routeWakes) until(t *testing.T, done func([]string) bool, what string) []string {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		w.mu.Lock()
+		woken := append([]string(nil), w.woken...)
+		w.mu.Unlock()
+		if done(woken) {
+			return woken
+		}
+		select {
+		case <-w.changed:
+		case <-deadline:
+			t.Fatalf("waited 5s for the wake after %s; woken for %q", what, woken)
+		}
+	}
+}
+
+// wait waits for at least n wakes.
+func (w *routeWakes) wait(t *testing.T, n int, what string) {
+	t.Helper()
+	w.until(t, func(woken []string) bool { return len(woken) >= n }, what)
+}
+
+// check waits for the wake for want's last event, or for more wakes than
+// want has, and checks that the wakes were for want's events, in order. The
+// events the test caused before it all came first, so a wake for one the
+// filter rejects is among them: the wait ends with it too, and the check fails.
+func (w *routeWakes) check(t *testing.T, want []string, what string) {
+	t.Helper()
+	last := want[len(want)-1]
+	woken := w.until(t, func(woken []string) bool {
+		return len(woken) > len(want) || len(woken) > 0 && woken[len(woken)-1] == last
+	}, what)
+	if strings.Join(woken, "\n") != strings.Join(want, "\n") {
+		t.Errorf("woken for %q, want %q", woken, want)
+	}
+}
+
+// stop ends WatchEvents' context and checks that it returns promptly with
+// context.Canceled.
+func (w *routeWakes) stop(t *testing.T) {
+	t.Helper()
+	w.cancel()
+	select {
+	case <-w.stopped:
+		if !errors.Is(w.err, context.Canceled) {
+			t.Errorf("WatchEvents returned %v, want context.Canceled", w.err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("WatchEvents did not return after its context ended")
@@ -587,19 +679,18 @@ func TestWatchEventsRouteReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var subscribed func()
-	wakes, _ := nstest.RunWatch(t, func(ctx context.Context, wake func()) error {
-		return backend.WatchEvents(ctx, ns.NsHandle, logr.Discard(), backend.EventFilter{
-			Route:      backend.RouteEventFilter(netip.MustParsePrefix("10.244.0.0/16")),
-			Subscribed: subscribed,
-		}, wake)
-	}, &subscribed)
+	log := watchRoutes(t, ns, backend.RouteEventFilter(netip.MustParsePrefix("10.244.0.0/16")))
 
-	// That a route outside the network wakes nothing is TestRouteEventFilter's
-	// to show: RunWatch keeps one wake, so two events here would look like one.
-	if err := h.RouteReplace(&netlink.Route{Dst: dst, Gw: net.IPv4(198, 18, 0, 3), LinkIndex: ext.Attrs().Index, Protocol: unix.RTPROT_STATIC}); err != nil {
+	// The route outside the network comes first, so it was judged by the time
+	// the replace wakes.
+	outside := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("198.18.5.0/24")), Gw: net.IPv4(198, 18, 0, 5), LinkIndex: ext.Attrs().Index, Protocol: unix.RTPROT_STATIC}
+	if err := h.RouteAdd(outside); err != nil {
+		t.Fatal(err)
+	}
+	replaced := &netlink.Route{Dst: dst, Gw: net.IPv4(198, 18, 0, 3), LinkIndex: ext.Attrs().Index, Protocol: unix.RTPROT_STATIC}
+	if err := h.RouteReplace(replaced); err != nil {
 		t.Fatal(err)
 	}
 	checkList(t, "routes", backend.OurRoutes, h, nil) // it was a replace
-	waitWake(t, wakes, "our route was replaced by another program's")
+	log.check(t, []string{routeEvent(unix.RTM_NEWROUTE, replaced)}, "our route was replaced by another program's")
 }
