@@ -567,17 +567,51 @@ func FuzzGROSegment(f *testing.F) {
 	})
 }
 
-// FuzzParseSpec feeds arbitrary keeper answers to parseSpec.
+// FuzzParseSpec feeds arbitrary keeper answers to parseSpec: what it accepts
+// is in range and is what the keeper would have said for it; the answer of a
+// keeper holding two of each is read as two of each.
 func FuzzParseSpec(f *testing.F) {
 	f.Add("tun=2,udp=2")
 	f.Add("tun=0,udp=1")
 	f.Add("tun=,udp")
+	f.Add("udp=64,tun=1")
 	f.Fuzz(func(t *testing.T, s string) {
 		nt, nu, err := parseSpec(s)
-		if err == nil && (nt < 1 || nu < 1 || nt > 64 || nu > 64) {
+		if s == "tun=2,udp=2" && (nt != 2 || nu != 2 || err != nil) {
+			t.Fatalf("parseSpec(%q) = %d, %d, %v; want 2, 2, nil", s, nt, nu, err)
+		}
+		if err != nil {
+			return
+		}
+		if nt < 1 || nu < 1 || nt > 64 || nu > 64 {
 			t.Fatalf("accepted %q as tun=%d udp=%d", s, nt, nu)
 		}
+		checkSpecRoundTrip(t, nt, nu)
 	})
+}
+
+// TestParseSpec: every answer a keeper gives, for 1–64 descriptors of each
+// kind, reads back as those counts; answers outside that are refused.
+func TestParseSpec(t *testing.T) {
+	for a := 1; a <= 64; a++ {
+		for b := 1; b <= 64; b++ {
+			checkSpecRoundTrip(t, a, b)
+		}
+	}
+	for _, s := range []string{"", "tun=0,udp=1", "tun=1,udp=0", "tun=65,udp=1", "tun=1,udp=65", "tun=-1,udp=1",
+		"tun=1", "udp=1", "tun=1,udp=1,x=1", "tun=1,udp=x", "tun=1;udp=1"} {
+		if nt, nu, err := parseSpec(s); err == nil {
+			t.Errorf("parseSpec(%q) = %d, %d, nil; want an error", s, nt, nu)
+		}
+	}
+}
+
+func checkSpecRoundTrip(t *testing.T, ntun, nudp int) {
+	t.Helper()
+	s := (&kept{tun: make([]int, ntun), udp: make([]int, nudp)}).spec()
+	if nt, nu, err := parseSpec(s); nt != ntun || nu != nudp || err != nil {
+		t.Fatalf("parseSpec(%q) = %d, %d, %v; want %d, %d, nil", s, nt, nu, err, ntun, nudp)
+	}
 }
 
 func TestMetrics(t *testing.T) {

@@ -55,15 +55,77 @@ func FuzzParseLeaseData(f *testing.F) {
 }
 
 // FuzzParseMACFile: whatever the state file holds (a crash mid-write, an
-// operator's edit), it yields a unicast MAC or is rejected.
+// operator's edit), it yields a unicast MAC or is rejected; a MAC it yields
+// reads back from the file vtepMAC writes for it. The first six bytes, made
+// unicast, are also written and read back, so a parser that refused every
+// file would fail too.
 func FuzzParseMACFile(f *testing.F) {
 	for _, s := range []string{"aa:bb:cc:dd:ee:ff\n", " 02:00:00:00:00:01 ", "ff:ff:ff:ff:ff:ff", "", "\x00", "aa:bb:cc:dd:ee"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, content []byte) {
 		m, ok := parseMACFile(content)
-		if ok && (!m.IsUnicast() || m == (backend.MAC{})) {
-			t.Fatalf("parseMACFile(%q) = %s", content, m)
+		if ok {
+			if !m.IsUnicast() || m == (backend.MAC{}) {
+				t.Fatalf("parseMACFile(%q) = %s", content, m)
+			}
+			checkMACFileRoundTrip(t, m)
+		}
+		if len(content) >= 6 {
+			var w backend.MAC
+			copy(w[:], content)
+			w[0] &^= 1 // the group bit
+			if w.IsUnicast() {
+				checkMACFileRoundTrip(t, w)
+			}
 		}
 	})
+}
+
+// checkMACFileRoundTrip: the file vtepMAC writes for m reads back as m.
+func checkMACFileRoundTrip(t *testing.T, m backend.MAC) {
+	t.Helper()
+	content := []byte(m.String() + "\n")
+	if got, ok := parseMACFile(content); !ok || got != m {
+		t.Fatalf("parseMACFile(%q) = %s, %v; want %s, true", content, got, ok, m)
+	}
+}
+
+// TestParseMACFile: the state file's one unicast MAC is read with or without
+// surrounding whitespace, in either case; anything else is refused.
+func TestParseMACFile(t *testing.T) {
+	for _, tc := range []struct {
+		content string
+		want    string // "" for refused
+	}{
+		{"02:00:00:00:00:01\n", "02:00:00:00:00:01"},
+		{"aa:bb:cc:dd:ee:fe", "aa:bb:cc:dd:ee:fe"},
+		{" \t0E:1F:2A:3B:4C:5D \r\n\n", "0e:1f:2a:3b:4c:5d"},
+		{"fe:ff:ff:ff:ff:ff\n", "fe:ff:ff:ff:ff:ff"},
+		{"", ""},
+		{"\n", ""},
+		{"00:00:00:00:00:00\n", ""},       // not a host's
+		{"ff:ff:ff:ff:ff:ff\n", ""},       // broadcast
+		{"01:00:5e:00:00:01\n", ""},       // multicast
+		{"aa:bb:cc:dd:ee\n", ""},          // cut short
+		{"aa:bb:cc:dd:ee:ff:00:11\n", ""}, // EUI-64
+		{"02:00:00:00:00:01\nxx\n", ""},   // more than the MAC
+		{"02:00:00:00:00:01 02:00:00:00:00:02", ""},
+		{"\x0002:00:00:00:00:01", ""},
+	} {
+		m, ok := parseMACFile([]byte(tc.content))
+		if tc.want == "" {
+			if ok {
+				t.Errorf("parseMACFile(%q) = %s, true; want it refused", tc.content, m)
+			}
+			continue
+		}
+		want, err := backend.ParseMAC(tc.want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok || m != want {
+			t.Errorf("parseMACFile(%q) = %s, %v; want %s, true", tc.content, m, ok, want)
+		}
+	}
 }
