@@ -384,8 +384,8 @@ func TestReadyOnlyAfterPeersProgrammed(t *testing.T) {
 }
 
 // TestDriftRepaired deletes a peer route, a neighbour, an FDB entry and then
-// the whole device by hand; the agent repairs each within a second and
-// traffic flows again.
+// the whole device by hand; the agent repairs each within a second, to
+// exactly the datapath it had before, and traffic flows again.
 func TestDriftRepaired(t *testing.T) {
 	f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network))
 	h1, h2 := f.c.Host(1), f.c.Host(2)
@@ -396,46 +396,47 @@ func TestDriftRepaired(t *testing.T) {
 	f.pingAll([]*cluster.Container{c1, c2})
 	sn2 := hostSubnet(t, h2)
 	vtep2 := sn2.Addr().String()
+	mac := peerMAC(t, f, sn2)
 
-	repaired := func(what string, check func() error, damage ...string) {
+	// What a repair must bring back: h1's whole datapath as it was, in
+	// which the three objects for h2 are exactly these (a neighbour that
+	// is not PERMANENT, an FDB entry to another address or a route by
+	// another gateway would be a faulty repair, not a repair).
+	before, err := datapathState("vxlan", h1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		sn2.String() + " via " + vtep2 + " dev flannel.1 proto 74 onlink",
+		vtep2 + " lladdr " + mac + " PERMANENT",
+		mac + " dst " + h2.IP.String() + " self permanent",
+	} {
+		if !slices.Contains(strings.Split(before, "\n"), want) {
+			t.Fatalf("h1's datapath has no line %q:\n%s", want, before)
+		}
+	}
+	repaired := func(what string, damage ...string) {
 		t.Helper()
 		if _, err := h1.Exec(f.ctx, damage[0], damage[1:]...); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		start := time.Now()
-		f.eventually(what+" repaired within 1s", time.Second, check)
-		t.Logf("%s repaired in %v", what, time.Since(start).Round(time.Millisecond))
-	}
-	hasLine := func(get func() ([]string, error), sub string) func() error {
-		return func() error {
-			lines, err := get()
+		f.eventually(what+" repaired within 1s", time.Second, func() error {
+			now, err := datapathState("vxlan", h1)
 			if err != nil {
 				return err
 			}
-			for _, l := range lines {
-				if strings.Contains(l, sub) {
-					return nil
-				}
+			if now != before {
+				return fmt.Errorf("h1's datapath differs:\nbefore:\n%s\nnow:\n%s", before, now)
 			}
-			return fmt.Errorf("no entry with %q in %v", sub, lines)
-		}
+			return nil
+		})
+		t.Logf("%s repaired in %v", what, time.Since(start).Round(time.Millisecond))
 	}
-	routes := h1.Routes
-	neigh := func() ([]string, error) { return h1.Neighbours("flannel.1") }
-	fdb := func() ([]string, error) { return h1.FDB("flannel.1") }
-
-	repaired("peer route", hasLine(routes, sn2.String()), "ip", "route", "del", sn2.String())
-	repaired("neighbour", hasLine(neigh, vtep2), "ip", "neigh", "del", vtep2, "dev", "flannel.1")
-	mac := peerMAC(t, f, sn2)
-	repaired("FDB entry", hasLine(fdb, mac), "bridge", "fdb", "del", mac, "dev", "flannel.1", "dst", h2.IP.String())
-	repaired("device", func() error {
-		for _, check := range []func() error{hasLine(routes, sn2.String()), hasLine(neigh, vtep2), hasLine(fdb, mac)} {
-			if err := check(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}, "ip", "link", "del", "flannel.1")
+	repaired("peer route", "ip", "route", "del", sn2.String())
+	repaired("neighbour", "ip", "neigh", "del", vtep2, "dev", "flannel.1")
+	repaired("FDB entry", "bridge", "fdb", "del", mac, "dev", "flannel.1", "dst", h2.IP.String())
+	repaired("device", "ip", "link", "del", "flannel.1")
 	f.pingAll([]*cluster.Container{c1, c2})
 }
 
