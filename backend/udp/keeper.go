@@ -49,12 +49,20 @@ import (
 const keeperEnv = "AGENTD_UDP_KEEPER"
 
 const (
-	keeperGet   = 'g'
-	keeperQuit  = 'q'
-	keeperCheck = 2 * time.Second
+	keeperGet  = 'g'
+	keeperQuit = 'q'
 	// keeperTimeout bounds each exchange with a keeper.
 	keeperTimeout = 2 * time.Second
 )
+
+// keeperCheck is how often the keeper checks that its device is still
+// there, besides at each link event. Only tests change it, in the keeper
+// they run (the test binary), through keeperTestEnv.
+var keeperCheck = 2 * time.Second
+
+// keeperTestEnv is added to the environment of the keepers this process
+// starts: nil, but in tests that run the keeper with other settings.
+var keeperTestEnv []string
 
 // kept is the set of descriptors a keeper holds: the TUN queues and the UDP
 // sockets, in order.
@@ -400,7 +408,7 @@ func startKeeper(dev string, k *kept) (*exec.Cmd, error) {
 	cmd := &exec.Cmd{
 		Path:        exe,
 		Args:        []string{"agentd-udp-keeper", dev},
-		Env:         []string{keeperEnv + "=" + k.spec()},
+		Env:         append([]string{keeperEnv + "=" + k.spec()}, keeperTestEnv...),
 		Dir:         "/",
 		ExtraFiles:  files,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},

@@ -40,6 +40,9 @@ import (
 func TestMain(m *testing.M) {
 	// startKeeper re-executes the test binary as the keeper.
 	if IsKeeper() {
+		if d, err := time.ParseDuration(os.Getenv(keeperCheckEnv)); err == nil {
+			keeperCheck = d
+		}
 		os.Exit(RunKeeper())
 	}
 	if spec, ok := os.LookupEnv(squatterEnv); ok {
