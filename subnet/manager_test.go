@@ -621,7 +621,8 @@ func TestOwnLeaseTakenByAnotherHostStopsWithError(t *testing.T) {
 	e := newEnv(t, net16)
 	m := e.manager("198.18.0.1", hostID(1))
 	l := acquire(t, m)
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	// While this host is not running, its etcd lease goes away and another
 	// host takes the freed subnet.
 	if _, err := e.cli.Revoke(ctx, clientv3.LeaseID(l.LeaseID)); err != nil {
