@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -327,43 +328,132 @@ func (m *Manager) revoke(ctx context.Context, id int64) {
 }
 
 // pick chooses a free subnet: the previous one when still free, else one at
-// random among the first pickAmong free subnets of the pool.
+// random among the first pickAmong free subnets of the pool. A subnet is free
+// when no key holds an overlapping one, whatever its length (a lease written
+// under an earlier SubnetLen, or by hand, holds every subnet it overlaps).
+//
+// In a dual-stack network the IPv6 half is the one paired with the IPv4
+// subnet (NthSubnet) when that is free. flanneld picks its IPv6 half on its
+// own, so the pair may be held by a key for another IPv4 subnet: then one of
+// the first pickAmong free IPv6 subnets is taken at random.
 func (m *Manager) pick(leases []Lease, bad []BadEntry) (netip.Prefix, netip.Prefix, error) {
-	taken := make(map[netip.Addr]bool, len(leases)+len(bad))
+	taken := newOccupied(m.net.SubnetLen)
+	taken6 := newOccupied(m.net.IPv6SubnetLen)
 	for _, l := range leases {
-		taken[l.Subnet.Addr()] = true
+		taken.add(l.Subnet)
+		taken6.add(l.IPv6Subnet)
 	}
 	for _, b := range bad {
-		// A key with a bad value still occupies its subnet.
+		// A key with a bad value still occupies its subnets.
 		if rel, ok := strings.CutPrefix(b.Key, m.reg.SubnetsPrefix()); ok {
-			if sn, _, err := ParseSubnetKey(rel); err == nil {
-				taken[sn.Addr()] = true
+			if sn, sn6, err := ParseSubnetKey(rel); err == nil {
+				taken.add(sn)
+				taken6.add(sn6)
 			}
 		}
 	}
-	if prev := m.cfg.PreviousSubnet; prev.IsValid() {
-		prev = prev.Masked()
-		if i, ok := m.net.SubnetIndex(prev); ok && !taken[prev.Addr()] {
-			sn, sn6 := m.net.NthSubnet(i)
-			return sn, sn6, nil
-		}
-	}
-	n := m.net.SubnetCount()
-	free := make([]int, 0, pickAmong)
-	for i := 0; i < n && len(free) < pickAmong; i++ {
-		sn, _ := m.net.NthSubnet(i)
-		if !taken[sn.Addr()] {
-			free = append(free, i)
-		}
-	}
-	if len(free) == 0 {
+	sn, i := m.pick4(taken)
+	if !sn.IsValid() {
+		n := m.net.SubnetCount()
 		first, _ := m.net.NthSubnet(0)
 		last, _ := m.net.NthSubnet(n - 1)
 		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("%w: all %d subnets of %s from %s to %s are leased",
 			ErrNoFreeSubnet, n, m.net.Network, first, last)
 	}
-	sn, sn6 := m.net.NthSubnet(free[m.rand.IntN(len(free))])
-	return sn, sn6, nil
+	p6, dual := m.net.pool6()
+	if !dual {
+		return sn, netip.Prefix{}, nil
+	}
+	if _, sn6 := m.net.NthSubnet(i); !taken6.overlaps(sn6) {
+		return sn, sn6, nil
+	}
+	n6 := p6.count()
+	free := make([]netip.Prefix, 0, pickAmong)
+	for j := 0; j < n6 && len(free) < pickAmong; j++ {
+		if sn6 := p6.nth(j); !taken6.overlaps(sn6) {
+			free = append(free, sn6)
+		}
+	}
+	if len(free) == 0 {
+		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("%w: all %d IPv6 subnets of %s from %s to %s are leased",
+			ErrNoFreeSubnet, n6, m.net.IPv6Network, p6.nth(0), p6.nth(n6-1))
+	}
+	return sn, free[m.rand.IntN(len(free))], nil
+}
+
+// pick4 chooses the IPv4 subnet for pick, returning it and its index in the
+// pool, or the zero Prefix when every subnet is taken.
+func (m *Manager) pick4(taken *occupied) (netip.Prefix, int) {
+	if prev := m.cfg.PreviousSubnet; prev.IsValid() {
+		prev = prev.Masked()
+		if i, ok := m.net.SubnetIndex(prev); ok && !taken.overlaps(prev) {
+			return prev, i
+		}
+	}
+	n := m.net.SubnetCount()
+	free := make([]int, 0, pickAmong)
+	for i := 0; i < n && len(free) < pickAmong; i++ {
+		if sn, _ := m.net.NthSubnet(i); !taken.overlaps(sn) {
+			free = append(free, i)
+		}
+	}
+	if len(free) == 0 {
+		return netip.Prefix{}, 0
+	}
+	i := free[m.rand.IntN(len(free))]
+	sn, _ := m.net.NthSubnet(i)
+	return sn, i
+}
+
+// occupied is the set of subnets of one family held by keys, asked whether a
+// candidate of length bits overlaps any of them. A held subnet of bits or
+// longer is stored as the bits-long subnet that contains it; a shorter one as
+// it is, found by masking the candidate to each length seen. So a question
+// costs a map lookup per distinct shorter length (usually none), however many
+// subnets are held.
+type occupied struct {
+	bits      int
+	within    map[netip.Prefix]bool
+	wider     map[netip.Prefix]bool
+	widerBits []int
+}
+
+func newOccupied(bits int) *occupied {
+	return &occupied{bits: bits, within: map[netip.Prefix]bool{}, wider: map[netip.Prefix]bool{}}
+}
+
+func (o *occupied) add(p netip.Prefix) {
+	if !p.IsValid() {
+		return
+	}
+	if p.Bits() >= o.bits {
+		if q, err := p.Addr().Prefix(o.bits); err == nil {
+			o.within[q] = true
+		}
+		return
+	}
+	p = p.Masked()
+	if o.wider[p] {
+		return
+	}
+	o.wider[p] = true
+	if !slices.Contains(o.widerBits, p.Bits()) {
+		o.widerBits = append(o.widerBits, p.Bits())
+	}
+}
+
+// overlaps reports whether the candidate c, a masked prefix of o.bits,
+// overlaps a held subnet.
+func (o *occupied) overlaps(c netip.Prefix) bool {
+	if o.within[c] {
+		return true
+	}
+	for _, b := range o.widerBits {
+		if q, err := c.Addr().Prefix(b); err == nil && o.wider[q] {
+			return true
+		}
+	}
+	return false
 }
 
 // validLease reports why l cannot be a lease of this network, or nil.

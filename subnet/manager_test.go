@@ -363,6 +363,108 @@ func TestPreviousSubnetAdoptedFromFlanneld(t *testing.T) {
 	}
 }
 
+// putKeys writes lease keys relative to the subnets prefix, without an etcd
+// lease (as a flanneld host's keys look to a reader, or reservations).
+func (e *env) putKeys(t *testing.T, kv map[string]string) {
+	t.Helper()
+	for k, v := range kv {
+		if _, err := e.cli.Put(context.Background(), prefix+"/subnets/"+k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+const flanneldValue = `{"PublicIP":"198.18.0.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:09"}}`
+
+// TestDualStackIPv6SubnetNotShared: flanneld picks a lease's IPv6 subnet on
+// its own, not paired with its IPv4 one, and checks each half against every
+// lease. agentd pairs them where it can, but must never take an IPv6 subnet
+// that another key holds: two hosts would route the same /64.
+func TestDualStackIPv6SubnetNotShared(t *testing.T) {
+	const dual = `"EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}`
+	p := netip.MustParsePrefix
+	for _, tc := range []struct {
+		name, config string
+		keys         map[string]string
+		mod          []func(*subnet.ManagerConfig)
+		want         netip.Prefix // the IPv4 subnet; zero: out of subnets
+		notIPv6      []netip.Prefix
+	}{
+		{"previous subnet's pair held by flanneld", `{"Network":"10.244.0.0/16",` + dual + `}`,
+			map[string]string{"10.244.1.0-24&fc00:0:0:2::-64": flanneldValue},
+			[]func(*subnet.ManagerConfig){pinned("10.244.2.0/24")}, p("10.244.2.0/24"), []netip.Prefix{p("fc00:0:0:2::/64")}},
+		{"picked subnet's pair held by flanneld", `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.2.0",` + dual + `}`,
+			map[string]string{"10.244.1.0-24&fc00:0:0:2::-64": flanneldValue},
+			nil, p("10.244.2.0/24"), []netip.Prefix{p("fc00:0:0:2::/64")}},
+		{"pair inside a shorter IPv6 subnet", `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.3.0",` + dual + `}`,
+			map[string]string{"10.244.1.0-24&fc00:0:0:2::-63": flanneldValue, "10.244.3.0-24&fc00:0:0:1::-64": flanneldValue},
+			nil, p("10.244.2.0/24"), []netip.Prefix{p("fc00:0:0:1::/64"), p("fc00:0:0:2::/63")}},
+		{"every IPv6 subnet held", `{"Network":"10.244.0.0/16",` + dual + `,"IPv6SubnetMax":"fc00:0:0:2::"}`,
+			map[string]string{"10.244.7.0-24&fc00:0:0:1::-64": flanneldValue, "10.244.8.0-24&fc00:0:0:2::-64": `not json`},
+			nil, netip.Prefix{}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.config)
+			e.putKeys(t, tc.keys)
+			l, err := e.manager("198.18.0.1", hostID(1), tc.mod...).Acquire(context.Background(), "vxlan", vxlanData)
+			if !tc.want.IsValid() {
+				if !errors.Is(err, subnet.ErrNoFreeSubnet) {
+					t.Fatalf("Acquire = %s, %v; want ErrNoFreeSubnet", l.Key(), err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Subnet != tc.want {
+				t.Fatalf("got %s, want %s", l.Key(), tc.want)
+			}
+			if !l.IPv6Subnet.IsValid() || !e.net.IPv6Network.Contains(l.IPv6Subnet.Addr()) || l.IPv6Subnet.Bits() != 64 {
+				t.Fatalf("got %s: no IPv6 /64 of %s", l.Key(), e.net.IPv6Network)
+			}
+			for _, held := range tc.notIPv6 {
+				if l.IPv6Subnet.Overlaps(held) {
+					t.Errorf("got %s: its IPv6 subnet overlaps %s, held by another key", l.Key(), held)
+				}
+			}
+		})
+	}
+	// Where the pair is free, it is taken.
+	e := newEnv(t, `{"Network":"10.244.0.0/16",`+dual+`}`)
+	e.putKeys(t, map[string]string{"10.244.1.0-24&fc00:0:0:2::-64": flanneldValue})
+	if l := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24"))); l.Key() != "10.244.5.0-24&fc00:0:0:5::-64" {
+		t.Fatalf("got %s, want 10.244.5.0/24 with its pair fc00:0:0:5::/64", l.Key())
+	}
+}
+
+// TestAcquireSkipsSubnetsOverlappingOtherLengths: a lease written under an
+// earlier SubnetLen (or by hand) holds every subnet it overlaps, whichever is
+// the longer prefix.
+func TestAcquireSkipsSubnetsOverlappingOtherLengths(t *testing.T) {
+	for _, tc := range []struct {
+		name, config string
+		keys         map[string]string
+	}{
+		{"a shorter lease holds two", `{"Network":"10.244.0.0/16","SubnetLen":25,"SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.128"}`,
+			map[string]string{"10.244.1.0-24": flanneldValue}},
+		{"a shorter key with a bad value", `{"Network":"10.244.0.0/16","SubnetLen":25,"SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.128"}`,
+			map[string]string{"10.244.1.0-24": `not json`}},
+		{"longer leases hold one each", `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.2.0"}`,
+			map[string]string{"10.244.1.128-25": flanneldValue, "10.244.2.64-26": flanneldValue}},
+		{"a much shorter lease", `{"Network":"10.244.0.0/16","SubnetLen":26,"SubnetMin":"10.244.2.0","SubnetMax":"10.244.3.192"}`,
+			map[string]string{"10.244.0.0-22": flanneldValue}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.config)
+			e.putKeys(t, tc.keys)
+			l, err := e.manager("198.18.0.1", hostID(1)).Acquire(context.Background(), "vxlan", vxlanData)
+			if !errors.Is(err, subnet.ErrNoFreeSubnet) {
+				t.Fatalf("Acquire = %s, %v; want ErrNoFreeSubnet", l.Key(), err)
+			}
+		})
+	}
+}
+
 func TestReservationStaysWithoutTTL(t *testing.T) {
 	e := newEnv(t, net16)
 	ctx := context.Background()
