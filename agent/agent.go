@@ -146,7 +146,7 @@ func (a *agent) run(ctx context.Context) error {
 	}()
 	data, err := be.Prepare(ctx)
 	if err != nil {
-		return fmt.Errorf("prepare %s backend: %w", be.Type(), err)
+		return cause(ctx, fmt.Errorf("prepare %s backend: %w", be.Type(), err))
 	}
 
 	hostID, err := subnet.LoadOrCreateHostID(a.cfg.StateDir)

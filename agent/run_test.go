@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/testr"
+	"k8s.io/klog/v2"
+)
+
+// The tests of this file run the agent whole, against a real etcd, inside
+// the namespace of a cluster host: agent.Run changes the network namespace
+// it runs in, and a Go process cannot move all its threads into another
+// one, so each test runs its own binary again in h1 (see inClusterHost).
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1   this test binary again: the test proper
+//	               └─ etcd 198.18.0.254  a real etcd holding kvs
+
+// inClusterHost runs the test named test again as a child process inside h1
+// of a one-host cluster whose etcd holds kvs, with envVar set to etcd's
+// endpoint (the child is the test proper), and fails t unless the child ran
+// the test and it passed.
+func inClusterHost(t *testing.T, test, envVar string, kvs map[string]string) {
+	t.Helper()
+	c := cluster.Start(t, cluster.Options{Hosts: 1})
+	cli, err := c.EtcdClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The child is killed a little before go test's -timeout would end
+	// this process, so that its output is still logged.
+	ctx := t.Context()
+	if d, ok := t.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-10*time.Second))
+		defer cancel()
+	}
+	for k, v := range kvs {
+		if _, err := cli.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// env passes the variable that the harness would strip from an
+	// inherited environment.
+	out, err := c.Host(1).Exec(ctx, "env", envVar+"="+c.EtcdEndpoint(), os.Args[0],
+		"-test.run=^"+test+"$", "-test.v", "-test.count=1")
+	t.Logf("child, in h1's namespace:\n%s", out)
+	if err != nil {
+		t.Fatalf("the test inside h1's namespace failed: %v", err)
+	}
+	// A child that ran no test, or skipped, exits 0 as well.
+	if !strings.Contains(string(out), "--- PASS: "+test+" ") {
+		t.Fatal("the test inside h1's namespace did not run and pass")
+	}
+	if strings.Contains(string(out), "--- SKIP") {
+		t.Fatal("the test inside h1's namespace skipped, in whole or in part")
+	}
+}
+
+// hostConfig is the config of an agent in h1 of inClusterHost's cluster.
+func hostConfig(t *testing.T, etcd, prefix string) Config {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.EtcdEndpoints = []string{etcd}
+	cfg.EtcdPrefix = prefix
+	cfg.Ifaces = []string{"eth0"}
+	cfg.SubnetFile = filepath.Join(dir, "subnet.env")
+	cfg.StateDir = dir
+	cfg.HealthzAddr = "198.18.0.1:8471"
+	cfg.ResyncInterval = time.Second
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// stopDuringPrepareEnv, when set, makes TestStopDuringPrepare the child; it
+// names the etcd endpoint.
+const stopDuringPrepareEnv = "AGENTD_PREPARE_TEST_ETCD"
+
+// TestStopDuringPrepare: a stop while the backend prepares its datapath
+// (which can take a while: udp waits for its device, vxlan for a free
+// port) is a clean stop, as at every other step of start-up, not an error
+// that makes the service manager restart a stopped agent; and when another
+// part's failure is what stopped the run, Run returns that failure, not
+// the backend's "context canceled".
+func TestStopDuringPrepare(t *testing.T) {
+	if ep := os.Getenv(stopDuringPrepareEnv); ep != "" {
+		stopDuringPrepareChild(t, ep)
+		return
+	}
+	inClusterHost(t, "TestStopDuringPrepare", stopDuringPrepareEnv, map[string]string{
+		"/fake/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+	})
+}
+
+// preparingBackend is a fakeBackend whose Prepare returns only when its
+// context ends, with the context's error (as a backend's wait does).
+type preparingBackend struct {
+	fakeBackend
+	entered chan struct{}
+}
+
+func (b *preparingBackend) Prepare(ctx context.Context) (json.RawMessage, error) {
+	close(b.entered)
+	<-ctx.Done()
+	return nil, fmt.Errorf("wait for the device: %w", ctx.Err())
+}
+
+func stopDuringPrepareChild(t *testing.T, etcd string) {
+	// run runs the agent in ctx with a backend that is still preparing
+	// when stop is called, and returns what Run returned.
+	run := func(t *testing.T, ctx context.Context, stop func()) error {
+		t.Helper()
+		be := &preparingBackend{entered: make(chan struct{})}
+		log := testr.New(t)
+		a := &agent{
+			cfg:      hostConfig(t, etcd, "/fake"),
+			log:      log,
+			backends: backend.Registry{"fake": func(backend.Config) (backend.Backend, error) { return be, nil }},
+			health:   newHealth(log),
+			obs:      newObserver(),
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- a.run(klog.NewContext(ctx, log)) }()
+		select {
+		case <-be.entered:
+		case err := <-errc:
+			t.Fatalf("Run returned before the backend prepared: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("the backend's Prepare was not called within 30 s")
+		}
+		stop()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not return within 30 s of its context's end")
+			return nil
+		}
+	}
+
+	t.Run("stopped", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := run(t, ctx, cancel); err != nil {
+			t.Errorf("Run stopped during Prepare = %v, want nil (a clean stop)", err)
+		}
+	})
+
+	t.Run("another part failed", func(t *testing.T) {
+		// A cancel with a cause stands in for a part of the run that
+		// fails while the backend prepares (the health server, through
+		// fail): either way the run's context ends with that cause.
+		failed := errors.New("health server: accept tcp 198.18.0.1:8471: too many open files")
+		ctx, cancel := context.WithCancelCause(context.Background())
+		defer cancel(nil)
+		err := run(t, ctx, func() { cancel(failed) })
+		if !errors.Is(err, failed) {
+			t.Errorf("Run = %v, want the failure that stopped it: %v", err, failed)
+		}
+	})
+}
