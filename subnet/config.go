@@ -311,10 +311,12 @@ func (c *Config) String() string {
 	return b.String()
 }
 
-// SubnetCount is the number of subnets in the pool [SubnetMin, SubnetMax].
-// In a dual-stack network the i-th IPv4 subnet is paired with the i-th IPv6
-// subnet, so the pool is as large as the smaller of the two ranges. Huge
-// ranges are capped at math.MaxInt32. An invalid config has 0.
+// SubnetCount is the number of subnets in the pool [SubnetMin, SubnetMax]
+// that agentd picks from. In a dual-stack network agentd pairs the i-th IPv4
+// subnet with the i-th IPv6 subnet when that is free, so the pool is as large
+// as the smaller of the two ranges. (flanneld picks each half on its own, so
+// a key's halves need not be a pair: see ValidLease.) Huge ranges are capped
+// at math.MaxInt32. An invalid config has 0.
 func (c *Config) SubnetCount() int {
 	n := c.pool4().count()
 	if p6, ok := c.pool6(); ok {
@@ -358,29 +360,29 @@ func (c *Config) subnetIndex(sn netip.Prefix) (int, error) {
 	return p.index(sn, c.SubnetCount())
 }
 
-// ValidLease reports why (sn, sn6) cannot be a lease of this network, or nil:
-// sn must be a subnet of the pool, and sn6 the IPv6 subnet paired with it when
-// IPv6 is on, the zero Prefix when it is off.
+// ValidLease reports why (sn, sn6) cannot be a lease of this network, or nil,
+// as flanneld judges it: sn must be a subnet of the IPv4 range; sn6 one of the
+// IPv6 range when IPv6 is on, any of them (flanneld picks it on its own), and
+// the zero Prefix when IPv6 is off.
 func (c *Config) ValidLease(sn, sn6 netip.Prefix) error {
 	if !sn.Addr().Is4() {
 		return fmt.Errorf("lease subnet %s is not an IPv4 subnet", sn)
 	}
-	i, err := c.subnetIndex(sn)
-	if err != nil {
+	p4 := c.pool4()
+	if _, err := p4.index(sn, p4.count()); err != nil {
 		return fmt.Errorf("lease subnet %w", err)
 	}
-	if !c.EnableIPv6 {
-		if sn6.IsValid() {
-			return fmt.Errorf("lease %s has the IPv6 subnet %s but the network config does not enable IPv6", sn, sn6)
-		}
-		return nil
-	}
-	_, want := c.NthSubnet(i)
+	p6, dual := c.pool6()
 	switch {
+	case !dual && sn6.IsValid():
+		return fmt.Errorf("lease %s has the IPv6 subnet %s but the network config does not enable IPv6", sn, sn6)
+	case !dual:
+		return nil
 	case !sn6.IsValid():
-		return fmt.Errorf("lease %s has no IPv6 subnet but the network is dual-stack (its pair is %s)", sn, want)
-	case sn6 != want:
-		return fmt.Errorf("lease %s has the IPv6 subnet %s but its pair in the pool is %s", sn, sn6, want)
+		return fmt.Errorf("lease %s has no IPv6 subnet but the network is dual-stack", sn)
+	}
+	if _, err := p6.index(sn6, p6.count()); err != nil {
+		return fmt.Errorf("lease %s: IPv6 subnet %w", sn, err)
 	}
 	return nil
 }

@@ -343,6 +343,7 @@ func TestSubnetIndex(t *testing.T) {
 
 func TestValidLease(t *testing.T) {
 	dual := mustParseConfig(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}`)
+	dualShortIPv6 := mustParseConfig(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","IPv6SubnetMax":"fc00:0:0:3::"}`)
 	v4 := mustParseConfig(t, `{"Network":"10.244.0.0/16"}`)
 	p := netip.MustParsePrefix
 	var none netip.Prefix
@@ -361,9 +362,15 @@ func TestValidLease(t *testing.T) {
 		{v4, none, none, "not an IPv4 subnet"},
 		{v4, p("10.244.5.0/24"), p("fc00:0:0:5::/64"), "does not enable IPv6"},
 		{dual, p("10.244.5.0/24"), p("fc00:0:0:5::/64"), ""},
-		{dual, p("10.244.5.0/24"), p("fc00:0:0:6::/64"), "its pair in the pool is fc00:0:0:5::/64"},
+		// flanneld picks the IPv6 half on its own.
+		{dual, p("10.244.5.0/24"), p("fc00:0:0:6::/64"), ""},
 		{dual, p("10.244.5.0/24"), none, "no IPv6 subnet"},
-		{dual, p("10.244.5.0/24"), p("fc00:0:0:5::/65"), "its pair in the pool is fc00:0:0:5::/64"},
+		{dual, p("10.244.5.0/24"), p("fc00:0:0:5::/65"), "IPv6 subnet fc00:0:0:5::/65 is not a /64"},
+		{dual, p("10.244.5.0/24"), p("fc00::/64"), "IPv6 subnet fc00::/64 is outside the pool"},
+		{dual, p("10.244.5.0/24"), p("fc01:0:0:5::/64"), "outside the pool"},
+		// Each half in its own range, even past the other's length.
+		{dualShortIPv6, p("10.244.9.0/24"), p("fc00:0:0:1::/64"), ""},
+		{dualShortIPv6, p("10.244.5.0/24"), p("fc00:0:0:4::/64"), "outside the pool"},
 	} {
 		err := tc.c.ValidLease(tc.sn, tc.sn6)
 		switch {
