@@ -108,6 +108,10 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	defer cli.Close()
+	// The lease manager's keepalive answers give the lease's time left
+	// (agentd_lease_ttl_remaining_seconds) without a request of its own.
+	ttl := &leaseTTL{}
+	cli.Lease = ttl.tap(cli.Lease)
 	reg := subnet.NewRegistry(cli.Client, a.cfg.EtcdPrefix)
 
 	netCfg, err := retry(ctx, a.log, cli, "read the network config", func(ctx context.Context) (*subnet.Config, error) {
@@ -169,13 +173,7 @@ func (a *agent) run(ctx context.Context) error {
 		if !ok || own.Reservation() {
 			return 0, false
 		}
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(own.LeaseID))
-		if err != nil {
-			return 0, false
-		}
-		return time.Duration(resp.TTL) * time.Second, true
+		return ttl.left(clientv3.LeaseID(own.LeaseID))
 	})
 	own, err := retry(ctx, a.log, cli, "acquire a subnet lease", func(ctx context.Context) (subnet.Lease, error) {
 		return mgr.Acquire(ctx, be.Type(), data)

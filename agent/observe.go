@@ -109,18 +109,34 @@ func (o *observer) endpointsChecked(eps []EndpointStatus) {
 	o.st.EtcdEndpoints = eps
 }
 
-// watchLeaseTTL exports the time left on our own etcd lease.
+// watchLeaseTTL exports the time left on our own etcd lease, as left
+// reports it; absent while left reports false.
 func (o *observer) watchLeaseTTL(left func() (time.Duration, bool)) {
-	o.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "agentd_lease_ttl_remaining_seconds",
-		Help: "Time left on our own subnet lease (absent for a reservation, which never expires).",
-	}, func() float64 {
-		d, ok := left()
-		if !ok {
-			return -1
-		}
-		return d.Seconds()
-	}))
+	o.reg.MustRegister(&optionalGauge{
+		desc: prometheus.NewDesc("agentd_lease_ttl_remaining_seconds",
+			"Time left on our own subnet lease: its TTL at etcd's last keepalive answer less the time since, "+
+				"0 once the etcd client gave the lease up (absent for a reservation, which never expires, "+
+				"and until etcd has answered a keepalive of the current lease).", nil, nil),
+		value: func() (float64, bool) {
+			d, ok := left()
+			return d.Seconds(), ok
+		},
+	})
+}
+
+// optionalGauge is a gauge whose series is there only while value reports a
+// value.
+type optionalGauge struct {
+	desc  *prometheus.Desc
+	value func() (float64, bool)
+}
+
+func (g *optionalGauge) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
+
+func (g *optionalGauge) Collect(ch chan<- prometheus.Metric) {
+	if v, ok := g.value(); ok {
+		ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, v)
+	}
 }
 
 func b2f(b bool) float64 {

@@ -83,3 +83,47 @@ func TestObserverCountsDriftRepairs(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseTTLMetric: the lease's time left is exported while it is known,
+// and the series is absent otherwise (a reservation, no keepalive answer
+// yet), not a value that an alert on a low TTL would take for one.
+func TestLeaseTTLMetric(t *testing.T) {
+	o := newObserver()
+	var (
+		left  time.Duration
+		known bool
+	)
+	o.watchLeaseTTL(func() (time.Duration, bool) { return left, known })
+	mux := http.NewServeMux()
+	o.register(mux, newHealth(logr.Discard()))
+	series := func() []string {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		if rec.Code != 200 {
+			t.Fatalf("GET /metrics: %d", rec.Code)
+		}
+		var got []string
+		for _, l := range strings.Split(rec.Body.String(), "\n") {
+			if strings.HasPrefix(l, "agentd_lease_ttl_remaining_seconds") {
+				got = append(got, l)
+			}
+		}
+		return got
+	}
+	if got := series(); len(got) != 0 {
+		t.Errorf("unknown: /metrics has %q, want no series", got)
+	}
+	left, known = 90*time.Second+500*time.Millisecond, true
+	if got := series(); len(got) != 1 || got[0] != "agentd_lease_ttl_remaining_seconds 90.5" {
+		t.Errorf("90.5 s left: /metrics has %q", got)
+	}
+	left = 0
+	if got := series(); len(got) != 1 || got[0] != "agentd_lease_ttl_remaining_seconds 0" {
+		t.Errorf("run out: /metrics has %q", got)
+	}
+	left, known = 0, false
+	if got := series(); len(got) != 0 {
+		t.Errorf("unknown again: /metrics has %q, want no series", got)
+	}
+}

@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -170,4 +174,114 @@ func stopDuringPrepareChild(t *testing.T, etcd string) {
 			t.Errorf("Run = %v, want the failure that stopped it: %v", err, failed)
 		}
 	})
+}
+
+// leaseTTLEnv, when set, makes TestLeaseTTLMetricCostsEtcdNothing the child;
+// it names the etcd endpoint.
+const leaseTTLEnv = "AGENTD_LEASE_TTL_TEST_ETCD"
+
+// TestLeaseTTLMetricCostsEtcdNothing: agentd_lease_ttl_remaining_seconds is
+// there once the lease is held, close to the lease's TTL, and no scrape
+// sends etcd a request (1000 agents scraped every 15 s would be 67 requests
+// a second): etcd's own count of LeaseTimeToLive requests does not move.
+func TestLeaseTTLMetricCostsEtcdNothing(t *testing.T) {
+	if ep := os.Getenv(leaseTTLEnv); ep != "" {
+		leaseTTLChild(t, ep)
+		return
+	}
+	inClusterHost(t, "TestLeaseTTLMetricCostsEtcdNothing", leaseTTLEnv, map[string]string{
+		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
+	})
+}
+
+var (
+	leaseTTLMetric = regexp.MustCompile(`(?m)^agentd_lease_ttl_remaining_seconds (\S+)$`)
+	// etcd's gRPC server counts the requests it gets, by method.
+	etcdStarted = func(method string) *regexp.Regexp {
+		return regexp.MustCompile(`(?m)^grpc_server_started_total\{[^}]*grpc_method="` + method + `"[^}]*\} (\d+)$`)
+	}
+	etcdTimeToLives = etcdStarted("LeaseTimeToLive")
+	etcdGrants      = etcdStarted("LeaseGrant")
+)
+
+func leaseTTLChild(t *testing.T, etcd string) {
+	cfg := hostConfig(t, etcd, "/coreos.com/network")
+	log := testr.New(t)
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), log))
+	errc := make(chan error, 1)
+	go func() { errc <- Run(ctx, cfg) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("Run after cancel: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return within 30 s of its context's end")
+		}
+	}()
+	agentURL := "http://" + cfg.HealthzAddr
+	err := cluster.Eventually(ctx, 30*time.Second, func() error {
+		code, body, err := httpGet(agentURL + "/readyz")
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("/readyz: %d %s", code, body)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// timeToLives is etcd's count of LeaseTimeToLive requests.
+	timeToLives := func() int {
+		t.Helper()
+		_, body, err := httpGet(etcd + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Our lease was granted: etcd counts requests by method.
+		if m := etcdGrants.FindSubmatch(body); m == nil || string(m[1]) == "0" {
+			t.Fatalf("etcd's /metrics counts no LeaseGrant request:\n%s", body)
+		}
+		m := etcdTimeToLives.FindSubmatch(body)
+		if m == nil {
+			return 0 // none yet
+		}
+		n, _ := strconv.Atoi(string(m[1]))
+		return n
+	}
+	before := timeToLives()
+	ttl := cfg.SubnetLeaseTTL.Seconds()
+	for i := range 5 {
+		_, body, err := httpGet(agentURL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := leaseTTLMetric.FindSubmatch(body)
+		if m == nil {
+			t.Fatal("/metrics has no agentd_lease_ttl_remaining_seconds while the lease is held")
+		}
+		if i == 0 {
+			t.Logf("agentd_lease_ttl_remaining_seconds %s (TTL %v)", m[1], cfg.SubnetLeaseTTL)
+		}
+		if v, err := strconv.ParseFloat(string(m[1]), 64); err != nil || v <= ttl-60 || v > ttl {
+			t.Errorf("agentd_lease_ttl_remaining_seconds %s, want within a minute of the lease's TTL %v", m[1], ttl)
+		}
+	}
+	if after := timeToLives(); after != before {
+		t.Errorf("5 scrapes of /metrics sent etcd %d LeaseTimeToLive requests, want none", after-before)
+	}
+}
+
+// httpGet fetches url without keeping the connection.
+func httpGet(url string) (int, []byte, error) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
 }

@@ -1,0 +1,163 @@
+package agent
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// fakeLessor is the etcd client's Lease as far as the tap uses it: each
+// KeepAlive gets a channel the test answers through and closes, as the
+// client would. Any other request fails the test.
+type fakeLessor struct {
+	clientv3.Lease // nil: a call of anything else panics
+	t              *testing.T
+	calls          chan chan *clientv3.LeaseKeepAliveResponse
+}
+
+func (f *fakeLessor) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	ch := make(chan *clientv3.LeaseKeepAliveResponse, clientv3.LeaseResponseChSize)
+	f.calls <- ch
+	return ch, nil
+}
+
+func (f *fakeLessor) TimeToLive(context.Context, clientv3.LeaseID, ...clientv3.LeaseOption) (*clientv3.LeaseTimeToLiveResponse, error) {
+	f.t.Error("TimeToLive called: the time left must come from the keepalive answers")
+	return nil, context.Canceled
+}
+
+// TestLeaseTTLFromKeepAlives: the time left on the lease is the TTL of the
+// last keepalive answer less the time since, without a request to etcd; it
+// is unknown for a lease no answer has come for, 0 once the client gives
+// the lease up (and not when the caller lets it go), and an earlier
+// KeepAlive's end does not touch a later one's answers. Every answer is
+// passed on, and the channel closes when the client's does.
+func TestLeaseTTLFromKeepAlives(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	ttl := &leaseTTL{now: func() time.Time { return now }}
+	fake := &fakeLessor{t: t, calls: make(chan chan *clientv3.LeaseKeepAliveResponse, 4)}
+	lessor := ttl.tap(fake)
+
+	check := func(step string, id clientv3.LeaseID, want time.Duration, wantOK bool) {
+		t.Helper()
+		if got, ok := ttl.left(id); got != want || ok != wantOK {
+			t.Errorf("%s: left(%x) = %v, %v; want %v, %v", step, id, got, ok, want, wantOK)
+		}
+	}
+	// keepAlive starts a KeepAlive of id and returns the client's side
+	// (answer, close) and the caller's.
+	keepAlive := func(ctx context.Context, id clientv3.LeaseID) (chan *clientv3.LeaseKeepAliveResponse, <-chan *clientv3.LeaseKeepAliveResponse) {
+		t.Helper()
+		out, err := lessor.KeepAlive(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return <-fake.calls, out
+	}
+	// answer sends an answer and waits for the caller to get it.
+	answer := func(in chan *clientv3.LeaseKeepAliveResponse, out <-chan *clientv3.LeaseKeepAliveResponse, id clientv3.LeaseID, secs int64) {
+		t.Helper()
+		in <- &clientv3.LeaseKeepAliveResponse{ID: id, TTL: secs}
+		select {
+		case got := <-out:
+			if got.ID != id || got.TTL != secs {
+				t.Errorf("the caller got %x TTL %d, want %x TTL %d", got.ID, got.TTL, id, secs)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("an answer was not passed on")
+		}
+	}
+	closed := func(out <-chan *clientv3.LeaseKeepAliveResponse) {
+		t.Helper()
+		select {
+		case _, ok := <-out:
+			if ok {
+				t.Fatal("an answer after the client's channel closed")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the caller's channel did not close with the client's")
+		}
+	}
+
+	check("no answer yet", 0xa, 0, false)
+	in, out := keepAlive(t.Context(), 0xa)
+	check("kept alive, no answer yet", 0xa, 0, false)
+	answer(in, out, 0xa, 30)
+	check("answered", 0xa, 30*time.Second, true)
+	check("another lease", 0xb, 0, false)
+	check("no lease", 0, 0, false)
+	now = now.Add(10 * time.Second)
+	check("10 s later", 0xa, 20*time.Second, true)
+	answer(in, out, 0xa, 30)
+	check("renewed", 0xa, 30*time.Second, true)
+	now = now.Add(45 * time.Second)
+	check("unanswered for longer than the TTL", 0xa, 0, true)
+	close(in) // the client gives up (its deadline, or a TTL 0 answer)
+	closed(out)
+	check("given up", 0xa, 0, true)
+
+	// The manager's next lease; then it lets that one go (key deleted):
+	// the lease has not run out, it counts down.
+	ctx, cancel := context.WithCancel(t.Context())
+	in, out = keepAlive(ctx, 0xb)
+	check("new lease, no answer yet", 0xb, 0, false)
+	check("old lease, given up", 0xa, 0, true)
+	answer(in, out, 0xb, 60)
+	cancel()
+	close(in)
+	closed(out)
+	now = now.Add(20 * time.Second)
+	check("let go", 0xb, 40*time.Second, true)
+
+	// A KeepAlive of the same lease again, answered before the earlier
+	// one's channel is closed by the client.
+	in1, out1 := keepAlive(t.Context(), 0xc)
+	answer(in1, out1, 0xc, 60)
+	in2, out2 := keepAlive(t.Context(), 0xc)
+	answer(in2, out2, 0xc, 60)
+	close(in1)
+	closed(out1)
+	check("earlier call given up after a later one's answer", 0xc, 60*time.Second, true)
+	close(in2)
+	closed(out2)
+	check("later call given up", 0xc, 0, true)
+}
+
+// TestLeaseTTLTapDropsWhenFull: as the etcd client does, an answer that
+// finds the caller's channel full is dropped rather than waited on, so a
+// caller that stops reading holds nothing up, and the channel still closes.
+func TestLeaseTTLTapDropsWhenFull(t *testing.T) {
+	ttl := &leaseTTL{}
+	fake := &fakeLessor{t: t, calls: make(chan chan *clientv3.LeaseKeepAliveResponse, 1)}
+	out, err := ttl.tap(fake).KeepAlive(t.Context(), 0xa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := <-fake.calls
+	for i := range 3 * cap(in) {
+		select {
+		case in <- &clientv3.LeaseKeepAliveResponse{ID: 0xa, TTL: int64(i + 1)}:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("answer %d: the tap stopped reading the client's channel", i)
+		}
+	}
+	close(in)
+	// The tap has read everything once it took the client's close for
+	// the lease's end.
+	deadline := time.Now().Add(10 * time.Second)
+	for d, ok := ttl.left(0xa); !ok || d != 0; d, ok = ttl.left(0xa) {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the client gave up: left = %v, %v; want 0, true", d, ok)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	n := 0
+	for range out {
+		n++
+	}
+	if n != cap(in) {
+		t.Errorf("the caller got %d answers, want %d (the channel's size; the rest dropped)", n, cap(in))
+	}
+}
