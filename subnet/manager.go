@@ -41,6 +41,9 @@ const (
 	// never returns, and holds up a shutdown or a retry with it. An etcd
 	// lease left behind expires after its TTL anyway.
 	revokeTimeout = 5 * time.Second
+	// lookupTimeout bounds the read that settles a write reported failed
+	// (see grant.settle).
+	lookupTimeout = 5 * time.Second
 )
 
 // ManagerConfig is what the manager needs to know about this host.
@@ -231,6 +234,9 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 		}
 		l, ok, err := m.reg.Create(ctx, sn, sn6, m.attrs, id)
 		if err != nil {
+			l, ok, err = g.settle(ctx, sn, sn6, err)
+		}
+		if err != nil {
 			return Lease{}, err
 		}
 		if ok {
@@ -303,6 +309,9 @@ func (m *Manager) takeOver(ctx context.Context, l Lease, reservation bool, g *gr
 		return Lease{}, false, err
 	}
 	nl, ok, err := m.reg.Replace(ctx, l, m.attrs, id)
+	if err != nil {
+		nl, ok, err = g.settle(ctx, l.Subnet, l.IPv6Subnet, err)
+	}
 	if err != nil || !ok {
 		return nl, ok, err
 	}
@@ -477,11 +486,14 @@ func (m *Manager) validLease(l Lease) error {
 }
 
 // grant is an etcd lease granted for one Acquire or reacquire: reused across
-// attempts and revoked unless a key ended up attached to it.
+// attempts and revoked unless a key ended up attached to it, or may have.
 type grant struct {
 	m    *Manager
 	lid  int64
 	kept bool
+	// doubt is set when a write attaching a key to lid failed without a
+	// clear answer: it may commit all the same, so lid is not revoked.
+	doubt bool
 }
 
 func (g *grant) id(ctx context.Context) (int64, error) {
@@ -498,11 +510,37 @@ func (g *grant) id(ctx context.Context) (int64, error) {
 
 func (g *grant) keep() { g.kept = true }
 
-// release revokes the etcd lease unless a key was attached to it. It runs
-// on the way out of an Acquire or reacquire, often because ctx was cancelled,
-// so it does not stop at ctx's end; revoke bounds it instead.
+// settle is called with the error werr of a write that would have attached
+// the key of (sn, sn6) to g's etcd lease. The transaction may have committed
+// all the same (a deadline, or a member failing over, after the commit), and
+// revoking the etcd lease would then delete our key under every peer's eyes.
+// Only our writes use g's etcd lease, so the key found on it proves the
+// commit: the write succeeded, and the key is returned as written. Otherwise,
+// or when the key cannot be read, werr stands and the etcd lease is left to
+// expire by itself: a commit still on its way may yet attach the key to it.
+func (g *grant) settle(ctx context.Context, sn, sn6 netip.Prefix, werr error) (Lease, bool, error) {
+	g.doubt = true
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	l, ok, err := g.m.reg.Get(ctx, sn, sn6)
+	if err != nil || !ok || l.LeaseID != g.lid {
+		return Lease{}, false, werr
+	}
+	g.m.log.Info("a write reported as failed had committed; keeping it", "key", g.m.reg.LeaseKey(sn, sn6), "leaseID", g.lid, "reported", werr.Error())
+	g.keep()
+	return l, true, nil
+}
+
+// release revokes the etcd lease unless a key was attached to it, or may
+// have been. It runs on the way out of an Acquire or reacquire, often because
+// ctx was cancelled, so it does not stop at ctx's end; revoke bounds it
+// instead.
 func (g *grant) release(ctx context.Context) {
-	if g.lid != 0 && !g.kept {
+	switch {
+	case g.lid == 0 || g.kept:
+	case g.doubt:
+		g.m.log.Info("leaving an etcd lease to expire by itself: a write on it failed and may yet commit", "leaseID", g.lid, "ttl", g.m.cfg.TTL)
+	default:
 		g.m.revoke(context.WithoutCancel(ctx), g.lid)
 	}
 }

@@ -719,6 +719,149 @@ func TestOwnLeaseRestoreRetriedAfterError(t *testing.T) {
 	}
 }
 
+// ambiguousWrites is an interceptor that, while armed, lets the next
+// transaction putting a key on an etcd lease through to etcd and then reports
+// it failed, as a client does whose deadline passed, or whose member failed
+// over, after the commit. With failLookups, every read of a single key after
+// that fails too.
+type ambiguousWrites struct {
+	armed, failLookups, failed atomic.Bool
+}
+
+func (a *ambiguousWrites) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	switch r := req.(type) {
+	case *etcdserverpb.TxnRequest:
+		if len(r.Success) == 1 && r.Success[0].GetRequestPut().GetLease() != 0 && a.armed.CompareAndSwap(true, false) {
+			if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+				return err
+			}
+			a.failed.Store(true)
+			return context.DeadlineExceeded
+		}
+	case *etcdserverpb.RangeRequest:
+		if len(r.RangeEnd) == 0 && a.failLookups.Load() && a.failed.Load() {
+			return context.DeadlineExceeded
+		}
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// TestCommittedWriteReportedFailedKeepsKey: a write that puts our key on a
+// new etcd lease commits, but the client reports an error. The etcd lease
+// must not be revoked: that would delete the key just written, and every peer
+// would see our subnet go. The key is looked up: on the new etcd lease, the
+// write succeeded; when the lookup fails too, the etcd lease is left to
+// expire by itself.
+func TestCommittedWriteReportedFailedKeepsKey(t *testing.T) {
+	setup := func(t *testing.T, failLookups bool) (*env, *ambiguousWrites, *subnet.Manager) {
+		e := newEnv(t, net16)
+		a := &ambiguousWrites{}
+		a.armed.Store(true)
+		a.failLookups.Store(failLookups)
+		cli := e.interceptedClient(t, a.intercept)
+		m := subnet.NewManager(subnet.NewRegistry(cli, prefix), e.net, subnet.ManagerConfig{
+			PublicIP: netip.MustParseAddr("198.18.0.1"), HostID: hostID(1), TTL: time.Hour,
+			PreviousSubnet: netip.MustParsePrefix("10.244.77.0/24"),
+		})
+		return e, a, m
+	}
+	t.Run("create", func(t *testing.T) {
+		e, a, m := setup(t, false)
+		l := acquire(t, m)
+		if !a.failed.Load() {
+			t.Fatal("no write was reported failed")
+		}
+		e.heldBy(t, l, hostID(1))
+		if n := e.leaseCount(t); n != 1 {
+			t.Fatalf("%d etcd leases, want 1", n)
+		}
+	})
+	t.Run("takeover of flanneld's lease", func(t *testing.T) {
+		e, a, m := setup(t, false)
+		ctx := context.Background()
+		g, err := e.cli.Grant(ctx, 3600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.cli.Put(ctx, prefix+"/subnets/10.244.77.0-24", `{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan"}`, clientv3.WithLease(g.ID)); err != nil {
+			t.Fatal(err)
+		}
+		l := acquire(t, m)
+		if !a.failed.Load() {
+			t.Fatal("no write was reported failed")
+		}
+		if l.LeaseID == int64(g.ID) {
+			t.Fatalf("lease still on flanneld's etcd lease %x", g.ID)
+		}
+		e.heldBy(t, l, hostID(1))
+		if n := e.leaseCount(t); n != 1 {
+			t.Fatalf("%d etcd leases, want 1 (flanneld's revoked)", n)
+		}
+	})
+	t.Run("lookup fails too", func(t *testing.T) {
+		e, a, m := setup(t, true)
+		l, err := m.Acquire(context.Background(), "vxlan", vxlanData)
+		if err == nil || !a.failed.Load() {
+			t.Fatalf("Acquire = %s, %v; want the reported error", l.Key(), err)
+		}
+		val, id, ok := e.raw(t, subnet.Lease{Subnet: netip.MustParsePrefix("10.244.77.0/24")})
+		if !ok || id == 0 {
+			t.Fatalf("key present=%v on lease %x (%s): the committed write was undone", ok, id, val)
+		}
+		e.heldBy(t, subnet.Lease{Subnet: netip.MustParsePrefix("10.244.77.0/24"), LeaseID: id}, hostID(1))
+	})
+	t.Run("reacquire", func(t *testing.T) {
+		e, a, m := setup(t, false)
+		a.armed.Store(false)
+		l := acquire(t, m)
+		stop := run(t, m)
+		ctx := context.Background()
+		a.armed.Store(true)
+		key := e.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+		del, err := e.cli.Delete(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var own subnet.Lease
+		eventually(t, "lease recreated", func() error {
+			if n := m.Stats.Reacquired.Load(); n < 1 {
+				return fmt.Errorf("Reacquired = %d", n)
+			}
+			own, _ = m.Own()
+			return nil
+		})
+		if !a.failed.Load() {
+			t.Fatal("no write was reported failed")
+		}
+		e.heldBy(t, own, hostID(1))
+		// Every change of the key since our delete: it must have been
+		// recreated once and never deleted again.
+		resp, err := e.cli.Get(ctx, key)
+		if err != nil || len(resp.Kvs) == 0 {
+			t.Fatalf("get %s: %v", key, err)
+		}
+		upTo := resp.Kvs[0].ModRevision
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var events []string
+		for wr := range e.cli.Watch(wctx, key, clientv3.WithRev(del.Header.Revision+1)) {
+			for _, ev := range wr.Events {
+				events = append(events, fmt.Sprintf("%s@%d", ev.Type, ev.Kv.ModRevision))
+				if ev.Type == clientv3.EventTypeDelete {
+					t.Errorf("key deleted at revision %d after our own delete", ev.Kv.ModRevision)
+				}
+			}
+			if n := len(events); n > 0 && strings.HasSuffix(events[n-1], fmt.Sprintf("@%d", upTo)) {
+				break
+			}
+		}
+		t.Logf("events after our delete: %v", events)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 func TestOwnLeaseTakenByAnotherHostStopsWithError(t *testing.T) {
 	e := newEnv(t, net16)
 	m := e.manager("198.18.0.1", hostID(1))

@@ -213,7 +213,11 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 		if id, err = g.id(ctx); err != nil {
 			return err
 		}
-		if l, ok, err = m.reg.Create(ctx, m.own.Subnet, m.own.IPv6Subnet, m.attrs, id); ok {
+		l, ok, err = m.reg.Create(ctx, m.own.Subnet, m.own.IPv6Subnet, m.attrs, id)
+		if err != nil {
+			l, ok, err = g.settle(ctx, m.own.Subnet, m.own.IPv6Subnet, err)
+		}
+		if ok {
 			g.keep()
 		}
 	case gerr == nil && cur.Attrs.PublicIP == m.cfg.PublicIP && cur.Attrs.HostID == m.cfg.HostID,
