@@ -1,6 +1,9 @@
 # agentd — run `make help` for the targets.
 SHELL := /bin/bash
-GO ?= go
+# The go in PATH, else the one a Go tarball installs (/usr/local/go).
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+# The Go release go.mod asks for; make deps checks it first.
+GO_MIN := $(shell sed -n 's/^go //p' go.mod)
 BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -39,6 +42,12 @@ help: ## List the targets.
 
 .PHONY: deps
 deps: ## Install the Debian packages and Go modules the tests need (root).
+	@have=$$(cd / && GOTOOLCHAIN=local $(GO) env GOVERSION 2>/dev/null | sed 's/^go//'); \
+	if [ -z "$$have" ] || [ "$$(printf '%s\n%s\n' "$(GO_MIN)" "$$have" | sort -V | head -1)" != "$(GO_MIN)" ]; then \
+		echo "agentd needs Go $(GO_MIN) or later (go.mod); found: $${have:-no Go at $(GO)}." >&2; \
+		echo "Install it from https://go.dev/dl/ into /usr/local/go, or put its go in PATH, or run make GO=/path/to/go." >&2; \
+		exit 1; \
+	fi
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
@@ -62,9 +71,9 @@ flanneld-bin: ## Build flanneld (FLANNELD_VERSION) into FLANNELD_BIN, ~/.cache/a
 	@tests/flanneld/build-flanneld.sh $(FLANNELD_VERSION) $(FLANNELD_BIN)
 
 .PHONY: build
-build: ## Build agentd and the test etcd into bin/.
+build: ## Build agentd and the test etcd into bin/ (static: CGO_ENABLED=0).
 	@mkdir -p $(BIN)
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./run/...
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./run/...
 
 .PHONY: lint
 lint: ## gofmt and go vet.
