@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -66,7 +69,7 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kv := range [][2]string{{"Type", "notify"}, {"Restart", "on-failure"}, {"RestartPreventExitStatus", "2"}} {
+	for _, kv := range [][2]string{{"Type", "notify"}, {"Restart", "on-failure"}} {
 		if got, _ := u.Value("Service", kv[0]); got != kv[1] {
 			t.Errorf("%s=%q, want %q", kv[0], got, kv[1])
 		}
@@ -74,8 +77,65 @@ func TestSystemdUnit(t *testing.T) {
 	if before := u.Words("Unit", "Before"); !slices.Contains(before, "docker.service") {
 		t.Errorf("Before=%q lacks docker.service", before)
 	}
-	if exitUsage != 2 {
-		t.Errorf("RestartPreventExitStatus=2 assumes usage errors exit 2, not %d", exitUsage)
+}
+
+// helperEnv, when set, makes this test binary a helper instead of running
+// tests: "panic" panics as a bug in agentd would, "agentd" is agentd itself
+// (run, with the arguments after the program name).
+const helperEnv = "RUN_AGENTD_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(helperEnv) {
+	case "":
+		os.Exit(m.Run())
+	case "panic":
+		panic("a bug in agentd")
+	case "agentd":
+		os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+	}
+	os.Exit(99)
+}
+
+// runHelper runs this test binary as the helper named as, with args and an
+// environment of nothing but the helper's variable, and returns its exit
+// status and output.
+func runHelper(t *testing.T, as string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = []string{helperEnv + "=" + as}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), string(out)
+}
+
+// TestSystemdRestartPrevention: systemd leaves agentd down after a usage
+// error, and only then. The unit's RestartPreventExitStatus is exactly the
+// status agentd gives invalid settings, and not the status the Go runtime
+// gives an unrecovered panic (2), which must be restarted like any crash.
+func TestSystemdRestartPrevention(t *testing.T) {
+	u, err := sdunit.Load(unitPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prevent := u.Words("Service", "RestartPreventExitStatus")
+	if want := []string{strconv.Itoa(exitUsage)}; !slices.Equal(prevent, want) {
+		t.Errorf("RestartPreventExitStatus=%q, want %q (exitUsage)", prevent, want)
+	}
+
+	code, out := runHelper(t, "panic")
+	if !strings.Contains(out, "panic: a bug in agentd") {
+		t.Fatalf("the helper did not panic (exit %d):\n%s", code, out)
+	}
+	if slices.Contains(prevent, strconv.Itoa(code)) {
+		t.Errorf("a panic exits %d, which RestartPreventExitStatus=%s keeps down for good", code, strings.Join(prevent, " "))
+	}
+
+	code, out = runHelper(t, "agentd", "--no-such-flag")
+	if !slices.Contains(prevent, strconv.Itoa(code)) || !strings.Contains(out, "no-such-flag") {
+		t.Errorf("an unknown flag: exit %d, want one of RestartPreventExitStatus=%s; output:\n%s", code, strings.Join(prevent, " "), out)
 	}
 }
 
@@ -123,7 +183,7 @@ func TestSystemdEnvironmentReachesFlags(t *testing.T) {
 // TestSystemdFlanneldEnvironment installs an existing flanneld environment
 // file as agentd.env: FLANNELD_* variables and flanneld's single-dash flags
 // in AGENTD_ARGS work unchanged, and a bad value is one line naming the
-// variable (the exit-2 path systemd does not restart).
+// variable (the usage error systemd does not restart).
 func TestSystemdFlanneldEnvironment(t *testing.T) {
 	file := []byte(`# from a flanneld host
 FLANNELD_ETCD_ENDPOINTS=http://198.18.0.254:2379

@@ -127,8 +127,8 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 
 // flanneldFlag is one of flanneld's flags that agentd does not implement. It
 // is defined, hidden from --help, so that an existing flanneld unit or
-// environment file does not make agentd exit 2 (which systemd's
-// RestartPreventExitStatus=2 then leaves down). When it is set, judge decides
+// environment file does not make agentd exit with a usage error (which
+// systemd's RestartPreventExitStatus then leaves down). When it is set, judge decides
 // from its value and the other settings whether agentd does what flanneld
 // would do without it: then it returns a warning (the text after "<flag> is
 // ") and the flag is ignored; or not: then it returns why, and agentd refuses

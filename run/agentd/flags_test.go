@@ -354,8 +354,8 @@ func TestRunExitCodes(t *testing.T) {
 	}
 	out.Reset()
 	code := run([]string{"-public-ip", "x\ny"}, noEnv, &out, &errOut)
-	if code != 2 {
-		t.Errorf("invalid flag: exit %d, want 2", code)
+	if code != exitUsage {
+		t.Errorf("invalid flag: exit %d, want %d", code, exitUsage)
 	}
 	if got, want := errOut.String(), `agentd: invalid --public-ip "x\ny": ParseAddr("x\ny"): unable to parse IP`+"\n"; got != want {
 		t.Errorf("invalid flag: stderr %q, want %q", got, want)
@@ -507,7 +507,7 @@ func TestRunVerbosityFromEnv(t *testing.T) {
 }
 
 // TestParseArgsFlanneldFlags: flanneld's flags that agentd does not implement
-// neither stop an existing unit (exit 2, which RestartPreventExitStatus=2
+// neither stop an existing unit (a usage error, which RestartPreventExitStatus
 // then keeps down) nor pass silently. Those whose absence is harmless are
 // accepted with one warning each, naming the flag or variable and why; those
 // asking for something agentd cannot do are refused with the reason.
@@ -589,8 +589,8 @@ func TestParseArgsFlanneldFlags(t *testing.T) {
 	}
 
 	var out, errOut bytes.Buffer
-	if code := run([]string{"--kube-subnet-mgr"}, envMap(nil), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "agentd has no Kubernetes subnet manager") {
-		t.Errorf("--kube-subnet-mgr: exit %d, stderr %q; want 2 and the reason", code, errOut.String())
+	if code := run([]string{"--kube-subnet-mgr"}, envMap(nil), &out, &errOut); code != exitUsage || !strings.Contains(errOut.String(), "agentd has no Kubernetes subnet manager") {
+		t.Errorf("--kube-subnet-mgr: exit %d, stderr %q; want %d and the reason", code, errOut.String(), exitUsage)
 	}
 }
 

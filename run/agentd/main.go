@@ -8,7 +8,11 @@
 //
 //	0  ran and stopped on SIGTERM/SIGINT, or --help, --version, --release-lease done
 //	1  agent.Run failed
-//	2  invalid flags, environment or settings (one line on stderr)
+//	64 invalid flags, environment or settings (one line on stderr)
+//
+// Usage errors exit 64 (EX_USAGE of sysexits.h), not 2: the Go runtime exits
+// 2 on an unrecovered panic or a fatal error, and agentd.service must restart
+// that crash while it leaves a usage error alone (RestartPreventExitStatus).
 package main
 
 import (
@@ -34,7 +38,7 @@ var version = "dev"
 const (
 	exitOK      = 0
 	exitFailure = 1
-	exitUsage   = 2
+	exitUsage   = 64 // EX_USAGE; see the package comment
 )
 
 func main() {
