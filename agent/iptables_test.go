@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -98,10 +99,24 @@ func TestIPTablesRetriedUntilAvailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestIPTablesRetriedUntilAvailable$", "-test.v", "-test.count=1")
+	// The child is killed when the test ends, a little before go test's
+	// -timeout would end this process (so its output is still logged),
+	// and, by its parent-death signal, when this process dies.
+	ctx := t.Context()
+	if d, ok := t.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-10*time.Second))
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestIPTablesRetriedUntilAvailable$", "-test.v", "-test.count=1")
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Env = append(os.Environ(), iptablesChildEnv+"="+self)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	// The parent-death signal follows the thread that forked the child:
+	// keep it alive until the child is reaped.
+	runtime.LockOSThread()
 	out, err := cmd.CombinedOutput()
+	runtime.UnlockOSThread()
 	t.Logf("child, in a network namespace of its own:\n%s", out)
 	if err != nil {
 		t.Fatalf("child: %v", err)
