@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -73,9 +72,12 @@ func configErrorf(flag, value string, format string, args ...any) error {
 }
 
 // Validate reports the first setting that Run could not work with, as a
-// *ConfigError. It does not change c. Besides checking values it looks at the
-// file system: the etcd TLS files named must exist, so that a typo is reported
-// at start-up rather than as a TLS failure on every retry.
+// *ConfigError. It does not change c. It judges the settings alone, not the
+// file system: the etcd TLS files need not exist yet (config management or a
+// vault agent may write them after boot), so a missing or unreadable one is
+// Run's failure, which a service manager retries, and not a usage error,
+// which it does not. A combination that cannot work (a certificate without
+// its key) is one.
 func (c *Config) Validate() error {
 	if len(c.EtcdEndpoints) == 0 {
 		return configErrorf("etcd-endpoints", "", "no etcd endpoint given")
@@ -93,18 +95,6 @@ func (c *Config) Validate() error {
 	}
 	if c.EtcdKeyFile != "" && c.EtcdCertFile == "" {
 		return configErrorf("etcd-certfile", "", "required when --etcd-keyfile is set")
-	}
-	for _, f := range []struct{ flag, path string }{
-		{"etcd-cafile", c.EtcdCAFile},
-		{"etcd-certfile", c.EtcdCertFile},
-		{"etcd-keyfile", c.EtcdKeyFile},
-	} {
-		if f.path == "" {
-			continue
-		}
-		if err := checkRegularFile(f.path); err != nil {
-			return &ConfigError{Flag: f.flag, Value: f.path, Err: err}
-		}
 	}
 	if c.EtcdPassword != "" && c.EtcdUsername == "" {
 		return configErrorf("etcd-username", "", "required when --etcd-password is set")
@@ -245,17 +235,6 @@ func checkAbsPath(p string) error {
 		return errors.New("empty path")
 	case !filepath.IsAbs(p):
 		return errors.New("want an absolute path")
-	}
-	return nil
-}
-
-func checkRegularFile(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return errors.New("not a regular file")
 	}
 	return nil
 }

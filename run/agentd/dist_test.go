@@ -4,7 +4,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -27,9 +26,7 @@ const (
 // systemdArgs does what systemd does with agentd.service before it runs
 // agentd: read the EnvironmentFile (envFile stands in for installedEnvFile)
 // and expand ExecStart. It returns the command line and the environment.
-// Values naming files under /etc/agentd/ are moved into etcDir, so that the
-// TLS files the sample names can exist for Validate.
-func systemdArgs(t *testing.T, envFile []byte, etcDir string) ([]string, map[string]string) {
+func systemdArgs(t *testing.T, envFile []byte) ([]string, map[string]string) {
 	t.Helper()
 	u, err := sdunit.Load(unitPath)
 	if err != nil {
@@ -44,9 +41,6 @@ func systemdArgs(t *testing.T, envFile []byte, etcDir string) ([]string, map[str
 		t.Fatalf("%s: %v", envFilePath, err)
 	}
 	env := sdunit.Env(vars)
-	for k, v := range env {
-		env[k] = strings.ReplaceAll(v, "/etc/agentd/", etcDir+"/")
-	}
 	execs := u.List("Service", "ExecStart")
 	if len(execs) != 1 {
 		t.Fatalf("ExecStart = %q, want one command", execs)
@@ -143,17 +137,11 @@ func TestSystemdRestartPrevention(t *testing.T) {
 // systemd would pass it from agentd.service and the sample agentd.env: every
 // setting in the file must end up in the Config.
 func TestSystemdEnvironmentReachesFlags(t *testing.T) {
-	etc := t.TempDir()
-	for _, f := range []string{"etcd-ca.pem", "etcd-client.pem", "etcd-client-key.pem"} {
-		if err := os.WriteFile(filepath.Join(etc, f), []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	sample, err := os.ReadFile(envFilePath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	args, env := systemdArgs(t, sample, etc)
+	args, env := systemdArgs(t, sample)
 	logFlags, v, _ := testLogFlags()
 	opts, err := parseArgs(args, envMap(env), logFlags)
 	if err != nil {
@@ -162,9 +150,9 @@ func TestSystemdEnvironmentReachesFlags(t *testing.T) {
 	want := agent.DefaultConfig()
 	want.EtcdEndpoints = []string{"https://etcd1.example.com:2379", "https://etcd2.example.com:2379", "https://etcd3.example.com:2379"}
 	want.EtcdPrefix = "/coreos.com/network"
-	want.EtcdCAFile = filepath.Join(etc, "etcd-ca.pem")
-	want.EtcdCertFile = filepath.Join(etc, "etcd-client.pem")
-	want.EtcdKeyFile = filepath.Join(etc, "etcd-client-key.pem")
+	want.EtcdCAFile = "/etc/agentd/etcd-ca.pem"
+	want.EtcdCertFile = "/etc/agentd/etcd-client.pem"
+	want.EtcdKeyFile = "/etc/agentd/etcd-client-key.pem"
 	want.Ifaces = []string{"eth0"}
 	want.IPMasq = true
 	want.HealthzAddr = "127.0.0.1:8471"
@@ -191,7 +179,7 @@ FLANNELD_IFACE=eth1
 FLANNELD_IP_MASQ=false
 AGENTD_ARGS="-public-ip=198.18.0.7 -subnet-file /run/flannel/subnet.env"
 `)
-	args, env := systemdArgs(t, file, t.TempDir())
+	args, env := systemdArgs(t, file)
 	logFlags, _, _ := testLogFlags()
 	opts, err := parseArgs(args, envMap(env), logFlags)
 	if err != nil {
@@ -201,7 +189,7 @@ AGENTD_ARGS="-public-ip=198.18.0.7 -subnet-file /run/flannel/subnet.env"
 		t.Errorf("config: %+v", got)
 	}
 
-	args, env = systemdArgs(t, []byte("FLANNELD_SUBNET_LEASE_TTL=forever\n"), t.TempDir())
+	args, env = systemdArgs(t, []byte("FLANNELD_SUBNET_LEASE_TTL=forever\n"))
 	var stderr strings.Builder
 	if code := run(args, envMap(env), &strings.Builder{}, &stderr); code != exitUsage {
 		t.Errorf("exit %d, want %d", code, exitUsage)
@@ -236,15 +224,9 @@ func TestKubernetesEnvironmentReachesFlags(t *testing.T) {
 	if c["name"] != "agentd" {
 		t.Fatalf("first container is %v", c["name"])
 	}
-	etc := t.TempDir()
-	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
-		if err := os.WriteFile(filepath.Join(etc, f), []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	env := map[string]string{}
 	for k, v := range cm["data"].(map[string]any) {
-		env[k] = strings.ReplaceAll(v.(string), "/etc/agentd/etcd/", etc+"/")
+		env[k] = v.(string)
 	}
 	const podIP = "198.18.0.7"
 	for _, e := range c["env"].([]any) {
@@ -267,9 +249,9 @@ func TestKubernetesEnvironmentReachesFlags(t *testing.T) {
 	}
 	want := agent.DefaultConfig()
 	want.EtcdEndpoints = []string{"https://etcd1.example.com:2379", "https://etcd2.example.com:2379", "https://etcd3.example.com:2379"}
-	want.EtcdCAFile = filepath.Join(etc, "ca.crt")
-	want.EtcdCertFile = filepath.Join(etc, "tls.crt")
-	want.EtcdKeyFile = filepath.Join(etc, "tls.key")
+	want.EtcdCAFile = "/etc/agentd/etcd/ca.crt"
+	want.EtcdCertFile = "/etc/agentd/etcd/tls.crt"
+	want.EtcdKeyFile = "/etc/agentd/etcd/tls.key"
 	want.IPMasq = true
 	want.IPTablesMode = "auto"
 	want.HealthzAddr = "[" + podIP + "]:8471"

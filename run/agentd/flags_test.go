@@ -118,6 +118,14 @@ func TestParseArgs(t *testing.T) {
 				c.StateDir = "/tmp/agentd-state"
 			},
 		},
+		{
+			// They are read at run time: they may be written after boot.
+			name: "TLS files that do not exist yet",
+			env:  map[string]string{"FLANNELD_ETCD_CAFILE": dir + "/later/ca.pem", "FLANNELD_ETCD_CERTFILE": dir + "/later/cert.pem", "FLANNELD_ETCD_KEYFILE": dir},
+			want: func(c *agent.Config) {
+				c.EtcdCAFile, c.EtcdCertFile, c.EtcdKeyFile = dir+"/later/ca.pem", dir+"/later/cert.pem", dir
+			},
+		},
 		{name: "IPv4-mapped public ip", args: []string{"--public-ip=::ffff:198.18.0.7"}, want: func(c *agent.Config) { c.PublicIP = netip.MustParseAddr("198.18.0.7") }},
 		{name: "iface-can-reach", args: []string{"--iface-can-reach=198.18.0.254"}, want: func(c *agent.Config) { c.IfaceCanReach = netip.MustParseAddr("198.18.0.254") }},
 		{name: "iptables mode", args: []string{"--iptables-mode=auto"}, want: func(c *agent.Config) { c.IPTablesMode = "auto" }},
@@ -245,9 +253,8 @@ func TestParseArgsErrors(t *testing.T) {
 		{"endpoint bad scheme", []string{"--etcd-endpoints=http://a:1,ftp://b"}, nil, `invalid --etcd-endpoints "ftp://b": scheme "ftp" not supported, want http, https, unix or unixs`},
 		{"endpoint with credentials", []string{"--etcd-endpoints=http://u:p@a:1"}, nil, `invalid --etcd-endpoints "http://u:p@a:1": credentials in the URL are not used; use --etcd-username and --etcd-password`},
 		{"bad prefix", []string{"--etcd-prefix=coreos.com/network"}, nil, `invalid --etcd-prefix "coreos.com/network": must start with /`},
-		{"cafile missing", []string{"--etcd-cafile=" + dir + "/nope.pem"}, nil, `invalid --etcd-cafile "` + dir + `/nope.pem": stat ` + dir + `/nope.pem: no such file or directory`},
-		{"cafile is a directory", []string{"--etcd-cafile=" + dir}, nil, `invalid --etcd-cafile "` + dir + `": not a regular file`},
 		{"certfile without keyfile", []string{"--etcd-certfile=" + cert}, nil, `invalid --etcd-keyfile "": required when --etcd-certfile is set`},
+		{"missing certfile without keyfile", []string{"--etcd-certfile=" + dir + "/nope.pem"}, nil, `invalid --etcd-keyfile "": required when --etcd-certfile is set`},
 		{"keyfile without certfile", []string{"--etcd-keyfile=" + cert}, nil, `invalid --etcd-certfile "": required when --etcd-keyfile is set`},
 		{"password without user", []string{"--etcd-password=x"}, nil, `invalid --etcd-username "": required when --etcd-password is set`},
 		{"relative subnet file", []string{"--subnet-file=subnet.env"}, nil, `invalid --subnet-file "subnet.env": want an absolute path`},
@@ -263,7 +270,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"bad env bool", nil, map[string]string{"FLANNELD_IP_MASQ": "maybe"}, `invalid FLANNELD_IP_MASQ "maybe": strconv.ParseBool: parsing "maybe": invalid syntax`},
 		{"bad env ip", nil, map[string]string{"FLANNELD_PUBLIC_IP": "1.2.3"}, `invalid FLANNELD_PUBLIC_IP "1.2.3": ParseAddr("1.2.3"): IPv4 address too short`},
 		{"bad env duration", nil, map[string]string{"AGENTD_RESYNC_INTERVAL": "soon"}, `invalid AGENTD_RESYNC_INTERVAL "soon": time: invalid duration "soon"`},
-		{"env cafile missing", nil, map[string]string{"FLANNELD_ETCD_CAFILE": "/nonexistent/ca.pem"}, `invalid FLANNELD_ETCD_CAFILE "/nonexistent/ca.pem": stat /nonexistent/ca.pem: no such file or directory`},
+		{"env keyfile without certfile", nil, map[string]string{"FLANNELD_ETCD_KEYFILE": "/nonexistent/key.pem"}, `invalid --etcd-certfile "": required when --etcd-keyfile is set`},
 		{"env endpoints", nil, map[string]string{"FLANNELD_ETCD_ENDPOINTS": "etcd:2379"}, `invalid FLANNELD_ETCD_ENDPOINTS "etcd:2379": no scheme; want a URL such as http://etcd:2379`},
 	}
 	for _, tt := range tests {
@@ -362,6 +369,19 @@ func TestRunExitCodes(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Errorf("invalid flag: stdout %q, want nothing", out.String())
+	}
+
+	// A TLS file that is missing (not there yet: config management or a
+	// vault agent may write it after boot) is a failure at run time, which
+	// systemd retries, not a usage error that it leaves down. The agent
+	// fails at its etcd client, before it changes anything; the state dir
+	// and subnet file are the test's own.
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	code, log := runHelper(t, "agentd", "--etcd-endpoints=https://127.0.0.1:1", "--etcd-cafile="+ca,
+		"--iface=lo", "--state-dir="+dir, "--subnet-file="+filepath.Join(dir, "subnet.env"))
+	if code != exitFailure || !strings.Contains(log, ca) {
+		t.Errorf("missing --etcd-cafile: exit %d, want %d with a message naming the file; output:\n%s", code, exitFailure, log)
 	}
 }
 
