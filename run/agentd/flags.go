@@ -309,6 +309,8 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 			return opts, bad("healthz-ip", v.healthzIP, err)
 		}
 		cfg.HealthzAddr = net.JoinHostPort(ip.String(), strconv.Itoa(v.healthzPort))
+	case fs.Changed("healthz-ip"):
+		opts.warnings = append(opts.warnings, fmt.Sprintf("%s is ignored: %s is 0, so the health server is off (set --healthz-port, or --healthz-addr)", where("healthz-ip"), where("healthz-port")))
 	}
 	for _, c := range flanneldOnly {
 		if !fs.Changed(c.name) {
@@ -349,6 +351,13 @@ var alternativeForms = [][][]string{
 	{{"iface"}, {"iface-regex"}, {"iface-can-reach"}},
 }
 
+// modifiers are the flags of alternativeForms that do not choose their form
+// when given alone, because alone they set nothing: flanneld serves no health
+// endpoint for --healthz-ip without --healthz-port (port 0 is off), so an
+// operator's old -healthz-ip must not turn off the address that agentd.env
+// gives (parseArgs warns that it is ignored).
+var modifiers = map[string]bool{"healthz-ip": true}
+
 // applyEnv sets each of agentd's own flags, and the logging flags in
 // loggingFromEnv, that the command line left alone from AGENTD_<NAME> or else
 // FLANNELD_<NAME> (but see alternativeForms), and records the variable used
@@ -376,6 +385,9 @@ func applyEnv(fs *pflag.FlagSet, own map[string]bool, lookupEnv func(string) (st
 	formRank := func(form []string) int {
 		r := unset
 		for _, flag := range form {
+			if modifiers[flag] {
+				continue
+			}
 			if fs.Changed(flag) {
 				return 0
 			}

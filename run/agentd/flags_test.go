@@ -651,6 +651,28 @@ func TestParseArgsAlternativeForms(t *testing.T) {
 			warn: "AGENTD_HEALTHZ_PORT is ignored: AGENTD_HEALTHZ_ADDR is set",
 		},
 		{
+			// flanneld serves nothing for --healthz-ip without
+			// --healthz-port, so the flag does not turn off the
+			// address agentd.env gives; it is ignored, and says so.
+			name: "command-line ip alone keeps the env file's address, with a warning",
+			args: []string{"--healthz-ip=127.0.0.2"},
+			env:  map[string]string{"AGENTD_HEALTHZ_ADDR": "127.0.0.1:8471"},
+			want: func(c *agent.Config) { c.HealthzAddr = "127.0.0.1:8471" },
+			warn: "--healthz-ip is ignored: AGENTD_HEALTHZ_ADDR is set",
+		},
+		{
+			name: "command-line ip with the port from the environment",
+			args: []string{"--healthz-ip=127.0.0.2"},
+			env:  map[string]string{"FLANNELD_HEALTHZ_PORT": "8471"},
+			want: func(c *agent.Config) { c.HealthzAddr = "127.0.0.2:8471" },
+		},
+		{
+			name: "ip alone: off, as in flanneld, with a warning",
+			args: []string{"--healthz-ip=127.0.0.2"},
+			want: func(*agent.Config) {},
+			warn: "--healthz-ip is ignored: --healthz-port is 0, so the health server is off",
+		},
+		{
 			name:    "command-line regex over env iface",
 			args:    []string{"--iface-regex=^ens"},
 			env:     map[string]string{"AGENTD_IFACE": "eth0"},
