@@ -2,8 +2,10 @@ package main
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -11,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/sdunit"
 	"sigs.k8s.io/yaml"
 )
@@ -19,6 +22,8 @@ import (
 const (
 	unitPath    = "../../dist/systemd/agentd.service"
 	envFilePath = "../../dist/systemd/agentd.env"
+	// subnetEnvPath is a sample of the file agentd writes.
+	subnetEnvPath = "../../dist/subnet.env"
 	// installedEnvFile is where the unit expects the sample to be installed.
 	installedEnvFile = "/etc/agentd/agentd.env"
 )
@@ -276,6 +281,63 @@ func TestKubernetesEnvironmentReachesFlags(t *testing.T) {
 	}
 	if p := c["ports"].([]any)[0].(map[string]any); p["containerPort"] != 8471.0 || !strings.HasSuffix(opts.cfg.HealthzAddr, ":8471") {
 		t.Errorf("healthz port %v, agentd serves on %s", p["containerPort"], opts.cfg.HealthzAddr)
+	}
+}
+
+// TestSampleSubnetEnv: dist/subnet.env is what agentd writes for the lease
+// that README shows (the file flannel's readers see): its lines, without
+// the comments, are subnet.WriteEnv's output for the Env agentd builds, and
+// ParseEnv reads back that Env. README's inline example is the same lines.
+func TestSampleSubnetEnv(t *testing.T) {
+	sample, err := os.ReadFile(subnetEnvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Env agentd builds (agent.run) for a vxlan lease of 10.244.99.0/24
+	// with --ip-masq.
+	want := subnet.Env{
+		Network: netip.MustParsePrefix("10.244.0.0/16"),
+		Subnet:  netip.MustParsePrefix("10.244.99.1/24"),
+		MTU:     1450,
+		IPMasq:  true,
+		HostID:  "5d4428dc0f6fa8748f2adc31fa7d11e1",
+	}
+	got, err := subnet.ParseEnv(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("ParseEnv(%s) = %+v, want %+v", subnetEnvPath, got, want)
+	}
+
+	written := filepath.Join(t.TempDir(), "subnet.env")
+	if err := subnet.WriteEnv(written, want); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(written)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.SplitAfter(string(sample), "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	if body := strings.Join(lines, ""); body != string(b) {
+		t.Errorf("%s without its comments:\n%s\nagentd writes:\n%s", subnetEnvPath, body, b)
+	}
+
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unindented strings.Builder
+	for _, l := range strings.SplitAfter(string(readme), "\n") {
+		unindented.WriteString(strings.TrimLeft(l, " "))
+	}
+	if !strings.Contains(unindented.String(), "```\n"+string(b)+"```\n") {
+		t.Errorf("README shows no subnet.env of these lines:\n%s", b)
 	}
 }
 
