@@ -504,6 +504,129 @@ func TestReservationStaysWithoutTTL(t *testing.T) {
 	}
 }
 
+// TestOwnLeaseMadeReservationWhileRunning: an operator turns a running
+// host's lease into a reservation by writing its key without an etcd lease,
+// naming the host's public IP, as README's "Reserve a subnet" says. The agent
+// keeps it a reservation with its own value (as Acquire does with one found
+// at start), instead of putting it back on its TTL lease.
+func TestOwnLeaseMadeReservationWhileRunning(t *testing.T) {
+	e := newEnv(t, net16)
+	const ttl = 2 * time.Second
+	m := e.manager("198.18.0.1", hostID(1), func(c *subnet.ManagerConfig) { c.TTL = ttl })
+	l := acquire(t, m)
+	stop := run(t, m)
+	if _, err := e.cli.Put(context.Background(), e.reg.LeaseKey(l.Subnet, l.IPv6Subnet), `{"PublicIP":"198.18.0.1"}`); err != nil {
+		t.Fatal(err)
+	}
+	e.reservedBy(t, m, l, hostID(1))
+	e.ttlPassed(t, ttl)
+	e.reservedBy(t, m, l, hostID(1))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reservedBy waits until l's key holds host's full value without an etcd
+// lease, m holds it as a reservation, and no etcd lease is left.
+func (e *env) reservedBy(t *testing.T, m *subnet.Manager, l subnet.Lease, host string) {
+	t.Helper()
+	eventually(t, "key held as a reservation", func() error { return e.reserved(t, m, l, host) })
+}
+
+func (e *env) reserved(t *testing.T, m *subnet.Manager, l subnet.Lease, host string) error {
+	t.Helper()
+	val, id, ok := e.raw(t, l)
+	if !ok || id != 0 || !strings.Contains(val, `"BackendType":"vxlan"`) || !strings.Contains(val, `"HostID":"`+host+`"`) {
+		return fmt.Errorf("present=%v lease=%x value %s", ok, id, val)
+	}
+	if own, _ := m.Own(); own.Subnet != l.Subnet || !own.Reservation() {
+		return fmt.Errorf("the manager holds %s on etcd lease %x", own.Key(), own.LeaseID)
+	}
+	if n := e.leaseCount(t); n != 0 {
+		return fmt.Errorf("%d etcd leases left", n)
+	}
+	return nil
+}
+
+// TestOwnLeaseReplacedByReservationWhileRunning: the operator deletes a
+// running host's key and writes a reservation for its public IP in its
+// place, and the agent sees the reservation only when it recreates its key.
+// A reservation naming our public IP and no other host is ours, as at start.
+func TestOwnLeaseReplacedByReservationWhileRunning(t *testing.T) {
+	e := newEnv(t, net16)
+	var hold atomic.Bool
+	held, resume := make(chan struct{}), make(chan struct{})
+	var key atomic.Pointer[string]
+	cli := e.interceptedClient(t, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		// Hold the reacquire's read of our key until the reservation is
+		// written.
+		if r, ok := req.(*etcdserverpb.RangeRequest); ok && len(r.RangeEnd) == 0 && string(r.Key) == *key.Load() && hold.CompareAndSwap(true, false) {
+			close(held)
+			<-resume
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+	m := subnet.NewManager(subnet.NewRegistry(cli, prefix), e.net, subnet.ManagerConfig{
+		PublicIP: netip.MustParseAddr("198.18.0.1"), HostID: hostID(1), TTL: time.Hour,
+	})
+	l := acquire(t, m)
+	k := e.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+	key.Store(&k)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	errc := make(chan error, 1)
+	go func() { errc <- m.Run(ctx) }()
+	hold.Store(true)
+	if _, err := e.cli.Delete(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case err := <-errc:
+		t.Fatalf("Run returned %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent never read its key back after its deletion")
+	}
+	if _, err := e.cli.Put(ctx, k, `{"PublicIP":"198.18.0.1"}`); err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	eventually(t, "key held as a reservation", func() error {
+		select {
+		case err := <-errc:
+			t.Fatalf("Run returned %v", err)
+		default:
+		}
+		return e.reserved(t, m, l, hostID(1))
+	})
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+// TestRestartKeepsLiveLeaseOverReservationElsewhere: a reservation for our
+// public IP of another subnet than our live lease waits until that lease is
+// released (as agentctl lease reserve says): a restart keeps the live lease,
+// since subnet.env and the host's containers use it.
+func TestRestartKeepsLiveLeaseOverReservationElsewhere(t *testing.T) {
+	e := newEnv(t, net16)
+	live := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24")))
+	e.putKeys(t, map[string]string{"10.244.7.0-24": `{"PublicIP":"198.18.0.1"}`})
+	l := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24")))
+	if l.Subnet != live.Subnet || l.Reservation() {
+		t.Fatalf("restart got %s (reservation %v), want the live lease %s", l.Key(), l.Reservation(), live.Key())
+	}
+	e.heldBy(t, l, hostID(1))
+	if rl, ok, err := e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24")).Release(context.Background()); err != nil || !ok || rl.Subnet != live.Subnet {
+		t.Fatalf("release = %s, %v, %v; want the live lease released", rl.Key(), ok, err)
+	}
+	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24"))
+	if l := acquire(t, m); l.Subnet != netip.MustParsePrefix("10.244.7.0/24") || !l.Reservation() {
+		t.Fatalf("after release got %s (reservation %v), want the reservation 10.244.7.0/24", l.Key(), l.Reservation())
+	}
+}
+
 // ttlPassed grants a witness etcd lease of ttl and waits until etcd has
 // revoked it for want of renewal: by etcd's own clock, ttl has then passed
 // since the call, with no wall-clock guess on the test's side.

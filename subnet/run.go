@@ -23,9 +23,11 @@ import (
 //	 │                                                      v
 //	 │ <──────── same key recreated, or taken over ──── reacquire ──key held by another host──> ErrLeaseLost
 //	 │
-//	 └──own key overwritten in place (same create revision)──> write our value back (CAS), stay held;
-//	                                                           retried with backoff until it succeeds
-//	                                                           or the key changes again
+//	 ├──own key overwritten in place (same create revision)──> write our value back (CAS), stay held;
+//	 │                                                         retried with backoff until it succeeds
+//	 │                                                         or the key changes again
+//	 └──own key made a reservation for our public IP──────────> write our value back without an
+//	                                                           etcd lease, revoke ours, stay held
 //
 // A reacquire never picks another subnet: subnet.env and the host's containers
 // use this one.
@@ -102,6 +104,11 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		}
 		retry = nil
 		lost, err := m.checkOwn(ctx, failing == nil)
+		if ka != nil && m.own.Reservation() {
+			// Made a reservation: nothing left to keep alive.
+			cancel()
+			ka = nil
+		}
 		switch {
 		case lost != "":
 			return lost, nil
@@ -135,6 +142,8 @@ func (m *Manager) checkOwn(ctx context.Context, first bool) (lost string, err er
 		m.own.ModRevision = st.lease.ModRevision
 		m.setOwn(m.own)
 		return "", nil
+	case st.err == nil && st.lease.Reservation() && m.ours(st.lease):
+		return "", m.reserve(ctx, st.lease)
 	case st.createRev != m.own.CreateRevision:
 		return "our lease key was recreated by another writer", nil
 	case st.err == nil && m.namesOtherHost(st.lease.Attrs):
@@ -168,6 +177,28 @@ func (m *Manager) restore(ctx context.Context, st ownState, first bool) error {
 	m.setOwn(l)
 	m.Stats.Reacquired.Add(1)
 	m.log.Info("own lease value restored", "subnet", l.Subnet)
+	return nil
+}
+
+// reserve makes l, our key written over as a reservation for our public IP
+// (by an operator, see README's "Reserve a subnet"), our reservation: our
+// value written back without an etcd lease, as Acquire does with a
+// reservation it finds, and the etcd lease that held the key revoked.
+func (m *Manager) reserve(ctx context.Context, l Lease) error {
+	key := m.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+	nl, ok, err := m.takeOver(ctx, l, true, nil)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("lease %s was written again after revision %d", key, l.ModRevision)
+	}
+	prev := m.own.LeaseID
+	m.setOwn(nl)
+	if prev != 0 {
+		m.revoke(ctx, prev)
+	}
+	m.log.Info("our lease key was made a reservation for our public IP; holding it without an etcd lease", "subnet", nl.Subnet, "key", key)
 	return nil
 }
 
@@ -207,6 +238,9 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 		ok  bool
 		err error
 	)
+	// A reservation for our public IP naming no other host is ours, as
+	// Acquire finds it, even when written after a delete.
+	reserved := gerr == nil && cur.Reservation() && m.ours(cur)
 	switch {
 	case !exists:
 		var id int64
@@ -220,12 +254,14 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 		if ok {
 			g.keep()
 		}
-	case gerr == nil && cur.Attrs.PublicIP == m.cfg.PublicIP && cur.Attrs.HostID == m.cfg.HostID,
+	case reserved,
+		gerr == nil && cur.Attrs.PublicIP == m.cfg.PublicIP && cur.Attrs.HostID == m.cfg.HostID,
 		cur.CreateRevision == m.own.CreateRevision && !m.namesOtherHost(cur.Attrs):
-		// Still our key (its etcd lease may have outlived our keepalive),
-		// or overwritten in place by a value that names no other host:
-		// take it over with a fresh etcd lease.
-		l, ok, err = m.takeOver(ctx, cur, m.own.Reservation(), g)
+		// Our reservation, still our key (its etcd lease may have
+		// outlived our keepalive), or overwritten in place by a value
+		// that names no other host: take it over, with a fresh etcd lease
+		// unless it is a reservation.
+		l, ok, err = m.takeOver(ctx, cur, reserved || m.own.Reservation(), g)
 	default:
 		holder := "an unusable value"
 		if gerr == nil {
