@@ -109,8 +109,8 @@ func (c *ctl) liveLease(sn, pub, mac string) clientv3.LeaseID {
 
 func TestConfigInitAndShow(t *testing.T) {
 	c := newCtl(t)
-	c.wantFail(2, []string{"config", "init", "--network", "10.244.0.0/33"}, "invalid config", "Network")
-	c.wantFail(2, []string{"config", "init"}, "--network")
+	c.wantFail(exitUsage, []string{"config", "init", "--network", "10.244.0.0/33"}, "invalid config", "Network")
+	c.wantFail(exitUsage, []string{"config", "init"}, "--network")
 	c.wantFail(1, []string{"config", "show"}, prefix+"/config", "ETCDCTL_API=3")
 
 	out := c.mustRun("config", "init", "--network", "10.244.0.0/16", "--backend", "host-gw")
@@ -155,16 +155,16 @@ func TestLeasesReserveRelease(t *testing.T) {
 	live := c.liveLease("10.244.5.0/24", "198.18.0.1", "aa:bb:cc:dd:ee:01")
 	c.liveLease("10.244.6.0/24", "198.18.0.2", "aa:bb:cc:dd:ee:02")
 
-	// Bad input: one line, status 2 for usage, 1 for conflicts.
-	c.wantFail(2, []string{"lease", "reserve", "10.244.7.0/33", "--public-ip", "198.18.0.3"}, "not an IPv4 subnet")
-	c.wantFail(2, []string{"lease", "reserve", "10.244.7.1/24", "--public-ip", "198.18.0.3"}, "host bits", "10.244.7.0/24")
-	c.wantFail(2, []string{"lease", "reserve", "10.99.7.0/24", "--public-ip", "198.18.0.3"}, "cannot be reserved", "10.244.0.0/16")
-	c.wantFail(2, []string{"lease", "reserve", "10.244.7.0/25", "--public-ip", "198.18.0.3"}, "cannot be reserved")
-	c.wantFail(2, []string{"lease", "reserve", "10.244.7.0/24", "--public-ip", "nope"}, "--public-ip")
-	c.wantFail(2, []string{"lease", "reserve", "10.244.7.0/24"}, "public-ip")
+	// Bad input: one line, exitUsage for usage, 1 for conflicts.
+	c.wantFail(exitUsage, []string{"lease", "reserve", "10.244.7.0/33", "--public-ip", "198.18.0.3"}, "not an IPv4 subnet")
+	c.wantFail(exitUsage, []string{"lease", "reserve", "10.244.7.1/24", "--public-ip", "198.18.0.3"}, "host bits", "10.244.7.0/24")
+	c.wantFail(exitUsage, []string{"lease", "reserve", "10.99.7.0/24", "--public-ip", "198.18.0.3"}, "cannot be reserved", "10.244.0.0/16")
+	c.wantFail(exitUsage, []string{"lease", "reserve", "10.244.7.0/25", "--public-ip", "198.18.0.3"}, "cannot be reserved")
+	c.wantFail(exitUsage, []string{"lease", "reserve", "10.244.7.0/24", "--public-ip", "nope"}, "--public-ip")
+	c.wantFail(exitUsage, []string{"lease", "reserve", "10.244.7.0/24"}, "public-ip")
 	c.wantFail(1, []string{"lease", "reserve", "10.244.5.0/24", "--public-ip", "198.18.0.3"}, "already leased to 198.18.0.1")
-	c.wantFail(2, []string{"lease", "frobnicate"}, "unknown command")
-	c.wantFail(2, []string{"leases", "--no-such-flag"}, "unknown flag")
+	c.wantFail(exitUsage, []string{"lease", "frobnicate"}, "unknown command")
+	c.wantFail(exitUsage, []string{"leases", "--no-such-flag"}, "unknown flag")
 
 	out := c.mustRun("lease", "reserve", "10.244.7.0/24", "--public-ip", "198.18.0.3")
 	if !strings.Contains(out, "reserved 10.244.7.0/24 for 198.18.0.3") {
@@ -279,7 +279,7 @@ func TestEnvironmentOnlyForEtcdFlags(t *testing.T) {
 	t.Setenv("FLANNELD_PUBLIC_IP", "198.18.0.7")
 	t.Setenv("AGENTD_FORCE", "true")
 	t.Setenv("AGENTD_OUTPUT", "json")
-	c.wantFail(2, []string{"lease", "reserve", "10.244.9.0/24"}, "public-ip")
+	c.wantFail(exitUsage, []string{"lease", "reserve", "10.244.9.0/24"}, "public-ip")
 	if v, _, ok := c.get(prefix + "/subnets/10.244.9.0-24"); ok {
 		t.Errorf("reserved from FLANNELD_PUBLIC_IP: %s", v)
 	}
@@ -292,8 +292,8 @@ func TestEnvironmentOnlyForEtcdFlags(t *testing.T) {
 	}
 }
 
-// TestExitStatusByErrorType: usage errors exit 2 and failures 1, whatever
-// their text says. A failure whose message happens to contain words of
+// TestExitStatusByErrorType: usage errors exit 64 (EX_USAGE, as agentd's do;
+// not 2, which a Go panic gives) and failures 1, whatever their text says. A failure whose message happens to contain words of
 // cobra's usage errors ("invalid argument", "unknown command", ...) is still
 // a failure; these run without etcd (the dialer fails, or is never reached).
 func TestExitStatusByErrorType(t *testing.T) {
@@ -333,8 +333,8 @@ func TestExitStatusByErrorType(t *testing.T) {
 			return nil, nil, nil, errors.New("no etcd here")
 		}
 		code := run(context.Background(), args, &out, &errOut, dial)
-		if code != 2 || strings.Count(strings.TrimSpace(errOut.String()), "\n") != 0 {
-			t.Errorf("agentctl %q: exit %d, stderr %q; want 2 and one line", args, code, errOut.String())
+		if code != 64 || strings.Count(strings.TrimSpace(errOut.String()), "\n") != 0 {
+			t.Errorf("agentctl %q: exit %d, stderr %q; want 64 and one line", args, code, errOut.String())
 		}
 	}
 

@@ -7,7 +7,8 @@
 //	agentctl lease reserve 10.244.7.0/24 --public-ip 192.0.2.10
 //	agentctl status --agent http://127.0.0.1:8471
 //
-// Exit status: 0 success, 1 failure, 2 bad usage.
+// Exit status: 0 success, 1 failure, 64 bad usage (EX_USAGE of sysexits.h, as
+// agentd's; not 2, which the Go runtime gives a panic).
 package main
 
 import (
@@ -27,11 +28,14 @@ import (
 
 var version = "dev"
 
+// exitUsage is the status of a mistake on the command line.
+const exitUsage = 64
+
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, nil))
 }
 
-// usageError marks a mistake on the command line (exit status 2). Errors
+// usageError marks a mistake on the command line (exit status exitUsage). Errors
 // are marked where they arise: usagef in our commands, and for cobra's own
 // checks the flag error function, usageArgs around every Args validator and
 // validateFlags for required flags. Any other error is a failure (1),
@@ -79,7 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial etcd
 	fmt.Fprintf(stderr, "agentctl: %v\n", err)
 	var u usageError
 	if errors.As(err, &u) {
-		return 2
+		return exitUsage
 	}
 	return 1
 }
