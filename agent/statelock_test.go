@@ -149,3 +149,35 @@ func TestStateDirLockNotInherited(t *testing.T) {
 	}
 	g.Close()
 }
+
+// FuzzLockHolder: whatever the lock file holds, lockHolder returns without a
+// panic either 0 or the positive process ID that the file's content, less
+// surrounding white space, spells in decimal (strconv.Atoi's syntax), as
+// lockStateDir writes it; a missing file is 0 too.
+func FuzzLockHolder(f *testing.F) {
+	// One file for every input: a worker runs its inputs one at a time.
+	path := filepath.Join(f.TempDir(), lockFile)
+	if pid := lockHolder(path); pid != 0 {
+		f.Fatalf("lockHolder of a missing file = %d, want 0", pid)
+	}
+	for _, s := range []string{
+		strconv.Itoa(os.Getpid()) + "\n", "1", "", "\n", "0", "-1", "+7", "007", " 42\t\r\n",
+		"4194304", "9223372036854775807", "9223372036854775808", "1 2", "12a", "0x10",
+		"\x0012", "\u00a012\u2028", "\u0085 3", "１２", "\xff12",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got := lockHolder(path)
+		want, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || want <= 0 {
+			want = 0
+		}
+		if got != want || got < 0 {
+			t.Fatalf("lockHolder of a file holding %q = %d, want %d", b, got, want)
+		}
+	})
+}
