@@ -72,8 +72,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	o.poll = pollInterval
+	return execute(ctx, o, nil, stdout, stderr)
+}
 
-	env, err := readEnv(ctx, o)
+// execute does run's work with the options parsed. polled, if not nil, is
+// called each time --wait found no subnet.env and is about to wait o.poll
+// before looking again (for tests).
+func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Writer) int {
+	env, err := readEnv(ctx, o, polled)
 	if err != nil {
 		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
 		return exitFailure
@@ -117,10 +123,11 @@ func parseFlags(args []string) (o options, usage string, err error) {
 }
 
 // readEnv reads the subnet.env, retrying every o.poll until o.wait has passed
-// while it is missing (at boot, until agentd holds a lease). A file that is
-// there but invalid fails at once: agentd replaces the file atomically, so
-// waiting would not mend it, and the error names the key at fault.
-func readEnv(ctx context.Context, o options) (subnet.Env, error) {
+// while it is missing (at boot, until agentd holds a lease); polled, if not
+// nil, is called before each wait. A file that is there but invalid fails at
+// once: agentd replaces the file atomically, so waiting would not mend it,
+// and the error names the key at fault.
+func readEnv(ctx context.Context, o options, polled func()) (subnet.Env, error) {
 	deadline := time.Now().Add(o.wait)
 	for {
 		env, err := subnet.ReadEnv(o.subnetFile)
@@ -136,6 +143,9 @@ func readEnv(ctx context.Context, o options) (subnet.Env, error) {
 		}
 		if !time.Now().Before(deadline) {
 			return subnet.Env{}, err
+		}
+		if polled != nil {
+			polled()
 		}
 		select {
 		case <-ctx.Done():

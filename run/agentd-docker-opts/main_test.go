@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,40 +78,47 @@ func TestRun(t *testing.T) {
 	}
 }
 
-// TestWaitAndOutput: with --wait, a subnet.env that appears later is picked
-// up, and --output is written only then.
+// TestWaitAndOutput: with --wait, a subnet.env that appears only after
+// several looks is picked up, and --output is written only then; one that
+// never appears ends the wait at its deadline with the reason; a cancelled
+// context ends it at once. The poll hook is where each look found the file
+// missing, so the test acts between looks instead of guessing their times.
 func TestWaitAndOutput(t *testing.T) {
 	dir := t.TempDir()
 	env := filepath.Join(dir, "subnet.env")
 	out := filepath.Join(dir, "docker-network.env")
-	var stderr strings.Builder
-	done := make(chan int, 1)
-	go func() {
-		done <- run(context.Background(), []string{"--subnet-file", env, "--wait=10s", "-o", out}, &strings.Builder{}, &stderr)
-	}()
-	// The file appears late: only after run has looked for it more than
-	// twice, and run must still be waiting then.
-	select {
-	case code := <-done:
-		t.Fatalf("run returned %d before subnet.env existed: %s", code, stderr.String())
-	case <-time.After(2*pollInterval + pollInterval/2):
-	}
-	if _, err := os.Stat(out); err == nil {
-		t.Fatal("output written before subnet.env existed")
-	}
-	if err := os.WriteFile(env+".tmp", []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_MTU=1500\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(env+".tmp", env); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Fatalf("exit %d: %s", code, stderr.String())
+	parse := func(args ...string) options {
+		t.Helper()
+		o, usage, err := parseFlags(args)
+		if err != nil || usage != "" {
+			t.Fatalf("parseFlags(%q): %q, %v", args, usage, err)
 		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("run did not return within 15 s of subnet.env appearing")
+		o.poll = time.Millisecond
+		return o
+	}
+
+	// Appears after the third look.
+	looks := 0
+	polled := func() {
+		looks++
+		if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("look %d: output file before subnet.env existed (stat: %v)", looks, err)
+		}
+		if looks == 3 {
+			if err := os.WriteFile(env+".tmp", []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_MTU=1500\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(env+".tmp", env); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var stdout, stderr strings.Builder
+	if code := execute(context.Background(), parse("--subnet-file", env, "--wait=10s", "-o", out), polled, &stdout, &stderr); code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if looks != 3 {
+		t.Errorf("found the file missing %d times, want 3 (the next look finds it)", looks)
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {
@@ -118,15 +127,33 @@ func TestWaitAndOutput(t *testing.T) {
 	if !strings.Contains(string(b), `DOCKER_NETWORK_OPTIONS="--bip=10.244.9.1/24 --mtu=1500 --ip-masq=true"`) {
 		t.Errorf("output file:\n%s", b)
 	}
-
-	// Never appearing: the wait ends with the reason, and no output file.
-	out2 := filepath.Join(dir, "never.env")
-	start := time.Now()
-	code := run(context.Background(), []string{"--subnet-file", filepath.Join(dir, "absent"), "--wait=500ms", "-o", out2}, &strings.Builder{}, &stderr)
-	if code != exitFailure || time.Since(start) < 500*time.Millisecond {
-		t.Errorf("exit %d after %v, want %d after at least 500ms", code, time.Since(start), exitFailure)
+	if stdout.Len() > 0 {
+		t.Errorf("stdout %q with --output", stdout.String())
 	}
-	if _, err := os.Stat(out2); err == nil {
-		t.Error("output written although subnet.env never appeared")
+
+	// Never appearing: the wait ends at its deadline with the reason, and
+	// no output file.
+	out2 := filepath.Join(dir, "never.env")
+	looks = 0
+	stderr.Reset()
+	start := time.Now()
+	code := execute(context.Background(), parse("--subnet-file", filepath.Join(dir, "absent"), "--wait=50ms", "-o", out2), func() { looks++ }, &stdout, &stderr)
+	if code != exitFailure || time.Since(start) < 50*time.Millisecond || looks == 0 {
+		t.Errorf("exit %d after %v and %d waits, want %d after at least 50ms of waiting", code, time.Since(start), looks, exitFailure)
+	}
+	if !strings.Contains(stderr.String(), "does not exist") || !strings.Contains(stderr.String(), "(waited 50ms)") {
+		t.Errorf("stderr %q", stderr.String())
+	}
+	if _, err := os.Stat(out2); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("output written although subnet.env never appeared (stat: %v)", err)
+	}
+
+	// Cancelled while waiting: it stops, and says why.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr.Reset()
+	code = execute(ctx, parse("--subnet-file", filepath.Join(dir, "absent"), "--wait=1h"), cancel, &stdout, &stderr)
+	if code != exitFailure || !strings.Contains(stderr.String(), context.Canceled.Error()) {
+		t.Errorf("cancelled: exit %d, stderr %q", code, stderr.String())
 	}
 }
