@@ -346,8 +346,12 @@ func (m *Manager) revoke(ctx context.Context, id int64) {
 // own, so the pair may be held by a key for another IPv4 subnet: then one of
 // the first pickAmong free IPv6 subnets is taken at random.
 func (m *Manager) pick(leases []Lease, bad []BadEntry) (netip.Prefix, netip.Prefix, error) {
-	taken := newOccupied(m.net.SubnetLen)
-	taken6 := newOccupied(m.net.IPv6SubnetLen)
+	held, held6 := len(leases)+len(bad), 0
+	if m.net.EnableIPv6 {
+		held6 = held
+	}
+	taken := newOccupied(&ipv4, m.net.SubnetLen, held)
+	taken6 := newOccupied(&ipv6, m.net.IPv6SubnetLen, held6)
 	for _, l := range leases {
 		taken.add(l.Subnet)
 		taken6.add(l.IPv6Subnet)
@@ -417,48 +421,57 @@ func (m *Manager) pick4(taken *occupied) (netip.Prefix, int) {
 // occupied is the set of subnets of one family held by keys, asked whether a
 // candidate of length bits overlaps any of them. A held subnet of bits or
 // longer is stored as the bits-long subnet that contains it; a shorter one as
-// it is, found by masking the candidate to each length seen. So a question
+// it is, found by cutting the candidate to each length seen. So a question
 // costs a map lookup per distinct shorter length (usually none), however many
-// subnets are held.
+// subnets are held. Subnets are keyed by their network bits (the address
+// shifted right by its host bits), and the other family's are ignored.
 type occupied struct {
+	f         *family
 	bits      int
-	within    map[netip.Prefix]bool
-	wider     map[netip.Prefix]bool
+	within    map[u128]struct{}
+	wider     map[heldKey]struct{}
 	widerBits []int
 }
 
-func newOccupied(bits int) *occupied {
-	return &occupied{bits: bits, within: map[netip.Prefix]bool{}, wider: map[netip.Prefix]bool{}}
+type heldKey struct {
+	net  u128
+	bits int
+}
+
+// newOccupied returns an empty set for candidates of length bits in family
+// f, sized for n subnets.
+func newOccupied(f *family, bits, n int) *occupied {
+	return &occupied{f: f, bits: bits, within: make(map[u128]struct{}, n), wider: map[heldKey]struct{}{}}
 }
 
 func (o *occupied) add(p netip.Prefix) {
-	if !p.IsValid() {
+	if !p.IsValid() || !o.f.is(p.Addr()) {
 		return
 	}
+	a := toU128(p.Addr())
 	if p.Bits() >= o.bits {
-		if q, err := p.Addr().Prefix(o.bits); err == nil {
-			o.within[q] = true
-		}
+		o.within[a.rsh(o.f.bits-o.bits)] = struct{}{}
 		return
 	}
-	p = p.Masked()
-	if o.wider[p] {
+	k := heldKey{a.rsh(o.f.bits - p.Bits()), p.Bits()}
+	if _, ok := o.wider[k]; ok {
 		return
 	}
-	o.wider[p] = true
+	o.wider[k] = struct{}{}
 	if !slices.Contains(o.widerBits, p.Bits()) {
 		o.widerBits = append(o.widerBits, p.Bits())
 	}
 }
 
-// overlaps reports whether the candidate c, a masked prefix of o.bits,
-// overlaps a held subnet.
+// overlaps reports whether the candidate c, a prefix of o.bits, overlaps a
+// held subnet.
 func (o *occupied) overlaps(c netip.Prefix) bool {
-	if o.within[c] {
+	a := toU128(c.Addr())
+	if _, ok := o.within[a.rsh(o.f.bits-o.bits)]; ok {
 		return true
 	}
 	for _, b := range o.widerBits {
-		if q, err := c.Addr().Prefix(b); err == nil && o.wider[q] {
+		if _, ok := o.wider[heldKey{a.rsh(o.f.bits - b), b}]; ok {
 			return true
 		}
 	}
