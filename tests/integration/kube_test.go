@@ -96,6 +96,14 @@ func TestKubeManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal("the manifest check failed (output above)")
 	}
+	// A child that ran no test (a -test.run that matches nothing) or
+	// skipped exits 0 as well.
+	if !strings.Contains(string(out), "--- PASS: TestKubeManifest ") {
+		t.Fatal("the manifest check did not run and pass in the namespace (output above)")
+	}
+	if strings.Contains(string(out), "--- SKIP") {
+		t.Fatal("the manifest check skipped, in whole or in part (output above)")
+	}
 }
 
 // checkManifest runs in the child: it starts etcd and kube-apiserver, creates
