@@ -531,7 +531,11 @@ func TestRestartLosesNoPings(t *testing.T) {
 				mac2 = peerMAC(t, f, sn2)
 			}
 
-			p := f.pingFor(c1, c2.IP(), 3*time.Second)
+			mark := logLen(t, h1)
+			// Until stopped, not for a time: a slow restart must not
+			// outlast the pings that judge it.
+			p := f.pingUntilStopped(c1, c2.IP())
+			awaitAll(t, p)
 			if tc.signal == "KILL" {
 				a2.Kill()
 			} else {
@@ -556,7 +560,12 @@ func TestRestartLosesNoPings(t *testing.T) {
 			}
 			f.start(h2)
 			f.waitReady(h2)
-			r := p.wait(t)
+			// The restart rewrote h2's lease (a new etcd lease): it is
+			// over once h1 has seen that and reconciled.
+			f.eventually("h1 reconciles after h2's restart", 10*time.Second, func() error {
+				return logInOrder(logFrom(t, h1, mark), leaseChanged(sn2, h2.IP.String()), []string{`"kernel state `})
+			})
+			r := stopAfterMore(t, 3*time.Second, p)[0]
 			recordLoss("restart "+backend+" SIG"+tc.signal, r, "agent on the far end restarted")
 			t.Logf("%s: %d sent, %d received across a SIG%s and restart", backend, r.Sent, r.Received, tc.signal)
 			if r.Sent == 0 || r.Lost() != 0 {

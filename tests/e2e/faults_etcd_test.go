@@ -12,12 +12,15 @@ package e2e
 //	               └─ etcd 198.18.0.254        stopped (1), compacted (3)
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -594,12 +597,14 @@ type bgPing struct {
 	p   *cluster.Process
 }
 
-// pingUntilStopped starts pinging dst from c every 10 ms.
+// pingUntilStopped starts pinging dst from c every pingInterval.
 func (f *fixture) pingUntilStopped(c *cluster.Container, dst netip.Addr) *bgPing {
 	f.t.Helper()
 	// Without -q: a line per answer tells whether the last probe was still
-	// in flight when stop interrupted ping (see cluster.ParsePingRun).
-	p, err := c.Start("ping", "-n", "-i", "0.010", "-W", "1", dst.String())
+	// in flight when stop interrupted ping (see cluster.ParsePingRun), and
+	// how many have come back so far (see await). A log per destination:
+	// two pings from one container at once would mix their lines in one.
+	p, err := c.StartNamed("ping-"+dst.String(), "ping", "-n", "-i", fmt.Sprintf("%.3f", pingInterval.Seconds()), "-W", "1", dst.String())
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -607,6 +612,150 @@ func (f *fixture) pingUntilStopped(c *cluster.Container, dst netip.Addr) *bgPing
 }
 
 func (b *bgPing) String() string { return fmt.Sprintf("%s -> %s", b.c, b.dst) }
+
+// pingMargin is how many answers a bgPing must get before and again after
+// the event it covers (see await): a fifth of a second or more.
+const pingMargin = 20
+
+// run is this run's part of the ping's log. The log holds earlier runs to
+// this destination too: the run starts at its last header.
+func (b *bgPing) run() ([]byte, error) {
+	out, err := os.ReadFile(b.p.LogPath)
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndex(out, []byte("PING "+b.dst.String()+" "))
+	if i < 0 {
+		return nil, nil
+	}
+	return out[i:], nil
+}
+
+// answers is how many answers this run of ping has printed so far.
+func (b *bgPing) answers() (int, error) {
+	run, err := b.run()
+	return bytes.Count(run, []byte("from "+b.dst.String()+": icmp_seq=")), err
+}
+
+// await waits until this run of ping has printed more answers than it had
+// at the call, and least in all; it fails the test if ping has exited or
+// the answers do not come within 10 s plus least's worth of intervals.
+// Called before an event and again once the event is over, it shows that
+// the run, and so the counts stop returns, covers the whole event and goes
+// on past it: a ping bounded by a count or a deadline can end before a slow
+// event does.
+func (b *bgPing) await(t *testing.T, more, least int) {
+	t.Helper()
+	from, err := b.answers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cluster.Eventually(context.Background(), 10*time.Second+time.Duration(least)*pingInterval, func() error {
+		if b.p.Exited() {
+			return fmt.Errorf("ping exited with %d", b.p.ExitCode())
+		}
+		got, err := b.answers()
+		if err != nil {
+			return err
+		}
+		if got < from+more || got < least {
+			return fmt.Errorf("%d answers, %d since the call; want %d since the call and %d in all", got, got-from, more, least)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+}
+
+// awaitAll waits for pingMargin answers from each of ps: called before an
+// event, it shows that their runs began before it.
+func awaitAll(t *testing.T, ps ...*bgPing) {
+	t.Helper()
+	for _, p := range ps {
+		p.await(t, pingMargin, 0)
+	}
+}
+
+// stopAfterMore waits for pingMargin more answers from each of ps, and for
+// least's worth of answers in all, then stops them (stopSettled) and
+// returns their counts in the same order. Called once the event the pings
+// cover is over, it shows that their runs went on past it; least keeps a
+// quick event's runs as long as a ping bounded by least would have been.
+func stopAfterMore(t *testing.T, least time.Duration, ps ...*bgPing) []cluster.PingResult {
+	t.Helper()
+	for _, p := range ps {
+		p.await(t, pingMargin, int(least/pingInterval))
+	}
+	var rs []cluster.PingResult
+	for _, p := range ps {
+		rs = append(rs, p.stopSettled(t))
+	}
+	return rs
+}
+
+// pingStatus is the line iputils ping prints on SIGQUIT: received/sent.
+var pingStatus = regexp.MustCompile(`(\d+)/(\d+) packets, \d+% loss`)
+
+// stopSettled is stop without the probes still in flight: stop ends ping
+// at once and can tell only its last probe in flight, so a round trip
+// longer than the interval (a busy machine, udp's datapath in an agent
+// built with -race) would count the one before as lost. SIGQUIT makes ping
+// print how many probes it has sent and go on; once each of those has its
+// answer, or has had ping's 1 s (-W) for it, stop ends the run, and the
+// counts are those probes' alone.
+func (b *bgPing) stopSettled(t *testing.T) cluster.PingResult {
+	t.Helper()
+	mark, err := b.run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.p.Signal(syscall.SIGQUIT); err != nil {
+		t.Fatalf("%s: ping ended early: %v", b, err)
+	}
+	sent := 0
+	err = cluster.Eventually(context.Background(), 10*time.Second, func() error {
+		run, err := b.run()
+		if err != nil {
+			return err
+		}
+		m := pingStatus.FindSubmatch(run[min(len(mark), len(run)):])
+		if m == nil {
+			return fmt.Errorf("no status line since SIGQUIT")
+		}
+		sent, _ = strconv.Atoi(string(m[2]))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	// Sequence numbers start at 1 and wrap at 65536, which a run of
+	// fewer than 11 minutes does not reach. A duplicate answer counts once.
+	answered := func() int {
+		run, _ := b.run()
+		seqs := map[int]bool{}
+		for _, m := range b.seqRE().FindAllSubmatch(run, -1) {
+			if seq, _ := strconv.Atoi(string(m[1])); seq <= sent {
+				seqs[seq] = true
+			}
+		}
+		return len(seqs)
+	}
+	// Some may never be answered: lost, not an error.
+	_ = cluster.Eventually(context.Background(), time.Second+10*pingInterval, func() error {
+		if n := answered(); n < sent {
+			return fmt.Errorf("%d of %d answered", n, sent)
+		}
+		return nil
+	})
+	b.stop(t)
+	return cluster.PingResult{Sent: sent, Received: answered()}
+}
+
+// seqRE matches this ping's answer lines; its group is the sequence number.
+func (b *bgPing) seqRE() *regexp.Regexp {
+	return regexp.MustCompile(`from ` + regexp.QuoteMeta(b.dst.String()) + `: icmp_seq=(\d+) `)
+}
 
 // stop interrupts the ping (SIGINT: it prints its summary and exits) and
 // returns the counts.
@@ -624,8 +773,8 @@ func (b *bgPing) stop(t *testing.T) cluster.PingResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The log is the container's, shared by every ping it ran: take the
-	// last run to this destination.
+	// The log holds every run from the container to this destination:
+	// take the last.
 	r, ok := cluster.ParsePingRun(out, b.dst.String())
 	if !ok {
 		t.Fatalf("%s: no summary in %s", b, b.p.LogPath)

@@ -81,6 +81,38 @@ func logWindow(t *testing.T, h *cluster.Host, off int, from, to string) time.Dur
 	return last.Sub(first)
 }
 
+// logInOrder returns nil if log has, in this order, a line that contains
+// every string of each step.
+func logInOrder(log string, steps ...[]string) error {
+	lines := strings.Split(log, "\n")
+	i := 0
+	for k, step := range steps {
+		for i < len(lines) && !containsAll(lines[i], step) {
+			i++
+		}
+		if i == len(lines) {
+			return fmt.Errorf("no log line with %q after the ones with %q", step, steps[:k])
+		}
+		i++
+	}
+	return nil
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// leaseChanged is what logInOrder finds in the log line of an agent that
+// saw sn's lease change to one naming publicIP.
+func leaseChanged(sn netip.Prefix, publicIP string) []string {
+	return []string{`"peer lease changed"`, `subnet="` + sn.String() + `"`, `publicIP="` + publicIP + `"`}
+}
+
 // datapathState is a host's datapath in the kernel as text: with vxlan the
 // routes, neighbours and FDB entries of flannel.1; with udp the routes (the
 // forwarding table is the agent's own, and its changes are logged).
@@ -260,8 +292,10 @@ func testReboot(t *testing.T, backend string) {
 
 	t.Run("state kept", func(t *testing.T) {
 		before, marks := snapshot(t)
-		bystander := f.pingFor(c1, c3.IP(), 3*time.Second)
-		across := f.pingFor(c1, c2.IP(), 3*time.Second)
+		// Until stopped, not for a time: a slow reboot must not outlast
+		// the pings that judge it.
+		bystander, across := f.pingUntilStopped(c1, c3.IP()), f.pingUntilStopped(c1, c2.IP())
+		awaitAll(t, bystander, across)
 		crash(t, f, h2, backend)
 		restart := time.Now()
 		f.start(h2)
@@ -269,13 +303,6 @@ func testReboot(t *testing.T, backend string) {
 		ready := time.Since(restart)
 		f.pingAll([]*cluster.Container{c1, c2})
 		reachable := time.Since(restart)
-		r := bystander.wait(t)
-		recordLoss("reboot "+backend+", state kept: h1→h3", r, "bystanders while h2 reboots")
-		if r.Lost() != 0 {
-			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r.Lost(), r.Sent)
-		}
-		r = across.wait(t)
-		recordLoss("reboot "+backend+", state kept: h1→h2", r, "to the rebooted host: lost while its device was gone")
 		t.Logf("h2 ready %v and reachable from h1 %v after the restart", ready.Round(time.Millisecond), reachable.Round(time.Millisecond))
 
 		if got := hostSubnet(t, h2); got != sn2 {
@@ -292,13 +319,22 @@ func testReboot(t *testing.T, backend string) {
 		// The restart rewrote h2's lease (new etcd lease, same value): each
 		// peer must see that, reconcile, and change nothing.
 		untouched(t, before, marks)
+		// The reboot is over: h2 is ready and its peers have reconciled.
+		r := stopAfterMore(t, 3*time.Second, bystander, across)
+		recordLoss("reboot "+backend+", state kept: h1→h3", r[0], "bystanders while h2 reboots")
+		if r[0].Lost() != 0 {
+			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r[0].Lost(), r[0].Sent)
+		}
+		recordLoss("reboot "+backend+", state kept: h1→h2", r[1], "to the rebooted host: lost while its device was gone")
 	})
 
 	t.Run("state lost", func(t *testing.T) {
 		before, marks := snapshot(t)
 		id2 := peerHostID(t, f, sn2)
-		bystander := f.pingFor(c1, c3.IP(), 4*time.Second)
-		across := f.pingFor(c1, c2.IP(), 4*time.Second)
+		// Until stopped, not for a time: a slow reboot must not outlast
+		// the pings that judge it.
+		bystander, across := f.pingUntilStopped(c1, c3.IP()), f.pingUntilStopped(c1, c2.IP())
+		awaitAll(t, bystander, across)
 		kept, err := os.ReadFile(h2.SubnetFile())
 		if err != nil {
 			t.Fatal(err)
@@ -359,17 +395,17 @@ func testReboot(t *testing.T, backend string) {
 		}
 		f.pingAll(cs)
 		t.Logf("h2 reachable by all %v after the restart with a new identity", time.Since(restart).Round(time.Millisecond))
-		r := bystander.wait(t)
-		recordLoss("reboot "+backend+", state lost: h1→h3", r, "bystanders while h2 reboots")
-		if r.Lost() != 0 {
-			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r.Lost(), r.Sent)
+		// The reboot is over: h2 is ready and its peers follow it.
+		r := stopAfterMore(t, 4*time.Second, bystander, across)
+		recordLoss("reboot "+backend+", state lost: h1→h3", r[0], "bystanders while h2 reboots")
+		if r[0].Lost() != 0 {
+			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r[0].Lost(), r[0].Sent)
 		}
-		r = across.wait(t)
 		note := "to the rebooted host: lost while its device was gone"
 		if vxlan {
 			note = "to the rebooted host: lost until peers had its new MAC"
 		}
-		recordLoss("reboot "+backend+", state lost: h1→h2", r, note)
+		recordLoss("reboot "+backend+", state lost: h1→h2", r[1], note)
 		if n := len(f.leases()); n != 3 {
 			t.Errorf("%d leases in etcd after the reboot, want 3: %v", n, f.leases())
 		}
@@ -419,8 +455,10 @@ func testMalformedData(t *testing.T, backend string) {
 		before[h], marks[h] = s, logLen(t, h)
 	}
 
-	p12 := f.pingFor(c1, c2.IP(), 8*time.Second)
-	p31 := f.pingFor(c3, c1.IP(), 8*time.Second)
+	// Until stopped, not for a time: the writes and the agents' answers to
+	// them must not outlast the pings that judge them.
+	p12, p31 := f.pingUntilStopped(c1, c2.IP()), f.pingUntilStopped(c3, c1.IP())
+	awaitAll(t, p12, p31)
 	// vx is a valid lease of the cluster's backend.
 	vx := func(ip, mac string) string {
 		if backend == "udp" {
@@ -484,7 +522,27 @@ func testMalformedData(t *testing.T, backend string) {
 	configChange(`{"Network":"10.245.0.0/16","Backend":{"Type":"host-gw"}}`, "restart agentd to apply it")
 	configChange(hfConfig(backend), "network config matches the running one again")
 
-	r12, r31 := p12.wait(t), p31.wait(t)
+	// The bad data is over once h2's peers have followed its key back to
+	// h2's own value and reconciled, and every datapath is as before.
+	for _, h := range []*cluster.Host{hosts[0], hosts[2]} {
+		f.eventually(h.String()+" follows h2's key back", 10*time.Second, func() error {
+			return logInOrder(logFrom(t, h, marks[h]), leaseChanged(sn2, overwriteIP), leaseChanged(sn2, h2.IP.String()), []string{`"kernel state `})
+		})
+	}
+	for _, h := range hosts {
+		f.eventually(h.String()+"'s datapath is as before", 10*time.Second, func() error {
+			s, err := datapathState(backend, h)
+			if err != nil {
+				return err
+			}
+			if s != before[h] {
+				return fmt.Errorf("datapath differs:\nbefore:\n%s\nnow:\n%s", before[h], s)
+			}
+			return nil
+		})
+	}
+	r := stopAfterMore(t, 8*time.Second, p12, p31)
+	r12, r31 := r[0], r[1]
 	// The overwrite in place is a valid lease: h1 follows it, pointing h2's
 	// subnet at 198.18.0.75, until h2 has written its value back. Pings sent
 	// in that window may be lost; any other loss is a fault.
@@ -518,16 +576,6 @@ func testMalformedData(t *testing.T, backend string) {
 		if ok, err := h.Ready(f.ctx); err != nil || !ok {
 			t.Errorf("%s not ready after the bad data: %v", h, err)
 		}
-		f.eventually(h.String()+"'s datapath is as before", 10*time.Second, func() error {
-			s, err := datapathState(backend, h)
-			if err != nil {
-				return err
-			}
-			if s != before[h] {
-				return fmt.Errorf("datapath differs:\nbefore:\n%s\nnow:\n%s", before[h], s)
-			}
-			return nil
-		})
 	}
 	f.pingAll(cs)
 }
@@ -677,9 +725,9 @@ func tcpCounters(t *testing.T, f *fixture, c *cluster.Container, names ...string
 	return got
 }
 
-// pingUntil is pingFor bounded by time rather than by count: ping every
-// 10 ms for d (ping's -w), however many that makes on a busy machine, so
-// that the pings cover the stream and end with it.
+// pingUntil pings dst from c every pingInterval for d (ping's -w), however
+// many that makes on a busy machine, so that the pings cover the stream and
+// end with it. Wait returns the counts.
 func (f *fixture) pingUntil(c *cluster.Container, dst netip.Addr, d time.Duration) *pinger {
 	p := &pinger{done: make(chan struct{})}
 	go func() {

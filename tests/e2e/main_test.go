@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"sync"
 	"testing"
@@ -69,20 +68,8 @@ type pinger struct {
 	err  error
 }
 
-// pingInterval is how far apart pingFor's pings are.
+// pingInterval is how far apart the tests' pings are.
 const pingInterval = 10 * time.Millisecond
-
-// pingFor starts pinging dst from c every pingInterval for about d. Wait
-// returns the counts.
-func (f *fixture) pingFor(c *cluster.Container, dst netip.Addr, d time.Duration) *pinger {
-	p := &pinger{done: make(chan struct{})}
-	count := max(1, int(d/pingInterval))
-	go func() {
-		defer close(p.done)
-		p.res, p.err = c.Ping(f.ctx, dst, count, pingInterval)
-	}()
-	return p
-}
 
 // wait waits for the ping to finish and fails the test if ping could not
 // run. Lost pings are the caller's to judge.
