@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/internal/longflags"
 	"github.com/spf13/pflag"
 )
 
@@ -215,7 +216,7 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 	}
 	opts := options{usage: usage(fs, own)}
 
-	if err := fs.Parse(normalizeArgs(fs, args)); err != nil {
+	if err := fs.Parse(longflags.Normalize(fs, args)); err != nil {
 		return opts, flagError(err)
 	}
 	if v.help {
@@ -506,71 +507,6 @@ func unwrapInvalid(err error) error {
 		return iv.Unwrap()
 	}
 	return err
-}
-
-// normalizeArgs rewrites Go-style single-dash long flags (-etcd-endpoints=x,
-// -iface eth0), which flanneld's users write, into pflag's double-dash form.
-// It leaves alone single-letter shorthands and their groups (-v=2, -v 2, -v2,
-// -h), a lone "-", everything after "--", and any argument that is the value
-// of the flag before it, even when that value starts with a dash
-// (--etcd-password -secret).
-func normalizeArgs(fs *pflag.FlagSet, args []string) []string {
-	out := make([]string, 0, len(args))
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			return append(out, args[i:]...)
-		}
-		if len(a) < 2 || a[0] != '-' {
-			out = append(out, a)
-			continue
-		}
-		var long string // the long flag's name, if a is a long flag
-		if a[1] == '-' {
-			long = a[2:]
-		} else {
-			body := a[1:]
-			name, _, _ := strings.Cut(body, "=")
-			if len(name) > 1 && (fs.Lookup(name) != nil || fs.ShorthandLookup(name[:1]) == nil) {
-				a = "-" + a
-				long = body
-			} else if shorthandsWantValue(fs, body) {
-				// The last shorthand of the group takes the next argument.
-				out = append(out, a)
-				if i+1 < len(args) {
-					i++
-					out = append(out, args[i])
-				}
-				continue
-			}
-		}
-		out = append(out, a)
-		if long == "" {
-			continue
-		}
-		name, _, hasValue := strings.Cut(long, "=")
-		if f := fs.Lookup(name); f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args) {
-			i++
-			out = append(out, args[i])
-		}
-	}
-	return out
-}
-
-// shorthandsWantValue reports whether a shorthand group like "hv" (from -hv)
-// ends in a flag that takes its value from the next argument.
-func shorthandsWantValue(fs *pflag.FlagSet, group string) bool {
-	for i := 0; i < len(group); i++ {
-		f := fs.ShorthandLookup(group[i : i+1])
-		if f == nil {
-			return false // pflag will report the unknown shorthand
-		}
-		if f.NoOptDefVal == "" {
-			// Takes a value: attached (-v2, -v=2) or the next argument.
-			return i == len(group)-1
-		}
-	}
-	return false
 }
 
 // usage is the --help text: agentd's own flags, then the logging flags.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/internal/longflags"
 	"k8s.io/klog/v2"
 )
 
@@ -323,9 +324,9 @@ func TestNormalizeArgs(t *testing.T) {
 		{"-ip-masq -v", "--ip-masq -v"},
 	}
 	for _, tt := range tests {
-		got := strings.Join(normalizeArgs(fs, strings.Fields(tt.in)), " ")
+		got := strings.Join(longflags.Normalize(fs, strings.Fields(tt.in)), " ")
 		if got != tt.want {
-			t.Errorf("normalizeArgs(%q) = %q, want %q", tt.in, got, tt.want)
+			t.Errorf("longflags.Normalize(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
