@@ -79,25 +79,8 @@ func configErrorf(flag, value string, format string, args ...any) error {
 // which it does not. A combination that cannot work (a certificate without
 // its key) is one.
 func (c *Config) Validate() error {
-	if len(c.EtcdEndpoints) == 0 {
-		return configErrorf("etcd-endpoints", "", "no etcd endpoint given")
-	}
-	for _, ep := range c.EtcdEndpoints {
-		if err := checkEndpoint(ep); err != nil {
-			return &ConfigError{Flag: "etcd-endpoints", Value: ep, Err: err}
-		}
-	}
-	if !strings.HasPrefix(c.EtcdPrefix, "/") {
-		return configErrorf("etcd-prefix", c.EtcdPrefix, "must start with /")
-	}
-	if c.EtcdCertFile != "" && c.EtcdKeyFile == "" {
-		return configErrorf("etcd-keyfile", "", "required when --etcd-certfile is set")
-	}
-	if c.EtcdKeyFile != "" && c.EtcdCertFile == "" {
-		return configErrorf("etcd-certfile", "", "required when --etcd-keyfile is set")
-	}
-	if c.EtcdPassword != "" && c.EtcdUsername == "" {
-		return configErrorf("etcd-username", "", "required when --etcd-password is set")
+	if err := c.ValidateEtcd(); err != nil {
+		return err
 	}
 
 	for _, s := range c.Ifaces {
@@ -156,6 +139,33 @@ func (c *Config) Validate() error {
 	}
 	if i := c.EtcdEndpointCheckInterval; i != 0 && i < time.Second {
 		return configErrorf("etcd-endpoint-check-interval", i.String(), "must be at least 1s, or 0 to turn the checks off")
+	}
+	return nil
+}
+
+// ValidateEtcd is the part of Validate that judges the etcd settings
+// (EtcdEndpoints to EtcdPassword), for tools that take agentd's etcd flags
+// and nothing else (agentctl).
+func (c *Config) ValidateEtcd() error {
+	if len(c.EtcdEndpoints) == 0 {
+		return configErrorf("etcd-endpoints", "", "no etcd endpoint given")
+	}
+	for _, ep := range c.EtcdEndpoints {
+		if err := checkEndpoint(ep); err != nil {
+			return &ConfigError{Flag: "etcd-endpoints", Value: ep, Err: err}
+		}
+	}
+	if !strings.HasPrefix(c.EtcdPrefix, "/") {
+		return configErrorf("etcd-prefix", c.EtcdPrefix, "must start with /")
+	}
+	if c.EtcdCertFile != "" && c.EtcdKeyFile == "" {
+		return configErrorf("etcd-keyfile", "", "required when --etcd-certfile is set")
+	}
+	if c.EtcdKeyFile != "" && c.EtcdCertFile == "" {
+		return configErrorf("etcd-certfile", "", "required when --etcd-keyfile is set")
+	}
+	if c.EtcdPassword != "" && c.EtcdUsername == "" {
+		return configErrorf("etcd-username", "", "required when --etcd-password is set")
 	}
 	return nil
 }

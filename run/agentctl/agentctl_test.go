@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -341,5 +342,46 @@ func TestExitStatusByErrorType(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run(context.Background(), nil, &out, &errOut, nil); code != 0 || !strings.Contains(out.String(), "Available Commands") {
 		t.Errorf("agentctl alone: exit %d, stdout %q; want 0 and the help", code, out.String())
+	}
+}
+
+// TestEtcdFlagsLikeAgentd: agentctl takes agentd's etcd flags as agentd does:
+// also with a single dash (flanneld's style, -etcd-endpoints=…, -iface x),
+// before or after the command, and the command's own flags too; and it
+// judges them as agentd does, before it dials: a bad endpoint or prefix, or
+// a certificate without its key, is one line naming the flag or variable,
+// and a usage error.
+func TestEtcdFlagsLikeAgentd(t *testing.T) {
+	c := newCtl(t)
+	c.mustRun("-etcd-endpoints=http://127.0.0.1:2379", "-etcd-prefix", prefix, "config", "init", "-network", "10.244.0.0/16")
+	c.mustRun("lease", "reserve", "10.244.7.0/24", "-public-ip", "198.18.0.3", "-etcd-endpoints", " http://127.0.0.1:2379 ")
+	if v, _, ok := c.get(prefix + "/subnets/10.244.7.0-24"); !ok || !strings.Contains(v, "198.18.0.3") {
+		t.Errorf("reservation with single-dash flags: %q %v", v, ok)
+	}
+	if out := c.mustRun("leases", "-o", "json", "-etcd-prefix="+prefix); !strings.Contains(out, "10.244.7.0/24") {
+		t.Errorf("leases -o json: %s", out)
+	}
+	c.wantFail(exitUsage, []string{"-no-such-flag", "leases"}, "unknown flag: --no-such-flag")
+
+	// The dialler fails the test if it is called with anything but
+	// http://127.0.0.1:2379.
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--etcd-endpoints=http://127.0.0.1:2379,", "leases"}, nil, `invalid --etcd-endpoints "": empty endpoint in the list`},
+		{[]string{"-etcd-endpoints=127.0.0.1:2379", "leases"}, nil, `invalid --etcd-endpoints "127.0.0.1:2379": no scheme; want a URL such as http://127.0.0.1:2379`},
+		{[]string{"leases"}, map[string]string{"FLANNELD_ETCD_ENDPOINTS": "ftp://etcd"}, `invalid FLANNELD_ETCD_ENDPOINTS "ftp://etcd": scheme "ftp" not supported`},
+		{[]string{"--etcd-prefix=coreos.com/network", "leases"}, nil, `invalid --etcd-prefix "coreos.com/network": must start with /`},
+		{[]string{"--etcd-certfile=/etc/agentd/cert.pem", "leases"}, nil, `invalid --etcd-keyfile "": required when --etcd-certfile is set`},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		c.wantFail(exitUsage, tc.args, tc.want)
+		for k := range tc.env {
+			os.Unsetenv(k)
+		}
 	}
 }

@@ -73,7 +73,7 @@ func FuzzFlagsFromEnv(f *testing.F) {
 		changed := map[string]bool{}
 		fs.VisitAll(func(f *pflag.Flag) { before[f.Name], changed[f.Name] = f.Value.String(), f.Changed })
 
-		err := flagsFromEnv(fs, lookup)
+		err := flagsFromEnv(fs, lookup, nil)
 		if err != nil {
 			var u usageError
 			if !errors.As(err, &u) || !strings.Contains(err.Error(), "ETCD_") {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/internal/longflags"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -63,6 +64,9 @@ type app struct {
 	out       io.Writer
 	dial      etcdDialer
 	lookupEnv func(string) (string, bool)
+	// source names the variable each etcd flag set from the environment
+	// came from, for error messages.
+	source map[string]string
 }
 
 // run executes one command line and returns the exit status. dial nil means
@@ -71,9 +75,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial etcd
 	if dial == nil {
 		dial = dialEtcd
 	}
-	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial, lookupEnv: os.LookupEnv}
+	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial, lookupEnv: os.LookupEnv, source: map[string]string{}}
 	root := a.rootCommand()
-	root.SetArgs(args)
+	root.SetArgs(longFlags(root, args))
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
@@ -131,7 +135,7 @@ FLANNELD_ETCD_ENDPOINTS).`,
 		Args: groupArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if err := flagsFromEnv(cmd.Flags(), a.lookupEnv); err != nil {
+			if err := flagsFromEnv(cmd.Flags(), a.lookupEnv, a.source); err != nil {
 				return err
 			}
 			return validateFlags(cmd)
@@ -181,8 +185,9 @@ var envFlags = []string{"etcd-endpoints", "etcd-prefix", "etcd-cafile", "etcd-ce
 
 // flagsFromEnv sets each of envFlags in fs not given on the command line from
 // AGENTD_<FLAG>, else FLANNELD_<FLAG>, as agentd does; empty variables count
-// as unset.
-func flagsFromEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
+// as unset. It records in source (unless nil) the variable each flag came
+// from.
+func flagsFromEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), source map[string]string) error {
 	for _, flag := range envFlags {
 		f := fs.Lookup(flag)
 		if f == nil || f.Changed {
@@ -197,17 +202,75 @@ func flagsFromEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) erro
 			if err := fs.Set(flag, v); err != nil {
 				return usagef("%s%s=%q: %v", p, name, v, err)
 			}
+			if source != nil {
+				source[flag] = p + name
+			}
 			break
 		}
 	}
 	return nil
 }
 
+// validateEtcd judges the etcd flags as agentd does (agent's ValidateEtcd,
+// with the endpoints' spaces trimmed) before anything is dialled. Its error
+// is a usage error that names the flag, or the variable the value came from.
+func (a *app) validateEtcd() error {
+	for i, ep := range a.etcd.EtcdEndpoints {
+		a.etcd.EtcdEndpoints[i] = strings.TrimSpace(ep)
+	}
+	err := a.etcd.ValidateEtcd()
+	var ce *agent.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	where := "--" + ce.Flag
+	if v, ok := a.source[ce.Flag]; ok {
+		where = v
+	}
+	return usagef("invalid %s %q: %v", where, ce.Value, ce.Err)
+}
+
+// longFlags rewrites the single-dash long flags of args (-etcd-endpoints=…,
+// as agentd and flanneld take them) into cobra's double-dash form. Each
+// argument is judged by the flags of the command it falls under, as cobra
+// finds it: the root's, and from a subcommand's name on that subcommand's
+// own and inherited flags. A request for shell completions is left as it is.
+func longFlags(root *cobra.Command, args []string) []string {
+	if len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd) {
+		return args
+	}
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	cmd, descend := root, true
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); {
+		if a := args[i]; descend && (len(a) < 2 || a[0] != '-') {
+			// cobra takes the first argument that is not a flag as a
+			// subcommand's name, if one has it, and stops at the first
+			// that is not.
+			descend = false
+			for _, sub := range cmd.Commands() {
+				if sub.Name() == a || sub.HasAlias(a) {
+					cmd, descend = sub, true
+					break
+				}
+			}
+		}
+		cmd.InitDefaultHelpFlag()
+		cmd.InitDefaultVersionFlag()
+		cmd.InheritedFlags() // merges the parents' persistent flags into cmd.Flags()
+		var next []string
+		next, i = longflags.Next(cmd.Flags(), args, i)
+		out = append(out, next...)
+	}
+	return out
+}
+
 // withEtcd runs f with an etcd client and a deadline; a timeout is explained
 // (unreachable endpoint, TLS failure) rather than reported as a bare deadline.
 func (a *app) withEtcd(ctx context.Context, f func(ctx context.Context, cli *clientv3.Client) error) error {
-	if len(a.etcd.EtcdEndpoints) == 0 {
-		return usagef("--etcd-endpoints is empty")
+	if err := a.validateEtcd(); err != nil {
+		return err
 	}
 	cli, explain, closeFn, err := a.dial(&a.etcd)
 	if err != nil {
