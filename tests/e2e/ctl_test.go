@@ -114,7 +114,7 @@ func TestCLI(t *testing.T) {
 		args  []string
 		words []string
 	}{
-		{2, []string{"lease", "reserve", "10.244.7.0/33", "--public-ip", "198.18.0.9"}, []string{"not an IPv4 subnet"}},
+		{64, []string{"lease", "reserve", "10.244.7.0/33", "--public-ip", "198.18.0.9"}, []string{"not an IPv4 subnet"}},
 		{1, []string{"lease", "reserve", "10.244.200.0/24", "--public-ip", "198.18.0.9"}, []string{"already reserved for " + h3.IP.String()}},
 		{1, []string{"lease", "release", "10.244.201.0/24"}, []string{"no lease or reservation for 10.244.201.0/24"}},
 		{1, []string{"--etcd-endpoints=http://198.18.0.250:2379", "--timeout=2s", "leases"}, []string{"http://198.18.0.250:2379: connect"}},

@@ -662,8 +662,8 @@ func TestBadInput(t *testing.T) {
 		log, _ := h.AgentLog()
 		return code, lastRun(log)
 	}
-	if code, log := run("--no-such-flag"); code != 2 || !strings.Contains(log, "no-such-flag") {
-		t.Errorf("invalid flag: exit %d, want 2 with a message naming it; log:\n%s", code, tailOf(log))
+	if code, log := run("--no-such-flag"); code != 64 || !strings.Contains(log, "no-such-flag") {
+		t.Errorf("invalid flag: exit %d, want 64 (EX_USAGE) with a message naming it; log:\n%s", code, tailOf(log))
 	}
 	if code, log := run("--iface=eth9"); code != 1 || !strings.Contains(log, `no interface matches --iface \"eth9\"`) {
 		t.Errorf("missing interface: exit %d, want 1 naming it; log:\n%s", code, tailOf(log))
