@@ -267,8 +267,9 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 		if gerr == nil {
 			holder = fmt.Sprintf("%s (host %q)", cur.Attrs.PublicIP, cur.Attrs.HostID)
 		}
-		return fmt.Errorf("%w: key %s now belongs to %s; agentd will not move to another subnet while "+
-			"subnet.env and this host's containers use %s: free the key or release this host's lease, then restart",
+		return fmt.Errorf("%w: key %s now belongs to %s; agentd stops rather than move this host's containers "+
+			"off %s while it runs: to keep the subnet, free the key, then restart; restarted while the key is "+
+			"taken, agentd leases another subnet (MOVING TO ANOTHER SUBNET), so drain this node first",
 			ErrLeaseLost, key, holder, m.own.Subnet)
 	}
 	if err != nil {
