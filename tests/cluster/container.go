@@ -171,14 +171,24 @@ var (
 )
 
 // parsePing reads iputils ping's "N packets transmitted, M received" line.
+// Counts that do not fit an int, or more received than sent, are not a
+// summary ping writes: it reports false.
 func parsePing(out []byte) (PingResult, bool) {
 	m := pingSummary.FindSubmatch(out)
 	if m == nil {
 		return PingResult{}, false
 	}
-	sent, _ := strconv.Atoi(string(m[1]))
-	recv, _ := strconv.Atoi(string(m[2]))
-	return PingResult{Sent: sent, Received: recv}, true
+	return pingCounts(m[1], m[2])
+}
+
+// pingCounts reads a summary's two counts.
+func pingCounts(sent, received []byte) (PingResult, bool) {
+	s, err1 := strconv.Atoi(string(sent))
+	r, err2 := strconv.Atoi(string(received))
+	if err1 != nil || err2 != nil || r > s {
+		return PingResult{}, false
+	}
+	return PingResult{Sent: s, Received: r}, true
 }
 
 // ParsePingRun reads the last run of ping to dst in out, which may hold
@@ -186,7 +196,8 @@ func parsePing(out []byte) (PingResult, bool) {
 // answer) and was ended by -w or a signal rather than by -c. ping then
 // exits at once, whatever is in flight: when the last probe has no line of
 // its own, it is counted as InFlight. A count-bounded ping waits for its
-// last answer instead; parse its summary with the counts alone.
+// last answer instead; parse its summary with the counts alone. Like
+// parsePing, it reports false for counts ping does not write.
 func ParsePingRun(out []byte, dst string) (PingResult, bool) {
 	ms := pingStats.FindAllSubmatchIndex(out, -1)
 	for i := len(ms) - 1; i >= 0; i-- {
@@ -194,9 +205,10 @@ func ParsePingRun(out []byte, dst string) (PingResult, bool) {
 		if string(out[m[2]:m[3]]) != dst {
 			continue
 		}
-		var r PingResult
-		r.Sent, _ = strconv.Atoi(string(out[m[4]:m[5]]))
-		r.Received, _ = strconv.Atoi(string(out[m[6]:m[7]]))
+		r, ok := pingCounts(out[m[4]:m[5]], out[m[6]:m[7]])
+		if !ok {
+			return PingResult{}, false
+		}
 		run := out[:m[0]]
 		if h := bytes.LastIndex(run, []byte("PING "+dst+" ")); h >= 0 {
 			run = run[h:]
