@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,11 +11,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Host is one simulated machine: a namespace whose eth0 (198.18.0.<Index>/24,
@@ -100,25 +103,44 @@ func (h *Host) HealthzAddr() string {
 	return netip.AddrPortFrom(h.IP, uint16(h.c.opts.HealthzPort)).String()
 }
 
-// SubnetEnv reads the host's subnet.env (KEY=VALUE lines; blank lines and
-// #comments skipped). A missing file is an error matching os.ErrNotExist, so
+// SubnetEnv reads the host's subnet.env as written, key by key (see
+// parseSubnetEnv). A missing file is an error matching os.ErrNotExist, so
 // tests can wait for it with Eventually.
 func (h *Host) SubnetEnv() (map[string]string, error) {
-	lines, err := readLines(h.SubnetFile())
+	b, err := os.ReadFile(h.SubnetFile())
 	if err != nil {
 		return nil, fmt.Errorf("%s: read subnet.env: %w", h.Short, err)
 	}
+	env, err := parseSubnetEnv(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h.Short, err)
+	}
+	return env, nil
+}
+
+// parseSubnetEnv reads subnet.env's KEY=VALUE lines with the rules of
+// subnet.ParseEnv, the reader agentd and its tools use: blank lines and lines
+// starting with '#' skipped, an "export " prefix, the whitespace around key
+// and value and one pair of matching quotes around the value removed, the
+// last line for a key winning. Unlike subnet.ParseEnv it checks no value and
+// keeps every key: tests look at what the file says, complete or not, and
+// whether agentd or flanneld wrote it. A line without '=' is an error.
+func parseSubnetEnv(b []byte) (map[string]string, error) {
 	env := map[string]string{}
-	for i, l := range lines {
+	for i, l := range strings.Split(string(b), "\n") {
 		l = strings.TrimSpace(l)
-		if l == "" || strings.HasPrefix(l, "#") {
+		if l == "" || l[0] == '#' {
 			continue
 		}
-		k, v, ok := strings.Cut(l, "=")
+		k, v, ok := strings.Cut(strings.TrimPrefix(l, "export "), "=")
 		if !ok {
-			return nil, fmt.Errorf("%s: subnet.env line %d: no '=' in %q", h.Short, i+1, l)
+			return nil, fmt.Errorf("subnet.env line %d: no '=' in %q", i+1, l)
 		}
-		env[k] = v
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		env[strings.TrimSpace(k)] = v
 	}
 	return env, nil
 }
@@ -278,8 +300,9 @@ func (h *Host) HealthGet(ctx context.Context, path string) (int, []byte, error) 
 	return resp.StatusCode, body, err
 }
 
-// Metric reads the unlabelled metric name (a gauge or counter without
-// labels) from the agent's /metrics. ctx bounds it, 5s at most.
+// Metric reads the unlabelled metric name (a gauge, counter or untyped
+// sample without labels) from the agent's /metrics. ctx bounds it, 5s at
+// most.
 func (h *Host) Metric(ctx context.Context, name string) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -290,11 +313,47 @@ func (h *Host) Metric(ctx context.Context, name string) (float64, error) {
 	if code != http.StatusOK {
 		return 0, fmt.Errorf("%s: GET /metrics: status %d", h.Short, code)
 	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
-	if m == nil {
-		return 0, fmt.Errorf("%s: /metrics has no %s", h.Short, name)
+	v, err := metricValue(body, name)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", h.Short, err)
 	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	return v, nil
+}
+
+// metricValue parses body, Prometheus' text exposition format, with
+// prometheus/common's parser and returns the value of name's one sample
+// without labels. A body that does not parse, a family without such a
+// sample, with more than one, or of another type (summary, histogram) is an
+// error.
+func metricValue(body []byte, name string) (float64, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		return 0, fmt.Errorf("/metrics: %w", err)
+	}
+	var vals []float64
+	for _, m := range fams[name].GetMetric() {
+		if len(m.GetLabel()) > 0 {
+			continue
+		}
+		switch {
+		case m.Gauge != nil:
+			vals = append(vals, m.GetGauge().GetValue())
+		case m.Counter != nil:
+			vals = append(vals, m.GetCounter().GetValue())
+		case m.Untyped != nil:
+			vals = append(vals, m.GetUntyped().GetValue())
+		default:
+			return 0, fmt.Errorf("/metrics: %s is a %s, not a gauge or counter", name, fams[name].GetType())
+		}
+	}
+	switch len(vals) {
+	case 0:
+		return 0, fmt.Errorf("/metrics has no %s without labels", name)
+	case 1:
+		return vals[0], nil
+	}
+	return 0, fmt.Errorf("/metrics has %d samples of %s without labels", len(vals), name)
 }
 
 // Ready asks the agent's /readyz. It returns true for 200, false for any
