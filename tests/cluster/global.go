@@ -7,6 +7,7 @@ package cluster
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -95,20 +96,97 @@ func procStartTime(pid int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// Fields after the command name (which may hold spaces) start after ')'.
+	start, dead, err := parseProcStat(b)
+	if err != nil {
+		return "", fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	if dead {
+		return "", fmt.Errorf("process %d is dead", pid)
+	}
+	return start, nil
+}
+
+// parseProcStat reads the start time (field 22, a decimal number) from the
+// content of a /proc/<pid>/stat, and whether the state (field 3) is zombie
+// or dead.
+func parseProcStat(b []byte) (start string, dead bool, err error) {
+	// Fields after the command name (which may hold spaces and ')') start
+	// after the last ')'.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return "", fmt.Errorf("odd /proc/%d/stat", pid)
+		return "", false, errors.New("no ')' after the command name")
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 20 {
-		return "", fmt.Errorf("odd /proc/%d/stat", pid)
+		return "", false, fmt.Errorf("%d fields after the command name, want at least 20", len(f))
 	}
-	if f[0] == "Z" || f[0] == "X" {
-		return "", fmt.Errorf("process %d is dead", pid)
+	if len(f[0]) != 1 {
+		return "", false, fmt.Errorf("state %q is not one letter", f[0])
 	}
-	return f[19], nil // field 22, starttime
+	if !isDecimal(f[19]) {
+		return "", false, fmt.Errorf("start time %q is not a number", f[19])
+	}
+	return f[19], f[0] == "Z" || f[0] == "X", nil
+}
+
+// isDecimal: digits, without a sign or leading zeros, as the kernel and
+// fmt write numbers.
+func isDecimal(s string) bool {
+	if s == "" || (s[0] == '0' && len(s) > 1) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// ownerRecord is a file of ownerDir.
+type ownerRecord struct {
+	pid   int
+	start string // procStartTime(pid) when the record was written
+	// workDir is the work directory to delete with the cluster, "" for
+	// none (written "-").
+	workDir string
+}
+
+// format is the record's file content: "<pid> <start> <work dir or ->\n".
+func (r ownerRecord) format() []byte {
+	wd := r.workDir
+	if wd == "" {
+		wd = "-"
+	}
+	return fmt.Appendf(nil, "%d %s %s\n", r.pid, r.start, wd)
+}
+
+// parseOwner reads what format wrote. The work directory is the rest of the
+// line, spaces included. A record without its final newline may be one its
+// writer has not finished: like any other record that does not parse, it is
+// an error, and reapStale leaves it alone.
+func parseOwner(b []byte) (ownerRecord, error) {
+	s, ok := strings.CutSuffix(string(b), "\n")
+	if !ok {
+		return ownerRecord{}, errors.New("owner record does not end in a newline")
+	}
+	f := strings.SplitN(s, " ", 3)
+	if len(f) != 3 || f[2] == "" || strings.Contains(f[2], "\n") {
+		return ownerRecord{}, fmt.Errorf("owner record %q is not <pid> <start time> <work dir or ->", s)
+	}
+	pid, err := strconv.Atoi(f[0])
+	if err != nil || !isDecimal(f[0]) || pid <= 0 {
+		return ownerRecord{}, fmt.Errorf("owner record %q: pid %q", s, f[0])
+	}
+	if !isDecimal(f[1]) {
+		return ownerRecord{}, fmt.Errorf("owner record %q: start time %q", s, f[1])
+	}
+	r := ownerRecord{pid: pid, start: f[1], workDir: f[2]}
+	if r.workDir == "-" {
+		r.workDir = ""
+	}
+	return r, nil
 }
 
 func writeOwner(prefix, workDir string, removeWorkDir bool) error {
@@ -119,11 +197,11 @@ func writeOwner(prefix, workDir string, removeWorkDir bool) error {
 	if err != nil {
 		return err
 	}
-	wd := "-"
+	r := ownerRecord{pid: os.Getpid(), start: st}
 	if removeWorkDir {
-		wd = workDir
+		r.workDir = workDir
 	}
-	return os.WriteFile(filepath.Join(ownerDir, prefix), fmt.Appendf(nil, "%d %s %s\n", os.Getpid(), st, wd), 0o644)
+	return os.WriteFile(filepath.Join(ownerDir, prefix), r.format(), 0o644)
 }
 
 func removeOwner(prefix string) { os.Remove(filepath.Join(ownerDir, prefix)) }
@@ -142,12 +220,11 @@ func reapStale(logf func(string, ...any)) {
 			if err != nil {
 				continue
 			}
-			f := strings.Fields(string(b))
-			if len(f) != 3 {
+			r, err := parseOwner(b)
+			if err != nil {
 				continue
 			}
-			pid, _ := strconv.Atoi(f[0])
-			if st, err := procStartTime(pid); err == nil && st == f[1] {
+			if st, err := procStartTime(r.pid); err == nil && st == r.start {
 				continue // its owner is alive
 			}
 			prefix := e.Name()
@@ -167,11 +244,11 @@ func reapStale(logf func(string, ...any)) {
 			for _, n := range nss {
 				n.release()
 			}
-			if f[2] != "-" && strings.HasPrefix(f[2], os.TempDir()) {
-				os.RemoveAll(f[2])
+			if r.workDir != "" && strings.HasPrefix(r.workDir, os.TempDir()) {
+				os.RemoveAll(r.workDir)
 			}
 			os.Remove(path)
-			logf("deleted stale cluster %s of dead process %d (%d namespaces)", prefix, pid, len(nss))
+			logf("deleted stale cluster %s of dead process %d (%d namespaces)", prefix, r.pid, len(nss))
 		}
 	})
 }
