@@ -20,7 +20,10 @@
 // On ADD the delegate's configuration is the "delegate" object with these
 // defaults filled in where absent: type bridge, name and cniVersion of this
 // network, mtu FLANNEL_MTU, ipMasq the opposite of FLANNEL_IPMASQ (agentd
-// masquerades, or the bridge must), isGateway true for bridge; and an "ipam"
+// masquerades, or the bridge must), isGateway and forceAddress true for
+// bridge (so that after this host moved to another subnet the bridge takes
+// the new gateway address instead of refusing every pod with "cni0 already
+// has an IP address different from …"); and an "ipam"
 // section built from the top-level "ipam" (type host-local by default) with
 // one range per family set to this host's lease subnet and a route to the
 // whole cluster network added to its routes. That configuration is saved
@@ -120,6 +123,7 @@ func DelegateConf(n *NetConf, env subnet.Env) (map[string]any, error) {
 	setDefault(d, "ipMasq", !env.IPMasq)
 	if d["type"] == "bridge" {
 		setDefault(d, "isGateway", true)
+		setDefault(d, "forceAddress", true)
 	}
 	if n.RuntimeConfig != nil {
 		setDefault(d, "runtimeConfig", n.RuntimeConfig)

@@ -40,13 +40,13 @@ func TestDelegateConf(t *testing.T) {
 			name: "flannel's default conflist entry",
 			conf: `{"cniVersion":"1.0.0","name":"cbr0","type":"agentd-cni","delegate":{"hairpinMode":true,"isDefaultGateway":true}}`,
 			env:  testEnv,
-			want: `{"cniVersion":"1.0.0","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}`,
+			want: `{"cniVersion":"1.0.0","forceAddress":true,"hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}`,
 		},
 		{
 			name: "no delegate, agentd does not masquerade",
 			conf: `{"cniVersion":"0.3.1","name":"n","type":"agentd-cni"}`,
 			env:  subnet.Env{Network: testEnv.Network, Subnet: testEnv.Subnet, MTU: 1500},
-			want: `{"cniVersion":"0.3.1","ipMasq":true,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isGateway":true,"mtu":1500,"name":"n","type":"bridge"}`,
+			want: `{"cniVersion":"0.3.1","forceAddress":true,"ipMasq":true,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isGateway":true,"mtu":1500,"name":"n","type":"bridge"}`,
 		},
 		{
 			name: "delegate settings win; user's ipam and routes kept; runtimeConfig passed on",
@@ -55,7 +55,7 @@ func TestDelegateConf(t *testing.T) {
 				"ipam":{"type":"host-local","dataDir":"/var/lib/x","subnet":"10.9.0.0/16","routes":[{"dst":"192.0.2.0/24"},{"dst":"10.244.0.0/16","gw":"10.244.5.1"}]},
 				"runtimeConfig":{"ips":["10.244.5.9/24"]}}`,
 			env:  testEnv,
-			want: `{"bridge":"kbr0","cniVersion":"1.0.0","ipMasq":true,"ipam":{"dataDir":"/var/lib/x","ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"192.0.2.0/24"},{"dst":"10.244.0.0/16","gw":"10.244.5.1"}],"type":"host-local"},"isGateway":false,"mtu":1400,"name":"n","runtimeConfig":{"ips":["10.244.5.9/24"]},"type":"bridge"}`,
+			want: `{"bridge":"kbr0","cniVersion":"1.0.0","forceAddress":true,"ipMasq":true,"ipam":{"dataDir":"/var/lib/x","ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"192.0.2.0/24"},{"dst":"10.244.0.0/16","gw":"10.244.5.1"}],"type":"host-local"},"isGateway":false,"mtu":1400,"name":"n","runtimeConfig":{"ips":["10.244.5.9/24"]},"type":"bridge"}`,
 		},
 		{
 			name: "another delegate gets no isGateway",
@@ -67,7 +67,7 @@ func TestDelegateConf(t *testing.T) {
 			name: "dual stack: one range and one route per family",
 			conf: `{"cniVersion":"1.0.0","name":"n","type":"agentd-cni"}`,
 			env:  dual,
-			want: `{"cniVersion":"1.0.0","ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}],[{"subnet":"fd00:10:244:5::/64"}]],"routes":[{"dst":"10.244.0.0/16"},{"dst":"fd00:10:244::/56"}],"type":"host-local"},"isGateway":true,"mtu":1450,"name":"n","type":"bridge"}`,
+			want: `{"cniVersion":"1.0.0","forceAddress":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}],[{"subnet":"fd00:10:244:5::/64"}]],"routes":[{"dst":"10.244.0.0/16"},{"dst":"fd00:10:244::/56"}],"type":"host-local"},"isGateway":true,"mtu":1450,"name":"n","type":"bridge"}`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -274,6 +274,7 @@ func TestCNI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	old := readEnv(t, ch.h)
 	// Stop the agent, or it rewrites subnet.env.
 	if _, err := ch.h.Agent().Stop(); err != nil {
 		t.Fatal(err)
@@ -309,6 +310,34 @@ func TestCNI(t *testing.T) {
 		if err := ch.cni.DelNetworkList(ctx, ch.list, ch.runtimeConf(pod)); err != nil {
 			t.Errorf("%s subnet.env: DEL after the failed ADD: %v", tc.name, err)
 		}
+	}
+
+	// The host moved to another subnet (its lease was lost and another host
+	// took it; restarted, the agent leased another). cni0 still has the old
+	// gateway address: ADD moves it to the new one (forceAddress) instead
+	// of failing every pod with bridge's "cni0 already has an IP address
+	// different from …".
+	if cni0, err := ch.h.Addrs("cni0"); err != nil || !slices.Contains(cni0, old.Subnet) {
+		t.Fatalf("%s: cni0 has %v (%v), want the old gateway %s before the move", ch.h, cni0, err, old.Subnet)
+	}
+	moved := netip.MustParsePrefix("10.244.250.1/24")
+	content := fmt.Sprintf("FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\nFLANNEL_MTU=%d\nFLANNEL_IPMASQ=%t\n", old.Network, moved, old.MTU, old.IPMasq)
+	if err := os.WriteFile(ch.h.SubnetFile(), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ch.add(ctx, pod)
+	if err != nil {
+		t.Fatalf("%s: ADD after the move from %s to %s: %v", ch.h, old.Subnet, moved, err)
+	}
+	addr, _ := netip.AddrFromSlice(res.IPs[0].Address.IP)
+	checkPodNetwork(t, ch.h, pod, addr.Unmap(), moved, old.MTU, old.Network)
+	if cni0, _ := ch.h.Addrs("cni0"); slices.Contains(cni0, old.Subnet) {
+		t.Errorf("%s: cni0 keeps the old gateway %s beside the new one: %v", ch.h, old.Subnet, cni0)
+	} else {
+		t.Logf("%s: after the move ADD gave the pod %s; cni0 has %v", ch.h, res.IPs[0].Address.String(), cni0)
+	}
+	if err := ch.cni.DelNetworkList(ctx, ch.list, ch.runtimeConf(pod)); err != nil {
+		t.Errorf("%s: DEL after the move: %v", ch.h, err)
 	}
 	if err := os.WriteFile(ch.h.SubnetFile(), good, 0o644); err != nil {
 		t.Fatal(err)
