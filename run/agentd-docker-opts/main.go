@@ -18,8 +18,8 @@
 //
 // A missing (after --wait) or incomplete subnet.env is an error naming the
 // file and the key (exit status 1), and nothing is written, so dockerd never
-// starts with a bridge address that is not this host's lease. Exit status 2
-// is a usage error.
+// starts with a bridge address that is not this host's lease. Exit status 64
+// (EX_USAGE, as agentd's and agentctl's) is a usage error.
 package main
 
 import (
@@ -40,7 +40,7 @@ import (
 const (
 	exitOK      = 0
 	exitFailure = 1
-	exitUsage   = 2
+	exitUsage   = 64
 )
 
 func main() {
