@@ -93,6 +93,14 @@ func (f *fixture) waitReady(hs ...*cluster.Host) {
 	}
 }
 
+// sub is f for the subtest t, so that what fails inside the subtest fails it
+// (FailNow on the parent's t from the subtest's goroutine would not).
+func (f *fixture) sub(t *testing.T) *fixture {
+	g := *f
+	g.t = t
+	return &g
+}
+
 func (f *fixture) eventually(what string, timeout time.Duration, cond func() error) {
 	f.t.Helper()
 	if err := cluster.Eventually(f.ctx, timeout, cond); err != nil {

@@ -291,6 +291,7 @@ func testReboot(t *testing.T, backend string) {
 	}
 
 	t.Run("state kept", func(t *testing.T) {
+		f := f.sub(t)
 		before, marks := snapshot(t)
 		// Until stopped, not for a time: a slow reboot must not outlast
 		// the pings that judge it.
@@ -329,6 +330,7 @@ func testReboot(t *testing.T, backend string) {
 	})
 
 	t.Run("state lost", func(t *testing.T) {
+		f := f.sub(t)
 		before, marks := snapshot(t)
 		id2 := peerHostID(t, f, sn2)
 		// Until stopped, not for a time: a slow reboot must not outlast
