@@ -3,6 +3,7 @@ package cniplugin
 import (
 	"encoding/json"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -127,15 +128,20 @@ func TestLoadConfDefaultsAndErrors(t *testing.T) {
 }
 
 // FuzzDelegateConf feeds arbitrary configurations through LoadConf and
-// DelegateConf: no panic, and whatever they accept yields a delegate with a
-// plugin name as type, this host's subnet as the only IPv4 range and a route
-// to the cluster network.
+// DelegateConf: no panic; whatever LoadConf accepts has absolute subnetFile
+// and dataDir paths (the defaults where the input has none) and, for
+// delegate.type and ipam.type, names of a file right in CNI_PATH's
+// directories; DelegateConf refuses only bad ipam.routes, and its delegate
+// has those types (bridge and host-local by default), this host's subnet as
+// the only IPv4 range and a route to the cluster network.
 func FuzzDelegateConf(f *testing.F) {
 	for _, s := range []string{
 		`{"cniVersion":"1.0.0","name":"cbr0","type":"agentd-cni","delegate":{"hairpinMode":true,"isDefaultGateway":true}}`,
 		`{"name":"n","delegate":{"type":"ptp","mtu":1},"ipam":{"type":"static","routes":[{"dst":"0.0.0.0/0"}]}}`,
 		`{"ipam":{"routes":[{"dst":"10.244.0.0/16"}],"ranges":[[{"subnet":"1.2.3.0/24"}]]},"runtimeConfig":{"ips":[]}}`,
 		`{"delegate":{"type":"bridge","ipam":null},"ipam":{"subnet":"x"}}`,
+		`{"subnetFile":"run/subnet.env","dataDir":"/x"}`, `{"dataDir":"x"}`, `{"DATADIR":"/d","subnetfile":"/s"}`,
+		`{"delegate":{"type":"../bin/sh"}}`, `{"delegate":{"type":"a/"}}`, `{"ipam":{"type":"."}}`, `{"ipam":{"routes":[{"gw":"x"}]}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -144,8 +150,45 @@ func FuzzDelegateConf(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// The paths the input gave, matched to fields as LoadConf's
+		// decoding does.
+		var in struct {
+			SubnetFile string `json:"subnetFile"`
+			DataDir    string `json:"dataDir"`
+		}
+		if err := json.Unmarshal(b, &in); err != nil {
+			t.Fatalf("LoadConf accepted %q, but its paths do not decode: %v", b, err)
+		}
+		for _, p := range []struct{ field, got, given, def string }{
+			{"subnetFile", n.SubnetFile, in.SubnetFile, DefaultSubnetFile},
+			{"dataDir", n.DataDir, in.DataDir, DefaultDataDir},
+		} {
+			want := p.given
+			if want == "" {
+				want = p.def
+			}
+			if p.got != want || !filepath.IsAbs(p.got) {
+				t.Fatalf("LoadConf(%q): %s %q; want %q, an absolute path", b, p.field, p.got, want)
+			}
+		}
+		wantType := map[string]string{"delegate": defaultDelegate, "ipam": defaultIPAM}
+		for section, m := range map[string]map[string]any{"delegate": n.Delegate, "ipam": n.IPAM} {
+			v, ok := m["type"]
+			if !ok {
+				continue
+			}
+			s, isString := v.(string)
+			if !isString || !pluginInDir(s) {
+				t.Fatalf("LoadConf(%q): %s.type %#v is not the name of a file in CNI_PATH's directories", b, section, v)
+			}
+			wantType[section] = s
+		}
+
 		d, err := DelegateConf(n, testEnv)
 		if err != nil {
+			if !strings.HasPrefix(err.Error(), `network configuration: "ipam.routes`) {
+				t.Fatalf("DelegateConf(%q): %v; only ipam.routes may be refused after LoadConf", b, err)
+			}
 			return
 		}
 		out, err := json.Marshal(d)
@@ -163,8 +206,8 @@ func FuzzDelegateConf(f *testing.F) {
 		if err := json.Unmarshal(out, &back); err != nil {
 			t.Fatalf("delegate %s: %v", out, err)
 		}
-		if !validPluginName(back.Type) || !validPluginName(back.IPAM.Type) {
-			t.Fatalf("delegate types %q/%q in %s", back.Type, back.IPAM.Type, out)
+		if back.Type != wantType["delegate"] || back.IPAM.Type != wantType["ipam"] {
+			t.Fatalf("delegate types %q/%q in %s, want %q/%q", back.Type, back.IPAM.Type, out, wantType["delegate"], wantType["ipam"])
 		}
 		if len(back.IPAM.Ranges) != 1 || len(back.IPAM.Ranges[0]) != 1 || back.IPAM.Ranges[0][0]["subnet"] != "10.244.5.0/24" {
 			t.Fatalf("ranges %v in %s", back.IPAM.Ranges, out)
@@ -173,4 +216,13 @@ func FuzzDelegateConf(f *testing.F) {
 			t.Fatalf("no route to the network in %s", out)
 		}
 	})
+}
+
+// pluginInDir reports whether a plugin looked up as name in a directory of
+// CNI_PATH is a file right in that directory: joined to it, name is neither
+// cleaned away ("", ".", "..", a trailing "/") nor a path below it.
+func pluginInDir(name string) bool {
+	const dir = "/opt/cni/bin"
+	p := dir + "/" + name
+	return !strings.Contains(name, "\x00") && filepath.Join(dir, name) == p && filepath.Dir(p) == dir
 }
