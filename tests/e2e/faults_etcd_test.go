@@ -136,7 +136,7 @@ func testEtcdDown(t *testing.T, backend string) {
 
 	var total cluster.PingResult
 	for _, p := range ps {
-		r := p.stop(t)
+		r := p.stopSettled(t)
 		total.Sent += r.Sent
 		total.Received += r.Received
 		total.InFlight += r.InFlight
@@ -257,7 +257,7 @@ func TestFaultPartitionLeaseExpiry(t *testing.T) {
 	}
 	t.Logf("h1 ready and routed to again %v after the heal", time.Since(healed).Round(time.Millisecond))
 	f.pingAll([]*cluster.Container{c1, c2, c3})
-	rOthers, rToH1 := others.stop(t), toH1.stop(t)
+	rOthers, rToH1 := others.stopSettled(t), toH1.stopSettled(t)
 	recordLoss("h1 cut from etcd past its TTL: h2 to h3", rOthers, "hosts not partitioned: no loss allowed")
 	recordLoss("h1 cut from etcd past its TTL: h3 to h1", rToH1, "expected loss: h1's routes are gone while its lease is")
 	t.Logf("h2 -> h3: %d/%d lost; h3 -> h1: %d/%d lost (h1 unrouted while its lease was gone)", rOthers.Lost(), rOthers.Sent, rToH1.Lost(), rToH1.Sent)
@@ -367,7 +367,7 @@ func TestFaultCompactionWhileDisconnected(t *testing.T) {
 		t.Errorf("h1 never saw its watch revision compacted; the scenario did not happen:\n%s", marks.since(t, h1))
 	}
 	f.pingAll([]*cluster.Container{c1, c2, f.container(h4)})
-	r := p.stop(t)
+	r := p.stopSettled(t)
 	recordLoss("compaction while h1 cut off: h1 to h2", r, "etcd partitioned from h1, leases changed, compacted")
 	if r.Lost() != 0 {
 		t.Errorf("h1 -> h2 lost %d of %d pings", r.Lost(), r.Sent)
@@ -423,7 +423,7 @@ func TestFaultDeadHostExpires(t *testing.T) {
 			return vxlanMatchesLeases(h, f.leases())
 		})
 	}
-	r := p.stop(t)
+	r := p.stopSettled(t)
 	recordLoss("dead host's lease expires: h1 to h2", r, "h3 SIGKILLed, its lease expired, h4 took its subnet")
 	if r.Lost() != 0 {
 		t.Errorf("h1 -> h2 lost %d of %d pings", r.Lost(), r.Sent)
