@@ -73,8 +73,14 @@ func endpointAddr(endpoint string) (network, addr string, useTLS bool, err error
 		return "", "", false, errors.New("empty endpoint")
 	}
 	if !strings.Contains(endpoint, "://") {
-		if host, _, err := net.SplitHostPort(endpoint); err == nil && host == "" {
+		host, port, err := net.SplitHostPort(endpoint)
+		switch {
+		case err != nil:
+			return "", "", false, fmt.Errorf("endpoint is neither a URL nor host:port: %w", err)
+		case host == "":
 			return "", "", false, errors.New("no host in endpoint")
+		case port == "":
+			return "", "", false, errors.New("no port in endpoint")
 		}
 		return "tcp", endpoint, false, nil
 	}
@@ -84,12 +90,16 @@ func endpointAddr(endpoint string) (network, addr string, useTLS bool, err error
 	}
 	switch u.Scheme {
 	case "http", "https":
-		if u.Hostname() == "" {
+		host, port := u.Hostname(), u.Port()
+		if host == "" {
 			return "", "", false, errors.New("no host in URL")
 		}
-		addr = u.Host
-		if u.Port() == "" {
-			addr = net.JoinHostPort(u.Hostname(), "2379")
+		if port == "" {
+			port = "2379"
+		}
+		addr = net.JoinHostPort(host, port)
+		if _, _, err := net.SplitHostPort(addr); err != nil { // "http://]"
+			return "", "", false, fmt.Errorf("host %q in URL: %w", host, err)
 		}
 		return "tcp", addr, u.Scheme == "https", nil
 	case "unix", "unixs":

@@ -27,6 +27,17 @@ func TestEndpointAddr(t *testing.T) {
 		{in: "unixs://", err: true},
 		{in: "http://", err: true},
 		{in: "https://:2379", err: true},
+		// A bare endpoint is host:port, as net.Dial needs it.
+		{in: "[fd00::1]:2379", network: "tcp", addr: "[fd00::1]:2379"},
+		{in: "etcd:client", network: "tcp", addr: "etcd:client"},
+		{in: "a:1:2", err: true},
+		{in: "fd00::1:2379", err: true},
+		{in: "etcd", err: true},
+		{in: "etcd:", err: true},
+		{in: "[fd00::1]", err: true},
+		// A URL host that net.Dial could not split again.
+		{in: "http://]", err: true},
+		{in: "https://[fe80::1%25eth0]", network: "tcp", addr: "[fe80::1%eth0]:2379", tls: true},
 	} {
 		network, addr, useTLS, err := endpointAddr(tc.in)
 		if tc.err {
@@ -42,10 +53,11 @@ func TestEndpointAddr(t *testing.T) {
 }
 
 // FuzzEndpointAddr: any --etcd-endpoints value is split without a panic, and
-// a successful split names a network net.Dial knows and an address, with a
-// host when it has the form host:port (an empty one would dial this machine).
+// a successful split names a network net.Dial knows and an address: for tcp
+// a host:port with both parts (an empty host would dial this machine), for
+// unix a path.
 func FuzzEndpointAddr(f *testing.F) {
-	for _, s := range []string{"http://127.0.0.1:2379", "https://[::1]", "unixs://x", "a:1", "://", "http://%", "", "unix://", "http://"} {
+	for _, s := range []string{"http://127.0.0.1:2379", "https://[::1]", "unixs://x", "a:1", "://", "http://%", "", "unix://", "http://", "a:1:2", "a", "http://]"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -53,14 +65,17 @@ func FuzzEndpointAddr(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if network != "tcp" && network != "unix" {
+		switch network {
+		case "tcp":
+			if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
+				t.Fatalf("endpointAddr(%q) = tcp %q: not host:port with a host and a port (%v)", s, addr, err)
+			}
+		case "unix":
+			if addr == "" {
+				t.Fatalf("endpointAddr(%q) = unix with an empty path and no error", s)
+			}
+		default:
 			t.Fatalf("endpointAddr(%q): network %q", s, network)
-		}
-		if addr == "" {
-			t.Fatalf("endpointAddr(%q) = %s with an empty address and no error", s, network)
-		}
-		if host, _, err := net.SplitHostPort(addr); network == "tcp" && err == nil && host == "" {
-			t.Fatalf("endpointAddr(%q) = %s %q: no host, and no error", s, network, addr)
 		}
 	})
 }
