@@ -478,10 +478,16 @@ func (o *occupied) overlaps(c netip.Prefix) bool {
 	return false
 }
 
-// validLease reports why l cannot be a lease of this network, or nil.
+// validLease reports why l cannot be a lease in this network, or nil. Its
+// subnet may have another length than the config's SubnetLen: a lease taken
+// before the operator changed SubnetLen is still its host's (flanneld hosts
+// route to it too), and a host keeps its own across restarts; only new
+// leases get the new length. A subnet must lie inside the network, leave
+// room for a second one (as SubnetLen must), and hold a host (at most
+// maxLen bits).
 func (m *Manager) validLease(l Lease) error {
-	if !m.net.Network.Contains(l.Subnet.Addr()) || l.Subnet.Bits() != m.net.SubnetLen {
-		return fmt.Errorf("subnet %s is not a /%d of the network %s", l.Subnet, m.net.SubnetLen, m.net.Network)
+	if err := leaseSubnet(&ipv4, l.Subnet, m.net.Network); err != nil {
+		return err
 	}
 	if !l.IPv6Subnet.IsValid() {
 		return nil
@@ -492,8 +498,12 @@ func (m *Manager) validLease(l Lease) error {
 	if !m.net.EnableIPv6 {
 		return fmt.Errorf("the key names the IPv6 subnet %s but the network has no IPv6", l.IPv6Subnet)
 	}
-	if !m.net.IPv6Network.Contains(l.IPv6Subnet.Addr()) || l.IPv6Subnet.Bits() != m.net.IPv6SubnetLen {
-		return fmt.Errorf("IPv6 subnet %s is not a /%d of the network %s", l.IPv6Subnet, m.net.IPv6SubnetLen, m.net.IPv6Network)
+	return leaseSubnet(&ipv6, l.IPv6Subnet, m.net.IPv6Network)
+}
+
+func leaseSubnet(f *family, sn, network netip.Prefix) error {
+	if !network.Contains(sn.Addr()) || sn.Bits() < network.Bits()+2 || sn.Bits() > f.maxLen {
+		return fmt.Errorf("%s subnet %s is not a /%d to /%d of the network %s", f.name, sn, network.Bits()+2, f.maxLen, network)
 	}
 	return nil
 }

@@ -1104,6 +1104,55 @@ func TestWatchPeersSkipsBadEntries(t *testing.T) {
 	})
 }
 
+// TestWatchPeersOfAnotherLength: a peer's lease of another length than the
+// config's SubnetLen (leased before the operator changed it) is still a
+// peer, as flanneld hosts route to it too; a subnet as long as a host route,
+// or one that leaves no room for a second host, is not.
+func TestWatchPeersOfAnotherLength(t *testing.T) {
+	e := newEnv(t, net16)
+	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+	acquire(t, a)
+	run(t, a)
+	e.putKeys(t, map[string]string{
+		"10.244.20.128-25": strings.Replace(flanneldValue, "198.18.0.9", "198.18.0.5", 1),
+		"10.244.22.0-23":   strings.Replace(flanneldValue, "198.18.0.9", "198.18.0.6", 1),
+		"10.244.0.0-16":    flanneldValue, // the whole network
+		"10.244.0.0-17":    flanneldValue, // half of it: no room for two hosts' subnets
+		"10.244.30.4-31":   flanneldValue, // no address for a host
+	})
+	eventually(t, "peers of other lengths seen, the others counted", func() error {
+		if got, n := peerSubnets(a), a.Stats.BadEntries.Load(); got != "10.244.20.128/25@198.18.0.5 10.244.22.0/23@198.18.0.6" || n != 3 {
+			return fmt.Errorf("peers %q, %d bad entries", got, n)
+		}
+		return nil
+	})
+}
+
+// TestRestartKeepsLeaseOfEarlierSubnetLen: after the operator changed
+// SubnetLen, a restarted host keeps its live lease of the earlier length (its
+// containers keep their addresses); a new host gets the new length.
+func TestRestartKeepsLeaseOfEarlierSubnetLen(t *testing.T) {
+	e := newEnv(t, net16)
+	before := acquire(t, e.manager("198.18.0.1", hostID(1)))
+	if _, err := e.cli.Put(context.Background(), prefix+"/config", `{"Network":"10.244.0.0/16","SubnetLen":25}`); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := e.reg.GetConfig(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.net = cfg
+	if after := acquire(t, e.manager("198.18.0.1", hostID(1))); after.Subnet != before.Subnet {
+		t.Errorf("restarted after SubnetLen 24 -> 25: lease %s, want its own %s", after.Subnet, before.Subnet)
+	}
+	if n := e.leaseCount(t); n != 1 {
+		t.Errorf("%d leases after the restart, want 1", n)
+	}
+	if l := acquire(t, e.manager("198.18.0.2", hostID(2))); l.Subnet.Bits() != 25 || l.Subnet.Overlaps(before.Subnet) {
+		t.Errorf("new host got %s, want a /25 outside %s", l.Subnet, before.Subnet)
+	}
+}
+
 func TestWatchRelistsAfterCompaction(t *testing.T) {
 	e := newEnv(t, net16)
 	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))

@@ -163,8 +163,8 @@ func subnetBroadcast(a, mask uint32) bool {
 // returns its length; 0 when no error may be sent about off (RFC 1812
 // 4.3.2.7: not about ICMP errors, non-first fragments, or packets whose
 // source or destination is not a unicast address). subnetMask is the mask
-// of the network config's SubnetLen: an address whose host part at that
-// length is all ones is a subnet's broadcast address, wherever it is held.
+// of our lease's length: an address whose host part at that length is all
+// ones is taken as a subnet's broadcast address, wherever it is held.
 // out must hold icmpErrorMaxLen bytes.
 func icmpError(out []byte, from, subnetMask uint32, typ, code uint8, off []byte, h ipv4) int {
 	if h.fragOff != 0 || !unicast(h.src) || !unicast(h.dst) ||

@@ -51,10 +51,10 @@ func (s subnet4) contains(a uint32) bool { return a&s.mask == s.net }
 // subnets (one in any cluster built from a single network config), not one
 // per peer.
 type table struct {
-	// own is our lease's subnet. Like every lease it is a /SubnetLen of
-	// the network (subnet.Manager takes no other), so its mask is also
-	// the network config's SubnetLen, at which a host part of all ones
-	// is a subnet's broadcast address (icmpError).
+	// own is our lease's subnet. Its mask tells a subnet's broadcast
+	// address (host part all ones; icmpError) for every lease of its
+	// length, which is every lease unless the operator changed SubnetLen
+	// while older leases live (subnet.Manager keeps those).
 	own subnet4
 	// from is the source of the ICMP errors the datapath writes into the
 	// TUN device: the device's own address, <own subnet>.0.
