@@ -244,7 +244,7 @@ func reapStale(logf func(string, ...any)) {
 			for _, n := range nss {
 				n.release()
 			}
-			if r.workDir != "" && strings.HasPrefix(r.workDir, os.TempDir()) {
+			if insideTempDir(r.workDir) {
 				os.RemoveAll(r.workDir)
 			}
 			os.Remove(path)
@@ -352,4 +352,12 @@ func readLines(path string) ([]string, error) {
 		out = append(out, s.Text())
 	}
 	return out, s.Err()
+}
+
+// insideTempDir reports whether dir lies inside the temporary directory (not
+// /tmpfoo beside /tmp, nor /tmp itself): only there is a stale cluster's
+// work directory deleted.
+func insideTempDir(dir string) bool {
+	rel, err := filepath.Rel(os.TempDir(), dir)
+	return err == nil && rel != "." && filepath.IsLocal(rel)
 }
