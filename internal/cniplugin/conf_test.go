@@ -215,6 +215,19 @@ func FuzzDelegateConf(f *testing.F) {
 		if !hasRoute(back.IPAM.Routes, testEnv.Network) {
 			t.Fatalf("no route to the network in %s", out)
 		}
+		// A bridge delegate keeps the bridge's address following the
+		// subnet (forceAddress), and is the gateway, unless told otherwise.
+		if back.Type == "bridge" {
+			for _, key := range []string{"forceAddress", "isGateway"} {
+				given, ok := n.Delegate[key]
+				if !ok {
+					given = true
+				}
+				if d[key] != given {
+					t.Fatalf("%s %v in %s, want %v", key, d[key], out, given)
+				}
+			}
+		}
 	})
 }
 
