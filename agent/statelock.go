@@ -49,7 +49,10 @@ func lockStateDir(dir string) (*os.File, error) {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			holder := "another agentd"
-			if pid := lockHolder(path); pid > 0 {
+			if pid, ns := lockHolder(path); pid > 0 && ns != "" && ns != pidNamespace() {
+				// The pid means nothing here: agentd in a pod is pid 1.
+				holder = fmt.Sprintf("another agentd (pid %d in another PID namespace: a container's, or the host's if this agentd runs in one)", pid)
+			} else if pid > 0 {
 				holder = fmt.Sprintf("another agentd (pid %d)", pid)
 			}
 			return nil, fmt.Errorf("state dir %s is in use by %s (%s is %w)", dir, holder, path, errStateDirLocked)
@@ -57,9 +60,15 @@ func lockStateDir(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	// The ID is only informative: the lock, not the file's content, is
-	// what counts.
+	// what counts. The PID namespace beside it tells a reader in another
+	// one (agentd in a pod beside agentd under systemd) that the number is
+	// not one of its processes.
 	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		content := strconv.Itoa(os.Getpid()) + "\n"
+		if ns := pidNamespace(); ns != "" {
+			content += ns + "\n"
+		}
+		_, _ = f.WriteAt([]byte(content), 0)
 	}
 	return f, nil
 }
@@ -83,15 +92,29 @@ func flock(f *os.File) error {
 	return ferr
 }
 
-// lockHolder is the process ID written in the lock file at path, or 0.
-func lockHolder(path string) int {
+// lockHolder reads the lock file at path: the process ID on its first line
+// (0 when there is none) and the PID namespace on its second ("" when there
+// is none; agentd before 2026-12-03 wrote only the ID).
+func lockHolder(path string) (pid int, ns string) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return 0, ""
 	}
-	pid, err := strconv.Atoi(string(bytes.TrimSpace(b)))
+	first, rest, _ := bytes.Cut(b, []byte("\n"))
+	second, _, _ := bytes.Cut(rest, []byte("\n"))
+	pid, err = strconv.Atoi(string(bytes.TrimSpace(first)))
 	if err != nil || pid <= 0 {
-		return 0
+		pid = 0
 	}
-	return pid
+	return pid, string(bytes.TrimSpace(second))
+}
+
+// pidNamespace names this process's PID namespace ("pid:[4026531836]"), or
+// is "" when /proc does not say.
+func pidNamespace() string {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return ""
+	}
+	return ns
 }

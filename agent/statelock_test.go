@@ -133,6 +133,17 @@ func TestStateDirLockNotInherited(t *testing.T) {
 		t.Fatalf("second lock: %v, want errStateDirLocked and %q", err, want)
 	}
 
+	// Written from another PID namespace (agentd in a pod is pid 1), the
+	// number is not one of ours, and the message says so.
+	if err := os.WriteFile(filepath.Join(dir, lockFile), []byte("1\npid:[1]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = lockStateDir(dir)
+	want = fmt.Sprintf("state dir %s is in use by another agentd (pid 1 in another PID namespace", dir)
+	if !errors.Is(err, errStateDirLocked) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second lock, holder in another PID namespace: %v, want %q", err, want)
+	}
+
 	child := exec.Command("sleep", "60")
 	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := child.Start(); err != nil {
@@ -157,11 +168,11 @@ func TestStateDirLockNotInherited(t *testing.T) {
 func FuzzLockHolder(f *testing.F) {
 	// One file for every input: a worker runs its inputs one at a time.
 	path := filepath.Join(f.TempDir(), lockFile)
-	if pid := lockHolder(path); pid != 0 {
-		f.Fatalf("lockHolder of a missing file = %d, want 0", pid)
+	if pid, ns := lockHolder(path); pid != 0 || ns != "" {
+		f.Fatalf("lockHolder of a missing file = %d, %q, want 0, \"\"", pid, ns)
 	}
 	for _, s := range []string{
-		strconv.Itoa(os.Getpid()) + "\n", "1", "", "\n", "0", "-1", "+7", "007", " 42\t\r\n",
+		strconv.Itoa(os.Getpid()) + "\n" + pidNamespace() + "\n", "1\npid:[1]", "1\n\n", "\n\n", "1", "", "\n", "0", "-1", "+7", "007", " 42\t\r\n",
 		"4194304", "9223372036854775807", "9223372036854775808", "1 2", "12a", "0x10",
 		"\x0012", "\u00a012\u2028", "\u0085 3", "１２", "\xff12",
 	} {
@@ -171,13 +182,18 @@ func FuzzLockHolder(f *testing.F) {
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		got := lockHolder(path)
-		want, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		got, ns := lockHolder(path)
+		lines := strings.SplitN(string(b), "\n", 3)
+		want, err := strconv.Atoi(strings.TrimSpace(lines[0]))
 		if err != nil || want <= 0 {
 			want = 0
 		}
-		if got != want || got < 0 {
-			t.Fatalf("lockHolder of a file holding %q = %d, want %d", b, got, want)
+		wantNS := ""
+		if len(lines) > 1 {
+			wantNS = strings.TrimSpace(lines[1])
+		}
+		if got != want || got < 0 || ns != wantNS {
+			t.Fatalf("lockHolder of a file holding %q = %d, %q, want %d, %q", b, got, ns, want, wantNS)
 		}
 	})
 }
