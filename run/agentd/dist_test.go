@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -10,11 +12,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/agentd/agentd/agent"
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/sdunit"
+	"github.com/vishvananda/netlink"
 	"sigs.k8s.io/yaml"
 )
 
@@ -91,6 +96,18 @@ func TestMain(m *testing.M) {
 		panic("a bug in agentd")
 	case "agentd":
 		os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+	case "agentd-netns":
+		// In a network namespace of its own (runHelperIn): lo up, so
+		// that it has 127.0.0.1, then agentd.
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "lo up:", err)
+			os.Exit(98)
+		}
+		os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 	}
 	os.Exit(99)
 }
@@ -100,8 +117,19 @@ func TestMain(m *testing.M) {
 // status and output.
 func runHelper(t *testing.T, as string, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
+	return runHelperIn(t, 0, as, args...)
+}
+
+// runHelperIn is runHelper with the helper in the new namespaces of
+// cloneflags (syscall.CLONE_NEW*), killed with the test process, or after a
+// minute.
+func runHelperIn(t *testing.T, cloneflags uintptr, as string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
 	cmd.Env = []string{helperEnv + "=" + as}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: cloneflags, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {

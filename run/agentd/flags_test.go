@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -371,15 +372,25 @@ func TestRunExitCodes(t *testing.T) {
 	if out.Len() != 0 {
 		t.Errorf("invalid flag: stdout %q, want nothing", out.String())
 	}
+}
 
-	// A TLS file that is missing (not there yet: config management or a
-	// vault agent may write it after boot) is a failure at run time, which
-	// systemd retries, not a usage error that it leaves down. The agent
-	// fails at its etcd client, before it changes anything; the state dir
-	// and subnet file are the test's own.
+// TestMissingTLSFileIsRetried: a TLS file that is missing (not there yet:
+// config management or a vault agent may write it after boot) is a failure
+// at run time, which systemd retries, not a usage error that it leaves down.
+// The agent fails at its etcd client, before it changes anything; still it
+// runs in a network namespace of its own, with the test's own state dir and
+// subnet file, so that nothing it could do reaches the host's network.
+func TestMissingTLSFileIsRetried(t *testing.T) {
+	if os.Geteuid() != 0 {
+		msg := "needs root for a network namespace of its own (CLONE_NEWNET)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
-	code, log := runHelper(t, "agentd", "--etcd-endpoints=https://127.0.0.1:1", "--etcd-cafile="+ca,
+	code, log := runHelperIn(t, syscall.CLONE_NEWNET, "agentd-netns", "--etcd-endpoints=https://127.0.0.1:1", "--etcd-cafile="+ca,
 		"--iface=lo", "--state-dir="+dir, "--subnet-file="+filepath.Join(dir, "subnet.env"))
 	if code != exitFailure || !strings.Contains(log, ca) {
 		t.Errorf("missing --etcd-cafile: exit %d, want %d with a message naming the file; output:\n%s", code, exitFailure, log)
