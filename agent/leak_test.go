@@ -46,42 +46,11 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 		leakChild(t, ep)
 		return
 	}
-	c := cluster.Start(t, cluster.Options{Hosts: 1})
-	cli, err := c.EtcdClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	for k, v := range map[string]string{
+	cluster.RunTestInHost(t, "TestRunLeavesNoGoroutines", leakChildEnv, map[string]string{
 		"/coreos.com/network/config":                  `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 		"/coreos.com/network/subnets/10.244.250.0-24": `{"PublicIP":"198.18.0.250","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:fa"}}`,
 		"/host-gw/config":                             `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`,
-	} {
-		if _, err := cli.Put(ctx, k, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// env passes the variable that the harness would strip from an
-	// inherited environment.
-	out, err := c.Host(1).Exec(ctx, "env", leakChildEnv+"="+c.EtcdEndpoint(), os.Args[0],
-		"-test.run=^TestRunLeavesNoGoroutines$", "-test.v", "-test.count=1")
-	if err != nil {
-		t.Fatalf("the test inside h1's namespace failed: %v", err)
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "leak_test.go") || strings.HasPrefix(strings.TrimSpace(l), "--- ") {
-			t.Log(strings.TrimSpace(l))
-		}
-	}
-	// A child that ran no test (a -test.run that matches nothing) or
-	// skipped exits 0 as well.
-	if !strings.Contains(string(out), "--- PASS: TestRunLeavesNoGoroutines ") {
-		t.Fatalf("the test inside h1's namespace did not run and pass:\n%s", out)
-	}
-	if strings.Contains(string(out), "--- SKIP") {
-		t.Fatalf("the test inside h1's namespace skipped, in whole or in part:\n%s", out)
-	}
+	})
 }
 
 // leakChild is the test proper, run inside h1's namespace.

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,53 +23,12 @@ import (
 // The tests of this file run the agent whole, against a real etcd, inside
 // the namespace of a cluster host: agent.Run changes the network namespace
 // it runs in, and a Go process cannot move all its threads into another
-// one, so each test runs its own binary again in h1 (see inClusterHost).
+// one, so each test runs its own binary again in h1 (see cluster.RunTestInHost).
 //
 //	ns sw: bridge ─┬─ h1 198.18.0.1   this test binary again: the test proper
 //	               └─ etcd 198.18.0.254  a real etcd holding kvs
 
-// inClusterHost runs the test named test again as a child process inside h1
-// of a one-host cluster whose etcd holds kvs, with envVar set to etcd's
-// endpoint (the child is the test proper), and fails t unless the child ran
-// the test and it passed.
-func inClusterHost(t *testing.T, test, envVar string, kvs map[string]string) {
-	t.Helper()
-	c := cluster.Start(t, cluster.Options{Hosts: 1})
-	cli, err := c.EtcdClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The child is killed a little before go test's -timeout would end
-	// this process, so that its output is still logged.
-	ctx := t.Context()
-	if d, ok := t.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, d.Add(-10*time.Second))
-		defer cancel()
-	}
-	for k, v := range kvs {
-		if _, err := cli.Put(ctx, k, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// env passes the variable that the harness would strip from an
-	// inherited environment.
-	out, err := c.Host(1).Exec(ctx, "env", envVar+"="+c.EtcdEndpoint(), os.Args[0],
-		"-test.run=^"+test+"$", "-test.v", "-test.count=1")
-	t.Logf("child, in h1's namespace:\n%s", out)
-	if err != nil {
-		t.Fatalf("the test inside h1's namespace failed: %v", err)
-	}
-	// A child that ran no test, or skipped, exits 0 as well.
-	if !strings.Contains(string(out), "--- PASS: "+test+" ") {
-		t.Fatal("the test inside h1's namespace did not run and pass")
-	}
-	if strings.Contains(string(out), "--- SKIP") {
-		t.Fatal("the test inside h1's namespace skipped, in whole or in part")
-	}
-}
-
-// hostConfig is the config of an agent in h1 of inClusterHost's cluster.
+// hostConfig is the config of an agent in h1 of cluster.RunTestInHost's cluster.
 func hostConfig(t *testing.T, etcd, prefix string) Config {
 	t.Helper()
 	dir := t.TempDir()
@@ -103,7 +61,7 @@ func TestStopDuringPrepare(t *testing.T) {
 		stopDuringPrepareChild(t, ep)
 		return
 	}
-	inClusterHost(t, "TestStopDuringPrepare", stopDuringPrepareEnv, map[string]string{
+	cluster.RunTestInHost(t, "TestStopDuringPrepare", stopDuringPrepareEnv, map[string]string{
 		"/fake/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	})
 }
@@ -189,7 +147,7 @@ func TestLeaseTTLMetricCostsEtcdNothing(t *testing.T) {
 		leaseTTLChild(t, ep)
 		return
 	}
-	inClusterHost(t, "TestLeaseTTLMetricCostsEtcdNothing", leaseTTLEnv, map[string]string{
+	cluster.RunTestInHost(t, "TestLeaseTTLMetricCostsEtcdNothing", leaseTTLEnv, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 	})
 }
