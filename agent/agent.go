@@ -57,9 +57,11 @@ type agent struct {
 	// ipt and iptDone are used only by the reconcile goroutine. ipt is
 	// nil until iptables is found; iptDone records that no rules are
 	// wanted and none of ours are left (or iptables is missing), so
-	// iptables need not be looked at again.
-	ipt     *iptables.Manager
-	iptDone bool
+	// iptables need not be looked at again. iptCleanupErr is the last
+	// error of removing our chains when none are wanted, logged once.
+	ipt           *iptables.Manager
+	iptDone       bool
+	iptCleanupErr string
 }
 
 func (a *agent) run(ctx context.Context) error {

@@ -10,10 +10,12 @@ import (
 // reconcileIPTables keeps our masquerade and forward chains equal to what the
 // flags and our lease ask for. With both kinds of rules off it runs until it
 // has once succeeded, so that chains left by an earlier run with them on are
-// removed; it never fails the agent for a missing iptables when no rules are
-// wanted. With rules wanted, every pass fails until iptables is found and the
-// rules are in place, which keeps the agent not ready: without the FORWARD
-// rules a DROP policy (dockerd's) drops the overlay's traffic.
+// removed; it never fails the agent for iptables when no rules are wanted: a
+// missing iptables ends it, and a failing one (iptables-save that cannot read
+// the tables, say) is logged once per distinct error and tried again on the
+// next pass. With rules wanted, every pass fails until iptables is found and
+// the rules are in place, which keeps the agent not ready: without the
+// FORWARD rules a DROP policy (dockerd's) drops the overlay's traffic.
 func (a *agent) reconcileIPTables(netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules
 	if a.ipt == nil {
@@ -39,13 +41,29 @@ func (a *agent) reconcileIPTables(netCfg *subnet.Config, own subnet.Lease) error
 	if a.cfg.IPTablesForwardRules {
 		rules = append(rules, iptables.ForwardRules(netCfg.Network)...)
 	}
-	if _, err := a.ipt.Reconcile(rules); err != nil {
-		return fmt.Errorf("iptables: %w", err)
+	_, err := a.ipt.Reconcile(rules)
+	if want {
+		if err != nil {
+			return fmt.Errorf("iptables: %w", err)
+		}
+		return nil
 	}
-	if !want {
-		// Nothing more to keep in place.
-		a.ipt = nil
-		a.iptDone = true
+	if err != nil {
+		// What is left can only be an earlier run's chains, which
+		// accept or masquerade cluster traffic: no reason to hold the
+		// agent back.
+		if msg := err.Error(); msg != a.iptCleanupErr {
+			a.log.Error(err, "cannot remove iptables chains an earlier run may have left; no rules are wanted, so the agent goes on and tries again each pass")
+			a.iptCleanupErr = msg
+		}
+		return nil
 	}
+	if a.iptCleanupErr != "" {
+		a.log.Info("iptables cleanup succeeded")
+	}
+	// Nothing more to keep in place.
+	a.ipt = nil
+	a.iptDone = true
+	a.iptCleanupErr = ""
 	return nil
 }
