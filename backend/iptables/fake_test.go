@@ -24,6 +24,9 @@ type fake struct {
 	saveErr, restoreErr error
 	// truncate cuts Save output short by that many bytes.
 	truncate int
+	// incompatible names a table that Save prints as iptables-nft-save up
+	// to 1.8.9 does one holding native nftables rules: one comment line.
+	incompatible string
 }
 
 var _ runner = (*fake)(nil)
@@ -99,6 +102,9 @@ func (f *fake) Save(table string) ([]byte, error) {
 	f.saves[table]++
 	if f.saveErr != nil {
 		return nil, f.saveErr
+	}
+	if table == f.incompatible {
+		return []byte("# Table `" + table + "' is incompatible, use 'nft' tool.\n"), nil
 	}
 	t, ok := f.tables[table]
 	if !ok {

@@ -156,6 +156,10 @@ func (m *Manager) reconcileTable(table string, want []Rule) (bool, error) {
 		return false, fmt.Errorf("%s: read table %s: %w", m.family, table, err)
 	}
 	d, err := ParseSave(out)
+	if inc := (*IncompatibleTableError)(nil); errors.As(err, &inc) {
+		// Read as empty, the table would get another jump each pass.
+		return false, fmt.Errorf("%s: %w; nothing written to it", m.family, inc)
+	}
 	if err != nil {
 		return false, fmt.Errorf("%s: parse iptables-save -t %s: %w", m.family, table, err)
 	}

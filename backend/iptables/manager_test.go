@@ -250,6 +250,49 @@ func TestReconcileErrors(t *testing.T) {
 		}
 		diffText(t, "untouched", f.String(), foreignOnly)
 	})
+	// iptables-nft-save up to 1.8.9 prints a table holding rules made
+	// with nft (not iptables) as one comment line, and exits 0. Read as
+	// an empty table, each pass would add another jump; it must be an
+	// error naming the table instead, with nothing written to it.
+	t.Run("table iptables-nft cannot show", func(t *testing.T) {
+		m, f := newTestManager(t)
+		f.incompatible = "nat"
+		for range 3 {
+			changed, err := m.Reconcile(testRules(true))
+			if err == nil || !strings.Contains(err.Error(), "table nat") || !strings.Contains(err.Error(), "nft") ||
+				strings.Contains(err.Error(), "filter") {
+				t.Fatalf("changed=%v err=%v, want an error naming table nat and nft", changed, err)
+			}
+			t.Log(err)
+		}
+		for _, r := range f.restores {
+			if strings.HasPrefix(r, "*nat") {
+				t.Errorf("restored into the table it cannot read:\n%s", r)
+			}
+		}
+		// The filter table is not held back by nat.
+		if len(f.restores) != 1 || !strings.HasPrefix(f.restores[0], "*filter") {
+			t.Errorf("restores %q, want the filter table's once", f.restores)
+		}
+	})
+	// From 1.8.10 on, iptables-nft-save prints what iptables can show of
+	// such a table after a comment saying it has more: that is a table
+	// like any other.
+	t.Run("table with chains iptables-nft cannot show", func(t *testing.T) {
+		m, f := newTestManager(t)
+		mustReconcile(t, m, testRules(true), true)
+		out, err := f.Save("nat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := ParseSave(append([]byte("# Table `nat' contains incompatible base-chains, use 'nft' tool to list them.\n"), out...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data, why := plan(d.Table("nat"), MasqRules(testNetwork, testSubnet, true)); data != nil {
+			t.Errorf("plan wants to change the table: %s\n%s", why, data)
+		}
+	})
 	t.Run("bad desired rules", func(t *testing.T) {
 		m, f := newTestManager(t)
 		_, err := m.Reconcile([]Rule{{Table: "nat", Chain: "POSTROUTING", Spec: []string{"-j", "MASQUERADE"}}})

@@ -96,8 +96,9 @@ func (t *Table) chainNames() []string {
 
 // ParseSave parses iptables-save (or ip6tables-save) output. It is strict
 // where leniency would be dangerous: a section without its COMMIT (output cut
-// short) is an error, not a table that looks empty, since the caller would
-// then rewrite chains it could not see.
+// short), or a table iptables-save could not show (an IncompatibleTableError),
+// is an error, not a table that looks empty, since the caller would then
+// rewrite chains it could not see.
 func ParseSave(data []byte) (*Dump, error) {
 	d := &Dump{}
 	var cur *Table
@@ -118,9 +119,30 @@ func ParseSave(data []byte) (*Dump, error) {
 	return d, nil
 }
 
+// IncompatibleTableError is iptables-nft-save's answer, up to 1.8.9, for a
+// table holding nftables rules that iptables cannot express (made with nft or
+// by software using nftables directly): the comment
+// "# Table `nat' is incompatible, use 'nft' tool." instead of the table, and
+// exit status 0. (From 1.8.10 on it prints what it can of such a table, after
+// a comment that it "contains incompatible base-chains": that one is only a
+// comment.)
+type IncompatibleTableError struct {
+	Table string
+	Line  string // the comment as printed
+}
+
+func (e *IncompatibleTableError) Error() string {
+	return fmt.Sprintf("iptables cannot read table %s: it holds nftables rules not made with iptables (iptables-save printed only %q; see `nft list ruleset`)", e.Table, e.Line)
+}
+
 func parseLine(d *Dump, cur **Table, line string) error {
 	switch {
 	case line == "" || line[0] == '#':
+		if t, ok := strings.CutPrefix(line, "# Table `"); ok {
+			if name, ok := strings.CutSuffix(t, "' is incompatible, use 'nft' tool."); ok {
+				return &IncompatibleTableError{Table: name, Line: line}
+			}
+		}
 		return nil
 	case line[0] == '*':
 		if *cur != nil {

@@ -89,6 +89,8 @@ func TestParseSaveEdges(t *testing.T) {
 		{"insert is not save output", "*nat\n-I X 1 -j RETURN\nCOMMIT\n", "line 2", true},
 		{"rule without chain", "*nat\n-A\nCOMMIT\n", "line 2", true},
 		{"counted rule", "*nat\n[1:2] -A X -j RETURN\nCOMMIT\n", "line 2", true},
+		{"table iptables-nft cannot show (up to 1.8.9)", "# Table `nat' is incompatible, use 'nft' tool.\n", "line 1: iptables cannot read table nat", true},
+		{"table with chains it cannot show (1.8.10 on)", "# Table `nat' contains incompatible base-chains, use 'nft' tool to list them.\n*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n", "*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := ParseSave([]byte(tc.in))
