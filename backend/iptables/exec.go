@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +28,7 @@ import (
 type execRunner struct {
 	prefix        []string
 	save, restore string
+	restoreWait   bool // iptables-restore takes --wait
 	timeout       time.Duration
 }
 
@@ -40,9 +43,15 @@ func (r *execRunner) Save(table string) ([]byte, error) {
 }
 
 // Restore never flushes what data does not name (--noflush) and waits for
-// the xtables lock that legacy iptables users (kube-proxy) take (--wait).
+// the xtables lock that legacy iptables users (kube-proxy) take (--wait,
+// from iptables 1.6.2 on: before, iptables-restore takes no lock and has no
+// --wait). iptables-save needs neither: it does not take the lock.
 func (r *execRunner) Restore(table string, data []byte) error {
-	return r.run(r.restore, bytes.NewReader(data), nil, "--noflush", "--wait")
+	args := []string{"--noflush"}
+	if r.restoreWait {
+		args = append(args, "--wait")
+	}
+	return r.run(r.restore, bytes.NewReader(data), nil, args...)
 }
 
 func (r *execRunner) run(bin string, stdin *bytes.Reader, stdout *bytes.Buffer, args ...string) error {
@@ -73,6 +82,7 @@ type tools struct {
 	mode                    string // "nf_tables" or "legacy"
 	randomFully             bool
 	version                 string
+	restoreWait             bool // iptables-restore takes --wait (1.6.2 on)
 }
 
 // findTools finds iptables (ip6tables) as go-iptables does (first in PATH),
@@ -82,6 +92,12 @@ type tools struct {
 // switched by alternatives and may disagree with `iptables`, so the
 // backend-specific names (iptables-nft-save, iptables-legacy-save) come first
 // and every candidate's own --version must name the same backend.
+//
+// Before 1.8 there was one backend, legacy, and iptables-save had no
+// --version (before 1.6.2 it warns and dumps every table, from then on it
+// fails), nor had iptables-restore before 1.6.2 (it warns and reads its
+// input): a candidate whose --version names no version is taken as legacy
+// when iptables is older than 1.8.
 //
 // mode ModeNFT or ModeLegacy starts from iptables-nft or iptables-legacy
 // instead of iptables.
@@ -110,7 +126,9 @@ func findTools(f Family, mode string) (tools, error) {
 	if err != nil {
 		return tools{}, err
 	}
-	t := tools{iptables: path, mode: mode, randomFully: ipt.HasRandomFully(), version: version}
+	t := tools{iptables: path, mode: mode, randomFully: ipt.HasRandomFully(), version: version,
+		restoreWait: versionAtLeast(version, 1, 6, 2)}
+	oneBackend := !versionAtLeast(version, 1, 8, 0)
 	variant := "nft"
 	if mode == "legacy" {
 		variant = "legacy"
@@ -125,7 +143,11 @@ func findTools(f Family, mode string) (tools, error) {
 			if err != nil {
 				continue
 			}
-			if _, m, err := versionOf(p); err != nil || m != mode {
+			_, m, err := versionOf(p)
+			if err != nil && oneBackend {
+				m, err = "legacy", nil
+			}
+			if err != nil || m != mode {
 				tried = append(tried, fmt.Sprintf("%s (%s)", p, m))
 				continue
 			}
@@ -222,6 +244,20 @@ func lookBeside(iptables, name string) (string, error) {
 		return p, nil
 	}
 	return exec.LookPath(name)
+}
+
+// versionAtLeast reports whether version ("1.8.9", as parseVersion returns
+// it) is major.minor.patch or later.
+func versionAtLeast(version string, major, minor, patch int) bool {
+	var v [3]int
+	for i, f := range strings.SplitN(version, ".", 3) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return false
+		}
+		v[i] = n
+	}
+	return slices.Compare(v[:], []int{major, minor, patch}) >= 0
 }
 
 var versionRE = regexp.MustCompile(`v([0-9]+\.[0-9]+\.[0-9]+)(?:\s+\((\w+)\))?`)

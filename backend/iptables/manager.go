@@ -89,8 +89,9 @@ func New(family Family, log klog.Logger, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	log.V(2).Info("iptables found", "family", family, "iptables", t.iptables, "version", t.version,
-		"mode", t.mode, "save", t.save, "restore", t.restore, "randomFully", t.randomFully)
-	r := &execRunner{prefix: slices.Clone(opts.CommandPrefix), save: t.save, restore: t.restore, timeout: opts.Timeout}
+		"mode", t.mode, "save", t.save, "restore", t.restore, "randomFully", t.randomFully, "restoreWait", t.restoreWait)
+	r := &execRunner{prefix: slices.Clone(opts.CommandPrefix), save: t.save, restore: t.restore,
+		restoreWait: t.restoreWait, timeout: opts.Timeout}
 	return newManager(family, r, t.randomFully, log), nil
 }
 
