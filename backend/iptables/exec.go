@@ -51,7 +51,34 @@ func (r *execRunner) Restore(table string, data []byte) error {
 	if r.restoreWait {
 		args = append(args, "--wait")
 	}
-	return r.run(r.restore, bytes.NewReader(data), nil, args...)
+	err := r.run(r.restore, bytes.NewReader(data), nil, args...)
+	if l, ok := refusedLine(err, data); ok {
+		err = fmt.Errorf("%w (input %s)", err, l)
+	}
+	return err
+}
+
+// restoreLineRE finds the line of its input iptables-restore refused: "Error
+// occurred at line: 4" (a match or target it could not parse), "line 4
+// failed" (a command the kernel refused).
+var restoreLineRE = regexp.MustCompile(`Error occurred at line: ([0-9]+)|\bline ([0-9]+) failed`)
+
+// refusedLine is "line N: <line N of data>" for the line err says
+// iptables-restore refused, if it names one of data's lines.
+func refusedLine(err error, data []byte) (string, bool) {
+	if err == nil {
+		return "", false
+	}
+	m := restoreLineRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return "", false
+	}
+	n, _ := strconv.Atoi(m[1] + m[2])
+	lines := strings.Split(string(data), "\n")
+	if n < 1 || n > len(lines) {
+		return "", false
+	}
+	return fmt.Sprintf("line %d: %s", n, lines[n-1]), true
 }
 
 func (r *execRunner) run(bin string, stdin *bytes.Reader, stdout *bytes.Buffer, args ...string) error {

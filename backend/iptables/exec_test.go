@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 )
@@ -93,6 +94,36 @@ func TestRestoreWaitByVersion(t *testing.T) {
 			lines := strings.Split(strings.TrimSpace(string(got)), "\n")
 			if last := lines[len(lines)-1]; last != tc.args {
 				t.Errorf("iptables-restore %s ran with %q, want %q", tc.version, last, tc.args)
+			}
+		})
+	}
+}
+
+// TestRestoreErrorNamesInputLine: iptables-restore says only which line of
+// its input it refused ("Error occurred at line: 4" after a bad match or
+// target, "line 4 failed" for a rule the kernel refuses); the error carries
+// that line itself, since the input is logged only at V(4).
+func TestRestoreErrorNamesInputLine(t *testing.T) {
+	const input = "*nat\n:AGENTD-X - [0:0]\n-A AGENTD-X -j RETURN\n-A AGENTD-X -m nosuchmatch -j RETURN\nCOMMIT\n"
+	for _, tc := range []struct{ name, stderr string }{
+		{"iptables 1.8.9 legacy, unknown match", "iptables-restore v1.8.9 (legacy): Couldn't load match `nosuchmatch':No such file or directory\n\nError occurred at line: 4\nTry `iptables-restore -h' or 'iptables-restore --help' for more information."},
+		{"iptables 1.8.9 legacy, refused rule", "iptables-restore: line 4 failed"},
+		{"iptables 1.8.9 nf_tables, refused rule", "iptables-nft-restore: line 4 failed: No chain/target/match by that name."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			script := filepath.Join(t.TempDir(), "iptables-restore")
+			body := "#!/bin/sh\nwhile IFS= read -r l || [ -n \"$l\" ]; do :; done\ncat >&2 <<'END'\n" + tc.stderr + "\nEND\nexit 2\n"
+			if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			r := &execRunner{restore: script, restoreWait: true, timeout: time.Minute}
+			err := r.Restore("nat", []byte(input))
+			if err == nil {
+				t.Fatal("Restore did not fail")
+			}
+			t.Log(err)
+			if want := "input line 4: -A AGENTD-X -m nosuchmatch -j RETURN"; !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not contain %q", err, want)
 			}
 		})
 	}

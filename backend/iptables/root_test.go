@@ -264,7 +264,8 @@ func testRootReconcile(t *testing.T, fam rootFamily, mode string) {
 }
 
 // A rule the kernel refuses fails the whole transaction: nothing of it is
-// applied, and the error names the command and says why.
+// applied, and the error names the command, says why and quotes the line of
+// input iptables-restore refused.
 func TestRootRestoreIsAtomic(t *testing.T) {
 	ns := newNetns(t)
 	m, err := New(IPv4, testLogger(t), Options{CommandPrefix: ns})
@@ -275,7 +276,8 @@ func TestRootRestoreIsAtomic(t *testing.T) {
 	bad := append(MasqRules(testNetwork, testSubnet, false),
 		Rule{Table: "nat", Chain: MasqChain, Spec: []string{"-m", "nosuchmatch", "-j", "RETURN"}})
 	changed, err := m.Reconcile(bad)
-	if changed || err == nil || !strings.Contains(err.Error(), "iptables-") || !strings.Contains(err.Error(), "write table nat") {
+	if changed || err == nil || !strings.Contains(err.Error(), "iptables-") || !strings.Contains(err.Error(), "write table nat") ||
+		!strings.Contains(err.Error(), ": -A "+MasqChain+" -m nosuchmatch -j RETURN") {
 		t.Fatalf("changed=%v err=%v", changed, err)
 	}
 	t.Logf("error as reported: %v", err)
