@@ -186,8 +186,10 @@ func (m *Manager) reconcileTable(table string, want []Rule) (bool, error) {
 //
 // Ours are the chains named with ChainPrefix, and jumps into them from any
 // other chain. The chains must hold want's rules in order; each wanted jump
-// must exist exactly once, first in its chain where jumpFirst says so; no
-// other jump into our chains may exist.
+// must exist exactly once, first in its chain where jumpFirst says so, ahead
+// of any unconditional RETURN where jumpIfChain does (and only if that chain
+// exists); no other jump into our chains may exist. Only the calling chains
+// whose jumps are not so are rewritten.
 func plan(have *Table, want []Rule) (data []byte, why []string) {
 	table := have.Name
 
@@ -211,8 +213,15 @@ func plan(have *Table, want []Rule) (data []byte, why []string) {
 		}
 	}
 
+	// Chains of other software that we never create get our jumps only
+	// while they exist.
+	allChains := have.chainNames()
+	wantJumps = slices.DeleteFunc(wantJumps, func(r Rule) bool {
+		return jumpIfChain[[2]string{table, r.Chain}] && !slices.Contains(allChains, r.Chain)
+	})
+
 	var haveChains, stale []string
-	for _, c := range have.chainNames() {
+	for _, c := range allChains {
 		if Owned(c) {
 			haveChains = append(haveChains, c)
 			if !slices.Contains(wantChains, c) {
@@ -243,28 +252,31 @@ func plan(have *Table, want []Rule) (data []byte, why []string) {
 		}
 	}
 
-	// Jumps: per calling chain, exactly the wanted ones in order, and at the
-	// top where they must come first.
-	var from []string
+	// Jumps: per calling chain, exactly the wanted ones in order, at the
+	// top where they must come first, ahead of any RETURN where they must be
+	// reached. fix are the calling chains to put right.
+	var from, fix []string
 	for _, r := range slices.Concat(haveJumps, wantJumps) {
 		if !slices.Contains(from, r.Chain) {
 			from = append(from, r.Chain)
 		}
 	}
-	fixJumps := false
 	for _, c := range from {
 		h, w := inChain(haveJumps, c), inChain(wantJumps, c)
 		switch {
 		case !equalRules(h, w):
 			why = append(why, fmt.Sprintf("jumps from %s differ (have %d, want %d)", c, len(h), len(w)))
-			fixJumps = true
 		case jumpFirst[[2]string{table, c}] && !equalRules(head(have.chainRules(c), len(w)), w):
 			why = append(why, "jump from "+c+" not first")
-			fixJumps = true
+		case jumpIfChain[[2]string{table, c}] && behindReturn(have.chainRules(c)):
+			why = append(why, "jump from "+c+" behind a RETURN")
+		default:
+			continue
 		}
+		fix = append(fix, c)
 	}
 
-	if !rewriteChains && !fixJumps {
+	if !rewriteChains && len(fix) == 0 {
 		return nil, nil
 	}
 
@@ -277,19 +289,23 @@ func plan(have *Table, want []Rule) (data []byte, why []string) {
 			fmt.Fprintf(&b, ":%s - [0:0]\n", c)
 		}
 	}
-	if fixJumps {
+	if len(fix) > 0 {
 		// Delete by the rule as read, not by number: if the chain changed
 		// since it was read, the transaction fails instead of deleting
 		// someone else's rule.
 		for _, r := range haveJumps {
-			fmt.Fprintf(&b, "-D %s\n", strings.TrimPrefix(r.String(), "-A "))
+			if slices.Contains(fix, r.Chain) {
+				fmt.Fprintf(&b, "-D %s\n", strings.TrimPrefix(r.String(), "-A "))
+			}
 		}
 		pos := map[string]int{}
 		for _, r := range wantJumps {
-			if jumpFirst[[2]string{table, r.Chain}] {
+			switch k := [2]string{table, r.Chain}; {
+			case !slices.Contains(fix, r.Chain):
+			case jumpFirst[k] || jumpIfChain[k]:
 				pos[r.Chain]++
 				fmt.Fprintf(&b, "-I %s %d%s\n", quote(r.Chain), pos[r.Chain], strings.TrimPrefix(r.String(), "-A "+quote(r.Chain)))
-			} else {
+			default:
 				fmt.Fprintf(&b, "%s\n", r)
 			}
 		}
@@ -306,6 +322,21 @@ func plan(have *Table, want []Rule) (data []byte, why []string) {
 	}
 	b.WriteString("COMMIT\n")
 	return []byte(b.String()), why
+}
+
+// behindReturn reports whether a jump into one of our chains comes after an
+// unconditional RETURN in rules, where no packet reaches it.
+func behindReturn(rules []Rule) bool {
+	returned := false
+	for _, r := range rules {
+		switch {
+		case slices.Equal(r.Spec, []string{"-j", "RETURN"}):
+			returned = true
+		case returned && Owned(r.target()):
+			return true
+		}
+	}
+	return false
 }
 
 func inChain(rules []Rule, chain string) []Rule {

@@ -464,3 +464,107 @@ func TestReconcileRandomTampering(t *testing.T) {
 		t.Errorf("only %d of 300 rounds needed a repair", repaired)
 	}
 }
+
+// dockerUserJump is our jump from Docker's DOCKER-USER chain, as the fake
+// (and iptables-save) prints it.
+const dockerUserJump = `-A DOCKER-USER -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd forward" -j AGENTD-FWD`
+
+// withDockerUser is goldenFake on a host whose dockerd made DOCKER-USER
+// (and jumps to it first in FORWARD) holding the lines rules: our jump is
+// inserted at the top of DOCKER-USER. The fake lists chains, and their
+// rules, in the order they were made: dockerFirst says DOCKER-USER came
+// before our chain.
+func withDockerUser(dockerFirst bool, rules ...string) string {
+	decl, ours := ":DOCKER-USER - [0:0]\n", ":AGENTD-FWD - [0:0]\n"
+	s := goldenFake
+	body := strings.Join(append([]string{dockerUserJump}, rules...), "\n") + "\n"
+	if dockerFirst {
+		s = strings.Replace(s, ours, decl+ours, 1)
+		at := "-A AGENTD-FWD -s "
+		s = strings.Replace(s, at, body+at, 1)
+	} else {
+		s = strings.Replace(s, ours, ours+decl, 1)
+		at := "-A AGENTD-FWD -d 10.244.0.0/16 -m comment --comment \"agentd forward\" -j ACCEPT\n"
+		s = strings.Replace(s, at, at+body, 1)
+	}
+	return strings.Replace(s, "-A FORWARD -j FOREIGN\n", "-A FORWARD -j DOCKER-USER\n-A FORWARD -j FOREIGN\n", 1)
+}
+
+// addDockerUser does what dockerd does at start: DOCKER-USER (Docker 28
+// leaves it empty, older ones end it with a RETURN), jumped to first in
+// FORWARD.
+func addDockerUser(t *testing.T, f *fake, rules ...string) {
+	t.Helper()
+	f.must(t, "filter", append([]string{":DOCKER-USER - [0:0]", "-I FORWARD 1 -j DOCKER-USER"}, rules...)...)
+}
+
+// TestReconcileDockerUser: where dockerd's DOCKER-USER chain exists (Docker
+// evaluates it first in FORWARD; from 28 on its DOCKER chain drops traffic
+// routed to containers before our appended FORWARD jump), it gets a jump into
+// our chain for cluster-to-cluster traffic, ahead of its RETURN if it has
+// one; DOCKER-USER itself is never created or deleted.
+func TestReconcileDockerUser(t *testing.T) {
+	t.Run("Docker 28: empty DOCKER-USER", func(t *testing.T) {
+		m, f := newTestManager(t)
+		addDockerUser(t, f)
+		mustReconcile(t, m, testRules(true), true)
+		diffText(t, "after", f.String(), withDockerUser(true))
+		mustReconcile(t, m, testRules(true), false)
+	})
+	t.Run("Docker before 28: ahead of the RETURN", func(t *testing.T) {
+		m, f := newTestManager(t)
+		addDockerUser(t, f, "-A DOCKER-USER -j RETURN")
+		mustReconcile(t, m, testRules(true), true)
+		diffText(t, "after", f.String(), withDockerUser(true, "-A DOCKER-USER -j RETURN"))
+		mustReconcile(t, m, testRules(true), false)
+	})
+	t.Run("dockerd started after us", func(t *testing.T) {
+		m, f := newTestManager(t)
+		mustReconcile(t, m, testRules(true), true)
+		diffText(t, "before dockerd", f.String(), goldenFake)
+		addDockerUser(t, f, "-A DOCKER-USER -j RETURN")
+		n := len(f.restores)
+		mustReconcile(t, m, testRules(true), true)
+		diffText(t, "after dockerd", f.String(), withDockerUser(false, "-A DOCKER-USER -j RETURN"))
+		// One jump added, nothing else rewritten (our FORWARD jump
+		// stays where it is).
+		want := "*filter\n" + strings.Replace(dockerUserJump, "-A DOCKER-USER", "-I DOCKER-USER 1", 1) + "\nCOMMIT\n"
+		if got := f.restores[n:]; len(got) != 1 || got[0] != want {
+			t.Errorf("restores %q, want %q", got, want)
+		}
+		mustReconcile(t, m, testRules(true), false)
+	})
+	t.Run("a rule the user puts above ours stays", func(t *testing.T) {
+		m, f := newTestManager(t)
+		addDockerUser(t, f, "-A DOCKER-USER -j RETURN")
+		mustReconcile(t, m, testRules(true), true)
+		f.must(t, "filter", "-I DOCKER-USER 1 -s 203.0.113.0/24 -j DROP")
+		mustReconcile(t, m, testRules(true), false)
+	})
+	t.Run("our jump behind the RETURN is moved up", func(t *testing.T) {
+		m, f := newTestManager(t)
+		addDockerUser(t, f, "-A DOCKER-USER -j RETURN")
+		mustReconcile(t, m, testRules(true), true)
+		f.must(t, "filter", "-D DOCKER-USER 1", dockerUserJump)
+		mustReconcile(t, m, testRules(true), true)
+		diffText(t, "repaired", f.String(), withDockerUser(true, "-A DOCKER-USER -j RETURN"))
+	})
+	t.Run("forward rules off, and removed", func(t *testing.T) {
+		m, f := newTestManager(t)
+		addDockerUser(t, f, "-A DOCKER-USER -j RETURN")
+		mustReconcile(t, m, testRules(true), true)
+		mustReconcile(t, m, MasqRules(testNetwork, testSubnet, true), true)
+		if err := m.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		diffText(t, "removed", f.String(), stripOurs(withDockerUser(true, "-A DOCKER-USER -j RETURN")))
+	})
+	t.Run("DOCKER-USER deleted by dockerd", func(t *testing.T) {
+		m, f := newTestManager(t)
+		addDockerUser(t, f)
+		mustReconcile(t, m, testRules(true), true)
+		f.must(t, "filter", "-D FORWARD -j DOCKER-USER", ":DOCKER-USER - [0:0]", "-X DOCKER-USER")
+		mustReconcile(t, m, testRules(true), false)
+		diffText(t, "after", f.String(), goldenFake)
+	})
+}

@@ -124,11 +124,15 @@ COMMIT
 :FORWARD DROP [0:0]
 :OUTPUT ACCEPT [0:0]
 :AGENTD-FWD - [0:0]
+:DOCKER-USER - [0:0]
 :FOREIGN - [0:0]
+-A FORWARD -j DOCKER-USER
 -A FORWARD -j FOREIGN
 -A FORWARD -m comment --comment "agentd forward" -j AGENTD-FWD
 -A AGENTD-FWD -s 10.244.0.0/16 -m comment --comment "agentd forward" -j ACCEPT
 -A AGENTD-FWD -d 10.244.0.0/16 -m comment --comment "agentd forward" -j ACCEPT
+-A DOCKER-USER -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd forward" -j AGENTD-FWD
+-A DOCKER-USER -j RETURN
 -A FOREIGN -s 192.0.2.0/24 -j DROP
 COMMIT
 `
@@ -196,6 +200,10 @@ func testRootReconcile(t *testing.T, fam rootFamily, mode string) {
 	x("-t", "filter", "-N", "FOREIGN")
 	x("-t", "filter", "-A", "FOREIGN", "-s", fam.foreign, "-j", "DROP")
 	x("-t", "filter", "-A", "FORWARD", "-j", "FOREIGN")
+	// dockerd before 28: DOCKER-USER, first in FORWARD, ending in RETURN.
+	x("-t", "filter", "-N", DockerUserChain)
+	x("-t", "filter", "-A", DockerUserChain, "-j", "RETURN")
+	x("-t", "filter", "-I", "FORWARD", "1", "-j", DockerUserChain)
 
 	m, err := New(fam.family, testLogger(t), Options{CommandPrefix: ns})
 	if err != nil {
@@ -239,6 +247,7 @@ func testRootReconcile(t *testing.T, fam rootFamily, mode string) {
 		{"-t", "nat", "-I", "POSTROUTING", "1", "-s", fam.foreign, "-j", "RETURN"},
 		{"-t", "filter", "-F", ForwardChain},
 		{"-t", "filter", "-A", "FORWARD", "-j", ForwardChain},
+		{"-t", "filter", "-D", DockerUserChain, "1"},
 	} {
 		x(tamper...)
 		mustReconcile(t, m, desired, true)

@@ -3,9 +3,10 @@
 //
 // Every rule agentd installs lives in a chain of its own, named with
 // ChainPrefix (nat MasqChain, filter ForwardChain), entered from a built-in
-// chain by exactly one jump rule. Those chains and the jumps into them are
-// agentd's; every other rule and chain belongs to someone else and is never
-// touched. That naming contract is what lets a restarted agent find, diff and
+// chain by exactly one jump rule (and, for ForwardChain, from dockerd's
+// DOCKER-USER chain where it exists). Those chains and the jumps into them
+// are agentd's; every other rule and chain belongs to someone else and is
+// never touched. That naming contract is what lets a restarted agent find, diff and
 // clean up what an earlier run installed.
 //
 // The rule set is computed by pure functions (MasqRules, ForwardRules) into
@@ -31,7 +32,11 @@ import (
 const (
 	ChainPrefix  = "AGENTD-"
 	MasqChain    = ChainPrefix + "POSTRTG" // nat table, entered from POSTROUTING
-	ForwardChain = ChainPrefix + "FWD"     // filter table, entered from FORWARD
+	ForwardChain = ChainPrefix + "FWD"     // filter table, entered from FORWARD and DOCKER-USER
+
+	// DockerUserChain is the filter chain dockerd jumps to first in FORWARD
+	// and leaves to its users' rules.
+	DockerUserChain = "DOCKER-USER"
 
 	// KubeProxyMasqMark is the mark kube-proxy sets (in KUBE-MARK-MASQ) on
 	// packets it will masquerade itself in KUBE-POSTROUTING. Our chain returns
@@ -136,6 +141,15 @@ var jumpFirst = map[[2]string]bool{
 	{"nat", "POSTROUTING"}: true,
 }
 
+// jumpIfChain lists chains of other software that get our jump only while
+// they exist: we never create nor delete them. The jump is inserted at the
+// top; from then on it is only checked to be there once and ahead of any
+// unconditional RETURN (Docker before 28 ended DOCKER-USER with one), so
+// rules their owner inserts above it later are not fought over.
+var jumpIfChain = map[[2]string]bool{
+	{"filter", DockerUserChain}: true,
+}
+
 // MasqRules is the nat rule set for --ip-masq: the jump from POSTROUTING and,
 // in MasqChain, in this order:
 //
@@ -183,8 +197,17 @@ func MasqRules(network, ownSubnet netip.Prefix, randomFully bool) []Rule {
 }
 
 // ForwardRules is the filter rule set that lets the host forward cluster
-// traffic whatever the FORWARD policy: the jump from FORWARD and, in
-// ForwardChain, ACCEPT from and to the cluster network.
+// traffic whatever the FORWARD policy: the jump from FORWARD, the jump from
+// DOCKER-USER for traffic from the cluster network to the cluster network
+// (made only where dockerd has that chain) and, in ForwardChain, ACCEPT from
+// and to the cluster network.
+//
+// The DOCKER-USER jump is for Docker 28 and later, whose DOCKER chain drops
+// traffic routed to a container from outside its bridge (overlay traffic to
+// containers on docker0) before our appended FORWARD jump is reached. Docker
+// evaluates DOCKER-USER first in FORWARD, for its users' rules. Only
+// cluster-to-cluster traffic jumps there, so Docker's isolation of its other
+// networks and its drop of traffic from outside the cluster stay in force.
 func ForwardRules(network netip.Prefix) []Rule {
 	cluster := network.Masked().String()
 	rule := func(dir string) Rule {
@@ -193,6 +216,8 @@ func ForwardRules(network netip.Prefix) []Rule {
 	}
 	return []Rule{
 		jump("filter", "FORWARD", ForwardChain, forwardComment),
+		{Table: "filter", Chain: DockerUserChain,
+			Spec: []string{"-s", cluster, "-d", cluster, "-m", "comment", "--comment", forwardComment, "-j", ForwardChain}},
 		rule("-s"),
 		rule("-d"),
 	}

@@ -12,7 +12,8 @@ var (
 )
 
 // goldenRules is the whole IPv4 rule set for network 10.244.0.0/16 and our
-// subnet 10.244.5.0/24, masquerade with --random-fully.
+// subnet 10.244.5.0/24, masquerade with --random-fully. The DOCKER-USER jump
+// is made only where that chain exists.
 const goldenRules = `-A POSTROUTING -m comment --comment "agentd masq" -j AGENTD-POSTRTG
 -A AGENTD-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "agentd masq" -j RETURN
 -A AGENTD-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd masq" -j RETURN
@@ -20,6 +21,7 @@ const goldenRules = `-A POSTROUTING -m comment --comment "agentd masq" -j AGENTD
 -A AGENTD-POSTRTG ! -s 10.244.0.0/16 -d 10.244.5.0/24 -m comment --comment "agentd masq" -j RETURN
 -A AGENTD-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd masq" -j MASQUERADE --random-fully
 -A FORWARD -m comment --comment "agentd forward" -j AGENTD-FWD
+-A DOCKER-USER -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd forward" -j AGENTD-FWD
 -A AGENTD-FWD -s 10.244.0.0/16 -m comment --comment "agentd forward" -j ACCEPT
 -A AGENTD-FWD -d 10.244.0.0/16 -m comment --comment "agentd forward" -j ACCEPT
 `
@@ -56,6 +58,7 @@ func TestRulesGolden(t *testing.T) {
 -A AGENTD-POSTRTG ! -s fd10:244::/56 -d fd10:244:0:5::/64 -m comment --comment "agentd masq" -j RETURN
 -A AGENTD-POSTRTG ! -s fd10:244::/56 -d fd10:244::/56 -m comment --comment "agentd masq" -j MASQUERADE --random-fully
 -A FORWARD -m comment --comment "agentd forward" -j AGENTD-FWD
+-A DOCKER-USER -s fd10:244::/56 -d fd10:244::/56 -m comment --comment "agentd forward" -j AGENTD-FWD
 -A AGENTD-FWD -s fd10:244::/56 -m comment --comment "agentd forward" -j ACCEPT
 -A AGENTD-FWD -d fd10:244::/56 -m comment --comment "agentd forward" -j ACCEPT
 `},
