@@ -6,8 +6,8 @@
 // chain by exactly one jump rule (and, for ForwardChain, from dockerd's
 // DOCKER-USER chain where it exists). Those chains and the jumps into them
 // are agentd's; every other rule and chain belongs to someone else and is
-// never touched. That naming contract is what lets a restarted agent find, diff and
-// clean up what an earlier run installed.
+// never touched. That naming contract is what lets a restarted agent find,
+// diff and clean up what an earlier run installed.
 //
 // The rule set is computed by pure functions (MasqRules, ForwardRules) into
 // []Rule, which prints like iptables-save lines, so it can be diffed and
@@ -136,7 +136,10 @@ func Owned(chain string) bool { return strings.HasPrefix(chain, ChainPrefix) }
 // In filter FORWARD we append, as flannel does: our chain only ACCEPTs, and
 // placed first it would let cluster traffic bypass whatever network-policy or
 // firewall chains the host puts in FORWARD. Appended, it rescues cluster
-// traffic from a DROP policy (dockerd sets one) and nothing more.
+// traffic from a DROP policy (dockerd sets one) and nothing more. Docker 28's
+// own DROP rules come before it, though: hence the jump from DOCKER-USER
+// (ForwardRules), first in FORWARD, and for that reason limited to traffic
+// from the cluster network to the cluster network.
 var jumpFirst = map[[2]string]bool{
 	{"nat", "POSTROUTING"}: true,
 }
