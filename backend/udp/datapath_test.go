@@ -415,6 +415,53 @@ func TestDecapSplitsAndChecks(t *testing.T) {
 	}
 }
 
+// TestNodeAddressSourceDelivered: a pod on host B (10.244.2.0/24) reaches
+// host A's node address 198.18.0.1 over the underlay, unmasqueraded; A's
+// reply, from 198.18.0.1 to the pod, follows the network's route into
+// flannel0. A's datapath sends it to B (counted forwarded), and B's must
+// deliver it, as vxlan, host-gw and flanneld's udp backend do: the inner
+// source is the outer one, the address B knows A by. Before, B dropped it
+// as spoofedSource.
+func TestNodeAddressSourceDelivered(t *testing.T) {
+	a, _ := newTestTx(true) // own 10.244.1.0/24
+	reply := tcpPacket("198.18.0.1", "10.244.2.5", 7, 1, tcpACK, payload(0, 100))
+	if err := a.encap(a.tbl.Load(), a.load(vnetHdr{}, reply)); err != nil {
+		t.Fatal(err)
+	}
+	a.m.finish()
+	sent := messages(a.m)
+	if a.local[pass] != 1 || len(sent) != 1 || sent[0].dst != netip.MustParseAddrPort("198.18.0.2:8285") {
+		t.Fatalf("host A: counts %v, messages %+v; want it sent to 198.18.0.2", a.local, sent)
+	}
+
+	// Host B: own 10.244.2.0/24; A holds 10.244.1.0/24 at 198.18.0.1.
+	b, dev := newTestRx("198.18.0.1", sent[0].dgs)
+	b.tbl.Store(newTable(netip.MustParsePrefix("10.244.2.0/24"), []entry{
+		{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Dst: netip.MustParseAddrPort("198.18.0.1:8285")},
+		{Subnet: netip.MustParsePrefix("10.244.3.0/24"), Dst: netip.MustParseAddrPort("198.18.0.3:8285")},
+	}))
+	if err := b.decap(b.tbl.Load(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if len(dev.packets) != 1 || string(dev.packets[0]) != string(sent[0].dgs[0]) || b.local[pass] != 1 {
+		t.Fatalf("host B: %d packets written, counts %v (%v = %d); want the reply delivered",
+			len(dev.packets), b.local, dropSpoofed, b.local[dropSpoofed])
+	}
+
+	// Any other address outside A's subnet is still a spoofed source,
+	// another host's public IP included.
+	for _, src := range []string{"198.18.0.3", "198.18.0.2", "10.244.3.5", "192.0.2.1"} {
+		b.fill("198.18.0.1", [][]byte{tcpPacket(src, "10.244.2.5", 7, 1, tcpACK, payload(0, 100))})
+		b.local = [numVerdicts]uint64{}
+		if err := b.decap(b.tbl.Load(), 1); err != nil {
+			t.Fatal(err)
+		}
+		if b.local[dropSpoofed] != 1 {
+			t.Errorf("host B, inner source %s from 198.18.0.1: counts %v, want one %v", src, b.local, dropSpoofed)
+		}
+	}
+}
+
 // TestDecapCoalesces: consecutive segments of one TCP flow are written as
 // one TSO packet, which the kernel's segmentation (done here by the
 // sender's own code) turns back into exactly the segments received; what

@@ -46,7 +46,7 @@ const (
 	// no peer's public IP.
 	dropUnknownPeer
 	// dropSpoofed: from a peer, an inner packet whose source lies outside
-	// every subnet that peer holds.
+	// every subnet that peer holds and is not the peer's own address.
 	dropSpoofed
 	// dropNotOurs: from a peer, an inner packet for an address outside our
 	// own subnet (we are nobody's transit router).

@@ -63,7 +63,8 @@ type table struct {
 	// longest first so the most specific subnet wins.
 	byLen []lenIndex
 	// bySource maps a peer's public IP to the subnets it holds (usually
-	// one): the only inner sources accepted from that address.
+	// one): with that address itself, the only inner sources accepted
+	// from it.
 	bySource map[uint32][]subnet4
 	entries  []entry // sorted by subnet
 }
@@ -143,8 +144,14 @@ func (t *table) routeHeader(b []byte, h ipv4) (*peer, ipv4, verdict) {
 
 // accept decides whether the packet b, received in a datagram from the
 // address src (big-endian), may enter our host: src must be a peer's public
-// IP, the inner source inside a subnet that peer holds, and the inner
-// destination inside our own subnet.
+// IP, the inner source inside a subnet that peer holds or src itself, and
+// the inner destination inside our own subnet.
+//
+// The inner source src is the peer's node: its host answering one of our
+// pods that reached it over the underlay (unmasqueraded) sends the answer
+// from its own address, along the network's route into its flannel0.
+// Accepting it trusts the peer with no address but its own, which the
+// outer header already claims.
 func (t *table) accept(src uint32, b []byte) verdict {
 	subnets, ok := t.bySource[src]
 	if !ok {
@@ -154,7 +161,7 @@ func (t *table) accept(src uint32, b []byte) verdict {
 	if v != pass {
 		return v
 	}
-	inside := false
+	inside := h.src == src
 	for _, s := range subnets {
 		inside = inside || s.contains(h.src)
 	}

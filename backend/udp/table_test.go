@@ -58,15 +58,20 @@ func TestTableRandom(t *testing.T) {
 			}
 			// A datagram from the peer of a random entry, with a
 			// random inner source, is accepted exactly when that
-			// source is in one of the peer's subnets.
+			// source is in one of the peer's subnets or is the
+			// peer's public IP.
 			if len(es) == 0 {
 				continue
 			}
 			e := es[r.IntN(len(es))]
 			pub := be32(e.Dst.Addr())
 			src := 0x0af40000 | r.Uint32N(1<<16)
+			if r.IntN(8) == 0 {
+				src = be32(netip.AddrFrom4([4]byte{198, 18, 0, byte(1 + r.IntN(20))}))
+			}
 			pkt := ipPacket(addr(src).String(), "10.244.0.7", 17, 64, make([]byte, 8))
-			inPeer := false
+			// The peer's own public IP is its node's address.
+			inPeer := src == pub
 			for _, o := range es {
 				if o.Dst.Addr() == e.Dst.Addr() && o.Subnet.Contains(addr(src)) {
 					inPeer = true
@@ -107,6 +112,13 @@ func TestTableVerdicts(t *testing.T) {
 		{"from an unknown address", stranger, ipPacket("10.244.2.5", "10.244.1.9", 6, 64, nil), dropUnknownPeer},
 		{"inner source outside the peer's subnet", peer, ipPacket("10.244.3.5", "10.244.1.9", 6, 64, nil), dropSpoofed},
 		{"inner source outside the network", peer, ipPacket("192.0.2.1", "10.244.1.9", 6, 64, nil), dropSpoofed},
+		// The peer's node answering a pod of ours that reached it over
+		// the underlay (no masquerading): its reply follows the
+		// network's route into its flannel0, from its own address.
+		{"from the peer's own public IP", peer, ipPacket("198.18.0.2", "10.244.1.9", 6, 64, nil), pass},
+		{"from another host's public IP", peer, ipPacket("198.18.0.3", "10.244.1.9", 6, 64, nil), dropSpoofed},
+		{"from our own public IP", peer, ipPacket("198.18.0.1", "10.244.1.9", 6, 64, nil), dropSpoofed},
+		{"a stranger from its own address", stranger, ipPacket("198.18.0.99", "10.244.1.9", 6, 64, nil), dropUnknownPeer},
 		{"to a third host (no transit)", peer, ipPacket("10.244.2.5", "10.244.3.9", 6, 64, nil), dropNotOurs},
 		{"to the host's underlay", peer, ipPacket("10.244.2.5", "198.18.0.1", 6, 64, nil), dropNotOurs},
 		{"malformed", peer, []byte{0x45, 0, 0}, dropMalformed},
