@@ -415,6 +415,51 @@ func TestDecapSplitsAndChecks(t *testing.T) {
 	}
 }
 
+// TestDecapBadHeaderChecksum: a received packet whose IPv4 header checksum
+// does not verify is dropped and counted, alone or in a GRO train; the
+// kernel would drop it too, had it come alone and not through us. Before,
+// it was written into the device and counted forwarded, and as the head of
+// coalesced segments it was even given a new, valid checksum.
+func TestDecapBadHeaderChecksum(t *testing.T) {
+	const mss = 1000
+	seg := func(i int) []byte {
+		return tcpPacket("10.244.2.5", "10.244.1.5", uint16(10+i), uint32(1000+i*mss), tcpACK, payload(i*mss, mss))
+	}
+	bad := func(p []byte) []byte { p[10] ^= 0x55; return p }
+	lone := ipPacket("10.244.2.5", "10.244.1.5", 17, 64, make([]byte, 100))
+	for _, tc := range []struct {
+		name  string
+		train [][]byte
+		want  []int // segments per packet written, in order
+	}{
+		{"alone", [][]byte{bad(append([]byte(nil), lone...))}, nil},
+		{"the head of a train", [][]byte{bad(seg(0)), seg(1), seg(2)}, []int{2}},
+		{"in the middle", [][]byte{seg(0), bad(seg(1)), seg(2), seg(3)}, []int{1, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, dev := newTestRx("198.18.0.2", tc.train)
+			if err := w.decap(w.tbl.Load(), 1); err != nil {
+				t.Fatal(err)
+			}
+			if w.local[dropBadChecksum] != 1 || w.local[pass] != uint64(len(tc.train)-1) {
+				t.Fatalf("counts %v: want one %v, the rest forwarded", w.local, dropBadChecksum)
+			}
+			if len(dev.packets) != len(tc.want) {
+				t.Fatalf("%d packets written, want %d", len(dev.packets), len(tc.want))
+			}
+			for i, p := range dev.packets {
+				n := 1
+				if tso, ok := parseTSO(p, dev.vnets[i]); ok {
+					n = tso.segments
+				}
+				if n != tc.want[i] || checksum(p[:20]) != 0 {
+					t.Fatalf("packet %d: %d segments, header checksum %#x; want %d segments and a valid checksum", i, n, checksum(p[:20]), tc.want[i])
+				}
+			}
+		})
+	}
+}
+
 // TestNodeAddressSourceDelivered: a pod on host B (10.244.2.0/24) reaches
 // host A's node address 198.18.0.1 over the underlay, unmasqueraded; A's
 // reply, from 198.18.0.1 to the pod, follows the network's route into
@@ -666,6 +711,7 @@ func TestMetrics(t *testing.T) {
 	b.stats.rx[dropSpoofed].Add(3)
 	b.stats.tx[pass].Add(5)
 	b.stats.icmpLimited.Add(2)
+	b.stats.rx[dropBadChecksum].Add(4)
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(b); err != nil {
 		t.Fatal(err)
@@ -688,6 +734,7 @@ func TestMetrics(t *testing.T) {
 		"agentd_udp_packets_total,direction=in,result=spoofedSource": 3,
 		"agentd_udp_packets_total,direction=out,result=forwarded":    5,
 		"agentd_udp_packets_total,direction=in,result=unknownPeer":   0,
+		"agentd_udp_packets_total,direction=in,result=badChecksum":   4,
 		"agentd_udp_send_errors_total":                               0,
 		"agentd_udp_icmp_rate_limited_total":                         2,
 	} {

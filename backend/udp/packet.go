@@ -36,6 +36,9 @@ const (
 	// dropMalformed: not a well-formed IPv4 packet (short, bad header
 	// length, total length disagreeing with the datagram).
 	dropMalformed
+	// dropBadChecksum: from a peer, an inner packet whose IPv4 header
+	// checksum does not verify (the kernel's InCsumErrors).
+	dropBadChecksum
 	// dropNoRoute: from the TUN device, for an address in no peer's subnet;
 	// an ICMP net-unreachable goes back into the TUN device.
 	dropNoRoute
@@ -58,6 +61,7 @@ var verdictNames = [numVerdicts]string{
 	pass:            "forwarded",
 	dropNotIPv4:     "notIPv4",
 	dropMalformed:   "malformed",
+	dropBadChecksum: "badChecksum",
 	dropNoRoute:     "noRoute",
 	dropTTL:         "ttlExceeded",
 	dropUnknownPeer: "unknownPeer",

@@ -213,7 +213,7 @@ func FuzzParseIPv4(f *testing.F) {
 			t.Fatalf("accepted a bad header: %+v for %d bytes", h, len(b))
 		}
 		if tbl.accept(peer2, b) == pass {
-			if v != pass || h.src>>8 != 0x0af402 && h.src != peer2 || h.dst>>8 != 0x0af401 {
+			if v != pass || h.src>>8 != 0x0af402 && h.src != peer2 || h.dst>>8 != 0x0af401 || checksum(b[:h.hlen]) != 0 {
 				t.Fatalf("accepted %+v from peer 2", h)
 			}
 		}

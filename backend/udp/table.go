@@ -144,8 +144,14 @@ func (t *table) routeHeader(b []byte, h ipv4) (*peer, ipv4, verdict) {
 
 // accept decides whether the packet b, received in a datagram from the
 // address src (big-endian), may enter our host: src must be a peer's public
-// IP, the inner source inside a subnet that peer holds or src itself, and
-// the inner destination inside our own subnet.
+// IP, the packet's header checksum must verify, the inner source lie inside
+// a subnet that peer holds or be src itself, and the inner destination
+// inside our own subnet.
+//
+// The header checksum is checked here because nothing after us would: a
+// packet written into the device alone would be dropped by the kernel, but
+// coalescing (offload.go) discards the headers of all segments but the
+// first and rewrites that one's checksum.
 //
 // The inner source src is the peer's node: its host answering one of our
 // pods that reached it over the underlay (unmasqueraded) sends the answer
@@ -160,6 +166,9 @@ func (t *table) accept(src uint32, b []byte) verdict {
 	h, v := parseIPv4(b)
 	if v != pass {
 		return v
+	}
+	if onesSum(b[:h.hlen], 0) != 0xffff {
+		return dropBadChecksum
 	}
 	inside := h.src == src
 	for _, s := range subnets {

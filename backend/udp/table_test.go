@@ -108,6 +108,13 @@ func TestTableVerdicts(t *testing.T) {
 		want verdict
 	}{
 		{"from the peer, its subnet to ours", peer, ipPacket("10.244.2.5", "10.244.1.9", 6, 64, nil), pass},
+		{"with options", peer, func() []byte {
+			b := ipPacket("10.244.2.5", "10.244.1.9", 6, 64, []byte{1, 1, 1, 1, 1, 1, 1, 1})
+			b[0] = 0x47
+			binary.BigEndian.PutUint16(b[10:12], 0)
+			binary.BigEndian.PutUint16(b[10:12], checksum(b[:28]))
+			return b
+		}(), pass},
 		{"to our device address", peer, ipPacket("10.244.2.0", "10.244.1.0", 1, 64, echo), pass},
 		{"from an unknown address", stranger, ipPacket("10.244.2.5", "10.244.1.9", 6, 64, nil), dropUnknownPeer},
 		{"inner source outside the peer's subnet", peer, ipPacket("10.244.3.5", "10.244.1.9", 6, 64, nil), dropSpoofed},
@@ -122,6 +129,20 @@ func TestTableVerdicts(t *testing.T) {
 		{"to a third host (no transit)", peer, ipPacket("10.244.2.5", "10.244.3.9", 6, 64, nil), dropNotOurs},
 		{"to the host's underlay", peer, ipPacket("10.244.2.5", "198.18.0.1", 6, 64, nil), dropNotOurs},
 		{"malformed", peer, []byte{0x45, 0, 0}, dropMalformed},
+		{"bad header checksum", peer, func() []byte {
+			b := ipPacket("10.244.2.5", "10.244.1.9", 6, 64, nil)
+			b[10] ^= 0x55
+			return b
+		}(), dropBadChecksum},
+		{"bad checksum over options", peer, func() []byte {
+			// 8 bytes of options (NOPs), which the checksum covers;
+			// the checksum of the first 20 alone.
+			b := ipPacket("10.244.2.5", "10.244.1.9", 6, 64, []byte{1, 1, 1, 1, 1, 1, 1, 1})
+			b[0] = 0x47
+			binary.BigEndian.PutUint16(b[10:12], 0)
+			binary.BigEndian.PutUint16(b[10:12], checksum(b[:20]))
+			return b
+		}(), dropBadChecksum},
 	} {
 		if v := tbl.accept(tc.from, tc.pkt); v != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, v, tc.want)

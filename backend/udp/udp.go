@@ -41,9 +41,9 @@
 // # Safety
 //
 // A datagram is accepted only from the public IP of a peer in the table, and
-// its packet only if the inner source lies in a subnet that peer holds (or
-// is that public IP: the peer's node itself) and the inner destination in
-// ours; everything else is dropped and counted
+// its packet only if its header checksum verifies, the inner source lies in
+// a subnet that peer holds (or is that public IP: the peer's node itself)
+// and the inner destination in ours; everything else is dropped and counted
 // (Stats). A packet from the device for an address in no peer's subnet gets
 // an ICMP net-unreachable back; the datapath decrements the TTL of what it
 // sends, as a router, and answers an expiring one with ICMP time-exceeded.

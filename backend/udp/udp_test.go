@@ -327,8 +327,8 @@ route 10.244.0.0/16 dev flannel0 proto 74
 
 // TestForwardAndSpoofing: a peer's echo request to our device address is
 // answered through the datapath; datagrams from an unknown address, with an
-// inner source outside the peer's subnet, or for another host, are dropped
-// and counted.
+// inner source outside the peer's subnet, for another host, or with a bad
+// header checksum, are dropped and counted.
 func TestForwardAndSpoofing(t *testing.T) {
 	h := newTestHost(t)
 	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type), lease("10.244.3.0/24", "198.18.0.4", ""))
@@ -354,12 +354,16 @@ func TestForwardAndSpoofing(t *testing.T) {
 	send(peer, echoRequest("10.244.3.5", "10.244.1.0", 3)) // 10.244.3.0/24 is 198.18.0.4's
 	send(peer, echoRequest("10.244.2.5", "10.244.3.7", 4)) // not for us
 	send(peer, []byte{0x45, 0, 0, 99})
+	badSum := echoRequest("10.244.2.5", "10.244.1.0", 6)
+	badSum[10] ^= 0x55
+	send(peer, badSum)
 	expectNoReply(t, peer, 2)
 	expectNoReply(t, peer, 3)
 	expectNoReply(t, peer, 4)
+	expectNoReply(t, peer, 6)
 	expectNoReply(t, stranger, 2)
 
-	want := map[string]uint64{"unknownPeer": 1, "spoofedSource": 1, "notForUs": 1, "malformed": 1}
+	want := map[string]uint64{"unknownPeer": 1, "spoofedSource": 1, "notForUs": 1, "malformed": 1, "badChecksum": 1}
 	var s Stats
 	deadline := time.Now().Add(2 * time.Second)
 	for {
