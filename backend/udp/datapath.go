@@ -205,7 +205,8 @@ func (w *txWorker) refuse(t *table, v verdict, pkt []byte, h ipv4) error {
 // device, if one may be sent about it and the rate limit allows; one held
 // back by the limit is counted.
 func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4) error {
-	n := icmpError(w.icmp[vnetHdrLen:], t.from, t.own.mask, typ, code, pkt, h)
+	srcMask, dstMask := t.broadcastMasks(h)
+	n := icmpError(w.icmp[vnetHdrLen:], t.from, srcMask, dstMask, typ, code, pkt, h)
 	if n == 0 {
 		return nil
 	}

@@ -228,6 +228,55 @@ func TestEncapICMPErrorLimits(t *testing.T) {
 	})
 }
 
+// TestEncapICMPErrorBroadcastLengths: whether an address is a subnet's
+// broadcast address is judged at the length of the subnet that holds it,
+// ours or a peer's, as leases of several lengths live side by side once
+// SubnetLen changed; a destination in no known subnet at ours. A source
+// outside every known subnet (a node's own address, whose underlay subnet
+// the cluster does not know) is only tested for being a broadcast address
+// at all. Before, every address was tested at our lease's length.
+func TestEncapICMPErrorBroadcastLengths(t *testing.T) {
+	tbl := newTable(netip.MustParsePrefix("10.244.1.0/25"), []entry{
+		{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Dst: netip.MustParseAddrPort("198.18.0.2:8285")}, // leased before SubnetLen became 25
+		{Subnet: netip.MustParsePrefix("10.244.3.0/26"), Dst: netip.MustParseAddrPort("198.18.0.3:8285")},
+	})
+	expiring := func(src, dst string) []byte { return ipPacket(src, dst, 17, 1, make([]byte, 8)) }
+	unroutable := func(src, dst string) []byte { return ipPacket(src, dst, 17, 64, make([]byte, 8)) }
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		icmp int
+	}{
+		{"to a host of a /24 peer, .127", expiring("10.244.1.5", "10.244.2.127"), 1},
+		{"to a /24 peer's broadcast address", expiring("10.244.1.5", "10.244.2.255"), 0},
+		{"to a /26 peer's broadcast address", expiring("10.244.1.5", "10.244.3.63"), 0},
+		{"to a host of a /26 peer", expiring("10.244.1.5", "10.244.3.62"), 1},
+		{"to our /25's broadcast address", unroutable("10.244.1.5", "10.244.1.127"), 0},
+		{"to a subnet nobody holds", unroutable("10.244.1.5", "10.244.99.7"), 1},
+		{"to an address nobody holds, broadcast at our length", unroutable("10.244.1.5", "10.244.99.127"), 0},
+		{"from our /25's broadcast address", unroutable("10.244.1.127", "10.244.99.7"), 0},
+		{"from a host of a /24 peer, .127", expiring("10.244.2.127", "10.244.3.5"), 1},
+		{"from a /24 peer's broadcast address", expiring("10.244.2.255", "10.244.3.5"), 0},
+		{"from a node address outside the network, .255", unroutable("10.0.1.255", "10.244.77.5"), 1},
+		{"from a node address outside the network, .255, TTL 1", expiring("10.0.1.255", "10.244.2.5"), 1},
+		{"from the limited broadcast address", unroutable("255.255.255.255", "10.244.77.5"), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, dev := newTestTx(true)
+			w.tbl.Store(tbl)
+			if err := w.encap(w.tbl.Load(), w.load(vnetHdr{}, tc.pkt)); err != nil {
+				t.Fatal(err)
+			}
+			if w.local[pass] != 0 {
+				t.Fatalf("counts %v: the packet was forwarded", w.local)
+			}
+			if len(dev.packets) != tc.icmp {
+				t.Fatalf("%d ICMP errors written back, want %d", len(dev.packets), tc.icmp)
+			}
+		})
+	}
+}
+
 // tcpPacket is a TCP/IPv4 packet with valid checksums, don't-fragment set.
 func tcpPacket(src, dst string, id uint16, seq uint32, flags uint8, payload []byte) []byte {
 	b := make([]byte, 40+len(payload))

@@ -166,13 +166,14 @@ func subnetBroadcast(a, mask uint32) bool {
 // offending packet off (with header h), sent from the address from, and
 // returns its length; 0 when no error may be sent about off (RFC 1812
 // 4.3.2.7: not about ICMP errors, non-first fragments, or packets whose
-// source or destination is not a unicast address). subnetMask is the mask
-// of our lease's length: an address whose host part at that length is all
-// ones is taken as a subnet's broadcast address, wherever it is held.
-// out must hold icmpErrorMaxLen bytes.
-func icmpError(out []byte, from, subnetMask uint32, typ, code uint8, off []byte, h ipv4) int {
+// source or destination is not a unicast address). srcMask and dstMask are
+// the masks of the subnets h's source and destination are taken to lie in
+// (table.broadcastMasks): an address whose host part is all ones at its
+// mask is a subnet's broadcast address. out must hold icmpErrorMaxLen
+// bytes.
+func icmpError(out []byte, from, srcMask, dstMask uint32, typ, code uint8, off []byte, h ipv4) int {
 	if h.fragOff != 0 || !unicast(h.src) || !unicast(h.dst) ||
-		subnetBroadcast(h.src, subnetMask) || subnetBroadcast(h.dst, subnetMask) {
+		subnetBroadcast(h.src, srcMask) || subnetBroadcast(h.dst, dstMask) {
 		return 0
 	}
 	if h.proto == protoICMP && (len(off) <= h.hlen || !icmpQuery(off[h.hlen])) {

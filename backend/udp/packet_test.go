@@ -109,7 +109,7 @@ func TestICMPError(t *testing.T) {
 	off := ipPacket("10.244.1.2", "10.244.77.3", protoICMP, 64, echo)
 	h, _ := parseIPv4(off)
 	out := make([]byte, icmpErrorMaxLen)
-	n := icmpError(out, from, mask, icmpDestUnreachable, icmpNetUnreachable, off, h)
+	n := icmpError(out, from, mask, mask, icmpDestUnreachable, icmpNetUnreachable, off, h)
 	if n != 20+8+20+8 {
 		t.Fatalf("length %d", n)
 	}
@@ -149,7 +149,7 @@ func TestICMPError(t *testing.T) {
 		if v != pass {
 			t.Fatalf("%s: test packet does not parse: %v", tc.name, v)
 		}
-		if n := icmpError(out, from, mask, icmpDestUnreachable, icmpNetUnreachable, tc.pkt, h); n != 0 {
+		if n := icmpError(out, from, mask, mask, icmpDestUnreachable, icmpNetUnreachable, tc.pkt, h); n != 0 {
 			t.Errorf("%s: an ICMP error was built (%d bytes)", tc.name, n)
 		}
 	}
@@ -224,7 +224,8 @@ func FuzzParseIPv4(f *testing.F) {
 		}
 		if v2 == dropNoRoute || v2 == dropTTL {
 			out := make([]byte, icmpErrorMaxLen)
-			if n := icmpError(out, tbl.from, tbl.own.mask, icmpDestUnreachable, 0, pkt, h2); n > 0 {
+			srcMask, dstMask := tbl.broadcastMasks(h2)
+			if n := icmpError(out, tbl.from, srcMask, dstMask, icmpDestUnreachable, 0, pkt, h2); n > 0 {
 				if _, v := parseIPv4(out[:n]); v != pass || checksum(out[:20]) != 0 || checksum(out[20:n]) != 0 {
 					t.Fatalf("built a bad ICMP error: % x", out[:n])
 				}

@@ -26,7 +26,8 @@ func (e entry) String() string { return fmt.Sprintf("forward %s to %s", e.Subnet
 // peer is an entry as the datapath uses it.
 type peer struct {
 	entry
-	sa unix.RawSockaddrInet4 // Dst, ready for sendmmsg
+	sa   unix.RawSockaddrInet4 // Dst, ready for sendmmsg
+	mask uint32                // Subnet's
 }
 
 // subnet4 is an IPv4 prefix as big-endian address and mask.
@@ -51,10 +52,7 @@ func (s subnet4) contains(a uint32) bool { return a&s.mask == s.net }
 // subnets (one in any cluster built from a single network config), not one
 // per peer.
 type table struct {
-	// own is our lease's subnet. Its mask tells a subnet's broadcast
-	// address (host part all ones; icmpError) for every lease of its
-	// length, which is every lease unless the operator changed SubnetLen
-	// while older leases live (subnet.Manager keeps those).
+	// own is our lease's subnet.
 	own subnet4
 	// from is the source of the ICMP errors the datapath writes into the
 	// TUN device: the device's own address, <own subnet>.0.
@@ -91,7 +89,7 @@ func newTable(own netip.Prefix, entries []entry) *table {
 			m = map[uint32]*peer{}
 			byBits[e.Subnet.Bits()] = m
 		}
-		p := &peer{entry: e}
+		p := &peer{entry: e, mask: sn.mask}
 		p.sa.Family = unix.AF_INET
 		p.sa.Addr = e.Dst.Addr().As4()
 		// sin_port is in network byte order whatever the host's is.
@@ -116,6 +114,30 @@ func (t *table) lookup(dst uint32) *peer {
 		}
 	}
 	return nil
+}
+
+// broadcastMasks returns the masks at which icmpError takes h's source and
+// destination for a subnet's broadcast address (host part all ones): that of
+// the subnet holding the address, ours or a peer's, as leases of several
+// lengths live side by side once the operator changed SubnetLen
+// (subnet.Manager keeps the older ones). A destination in no known subnet
+// is taken at our length, the likeliest for a lease; a source in none, 0:
+// it may be anything, a node's own address on an underlay the cluster
+// knows nothing of, and only 255.255.255.255 is surely a broadcast address.
+func (t *table) broadcastMasks(h ipv4) (src, dst uint32) {
+	return t.maskOf(h.src, 0), t.maskOf(h.dst, t.own.mask)
+}
+
+// maskOf returns the mask of the subnet, ours or a peer's, that holds a, or
+// none if no subnet does.
+func (t *table) maskOf(a, none uint32) uint32 {
+	if t.own.contains(a) {
+		return t.own.mask
+	}
+	if p := t.lookup(a); p != nil {
+		return p.mask
+	}
+	return none
 }
 
 // route decides the fate of the packet b read from the TUN device: the peer
