@@ -33,8 +33,11 @@ import (
 //	agent (device recreated) ── "q" ─────────▶ exits; a new keeper starts
 //
 // The keeper does nothing else: it never reads a packet. It exits when told
-// to ("q"), or as soon as the device is deleted (it listens to link events,
-// and also checks every keeperCheck). Its
+// to ("q"; it closes the descriptors before it answers "bye", so that what
+// the agent attaches next is not beside them), or as soon as the device is
+// deleted (it listens to link events, and also checks every keeperCheck).
+// A keeper that does not answer (stopped, frozen with its cgroup) still
+// holds them: the agent does not start beside it (Backend.fresh). Its
 // socket is abstract, so it is per network namespace and goes with the
 // keeper, and it serves only clients with its own user ID; the agent, in
 // turn, talks only to a keeper with its own user ID. Any local user can bind
@@ -51,6 +54,11 @@ const keeperEnv = "AGENTD_UDP_KEEPER"
 const (
 	keeperGet  = 'g'
 	keeperQuit = 'q'
+	// keeperBye is the answer to keeperQuit: the keeper has closed its
+	// descriptors and exits.
+	keeperBye = "bye"
+	// keeperName is the keeper's argv[0], what ps shows.
+	keeperName = "agentd-udp-keeper"
 	// keeperTimeout bounds each exchange with a keeper.
 	keeperTimeout = 2 * time.Second
 )
@@ -210,10 +218,24 @@ func serveKeeperClient(c, uid int, k *kept) bool {
 		_ = noEINTR(func() error { return unix.Sendmsg(c, []byte(k.spec()), unix.UnixRights(k.all()...), nil, 0) })
 		return false
 	case keeperQuit:
-		_ = noEINTR(func() error { _, err := unix.Write(c, []byte("bye")); return err })
+		if hungUp(c) {
+			// An agent that asked while this keeper was stopped,
+			// and gave up: a later one may be waiting to take the
+			// descriptors over.
+			return false
+		}
+		k.close()
+		_ = noEINTR(func() error { _, err := unix.Write(c, []byte(keeperBye)); return err })
 		return true
 	}
 	return false
+}
+
+// hungUp reports whether the client on c has closed its end.
+func hungUp(c int) bool {
+	fds := []unix.PollFd{{Fd: int32(c), Events: unix.POLLRDHUP}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0
 }
 
 // noEINTR calls f again while it fails with EINTR. Both ends of the
@@ -243,6 +265,31 @@ func (e *keeperHeldError) Error() string {
 		return fmt.Sprintf("the descriptor keeper socket %s accepted no connection within %s: a process of another user may hold it without serving", e.addr, keeperTimeout)
 	}
 	return fmt.Sprintf("the descriptor keeper socket %s is held by a process of user %d, not by a keeper of ours (user %d)", e.addr, e.uid, os.Geteuid())
+}
+
+// keeperStuckError says that a keeper of ours (a process of our user ID
+// listens on its socket) took no notice of a request within keeperTimeout:
+// it is stopped (SIGSTOP), frozen with its cgroup, or stuck. It still holds
+// the descriptors, and hands them over or quits only once it runs again.
+type keeperStuckError struct {
+	addr string
+	err  error
+}
+
+func (e *keeperStuckError) Error() string {
+	return fmt.Sprintf("the descriptor keeper on %s did not answer within %s (stopped, or frozen?): %v", e.addr, keeperTimeout, e.err)
+}
+
+func (e *keeperStuckError) Unwrap() error { return e.err }
+
+// answered turns the error of a read or write on a connection to the
+// keeper of dev into a *keeperStuckError when the keeper let the timeout
+// pass (it has not accepted the connection, or not answered).
+func answered(dev string, err error) error {
+	if errors.Is(err, unix.EAGAIN) {
+		return &keeperStuckError{addr: keeperAddr(dev), err: err}
+	}
+	return err
 }
 
 // dialKeeper connects to the keeper of dev; ok is false when none listens.
@@ -312,7 +359,7 @@ func fetchKept(dev string) (k *kept, ok bool, err error) {
 	}
 	defer unix.Close(c)
 	if err := noEINTR(func() error { _, err := unix.Write(c, []byte{keeperGet}); return err }); err != nil {
-		return nil, false, fmt.Errorf("ask the descriptor keeper: %w", err)
+		return nil, false, fmt.Errorf("ask the descriptor keeper: %w", answered(dev, err))
 	}
 	buf := make([]byte, 64)
 	oob := make([]byte, unix.CmsgSpace(4*2*64))
@@ -322,7 +369,7 @@ func fetchKept(dev string) (k *kept, ok bool, err error) {
 		return err
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("read the descriptor keeper's answer: %w", err)
+		return nil, false, fmt.Errorf("read the descriptor keeper's answer: %w", answered(dev, err))
 	}
 	var fds []int
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
@@ -341,20 +388,61 @@ func fetchKept(dev string) (k *kept, ok bool, err error) {
 	return &kept{tun: fds[:ntun], udp: fds[ntun:]}, true, nil
 }
 
-// quitKeeper makes the keeper of dev, if any, exit, and waits until its
-// socket is gone.
-func quitKeeper(dev string) error {
+// quitKeeper makes the keeper of dev, if any, exit. quit reports that one
+// confirmed it, having let go of its descriptors (one of an agentd before
+// that lets go as it exits, just after), or closed the connection
+// unanswered, as one does that exits (told by another, or its device
+// gone). A keeper that does not answer is a *keeperStuckError; with
+// neither, no keeper listens.
+func quitKeeper(dev string) (quit bool, err error) {
 	c, ok, err := dialKeeper(dev)
 	if !ok {
-		return err
+		return false, err
 	}
 	defer unix.Close(c)
 	if err := noEINTR(func() error { _, err := unix.Write(c, []byte{keeperQuit}); return err }); err != nil {
-		return fmt.Errorf("tell the descriptor keeper to exit: %w", err)
+		return false, fmt.Errorf("tell the descriptor keeper to exit: %w", answered(dev, err))
 	}
 	var b [8]byte
-	_ = noEINTR(func() error { _, err := unix.Read(c, b[:]); return err })
-	return nil
+	var n int
+	err = noEINTR(func() (err error) { n, err = unix.Read(c, b[:]); return err })
+	switch {
+	case errors.Is(err, unix.ECONNRESET) || err == nil && n == 0:
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("the descriptor keeper's answer to exit: %w", answered(dev, err))
+	case string(b[:n]) != keeperBye:
+		return false, fmt.Errorf("the descriptor keeper answered %q to exit, not %q", b[:n], keeperBye)
+	}
+	return true, nil
+}
+
+// keeperPids returns the pids of the keepers of dev in this thread's
+// network namespace, as far as /proc shows them (in our PID namespace).
+func keeperPids(dev string) []int {
+	self, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		dir := "/proc/" + e.Name()
+		if cmd, err := os.ReadFile(dir + "/cmdline"); err != nil || string(cmd) != keeperName+"\x00"+dev+"\x00" {
+			continue
+		}
+		if ns, err := os.Readlink(dir + "/ns/net"); err == nil && ns == self {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // startKeeper starts a keeper for dev holding (its own copies of) k's
@@ -374,7 +462,7 @@ func startKeeper(dev string, k *kept) (*exec.Cmd, error) {
 	err = unix.Bind(ln, addr)
 	if errors.Is(err, unix.EADDRINUSE) {
 		// A keeper from an earlier generation still runs.
-		if qerr := quitKeeper(dev); qerr != nil {
+		if _, qerr := quitKeeper(dev); qerr != nil {
 			return nil, qerr
 		}
 		for range 50 {
@@ -407,7 +495,7 @@ func startKeeper(dev string, k *kept) (*exec.Cmd, error) {
 	}
 	cmd := &exec.Cmd{
 		Path:        exe,
-		Args:        []string{"agentd-udp-keeper", dev},
+		Args:        []string{keeperName, dev},
 		Env:         append([]string{keeperEnv + "=" + k.spec()}, keeperTestEnv...),
 		Dir:         "/",
 		ExtraFiles:  files,

@@ -3,6 +3,7 @@ package udp
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/backend/internal/nstest"
+	"github.com/agentd/agentd/subnet"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -315,5 +319,287 @@ func TestKeeperExitsWhenDeviceDeleted(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestQuitKeeperSilentKeeper: a keeper that is alive but takes no notice
+// (stopped with SIGSTOP, frozen with its cgroup: here a listener that never
+// accepts, of our own user) has not quit. quitKeeper says so, and so does
+// fetchKept; before, quitKeeper reported it gone after its timeout, and the
+// agent attached new queues and sockets beside the ones it still held.
+func TestQuitKeeperSilentKeeper(t *testing.T) {
+	ns := nstest.New(t)
+	var ln int
+	if err := ns.Do(func() error {
+		var err error
+		if ln, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		if err := unix.Bind(ln, &unix.SockaddrUnix{Name: keeperAddr(DeviceName)}); err != nil {
+			return err
+		}
+		return unix.Listen(ln, 8)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ln)
+	for _, tc := range []struct {
+		name string
+		f    func() error
+	}{
+		{"quitKeeper", func() error {
+			quit, err := quitKeeper(DeviceName)
+			if quit {
+				return errors.New("it confirmed")
+			}
+			return err
+		}},
+		{"fetchKept", func() error {
+			k, ok, err := fetchKept(DeviceName)
+			if ok {
+				k.close()
+				return errors.New("got descriptors")
+			}
+			return err
+		}},
+	} {
+		start := time.Now()
+		err := ns.Do(tc.f)
+		took := time.Since(start)
+		if err == nil || !strings.Contains(err.Error(), "did not answer") {
+			t.Errorf("%s, with a keeper that never answers: %v after %v; want an error saying it did not answer", tc.name, err, took.Round(time.Millisecond))
+		}
+		if took > keeperTimeout+time.Second {
+			t.Errorf("%s took %v, more than keeperTimeout (%v)", tc.name, took, keeperTimeout)
+		}
+	}
+}
+
+// TestQuitKeeperLetsGoFirst: a keeper told to quit closes its queues and
+// sockets before it confirms, so that what the agent attaches next is not
+// beside them. Before, it confirmed first and let go when it exited, which
+// under the race detector is a second later.
+func TestQuitKeeperLetsGoFirst(t *testing.T) {
+	h := newTestHost(t)
+	h.stop()
+	h.b.fds.close() // as the agent's exit would
+	if err := h.host.Do(func() error {
+		if quit, err := quitKeeper(DeviceName); !quit {
+			return fmt.Errorf("the keeper did not confirm it quits: %v", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := attachedQueues(t, h); n != 0 {
+		t.Errorf("%d queues of %s still attached once the keeper confirmed it quits", n, DeviceName)
+	}
+	if err := h.host.Do(func() error { return bindExclusive(h.b.listenAddr()) }); err != nil {
+		t.Errorf("the port is still held once the keeper confirmed it quits: %v", err)
+	}
+}
+
+// attachedQueues is how many queues of flannel0 are attached, by anyone.
+func attachedQueues(t *testing.T, h *testHost) int {
+	t.Helper()
+	l, err := h.host.Handle.LinkByName(DeviceName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt, ok := l.(*netlink.Tuntap)
+	if !ok || tt.Flags&netlink.TUNTAP_MULTI_QUEUE == 0 {
+		t.Fatalf("%s is %T (flags %v), not a multi-queue TUN device whose queues the kernel counts", DeviceName, l, tt.Flags)
+	}
+	return tt.Queues + tt.DisabledQueues
+}
+
+// bindExclusive binds a UDP socket to addr without SO_REUSEPORT: it fails
+// while any other socket holds the port.
+func bindExclusive(addr netip.AddrPort) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Bind(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()})
+}
+
+// TestPrepareBesideStoppedKeeper: the agent restarts while its keeper is
+// stopped (SIGSTOP; a frozen cgroup is alike). The keeper still holds
+// flannel0's queues and the sockets; queues and sockets of a new agent
+// beside them would lose what the kernel hands to the keeper's, until it
+// runs again. So the start fails, naming the keeper and what to do, also
+// once the keeper's queue of connections is full and a connect gets no
+// answer at all. Resumed, the keeper hands everything over to the next
+// start, also if an agent that gave up asked it to quit meanwhile. Before,
+// Prepare started afresh beside it.
+func TestPrepareBesideStoppedKeeper(t *testing.T) {
+	h := newTestHost(t)
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
+	h.reconcile(peers...)
+	peer := h.udpFrom("198.18.0.2")
+	pid := h.b.keeper.Process.Pid
+	h.stop()
+	h.b.fds.close() // as the agent's exit would
+	kept := attachedQueues(t, h)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Errorf("resume the keeper: %v", err)
+			}
+		}
+	}
+	t.Cleanup(resume) // before stopKeeper, registered earlier
+
+	// An agent that gave up after asking it to quit, as one that found
+	// its kept descriptors unusable does.
+	if err := h.host.Do(func() error {
+		c, ok, err := dialKeeper(DeviceName)
+		if !ok {
+			return fmt.Errorf("no keeper to ask: %v", err)
+		}
+		defer unix.Close(c)
+		_, err = unix.Write(c, []byte{keeperQuit})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	prepare := func(what string) {
+		t.Helper()
+		b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.track(b)
+		_, err = b.Prepare(context.Background())
+		if err == nil {
+			n := attachedQueues(t, h)
+			b.fds.close()
+			t.Fatalf("%s: Prepare succeeded beside the stopped keeper (pid %d): %d queues of %s were attached, %d of them the keeper's",
+				what, pid, n, DeviceName, kept)
+		}
+		t.Logf("%s: %v", what, err)
+		for _, want := range []string{fmt.Sprintf("pid %d", pid), fmt.Sprintf("kill -KILL %d", pid), fmt.Sprintf("kill -CONT %d", pid)} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: the error does not say %q", what, want)
+			}
+		}
+		if n := attachedQueues(t, h); n != kept {
+			t.Errorf("%s: %d queues of %s attached after the failed start, want the keeper's %d", what, n, DeviceName, kept)
+		}
+	}
+	prepare("the keeper does not answer")
+
+	// Fill the keeper's queue of connections, as failed starts do.
+	var filler []int
+	defer func() { closeAll(filler) }()
+	if err := h.host.Do(func() error {
+		for {
+			c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			err = unix.Connect(c, &unix.SockaddrUnix{Name: keeperAddr(DeviceName)})
+			if errors.Is(err, unix.EAGAIN) {
+				unix.Close(c)
+				return nil
+			}
+			filler = append(filler, c)
+			if err != nil {
+				return err
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	prepare("the keeper's queue of connections is full")
+	closeAll(filler)
+	filler = nil
+
+	// A packet sent meanwhile waits in the keeper's socket.
+	if _, err := peer.WriteToUDP(echoRequest("10.244.2.5", "10.244.1.0", 9), hostAddr); err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	h.start()
+	if !h.logged("took the device and sockets over from the descriptor keeper") {
+		t.Fatalf("the resumed keeper did not hand its descriptors over")
+	}
+	h.reconcile(peers...)
+	expectReply(t, peer, 9)
+}
+
+// TestPortChangedAcrossRestart: the agent restarts with another port; the
+// kept sockets do not fit, so the keeper is told to quit and everything is
+// made anew, with nothing of the old keeper's left attached beside it.
+func TestPortChangedAcrossRestart(t *testing.T) {
+	h := newTestHost(t)
+	h.stop()
+	h.b.fds.close() // as the agent's exit would
+	cfg := h.cfg
+	nc := *cfg.Network
+	nc.Backend = json.RawMessage(`{"Type":"udp","Port":18285}`)
+	cfg.Network = &nc
+	b, err := newBackend(cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.track(b)
+	if _, err := b.Prepare(context.Background()); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	defer b.fds.close()
+	if !h.logged("do not fit") {
+		t.Errorf("the kept sockets on port %d were taken for port 18285", defaultPort)
+	}
+	if n := attachedQueues(t, h); n != len(b.fds.tun) {
+		t.Errorf("%d queues of %s attached, %d of them the new agent's", n, DeviceName, len(b.fds.tun))
+	}
+	if err := h.host.Do(func() error { return bindExclusive(netip.MustParseAddrPort("198.18.0.1:8285")) }); err != nil {
+		t.Errorf("the old port is still held: %v", err)
+	}
+}
+
+// TestPrepareWithPortTaken: another program holds the port without
+// SO_REUSEPORT (flanneld, say): the start fails with the error that says
+// so, at once, and attaches no queue.
+func TestPrepareWithPortTaken(t *testing.T) {
+	h := newTestNet(t)
+	var fd int
+	if err := h.host.Do(func() error {
+		var err error
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrInet4{Port: defaultPort, Addr: [4]byte{198, 18, 0, 1}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.track(b)
+	start := time.Now()
+	_, err = b.Prepare(context.Background())
+	took := time.Since(start)
+	const want = "bind UDP 198.18.0.1:8285: address already in use (is flanneld's udp backend still running on this host?)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Prepare: %v; want %q", err, want)
+	}
+	if took > keeperTimeout/2 {
+		t.Errorf("Prepare took %v to fail", took)
+	}
+	if l, err := h.host.Handle.LinkByName(DeviceName); err == nil {
+		if tt, ok := l.(*netlink.Tuntap); ok && tt.Queues+tt.DisabledQueues != 0 {
+			t.Errorf("%d queues of %s left attached", tt.Queues+tt.DisabledQueues, DeviceName)
+		}
 	}
 }

@@ -60,12 +60,27 @@ func openUDP(addr netip.AddrPort) (int, error) {
 	}
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}); err != nil {
 		unix.Close(fd)
-		if errors.Is(err, unix.EADDRINUSE) {
-			return -1, fmt.Errorf("bind UDP %s: %w (is flanneld's udp backend still running on this host?)", addr, err)
-		}
-		return -1, fmt.Errorf("bind UDP %s: %w", addr, err)
+		return -1, bindError(addr, err)
 	}
 	return fd, nil
+}
+
+func bindError(addr netip.AddrPort, err error) error {
+	if errors.Is(err, unix.EADDRINUSE) {
+		return fmt.Errorf("bind UDP %s: %w (is flanneld's udp backend still running on this host?)", addr, err)
+	}
+	return fmt.Errorf("bind UDP %s: %w", addr, err)
+}
+
+// portInUse reports whether a socket holds addr (or its port on every
+// address): one without SO_REUSEPORT cannot bind it then.
+func portInUse(addr netip.AddrPort) bool {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	return errors.Is(unix.Bind(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}), unix.EADDRINUSE)
 }
 
 // boundAddr returns the address a UDP socket is bound to.

@@ -59,6 +59,7 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -251,8 +252,10 @@ func (b *Backend) takeOver() error {
 	return b.do(func() error {
 		k, ok, err := fetchKept(DeviceName)
 		var held *keeperHeldError
-		if err != nil && !errors.As(err, &held) {
+		var stuck *keeperStuckError
+		if err != nil && !errors.As(err, &held) && !errors.As(err, &stuck) {
 			b.log.Info("cannot use the descriptor keeper; starting afresh", "err", err)
+			err = nil
 		}
 		if ok {
 			if why := b.unfit(k); why != "" {
@@ -264,7 +267,7 @@ func (b *Backend) takeOver() error {
 				return nil
 			}
 		}
-		return b.fresh(nil, held)
+		return b.fresh(nil, err)
 	})
 }
 
@@ -296,22 +299,38 @@ func (b *Backend) unfit(k *kept) string {
 // fresh opens new TUN queues (creating the device if it is gone, recreating
 // it if it is incompatible) and, unless socks are given, new sockets; then
 // it hands them to a new keeper, unless another process holds the keeper's
-// name (held, when the caller found that out already: each try costs up to
-// keeperTimeout). It runs inside b.do.
-func (b *Backend) fresh(socks []int, held *keeperHeldError) error {
-	if held == nil {
-		// Whoever kept the old descriptors lets go of them first: a queue
-		// still attached but never read would swallow its share of packets.
-		if qerr := quitKeeper(DeviceName); qerr != nil && !errors.As(qerr, &held) {
-			b.log.Info("could not stop the old descriptor keeper", "err", qerr)
+// name. known is what the caller found out about the keeper already (a
+// *keeperHeldError or a *keeperStuckError; each try costs up to
+// keeperTimeout), or nil. It runs inside b.do.
+//
+// Whoever kept the old descriptors lets go of them first: a queue still
+// attached but never read would swallow its share of the device's packets,
+// and a socket in the port's SO_REUSEPORT group its share of the
+// datagrams. fresh attaches nothing while another process holds either.
+func (b *Backend) fresh(socks []int, known error) error {
+	quit := false
+	if known == nil {
+		quit, known = quitKeeper(DeviceName)
+	}
+	var held *keeperHeldError
+	var stuck *keeperStuckError
+	if known != nil && !errors.As(known, &held) && !errors.As(known, &stuck) {
+		b.log.Info("could not stop the old descriptor keeper", "err", known)
+	}
+	if b.keeper != nil {
+		// The keeper at the name is the one this process started:
+		// reaped (killed if need be), it holds nothing any more.
+		if err := b.reapKeeper(); err != nil {
+			b.log.Info("stopping the old descriptor keeper", "err", err)
 		}
+		stuck = nil
+	}
+	if err := b.unheld(socks == nil, quit, stuck, held); err != nil {
+		return err
 	}
 	if held != nil {
 		// No keeper can listen there, and binding the name would fail.
 		b.log.Error(held, "no descriptor keeper: its socket is held by another process, so an agent restart will drop packets while it lasts", "socket", held.addr)
-	}
-	if err := b.reapKeeper(); err != nil {
-		b.log.Info("stopping the old descriptor keeper", "err", err)
 	}
 	tuns, err := openQueues(DeviceName, b.queues)
 	if errors.Is(err, errTUNIncompatible) {
@@ -353,6 +372,85 @@ func (b *Backend) fresh(socks []int, held *keeperHeldError) error {
 	}
 	b.keeper = cmd
 	return nil
+}
+
+// unheld returns an error, for fresh to attach nothing, when another
+// process holds queues of the device (one with our flags, to which more
+// queues attach) or, with port, a socket on our address and port (ours
+// would join its SO_REUSEPORT group, or fail to bind). Only what an
+// earlier agent's keeper held is expected there; a keeper that quit may
+// let go as it exits, so then it waits up to keeperTimeout. stuck and held
+// say what asking the keeper found, for the error; a stuck keeper stops the
+// start also where the kernel does not count a device's queues (before
+// Linux 4.15).
+func (b *Backend) unheld(port, quit bool, stuck *keeperStuckError, held *keeperHeldError) error {
+	deadline := time.Now().Add(keeperTimeout)
+	for {
+		l, err := backend.LinkByName(b.h, DeviceName)
+		if err != nil {
+			return err
+		}
+		var h holding
+		h.counted = l == nil
+		if tt, ok := l.(*netlink.Tuntap); ok && tt.Flags&netlink.TUNTAP_MULTI_QUEUE != 0 {
+			h.counted = true
+			h.queues = tt.Queues + tt.DisabledQueues
+		}
+		h.port = port && portInUse(b.listenAddr())
+		switch {
+		case h.queues == 0 && !h.port && (h.counted || stuck == nil):
+			return nil
+		case quit && time.Now().Before(deadline):
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		return b.heldError(h, stuck, held)
+	}
+}
+
+// holding is what unheld found held by another process.
+type holding struct {
+	queues  int  // queues of the device attached
+	counted bool // the kernel counts the device's queues
+	port    bool // a socket holds our address and port
+}
+
+// heldError is unheld's error: what is held and, where it can tell, by
+// which keeper, and what to do about it. A port held by no keeper it can
+// see gets openUDP's error.
+func (b *Backend) heldError(h holding, stuck *keeperStuckError, held *keeperHeldError) error {
+	pids := keeperPids(DeviceName)
+	var what []string
+	switch {
+	case h.queues > 0:
+		what = append(what, fmt.Sprintf("%d queues of %s", h.queues, DeviceName))
+	case !h.counted:
+		what = append(what, fmt.Sprintf("maybe queues of %s", DeviceName))
+	}
+	if h.port {
+		if len(what) == 0 && len(pids) == 0 && stuck == nil {
+			return bindError(b.listenAddr(), unix.EADDRINUSE)
+		}
+		what = append(what, fmt.Sprintf("UDP %s", b.listenAddr()))
+	}
+	var who, why, todo string
+	switch {
+	case stuck != nil:
+		why = fmt.Sprintf(" did not answer within %s (stopped, or frozen?) and", keeperTimeout)
+	case held != nil && held.uid < 0:
+		why = fmt.Sprintf(" accepted no connection on %s within %s (stopped, or frozen?) and", held.addr, keeperTimeout)
+	}
+	if len(pids) == 0 {
+		who = "a process (the descriptor keeper " + keeperName + "?)"
+		todo = fmt.Sprintf("find it (ss -xlp | grep %s; ss -ulpn 'sport = :%d') and kill it, or let it run on (kill -CONT) for the next start to take them over",
+			keeperName, b.opts.Port)
+	} else {
+		ps := strings.Trim(fmt.Sprint(pids), "[]")
+		who = fmt.Sprintf("the descriptor keeper %s (pid %s)", keeperName, ps)
+		todo = fmt.Sprintf("kill it (kill -KILL %s), or let it run on (kill -CONT %s) for the next start to take them over", ps, ps)
+	}
+	return fmt.Errorf("%s%s still holds %s: new ones beside them would lose the packets the kernel hands to those; %s",
+		who, why, strings.Join(what, " and "), todo)
 }
 
 // reapKeeper waits for the keeper this process started, once it was told to

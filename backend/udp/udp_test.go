@@ -142,7 +142,7 @@ func (h *testHost) track(b *Backend) {
 // hold the namespace and its TUN device after the test.
 func stopKeeper(t *testing.T, ns *nstest.NS, bs ...*Backend) {
 	t.Helper()
-	if err := ns.Do(func() error { return quitKeeper(DeviceName) }); err != nil {
+	if err := ns.Do(func() error { _, err := quitKeeper(DeviceName); return err }); err != nil {
 		t.Errorf("quit keeper: %v", err)
 	}
 	for _, b := range bs {
