@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -321,19 +322,28 @@ func (h *Host) Metric(ctx context.Context, name string) (float64, error) {
 }
 
 // metricValue parses body, Prometheus' text exposition format, with
-// prometheus/common's parser and returns the value of name's one sample
-// without labels. A body that does not parse, a family without such a
-// sample, with more than one, or of another type (summary, histogram) is an
-// error.
+// prometheus/common's parser and returns the value of the one sample that
+// name selects: a family name alone selects its sample without labels, and
+// `family{k="v",…}` the sample with exactly those labels. A body that does
+// not parse, a family without such a sample, with more than one, or of
+// another type (summary, histogram) is an error.
 func metricValue(body []byte, name string) (float64, error) {
+	family, want, err := metricSelector(name)
+	if err != nil {
+		return 0, err
+	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
 		return 0, fmt.Errorf("/metrics: %w", err)
 	}
 	var vals []float64
-	for _, m := range fams[name].GetMetric() {
-		if len(m.GetLabel()) > 0 {
+	for _, m := range fams[family].GetMetric() {
+		got := map[string]string{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		if !maps.Equal(got, want) {
 			continue
 		}
 		switch {
@@ -344,16 +354,39 @@ func metricValue(body []byte, name string) (float64, error) {
 		case m.Untyped != nil:
 			vals = append(vals, m.GetUntyped().GetValue())
 		default:
-			return 0, fmt.Errorf("/metrics: %s is a %s, not a gauge or counter", name, fams[name].GetType())
+			return 0, fmt.Errorf("/metrics: %s is a %s, not a gauge or counter", name, fams[family].GetType())
 		}
 	}
 	switch len(vals) {
 	case 0:
-		return 0, fmt.Errorf("/metrics has no %s without labels", name)
+		return 0, fmt.Errorf("/metrics has no sample %s", name)
 	case 1:
 		return vals[0], nil
 	}
-	return 0, fmt.Errorf("/metrics has %d samples of %s without labels", len(vals), name)
+	return 0, fmt.Errorf("/metrics has %d samples %s", len(vals), name)
+}
+
+// metricSelector splits `family{k="v",…}` (or a bare family) into the
+// family's name and the labels; values may not hold a comma or a quote.
+func metricSelector(sel string) (string, map[string]string, error) {
+	family, rest, ok := strings.Cut(sel, "{")
+	labels := map[string]string{}
+	if !ok {
+		return family, labels, nil
+	}
+	body, ok := strings.CutSuffix(rest, "}")
+	if !ok {
+		return "", nil, fmt.Errorf("metric selector %q: no closing }", sel)
+	}
+	for _, kv := range strings.Split(body, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		unq, err := strconv.Unquote(strings.TrimSpace(v))
+		if !ok || err != nil || strings.TrimSpace(k) == "" {
+			return "", nil, fmt.Errorf("metric selector %q: bad label %q", sel, kv)
+		}
+		labels[strings.TrimSpace(k)] = unq
+	}
+	return family, labels, nil
 }
 
 // Ready asks the agent's /readyz. It returns true for 200, false for any

@@ -156,6 +156,12 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 	if _, err := d2.h.Exec(ctx, "iptables", "-w", "5", "-D", "FORWARD", "-m", "comment", "--comment", "agentd forward", "-j", "AGENTD-FWD"); err != nil {
 		t.Fatal(err)
 	}
+	// dockerd made DOCKER-USER, so agentd jumps from there too (for
+	// cluster-to-cluster traffic, ahead of Docker 28's drops).
+	network := readEnv(t, d2.h).Network.String()
+	if _, err := d2.h.Exec(ctx, "iptables", "-w", "5", "-D", "DOCKER-USER", "-s", network, "-d", network, "-m", "comment", "--comment", "agentd forward", "-j", "AGENTD-FWD"); err != nil {
+		t.Fatal(err)
+	}
 	blocked, err := d1.ping(ctx, d1.containers[0], ips[1], 2)
 	if err != nil {
 		t.Fatal(err)
@@ -173,6 +179,9 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 	if !hasRule(ctx, d2.h, "FORWARD", `-A FORWARD -m comment --comment "agentd forward" -j AGENTD-FWD`) {
 		t.Fatalf("%s: the restarted agent is ready but the FORWARD jump to AGENTD-FWD is missing", d2.h)
 	}
+	if !hasRule(ctx, d2.h, "DOCKER-USER", `-A DOCKER-USER -s `+network+` -d `+network+` -m comment --comment "agentd forward" -j AGENTD-FWD`) {
+		t.Fatalf("%s: the restarted agent is ready but the DOCKER-USER jump to AGENTD-FWD is missing", d2.h)
+	}
 	ready := time.Since(restart)
 	r, err := d1.ping(ctx, d1.containers[0], ips[1], 3)
 	if err != nil || r.received != 3 {
@@ -182,7 +191,7 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 	if after <= before {
 		t.Errorf("%s: AGENTD-FWD accepted %d packets before and %d after the pings", d2.h, before, after)
 	}
-	t.Logf("%s: FORWARD policy DROP; agent stopped and jump to AGENTD-FWD removed: %d/%d replies; agent restarted, ready with the jump back in %v: %d/%d replies; AGENTD-FWD accepted %d packets (first of each new flow; the rest match dockerd's ESTABLISHED rule)",
+	t.Logf("%s: FORWARD policy DROP; agent stopped and jumps to AGENTD-FWD removed: %d/%d replies; agent restarted, ready with the jump back in %v: %d/%d replies; AGENTD-FWD accepted %d packets (first of each new flow; the rest match dockerd's ESTABLISHED rule)",
 		d2.h, blocked.received, blocked.sent, ready.Round(time.Millisecond), r.received, r.sent, after-before)
 }
 
