@@ -152,9 +152,13 @@ func TestMetricValueOfAgentdsExposition(t *testing.T) {
 	if v, err := metricValue(body, "go_goroutines"); err != nil || v < 1 {
 		t.Errorf("go_goroutines = %v, %v", v, err)
 	}
-	for _, name := range []string{"agentd_reconciles_total", "agentd_reconcile_duration_seconds", "agentd_absent"} {
+	if v, err := metricValue(body, `agentd_reconciles_total{result="ok"}`); err != nil || v != 2 {
+		t.Errorf(`agentd_reconciles_total{result="ok"} = %v, %v; want 2`, v, err)
+	}
+	for _, name := range []string{"agentd_reconciles_total", `agentd_reconciles_total{result="failed"}`, `agentd_reconciles_total{result=ok}`,
+		`agentd_reconciles_total{result="ok"`, "agentd_reconcile_duration_seconds", "agentd_absent"} {
 		if v, err := metricValue(body, name); err == nil {
-			t.Errorf("%s = %v, want an error (labelled only, a histogram, absent)", name, v)
+			t.Errorf("%s = %v, want an error (labelled only, no such labels, a bad selector, a histogram, absent)", name, v)
 		}
 	}
 	if _, err := metricValue(append(body[:len(body):len(body)], "}garbage\n"...), "agentd_peers_programmed"); err == nil {
