@@ -168,19 +168,7 @@ func iptablesRetriedChild(t *testing.T, parentNS string) {
 		health: newHealth(testr.New(t)),
 		obs:    newObserver(),
 	}
-	a.health.setLeaseHeld(true, "")
-	a.health.setSubnetEnvWritten()
-	be := &fakeBackend{}
-	own := lease("10.244.1.0/24", "198.18.0.1")
-	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		a.reconcileLoop(ctx, be, newFakeLeases(own), netCfg, nil)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	be, ctx := runReconcileLoop(t, a)
 
 	// A pass has ended once the next one has called the backend.
 	err := cluster.Eventually(ctx, 20*time.Second, func() error {
@@ -281,19 +269,7 @@ func iptablesCleanupChild(t *testing.T, parentNS string) {
 		health: newHealth(testr.New(t)),
 		obs:    newObserver(),
 	}
-	a.health.setLeaseHeld(true, "")
-	a.health.setSubnetEnvWritten()
-	be := &fakeBackend{}
-	own := lease("10.244.1.0/24", "198.18.0.1")
-	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		a.reconcileLoop(ctx, be, newFakeLeases(own), netCfg, nil)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	be, ctx := runReconcileLoop(t, a)
 
 	err := cluster.Eventually(ctx, 20*time.Second, func() error {
 		if ready, why := a.health.ready(); !ready {
@@ -327,4 +303,25 @@ func iptablesCleanupChild(t *testing.T, parentNS string) {
 		t.Errorf("the failing cleanup was logged %d times, want once:\n%s", len(cleanup), strings.Join(cleanup, "\n"))
 	}
 	t.Logf("logged: %s", strings.Join(cleanup, "\n"))
+}
+
+// runReconcileLoop runs a's reconcile loop, with its lease held and
+// subnet.env written, over a fake backend and one own lease of 10.244.0.0/16
+// until the test ends, and returns the backend and the loop's context.
+func runReconcileLoop(t *testing.T, a *agent) (*fakeBackend, context.Context) {
+	t.Helper()
+	a.health.setLeaseHeld(true, "")
+	a.health.setSubnetEnvWritten()
+	be := &fakeBackend{}
+	own := lease("10.244.1.0/24", "198.18.0.1")
+	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.reconcileLoop(ctx, be, newFakeLeases(own), netCfg, nil)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return be, ctx
 }
