@@ -479,6 +479,50 @@ func TestEtcdTLS(t *testing.T) {
 	}
 }
 
+// TestDialDuringClose dials in a namespace while the cluster closes, as a
+// closed gRPC client's reconnects do: no dial may use the namespace's handle
+// once it is released (under -race the old code raced on it), and every dial
+// after that fails with errReleased. The dials are UDP to the namespace's own
+// loopback: connect() sends no packet.
+func TestDialDuringClose(t *testing.T) {
+	c := Start(t, Options{NoEtcd: true})
+	ns, err := c.AddNamespace("dial")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialed := make(chan struct{})
+	last := make(chan error, 1)
+	go func() {
+		for n := 0; ; n++ {
+			conn, err := ns.Dial(context.Background(), "udp", "127.0.0.1:9")
+			if err != nil {
+				last <- err
+				return
+			}
+			conn.Close()
+			if n == 10 {
+				close(dialed)
+			}
+		}
+	}()
+	select {
+	case <-dialed:
+	case err := <-last:
+		t.Fatalf("dial before Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-last:
+		if !errors.Is(err, errReleased) {
+			t.Fatalf("dial during Close failed with %v, want %v", err, errReleased)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("dials still succeed 10 s after Close")
+	}
+}
+
 // TestManyHosts adds 50 hosts, 10 at a time, as the join-race test will.
 func TestManyHosts(t *testing.T) {
 	if testing.Short() && os.Getenv("CI") == "" {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -139,10 +140,17 @@ type Namespace struct {
 	// files are named after it.
 	Short string
 
-	c      *Cluster
+	c *Cluster
+	// mu guards handle and nl against release: a gRPC client's dials can
+	// outlive its Close and reach Dial while the cluster closes.
+	mu     sync.RWMutex
 	handle netns.NsHandle
 	nl     *netlink.Handle
 }
+
+// errReleased is what entering a namespace returns once the cluster has
+// released it.
+var errReleased = errors.New("namespace released (cluster closed)")
 
 // AddNamespace makes an empty namespace "<prefix><short>" (lo up, nothing
 // else) that the cluster deletes at Close, for tests that wire it
@@ -189,6 +197,8 @@ func (c *Cluster) newNamespace(short string) (*Namespace, error) {
 
 // release closes the handles and deletes the name. Idempotent.
 func (n *Namespace) release() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.nl != nil {
 		n.nl.Close()
 		n.nl = nil
@@ -207,7 +217,29 @@ func (n *Namespace) Netlink() *netlink.Handle { return n.nl }
 // f's own thread is in the namespace: goroutines f starts are not, but sockets
 // f creates stay in it. f must not block for long (it holds a thread).
 func (n *Namespace) Do(f func() error) error {
-	return inNetns(n.handle, f)
+	h, err := n.hold()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return inNetns(h, f)
+}
+
+// hold returns a duplicate of the namespace's handle for the caller to use
+// and close. Using n.handle itself would race with release, and a descriptor
+// number that release closed can be reused by an unrelated file, or another
+// namespace, before the setns.
+func (n *Namespace) hold() (netns.NsHandle, error) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if !n.handle.IsOpen() {
+		return netns.None(), fmt.Errorf("%s: %w", n.Name, errReleased)
+	}
+	fd, err := unix.FcntlInt(uintptr(n.handle), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return netns.None(), fmt.Errorf("%s: duplicate netns handle: %w", n.Name, err)
+	}
+	return netns.NsHandle(fd), nil
 }
 
 // Dial opens a connection whose socket is created inside the namespace, so
@@ -216,7 +248,12 @@ func (n *Namespace) Do(f func() error) error {
 // resolution happens, so nothing else runs in the namespace); network is
 // "tcp", "tcp4", "udp" or "udp4". The socket keeps its namespace for life.
 func (n *Namespace) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	return dialInNetns(ctx, n.handle, network, addr)
+	h, err := n.hold()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return dialInNetns(ctx, h, network, addr)
 }
 
 // Listen opens a listener whose socket is created inside the namespace, for
