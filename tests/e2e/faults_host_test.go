@@ -631,12 +631,16 @@ func testRestartUnderLoad(t *testing.T, backend string) {
 		out []byte
 		err error
 	}
+	// Until stopped, not for a time: ping's own deadline would count the
+	// probes still in flight at it as lost (see stopSettled), and a slow
+	// stream could outlast it.
+	p := f.pingUntilStopped(c1, c2.IP())
+	awaitAll(t, p)
 	client := make(chan result, 1)
 	go func() {
 		out, err := c1.Exec(f.ctx, "iperf3", "-c", c2.IP().String(), "-t", "60", "-b", streamRate, "-J")
 		client <- result{out, err}
 	}()
-	p := f.pingUntil(c1, c2.IP(), 60*time.Second)
 	start := time.Now()
 
 	// seconds is how many 1 s intervals the server has reported.
@@ -669,7 +673,8 @@ func testRestartUnderLoad(t *testing.T, backend string) {
 	case <-time.After(90 * time.Second):
 		t.Fatal("iperf3 client did not finish within 90 s of a 60 s test")
 	}
-	r := p.wait(t)
+	// The stream is over: the pings began before it and go on past it.
+	r := stopAfterMore(t, 0, p)[0]
 	t.Logf("%s: stream and pings done after %v", backend, time.Since(start).Round(time.Millisecond))
 	if res.err != nil {
 		t.Fatalf("iperf3 client failed: %v", res.err)
@@ -725,18 +730,6 @@ func tcpCounters(t *testing.T, f *fixture, c *cluster.Container, names ...string
 		}
 	}
 	return got
-}
-
-// pingUntil pings dst from c every pingInterval for d (ping's -w), however
-// many that makes on a busy machine, so that the pings cover the stream and
-// end with it. Wait returns the counts.
-func (f *fixture) pingUntil(c *cluster.Container, dst netip.Addr, d time.Duration) *pinger {
-	p := &pinger{done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		p.res, p.err = c.PingFor(f.ctx, dst, d, pingInterval)
-	}()
-	return p
 }
 
 // iperfInterval matches one per-second report line of iperf3's text output.

@@ -61,23 +61,5 @@ func printResults(w io.Writer) {
 	tw.Flush()
 }
 
-// pinger is a ping running in the background from a container.
-type pinger struct {
-	done chan struct{}
-	res  cluster.PingResult
-	err  error
-}
-
 // pingInterval is how far apart the tests' pings are.
 const pingInterval = 10 * time.Millisecond
-
-// wait waits for the ping to finish and fails the test if ping could not
-// run. Lost pings are the caller's to judge.
-func (p *pinger) wait(t *testing.T) cluster.PingResult {
-	t.Helper()
-	<-p.done
-	if p.err != nil {
-		t.Fatal(p.err)
-	}
-	return p.res
-}
