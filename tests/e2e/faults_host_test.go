@@ -254,6 +254,8 @@ func testReboot(t *testing.T, backend string) {
 	// with udp, in its forwarding table.
 	untouched := func(t *testing.T, before map[*cluster.Host]string, marks map[*cluster.Host]int) {
 		t.Helper()
+		// Called from subtests: the caller's t, not the test's, must fail.
+		f := f.sub(t)
 		for _, h := range peers {
 			f.eventually(h.String()+" reconciles after h2's lease update", 10*time.Second, func() error {
 				log := logFrom(t, h, marks[h])
