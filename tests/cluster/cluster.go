@@ -244,10 +244,10 @@ func (c *Cluster) build(ctx context.Context) error {
 		return err
 	}
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0", MTU: UnderlayMTU, Flags: net.FlagUp}}
-	if err := c.sw.nl.LinkAdd(br); err != nil {
+	if err := c.sw.withNetlink(func(nl *netlink.Handle) error { return nl.LinkAdd(br) }); err != nil {
 		return fmt.Errorf("sw: add bridge br0: %w", err)
 	}
-	l, err := c.sw.nl.LinkByName("br0")
+	l, err := c.sw.LinkByName("br0")
 	if err != nil {
 		return fmt.Errorf("sw: br0: %w", err)
 	}
@@ -278,27 +278,37 @@ func (c *Cluster) build(ctx context.Context) error {
 // n) with addr, MTU 1500, MAC 02:c6:12:00:00:<id> so neighbour and FDB dumps
 // are the same in every run.
 func (c *Cluster) plug(n *Namespace, swName string, addr netip.Prefix, id int) error {
+	// n's handle through a duplicate (see hold): the peer is in n once
+	// LinkAdd returns.
+	peer, err := n.hold()
+	if err != nil {
+		return err
+	}
 	veth := &netlink.Veth{
 		LinkAttrs:        netlink.LinkAttrs{Name: swName, MTU: UnderlayMTU, MasterIndex: c.brIndex, Flags: net.FlagUp},
 		PeerName:         "eth0",
 		PeerMTU:          UnderlayMTU,
 		PeerHardwareAddr: net.HardwareAddr{0x02, 0xc6, 0x12, 0, 0, byte(id)},
-		PeerNamespace:    netlink.NsFd(int(n.handle)),
+		PeerNamespace:    netlink.NsFd(int(peer)),
 	}
-	if err := c.sw.nl.LinkAdd(veth); err != nil {
+	err = c.sw.withNetlink(func(nl *netlink.Handle) error { return nl.LinkAdd(veth) })
+	peer.Close()
+	if err != nil {
 		return fmt.Errorf("sw: add veth %s to %s: %w", swName, n.Short, err)
 	}
-	eth0, err := n.nl.LinkByName("eth0")
-	if err != nil {
-		return fmt.Errorf("%s: eth0: %w", n.Short, err)
-	}
-	if err := n.nl.AddrAdd(eth0, &netlink.Addr{IPNet: prefixToIPNet(addr)}); err != nil {
-		return fmt.Errorf("%s: add %s to eth0: %w", n.Short, addr, err)
-	}
-	if err := n.nl.LinkSetUp(eth0); err != nil {
-		return fmt.Errorf("%s: eth0 up: %w", n.Short, err)
-	}
-	return nil
+	return n.withNetlink(func(nl *netlink.Handle) error {
+		eth0, err := nl.LinkByName("eth0")
+		if err != nil {
+			return fmt.Errorf("%s: eth0: %w", n.Short, err)
+		}
+		if err := nl.AddrAdd(eth0, &netlink.Addr{IPNet: prefixToIPNet(addr)}); err != nil {
+			return fmt.Errorf("%s: add %s to eth0: %w", n.Short, addr, err)
+		}
+		if err := nl.LinkSetUp(eth0); err != nil {
+			return fmt.Errorf("%s: eth0 up: %w", n.Short, err)
+		}
+		return nil
+	})
 }
 
 // Prefix is the cluster's namespace name prefix ("ad1234-").

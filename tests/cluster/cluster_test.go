@@ -48,7 +48,7 @@ func TestCluster(t *testing.T) {
 		if err != nil || len(addrs) == 0 || addrs[0] != netip.MustParsePrefix("198.18.0.2/24") {
 			t.Errorf("h2 eth0 addresses = %v, %v", addrs, err)
 		}
-		l, err := h2.Netlink().LinkByName("eth0")
+		l, err := h2.LinkByName("eth0")
 		if err != nil || l.Attrs().MTU != 1500 || l.Attrs().HardwareAddr.String() != "02:c6:12:00:00:02" {
 			t.Errorf("h2 eth0: %v, %v", l, err)
 		}
@@ -113,7 +113,7 @@ func TestCluster(t *testing.T) {
 				t.Errorf("etcd ns ip_forward = %q, want untouched 0 (root has %q)", w, strings.TrimSpace(string(v)))
 			}
 		}
-		l, err := c1.Netlink().LinkByName("eth0")
+		l, err := c1.LinkByName("eth0")
 		if err != nil || l.Attrs().MTU != 1450 {
 			t.Errorf("h1c1 eth0 MTU: %v, %v", l, err)
 		}
@@ -520,6 +520,49 @@ func TestDialDuringClose(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("dials still succeed 10 s after Close")
+	}
+}
+
+// TestNetlinkDuringClose reads a namespace's routes over its netlink handle
+// while the cluster closes, as a check left running by a failed test can:
+// no call may use the handle once release has closed it, and every call
+// after that fails with errReleased. (The old code failed every run: a call
+// raced with release under -race, reached a closed or reused descriptor, or
+// called the nil handle.)
+func TestNetlinkDuringClose(t *testing.T) {
+	c := Start(t, Options{NoEtcd: true})
+	ns, err := c.AddNamespace("nl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := make(chan struct{})
+	last := make(chan error, 1)
+	go func() {
+		for n := 0; ; n++ {
+			if _, err := ns.Routes(); err != nil {
+				last <- err
+				return
+			}
+			if n == 10 {
+				close(listed)
+			}
+		}
+	}()
+	select {
+	case <-listed:
+	case err := <-last:
+		t.Fatalf("routes before Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-last:
+		if !errors.Is(err, errReleased) {
+			t.Fatalf("routes during Close failed with %v, want %v", err, errReleased)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("routes still listed 10 s after Close")
 	}
 }
 

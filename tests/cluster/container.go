@@ -98,18 +98,24 @@ func (h *Host) ensureCNI0(gw netip.Prefix, mtu int) error {
 		return nil
 	}
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "cni0", MTU: mtu}}
-	if err := h.nl.LinkAdd(br); err != nil {
-		return fmt.Errorf("%s: add bridge cni0: %w", h.Short, err)
-	}
-	l, err := h.nl.LinkByName("cni0")
+	err := h.withNetlink(func(nl *netlink.Handle) error {
+		if err := nl.LinkAdd(br); err != nil {
+			return fmt.Errorf("%s: add bridge cni0: %w", h.Short, err)
+		}
+		l, err := nl.LinkByName("cni0")
+		if err != nil {
+			return fmt.Errorf("%s: cni0: %w", h.Short, err)
+		}
+		if err := nl.AddrAdd(l, &netlink.Addr{IPNet: prefixToIPNet(gw)}); err != nil {
+			return fmt.Errorf("%s: add %s to cni0: %w", h.Short, gw, err)
+		}
+		if err := nl.LinkSetUp(l); err != nil {
+			return fmt.Errorf("%s: cni0 up: %w", h.Short, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("%s: cni0: %w", h.Short, err)
-	}
-	if err := h.nl.AddrAdd(l, &netlink.Addr{IPNet: prefixToIPNet(gw)}); err != nil {
-		return fmt.Errorf("%s: add %s to cni0: %w", h.Short, gw, err)
-	}
-	if err := h.nl.LinkSetUp(l); err != nil {
-		return fmt.Errorf("%s: cni0 up: %w", h.Short, err)
+		return err
 	}
 	if err := h.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
 		return err
@@ -120,34 +126,49 @@ func (h *Host) ensureCNI0(gw netip.Prefix, mtu int) error {
 
 // attach wires the container: veth<n> (host, cni0 port) ↔ eth0 (container).
 func (h *Host) attach(ct *Container, gw netip.Addr) error {
-	cni0, err := h.nl.LinkByName("cni0")
+	// ct's handle through a duplicate (see hold): the peer is in ct once
+	// LinkAdd returns.
+	peer, err := ct.hold()
 	if err != nil {
 		return err
 	}
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: fmt.Sprintf("veth%d", ct.Index), MTU: ct.MTU, MasterIndex: cni0.Attrs().Index, Flags: net.FlagUp},
-		PeerName:      "eth0",
-		PeerMTU:       uint32(ct.MTU),
-		PeerNamespace: netlink.NsFd(int(ct.handle)),
-	}
-	if err := h.nl.LinkAdd(veth); err != nil {
-		return fmt.Errorf("%s: add veth%d: %w", h.Short, ct.Index, err)
-	}
-	eth0, err := ct.nl.LinkByName("eth0")
+	err = h.withNetlink(func(nl *netlink.Handle) error {
+		cni0, err := nl.LinkByName("cni0")
+		if err != nil {
+			return err
+		}
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: fmt.Sprintf("veth%d", ct.Index), MTU: ct.MTU, MasterIndex: cni0.Attrs().Index, Flags: net.FlagUp},
+			PeerName:      "eth0",
+			PeerMTU:       uint32(ct.MTU),
+			PeerNamespace: netlink.NsFd(int(peer)),
+		}
+		if err := nl.LinkAdd(veth); err != nil {
+			return fmt.Errorf("%s: add veth%d: %w", h.Short, ct.Index, err)
+		}
+		return nil
+	})
+	peer.Close()
 	if err != nil {
 		return err
 	}
-	if err := ct.nl.AddrAdd(eth0, &netlink.Addr{IPNet: prefixToIPNet(ct.Addr)}); err != nil {
-		return fmt.Errorf("add %s: %w", ct.Addr, err)
-	}
-	if err := ct.nl.LinkSetUp(eth0); err != nil {
-		return err
-	}
-	def := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw.AsSlice()}
-	if err := ct.nl.RouteAdd(def); err != nil {
-		return fmt.Errorf("default route via %s: %w", gw, err)
-	}
-	return nil
+	return ct.withNetlink(func(nl *netlink.Handle) error {
+		eth0, err := nl.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if err := nl.AddrAdd(eth0, &netlink.Addr{IPNet: prefixToIPNet(ct.Addr)}); err != nil {
+			return fmt.Errorf("add %s: %w", ct.Addr, err)
+		}
+		if err := nl.LinkSetUp(eth0); err != nil {
+			return err
+		}
+		def := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw.AsSlice()}
+		if err := nl.RouteAdd(def); err != nil {
+			return fmt.Errorf("default route via %s: %w", gw, err)
+		}
+		return nil
+	})
 }
 
 // PingResult is what one run of ping counted.

@@ -39,13 +39,19 @@ func (n *Namespace) Routes() ([]string, error) { return n.RoutesOf(netlink.FAMIL
 
 // RoutesOf is Routes for a family (netlink.FAMILY_V4 or FAMILY_V6).
 func (n *Namespace) RoutesOf(family int) ([]string, error) {
-	rs, err := dump(func() ([]netlink.Route, error) {
-		return n.nl.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	var rs []netlink.Route
+	var names map[int]string
+	err := n.withNetlink(func(nl *netlink.Handle) error {
+		var err error
+		rs, err = dump(func() ([]netlink.Route, error) {
+			return nl.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			return fmt.Errorf("%s: list routes: %w", n.Short, err)
+		}
+		names, err = n.linkNames(nl)
+		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("%s: list routes: %w", n.Short, err)
-	}
-	names, err := n.linkNames()
 	if err != nil {
 		return nil, err
 	}
@@ -57,8 +63,10 @@ func (n *Namespace) RoutesOf(family int) ([]string, error) {
 	return lines, nil
 }
 
-func (n *Namespace) linkNames() (map[int]string, error) {
-	ls, err := dump(n.nl.LinkList)
+// linkNames maps the namespace's link indexes to names; nl is its handle
+// (see withNetlink).
+func (n *Namespace) linkNames(nl *netlink.Handle) (map[int]string, error) {
+	ls, err := dump(nl.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("%s: list links: %w", n.Short, err)
 	}
@@ -148,13 +156,20 @@ func (n *Namespace) Neighbours(dev string) ([]string, error) {
 
 // NeighboursOf is Neighbours for a family (FAMILY_V4 or FAMILY_V6).
 func (n *Namespace) NeighboursOf(dev string, family int) ([]string, error) {
-	l, err := n.nl.LinkByName(dev)
+	var ns []netlink.Neigh
+	err := n.withNetlink(func(nl *netlink.Handle) error {
+		l, err := nl.LinkByName(dev)
+		if err != nil {
+			return fmt.Errorf("%s: link %s: %w", n.Short, dev, err)
+		}
+		ns, err = dump(func() ([]netlink.Neigh, error) { return nl.NeighList(l.Attrs().Index, family) })
+		if err != nil {
+			return fmt.Errorf("%s: list neighbours of %s: %w", n.Short, dev, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: link %s: %w", n.Short, dev, err)
-	}
-	ns, err := dump(func() ([]netlink.Neigh, error) { return n.nl.NeighList(l.Attrs().Index, family) })
-	if err != nil {
-		return nil, fmt.Errorf("%s: list neighbours of %s: %w", n.Short, dev, err)
+		return nil, err
 	}
 	lines := make([]string, 0, len(ns))
 	for _, e := range ns {
@@ -193,15 +208,20 @@ func neighState(s int) string {
 //
 //	0a:58:0a:f4:02:00 dst 198.18.0.2 self permanent
 func (n *Namespace) FDB(dev string) ([]string, error) {
-	l, err := n.nl.LinkByName(dev)
-	if err != nil {
-		return nil, fmt.Errorf("%s: link %s: %w", n.Short, dev, err)
-	}
-	es, err := dump(func() ([]netlink.Neigh, error) { return n.nl.NeighList(l.Attrs().Index, unix.AF_BRIDGE) })
-	if err != nil {
-		return nil, fmt.Errorf("%s: list fdb of %s: %w", n.Short, dev, err)
-	}
-	names, err := n.linkNames()
+	var es []netlink.Neigh
+	var names map[int]string
+	err := n.withNetlink(func(nl *netlink.Handle) error {
+		l, err := nl.LinkByName(dev)
+		if err != nil {
+			return fmt.Errorf("%s: link %s: %w", n.Short, dev, err)
+		}
+		es, err = dump(func() ([]netlink.Neigh, error) { return nl.NeighList(l.Attrs().Index, unix.AF_BRIDGE) })
+		if err != nil {
+			return fmt.Errorf("%s: list fdb of %s: %w", n.Short, dev, err)
+		}
+		names, err = n.linkNames(nl)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -243,13 +263,20 @@ func (n *Namespace) FDB(dev string) ([]string, error) {
 // Addrs lists dev's addresses as prefixes ("10.244.5.0/32"), sorted,
 // IPv4 first.
 func (n *Namespace) Addrs(dev string) ([]netip.Prefix, error) {
-	l, err := n.nl.LinkByName(dev)
+	var as []netlink.Addr
+	err := n.withNetlink(func(nl *netlink.Handle) error {
+		l, err := nl.LinkByName(dev)
+		if err != nil {
+			return fmt.Errorf("%s: link %s: %w", n.Short, dev, err)
+		}
+		as, err = dump(func() ([]netlink.Addr, error) { return nl.AddrList(l, netlink.FAMILY_ALL) })
+		if err != nil {
+			return fmt.Errorf("%s: list addresses of %s: %w", n.Short, dev, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: link %s: %w", n.Short, dev, err)
-	}
-	as, err := dump(func() ([]netlink.Addr, error) { return n.nl.AddrList(l, netlink.FAMILY_ALL) })
-	if err != nil {
-		return nil, fmt.Errorf("%s: list addresses of %s: %w", n.Short, dev, err)
+		return nil, err
 	}
 	var out []netip.Prefix
 	for _, a := range as {

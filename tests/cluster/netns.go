@@ -142,7 +142,9 @@ type Namespace struct {
 
 	c *Cluster
 	// mu guards handle and nl against release: a gRPC client's dials can
-	// outlive its Close and reach Dial while the cluster closes.
+	// outlive its Close and reach Dial while the cluster closes, and a
+	// check a failed test left running can reach the netlink helpers.
+	// Only hold and withNetlink read them (and Close, before release).
 	mu     sync.RWMutex
 	handle netns.NsHandle
 	nl     *netlink.Handle
@@ -209,9 +211,38 @@ func (n *Namespace) release() error {
 	return deleteNetns(n.Name)
 }
 
-// Netlink returns a netlink handle bound to the namespace, for checks and
-// faults the harness has no helper for. Do not close it.
-func (n *Namespace) Netlink() *netlink.Handle { return n.nl }
+// WithNetlink calls f with a netlink handle bound to the namespace, for
+// checks and faults the harness has no helper for, and returns f's error;
+// once the cluster has released the namespace it returns errReleased
+// instead. The handle is valid only during f: do not close or keep it.
+// Close waits for f to return, so f must be quick and must not call the
+// namespace's methods: with Close waiting, they would wait for f, and f
+// for them.
+func (n *Namespace) WithNetlink(f func(nl *netlink.Handle) error) error {
+	return n.withNetlink(f)
+}
+
+// withNetlink is WithNetlink, for the harness. Using n.nl outside the read
+// lock would race with release, and a closed netlink.Handle does not fail:
+// with no sockets it falls back to the calling thread's namespace.
+func (n *Namespace) withNetlink(f func(nl *netlink.Handle) error) error {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.nl == nil {
+		return fmt.Errorf("%s: %w", n.Name, errReleased)
+	}
+	return f(n.nl)
+}
+
+// LinkByName looks the named link up in the namespace.
+func (n *Namespace) LinkByName(name string) (netlink.Link, error) {
+	var l netlink.Link
+	err := n.withNetlink(func(nl *netlink.Handle) (err error) {
+		l, err = nl.LinkByName(name)
+		return err
+	})
+	return l, err
+}
 
 // Do runs f on an OS thread inside the namespace and returns its error. Only
 // f's own thread is in the namespace: goroutines f starts are not, but sockets
@@ -396,31 +427,35 @@ func (n *Namespace) ReadSysctl(key string) (string, error) {
 // DeleteLink deletes the named link in the namespace (a fault: "someone
 // deleted our device"). A link that does not exist is an error.
 func (n *Namespace) DeleteLink(name string) error {
-	l, err := n.nl.LinkByName(name)
-	if err != nil {
-		return fmt.Errorf("%s: link %s: %w", n.Short, name, err)
-	}
-	if err := n.nl.LinkDel(l); err != nil {
-		return fmt.Errorf("%s: delete link %s: %w", n.Short, name, err)
-	}
-	return nil
+	return n.withNetlink(func(nl *netlink.Handle) error {
+		l, err := nl.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("%s: link %s: %w", n.Short, name, err)
+		}
+		if err := nl.LinkDel(l); err != nil {
+			return fmt.Errorf("%s: delete link %s: %w", n.Short, name, err)
+		}
+		return nil
+	})
 }
 
 // SetLinkUp sets the named link administratively up or down.
 func (n *Namespace) SetLinkUp(name string, up bool) error {
-	l, err := n.nl.LinkByName(name)
-	if err != nil {
-		return fmt.Errorf("%s: link %s: %w", n.Short, name, err)
-	}
-	if up {
-		err = n.nl.LinkSetUp(l)
-	} else {
-		err = n.nl.LinkSetDown(l)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: set link %s up=%v: %w", n.Short, name, up, err)
-	}
-	return nil
+	return n.withNetlink(func(nl *netlink.Handle) error {
+		l, err := nl.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("%s: link %s: %w", n.Short, name, err)
+		}
+		if up {
+			err = nl.LinkSetUp(l)
+		} else {
+			err = nl.LinkSetDown(l)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: set link %s up=%v: %w", n.Short, name, up, err)
+		}
+		return nil
+	})
 }
 
 func (n *Namespace) setUp(name string) error { return n.SetLinkUp(name, true) }

@@ -139,7 +139,7 @@ func datapathState(backend string, h *cluster.Host) (string, error) {
 // deviceMAC is the MAC of flannel.1 on h.
 func deviceMAC(t *testing.T, h *cluster.Host) string {
 	t.Helper()
-	l, err := h.Netlink().LinkByName("flannel.1")
+	l, err := h.LinkByName("flannel.1")
 	if err != nil {
 		t.Fatalf("%s: flannel.1: %v", h, err)
 	}

@@ -250,7 +250,7 @@ func TestCNI(t *testing.T) {
 		if after := ch.allocated(); slices.Contains(after, ips[i].String()) {
 			t.Errorf("%s: %s still allocated after DEL: %q", ch.h, ips[i], after)
 		}
-		if _, err := pods[i].Netlink().LinkByName("eth0"); err == nil {
+		if _, err := pods[i].LinkByName("eth0"); err == nil {
 			t.Errorf("%s: pod still has eth0 after DEL", ch.h)
 		}
 		if ents, _ := os.ReadDir(ch.saveDir); len(ents) != 0 {
@@ -300,7 +300,7 @@ func TestCNI(t *testing.T) {
 		} else {
 			t.Logf("%s subnet.env: ADD failed with code %d: %s", tc.name, te.Code, te.Msg)
 		}
-		if _, err := pod.Netlink().LinkByName("eth0"); err == nil {
+		if _, err := pod.LinkByName("eth0"); err == nil {
 			t.Errorf("%s subnet.env: the pod got an eth0", tc.name)
 		}
 		if got := ch.allocated(); len(got) != 0 {
@@ -359,7 +359,7 @@ func checkPodNetwork(t *testing.T, h *cluster.Host, pod *cluster.Namespace, addr
 		n   *cluster.Namespace
 		dev string
 	}{{pod, "eth0"}, {h.Namespace, "cni0"}} {
-		l, err := ns.n.Netlink().LinkByName(ns.dev)
+		l, err := ns.n.LinkByName(ns.dev)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -467,7 +467,7 @@ func (d *dockerd) checkBridge(t *testing.T, ctx context.Context, ip netip.Addr, 
 	if !slices.Contains(addrs, env.Subnet) {
 		t.Errorf("%s: docker0 has %v, want FLANNEL_SUBNET %s", d.h, addrs, env.Subnet)
 	}
-	link, err := d.h.Netlink().LinkByName("docker0")
+	link, err := d.h.LinkByName("docker0")
 	if err != nil {
 		t.Fatal(err)
 	}

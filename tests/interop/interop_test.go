@@ -189,7 +189,7 @@ func (p peerPath) check(h *cluster.Host, sn netip.Prefix, pub netip.Addr) string
 		want = fmt.Sprintf("%s via %s dev eth0 ", sn, pub)
 	case p.vxlan != "":
 		want = fmt.Sprintf("%s via %s dev %s ", sn, sn.Addr(), p.vxlan)
-		l, err := h.Netlink().LinkByName(p.vxlan)
+		l, err := h.LinkByName(p.vxlan)
 		if err != nil {
 			return fmt.Sprintf("%s: %v", p.vxlan, err)
 		}

@@ -70,12 +70,14 @@ func newEnv(b *testing.B, backend string, n int) *env {
 	h := c.Host(1)
 	// The virtual hosts' addresses are on-link for host-gw, as peers on one
 	// L2 segment are. Nothing is ever sent to them.
-	eth0, err := h.Netlink().LinkByName("eth0")
+	eth0, err := h.LinkByName("eth0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	onlink := netip.PrefixFrom(netip.MustParseAddr("198.19.255.254"), 16)
-	if err := h.Netlink().AddrAdd(eth0, &netlink.Addr{IPNet: netipToIPNet(onlink)}); err != nil {
+	if err := h.WithNetlink(func(nl *netlink.Handle) error {
+		return nl.AddrAdd(eth0, &netlink.Addr{IPNet: netipToIPNet(onlink)})
+	}); err != nil {
 		b.Fatal(err)
 	}
 	gen, err := NewGenerator(ctx, cli, prefix, backend)
@@ -93,8 +95,12 @@ func newEnv(b *testing.B, backend string, n int) *env {
 
 // ourRoutes counts agentd's routes in h1.
 func (e *env) ourRoutes() int {
-	rs, err := e.h.Netlink().RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProto, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	var rs []netlink.Route
+	err := e.h.WithNetlink(func(nl *netlink.Handle) (err error) {
+		rs, err = nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProto, Table: unix.RT_TABLE_MAIN},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		return err
+	})
 	if err != nil {
 		return -1
 	}
