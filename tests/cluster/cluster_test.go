@@ -126,7 +126,7 @@ func TestCluster(t *testing.T) {
 		if _, err := h2.Exec(ctx, "ip", "route", "add", "10.244.1.0/24", "via", "198.18.0.1"); err != nil {
 			t.Fatal(err)
 		}
-		r, err := c1.Ping(ctx, c2.IP(), 20, 10*time.Millisecond)
+		r, err := c1.Ping(ctx, c2.IP(), 20, pingAllInterval)
 		if err != nil || r.Sent != 20 || r.Received != 20 {
 			t.Fatalf("h1c1 → h2c1: %+v, %v", r, err)
 		}
@@ -617,9 +617,15 @@ func tryGet(cfg clientv3.Config) error {
 	return err
 }
 
+// pingAllInterval is the interval of pings that must all be answered. A
+// count-bounded ping waits for its last answer only max(2×the longest round
+// trip so far, one interval) after sending it (iputils): at 10 ms, one
+// reply late on a loaded machine would count as lost.
+const pingAllInterval = 200 * time.Millisecond
+
 func mustPing(t *testing.T, from *Namespace, dst netip.Addr, n int) {
 	t.Helper()
-	r, err := from.Ping(context.Background(), dst, n, 10*time.Millisecond)
+	r, err := from.Ping(context.Background(), dst, n, pingAllInterval)
 	if err != nil || r.Received != n {
 		t.Errorf("%s → %s: %+v, %v; want %d replies", from.Short, dst, r, err, n)
 	}
