@@ -22,7 +22,9 @@ import (
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/connectivity"
 	"k8s.io/klog/v2"
 )
@@ -103,7 +105,13 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.log.Info("using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP)
+	a.log.Info("using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP, "index", ext.Iface.Index)
+	// The reconcile loop's, to check that the interface is still there.
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("open netlink: %w", err)
+	}
+	defer nl.Close()
 
 	cli, err := newEtcdClient(&a.cfg)
 	if err != nil {
@@ -245,7 +253,9 @@ func (a *agent) run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		a.reconcileLoop(ctx, be, mgr, netCfg, wake)
+		if err := a.reconcileLoop(ctx, be, mgr, netCfg, wake, func() error { return checkExternalInterface(nl, ext.Iface) }); err != nil {
+			fail(err)
+		}
 	}()
 	<-ctx.Done()
 	cancel(nil)
@@ -272,7 +282,12 @@ var _ leaseSource = (*subnet.Manager)(nil)
 // reconcileLoop is the one goroutine that changes the kernel. Lease changes,
 // kernel events and the resync ticker only wake it; each pass recomputes the
 // desired state from the current peer set.
-func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr leaseSource, netCfg *subnet.Config, wake <-chan struct{}) {
+//
+// Each pass first calls checkExt: an error wrapping
+// errExternalInterfaceChanged ends the loop and is returned, since no pass
+// could succeed again; any other fails that pass. Otherwise the loop runs
+// until ctx is done and returns nil.
+func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr leaseSource, netCfg *subnet.Config, wake <-chan struct{}, checkExt func() error) error {
 	ticker := time.NewTicker(a.cfg.ResyncInterval)
 	defer ticker.Stop()
 	retry := time.NewTimer(0)
@@ -288,7 +303,7 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-unsynced:
 			unsynced = nil
 		case <-mgr.PeersChanged():
@@ -302,9 +317,16 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		own, _ := mgr.Own()
 		peers := mgr.Peers()
 		start := time.Now()
+		extErr := checkExt()
+		if errors.Is(extErr, errExternalInterfaceChanged) {
+			return extErr
+		}
 		res, err := be.Reconcile(ctx, own, peers)
 		if ierr := a.reconcileIPTables(netCfg, own); ierr != nil {
 			err = errors.Join(err, ierr)
+		}
+		if extErr != nil {
+			err = errors.Join(extErr, err)
 		}
 		a.health.heartbeat()
 		a.obs.reconciled(own, peers, res, err, time.Since(start))

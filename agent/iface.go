@@ -2,6 +2,7 @@ package agent
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -168,6 +169,45 @@ func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*iface
 		return backend.ExternalInterface{}, fmt.Errorf("the default route uses %s, which has no IPv4 address; name the underlay with --iface (have: %s)", ifc.name, describeInterfaces(ifs))
 	}
 	return found(ifc, ifc.preferred(best.Src))
+}
+
+// errExternalInterfaceChanged is wrapped by the error that ends the agent
+// when the external interface it started with is no longer the same link.
+var errExternalInterfaceChanged = errors.New("external interface changed")
+
+// checkExternalInterface reports whether iface, the external interface found
+// at start, is still the link the backends use: the link with its index
+// exists and has its name, however the interface was given (name, address,
+// regex, can-reach or default route). The backends name the underlay by
+// index (the vxlan device's lower device, host-gw's and DirectRouting's
+// routes), so an interface deleted and made again with the same name and
+// address (netplan apply, NetworkManager rebuilding a bond or VLAN) is
+// another link to them, and every pass would fail; the error then wraps
+// errExternalInterfaceChanged and says what became of the name. An
+// interface that is down is still the same link. It costs one RTM_GETLINK
+// while nothing changed; any other error is netlink's, not a change.
+func checkExternalInterface(h *netlink.Handle, iface *net.Interface) error {
+	l, err := h.LinkByIndex(iface.Index)
+	switch {
+	case err == nil && l.Attrs().Name == iface.Name:
+		return nil
+	case err != nil && !backend.IsNotFound(err):
+		return fmt.Errorf("look up external interface %s (index %d): %w", iface.Name, iface.Index, err)
+	}
+	was := fmt.Sprintf("index %d", iface.Index)
+	if err == nil {
+		was += ", renamed " + l.Attrs().Name
+	}
+	now := "gone"
+	switch l, err := backend.LinkByName(h, iface.Name); {
+	case err != nil:
+		now = "unknown (" + err.Error() + ")"
+	case l != nil:
+		now = fmt.Sprintf("index %d", l.Attrs().Index)
+	}
+	return fmt.Errorf("%w: %s was %s, now %s; the datapath is bound to the old index (the vxlan device's underlay, host-gw routes) "+
+		"and agentd does not move it while it runs: exiting, a restart selects the interface again",
+		errExternalInterfaceChanged, iface.Name, was, now)
 }
 
 // ifaceInfo is one interface and its IPv4 addresses, the best first.

@@ -320,7 +320,7 @@ func runReconcileLoop(t *testing.T, a *agent) (*fakeBackend, context.Context) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		a.reconcileLoop(ctx, be, newFakeLeases(own), netCfg, nil)
+		a.reconcileLoop(ctx, be, newFakeLeases(own), netCfg, nil, func() error { return nil })
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return be, ctx

@@ -1,0 +1,309 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
+	"github.com/vishvananda/netlink"
+	"k8s.io/klog/v2"
+)
+
+// TestCheckExternalInterface: the interface found at start is still the
+// backends' while the link with its index has its name, down or not; the
+// error once it was recreated, deleted or renamed names the interface, its
+// old index and what the name is now. The interface here was given by its
+// address: the rule is the same.
+func TestCheckExternalInterface(t *testing.T) {
+	h := newTestNS(t)
+	const addr = "198.19.0.1/24"
+	addVeth(t, h, "bond0", addr)
+	find := func() *net.Interface {
+		t.Helper()
+		ext, err := findExternalInterface(h, &Config{Ifaces: []string{"198.19.0.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ext.Iface
+	}
+	index := func(name string) int {
+		t.Helper()
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Attrs().Index
+	}
+	del := func(name string) {
+		t.Helper()
+		l, err := h.LinkByName(name)
+		if err == nil {
+			err = h.LinkDel(l)
+		}
+		if err != nil {
+			t.Fatalf("delete %s: %v", name, err)
+		}
+	}
+	const hint = "; the datapath is bound to the old index (the vxlan device's underlay, host-gw routes) " +
+		"and agentd does not move it while it runs: exiting, a restart selects the interface again"
+	check := func(step string, iface *net.Interface, want string) {
+		t.Helper()
+		err := checkExternalInterface(h, iface)
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s: %v, want no error", step, err)
+		case want == "":
+		case !errors.Is(err, errExternalInterfaceChanged) || err.Error() != "external interface changed: "+want+hint:
+			t.Errorf("%s:\n got %v\nwant external interface changed: %s%s", step, err, want, hint)
+		}
+	}
+
+	iface := find()
+	check("unchanged", iface, "")
+	if err := h.LinkSetDown(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: iface.Index}}); err != nil {
+		t.Fatal(err)
+	}
+	check("down", iface, "")
+
+	old := iface.Index
+	del("bond0")
+	check("deleted", iface, fmt.Sprintf("bond0 was index %d, now gone", old))
+	addVeth(t, h, "bond0", addr)
+	check("recreated", iface, fmt.Sprintf("bond0 was index %d, now index %d", old, index("bond0")))
+
+	iface = find()
+	check("found again", iface, "")
+	// Its peer too, so that addVeth can make bond0 and bond0p again.
+	for _, name := range []string{"bond0", "bond0p"} {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetDown(l); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetName(l, strings.Replace(name, "0", "1", 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("renamed", iface, fmt.Sprintf("bond0 was index %d, renamed bond1, now gone", iface.Index))
+	addVeth(t, h, "bond0")
+	check("renamed, name taken again", iface, fmt.Sprintf("bond0 was index %d, renamed bond1, now index %d", iface.Index, index("bond0")))
+}
+
+// ifaceRecreatedEnv, when set, makes TestExternalInterfaceRecreated the
+// child; it names the etcd endpoint.
+const ifaceRecreatedEnv = "AGENTD_IFACE_RECREATED_TEST_ETCD"
+
+// TestExternalInterfaceRecreated: when the external interface is deleted
+// and made again (an operator's `ip link del bond0; ip link add …`, netplan
+// apply), same name and address but a new index, the agent of each backend
+// exits with an error naming the interface, its old index and its new one
+// (or "gone", when a pass falls between the delete and the add), instead
+// of failing every pass while /healthz and /readyz stay green. Taking the
+// interface down is not that: the agent goes on and recovers once it is up.
+// Started again, the agent uses the new link, and udp's restart takes the
+// device and sockets over from the descriptor keeper, as after any other
+// exit.
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1   this test binary again: the agent, on
+//	               │                  bond0 198.19.0.1/24 (a veth pair in h1)
+//	               └─ etcd 198.18.0.254  a real etcd, a peer 198.19.0.2 on bond0's segment
+func TestExternalInterfaceRecreated(t *testing.T) {
+	if ep := os.Getenv(ifaceRecreatedEnv); ep != "" {
+		ifaceRecreatedChild(t, ep)
+		return
+	}
+	kvs := map[string]string{}
+	for typ, value := range map[string]string{
+		"vxlan":   `{"PublicIP":"198.19.0.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:4d"}}`,
+		"host-gw": `{"PublicIP":"198.19.0.2","PublicIPv6":null,"BackendType":"host-gw"}`,
+		"udp":     `{"PublicIP":"198.19.0.2","PublicIPv6":null,"BackendType":"udp"}`,
+	} {
+		kvs["/"+typ+"/config"] = `{"Network":"10.244.0.0/16","Backend":{"Type":"` + typ + `"}}`
+		kvs["/"+typ+"/subnets/10.244.77.0-24"] = value
+	}
+	cluster.RunTestInHost(t, "TestExternalInterfaceRecreated", ifaceRecreatedEnv, kvs)
+}
+
+var (
+	reconcilesByResult = regexp.MustCompile(`(?m)^agentd_reconciles_total\{result="(ok|error)"\} (\d+)$`)
+	// exitedFor is the exit's error, up to the hint; group 1 is what
+	// became of the name.
+	exitedFor = func(old int) *regexp.Regexp {
+		return regexp.MustCompile(`^external interface changed: bond0 was index ` + strconv.Itoa(old) + `, now (gone|index \d+); .*a restart selects the interface again$`)
+	}
+)
+
+func ifaceRecreatedChild(t *testing.T, etcd string) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+
+	for _, typ := range []string{"vxlan", "host-gw", "udp"} {
+		t.Run(typ, func(t *testing.T) {
+			t.Cleanup(func() {
+				// flannel.1 and host-gw's routes go with bond0;
+				// udp's keeper exits once flannel0 is gone.
+				for _, name := range []string{"bond0", "flannel0"} {
+					if l, err := h.LinkByName(name); err == nil {
+						if err := h.LinkDel(l); err != nil {
+							t.Errorf("delete %s: %v", name, err)
+						}
+					}
+				}
+			})
+			bond := addVeth(t, h, "bond0", "198.19.0.1/24")
+			cfg := hostConfig(t, etcd, "/"+typ)
+			cfg.Ifaces = []string{"bond0"}
+			logs := &logLines{}
+			log := funcr.New(func(prefix, args string) {
+				logs.add(prefix, args)
+				t.Log(prefix, args)
+			}, funcr.Options{})
+			ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), log))
+			defer cancel()
+
+			// passes counts the reconcile passes by result.
+			passes := func() map[string]int {
+				t.Helper()
+				_, body, err := httpGet("http://" + cfg.HealthzAddr + "/metrics")
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := map[string]int{}
+				for _, m := range reconcilesByResult.FindAllSubmatch(body, -1) {
+					n[string(m[1])], _ = strconv.Atoi(string(m[2]))
+				}
+				return n
+			}
+			start := func() <-chan error {
+				errc := make(chan error, 1)
+				go func() { errc <- Run(ctx, cfg) }()
+				err := cluster.Eventually(ctx, 30*time.Second, func() error {
+					select {
+					case err := <-errc:
+						t.Fatalf("Run returned before it was ready: %v", err)
+					default:
+					}
+					code, body, err := httpGet("http://" + cfg.HealthzAddr + "/readyz")
+					if err == nil && code != 200 {
+						err = fmt.Errorf("/readyz: %d %s", code, body)
+					}
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return errc
+			}
+			running := func(errc <-chan error, step string) {
+				t.Helper()
+				select {
+				case err := <-errc:
+					t.Fatalf("%s: Run returned %v, want it running", step, err)
+				default:
+				}
+			}
+			errc := start()
+
+			// Down, then up again: the same link.
+			base := passes()
+			if err := h.LinkSetDown(bond); err != nil {
+				t.Fatal(err)
+			}
+			err := cluster.Eventually(ctx, 20*time.Second, func() error {
+				running(errc, "bond0 down")
+				if n := passes(); n["ok"]+n["error"] < base["ok"]+base["error"]+2 {
+					return fmt.Errorf("%d reconcile passes since bond0 went down, waiting for 2", n["ok"]+n["error"]-base["ok"]-base["error"])
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.LinkSetUp(bond); err != nil {
+				t.Fatal(err)
+			}
+			base = passes()
+			err = cluster.Eventually(ctx, 20*time.Second, func() error {
+				running(errc, "bond0 up again")
+				if n := passes(); n["ok"] <= base["ok"] {
+					return errors.New("no successful reconcile pass since bond0 came up again")
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			// Recreated: the agent exits, naming both indexes.
+			old := bond.Attrs().Index
+			if err := h.LinkDel(bond); err != nil {
+				t.Fatal(err)
+			}
+			bond = addVeth(t, h, "bond0", "198.19.0.1/24")
+			select {
+			case err := <-errc:
+				m := exitedFor(old).FindStringSubmatch(fmt.Sprint(err))
+				switch {
+				case !errors.Is(err, errExternalInterfaceChanged) || m == nil:
+					t.Fatalf("Run after bond0 was recreated = %v, want %s", err, exitedFor(old))
+				case m[1] != "gone" && m[1] != fmt.Sprintf("index %d", bond.Attrs().Index):
+					t.Errorf("Run's error names bond0's new index as %q, want index %d", m[1], bond.Attrs().Index)
+				}
+				t.Logf("Run = %v", err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run did not return within 30 s of bond0's recreation")
+			}
+
+			// Restarted, the agent uses the new link.
+			logged := len(logs.get())
+			errc = start()
+			switch typ {
+			case "vxlan":
+				l, err := h.LinkByName("flannel.1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if vx, ok := l.(*netlink.Vxlan); !ok || vx.VtepDevIndex != bond.Attrs().Index {
+					t.Errorf("flannel.1 after the restart: %+v, want a vxlan device on bond0 (index %d)", l, bond.Attrs().Index)
+				}
+			case "host-gw":
+				routes, err := backend.OurRoutes(h)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(routes) != 1 || routes[0].Dst.String() != "10.244.77.0/24" || routes[0].LinkIndex != bond.Attrs().Index {
+					t.Errorf("our routes after the restart: %v, want 10.244.77.0/24 via 198.19.0.2 on bond0 (index %d)", routes, bond.Attrs().Index)
+				}
+			case "udp":
+				const took = "took the device and sockets over from the descriptor keeper"
+				if !strings.Contains(strings.Join(logs.get()[logged:], "\n"), took) {
+					t.Errorf("the restarted agent did not log %q: the keeper did not outlive the exit", took)
+				}
+			}
+			cancel()
+			select {
+			case err := <-errc:
+				if err != nil {
+					t.Errorf("Run after cancel: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run did not return within 30 s of its context's end")
+			}
+		})
+	}
+}
