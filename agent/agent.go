@@ -312,6 +312,10 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		case <-retry.C:
 		}
 		if unsynced != nil {
+			// Waiting, woken by the resync ticker, is the loop turning
+			// too: /healthz must not fail (and kubelet restart the
+			// agent) while etcd does not answer the first list.
+			a.health.heartbeat()
 			continue
 		}
 		own, _ := mgr.Own()

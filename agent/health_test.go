@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/tests/cluster"
 	"github.com/agentd/agentd/tests/etcdtest"
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
@@ -167,6 +170,51 @@ func TestLivenessHeartbeat(t *testing.T) {
 	h.heartbeat()
 	if code, _ := probe(t, mux, "GET", "/healthz"); code != 200 {
 		t.Errorf("after a heartbeat: /healthz %d, want 200", code)
+	}
+}
+
+// TestLivenessWhilePeersUnsynced: until the first full peer list arrives
+// (etcd unreachable right after Acquire) the reconcile loop changes nothing
+// but is alive, woken by its resync ticker: /healthz stays 200 however far
+// the clock moves past the heartbeat limit, so kubelet does not restart an
+// agent that is only waiting.
+func TestLivenessWhilePeersUnsynced(t *testing.T) {
+	h, _ := testHealth(t)
+	var now atomic.Int64 // the loop's heartbeats read the clock
+	now.Store(time.Unix(1_000_000, 0).UnixNano())
+	h.now = func() time.Time { return time.Unix(0, now.Load()) }
+	const limit = 10 * time.Second
+	h.expectHeartbeat(limit)
+	a := &agent{cfg: Config{ResyncInterval: time.Millisecond}, log: logr.Discard(), health: h, obs: newObserver()}
+	be := &fakeBackend{}
+	// Never synced.
+	leases := &fakeLeases{own: lease("10.244.1.0/24", "198.18.0.1"), synced: make(chan struct{}), change: make(chan struct{})}
+	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.reconcileLoop(ctx, be, leases, netCfg, nil, func() error { return nil }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("reconcileLoop after cancel: %v", err)
+		}
+	}()
+
+	mux := h.handler()
+	for i := range 3 {
+		now.Add(int64(limit + time.Second))
+		err := cluster.Eventually(ctx, 10*time.Second, func() error {
+			if code, body := probe(t, mux, "GET", "/healthz"); code != http.StatusOK {
+				return fmt.Errorf("/healthz = %d %q", code, body)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("clock moved %s (heartbeat limit %s), waiting for the first peer list: %v", time.Duration(i+1)*(limit+time.Second), limit, err)
+		}
+	}
+	if n := be.passes.Load(); n != 0 {
+		t.Errorf("%d reconcile passes before the first peer list, want none", n)
 	}
 }
 
