@@ -67,7 +67,9 @@ func (e *env) cutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.srv.SetLoopback(true) })
-	eventually(t, "client notices the cut", func() error {
+	// The client notices at its next keepalive ping without an answer:
+	// within gRPC's 10 s minimum interval and etcdtest's 5 s timeout.
+	eventuallyWithin(t, 30*time.Second, "client notices the cut", func() error {
 		if st := e.cli.ActiveConnection().GetState(); st == connectivity.Ready {
 			return fmt.Errorf("connection %s", st)
 		}
@@ -124,14 +126,20 @@ func run(t *testing.T, m *subnet.Manager) (stop func() error) {
 
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	eventuallyWithin(t, 20*time.Second, what, cond)
+}
+
+// eventuallyWithin is eventually with another bound than 20 s.
+func eventuallyWithin(t *testing.T, d time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		err := cond()
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not true after 20s: %v", what, err)
+			t.Fatalf("%s: still not true after %v: %v", what, d, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

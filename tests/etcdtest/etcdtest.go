@@ -215,9 +215,12 @@ func (s *Server) ClientConfig() clientv3.Config {
 	return clientv3.Config{
 		Endpoints:   []string{s.Endpoint},
 		DialTimeout: 5 * time.Second,
-		// Notice a dead connection within seconds, as the agent does.
+		// Notice a dead connection as the agent does: a ping after a
+		// quiet interval (gRPC raises this one to its 10 s minimum), dead
+		// when it has no answer in 5 s. A shorter wait took an in-process
+		// etcd that the -race build of a busy machine stalled for dead.
 		DialKeepAliveTime:    time.Second,
-		DialKeepAliveTimeout: time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
 		DialOptions:          []grpc.DialOption{grpc.WithContextDialer(NetnsDialer(s.NS))},
 		Logger:               zap.NewNop(),
 	}
