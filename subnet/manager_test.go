@@ -480,7 +480,7 @@ func TestReservationStaysWithoutTTL(t *testing.T) {
 	if _, err := e.cli.Put(ctx, key, `{"PublicIP":"198.18.0.7"}`); err != nil {
 		t.Fatal(err)
 	}
-	const ttl = 2 * time.Second
+	const ttl = passTTL
 	m := e.manager("198.18.0.7", hostID(7), func(c *subnet.ManagerConfig) { c.TTL = ttl })
 	l := acquire(t, m)
 	if l.Subnet != netip.MustParsePrefix("10.244.42.0/24") || !l.Reservation() {
@@ -519,7 +519,7 @@ func TestReservationStaysWithoutTTL(t *testing.T) {
 // at start), instead of putting it back on its TTL lease.
 func TestOwnLeaseMadeReservationWhileRunning(t *testing.T) {
 	e := newEnv(t, net16)
-	const ttl = 2 * time.Second
+	const ttl = passTTL
 	m := e.manager("198.18.0.1", hostID(1), func(c *subnet.ManagerConfig) { c.TTL = ttl })
 	l := acquire(t, m)
 	stop := run(t, m)
@@ -635,6 +635,12 @@ func TestRestartKeepsLiveLeaseOverReservationElsewhere(t *testing.T) {
 	}
 }
 
+// passTTL is the lease TTL of the tests that wait for one to pass (see
+// ttlPassed). Not etcd's 2 s minimum: the manager renews its lease every
+// third of the TTL, and a stall of the -race test process longer than the
+// rest of 2 s let the lease expire under a test that wants it kept.
+const passTTL = 5 * time.Second
+
 // ttlPassed grants a witness etcd lease of ttl and waits until etcd has
 // revoked it for want of renewal: by etcd's own clock, ttl has then passed
 // since the call, with no wall-clock guess on the test's side.
@@ -667,11 +673,11 @@ func (e *env) ttlPassed(t *testing.T, ttl time.Duration) {
 // witness was granted: left alone it would have expired first. So it was
 // renewed at least three times, over more than three TTLs by etcd's clock.
 // (Watching its remaining TTL rise would not do: etcd reports it in whole
-// seconds, rounded down, and with renewals every third of a 2 s TTL it reads
-// 1 throughout.)
+// seconds, rounded down, and with renewals every third of a short TTL it
+// hardly moves; of a 2 s TTL it reads 1 throughout.)
 func TestKeepAliveOneLeasePastSeveralTTLs(t *testing.T) {
 	e := newEnv(t, net16)
-	const ttl = 2 * time.Second
+	const ttl = passTTL
 	m := e.manager("198.18.0.1", hostID(1), func(c *subnet.ManagerConfig) { c.TTL = ttl })
 	l := acquire(t, m)
 	run(t, m)
