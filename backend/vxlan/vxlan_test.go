@@ -680,8 +680,8 @@ func TestWatch(t *testing.T) {
 			}
 			select {
 			case <-wakes:
-			case <-time.After(time.Second):
-				t.Fatalf("no wake within 1s after the %s was deleted", tc.name)
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no wake within 5s after the %s was deleted", tc.name)
 			}
 			stop()
 			h.reconcile(peers...)
@@ -712,8 +712,8 @@ func TestWatchDirectRouting(t *testing.T) {
 			}
 			select {
 			case <-wakes:
-			case <-time.After(time.Second):
-				t.Fatalf("no wake within 1s after a scope-link route on ext0 was %s", tc.name)
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no wake within 5s after a scope-link route on ext0 was %s", tc.name)
 			}
 		})
 	}
