@@ -167,7 +167,7 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	prevSubnet, prevHostID := previousSubnet(a.log, a.cfg.SubnetFile, netCfg)
+	prevSubnet, prevHostID := previousSubnet(a.log, &a.cfg, netCfg)
 	mgr := subnet.NewManager(reg, netCfg, subnet.ManagerConfig{
 		PublicIP:       ext.PublicIP,
 		HostID:         hostID,
@@ -214,6 +214,15 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	a.health.setSubnetEnvWritten()
 	a.log.Info("wrote subnet.env", "path", a.cfg.SubnetFile, "subnet", env.Subnet, "mtu", env.MTU)
+	// subnet.env is the previous subnet from now on, not what a run that
+	// lost its subnet kept.
+	lost := lostSubnetPath(a.cfg.StateDir)
+	switch err := os.Remove(lost); {
+	case err == nil:
+		a.log.Info("removed the subnet.env kept by a run that lost its subnet", "path", lost)
+	case !errors.Is(err, os.ErrNotExist):
+		a.log.Error(err, "cannot remove the subnet.env kept by a run that lost its subnet; a start without subnet.env would prefer its subnet", "path", lost)
+	}
 
 	// /healthz fails when the reconcile loop stops passing (wedged on a
 	// kernel or iptables call), not just when the process is gone.
@@ -261,6 +270,11 @@ func (a *agent) run(ctx context.Context) error {
 	cancel(nil)
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		if errors.Is(err, subnet.ErrLeaseLost) {
+			if werr := a.withdrawSubnetEnv(env); werr != nil {
+				err = fmt.Errorf("%w; and %w", err, werr)
+			}
+		}
 		return err
 	}
 	a.log.Info("shutting down; the datapath and the lease stay in place")
@@ -395,7 +409,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	prevSubnet, prevHostID := previousSubnet(log, cfg.SubnetFile, netCfg)
+	prevSubnet, prevHostID := previousSubnet(log, &cfg, netCfg)
 	mgr := subnet.NewManager(reg, netCfg, subnet.ManagerConfig{
 		PublicIP:       ext.PublicIP,
 		HostID:         hostID,
@@ -418,10 +432,46 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	return nil
 }
 
+// lostSubnetFile, in the state dir, is the subnet.env of a run that ended
+// because another host took its subnet (withdrawSubnetEnv), until a later
+// run writes subnet.env again.
+const lostSubnetFile = "lost-subnet.env"
+
+func lostSubnetPath(stateDir string) string { return filepath.Join(stateDir, lostSubnetFile) }
+
+// withdrawSubnetEnv removes subnet.env, which names env's subnet, once another
+// host holds that subnet: until a restarted agent writes it again, the CNI
+// plugin answers "try again later" and agentd-docker-opts --wait waits,
+// rather than giving containers addresses in the other host's subnet. The
+// file is kept in the state dir as lostSubnetFile, which the next start reads
+// in its place (previousSubnet): that start takes the subnet back if its key
+// was freed, and otherwise leases another one saying MOVING TO ANOTHER
+// SUBNET, as it would with subnet.env. subnet.env goes even if it cannot be
+// kept.
+func (a *agent) withdrawSubnetEnv(env subnet.Env) error {
+	lost := lostSubnetPath(a.cfg.StateDir)
+	keepErr := subnet.WriteEnv(lost, env)
+	if err := os.Remove(a.cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return errors.Join(fmt.Errorf("remove %s, which names a subnet another host holds: %w", a.cfg.SubnetFile, err), keepErr)
+	}
+	if keepErr != nil {
+		return fmt.Errorf("%s removed, but keeping it for the next start failed (it will not prefer %s): %w", a.cfg.SubnetFile, env.Subnet.Masked(), keepErr)
+	}
+	a.log.Info("removed subnet.env: its subnet is another host's; containers get no address until a restarted agent writes it", "path", a.cfg.SubnetFile, "subnet", env.Subnet.Masked(), "keptAs", lost)
+	return nil
+}
+
 // previousSubnet is the subnet an earlier run wrote into subnet.env, and the
-// host identity it names, if the file is there and belongs to the same network.
-func previousSubnet(log logr.Logger, path string, netCfg *subnet.Config) (sn netip.Prefix, hostID string) {
+// host identity it names, if the file is there and belongs to the same
+// network. Without subnet.env, it is the one a run that lost its subnet kept
+// in the state dir (withdrawSubnetEnv).
+func previousSubnet(log logr.Logger, cfg *Config, netCfg *subnet.Config) (sn netip.Prefix, hostID string) {
+	path := cfg.SubnetFile
 	env, err := subnet.ReadEnv(path)
+	if errors.Is(err, os.ErrNotExist) {
+		path = lostSubnetPath(cfg.StateDir)
+		env, err = subnet.ReadEnv(path)
+	}
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			log.Info("ignoring previous subnet.env", "path", filepath.Clean(path), "err", err)

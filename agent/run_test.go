@@ -7,16 +7,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/klog/v2"
 )
 
@@ -242,4 +247,145 @@ func httpGet(url string) (int, []byte, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, body, err
+}
+
+// leaseLostEnv, when set, makes TestLeaseLostRemovesSubnetEnv the child; it
+// names the etcd endpoint.
+const leaseLostEnv = "AGENTD_LEASE_LOST_TEST_ETCD"
+
+// TestLeaseLostRemovesSubnetEnv: a stop leaves subnet.env in place (dockerd
+// and pods keep working across a restart); when another host takes our
+// subnet's key, the agent ends with ErrLeaseLost and subnet.env is gone, so
+// that the CNI plugin and dockerd give out no address in that host's subnet.
+// The next start still knows the subnet: with the key freed meanwhile it
+// takes the same subnet back, with the key still taken it leases another and
+// says MOVING TO ANOTHER SUBNET, as it did when subnet.env stayed.
+func TestLeaseLostRemovesSubnetEnv(t *testing.T) {
+	if ep := os.Getenv(leaseLostEnv); ep != "" {
+		leaseLostChild(t, ep)
+		return
+	}
+	cluster.RunTestInHost(t, "TestLeaseLostRemovesSubnetEnv", leaseLostEnv, map[string]string{
+		"/freed/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+		"/taken/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+	})
+}
+
+func leaseLostChild(t *testing.T, etcd string) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+
+	for _, name := range []string{"freed", "taken"} {
+		t.Run(name, func(t *testing.T) {
+			prefix := "/" + name
+			cfg := hostConfig(t, etcd, prefix)
+			logs := &logLines{}
+			log := funcr.New(func(prefix, args string) {
+				logs.add(prefix, args)
+				t.Log(prefix, args)
+			}, funcr.Options{})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+
+			// start runs an agent until it is ready; stop ends it
+			// and returns what Run returned.
+			start := func() (errc <-chan error, stop func()) {
+				t.Helper()
+				a := &agent{
+					cfg:      cfg,
+					log:      log,
+					backends: backend.Registry{"fake": func(backend.Config) (backend.Backend, error) { return &fakeBackend{}, nil }},
+					health:   newHealth(log),
+					obs:      newObserver(),
+				}
+				rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
+				c, done := make(chan error, 1), make(chan struct{})
+				go func() {
+					defer close(done)
+					c <- a.run(rctx)
+				}()
+				t.Cleanup(func() { rcancel(); <-done })
+				err := cluster.Eventually(ctx, 30*time.Second, func() error {
+					if ready, why := a.health.ready(); !ready {
+						return errors.New(why)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("agent not ready: %v", err)
+				}
+				return c, rcancel
+			}
+			result := func(errc <-chan error) error {
+				t.Helper()
+				select {
+				case err := <-errc:
+					return err
+				case <-time.After(30 * time.Second):
+					t.Fatal("Run did not return within 30 s")
+					return nil
+				}
+			}
+			subnetEnv := func(step string) netip.Prefix {
+				t.Helper()
+				env, err := subnet.ReadEnv(cfg.SubnetFile)
+				if err != nil {
+					t.Fatalf("%s: %v", step, err)
+				}
+				if _, err := os.Stat(lostSubnetPath(cfg.StateDir)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s: %s is there (%v), want it removed once subnet.env is written", step, lostSubnetFile, err)
+				}
+				return env.LeaseSubnet()
+			}
+
+			errc, stop := start()
+			stop()
+			if err := result(errc); err != nil {
+				t.Fatalf("Run after a stop = %v, want nil", err)
+			}
+			sn := subnetEnv("after a stop")
+
+			errc, _ = start()
+			if got := subnetEnv("restarted"); got != sn {
+				t.Fatalf("restarted, subnet.env names %s, want %s", got, sn)
+			}
+			key := prefix + "/subnets/" + subnet.MakeSubnetKey(sn, netip.Prefix{})
+			other := `{"PublicIP":"198.18.0.2","PublicIPv6":null,"BackendType":"fake","HostID":"0123456789abcdef0123456789abcdef"}`
+			if _, err := cli.Put(ctx, key, other); err != nil {
+				t.Fatal(err)
+			}
+			if err := result(errc); !errors.Is(err, subnet.ErrLeaseLost) {
+				t.Fatalf("Run after another host took our key = %v, want %v", err, subnet.ErrLeaseLost)
+			}
+			if _, err := os.Stat(cfg.SubnetFile); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("subnet.env after the lease was lost: %v, want it removed", err)
+			}
+			if kept, err := subnet.ReadEnv(lostSubnetPath(cfg.StateDir)); err != nil || kept.LeaseSubnet() != sn {
+				t.Errorf("kept %s: %v, %v, want %s", lostSubnetFile, kept.LeaseSubnet(), err, sn)
+			}
+
+			if name == "freed" {
+				if _, err := cli.Delete(ctx, key); err != nil {
+					t.Fatal(err)
+				}
+			}
+			logged := len(logs.get())
+			errc, stop = start()
+			got := subnetEnv("started after the loss")
+			moving := strings.Contains(strings.Join(logs.get()[logged:], "\n"), "MOVING TO ANOTHER SUBNET")
+			switch {
+			case name == "freed" && (got != sn || moving):
+				t.Errorf("started with the key freed: subnet %s (moving logged: %v), want %s again", got, moving, sn)
+			case name == "taken" && (got == sn || !moving):
+				t.Errorf("started with the key taken: subnet %s (moving logged: %v), want another one and MOVING TO ANOTHER SUBNET", got, moving)
+			}
+			stop()
+			if err := result(errc); err != nil {
+				t.Errorf("Run after a stop = %v, want nil", err)
+			}
+		})
+	}
 }
