@@ -202,11 +202,12 @@ func (a *agent) run(ctx context.Context) error {
 		HostID:  hostID,
 	}
 	if own.IPv6Subnet.IsValid() {
-		// The lease pairs an IPv6 subnet with ours, as flanneld hosts in
-		// a dual-stack network expect, but no backend routes IPv6: with
+		// The lease pairs an IPv6 subnet with ours, as flanneld's keys
+		// in a dual-stack network do, but no backend routes IPv6: with
 		// FLANNEL_IPV6_* in subnet.env the CNI plugin would give pods
-		// IPv6 addresses that reach no other host.
-		a.log.Info("IPv6 is enabled in the network config but agentd carries IPv4 only: the IPv6 subnet is leased (flanneld hosts expect the pair) and left out of subnet.env, so pods get no IPv6 address",
+		// IPv6 addresses that reach no other host. flanneld with IPv6
+		// cannot use such a lease (no PublicIPv6, no BackendV6Data).
+		a.log.Info("IPv6 is enabled in the network config but agentd carries IPv4 only: the IPv6 subnet is leased, as in flanneld's keys, and left out of subnet.env, so pods get no IPv6 address; do not mix agentd and flanneld hosts in this network: flanneld with IPv6 ignores this host's lease under vxlan and panics on it under host-gw (README, Operating a cluster)",
 			"ipv6Subnet", own.IPv6Subnet)
 	}
 	if err := subnet.WriteEnv(a.cfg.SubnetFile, env); err != nil {
