@@ -315,6 +315,13 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 	// previous run left for every peer not yet seen: traffic would stop
 	// for the length of the list. So nothing is changed before it.
 	unsynced := mgr.PeersSynced()
+	// The iptables rules depend on the network and our subnet, not on the
+	// peers: they are reconciled on the first pass, on each resync, when
+	// our subnet changes and after a failure, not on every peer change.
+	// Each check is an iptables-save of two tables, which on a node with
+	// kube-proxy's rules costs more than the pass's kernel work.
+	iptDue := true
+	var iptFor netip.Prefix
 	for {
 		select {
 		case <-ctx.Done():
@@ -324,6 +331,7 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		case <-mgr.PeersChanged():
 		case <-wake:
 		case <-ticker.C:
+			iptDue = true
 		case <-retry.C:
 		}
 		if unsynced != nil {
@@ -341,8 +349,13 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 			return extErr
 		}
 		res, err := be.Reconcile(ctx, own, peers)
-		if ierr := a.reconcileIPTables(netCfg, own); ierr != nil {
-			err = errors.Join(err, ierr)
+		if iptDue || own.Subnet != iptFor {
+			if ierr := a.reconcileIPTables(netCfg, own); ierr != nil {
+				err = errors.Join(err, ierr)
+				iptDue = true
+			} else {
+				iptDue, iptFor = false, own.Subnet
+			}
 		}
 		if extErr != nil {
 			err = errors.Join(extErr, err)

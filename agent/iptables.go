@@ -12,8 +12,8 @@ import (
 // has once succeeded, so that chains left by an earlier run with them on are
 // removed; it never fails the agent for iptables when no rules are wanted: a
 // missing iptables ends it, and a failing one (iptables-save that cannot read
-// the tables, say) is logged once per distinct error and tried again on the
-// next pass. With rules wanted, every pass fails until iptables is found and
+// the tables, say) is logged once per distinct error and tried again at the
+// next resync. With rules wanted, every pass fails until iptables is found and
 // the rules are in place, which keeps the agent not ready: without the
 // FORWARD rules a DROP policy (dockerd's) drops the overlay's traffic.
 func (a *agent) reconcileIPTables(netCfg *subnet.Config, own subnet.Lease) error {
@@ -53,7 +53,7 @@ func (a *agent) reconcileIPTables(netCfg *subnet.Config, own subnet.Lease) error
 		// accept or masquerade cluster traffic: no reason to hold the
 		// agent back.
 		if msg := err.Error(); msg != a.iptCleanupErr {
-			a.log.Error(err, "cannot remove iptables chains an earlier run may have left; no rules are wanted, so the agent goes on and tries again each pass")
+			a.log.Error(err, "cannot remove iptables chains an earlier run may have left; no rules are wanted, so the agent goes on and tries again each resync")
 			a.iptCleanupErr = msg
 		}
 		return nil

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -40,8 +41,11 @@ func (*fakeBackend) Watch(ctx context.Context, _ func()) error {
 	return ctx.Err()
 }
 
-// fakeLeases is a lease set whose first list has arrived and never changes.
+// fakeLeases is a lease set whose first list has arrived and that has no
+// peers. A send on change wakes the loop as a peer change does; setOwn
+// changes our lease.
 type fakeLeases struct {
+	mu             sync.Mutex
 	own            subnet.Lease
 	synced, change chan struct{}
 }
@@ -54,7 +58,18 @@ func newFakeLeases(own subnet.Lease) *fakeLeases {
 	return l
 }
 
-func (l *fakeLeases) Own() (subnet.Lease, bool)     { return l.own, true }
+func (l *fakeLeases) Own() (subnet.Lease, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.own, true
+}
+
+func (l *fakeLeases) setOwn(own subnet.Lease) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.own = own
+}
+
 func (l *fakeLeases) Peers() []subnet.Lease         { return nil }
 func (l *fakeLeases) PeersChanged() <-chan struct{} { return l.change }
 func (l *fakeLeases) PeersSynced() <-chan struct{}  { return l.synced }
@@ -168,7 +183,7 @@ func iptablesRetriedChild(t *testing.T, parentNS string) {
 		health: newHealth(testr.New(t)),
 		obs:    newObserver(),
 	}
-	be, ctx := runReconcileLoop(t, a)
+	be, _, ctx := runReconcileLoop(t, a)
 
 	// A pass has ended once the next one has called the backend.
 	err := cluster.Eventually(ctx, 20*time.Second, func() error {
@@ -269,7 +284,7 @@ func iptablesCleanupChild(t *testing.T, parentNS string) {
 		health: newHealth(testr.New(t)),
 		obs:    newObserver(),
 	}
-	be, ctx := runReconcileLoop(t, a)
+	be, _, ctx := runReconcileLoop(t, a)
 
 	err := cluster.Eventually(ctx, 20*time.Second, func() error {
 		if ready, why := a.health.ready(); !ready {
@@ -307,8 +322,9 @@ func iptablesCleanupChild(t *testing.T, parentNS string) {
 
 // runReconcileLoop runs a's reconcile loop, with its lease held and
 // subnet.env written, over a fake backend and one own lease of 10.244.0.0/16
-// until the test ends, and returns the backend and the loop's context.
-func runReconcileLoop(t *testing.T, a *agent) (*fakeBackend, context.Context) {
+// until the test ends, and returns the backend, the lease set and the loop's
+// context.
+func runReconcileLoop(t *testing.T, a *agent) (*fakeBackend, *fakeLeases, context.Context) {
 	t.Helper()
 	a.health.setLeaseHeld(true, "")
 	a.health.setSubnetEnvWritten()
@@ -316,12 +332,119 @@ func runReconcileLoop(t *testing.T, a *agent) (*fakeBackend, context.Context) {
 	own := lease("10.244.1.0/24", "198.18.0.1")
 	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
 
+	leases := newFakeLeases(own)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		a.reconcileLoop(ctx, be, newFakeLeases(own), netCfg, nil, func() error { return nil })
+		a.reconcileLoop(ctx, be, leases, netCfg, nil, func() error { return nil })
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	return be, ctx
+	return be, leases, ctx
+}
+
+// fakeIPTablesCalls stands in for iptables, iptables-save and
+// iptables-restore (nf_tables, 1.8.9) with empty tables, and appends a line
+// per call ("iptables-save -t nat") and each line of its input to the file
+// named by %s.
+const fakeIPTablesCalls = `#!/bin/sh
+if [ "$1" = --version ]; then echo "iptables v1.8.9 (nf_tables)"; exit 0; fi
+printf 'call %%s %%s\n' "${0##*/}" "$*" >>'%s'
+while IFS= read -r l || [ -n "$l" ]; do printf '%%s\n' "$l" >>'%s'; done
+`
+
+// TestIPTablesNotOnPeerPasses: the rules depend on the network and our
+// subnet only, so a pass woken by a peer change does not run iptables (one
+// iptables-save per table per pass cost more than the pass's kernel work on
+// nodes with kube-proxy's rules); a change of our subnet does, and so do the
+// resyncs (TestIPTablesCleanupFailureNotFatal counts those). Run like
+// TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
+func TestIPTablesNotOnPeerPasses(t *testing.T) {
+	if ns := os.Getenv(iptablesChildEnv); ns != "" {
+		iptablesPeerPassesChild(t, ns)
+		return
+	}
+	runInOwnNetns(t, "TestIPTablesNotOnPeerPasses")
+}
+
+func iptablesPeerPassesChild(t *testing.T, parentNS string) {
+	checkOwnNetns(t, parentNS)
+	bin := t.TempDir()
+	t.Setenv("PATH", bin)
+	calls := filepath.Join(t.TempDir(), "calls")
+	for _, name := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		if err := os.WriteFile(filepath.Join(bin, name), fmt.Appendf(nil, fakeIPTablesCalls, calls, calls), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := exec.LookPath(name); err != nil || p != filepath.Join(bin, name) {
+			t.Fatalf("%s resolves to %q (err %v), want the fake", name, p, err)
+		}
+	}
+	read := func() string {
+		b, err := os.ReadFile(calls)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	a := &agent{
+		cfg:    Config{IPMasq: true, IPTablesForwardRules: true, ResyncInterval: time.Hour},
+		log:    testr.New(t),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	be, leases, ctx := runReconcileLoop(t, a)
+	err := cluster.Eventually(ctx, 20*time.Second, func() error {
+		if ready, why := a.health.ready(); !ready {
+			return fmt.Errorf("not ready: %s (last reconcile error: %s)", why, a.obs.status(a.health).LastResyncError)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := read()
+	if !strings.Contains(first, "call iptables-save") || !strings.Contains(first, "-d 10.244.1.0/24 ") {
+		t.Fatalf("first pass: iptables calls and input\n%s\nwant iptables-save and rules for our subnet 10.244.1.0/24", first)
+	}
+
+	// Three peer changes: each send is taken by the loop, so the passes
+	// for the first two have ended once the third is taken; the wait
+	// for the pass count covers the third.
+	passes := be.passes.Load()
+	for range 3 {
+		select {
+		case leases.change <- struct{}{}:
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+	}
+	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+		if n := be.passes.Load(); n < passes+3 {
+			return fmt.Errorf("%d passes after the peer changes, waiting for %d", n-passes, 3)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != first {
+		t.Errorf("passes for peer changes ran iptables:\n%s", strings.TrimPrefix(got, first))
+	}
+
+	leases.setOwn(lease("10.244.2.0/24", "198.18.0.1"))
+	select {
+	case leases.change <- struct{}{}:
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+		if got := strings.TrimPrefix(read(), first); !strings.Contains(got, "-d 10.244.2.0/24 ") {
+			return fmt.Errorf("no rule for our new subnet 10.244.2.0/24 restored; since the first pass:\n%s", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
