@@ -11,9 +11,11 @@ import (
 
 // Segment is what one Reconcile pass knows of the external interface's L2
 // segment: which addresses are on-link, and which addresses are ours. It
-// decides which peers can be a route's gateway directly, with no router in
-// between: every peer for host-gw, DirectRouting's peers for vxlan. It is
-// read from the kernel at the start of each pass and then only read.
+// decides which peer addresses can be another host's at all (RefuseHost:
+// every peer of every backend that programs the kernel per peer), and which
+// can be a route's gateway directly, with no router in between (Refuse:
+// every peer for host-gw, DirectRouting's peers for vxlan). It is read from
+// the kernel at the start of each pass and then only read.
 type Segment struct {
 	Iface      string // the external interface's name, for messages
 	IfaceIndex int
@@ -32,15 +34,15 @@ type Segment struct {
 	// its first and last may be hosts like any other.
 	Subnets []netip.Prefix
 
-	// Local maps every IPv4 address of this host to the index of the link
-	// holding it.
-	Local map[netip.Addr]int
+	// Local maps every IPv4 address of this host to its label: the name of
+	// the link holding it (or an alias such as "eth0:1").
+	Local map[netip.Addr]string
 }
 
 // ReadSegment reads the segment of the external interface, the link with
 // index ifaceIndex called iface.
 func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string) (*Segment, error) {
-	s := &Segment{Iface: iface, IfaceIndex: ifaceIndex, Local: map[netip.Addr]int{}}
+	s := &Segment{Iface: iface, IfaceIndex: ifaceIndex, Local: map[netip.Addr]string{}}
 	addrs, err := ListAddrs(h, nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, err
@@ -50,7 +52,7 @@ func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string) (*Segment, err
 		if !ok || !p.Addr().Is4() {
 			continue
 		}
-		s.Local[p.Addr()] = a.LinkIndex
+		s.Local[p.Addr()] = a.Label
 		if a.LinkIndex == ifaceIndex {
 			s.OnLink = append(s.OnLink, p.Masked())
 			s.Subnets = append(s.Subnets, p.Masked())
@@ -97,30 +99,40 @@ func SegmentRouteEvent(ifaceIndex int) func(netlink.RouteUpdate) bool {
 var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
 // Refuse says why the peer address pub cannot be the gateway of a route on
-// the segment, or returns "" if it can. offLink is true when the reason is
-// that pub is not on-link. Some of these routes the kernel refuses (the
-// broadcast address of one of our subnets: EINVAL, on every pass); others it
-// accepts and they are wrong (a route via one of our own addresses).
+// the segment, or returns "" if it can: RefuseHost's reasons, and that pub
+// is not on-link (offLink true). Some of these routes the kernel refuses
+// (the broadcast address of one of our subnets: EINVAL, on every pass);
+// others it accepts and they are wrong (a route via one of our own
+// addresses).
 func (s *Segment) Refuse(pub netip.Addr) (why string, offLink bool) {
-	switch {
-	case pub.IsUnspecified():
-		return fmt.Sprintf("public IP %s is unspecified", pub), false
-	case pub.IsLoopback():
-		return fmt.Sprintf("public IP %s is a loopback address", pub), false
-	case pub.IsMulticast():
-		return fmt.Sprintf("public IP %s is a multicast address", pub), false
-	case pub == limitedBroadcast:
-		return fmt.Sprintf("public IP %s is the limited broadcast address", pub), false
-	}
-	if i, ok := s.Local[pub]; ok {
-		dev := s.Iface
-		if i != s.IfaceIndex {
-			dev = fmt.Sprintf("link %d", i)
-		}
-		return fmt.Sprintf("public IP %s is an address of this host (%s)", pub, dev), false
+	if why := s.RefuseHost(pub); why != "" {
+		return why, false
 	}
 	if !Contains(s.OnLink, pub) {
 		return fmt.Sprintf("public IP %s is not on-link: %s is attached to %v only", pub, s.Iface, s.OnLink), true
+	}
+	return "", false
+}
+
+// RefuseHost says why the peer address pub cannot be another host's
+// address, wherever that host is, or returns "": unspecified, loopback,
+// multicast, the limited broadcast address, an address of this host, or
+// the network or broadcast address of the external interface's subnets.
+// Packets sent there (routed, or VXLAN encapsulated) go nowhere, to every
+// host of the segment, or back to this one.
+func (s *Segment) RefuseHost(pub netip.Addr) string {
+	switch {
+	case pub.IsUnspecified():
+		return fmt.Sprintf("public IP %s is unspecified", pub)
+	case pub.IsLoopback():
+		return fmt.Sprintf("public IP %s is a loopback address", pub)
+	case pub.IsMulticast():
+		return fmt.Sprintf("public IP %s is a multicast address", pub)
+	case pub == limitedBroadcast:
+		return fmt.Sprintf("public IP %s is the limited broadcast address", pub)
+	}
+	if label, ok := s.Local[pub]; ok {
+		return fmt.Sprintf("public IP %s is an address of this host (%s)", pub, label)
 	}
 	for _, p := range s.Subnets {
 		// /31 and /32 have no network or broadcast address (RFC 3021).
@@ -129,12 +141,12 @@ func (s *Segment) Refuse(pub netip.Addr) (why string, offLink bool) {
 		}
 		switch pub {
 		case p.Addr():
-			return fmt.Sprintf("public IP %s is the network address of %s", pub, p), false
+			return fmt.Sprintf("public IP %s is the network address of %s", pub, p)
 		case broadcast(p):
-			return fmt.Sprintf("public IP %s is the broadcast address of %s", pub, p), false
+			return fmt.Sprintf("public IP %s is the broadcast address of %s", pub, p)
 		}
 	}
-	return "", false
+	return ""
 }
 
 // broadcast returns the last address of the IPv4 prefix p.

@@ -16,7 +16,7 @@ func TestSegmentRefuse(t *testing.T) {
 		Iface: "ext0", IfaceIndex: 3,
 		OnLink:  append(slices.Clone(subnets), netip.MustParsePrefix("198.19.4.0/24")),
 		Subnets: subnets,
-		Local:   map[netip.Addr]int{netip.MustParseAddr("198.18.0.1"): 3, netip.MustParseAddr("198.19.7.7"): 4},
+		Local:   map[netip.Addr]string{netip.MustParseAddr("198.18.0.1"): "ext0", netip.MustParseAddr("198.19.7.7"): "cni0"},
 	}
 	for _, tc := range []struct {
 		pub, want string
@@ -31,7 +31,7 @@ func TestSegmentRefuse(t *testing.T) {
 		{"198.18.0.0", "public IP 198.18.0.0 is the network address of 198.18.0.0/24", false},
 		{"198.18.0.255", "public IP 198.18.0.255 is the broadcast address of 198.18.0.0/24", false},
 		{"198.18.0.1", "public IP 198.18.0.1 is an address of this host (ext0)", false},
-		{"198.19.7.7", "public IP 198.19.7.7 is an address of this host (link 4)", false},
+		{"198.19.7.7", "public IP 198.19.7.7 is an address of this host (cni0)", false},
 		{"198.19.0.2", "public IP 198.19.0.2 is not on-link: ext0 is attached to [198.18.0.0/24 198.19.0.0/31 198.19.4.0/24] only", true},
 		{"224.0.0.1", "public IP 224.0.0.1 is a multicast address", false},
 		{"255.255.255.255", "public IP 255.255.255.255 is the limited broadcast address", false},

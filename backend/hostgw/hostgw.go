@@ -21,7 +21,9 @@
 // routed: the kernel would refuse some of these routes, failing every pass
 // (bad input must never keep a node from becoming ready), accept others
 // that loop back to us, and an onlink route would send the peer's traffic
-// to the default gateway, which knows nothing of overlay subnets.
+// to the default gateway, which knows nothing of overlay subnets. Of two
+// keys for one IPv4 subnet the one written last is routed
+// (backend.OnePerSubnet).
 //
 // What is ours, and deleted when no lease implies it: every main-table route
 // with proto 74. Nothing else is touched, and shutting down removes nothing
@@ -181,7 +183,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 // leaves out.
 func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.Segment) []backend.Route {
 	var routes []backend.Route
-	for _, p := range peers {
+	for _, p := range backend.OnePerSubnet(peers, b.skips) {
 		key := p.Key()
 		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
 		var why string

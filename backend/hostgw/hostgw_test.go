@@ -483,7 +483,7 @@ func TestRandomPeerSets(t *testing.T) {
 func TestRefuse(t *testing.T) {
 	segment := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}
 	s := &backend.Segment{Iface: "ext0", IfaceIndex: 3, OnLink: segment, Subnets: segment,
-		Local: map[netip.Addr]int{netip.MustParseAddr("198.18.0.1"): 3}}
+		Local: map[netip.Addr]string{netip.MustParseAddr("198.18.0.1"): "ext0"}}
 	for _, tc := range []struct{ pub, want string }{
 		{"198.18.0.2", ""},
 		{"198.19.0.2", "public IP 198.19.0.2 is not on-link: ext0 is attached to [198.18.0.0/24] only; host-gw needs all hosts on one L2 segment"},
@@ -492,6 +492,38 @@ func TestRefuse(t *testing.T) {
 	} {
 		if got := refuse(s, netip.MustParseAddr(tc.pub)); got != tc.want {
 			t.Errorf("refuse(%s) = %q, want %q", tc.pub, got, tc.want)
+		}
+	}
+}
+
+// TestSameSubnetTwice: of two keys for one IPv4 subnet (a plain one and a
+// dual-stack one, or one written by hand), the one written last is routed
+// and the other skipped, naming it, whatever order they come in.
+func TestSameSubnetTwice(t *testing.T) {
+	h := prepared(t)
+	plain := lease("10.244.2.0/24", "198.18.0.2", Type)
+	dual := lease("10.244.2.0/24", "198.18.0.12", Type)
+	dual.IPv6Subnet = netip.MustParsePrefix("fd00:0:0:2::/64")
+	for _, step := range []struct {
+		name           string
+		plainRev, dual int64
+		winner, loser  *subnet.Lease
+		want           string
+	}{
+		{"the dual-stack key is newer", 5, 9, &dual, &plain, "route 10.244.2.0/24 via 198.18.0.12 dev ext0 proto 74"},
+		{"the plain key is written again", 11, 9, &plain, &dual, "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74"},
+	} {
+		plain.ModRevision, dual.ModRevision = step.plainRev, step.dual
+		for _, peers := range [][]subnet.Lease{{plain, dual}, {dual, plain}} {
+			if res := h.reconcile(peers...); res.Skipped != 1 {
+				t.Errorf("%s: result %v, want 1 skipped", step.name, res)
+			}
+			h.check(step.want)
+		}
+		once := fmt.Sprintf(`"lease"=%q "reason"=%q`, step.loser.Key(),
+			fmt.Sprintf("superseded by the lease %s for the same IPv4 subnet (the one written last wins)", step.winner.Key()))
+		if n := h.countLogs(once); n != 1 {
+			t.Errorf("%s: logged %d times, want once: %s", step.name, n, once)
 		}
 	}
 }

@@ -170,10 +170,14 @@ func TestTableVerdicts(t *testing.T) {
 }
 
 // TestDesired: which leases become forwarding entries, and why the others
-// do not. flanneld's udp leases carry no BackendType.
+// do not. flanneld's udp leases carry no BackendType. Of two keys for one
+// IPv4 subnet, the one written last has the entry.
 func TestDesired(t *testing.T) {
 	b := testBackend(t)
 	own := lease("10.244.1.0/24", "198.18.0.1", "udp")
+	stale, newer := lease("10.244.9.0/24", "198.18.0.9", "udp"), lease("10.244.9.0/24", "198.18.0.19", "udp")
+	stale.ModRevision, newer.ModRevision = 5, 9
+	newer.IPv6Subnet = netip.MustParsePrefix("fd00:0:0:9::/64")
 	got := b.desired(own, []subnet.Lease{
 		lease("10.244.2.0/24", "198.18.0.2", "udp"),
 		lease("10.244.3.0/24", "198.18.0.3", ""),
@@ -182,16 +186,18 @@ func TestDesired(t *testing.T) {
 		lease("10.244.6.0/24", "198.18.0.1", "udp"),
 		lease("10.245.0.0/24", "198.18.0.7", "udp"),
 		lease("10.244.8.0/24", "224.0.0.1", "udp"),
+		stale, newer,
 	})
 	want := []entry{
 		{netip.MustParsePrefix("10.244.2.0/24"), netip.MustParseAddrPort("198.18.0.2:8285")},
 		{netip.MustParsePrefix("10.244.3.0/24"), netip.MustParseAddrPort("198.18.0.3:8285")},
+		{netip.MustParsePrefix("10.244.9.0/24"), netip.MustParseAddrPort("198.18.0.19:8285")},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("desired\n got %v\nwant %v", got, want)
 	}
-	if n := b.skips.Finish(); n != 5 {
-		t.Fatalf("%d leases skipped, want 5", n)
+	if n := b.skips.Finish(); n != 6 {
+		t.Fatalf("%d leases skipped, want 6", n)
 	}
 }
 

@@ -23,7 +23,8 @@
 //
 // Per remote host (a lease with BackendType "udp", or none at all, which is
 // what flanneld's udp backend writes): no kernel object, but an entry in the
-// userspace forwarding table, <peer subnet> → <peer PublicIP>:<Port>.
+// userspace forwarding table, <peer subnet> → <peer PublicIP>:<Port>. Of two
+// keys for one IPv4 subnet the one written last has it (backend.OnePerSubnet).
 //
 // The device and the sockets belong to the datapath's workers while an agent
 // runs, and to a small descriptor keeper process (keeper.go) always: the
@@ -574,7 +575,7 @@ func sortedKeys(m map[string]uint64) []string { return slices.Sorted(maps.Keys(m
 // the peers it leaves out.
 func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease) []entry {
 	var es []entry
-	for _, p := range peers {
+	for _, p := range backend.OnePerSubnet(peers, b.skips) {
 		key := p.Key()
 		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
 		var why string

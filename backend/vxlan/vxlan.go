@@ -34,15 +34,25 @@
 //     holds the gateway.
 //
 // With DirectRouting, a peer whose PublicIP can be a gateway on the external
-// interface's segment, by the rule host-gw follows (backend.Segment: on-link
-// by one of the interface's address prefixes or main-table scope-link routes
-// without a gateway; not a network or broadcast address, multicast,
-// loopback, unspecified, nor one of ours), gets instead only
+// interface's segment, by the rule host-gw follows (backend.Segment.Refuse:
+// on-link by one of the interface's address prefixes or main-table
+// scope-link routes without a gateway), gets instead only
 //
 //   - route <peer subnet> via <peer PublicIP> dev <external>, proto 74,
 //
 // as in host-gw: no encapsulation, no neighbour or FDB entry. Any other peer
 // is encapsulated.
+//
+// A peer is skipped, logged once and counted, never programmed, when its
+// PublicIP can be no other host's (backend.Segment.RefuseHost, for every
+// peer, encapsulated or not: unspecified, loopback, multicast, the limited
+// broadcast address, an address of ours, the network or broadcast address
+// of one of the external interface's subnets): VXLAN sent there goes
+// nowhere, to every host of the segment, or back to us. Also when its
+// gateway <peer subnet>.0 is an address of ours (a leftover device holding
+// it): the kernel refuses that route (EINVAL) on every pass, which would
+// keep every other peer's pass failing. Of two keys for one IPv4 subnet the
+// one written last is programmed (backend.OnePerSubnet).
 //
 // What is ours, and deleted when no lease implies it: the device (recreated
 // when its VNI, port, local address, underlay device or learning differ from
@@ -563,11 +573,9 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		errs = append(errs, err)
 	}
 
-	var seg *backend.Segment
-	if b.opts.DirectRouting {
-		if seg, err = backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name); err != nil {
-			return res, errors.Join(append(errs, err)...)
-		}
+	seg, err := backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name)
+	if err != nil {
+		return res, errors.Join(append(errs, err)...)
 	}
 	idx := dev.Attrs().Index
 	want := b.desired(own, peers, idx, seg)
@@ -616,12 +624,11 @@ type desiredState struct {
 }
 
 // desired computes the objects peers imply, recording in b.skips the peers it
-// leaves out. devIndex is the device's; seg the external interface's segment
-// (DirectRouting only, else nil).
+// leaves out. devIndex is the device's; seg the external interface's segment.
 func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, seg *backend.Segment) desiredState {
 	var d desiredState
 	macOwner := make(map[backend.MAC]string, len(peers))
-	for _, p := range peers {
+	for _, p := range backend.OnePerSubnet(peers, b.skips) {
 		key := p.Key()
 		skip := func(format string, args ...any) { b.skips.Skip(key, fmt.Sprintf(format, args...)) }
 		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
@@ -642,6 +649,10 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			skip("public IP %s is our own", pub)
 			continue
 		}
+		if why := seg.RefuseHost(pub); why != "" {
+			skip("%s", why)
+			continue
+		}
 		vni, mac, err := parseLeaseData(p.Attrs.BackendData)
 		if err != nil {
 			skip("%v", err)
@@ -651,8 +662,14 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			skip("VNI %d, ours is %d", vni, b.opts.VNI)
 			continue
 		}
-		if seg != nil && direct(seg, pub) {
+		if b.opts.DirectRouting && direct(seg, pub) {
 			d.routes = append(d.routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
+			continue
+		}
+		gw := sn.Addr()
+		if label, ok := seg.Local[gw]; ok {
+			// The kernel refuses a local address as an onlink gateway.
+			skip("gateway %s (the peer subnet's first address) is an address of this host (%s)", gw, label)
 			continue
 		}
 		if mac == b.mac {
@@ -664,7 +681,6 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			continue
 		}
 		macOwner[mac] = key
-		gw := sn.Addr()
 		d.fdb = append(d.fdb, backend.FDB{LinkIndex: devIndex, MAC: mac, Dst: pub, Permanent: true})
 		d.neighs = append(d.neighs, backend.Neigh{LinkIndex: devIndex, IP: gw, MAC: mac, Permanent: true})
 		d.routes = append(d.routes, backend.Route{Dst: sn, Gw: gw, LinkIndex: devIndex, OnLink: true, Type: unix.RTN_UNICAST})

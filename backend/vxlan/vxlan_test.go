@@ -569,21 +569,26 @@ func TestDirectRouting(t *testing.T) {
 	h.check(withBase(peerLines("10.244.2.0/24", "198.19.0.2", "02:00:00:00:00:02") + "route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74\n"))
 
 	// A peer at the segment's broadcast address cannot be a gateway (the
-	// kernel refuses the route, EINVAL, on every pass): it is encapsulated.
+	// kernel refuses the route, EINVAL, on every pass), nor a VXLAN
+	// destination (every host of the segment would get its packets): it is
+	// skipped.
 	bcast := lease("10.244.4.0/24", "198.18.0.255", "vxlan", "02:00:00:00:00:04")
-	if _, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{near2, far2, bcast}); err != nil {
+	res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{near2, far2, bcast})
+	if err != nil {
 		t.Errorf("Reconcile with a peer at the broadcast address: %v", err)
 	}
-	h.check(withBase(peerLines("10.244.2.0/24", "198.19.0.2", "02:00:00:00:00:02") + "route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74\n" +
-		peerLines("10.244.4.0/24", "198.18.0.255", "02:00:00:00:00:04")))
+	if res.String() != (backend.Result{Skipped: 1}).String() {
+		t.Errorf("result %v, want the peer at the broadcast address skipped and nothing changed", res)
+	}
+	h.check(withBase(peerLines("10.244.2.0/24", "198.19.0.2", "02:00:00:00:00:02") + "route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74\n"))
 }
 
 // TestDirectRoutingOnLinkByRoute: DirectRouting decides "on our segment"
 // as host-gw does: an external interface with a /32 address and a scope-link
 // route for its segment (some clouds) has its peers on-link, and a peer
-// whose public IP cannot be a gateway (the segment's broadcast address, which
-// the kernel refuses as one, or an address of ours) is encapsulated rather
-// than routed. Without the segment's route the peers are encapsulated again.
+// whose public IP is an address of ours is skipped (see
+// TestUnusablePublicIPs). Without the segment's route the peers are
+// encapsulated again.
 func TestDirectRoutingOnLinkByRoute(t *testing.T) {
 	h := newHost(t, `{"Type":"vxlan","DirectRouting":true}`)
 	nl := h.ns.Handle
@@ -617,14 +622,13 @@ func TestDirectRoutingOnLinkByRoute(t *testing.T) {
 	// ours makes it one): a peer there is on-link like any other.
 	last := lease("10.244.4.0/24", "198.18.0.255", "vxlan", "02:00:00:00:00:04")
 	mine := lease("10.244.5.0/24", "198.19.0.50", "vxlan", "02:00:00:00:00:05")
-	encapsulated := peerLines("10.244.3.0/24", "198.19.1.3", "02:00:00:00:00:03") +
-		peerLines("10.244.5.0/24", "198.19.0.50", "02:00:00:00:00:05")
+	encapsulated := peerLines("10.244.3.0/24", "198.19.1.3", "02:00:00:00:00:03")
 
 	res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{near, far, last, mine})
 	if err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
-	if want := (backend.Result{Added: 9}); res.String() != want.String() { // address, near's and last's routes, 2 × 3
+	if want := (backend.Result{Added: 6, Skipped: 1}); res.String() != want.String() { // address, near's and last's routes, far's 3
 		t.Errorf("result %v, want %v", res, want)
 	}
 	h.check(addrs(withBase(routes + "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n" +
@@ -913,5 +917,160 @@ func TestFDBOtherVNIOrPort(t *testing.T) {
 			}
 			h.check(want)
 		})
+	}
+}
+
+// addLink adds a bridge called name holding the address addr, as cni0 or
+// a leftover device would.
+func (h *host) addLink(name, addr string) {
+	h.t.Helper()
+	nl := h.ns.Handle
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := nl.LinkAdd(br); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := nl.AddrAdd(br, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix(addr))}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestUnusablePublicIPs: a vxlan peer whose public IP can be no other
+// host's address is skipped, encapsulated or not: VXLAN sent there goes
+// nowhere, everywhere or back to us, and an FDB entry to 0.0.0.0 has no
+// NDA_DST in dumps, so it would be "updated" on every pass. Only the
+// on-link test of host-gw does not apply: an encapsulated peer may be
+// anywhere.
+func TestUnusablePublicIPs(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DirectRouting=%v", direct), func(t *testing.T) {
+			h := newHost(t, fmt.Sprintf(`{"Type":"vxlan","DirectRouting":%v}`, direct))
+			if err := h.ns.Handle.AddrAdd(h.ext, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.0.50/24"))}); err != nil {
+				t.Fatal(err)
+			}
+			h.addLink("cni0", "10.244.9.1/24")
+			const extra = "addr ext0 198.18.0.50/24\naddr cni0 10.244.9.1/24\nlink cni0 bridge down mtu 1500\n"
+			// A far peer, encapsulated either way.
+			p2 := lease("10.244.2.0/24", "198.19.0.2", "vxlan", "02:00:00:00:00:02")
+			two := peerLines("10.244.2.0/24", "198.19.0.2", "02:00:00:00:00:02")
+			bad := []struct{ pub, reason string }{
+				{"0.0.0.0", "public IP 0.0.0.0 is unspecified"},
+				{"127.0.0.1", "public IP 127.0.0.1 is a loopback address"},
+				{"224.0.0.1", "public IP 224.0.0.1 is a multicast address"},
+				{"255.255.255.255", "public IP 255.255.255.255 is the limited broadcast address"},
+				{"198.18.0.255", "public IP 198.18.0.255 is the broadcast address of 198.18.0.0/24"},
+				{"198.18.0.0", "public IP 198.18.0.0 is the network address of 198.18.0.0/24"},
+				{"198.18.0.50", "public IP 198.18.0.50 is an address of this host (ext0)"},
+				{"10.244.9.1", "public IP 10.244.9.1 is an address of this host (cni0)"},
+			}
+			all := []subnet.Lease{p2}
+			for i, tc := range bad {
+				l := lease(fmt.Sprintf("10.244.%d.0/24", 10+i), tc.pub, "vxlan", fmt.Sprintf("02:00:00:00:01:%02x", i))
+				all = append(all, l)
+				t.Run(tc.pub, func(t *testing.T) {
+					for pass := 1; pass <= 2; pass++ {
+						res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{p2, l})
+						if err != nil {
+							t.Errorf("pass %d: Reconcile: %v; want the lease skipped, no error", pass, err)
+						}
+						if res.Skipped != 1 {
+							t.Errorf("pass %d: result %v, want 1 skipped", pass, res)
+						}
+						if pass == 2 && res.Changed() {
+							t.Errorf("a second Reconcile changed %v", res)
+						}
+					}
+					if got, want := h.ns.State(t), strings.ReplaceAll(withBase(extra+two), "$MAC", h.b.mac.String()); got != want {
+						t.Errorf("kernel state:\n%s\nwant:\n%s\ndiff:\n%s", got, want, lineDiff(got, want))
+					}
+					once := fmt.Sprintf(`"lease"=%q "reason"=%q`, l.Key(), tc.reason)
+					if n := h.countLogs(once); n != 1 {
+						t.Errorf("logged %d times, want once: %s", n, once)
+					}
+				})
+			}
+			h.reconcile(all...)
+			if res := h.reconcile(all...); res.String() != (backend.Result{Skipped: len(bad)}).String() {
+				t.Errorf("second pass with every lease: %v, want %d skipped and nothing changed", res, len(bad))
+			}
+			h.check(withBase(extra + two))
+		})
+	}
+}
+
+// TestGatewayIsLocalAddress: a peer's gateway, <peer subnet>.0, that is an
+// address of this host (a leftover device still holding it) is one the
+// kernel refuses as an onlink gateway (EINVAL, on every pass): that peer is
+// skipped, and the others are programmed without an error. cni0 keeping an
+// address of a subnet we no longer lease (10.244.5.1/24) is no such case:
+// this kernel makes no broadcast route for the network address, and takes
+// 10.244.5.0 as a gateway (the peer's route replaces cni0's own).
+func TestGatewayIsLocalAddress(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	h.addLink("cni0", "10.244.5.1/24")
+	h.addLink("old0", "10.244.6.0/32")
+	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	p5 := lease("10.244.5.0/24", "198.18.0.5", "vxlan", "02:00:00:00:00:05")
+	p6 := lease("10.244.6.0/24", "198.18.0.6", "vxlan", "02:00:00:00:00:06")
+	for pass := 1; pass <= 2; pass++ {
+		res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{p2, p5, p6})
+		if err != nil {
+			t.Errorf("pass %d: Reconcile: %v; want the lease %s skipped, no error", pass, err, p6.Key())
+		}
+		if res.Skipped != 1 {
+			t.Errorf("pass %d: result %v, want 1 skipped", pass, res)
+		}
+		if pass == 2 && res.Changed() {
+			t.Errorf("a second Reconcile changed %v", res)
+		}
+	}
+	h.check(withBase("addr cni0 10.244.5.1/24\naddr old0 10.244.6.0/32\nlink cni0 bridge down mtu 1500\nlink old0 bridge down mtu 1500\n" +
+		peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02") + peerLines("10.244.5.0/24", "198.18.0.5", "02:00:00:00:00:05")))
+	once := fmt.Sprintf(`"lease"=%q "reason"=%q`, p6.Key(), "gateway 10.244.6.0 (the peer subnet's first address) is an address of this host (old0)")
+	if n := h.countLogs(once); n != 1 {
+		t.Errorf("logged %d times, want once: %s", n, once)
+	}
+}
+
+// TestSameSubnetTwice: of two keys for one IPv4 subnet (a plain one and a
+// dual-stack one, or one written by hand), the one written last is
+// programmed and the other skipped, naming it; the loser leaves no FDB
+// entry behind. Peers arrive in the watch's order: the key without IPv6
+// first.
+func TestSameSubnetTwice(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	plain := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	dual := lease("10.244.2.0/24", "198.18.0.12", "vxlan", "02:00:00:00:00:22")
+	dual.IPv6Subnet = netip.MustParsePrefix("fd00:0:0:2::/64")
+	p3 := lease("10.244.3.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:03")
+	three := peerLines("10.244.3.0/24", "198.18.0.3", "02:00:00:00:00:03")
+	for _, step := range []struct {
+		name           string
+		plainRev, dual int64
+		winner         subnet.Lease
+		want           string
+	}{
+		{"the dual-stack key is newer", 5, 9, dual, peerLines("10.244.2.0/24", "198.18.0.12", "02:00:00:00:00:22")},
+		{"the plain key is written again", 11, 9, plain, peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02")},
+	} {
+		plain.ModRevision, dual.ModRevision = step.plainRev, step.dual
+		loser := plain
+		if step.winner.Key() == plain.Key() {
+			loser = dual
+		}
+		for pass := 1; pass <= 2; pass++ {
+			res := h.reconcile(plain, dual, p3)
+			if res.Skipped != 1 {
+				t.Errorf("%s, pass %d: result %v, want 1 skipped", step.name, pass, res)
+			}
+			if pass == 2 && res.Changed() {
+				t.Errorf("%s: a second Reconcile changed %v", step.name, res)
+			}
+		}
+		h.check(withBase(step.want + three))
+		once := fmt.Sprintf(`"lease"=%q "reason"=%q`, loser.Key(),
+			fmt.Sprintf("superseded by the lease %s for the same IPv4 subnet (the one written last wins)", step.winner.Key()))
+		if n := h.countLogs(once); n != 1 {
+			t.Errorf("%s: logged %d times, want once: %s", step.name, n, once)
+		}
 	}
 }
