@@ -317,9 +317,12 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 	unsynced := mgr.PeersSynced()
 	// The iptables rules depend on the network and our subnet, not on the
 	// peers: they are reconciled on the first pass, on each resync, when
-	// our subnet changes and after a failure, not on every peer change.
-	// Each check is an iptables-save of two tables, which on a node with
-	// kube-proxy's rules costs more than the pass's kernel work.
+	// our subnet changes, after a failure and when the backend saw the
+	// kernel change (dockerd starting makes docker0's route in the
+	// network, and its DOCKER-USER chain then wants our jump), not on
+	// peer changes. Each check is an iptables-save of two tables, which
+	// on a node with kube-proxy's rules costs more than the pass's
+	// kernel work.
 	iptDue := true
 	var iptFor netip.Prefix
 	for {
@@ -330,6 +333,7 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 			unsynced = nil
 		case <-mgr.PeersChanged():
 		case <-wake:
+			iptDue = true
 		case <-ticker.C:
 			iptDue = true
 		case <-retry.C:

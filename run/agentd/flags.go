@@ -168,7 +168,7 @@ var flanneldOnly = []flanneldFlag{
 	{"kube-api-url", "string", ignore(kubeOnly)},
 	{"kube-annotation-prefix", "string", ignore(kubeOnly)},
 	{"kubeconfig-file", "string", ignore(kubeOnly)},
-	{"iptables-resync", "int", ignore("ignored: agentd reconciles its iptables rules itself, after every change and every --resync-interval")},
+	{"iptables-resync", "int", ignore("ignored: agentd reconciles its iptables rules itself, at start, on changes and every --resync-interval")},
 	{"ip-blackhole-route", "bool", onlyFalse("agentd adds no blackhole route for its own subnet", "ignored: agentd adds no blackhole route, as false asks")},
 	{"net-config-path", "string", ignore("ignored: agentd reads the network config from etcd (<prefix>/config)")},
 	{"set-node-network-unavailable", "bool", ignore(kubeOnly)},
