@@ -261,21 +261,7 @@ func TestIPTablesCleanupFailureNotFatal(t *testing.T) {
 
 func iptablesCleanupChild(t *testing.T, parentNS string) {
 	checkOwnNetns(t, parentNS)
-	bin := t.TempDir()
-	t.Setenv("PATH", bin)
-	calls := filepath.Join(t.TempDir(), "calls")
-	for name, script := range map[string]string{
-		"iptables":         fakeIPTables,
-		"iptables-restore": fakeIPTables,
-		"iptables-save":    fakeIPTablesSaveFails,
-	} {
-		if err := os.WriteFile(filepath.Join(bin, name), fmt.Appendf(nil, script, calls), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if p, err := exec.LookPath(name); err != nil || p != filepath.Join(bin, name) {
-			t.Fatalf("%s resolves to %q (err %v), want the fake", name, p, err)
-		}
-	}
+	calls := installFakeIPTables(t, fakeIPTables, fakeIPTables, fakeIPTablesSaveFails)
 
 	logs := &logLines{}
 	a := &agent{
@@ -349,9 +335,29 @@ func runReconcileLoop(t *testing.T, a *agent) (*fakeBackend, *fakeLeases, contex
 // named by %s.
 const fakeIPTablesCalls = `#!/bin/sh
 if [ "$1" = --version ]; then echo "iptables v1.8.9 (nf_tables)"; exit 0; fi
-printf 'call %%s %%s\n' "${0##*/}" "$*" >>'%s'
-while IFS= read -r l || [ -n "$l" ]; do printf '%%s\n' "$l" >>'%s'; done
+f='%s'
+printf 'call %%s %%s\n' "${0##*/}" "$*" >>"$f"
+while IFS= read -r l || [ -n "$l" ]; do printf '%%s\n' "$l" >>"$f"; done
 `
+
+// installFakeIPTables makes PATH a directory holding only iptables,
+// iptables-restore and iptables-save, the scripts given in that order, each
+// with %s replaced by the file it returns, where they record what they do.
+func installFakeIPTables(t *testing.T, iptables, restore, save string) (calls string) {
+	t.Helper()
+	bin := t.TempDir()
+	t.Setenv("PATH", bin)
+	calls = filepath.Join(t.TempDir(), "calls")
+	for name, script := range map[string]string{"iptables": iptables, "iptables-restore": restore, "iptables-save": save} {
+		if err := os.WriteFile(filepath.Join(bin, name), fmt.Appendf(nil, script, calls), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := exec.LookPath(name); err != nil || p != filepath.Join(bin, name) {
+			t.Fatalf("%s resolves to %q (err %v), want the fake", name, p, err)
+		}
+	}
+	return calls
+}
 
 // TestIPTablesNotOnPeerPasses: the rules depend on the network and our
 // subnet only, so a pass woken by a peer change does not run iptables (one
@@ -369,17 +375,7 @@ func TestIPTablesNotOnPeerPasses(t *testing.T) {
 
 func iptablesPeerPassesChild(t *testing.T, parentNS string) {
 	checkOwnNetns(t, parentNS)
-	bin := t.TempDir()
-	t.Setenv("PATH", bin)
-	calls := filepath.Join(t.TempDir(), "calls")
-	for _, name := range []string{"iptables", "iptables-save", "iptables-restore"} {
-		if err := os.WriteFile(filepath.Join(bin, name), fmt.Appendf(nil, fakeIPTablesCalls, calls, calls), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if p, err := exec.LookPath(name); err != nil || p != filepath.Join(bin, name) {
-			t.Fatalf("%s resolves to %q (err %v), want the fake", name, p, err)
-		}
-	}
+	calls := installFakeIPTables(t, fakeIPTablesCalls, fakeIPTablesCalls, fakeIPTablesCalls)
 	read := func() string {
 		b, err := os.ReadFile(calls)
 		if err != nil && !os.IsNotExist(err) {
