@@ -296,13 +296,8 @@ func ifaceRecreatedChild(t *testing.T, etcd string) {
 				}
 			}
 			cancel()
-			select {
-			case err := <-errc:
-				if err != nil {
-					t.Errorf("Run after cancel: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("Run did not return within 30 s of its context's end")
+			if err := waitRun(t, errc); err != nil {
+				t.Errorf("Run after cancel: %v", err)
 			}
 		})
 	}

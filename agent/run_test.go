@@ -175,13 +175,8 @@ func leaseTTLChild(t *testing.T, etcd string) {
 	go func() { errc <- Run(ctx, cfg) }()
 	defer func() {
 		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("Run after cancel: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("Run did not return within 30 s of its context's end")
+		if err := waitRun(t, errc); err != nil {
+			t.Errorf("Run after cancel: %v", err)
 		}
 	}()
 	agentURL := "http://" + cfg.HealthzAddr
@@ -387,5 +382,18 @@ func leaseLostChild(t *testing.T, etcd string) {
 				t.Errorf("Run after a stop = %v, want nil", err)
 			}
 		})
+	}
+}
+
+// waitRun waits for Run's result on done, failing t if it takes more than
+// 30 s.
+func waitRun(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30 s of its context's end")
+		return nil
 	}
 }
