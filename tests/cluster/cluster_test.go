@@ -479,90 +479,67 @@ func TestEtcdTLS(t *testing.T) {
 	}
 }
 
-// TestDialDuringClose dials in a namespace while the cluster closes, as a
-// closed gRPC client's reconnects do: no dial may use the namespace's handle
-// once it is released (under -race the old code raced on it), and every dial
-// after that fails with errReleased. The dials are UDP to the namespace's own
-// loopback: connect() sends no packet.
-func TestDialDuringClose(t *testing.T) {
-	c := Start(t, Options{NoEtcd: true})
-	ns, err := c.AddNamespace("dial")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dialed := make(chan struct{})
-	last := make(chan error, 1)
-	go func() {
-		for n := 0; ; n++ {
+// TestUseDuringClose uses a namespace while the cluster closes, as a closed
+// gRPC client's reconnects (Dial) and a check left running by a failed test
+// (Routes, over the netlink handle) can: no call may use the namespace's
+// handles once release has closed them, and every call after that fails with
+// errReleased. The old code failed: under -race a call raced with release on
+// the handle, reached a closed or reused descriptor, or called the nil
+// netlink handle. The dials are UDP to the namespace's own loopback:
+// connect() sends no packet.
+func TestUseDuringClose(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		use  func(*Namespace) error
+	}{
+		{"dial", func(ns *Namespace) error {
 			conn, err := ns.Dial(context.Background(), "udp", "127.0.0.1:9")
+			if err == nil {
+				conn.Close()
+			}
+			return err
+		}},
+		{"netlink", func(ns *Namespace) error {
+			_, err := ns.Routes()
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Start(t, Options{NoEtcd: true})
+			ns, err := c.AddNamespace(tc.name)
 			if err != nil {
-				last <- err
-				return
+				t.Fatal(err)
 			}
-			conn.Close()
-			if n == 10 {
-				close(dialed)
+			used := make(chan struct{})
+			last := make(chan error, 1)
+			go func() {
+				for n := 0; ; n++ {
+					if err := tc.use(ns); err != nil {
+						last <- err
+						return
+					}
+					if n == 10 {
+						close(used)
+					}
+				}
+			}()
+			select {
+			case <-used:
+			case err := <-last:
+				t.Fatalf("%s before Close: %v", tc.name, err)
 			}
-		}
-	}()
-	select {
-	case <-dialed:
-	case err := <-last:
-		t.Fatalf("dial before Close: %v", err)
-	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-last:
-		if !errors.Is(err, errReleased) {
-			t.Fatalf("dial during Close failed with %v, want %v", err, errReleased)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("dials still succeed 10 s after Close")
-	}
-}
-
-// TestNetlinkDuringClose reads a namespace's routes over its netlink handle
-// while the cluster closes, as a check left running by a failed test can:
-// no call may use the handle once release has closed it, and every call
-// after that fails with errReleased. (The old code failed every run: a call
-// raced with release under -race, reached a closed or reused descriptor, or
-// called the nil handle.)
-func TestNetlinkDuringClose(t *testing.T) {
-	c := Start(t, Options{NoEtcd: true})
-	ns, err := c.AddNamespace("nl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listed := make(chan struct{})
-	last := make(chan error, 1)
-	go func() {
-		for n := 0; ; n++ {
-			if _, err := ns.Routes(); err != nil {
-				last <- err
-				return
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
 			}
-			if n == 10 {
-				close(listed)
+			select {
+			case err := <-last:
+				if !errors.Is(err, errReleased) {
+					t.Fatalf("%s during Close failed with %v, want %v", tc.name, err, errReleased)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s still works 10 s after Close", tc.name)
 			}
-		}
-	}()
-	select {
-	case <-listed:
-	case err := <-last:
-		t.Fatalf("routes before Close: %v", err)
-	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-last:
-		if !errors.Is(err, errReleased) {
-			t.Fatalf("routes during Close failed with %v, want %v", err, errReleased)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("routes still listed 10 s after Close")
+		})
 	}
 }
 
