@@ -305,6 +305,12 @@ var _ leaseSource = (*subnet.Manager)(nil)
 func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr leaseSource, netCfg *subnet.Config, wake <-chan struct{}, checkExt func() error) error {
 	ticker := time.NewTicker(a.cfg.ResyncInterval)
 	defer ticker.Stop()
+	var iptTick <-chan time.Time
+	if a.cfg.IPTablesResync > 0 {
+		t := time.NewTicker(a.cfg.IPTablesResync)
+		defer t.Stop()
+		iptTick = t.C
+	}
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	b := delay.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
@@ -320,9 +326,10 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 	// our subnet changes, after a failure and when the backend saw the
 	// kernel change (dockerd starting makes docker0's route in the
 	// network, and its DOCKER-USER chain then wants our jump), not on
-	// peer changes. Each check is an iptables-save of two tables, which
-	// on a node with kube-proxy's rules costs more than the pass's
-	// kernel work.
+	// peer changes; and on their own every IPTablesResync (flanneld's
+	// --iptables-resync), for changes no event tells of. Each check is an
+	// iptables-save of two tables, which on a node with kube-proxy's rules
+	// costs more than the pass's kernel work.
 	iptDue := true
 	var iptFor netip.Prefix
 	for {
@@ -335,6 +342,17 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		case <-wake:
 			iptDue = true
 		case <-ticker.C:
+			iptDue = true
+		case <-iptTick:
+			// The rules alone, without a pass over the kernel; a
+			// failure (or our subnet changed) makes it a full pass,
+			// which reports and retries it.
+			if unsynced != nil || iptDue {
+				continue
+			}
+			if own, _ := mgr.Own(); own.Subnet == iptFor && a.reconcileIPTables(netCfg, own) == nil {
+				continue
+			}
 			iptDue = true
 		case <-retry.C:
 		}

@@ -47,6 +47,11 @@ type Config struct {
 	// ResyncInterval is how often the whole kernel state is compared with the
 	// desired state even when nothing signalled a change.
 	ResyncInterval time.Duration
+	// IPTablesResync is how often our iptables rules are checked (one
+	// iptables-save per table) between the passes that check them anyway:
+	// a chain made by another program (dockerd's DOCKER-USER) gets our
+	// jump, and rules others removed come back, within it.
+	IPTablesResync time.Duration
 	// EtcdEndpointCheckInterval is how often each etcd endpoint is asked
 	// for its status when there are several; 0 turns the checks off.
 	EtcdEndpointCheckInterval time.Duration

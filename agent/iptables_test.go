@@ -306,6 +306,60 @@ func iptablesCleanupChild(t *testing.T, parentNS string) {
 	t.Logf("logged: %s", strings.Join(cleanup, "\n"))
 }
 
+// TestIPTablesResync: every IPTablesResync the rules are checked on their
+// own (flanneld's --iptables-resync), without a pass over the kernel, so
+// that a chain another program makes later (dockerd's DOCKER-USER) gets our
+// jump within it. Run like TestIPTablesRetriedUntilAvailable, in a network
+// namespace of its own.
+func TestIPTablesResync(t *testing.T) {
+	if ns := os.Getenv(iptablesChildEnv); ns != "" {
+		iptablesResyncChild(t, ns)
+		return
+	}
+	runInOwnNetns(t, "TestIPTablesResync")
+}
+
+func iptablesResyncChild(t *testing.T, parentNS string) {
+	checkOwnNetns(t, parentNS)
+	calls := installFakeIPTables(t, fakeIPTablesCalls, fakeIPTablesCalls, fakeIPTablesCalls)
+	saves := func() int {
+		b, err := os.ReadFile(calls)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), "call iptables-save -t nat")
+	}
+	a := &agent{
+		cfg:    Config{IPMasq: true, IPTablesForwardRules: true, ResyncInterval: time.Hour, IPTablesResync: 50 * time.Millisecond},
+		log:    testr.New(t),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	be, _, ctx := runReconcileLoop(t, a)
+	err := cluster.Eventually(ctx, 20*time.Second, func() error {
+		if ready, why := a.health.ready(); !ready {
+			return fmt.Errorf("not ready: %s", why)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	passes, first := be.passes.Load(), saves()
+	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+		if n := saves(); n < first+3 {
+			return fmt.Errorf("%d checks of the nat table since the agent became ready, waiting for 3", n-first)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := be.passes.Load(); n != passes {
+		t.Errorf("%d passes over the kernel during the iptables checks, want none (the resync is an hour)", n-passes)
+	}
+}
+
 // runReconcileLoop runs a's reconcile loop, with its lease held and
 // subnet.env written, over a fake backend and one own lease of 10.244.0.0/16
 // until the test ends, and returns the backend, the lease set and the loop's

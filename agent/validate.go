@@ -24,6 +24,8 @@ const (
 	DefaultStateDir       = "/var/lib/agentd"
 	DefaultSubnetLeaseTTL = 24 * time.Hour
 	DefaultResyncInterval = 30 * time.Second
+	// DefaultIPTablesResync is flanneld's --iptables-resync default.
+	DefaultIPTablesResync = 5 * time.Second
 	// DefaultEtcdEndpointCheckInterval: a member that is down shows within
 	// half a minute, for one small request per endpoint.
 	DefaultEtcdEndpointCheckInterval = 30 * time.Second
@@ -47,6 +49,7 @@ func DefaultConfig() Config {
 		IPTablesForwardRules:      true,
 		SubnetLeaseTTL:            DefaultSubnetLeaseTTL,
 		ResyncInterval:            DefaultResyncInterval,
+		IPTablesResync:            DefaultIPTablesResync,
 		EtcdEndpointCheckInterval: DefaultEtcdEndpointCheckInterval,
 		StateDir:                  DefaultStateDir,
 	}
@@ -136,6 +139,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ResyncInterval < time.Second {
 		return configErrorf("resync-interval", c.ResyncInterval.String(), "must be at least 1s")
+	}
+	if c.IPTablesResync < time.Second {
+		return configErrorf("iptables-resync", fmt.Sprint(int64(c.IPTablesResync/time.Second)), "must be at least 1 (seconds)")
 	}
 	if i := c.EtcdEndpointCheckInterval; i != 0 && i < time.Second {
 		return configErrorf("etcd-endpoint-check-interval", i.String(), "must be at least 1s, or 0 to turn the checks off")

@@ -60,6 +60,7 @@ type flagValues struct {
 
 	leaseTTL      time.Duration
 	resync        time.Duration
+	iptResync     int
 	endpointCheck time.Duration
 	stateDir      string
 
@@ -105,6 +106,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 
 	fs.DurationVar(&v.leaseTTL, "subnet-lease-ttl", d.SubnetLeaseTTL, "TTL of the etcd lease that holds this host's subnet (whole seconds, at least 1s)")
 	fs.DurationVar(&v.resync, "resync-interval", d.ResyncInterval, "how often the kernel state is fully compared with the lease set")
+	fs.IntVar(&v.iptResync, "iptables-resync", int(d.IPTablesResync/time.Second), "how often, in seconds, the iptables rules are checked and repaired")
 	fs.DurationVar(&v.endpointCheck, "etcd-endpoint-check-interval", d.EtcdEndpointCheckInterval, "with several --etcd-endpoints, how often each is asked for its status, so that one down is reported (0: never)")
 	fs.StringVar(&v.stateDir, "state-dir", d.StateDir, "directory for state kept across restarts (host identity, VTEP MAC)")
 
@@ -168,7 +170,6 @@ var flanneldOnly = []flanneldFlag{
 	{"kube-api-url", "string", ignore(kubeOnly)},
 	{"kube-annotation-prefix", "string", ignore(kubeOnly)},
 	{"kubeconfig-file", "string", ignore(kubeOnly)},
-	{"iptables-resync", "int", ignore("ignored: agentd reconciles its iptables rules itself, at start, on changes and every --resync-interval")},
 	{"ip-blackhole-route", "bool", onlyFalse("agentd adds no blackhole route for its own subnet", "ignored: agentd adds no blackhole route, as false asks")},
 	{"net-config-path", "string", ignore("ignored: agentd reads the network config from etcd (<prefix>/config)")},
 	{"set-node-network-unavailable", "bool", ignore(kubeOnly)},
@@ -266,6 +267,7 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 		IPTablesMode:              v.iptMode,
 		SubnetLeaseTTL:            v.leaseTTL,
 		ResyncInterval:            v.resync,
+		IPTablesResync:            time.Duration(v.iptResync) * time.Second,
 		EtcdEndpointCheckInterval: v.endpointCheck,
 		StateDir:                  v.stateDir,
 		ReleaseLease:              v.releaseLease,

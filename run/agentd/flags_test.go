@@ -112,10 +112,11 @@ func TestParseArgs(t *testing.T) {
 		{name: "klog -vmodule", args: []string{"-vmodule=agent*=4", "-v=1"}, want: func(*agent.Config) {}, v: 1},
 		{
 			name: "durations and TLS",
-			args: []string{"--subnet-lease-ttl=5s", "-resync-interval=2s", "--etcd-cafile=" + ca, "--etcd-certfile", cert, "--etcd-keyfile", key, "--state-dir=/tmp/agentd-state"},
+			args: []string{"--subnet-lease-ttl=5s", "-resync-interval=2s", "-iptables-resync", "10", "--etcd-cafile=" + ca, "--etcd-certfile", cert, "--etcd-keyfile", key, "--state-dir=/tmp/agentd-state"},
 			want: func(c *agent.Config) {
 				c.SubnetLeaseTTL = 5 * time.Second
 				c.ResyncInterval = 2 * time.Second
+				c.IPTablesResync = 10 * time.Second
 				c.EtcdCAFile, c.EtcdCertFile, c.EtcdKeyFile = ca, cert, key
 				c.StateDir = "/tmp/agentd-state"
 			},
@@ -179,11 +180,13 @@ func TestParseArgs(t *testing.T) {
 				"FLANNELD_SUBNET_LEASE_TTL": "1h",
 				"AGENTD_SUBNET_LEASE_TTL":   "2h",
 				"FLANNELD_STATE_DIR":        "/var/lib/f",
+				"FLANNELD_IPTABLES_RESYNC":  "7",
 			},
 			want: func(c *agent.Config) {
 				c.Ifaces = []string{"eth9"}
 				c.SubnetLeaseTTL = 2 * time.Hour
 				c.StateDir = "/var/lib/f"
+				c.IPTablesResync = 7 * time.Second
 			},
 		},
 	}
@@ -242,6 +245,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"ttl below a second", []string{"--subnet-lease-ttl=500ms"}, nil, `invalid --subnet-lease-ttl "500ms": must be at least 1s`},
 		{"ttl fractional seconds", []string{"--subnet-lease-ttl=1500ms"}, nil, `invalid --subnet-lease-ttl "1.5s": etcd lease TTLs are whole seconds`},
 		{"resync zero", []string{"--resync-interval=0s"}, nil, `invalid --resync-interval "0s": must be at least 1s`},
+		{"iptables resync zero", []string{"--iptables-resync=0"}, nil, `invalid --iptables-resync "0": must be at least 1 (seconds)`},
 		{"bad public ip", []string{"--public-ip", "x"}, nil, `invalid --public-ip "x": ParseAddr("x"): unable to parse IP`},
 		{"ipv6 public ip", []string{"--public-ip=2001:db8::1"}, nil, `invalid --public-ip "2001:db8::1": the underlay is IPv4; want an IPv4 address`},
 		{"multicast public ip", []string{"--public-ip=224.0.0.1"}, nil, `invalid --public-ip "224.0.0.1": peers cannot send to a loopback, multicast or broadcast address`},
@@ -415,6 +419,7 @@ func renderArgs(c agent.Config) []string {
 		"--healthz-addr=" + c.HealthzAddr,
 		"--subnet-lease-ttl=" + c.SubnetLeaseTTL.String(),
 		"--resync-interval=" + c.ResyncInterval.String(),
+		fmt.Sprintf("--iptables-resync=%d", c.IPTablesResync/time.Second),
 		"--etcd-endpoint-check-interval=" + c.EtcdEndpointCheckInterval.String(),
 		"--state-dir=" + c.StateDir,
 		fmt.Sprintf("--release-lease=%t", c.ReleaseLease),
@@ -550,12 +555,10 @@ func TestParseArgsFlanneldFlags(t *testing.T) {
 		env  map[string]string
 		warn []string // one warning each, in this order (substrings)
 	}{
-		{"iptables-resync", []string{"--iptables-resync=10"}, nil,
-			[]string{"--iptables-resync is ignored: agentd reconciles its iptables rules itself"}},
-		{"single dash, value apart", []string{"-iptables-resync", "10", "-iface", "eth0"}, nil,
-			[]string{"--iptables-resync is ignored"}},
-		{"from FLANNELD_", nil, map[string]string{"FLANNELD_IPTABLES_RESYNC": "10"},
-			[]string{"FLANNELD_IPTABLES_RESYNC is ignored"}},
+		{"single dash, value apart", []string{"-subnet-lease-renew-margin", "10", "-iface", "eth0"}, nil,
+			[]string{"--subnet-lease-renew-margin is deprecated and ignored"}},
+		{"from FLANNELD_", nil, map[string]string{"FLANNELD_SUBNET_LEASE_RENEW_MARGIN": "10"},
+			[]string{"FLANNELD_SUBNET_LEASE_RENEW_MARGIN is deprecated and ignored"}},
 		{"empty public-ipv6", []string{"--public-ipv6="}, nil,
 			[]string{"--public-ipv6 is ignored: agentd's backends carry IPv4 only"}},
 		{"kube-subnet-mgr off", []string{"--kube-subnet-mgr=false"}, nil,
@@ -585,7 +588,7 @@ func TestParseArgsFlanneldFlags(t *testing.T) {
 					t.Errorf("warning %q does not contain %q", opts.warnings[i], w)
 				}
 			}
-			if strings.Contains(opts.usage, "iptables-resync") {
+			if strings.Contains(opts.usage, "subnet-lease-renew-margin") {
 				t.Errorf("--help lists the ignored flags")
 			}
 		})
@@ -607,8 +610,8 @@ func TestParseArgsFlanneldFlags(t *testing.T) {
 			`unsupported --ip-blackhole-route "true": agentd adds no blackhole route for its own subnet`},
 		{"fully-random off with ip-masq", []string{"--ip-masq", "--ip-masq-fully-random-disable=true"}, nil,
 			`unsupported --ip-masq-fully-random-disable "true": agentd always masquerades with --random-fully where iptables supports it`},
-		{"bad value", []string{"--iptables-resync=soon"}, nil,
-			`invalid --iptables-resync "soon": strconv.ParseInt: parsing "soon": invalid syntax`},
+		{"bad value", []string{"--subnet-lease-renew-margin=soon"}, nil,
+			`invalid --subnet-lease-renew-margin "soon": strconv.ParseInt: parsing "soon": invalid syntax`},
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
