@@ -321,32 +321,10 @@ func TestIPTablesResync(t *testing.T) {
 
 func iptablesResyncChild(t *testing.T, parentNS string) {
 	checkOwnNetns(t, parentNS)
-	calls := installFakeIPTables(t, fakeIPTablesCalls, fakeIPTablesCalls, fakeIPTablesCalls)
-	saves := func() int {
-		b, err := os.ReadFile(calls)
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
-		}
-		return strings.Count(string(b), "call iptables-save -t nat")
-	}
-	a := &agent{
-		cfg:    Config{IPMasq: true, IPTablesForwardRules: true, ResyncInterval: time.Hour, IPTablesResync: 50 * time.Millisecond},
-		log:    testr.New(t),
-		health: newHealth(testr.New(t)),
-		obs:    newObserver(),
-	}
-	be, _, ctx := runReconcileLoop(t, a)
-	err := cluster.Eventually(ctx, 20*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return fmt.Errorf("not ready: %s", why)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	be, _, ctx, read := recordedLoop(t, 50*time.Millisecond)
+	saves := func() int { return strings.Count(read(), "call iptables-save -t nat") }
 	passes, first := be.passes.Load(), saves()
-	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+	err := cluster.Eventually(ctx, 20*time.Second, func() error {
 		if n := saves(); n < first+3 {
 			return fmt.Errorf("%d checks of the nat table since the agent became ready, waiting for 3", n-first)
 		}
@@ -358,6 +336,39 @@ func iptablesResyncChild(t *testing.T, parentNS string) {
 	if n := be.passes.Load(); n != passes {
 		t.Errorf("%d passes over the kernel during the iptables checks, want none (the resync is an hour)", n-passes)
 	}
+}
+
+// recordedLoop runs the reconcile loop of an agent that wants masquerade and
+// forward rules, over fakeIPTablesCalls, with a resync of an hour and
+// iptResync (0: none), and waits until it is ready; read returns what the
+// fake iptables recorded so far.
+func recordedLoop(t *testing.T, iptResync time.Duration) (be *fakeBackend, leases *fakeLeases, ctx context.Context, read func() string) {
+	t.Helper()
+	calls := installFakeIPTables(t, fakeIPTablesCalls, fakeIPTablesCalls, fakeIPTablesCalls)
+	read = func() string {
+		b, err := os.ReadFile(calls)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	a := &agent{
+		cfg:    Config{IPMasq: true, IPTablesForwardRules: true, ResyncInterval: time.Hour, IPTablesResync: iptResync},
+		log:    testr.New(t),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	be, leases, ctx = runReconcileLoop(t, a)
+	err := cluster.Eventually(ctx, 20*time.Second, func() error {
+		if ready, why := a.health.ready(); !ready {
+			return fmt.Errorf("not ready: %s (last reconcile error: %s)", why, a.obs.status(a.health).LastResyncError)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return be, leases, ctx, read
 }
 
 // runReconcileLoop runs a's reconcile loop, with its lease held and
@@ -429,30 +440,7 @@ func TestIPTablesNotOnPeerPasses(t *testing.T) {
 
 func iptablesPeerPassesChild(t *testing.T, parentNS string) {
 	checkOwnNetns(t, parentNS)
-	calls := installFakeIPTables(t, fakeIPTablesCalls, fakeIPTablesCalls, fakeIPTablesCalls)
-	read := func() string {
-		b, err := os.ReadFile(calls)
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	a := &agent{
-		cfg:    Config{IPMasq: true, IPTablesForwardRules: true, ResyncInterval: time.Hour},
-		log:    testr.New(t),
-		health: newHealth(testr.New(t)),
-		obs:    newObserver(),
-	}
-	be, leases, ctx := runReconcileLoop(t, a)
-	err := cluster.Eventually(ctx, 20*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return fmt.Errorf("not ready: %s (last reconcile error: %s)", why, a.obs.status(a.health).LastResyncError)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	be, leases, ctx, read := recordedLoop(t, 0)
 	first := read()
 	if !strings.Contains(first, "call iptables-save") || !strings.Contains(first, "-d 10.244.1.0/24 ") {
 		t.Fatalf("first pass: iptables calls and input\n%s\nwant iptables-save and rules for our subnet 10.244.1.0/24", first)
@@ -469,7 +457,7 @@ func iptablesPeerPassesChild(t *testing.T, parentNS string) {
 			t.Fatal(ctx.Err())
 		}
 	}
-	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+	err := cluster.Eventually(ctx, 20*time.Second, func() error {
 		if n := be.passes.Load(); n < passes+3 {
 			return fmt.Errorf("%d passes after the peer changes, waiting for %d", n-passes, 3)
 		}
