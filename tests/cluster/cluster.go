@@ -297,17 +297,8 @@ func (c *Cluster) plug(n *Namespace, swName string, addr netip.Prefix, id int) e
 		return fmt.Errorf("sw: add veth %s to %s: %w", swName, n.Short, err)
 	}
 	return n.withNetlink(func(nl *netlink.Handle) error {
-		eth0, err := nl.LinkByName("eth0")
-		if err != nil {
-			return fmt.Errorf("%s: eth0: %w", n.Short, err)
-		}
-		if err := nl.AddrAdd(eth0, &netlink.Addr{IPNet: prefixToIPNet(addr)}); err != nil {
-			return fmt.Errorf("%s: add %s to eth0: %w", n.Short, addr, err)
-		}
-		if err := nl.LinkSetUp(eth0); err != nil {
-			return fmt.Errorf("%s: eth0 up: %w", n.Short, err)
-		}
-		return nil
+		_, err := addrUp(nl, n.Short, "eth0", addr)
+		return err
 	})
 }
 

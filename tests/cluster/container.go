@@ -102,17 +102,8 @@ func (h *Host) ensureCNI0(gw netip.Prefix, mtu int) error {
 		if err := nl.LinkAdd(br); err != nil {
 			return fmt.Errorf("%s: add bridge cni0: %w", h.Short, err)
 		}
-		l, err := nl.LinkByName("cni0")
-		if err != nil {
-			return fmt.Errorf("%s: cni0: %w", h.Short, err)
-		}
-		if err := nl.AddrAdd(l, &netlink.Addr{IPNet: prefixToIPNet(gw)}); err != nil {
-			return fmt.Errorf("%s: add %s to cni0: %w", h.Short, gw, err)
-		}
-		if err := nl.LinkSetUp(l); err != nil {
-			return fmt.Errorf("%s: cni0 up: %w", h.Short, err)
-		}
-		return nil
+		_, err := addrUp(nl, h.Short, "cni0", gw)
+		return err
 	})
 	if err != nil {
 		return err
@@ -153,14 +144,8 @@ func (h *Host) attach(ct *Container, gw netip.Addr) error {
 		return err
 	}
 	return ct.withNetlink(func(nl *netlink.Handle) error {
-		eth0, err := nl.LinkByName("eth0")
+		eth0, err := addrUp(nl, ct.Short, "eth0", ct.Addr)
 		if err != nil {
-			return err
-		}
-		if err := nl.AddrAdd(eth0, &netlink.Addr{IPNet: prefixToIPNet(ct.Addr)}); err != nil {
-			return fmt.Errorf("add %s: %w", ct.Addr, err)
-		}
-		if err := nl.LinkSetUp(eth0); err != nil {
 			return err
 		}
 		def := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw.AsSlice()}

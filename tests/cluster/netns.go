@@ -467,3 +467,19 @@ func tail(b []byte, max int) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// addrUp adds addr to the link called name and sets it up, over nl (a
+// namespace's handle, see withNetlink); short names the namespace in errors.
+func addrUp(nl *netlink.Handle, short, name string, addr netip.Prefix) (netlink.Link, error) {
+	l, err := nl.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", short, name, err)
+	}
+	if err := nl.AddrAdd(l, &netlink.Addr{IPNet: prefixToIPNet(addr)}); err != nil {
+		return nil, fmt.Errorf("%s: add %s to %s: %w", short, addr, name, err)
+	}
+	if err := nl.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("%s: %s up: %w", short, name, err)
+	}
+	return l, nil
+}
