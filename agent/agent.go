@@ -372,9 +372,10 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		}
 		res, err := be.Reconcile(ctx, own, peers)
 		if iptDue || own.Subnet != iptFor {
+			// On failure iptDue, or the subnet's difference, stays:
+			// the retry tries again.
 			if ierr := a.reconcileIPTables(netCfg, own); ierr != nil {
 				err = errors.Join(err, ierr)
-				iptDue = true
 			} else {
 				iptDue, iptFor = false, own.Subnet
 			}
