@@ -458,6 +458,11 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	if err != nil {
 		return cli.explain(parent, err)
 	}
+	// The subnet a run that lost its lease kept is forgotten too: a
+	// decommissioned host's next start, if any, prefers nothing.
+	if err := os.Remove(lostSubnetPath(cfg.StateDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing %s failed: %w", lostSubnetPath(cfg.StateDir), err)
+	}
 	if !ok {
 		log.Info("no lease of this host to release", "publicIP", ext.PublicIP)
 		return nil
@@ -471,7 +476,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 
 // lostSubnetFile, in the state dir, is the subnet.env of a run that ended
 // because another host took its subnet (withdrawSubnetEnv), until a later
-// run writes subnet.env again.
+// run writes subnet.env again or --release-lease forgets it.
 const lostSubnetFile = "lost-subnet.env"
 
 func lostSubnetPath(stateDir string) string { return filepath.Join(stateDir, lostSubnetFile) }

@@ -261,8 +261,9 @@ func TestLeaseLostRemovesSubnetEnv(t *testing.T) {
 		return
 	}
 	cluster.RunTestInHost(t, "TestLeaseLostRemovesSubnetEnv", leaseLostEnv, map[string]string{
-		"/freed/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-		"/taken/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+		"/freed/config":    `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+		"/taken/config":    `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+		"/released/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	})
 }
 
@@ -273,7 +274,9 @@ func leaseLostChild(t *testing.T, etcd string) {
 	}
 	defer cli.Close()
 
-	for _, name := range []string{"freed", "taken"} {
+	// freed: the other host's key is deleted before the next start; taken:
+	// it is not; released: it is not, and --release-lease runs first.
+	for _, name := range []string{"freed", "taken", "released"} {
 		t.Run(name, func(t *testing.T) {
 			prefix := "/" + name
 			cfg := hostConfig(t, etcd, prefix)
@@ -362,9 +365,20 @@ func leaseLostChild(t *testing.T, etcd string) {
 				t.Errorf("kept %s: %v, %v, want %s", lostSubnetFile, kept.LeaseSubnet(), err, sn)
 			}
 
-			if name == "freed" {
+			switch name {
+			case "freed":
 				if _, err := cli.Delete(ctx, key); err != nil {
 					t.Fatal(err)
+				}
+			case "released":
+				if err := release(ctx, log, cfg); err != nil {
+					t.Fatalf("--release-lease after the loss: %v", err)
+				}
+				if _, err := os.Stat(lostSubnetPath(cfg.StateDir)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("--release-lease left %s (%v), want it removed", lostSubnetFile, err)
+				}
+				if r, err := cli.Get(ctx, key); err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != other {
+					t.Errorf("--release-lease after the loss: the other host's key %s is %v, %v; want it untouched", key, r, err)
 				}
 			}
 			logged := len(logs.get())
@@ -376,6 +390,8 @@ func leaseLostChild(t *testing.T, etcd string) {
 				t.Errorf("started with the key freed: subnet %s (moving logged: %v), want %s again", got, moving, sn)
 			case name == "taken" && (got == sn || !moving):
 				t.Errorf("started with the key taken: subnet %s (moving logged: %v), want another one and MOVING TO ANOTHER SUBNET", got, moving)
+			case name == "released" && (got == sn || moving):
+				t.Errorf("started after --release-lease: subnet %s (moving logged: %v), want another one without MOVING TO ANOTHER SUBNET (no previous subnet is left)", got, moving)
 			}
 			stop()
 			if err := result(errc); err != nil {
