@@ -263,7 +263,7 @@ func (a *agent) run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := a.reconcileLoop(ctx, be, mgr, netCfg, wake, func() error { return checkExternalInterface(nl, ext.Iface) }); err != nil {
+		if err := a.reconcileLoop(ctx, be, mgr, netCfg, wake, func() error { return checkExternalInterface(nl, ext) }); err != nil {
 			fail(err)
 		}
 	}()

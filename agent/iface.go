@@ -175,22 +175,36 @@ func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*iface
 // when the external interface it started with is no longer the same link.
 var errExternalInterfaceChanged = errors.New("external interface changed")
 
-// checkExternalInterface reports whether iface, the external interface found
-// at start, is still the link the backends use: the link with its index
-// exists and has its name, however the interface was given (name, address,
-// regex, can-reach or default route). The backends name the underlay by
-// index (the vxlan device's lower device, host-gw's and DirectRouting's
-// routes), so an interface deleted and made again with the same name and
-// address (netplan apply, NetworkManager rebuilding a bond or VLAN) is
-// another link to them, and every pass would fail; the error then wraps
-// errExternalInterfaceChanged and says what became of the name. An
-// interface that is down is still the same link. It costs one RTM_GETLINK
-// while nothing changed; any other error is netlink's, not a change.
-func checkExternalInterface(h *netlink.Handle, iface *net.Interface) error {
+// checkExternalInterface reports whether ext, the external interface found
+// at start, is still the link the backends use and still has the address
+// found on it.
+//
+// The link: the link with its index exists and has its name, however the
+// interface was given (name, address, regex, can-reach or default route).
+// The backends name the underlay by index (the vxlan device's lower device,
+// host-gw's and DirectRouting's routes), so an interface deleted and made
+// again with the same name and address (netplan apply, NetworkManager
+// rebuilding a bond or VLAN) is another link to them, and every pass would
+// fail; the error then wraps errExternalInterfaceChanged and says what
+// became of the name. An interface that is down is still the same link.
+//
+// The address: vxlan sends from it, and unless --public-ip says otherwise
+// it is the public IP our lease names, which every peer sends to. When it
+// is gone (the host renumbered by DHCP, or an operator's ip addr del) the
+// error says so and what the interface has now; it does not end the agent,
+// since an address may come back (a DHCP client that deletes and re-adds
+// it) and a restart for a new one moves the host to another subnet, which
+// is the operator's call. The pass fails, is logged and retried, and the
+// next pass that finds the address succeeds again.
+//
+// It costs an RTM_GETLINK and an RTM_GETADDR while nothing changed; any
+// other error is netlink's, not a change.
+func checkExternalInterface(h *netlink.Handle, ext backend.ExternalInterface) error {
+	iface := ext.Iface
 	l, err := h.LinkByIndex(iface.Index)
 	switch {
 	case err == nil && l.Attrs().Name == iface.Name:
-		return nil
+		return checkExternalAddress(h, l, ext)
 	case err != nil && !backend.IsNotFound(err):
 		return fmt.Errorf("look up external interface %s (index %d): %w", iface.Name, iface.Index, err)
 	}
@@ -208,6 +222,34 @@ func checkExternalInterface(h *netlink.Handle, iface *net.Interface) error {
 	return fmt.Errorf("%w: %s was %s, now %s; the datapath is bound to the old index (the vxlan device's underlay, host-gw routes) "+
 		"and agentd does not move it while it runs: exiting, a restart selects the interface again",
 		errExternalInterfaceChanged, iface.Name, was, now)
+}
+
+// checkExternalAddress is checkExternalInterface's address check, on l, the
+// external link.
+func checkExternalAddress(h *netlink.Handle, l netlink.Link, ext backend.ExternalInterface) error {
+	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list the addresses of external interface %s: %w", ext.Iface.Name, err)
+	}
+	var has []string
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if ok && ip.Unmap() == ext.IfaceAddr {
+			return nil
+		}
+		has = append(has, a.IPNet.String())
+	}
+	now := "no IPv4 address"
+	if len(has) > 0 {
+		now = strings.Join(has, ", ")
+	}
+	advertised := fmt.Sprintf("our lease names %s as this host's public IP, so peers send to an address this host no longer has", ext.PublicIP)
+	if ext.PublicIP != ext.IfaceAddr {
+		advertised = fmt.Sprintf("peers send to the public IP %s (--public-ip), and a vxlan device sends from the lost address", ext.PublicIP)
+	}
+	return fmt.Errorf("external address %s is no longer on %s (it has %s): %s; "+
+		"if it does not come back, restart agentd to use the interface's new address (with a new public IP the host leases another subnet: drain it first)",
+		ext.IfaceAddr, ext.Iface.Name, now, advertised)
 }
 
 // ifaceInfo is one interface and its IPv4 addresses, the best first.

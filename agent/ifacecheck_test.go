@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -23,18 +23,20 @@ import (
 // backends' while the link with its index has its name, down or not; the
 // error once it was recreated, deleted or renamed names the interface, its
 // old index and what the name is now. The interface here was given by its
-// address: the rule is the same.
+// address: the rule is the same. An address gone from the interface is an
+// error of its own, which says what the interface has now and what peers
+// send to, and passes once the address is back.
 func TestCheckExternalInterface(t *testing.T) {
 	h := newTestNS(t)
 	const addr = "198.19.0.1/24"
 	addVeth(t, h, "bond0", addr)
-	find := func() *net.Interface {
+	find := func() backend.ExternalInterface {
 		t.Helper()
 		ext, err := findExternalInterface(h, &Config{Ifaces: []string{"198.19.0.1"}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ext.Iface
+		return ext
 	}
 	index := func(name string) int {
 		t.Helper()
@@ -56,9 +58,9 @@ func TestCheckExternalInterface(t *testing.T) {
 	}
 	const hint = "; the datapath is bound to the old index (the vxlan device's underlay, host-gw routes) " +
 		"and agentd does not move it while it runs: exiting, a restart selects the interface again"
-	check := func(step string, iface *net.Interface, want string) {
+	check := func(step string, ext backend.ExternalInterface, want string) {
 		t.Helper()
-		err := checkExternalInterface(h, iface)
+		err := checkExternalInterface(h, ext)
 		switch {
 		case want == "" && err != nil:
 			t.Errorf("%s: %v, want no error", step, err)
@@ -68,21 +70,66 @@ func TestCheckExternalInterface(t *testing.T) {
 		}
 	}
 
-	iface := find()
-	check("unchanged", iface, "")
-	if err := h.LinkSetDown(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: iface.Index}}); err != nil {
+	ext := find()
+	check("unchanged", ext, "")
+	if err := h.LinkSetDown(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ext.Iface.Index}}); err != nil {
 		t.Fatal(err)
 	}
-	check("down", iface, "")
+	check("down", ext, "")
 
-	old := iface.Index
+	// The address: removed, replaced by another, back.
+	bond := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ext.Iface.Index}}
+	setAddr := func(from, to string) {
+		t.Helper()
+		if from != "" {
+			a, _ := netlink.ParseAddr(from)
+			if err := h.AddrDel(bond, a); err != nil {
+				t.Fatalf("delete %s: %v", from, err)
+			}
+		}
+		if to != "" {
+			a, _ := netlink.ParseAddr(to)
+			if err := h.AddrAdd(bond, a); err != nil {
+				t.Fatalf("add %s: %v", to, err)
+			}
+		}
+	}
+	const restart = "; if it does not come back, restart agentd to use the interface's new address " +
+		"(with a new public IP the host leases another subnet: drain it first)"
+	addrCheck := func(step string, ext backend.ExternalInterface, want string) {
+		t.Helper()
+		err := checkExternalInterface(h, ext)
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s: %v, want no error", step, err)
+		case want == "":
+		case err == nil || errors.Is(err, errExternalInterfaceChanged) || err.Error() != want+restart:
+			t.Errorf("%s:\n got %v\nwant %s%s (not wrapping errExternalInterfaceChanged: the agent goes on)", step, err, want, restart)
+		}
+	}
+	setAddr(addr, "")
+	addrCheck("address removed", ext, "external address 198.19.0.1 is no longer on bond0 (it has no IPv4 address): "+
+		"our lease names 198.19.0.1 as this host's public IP, so peers send to an address this host no longer has")
+	setAddr("", "198.19.1.9/24")
+	addrCheck("renumbered", ext, "external address 198.19.0.1 is no longer on bond0 (it has 198.19.1.9/24): "+
+		"our lease names 198.19.0.1 as this host's public IP, so peers send to an address this host no longer has")
+	nat := ext
+	nat.PublicIP = netip.MustParseAddr("198.19.2.10")
+	addrCheck("renumbered, with --public-ip", nat, "external address 198.19.0.1 is no longer on bond0 (it has 198.19.1.9/24): "+
+		"peers send to the public IP 198.19.2.10 (--public-ip), and a vxlan device sends from the lost address")
+	setAddr("", addr)
+	addrCheck("address back beside another", ext, "")
+	setAddr("198.19.1.9/24", "")
+	addrCheck("address back", ext, "")
+
+	old := ext.Iface.Index
 	del("bond0")
-	check("deleted", iface, fmt.Sprintf("bond0 was index %d, now gone", old))
+	check("deleted", ext, fmt.Sprintf("bond0 was index %d, now gone", old))
 	addVeth(t, h, "bond0", addr)
-	check("recreated", iface, fmt.Sprintf("bond0 was index %d, now index %d", old, index("bond0")))
+	check("recreated", ext, fmt.Sprintf("bond0 was index %d, now index %d", old, index("bond0")))
 
-	iface = find()
-	check("found again", iface, "")
+	ext = find()
+	check("found again", ext, "")
 	// Its peer too, so that addVeth can make bond0 and bond0p again.
 	for _, name := range []string{"bond0", "bond0p"} {
 		l, err := h.LinkByName(name)
@@ -96,9 +143,9 @@ func TestCheckExternalInterface(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	check("renamed", iface, fmt.Sprintf("bond0 was index %d, renamed bond1, now gone", iface.Index))
+	check("renamed", ext, fmt.Sprintf("bond0 was index %d, renamed bond1, now gone", ext.Iface.Index))
 	addVeth(t, h, "bond0")
-	check("renamed, name taken again", iface, fmt.Sprintf("bond0 was index %d, renamed bond1, now index %d", iface.Index, index("bond0")))
+	check("renamed, name taken again", ext, fmt.Sprintf("bond0 was index %d, renamed bond1, now index %d", ext.Iface.Index, index("bond0")))
 }
 
 // ifaceRecreatedEnv, when set, makes TestExternalInterfaceRecreated the
@@ -112,6 +159,8 @@ const ifaceRecreatedEnv = "AGENTD_IFACE_RECREATED_TEST_ETCD"
 // (or "gone", when a pass falls between the delete and the add), instead
 // of failing every pass while /healthz and /readyz stay green. Taking the
 // interface down is not that: the agent goes on and recovers once it is up.
+// Its address removed, the agent goes on, each pass failing with an error
+// that says so, until the address is back.
 // Started again, the agent uses the new link, and udp's restart takes the
 // device and sockets over from the descriptor keeper, as after any other
 // exit.
@@ -242,6 +291,42 @@ func ifaceRecreatedChild(t *testing.T, etcd string) {
 				running(errc, "bond0 up again")
 				if n := passes(); n["ok"] <= base["ok"] {
 					return errors.New("no successful reconcile pass since bond0 came up again")
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			// The address removed: passes fail, saying so, and the
+			// agent goes on; back, they succeed again.
+			a, _ := netlink.ParseAddr("198.19.0.1/24")
+			if err := h.AddrDel(bond, a); err != nil {
+				t.Fatal(err)
+			}
+			base = passes()
+			const gone = "external address 198.19.0.1 is no longer on bond0 (it has no IPv4 address)"
+			err = cluster.Eventually(ctx, 20*time.Second, func() error {
+				running(errc, "bond0's address removed")
+				if n := passes(); n["error"] <= base["error"] {
+					return errors.New("no failed reconcile pass since bond0's address was removed")
+				}
+				if !strings.Contains(strings.Join(logs.get(), "\n"), gone) {
+					return fmt.Errorf("no log line says %q", gone)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.AddrAdd(bond, a); err != nil {
+				t.Fatal(err)
+			}
+			base = passes()
+			err = cluster.Eventually(ctx, 20*time.Second, func() error {
+				running(errc, "bond0's address back")
+				if n := passes(); n["ok"] <= base["ok"] {
+					return errors.New("no successful reconcile pass since bond0's address came back")
 				}
 				return nil
 			})
