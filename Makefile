@@ -14,6 +14,12 @@ DEB_PACKAGES := iproute2 iptables iputils-ping iperf3 ca-certificates
 # a registry-free image, the standard CNI plugins, systemd-analyze, and the
 # Kubernetes node's container runtime (containerd, runc, nsenter/unshare).
 DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd containerd runc util-linux
+# The standard CNI plugins dist/Dockerfile builds into its image (packages of
+# github.com/containernetworking/plugins) and their version, read from the
+# Dockerfile, the one place that names them. TestK8sNode builds the same ones
+# from the module cache only; make deps-integration downloads them.
+CNI_PLUGINS_VERSION := $(shell sed -n 's/^ARG CNI_PLUGINS_VERSION=//p' dist/Dockerfile)
+CNI_PLUGINS := $(shell grep -o 'github\.com/containernetworking/plugins/[^@ ]*@' dist/Dockerfile | tr -d @)
 # The Kubernetes programs tests/integration runs (the manifest check, and a
 # control plane with a kubelet node), built from k8s.io/kubernetes and cached
 # outside the repository.
@@ -57,8 +63,13 @@ deps: ## Install the Debian packages and Go modules the tests need (root).
 	$(GO) mod download
 
 .PHONY: deps-integration
-deps-integration: ## Also install the Debian packages tests/integration needs (dockerd, CNI plugins…).
+deps-integration: ## Also install the Debian packages and Go modules tests/integration needs (dockerd, CNI plugins…).
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES_INTEGRATION)"
+	@# go install -n loads the plugins' packages, so it downloads every module
+	@# they need, and builds nothing (-n prints the commands, on stderr). go
+	@# mod download of the plugins' module alone leaves out its dependencies.
+	@echo "downloading the CNI plugins $(CNI_PLUGINS_VERSION)"; \
+	out=$$(cd / && CGO_ENABLED=0 $(GO) install -n $(addsuffix @$(CNI_PLUGINS_VERSION),$(CNI_PLUGINS)) 2>&1) || { echo "$$out" >&2; exit 1; }
 
 .PHONY: kube-bin
 kube-bin: ## Build kube-apiserver, -controller-manager, -scheduler and kubelet (KUBE_VERSION) into KUBE_BIN, ~/.cache/agentd/kube/<version> (cached; the first time ≈18 min on 2 CPUs).

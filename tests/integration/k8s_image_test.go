@@ -90,6 +90,12 @@ func dockerfileCNIPlugins() (version string, err error) {
 
 // buildAgentdCommands builds agentdCommands into dir, and cniPlugins into
 // dir/cni, like dist/Dockerfile's build stage.
+//
+// The plugins' modules come from the module cache only (make
+// deps-integration downloads them): the test downloads nothing. GOPROXY=off
+// would say so too, but go install pkg@version then fails even with every
+// module cached (it looks the module's deprecation up in the proxy), so the
+// proxy is the cache itself, file://$GOMODCACHE/cache/download.
 func buildAgentdCommands(ctx context.Context, dir string) error {
 	args := []string{"build", "-trimpath", "-ldflags", "-s -w -X main.version=e2e-k8s", "-o", dir + "/"}
 	for _, c := range agentdCommands {
@@ -103,15 +109,25 @@ func buildAgentdCommands(ctx context.Context, dir string) error {
 	for _, pkg := range cniPlugins {
 		install = append(install, "github.com/containernetworking/plugins/"+pkg+"@"+version)
 	}
+	modcache, err := exec.CommandContext(ctx, "go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMODCACHE: %w", err)
+	}
+	cacheProxy := "file://" + filepath.Join(strings.TrimSpace(string(modcache)), "cache", "download")
 	for _, run := range []struct {
 		args []string
-		env  string
-	}{{args, "CGO_ENABLED=0"}, {install, "GOBIN=" + filepath.Join(dir, "cni")}} {
+		env  []string
+		hint string
+	}{
+		{args, nil, ""},
+		{install, []string{"GOBIN=" + filepath.Join(dir, "cni"), "GOPROXY=" + cacheProxy},
+			" (the CNI plugins " + version + " and their dependencies must be in the module cache: run make deps-integration)"},
+	} {
 		cmd := exec.CommandContext(ctx, "go", run.args...)
 		cmd.Dir = "../.."
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", run.env)
+		cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), run.env...)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go %s: %w: %s", strings.Join(run.args, " "), err, out)
+			return fmt.Errorf("go %s%s: %w: %s", strings.Join(run.args, " "), run.hint, err, out)
 		}
 	}
 	return nil
