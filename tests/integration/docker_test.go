@@ -3,6 +3,7 @@ package integration
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"debug/elf"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -219,22 +221,57 @@ func TestDockerDropInBadSubnetEnv(t *testing.T) {
 	inRoot := func(ctx context.Context, argv []string) (string, error) {
 		return command(ctx, nil, argv[0], argv[1:]...)
 	}
-	// Missing: still waiting after several of its polls (200 ms apart), then
-	// done once the file is written as agentd writes it.
+	// Missing: the ExecStartPre child, agentd-docker-opts --wait, has not
+	// exited once it has been running for more than two of its polls, then
+	// is done once the file is written as agentd writes it. Its looks for
+	// the file leave no trace outside it (a failed open is not an inotify
+	// event), so this checks that it waits rather than counting looks;
+	// run/agentd-docker-opts's TestWaitAndOutput counts them through its
+	// poll hook.
+	poll := dockerOptsPollInterval(t)
+	started := make(chan time.Time, 1)
+	exited := make(chan struct{})
+	waitRun := func(ctx context.Context, argv []string) (string, error) {
+		if argv[0] != optsBin {
+			return inRoot(ctx, argv)
+		}
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			return "", err
+		}
+		started <- time.Now()
+		err := cmd.Wait()
+		close(exited)
+		if err != nil {
+			return out.String(), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, out.String())
+		}
+		return out.String(), nil
+	}
 	waitCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
 	var argv []string
 	go func() {
 		var err error
-		argv, err = dockerCommand(waitCtx, inRoot, paths)
+		argv, err = dockerCommand(waitCtx, waitRun, paths)
 		done <- err
 	}()
+	var start time.Time
 	select {
+	case start = <-started:
 	case err := <-done:
-		t.Fatalf("missing subnet.env: the drop-in's ExecStartPre returned at once (%v), want it to wait for agentd", err)
-	case <-time.After(time.Second):
+		t.Fatalf("missing subnet.env: dockerd %q, error %v without starting agentd-docker-opts; want the drop-in's ExecStartPre to run it and wait", argv, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("missing subnet.env: the drop-in's ExecStartPre did not start agentd-docker-opts within 30 s")
 	}
+	select {
+	case <-exited:
+		t.Fatalf("missing subnet.env: the drop-in's ExecStartPre exited %v after it started (%v), want it to wait for agentd (polls every %v)", time.Since(start).Round(time.Millisecond), <-done, poll)
+	case <-time.After(time.Until(start.Add(2*poll + poll/2))):
+	}
+	t.Logf("missing subnet.env: agentd-docker-opts --wait still waiting %v after it started (it looks every %v)", time.Since(start).Round(time.Millisecond), poll)
 	want := subnet.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1450}
 	if err := subnet.WriteEnv(subnetEnv, want); err != nil {
 		t.Fatal(err)
@@ -273,6 +310,27 @@ func TestDockerDropInBadSubnetEnv(t *testing.T) {
 			t.Errorf("%s subnet.env: %s was written", tc.name, dockerEnv)
 		}
 	}
+}
+
+// dockerOptsPollInterval is how often agentd-docker-opts --wait looks for
+// subnet.env: pollInterval, read from run/agentd-docker-opts's source so
+// that the test follows it.
+func dockerOptsPollInterval(t *testing.T) time.Duration {
+	t.Helper()
+	const src = "../../run/agentd-docker-opts/main.go"
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^const pollInterval = (\d+) \* time\.Millisecond$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("%s: no const pollInterval = <n> * time.Millisecond", src)
+	}
+	n, err := strconv.Atoi(string(m[1]))
+	if err != nil || n <= 0 {
+		t.Fatalf("%s: pollInterval %q", src, m[1])
+	}
+	return time.Duration(n) * time.Millisecond
 }
 
 // dockerd is a dockerd running in a host's namespace.
