@@ -317,7 +317,9 @@ func (m *Manager) takeOver(ctx context.Context, l Lease, reservation bool, g *gr
 	}
 	g.keep()
 	if l.LeaseID != 0 && l.LeaseID != id {
-		m.revoke(ctx, l.LeaseID)
+		// The key is ours now: its old etcd lease holds nothing, even
+		// when ctx ended while settle found the write committed.
+		m.revoke(context.WithoutCancel(ctx), l.LeaseID)
 	}
 	return nl, true, nil
 }
@@ -538,15 +540,27 @@ func (g *grant) keep() { g.kept = true }
 // all the same (a deadline, or a member failing over, after the commit), and
 // revoking the etcd lease would then delete our key under every peer's eyes.
 // Only our writes use g's etcd lease, so the key found on it proves the
-// commit: the write succeeded, and the key is returned as written. Otherwise,
-// or when the key cannot be read, werr stands and the etcd lease is left to
-// expire by itself: a commit still on its way may yet attach the key to it.
+// commit: the write succeeded, and the key is returned as written. Otherwise
+// werr stands. When the key is read and is not on g's etcd lease, the write
+// had not committed by then, and release revokes the etcd lease: a commit
+// still on its way then either fails for want of the lease or has its key
+// deleted by the revoke, so neither a key nor the etcd lease is left behind.
+// When the key cannot be read, the etcd lease is left to expire by itself.
+//
+// werr is often ctx's own deadline (the agent gives each attempt one), so
+// the lookup does not stop at ctx's end: lookupTimeout bounds it instead.
 func (g *grant) settle(ctx context.Context, sn, sn6 netip.Prefix, werr error) (Lease, bool, error) {
-	g.doubt = true
-	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
 	defer cancel()
 	l, ok, err := g.m.reg.Get(ctx, sn, sn6)
-	if err != nil || !ok || l.LeaseID != g.lid {
+	switch {
+	case ok && err == nil && l.LeaseID == g.lid:
+	case !ok && err != nil, ok && l.LeaseID == g.lid:
+		// Unread, or on g's etcd lease with a value we did not write
+		// (put by hand keeping the lease): revoking could delete it.
+		g.doubt = true
+		return Lease{}, false, werr
+	default:
 		return Lease{}, false, werr
 	}
 	g.m.log.Info("a write reported as failed had committed; keeping it", "key", g.m.reg.LeaseKey(sn, sn6), "leaseID", g.lid, "reported", werr.Error())

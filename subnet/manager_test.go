@@ -1288,6 +1288,100 @@ func TestReleaseFreesSubnetAndLease(t *testing.T) {
 	}
 }
 
+// slowWrites is an interceptor that, while armed, holds the next transaction
+// putting a key on an etcd lease until its caller's deadline has passed, as an
+// etcd slowdown would, and then reports the deadline. With commit, the
+// transaction reaches etcd first: it commits, but is reported failed.
+type slowWrites struct {
+	commit      bool
+	armed, held atomic.Bool
+}
+
+func (s *slowWrites) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	r, ok := req.(*etcdserverpb.TxnRequest)
+	if !ok || len(r.Success) != 1 || r.Success[0].GetRequestPut().GetLease() == 0 || !s.armed.CompareAndSwap(true, false) {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	if s.commit {
+		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+			return err
+		}
+	}
+	s.held.Store(true)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestWriteOutlastingAcquireDeadlineSettled: the agent gives each Acquire
+// attempt a deadline, and a create or takeover of a key that outlasts it is
+// reported failed with that deadline. The lookup settling the write must not
+// share the spent deadline: a write that committed is kept (Acquire
+// succeeds), and one that did not leaves no etcd lease behind (else one more,
+// for the lease TTL, at every retry while etcd is slow).
+func TestWriteOutlastingAcquireDeadlineSettled(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		takeover, commit bool
+	}{
+		{"create committed", false, true},
+		{"create not committed", false, false},
+		{"takeover committed", true, true},
+		{"takeover not committed", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, net16)
+			sw := &slowWrites{commit: tc.commit}
+			sw.armed.Store(true)
+			cli := e.interceptedClient(t, sw.intercept)
+			m := subnet.NewManager(subnet.NewRegistry(cli, prefix), e.net, subnet.ManagerConfig{
+				PublicIP: netip.MustParseAddr("198.18.0.1"), HostID: hostID(1), TTL: time.Hour,
+				PreviousSubnet: netip.MustParsePrefix("10.244.77.0/24"),
+			})
+			sn := subnet.Lease{Subnet: netip.MustParsePrefix("10.244.77.0/24")}
+			var flanneld clientv3.LeaseID
+			if tc.takeover {
+				g, err := e.cli.Grant(context.Background(), 3600)
+				if err != nil {
+					t.Fatal(err)
+				}
+				flanneld = g.ID
+				if _, err := e.cli.Put(context.Background(), e.reg.LeaseKey(sn.Subnet, sn.IPv6Subnet), `{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan"}`, clientv3.WithLease(g.ID)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			l, err := m.Acquire(ctx, "vxlan", vxlanData)
+			if !sw.held.Load() {
+				t.Fatalf("Acquire = %s, %v without a write outlasting its deadline", l.Key(), err)
+			}
+			if tc.commit {
+				if err != nil {
+					t.Fatalf("Acquire: %v; the write had committed", err)
+				}
+				e.heldBy(t, l, hostID(1))
+				if n := e.leaseCount(t); n != 1 {
+					t.Fatalf("%d etcd leases, want 1 (ours; flanneld's revoked)", n)
+				}
+				return
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Acquire = %s, %v; want the deadline", l.Key(), err)
+			}
+			want := 0
+			if _, id, ok := e.raw(t, sn); ok != tc.takeover || id != int64(flanneld) {
+				t.Fatalf("key present=%v on etcd lease %x; want present=%v on %x", ok, id, tc.takeover, flanneld)
+			}
+			if tc.takeover {
+				want = 1
+			}
+			if n := e.leaseCount(t); n != want {
+				t.Fatalf("%d etcd leases, want %d: the one granted for the write that failed is left behind", n, want)
+			}
+		})
+	}
+}
+
 // TestAcquireReturnsWhenEtcdGoesAwayAfterGrant: etcd becomes unreachable
 // between the grant of an etcd lease and the create that would use it, and
 // the agent is told to stop (SIGTERM). Acquire revokes the unused etcd lease
