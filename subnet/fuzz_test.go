@@ -280,8 +280,31 @@ func FuzzParseEnv(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if e.LeaseSubnet() != e.Subnet.Masked() || !e.Network.Contains(e.LeaseSubnet().Addr()) {
-			t.Fatalf("LeaseSubnet %s of %+v", e.LeaseSubnet(), e)
+		// What readers of subnet.env rely on, stated apart from the
+		// parser's own checks: per family, the network and the subnet are of
+		// that family, the leased subnet lies wholly inside the network
+		// (no wider, and overlapping it), and FLANNEL_SUBNET names a host of
+		// its lease, not the lease's network address (dockerd's --bip and
+		// the CNI bridge take it as their own address), unless the lease is
+		// a /31 or /32 (v4) or /127 or /128 (v6), which have none.
+		for _, f := range []struct {
+			v4          bool
+			network, sn netip.Prefix
+			lease       netip.Prefix
+		}{
+			{true, e.Network, e.Subnet, e.LeaseSubnet()},
+			{false, e.IPv6Network, e.IPv6Subnet, e.IPv6Subnet.Masked()},
+		} {
+			if !f.v4 && !f.network.IsValid() && !f.sn.IsValid() {
+				continue
+			}
+			if f.network.Addr().Is4() != f.v4 || f.sn.Addr().Is4() != f.v4 ||
+				f.lease.Bits() < f.network.Bits() || !f.network.Overlaps(f.lease) {
+				t.Fatalf("subnet %s (lease %s) is not inside network %s: %+v", f.sn, f.lease, f.network, e)
+			}
+			if f.lease.Bits() < f.sn.Addr().BitLen()-1 && f.sn.Addr() == f.lease.Addr() {
+				t.Fatalf("subnet %s is its lease's network address, not a host: %+v", f.sn, e)
+			}
 		}
 		out, err := formatEnv(e)
 		if err != nil {
