@@ -369,8 +369,12 @@ func TestQuitKeeperSilentKeeper(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "did not answer") {
 			t.Errorf("%s, with a keeper that never answers: %v after %v; want an error saying it did not answer", tc.name, err, took.Round(time.Millisecond))
 		}
-		if took > keeperTimeout+time.Second {
-			t.Errorf("%s took %v, more than keeperTimeout (%v)", tc.name, took, keeperTimeout)
+		// A bound on a hang, not on speed: each call waits keeperTimeout
+		// for the silent keeper, and under -race on a busy 2-CPU machine
+		// the rest can take seconds, so only a call that does not give up
+		// on its timeout fails this.
+		if took > 3*keeperTimeout {
+			t.Errorf("%s took %v, more than 3×keeperTimeout (%v): it does not give up on a keeper that never answers", tc.name, took, keeperTimeout)
 		}
 	}
 }
