@@ -145,7 +145,10 @@ func TestStateDirLockNotInherited(t *testing.T) {
 	}
 
 	child := exec.Command("sleep", "60")
-	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// Pdeathsig: if the test binary is killed, the deferred Kill never
+	// runs, and Setsid has taken the child out of the test's process group,
+	// so the kernel kills it instead of leaving it behind.
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}
