@@ -248,7 +248,7 @@ route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`
 	for _, r := range []*netlink.Route{
 		{Dst: backend.IPNet(netip.MustParsePrefix("10.244.3.0/24")), Gw: net.IPv4(198, 18, 0, 33), LinkIndex: ext, Protocol: unix.RTPROT_BOOT},
 		{Dst: backend.IPNet(netip.MustParsePrefix("10.244.9.0/24")), Gw: net.IPv4(198, 18, 0, 9), LinkIndex: ext, Protocol: backend.RouteProtocol},
-		{Dst: backend.IPNet(netip.MustParsePrefix("192.0.2.0/24")), Gw: net.IPv4(198, 18, 0, 99), LinkIndex: ext, Protocol: unix.RTPROT_STATIC},
+		{Dst: backend.IPNet(netip.MustParsePrefix("198.19.99.0/24")), Gw: net.IPv4(198, 18, 0, 99), LinkIndex: ext, Protocol: unix.RTPROT_STATIC},
 	} {
 		if err := nl.RouteReplace(r); err != nil {
 			t.Fatal(err)
@@ -257,8 +257,8 @@ route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`
 	if res := h.reconcile(peers...); res.String() != (backend.Result{Added: 1, Removed: 1}).String() {
 		t.Errorf("after foreign and stale routes: %v", res)
 	}
-	h.check(routes + "\nroute 192.0.2.0/24 via 198.18.0.99 dev ext0 proto 4")
-	if err := nl.RouteDel(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("192.0.2.0/24"))}); err != nil {
+	h.check(routes + "\nroute 198.19.99.0/24 via 198.18.0.99 dev ext0 proto 4")
+	if err := nl.RouteDel(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("198.19.99.0/24"))}); err != nil {
 		t.Fatal(err)
 	}
 

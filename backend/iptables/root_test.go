@@ -82,7 +82,7 @@ type rootFamily struct {
 }
 
 var rootFamilies = []rootFamily{
-	{IPv4, "iptables", "10.244.0.0/16", "10.244.5.0/24", "192.0.2.0/24"},
+	{IPv4, "iptables", "10.244.0.0/16", "10.244.5.0/24", "198.19.99.0/24"},
 	{IPv6, "ip6tables", "fd10:244::/56", "fd10:244:0:5::/64", "2001:db8::/32"},
 }
 
@@ -111,7 +111,7 @@ const (
 :POSTROUTING ACCEPT [0:0]
 :AGENTD-POSTRTG - [0:0]
 -A POSTROUTING -m comment --comment "agentd masq" -j AGENTD-POSTRTG
--A POSTROUTING -s 192.0.2.0/24 ! -o lo -j MASQUERADE
+-A POSTROUTING -s 198.19.99.0/24 ! -o lo -j MASQUERADE
 -A AGENTD-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "agentd masq" -j RETURN
 -A AGENTD-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd masq" -j RETURN
 -A AGENTD-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "agentd masq" -j MASQUERADE --random-fully
@@ -133,7 +133,7 @@ COMMIT
 -A AGENTD-FWD -d 10.244.0.0/16 -m comment --comment "agentd forward" -j ACCEPT
 -A DOCKER-USER -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd forward" -j AGENTD-FWD
 -A DOCKER-USER -j RETURN
--A FOREIGN -s 192.0.2.0/24 -j DROP
+-A FOREIGN -s 198.19.99.0/24 -j DROP
 COMMIT
 `
 )
@@ -141,7 +141,7 @@ COMMIT
 func goldenFor(fam rootFamily, golden string, randomFully bool) string {
 	if fam.family == IPv6 {
 		golden = strings.NewReplacer("10.244.0.0/16", fam.network, "10.244.5.0/24", fam.subnet,
-			"192.0.2.0/24", fam.foreign, "224.0.0.0/4", "ff00::/8").Replace(golden)
+			"198.19.99.0/24", fam.foreign, "224.0.0.0/4", "ff00::/8").Replace(golden)
 	}
 	if !randomFully {
 		golden = strings.ReplaceAll(golden, " --random-fully", "")

@@ -408,7 +408,7 @@ func TestRepairs(t *testing.T) {
 					LinkIndex: h.ext.Attrs().Index, Protocol: backend.RouteProtocol}),
 				nl.NeighAppend(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
 					HardwareAddr: net.HardwareAddr{0, 0, 0, 0, 0, 0}, IP: net.IPv4(198, 18, 0, 201)}),
-				nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("192.0.2.0/24")), Gw: net.IPv4(198, 18, 0, 202),
+				nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("198.19.99.0/24")), Gw: net.IPv4(198, 18, 0, 202),
 					LinkIndex: h.ext.Attrs().Index, Protocol: unix.RTPROT_STATIC}))
 		}, backend.Result{Removed: 2}},
 	} {
@@ -420,7 +420,7 @@ func TestRepairs(t *testing.T) {
 			t.Errorf("%s: result %v, want %v", tc.name, res, tc.res)
 		}
 		if strings.HasPrefix(tc.name, "leftovers") {
-			programmed += "route 192.0.2.0/24 via 198.18.0.202 dev ext0 proto 4\n"
+			programmed += "route 198.19.99.0/24 via 198.18.0.202 dev ext0 proto 4\n"
 		}
 		h.check(withBase(programmed))
 		if h.b.mac != mac {
