@@ -221,9 +221,6 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 			}
 			continue
 		}
-		if attempt == 0 {
-			m.explainPrevious(leases)
-		}
 		sn, sn6, err := m.pick(leases, bad)
 		if err != nil {
 			return Lease{}, err
@@ -243,6 +240,7 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 			g.keep()
 			m.setOwn(l)
 			m.log.Info("lease acquired", "subnet", l.Subnet, "key", m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), "ttl", m.cfg.TTL, "leaseID", id)
+			m.explainMove(l.Subnet, leases, bad)
 			return l, nil
 		}
 		m.log.V(2).Info("subnet taken meanwhile, picking again", "subnet", sn, "attempt", attempt+1)
@@ -269,27 +267,52 @@ func (m *Manager) findOurs(leases []Lease) (Lease, bool) {
 	return Lease{}, false
 }
 
-// explainPrevious says, loudly, when this host moves away from the subnet its
-// previous subnet.env names because another host's lease holds it now (after
-// our lease expired, or the agent stopped when another host took the key):
-// whatever still uses the old subnet (dockerd's --bip, the CNI bridge and its
-// pods) must be restarted. A lease for our public IP naming another host may
-// be this host's own from before its state directory and subnet.env's host
-// identity were lost; it is free again once it expires.
-func (m *Manager) explainPrevious(leases []Lease) {
-	if !m.cfg.PreviousSubnet.IsValid() {
+// explainMove says, loudly, when this host leased sn rather than the subnet
+// its previous subnet.env names: whatever still uses the old subnet
+// (dockerd's --bip, the CNI bridge and its pods) must be restarted. sn was
+// picked from leases and bad, and pick prefers the previous subnet unless it
+// is no subnet of the pool (SubnetLen, SubnetMin or SubnetMax changed) or a
+// key holds it (eachHeld: a lease of any length overlapping it, or a key with
+// an unusable value), so each such key is named. A lease for our public IP
+// naming another host may be this host's own from before its state directory
+// and subnet.env's host identity were lost; it is free again once it expires.
+func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
+	prev := m.cfg.PreviousSubnet.Masked()
+	if !prev.IsValid() || sn == prev {
 		return
 	}
-	prev := m.cfg.PreviousSubnet.Masked()
-	for _, l := range leases {
-		if l.Subnet != prev {
-			continue
+	const restart = "; restart what still uses it (dockerd's --bip, the CNI bridge and its pods)"
+	if _, ok := m.net.SubnetIndex(prev); !ok {
+		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env is not one of the network's subnets any more"+restart,
+			"previous", prev, "new", sn, "network", m.net.Network, "subnetLen", m.net.SubnetLen, "subnetMin", m.net.SubnetMin, "subnetMax", m.net.SubnetMax)
+		return
+	}
+	held := false
+	m.eachHeld(leases, bad, func(hsn, hsn6 netip.Prefix, l *Lease, b *BadEntry) {
+		if !hsn.Overlaps(prev) {
+			return
 		}
-		kv := []any{"previous", prev, "key", m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), "holder", l.Attrs.PublicIP, "holderHostID", l.Attrs.HostID}
-		if l.Attrs.PublicIP == m.cfg.PublicIP {
-			kv = append(kv, "note", "the holder has our public IP: another host behind the same NAT address, or this host before it lost its identity (then the subnet is free again once that lease expires)")
+		held = true
+		kv := []any{"previous", prev, "new", sn}
+		if b != nil {
+			kv = append(kv, "key", b.Key, "holder", "a key with an unusable value", "problem", b.Err.Error())
+		} else {
+			kv = append(kv, "key", m.reg.LeaseKey(hsn, hsn6), "holder", l.Attrs.PublicIP, "holderHostID", l.Attrs.HostID)
+			if l.Attrs.PublicIP == m.cfg.PublicIP {
+				kv = append(kv, "note", "the holder has our public IP: another host behind the same NAT address, or this host before it lost its identity (then the subnet is free again once that lease expires)")
+			}
 		}
-		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env is held by another host; restart what still uses it (dockerd's --bip, the CNI bridge and its pods)", kv...)
+		if hsn != prev {
+			kv = append(kv, "heldSubnet", hsn)
+		}
+		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env is held by another host"+restart, kv...)
+	})
+	if !held {
+		// Not expected: pick took a previous subnet it found free, and
+		// after losing it to a rival finds the rival's key in the next
+		// list. Still no move goes unsaid.
+		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env was taken by another host meanwhile"+restart,
+			"previous", prev, "new", sn)
 	}
 }
 
@@ -354,19 +377,10 @@ func (m *Manager) pick(leases []Lease, bad []BadEntry) (netip.Prefix, netip.Pref
 	}
 	taken := newOccupied(&ipv4, m.net.SubnetLen, held)
 	taken6 := newOccupied(&ipv6, m.net.IPv6SubnetLen, held6)
-	for _, l := range leases {
-		taken.add(l.Subnet)
-		taken6.add(l.IPv6Subnet)
-	}
-	for _, b := range bad {
-		// A key with a bad value still occupies its subnets.
-		if rel, ok := strings.CutPrefix(b.Key, m.reg.SubnetsPrefix()); ok {
-			if sn, sn6, err := ParseSubnetKey(rel); err == nil {
-				taken.add(sn)
-				taken6.add(sn6)
-			}
-		}
-	}
+	m.eachHeld(leases, bad, func(sn, sn6 netip.Prefix, _ *Lease, _ *BadEntry) {
+		taken.add(sn)
+		taken6.add(sn6)
+	})
 	sn, i := m.pick4(taken)
 	if !sn.IsValid() {
 		n := m.net.SubnetCount()
@@ -394,6 +408,23 @@ func (m *Manager) pick(leases []Lease, bad []BadEntry) (netip.Prefix, netip.Pref
 			ErrNoFreeSubnet, n6, m.net.IPv6Network, p6.nth(0), p6.nth(n6-1))
 	}
 	return sn, free[m.rand.IntN(len(free))], nil
+}
+
+// eachHeld calls f with the subnets each key of a list holds: every lease's
+// (l set), and those named by a key whose value is unusable (b set), which
+// still occupies them. pick takes them as occupied, and explainMove names the
+// keys among them that hold the previous subnet.
+func (m *Manager) eachHeld(leases []Lease, bad []BadEntry, f func(sn, sn6 netip.Prefix, l *Lease, b *BadEntry)) {
+	for i := range leases {
+		f(leases[i].Subnet, leases[i].IPv6Subnet, &leases[i], nil)
+	}
+	for i := range bad {
+		if rel, ok := strings.CutPrefix(bad[i].Key, m.reg.SubnetsPrefix()); ok {
+			if sn, sn6, err := ParseSubnetKey(rel); err == nil {
+				f(sn, sn6, nil, &bad[i])
+			}
+		}
+	}
 }
 
 // pick4 chooses the IPv4 subnet for pick, returning it and its index in the

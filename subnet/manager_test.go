@@ -318,6 +318,78 @@ func TestMovingAwayFromPreviousSubnetIsLoud(t *testing.T) {
 	t.Errorf("no error line saying host 1 moves away from 10.244.7.0/24, held by 198.18.0.2; log:\n%s", strings.Join(lines, "\n"))
 }
 
+// TestMovingAwayFromPreviousSubnetIsLoudWhateverHoldsIt: pick passes over the
+// previous subnet when any key holds it (a lease of another length
+// overlapping it, a key with an unusable value) or when it is no subnet of
+// the pool any more; each time the move is said as loudly as when another
+// host's lease of the same subnet holds it, naming the key. A previous subnet
+// that is free, or still our own lease, is reused without the message.
+func TestMovingAwayFromPreviousSubnetIsLoudWhateverHoldsIt(t *testing.T) {
+	const keyPrefix = `"key"="` + prefix + `/subnets/`
+	for _, tc := range []struct {
+		name, config string
+		keys         map[string]string
+		own          bool     // our own lease of the previous subnet lives
+		want         []string // in one line saying MOVING TO ANOTHER SUBNET; nil: no such line
+	}{
+		{"another host's shorter lease over it", net16, map[string]string{"10.244.6.0-23": flanneldValue}, false,
+			[]string{keyPrefix + `10.244.6.0-23"`, `"holder"="198.18.0.9"`, `"heldSubnet"="10.244.6.0/23"`}},
+		{"another host's longer lease inside it", net16, map[string]string{"10.244.7.128-25": flanneldValue}, false,
+			[]string{keyPrefix + `10.244.7.128-25"`, `"holder"="198.18.0.9"`}},
+		{"a key with an unusable value", net16, map[string]string{"10.244.7.0-24": `not json`}, false,
+			[]string{keyPrefix + `10.244.7.0-24"`, `"holder"="a key with an unusable value"`}},
+		{"no subnet of the pool any more", `{"Network":"10.244.0.0/16","SubnetMin":"10.244.10.0","Backend":{"Type":"vxlan"}}`, nil, false,
+			[]string{"not one of the network's subnets"}},
+		{"free", net16, nil, false, nil},
+		{"still ours", net16, nil, true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.config)
+			e.putKeys(t, tc.keys)
+			prev := netip.MustParsePrefix("10.244.7.0/24")
+			if tc.own {
+				acquire(t, e.manager("198.18.0.1", hostID(1), pinned(prev.String())))
+			}
+			var mu sync.Mutex
+			var lines []string
+			log := funcr.New(func(prefix, args string) {
+				mu.Lock()
+				defer mu.Unlock()
+				lines = append(lines, prefix+" "+args)
+			}, funcr.Options{})
+			l := acquire(t, e.manager("198.18.0.1", hostID(1), pinned(prev.String()), func(c *subnet.ManagerConfig) { c.Logger = log }))
+			if moved := l.Subnet != prev; moved != (tc.want != nil) {
+				t.Fatalf("got %s, previous %s", l.Subnet, prev)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			var loud []string
+			for _, line := range lines {
+				if strings.Contains(line, "MOVING TO ANOTHER SUBNET") {
+					loud = append(loud, line)
+				}
+			}
+			if tc.want == nil {
+				if len(loud) > 0 {
+					t.Fatalf("reused %s, yet:\n%s", l.Subnet, strings.Join(loud, "\n"))
+				}
+				return
+			}
+			want := append([]string{`"previous"="10.244.7.0/24"`, `"new"="` + l.Subnet.String() + `"`}, tc.want...)
+		lines:
+			for _, line := range loud {
+				for _, w := range want {
+					if !strings.Contains(line, w) {
+						continue lines
+					}
+				}
+				return
+			}
+			t.Errorf("moved to %s, but no line says MOVING TO ANOTHER SUBNET with %s; log:\n%s", l.Subnet, strings.Join(want, " "), strings.Join(lines, "\n"))
+		})
+	}
+}
+
 // TestPreviousSubnetOfLostStateDirAdopted: a host whose state directory was
 // lost (a new host identity) while its lease lives on, and whose subnet.env
 // names the subnet and its former identity, takes that lease back instead of
