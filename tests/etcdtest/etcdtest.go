@@ -62,7 +62,11 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("start etcd: %v", err)
 	}
-	t.Cleanup(s.Close)
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("stop etcd: %v", err)
+		}
+	})
 	return s
 }
 
@@ -143,7 +147,11 @@ func NewNetns(t testing.TB) string {
 		netns.DeleteNamed(name)
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { netns.DeleteNamed(name) })
+	t.Cleanup(func() {
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete network namespace %s: %v", name, err)
+		}
+	})
 	return name
 }
 
@@ -167,10 +175,14 @@ func removeStale() {
 	}
 }
 
-// Close stops the server and deletes its namespace.
-func (s *Server) Close() {
+// Close stops the server and deletes its namespace; the error is the
+// namespace's deletion's.
+func (s *Server) Close() error {
 	s.etcd.Close()
-	netns.DeleteNamed(s.NS)
+	if err := netns.DeleteNamed(s.NS); err != nil {
+		return fmt.Errorf("delete network namespace %s: %w", s.NS, err)
+	}
+	return nil
 }
 
 // Client returns a client of the server, closed when the test ends.
