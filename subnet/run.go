@@ -20,6 +20,7 @@ import (
 //	 │  ──own key deleted──────────────────────────────────┤
 //	 │  ──own key recreated by another writer──────────────┤
 //	 │  ──own key overwritten naming another host──────────┤
+//	 │  ──etcd's history replaced, own key not as written──┤
 //	 │                                                      v
 //	 │ <──────── same key recreated, or taken over ──── reacquire ──key held by another host──> ErrLeaseLost
 //	 │
@@ -131,7 +132,18 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 // returns why the lease is lost, if it is, or the error of a restore that
 // failed and is to be retried. first is false on such a retry.
 func (m *Manager) checkOwn(ctx context.Context, first bool) (lost string, err error) {
-	st := m.ownState()
+	st, rewound := m.takeOwnState()
+	if rewound {
+		// etcd's history was replaced: our revisions belong to the old
+		// one, and an absent key would look no newer than our last write.
+		// Only our key as we wrote it, on our etcd lease, is still ours.
+		if st.present && st.err == nil && st.lease.Attrs.Equal(m.attrs) && st.lease.LeaseID == m.own.LeaseID {
+			m.own.ModRevision, m.own.CreateRevision = st.lease.ModRevision, st.createRev
+			m.setOwn(m.own)
+			return "", nil
+		}
+		return "etcd lost its history (its revision went backwards); our lease key is not there as we wrote it", nil
+	}
 	if st.rev <= m.own.ModRevision {
 		return "", nil // no newer than our own last write
 	}

@@ -8,11 +8,14 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentd/agentd/internal/delay"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
 )
 
 // peerTable is the lease set as the watch last saw it. The watch goroutine
@@ -32,6 +35,11 @@ type peerTable struct {
 	// bad maps keys that are not usable leases to the revision logged.
 	bad map[string]int64
 	own ownState
+	// rewound is set by a list that found etcd's history replaced (its
+	// revision went backwards, or another cluster answers) and cleared by
+	// Run's goroutine when it takes own: the revisions of our lease belong
+	// to the old history and say nothing about own.
+	rewound bool
 
 	// snap is the last snapshot, sorted by peerOrder; nil before the first.
 	// Unless rebuild is set, snap plus the changes listed in pending equals
@@ -172,12 +180,14 @@ func signal(c chan struct{}) {
 
 // watchLoop keeps the table equal to etcd: a full list, then a watch from the
 // list's revision; when the watch breaks (compaction, lost leader, closed
-// stream) it lists again and diffs. It returns when ctx is done.
+// stream, etcd's history replaced) it lists again and diffs. It returns when
+// ctx is done.
 func (m *Manager) watchLoop(ctx context.Context) {
 	b := delay.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	var failing error
+	var h history
 	for ctx.Err() == nil {
-		rev, err := m.relist(ctx)
+		err := m.relist(ctx, &h)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -194,7 +204,7 @@ func (m *Manager) watchLoop(ctx context.Context) {
 			failing = nil
 		}
 		b.Reset()
-		err = m.watchFrom(ctx, rev+1)
+		err = m.watchFrom(ctx, &h)
 		if ctx.Err() != nil {
 			return
 		}
@@ -204,27 +214,76 @@ func (m *Manager) watchLoop(ctx context.Context) {
 	}
 }
 
-// relist replaces the table with a fresh list and returns its revision.
-func (m *Manager) relist(ctx context.Context) (int64, error) {
+// history is what the watch has seen of etcd's history: the cluster that
+// answered and the highest revision any answer carried. A revision never
+// goes backwards in one history: a lower one means etcd lost its data or was
+// restored from an older snapshot (the cluster and member IDs may well stay
+// the same), and the clientv3 watch then resumes at our old revision without
+// an error, delivering nothing until the new history gets there.
+type history struct {
+	rev     int64
+	cluster uint64
+}
+
+// errNewHistory is wrapped by history.check's error.
+var errNewHistory = errors.New("etcd's history was replaced")
+
+// check returns an error wrapping errNewHistory if hdr cannot come from the
+// history seen so far.
+//
+// Member IDs are not compared: unary requests are balanced over the
+// endpoints and the watch stream moves to another member when it reconnects,
+// which clientv3 handles. A member behind the others could answer a resumed
+// watch with a lower revision for a moment: that costs a needless list, no
+// more.
+func (h *history) check(hdr *etcdserverpb.ResponseHeader) error {
+	switch {
+	case h.cluster == 0:
+	case hdr.ClusterId != h.cluster:
+		return fmt.Errorf("%w: cluster ID %x, not %x", errNewHistory, hdr.ClusterId, h.cluster)
+	case hdr.Revision < h.rev:
+		return fmt.Errorf("%w: revision %d after %d (data lost, or restored from an older snapshot)",
+			errNewHistory, hdr.Revision, h.rev)
+	}
+	return nil
+}
+
+// relist replaces the table with a fresh list and moves h to its revision.
+func (m *Manager) relist(ctx context.Context, h *history) error {
 	resp, err := m.reg.cli.Get(ctx, m.reg.SubnetsPrefix(), clientv3.WithPrefix())
 	if err != nil {
-		return 0, fmt.Errorf("list leases under %s: %w", m.reg.SubnetsPrefix(), err)
+		return fmt.Errorf("list leases under %s: %w", m.reg.SubnetsPrefix(), err)
 	}
-	rev := resp.Header.Revision
-	n := m.replaceTable(resp.Kvs, rev)
-	m.log.V(2).Info("listed leases", "peers", n, "revision", rev)
+	// A list is linearizable: a revision below one seen before is not a
+	// member lagging behind.
+	replaced := h.check(resp.Header)
+	if replaced != nil {
+		m.log.Error(replaced, "ETCD LOST ITS HISTORY; taking every lease, ours included, from this list")
+	}
+	*h = history{rev: resp.Header.Revision, cluster: resp.Header.ClusterId}
+	n := m.listed(resp.Kvs, h.rev, replaced != nil)
+	m.log.V(2).Info("listed leases", "peers", n, "revision", h.rev)
 	m.syncedOnce.Do(func() { close(m.synced) })
 	signal(m.changed)
-	return rev, nil
+	return nil
 }
 
 // replaceTable makes the table the full list kvs read at revision rev and
 // returns the number of peers.
 func (m *Manager) replaceTable(kvs []*mvccpb.KeyValue, rev int64) int {
+	return m.listed(kvs, rev, false)
+}
+
+// listed is replaceTable for a list that may come from a new history of etcd
+// (rewound): then Run is told to judge our key by its value alone.
+func (m *Manager) listed(kvs []*mvccpb.KeyValue, rev int64, rewound bool) int {
 	ownKey := m.ownKeyString()
 	t := &m.table
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if rewound {
+		t.rewound = true
+	}
 	old := t.leases
 	t.leases = make(map[string]Lease, len(kvs))
 	// Everything may have changed: the next snapshot is sorted afresh, and
@@ -261,11 +320,32 @@ func present(kvs []*mvccpb.KeyValue, key string) bool {
 	return false
 }
 
-// watchFrom applies events from revision rev on until the watch breaks.
-func (m *Manager) watchFrom(ctx context.Context, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := m.reg.cli.Watch(wctx, m.reg.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev))
+// watchFrom applies events from revision h.rev+1 on until the watch breaks,
+// or until an answer shows that etcd's history was replaced. Answers are
+// checked against h, and h follows them.
+//
+// The watch asks for progress notifications, so that even a quiet watch
+// hears the current revision now and then (every 10 minutes by etcd's
+// default). A new history is found sooner by a read after each reconnect: a
+// restarted etcd always means one (see watchReconnects).
+func (m *Manager) watchFrom(ctx context.Context, h *history) error {
+	wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel(nil)
+	var seen atomic.Int64 // h.rev, for watchReconnects
+	seen.Store(h.rev)
+	start := *h
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := m.watchReconnects(wctx, start, &seen); err != nil {
+			cancel(err)
+		}
+	}()
+	rev := h.rev + 1
+	wch := m.reg.cli.Watch(wctx, m.reg.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev),
+		clientv3.WithProgressNotify())
 	for resp := range wch {
 		if resp.CompactRevision != 0 {
 			return fmt.Errorf("revision %d was compacted (oldest kept: %d)", rev, resp.CompactRevision)
@@ -273,14 +353,56 @@ func (m *Manager) watchFrom(ctx context.Context, rev int64) error {
 		if err := resp.Err(); err != nil {
 			return err
 		}
+		if err := h.check(resp.Header); err != nil {
+			return err
+		}
+		if r := resp.Header.Revision; r > h.rev {
+			h.rev = r
+			seen.Store(r)
+		}
 		if len(resp.Events) == 0 {
-			continue
+			continue // progress notification
 		}
 		m.applyEvents(resp.Events)
 		rev = resp.Header.Revision + 1
 		signal(m.changed)
 	}
+	if err := context.Cause(wctx); err != nil && ctx.Err() == nil {
+		return err
+	}
 	return errors.New("watch stream closed")
+}
+
+// watchReconnects waits for the client's connection to etcd to drop and come
+// back, and then reads the current revision: below the highest one the watch
+// had seen before the read (seen), or from another cluster than h's, it is
+// a new history, returned as an error wrapping errNewHistory. It returns nil
+// when ctx is done. One read per reconnect, nothing while connected.
+func (m *Manager) watchReconnects(ctx context.Context, h history, seen *atomic.Int64) error {
+	conn := m.reg.cli.ActiveConnection()
+	for {
+		// Wait for the connection to leave Ready, then to get back.
+		if s := conn.GetState(); s == connectivity.Ready && !conn.WaitForStateChange(ctx, s) {
+			return nil
+		}
+		for s := conn.GetState(); s != connectivity.Ready; s = conn.GetState() {
+			if !conn.WaitForStateChange(ctx, s) {
+				return nil
+			}
+		}
+		// Read after loading seen: a linearizable read then returns at
+		// least seen, unless the history is new.
+		h.rev = seen.Load()
+		resp, err := m.reg.cli.Get(ctx, m.reg.ConfigKey(), clientv3.WithCountOnly())
+		if err != nil {
+			// The watch breaks, or the next reconnect reads again.
+			m.log.V(2).Info("reading etcd's revision after a reconnect failed", "err", err)
+			continue
+		}
+		if err := h.check(resp.Header); err != nil {
+			return err
+		}
+	}
 }
 
 func (m *Manager) applyEvents(evs []*clientv3.Event) {
@@ -363,8 +485,12 @@ func (m *Manager) ownKeyString() string {
 	return ""
 }
 
-func (m *Manager) ownState() ownState {
-	m.table.mu.Lock()
-	defer m.table.mu.Unlock()
-	return m.table.own
+// takeOwnState returns what the watch last saw of our key, and whether a
+// list found etcd's history replaced since the last call.
+func (m *Manager) takeOwnState() (st ownState, rewound bool) {
+	t := &m.table
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rewound, t.rewound = t.rewound, false
+	return t.own, rewound
 }

@@ -1,0 +1,233 @@
+package subnet_test
+
+// Faults of etcd itself, and of what is written into it, that the lease
+// holder must ride out.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/tests/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// restartable is an etcd that a test stops and starts again on the same
+// endpoint, in a namespace of its own, keeping its data or with an empty data
+// directory (as after a disk loss). Its member and cluster IDs follow from
+// its name and peer URL, so an empty restart keeps them: only the revision
+// shows that the history is new.
+type restartable struct {
+	t        *testing.T
+	srv      etcdtest.Server // NS and Endpoint only: for ClientConfig
+	progress time.Duration   // progress notification interval; 0: etcd's default (10 min)
+	base     string
+	runs     int
+	e        *embed.Etcd
+}
+
+func startRestartable(t *testing.T, progress time.Duration) *restartable {
+	t.Helper()
+	ns := etcdtest.NewNetns(t)
+	r := &restartable{t: t, srv: etcdtest.Server{NS: ns, Endpoint: "http://127.0.0.1:2379"},
+		progress: progress, base: t.TempDir()}
+	r.start(false)
+	t.Cleanup(r.stop)
+	return r
+}
+
+// start starts etcd in its last data directory when keep is set, else in a
+// new, empty one.
+func (r *restartable) start(keep bool) {
+	r.t.Helper()
+	if !keep || r.runs == 0 {
+		r.runs++
+	}
+	dir := filepath.Join(r.base, fmt.Sprint(r.runs))
+	e, err := etcdtest.InNetns(r.srv.NS, func() (*embed.Etcd, error) {
+		cfg := embed.NewConfig()
+		cfg.Name = "test"
+		cfg.Dir = dir
+		cfg.UnsafeNoFsync = true
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		if r.progress != 0 {
+			cfg.WatchProgressNotifyInterval = r.progress
+		}
+		cu, _ := url.Parse(r.srv.Endpoint)
+		pu, _ := url.Parse("http://127.0.0.1:2380")
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+		return embed.StartEtcd(cfg)
+	})
+	if err != nil {
+		r.t.Fatalf("start etcd: %v", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		e.Close()
+		r.t.Fatal("etcd not ready after 30s")
+	}
+	r.e = e
+}
+
+func (r *restartable) stop() {
+	if r.e != nil {
+		r.e.Close()
+		r.e = nil
+	}
+}
+
+// client returns a client of the server, closed when the test ends. It
+// reconnects by itself across restarts.
+func (r *restartable) client() *clientv3.Client {
+	r.t.Helper()
+	c, err := clientv3.New(r.srv.ClientConfig())
+	if err != nil {
+		r.t.Fatalf("etcd client: %v", err)
+	}
+	r.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// env returns an env (see manager_test.go) on r, with the network config
+// written; srv is nil.
+func (r *restartable) env(config string) *env {
+	r.t.Helper()
+	cli := r.client()
+	if _, err := cli.Put(context.Background(), prefix+"/config", config); err != nil {
+		r.t.Fatal(err)
+	}
+	reg := subnet.NewRegistry(cli, prefix)
+	cfg, err := reg.GetConfig(context.Background())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return &env{cli: cli, reg: reg, net: cfg}
+}
+
+func hasPeer(m *subnet.Manager, sn string) bool {
+	return strings.Contains(" "+peerSubnets(m)+" ", " "+sn+"@")
+}
+
+// TestEtcdRestartedEmptyRelistsAndRecreatesOwnKey: etcd loses its data and
+// comes back on the same endpoint with the same IDs, its revision far below
+// the one the watch had reached. The clientv3 watch resumes at the old
+// revision without a word, so without a check every lease written since
+// would be missed until the new revision passed the old one; and our key
+// is gone while its old revision makes any state of it look stale.
+func TestEtcdRestartedEmptyRelistsAndRecreatesOwnKey(t *testing.T) {
+	r := startRestartable(t, 0) // etcd's default: no progress notification within the test
+	e := r.env(net16)
+	ctx := context.Background()
+	for i := 0; i < 300; i++ {
+		if _, err := e.cli.Put(ctx, fmt.Sprintf("/unrelated/%d", i), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+	own := acquire(t, a)
+	stop := run(t, a)
+	<-a.PeersSynced()
+
+	r.stop()
+	r.start(false)
+	if _, err := e.cli.Put(ctx, prefix+"/config", net16); err != nil {
+		t.Fatal(err)
+	}
+	b := e.manager("198.18.0.2", hostID(2), pinned("10.244.2.0/24"))
+	acquire(t, b)
+
+	eventually(t, "new peer seen and own key recreated", func() error {
+		if !hasPeer(a, "10.244.2.0/24") {
+			return fmt.Errorf("peers %q, relists %d", peerSubnets(a), a.Stats.Relists.Load())
+		}
+		val, id, ok := e.raw(t, own)
+		if !ok || !strings.Contains(val, `"198.18.0.1"`) {
+			return fmt.Errorf("own key absent (Own says %v)", func() bool { _, ok := a.Own(); return ok }())
+		}
+		if l, _ := a.Own(); l.LeaseID != id || id == 0 {
+			return fmt.Errorf("own key on etcd lease %x, Own says %x", id, l.LeaseID)
+		}
+		return nil
+	})
+	if n := a.Stats.Relists.Load(); n < 1 {
+		t.Errorf("Relists = %d", n)
+	}
+	// The recreated key stays: its etcd lease exists in the new etcd.
+	l, _ := a.Own()
+	ttl, err := e.cli.TimeToLive(ctx, clientv3.LeaseID(l.LeaseID))
+	if err != nil || ttl.TTL <= 0 {
+		t.Fatalf("own etcd lease %x: ttl %v, %v", l.LeaseID, ttl, err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestQuietWatchDoesNotRelist: progress notifications through a long quiet
+// period, and a restart of etcd that keeps its data, bring no re-list: the
+// revisions they carry are not below the ones seen.
+func TestQuietWatchDoesNotRelist(t *testing.T) {
+	r := startRestartable(t, 50*time.Millisecond)
+	e := r.env(net16)
+	ctx := context.Background()
+	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+	acquire(t, a)
+	run(t, a)
+	<-a.PeersSynced()
+	put := func(n int) {
+		t.Helper()
+		if _, err := e.cli.Put(ctx, fmt.Sprintf("%s/subnets/10.244.%d.0-24", prefix, n), fmt.Sprintf(`{"PublicIP":"198.18.0.%d"}`, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(100)
+	eventually(t, "peer seen", func() error {
+		if !hasPeer(a, "10.244.100.0/24") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	// A watch of the test's own counts the notifications that etcd sends
+	// every watch asking for them, the manager's included.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := e.cli.Watch(wctx, "/nothing", clientv3.WithProgressNotify())
+	for n := 0; n < 40; {
+		select {
+		case resp := <-wch:
+			if resp.IsProgressNotify() {
+				n++
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%d progress notifications in 20 s", n)
+		}
+	}
+	cancel()
+
+	r.stop()
+	r.start(true)
+	put(101)
+	eventually(t, "peer seen after the restart", func() error {
+		if !hasPeer(a, "10.244.101.0/24") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if n := a.Stats.Relists.Load(); n != 0 {
+		t.Fatalf("Relists = %d, want 0", n)
+	}
+	if n := a.Stats.Reacquired.Load(); n != 0 {
+		t.Fatalf("Reacquired = %d, want 0", n)
+	}
+}
