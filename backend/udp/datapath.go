@@ -31,22 +31,36 @@ const (
 )
 
 // counters are the datapath's packet counts by verdict and direction, kept
-// across restarts of the workers.
+// across restarts of the workers. A packet counts as pass (forwarded) only
+// once the kernel took it: sendmmsg sent its datagram, or the write into
+// the device succeeded. One that passed the checks but was not taken
+// (refused by the kernel, or cut off by the worker's stop) counts in
+// txRefused or rxRefused instead, one per packet, whatever the number of
+// system calls.
 type counters struct {
 	tx, rx                [numVerdicts]atomic.Uint64
+	txRefused, rxRefused  atomic.Uint64
 	sendErrors, tunErrors atomic.Uint64
 	icmpLimited           atomic.Uint64
 }
 
+// refusedResult is the result (Stats.Dropped key, metric label) of packets
+// counted in txRefused and rxRefused.
+const refusedResult = "refused"
+
 // Stats is a snapshot of the datapath's counters.
 type Stats struct {
-	// Sent counts packets read from the TUN device and sent to a peer;
-	// Received counts packets from peers written into the device.
+	// Sent counts packets read from the TUN device and sent to a peer
+	// (the kernel took the datagram); Received counts packets from peers
+	// written into the device (the write succeeded).
 	Sent, Received uint64
-	// Dropped counts packets dropped, by reason (see verdict).
+	// Dropped counts packets dropped, by reason (see verdict), and under
+	// "refused" the packets that passed the checks but that the kernel
+	// would not send or take into the device, one per packet.
 	Dropped map[string]uint64
 	// SendErrors counts datagrams the kernel refused to send;
-	// TUNWriteErrors, write batches into the device that failed.
+	// TUNWriteErrors, writes into the device that failed (one may carry
+	// many coalesced packets).
 	SendErrors, TUNWriteErrors uint64
 	// ICMPRateLimited counts ICMP errors (net-unreachable,
 	// time-exceeded) not written into the device because of the rate
@@ -67,6 +81,9 @@ func (c *counters) snapshot() Stats {
 		if n := c.tx[v].Load() + c.rx[v].Load(); n > 0 {
 			s.Dropped[v.String()] = n
 		}
+	}
+	if n := c.txRefused.Load() + c.rxRefused.Load(); n > 0 {
+		s.Dropped[refusedResult] = n
 	}
 	return s
 }
@@ -126,9 +143,7 @@ func (w *txWorker) run() error {
 		}
 		if w.m.n > 0 {
 			failed, err := w.sock.send(w.m)
-			if failed > 0 {
-				w.c.sendErrors.Add(uint64(failed))
-			}
+			w.sent(failed, err)
 			if err != nil {
 				return err
 			}
@@ -138,6 +153,30 @@ func (w *txWorker) run() error {
 			w.c.icmpLimited.Add(w.icmpLimited)
 			w.icmpLimited = 0
 		}
+	}
+}
+
+// sent moves what the batch in w.m did not get out of the pass count (where
+// encap put all of it) to txRefused: the failed datagrams, which the kernel
+// refused, and, when the socket was closed under it (err), those never
+// sent; on err it flushes the counts, as run does not.
+func (w *txWorker) sent(failed int, err error) {
+	if failed > 0 {
+		w.c.sendErrors.Add(uint64(failed))
+	}
+	lost := uint64(failed)
+	if err != nil {
+		for i := w.m.done; i < w.m.n; i++ {
+			lost += uint64(w.m.hdrs[i].Hdr.Iovlen) / 2 // two iovecs per datagram
+		}
+	}
+	if lost > 0 {
+		lost = min(lost, w.local[pass])
+		w.local[pass] -= lost
+		w.c.txRefused.Add(lost)
+	}
+	if err != nil {
+		flush(&w.c.tx, &w.local)
 	}
 }
 
@@ -289,9 +328,10 @@ func (w *rxWorker) decap(t *table, n int) error {
 		}
 		for off := 0; off < ln; off += seg {
 			pkt := data[off:min(off+seg, ln)]
-			v := t.accept(src, pkt)
-			w.local[v]++
-			if v != pass {
+			// What passes is counted by write, once the device
+			// took it or refused it.
+			if v := t.accept(src, pkt); v != pass {
+				w.local[v]++
 				continue
 			}
 			if err := w.push(pkt); err != nil {
@@ -328,12 +368,22 @@ func (w *rxWorker) push(pkt []byte) error {
 	return w.write()
 }
 
-// write writes the packet being built, if any.
+// write writes the packet being built, if any, and counts the packets in
+// it (one, or the TCP segments coalesced into it) forwarded when the write
+// succeeds, else refused.
 func (w *rxWorker) write() error {
 	if !w.co.pending() {
 		return nil
 	}
-	return w.c.written(w.out.write(w.co.finish()))
+	parts := w.co.finish()
+	n := uint64(len(parts) - 1) // the virtio header, then one part per packet
+	err := w.out.write(parts)
+	if err == nil {
+		w.local[pass] += n
+		return nil
+	}
+	w.c.rxRefused.Add(n)
+	return w.c.written(err)
 }
 
 // datapath is one generation of workers over descriptors of their own (dups

@@ -7,12 +7,12 @@ import "github.com/prometheus/client_golang/prometheus"
 
 var (
 	packetsDesc = prometheus.NewDesc("agentd_udp_packets_total",
-		"Packets the udp datapath handled, by direction (out: from flannel0 to a peer; in: from a peer into flannel0) and result (forwarded, or why it was dropped).",
+		"Packets the udp datapath handled, by direction (out: from flannel0 to a peer; in: from a peer into flannel0) and result (forwarded: sent to the peer or written into flannel0; refused: it passed every check but the kernel refused the send or the write; else why it was dropped).",
 		[]string{"direction", "result"}, nil)
 	sendErrorsDesc = prometheus.NewDesc("agentd_udp_send_errors_total",
 		"Datagrams the kernel refused to send to a peer.", nil, nil)
 	tunErrorsDesc = prometheus.NewDesc("agentd_udp_tun_write_errors_total",
-		"Writes into flannel0 that failed (the device down, say).", nil, nil)
+		"Writes into flannel0 that failed (the device down, say); one write may carry many coalesced packets, each counted in agentd_udp_packets_total{direction=\"in\",result=\"refused\"}.", nil, nil)
 	icmpLimitedDesc = prometheus.NewDesc("agentd_udp_icmp_rate_limited_total",
 		"ICMP errors (net-unreachable, time-exceeded) not written into flannel0 because of the rate limit; the packets they were about are counted in agentd_udp_packets_total.", nil, nil)
 )
@@ -38,6 +38,8 @@ func (b *Backend) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(d.c), d.name, v.String())
 		}
 	}
+	ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(b.stats.txRefused.Load()), "out", refusedResult)
+	ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(b.stats.rxRefused.Load()), "in", refusedResult)
 	ch <- prometheus.MustNewConstMetric(sendErrorsDesc, prometheus.CounterValue, float64(b.stats.sendErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(tunErrorsDesc, prometheus.CounterValue, float64(b.stats.tunErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(icmpLimitedDesc, prometheus.CounterValue, float64(b.stats.icmpLimited.Load()))
