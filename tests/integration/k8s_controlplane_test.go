@@ -28,7 +28,18 @@ type controlPlane struct {
 }
 
 const (
-	serviceCIDR = "10.96.0.0/12"
+	// serviceCIDR is the API server's --service-cluster-ip-range. Tests use
+	// only 198.18.0.0/15 and 10.244.0.0/16 (DESIGN.md); this half of
+	// 198.19.0.0/16 is apart from the cluster's underlay (198.18.0.0/24)
+	// and its overlay. No kube-proxy runs and no service is reached: the
+	// addresses only have to be valid.
+	serviceCIDR = "198.19.128.0/17"
+	// kubernetesServiceIP is serviceCIDR's first address, the "kubernetes"
+	// service's, which the API server's serving certificate names.
+	kubernetesServiceIP = "198.19.128.1"
+	// clusterDNSIP is the kubelet's clusterDNS, in serviceCIDR; no DNS
+	// server runs.
+	clusterDNSIP = "198.19.128.10"
 	// clusterCIDR is the controller manager's --cluster-cidr, from which it
 	// gives each node a podCIDR. agentd does not use it: pods get addresses
 	// from the subnet agentd leases in etcd, in the same 10.244.0.0/16.
@@ -52,7 +63,7 @@ func startControlPlane(t *testing.T, ctx context.Context, c *cluster.Cluster, bi
 		t.Fatal(err)
 	}
 	cp := &controlPlane{ns: c.EtcdNamespace(), ip: ip, server: "https://" + netip.AddrPortFrom(ip, 6443).String(), pki: pki}
-	serving, servingKey, err := pki.Issue("apiserver", "kube-apiserver", nil, ip, netip.MustParseAddr("10.96.0.1"), netip.MustParseAddr("127.0.0.1"))
+	serving, servingKey, err := pki.Issue("apiserver", "kube-apiserver", nil, ip, netip.MustParseAddr(kubernetesServiceIP), netip.MustParseAddr("127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -483,7 +483,7 @@ func startNode(t *testing.T, ctx context.Context, c *cluster.Cluster, h *cluster
 		t.Fatal(err)
 	}
 	kubeletConfig := filepath.Join(dir, "kubelet.yaml")
-	kc := fmt.Sprintf(kubeletYAML, "/"+n.cgroup, h.IP, cp.pki.CAFile, filepath.Join(dir, "volume-plugins"))
+	kc := fmt.Sprintf(kubeletYAML, "/"+n.cgroup, h.IP, cp.pki.CAFile, clusterDNSIP, filepath.Join(dir, "volume-plugins"))
 	if err := os.WriteFile(kubeletConfig, []byte(kc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +527,7 @@ const containerdTOML = `version = 2
 `
 
 // kubeletYAML is kubelet's configuration: cgroupRoot, address, client CA,
-// volumePluginDir. Eviction and image garbage collection are set so that a
+// clusterDNS, volumePluginDir. Eviction and image garbage collection are set so that a
 // busy or full machine does not evict the test's pods or delete its images.
 const kubeletYAML = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -549,7 +549,7 @@ authorization:
 protectKernelDefaults: true
 failSwapOn: false
 # No DNS server runs, and pods get none from the machine.
-clusterDNS: ["10.96.0.10"]
+clusterDNS: ["%s"]
 clusterDomain: cluster.local
 resolvConf: ""
 volumePluginDir: %s
