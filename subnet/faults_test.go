@@ -231,3 +231,90 @@ func TestQuietWatchDoesNotRelist(t *testing.T) {
 		t.Fatalf("Reacquired = %d, want 0", n)
 	}
 }
+
+// runWatched starts m.Run and returns a function that reports whether Run
+// has returned, and its error, while the test runs.
+func runWatched(t *testing.T, m *subnet.Manager) (returned func() (bool, error)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var err error
+	go func() { err = m.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return 30 s after its context ended")
+		}
+	})
+	return func() (bool, error) {
+		select {
+		case <-done:
+			return true, err
+		default:
+			return false, nil
+		}
+	}
+}
+
+// TestOwnKeyRecreatedWithBadValueIsTakenOver: our key is deleted and put
+// again with a value that is not JSON (an operator meaning to make it a
+// reservation, with a typo). It names nobody, so, as after an overwrite in
+// place with a bad value, the agent writes its value back and keeps running:
+// bad input never takes the node down. The agent is cut off meanwhile and
+// the history compacted, so that it sees the key only as recreated, from a
+// list, and not deleted first.
+func TestOwnKeyRecreatedWithBadValueIsTakenOver(t *testing.T) {
+	const bad = `{"PublicIP":"198.18.0.1"`
+	for _, tc := range []struct {
+		name string
+		// revoke also revokes our etcd lease: the value cannot be written
+		// back on it, so the agent takes the key over when it recreates
+		// its lease.
+		revoke bool
+	}{{"written back", false}, {"taken over when reacquiring", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, net16)
+			m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+			l := acquire(t, m)
+			returned := runWatched(t, m)
+			<-m.PeersSynced()
+			ctx := context.Background()
+			inproc := e.srv.InProcessClient(t)
+			key := e.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+			e.cutOff(t)
+			if _, err := inproc.Delete(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := inproc.Put(ctx, key, bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.revoke {
+				if _, err := inproc.Revoke(ctx, clientv3.LeaseID(l.LeaseID)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := inproc.Compact(ctx, resp.Header.Revision); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.srv.SetLoopback(true); err != nil {
+				t.Fatal(err)
+			}
+			eventuallyWithin(t, 40*time.Second, "our value written back", func() error {
+				if ok, err := returned(); ok {
+					t.Fatalf("Run returned: %v", err)
+				}
+				val, id, _ := e.raw(t, l)
+				own, _ := m.Own()
+				if !strings.Contains(val, `"198.18.0.1"`) || !strings.Contains(val, hostID(1)) || id == 0 || id != own.LeaseID {
+					return fmt.Errorf("value %s on etcd lease %x, Own on %x", val, id, own.LeaseID)
+				}
+				if tc.revoke == (id == l.LeaseID) {
+					return fmt.Errorf("on etcd lease %x, first %x", id, l.LeaseID)
+				}
+				return nil
+			})
+		})
+	}
+}

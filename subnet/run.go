@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/delay"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -156,16 +157,25 @@ func (m *Manager) checkOwn(ctx context.Context, first bool) (lost string, err er
 		return "", nil
 	case st.err == nil && st.lease.Reservation() && m.ours(st.lease):
 		return "", m.reserve(ctx, st.lease)
-	case st.createRev != m.own.CreateRevision:
+	case st.createRev != m.own.CreateRevision && st.err == nil:
+		// A recreated key with an unusable value falls through to
+		// restore, as an overwrite in place does: it names nobody, and bad
+		// input never takes the node down.
 		return "our lease key was recreated by another writer", nil
 	case st.err == nil && m.namesOtherHost(st.lease.Attrs):
 		return fmt.Sprintf("our lease key was overwritten by host %q (%s)", st.lease.Attrs.HostID, st.lease.Attrs.PublicIP), nil
 	}
-	return "", m.restore(ctx, st, first)
+	err = m.restore(ctx, st, first)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// Retrying cannot help; our keepalive may not notice for hours.
+		return fmt.Sprintf("etcd lease %x is gone (revoked, or expired during an outage)", m.own.LeaseID), nil
+	}
+	return "", err
 }
 
 // restore writes our value back over a foreign write to our key, seen as st,
-// if the key is still as st saw it.
+// if the key is still as st saw it: an overwrite in place, or a recreation
+// with an unusable value.
 func (m *Manager) restore(ctx context.Context, st ownState, first bool) error {
 	if first {
 		what := "a value of another host"
@@ -175,7 +185,7 @@ func (m *Manager) restore(ctx context.Context, st ownState, first bool) error {
 		m.log.Error(nil, "our lease key was overwritten; writing our value back", "subnet", m.own.Subnet, "found", what)
 	}
 	cur := m.own
-	cur.ModRevision = st.rev
+	cur.ModRevision, cur.CreateRevision = st.rev, st.createRev
 	l, ok, err := m.reg.Replace(ctx, cur, m.attrs, m.own.LeaseID)
 	if err != nil {
 		return err
@@ -266,6 +276,13 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 		if ok {
 			g.keep()
 		}
+	case gerr != nil:
+		// There, with a value that names nobody (an operator's typo, say):
+		// taken over as checkOwn's restore does, bad input never taking
+		// the node down.
+		m.log.Error(nil, "our lease key was overwritten; writing our value back", "subnet", m.own.Subnet,
+			"found", "an unusable value ("+gerr.Error()+")")
+		l, ok, err = m.takeOver(ctx, cur, m.own.Reservation(), g)
 	case reserved,
 		gerr == nil && cur.Attrs.PublicIP == m.cfg.PublicIP && cur.Attrs.HostID == m.cfg.HostID,
 		cur.CreateRevision == m.own.CreateRevision && !m.namesOtherHost(cur.Attrs):
@@ -275,10 +292,7 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 		// unless it is a reservation.
 		l, ok, err = m.takeOver(ctx, cur, reserved || m.own.Reservation(), g)
 	default:
-		holder := "an unusable value"
-		if gerr == nil {
-			holder = fmt.Sprintf("%s (host %q)", cur.Attrs.PublicIP, cur.Attrs.HostID)
-		}
+		holder := fmt.Sprintf("%s (host %q)", cur.Attrs.PublicIP, cur.Attrs.HostID)
 		return fmt.Errorf("%w: key %s now belongs to %s; agentd stops rather than move this host's containers "+
 			"off %s while it runs: to keep the subnet, free the key, then restart; restarted while the key is "+
 			"taken, agentd leases another subnet (MOVING TO ANOTHER SUBNET), so drain this node first",
