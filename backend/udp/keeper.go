@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,6 +32,8 @@ import (
 //	                                             @agentd-udp-keeper/flannel0
 //	agent (restart) ── "g" ──────────────────▶ ── descriptors (SCM_RIGHTS) ──▶
 //	agent (device recreated) ── "q" ─────────▶ exits; a new keeper starts
+//	agent (running)  ◀── pidfd readable ──────── killed (OOM, kill, cgroup)
+//	  Reconcile: a new keeper over the agent's copies (keeperWatch)
 //
 // The keeper does nothing else: it never reads a packet. It exits when told
 // to ("q"; it closes the descriptors before it answers "bye", so that what
@@ -505,4 +508,90 @@ func startKeeper(dev string, k *kept) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("start the descriptor keeper %s: %w", exe, err)
 	}
 	return cmd, nil
+}
+
+// keeperWatch notices that a keeper process has exited while the agent
+// runs (killed: by the OOM killer, by hand, by a service manager that ends
+// the whole cgroup), so that Reconcile can start a new one over the same
+// descriptors; without it, the next agent restart would drop everything in
+// flight, and nothing would say so. It waits on a pidfd of the keeper in
+// Go's poller (no thread, and no system call on Reconcile's path): dead is
+// set and wake called once the process has exited. Where it has no pidfd
+// (Linux before 5.3, or the keeper's pid is not known), poll is set and
+// Reconcile asks keeperListens instead, at each pass.
+type keeperWatch struct {
+	pid  int
+	dead atomic.Bool
+	poll bool
+	f    *os.File      // the pidfd, nil with poll
+	done chan struct{} // closed when the waiting goroutine has returned
+}
+
+// watchKeeper starts watching the keeper with pid (0: unknown); wake is
+// called (from another goroutine) once it has exited.
+func watchKeeper(pid int, wake func()) *keeperWatch {
+	w := &keeperWatch{pid: pid}
+	if pid <= 0 {
+		w.poll = true
+		return w
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		w.dead.Store(true) // gone already
+		return w
+	case err != nil:
+		w.poll = true
+		return w
+	}
+	// Non-blocking, so that os.NewFile hands it to Go's poller, which
+	// waits for it to become readable: the process has exited.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		w.poll = true
+		return w
+	}
+	w.f = os.NewFile(uintptr(fd), "keeper-pidfd")
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		w.f.Close()
+		w.f, w.poll = nil, true
+		return w
+	}
+	w.done = make(chan struct{})
+	go func() {
+		defer close(w.done)
+		err := rc.Read(func(fd uintptr) bool {
+			p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(p, 0)
+			return err == nil && n > 0
+		})
+		if err == nil { // else stop closed the pidfd
+			w.dead.Store(true)
+			wake()
+		}
+	}()
+	return w
+}
+
+// stop ends the watch and waits for its goroutine; a nil watch is none.
+func (w *keeperWatch) stop() {
+	if w == nil || w.f == nil {
+		return
+	}
+	w.f.Close() // wakes the goroutine's Read with an error
+	<-w.done
+}
+
+// keeperListens reports whether a process listens on the keeper socket of
+// dev, in this thread's network namespace; it never waits: a listener
+// whose queue is full (a keeper that is stopped) counts as listening.
+func keeperListens(dev string) bool {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return true // cannot tell; assume the best, as before
+	}
+	defer unix.Close(fd)
+	err = unix.Connect(fd, &unix.SockaddrUnix{Name: keeperAddr(dev)})
+	return !errors.Is(err, unix.ECONNREFUSED) && !errors.Is(err, unix.ENOENT)
 }

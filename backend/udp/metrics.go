@@ -13,6 +13,8 @@ var (
 		"Datagrams the kernel refused to send to a peer.", nil, nil)
 	tunErrorsDesc = prometheus.NewDesc("agentd_udp_tun_write_errors_total",
 		"Writes into flannel0 that failed (the device down, say); one write may carry many coalesced packets, each counted in agentd_udp_packets_total{direction=\"in\",result=\"refused\"}.", nil, nil)
+	keeperRestartsDesc = prometheus.NewDesc("agentd_udp_keeper_restarts_total",
+		"Descriptor keepers started anew because the one holding flannel0's queues and the sockets died while the agent ran.", nil, nil)
 	icmpLimitedDesc = prometheus.NewDesc("agentd_udp_icmp_rate_limited_total",
 		"ICMP errors (net-unreachable, time-exceeded) not written into flannel0 because of the rate limit; the packets they were about are counted in agentd_udp_packets_total.", nil, nil)
 )
@@ -25,6 +27,7 @@ func (b *Backend) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sendErrorsDesc
 	ch <- tunErrorsDesc
 	ch <- icmpLimitedDesc
+	ch <- keeperRestartsDesc
 }
 
 // Collect implements prometheus.Collector. Every direction and result has a
@@ -43,4 +46,5 @@ func (b *Backend) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(sendErrorsDesc, prometheus.CounterValue, float64(b.stats.sendErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(tunErrorsDesc, prometheus.CounterValue, float64(b.stats.tunErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(icmpLimitedDesc, prometheus.CounterValue, float64(b.stats.icmpLimited.Load()))
+	ch <- prometheus.MustNewConstMetric(keeperRestartsDesc, prometheus.CounterValue, float64(b.keeperRestarts.Load()))
 }

@@ -134,6 +134,9 @@ type Backend struct {
 
 	tbl   atomic.Pointer[table]
 	stats counters
+	// keeperRestarts counts keepers started anew because the one
+	// holding the descriptors died while this agent ran.
+	keeperRestarts atomic.Uint64
 
 	// Reconcile's: the descriptors (kept also by the keeper), the keeper
 	// this process started, the running workers (also Watch's to stop;
@@ -152,10 +155,13 @@ type Backend struct {
 
 	skips *backend.SkipLog
 
-	// mu guards closed and dp: workers start and stop under it, so that
-	// none start after Watch's end and each generation stops once.
+	// mu guards closed, dp and kw: workers start and stop under it, so
+	// that none start after Watch's end and each generation stops once;
+	// kw watches the keeper that holds our descriptors (nil: none known),
+	// and Watch's end stops it.
 	mu     sync.Mutex
 	closed bool
+	kw     *keeperWatch
 	wake   atomic.Pointer[func()]
 
 	// subscribed, when set, is called once Watch's subscriptions are in place.
@@ -265,6 +271,14 @@ func (b *Backend) takeOver() error {
 			} else {
 				b.fds = k
 				b.log.Info("took the device and sockets over from the descriptor keeper; queued packets follow", "queues", len(k.tun))
+				// The keeper is an earlier agent's: find it by
+				// name to watch it (0, if not exactly one, makes
+				// Reconcile ask its socket instead).
+				pid := 0
+				if pids := keeperPids(DeviceName); len(pids) == 1 {
+					pid = pids[0]
+				}
+				b.setKeeperWatch(watchKeeper(pid, b.poke))
 				return nil
 			}
 		}
@@ -309,6 +323,8 @@ func (b *Backend) unfit(k *kept) string {
 // and a socket in the port's SO_REUSEPORT group its share of the
 // datagrams. fresh attaches nothing while another process holds either.
 func (b *Backend) fresh(socks []int, known error) error {
+	// The keeper is told to quit, or is gone: not a death to repair.
+	b.setKeeperWatch(nil)
 	quit := false
 	if known == nil {
 		quit, known = quitKeeper(DeviceName)
@@ -372,7 +388,80 @@ func (b *Backend) fresh(socks []int, known error) error {
 		b.log.Error(err, "no descriptor keeper: an agent restart will drop packets while it lasts")
 	}
 	b.keeper = cmd
+	if cmd != nil {
+		b.setKeeperWatch(watchKeeper(cmd.Process.Pid, b.poke))
+	}
 	return nil
+}
+
+// setKeeperWatch makes w the watch of the keeper (nil: none) and stops the
+// one before. After Watch's end it keeps none.
+func (b *Backend) setKeeperWatch(w *keeperWatch) {
+	b.mu.Lock()
+	old, closed := b.kw, b.closed
+	b.kw = nil
+	if !closed {
+		b.kw = w
+	}
+	b.mu.Unlock()
+	old.stop()
+	if closed {
+		w.stop()
+	}
+}
+
+// ensureKeeper starts a new keeper over our descriptors when the one that
+// held them has exited (killed: by the OOM killer, by hand, by a service
+// manager ending the unit's cgroup); it holds copies, so ours lose nothing
+// meanwhile, but without a keeper the next agent restart would drop
+// everything in flight. A keeper that is alive but does not answer
+// (stopped, frozen) is left alone, as is the absence of one that could not
+// be started: only the death of one we knew of is repaired. Unless the
+// keeper's pid could not be watched (keeperWatch.poll), a pass where
+// nothing happened costs no system call.
+func (b *Backend) ensureKeeper() {
+	b.mu.Lock()
+	w := b.kw
+	b.mu.Unlock()
+	if w == nil {
+		return
+	}
+	if !w.dead.Load() {
+		if !w.poll {
+			return
+		}
+		listens := true
+		_ = b.do(func() error { listens = keeperListens(DeviceName); return nil })
+		if listens {
+			return
+		}
+	}
+	how := "exited"
+	if cmd := b.keeper; cmd != nil {
+		// Ours: reap it (it has exited, so at once) and say how it ended.
+		if err := b.reapKeeper(); err != nil {
+			b.log.Info("reaping the old descriptor keeper", "err", err)
+		} else if cmd.ProcessState != nil {
+			how = "ended (" + cmd.ProcessState.String() + ")"
+		}
+	}
+	b.setKeeperWatch(nil)
+	b.log.Error(fmt.Errorf("the descriptor keeper %s (pid %d) %s", keeperName, w.pid, how),
+		"the descriptor keeper died while the agent runs (OOM killer? kill? a stop that ends the service's whole cgroup?); starting a new one over the same descriptors",
+		"device", DeviceName)
+	if err := b.do(func() error {
+		cmd, err := startKeeper(DeviceName, b.fds)
+		if err != nil {
+			return err
+		}
+		b.keeper = cmd
+		b.keeperRestarts.Add(1)
+		b.setKeeperWatch(watchKeeper(cmd.Process.Pid, b.poke))
+		b.log.Info("started a new descriptor keeper", "pid", cmd.Process.Pid, "device", DeviceName)
+		return nil
+	}); err != nil {
+		b.log.Error(err, "no descriptor keeper: an agent restart will drop packets while it lasts")
+	}
 }
 
 // unheld returns an error, for fresh to attach nothing, when another
@@ -492,6 +581,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err != nil {
 		return res, err
 	}
+	b.ensureKeeper()
 	var errs []error
 	if err := backend.EnsureSubnetAddr(b.h, dev, own.Subnet, &res, b.log); err != nil {
 		errs = append(errs, err)
@@ -733,7 +823,10 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	defer func() {
 		b.mu.Lock()
 		b.closed = true
+		kw := b.kw
+		b.kw = nil
 		b.mu.Unlock()
+		kw.stop()
 		b.stopWorkers()
 	}()
 	ext := b.ext.Iface.Index
