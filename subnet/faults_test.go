@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -316,5 +317,116 @@ func TestOwnKeyRecreatedWithBadValueIsTakenOver(t *testing.T) {
 				return nil
 			})
 		})
+	}
+}
+
+// keepAliveTap is a clientv3.Lease that counts what happens to KeepAlive
+// calls: the answers for each lease, and the channels the etcd client closed
+// on its own (not at the end of the caller's context).
+type keepAliveTap struct {
+	clientv3.Lease
+	mu       sync.Mutex
+	calls    int
+	answered map[clientv3.LeaseID]int // calls answered at least once
+	gaveUp   int
+}
+
+func (k *keepAliveTap) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	in, err := k.Lease.KeepAlive(ctx, id)
+	if err != nil {
+		return in, err
+	}
+	k.mu.Lock()
+	k.calls++
+	k.mu.Unlock()
+	out := make(chan *clientv3.LeaseKeepAliveResponse, cap(in))
+	go func() {
+		defer close(out)
+		first := true
+		for resp := range in {
+			if first {
+				k.mu.Lock()
+				k.answered[resp.ID]++
+				k.mu.Unlock()
+				first = false
+			}
+			select {
+			case out <- resp:
+			default:
+			}
+		}
+		if ctx.Err() == nil {
+			k.mu.Lock()
+			k.gaveUp++
+			k.mu.Unlock()
+		}
+	}()
+	return out, nil
+}
+
+func (k *keepAliveTap) counts(id clientv3.LeaseID) (gaveUp, answered int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.gaveUp, k.answered[id]
+}
+
+// TestKeepAliveUnansweredAtStartKeepsLease: etcd cannot be reached when Run
+// starts, so the etcd client gives the first keepalive up after its dial
+// timeout plus a second, although the lease has most of its hour left. The
+// lease stays held, and is kept alive again once etcd answers: no lost
+// lease, no new etcd lease.
+func TestKeepAliveUnansweredAtStartKeepsLease(t *testing.T) {
+	e := newEnv(t, net16)
+	tap := &keepAliveTap{Lease: e.cli.Lease, answered: map[clientv3.LeaseID]int{}}
+	e.cli.Lease = tap
+	var mu sync.Mutex
+	var lost []string
+	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"), func(c *subnet.ManagerConfig) {
+		c.OnLeaseState = func(held bool, reason string) {
+			if !held {
+				mu.Lock()
+				lost = append(lost, reason)
+				mu.Unlock()
+			}
+		}
+	})
+	l := acquire(t, m)
+	id := clientv3.LeaseID(l.LeaseID)
+	e.cutOff(t)
+	returned := runWatched(t, m)
+	noLoss := func() {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(lost) > 0 {
+			t.Fatalf("lease reported lost: %q", lost)
+		}
+		if ok, err := returned(); ok {
+			t.Fatalf("Run returned: %v", err)
+		}
+	}
+	eventuallyWithin(t, 30*time.Second, "the etcd client gives the first keepalive up", func() error {
+		if n, _ := tap.counts(id); n == 0 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	noLoss()
+	if err := e.srv.SetLoopback(true); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyWithin(t, 40*time.Second, "lease kept alive again", func() error {
+		noLoss()
+		if _, n := tap.counts(id); n == 0 {
+			return errors.New("no answer yet")
+		}
+		return nil
+	})
+	noLoss()
+	if own, _ := m.Own(); own.LeaseID != l.LeaseID || m.Stats.Reacquired.Load() != 0 {
+		t.Fatalf("own lease %x (first %x), Reacquired %d", own.LeaseID, l.LeaseID, m.Stats.Reacquired.Load())
+	}
+	if _, lid, _ := e.raw(t, l); lid != l.LeaseID {
+		t.Fatalf("key on etcd lease %x, want %x", lid, l.LeaseID)
 	}
 }

@@ -70,12 +70,20 @@ func (m *Manager) holdLease(ctx context.Context) error {
 
 // keepAlive keeps the current lease alive until it is lost (returning why) or
 // ctx is done. A reservation has no etcd lease to keep alive.
+//
+// The etcd client closes a keepalive channel when etcd says the lease is
+// gone, but also when etcd does not answer in time: the first answer within
+// the client's DialTimeout plus a second, later ones within the TTL. A close
+// is therefore only a reason to look: while etcd says the lease lives, or
+// cannot be asked and the lease's last known expiry has not passed, it is
+// kept alive again and stays held.
 func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	id := clientv3.LeaseID(m.own.LeaseID)
 	var ka <-chan *clientv3.LeaseKeepAliveResponse
-	if !m.own.Reservation() {
-		ka, err = m.reg.cli.KeepAlive(kctx, clientv3.LeaseID(m.own.LeaseID))
+	if id != 0 {
+		ka, err = m.reg.cli.KeepAlive(kctx, id)
 		if err != nil {
 			return "keepalive refused: " + err.Error(), nil
 		}
@@ -83,10 +91,19 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	m.cfg.OnLeaseState(true, "")
 	// While a restore of our value keeps failing, retry fires for the next
 	// attempt: no further change of our key need ever come to prompt one.
+	// While the client has given a keepalive channel up, recheck fires for
+	// the next look at the lease.
 	var (
 		retry   <-chan time.Time
 		b       = delay.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 		failing error
+		recheck <-chan time.Time
+		rb      = delay.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
+		unknown error
+		// expires is when the lease ends unless renewed, as last known: a
+		// lease is granted just before keepAlive starts, so at first it is
+		// at most a TTL away.
+		expires = time.Now().Add(m.cfg.TTL)
 	)
 	for {
 		select {
@@ -97,19 +114,48 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				if ctx.Err() != nil {
 					return "", nil
 				}
-				return fmt.Sprintf("etcd lease %x expired or was revoked", m.own.LeaseID), nil
+				ka = nil
+				recheck = time.After(0)
+				continue
 			}
+			expires = time.Now().Add(time.Duration(resp.TTL) * time.Second)
 			m.log.V(4).Info("lease kept alive", "leaseID", resp.ID, "ttl", resp.TTL)
+			continue
+		case <-recheck:
+			recheck = nil
+			left, err := m.leaseLeft(ctx, id)
+			switch {
+			case ctx.Err() != nil:
+				return "", nil
+			case err == nil && left > 0:
+				if ka, err = m.reg.cli.KeepAlive(kctx, id); err != nil {
+					return "keepalive refused: " + err.Error(), nil
+				}
+				m.log.Info("etcd answered no keepalive in time but our etcd lease lives; keeping it alive again",
+					"leaseID", id, "ttl", left, "unanswered", unknown)
+				expires, unknown = time.Now().Add(left), nil
+				rb.Reset()
+			case err == nil, errors.Is(err, rpctypes.ErrLeaseNotFound):
+				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
+			case time.Now().After(expires):
+				return fmt.Sprintf("etcd lease %x went unconfirmed past its expiry (%s): %v", id, expires.Format(time.RFC3339), err), nil
+			default:
+				if unknown == nil {
+					m.log.Error(err, "cannot ask etcd about our lease; holding it until its last known expiry", "leaseID", id, "expires", expires)
+				}
+				unknown = err
+				recheck = time.After(rb.Next())
+			}
 			continue
 		case <-m.ownChanged:
 		case <-retry:
 		}
 		retry = nil
 		lost, err := m.checkOwn(ctx, failing == nil)
-		if ka != nil && m.own.Reservation() {
+		if id != 0 && m.own.Reservation() {
 			// Made a reservation: nothing left to keep alive.
 			cancel()
-			ka = nil
+			ka, recheck, id = nil, nil, 0
 		}
 		switch {
 		case lost != "":
@@ -127,6 +173,18 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 			retry = time.After(b.Next())
 		}
 	}
+}
+
+// leaseLeft asks etcd for the time left on the etcd lease id: 0 or less, or
+// an error wrapping rpctypes.ErrLeaseNotFound, when it is gone.
+func (m *Manager) leaseLeft(ctx context.Context, id clientv3.LeaseID) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	resp, err := m.reg.cli.TimeToLive(ctx, id)
+	if err != nil {
+		return 0, fmt.Errorf("read the TTL of etcd lease %x: %w", id, err)
+	}
+	return time.Duration(resp.TTL) * time.Second, nil
 }
 
 // checkOwn compares what the watch last saw of our key with our lease. It
