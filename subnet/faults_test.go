@@ -430,3 +430,67 @@ func TestKeepAliveUnansweredAtStartKeepsLease(t *testing.T) {
 		t.Fatalf("key on etcd lease %x, want %x", lid, l.LeaseID)
 	}
 }
+
+// TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps: our key is deleted while
+// another host's key holds a subnet overlapping ours. Recreating ours would
+// route the same addresses to two hosts, so Run stops with ErrLeaseLost, as
+// when our exact key is taken. A key with an unusable value, which peers
+// skip, and a key next to ours do not stop it.
+func TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps(t *testing.T) {
+	other := fmt.Sprintf(`{"PublicIP":"198.18.0.9","BackendType":"vxlan","HostID":%q}`, hostID(9))
+	for _, tc := range []struct {
+		name, key, value string
+		lost             bool
+	}{
+		{"wider", "10.244.4.0-23", other, true},
+		{"narrower", "10.244.5.128-25", other, true},
+		{"wider, unusable value", "10.244.4.0-23", `{"PublicIP":`, false},
+		{"next to ours", "10.244.6.0-23", other, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, net16)
+			m := e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24"))
+			l := acquire(t, m)
+			if l.Subnet.String() != "10.244.5.0/24" {
+				t.Fatalf("acquired %s", l.Subnet)
+			}
+			returned := runWatched(t, m)
+			<-m.PeersSynced()
+			ctx := context.Background()
+			if _, err := e.cli.Put(ctx, prefix+"/subnets/"+tc.key, tc.value); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.cli.Delete(ctx, e.reg.LeaseKey(l.Subnet, l.IPv6Subnet)); err != nil {
+				t.Fatal(err)
+			}
+			if tc.lost {
+				eventually(t, "Run stops", func() error {
+					ok, err := returned()
+					if !ok {
+						return errors.New("still running")
+					}
+					if !errors.Is(err, subnet.ErrLeaseLost) || !strings.Contains(err.Error(), tc.key) {
+						t.Fatalf("Run: %v, want ErrLeaseLost naming %s", err, tc.key)
+					}
+					return nil
+				})
+				if _, _, ok := e.raw(t, l); ok {
+					t.Fatal("our key recreated inside another host's")
+				}
+				return
+			}
+			eventually(t, "our key recreated", func() error {
+				if ok, err := returned(); ok {
+					t.Fatalf("Run returned: %v", err)
+				}
+				if m.Stats.Reacquired.Load() < 1 {
+					return errors.New("not yet")
+				}
+				if _, id, ok := e.raw(t, l); !ok || id == 0 {
+					return errors.New("key absent")
+				}
+				return nil
+			})
+		})
+	}
+}

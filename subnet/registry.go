@@ -116,6 +116,39 @@ func sortLeases(ls []Lease) {
 	sort.Slice(ls, func(i, j int) bool { return ls[i].Subnet.Addr().Less(ls[j].Subnet.Addr()) })
 }
 
+// Overlapping returns the leases whose subnets overlap sn or sn6, the key of
+// (sn, sn6) excepted, and those of the overlapping keys whose values are not
+// usable. It lists the keys alone, and reads the values of the overlapping
+// ones only: usually none.
+func (r *Registry) Overlapping(ctx context.Context, sn, sn6 netip.Prefix) ([]Lease, []BadEntry, error) {
+	resp, err := r.cli.Get(ctx, r.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, nil, fmt.Errorf("list lease keys under %s: %w", r.SubnetsPrefix(), err)
+	}
+	self := r.LeaseKey(sn, sn6)
+	var (
+		leases []Lease
+		bad    []BadEntry
+	)
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		ksn, ksn6, err := ParseSubnetKey(strings.TrimPrefix(key, r.SubnetsPrefix()))
+		if err != nil || key == self || !(ksn.Overlaps(sn) || sn6.IsValid() && ksn6.IsValid() && ksn6.Overlaps(sn6)) {
+			continue
+		}
+		l, ok, err := r.Get(ctx, ksn, ksn6)
+		switch {
+		case ok && err != nil:
+			bad = append(bad, BadEntry{Key: key, ModRevision: l.ModRevision, Err: err})
+		case err != nil:
+			return nil, nil, err
+		case ok:
+			leases = append(leases, l)
+		}
+	}
+	return leases, bad, nil
+}
+
 // Get reads one lease; ok is false when the key is absent.
 func (r *Registry) Get(ctx context.Context, sn, sn6 netip.Prefix) (l Lease, ok bool, err error) {
 	key := r.LeaseKey(sn, sn6)

@@ -17,13 +17,15 @@ import (
 //
 // Holding the lease:
 //
-//	held ──keepalive channel closes (lease expired/revoked)──┐
+//	held ──keepalive ends; etcd: lease expired/revoked───────┐
 //	 │  ──own key deleted──────────────────────────────────┤
 //	 │  ──own key recreated by another writer──────────────┤
 //	 │  ──own key overwritten naming another host──────────┤
 //	 │  ──etcd's history replaced, own key not as written──┤
 //	 │                                                      v
 //	 │ <──────── same key recreated, or taken over ──── reacquire ──key held by another host──> ErrLeaseLost
+//	 │                                                              ──or absent, and another host's key
+//	 │                                                                overlaps our subnet──────────> ErrLeaseLost
 //	 │
 //	 ├──own key overwritten in place (same create revision)──> write our value back (CAS), stay held;
 //	 │                                                         retried with backoff until it succeeds
@@ -282,6 +284,32 @@ func (m *Manager) reserve(ctx context.Context, l Lease) error {
 	return nil
 }
 
+// overlapFree returns an error wrapping ErrLeaseLost if another host's key
+// holds a subnet overlapping ours (10.244.4.0/23 over our 10.244.5.0/24,
+// say): then recreating our key would route the same addresses to two
+// hosts. A key with an unusable value is skipped, as peers skip it.
+func (m *Manager) overlapFree(ctx context.Context) error {
+	leases, bad, err := m.reg.Overlapping(ctx, m.own.Subnet, m.own.IPv6Subnet)
+	if err != nil {
+		return err
+	}
+	for _, b := range bad {
+		m.log.Error(b.Err, "a key with an unusable value overlaps our subnet; recreating ours all the same, peers skip it",
+			"subnet", m.own.Subnet, "key", b.Key)
+	}
+	for _, l := range leases {
+		if m.validLease(l) != nil || l.Attrs.PublicIP == m.cfg.PublicIP && !m.namesOtherHost(l.Attrs) {
+			continue // not a peer's route, or this host's own
+		}
+		return fmt.Errorf("%w: key %s of %s (host %q) overlaps our subnet %s; agentd stops rather than move "+
+			"this host's containers off %s while it runs: to keep the subnet, free that key, then restart; "+
+			"restarted while it is held, agentd leases another subnet (MOVING TO ANOTHER SUBNET), so drain "+
+			"this node first",
+			ErrLeaseLost, m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), l.Attrs.PublicIP, l.Attrs.HostID, m.own.Subnet, m.own.Subnet)
+	}
+	return nil
+}
+
 // reacquire gets our subnet back, retrying while etcd is unreachable.
 func (m *Manager) reacquire(ctx context.Context) error {
 	b := delay.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
@@ -323,6 +351,9 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 	reserved := gerr == nil && cur.Reservation() && m.ours(cur)
 	switch {
 	case !exists:
+		if err := m.overlapFree(ctx); err != nil {
+			return err
+		}
 		var id int64
 		if id, err = g.id(ctx); err != nil {
 			return err
