@@ -227,7 +227,7 @@ func checkExternalInterface(h *netlink.Handle, ext backend.ExternalInterface) er
 // checkExternalAddress is checkExternalInterface's address check, on l, the
 // external link.
 func checkExternalAddress(h *netlink.Handle, l netlink.Link, ext backend.ExternalInterface) error {
-	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+	addrs, err := backend.ListAddrs(h, l, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list the addresses of external interface %s: %w", ext.Iface.Name, err)
 	}
