@@ -58,24 +58,33 @@ func TestCheckExternalInterface(t *testing.T) {
 	}
 	const hint = "; the datapath is bound to the old index (the vxlan device's underlay, host-gw routes) " +
 		"and agentd does not move it while it runs: exiting, a restart selects the interface again"
-	check := func(step string, ext backend.ExternalInterface, want string) {
+	const restart = "; if it does not come back, restart agentd to use the interface's new address " +
+		"(with a new public IP the host leases another subnet: drain it first)"
+	// check wants no error (want ""), or the error want: with changed,
+	// "external interface changed: <want><hint>", which ends the agent;
+	// else "<want><restart>", which does not.
+	check := func(step string, ext backend.ExternalInterface, want string, changed bool) {
 		t.Helper()
 		err := checkExternalInterface(h, ext)
+		full := want + restart
+		if changed {
+			full = "external interface changed: " + want + hint
+		}
 		switch {
 		case want == "" && err != nil:
 			t.Errorf("%s: %v, want no error", step, err)
 		case want == "":
-		case !errors.Is(err, errExternalInterfaceChanged) || err.Error() != "external interface changed: "+want+hint:
-			t.Errorf("%s:\n got %v\nwant external interface changed: %s%s", step, err, want, hint)
+		case err == nil || errors.Is(err, errExternalInterfaceChanged) != changed || err.Error() != full:
+			t.Errorf("%s:\n got %v\nwant %s (ends the agent: %v)", step, err, full, changed)
 		}
 	}
 
 	ext := find()
-	check("unchanged", ext, "")
+	check("unchanged", ext, "", false)
 	if err := h.LinkSetDown(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ext.Iface.Index}}); err != nil {
 		t.Fatal(err)
 	}
-	check("down", ext, "")
+	check("down", ext, "", false)
 
 	// The address: removed, replaced by another, back.
 	bond := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ext.Iface.Index}}
@@ -94,42 +103,29 @@ func TestCheckExternalInterface(t *testing.T) {
 			}
 		}
 	}
-	const restart = "; if it does not come back, restart agentd to use the interface's new address " +
-		"(with a new public IP the host leases another subnet: drain it first)"
-	addrCheck := func(step string, ext backend.ExternalInterface, want string) {
-		t.Helper()
-		err := checkExternalInterface(h, ext)
-		switch {
-		case want == "" && err != nil:
-			t.Errorf("%s: %v, want no error", step, err)
-		case want == "":
-		case err == nil || errors.Is(err, errExternalInterfaceChanged) || err.Error() != want+restart:
-			t.Errorf("%s:\n got %v\nwant %s%s (not wrapping errExternalInterfaceChanged: the agent goes on)", step, err, want, restart)
-		}
-	}
 	setAddr(addr, "")
-	addrCheck("address removed", ext, "external address 198.19.0.1 is no longer on bond0 (it has no IPv4 address): "+
-		"our lease names 198.19.0.1 as this host's public IP, so peers send to an address this host no longer has")
+	check("address removed", ext, "external address 198.19.0.1 is no longer on bond0 (it has no IPv4 address): "+
+		"our lease names 198.19.0.1 as this host's public IP, so peers send to an address this host no longer has", false)
 	setAddr("", "198.19.1.9/24")
-	addrCheck("renumbered", ext, "external address 198.19.0.1 is no longer on bond0 (it has 198.19.1.9/24): "+
-		"our lease names 198.19.0.1 as this host's public IP, so peers send to an address this host no longer has")
+	check("renumbered", ext, "external address 198.19.0.1 is no longer on bond0 (it has 198.19.1.9/24): "+
+		"our lease names 198.19.0.1 as this host's public IP, so peers send to an address this host no longer has", false)
 	nat := ext
 	nat.PublicIP = netip.MustParseAddr("198.19.2.10")
-	addrCheck("renumbered, with --public-ip", nat, "external address 198.19.0.1 is no longer on bond0 (it has 198.19.1.9/24): "+
-		"peers send to the public IP 198.19.2.10 (--public-ip), and a vxlan device sends from the lost address")
+	check("renumbered, with --public-ip", nat, "external address 198.19.0.1 is no longer on bond0 (it has 198.19.1.9/24): "+
+		"peers send to the public IP 198.19.2.10 (--public-ip), and a vxlan device sends from the lost address", false)
 	setAddr("", addr)
-	addrCheck("address back beside another", ext, "")
+	check("address back beside another", ext, "", false)
 	setAddr("198.19.1.9/24", "")
-	addrCheck("address back", ext, "")
+	check("address back", ext, "", false)
 
 	old := ext.Iface.Index
 	del("bond0")
-	check("deleted", ext, fmt.Sprintf("bond0 was index %d, now gone", old))
+	check("deleted", ext, fmt.Sprintf("bond0 was index %d, now gone", old), true)
 	addVeth(t, h, "bond0", addr)
-	check("recreated", ext, fmt.Sprintf("bond0 was index %d, now index %d", old, index("bond0")))
+	check("recreated", ext, fmt.Sprintf("bond0 was index %d, now index %d", old, index("bond0")), true)
 
 	ext = find()
-	check("found again", ext, "")
+	check("found again", ext, "", false)
 	// Its peer too, so that addVeth can make bond0 and bond0p again.
 	for _, name := range []string{"bond0", "bond0p"} {
 		l, err := h.LinkByName(name)
@@ -143,9 +139,9 @@ func TestCheckExternalInterface(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	check("renamed", ext, fmt.Sprintf("bond0 was index %d, renamed bond1, now gone", ext.Iface.Index))
+	check("renamed", ext, fmt.Sprintf("bond0 was index %d, renamed bond1, now gone", ext.Iface.Index), true)
 	addVeth(t, h, "bond0")
-	check("renamed, name taken again", ext, fmt.Sprintf("bond0 was index %d, renamed bond1, now index %d", ext.Iface.Index, index("bond0")))
+	check("renamed, name taken again", ext, fmt.Sprintf("bond0 was index %d, renamed bond1, now index %d", ext.Iface.Index, index("bond0")), true)
 }
 
 // ifaceRecreatedEnv, when set, makes TestExternalInterfaceRecreated the
