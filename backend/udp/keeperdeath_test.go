@@ -101,13 +101,7 @@ func TestKilledKeeperIsReplaced(t *testing.T) {
 	h := newTestHost(t)
 	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
 	h.reconcile(peers...)
-	woke := h.woken()
-	old := h.signalKeeper(unix.SIGKILL)
-	select {
-	case <-woke:
-	case <-time.After(10 * time.Second):
-		t.Errorf("the backend was not woken within 10s of its keeper (pid %d) being killed", old)
-	}
+	old := h.killKeeper("its keeper")
 	h.reconcile(peers...)
 	h.checkReplaced(old)
 	for _, want := range []string{"signal: killed", "started a new descriptor keeper"} {
@@ -128,19 +122,8 @@ func TestKilledKeeperIsReplaced(t *testing.T) {
 // a keeper an earlier agent started (this agent took the descriptors over
 // from it): watched by its pid, it wakes the backend when it dies.
 func TestKilledInheritedKeeperIsReplaced(t *testing.T) {
-	h := newTestHost(t)
-	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
-	h.reconcile(peers...)
-	h.exit()
-	h.start()
-	h.reconcile(peers...)
-	woke := h.woken()
-	old := h.signalKeeper(unix.SIGKILL)
-	select {
-	case <-woke:
-	case <-time.After(10 * time.Second):
-		t.Errorf("the backend was not woken within 10s of the inherited keeper (pid %d) being killed", old)
-	}
+	h, peers := newInheritingHost(t)
+	old := h.killKeeper("the inherited keeper")
 	h.reconcile(peers...)
 	h.checkReplaced(old)
 	h.restartLosesNothing(peers, 2)
@@ -148,6 +131,33 @@ func TestKilledInheritedKeeperIsReplaced(t *testing.T) {
 
 // checkReplaced checks that a keeper other than the one with pid old
 // answers, and that the death was logged.
+// newInheritingHost is a test host whose backend took its descriptors over
+// from an earlier one's keeper (an agent restart), and the one peer it
+// reconciled with.
+func newInheritingHost(t *testing.T) (*testHost, []subnet.Lease) {
+	h := newTestHost(t)
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
+	h.reconcile(peers...)
+	h.exit()
+	h.start()
+	h.reconcile(peers...)
+	return h, peers
+}
+
+// killKeeper SIGKILLs the keeper (named which, for the error) and waits up
+// to 10 s for the backend to be woken; it returns the killed pid.
+func (h *testHost) killKeeper(which string) int {
+	h.t.Helper()
+	woke := h.woken()
+	old := h.signalKeeper(unix.SIGKILL)
+	select {
+	case <-woke:
+	case <-time.After(10 * time.Second):
+		h.t.Errorf("the backend was not woken within 10s of %s (pid %d) being killed", which, old)
+	}
+	return old
+}
+
 func (h *testHost) checkReplaced(old int) {
 	h.t.Helper()
 	if err := h.keeperAnswers(); err != nil {

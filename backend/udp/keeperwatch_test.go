@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/backend/internal/nstest"
-	"github.com/agentd/agentd/subnet"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,12 +13,7 @@ import (
 // wakes the backend when it dies, but each Reconcile asks its socket, and
 // the first after the death starts a new keeper.
 func TestKilledKeeperFoundBySocket(t *testing.T) {
-	h := newTestHost(t)
-	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
-	h.reconcile(peers...)
-	h.exit()
-	h.start()
-	h.reconcile(peers...)
+	h, peers := newInheritingHost(t)
 	h.b.setKeeperWatch(watchKeeper(0, h.b.poke))
 	h.reconcile(peers...)
 	if h.logged("the descriptor keeper died") {
