@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/go-logr/logr/funcr"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/etcdtest"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -296,6 +298,23 @@ func TestPreviousSubnetOfAnotherHostBehindSameNATNotTaken(t *testing.T) {
 func TestMovingAwayFromPreviousSubnetIsLoud(t *testing.T) {
 	e := newEnv(t, net16)
 	held := acquire(t, e.manager("198.18.0.2", hostID(2), pinned("10.244.7.0/24")))
+	log, lines := captureLog()
+	l := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.7.1/24"), func(c *subnet.ManagerConfig) { c.Logger = log }))
+	if l.Subnet == held.Subnet {
+		t.Fatalf("host 1 took %s from host 2", l.Subnet)
+	}
+	for _, line := range lines() {
+		if strings.Contains(line, "MOVING TO ANOTHER SUBNET") && strings.Contains(line, `"holder"="198.18.0.2"`) &&
+			strings.Contains(line, `"previous"="10.244.7.0/24"`) {
+			return
+		}
+	}
+	t.Errorf("no error line saying host 1 moves away from 10.244.7.0/24, held by 198.18.0.2; log:\n%s", strings.Join(lines(), "\n"))
+}
+
+// captureLog returns a logger that keeps every line, and a function that
+// returns the lines so far.
+func captureLog() (logr.Logger, func() []string) {
 	var mu sync.Mutex
 	var lines []string
 	log := funcr.New(func(prefix, args string) {
@@ -303,19 +322,11 @@ func TestMovingAwayFromPreviousSubnetIsLoud(t *testing.T) {
 		defer mu.Unlock()
 		lines = append(lines, prefix+" "+args)
 	}, funcr.Options{})
-	l := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.7.1/24"), func(c *subnet.ManagerConfig) { c.Logger = log }))
-	if l.Subnet == held.Subnet {
-		t.Fatalf("host 1 took %s from host 2", l.Subnet)
+	return log, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(lines)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, line := range lines {
-		if strings.Contains(line, "MOVING TO ANOTHER SUBNET") && strings.Contains(line, `"holder"="198.18.0.2"`) &&
-			strings.Contains(line, `"previous"="10.244.7.0/24"`) {
-			return
-		}
-	}
-	t.Errorf("no error line saying host 1 moves away from 10.244.7.0/24, held by 198.18.0.2; log:\n%s", strings.Join(lines, "\n"))
 }
 
 // TestMovingAwayFromPreviousSubnetIsLoudWhateverHoldsIt: pick passes over the
@@ -350,21 +361,13 @@ func TestMovingAwayFromPreviousSubnetIsLoudWhateverHoldsIt(t *testing.T) {
 			if tc.own {
 				acquire(t, e.manager("198.18.0.1", hostID(1), pinned(prev.String())))
 			}
-			var mu sync.Mutex
-			var lines []string
-			log := funcr.New(func(prefix, args string) {
-				mu.Lock()
-				defer mu.Unlock()
-				lines = append(lines, prefix+" "+args)
-			}, funcr.Options{})
+			log, lines := captureLog()
 			l := acquire(t, e.manager("198.18.0.1", hostID(1), pinned(prev.String()), func(c *subnet.ManagerConfig) { c.Logger = log }))
 			if moved := l.Subnet != prev; moved != (tc.want != nil) {
 				t.Fatalf("got %s, previous %s", l.Subnet, prev)
 			}
-			mu.Lock()
-			defer mu.Unlock()
 			var loud []string
-			for _, line := range lines {
+			for _, line := range lines() {
 				if strings.Contains(line, "MOVING TO ANOTHER SUBNET") {
 					loud = append(loud, line)
 				}
@@ -385,7 +388,7 @@ func TestMovingAwayFromPreviousSubnetIsLoudWhateverHoldsIt(t *testing.T) {
 				}
 				return
 			}
-			t.Errorf("moved to %s, but no line says MOVING TO ANOTHER SUBNET with %s; log:\n%s", l.Subnet, strings.Join(want, " "), strings.Join(lines, "\n"))
+			t.Errorf("moved to %s, but no line says MOVING TO ANOTHER SUBNET with %s; log:\n%s", l.Subnet, strings.Join(want, " "), strings.Join(lines(), "\n"))
 		})
 	}
 }
