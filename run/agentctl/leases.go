@@ -212,12 +212,19 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 		case l.Subnet == sn && l.Attrs.PublicIP == pub && l.Reservation():
 			fmt.Fprintf(a.out, "%s is already reserved for %s; nothing changed\n", sn, pub)
 			return nil
-		case l.Subnet == sn:
+		case l.Subnet.Overlaps(sn):
+			// A lease of another length (SubnetLen changed since it
+			// was taken) overlaps without being equal: routing both
+			// would send the same addresses to two hosts.
 			what := "leased to"
 			if l.Reservation() {
 				what = "reserved for"
 			}
-			return fmt.Errorf("%s is already %s %s (key %s%s)", sn, what, l.Attrs.PublicIP, reg.SubnetsPrefix(), l.Key())
+			held := "already"
+			if l.Subnet != sn {
+				held = "overlaps " + l.Subnet.String() + ","
+			}
+			return fmt.Errorf("%s %s %s %s (key %s%s)", sn, held, what, l.Attrs.PublicIP, reg.SubnetsPrefix(), l.Key())
 		case l.Attrs.PublicIP == pub && l.Reservation():
 			return fmt.Errorf("%s already has the reservation %s; release it first (agentctl lease release %s)", pub, l.Subnet, l.Subnet)
 		}
