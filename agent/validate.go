@@ -271,7 +271,7 @@ func checkListenAddr(addr string) error {
 	if _, err := netip.ParseAddr(host); err == nil {
 		return nil
 	}
-	if !isHostname(host) {
+	if !IsHostname(host) {
 		return fmt.Errorf("%q is neither an IP address nor a host name", host)
 	}
 	return nil
@@ -285,7 +285,9 @@ func parsePortNumber(s string) (int, error) {
 	return int(n), nil
 }
 
-func isHostname(h string) bool {
+// IsHostname reports whether h is a syntactically valid DNS host name
+// (RFC 1123 labels), as a listen address may name one.
+func IsHostname(h string) bool {
 	if len(h) > 253 {
 		return false
 	}

@@ -303,15 +303,21 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 				opts.warnings = append(opts.warnings, fmt.Sprintf("%s is ignored: %s is set", where(f), where("healthz-addr")))
 			}
 		}
+	case v.healthzPort < 0:
+		// flanneld serves health only for a port above 0.
+		opts.warnings = append(opts.warnings, fmt.Sprintf("%s is %d, so the health server is off, as in flanneld (0 says so plainly)", where("healthz-port"), v.healthzPort))
 	case v.healthzPort != 0:
-		if v.healthzPort < 0 || v.healthzPort > 65535 {
+		if v.healthzPort > 65535 {
 			return opts, bad("healthz-port", strconv.Itoa(v.healthzPort), errors.New("want a port from 1 to 65535, or 0 for off"))
 		}
-		ip, err := netip.ParseAddr(v.healthzIP)
-		if err != nil {
-			return opts, bad("healthz-ip", v.healthzIP, err)
+		// An address, or a host name as flanneld's listener takes one.
+		host := v.healthzIP
+		if ip, err := netip.ParseAddr(host); err == nil {
+			host = ip.String()
+		} else if !agent.IsHostname(host) {
+			return opts, bad("healthz-ip", v.healthzIP, errors.New("neither an IP address nor a host name"))
 		}
-		cfg.HealthzAddr = net.JoinHostPort(ip.String(), strconv.Itoa(v.healthzPort))
+		cfg.HealthzAddr = net.JoinHostPort(host, strconv.Itoa(v.healthzPort))
 	case fs.Changed("healthz-ip"):
 		opts.warnings = append(opts.warnings, fmt.Sprintf("%s is ignored: %s is 0, so the health server is off (set --healthz-port, or --healthz-addr)", where("healthz-ip"), where("healthz-port")))
 	}

@@ -137,6 +137,15 @@ func TestParseArgs(t *testing.T) {
 		{name: "healthz port", args: []string{"--healthz-port=8471"}, want: func(c *agent.Config) { c.HealthzAddr = "0.0.0.0:8471" }},
 		{name: "healthz ip and port", args: []string{"-healthz-ip=127.0.0.1", "-healthz-port=8471"}, want: func(c *agent.Config) { c.HealthzAddr = "127.0.0.1:8471" }},
 		{name: "healthz ipv6", args: []string{"--healthz-ip=::1", "--healthz-port=8471"}, want: func(c *agent.Config) { c.HealthzAddr = "[::1]:8471" }},
+		// flanneld listens on --healthz-ip:--healthz-port as given, so a
+		// host name works there, and a port below 1 serves nothing.
+		{name: "healthz host name", env: map[string]string{"FLANNELD_HEALTHZ_IP": "localhost", "FLANNELD_HEALTHZ_PORT": "8471"}, want: func(c *agent.Config) { c.HealthzAddr = "localhost:8471" }},
+		{
+			name: "negative healthz port",
+			args: []string{"--healthz-port=-1"},
+			want: func(*agent.Config) {},
+			warn: "--healthz-port is -1, so the health server is off, as in flanneld",
+		},
 		{
 			name: "healthz addr wins",
 			args: []string{"--healthz-addr=127.0.0.1:9000", "--healthz-port=8471"},
@@ -269,7 +278,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"bad iptables mode", []string{"--iptables-mode=nf_tables"}, nil, `invalid --iptables-mode "nf_tables": want nft, legacy, auto, or empty for the backend of the iptables command`},
 		{"bad healthz addr", []string{"--healthz-addr=8471"}, nil, `invalid --healthz-addr "8471": address 8471: missing port in address`},
 		{"bad healthz port", []string{"--healthz-port=70000"}, nil, `invalid --healthz-port "70000": want a port from 1 to 65535, or 0 for off`},
-		{"bad healthz ip", []string{"--healthz-port=1", "--healthz-ip=localhost"}, nil, `invalid --healthz-ip "localhost": ParseAddr("localhost"): unable to parse IP`},
+		{"bad healthz ip", []string{"--healthz-port=1", "--healthz-ip=local_host"}, nil, `invalid --healthz-ip "local_host": neither an IP address nor a host name`},
 		{"positional argument", []string{"eth0"}, nil, `unexpected argument "eth0"`},
 		{"bool value after space", []string{"--ip-masq", "false"}, nil, `unexpected argument "false" (give a boolean flag's value after '=', as in --ip-masq=false)`},
 		{"after terminator", []string{"--", "-iface"}, nil, `unexpected argument "-iface"`},
