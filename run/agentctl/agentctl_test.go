@@ -140,7 +140,7 @@ func TestConfigInitAndShow(t *testing.T) {
 	c.mustRun("config", "init", "--network", "10.244.0.0/16")
 	c.liveLease("10.244.5.0/24", "198.18.0.1", "aa:bb:cc:dd:ee:01")
 	c.wantFail(1, []string{"config", "init", "--network", "10.245.0.0/16"},
-		"invalidate 1 live lease", "10.244.5.0-24", "--force")
+		"invalidate 1 lease(s) or reservation(s)", "10.244.5.0-24", "--force")
 	c.wantFail(1, []string{"config", "init", "--network", "10.244.0.0/16", "--backend", "host-gw"},
 		"backend vxlan, the new config says host-gw")
 	c.mustRun("config", "init", "--network", "10.244.0.0/16", "--subnet-len", "24")
@@ -284,7 +284,7 @@ func TestEnvironmentOnlyForEtcdFlags(t *testing.T) {
 	if v, _, ok := c.get(prefix + "/subnets/10.244.9.0-24"); ok {
 		t.Errorf("reserved from FLANNELD_PUBLIC_IP: %s", v)
 	}
-	c.wantFail(1, []string{"config", "init", "--network", "10.245.0.0/16"}, "invalidate 1 live lease", "--force")
+	c.wantFail(1, []string{"config", "init", "--network", "10.245.0.0/16"}, "invalidate 1 lease(s) or reservation(s)", "--force")
 	if v, _, _ := c.get(prefix + "/config"); !strings.Contains(v, "10.244.0.0/16") {
 		t.Errorf("config replaced despite the live lease: %s", v)
 	}

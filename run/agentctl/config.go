@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -49,8 +50,10 @@ func (a *app) configInitCommand() *cobra.Command {
 agentd will read it. Give the values with flags, or a whole flannel-format
 JSON document with --file (- for standard input).
 
-An existing config is replaced only if every live lease stays valid under the
-new one (same network and pool, same backend type); --force replaces it anyway.
+While leases or reservations exist, a config is written only if the agents
+still route to every one of them (inside the network, any subnet length, same
+backend type) and the backend's VNI, Port and DirectRouting stay as they were;
+--force writes it anyway.
 Writing the same config again changes nothing.`,
 		Example: `  agentctl config init --network 10.244.0.0/16 --backend vxlan
   agentctl config init --network 10.5.0.0/16 --subnet-len 26 --backend host-gw
@@ -76,7 +79,7 @@ Writing the same config again changes nothing.`,
 	f.IntVar(&o.vni, "vni", 0, "vxlan: VXLAN network identifier (default 1)")
 	f.IntVar(&o.port, "port", 0, "vxlan/udp: UDP port (default 8472 for vxlan, 8285 for udp)")
 	f.BoolVar(&o.directRouting, "direct-routing", false, "vxlan: plain routes to peers on the same L2 segment")
-	f.BoolVar(&o.force, "force", false, "replace a config even if live leases would become invalid")
+	f.BoolVar(&o.force, "force", false, "write the config even if leases or reservations would become invalid, or backend wire settings change under them")
 	return cmd
 }
 
@@ -139,18 +142,24 @@ func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, 
 		return fmt.Errorf("read %s: %w", key, err)
 	}
 	cmp := clientv3.Compare(clientv3.Version(key), "=", 0)
+	// prev stays nil when there is no config, or one the agents cannot read
+	// (they wait for a valid one): there are no running settings to compare.
+	var prev *subnet.Config
 	if len(resp.Kvs) > 0 {
 		old := resp.Kvs[0]
 		if bytes.Equal(bytes.TrimSpace(old.Value), doc) {
 			fmt.Fprintf(a.out, "%s already holds this config; nothing changed\n", key)
 			return nil
 		}
-		if !force {
-			if err := checkLeasesSurvive(ctx, reg, cfg); err != nil {
-				return err
-			}
-		}
+		prev, _ = subnet.ParseConfig(bytes.TrimSpace(old.Value))
 		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", old.ModRevision)
+	}
+	// Also without a config key: leases outlive a deleted config, and a
+	// config written again with another network would strand them.
+	if !force {
+		if err := checkLeasesSurvive(ctx, reg, prev, cfg); err != nil {
+			return err
+		}
 	}
 	txn, err := cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(doc))).Commit()
 	if err != nil {
@@ -159,20 +168,25 @@ func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, 
 	if !txn.Succeeded {
 		return fmt.Errorf("%s changed while this command ran; run it again", key)
 	}
-	fmt.Fprintf(a.out, "wrote %s: %s\n", key, cfg)
+	fmt.Fprintf(a.out, "wrote %s: %s%s\n", key, cfg, wireOf(cfg))
 	return nil
 }
 
-// checkLeasesSurvive refuses a config under which a live lease would be
-// invalid: its subnet outside the new pool, or its backend another type.
-func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, cfg *subnet.Config) error {
+// checkLeasesSurvive refuses, while any lease or reservation exists, a config
+// that would break one: its subnet no longer routed by the agents, its
+// backend another type, or (prev being the config the agents run with) a
+// change of the backend's wire settings.
+func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *subnet.Config) error {
 	leases, _, _, err := reg.List(ctx)
 	if err != nil {
 		return err
 	}
+	if len(leases) == 0 {
+		return nil
+	}
 	var bad []string
 	for _, l := range leases {
-		if err := cfg.ValidLease(l.Subnet, l.IPv6Subnet); err != nil {
+		if err := routable(cfg, l); err != nil {
 			bad = append(bad, fmt.Sprintf("%s (%s): %v", l.Key(), l.Attrs.PublicIP, err))
 			continue
 		}
@@ -180,17 +194,116 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, cfg *subnet.C
 			bad = append(bad, fmt.Sprintf("%s (%s): backend %s, the new config says %s", l.Key(), l.Attrs.PublicIP, t, cfg.BackendType))
 		}
 	}
-	if len(bad) == 0 {
+	if len(bad) > 0 {
+		const show = 10
+		n, more := len(bad), ""
+		if n > show {
+			more = fmt.Sprintf("; and %d more", n-show)
+			bad = bad[:show]
+		}
+		return fmt.Errorf("the new config would invalidate %d lease(s) or reservation(s): %s%s (use --force to write it anyway)",
+			n, strings.Join(bad, "; "), more)
+	}
+	if prev == nil {
 		return nil
 	}
-	const show = 10
-	n, more := len(bad), ""
-	if n > show {
-		more = fmt.Sprintf("; and %d more", n-show)
-		bad = bad[:show]
+	changed := wireChanges(wireOptions(prev), wireOptions(cfg))
+	if prev.BackendType != cfg.BackendType {
+		// Reservations no agent has taken yet carry no backend type.
+		changed = []string{fmt.Sprintf("Backend.Type %s → %s", prev.BackendType, cfg.BackendType)}
 	}
-	return fmt.Errorf("the new config would invalidate %d live lease(s): %s%s (use --force to write it anyway)",
-		n, strings.Join(bad, "; "), more)
+	if len(changed) > 0 {
+		return fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+
+			"settings until restarted, so restarted and unrestarted hosts could not reach each other "+
+			"(use --force to write it anyway, then restart every agent)",
+			strings.Join(changed, ", "), len(leases))
+	}
+	return nil
+}
+
+// routable reports why the agents would not route to l under cfg, or nil. It
+// is subnet.Manager.validLease's rule: a subnet of any length from the
+// network's length + 2 to /30 inside Network (leases of an earlier SubnetLen
+// stay routed, and SubnetMin/SubnetMax bound only new leases); an IPv6 half,
+// if any, likewise inside IPv6Network, which needs EnableIPv6.
+func routable(cfg *subnet.Config, l subnet.Lease) error {
+	if err := inNetwork("IPv4", l.Subnet, cfg.Network, 30); err != nil {
+		return err
+	}
+	if !l.IPv6Subnet.IsValid() {
+		return nil
+	}
+	if !cfg.EnableIPv6 {
+		return fmt.Errorf("the key names the IPv6 subnet %s but the new config has no IPv6", l.IPv6Subnet)
+	}
+	return inNetwork("IPv6", l.IPv6Subnet, cfg.IPv6Network, 126)
+}
+
+func inNetwork(family string, sn, network netip.Prefix, maxLen int) error {
+	if !network.Contains(sn.Addr()) || sn.Bits() < network.Bits()+2 || sn.Bits() > maxLen {
+		return fmt.Errorf("%s subnet %s is not a /%d to /%d of the network %s", family, sn, network.Bits()+2, maxLen, network)
+	}
+	return nil
+}
+
+// wire holds the backend settings that every host of the network must share
+// to reach the others, with the backends' defaults (backend/vxlan and
+// backend/udp parseOptions); the zero value for host-gw.
+type wire struct {
+	VNI, Port     int
+	DirectRouting bool
+}
+
+// wireOptions decodes cfg's backend options. A value the backend would
+// refuse decodes as its zero: agentctl checks no backend options, and the
+// agent reports them itself.
+func wireOptions(cfg *subnet.Config) wire {
+	var w wire
+	_ = json.Unmarshal(cfg.Backend, &w)
+	switch cfg.BackendType {
+	case "vxlan":
+		if w.VNI == 0 {
+			w.VNI = 1
+		}
+		if w.Port == 0 {
+			w.Port = 8472
+		}
+	case "udp":
+		if w.Port == 0 {
+			w.Port = 8285
+		}
+		w.VNI, w.DirectRouting = 0, false
+	default:
+		w = wire{}
+	}
+	return w
+}
+
+// wireChanges names each setting that differs, as "Backend.VNI 1 → 2".
+func wireChanges(old, cur wire) []string {
+	var changed []string
+	if old.VNI != cur.VNI {
+		changed = append(changed, fmt.Sprintf("Backend.VNI %d → %d", old.VNI, cur.VNI))
+	}
+	if old.Port != cur.Port {
+		changed = append(changed, fmt.Sprintf("Backend.Port %d → %d", old.Port, cur.Port))
+	}
+	if old.DirectRouting != cur.DirectRouting {
+		changed = append(changed, fmt.Sprintf("Backend.DirectRouting %t → %t", old.DirectRouting, cur.DirectRouting))
+	}
+	return changed
+}
+
+// wireOf is the success line's tail: the wire settings, defaults applied.
+func wireOf(cfg *subnet.Config) string {
+	w := wireOptions(cfg)
+	switch cfg.BackendType {
+	case "vxlan":
+		return fmt.Sprintf(" Backend.VNI=%d Backend.Port=%d Backend.DirectRouting=%t", w.VNI, w.Port, w.DirectRouting)
+	case "udp":
+		return fmt.Sprintf(" Backend.Port=%d", w.Port)
+	}
+	return ""
 }
 
 func (a *app) configShowCommand() *cobra.Command {

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestConfigInitSubnetLenChange: changing SubnetLen applies to new leases
+// only, and the agents keep routing to leases of the old length, so it is
+// written while they live; so is a SubnetMin that leaves them out of the
+// pool. A network that no longer holds them is refused, counting the
+// reservation with the lease.
+func TestConfigInitSubnetLenChange(t *testing.T) {
+	c := newCtl(t)
+	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+	c.liveLease("10.244.5.0/24", "198.18.0.1", "aa:bb:cc:dd:ee:01")
+	c.mustRun("lease", "reserve", "10.244.7.0/24", "--public-ip", "198.18.0.2")
+
+	c.mustRun("config", "init", "--network", "10.244.0.0/16", "--subnet-len", "23")
+	if v, _, _ := c.get(prefix + "/config"); !strings.Contains(v, `"SubnetLen":23`) {
+		t.Errorf("the SubnetLen change was not written: %s", v)
+	}
+	c.mustRun("config", "init", "--network", "10.244.0.0/16", "--subnet-len", "25", "--subnet-min", "10.244.100.0")
+	c.mustRun("config", "init", "--network", "10.244.0.0/20", "--subnet-len", "23")
+
+	c.wantFail(1, []string{"config", "init", "--network", "10.245.0.0/16"},
+		"invalidate 2 lease(s) or reservation(s)", "10.244.5.0-24", "10.244.7.0-24", "--force")
+	// 10.244.5.0/24 lies inside 10.244.4.0/23 but is wider than its /25 to /30.
+	c.wantFail(1, []string{"config", "init", "--network", "10.244.4.0/23"},
+		"invalidate 2 lease(s) or reservation(s)", "10.244.5.0/24 is not a /25 to /30 of the network 10.244.4.0/23")
+}
+
+// TestConfigInitRefusesWireChange: running agents keep their VNI, port and
+// direct routing until restarted, so a change of them while leases or
+// reservations exist is refused, naming the change, and written only with
+// --force.
+func TestConfigInitRefusesWireChange(t *testing.T) {
+	c := newCtl(t)
+	out := c.mustRun("config", "init", "--network", "10.244.0.0/16")
+	if !strings.Contains(out, "Backend.Type=vxlan Backend.VNI=1 Backend.Port=8472 Backend.DirectRouting=false") {
+		t.Errorf("init output lacks the vxlan settings: %q", out)
+	}
+	// With nothing leased, any change is fine.
+	c.mustRun("config", "init", "--network", "10.244.0.0/16", "--vni", "3")
+	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+	c.liveLease("10.244.5.0/24", "198.18.0.1", "aa:bb:cc:dd:ee:01")
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--vni", "2"}, "Backend.VNI 1 → 2"},
+		{[]string{"--port", "4789"}, "Backend.Port 8472 → 4789"},
+		{[]string{"--direct-routing"}, "Backend.DirectRouting false → true"},
+	} {
+		args := append([]string{"config", "init", "--network", "10.244.0.0/16"}, tc.args...)
+		c.wantFail(1, args, tc.want, "1 lease(s) or reservation(s)", "--force")
+	}
+	// The defaults written out change nothing.
+	c.mustRun("config", "init", "--network", "10.244.0.0/16", "--vni", "1", "--port", "8472")
+	out = c.mustRun("config", "init", "--network", "10.244.0.0/16", "--vni", "2", "--force")
+	if !strings.Contains(out, "Backend.VNI=2") {
+		t.Errorf("forced init output: %q", out)
+	}
+
+	// udp: its port, and the backend type, under a reservation that names
+	// no backend type.
+	u := newCtl(t)
+	u.mustRun("config", "init", "--network", "10.244.0.0/16", "--backend", "udp")
+	u.mustRun("lease", "reserve", "10.244.7.0/24", "--public-ip", "198.18.0.2")
+	u.wantFail(1, []string{"config", "init", "--network", "10.244.0.0/16", "--backend", "udp", "--port", "9000"},
+		"Backend.Port 8285 → 9000", "1 lease(s) or reservation(s)")
+	u.wantFail(1, []string{"config", "init", "--network", "10.244.0.0/16", "--backend", "host-gw"},
+		"Backend.Type udp → host-gw", "1 lease(s) or reservation(s)")
+	if out := u.mustRun("config", "init", "--network", "10.244.0.0/16", "--backend", "udp", "--port", "8285"); !strings.Contains(out, "Backend.Port=8285") {
+		t.Errorf("udp init output: %q", out)
+	}
+}
+
+// TestConfigInitWithoutConfigChecksLeases: leases outlive a deleted config;
+// writing it again with a network that no longer holds them is refused.
+func TestConfigInitWithoutConfigChecksLeases(t *testing.T) {
+	c := newCtl(t)
+	c.liveLease("10.244.5.0/24", "198.18.0.1", "aa:bb:cc:dd:ee:01")
+	c.wantFail(1, []string{"config", "init", "--network", "10.245.0.0/16"},
+		"invalidate 1 lease(s) or reservation(s)", "10.244.5.0-24", "--force")
+	if _, _, ok := c.get(prefix + "/config"); ok {
+		t.Error("the refused config was written")
+	}
+	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+}
