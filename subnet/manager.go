@@ -511,15 +511,19 @@ func (o *occupied) overlaps(c netip.Prefix) bool {
 	return false
 }
 
-// validLease reports why l cannot be a lease in this network, or nil. Its
-// subnet may have another length than the config's SubnetLen: a lease taken
-// before the operator changed SubnetLen is still its host's (flanneld hosts
-// route to it too), and a host keeps its own across restarts; only new
-// leases get the new length. A subnet must lie inside the network, leave
-// room for a second one (as SubnetLen must), and hold a host (at most
-// maxLen bits).
-func (m *Manager) validLease(l Lease) error {
-	if err := leaseSubnet(&ipv4, l.Subnet, m.net.Network); err != nil {
+// validLease reports why l cannot be a lease in this network, or nil
+// (Config.RoutableLease).
+func (m *Manager) validLease(l Lease) error { return m.net.RoutableLease(l) }
+
+// RoutableLease reports why l cannot be a lease in the network c describes,
+// one that agents route to, or nil. Its subnet may have another length than
+// SubnetLen: a lease taken before the operator changed SubnetLen is still its
+// host's (flanneld hosts route to it too), and a host keeps its own across
+// restarts; only new leases get the new length, within SubnetMin and
+// SubnetMax. A subnet must lie inside the network, leave room for a second
+// one (as SubnetLen must), and hold a host (at most maxLen bits).
+func (c *Config) RoutableLease(l Lease) error {
+	if err := leaseSubnet(&ipv4, l.Subnet, c.Network); err != nil {
 		return err
 	}
 	if !l.IPv6Subnet.IsValid() {
@@ -528,10 +532,10 @@ func (m *Manager) validLease(l Lease) error {
 	// Without IPv6 a key naming an IPv6 subnet is a second key for an
 	// IPv4 subnet that its plain key may already hold: used, it would
 	// route that subnet to two hosts.
-	if !m.net.EnableIPv6 {
+	if !c.EnableIPv6 {
 		return fmt.Errorf("the key names the IPv6 subnet %s but the network has no IPv6", l.IPv6Subnet)
 	}
-	return leaseSubnet(&ipv6, l.IPv6Subnet, m.net.IPv6Network)
+	return leaseSubnet(&ipv6, l.IPv6Subnet, c.IPv6Network)
 }
 
 func leaseSubnet(f *family, sn, network netip.Prefix) error {

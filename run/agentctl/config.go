@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -186,7 +185,7 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 	}
 	var bad []string
 	for _, l := range leases {
-		if err := routable(cfg, l); err != nil {
+		if err := cfg.RoutableLease(l); err != nil {
 			bad = append(bad, fmt.Sprintf("%s (%s): %v", l.Key(), l.Attrs.PublicIP, err))
 			continue
 		}
@@ -217,31 +216,6 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 			"settings until restarted, so restarted and unrestarted hosts could not reach each other "+
 			"(use --force to write it anyway, then restart every agent)",
 			strings.Join(changed, ", "), len(leases))
-	}
-	return nil
-}
-
-// routable reports why the agents would not route to l under cfg, or nil. It
-// is subnet.Manager.validLease's rule: a subnet of any length from the
-// network's length + 2 to /30 inside Network (leases of an earlier SubnetLen
-// stay routed, and SubnetMin/SubnetMax bound only new leases); an IPv6 half,
-// if any, likewise inside IPv6Network, which needs EnableIPv6.
-func routable(cfg *subnet.Config, l subnet.Lease) error {
-	if err := inNetwork("IPv4", l.Subnet, cfg.Network, 30); err != nil {
-		return err
-	}
-	if !l.IPv6Subnet.IsValid() {
-		return nil
-	}
-	if !cfg.EnableIPv6 {
-		return fmt.Errorf("the key names the IPv6 subnet %s but the new config has no IPv6", l.IPv6Subnet)
-	}
-	return inNetwork("IPv6", l.IPv6Subnet, cfg.IPv6Network, 126)
-}
-
-func inNetwork(family string, sn, network netip.Prefix, maxLen int) error {
-	if !network.Contains(sn.Addr()) || sn.Bits() < network.Bits()+2 || sn.Bits() > maxLen {
-		return fmt.Errorf("%s subnet %s is not a /%d to /%d of the network %s", family, sn, network.Bits()+2, maxLen, network)
 	}
 	return nil
 }
