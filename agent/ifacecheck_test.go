@@ -263,6 +263,22 @@ func ifaceRecreatedChild(t *testing.T, etcd string) {
 				}
 			}
 			errc := start()
+			// succeeds waits for a successful pass after what just
+			// happened (since), the agent running all along.
+			succeeds := func(since string) {
+				t.Helper()
+				base := passes()
+				err := cluster.Eventually(ctx, 20*time.Second, func() error {
+					running(errc, since)
+					if n := passes(); n["ok"] <= base["ok"] {
+						return fmt.Errorf("no successful reconcile pass since %s", since)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
 
 			// Down, then up again: the same link.
 			base := passes()
@@ -282,17 +298,7 @@ func ifaceRecreatedChild(t *testing.T, etcd string) {
 			if err := h.LinkSetUp(bond); err != nil {
 				t.Fatal(err)
 			}
-			base = passes()
-			err = cluster.Eventually(ctx, 20*time.Second, func() error {
-				running(errc, "bond0 up again")
-				if n := passes(); n["ok"] <= base["ok"] {
-					return errors.New("no successful reconcile pass since bond0 came up again")
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			succeeds("bond0 came up again")
 
 			// The address removed: passes fail, saying so, and the
 			// agent goes on; back, they succeed again.
@@ -318,17 +324,7 @@ func ifaceRecreatedChild(t *testing.T, etcd string) {
 			if err := h.AddrAdd(bond, a); err != nil {
 				t.Fatal(err)
 			}
-			base = passes()
-			err = cluster.Eventually(ctx, 20*time.Second, func() error {
-				running(errc, "bond0's address back")
-				if n := passes(); n["ok"] <= base["ok"] {
-					return errors.New("no successful reconcile pass since bond0's address came back")
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			succeeds("bond0's address came back")
 
 			// Recreated: the agent exits, naming both indexes.
 			old := bond.Attrs().Index
