@@ -105,9 +105,9 @@ fuzz: ## Run each fuzz target for FUZZTIME_LONG.
 
 .PHONY: fuzz-short
 fuzz-short: ## Run each fuzz target briefly (part of make test).
-	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+	@mkdir -p $(BIN); for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) >/tmp/agentd-fuzz.log 2>&1 || { cat /tmp/agentd-fuzz.log; exit 1; }; done
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) >$(BIN)/fuzz.log 2>&1 || { cat $(BIN)/fuzz.log; exit 1; }; done
 
 .PHONY: test
 test: deps deps-integration kube-bin flanneld-bin lint build ## Everything CI runs: unit, root, etcd, end-to-end and flanneld interoperability tests, then short fuzzing.
