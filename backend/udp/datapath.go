@@ -34,19 +34,13 @@ const (
 // across restarts of the workers. A packet counts as pass (forwarded) only
 // once the kernel took it: sendmmsg sent its datagram, or the write into
 // the device succeeded. One that passed the checks but was not taken
-// (refused by the kernel, or cut off by the worker's stop) counts in
-// txRefused or rxRefused instead, one per packet, whatever the number of
-// system calls.
+// (refused by the kernel, or cut off by the worker's stop) counts as
+// dropRefused instead.
 type counters struct {
 	tx, rx                [numVerdicts]atomic.Uint64
-	txRefused, rxRefused  atomic.Uint64
 	sendErrors, tunErrors atomic.Uint64
 	icmpLimited           atomic.Uint64
 }
-
-// refusedResult is the result (Stats.Dropped key, metric label) of packets
-// counted in txRefused and rxRefused.
-const refusedResult = "refused"
 
 // Stats is a snapshot of the datapath's counters.
 type Stats struct {
@@ -81,9 +75,6 @@ func (c *counters) snapshot() Stats {
 		if n := c.tx[v].Load() + c.rx[v].Load(); n > 0 {
 			s.Dropped[v.String()] = n
 		}
-	}
-	if n := c.txRefused.Load() + c.rxRefused.Load(); n > 0 {
-		s.Dropped[refusedResult] = n
 	}
 	return s
 }
@@ -157,7 +148,7 @@ func (w *txWorker) run() error {
 }
 
 // sent moves what the batch in w.m did not get out of the pass count (where
-// encap put all of it) to txRefused: the failed datagrams, which the kernel
+// encap put all of it) to dropRefused: the failed datagrams, which the kernel
 // refused, and, when the socket was closed under it (err), those never
 // sent; on err it flushes the counts, as run does not.
 func (w *txWorker) sent(failed int, err error) {
@@ -173,7 +164,7 @@ func (w *txWorker) sent(failed int, err error) {
 	if lost > 0 {
 		lost = min(lost, w.local[pass])
 		w.local[pass] -= lost
-		w.c.txRefused.Add(lost)
+		w.local[dropRefused] += lost
 	}
 	if err != nil {
 		flush(&w.c.tx, &w.local)
@@ -382,7 +373,7 @@ func (w *rxWorker) write() error {
 		w.local[pass] += n
 		return nil
 	}
-	w.c.rxRefused.Add(n)
+	w.local[dropRefused] += n
 	return w.c.written(err)
 }
 

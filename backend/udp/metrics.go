@@ -41,8 +41,6 @@ func (b *Backend) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(d.c), d.name, v.String())
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(b.stats.txRefused.Load()), "out", refusedResult)
-	ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(b.stats.rxRefused.Load()), "in", refusedResult)
 	ch <- prometheus.MustNewConstMetric(sendErrorsDesc, prometheus.CounterValue, float64(b.stats.sendErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(tunErrorsDesc, prometheus.CounterValue, float64(b.stats.tunErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(icmpLimitedDesc, prometheus.CounterValue, float64(b.stats.icmpLimited.Load()))

@@ -54,6 +54,11 @@ const (
 	// dropNotOurs: from a peer, an inner packet for an address outside our
 	// own subnet (we are nobody's transit router).
 	dropNotOurs
+	// dropRefused: a packet that passed every check but that the kernel
+	// would not take (sendmmsg refused its datagram, or the write into the
+	// device failed), one per packet whatever the number of system calls;
+	// the workers count it, the table never returns it.
+	dropRefused
 	numVerdicts
 )
 
@@ -67,6 +72,7 @@ var verdictNames = [numVerdicts]string{
 	dropUnknownPeer: "unknownPeer",
 	dropSpoofed:     "spoofedSource",
 	dropNotOurs:     "notForUs",
+	dropRefused:     "refused",
 }
 
 func (v verdict) String() string {
