@@ -301,13 +301,18 @@ func (m *Manager) overlapFree(ctx context.Context) error {
 		if m.validLease(l) != nil || l.Attrs.PublicIP == m.cfg.PublicIP && !m.namesOtherHost(l.Attrs) {
 			continue // not a peer's route, or this host's own
 		}
-		return fmt.Errorf("%w: key %s of %s (host %q) overlaps our subnet %s; agentd stops rather than move "+
-			"this host's containers off %s while it runs: to keep the subnet, free that key, then restart; "+
-			"restarted while it is held, agentd leases another subnet (MOVING TO ANOTHER SUBNET), so drain "+
-			"this node first",
-			ErrLeaseLost, m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), l.Attrs.PublicIP, l.Attrs.HostID, m.own.Subnet, m.own.Subnet)
+		return m.lostTo(fmt.Sprintf("key %s of %s (host %q) overlaps our subnet %s",
+			m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), l.Attrs.PublicIP, l.Attrs.HostID, m.own.Subnet), "that key")
 	}
 	return nil
+}
+
+// lostTo is the ErrLeaseLost error for another host holding what our subnet
+// needs (why), and what to do: free that key (which) to keep the subnet.
+func (m *Manager) lostTo(why, which string) error {
+	return fmt.Errorf("%w: %s; agentd stops rather than move this host's containers off %s while it runs: "+
+		"to keep the subnet, free %s, then restart; restarted while it is held, agentd leases another subnet "+
+		"(MOVING TO ANOTHER SUBNET), so drain this node first", ErrLeaseLost, why, m.own.Subnet, which)
 }
 
 // reacquire gets our subnet back, retrying while etcd is unreachable.
@@ -381,11 +386,7 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 		// unless it is a reservation.
 		l, ok, err = m.takeOver(ctx, cur, reserved || m.own.Reservation(), g)
 	default:
-		holder := fmt.Sprintf("%s (host %q)", cur.Attrs.PublicIP, cur.Attrs.HostID)
-		return fmt.Errorf("%w: key %s now belongs to %s; agentd stops rather than move this host's containers "+
-			"off %s while it runs: to keep the subnet, free the key, then restart; restarted while the key is "+
-			"taken, agentd leases another subnet (MOVING TO ANOTHER SUBNET), so drain this node first",
-			ErrLeaseLost, key, holder, m.own.Subnet)
+		return m.lostTo(fmt.Sprintf("key %s now belongs to %s (host %q)", key, cur.Attrs.PublicIP, cur.Attrs.HostID), "the key")
 	}
 	if err != nil {
 		return err
