@@ -560,7 +560,7 @@ func TestPortChangedAcrossRestart(t *testing.T) {
 	}
 	defer b.fds.close()
 	if !h.logged("do not fit") {
-		t.Errorf("the kept sockets on port %d were taken for port 18285", defaultPort)
+		t.Errorf("the kept sockets on port %d were taken for port 18285", DefaultPort)
 	}
 	if n := attachedQueues(t, h); n != len(b.fds.tun) {
 		t.Errorf("%d queues of %s attached, %d of them the new agent's", n, DeviceName, len(b.fds.tun))
@@ -581,7 +581,7 @@ func TestPrepareWithPortTaken(t *testing.T) {
 		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
 			return err
 		}
-		return unix.Bind(fd, &unix.SockaddrInet4{Port: defaultPort, Addr: [4]byte{198, 18, 0, 1}})
+		return unix.Bind(fd, &unix.SockaddrInet4{Port: DefaultPort, Addr: [4]byte{198, 18, 0, 1}})
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -72,13 +72,13 @@ func FuzzParseOptions(f *testing.F) {
 // tell (Port given more than once).
 func expectOptions(s string) (port int, errKey string, known bool) {
 	if s == "" {
-		return defaultPort, "", true
+		return DefaultPort, "", true
 	}
 	if !json.Valid([]byte(s)) {
 		return 0, "Backend", true
 	}
 	if v := bytes.TrimSpace([]byte(s)); string(v) == "null" {
-		return defaultPort, "", true
+		return DefaultPort, "", true
 	} else if v[0] != '{' {
 		return 0, "Backend", true
 	}
@@ -103,7 +103,7 @@ func expectOptions(s string) (port int, errKey string, known bool) {
 	}
 	switch {
 	case n == 0 || n == 1 && string(lit) == "null":
-		return defaultPort, "", true
+		return DefaultPort, "", true
 	case n > 1:
 		return 0, "", false
 	case !isJSONInteger(string(lit)):
@@ -114,7 +114,7 @@ func expectOptions(s string) (port int, errKey string, known bool) {
 	case err != nil || p < 0 || p > 65535:
 		return 0, "Backend.Port", true
 	case p == 0:
-		return defaultPort, "", true
+		return DefaultPort, "", true
 	}
 	return int(p), "", true
 }

@@ -211,7 +211,7 @@ func testBackend(t testing.TB) *Backend {
 	return &Backend{
 		log:     logr.Discard(),
 		network: netip.MustParsePrefix("10.244.0.0/16"),
-		opts:    options{Port: defaultPort},
+		opts:    options{Port: DefaultPort},
 		ext:     backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("198.18.0.1"), PublicIP: netip.MustParseAddr("198.18.0.1")},
 		skips:   backend.NewSkipLog(logr.Discard()),
 	}

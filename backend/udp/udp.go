@@ -79,8 +79,9 @@ const Type = "udp"
 
 const (
 	// DeviceName is the TUN device, flanneld's name for it.
-	DeviceName  = "flannel0"
-	defaultPort = 8285
+	DeviceName = "flannel0"
+	// DefaultPort is used where the config's Backend object gives no Port.
+	DefaultPort = 8285
 	// overhead is what encapsulation adds: outer IPv4 and UDP headers.
 	overhead = 20 + 8
 	minMTU   = 68
@@ -107,10 +108,10 @@ func parseOptions(raw json.RawMessage) (options, error) {
 		}
 	}
 	if o.Port < 0 || o.Port > 65535 {
-		return options{}, &subnet.ConfigError{Key: "Backend.Port", Err: fmt.Errorf("%d is not a UDP port (0 for the default %d)", o.Port, defaultPort)}
+		return options{}, &subnet.ConfigError{Key: "Backend.Port", Err: fmt.Errorf("%d is not a UDP port (0 for the default %d)", o.Port, DefaultPort)}
 	}
 	if o.Port == 0 {
-		o.Port = defaultPort
+		o.Port = DefaultPort
 	}
 	return o, nil
 }

@@ -219,7 +219,7 @@ func (h *testHost) udpFrom(addr string) *net.UDPConn {
 	var c *net.UDPConn
 	err := h.peer.Do(func() error {
 		var err error
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(addr), defaultPort)))
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(addr), DefaultPort)))
 		return err
 	})
 	if err != nil {

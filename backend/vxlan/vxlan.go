@@ -90,11 +90,16 @@ import (
 // Type is the BackendType of this backend's leases.
 const Type = "vxlan"
 
+// DefaultVNI and DefaultPort are used where the config's Backend object
+// gives no VNI or Port.
 const (
-	defaultVNI  = 1
-	defaultPort = 8472 // the Linux default, and flanneld's
-	maxVNI      = 1<<24 - 1
-	minMTU      = 68 // the smallest an IPv4 link may have
+	DefaultVNI  = 1
+	DefaultPort = 8472 // the Linux default, and flanneld's
+)
+
+const (
+	maxVNI = 1<<24 - 1
+	minMTU = 68 // the smallest an IPv4 link may have
 )
 
 // options are the keys of the network config's Backend object that this
@@ -126,19 +131,19 @@ func parseOptions(raw json.RawMessage) (options, error) {
 	}
 	switch {
 	case o.VNI < 0 || o.VNI > maxVNI:
-		return options{}, configErr("VNI", "%d is not a VXLAN network identifier (0 for the default %d, up to %d)", o.VNI, defaultVNI, maxVNI)
+		return options{}, configErr("VNI", "%d is not a VXLAN network identifier (0 for the default %d, up to %d)", o.VNI, DefaultVNI, maxVNI)
 	case o.Port < 0 || o.Port > 65535:
-		return options{}, configErr("Port", "%d is not a UDP port (0 for the default %d)", o.Port, defaultPort)
+		return options{}, configErr("Port", "%d is not a UDP port (0 for the default %d)", o.Port, DefaultPort)
 	case o.MTU != 0 && (o.MTU < minMTU+overheadIPv4 || o.MTU > 65535):
 		return options{}, configErr("MTU", "%d is not a usable MTU for the encapsulated packets (0: the external interface's MTU; else %d to 65535)", o.MTU, minMTU+overheadIPv4)
 	case o.GBP:
 		return options{}, configErr("GBP", "true is not supported: agentd's vxlan backend does not carry group policy IDs")
 	}
 	if o.VNI == 0 {
-		o.VNI = defaultVNI
+		o.VNI = DefaultVNI
 	}
 	if o.Port == 0 {
-		o.Port = defaultPort
+		o.Port = DefaultPort
 	}
 	return o, nil
 }

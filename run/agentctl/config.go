@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/agentd/agentd/backend/udp"
+	"github.com/agentd/agentd/backend/vxlan"
 	"github.com/agentd/agentd/subnet"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -221,8 +223,8 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 }
 
 // wire holds the backend settings that every host of the network must share
-// to reach the others, with the backends' defaults (backend/vxlan and
-// backend/udp parseOptions); the zero value for host-gw.
+// to reach the others, with the backends' defaults; the zero value for
+// host-gw.
 type wire struct {
 	VNI, Port     int
 	DirectRouting bool
@@ -235,16 +237,16 @@ func wireOptions(cfg *subnet.Config) wire {
 	var w wire
 	_ = json.Unmarshal(cfg.Backend, &w)
 	switch cfg.BackendType {
-	case "vxlan":
+	case vxlan.Type:
 		if w.VNI == 0 {
-			w.VNI = 1
+			w.VNI = vxlan.DefaultVNI
 		}
 		if w.Port == 0 {
-			w.Port = 8472
+			w.Port = vxlan.DefaultPort
 		}
-	case "udp":
+	case udp.Type:
 		if w.Port == 0 {
-			w.Port = 8285
+			w.Port = udp.DefaultPort
 		}
 		w.VNI, w.DirectRouting = 0, false
 	default:
@@ -272,9 +274,9 @@ func wireChanges(old, cur wire) []string {
 func wireOf(cfg *subnet.Config) string {
 	w := wireOptions(cfg)
 	switch cfg.BackendType {
-	case "vxlan":
+	case vxlan.Type:
 		return fmt.Sprintf(" Backend.VNI=%d Backend.Port=%d Backend.DirectRouting=%t", w.VNI, w.Port, w.DirectRouting)
-	case "udp":
+	case udp.Type:
 		return fmt.Sprintf(" Backend.Port=%d", w.Port)
 	}
 	return ""
