@@ -120,6 +120,17 @@ func hasPeer(m *subnet.Manager, sn string) bool {
 	return strings.Contains(" "+peerSubnets(m)+" ", " "+sn+"@")
 }
 
+// waitPeer waits until m has a peer of subnet sn (what names the wait).
+func waitPeer(t *testing.T, m *subnet.Manager, sn, what string) {
+	t.Helper()
+	eventually(t, what, func() error {
+		if !hasPeer(m, sn) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+}
+
 // TestEtcdRestartedEmptyRelistsAndRecreatesOwnKey: etcd loses its data and
 // comes back on the same endpoint with the same IDs, its revision far below
 // the one the watch had reached. The clientv3 watch resumes at the old
@@ -193,12 +204,7 @@ func TestQuietWatchDoesNotRelist(t *testing.T) {
 		}
 	}
 	put(100)
-	eventually(t, "peer seen", func() error {
-		if !hasPeer(a, "10.244.100.0/24") {
-			return errors.New("not yet")
-		}
-		return nil
-	})
+	waitPeer(t, a, "10.244.100.0/24", "peer seen")
 	// A watch of the test's own counts the notifications that etcd sends
 	// every watch asking for them, the manager's included.
 	wctx, cancel := context.WithCancel(ctx)
@@ -219,12 +225,7 @@ func TestQuietWatchDoesNotRelist(t *testing.T) {
 	r.stop()
 	r.start(true)
 	put(101)
-	eventually(t, "peer seen after the restart", func() error {
-		if !hasPeer(a, "10.244.101.0/24") {
-			return errors.New("not yet")
-		}
-		return nil
-	})
+	waitPeer(t, a, "10.244.101.0/24", "peer seen after the restart")
 	if n := a.Stats.Relists.Load(); n != 0 {
 		t.Fatalf("Relists = %d, want 0", n)
 	}
