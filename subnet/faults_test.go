@@ -441,24 +441,35 @@ func TestKeepAliveUnansweredAtStartKeepsLease(t *testing.T) {
 // another host's key holds a subnet overlapping ours. Recreating ours would
 // route the same addresses to two hosts, so Run stops with ErrLeaseLost, as
 // when our exact key is taken. A key with an unusable value, which peers
-// skip, and a key next to ours do not stop it.
+// skip, and a key next to ours do not stop it. In a dual-stack network
+// (our key 10.244.5.0-24&fc00:0:0:5::-64) the IPv6 subnet counts alone: a
+// key whose IPv4 subnet is elsewhere but whose IPv6 subnet overlaps ours
+// stops it too.
 func TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps(t *testing.T) {
 	other := fmt.Sprintf(`{"PublicIP":"198.18.0.9","BackendType":"vxlan","HostID":%q}`, hostID(9))
+	const dual = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`
 	for _, tc := range []struct {
-		name, key, value string
-		lost             bool
+		name, config, key, value string
+		lost                     bool
 	}{
-		{"wider", "10.244.4.0-23", other, true},
-		{"narrower", "10.244.5.128-25", other, true},
-		{"wider, unusable value", "10.244.4.0-23", `{"PublicIP":`, false},
-		{"next to ours", "10.244.6.0-23", other, false},
+		{"wider", net16, "10.244.4.0-23", other, true},
+		{"narrower", net16, "10.244.5.128-25", other, true},
+		{"wider, unusable value", net16, "10.244.4.0-23", `{"PublicIP":`, false},
+		{"next to ours", net16, "10.244.6.0-23", other, false},
+		{"IPv6 only, same", dual, "10.244.9.0-24&fc00:0:0:5::-64", other, true},
+		{"IPv6 only, wider", dual, "10.244.9.0-24&fc00:0:0:4::-63", other, true},
+		{"IPv6 next to ours", dual, "10.244.9.0-24&fc00:0:0:6::-63", other, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, net16)
+			e := newEnv(t, tc.config)
 			m := e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24"))
 			l := acquire(t, m)
-			if l.Subnet.String() != "10.244.5.0/24" {
-				t.Fatalf("acquired %s", l.Subnet)
+			want := "10.244.5.0-24"
+			if tc.config == dual {
+				want += "&fc00:0:0:5::-64"
+			}
+			if l.Key() != want {
+				t.Fatalf("acquired %s, want %s", l.Key(), want)
 			}
 			returned := runWatched(t, m)
 			<-m.PeersSynced()
@@ -473,6 +484,9 @@ func TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps(t *testing.T) {
 				eventually(t, "Run stops", func() error {
 					ok, err := returned()
 					if !ok {
+						if _, _, back := e.raw(t, l); back {
+							t.Fatalf("our key %s recreated, overlapping %s", l.Key(), tc.key)
+						}
 						return errors.New("still running")
 					}
 					if !errors.Is(err, subnet.ErrLeaseLost) || !strings.Contains(err.Error(), tc.key) {
