@@ -321,6 +321,17 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 	case fs.Changed("healthz-ip"):
 		opts.warnings = append(opts.warnings, fmt.Sprintf("%s is ignored: %s is 0, so the health server is off (set --healthz-port, or --healthz-addr)", where("healthz-ip"), where("healthz-port")))
 	}
+	// An action in the environment would repeat at every start (a
+	// decommission each boot), so it is not taken from there; an operator
+	// who wrote it there meant something, so say that it did nothing.
+	if !v.releaseLease {
+		for _, p := range envPrefixes {
+			name := p + "RELEASE_LEASE"
+			if val, ok := lookupEnv(name); ok && val != "" {
+				opts.warnings = append(opts.warnings, fmt.Sprintf("%s is ignored: --release-lease is an action, taken from the command line only (agentd --release-lease)", name))
+			}
+		}
+	}
 	for _, c := range flanneldOnly {
 		if !fs.Changed(c.name) {
 			continue

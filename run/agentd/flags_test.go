@@ -179,6 +179,15 @@ func TestParseArgs(t *testing.T) {
 				c.HealthzAddr = "0.0.0.0:8471"
 			},
 			regexes: []string{"^(eth|en)[0-9]{1,2}$", "^bond[0-9]"},
+			// An operator who puts the action in the environment is told
+			// that it did nothing, rather than have the agent start quietly.
+			warn: "FLANNELD_RELEASE_LEASE is ignored: --release-lease is an action, taken from the command line only",
+		},
+		{
+			name: "release-lease on the command line, the environment's not warned about",
+			args: []string{"--release-lease"},
+			env:  map[string]string{"AGENTD_RELEASE_LEASE": "true"},
+			want: func(c *agent.Config) { c.ReleaseLease = true },
 		},
 		{
 			name: "command line over AGENTD_ over FLANNELD_",
