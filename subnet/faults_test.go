@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -52,22 +55,32 @@ func (r *restartable) start(keep bool) {
 	if !keep || r.runs == 0 {
 		r.runs++
 	}
-	dir := filepath.Join(r.base, fmt.Sprint(r.runs))
+	r.startIn(filepath.Join(r.base, fmt.Sprint(r.runs)))
+}
+
+// config is the server's config with data directory dir: the same name,
+// URLs and cluster token each time, so the same member and cluster IDs.
+func (r *restartable) config(dir string) *embed.Config {
+	cfg := embed.NewConfig()
+	cfg.Name = "test"
+	cfg.Dir = dir
+	cfg.UnsafeNoFsync = true
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	if r.progress != 0 {
+		cfg.WatchProgressNotifyInterval = r.progress
+	}
+	cu, _ := url.Parse(r.srv.Endpoint)
+	pu, _ := url.Parse("http://127.0.0.1:2380")
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	return cfg
+}
+
+func (r *restartable) startIn(dir string) {
+	r.t.Helper()
 	e, err := etcdtest.InNetns(r.srv.NS, func() (*embed.Etcd, error) {
-		cfg := embed.NewConfig()
-		cfg.Name = "test"
-		cfg.Dir = dir
-		cfg.UnsafeNoFsync = true
-		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-		if r.progress != 0 {
-			cfg.WatchProgressNotifyInterval = r.progress
-		}
-		cu, _ := url.Parse(r.srv.Endpoint)
-		pu, _ := url.Parse("http://127.0.0.1:2380")
-		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-		return embed.StartEtcd(cfg)
+		return embed.StartEtcd(r.config(dir))
 	})
 	if err != nil {
 		r.t.Fatalf("start etcd: %v", err)
@@ -79,6 +92,58 @@ func (r *restartable) start(keep bool) {
 		r.t.Fatal("etcd not ready after 30s")
 	}
 	r.e = e
+}
+
+// snapshot saves a snapshot of the running etcd (the Maintenance API's, as
+// etcdctl snapshot save takes it) to a file and returns its path.
+func (r *restartable) snapshot(cli *clientv3.Client) string {
+	r.t.Helper()
+	rc, err := cli.Snapshot(context.Background())
+	if err != nil {
+		r.t.Fatalf("snapshot: %v", err)
+	}
+	defer rc.Close()
+	path := filepath.Join(r.base, fmt.Sprintf("snapshot-%d.db", r.runs))
+	f, err := os.Create(path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, rc); err != nil {
+		r.t.Fatalf("snapshot: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		r.t.Fatal(err)
+	}
+	return path
+}
+
+// restore stops etcd and starts it again from the snapshot file snap,
+// restored into a new data directory as etcdutl snapshot restore does it,
+// for the same member name, URLs and cluster token, so the member and cluster
+// IDs stay. bump, when not 0, is etcdutl's --bump-revision with
+// --mark-compacted: the revision goes up by bump rather than back to the
+// snapshot's, and every older one counts as compacted.
+func (r *restartable) restore(snap string, bump uint64) {
+	r.t.Helper()
+	r.stop()
+	r.runs++
+	dir := filepath.Join(r.base, fmt.Sprint(r.runs))
+	cfg := r.config(dir)
+	err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
+		SnapshotPath:        snap,
+		Name:                cfg.Name,
+		OutputDataDir:       dir,
+		PeerURLs:            []string{cfg.AdvertisePeerUrls[0].String()},
+		InitialCluster:      cfg.InitialCluster,
+		InitialClusterToken: cfg.InitialClusterToken,
+		RevisionBump:        bump,
+		MarkCompacted:       bump != 0,
+	})
+	if err != nil {
+		r.t.Fatalf("restore snapshot %s: %v", snap, err)
+	}
+	r.startIn(dir)
 }
 
 func (r *restartable) stop() {
@@ -183,6 +248,112 @@ func TestEtcdRestartedEmptyRelistsAndRecreatesOwnKey(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestEtcdRestoredFromSnapshotKeepsOwnKey: an operator restores etcd from a
+// snapshot (etcdutl snapshot restore into a new data directory) on the same
+// endpoint, with the same member and cluster IDs. The snapshot was taken
+// after our key was written, so it holds our key as we wrote it, on our etcd
+// lease: the lease is still ours, and nothing of it is lost (same subnet,
+// same etcd lease, kept alive, no reacquire). The peer set becomes the
+// restored etcd's: a peer key put after the snapshot is gone, one in the
+// snapshot stays, and a host that leased its subnet after the snapshot finds
+// its key gone, recreates it and is seen again. Both ways of restoring are
+// covered: the revision going back to the snapshot's (found by the history
+// check after the reconnect), and etcdutl's --bump-revision with
+// --mark-compacted (found as a compaction).
+func TestEtcdRestoredFromSnapshotKeepsOwnKey(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		bump uint64
+	}{
+		{"revision rewound", 0},
+		{"revision bumped and compacted", 1_000_000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := startRestartable(t, 0) // etcd's default: no progress notification within the test
+			e := r.env(net16)
+			ctx := context.Background()
+			var mu sync.Mutex
+			var lost []string
+			a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"), func(c *subnet.ManagerConfig) {
+				// Kept alive every 5 s, so that the test sees a renewal.
+				c.TTL = 15 * time.Second
+				c.OnLeaseState = func(held bool, reason string) {
+					if !held {
+						mu.Lock()
+						lost = append(lost, reason)
+						mu.Unlock()
+					}
+				}
+			})
+			own := acquire(t, a)
+			returned := runWatched(t, a)
+			<-a.PeersSynced()
+			put := func(n int) {
+				t.Helper()
+				if _, err := e.cli.Put(ctx, fmt.Sprintf("%s/subnets/10.244.%d.0-24", prefix, n),
+					fmt.Sprintf(`{"PublicIP":"198.18.0.%d"}`, n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			put(100)
+			waitPeer(t, a, "10.244.100.0/24", "peer of the snapshot seen")
+			snap := r.snapshot(e.cli)
+
+			put(101)
+			b := e.manager("198.18.0.2", hostID(2), pinned("10.244.2.0/24"))
+			acquire(t, b)
+			runWatched(t, b)
+			waitPeer(t, a, "10.244.101.0/24", "peer put after the snapshot seen")
+			waitPeer(t, a, "10.244.2.0/24", "host leased after the snapshot seen")
+			relists := a.Stats.Relists.Load()
+
+			r.restore(snap, tc.bump)
+			const want = "10.244.2.0/24@198.18.0.2 10.244.100.0/24@198.18.0.100"
+			eventuallyWithin(t, 40*time.Second, "the restored etcd's peers, and the host leased after the snapshot back", func() error {
+				if ok, err := returned(); ok {
+					t.Fatalf("Run returned: %v", err)
+				}
+				if got, n := peerSubnets(a), a.Stats.Relists.Load(); got != want || n == relists {
+					return fmt.Errorf("peers %q, want %q; relists %d, %d before the restore", got, want, n, relists)
+				}
+				return nil
+			})
+			mu.Lock()
+			if len(lost) > 0 {
+				t.Errorf("lease reported lost: %q", lost)
+			}
+			mu.Unlock()
+			if l, _ := a.Own(); l.Subnet != own.Subnet || l.LeaseID != own.LeaseID || a.Stats.Reacquired.Load() != 0 {
+				t.Errorf("Own = %s on etcd lease %x, Reacquired %d; want %s on %x, none",
+					l.Subnet, l.LeaseID, a.Stats.Reacquired.Load(), own.Subnet, own.LeaseID)
+			}
+			if val, id, ok := e.raw(t, own); !ok || id != own.LeaseID || !strings.Contains(val, hostID(1)) {
+				t.Errorf("own key: %s on etcd lease %x (present %v), want ours on %x", val, id, ok, own.LeaseID)
+			}
+			// Alive: the etcd lease exists and its TTL goes up again, as
+			// only a keepalive makes it.
+			low := int64(-1)
+			eventuallyWithin(t, 20*time.Second, "own etcd lease renewed", func() error {
+				resp, err := e.cli.TimeToLive(ctx, clientv3.LeaseID(own.LeaseID))
+				switch {
+				case err != nil:
+					return err
+				case resp.TTL <= 0:
+					t.Fatalf("own etcd lease %x gone: TTL %d", own.LeaseID, resp.TTL)
+				case low >= 0 && resp.TTL > low:
+					return nil
+				case low < 0 || resp.TTL < low:
+					low = resp.TTL
+				}
+				return fmt.Errorf("TTL %d, lowest %d", resp.TTL, low)
+			})
+			if _, id, ok := e.raw(t, own); !ok || id != own.LeaseID {
+				t.Errorf("own key on etcd lease %x (present %v) after the renewal, want %x", id, ok, own.LeaseID)
+			}
+		})
 	}
 }
 
