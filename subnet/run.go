@@ -288,6 +288,16 @@ func (m *Manager) reserve(ctx context.Context, l Lease) error {
 // holds a subnet overlapping ours (10.244.4.0/23 over our 10.244.5.0/24,
 // say): then recreating our key would route the same addresses to two
 // hosts. A key with an unusable value is skipped, as peers skip it.
+//
+// The check and the create that follows are not one transaction: a key
+// created in between (an etcd round trip) escapes it, as in Acquire between
+// its list and its create. Closing the gap in the create's Txn would take a
+// compare over the whole subnets prefix (no narrower key range holds every
+// key that can overlap ours: a dual-stack key's IPv6 half follows its IPv4
+// one). etcd evaluates such a compare by reading every lease, values
+// included, in its serial apply loop, and any key created meanwhile fails
+// it; after etcd lost its data every host recreates its key at once, and
+// such creates would fail one another and serialize the cluster's recovery.
 func (m *Manager) overlapFree(ctx context.Context) error {
 	leases, bad, err := m.reg.Overlapping(ctx, m.own.Subnet, m.own.IPv6Subnet)
 	if err != nil {
