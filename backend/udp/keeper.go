@@ -34,6 +34,8 @@ import (
 //	agent (device recreated) ── "q" ─────────▶ exits; a new keeper starts
 //	agent (running)  ◀── pidfd readable ──────── killed (OOM, kill, cgroup)
 //	  Reconcile: a new keeper over the agent's copies (keeperWatch)
+//	agent (no keeper: a start failed)
+//	  Reconcile: tries again, from 1 s apart to 1 min (keeperRetry)
 //
 // The keeper does nothing else: it never reads a packet. It exits when told
 // to ("q"; it closes the descriptors before it answers "bye", so that what
@@ -47,8 +49,9 @@ import (
 // the name first, though. Such a squatter never gets or hands in a
 // descriptor, and costs the agent at most keeperTimeout per connect (the
 // connect waits only while the squatter's queue of connections it never
-// accepts is full); the agent then runs without a keeper and says so
-// (keeperHeldError).
+// accepts is full); the agent then runs without a keeper, says so
+// (keeperHeldError), and tries again now and then, asking the holder
+// nothing (keeperretry.go).
 
 // keeperEnv, in the environment, makes the agentd binary a keeper; its value
 // says how many descriptors of each kind follow the listener (fd 3).
@@ -451,8 +454,21 @@ func keeperPids(dev string) []int {
 // startKeeper starts a keeper for dev holding (its own copies of) k's
 // descriptors, in a session of its own so that a signal to the agent's
 // process group does not reach it. The returned command is the caller's to
-// reap once the keeper has been told to quit.
-func startKeeper(dev string, k *kept) (*exec.Cmd, error) {
+// reap once the keeper has been told to quit. A process that holds the
+// keeper's name is taken for a keeper of an earlier generation: it is told
+// to quit, and the name waited for (up to keeperTimeout to reach it, half a
+// second for the name).
+func startKeeper(dev string, k *kept) (*exec.Cmd, error) { return spawnKeeper(dev, k, true) }
+
+// startKeeperIfFree starts a keeper as startKeeper does, unless another
+// process holds the keeper's name: then it fails at once, asking nothing
+// of the holder. It is for the tries again while there is no keeper (a
+// squatter on the name may never answer, and each try would cost
+// Reconcile a wait).
+func startKeeperIfFree(dev string, k *kept) (*exec.Cmd, error) { return spawnKeeper(dev, k, false) }
+
+// spawnKeeper is startKeeper, and with evict false startKeeperIfFree.
+func spawnKeeper(dev string, k *kept, evict bool) (*exec.Cmd, error) {
 	// /proc/self/exe is this very binary even after an upgrade replaced
 	// the file it was started from.
 	const exe = "/proc/self/exe"
@@ -463,6 +479,10 @@ func startKeeper(dev string, k *kept) (*exec.Cmd, error) {
 	defer unix.Close(ln)
 	addr := &unix.SockaddrUnix{Name: keeperAddr(dev)}
 	err = unix.Bind(ln, addr)
+	if errors.Is(err, unix.EADDRINUSE) && !evict {
+		return nil, fmt.Errorf("bind the descriptor keeper socket %s: %w (another process holds the name; ss -xlp | grep %s shows which)",
+			addr.Name, err, keeperName)
+	}
 	if errors.Is(err, unix.EADDRINUSE) {
 		// A keeper from an earlier generation still runs.
 		if _, qerr := quitKeeper(dev); qerr != nil {

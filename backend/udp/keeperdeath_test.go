@@ -174,6 +174,13 @@ func (h *testHost) checkReplaced(old int) {
 // keeperRestarts is agentd_udp_keeper_restarts_total (-1 if absent).
 func (h *testHost) keeperRestarts() float64 {
 	h.t.Helper()
+	return h.metric("agentd_udp_keeper_restarts_total")
+}
+
+// metric is the value of the backend's counter or gauge name, a series
+// without labels (-1 if absent).
+func (h *testHost) metric(name string) float64 {
+	h.t.Helper()
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(h.b); err != nil {
 		h.t.Fatal(err)
@@ -183,8 +190,12 @@ func (h *testHost) keeperRestarts() float64 {
 		h.t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "agentd_udp_keeper_restarts_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
 		}
 	}
 	return -1

@@ -15,6 +15,8 @@ var (
 		"Writes into flannel0 that failed (the device down, say); one write may carry many coalesced packets, each counted in agentd_udp_packets_total{direction=\"in\",result=\"refused\"}.", nil, nil)
 	keeperRestartsDesc = prometheus.NewDesc("agentd_udp_keeper_restarts_total",
 		"Descriptor keepers started anew because the one holding flannel0's queues and the sockets died while the agent ran.", nil, nil)
+	keeperUpDesc = prometheus.NewDesc("agentd_udp_keeper_up",
+		"1 while a descriptor keeper holds flannel0's queues and the sockets, so that an agent restart loses no packet; 0 while there is none (its start failed: the agent tries again, at least once a minute, and logs why), and outside the agent's run (before the datapath is prepared, once it stopped).", nil, nil)
 	icmpLimitedDesc = prometheus.NewDesc("agentd_udp_icmp_rate_limited_total",
 		"ICMP errors (net-unreachable, time-exceeded) not written into flannel0 because of the rate limit; the packets they were about are counted in agentd_udp_packets_total.", nil, nil)
 )
@@ -28,6 +30,7 @@ func (b *Backend) Describe(ch chan<- *prometheus.Desc) {
 	ch <- tunErrorsDesc
 	ch <- icmpLimitedDesc
 	ch <- keeperRestartsDesc
+	ch <- keeperUpDesc
 }
 
 // Collect implements prometheus.Collector. Every direction and result has a
@@ -45,4 +48,12 @@ func (b *Backend) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(tunErrorsDesc, prometheus.CounterValue, float64(b.stats.tunErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(icmpLimitedDesc, prometheus.CounterValue, float64(b.stats.icmpLimited.Load()))
 	ch <- prometheus.MustNewConstMetric(keeperRestartsDesc, prometheus.CounterValue, float64(b.keeperRestarts.Load()))
+	b.mu.Lock()
+	w := b.kw
+	b.mu.Unlock()
+	up := 0.0
+	if w != nil && !w.dead.Load() {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(keeperUpDesc, prometheus.GaugeValue, up)
 }

@@ -136,7 +136,8 @@ type Backend struct {
 	tbl   atomic.Pointer[table]
 	stats counters
 	// keeperRestarts counts keepers started anew because the one
-	// holding the descriptors died while this agent ran.
+	// holding the descriptors died while this agent ran (at once, or by
+	// a later try).
 	keeperRestarts atomic.Uint64
 
 	// Reconcile's: the descriptors (kept also by the keeper), the keeper
@@ -153,17 +154,22 @@ type Backend struct {
 	ipv6GenModeSet int
 	lastLog        Stats
 	lastAt         time.Time
+	// keeperRetry spaces the tries to start a keeper while there is
+	// none (keeperretry.go).
+	keeperRetry keeperRetry
 
 	skips *backend.SkipLog
 
-	// mu guards closed, dp and kw: workers start and stop under it, so
-	// that none start after Watch's end and each generation stops once;
-	// kw watches the keeper that holds our descriptors (nil: none known),
-	// and Watch's end stops it.
-	mu     sync.Mutex
-	closed bool
-	kw     *keeperWatch
-	wake   atomic.Pointer[func()]
+	// mu guards closed, dp, kw and keeperTimer: workers start and stop
+	// under it, so that none start after Watch's end and each generation
+	// stops once; kw watches the keeper that holds our descriptors (nil:
+	// none known), keeperTimer wakes Reconcile for the next try to start
+	// one while there is none, and Watch's end stops both.
+	mu          sync.Mutex
+	closed      bool
+	kw          *keeperWatch
+	keeperTimer *time.Timer
+	wake        atomic.Pointer[func()]
 
 	// subscribed, when set, is called once Watch's subscriptions are in place.
 	subscribed func()
@@ -348,7 +354,7 @@ func (b *Backend) fresh(socks []int, known error) error {
 	}
 	if held != nil {
 		// No keeper can listen there, and binding the name would fail.
-		b.log.Error(held, "no descriptor keeper: its socket is held by another process, so an agent restart will drop packets while it lasts", "socket", held.addr)
+		b.keeperFailed(held, false, "no descriptor keeper: its socket is held by another process, so an agent restart will drop packets while it lasts", "socket", held.addr)
 	}
 	tuns, err := openQueues(DeviceName, b.queues)
 	if errors.Is(err, errTUNIncompatible) {
@@ -386,13 +392,60 @@ func (b *Backend) fresh(socks []int, known error) error {
 	if err != nil {
 		// The datapath works without a keeper; only a restart of the
 		// agent then drops packets until the next one attaches.
-		b.log.Error(err, "no descriptor keeper: an agent restart will drop packets while it lasts")
+		b.keeperFailed(err, false, "no descriptor keeper: an agent restart will drop packets while it lasts")
+		return nil
 	}
-	b.keeper = cmd
-	if cmd != nil {
-		b.setKeeperWatch(watchKeeper(cmd.Process.Pid, b.poke))
-	}
+	b.keeperUp(cmd)
 	return nil
+}
+
+// keeperUp makes cmd, a keeper this process started over b.fds, the one
+// watched, and ends a spell without a keeper, if there was one.
+func (b *Backend) keeperUp(cmd *exec.Cmd) {
+	b.keeper = cmd
+	b.setKeeperWatch(watchKeeper(cmd.Process.Pid, b.poke))
+	tries, down, died := b.keeperRetry.up(time.Now())
+	if tries == 0 {
+		return
+	}
+	b.mu.Lock()
+	if b.keeperTimer != nil {
+		b.keeperTimer.Stop()
+	}
+	b.mu.Unlock()
+	if died {
+		b.keeperRestarts.Add(1)
+	}
+	b.log.Info("started a descriptor keeper after a spell without one; an agent restart loses nothing again",
+		"pid", cmd.Process.Pid, "device", DeviceName, "failedStarts", tries, "without", down.Round(time.Millisecond))
+}
+
+// keeperFailed records that a keeper could not be started (err; died: to
+// replace one that died), logs it (with msg and kv the first time in a
+// spell without a keeper and then once every keeperRemind, else at V(2))
+// and arms the wake-up for the next try.
+func (b *Backend) keeperFailed(err error, died bool, msg string, kv ...any) {
+	r := &b.keeperRetry
+	wait, loud := r.failed(time.Now(), died)
+	kv = append(kv, "device", DeviceName, "nextTry", wait.Round(time.Millisecond))
+	switch {
+	case loud && r.tries == 1:
+		b.log.Error(err, msg, kv...)
+	case loud:
+		b.log.Error(err, "still no descriptor keeper: an agent restart will drop packets while it lasts",
+			append(kv, "failedStarts", r.tries, "since", r.since.Format(time.RFC3339))...)
+	default:
+		b.log.V(2).Info("still no descriptor keeper", append(kv, "failedStarts", r.tries, "err", err)...)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+	case b.keeperTimer == nil:
+		b.keeperTimer = time.AfterFunc(wait, b.poke)
+	default:
+		b.keeperTimer.Reset(wait)
+	}
 }
 
 // setKeeperWatch makes w the watch of the keeper (nil: none) and stops the
@@ -415,16 +468,20 @@ func (b *Backend) setKeeperWatch(w *keeperWatch) {
 // held them has exited (killed: by the OOM killer, by hand, by a service
 // manager ending the unit's cgroup); it holds copies, so ours lose nothing
 // meanwhile, but without a keeper the next agent restart would drop
-// everything in flight. A keeper that is alive but does not answer
-// (stopped, frozen) is left alone, as is the absence of one that could not
-// be started: only the death of one we knew of is repaired. Unless the
-// keeper's pid could not be watched (keeperWatch.poll), a pass where
-// nothing happened costs no system call.
+// everything in flight. While there is no keeper (a start failed) it tries
+// again when keeperRetry says a try is due (keeperTimer wakes Reconcile
+// then). A keeper that is alive but does not answer (stopped, frozen) is
+// left alone. Unless the keeper's pid could not be watched
+// (keeperWatch.poll), a pass where nothing happened costs no system call;
+// one while there is no keeper, a clock read (vDSO, no system call either).
 func (b *Backend) ensureKeeper() {
 	b.mu.Lock()
-	w := b.kw
+	w, closed := b.kw, b.closed
 	b.mu.Unlock()
 	if w == nil {
+		if !closed && b.keeperRetry.due(time.Now()) {
+			b.retryKeeper()
+		}
 		return
 	}
 	if !w.dead.Load() {
@@ -450,19 +507,27 @@ func (b *Backend) ensureKeeper() {
 	b.log.Error(fmt.Errorf("the descriptor keeper %s (pid %d) %s", keeperName, w.pid, how),
 		"the descriptor keeper died while the agent runs (OOM killer? kill? a stop that ends the service's whole cgroup?); starting a new one over the same descriptors",
 		"device", DeviceName)
-	if err := b.do(func() error {
-		cmd, err := startKeeper(DeviceName, b.fds)
-		if err != nil {
-			return err
-		}
-		b.keeper = cmd
-		b.keeperRestarts.Add(1)
-		b.setKeeperWatch(watchKeeper(cmd.Process.Pid, b.poke))
-		b.log.Info("started a new descriptor keeper", "pid", cmd.Process.Pid, "device", DeviceName)
-		return nil
-	}); err != nil {
-		b.log.Error(err, "no descriptor keeper: an agent restart will drop packets while it lasts")
+	var cmd *exec.Cmd
+	if err := b.do(func() (err error) { cmd, err = startKeeper(DeviceName, b.fds); return err }); err != nil {
+		b.keeperFailed(err, true, "no descriptor keeper: an agent restart will drop packets while it lasts")
+		return
 	}
+	b.keeperUp(cmd)
+	b.keeperRestarts.Add(1)
+	b.log.Info("started a new descriptor keeper", "pid", cmd.Process.Pid, "device", DeviceName)
+}
+
+// retryKeeper tries again to start a keeper over our descriptors, while
+// there is none. A process that holds the keeper's name meanwhile is no
+// keeper of ours (that one would be watched): it is asked nothing and the
+// try fails at once (startKeeperIfFree).
+func (b *Backend) retryKeeper() {
+	var cmd *exec.Cmd
+	if err := b.do(func() (err error) { cmd, err = startKeeperIfFree(DeviceName, b.fds); return err }); err != nil {
+		b.keeperFailed(err, false, "no descriptor keeper: an agent restart will drop packets while it lasts")
+		return
+	}
+	b.keeperUp(cmd)
 }
 
 // unheld returns an error, for fresh to attach nothing, when another
@@ -826,6 +891,9 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 		b.closed = true
 		kw := b.kw
 		b.kw = nil
+		if b.keeperTimer != nil {
+			b.keeperTimer.Stop()
+		}
 		b.mu.Unlock()
 		kw.stop()
 		b.stopWorkers()
