@@ -59,12 +59,20 @@ func WriteEnv(path string, e Env) error {
 
 // ReadEnv reads and parses the subnet.env file at path. A missing file is
 // reported with an error that matches os.ErrNotExist.
-func ReadEnv(path string) (Env, error) {
+func ReadEnv(path string) (Env, error) { return readEnv(path, false) }
+
+// ReadCompleteEnv is ReadEnv with ParseCompleteEnv's rules, for a reader that
+// must not act on a damaged file (the CNI plugin). An error reading the file
+// is os.ReadFile's *fs.PathError, as is; an error about its content never
+// wraps one, so callers can tell "cannot read" from "wrong content".
+func ReadCompleteEnv(path string) (Env, error) { return readEnv(path, true) }
+
+func readEnv(path string, complete bool) (Env, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Env{}, err
 	}
-	e, err := parseEnv(b)
+	e, err := parseEnv(b, complete)
 	if err != nil {
 		return Env{}, fmt.Errorf("subnet.env %s: %w", path, err)
 	}
@@ -75,13 +83,39 @@ func ReadEnv(path string) (Env, error) {
 // blank lines, lines starting with '#', an "export " prefix, unknown keys and
 // a pair of quotes around a value are tolerated, and a repeated key takes
 // its last value (as a shell would). FLANNEL_NETWORK, FLANNEL_SUBNET and
-// FLANNEL_MTU are required; FLANNEL_IPMASQ defaults to false; the two IPv6
-// keys come together or not at all; AGENTD_HOST_ID is optional. The error
-// names the first problem found.
+// FLANNEL_MTU are required; FLANNEL_IPMASQ defaults to false (ParseCompleteEnv
+// requires it); the two IPv6 keys come together or not at all; AGENTD_HOST_ID
+// is optional. The error names the first problem found.
 // The result passes the same checks as WriteEnv's input, so whatever ParseEnv
 // accepts, WriteEnv writes back.
 func ParseEnv(b []byte) (Env, error) {
-	e, err := parseEnv(b)
+	e, err := parseEnv(b, false)
+	if err != nil {
+		return Env{}, fmt.Errorf("subnet.env: %w", err)
+	}
+	return e, nil
+}
+
+// ParseCompleteEnv is ParseEnv for a reader that must not act on a file cut
+// short or trimmed by hand, where ParseEnv would return wrong values
+// ("FLANNEL_MTU=145" from a file cut inside "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true",
+// read with FLANNEL_IPMASQ's default). On top of ParseEnv's rules:
+//
+//   - a file that is not empty ends with a newline, as every line agentd's
+//     writer (formatEnv) and flanneld's end with one; so a file cut inside
+//     a line, value or key, is refused whatever the cut left;
+//   - FLANNEL_IPMASQ is required and is a boolean, as flannel's CNI plugin
+//     requires it: guessing it would double or drop the masquerading.
+//
+// A file cut exactly at a line boundary cannot be told from a shorter file
+// (the format has no end marker): it is refused only if a required key went
+// with the cut lines. In agentd's order only the optional lines after
+// FLANNEL_IPMASQ (the IPv6 pair, AGENTD_HOST_ID) can go unnoticed, whole.
+//
+// Whatever ParseCompleteEnv accepts, ParseEnv accepts with the same result,
+// and WriteEnv's output is always accepted.
+func ParseCompleteEnv(b []byte) (Env, error) {
+	e, err := parseEnv(b, true)
 	if err != nil {
 		return Env{}, fmt.Errorf("subnet.env: %w", err)
 	}
@@ -93,9 +127,15 @@ type envValue struct {
 	line int
 }
 
-func parseEnv(b []byte) (Env, error) {
+func parseEnv(b []byte, complete bool) (Env, error) {
+	lines := strings.Split(string(b), "\n")
+	if complete && len(b) > 0 && b[len(b)-1] != '\n' {
+		// Checked first: whatever else is wrong follows from the cut.
+		return Env{}, fmt.Errorf("line %d: %q does not end with a newline: the file looks truncated (agentd and flanneld end every line with one)",
+			len(lines), lines[len(lines)-1])
+	}
 	vals := make(map[string]envValue)
-	for i, line := range strings.Split(string(b), "\n") {
+	for i, line := range lines {
 		line = strings.TrimSpace(line)
 		if line == "" || line[0] == '#' {
 			continue
@@ -142,6 +182,8 @@ func parseEnv(b []byte) (Env, error) {
 			errs = append(errs, fmt.Errorf("line %d: %s %q is not true or false", ev.line, envIPMasq, ev.v))
 		}
 		e.IPMasq = t
+	} else if complete {
+		errs = append(errs, fmt.Errorf("%s missing", envIPMasq))
 	}
 	if ev, ok := vals[envHostID]; ok && ev.v != "" {
 		id, err := ParseHostID([]byte(ev.v))

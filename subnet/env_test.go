@@ -2,9 +2,11 @@ package subnet
 
 import (
 	"errors"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -192,6 +194,104 @@ func TestParseEnvErrors(t *testing.T) {
 		if err == nil || err.Error() != tc.want {
 			t.Errorf("ParseEnv(%q)\n got %v\nwant %s", tc.text, err, tc.want)
 		}
+	}
+}
+
+// TestParseCompleteEnv: the CNI plugin's reading refuses what ParseEnv
+// tolerates where the file may have been cut or trimmed: no newline at the
+// end, FLANNEL_IPMASQ missing or empty. Everything else is ParseEnv's.
+func TestParseCompleteEnv(t *testing.T) {
+	for _, tc := range []struct {
+		text, want string
+	}{
+		{envV4Text, ""},
+		{envDualText, ""},
+		{envV4Text + "AGENTD_HOST_ID=1cd32dbd72c57f3fd38b56cfc433518d\n", ""},
+		{"# hand-written\r\nexport FLANNEL_NETWORK=\"10.244.0.0/16\"\r\nFLANNEL_SUBNET=10.244.5.1/24\r\nFLANNEL_MTU=1450\r\nFLANNEL_IPMASQ=FALSE\r\n", ""},
+		{"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=145",
+			`subnet.env: line 3: "FLANNEL_MTU=145" does not end with a newline: the file looks truncated (agentd and flanneld end every line with one)`},
+		{strings.TrimSuffix(envV4Text, "\n"), `subnet.env: line 4: "FLANNEL_IPMASQ=false" does not end with a newline: the file looks truncated (agentd and flanneld end every line with one)`},
+		{"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n", "subnet.env: FLANNEL_IPMASQ missing"},
+		{"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=\n", "subnet.env: FLANNEL_IPMASQ missing"},
+		{"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=''\n", "subnet.env: FLANNEL_IPMASQ missing"},
+		{"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=no\n", `subnet.env: line 4: FLANNEL_IPMASQ "no" is not true or false`},
+		{"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_IPMASQ=true\n", "subnet.env: FLANNEL_MTU missing"},
+		{"", "subnet.env: FLANNEL_NETWORK missing"},
+	} {
+		got, err := ParseCompleteEnv([]byte(tc.text))
+		if tc.want == "" {
+			if want, lerr := ParseEnv([]byte(tc.text)); err != nil || lerr != nil || got != want {
+				t.Errorf("ParseCompleteEnv(%q) = %+v, %v; want ParseEnv's %+v, %v", tc.text, got, err, want, lerr)
+			}
+			continue
+		}
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("ParseCompleteEnv(%q)\n got %v\nwant %s", tc.text, err, tc.want)
+		}
+	}
+}
+
+// TestParseCompleteEnvCut: every proper prefix of what WriteEnv writes that
+// cuts a line (a key or a value) is refused; one that ends at a line
+// boundary is refused too unless it lost only optional lines (the IPv6 pair
+// together, AGENTD_HOST_ID), and then reads as the file without them, never
+// with another value.
+func TestParseCompleteEnvCut(t *testing.T) {
+	full := envDual
+	full.HostID = "1cd32dbd72c57f3fd38b56cfc433518d"
+	for _, e := range []Env{envV4, envDual, envV4WithHost, full} {
+		b, err := formatEnv(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := ParseCompleteEnv(b); err != nil || got != e {
+			t.Fatalf("ParseCompleteEnv(%q) = %+v, %v; want %+v", b, got, err, e)
+		}
+		for i := 1; i < len(b); i++ {
+			cut := b[:i]
+			got, err := ParseCompleteEnv(cut)
+			if cut[i-1] != '\n' {
+				if err == nil {
+					t.Errorf("ParseCompleteEnv(%q), cut inside a line, = %+v, want an error", cut, got)
+				}
+				continue
+			}
+			if err != nil {
+				continue
+			}
+			want := e
+			if got.IPv6Network != e.IPv6Network {
+				want.IPv6Network, want.IPv6Subnet = netip.Prefix{}, netip.Prefix{}
+			}
+			if got.HostID != e.HostID {
+				want.HostID = ""
+			}
+			if got != want {
+				t.Errorf("ParseCompleteEnv(%q), cut at a line boundary, = %+v, want an error or %+v", cut, got, want)
+			}
+		}
+	}
+}
+
+func TestReadCompleteEnvErrors(t *testing.T) {
+	dir := t.TempDir()
+	var pe *fs.PathError
+	if _, err := ReadCompleteEnv(filepath.Join(dir, "nope.env")); !errors.Is(err, fs.ErrNotExist) || !errors.As(err, &pe) {
+		t.Errorf("ReadCompleteEnv(missing) = %v, want an *fs.PathError matching fs.ErrNotExist", err)
+	}
+	if _, err := ReadCompleteEnv(dir); !errors.As(err, &pe) || errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadCompleteEnv(a directory) = %v, want an *fs.PathError", err)
+	}
+	path := filepath.Join(dir, "subnet.env")
+	if err := os.WriteFile(path, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ReadCompleteEnv(path)
+	if want := "subnet.env " + path + ": FLANNEL_IPMASQ missing"; err == nil || err.Error() != want || errors.As(err, &pe) {
+		t.Errorf("ReadCompleteEnv = %v, want %s and no *fs.PathError", err, want)
+	}
+	if _, err := ReadEnv(path); err != nil {
+		t.Errorf("ReadEnv, which defaults FLANNEL_IPMASQ: %v", err)
 	}
 }
 

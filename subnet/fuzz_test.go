@@ -272,11 +272,33 @@ func FuzzParseEnv(f *testing.F) {
 		"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPV6_NETWORK=fc00::/48\n",
 		envV4Text + "AGENTD_HOST_ID=1cd32dbd72c57f3fd38b56cfc433518d\n",
 		"garbage",
+		// Cut inside "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true", and an empty
+		// FLANNEL_IPMASQ: ParseEnv reads them, ParseCompleteEnv does not.
+		"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=145",
+		"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=\n",
+		envDualText[:len(envDualText)-1],
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := ParseEnv(b)
+		// ParseCompleteEnv only narrows ParseEnv: what it accepts ParseEnv
+		// reads the same, ends with a newline and names FLANNEL_IPMASQ; and
+		// the same file with its last line cut before the newline is
+		// refused.
+		if ce, cerr := ParseCompleteEnv(b); cerr == nil {
+			if err != nil || ce != e {
+				t.Fatalf("ParseCompleteEnv(%q) = %+v but ParseEnv = %+v, %v", b, ce, e, err)
+			}
+			if b[len(b)-1] != '\n' || !bytes.Contains(b, []byte("FLANNEL_IPMASQ")) {
+				t.Fatalf("ParseCompleteEnv(%q) accepted a file without a final newline or FLANNEL_IPMASQ", b)
+			}
+			if len(b) >= 2 && b[len(b)-2] != '\n' {
+				if _, err := ParseCompleteEnv(b[:len(b)-1]); err == nil {
+					t.Fatalf("ParseCompleteEnv(%q) accepted the file cut before its last newline", b[:len(b)-1])
+				}
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -316,6 +338,9 @@ func FuzzParseEnv(f *testing.F) {
 		}
 		if e2 != e {
 			t.Fatalf("round trip\n got %+v\nwant %+v", e2, e)
+		}
+		if e3, err := ParseCompleteEnv(out); err != nil || e3 != e {
+			t.Fatalf("ParseCompleteEnv of the writer's\n%s= %+v, %v; want %+v", out, e3, err, e)
 		}
 		out2, err := formatEnv(e2)
 		if err != nil || !bytes.Equal(out, out2) {

@@ -28,7 +28,11 @@
 // one range per family set to this host's lease subnet and a route to the
 // whole cluster network added to its routes. That configuration is saved
 // under dataDir by container ID before the delegate runs, so DEL and CHECK
-// use exactly what ADD used even after subnet.env changed or vanished.
+// use exactly what ADD used even after subnet.env changed or vanished
+// (CHECK in the network's current cniVersion, and failing once subnet.env
+// names another subnet than the saved one: the pod must be recreated).
+// subnet.env is read as flannel's plugin reads it, FLANNEL_IPMASQ required,
+// and a file cut short is refused (subnet.ParseCompleteEnv).
 package cniplugin
 
 import (

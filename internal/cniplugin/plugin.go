@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,8 +41,10 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // Add reads subnet.env, saves the delegate configuration for the container
 // and runs the delegate's ADD, printing its result in the network's version.
 // A missing subnet.env is "try again later" (agentd has not leased a subnet
-// yet); a malformed one is an invalid configuration naming the file and key.
-// No delegate runs in either case, so no interface gets a wrong address.
+// yet); an unreadable one an I/O failure naming the file; a malformed or
+// cut-short one, or one without FLANNEL_IPMASQ, an invalid configuration
+// naming the file and key. No delegate runs in any of these cases, so no
+// interface gets a wrong address or MTU.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	n, saved, err := loadConf(args)
 	if err != nil {
@@ -95,6 +98,9 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		d, err = decodeSaved(saved, b)
 	}
 	if err != nil {
+		// Not ReadCompleteEnv: a file cut after FLANNEL_SUBNET still names
+		// the range to release from, and refusing it would leave the
+		// address allocated.
 		env, envErr := subnet.ReadEnv(n.SubnetFile)
 		if envErr != nil {
 			return removeSaved(saved)
@@ -117,8 +123,11 @@ func removeSaved(saved string) error {
 	return nil
 }
 
-// Check runs the delegate's CHECK with the configuration ADD saved and the
-// runtime's prevResult.
+// Check runs the delegate's CHECK with the configuration ADD saved, in the
+// network's CNI version, and the runtime's prevResult. Before that it fails a
+// container whose saved subnet is not this host's any more (see
+// checkSubnets). A missing subnet.env skips that comparison; an unreadable
+// or invalid one fails CHECK as it fails ADD.
 func (p *Plugin) Check(args *skel.CmdArgs) error {
 	n, saved, err := loadConf(args)
 	if err != nil {
@@ -134,6 +143,29 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	d, err := decodeSaved(saved, b)
 	if err != nil {
 		return err
+	}
+	// A missing subnet.env says nothing certain about the pod: agentd
+	// removes it while it has no subnet (another host took it; a release)
+	// and writes it again once it has one, and from then on a moved subnet
+	// is caught here. Failing meanwhile would report every pod broken for
+	// what ADD calls "try again later".
+	env, err := readSubnetEnv(n.SubnetFile)
+	var te *types.Error
+	switch {
+	case errors.As(err, &te) && te.Code == types.ErrTryAgainLater:
+	case err != nil:
+		return err
+	default:
+		if err := checkSubnets(args.ContainerID, saved, d, n.SubnetFile, env); err != nil {
+			return err
+		}
+	}
+	// The saved cniVersion is the one of the network ADD ran under (flannel's
+	// 0.3.1 conflist, say). CHECK runs under today's network, whose
+	// prevResult is in today's version, and bridge refuses CHECK for a
+	// configuration older than 0.4.0.
+	if n.CNIVersion != "" {
+		d["cniVersion"] = n.CNIVersion
 	}
 	if n.RawPrevResult != nil {
 		d["prevResult"] = n.RawPrevResult
@@ -188,18 +220,88 @@ func savedPath(n *NetConf, containerID string) (string, error) {
 	return filepath.Join(n.DataDir, containerID), nil
 }
 
-// readSubnetEnv reads subnet.env with CNI error codes: missing is transient
-// (agentd has not written it yet), malformed is a configuration error.
+// readSubnetEnv reads subnet.env (complete: see subnet.ParseCompleteEnv)
+// with CNI error codes: missing is transient (agentd has not written it yet),
+// unreadable is an I/O failure, malformed or cut short is a configuration
+// error.
 func readSubnetEnv(path string) (subnet.Env, error) {
-	env, err := subnet.ReadEnv(path)
+	env, err := subnet.ReadCompleteEnv(path)
+	var pe *fs.PathError
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return env, types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("%s does not exist: agentd writes it once it holds this host's subnet (is agentd running on this host?)", path), "")
+	case errors.As(err, &pe):
+		return env, types.NewError(types.ErrIOFailure, fmt.Sprintf("cannot read subnet.env: %v", err), "")
 	case err != nil:
 		return env, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
 	return env, nil
+}
+
+// checkSubnets fails CHECK for a container whose addresses came from a
+// subnet this host no longer has: after the host moved to another subnet
+// (its lease lost to another host), the pod keeps an address and a gateway
+// that are no longer routed to this host, and only recreating it mends that.
+// Per family, the saved ranges must hold subnet.env's subnet if they hold
+// any subnet of that family; a family the saved configuration has no range
+// of (another IPAM plugin, a network made dual-stack since) is not compared.
+// The code is ErrInternal (999), the one delegates' failed CHECKs carry.
+func checkSubnets(containerID, saved string, d map[string]any, subnetFile string, env subnet.Env) error {
+	had := savedSubnets(d)
+	for _, fam := range []struct {
+		key string
+		sn  netip.Prefix
+	}{
+		{"FLANNEL_SUBNET", env.Subnet},
+		{"FLANNEL_IPV6_SUBNET", env.IPv6Subnet},
+	} {
+		if !fam.sn.IsValid() {
+			continue
+		}
+		now := fam.sn.Masked()
+		found := false
+		var other []string
+		for _, p := range had {
+			switch {
+			case p == now:
+				found = true
+			case p.Addr().Is4() == now.Addr().Is4():
+				other = append(other, p.String())
+			}
+		}
+		if !found && len(other) > 0 {
+			return types.NewError(types.ErrInternal, fmt.Sprintf(
+				"container %s has its address from %s (saved in %s), but this host's subnet is now %s (%s in %s): the host moved to another subnet; the pod must be recreated",
+				containerID, strings.Join(other, ", "), saved, now, fam.key, subnetFile), "")
+		}
+	}
+	return nil
+}
+
+// savedSubnets are the subnets of a saved delegate configuration's ipam
+// section, masked: those of its ranges (agentd, recent flannel plugins) and
+// its single-range "subnet" (older flannel plugins). Values that are
+// not CIDRs are skipped: the delegate's own CHECK judges those.
+func savedSubnets(d map[string]any) []netip.Prefix {
+	ipam, _ := d["ipam"].(map[string]any)
+	var out []netip.Prefix
+	add := func(v any) {
+		s, _ := v.(string)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	add(ipam["subnet"])
+	sets, _ := ipam["ranges"].([]any)
+	for _, set := range sets {
+		ranges, _ := set.([]any)
+		for _, r := range ranges {
+			m, _ := r.(map[string]any)
+			add(m["subnet"])
+		}
+	}
+	return out
 }
 
 func decodeSaved(path string, b []byte) (map[string]any, error) {

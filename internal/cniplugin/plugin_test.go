@@ -16,8 +16,9 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 )
 
-// fakeExec stands in for the delegate plugins: it records each call and
-// answers ADD with a fixed result.
+// fakeExec stands in for the delegate plugins: it records each call,
+// answers ADD with a fixed result and, like skel in the real plugins, refuses
+// CHECK for a configuration older than 0.4.0.
 type fakeExec struct {
 	calls []fakeCall
 	fail  error // returned by every call when set
@@ -43,6 +44,12 @@ func (f *fakeExec) ExecPlugin(_ context.Context, path string, stdin []byte, envi
 	f.calls = append(f.calls, c)
 	if f.fail != nil {
 		return nil, f.fail
+	}
+	if c.command == "CHECK" {
+		v, _ := c.conf["cniVersion"].(string)
+		if ok, err := version.GreaterThanOrEqualTo(v, "0.4.0"); err != nil || !ok {
+			return nil, types.NewError(types.ErrIncompatibleCNIVersion, "config version does not allow CHECK", "")
+		}
 	}
 	if c.command == "ADD" {
 		return []byte(`{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/var/run/netns/x"}],"ips":[{"address":"10.244.5.2/24","gateway":"10.244.5.1","interface":0}],"routes":[{"dst":"10.244.0.0/16"}]}`), nil
@@ -215,11 +222,25 @@ func TestAddBadSubnetEnv(t *testing.T) {
 	}{
 		{"missing", "", types.ErrTryAgainLater, "%s does not exist: agentd writes it once it holds this host's subnet"},
 		{"half-written", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\n", types.ErrInvalidNetworkConfig, "subnet.env %s: FLANNEL_MTU missing"},
-		{"network address", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.0/24\nFLANNEL_MTU=1450\n", types.ErrInvalidNetworkConfig, "FLANNEL_SUBNET 10.244.5.0/24 is a network address"},
+		{"network address", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.0/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n", types.ErrInvalidNetworkConfig, "FLANNEL_SUBNET 10.244.5.0/24 is a network address"},
+		// Cut inside "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true": not MTU 145
+		// and ipMasq by default.
+		{"truncated", envA[:strings.Index(envA, "1450")+3], types.ErrInvalidNetworkConfig,
+			`subnet.env %s: line 3: "FLANNEL_MTU=145" does not end with a newline: the file looks truncated`},
+		{"no IPMASQ", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n", types.ErrInvalidNetworkConfig, "subnet.env %s: FLANNEL_IPMASQ missing"},
+		{"empty IPMASQ", strings.Replace(envA, "=true", "=", 1), types.ErrInvalidNetworkConfig, "subnet.env %s: FLANNEL_IPMASQ missing"},
+		{"IPMASQ not a boolean", strings.Replace(envA, "=true", "=yes", 1), types.ErrInvalidNetworkConfig, `subnet.env %s: line 4: FLANNEL_IPMASQ "yes" is not true or false`},
+		{"a directory", "dir", types.ErrIOFailure, "cannot read subnet.env: read %s: is a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
-			if tc.content != "" {
+			switch tc.content {
+			case "":
+			case "dir":
+				if err := os.Mkdir(f.subnetFile, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			default:
 				f.writeEnv(t, tc.content)
 			}
 			err := f.p.Add(f.args("c1", ""))
@@ -234,6 +255,29 @@ func TestAddBadSubnetEnv(t *testing.T) {
 				t.Error("a configuration was saved")
 			}
 		})
+	}
+}
+
+// TestAddRefusesCutSubnetEnv: subnet.env cut anywhere short of its end
+// (envA's last line is FLANNEL_IPMASQ, so every proper prefix either cuts a
+// line or lacks a key) makes ADD fail as an invalid configuration, before any
+// delegate runs; the whole file is accepted.
+func TestAddRefusesCutSubnetEnv(t *testing.T) {
+	f := newFixture(t)
+	for i := 0; i < len(envA); i++ {
+		f.writeEnv(t, envA[:i])
+		err := f.p.Add(f.args("c1", ""))
+		var te *types.Error
+		if !errors.As(err, &te) || te.Code != types.ErrInvalidNetworkConfig {
+			t.Errorf("subnet.env cut to %q: ADD returned %v, want code %d", envA[:i], err, types.ErrInvalidNetworkConfig)
+		}
+	}
+	if len(f.exec.calls) > 0 {
+		t.Fatalf("a delegate ran: %+v", f.exec.calls)
+	}
+	f.writeEnv(t, envA)
+	if err := f.p.Add(f.args("c1", "")); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -261,6 +305,112 @@ func TestCheck(t *testing.T) {
 	err = f.p.Check(f.args("c1", prev))
 	if !errors.As(err, &te) || te.Msg != "bridge CHECK: bridge is broken" {
 		t.Errorf("delegate failure: %v", err)
+	}
+}
+
+// TestCheckOlderSaved: a pod added under flannel's 0.3.1 conflist (the
+// configuration flannel's plugin, or ours, saved says 0.3.1) and checked
+// under a 1.0.0 network: the delegate gets the network's version, which
+// allows CHECK and is the version of the prevResult beside it; the rest of
+// the saved configuration is passed on as it was.
+func TestCheckOlderSaved(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	const saved = `{"cniVersion":"0.3.1","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}`
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.dataDir, "c1"), []byte(saved), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	prev := `,"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.244.5.2/24"}]}`
+	if err := f.p.Check(f.args("c1", prev)); err != nil {
+		t.Fatalf("CHECK under 1.0.0 of a pod saved at 0.3.1: %v", err)
+	}
+	c := f.exec.calls[len(f.exec.calls)-1]
+	want := decode(t, []byte(saved))
+	want["cniVersion"] = "1.0.0"
+	want["prevResult"] = decode(t, []byte(prev[len(`,"prevResult":`):]))
+	if got := jsonOf(t, c.conf); got != jsonOf(t, want) {
+		t.Errorf("CHECK gave the delegate\n%s\nwant\n%s", got, jsonOf(t, want))
+	}
+}
+
+// TestCheckHostMoved: after the host moved to another subnet, CHECK fails
+// for a pod whose saved range is the old subnet, naming both, before any
+// delegate runs; with subnet.env gone it checks against the saved
+// configuration as before; an invalid or unreadable subnet.env fails it as it
+// fails ADD.
+func TestCheckHostMoved(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	if err := f.p.Add(f.args("c1", "")); err != nil {
+		t.Fatal(err)
+	}
+	// Saved by an older flannel plugin: a single-range "subnet".
+	if err := os.WriteFile(filepath.Join(f.dataDir, "old"), []byte(`{"cniVersion":"0.4.0","ipam":{"subnet":"10.244.5.0/24","type":"host-local"},"name":"cbr0","type":"bridge"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	prev := `,"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.244.5.2/24"}]}`
+	for _, id := range []string{"c1", "old"} {
+		if err := f.p.Check(f.args(id, prev)); err != nil {
+			t.Fatalf("CHECK %s before the move: %v", id, err)
+		}
+	}
+	calls := len(f.exec.calls)
+
+	f.writeEnv(t, strings.ReplaceAll(envA, "10.244.5.1", "10.244.9.1"))
+	for _, id := range []string{"c1", "old"} {
+		err := f.p.Check(f.args(id, prev))
+		var te *types.Error
+		want := "container " + id + " has its address from 10.244.5.0/24 (saved in " + filepath.Join(f.dataDir, id) +
+			"), but this host's subnet is now 10.244.9.0/24 (FLANNEL_SUBNET in " + f.subnetFile + "): the host moved to another subnet; the pod must be recreated"
+		if !errors.As(err, &te) || te.Code != types.ErrInternal || te.Msg != want {
+			t.Errorf("CHECK %s after the move: %v\nwant code %d and %s", id, err, types.ErrInternal, want)
+		}
+	}
+	if len(f.exec.calls) != calls {
+		t.Errorf("a delegate ran for a pod in the old subnet: %+v", f.exec.calls[calls:])
+	}
+
+	// Dual-stack, IPv6 moved, IPv4 not: the IPv6 subnets are named.
+	dual := "FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:5::1/64\n"
+	f.writeEnv(t, envA+dual)
+	if err := f.p.Add(f.args("c6", "")); err != nil {
+		t.Fatal(err)
+	}
+	f.writeEnv(t, envA+strings.ReplaceAll(dual, ":5::1", ":9::1"))
+	err := f.p.Check(f.args("c6", prev))
+	if err == nil || !strings.Contains(err.Error(), "from fd00:10:244:5::/64") || !strings.Contains(err.Error(), "now fd00:10:244:9::/64 (FLANNEL_IPV6_SUBNET") {
+		t.Errorf("CHECK after the IPv6 subnet moved: %v", err)
+	}
+
+	// subnet.env gone: nothing to compare with; the delegate checks.
+	os.Remove(f.subnetFile)
+	if err := f.p.Check(f.args("c1", prev)); err != nil {
+		t.Errorf("CHECK without subnet.env: %v", err)
+	}
+	if len(f.exec.calls) != calls+2 || f.exec.calls[calls+1].command != "CHECK" {
+		t.Errorf("CHECK without subnet.env did not reach the delegate: %+v", f.exec.calls[calls:])
+	}
+
+	for _, tc := range []struct {
+		name string
+		code uint
+	}{{"truncated", types.ErrInvalidNetworkConfig}, {"a directory", types.ErrIOFailure}} {
+		if tc.code == types.ErrIOFailure {
+			if err := os.Mkdir(f.subnetFile, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			f.writeEnv(t, envA[:len(envA)-1])
+		}
+		err := f.p.Check(f.args("c1", prev))
+		var te *types.Error
+		if !errors.As(err, &te) || te.Code != tc.code || !strings.Contains(te.Msg, f.subnetFile) {
+			t.Errorf("CHECK with subnet.env %s: %v, want code %d naming %s", tc.name, err, tc.code, f.subnetFile)
+		}
+		os.Remove(f.subnetFile)
 	}
 }
 
