@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -57,9 +58,46 @@ func probeEndpoint(ctx context.Context, endpoint string, tc *tls.Config) error {
 			cfg.ServerName = host
 		}
 	}
+	// With TLS 1.3 our side of the handshake is over before the server
+	// has checked our certificate: a refusal comes as an alert that only
+	// the next read would see, and the client, retrying inside gRPC,
+	// reports just a deadline. So note the certificate we send.
+	var sent *tls.Certificate
+	if get := cfg.GetClientCertificate; get != nil {
+		cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c, err := get(cri)
+			sent = c
+			return c, err
+		}
+	}
 	tconn := tls.Client(conn, cfg)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	return clientCertInvalid(sent, time.Now())
+}
+
+// clientCertInvalid says why the server will refuse the client certificate
+// c that it asked for, when c is outside its validity period (expired, most
+// likely not renewed: its files are read at each connection), else nil.
+func clientCertInvalid(c *tls.Certificate, now time.Time) error {
+	if c == nil || len(c.Certificate) == 0 {
+		return nil
+	}
+	leaf := c.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return fmt.Errorf("TLS: our client certificate: %w", err)
+		}
+	}
+	switch {
+	case now.After(leaf.NotAfter):
+		return fmt.Errorf("TLS: our client certificate (%s) expired at %s; the server asks for one and refuses an expired one",
+			leaf.Subject, leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return fmt.Errorf("TLS: our client certificate (%s) is not valid before %s; the server asks for one and refuses it until then",
+			leaf.Subject, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

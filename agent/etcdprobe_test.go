@@ -1,8 +1,17 @@
 package agent
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"net"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestEndpointAddr(t *testing.T) {
@@ -78,4 +87,38 @@ func FuzzEndpointAddr(f *testing.F) {
 			t.Fatalf("endpointAddr(%q): network %q", s, network)
 		}
 	})
+}
+
+// TestClientCertInvalid: a client certificate the server asked for is
+// reported when outside its validity period, which a TLS 1.3 handshake
+// does not reveal (etcdcertrotation_test.go has it against etcd).
+func TestClientCertInvalid(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, until := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "agentd"}, NotBefore: from, NotAfter: until}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	for _, tc := range []struct {
+		c    *tls.Certificate
+		now  time.Time
+		want string
+	}{
+		{nil, until.Add(time.Hour), ""}, // none asked for, or none configured
+		{&tls.Certificate{}, until.Add(time.Hour), ""},
+		{cert, from.Add(time.Hour), ""},
+		{cert, until, ""},
+		{cert, until.Add(time.Second), "TLS: our client certificate (CN=agentd) expired at 2026-02-01T00:00:00Z"},
+		{cert, from.Add(-time.Second), "TLS: our client certificate (CN=agentd) is not valid before 2026-01-01T00:00:00Z"},
+	} {
+		err := clientCertInvalid(tc.c, tc.now)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)) {
+			t.Errorf("clientCertInvalid(%v) = %v, want %q", tc.now, err, tc.want)
+		}
+	}
 }

@@ -39,6 +39,8 @@ type EtcdTLS struct {
 type tlsFiles struct {
 	ca, serverCert, serverKey, clientCert, clientKey string
 	config                                           *tls.Config // for the test process's clients
+	caCert                                           *x509.Certificate
+	caKey                                            *ecdsa.PrivateKey
 }
 
 // EtcdEndpoint is the etcd client URL agents use:
@@ -279,23 +281,9 @@ func makeTLS(dir string, mutual bool) (*tlsFiles, error) {
 		return nil, err
 	}
 	issue := func(serial int64, cn string, usage []x509.ExtKeyUsage, ips []net.IP) ([]byte, *ecdsa.PrivateKey, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, nil, err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  usage,
-			IPAddresses:  ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		return der, key, err
+		return issueCert(caCert, caKey, big.NewInt(serial), cn, usage, ips, now.Add(-time.Hour), now.Add(24*time.Hour))
 	}
-	t := &tlsFiles{ca: filepath.Join(dir, "ca.crt"), serverCert: filepath.Join(dir, "server.crt"), serverKey: filepath.Join(dir, "server.key")}
+	t := &tlsFiles{ca: filepath.Join(dir, "ca.crt"), serverCert: filepath.Join(dir, "server.crt"), serverKey: filepath.Join(dir, "server.key"), caCert: caCert, caKey: caKey}
 	if err := writePEM(t.ca, "CERTIFICATE", caDER); err != nil {
 		return nil, err
 	}
@@ -327,6 +315,49 @@ func makeTLS(dir string, mutual bool) (*tlsFiles, error) {
 		t.config.Certificates = []tls.Certificate{pair}
 	}
 	return t, nil
+}
+
+// issueCert makes a certificate signed by ca (a new ECDSA P-256 key) and
+// returns it (DER) with its key.
+func issueCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, serial *big.Int, cn string, usage []x509.ExtKeyUsage, ips []net.IP, notBefore, notAfter time.Time) ([]byte, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  usage,
+		IPAddresses:  ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	return der, key, err
+}
+
+// IssueEtcdClientCert writes a new client certificate for etcd, signed by
+// the cluster's CA (as the one agents get by default, CN "agentd", with a
+// key of its own), valid from an hour ago until notAfter, to certPath and
+// its key to keyPath, each written in place. It needs EtcdTLS with
+// ClientCertAuth, and etcd started once (which makes the CA).
+func (c *Cluster) IssueEtcdClientCert(certPath, keyPath string, notAfter time.Time) error {
+	c.etcdMu.Lock()
+	t := c.etcdTLS
+	c.etcdMu.Unlock()
+	if t == nil || t.clientCert == "" {
+		return errors.New("issue an etcd client certificate: the cluster's etcd does not require client certificates (EtcdTLS.ClientCertAuth) or has not started")
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		return err
+	}
+	der, key, err := issueCert(t.caCert, t.caKey, serial, "agentd", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, time.Now().Add(-time.Hour), notAfter)
+	if err != nil {
+		return fmt.Errorf("issue an etcd client certificate: %w", err)
+	}
+	return writeCertKey(certPath, keyPath, der, key)
 }
 
 func writeCertKey(certPath, keyPath string, der []byte, key *ecdsa.PrivateKey) error {
