@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/agentd/agentd/internal/atomicfile"
 )
 
 // Env is the content of subnet.env, the file dockerd drop-ins (--bip, --mtu)
@@ -54,7 +56,7 @@ func WriteEnv(path string, e Env) error {
 	if err != nil {
 		return fmt.Errorf("subnet.env: %w", err)
 	}
-	return WriteFileAtomic(path, b, 0o644)
+	return atomicfile.Write(path, b, 0o644)
 }
 
 // ReadEnv reads and parses the subnet.env file at path. A missing file is

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/agentd/agentd/internal/atomicfile"
 )
 
 // HostIDFile is the name of the host identity file in the state directory.
@@ -52,7 +54,7 @@ func LoadOrCreateHostID(stateDir string) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(raw[:])
-	if err := WriteFileAtomic(path, []byte(id+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(path, []byte(id+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("write host id: %w", err)
 	}
 	return id, nil

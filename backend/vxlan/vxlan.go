@@ -80,6 +80,7 @@ import (
 	"sync/atomic"
 
 	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/internal/atomicfile"
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
@@ -402,7 +403,7 @@ func (b *Backend) vtepMAC() (backend.MAC, error) {
 		}
 		b.log.Info("chose a new VTEP MAC", "vtepMAC", m)
 	}
-	if err := subnet.WriteFileAtomic(b.macPath, []byte(m.String()+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(b.macPath, []byte(m.String()+"\n"), 0o644); err != nil {
 		return backend.MAC{}, fmt.Errorf("keep the VTEP MAC in %s: %w", b.macPath, err)
 	}
 	return m, nil

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/agentd/agentd/internal/atomicfile"
 	"github.com/agentd/agentd/subnet"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -63,7 +64,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
-	if err := subnet.WriteFileAtomic(saved, b, 0o600); err != nil {
+	if err := atomicfile.Write(saved, b, 0o600); err != nil {
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("save delegate configuration: %v", err), "")
 	}
 	res, err := invoke.DelegateAdd(context.Background(), d["type"].(string), b, p.Exec)

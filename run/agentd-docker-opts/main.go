@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentd/agentd/internal/atomicfile"
 	"github.com/agentd/agentd/subnet"
 	"github.com/spf13/pflag"
 )
@@ -88,7 +89,7 @@ func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Wr
 	if o.output == "" {
 		_, err = io.WriteString(stdout, out)
 	} else {
-		err = subnet.WriteFileAtomic(o.output, []byte(out), 0o644)
+		err = atomicfile.Write(o.output, []byte(out), 0o644)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)

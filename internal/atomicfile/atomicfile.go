@@ -1,4 +1,7 @@
-package subnet
+// Package atomicfile replaces files so that a reader or a crash never sees
+// them half-written. It imports nothing outside the standard library: the CNI
+// plugin and agentd-docker-opts use it and must stay small.
+package atomicfile
 
 import (
 	"fmt"
@@ -6,11 +9,11 @@ import (
 	"path/filepath"
 )
 
-// WriteFileAtomic replaces path with data so that readers see either the old
+// Write replaces path with data so that readers see either the old
 // or the new content, never a half-written file, and the new content survives
 // a crash once it returns: a temporary file in the same directory is written,
 // synced and renamed over path, and the directory is synced.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+func Write(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
