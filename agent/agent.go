@@ -20,6 +20,7 @@ import (
 	"github.com/agentd/agentd/backend/vxlan"
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
@@ -194,7 +195,7 @@ func (a *agent) run(ctx context.Context) error {
 	a.health.setLeaseHeld(true, "")
 	a.obs.setOwn(own, be.Type())
 
-	env := subnet.Env{
+	env := subnetenv.Env{
 		Network: netCfg.Network,
 		Subnet:  hostOne(own.Subnet),
 		MTU:     be.MTU(),
@@ -210,7 +211,7 @@ func (a *agent) run(ctx context.Context) error {
 		a.log.Info("IPv6 is enabled in the network config but agentd carries IPv4 only: the IPv6 subnet is leased, as in flanneld's keys, and left out of subnet.env, so pods get no IPv6 address; do not mix agentd and flanneld hosts in this network: flanneld with IPv6 ignores this host's lease under vxlan and panics on it under host-gw (README, Operating a cluster)",
 			"ipv6Subnet", own.IPv6Subnet)
 	}
-	if err := subnet.WriteEnv(a.cfg.SubnetFile, env); err != nil {
+	if err := subnetenv.Write(a.cfg.SubnetFile, env); err != nil {
 		return fmt.Errorf("write %s: %w", a.cfg.SubnetFile, err)
 	}
 	a.health.setSubnetEnvWritten()
@@ -490,9 +491,9 @@ func lostSubnetPath(stateDir string) string { return filepath.Join(stateDir, los
 // was freed, and otherwise leases another one saying MOVING TO ANOTHER
 // SUBNET, as it would with subnet.env. subnet.env goes even if it cannot be
 // kept.
-func (a *agent) withdrawSubnetEnv(env subnet.Env) error {
+func (a *agent) withdrawSubnetEnv(env subnetenv.Env) error {
 	lost := lostSubnetPath(a.cfg.StateDir)
-	keepErr := subnet.WriteEnv(lost, env)
+	keepErr := subnetenv.Write(lost, env)
 	if err := os.Remove(a.cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return errors.Join(fmt.Errorf("remove %s, which names a subnet another host holds: %w", a.cfg.SubnetFile, err), keepErr)
 	}
@@ -509,10 +510,10 @@ func (a *agent) withdrawSubnetEnv(env subnet.Env) error {
 // in the state dir (withdrawSubnetEnv).
 func previousSubnet(log logr.Logger, cfg *Config, netCfg *subnet.Config) (sn netip.Prefix, hostID string) {
 	path := cfg.SubnetFile
-	env, err := subnet.ReadEnv(path)
+	env, err := subnetenv.Read(path)
 	if errors.Is(err, os.ErrNotExist) {
 		path = lostSubnetPath(cfg.StateDir)
-		env, err = subnet.ReadEnv(path)
+		env, err = subnetenv.Read(path)
 	}
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {

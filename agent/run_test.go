@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
@@ -329,7 +330,7 @@ func leaseLostChild(t *testing.T, etcd string) {
 			}
 			subnetEnv := func(step string) netip.Prefix {
 				t.Helper()
-				env, err := subnet.ReadEnv(cfg.SubnetFile)
+				env, err := subnetenv.Read(cfg.SubnetFile)
 				if err != nil {
 					t.Fatalf("%s: %v", step, err)
 				}
@@ -361,7 +362,7 @@ func leaseLostChild(t *testing.T, etcd string) {
 			if _, err := os.Stat(cfg.SubnetFile); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("subnet.env after the lease was lost: %v, want it removed", err)
 			}
-			if kept, err := subnet.ReadEnv(lostSubnetPath(cfg.StateDir)); err != nil || kept.LeaseSubnet() != sn {
+			if kept, err := subnetenv.Read(lostSubnetPath(cfg.StateDir)); err != nil || kept.LeaseSubnet() != sn {
 				t.Errorf("kept %s: %v, %v, want %s", lostSubnetFile, kept.LeaseSubnet(), err, sn)
 			}
 

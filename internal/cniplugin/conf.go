@@ -32,7 +32,7 @@
 // (CHECK in the network's current cniVersion, and failing once subnet.env
 // names another subnet than the saved one: the pod must be recreated).
 // subnet.env is read as flannel's plugin reads it, FLANNEL_IPMASQ required,
-// and a file cut short is refused (subnet.ParseCompleteEnv).
+// and a file cut short is refused (subnetenv.ParseComplete).
 package cniplugin
 
 import (
@@ -43,7 +43,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/containernetworking/cni/pkg/types"
 )
 
@@ -113,7 +113,7 @@ func validPluginName(s string) bool {
 
 // DelegateConf is the delegate's network configuration for this host's
 // subnet (see the package documentation). n is not modified.
-func DelegateConf(n *NetConf, env subnet.Env) (map[string]any, error) {
+func DelegateConf(n *NetConf, env subnetenv.Env) (map[string]any, error) {
 	d := maps.Clone(n.Delegate)
 	if d == nil {
 		d = map[string]any{}

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 )
 
-var testEnv = subnet.Env{
+var testEnv = subnetenv.Env{
 	Network: netip.MustParsePrefix("10.244.0.0/16"),
 	Subnet:  netip.MustParsePrefix("10.244.5.1/24"),
 	MTU:     1450,
@@ -34,7 +34,7 @@ func TestDelegateConf(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		conf string
-		env  subnet.Env
+		env  subnetenv.Env
 		want string
 	}{
 		{
@@ -46,7 +46,7 @@ func TestDelegateConf(t *testing.T) {
 		{
 			name: "no delegate, agentd does not masquerade",
 			conf: `{"cniVersion":"0.3.1","name":"n","type":"agentd-cni"}`,
-			env:  subnet.Env{Network: testEnv.Network, Subnet: testEnv.Subnet, MTU: 1500},
+			env:  subnetenv.Env{Network: testEnv.Network, Subnet: testEnv.Subnet, MTU: 1500},
 			want: `{"cniVersion":"0.3.1","forceAddress":true,"ipMasq":true,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isGateway":true,"mtu":1500,"name":"n","type":"bridge"}`,
 		},
 		{

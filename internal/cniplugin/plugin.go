@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/agentd/agentd/internal/atomicfile"
-	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -99,10 +99,10 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		d, err = decodeSaved(saved, b)
 	}
 	if err != nil {
-		// Not ReadCompleteEnv: a file cut after FLANNEL_SUBNET still names
-		// the range to release from, and refusing it would leave the
-		// address allocated.
-		env, envErr := subnet.ReadEnv(n.SubnetFile)
+		// Not subnetenv.ReadComplete: a file cut after FLANNEL_SUBNET
+		// still names the range to release from, and refusing it would
+		// leave the address allocated.
+		env, envErr := subnetenv.Read(n.SubnetFile)
 		if envErr != nil {
 			return removeSaved(saved)
 		}
@@ -200,7 +200,7 @@ func loadConf(args *skel.CmdArgs) (n *NetConf, saved string, err error) {
 }
 
 // delegateConf is DelegateConf and its JSON, with CNI error codes.
-func delegateConf(n *NetConf, env subnet.Env) (map[string]any, []byte, error) {
+func delegateConf(n *NetConf, env subnetenv.Env) (map[string]any, []byte, error) {
 	d, err := DelegateConf(n, env)
 	if err != nil {
 		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
@@ -221,12 +221,12 @@ func savedPath(n *NetConf, containerID string) (string, error) {
 	return filepath.Join(n.DataDir, containerID), nil
 }
 
-// readSubnetEnv reads subnet.env (complete: see subnet.ParseCompleteEnv)
+// readSubnetEnv reads subnet.env (complete: see subnetenv.ParseComplete)
 // with CNI error codes: missing is transient (agentd has not written it yet),
 // unreadable is an I/O failure, malformed or cut short is a configuration
 // error.
-func readSubnetEnv(path string) (subnet.Env, error) {
-	env, err := subnet.ReadCompleteEnv(path)
+func readSubnetEnv(path string) (subnetenv.Env, error) {
+	env, err := subnetenv.ReadComplete(path)
 	var pe *fs.PathError
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -248,7 +248,7 @@ func readSubnetEnv(path string) (subnet.Env, error) {
 // any subnet of that family; a family the saved configuration has no range
 // of (another IPAM plugin, a network made dual-stack since) is not compared.
 // The code is ErrInternal (999), the one delegates' failed CHECKs carry.
-func checkSubnets(containerID, saved string, d map[string]any, subnetFile string, env subnet.Env) error {
+func checkSubnets(containerID, saved string, d map[string]any, subnetFile string, env subnetenv.Env) error {
 	had := savedSubnets(d)
 	for _, fam := range []struct {
 		key string

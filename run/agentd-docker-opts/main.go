@@ -34,7 +34,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/atomicfile"
-	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/spf13/pflag"
 )
 
@@ -128,36 +128,36 @@ func parseFlags(args []string) (o options, usage string, err error) {
 // nil, is called before each wait. A file that is there but invalid fails at
 // once: agentd replaces the file atomically, so waiting would not mend it,
 // and the error names the key at fault.
-func readEnv(ctx context.Context, o options, polled func()) (subnet.Env, error) {
+func readEnv(ctx context.Context, o options, polled func()) (subnetenv.Env, error) {
 	deadline := time.Now().Add(o.wait)
 	for {
-		env, err := subnet.ReadEnv(o.subnetFile)
+		env, err := subnetenv.Read(o.subnetFile)
 		if err == nil {
 			return env, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return subnet.Env{}, err
+			return subnetenv.Env{}, err
 		}
 		err = fmt.Errorf("%s does not exist: agentd writes it once it holds a lease (is agentd running? systemctl status agentd)", o.subnetFile)
 		if o.wait > 0 {
 			err = fmt.Errorf("%w (waited %v)", err, o.wait)
 		}
 		if !time.Now().Before(deadline) {
-			return subnet.Env{}, err
+			return subnetenv.Env{}, err
 		}
 		if polled != nil {
 			polled()
 		}
 		select {
 		case <-ctx.Done():
-			return subnet.Env{}, fmt.Errorf("%w: %w", ctx.Err(), err)
+			return subnetenv.Env{}, fmt.Errorf("%w: %w", ctx.Err(), err)
 		case <-time.After(o.poll):
 		}
 	}
 }
 
 // format renders the options file for env, read from path.
-func format(path string, env subnet.Env) string {
+func format(path string, env subnetenv.Env) string {
 	masq := !env.IPMasq
 	return fmt.Sprintf("# written by agentd-docker-opts from %s\nDOCKER_IP_MASQ=%t\nDOCKER_NETWORK_OPTIONS=\"--bip=%s --mtu=%d --ip-masq=%t\"\n",
 		path, masq, env.Subnet, env.MTU, masq)

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/agent"
-	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/sdunit"
 	"github.com/vishvananda/netlink"
 	"sigs.k8s.io/yaml"
@@ -314,8 +314,8 @@ func TestKubernetesEnvironmentReachesFlags(t *testing.T) {
 
 // TestSampleSubnetEnv: dist/subnet.env is what agentd writes for the lease
 // that README shows (the file flannel's readers see): its lines, without
-// the comments, are subnet.WriteEnv's output for the Env agentd builds, and
-// ParseEnv reads back that Env. README's inline example is the same lines.
+// the comments, are subnetenv.Write's output for the Env agentd builds, and
+// subnetenv.Parse reads back that Env. README's inline example is the same lines.
 func TestSampleSubnetEnv(t *testing.T) {
 	sample, err := os.ReadFile(subnetEnvPath)
 	if err != nil {
@@ -323,23 +323,23 @@ func TestSampleSubnetEnv(t *testing.T) {
 	}
 	// The Env agentd builds (agent.run) for a vxlan lease of 10.244.99.0/24
 	// with --ip-masq.
-	want := subnet.Env{
+	want := subnetenv.Env{
 		Network: netip.MustParsePrefix("10.244.0.0/16"),
 		Subnet:  netip.MustParsePrefix("10.244.99.1/24"),
 		MTU:     1450,
 		IPMasq:  true,
 		HostID:  "5d4428dc0f6fa8748f2adc31fa7d11e1",
 	}
-	got, err := subnet.ParseEnv(sample)
+	got, err := subnetenv.Parse(sample)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got != want {
-		t.Errorf("ParseEnv(%s) = %+v, want %+v", subnetEnvPath, got, want)
+		t.Errorf("subnetenv.Parse(%s) = %+v, want %+v", subnetEnvPath, got, want)
 	}
 
 	written := filepath.Join(t.TempDir(), "subnet.env")
-	if err := subnet.WriteEnv(written, want); err != nil {
+	if err := subnetenv.Write(written, want); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(written)

@@ -32,7 +32,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 )
 
@@ -366,7 +366,7 @@ func BenchmarkJoin(b *testing.B) {
 				var sn netip.Prefix
 				err = cluster.Eventually(bc.ctx, ready, func() error {
 					if !sn.IsValid() {
-						env, err := subnet.ReadEnv(h3.SubnetFile())
+						env, err := subnetenv.Read(h3.SubnetFile())
 						if err != nil {
 							return err
 						}

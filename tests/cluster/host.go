@@ -120,10 +120,10 @@ func (h *Host) SubnetEnv() (map[string]string, error) {
 }
 
 // parseSubnetEnv reads subnet.env's KEY=VALUE lines with the rules of
-// subnet.ParseEnv, the reader agentd and its tools use: blank lines and lines
+// subnetenv.Parse, the reader agentd and its tools use: blank lines and lines
 // starting with '#' skipped, an "export " prefix, the whitespace around key
 // and value and one pair of matching quotes around the value removed, the
-// last line for a key winning. Unlike subnet.ParseEnv it checks no value and
+// last line for a key winning. Unlike subnetenv.Parse it checks no value and
 // keeps every key: tests look at what the file says, complete or not, and
 // whether agentd or flanneld wrote it. A line without '=' is an error.
 func parseSubnetEnv(b []byte) (map[string]string, error) {

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,9 +20,9 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// FuzzSubnetEnv: parseSubnetEnv agrees with subnet.ParseEnv on every file
+// FuzzSubnetEnv: parseSubnetEnv agrees with subnetenv.Parse on every file
 // the latter accepts (the keys agentd and flanneld write carry the values
-// subnet.ParseEnv read), and what it returns, written back, reads the same.
+// subnetenv.Parse read), and what it returns, written back, reads the same.
 func FuzzSubnetEnv(f *testing.F) {
 	for _, s := range []string{
 		"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
@@ -34,21 +34,21 @@ func FuzzSubnetEnv(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		env, err := parseSubnetEnv(b)
-		e, perr := subnet.ParseEnv(b)
+		e, perr := subnetenv.Parse(b)
 		if perr == nil {
 			if err != nil {
-				t.Fatalf("subnet.ParseEnv(%q) = %+v, but parseSubnetEnv: %v", b, e, err)
+				t.Fatalf("subnetenv.Parse(%q) = %+v, but parseSubnetEnv: %v", b, e, err)
 			}
 			prefix := func(key string, want netip.Prefix) {
 				v, ok := env[key]
 				if !want.IsValid() {
 					if v != "" {
-						t.Fatalf("%q: %s=%q, subnet.ParseEnv has none", b, key, v)
+						t.Fatalf("%q: %s=%q, subnetenv.Parse has none", b, key, v)
 					}
 					return
 				}
 				if p, err := netip.ParsePrefix(v); !ok || err != nil || p != want {
-					t.Fatalf("%q: %s=%q, subnet.ParseEnv read %v", b, key, v, want)
+					t.Fatalf("%q: %s=%q, subnetenv.Parse read %v", b, key, v, want)
 				}
 			}
 			prefix("FLANNEL_NETWORK", e.Network)
@@ -56,17 +56,17 @@ func FuzzSubnetEnv(f *testing.F) {
 			prefix("FLANNEL_IPV6_NETWORK", e.IPv6Network)
 			prefix("FLANNEL_IPV6_SUBNET", e.IPv6Subnet)
 			if mtu, err := strconv.Atoi(env["FLANNEL_MTU"]); err != nil || mtu != e.MTU {
-				t.Fatalf("%q: FLANNEL_MTU=%q, subnet.ParseEnv read %d", b, env["FLANNEL_MTU"], e.MTU)
+				t.Fatalf("%q: FLANNEL_MTU=%q, subnetenv.Parse read %d", b, env["FLANNEL_MTU"], e.MTU)
 			}
 			masq := false
 			if v := env["FLANNEL_IPMASQ"]; v != "" {
 				masq, _ = strconv.ParseBool(v)
 			}
 			if masq != e.IPMasq {
-				t.Fatalf("%q: FLANNEL_IPMASQ=%q, subnet.ParseEnv read %v", b, env["FLANNEL_IPMASQ"], e.IPMasq)
+				t.Fatalf("%q: FLANNEL_IPMASQ=%q, subnetenv.Parse read %v", b, env["FLANNEL_IPMASQ"], e.IPMasq)
 			}
 			if env["AGENTD_HOST_ID"] != e.HostID {
-				t.Fatalf("%q: AGENTD_HOST_ID=%q, subnet.ParseEnv read %q", b, env["AGENTD_HOST_ID"], e.HostID)
+				t.Fatalf("%q: AGENTD_HOST_ID=%q, subnetenv.Parse read %q", b, env["AGENTD_HOST_ID"], e.HostID)
 			}
 		}
 		if err != nil {

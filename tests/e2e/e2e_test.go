@@ -33,6 +33,7 @@ import (
 
 	"github.com/agentd/agentd/agent"
 	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -126,7 +127,7 @@ func (f *fixture) leases() map[string]string {
 // hostSubnet is the lease subnet a host's subnet.env names.
 func hostSubnet(t *testing.T, h *cluster.Host) netip.Prefix {
 	t.Helper()
-	env, err := subnet.ReadEnv(h.SubnetFile())
+	env, err := subnetenv.Read(h.SubnetFile())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 )
 
@@ -50,9 +50,9 @@ func agentCluster(t *testing.T, backend string, hosts int, agentArgs ...string) 
 }
 
 // readEnv reads a host's subnet.env with the project's own parser.
-func readEnv(t *testing.T, h *cluster.Host) subnet.Env {
+func readEnv(t *testing.T, h *cluster.Host) subnetenv.Env {
 	t.Helper()
-	env, err := subnet.ReadEnv(h.SubnetFile())
+	env, err := subnetenv.Read(h.SubnetFile())
 	if err != nil {
 		t.Fatal(err)
 	}

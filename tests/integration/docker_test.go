@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/agentd/agentd/tests/sdunit"
 	"golang.org/x/sys/unix"
@@ -272,8 +272,8 @@ func TestDockerDropInBadSubnetEnv(t *testing.T) {
 	case <-time.After(time.Until(start.Add(2*poll + poll/2))):
 	}
 	t.Logf("missing subnet.env: agentd-docker-opts --wait still waiting %v after it started (it looks every %v)", time.Since(start).Round(time.Millisecond), poll)
-	want := subnet.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1450}
-	if err := subnet.WriteEnv(subnetEnv, want); err != nil {
+	want := subnetenv.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1450}
+	if err := subnetenv.Write(subnetEnv, want); err != nil {
 		t.Fatal(err)
 	}
 	select {

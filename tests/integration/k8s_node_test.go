@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
@@ -182,7 +182,7 @@ func testK8sNode(t *testing.T, backend string) {
 	nodeObj := waitNodeReady(t, ctx, cp, node.name, 2*time.Minute)
 	t.Logf("node %s Ready (podCIDR %s, unused: pods get the agentd lease)", nodeObj.Name, nodeObj.Spec.PodCIDR)
 
-	env, err := subnet.ReadEnv(node.fs("/run/flannel/subnet.env"))
+	env, err := subnetenv.Read(node.fs("/run/flannel/subnet.env"))
 	if err != nil {
 		t.Fatal(err)
 	}

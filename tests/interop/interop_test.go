@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -85,7 +86,7 @@ func (m *mixed) startFlanneld(h *cluster.Host, args ...string) *cluster.Process 
 // names).
 func (m *mixed) lease(h *cluster.Host) (netip.Prefix, map[string]json.RawMessage) {
 	m.t.Helper()
-	env, err := subnet.ReadEnv(h.SubnetFile())
+	env, err := subnetenv.Read(h.SubnetFile())
 	if err != nil {
 		m.t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -237,7 +238,7 @@ func (s *soak) join(ctx context.Context, h *cluster.Host) {
 		}
 		return
 	}
-	env, err := subnet.ReadEnv(h.SubnetFile())
+	env, err := subnetenv.Read(h.SubnetFile())
 	if err != nil {
 		s.fail("%s: %v", h, err)
 		return
@@ -352,7 +353,7 @@ func (s *soak) matchesLeases(ctx context.Context, h *cluster.Host) error {
 	if err != nil {
 		return err
 	}
-	own, err := subnet.ReadEnv(h.SubnetFile())
+	own, err := subnetenv.Read(h.SubnetFile())
 	if err != nil {
 		return err
 	}

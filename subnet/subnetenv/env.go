@@ -1,4 +1,10 @@
-package subnet
+// Package subnetenv reads and writes subnet.env, the file in which agentd
+// tells this host's other programs (dockerd through agentd-docker-opts, the
+// CNI plugin, flannel's CNI plugin) its subnet and MTU. It is apart from
+// package subnet, and imports nothing of agentd's but internal/atomicfile, so
+// that those small programs do not link the etcd client: the CNI plugin runs
+// for every pod.
+package subnetenv
 
 import (
 	"fmt"
@@ -27,7 +33,7 @@ type Env struct {
 	IPv6Network, IPv6Subnet netip.Prefix
 
 	// HostID, AGENTD_HOST_ID, is the identity of the host that wrote the
-	// file (see LoadOrCreateHostID): a host whose state directory was lost
+	// file (see subnet.LoadOrCreateHostID): a host whose state directory was lost
 	// recognises its own live lease by it. flannel's readers ignore it.
 	HostID string
 }
@@ -47,64 +53,64 @@ const (
 // 10.244.5.1/24.
 func (e Env) LeaseSubnet() netip.Prefix { return e.Subnet.Masked() }
 
-// WriteEnv validates e and replaces the file at path with it atomically:
+// Write validates e and replaces the file at path with it atomically:
 // readers see the old content or the new, never a mix, and the new content
-// is on disk when WriteEnv returns. The directory is created (0755) if
+// is on disk when Write returns. The directory is created (0755) if
 // needed; the file's mode is 0644.
-func WriteEnv(path string, e Env) error {
-	b, err := formatEnv(e)
+func Write(path string, e Env) error {
+	b, err := format(e)
 	if err != nil {
 		return fmt.Errorf("subnet.env: %w", err)
 	}
 	return atomicfile.Write(path, b, 0o644)
 }
 
-// ReadEnv reads and parses the subnet.env file at path. A missing file is
+// Read reads and parses the subnet.env file at path. A missing file is
 // reported with an error that matches os.ErrNotExist.
-func ReadEnv(path string) (Env, error) { return readEnv(path, false) }
+func Read(path string) (Env, error) { return read(path, false) }
 
-// ReadCompleteEnv is ReadEnv with ParseCompleteEnv's rules, for a reader that
+// ReadComplete is Read with ParseComplete's rules, for a reader that
 // must not act on a damaged file (the CNI plugin). An error reading the file
 // is os.ReadFile's *fs.PathError, as is; an error about its content never
 // wraps one, so callers can tell "cannot read" from "wrong content".
-func ReadCompleteEnv(path string) (Env, error) { return readEnv(path, true) }
+func ReadComplete(path string) (Env, error) { return read(path, true) }
 
-func readEnv(path string, complete bool) (Env, error) {
+func read(path string, complete bool) (Env, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Env{}, err
 	}
-	e, err := parseEnv(b, complete)
+	e, err := parse(b, complete)
 	if err != nil {
 		return Env{}, fmt.Errorf("subnet.env %s: %w", path, err)
 	}
 	return e, nil
 }
 
-// ParseEnv parses the content of a subnet.env file: KEY=VALUE lines, where
+// Parse parses the content of a subnet.env file: KEY=VALUE lines, where
 // blank lines, lines starting with '#', an "export " prefix, unknown keys and
 // a pair of quotes around a value are tolerated, and a repeated key takes
 // its last value (as a shell would). FLANNEL_NETWORK, FLANNEL_SUBNET and
-// FLANNEL_MTU are required; FLANNEL_IPMASQ defaults to false (ParseCompleteEnv
+// FLANNEL_MTU are required; FLANNEL_IPMASQ defaults to false (ParseComplete
 // requires it); the two IPv6 keys come together or not at all; AGENTD_HOST_ID
 // is optional. The error names the first problem found.
-// The result passes the same checks as WriteEnv's input, so whatever ParseEnv
-// accepts, WriteEnv writes back.
-func ParseEnv(b []byte) (Env, error) {
-	e, err := parseEnv(b, false)
+// The result passes the same checks as Write's input, so whatever Parse
+// accepts, Write writes back.
+func Parse(b []byte) (Env, error) {
+	e, err := parse(b, false)
 	if err != nil {
 		return Env{}, fmt.Errorf("subnet.env: %w", err)
 	}
 	return e, nil
 }
 
-// ParseCompleteEnv is ParseEnv for a reader that must not act on a file cut
-// short or trimmed by hand, where ParseEnv would return wrong values
+// ParseComplete is Parse for a reader that must not act on a file cut
+// short or trimmed by hand, where Parse would return wrong values
 // ("FLANNEL_MTU=145" from a file cut inside "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true",
-// read with FLANNEL_IPMASQ's default). On top of ParseEnv's rules:
+// read with FLANNEL_IPMASQ's default). On top of Parse's rules:
 //
 //   - a file that is not empty ends with a newline, as every line agentd's
-//     writer (formatEnv) and flanneld's end with one; so a file cut inside
+//     writer (format) and flanneld's end with one; so a file cut inside
 //     a line, value or key, is refused whatever the cut left;
 //   - FLANNEL_IPMASQ is required and is a boolean, as flannel's CNI plugin
 //     requires it: guessing it would double or drop the masquerading.
@@ -114,10 +120,10 @@ func ParseEnv(b []byte) (Env, error) {
 // with the cut lines. In agentd's order only the optional lines after
 // FLANNEL_IPMASQ (the IPv6 pair, AGENTD_HOST_ID) can go unnoticed, whole.
 //
-// Whatever ParseCompleteEnv accepts, ParseEnv accepts with the same result,
-// and WriteEnv's output is always accepted.
-func ParseCompleteEnv(b []byte) (Env, error) {
-	e, err := parseEnv(b, true)
+// Whatever ParseComplete accepts, Parse accepts with the same result,
+// and Write's output is always accepted.
+func ParseComplete(b []byte) (Env, error) {
+	e, err := parse(b, true)
 	if err != nil {
 		return Env{}, fmt.Errorf("subnet.env: %w", err)
 	}
@@ -129,7 +135,7 @@ type envValue struct {
 	line int
 }
 
-func parseEnv(b []byte, complete bool) (Env, error) {
+func parse(b []byte, complete bool) (Env, error) {
 	lines := strings.Split(string(b), "\n")
 	if complete && len(b) > 0 && b[len(b)-1] != '\n' {
 		// Checked first: whatever else is wrong follows from the cut.
@@ -211,8 +217,8 @@ func unquote(v string) string {
 	return v
 }
 
-// formatEnv is the file content for e, in flannel's key order.
-func formatEnv(e Env) ([]byte, error) {
+// format is the file content for e, in flannel's key order.
+func format(e Env) ([]byte, error) {
 	if err := e.check(); err != nil {
 		return nil, err
 	}
@@ -231,11 +237,11 @@ func formatEnv(e Env) ([]byte, error) {
 // Minimum and maximum MTU: the smallest every IPv4 link must carry (RFC 791)
 // and the largest an IP packet can be.
 const (
-	minEnvMTU = 68
-	maxEnvMTU = 65535
+	minMTU = 68
+	maxMTU = 65535
 )
 
-// check holds the invariants both ParseEnv and WriteEnv enforce.
+// check holds the invariants both Parse and Write enforce.
 func (e Env) check() error {
 	if e.HostID != "" {
 		if id, err := ParseHostID([]byte(e.HostID)); err != nil || id != e.HostID {
@@ -252,26 +258,47 @@ func (e Env) check() error {
 	fams := []struct {
 		netKey, subKey string
 		network, sn    netip.Prefix
-		f              *family
+		f              family
 	}{
-		{envNetwork, envSubnet, e.Network, e.Subnet, &ipv4},
-		{envIPv6Network, envIPv6Subnet, e.IPv6Network, e.IPv6Subnet, &ipv6},
+		{envNetwork, envSubnet, e.Network, e.Subnet, ipv4},
+		{envIPv6Network, envIPv6Subnet, e.IPv6Network, e.IPv6Subnet, ipv6},
 	}
 	for i, fm := range fams {
 		if i > 0 && !fm.network.IsValid() && !fm.sn.IsValid() {
 			continue // no IPv6
 		}
-		if err := checkEnvPair(fm.f, fm.netKey, fm.subKey, fm.network, fm.sn); err != nil {
+		if err := checkPair(fm.f, fm.netKey, fm.subKey, fm.network, fm.sn); err != nil {
 			return err
 		}
 	}
-	if e.MTU < minEnvMTU || e.MTU > maxEnvMTU {
-		return fmt.Errorf("%s %d is out of range [%d, %d]", envMTU, e.MTU, minEnvMTU, maxEnvMTU)
+	if e.MTU < minMTU || e.MTU > maxMTU {
+		return fmt.Errorf("%s %d is out of range [%d, %d]", envMTU, e.MTU, minMTU, maxMTU)
 	}
 	return nil
 }
 
-func checkEnvPair(f *family, netKey, subKey string, network, sn netip.Prefix) error {
+// family is what checkPair needs of an address family.
+type family struct {
+	name string
+	bits int
+}
+
+var (
+	ipv4 = family{"IPv4", 32}
+	ipv6 = family{"IPv6", 128}
+)
+
+// is reports whether a is of family f; an IPv4-mapped IPv6 address is of
+// neither, as for the network config (package subnet's family, which this
+// mirrors so as not to import subnet).
+func (f family) is(a netip.Addr) bool {
+	if f.bits == 32 {
+		return a.Is4()
+	}
+	return a.Is6() && !a.Is4In6()
+}
+
+func checkPair(f family, netKey, subKey string, network, sn netip.Prefix) error {
 	switch {
 	case !network.IsValid():
 		return fmt.Errorf("%s missing", netKey)

@@ -1,4 +1,4 @@
-package subnet
+package subnetenv
 
 import (
 	"errors"
@@ -34,7 +34,7 @@ const (
 		"FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:5::1/64\n"
 )
 
-func TestWriteEnvFormat(t *testing.T) {
+func TestWriteFormat(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		e    Env
@@ -45,7 +45,7 @@ func TestWriteEnvFormat(t *testing.T) {
 		{envV4WithHost, envV4Text + "AGENTD_HOST_ID=1cd32dbd72c57f3fd38b56cfc433518d\n"},
 	} {
 		path := filepath.Join(dir, "run", "flannel", "subnet.env")
-		if err := WriteEnv(path, tc.e); err != nil {
+		if err := Write(path, tc.e); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(path)
@@ -55,23 +55,23 @@ func TestWriteEnvFormat(t *testing.T) {
 		if string(b) != tc.want {
 			t.Errorf("wrote\n%s\nwant\n%s", b, tc.want)
 		}
-		got, err := ReadEnv(path)
+		got, err := Read(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got != tc.e {
-			t.Errorf("ReadEnv = %+v, want %+v", got, tc.e)
+			t.Errorf("Read = %+v, want %+v", got, tc.e)
 		}
 	}
 }
 
-func TestWriteEnvFile(t *testing.T) {
+func TestWriteFile(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
 	path := filepath.Join(dir, "subnet.env")
-	if err := WriteEnv(path, envDual); err != nil {
+	if err := Write(path, envDual); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteEnv(path, envV4); err != nil { // replace
+	if err := Write(path, envV4); err != nil { // replace
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(path)
@@ -97,7 +97,7 @@ func TestWriteEnvFile(t *testing.T) {
 	}
 }
 
-func TestWriteEnvRejectsInvalid(t *testing.T) {
+func TestWriteRejectsInvalid(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "subnet.env")
 	for _, tc := range []struct {
 		mod  func(*Env)
@@ -113,9 +113,9 @@ func TestWriteEnvRejectsInvalid(t *testing.T) {
 	} {
 		e := envDual
 		tc.mod(&e)
-		err := WriteEnv(path, e)
+		err := Write(path, e)
 		if err == nil || err.Error() != tc.want {
-			t.Errorf("WriteEnv(%+v) = %v, want %s", e, err, tc.want)
+			t.Errorf("Write(%+v) = %v, want %s", e, err, tc.want)
 		}
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
@@ -123,23 +123,23 @@ func TestWriteEnvRejectsInvalid(t *testing.T) {
 	}
 }
 
-func TestReadEnvErrors(t *testing.T) {
+func TestReadErrors(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "nope.env")
-	if _, err := ReadEnv(missing); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("ReadEnv(missing) = %v, want os.ErrNotExist", err)
+	if _, err := Read(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Read(missing) = %v, want os.ErrNotExist", err)
 	}
 	path := filepath.Join(dir, "subnet.env")
 	if err := os.WriteFile(path, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_MTU=1450\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := ReadEnv(path)
+	_, err := Read(path)
 	if want := "subnet.env " + path + ": FLANNEL_SUBNET missing"; err == nil || err.Error() != want {
-		t.Errorf("ReadEnv = %v, want %s", err, want)
+		t.Errorf("Read = %v, want %s", err, want)
 	}
 }
 
-func TestParseEnvTolerant(t *testing.T) {
+func TestParseTolerant(t *testing.T) {
 	for _, tc := range []struct {
 		name, text string
 		want       Env
@@ -157,7 +157,7 @@ func TestParseEnvTolerant(t *testing.T) {
 		{"agentd's host identity", envV4Text + "AGENTD_HOST_ID=1cd32dbd72c57f3fd38b56cfc433518d\n", envV4WithHost},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseEnv([]byte(tc.text))
+			got, err := Parse([]byte(tc.text))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,7 +168,7 @@ func TestParseEnvTolerant(t *testing.T) {
 	}
 }
 
-func TestParseEnvErrors(t *testing.T) {
+func TestParseErrors(t *testing.T) {
 	const base = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n"
 	for _, tc := range []struct {
 		text, want string
@@ -190,17 +190,17 @@ func TestParseEnvErrors(t *testing.T) {
 		{base + "FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc01::1/64\n", `subnet.env: FLANNEL_IPV6_SUBNET fc01::1/64 is not inside FLANNEL_IPV6_NETWORK fc00::/48`},
 		{base + "AGENTD_HOST_ID=xyz\n", `subnet.env: line 4: AGENTD_HOST_ID: host id must be 32 hex digits, got 3 characters`},
 	} {
-		_, err := ParseEnv([]byte(tc.text))
+		_, err := Parse([]byte(tc.text))
 		if err == nil || err.Error() != tc.want {
-			t.Errorf("ParseEnv(%q)\n got %v\nwant %s", tc.text, err, tc.want)
+			t.Errorf("Parse(%q)\n got %v\nwant %s", tc.text, err, tc.want)
 		}
 	}
 }
 
-// TestParseCompleteEnv: the CNI plugin's reading refuses what ParseEnv
+// TestParseComplete: the CNI plugin's reading refuses what Parse
 // tolerates where the file may have been cut or trimmed: no newline at the
-// end, FLANNEL_IPMASQ missing or empty. Everything else is ParseEnv's.
-func TestParseCompleteEnv(t *testing.T) {
+// end, FLANNEL_IPMASQ missing or empty. Everything else is Parse's.
+func TestParseComplete(t *testing.T) {
 	for _, tc := range []struct {
 		text, want string
 	}{
@@ -218,41 +218,41 @@ func TestParseCompleteEnv(t *testing.T) {
 		{"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_IPMASQ=true\n", "subnet.env: FLANNEL_MTU missing"},
 		{"", "subnet.env: FLANNEL_NETWORK missing"},
 	} {
-		got, err := ParseCompleteEnv([]byte(tc.text))
+		got, err := ParseComplete([]byte(tc.text))
 		if tc.want == "" {
-			if want, lerr := ParseEnv([]byte(tc.text)); err != nil || lerr != nil || got != want {
-				t.Errorf("ParseCompleteEnv(%q) = %+v, %v; want ParseEnv's %+v, %v", tc.text, got, err, want, lerr)
+			if want, lerr := Parse([]byte(tc.text)); err != nil || lerr != nil || got != want {
+				t.Errorf("ParseComplete(%q) = %+v, %v; want Parse's %+v, %v", tc.text, got, err, want, lerr)
 			}
 			continue
 		}
 		if err == nil || err.Error() != tc.want {
-			t.Errorf("ParseCompleteEnv(%q)\n got %v\nwant %s", tc.text, err, tc.want)
+			t.Errorf("ParseComplete(%q)\n got %v\nwant %s", tc.text, err, tc.want)
 		}
 	}
 }
 
-// TestParseCompleteEnvCut: every proper prefix of what WriteEnv writes that
+// TestParseCompleteCut: every proper prefix of what Write writes that
 // cuts a line (a key or a value) is refused; one that ends at a line
 // boundary is refused too unless it lost only optional lines (the IPv6 pair
 // together, AGENTD_HOST_ID), and then reads as the file without them, never
 // with another value.
-func TestParseCompleteEnvCut(t *testing.T) {
+func TestParseCompleteCut(t *testing.T) {
 	full := envDual
 	full.HostID = "1cd32dbd72c57f3fd38b56cfc433518d"
 	for _, e := range []Env{envV4, envDual, envV4WithHost, full} {
-		b, err := formatEnv(e)
+		b, err := format(e)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := ParseCompleteEnv(b); err != nil || got != e {
-			t.Fatalf("ParseCompleteEnv(%q) = %+v, %v; want %+v", b, got, err, e)
+		if got, err := ParseComplete(b); err != nil || got != e {
+			t.Fatalf("ParseComplete(%q) = %+v, %v; want %+v", b, got, err, e)
 		}
 		for i := 1; i < len(b); i++ {
 			cut := b[:i]
-			got, err := ParseCompleteEnv(cut)
+			got, err := ParseComplete(cut)
 			if cut[i-1] != '\n' {
 				if err == nil {
-					t.Errorf("ParseCompleteEnv(%q), cut inside a line, = %+v, want an error", cut, got)
+					t.Errorf("ParseComplete(%q), cut inside a line, = %+v, want an error", cut, got)
 				}
 				continue
 			}
@@ -267,31 +267,31 @@ func TestParseCompleteEnvCut(t *testing.T) {
 				want.HostID = ""
 			}
 			if got != want {
-				t.Errorf("ParseCompleteEnv(%q), cut at a line boundary, = %+v, want an error or %+v", cut, got, want)
+				t.Errorf("ParseComplete(%q), cut at a line boundary, = %+v, want an error or %+v", cut, got, want)
 			}
 		}
 	}
 }
 
-func TestReadCompleteEnvErrors(t *testing.T) {
+func TestReadCompleteErrors(t *testing.T) {
 	dir := t.TempDir()
 	var pe *fs.PathError
-	if _, err := ReadCompleteEnv(filepath.Join(dir, "nope.env")); !errors.Is(err, fs.ErrNotExist) || !errors.As(err, &pe) {
-		t.Errorf("ReadCompleteEnv(missing) = %v, want an *fs.PathError matching fs.ErrNotExist", err)
+	if _, err := ReadComplete(filepath.Join(dir, "nope.env")); !errors.Is(err, fs.ErrNotExist) || !errors.As(err, &pe) {
+		t.Errorf("ReadComplete(missing) = %v, want an *fs.PathError matching fs.ErrNotExist", err)
 	}
-	if _, err := ReadCompleteEnv(dir); !errors.As(err, &pe) || errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("ReadCompleteEnv(a directory) = %v, want an *fs.PathError", err)
+	if _, err := ReadComplete(dir); !errors.As(err, &pe) || errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadComplete(a directory) = %v, want an *fs.PathError", err)
 	}
 	path := filepath.Join(dir, "subnet.env")
 	if err := os.WriteFile(path, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := ReadCompleteEnv(path)
+	_, err := ReadComplete(path)
 	if want := "subnet.env " + path + ": FLANNEL_IPMASQ missing"; err == nil || err.Error() != want || errors.As(err, &pe) {
-		t.Errorf("ReadCompleteEnv = %v, want %s and no *fs.PathError", err, want)
+		t.Errorf("ReadComplete = %v, want %s and no *fs.PathError", err, want)
 	}
-	if _, err := ReadEnv(path); err != nil {
-		t.Errorf("ReadEnv, which defaults FLANNEL_IPMASQ: %v", err)
+	if _, err := Read(path); err != nil {
+		t.Errorf("Read, which defaults FLANNEL_IPMASQ: %v", err)
 	}
 }
 
