@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -275,18 +276,11 @@ func TestEtcdRestoredFromSnapshotKeepsOwnKey(t *testing.T) {
 			r := startRestartable(t, 0) // etcd's default: no progress notification within the test
 			e := r.env(net16)
 			ctx := context.Background()
-			var mu sync.Mutex
-			var lost []string
+			var lost lostReasons
 			a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"), func(c *subnet.ManagerConfig) {
 				// Kept alive every 5 s, so that the test sees a renewal.
 				c.TTL = 15 * time.Second
-				c.OnLeaseState = func(held bool, reason string) {
-					if !held {
-						mu.Lock()
-						lost = append(lost, reason)
-						mu.Unlock()
-					}
-				}
+				c.OnLeaseState = lost.record
 			})
 			own := acquire(t, a)
 			returned := runWatched(t, a)
@@ -321,11 +315,9 @@ func TestEtcdRestoredFromSnapshotKeepsOwnKey(t *testing.T) {
 				}
 				return nil
 			})
-			mu.Lock()
-			if len(lost) > 0 {
-				t.Errorf("lease reported lost: %q", lost)
+			if r := lost.get(); len(r) > 0 {
+				t.Errorf("lease reported lost: %q", r)
 			}
-			mu.Unlock()
 			if l, _ := a.Own(); l.Subnet != own.Subnet || l.LeaseID != own.LeaseID || a.Stats.Reacquired.Load() != 0 {
 				t.Errorf("Own = %s on etcd lease %x, Reacquired %d; want %s on %x, none",
 					l.Subnet, l.LeaseID, a.Stats.Reacquired.Load(), own.Subnet, own.LeaseID)
@@ -551,16 +543,9 @@ func TestKeepAliveUnansweredAtStartKeepsLease(t *testing.T) {
 	e := newEnv(t, net16)
 	tap := &keepAliveTap{Lease: e.cli.Lease, answered: map[clientv3.LeaseID]int{}}
 	e.cli.Lease = tap
-	var mu sync.Mutex
-	var lost []string
+	var lost lostReasons
 	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"), func(c *subnet.ManagerConfig) {
-		c.OnLeaseState = func(held bool, reason string) {
-			if !held {
-				mu.Lock()
-				lost = append(lost, reason)
-				mu.Unlock()
-			}
-		}
+		c.OnLeaseState = lost.record
 	})
 	l := acquire(t, m)
 	id := clientv3.LeaseID(l.LeaseID)
@@ -573,10 +558,8 @@ func TestKeepAliveUnansweredAtStartKeepsLease(t *testing.T) {
 	returned := runWatched(t, m)
 	noLoss := func() {
 		t.Helper()
-		mu.Lock()
-		defer mu.Unlock()
-		if len(lost) > 0 {
-			t.Fatalf("lease reported lost: %q", lost)
+		if r := lost.get(); len(r) > 0 {
+			t.Fatalf("lease reported lost: %q", r)
 		}
 		if ok, err := returned(); ok {
 			t.Fatalf("Run returned: %v", err)
@@ -684,4 +667,26 @@ func TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps(t *testing.T) {
 			})
 		})
 	}
+}
+
+// lostReasons collects the reasons a Manager reports its lease lost, from
+// its OnLeaseState callback (record), for a test that must see none.
+type lostReasons struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (l *lostReasons) record(held bool, reason string) {
+	if held {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reasons = append(l.reasons, reason)
+}
+
+func (l *lostReasons) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.reasons)
 }
