@@ -399,6 +399,49 @@ func TestQuietWatchDoesNotRelist(t *testing.T) {
 
 // runWatched starts m.Run and returns a function that reports whether Run
 // has returned, and its error, while the test runs.
+// TestEtcdRestoredBetweenAcquireAndRun: etcd is restored from a snapshot
+// older than our last write after Acquire made it and before Run's first
+// list. That list has no earlier one to compare with, but it is below our
+// own write's revision: a new history, in which our key is not as we wrote
+// it, so Run writes it again. Our key is a reservation (no etcd lease, so
+// no keepalive can notice instead): the snapshot holds it as the operator
+// wrote it, without our backend data, which peers need. Before, the first
+// list's history started empty, the older value counted as no newer than
+// our write, and the key kept it (found by
+// TestEtcdRestoredFromSnapshotKeepsOwnKey, when the second host's first list
+// came after the restore).
+func TestEtcdRestoredBetweenAcquireAndRun(t *testing.T) {
+	r := startRestartable(t, 0)
+	e := r.env(net16)
+	key := prefix + "/subnets/10.244.42.0-24"
+	if _, err := e.cli.Put(context.Background(), key, `{"PublicIP":"198.18.0.7"}`); err != nil {
+		t.Fatal(err)
+	}
+	snap := r.snapshot(e.cli)
+	m := e.manager("198.18.0.7", hostID(7))
+	own := acquire(t, m)
+	if !own.Reservation() {
+		t.Fatalf("got %+v, want the reservation", own)
+	}
+	if val, _, _ := e.raw(t, own); !strings.Contains(val, hostID(7)) {
+		t.Fatalf("Acquire left the reservation as %s, want our value", val)
+	}
+	r.restore(snap, 0)
+	returned := runWatched(t, m)
+	eventuallyWithin(t, 20*time.Second, "our value written again in the restored etcd", func() error {
+		if ok, err := returned(); ok {
+			t.Fatalf("Run returned: %v", err)
+		}
+		if val, _, ok := e.raw(t, own); !ok || !strings.Contains(val, hostID(7)) || !strings.Contains(val, `"BackendType":"vxlan"`) {
+			return fmt.Errorf("own key %s (present %v)", val, ok)
+		}
+		return nil
+	})
+	if l, _ := m.Own(); l.Subnet != own.Subnet || !l.Reservation() {
+		t.Errorf("Own = %+v, want the reservation %s", l, own.Subnet)
+	}
+}
+
 func runWatched(t *testing.T, m *subnet.Manager) (returned func() (bool, error)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

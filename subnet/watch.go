@@ -185,7 +185,13 @@ func signal(c chan struct{}) {
 func (m *Manager) watchLoop(ctx context.Context) {
 	b := delay.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	var failing error
-	var h history
+	// Our own last write (Acquire's) is in etcd's history, so the first
+	// list, linearizable, is at its revision or later: one below it comes
+	// from a new history (etcd restored from an older snapshot, or emptied,
+	// between Acquire and that list), where our key may be missing and
+	// nothing else would say so.
+	own, _ := m.Own()
+	h := history{rev: own.ModRevision}
 	for ctx.Err() == nil {
 		err := m.relist(ctx, &h)
 		if err != nil {
@@ -215,7 +221,8 @@ func (m *Manager) watchLoop(ctx context.Context) {
 }
 
 // history is what the watch has seen of etcd's history: the cluster that
-// answered and the highest revision any answer carried. A revision never
+// answered (0 before the first list) and the highest revision any answer
+// carried, or before the first list our own last write's. A revision never
 // goes backwards in one history: a lower one means etcd lost its data or was
 // restored from an older snapshot (the cluster and member IDs may well stay
 // the same), and the clientv3 watch then resumes at our old revision without
@@ -238,8 +245,7 @@ var errNewHistory = errors.New("etcd's history was replaced")
 // more.
 func (h *history) check(hdr *etcdserverpb.ResponseHeader) error {
 	switch {
-	case h.cluster == 0:
-	case hdr.ClusterId != h.cluster:
+	case h.cluster != 0 && hdr.ClusterId != h.cluster:
 		return fmt.Errorf("%w: cluster ID %x, not %x", errNewHistory, hdr.ClusterId, h.cluster)
 	case hdr.Revision < h.rev:
 		return fmt.Errorf("%w: revision %d after %d (data lost, or restored from an older snapshot)",
