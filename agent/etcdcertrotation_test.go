@@ -7,14 +7,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -388,40 +384,13 @@ func klogTime(line string, since time.Time) (time.Time, bool) {
 	return time.Date(y, m, d, tod.Hour(), tod.Minute(), tod.Second(), tod.Nanosecond(), time.Local), true
 }
 
-// etcdReceivedKeepAlives matches the count of LeaseKeepAlive stream messages
-// in etcd's /metrics.
-var etcdReceivedKeepAlives = regexp.MustCompile(`(?m)^grpc_server_msg_received_total\{[^}]*grpc_method="LeaseKeepAlive"[^}]*\} (\d+)$`)
-
 // etcdKeepAlives is how many lease keepalives the running etcd process has
 // received (only the agent sends any).
 func etcdKeepAlives(t *testing.T, ctx context.Context, c *cluster.Cluster) int {
 	t.Helper()
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return c.EtcdNamespace().Dial(ctx, network, addr)
-		},
-		TLSClientConfig:   c.EtcdClientConfig().TLS,
-		DisableKeepAlives: true,
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rotEtcd1+"/metrics", nil)
+	n, err := c.EtcdMetric(ctx, `grpc_server_msg_received_total{grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		t.Fatalf("etcd /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("etcd /metrics: %v", err)
-	}
-	m := etcdReceivedKeepAlives.FindSubmatch(body)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
+	return int(n)
 }

@@ -190,6 +190,43 @@ func (c *Cluster) ResumeEtcd() error {
 	return c.etcd.Resume()
 }
 
+// EtcdMetric reads the sample name selects (as Host.Metric: a family
+// alone, or family{k="v",…} with exactly those labels) from the etcd
+// server's /metrics on EtcdEndpoint, through the etcd namespace and with the
+// test clients' TLS settings. ctx bounds it, 5s at most.
+func (c *Cluster) EtcdMetric(ctx context.Context, name string) (float64, error) {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return c.EtcdNamespace().Dial(ctx, network, addr)
+		},
+		TLSClientConfig:   c.EtcdClientConfig().TLS,
+		DisableKeepAlives: true,
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.EtcdEndpoint()+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("etcd /metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return 0, fmt.Errorf("etcd /metrics: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("etcd /metrics: status %d", resp.StatusCode)
+	}
+	v, err := metricValue(body, name)
+	if err != nil {
+		return 0, fmt.Errorf("etcd: %w", err)
+	}
+	return v, nil
+}
+
 // EtcdClientConfig is the configuration EtcdClient uses: the cluster's
 // endpoint, each gRPC connection's socket created inside the etcd namespace
 // (so the root-namespace test process needs no route into the cluster and
