@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/tests/cluster"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -41,13 +42,7 @@ import (
 // supports it is kept; a missing one is installed. A second run (the init
 // container restarted) replaces nothing.
 func TestInstallCNIScript(t *testing.T) {
-	if os.Geteuid() != 0 {
-		const msg = "chroot and a mount namespace need root: run the tests as root, e.g. `sudo make test`"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg + " (CI is set, so this is a failure, not a skip)")
-		}
-		t.Skip(msg)
-	}
+	cluster.RequireRoot(t) // chroot and a mount namespace need it too
 	mount := requireTool(t, "mount", "mount", "/usr/bin/mount", "/bin/mount")
 	chroot := requireTool(t, "chroot", "coreutils", "/usr/sbin/chroot", "/usr/bin/chroot")
 
