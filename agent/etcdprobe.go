@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -58,23 +59,117 @@ func probeEndpoint(ctx context.Context, endpoint string, tc *tls.Config) error {
 			cfg.ServerName = host
 		}
 	}
+	return probeTLS(ctx, conn, cfg)
+}
+
+// probeTLS runs a TLS handshake with cfg (which it changes) over conn and
+// returns why the server refuses us, if it does.
+func probeTLS(ctx context.Context, conn net.Conn, cfg *tls.Config) error {
 	// With TLS 1.3 our side of the handshake is over before the server
 	// has checked our certificate: a refusal comes as an alert that only
 	// the next read would see, and the client, retrying inside gRPC,
-	// reports just a deadline. So note the certificate we send.
+	// reports just a deadline. So note the certificate we send, if the
+	// server asks for one (an empty one when we have none). Where
+	// crypto/tls would send none because none of ours is of a CA the
+	// server names, send the first: the server's refusal then names the
+	// cause (the etcd client has GetClientCertificate, which sends its
+	// certificate whatever the server names).
 	var sent *tls.Certificate
-	if get := cfg.GetClientCertificate; get != nil {
-		cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			c, err := get(cri)
-			sent = c
-			return c, err
+	get := cfg.GetClientCertificate
+	if get == nil {
+		certs := cfg.Certificates
+		get = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			for i := range certs {
+				if cri.SupportsCertificate(&certs[i]) == nil {
+					return &certs[i], nil
+				}
+			}
+			if len(certs) > 0 {
+				return &certs[0], nil
+			}
+			return new(tls.Certificate), nil
 		}
+	}
+	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		c, err := get(cri)
+		sent = c
+		return c, err
 	}
 	tconn := tls.Client(conn, cfg)
 	if err := tconn.HandshakeContext(ctx); err != nil {
-		return fmt.Errorf("TLS handshake: %w", err)
+		return fmt.Errorf("TLS handshake: %w", explainRefusal(err, sent))
 	}
-	return clientCertInvalid(sent, time.Now())
+	if err := clientCertInvalid(sent, time.Now()); err != nil {
+		return err
+	}
+	return refusedAfterHandshake(ctx, tconn, sent)
+}
+
+// refusalWait bounds the wait for etcd's answer after a TLS 1.3 handshake.
+const refusalWait = 2 * time.Second
+
+// refusedAfterHandshake returns the refusal of our client certificate (or
+// of its absence) that a TLS 1.3 server sends after the handshake, as an
+// alert that only a read sees. It asks for /version so that a server that
+// took the certificate answers at once; an answer, a close or silence
+// until refusalWait count as accepted.
+func refusedAfterHandshake(ctx context.Context, conn *tls.Conn, sent *tls.Certificate) error {
+	if conn.ConnectionState().Version != tls.VersionTLS13 {
+		return nil // earlier versions refuse inside the handshake
+	}
+	deadline := time.Now().Add(refusalWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := conn.SetDeadline(deadline); err != nil {
+		return nil
+	}
+	// A write error means the server is gone or has refused us already;
+	// the read reports which.
+	host := "localhost"
+	if n := conn.ConnectionState().ServerName; n != "" {
+		host = n
+	}
+	_, _ = io.WriteString(conn, "GET /version HTTP/1.1\r\nHost: "+host+"\r\nConnection: close\r\n\r\n")
+	var b [1]byte
+	if _, err := conn.Read(b[:]); err != nil {
+		if why := explainRefusal(err, sent); why != err {
+			return why
+		}
+	}
+	return nil
+}
+
+// explainRefusal turns the alert by which a server refused our client
+// certificate into what to do about it. Other errors come back unchanged.
+func explainRefusal(err error, sent *tls.Certificate) error {
+	op, ok := errors.AsType[*net.OpError](err)
+	if !ok || op.Op != "remote error" {
+		return err
+	}
+	alert := op.Err.Error()
+	switch {
+	case sent == nil: // not asked for a certificate: not about ours
+	case len(sent.Certificate) == 0 && (alert == "tls: certificate required" || alert == "tls: bad certificate" || alert == "tls: handshake failure"):
+		return fmt.Errorf("TLS: the server asks for a client certificate and we have none; give --etcd-certfile and --etcd-keyfile (%w)", err)
+	case alert == "tls: unknown certificate authority":
+		return fmt.Errorf("TLS: the server does not trust the CA of our client certificate%s; it must be signed by a CA in etcd's --trusted-ca-file (%w)", certNames(sent), err)
+	case strings.HasPrefix(alert, "tls: ") && strings.Contains(alert, "certificate"):
+		return fmt.Errorf("TLS: the server refused our client certificate%s: %w", certNames(sent), err)
+	}
+	return err
+}
+
+// certNames names a certificate's subject and issuer, for messages.
+func certNames(c *tls.Certificate) string {
+	if len(c.Certificate) == 0 {
+		return ""
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (%s, issued by %s)", leaf.Subject, leaf.Issuer)
 }
 
 // clientCertInvalid says why the server will refuse the client certificate

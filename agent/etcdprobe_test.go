@@ -7,9 +7,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -121,4 +126,190 @@ func TestClientCertInvalid(t *testing.T) {
 			t.Errorf("clientCertInvalid(%v) = %v, want %q", tc.now, err, tc.want)
 		}
 	}
+}
+
+// TestProbeTLSRefusal: a server's refusal of our client certificate (or of
+// its absence) is named with what to do, whether it comes inside the
+// handshake (TLS 1.2) or in an alert after it (TLS 1.3, which is what etcd
+// speaks, where the etcd client reports only TRANSIENT_FAILURE). A server
+// that takes us, or asks for nothing, is no error.
+func TestProbeTLSRefusal(t *testing.T) {
+	trusted := newTestCA(t, "test CA")
+	other := newTestCA(t, "other CA")
+	serverCert := trusted.issue(t, "etcd.test", x509.ExtKeyUsageServerAuth)
+	good := trusted.issue(t, "agentd", x509.ExtKeyUsageClientAuth)
+	untrusted := other.issue(t, "agentd", x509.ExtKeyUsageClientAuth)
+	serverOnly := trusted.issue(t, "agentd", x509.ExtKeyUsageServerAuth)
+
+	for _, tc := range []struct {
+		name     string
+		maxVer   uint16
+		auth     tls.ClientAuthType
+		certs    []tls.Certificate // Certificates of our config
+		viaGet   bool              // give it as GetClientCertificate instead, as etcd's TLSInfo does
+		silent   bool              // the server takes us and sends nothing
+		wantErr  string            // "" for no error
+		wantWrap string            // the alert, kept in the error
+	}{
+		{name: "accepted", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{good}},
+		{name: "accepted via GetClientCertificate", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{good}, viaGet: true},
+		{name: "accepted, server silent", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{good}, silent: true},
+		{name: "none asked for", auth: tls.NoClientCert, certs: []tls.Certificate{untrusted}},
+		{name: "none asked for, none configured", auth: tls.NoClientCert},
+		{name: "untrusted CA", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{untrusted},
+			wantErr:  "TLS: the server does not trust the CA of our client certificate (CN=agentd, issued by CN=other CA); it must be signed by a CA in etcd's --trusted-ca-file",
+			wantWrap: "remote error: tls: unknown certificate authority"},
+		{name: "untrusted CA via GetClientCertificate", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{untrusted}, viaGet: true,
+			wantErr: "TLS: the server does not trust the CA of our client certificate (CN=agentd, issued by CN=other CA)"},
+		{name: "none configured", auth: tls.RequireAndVerifyClientCert,
+			wantErr:  "TLS: the server asks for a client certificate and we have none; give --etcd-certfile and --etcd-keyfile",
+			wantWrap: "remote error: tls: certificate required"},
+		{name: "not for client auth", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{serverOnly},
+			wantErr:  "TLS: the server refused our client certificate (CN=agentd, issued by CN=test CA): remote error: tls: bad certificate",
+			wantWrap: "remote error: tls: bad certificate"},
+		{name: "TLS 1.2 untrusted CA", maxVer: tls.VersionTLS12, auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{untrusted},
+			wantErr: "TLS handshake: TLS: the server does not trust the CA of our client certificate (CN=agentd, issued by CN=other CA)"},
+		{name: "TLS 1.2 none configured", maxVer: tls.VersionTLS12, auth: tls.RequireAndVerifyClientCert,
+			wantErr: "TLS handshake: TLS: the server asks for a client certificate and we have none"},
+		{name: "TLS 1.2 accepted", maxVer: tls.VersionTLS12, auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{good}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cli, srv := socketPair(t)
+			defer cli.Close()
+			served := make(chan error, 1)
+			go func() {
+				defer srv.Close()
+				s := tls.Server(srv, &tls.Config{
+					Certificates: []tls.Certificate{serverCert},
+					ClientAuth:   tc.auth,
+					ClientCAs:    trusted.pool,
+					MaxVersion:   tc.maxVer,
+				})
+				if err := s.Handshake(); err != nil {
+					t.Logf("server: %v", err)
+					served <- err
+					return
+				}
+				// The refusal of TLS 1.3 comes from reading our side's
+				// last flight, as a server's first read does.
+				req := make([]byte, 512)
+				n, err := s.Read(req)
+				if err != nil {
+					served <- err
+					return
+				}
+				if !strings.HasPrefix(string(req[:n]), "GET /version HTTP/1.1\r\n") {
+					served <- fmt.Errorf("request %q", req[:n])
+					return
+				}
+				if tc.silent {
+					// Read until the prober hangs up.
+					_, err := io.Copy(io.Discard, s)
+					served <- err
+					return
+				}
+				_, err = io.WriteString(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+				served <- err
+			}()
+			cfg := &tls.Config{RootCAs: trusted.pool, ServerName: "etcd.test", Certificates: tc.certs}
+			if tc.viaGet {
+				c := tc.certs[0]
+				cfg.Certificates = nil
+				cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
+			}
+			start := time.Now()
+			err := probeTLS(t.Context(), cli, cfg)
+			took := time.Since(start)
+			cli.Close()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("probeTLS = %v, want no error", err)
+			case tc.wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.wantErr)):
+				t.Fatalf("probeTLS = %v, want an error starting %q", err, tc.wantErr)
+			case tc.wantWrap != "" && !strings.Contains(err.Error(), tc.wantWrap):
+				t.Fatalf("probeTLS = %v, want it to keep %q", err, tc.wantWrap)
+			}
+			if tc.wantErr == "" && !tc.silent && took >= refusalWait {
+				t.Errorf("probeTLS took %s with a server that answers, want less than refusalWait (%s)", took, refusalWait)
+			}
+			if serr := <-served; tc.wantErr == "" && serr != nil && !errors.Is(serr, io.EOF) {
+				t.Errorf("server: %v", serr)
+			}
+		})
+	}
+}
+
+// socketPair returns the two ends of a connected pair of Unix stream
+// sockets: buffered like a network connection, unlike net.Pipe, where a
+// server blocked writing its alert would never see our request, and with
+// no address.
+func socketPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f) // a dup of fd
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	return conns[0], conns[1]
+}
+
+// testCA is a certificate authority for TLS tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T, cn string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// issue makes a certificate for cn (also its DNS name) with one extended
+// key usage.
+func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
