@@ -3,6 +3,7 @@ package vxlan
 import (
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
@@ -55,68 +56,86 @@ func FuzzParseLeaseData(f *testing.F) {
 }
 
 // FuzzParseMACFile: whatever the state file holds (a crash mid-write, an
-// operator's edit), it yields a unicast MAC or is rejected; a MAC it yields
-// reads back from the file vtepMAC writes for it. The first six bytes, made
-// unicast, are also written and read back, so a parser that refused every
-// file would fail too.
+// operator's edit), it yields a unicast MAC (and an address or none) or is
+// rejected; what it yields reads back from the file vtepMAC writes for it.
+// The first six bytes, made unicast, are also written and read back, so a
+// parser that refused every file would fail too.
 func FuzzParseMACFile(f *testing.F) {
-	for _, s := range []string{"aa:bb:cc:dd:ee:ff\n", " 02:00:00:00:00:01 ", "ff:ff:ff:ff:ff:ff", "", "\x00", "aa:bb:cc:dd:ee"} {
+	for _, s := range []string{"aa:bb:cc:dd:ee:ff\n", "02:00:00:00:00:01 198.18.0.1\n", " 02:00:00:00:00:01 ", "02:00:00:00:00:01 fd00::1",
+		"ff:ff:ff:ff:ff:ff", "", "\x00", "aa:bb:cc:dd:ee", "02:00:00:00:00:01 fe80::1%eth0"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, content []byte) {
-		m, ok := parseMACFile(content)
+		m, addr, ok := parseMACFile(content)
 		if ok {
 			if !m.IsUnicast() || m == (backend.MAC{}) {
 				t.Fatalf("parseMACFile(%q) = %s", content, m)
 			}
-			checkMACFileRoundTrip(t, m)
+			if addr.IsValid() {
+				checkMACFileRoundTrip(t, m, addr)
+			}
+		} else if m != (backend.MAC{}) || addr.IsValid() {
+			t.Fatalf("parseMACFile(%q) refused it but returned %s, %v", content, m, addr)
 		}
 		if len(content) >= 6 {
 			var w backend.MAC
 			copy(w[:], content)
 			w[0] &^= 1 // the group bit
 			if w.IsUnicast() {
-				checkMACFileRoundTrip(t, w)
+				// The next 4 or 16 bytes as the address.
+				for _, n := range []int{4, 16} {
+					if a, ok := netip.AddrFromSlice(content[6:min(len(content), 6+n)]); ok {
+						checkMACFileRoundTrip(t, w, a)
+					}
+				}
 			}
 		}
 	})
 }
 
-// checkMACFileRoundTrip: the file vtepMAC writes for m reads back as m.
-func checkMACFileRoundTrip(t *testing.T, m backend.MAC) {
+// checkMACFileRoundTrip: the file vtepMAC writes for m and addr reads back
+// as them.
+func checkMACFileRoundTrip(t *testing.T, m backend.MAC, addr netip.Addr) {
 	t.Helper()
-	content := []byte(m.String() + "\n")
-	if got, ok := parseMACFile(content); !ok || got != m {
-		t.Fatalf("parseMACFile(%q) = %s, %v; want %s, true", content, got, ok, m)
+	content := macFileContent(m, addr)
+	if got, gotAddr, ok := parseMACFile(content); !ok || got != m || gotAddr != addr {
+		t.Fatalf("parseMACFile(%q) = %s, %v, %v; want %s, %v, true", content, got, gotAddr, ok, m, addr)
 	}
 }
 
-// TestParseMACFile: the state file's one unicast MAC is read with or without
-// surrounding whitespace, in either case; anything else is refused.
+// TestParseMACFile: the state file's one unicast MAC, with or without the
+// address of the host that chose it, is read with or without surrounding
+// white space, in either case; anything else is refused.
 func TestParseMACFile(t *testing.T) {
 	for _, tc := range []struct {
 		content string
 		want    string // "" for refused
+		addr    string // "" for none
 	}{
-		{"02:00:00:00:00:01\n", "02:00:00:00:00:01"},
-		{"aa:bb:cc:dd:ee:fe", "aa:bb:cc:dd:ee:fe"},
-		{" \t0E:1F:2A:3B:4C:5D \r\n\n", "0e:1f:2a:3b:4c:5d"},
-		{"fe:ff:ff:ff:ff:ff\n", "fe:ff:ff:ff:ff:ff"},
-		{"", ""},
-		{"\n", ""},
-		{"00:00:00:00:00:00\n", ""},       // not a host's
-		{"ff:ff:ff:ff:ff:ff\n", ""},       // broadcast
-		{"01:00:5e:00:00:01\n", ""},       // multicast
-		{"aa:bb:cc:dd:ee\n", ""},          // cut short
-		{"aa:bb:cc:dd:ee:ff:00:11\n", ""}, // EUI-64
-		{"02:00:00:00:00:01\nxx\n", ""},   // more than the MAC
-		{"02:00:00:00:00:01 02:00:00:00:00:02", ""},
-		{"\x0002:00:00:00:00:01", ""},
+		{"02:00:00:00:00:01\n", "02:00:00:00:00:01", ""}, // an older agentd's
+		{"aa:bb:cc:dd:ee:fe", "aa:bb:cc:dd:ee:fe", ""},
+		{" \t0E:1F:2A:3B:4C:5D \r\n\n", "0e:1f:2a:3b:4c:5d", ""},
+		{"fe:ff:ff:ff:ff:ff\n", "fe:ff:ff:ff:ff:ff", ""},
+		{"02:00:00:00:00:01 198.18.0.1\n", "02:00:00:00:00:01", "198.18.0.1"},
+		{"02:00:00:00:00:01\t fd00::1 \n", "02:00:00:00:00:01", "fd00::1"},
+		{"", "", ""},
+		{"\n", "", ""},
+		{"00:00:00:00:00:00\n", "", ""},       // not a host's
+		{"ff:ff:ff:ff:ff:ff\n", "", ""},       // broadcast
+		{"01:00:5e:00:00:01\n", "", ""},       // multicast
+		{"aa:bb:cc:dd:ee\n", "", ""},          // cut short
+		{"aa:bb:cc:dd:ee:ff:00:11\n", "", ""}, // EUI-64
+		{"02:00:00:00:00:01\nxx\n", "", ""},   // not an address
+		{"02:00:00:00:00:01 198.18.0\n", "", ""},
+		{"02:00:00:00:00:01 198.18.0.1 x\n", "", ""},
+		{"02:00:00:00:00:01 fe80::1%eth0\n", "", ""},
+		{"02:00:00:00:00:01 02:00:00:00:00:02", "", ""},
+		{"\x0002:00:00:00:00:01", "", ""},
 	} {
-		m, ok := parseMACFile([]byte(tc.content))
+		m, addr, ok := parseMACFile([]byte(tc.content))
 		if tc.want == "" {
 			if ok {
-				t.Errorf("parseMACFile(%q) = %s, true; want it refused", tc.content, m)
+				t.Errorf("parseMACFile(%q) = %s, %v, true; want it refused", tc.content, m, addr)
 			}
 			continue
 		}
@@ -124,8 +143,12 @@ func TestParseMACFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !ok || m != want {
-			t.Errorf("parseMACFile(%q) = %s, %v; want %s, true", tc.content, m, ok, want)
+		var wantAddr netip.Addr
+		if tc.addr != "" {
+			wantAddr = netip.MustParseAddr(tc.addr)
+		}
+		if !ok || m != want || addr != wantAddr {
+			t.Errorf("parseMACFile(%q) = %s, %v, %v; want %s, %v, true", tc.content, m, addr, ok, want, wantAddr)
 		}
 	}
 }

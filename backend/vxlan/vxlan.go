@@ -363,24 +363,60 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	return data, nil
 }
 
-// parseMACFile reads the VTEP MAC state file's content: one unicast MAC,
-// surrounding whitespace allowed.
-func parseMACFile(content []byte) (backend.MAC, bool) {
-	m, err := backend.ParseMAC(strings.TrimSpace(string(content)))
-	return m, err == nil && m.IsUnicast()
+// parseMACFile reads the VTEP MAC state file's content: one unicast MAC and
+// the local address of the host that chose it, separated by white space,
+// surrounding white space allowed. An older agentd's file holds the MAC
+// alone: addr is then not valid.
+func parseMACFile(content []byte) (mac backend.MAC, addr netip.Addr, ok bool) {
+	f := strings.Fields(string(content))
+	if len(f) < 1 || len(f) > 2 {
+		return backend.MAC{}, netip.Addr{}, false
+	}
+	m, err := backend.ParseMAC(f[0])
+	if err != nil || !m.IsUnicast() {
+		return backend.MAC{}, netip.Addr{}, false
+	}
+	if len(f) == 2 {
+		if addr, err = netip.ParseAddr(f[1]); err != nil || addr.Zone() != "" {
+			return backend.MAC{}, netip.Addr{}, false
+		}
+	}
+	return m, addr, true
 }
 
-// vtepMAC returns the MAC kept in the state file. Without one it keeps the MAC
-// of a compatible device that is already there (peers know that one), or
-// picks a random one, and writes it down before any device uses it.
+// macFileContent is the VTEP MAC state file's content for m chosen on the
+// host whose local address is addr.
+func macFileContent(m backend.MAC, addr netip.Addr) []byte {
+	return []byte(m.String() + " " + addr.String() + "\n")
+}
+
+// vtepMAC returns the VTEP MAC: the one kept in the state file, else the
+// existing device's, else a new random one; and keeps it in the file. A
+// file written on a host with another local address is not used: it is a
+// state directory copied from another host (a machine image made from a
+// node), whose MAC that host has too, or our own from before the host was
+// renumbered, which its old lease may still show. Two leases with one MAC
+// make their peers program only one of them.
 func (b *Backend) vtepMAC() (backend.MAC, error) {
 	content, err := os.ReadFile(b.macPath)
 	switch {
 	case err == nil:
-		if m, ok := parseMACFile(content); ok {
+		m, addr, ok := parseMACFile(content)
+		switch {
+		case !ok:
+			b.log.Info("the VTEP MAC state file holds no unicast MAC; choosing another (peers will follow our lease)", "path", b.macPath, "content", string(content))
+		case addr.IsValid() && addr != b.ext.IfaceAddr:
+			b.log.Info("the VTEP MAC state file was written on a host with another local address (a state dir copied from another host, or this host renumbered); not using its MAC, which that host may have too",
+				"path", b.macPath, "vtepMAC", m, "itsAddress", addr, "ourAddress", b.ext.IfaceAddr)
+		case !addr.IsValid():
+			// Written by an older agentd on this host: note our address.
+			if err := atomicfile.Write(b.macPath, macFileContent(m, b.ext.IfaceAddr), 0o644); err != nil {
+				return backend.MAC{}, fmt.Errorf("keep the VTEP MAC in %s: %w", b.macPath, err)
+			}
+			return m, nil
+		default:
 			return m, nil
 		}
-		b.log.Info("the VTEP MAC state file holds no unicast MAC; choosing another (peers will follow our lease)", "path", b.macPath, "content", string(content))
 	case errors.Is(err, fs.ErrNotExist):
 	default:
 		return backend.MAC{}, fmt.Errorf("read the VTEP MAC: %w", err)
@@ -403,7 +439,7 @@ func (b *Backend) vtepMAC() (backend.MAC, error) {
 		}
 		b.log.Info("chose a new VTEP MAC", "vtepMAC", m)
 	}
-	if err := atomicfile.Write(b.macPath, []byte(m.String()+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(b.macPath, macFileContent(m, b.ext.IfaceAddr), 0o644); err != nil {
 		return backend.MAC{}, fmt.Errorf("keep the VTEP MAC in %s: %w", b.macPath, err)
 	}
 	return m, nil

@@ -230,8 +230,8 @@ func TestPrepare(t *testing.T) {
 		t.Errorf("MTU() = %d, want 1450", h.b.MTU())
 	}
 	stored, err := os.ReadFile(filepath.Join(h.cfg.StateDir, "vxlan-1.mac"))
-	if err != nil || string(stored) != mac.String()+"\n" {
-		t.Errorf("state file holds %q, %v; want %s", stored, err, mac)
+	if want := mac.String() + " 198.18.0.1\n"; err != nil || string(stored) != want {
+		t.Errorf("state file holds %q, %v; want %q", stored, err, want)
 	}
 	// Prepare makes the device; the address needs our lease (Reconcile).
 	h.check(`
@@ -463,7 +463,8 @@ func TestRestart(t *testing.T) {
 	h.check(want)
 
 	// The state file is lost but the device is there: its MAC is kept.
-	if err := os.Remove(filepath.Join(h.cfg.StateDir, "vxlan-1.mac")); err != nil {
+	macFile := filepath.Join(h.cfg.StateDir, "vxlan-1.mac")
+	if err := os.Remove(macFile); err != nil {
 		t.Fatal(err)
 	}
 	h.b = h.newBackend()
@@ -474,13 +475,56 @@ func TestRestart(t *testing.T) {
 	h.check(want)
 
 	// A malformed state file is replaced, not trusted.
-	if err := os.WriteFile(filepath.Join(h.cfg.StateDir, "vxlan-1.mac"), []byte("garbage\n"), 0o644); err != nil {
+	if err := os.WriteFile(macFile, []byte("garbage\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h.b = h.newBackend()
 	h.prepare()
 	h.reconcile(p2)
 	h.check(want)
+	mac = h.b.mac
+
+	// An older agentd's file, the MAC alone, is used and gains our address.
+	if err := os.WriteFile(macFile, []byte(mac.String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.b = h.newBackend()
+	h.prepare()
+	if h.b.mac != mac {
+		t.Errorf("with an older agentd's state file the VTEP MAC is %s, want its %s", h.b.mac, mac)
+	}
+	checkMACFile(t, macFile, mac)
+
+	// A state dir copied from another host (a machine image made from a
+	// node) and booted: the file names that host's address, and there is
+	// no device yet. Its MAC, which that host has too, is not taken.
+	other, err := backend.ParseMAC("02:00:00:00:00:99")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(macFile, []byte(other.String()+" 198.18.0.7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ns.Handle.LinkDel(h.link("flannel.1")); err != nil {
+		t.Fatal(err)
+	}
+	h.b = h.newBackend()
+	h.prepare()
+	h.reconcile(p2)
+	if h.b.mac == other {
+		t.Errorf("with a state file from 198.18.0.7 the VTEP MAC is that host's %s", other)
+	}
+	checkMACFile(t, macFile, h.b.mac)
+	h.check(want)
+}
+
+// checkMACFile: the VTEP MAC state file holds mac, chosen here (198.18.0.1).
+func checkMACFile(t *testing.T, path string, mac backend.MAC) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if want := mac.String() + " 198.18.0.1\n"; err != nil || string(b) != want {
+		t.Errorf("%s holds %q, %v; want %q", path, b, err, want)
+	}
 }
 
 // TestIncompatibleDevice checks that a flannel.1 that differs in what only
