@@ -59,6 +59,10 @@ func probeEndpoint(ctx context.Context, endpoint string, tc *tls.Config) error {
 			cfg.ServerName = host
 		}
 	}
+	// As gRPC does: etcd then speaks HTTP/2 on the connection.
+	if len(cfg.NextProtos) == 0 {
+		cfg.NextProtos = []string{"h2"}
+	}
 	return probeTLS(ctx, conn, cfg)
 }
 
@@ -110,11 +114,14 @@ const refusalWait = 2 * time.Second
 
 // refusedAfterHandshake returns the refusal of our client certificate (or
 // of its absence) that a TLS 1.3 server sends after the handshake, as an
-// alert that only a read sees. It asks for /version so that a server that
-// took the certificate answers at once; an answer, a close or silence
-// until refusalWait count as accepted.
+// alert that only a read sees. It starts the conversation the etcd client
+// would (HTTP/2's preface, to which a server that took us answers with its
+// settings at once; HTTP/1's GET /version if the server did not choose
+// HTTP/2), so that a refusal is not awaited for long; an answer, a close or
+// silence until refusalWait count as accepted.
 func refusedAfterHandshake(ctx context.Context, conn *tls.Conn, sent *tls.Certificate) error {
-	if conn.ConnectionState().Version != tls.VersionTLS13 {
+	st := conn.ConnectionState()
+	if st.Version != tls.VersionTLS13 {
 		return nil // earlier versions refuse inside the handshake
 	}
 	deadline := time.Now().Add(refusalWait)
@@ -124,13 +131,17 @@ func refusedAfterHandshake(ctx context.Context, conn *tls.Conn, sent *tls.Certif
 	if err := conn.SetDeadline(deadline); err != nil {
 		return nil
 	}
+	hello := h2Preface
+	if st.NegotiatedProtocol != "h2" {
+		host := "localhost"
+		if st.ServerName != "" {
+			host = st.ServerName
+		}
+		hello = "GET /version HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n"
+	}
 	// A write error means the server is gone or has refused us already;
 	// the read reports which.
-	host := "localhost"
-	if n := conn.ConnectionState().ServerName; n != "" {
-		host = n
-	}
-	_, _ = io.WriteString(conn, "GET /version HTTP/1.1\r\nHost: "+host+"\r\nConnection: close\r\n\r\n")
+	_, _ = io.WriteString(conn, hello)
 	var b [1]byte
 	if _, err := conn.Read(b[:]); err != nil {
 		if why := explainRefusal(err, sent); why != err {
@@ -139,6 +150,10 @@ func refusedAfterHandshake(ctx context.Context, conn *tls.Conn, sent *tls.Certif
 	}
 	return nil
 }
+
+// h2Preface is what an HTTP/2 client sends first (RFC 9113 3.4): the
+// connection preface and an empty SETTINGS frame.
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 // explainRefusal turns the alert by which a server refused our client
 // certificate into what to do about it. Other errors come back unchanged.

@@ -148,11 +148,15 @@ func TestProbeTLSRefusal(t *testing.T) {
 		certs    []tls.Certificate // Certificates of our config
 		viaGet   bool              // give it as GetClientCertificate instead, as etcd's TLSInfo does
 		silent   bool              // the server takes us and sends nothing
+		h2       bool              // both sides offer HTTP/2, as etcd and its client do
 		wantErr  string            // "" for no error
 		wantWrap string            // the alert, kept in the error
 	}{
 		{name: "accepted", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{good}},
 		{name: "accepted via GetClientCertificate", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{good}, viaGet: true},
+		{name: "accepted, HTTP/2", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{good}, viaGet: true, h2: true},
+		{name: "untrusted CA, HTTP/2", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{untrusted}, viaGet: true, h2: true,
+			wantErr: "TLS: the server does not trust the CA of our client certificate (CN=agentd, issued by CN=other CA)"},
 		{name: "accepted, server silent", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{good}, silent: true},
 		{name: "none asked for", auth: tls.NoClientCert, certs: []tls.Certificate{untrusted}},
 		{name: "none asked for, none configured", auth: tls.NoClientCert},
@@ -180,12 +184,18 @@ func TestProbeTLSRefusal(t *testing.T) {
 			served := make(chan error, 1)
 			go func() {
 				defer srv.Close()
-				s := tls.Server(srv, &tls.Config{
+				scfg := &tls.Config{
 					Certificates: []tls.Certificate{serverCert},
 					ClientAuth:   tc.auth,
 					ClientCAs:    trusted.pool,
 					MaxVersion:   tc.maxVer,
-				})
+				}
+				hello, answer := "GET /version HTTP/1.1\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+				if tc.h2 {
+					scfg.NextProtos = []string{"h2"}
+					hello, answer = h2Preface, "\x00\x00\x00\x04\x00\x00\x00\x00\x00" // its SETTINGS
+				}
+				s := tls.Server(srv, scfg)
 				if err := s.Handshake(); err != nil {
 					t.Logf("server: %v", err)
 					served <- err
@@ -199,7 +209,7 @@ func TestProbeTLSRefusal(t *testing.T) {
 					served <- err
 					return
 				}
-				if !strings.HasPrefix(string(req[:n]), "GET /version HTTP/1.1\r\n") {
+				if !strings.HasPrefix(string(req[:n]), hello) {
 					served <- fmt.Errorf("request %q", req[:n])
 					return
 				}
@@ -209,10 +219,13 @@ func TestProbeTLSRefusal(t *testing.T) {
 					served <- err
 					return
 				}
-				_, err = io.WriteString(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+				_, err = io.WriteString(s, answer)
 				served <- err
 			}()
 			cfg := &tls.Config{RootCAs: trusted.pool, ServerName: "etcd.test", Certificates: tc.certs}
+			if tc.h2 {
+				cfg.NextProtos = []string{"h2"}
+			}
 			if tc.viaGet {
 				c := tc.certs[0]
 				cfg.Certificates = nil
