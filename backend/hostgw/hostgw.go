@@ -16,12 +16,15 @@
 // "198.18.0.0/24 dev eth0 scope link", as some clouds configure; the kernel
 // accepts such gateways, and flanneld routes them). It must also be another
 // host: not the network or broadcast address of such a subnet, not
-// multicast, loopback or unspecified, not an address of ours. A peer whose
-// PublicIP fails either test is logged (once) and counted as skipped, never
-// routed: the kernel would refuse some of these routes, failing every pass
-// (bad input must never keep a node from becoming ready), accept others
-// that loop back to us, and an onlink route would send the peer's traffic
-// to the default gateway, which knows nothing of overlay subnets. Of two
+// multicast, loopback or unspecified, not an address of ours. Nor may the
+// peer's subnet hold an address of ours: that is a network of this host
+// overlapping the cluster network, whose kernel route ours would replace. A
+// peer that fails any of these tests is logged (once) and counted as
+// skipped, never routed: the kernel would refuse some of these routes,
+// failing every pass (bad input must never keep a node from becoming
+// ready), accept others that loop back to us, and an onlink route would
+// send the peer's traffic to the default gateway, which knows nothing of
+// overlay subnets. Of two
 // keys for one IPv4 subnet the one written last is routed
 // (backend.OnePerSubnet).
 //
@@ -34,11 +37,14 @@
 package hostgw
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/agentd/agentd/backend"
@@ -183,6 +189,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 // leaves out.
 func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.Segment) []backend.Route {
 	var routes []backend.Route
+	local := slices.SortedFunc(maps.Keys(seg.Local), netip.Addr.Compare)
 	for _, p := range backend.OnePerSubnet(peers, b.skips) {
 		key := p.Key()
 		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
@@ -199,7 +206,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		case pub == b.ext.PublicIP:
 			why = fmt.Sprintf("public IP %s is our own", pub)
 		default:
-			why = refuse(seg, pub)
+			why = cmp.Or(localIn(seg, local, sn), refuse(seg, pub))
 		}
 		if why != "" {
 			b.skips.Skip(key, why)
@@ -208,6 +215,19 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		routes = append(routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
 	}
 	return routes
+}
+
+// localIn says which address of this host the peer subnet sn (masked)
+// holds, the lowest of local (this host's addresses, sorted), or "". Such a
+// subnet is a network of ours that overlaps the cluster network: the route
+// to it would replace the kernel's route for that network when the two are
+// equal, and deleting ours when the lease goes would leave none.
+func localIn(seg *backend.Segment, local []netip.Addr, sn netip.Prefix) string {
+	i, _ := slices.BinarySearchFunc(local, sn.Addr(), netip.Addr.Compare)
+	if i == len(local) || !sn.Contains(local[i]) {
+		return ""
+	}
+	return fmt.Sprintf("subnet %s holds %s, an address of this host (%s)", sn, local[i], seg.Local[local[i]])
 }
 
 // refuse says why pub cannot be a peer's gateway (backend.Segment.Refuse),

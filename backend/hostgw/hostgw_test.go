@@ -527,3 +527,51 @@ func TestSameSubnetTwice(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerSubnetHoldsOurAddress: a lease whose subnet holds an address of
+// this host (the network of another interface overlapping the cluster
+// network, or a bridge left with an old subnet) is skipped and logged, not
+// routed. Its route would have the destination and metric of the kernel's
+// route for that network and replace it, and deleting ours when the lease
+// goes would leave the network with no route at all.
+func TestPeerSubnetHoldsOurAddress(t *testing.T) {
+	h := prepared(t)
+	nl := h.ns.Handle
+	data := h.ns.AddVeth(t, "data0", "data1", netip.MustParsePrefix("10.244.9.1/24"))
+	network := netip.MustParsePrefix("10.244.9.0/24")
+	kernelRoute := func(when string) {
+		t.Helper()
+		rs, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: backend.IPNet(network)}, netlink.RT_FILTER_DST)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range rs {
+			got = append(got, fmt.Sprintf("%s via %v dev#%d proto %d", r.Dst, r.Gw, r.LinkIndex, r.Protocol))
+		}
+		if want := fmt.Sprintf("%s via <nil> dev#%d proto %d", network, data.Attrs().Index, unix.RTPROT_KERNEL); !slices.Equal(got, []string{want}) {
+			t.Errorf("%s: routes to %s: %q, want only data0's own %q", when, network, got, want)
+		}
+	}
+	kernelRoute("before")
+
+	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
+	bad := lease("10.244.9.0/24", "198.18.0.3", Type)
+	const two = "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74"
+	res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{p2, bad})
+	if err != nil || res.String() != (backend.Result{Added: 1, Skipped: 1}).String() {
+		t.Errorf("Reconcile = %v, %v; want 1 added, 1 skipped, no error", res, err)
+	}
+	kernelRoute("with the lease")
+	if got := h.ns.State(t); !strings.Contains(got, two+"\n") || strings.Contains(got, "10.244.9.0/24 via") {
+		t.Errorf("kernel state:\n%s\nwant %q and no route of ours to %s", got, two, network)
+	}
+	once := fmt.Sprintf(`"lease"=%q "reason"="subnet 10.244.9.0/24 holds 10.244.9.1, an address of this host (data0)"`, bad.Key())
+	if n := h.countLogs(once); n != 1 {
+		t.Errorf("logged %d times, want once: %s", n, once)
+	}
+
+	// The lease goes; the network keeps its route.
+	h.reconcile(p2)
+	kernelRoute("after the lease went")
+}
