@@ -111,6 +111,10 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 		default:
 			verdict = "network config changed; agentd applies it only at start-up, restart agentd to apply it; keeping the running config"
 			kv = []any{"running", w.running.String(), "new", c.String()}
+			if !sameBackend(c, w.running) {
+				// String names the Type only: show the options too.
+				kv = append(kv, "runningBackend", string(w.running.Backend), "newBackend", string(c.Backend))
+			}
 		}
 	}
 	msg := verdict
@@ -132,13 +136,26 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 	}
 }
 
-// sameConfig reports whether two parsed configs mean the same. The backend
-// objects are compared as JSON values with their keys folded to lower case,
-// as the backends read them case-insensitively.
+// sameConfig reports whether two parsed configs mean the same.
 func sameConfig(a, b *subnet.Config) bool {
 	ac, bc := *a, *b
 	ac.Backend, bc.Backend = nil, nil
-	return reflect.DeepEqual(ac, bc) && reflect.DeepEqual(foldJSON(a.Backend), foldJSON(b.Backend))
+	return reflect.DeepEqual(ac, bc) && sameBackend(a, b)
+}
+
+// sameBackend reports whether two parsed configs name the same backend with
+// the same options. The backend objects are compared as JSON values with
+// their keys folded to lower case, as the backends read them
+// case-insensitively, and without their Type: BackendType holds it with the
+// default applied, so {"Type":"vxlan"} means what an absent Type does.
+func sameBackend(a, b *subnet.Config) bool {
+	fa, fb := foldJSON(a.Backend), foldJSON(b.Backend)
+	for _, f := range []any{fa, fb} {
+		if m, ok := f.(map[string]any); ok {
+			delete(m, "type")
+		}
+	}
+	return a.BackendType == b.BackendType && reflect.DeepEqual(fa, fb)
 }
 
 // foldJSON decodes m with object keys in lower case; raw bytes if it is not

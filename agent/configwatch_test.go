@@ -53,3 +53,38 @@ func TestConfigWatchJudge(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigWatchDefaultedBackendType: a config whose Backend has no Type
+// runs vxlan (the start-up log says "network config has no Backend.Type;
+// using vxlan"). Writing the Type the agent runs with into the key, as that
+// line invites, changes nothing, and the running agent must not ask for a
+// restart to apply it; a Type that differs from the running one still does,
+// and a change of the backend's options names them (the configs' String
+// shows the Type only, so both would read the same).
+func TestConfigWatchDefaultedBackendType(t *testing.T) {
+	for _, c := range []struct {
+		running, value, logged string
+	}{
+		{`{"Network":"10.244.0.0/16"}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, ""},
+		{`{"Network":"10.244.0.0/16","Backend":{"VNI":1}}`, `{"Network":"10.244.0.0/16","Backend":{"type":"vxlan","VNI":1}}`, ""},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, `{"Network":"10.244.0.0/16","Backend":{}}`, ""},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, `{"Network":"10.244.0.0/16","Backend":{"Type":""}}`, ""},
+		{`{"Network":"10.244.0.0/16"}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, "restart agentd to apply it"},
+		{`{"Network":"10.244.0.0/16"}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":2}}`, `"newBackend"="{\"Type\":\"vxlan\",\"VNI\":2}"`},
+	} {
+		running, err := subnet.ParseConfig([]byte(c.running))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{})
+		w := &configWatch{log: log, key: "/k/config", running: running, check: func(*subnet.Config) error { return nil }}
+		w.judge([]byte(c.value), true, 1)
+		switch {
+		case c.logged == "" && len(lines) != 0:
+			t.Errorf("running %s, key rewritten as %s: logged %q, want nothing", c.running, c.value, lines)
+		case c.logged != "" && (len(lines) != 1 || !strings.Contains(lines[0], c.logged)):
+			t.Errorf("running %s, key rewritten as %s: logged %q, want one line with %q", c.running, c.value, lines, c.logged)
+		}
+	}
+}
