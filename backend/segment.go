@@ -2,6 +2,7 @@ package backend
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -37,6 +38,25 @@ type Segment struct {
 	// Local maps every IPv4 address of this host to its label: the name of
 	// the link holding it (or an alias such as "eth0:1").
 	Local map[netip.Addr]string
+
+	local []netip.Addr // Local's keys, sorted (LocalIn makes it)
+}
+
+// LocalIn says which address of this host the peer subnet sn (masked)
+// holds, the lowest, or "". Such a subnet is a network of this host that
+// overlaps the cluster network (another interface's, a bridge left with an
+// old subnet): a route to the peer's subnet would replace the kernel's
+// route for that network when the two are equal, and deleting ours when the
+// lease goes would leave that network with no route at all.
+func (s *Segment) LocalIn(sn netip.Prefix) string {
+	if len(s.local) != len(s.Local) {
+		s.local = slices.SortedFunc(maps.Keys(s.Local), netip.Addr.Compare)
+	}
+	i, _ := slices.BinarySearchFunc(s.local, sn.Addr(), netip.Addr.Compare)
+	if i == len(s.local) || !sn.Contains(s.local[i]) {
+		return ""
+	}
+	return fmt.Sprintf("subnet %s holds %s, an address of this host (%s)", sn, s.local[i], s.Local[s.local[i]])
 }
 
 // ReadSegment reads the segment of the external interface, the link with

@@ -42,9 +42,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/agentd/agentd/backend"
@@ -189,7 +187,6 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 // leaves out.
 func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.Segment) []backend.Route {
 	var routes []backend.Route
-	local := slices.SortedFunc(maps.Keys(seg.Local), netip.Addr.Compare)
 	for _, p := range backend.OnePerSubnet(peers, b.skips) {
 		key := p.Key()
 		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
@@ -206,7 +203,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		case pub == b.ext.PublicIP:
 			why = fmt.Sprintf("public IP %s is our own", pub)
 		default:
-			why = cmp.Or(localIn(seg, local, sn), refuse(seg, pub))
+			why = cmp.Or(seg.LocalIn(sn), refuse(seg, pub))
 		}
 		if why != "" {
 			b.skips.Skip(key, why)
@@ -215,19 +212,6 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		routes = append(routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
 	}
 	return routes
-}
-
-// localIn says which address of this host the peer subnet sn (masked)
-// holds, the lowest of local (this host's addresses, sorted), or "". Such a
-// subnet is a network of ours that overlaps the cluster network: the route
-// to it would replace the kernel's route for that network when the two are
-// equal, and deleting ours when the lease goes would leave none.
-func localIn(seg *backend.Segment, local []netip.Addr, sn netip.Prefix) string {
-	i, _ := slices.BinarySearchFunc(local, sn.Addr(), netip.Addr.Compare)
-	if i == len(local) || !sn.Contains(local[i]) {
-		return ""
-	}
-	return fmt.Sprintf("subnet %s holds %s, an address of this host (%s)", sn, local[i], seg.Local[local[i]])
 }
 
 // refuse says why pub cannot be a peer's gateway (backend.Segment.Refuse),
