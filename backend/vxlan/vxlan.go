@@ -49,10 +49,14 @@
 // broadcast address, an address of ours, the network or broadcast address
 // of one of the external interface's subnets): VXLAN sent there goes
 // nowhere, to every host of the segment, or back to us. Also when its
-// gateway <peer subnet>.0 is an address of ours (a leftover device holding
-// it): the kernel refuses that route (EINVAL) on every pass, which would
-// keep every other peer's pass failing. Of two keys for one IPv4 subnet the
-// one written last is programmed (backend.OnePerSubnet).
+// subnet holds an address of ours (backend.Segment.LocalIn: a network of
+// this host overlapping the cluster network, a bridge left with an old
+// subnet): the route to it would replace the kernel's route for that
+// network, which would be gone when the lease goes; and were the gateway
+// <peer subnet>.0 ours, the kernel would refuse the route (EINVAL) on every
+// pass, which would keep every other peer's pass failing. Of two keys for
+// one IPv4 subnet the one written last is programmed
+// (backend.OnePerSubnet).
 //
 // What is ours, and deleted when no lease implies it: the device (recreated
 // when its VNI, port, local address, underlay device or learning differ from
@@ -66,6 +70,7 @@
 package vxlan
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -691,7 +696,10 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			skip("public IP %s is our own", pub)
 			continue
 		}
-		if why := seg.RefuseHost(pub); why != "" {
+		// A subnet holding an address of ours also holds the one case the
+		// kernel refuses outright: <peer subnet>.0, the onlink gateway,
+		// being ours (EINVAL on every pass).
+		if why := cmp.Or(seg.RefuseHost(pub), seg.LocalIn(sn)); why != "" {
 			skip("%s", why)
 			continue
 		}
@@ -709,11 +717,6 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			continue
 		}
 		gw := sn.Addr()
-		if label, ok := seg.Local[gw]; ok {
-			// The kernel refuses a local address as an onlink gateway.
-			skip("gateway %s (the peer subnet's first address) is an address of this host (%s)", gw, label)
-			continue
-		}
 		if mac == b.mac {
 			skip("VtepMAC %s is our own", mac)
 			continue

@@ -964,6 +964,25 @@ func TestFDBOtherVNIOrPort(t *testing.T) {
 	}
 }
 
+// routesTo lists the main table's routes to dst, in any protocol (State
+// shows ours only), as "<dst> [via <gw>] dev#<index> proto <n>", one per line.
+func (h *host) routesTo(dst string) string {
+	h.t.Helper()
+	rs, err := h.ns.Handle.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix(dst))}, netlink.RT_FILTER_DST)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var lines []string
+	for _, r := range rs {
+		via := ""
+		if r.Gw != nil {
+			via = " via " + r.Gw.String()
+		}
+		lines = append(lines, fmt.Sprintf("%s%s dev#%d proto %d", r.Dst, via, r.LinkIndex, r.Protocol))
+	}
+	return strings.Join(lines, "\n")
+}
+
 // addLink adds a bridge called name holding the address addr, as cni0 or
 // a leftover device would.
 func (h *host) addLink(name, addr string) {
@@ -1041,38 +1060,78 @@ func TestUnusablePublicIPs(t *testing.T) {
 	}
 }
 
-// TestGatewayIsLocalAddress: a peer's gateway, <peer subnet>.0, that is an
-// address of this host (a leftover device still holding it) is one the
-// kernel refuses as an onlink gateway (EINVAL, on every pass): that peer is
-// skipped, and the others are programmed without an error. cni0 keeping an
-// address of a subnet we no longer lease (10.244.5.1/24) is no such case:
-// this kernel makes no broadcast route for the network address, and takes
-// 10.244.5.0 as a gateway (the peer's route replaces cni0's own).
-func TestGatewayIsLocalAddress(t *testing.T) {
+// TestPeerSubnetHoldsOurAddress: a peer whose subnet holds an address of
+// this host is skipped and logged, the others programmed without an error.
+// cni0 kept an address of a subnet we no longer lease (10.244.5.1/24): the
+// peer's route would replace cni0's own (same destination and metric), and
+// deleting ours when the lease goes would leave that network with no route
+// at all; the first new pod moves cni0 to our new gateway (forceAddress),
+// and the peer is programmed from the next pass on. A leftover device
+// holding <peer subnet>.0 (old0) is the case the kernel refuses outright as
+// an onlink gateway (EINVAL, on every pass).
+func TestPeerSubnetHoldsOurAddress(t *testing.T) {
 	h := newHost(t, `{"Type":"vxlan"}`)
 	h.addLink("cni0", "10.244.5.1/24")
 	h.addLink("old0", "10.244.6.0/32")
+	if err := h.ns.Handle.LinkSetUp(h.link("cni0")); err != nil { // for its network's route
+		t.Fatal(err)
+	}
+	// The state without cni0's neighbours: the kernel's entries for IGMP
+	// (224.0.0.22) come and go on an up bridge.
+	check := func(want string) {
+		t.Helper()
+		var lines []string
+		for l := range strings.Lines(h.ns.State(t)) {
+			if !strings.HasPrefix(l, "neigh cni0 ") {
+				lines = append(lines, l)
+			}
+		}
+		want = strings.ReplaceAll(want, "$MAC", h.b.mac.String())
+		if got := strings.Join(lines, ""); got != want {
+			t.Fatalf("kernel state:\n%s\nwant:\n%s\ndiff:\n%s", got, want, lineDiff(got, want))
+		}
+	}
 	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
 	p5 := lease("10.244.5.0/24", "198.18.0.5", "vxlan", "02:00:00:00:00:05")
 	p6 := lease("10.244.6.0/24", "198.18.0.6", "vxlan", "02:00:00:00:00:06")
+	cni0Route := fmt.Sprintf("10.244.5.0/24 dev#%d proto %d", h.link("cni0").Attrs().Index, unix.RTPROT_KERNEL)
 	for pass := 1; pass <= 2; pass++ {
 		res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{p2, p5, p6})
 		if err != nil {
-			t.Errorf("pass %d: Reconcile: %v; want the lease %s skipped, no error", pass, err, p6.Key())
+			t.Errorf("pass %d: Reconcile: %v; want the leases %s and %s skipped, no error", pass, err, p5.Key(), p6.Key())
 		}
-		if res.Skipped != 1 {
-			t.Errorf("pass %d: result %v, want 1 skipped", pass, res)
+		if res.Skipped != 2 {
+			t.Errorf("pass %d: result %v, want 2 skipped", pass, res)
 		}
 		if pass == 2 && res.Changed() {
 			t.Errorf("a second Reconcile changed %v", res)
 		}
 	}
-	h.check(withBase("addr cni0 10.244.5.1/24\naddr old0 10.244.6.0/32\nlink cni0 bridge down mtu 1500\nlink old0 bridge down mtu 1500\n" +
-		peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02") + peerLines("10.244.5.0/24", "198.18.0.5", "02:00:00:00:00:05")))
-	once := fmt.Sprintf(`"lease"=%q "reason"=%q`, p6.Key(), "gateway 10.244.6.0 (the peer subnet's first address) is an address of this host (old0)")
-	if n := h.countLogs(once); n != 1 {
-		t.Errorf("logged %d times, want once: %s", n, once)
+	check(withBase("addr cni0 10.244.5.1/24\naddr old0 10.244.6.0/32\nlink cni0 bridge up mtu 1500\nlink old0 bridge down mtu 1500\n" +
+		peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02")))
+	for _, tc := range []struct {
+		l      subnet.Lease
+		reason string
+	}{
+		{p5, "subnet 10.244.5.0/24 holds 10.244.5.1, an address of this host (cni0)"},
+		{p6, "subnet 10.244.6.0/24 holds 10.244.6.0, an address of this host (old0)"},
+	} {
+		once := fmt.Sprintf(`"lease"=%q "reason"=%q`, tc.l.Key(), tc.reason)
+		if n := h.countLogs(once); n != 1 {
+			t.Errorf("logged %d times, want once: %s", n, once)
+		}
 	}
+	if got := h.routesTo("10.244.5.0/24"); got != cni0Route {
+		t.Errorf("routes to 10.244.5.0/24: %q, want only cni0's own %q", got, cni0Route)
+	}
+
+	// The first new pod moves cni0 to our gateway: the peer is programmed.
+	if err := h.ns.Handle.AddrDel(h.link("cni0"), &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("10.244.5.1/24"))}); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcile(p2, p5, p6)
+	check(withBase("addr old0 10.244.6.0/32\nlink cni0 bridge up mtu 1500\nlink old0 bridge down mtu 1500\n" +
+		peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02") + peerLines("10.244.5.0/24", "198.18.0.5", "02:00:00:00:00:05")))
 }
 
 // TestSameSubnetTwice: of two keys for one IPv4 subnet (a plain one and a
