@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"time"
@@ -159,30 +161,66 @@ func sameBackend(a, b *subnet.Config) bool {
 }
 
 // foldJSON decodes m with object keys in lower case; raw bytes if it is not
-// JSON, nil if empty.
+// JSON, nil if empty. Keys that fold to the same one ("VNI", "vni") keep the
+// value written last, as the backends' case-insensitive decoding does: a
+// decode into a map first would keep both and fold them in the map's random
+// order, so that a config could differ from itself.
 func foldJSON(m json.RawMessage) any {
 	if len(bytes.TrimSpace(m)) == 0 {
 		return nil
 	}
-	var v any
-	if err := json.Unmarshal(m, &v); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(m))
+	v, err := foldValue(dec)
+	if err != nil {
 		return string(m)
 	}
-	var fold func(any) any
-	fold = func(v any) any {
-		switch v := v.(type) {
-		case map[string]any:
-			out := make(map[string]any, len(v))
-			for k, e := range v {
-				out[strings.ToLower(k)] = fold(e)
-			}
-			return out
-		case []any:
-			for i, e := range v {
-				v[i] = fold(e)
-			}
-		}
-		return v
+	if _, err := dec.Token(); err != io.EOF {
+		return string(m)
 	}
-	return fold(v)
+	return v
+}
+
+// foldValue reads the next JSON value from dec, object keys in lower case.
+func foldValue(dec *json.Decoder) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil
+	}
+	switch d {
+	case '{':
+		out := map[string]any{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			key, ok := k.(string)
+			if !ok {
+				return nil, fmt.Errorf("object key %v", k)
+			}
+			v, err := foldValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			out[strings.ToLower(key)] = v
+		}
+		_, err = dec.Token() // '}'
+		return out, err
+	case '[':
+		out := []any{}
+		for dec.More() {
+			v, err := foldValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		_, err = dec.Token() // ']'
+		return out, err
+	}
+	return nil, fmt.Errorf("unexpected %v", d)
 }
