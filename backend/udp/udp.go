@@ -730,8 +730,17 @@ func sortedKeys(m map[string]uint64) []string { return slices.Sorted(maps.Keys(m
 // desired computes the forwarding entries peers imply, recording in b.skips
 // the peers it leaves out.
 func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease) []entry {
+	peers = backend.OnePerSubnet(peers, b.skips)
+	// The overlay's subnets, ours and the peers': a datagram for an
+	// address in a peer's follows the network's route into flannel0,
+	// where the datapath would send it again (a loop), and one in ours
+	// goes to a local container.
+	overlay := []netip.Prefix{own.Subnet.Masked()}
+	for _, p := range peers {
+		overlay = append(overlay, p.Subnet.Masked())
+	}
 	var es []entry
-	for _, p := range backend.OnePerSubnet(peers, b.skips) {
+	for _, p := range peers {
 		key := p.Key()
 		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
 		var why string
@@ -748,6 +757,8 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease) []entry {
 			why = fmt.Sprintf("public IP %v is not a unicast IPv4 address", pub)
 		case pub == b.ext.PublicIP || pub == b.ext.IfaceAddr:
 			why = fmt.Sprintf("public IP %s is our own", pub)
+		case backend.Contains(overlay, pub):
+			why = fmt.Sprintf("public IP %s lies in an overlay subnet, reached through %s itself", pub, DeviceName)
 		}
 		if why != "" {
 			b.skips.Skip(key, why)
