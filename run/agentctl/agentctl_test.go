@@ -385,3 +385,87 @@ func TestEtcdFlagsLikeAgentd(t *testing.T) {
 		}
 	}
 }
+
+// TestLeasesShowsKeysAgentsSkip: a key that agents skip under the network
+// config (a subnet outside Network after a forced change, a dual-stack key in
+// a network without IPv6) is listed after the table as invalid, with the
+// reason, not as a lease: it used to be a table row like any other, with its
+// TTL, while no agent routed to it. Without a config nothing is judged.
+func TestLeasesShowsKeysAgentsSkip(t *testing.T) {
+	c := newCtl(t)
+	c.liveLease("10.244.5.0/24", "198.18.0.1", "aa:bb:cc:dd:ee:01")
+	c.liveLease("10.245.6.0/24", "198.18.0.2", "aa:bb:cc:dd:ee:02")
+	dual := prefix + "/subnets/10.245.7.0-24&fc00:0:0:7::-64"
+	if _, err := c.cli.Put(context.Background(), dual, `{"PublicIP":"198.18.0.3"}`); err != nil {
+		t.Fatal(err)
+	}
+	if out := c.mustRun("leases"); strings.Contains(out, "invalid") || strings.Count(out, "\n") != 4 {
+		t.Errorf("leases without a config: want header + 3 rows, nothing judged:\n%s", out)
+	}
+
+	c.mustRun("config", "init", "--network", "10.245.0.0/16", "--force")
+	out := c.mustRun("leases")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[1], "10.245.6.0/24") {
+		t.Fatalf("leases: want header, the one lease of 10.245.0.0/16, two invalid keys:\n%s", out)
+	}
+	for i, want := range []string{
+		"invalid: " + prefix + "/subnets/10.244.5.0-24: IPv4 subnet 10.244.5.0/24 is not a /18 to /30 of the network 10.245.0.0/16",
+		"invalid: " + dual + ": the key names the IPv6 subnet fc00:0:0:7::/64 but the network has no IPv6",
+	} {
+		if lines[2+i] != want {
+			t.Errorf("line %d: %q, want %q", 2+i, lines[2+i], want)
+		}
+	}
+	var doc struct {
+		Leases  []leaseRow
+		Invalid []badRow
+	}
+	if err := json.Unmarshal([]byte(c.mustRun("leases", "-o", "json")), &doc); err != nil || len(doc.Leases) != 1 || len(doc.Invalid) != 2 {
+		t.Errorf("leases -o json: %+v %v", doc, err)
+	}
+}
+
+// TestReleaseKeyWithUnusableValue: a subnet key whose value is not a lease
+// (a hand-written typo) still holds its subnet: no agent leases it, and one
+// that had it moves to another subnet naming "a key with an unusable value".
+// lease release used to answer "no lease or reservation" and leave it; it
+// deletes it now, saying what it held, and still only that subnet's key.
+func TestReleaseKeyWithUnusableValue(t *testing.T) {
+	c := newCtl(t)
+	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+	key := prefix + "/subnets/10.244.5.0-24"
+	if _, err := c.cli.Put(context.Background(), key, `{"PublicIP":"198.18.0.1"`); err != nil {
+		t.Fatal(err)
+	}
+	c.liveLease("10.244.5.0/25", "198.18.0.2", "aa:bb:cc:dd:ee:02")
+	out := c.mustRun("lease", "release", "10.244.5.0/24")
+	if !strings.Contains(out, "released 10.244.5.0/24 (a key with an unusable value:") {
+		t.Errorf("release output %q", out)
+	}
+	if v, _, ok := c.get(key); ok {
+		t.Errorf("key with an unusable value still there: %s", v)
+	}
+	if _, _, ok := c.get(prefix + "/subnets/10.244.5.0-25"); !ok {
+		t.Error("the lease of the overlapping /25 was deleted")
+	}
+	c.wantFail(1, []string{"lease", "release", "10.244.5.0/24"}, "no lease or reservation for 10.244.5.0/24")
+
+	// On a live etcd lease, it is deleted only with --force.
+	g, err := c.cli.Grant(context.Background(), 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key = prefix + "/subnets/10.244.6.0-24"
+	if _, err := c.cli.Put(context.Background(), key, `{"PublicIP":""}`, clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	c.wantFail(1, []string{"lease", "release", "10.244.6.0/24"}, key, "unusable value", "live etcd lease", "--force")
+	if _, _, ok := c.get(key); !ok {
+		t.Error("key on a live etcd lease deleted without --force")
+	}
+	c.mustRun("lease", "release", "10.244.6.0/24", "--force")
+	if _, _, ok := c.get(key); ok {
+		t.Error("key on a live etcd lease not deleted with --force")
+	}
+}

@@ -6,13 +6,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/udp"
 	"github.com/agentd/agentd/backend/vxlan"
 	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -133,6 +138,9 @@ func (o *initOptions) document(stdin io.Reader) ([]byte, error) {
 
 func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, force bool) error {
 	cfg, err := subnet.ParseConfig(doc)
+	if err == nil {
+		err = checkBackend(cfg)
+	}
 	if err != nil {
 		return usagef("invalid config: %v", err)
 	}
@@ -171,6 +179,22 @@ func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, 
 	}
 	fmt.Fprintf(a.out, "wrote %s: %s%s\n", key, cfg, wireOf(cfg))
 	return nil
+}
+
+// checkBackend judges cfg's Backend object as agentd does at start (and its
+// config watch at each change of the key): its type must be one agentd has,
+// and that backend must take its options (VNI, Port, MTU, ...). The backends'
+// constructors touch no kernel; the external interface is a stand-in, since
+// the one each agent picks is not known here.
+func checkBackend(cfg *subnet.Config) error {
+	addr := netip.AddrFrom4([4]byte{192, 0, 2, 1})
+	_, err := agent.Backends().New(backend.Config{
+		Network:  cfg,
+		External: backend.ExternalInterface{Iface: &net.Interface{Name: "agentctl"}, IfaceAddr: addr, PublicIP: addr},
+		StateDir: "/nonexistent",
+		Logger:   logr.Discard(),
+	})
+	return err
 }
 
 // checkLeasesSurvive refuses, while any lease or reservation exists, a config

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -88,4 +90,40 @@ func TestConfigInitWithoutConfigChecksLeases(t *testing.T) {
 		t.Error("the refused config was written")
 	}
 	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+}
+
+// TestConfigInitRefusesWhatAgentdRefuses: config init judges the Backend
+// object as agentd does when it starts (a backend type it has, options that
+// backend takes). A mistyped type or an out-of-range VNI or port used to be
+// written, and every agent started afterwards exited with "unknown backend
+// type" or the option's error; now it is a usage error and nothing is
+// written.
+func TestConfigInitRefusesWhatAgentdRefuses(t *testing.T) {
+	c := newCtl(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--backend", "vxaln"}, `unknown backend type "vxaln"`},
+		{[]string{"--vni", "16777216"}, `"Backend.VNI": 16777216`},
+		{[]string{"--port", "70000"}, `"Backend.Port": 70000`},
+		{[]string{"--backend", "udp", "--port", "-1"}, `"Backend.Port": -1`},
+	} {
+		args := append([]string{"config", "init", "--network", "10.244.0.0/16"}, tc.args...)
+		c.wantFail(exitUsage, args, "invalid config", tc.want)
+		c.wantFail(exitUsage, append(args, "--force"), "invalid config", tc.want)
+		if v, _, ok := c.get(prefix + "/config"); ok {
+			t.Fatalf("agentctl %v wrote %s", tc.args, v)
+		}
+	}
+	doc := filepath.Join(t.TempDir(), "network.json")
+	if err := os.WriteFile(doc, []byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":true}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.wantFail(exitUsage, []string{"config", "init", "--file", doc}, "invalid config", `"Backend.GBP"`)
+	if v, _, ok := c.get(prefix + "/config"); ok {
+		t.Fatalf("config with GBP written: %s", v)
+	}
+	// What agentd runs is still written.
+	c.mustRun("config", "init", "--network", "10.244.0.0/16", "--backend", "udp", "--port", "8285")
 }

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -40,8 +42,9 @@ func (a *app) leasesCommand() *cobra.Command {
 		Use:   "leases",
 		Short: "List every subnet lease: which host holds which subnet",
 		Long: `leases lists the leases under <prefix>/subnets/ in one etcd request, plus one
-request per distinct etcd lease for the time left. Keys that are not valid
-leases are listed after the table, as agents skip them.`,
+for the network config and one per distinct etcd lease for the time left.
+Keys that are not valid leases (under the config, when there is one) are
+listed after the table, as agents skip them.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
@@ -75,9 +78,23 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 	if err != nil {
 		return nil, nil, err
 	}
+	// Judged by the config as agents judge peers: a key they skip is no
+	// lease. Without a usable config there is nothing to judge by (and no
+	// agent runs).
+	cfg, err := reg.GetConfig(ctx)
+	var ce *subnet.ConfigError
+	if err != nil && !errors.Is(err, subnet.ErrConfigNotFound) && !errors.As(err, &ce) {
+		return nil, nil, err
+	}
 	ttl := map[int64]int64{}
 	rows := make([]leaseRow, 0, len(leases))
 	for _, l := range leases {
+		if cfg != nil {
+			if err := cfg.RoutableLease(l); err != nil {
+				badEntries = append(badEntries, subnet.BadEntry{Key: reg.SubnetsPrefix() + l.Key(), ModRevision: l.ModRevision, Err: err})
+				continue
+			}
+		}
 		r := leaseRow{
 			Subnet:      l.Subnet.String(),
 			PublicIP:    l.Attrs.PublicIP.String(),
@@ -274,7 +291,7 @@ agentd --release-lease there instead.`,
 
 func (a *app) release(ctx context.Context, cli *clientv3.Client, sn netip.Prefix, force bool) error {
 	reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
-	leases, _, _, err := reg.List(ctx)
+	leases, bad, _, err := reg.List(ctx)
 	if err != nil {
 		return err
 	}
@@ -305,6 +322,32 @@ func (a *app) release(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 			}
 		}
 		fmt.Fprintf(a.out, "released %s (was %s)\n", sn, l.Attrs.PublicIP)
+		return nil
+	}
+	// A key of the subnet whose value is no lease holds the subnet all the
+	// same: agents lease around it. It goes too, unless an etcd lease keeps
+	// it (something alive, if not an agent, may rewrite it).
+	for _, b := range bad {
+		ksn, ksn6, err := subnet.ParseSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix()))
+		if err != nil || ksn != sn {
+			continue
+		}
+		// Read again for its etcd lease, which List does not give.
+		l, ok, gerr := reg.Get(ctx, ksn, ksn6)
+		switch {
+		case !ok && gerr != nil:
+			return gerr
+		case !ok || gerr == nil || l.ModRevision != b.ModRevision:
+			return fmt.Errorf("%s changed while this command ran; run it again", sn)
+		case l.LeaseID != 0 && !force:
+			return fmt.Errorf("%s holds an unusable value (%v) on a live etcd lease; pass --force to delete it", b.Key, b.Err)
+		}
+		if ok, err := reg.Delete(ctx, l); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("%s changed while this command ran; run it again", sn)
+		}
+		fmt.Fprintf(a.out, "released %s (a key with an unusable value: %v)\n", sn, b.Err)
 		return nil
 	}
 	return fmt.Errorf("no lease or reservation for %s under %s", sn, reg.SubnetsPrefix())
