@@ -213,9 +213,20 @@ func TestLeasesReserveRelease(t *testing.T) {
 	// Release: unknown, live without --force, reservation, live with --force.
 	c.wantFail(1, []string{"lease", "release", "10.244.9.0/24"}, "no lease or reservation for 10.244.9.0/24")
 	c.wantFail(1, []string{"lease", "release", "10.244.5.0/24"}, "live lease of 198.18.0.1", "--release-lease", "--force")
-	c.mustRun("lease", "release", "10.244.7.0/24")
+	if out := c.mustRun("lease", "release", "10.244.7.0/24"); strings.Contains(out, "note:") {
+		t.Errorf("release of a reservation no agent took: %q, want no note", out)
+	}
 	if _, _, ok := c.get(prefix + "/subnets/10.244.7.0-24"); ok {
 		t.Error("released reservation still there")
+	}
+	// One an agent took (its value names the host): released, with a note
+	// that its agent keeps the subnet.
+	if _, err := c.cli.Put(context.Background(), prefix+"/subnets/10.244.8.0-24", `{"PublicIP":"198.18.0.4","HostID":"0123456789abcdef0123456789abcdee"}`); err != nil {
+		t.Fatal(err)
+	}
+	if out := c.mustRun("lease", "release", "10.244.8.0/24"); !strings.Contains(out, "note: the agent of 198.18.0.4 (host 0123456789abcdef0123456789abcdee) has taken this reservation") ||
+		!strings.Contains(out, "agentd --release-lease on that host") {
+		t.Errorf("release of a reservation an agent took: %q, want a note", out)
 	}
 	c.mustRun("lease", "release", "10.244.5.0/24", "--force")
 	if _, _, ok := c.get(prefix + "/subnets/10.244.5.0-24"); ok {

@@ -322,6 +322,12 @@ func (a *app) release(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 			}
 		}
 		fmt.Fprintf(a.out, "released %s (was %s)\n", sn, l.Attrs.PublicIP)
+		if l.Reservation() && l.Attrs.HostID != "" {
+			// An agent wrote its identity into the reservation: if it
+			// runs, it writes the key again at once, as an ordinary lease.
+			fmt.Fprintf(a.out, "note: the agent of %s (host %s) has taken this reservation; while it runs it keeps %s as an ordinary lease: to free the subnet, run agentd --release-lease on that host\n",
+				l.Attrs.PublicIP, l.Attrs.HostID, sn)
+		}
 		return nil
 	}
 	// A key of the subnet whose value is no lease holds the subnet all the
