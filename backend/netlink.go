@@ -301,6 +301,10 @@ type Route struct {
 	Priority  int
 	// Type is the route type (unix.RTN_UNICAST for every route we want).
 	Type int
+	// Protocol is 0 for a route of ours (RouteProtocol), else that of
+	// another program's route a backend counts as its own (ForeignRoutesOn):
+	// it differs from every route wanted, so it is replaced or deleted.
+	Protocol int
 }
 
 // RouteKey is what the kernel tells routes of one table apart by.
@@ -329,6 +333,9 @@ func (r Route) String() string {
 	}
 	if r.Type != unix.RTN_UNICAST {
 		s += fmt.Sprintf(" type %d", r.Type)
+	}
+	if r.Protocol != 0 {
+		s += fmt.Sprintf(" proto %d", r.Protocol)
 	}
 	return s
 }
@@ -361,21 +368,55 @@ func OurRoutes(h *netlink.Handle) ([]Route, error) {
 	}
 	rs := make([]Route, 0, len(nrs))
 	for _, nr := range nrs {
-		r := Route{
-			LinkIndex: nr.LinkIndex,
-			OnLink:    nr.Flags&int(netlink.FLAG_ONLINK) != 0,
-			Tos:       nr.Tos,
-			Priority:  nr.Priority,
-			Type:      nr.Type,
+		rs = append(rs, routeFrom(nr))
+	}
+	return rs, nil
+}
+
+func routeFrom(nr netlink.Route) Route {
+	r := Route{
+		LinkIndex: nr.LinkIndex,
+		OnLink:    nr.Flags&int(netlink.FLAG_ONLINK) != 0,
+		Tos:       nr.Tos,
+		Priority:  nr.Priority,
+		Type:      nr.Type,
+	}
+	if nr.Protocol != RouteProtocol {
+		r.Protocol = int(nr.Protocol)
+	}
+	if nr.Dst == nil {
+		r.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	} else if p, ok := PrefixFromIPNet(nr.Dst); ok {
+		r.Dst = p
+	}
+	// A multipath route has no single gateway; its zero Gw makes it
+	// differ from anything we want, so it is replaced or deleted.
+	r.Gw, _ = AddrFromIP(nr.Gw)
+	return r
+}
+
+// ForeignRoutesOn lists the IPv4 routes of the main table through the link
+// with index linkIndex to destinations inside network that another program
+// made: any protocol but ours and the kernel's (a route for an address of
+// the link comes and goes with it). A backend that owns the whole link
+// (vxlan's device) counts them as its own, so that those a lease wants are
+// taken over and the others deleted: flanneld's (proto boot) stay when it
+// stops, also for leases that go before agentd's first pass.
+func ForeignRoutesOn(h *netlink.Handle, linkIndex int, network netip.Prefix) ([]Route, error) {
+	network = network.Masked()
+	nrs, err := ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{LinkIndex: linkIndex}, netlink.RT_FILTER_OIF)
+	if err != nil {
+		return nil, err
+	}
+	var rs []Route
+	for _, nr := range nrs {
+		if nr.LinkIndex != linkIndex || nr.Protocol == RouteProtocol || nr.Protocol == unix.RTPROT_KERNEL || nr.Table != unix.RT_TABLE_MAIN {
+			continue
 		}
-		if nr.Dst == nil {
-			r.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-		} else if p, ok := PrefixFromIPNet(nr.Dst); ok {
-			r.Dst = p
+		r := routeFrom(nr)
+		if !r.Dst.IsValid() || !r.Dst.Addr().Is4() || r.Dst.Bits() < network.Bits() || !network.Contains(r.Dst.Addr()) {
+			continue
 		}
-		// A multipath route has no single gateway; its zero Gw makes it
-		// differ from anything we want, so it is replaced or deleted.
-		r.Gw, _ = AddrFromIP(nr.Gw)
 		rs = append(rs, r)
 	}
 	return rs, nil
@@ -521,7 +562,7 @@ var _ Writer = NetlinkWriter{}
 // one): a route to a peer's subnet is ours by definition.
 func (w NetlinkWriter) SetRoute(r Route) error { return w.H.RouteReplace(r.netlink()) }
 
-// DelRoute deletes r, a route as OurRoutes listed it.
+// DelRoute deletes r, a route as OurRoutes or ForeignRoutesOn listed it.
 //
 // The request has scope RT_SCOPE_NOWHERE, which the kernel takes for any
 // scope, as `ip route del` does: the kernel deletes a route only when the
@@ -535,6 +576,9 @@ func (w NetlinkWriter) SetRoute(r Route) error { return w.H.RouteReplace(r.netli
 func (w NetlinkWriter) DelRoute(r Route) error {
 	nr := r.netlink()
 	nr.Scope = netlink.SCOPE_NOWHERE
+	if r.Protocol != 0 {
+		nr.Protocol = netlink.RouteProtocol(r.Protocol)
+	}
 	err := w.H.RouteDel(nr)
 	if !IsNotFound(err) {
 		return err

@@ -61,7 +61,9 @@
 // What is ours, and deleted when no lease implies it: the device (recreated
 // when its VNI, port, local address, underlay device or learning differ from
 // the config; its MTU and MAC are corrected in place); every IPv4 address on
-// it; every main-table route with proto 74; every permanent IPv4 neighbour
+// it; every main-table route with proto 74, and every other one through the
+// device into the cluster network but the kernel's (flanneld's, proto boot,
+// taken over or deleted: backend.ForeignRoutesOn); every permanent IPv4 neighbour
 // and every FDB entry on the device (one with a VNI other than the device's
 // is corrected or deleted like one with another destination; see
 // backend.FDB). Neighbour entries the kernel resolved
@@ -632,6 +634,14 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
+	// The device is ours, and so are its routes into the network, whoever
+	// made them: one flanneld left for a lease that went would come before
+	// the kernel's route for that subnet once it is ours.
+	foreign, err := backend.ForeignRoutesOn(b.h, idx, b.network)
+	if err != nil {
+		return res, errors.Join(append(errs, err)...)
+	}
+	routes = append(routes, foreign...)
 	neighs, err := backend.ListNeighsOn(b.h, idx)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)

@@ -1177,3 +1177,60 @@ func TestSameSubnetTwice(t *testing.T) {
 		}
 	}
 }
+
+// TestForeignRoutesOnDevice: a route through flannel.1 into the cluster
+// network is ours whoever made it. flanneld's routes (proto boot) stay when
+// it stops, and one for a lease that went before agentd's first pass
+// outlived it: once this host leased that subnet, cni0's route came after
+// it (the kernel appends an address's route to an existing one of equal
+// metric), so the host's own pods were routed into the tunnel. It is
+// deleted; one a lease wants is taken over; a route through the device
+// outside the network is left alone.
+func TestForeignRoutesOnDevice(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	nl := h.ns.Handle
+	dev := h.link("flannel.1").Attrs().Index
+	for _, r := range []struct {
+		dst   string
+		gw    net.IP
+		proto netlink.RouteProtocol
+	}{
+		{"10.244.2.0/24", net.IPv4(10, 244, 2, 0), unix.RTPROT_BOOT}, // a live peer's
+		{"10.244.7.0/24", net.IPv4(10, 244, 7, 0), unix.RTPROT_BOOT}, // a lease gone since
+		{"198.19.99.0/24", net.IPv4(10, 244, 2, 0), unix.RTPROT_STATIC},
+	} {
+		if err := nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix(r.dst)), Gw: r.gw, LinkIndex: dev,
+			Flags: int(netlink.FLAG_ONLINK), Protocol: r.proto}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// This host now leases the subnet the stale route leads to.
+	h.own = lease("10.244.7.0/24", "198.18.0.1", "vxlan", "")
+	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	// The address, p2's FDB entry and neighbour; p2's route taken over,
+	// the stale one deleted.
+	if res := h.reconcile(p2); res.String() != (backend.Result{Added: 3, Updated: 1, Removed: 1}).String() {
+		t.Errorf("result %v, want 3 added, 1 updated, 1 removed", res)
+	}
+	if res := h.reconcile(p2); res.Changed() {
+		t.Errorf("a second Reconcile changed %v", res)
+	}
+
+	// The first pod: cni0 gets the subnet's gateway, and its route is
+	// the one to the subnet.
+	h.addLink("cni0", "10.244.7.1/24")
+	cni0 := h.link("cni0")
+	if err := nl.LinkSetUp(cni0); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("10.244.7.0/24 dev#%d proto %d", cni0.Attrs().Index, unix.RTPROT_KERNEL)
+	if got := h.routesTo("10.244.7.0/24"); got != want {
+		t.Errorf("routes to our subnet 10.244.7.0/24:\n%s\nwant only cni0's: %s", got, want)
+	}
+	if err := nl.LinkDel(cni0); err != nil {
+		t.Fatal(err)
+	}
+	h.check(strings.Replace(withBase(peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02")+
+		"route 198.19.99.0/24 via 10.244.2.0 dev flannel.1 onlink proto 4\n"),
+		"addr flannel.1 10.244.1.0/32", "addr flannel.1 10.244.7.0/32", 1))
+}
