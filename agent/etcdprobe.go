@@ -103,9 +103,6 @@ func probeTLS(ctx context.Context, conn net.Conn, cfg *tls.Config) error {
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("TLS handshake: %w", explainRefusal(err, sent))
 	}
-	if err := clientCertInvalid(sent, time.Now()); err != nil {
-		return err
-	}
 	return refusedAfterHandshake(ctx, tconn, sent)
 }
 
@@ -156,20 +153,27 @@ func refusedAfterHandshake(ctx context.Context, conn *tls.Conn, sent *tls.Certif
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 // explainRefusal turns the alert by which a server refused our client
-// certificate into what to do about it. Other errors come back unchanged.
+// certificate into what to do about it: a certificate outside its validity
+// period by our clock is named as such (the server's clock decided, and its
+// alert comes along). Other errors come back unchanged.
 func explainRefusal(err error, sent *tls.Certificate) error {
 	op, ok := errors.AsType[*net.OpError](err)
-	if !ok || op.Op != "remote error" {
+	if !ok || op.Op != "remote error" || sent == nil { // not asked for a certificate: not about ours
 		return err
 	}
 	alert := op.Err.Error()
+	invalid := clientCertInvalid(sent, time.Now())
 	switch {
-	case sent == nil: // not asked for a certificate: not about ours
-	case len(sent.Certificate) == 0 && (alert == "tls: certificate required" || alert == "tls: bad certificate" || alert == "tls: handshake failure"):
-		return fmt.Errorf("TLS: the server asks for a client certificate and we have none; give --etcd-certfile and --etcd-keyfile (%w)", err)
+	case len(sent.Certificate) == 0:
+		if alert == "tls: certificate required" || alert == "tls: bad certificate" || alert == "tls: handshake failure" {
+			return fmt.Errorf("TLS: the server asks for a client certificate and we have none; give --etcd-certfile and --etcd-keyfile (%w)", err)
+		}
+	case !strings.HasPrefix(alert, "tls: ") || !strings.Contains(alert, "certificate"):
+	case invalid != nil:
+		return fmt.Errorf("%w (%w)", invalid, err)
 	case alert == "tls: unknown certificate authority":
 		return fmt.Errorf("TLS: the server does not trust the CA of our client certificate%s; it must be signed by a CA in etcd's --trusted-ca-file (%w)", certNames(sent), err)
-	case strings.HasPrefix(alert, "tls: ") && strings.Contains(alert, "certificate"):
+	default:
 		return fmt.Errorf("TLS: the server refused our client certificate%s: %w", certNames(sent), err)
 	}
 	return err
@@ -187,8 +191,8 @@ func certNames(c *tls.Certificate) string {
 	return fmt.Sprintf(" (%s, issued by %s)", leaf.Subject, leaf.Issuer)
 }
 
-// clientCertInvalid says why the server will refuse the client certificate
-// c that it asked for, when c is outside its validity period (expired, most
+// clientCertInvalid says why the server refused the client certificate c
+// when c is outside its validity period by our clock at now (expired, most
 // likely not renewed: its files are read at each connection), else nil.
 func clientCertInvalid(c *tls.Certificate, now time.Time) error {
 	if c == nil || len(c.Certificate) == 0 {
@@ -203,10 +207,10 @@ func clientCertInvalid(c *tls.Certificate, now time.Time) error {
 	}
 	switch {
 	case now.After(leaf.NotAfter):
-		return fmt.Errorf("TLS: our client certificate (%s) expired at %s; the server asks for one and refuses an expired one",
+		return fmt.Errorf("TLS: our client certificate (%s) expired at %s, and the server refused it",
 			leaf.Subject, leaf.NotAfter.UTC().Format(time.RFC3339))
 	case now.Before(leaf.NotBefore):
-		return fmt.Errorf("TLS: our client certificate (%s) is not valid before %s; the server asks for one and refuses it until then",
+		return fmt.Errorf("TLS: our client certificate (%s) is not valid before %s, and the server refused it",
 			leaf.Subject, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	return nil

@@ -140,6 +140,10 @@ func TestProbeTLSRefusal(t *testing.T) {
 	good := trusted.issue(t, "agentd", x509.ExtKeyUsageClientAuth)
 	untrusted := other.issue(t, "agentd", x509.ExtKeyUsageClientAuth)
 	serverOnly := trusted.issue(t, "agentd", x509.ExtKeyUsageServerAuth)
+	// Expired by our clock a minute ago; valid by a server's two minutes
+	// behind.
+	expired := trusted.issueValid(t, "agentd", x509.ExtKeyUsageClientAuth, time.Now().Add(-time.Hour), time.Now().Add(-time.Minute))
+	behind := func() time.Time { return time.Now().Add(-2 * time.Minute) }
 
 	for _, tc := range []struct {
 		name     string
@@ -149,6 +153,7 @@ func TestProbeTLSRefusal(t *testing.T) {
 		viaGet   bool              // give it as GetClientCertificate instead, as etcd's TLSInfo does
 		silent   bool              // the server takes us and sends nothing
 		h2       bool              // both sides offer HTTP/2, as etcd and its client do
+		clock    func() time.Time  // the server's, if not ours
 		wantErr  string            // "" for no error
 		wantWrap string            // the alert, kept in the error
 	}{
@@ -157,6 +162,10 @@ func TestProbeTLSRefusal(t *testing.T) {
 		{name: "accepted, HTTP/2", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{good}, viaGet: true, h2: true},
 		{name: "untrusted CA, HTTP/2", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{untrusted}, viaGet: true, h2: true,
 			wantErr: "TLS: the server does not trust the CA of our client certificate (CN=agentd, issued by CN=other CA)"},
+		{name: "expired", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{expired}, viaGet: true, h2: true,
+			wantErr:  "TLS: our client certificate (CN=agentd) expired at ",
+			wantWrap: "remote error: tls: expired certificate"},
+		{name: "expired by our clock only", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{expired}, viaGet: true, h2: true, clock: behind},
 		{name: "accepted, server silent", auth: tls.RequireAndVerifyClientCert, certs: []tls.Certificate{good}, silent: true},
 		{name: "none asked for", auth: tls.NoClientCert, certs: []tls.Certificate{untrusted}},
 		{name: "none asked for, none configured", auth: tls.NoClientCert},
@@ -189,6 +198,7 @@ func TestProbeTLSRefusal(t *testing.T) {
 					ClientAuth:   tc.auth,
 					ClientCAs:    trusted.pool,
 					MaxVersion:   tc.maxVer,
+					Time:         tc.clock,
 				}
 				hello, answer := "GET /version HTTP/1.1\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
 				if tc.h2 {
@@ -308,8 +318,14 @@ func newTestCA(t *testing.T, cn string) *testCA {
 }
 
 // issue makes a certificate for cn (also its DNS name) with one extended
-// key usage.
+// key usage, valid from an hour ago for two hours.
 func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) tls.Certificate {
+	t.Helper()
+	return ca.issueValid(t, cn, usage, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+// issueValid is issue for the validity period from notBefore to notAfter.
+func (ca *testCA) issueValid(t *testing.T, cn string, usage x509.ExtKeyUsage, notBefore, notAfter time.Time) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -317,7 +333,7 @@ func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) tls.Cer
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
