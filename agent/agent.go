@@ -465,7 +465,12 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		return fmt.Errorf("removing %s failed: %w", lostSubnetPath(cfg.StateDir), err)
 	}
 	if !ok {
-		log.Info("no lease of this host to release", "publicIP", ext.PublicIP)
+		// Expired, or released already: subnet.env names a subnet this
+		// host does not hold, and goes all the same.
+		if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("no lease of this host to release, but removing %s failed: %w", cfg.SubnetFile, err)
+		}
+		log.Info("no lease of this host to release; subnet.env removed", "publicIP", ext.PublicIP, "path", cfg.SubnetFile)
 		return nil
 	}
 	if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {

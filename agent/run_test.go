@@ -265,6 +265,7 @@ func TestLeaseLostRemovesSubnetEnv(t *testing.T) {
 		"/freed/config":    `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 		"/taken/config":    `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 		"/released/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+		"/expired/config":  `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	})
 }
 
@@ -277,7 +278,9 @@ func leaseLostChild(t *testing.T, etcd string) {
 
 	// freed: the other host's key is deleted before the next start; taken:
 	// it is not; released: it is not, and --release-lease runs first.
-	for _, name := range []string{"freed", "taken", "released"} {
+	// expired: no other host; our key is gone (its TTL ran out while the
+	// agent was stopped) when --release-lease runs.
+	for _, name := range []string{"freed", "taken", "released", "expired"} {
 		t.Run(name, func(t *testing.T) {
 			prefix := "/" + name
 			cfg := hostConfig(t, etcd, prefix)
@@ -346,6 +349,18 @@ func leaseLostChild(t *testing.T, etcd string) {
 				t.Fatalf("Run after a stop = %v, want nil", err)
 			}
 			sn := subnetEnv("after a stop")
+			if name == "expired" {
+				if _, err := cli.Delete(ctx, prefix+"/subnets/"+subnet.MakeSubnetKey(sn, netip.Prefix{})); err != nil {
+					t.Fatal(err)
+				}
+				if err := release(ctx, log, cfg); err != nil {
+					t.Fatalf("--release-lease with our key gone: %v", err)
+				}
+				if _, err := os.Stat(cfg.SubnetFile); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("--release-lease with our key gone left %s (%v), want it removed: it names a subnet this host no longer holds", cfg.SubnetFile, err)
+				}
+				return
+			}
 
 			errc, _ = start()
 			if got := subnetEnv("restarted"); got != sn {
