@@ -302,7 +302,7 @@ type Route struct {
 	// Type is the route type (unix.RTN_UNICAST for every route we want).
 	Type int
 	// Protocol is 0 for a route of ours (RouteProtocol), else that of
-	// another program's route a backend counts as its own (ForeignRoutesOn):
+	// another program's route a backend counts as its own (OwnedRoutes):
 	// it differs from every route wanted, so it is replaced or deleted.
 	Protocol int
 }
@@ -395,26 +395,31 @@ func routeFrom(nr netlink.Route) Route {
 	return r
 }
 
-// ForeignRoutesOn lists the IPv4 routes of the main table through the link
-// with index linkIndex to destinations inside network that another program
-// made: any protocol but ours and the kernel's (a route for an address of
-// the link comes and goes with it). A backend that owns the whole link
-// (vxlan's device) counts them as its own, so that those a lease wants are
-// taken over and the others deleted: flanneld's (proto boot) stay when it
-// stops, also for leases that go before agentd's first pass.
-func ForeignRoutesOn(h *netlink.Handle, linkIndex int, network netip.Prefix) ([]Route, error) {
+// OwnedRoutes is OurRoutes plus the routes of the main table through the
+// link with index linkIndex to destinations inside network that another
+// program made: any protocol but ours and the kernel's (a route for an
+// address of the link comes and goes with it), from one dump of the table.
+// A backend that owns the whole link (vxlan's device) counts those as its
+// own, so that those a lease wants are taken over and the others deleted:
+// flanneld's (proto boot) stay when it stops, also for leases that go
+// before agentd's first pass.
+func OwnedRoutes(h *netlink.Handle, linkIndex int, network netip.Prefix) ([]Route, error) {
 	network = network.Masked()
-	nrs, err := ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{LinkIndex: linkIndex}, netlink.RT_FILTER_OIF)
+	nrs, err := ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, err
 	}
 	var rs []Route
 	for _, nr := range nrs {
-		if nr.LinkIndex != linkIndex || nr.Protocol == RouteProtocol || nr.Protocol == unix.RTPROT_KERNEL || nr.Table != unix.RT_TABLE_MAIN {
+		switch {
+		case nr.Table != unix.RT_TABLE_MAIN:
+			continue
+		case nr.Protocol == RouteProtocol:
+		case nr.LinkIndex != linkIndex || nr.Protocol == unix.RTPROT_KERNEL:
 			continue
 		}
 		r := routeFrom(nr)
-		if !r.Dst.IsValid() || !r.Dst.Addr().Is4() || r.Dst.Bits() < network.Bits() || !network.Contains(r.Dst.Addr()) {
+		if r.Protocol != 0 && (!r.Dst.IsValid() || !r.Dst.Addr().Is4() || r.Dst.Bits() < network.Bits() || !network.Contains(r.Dst.Addr())) {
 			continue
 		}
 		rs = append(rs, r)
@@ -562,7 +567,7 @@ var _ Writer = NetlinkWriter{}
 // one): a route to a peer's subnet is ours by definition.
 func (w NetlinkWriter) SetRoute(r Route) error { return w.H.RouteReplace(r.netlink()) }
 
-// DelRoute deletes r, a route as OurRoutes or ForeignRoutesOn listed it.
+// DelRoute deletes r, a route as OurRoutes or OwnedRoutes listed it.
 //
 // The request has scope RT_SCOPE_NOWHERE, which the kernel takes for any
 // scope, as `ip route del` does: the kernel deletes a route only when the

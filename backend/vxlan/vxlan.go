@@ -63,7 +63,7 @@
 // the config; its MTU and MAC are corrected in place); every IPv4 address on
 // it; every main-table route with proto 74, and every other one through the
 // device into the cluster network but the kernel's (flanneld's, proto boot,
-// taken over or deleted: backend.ForeignRoutesOn); every permanent IPv4 neighbour
+// taken over or deleted: backend.OwnedRoutes); every permanent IPv4 neighbour
 // and every FDB entry on the device (one with a VNI other than the device's
 // is corrected or deleted like one with another destination; see
 // backend.FDB). Neighbour entries the kernel resolved
@@ -630,18 +630,13 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	want := b.desired(own, peers, idx, seg)
 	res.Skipped = b.skips.Finish()
 
-	routes, err := backend.OurRoutes(b.h)
-	if err != nil {
-		return res, errors.Join(append(errs, err)...)
-	}
 	// The device is ours, and so are its routes into the network, whoever
 	// made them: one flanneld left for a lease that went would come before
 	// the kernel's route for that subnet once it is ours.
-	foreign, err := backend.ForeignRoutesOn(b.h, idx, b.network)
+	routes, err := backend.OwnedRoutes(b.h, idx, b.network)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
-	routes = append(routes, foreign...)
 	neighs, err := backend.ListNeighsOn(b.h, idx)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
