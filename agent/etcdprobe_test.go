@@ -94,21 +94,13 @@ func FuzzEndpointAddr(f *testing.F) {
 	})
 }
 
-// TestClientCertInvalid: a client certificate the server asked for is
-// reported when outside its validity period, which a TLS 1.3 handshake
-// does not reveal (etcdcertrotation_test.go has it against etcd).
+// TestClientCertInvalid: a client certificate the server refused is named
+// as expired or not yet valid when our clock says so
+// (etcdcertrotation_test.go has it against etcd).
 func TestClientCertInvalid(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	from, until := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "agentd"}, NotBefore: from, NotAfter: until}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	issued := newTestCA(t, "test CA").issueValid(t, "agentd", x509.ExtKeyUsageClientAuth, from, until)
+	cert := &issued
 	for _, tc := range []struct {
 		c    *tls.Certificate
 		now  time.Time
