@@ -114,8 +114,9 @@ func leaseChanged(sn netip.Prefix, publicIP string) []string {
 }
 
 // datapathState is a host's datapath in the kernel as text: with vxlan the
-// routes, neighbours and FDB entries of flannel.1; with udp the routes (the
-// forwarding table is the agent's own, and its changes are logged).
+// routes, neighbours and FDB entries of flannel.1; with host-gw the routes;
+// with udp the routes (the forwarding table is the agent's own, and its
+// changes are logged).
 func datapathState(backend string, h *cluster.Host) (string, error) {
 	routes, err := h.Routes()
 	if err != nil {
@@ -146,17 +147,21 @@ func deviceMAC(t *testing.T, h *cluster.Host) string {
 	return l.Attrs().HardwareAddr.String()
 }
 
-// deviceOf is the device each backend under test makes.
+// deviceOf is the device each backend under test makes; host-gw makes
+// none.
 func deviceOf(backend string) string {
-	if backend == "udp" {
+	switch backend {
+	case "udp":
 		return "flannel0"
+	case "host-gw":
+		return ""
 	}
 	return "flannel.1"
 }
 
 // crash simulates the loss of everything a reboot loses on h: the agent
-// (SIGKILL), the backend's device with every route, neighbour and FDB entry
-// on it, udp's descriptor keeper, any other route of ours, the iptables
+// (SIGKILL), the backend's device (host-gw has none) with every route,
+// neighbour and FDB entry on it, udp's descriptor keeper, any other route of ours, the iptables
 // rules and, as /run is a tmpfs, subnet.env. The containers are kept, as a
 // container runtime would bring them back with the same --bip.
 func crash(t *testing.T, f *fixture, h *cluster.Host, backend string) {
@@ -189,8 +194,10 @@ func crash(t *testing.T, f *fixture, h *cluster.Host, backend string) {
 			return nil
 		})
 	}
-	if err := h.DeleteLink(deviceOf(backend)); err != nil {
-		t.Fatal(err)
+	if dev := deviceOf(backend); dev != "" {
+		if err := h.DeleteLink(dev); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, cmd := range [][]string{
 		{"ip", "route", "flush", "proto", "74"},
@@ -223,9 +230,9 @@ var keeperPID = regexp.MustCompile(`@agentd-udp-keeper/flannel0 .*pid=(\d+)`)
 // peers change nothing in their kernels or forwarding tables; with the
 // state directory lost as well (but subnet.env still there) it keeps its
 // subnet under a new host ID; with vxlan it publishes a new MAC and every
-// peer follows, with udp the peers again change nothing.
+// peer follows, with udp and host-gw the peers again change nothing.
 func TestFaultReboot(t *testing.T) {
-	for _, backend := range []string{"vxlan", "udp"} {
+	for _, backend := range []string{"vxlan", "udp", "host-gw"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			testReboot(t, backend)
@@ -328,7 +335,7 @@ func testReboot(t *testing.T, backend string) {
 		if r[0].Lost() != 0 {
 			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r[0].Lost(), r[0].Sent)
 		}
-		recordLoss("reboot "+backend+", state kept: h1→h2", r[1], "to the rebooted host: lost while its device was gone")
+		recordLoss("reboot "+backend+", state kept: h1→h2", r[1], "to the rebooted host: "+rebootGap(backend))
 	})
 
 	t.Run("state lost", func(t *testing.T) {
@@ -405,7 +412,7 @@ func testReboot(t *testing.T, backend string) {
 		if r[0].Lost() != 0 {
 			t.Errorf("h1→h3 lost %d of %d pings while h2 rebooted", r[0].Lost(), r[0].Sent)
 		}
-		note := "to the rebooted host: lost while its device was gone"
+		note := "to the rebooted host: " + rebootGap(backend)
 		if vxlan {
 			note = "to the rebooted host: lost until peers had its new MAC"
 		}
@@ -414,6 +421,15 @@ func testReboot(t *testing.T, backend string) {
 			t.Errorf("%d leases in etcd after the reboot, want 3: %v", n, f.leases())
 		}
 	})
+}
+
+// rebootGap says why pings to a rebooted host are lost until its agent is
+// back.
+func rebootGap(backend string) string {
+	if backend == "host-gw" {
+		return "lost while its routes to the peers were gone"
+	}
+	return "lost while its device was gone"
 }
 
 // kernelChange matches the log line of each change an agent makes to its
