@@ -157,11 +157,20 @@ func TestNewRejectsMTUAboveExternal(t *testing.T) {
 func TestEventFilters(t *testing.T) {
 	b := &Backend{name: "flannel.1", ext: backend.ExternalInterface{Iface: &net.Interface{Index: 2, Name: "ext0"}}}
 	b.devIndex.Store(7)
+	peerMAC := backend.MAC{2, 0, 0, 0, 0, 2}
+	b.wantNeighs.Store(&map[netip.Addr]backend.MAC{netip.MustParseAddr("10.244.2.0"): peerMAC})
 	link := func(name string, index int) netlink.LinkUpdate {
 		return netlink.LinkUpdate{Link: &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: name, Index: index}}}
 	}
+	neighOf := func(typ uint16, family, index, state int, ip string, mac backend.MAC) netlink.NeighUpdate {
+		return netlink.NeighUpdate{Type: typ, Neigh: netlink.Neigh{Family: family, LinkIndex: index, State: state,
+			IP: net.ParseIP(ip), HardwareAddr: mac.HardwareAddr()}}
+	}
 	neigh := func(typ uint16, family, index, state int) netlink.NeighUpdate {
-		return netlink.NeighUpdate{Type: typ, Neigh: netlink.Neigh{Family: family, LinkIndex: index, State: state}}
+		return neighOf(typ, family, index, state, "10.244.9.0", backend.MAC{2, 0, 0, 0, 0, 9})
+	}
+	wanted := func(typ uint16, state int, mac backend.MAC) netlink.NeighUpdate {
+		return neighOf(typ, unix.AF_INET, 7, state, "10.244.2.0", mac)
 	}
 	for _, tc := range []struct {
 		name string
@@ -176,12 +185,20 @@ func TestEventFilters(t *testing.T) {
 		{"address elsewhere", b.addrEvent(netlink.AddrUpdate{LinkIndex: 3}), false},
 		{"FDB on the device", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_BRIDGE, 7, netlink.NUD_PERMANENT)), true},
 		{"FDB elsewhere", b.neighEvent(neigh(unix.RTM_DELNEIGH, unix.AF_BRIDGE, 2, netlink.NUD_PERMANENT)), false},
-		{"permanent neighbour set", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_PERMANENT)), true},
-		{"neighbour deleted", b.neighEvent(neigh(unix.RTM_DELNEIGH, unix.AF_INET, 7, netlink.NUD_FAILED)), true},
-		{"neighbour failed", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_FAILED)), true},
+		{"permanent neighbour set, not wanted", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_PERMANENT)), true},
+		{"wanted neighbour as wanted (our write)", b.neighEvent(wanted(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, peerMAC)), false},
+		{"wanted neighbour with another MAC", b.neighEvent(wanted(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, backend.MAC{2, 0, 0, 0, 0, 0x99})), true},
+		{"wanted neighbour made reachable", b.neighEvent(wanted(unix.RTM_NEWNEIGH, netlink.NUD_REACHABLE, peerMAC)), true},
+		{"wanted neighbour made stale", b.neighEvent(wanted(unix.RTM_NEWNEIGH, netlink.NUD_STALE, peerMAC)), true},
+		{"wanted neighbour made noarp", b.neighEvent(wanted(unix.RTM_NEWNEIGH, netlink.NUD_NOARP, peerMAC)), true},
+		{"wanted neighbour deleted", b.neighEvent(wanted(unix.RTM_DELNEIGH, netlink.NUD_FAILED, backend.MAC{})), true},
+		{"permanent neighbour deleted, not wanted", b.neighEvent(neigh(unix.RTM_DELNEIGH, unix.AF_INET, 7, netlink.NUD_FAILED)), false},
+		{"kernel failed", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_FAILED)), false},
 		{"kernel resolving", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_INCOMPLETE)), false},
 		{"kernel reachable", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_REACHABLE)), false},
+		{"IPv6 neighbour on the device", b.neighEvent(neighOf(unix.RTM_NEWNEIGH, unix.AF_INET6, 7, netlink.NUD_PERMANENT, "fe80::1", peerMAC)), false},
 		{"neighbour on another link", b.neighEvent(neigh(unix.RTM_DELNEIGH, unix.AF_INET, 2, netlink.NUD_PERMANENT)), false},
+		{"wanted address on another link", b.neighEvent(neighOf(unix.RTM_NEWNEIGH, unix.AF_INET, 2, netlink.NUD_REACHABLE, "10.244.2.0", peerMAC)), false},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s: woke=%v, want %v", tc.name, tc.got, tc.want)

@@ -216,7 +216,8 @@ func parseLeaseData(raw json.RawMessage) (vni int, mac backend.MAC, err error) {
 }
 
 // Backend is the vxlan backend. Prepare, MTU and Reconcile belong to one
-// goroutine (the agent's), Watch to another; they share only devIndex.
+// goroutine (the agent's), Watch to another; they share only devIndex and
+// wantNeighs.
 type Backend struct {
 	log     logr.Logger
 	ext     backend.ExternalInterface
@@ -231,6 +232,12 @@ type Backend struct {
 	// devIndex is the device's ifindex as Reconcile last saw it, for Watch
 	// to recognise neighbour and address events on it; 0 before Prepare.
 	devIndex atomic.Int32
+	// wantNeighs holds, by address, the MAC of each neighbour entry
+	// Reconcile last wanted on the device, for Watch to tell a change to
+	// one of them from the kernel's own resolution of other addresses and
+	// from our own writes; nil before the first pass. The map is never
+	// changed once stored.
+	wantNeighs atomic.Pointer[map[netip.Addr]backend.MAC]
 
 	// Set by Prepare.
 	prepared bool
@@ -629,6 +636,13 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	idx := dev.Attrs().Index
 	want := b.desired(own, peers, idx, seg)
 	res.Skipped = b.skips.Finish()
+	// Before the neighbours are listed: a change made after the listing
+	// is then judged by Watch against this pass's wants.
+	wantNeighs := make(map[netip.Addr]backend.MAC, len(want.neighs))
+	for _, n := range want.neighs {
+		wantNeighs[n.IP] = n.MAC
+	}
+	b.wantNeighs.Store(&wantNeighs)
 
 	// The device is ours, and so are its routes into the network, whoever
 	// made them: one flanneld left for a lease that went would come before
@@ -777,16 +791,35 @@ func (b *Backend) addrEvent(u netlink.AddrUpdate) bool {
 	return u.LinkIndex == b.ext.Iface.Index || dev != 0 && u.LinkIndex == dev
 }
 
-// neighEvent accepts FDB events on the device and IPv4 neighbour events on
-// it, except the kernel's own resolution steps for entries it manages.
+// neighEvent accepts the events about the device's entries that Reconcile
+// owns: FDB entries, and IPv4 neighbours that are permanent or whose address
+// is one it wants. An event about a wanted address wakes whatever the
+// entry's state (one replaced by `ip neigh replace … nud reachable` must be
+// made permanent again; the kernel itself never changes a permanent entry)
+// unless the entry stands as wanted, permanent with the wanted MAC: that is
+// what our own writes report, and a pass after each would find nothing to
+// do. Other addresses' entries that are not permanent are the kernel's
+// resolution (incomplete, failed, reachable…, and their deletion), which
+// Reconcile leaves alone; so is the deletion of a permanent one.
 func (b *Backend) neighEvent(u netlink.NeighUpdate) bool {
 	dev := int(b.devIndex.Load())
 	if dev == 0 || u.LinkIndex != dev {
 		return false
 	}
-	if u.Family == unix.AF_BRIDGE || u.Type == unix.RTM_DELNEIGH {
+	if u.Family == unix.AF_BRIDGE {
 		return true
 	}
-	const resolving = netlink.NUD_INCOMPLETE | netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY | netlink.NUD_PROBE
-	return u.State&resolving == 0
+	ip, ok := backend.AddrFromIP(u.IP)
+	if u.Family != unix.AF_INET || !ok {
+		return false
+	}
+	deleted := u.Type == unix.RTM_DELNEIGH
+	permanent := u.State&netlink.NUD_PERMANENT != 0
+	if want := b.wantNeighs.Load(); want != nil {
+		if mac, wanted := (*want)[ip]; wanted {
+			cur, _ := backend.MACFromHardwareAddr(u.HardwareAddr)
+			return deleted || !permanent || cur != mac
+		}
+	}
+	return permanent && !deleted
 }

@@ -738,6 +738,144 @@ func TestWatch(t *testing.T) {
 	}
 }
 
+// TestNeighbourNoLongerPermanent: a peer's neighbour entry replaced by one
+// in another state (`ip neigh replace 10.244.2.0 lladdr … dev flannel.1 nud
+// reachable`), the MAC unchanged, wakes Watch at once, as its deletion does,
+// and the pass that follows makes it permanent again: it is not left for the
+// resync (30 s by default), and the kernel would let it go stale and fail.
+func TestNeighbourNoLongerPermanent(t *testing.T) {
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")}
+	for _, tc := range []struct {
+		name  string
+		state int
+	}{
+		{"reachable", netlink.NUD_REACHABLE},
+		{"stale", netlink.NUD_STALE},
+		{"delay", netlink.NUD_DELAY},
+		{"probe", netlink.NUD_PROBE},
+		{"noarp", netlink.NUD_NOARP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, `{"Type":"vxlan"}`)
+			h.reconcile(peers...)
+			wakes, stop := h.watch(t)
+			defer stop()
+			if err := h.ns.Handle.NeighSet(&netlink.Neigh{LinkIndex: h.link("flannel.1").Attrs().Index, Family: unix.AF_INET, State: tc.state,
+				IP: net.IPv4(10, 244, 2, 0), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 2}}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-wakes:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no wake within 5s after the neighbour 10.244.2.0 was made %s: it waits for the resync", tc.name)
+			}
+			if res := h.reconcile(peers...); res.String() != (backend.Result{Updated: 1}).String() {
+				t.Errorf("result %v, want the neighbour updated", res)
+			}
+			// Only flannel.1's entries: while the entry was not permanent
+			// the kernel may have probed 10.244.2.0 through the tunnel,
+			// and so resolved 198.18.0.2 on ext0.
+			want := "neigh flannel.1 10.244.2.0 lladdr 02:00:00:00:00:02 permanent"
+			if got := h.neighsOn("flannel.1"); got != want {
+				t.Errorf("neighbours on flannel.1:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+// neighsOn is the state's lines of neighbours on the link named dev.
+func (h *host) neighsOn(dev string) string {
+	h.t.Helper()
+	var lines []string
+	for _, l := range strings.Split(h.ns.State(h.t), "\n") {
+		if strings.HasPrefix(l, "neigh "+dev+" ") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestNeighbourEventsJudged hands Watch's neighbour filter the events the
+// kernel really sends: a change to a wanted entry wakes, while our own write
+// of one, and the kernel's resolution of addresses we do not program, on the
+// device or on another link, do not (each wake is a whole pass, and one for
+// our own write would be a pass after every repair).
+func TestNeighbourEventsJudged(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	nl := h.ns.Handle
+	dev := h.link("flannel.1").Attrs().Index
+	// The kernel gives up on an address after one probe of 100 ms, not
+	// three of 1 s.
+	if err := h.ns.Do(func() error {
+		for _, iface := range []string{"flannel.1", "ext0"} {
+			for key, v := range map[string]string{"mcast_solicit": "1", "retrans_time_ms": "100"} {
+				if err := os.WriteFile(filepath.Join("/proc/sys/net/ipv4/neigh", iface, key), []byte(v), 0o644); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("198.19.5.0/24")), LinkIndex: dev, Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan netlink.NeighUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.NeighSubscribeWithOptions(events, done, netlink.NeighSubscribeOptions{Namespace: &h.ns.NsHandle}); err != nil {
+		t.Fatal(err)
+	}
+	// next returns the next event about ip on the link with index link.
+	next := func(what string, link int, ip string) netlink.NeighUpdate {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case u := <-events:
+				if u.LinkIndex == link && u.IP.String() == ip {
+					return u
+				}
+			case <-deadline:
+				t.Fatalf("%s: no event about %s within 5s", what, ip)
+			}
+		}
+	}
+	judge := func(what string, u netlink.NeighUpdate, want bool) {
+		t.Helper()
+		if got := h.b.neighEvent(u); got != want {
+			t.Errorf("%s (%+v): woke=%v, want %v", what, u.Neigh, got, want)
+		}
+	}
+	send := func(to string) {
+		t.Helper()
+		if err := h.ns.Do(func() error {
+			c, err := net.Dial("udp4", net.JoinHostPort(to, "9"))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("x"))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02"))
+	judge("our write of a peer's neighbour", next("reconcile", dev, "10.244.2.0"), false)
+	if err := nl.NeighSet(&netlink.Neigh{LinkIndex: dev, Family: unix.AF_INET, State: netlink.NUD_REACHABLE,
+		IP: net.IPv4(10, 244, 2, 0), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 2}}); err != nil {
+		t.Fatal(err)
+	}
+	judge("the peer's neighbour made reachable", next("replace", dev, "10.244.2.0"), true)
+	send("198.19.5.7")
+	judge("the kernel failing to resolve an address on the device", next("resolve on flannel.1", dev, "198.19.5.7"), false)
+	send("198.18.0.9")
+	judge("the kernel failing to resolve an address on ext0", next("resolve on ext0", h.ext.Attrs().Index, "198.18.0.9"), false)
+}
+
 // TestWatchDirectRouting: with DirectRouting, the external interface's
 // scope-link routes without a gateway decide which peers are on-link
 // (TestDirectRoutingOnLinkByRoute), so adding or deleting one wakes Watch.
