@@ -60,7 +60,10 @@
 //
 // What is ours, and deleted when no lease implies it: the device (recreated
 // when its VNI, port, local address, underlay device or learning differ from
-// the config; its MTU and MAC are corrected in place); every IPv4 address on
+// the config; its MTU and MAC are corrected in place; renamed back when it
+// was renamed and its MAC is still our VTEP MAC, since the kernel refuses a
+// second device with its VNI and port: another device holding them is
+// named in the error, never touched); every IPv4 address on
 // it; every main-table route with proto 74, and every other one through the
 // device into the cluster network but the kernel's (flanneld's, proto boot,
 // taken over or deleted: backend.OwnedRoutes); every permanent IPv4 neighbour
@@ -79,6 +82,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -523,27 +527,17 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 			l = nil
 		}
 	}
-	created := l == nil
-	if created {
-		err := h.LinkAdd(&netlink.Vxlan{
-			LinkAttrs:    netlink.LinkAttrs{Name: b.name, MTU: b.mtu, HardwareAddr: b.mac.HardwareAddr()},
-			VxlanId:      b.opts.VNI,
-			VtepDevIndex: b.ext.Iface.Index,
-			SrcAddr:      backend.IP(b.ext.IfaceAddr),
-			Port:         b.opts.Port,
-			Learning:     false,
-		})
-		if err != nil {
-			return nil, res, fmt.Errorf("create vxlan device %s: %w", b.name, err)
+	created := false
+	if l == nil {
+		if l, created, err = b.addDevice(); err != nil {
+			return nil, res, err
 		}
-		res.Added++
+		if created {
+			res.Added++
+		} else {
+			res.Updated++
+		}
 		res.Count("device", 1)
-		// The kernel lowers, without a word, an MTU the external interface
-		// cannot carry: read back what the device got.
-		if l, err = h.LinkByName(b.name); err != nil {
-			return nil, res, fmt.Errorf("look up the new device %s: %w", b.name, err)
-		}
-		b.log.Info("created vxlan device", "device", b.name, "vni", b.opts.VNI, "vtepMAC", b.mac, "mtu", l.Attrs().MTU, "wantedMTU", b.mtu)
 	}
 	b.devMTU = l.Attrs().MTU
 	if b.devMTU != b.mtu && fits {
@@ -579,6 +573,98 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		b.log.Info("set the vxlan device up", "device", b.name)
 	}
 	return l, res, nil
+}
+
+// addDevice creates the device, or takes ours back from another name
+// (created false). The kernel refuses a second VXLAN device with the VNI and
+// UDP port of one it has (EEXIST), so once flannel.<VNI> is renamed every
+// creation fails. The device that holds them is renamed back when it is ours
+// beyond doubt: its MAC is our VTEP MAC (chosen at random and kept in our
+// state dir) and incompatible finds nothing only recreating it would change.
+// Any other is not touched, and the error names it and what to do; it reads
+// the same on every pass, so the agent logs it once.
+func (b *Backend) addDevice() (l netlink.Link, created bool, err error) {
+	h := b.h
+	err = h.LinkAdd(&netlink.Vxlan{
+		LinkAttrs:    netlink.LinkAttrs{Name: b.name, MTU: b.mtu, HardwareAddr: b.mac.HardwareAddr()},
+		VxlanId:      b.opts.VNI,
+		VtepDevIndex: b.ext.Iface.Index,
+		SrcAddr:      backend.IP(b.ext.IfaceAddr),
+		Port:         b.opts.Port,
+		Learning:     false,
+	})
+	if errors.Is(err, unix.EEXIST) {
+		return b.takeBack(err)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("create vxlan device %s: %w", b.name, err)
+	}
+	// The kernel lowers, without a word, an MTU the external interface
+	// cannot carry: read back what the device got.
+	if l, err = h.LinkByName(b.name); err != nil {
+		return nil, false, fmt.Errorf("look up the new device %s: %w", b.name, err)
+	}
+	b.log.Info("created vxlan device", "device", b.name, "vni", b.opts.VNI, "vtepMAC", b.mac, "mtu", l.Attrs().MTU, "wantedMTU", b.mtu)
+	return l, true, nil
+}
+
+// takeBack renames back to our device's name the device that holds our VNI
+// and port, the kernel having refused ours with addErr, if it is ours; see
+// addDevice.
+func (b *Backend) takeBack(addErr error) (netlink.Link, bool, error) {
+	holder, err := b.vniHolder()
+	if err != nil {
+		return nil, false, fmt.Errorf("create vxlan device %s: %w; and looking for the device that holds VNI %d on UDP port %d: %w",
+			b.name, addErr, b.opts.VNI, b.opts.Port, err)
+	}
+	if holder == nil {
+		return nil, false, fmt.Errorf("create vxlan device %s: %w (no other device has VNI %d on UDP port %d; is %s being created by another program?)",
+			b.name, addErr, b.opts.VNI, b.opts.Port, b.name)
+	}
+	name := holder.Attrs().Name
+	why := b.incompatible(holder)
+	if mac, _ := backend.MACFromHardwareAddr(holder.Attrs().HardwareAddr); why == "" && mac != b.mac {
+		why = fmt.Sprintf("its MAC %s is not our VTEP MAC %s", mac, b.mac)
+	}
+	if why != "" {
+		return nil, false, fmt.Errorf("create vxlan device %s: %w: link %s already has VNI %d on UDP port %d, and it is not agentd's device renamed (%s): delete it, or rename it back to %s if it was agentd's",
+			b.name, addErr, name, b.opts.VNI, b.opts.Port, why, b.name)
+	}
+	err = b.h.LinkSetName(holder, b.name)
+	if errors.Is(err, unix.EBUSY) {
+		// Kernels before 6.2 rename no device that is up. Down flushes
+		// its routes and neighbours; this pass puts them back, and
+		// ensureDevice sets it up again.
+		err = errors.Join(b.h.LinkSetDown(holder), b.h.LinkSetName(holder, b.name))
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("rename our vxlan device %s (VNI %d on UDP port %d, our VTEP MAC) back to %s: %w", name, b.opts.VNI, b.opts.Port, b.name, err)
+	}
+	b.log.Info("RENAMED OUR VXLAN DEVICE BACK: it had been renamed, and the kernel allows no second device with its VNI and port",
+		"was", name, "device", b.name, "vni", b.opts.VNI, "port", b.opts.Port, "vtepMAC", b.mac)
+	l, err := b.h.LinkByName(b.name)
+	if err != nil {
+		return nil, false, fmt.Errorf("look up the renamed device %s: %w", b.name, err)
+	}
+	return l, false, nil
+}
+
+// vniHolder returns a VXLAN device, other than one named as ours, that has
+// our VNI and UDP port over an IPv4 underlay: one that makes the kernel
+// refuse ours. It is nil when there is none.
+func (b *Backend) vniHolder() (netlink.Link, error) {
+	links, err := backend.ListLinks(b.h)
+	if err != nil {
+		return nil, err
+	}
+	v6 := func(ip net.IP) bool { return ip != nil && ip.To4() == nil }
+	for _, l := range links {
+		vx, ok := l.(*netlink.Vxlan)
+		if ok && vx.Name != b.name && vx.VxlanId == b.opts.VNI && vx.Port == b.opts.Port && !v6(vx.SrcAddr) && !v6(vx.Group) {
+			return vx, nil
+		}
+	}
+	return nil, nil
 }
 
 // checkExternalMTU says whether the external interface's current MTU leaves

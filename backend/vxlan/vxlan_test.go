@@ -554,6 +554,92 @@ func TestIncompatibleDevice(t *testing.T) {
 	}
 }
 
+// TestVNIHeldByAnotherDevice: the kernel refuses a second VXLAN device with
+// a VNI and UDP port one already has ("file exists"). Our device renamed is
+// renamed back, the same device, by a running agent and at a restart; any
+// other device holding them is left alone and named in the error, which
+// reads the same on every pass (the agent logs a reconcile error once per
+// change of its text).
+func TestVNIHeldByAnotherDevice(t *testing.T) {
+	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	programmed := withBase(peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02"))
+	// rename renames flannel.1 as an operator must on a kernel before 6.2,
+	// which renames no device that is up.
+	rename := func(h *host, to string) {
+		t.Helper()
+		l := h.link("flannel.1")
+		if err := errors.Join(h.ns.Handle.LinkSetDown(l), h.ns.Handle.LinkSetName(l, to), h.ns.Handle.LinkSetUp(l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ours renamed, restart=%v", restart), func(t *testing.T) {
+			h := newHost(t, `{"Type":"vxlan"}`)
+			h.reconcile(p2)
+			index := h.link("flannel.1").Attrs().Index
+			rename(h, "vx-renamed")
+			if restart {
+				h.b = h.newBackend()
+				h.prepare()
+			}
+			// The device renamed; going down flushed p2's neighbour
+			// and route.
+			want := backend.Result{Updated: 1, Added: 2}
+			if restart {
+				want = backend.Result{Added: 2} // Prepare renamed it
+			}
+			if res := h.reconcile(p2); res.String() != want.String() {
+				t.Errorf("result %v, want %v", res, want)
+			}
+			h.check(programmed)
+			if got := h.link("flannel.1").Attrs().Index; got != index {
+				t.Errorf("flannel.1 has index %d, want %d: it was recreated, not renamed back", got, index)
+			}
+			if n := h.countLogs("RENAMED OUR VXLAN DEVICE BACK"); n != 1 {
+				t.Errorf("logged the rename %d times, want once", n)
+			}
+		})
+	}
+
+	for _, tc := range []struct {
+		name   string
+		ourMAC bool // the holder has the VTEP MAC of our state file
+		holder func(ext int) *netlink.Vxlan
+		whyNot string
+	}{
+		{"another program's", false, func(ext int) *netlink.Vxlan {
+			return &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vx-other", HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 0x99}},
+				VxlanId: 1, Port: 8472, SrcAddr: net.IPv4(198, 18, 0, 1), VtepDevIndex: ext}
+		}, "its MAC 02:00:00:00:00:99 is not our VTEP MAC 02:00:00:00:00:01"},
+		{"our MAC, learning on", true, func(ext int) *netlink.Vxlan {
+			return &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vx-other", HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}},
+				VxlanId: 1, Port: 8472, SrcAddr: net.IPv4(198, 18, 0, 1), VtepDevIndex: ext, Learning: true}
+		}, "learning is on"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := unpreparedHost(t, `{"Type":"vxlan"}`, 0)
+			if err := os.WriteFile(filepath.Join(h.cfg.StateDir, "vxlan-1.mac"), []byte("02:00:00:00:00:01 198.18.0.1\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.ns.Handle.LinkAdd(tc.holder(h.ext.Attrs().Index)); err != nil {
+				t.Fatal(err)
+			}
+			before := h.ns.State(t)
+			want := "create vxlan device flannel.1: file exists: link vx-other already has VNI 1 on UDP port 8472, and it is not agentd's device renamed (" +
+				tc.whyNot + "): delete it, or rename it back to flannel.1 if it was agentd's"
+			h.b = h.newBackend()
+			for range 2 {
+				if _, err := h.b.Prepare(context.Background()); err == nil || err.Error() != want {
+					t.Fatalf("Prepare: %v\nwant: %s", err, want)
+				}
+			}
+			if got := h.ns.State(t); got != before {
+				t.Errorf("kernel state changed:\n%s", lineDiff(got, before))
+			}
+		})
+	}
+}
+
 // hostIn is newHost in an existing namespace whose ext0 exists.
 func hostIn(t *testing.T, ns *nstest.NS, backendJSON string) *host {
 	t.Helper()
