@@ -800,6 +800,14 @@ func TestWatch(t *testing.T) {
 			return nl.AddrDel(dev, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("10.244.1.0/32"))})
 		}},
 		{"device", func(dev netlink.Link) error { return nl.LinkDel(dev) }},
+		{"device renamed", func(dev netlink.Link) error {
+			err := nl.LinkSetName(dev, "vx-renamed")
+			if errors.Is(err, unix.EBUSY) {
+				// Kernels before 6.2 rename no device that is up.
+				err = errors.Join(nl.LinkSetDown(dev), nl.LinkSetName(dev, "vx-renamed"), nl.LinkSetUp(dev))
+			}
+			return err
+		}},
 		{"route replaced by another program's", func(dev netlink.Link) error {
 			return nl.RouteReplace(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/24")), Gw: net.IPv4(198, 18, 0, 3), LinkIndex: h.ext.Attrs().Index, Protocol: unix.RTPROT_STATIC})
 		}},
