@@ -640,6 +640,58 @@ func TestVNIHeldByAnotherDevice(t *testing.T) {
 	}
 }
 
+// TestVNIChanged: after Backend.VNI changed from 1 to 2 and agentd
+// restarted, flannel.1, made by this agentd (its MAC is in the state dir's
+// vxlan-1.mac), is deleted once flannel.2 is up. Left, its address
+// 10.244.1.0/32 made a peer that later leased our old subnet be skipped as
+// holding an address of ours. Devices for other VNIs that the state dir
+// does not show as ours stay.
+func TestVNIChanged(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	h.reconcile()
+	nl := h.ns.Handle
+	ext := h.ext.Attrs().Index
+	dir := h.cfg.StateDir
+	for _, d := range []struct {
+		vni     int
+		macFile string // "": none
+	}{
+		{3, "02:00:00:00:00:33 198.18.0.1\n"}, // another MAC
+		{4, ""},                               // no file
+		{5, "02:00:00:00:00:05 198.18.0.9\n"}, // written on another host
+	} {
+		if err := nl.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("flannel.%d", d.vni), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, byte(d.vni)}},
+			VxlanId: d.vni, Port: 8472, SrcAddr: net.IPv4(198, 18, 0, 1), VtepDevIndex: ext}); err != nil {
+			t.Fatal(err)
+		}
+		if d.macFile != "" {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("vxlan-%d.mac", d.vni)), []byte(d.macFile), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	h.cfg.Network.Backend = json.RawMessage(`{"Type":"vxlan","VNI":2}`)
+	h.b = h.newBackend()
+	h.prepare()
+	for name, want := range map[string]bool{"flannel.1": false, "flannel.2": true, "flannel.3": true, "flannel.4": true, "flannel.5": true} {
+		if _, err := nl.LinkByName(name); (err == nil) != want {
+			t.Errorf("%s: exists=%v, want %v", name, err == nil, want)
+		}
+	}
+	// The host moved to another subnet; a peer took its old one.
+	h.own = lease("10.244.9.0/24", "198.18.0.1", "vxlan", "")
+	peer := lease("10.244.1.0/24", "198.18.0.2", "vxlan", "")
+	peer.Attrs.BackendData = json.RawMessage(`{"VNI":2,"VtepMAC":"02:00:00:00:00:02"}`)
+	if res := h.reconcile(peer); res.Skipped != 0 {
+		t.Errorf("result %v: the peer holding our old subnet was skipped", res)
+	}
+	want := fmt.Sprintf("10.244.1.0/24 via 10.244.1.0 dev#%d proto 74", h.link("flannel.2").Attrs().Index)
+	if got := h.routesTo("10.244.1.0/24"); got != want {
+		t.Errorf("routes to 10.244.1.0/24:\n%s\nwant: %s", got, want)
+	}
+}
+
 // hostIn is newHost in an existing namespace whose ext0 exists.
 func hostIn(t *testing.T, ns *nstest.NS, backendJSON string) *host {
 	t.Helper()
