@@ -3,6 +3,7 @@ package iptables
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -198,10 +199,15 @@ func baseName(f Family) string {
 // detectMode reads every table of both backends (iptables-nft-save and
 // iptables-legacy-save, through prefix) and returns the backend the host's
 // other iptables users write to, and why; ModeDefault when that cannot be
-// told.
+// told. A backend whose tables cannot be read (a kernel without nf_tables,
+// or without the legacy ip_tables) is one nobody on the host writes to: the
+// other is chosen, whatever the `iptables` command of an image is. A save
+// that timed out tells nothing of the kernel, and gives ModeDefault.
 func detectMode(f Family, prefix []string, timeout time.Duration) (mode, why string) {
+	modes := [2]string{ModeNFT, ModeLegacy}
 	var saves [2][]byte
-	for i, m := range []string{ModeNFT, ModeLegacy} {
+	var failed [2]error
+	for i, m := range modes {
 		bin, err := exec.LookPath(baseName(f) + "-" + m + "-save")
 		if err != nil {
 			return ModeDefault, fmt.Sprintf("no %s backend here (%v)", m, err)
@@ -209,9 +215,23 @@ func detectMode(f Family, prefix []string, timeout time.Duration) (mode, why str
 		var out bytes.Buffer
 		r := &execRunner{prefix: prefix, timeout: timeout}
 		if err := r.run(bin, nil, &out); err != nil {
-			return ModeDefault, fmt.Sprintf("cannot read the %s tables: %v", m, err)
+			if errors.Is(err, context.DeadlineExceeded) {
+				return ModeDefault, fmt.Sprintf("cannot read the %s tables: %v", m, err)
+			}
+			failed[i] = err
+			continue
 		}
 		saves[i] = out.Bytes()
+	}
+	switch {
+	case failed[0] != nil && failed[1] != nil:
+		return ModeDefault, fmt.Sprintf("cannot read the tables of either backend: %v; %v", failed[0], failed[1])
+	case failed[0] != nil || failed[1] != nil:
+		bad := 0
+		if failed[1] != nil {
+			bad = 1
+		}
+		return modes[1-bad], fmt.Sprintf("the kernel has no %s tables (%v)", modes[bad], failed[bad])
 	}
 	return chooseMode(saves[0], saves[1])
 }

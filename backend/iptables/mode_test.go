@@ -2,9 +2,13 @@ package iptables
 
 import (
 	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -30,6 +34,53 @@ func TestChooseMode(t *testing.T) {
 			got, why := chooseMode([]byte(tc.nft), []byte(tc.legacy))
 			if got != tc.want || !strings.Contains(why, tc.why) {
 				t.Fatalf("chooseMode = %q (%s), want %q (…%s…)", got, why, tc.want, tc.why)
+			}
+		})
+	}
+}
+
+// TestDetectModeUnreadableBackend: a backend whose tables cannot be read
+// (iptables-nft-save on a kernel without nf_tables, iptables-legacy-save on
+// one without ip_tables) is not chosen, even with nothing in the other; both
+// unreadable, or a save that hangs, leave the choice to the iptables command.
+func TestDetectModeUnreadableBackend(t *testing.T) {
+	const (
+		noNFT    = "#!/bin/sh\necho 'iptables-nft-save v1.8.9 (nf_tables): Could not fetch rule set generation id: Invalid argument' >&2\nexit 1\n"
+		noLegacy = "#!/bin/sh\necho \"iptables-legacy-save v1.8.9 (legacy): Cannot initialize: Table does not exist (do you need to insmod?)\" >&2\nexit 1\n"
+		empty    = "#!/bin/sh\nprintf '%s'\n"
+		hangs    = "#!/bin/sh\nexec sleep 60\n"
+		// dirPlaceholder in a wanted reason stands for the scripts' directory.
+		dirPlaceholder = "$DIR"
+	)
+	for _, tc := range []struct {
+		name, nft, legacy, want, why string
+	}{
+		{"no nf_tables in the kernel", noNFT, empty, ModeLegacy, "the kernel has no nft tables (" + dirPlaceholder + "/iptables-nft-save: exit status 1: iptables-nft-save v1.8.9 (nf_tables): Could not fetch rule set generation id"},
+		{"no legacy tables in the kernel", empty, noLegacy, ModeNFT, "the kernel has no legacy tables ("},
+		{"neither readable", noNFT, noLegacy, ModeDefault, "cannot read the tables of either backend"},
+		{"a save that hangs tells nothing", hangs, empty, ModeDefault, "cannot read the nft tables: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, script := range map[string]string{"iptables-nft-save": tc.nft, "iptables-legacy-save": tc.legacy} {
+				if strings.Contains(script, "%s") {
+					script = fmt.Sprintf(script, saveEmpty)
+				}
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// sleep and the shell from the system, the saves from dir.
+			t.Setenv("PATH", dir+string(os.PathListSeparator)+"/usr/bin:/bin")
+			// Long enough for any script to answer, short for the one
+			// that hangs.
+			timeout := 10 * time.Second
+			if tc.nft == hangs {
+				timeout = 300 * time.Millisecond
+			}
+			got, why := detectMode(IPv4, nil, timeout)
+			if wantWhy := strings.ReplaceAll(tc.why, dirPlaceholder, dir); got != tc.want || !strings.Contains(why, wantWhy) {
+				t.Fatalf("detectMode = %q (%s), want %q (…%s…)", got, why, tc.want, wantWhy)
 			}
 		})
 	}
