@@ -114,7 +114,7 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	defer nl.Close()
 
-	cli, err := newEtcdClient(&a.cfg)
+	cli, err := newEtcdClient(&a.cfg, a.log.WithName("etcd"))
 	if err != nil {
 		return err
 	}
@@ -428,7 +428,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	cli, err := newEtcdClient(&cfg)
+	cli, err := newEtcdClient(&cfg, log.WithName("etcd"))
 	if err != nil {
 		return err
 	}

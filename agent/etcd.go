@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/go-logr/logr"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -25,10 +23,11 @@ const etcdCallTimeout = 10 * time.Second
 type etcdConn struct {
 	*clientv3.Client
 	endpoints []string
-	tls       *tls.Config
+	tls       *etcdTLS // nil without TLS
 }
 
-func newEtcdClient(cfg *Config) (*etcdConn, error) {
+// newEtcdClient makes the client; log reports changes of the CA file.
+func newEtcdClient(cfg *Config, log logr.Logger) (*etcdConn, error) {
 	cc := clientv3.Config{
 		Endpoints:   cfg.EtcdEndpoints,
 		DialTimeout: 5 * time.Second,
@@ -51,23 +50,26 @@ func newEtcdClient(cfg *Config) (*etcdConn, error) {
 			MinConnectTimeout: 5 * time.Second,
 		})},
 	}
+	var tc *etcdTLS
 	if cfg.EtcdCAFile != "" || cfg.EtcdCertFile != "" {
-		tlsInfo := transport.TLSInfo{
-			CertFile:      cfg.EtcdCertFile,
-			KeyFile:       cfg.EtcdKeyFile,
-			TrustedCAFile: cfg.EtcdCAFile,
-		}
-		tc, err := tlsInfo.ClientConfig()
-		if err != nil {
+		var err error
+		if tc, err = newEtcdTLS(cfg, log); err != nil {
 			return nil, fmt.Errorf("etcd TLS config: %w", err)
 		}
-		cc.TLS = tc
+		cc.TLS = tc.base
+		// The client makes fixed gRPC credentials of cc.TLS (the CAs
+		// read now, for good) where it uses TLS; ours, a dial option it
+		// applies after its own, replace them (TestEtcdCARotation fails
+		// if that stops being so).
+		if len(cfg.EtcdEndpoints) > 0 && endpointUsesTLS(cfg.EtcdEndpoints[0]) {
+			cc.DialOptions = append(cc.DialOptions, grpc.WithTransportCredentials(etcdCreds{tc}))
+		}
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.EtcdEndpoints, ","), err)
 	}
-	return &etcdConn{Client: cli, endpoints: cfg.EtcdEndpoints, tls: cc.TLS}, nil
+	return &etcdConn{Client: cli, endpoints: cfg.EtcdEndpoints, tls: tc}, nil
 }
 
 // explain turns a request that timed out (after etcdCallTimeout) into the
@@ -82,7 +84,7 @@ func (c *etcdConn) explainAfter(ctx context.Context, err error, timeout time.Dur
 	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		return err
 	}
-	if perr := probeEtcd(ctx, c.endpoints, c.tls); perr != nil {
+	if perr := probeEtcd(ctx, c.endpoints, c.tls.config()); perr != nil {
 		return fmt.Errorf("etcd did not answer within %s: %w (%w)", timeout, perr, err)
 	}
 	return fmt.Errorf("etcd did not answer within %s although %s accepts connections (no quorum, or overloaded?): %w",

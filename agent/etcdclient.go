@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -15,9 +16,12 @@ type EtcdClient struct {
 }
 
 // NewEtcdClient connects lazily, as clientv3 does: errors surface on the
-// first request. Explain turns such an error into its cause.
+// first request. Explain turns such an error into its cause. A CA file that
+// cannot be read is an error here; one that changes while the client is in
+// use is trusted from the next connection on, without a log line (a
+// command is short-lived).
 func NewEtcdClient(cfg *Config) (*EtcdClient, error) {
-	c, err := newEtcdClient(cfg)
+	c, err := newEtcdClient(cfg, logr.Discard())
 	if err != nil {
 		return nil, err
 	}

@@ -114,7 +114,7 @@ func (c *endpointChecker) check(ctx context.Context, cur []EndpointStatus) {
 // TLS error), where the client would retry until the deadline and report
 // only that; then a Status request.
 func (c *etcdConn) checkEndpoint(ctx context.Context, endpoint string) error {
-	if err := probeEndpoint(ctx, endpoint, c.tls); err != nil {
+	if err := probeEndpoint(ctx, endpoint, c.tls.config()); err != nil {
 		return err
 	}
 	if _, err := c.Status(ctx, endpoint); err != nil {

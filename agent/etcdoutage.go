@@ -121,7 +121,7 @@ func (r *outageReporter) run(ctx context.Context) {
 // probe says why etcd cannot be reached, as far as a connection attempt of
 // our own can tell.
 func (c *etcdConn) probe(ctx context.Context) error {
-	if err := probeEtcd(ctx, c.endpoints, c.tls); err != nil {
+	if err := probeEtcd(ctx, c.endpoints, c.tls.config()); err != nil {
 		return err
 	}
 	return fmt.Errorf("an endpoint accepts connections, but the etcd client's connection is %s", c.ActiveConnection().GetState())

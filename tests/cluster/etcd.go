@@ -84,7 +84,7 @@ func (c *Cluster) StartEtcd(ctx context.Context) error {
 		return err
 	}
 	if c.opts.EtcdTLS != nil && c.etcdTLS == nil {
-		if c.etcdTLS, err = makeTLS(filepath.Join(c.workDir, "etcd-tls"), c.opts.EtcdTLS.ClientCertAuth); err != nil {
+		if c.etcdTLS, err = makeTLS(filepath.Join(c.workDir, "etcd-tls"), "agentd test CA", c.opts.EtcdTLS.ClientCertAuth); err != nil {
 			return fmt.Errorf("etcd TLS certificates: %w", err)
 		}
 	}
@@ -289,9 +289,30 @@ func (c *Cluster) CompactEtcd(ctx context.Context) (int64, error) {
 	return rev, nil
 }
 
-// makeTLS writes a CA, a server certificate for etcd's address and, when
-// mutual, a client certificate, all PEM, into dir.
-func makeTLS(dir string, mutual bool) (*tlsFiles, error) {
+// RotateEtcdCA replaces the cluster's CA with a new one named caName and
+// issues etcd's server certificate and, with ClientCertAuth, the client
+// certificate anew from it, as at the start, written over the old files
+// (whose names EtcdTLSFiles returns). Clients the test process makes from
+// then on trust the new CA only. etcd reads its certificates at start: stop
+// and start it (StopEtcd, StartEtcd) to have it serve the new one. It needs
+// EtcdTLS and etcd started once (which makes the first CA).
+func (c *Cluster) RotateEtcdCA(caName string) error {
+	c.etcdMu.Lock()
+	defer c.etcdMu.Unlock()
+	if c.etcdTLS == nil {
+		return errors.New("rotate the etcd CA: the cluster's etcd has no TLS (EtcdTLS) or has not started")
+	}
+	t, err := makeTLS(filepath.Join(c.workDir, "etcd-tls"), caName, c.etcdTLS.clientCert != "")
+	if err != nil {
+		return fmt.Errorf("rotate the etcd CA: %w", err)
+	}
+	c.etcdTLS = t
+	return nil
+}
+
+// makeTLS writes a CA named caName, a server certificate for etcd's address
+// and, when mutual, a client certificate, all PEM, into dir.
+func makeTLS(dir, caName string, mutual bool) (*tlsFiles, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -302,7 +323,7 @@ func makeTLS(dir string, mutual bool) (*tlsFiles, error) {
 	}
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "agentd test CA"},
+		Subject:               pkix.Name{CommonName: caName},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,

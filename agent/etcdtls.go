@@ -1,0 +1,187 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"google.golang.org/grpc/credentials"
+)
+
+// etcdTLS is the TLS configuration of every connection agentd makes to etcd:
+// the etcd client's, the endpoint checker's and the probe's. The client
+// certificate and key are read at each handshake (TLSInfo's
+// GetClientCertificate), the CA file at each handshake too, parsed again
+// only when its content changed. So certificates renewed on disk, the CA's
+// included, are used from the next connection on, without a restart.
+//
+// crypto/tls verifies the server as it always does (chain to a CA of the
+// file, the endpoint's host name or IP address, serverAuth usage,
+// validity): only RootCAs differs from one handshake to the next. A
+// VerifyConnection callback could not do the same: it sees the SNI name,
+// which is empty for an IP address, and would skip the address check.
+type etcdTLS struct {
+	// base has all but RootCAs, which is the CA file's at start.
+	base *tls.Config
+	ca   *caBundle // nil without --etcd-cafile: the system's CAs
+}
+
+func newEtcdTLS(cfg *Config, log logr.Logger) (*etcdTLS, error) {
+	info := transport.TLSInfo{CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile}
+	base, err := info.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	t := &etcdTLS{base: base}
+	if cfg.EtcdCAFile != "" {
+		if t.ca, err = newCABundle(cfg.EtcdCAFile, log); err != nil {
+			return nil, err
+		}
+		base.RootCAs = t.ca.pool
+	}
+	return t, nil
+}
+
+// config returns the configuration for a new connection (nil when t is
+// nil: no TLS).
+func (t *etcdTLS) config() *tls.Config {
+	if t == nil {
+		return nil
+	}
+	cfg := t.base.Clone()
+	if t.ca != nil {
+		cfg.RootCAs = t.ca.current()
+	}
+	return cfg
+}
+
+// etcdCreds are gRPC's TLS credentials made anew for each connection from
+// etcdTLS.config. gRPC sets the server name to check from the endpoint,
+// as it does for the credentials the etcd client makes of a fixed
+// tls.Config (as grpc-go's own xDS client does to reload its CAs).
+type etcdCreds struct{ tls *etcdTLS }
+
+var _ credentials.TransportCredentials = etcdCreds{}
+
+func (c etcdCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return credentials.NewTLS(c.tls.config()).ClientHandshake(ctx, authority, conn)
+}
+
+func (c etcdCreds) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("etcd client credentials: no server side")
+}
+
+func (c etcdCreds) Info() credentials.ProtocolInfo { return credentials.NewTLS(c.tls.base).Info() }
+
+// Clone returns c: what it holds is shared on purpose (the CA file's
+// state) or not changed after start.
+func (c etcdCreds) Clone() credentials.TransportCredentials { return c }
+
+func (c etcdCreds) OverrideServerName(string) error {
+	return errors.New("etcd client credentials: the server name comes from each endpoint")
+}
+
+// endpointUsesTLS says whether the etcd client, given TLS settings, uses
+// them for endpoint (it decides by the first endpoint for the connection
+// to all of them): not for http://, for any other scheme and for a bare
+// host:port.
+func endpointUsesTLS(endpoint string) bool {
+	scheme, _, ok := strings.Cut(endpoint, "://")
+	return !ok || !strings.EqualFold(scheme, "http")
+}
+
+// caBundle is the CA file (--etcd-cafile) and the pool of its
+// certificates. A file that becomes unreadable or holds no usable
+// certificate leaves the last good pool in use: failing every connection
+// would take etcd away from the agent for a file that is being rewritten or
+// was written wrong. The problem is logged once (again when it changes).
+type caBundle struct {
+	path string
+	log  logr.Logger
+
+	mu      sync.Mutex
+	content []byte         // as last read (nil after a failed read)
+	pool    *x509.CertPool // of the last content that was good
+	problem string         // why the file is not used now, "" if it is
+}
+
+// newCABundle reads path, which must hold at least one certificate.
+func newCABundle(path string, log logr.Logger) (*caBundle, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool, _, err := parseCAs(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &caBundle{path: path, log: log, content: data, pool: pool}, nil
+}
+
+// current reads the file again and returns the pool of its certificates,
+// parsed again only if the content changed; the last good pool if the file
+// cannot be used.
+func (b *caBundle) current() *x509.CertPool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	data, err := os.ReadFile(b.path)
+	if err == nil && bytes.Equal(data, b.content) {
+		return b.pool
+	}
+	b.content = data
+	var pool *x509.CertPool
+	var names []string
+	if err == nil {
+		pool, names, err = parseCAs(data)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", b.path, err)
+		}
+	}
+	if err != nil {
+		if msg := err.Error(); msg != b.problem {
+			b.log.Error(err, "cannot use the etcd CA file; new connections to etcd trust the CAs last read from it until it is fixed", "file", b.path)
+			b.problem = msg
+		}
+		return b.pool
+	}
+	b.pool, b.problem = pool, ""
+	b.log.Info("etcd CA file read again; new connections to etcd trust its certificates", "file", b.path, "cas", names)
+	return pool
+}
+
+// parseCAs parses PEM data that must be certificates only, at least one,
+// and returns their pool and subjects.
+func parseCAs(data []byte) (*x509.CertPool, []string, error) {
+	pool := x509.NewCertPool()
+	var names []string
+	for i := 1; ; i++ {
+		var blk *pem.Block
+		blk, data = pem.Decode(data)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			return nil, nil, fmt.Errorf("PEM block %d is a %s, not a CERTIFICATE", i, blk.Type)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("certificate %d: %w", i, err)
+		}
+		pool.AddCert(c)
+		names = append(names, c.Subject.String())
+	}
+	if len(names) == 0 {
+		return nil, nil, errors.New("no PEM certificate in the file")
+	}
+	return pool, names, nil
+}
