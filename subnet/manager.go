@@ -186,8 +186,9 @@ func (m *Manager) namesOtherHost(a LeaseAttrs) bool {
 }
 
 // Acquire finds or creates this host's lease advertising backendType and
-// backendData: our own live lease or reservation first, then the previous
-// subnet if free, else a free subnet picked at random.
+// backendData: our own live lease or reservation first (moved to the key
+// the network config wants if only its IPv6 half is not the network's), then
+// the previous subnet if free, else a free subnet picked at random.
 func (m *Manager) Acquire(ctx context.Context, backendType string, backendData json.RawMessage) (Lease, error) {
 	m.attrs = LeaseAttrs{
 		PublicIP:    m.cfg.PublicIP,
@@ -221,6 +222,17 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 			}
 			continue
 		}
+		if l, sn6, ok := m.rekeyTarget(leases, bad); ok {
+			l, ok, err := m.rekey(ctx, l, sn6, g)
+			if err != nil {
+				return Lease{}, err
+			}
+			if ok {
+				m.setOwn(l)
+				return l, nil
+			}
+			continue
+		}
 		sn, sn6, err := m.pick(leases, bad)
 		if err != nil {
 			return Lease{}, err
@@ -248,10 +260,16 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 	return Lease{}, fmt.Errorf("acquire a subnet: gave up after %d attempts, each lost to another host", maxAcquireAttempts)
 }
 
+// findOurs returns our lease among leases that the network routes.
 func (m *Manager) findOurs(leases []Lease) (Lease, bool) {
+	return m.findOursWhere(leases, func(l Lease) bool { return m.validLease(l) == nil })
+}
+
+// findOursWhere returns our lease among the leases that accept takes.
+func (m *Manager) findOursWhere(leases []Lease, accept func(Lease) bool) (Lease, bool) {
 	var found []Lease
 	for _, l := range leases {
-		if m.ours(l) && m.validLease(l) == nil {
+		if m.ours(l) && accept(l) {
 			found = append(found, l)
 		}
 	}
@@ -265,6 +283,87 @@ func (m *Manager) findOurs(leases []Lease) (Lease, bool) {
 		return found[0], true
 	}
 	return Lease{}, false
+}
+
+// wrongIPv6Half reports whether the network routes l's IPv4 subnet but not
+// l as a whole: its IPv6 half is what the network refuses, a key written
+// before EnableIPv6 was turned off or IPv6Network was changed.
+func (m *Manager) wrongIPv6Half(l Lease) bool {
+	return leaseSubnet(&ipv4, l.Subnet, m.net.Network) == nil && m.validLease(l) != nil
+}
+
+// rekeyTarget finds our lease whose IPv6 half the network no longer routes
+// (wrongIPv6Half), and the IPv6 half the network wants with its IPv4 subnet:
+// none without IPv6, else one chosen as pick does. ok is false when there is
+// no such lease, or another key holds its IPv4 subnet or every IPv6 subnet:
+// then Acquire picks a new subnet and says why.
+//
+// Without it, turning EnableIPv6 off (agentd carries IPv4 only, and says so
+// at start) moved every restarted host to another subnet, its old key
+// holding the subnet until its TTL ran out.
+func (m *Manager) rekeyTarget(leases []Lease, bad []BadEntry) (l Lease, sn6 netip.Prefix, ok bool) {
+	l, ok = m.findOursWhere(leases, m.wrongIPv6Half)
+	if !ok {
+		return Lease{}, netip.Prefix{}, false
+	}
+	held6 := 0
+	if m.net.EnableIPv6 {
+		held6 = len(leases) + len(bad)
+	}
+	taken := newOccupied(&ipv4, l.Subnet.Bits(), len(leases)+len(bad))
+	taken6 := newOccupied(&ipv6, m.net.IPv6SubnetLen, held6)
+	m.eachHeld(leases, bad, func(sn, sn6 netip.Prefix, _ *Lease, _ *BadEntry) {
+		if sn == l.Subnet && sn6 == l.IPv6Subnet {
+			return // the key to be replaced
+		}
+		taken.add(sn)
+		taken6.add(sn6)
+	})
+	if taken.overlaps(l.Subnet) {
+		return Lease{}, netip.Prefix{}, false
+	}
+	i, paired := m.net.SubnetIndex(l.Subnet)
+	if !paired {
+		i = -1
+	}
+	sn6, err := m.pick6(i, taken6)
+	if err != nil {
+		return Lease{}, netip.Prefix{}, false
+	}
+	return l, sn6, true
+}
+
+// rekey replaces our lease l by the key of its IPv4 subnet with the IPv6
+// half sn6 (see rekeyTarget), holding our value: the old key is deleted and
+// the new one created in one transaction, so that peers never see the subnet
+// without a key. A reservation stays one; a lease gets a fresh etcd lease and
+// the old one is revoked, as takeOver does. ok is false when either key
+// changed meanwhile.
+func (m *Manager) rekey(ctx context.Context, l Lease, sn6 netip.Prefix, g *grant) (Lease, bool, error) {
+	var id int64
+	if !l.Reservation() {
+		var err error
+		if id, err = g.id(ctx); err != nil {
+			return Lease{}, false, err
+		}
+	}
+	nl, ok, err := m.reg.Move(ctx, l, l.Subnet, sn6, m.attrs, id)
+	if err != nil && id != 0 {
+		nl, ok, err = g.settle(ctx, l.Subnet, sn6, err)
+	}
+	if err != nil || !ok {
+		return nl, ok, err
+	}
+	if id != 0 {
+		g.keep()
+	}
+	if l.LeaseID != 0 {
+		m.revoke(context.WithoutCancel(ctx), l.LeaseID)
+	}
+	m.log.Info("reusing our lease under the key the network config wants: its IPv6 half is not the network's any more",
+		"subnet", nl.Subnet, "oldKey", m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), "key", m.reg.LeaseKey(nl.Subnet, nl.IPv6Subnet),
+		"reservation", nl.Reservation())
+	return nl, true, nil
 }
 
 // explainMove says, loudly, when this host leased sn rather than the subnet
@@ -389,12 +488,24 @@ func (m *Manager) pick(leases []Lease, bad []BadEntry) (netip.Prefix, netip.Pref
 		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("%w: all %d subnets of %s from %s to %s are leased",
 			ErrNoFreeSubnet, n, m.net.Network, first, last)
 	}
+	sn6, err := m.pick6(i, taken6)
+	if err != nil {
+		return netip.Prefix{}, netip.Prefix{}, err
+	}
+	return sn, sn6, nil
+}
+
+// pick6 chooses the IPv6 half of a key whose IPv4 subnet is the pool's i-th
+// (i is -1 for one outside the pool): the zero Prefix when the network has
+// no IPv6, else the i-th IPv6 subnet when that is free, else one at random
+// among the first pickAmong free ones.
+func (m *Manager) pick6(i int, taken6 *occupied) (netip.Prefix, error) {
 	p6, dual := m.net.pool6()
 	if !dual {
-		return sn, netip.Prefix{}, nil
+		return netip.Prefix{}, nil
 	}
-	if _, sn6 := m.net.NthSubnet(i); !taken6.overlaps(sn6) {
-		return sn, sn6, nil
+	if _, sn6 := m.net.NthSubnet(i); sn6.IsValid() && !taken6.overlaps(sn6) {
+		return sn6, nil
 	}
 	n6 := p6.count()
 	free := make([]netip.Prefix, 0, pickAmong)
@@ -404,10 +515,10 @@ func (m *Manager) pick(leases []Lease, bad []BadEntry) (netip.Prefix, netip.Pref
 		}
 	}
 	if len(free) == 0 {
-		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("%w: all %d IPv6 subnets of %s from %s to %s are leased",
+		return netip.Prefix{}, fmt.Errorf("%w: all %d IPv6 subnets of %s from %s to %s are leased",
 			ErrNoFreeSubnet, n6, m.net.IPv6Network, p6.nth(0), p6.nth(n6-1))
 	}
-	return sn, free[m.rand.IntN(len(free))], nil
+	return free[m.rand.IntN(len(free))], nil
 }
 
 // eachHeld calls f with the subnets each key of a list holds: every lease's
@@ -627,6 +738,10 @@ func (m *Manager) Release(ctx context.Context) (l Lease, ok bool, err error) {
 		return Lease{}, false, err
 	}
 	l, ok = m.findOurs(leases)
+	if !ok {
+		// Ours all the same, though written under another IPv6 config.
+		l, ok = m.findOursWhere(leases, m.wrongIPv6Half)
+	}
 	if !ok {
 		return Lease{}, false, nil
 	}

@@ -1540,3 +1540,89 @@ func BenchmarkAcquire(b *testing.B) {
 		}
 	}
 }
+
+// TestOwnKeyOfAnotherIPv6ConfigKeepsSubnet: the IPv6 half of the network
+// config changed while the agent was stopped (EnableIPv6 turned off, which
+// agentd's start-up line about carrying IPv4 only invites, or IPv6Network
+// moved), so our dual-stack key is no lease the network routes any more. The
+// restarted agent keeps its IPv4 subnet (subnet.env and the containers use
+// it): the key is replaced by the one the network wants for that subnet, in
+// one transaction, on a fresh etcd lease with the old one revoked. Another
+// host's key is left alone, and --release-lease finds such a key too.
+func TestOwnKeyOfAnotherIPv6ConfigKeepsSubnet(t *testing.T) {
+	const (
+		dual   = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`
+		moved6 = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan"}}`
+		peer   = "10.244.9.0-24&fc00:0:0:9::-64"
+	)
+	for _, tc := range []struct {
+		name, config string
+		previous     bool // subnet.env names the subnet
+		want6        string
+	}{
+		{"IPv6 turned off", net16, true, ""},
+		{"IPv6 turned off, subnet.env lost", net16, false, ""},
+		{"IPv6Network moved", moved6, true, "fd00:0:0:5::/64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, dual)
+			e.putKeys(t, map[string]string{peer: flanneldValue})
+			old := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24")))
+			if old.Key() != "10.244.5.0-24&fc00:0:0:5::-64" {
+				t.Fatalf("first lease %s, want 10.244.5.0-24&fc00:0:0:5::-64", old.Key())
+			}
+			e.setConfig(t, tc.config)
+			var mods []func(*subnet.ManagerConfig)
+			if tc.previous {
+				mods = append(mods, pinned("10.244.5.0/24"), func(c *subnet.ManagerConfig) { c.PreviousHostID = hostID(1) })
+			}
+			l := acquire(t, e.manager("198.18.0.1", hostID(1), mods...))
+			got6 := ""
+			if l.IPv6Subnet.IsValid() {
+				got6 = l.IPv6Subnet.String()
+			}
+			if l.Subnet != old.Subnet || got6 != tc.want6 {
+				t.Fatalf("got %s, want %s with the IPv6 half %q", l.Key(), old.Subnet, tc.want6)
+			}
+			if _, _, ok := e.raw(t, old); ok {
+				t.Errorf("the old key %s is still there", old.Key())
+			}
+			e.heldBy(t, l, hostID(1))
+			if _, id, _ := e.raw(t, l); id == 0 || id == old.LeaseID {
+				t.Errorf("new key on etcd lease %x, want a fresh one (old %x)", id, old.LeaseID)
+			}
+			if n := e.leaseCount(t); n != 1 {
+				t.Errorf("%d etcd leases, want 1 (the old one revoked)", n)
+			}
+			if v, _, ok := e.raw(t, subnet.Lease{Subnet: netip.MustParsePrefix("10.244.9.0/24"), IPv6Subnet: netip.MustParsePrefix("fc00:0:0:9::/64")}); !ok || v != flanneldValue {
+				t.Errorf("another host's key %s: %q, present %v; want it untouched", peer, v, ok)
+			}
+		})
+	}
+	t.Run("release", func(t *testing.T) {
+		e := newEnv(t, dual)
+		old := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24")))
+		e.setConfig(t, net16)
+		rl, ok, err := e.manager("198.18.0.1", hostID(1)).Release(context.Background())
+		if err != nil || !ok || rl.Key() != old.Key() {
+			t.Fatalf("release: %s %v %v; want %s released", rl.Key(), ok, err, old.Key())
+		}
+		if _, _, ok := e.raw(t, old); ok {
+			t.Errorf("key %s still there after release", old.Key())
+		}
+	})
+}
+
+// setConfig writes config as the network config and makes e's managers use it.
+func (e *env) setConfig(t *testing.T, config string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := e.cli.Put(ctx, prefix+"/config", config); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := e.reg.GetConfig(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.net = cfg
+}

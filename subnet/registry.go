@@ -214,6 +214,30 @@ func (r *Registry) Replace(ctx context.Context, l Lease, attrs LeaseAttrs, lease
 		ModRevision: resp.Header.Revision, CreateRevision: l.CreateRevision}, true, nil
 }
 
+// Move replaces the lease l by the key of (sn, sn6) holding attrs, attached
+// to the etcd lease leaseID (0: a reservation), in one transaction: only if
+// l's key is still at l.ModRevision and the new key does not exist. ok is
+// false otherwise.
+func (r *Registry) Move(ctx context.Context, l Lease, sn, sn6 netip.Prefix, attrs LeaseAttrs, leaseID int64) (Lease, bool, error) {
+	from, to := r.LeaseKey(l.Subnet, l.IPv6Subnet), r.LeaseKey(sn, sn6)
+	val, err := json.Marshal(attrs)
+	if err != nil {
+		return Lease{}, false, err
+	}
+	resp, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(from), "=", l.ModRevision), clientv3.Compare(clientv3.Version(to), "=", 0)).
+		Then(clientv3.OpDelete(from), clientv3.OpPut(to, string(val), putLease(leaseID)...)).
+		Commit()
+	if err != nil {
+		return Lease{}, false, fmt.Errorf("move lease %s to %s: %w", from, to, err)
+	}
+	if !resp.Succeeded {
+		return Lease{}, false, nil
+	}
+	rev := resp.Header.Revision
+	return Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs, LeaseID: leaseID, ModRevision: rev, CreateRevision: rev}, true, nil
+}
+
 // Delete removes the lease l if the key is still at l.ModRevision.
 func (r *Registry) Delete(ctx context.Context, l Lease) (bool, error) {
 	key := r.LeaseKey(l.Subnet, l.IPv6Subnet)
