@@ -282,13 +282,19 @@ func (h *Host) AgentLog() (string, error) {
 // HealthGet does an HTTP GET of path (e.g. "/metrics") on the agent's health
 // server, from inside the host's namespace, and returns the status and body.
 func (h *Host) HealthGet(ctx context.Context, path string) (int, []byte, error) {
+	return h.HealthGetAt(ctx, h.HealthzAddr(), path)
+}
+
+// HealthGetAt is HealthGet for a health server on addr (host:port) in the
+// host's namespace, one the cluster did not start (the DaemonSet's agent).
+func (h *Host) HealthGetAt(ctx context.Context, addr, path string) (int, []byte, error) {
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return h.Dial(ctx, "tcp", addr)
 		},
 		DisableKeepAlives: true,
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.HealthzAddr()+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -157,10 +157,14 @@ func testK8sNode(t *testing.T, backend string) {
 	if !hasReadinessProbe(dsPod, "/readyz") {
 		t.Errorf("pod %s has no readiness probe on /readyz", dsPod.Name)
 	}
-	// What the kubelet's probe asked: /readyz on the node's address.
-	code, body, err := h1.HealthGet(ctx, "/readyz")
+	// What the kubelet's probe asked: /readyz on the node's loopback; and
+	// nothing on the node's address, where the network could ask.
+	code, body, err := h1.HealthGetAt(ctx, "127.0.0.1:8471", "/readyz")
 	if err != nil || code != 200 {
 		t.Fatalf("h1 /readyz: %d %s %v", code, body, err)
+	}
+	if _, _, err := h1.HealthGet(ctx, "/status"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("h1's agent answers /status on the node's address %s (%v); the DaemonSet binds loopback only", h1.HealthzAddr(), err)
 	}
 	var installed []string
 	plugins := prefixAll("/opt/cni/bin/", slices.Sorted(maps.Keys(cniPlugins)))
