@@ -309,21 +309,21 @@ func (m *Manager) listed(kvs []*mvccpb.KeyValue, rev int64, rewound bool) int {
 		t.own = ownState{rev: rev}
 		signal(m.ownChanged)
 	}
-	for k := range t.bad {
-		if _, ok := t.leases[k]; !ok && !present(kvs, k) {
-			delete(t.bad, k)
+	// Forget the unusable keys that are gone. One set of the listed keys,
+	// not a scan of the list per unusable key: after a forced change of
+	// Network every old lease is one (BenchmarkRelistUnusable).
+	if len(t.bad) > 0 {
+		listedKeys := make(map[string]struct{}, len(kvs))
+		for _, kv := range kvs {
+			listedKeys[string(kv.Key)] = struct{}{}
+		}
+		for k := range t.bad {
+			if _, ok := listedKeys[k]; !ok {
+				delete(t.bad, k)
+			}
 		}
 	}
 	return len(t.leases)
-}
-
-func present(kvs []*mvccpb.KeyValue, key string) bool {
-	for _, kv := range kvs {
-		if string(kv.Key) == key {
-			return true
-		}
-	}
-	return false
 }
 
 // watchFrom applies events from revision h.rev+1 on until the watch breaks,

@@ -94,3 +94,29 @@ func benchPeerSet(b *testing.B, readEvery int) {
 
 // benchFill fills the table from a full list read at revision rev.
 func benchFill(m *Manager, kvs []*mvccpb.KeyValue, rev int64) { m.replaceTable(kvs, rev) }
+
+// BenchmarkRelistUnusable measures a re-list (after compaction, or a watch
+// that broke) of a prefix holding 10000 keys the agent cannot use, as after
+// a forced change of Network, when every old lease lies outside the new
+// one; the table already knows them from the previous list. One op is one
+// re-list.
+func BenchmarkRelistUnusable(b *testing.B) {
+	const keys = 10000
+	list := make([]*mvccpb.KeyValue, keys)
+	for i := range list {
+		list[i] = leaseKV(i, int64(i+1))
+		list[i].Key = []byte(fmt.Sprintf("/coreos.com/network/subnets/192.168.%d.%d-32", i>>8, i&0xff))
+	}
+	m := benchManager(b)
+	benchFill(m, list, keys+1)
+	if n := len(m.table.bad); n != keys {
+		b.Fatalf("%d unusable keys in the table, want %d", n, keys)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		benchFill(m, list, keys+1)
+	}
+	if n := len(m.table.bad); n != keys {
+		b.Fatalf("%d unusable keys in the table after the re-lists, want %d", n, keys)
+	}
+}
