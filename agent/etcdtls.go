@@ -110,7 +110,7 @@ type caBundle struct {
 	log  logr.Logger
 
 	mu      sync.Mutex
-	content []byte         // as last read (nil after a failed read)
+	content []byte         // as last read, nil after a failed read (an empty file reads as non-nil)
 	pool    *x509.CertPool // of the last content that was good
 	problem string         // why the file is not used now, "" if it is
 }
@@ -135,7 +135,9 @@ func (b *caBundle) current() *x509.CertPool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	data, err := os.ReadFile(b.path)
-	if err == nil && bytes.Equal(data, b.content) {
+	// bytes.Equal takes nil and empty as equal: an empty file after a
+	// failed read is a change.
+	if err == nil && b.content != nil && bytes.Equal(data, b.content) {
 		return b.pool
 	}
 	b.content = data

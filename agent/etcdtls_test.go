@@ -164,6 +164,9 @@ func TestCABundleReload(t *testing.T) {
 	}
 	wantLogged("removed", connect("removed", true, true), "no such file or directory")
 	wantLogged("removed, again", connect("removed, again", true, true))
+	// An empty file read after the failed read is a problem of its own.
+	writeFileRenamed(t, caFile, nil)
+	wantLogged("empty after removed", connect("empty after removed", true, true), caFile+": no PEM certificate in the file")
 	writeCAFile(t, caFile, ca2)
 	wantLogged("CA 2 only", connect("CA 2 only", false, true), `"cas"=["CN=CA 2"]`)
 	wantLogged("CA 2 only, again", connect("CA 2 only, again", false, true))
