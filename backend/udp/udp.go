@@ -152,8 +152,11 @@ type Backend struct {
 	// ipv6GenModeSet is the index of the device whose IPv6 address
 	// generation mode was set because /proc/sys is read-only.
 	ipv6GenModeSet int
-	lastLog        Stats
-	lastAt         time.Time
+	// tooSmall is the external interface's MTU last reported as too
+	// small for ours, 0 while it leaves room (checkExternalMTU).
+	tooSmall int
+	lastLog  Stats
+	lastAt   time.Time
 	// keeperRetry spaces the tries to start a keeper while there is
 	// none (keeperretry.go).
 	keeperRetry keeperRetry
@@ -836,6 +839,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		}
 	}
 	b.devIndex.Store(int32(l.Attrs().Index))
+	b.checkExternalMTU()
 	if l.Attrs().MTU != b.mtu {
 		if err := b.h.LinkSetMTU(l, b.mtu); err != nil {
 			return nil, res, fmt.Errorf("set the MTU of %s to %d: %w", DeviceName, b.mtu, err)
@@ -877,6 +881,37 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		b.log.Info("set the TUN device up", "device", DeviceName)
 	}
 	return l, res, nil
+}
+
+// checkExternalMTU reports, once per change, that the external
+// interface's MTU no longer leaves room for flannel0's (it was lowered
+// since Prepare), and when it does again. The device and subnet.env keep
+// their MTU until a restart, which takes the new one; meanwhile the
+// datagrams of full-size packets are larger than the interface's MTU and
+// leave in IP fragments (sockets with path MTU discovery "want", and
+// send's fallback from GSO), which the peer reassembles: slower, and lost
+// where the network drops fragments.
+func (b *Backend) checkExternalMTU() {
+	ext, err := b.h.LinkByIndex(b.ext.Iface.Index)
+	if err != nil {
+		return // the agent's own check of the interface says why
+	}
+	extMTU := ext.Attrs().MTU
+	if b.mtu <= extMTU-overhead {
+		if b.tooSmall != 0 {
+			b.log.Info("the external interface's MTU leaves room for the TUN device's again", "iface", ext.Attrs().Name,
+				"ifaceMTU", extMTU, "device", DeviceName, "mtu", b.mtu)
+			b.tooSmall = 0
+		}
+		return
+	}
+	if b.tooSmall != extMTU {
+		b.log.Error(nil, "EXTERNAL INTERFACE MTU TOO SMALL FOR THE TUN DEVICE; peers are still reached, but packets of containers "+
+			"using subnet.env's MTU go out as IP fragments (slower, and lost where the network drops fragments): give the interface "+
+			"its MTU back, or restart agentd to take the new one",
+			"iface", ext.Attrs().Name, "ifaceMTU", extMTU, "overhead", overhead, "device", DeviceName, "mtu", b.mtu)
+		b.tooSmall = extMTU
+	}
 }
 
 func (k *kept) closeTUN() {
