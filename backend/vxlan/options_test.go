@@ -172,6 +172,17 @@ func TestEventFilters(t *testing.T) {
 	wanted := func(typ uint16, state int, mac backend.MAC) netlink.NeighUpdate {
 		return neighOf(typ, unix.AF_INET, 7, state, "10.244.2.0", mac)
 	}
+	b.wantFDB.Store(&map[backend.MAC]netip.Addr{peerMAC: netip.MustParseAddr("198.18.0.2")})
+	// fdb is an event about the device's own entry for mac, to dst.
+	fdb := func(typ uint16, state int, mac backend.MAC, dst string) netlink.NeighUpdate {
+		u := neighOf(typ, unix.AF_BRIDGE, 7, state, dst, mac)
+		u.Flags = netlink.NTF_SELF
+		return u
+	}
+	withVNI := func(u netlink.NeighUpdate, vni int) netlink.NeighUpdate { u.VNI = vni; return u }
+	withFlags := func(u netlink.NeighUpdate, flags int) netlink.NeighUpdate { u.Flags = flags; return u }
+	withMAC := func(u netlink.NeighUpdate, hw net.HardwareAddr) netlink.NeighUpdate { u.HardwareAddr = hw; return u }
+	otherMAC := backend.MAC{2, 0, 0, 0, 0, 9}
 	for _, tc := range []struct {
 		name string
 		got  bool
@@ -183,8 +194,22 @@ func TestEventFilters(t *testing.T) {
 		{"address on the device", b.addrEvent(netlink.AddrUpdate{LinkIndex: 7}), true},
 		{"address on the external interface", b.addrEvent(netlink.AddrUpdate{LinkIndex: 2}), true},
 		{"address elsewhere", b.addrEvent(netlink.AddrUpdate{LinkIndex: 3}), false},
-		{"FDB on the device", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_BRIDGE, 7, netlink.NUD_PERMANENT)), true},
+		{"wanted FDB entry as wanted (our write)", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, peerMAC, "198.18.0.2")), false},
+		{"wanted FDB entry, noarp too", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT|netlink.NUD_NOARP, peerMAC, "198.18.0.2")), false},
+		{"wanted FDB entry deleted", b.neighEvent(fdb(unix.RTM_DELNEIGH, netlink.NUD_PERMANENT, peerMAC, "198.18.0.2")), true},
+		{"wanted FDB entry to another destination", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, peerMAC, "198.18.0.99")), true},
+		{"wanted FDB entry made dynamic", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_REACHABLE, peerMAC, "198.18.0.2")), true},
+		{"wanted FDB entry made static", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_NOARP, peerMAC, "198.18.0.2")), true},
+		{"wanted FDB entry with another VNI", b.neighEvent(withVNI(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, peerMAC, "198.18.0.2"), 77)), true},
+		{"wanted FDB entry no longer the device's own", b.neighEvent(withFlags(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, peerMAC, "198.18.0.2"), 0)), true},
+		{"foreign permanent FDB entry added", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, otherMAC, "198.18.0.9")), true},
+		{"foreign dynamic FDB entry added", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_REACHABLE, otherMAC, "198.18.0.9")), true},
+		{"foreign all-zeros FDB entry added", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, backend.MAC{}, "198.18.0.9")), true},
+		{"foreign FDB entry deleted", b.neighEvent(fdb(unix.RTM_DELNEIGH, netlink.NUD_PERMANENT, otherMAC, "198.18.0.9")), false},
+		{"a bridge's FDB entry on the device", b.neighEvent(withFlags(fdb(unix.RTM_NEWNEIGH, netlink.NUD_REACHABLE, otherMAC, ""), netlink.NTF_MASTER)), false},
+		{"FDB entry with no MAC", b.neighEvent(withMAC(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, otherMAC, "198.18.0.9"), nil)), false},
 		{"FDB elsewhere", b.neighEvent(neigh(unix.RTM_DELNEIGH, unix.AF_BRIDGE, 2, netlink.NUD_PERMANENT)), false},
+		{"wanted FDB entry on another link", b.neighEvent(withFlags(neighOf(unix.RTM_DELNEIGH, unix.AF_BRIDGE, 2, netlink.NUD_PERMANENT, "198.18.0.2", peerMAC), netlink.NTF_SELF)), false},
 		{"permanent neighbour set, not wanted", b.neighEvent(neigh(unix.RTM_NEWNEIGH, unix.AF_INET, 7, netlink.NUD_PERMANENT)), true},
 		{"wanted neighbour as wanted (our write)", b.neighEvent(wanted(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, peerMAC)), false},
 		{"wanted neighbour with another MAC", b.neighEvent(wanted(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, backend.MAC{2, 0, 0, 0, 0, 0x99})), true},

@@ -222,8 +222,8 @@ func parseLeaseData(raw json.RawMessage) (vni int, mac backend.MAC, err error) {
 }
 
 // Backend is the vxlan backend. Prepare, MTU and Reconcile belong to one
-// goroutine (the agent's), Watch to another; they share only devIndex and
-// wantNeighs.
+// goroutine (the agent's), Watch to another; they share only devIndex,
+// wantNeighs and wantFDB.
 type Backend struct {
 	log     logr.Logger
 	ext     backend.ExternalInterface
@@ -244,6 +244,11 @@ type Backend struct {
 	// from our own writes; nil before the first pass. The map is never
 	// changed once stored.
 	wantNeighs atomic.Pointer[map[netip.Addr]backend.MAC]
+	// wantFDB holds, by MAC, the destination of each FDB entry Reconcile
+	// last wanted on the device, for Watch to tell a change to one of them
+	// from our own writes; nil before the first pass. The map is never
+	// changed once stored.
+	wantFDB atomic.Pointer[map[backend.MAC]netip.Addr]
 
 	// Set by Prepare.
 	prepared bool
@@ -778,13 +783,18 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	idx := dev.Attrs().Index
 	want := b.desired(own, peers, idx, seg)
 	res.Skipped = b.skips.Finish()
-	// Before the neighbours are listed: a change made after the listing
-	// is then judged by Watch against this pass's wants.
+	// Before the neighbours and FDB entries are listed: a change made
+	// after the listing is then judged by Watch against this pass's wants.
 	wantNeighs := make(map[netip.Addr]backend.MAC, len(want.neighs))
 	for _, n := range want.neighs {
 		wantNeighs[n.IP] = n.MAC
 	}
 	b.wantNeighs.Store(&wantNeighs)
+	wantFDB := make(map[backend.MAC]netip.Addr, len(want.fdb))
+	for _, f := range want.fdb {
+		wantFDB[f.MAC] = f.Dst
+	}
+	b.wantFDB.Store(&wantFDB)
 
 	// The device is ours, and so are its routes into the network, whoever
 	// made them: one flanneld left for a lease that went would come before
@@ -934,13 +944,13 @@ func (b *Backend) addrEvent(u netlink.AddrUpdate) bool {
 }
 
 // neighEvent accepts the events about the device's entries that Reconcile
-// owns: FDB entries, and IPv4 neighbours that are permanent or whose address
-// is one it wants. An event about a wanted address wakes whatever the
-// entry's state (one replaced by `ip neigh replace … nud reachable` must be
-// made permanent again; the kernel itself never changes a permanent entry)
-// unless the entry stands as wanted, permanent with the wanted MAC: that is
-// what our own writes report, and a pass after each would find nothing to
-// do. Other addresses' entries that are not permanent are the kernel's
+// owns: FDB entries as fdbEvent judges them, and IPv4 neighbours that are
+// permanent or whose address is one it wants. An event about a wanted
+// address wakes whatever the entry's state (one replaced by `ip neigh
+// replace … nud reachable` must be made permanent again; the kernel itself
+// never changes a permanent entry) unless the entry stands as wanted,
+// permanent with the wanted MAC: that is what our own writes report, and a
+// pass after each would find nothing to do. Other addresses' entries that are not permanent are the kernel's
 // resolution (incomplete, failed, reachable…, and their deletion), which
 // Reconcile leaves alone; so is the deletion of a permanent one.
 func (b *Backend) neighEvent(u netlink.NeighUpdate) bool {
@@ -949,7 +959,7 @@ func (b *Backend) neighEvent(u netlink.NeighUpdate) bool {
 		return false
 	}
 	if u.Family == unix.AF_BRIDGE {
-		return true
+		return b.fdbEvent(u)
 	}
 	ip, ok := backend.AddrFromIP(u.IP)
 	if u.Family != unix.AF_INET || !ok {
@@ -964,4 +974,31 @@ func (b *Backend) neighEvent(u netlink.NeighUpdate) bool {
 		}
 	}
 	return permanent && !deleted
+}
+
+// fdbEvent judges an FDB event on the device as neighEvent judges a
+// neighbour's. Reconcile owns every entry ListFDBOn lists (the device's own,
+// NTF_SELF, with a 6-byte MAC) and deletes those it does not want. An event
+// about a wanted MAC wakes unless the entry stands as wanted: the device's
+// own, permanent, to the wanted destination, with the device's VNI (one
+// rewritten without NTF_SELF is no longer listed, and is written again).
+// That is what our own writes report, and a pass after each would find
+// nothing to do. Another MAC's entry added or changed wakes, whatever its
+// state, since Reconcile deletes it; its deletion does not (ours of an entry
+// no longer wanted, or someone's of one we would have deleted), nor does an
+// entry that is not the device's own (a bridge's, NTF_MASTER).
+func (b *Backend) fdbEvent(u netlink.NeighUpdate) bool {
+	mac, ok := backend.MACFromHardwareAddr(u.HardwareAddr)
+	if !ok {
+		return false
+	}
+	deleted := u.Type == unix.RTM_DELNEIGH
+	self := u.Flags&netlink.NTF_SELF != 0
+	if want := b.wantFDB.Load(); want != nil {
+		if dst, wanted := (*want)[mac]; wanted {
+			cur, _ := backend.AddrFromIP(u.IP)
+			return deleted || !self || u.State&netlink.NUD_PERMANENT == 0 || cur != dst || u.VNI != 0
+		}
+	}
+	return self && !deleted
 }

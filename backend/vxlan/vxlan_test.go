@@ -1022,6 +1022,147 @@ func TestNeighbourEventsJudged(t *testing.T) {
 	judge("the kernel failing to resolve an address on ext0", next("resolve on ext0", h.ext.Attrs().Index, "198.18.0.9"), false)
 }
 
+// TestFDBEventsJudged hands Watch's neighbour filter the FDB events the
+// kernel really sends: each change to a peer's entry, and a foreign entry
+// added, wakes; our own writes, the repairs included, and our deletion of a
+// foreign entry do not (each wake is a whole pass that would find nothing to
+// do).
+func TestFDBEventsJudged(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	nl := h.ns.Handle
+	dev := h.link("flannel.1").Attrs().Index
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")}
+	peerMAC, foreignMAC := net.HardwareAddr{2, 0, 0, 0, 0, 2}, net.HardwareAddr{2, 0, 0, 0, 0, 9}
+	events := make(chan netlink.NeighUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.NeighSubscribeWithOptions(events, done, netlink.NeighSubscribeOptions{Namespace: &h.ns.NsHandle}); err != nil {
+		t.Fatal(err)
+	}
+	// judge hands the filter the next FDB event about mac on the device.
+	judge := func(what string, mac net.HardwareAddr, want bool) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case u := <-events:
+				if u.Family != unix.AF_BRIDGE || u.LinkIndex != dev || u.HardwareAddr.String() != mac.String() {
+					continue
+				}
+				if got := h.b.neighEvent(u); got != want {
+					t.Errorf("%s (%+v): woke=%v, want %v", what, u.Neigh, got, want)
+				}
+				return
+			case <-deadline:
+				t.Fatalf("%s: no FDB event about %s within 5s", what, mac)
+			}
+		}
+	}
+	fdb := func(mac net.HardwareAddr, dst string, state, vni int) *netlink.Neigh {
+		return &netlink.Neigh{LinkIndex: dev, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: state,
+			HardwareAddr: mac, IP: net.ParseIP(dst), VNI: vni}
+	}
+	do := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+
+	h.reconcile(peers...)
+	judge("our write of a peer's entry", peerMAC, false)
+	for _, tc := range []struct {
+		name    string
+		breakIt func() error
+	}{
+		{"pointed elsewhere", func() error { return nl.NeighSet(fdb(peerMAC, "198.18.0.99", netlink.NUD_PERMANENT, 0)) }},
+		{"made dynamic", func() error { return nl.NeighSet(fdb(peerMAC, "198.18.0.2", netlink.NUD_REACHABLE, 0)) }},
+		{"given another VNI", func() error { return nl.NeighSet(fdb(peerMAC, "198.18.0.2", netlink.NUD_PERMANENT, 77)) }},
+		{"deleted", func() error { return nl.NeighDel(fdb(peerMAC, "0.0.0.0", 0, 0)) }},
+	} {
+		do(tc.name, tc.breakIt())
+		judge("the peer's entry "+tc.name, peerMAC, true)
+		if res := h.reconcile(peers...); !res.Changed() {
+			t.Errorf("the peer's entry %s: nothing repaired", tc.name)
+		}
+		judge("our repair after the peer's entry was "+tc.name, peerMAC, false)
+	}
+	do("add a foreign entry", nl.NeighAppend(fdb(foreignMAC, "198.18.0.9", netlink.NUD_PERMANENT, 0)))
+	judge("a foreign permanent entry added", foreignMAC, true)
+	if res := h.reconcile(peers...); res.String() != (backend.Result{Removed: 1}).String() {
+		t.Errorf("result %v, want the foreign entry removed", res)
+	}
+	judge("our deletion of the foreign entry", foreignMAC, false)
+}
+
+// TestFDBRepairWakesOnce: an FDB entry of ours broken wakes Watch, and the
+// pass that repairs it does not wake it again. The neighbour events' order
+// is kept, so once a marker written after the repair (a foreign permanent
+// neighbour entry) has woken Watch, the repair's event has been judged.
+func TestFDBRepairWakesOnce(t *testing.T) {
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")}
+	fdb := func(dev netlink.Link, mac net.HardwareAddr, dst net.IP) *netlink.Neigh {
+		return &netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
+			HardwareAddr: mac, IP: dst}
+	}
+	for _, tc := range []struct {
+		name    string
+		breakIt func(nl *netlink.Handle, dev netlink.Link) error
+		res     backend.Result
+	}{
+		{"peer's entry deleted", func(nl *netlink.Handle, dev netlink.Link) error {
+			return nl.NeighDel(fdb(dev, net.HardwareAddr{2, 0, 0, 0, 0, 2}, net.IPv4zero))
+		}, backend.Result{Added: 1}},
+		{"peer's entry pointed elsewhere", func(nl *netlink.Handle, dev netlink.Link) error {
+			return nl.NeighSet(fdb(dev, net.HardwareAddr{2, 0, 0, 0, 0, 2}, net.IPv4(198, 18, 0, 99)))
+		}, backend.Result{Updated: 1}},
+		{"foreign entry added", func(nl *netlink.Handle, dev netlink.Link) error {
+			return nl.NeighAppend(fdb(dev, net.HardwareAddr{2, 0, 0, 0, 0, 9}, net.IPv4(198, 18, 0, 9)))
+		}, backend.Result{Removed: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, `{"Type":"vxlan"}`)
+			h.reconcile(peers...)
+			wakes, stop := h.watch(t)
+			defer stop()
+			const woke = `"msg"="kernel event about our objects" "kind"="neighbour"`
+			dev := h.link("flannel.1")
+			if err := tc.breakIt(h.ns.Handle, dev); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-wakes:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no wake within 5s after the %s", tc.name)
+			}
+			if res := h.reconcile(peers...); res.String() != tc.res.String() {
+				t.Errorf("result %v, want %v", res, tc.res)
+			}
+			if err := h.ns.Handle.NeighAdd(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+				IP: net.IPv4(10, 244, 99, 0), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 0x99}}); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for h.countLogs("10.244.99.0") == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the marker woke nothing within 5s; logs:\n%s", h.logText())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := h.countLogs(woke); n != 2 {
+				t.Errorf("%d neighbour events woke Watch, want 2 (the %s, the marker): the repair woke it again; logs:\n%s", n, tc.name, h.logText())
+			}
+		})
+	}
+}
+
+// logText is everything logged, one entry a line.
+func (h *host) logText() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return strings.Join(h.logs, "\n")
+}
+
 // TestWatchDirectRouting: with DirectRouting, the external interface's
 // scope-link routes without a gateway decide which peers are on-link
 // (TestDirectRoutingOnLinkByRoute), so adding or deleting one wakes Watch.
