@@ -305,8 +305,11 @@ func (w *rxWorker) run() error {
 
 // decap checks every packet of the n messages received in w.m and writes
 // those accepted into the device, consecutive TCP segments of one flow
-// coalesced into one packet.
+// coalesced into one packet. Once a write finds the queue closed (the
+// worker stops), the rest of the batch is still checked and counted, what
+// passes as refused, and that error is returned.
 func (w *rxWorker) decap(t *table, n int) error {
+	var err error
 	for i := range n {
 		ln, src, seg, trunc := w.m.received(i)
 		if trunc || ln == 0 {
@@ -321,14 +324,19 @@ func (w *rxWorker) decap(t *table, n int) error {
 			pkt := data[off:min(off+seg, ln)]
 			// What passes is counted by write, once the device
 			// took it or refused it.
-			if v := t.accept(src, pkt); v != pass {
+			v := t.accept(src, pkt)
+			if v == pass && err != nil {
+				v = dropRefused
+			}
+			if v != pass {
 				w.local[v]++
 				continue
 			}
-			if err := w.push(pkt); err != nil {
-				return err
-			}
+			err = w.push(pkt)
 		}
+	}
+	if err != nil {
+		return err
 	}
 	return w.write()
 }
@@ -345,6 +353,7 @@ func (w *rxWorker) push(pkt []byte) error {
 			return nil
 		}
 		if err := w.write(); err != nil {
+			w.local[dropRefused]++ // pkt, cut off with the packet before it
 			return err
 		}
 	}

@@ -193,3 +193,35 @@ func TestMetricsRefused(t *testing.T) {
 		t.Errorf("in refused %v, in forwarded %v, out refused %v; want 2, 0, 0", m[in], m[fwdIn], m[out])
 	}
 }
+
+// TestDecapCountsCutOffBatch: the device's queue is closed under the rx
+// worker (the agent stops) while it writes a packet of a received batch.
+// That packet, and every other packet of the batch that passes the checks,
+// is counted refused; those that do not, by their reason. Before, only the
+// packets of the failed write were counted: the one that had ended the
+// coalesced packet (another flow) and the rest of the batch were counted
+// nowhere.
+func TestDecapCountsCutOffBatch(t *testing.T) {
+	const mss = 1000
+	flowA := tcpPacket("10.244.2.5", "10.244.1.5", 1, 1, tcpACK, payload(0, mss))
+	flowB := tcpPacket("10.244.2.6", "10.244.1.5", 2, 1, tcpACK, payload(0, mss))
+	single := ipPacket("10.244.2.5", "10.244.1.5", 17, 64, make([]byte, 100))
+	spoofed := ipPacket("10.244.3.5", "10.244.1.5", 17, 64, make([]byte, 100))
+	dev := &refusingTUN{n: 100, err: errQueueClosed}
+	var tbl atomic.Pointer[table]
+	tbl.Store(testTable())
+	c := &counters{}
+	w := newRxWorker(&udpSock{}, dev, &tbl, c, heapAlloc)
+	w.fill("198.18.0.2", [][]byte{flowA}, [][]byte{flowB}, [][]byte{single}, [][]byte{spoofed})
+	if err := w.decap(w.tbl.Load(), 4); !errors.Is(err, errQueueClosed) {
+		t.Fatalf("decap: %v, want the closed queue's error", err)
+	}
+	flush(&c.rx, &w.local) // as run does
+	s := c.snapshot()
+	if s.Received != 0 || s.Dropped["refused"] != 3 || s.Dropped["spoofedSource"] != 1 || len(s.Dropped) != 2 {
+		t.Fatalf("stats %+v; want dropped refused 3 and spoofedSource 1, nothing else", s)
+	}
+	if dev.writes != 1 {
+		t.Errorf("%d writes into a closed queue, want 1", dev.writes)
+	}
+}
