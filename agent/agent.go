@@ -119,13 +119,14 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	defer cli.Close()
+	a.obs.watchEtcd(func() bool { return cli.ActiveConnection().GetState() == connectivity.Ready })
 	// The lease manager's keepalive answers give the lease's time left
 	// (agentd_lease_ttl_remaining_seconds) without a request of its own.
 	ttl := &leaseTTL{}
 	cli.Lease = ttl.tap(cli.Lease)
 	reg := subnet.NewRegistry(cli.Client, a.cfg.EtcdPrefix)
 
-	netCfg, err := retry(ctx, a.log, cli, "read the network config", func(ctx context.Context) (*subnet.Config, error) {
+	netCfg, err := retry(ctx, a.log, cli, "read the network config", a.waitingForLease, func(ctx context.Context) (*subnet.Config, error) {
 		return reg.GetConfig(ctx)
 	})
 	if err != nil {
@@ -178,7 +179,7 @@ func (a *agent) run(ctx context.Context) error {
 		Logger:         a.log.WithName("lease"),
 		OnLeaseState:   a.health.setLeaseHeld,
 	})
-	a.obs.watchEtcd(func() bool { return cli.ActiveConnection().GetState() == connectivity.Ready }, &mgr.Stats)
+	a.obs.watchLeases(&mgr.Stats)
 	a.obs.watchLeaseTTL(func() (time.Duration, bool) {
 		own, ok := mgr.Own()
 		if !ok || own.Reservation() {
@@ -186,7 +187,7 @@ func (a *agent) run(ctx context.Context) error {
 		}
 		return ttl.left(clientv3.LeaseID(own.LeaseID))
 	})
-	own, err := retry(ctx, a.log, cli, "acquire a subnet lease", func(ctx context.Context) (subnet.Lease, error) {
+	own, err := retry(ctx, a.log, cli, "acquire a subnet lease", a.waitingForLease, func(ctx context.Context) (subnet.Lease, error) {
 		return mgr.Acquire(ctx, be.Type(), data)
 	})
 	if err != nil {
@@ -281,6 +282,17 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	a.log.Info("shutting down; the datapath and the lease stay in place")
 	return nil
+}
+
+// waitingForLease is retry's report for the start-up steps before the lease
+// is held: /readyz and /status say which of them fails and why (the network
+// config absent, no free subnet…), not only that no lease is held yet.
+func (a *agent) waitingForLease(what string, err error) {
+	reason := "no lease acquired yet"
+	if err != nil {
+		reason += ": cannot " + what + ": " + err.Error()
+	}
+	a.health.setLeaseHeld(false, reason)
 }
 
 // leaseSource is what reconcileLoop reads of the lease manager.

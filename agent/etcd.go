@@ -93,8 +93,9 @@ func (c *etcdConn) explainAfter(ctx context.Context, err error, timeout time.Dur
 
 // retry calls f until it succeeds, ctx is done, or it fails in a way that
 // retrying cannot fix. Each distinct failure is logged once, with the number
-// of attempts when it finally clears.
-func retry[T any](ctx context.Context, log logr.Logger, etcd *etcdConn, what string, f func(context.Context) (T, error)) (T, error) {
+// of attempts when it finally clears, and given to report, which is told
+// (with a nil error) when it clears too.
+func retry[T any](ctx context.Context, log logr.Logger, etcd *etcdConn, what string, report func(what string, err error), f func(context.Context) (T, error)) (T, error) {
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	var last string
 	for attempt := 1; ; attempt++ {
@@ -104,6 +105,7 @@ func retry[T any](ctx context.Context, log logr.Logger, etcd *etcdConn, what str
 		if err == nil {
 			if last != "" {
 				log.Info("succeeded after retrying", "what", what, "attempts", attempt)
+				report(what, nil)
 			}
 			return v, nil
 		}
@@ -113,6 +115,7 @@ func retry[T any](ctx context.Context, log logr.Logger, etcd *etcdConn, what str
 		err = etcd.explain(ctx, err)
 		if msg := err.Error(); msg != last {
 			log.Error(err, "cannot "+what+"; retrying", "attempt", attempt)
+			report(what, err)
 			last = msg
 		}
 		if err := delay.Sleep(ctx, b.Next()); err != nil {

@@ -79,19 +79,27 @@ func newObserver() *observer {
 	return o
 }
 
-// watchEtcd adds the etcd connection state and the lease manager's counters.
-func (o *observer) watchEtcd(up func() bool, stats *subnet.Stats) {
+// watchEtcd adds the etcd connection state, as soon as the client exists:
+// the start-up waits on etcd (the network config, a free subnet) are when an
+// operator asks most whether it answers.
+func (o *observer) watchEtcd(up func() bool) {
 	o.mu.Lock()
-	o.etcdUp, o.stats = up, stats
+	o.etcdUp = up
 	o.mu.Unlock()
-	gauge := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
-	}
+	o.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "agentd_etcd_connected", Help: "1 while the connection to etcd is up.",
+	}, func() float64 { return b2f(up()) }))
+}
+
+// watchLeases adds the lease manager's counters.
+func (o *observer) watchLeases(stats *subnet.Stats) {
+	o.mu.Lock()
+	o.stats = stats
+	o.mu.Unlock()
 	counter := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
 	}
 	o.reg.MustRegister(
-		gauge("agentd_etcd_connected", "1 while the connection to etcd is up.", func() float64 { return b2f(up()) }),
 		counter("agentd_watch_events_total", "Lease events received from the etcd watch.", func() float64 { return float64(stats.WatchEvents.Load()) }),
 		counter("agentd_watch_relists_total", "Full re-reads of the lease set after the watch broke (reconnects, compaction).", func() float64 { return float64(stats.Relists.Load()) }),
 		counter("agentd_bad_leases_total", "Keys under the subnets prefix skipped as invalid (once per key and revision).", func() float64 { return float64(stats.BadEntries.Load()) }),
