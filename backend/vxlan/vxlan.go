@@ -640,8 +640,9 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 // (created false). The kernel refuses a second VXLAN device with the VNI and
 // UDP port of one it has (EEXIST), so once flannel.<VNI> is renamed every
 // creation fails. The device that holds them is renamed back when it is ours
-// beyond doubt: its MAC is our VTEP MAC (chosen at random and kept in our
-// state dir) and incompatible finds nothing only recreating it would change.
+// beyond doubt: its MAC is our VTEP MAC (chosen at random, or taken from the
+// flanneld device agentd replaced, and kept in our state dir) and
+// incompatible finds nothing only recreating it would change.
 // Any other is not touched, and the error names it and what to do; it reads
 // the same on every pass, so the agent logs it once.
 func (b *Backend) addDevice() (l netlink.Link, created bool, err error) {
