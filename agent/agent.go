@@ -179,7 +179,7 @@ func (a *agent) run(ctx context.Context) error {
 		Logger:         a.log.WithName("lease"),
 		OnLeaseState:   a.health.setLeaseHeld,
 	})
-	a.obs.watchLeases(&mgr.Stats)
+	a.obs.watchLeases(&mgr.Stats, mgr.UnusableKeys)
 	a.obs.watchLeaseTTL(func() (time.Duration, bool) {
 		own, ok := mgr.Own()
 		if !ok || own.Reservation() {

@@ -33,7 +33,9 @@ type observer struct {
 	// etcdUp reports whether the etcd connection is up; nil before the
 	// client exists.
 	etcdUp func() bool
-	stats  *subnet.Stats
+	// unusable is the number of keys the lease manager skips now; nil
+	// before the manager exists.
+	unusable func() int
 }
 
 func newObserver() *observer {
@@ -91,15 +93,20 @@ func (o *observer) watchEtcd(up func() bool) {
 	}, func() float64 { return b2f(up()) }))
 }
 
-// watchLeases adds the lease manager's counters.
-func (o *observer) watchLeases(stats *subnet.Stats) {
+// watchLeases adds the lease manager's counters, and unusable, the number
+// of keys it skips now.
+func (o *observer) watchLeases(stats *subnet.Stats, unusable func() int) {
 	o.mu.Lock()
-	o.stats = stats
+	o.unusable = unusable
 	o.mu.Unlock()
 	counter := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
 	}
 	o.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "agentd_bad_lease_keys",
+			Help: "Keys under the subnets prefix skipped now as invalid (a key fixed or deleted leaves it).",
+		}, func() float64 { return float64(unusable()) }),
 		counter("agentd_watch_events_total", "Lease events received from the etcd watch.", func() float64 { return float64(stats.WatchEvents.Load()) }),
 		counter("agentd_watch_relists_total", "Full re-reads of the lease set after the watch broke (reconnects, compaction).", func() float64 { return float64(stats.Relists.Load()) }),
 		counter("agentd_bad_leases_total", "Keys under the subnets prefix skipped as invalid (once per key and revision).", func() float64 { return float64(stats.BadEntries.Load()) }),
@@ -203,7 +210,7 @@ func (o *observer) status(h *health) Status {
 	for k, n := range o.st.DriftRepairs {
 		st.DriftRepairs[k] = n
 	}
-	up, stats := o.etcdUp, o.stats
+	up, unusable := o.etcdUp, o.unusable
 	o.mu.Unlock()
 	st.Ready, st.NotReadyReason = h.ready()
 	if up != nil {
@@ -214,8 +221,8 @@ func (o *observer) status(h *health) Status {
 	} else {
 		st.EtcdError = "not connected yet"
 	}
-	if stats != nil {
-		st.BadLeases = stats.BadEntries.Load()
+	if unusable != nil {
+		st.BadLeases = int64(unusable())
 	}
 	return st
 }

@@ -35,8 +35,12 @@ func TestStatusWhileWaitingForConfig(t *testing.T) {
 	cluster.RunTestInHost(t, "TestStatusWhileWaitingForConfig", startStatusEnv, nil)
 }
 
-func startStatusChild(t *testing.T, etcd string) {
-	const prefix = "/waiting"
+// statusAgent runs an agent of the fake backend under prefix in h1 of
+// cluster.RunTestInHost's cluster until the test ends, and returns a
+// client of etcd and a function that GETs path on the agent's health
+// server.
+func statusAgent(t *testing.T, ctx context.Context, etcd, prefix string) (*clientv3.Client, func(path string) (int, []byte, error)) {
+	t.Helper()
 	cfg := hostConfig(t, etcd, prefix)
 	log := testr.New(t)
 	a := &agent{
@@ -46,29 +50,42 @@ func startStatusChild(t *testing.T, etcd string) {
 		health:   newHealth(log),
 		obs:      newObserver(),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
 	errc := make(chan error, 1)
 	go func() { errc <- a.run(rctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		rcancel()
 		if err := waitRun(t, errc); err != nil {
 			t.Errorf("Run after cancel: %v", err)
 		}
-	}()
-	base := "http://" + cfg.HealthzAddr
-	status := func() (Status, error) {
-		code, body, err := httpGet(base + "/status")
-		if err != nil {
-			return Status{}, err
-		}
-		var st Status
-		if code != http.StatusOK {
-			return st, fmt.Errorf("/status: %d %s", code, body)
-		}
-		return st, json.Unmarshal(body, &st)
+	})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { cli.Close() })
+	return cli, func(path string) (int, []byte, error) { return httpGet("http://" + cfg.HealthzAddr + path) }
+}
+
+// getStatus GETs and decodes /status.
+func getStatus(get func(string) (int, []byte, error)) (Status, error) {
+	code, body, err := get("/status")
+	if err != nil {
+		return Status{}, err
+	}
+	var st Status
+	if code != http.StatusOK {
+		return st, fmt.Errorf("/status: %d %s", code, body)
+	}
+	return st, json.Unmarshal(body, &st)
+}
+
+func startStatusChild(t *testing.T, etcd string) {
+	const prefix = "/waiting"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cli, get := statusAgent(t, ctx, etcd, prefix)
+	status := func() (Status, error) { return getStatus(get) }
 
 	const absent = "is absent from etcd"
 	err := cluster.Eventually(ctx, 20*time.Second, func() error {
@@ -81,14 +98,14 @@ func startStatusChild(t *testing.T, etcd string) {
 		case st.Ready || !strings.Contains(st.NotReadyReason, "network config") || !strings.Contains(st.NotReadyReason, absent):
 			return fmt.Errorf("/status: ready %v, notReadyReason %q; want it to name the absent network config", st.Ready, st.NotReadyReason)
 		}
-		code, body, err := httpGet(base + "/readyz")
+		code, body, err := get("/readyz")
 		if err != nil {
 			return err
 		}
 		if code != http.StatusServiceUnavailable || !strings.Contains(string(body), absent) {
 			return fmt.Errorf("/readyz: %d %q; want 503 naming the absent network config", code, body)
 		}
-		_, body, err = httpGet(base + "/metrics")
+		_, body, err = get("/metrics")
 		if err != nil {
 			return err
 		}
@@ -101,11 +118,6 @@ func startStatusChild(t *testing.T, etcd string) {
 		t.Fatal(err)
 	}
 
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
 	if _, err := cli.Put(ctx, prefix+"/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`); err != nil {
 		t.Fatal(err)
 	}
@@ -119,4 +131,82 @@ func startStatusChild(t *testing.T, etcd string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// badLeasesEnv, when set, makes TestStatusBadLeasesFollowKeys the child; it
+// names the etcd endpoint.
+const badLeasesEnv = "AGENTD_BAD_LEASES_TEST_ETCD"
+
+// TestStatusBadLeasesFollowKeys: /status's badLeases (agentctl status's
+// "invalid leases skipped") and agentd_bad_lease_keys are the keys skipped
+// now: they go back down once the operator fixes or deletes such a key,
+// while agentd_bad_leases_total keeps counting the bad writes.
+func TestStatusBadLeasesFollowKeys(t *testing.T) {
+	if ep := os.Getenv(badLeasesEnv); ep != "" {
+		badLeasesChild(t, ep)
+		return
+	}
+	cluster.RunTestInHost(t, "TestStatusBadLeasesFollowKeys", badLeasesEnv, map[string]string{
+		"/bad/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+	})
+}
+
+func badLeasesChild(t *testing.T, etcd string) {
+	const prefix = "/bad"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cli, get := statusAgent(t, ctx, etcd, prefix)
+	metric := func(name string) (string, error) {
+		_, body, err := get("/metrics")
+		if err != nil {
+			return "", err
+		}
+		for _, l := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(l, name+" "); ok {
+				return v, nil
+			}
+		}
+		return "", fmt.Errorf("/metrics has no %s", name)
+	}
+	want := func(what string, keys int, total string) {
+		t.Helper()
+		err := cluster.Eventually(ctx, 20*time.Second, func() error {
+			st, err := getStatus(get)
+			if err != nil {
+				return err
+			}
+			if !st.Ready {
+				return fmt.Errorf("not ready: %s", st.NotReadyReason)
+			}
+			if st.BadLeases != int64(keys) {
+				return fmt.Errorf("/status badLeases %d, want %d", st.BadLeases, keys)
+			}
+			if v, err := metric("agentd_bad_lease_keys"); err != nil || v != fmt.Sprint(keys) {
+				return fmt.Errorf("agentd_bad_lease_keys %q (%v), want %d", v, err, keys)
+			}
+			if v, err := metric("agentd_bad_leases_total"); err != nil || v != total {
+				return fmt.Errorf("agentd_bad_leases_total %q (%v), want %s", v, err, total)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	want("no bad key", 0, "0")
+	bad1, bad2 := prefix+"/subnets/10.244.9.0-24", prefix+"/subnets/10.244.10.0-24"
+	for _, k := range []string{bad1, bad2} {
+		if _, err := cli.Put(ctx, k, `not json`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("two bad keys", 2, "2")
+	if _, err := cli.Put(ctx, bad1, `{"PublicIP":"198.18.0.9","BackendType":"fake"}`); err != nil {
+		t.Fatal(err)
+	}
+	want("one fixed", 1, "2")
+	if _, err := cli.Delete(ctx, bad2); err != nil {
+		t.Fatal(err)
+	}
+	want("the other deleted", 0, "2")
 }

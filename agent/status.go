@@ -30,6 +30,7 @@ type Status struct {
 	// EtcdEndpoints is each endpoint's last check, when there are several
 	// (see --etcd-endpoint-check-interval).
 	EtcdEndpoints []EndpointStatus `json:"etcdEndpoints,omitempty"`
-	// BadLeases counts keys under the subnets prefix skipped as invalid.
+	// BadLeases is how many keys under the subnets prefix are skipped now
+	// as invalid (agentd_bad_leases_total counts their writes).
 	BadLeases int64 `json:"badLeases"`
 }

@@ -163,6 +163,16 @@ func (m *Manager) Peers() []Lease {
 	return t.snapshotLocked()
 }
 
+// UnusableKeys is how many keys under the subnets prefix, other than our
+// own, the watch skips now as not usable leases (Stats.BadEntries counts
+// their writes): a key fixed or deleted leaves it.
+func (m *Manager) UnusableKeys() int {
+	t := &m.table
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.bad)
+}
+
 // PeersChanged is signalled whenever Peers may return a different set.
 // Signals coalesce: one wake-up may stand for many events.
 func (m *Manager) PeersChanged() <-chan struct{} { return m.changed }
