@@ -21,7 +21,7 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show this host's agent: lease, backend, peers programmed, repairs, etcd",
 		Long: `status asks the agent on this host for its state over its health server
 (agentd --healthz-addr), so it needs no etcd access. --agent is that server's
-URL.`,
+URL, or its host:port as --healthz-addr gives it.`,
 		Example: `  agentctl status --agent http://127.0.0.1:8471`,
 		Args:    usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -40,7 +40,7 @@ URL.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&agentURL, "agent", "http://127.0.0.1:8471", "URL of the agent's health server")
+	cmd.Flags().StringVar(&agentURL, "agent", "http://127.0.0.1:8471", "URL (or host:port) of the agent's health server")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
 }
@@ -49,6 +49,12 @@ func (a *app) fetchStatus(ctx context.Context, base string) (agent.Status, []byt
 	var st agent.Status
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
+	// agentd's --healthz-addr, and the probes of the DaemonSet, name the
+	// server by host:port: taken as it is, Go reads "127.0.0.1:8471" as
+	// no URL and "localhost:8471" as one of the scheme "localhost".
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
 	url := strings.TrimSuffix(base, "/") + "/status"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
