@@ -155,8 +155,12 @@ type Backend struct {
 	// tooSmall is the external interface's MTU last reported as too
 	// small for ours, 0 while it leaves room (checkExternalMTU).
 	tooSmall int
-	lastLog  Stats
-	lastAt   time.Time
+	// madeDevice says that fresh made the device since the last pass
+	// set it up: its kernel defaults (MTU, accept_local, down) are
+	// set-up, not drift to report.
+	madeDevice bool
+	lastLog    Stats
+	lastAt     time.Time
 	// keeperRetry spaces the tries to start a keeper while there is
 	// none (keeperretry.go).
 	keeperRetry keeperRetry
@@ -359,8 +363,13 @@ func (b *Backend) fresh(socks []int, known error) error {
 		// No keeper can listen there, and binding the name would fail.
 		b.keeperFailed(held, false, "no descriptor keeper: its socket is held by another process, so an agent restart will drop packets while it lasts", "socket", held.addr)
 	}
+	old, err := backend.LinkByName(b.h, DeviceName)
+	if err != nil {
+		return err
+	}
 	tuns, err := openQueues(DeviceName, b.queues)
 	if errors.Is(err, errTUNIncompatible) {
+		old = nil
 		b.log.Info("deleting an incompatible TUN device to recreate it", "device", DeviceName, "reason", err)
 		if l, lerr := backend.LinkByName(b.h, DeviceName); lerr == nil && l != nil {
 			if derr := b.h.LinkDel(l); derr != nil && !backend.IsNotFound(derr) {
@@ -374,6 +383,9 @@ func (b *Backend) fresh(socks []int, known error) error {
 	}
 	if err != nil {
 		return err
+	}
+	if old == nil {
+		b.madeDevice = true
 	}
 	if socks == nil {
 		for range b.queues {
@@ -840,11 +852,13 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 	}
 	b.devIndex.Store(int32(l.Attrs().Index))
 	b.checkExternalMTU()
+	// A device made in this pass, or by Prepare, is set up, not repaired.
+	made := gone || b.madeDevice
 	if l.Attrs().MTU != b.mtu {
 		if err := b.h.LinkSetMTU(l, b.mtu); err != nil {
 			return nil, res, fmt.Errorf("set the MTU of %s to %d: %w", DeviceName, b.mtu, err)
 		}
-		if !gone {
+		if !made {
 			res.Updated++
 			res.Count("device", 1)
 			b.log.Info("corrected the TUN device's MTU", "device", DeviceName, "was", l.Attrs().MTU, "mtu", b.mtu)
@@ -864,7 +878,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 			b.log.Info("/proc/sys is read-only: IPv6 kept off the TUN device by giving it no link-local address instead of disable_ipv6", "device", DeviceName)
 		}
 		changed, err := ensureAcceptLocal(index)
-		if changed && !gone {
+		if changed && !made {
 			b.log.Info("turned accept_local on again", "device", DeviceName)
 		}
 		return err
@@ -875,11 +889,12 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 	if err != nil {
 		return nil, res, err
 	}
-	if up && !gone {
+	if up && !made {
 		res.Updated++
 		res.Count("device", 1)
 		b.log.Info("set the TUN device up", "device", DeviceName)
 	}
+	b.madeDevice = false
 	return l, res, nil
 }
 

@@ -284,6 +284,16 @@ func TestDeviceAddressAndRoute(t *testing.T) {
 	if res.Added < 3 { // address, route, forwarding entry
 		t.Fatalf("first Reconcile: %v", res)
 	}
+	// The device Prepare made is set up, not repaired: no drift counted
+	// (agentd_drift_repairs_total) or logged.
+	if res.Updated != 0 || res.ByKind["device"] != 0 {
+		t.Errorf("first Reconcile counted the new device's set-up as repairs: %v %v", res, res.ByKind)
+	}
+	for _, drift := range []string{"corrected the TUN device's MTU", "turned accept_local on again", "set the TUN device up"} {
+		if h.logged(drift) {
+			t.Errorf("first Reconcile logged %q for the device Prepare made", drift)
+		}
+	}
 	want := `addr ext0 198.18.0.1/24
 addr flannel0 10.244.1.0/32
 link ext0 veth up mtu 1500
@@ -316,6 +326,9 @@ route 10.244.0.0/16 dev flannel0 proto 74
 	res = h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
 	if res.Added != 1 || res.Removed != 1 || res.Updated != 1 {
 		t.Fatalf("repair: %v, want route added, address removed, MTU updated", res)
+	}
+	if !h.logged("corrected the TUN device's MTU") {
+		t.Errorf("the MTU's repair was not logged")
 	}
 	// By kind, as agentd_drift_repairs_total counts them.
 	if want := map[string]int{"route": 1, "address": 1, "device": 1}; !maps.Equal(res.ByKind, want) {
