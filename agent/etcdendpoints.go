@@ -114,11 +114,21 @@ func (c *endpointChecker) check(ctx context.Context, cur []EndpointStatus) {
 // TLS error), where the client would retry until the deadline and report
 // only that; then a Status request.
 func (c *etcdConn) checkEndpoint(ctx context.Context, endpoint string) error {
-	if err := probeEndpoint(ctx, endpoint, c.tls.config()); err != nil {
+	if err := probeEndpoint(ctx, endpoint, c.aloneUsesTLS(endpoint), c.tls.config()); err != nil {
 		return err
 	}
 	if _, err := c.Status(ctx, endpoint); err != nil {
 		return fmt.Errorf("accepts connections but the status request failed: %w", err)
 	}
 	return nil
+}
+
+// aloneUsesTLS says whether the etcd client's connection to endpoint alone,
+// which Status makes, uses TLS: the client picks its credentials by that
+// endpoint (clientUsesTLS), unless newEtcdClient replaced them for every
+// connection by etcdCreds, which it does given TLS settings and a first
+// endpoint that is not http.
+func (c *etcdConn) aloneUsesTLS(endpoint string) bool {
+	haveTLS := c.tls != nil
+	return clientUsesTLS(endpoint, haveTLS) || haveTLS && len(c.endpoints) > 0 && endpointUsesTLS(c.endpoints[0])
 }

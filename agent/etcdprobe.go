@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 )
@@ -19,13 +20,16 @@ const probeTimeout = 3 * time.Second
 // probeEtcd explains why etcd does not answer. The etcd client retries
 // failed connections inside gRPC and surfaces only a deadline, so an
 // operator would see "no answer" for a wrong CA, a refused port or a missing
-// route alike. probeEtcd connects to each endpoint itself, with the TLS
-// configuration the client uses, and returns each endpoint's failure
-// (nil if one of them accepts a connection and, for TLS, a handshake).
+// route alike. probeEtcd connects to each endpoint itself, as the client's
+// connection to all of them does: with TLS or without as the first endpoint
+// decides (clientUsesTLS), with the TLS configuration tc (nil: none given),
+// and returns each endpoint's failure (nil if one of them accepts a
+// connection and, for TLS, a handshake).
 func probeEtcd(ctx context.Context, endpoints []string, tc *tls.Config) error {
+	useTLS := len(endpoints) > 0 && clientUsesTLS(endpoints[0], tc != nil)
 	var errs []error
 	for _, ep := range endpoints {
-		err := probeEndpoint(ctx, ep, tc)
+		err := probeEndpoint(ctx, ep, useTLS, tc)
 		if err == nil {
 			return nil
 		}
@@ -34,8 +38,11 @@ func probeEtcd(ctx context.Context, endpoints []string, tc *tls.Config) error {
 	return errors.Join(errs...)
 }
 
-func probeEndpoint(ctx context.Context, endpoint string, tc *tls.Config) error {
-	network, addr, useTLS, err := endpointAddr(endpoint)
+// probeEndpoint connects to endpoint and, if useTLS, runs a TLS handshake
+// with tc (the system's CAs and no client certificate when nil), checking
+// the server name the etcd client checks.
+func probeEndpoint(ctx context.Context, endpoint string, useTLS bool, tc *tls.Config) error {
+	network, addr, serverName, err := endpointAddr(endpoint)
 	if err != nil {
 		return err
 	}
@@ -54,11 +61,7 @@ func probeEndpoint(ctx context.Context, endpoint string, tc *tls.Config) error {
 	if tc != nil {
 		cfg = tc.Clone()
 	}
-	if cfg.ServerName == "" && network == "tcp" {
-		if host, _, err := net.SplitHostPort(addr); err == nil {
-			cfg.ServerName = host
-		}
-	}
+	cfg.ServerName = serverName
 	// As gRPC does: etcd then speaks HTTP/2 on the connection.
 	if len(cfg.NextProtos) == 0 {
 		cfg.NextProtos = []string{"h2"}
@@ -216,51 +219,65 @@ func clientCertInvalid(c *tls.Certificate, now time.Time) error {
 	return nil
 }
 
-// endpointAddr splits an etcd endpoint URL (http, https, unix, unixs, or a
-// bare host:port as the etcd client accepts) into what net.Dial needs. An
-// endpoint without a host or socket path is an error: net.Dial would take an
-// empty host for the local machine and report on an address nobody named.
-func endpointAddr(endpoint string) (network, addr string, useTLS bool, err error) {
+// endpointAddr splits an etcd endpoint as the etcd client reads it
+// (client/v3's internal/endpoint) into what net.Dial needs, and the name
+// the client checks the server's certificate against (gRPC's authority
+// less its port): an http or https URL, a socket path after unix: or
+// unixs: (with "//" or without), or a bare host:port. An http(s) URL
+// without a port gets etcd's 2379. An endpoint without a host or socket
+// path is an error: net.Dial would take an empty host for the local
+// machine and report on an address nobody named.
+func endpointAddr(endpoint string) (network, addr, serverName string, err error) {
 	if endpoint == "" {
-		return "", "", false, errors.New("empty endpoint")
+		return "", "", "", errors.New("empty endpoint")
+	}
+	if scheme := endpointScheme(endpoint); scheme == "unix" || scheme == "unixs" {
+		sock := strings.TrimPrefix(endpoint[len(scheme)+1:], "//")
+		if sock == "" {
+			return "", "", "", errors.New("no socket path in URL")
+		}
+		return "unix", sock, hostOnly(path.Base(sock)), nil
 	}
 	if !strings.Contains(endpoint, "://") {
 		host, port, err := net.SplitHostPort(endpoint)
 		switch {
 		case err != nil:
-			return "", "", false, fmt.Errorf("endpoint is neither a URL nor host:port: %w", err)
+			return "", "", "", fmt.Errorf("endpoint is neither a URL nor host:port: %w", err)
 		case host == "":
-			return "", "", false, errors.New("no host in endpoint")
+			return "", "", "", errors.New("no host in endpoint")
 		case port == "":
-			return "", "", false, errors.New("no port in endpoint")
+			return "", "", "", errors.New("no port in endpoint")
 		}
-		return "tcp", endpoint, false, nil
+		return "tcp", endpoint, host, nil
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil {
-		return "", "", false, fmt.Errorf("endpoint is not a URL: %w", err)
+		return "", "", "", fmt.Errorf("endpoint is not a URL: %w", err)
 	}
 	switch u.Scheme {
 	case "http", "https":
 		host, port := u.Hostname(), u.Port()
 		if host == "" {
-			return "", "", false, errors.New("no host in URL")
+			return "", "", "", errors.New("no host in URL")
 		}
 		if port == "" {
 			port = "2379"
 		}
 		addr = net.JoinHostPort(host, port)
 		if _, _, err := net.SplitHostPort(addr); err != nil { // "http://]"
-			return "", "", false, fmt.Errorf("host %q in URL: %w", host, err)
+			return "", "", "", fmt.Errorf("host %q in URL: %w", host, err)
 		}
-		return "tcp", addr, u.Scheme == "https", nil
-	case "unix", "unixs":
-		path := u.Host + u.Path
-		if path == "" {
-			return "", "", false, errors.New("no socket path in URL")
-		}
-		return "unix", path, u.Scheme == "unixs", nil
+		return "tcp", addr, hostOnly(u.Host), nil
 	default:
-		return "", "", false, fmt.Errorf("unknown endpoint scheme %q", u.Scheme)
+		return "", "", "", fmt.Errorf("unknown endpoint scheme %q", u.Scheme)
 	}
+}
+
+// hostOnly is authority without its port, as gRPC's TLS credentials take
+// the server name from it; authority itself when it has none.
+func hostOnly(authority string) string {
+	if host, _, err := net.SplitHostPort(authority); err == nil {
+		return host
+	}
+	return authority
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,37 +14,46 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
+// TestEndpointAddr: an endpoint is split as the etcd client reads it, and
+// the server name is the one it checks the certificate against.
 func TestEndpointAddr(t *testing.T) {
 	for _, tc := range []struct {
-		in      string
-		network string
-		addr    string
-		tls     bool
-		err     bool
+		in         string
+		network    string
+		addr       string
+		serverName string
+		err        bool
 	}{
-		{in: "http://198.18.0.254:2379", network: "tcp", addr: "198.18.0.254:2379"},
-		{in: "https://etcd.example:2379", network: "tcp", addr: "etcd.example:2379", tls: true},
-		{in: "https://[fd00::1]", network: "tcp", addr: "[fd00::1]:2379", tls: true},
-		{in: "198.18.0.254:2379", network: "tcp", addr: "198.18.0.254:2379"},
-		{in: "unix:///run/etcd.sock", network: "unix", addr: "/run/etcd.sock"},
-		{in: "unixs://etcd.sock", network: "unix", addr: "etcd.sock", tls: true},
+		{in: "http://198.18.0.254:2379", network: "tcp", addr: "198.18.0.254:2379", serverName: "198.18.0.254"},
+		{in: "https://etcd.example:2379", network: "tcp", addr: "etcd.example:2379", serverName: "etcd.example"},
+		{in: "https://[fd00::1]", network: "tcp", addr: "[fd00::1]:2379", serverName: "[fd00::1]"},
+		{in: "https://[fd00::1]:2379", network: "tcp", addr: "[fd00::1]:2379", serverName: "fd00::1"},
+		{in: "198.18.0.254:2379", network: "tcp", addr: "198.18.0.254:2379", serverName: "198.18.0.254"},
+		{in: "unix:///run/etcd.sock", network: "unix", addr: "/run/etcd.sock", serverName: "etcd.sock"},
+		{in: "unixs://etcd.sock", network: "unix", addr: "etcd.sock", serverName: "etcd.sock"},
+		{in: "unixs://run/etcd.sock:2379", network: "unix", addr: "run/etcd.sock:2379", serverName: "etcd.sock"},
+		// Without "//", as the client takes it (and gRPC's unix:path).
+		{in: "unix:/run/etcd.sock", network: "unix", addr: "/run/etcd.sock", serverName: "etcd.sock"},
+		{in: "unixs:etcd.sock", network: "unix", addr: "etcd.sock", serverName: "etcd.sock"},
 		{in: "ftp://198.18.0.254:2379", err: true},
 		{in: "http://%zz", err: true},
 		{in: "", err: true},
 		{in: ":2379", err: true},
 		{in: "unix://", err: true},
 		{in: "unixs://", err: true},
+		{in: "unix:", err: true},
 		{in: "http://", err: true},
 		{in: "https://:2379", err: true},
 		// A bare endpoint is host:port, as net.Dial needs it.
-		{in: "[fd00::1]:2379", network: "tcp", addr: "[fd00::1]:2379"},
-		{in: "etcd:client", network: "tcp", addr: "etcd:client"},
+		{in: "[fd00::1]:2379", network: "tcp", addr: "[fd00::1]:2379", serverName: "fd00::1"},
+		{in: "etcd:client", network: "tcp", addr: "etcd:client", serverName: "etcd"},
 		{in: "a:1:2", err: true},
 		{in: "fd00::1:2379", err: true},
 		{in: "etcd", err: true},
@@ -51,17 +61,17 @@ func TestEndpointAddr(t *testing.T) {
 		{in: "[fd00::1]", err: true},
 		// A URL host that net.Dial could not split again.
 		{in: "http://]", err: true},
-		{in: "https://[fe80::1%25eth0]", network: "tcp", addr: "[fe80::1%eth0]:2379", tls: true},
+		{in: "https://[fe80::1%25eth0]", network: "tcp", addr: "[fe80::1%eth0]:2379", serverName: "[fe80::1%eth0]"},
 	} {
-		network, addr, useTLS, err := endpointAddr(tc.in)
+		network, addr, serverName, err := endpointAddr(tc.in)
 		if tc.err {
 			if err == nil {
 				t.Errorf("endpointAddr(%q) = %s %s, want an error", tc.in, network, addr)
 			}
 			continue
 		}
-		if err != nil || network != tc.network || addr != tc.addr || useTLS != tc.tls {
-			t.Errorf("endpointAddr(%q) = %q %q tls=%v err=%v, want %q %q tls=%v", tc.in, network, addr, useTLS, err, tc.network, tc.addr, tc.tls)
+		if err != nil || network != tc.network || addr != tc.addr || serverName != tc.serverName {
+			t.Errorf("endpointAddr(%q) = %q %q server name %q, err=%v, want %q %q %q", tc.in, network, addr, serverName, err, tc.network, tc.addr, tc.serverName)
 		}
 	}
 }
@@ -93,6 +103,97 @@ func FuzzEndpointAddr(f *testing.F) {
 		}
 	})
 }
+
+// TestProbeTLSAsClient: probeEtcd speaks TLS or plaintext to each endpoint
+// as the etcd client's connection does: the first endpoint decides for all
+// of them (TestClientUsesTLS), so a unix:// endpoint, or one written
+// unix:path, gets TLS when TLS settings are given, and a unixs:// one after
+// a unix:// first does not without them. With TLS, the server name checked
+// is the socket's file name, as the client's. The "server" is a Unix socket
+// in a temporary directory that tells whether a connection began with a TLS
+// handshake record.
+func TestProbeTLSAsClient(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	now := time.Now()
+	cert := ca.issueServer(t, []string{"etcd.sock"}, nil, x509.ExtKeyUsageServerAuth, now.Add(-time.Hour), now.Add(time.Hour))
+	dir := t.TempDir()
+	sock, missing := filepath.Join(dir, "etcd.sock"), filepath.Join(dir, "missing.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// began receives, for each connection, whether it began with a TLS
+	// handshake record.
+	began := make(chan bool, 1)
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			br := bufio.NewReader(conn)
+			first, err := br.Peek(1)
+			isTLS := err == nil && first[0] == 0x16
+			began <- isTLS
+			if isTLS {
+				// Take the handshake and answer the HTTP/2 preface with
+				// settings, as etcd does.
+				s := tls.Server(readerConn{conn, br}, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}})
+				if s.Handshake() == nil {
+					buf := make([]byte, len(h2Preface))
+					if _, err := io.ReadFull(s, buf); err == nil {
+						_, _ = io.WriteString(s, "\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+					}
+				}
+			}
+			conn.Close()
+		}
+	}()
+	withCA := &tls.Config{RootCAs: ca.pool}
+	for _, tc := range []struct {
+		name      string
+		endpoints []string
+		tc        *tls.Config
+		wantTLS   bool
+		wantErr   string // "" for none
+	}{
+		{"unix:// with TLS settings", []string{"unix://" + sock}, withCA, true, ""},
+		{"unix:path with TLS settings", []string{"unix:" + sock}, withCA, true, ""},
+		{"unixs:// with TLS settings", []string{"unixs://" + sock}, withCA, true, ""},
+		{"unix:// without", []string{"unix://" + sock}, nil, false, ""},
+		{"unixs:// without: the system's CAs", []string{"unixs://" + sock}, nil, true, "certificate signed by unknown authority"},
+		{"unixs:// after a first unix://, without", []string{"unix://" + missing, "unixs://" + sock}, nil, false, ""},
+		{"unix:// after a first unixs://, without", []string{"unixs://" + missing, "unix://" + sock}, nil, true, "certificate signed by unknown authority"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := probeEtcd(t.Context(), tc.endpoints, tc.tc)
+			select {
+			case isTLS := <-began:
+				if isTLS != tc.wantTLS {
+					t.Errorf("the connection began with TLS: %v, want %v", isTLS, tc.wantTLS)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no connection to %s within 5s (probe: %v)", sock, err)
+			}
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("probeEtcd = %v, want no error", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("probeEtcd = %v, want an error with %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// readerConn is a connection whose reads go through r, which has read
+// ahead of it.
+type readerConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // TestClientCertInvalid: a client certificate the server refused is named
 // as expired or not yet valid when our clock says so

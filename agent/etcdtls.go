@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -95,9 +96,44 @@ func (c etcdCreds) OverrideServerName(string) error {
 // them for endpoint (it decides by the first endpoint for the connection
 // to all of them): not for http://, for any other scheme and for a bare
 // host:port.
-func endpointUsesTLS(endpoint string) bool {
-	scheme, _, ok := strings.Cut(endpoint, "://")
-	return !ok || !strings.EqualFold(scheme, "http")
+func endpointUsesTLS(endpoint string) bool { return clientUsesTLS(endpoint, true) }
+
+// clientUsesTLS says whether the etcd client uses TLS for the connection
+// whose credentials it picks by endpoint (the first one, for its connection
+// to all of them), haveTLS saying whether it was given TLS settings: always
+// for https and unixs (with the system's CAs and no client certificate
+// when it has no settings), never for http, and for anything else (a bare
+// host:port, unix) only with settings. This is client/v3's
+// credentialsForEndpoint.
+func clientUsesTLS(endpoint string, haveTLS bool) bool {
+	switch endpointScheme(endpoint) {
+	case "https", "unixs":
+		return true
+	case "http":
+		return false
+	}
+	return haveTLS
+}
+
+// endpointScheme is the scheme by which the etcd client picks an
+// endpoint's credentials (client/v3's internal/endpoint): "unix" or
+// "unixs" for an endpoint that starts with it and a colon; else, for one
+// with "://" that parses as a URL, its scheme in lower case; else "" (a
+// bare host:port, or a URL that does not parse).
+func endpointScheme(endpoint string) string {
+	for _, s := range []string{"unix", "unixs"} {
+		if strings.HasPrefix(endpoint, s+":") {
+			return s
+		}
+	}
+	if !strings.Contains(endpoint, "://") {
+		return ""
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme
 }
 
 // caBundle is the CA file (--etcd-cafile) and the pool of its

@@ -218,6 +218,78 @@ func TestEndpointUsesTLS(t *testing.T) {
 	}
 }
 
+// TestClientUsesTLS: with TLS settings or without, TLS or not as the etcd
+// client v3.7 picks it by an endpoint (client.go's credentialsForEndpoint,
+// internal/endpoint's translateEndpoint): https and unixs require it, http
+// drops it, anything else uses it when settings were given.
+func TestClientUsesTLS(t *testing.T) {
+	for _, tc := range []struct {
+		ep                 string
+		withTLS, withoutIt bool
+	}{
+		{"https://198.18.0.254:2379", true, true},
+		{"HTTPS://198.18.0.254:2379", true, true}, // url.Parse lowers the scheme
+		{"unixs:///run/etcd.sock", true, true},
+		{"unixs:etcd.sock", true, true},
+		{"http://198.18.0.254:2379", false, false},
+		{"HTTP://198.18.0.254:2379", false, false},
+		{"198.18.0.254:2379", true, false},
+		{"[fd00::1]:2379", true, false},
+		{"unix:///run/etcd.sock", true, false},
+		{"unix://etcd.sock", true, false},
+		{"unix:etcd.sock", true, false},
+		{"http://%zz", true, false}, // no URL: not the http scheme
+		{"ftp://198.18.0.254:2379", true, false},
+	} {
+		if got := clientUsesTLS(tc.ep, true); got != tc.withTLS {
+			t.Errorf("clientUsesTLS(%q, with TLS settings) = %v, want %v", tc.ep, got, tc.withTLS)
+		}
+		if got := clientUsesTLS(tc.ep, false); got != tc.withoutIt {
+			t.Errorf("clientUsesTLS(%q, without) = %v, want %v", tc.ep, got, tc.withoutIt)
+		}
+	}
+}
+
+// TestAloneUsesTLS: the endpoint checker's probe uses TLS where the etcd
+// client's Status connection to that endpoint does: agentd's credentials
+// replace the client's for every connection when it has TLS settings and
+// the first endpoint is not http; otherwise the client picks them by the
+// endpoint.
+func TestAloneUsesTLS(t *testing.T) {
+	const (
+		plain = "http://198.18.0.1:2379"
+		bare  = "198.18.0.2:2379"
+		sec   = "https://198.18.0.3:2379"
+		sock  = "unix:///run/etcd.sock"
+	)
+	for _, tc := range []struct {
+		endpoints []string
+		haveTLS   bool
+		ep        string
+		want      bool
+	}{
+		{[]string{sec, plain}, true, plain, true},
+		{[]string{bare, plain}, true, plain, true},
+		{[]string{sock, plain}, true, plain, true},
+		{[]string{plain, bare}, true, plain, false},
+		{[]string{plain, bare}, true, bare, true},
+		{[]string{plain, sock}, true, sock, true},
+		{[]string{plain, sec}, true, sec, true},
+		{[]string{plain, bare}, false, bare, false},
+		{[]string{plain, sec}, false, sec, true},
+		{[]string{sec, plain}, false, plain, false},
+		{[]string{sec, sock}, false, sock, false},
+	} {
+		c := &etcdConn{endpoints: tc.endpoints}
+		if tc.haveTLS {
+			c.tls = &etcdTLS{base: &tls.Config{}}
+		}
+		if got := c.aloneUsesTLS(tc.ep); got != tc.want {
+			t.Errorf("endpoints %v, TLS settings %v: aloneUsesTLS(%q) = %v, want %v", tc.endpoints, tc.haveTLS, tc.ep, got, tc.want)
+		}
+	}
+}
+
 // serveTLS runs handshake (a client's) against a TLS server with cert,
 // which offers HTTP/2 as etcd does and answers an HTTP/2 preface with its
 // settings, and returns the client's error.
