@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -216,6 +217,29 @@ func FuzzDecodeStatus(f *testing.F) {
 		b2, err := json.Marshal(st2)
 		if err != nil || !bytes.Equal(b1, b2) {
 			t.Fatalf("status %s changed in a round trip: %s, %v", b1, b2, err)
+		}
+	})
+}
+
+// FuzzStatusURL: status's --agent is either refused with a usage error, or
+// gives an http(s) URL with a host whose path ends in /status, which parses
+// back to itself.
+func FuzzStatusURL(f *testing.F) {
+	for _, s := range []string{"http://127.0.0.1:8471", "127.0.0.1:8471", "localhost:8471", "[fd00::1]:8471", "https://h:8471/agent/", "http://", "ftp://h:1", "", "h:1?x#y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := statusURL(s)
+		if err != nil {
+			var u usageError
+			if !errors.As(err, &u) || !strings.Contains(err.Error(), "--agent") {
+				t.Fatalf("statusURL(%q): error %q is not a usage error naming --agent", s, err)
+			}
+			return
+		}
+		u, err := url.Parse(got)
+		if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || !strings.HasSuffix(u.Path, "/status") || u.String() != got {
+			t.Fatalf("statusURL(%q) = %q (%v)", s, got, err)
 		}
 	})
 }

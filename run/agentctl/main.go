@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -31,6 +32,11 @@ var version = "dev"
 
 // exitUsage is the status of a mistake on the command line.
 const exitUsage = 64
+
+// exitNotReady is the status of `status` when the agent answered but is not
+// ready (as systemctl status exits 3 for a unit that is not active), so
+// that scripts can wait with `until agentctl status; do …`.
+const exitNotReady = 3
 
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, nil))
@@ -64,6 +70,8 @@ type app struct {
 	out       io.Writer
 	dial      etcdDialer
 	lookupEnv func(string) (string, bool)
+	// http asks the agent's health server (status); tests replace it.
+	http *http.Client
 	// source names the variable each etcd flag set from the environment
 	// came from, for error messages.
 	source map[string]string
@@ -72,10 +80,15 @@ type app struct {
 // run executes one command line and returns the exit status. dial nil means
 // the real etcd client.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial etcdDialer) int {
+	return runWith(ctx, args, stdout, stderr, dial, http.DefaultClient)
+}
+
+// runWith is run asking the agent's health server with hc.
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, dial etcdDialer, hc *http.Client) int {
 	if dial == nil {
 		dial = dialEtcd
 	}
-	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial, lookupEnv: os.LookupEnv, source: map[string]string{}}
+	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial, lookupEnv: os.LookupEnv, source: map[string]string{}, http: hc}
 	root := a.rootCommand()
 	root.SetArgs(longFlags(root, args))
 	root.SetOut(stdout)
@@ -88,6 +101,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial etcd
 	var u usageError
 	if errors.As(err, &u) {
 		return exitUsage
+	}
+	if errors.Is(err, errNotReady) {
+		return exitNotReady
 	}
 	return 1
 }

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -21,7 +23,9 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show this host's agent: lease, backend, peers programmed, repairs, etcd",
 		Long: `status asks the agent on this host for its state over its health server
 (agentd --healthz-addr), so it needs no etcd access. --agent is that server's
-URL, or its host:port as --healthz-addr gives it.`,
+URL, or its host:port as --healthz-addr gives it. It exits 0 when the agent is
+ready, 3 when it answered but is not ready (the state is printed all the same),
+1 when it cannot be asked.`,
 		Example: `  agentctl status --agent http://127.0.0.1:8471`,
 		Args:    usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -33,10 +37,15 @@ URL, or its host:port as --healthz-addr gives it.`,
 				return err
 			}
 			if output == "json" {
-				_, err := a.out.Write(raw)
-				return err
+				if _, err := a.out.Write(raw); err != nil {
+					return err
+				}
+			} else {
+				printStatus(a, st)
 			}
-			printStatus(a, st)
+			if !st.Ready {
+				return fmt.Errorf("%w: %s", errNotReady, st.NotReadyReason)
+			}
 			return nil
 		},
 	}
@@ -45,22 +54,42 @@ URL, or its host:port as --healthz-addr gives it.`,
 	return cmd
 }
 
-func (a *app) fetchStatus(ctx context.Context, base string) (agent.Status, []byte, error) {
-	var st agent.Status
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
+// errNotReady is status's error when the agent is not ready (exitNotReady).
+var errNotReady = errors.New("the agent is not ready")
+
+// statusURL is the URL of /status on the agent's health server base, a URL
+// or a host:port.
+func statusURL(base string) (string, error) {
 	// agentd's --healthz-addr, and the probes of the DaemonSet, name the
 	// server by host:port: taken as it is, Go reads "127.0.0.1:8471" as
 	// no URL and "localhost:8471" as one of the scheme "localhost".
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	url := strings.TrimSuffix(base, "/") + "/status"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", usagef("--agent %q: %v", base, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return "", usagef("--agent %q: want http://host:port or host:port", base)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/status"
+	return u.String(), nil
+}
+
+func (a *app) fetchStatus(ctx context.Context, base string) (agent.Status, []byte, error) {
+	var st agent.Status
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	target, err := statusURL(base)
+	if err != nil {
+		return st, nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return st, nil, usagef("--agent %q: %v", base, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.http.Do(req)
 	if err != nil {
 		return st, nil, fmt.Errorf("agent at %s: %w (is agentd running with --healthz-addr?)", base, err)
 	}
@@ -70,10 +99,10 @@ func (a *app) fetchStatus(ctx context.Context, base string) (agent.Status, []byt
 		return st, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return st, nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return st, nil, fmt.Errorf("GET %s: %s", target, resp.Status)
 	}
 	if st, err = decodeStatus(raw); err != nil {
-		return st, nil, fmt.Errorf("GET %s: %w", url, err)
+		return st, nil, fmt.Errorf("GET %s: %w", target, err)
 	}
 	return st, raw, nil
 }

@@ -100,7 +100,7 @@ func TestCLI(t *testing.T) {
 	}
 
 	f.eventually("status on h1 shows both peers programmed", ready, func() error {
-		out := f.mustCtl(h1, "status", "--agent", "http://"+h1.HealthzAddr())
+		out := f.mustCtl(h1, "status", "--agent", h1.HealthzAddr()) // host:port, as --healthz-addr gives it
 		if !strings.Contains(out, "peers                   2 known, 2 programmed in the kernel") ||
 			!strings.Contains(out, "etcd                    connected") || !strings.Contains(out, "ready                   yes") {
 			return fmt.Errorf("status:\n%s", out)
