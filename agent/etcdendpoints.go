@@ -2,10 +2,14 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // endpointCheckTimeout bounds one endpoint's status request.
@@ -27,7 +31,8 @@ type EndpointStatus struct {
 // without these checks a member that is down, or an endpoint written wrong,
 // would go unnoticed until the last good one failed too. A check is one
 // Status request on a connection of its own (the client's Status dials the
-// endpoint), which etcd answers from memory.
+// endpoint), which etcd answers from memory, even when the member has no
+// leader: such a member counts as down (leaderless).
 type endpointChecker struct {
 	endpoints []string
 	// status returns nil when endpoint answers a status request within
@@ -117,10 +122,23 @@ func (c *etcdConn) checkEndpoint(ctx context.Context, endpoint string) error {
 	if err := probeEndpoint(ctx, endpoint, c.aloneUsesTLS(endpoint), c.tls.config()); err != nil {
 		return err
 	}
-	if _, err := c.Status(ctx, endpoint); err != nil {
+	resp, err := c.Status(ctx, endpoint)
+	if err != nil {
 		return fmt.Errorf("accepts connections but the status request failed: %w", err)
 	}
-	return nil
+	return leaderless(resp)
+}
+
+// leaderless says why a member that answered a status request serves no
+// requests: it knows of no leader, because its cluster lost quorum or it is
+// cut off from the other members. etcd answers Status from memory all the
+// same, with Leader 0 and "etcdserver: no leader" among the answer's
+// Errors, not as a failed request.
+func leaderless(resp *clientv3.StatusResponse) error {
+	if resp.Leader != 0 && !slices.Contains(resp.Errors, rpctypes.ErrNoLeader.Error()) {
+		return nil
+	}
+	return errors.New("answers, but has no leader (its cluster lost quorum, or it is cut off from the other members), so it serves no requests")
 }
 
 // aloneUsesTLS says whether the etcd client's connection to endpoint alone,
