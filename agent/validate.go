@@ -161,6 +161,9 @@ func (c *Config) ValidateEtcd() error {
 			return &ConfigError{Flag: "etcd-endpoints", Value: ep, Err: err}
 		}
 	}
+	if err := checkEndpointsTLS(c.EtcdEndpoints, c.EtcdCAFile != "" || c.EtcdCertFile != ""); err != nil {
+		return &ConfigError{Flag: "etcd-endpoints", Value: strings.Join(c.EtcdEndpoints, ","), Err: err}
+	}
 	if !strings.HasPrefix(c.EtcdPrefix, "/") {
 		return configErrorf("etcd-prefix", c.EtcdPrefix, "must start with /")
 	}
@@ -201,6 +204,13 @@ func checkEndpoint(ep string) error {
 			}
 		}
 	case "unix", "unixs":
+		// url.Parse lowers the scheme; the client does not. It takes
+		// only unix: and unixs: for a socket: UNIXS:// it dials as a TCP
+		// address, which fails, and UNIX:// it dials, but checks the
+		// certificate of a TLS server against the whole path.
+		if written := ep[:len(u.Scheme)]; written != u.Scheme {
+			return fmt.Errorf("write the scheme in lower case (%s://): the etcd client does not take %s:// for a socket", u.Scheme, written)
+		}
 		if u.Host == "" && u.Path == "" {
 			return errors.New("no socket path in URL")
 		}
@@ -209,6 +219,27 @@ func checkEndpoint(ep string) error {
 	}
 	if u.User != nil {
 		return errors.New("credentials in the URL are not used; use --etcd-username and --etcd-password")
+	}
+	return nil
+}
+
+// checkEndpointsTLS refuses a list of endpoints of which some would be
+// reached with TLS and others without, haveTLS saying whether TLS files are
+// given: the etcd client reaches all of them as it reaches the first
+// (clientUsesTLS), so an https endpoint after an http one would be reached
+// in plaintext, and an http one after an https one over TLS.
+func checkEndpointsTLS(endpoints []string, haveTLS bool) error {
+	first := endpoints[0]
+	useTLS := clientUsesTLS(first, haveTLS)
+	for _, ep := range endpoints[1:] {
+		if clientUsesTLS(ep, haveTLS) == useTLS {
+			continue
+		}
+		how := "in plaintext"
+		if useTLS {
+			how = "over TLS"
+		}
+		return fmt.Errorf("the etcd client reaches every endpoint as it reaches the first, so %s would be reached %s like %s; give all endpoints the same scheme", ep, how, first)
 	}
 	return nil
 }

@@ -73,10 +73,10 @@ func TestParseArgs(t *testing.T) {
 		{name: "defaults", want: func(*agent.Config) {}},
 		{
 			name: "flanneld single-dash style",
-			args: []string{"-etcd-endpoints=http://198.18.0.254:2379,https://etcd.example:2379", "-etcd-prefix", "/example.com/net",
+			args: []string{"-etcd-endpoints=https://198.18.0.254:2379,https://etcd.example:2379", "-etcd-prefix", "/example.com/net",
 				"-iface", "eth0", "-iface=198.18.0.1", "-ip-masq", "-subnet-file=/run/x/subnet.env", "-public-ip", "198.18.9.9"},
 			want: func(c *agent.Config) {
-				c.EtcdEndpoints = []string{"http://198.18.0.254:2379", "https://etcd.example:2379"}
+				c.EtcdEndpoints = []string{"https://198.18.0.254:2379", "https://etcd.example:2379"}
 				c.EtcdPrefix = "/example.com/net"
 				c.Ifaces = []string{"eth0", "198.18.0.1"}
 				c.IPMasq = true
@@ -275,6 +275,18 @@ func TestParseArgsErrors(t *testing.T) {
 		{"empty endpoints", []string{"--etcd-endpoints="}, nil, `invalid --etcd-endpoints "": empty endpoint in the list`},
 		{"endpoint without scheme", []string{"--etcd-endpoints=198.18.0.254:2379"}, nil, `invalid --etcd-endpoints "198.18.0.254:2379": no scheme; want a URL such as http://198.18.0.254:2379`},
 		{"endpoint bad scheme", []string{"--etcd-endpoints=http://a:1,ftp://b"}, nil, `invalid --etcd-endpoints "ftp://b": scheme "ftp" not supported, want http, https, unix or unixs`},
+		{"https after http", []string{"--etcd-endpoints=http://198.18.0.254:2379,https://198.18.0.253:2379"}, nil,
+			`invalid --etcd-endpoints "http://198.18.0.254:2379,https://198.18.0.253:2379": the etcd client reaches every endpoint as it reaches the first, so https://198.18.0.253:2379 would be reached in plaintext like http://198.18.0.254:2379; give all endpoints the same scheme`},
+		{"http after https", []string{"--etcd-endpoints=https://198.18.0.254:2379,https://198.18.0.253:2379,http://198.18.0.252:2379"}, nil,
+			`invalid --etcd-endpoints "https://198.18.0.254:2379,https://198.18.0.253:2379,http://198.18.0.252:2379": the etcd client reaches every endpoint as it reaches the first, so http://198.18.0.252:2379 would be reached over TLS like https://198.18.0.254:2379; give all endpoints the same scheme`},
+		{"unix after https without TLS files", []string{"--etcd-endpoints=https://198.18.0.254:2379,unix:///run/etcd.sock"}, nil,
+			`invalid --etcd-endpoints "https://198.18.0.254:2379,unix:///run/etcd.sock": the etcd client reaches every endpoint as it reaches the first, so unix:///run/etcd.sock would be reached over TLS like https://198.18.0.254:2379; give all endpoints the same scheme`},
+		{"http after unix with a CA file", []string{"--etcd-cafile=" + cert, "--etcd-endpoints=unix:///run/etcd.sock,http://198.18.0.254:2379"}, nil,
+			`invalid --etcd-endpoints "unix:///run/etcd.sock,http://198.18.0.254:2379": the etcd client reaches every endpoint as it reaches the first, so http://198.18.0.254:2379 would be reached over TLS like unix:///run/etcd.sock; give all endpoints the same scheme`},
+		{"upper-case unixs", []string{"--etcd-endpoints=UNIXS:///run/etcd.sock"}, nil,
+			`invalid --etcd-endpoints "UNIXS:///run/etcd.sock": write the scheme in lower case (unixs://): the etcd client does not take UNIXS:// for a socket`},
+		{"capitalised unix", []string{"--etcd-endpoints=Unix:///run/etcd.sock"}, nil,
+			`invalid --etcd-endpoints "Unix:///run/etcd.sock": write the scheme in lower case (unix://): the etcd client does not take Unix:// for a socket`},
 		{"endpoint with credentials", []string{"--etcd-endpoints=http://u:p@a:1"}, nil, `invalid --etcd-endpoints "http://u:p@a:1": credentials in the URL are not used; use --etcd-username and --etcd-password`},
 		{"bad prefix", []string{"--etcd-prefix=coreos.com/network"}, nil, `invalid --etcd-prefix "coreos.com/network": must start with /`},
 		{"certfile without keyfile", []string{"--etcd-certfile=" + cert}, nil, `invalid --etcd-keyfile "": required when --etcd-certfile is set`},
