@@ -223,10 +223,10 @@ func clientCertInvalid(c *tls.Certificate, now time.Time) error {
 // (client/v3's internal/endpoint) into what net.Dial needs, and the name
 // the client checks the server's certificate against (gRPC's authority
 // less its port): an http or https URL, a socket path after unix: or
-// unixs: (with "//" or without), or a bare host:port. An http(s) URL
-// without a port gets etcd's 2379. An endpoint without a host or socket
-// path is an error: net.Dial would take an empty host for the local
-// machine and report on an address nobody named.
+// unixs: (with "//" or without), or a bare host:port. An endpoint without
+// a host or socket path is an error: net.Dial would take an empty host for
+// the local machine and report on an address nobody named. So is an
+// http(s) URL without a port, which the client cannot dial (checkEndpoint).
 func endpointAddr(endpoint string) (network, addr, serverName string, err error) {
 	if endpoint == "" {
 		return "", "", "", errors.New("empty endpoint")
@@ -261,7 +261,7 @@ func endpointAddr(endpoint string) (network, addr, serverName string, err error)
 			return "", "", "", errors.New("no host in URL")
 		}
 		if port == "" {
-			port = "2379"
+			return "", "", "", errors.New("no port in URL")
 		}
 		addr = net.JoinHostPort(host, port)
 		if _, _, err := net.SplitHostPort(addr); err != nil { // "http://]"

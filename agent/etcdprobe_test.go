@@ -33,7 +33,9 @@ func TestEndpointAddr(t *testing.T) {
 	}{
 		{in: "http://198.18.0.254:2379", network: "tcp", addr: "198.18.0.254:2379", serverName: "198.18.0.254"},
 		{in: "https://etcd.example:2379", network: "tcp", addr: "etcd.example:2379", serverName: "etcd.example"},
-		{in: "https://[fd00::1]", network: "tcp", addr: "[fd00::1]:2379", serverName: "[fd00::1]"},
+		{in: "https://[fd00::1]", err: true}, // no port: the client cannot dial it
+		{in: "https://etcd.example", err: true},
+		{in: "http://etcd.example:", err: true},
 		{in: "https://[fd00::1]:2379", network: "tcp", addr: "[fd00::1]:2379", serverName: "fd00::1"},
 		{in: "198.18.0.254:2379", network: "tcp", addr: "198.18.0.254:2379", serverName: "198.18.0.254"},
 		{in: "unix:///run/etcd.sock", network: "unix", addr: "/run/etcd.sock", serverName: "etcd.sock"},
@@ -61,7 +63,7 @@ func TestEndpointAddr(t *testing.T) {
 		{in: "[fd00::1]", err: true},
 		// A URL host that net.Dial could not split again.
 		{in: "http://]", err: true},
-		{in: "https://[fe80::1%25eth0]", network: "tcp", addr: "[fe80::1%eth0]:2379", serverName: "[fe80::1%eth0]"},
+		{in: "https://[fe80::1%25eth0]:2379", network: "tcp", addr: "[fe80::1%eth0]:2379", serverName: "fe80::1%eth0"},
 	} {
 		network, addr, serverName, err := endpointAddr(tc.in)
 		if tc.err {

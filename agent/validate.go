@@ -180,8 +180,8 @@ func (c *Config) ValidateEtcd() error {
 }
 
 // checkEndpoint accepts what the etcd v3 client dials: http(s) URLs with a
-// host, and unix(s) socket URLs. A bare host:port is refused rather than
-// guessed at, since flannel's users always write a scheme.
+// host and a port, and unix(s) socket URLs. A bare host:port is refused
+// rather than guessed at, since flannel's users always write a scheme.
 func checkEndpoint(ep string) error {
 	if ep == "" {
 		return errors.New("empty endpoint in the list")
@@ -198,10 +198,17 @@ func checkEndpoint(ep string) error {
 		if u.Host == "" || u.Hostname() == "" {
 			return errors.New("no host in URL")
 		}
-		if p := u.Port(); p != "" {
-			if _, err := parsePortNumber(p); err != nil {
-				return err
-			}
+		// Without a port the client hands the host alone to net.Dial,
+		// which fails ("missing port in address"): its own resolver adds
+		// no default port, where gRPC's DNS resolver would add 443
+		// (TestClientDialsNoDefaultPort).
+		p := u.Port()
+		if p == "" {
+			fix := url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(u.Hostname(), "2379")}
+			return fmt.Errorf("no port, and the etcd client dials none by default; etcd's client port is usually 2379: write %s", fix.String())
+		}
+		if _, err := parsePortNumber(p); err != nil {
+			return err
 		}
 	case "unix", "unixs":
 		// url.Parse lowers the scheme; the client does not. It takes
