@@ -64,7 +64,7 @@ func newObserver() *observer {
 		}, []string{"kind"}),
 		endpointUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "agentd_etcd_endpoint_up",
-			Help: "1 if the etcd endpoint answered the last status request, 0 if not (only with several endpoints).",
+			Help: "1 if the etcd endpoint answered the last status request and has a leader, 0 if not (only with several endpoints).",
 		}, []string{"endpoint"}),
 		st: Status{DriftRepairs: map[string]int64{}},
 	}
