@@ -755,6 +755,11 @@ func TestKeepAliveOneLeasePastSeveralTTLs(t *testing.T) {
 	const ttl = passTTL
 	m := e.manager("198.18.0.1", hostID(1), func(c *subnet.ManagerConfig) { c.TTL = ttl })
 	l := acquire(t, m)
+	key := e.reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+	before, err := e.cli.Get(context.Background(), key)
+	if err != nil || len(before.Kvs) != 1 {
+		t.Fatalf("our key %s: %v %v", key, before, err)
+	}
 	run(t, m)
 	for i := 1; i <= 3; i++ {
 		e.ttlPassed(t, ttl)
@@ -772,6 +777,15 @@ func TestKeepAliveOneLeasePastSeveralTTLs(t *testing.T) {
 	}
 	if n := e.leaseCount(t); n != 1 {
 		t.Fatalf("%d etcd leases, want exactly 1", n)
+	}
+	// Renewal is the etcd lease's keepalive alone: a PUT of the key,
+	// even of the same value, would be an event for every peer's watch.
+	after, err := e.cli.Get(context.Background(), key)
+	if err != nil || len(after.Kvs) != 1 {
+		t.Fatalf("our key %s after 3 TTLs: %v %v", key, after, err)
+	}
+	if b, a := before.Kvs[0], after.Kvs[0]; a.ModRevision != b.ModRevision || a.Version != b.Version {
+		t.Fatalf("our key was written while its lease was kept alive: mod revision %d → %d, version %d → %d", b.ModRevision, a.ModRevision, b.Version, a.Version)
 	}
 }
 
