@@ -180,11 +180,21 @@ func (c *Config) ValidateEtcd() error {
 }
 
 // checkEndpoint accepts what the etcd v3 client dials: http(s) URLs with a
-// host and a port, and unix(s) socket URLs. A bare host:port is refused
-// rather than guessed at, since flannel's users always write a scheme.
+// host and a port, and unix(s) socket URLs, also written unix:path (the
+// client's and gRPC's form without "//", which flanneld takes through the
+// same client). A bare host:port is refused rather than guessed at, since
+// flannel's users always write a scheme.
 func checkEndpoint(ep string) error {
 	if ep == "" {
 		return errors.New("empty endpoint in the list")
+	}
+	for _, scheme := range []string{"unix:", "unixs:"} {
+		if sock, ok := strings.CutPrefix(ep, scheme); ok && !strings.HasPrefix(sock, "//") {
+			if sock == "" {
+				return fmt.Errorf("no socket path after %s", scheme)
+			}
+			return nil
+		}
 	}
 	if !strings.Contains(ep, "://") {
 		return fmt.Errorf("no scheme; want a URL such as http://%s", ep)

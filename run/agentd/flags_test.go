@@ -97,6 +97,21 @@ func TestParseArgs(t *testing.T) {
 			regexes: []string{"^en", "^(eth|en)[0-9]{1,2}$"},
 		},
 		{
+			// The etcd client's (and gRPC's) form without "//", which
+			// flanneld takes through the same client.
+			name: "socket endpoints written unix:path",
+			env:  map[string]string{"FLANNELD_ETCD_ENDPOINTS": "unix:/run/etcd.sock,unix:etcd2.sock"},
+			want: func(c *agent.Config) { c.EtcdEndpoints = []string{"unix:/run/etcd.sock", "unix:etcd2.sock"} },
+		},
+		{
+			name: "unixs:path and unix:path with a CA file",
+			args: []string{"--etcd-cafile=" + ca, "--etcd-endpoints=unixs:/run/etcd.sock,unix:/run/etcd2.sock"},
+			want: func(c *agent.Config) {
+				c.EtcdCAFile = ca
+				c.EtcdEndpoints = []string{"unixs:/run/etcd.sock", "unix:/run/etcd2.sock"}
+			},
+		},
+		{
 			name: "values starting with a dash",
 			args: []string{"-etcd-username", "-u-", "-etcd-password", "-secret", "--etcd-prefix", "/-x"},
 			want: func(c *agent.Config) {
@@ -283,6 +298,9 @@ func TestParseArgsErrors(t *testing.T) {
 			`invalid --etcd-endpoints "https://198.18.0.254:2379,unix:///run/etcd.sock": the etcd client reaches every endpoint as it reaches the first, so unix:///run/etcd.sock would be reached over TLS like https://198.18.0.254:2379; give all endpoints the same scheme`},
 		{"http after unix with a CA file", []string{"--etcd-cafile=" + cert, "--etcd-endpoints=unix:///run/etcd.sock,http://198.18.0.254:2379"}, nil,
 			`invalid --etcd-endpoints "unix:///run/etcd.sock,http://198.18.0.254:2379": the etcd client reaches every endpoint as it reaches the first, so http://198.18.0.254:2379 would be reached over TLS like unix:///run/etcd.sock; give all endpoints the same scheme`},
+		{"unix: without a path", []string{"--etcd-endpoints=unix:"}, nil, `invalid --etcd-endpoints "unix:": no socket path after unix:`},
+		{"unixs:path after unix:path without TLS files", []string{"--etcd-endpoints=unix:/run/etcd.sock,unixs:/run/etcd2.sock"}, nil,
+			`invalid --etcd-endpoints "unix:/run/etcd.sock,unixs:/run/etcd2.sock": the etcd client reaches every endpoint as it reaches the first, so unixs:/run/etcd2.sock would be reached in plaintext like unix:/run/etcd.sock; give all endpoints the same scheme`},
 		{"upper-case unixs", []string{"--etcd-endpoints=UNIXS:///run/etcd.sock"}, nil,
 			`invalid --etcd-endpoints "UNIXS:///run/etcd.sock": write the scheme in lower case (unixs://): the etcd client does not take UNIXS:// for a socket`},
 		{"capitalised unix", []string{"--etcd-endpoints=Unix:///run/etcd.sock"}, nil,
