@@ -25,7 +25,7 @@ func (a *app) statusCommand() *cobra.Command {
 (agentd --healthz-addr), so it needs no etcd access. --agent is that server's
 URL, or its host:port as --healthz-addr gives it. It exits 0 when the agent is
 ready, 3 when it answered but is not ready (the state is printed all the same),
-1 when it cannot be asked.`,
+1 when it cannot be asked, 64 for an --agent that is no http(s) URL or host:port.`,
 		Example: `  agentctl status --agent http://127.0.0.1:8471`,
 		Args:    usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
