@@ -2,14 +2,14 @@ package e2e
 
 // Fault scenarios around etcd (issue #4, scenarios 1, 2, 3 and 6): etcd
 // down, one host partitioned from it, watch history compacted while a host
-// is cut off, and a dead host's lease running out. Each runs on its own
-// cluster:
+// is cut off, and a dead host's lease running out; and etcd hung (frozen,
+// its sockets open). Each runs on its own cluster:
 //
 //	ns sw: bridge ─┬─ h1 198.18.0.1 ── c1      h1 is the host cut off from etcd
 //	               ├─ h2 198.18.0.2 ── c1      (scenarios 2 and 3)
 //	               ├─ h3 198.18.0.3 ── c1      h3 dies (scenario 6), leaves (3)
 //	               ├─ (h4 joins: scenarios 3 and 6)
-//	               └─ etcd 198.18.0.254        stopped (1), compacted (3)
+//	               └─ etcd 198.18.0.254        stopped (1), compacted (3), paused (hung)
 
 import (
 	"bytes"
@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/agent"
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -42,9 +43,10 @@ func netConfig(backend string) string {
 // between existing containers loses nothing; every agent stays up and ready
 // (its 24 h lease is not in doubt), logs the outage once rather than once per
 // retry, reconnects by itself and follows lease changes again; no lease is
-// lost. vxlan and host-gw run side by side, each on its own cluster.
+// lost. vxlan, host-gw and udp (whose forwarding table lives in the agent,
+// not the kernel) run side by side, each on its own cluster.
 func TestFaultEtcdDown(t *testing.T) {
-	for _, backend := range []string{"vxlan", "host-gw"} {
+	for _, backend := range []string{"vxlan", "host-gw", "udp"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			testEtcdDown(t, backend)
@@ -57,31 +59,182 @@ func testEtcdDown(t *testing.T, backend string) {
 	hosts := f.c.Hosts()
 	cs := f.startAll()
 	before := f.leaseRecords()
+	datapath := datapathStates(t, backend, hosts)
 	marks := logMarks(t, hosts)
 
 	// Each container pings the next one across the whole outage and the
 	// reconnection after it.
-	var ps []*bgPing
-	for i, c := range cs {
-		ps = append(ps, f.pingUntilStopped(c, cs[(i+1)%len(cs)].IP()))
-	}
+	ps := f.pingRing(cs)
 	if err := f.c.StopEtcd(); err != nil {
 		t.Fatal(err)
 	}
 	down := time.Now()
 	t.Logf("etcd stopped; staying down for %v", etcdOutage)
 	// The outage is the scenario: wait it out, asking every agent each
-	// second whether it is still running and ready. A 503 is a failure; so
-	// is a health server that does not answer twice in a row (once may be
-	// a busy machine).
+	// second whether it is still running and ready.
+	f.staysReady(hosts, "while etcd was down", down, func() bool { return time.Since(down) >= etcdOutage })
+
+	if err := f.c.StartEtcd(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The test's own client would find etcd back only after gRPC's
+	// backoff (up to 2 minutes): use a new one.
+	f.reconnect()
+	f.followsLeaseChange(backend, hosts, marks, "etcd came back")
+	f.waitReady(hosts...)
+	total := stopRing(t, ps)
+	recordLoss("etcd down 60s "+backend, total, "3 containers in a ring, through the outage and the reconnect")
+	t.Logf("%s: %d pings sent, %d lost", backend, total.Sent, total.Lost())
+
+	if after := f.leaseRecords(); !equalRecords(before, after) {
+		t.Errorf("leases changed across the outage:\nbefore %v\nafter  %v", before, after)
+	}
+	sameDatapath(t, backend, hosts, datapath)
+	f.outageLoggedOnce(hosts, marks, "")
+}
+
+// outageLoggedOnce checks that each agent logged, since marks, one outage
+// of etcd: a single error line, the one saying etcd is unreachable (and
+// containing cause), once when it started, and once that it ended, not
+// once per reconnection attempt; and that no agent lost its lease.
+func (f *fixture) outageLoggedOnce(hosts []*cluster.Host, marks logMarkSet, cause string) {
+	t := f.t
+	t.Helper()
+	for _, h := range hosts {
+		// The line saying etcd is back may trail the watch by a moment.
+		f.eventually(h.String()+" logs the end of the outage", 10*time.Second, func() error {
+			if len(logLinesWith(marks.since(t, h), "etcd reachable again")) == 0 {
+				return fmt.Errorf("no line saying etcd is reachable again")
+			}
+			return nil
+		})
+		log := marks.since(t, h)
+		errs := errorLogLines(log)
+		if len(errs) != 1 || !strings.Contains(errs[0], "etcd unreachable") || !strings.Contains(errs[0], cause) {
+			t.Errorf("%s logged %d error lines for one outage, want 1 saying etcd is unreachable (%q):\n%s", h, len(errs), cause, strings.Join(errs, "\n"))
+		} else {
+			t.Logf("%s: %s", h, errs[0])
+		}
+		back := logLinesWith(log, "etcd reachable again")
+		if len(back) != 1 || !strings.Contains(back[0], "downFor=") {
+			t.Errorf("%s logged the end of the outage %d times, want once with its length:\n%s", h, len(back), strings.Join(back, "\n"))
+		} else {
+			t.Logf("%s: %s", h, back[0])
+		}
+		if strings.Contains(log, "OWN LEASE LOST") {
+			t.Errorf("%s lost its lease while etcd was out of reach, with a 24h TTL", h)
+		}
+	}
+}
+
+// hungNoticed bounds how long after etcd freezes each agent says so. A
+// frozen etcd refuses nothing: the kernel still accepts connections to it,
+// so the agent's connection breaks only when a keepalive ping goes
+// unanswered (agent/etcd.go: a ping after 10 s without traffic, 5 s for the
+// answer), and the outage is logged 3 s after that (outageGrace): 18 s at
+// most, and 7 s more for a busy machine.
+const hungNoticed = 25 * time.Second
+
+// TestFaultEtcdHung: etcd's process is frozen (SIGSTOP, its sockets open)
+// under running agents until each has noticed, then thawed. To the agents
+// this is slow requests and a stalled watch, not refused connections.
+// Traffic between existing containers loses nothing; every agent stays up
+// and ready, reports etcd unreachable within its keepalive window
+// (/status etcdConnected false, and the outage logged once, saying that
+// etcd accepts connections), and follows a lease written right after the
+// thaw: its watch recovered. vxlan and udp run side by side, each on its
+// own cluster.
+func TestFaultEtcdHung(t *testing.T) {
+	for _, backend := range []string{"vxlan", "udp"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			testEtcdHung(t, backend)
+		})
+	}
+}
+
+func testEtcdHung(t *testing.T, backend string) {
+	f := newFixture(t, 3, netConfig(backend))
+	hosts := f.c.Hosts()
+	cs := f.startAll()
+	before := f.leaseRecords()
+	datapath := datapathStates(t, backend, hosts)
+	marks := logMarks(t, hosts)
+
+	ps := f.pingRing(cs)
+	if err := f.c.PauseEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	// Frozen until every agent has said so both ways, or hungNoticed has
+	// passed; meanwhile each must stay ready.
+	disconnected, reported := map[*cluster.Host]time.Duration{}, map[*cluster.Host]time.Duration{}
+	f.staysReady(hosts, "while etcd was hung", paused, func() bool {
+		for _, h := range hosts {
+			if _, ok := disconnected[h]; !ok {
+				ctx, cancel := context.WithTimeout(f.ctx, 2*time.Second)
+				code, body, err := h.HealthGet(ctx, "/status")
+				cancel()
+				var st agent.Status
+				if err == nil && code == 200 && json.Unmarshal(body, &st) == nil && !st.EtcdConnected {
+					disconnected[h] = time.Since(paused)
+				}
+			}
+			if _, ok := reported[h]; !ok && len(logLinesWith(marks.since(t, h), "etcd unreachable")) > 0 {
+				reported[h] = time.Since(paused)
+			}
+		}
+		return len(disconnected) == len(hosts) && len(reported) == len(hosts) || time.Since(paused) >= hungNoticed
+	})
+	if err := f.c.ResumeEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("etcd resumed after %v frozen", time.Since(paused).Round(time.Millisecond))
+	for _, h := range hosts {
+		d, ok1 := disconnected[h]
+		r, ok2 := reported[h]
+		if !ok1 || !ok2 {
+			t.Errorf("%s did not report etcd unreachable within %v of a hung etcd: /status etcdConnected false: %v, outage logged: %v", h, hungNoticed, ok1, ok2)
+			continue
+		}
+		t.Logf("%s: /status etcdConnected false %v and the outage logged %v after the freeze (seen at 1 s polls)", h, d.Round(time.Second), r.Round(time.Second))
+	}
+
+	// Right after the thaw: the agents' connections are broken or
+	// backing off, and their watches must resume by themselves.
+	f.reconnect()
+	f.followsLeaseChange(backend, hosts, marks, "etcd was resumed")
+	f.waitReady(hosts...)
+	total := stopRing(t, ps)
+	recordLoss("etcd hung (SIGSTOP) "+backend, total, "3 containers in a ring, through the freeze and the resume")
+	t.Logf("%s: %d pings sent, %d lost", backend, total.Sent, total.Lost())
+
+	if after := f.leaseRecords(); !equalRecords(before, after) {
+		t.Errorf("leases changed across the freeze:\nbefore %v\nafter  %v", before, after)
+	}
+	sameDatapath(t, backend, hosts, datapath)
+	// etcd accepts connections but answers nothing: the line says so
+	// rather than blame the network (etcdConn.probe).
+	f.outageLoggedOnce(hosts, marks, "an endpoint accepts connections")
+}
+
+// staysReady asks every agent each second whether it is still running and
+// ready, until done returns true (called before each round). An agent that
+// exited fails the test at once; a 503 is an error, and so is a health
+// server that does not answer twice in a row (once may be a busy machine),
+// reported once per host with the time since start; during says when.
+func (f *fixture) staysReady(hosts []*cluster.Host, during string, start time.Time, done func() bool) {
+	t := f.t
+	t.Helper()
 	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	notReady := map[*cluster.Host]string{}
 	unanswered := map[*cluster.Host]int{}
-	for time.Since(down) < etcdOutage {
+	for !done() {
 		<-tick.C
 		for _, h := range hosts {
 			if a := h.Agent(); a.Exited() {
-				t.Fatalf("%s: agent exited with code %d while etcd was down", h, a.ExitCode())
+				t.Fatalf("%s: agent exited with code %d %s", h, a.ExitCode(), during)
 			}
 			ctx, cancel := context.WithTimeout(f.ctx, 2*time.Second)
 			code, body, err := h.HealthGet(ctx, "/readyz")
@@ -98,42 +251,111 @@ func testEtcdDown(t *testing.T, backend string) {
 				unanswered[h] = 0
 			}
 			if err != nil && notReady[h] == "" {
-				notReady[h] = fmt.Sprintf("%v after %v", err, time.Since(down).Round(time.Second))
+				notReady[h] = fmt.Sprintf("%v after %v", err, time.Since(start).Round(time.Second))
 			}
 		}
 	}
-	tick.Stop()
 	for h, why := range notReady {
-		t.Errorf("%s was not ready while etcd was down, though its lease was not in doubt: %s", h, why)
+		t.Errorf("%s was not ready %s, though its lease was not in doubt: %s", h, during, why)
 	}
+}
 
-	if err := f.c.StartEtcd(f.ctx); err != nil {
-		t.Fatal(err)
-	}
-	// The test's own client would find etcd back only after gRPC's
-	// backoff (up to 2 minutes): use a new one.
-	f.reconnect()
-	// Reconnected and resynced: a lease written now reaches every kernel,
-	// and its removal too.
-	fake := fakePeer(backend)
-	f.put(prefix+"/subnets/"+fake.key, fake.value)
-	written := time.Now()
+// followsLeaseChange writes a lease for a peer that does not exist and waits
+// until every host's datapath holds it, then deletes it and waits until
+// none does: the agents' watches work (again, after what happened). Until
+// the write, since marks, no agent may have changed its datapath: nothing
+// in the lease set changed.
+func (f *fixture) followsLeaseChange(backend string, hosts []*cluster.Host, marks logMarkSet, after string) {
+	t := f.t
+	t.Helper()
 	for _, h := range hosts {
-		f.eventually(h.String()+" routes a lease written after etcd came back", 30*time.Second, func() error {
+		for _, l := range strings.Split(marks.since(t, h), "\n") {
+			if kernelChange.MatchString(l) || strings.Contains(l, `"forwarding table `) {
+				t.Errorf("%s changed its datapath though no lease changed: %s", h, l)
+			}
+		}
+	}
+	fake := fakePeer(backend)
+	// udp's forwarding table is the agent's own: the log line of each
+	// change is what can be seen of it.
+	entry := fmt.Sprintf(`entry="forward %s to %s:8285"`, fake.subnet, fake.publicIP)
+	written := logMarks(t, hosts)
+	f.put(prefix+"/subnets/"+fake.key, fake.value)
+	start := time.Now()
+	for _, h := range hosts {
+		f.eventually(h.String()+" programs a lease written after "+after, 30*time.Second, func() error {
+			if backend == "udp" {
+				return logHas(written.since(t, h), `"forwarding table add"`, entry)
+			}
 			return hasRoute(h, fake.subnet)
 		})
 	}
-	t.Logf("every agent programmed a lease written after etcd's restart %v after the write", time.Since(written).Round(time.Millisecond))
+	t.Logf("every agent programmed a lease written after %s %v after the write", after, time.Since(start).Round(time.Millisecond))
+	deleted := logMarks(t, hosts)
 	if _, err := f.cli.Delete(f.ctx, prefix+"/subnets/"+fake.key); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range hosts {
 		f.eventually(h.String()+" forgets the deleted lease", 10*time.Second, func() error {
+			if backend == "udp" {
+				return logHas(deleted.since(t, h), `"forwarding table delete"`, entry)
+			}
 			return noTraceOf(h, fake.subnet, fake.publicIP)
 		})
 	}
-	f.waitReady(hosts...)
+}
 
+// logHas returns nil if a line of log contains every one of subs.
+func logHas(log string, subs ...string) error {
+	for _, l := range strings.Split(log, "\n") {
+		if containsAll(l, subs) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no log line with %q", subs)
+}
+
+// datapathStates is datapathState of each of hosts.
+func datapathStates(t *testing.T, backend string, hosts []*cluster.Host) map[*cluster.Host]string {
+	t.Helper()
+	m := map[*cluster.Host]string{}
+	for _, h := range hosts {
+		s, err := datapathState(backend, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[h] = s
+	}
+	return m
+}
+
+// sameDatapath checks that each host's datapath is as before.
+func sameDatapath(t *testing.T, backend string, hosts []*cluster.Host, before map[*cluster.Host]string) {
+	t.Helper()
+	now := datapathStates(t, backend, hosts)
+	for _, h := range hosts {
+		if now[h] != before[h] {
+			t.Errorf("%s's datapath changed:\nbefore:\n%s\nafter:\n%s", h, before[h], now[h])
+		}
+	}
+}
+
+// pingRing has each container ping the next one until stopRing, and
+// returns once every ping has been answered (awaitAll).
+func (f *fixture) pingRing(cs []*cluster.Container) []*bgPing {
+	f.t.Helper()
+	var ps []*bgPing
+	for i, c := range cs {
+		ps = append(ps, f.pingUntilStopped(c, cs[(i+1)%len(cs)].IP()))
+	}
+	awaitAll(f.t, ps...)
+	return ps
+}
+
+// stopRing stops the pings of pingRing (stopSettled), fails the test for
+// each that lost any, and returns their sum.
+func stopRing(t *testing.T, ps []*bgPing) cluster.PingResult {
+	t.Helper()
 	var total cluster.PingResult
 	for _, p := range ps {
 		r := p.stopSettled(t)
@@ -144,37 +366,7 @@ func testEtcdDown(t *testing.T, backend string) {
 			t.Errorf("%s: lost %d of %d pings", p, r.Lost(), r.Sent)
 		}
 	}
-	recordLoss("etcd down 60s "+backend, total, "3 containers in a ring, through the outage and the reconnect")
-	t.Logf("%s: %d pings sent, %d lost", backend, total.Sent, total.Lost())
-
-	if after := f.leaseRecords(); !equalRecords(before, after) {
-		t.Errorf("leases changed across the outage:\nbefore %v\nafter  %v", before, after)
-	}
-	// The outage is logged once when it starts and once when it ends,
-	// not once per reconnection attempt.
-	for _, h := range hosts {
-		// The line saying etcd is back may trail the watch by a moment.
-		f.eventually(h.String()+" logs the end of the outage", 10*time.Second, func() error {
-			if len(logLinesWith(marks.since(t, h), "etcd reachable again")) == 0 {
-				return fmt.Errorf("no line saying etcd is reachable again")
-			}
-			return nil
-		})
-		log := marks.since(t, h)
-		errs := errorLogLines(log)
-		if len(errs) != 1 || !strings.Contains(errs[0], "etcd unreachable") {
-			t.Errorf("%s logged %d error lines for one outage, want 1 saying etcd is unreachable:\n%s", h, len(errs), strings.Join(errs, "\n"))
-		}
-		back := logLinesWith(log, "etcd reachable again")
-		if len(back) != 1 || !strings.Contains(back[0], "downFor=") {
-			t.Errorf("%s logged the end of the outage %d times, want once with its length:\n%s", h, len(back), strings.Join(back, "\n"))
-		} else {
-			t.Logf("%s: %s", h, back[0])
-		}
-		if strings.Contains(log, "OWN LEASE LOST") {
-			t.Errorf("%s lost its lease during a %v outage with a 24h TTL", h, etcdOutage)
-		}
-	}
+	return total
 }
 
 // shortTTL is the lease TTL of the hosts whose leases are meant to expire:
