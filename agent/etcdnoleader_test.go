@@ -33,7 +33,7 @@ import (
 // control: both up); then b is stopped, and once a says it has no leader,
 // one round of the checker must report a down with "no leader" and log it.
 func TestEndpointCheckNoLeader(t *testing.T) {
-	if parentNS := os.Getenv(iptablesChildEnv); parentNS != "" {
+	if parentNS := os.Getenv(ownNetnsChildEnv); parentNS != "" {
 		checkOwnNetns(t, parentNS)
 		endpointCheckNoLeaderChild(t)
 		return

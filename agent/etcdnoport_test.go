@@ -27,7 +27,7 @@ import (
 // :80; the client, given http://127.0.0.1 and then https://127.0.0.1, must
 // reach transient failure with none of them having a connection.
 func TestClientDialsNoDefaultPort(t *testing.T) {
-	if parentNS := os.Getenv(iptablesChildEnv); parentNS != "" {
+	if parentNS := os.Getenv(ownNetnsChildEnv); parentNS != "" {
 		checkOwnNetns(t, parentNS)
 		clientDialsNoDefaultPortChild(t)
 		return

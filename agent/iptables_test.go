@@ -83,10 +83,10 @@ if [ "$1" = --version ]; then echo "iptables v1.8.9 (nf_tables)"; exit 0; fi
 while IFS= read -r l || [ -n "$l" ]; do printf '%%s\n' "$l" >>'%s'; done
 `
 
-// iptablesChildEnv, when set, makes TestIPTablesRetriedUntilAvailable the
-// child, in a network namespace of its own; it holds the namespace the parent
-// ran in ("net:[inode]"), which the child must not be in.
-const iptablesChildEnv = "AGENTD_IPTABLES_TEST_NETNS"
+// ownNetnsChildEnv, when set, makes a test run by runInOwnNetns the child,
+// in a network namespace of its own; it holds the namespace the parent ran
+// in ("net:[inode]"), which the child must not be in.
+const ownNetnsChildEnv = "AGENTD_TEST_OWN_NETNS"
 
 // TestIPTablesRetriedUntilAvailable: with masquerade and forward rules
 // wanted, a missing iptables fails every reconcile pass, not just the first,
@@ -100,7 +100,7 @@ const iptablesChildEnv = "AGENTD_IPTABLES_TEST_NETNS"
 // again in a network namespace it creates (which the kernel deletes when the
 // child exits), and there it checks that each name resolves to the fake.
 func TestIPTablesRetriedUntilAvailable(t *testing.T) {
-	if ns := os.Getenv(iptablesChildEnv); ns != "" {
+	if ns := os.Getenv(ownNetnsChildEnv); ns != "" {
 		iptablesRetriedChild(t, ns)
 		return
 	}
@@ -109,7 +109,7 @@ func TestIPTablesRetriedUntilAvailable(t *testing.T) {
 
 // runInOwnNetns runs the test named test of this binary again, as a child in
 // a network namespace it creates (which the kernel deletes when the child
-// exits), with iptablesChildEnv naming the namespace the parent ran in, and
+// exits), with ownNetnsChildEnv naming the namespace the parent ran in, and
 // fails t unless the child ran the test and it passed without a skip.
 func runInOwnNetns(t *testing.T, test string) {
 	t.Helper()
@@ -135,7 +135,7 @@ func runInOwnNetns(t *testing.T, test string) {
 	}
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
 	cmd.WaitDelay = 5 * time.Second
-	cmd.Env = append(os.Environ(), iptablesChildEnv+"="+self)
+	cmd.Env = append(os.Environ(), ownNetnsChildEnv+"="+self)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
 	// The parent-death signal follows the thread that forked the child:
 	// keep it alive until the child is reaped.
@@ -252,7 +252,7 @@ exit 1
 // the pass nor keeps the agent from becoming ready. Run like
 // TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
 func TestIPTablesCleanupFailureNotFatal(t *testing.T) {
-	if ns := os.Getenv(iptablesChildEnv); ns != "" {
+	if ns := os.Getenv(ownNetnsChildEnv); ns != "" {
 		iptablesCleanupChild(t, ns)
 		return
 	}
@@ -312,7 +312,7 @@ func iptablesCleanupChild(t *testing.T, parentNS string) {
 // jump within it. Run like TestIPTablesRetriedUntilAvailable, in a network
 // namespace of its own.
 func TestIPTablesResync(t *testing.T) {
-	if ns := os.Getenv(iptablesChildEnv); ns != "" {
+	if ns := os.Getenv(ownNetnsChildEnv); ns != "" {
 		iptablesResyncChild(t, ns)
 		return
 	}
@@ -431,7 +431,7 @@ func installFakeIPTables(t *testing.T, iptables, restore, save string) (calls st
 // resyncs (TestIPTablesCleanupFailureNotFatal counts those). Run like
 // TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
 func TestIPTablesNotOnPeerPasses(t *testing.T) {
-	if ns := os.Getenv(iptablesChildEnv); ns != "" {
+	if ns := os.Getenv(ownNetnsChildEnv); ns != "" {
 		iptablesPeerPassesChild(t, ns)
 		return
 	}
