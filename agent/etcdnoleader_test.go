@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
-	"github.com/vishvananda/netlink"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -33,22 +31,11 @@ import (
 // control: both up); then b is stopped, and once a says it has no leader,
 // one round of the checker must report a down with "no leader" and log it.
 func TestEndpointCheckNoLeader(t *testing.T) {
-	if parentNS := os.Getenv(ownNetnsChildEnv); parentNS != "" {
-		checkOwnNetns(t, parentNS)
-		endpointCheckNoLeaderChild(t)
-		return
-	}
-	runInOwnNetns(t, "TestEndpointCheckNoLeader")
+	inOwnNetns(t, endpointCheckNoLeaderChild)
 }
 
 func endpointCheckNoLeaderChild(t *testing.T) {
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(lo); err != nil {
-		t.Fatalf("lo up: %v", err)
-	}
+	loopbackUp(t)
 	const members = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2382"
 	a, _ := startMember(t, "a", 2379, 2380, members)
 	b, stopB := startMember(t, "b", 2381, 2382, members)

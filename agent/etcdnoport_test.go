@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/connectivity"
@@ -27,22 +26,11 @@ import (
 // :80; the client, given http://127.0.0.1 and then https://127.0.0.1, must
 // reach transient failure with none of them having a connection.
 func TestClientDialsNoDefaultPort(t *testing.T) {
-	if parentNS := os.Getenv(ownNetnsChildEnv); parentNS != "" {
-		checkOwnNetns(t, parentNS)
-		clientDialsNoDefaultPortChild(t)
-		return
-	}
-	runInOwnNetns(t, "TestClientDialsNoDefaultPort")
+	inOwnNetns(t, clientDialsNoDefaultPortChild)
 }
 
 func clientDialsNoDefaultPortChild(t *testing.T) {
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(lo); err != nil {
-		t.Fatalf("lo up: %v", err)
-	}
+	loopbackUp(t)
 	var ls []*net.TCPListener
 	for _, port := range []string{"2379", "443", "80"} {
 		l, err := net.Listen("tcp", "127.0.0.1:"+port)

@@ -22,6 +22,7 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
+	"github.com/vishvananda/netlink"
 )
 
 // fakeBackend programs nothing and counts the reconcile passes.
@@ -100,11 +101,19 @@ const ownNetnsChildEnv = "AGENTD_TEST_OWN_NETNS"
 // again in a network namespace it creates (which the kernel deletes when the
 // child exits), and there it checks that each name resolves to the fake.
 func TestIPTablesRetriedUntilAvailable(t *testing.T) {
-	if ns := os.Getenv(ownNetnsChildEnv); ns != "" {
-		iptablesRetriedChild(t, ns)
+	inOwnNetns(t, iptablesRetriedChild)
+}
+
+// inOwnNetns runs child as the test t in a network namespace of its own: t
+// runs again as a child process there (runInOwnNetns), where this call
+// checks that the namespace is not its parent's and runs child.
+func inOwnNetns(t *testing.T, child func(t *testing.T)) {
+	if parentNS := os.Getenv(ownNetnsChildEnv); parentNS != "" {
+		checkOwnNetns(t, parentNS)
+		child(t)
 		return
 	}
-	runInOwnNetns(t, "TestIPTablesRetriedUntilAvailable")
+	runInOwnNetns(t, t.Name())
 }
 
 // runInOwnNetns runs the test named test of this binary again, as a child in
@@ -155,6 +164,18 @@ func runInOwnNetns(t *testing.T, test string) {
 	}
 }
 
+// loopbackUp sets lo up in the child's namespace, for servers on 127.0.0.1.
+func loopbackUp(t *testing.T) {
+	t.Helper()
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		t.Fatalf("lo up: %v", err)
+	}
+}
+
 // checkOwnNetns fails the child test unless it runs in a network namespace
 // other than parentNS, its parent's.
 func checkOwnNetns(t *testing.T, parentNS string) {
@@ -164,10 +185,8 @@ func checkOwnNetns(t *testing.T, parentNS string) {
 	}
 }
 
-// iptablesRetriedChild is the test proper, in a fresh network namespace;
-// parentNS names the namespace it must not be in.
-func iptablesRetriedChild(t *testing.T, parentNS string) {
-	checkOwnNetns(t, parentNS)
+// iptablesRetriedChild is the test proper, in a fresh network namespace.
+func iptablesRetriedChild(t *testing.T) {
 	bin := t.TempDir()
 	t.Setenv("PATH", bin) // no iptables yet
 	for _, name := range []string{"iptables", "iptables-save", "iptables-restore"} {
@@ -252,15 +271,10 @@ exit 1
 // the pass nor keeps the agent from becoming ready. Run like
 // TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
 func TestIPTablesCleanupFailureNotFatal(t *testing.T) {
-	if ns := os.Getenv(ownNetnsChildEnv); ns != "" {
-		iptablesCleanupChild(t, ns)
-		return
-	}
-	runInOwnNetns(t, "TestIPTablesCleanupFailureNotFatal")
+	inOwnNetns(t, iptablesCleanupChild)
 }
 
-func iptablesCleanupChild(t *testing.T, parentNS string) {
-	checkOwnNetns(t, parentNS)
+func iptablesCleanupChild(t *testing.T) {
 	calls := installFakeIPTables(t, fakeIPTables, fakeIPTables, fakeIPTablesSaveFails)
 
 	logs := &logLines{}
@@ -312,15 +326,10 @@ func iptablesCleanupChild(t *testing.T, parentNS string) {
 // jump within it. Run like TestIPTablesRetriedUntilAvailable, in a network
 // namespace of its own.
 func TestIPTablesResync(t *testing.T) {
-	if ns := os.Getenv(ownNetnsChildEnv); ns != "" {
-		iptablesResyncChild(t, ns)
-		return
-	}
-	runInOwnNetns(t, "TestIPTablesResync")
+	inOwnNetns(t, iptablesResyncChild)
 }
 
-func iptablesResyncChild(t *testing.T, parentNS string) {
-	checkOwnNetns(t, parentNS)
+func iptablesResyncChild(t *testing.T) {
 	be, _, ctx, read := recordedLoop(t, 50*time.Millisecond)
 	saves := func() int { return strings.Count(read(), "call iptables-save -t nat") }
 	passes, first := be.passes.Load(), saves()
@@ -431,15 +440,10 @@ func installFakeIPTables(t *testing.T, iptables, restore, save string) (calls st
 // resyncs (TestIPTablesCleanupFailureNotFatal counts those). Run like
 // TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
 func TestIPTablesNotOnPeerPasses(t *testing.T) {
-	if ns := os.Getenv(ownNetnsChildEnv); ns != "" {
-		iptablesPeerPassesChild(t, ns)
-		return
-	}
-	runInOwnNetns(t, "TestIPTablesNotOnPeerPasses")
+	inOwnNetns(t, iptablesPeerPassesChild)
 }
 
-func iptablesPeerPassesChild(t *testing.T, parentNS string) {
-	checkOwnNetns(t, parentNS)
+func iptablesPeerPassesChild(t *testing.T) {
 	be, leases, ctx, read := recordedLoop(t, 0)
 	first := read()
 	if !strings.Contains(first, "call iptables-save") || !strings.Contains(first, "-d 10.244.1.0/24 ") {
