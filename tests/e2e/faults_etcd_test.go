@@ -55,6 +55,42 @@ func TestFaultEtcdDown(t *testing.T) {
 }
 
 func testEtcdDown(t *testing.T, backend string) {
+	etcdFault(t, backend, etcdFaultRun{
+		name: "etcd down 60s", what: "the outage", noun: "the outage and the reconnect", cause: "",
+		fault: func(f *fixture, hosts []*cluster.Host, _ logMarkSet) {
+			if err := f.c.StopEtcd(); err != nil {
+				t.Fatal(err)
+			}
+			down := time.Now()
+			t.Logf("etcd stopped; staying down for %v", etcdOutage)
+			// The outage is the scenario: wait it out, asking every agent
+			// each second whether it is still running and ready.
+			f.staysReady(hosts, "while etcd was down", down, func() bool { return time.Since(down) >= etcdOutage })
+			if err := f.c.StartEtcd(f.ctx); err != nil {
+				t.Fatal(err)
+			}
+		},
+		back: "etcd came back",
+	})
+}
+
+// etcdFaultRun is one etcd fault for etcdFault.
+type etcdFaultRun struct {
+	name  string // the scenario in the lost-ping table
+	what  string // the fault, for messages ("the outage")
+	noun  string // what the ring pings through, for the table's note
+	cause string // what the agents' outage line must say
+	// fault brings the fault on and ends it; marks are the agents' logs
+	// from before it.
+	fault func(f *fixture, hosts []*cluster.Host, marks logMarkSet)
+	back  string // why the agents follow the lease change written after
+}
+
+// etcdFault runs r on a cluster of 3 hosts of backend, whose containers
+// ping each other in a ring throughout: no ping is lost, every agent
+// follows a lease written after the fault, becomes ready, keeps its lease
+// and its datapath unchanged, and logs the outage once (with r.cause).
+func etcdFault(t *testing.T, backend string, r etcdFaultRun) {
 	f := newFixture(t, 3, netConfig(backend))
 	hosts := f.c.Hosts()
 	cs := f.startAll()
@@ -62,35 +98,22 @@ func testEtcdDown(t *testing.T, backend string) {
 	datapath := datapathStates(t, backend, hosts)
 	marks := logMarks(t, hosts)
 
-	// Each container pings the next one across the whole outage and the
-	// reconnection after it.
 	ps := f.pingRing(cs)
-	if err := f.c.StopEtcd(); err != nil {
-		t.Fatal(err)
-	}
-	down := time.Now()
-	t.Logf("etcd stopped; staying down for %v", etcdOutage)
-	// The outage is the scenario: wait it out, asking every agent each
-	// second whether it is still running and ready.
-	f.staysReady(hosts, "while etcd was down", down, func() bool { return time.Since(down) >= etcdOutage })
-
-	if err := f.c.StartEtcd(f.ctx); err != nil {
-		t.Fatal(err)
-	}
+	r.fault(f, hosts, marks)
 	// The test's own client would find etcd back only after gRPC's
 	// backoff (up to 2 minutes): use a new one.
 	f.reconnect()
-	f.followsLeaseChange(backend, hosts, marks, "etcd came back")
+	f.followsLeaseChange(backend, hosts, marks, r.back)
 	f.waitReady(hosts...)
 	total := stopRing(t, ps)
-	recordLoss("etcd down 60s "+backend, total, "3 containers in a ring, through the outage and the reconnect")
+	recordLoss(r.name+" "+backend, total, "3 containers in a ring, through "+r.noun)
 	t.Logf("%s: %d pings sent, %d lost", backend, total.Sent, total.Lost())
 
 	if after := f.leaseRecords(); !equalRecords(before, after) {
-		t.Errorf("leases changed across the outage:\nbefore %v\nafter  %v", before, after)
+		t.Errorf("leases changed across %s:\nbefore %v\nafter  %v", r.what, before, after)
 	}
 	sameDatapath(t, backend, hosts, datapath)
-	f.outageLoggedOnce(hosts, marks, "")
+	f.outageLoggedOnce(hosts, marks, r.cause)
 }
 
 // outageLoggedOnce checks that each agent logged, since marks, one outage
@@ -154,68 +177,54 @@ func TestFaultEtcdHung(t *testing.T) {
 }
 
 func testEtcdHung(t *testing.T, backend string) {
-	f := newFixture(t, 3, netConfig(backend))
-	hosts := f.c.Hosts()
-	cs := f.startAll()
-	before := f.leaseRecords()
-	datapath := datapathStates(t, backend, hosts)
-	marks := logMarks(t, hosts)
-
-	ps := f.pingRing(cs)
-	if err := f.c.PauseEtcd(); err != nil {
-		t.Fatal(err)
-	}
-	paused := time.Now()
-	// Frozen until every agent has said so both ways, or hungNoticed has
-	// passed; meanwhile each must stay ready.
-	disconnected, reported := map[*cluster.Host]time.Duration{}, map[*cluster.Host]time.Duration{}
-	f.staysReady(hosts, "while etcd was hung", paused, func() bool {
-		for _, h := range hosts {
-			if _, ok := disconnected[h]; !ok {
-				ctx, cancel := context.WithTimeout(f.ctx, 2*time.Second)
-				code, body, err := h.HealthGet(ctx, "/status")
-				cancel()
-				var st agent.Status
-				if err == nil && code == 200 && json.Unmarshal(body, &st) == nil && !st.EtcdConnected {
-					disconnected[h] = time.Since(paused)
+	etcdFault(t, backend, etcdFaultRun{
+		name: "etcd hung (SIGSTOP)", what: "the freeze", noun: "the freeze and the resume",
+		// etcd accepts connections but answers nothing: the line says so
+		// rather than blame the network (etcdConn.probe).
+		cause: "an endpoint accepts connections",
+		fault: func(f *fixture, hosts []*cluster.Host, marks logMarkSet) {
+			if err := f.c.PauseEtcd(); err != nil {
+				t.Fatal(err)
+			}
+			paused := time.Now()
+			// Frozen until every agent has said so both ways, or
+			// hungNoticed has passed; meanwhile each must stay ready.
+			disconnected, reported := map[*cluster.Host]time.Duration{}, map[*cluster.Host]time.Duration{}
+			f.staysReady(hosts, "while etcd was hung", paused, func() bool {
+				for _, h := range hosts {
+					if _, ok := disconnected[h]; !ok {
+						ctx, cancel := context.WithTimeout(f.ctx, 2*time.Second)
+						code, body, err := h.HealthGet(ctx, "/status")
+						cancel()
+						var st agent.Status
+						if err == nil && code == 200 && json.Unmarshal(body, &st) == nil && !st.EtcdConnected {
+							disconnected[h] = time.Since(paused)
+						}
+					}
+					if _, ok := reported[h]; !ok && len(logLinesWith(marks.since(t, h), "etcd unreachable")) > 0 {
+						reported[h] = time.Since(paused)
+					}
 				}
+				return len(disconnected) == len(hosts) && len(reported) == len(hosts) || time.Since(paused) >= hungNoticed
+			})
+			if err := f.c.ResumeEtcd(); err != nil {
+				t.Fatal(err)
 			}
-			if _, ok := reported[h]; !ok && len(logLinesWith(marks.since(t, h), "etcd unreachable")) > 0 {
-				reported[h] = time.Since(paused)
+			t.Logf("etcd resumed after %v frozen", time.Since(paused).Round(time.Millisecond))
+			for _, h := range hosts {
+				d, ok1 := disconnected[h]
+				r, ok2 := reported[h]
+				if !ok1 || !ok2 {
+					t.Errorf("%s did not report etcd unreachable within %v of a hung etcd: /status etcdConnected false: %v, outage logged: %v", h, hungNoticed, ok1, ok2)
+					continue
+				}
+				t.Logf("%s: /status etcdConnected false %v and the outage logged %v after the freeze (seen at 1 s polls)", h, d.Round(time.Second), r.Round(time.Second))
 			}
-		}
-		return len(disconnected) == len(hosts) && len(reported) == len(hosts) || time.Since(paused) >= hungNoticed
+			// Right after the thaw the agents' connections are broken or
+			// backing off, and their watches must resume by themselves.
+		},
+		back: "etcd was resumed",
 	})
-	if err := f.c.ResumeEtcd(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("etcd resumed after %v frozen", time.Since(paused).Round(time.Millisecond))
-	for _, h := range hosts {
-		d, ok1 := disconnected[h]
-		r, ok2 := reported[h]
-		if !ok1 || !ok2 {
-			t.Errorf("%s did not report etcd unreachable within %v of a hung etcd: /status etcdConnected false: %v, outage logged: %v", h, hungNoticed, ok1, ok2)
-			continue
-		}
-		t.Logf("%s: /status etcdConnected false %v and the outage logged %v after the freeze (seen at 1 s polls)", h, d.Round(time.Second), r.Round(time.Second))
-	}
-
-	// Right after the thaw: the agents' connections are broken or
-	// backing off, and their watches must resume by themselves.
-	f.reconnect()
-	f.followsLeaseChange(backend, hosts, marks, "etcd was resumed")
-	f.waitReady(hosts...)
-	total := stopRing(t, ps)
-	recordLoss("etcd hung (SIGSTOP) "+backend, total, "3 containers in a ring, through the freeze and the resume")
-	t.Logf("%s: %d pings sent, %d lost", backend, total.Sent, total.Lost())
-
-	if after := f.leaseRecords(); !equalRecords(before, after) {
-		t.Errorf("leases changed across the freeze:\nbefore %v\nafter  %v", before, after)
-	}
-	sameDatapath(t, backend, hosts, datapath)
-	// etcd accepts connections but answers nothing: the line says so
-	// rather than blame the network (etcdConn.probe).
-	f.outageLoggedOnce(hosts, marks, "an endpoint accepts connections")
 }
 
 // staysReady asks every agent each second whether it is still running and
