@@ -213,9 +213,11 @@ func delegateConf(n *NetConf, env subnetenv.Env) (map[string]any, []byte, error)
 }
 
 // savedPath is where ADD keeps the delegate configuration for a container:
-// dataDir/<container ID>, as flannel's plugin does.
+// dataDir/<container ID>, as flannel's plugin does. The ID must be a file
+// name, not hidden: without a '/' anywhere ("/" is its own filepath.Base,
+// and would name dataDir itself) and without NUL.
 func savedPath(n *NetConf, containerID string) (string, error) {
-	if containerID == "" || containerID != filepath.Base(containerID) || strings.HasPrefix(containerID, ".") {
+	if containerID == "" || strings.HasPrefix(containerID, ".") || strings.ContainsAny(containerID, "/\x00") {
 		return "", types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_CONTAINERID %q cannot name a file", containerID), "")
 	}
 	return filepath.Join(n.DataDir, containerID), nil

@@ -414,12 +414,18 @@ func TestCheckHostMoved(t *testing.T) {
 	}
 }
 
+// TestBadContainerID: a container ID that cannot name a file right in
+// dataDir is refused by ADD, DEL and CHECK as a bad CNI_CONTAINERID (code 4)
+// before anything is read, written or run; "/" named dataDir itself.
 func TestBadContainerID(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
-	for _, id := range []string{"", "../etc", "a/b", ".hidden"} {
-		if err := f.p.Add(f.args(id, "")); err == nil {
-			t.Errorf("container ID %q accepted", id)
+	for _, id := range []string{"", "../etc", "a/b", ".hidden", "/", "a/", "a\x00b"} {
+		for verb, cmd := range map[string]func(*skel.CmdArgs) error{"ADD": f.p.Add, "DEL": f.p.Del, "CHECK": f.p.Check} {
+			var te *types.Error
+			if err := cmd(f.args(id, "")); !errors.As(err, &te) || te.Code != types.ErrInvalidEnvironmentVariables {
+				t.Errorf("%s with container ID %q: %v, want code %d", verb, id, err, types.ErrInvalidEnvironmentVariables)
+			}
 		}
 	}
 	if len(f.exec.calls) > 0 || slices.ContainsFunc([]string{f.dataDir}, func(d string) bool { _, err := os.Stat(d); return err == nil }) {
