@@ -16,6 +16,7 @@ package vxlan
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -1682,4 +1685,132 @@ func TestForeignRoutesOnDevice(t *testing.T) {
 	h.check(strings.Replace(withBase(peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02")+
 		"route 198.19.99.0/24 via 10.244.2.0 dev flannel.1 onlink proto 4\n"),
 		"addr flannel.1 10.244.1.0/32", "addr flannel.1 10.244.7.0/32", 1))
+}
+
+// ip runs iproute2's ip command in the host's namespace, for devices netlink
+// cannot make (remote checksum offload, GPE); it skips outside CI without one.
+func (h *host) ip(args ...string) {
+	h.t.Helper()
+	cmd, err := exec.LookPath("ip")
+	if err != nil {
+		nstest.Missing(h.t, "no ip command (iproute2)")
+	}
+	if out, err := exec.Command(cmd, append([]string{"-n", h.ns.Name}, args...)...).CombinedOutput(); err != nil {
+		h.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// TestVNIHolderAsTheKernelJudges: vniHolder names a device exactly when the
+// kernel refuses, because of it, a device like ours (VNI 1, port 8472):
+// the kernel itself is asked, with a probe device, for each of these
+// devices. It counts one with our VNI, port, address family and receive
+// flags (GBP, GPE, remote checksum offload, zero UDP checksums over IPv6,
+// flow-based), whatever its local address, underlay device or learning; any
+// other is no clash, and a flow-based device with our VNI and port listed
+// before our device renamed kept agentd from renaming it back.
+func TestVNIHolderAsTheKernelJudges(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		args  string   // after "ip link add vx-other type vxlan"
+		raw   []uint16 // instead of args: addVxlan's flags
+		clash bool
+	}{
+		{"like ours", "id 1 dstport 8472 local 198.18.0.1 dev ext0 nolearning", nil, true},
+		{"another local address, no underlay device", "id 1 dstport 8472 local 198.18.0.9", nil, true},
+		{"no local address, learning", "id 1 dstport 8472 learning", nil, true},
+		{"IPv4 group", "id 1 dstport 8472 group 239.1.1.1 dev ext0", nil, true},
+		{"made by hand, no flags", "", []uint16{}, true},
+		{"another VNI", "id 2 dstport 8472 local 198.18.0.1", nil, false},
+		{"another port", "id 1 dstport 4789 local 198.18.0.1", nil, false},
+		{"flow-based", "", []uint16{unix.IFLA_VXLAN_COLLECT_METADATA}, false},
+		{"flow-based, GPE", "", []uint16{unix.IFLA_VXLAN_COLLECT_METADATA, unix.IFLA_VXLAN_GPE}, false},
+		{"flow-based, VNI filtering", "", []uint16{unix.IFLA_VXLAN_COLLECT_METADATA, unix.IFLA_VXLAN_VNIFILTER}, false},
+		{"GBP", "id 1 dstport 8472 local 198.18.0.1 gbp", nil, false},
+		{"remote checksum offload received", "id 1 dstport 8472 local 198.18.0.1 remcsumrx", nil, false},
+		{"zero UDP checksums over IPv6 accepted", "id 1 dstport 8472 local 198.18.0.1 udp6zerocsumrx", nil, false},
+		{"IPv6 local address", "id 1 dstport 8472 local 2001:db8::1", nil, false},
+		{"IPv6 remote", "id 1 dstport 8472 remote 2001:db8::2", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := unpreparedHost(t, `{"Type":"vxlan"}`, 0)
+			if tc.raw != nil {
+				h.addVxlan(tc.raw...)
+			} else {
+				h.ip(append([]string{"link", "add", "vx-other", "type", "vxlan"}, strings.Fields(tc.args)...)...)
+			}
+			probe := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "probe"}, VxlanId: 1, Port: 8472,
+				SrcAddr: net.IPv4(198, 18, 0, 1), VtepDevIndex: h.ext.Attrs().Index}
+			err := h.ns.Handle.LinkAdd(probe)
+			if err != nil && !errors.Is(err, unix.EEXIST) {
+				t.Fatalf("probe device: %v", err)
+			}
+			if kernel := err != nil; kernel != tc.clash {
+				t.Fatalf("the kernel refused a device like ours: %v, want %v", kernel, tc.clash)
+			}
+			if err == nil {
+				if err := h.ns.Handle.LinkDel(h.link("probe")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h.b = h.newBackend()
+			holder, err := h.b.vniHolder()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := holder != nil; got != tc.clash {
+				t.Errorf("vniHolder named %v, want a holder: %v", holder, tc.clash)
+			}
+		})
+	}
+
+	// Our device renamed behind a flow-based one with our VNI and port:
+	// the kernel refuses flannel.1 because of ours alone.
+	h := unpreparedHost(t, `{"Type":"vxlan"}`, 0)
+	h.addVxlan(unix.IFLA_VXLAN_COLLECT_METADATA)
+	h.b = h.newBackend()
+	h.prepare()
+	h.reconcile()
+	l := h.link("flannel.1")
+	if err := errors.Join(h.ns.Handle.LinkSetDown(l), h.ns.Handle.LinkSetName(l, "vx-renamed")); err != nil {
+		t.Fatal(err)
+	}
+	h.b = h.newBackend()
+	h.prepare()
+	if got := h.link("flannel.1").Attrs().Index; got != l.Attrs().Index {
+		t.Errorf("flannel.1 has index %d, want %d: ours was not renamed back", got, l.Attrs().Index)
+	}
+}
+
+// addVxlan adds vx-other, a vxlan device with VNI 1 on UDP port 8472 and
+// the receive-path flags flags (IFLA_VXLAN_*) set, by a netlink request made
+// by hand: ip and netlink.Vxlan make a flow-based device only with VNI 0.
+func (h *host) addVxlan(flags ...uint16) {
+	h.t.Helper()
+	s, err := nl.GetNetlinkSocketAt(h.ns.NsHandle, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer s.Close()
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("vx-other")))
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("vxlan"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	data.AddRtAttr(unix.IFLA_VXLAN_ID, nl.Uint32Attr(1))
+	data.AddRtAttr(unix.IFLA_VXLAN_PORT, binary.BigEndian.AppendUint16(nil, 8472))
+	data.AddRtAttr(unix.IFLA_VXLAN_LEARNING, nl.Uint8Attr(0)) // GPE refuses learning
+	for _, f := range flags {
+		switch f {
+		case unix.IFLA_VXLAN_GBP, unix.IFLA_VXLAN_GPE, unix.IFLA_VXLAN_REMCSUM_NOPARTIAL: // flag attributes
+			data.AddRtAttr(int(f), nil)
+		default:
+			data.AddRtAttr(int(f), nl.Uint8Attr(1))
+		}
+	}
+	req.AddData(info)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		h.t.Fatalf("add vx-other with flags %v: %v", flags, err)
+	}
 }
