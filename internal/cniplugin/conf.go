@@ -27,7 +27,8 @@
 // section built from the top-level "ipam" (type host-local by default) with
 // one range per family set to this host's lease subnet and a route to the
 // whole cluster network added to its routes. That configuration is saved
-// under dataDir by container ID before the delegate runs, so DEL and CHECK
+// under dataDir per attachment (network name, container ID and interface
+// name, as the CNI spec asks) before the delegate runs, so DEL and CHECK
 // use exactly what ADD used even after subnet.env changed or vanished
 // (CHECK in the network's current cniVersion, and failing once subnet.env
 // names another subnet than the saved one: the pod must be recreated).

@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 )
 
@@ -39,7 +40,7 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check}
 }
 
-// Add reads subnet.env, saves the delegate configuration for the container
+// Add reads subnet.env, saves the delegate configuration for the attachment
 // and runs the delegate's ADD, printing its result in the network's version.
 // A missing subnet.env is "try again later" (agentd has not leased a subnet
 // yet); an unreadable one an I/O failure naming the file; a malformed or
@@ -47,7 +48,7 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // naming the file and key. No delegate runs in any of these cases, so no
 // interface gets a wrong address or MTU.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
-	n, saved, err := loadConf(args)
+	n, at, err := loadConf(args)
 	if err != nil {
 		return err
 	}
@@ -64,7 +65,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
-	if err := atomicfile.Write(saved, b, 0o600); err != nil {
+	if err := atomicfile.Write(at.path, b, 0o600); err != nil {
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("save delegate configuration: %v", err), "")
 	}
 	res, err := invoke.DelegateAdd(context.Background(), d["type"].(string), b, p.Exec)
@@ -79,18 +80,19 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	return res.PrintTo(p.stdout())
 }
 
-// Del runs the delegate's DEL with the configuration ADD saved, then forgets
-// it. Without a usable saved configuration (ADD never ran here, an earlier
-// DEL finished, or the file is damaged) it rebuilds one from subnet.env if
-// that is readable, so addresses are still released; otherwise there is
-// nothing it can undo, and DEL succeeds (a runtime retries a failed DEL for
-// as long as the pod's sandbox exists).
+// Del runs the delegate's DEL with the configuration ADD saved for the
+// attachment (see readSaved), then forgets it. Without a usable saved
+// configuration (ADD never ran here, an earlier DEL finished, or the file is
+// damaged) it rebuilds one from subnet.env if that is readable, so addresses
+// are still released; otherwise there is nothing it can undo, and DEL
+// succeeds (a runtime retries a failed DEL for as long as the pod's sandbox
+// exists).
 func (p *Plugin) Del(args *skel.CmdArgs) error {
-	n, saved, err := loadConf(args)
+	n, at, err := loadConf(args)
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile(saved)
+	saved, b, err := readSaved(n, at)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
@@ -124,19 +126,19 @@ func removeSaved(saved string) error {
 	return nil
 }
 
-// Check runs the delegate's CHECK with the configuration ADD saved, in the
-// network's CNI version, and the runtime's prevResult. Before that it fails a
-// container whose saved subnet is not this host's any more (see
-// checkSubnets). A missing subnet.env skips that comparison; an unreadable
+// Check runs the delegate's CHECK with the configuration ADD saved for the
+// attachment (see readSaved), in the network's CNI version, and the
+// runtime's prevResult. Before that it fails a container whose saved subnet
+// is not this host's any more (see checkSubnets). A missing subnet.env skips that comparison; an unreadable
 // or invalid one fails CHECK as it fails ADD.
 func (p *Plugin) Check(args *skel.CmdArgs) error {
-	n, saved, err := loadConf(args)
+	n, at, err := loadConf(args)
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile(saved)
+	saved, b, err := readSaved(n, at)
 	if errors.Is(err, fs.ErrNotExist) {
-		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("no network configuration saved for container %s in %s: ADD did not run on this host", args.ContainerID, n.DataDir), "")
+		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("no network configuration saved for container %s interface %s in network %s (%s): ADD did not run on this host", args.ContainerID, args.IfName, n.Name, at.path), "")
 	}
 	if err != nil {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
@@ -187,16 +189,18 @@ func (p *Plugin) stdout() io.Writer {
 	return os.Stdout
 }
 
-// loadConf reads the network configuration on stdin and the path of the
-// container's saved delegate configuration, with CNI error codes.
-func loadConf(args *skel.CmdArgs) (n *NetConf, saved string, err error) {
-	if n, err = LoadConf(args.StdinData); err != nil {
-		return nil, "", types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+// loadConf reads the network configuration on stdin and where the
+// attachment's delegate configuration is saved, with CNI error codes.
+func loadConf(args *skel.CmdArgs) (*NetConf, attachment, error) {
+	n, err := LoadConf(args.StdinData)
+	if err != nil {
+		return nil, attachment{}, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
-	if saved, err = savedPath(n, args.ContainerID); err != nil {
-		return nil, "", err
+	at, err := attachmentOf(n, args.ContainerID, args.IfName)
+	if err != nil {
+		return nil, attachment{}, err
 	}
-	return n, saved, nil
+	return n, at, nil
 }
 
 // delegateConf is DelegateConf and its JSON, with CNI error codes.
@@ -212,15 +216,70 @@ func delegateConf(n *NetConf, env subnetenv.Env) (map[string]any, []byte, error)
 	return d, b, nil
 }
 
-// savedPath is where ADD keeps the delegate configuration for a container:
-// dataDir/<container ID>, as flannel's plugin does. The ID must be a file
-// name, not hidden: without a '/' anywhere ("/" is its own filepath.Base,
-// and would name dataDir itself) and without NUL.
-func savedPath(n *NetConf, containerID string) (string, error) {
-	if containerID == "" || strings.HasPrefix(containerID, ".") || strings.ContainsAny(containerID, "/\x00") {
-		return "", types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_CONTAINERID %q cannot name a file", containerID), "")
+// attachment is where the delegate configuration of one attachment is
+// saved. The CNI spec identifies an attachment by network name, container ID
+// and interface name, and asks plugins that keep state to key it by all
+// three: a container may be added to a network once per interface, and to
+// several networks, and DEL of one attachment must leave the others' state
+// alone.
+type attachment struct {
+	// path is dataDir/<network>:<container ID>:<interface>, where ADD
+	// saves. No part holds ":" (see attachmentOf), so the name is
+	// unambiguous and never a legacy one.
+	path string
+	// legacy is dataDir/<container ID>, one file per container, where
+	// flannel's plugin and agentd-cni before the per-attachment layout
+	// saved; DEL and CHECK still read it (see readSaved).
+	legacy string
+}
+
+// attachmentOf checks the three parts of the attachment's key as the CNI
+// library does (skel refuses the same before the binary's handlers run) and
+// names its files. Each part is a plain file name without ":".
+func attachmentOf(n *NetConf, containerID, ifName string) (attachment, error) {
+	if err := utils.ValidateContainerID(containerID); err != nil {
+		return attachment{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_CONTAINERID %q cannot name a file: %s", containerID, err.Msg), "")
 	}
-	return filepath.Join(n.DataDir, containerID), nil
+	if err := utils.ValidateInterfaceName(ifName); err != nil {
+		return attachment{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_IFNAME %q: %s", ifName, err.Msg), "")
+	}
+	if err := utils.ValidateNetworkName(n.Name); err != nil {
+		return attachment{}, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("network name %q: %s", n.Name, err.Msg), "")
+	}
+	return attachment{
+		path:   filepath.Join(n.DataDir, n.Name+":"+containerID+":"+ifName),
+		legacy: filepath.Join(n.DataDir, containerID),
+	}, nil
+}
+
+// readSaved reads the delegate configuration ADD saved for the attachment
+// and says which file it read: the attachment's own file, else the legacy
+// per-container file, so that pods added before an upgrade (or by flannel's
+// plugin) are still released and checked. A legacy file that names another
+// network in its "name" is that network's, and counts as missing; one that
+// does not decode is taken, so that DEL can remove it. Which interface a
+// legacy file was for is not recorded: it serves whichever comes first.
+// Missing is an error satisfying errors.Is(err, fs.ErrNotExist).
+func readSaved(n *NetConf, at attachment) (string, []byte, error) {
+	b, err := os.ReadFile(at.path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return at.path, b, err
+	}
+	b, err = os.ReadFile(at.legacy)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			// The attachment's own file is the one to name.
+			return at.path, nil, err
+		}
+		return at.legacy, nil, err
+	}
+	var named struct {
+		Name *string `json:"name"`
+	}
+	if json.Unmarshal(b, &named) == nil && named.Name != nil && *named.Name != n.Name {
+		return at.path, nil, fmt.Errorf("%s is network %q's: %w", at.legacy, *named.Name, fs.ErrNotExist)
+	}
+	return at.legacy, b, nil
 }
 
 // readSubnetEnv reads subnet.env (complete: see subnetenv.ParseComplete)

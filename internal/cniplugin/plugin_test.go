@@ -87,9 +87,21 @@ func (f *fixture) writeEnv(t *testing.T, content string) {
 	}
 }
 
+// args are a runtime's arguments for container id's eth0 in network cbr0,
+// with extra (`,"key":value…`) added to the network configuration.
 func (f *fixture) args(id string, extra string) *skel.CmdArgs {
-	conf := `{"cniVersion":"1.0.0","name":"cbr0","type":"agentd-cni","subnetFile":"` + f.subnetFile + `","dataDir":"` + f.dataDir + `","delegate":{"isDefaultGateway":true}` + extra + `}`
-	return &skel.CmdArgs{ContainerID: id, Netns: "/var/run/netns/x", IfName: "eth0", StdinData: []byte(conf)}
+	return f.attach("cbr0", id, "eth0", extra)
+}
+
+// attach is args for any attachment.
+func (f *fixture) attach(network, id, ifName, extra string) *skel.CmdArgs {
+	conf := `{"cniVersion":"1.0.0","name":"` + network + `","type":"agentd-cni","subnetFile":"` + f.subnetFile + `","dataDir":"` + f.dataDir + `","delegate":{"isDefaultGateway":true}` + extra + `}`
+	return &skel.CmdArgs{ContainerID: id, Netns: "/var/run/netns/x", IfName: ifName, StdinData: []byte(conf)}
+}
+
+// saved is where ADD saves for container id's eth0 in network cbr0.
+func (f *fixture) saved(id string) string {
+	return filepath.Join(f.dataDir, "cbr0:"+id+":eth0")
 }
 
 const envA = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
@@ -110,7 +122,7 @@ func TestAddDel(t *testing.T) {
 	if out := jsonOf(t, decode(t, []byte(f.out.String()))); !strings.Contains(out, `"address":"10.244.5.2/24"`) || !strings.Contains(out, `"cniVersion":"1.0.0"`) {
 		t.Errorf("printed result %s", out)
 	}
-	saved, err := os.ReadFile(filepath.Join(f.dataDir, "c1"))
+	saved, err := os.ReadFile(f.saved("c1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +139,7 @@ func TestAddDel(t *testing.T) {
 	if got, want := jsonOf(t, f.exec.calls[1].conf), jsonOf(t, decode(t, saved)); got != want {
 		t.Errorf("DEL used\n%s\nADD saved\n%s", got, want)
 	}
-	if _, err := os.Stat(filepath.Join(f.dataDir, "c1")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(f.saved("c1")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("saved configuration not removed: %v", err)
 	}
 
@@ -169,46 +181,204 @@ func TestDelWithoutSaved(t *testing.T) {
 }
 
 // TestDelWithDamagedSaved: a saved configuration that no longer decodes (a
-// disk fault, a hand) does not make DEL fail for ever: the address is released
-// through a configuration rebuilt from subnet.env and the file removed; with
-// subnet.env gone too, DEL removes the file and succeeds.
+// disk fault, a hand), in either layout, does not make DEL fail for ever: the
+// address is released through a configuration rebuilt from subnet.env and
+// the file removed; with subnet.env gone too, DEL removes the file and
+// succeeds.
 func TestDelWithDamagedSaved(t *testing.T) {
+	for layout, file := range map[string]string{"per attachment": "cbr0:c7:eth0", "legacy": "c7"} {
+		t.Run(layout, func(t *testing.T) {
+			f := newFixture(t)
+			f.writeEnv(t, envA)
+			saved := filepath.Join(f.dataDir, file)
+			damage := func() {
+				t.Helper()
+				if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(saved, []byte(`{"cniVersion":"1.0.0","type":"bri`), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			damage()
+			if err := f.p.Del(f.args("c7", "")); err != nil {
+				t.Fatalf("DEL with a damaged saved configuration: %v", err)
+			}
+			if len(f.exec.calls) != 1 || f.exec.calls[0].command != "DEL" || f.exec.calls[0].plugin != "bridge" {
+				t.Fatalf("calls %+v", f.exec.calls)
+			}
+			if ranges := jsonOf(t, f.exec.calls[0].conf["ipam"].(map[string]any)["ranges"]); ranges != `[[{"subnet":"10.244.5.0/24"}]]` {
+				t.Errorf("ranges %s", ranges)
+			}
+			if _, err := os.Stat(saved); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("damaged saved configuration not removed: %v", err)
+			}
+
+			damage()
+			os.Remove(f.subnetFile)
+			if err := f.p.Del(f.args("c7", "")); err != nil {
+				t.Errorf("DEL with a damaged saved configuration and no subnet.env: %v", err)
+			}
+			if len(f.exec.calls) != 1 {
+				t.Errorf("a delegate ran without any configuration to give it: %+v", f.exec.calls[1:])
+			}
+			if _, err := os.Stat(saved); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("damaged saved configuration not removed: %v", err)
+			}
+		})
+	}
+}
+
+// TestAttachmentsKeptApart: the CNI spec identifies an attachment by network
+// name, container ID and interface name. A container added to the network
+// twice (eth0, then eth1 with a static address) and to another network using
+// the same dataDir keeps three saved configurations; DEL of one gives its
+// delegate exactly that one's and leaves the others, which CHECK and DEL
+// still find.
+func TestAttachmentsKeptApart(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
-	saved := filepath.Join(f.dataDir, "c7")
-	damage := func() {
+	eth0 := f.attach("cbr0", "c1", "eth0", "")
+	eth1 := f.attach("cbr0", "c1", "eth1", `,"runtimeConfig":{"ips":["10.244.5.7/24"]}`)
+	other := f.attach("other", "c1", "eth0", "")
+	added := map[string]map[string]any{}
+	for name, args := range map[string]*skel.CmdArgs{"eth0": eth0, "eth1": eth1, "other": other} {
+		if err := f.p.Add(args); err != nil {
+			t.Fatalf("ADD %s: %v", name, err)
+		}
+		added[name] = f.exec.calls[len(f.exec.calls)-1].conf
+	}
+	if added["eth1"]["runtimeConfig"] == nil || added["other"]["name"] != "other" {
+		t.Fatalf("ADD confs %v", added)
+	}
+	files, err := os.ReadDir(f.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range files {
+		names = append(names, e.Name())
+	}
+	if want := []string{"cbr0:c1:eth0", "cbr0:c1:eth1", "other:c1:eth0"}; !slices.Equal(names, want) {
+		t.Errorf("saved files %q, want %q", names, want)
+	}
+
+	lastCall := func(verb string) map[string]any {
+		t.Helper()
+		c := f.exec.calls[len(f.exec.calls)-1]
+		if c.command != verb {
+			t.Fatalf("last call %+v, want %s", c, verb)
+		}
+		return c.conf
+	}
+	if err := f.p.Del(eth1); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := jsonOf(t, lastCall("DEL")), jsonOf(t, added["eth1"]); got != want {
+		t.Errorf("DEL eth1 gave the delegate\n%s\nADD eth1 gave it\n%s", got, want)
+	}
+	prev := `,"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.244.5.2/24"}]}`
+	if err := f.p.Check(f.attach("cbr0", "c1", "eth0", prev)); err != nil {
+		t.Fatalf("CHECK eth0 after DEL eth1: %v", err)
+	}
+	if got := lastCall("CHECK"); got["runtimeConfig"] != nil || got["name"] != "cbr0" {
+		t.Errorf("CHECK eth0 used %s", jsonOf(t, got))
+	}
+	for name, args := range map[string]*skel.CmdArgs{"other": other, "eth0": eth0} {
+		if err := f.p.Del(args); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := jsonOf(t, lastCall("DEL")), jsonOf(t, added[name]); got != want {
+			t.Errorf("DEL %s gave the delegate\n%s\nADD %s gave it\n%s", name, got, name, want)
+		}
+	}
+	if files, err := os.ReadDir(f.dataDir); err != nil || len(files) != 0 {
+		t.Errorf("left in dataDir: %v %v", files, err)
+	}
+}
+
+// TestLegacySaved: a file of the per-container layout (dataDir/<container
+// ID>, from flannel's plugin or agentd-cni before the upgrade) serves DEL and
+// CHECK of that container in the network it names, and DEL removes it; one
+// naming another network is left to that network: DEL releases from
+// subnet.env instead and CHECK finds nothing. A container with a legacy file
+// that gets a second interface after the upgrade keeps both.
+func TestLegacySaved(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	// flannel's plugin saved this one for a pod on an older subnet (to
+	// tell it from what subnet.env would give).
+	const flannels = `{"cniVersion":"0.3.1","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}`
+	write := func(id, content string) {
 		t.Helper()
 		if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(saved, []byte(`{"cniVersion":"1.0.0","type":"bri`), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(f.dataDir, id), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	damage()
-	if err := f.p.Del(f.args("c7", "")); err != nil {
-		t.Fatalf("DEL with a damaged saved configuration: %v", err)
+	exists := func(name string) bool {
+		_, err := os.Stat(filepath.Join(f.dataDir, name))
+		return err == nil
 	}
-	if len(f.exec.calls) != 1 || f.exec.calls[0].command != "DEL" || f.exec.calls[0].plugin != "bridge" {
-		t.Fatalf("calls %+v", f.exec.calls)
+	lastConf := func() string { return jsonOf(t, f.exec.calls[len(f.exec.calls)-1].conf) }
+
+	write("c1", flannels)
+	if err := f.p.Del(f.args("c1", "")); err != nil {
+		t.Fatal(err)
 	}
-	if ranges := jsonOf(t, f.exec.calls[0].conf["ipam"].(map[string]any)["ranges"]); ranges != `[[{"subnet":"10.244.5.0/24"}]]` {
-		t.Errorf("ranges %s", ranges)
+	if got, want := lastConf(), jsonOf(t, decode(t, []byte(flannels))); got != want {
+		t.Errorf("DEL gave the delegate\n%s\nwant the legacy file's\n%s", got, want)
 	}
-	if _, err := os.Stat(saved); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("damaged saved configuration not removed: %v", err)
+	if exists("c1") {
+		t.Error("DEL left the legacy file")
 	}
 
-	damage()
-	os.Remove(f.subnetFile)
-	if err := f.p.Del(f.args("c7", "")); err != nil {
-		t.Errorf("DEL with a damaged saved configuration and no subnet.env: %v", err)
+	// Another network's legacy file, on this host's subnet (hairpinMode
+	// tells it from a configuration rebuilt from subnet.env).
+	write("c2", strings.NewReplacer(`"name":"cbr0"`, `"name":"other"`, "10.244.1.0", "10.244.5.0").Replace(flannels))
+	if err := f.p.Del(f.args("c2", "")); err != nil {
+		t.Fatal(err)
 	}
-	if len(f.exec.calls) != 1 {
-		t.Errorf("a delegate ran without any configuration to give it: %+v", f.exec.calls[1:])
+	if got := lastConf(); strings.Contains(got, "hairpinMode") || !strings.Contains(got, `"name":"cbr0"`) {
+		t.Errorf("DEL in cbr0 with only network other's legacy file gave the delegate %s, want one rebuilt from subnet.env", got)
 	}
-	if _, err := os.Stat(saved); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("damaged saved configuration not removed: %v", err)
+	if !exists("c2") {
+		t.Error("DEL in cbr0 removed network other's legacy file")
+	}
+	prev := `,"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.244.5.2/24"}]}`
+	var te *types.Error
+	if err := f.p.Check(f.args("c2", prev)); !errors.As(err, &te) || te.Code != types.ErrUnknownContainer {
+		t.Errorf("CHECK in cbr0 with only network other's legacy file: %v, want code %d", err, types.ErrUnknownContainer)
+	}
+	if err := f.p.Check(f.attach("other", "c2", "eth0", prev)); err != nil {
+		t.Errorf("CHECK in network other: %v", err)
+	}
+	if got := lastConf(); !strings.Contains(got, `"name":"other"`) || !strings.Contains(got, "hairpinMode") {
+		t.Errorf("CHECK in network other gave the delegate %s", got)
+	}
+
+	// eth0 added before the upgrade, eth1 after.
+	write("c3", flannels)
+	eth1 := f.attach("cbr0", "c3", "eth1", "")
+	if err := f.p.Add(eth1); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.p.Del(eth1); err != nil {
+		t.Fatal(err)
+	}
+	if got := lastConf(); !strings.Contains(got, "10.244.5.0/24") {
+		t.Errorf("DEL eth1 gave the delegate %s, want what its ADD saved", got)
+	}
+	if !exists("c3") || exists("cbr0:c3:eth1") {
+		t.Errorf("after DEL eth1: legacy file there %v (want true), eth1's there %v (want false)", exists("c3"), exists("cbr0:c3:eth1"))
+	}
+	if err := f.p.Del(f.args("c3", "")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := lastConf(), jsonOf(t, decode(t, []byte(flannels))); got != want {
+		t.Errorf("DEL eth0 gave the delegate\n%s\nwant the legacy file's\n%s", got, want)
 	}
 }
 
@@ -251,7 +421,7 @@ func TestAddBadSubnetEnv(t *testing.T) {
 			if len(f.exec.calls) > 0 {
 				t.Errorf("a delegate ran: %+v", f.exec.calls)
 			}
-			if _, err := os.Stat(filepath.Join(f.dataDir, "c1")); err == nil {
+			if _, err := os.Stat(f.saved("c1")); err == nil {
 				t.Error("a configuration was saved")
 			}
 		})
@@ -347,7 +517,8 @@ func TestCheckHostMoved(t *testing.T) {
 	if err := f.p.Add(f.args("c1", "")); err != nil {
 		t.Fatal(err)
 	}
-	// Saved by an older flannel plugin: a single-range "subnet".
+	// Saved by an older flannel plugin, one file per container: a
+	// single-range "subnet".
 	if err := os.WriteFile(filepath.Join(f.dataDir, "old"), []byte(`{"cniVersion":"0.4.0","ipam":{"subnet":"10.244.5.0/24","type":"host-local"},"name":"cbr0","type":"bridge"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +534,8 @@ func TestCheckHostMoved(t *testing.T) {
 	for _, id := range []string{"c1", "old"} {
 		err := f.p.Check(f.args(id, prev))
 		var te *types.Error
-		want := "container " + id + " has its address from 10.244.5.0/24 (saved in " + filepath.Join(f.dataDir, id) +
+		savedIn := map[string]string{"c1": f.saved("c1"), "old": filepath.Join(f.dataDir, "old")}[id]
+		want := "container " + id + " has its address from 10.244.5.0/24 (saved in " + savedIn +
 			"), but this host's subnet is now 10.244.9.0/24 (FLANNEL_SUBNET in " + f.subnetFile + "): the host moved to another subnet; the pod must be recreated"
 		if !errors.As(err, &te) || te.Code != types.ErrInternal || te.Msg != want {
 			t.Errorf("CHECK %s after the move: %v\nwant code %d and %s", id, err, types.ErrInternal, want)
@@ -414,17 +586,38 @@ func TestCheckHostMoved(t *testing.T) {
 	}
 }
 
-// TestBadContainerID: a container ID that cannot name a file right in
-// dataDir is refused by ADD, DEL and CHECK as a bad CNI_CONTAINERID (code 4)
-// before anything is read, written or run; "/" named dataDir itself.
+// TestBadContainerID: an attachment whose key cannot name a file right in
+// dataDir (a container ID or interface name as the CNI library refuses them,
+// which would be a path, a hidden file or hold the ":" between the key's
+// parts) is refused by ADD, DEL and CHECK as a bad environment variable (code
+// 4), a bad network name as a bad configuration (code 7), before anything is
+// read, written or run; "/" named dataDir itself.
 func TestBadContainerID(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
-	for _, id := range []string{"", "../etc", "a/b", ".hidden", "/", "a/", "a\x00b"} {
+	for _, tc := range []struct {
+		network, id, ifName string
+		code                uint
+	}{
+		{"cbr0", "", "eth0", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", "../etc", "eth0", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", "a/b", "eth0", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", ".hidden", "eth0", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", "/", "eth0", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", "a/", "eth0", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", "a\x00b", "eth0", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", "a:b", "eth0", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", "c1", "", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", "c1", "..", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", "c1", "a:b", types.ErrInvalidEnvironmentVariables},
+		{"cbr0", "c1", "a/b", types.ErrInvalidEnvironmentVariables},
+		{"a:b", "c1", "eth0", types.ErrInvalidNetworkConfig},
+		{"", "c1", "eth0", types.ErrInvalidNetworkConfig},
+	} {
 		for verb, cmd := range map[string]func(*skel.CmdArgs) error{"ADD": f.p.Add, "DEL": f.p.Del, "CHECK": f.p.Check} {
 			var te *types.Error
-			if err := cmd(f.args(id, "")); !errors.As(err, &te) || te.Code != types.ErrInvalidEnvironmentVariables {
-				t.Errorf("%s with container ID %q: %v, want code %d", verb, id, err, types.ErrInvalidEnvironmentVariables)
+			if err := cmd(f.attach(tc.network, tc.id, tc.ifName, "")); !errors.As(err, &te) || te.Code != tc.code {
+				t.Errorf("%s in network %q, container ID %q, interface %q: %v, want code %d", verb, tc.network, tc.id, tc.ifName, err, tc.code)
 			}
 		}
 	}
