@@ -10,6 +10,7 @@
 //	  "plugins": [
 //	    {"type": "agentd-cni",
 //	     "subnetFile": "/run/flannel/subnet.env",    // default
+//	     "subnetFileWait": "30s",                    // default
 //	     "dataDir": "/var/lib/cni/flannel",          // default
 //	     "delegate": {"hairpinMode": true, "isDefaultGateway": true},
 //	     "ipam": {"routes": [{"dst": "192.0.2.0/24"}]}},  // optional
@@ -33,7 +34,8 @@
 // (CHECK in the network's current cniVersion, and failing once subnet.env
 // names another subnet than the saved one: the pod must be recreated).
 // subnet.env is read as flannel's plugin reads it, FLANNEL_IPMASQ required,
-// and a file cut short is refused (subnetenv.ParseComplete).
+// and a file cut short is refused (subnetenv.ParseComplete); ADD waits up to
+// subnetFileWait for a missing one (agentd has not leased yet).
 package cniplugin
 
 import (
@@ -43,6 +45,7 @@ import (
 	"maps"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/containernetworking/cni/pkg/types"
@@ -53,16 +56,24 @@ import (
 const (
 	DefaultSubnetFile = "/run/flannel/subnet.env"
 	DefaultDataDir    = "/var/lib/cni/flannel"
-	defaultDelegate   = "bridge"
-	defaultIPAM       = "host-local"
+	// DefaultSubnetFileWait is how long ADD waits for a missing subnet.env:
+	// long enough for agentd to start and lease at boot, well inside the
+	// kubelet's 2-minute runtime request timeout.
+	DefaultSubnetFileWait = 30 * time.Second
+	defaultDelegate       = "bridge"
+	defaultIPAM           = "host-local"
 )
 
 // NetConf is this plugin's network configuration (its entry in a conflist).
 type NetConf struct {
 	types.NetConf
-	SubnetFile string         `json:"subnetFile,omitempty"`
-	DataDir    string         `json:"dataDir,omitempty"`
-	Delegate   map[string]any `json:"delegate,omitempty"`
+	SubnetFile string `json:"subnetFile,omitempty"`
+	// SubnetFileWait is how long ADD waits for a missing subnetFile, a Go
+	// duration ("30s"; "0s" fails at once); LoadConf parses it into Wait.
+	SubnetFileWait string         `json:"subnetFileWait,omitempty"`
+	Wait           time.Duration  `json:"-"`
+	DataDir        string         `json:"dataDir,omitempty"`
+	Delegate       map[string]any `json:"delegate,omitempty"`
 	// IPAM is the base of the delegate's ipam section: its type and any
 	// option of the IPAM plugin. It shadows types.NetConf's IPAM, which
 	// keeps only the type.
@@ -90,6 +101,14 @@ func LoadConf(b []byte) (*NetConf, error) {
 	}
 	if !strings.HasPrefix(n.DataDir, "/") {
 		return nil, fmt.Errorf(`network configuration: "dataDir" %q is not an absolute path`, n.DataDir)
+	}
+	n.Wait = DefaultSubnetFileWait
+	if n.SubnetFileWait != "" {
+		d, err := time.ParseDuration(n.SubnetFileWait)
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf(`network configuration: "subnetFileWait" %q is not a duration of 0s or more`, n.SubnetFileWait)
+		}
+		n.Wait = d
 	}
 	if t, ok := n.Delegate["type"]; ok {
 		s, isString := t.(string)

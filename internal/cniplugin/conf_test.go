@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentd/agentd/subnet/subnetenv"
 )
@@ -96,8 +97,13 @@ func TestLoadConfDefaultsAndErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.SubnetFile != "/run/flannel/subnet.env" || n.DataDir != "/var/lib/cni/flannel" {
-		t.Errorf("defaults: subnetFile %q dataDir %q", n.SubnetFile, n.DataDir)
+	if n.SubnetFile != "/run/flannel/subnet.env" || n.DataDir != "/var/lib/cni/flannel" || n.Wait != 30*time.Second {
+		t.Errorf("defaults: subnetFile %q dataDir %q wait %v", n.SubnetFile, n.DataDir, n.Wait)
+	}
+	for in, want := range map[string]time.Duration{"0s": 0, "1m30s": 90 * time.Second, "250ms": 250 * time.Millisecond} {
+		if n, err := LoadConf([]byte(`{"subnetFileWait":"` + in + `"}`)); err != nil || n.Wait != want {
+			t.Errorf("subnetFileWait %q: wait %v, %v; want %v", in, n.Wait, err, want)
+		}
 	}
 	for conf, want := range map[string]string{
 		`{"name":"n",`:                         "network configuration: unexpected end of JSON input",
@@ -107,6 +113,9 @@ func TestLoadConfDefaultsAndErrors(t *testing.T) {
 		`{"delegate":{"type":7}}`:              `"delegate.type" 7 is not a plugin name`,
 		`{"ipam":{"type":""}}`:                 `"ipam.type"  is not a plugin name`,
 		`{"delegate":"bridge"}`:                "cannot unmarshal string",
+		`{"subnetFileWait":"soon"}`:            `"subnetFileWait" "soon" is not a duration of 0s or more`,
+		`{"subnetFileWait":"-1s"}`:             `"subnetFileWait" "-1s" is not a duration of 0s or more`,
+		`{"subnetFileWait":30}`:                "cannot unmarshal number",
 	} {
 		if _, err := LoadConf([]byte(conf)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got %v, want an error containing %q", conf, err, want)

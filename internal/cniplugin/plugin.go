@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/agentd/agentd/internal/atomicfile"
 	"github.com/agentd/agentd/subnet/subnetenv"
@@ -33,7 +34,15 @@ type Plugin struct {
 	Exec invoke.Exec
 	// Stdout receives ADD's result; nil means os.Stdout.
 	Stdout io.Writer
+
+	// now and sleep are the clock of ADD's wait for subnet.env; nil means
+	// the real one.
+	now   func() time.Time
+	sleep func(time.Duration)
 }
+
+// subnetPoll is how often ADD looks again for a missing subnet.env.
+const subnetPoll = 200 * time.Millisecond
 
 // Funcs is the plugin's command table for skel.
 func (p *Plugin) Funcs() skel.CNIFuncs {
@@ -42,17 +51,18 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 
 // Add reads subnet.env, saves the delegate configuration for the attachment
 // and runs the delegate's ADD, printing its result in the network's version.
-// A missing subnet.env is "try again later" (agentd has not leased a subnet
-// yet); an unreadable one an I/O failure naming the file; a malformed or
-// cut-short one, or one without FLANNEL_IPMASQ, an invalid configuration
-// naming the file and key. No delegate runs in any of these cases, so no
-// interface gets a wrong address or MTU.
+// A missing subnet.env is waited for (see waitSubnetEnv), then is "try again
+// later" (agentd has not leased a subnet yet); an unreadable one an I/O
+// failure naming the file; a malformed or cut-short one, or one without
+// FLANNEL_IPMASQ, an invalid configuration naming the file and key. No
+// delegate runs in any of these cases, so no interface gets a wrong address
+// or MTU.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	n, at, err := loadConf(args)
 	if err != nil {
 		return err
 	}
-	env, err := readSubnetEnv(n.SubnetFile)
+	env, err := p.waitSubnetEnv(n)
 	if err != nil {
 		return err
 	}
@@ -280,6 +290,40 @@ func readSaved(n *NetConf, at attachment) (string, []byte, error) {
 		return at.path, nil, fmt.Errorf("%s is network %q's: %w", at.legacy, *named.Name, fs.ErrNotExist)
 	}
 	return at.legacy, b, nil
+}
+
+// waitSubnetEnv reads subnet.env as readSubnetEnv does, but while the file
+// is missing it looks again every subnetPoll until n.Wait has passed. A
+// node's runtime starts pods as soon as the conflist is there: on a new node
+// the installer puts it there before agentd has leased, and after a reboot
+// it is still there while subnet.env (on /run) is not. A pod that waits
+// starts as soon as agentd writes the file, where a failed ADD is retried
+// only after the kubelet's back-off, with a FailedCreatePodSandBox event for
+// each try. Anything else fails at once: agentd replaces the file
+// atomically, so waiting would not mend it.
+func (p *Plugin) waitSubnetEnv(n *NetConf) (subnetenv.Env, error) {
+	now, sleep := p.now, p.sleep
+	if now == nil {
+		now = time.Now
+	}
+	if sleep == nil {
+		sleep = time.Sleep
+	}
+	deadline := now().Add(n.Wait)
+	for {
+		env, err := readSubnetEnv(n.SubnetFile)
+		var te *types.Error
+		if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater {
+			return env, err
+		}
+		if !now().Before(deadline) {
+			if n.Wait > 0 {
+				te.Msg += fmt.Sprintf(" (waited %v)", n.Wait)
+			}
+			return env, te
+		}
+		sleep(subnetPoll)
+	}
 }
 
 // readSubnetEnv reads subnet.env (complete: see subnetenv.ParseComplete)

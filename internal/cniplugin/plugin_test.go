@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -70,12 +71,28 @@ type fixture struct {
 	exec                     *fakeExec
 	out                      strings.Builder
 	p                        *Plugin
+
+	// The plugin's clock: sleep advances now by its argument, counts
+	// itself in sleeps, then calls onSleep if set.
+	now     time.Time
+	sleeps  int
+	onSleep func(sleeps int)
 }
 
 func newFixture(t *testing.T) *fixture {
 	dir := t.TempDir()
 	f := &fixture{dir: dir, subnetFile: filepath.Join(dir, "subnet.env"), dataDir: filepath.Join(dir, "data"), exec: &fakeExec{}}
-	f.p = &Plugin{Exec: f.exec, Stdout: &f.out}
+	f.now = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.p = &Plugin{Exec: f.exec, Stdout: &f.out,
+		now: func() time.Time { return f.now },
+		sleep: func(d time.Duration) {
+			f.now = f.now.Add(d)
+			f.sleeps++
+			if f.onSleep != nil {
+				f.onSleep(f.sleeps)
+			}
+		},
+	}
 	t.Setenv("CNI_PATH", "/opt/cni/bin")
 	return f
 }
@@ -382,6 +399,70 @@ func TestLegacySaved(t *testing.T) {
 	}
 }
 
+// TestAddWaitsForSubnetEnv: with subnet.env missing, ADD looks for it every
+// subnetPoll and goes on as soon as it is there, with no error; without it
+// after subnetFileWait (30s by default), it fails as "try again later",
+// saying how long it waited; "0s" fails at once. Runs on the fixture's
+// clock.
+func TestAddWaitsForSubnetEnv(t *testing.T) {
+	f := newFixture(t)
+	f.onSleep = func(n int) {
+		if n == 3 {
+			f.writeEnv(t, envA)
+		}
+	}
+	if err := f.p.Add(f.args("c1", "")); err != nil {
+		t.Fatalf("ADD with subnet.env written during the wait: %v", err)
+	}
+	if f.sleeps != 3 || len(f.exec.calls) != 1 || f.exec.calls[0].command != "ADD" {
+		t.Errorf("%d sleeps, calls %+v; want 3 and one ADD", f.sleeps, f.exec.calls)
+	}
+	f.onSleep = nil
+	os.Remove(f.subnetFile)
+
+	for _, tc := range []struct {
+		extra  string
+		sleeps int
+		suffix string
+	}{
+		{"", int(DefaultSubnetFileWait / subnetPoll), " (waited 30s)"},
+		{`,"subnetFileWait":"2s"`, 10, " (waited 2s)"},
+		{`,"subnetFileWait":"0s"`, 0, "(is agentd running on this host?)"},
+	} {
+		f.sleeps = 0
+		err := f.p.Add(f.args("c2", tc.extra))
+		var te *types.Error
+		if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.HasPrefix(te.Msg, f.subnetFile+" does not exist: ") || !strings.HasSuffix(te.Msg, tc.suffix) {
+			t.Errorf("ADD%s without subnet.env: %v; want code %d ending %q", tc.extra, err, types.ErrTryAgainLater, tc.suffix)
+		}
+		if f.sleeps != tc.sleeps {
+			t.Errorf("ADD%s without subnet.env looked %d times, want %d", tc.extra, f.sleeps, tc.sleeps)
+		}
+	}
+	if len(f.exec.calls) != 1 {
+		t.Errorf("a delegate ran without subnet.env: %+v", f.exec.calls[1:])
+	}
+	if _, err := os.Stat(f.saved("c2")); err == nil {
+		t.Error("a configuration was saved without subnet.env")
+	}
+}
+
+// TestAddWaitsRealClock: the plugin's own clock bounds the wait.
+func TestAddWaitsRealClock(t *testing.T) {
+	f := newFixture(t)
+	f.p.now, f.p.sleep = nil, nil
+	start := time.Now()
+	err := f.p.Add(f.args("c1", `,"subnetFileWait":"300ms"`))
+	took := time.Since(start)
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.HasSuffix(te.Msg, " (waited 300ms)") {
+		t.Fatalf("ADD without subnet.env: %v", err)
+	}
+	if took < 300*time.Millisecond || took > 10*time.Second {
+		t.Errorf("ADD gave up after %v, want 300ms", took)
+	}
+}
+
 // TestAddBadSubnetEnv: with subnet.env missing or incomplete no delegate
 // runs, nothing is saved, and the error names the file and the key.
 func TestAddBadSubnetEnv(t *testing.T) {
@@ -424,6 +505,9 @@ func TestAddBadSubnetEnv(t *testing.T) {
 			if _, err := os.Stat(f.saved("c1")); err == nil {
 				t.Error("a configuration was saved")
 			}
+			if tc.code != types.ErrTryAgainLater && f.sleeps > 0 {
+				t.Errorf("ADD waited %d times for a subnet.env that is there", f.sleeps)
+			}
 		})
 	}
 }
@@ -444,6 +528,9 @@ func TestAddRefusesCutSubnetEnv(t *testing.T) {
 	}
 	if len(f.exec.calls) > 0 {
 		t.Fatalf("a delegate ran: %+v", f.exec.calls)
+	}
+	if f.sleeps > 0 {
+		t.Errorf("ADD waited %d times for a subnet.env that is there", f.sleeps)
 	}
 	f.writeEnv(t, envA)
 	if err := f.p.Add(f.args("c1", "")); err != nil {

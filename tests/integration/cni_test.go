@@ -97,6 +97,7 @@ func newCNIHost(t *testing.T, h *cluster.Host, binDir, pluginType string) *cniHo
 	ours["type"] = pluginType
 	ours["subnetFile"] = h.SubnetFile()
 	ours["dataDir"] = ch.saveDir
+	ours["subnetFileWait"] = cniSubnetFileWait.String()
 	ours["ipam"] = map[string]any{"dataDir": ch.ipamDir}
 	if b, err = json.Marshal(raw); err != nil {
 		t.Fatal(err)
@@ -143,6 +144,10 @@ func (ch *cniHost) allocated() []string {
 	return ips
 }
 
+// cniSubnetFileWait is the conflist's subnetFileWait in TestCNI (30s by
+// default).
+const cniSubnetFileWait = 2 * time.Second
+
 // TestCNI gives pods (namespaces) on two vxlan hosts an interface through
 // agentd-cni, which delegates to Debian's bridge and host-local plugins with
 // the conflist from dist/cni:
@@ -152,8 +157,9 @@ func (ch *cniHost) allocated() []string {
 //
 // h2 runs the plugin under flannel's name with "type": "flannel", as an
 // unchanged flannel conflist would. Pods ping across; DEL frees the address;
-// a missing or half-written subnet.env fails ADD naming the file and the key,
-// and leaves the pod without an interface.
+// a half-written subnet.env fails ADD at once naming the file and the key, a
+// missing one after the conflist's subnetFileWait, and either leaves the pod
+// without an interface.
 func TestCNI(t *testing.T) {
 	cluster.RequireRoot(t)
 	requireFile(t, filepath.Join(debianCNI, "bridge"), "containernetworking-plugins")
@@ -284,7 +290,7 @@ func TestCNI(t *testing.T) {
 		code          uint
 		want          string
 	}{
-		{"missing", "", types.ErrTryAgainLater, ch.h.SubnetFile() + " does not exist: agentd writes it once it holds this host's subnet"},
+		{"missing", "", types.ErrTryAgainLater, ch.h.SubnetFile() + " does not exist: agentd writes it once it holds this host's subnet (is agentd running on this host?) (waited " + cniSubnetFileWait.String() + ")"},
 		{"half-written", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=" + readEnv(t, ch.h).Subnet.String() + "\n", types.ErrInvalidNetworkConfig, "subnet.env " + ch.h.SubnetFile() + ": FLANNEL_MTU missing"},
 	} {
 		os.Remove(ch.h.SubnetFile())
@@ -293,12 +299,18 @@ func TestCNI(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		start := time.Now()
 		_, err := ch.add(ctx, pod)
+		took := time.Since(start)
 		var te *types.Error
 		if !errors.As(err, &te) || te.Code != tc.code || !strings.Contains(te.Msg, tc.want) {
 			t.Errorf("%s subnet.env: ADD returned %v; want code %d and %q", tc.name, err, tc.code, tc.want)
 		} else {
-			t.Logf("%s subnet.env: ADD failed with code %d: %s", tc.name, te.Code, te.Msg)
+			t.Logf("%s subnet.env: ADD failed after %v with code %d: %s", tc.name, took.Round(time.Millisecond), te.Code, te.Msg)
+		}
+		// Only a missing file is waited for.
+		if missing := tc.content == ""; missing != (took >= cniSubnetFileWait) {
+			t.Errorf("%s subnet.env: ADD failed after %v (subnetFileWait %v)", tc.name, took, cniSubnetFileWait)
 		}
 		if _, err := pod.LinkByName("eth0"); err == nil {
 			t.Errorf("%s subnet.env: the pod got an eth0", tc.name)
