@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,9 @@ type observer struct {
 	st      Status
 	last    leaseSet // the lease set of the last successful pass
 	hasLast bool
+	// inKernel holds, by lease key, the peers the last successful pass
+	// programmed (its peers less those it skipped) as they were then.
+	inKernel map[string]leaseFacts
 	// etcdUp reports whether the etcd connection is up; nil before the
 	// client exists.
 	etcdUp func() bool
@@ -45,7 +49,7 @@ func newObserver() *observer {
 			Name: "agentd_peers", Help: "Peer leases known (the lease set without our own).",
 		}),
 		programmed: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "agentd_peers_programmed", Help: "Peers the last successful reconcile programmed in the kernel.",
+			Name: "agentd_peers_programmed", Help: "Peers of the lease set now (agentd_peers) that a successful reconcile programmed in the kernel, unchanged since.",
 		}),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentd_reconciles_total", Help: "Reconcile passes, by result (ok, error).",
@@ -172,6 +176,12 @@ func (o *observer) setOwn(own subnet.Lease, backendType string) {
 
 // reconciled records one pass. A pass that changed the kernel although the
 // lease set is the same as at the last successful pass repaired drift.
+//
+// The peers programmed are counted among the peers now, so never more than
+// those known: after a successful pass, those it did not skip; after a
+// failed one, those the last successful pass programmed and that are
+// unchanged since. A failed pass may have programmed some of the others,
+// but nothing says which, so they are not counted until a pass succeeds.
 func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backend.Result, err error, took time.Duration) {
 	o.reconcileDur.Observe(took.Seconds())
 	for k, n := range res.ByKind {
@@ -182,17 +192,32 @@ func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backen
 
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	now := time.Now().UTC()
 	o.st.PeersKnown = len(peers)
-	o.st.LastResync = time.Now().UTC()
+	o.st.LastResync = now
 	if err != nil {
 		o.reconciles.WithLabelValues("error").Inc()
 		o.st.LastResyncError = err.Error()
+		n := 0
+		for i := range peers {
+			if f, ok := o.inKernel[peers[i].Key()]; ok && f == factsOf(&peers[i]) {
+				n++
+			}
+		}
+		o.setProgrammed(n)
 		return
 	}
 	o.reconciles.WithLabelValues("ok").Inc()
 	o.st.LastResyncError = ""
-	o.st.PeersProgrammed = len(peers) - res.Skipped
-	o.programmed.Set(float64(o.st.PeersProgrammed))
+	o.st.LastResyncOK = now
+	o.inKernel = make(map[string]leaseFacts, len(peers))
+	for i := range peers {
+		k := peers[i].Key()
+		if _, skipped := slices.BinarySearch(res.SkippedLeases, k); !skipped {
+			o.inKernel[k] = factsOf(&peers[i])
+		}
+	}
+	o.setProgrammed(len(o.inKernel))
 	if o.hasLast && o.last.equal(cur) {
 		for k, n := range res.ByKind {
 			o.repairs.WithLabelValues(k).Add(float64(n))
@@ -200,6 +225,11 @@ func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backen
 		}
 	}
 	o.last, o.hasLast = cur, true
+}
+
+func (o *observer) setProgrammed(n int) {
+	o.st.PeersProgrammed = n
+	o.programmed.Set(float64(n))
 }
 
 // status is the snapshot /status serves.
@@ -251,15 +281,17 @@ type leaseFacts struct {
 
 func makeLeaseSet(own subnet.Lease, peers []subnet.Lease) leaseSet {
 	s := make(leaseSet, 0, len(peers)+1)
-	add := func(l *subnet.Lease) {
-		s = append(s, leaseFacts{l.Subnet.String(), l.IPv6Subnet.String(), l.Attrs.PublicIP.String(),
-			l.Attrs.BackendType, string(l.Attrs.BackendData)})
-	}
-	add(&own)
+	s = append(s, factsOf(&own))
 	for i := range peers {
-		add(&peers[i])
+		s = append(s, factsOf(&peers[i]))
 	}
 	return s
+}
+
+// factsOf is what of l the kernel state depends on.
+func factsOf(l *subnet.Lease) leaseFacts {
+	return leaseFacts{l.Subnet.String(), l.IPv6Subnet.String(), l.Attrs.PublicIP.String(),
+		l.Attrs.BackendType, string(l.Attrs.BackendData)}
 }
 
 func (s leaseSet) equal(t leaseSet) bool {

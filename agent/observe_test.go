@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -125,5 +126,61 @@ func TestLeaseTTLMetric(t *testing.T) {
 	left, known = 0, false
 	if got := series(); len(got) != 0 {
 		t.Errorf("unknown again: /metrics has %q, want no series", got)
+	}
+}
+
+// TestObserverPeersProgrammedAmongKnown: the peers programmed are counted
+// among the peers known now, in /status and agentd_peers_programmed alike.
+// After a failed pass they are the peers the last successful pass programmed
+// and that have not changed since, never the count of a larger set that
+// pass had.
+func TestObserverPeersProgrammedAmongKnown(t *testing.T) {
+	o := newObserver()
+	h := newHealth(logr.Discard())
+	mux := http.NewServeMux()
+	o.register(mux, h)
+	own := lease("10.244.1.0/24", "198.18.0.1")
+	p2, p3, p4 := lease("10.244.2.0/24", "198.18.0.2"), lease("10.244.3.0/24", "198.18.0.3"), lease("10.244.4.0/24", "198.18.0.4")
+	p2moved := lease("10.244.2.0/24", "198.18.0.12")
+	hostgw := lease("10.244.5.0/24", "198.18.0.5")
+	hostgw.Attrs.BackendType = "host-gw"
+	skipped := backend.Result{Skipped: 1, SkippedLeases: []string{hostgw.Key()}}
+	boom := errors.New("boom")
+
+	var okFrom, okTo time.Time
+	for _, step := range []struct {
+		name            string
+		peers           []subnet.Lease
+		res             backend.Result
+		err             error
+		known, programd int
+	}{
+		{"programmed, one skipped", []subnet.Lease{p2, p3, hostgw}, skipped, nil, 3, 2},
+		{"failed, two gone", []subnet.Lease{p2}, backend.Result{}, boom, 1, 1},
+		{"failed, one changed, one new", []subnet.Lease{p2moved, p4}, backend.Result{}, boom, 2, 0},
+		{"failed, back as programmed", []subnet.Lease{p2, p3, p4, hostgw}, backend.Result{}, boom, 4, 2},
+		{"programmed", []subnet.Lease{p2moved, p4}, backend.Result{}, nil, 2, 2},
+		{"failed, the same", []subnet.Lease{p2moved, p4}, backend.Result{}, boom, 2, 2},
+	} {
+		before := time.Now()
+		o.reconciled(own, step.peers, step.res, step.err, time.Millisecond)
+		after := time.Now()
+		if step.err == nil {
+			okFrom, okTo = before, after
+		}
+		st := o.status(h)
+		if st.PeersKnown != step.known || st.PeersProgrammed != step.programd {
+			t.Errorf("%s: %d known, %d programmed; want %d, %d", step.name, st.PeersKnown, st.PeersProgrammed, step.known, step.programd)
+		}
+		if st.LastResync.Before(before) || st.LastResync.After(after) || st.LastResyncOK.Before(okFrom) || st.LastResyncOK.After(okTo) {
+			t.Errorf("%s: last resync %v, last successful %v; want it in [%v, %v]", step.name, st.LastResync, st.LastResyncOK, okFrom, okTo)
+		}
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		for _, want := range []string{fmt.Sprintf("agentd_peers %d\n", step.known), fmt.Sprintf("agentd_peers_programmed %d\n", step.programd)} {
+			if !strings.Contains(rec.Body.String(), want) {
+				t.Errorf("%s: /metrics lacks %q", step.name, want)
+			}
+		}
 	}
 }

@@ -13,14 +13,21 @@ type Status struct {
 	PublicIP string `json:"publicIP,omitempty"`
 	Backend  string `json:"backend,omitempty"`
 
-	// PeersKnown is the size of the lease set (without our own lease);
-	// PeersProgrammed how many of them the last successful reconcile put in
-	// the kernel (the others were skipped: another backend, not on-link…).
+	// PeersKnown is the size of the lease set (without our own lease) at
+	// the last reconcile pass; PeersProgrammed how many of those peers a
+	// successful pass put in the kernel, as they are now, so never more than
+	// PeersKnown. The others were skipped (another backend, not on-link…),
+	// or are new or changed since the last successful pass, when the last
+	// pass failed.
 	PeersKnown      int `json:"peersKnown"`
 	PeersProgrammed int `json:"peersProgrammed"`
 
+	// LastResync is the time of the last reconcile pass, LastResyncError
+	// its error if it failed, and LastResyncOK the time of the last pass
+	// that succeeded. All are UTC.
 	LastResync      time.Time `json:"lastResync,omitzero"`
 	LastResyncError string    `json:"lastResyncError,omitempty"`
+	LastResyncOK    time.Time `json:"lastResyncOK,omitzero"`
 	// DriftRepairs counts kernel objects put back although the lease set
 	// had not changed (someone deleted or altered them), by kind.
 	DriftRepairs map[string]int64 `json:"driftRepairs"`

@@ -56,8 +56,12 @@ type Backend interface {
 type Result struct {
 	Added, Removed, Updated int
 	// Skipped counts peers that were not programmed (another backend type,
-	// malformed backend data, a host-gw peer not on-link).
-	Skipped int
+	// malformed backend data, a host-gw peer not on-link), and SkippedLeases
+	// names them by lease key, sorted. Both are filled once the backend has
+	// judged every peer; a Reconcile that fails before that leaves them
+	// empty.
+	Skipped       int
+	SkippedLeases []string
 	// ByKind counts the changes (added, removed or updated) by kind of
 	// kernel object: "fdb", "neighbour", "route", "device", "address".
 	ByKind map[string]int

@@ -3,6 +3,8 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/go-logr/logr"
 )
@@ -180,6 +182,7 @@ func (r *Result) Add(o Result) {
 	r.Removed += o.Removed
 	r.Updated += o.Updated
 	r.Skipped += o.Skipped
+	r.SkippedLeases = append(r.SkippedLeases, o.SkippedLeases...)
 	for k, n := range o.ByKind {
 		r.Count(k, n)
 	}
@@ -220,4 +223,11 @@ func (s *SkipLog) Finish() int {
 	n := len(s.round)
 	s.reasons, s.round = s.round, make(map[string]string, n)
 	return n
+}
+
+// Report ends a round (Finish) and records in res how many leases it
+// skipped and which.
+func (s *SkipLog) Report(res *Result) {
+	res.Skipped = s.Finish()
+	res.SkippedLeases = slices.Sorted(maps.Keys(s.reasons))
 }

@@ -315,6 +315,26 @@ func TestSkipLog(t *testing.T) {
 	}
 }
 
+// TestSkipLogReport: Report ends the round like Finish and names the
+// skipped leases, sorted and each once, which the agent needs to count the
+// peers programmed after a failed pass.
+func TestSkipLogReport(t *testing.T) {
+	s := NewSkipLog(logr.Discard())
+	s.Skip("c", "host-gw")
+	s.Skip("a", "bad MAC")
+	s.Skip("c", "host-gw")
+	var res Result
+	s.Report(&res)
+	if res.Skipped != 2 || !slices.Equal(res.SkippedLeases, []string{"a", "c"}) {
+		t.Errorf("first round: %d skipped, %q; want 2, [a c]", res.Skipped, res.SkippedLeases)
+	}
+	res = Result{}
+	s.Report(&res)
+	if res.Skipped != 0 || len(res.SkippedLeases) != 0 {
+		t.Errorf("empty round: %d skipped, %q", res.Skipped, res.SkippedLeases)
+	}
+}
+
 // FuzzDiff checks Diff's contract on arbitrary inputs: applying the plan to
 // the actual objects with the kernel's semantics gives the desired set, one
 // object per key; a second diff is empty; and every change is justified.

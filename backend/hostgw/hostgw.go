@@ -172,7 +172,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		return res, err
 	}
 	want := b.desired(own, peers, seg)
-	res.Skipped = b.skips.Finish()
+	b.skips.Report(&res)
 	have, err := backend.OurRoutes(b.h)
 	if err != nil {
 		return res, err

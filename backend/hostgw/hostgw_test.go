@@ -207,8 +207,12 @@ func TestOtherBackendPeers(t *testing.T) {
 		{[]subnet.Lease{vx, p3, udp}, three, backend.Result{Removed: 1, Skipped: 2}},
 		{[]subnet.Lease{vx, p3, udp}, three, backend.Result{Skipped: 2}},
 	} {
-		if res := h.reconcile(step.peers...); res.String() != step.res.String() {
+		res := h.reconcile(step.peers...)
+		if res.String() != step.res.String() {
 			t.Errorf("step %d: result %v, want %v", i, res, step.res)
+		}
+		if want := []string{vx.Key(), udp.Key()}; !slices.Equal(res.SkippedLeases, want) {
+			t.Errorf("step %d: skipped leases %q, want %q", i, res.SkippedLeases, want)
 		}
 		h.check(step.routes)
 	}

@@ -670,7 +670,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 
 	// The forwarding table first: the route below sends traffic to it.
 	want := b.desired(own, peers)
-	res.Skipped = b.skips.Finish()
+	b.skips.Report(&res)
 	var have []entry
 	if t := b.tbl.Load(); t != nil {
 		have = t.entries

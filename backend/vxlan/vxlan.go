@@ -84,6 +84,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -710,6 +711,24 @@ func (b *Backend) takeBack(addErr error) (netlink.Link, bool, error) {
 	return l, false, nil
 }
 
+// vniHolder returns a VXLAN device, other than one named as ours, that has
+// our VNI and UDP port over an IPv4 underlay: one that makes the kernel
+// refuse ours. It is nil when there is none.
+func (b *Backend) vniHolder() (netlink.Link, error) {
+	links, err := backend.ListLinks(b.h)
+	if err != nil {
+		return nil, err
+	}
+	v6 := func(ip net.IP) bool { return ip != nil && ip.To4() == nil }
+	for _, l := range links {
+		vx, ok := l.(*netlink.Vxlan)
+		if ok && vx.Name != b.name && vx.VxlanId == b.opts.VNI && vx.Port == b.opts.Port && !v6(vx.SrcAddr) && !v6(vx.Group) {
+			return vx, nil
+		}
+	}
+	return nil, nil
+}
+
 // checkExternalMTU says whether the external interface's current MTU leaves
 // room for ours, and reports it when that changes. It says true when the
 // interface cannot be read: setting the MTU will tell.
@@ -764,7 +783,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 	idx := dev.Attrs().Index
 	want := b.desired(own, peers, idx, seg)
-	res.Skipped = b.skips.Finish()
+	b.skips.Report(&res)
 	// Before the neighbours and FDB entries are listed: a change made
 	// after the listing is then judged by Watch against this pass's wants.
 	wantNeighs := make(map[netip.Addr]backend.MAC, len(want.neighs))
