@@ -84,7 +84,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -709,24 +708,6 @@ func (b *Backend) takeBack(addErr error) (netlink.Link, bool, error) {
 		return nil, false, fmt.Errorf("look up the renamed device %s: %w", b.name, err)
 	}
 	return l, false, nil
-}
-
-// vniHolder returns a VXLAN device, other than one named as ours, that has
-// our VNI and UDP port over an IPv4 underlay: one that makes the kernel
-// refuse ours. It is nil when there is none.
-func (b *Backend) vniHolder() (netlink.Link, error) {
-	links, err := backend.ListLinks(b.h)
-	if err != nil {
-		return nil, err
-	}
-	v6 := func(ip net.IP) bool { return ip != nil && ip.To4() == nil }
-	for _, l := range links {
-		vx, ok := l.(*netlink.Vxlan)
-		if ok && vx.Name != b.name && vx.VxlanId == b.opts.VNI && vx.Port == b.opts.Port && !v6(vx.SrcAddr) && !v6(vx.Group) {
-			return vx, nil
-		}
-	}
-	return nil, nil
 }
 
 // checkExternalMTU says whether the external interface's current MTU leaves
