@@ -65,7 +65,8 @@
 // second device with its VNI and port: another device holding them is
 // named in the error, never touched); the device flannel.<N> made for a VNI
 // N the network used before, which the state dir's vxlan-<N>.mac shows is
-// ours (deleted at start: deleteOldDevices); every IPv4 address on
+// ours or, that file lost, whose shape does (deleted at start:
+// deleteOldDevices); every IPv4 address on
 // it; every main-table route with proto 74, and every other one through the
 // device into the cluster network but the kernel's (flanneld's, proto boot,
 // taken over or deleted: backend.OwnedRoutes); every permanent IPv4 neighbour
@@ -230,6 +231,9 @@ type Backend struct {
 	name    string // flannel.<VNI>
 	macPath string
 	network netip.Prefix // the cluster's IPv4 network, for Watch's route filter
+	// subnetLen is the length of the network's subnets, for telling an old
+	// device's address <subnet>.0/32 (deleteOldDevices).
+	subnetLen int
 
 	h  *netlink.Handle // nil until Prepare opens one (New)
 	ns netns.NsHandle  // where Watch subscribes
@@ -314,15 +318,16 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 		}
 	}
 	return &Backend{
-		log:     cfg.Logger,
-		ext:     ext,
-		opts:    opts,
-		name:    fmt.Sprintf("flannel.%d", opts.VNI),
-		macPath: filepath.Join(cfg.StateDir, fmt.Sprintf("vxlan-%d.mac", opts.VNI)),
-		network: cfg.Network.Network,
-		h:       h,
-		ns:      ns,
-		skips:   backend.NewSkipLog(cfg.Logger),
+		log:       cfg.Logger,
+		ext:       ext,
+		opts:      opts,
+		name:      fmt.Sprintf("flannel.%d", opts.VNI),
+		macPath:   filepath.Join(cfg.StateDir, fmt.Sprintf("vxlan-%d.mac", opts.VNI)),
+		network:   cfg.Network.Network,
+		subnetLen: cfg.Network.SubnetLen,
+		h:         h,
+		ns:        ns,
+		skips:     backend.NewSkipLog(cfg.Logger),
 	}, nil
 }
 
@@ -386,59 +391,6 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	b.log.Info("vxlan device ready", "device", b.name, "vni", b.opts.VNI, "vtepMAC", mac, "mtu", mtu,
 		"local", b.ext.IfaceAddr, "port", b.opts.Port, "directRouting", b.opts.DirectRouting)
 	return data, nil
-}
-
-// deleteOldDevices deletes the devices this agentd made for another VNI
-// (Backend.VNI changed, and agentd restarted to apply it). Such a device is
-// no longer on any route of ours, yet its address, the <subnet>.0 of a
-// subnet this host leased, makes a peer that leases that subnet later be
-// skipped (backend.Segment.LocalIn). A device flannel.<N> is ours when the
-// state dir keeps vxlan-<N>.mac, written on this host, and the device is a
-// vxlan device with VNI N and that file's MAC: random, chosen by us (or
-// taken from the flanneld device agentd replaced). The file stays, so a
-// return to VNI N brings its MAC back. Failures are logged: the old
-// device harms no peer that is programmed.
-func (b *Backend) deleteOldDevices() {
-	files, err := filepath.Glob(filepath.Join(filepath.Dir(b.macPath), "vxlan-*.mac"))
-	if err != nil {
-		b.log.Error(err, "look for the VTEP MAC files of other VNIs")
-		return
-	}
-	for _, f := range files {
-		var vni int
-		if _, err := fmt.Sscanf(filepath.Base(f), "vxlan-%d.mac", &vni); err != nil ||
-			vni == b.opts.VNI || filepath.Base(f) != fmt.Sprintf("vxlan-%d.mac", vni) {
-			continue
-		}
-		content, err := os.ReadFile(f)
-		if err != nil {
-			b.log.Error(err, "read the VTEP MAC file of another VNI", "path", f)
-			continue
-		}
-		mac, addr, ok := parseMACFile(content)
-		if !ok || addr.IsValid() && addr != b.ext.IfaceAddr {
-			continue
-		}
-		name := fmt.Sprintf("flannel.%d", vni)
-		l, err := backend.LinkByName(b.h, name)
-		if err != nil {
-			b.log.Error(err, "look up the vxlan device of another VNI", "device", name)
-			continue
-		}
-		if l == nil {
-			continue
-		}
-		cur, _ := backend.MACFromHardwareAddr(l.Attrs().HardwareAddr)
-		if vx, isVxlan := l.(*netlink.Vxlan); !isVxlan || vx.VxlanId != vni || cur != mac {
-			b.log.Info("leaving alone a device named like ours for another VNI: not the one we made", "device", name, "ourMACForVNI", mac, "mac", l.Attrs().HardwareAddr)
-			continue
-		}
-		if err := b.h.LinkDel(l); err != nil && !backend.IsNotFound(err) {
-			b.log.Error(err, "delete our vxlan device of another VNI", "device", name)
-			continue
-		}
-		b.log.Info("deleted our vxlan device of the VNI the network used before", "device", name, "vni", vni, "vtepMAC", mac, "now", b.name)
-	}
 }
 
 // parseMACFile reads the VTEP MAC state file's content: one unicast MAC and

@@ -1814,3 +1814,96 @@ func (h *host) addVxlan(flags ...uint16) {
 		h.t.Fatalf("add vx-other with flags %v: %v", flags, err)
 	}
 }
+
+// TestVNIChangedStateDirLost: after Backend.VNI changed from 1 to 2 and
+// agentd restarted with a new state dir (a new disk, a container without
+// its hostPath), flannel.1 is still recognised as ours by its shape and
+// deleted, with a log line saying why; left, its 10.244.1.0/32 made a peer
+// that later leased our old subnet be skipped. Devices named flannel.<N>
+// that differ in any way from what flanneld and agentd make, or serve
+// something else, stay, each logged with the command that deletes it.
+func TestVNIChangedStateDirLost(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02"))
+	nl := h.ns.Handle
+	ext := h.ext.Attrs().Index
+	if err := nl.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}); err != nil {
+		t.Fatal(err)
+	}
+	br := h.link("br0").Attrs().Index
+	for _, d := range []struct {
+		vni   int
+		addr  string // "": none
+		local net.IP
+		learn bool
+		other func(l netlink.Link) error // makes it serve something else
+		dev   netlink.Link               // instead of a vxlan device
+	}{
+		{vni: 3, addr: "10.244.3.0/32", other: func(l netlink.Link) error { // a route elsewhere
+			return nl.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: backend.IPNet(netip.MustParsePrefix("192.0.2.0/24"))})
+		}},
+		{vni: 4, addr: "10.250.4.0/32"}, // another network's
+		{vni: 5, addr: "10.244.5.0/32", learn: true},
+		{vni: 6, addr: "10.244.6.7/32"}, // not a subnet's first address
+		{vni: 7, addr: "10.244.7.0/24"}, // not a /32
+		{vni: 8, addr: "10.244.8.0/32", other: func(l netlink.Link) error { return nl.LinkSetMasterByIndex(l, br) }},
+		{vni: 9, addr: "10.244.9.0/32", local: net.IPv4(198, 18, 0, 9)},
+		{vni: 10},
+		{vni: 11, addr: "10.244.11.0/32", other: func(l netlink.Link) error { // a second address
+			return nl.AddrAdd(l, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("192.0.2.11/32"))})
+		}},
+		{vni: 12, addr: "10.244.12.0/32", dev: &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "flannel.12"}}},
+	} {
+		name := fmt.Sprintf("flannel.%d", d.vni)
+		dev := d.dev
+		if dev == nil {
+			local := d.local
+			if local == nil {
+				local = net.IPv4(198, 18, 0, 1)
+			}
+			dev = &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: name}, VxlanId: d.vni, Port: 8472, SrcAddr: local, VtepDevIndex: ext, Learning: d.learn}
+		}
+		if err := nl.LinkAdd(dev); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		l := h.link(name)
+		if err := nl.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+		if d.addr != "" {
+			if err := nl.AddrAdd(l, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix(d.addr))}); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+		if d.other != nil {
+			if err := d.other(l); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+	}
+
+	h.cfg.StateDir = t.TempDir()
+	h.cfg.Network.Backend = json.RawMessage(`{"Type":"vxlan","VNI":2}`)
+	h.b = h.newBackend()
+	h.prepare()
+	for vni := 1; vni <= 12; vni++ {
+		name := fmt.Sprintf("flannel.%d", vni)
+		if _, err := nl.LinkByName(name); (err == nil) != (vni != 1) {
+			t.Errorf("%s: exists=%v, want %v", name, err == nil, vni != 1)
+		}
+		if n := h.countLogs(`"command"="ip link del ` + name + `"`); n != 0 != (vni > 2) {
+			t.Errorf("%s: logged %d times with the command that deletes it, want once when it is left", name, n)
+		}
+	}
+	if n := h.countLogs(`"deleted our vxlan device of a VNI the network used before" "device"="flannel.1" "vni"=1 "why"="no state file shows it`); n != 1 {
+		t.Errorf("logged the deletion of flannel.1 %d times, want once, saying why:\n%s", n, h.logText())
+	}
+
+	// The host moved to another subnet; a peer took its old one.
+	h.own = lease("10.244.20.0/24", "198.18.0.1", "vxlan", "")
+	peer := lease("10.244.1.0/24", "198.18.0.2", "vxlan", "")
+	peer.Attrs.BackendData = json.RawMessage(`{"VNI":2,"VtepMAC":"02:00:00:00:00:02"}`)
+	if res := h.reconcile(peer); res.Skipped != 0 {
+		t.Errorf("result %v: the peer holding our old subnet was skipped", res)
+	}
+}
