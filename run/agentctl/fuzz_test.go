@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -195,6 +196,7 @@ func FuzzDecodeStatus(f *testing.F) {
 	f.Add([]byte(`{"ready":true,"subnet":"10.244.5.0/24","publicIP":"198.18.0.1","backend":"vxlan","peersKnown":3,"peersProgrammed":3,"lastResync":"2025-01-02T03:04:05Z","driftRepairs":{"route":2},"etcdConnected":true,"badLeases":0}`))
 	f.Add([]byte(`{"ready":false,"notReadyReason":"no lease","etcdEndpoints":[{"endpoint":"http://a:1","up":false,"since":"2025-01-02T03:04:05+01:00","error":"refused"}]}`))
 	f.Add([]byte(`<html>502 Bad Gateway</html>`))
+	f.Add([]byte(`{"lastResync":"2025-01-02T03:04:05+05:30","lastResyncError":"boom","lastResyncOK":"9999-12-31T23:59:59Z"}`))
 	f.Add([]byte(`{"lastResync":"not a time"}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
@@ -205,7 +207,7 @@ func FuzzDecodeStatus(f *testing.F) {
 			}
 			return
 		}
-		printStatus(&app{out: io.Discard}, st)
+		printStatus(&app{out: io.Discard, now: time.Now, loc: time.Local}, st)
 		b1, err := json.Marshal(st)
 		if err != nil {
 			return // a time outside what JSON can carry (year > 9999)

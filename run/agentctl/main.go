@@ -72,6 +72,10 @@ type app struct {
 	lookupEnv func(string) (string, bool)
 	// http asks the agent's health server (status); tests replace it.
 	http *http.Client
+	// now and loc are the reader's clock and time zone: status shows the
+	// agent's times in loc, and their age by now.
+	now func() time.Time
+	loc *time.Location
 	// source names the variable each etcd flag set from the environment
 	// came from, for error messages.
 	source map[string]string
@@ -88,7 +92,8 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, dial 
 	if dial == nil {
 		dial = dialEtcd
 	}
-	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial, lookupEnv: os.LookupEnv, source: map[string]string{}, http: hc}
+	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial, lookupEnv: os.LookupEnv, source: map[string]string{}, http: hc,
+		now: time.Now, loc: time.Local}
 	root := a.rootCommand()
 	root.SetArgs(longFlags(root, args))
 	root.SetOut(stdout)

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/agentd/agentd/agent"
 	"github.com/spf13/cobra"
@@ -129,12 +130,21 @@ func printStatus(a *app, st agent.Status) {
 	fmt.Fprintf(tw, "peers\t%d known, %d programmed in the kernel\n", st.PeersKnown, st.PeersProgrammed)
 	last := "never"
 	if !st.LastResync.IsZero() {
-		last = st.LastResync.Format("2006-01-02 15:04:05Z07:00")
+		last = a.when(st.LastResync)
 		if st.LastResyncError != "" {
 			last += " (failed: " + st.LastResyncError + ")"
 		}
 	}
 	fmt.Fprintf(tw, "last resync\t%s\n", last)
+	if st.LastResyncError != "" {
+		// The peers programmed are those of this pass's set that the
+		// last successful pass programmed: say when that was.
+		ok := "never"
+		if !st.LastResyncOK.IsZero() {
+			ok = a.when(st.LastResyncOK)
+		}
+		fmt.Fprintf(tw, "last success\t%s\n", ok)
+	}
 	var repairs []string
 	for kind, n := range st.DriftRepairs {
 		repairs = append(repairs, fmt.Sprintf("%s %d", kind, n))
@@ -162,10 +172,38 @@ func printStatus(a *app, st agent.Status) {
 		fmt.Fprintf(tw, "etcd endpoints\t%d of %d answering\n", up, len(st.EtcdEndpoints))
 		for _, e := range st.EtcdEndpoints {
 			if !e.Up {
-				fmt.Fprintf(tw, "  %s\tdown since %s: %s\n", e.Endpoint, e.Since.UTC().Format("2006-01-02 15:04:05Z07:00"), e.Error)
+				fmt.Fprintf(tw, "  %s\tdown since %s: %s\n", e.Endpoint, a.when(e.Since), e.Error)
 			}
 		}
 	}
 	fmt.Fprintf(tw, "invalid leases skipped\t%d\n", st.BadLeases)
 	tw.Flush()
+}
+
+// when shows a time the agent sent in the reader's time zone, with the zone
+// (Z for UTC), and its age by the reader's clock: "2026-11-29 03:57:57+01:00,
+// 12 s ago". The agent may run in another zone (a container in UTC, a host
+// asked over the network); an instant is the same in all of them, so the age
+// is right whatever the zone each side uses.
+func (a *app) when(t time.Time) string {
+	s := t.In(a.loc).Format("2006-01-02 15:04:05Z07:00")
+	now := a.now()
+	if t.After(now) {
+		return s + ", " + span(t.Sub(now)) + " ahead of this host's clock"
+	}
+	return s + ", " + span(now.Sub(t)) + " ago"
+}
+
+// span writes d, not negative, rounded to seconds, in its two largest units.
+func span(d time.Duration) string {
+	sec := int64(d.Round(time.Second) / time.Second)
+	switch {
+	case sec < 60:
+		return fmt.Sprintf("%d s", sec)
+	case sec < 3600:
+		return fmt.Sprintf("%d min %d s", sec/60, sec%60)
+	case sec < 86400:
+		return fmt.Sprintf("%d h %d min", sec/3600, sec%3600/60)
+	}
+	return fmt.Sprintf("%d d %d h", sec/86400, sec%86400/3600)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentd/agentd/agent"
 )
@@ -81,4 +82,64 @@ func TestStatusExitNotReady(t *testing.T) {
 			t.Errorf("-o %s, agent ready: exit %d\nstdout: %s\nstderr: %s", output, code, out, errOut)
 		}
 	}
+}
+
+// TestStatusTimes: the times an agent sends are shown in the reader's time
+// zone, with the zone, whatever zone the agent wrote them in, each with its
+// age by the reader's clock; after a failed pass the last successful one is
+// shown too.
+func TestStatusTimes(t *testing.T) {
+	// An agent in India (+05:30) as it answers; the reader is at -03:00.
+	st, err := decodeStatus([]byte(`{"ready": true, "peersKnown": 3, "peersProgrammed": 1,
+		"lastResync": "2026-12-04T17:30:00+05:30", "lastResyncError": "boom",
+		"lastResyncOK": "2026-12-04T17:21:55+05:30",
+		"etcdEndpoints": [{"endpoint": "http://198.18.0.254:2379", "up": true, "since": "2026-12-04T11:00:00Z"},
+			{"endpoint": "http://198.18.0.254:2381", "up": false, "error": "refused", "since": "2026-12-04T11:00:12+01:00"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 4, 12, 0, 12, 300e6, time.UTC)
+	for _, tc := range []struct {
+		loc  *time.Location
+		want []string
+	}{
+		{time.FixedZone("BRT", -3*3600), []string{
+			"last resync 2026-12-04 09:00:00-03:00, 12 s ago (failed: boom)\n",
+			"last success 2026-12-04 08:51:55-03:00, 8 min 17 s ago\n",
+			"http://198.18.0.254:2381 down since 2026-12-04 07:00:12-03:00, 2 h 0 min ago: refused\n",
+		}},
+		{time.UTC, []string{
+			"last resync 2026-12-04 12:00:00Z, 12 s ago (failed: boom)\n",
+			"last success 2026-12-04 11:51:55Z, 8 min 17 s ago\n",
+			"http://198.18.0.254:2381 down since 2026-12-04 10:00:12Z, 2 h 0 min ago: refused\n",
+		}},
+	} {
+		out := statusLines(st, now, tc.loc)
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("reader in %s: status lacks %q:\n%s", tc.loc, w, out)
+			}
+		}
+	}
+
+	// A clock behind the agent's, and a pass that never succeeded.
+	st = agent.Status{LastResync: now.Add(5 * time.Second), LastResyncError: "boom"}
+	out := statusLines(st, now, time.UTC)
+	for _, w := range []string{"2026-12-04 12:00:17Z, 5 s ahead of this host's clock (failed: boom)\n", "last success never\n"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("status lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+// statusLines is printStatus's table for a reader at now in loc, with the
+// columns' padding cut to one space.
+func statusLines(st agent.Status, now time.Time, loc *time.Location) string {
+	var out strings.Builder
+	printStatus(&app{out: &out, now: func() time.Time { return now }, loc: loc}, st)
+	var lines strings.Builder
+	for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+		lines.WriteString(strings.Join(strings.Fields(l), " ") + "\n")
+	}
+	return lines.String()
 }
