@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -186,7 +187,6 @@ func TestSystemdEnvironmentReachesFlags(t *testing.T) {
 	want.EtcdCAFile = "/etc/agentd/etcd-ca.pem"
 	want.EtcdCertFile = "/etc/agentd/etcd-client.pem"
 	want.EtcdKeyFile = "/etc/agentd/etcd-client-key.pem"
-	want.Ifaces = []string{"eth0"}
 	want.IPMasq = true
 	want.HealthzAddr = "127.0.0.1:8471"
 	want.SubnetFile = "/run/flannel/subnet.env"
@@ -198,6 +198,41 @@ func TestSystemdEnvironmentReachesFlags(t *testing.T) {
 	}
 	if len(opts.warnings) > 0 {
 		t.Errorf("warnings: %q", opts.warnings)
+	}
+}
+
+// TestSystemdSampleIface: the sample agentd.env leaves the underlay
+// interface to agentd's default (the default route's), which suits hosts
+// whatever their NIC is called; a fixed name would stop agentd on every host
+// without it. Its commented example, once uncommented, is read.
+func TestSystemdSampleIface(t *testing.T) {
+	sample, err := os.ReadFile(envFilePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logFlags, _, _ := testLogFlags()
+	args, env := systemdArgs(t, sample)
+	opts, err := parseArgs(args, envMap(env), logFlags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := agent.DefaultConfig()
+	if got := opts.cfg; !reflect.DeepEqual(got.Ifaces, def.Ifaces) || len(got.IfaceRegexes) > 0 || got.IfaceCanReach.IsValid() {
+		t.Errorf("the sample chooses the interface (iface %q, regex %q, can-reach %v); want the default route's", got.Ifaces, got.IfaceRegexes, got.IfaceCanReach)
+	}
+
+	example := regexp.MustCompile(`(?m)^#(AGENTD_IFACE=.*)$`)
+	m := example.FindSubmatch(sample)
+	if m == nil {
+		t.Fatalf("%s has no commented AGENTD_IFACE= example", envFilePath)
+	}
+	args, env = systemdArgs(t, example.ReplaceAll(sample, []byte("$1")))
+	logFlags, _, _ = testLogFlags()
+	if opts, err = parseArgs(args, envMap(env), logFlags); err != nil {
+		t.Fatalf("with %s: %v", m[1], err)
+	}
+	if want := strings.Split(strings.TrimPrefix(string(m[1]), "AGENTD_IFACE="), ","); !reflect.DeepEqual(opts.cfg.Ifaces, want) {
+		t.Errorf("with %s: iface %q, want %q", m[1], opts.cfg.Ifaces, want)
 	}
 }
 
