@@ -254,9 +254,11 @@ type wire struct {
 	DirectRouting bool
 }
 
-// wireOptions decodes cfg's backend options. A value the backend would
-// refuse decodes as its zero: agentctl checks no backend options, and the
-// agent reports them itself.
+// wireOptions decodes cfg's backend options, defaults applied. A new config
+// has passed checkBackend; the one in etcd may not have. There a field that
+// does not decode ("Port":"x") is taken as absent, so as its default, and
+// the others as they are: json.Unmarshal goes on past a field of the wrong
+// type. The agents refuse such a config themselves.
 func wireOptions(cfg *subnet.Config) wire {
 	var w wire
 	_ = json.Unmarshal(cfg.Backend, &w)
