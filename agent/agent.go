@@ -234,7 +234,7 @@ func (a *agent) run(ctx context.Context) error {
 	wg.Add(4)
 	go func() {
 		defer wg.Done()
-		cli.reportOutages(ctx, a.log.WithName("etcd"))
+		cli.reportOutages(ctx, a.log.WithName("etcd"), a.obs.etcdUnreachable)
 	}()
 	if len(a.cfg.EtcdEndpoints) > 1 && a.cfg.EtcdEndpointCheckInterval > 0 {
 		c := &endpointChecker{

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -23,6 +26,20 @@ type EndpointStatus struct {
 	Error string `json:"error,omitempty"`
 	// Since is when the endpoint was first seen in its current state.
 	Since time.Time `json:"since"`
+
+	// leaderless: down because it answered without a leader.
+	leaderless bool
+}
+
+// EtcdAlarm is an alarm raised in the etcd cluster, as a member's status
+// lists it.
+type EtcdAlarm struct {
+	// Alarm is etcd's name for it: NOSPACE, CORRUPT (or, should a member's
+	// status list something we cannot read, that text).
+	Alarm string `json:"alarm"`
+	// Member is the ID of the member that raised it, in hex as `etcdctl
+	// member list` shows it.
+	Member string `json:"member,omitempty"`
 }
 
 // endpointChecker asks each configured etcd endpoint for its status, one
@@ -33,15 +50,29 @@ type EndpointStatus struct {
 // Status request on a connection of its own (the client's Status dials the
 // endpoint), which etcd answers from memory, even when the member has no
 // leader: such a member counts as down (leaderless).
+//
+// The same answer lists the cluster's alarms. etcd keeps them through raft,
+// so every member lists every alarm, and a member with an alarm still
+// serves reads, watches and lease keepalives: it counts as up, and the
+// alarms are reported on their own, once for the cluster (NOSPACE and
+// CORRUPT make etcd refuse writes and new leases, which the agent needs
+// only for a new or lost lease).
 type endpointChecker struct {
 	endpoints []string
-	// status returns nil when endpoint answers a status request within
-	// ctx, else why not.
-	status   func(ctx context.Context, endpoint string) error
+	// status returns the alarms endpoint lists, and nil when it answers a
+	// status request within ctx and has a leader, else why not
+	// (errNoLeader when it answers without one, listing alarms all the
+	// same).
+	status   func(ctx context.Context, endpoint string) ([]EtcdAlarm, error)
 	interval time.Duration
 	log      logr.Logger
-	// report receives every round's result.
-	report func([]EndpointStatus)
+	// report receives every round's result: each endpoint, and the
+	// cluster's alarms as the endpoints that answered list them.
+	report func([]EndpointStatus, []EtcdAlarm)
+
+	// alarms is the cluster's alarms by name, as last found; kept while no
+	// endpoint answers.
+	alarms map[string][]EtcdAlarm
 }
 
 // run checks at once, then every interval, until ctx is done.
@@ -63,26 +94,34 @@ func (c *endpointChecker) run(ctx context.Context) {
 }
 
 // check runs one round: it updates cur, logs each change of state (an
-// endpoint down at the first round counts as a change), and reports.
+// endpoint down at the first round counts as a change) and each alarm
+// raised or cleared, and reports.
 func (c *endpointChecker) check(ctx context.Context, cur []EndpointStatus) {
 	now := time.Now()
 	type change struct {
-		i      int
-		err    error
-		wasFor time.Duration // how long it had been down (zero at the first round)
+		i             int
+		err           error
+		wasFor        time.Duration // how long it had been down (zero at the first round)
+		wasLeaderless bool
 	}
 	var changes []change
+	var alarms []EtcdAlarm
+	answered := false
 	for i, ep := range c.endpoints {
 		cctx, cancel := context.WithTimeout(ctx, endpointCheckTimeout)
-		err := c.status(cctx, ep)
+		listed, err := c.status(cctx, ep)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
+		if err == nil || errors.Is(err, errNoLeader) {
+			answered = true
+			alarms = append(alarms, listed...)
+		}
 		first, up := cur[i].Since.IsZero(), err == nil
 		if first || up != cur[i].Up {
 			if !first || !up {
-				ch := change{i: i, err: err}
+				ch := change{i: i, err: err, wasLeaderless: cur[i].leaderless}
 				if !first {
 					ch.wasFor = now.Sub(cur[i].Since)
 				}
@@ -90,55 +129,147 @@ func (c *endpointChecker) check(ctx context.Context, cur []EndpointStatus) {
 			}
 			cur[i] = EndpointStatus{Endpoint: ep, Up: up, Since: now}
 		}
-		cur[i].Error = ""
+		cur[i].Error, cur[i].leaderless = "", errors.Is(err, errNoLeader)
 		if err != nil {
 			cur[i].Error = err.Error()
 		}
 	}
-	reachable := 0
+	serving := 0
 	for _, s := range cur {
 		if s.Up {
-			reachable++
+			serving++
 		}
 	}
 	for _, ch := range changes {
-		ep := c.endpoints[ch.i]
-		if ch.err != nil {
+		ep, n := c.endpoints[ch.i], fmt.Sprintf("%d of %d", serving, len(cur))
+		switch {
+		case errors.Is(ch.err, errNoLeader):
+			c.log.Error(ch.err, "etcd endpoint answers but has no leader; the client uses the others, checking again every "+c.interval.String(),
+				"endpoint", ep, "serving", n)
+		case ch.err != nil:
 			c.log.Error(ch.err, "etcd endpoint unreachable; the client uses the others, checking again every "+c.interval.String(),
-				"endpoint", ep, "reachable", fmt.Sprintf("%d of %d", reachable, len(cur)))
-			continue
+				"endpoint", ep, "serving", n)
+		case ch.wasLeaderless:
+			c.log.Info("etcd endpoint has a leader again", "endpoint", ep, "downFor", ch.wasFor.Round(time.Second), "serving", n)
+		default:
+			c.log.Info("etcd endpoint reachable again", "endpoint", ep, "downFor", ch.wasFor.Round(time.Second), "serving", n)
 		}
-		c.log.Info("etcd endpoint reachable again", "endpoint", ep, "downFor", ch.wasFor.Round(time.Second),
-			"reachable", fmt.Sprintf("%d of %d", reachable, len(cur)))
 	}
-	c.report(append([]EndpointStatus(nil), cur...))
+	if answered {
+		c.alarmsFound(alarms)
+	}
+	c.report(append([]EndpointStatus(nil), cur...), c.alarmList())
+}
+
+// alarmsFound logs each alarm name that is new since the last round, and
+// each that is gone, and keeps found as the cluster's alarms. The same
+// alarm listed by several members, or raised by several, is one.
+func (c *endpointChecker) alarmsFound(found []EtcdAlarm) {
+	now := map[string][]EtcdAlarm{}
+	for _, a := range found {
+		if !slices.Contains(now[a.Alarm], a) {
+			now[a.Alarm] = append(now[a.Alarm], a)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(now)) {
+		if _, had := c.alarms[name]; !had {
+			var members []string
+			for _, a := range now[name] {
+				members = append(members, a.Member)
+			}
+			c.log.Error(nil, "ETCD ALARM "+name+": "+alarmAdvice(name), "alarm", name, "members", members)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.alarms)) {
+		if _, has := now[name]; !has {
+			c.log.Info("etcd alarm cleared", "alarm", name)
+		}
+	}
+	c.alarms = now
+}
+
+// alarmList is the cluster's alarms, in order.
+func (c *endpointChecker) alarmList() []EtcdAlarm {
+	var l []EtcdAlarm
+	for _, name := range slices.Sorted(maps.Keys(c.alarms)) {
+		l = append(l, c.alarms[name]...)
+	}
+	return l
+}
+
+// alarmAdvice says what an alarm stops and what mends it.
+func alarmAdvice(name string) string {
+	switch name {
+	case "NOSPACE":
+		return "etcd's database reached its space quota (--quota-backend-bytes), so etcd refuses writes and new etcd leases: " +
+			"a new host gets no subnet and a lost lease cannot be recreated (leases held, keepalives and the datapath go on). " +
+			"Free space: etcdctl compact <current revision>, etcdctl defrag on every member, then etcdctl alarm disarm"
+	case "CORRUPT":
+		return "etcd found a member whose data differs from the others', and refuses writes and new etcd leases until it is resolved " +
+			"(leases held, keepalives and the datapath go on): replace that member (etcdctl member remove, wipe its data directory, " +
+			"etcdctl member add, start it again), then etcdctl alarm disarm"
+	}
+	return "see etcdctl alarm list; etcdctl alarm disarm once its cause is mended"
 }
 
 // checkEndpoint is the production status function: a connection attempt
 // of our own first, which fails fast and says why (refused, no route, a
 // TLS error), where the client would retry until the deadline and report
 // only that; then a Status request.
-func (c *etcdConn) checkEndpoint(ctx context.Context, endpoint string) error {
+func (c *etcdConn) checkEndpoint(ctx context.Context, endpoint string) ([]EtcdAlarm, error) {
 	if err := probeEndpoint(ctx, endpoint, c.aloneUsesTLS(endpoint), c.tls.config()); err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.Status(ctx, endpoint)
 	if err != nil {
-		return fmt.Errorf("accepts connections but the status request failed: %w", err)
+		return nil, fmt.Errorf("accepts connections but the status request failed: %w", err)
 	}
-	return leaderless(resp)
+	return statusAlarms(resp), leaderless(resp)
 }
 
-// leaderless says why a member that answered a status request serves no
+// errNoLeader is why a member that answered a status request serves no
 // requests: it knows of no leader, because its cluster lost quorum or it is
-// cut off from the other members. etcd answers Status from memory all the
-// same, with Leader 0 and "etcdserver: no leader" among the answer's
-// Errors, not as a failed request.
+// cut off from the other members.
+var errNoLeader = errors.New("answers, but has no leader (its cluster lost quorum, or it is cut off from the other members), so it serves no requests")
+
+// leaderless returns errNoLeader for a member without a leader. etcd
+// answers Status from memory all the same, with Leader 0 and "etcdserver:
+// no leader" among the answer's Errors, not as a failed request.
 func leaderless(resp *clientv3.StatusResponse) error {
 	if resp.Leader != 0 && !slices.Contains(resp.Errors, rpctypes.ErrNoLeader.Error()) {
 		return nil
 	}
-	return errors.New("answers, but has no leader (its cluster lost quorum, or it is cut off from the other members), so it serves no requests")
+	return errNoLeader
+}
+
+// statusAlarms reads the alarms among a status answer's Errors. etcd
+// writes each as its AlarmMember message in protobuf text form
+// ("memberID:10276657743932975437 alarm:NOSPACE", with one or two spaces
+// between the fields, as the protobuf library chooses at random); an entry
+// of another form comes back whole as the alarm's name.
+func statusAlarms(resp *clientv3.StatusResponse) []EtcdAlarm {
+	var alarms []EtcdAlarm
+	for _, e := range resp.Errors {
+		if e == rpctypes.ErrNoLeader.Error() {
+			continue
+		}
+		var a EtcdAlarm
+		for _, f := range strings.Fields(e) {
+			switch k, v, _ := strings.Cut(f, ":"); k {
+			case "memberID":
+				if id, err := strconv.ParseUint(v, 10, 64); err == nil {
+					a.Member = strconv.FormatUint(id, 16)
+				}
+			case "alarm":
+				a.Alarm = v
+			}
+		}
+		if a.Alarm == "" {
+			a = EtcdAlarm{Alarm: e}
+		}
+		alarms = append(alarms, a)
+	}
+	return alarms
 }
 
 // aloneUsesTLS says whether the etcd client's connection to endpoint alone,

@@ -29,7 +29,8 @@ import (
 //
 // Both endpoints are checked first while the cluster has its leader (the
 // control: both up); then b is stopped, and once a says it has no leader,
-// one round of the checker must report a down with "no leader" and log it.
+// one round of the checker must report a down with "no leader" and log it
+// as answering without a leader, not as unreachable.
 func TestEndpointCheckNoLeader(t *testing.T) {
 	inOwnNetns(t, endpointCheckNoLeaderChild)
 }
@@ -57,7 +58,7 @@ func endpointCheckNoLeaderChild(t *testing.T) {
 	ctx := t.Context()
 
 	for _, ep := range cfg.EtcdEndpoints {
-		if err := c.checkEndpoint(ctx, ep); err != nil {
+		if _, err := c.checkEndpoint(ctx, ep); err != nil {
 			t.Fatalf("%s with a leader: %v", ep, err)
 		}
 	}
@@ -87,7 +88,7 @@ func endpointCheckNoLeaderChild(t *testing.T) {
 		status:    c.checkEndpoint,
 		interval:  time.Minute,
 		log:       funcr.New(logs.add, funcr.Options{}),
-		report:    func(s []EndpointStatus) { last = s },
+		report:    func(s []EndpointStatus, _ []EtcdAlarm) { last = s },
 	}
 	chk.check(ctx, make([]EndpointStatus, len(cfg.EtcdEndpoints)))
 	if len(last) != 2 || last[0].Up || !strings.Contains(last[0].Error, "no leader") {
@@ -98,17 +99,24 @@ func endpointCheckNoLeaderChild(t *testing.T) {
 	}
 	var logged bool
 	for _, l := range logs.get() {
-		logged = logged || strings.Contains(l, `"endpoint"="`+epA+`"`) && strings.Contains(l, "no leader") &&
-			strings.Contains(l, `"reachable"="0 of 2"`)
+		if !strings.Contains(l, `"endpoint"="`+epA+`"`) {
+			continue
+		}
+		if strings.Contains(l, "unreachable") {
+			t.Errorf("a, which answered, logged as unreachable: %s", l)
+		}
+		logged = logged || strings.Contains(l, `"msg"="etcd endpoint answers but has no leader;`) && strings.Contains(l, "no leader") &&
+			strings.Contains(l, `"serving"="0 of 2"`)
 	}
 	if !logged {
-		t.Fatalf("logged %q, want a line for a saying it has no leader", logs.get())
+		t.Fatalf("logged %q, want a line for a saying it answers but has no leader", logs.get())
 	}
 }
 
 // startMember starts member name of cluster (etcd's --initial-cluster) on
-// 127.0.0.1; stop stops it, as the end of the test does.
-func startMember(t *testing.T, name string, clientPort, peerPort int, cluster string) (e *embed.Etcd, stop func()) {
+// 127.0.0.1, with the settings opts make; stop stops it, as the end of the
+// test does.
+func startMember(t *testing.T, name string, clientPort, peerPort int, cluster string, opts ...func(*embed.Config)) (e *embed.Etcd, stop func()) {
 	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Name = name
@@ -121,6 +129,9 @@ func startMember(t *testing.T, name string, clientPort, peerPort int, cluster st
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 	cfg.InitialCluster = cluster
+	for _, o := range opts {
+		o(cfg)
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatalf("start etcd member %s: %v", name, err)

@@ -13,10 +13,16 @@ import (
 // reported: a leader election or an etcd restart is over sooner.
 const outageGrace = 3 * time.Second
 
+// reprobeInterval is how often the cause of an outage that goes on is
+// looked for again, for /status: it may change (etcd back up with a
+// certificate the agent refuses, say) while the connection stays down.
+const reprobeInterval = 10 * time.Second
+
 // reportOutages logs each etcd outage twice: once when the connection has
 // been down for outageGrace, with what a connection attempt of our own
 // finds, and once when it is back, with how long it lasted. It returns when
-// ctx is done or the client is closed.
+// ctx is done or the client is closed. cause receives that finding, again
+// every reprobeInterval while the outage lasts, and nil once it is over.
 //
 // The etcd client reconnects inside gRPC and its requests wait for the
 // connection, so nothing else in the agent notices an outage: the watch
@@ -24,8 +30,9 @@ const outageGrace = 3 * time.Second
 // in doubt is reported by the lease manager, which also makes the agent
 // not ready). Without this an operator would see no sign at all that etcd
 // is gone, and with a line per retry they would see nothing else.
-func (c *etcdConn) reportOutages(ctx context.Context, log logr.Logger) {
-	r := &outageReporter{conn: c.ActiveConnection(), probe: c.probe, endpoints: c.endpoints, grace: outageGrace, clock: realClock{}, log: log}
+func (c *etcdConn) reportOutages(ctx context.Context, log logr.Logger, cause func(error)) {
+	r := &outageReporter{conn: c.ActiveConnection(), probe: c.probe, cause: cause, endpoints: c.endpoints,
+		grace: outageGrace, reprobe: reprobeInterval, clock: realClock{}, log: log}
 	r.run(ctx)
 }
 
@@ -55,24 +62,31 @@ func (realClock) WithDeadline(ctx context.Context, d time.Time) (context.Context
 
 type outageReporter struct {
 	conn connState
-	// probe says why etcd cannot be reached; it is called once per outage.
-	probe     func(context.Context) error
+	// probe says why etcd cannot be reached (never nil); it is called once
+	// the outage has lasted grace, then every reprobe until it is over.
+	probe func(context.Context) error
+	// cause receives each finding of probe, and nil when the connection
+	// is back.
+	cause     func(error)
 	endpoints []string
 	grace     time.Duration
+	reprobe   time.Duration
 	clock     clock
 	log       logr.Logger
 }
 
 // run follows the connection until ctx is done or it shuts down:
 //
-//	connected ──Connecting/TransientFailure──▶ down ──grace passes──▶ reported (E: unreachable)
-//	    ▲                                        │                       │
-//	    ├──────────────Ready (V(2) only)─────────┘                       │
+//	connected ──Connecting/TransientFailure──▶ down ──grace passes──▶ reported (E: unreachable) ◀─┐
+//	    ▲                                        │                       │   └──reprobe passes──┘
+//	    ├──────────────Ready (V(2) only)─────────┘                       │   (cause again, V(2) if it changed)
 //	    └──────────────Ready (I: reachable again, downFor)───────────────┘
 func (r *outageReporter) run(ctx context.Context) {
 	var (
 		downSince time.Time // zero while connected
 		reported  bool
+		probedAt  time.Time // the last probe, once reported
+		lastCause string
 	)
 	for {
 		state := r.conn.GetState()
@@ -82,6 +96,7 @@ func (r *outageReporter) run(ctx context.Context) {
 				d := r.clock.Now().Sub(downSince).Round(100 * time.Millisecond)
 				if reported {
 					r.log.Info("etcd reachable again", "endpoints", r.endpoints, "downFor", d)
+					r.cause(nil)
 				} else {
 					r.log.V(2).Info("etcd connection re-established", "downFor", d)
 				}
@@ -101,19 +116,32 @@ func (r *outageReporter) run(ctx context.Context) {
 		// and the connection's state stays TransientFailure across them.
 
 		wctx, cancel := ctx, context.CancelFunc(func() {})
-		if !downSince.IsZero() && !reported {
+		switch {
+		case downSince.IsZero():
+		case !reported:
 			wctx, cancel = r.clock.WithDeadline(ctx, downSince.Add(r.grace))
+		default:
+			wctx, cancel = r.clock.WithDeadline(ctx, probedAt.Add(r.reprobe))
 		}
 		changed := r.conn.WaitForStateChange(wctx, state)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		if !changed {
-			reported = true
-			d := r.clock.Now().Sub(downSince).Round(100 * time.Millisecond)
-			r.log.Error(r.probe(ctx), "etcd unreachable; the datapath stays as it is, lease changes will be applied once etcd is back; retrying quietly",
+		if changed {
+			continue
+		}
+		err := r.probe(ctx)
+		probedAt = r.clock.Now()
+		r.cause(err)
+		if !reported {
+			reported, lastCause = true, err.Error()
+			d := probedAt.Sub(downSince).Round(100 * time.Millisecond)
+			r.log.Error(err, "etcd unreachable; the datapath stays as it is, lease changes will be applied once etcd is back; retrying quietly",
 				"endpoints", r.endpoints, "downFor", d)
+		} else if err.Error() != lastCause {
+			lastCause = err.Error()
+			r.log.V(2).Info("etcd still unreachable, for another reason", "reason", lastCause)
 		}
 	}
 }

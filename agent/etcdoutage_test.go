@@ -3,13 +3,17 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/connectivity"
 )
 
@@ -194,7 +198,9 @@ func (l *logLines) expect(t *testing.T, n int) {
 
 // TestReportOutages: a blip shorter than the grace period is not logged; a
 // longer outage is logged once however often the connection retries, with
-// the probe's finding, and its end once, with its length.
+// the probe's finding, and its end once, with its length. The finding goes
+// to cause, again every reprobe interval while the outage lasts (it may
+// change), and nil at the end.
 //
 // The reporter's clock is fake and each state is set only after the reporter
 // has seen the one before, so every transition is observed and no time
@@ -203,15 +209,40 @@ func TestReportOutages(t *testing.T) {
 	conn := newFakeConn()
 	clk := newFakeClock()
 	var logs logLines
-	probes := 0
-	const grace = 3 * time.Second
+	var mu sync.Mutex
+	probes, finding := 0, "connect: connection refused"
+	var causes []string
+	const grace, reprobe = 3 * time.Second, 10 * time.Second
 	r := &outageReporter{
-		conn:      conn,
-		probe:     func(context.Context) error { probes++; return errors.New("connect: connection refused") },
+		conn: conn,
+		probe: func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			probes++
+			return errors.New(finding)
+		},
+		cause: func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			c := "<nil>"
+			if err != nil {
+				c = err.Error()
+			}
+			causes = append(causes, c)
+		},
 		endpoints: []string{"http://etcd:2379"},
 		grace:     grace,
+		reprobe:   reprobe,
 		clock:     clk,
 		log:       funcr.New(logs.add, funcr.Options{}),
+	}
+	wantCauses := func(when string, want ...string) {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(causes, want) {
+			t.Fatalf("%s: causes %q, want %q", when, causes, want)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -247,6 +278,7 @@ func TestReportOutages(t *testing.T) {
 	noDeadline("back within the grace period")
 	clk.advance(2 * grace)
 	logs.expect(t, 0)
+	wantCauses("after a blip")
 
 	// An outage: many failed attempts, one line, once the grace period is
 	// over.
@@ -261,24 +293,38 @@ func TestReportOutages(t *testing.T) {
 	n := conn.waits()
 	clk.advance(grace - 5*grace/10)
 	// Past the deadline the reporter logs and waits again, for a change
-	// only.
+	// or the next probe.
 	conn.waitFor(t, n+1, connectivity.TransientFailure)
 	logs.expect(t, 1)
-	noDeadline("outage reported")
+	wantCauses("outage reported", "connect: connection refused")
+	probed := clk.Now()
+	deadlineAt("outage reported", probed.Add(reprobe))
 	for range 5 {
 		conn.step(t, connectivity.Idle)
 		conn.step(t, connectivity.Connecting)
 		conn.step(t, connectivity.TransientFailure)
-		clk.advance(grace)
+		clk.advance(reprobe / 10)
 	}
-	noDeadline("outage reported")
+	deadlineAt("retrying after the report", probed.Add(reprobe))
+	// The cause changes while the outage goes on: found at the next
+	// probe, not logged again.
+	mu.Lock()
+	finding = "TLS handshake: x509: certificate signed by unknown authority"
+	mu.Unlock()
+	n = conn.waits()
+	clk.advance(reprobe - 5*reprobe/10)
+	conn.waitFor(t, n+1, connectivity.TransientFailure)
+	deadlineAt("probed again", probed.Add(2*reprobe))
+	wantCauses("probed again", "connect: connection refused", finding)
 	logs.expect(t, 1)
 	conn.step(t, connectivity.Ready)
 	logs.expect(t, 2)
+	noDeadline("back")
+	wantCauses("back", "connect: connection refused", finding, "<nil>")
 	lines := logs.get()
 	for i, want := range []string{
 		`"msg"="etcd unreachable; the datapath stays as it is, lease changes will be applied once etcd is back; retrying quietly" "error"="connect: connection refused" "endpoints"=["http://etcd:2379"] "downFor"="3s"`,
-		`"msg"="etcd reachable again" "endpoints"=["http://etcd:2379"] "downFor"="18s"`,
+		`"msg"="etcd reachable again" "endpoints"=["http://etcd:2379"] "downFor"="13s"`,
 	} {
 		if !strings.Contains(lines[i], want) {
 			t.Errorf("line %d:\n%s\nwant it to contain\n%s", i+1, lines[i], want)
@@ -295,14 +341,100 @@ func TestReportOutages(t *testing.T) {
 	if l := logs.get()[2]; !strings.Contains(l, "etcd unreachable") {
 		t.Errorf("second outage logged as %s", l)
 	}
-	if probes != 2 {
-		t.Errorf("etcd probed %d times for 2 outages", probes)
+	mu.Lock()
+	if probes != 3 {
+		t.Errorf("etcd probed %d times for 2 outages, one of them probed again", probes)
 	}
+	mu.Unlock()
 
 	conn.set(connectivity.Shutdown)
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("run did not return when the connection shut down")
+	}
+}
+
+// TestStatusEtcdErrorCause: during an etcd outage /status's etcdError (and
+// so agentctl status) names what a connection attempt finds, here that
+// etcd refuses connections; it said only "reconnecting", and the cause was
+// in the log alone.
+//
+// The test runs again as a child in a network namespace of its own
+// (runInOwnNetns), whose loopback carries a one-member etcd at
+// 127.0.0.1:2379. The agent's client keeps a watch open, as the agent does,
+// so that it reconnects; etcd is then stopped.
+func TestStatusEtcdErrorCause(t *testing.T) {
+	inOwnNetns(t, statusEtcdErrorCauseChild)
+}
+
+func statusEtcdErrorCauseChild(t *testing.T) {
+	loopbackUp(t)
+	e, stop := startMember(t, "a", 2379, 2380, "a=http://127.0.0.1:2380")
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		t.Fatal("etcd not ready after 30s")
+	}
+	cfg := DefaultConfig()
+	cfg.EtcdEndpoints = []string{"http://127.0.0.1:2379"}
+	c, err := newEtcdClient(&cfg, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	obs := newObserver()
+	h := newHealth(logr.Discard())
+	obs.watchEtcd(func() bool { return c.ActiveConnection().GetState() == connectivity.Ready })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.reportOutages(ctx, logr.Discard(), obs.etcdUnreachable)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	c.Watch(clientv3.WithRequireLeader(ctx), "/watched")
+	if _, err := c.Get(ctx, "/watched"); err != nil {
+		t.Fatal(err)
+	}
+	if st := obs.status(h); !st.EtcdConnected || st.EtcdError != "" {
+		t.Fatalf("etcd up: etcdConnected %v, etcdError %q", st.EtcdConnected, st.EtcdError)
+	}
+
+	stop()
+	var last Status
+	err = cluster.Eventually(ctx, 30*time.Second, func() error {
+		last = obs.status(h)
+		if last.EtcdConnected || !strings.HasPrefix(last.EtcdError, "connection to etcd is down; reconnecting: ") ||
+			!strings.Contains(last.EtcdError, "connect: connection refused") {
+			return fmt.Errorf("etcdConnected %v, etcdError %q", last.EtcdConnected, last.EtcdError)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("etcd stopped: %v; want etcdError to say the connection is refused", err)
+	}
+	t.Logf("etcdError: %s", last.EtcdError)
+}
+
+// TestStatusEtcdErrorOneLine: the failures of several endpoints, which the
+// probe joins with newlines, make one line of etcdError, as agentctl status
+// prints it; once etcd is reachable again the cause goes.
+func TestStatusEtcdErrorOneLine(t *testing.T) {
+	obs := newObserver()
+	h := newHealth(logr.Discard())
+	up := false
+	obs.watchEtcd(func() bool { return up })
+	obs.etcdUnreachable(errors.Join(errors.New("http://a:2379: connect: connection refused"), errors.New("http://b:2379: connect: no route to host")))
+	const want = "connection to etcd is down; reconnecting: http://a:2379: connect: connection refused; http://b:2379: connect: no route to host"
+	if got := obs.status(h).EtcdError; got != want {
+		t.Fatalf("etcdError %q, want %q", got, want)
+	}
+	obs.etcdUnreachable(nil)
+	if got := obs.status(h).EtcdError; got != "connection to etcd is down; reconnecting" {
+		t.Fatalf("etcdError after the cause was cleared: %q", got)
 	}
 }

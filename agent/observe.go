@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ type observer struct {
 	changes      *prometheus.CounterVec
 	repairs      *prometheus.CounterVec
 	endpointUp   *prometheus.GaugeVec
+	etcdAlarm    *prometheus.GaugeVec
 
 	mu      sync.Mutex
 	st      Status
@@ -37,6 +39,11 @@ type observer struct {
 	// etcdUp reports whether the etcd connection is up; nil before the
 	// client exists.
 	etcdUp func() bool
+	// etcdCause is why etcd cannot be reached, as the outage reporter
+	// last found it; empty while it has not looked.
+	etcdCause string
+	// alarmNames is every etcd alarm agentd_etcd_alarm has a series of.
+	alarmNames []string
 	// unusable is the number of keys the lease manager skips now; nil
 	// before the manager exists.
 	unusable func() int
@@ -70,9 +77,14 @@ func newObserver() *observer {
 			Name: "agentd_etcd_endpoint_up",
 			Help: "1 if the etcd endpoint answered the last status request and has a leader, 0 if not (only with several endpoints).",
 		}, []string{"endpoint"}),
-		st: Status{DriftRepairs: map[string]int64{}},
+		etcdAlarm: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "agentd_etcd_alarm",
+			Help: "1 while the etcd cluster has the alarm raised (NOSPACE, CORRUPT: etcd refuses writes and new leases), 0 if not (only with several endpoints).",
+		}, []string{"alarm"}),
+		st:         Status{DriftRepairs: map[string]int64{}},
+		alarmNames: []string{"NOSPACE", "CORRUPT"},
 	}
-	o.reg.MustRegister(o.peers, o.programmed, o.reconciles, o.reconcileDur, o.changes, o.repairs, o.endpointUp,
+	o.reg.MustRegister(o.peers, o.programmed, o.reconciles, o.reconcileDur, o.changes, o.repairs, o.endpointUp, o.etcdAlarm,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Zero series exist from the start, so rates work from the first scrape.
 	for _, r := range []string{"ok", "error"} {
@@ -97,6 +109,19 @@ func (o *observer) watchEtcd(up func() bool) {
 	}, func() float64 { return b2f(up()) }))
 }
 
+// etcdUnreachable records why etcd cannot be reached (nil: it can), for
+// etcdError. An outage reported with several endpoints names each one's
+// failure; they are joined on one line.
+func (o *observer) etcdUnreachable(err error) {
+	cause := ""
+	if err != nil {
+		cause = strings.ReplaceAll(err.Error(), "\n", "; ")
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.etcdCause = cause
+}
+
 // watchLeases adds the lease manager's counters, and unusable, the number
 // of keys it skips now.
 func (o *observer) watchLeases(stats *subnet.Stats, unusable func() int) {
@@ -118,14 +143,28 @@ func (o *observer) watchLeases(stats *subnet.Stats, unusable func() int) {
 	)
 }
 
-// endpointsChecked records a round of etcd endpoint checks.
-func (o *observer) endpointsChecked(eps []EndpointStatus) {
+// endpointsChecked records a round of etcd endpoint checks: each
+// endpoint, and the cluster's alarms. NOSPACE and CORRUPT have a series
+// from the first round, so an alert on them needs no absent(); a cleared
+// alarm's series goes back to 0.
+func (o *observer) endpointsChecked(eps []EndpointStatus, alarms []EtcdAlarm) {
 	for _, e := range eps {
 		o.endpointUp.WithLabelValues(e.Endpoint).Set(b2f(e.Up))
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	raised := map[string]bool{}
+	for _, a := range alarms {
+		raised[a.Alarm] = true
+		if !slices.Contains(o.alarmNames, a.Alarm) {
+			o.alarmNames = append(o.alarmNames, a.Alarm)
+		}
+	}
+	for _, name := range o.alarmNames {
+		o.etcdAlarm.WithLabelValues(name).Set(b2f(raised[name]))
+	}
 	o.st.EtcdEndpoints = eps
+	o.st.EtcdAlarms = alarms
 }
 
 // watchLeaseTTL exports the time left on our own etcd lease, as left
@@ -240,13 +279,16 @@ func (o *observer) status(h *health) Status {
 	for k, n := range o.st.DriftRepairs {
 		st.DriftRepairs[k] = n
 	}
-	up, unusable := o.etcdUp, o.unusable
+	up, unusable, cause := o.etcdUp, o.unusable, o.etcdCause
 	o.mu.Unlock()
 	st.Ready, st.NotReadyReason = h.ready()
 	if up != nil {
 		st.EtcdConnected = up()
 		if !st.EtcdConnected {
 			st.EtcdError = "connection to etcd is down; reconnecting"
+			if cause != "" {
+				st.EtcdError += ": " + cause
+			}
 		}
 	} else {
 		st.EtcdError = "not connected yet"

@@ -37,6 +37,9 @@ type Status struct {
 	// EtcdEndpoints is each endpoint's last check, when there are several
 	// (see --etcd-endpoint-check-interval).
 	EtcdEndpoints []EndpointStatus `json:"etcdEndpoints,omitempty"`
+	// EtcdAlarms is the etcd cluster's alarms (NOSPACE, CORRUPT) as the
+	// endpoint checks last found them.
+	EtcdAlarms []EtcdAlarm `json:"etcdAlarms,omitempty"`
 	// BadLeases is how many keys under the subnets prefix are skipped now
 	// as invalid (agentd_bad_leases_total counts their writes).
 	BadLeases int64 `json:"badLeases"`

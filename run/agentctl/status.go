@@ -176,6 +176,9 @@ func printStatus(a *app, st agent.Status) {
 			}
 		}
 	}
+	for _, al := range st.EtcdAlarms {
+		fmt.Fprintf(tw, "etcd alarm\t%s (member %s): etcd refuses writes and new leases; the agent's log says what mends it\n", al.Alarm, dash(al.Member))
+	}
 	fmt.Fprintf(tw, "invalid leases skipped\t%d\n", st.BadLeases)
 	tw.Flush()
 }

@@ -143,3 +143,30 @@ func statusLines(st agent.Status, now time.Time, loc *time.Location) string {
 	}
 	return lines.String()
 }
+
+// TestStatusEtcdAlarmsAndCause: an etcd alarm the agent reports is a line
+// of its own, and etcdError, with the cause of an outage, follows "not
+// connected".
+func TestStatusEtcdAlarmsAndCause(t *testing.T) {
+	st, err := decodeStatus([]byte(`{"ready": true, "etcdConnected": false,
+		"etcdError": "connection to etcd is down; reconnecting: http://198.18.0.254:2379: connect: connection refused",
+		"etcdAlarms": [{"alarm": "NOSPACE", "member": "9e85cc091d4d15bb"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	printStatus(&app{out: &out}, st)
+	// The table's lines, each with its runs of spaces cut to one.
+	lines := map[string]bool{}
+	for l := range strings.Lines(out.String()) {
+		lines[strings.Join(strings.Fields(l), " ")] = true
+	}
+	for _, want := range []string{
+		"etcd not connected: connection to etcd is down; reconnecting: http://198.18.0.254:2379: connect: connection refused",
+		"etcd alarm NOSPACE (member 9e85cc091d4d15bb): etcd refuses writes and new leases; the agent's log says what mends it",
+	} {
+		if !lines[want] {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+}
