@@ -123,8 +123,8 @@ func (b *Backend) leftover(l netlink.Link, vni int, links []netlink.Link) (ours,
 	}
 	idx := vx.Index
 	for _, o := range links {
-		if o.Attrs().ParentIndex == idx && o.Attrs().Index != idx {
-			return "", fmt.Sprintf("link %s is on top of it", o.Attrs().Name), nil
+		if a := o.Attrs(); a.Index != idx && onTopOf(o) == idx {
+			return "", fmt.Sprintf("link %s is on top of it", a.Name), nil
 		}
 	}
 	addrs, err := b.addrsOf(l)
@@ -155,6 +155,21 @@ func (b *Backend) leftover(l netlink.Link, vni int, links []netlink.Link) (ours,
 	return fmt.Sprintf("no state file shows it, but it is as only flanneld and agentd make it and serves nothing else: "+
 		"vxlan VNI %d, learning off, local %s, one address %s in the cluster network %s, every route through it into that network",
 		vni, local, addrs[0], b.network), "", nil
+}
+
+// onTopOf is the index of the link in this namespace that l is on top of,
+// 0 for none: its IFLA_LINK (a VLAN's, a macvlan's), or a vxlan device's
+// underlay, which the kernel deletes along with it. A link whose other end
+// is in another namespace (a pod's veth: IFLA_LINK_NETNSID) names an index
+// there, which may be any of ours.
+func onTopOf(l netlink.Link) int {
+	if l.Attrs().NetNsID >= 0 {
+		return 0
+	}
+	if vx, ok := l.(*netlink.Vxlan); ok && vx.VtepDevIndex != 0 {
+		return vx.VtepDevIndex
+	}
+	return l.Attrs().ParentIndex
 }
 
 // addrsOf lists l's addresses but the IPv6 link-local ones.

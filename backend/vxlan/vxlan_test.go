@@ -1907,3 +1907,57 @@ func TestVNIChangedStateDirLost(t *testing.T) {
 		t.Errorf("result %v: the peer holding our old subnet was skipped", res)
 	}
 }
+
+// TestVNIChangedStateDirLostLinksOnTop: what is under an old flannel.<N>
+// without a state file is judged in its own namespace. A pod's veth, whose
+// peer (the pod's eth0) lives in the pod's namespace with the same index as
+// flannel.1 has here, is not on top of it: flannel.1 is deleted. A vxlan
+// device whose underlay is flannel.1 is on top of it (the kernel deletes
+// such a device with its underlay): flannel.1 stays, and so does that device.
+func TestVNIChangedStateDirLostLinksOnTop(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		onTop   func(h *host, idx int) error
+		deleted bool
+	}{
+		{"a pod's veth, its peer at the same index there", func(h *host, idx int) error {
+			pod := nstest.New(t)
+			return pod.Handle.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", Index: idx},
+				PeerName: "vethpod", PeerNamespace: netlink.NsFd(int(h.ns.NsHandle))})
+		}, true},
+		{"a vxlan device over it", func(h *host, idx int) error {
+			return h.ns.Handle.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vx-over"}, VxlanId: 7, Port: 4789, VtepDevIndex: idx})
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, `{"Type":"vxlan"}`)
+			h.reconcile()
+			idx := h.link("flannel.1").Attrs().Index
+			if err := tc.onTop(h, idx); err != nil {
+				t.Fatal(err)
+			}
+			links, err := h.ns.Handle.LinkList()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var other string
+			for _, l := range links {
+				if a := l.Attrs(); a.Name != "flannel.1" && a.Name != "lo" && a.Name != "ext0" {
+					other = a.Name
+				}
+			}
+
+			h.cfg.StateDir = t.TempDir()
+			h.cfg.Network.Backend = json.RawMessage(`{"Type":"vxlan","VNI":2}`)
+			h.b = h.newBackend()
+			h.prepare()
+			_, err = h.ns.Handle.LinkByName("flannel.1")
+			if gone := err != nil; gone != tc.deleted {
+				t.Errorf("flannel.1 deleted: %v, want %v\n%s", gone, tc.deleted, h.logText())
+			}
+			if _, err := h.ns.Handle.LinkByName(other); err != nil {
+				t.Errorf("%s, on top of flannel.1 or not: %v", other, err)
+			}
+		})
+	}
+}
