@@ -176,13 +176,17 @@ func (p *Plan) Apply(w Writer, log logr.Logger) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
-// Add adds o's counts to r's.
+// Add adds o's counts to r's; SkippedLeases stays sorted, each key once.
 func (r *Result) Add(o Result) {
 	r.Added += o.Added
 	r.Removed += o.Removed
 	r.Updated += o.Updated
 	r.Skipped += o.Skipped
-	r.SkippedLeases = append(r.SkippedLeases, o.SkippedLeases...)
+	if len(o.SkippedLeases) > 0 {
+		r.SkippedLeases = append(r.SkippedLeases, o.SkippedLeases...)
+		slices.Sort(r.SkippedLeases)
+		r.SkippedLeases = slices.Compact(r.SkippedLeases)
+	}
 	for k, n := range o.ByKind {
 		r.Count(k, n)
 	}

@@ -452,3 +452,16 @@ func decodeRoutes(b []byte) []Route {
 	}
 	return out
 }
+
+// TestResultAddKeepsSkippedSorted: the observer looks skipped lease keys up
+// by binary search, so a sum of results keeps them sorted, each key once.
+func TestResultAddKeepsSkippedSorted(t *testing.T) {
+	var r Result
+	r.Add(Result{Skipped: 2, SkippedLeases: []string{"/n/subnets/10.244.7.0-24", "/n/subnets/10.244.9.0-24"}})
+	r.Add(Result{Added: 1})
+	r.Add(Result{Skipped: 2, SkippedLeases: []string{"/n/subnets/10.244.1.0-24", "/n/subnets/10.244.9.0-24"}})
+	want := []string{"/n/subnets/10.244.1.0-24", "/n/subnets/10.244.7.0-24", "/n/subnets/10.244.9.0-24"}
+	if !slices.Equal(r.SkippedLeases, want) {
+		t.Fatalf("SkippedLeases %q, want %q", r.SkippedLeases, want)
+	}
+}
