@@ -26,8 +26,9 @@ const (
 	DefaultResyncInterval = 30 * time.Second
 	// DefaultIPTablesResync is flanneld's --iptables-resync default.
 	DefaultIPTablesResync = 5 * time.Second
-	// DefaultEtcdEndpointCheckInterval: a member that is down shows within
-	// half a minute, for one small request per endpoint.
+	// DefaultEtcdEndpointCheckInterval: a member that is down, without a
+	// leader or with an alarm shows within half a minute, for one small
+	// request per endpoint.
 	DefaultEtcdEndpointCheckInterval = 30 * time.Second
 )
 
@@ -158,7 +159,7 @@ func (c *Config) ValidateEtcd() error {
 	}
 	for _, ep := range c.EtcdEndpoints {
 		if err := checkEndpoint(ep); err != nil {
-			return &ConfigError{Flag: "etcd-endpoints", Value: ep, Err: err}
+			return &ConfigError{Flag: "etcd-endpoints", Value: redactEndpoint(ep), Err: err}
 		}
 	}
 	if err := checkEndpointsTLS(c.EtcdEndpoints, c.EtcdCAFile != "" || c.EtcdCertFile != ""); err != nil {
@@ -197,11 +198,12 @@ func checkEndpoint(ep string) error {
 		}
 	}
 	if !strings.Contains(ep, "://") {
-		return fmt.Errorf("no scheme; want a URL such as http://%s", ep)
+		return fmt.Errorf("no scheme; want a URL such as http://%s", redactEndpoint(ep))
 	}
 	u, err := url.Parse(ep)
 	if err != nil {
-		return err
+		// url.Parse's *url.Error quotes the URL, which may hold a password.
+		return errors.Unwrap(err)
 	}
 	switch u.Scheme {
 	case "http", "https":
@@ -238,6 +240,34 @@ func checkEndpoint(ep string) error {
 		return errors.New("credentials in the URL are not used; use --etcd-username and --etcd-password")
 	}
 	return nil
+}
+
+// redactEndpoint is ep as a message may quote it: the user information of
+// a URL (http://user:password@host:2379, or the same without the scheme)
+// replaced by xxxxx, so that an endpoint refused for holding it, or for
+// anything else, puts no password in the journal or a terminal's history.
+// unix:path forms are left as they are: a socket path has no user
+// information.
+func redactEndpoint(ep string) string {
+	if strings.HasPrefix(ep, "unix:") && !strings.HasPrefix(ep, "unix://") ||
+		strings.HasPrefix(ep, "unixs:") && !strings.HasPrefix(ep, "unixs://") {
+		return ep
+	}
+	scheme, rest, ok := strings.Cut(ep, "://")
+	if !ok {
+		scheme, rest = "", ep
+	} else {
+		scheme += "://"
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndexByte(authority, '@')
+	if at < 0 {
+		return ep
+	}
+	return scheme + "xxxxx" + rest[at:]
 }
 
 // checkEndpointsTLS refuses a list of endpoints of which some would be
