@@ -236,14 +236,7 @@ func (a *agent) run(ctx context.Context) error {
 		defer wg.Done()
 		cli.reportOutages(ctx, a.log.WithName("etcd"), a.obs.etcdUnreachable)
 	}()
-	if len(a.cfg.EtcdEndpoints) > 1 && a.cfg.EtcdEndpointCheckInterval > 0 {
-		c := &endpointChecker{
-			endpoints: a.cfg.EtcdEndpoints,
-			status:    cli.checkEndpoint,
-			interval:  a.cfg.EtcdEndpointCheckInterval,
-			log:       a.log.WithName("etcd"),
-			report:    a.obs.endpointsChecked,
-		}
+	if c := newEndpointChecker(&a.cfg, cli, a.log.WithName("etcd"), a.obs); c != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

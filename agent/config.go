@@ -53,7 +53,8 @@ type Config struct {
 	// jump, and rules others removed come back, within it.
 	IPTablesResync time.Duration
 	// EtcdEndpointCheckInterval is how often each etcd endpoint is asked
-	// for its status when there are several; 0 turns the checks off.
+	// for its status (a single one over the client's connection); 0 turns
+	// the checks off.
 	EtcdEndpointCheckInterval time.Duration
 	// StateDir holds the host identity and the VTEP MAC across restarts.
 	// One agent at a time uses it: Run holds a lock in it (agentd.lock).

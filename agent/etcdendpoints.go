@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -43,13 +44,13 @@ type EtcdAlarm struct {
 }
 
 // endpointChecker asks each configured etcd endpoint for its status, one
-// after the other, every interval. It is only run with several endpoints:
-// then the client stays connected through the others when one fails, and
-// without these checks a member that is down, or an endpoint written wrong,
-// would go unnoticed until the last good one failed too. A check is one
-// Status request on a connection of its own (the client's Status dials the
-// endpoint), which etcd answers from memory, even when the member has no
-// leader: such a member counts as down (leaderless).
+// after the other, every interval. With several endpoints the client stays
+// connected through the others when one fails, and without these checks a
+// member that is down, or an endpoint written wrong, would go unnoticed
+// until the last good one failed too. A check is then one Status request on
+// a connection of its own (the client's Status dials the endpoint), which
+// etcd answers from memory, even when the member has no leader: such a
+// member counts as down (leaderless).
 //
 // The same answer lists the cluster's alarms. etcd keeps them through raft,
 // so every member lists every alarm, and a member with an alarm still
@@ -57,8 +58,17 @@ type EtcdAlarm struct {
 // alarms are reported on their own, once for the cluster (NOSPACE and
 // CORRUPT make etcd refuse writes and new leases, which the agent needs
 // only for a new or lost lease).
+//
+// With one endpoint (alone) the client's connection is the endpoint's: its
+// outages are reported by reportOutages, with their cause, and the check
+// is one Status request over that connection (checkConn), for the alarms
+// and for a member that answers without a leader, which would otherwise go
+// unnoticed: the connection stays up. Only those are logged (checkAlone).
 type endpointChecker struct {
 	endpoints []string
+	// alone: endpoints is the client's only endpoint, checked over the
+	// client's own connection.
+	alone bool
 	// status returns the alarms endpoint lists, and nil when it answers a
 	// status request within ctx and has a leader, else why not
 	// (errNoLeader when it answers without one, listing alarms all the
@@ -73,6 +83,25 @@ type endpointChecker struct {
 	// alarms is the cluster's alarms by name, as last found; kept while no
 	// endpoint answers.
 	alarms map[string][]EtcdAlarm
+}
+
+// newEndpointChecker is the checker of cfg's etcd endpoints, reporting to
+// obs, or nil when cfg turns the checks off (EtcdEndpointCheckInterval 0).
+func newEndpointChecker(cfg *Config, cli *etcdConn, log logr.Logger, obs *observer) *endpointChecker {
+	if cfg.EtcdEndpointCheckInterval <= 0 {
+		return nil
+	}
+	c := &endpointChecker{
+		endpoints: cfg.EtcdEndpoints,
+		status:    cli.checkEndpoint,
+		interval:  cfg.EtcdEndpointCheckInterval,
+		log:       log,
+		report:    obs.endpointsChecked,
+	}
+	if len(cfg.EtcdEndpoints) == 1 {
+		c.alone, c.status, c.report = true, cli.checkConn, obs.endpointAloneChecked
+	}
+	return c
 }
 
 // run checks at once, then every interval, until ctx is done.
@@ -97,6 +126,10 @@ func (c *endpointChecker) run(ctx context.Context) {
 // endpoint down at the first round counts as a change) and each alarm
 // raised or cleared, and reports.
 func (c *endpointChecker) check(ctx context.Context, cur []EndpointStatus) {
+	if c.alone {
+		c.checkAlone(ctx, cur)
+		return
+	}
 	now := time.Now()
 	type change struct {
 		i             int
@@ -161,6 +194,41 @@ func (c *endpointChecker) check(ctx context.Context, cur []EndpointStatus) {
 	c.report(append([]EndpointStatus(nil), cur...), c.alarmList())
 }
 
+// checkAlone is check for the client's only endpoint. A request that gets
+// no answer is reported only as such (Up false): the connection is down,
+// which reportOutages logs. An answer says whether the member has a
+// leader; its loss is logged once, and its return once. cur[0] keeps, in
+// leaderless and Since, what the last answer said and since when.
+func (c *endpointChecker) checkAlone(ctx context.Context, cur []EndpointStatus) {
+	ep, was := c.endpoints[0], cur[0]
+	cctx, cancel := context.WithTimeout(ctx, endpointCheckTimeout)
+	listed, err := c.status(cctx, ep)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	now := time.Now()
+	noLeader := errors.Is(err, errNoLeader)
+	got := EndpointStatus{Endpoint: ep, Up: err == nil, Since: now, leaderless: noLeader}
+	if err != nil {
+		got.Error = err.Error()
+	}
+	if err == nil || noLeader {
+		switch {
+		case noLeader && !was.leaderless:
+			c.log.Error(err, "etcd has no leader; lease changes wait until it has one, the datapath stays as it is; checking again every "+c.interval.String(),
+				"endpoint", ep)
+		case !noLeader && was.leaderless:
+			c.log.Info("etcd has a leader again", "endpoint", ep, "leaderlessFor", now.Sub(was.Since).Round(time.Second))
+		}
+		if noLeader != was.leaderless {
+			cur[0] = EndpointStatus{Endpoint: ep, leaderless: noLeader, Since: now}
+		}
+		c.alarmsFound(listed)
+	}
+	c.report([]EndpointStatus{got}, c.alarmList())
+}
+
 // alarmsFound logs each alarm name that is new since the last round, and
 // each that is gone, and keeps found as the cluster's alarms. The same
 // alarm listed by several members, or raised by several, is one.
@@ -223,6 +291,19 @@ func (c *etcdConn) checkEndpoint(ctx context.Context, endpoint string) ([]EtcdAl
 	resp, err := c.Status(ctx, endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("accepts connections but the status request failed: %w", err)
+	}
+	return statusAlarms(resp), leaderless(resp)
+}
+
+// checkConn is the status function for the client's only endpoint: one
+// Status request over the client's own connection, which reaches that
+// endpoint, so no connection is made (the client's Status would dial one
+// per call). The request fails while the connection is down.
+func (c *etcdConn) checkConn(ctx context.Context, _ string) ([]EtcdAlarm, error) {
+	m := clientv3.NewMaintenanceFromMaintenanceClient(pb.NewMaintenanceClient(c.ActiveConnection()), c.Client)
+	resp, err := m.Status(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("status request: %w", err)
 	}
 	return statusAlarms(resp), leaderless(resp)
 }

@@ -42,6 +42,9 @@ type observer struct {
 	// etcdCause is why etcd cannot be reached, as the outage reporter
 	// last found it; empty while it has not looked.
 	etcdCause string
+	// etcdNoLeader: the only etcd endpoint answered the last check without
+	// a leader.
+	etcdNoLeader bool
 	// alarmNames is every etcd alarm agentd_etcd_alarm has a series of.
 	alarmNames []string
 	// unusable is the number of keys the lease manager skips now; nil
@@ -75,11 +78,11 @@ func newObserver() *observer {
 		}, []string{"kind"}),
 		endpointUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "agentd_etcd_endpoint_up",
-			Help: "1 if the etcd endpoint answered the last status request and has a leader, 0 if not (only with several endpoints).",
+			Help: "1 if the etcd endpoint answered the last status request and has a leader, 0 if not (absent with --etcd-endpoint-check-interval 0).",
 		}, []string{"endpoint"}),
 		etcdAlarm: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "agentd_etcd_alarm",
-			Help: "1 while the etcd cluster has the alarm raised (NOSPACE, CORRUPT: etcd refuses writes and new leases), 0 if not (only with several endpoints).",
+			Help: "1 while the etcd cluster has the alarm raised (NOSPACE, CORRUPT: etcd refuses writes and new leases), 0 if not (absent with --etcd-endpoint-check-interval 0).",
 		}, []string{"alarm"}),
 		st:         Status{DriftRepairs: map[string]int64{}},
 		alarmNames: []string{"NOSPACE", "CORRUPT"},
@@ -153,6 +156,25 @@ func (o *observer) endpointsChecked(eps []EndpointStatus, alarms []EtcdAlarm) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.alarmsFound(alarms)
+	o.st.EtcdEndpoints = eps
+}
+
+// endpointAloneChecked records a check of the client's only etcd endpoint
+// (eps holds it): its agentd_etcd_endpoint_up, the cluster's alarms, and
+// whether it answered without a leader, which etcdError then says. It is
+// not listed in etcdEndpoints: its outages are the connection's, which
+// etcdConnected and etcdError show.
+func (o *observer) endpointAloneChecked(eps []EndpointStatus, alarms []EtcdAlarm) {
+	o.endpointUp.WithLabelValues(eps[0].Endpoint).Set(b2f(eps[0].Up))
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.alarmsFound(alarms)
+	o.etcdNoLeader = eps[0].leaderless
+}
+
+// alarmsFound sets etcdAlarms and agentd_etcd_alarm; o.mu is held.
+func (o *observer) alarmsFound(alarms []EtcdAlarm) {
 	raised := map[string]bool{}
 	for _, a := range alarms {
 		raised[a.Alarm] = true
@@ -163,7 +185,6 @@ func (o *observer) endpointsChecked(eps []EndpointStatus, alarms []EtcdAlarm) {
 	for _, name := range o.alarmNames {
 		o.etcdAlarm.WithLabelValues(name).Set(b2f(raised[name]))
 	}
-	o.st.EtcdEndpoints = eps
 	o.st.EtcdAlarms = alarms
 }
 
@@ -279,11 +300,14 @@ func (o *observer) status(h *health) Status {
 	for k, n := range o.st.DriftRepairs {
 		st.DriftRepairs[k] = n
 	}
-	up, unusable, cause := o.etcdUp, o.unusable, o.etcdCause
+	up, unusable, cause, noLeader := o.etcdUp, o.unusable, o.etcdCause, o.etcdNoLeader
 	o.mu.Unlock()
 	st.Ready, st.NotReadyReason = h.ready()
 	if up != nil {
 		st.EtcdConnected = up()
+		if st.EtcdConnected && noLeader {
+			st.EtcdError = "etcd " + errNoLeader.Error()
+		}
 		if !st.EtcdConnected {
 			st.EtcdError = "connection to etcd is down; reconnecting"
 			if cause != "" {

@@ -32,8 +32,10 @@ type Status struct {
 	// had not changed (someone deleted or altered them), by kind.
 	DriftRepairs map[string]int64 `json:"driftRepairs"`
 
-	EtcdConnected bool   `json:"etcdConnected"`
-	EtcdError     string `json:"etcdError,omitempty"`
+	EtcdConnected bool `json:"etcdConnected"`
+	// EtcdError is why etcd cannot be reached, or, while connected to a
+	// single endpoint, that it answered the last check without a leader.
+	EtcdError string `json:"etcdError,omitempty"`
 	// EtcdEndpoints is each endpoint's last check, when there are several
 	// (see --etcd-endpoint-check-interval).
 	EtcdEndpoints []EndpointStatus `json:"etcdEndpoints,omitempty"`

@@ -155,6 +155,10 @@ func printStatus(a *app, st agent.Status) {
 	}
 	fmt.Fprintf(tw, "drift repairs\t%s\n", strings.Join(repairs, ", "))
 	etcd := "connected"
+	if st.EtcdConnected && st.EtcdError != "" {
+		// Connected to a single endpoint that answers without a leader.
+		etcd += "; " + st.EtcdError
+	}
 	if !st.EtcdConnected {
 		etcd = "not connected"
 		if st.EtcdError != "" {

@@ -170,3 +170,23 @@ func TestStatusEtcdAlarmsAndCause(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusEtcdErrorWhileConnected: an etcdError while etcd is connected
+// (a single endpoint that answers without a leader) follows "connected";
+// it was not shown.
+func TestStatusEtcdErrorWhileConnected(t *testing.T) {
+	st, err := decodeStatus([]byte(`{"ready": true, "etcdConnected": true,
+		"etcdError": "etcd answers, but has no leader (its cluster lost quorum, or it is cut off from the other members), so it serves no requests"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	printStatus(&app{out: &out}, st)
+	const want = "etcd connected; etcd answers, but has no leader (its cluster lost quorum, or it is cut off from the other members), so it serves no requests"
+	for l := range strings.Lines(out.String()) {
+		if strings.Join(strings.Fields(l), " ") == want {
+			return
+		}
+	}
+	t.Errorf("status lacks %q:\n%s", want, out.String())
+}

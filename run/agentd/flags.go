@@ -107,7 +107,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.DurationVar(&v.leaseTTL, "subnet-lease-ttl", d.SubnetLeaseTTL, "TTL of the etcd lease that holds this host's subnet (whole seconds, at least 1s)")
 	fs.DurationVar(&v.resync, "resync-interval", d.ResyncInterval, "how often the kernel state is fully compared with the lease set")
 	fs.IntVar(&v.iptResync, "iptables-resync", int(d.IPTablesResync/time.Second), "how often, in seconds, the iptables rules are checked and repaired")
-	fs.DurationVar(&v.endpointCheck, "etcd-endpoint-check-interval", d.EtcdEndpointCheckInterval, "with several --etcd-endpoints, how often each is asked for its status, so that one down is reported (0: never)")
+	fs.DurationVar(&v.endpointCheck, "etcd-endpoint-check-interval", d.EtcdEndpointCheckInterval, "how often each of --etcd-endpoints is asked for its status, so that etcd alarms (NOSPACE), a member without a leader and, with several, one down are reported (0: never)")
 	fs.StringVar(&v.stateDir, "state-dir", d.StateDir, "directory for state kept across restarts (host identity, VTEP MAC)")
 
 	fs.BoolVar(&v.releaseLease, "release-lease", false, "release this host's lease, remove subnet.env and exit (decommission; stop the running agent first)")
