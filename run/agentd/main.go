@@ -10,6 +10,8 @@
 //	1  agent.Run failed
 //	64 invalid flags, environment or settings (one line on stderr)
 //
+// SIGHUP is logged and ignored (see ignoreHangups).
+//
 // Usage errors exit 64 (EX_USAGE of sysexits.h), not 2: the Go runtime exits
 // 2 on an unrecovered panic or a fatal error, and agentd.service must restart
 // that crash while it leaves a usage error alone (RestartPreventExitStatus).
@@ -65,6 +67,28 @@ func setMemoryLimit(lookupEnv func(string) (string, bool)) {
 	debug.SetMemoryLimit(defaultMemoryLimit)
 }
 
+// ignoreHangups catches SIGHUP until ctx ends, calling logIgnored for each.
+// Its default action ends the process, and systemd's Restart=on-failure
+// counts a death by SIGHUP as a clean exit: an operator's habitual
+// `kill -HUP` to reload would leave the host without an agent until someone
+// noticed. agentd has nothing to reload (settings are read at start), so
+// the signal is logged and ignored.
+func ignoreHangups(ctx context.Context, logIgnored func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-hup:
+				logIgnored()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+}
+
 // run is the whole program but for the exit.
 func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
 	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
@@ -95,6 +119,9 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 		// twice wants the process gone now.
 		stop()
 	}()
+	ignoreHangups(ctx, func() {
+		klog.InfoS("SIGHUP ignored: agentd reads its settings at start only; restart it to apply new ones (systemctl restart agentd)")
+	})
 	ctx = klog.NewContext(ctx, klog.Background())
 
 	klog.InfoS("starting agentd", "version", version, "etcdEndpoints", opts.cfg.EtcdEndpoints, "etcdPrefix", opts.cfg.EtcdPrefix, "releaseLease", opts.cfg.ReleaseLease)
