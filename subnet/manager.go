@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/delay"
+	"github.com/agentd/agentd/internal/lograte"
 	"github.com/go-logr/logr"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -66,6 +67,10 @@ type ManagerConfig struct {
 	// becomes held or in doubt, with the reason. It must not block.
 	OnLeaseState func(held bool, reason string)
 }
+
+// badKeyLines is how many keys that are not usable leases are logged a
+// minute at the default verbosity.
+const badKeyLines = 10
 
 // Stats are the manager's counters, safe to read at any time.
 type Stats struct {
@@ -125,7 +130,7 @@ func NewManager(reg *Registry, net *Config, cfg ManagerConfig) *Manager {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		rand:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		table:      peerTable{leases: map[string]Lease{}, bad: map[string]int64{}},
+		table:      peerTable{leases: map[string]Lease{}, bad: map[string]int64{}, badLog: lograte.New(badKeyLines, time.Minute, nil)},
 		changed:    make(chan struct{}, 1),
 		ownChanged: make(chan struct{}, 1),
 		synced:     make(chan struct{}),

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/delay"
+	"github.com/agentd/agentd/internal/lograte"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,7 +35,10 @@ type peerTable struct {
 	leases map[string]Lease // by full key, our own excluded
 	// bad maps keys that are not usable leases to the revision logged.
 	bad map[string]int64
-	own ownState
+	// badLog bounds the lines about them: a forced change of Network, or
+	// a tool writing junk, makes thousands at once.
+	badLog *lograte.Limiter
+	own    ownState
 	// rewound is set by a list that found etcd's history replaced (its
 	// revision went backwards, or another cluster answers) and cleared by
 	// Run's goroutine when it takes own: the revisions of our lease belong
@@ -466,7 +470,17 @@ func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) {
 		if t.bad[key] != kv.ModRevision {
 			t.bad[key] = kv.ModRevision
 			n := m.Stats.BadEntries.Add(1)
-			m.log.Error(err, "skipping key that is not a usable lease", "key", key, "revision", kv.ModRevision, "count", n)
+			kvs := []any{"key", key, "revision", kv.ModRevision, "count", n}
+			switch t.badLog.Next() {
+			case lograte.Log:
+				m.log.Error(err, "skipping key that is not a usable lease", kvs...)
+			case lograte.Last:
+				m.log.Error(err, "skipping key that is not a usable lease; more such keys are logged at -v=2 only until "+
+					t.badLog.Until().Format(time.TimeOnly)+" (agentctl leases lists them all)", kvs...)
+			default:
+				// V(n).Error logs at any verbosity.
+				m.log.V(2).Info("skipping key that is not a usable lease", append(kvs, "err", err)...)
+			}
 		}
 		if prev.Subnet.IsValid() {
 			t.leases[key] = prev

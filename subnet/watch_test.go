@@ -7,8 +7,13 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/agentd/agentd/internal/lograte"
+	"github.com/go-logr/logr/funcr"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -191,4 +196,42 @@ func TestPeersSnapshotIsNotWrittenWhileRead(t *testing.T) {
 	}
 	close(done)
 	wg.Wait()
+}
+
+// TestBadKeysLogBounded: a thousand keys that are not usable leases (a tool
+// writing junk, or a forced change of Network) are each skipped and counted,
+// but only badKeyLines of them are logged a minute at the default
+// verbosity, the last saying that the others go to -v=2; a minute later
+// they are logged again.
+func TestBadKeysLogBounded(t *testing.T) {
+	m := benchManager(t)
+	var lines []string
+	m.log = funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{})
+	now := time.Unix(1000, 0)
+	m.table.badLog = lograte.New(badKeyLines, time.Minute, func() time.Time { return now })
+	junk := func(from, n int) []*mvccpb.KeyValue {
+		var kvs []*mvccpb.KeyValue
+		for i := from; i < from+n; i++ {
+			kvs = append(kvs, &mvccpb.KeyValue{Key: fmt.Appendf(nil, "/coreos.com/network/subnets/junk-%d", i),
+				Value: []byte("not a lease"), ModRevision: 2})
+		}
+		return kvs
+	}
+	m.replaceTable(junk(0, 1000), 2)
+	if n := m.Stats.BadEntries.Load(); n != 1000 {
+		t.Errorf("%d keys counted, want 1000", n)
+	}
+	got := lines
+	if len(got) != badKeyLines {
+		t.Fatalf("%d lines at -v=0 for 1000 unusable keys, want %d:\n%s", len(got), badKeyLines, strings.Join(got, "\n"))
+	}
+	if last := got[len(got)-1]; !strings.Contains(last, "-v=2") || !strings.Contains(last, "agentctl leases") {
+		t.Errorf("the last line does not say where the others go: %s", last)
+	}
+	now = now.Add(time.Minute)
+	evs := []*clientv3.Event{{Type: mvccpb.PUT, Kv: junk(1000, 1)[0]}}
+	m.applyEvents(evs)
+	if n := len(lines); n != badKeyLines+1 {
+		t.Errorf("a minute later, %d lines, want %d", n, badKeyLines+1)
+	}
 }
