@@ -65,6 +65,46 @@ type agent struct {
 	ipt           *iptables.Manager
 	iptDone       bool
 	iptCleanupErr string
+	// changes is the reconcile goroutine's summary of kernel changes.
+	changes changeLog
+}
+
+// changeLogEvery is how often at most the reconcile loop logs its kernel
+// changes at the default verbosity.
+const changeLogEvery = time.Minute
+
+// changeLog sums the kernel changes of the reconcile passes, so that the
+// default verbosity gets a line at most every changeLogEvery: peers joining
+// and leaving all the time, or another program deleting one of our routes
+// again and again, would otherwise log a line a pass. The first change
+// after a quiet spell is logged at once; the changes after it within
+// changeLogEvery are summed and logged by the first pass after it, changed
+// or not (the resync ticker makes one).
+type changeLog struct {
+	now    func() time.Time // time.Now if nil
+	last   time.Time        // when a line was last logged
+	passes int              // passes that changed something since
+	res    backend.Result   // their changes, summed
+}
+
+// note records a successful pass and returns the changes to log, with the
+// number of passes that made them, when a line is due.
+func (c *changeLog) note(res backend.Result) (sum backend.Result, passes int, due bool) {
+	if res.Changed() {
+		c.passes++
+		c.res.Add(res)
+		c.res.Skipped, c.res.SkippedLeases = res.Skipped, nil
+	}
+	now := time.Now()
+	if c.now != nil {
+		now = c.now()
+	}
+	if c.passes == 0 || now.Sub(c.last) < changeLogEvery {
+		return backend.Result{}, 0, false
+	}
+	sum, passes = c.res, c.passes
+	c.last, c.res, c.passes = now, backend.Result{}, 0
+	return sum, passes, true
 }
 
 func (a *agent) run(ctx context.Context) error {
@@ -405,9 +445,14 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		}
 		b.Reset()
 		if res.Changed() {
-			a.log.Info("kernel state reconciled", "peers", len(peers), "result", res.String(), "took", time.Since(start))
+			a.log.V(2).Info("kernel state reconciled", "peers", len(peers), "result", res.String(), "took", time.Since(start))
 		} else {
 			a.log.V(2).Info("kernel state already current", "peers", len(peers), "took", time.Since(start))
+		}
+		if sum, passes, due := a.changes.note(res); due {
+			// passes > 1: the changes of that many passes since the
+			// last such line, each at -v=2.
+			a.log.Info("kernel state reconciled", "peers", len(peers), "result", sum.String(), "passes", passes)
 		}
 		if !programmed {
 			programmed = true

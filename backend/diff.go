@@ -101,11 +101,6 @@ type Plan struct {
 // Len is the number of changes.
 func (p *Plan) Len() int { return p.FDB.Len() + p.Neighs.Len() + p.Routes.Len() }
 
-// logEachLimit is the size up to which a plan logs every change at V(0); a
-// larger one (a restart with thousands of peers) logs each change at V(2)
-// and a summary at V(0).
-const logEachLimit = 32
-
 // Apply makes the changes through w, in an order that never sends traffic
 // the wrong way: first every add and update, lower layers first (FDB entries
 // and neighbours before the routes that lead to them), then every delete,
@@ -118,7 +113,6 @@ func (p *Plan) Apply(w Writer, log logr.Logger) (Result, error) {
 		res  Result
 		errs []error
 	)
-	each := p.Len() <= logEachLimit
 	do := func(verb string, obj fmt.Stringer, op func() error, count *int) {
 		if err := op(); err != nil {
 			if errors.Is(err, ErrGone) {
@@ -137,11 +131,9 @@ func (p *Plan) Apply(w Writer, log logr.Logger) (Result, error) {
 		case Route:
 			res.Count("route", 1)
 		}
-		if each {
-			log.Info("kernel "+verb, "object", obj.String())
-		} else {
-			log.V(2).Info("kernel "+verb, "object", obj.String())
-		}
+		// Each change at V(2) only: the caller sums them at V(0), since a
+		// line per change grows with the cluster (a cold start, churn).
+		log.V(2).Info("kernel "+verb, "object", obj.String())
 	}
 	for _, f := range p.FDB.Add {
 		do("add", f, func() error { return w.SetFDB(f) }, &res.Added)
@@ -169,9 +161,6 @@ func (p *Plan) Apply(w Writer, log logr.Logger) (Result, error) {
 	}
 	for _, f := range p.FDB.Remove {
 		do("delete", f, func() error { return w.DelFDB(f) }, &res.Removed)
-	}
-	if !each {
-		log.Info("kernel objects changed", "result", res.String(), "failed", len(errs))
 	}
 	return res, errors.Join(errs...)
 }

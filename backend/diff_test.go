@@ -268,7 +268,7 @@ func TestPlanApplyGone(t *testing.T) {
 	if want := (Result{Removed: 1}); res.String() != want.String() || fmt.Sprint(res.ByKind) != "map[route:1]" {
 		t.Errorf("result %v %v, want %v: only 10.244.3.0/24 removed by us", res, res.ByKind, want)
 	}
-	want := `"level"=0 "msg"="kernel delete" "object"="route 10.244.3.0/24 via 10.244.3.0 dev#5 onlink"
+	want := `"level"=2 "msg"="kernel delete" "object"="route 10.244.3.0/24 via 10.244.3.0 dev#5 onlink"
 "level"=2 "msg"="kernel object already gone" "object"="route 10.244.4.0/24 via 10.244.4.0 dev#5 onlink"
 "level"=2 "msg"="kernel object already gone" "object"="neigh 10.244.3.0 lladdr 02:00:00:00:00:0a dev#5"
 "level"=2 "msg"="kernel object already gone" "object"="fdb 02:00:00:00:00:0a dst 198.18.0.3 dev#5"`
@@ -277,19 +277,26 @@ func TestPlanApplyGone(t *testing.T) {
 	}
 }
 
-func TestPlanApplyLogsLargePlansBriefly(t *testing.T) {
-	var lines []string
-	log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 0})
-	var desired []Route
-	for i := range logEachLimit + 1 {
-		desired = append(desired, vxlanRoute(fmt.Sprintf("10.244.%d.0/24", i+1)))
-	}
-	p := Plan{Routes: Diff(desired, nil, Route.Key)}
-	if _, err := p.Apply(&fakeKernel{}, log); err != nil {
-		t.Fatal(err)
-	}
-	if len(lines) != 1 || !strings.Contains(lines[0], "added=33") {
-		t.Errorf("log lines %q, want one summary", lines)
+// TestPlanApplyQuietAtV0: Apply logs no line at the default verbosity, for
+// a plan of one change (a peer joining, a route someone deleted) or of
+// thousands (a cold start): the agent sums passes at V(0), and a line per
+// change or per pass would grow with the cluster's churn.
+func TestPlanApplyQuietAtV0(t *testing.T) {
+	for _, n := range []int{1, 3, 33, 1000} {
+		var lines []string
+		log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 0})
+		var desired []Route
+		for i := range n {
+			desired = append(desired, vxlanRoute(fmt.Sprintf("10.%d.%d.0/24", 244+i/250, i%250+1)))
+		}
+		p := Plan{Routes: Diff(desired, nil, Route.Key)}
+		res, err := p.Apply(&fakeKernel{}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Added != n || len(lines) != 0 {
+			t.Errorf("%d routes: added %d, log lines at V(0) %q, want %d and none", n, res.Added, lines, n)
+		}
 	}
 }
 
