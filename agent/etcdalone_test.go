@@ -311,7 +311,9 @@ func socketsTo(t *testing.T, port int) int {
 // TestEndpointCheckAloneStates: the single endpoint's check through a
 // sequence of answers. A round without an answer (the connection is down,
 // which reportOutages logs) logs nothing, keeps the alarms last found,
-// reports the endpoint down and no leaderless etcd; whether etcd has a
+// with etcdAlarmsAsOf saying when (they may have been cleared since; they
+// were shown as current), reports the endpoint down and no leaderless
+// etcd; whether etcd has a
 // leader is known again at the next answer, so a leader lost before an
 // outage and found after it is logged once each way.
 func TestEndpointCheckAloneStates(t *testing.T) {
@@ -341,17 +343,19 @@ func TestEndpointCheckAloneStates(t *testing.T) {
 		noLeader bool   // etcdError says so
 		up       float64
 		alarms   int
+		stale    bool // the alarms are as of the last answer
 	}{
-		{"up", nil, nil, "", false, 1, 0},
-		{"no leader", nospace, errNoLeader, `"msg"="etcd has no leader; lease changes wait`, true, 0, 1},
-		{"still no leader", nospace, errNoLeader, "", true, 0, 1},
-		{"no answer", nil, down, "", false, 0, 1},
-		{"a leader", nil, nil, `"msg"="etcd has a leader again" "endpoint"="` + ep + `"`, false, 1, 0},
-		{"no answer again", nil, down, "", false, 0, 0},
-		{"up again", nil, nil, "", false, 1, 0},
+		{"up", nil, nil, "", false, 1, 0, false},
+		{"no leader", nospace, errNoLeader, `"msg"="etcd has no leader; lease changes wait`, true, 0, 1, false},
+		{"still no leader", nospace, errNoLeader, "", true, 0, 1, false},
+		{"no answer", nil, down, "", false, 0, 1, true},
+		{"a leader", nil, nil, `"msg"="etcd has a leader again" "endpoint"="` + ep + `"`, false, 1, 0, false},
+		{"no answer again", nil, down, "", false, 0, 0, true},
+		{"up again", nil, nil, "", false, 1, 0, false},
 	} {
 		listed, answer = step.listed, step.answer
 		n := len(logs.get())
+		answered := time.Now()
 		c.check(context.Background(), cur)
 		got := logs.get()[n:]
 		var lines []string
@@ -372,6 +376,12 @@ func TestEndpointCheckAloneStates(t *testing.T) {
 		}
 		if v := gaugeValue(t, obs, "agentd_etcd_endpoint_up", "endpoint", ep); v != step.up {
 			t.Fatalf("%s: agentd_etcd_endpoint_up %v, want %v", step.name, v, step.up)
+		}
+		if v := gaugeValue(t, obs, "agentd_etcd_alarm", "alarm", "NOSPACE"); v != float64(step.alarms) {
+			t.Fatalf("%s: agentd_etcd_alarm{alarm=\"NOSPACE\"} %v, want %v", step.name, v, step.alarms)
+		}
+		if step.stale != !st.EtcdAlarmsAsOf.IsZero() || step.stale && !st.EtcdAlarmsAsOf.Before(answered) {
+			t.Fatalf("%s: etcdAlarmsAsOf %v, want it set (to the last answer's time, before %v): %v", step.name, st.EtcdAlarmsAsOf, answered, step.stale)
 		}
 	}
 	if got := logs.get(); len(got) != 4 {

@@ -25,23 +25,45 @@ type EndpointStatus struct {
 	Up       bool   `json:"up"`
 	// Error is why the last check failed (empty while up).
 	Error string `json:"error,omitempty"`
-	// Since is when the endpoint was first seen in its current state.
+	// Since is when the endpoint was first seen in its current state (up,
+	// or not: a member without a leader that stops answering, or the
+	// reverse, keeps its Since).
 	Since time.Time `json:"since"`
-
-	// leaderless: down because it answered without a leader.
-	leaderless bool
+	// NoLeader: it answered the last check, without a leader, so it is not
+	// up (it serves no requests) though it answers.
+	NoLeader bool `json:"noLeader,omitempty"`
 }
 
 // EtcdAlarm is an alarm raised in the etcd cluster, as a member's status
 // lists it.
 type EtcdAlarm struct {
-	// Alarm is etcd's name for it: NOSPACE, CORRUPT (or, should a member's
-	// status list something we cannot read, that text).
+	// Alarm is etcd's name for it, NOSPACE or CORRUPT, or OTHER for an
+	// entry of the status's errors that is neither, nor the no-leader
+	// error (another alarm of a later etcd, or text we cannot read).
 	Alarm string `json:"alarm"`
 	// Member is the ID of the member that raised it, in hex as `etcdctl
 	// member list` shows it.
 	Member string `json:"member,omitempty"`
+	// Entry is, for OTHER, the entry as etcd wrote it (its first
+	// maxAlarmEntry bytes).
+	Entry string `json:"entry,omitempty"`
 }
+
+// knownAlarms are the alarms etcd raises that the agent names; any other
+// entry is an OTHER alarm. They and OTHER are agentd_etcd_alarm's label
+// values, so an entry of a new text each round adds no series.
+var knownAlarms = []string{"NOSPACE", "CORRUPT"}
+
+// otherAlarm is the name of an alarm that is not one of knownAlarms.
+const otherAlarm = "OTHER"
+
+// maxAlarmEntry bounds the text of an OTHER alarm's entry kept and shown.
+const maxAlarmEntry = 200
+
+// maxOthersLogged bounds the OTHER entries the checker logs, each once:
+// an etcd (or something in its place) writing a new text each round must
+// not fill the journal, nor the checker's memory.
+const maxOthersLogged = 16
 
 // endpointChecker asks each configured etcd endpoint for its status, one
 // after the other, every interval. With several endpoints the client stays
@@ -77,12 +99,26 @@ type endpointChecker struct {
 	interval time.Duration
 	log      logr.Logger
 	// report receives every round's result: each endpoint, and the
-	// cluster's alarms as the endpoints that answered list them.
-	report func([]EndpointStatus, []EtcdAlarm)
+	// cluster's alarms as the endpoints that answered list them, or, when
+	// none answered, as they were listed last, at asOf (zero when this
+	// round's answers listed them, or none ever answered).
+	report func(eps []EndpointStatus, alarms []EtcdAlarm, asOf time.Time)
 
-	// alarms is the cluster's alarms by name, as last found; kept while no
-	// endpoint answers.
-	alarms map[string][]EtcdAlarm
+	// alarms is the cluster's alarms by name, as last found at alarmsAt;
+	// kept while no endpoint answers.
+	alarms   map[string][]EtcdAlarm
+	alarmsAt time.Time
+	// othersLogged is the entries of OTHER alarms logged, at most
+	// maxOthersLogged of them; othersCapped: a further one was listed, and
+	// that no more are logged was.
+	othersLogged map[string]bool
+	othersCapped bool
+	// saidNoLeader holds, for each endpoint that does not serve, whether
+	// the last line logged about it said it answers without a leader.
+	// A change from answering without a leader to not answering, or back,
+	// is logged once it held two rounds in a row: a member whose state
+	// flips each round (restarting in a loop) logs no line a round.
+	saidNoLeader []bool
 }
 
 // newEndpointChecker is the checker of cfg's etcd endpoints, reporting to
@@ -131,11 +167,17 @@ func (c *endpointChecker) check(ctx context.Context, cur []EndpointStatus) {
 		return
 	}
 	now := time.Now()
+	if c.saidNoLeader == nil {
+		c.saidNoLeader = make([]bool, len(c.endpoints))
+	}
 	type change struct {
-		i             int
-		err           error
-		wasFor        time.Duration // how long it had been down (zero at the first round)
-		wasLeaderless bool
+		i      int
+		err    error
+		wasFor time.Duration // how long it had been down (zero at the first round)
+		// still: it was down and is, for another reason (held two rounds).
+		still bool
+		// saidNoLeader: what the last line about it said.
+		saidNoLeader bool
 	}
 	var changes []change
 	var alarms []EtcdAlarm
@@ -147,22 +189,29 @@ func (c *endpointChecker) check(ctx context.Context, cur []EndpointStatus) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil || errors.Is(err, errNoLeader) {
+		noLeader := errors.Is(err, errNoLeader)
+		if err == nil || noLeader {
 			answered = true
 			alarms = append(alarms, listed...)
 		}
 		first, up := cur[i].Since.IsZero(), err == nil
-		if first || up != cur[i].Up {
+		ch := change{i: i, err: err, saidNoLeader: c.saidNoLeader[i]}
+		if !first {
+			ch.wasFor = now.Sub(cur[i].Since)
+		}
+		switch {
+		case first || up != cur[i].Up:
 			if !first || !up {
-				ch := change{i: i, err: err, wasLeaderless: cur[i].leaderless}
-				if !first {
-					ch.wasFor = now.Sub(cur[i].Since)
-				}
 				changes = append(changes, ch)
 			}
 			cur[i] = EndpointStatus{Endpoint: ep, Up: up, Since: now}
+			c.saidNoLeader[i] = noLeader
+		case !up && noLeader != c.saidNoLeader[i] && noLeader == cur[i].NoLeader:
+			ch.still = true
+			changes = append(changes, ch)
+			c.saidNoLeader[i] = noLeader
 		}
-		cur[i].Error, cur[i].leaderless = "", errors.Is(err, errNoLeader)
+		cur[i].Error, cur[i].NoLeader = "", noLeader
 		if err != nil {
 			cur[i].Error = err.Error()
 		}
@@ -176,29 +225,35 @@ func (c *endpointChecker) check(ctx context.Context, cur []EndpointStatus) {
 	for _, ch := range changes {
 		ep, n := c.endpoints[ch.i], fmt.Sprintf("%d of %d", serving, len(cur))
 		switch {
+		case ch.still && errors.Is(ch.err, errNoLeader):
+			c.log.Error(ch.err, "etcd endpoint answers now, but has no leader; the client uses the others, checking again every "+c.interval.String(),
+				"endpoint", ep, "downFor", ch.wasFor.Round(time.Second), "serving", n)
+		case ch.still:
+			c.log.Error(ch.err, "etcd endpoint no longer answers (it answered without a leader before); the client uses the others, checking again every "+c.interval.String(),
+				"endpoint", ep, "downFor", ch.wasFor.Round(time.Second), "serving", n)
 		case errors.Is(ch.err, errNoLeader):
 			c.log.Error(ch.err, "etcd endpoint answers but has no leader; the client uses the others, checking again every "+c.interval.String(),
 				"endpoint", ep, "serving", n)
 		case ch.err != nil:
 			c.log.Error(ch.err, "etcd endpoint unreachable; the client uses the others, checking again every "+c.interval.String(),
 				"endpoint", ep, "serving", n)
-		case ch.wasLeaderless:
+		case ch.saidNoLeader:
 			c.log.Info("etcd endpoint has a leader again", "endpoint", ep, "downFor", ch.wasFor.Round(time.Second), "serving", n)
 		default:
 			c.log.Info("etcd endpoint reachable again", "endpoint", ep, "downFor", ch.wasFor.Round(time.Second), "serving", n)
 		}
 	}
 	if answered {
-		c.alarmsFound(alarms)
+		c.alarmsFound(alarms, now)
 	}
-	c.report(append([]EndpointStatus(nil), cur...), c.alarmList())
+	c.report(append([]EndpointStatus(nil), cur...), c.alarmList(), c.alarmsAsOf(now))
 }
 
 // checkAlone is check for the client's only endpoint. A request that gets
 // no answer is reported only as such (Up false): the connection is down,
 // which reportOutages logs. An answer says whether the member has a
 // leader; its loss is logged once, and its return once. cur[0] keeps, in
-// leaderless and Since, what the last answer said and since when.
+// NoLeader and Since, what the last answer said and since when.
 func (c *endpointChecker) checkAlone(ctx context.Context, cur []EndpointStatus) {
 	ep, was := c.endpoints[0], cur[0]
 	cctx, cancel := context.WithTimeout(ctx, endpointCheckTimeout)
@@ -209,38 +264,55 @@ func (c *endpointChecker) checkAlone(ctx context.Context, cur []EndpointStatus) 
 	}
 	now := time.Now()
 	noLeader := errors.Is(err, errNoLeader)
-	got := EndpointStatus{Endpoint: ep, Up: err == nil, Since: now, leaderless: noLeader}
+	got := EndpointStatus{Endpoint: ep, Up: err == nil, Since: now, NoLeader: noLeader}
 	if err != nil {
 		got.Error = err.Error()
 	}
 	if err == nil || noLeader {
 		switch {
-		case noLeader && !was.leaderless:
+		case noLeader && !was.NoLeader:
 			c.log.Error(err, "etcd has no leader; lease changes wait until it has one, the datapath stays as it is; checking again every "+c.interval.String(),
 				"endpoint", ep)
-		case !noLeader && was.leaderless:
+		case !noLeader && was.NoLeader:
 			c.log.Info("etcd has a leader again", "endpoint", ep, "leaderlessFor", now.Sub(was.Since).Round(time.Second))
 		}
-		if noLeader != was.leaderless {
-			cur[0] = EndpointStatus{Endpoint: ep, leaderless: noLeader, Since: now}
+		if noLeader != was.NoLeader {
+			cur[0] = EndpointStatus{Endpoint: ep, NoLeader: noLeader, Since: now}
 		}
-		c.alarmsFound(listed)
+		c.alarmsFound(listed, now)
 	}
-	c.report([]EndpointStatus{got}, c.alarmList())
+	c.report([]EndpointStatus{got}, c.alarmList(), c.alarmsAsOf(now))
+}
+
+// alarmsAsOf is when the alarms reported in a round at now were listed:
+// zero when an answer of that round listed them (or none ever answered,
+// and there are none), else when an endpoint last answered.
+func (c *endpointChecker) alarmsAsOf(now time.Time) time.Time {
+	if c.alarmsAt.Equal(now) {
+		return time.Time{}
+	}
+	return c.alarmsAt
 }
 
 // alarmsFound logs each alarm name that is new since the last round, and
-// each that is gone, and keeps found as the cluster's alarms. The same
-// alarm listed by several members, or raised by several, is one.
-func (c *endpointChecker) alarmsFound(found []EtcdAlarm) {
+// each that is gone, and keeps found as the cluster's alarms, listed at
+// seen. The same alarm listed by several members, or raised by several, is
+// one. An OTHER alarm's entry is logged the first time it is listed (the
+// first maxOthersLogged entries; then once that no more are), not when it
+// goes: its text may change each round.
+func (c *endpointChecker) alarmsFound(found []EtcdAlarm, seen time.Time) {
+	c.alarmsAt = seen
 	now := map[string][]EtcdAlarm{}
 	for _, a := range found {
 		if !slices.Contains(now[a.Alarm], a) {
 			now[a.Alarm] = append(now[a.Alarm], a)
 		}
 	}
+	for _, a := range now[otherAlarm] {
+		c.otherFound(a)
+	}
 	for _, name := range slices.Sorted(maps.Keys(now)) {
-		if _, had := c.alarms[name]; !had {
+		if _, had := c.alarms[name]; !had && name != otherAlarm {
 			var members []string
 			for _, a := range now[name] {
 				members = append(members, a.Member)
@@ -249,11 +321,31 @@ func (c *endpointChecker) alarmsFound(found []EtcdAlarm) {
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.alarms)) {
-		if _, has := now[name]; !has {
+		if _, has := now[name]; !has && name != otherAlarm {
 			c.log.Info("etcd alarm cleared", "alarm", name)
 		}
 	}
 	c.alarms = now
+}
+
+// otherFound logs an OTHER alarm's entry the first time it is listed, as
+// long as fewer than maxOthersLogged were logged, and once, at the next,
+// that no more will be.
+func (c *endpointChecker) otherFound(a EtcdAlarm) {
+	switch {
+	case c.othersLogged[a.Entry] || c.othersCapped:
+	case len(c.othersLogged) == maxOthersLogged:
+		c.log.Error(nil, "etcd's status lists more entries agentd does not know; they are not logged, agentd_etcd_alarm{alarm=\"OTHER\"} counts them",
+			"logged", maxOthersLogged)
+		c.othersCapped = true
+	default:
+		if c.othersLogged == nil {
+			c.othersLogged = map[string]bool{}
+		}
+		c.log.Error(nil, "etcd's status lists an entry agentd does not know (not NOSPACE, CORRUPT or no leader): "+alarmAdvice(otherAlarm),
+			"entry", a.Entry, "member", a.Member)
+		c.othersLogged[a.Entry] = true
+	}
 }
 
 // alarmList is the cluster's alarms, in order.
@@ -277,7 +369,8 @@ func alarmAdvice(name string) string {
 			"(leases held, keepalives and the datapath go on): replace that member (etcdctl member remove, wipe its data directory, " +
 			"etcdctl member add, start it again), then etcdctl alarm disarm"
 	}
-	return "see etcdctl alarm list; etcdctl alarm disarm once its cause is mended"
+	return "agentd_etcd_alarm{alarm=\"OTHER\"} is 1 while any such entry is listed; see etcdctl alarm list and etcdctl endpoint status, " +
+		"and etcdctl alarm disarm once its cause is mended"
 }
 
 // checkEndpoint is the production status function: a connection attempt
@@ -326,8 +419,9 @@ func leaderless(resp *clientv3.StatusResponse) error {
 // statusAlarms reads the alarms among a status answer's Errors. etcd
 // writes each as its AlarmMember message in protobuf text form
 // ("memberID:10276657743932975437 alarm:NOSPACE", with one or two spaces
-// between the fields, as the protobuf library chooses at random); an entry
-// of another form comes back whole as the alarm's name.
+// between the fields, as the protobuf library chooses at random). An alarm
+// not in knownAlarms, or an entry of another form, is an OTHER alarm with
+// the entry (cut to maxAlarmEntry bytes).
 func statusAlarms(resp *clientv3.StatusResponse) []EtcdAlarm {
 	var alarms []EtcdAlarm
 	for _, e := range resp.Errors {
@@ -345,8 +439,8 @@ func statusAlarms(resp *clientv3.StatusResponse) []EtcdAlarm {
 				a.Alarm = v
 			}
 		}
-		if a.Alarm == "" {
-			a = EtcdAlarm{Alarm: e}
+		if !slices.Contains(knownAlarms, a.Alarm) {
+			a = EtcdAlarm{Alarm: otherAlarm, Member: a.Member, Entry: strings.ToValidUTF8(e[:min(len(e), maxAlarmEntry)], "")}
 		}
 		alarms = append(alarms, a)
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -26,7 +27,7 @@ func TestEndpointChecker(t *testing.T) {
 		status:    func(_ context.Context, ep string) ([]EtcdAlarm, error) { return nil, down[ep] },
 		interval:  time.Minute,
 		log:       funcr.New(logs.add, funcr.Options{}),
-		report:    func(s []EndpointStatus, _ []EtcdAlarm) { last = s },
+		report:    func(s []EndpointStatus, _ []EtcdAlarm, _ time.Time) { last = s },
 	}
 	cur := make([]EndpointStatus, len(eps))
 	ctx := context.Background()
@@ -83,7 +84,7 @@ func TestEndpointCheckerStops(t *testing.T) {
 		},
 		interval: 10 * time.Millisecond,
 		log:      funcr.New(func(string, string) {}, funcr.Options{}),
-		report:   func(s []EndpointStatus, _ []EtcdAlarm) { reports <- s },
+		report:   func(s []EndpointStatus, _ []EtcdAlarm, _ time.Time) { reports <- s },
 	}
 	done := make(chan struct{})
 	go func() {
@@ -106,8 +107,8 @@ func TestEndpointCheckerStops(t *testing.T) {
 // TestEndpointCheckerAlarms: an etcd alarm leaves the endpoints that list
 // it up and is logged once for the cluster, however many members list or
 // raised it, with what mends it; it is reported until an endpoint answers
-// without it (a round in which none answers changes nothing), and its end
-// is logged once.
+// without it (a round in which none answers changes nothing but says when
+// they were last listed), and its end is logged once.
 func TestEndpointCheckerAlarms(t *testing.T) {
 	eps := []string{"http://a:2379", "http://b:2379", "http://c:2379"}
 	nospace1, nospace2 := EtcdAlarm{Alarm: "NOSPACE", Member: "1"}, EtcdAlarm{Alarm: "NOSPACE", Member: "2"}
@@ -124,6 +125,7 @@ func TestEndpointCheckerAlarms(t *testing.T) {
 	var logs logLines
 	var last []EndpointStatus
 	var lastAlarms []EtcdAlarm
+	var lastAsOf time.Time
 	c := &endpointChecker{
 		endpoints: eps,
 		status: func(_ context.Context, ep string) ([]EtcdAlarm, error) {
@@ -131,7 +133,7 @@ func TestEndpointCheckerAlarms(t *testing.T) {
 		},
 		interval: time.Minute,
 		log:      funcr.New(logs.add, funcr.Options{}),
-		report:   func(s []EndpointStatus, a []EtcdAlarm) { last, lastAlarms = s, a },
+		report:   func(s []EndpointStatus, a []EtcdAlarm, asOf time.Time) { last, lastAlarms, lastAsOf = s, a, asOf },
 	}
 	cur := make([]EndpointStatus, len(eps))
 	ctx := context.Background()
@@ -139,6 +141,9 @@ func TestEndpointCheckerAlarms(t *testing.T) {
 		t.Helper()
 		if !slices.Equal(lastAlarms, want) {
 			t.Fatalf("%s: reported alarms %+v, want %+v", when, lastAlarms, want)
+		}
+		if !lastAsOf.IsZero() {
+			t.Fatalf("%s: alarms reported as of %v, want those of the round (zero)", when, lastAsOf)
 		}
 	}
 
@@ -157,16 +162,23 @@ func TestEndpointCheckerAlarms(t *testing.T) {
 	}
 	wantAlarms("first round", nospace1, nospace2)
 
+	before := time.Now()
 	c.check(ctx, cur)
+	after := time.Now()
 	logs.expect(t, 2)
 	wantAlarms("second round", nospace1, nospace2)
 
 	answers["http://a:2379"], answers["http://b:2379"] = refused, refused
-	c.check(ctx, cur)
-	if got := logs.get(); len(got) != 4 || strings.Contains(strings.Join(got, "\n"), "cleared") {
-		t.Fatalf("no endpoint answering logged %q, want a and b unreachable, no alarm change", got[2:])
+	for range 2 {
+		c.check(ctx, cur)
+		if got := logs.get(); len(got) != 4 || strings.Contains(strings.Join(got, "\n"), "cleared") {
+			t.Fatalf("no endpoint answering logged %q, want a and b unreachable, no alarm change", got[2:])
+		}
+		if !slices.Equal(lastAlarms, []EtcdAlarm{nospace1, nospace2}) || lastAsOf.Before(before) || lastAsOf.After(after) {
+			t.Fatalf("no endpoint answering: alarms %+v as of %v, want NOSPACE as of the second round, between %v and %v",
+				lastAlarms, lastAsOf, before, after)
+		}
 	}
-	wantAlarms("no endpoint answering", nospace1, nospace2)
 
 	answers["http://b:2379"] = answer{}
 	c.check(ctx, cur)
@@ -190,7 +202,7 @@ func TestEndpointCheckerLeaderlessWording(t *testing.T) {
 		status:    func(_ context.Context, ep string) ([]EtcdAlarm, error) { return nil, errs[ep] },
 		interval:  time.Minute,
 		log:       funcr.New(logs.add, funcr.Options{}),
-		report:    func([]EndpointStatus, []EtcdAlarm) {},
+		report:    func([]EndpointStatus, []EtcdAlarm, time.Time) {},
 	}
 	cur := make([]EndpointStatus, len(eps))
 	c.check(context.Background(), cur)
@@ -210,7 +222,8 @@ func TestEndpointCheckerLeaderlessWording(t *testing.T) {
 // TestStatusAlarms: the alarms among a status answer's errors, in the
 // forms etcd's protobuf libraries write them (one or two spaces between
 // fields, a trailing space), member IDs in hex; the no-leader error is not
-// an alarm, and an entry of another form is kept whole.
+// an alarm, and an alarm of another name, or an entry of another form, is
+// an OTHER alarm with the entry, cut to maxAlarmEntry bytes.
 func TestStatusAlarms(t *testing.T) {
 	resp := &clientv3.StatusResponse{Errors: []string{
 		"etcdserver: no leader",
@@ -218,14 +231,147 @@ func TestStatusAlarms(t *testing.T) {
 		"memberID:10276657743932975437  alarm:CORRUPT",
 		"memberID:1 alarm:NOSPACE ",
 		"something else",
+		"memberID:2 alarm:FULLMOON",
+		strings.Repeat("x", 300),
 	}}
 	want := []EtcdAlarm{
 		{Alarm: "NOSPACE", Member: "8e9e05c52164694d"},
 		{Alarm: "CORRUPT", Member: "8e9e05c52164694d"},
 		{Alarm: "NOSPACE", Member: "1"},
-		{Alarm: "something else"},
+		{Alarm: "OTHER", Entry: "something else"},
+		{Alarm: "OTHER", Member: "2", Entry: "memberID:2 alarm:FULLMOON"},
+		{Alarm: "OTHER", Entry: strings.Repeat("x", maxAlarmEntry)},
 	}
 	if got := statusAlarms(resp); !slices.Equal(got, want) {
 		t.Fatalf("statusAlarms = %+v, want %+v", got, want)
+	}
+}
+
+// TestAlarmSeriesBounded: entries of etcd's status that are not a known
+// alarm, a new text each round, are one OTHER series of agentd_etcd_alarm,
+// 1 while any is listed, and each is logged once, the first
+// maxOthersLogged of them, then one line that no more are. Each text was
+// an alarm name: a series each, never removed, and a log line each time
+// it came back.
+func TestAlarmSeriesBounded(t *testing.T) {
+	var logs logLines
+	obs := newObserver()
+	var listed []EtcdAlarm
+	c := &endpointChecker{
+		endpoints: []string{"http://a:2379", "http://b:2379"},
+		status:    func(context.Context, string) ([]EtcdAlarm, error) { return listed, nil },
+		interval:  time.Minute,
+		log:       funcr.New(logs.add, funcr.Options{}),
+		report:    obs.endpointsChecked,
+	}
+	cur := make([]EndpointStatus, 2)
+	entry := func(i int) string { return fmt.Sprintf("etcdserver: something %d", i) }
+	for round := range 3 * maxOthersLogged {
+		listed = statusAlarms(&clientv3.StatusResponse{Errors: []string{entry(round), entry(0)}})
+		c.check(context.Background(), cur)
+		if v := gaugeValue(t, obs, "agentd_etcd_alarm", "alarm", "OTHER"); v != 1 {
+			t.Fatalf("round %d: agentd_etcd_alarm{alarm=\"OTHER\"} %v, want 1", round, v)
+		}
+	}
+	listed = nil
+	c.check(context.Background(), cur)
+	if v := gaugeValue(t, obs, "agentd_etcd_alarm", "alarm", "OTHER"); v != 0 {
+		t.Fatalf("no entry listed: agentd_etcd_alarm{alarm=\"OTHER\"} %v, want 0", v)
+	}
+	got := logs.get()
+	if len(got) != maxOthersLogged+1 {
+		t.Fatalf("logged %d lines, want %d (each of the first %d entries once, then that no more are):\n%s",
+			len(got), maxOthersLogged+1, maxOthersLogged, strings.Join(got, "\n"))
+	}
+	for i, l := range got[:maxOthersLogged] {
+		if !strings.Contains(l, "etcd's status lists an entry agentd does not know") || !strings.Contains(l, `"entry"="`+entry(i)+`"`) {
+			t.Fatalf("line %d: %s, want entry %q", i, l, entry(i))
+		}
+	}
+	if !strings.Contains(got[maxOthersLogged], "not logged") {
+		t.Fatalf("last line %s, want that no more are logged", got[maxOthersLogged])
+	}
+	mfs, err := obs.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "agentd_etcd_alarm" {
+			continue
+		}
+		var labels []string
+		for _, m := range mf.GetMetric() {
+			labels = append(labels, m.GetLabel()[0].GetValue())
+		}
+		if slices.Sort(labels); !slices.Equal(labels, []string{"CORRUPT", "NOSPACE", "OTHER"}) {
+			t.Fatalf("agentd_etcd_alarm series %q, want CORRUPT, NOSPACE, OTHER", labels)
+		}
+		return
+	}
+	t.Fatal("no agentd_etcd_alarm")
+}
+
+// TestEndpointCheckerReasonChange: an endpoint that stays down but goes
+// from refusing connections to answering without a leader, or back, is
+// logged again once the new state held two rounds; one that flips each
+// round logs nothing more; its return says what the last line said. The
+// change was not logged though /status showed it.
+func TestEndpointCheckerReasonChange(t *testing.T) {
+	const b = "http://b:2379"
+	refused := errors.New("connect: connection refused")
+	var logs logLines
+	var last []EndpointStatus
+	var errB error
+	c := &endpointChecker{
+		endpoints: []string{"http://a:2379", b},
+		status: func(_ context.Context, ep string) ([]EtcdAlarm, error) {
+			if ep == b {
+				return nil, errB
+			}
+			return nil, nil
+		},
+		interval: time.Minute,
+		log:      funcr.New(logs.add, funcr.Options{}),
+		report:   func(s []EndpointStatus, _ []EtcdAlarm, _ time.Time) { last = s },
+	}
+	cur := make([]EndpointStatus, 2)
+	var since time.Time
+	for i, step := range []struct {
+		err    error
+		logged string // the line the round logs, if any
+	}{
+		{refused, `"msg"="etcd endpoint unreachable; the client uses the others`},
+		{errNoLeader, ""},
+		{errNoLeader, `"msg"="etcd endpoint answers now, but has no leader; the client uses the others`},
+		{errNoLeader, ""},
+		{refused, ""},
+		{errNoLeader, ""}, // flips each round: nothing
+		{refused, ""},
+		{errNoLeader, ""},
+		{refused, ""},
+		{refused, `"msg"="etcd endpoint no longer answers (it answered without a leader before); the client uses the others`},
+		{refused, ""},
+		{errNoLeader, ""},
+		{nil, `"msg"="etcd endpoint reachable again" "endpoint"="` + b + `"`},
+		{errNoLeader, `"msg"="etcd endpoint answers but has no leader; the client uses the others`},
+		{refused, ""},
+		{nil, `"msg"="etcd endpoint has a leader again" "endpoint"="` + b + `"`},
+	} {
+		errB = step.err
+		n := len(logs.get())
+		c.check(context.Background(), cur)
+		got := logs.get()[n:]
+		if step.logged == "" && len(got) != 0 || step.logged != "" && (len(got) != 1 || !strings.Contains(got[0], step.logged) ||
+			!strings.Contains(got[0], `"endpoint"="`+b+`"`)) {
+			t.Fatalf("round %d (%v): logged %q, want %q", i, step.err, got, step.logged)
+		}
+		if i == 0 {
+			since = last[1].Since
+		}
+		s := last[1]
+		if step.err != nil && (s.Up || s.Error != step.err.Error() || s.NoLeader != errors.Is(step.err, errNoLeader) ||
+			i < 12 && !s.Since.Equal(since)) {
+			t.Fatalf("round %d: reported %+v, want down since %v with %v", i, s, since, step.err)
+		}
 	}
 }

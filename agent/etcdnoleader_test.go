@@ -88,7 +88,7 @@ func endpointCheckNoLeaderChild(t *testing.T) {
 		status:    c.checkEndpoint,
 		interval:  time.Minute,
 		log:       funcr.New(logs.add, funcr.Options{}),
-		report:    func(s []EndpointStatus, _ []EtcdAlarm) { last = s },
+		report:    func(s []EndpointStatus, _ []EtcdAlarm, _ time.Time) { last = s },
 	}
 	chk.check(ctx, make([]EndpointStatus, len(cfg.EtcdEndpoints)))
 	if len(last) != 2 || last[0].Up || !strings.Contains(last[0].Error, "no leader") {

@@ -45,8 +45,6 @@ type observer struct {
 	// etcdNoLeader: the only etcd endpoint answered the last check without
 	// a leader.
 	etcdNoLeader bool
-	// alarmNames is every etcd alarm agentd_etcd_alarm has a series of.
-	alarmNames []string
 	// unusable is the number of keys the lease manager skips now; nil
 	// before the manager exists.
 	unusable func() int
@@ -82,10 +80,10 @@ func newObserver() *observer {
 		}, []string{"endpoint"}),
 		etcdAlarm: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "agentd_etcd_alarm",
-			Help: "1 while the etcd cluster has the alarm raised (NOSPACE, CORRUPT: etcd refuses writes and new leases), 0 if not (absent with --etcd-endpoint-check-interval 0).",
+			Help: "1 while the etcd cluster has the alarm raised (NOSPACE, CORRUPT: etcd refuses writes and new leases; OTHER: an entry of etcd's status agentd does not know), 0 if not, " +
+				"as the last etcd endpoint to answer listed it: kept while none answers (/status etcdAlarmsAsOf says since when; absent with --etcd-endpoint-check-interval 0).",
 		}, []string{"alarm"}),
-		st:         Status{DriftRepairs: map[string]int64{}},
-		alarmNames: []string{"NOSPACE", "CORRUPT"},
+		st: Status{DriftRepairs: map[string]int64{}},
 	}
 	o.reg.MustRegister(o.peers, o.programmed, o.reconciles, o.reconcileDur, o.changes, o.repairs, o.endpointUp, o.etcdAlarm,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -147,16 +145,17 @@ func (o *observer) watchLeases(stats *subnet.Stats, unusable func() int) {
 }
 
 // endpointsChecked records a round of etcd endpoint checks: each
-// endpoint, and the cluster's alarms. NOSPACE and CORRUPT have a series
-// from the first round, so an alert on them needs no absent(); a cleared
-// alarm's series goes back to 0.
-func (o *observer) endpointsChecked(eps []EndpointStatus, alarms []EtcdAlarm) {
+// endpoint, and the cluster's alarms, listed at asOf when no endpoint
+// answered this round (see endpointChecker.report). NOSPACE, CORRUPT and
+// OTHER have a series from the first round, so an alert on them needs no
+// absent(), and no other series: a cleared alarm's goes back to 0.
+func (o *observer) endpointsChecked(eps []EndpointStatus, alarms []EtcdAlarm, asOf time.Time) {
 	for _, e := range eps {
 		o.endpointUp.WithLabelValues(e.Endpoint).Set(b2f(e.Up))
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.alarmsFound(alarms)
+	o.alarmsFound(alarms, asOf)
 	o.st.EtcdEndpoints = eps
 }
 
@@ -165,27 +164,25 @@ func (o *observer) endpointsChecked(eps []EndpointStatus, alarms []EtcdAlarm) {
 // whether it answered without a leader, which etcdError then says. It is
 // not listed in etcdEndpoints: its outages are the connection's, which
 // etcdConnected and etcdError show.
-func (o *observer) endpointAloneChecked(eps []EndpointStatus, alarms []EtcdAlarm) {
+func (o *observer) endpointAloneChecked(eps []EndpointStatus, alarms []EtcdAlarm, asOf time.Time) {
 	o.endpointUp.WithLabelValues(eps[0].Endpoint).Set(b2f(eps[0].Up))
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.alarmsFound(alarms)
-	o.etcdNoLeader = eps[0].leaderless
+	o.alarmsFound(alarms, asOf)
+	o.etcdNoLeader = eps[0].NoLeader
 }
 
-// alarmsFound sets etcdAlarms and agentd_etcd_alarm; o.mu is held.
-func (o *observer) alarmsFound(alarms []EtcdAlarm) {
+// alarmsFound sets etcdAlarms, etcdAlarmsAsOf and agentd_etcd_alarm; o.mu
+// is held.
+func (o *observer) alarmsFound(alarms []EtcdAlarm, asOf time.Time) {
 	raised := map[string]bool{}
 	for _, a := range alarms {
 		raised[a.Alarm] = true
-		if !slices.Contains(o.alarmNames, a.Alarm) {
-			o.alarmNames = append(o.alarmNames, a.Alarm)
-		}
 	}
-	for _, name := range o.alarmNames {
+	for _, name := range append(slices.Clone(knownAlarms), otherAlarm) {
 		o.etcdAlarm.WithLabelValues(name).Set(b2f(raised[name]))
 	}
-	o.st.EtcdAlarms = alarms
+	o.st.EtcdAlarms, o.st.EtcdAlarmsAsOf = alarms, asOf
 }
 
 // watchLeaseTTL exports the time left on our own etcd lease, as left

@@ -39,9 +39,13 @@ type Status struct {
 	// EtcdEndpoints is each endpoint's last check, when there are several
 	// (see --etcd-endpoint-check-interval).
 	EtcdEndpoints []EndpointStatus `json:"etcdEndpoints,omitempty"`
-	// EtcdAlarms is the etcd cluster's alarms (NOSPACE, CORRUPT) as the
-	// endpoint checks last found them.
+	// EtcdAlarms is the etcd cluster's alarms (NOSPACE, CORRUPT, OTHER) as
+	// the endpoint checks last found them.
 	EtcdAlarms []EtcdAlarm `json:"etcdAlarms,omitempty"`
+	// EtcdAlarmsAsOf is set while no etcd endpoint answers the checks: when
+	// one last did, listing EtcdAlarms, which may have been raised or
+	// cleared since.
+	EtcdAlarmsAsOf time.Time `json:"etcdAlarmsAsOf,omitzero"`
 	// BadLeases is how many keys under the subnets prefix are skipped now
 	// as invalid (agentd_bad_leases_total counts their writes).
 	BadLeases int64 `json:"badLeases"`

@@ -167,21 +167,38 @@ func printStatus(a *app, st agent.Status) {
 	}
 	fmt.Fprintf(tw, "etcd\t%s\n", etcd)
 	if len(st.EtcdEndpoints) > 0 {
-		up := 0
+		// A member without a leader answers but serves no requests.
+		up, noLeader := 0, 0
 		for _, e := range st.EtcdEndpoints {
-			if e.Up {
+			switch {
+			case e.Up:
 				up++
+			case e.NoLeader:
+				noLeader++
 			}
 		}
-		fmt.Fprintf(tw, "etcd endpoints\t%d of %d answering\n", up, len(st.EtcdEndpoints))
+		count := fmt.Sprintf("%d of %d serving", up, len(st.EtcdEndpoints))
+		if noLeader > 0 {
+			count += fmt.Sprintf(", %d more answering without a leader", noLeader)
+		}
+		fmt.Fprintf(tw, "etcd endpoints\t%s\n", count)
 		for _, e := range st.EtcdEndpoints {
 			if !e.Up {
-				fmt.Fprintf(tw, "  %s\tdown since %s: %s\n", e.Endpoint, a.when(e.Since), e.Error)
+				fmt.Fprintf(tw, "  %s\tnot serving since %s: %s\n", e.Endpoint, a.when(e.Since), e.Error)
 			}
 		}
 	}
+	stale := ""
+	if !st.EtcdAlarmsAsOf.IsZero() {
+		stale = "; as listed " + a.when(st.EtcdAlarmsAsOf) + ", no etcd endpoint has answered since, so it may have been cleared"
+	}
 	for _, al := range st.EtcdAlarms {
-		fmt.Fprintf(tw, "etcd alarm\t%s (member %s): etcd refuses writes and new leases; the agent's log says what mends it\n", al.Alarm, dash(al.Member))
+		what := al.Alarm + " (member " + dash(al.Member) + "): etcd refuses writes and new leases; the agent's log says what mends it"
+		if al.Alarm == "OTHER" {
+			what = fmt.Sprintf("%s (member %s): etcd's status lists %q, which agentd does not know; see etcdctl alarm list",
+				al.Alarm, dash(al.Member), al.Entry)
+		}
+		fmt.Fprintf(tw, "etcd alarm\t%s%s\n", what, stale)
 	}
 	fmt.Fprintf(tw, "invalid leases skipped\t%d\n", st.BadLeases)
 	tw.Flush()
@@ -191,14 +208,15 @@ func printStatus(a *app, st agent.Status) {
 // (Z for UTC), and its age by the reader's clock: "2026-11-29 03:57:57+01:00,
 // 12 s ago". The agent may run in another zone (a container in UTC, a host
 // asked over the network); an instant is the same in all of them, so the age
-// is right whatever the zone each side uses.
+// is right whatever the zone each side uses. A time less than half a
+// second ahead is "0 s ago": the clocks agree to the second shown.
 func (a *app) when(t time.Time) string {
 	s := t.In(a.loc).Format("2006-01-02 15:04:05Z07:00")
-	now := a.now()
-	if t.After(now) {
-		return s + ", " + span(t.Sub(now)) + " ahead of this host's clock"
+	age := a.now().Sub(t).Round(time.Second)
+	if age < 0 {
+		return s + ", " + span(-age) + " ahead of this host's clock"
 	}
-	return s + ", " + span(now.Sub(t)) + " ago"
+	return s + ", " + span(age) + " ago"
 }
 
 // span writes d, not negative, rounded to seconds, in its two largest units.

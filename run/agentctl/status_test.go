@@ -106,12 +106,12 @@ func TestStatusTimes(t *testing.T) {
 		{time.FixedZone("BRT", -3*3600), []string{
 			"last resync 2026-12-04 09:00:00-03:00, 12 s ago (failed: boom)\n",
 			"last success 2026-12-04 08:51:55-03:00, 8 min 17 s ago\n",
-			"http://198.18.0.254:2381 down since 2026-12-04 07:00:12-03:00, 2 h 0 min ago: refused\n",
+			"http://198.18.0.254:2381 not serving since 2026-12-04 07:00:12-03:00, 2 h 0 min ago: refused\n",
 		}},
 		{time.UTC, []string{
 			"last resync 2026-12-04 12:00:00Z, 12 s ago (failed: boom)\n",
 			"last success 2026-12-04 11:51:55Z, 8 min 17 s ago\n",
-			"http://198.18.0.254:2381 down since 2026-12-04 10:00:12Z, 2 h 0 min ago: refused\n",
+			"http://198.18.0.254:2381 not serving since 2026-12-04 10:00:12Z, 2 h 0 min ago: refused\n",
 		}},
 	} {
 		out := statusLines(st, now, tc.loc)
@@ -126,6 +126,74 @@ func TestStatusTimes(t *testing.T) {
 	st = agent.Status{LastResync: now.Add(5 * time.Second), LastResyncError: "boom"}
 	out := statusLines(st, now, time.UTC)
 	for _, w := range []string{"2026-12-04 12:00:17Z, 5 s ahead of this host's clock (failed: boom)\n", "last success never\n"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("status lacks %q:\n%s", w, out)
+		}
+	}
+
+	// Less than half a second ahead is no skew worth a word: "0 s ahead"
+	// was printed. Half a second and more is "1 s ahead".
+	for _, tc := range []struct {
+		ahead time.Duration
+		want  string
+	}{
+		{400 * time.Millisecond, "last resync 2026-12-04 12:00:12Z, 0 s ago\n"},
+		{time.Nanosecond, "last resync 2026-12-04 12:00:12Z, 0 s ago\n"},
+		{700 * time.Millisecond, "last resync 2026-12-04 12:00:13Z, 1 s ahead of this host's clock\n"},
+		{-400 * time.Millisecond, "last resync 2026-12-04 12:00:11Z, 0 s ago\n"},
+	} {
+		out := statusLines(agent.Status{LastResync: now.Add(tc.ahead)}, now, time.UTC)
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("a pass %v ahead: status lacks %q:\n%s", tc.ahead, tc.want, out)
+		}
+	}
+}
+
+// TestStatusEndpointsServing: the count of several etcd endpoints is of
+// those serving; one without a leader answers, and says so. It was "1 of 3
+// answering", counting the member without a leader as not answering.
+func TestStatusEndpointsServing(t *testing.T) {
+	st, err := decodeStatus([]byte(`{"ready": true, "etcdConnected": true, "etcdEndpoints": [
+		{"endpoint": "http://198.18.0.254:2379", "up": true, "since": "2026-12-04T11:00:00Z"},
+		{"endpoint": "http://198.18.0.254:2381", "up": false, "noLeader": true, "since": "2026-12-04T11:00:02Z",
+			"error": "answers, but has no leader (its cluster lost quorum, or it is cut off from the other members), so it serves no requests"},
+		{"endpoint": "http://198.18.0.254:2383", "up": false, "since": "2026-12-04T11:00:02Z", "error": "connect: connection refused"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 4, 11, 0, 12, 0, time.UTC)
+	out := statusLines(st, now, time.UTC)
+	for _, w := range []string{
+		"etcd endpoints 1 of 3 serving, 1 more answering without a leader\n",
+		"http://198.18.0.254:2381 not serving since 2026-12-04 11:00:02Z, 10 s ago: answers, but has no leader (its cluster lost quorum, or it is cut off from the other members), so it serves no requests\n",
+		"http://198.18.0.254:2383 not serving since 2026-12-04 11:00:02Z, 10 s ago: connect: connection refused\n",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("status lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "answering\n") {
+		t.Errorf("status counts endpoints answering:\n%s", out)
+	}
+}
+
+// TestStatusAlarmsUnconfirmed: alarms the agent could not confirm, no
+// etcd endpoint answering, say when they were listed and that they may
+// have been cleared; they were shown as current. An OTHER alarm shows its
+// entry, not that etcd refuses writes.
+func TestStatusAlarmsUnconfirmed(t *testing.T) {
+	st, err := decodeStatus([]byte(`{"ready": true, "etcdConnected": false, "etcdAlarmsAsOf": "2026-12-04T11:00:00Z",
+		"etcdAlarms": [{"alarm": "NOSPACE", "member": "9e85cc091d4d15bb"}, {"alarm": "OTHER", "entry": "etcdserver: odd"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := statusLines(st, time.Date(2026, 12, 4, 11, 3, 0, 0, time.UTC), time.UTC)
+	for _, w := range []string{
+		"etcd alarm NOSPACE (member 9e85cc091d4d15bb): etcd refuses writes and new leases; the agent's log says what mends it; " +
+			"as listed 2026-12-04 11:00:00Z, 3 min 0 s ago, no etcd endpoint has answered since, so it may have been cleared\n",
+		`etcd alarm OTHER (member -): etcd's status lists "etcdserver: odd", which agentd does not know; see etcdctl alarm list; ` +
+			"as listed 2026-12-04 11:00:00Z, 3 min 0 s ago, no etcd endpoint has answered since, so it may have been cleared\n",
+	} {
 		if !strings.Contains(out, w) {
 			t.Errorf("status lacks %q:\n%s", w, out)
 		}

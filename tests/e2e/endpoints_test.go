@@ -62,13 +62,13 @@ func TestEtcdEndpointChecks(t *testing.T) {
 	}
 	want(false)
 	out := f.mustCtl(h1, "status", "--agent", "http://"+h1.HealthzAddr())
-	if !strings.Contains(out, "1 of 2 answering") || !regexp.MustCompile(regexp.QuoteMeta(spare)+` +down since .*connection refused`).MatchString(out) {
+	if !strings.Contains(out, "1 of 2 serving") || !regexp.MustCompile(regexp.QuoteMeta(spare)+` +not serving since .*connection refused`).MatchString(out) {
 		t.Errorf("agentctl status does not show %s down:\n%s", spare, out)
 	}
 
 	fwd := forwardInNetns(t, f.c.EtcdNamespace(), ":2381", strings.TrimPrefix(strings.TrimPrefix(good, "https://"), "http://"))
 	want(true)
-	if out := f.mustCtl(h1, "status", "--agent", "http://"+h1.HealthzAddr()); !strings.Contains(out, "2 of 2 answering") {
+	if out := f.mustCtl(h1, "status", "--agent", "http://"+h1.HealthzAddr()); !strings.Contains(out, "2 of 2 serving") {
 		t.Errorf("agentctl status with both endpoints up:\n%s", out)
 	}
 	fwd.close()
