@@ -702,22 +702,18 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	return res, errors.Join(errs...)
 }
 
+// logTable logs each change of the forwarding table at V(2) only: a line per
+// entry grows with the cluster (a cold start, peers joining and leaving).
+// Reconcile counts them in its Result, which the agent sums at V(0) like
+// the other backends' kernel changes.
 func (b *Backend) logTable(ch backend.Changes[entry]) {
-	each := ch.Len() <= 32
 	for _, l := range []struct {
 		verb string
 		es   []entry
 	}{{"add", ch.Add}, {"update", ch.Update}, {"delete", ch.Remove}} {
 		for _, e := range l.es {
-			if each {
-				b.log.Info("forwarding table "+l.verb, "entry", e.String())
-			} else {
-				b.log.V(2).Info("forwarding table "+l.verb, "entry", e.String())
-			}
+			b.log.V(2).Info("forwarding table "+l.verb, "entry", e.String())
 		}
-	}
-	if !each {
-		b.log.Info("forwarding table changed", "added", len(ch.Add), "updated", len(ch.Update), "removed", len(ch.Remove))
 	}
 }
 

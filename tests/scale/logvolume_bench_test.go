@@ -48,14 +48,20 @@ func (e *env) perMinute(name string, d time.Duration, do func()) {
 }
 
 // BenchmarkLogVolume measures the agent's log lines per minute at the
-// default verbosity (-v=0) on vxlan at N=1000 in the scenarios an operator's
-// journal sees: nothing changing, 1000 peers joining at once, churn, etcd
-// down and back, invalid lease keys, and another program deleting one of our
-// routes again and again.
+// default verbosity (-v=0) on vxlan and udp at N=1000 in the scenarios an
+// operator's journal sees: nothing changing, 1000 peers joining at once,
+// churn, etcd down and back, invalid lease keys, and another program
+// deleting one of our routes (udp: its one route) again and again.
 func BenchmarkLogVolume(b *testing.B) {
+	for _, be := range []string{"vxlan", "udp"} {
+		b.Run(be, func(b *testing.B) { logVolume(b, be) })
+	}
+}
+
+func logVolume(b *testing.B, backend string) {
 	cluster.RequireRoot(b)
 	for b.Loop() {
-		e := newEnv(b, "vxlan", 0)
+		e := newEnv(b, backend, 0)
 		a, err := e.h.StartAgent(e.ctx, "-v=0")
 		if err != nil {
 			b.Fatal(err)
@@ -69,7 +75,7 @@ func BenchmarkLogVolume(b *testing.B) {
 			if err := e.gen.Populate(e.ctx, n); err != nil {
 				b.Fatal(err)
 			}
-			e.waitRoutes(n)
+			e.waitPeers(backend, n)
 		})
 		e.perMinute("steady", logWindow, func() {})
 		e.perMinute("churn-10/s", logWindow, func() {
@@ -88,7 +94,7 @@ func BenchmarkLogVolume(b *testing.B) {
 				}
 			}
 		})
-		e.waitRoutes(e.gen.Len())
+		e.waitPeers(backend, e.gen.Len())
 		e.perMinute("invalid-keys-1000", logWindow, func() { e.putInvalid(1000) })
 		e.perMinute("drift-fight-5/s", logWindow, func() { e.deleteRoutes(5, logWindow-2*time.Second) })
 		e.perMinute("etcd-down", logWindow, func() {
@@ -104,10 +110,19 @@ func BenchmarkLogVolume(b *testing.B) {
 	}
 }
 
-// waitRoutes waits until h1 has n of our routes.
-func (e *env) waitRoutes(n int) {
+// waitPeers waits until h1 has programmed n peers: n of our routes, or with
+// udp, whose peers are entries of the agent's forwarding table behind one
+// route, agentd_peers_programmed at n.
+func (e *env) waitPeers(backend string, n int) {
 	e.b.Helper()
 	err := cluster.Eventually(e.ctx, ready, func() error {
+		if backend == "udp" {
+			got, err := e.h.Metric(e.ctx, "agentd_peers_programmed")
+			if err == nil && got != float64(n) {
+				err = fmt.Errorf("%v of %d peers programmed", got, n)
+			}
+			return err
+		}
 		if got := e.ourRoutes(); got != n {
 			return fmt.Errorf("%d of %d routes", got, n)
 		}
