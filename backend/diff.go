@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
+	"github.com/agentd/agentd/internal/lograte"
 	"github.com/go-logr/logr"
 )
 
@@ -181,20 +183,29 @@ func (r *Result) Add(o Result) {
 	}
 }
 
+// skipLines is how many skipped peers are logged a minute at the default
+// verbosity.
+const skipLines = 10
+
 // SkipLog reports the peers a backend will not program, each once per reason
-// rather than on every Reconcile. It belongs to the Reconcile goroutine.
+// rather than on every Reconcile, and at most skipLines of them a minute at
+// the default verbosity: a thousand peers of another backend type, or a
+// thousand clones sharing a VTEP MAC, would otherwise log a thousand lines
+// at once. It belongs to the Reconcile goroutine.
 type SkipLog struct {
 	log     logr.Logger
 	reasons map[string]string // what the last round reported, by lease key
 	round   map[string]string
-	// logged counts the skips logged since the start: the running count
-	// each log line carries.
+	// logged counts the skips logged since the start, at any verbosity:
+	// the running count each log line carries.
 	logged int
+	limit  *lograte.Limiter
 }
 
 // NewSkipLog returns a SkipLog that logs to log.
 func NewSkipLog(log logr.Logger) *SkipLog {
-	return &SkipLog{log: log, reasons: map[string]string{}, round: map[string]string{}}
+	return &SkipLog{log: log, reasons: map[string]string{}, round: map[string]string{},
+		limit: lograte.New(skipLines, time.Minute, nil)}
 }
 
 // Skip records that the lease with key will not be programmed, and why; it
@@ -204,9 +215,19 @@ func (s *SkipLog) Skip(key, reason string) {
 		return
 	}
 	s.round[key] = reason
-	if s.reasons[key] != reason {
-		s.logged++
-		s.log.Info("peer not programmed", "lease", key, "reason", reason, "count", s.logged)
+	if s.reasons[key] == reason {
+		return
+	}
+	s.logged++
+	kvs := []any{"lease", key, "reason", reason, "count", s.logged}
+	switch s.limit.Next() {
+	case lograte.Log:
+		s.log.Info("peer not programmed", kvs...)
+	case lograte.Last:
+		s.log.Info("peer not programmed; more such peers are logged at -v=2 only until "+
+			s.limit.Until().Format(time.TimeOnly)+" (agentctl status counts the peers programmed, agentctl leases lists every lease)", kvs...)
+	default:
+		s.log.V(2).Info("peer not programmed", kvs...)
 	}
 }
 
