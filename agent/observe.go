@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/subnet"
@@ -34,8 +35,10 @@ type observer struct {
 	last    leaseSet // the lease set of the last successful pass
 	hasLast bool
 	// inKernel holds, by lease key, the peers the last successful pass
-	// programmed (its peers less those it skipped) as they were then.
+	// programmed (its peers less those it skipped) as they were then;
+	// skipped holds the others as they were then, with the reason it gave.
 	inKernel map[string]leaseFacts
+	skipped  map[string]skippedFacts
 	// etcdUp reports whether the etcd connection is up; nil before the
 	// client exists.
 	etcdUp func() bool
@@ -252,29 +255,41 @@ func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backen
 	now := time.Now().UTC()
 	o.st.PeersKnown = len(peers)
 	o.st.LastResync = now
+	var skipped []SkippedPeer
 	if err != nil {
 		o.reconciles.WithLabelValues("error").Inc()
 		o.st.LastResyncError = err.Error()
 		n := 0
 		for i := range peers {
-			if f, ok := o.inKernel[peers[i].Key()]; ok && f == factsOf(&peers[i]) {
+			k, f := peers[i].Key(), factsOf(&peers[i])
+			if in, ok := o.inKernel[k]; ok && in == f {
 				n++
+			} else if s, ok := o.skipped[k]; ok && s.facts == f {
+				skipped = append(skipped, SkippedPeer{Lease: k, Reason: s.reason})
 			}
 		}
 		o.setProgrammed(n)
+		o.setSkipped(skipped)
 		return
 	}
 	o.reconciles.WithLabelValues("ok").Inc()
 	o.st.LastResyncError = ""
 	o.st.LastResyncOK = now
 	o.inKernel = make(map[string]leaseFacts, len(peers))
+	o.skipped = make(map[string]skippedFacts, len(res.SkippedLeases))
+	byKey := func(s backend.SkippedLease, k string) int { return strings.Compare(s.Key, k) }
 	for i := range peers {
 		k := peers[i].Key()
-		if _, skipped := slices.BinarySearch(res.SkippedLeases, k); !skipped {
+		if j, found := slices.BinarySearchFunc(res.SkippedLeases, k, byKey); found {
+			why := res.SkippedLeases[j].Reason
+			o.skipped[k] = skippedFacts{factsOf(&peers[i]), why}
+			skipped = append(skipped, SkippedPeer{Lease: k, Reason: why})
+		} else {
 			o.inKernel[k] = factsOf(&peers[i])
 		}
 	}
 	o.setProgrammed(len(o.inKernel))
+	o.setSkipped(skipped)
 	if o.hasLast && o.last.equal(cur) {
 		for k, n := range res.ByKind {
 			o.repairs.WithLabelValues(k).Add(float64(n))
@@ -287,6 +302,41 @@ func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backen
 func (o *observer) setProgrammed(n int) {
 	o.st.PeersProgrammed = n
 	o.programmed.Set(float64(n))
+}
+
+// skippedListed is how many skipped peers /status lists at most: a
+// thousand peers of another backend type would otherwise make it a
+// thousand entries long.
+const skippedListed = 50
+
+// reasonLen is how long a skipped peer's reason in /status is at most, in
+// bytes. A reason can quote what a peer wrote in its lease (its
+// BackendType), which etcd takes up to its value size limit.
+const reasonLen = 300
+
+// setSkipped sets PeersSkippedTotal and PeersSkipped, the first
+// skippedListed of skipped by lease key. PeersSkipped is a new slice each
+// time, so status can hand it out after o.mu is released.
+func (o *observer) setSkipped(skipped []SkippedPeer) {
+	slices.SortFunc(skipped, func(a, b SkippedPeer) int { return strings.Compare(a.Lease, b.Lease) })
+	o.st.PeersSkippedTotal = len(skipped)
+	o.st.PeersSkipped = slices.Clip(skipped[:min(len(skipped), skippedListed)])
+	for i := range o.st.PeersSkipped {
+		o.st.PeersSkipped[i].Reason = truncate(o.st.PeersSkipped[i].Reason, reasonLen)
+	}
+}
+
+// truncate cuts s to at most n bytes, on a character boundary, ending it
+// with "…" when it cuts.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // status is the snapshot /status serves.
@@ -334,6 +384,12 @@ func (o *observer) register(mux *http.ServeMux, h *health) {
 
 // leaseSet is what of a lease set the kernel state depends on.
 type leaseSet []leaseFacts
+
+// skippedFacts is a peer a successful pass skipped, as it was then, and why.
+type skippedFacts struct {
+	facts  leaseFacts
+	reason string
+}
 
 type leaseFacts struct {
 	subnet, subnet6 string

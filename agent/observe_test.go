@@ -7,9 +7,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/subnet"
@@ -144,7 +146,7 @@ func TestObserverPeersProgrammedAmongKnown(t *testing.T) {
 	p2moved := lease("10.244.2.0/24", "198.18.0.12")
 	hostgw := lease("10.244.5.0/24", "198.18.0.5")
 	hostgw.Attrs.BackendType = "host-gw"
-	skipped := backend.Result{Skipped: 1, SkippedLeases: []string{hostgw.Key()}}
+	skipped := backend.Result{Skipped: 1, SkippedLeases: []backend.SkippedLease{{Key: hostgw.Key(), Reason: "backend type"}}}
 	boom := errors.New("boom")
 
 	var okFrom, okTo time.Time
@@ -182,5 +184,98 @@ func TestObserverPeersProgrammedAmongKnown(t *testing.T) {
 				t.Errorf("%s: /metrics lacks %q", step.name, want)
 			}
 		}
+	}
+}
+
+// TestObserverPeersSkipped: /status names the peers known but not
+// programmed, with the backend's reason, sorted by lease key; the peers
+// programmed and those skipped make up the peers known after a successful
+// pass. After a failed pass the list is, like the count programmed, the
+// last successful pass's for the peers unchanged since: a peer new or
+// changed since is in neither. A thousand skipped peers are counted and
+// the first 50 listed, each reason cut to a bounded length.
+func TestObserverPeersSkipped(t *testing.T) {
+	o := newObserver()
+	h := newHealth(logr.Discard())
+	mux := http.NewServeMux()
+	o.register(mux, h)
+	own := lease("10.244.1.0/24", "198.18.0.1")
+	p2, p3 := lease("10.244.2.0/24", "198.18.0.2"), lease("10.244.3.0/24", "198.18.0.3")
+	far := lease("10.244.4.0/24", "198.19.0.4")
+	far2 := lease("10.244.4.0/24", "198.19.0.14")
+	udp := lease("10.244.10.0/24", "198.18.0.10")
+	udp.Attrs.BackendType = "udp"
+	udpWhy := `backend type "udp", not "vxlan"`
+	farWhy := "public IP 198.19.0.4 is not on-link: ext0 is attached to [198.18.0.0/24] only"
+	res := backend.Result{Skipped: 2, SkippedLeases: []backend.SkippedLease{{Key: udp.Key(), Reason: udpWhy}, {Key: far.Key(), Reason: farWhy}}}
+	boom := errors.New("boom")
+	for _, step := range []struct {
+		name            string
+		peers           []subnet.Lease
+		res             backend.Result
+		err             error
+		known, programd int
+		skipped         []SkippedPeer
+	}{
+		{"programmed, two skipped", []subnet.Lease{p2, far, udp}, res, nil, 3, 1,
+			[]SkippedPeer{{udp.Key(), udpWhy}, {far.Key(), farWhy}}},
+		{"failed, one skipped changed, one new", []subnet.Lease{p2, p3, far2, udp}, backend.Result{}, boom, 4, 1,
+			[]SkippedPeer{{udp.Key(), udpWhy}}},
+		{"failed, back as skipped", []subnet.Lease{far, udp}, backend.Result{}, boom, 2, 0,
+			[]SkippedPeer{{udp.Key(), udpWhy}, {far.Key(), farWhy}}},
+		{"programmed, none skipped", []subnet.Lease{p2, p3}, backend.Result{}, nil, 2, 2, nil},
+		{"failed, a peer skipped before", []subnet.Lease{p2, udp}, backend.Result{}, boom, 2, 1, nil},
+	} {
+		o.reconciled(own, step.peers, step.res, step.err, time.Millisecond)
+		st := o.status(h)
+		if st.PeersKnown != step.known || st.PeersProgrammed != step.programd ||
+			st.PeersSkippedTotal != len(step.skipped) || !slices.Equal(st.PeersSkipped, step.skipped) {
+			t.Errorf("%s: %d known, %d programmed, %d skipped %q; want %d, %d, %q",
+				step.name, st.PeersKnown, st.PeersProgrammed, st.PeersSkippedTotal, st.PeersSkipped, step.known, step.programd, step.skipped)
+		}
+		if step.err == nil && st.PeersProgrammed+st.PeersSkippedTotal != st.PeersKnown {
+			t.Errorf("%s: after a successful pass, %d programmed and %d skipped of %d known", step.name, st.PeersProgrammed, st.PeersSkippedTotal, st.PeersKnown)
+		}
+	}
+
+	// A thousand peers of another backend, one of them with a long
+	// BackendType quoted in its reason.
+	var peers []subnet.Lease
+	res = backend.Result{}
+	for i := range 1000 {
+		p := lease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), "198.18.1.1")
+		peers = append(peers, p)
+		why := "backend type \"udp\", not \"vxlan\""
+		if i == 0 {
+			why = fmt.Sprintf("backend type %q, not \"vxlan\"", strings.Repeat("é", 100000))
+		}
+		res.SkippedLeases = append(res.SkippedLeases, backend.SkippedLease{Key: p.Key(), Reason: why})
+	}
+	slices.SortFunc(res.SkippedLeases, func(a, b backend.SkippedLease) int { return strings.Compare(a.Key, b.Key) })
+	res.Skipped = len(res.SkippedLeases)
+	o.reconciled(own, peers, res, nil, time.Millisecond)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+	var st Status
+	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.PeersKnown != 1000 || st.PeersProgrammed != 0 || st.PeersSkippedTotal != 1000 || len(st.PeersSkipped) != 50 {
+		t.Fatalf("1000 skipped: %d known, %d programmed, %d skipped, %d listed; want 1000, 0, 1000, 50",
+			st.PeersKnown, st.PeersProgrammed, st.PeersSkippedTotal, len(st.PeersSkipped))
+	}
+	for i, p := range st.PeersSkipped {
+		if p.Lease != res.SkippedLeases[i].Key {
+			t.Fatalf("listed %d: %s, want %s (the first 50 by key)", i, p.Lease, res.SkippedLeases[i].Key)
+		}
+		if len(p.Reason) > 300 || !utf8.ValidString(p.Reason) {
+			t.Errorf("%s: reason of %d bytes (valid UTF-8: %t), want at most 300", p.Lease, len(p.Reason), utf8.ValidString(p.Reason))
+		}
+	}
+	if r := st.PeersSkipped[0].Reason; !strings.HasSuffix(r, "…") || !strings.HasPrefix(r, `backend type "éé`) {
+		t.Errorf("the long reason is listed as %.40q…, want it cut, ending with …", r)
+	}
+	if n := rec.Body.Len(); n > 16<<10 {
+		t.Errorf("/status is %d bytes with 1000 peers skipped", n)
 	}
 }

@@ -21,6 +21,15 @@ type Status struct {
 	// pass failed.
 	PeersKnown      int `json:"peersKnown"`
 	PeersProgrammed int `json:"peersProgrammed"`
+	// PeersSkipped lists peers among PeersKnown that a pass would not
+	// program, with its reason (as its "peer not programmed" log line gave
+	// it): the first 50 by lease key of PeersSkippedTotal. After a failed
+	// pass they are those the last successful pass skipped, unchanged
+	// since; PeersKnown - PeersProgrammed - PeersSkippedTotal peers are
+	// then new or changed since that pass. After a successful pass that
+	// difference is 0.
+	PeersSkipped      []SkippedPeer `json:"peersSkipped,omitempty"`
+	PeersSkippedTotal int           `json:"peersSkippedTotal"`
 
 	// LastResync is the time of the last reconcile pass, LastResyncError
 	// its error if it failed, and LastResyncOK the time of the last pass
@@ -49,4 +58,10 @@ type Status struct {
 	// BadLeases is how many keys under the subnets prefix are skipped now
 	// as invalid (agentd_bad_leases_total counts their writes).
 	BadLeases int64 `json:"badLeases"`
+}
+
+// SkippedPeer is a peer not programmed in the kernel: its lease key and why.
+type SkippedPeer struct {
+	Lease  string `json:"lease"`
+	Reason string `json:"reason"`
 }

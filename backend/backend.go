@@ -57,14 +57,20 @@ type Result struct {
 	Added, Removed, Updated int
 	// Skipped counts peers that were not programmed (another backend type,
 	// malformed backend data, a host-gw peer not on-link), and SkippedLeases
-	// names them by lease key, sorted. Both are filled once the backend has
-	// judged every peer; a Reconcile that fails before that leaves them
-	// empty.
+	// names them, sorted by lease key, each key once, with the reason. Both
+	// are filled once the backend has judged every peer; a Reconcile that
+	// fails before that leaves them empty.
 	Skipped       int
-	SkippedLeases []string
+	SkippedLeases []SkippedLease
 	// ByKind counts the changes (added, removed or updated) by kind of
 	// kernel object: "fdb", "neighbour", "route", "device", "address".
 	ByKind map[string]int
+}
+
+// SkippedLease is a peer that Reconcile did not program: its lease key and
+// why, as the "peer not programmed" log line says it.
+type SkippedLease struct {
+	Key, Reason string
 }
 
 // CheckReconcile is what every backend's Reconcile checks first: ctx is

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/agentd/agentd/internal/lograte"
@@ -167,7 +168,8 @@ func (p *Plan) Apply(w Writer, log logr.Logger) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
-// Add adds o's counts to r's; SkippedLeases stays sorted, each key once.
+// Add adds o's counts to r's; SkippedLeases stays sorted by key, each key
+// once, with r's reason for a key both name.
 func (r *Result) Add(o Result) {
 	r.Added += o.Added
 	r.Removed += o.Removed
@@ -175,8 +177,8 @@ func (r *Result) Add(o Result) {
 	r.Skipped += o.Skipped
 	if len(o.SkippedLeases) > 0 {
 		r.SkippedLeases = append(r.SkippedLeases, o.SkippedLeases...)
-		slices.Sort(r.SkippedLeases)
-		r.SkippedLeases = slices.Compact(r.SkippedLeases)
+		slices.SortStableFunc(r.SkippedLeases, func(a, b SkippedLease) int { return strings.Compare(a.Key, b.Key) })
+		r.SkippedLeases = slices.CompactFunc(r.SkippedLeases, func(a, b SkippedLease) bool { return a.Key == b.Key })
 	}
 	for k, n := range o.ByKind {
 		r.Count(k, n)
@@ -240,8 +242,11 @@ func (s *SkipLog) Finish() int {
 }
 
 // Report ends a round (Finish) and records in res how many leases it
-// skipped and which.
+// skipped, which, and why.
 func (s *SkipLog) Report(res *Result) {
 	res.Skipped = s.Finish()
-	res.SkippedLeases = slices.Sorted(maps.Keys(s.reasons))
+	res.SkippedLeases = nil
+	for _, k := range slices.Sorted(maps.Keys(s.reasons)) {
+		res.SkippedLeases = append(res.SkippedLeases, SkippedLease{Key: k, Reason: s.reasons[k]})
+	}
 }

@@ -324,16 +324,17 @@ func TestSkipLog(t *testing.T) {
 
 // TestSkipLogReport: Report ends the round like Finish and names the
 // skipped leases, sorted and each once, which the agent needs to count the
-// peers programmed after a failed pass.
+// peers programmed after a failed pass, with the reason each was skipped
+// for (the first one given in the round), which /status lists.
 func TestSkipLogReport(t *testing.T) {
 	s := NewSkipLog(logr.Discard())
 	s.Skip("c", "host-gw")
 	s.Skip("a", "bad MAC")
-	s.Skip("c", "host-gw")
+	s.Skip("c", "superseded")
 	var res Result
 	s.Report(&res)
-	if res.Skipped != 2 || !slices.Equal(res.SkippedLeases, []string{"a", "c"}) {
-		t.Errorf("first round: %d skipped, %q; want 2, [a c]", res.Skipped, res.SkippedLeases)
+	if want := []SkippedLease{{"a", "bad MAC"}, {"c", "host-gw"}}; res.Skipped != 2 || !slices.Equal(res.SkippedLeases, want) {
+		t.Errorf("first round: %d skipped, %q; want 2, %q", res.Skipped, res.SkippedLeases, want)
 	}
 	res = Result{}
 	s.Report(&res)
@@ -461,13 +462,14 @@ func decodeRoutes(b []byte) []Route {
 }
 
 // TestResultAddKeepsSkippedSorted: the observer looks skipped lease keys up
-// by binary search, so a sum of results keeps them sorted, each key once.
+// by binary search, so a sum of results keeps them sorted, each key once,
+// with the first result's reason for a key both name.
 func TestResultAddKeepsSkippedSorted(t *testing.T) {
 	var r Result
-	r.Add(Result{Skipped: 2, SkippedLeases: []string{"/n/subnets/10.244.7.0-24", "/n/subnets/10.244.9.0-24"}})
+	r.Add(Result{Skipped: 2, SkippedLeases: []SkippedLease{{"/n/subnets/10.244.7.0-24", "no IPv4 public IP"}, {"/n/subnets/10.244.9.0-24", "bad MAC"}}})
 	r.Add(Result{Added: 1})
-	r.Add(Result{Skipped: 2, SkippedLeases: []string{"/n/subnets/10.244.1.0-24", "/n/subnets/10.244.9.0-24"}})
-	want := []string{"/n/subnets/10.244.1.0-24", "/n/subnets/10.244.7.0-24", "/n/subnets/10.244.9.0-24"}
+	r.Add(Result{Skipped: 2, SkippedLeases: []SkippedLease{{"/n/subnets/10.244.1.0-24", "not on-link"}, {"/n/subnets/10.244.9.0-24", "other"}}})
+	want := []SkippedLease{{"/n/subnets/10.244.1.0-24", "not on-link"}, {"/n/subnets/10.244.7.0-24", "no IPv4 public IP"}, {"/n/subnets/10.244.9.0-24", "bad MAC"}}
 	if !slices.Equal(r.SkippedLeases, want) {
 		t.Fatalf("SkippedLeases %q, want %q", r.SkippedLeases, want)
 	}

@@ -154,24 +154,34 @@ func TestPeers(t *testing.T) {
 	p3 := lease("10.244.3.0/24", "198.18.0.3", Type)
 	far := lease("10.244.4.0/24", "198.19.0.4", Type) // not on-link
 	vx := lease("10.244.5.0/24", "198.18.0.5", "vxlan")
+	// What the agent's /status shows for them.
+	skipped := []backend.SkippedLease{
+		{Key: far.Key(), Reason: "public IP 198.19.0.4 is not on-link: ext0 is attached to [198.18.0.0/24] only; host-gw needs all hosts on one L2 segment"},
+		{Key: vx.Key(), Reason: `backend type "vxlan", not "host-gw"`},
+	}
 	for _, step := range []struct {
-		name   string
-		peers  []subnet.Lease
-		routes string
-		res    backend.Result
+		name    string
+		peers   []subnet.Lease
+		routes  string
+		res     backend.Result
+		skipped []backend.SkippedLease
 	}{
 		{"add", []subnet.Lease{p2, p3, far, vx}, `
 route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74
-route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`, backend.Result{Added: 2, Skipped: 2}},
-		{"again", []subnet.Lease{p2, p3, far, vx}, `
+route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`, backend.Result{Added: 2, Skipped: 2}, skipped},
+		{"again", []subnet.Lease{vx, p2, p3, far}, `
 route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74
-route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`, backend.Result{Skipped: 2}},
+route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`, backend.Result{Skipped: 2}, skipped},
 		{"peer 3 gone, 2 moved", []subnet.Lease{lease("10.244.2.0/24", "198.18.0.12", Type)}, `
-route 10.244.2.0/24 via 198.18.0.12 dev ext0 proto 74`, backend.Result{Updated: 1, Removed: 1}},
-		{"all gone", nil, "", backend.Result{Removed: 1}},
+route 10.244.2.0/24 via 198.18.0.12 dev ext0 proto 74`, backend.Result{Updated: 1, Removed: 1}, nil},
+		{"all gone", nil, "", backend.Result{Removed: 1}, nil},
 	} {
-		if res := h.reconcile(step.peers...); res.String() != step.res.String() {
+		res := h.reconcile(step.peers...)
+		if res.String() != step.res.String() {
 			t.Errorf("%s: result %v, want %v", step.name, res, step.res)
+		}
+		if !slices.Equal(res.SkippedLeases, step.skipped) {
+			t.Errorf("%s: skipped leases %q, want %q", step.name, res.SkippedLeases, step.skipped)
 		}
 		h.check(step.routes)
 	}
@@ -211,7 +221,8 @@ func TestOtherBackendPeers(t *testing.T) {
 		if res.String() != step.res.String() {
 			t.Errorf("step %d: result %v, want %v", i, res, step.res)
 		}
-		if want := []string{vx.Key(), udp.Key()}; !slices.Equal(res.SkippedLeases, want) {
+		if want := []backend.SkippedLease{{Key: vx.Key(), Reason: `backend type "vxlan", not "host-gw"`},
+			{Key: udp.Key(), Reason: `backend type "udp", not "host-gw"`}}; !slices.Equal(res.SkippedLeases, want) {
 			t.Errorf("step %d: skipped leases %q, want %q", i, res.SkippedLeases, want)
 		}
 		h.check(step.routes)

@@ -199,6 +199,10 @@ func FuzzDecodeStatus(f *testing.F) {
 	f.Add([]byte(`{"lastResync":"2025-01-02T03:04:05+05:30","lastResyncError":"boom","lastResyncOK":"9999-12-31T23:59:59Z"}`))
 	f.Add([]byte(`{"lastResync":"not a time"}`))
 	f.Add([]byte(`null`))
+	f.Add([]byte(`{"peersKnown":3,"peersProgrammed":1,"peersSkipped":[{"lease":"10.244.4.0-24","reason":"public IP 198.19.0.4 is not on-link"},{"lease":"10.244.7.0-24","reason":"BackendData VtepMAC: address \n\t\u0000: invalid"}],"peersSkippedTotal":2}`))
+	f.Add([]byte(`{"peersKnown":-1,"peersProgrammed":5,"peersSkipped":[{"lease":"a"},{},{"reason":""}],"peersSkippedTotal":-3,"lastResyncError":"x"}`))
+	f.Add([]byte(`{"peersKnown":100,"peersSkipped":[{"lease":"1"},{"lease":"2"},{"lease":"3"},{"lease":"4"},{"lease":"5"},{"lease":"6"},{"lease":"7"},{"lease":"8"},{"lease":"9"},{"lease":"10"},{"lease":"11"}],"peersSkippedTotal":1}`))
+	f.Add([]byte(`{"peersSkipped":null,"peersSkippedTotal":9223372036854775807,"peersKnown":-9223372036854775808,"lastResyncError":"x"}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		st, err := decodeStatus(raw)
 		if err != nil {

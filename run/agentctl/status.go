@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/agentd/agentd/agent"
 	"github.com/spf13/cobra"
@@ -128,6 +130,7 @@ func printStatus(a *app, st agent.Status) {
 	fmt.Fprintf(tw, "public IP\t%s\n", dash(st.PublicIP))
 	fmt.Fprintf(tw, "backend\t%s\n", dash(st.Backend))
 	fmt.Fprintf(tw, "peers\t%d known, %d programmed in the kernel\n", st.PeersKnown, st.PeersProgrammed)
+	printSkipped(tw, st)
 	last := "never"
 	if !st.LastResync.IsZero() {
 		last = a.when(st.LastResync)
@@ -202,6 +205,53 @@ func printStatus(a *app, st agent.Status) {
 	}
 	fmt.Fprintf(tw, "invalid leases skipped\t%d\n", st.BadLeases)
 	tw.Flush()
+}
+
+// skippedShown is how many skipped peers the table shows at most; the
+// agent lists more (agentctl status -o json).
+const skippedShown = 10
+
+// printSkipped writes, under the peers line, the peers not programmed and
+// why, and after a failed resync how many are not counted for being new or
+// changed since the last success. Every line has a cell in the first
+// column, so the table's columns stay aligned across them.
+func printSkipped(tw io.Writer, st agent.Status) {
+	shown := st.PeersSkipped[:min(len(st.PeersSkipped), skippedShown)]
+	for _, p := range shown {
+		fmt.Fprintf(tw, "  %s\tnot programmed: %s\n", printable(p.Lease), printable(p.Reason))
+	}
+	if more := st.PeersSkippedTotal - len(shown); more > 0 {
+		where := "agentctl leases lists every lease"
+		if len(st.PeersSkipped) > len(shown) {
+			where = fmt.Sprintf("agentctl status -o json lists %d", len(st.PeersSkipped))
+		}
+		fmt.Fprintf(tw, "  … and %d more\tnot programmed (%s)\n", more, where)
+	}
+	if st.LastResyncError == "" {
+		return
+	}
+	if n := st.PeersKnown - st.PeersProgrammed - st.PeersSkippedTotal; n > 0 {
+		fmt.Fprintf(tw, "  %d more\tnew or changed since the last successful resync, so not counted as programmed\n", n)
+	}
+}
+
+// printable escapes the control characters in s, as Go quotes them: a
+// reason can quote what a peer wrote in its lease, and a newline or tab
+// there would break the table or forge a line of it.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // when shows a time the agent sent in the reader's time zone, with the zone

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -257,4 +258,77 @@ func TestStatusEtcdErrorWhileConnected(t *testing.T) {
 		}
 	}
 	t.Errorf("status lacks %q:\n%s", want, out.String())
+}
+
+// TestStatusSkippedPeers: the peers not programmed are listed under the
+// peers line with the agent's reason, the first 10, then how many more and
+// where the rest are; after a failed resync, how many are new or changed
+// since the last success. A control character in a reason (it can quote a
+// peer's lease) is escaped, and the table's columns stay aligned.
+func TestStatusSkippedPeers(t *testing.T) {
+	skipped := func(n int) []agent.SkippedPeer {
+		var ps []agent.SkippedPeer
+		for i := range n {
+			ps = append(ps, agent.SkippedPeer{Lease: fmt.Sprintf("10.244.%d.0-24", 100+i), Reason: `backend type "udp", not "vxlan"`})
+		}
+		return ps
+	}
+	now := time.Date(2026, 12, 4, 11, 0, 12, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		st      agent.Status
+		want    []string
+		notWant []string
+	}{
+		{"two", agent.Status{PeersKnown: 5, PeersProgrammed: 3, PeersSkippedTotal: 2, PeersSkipped: []agent.SkippedPeer{
+			{Lease: "10.244.4.0-24", Reason: "public IP 198.19.0.4 is not on-link: ext0 is attached to [198.18.0.0/24] only; host-gw needs all hosts on one L2 segment"},
+			{Lease: "10.244.7.0-24", Reason: "BackendData VtepMAC: address 02:00\nready yes\t: invalid MAC address"}}},
+			[]string{
+				"peers 5 known, 3 programmed in the kernel\n" +
+					"10.244.4.0-24 not programmed: public IP 198.19.0.4 is not on-link: ext0 is attached to [198.18.0.0/24] only; host-gw needs all hosts on one L2 segment\n" +
+					`10.244.7.0-24 not programmed: BackendData VtepMAC: address 02:00\nready yes\t: invalid MAC address` + "\n" +
+					"last resync never\n",
+			},
+			[]string{"more", "\nready yes\n"}},
+		{"twelve listed", agent.Status{PeersKnown: 12, PeersSkippedTotal: 12, PeersSkipped: skipped(12)},
+			[]string{
+				"10.244.109.0-24 not programmed: backend type \"udp\", not \"vxlan\"\n" +
+					"… and 2 more not programmed (agentctl status -o json lists 12)\nlast resync",
+			},
+			[]string{"10.244.110.0-24"}},
+		{"1000, 50 listed", agent.Status{PeersKnown: 1000, PeersSkippedTotal: 1000, PeersSkipped: skipped(50)},
+			[]string{"… and 990 more not programmed (agentctl status -o json lists 50)\n"}, nil},
+		{"more than listed", agent.Status{PeersKnown: 3, PeersSkippedTotal: 3, PeersSkipped: skipped(1)},
+			[]string{"10.244.100.0-24 not programmed: backend type \"udp\", not \"vxlan\"\n… and 2 more not programmed (agentctl leases lists every lease)\n"}, nil},
+		{"failed", agent.Status{PeersKnown: 5, PeersProgrammed: 2, PeersSkippedTotal: 1, PeersSkipped: skipped(1),
+			LastResync: now, LastResyncError: "boom"},
+			[]string{"10.244.100.0-24 not programmed: backend type \"udp\", not \"vxlan\"\n" +
+				"2 more new or changed since the last successful resync, so not counted as programmed\n"}, nil},
+		{"programmed", agent.Status{PeersKnown: 5, PeersProgrammed: 5}, []string{"peers 5 known, 5 programmed in the kernel\nlast resync"}, nil},
+	} {
+		out := statusLines(tc.st, now, time.UTC)
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: status lacks %q:\n%s", tc.name, w, out)
+			}
+		}
+		for _, w := range tc.notWant {
+			if strings.Contains(out, w) {
+				t.Errorf("%s: status has %q:\n%s", tc.name, w, out)
+			}
+		}
+		var raw strings.Builder
+		printStatus(&app{out: &raw, now: func() time.Time { return now }, loc: time.UTC}, tc.st)
+		col := map[int]bool{}
+		for l := range strings.Lines(raw.String()) {
+			for _, label := range []string{"ready ", "peers ", "invalid leases skipped "} {
+				if strings.HasPrefix(l, label) {
+					col[len(l)-len(strings.TrimLeft(l[len(label):], " "))] = true
+				}
+			}
+		}
+		if len(col) != 1 {
+			t.Errorf("%s: the values do not start in one column:\n%s", tc.name, raw.String())
+		}
+	}
 }
