@@ -227,7 +227,7 @@ func (s *SkipLog) Skip(key, reason string) {
 		s.log.Info("peer not programmed", kvs...)
 	case lograte.Last:
 		s.log.Info("peer not programmed; more such peers are logged at -v=2 only until "+
-			s.limit.Until().Format(time.TimeOnly)+" (agentctl status counts the peers programmed, agentctl leases lists every lease)", kvs...)
+			s.limit.Until().Format(time.TimeOnly)+" (agentctl status lists the peers not programmed and why, agentctl leases lists every lease)", kvs...)
 	default:
 		s.log.V(2).Info("peer not programmed", kvs...)
 	}

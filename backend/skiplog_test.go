@@ -44,7 +44,7 @@ func TestSkipLogBounded(t *testing.T) {
 	if len(v0) != skipLines {
 		t.Fatalf("%d lines at -v=0 for %d skipped peers, want %d:\n%s", len(v0), n, skipLines, strings.Join(v0, "\n"))
 	}
-	if last := v0[len(v0)-1]; !strings.Contains(last, "-v=2 only until") || !strings.Contains(last, "agentctl leases") {
+	if last := v0[len(v0)-1]; !strings.Contains(last, "-v=2 only until") || !strings.Contains(last, "agentctl status lists the peers not programmed and why") {
 		t.Errorf("the last line does not say where the others go: %s", last)
 	}
 	if len(v2) != n-skipLines || !strings.Contains(v2[len(v2)-1], fmt.Sprintf(`"count"=%d`, n)) {
