@@ -197,12 +197,17 @@ func checkEndpoint(ep string) error {
 			return nil
 		}
 	}
+	// First, before any check whose error would quote a part of the
+	// password (url.Parse's "invalid port" quotes what follows a ':').
+	if redactEndpoint(ep) != ep {
+		return errors.New("credentials in the URL are not used; use --etcd-username and --etcd-password")
+	}
 	if !strings.Contains(ep, "://") {
-		return fmt.Errorf("no scheme; want a URL such as http://%s", redactEndpoint(ep))
+		return fmt.Errorf("no scheme; want a URL such as http://%s", ep)
 	}
 	u, err := url.Parse(ep)
 	if err != nil {
-		// url.Parse's *url.Error quotes the URL, which may hold a password.
+		// Not url.Parse's *url.Error: ConfigError quotes the URL already.
 		return errors.Unwrap(err)
 	}
 	switch u.Scheme {
@@ -236,9 +241,6 @@ func checkEndpoint(ep string) error {
 	default:
 		return fmt.Errorf("scheme %q not supported, want http, https, unix or unixs", u.Scheme)
 	}
-	if u.User != nil {
-		return errors.New("credentials in the URL are not used; use --etcd-username and --etcd-password")
-	}
 	return nil
 }
 
@@ -246,8 +248,12 @@ func checkEndpoint(ep string) error {
 // a URL (http://user:password@host:2379, or the same without the scheme)
 // replaced by xxxxx, so that an endpoint refused for holding it, or for
 // anything else, puts no password in the journal or a terminal's history.
-// unix:path forms are left as they are: a socket path has no user
-// information.
+// The user information of an http(s) URL, or of one without a scheme, ends
+// at the last '@' wherever it is, not at the first '/', '?' or '#' as
+// url.Parse has it: a password may hold those (a base64 one holds '/'), and
+// the etcd client uses no path. A socket's path may hold '@': unix:path is
+// left as it is, and the user information of unix(s)://… ends at the
+// first '/'.
 func redactEndpoint(ep string) string {
 	if strings.HasPrefix(ep, "unix:") && !strings.HasPrefix(ep, "unix://") ||
 		strings.HasPrefix(ep, "unixs:") && !strings.HasPrefix(ep, "unixs://") {
@@ -259,11 +265,12 @@ func redactEndpoint(ep string) string {
 	} else {
 		scheme += "://"
 	}
-	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority = rest[:i]
+	// head is the part of rest that may hold the user information.
+	head := rest
+	if s := strings.ToLower(scheme); s == "unix://" || s == "unixs://" {
+		head, _, _ = strings.Cut(rest, "/")
 	}
-	at := strings.LastIndexByte(authority, '@')
+	at := strings.LastIndexByte(head, '@')
 	if at < 0 {
 		return ep
 	}
