@@ -384,6 +384,10 @@ func TestEtcdFlagsLikeAgentd(t *testing.T) {
 		{[]string{"--etcd-endpoints=http://127.0.0.1:2379,", "leases"}, nil, `invalid --etcd-endpoints "": empty endpoint in the list`},
 		{[]string{"-etcd-endpoints=127.0.0.1:2379", "leases"}, nil, `invalid --etcd-endpoints "127.0.0.1:2379": no scheme; want a URL such as http://127.0.0.1:2379`},
 		{[]string{"leases"}, map[string]string{"FLANNELD_ETCD_ENDPOINTS": "ftp://etcd"}, `invalid FLANNELD_ETCD_ENDPOINTS "ftp://etcd": scheme "ftp" not supported`},
+		// No password in the message, whatever it holds: a '"' made pflag's
+		// CSV reading of the list fail, quoting it whole.
+		{[]string{`--etcd-endpoints=http://root:pa"ss@etcd:2379`, "leases"}, nil, `invalid --etcd-endpoints "http://xxxxx@etcd:2379": credentials in the URL are not used`},
+		{[]string{"leases"}, map[string]string{"FLANNELD_ETCD_ENDPOINTS": `http://root:pa"ss@etcd:2379`}, `invalid FLANNELD_ETCD_ENDPOINTS "http://xxxxx@etcd:2379": credentials in the URL are not used`},
 		{[]string{"--etcd-prefix=coreos.com/network", "leases"}, nil, `invalid --etcd-prefix "coreos.com/network": must start with /`},
 		{[]string{"--etcd-certfile=/etc/agentd/cert.pem", "leases"}, nil, `invalid --etcd-keyfile "": required when --etcd-certfile is set`},
 	} {

@@ -164,7 +164,7 @@ FLANNELD_ETCD_ENDPOINTS).`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringSliceVar(&a.etcd.EtcdEndpoints, "etcd-endpoints", a.etcd.EtcdEndpoints, "comma-separated etcd endpoint URLs")
+	pf.Var(&endpointList{eps: &a.etcd.EtcdEndpoints}, "etcd-endpoints", "comma-separated etcd endpoint URLs")
 	pf.StringVar(&a.etcd.EtcdPrefix, "etcd-prefix", a.etcd.EtcdPrefix, "etcd key prefix of the network")
 	pf.StringVar(&a.etcd.EtcdCAFile, "etcd-cafile", "", "CA certificate file to verify etcd's TLS certificate")
 	pf.StringVar(&a.etcd.EtcdCertFile, "etcd-certfile", "", "client certificate file for etcd TLS")
@@ -196,6 +196,27 @@ func groupArgs(cmd *cobra.Command, args []string) error {
 func groupRun(cmd *cobra.Command, _ []string) error {
 	return usagef("%s needs a subcommand (see %s --help)", cmd.CommandPath(), cmd.CommandPath())
 }
+
+// endpointList is --etcd-endpoints: split at commas, as agentd splits it,
+// and added to when given again. pflag's StringSlice reads its value as CSV,
+// whose error (a '"' in a password) quotes the whole value, password and
+// all, before ValidateEtcd can judge and redact it.
+type endpointList struct {
+	eps *[]string
+	set bool // the first value given replaces the default
+}
+
+func (l *endpointList) Set(s string) error {
+	if !l.set {
+		*l.eps, l.set = nil, true
+	}
+	*l.eps = append(*l.eps, strings.Split(s, ",")...)
+	return nil
+}
+
+func (l *endpointList) Type() string { return "strings" }
+
+func (l *endpointList) String() string { return "[" + strings.Join(*l.eps, ",") + "]" }
 
 // envFlags are the flags read from the environment: the etcd connection
 // flags, which agentctl shares with agentd, so that the variables that
