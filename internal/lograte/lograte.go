@@ -3,6 +3,10 @@
 // changes. A journal of a thousand-node cluster must not fill with one line
 // per peer or per event; the lines held back go to a higher verbosity, and
 // the one line that starts holding back says so.
+//
+// It is not golang.org/x/time/rate: that token bucket refills continuously,
+// so after a burst it lets a line through every window/burst, and no
+// "the rest go to -v=2 until T" could be true; a fixed window makes it so.
 package lograte
 
 import "time"
