@@ -10,7 +10,7 @@
 //	1  agent.Run failed
 //	64 invalid flags, environment or settings (one line on stderr)
 //
-// SIGHUP is logged and ignored (see ignoreHangups).
+// SIGHUP is logged and ignored (see signals).
 //
 // Usage errors exit 64 (EX_USAGE of sysexits.h), not 2: the Go runtime exits
 // 2 on an unrecovered panic or a fatal error, and agentd.service must restart
@@ -67,26 +67,39 @@ func setMemoryLimit(lookupEnv func(string) (string, bool)) {
 	debug.SetMemoryLimit(defaultMemoryLimit)
 }
 
-// ignoreHangups catches SIGHUP until ctx ends, calling logIgnored for each.
-// Its default action ends the process, and systemd's Restart=on-failure
-// counts a death by SIGHUP as a clean exit: an operator's habitual
-// `kill -HUP` to reload would leave the host without an agent until someone
-// noticed. agentd has nothing to reload (settings are read at start), so
-// the signal is logged and ignored.
-func ignoreHangups(ctx context.Context, logIgnored func()) {
+// signals returns a context that ends at the first SIGTERM or SIGINT (a
+// second one gets the default action: an operator who asks twice wants the
+// process gone now), and ignores SIGHUP, calling logHangup for each, until
+// release is called, when run returns: through the shutdown too, which
+// still writes subnet.env and the lease. SIGHUP's default action ends the
+// process, and systemd's Restart=on-failure counts a death by SIGHUP as a
+// clean exit: an operator's habitual `kill -HUP` to reload would leave the
+// host without an agent until someone noticed. agentd has nothing to
+// reload (settings are read at start).
+func signals(logHangup func()) (ctx context.Context, release func()) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
 	go func() {
-		defer signal.Stop(hup)
 		for {
 			select {
 			case <-hup:
-				logIgnored()
-			case <-ctx.Done():
+				logHangup()
+			case <-done:
 				return
 			}
 		}
 	}()
+	return ctx, func() {
+		stop()
+		signal.Stop(hup)
+		close(done)
+	}
 }
 
 // run is the whole program but for the exit.
@@ -111,17 +124,10 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 		klog.Warning(w)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		// A second signal gets the default action: an operator who asks
-		// twice wants the process gone now.
-		stop()
-	}()
-	ignoreHangups(ctx, func() {
+	ctx, release := signals(func() {
 		klog.InfoS("SIGHUP ignored: agentd reads its settings at start only; restart it to apply new ones (systemctl restart agentd)")
 	})
+	defer release()
 	ctx = klog.NewContext(ctx, klog.Background())
 
 	klog.InfoS("starting agentd", "version", version, "etcdEndpoints", opts.cfg.EtcdEndpoints, "etcdPrefix", opts.cfg.EtcdPrefix, "releaseLease", opts.cfg.ReleaseLease)
