@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/subnet"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 // FuzzParseOptions: any Backend object from the network config in etcd is
@@ -151,4 +154,53 @@ func TestParseMACFile(t *testing.T) {
 			t.Errorf("parseMACFile(%q) = %s, %v, %v; want %s, %v, true", tc.content, m, addr, ok, want, wantAddr)
 		}
 	}
+}
+
+// FuzzParseReceiveFlags: for a link message built with the receive flags
+// that mask sets (each as the kernel writes it, a u8 of 1, or as a flag
+// attribute without a value for GBP and nopartial) among other vxlan
+// attributes, parseReceiveFlags names exactly those flags; for any bytes
+// after the ifinfomsg it names only flags it knows, or fails.
+func FuzzParseReceiveFlags(f *testing.F) {
+	f.Add(uint8(0), []byte{})
+	f.Add(uint8(1<<5), []byte{8, 0, 1, 0, 1, 0, 0, 0})
+	f.Add(uint8(0x7f), []byte{4, 0, 18, 0})
+	f.Fuzz(func(t *testing.T, mask uint8, junk []byte) {
+		var want []string
+		data := nl.NewRtAttr(unix.IFLA_INFO_DATA, nil)
+		data.AddRtAttr(unix.IFLA_VXLAN_ID, nl.Uint32Attr(1))
+		for i, fl := range receiveFlags {
+			if mask&(1<<i) == 0 {
+				// Present and 0 counts as not set.
+				data.AddRtAttr(int(fl.attr), []byte{0})
+				continue
+			}
+			want = append(want, fl.name)
+			if fl.attr == unix.IFLA_VXLAN_GBP || fl.attr == unix.IFLA_VXLAN_REMCSUM_NOPARTIAL {
+				data.AddRtAttr(int(fl.attr), nil)
+			} else {
+				data.AddRtAttr(int(fl.attr), []byte{1})
+			}
+		}
+		info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+		info.AddRtAttr(unix.IFLA_INFO_KIND, nl.ZeroTerminated("vxlan"))
+		info.AddChild(data)
+		msg := append(nl.NewIfInfomsg(unix.AF_UNSPEC).Serialize(), nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("flannel.1")).Serialize()...)
+		msg = append(msg, info.Serialize()...)
+		got, err := parseReceiveFlags(msg)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("mask %#x: %q, %v; want %q", mask, got, err, want)
+		}
+
+		got, err = parseReceiveFlags(append(nl.NewIfInfomsg(unix.AF_UNSPEC).Serialize(), junk...))
+		for _, name := range got {
+			known := false
+			for _, fl := range receiveFlags {
+				known = known || fl.name == name
+			}
+			if !known {
+				t.Fatalf("junk %x: unknown flag %q (err %v)", junk, name, err)
+			}
+		}
+	})
 }
