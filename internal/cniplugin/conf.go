@@ -29,7 +29,9 @@
 // one range per family set to this host's lease subnet and a route to the
 // whole cluster network added to its routes. That configuration is saved
 // under dataDir per attachment (network name, container ID and interface
-// name, as the CNI spec asks) before the delegate runs, so DEL and CHECK
+// name, as the CNI spec asks), the container's first attachment also under
+// flannel's per-container name for a rollback to flannel's plugin, before
+// the delegate runs, so DEL and CHECK
 // use exactly what ADD used even after subnet.env changed or vanished
 // (CHECK in the network's current cniVersion, and failing once subnet.env
 // names another subnet than the saved one: the pod must be recreated).

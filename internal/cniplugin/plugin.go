@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/agentd/agentd/internal/atomicfile"
@@ -75,8 +76,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
+	mirrored := sameFile(at.legacy, at.path)
 	if err := atomicfile.Write(at.path, b, 0o600); err != nil {
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("save delegate configuration: %v", err), "")
+	}
+	if err := mirrorLegacy(at, mirrored); err != nil {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("save delegate configuration for flannel's plugin: %v", err), "")
 	}
 	res, err := invoke.DelegateAdd(context.Background(), d["type"].(string), b, p.Exec)
 	if err != nil {
@@ -102,7 +107,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	saved, b, err := readSaved(n, at)
+	saved, b, forget, err := readSaved(n, at)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
@@ -116,7 +121,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		// leave the address allocated.
 		env, envErr := subnetenv.Read(n.SubnetFile)
 		if envErr != nil {
-			return removeSaved(saved)
+			return removeSaved(forget)
 		}
 		if d, b, err = delegateConf(n, env); err != nil {
 			return err
@@ -125,13 +130,16 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err := invoke.DelegateDel(context.Background(), d["type"].(string), b, p.Exec); err != nil {
 		return delegateError(d, "DEL", err)
 	}
-	return removeSaved(saved)
+	return removeSaved(forget)
 }
 
-// removeSaved forgets a container's saved delegate configuration.
-func removeSaved(saved string) error {
-	if err := os.Remove(saved); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return types.NewError(types.ErrIOFailure, err.Error(), "")
+// removeSaved forgets an attachment's saved delegate configuration: the
+// files readSaved named, in its order.
+func removeSaved(forget []string) error {
+	for _, f := range forget {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return types.NewError(types.ErrIOFailure, err.Error(), "")
+		}
 	}
 	return nil
 }
@@ -146,7 +154,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	saved, b, err := readSaved(n, at)
+	saved, b, _, err := readSaved(n, at)
 	if errors.Is(err, fs.ErrNotExist) {
 		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("no network configuration saved for container %s interface %s in network %s (%s): ADD did not run on this host", args.ContainerID, args.IfName, n.Name, at.path), "")
 	}
@@ -237,9 +245,12 @@ type attachment struct {
 	// saves. No part holds ":" (see attachmentOf), so the name is
 	// unambiguous and never a legacy one.
 	path string
-	// legacy is dataDir/<container ID>, one file per container, where
-	// flannel's plugin and agentd-cni before the per-attachment layout
-	// saved; DEL and CHECK still read it (see readSaved).
+	// legacy is dataDir/<container ID>, one file per container: where
+	// flannel's plugin saves and looks on DEL, and agentd-cni before the
+	// per-attachment layout saved. DEL and CHECK still read it (see
+	// readSaved), and ADD makes it a second name of path when no other
+	// attachment of the container holds it (see mirrorLegacy), so that
+	// flannel's plugin, after a rollback, releases the pod's addresses.
 	legacy string
 }
 
@@ -262,34 +273,111 @@ func attachmentOf(n *NetConf, containerID, ifName string) (attachment, error) {
 	}, nil
 }
 
-// readSaved reads the delegate configuration ADD saved for the attachment
-// and says which file it read: the attachment's own file, else the legacy
-// per-container file, so that pods added before an upgrade (or by flannel's
-// plugin) are still released and checked. A legacy file that names another
-// network in its "name" is that network's, and counts as missing; one that
-// does not decode is taken, so that DEL can remove it. Which interface a
-// legacy file was for is not recorded: it serves whichever comes first.
-// Missing is an error satisfying errors.Is(err, fs.ErrNotExist).
-func readSaved(n *NetConf, at attachment) (string, []byte, error) {
-	b, err := os.ReadFile(at.path)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return at.path, b, err
+// mirrorLegacy gives the attachment's saved file (already written) a second
+// name, the container's legacy file, byte for byte what flannel's plugin
+// would have saved there, if that name is free: the first attachment of a
+// container (its only one, in the common case) takes it, and a later one, or
+// a container whose legacy file flannel's plugin or an older agentd-cni
+// wrote, leaves it alone. A hard link, not a copy, so that readSaved can
+// tell whose it is: the legacy file is the attachment's exactly when both
+// names are the same file, and one with more than one name is some
+// attachment's. wasMirror says the legacy file was the attachment's before
+// path was replaced (an ADD run again): it then follows the new file.
+//
+// path is written before the link: after a crash between the two the
+// delegate has not run (ADD saves before it runs), so nothing is allocated
+// that flannel's plugin would need the legacy file to release.
+func mirrorLegacy(at attachment, wasMirror bool) error {
+	dir := filepath.Dir(at.path)
+	if wasMirror {
+		// Replaced through a fresh name, so the legacy file is the old
+		// or the new configuration at any moment, never missing.
+		tmp := filepath.Join(dir, "."+filepath.Base(at.legacy)+".link")
+		if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := os.Link(at.path, tmp); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, at.legacy); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+	} else if err := os.Link(at.path, at.legacy); errors.Is(err, fs.ErrExist) {
+		return nil
+	} else if err != nil {
+		return err
 	}
-	b, err = os.ReadFile(at.legacy)
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// sameFile says whether a and b are two names of one existing file.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+// readSaved reads the delegate configuration ADD saved for the attachment,
+// says which file it read, and which files DEL removes once done (forget).
+// The attachment's own file comes first; its forget list starts with the
+// legacy file if that is the same file (see mirrorLegacy): removing the
+// legacy name first means a DEL cut short leaves the attachment's file, not
+// a legacy file that would look like flannel's. Without its own file, the
+// attachment gets the legacy per-container file, so that pods added before
+// an upgrade (or by flannel's plugin) are still released and checked, except
+// one with a second name (another attachment's, see mirrorLegacy) or one
+// that names another network in its "name": those count as missing. One that
+// does not decode is taken, so that DEL can remove it. Which interface a
+// legacy file of flannel's was for is not recorded: it serves whichever
+// attachment comes first. Missing is an error satisfying
+// errors.Is(err, fs.ErrNotExist).
+func readSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, err error) {
+	b, err = os.ReadFile(at.path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		forget = []string{at.path}
+		if sameFile(at.legacy, at.path) {
+			forget = []string{at.legacy, at.path}
+		}
+		return at.path, b, forget, err
+	}
+	fi, err := os.Stat(at.legacy)
+	if err == nil && links(fi) > 1 {
+		return at.path, nil, nil, fmt.Errorf("%s is another attachment's: %w", at.legacy, fs.ErrNotExist)
+	}
+	if err == nil {
+		b, err = os.ReadFile(at.legacy)
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			// The attachment's own file is the one to name.
-			return at.path, nil, err
+			return at.path, nil, nil, err
 		}
-		return at.legacy, nil, err
+		return at.legacy, nil, nil, err
 	}
 	var named struct {
 		Name *string `json:"name"`
 	}
 	if json.Unmarshal(b, &named) == nil && named.Name != nil && *named.Name != n.Name {
-		return at.path, nil, fmt.Errorf("%s is network %q's: %w", at.legacy, *named.Name, fs.ErrNotExist)
+		return at.path, nil, nil, fmt.Errorf("%s is network %q's: %w", at.legacy, *named.Name, fs.ErrNotExist)
 	}
-	return at.legacy, b, nil
+	return at.legacy, b, []string{at.legacy}, nil
+}
+
+// links is the number of names of a file (1 where the system does not say).
+func links(fi fs.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Nlink)
+	}
+	return 1
 }
 
 // waitSubnetEnv reads subnet.env as readSubnetEnv does, but while the file

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,12 +30,13 @@ type fakeExec struct {
 type fakeCall struct {
 	plugin, command string
 	conf            map[string]any
+	stdin           []byte
 }
 
 var _ invoke.Exec = (*fakeExec)(nil)
 
 func (f *fakeExec) ExecPlugin(_ context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
-	c := fakeCall{plugin: filepath.Base(path)}
+	c := fakeCall{plugin: filepath.Base(path), stdin: stdin}
 	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, "CNI_COMMAND="); ok {
 			c.command = v
@@ -251,32 +254,43 @@ func TestDelWithDamagedSaved(t *testing.T) {
 // twice (eth0, then eth1 with a static address) and to another network using
 // the same dataDir keeps three saved configurations; DEL of one gives its
 // delegate exactly that one's and leaves the others, which CHECK and DEL
-// still find.
+// still find. The container's legacy file (for flannel's plugin after a
+// rollback) is the first attachment's, whichever that is.
 func TestAttachmentsKeptApart(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
 	eth0 := f.attach("cbr0", "c1", "eth0", "")
 	eth1 := f.attach("cbr0", "c1", "eth1", `,"runtimeConfig":{"ips":["10.244.5.7/24"]}`)
 	other := f.attach("other", "c1", "eth0", "")
+	files := map[string]string{"eth0": "cbr0:c1:eth0", "eth1": "cbr0:c1:eth1", "other": "other:c1:eth0"}
 	added := map[string]map[string]any{}
+	first := ""
 	for name, args := range map[string]*skel.CmdArgs{"eth0": eth0, "eth1": eth1, "other": other} {
 		if err := f.p.Add(args); err != nil {
 			t.Fatalf("ADD %s: %v", name, err)
 		}
 		added[name] = f.exec.calls[len(f.exec.calls)-1].conf
+		if first == "" {
+			first = name
+		}
+	}
+	for name, file := range files {
+		if got := sameFile(filepath.Join(f.dataDir, "c1"), filepath.Join(f.dataDir, file)); got != (name == first) {
+			t.Errorf("legacy file c1 is %s's: %v; want only the first ADD's (%s)", name, got, first)
+		}
 	}
 	if added["eth1"]["runtimeConfig"] == nil || added["other"]["name"] != "other" {
 		t.Fatalf("ADD confs %v", added)
 	}
-	files, err := os.ReadDir(f.dataDir)
+	ents, err := os.ReadDir(f.dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var names []string
-	for _, e := range files {
+	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	if want := []string{"cbr0:c1:eth0", "cbr0:c1:eth1", "other:c1:eth0"}; !slices.Equal(names, want) {
+	if want := []string{"c1", "cbr0:c1:eth0", "cbr0:c1:eth1", "other:c1:eth0"}; !slices.Equal(names, want) {
 		t.Errorf("saved files %q, want %q", names, want)
 	}
 
@@ -309,8 +323,132 @@ func TestAttachmentsKeptApart(t *testing.T) {
 			t.Errorf("DEL %s gave the delegate\n%s\nADD %s gave it\n%s", name, got, name, want)
 		}
 	}
-	if files, err := os.ReadDir(f.dataDir); err != nil || len(files) != 0 {
-		t.Errorf("left in dataDir: %v %v", files, err)
+	if ents, err := os.ReadDir(f.dataDir); err != nil || len(ents) != 0 {
+		t.Errorf("left in dataDir: %v %v", ents, err)
+	}
+}
+
+// flannelDel plays the DEL of flannel's plugin after a rollback to it: it
+// looks for dataDir/<container ID> only, and without one succeeds having run
+// no delegate (the pod's addresses stay allocated: found is false);
+// otherwise it decodes the file as a network configuration for the
+// delegate's type, gives the delegate the file's bytes as they are, and
+// removes it.
+func flannelDel(t *testing.T, f *fixture, id string) (nc types.NetConf, b []byte, found bool) {
+	t.Helper()
+	path := filepath.Join(f.dataDir, id)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nc, nil, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &nc); err != nil {
+		t.Fatalf("flannel's plugin cannot decode %s: %v", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	return nc, b, true
+}
+
+// TestFlannelRollback: after ADD, the container's legacy file holds byte for
+// byte what the delegate's ADD got, so that flannel's plugin, put back on
+// the node, releases the pod's addresses with its DEL; agentd-cni's DEL,
+// should the node move forward again, still finds the attachment's own file.
+// Only the container's first attachment gets the legacy file: DEL of a later
+// one, even run again after its file is gone, leaves it, and CHECK of such
+// an attachment does not take it. A repeated ADD and one after a crash
+// between the two names leave the legacy file the attachment's current one.
+func TestFlannelRollback(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	lastCall := func() fakeCall { return f.exec.calls[len(f.exec.calls)-1] }
+	exists := func(name string) bool {
+		_, err := os.Stat(filepath.Join(f.dataDir, name))
+		return err == nil
+	}
+
+	if err := f.p.Add(f.args("c1", "")); err != nil {
+		t.Fatal(err)
+	}
+	add := lastCall().stdin
+	nc, b, found := flannelDel(t, f, "c1")
+	if !found {
+		t.Fatal("after agentd-cni's ADD, flannel's plugin finds nothing to DEL: the pod's addresses would leak")
+	}
+	if string(b) != string(add) || nc.Type != "bridge" || nc.Name != "cbr0" || nc.CNIVersion != "1.0.0" {
+		t.Errorf("flannel's plugin would run %q (network %q, version %q) with\n%s\nADD ran bridge with\n%s", nc.Type, nc.Name, nc.CNIVersion, b, add)
+	}
+	if err := f.p.Del(f.args("c1", "")); err != nil {
+		t.Fatal(err)
+	}
+	if c := lastCall(); c.command != "DEL" || string(c.stdin) != string(add) {
+		t.Errorf("agentd-cni's DEL after flannel's ran %s with\n%s\nwant DEL with\n%s", c.command, c.stdin, add)
+	}
+	if exists("cbr0:c1:eth0") {
+		t.Error("agentd-cni's DEL left the attachment's file")
+	}
+
+	// Two interfaces: the legacy file is eth0's.
+	eth0, eth1 := f.attach("cbr0", "c2", "eth0", ""), f.attach("cbr0", "c2", "eth1", `,"runtimeConfig":{"ips":["10.244.5.7/24"]}`)
+	if err := f.p.Add(eth0); err != nil {
+		t.Fatal(err)
+	}
+	add = lastCall().stdin
+	if err := f.p.Add(eth1); err != nil {
+		t.Fatal(err)
+	}
+	legacyIsEth0 := func(when string) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(f.dataDir, "c2"))
+		if err != nil || string(b) != string(add) || !sameFile(filepath.Join(f.dataDir, "c2"), filepath.Join(f.dataDir, "cbr0:c2:eth0")) {
+			t.Errorf("%s: legacy file %q (%v), want eth0's\n%s", when, b, err, add)
+		}
+	}
+	legacyIsEth0("after ADD eth1")
+	for i := range 2 {
+		if err := f.p.Del(eth1); err != nil {
+			t.Fatal(err)
+		}
+		legacyIsEth0(fmt.Sprintf("after DEL eth1 #%d", i+1))
+	}
+	prev := `,"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.244.5.7/24"}]}`
+	var te *types.Error
+	if err := f.p.Check(f.attach("cbr0", "c2", "eth1", prev)); !errors.As(err, &te) || te.Code != types.ErrUnknownContainer {
+		t.Errorf("CHECK eth1 after its DEL: %v, want code %d", err, types.ErrUnknownContainer)
+	}
+	if err := f.p.Del(eth0); err != nil {
+		t.Fatal(err)
+	}
+	if c := lastCall(); string(c.stdin) != string(add) {
+		t.Errorf("DEL eth0 ran with\n%s\nwant\n%s", c.stdin, add)
+	}
+	if exists("c2") || exists("cbr0:c2:eth0") {
+		t.Errorf("after DEL eth0: legacy file there %v, eth0's there %v", exists("c2"), exists("cbr0:c2:eth0"))
+	}
+
+	// ADD again after subnet.env changed, and after a crash left the
+	// attachment's file without its legacy name.
+	if err := f.p.Add(f.args("c3", "")); err != nil {
+		t.Fatal(err)
+	}
+	f.writeEnv(t, strings.Replace(envA, "10.244.5.1/24", "10.244.9.1/24", 1))
+	for _, when := range []string{"a repeated ADD", "an ADD after a crash between the two names"} {
+		if err := f.p.Add(f.args("c3", "")); err != nil {
+			t.Fatal(err)
+		}
+		add = lastCall().stdin
+		if _, b, found := flannelDel(t, f, "c3"); !found || string(b) != string(add) {
+			t.Errorf("after %s flannel's plugin finds %v\n%s\nwant the last ADD's\n%s", when, found, b, add)
+		}
+	}
+	if err := f.p.Del(f.args("c3", "")); err != nil {
+		t.Fatal(err)
+	}
+	if ents, err := os.ReadDir(f.dataDir); err != nil || len(ents) != 0 {
+		t.Errorf("left in dataDir: %v %v", ents, err)
 	}
 }
 

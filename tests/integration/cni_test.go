@@ -269,10 +269,57 @@ func TestCNI(t *testing.T) {
 		t.Logf("%s: DEL freed %s (host-local holds %q before, %q after)", ch.h, ips[i], before, ch.allocated())
 	}
 
+	// Rollback: flannel's plugin, put back on the node, DELs a pod that
+	// agentd-cni added. It reads only dataDir/<container ID> and, finding
+	// nothing, succeeds without running bridge, so host-local would keep
+	// the address for good. Played here as flannel's plugin does it: the
+	// file decoded as a network configuration for its type, that plugin
+	// run with the file's bytes, the file removed.
+	ch := chs[0]
+	pod, err := c.AddNamespace(ch.h.Short + "p3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := ch.add(ctx, pod)
+	if err != nil {
+		t.Fatalf("%s: ADD: %v", ch.h, err)
+	}
+	addr, _ := netip.AddrFromSlice(res.IPs[0].Address.IP)
+	rc := ch.runtimeConf(pod)
+	flannels := filepath.Join(ch.saveDir, rc.ContainerID)
+	b, err := os.ReadFile(flannels)
+	if err != nil {
+		t.Fatalf("%s: flannel's plugin would find nothing to DEL, and %s would stay allocated: %v", ch.h, addr.Unmap(), err)
+	}
+	var nc types.NetConf
+	if err := json.Unmarshal(b, &nc); err != nil {
+		t.Fatalf("%s: flannel's plugin cannot decode %s: %v", ch.h, flannels, err)
+	}
+	delegate, err := invoke.FindInPath(nc.Type, []string{binDir, debianCNI})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := invoke.ExecPluginWithoutResult(ctx, delegate, b, &invoke.Args{Command: "DEL", ContainerID: rc.ContainerID, NetNS: rc.NetNS, IfName: rc.IfName, Path: binDir + ":" + debianCNI}, nsExec{ch.h.Namespace}); err != nil {
+		t.Fatalf("%s: %s DEL with %s: %v", ch.h, nc.Type, flannels, err)
+	}
+	if err := os.Remove(flannels); err != nil {
+		t.Fatal(err)
+	}
+	if got := ch.allocated(); slices.Contains(got, addr.Unmap().String()) {
+		t.Errorf("%s: %s still allocated after flannel's DEL: %q", ch.h, addr.Unmap(), got)
+	}
+	// Moved forward again, agentd-cni's DEL still finds the pod's own file.
+	if err := ch.cni.DelNetworkList(ctx, ch.list, rc); err != nil {
+		t.Errorf("%s: agentd-cni's DEL after flannel's: %v", ch.h, err)
+	}
+	if ents, _ := os.ReadDir(ch.saveDir); len(ents) != 0 {
+		t.Errorf("%s: saved configurations left after DEL: %v", ch.h, ents)
+	}
+	t.Logf("%s: flannel's plugin would DEL %s with %s (%s), and did free %s", ch.h, rc.ContainerID, flannels, nc.Type, addr.Unmap())
+
 	// Bad subnet.env: ADD fails with the file and key, before any plugin
 	// touches the pod.
-	ch := chs[0]
-	pod, err := c.AddNamespace(ch.h.Short + "p2")
+	pod, err = c.AddNamespace(ch.h.Short + "p2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,11 +384,11 @@ func TestCNI(t *testing.T) {
 	if err := os.WriteFile(ch.h.SubnetFile(), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res, err := ch.add(ctx, pod)
+	res, err = ch.add(ctx, pod)
 	if err != nil {
 		t.Fatalf("%s: ADD after the move from %s to %s: %v", ch.h, old.Subnet, moved, err)
 	}
-	addr, _ := netip.AddrFromSlice(res.IPs[0].Address.IP)
+	addr, _ = netip.AddrFromSlice(res.IPs[0].Address.IP)
 	checkPodNetwork(t, ch.h, pod, addr.Unmap(), moved, old.MTU, old.Network)
 	if cni0, _ := ch.h.Addrs("cni0"); slices.Contains(cni0, old.Subnet) {
 		t.Errorf("%s: cni0 keeps the old gateway %s beside the new one: %v", ch.h, old.Subnet, cni0)
