@@ -123,19 +123,7 @@ func endpointCheckAloneNOSPACEChild(t *testing.T) {
 	}
 	logs.expect(t, 0)
 
-	full := false
-	for i := 0; i < 64 && !full; i++ {
-		_, err := c.Put(ctx, fmt.Sprintf("/fill/%d", i), alarmValue)
-		switch {
-		case errors.Is(err, rpctypes.ErrNoSpace):
-			full = true
-		case err != nil:
-			t.Fatalf("put %d: %v", i, err)
-		}
-	}
-	if !full {
-		t.Fatal("64 puts of 128 KiB did not fill a quota of 1 MiB")
-	}
+	fillUntilNoSpace(t, ctx, c.Client)
 	if _, err := c.Grant(ctx, 60); !errors.Is(err, rpctypes.ErrNoSpace) {
 		t.Fatalf("lease grant with NOSPACE: %v, want %v", err, rpctypes.ErrNoSpace)
 	}
