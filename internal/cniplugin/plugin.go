@@ -40,7 +40,14 @@ type Plugin struct {
 	// the real one.
 	now   func() time.Time
 	sleep func(time.Duration)
+	// crash, set by tests, is asked after each step of ADD's saving (see
+	// save); true ends ADD there with errCrashed, leaving dataDir as a
+	// crash at that point would.
+	crash func(step string) bool
 }
+
+// errCrashed is ADD's error when the crash test hook ended it.
+var errCrashed = errors.New("crashed (test hook)")
 
 // subnetPoll is how often ADD looks again for a missing subnet.env.
 const subnetPoll = 200 * time.Millisecond
@@ -76,12 +83,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
-	mirrored := sameFile(at.legacy, at.path)
-	if err := atomicfile.Write(at.path, b, 0o600); err != nil {
-		return types.NewError(types.ErrIOFailure, fmt.Sprintf("save delegate configuration: %v", err), "")
-	}
-	if err := mirrorLegacy(at, mirrored); err != nil {
-		return types.NewError(types.ErrIOFailure, fmt.Sprintf("save delegate configuration for flannel's plugin: %v", err), "")
+	if err := p.save(at, b); err != nil {
+		return err
 	}
 	res, err := invoke.DelegateAdd(context.Background(), d["type"].(string), b, p.Exec)
 	if err != nil {
@@ -249,7 +252,7 @@ type attachment struct {
 	// flannel's plugin saves and looks on DEL, and agentd-cni before the
 	// per-attachment layout saved. DEL and CHECK still read it (see
 	// readSaved), and ADD makes it a second name of path when no other
-	// attachment of the container holds it (see mirrorLegacy), so that
+	// attachment of the container holds it (see save), so that
 	// flannel's plugin, after a rollback, releases the pod's addresses.
 	legacy string
 }
@@ -273,47 +276,61 @@ func attachmentOf(n *NetConf, containerID, ifName string) (attachment, error) {
 	}, nil
 }
 
-// mirrorLegacy gives the attachment's saved file (already written) a second
-// name, the container's legacy file, byte for byte what flannel's plugin
-// would have saved there, if that name is free: the first attachment of a
-// container (its only one, in the common case) takes it, and a later one, or
-// a container whose legacy file flannel's plugin or an older agentd-cni
-// wrote, leaves it alone. A hard link, not a copy, so that readSaved can
-// tell whose it is: the legacy file is the attachment's exactly when both
-// names are the same file, and one with more than one name is some
-// attachment's. wasMirror says the legacy file was the attachment's before
-// path was replaced (an ADD run again): it then follows the new file.
+// save writes the attachment's delegate configuration (path) and gives it
+// a second name, the container's legacy file, byte for byte what flannel's
+// plugin would have saved there, if that name is free: the first attachment
+// of a container (its only one, in the common case) takes it, and a later
+// one, or a container whose legacy file flannel's plugin or an older
+// agentd-cni wrote, leaves it alone. A hard link, not a copy, so that
+// readSaved can tell whose it is: the legacy file is the attachment's
+// exactly when both names are the same file, and one with more than one name
+// is some attachment's.
 //
-// path is written before the link: after a crash between the two the
-// delegate has not run (ADD saves before it runs), so nothing is allocated
-// that flannel's plugin would need the legacy file to release.
-func mirrorLegacy(at attachment, wasMirror bool) error {
-	dir := filepath.Dir(at.path)
-	if wasMirror {
-		// Replaced through a fresh name, so the legacy file is the old
-		// or the new configuration at any moment, never missing.
-		tmp := filepath.Join(dir, "."+filepath.Base(at.legacy)+".link")
-		if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
+// A crash after any step leaves a legacy name that was or becomes the
+// attachment's either missing or the attachment's file. path is written before the link:
+// after a crash between the two the delegate has not run (ADD saves before
+// it runs), so nothing is allocated that flannel's plugin would need the
+// legacy file to release. An ADD run again takes the legacy name off the
+// attachment's file first, then links the new file: replacing path under
+// the link would leave the old configuration under the legacy name alone,
+// a file that looks like flannel's, which the attachment's DEL would leave
+// behind and another attachment's DEL would take.
+func (p *Plugin) save(at attachment, b []byte) error {
+	fail := func(what string, err error) error {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("%s: %v", what, err), "")
+	}
+	if sameFile(at.legacy, at.path) {
+		if err := os.Remove(at.legacy); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fail("save delegate configuration for flannel's plugin", err)
 		}
-		if err := os.Link(at.path, tmp); err != nil {
-			return err
+		if p.crashed("legacy name removed") {
+			return errCrashed
 		}
-		if err := os.Rename(tmp, at.legacy); err != nil {
-			os.Remove(tmp)
-			return err
-		}
-	} else if err := os.Link(at.path, at.legacy); errors.Is(err, fs.ErrExist) {
+	}
+	if err := atomicfile.Write(at.path, b, 0o600); err != nil {
+		return fail("save delegate configuration", err)
+	}
+	if p.crashed("saved") {
+		return errCrashed
+	}
+	if err := os.Link(at.path, at.legacy); errors.Is(err, fs.ErrExist) {
 		return nil
 	} else if err != nil {
-		return err
+		return fail("save delegate configuration for flannel's plugin", err)
 	}
-	d, err := os.Open(dir)
+	d, err := os.Open(filepath.Dir(at.path))
 	if err != nil {
-		return err
+		return fail("save delegate configuration for flannel's plugin", err)
 	}
 	defer d.Close()
-	return d.Sync()
+	if err := d.Sync(); err != nil {
+		return fail("save delegate configuration for flannel's plugin", err)
+	}
+	return nil
+}
+
+func (p *Plugin) crashed(step string) bool {
+	return p.crash != nil && p.crash(step)
 }
 
 // sameFile says whether a and b are two names of one existing file.
@@ -329,12 +346,12 @@ func sameFile(a, b string) bool {
 // readSaved reads the delegate configuration ADD saved for the attachment,
 // says which file it read, and which files DEL removes once done (forget).
 // The attachment's own file comes first; its forget list starts with the
-// legacy file if that is the same file (see mirrorLegacy): removing the
+// legacy file if that is the same file (see save): removing the
 // legacy name first means a DEL cut short leaves the attachment's file, not
 // a legacy file that would look like flannel's. Without its own file, the
 // attachment gets the legacy per-container file, so that pods added before
 // an upgrade (or by flannel's plugin) are still released and checked, except
-// one with a second name (another attachment's, see mirrorLegacy) or one
+// one with a second name (another attachment's, see save) or one
 // that names another network in its "name": those count as missing. One that
 // does not decode is taken, so that DEL can remove it. Which interface a
 // legacy file of flannel's was for is not recorded: it serves whichever
