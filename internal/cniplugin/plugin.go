@@ -44,6 +44,9 @@ type Plugin struct {
 	// save); true ends ADD there with errCrashed, leaving dataDir as a
 	// crash at that point would.
 	crash func(step string) bool
+	// link makes the legacy name (see save); nil means os.Link. Tests
+	// set it to play a filesystem without hard links.
+	link func(oldname, newname string) error
 }
 
 // errCrashed is ADD's error when the crash test hook ended it.
@@ -295,6 +298,11 @@ func attachmentOf(n *NetConf, containerID, ifName string) (attachment, error) {
 // the link would leave the old configuration under the legacy name alone,
 // a file that looks like flannel's, which the attachment's DEL would leave
 // behind and another attachment's DEL would take.
+//
+// On a filesystem without hard links (vfat, some FUSE and CIFS mounts:
+// link fails with EPERM, EOPNOTSUPP or EMLINK) the legacy name is left out
+// rather than ADD failed: the pod works, only a rollback to flannel's
+// plugin would not release it.
 func (p *Plugin) save(at attachment, b []byte) error {
 	fail := func(what string, err error) error {
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("%s: %v", what, err), "")
@@ -313,7 +321,11 @@ func (p *Plugin) save(at attachment, b []byte) error {
 	if p.crashed("saved") {
 		return errCrashed
 	}
-	if err := os.Link(at.path, at.legacy); errors.Is(err, fs.ErrExist) {
+	link := p.link
+	if link == nil {
+		link = os.Link
+	}
+	if err := link(at.path, at.legacy); errors.Is(err, fs.ErrExist) || noHardLinks(err) {
 		return nil
 	} else if err != nil {
 		return fail("save delegate configuration for flannel's plugin", err)
@@ -327,6 +339,12 @@ func (p *Plugin) save(at attachment, b []byte) error {
 		return fail("save delegate configuration for flannel's plugin", err)
 	}
 	return nil
+}
+
+// noHardLinks says whether err is link(2)'s for a filesystem that has no
+// hard links, or allows no more of them.
+func noHardLinks(err error) bool {
+	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.EMLINK)
 }
 
 func (p *Plugin) crashed(step string) bool {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -848,5 +849,46 @@ func TestBadContainerID(t *testing.T) {
 	}
 	if len(f.exec.calls) > 0 || slices.ContainsFunc([]string{f.dataDir}, func(d string) bool { _, err := os.Stat(d); return err == nil }) {
 		t.Error("a bad container ID reached the delegate or the data dir")
+	}
+}
+
+// TestNoHardLinks: on a filesystem where link(2) fails for want of hard
+// links, ADD saves the attachment's file, leaves flannel's per-container
+// name out and succeeds; DEL and CHECK use the attachment's file. A link
+// failure that is no such case is still an I/O error.
+func TestNoHardLinks(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EPERM, syscall.EOPNOTSUPP, syscall.EMLINK} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			f := newFixture(t)
+			f.writeEnv(t, envA)
+			f.p.link = func(oldname, newname string) error {
+				return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: errno}
+			}
+			if err := f.p.Add(f.args("c1", "")); err != nil {
+				t.Fatalf("ADD: %v", err)
+			}
+			add := f.exec.calls[len(f.exec.calls)-1].stdin
+			if _, err := os.Stat(filepath.Join(f.dataDir, "c1")); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("flannel's per-container name: %v, want none", err)
+			}
+			if err := f.p.Check(f.args("c1", "")); err != nil {
+				t.Errorf("CHECK: %v", err)
+			}
+			if err := f.p.Del(f.args("c1", "")); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			if c := f.exec.calls[len(f.exec.calls)-1]; c.command != "DEL" || string(c.stdin) != string(add) {
+				t.Errorf("DEL ran %s with\n%s\nwant DEL with\n%s", c.command, c.stdin, add)
+			}
+		})
+	}
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	f.p.link = func(oldname, newname string) error {
+		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: syscall.EIO}
+	}
+	var te *types.Error
+	if err := f.p.Add(f.args("c1", "")); !errors.As(err, &te) || te.Code != types.ErrIOFailure {
+		t.Errorf("ADD with link failing EIO: %v, want an I/O failure", err)
 	}
 }
