@@ -71,13 +71,7 @@ func endpointCheckNOSPACEChild(t *testing.T) {
 	quota := func(c *embed.Config) { c.QuotaBackendBytes = alarmQuota }
 	a, _ := startMember(t, "a", 2379, 2380, members, quota)
 	b, _ := startMember(t, "b", 2381, 2382, members, quota)
-	for _, m := range []*embed.Etcd{a, b} {
-		select {
-		case <-m.Server.ReadyNotify():
-		case <-time.After(30 * time.Second):
-			t.Fatal("etcd cluster not ready after 30s")
-		}
-	}
+	waitReady(t, "etcd cluster", a, b)
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{"http://127.0.0.1:2379", "http://127.0.0.1:2381"}
 	c, err := newEtcdClient(&cfg, logr.Discard())

@@ -71,11 +71,7 @@ func TestEndpointCheckAloneNOSPACE(t *testing.T) {
 func endpointCheckAloneNOSPACEChild(t *testing.T) {
 	loopbackUp(t)
 	e, _ := startMember(t, "a", 2379, 2380, "a=http://127.0.0.1:2380", func(c *embed.Config) { c.QuotaBackendBytes = alarmQuota })
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd not ready after 30s")
-	}
+	waitReady(t, "etcd", e)
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{"http://127.0.0.1:2379"}
 	c, err := newEtcdClient(&cfg, logr.Discard())
@@ -185,13 +181,7 @@ func endpointCheckAloneNoLeaderChild(t *testing.T) {
 	inBDir := func(c *embed.Config) { c.Dir = bDir }
 	a, _ := startMember(t, "a", 2379, 2380, members)
 	b, stopB := startMember(t, "b", 2381, 2382, members, inBDir)
-	for _, m := range []*embed.Etcd{a, b} {
-		select {
-		case <-m.Server.ReadyNotify():
-		case <-time.After(30 * time.Second):
-			t.Fatal("etcd cluster not ready after 30s")
-		}
-	}
+	waitReady(t, "etcd cluster", a, b)
 	ep := "http://127.0.0.1:2379"
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{ep}
@@ -253,11 +243,7 @@ func endpointCheckAloneNoLeaderChild(t *testing.T) {
 	}
 
 	b, _ = startMember(t, "b", 2381, 2382, members, inBDir)
-	select {
-	case <-b.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("b not ready after 30s when started again")
-	}
+	waitReady(t, "b, started again,", b)
 	err = cluster.Eventually(ctx, 30*time.Second, func() error {
 		if e, v := round("b back"); e != "" || v != 1 {
 			return fmt.Errorf("etcdError %q, agentd_etcd_endpoint_up %v", e, v)

@@ -40,13 +40,7 @@ func endpointCheckNoLeaderChild(t *testing.T) {
 	const members = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2382"
 	a, _ := startMember(t, "a", 2379, 2380, members)
 	b, stopB := startMember(t, "b", 2381, 2382, members)
-	for _, m := range []*embed.Etcd{a, b} {
-		select {
-		case <-m.Server.ReadyNotify():
-		case <-time.After(30 * time.Second):
-			t.Fatal("etcd cluster not ready after 30s")
-		}
-	}
+	waitReady(t, "etcd cluster", a, b)
 	epA, epB := "http://127.0.0.1:2379", "http://127.0.0.1:2381"
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{epA, epB}
@@ -139,4 +133,18 @@ func startMember(t *testing.T, name string, clientPort, peerPort int, cluster st
 	stop = sync.OnceFunc(e.Close) // Close panics when called twice
 	t.Cleanup(stop)
 	return e, stop
+}
+
+// waitReady waits up to 30 s for each of the members to be ready, which
+// those of a cluster are once it has a leader; what names them in the
+// failure.
+func waitReady(t *testing.T, what string, members ...*embed.Etcd) {
+	t.Helper()
+	for _, m := range members {
+		select {
+		case <-m.Server.ReadyNotify():
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s not ready after 30s", what)
+		}
+	}
 }

@@ -371,11 +371,7 @@ func TestStatusEtcdErrorCause(t *testing.T) {
 func statusEtcdErrorCauseChild(t *testing.T) {
 	loopbackUp(t)
 	e, stop := startMember(t, "a", 2379, 2380, "a=http://127.0.0.1:2380")
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd not ready after 30s")
-	}
+	waitReady(t, "etcd", e)
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{"http://127.0.0.1:2379"}
 	c, err := newEtcdClient(&cfg, logr.Discard())
