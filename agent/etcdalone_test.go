@@ -72,27 +72,11 @@ func endpointCheckAloneNOSPACEChild(t *testing.T) {
 	loopbackUp(t)
 	e, _ := startMember(t, "a", 2379, 2380, "a=http://127.0.0.1:2380", func(c *embed.Config) { c.QuotaBackendBytes = alarmQuota })
 	waitReady(t, "etcd", e)
-	cfg := DefaultConfig()
-	cfg.EtcdEndpoints = []string{"http://127.0.0.1:2379"}
-	c, err := newEtcdClient(&cfg, logr.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx := t.Context()
-	if _, err := c.Get(ctx, "/"); err != nil {
-		t.Fatal(err)
-	}
-
+	const ep = "http://127.0.0.1:2379"
 	var logs logLines
-	obs := newObserver()
-	h := newHealth(logr.Discard())
-	obs.watchEtcd(func() bool { return c.ActiveConnection().GetState() == connectivity.Ready })
-	chk := newEndpointChecker(&cfg, c, funcr.New(logs.add, funcr.Options{}), obs)
-	if chk == nil {
-		t.Fatal("no endpoint checker for a single endpoint")
-	}
-	cur := make([]EndpointStatus, len(cfg.EtcdEndpoints))
+	c, obs, h, chk := checkedAlone(t, ep, &logs)
+	ctx := t.Context()
+	cur := make([]EndpointStatus, 1)
 	// round checks once and that it made no connection, that etcd is
 	// reported up and connected, and returns the alarms /status shows and
 	// the NOSPACE series.
@@ -108,7 +92,7 @@ func endpointCheckAloneNOSPACEChild(t *testing.T) {
 			t.Fatalf("%s: etcdConnected %v, etcdError %q, etcdEndpoints %+v; want connected, no error, no list",
 				when, st.EtcdConnected, st.EtcdError, st.EtcdEndpoints)
 		}
-		if v := gaugeValue(t, obs, "agentd_etcd_endpoint_up", "endpoint", cfg.EtcdEndpoints[0]); v != 1 {
+		if v := gaugeValue(t, obs, "agentd_etcd_endpoint_up", "endpoint", ep); v != 1 {
 			t.Fatalf("%s: agentd_etcd_endpoint_up %v, want 1", when, v)
 		}
 		return st.EtcdAlarms, gaugeValue(t, obs, "agentd_etcd_alarm", "alarm", "NOSPACE")
@@ -142,7 +126,7 @@ func endpointCheckAloneNOSPACEChild(t *testing.T) {
 	if _, err := c.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Defragment(ctx, cfg.EtcdEndpoints[0]); err != nil {
+	if _, err := c.Defragment(ctx, ep); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.AlarmDisarm(ctx, &clientv3.AlarmMember{}); err != nil {
@@ -182,27 +166,10 @@ func endpointCheckAloneNoLeaderChild(t *testing.T) {
 	a, _ := startMember(t, "a", 2379, 2380, members)
 	b, stopB := startMember(t, "b", 2381, 2382, members, inBDir)
 	waitReady(t, "etcd cluster", a, b)
-	ep := "http://127.0.0.1:2379"
-	cfg := DefaultConfig()
-	cfg.EtcdEndpoints = []string{ep}
-	c, err := newEtcdClient(&cfg, logr.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx := t.Context()
-	if _, err := c.Get(ctx, "/"); err != nil {
-		t.Fatal(err)
-	}
-
+	const ep = "http://127.0.0.1:2379"
 	var logs logLines
-	obs := newObserver()
-	h := newHealth(logr.Discard())
-	obs.watchEtcd(func() bool { return c.ActiveConnection().GetState() == connectivity.Ready })
-	chk := newEndpointChecker(&cfg, c, funcr.New(logs.add, funcr.Options{}), obs)
-	if chk == nil {
-		t.Fatal("no endpoint checker for a single endpoint")
-	}
+	_, obs, h, chk := checkedAlone(t, ep, &logs)
+	ctx := t.Context()
 	cur := make([]EndpointStatus, 1)
 	// round checks once and returns etcdError and agentd_etcd_endpoint_up;
 	// etcd must be reported connected.
@@ -222,7 +189,7 @@ func endpointCheckAloneNoLeaderChild(t *testing.T) {
 
 	stopB()
 	// a answers without a leader once its election timeout has passed.
-	err = cluster.Eventually(ctx, 30*time.Second, func() error {
+	err := cluster.Eventually(ctx, 30*time.Second, func() error {
 		if e, _ := round("b stopped"); !strings.Contains(e, "no leader") {
 			return fmt.Errorf("etcdError %q", e)
 		}
@@ -256,6 +223,31 @@ func endpointCheckAloneNoLeaderChild(t *testing.T) {
 	if got := logs.get(); len(got) != 2 || !strings.Contains(got[1], `"msg"="etcd has a leader again" "endpoint"="`+ep+`" "leaderlessFor"=`) {
 		t.Fatalf("logged %q, want a second line saying etcd has a leader again", got)
 	}
+}
+
+// checkedAlone connects to ep, the agent's single etcd endpoint, as the
+// agent does, and returns the client (closed when the test ends), an
+// observer watching its connection, the health /status reports with, and
+// the endpoint checker the agent makes, which logs to logs.
+func checkedAlone(t *testing.T, ep string, logs *logLines) (*etcdConn, *observer, *health, *endpointChecker) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.EtcdEndpoints = []string{ep}
+	c, err := newEtcdClient(&cfg, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Get(t.Context(), "/"); err != nil {
+		t.Fatal(err)
+	}
+	obs := newObserver()
+	obs.watchEtcd(func() bool { return c.ActiveConnection().GetState() == connectivity.Ready })
+	chk := newEndpointChecker(&cfg, c, funcr.New(logs.add, funcr.Options{}), obs)
+	if chk == nil {
+		t.Fatal("no endpoint checker for a single endpoint")
+	}
+	return c, obs, newHealth(logr.Discard()), chk
 }
 
 // socketsTo counts the TCP sockets of this network namespace, in any state
