@@ -42,6 +42,31 @@ func fillUntilNoSpace(t *testing.T, ctx context.Context, c *clientv3.Client) {
 	}
 }
 
+// freeSpace mends what fillUntilNoSpace did as the NOSPACE log line says:
+// it deletes the fill, compacts, defragments the member of each of
+// endpoints and disarms the alarm.
+func freeSpace(t *testing.T, ctx context.Context, c *clientv3.Client, endpoints []string) {
+	t.Helper()
+	resp, err := c.Delete(ctx, "/fill/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	for _, ep := range endpoints {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := c.Defragment(dctx, ep)
+		cancel()
+		if err != nil {
+			t.Fatalf("defragment %s: %v", ep, err)
+		}
+	}
+	if _, err := c.AlarmDisarm(ctx, &clientv3.AlarmMember{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestEndpointCheckNOSPACE: when etcd runs out of space it raises its
 // NOSPACE alarm and refuses writes and new leases, but still answers reads
 // and status requests. The endpoint checker counted its members up and said
@@ -140,26 +165,7 @@ func endpointCheckNOSPACEChild(t *testing.T) {
 		t.Fatalf("logged %q, want one line naming NOSPACE, its member and the fix", got)
 	}
 
-	// The fix the line gives: free the space, compact, defragment every
-	// member, disarm.
-	resp, err := c.Delete(ctx, "/fill/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatal(err)
-	}
-	for _, ep := range cfg.EtcdEndpoints {
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err := c.Defragment(dctx, ep)
-		cancel()
-		if err != nil {
-			t.Fatalf("defragment %s: %v", ep, err)
-		}
-	}
-	if _, err := c.AlarmDisarm(ctx, &clientv3.AlarmMember{}); err != nil {
-		t.Fatal(err)
-	}
+	freeSpace(t, ctx, c.Client, cfg.EtcdEndpoints)
 	if alarms, v := round("disarmed"); len(alarms) != 0 || v != 0 {
 		t.Fatalf("disarmed: alarms %+v, agentd_etcd_alarm{alarm=\"NOSPACE\"} %v; want none, 0", alarms, v)
 	}

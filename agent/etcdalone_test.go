@@ -16,7 +16,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc/connectivity"
 	"k8s.io/klog/v2"
@@ -119,19 +118,7 @@ func endpointCheckAloneNOSPACEChild(t *testing.T) {
 		t.Fatalf("logged %q, want one line naming NOSPACE, its member and the fix", got)
 	}
 
-	resp, err := c.Delete(ctx, "/fill/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Defragment(ctx, ep); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.AlarmDisarm(ctx, &clientv3.AlarmMember{}); err != nil {
-		t.Fatal(err)
-	}
+	freeSpace(t, ctx, c.Client, []string{ep})
 	if alarms, v := round("disarmed"); len(alarms) != 0 || v != 0 {
 		t.Fatalf("disarmed: alarms %+v, agentd_etcd_alarm{alarm=\"NOSPACE\"} %v; want none, 0", alarms, v)
 	}
