@@ -54,15 +54,8 @@ func TestKernelChangesLoggedOncePerMinute(t *testing.T) {
 	be := &driftBackend{}
 	leases := newFakeLeases(lease("10.244.1.0/24", "198.18.0.1"))
 	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.reconcileLoop(ctx, be, leases, netCfg, nil, func() error { return nil }) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("reconcileLoop after cancel: %v", err)
-		}
-	}()
+	ctx, stop := startReconcileLoop(t, a, be, leases, netCfg)
+	defer stop()
 	const wakes = 100
 	for range wakes {
 		leases.change <- struct{}{}
@@ -99,5 +92,20 @@ func TestKernelChangesLoggedOncePerMinute(t *testing.T) {
 	_, sum, _ := strings.Cut(last, `"passes"=`)
 	if _, err := fmt.Sscanf(sum, "%d", &passes); err != nil || passes < wakes {
 		t.Errorf("the minute's line does not sum the %d passes held back: %s", wakes, last)
+	}
+}
+
+// startReconcileLoop runs a's reconcile loop in the background and returns
+// its context and stop, which cancels it, waits for it and fails the test
+// if it returned an error.
+func startReconcileLoop(t *testing.T, a *agent, be backend.Backend, leases leaseSource, netCfg *subnet.Config) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.reconcileLoop(ctx, be, leases, netCfg, nil, func() error { return nil }) }()
+	return ctx, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("reconcileLoop after cancel: %v", err)
+		}
 	}
 }

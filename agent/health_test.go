@@ -190,15 +190,8 @@ func TestLivenessWhilePeersUnsynced(t *testing.T) {
 	// Never synced.
 	leases := &fakeLeases{own: lease("10.244.1.0/24", "198.18.0.1"), synced: make(chan struct{}), change: make(chan struct{})}
 	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.reconcileLoop(ctx, be, leases, netCfg, nil, func() error { return nil }) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("reconcileLoop after cancel: %v", err)
-		}
-	}()
+	ctx, stop := startReconcileLoop(t, a, be, leases, netCfg)
+	defer stop()
 
 	mux := h.handler()
 	for i := range 3 {
