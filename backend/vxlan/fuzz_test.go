@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
@@ -15,7 +16,8 @@ import (
 
 // FuzzParseOptions: any Backend object from the network config in etcd is
 // either refused with an error naming a Backend key, or accepted with
-// options the kernel takes (VNI and port in range, defaults filled in).
+// options the kernel takes (VNI, port and MTU in range, defaults filled in)
+// that encode and parse back to themselves.
 func FuzzParseOptions(f *testing.F) {
 	for _, s := range []string{``, `{}`, `{"Type":"vxlan","VNI":4096,"Port":4789,"DirectRouting":true,"MTU":1400}`,
 		`{"VNI":-1}`, `{"Port":"x"}`, `{"GBP":true}`, `{"MTU":10}`, `[`, `null`} {
@@ -25,37 +27,72 @@ func FuzzParseOptions(f *testing.F) {
 		o, err := parseOptions(json.RawMessage(s))
 		if err != nil {
 			var ce *subnet.ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("parseOptions(%q): error %v does not name a key", s, err)
+			if !errors.As(err, &ce) || !strings.HasPrefix(ce.Key, "Backend") {
+				t.Fatalf("parseOptions(%q): error %v does not name a Backend key", s, err)
 			}
 			return
 		}
-		if o.VNI < 1 || o.VNI > maxVNI || o.Port < 1 || o.Port > 65535 || o.MTU != 0 && o.MTU < minMTU+overheadIPv4 || o.GBP {
+		if o.VNI < 1 || o.VNI > maxVNI || o.Port < 1 || o.Port > 65535 || o.MTU != 0 && (o.MTU < minMTU+overheadIPv4 || o.MTU > 65535) || o.GBP {
 			t.Fatalf("parseOptions(%q) accepted %+v", s, o)
+		}
+		b, err := json.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back, err := parseOptions(b); err != nil || back != o {
+			t.Fatalf("parseOptions(%q) = %+v, but its encoding %s parses to %+v, %v", s, o, b, back, err)
 		}
 	})
 }
 
-// FuzzParseLeaseData: any peer's BackendData is refused or yields a unicast
-// MAC that prints and parses back to itself.
+// FuzzParseLeaseData: any peer's BackendData is refused, with no VNI or
+// MAC, or yields a unicast MAC that prints and parses back to itself; the
+// BackendData this agent publishes for that VNI and MAC reads back as them.
+// So does the one for the input's first bytes as a MAC (made unicast), so a
+// parser that refused everything would fail too.
 func FuzzParseLeaseData(f *testing.F) {
 	for _, s := range []string{`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`, `{"VtepMAC":"01:00:5e:00:00:01"}`,
 		`{"VtepMAC":""}`, `{}`, ``, `{"VNI":"1"}`, `{"VtepMAC":"aa-bb-cc-dd-ee-ff"}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		_, mac, err := parseLeaseData(json.RawMessage(s))
+		vni, mac, err := parseLeaseData(json.RawMessage(s))
 		if err != nil {
-			return
+			if vni != 0 || mac != (backend.MAC{}) {
+				t.Fatalf("parseLeaseData(%q) refused it but returned %d, %s", s, vni, mac)
+			}
+		} else {
+			if !mac.IsUnicast() {
+				t.Fatalf("parseLeaseData(%q) accepted the non-unicast %s", s, mac)
+			}
+			back, err := backend.ParseMAC(mac.String())
+			if err != nil || back != mac {
+				t.Fatalf("MAC %s does not round-trip: %v %v", mac, back, err)
+			}
+			checkLeaseDataRoundTrip(t, vni, mac)
 		}
-		if !mac.IsUnicast() {
-			t.Fatalf("parseLeaseData(%q) accepted the non-unicast %s", s, mac)
-		}
-		back, err := backend.ParseMAC(mac.String())
-		if err != nil || back != mac {
-			t.Fatalf("MAC %s does not round-trip: %v %v", mac, back, err)
+		if len(s) >= 6 {
+			var m backend.MAC
+			copy(m[:], s)
+			m[0] &^= 1 // the group bit
+			if m.IsUnicast() {
+				checkLeaseDataRoundTrip(t, len(s), m)
+			}
 		}
 	})
+}
+
+// checkLeaseDataRoundTrip: the BackendData Prepare publishes for vni and m
+// reads back as them.
+func checkLeaseDataRoundTrip(t *testing.T, vni int, m backend.MAC) {
+	t.Helper()
+	data, err := json.Marshal(leaseData{VNI: vni, VtepMAC: m.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotVNI, got, err := parseLeaseData(data); err != nil || gotVNI != vni || got != m {
+		t.Fatalf("parseLeaseData(%s) = %d, %s, %v; want %d, %s", data, gotVNI, got, err, vni, m)
+	}
 }
 
 // FuzzParseMACFile: whatever the state file holds (a crash mid-write, an
