@@ -1,6 +1,7 @@
 // Package dist holds no code: it is what operators install (README,
-// "Installing"). Its test checks the image's build context, the root
-// .dockerignore, against dist/Dockerfile.
+// "Installing"). Its tests check the image's build context, the root
+// .dockerignore, against dist/Dockerfile, and that the tests and metrics
+// README names exist.
 package dist
 
 import (
