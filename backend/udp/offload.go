@@ -34,6 +34,7 @@ const (
 	tcpFIN       = 0x01
 	tcpPSH       = 0x08
 	tcpACK       = 0x10
+	tcpCWR       = 0x80
 	// tcpCsumOffset is where the checksum lies in a TCP header.
 	tcpCsumOffset = 16
 	// tcpMinMSS is the smallest MSS Linux uses (TCP_MIN_MSS); the most
@@ -188,7 +189,10 @@ func parseTSO(pkt []byte, h vnetHdr) (tsoPacket, bool) {
 // segment writes into hdr the headers of segment i of the TSO packet pkt
 // (described by t) and returns its payload: the IPv4 header with its
 // length, identification and checksum, the TCP header with its sequence
-// number, flags (FIN and PSH only on the last) and checksum.
+// number, flags and checksum. FIN and PSH go on the last segment only, CWR
+// on the first only (the sender reduced its window once, as the kernel's
+// tcp_gso_segment keeps it; AccECN, which would keep it on all, is not
+// among the device's offloads).
 func (t tsoPacket) segment(pkt []byte, i int, hdr []byte) []byte {
 	start := t.hdrLen + i*t.mss
 	payload := pkt[start:min(start+t.mss, len(pkt))]
@@ -201,6 +205,9 @@ func (t tsoPacket) segment(pkt []byte, i int, hdr []byte) []byte {
 	binary.BigEndian.PutUint32(tcp[4:], binary.BigEndian.Uint32(pkt[t.iphLen+4:])+uint32(i*t.mss))
 	if i < t.segments-1 {
 		tcp[13] &^= tcpFIN | tcpPSH
+	}
+	if i > 0 {
+		tcp[13] &^= tcpCWR
 	}
 	tcp[tcpCsumOffset], tcp[tcpCsumOffset+1] = 0, 0
 	sum := onesSum(payload, onesSum(tcp, pseudoSum(ip, protoTCP, len(tcp)+len(payload))))
