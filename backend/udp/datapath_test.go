@@ -685,8 +685,9 @@ type discard struct{ writes int }
 func (d *discard) write([][]byte) error { d.writes++; return nil }
 
 // FuzzGROSegment feeds arbitrary control data (what recvmmsg fills in) to
-// groSegment: it must not read past the buffer, and must find the segment
-// size of a well-formed UDP_GRO message.
+// groSegment: it must not read past the buffer, and where x/sys/unix reads
+// the whole of it as control messages, it must give the payload of the first
+// UDP_GRO message of 4 bytes or more, 0 if there is none.
 func FuzzGROSegment(f *testing.F) {
 	good := make([]byte, ctrlSpace)
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&good[0]))
@@ -704,6 +705,20 @@ func FuzzGROSegment(f *testing.F) {
 		seg := groSegment(aligned)
 		if string(b) == string(good[:unix.CmsgSpace(4)]) && seg != 1400 {
 			t.Fatalf("segment %d, want 1400", seg)
+		}
+		msgs, err := unix.ParseSocketControlMessage(b)
+		if err != nil {
+			return
+		}
+		want := 0
+		for _, m := range msgs {
+			if m.Header.Level == unix.SOL_UDP && m.Header.Type == unix.UDP_GRO && len(m.Data) >= 4 {
+				want = int(binary.NativeEndian.Uint32(m.Data))
+				break
+			}
+		}
+		if seg != want {
+			t.Fatalf("groSegment(%x) = %d; the control messages %+v give %d", b, seg, msgs, want)
 		}
 	})
 }

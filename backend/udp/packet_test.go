@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/netip"
 	"testing"
@@ -193,12 +194,15 @@ func TestICMPLimiter(t *testing.T) {
 // FuzzParseIPv4 feeds arbitrary bytes to the parsers of network data: the
 // header parser, the decision on a datagram from a peer, the routing of a
 // packet from the device and the ICMP error about it. None may panic; what
-// is accepted must be what it claims.
+// is accepted must be what it claims. Routing changes only the TTL and the
+// header checksum, which still verifies if it did; the ICMP error goes from
+// us to the packet's source and quotes the packet's start.
 func FuzzParseIPv4(f *testing.F) {
 	f.Add(ipPacket("10.244.2.5", "10.244.1.9", 6, 64, make([]byte, 20)))
 	f.Add(ipPacket("10.244.2.5", "10.244.1.9", protoICMP, 1, echo))
 	f.Add(ipPacket("10.244.1.2", "10.244.9.9", 17, 64, make([]byte, 8)))
 	f.Add(ipPacket("198.18.0.2", "10.244.1.9", 6, 64, make([]byte, 20)))
+	f.Add(ipPacket("10.244.1.9", "10.244.3.5", 6, 64, make([]byte, 20)))
 	f.Add([]byte{0x4f})
 	f.Add([]byte{0x60, 0, 0, 0})
 	own := netip.MustParsePrefix("10.244.1.0/24")
@@ -222,12 +226,26 @@ func FuzzParseIPv4(f *testing.F) {
 		if v2 == pass && (p == nil || pkt[8] != b[8]-1 || !p.Subnet.Contains(netip.AddrFrom4([4]byte{byte(h2.dst >> 24), byte(h2.dst >> 16), byte(h2.dst >> 8), byte(h2.dst)}))) {
 			t.Fatalf("routed %+v to %v", h2, p)
 		}
+		if v2 == pass {
+			for i := range pkt {
+				if pkt[i] != b[i] && i != 8 && i != 10 && i != 11 {
+					t.Fatalf("routing changed byte %d of %x: %x", i, b, pkt)
+				}
+			}
+			if checksum(b[:h2.hlen]) == 0 && checksum(pkt[:h2.hlen]) != 0 {
+				t.Fatalf("routing %x broke its header checksum: %x", b, pkt)
+			}
+		}
 		if v2 == dropNoRoute || v2 == dropTTL {
 			out := make([]byte, icmpErrorMaxLen)
 			srcMask, dstMask := tbl.broadcastMasks(h2)
 			if n := icmpError(out, tbl.from, srcMask, dstMask, icmpDestUnreachable, 0, pkt, h2); n > 0 {
 				if _, v := parseIPv4(out[:n]); v != pass || checksum(out[:20]) != 0 || checksum(out[20:n]) != 0 {
 					t.Fatalf("built a bad ICMP error: % x", out[:n])
+				}
+				if e, _ := parseIPv4(out[:n]); e.src != tbl.from || e.dst != h2.src || e.proto != protoICMP ||
+					out[20] != icmpDestUnreachable || !bytes.Equal(out[28:n], pkt[:min(len(pkt), h2.hlen+8)]) {
+					t.Fatalf("ICMP error % x about % x: not from us to its source quoting its start", out[:n], pkt)
 				}
 			}
 		}
