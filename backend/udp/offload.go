@@ -13,10 +13,15 @@ import (
 // agents' CPU. Here a TSO packet is cut without a copy (each segment is two
 // iovecs: a header built here and its payload where the kernel put it), and
 // received packets are coalesced without a copy (one writev of the head
-// packet and the others' payloads). Received inner packets are not checked:
-// the outer UDP checksum, which the kernel verifies before recvmmsg returns,
-// covers every byte of them, and flanneld's udp backend checks nothing
-// either. The only checksum computed per byte is that of each segment sent.
+// packet and the others' payloads). A received TCP segment's checksum is
+// verified (one pass, no copy) before it heads or joins a coalesced packet:
+// that packet goes to the device with NEEDS_CSUM, which the kernel takes
+// as checksummed already, so a corrupt segment merged into it would reach
+// its socket as good data (the kernel's GRO checks every segment too; the
+// outer UDP checksum covers only what happened after the sender computed
+// it, and nothing when it is 0). A segment that fails is written alone as
+// it came, as is every packet not coalesced, for the receiving stack to
+// check.
 
 const (
 	// vnetHdrLen is sizeof(struct virtio_net_hdr), which the device puts
@@ -255,16 +260,23 @@ func newCoalescer() *coalescer {
 // tcpCandidate returns the header lengths of pkt (one whole IPv4 packet,
 // as parseIPv4 checked) if it is a TCP segment that may be coalesced with
 // others: don't-fragment set and not a fragment, no options in the IPv4
-// header, ACK with at most PSH besides, and a payload.
+// header, ACK with at most PSH besides, a payload, and a TCP checksum that
+// verifies.
 func tcpCandidate(pkt []byte) (iphLen, hdrLen int, ok bool) {
 	if pkt[0] != 0x45 || pkt[9] != protoTCP || binary.BigEndian.Uint16(pkt[6:8]) != ipDF || len(pkt) < 40 {
 		return 0, 0, false
 	}
 	hdrLen = 20 + int(pkt[32]>>4)*4
-	if hdrLen < 40 || hdrLen >= len(pkt) || pkt[33]&^tcpPSH != tcpACK {
+	if hdrLen < 40 || hdrLen >= len(pkt) || pkt[33]&^tcpPSH != tcpACK || !tcpChecksumOK(pkt, 20) {
 		return 0, 0, false
 	}
 	return 20, hdrLen, true
+}
+
+// tcpChecksumOK reports whether the TCP checksum of pkt, one whole TCP/IPv4
+// packet with an IPv4 header of iphLen bytes, verifies.
+func tcpChecksumOK(pkt []byte, iphLen int) bool {
+	return onesSum(pkt[iphLen:], pseudoSum(pkt, protoTCP, len(pkt)-iphLen)) == 0xffff
 }
 
 // pending reports whether a packet is being built.
@@ -292,8 +304,10 @@ func (c *coalescer) start(pkt []byte, iphLen, hdrLen int) bool {
 // add appends pkt's payload if pkt continues the head's flow: same
 // addresses, ports and IPv4 fields but length, identification and
 // checksum; the same TCP header but sequence number, PSH and checksum; the
-// next sequence number; a payload no longer than the head's. done reports
-// that the packet is now complete (a shorter payload, or PSH).
+// next sequence number; a payload no longer than the head's; a TCP
+// checksum that verifies (checked last, so that a good segment is summed
+// once whether it joins or heads the next packet). done reports that the packet
+// is now complete (a shorter payload, or PSH).
 func (c *coalescer) add(pkt []byte) (added, done bool) {
 	head := c.parts[1]
 	il, hl := c.iphLen, c.hdrLen
@@ -302,7 +316,8 @@ func (c *coalescer) add(pkt []byte) (added, done bool) {
 		string(pkt[12:il+4]) != string(head[12:il+4]) ||
 		binary.BigEndian.Uint32(pkt[il+4:]) != c.next ||
 		string(pkt[il+8:il+13]) != string(head[il+8:il+13]) || pkt[il+13]&^tcpPSH != tcpACK ||
-		string(pkt[il+14:il+16]) != string(head[il+14:il+16]) || string(pkt[il+18:hl]) != string(head[il+18:hl]) {
+		string(pkt[il+14:il+16]) != string(head[il+14:il+16]) || string(pkt[il+18:hl]) != string(head[il+18:hl]) ||
+		!tcpChecksumOK(pkt, il) {
 		return false, false
 	}
 	n := len(pkt) - hl
