@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/lograte"
 	"github.com/go-logr/logr"
 )
@@ -211,11 +212,15 @@ func NewSkipLog(log logr.Logger) *SkipLog {
 }
 
 // Skip records that the lease with key will not be programmed, and why; it
-// logs unless the previous round said the same.
+// logs unless the previous round said the same. The reason is kept, logged
+// and reported cut to clip.Len bytes: it can quote what the peer wrote in
+// its lease (its BackendType, its BackendData), which etcd takes up to its
+// value size limit.
 func (s *SkipLog) Skip(key, reason string) {
 	if _, dup := s.round[key]; dup {
 		return
 	}
+	reason = clip.String(reason)
 	s.round[key] = reason
 	if s.reasons[key] == reason {
 		return

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/lograte"
 	"github.com/go-logr/logr/funcr"
 )
@@ -58,5 +59,31 @@ func TestSkipLogBounded(t *testing.T) {
 	s.Skip("lease-0000", "VtepMAC aa:bb:cc:dd:ee:ff is our own")
 	if len(v0) != skipLines+1 || !strings.Contains(v0[skipLines], fmt.Sprintf(`"count"=%d`, n+1)) {
 		t.Errorf("a minute later, %d lines at -v=0, want %d, the last with count=%d", len(v0), skipLines+1, n+1)
+	}
+}
+
+// TestSkipLogReasonCut: a reason quoting what a peer wrote (a BackendType of
+// a megabyte, which etcd takes) is logged, and reported in the Result for
+// /status, cut to clip.Len bytes: one such write must not make a megabyte
+// line in the journal. A short reason is kept as it is.
+func TestSkipLogReasonCut(t *testing.T) {
+	var lines []string
+	s := NewSkipLog(funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{}))
+	long := fmt.Sprintf("backend type %q, not %q", strings.Repeat("é", 1<<19), "vxlan")
+	s.Skip("10.244.2.0-24", long)
+	s.Skip("10.244.3.0-24", "no IPv4 public IP")
+	var res Result
+	s.Report(&res)
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2", len(lines))
+	}
+	if n := len(lines[0]); n > 2*clip.Len {
+		t.Errorf("the skip of a peer with a BackendType of 1 MB is logged in %d bytes, want at most %d: %.200s…", n, 2*clip.Len, lines[0])
+	}
+	if r := res.SkippedLeases[0].Reason; len(r) > clip.Len || !strings.HasPrefix(r, `backend type "éé`) || !strings.HasSuffix(r, "…") {
+		t.Errorf("reported reason: %d bytes %.40q, want at most %d, cut with …", len(r), r, clip.Len)
+	}
+	if r := res.SkippedLeases[1].Reason; r != "no IPv4 public IP" {
+		t.Errorf("short reason reported as %q", r)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/agentd/agentd/internal/clip"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -72,8 +73,16 @@ type BadEntry struct {
 	Err         error
 }
 
-// decode turns one etcd key-value into a lease.
+// decode turns one etcd key-value into a lease. Its errors, which can
+// quote the key or the value, are cut to clip.Len bytes: etcd takes either
+// up to its request size limit, and they are logged on every such write.
 func (r *Registry) decode(kv *mvccpb.KeyValue) (Lease, error) {
+	l, err := r.decodeFull(kv)
+	return l, clip.Error(err)
+}
+
+// decodeFull is decode with its errors in full.
+func (r *Registry) decodeFull(kv *mvccpb.KeyValue) (Lease, error) {
 	key, value := string(kv.Key), kv.Value
 	rel, ok := strings.CutPrefix(key, r.SubnetsPrefix())
 	if !ok {

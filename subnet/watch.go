@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/internal/lograte"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -433,7 +434,7 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) {
 	for _, ev := range evs {
 		m.Stats.WatchEvents.Add(1)
 		key := string(ev.Kv.Key)
-		m.log.V(4).Info("lease event", "type", ev.Type.String(), "key", key, "revision", ev.Kv.ModRevision)
+		m.log.V(4).Info("lease event", "type", ev.Type.String(), "key", clip.String(key), "revision", ev.Kv.ModRevision)
 		if key == ownKey {
 			if ev.Type == mvccpb.DELETE {
 				t.own = ownState{rev: ev.Kv.ModRevision}
@@ -470,7 +471,7 @@ func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) {
 		if t.bad[key] != kv.ModRevision {
 			t.bad[key] = kv.ModRevision
 			n := m.Stats.BadEntries.Add(1)
-			kvs := []any{"key", key, "revision", kv.ModRevision, "count", n}
+			kvs := []any{"key", clip.String(key), "revision", kv.ModRevision, "count", n}
 			switch t.badLog.Next() {
 			case lograte.Log:
 				m.log.Error(err, "skipping key that is not a usable lease", kvs...)
@@ -496,9 +497,9 @@ func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) {
 		return
 	}
 	if prev.Subnet.IsValid() {
-		m.log.V(2).Info("peer lease changed", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "backend", l.Attrs.BackendType)
+		m.log.V(2).Info("peer lease changed", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "backend", clip.String(l.Attrs.BackendType))
 	} else {
-		m.log.V(2).Info("peer lease added", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "backend", l.Attrs.BackendType)
+		m.log.V(2).Info("peer lease added", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "backend", clip.String(l.Attrs.BackendType))
 	}
 }
 

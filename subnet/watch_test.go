@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/lograte"
 	"github.com/go-logr/logr/funcr"
 
@@ -233,5 +234,43 @@ func TestBadKeysLogBounded(t *testing.T) {
 	m.applyEvents(evs)
 	if n := len(lines); n != badKeyLines+1 {
 		t.Errorf("a minute later, %d lines, want %d", n, badKeyLines+1)
+	}
+}
+
+// TestLeaseLogsBounded: what a write quotes of itself in the log (a key's
+// name, a BackendType, an error quoting a value) is cut to clip.Len bytes,
+// so that a key or value of a megabyte (etcd takes up to 1.5 MB) makes a
+// line of bounded length at every verbosity, not one of its size on every
+// write. The same holds for the error kept about our own key when it is
+// overwritten with such a value, which the restore logs.
+func TestLeaseLogsBounded(t *testing.T) {
+	m := benchManager(t)
+	var lines []string
+	m.log = funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 4})
+	mb := strings.Repeat("x", 1<<20)
+	put := func(key, value string) *clientv3.Event {
+		return &clientv3.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte(key), Value: []byte(value), ModRevision: 2, CreateRevision: 2}}
+	}
+	m.applyEvents([]*clientv3.Event{
+		put("/coreos.com/network/subnets/"+mb, `{"PublicIP":"198.18.0.2","BackendType":"vxlan"}`),
+		put("/coreos.com/network/subnets/10.0.2.0-24", `{"PublicIP":"`+mb+`","BackendType":"vxlan"}`),
+		put("/coreos.com/network/subnets/10.0.3.0-24", `{"PublicIP":"198.18.0.3","BackendType":"`+mb+`"}`),
+		put("/coreos.com/network/subnets/10.0.0.0-24", `{"PublicIP":"`+mb+`","BackendType":"vxlan"}`),
+	})
+	if n := m.Stats.BadEntries.Load(); n != 2 || len(m.Peers()) != 1 {
+		t.Fatalf("%d bad keys, %d peers; want 2, 1", n, len(m.Peers()))
+	}
+	for _, want := range []string{`"msg"="skipping key that is not a usable lease"`, `"msg"="peer lease added"`} {
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, want) }) {
+			t.Errorf("no line with %s", want)
+		}
+	}
+	for _, l := range lines {
+		if len(l) > 1024 {
+			t.Errorf("a line of %d bytes, want at most 1024: %.300s…", len(l), l)
+		}
+	}
+	if st, _ := m.takeOwnState(); st.err == nil || len(st.err.Error()) > clip.Len {
+		t.Errorf("our key overwritten with a PublicIP of 1 MB: error of %d bytes, want one of at most %d", len(fmt.Sprint(st.err)), clip.Len)
 	}
 }
