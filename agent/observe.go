@@ -7,9 +7,9 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/subnet"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,6 +23,7 @@ type observer struct {
 
 	peers        prometheus.Gauge
 	programmed   prometheus.Gauge
+	skippedPeers prometheus.Gauge
 	reconciles   *prometheus.CounterVec
 	reconcileDur prometheus.Histogram
 	changes      *prometheus.CounterVec
@@ -62,6 +63,9 @@ func newObserver() *observer {
 		programmed: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "agentd_peers_programmed", Help: "Peers of the lease set now (agentd_peers) that a successful reconcile programmed in the kernel, unchanged since.",
 		}),
+		skippedPeers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "agentd_peers_skipped", Help: "Peers of the lease set now (agentd_peers) that a successful reconcile did not program because of their lease (another backend type, unusable backend data, ...), unchanged since; /status peersSkipped says why.",
+		}),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentd_reconciles_total", Help: "Reconcile passes, by result (ok, error).",
 		}, []string{"result"}),
@@ -88,7 +92,7 @@ func newObserver() *observer {
 		}, []string{"alarm"}),
 		st: Status{DriftRepairs: map[string]int64{}},
 	}
-	o.reg.MustRegister(o.peers, o.programmed, o.reconciles, o.reconcileDur, o.changes, o.repairs, o.endpointUp, o.etcdAlarm,
+	o.reg.MustRegister(o.peers, o.programmed, o.skippedPeers, o.reconciles, o.reconcileDur, o.changes, o.repairs, o.endpointUp, o.etcdAlarm,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Zero series exist from the start, so rates work from the first scrape.
 	for _, r := range []string{"ok", "error"} {
@@ -309,34 +313,20 @@ func (o *observer) setProgrammed(n int) {
 // thousand entries long.
 const skippedListed = 50
 
-// reasonLen is how long a skipped peer's reason in /status is at most, in
-// bytes. A reason can quote what a peer wrote in its lease (its
-// BackendType), which etcd takes up to its value size limit.
-const reasonLen = 300
-
-// setSkipped sets PeersSkippedTotal and PeersSkipped, the first
-// skippedListed of skipped by lease key. PeersSkipped is a new slice each
-// time, so status can hand it out after o.mu is released.
+// setSkipped sets PeersSkippedTotal, agentd_peers_skipped and
+// PeersSkipped, the first skippedListed of skipped by lease key, each
+// reason cut to clip.Len bytes: a reason can quote what a peer wrote in its
+// lease, which etcd takes up to its value size limit (backend.SkipLog cuts
+// them too; a Result made otherwise is held to the same). PeersSkipped is a
+// new slice each time, so status can hand it out after o.mu is released.
 func (o *observer) setSkipped(skipped []SkippedPeer) {
 	slices.SortFunc(skipped, func(a, b SkippedPeer) int { return strings.Compare(a.Lease, b.Lease) })
 	o.st.PeersSkippedTotal = len(skipped)
+	o.skippedPeers.Set(float64(len(skipped)))
 	o.st.PeersSkipped = slices.Clip(skipped[:min(len(skipped), skippedListed)])
 	for i := range o.st.PeersSkipped {
-		o.st.PeersSkipped[i].Reason = truncate(o.st.PeersSkipped[i].Reason, reasonLen)
+		o.st.PeersSkipped[i].Reason = clip.String(o.st.PeersSkipped[i].Reason)
 	}
-}
-
-// truncate cuts s to at most n bytes, on a character boundary, ending it
-// with "…" when it cuts.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 // status is the snapshot /status serves.

@@ -194,11 +194,17 @@ func TestObserverPeersProgrammedAmongKnown(t *testing.T) {
 // last successful pass's for the peers unchanged since: a peer new or
 // changed since is in neither. A thousand skipped peers are counted and
 // the first 50 listed, each reason cut to a bounded length.
+// agentd_peers_skipped is peersSkippedTotal each time, 0 again once none is.
 func TestObserverPeersSkipped(t *testing.T) {
 	o := newObserver()
 	h := newHealth(logr.Discard())
 	mux := http.NewServeMux()
 	o.register(mux, h)
+	metrics := func() string {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
 	own := lease("10.244.1.0/24", "198.18.0.1")
 	p2, p3 := lease("10.244.2.0/24", "198.18.0.2"), lease("10.244.3.0/24", "198.18.0.3")
 	far := lease("10.244.4.0/24", "198.19.0.4")
@@ -236,6 +242,9 @@ func TestObserverPeersSkipped(t *testing.T) {
 		if step.err == nil && st.PeersProgrammed+st.PeersSkippedTotal != st.PeersKnown {
 			t.Errorf("%s: after a successful pass, %d programmed and %d skipped of %d known", step.name, st.PeersProgrammed, st.PeersSkippedTotal, st.PeersKnown)
 		}
+		if want := fmt.Sprintf("agentd_peers_skipped %d\n", len(step.skipped)); !strings.Contains(metrics(), want) {
+			t.Errorf("%s: /metrics lacks %q", step.name, want)
+		}
 	}
 
 	// A thousand peers of another backend, one of them with a long
@@ -259,6 +268,9 @@ func TestObserverPeersSkipped(t *testing.T) {
 	var st Status
 	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(metrics(), "agentd_peers_skipped 1000\n") {
+		t.Errorf("1000 skipped: /metrics lacks agentd_peers_skipped 1000")
 	}
 	if st.PeersKnown != 1000 || st.PeersProgrammed != 0 || st.PeersSkippedTotal != 1000 || len(st.PeersSkipped) != 50 {
 		t.Fatalf("1000 skipped: %d known, %d programmed, %d skipped, %d listed; want 1000, 0, 1000, 50",
