@@ -148,8 +148,10 @@ func parseLine(d *Dump, cur **Table, line string) error {
 		if *cur != nil {
 			return fmt.Errorf("table %s starts before table %s is committed", line[1:], (*cur).Name)
 		}
+		// A table name cannot be quoted: one ending in a carriage return
+		// ("*nat\r \n") would print as a CRLF line and read back without it.
 		name := line[1:]
-		if name == "" || strings.ContainsAny(name, " \t") {
+		if name == "" || strings.ContainsAny(name, " \t\r") {
 			return fmt.Errorf("bad table name %q", name)
 		}
 		if d.Table(name) != nil {
