@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
 	"github.com/agentd/agentd/internal/delay"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
 )
 
 // Run holds the lease that Acquire returned and keeps the peer set current
@@ -76,9 +79,15 @@ func (m *Manager) holdLease(ctx context.Context) error {
 // The etcd client closes a keepalive channel when etcd says the lease is
 // gone, but also when etcd does not answer in time: the first answer within
 // the client's DialTimeout plus a second, later ones within the TTL. A close
-// is therefore only a reason to look: while etcd says the lease lives, or
-// cannot be asked and the lease's last known expiry has not passed, it is
-// kept alive again and stays held.
+// is therefore only a reason to look: while etcd renews the lease when asked
+// directly, or cannot be asked and the lease's last known expiry has not
+// passed, it is kept alive again and stays held.
+//
+// The client also keeps retrying a renewal that etcd refuses (a role without
+// write permission on our key, auth turned on while the agent has no user)
+// and tells its caller nothing until the TTL has run out. So a renewal that
+// goes unanswered for a while (renewalDue) is sent again directly, and a
+// refusal is said loudly while the lease still lives.
 func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -94,7 +103,8 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	// While a restore of our value keeps failing, retry fires for the next
 	// attempt: no further change of our key need ever come to prompt one.
 	// While the client has given a keepalive channel up, recheck fires for
-	// the next look at the lease.
+	// the next look at the lease; while it holds one, overdue fires when
+	// the client's renewal is overdue.
 	var (
 		retry   <-chan time.Time
 		b       = delay.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
@@ -102,11 +112,40 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		recheck <-chan time.Time
 		rb      = delay.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
 		unknown error
+		overdue <-chan time.Time
+		// refused is etcd's last refusal to renew the lease, until it is
+		// renewed again.
+		refused error
+		// reask is how long after a refusal etcd is asked again.
+		reask = min(max(m.cfg.TTL/6, time.Second), time.Minute)
 		// expires is when the lease ends unless renewed, as last known: a
 		// lease is granted just before keepAlive starts, so at first it is
 		// at most a TTL away.
 		expires = time.Now().Add(m.cfg.TTL)
 	)
+	if id != 0 {
+		overdue = time.After(renewalDue(m.cfg.TTL))
+	}
+	defer func() {
+		if lost != "" && refused != nil {
+			lost += "; etcd had refused to renew it: " + refused.Error()
+		}
+	}()
+	renewed := func(ttl time.Duration) {
+		expires, overdue = time.Now().Add(ttl), time.After(renewalDue(ttl))
+		if refused != nil {
+			m.log.Info("etcd renews our lease again", "leaseID", id, "ttl", ttl)
+			refused = nil
+		}
+	}
+	refuse := func(err error) {
+		if refused == nil || refused.Error() != err.Error() {
+			m.log.Error(err, "ETCD REFUSES TO RENEW OUR LEASE; it is lost at its expiry unless that is fixed "+
+				"(etcd renews a lease for a user who may write its key: check --etcd-username and its role)",
+				"leaseID", id, "subnet", m.own.Subnet, "expires", expires.Format(time.RFC3339))
+		}
+		refused = err
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,16 +155,33 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				if ctx.Err() != nil {
 					return "", nil
 				}
-				ka = nil
+				ka, overdue = nil, nil
 				recheck = time.After(0)
 				continue
 			}
-			expires = time.Now().Add(time.Duration(resp.TTL) * time.Second)
 			m.log.V(4).Info("lease kept alive", "leaseID", resp.ID, "ttl", resp.TTL)
+			renewed(time.Duration(resp.TTL) * time.Second)
+			continue
+		case <-overdue:
+			overdue = time.After(reask)
+			left, err := m.renewOnce(ctx, id)
+			switch {
+			case ctx.Err() != nil:
+				return "", nil
+			case err == nil && left > 0:
+				m.log.V(2).Info("a keepalive went unanswered; a renewal sent directly was answered", "leaseID", id, "ttl", left)
+				renewed(left)
+			case err == nil:
+				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
+			case refusal(err):
+				refuse(err)
+			default:
+				m.log.V(2).Info("a keepalive went unanswered; a renewal sent directly failed", "leaseID", id, "err", err)
+			}
 			continue
 		case <-recheck:
 			recheck = nil
-			left, err := m.leaseLeft(ctx, id)
+			left, err := m.renewOnce(ctx, id)
 			switch {
 			case ctx.Err() != nil:
 				return "", nil
@@ -135,12 +191,16 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				}
 				m.log.Info("etcd answered no keepalive in time but our etcd lease lives; keeping it alive again",
 					"leaseID", id, "ttl", left, "unanswered", unknown)
-				expires, unknown = time.Now().Add(left), nil
+				unknown = nil
+				renewed(left)
 				rb.Reset()
-			case err == nil, errors.Is(err, rpctypes.ErrLeaseNotFound):
+			case err == nil:
 				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
 			case time.Now().After(expires):
 				return fmt.Sprintf("etcd lease %x went unconfirmed past its expiry (%s): %v", id, expires.Format(time.RFC3339), err), nil
+			case refusal(err):
+				refuse(err)
+				recheck = time.After(reask)
 			default:
 				if unknown == nil {
 					m.log.Error(err, "cannot ask etcd about our lease; holding it until its last known expiry", "leaseID", id, "expires", expires)
@@ -157,7 +217,7 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		if id != 0 && m.own.Reservation() {
 			// Made a reservation: nothing left to keep alive.
 			cancel()
-			ka, recheck, id = nil, nil, 0
+			ka, recheck, overdue, id = nil, nil, nil, 0
 		}
 		switch {
 		case lost != "":
@@ -177,16 +237,52 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	}
 }
 
-// leaseLeft asks etcd for the time left on the etcd lease id: 0 or less, or
-// an error wrapping rpctypes.ErrLeaseNotFound, when it is gone.
-func (m *Manager) leaseLeft(ctx context.Context, id clientv3.LeaseID) (time.Duration, error) {
+// renewalDue is how long after a keepalive answer carrying ttl the next one
+// is overdue: the etcd client renews a third of the TTL after an answer
+// (checking every 500 ms), and is given a sixth of the TTL more, at most
+// 30 s, and a second.
+func renewalDue(ttl time.Duration) time.Duration {
+	return ttl/3 + min(ttl/6, 30*time.Second) + time.Second
+}
+
+// renewOnce sends one keepalive for id on a stream of its own and returns
+// etcd's answer: the TTL left (0 or less when the lease is gone), or the
+// error. It tries once, unlike the client's KeepAliveOnce, which retries at
+// once, without a pause, while etcd is unavailable.
+func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	resp, err := m.reg.cli.TimeToLive(ctx, id)
+	stream, err := etcdserverpb.NewLeaseClient(m.reg.cli.ActiveConnection()).LeaseKeepAlive(ctx)
+	if err == nil {
+		// A stream that failed says why at Recv.
+		if err = stream.Send(&etcdserverpb.LeaseKeepAliveRequest{ID: int64(id)}); errors.Is(err, io.EOF) {
+			err = nil
+		}
+	}
+	var resp *etcdserverpb.LeaseKeepAliveResponse
+	if err == nil {
+		resp, err = stream.Recv()
+	}
 	if err != nil {
-		return 0, fmt.Errorf("read the TTL of etcd lease %x: %w", id, err)
+		return 0, fmt.Errorf("renew etcd lease %x: %w", id, rpctypes.Error(err))
 	}
 	return time.Duration(resp.TTL) * time.Second, nil
+}
+
+// refusal reports whether err is etcd refusing a request for want of
+// permission or authentication, rather than etcd not answering (that is
+// reported where the connection is watched) or a member that cannot serve
+// it now (a leader election).
+func refusal(err error) bool {
+	var ee rpctypes.EtcdError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	switch ee.Code() {
+	case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
+		return true
+	}
+	return false
 }
 
 // checkOwn compares what the watch last saw of our key with our lease. It
