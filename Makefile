@@ -101,7 +101,7 @@ FUZZ_TARGETS = $(shell grep -rl --include='*_test.go' '^func Fuzz' . | while rea
 fuzz: ## Run each fuzz target for FUZZTIME_LONG.
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME_LONG))"; \
-		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME_LONG) || exit 1; done
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME_LONG) -fuzzminimizetime 5s || exit 1; done
 
 .PHONY: fuzz-short
 fuzz-short: ## Run each fuzz target briefly (part of make test).
