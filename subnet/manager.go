@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/internal/lograte"
 	"github.com/go-logr/logr"
@@ -401,7 +402,7 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 		if b != nil {
 			kv = append(kv, "key", b.Key, "holder", "a key with an unusable value", "problem", b.Err.Error())
 		} else {
-			kv = append(kv, "key", m.reg.LeaseKey(hsn, hsn6), "holder", l.Attrs.PublicIP, "holderHostID", l.Attrs.HostID)
+			kv = append(kv, "key", m.reg.LeaseKey(hsn, hsn6), "holder", l.Attrs.PublicIP, "holderHostID", clip.String(l.Attrs.HostID))
 			if l.Attrs.PublicIP == m.cfg.PublicIP {
 				kv = append(kv, "note", "the holder has our public IP: another host behind the same NAT address, or this host before it lost its identity (then the subnet is free again once that lease expires)")
 			}

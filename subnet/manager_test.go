@@ -1640,3 +1640,63 @@ func (e *env) setConfig(t *testing.T, config string) {
 	}
 	e.net = cfg
 }
+
+// TestLeaseLostNamesHolderBounded: the error that stops the agent names the
+// host that took its subnet, but a HostID is whatever that host wrote (etcd
+// takes up to 1.5 MB), so it is quoted cut: the error is logged and returned
+// whole.
+func TestLeaseLostNamesHolderBounded(t *testing.T) {
+	huge := strings.Repeat("h", 1<<20)
+	for _, tc := range []struct {
+		name string
+		// take makes another host the holder of l's key.
+		take func(t *testing.T, e *env, ctx context.Context, l subnet.Lease)
+		// start is whether Run starts before take.
+		start bool
+	}{
+		{"overwritten while running", func(t *testing.T, e *env, ctx context.Context, l subnet.Lease) {
+			g, err := e.cli.Grant(ctx, 3600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.cli.Put(ctx, e.reg.LeaseKey(l.Subnet, l.IPv6Subnet), `{"PublicIP":"198.18.0.1","BackendType":"vxlan","HostID":"`+huge+`"}`, clientv3.WithLease(g.ID)); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"taken while stopped", func(t *testing.T, e *env, ctx context.Context, l subnet.Lease) {
+			if _, err := e.cli.Revoke(ctx, clientv3.LeaseID(l.LeaseID)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.cli.Put(ctx, e.reg.LeaseKey(l.Subnet, l.IPv6Subnet), `{"PublicIP":"198.18.0.2","HostID":"`+huge+`"}`); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, net16)
+			m := e.manager("198.18.0.1", hostID(1))
+			l := acquire(t, m)
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(cancel)
+			errc := make(chan error, 1)
+			if !tc.start {
+				tc.take(t, e, ctx, l)
+			}
+			go func() { errc <- m.Run(ctx) }()
+			if tc.start {
+				tc.take(t, e, ctx, l)
+			}
+			select {
+			case err := <-errc:
+				if !errors.Is(err, subnet.ErrLeaseLost) || !strings.Contains(err.Error(), "hhhh") {
+					t.Fatalf("Run returned %.500v, want ErrLeaseLost naming the holder", err)
+				}
+				if n := len(err.Error()); n > 2048 {
+					t.Errorf("Run's error is %d bytes, want at most 2048: %.400s…", n, err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run did not stop after its subnet was taken")
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/delay"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -319,7 +320,7 @@ func (m *Manager) checkOwn(ctx context.Context, first bool) (lost string, err er
 		// input never takes the node down.
 		return "our lease key was recreated by another writer", nil
 	case st.err == nil && m.namesOtherHost(st.lease.Attrs):
-		return fmt.Sprintf("our lease key was overwritten by host %q (%s)", st.lease.Attrs.HostID, st.lease.Attrs.PublicIP), nil
+		return fmt.Sprintf("our lease key was overwritten by host %q (%s)", clip.String(st.lease.Attrs.HostID), st.lease.Attrs.PublicIP), nil
 	}
 	err = m.restore(ctx, st, first)
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -408,7 +409,7 @@ func (m *Manager) overlapFree(ctx context.Context) error {
 			continue // not a peer's route, or this host's own
 		}
 		return m.lostTo(fmt.Sprintf("key %s of %s (host %q) overlaps our subnet %s",
-			m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), l.Attrs.PublicIP, l.Attrs.HostID, m.own.Subnet), "that key")
+			m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), l.Attrs.PublicIP, clip.String(l.Attrs.HostID), m.own.Subnet), "that key")
 	}
 	return nil
 }
@@ -492,7 +493,7 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 		// unless it is a reservation.
 		l, ok, err = m.takeOver(ctx, cur, reserved || m.own.Reservation(), g)
 	default:
-		return m.lostTo(fmt.Sprintf("key %s now belongs to %s (host %q)", key, cur.Attrs.PublicIP, cur.Attrs.HostID), "the key")
+		return m.lostTo(fmt.Sprintf("key %s now belongs to %s (host %q)", key, cur.Attrs.PublicIP, clip.String(cur.Attrs.HostID)), "the key")
 	}
 	if err != nil {
 		return err
