@@ -1305,6 +1305,52 @@ func TestWatchRelistsAfterCompaction(t *testing.T) {
 	}
 }
 
+// refusingWatcher is a clientv3.Watcher whose every watch etcd cancels as
+// soon as it starts, as a member that lost its leader does a watch made
+// WithRequireLeader. It counts the watches.
+type refusingWatcher struct {
+	clientv3.Watcher // the client's, for Close
+	watches          atomic.Int64
+}
+
+func (w *refusingWatcher) Watch(context.Context, string, ...clientv3.OpOption) clientv3.WatchChan {
+	w.watches.Add(1)
+	ch := make(chan clientv3.WatchResponse, 1)
+	ch <- clientv3.WatchResponse{Canceled: true, CancelReason: rpctypes.ErrNoLeader.Error()}
+	close(ch)
+	return ch
+}
+
+// TestWatchRefusedAtOnceBacksOff: the watch ends as soon as it starts, every
+// time (it lands on a member without a leader while another member answers
+// the list, or etcd refuses it for any other lasting reason). The agent
+// lists again with a delay that grows, from 200 ms (drawn within [100, 200])
+// doubling up to 10 s: at most 5 lists in the first 3 s. Before, each list
+// that succeeded reset the delay: a list of every lease and an Info line
+// about 5 times a second for as long as the refusal lasted.
+func TestWatchRefusedAtOnceBacksOff(t *testing.T) {
+	e := newEnv(t, net16)
+	w := &refusingWatcher{Watcher: e.cli.Watcher}
+	e.cli.Watcher = w
+	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+	acquire(t, m)
+	run(t, m)
+	<-m.PeersSynced()
+	const window, most = 3 * time.Second, 5
+	start := time.Now()
+	for time.Since(start) < window {
+		if n := m.Stats.Relists.Load(); n > most {
+			t.Fatalf("%d lists after refused watches within %v, want at most %d", n, time.Since(start).Round(time.Millisecond), most)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n := m.Stats.Relists.Load()
+	if n < 2 || w.watches.Load() < 2 {
+		t.Fatalf("%d lists after %d refused watches in %v, want at least 2 of each", n, w.watches.Load(), window)
+	}
+	t.Logf("%d lists after refused watches in %v", n, window)
+}
+
 func raceAcquire(t *testing.T, e *env, n int) (subnets map[netip.Prefix]int, errs []error) {
 	t.Helper()
 	var wg sync.WaitGroup

@@ -224,10 +224,18 @@ func (m *Manager) watchLoop(ctx context.Context) {
 			m.log.Info("listing leases works again")
 			failing = nil
 		}
-		b.Reset()
+		started := time.Now()
 		err = m.watchFrom(ctx, &h)
 		if ctx.Err() != nil {
 			return
+		}
+		// A watch that lived a while broke by chance: list again soon. One
+		// that ends as soon as it starts (a member without a leader, which
+		// the watch's WithRequireLeader makes it refuse, while another
+		// answers the list) would otherwise cost a list of every lease 5
+		// times a second for as long as that lasts: it backs off to Max.
+		if time.Since(started) >= b.Max {
+			b.Reset()
 		}
 		m.Stats.Relists.Add(1)
 		m.log.Info("lease watch ended; listing all leases again", "reason", err)
