@@ -161,7 +161,9 @@ func (a *agent) run(ctx context.Context) error {
 	defer cli.Close()
 	a.obs.watchEtcd(func() bool { return cli.ActiveConnection().GetState() == connectivity.Ready })
 	// The lease manager's keepalive answers give the lease's time left
-	// (agentd_lease_ttl_remaining_seconds) without a request of its own.
+	// (agentd_lease_ttl_remaining_seconds) without a request of its own:
+	// the etcd client's through the tap, its own renewals through
+	// OnLeaseRenewed.
 	ttl := &leaseTTL{}
 	cli.Lease = ttl.tap(cli.Lease)
 	reg := subnet.NewRegistry(cli.Client, a.cfg.EtcdPrefix)
@@ -218,6 +220,7 @@ func (a *agent) run(ctx context.Context) error {
 		PreviousHostID: prevHostID,
 		Logger:         a.log.WithName("lease"),
 		OnLeaseState:   a.health.setLeaseHeld,
+		OnLeaseRenewed: ttl.renewed,
 	})
 	a.obs.watchLeases(&mgr.Stats, mgr.UnusableKeys)
 	a.obs.watchLeaseTTL(func() (time.Duration, bool) {

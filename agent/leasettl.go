@@ -16,14 +16,15 @@ import (
 //
 // It sees the answers through tap, which wraps the etcd client's Lease: the
 // manager calls KeepAlive on the client it was given and reports nothing
-// of the answers.
+// of the answers. When a keepalive is overdue the manager renews the lease
+// itself, outside the client, and reports those answers (renewed).
 type leaseTTL struct {
 	now func() time.Time // time.Now except in tests
 
 	mu    sync.Mutex
 	calls uint64           // KeepAlive calls so far, which number them
 	id    clientv3.LeaseID // the lease of the last answer; 0 before any
-	from  uint64           // the call that answer came through
+	from  uint64           // the call that answer came through; 0 for renewed's
 	end   time.Time        // when that lease runs out unless renewed
 }
 
@@ -62,6 +63,17 @@ func (t *leaseTTL) kept(call uint64, resp *clientv3.LeaseKeepAliveResponse) {
 	defer t.mu.Unlock()
 	t.id, t.from = resp.ID, call
 	t.end = t.clock().Add(time.Duration(resp.TTL) * time.Second)
+}
+
+// renewed records the answer to a renewal the lease manager sent itself, not
+// through KeepAlive: lease id has left to run, none when 0 or less. It came
+// through no call, so no earlier call's end takes it back. Its signature is
+// subnet.ManagerConfig.OnLeaseRenewed's.
+func (t *leaseTTL) renewed(id int64, left time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.id, t.from = clientv3.LeaseID(id), 0
+	t.end = t.clock().Add(max(left, 0))
 }
 
 // ended records that the etcd client closed the KeepAlive call numbered call

@@ -161,3 +161,73 @@ func TestLeaseTTLTapDropsWhenFull(t *testing.T) {
 		t.Errorf("the caller got %d answers, want %d (the channel's size; the rest dropped)", n, cap(in))
 	}
 }
+
+// TestLeaseTTLFromDirectRenewals: a renewal the lease manager sent itself,
+// when the client's keepalive went unanswered, gives the time left as a
+// keepalive answer does; the client giving that keepalive up afterwards
+// does not take it back, and the next keepalive answer counts again. A
+// direct answer that the lease is gone gives 0. Before, the time left
+// counted down from the client's last answer to 0 while the lease was
+// renewed directly.
+func TestLeaseTTLFromDirectRenewals(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	ttl := &leaseTTL{now: func() time.Time { return now }}
+	fake := &fakeLessor{t: t, calls: make(chan chan *clientv3.LeaseKeepAliveResponse, 4)}
+	lessor := ttl.tap(fake)
+	check := func(step string, id clientv3.LeaseID, want time.Duration, wantOK bool) {
+		t.Helper()
+		if got, ok := ttl.left(id); got != want || ok != wantOK {
+			t.Errorf("%s: left(%x) = %v, %v; want %v, %v", step, id, got, ok, want, wantOK)
+		}
+	}
+	keepAlive := func() (chan *clientv3.LeaseKeepAliveResponse, <-chan *clientv3.LeaseKeepAliveResponse) {
+		t.Helper()
+		out, err := lessor.KeepAlive(t.Context(), 0xa)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return <-fake.calls, out
+	}
+	answer := func(in chan *clientv3.LeaseKeepAliveResponse, out <-chan *clientv3.LeaseKeepAliveResponse, secs int64) {
+		t.Helper()
+		in <- &clientv3.LeaseKeepAliveResponse{ID: 0xa, TTL: secs}
+		select {
+		case <-out:
+		case <-time.After(10 * time.Second):
+			t.Fatal("an answer was not passed on")
+		}
+	}
+	giveUp := func(in chan *clientv3.LeaseKeepAliveResponse, out <-chan *clientv3.LeaseKeepAliveResponse) {
+		t.Helper()
+		close(in)
+		select {
+		case _, ok := <-out:
+			if ok {
+				t.Fatal("an answer after the client's channel closed")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the caller's channel did not close with the client's")
+		}
+	}
+
+	in, out := keepAlive()
+	answer(in, out, 30)
+	now = now.Add(25 * time.Second) // the client's next keepalive unanswered
+	check("keepalive overdue", 0xa, 5*time.Second, true)
+	ttl.renewed(0xa, 30*time.Second)
+	check("renewed directly", 0xa, 30*time.Second, true)
+	check("another lease", 0xb, 0, false)
+	now = now.Add(10 * time.Second)
+	giveUp(in, out) // 30 s after its last answer
+	check("the client gave the keepalive up after a direct renewal", 0xa, 20*time.Second, true)
+
+	in, out = keepAlive()
+	answer(in, out, 30)
+	check("kept alive again", 0xa, 30*time.Second, true)
+	giveUp(in, out)
+	check("given up after its own answer", 0xa, 0, true)
+
+	ttl.renewed(0xa, 30*time.Second)
+	ttl.renewed(0xa, 0)
+	check("gone, by a direct renewal's answer", 0xa, 0, true)
+}

@@ -634,6 +634,74 @@ func TestKeepAliveUnansweredAtStartKeepsLease(t *testing.T) {
 	}
 }
 
+// silentLessor is a clientv3.Lease whose keepalives are never answered, as
+// on a lease stream stuck on a member that hangs: only renewals sent on a
+// stream of their own reach etcd.
+type silentLessor struct{ clientv3.Lease }
+
+func (silentLessor) KeepAlive(ctx context.Context, _ clientv3.LeaseID) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	ch := make(chan *clientv3.LeaseKeepAliveResponse)
+	go func() {
+		<-ctx.Done()
+		close(ch)
+	}()
+	return ch, nil
+}
+
+// TestDirectRenewalIsReported: the etcd client's keepalives go unanswered,
+// while the renewals that Run sends itself when one is overdue are answered.
+// Those keep the lease alive past its TTL, and each answer is reported to
+// OnLeaseRenewed with the lease's TTL, so that the time left the agent
+// exports (agentd_lease_ttl_remaining_seconds), which otherwise sees only
+// the client's answers, does not count down to 0 while the lease is renewed.
+// Before, no renewal was reported.
+func TestDirectRenewalIsReported(t *testing.T) {
+	e := newEnv(t, net16)
+	e.cli.Lease = silentLessor{Lease: e.cli.Lease}
+	const ttl = 6 * time.Second
+	var (
+		lost    lostReasons
+		mu      sync.Mutex
+		renewed []string // lease and time left, as reported
+	)
+	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"), func(c *subnet.ManagerConfig) {
+		c.TTL = ttl
+		c.OnLeaseState = lost.record
+		c.OnLeaseRenewed = func(id int64, left time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			renewed = append(renewed, fmt.Sprintf("%x %v", id, left))
+		}
+	})
+	l := acquire(t, m)
+	returned := runWatched(t, m)
+	want := fmt.Sprintf("%x %v", l.LeaseID, ttl)
+	// A renewal is overdue TTL/3 + TTL/6 + 1 s (4 s) after the last answer:
+	// the second is past the TTL of the first.
+	eventuallyWithin(t, 4*ttl, "two direct renewals reported", func() error {
+		if r := lost.get(); len(r) > 0 {
+			t.Fatalf("lease reported lost: %q", r)
+		}
+		if ok, err := returned(); ok {
+			t.Fatalf("Run returned: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range renewed {
+			if r != want {
+				t.Fatalf("renewals reported: %q, want each %q", renewed, want)
+			}
+		}
+		if len(renewed) < 2 {
+			return fmt.Errorf("renewals reported: %q", renewed)
+		}
+		return nil
+	})
+	if own, _ := m.Own(); own.LeaseID != l.LeaseID || m.Stats.Reacquired.Load() != 0 {
+		t.Fatalf("own lease %x (first %x), Reacquired %d", own.LeaseID, l.LeaseID, m.Stats.Reacquired.Load())
+	}
+}
+
 // TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps: our key is deleted while
 // another host's key holds a subnet overlapping ours. Recreating ours would
 // route the same addresses to two hosts, so Run stops with ErrLeaseLost, as

@@ -67,6 +67,13 @@ type ManagerConfig struct {
 	// OnLeaseState, when set, is called from Run's goroutine whenever our lease
 	// becomes held or in doubt, with the reason. It must not block.
 	OnLeaseState func(held bool, reason string)
+	// OnLeaseRenewed, when set, is called from Run's goroutine with etcd's
+	// answer to a renewal of our etcd lease that Run sent itself, outside the
+	// etcd client's KeepAlive (when a keepalive went unanswered, or the
+	// client gave one up): the lease and the time it has left, 0 or less when
+	// it is gone. Answers to the client's keepalives are not reported: they
+	// come through the client's Lease. It must not block.
+	OnLeaseRenewed func(leaseID int64, left time.Duration)
 }
 
 // badKeyLines is how many keys that are not usable leases are logged a
@@ -124,6 +131,9 @@ func NewManager(reg *Registry, net *Config, cfg ManagerConfig) *Manager {
 	}
 	if cfg.OnLeaseState == nil {
 		cfg.OnLeaseState = func(bool, string) {}
+	}
+	if cfg.OnLeaseRenewed == nil {
+		cfg.OnLeaseRenewed = func(int64, time.Duration) {}
 	}
 	return &Manager{
 		reg:        reg,

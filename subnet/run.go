@@ -249,7 +249,8 @@ func renewalDue(ttl time.Duration) time.Duration {
 // renewOnce sends one keepalive for id on a stream of its own and returns
 // etcd's answer: the TTL left (0 or less when the lease is gone), or the
 // error. It tries once, unlike the client's KeepAliveOnce, which retries at
-// once, without a pause, while etcd is unavailable.
+// once, without a pause, while etcd is unavailable. The stream bypasses the
+// client's Lease, so an answer is reported to OnLeaseRenewed.
 func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
@@ -267,7 +268,9 @@ func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Dura
 	if err != nil {
 		return 0, fmt.Errorf("renew etcd lease %x: %w", id, rpctypes.Error(err))
 	}
-	return time.Duration(resp.TTL) * time.Second, nil
+	left := time.Duration(resp.TTL) * time.Second
+	m.cfg.OnLeaseRenewed(int64(id), left)
+	return left, nil
 }
 
 // refusal reports whether err is etcd refusing a request for want of
