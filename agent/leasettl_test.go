@@ -28,6 +28,70 @@ func (f *fakeLessor) TimeToLive(context.Context, clientv3.LeaseID, ...clientv3.L
 	return nil, context.Canceled
 }
 
+// ttlHarness is a leaseTTL tapping a fakeLessor, on a clock the test moves
+// (now).
+type ttlHarness struct {
+	t      *testing.T
+	now    time.Time
+	ttl    *leaseTTL
+	fake   *fakeLessor
+	lessor clientv3.Lease
+}
+
+func newTTLHarness(t *testing.T) *ttlHarness {
+	h := &ttlHarness{t: t, now: time.Unix(1_700_000_000, 0)}
+	h.ttl = &leaseTTL{now: func() time.Time { return h.now }}
+	h.fake = &fakeLessor{t: t, calls: make(chan chan *clientv3.LeaseKeepAliveResponse, 4)}
+	h.lessor = h.ttl.tap(h.fake)
+	return h
+}
+
+// check checks the time left on lease id.
+func (h *ttlHarness) check(step string, id clientv3.LeaseID, want time.Duration, wantOK bool) {
+	h.t.Helper()
+	if got, ok := h.ttl.left(id); got != want || ok != wantOK {
+		h.t.Errorf("%s: left(%x) = %v, %v; want %v, %v", step, id, got, ok, want, wantOK)
+	}
+}
+
+// keepAlive starts a KeepAlive of id and returns the client's side (answer,
+// close) and the caller's.
+func (h *ttlHarness) keepAlive(ctx context.Context, id clientv3.LeaseID) (chan *clientv3.LeaseKeepAliveResponse, <-chan *clientv3.LeaseKeepAliveResponse) {
+	h.t.Helper()
+	out, err := h.lessor.KeepAlive(ctx, id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return <-h.fake.calls, out
+}
+
+// answer sends an answer and waits for the caller to get it.
+func (h *ttlHarness) answer(in chan *clientv3.LeaseKeepAliveResponse, out <-chan *clientv3.LeaseKeepAliveResponse, id clientv3.LeaseID, secs int64) {
+	h.t.Helper()
+	in <- &clientv3.LeaseKeepAliveResponse{ID: id, TTL: secs}
+	select {
+	case got := <-out:
+		if got.ID != id || got.TTL != secs {
+			h.t.Errorf("the caller got %x TTL %d, want %x TTL %d", got.ID, got.TTL, id, secs)
+		}
+	case <-time.After(10 * time.Second):
+		h.t.Fatal("an answer was not passed on")
+	}
+}
+
+// closed waits for the caller's channel to close, after the client's.
+func (h *ttlHarness) closed(out <-chan *clientv3.LeaseKeepAliveResponse) {
+	h.t.Helper()
+	select {
+	case _, ok := <-out:
+		if ok {
+			h.t.Fatal("an answer after the client's channel closed")
+		}
+	case <-time.After(10 * time.Second):
+		h.t.Fatal("the caller's channel did not close with the client's")
+	}
+}
+
 // TestLeaseTTLFromKeepAlives: the time left on the lease is the TTL of the
 // last keepalive answer less the time since, without a request to etcd; it
 // is unknown for a lease no answer has come for, 0 once the client gives
@@ -35,51 +99,8 @@ func (f *fakeLessor) TimeToLive(context.Context, clientv3.LeaseID, ...clientv3.L
 // KeepAlive's end does not touch a later one's answers. Every answer is
 // passed on, and the channel closes when the client's does.
 func TestLeaseTTLFromKeepAlives(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	ttl := &leaseTTL{now: func() time.Time { return now }}
-	fake := &fakeLessor{t: t, calls: make(chan chan *clientv3.LeaseKeepAliveResponse, 4)}
-	lessor := ttl.tap(fake)
-
-	check := func(step string, id clientv3.LeaseID, want time.Duration, wantOK bool) {
-		t.Helper()
-		if got, ok := ttl.left(id); got != want || ok != wantOK {
-			t.Errorf("%s: left(%x) = %v, %v; want %v, %v", step, id, got, ok, want, wantOK)
-		}
-	}
-	// keepAlive starts a KeepAlive of id and returns the client's side
-	// (answer, close) and the caller's.
-	keepAlive := func(ctx context.Context, id clientv3.LeaseID) (chan *clientv3.LeaseKeepAliveResponse, <-chan *clientv3.LeaseKeepAliveResponse) {
-		t.Helper()
-		out, err := lessor.KeepAlive(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return <-fake.calls, out
-	}
-	// answer sends an answer and waits for the caller to get it.
-	answer := func(in chan *clientv3.LeaseKeepAliveResponse, out <-chan *clientv3.LeaseKeepAliveResponse, id clientv3.LeaseID, secs int64) {
-		t.Helper()
-		in <- &clientv3.LeaseKeepAliveResponse{ID: id, TTL: secs}
-		select {
-		case got := <-out:
-			if got.ID != id || got.TTL != secs {
-				t.Errorf("the caller got %x TTL %d, want %x TTL %d", got.ID, got.TTL, id, secs)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("an answer was not passed on")
-		}
-	}
-	closed := func(out <-chan *clientv3.LeaseKeepAliveResponse) {
-		t.Helper()
-		select {
-		case _, ok := <-out:
-			if ok {
-				t.Fatal("an answer after the client's channel closed")
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the caller's channel did not close with the client's")
-		}
-	}
+	h := newTTLHarness(t)
+	check, keepAlive, answer, closed := h.check, h.keepAlive, h.answer, h.closed
 
 	check("no answer yet", 0xa, 0, false)
 	in, out := keepAlive(t.Context(), 0xa)
@@ -88,11 +109,11 @@ func TestLeaseTTLFromKeepAlives(t *testing.T) {
 	check("answered", 0xa, 30*time.Second, true)
 	check("another lease", 0xb, 0, false)
 	check("no lease", 0, 0, false)
-	now = now.Add(10 * time.Second)
+	h.now = h.now.Add(10 * time.Second)
 	check("10 s later", 0xa, 20*time.Second, true)
 	answer(in, out, 0xa, 30)
 	check("renewed", 0xa, 30*time.Second, true)
-	now = now.Add(45 * time.Second)
+	h.now = h.now.Add(45 * time.Second)
 	check("unanswered for longer than the TTL", 0xa, 0, true)
 	close(in) // the client gives up (its deadline, or a TTL 0 answer)
 	closed(out)
@@ -108,7 +129,7 @@ func TestLeaseTTLFromKeepAlives(t *testing.T) {
 	cancel()
 	close(in)
 	closed(out)
-	now = now.Add(20 * time.Second)
+	h.now = h.now.Add(20 * time.Second)
 	check("let go", 0xb, 40*time.Second, true)
 
 	// A KeepAlive of the same lease again, answered before the earlier
@@ -170,54 +191,30 @@ func TestLeaseTTLTapDropsWhenFull(t *testing.T) {
 // counted down from the client's last answer to 0 while the lease was
 // renewed directly.
 func TestLeaseTTLFromDirectRenewals(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	ttl := &leaseTTL{now: func() time.Time { return now }}
-	fake := &fakeLessor{t: t, calls: make(chan chan *clientv3.LeaseKeepAliveResponse, 4)}
-	lessor := ttl.tap(fake)
-	check := func(step string, id clientv3.LeaseID, want time.Duration, wantOK bool) {
-		t.Helper()
-		if got, ok := ttl.left(id); got != want || ok != wantOK {
-			t.Errorf("%s: left(%x) = %v, %v; want %v, %v", step, id, got, ok, want, wantOK)
-		}
-	}
+	h := newTTLHarness(t)
+	check := h.check
 	keepAlive := func() (chan *clientv3.LeaseKeepAliveResponse, <-chan *clientv3.LeaseKeepAliveResponse) {
 		t.Helper()
-		out, err := lessor.KeepAlive(t.Context(), 0xa)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return <-fake.calls, out
+		return h.keepAlive(t.Context(), 0xa)
 	}
 	answer := func(in chan *clientv3.LeaseKeepAliveResponse, out <-chan *clientv3.LeaseKeepAliveResponse, secs int64) {
 		t.Helper()
-		in <- &clientv3.LeaseKeepAliveResponse{ID: 0xa, TTL: secs}
-		select {
-		case <-out:
-		case <-time.After(10 * time.Second):
-			t.Fatal("an answer was not passed on")
-		}
+		h.answer(in, out, 0xa, secs)
 	}
 	giveUp := func(in chan *clientv3.LeaseKeepAliveResponse, out <-chan *clientv3.LeaseKeepAliveResponse) {
 		t.Helper()
 		close(in)
-		select {
-		case _, ok := <-out:
-			if ok {
-				t.Fatal("an answer after the client's channel closed")
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the caller's channel did not close with the client's")
-		}
+		h.closed(out)
 	}
 
 	in, out := keepAlive()
 	answer(in, out, 30)
-	now = now.Add(25 * time.Second) // the client's next keepalive unanswered
+	h.now = h.now.Add(25 * time.Second) // the client's next keepalive unanswered
 	check("keepalive overdue", 0xa, 5*time.Second, true)
-	ttl.renewed(0xa, 30*time.Second)
+	h.ttl.renewed(0xa, 30*time.Second)
 	check("renewed directly", 0xa, 30*time.Second, true)
 	check("another lease", 0xb, 0, false)
-	now = now.Add(10 * time.Second)
+	h.now = h.now.Add(10 * time.Second)
 	giveUp(in, out) // 30 s after its last answer
 	check("the client gave the keepalive up after a direct renewal", 0xa, 20*time.Second, true)
 
@@ -227,7 +224,7 @@ func TestLeaseTTLFromDirectRenewals(t *testing.T) {
 	giveUp(in, out)
 	check("given up after its own answer", 0xa, 0, true)
 
-	ttl.renewed(0xa, 30*time.Second)
-	ttl.renewed(0xa, 0)
+	h.ttl.renewed(0xa, 30*time.Second)
+	h.ttl.renewed(0xa, 0)
 	check("gone, by a direct renewal's answer", 0xa, 0, true)
 }
