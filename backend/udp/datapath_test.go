@@ -310,9 +310,11 @@ func payload(off, n int) []byte {
 	return b
 }
 
-// tcpValid reports whether pkt's IPv4 and TCP checksums check.
+// tcpValid reports whether pkt's IPv4 and TCP checksums check; its IPv4
+// header may carry options.
 func tcpValid(pkt []byte) bool {
-	return checksum(pkt[:20]) == 0 && ^onesSum(pkt[20:], pseudoSum(pkt, protoTCP, len(pkt)-20)) == 0
+	ihl := int(pkt[0]&0x0f) * 4
+	return checksum(pkt[:ihl]) == 0 && ^onesSum(pkt[ihl:], pseudoSum(pkt, protoTCP, len(pkt)-ihl)) == 0
 }
 
 // TestEncapTSO: a TSO packet goes out as its segments, each a whole TCP
