@@ -186,11 +186,19 @@ func (w *txWorker) encap(t *table, b []byte) error {
 	gso := w.sock.gso.Load()
 	switch vh.gsoType {
 	case gsoNone:
+		h, v := parseIPv4(pkt)
+		if v != pass {
+			w.local[v]++
+			return nil
+		}
+		// Bytes past the Total Length are no part of the packet: not
+		// checksummed, sent or quoted.
+		pkt = pkt[:h.tlen]
 		if vh.flags&vnetNeedsCsum != 0 && !finishChecksum(pkt, vh.csumStart, vh.csumOffset) {
 			w.local[dropMalformed]++
 			return nil
 		}
-		p, h, v := t.route(pkt)
+		p, h, v := t.routeHeader(pkt, h)
 		w.local[v]++
 		if v == pass {
 			w.m.add(p, pkt, nil, gso)
@@ -321,10 +329,9 @@ func (w *rxWorker) decap(t *table, n int) error {
 			seg = ln
 		}
 		for off := 0; off < ln; off += seg {
-			pkt := data[off:min(off+seg, ln)]
 			// What passes is counted by write, once the device
 			// took it or refused it.
-			v := t.accept(src, pkt)
+			pkt, v := t.accept(src, data[off:min(off+seg, ln)])
 			if v == pass && err != nil {
 				v = dropRefused
 			}

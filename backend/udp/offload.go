@@ -257,8 +257,8 @@ func newCoalescer() *coalescer {
 	return c
 }
 
-// tcpCandidate returns the header lengths of pkt (one whole IPv4 packet,
-// as parseIPv4 checked) if it is a TCP segment that may be coalesced with
+// tcpCandidate returns the header lengths of pkt (one IPv4 packet cut to
+// its Total Length, as accept returns it) if it is a TCP segment that may be coalesced with
 // others: don't-fragment set and not a fragment, no options in the IPv4
 // header, ACK with at most PSH besides, a payload, and a TCP checksum that
 // verifies.

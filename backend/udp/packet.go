@@ -34,7 +34,8 @@ const (
 	// (the overlay is IPv4 only).
 	dropNotIPv4
 	// dropMalformed: not a well-formed IPv4 packet (short, bad header
-	// length, total length disagreeing with the datagram).
+	// length, total length past the end of what holds it or shorter than
+	// the header).
 	dropMalformed
 	// dropBadChecksum: from a peer, an inner packet whose IPv4 header
 	// checksum does not verify (the kernel's InCsumErrors).
@@ -90,16 +91,26 @@ type ipv4 struct {
 	proto    uint8
 	fragOff  uint16 // fragment offset in 8-byte units, flags removed
 	src, dst uint32
+	// tlen is the Total Length, set by parseIPv4 only.
+	tlen int
 }
 
-// parseIPv4 checks that b is exactly one IPv4 packet (its total length is
-// len(b)) and returns its header.
+// parseIPv4 checks that b starts with one whole IPv4 packet and returns its
+// header. The packet is b[:h.tlen]: bytes after its Total Length are not
+// part of it, and the caller cuts them off, as Linux's ip_rcv trims a
+// packet to its Total Length (a link layer may pad a short frame). A Total
+// Length past the end of b (the packet was cut short) or shorter than the
+// header is malformed.
 func parseIPv4(b []byte) (ipv4, verdict) {
 	h, v := parseIPv4Header(b)
-	if v == pass && int(binary.BigEndian.Uint16(b[2:4])) != len(b) {
+	if v != pass {
+		return h, v
+	}
+	h.tlen = int(binary.BigEndian.Uint16(b[2:4]))
+	if h.tlen > len(b) || h.tlen < h.hlen {
 		return ipv4{}, dropMalformed
 	}
-	return h, v
+	return h, pass
 }
 
 // parseIPv4Header checks that b starts with an IPv4 header and returns it;

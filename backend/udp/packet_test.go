@@ -70,16 +70,20 @@ func TestParseIPv4(t *testing.T) {
 		{"header length 4", mut(func(b []byte) []byte { b[0] = 0x44; return b }), dropMalformed},
 		{"header past the end", mut(func(b []byte) []byte { b[0] = 0x4f; return b[:40] }), dropMalformed},
 		{"total length too long", mut(func(b []byte) []byte { return b[:len(b)-1] }), dropMalformed},
-		{"trailing bytes", mut(func(b []byte) []byte { return append(b, 0) }), dropMalformed},
+		// A link layer may pad a frame: the packet ends at its Total
+		// Length, as Linux's ip_rcv trims it.
+		{"trailing bytes", mut(func(b []byte) []byte { return append(b, 0, 0, 0) }), pass},
+		{"total length shorter than the header", mut(func(b []byte) []byte { b[2], b[3] = 0, 19; return b }), dropMalformed},
+		{"total length shorter than the options", mut(func(b []byte) []byte { b[0], b[2], b[3] = 0x46, 0, 20; return b }), dropMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, v := parseIPv4(tc.b); v != tc.want {
-				t.Fatalf("parseIPv4: %v, want %v", v, tc.want)
+			if h, v := parseIPv4(tc.b); v != tc.want || v == pass && h.tlen != int(binary.BigEndian.Uint16(tc.b[2:4])) {
+				t.Fatalf("parseIPv4: %v, total length %d; want %v", v, h.tlen, tc.want)
 			}
 		})
 	}
 	h, _ := parseIPv4(good)
-	if h.hlen != 20 || h.ttl != 64 || h.proto != 6 || h.src != 0x0af40102 || h.dst != 0x0af40203 {
+	if h.hlen != 20 || h.tlen != len(good) || h.ttl != 64 || h.proto != 6 || h.src != 0x0af40102 || h.dst != 0x0af40203 {
 		t.Fatalf("parsed %+v", h)
 	}
 }
@@ -213,16 +217,17 @@ func FuzzParseIPv4(f *testing.F) {
 	peer2 := be32(netip.MustParseAddr("198.18.0.2"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, v := parseIPv4(b)
-		if v == pass && (h.hlen < 20 || h.hlen > len(b) || len(b) < 20) {
+		if v == pass && (h.hlen < 20 || h.tlen < h.hlen || h.tlen > len(b)) {
 			t.Fatalf("accepted a bad header: %+v for %d bytes", h, len(b))
 		}
-		if tbl.accept(peer2, b) == pass {
-			if v != pass || h.src>>8 != 0x0af402 && h.src != peer2 || h.dst>>8 != 0x0af401 || checksum(b[:h.hlen]) != 0 {
-				t.Fatalf("accepted %+v from peer 2", h)
+		if got, av := tbl.accept(peer2, b); av == pass {
+			if v != pass || h.src>>8 != 0x0af402 && h.src != peer2 || h.dst>>8 != 0x0af401 || checksum(b[:h.hlen]) != 0 ||
+				len(got) != h.tlen || &got[0] != &b[0] {
+				t.Fatalf("accepted %+v from peer 2 as %d of its %d bytes", h, len(got), len(b))
 			}
 		}
 		pkt := append([]byte(nil), b...)
-		p, h2, v2 := tbl.route(pkt)
+		p, h2, v2 := route(tbl, pkt)
 		if v2 == pass && (p == nil || pkt[8] != b[8]-1 || !p.Subnet.Contains(netip.AddrFrom4([4]byte{byte(h2.dst >> 24), byte(h2.dst >> 16), byte(h2.dst >> 8), byte(h2.dst)}))) {
 			t.Fatalf("routed %+v to %v", h2, p)
 		}
@@ -237,10 +242,11 @@ func FuzzParseIPv4(f *testing.F) {
 			}
 		}
 		if v2 == dropNoRoute || v2 == dropTTL {
+			pkt = pkt[:h2.tlen] // as encap cuts it
 			out := make([]byte, icmpErrorMaxLen)
 			srcMask, dstMask := tbl.broadcastMasks(h2)
 			if n := icmpError(out, tbl.from, srcMask, dstMask, icmpDestUnreachable, 0, pkt, h2); n > 0 {
-				if _, v := parseIPv4(out[:n]); v != pass || checksum(out[:20]) != 0 || checksum(out[20:n]) != 0 {
+				if e, v := parseIPv4(out[:n]); v != pass || e.tlen != n || checksum(out[:20]) != 0 || checksum(out[20:n]) != 0 {
 					t.Fatalf("built a bad ICMP error: % x", out[:n])
 				}
 				if e, _ := parseIPv4(out[:n]); e.src != tbl.from || e.dst != h2.src || e.proto != protoICMP ||

@@ -140,18 +140,9 @@ func (t *table) maskOf(a, none uint32) uint32 {
 	return none
 }
 
-// route decides the fate of the packet b read from the TUN device: the peer
-// to send it to (pass), or why not. It decrements the TTL of a packet it
-// passes.
-func (t *table) route(b []byte) (*peer, ipv4, verdict) {
-	h, v := parseIPv4(b)
-	if v != pass {
-		return nil, h, v
-	}
-	return t.routeHeader(b, h)
-}
-
-// routeHeader is route for a packet whose header h is already parsed.
+// routeHeader decides the fate of the packet b read from the TUN device,
+// whose header h is parsed already: the peer to send it to (pass), or why
+// not. It decrements the TTL of a packet it passes.
 func (t *table) routeHeader(b []byte, h ipv4) (*peer, ipv4, verdict) {
 	p := t.lookup(h.dst)
 	if p == nil || t.own.contains(h.dst) {
@@ -164,11 +155,12 @@ func (t *table) routeHeader(b []byte, h ipv4) (*peer, ipv4, verdict) {
 	return p, h, pass
 }
 
-// accept decides whether the packet b, received in a datagram from the
-// address src (big-endian), may enter our host: src must be a peer's public
-// IP, the packet's header checksum must verify, the inner source lie inside
-// a subnet that peer holds or be src itself, and the inner destination
-// inside our own subnet.
+// accept decides whether the packet at the start of b, received in a
+// datagram from the address src (big-endian), may enter our host: src must
+// be a peer's public IP, the packet's header checksum must verify, the
+// inner source lie inside a subnet that peer holds or be src itself, and
+// the inner destination inside our own subnet. It returns the packet, b cut
+// to its Total Length (parseIPv4).
 //
 // The header checksum is checked here because nothing after us would: a
 // packet written into the device alone would be dropped by the kernel, but
@@ -180,27 +172,27 @@ func (t *table) routeHeader(b []byte, h ipv4) (*peer, ipv4, verdict) {
 // from its own address, along the network's route into its flannel0.
 // Accepting it trusts the peer with no address but its own, which the
 // outer header already claims.
-func (t *table) accept(src uint32, b []byte) verdict {
+func (t *table) accept(src uint32, b []byte) ([]byte, verdict) {
 	subnets, ok := t.bySource[src]
 	if !ok {
-		return dropUnknownPeer
+		return nil, dropUnknownPeer
 	}
 	h, v := parseIPv4(b)
 	if v != pass {
-		return v
+		return nil, v
 	}
 	if onesSum(b[:h.hlen], 0) != 0xffff {
-		return dropBadChecksum
+		return nil, dropBadChecksum
 	}
 	inside := h.src == src
 	for _, s := range subnets {
 		inside = inside || s.contains(h.src)
 	}
 	if !inside {
-		return dropSpoofed
+		return nil, dropSpoofed
 	}
 	if !t.own.contains(h.dst) {
-		return dropNotOurs
+		return nil, dropNotOurs
 	}
-	return pass
+	return b[:h.tlen], pass
 }
