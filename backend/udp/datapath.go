@@ -3,6 +3,7 @@ package udp
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,11 +103,13 @@ type txWorker struct {
 	icmp  []byte // a virtio header and an ICMP error
 	parts [][]byte
 	local [numVerdicts]uint64
-	// ICMP errors: their rate limit, its clock, and how many it held
-	// back since the last flush.
+	// ICMP errors: their rate limit, its clock, how many it held back
+	// since the last flush, and the identification of the next one (from
+	// a random start, so that workers do not count alike).
 	limit       icmpLimiter
 	now         func() time.Time
 	icmpLimited uint64
+	icmpID      uint16
 }
 
 // newTxWorker makes a worker whose buffers (txBytes() in all) come from
@@ -114,12 +117,13 @@ type txWorker struct {
 func newTxWorker(in tunReader, out tunWriter, sock *udpSock, tbl *atomic.Pointer[table], c *counters, alloc func(int) []byte) *txWorker {
 	return &txWorker{
 		in: in, out: out, sock: sock, tbl: tbl, c: c,
-		buf:   alloc(vnetHdrLen + bigBuf),
-		hdrs:  alloc(maxSegments * maxHeaders),
-		m:     newMmsg(maxSegments, 2*maxSegments),
-		icmp:  alloc(vnetHdrLen + icmpErrorMaxLen),
-		parts: make([][]byte, 2),
-		now:   time.Now,
+		buf:    alloc(vnetHdrLen + bigBuf),
+		hdrs:   alloc(maxSegments * maxHeaders),
+		m:      newMmsg(maxSegments, 2*maxSegments),
+		icmp:   alloc(vnetHdrLen + icmpErrorMaxLen),
+		parts:  make([][]byte, 2),
+		now:    time.Now,
+		icmpID: uint16(rand.Uint32()),
 	}
 }
 
@@ -244,7 +248,7 @@ func (w *txWorker) refuse(t *table, v verdict, pkt []byte, h ipv4) error {
 // back by the limit is counted.
 func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4) error {
 	srcMask, dstMask := t.broadcastMasks(h)
-	n := icmpError(w.icmp[vnetHdrLen:], t.from, srcMask, dstMask, typ, code, pkt, h)
+	n := icmpError(w.icmp[vnetHdrLen:], t.from, srcMask, dstMask, typ, code, pkt, h, w.icmpID)
 	if n == 0 {
 		return nil
 	}
@@ -252,6 +256,7 @@ func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4) error
 		w.icmpLimited++
 		return nil
 	}
+	w.icmpID++
 	clear(w.icmp[:vnetHdrLen])
 	w.parts[0], w.parts[1] = w.icmp[:vnetHdrLen], w.icmp[vnetHdrLen:vnetHdrLen+n]
 	return w.c.written(w.out.write(w.parts))

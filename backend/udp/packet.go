@@ -18,10 +18,13 @@ const (
 	icmpTimeExceeded    = 11
 	icmpTTLExceeded     = 0 // code of icmpTimeExceeded
 
-	// icmpErrorLen is the length of every ICMP error built here: IP header,
-	// ICMP header, the offender's IP header (up to 60 bytes) and the first 8
-	// bytes of its payload (RFC 792).
-	icmpErrorMaxLen = ipv4MinHeader + 8 + 60 + 8
+	// icmpErrorMaxLen bounds the ICMP errors built here: IP header, ICMP
+	// header, and as much of the offending packet as fits in 576 bytes
+	// in all (RFC 1812 4.3.2.3; Linux's icmp_send quotes as much), not only
+	// its header and 8 bytes (RFC 792's minimum): a sender can then match
+	// the error to a packet by more than its first bytes (e.g. an
+	// encapsulated or tunnelled packet's inner headers).
+	icmpErrorMaxLen = 576
 )
 
 // verdict is what the datapath does with one packet; every value but pass is
@@ -180,15 +183,25 @@ func subnetBroadcast(a, mask uint32) bool {
 }
 
 // icmpError writes into out the ICMP error of type typ and code about the
-// offending packet off (with header h), sent from the address from, and
-// returns its length; 0 when no error may be sent about off (RFC 1812
-// 4.3.2.7: not about ICMP errors, non-first fragments, or packets whose
-// source or destination is not a unicast address). srcMask and dstMask are
-// the masks of the subnets h's source and destination are taken to lie in
+// offending packet off (with header h; off ends at its Total Length), sent
+// from the address from with the identification id, and returns its
+// length; 0 when no error may be sent about off (RFC 1812 4.3.2.7: not
+// about ICMP errors, non-first fragments, or packets whose source or
+// destination is not a unicast address). srcMask and dstMask are the masks
+// of the subnets h's source and destination are taken to lie in
 // (table.broadcastMasks): an address whose host part is all ones at its
 // mask is a subnet's broadcast address. out must hold icmpErrorMaxLen
 // bytes.
-func icmpError(out []byte, from, srcMask, dstMask uint32, typ, code uint8, off []byte, h ipv4) int {
+//
+// The error's IP header is as Linux's icmp_send makes its own: TTL 64,
+// don't-fragment clear (so a link of a smaller MTU on the way fragments it
+// rather than drops it), and therefore an identification that changes from
+// one error to the next (RFC 791, RFC 6864 4.1: fragments of two datagrams
+// with the same one could be reassembled into one); precedence internetwork
+// control (TOS 0xc0, RFC 1812 4.3.2.5). Linux also carries over the
+// offender's RFC 1349 TOS bits (tos & 0x1e), which RFC 2474 made part of
+// the DSCP; 0xc0 alone is DSCP CS6, what RFC 1812 asks.
+func icmpError(out []byte, from, srcMask, dstMask uint32, typ, code uint8, off []byte, h ipv4, id uint16) int {
 	if h.fragOff != 0 || !unicast(h.src) || !unicast(h.dst) ||
 		subnetBroadcast(h.src, srcMask) || subnetBroadcast(h.dst, dstMask) {
 		return 0
@@ -196,14 +209,13 @@ func icmpError(out []byte, from, srcMask, dstMask uint32, typ, code uint8, off [
 	if h.proto == protoICMP && (len(off) <= h.hlen || !icmpQuery(off[h.hlen])) {
 		return 0
 	}
-	quoted := min(len(off), h.hlen+8)
+	quoted := min(len(off), icmpErrorMaxLen-ipv4MinHeader-8)
 	n := ipv4MinHeader + 8 + quoted
 	out = out[:n]
-	// IP header: no options, TOS internetwork control (as the kernel's own
-	// ICMP errors), TTL 64.
 	out[0], out[1] = 0x45, 0xc0
 	binary.BigEndian.PutUint16(out[2:4], uint16(n))
-	clear(out[4:8])
+	binary.BigEndian.PutUint16(out[4:6], id)
+	clear(out[6:8])
 	out[8], out[9] = 64, protoICMP
 	clear(out[10:12])
 	binary.BigEndian.PutUint32(out[12:16], from)

@@ -114,9 +114,12 @@ func TestICMPError(t *testing.T) {
 	off := ipPacket("10.244.1.2", "10.244.77.3", protoICMP, 64, echo)
 	h, _ := parseIPv4(off)
 	out := make([]byte, icmpErrorMaxLen)
-	n := icmpError(out, from, mask, mask, icmpDestUnreachable, icmpNetUnreachable, off, h)
-	if n != 20+8+20+8 {
-		t.Fatalf("length %d", n)
+	n := icmpError(out, from, mask, mask, icmpDestUnreachable, icmpNetUnreachable, off, h, 0x4242)
+	if n != 20+8+len(off) {
+		t.Fatalf("length %d, want %d", n, 20+8+len(off))
+	}
+	if binary.BigEndian.Uint16(out[4:6]) != 0x4242 || binary.BigEndian.Uint16(out[6:8]) != 0 || out[1] != 0xc0 {
+		t.Fatalf("identification %#04x, flags and offset %#04x, TOS %#02x; want 0x4242, 0 and 0xc0", out[4:6], out[6:8], out[1])
 	}
 	got, v := parseIPv4(out[:n])
 	if v != pass || got.proto != protoICMP || got.src != from || got.dst != h.src || got.ttl != 64 {
@@ -129,8 +132,8 @@ func TestICMPError(t *testing.T) {
 	if icmp[0] != icmpDestUnreachable || icmp[1] != icmpNetUnreachable || checksum(icmp) != 0 {
 		t.Fatalf("ICMP type %d code %d checksum %#x", icmp[0], icmp[1], checksum(icmp))
 	}
-	if string(icmp[8:]) != string(off[:28]) {
-		t.Fatalf("quote is not the offender's header and 8 bytes")
+	if string(icmp[8:]) != string(off) {
+		t.Fatalf("quote is not the whole offender")
 	}
 
 	for _, tc := range []struct {
@@ -154,7 +157,7 @@ func TestICMPError(t *testing.T) {
 		if v != pass {
 			t.Fatalf("%s: test packet does not parse: %v", tc.name, v)
 		}
-		if n := icmpError(out, from, mask, mask, icmpDestUnreachable, icmpNetUnreachable, tc.pkt, h); n != 0 {
+		if n := icmpError(out, from, mask, mask, icmpDestUnreachable, icmpNetUnreachable, tc.pkt, h, 1); n != 0 {
 			t.Errorf("%s: an ICMP error was built (%d bytes)", tc.name, n)
 		}
 	}
@@ -245,12 +248,12 @@ func FuzzParseIPv4(f *testing.F) {
 			pkt = pkt[:h2.tlen] // as encap cuts it
 			out := make([]byte, icmpErrorMaxLen)
 			srcMask, dstMask := tbl.broadcastMasks(h2)
-			if n := icmpError(out, tbl.from, srcMask, dstMask, icmpDestUnreachable, 0, pkt, h2); n > 0 {
+			if n := icmpError(out, tbl.from, srcMask, dstMask, icmpDestUnreachable, 0, pkt, h2, 7); n > 0 {
 				if e, v := parseIPv4(out[:n]); v != pass || e.tlen != n || checksum(out[:20]) != 0 || checksum(out[20:n]) != 0 {
 					t.Fatalf("built a bad ICMP error: % x", out[:n])
 				}
 				if e, _ := parseIPv4(out[:n]); e.src != tbl.from || e.dst != h2.src || e.proto != protoICMP ||
-					out[20] != icmpDestUnreachable || !bytes.Equal(out[28:n], pkt[:min(len(pkt), h2.hlen+8)]) {
+					out[20] != icmpDestUnreachable || !bytes.Equal(out[28:n], pkt[:min(len(pkt), icmpErrorMaxLen-28)]) {
 					t.Fatalf("ICMP error % x about % x: not from us to its source quoting its start", out[:n], pkt)
 				}
 			}

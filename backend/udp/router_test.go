@@ -231,3 +231,66 @@ func TestEncapTrimsTrailingBytes(t *testing.T) {
 		t.Fatalf("to a subnet nobody holds: counts %v, %d ICMP errors; want noRoute and one", w.local, len(dev.packets))
 	}
 }
+
+// TestICMPErrorQuote: an ICMP error quotes as much of the packet it is
+// about as fits in 576 bytes in all (RFC 1812 4.3.2.3; Linux's icmp_send
+// quotes as much), nothing past the packet's Total Length; its IP header
+// has don't-fragment clear and, as Linux's, an identification that changes
+// from one error to the next. Before, it quoted the header and 8 bytes,
+// and every error had identification 0 without don't-fragment: fragments
+// of two errors to one sender could be reassembled into one.
+func TestICMPErrorQuote(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		dst  string
+		ttl  uint8
+		size int
+		typ  uint8
+	}{
+		{"net unreachable, a header and 8 bytes", "10.244.77.5", 64, 28, icmpDestUnreachable},
+		{"net unreachable, 100 bytes", "10.244.77.5", 64, 100, icmpDestUnreachable},
+		{"net unreachable, as much as fits", "10.244.77.5", 64, 548, icmpDestUnreachable},
+		{"net unreachable, a byte more", "10.244.77.5", 64, 549, icmpDestUnreachable},
+		{"TTL exceeded, 1400 bytes", "10.244.2.5", 1, 1400, icmpTimeExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pkt := ipPacket("10.244.1.5", tc.dst, 17, tc.ttl, payload(0, tc.size-20))
+			w, dev := newTestTx(true)
+			if err := w.encap(w.tbl.Load(), w.load(vnetHdr{}, padded(pkt, 3))); err != nil {
+				t.Fatal(err)
+			}
+			if len(dev.packets) != 1 {
+				t.Fatalf("%d ICMP errors written back, want 1", len(dev.packets))
+			}
+			e := dev.packets[0]
+			quoted := min(len(pkt), 576-28)
+			if len(e) != 28+quoted || int(binary.BigEndian.Uint16(e[2:4])) != len(e) || checksum(e[:20]) != 0 || checksum(e[20:]) != 0 {
+				t.Fatalf("error of %d bytes (Total Length %d), checksums %#04x %#04x; want %d bytes, valid checksums",
+					len(e), binary.BigEndian.Uint16(e[2:4]), checksum(e[:20]), checksum(e[20:]), 28+quoted)
+			}
+			if e[20] != tc.typ || !bytes.Equal(e[28:], pkt[:quoted]) {
+				t.Fatalf("type %d, quote % x; want type %d quoting the first %d bytes", e[20], e[28:min(len(e), 60)], tc.typ, quoted)
+			}
+		})
+	}
+
+	t.Run("identification", func(t *testing.T) {
+		w, dev := newTestTx(true)
+		lost := ipPacket("10.244.1.5", "10.244.77.5", 17, 64, make([]byte, 8))
+		for range 3 {
+			if err := w.encap(w.tbl.Load(), w.load(vnetHdr{}, lost)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids := map[uint16]bool{}
+		for i, e := range dev.packets {
+			if binary.BigEndian.Uint16(e[6:8]) != 0 || e[1] != 0xc0 || e[8] != 64 {
+				t.Fatalf("error %d: flags and offset %#04x, TOS %#02x, TTL %d; want 0, 0xc0, 64", i, e[6:8], e[1], e[8])
+			}
+			ids[binary.BigEndian.Uint16(e[4:6])] = true
+		}
+		if len(dev.packets) != 3 || len(ids) != 3 {
+			t.Fatalf("%d errors with %d identifications, want 3 of each", len(dev.packets), len(ids))
+		}
+	})
+}
