@@ -1351,6 +1351,91 @@ func TestWatchRefusedAtOnceBacksOff(t *testing.T) {
 	t.Logf("%d lists after refused watches in %v", n, window)
 }
 
+// holdingWatcher is a clientv3.Watcher whose first refuse watches etcd
+// cancels as soon as they start (as refusingWatcher's), and whose later ones
+// deliver nothing and stay open until their context ends; the first of those
+// also ends when the test closes end. Each watch's start is sent on started
+// while it has room.
+type holdingWatcher struct {
+	clientv3.Watcher // the client's, for Close
+	refuse           int
+	end              chan struct{}
+	started          chan time.Time
+	watches          atomic.Int64
+}
+
+func (w *holdingWatcher) Watch(ctx context.Context, _ string, _ ...clientv3.OpOption) clientv3.WatchChan {
+	n := int(w.watches.Add(1))
+	select {
+	case w.started <- time.Now():
+	default: // more watches than the test waits for: it fails on their count
+	}
+	if n <= w.refuse {
+		ch := make(chan clientv3.WatchResponse, 1)
+		ch <- clientv3.WatchResponse{Canceled: true, CancelReason: rpctypes.ErrNoLeader.Error()}
+		close(ch)
+		return ch
+	}
+	end := w.end
+	if n > w.refuse+1 {
+		end = nil
+	}
+	ch := make(chan clientv3.WatchResponse)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-end:
+		}
+		close(ch)
+	}()
+	return ch
+}
+
+// TestWatchThatLivedResetsBackoff: after 4 watches refused at once, which
+// grow the delay before the next list to 1.6 s (drawn within [0.8, 1.6]), a
+// watch lives 10 s (the backoff's Max) and then ends. That one broke by
+// chance: the next list and watch come within the backoff's Min, 200 ms
+// (drawn within [100, 200]), plus a list's time; 1 s is allowed. Had the
+// delay not been reset, the next would be 3.2 s (drawn within [1.6, 3.2]).
+func TestWatchThatLivedResetsBackoff(t *testing.T) {
+	e := newEnv(t, net16)
+	const refused = 4
+	w := &holdingWatcher{Watcher: e.cli.Watcher, refuse: refused, end: make(chan struct{}),
+		started: make(chan time.Time, refused+3)}
+	e.cli.Watcher = w
+	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+	acquire(t, m)
+	run(t, m)
+	next := func(what string) time.Time {
+		t.Helper()
+		select {
+		case at := <-w.started:
+			return at
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no watch within 30 s (%d watches)", what, w.watches.Load())
+			return time.Time{}
+		}
+	}
+	for i := range refused {
+		next(fmt.Sprintf("refused watch %d", i+1))
+	}
+	held := next("the watch that lives")
+	// The watch must have lived the backoff's Max by watchLoop's clock,
+	// which started just before the watch: wait for that, then end it.
+	time.Sleep(time.Until(held.Add(10*time.Second + 100*time.Millisecond)))
+	ended := time.Now()
+	close(w.end)
+	after := next("the watch after the one that lived").Sub(ended)
+	if after > time.Second {
+		t.Fatalf("a watch that lived %v ended; the next came %v later, want within 1 s (the backoff was not reset)",
+			ended.Sub(held).Round(time.Millisecond), after.Round(time.Millisecond))
+	}
+	if n := m.Stats.Relists.Load(); n != refused+1 {
+		t.Errorf("Relists = %d, want %d", n, refused+1)
+	}
+	t.Logf("next watch %v after the one that lived ended", after.Round(time.Millisecond))
+}
+
 func raceAcquire(t *testing.T, e *env, n int) (subnets map[netip.Prefix]int, errs []error) {
 	t.Helper()
 	var wg sync.WaitGroup
