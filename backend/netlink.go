@@ -302,7 +302,7 @@ type Route struct {
 	// Type is the route type (unix.RTN_UNICAST for every route we want).
 	Type int
 	// Protocol is 0 for a route of ours (RouteProtocol), else that of
-	// another program's route a backend counts as its own (OwnedRoutes):
+	// another program's route a backend counts as its own (ClaimedRoutes):
 	// it differs from every route wanted, so it is replaced or deleted.
 	Protocol int
 }
@@ -395,36 +395,41 @@ func routeFrom(nr netlink.Route) Route {
 	return r
 }
 
-// OwnedRoutes is OurRoutes plus the routes of the main table through the
-// link with index linkIndex to destinations inside network that another
-// program made: any protocol but ours and the kernel's (a route for an
-// address of the link comes and goes with it), from one dump of the table.
-// A backend that owns the whole link (vxlan's device) counts those as its
-// own, so that those a lease wants are taken over and the others deleted:
-// flanneld's (proto boot) stay when it stops, also for leases that go
-// before agentd's first pass.
-func OwnedRoutes(h *netlink.Handle, linkIndex int, network netip.Prefix) ([]Route, error) {
-	network = network.Masked()
+// ClaimedRoutes is OurRoutes plus the routes of the main table that another
+// program made and claim accepts, from one dump of the table. A backend
+// lists as its own the others' routes it takes over: Diff then replaces them
+// with the routes wanted under their key, or deletes them (DelRoute names
+// their protocol). The kernel's routes are never claimed (a route for an
+// address comes and goes with it), nor those with protocol 0 (unspec): Route
+// cannot tell them from ours, and a replace of ours still takes one over.
+func ClaimedRoutes(h *netlink.Handle, claim func(Route) bool) ([]Route, error) {
 	nrs, err := ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, err
 	}
 	var rs []Route
 	for _, nr := range nrs {
-		switch {
-		case nr.Table != unix.RT_TABLE_MAIN:
-			continue
-		case nr.Protocol == RouteProtocol:
-		case nr.LinkIndex != linkIndex || nr.Protocol == unix.RTPROT_KERNEL:
+		if nr.Table != unix.RT_TABLE_MAIN || nr.Protocol == unix.RTPROT_KERNEL || nr.Protocol == unix.RTPROT_UNSPEC {
 			continue
 		}
-		r := routeFrom(nr)
-		if r.Protocol != 0 && (!r.Dst.IsValid() || !r.Dst.Addr().Is4() || r.Dst.Bits() < network.Bits() || !network.Contains(r.Dst.Addr())) {
-			continue
+		if r := routeFrom(nr); nr.Protocol == RouteProtocol || claim(r) {
+			rs = append(rs, r)
 		}
-		rs = append(rs, r)
 	}
 	return rs, nil
+}
+
+// OwnedRoutes is ClaimedRoutes claiming the routes through the link with
+// index linkIndex to destinations inside network. A backend that owns the
+// whole link (vxlan's device) counts those as its own, so that those a
+// lease wants are taken over and the others deleted: flanneld's (proto
+// boot) stay when it stops, also for leases that go before agentd's first
+// pass.
+func OwnedRoutes(h *netlink.Handle, linkIndex int, network netip.Prefix) ([]Route, error) {
+	network = network.Masked()
+	return ClaimedRoutes(h, func(r Route) bool {
+		return r.LinkIndex == linkIndex && r.Dst.IsValid() && r.Dst.Addr().Is4() && r.Dst.Bits() >= network.Bits() && network.Contains(r.Dst.Addr())
+	})
 }
 
 // Neigh is a permanent IPv4 neighbour (ARP) entry.
@@ -567,7 +572,7 @@ var _ Writer = NetlinkWriter{}
 // one): a route to a peer's subnet is ours by definition.
 func (w NetlinkWriter) SetRoute(r Route) error { return w.H.RouteReplace(r.netlink()) }
 
-// DelRoute deletes r, a route as OurRoutes or OwnedRoutes listed it.
+// DelRoute deletes r, a route as OurRoutes or ClaimedRoutes listed it.
 //
 // The request has scope RT_SCOPE_NOWHERE, which the kernel takes for any
 // scope, as `ip route del` does: the kernel deletes a route only when the

@@ -29,8 +29,12 @@
 // (backend.OnePerSubnet).
 //
 // What is ours, and deleted when no lease implies it: every main-table route
-// with proto 74. Nothing else is touched, and shutting down removes nothing
-// (shared/DESIGN.md §4.8).
+// with proto 74. Besides, another program's main-table route is taken over
+// (replaced, or deleted when a second one) when it has the destination, TOS
+// and metric of a route we want, or goes through the external interface to
+// our own subnet: the kernel may send traffic by it instead of by ours or
+// cni0's (Backend.claim). Nothing else is touched, and shutting down removes
+// nothing (shared/DESIGN.md §4.8).
 //
 // Peers route to our PublicIP as a gateway on their segment, so it must be
 // an address of our external interface: Prepare refuses to start behind NAT.
@@ -173,7 +177,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 	want := b.desired(own, peers, seg)
 	b.skips.Report(&res)
-	have, err := backend.OurRoutes(b.h)
+	have, err := backend.ClaimedRoutes(b.h, b.claim(own, want))
 	if err != nil {
 		return res, err
 	}
@@ -212,6 +216,28 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		routes = append(routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
 	}
 	return routes
+}
+
+// claim says which routes of other programs Reconcile takes over: those
+// under the key of a route in want, and those through the external
+// interface to our own subnet. The kernel keeps several routes under one
+// key, in order, and uses the first. One of the first kind added with `ip
+// route prepend` is ahead of ours and takes the peer's traffic, and a
+// replace of ours changes nothing, ours being as wanted; one appended behind
+// ours takes it when ours goes. One of the second kind, flanneld's left
+// from when a peer held the subnet, is ahead of cni0's route, which the
+// kernel appends when cni0 gets its address, and sends our own pods'
+// traffic away. Other programs' routes with another metric, TOS or table
+// than ours are left alone.
+func (b *Backend) claim(own subnet.Lease, want []backend.Route) func(backend.Route) bool {
+	keys := make(map[backend.RouteKey]bool, len(want))
+	for _, r := range want {
+		keys[r.Key()] = true
+	}
+	ownKey := backend.RouteKey{Dst: own.Subnet.Masked()}
+	return func(r backend.Route) bool {
+		return keys[r.Key()] || own.Subnet.IsValid() && r.Key() == ownKey && r.LinkIndex == b.ext.Iface.Index
+	}
 }
 
 // refuse says why pub cannot be a peer's gateway (backend.Segment.Refuse),

@@ -269,7 +269,7 @@ route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74`
 			t.Fatal(err)
 		}
 	}
-	if res := h.reconcile(peers...); res.String() != (backend.Result{Added: 1, Removed: 1}).String() {
+	if res := h.reconcile(peers...); res.String() != (backend.Result{Updated: 1, Removed: 1}).String() {
 		t.Errorf("after foreign and stale routes: %v", res)
 	}
 	h.check(routes + "\nroute 198.19.99.0/24 via 198.18.0.99 dev ext0 proto 4")
@@ -589,4 +589,95 @@ func TestPeerSubnetHoldsOurAddress(t *testing.T) {
 	// The lease goes; the network keeps its route.
 	h.reconcile(p2)
 	kernelRoute("after the lease went")
+}
+
+// TestForeignRouteUnderOurKey: another program's route with the
+// destination, TOS and metric of one of ours, ahead of ours in the kernel's
+// list (`ip route prepend`; made here by appending ours after it), is the
+// one the kernel sends the peer's traffic by; a replace of ours changes
+// nothing, since ours is already as wanted. Such a route is deleted, as one
+// that has the key alone is replaced. So is one
+// through the external interface to our own subnet (flanneld's, left from
+// when a peer held it), which is ahead of cni0's and sends our own pods'
+// traffic away. Routes with another metric or in another table stay.
+func TestForeignRouteUnderOurKey(t *testing.T) {
+	h := prepared(t)
+	nl := h.ns.Handle
+	ext := h.ext.Attrs().Index
+	dst := func(s string) *net.IPNet { return backend.IPNet(netip.MustParsePrefix(s)) }
+	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
+	p3 := lease("10.244.3.0/24", "198.18.0.3", Type)
+	h.reconcile(p2, p3)
+	ours, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: backend.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil || len(ours) != 2 {
+		t.Fatalf("our routes: %v, %v", ours, err)
+	}
+	for _, r := range ours {
+		if err := nl.RouteDel(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []*netlink.Route{
+		{Dst: dst("10.244.2.0/24"), Gw: net.IPv4(198, 18, 0, 99), LinkIndex: ext, Protocol: unix.RTPROT_STATIC},
+		{Dst: dst("10.244.3.0/24"), Type: unix.RTN_BLACKHOLE, Protocol: unix.RTPROT_STATIC},
+		{Dst: dst("10.244.2.0/24"), Gw: net.IPv4(198, 18, 0, 98), LinkIndex: ext, Protocol: unix.RTPROT_STATIC, Priority: 100},
+		{Dst: dst("10.244.2.0/24"), Gw: net.IPv4(198, 18, 0, 97), LinkIndex: ext, Protocol: unix.RTPROT_STATIC, Table: 100},
+		{Dst: dst("10.244.1.0/24"), Gw: net.IPv4(198, 18, 0, 7), LinkIndex: ext, Protocol: unix.RTPROT_BOOT},
+	} {
+		if err := nl.RouteAdd(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range ours {
+		if err := nl.RouteAppend(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The kernel appends cni0's route after the stale one.
+	cni := h.ns.AddVeth(t, "cni0", "cni1", netip.MustParsePrefix("10.244.1.1/24"))
+
+	if res := h.reconcile(p2, p3); res.String() != (backend.Result{Removed: 3}).String() {
+		t.Errorf("result %v, want 3 removed", res)
+	}
+	for _, tc := range []struct{ to, via string }{{"10.244.2.5", "via 198.18.0.2"}, {"10.244.3.5", "via 198.18.0.3"}, {"10.244.1.5", "dev cni0"}} {
+		var how string
+		switch got, err := nl.RouteGet(net.ParseIP(tc.to)); {
+		case err != nil || len(got) != 1:
+			how = fmt.Sprintf("%v, %v", got, err) // EINVAL: a blackhole
+		case got[0].Gw != nil:
+			how = "via " + got[0].Gw.String()
+		case got[0].LinkIndex == cni.Attrs().Index:
+			how = "dev cni0"
+		default:
+			how = fmt.Sprintf("dev#%d", got[0].LinkIndex)
+		}
+		if how != tc.via {
+			t.Errorf("route to %s: %s, want %s", tc.to, how, tc.via)
+		}
+	}
+	var got []string
+	for _, table := range []int{unix.RT_TABLE_MAIN, 100} {
+		rs, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.Protocol != unix.RTPROT_KERNEL {
+				got = append(got, fmt.Sprintf("%s via %s proto %d metric %d table %d", r.Dst, r.Gw, r.Protocol, r.Priority, r.Table))
+			}
+		}
+	}
+	slices.Sort(got)
+	want := []string{
+		"10.244.2.0/24 via 198.18.0.2 proto 74 metric 0 table 254",
+		"10.244.2.0/24 via 198.18.0.97 proto 4 metric 0 table 100",
+		"10.244.2.0/24 via 198.18.0.98 proto 4 metric 100 table 254",
+		"10.244.3.0/24 via 198.18.0.3 proto 74 metric 0 table 254",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("routes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if res := h.reconcile(p2, p3); res.Changed() {
+		t.Errorf("second pass changed %v", res)
+	}
 }
