@@ -46,6 +46,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -177,6 +178,9 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 	want := b.desired(own, peers, seg)
 	b.skips.Report(&res)
+	if err := b.checkUp(len(want)); err != nil {
+		return res, err
+	}
 	have, err := backend.ClaimedRoutes(b.h, b.claim(own, want))
 	if err != nil {
 		return res, err
@@ -216,6 +220,24 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		routes = append(routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
 	}
 	return routes
+}
+
+// checkUp fails when the external interface is down: the kernel has then
+// deleted every route through it and refuses new ones (ENETUNREACH), so the
+// pass would fail once per route, one line each in its error, and change
+// nothing. Its link and route events wake the agent when it is up again.
+// A link that is up without a carrier keeps its routes and takes new ones.
+func (b *Backend) checkUp(routes int) error {
+	name := b.ext.Iface.Name
+	link, err := b.h.LinkByIndex(b.ext.Iface.Index)
+	if err != nil {
+		return fmt.Errorf("external interface %s (index %d): %w", name, b.ext.Iface.Index, err)
+	}
+	if link.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	return fmt.Errorf("external interface %s is down: the kernel took the routes through it away and refuses them until it is up; "+
+		"the routes to %d peers are put back then", name, routes)
 }
 
 // claim says which routes of other programs Reconcile takes over: those
