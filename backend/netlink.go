@@ -302,7 +302,7 @@ type Route struct {
 	// Type is the route type (unix.RTN_UNICAST for every route we want).
 	Type int
 	// Protocol is 0 for a route of ours (RouteProtocol), else that of
-	// another program's route a backend counts as its own (ClaimedRoutes):
+	// another program's route a backend counts as its own (ClaimRoutes):
 	// it differs from every route wanted, so it is replaced or deleted.
 	Protocol int
 }
@@ -395,18 +395,21 @@ func routeFrom(nr netlink.Route) Route {
 	return r
 }
 
-// ClaimedRoutes is OurRoutes plus the routes of the main table that another
-// program made and claim accepts, from one dump of the table. A backend
-// lists as its own the others' routes it takes over: Diff then replaces them
-// with the routes wanted under their key, or deletes them (DelRoute names
-// their protocol). The kernel's routes are never claimed (a route for an
-// address comes and goes with it), nor those with protocol 0 (unspec): Route
-// cannot tell them from ours, and a replace of ours still takes one over.
-func ClaimedRoutes(h *netlink.Handle, claim func(Route) bool) ([]Route, error) {
-	nrs, err := ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, err
-	}
+// MainRoutes lists the IPv4 routes of the main table, for a backend that
+// reads them more than one way in a pass (ReadSegmentWith, ClaimRoutes).
+func MainRoutes(h *netlink.Handle) ([]netlink.Route, error) {
+	return ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+}
+
+// ClaimRoutes picks from nrs, the main table's routes (MainRoutes), ours
+// (as OurRoutes lists them) and those of other programs that claim accepts.
+// A backend lists as its own the others' routes it takes over: Diff then
+// replaces them with the routes wanted under their key, or deletes them
+// (DelRoute names their protocol). The kernel's routes are never claimed (a
+// route for an address comes and goes with it), nor those with protocol 0
+// (unspec): Route cannot tell them from ours, and a replace of ours still
+// takes one over.
+func ClaimRoutes(nrs []netlink.Route, claim func(Route) bool) []Route {
 	var rs []Route
 	for _, nr := range nrs {
 		if nr.Table != unix.RT_TABLE_MAIN || nr.Protocol == unix.RTPROT_KERNEL || nr.Protocol == unix.RTPROT_UNSPEC {
@@ -416,20 +419,24 @@ func ClaimedRoutes(h *netlink.Handle, claim func(Route) bool) ([]Route, error) {
 			rs = append(rs, r)
 		}
 	}
-	return rs, nil
+	return rs
 }
 
-// OwnedRoutes is ClaimedRoutes claiming the routes through the link with
-// index linkIndex to destinations inside network. A backend that owns the
-// whole link (vxlan's device) counts those as its own, so that those a
-// lease wants are taken over and the others deleted: flanneld's (proto
-// boot) stay when it stops, also for leases that go before agentd's first
-// pass.
+// OwnedRoutes lists the main table's routes and claims (ClaimRoutes) the
+// routes through the link with index linkIndex to destinations inside
+// network. A backend that owns the whole link (vxlan's device) counts those
+// as its own, so that those a lease wants are taken over and the others
+// deleted: flanneld's (proto boot) stay when it stops, also for leases that
+// go before agentd's first pass.
 func OwnedRoutes(h *netlink.Handle, linkIndex int, network netip.Prefix) ([]Route, error) {
+	nrs, err := MainRoutes(h)
+	if err != nil {
+		return nil, err
+	}
 	network = network.Masked()
-	return ClaimedRoutes(h, func(r Route) bool {
+	return ClaimRoutes(nrs, func(r Route) bool {
 		return r.LinkIndex == linkIndex && r.Dst.IsValid() && r.Dst.Addr().Is4() && r.Dst.Bits() >= network.Bits() && network.Contains(r.Dst.Addr())
-	})
+	}), nil
 }
 
 // Neigh is a permanent IPv4 neighbour (ARP) entry.
@@ -572,7 +579,7 @@ var _ Writer = NetlinkWriter{}
 // one): a route to a peer's subnet is ours by definition.
 func (w NetlinkWriter) SetRoute(r Route) error { return w.H.RouteReplace(r.netlink()) }
 
-// DelRoute deletes r, a route as OurRoutes or ClaimedRoutes listed it.
+// DelRoute deletes r, a route as OurRoutes or ClaimRoutes listed it.
 //
 // The request has scope RT_SCOPE_NOWHERE, which the kernel takes for any
 // scope, as `ip route del` does: the kernel deletes a route only when the

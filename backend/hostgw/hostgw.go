@@ -172,7 +172,13 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err := backend.CheckReconcile(ctx, Type, b.prepared); err != nil {
 		return res, err
 	}
-	seg, err := backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name)
+	// One dump for both: the routes of every peer go through the external
+	// interface, so a dump of its routes alone would cost as much.
+	main, err := backend.MainRoutes(b.h)
+	if err != nil {
+		return res, err
+	}
+	seg, err := backend.ReadSegmentWith(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
 	if err != nil {
 		return res, err
 	}
@@ -181,10 +187,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err := b.checkUp(len(want)); err != nil {
 		return res, err
 	}
-	have, err := backend.ClaimedRoutes(b.h, b.claim(own, want))
-	if err != nil {
-		return res, err
-	}
+	have := backend.ClaimRoutes(main, b.claim(own, want))
 	plan := backend.Plan{Routes: backend.Diff(want, have, backend.Route.Key)}
 	r, err := plan.Apply(backend.NetlinkWriter{H: b.h}, b.log)
 	res.Add(r)
