@@ -409,6 +409,53 @@ func TestOnLinkByRoute(t *testing.T) {
 	}
 }
 
+// TestOnLinkByAddress: a peer whose public IP is off-link is routed once an
+// address of the interface puts it on-link, without a restart (the address
+// event wakes the agent), and its route goes when the address goes: the
+// kernel deletes the address's prefix route but keeps ours through it.
+func TestOnLinkByAddress(t *testing.T) {
+	h := prepared(t)
+	nl := h.ns.Handle
+	far := lease("10.244.4.0/24", "198.19.0.4", Type)
+	const route = "route 10.244.4.0/24 via 198.19.0.4 dev ext0 proto 74"
+	if res := h.reconcile(far); res.String() != (backend.Result{Skipped: 1}).String() {
+		t.Errorf("result %v, want 1 skipped", res)
+	}
+	second := &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.19.0.1/24"))}
+	// A watch of its own for each change, so that no wake is left over
+	// from before it (our route's own event, for one).
+	wakeAfter := func(what string, change func(netlink.Link, *netlink.Addr) error) {
+		t.Helper()
+		wakes, stop := h.watch(t)
+		defer stop()
+		if err := change(h.ext, second); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-wakes:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no wake within 5s after the address was %s", what)
+		}
+	}
+	wakeAfter("added", nl.AddrAdd)
+	if res := h.reconcile(far); res.String() != (backend.Result{Added: 1}).String() {
+		t.Errorf("with the address: result %v, want 1 added", res)
+	}
+	h.addrs = append(h.addrs, "addr ext0 198.19.0.1/24")
+	h.check(route)
+
+	wakeAfter("deleted", nl.AddrDel)
+	h.addrs = h.addrs[:1]
+	h.check(route) // the kernel's doing alone
+	if res := h.reconcile(far); res.String() != (backend.Result{Removed: 1, Skipped: 1}).String() {
+		t.Errorf("without the address: result %v, want 1 removed, 1 skipped", res)
+	}
+	h.check("")
+	if n := h.countLogs(`not on-link`); n != 2 {
+		t.Errorf("logged the off-link peer %d times, want twice (before the address, after it)", n)
+	}
+}
+
 func TestWatch(t *testing.T) {
 	h := prepared(t)
 	nl := h.ns.Handle
