@@ -1,8 +1,11 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -54,5 +57,69 @@ func TestWriteFailureCleansUp(t *testing.T) {
 	entries, err := os.ReadDir(dir)
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("directory holds %v, %v; want d only (no temporary file)", entries, err)
+	}
+}
+
+// TestWriteErrorNamesFile: a failed Write says which file it could not
+// replace and why, once each, and keeps the operating system's error for
+// errors.Is; nothing is left half-written and no temporary file stays. A
+// file size limit (RLIMIT_FSIZE) makes the write itself fail, as a full
+// filesystem does, without a mount.
+func TestWriteErrorNamesFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "subnet.env")
+	const old = "FLANNEL_SUBNET=10.244.5.1/24\n"
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	small := lim
+	small.Cur = 8
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small); err != nil {
+		t.Fatal(err)
+	}
+	err := Write(path, []byte("FLANNEL_SUBNET=10.244.6.1/24\n"), 0o644)
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !errors.Is(err, syscall.EFBIG) {
+		t.Fatalf("Write over the size limit = %v, want EFBIG", err)
+	}
+	checkError(t, err, path, "file too large")
+	if b, err := os.ReadFile(path); err != nil || string(b) != old {
+		t.Errorf("after the failure the file holds %q, %v; want the old %q", b, err, old)
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 1 {
+		t.Errorf("directory holds %v, %v; want subnet.env only (no temporary file)", entries, err)
+	}
+
+	// A step other than the write: the directory cannot be made.
+	notDir := filepath.Join(dir, "subnet.env", "x")
+	err = Write(notDir, []byte("x\n"), 0o644)
+	if !errors.Is(err, syscall.ENOTDIR) {
+		t.Fatalf("Write under a file = %v, want ENOTDIR", err)
+	}
+	checkError(t, err, notDir, "not a directory")
+}
+
+// checkError checks that err's text starts by naming path and states cause
+// once, with no step repeated.
+func checkError(t *testing.T, err error, path, cause string) {
+	t.Helper()
+	msg := err.Error()
+	if want := "replace " + path + ": "; !strings.HasPrefix(msg, want) {
+		t.Errorf("error %q does not start with %q", msg, want)
+	}
+	if n := strings.Count(msg, cause); n != 1 {
+		t.Errorf("error %q states %q %d times, want once", msg, cause, n)
+	}
+	parts := strings.Split(msg, ": ")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] == parts[i-1] {
+			t.Errorf("error %q repeats %q", msg, parts[i])
+		}
 	}
 }
