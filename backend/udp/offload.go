@@ -258,10 +258,10 @@ func newCoalescer() *coalescer {
 }
 
 // tcpCandidate returns the header lengths of pkt (one IPv4 packet cut to
-// its Total Length, as accept returns it) if it is a TCP segment that may be coalesced with
-// others: don't-fragment set and not a fragment, no options in the IPv4
-// header, ACK with at most PSH besides, a payload, and a TCP checksum that
-// verifies.
+// its Total Length, as accept returns it) if it is a TCP segment that may
+// be coalesced with others: don't-fragment set and not a fragment, no
+// options in the IPv4 header, ACK with at most PSH besides, a payload, and
+// a TCP checksum that verifies.
 func tcpCandidate(pkt []byte) (iphLen, hdrLen int, ok bool) {
 	if pkt[0] != 0x45 || pkt[9] != protoTCP || binary.BigEndian.Uint16(pkt[6:8]) != ipDF || len(pkt) < 40 {
 		return 0, 0, false
