@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -255,21 +256,6 @@ func (a *agent) run(ctx context.Context) error {
 		a.log.Info("IPv6 is enabled in the network config but agentd carries IPv4 only: the IPv6 subnet is leased, as in flanneld's keys, and left out of subnet.env, so pods get no IPv6 address; do not mix agentd and flanneld hosts in this network: flanneld with IPv6 ignores this host's lease under vxlan and panics on it under host-gw (README, Operating a cluster)",
 			"ipv6Subnet", own.IPv6Subnet)
 	}
-	if err := subnetenv.Write(a.cfg.SubnetFile, env); err != nil {
-		return fmt.Errorf("write %s: %w", a.cfg.SubnetFile, err)
-	}
-	a.health.setSubnetEnvWritten()
-	a.log.Info("wrote subnet.env", "path", a.cfg.SubnetFile, "subnet", env.Subnet, "mtu", env.MTU)
-	// subnet.env is the previous subnet from now on, not what a run that
-	// lost its subnet kept.
-	lost := lostSubnetPath(a.cfg.StateDir)
-	switch err := os.Remove(lost); {
-	case err == nil:
-		a.log.Info("removed the subnet.env kept by a run that lost its subnet", "path", lost)
-	case !errors.Is(err, os.ErrNotExist):
-		a.log.Error(err, "cannot remove the subnet.env kept by a run that lost its subnet; a start without subnet.env would prefer its subnet", "path", lost)
-	}
-
 	// /healthz fails when the reconcile loop stops passing (wedged on a
 	// kernel or iptables call), not just when the process is gone.
 	a.health.expectHeartbeat(3*a.cfg.ResyncInterval + time.Minute)
@@ -305,6 +291,11 @@ func (a *agent) run(ctx context.Context) error {
 			fail(err)
 		}
 	}()
+	// After the lease manager has started: it keeps the lease alive
+	// while the write is retried.
+	if err := a.writeSubnetEnv(ctx, env); err != nil {
+		fail(err)
+	}
 	<-ctx.Done()
 	cancel(nil)
 	wg.Wait()
@@ -531,6 +522,72 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	}
 	log.Info("lease released; subnet.env removed", "subnet", l.Subnet, "path", cfg.SubnetFile)
 	return nil
+}
+
+// writeSubnetEnv writes subnet.env and then removes what a run that lost its
+// subnet kept. A filesystem error (/run full or read-only, a directory in
+// the way) is retried with backoff until the write succeeds or ctx ends, and
+// meanwhile /readyz says why the agent is not ready: the lease is held and
+// kept alive and peers are programmed, so once the operator mends the
+// filesystem the file appears without a restart, which would change nothing
+// before that. While the write fails, a subnet.env naming another subnet
+// (this host moved) is removed, so that dockerd and the CNI plugin give out
+// no addresses from a subnet that is not this host's. Any other error (env
+// is invalid) is returned.
+func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env) error {
+	path := a.cfg.SubnetFile
+	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
+	var last string
+	for attempt := 1; ; attempt++ {
+		err := subnetenv.Write(path, env)
+		if err == nil {
+			if last != "" {
+				a.log.Info("subnet.env written after retrying", "path", path, "attempts", attempt)
+			}
+			break
+		}
+		var pe *fs.PathError
+		var le *os.LinkError
+		if !errors.As(err, &pe) && !errors.As(err, &le) {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		if msg := err.Error(); msg != last {
+			a.log.Error(err, "cannot write subnet.env; retrying: containers on this host get no address until it is written", "path", path, "attempt", attempt)
+			a.health.setSubnetEnvFailed(err)
+			a.removeOtherSubnetEnv(env)
+			last = msg
+		}
+		if delay.Sleep(ctx, b.Next()) != nil {
+			return nil
+		}
+	}
+	a.health.setSubnetEnvWritten()
+	a.log.Info("wrote subnet.env", "path", path, "subnet", env.Subnet, "mtu", env.MTU)
+	// subnet.env is the previous subnet from now on, not what a run that
+	// lost its subnet kept.
+	lost := lostSubnetPath(a.cfg.StateDir)
+	switch err := os.Remove(lost); {
+	case err == nil:
+		a.log.Info("removed the subnet.env kept by a run that lost its subnet", "path", lost)
+	case !errors.Is(err, os.ErrNotExist):
+		a.log.Error(err, "cannot remove the subnet.env kept by a run that lost its subnet; a start without subnet.env would prefer its subnet", "path", lost)
+	}
+	return nil
+}
+
+// removeOtherSubnetEnv removes subnet.env if it names another subnet than
+// env, the one this host now holds (it moved: another host has the old one).
+func (a *agent) removeOtherSubnetEnv(env subnetenv.Env) {
+	path := a.cfg.SubnetFile
+	old, err := subnetenv.Read(path)
+	if err != nil || old.LeaseSubnet() == env.LeaseSubnet() {
+		return
+	}
+	if err := os.Remove(path); err != nil {
+		a.log.Error(err, "cannot remove subnet.env, which names a subnet this host no longer holds", "path", path, "names", old.LeaseSubnet(), "holds", env.LeaseSubnet())
+		return
+	}
+	a.log.Info("removed subnet.env, which names a subnet this host no longer holds, while the new one cannot be written", "path", path, "names", old.LeaseSubnet(), "holds", env.LeaseSubnet())
 }
 
 // lostSubnetFile, in the state dir, is the subnet.env of a run that ended

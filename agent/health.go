@@ -44,6 +44,7 @@ type health struct {
 	leaseHeld       bool
 	leaseReason     string // why the lease is not held, when it is not
 	envWritten      bool
+	envReason       string // why subnet.env is not written, once a write failed
 	peersProgrammed bool
 	wasReady        bool // the last readiness logged, to log changes only
 	notified        bool
@@ -78,6 +79,14 @@ func (h *health) setLeaseHeld(held bool, reason string) {
 func (h *health) setSubnetEnvWritten() {
 	h.mu.Lock()
 	h.envWritten = true
+	h.changedLocked()
+}
+
+// setSubnetEnvFailed records why subnet.env could not be written, for
+// /readyz until setSubnetEnvWritten.
+func (h *health) setSubnetEnvFailed(err error) {
+	h.mu.Lock()
+	h.envReason = "subnet.env not written: " + err.Error()
 	h.changedLocked()
 }
 
@@ -149,7 +158,11 @@ func (h *health) readyLocked() (bool, string) {
 	if !h.leaseHeld {
 		why = append(why, h.leaseReason)
 	}
-	if !h.envWritten {
+	switch {
+	case h.envWritten:
+	case h.envReason != "":
+		why = append(why, h.envReason)
+	default:
 		why = append(why, "subnet.env not written yet")
 	}
 	if !h.peersProgrammed {

@@ -62,6 +62,8 @@ func TestReadiness(t *testing.T) {
 	check("start", 503, "not ok: no lease acquired yet; subnet.env not written yet; peers not programmed yet\n", 0)
 	h.setLeaseHeld(true, "")
 	check("lease", 503, "not ok: subnet.env not written yet; peers not programmed yet\n", 0)
+	h.setSubnetEnvFailed(errors.New("replace /run/flannel/subnet.env: open /run/flannel/.subnet.env.tmp1: read-only file system"))
+	check("subnet.env failed", 503, "not ok: subnet.env not written: replace /run/flannel/subnet.env: open /run/flannel/.subnet.env.tmp1: read-only file system; peers not programmed yet\n", 0)
 	h.setSubnetEnvWritten()
 	check("subnet.env", 503, "not ok: peers not programmed yet\n", 0)
 	h.setPeersProgrammed()
