@@ -440,8 +440,11 @@ func (b *Backend) vtepMAC() (backend.MAC, error) {
 				"path", b.macPath, "vtepMAC", m, "itsAddress", addr, "ourAddress", b.ext.IfaceAddr)
 		case !addr.IsValid():
 			// Written by an older agentd on this host: note our address.
+			// The MAC is kept already, so a state dir that cannot be
+			// written (full, read-only) only postpones the note to a
+			// later start; it must not stop this one.
 			if err := atomicfile.Write(b.macPath, macFileContent(m, b.ext.IfaceAddr), 0o644); err != nil {
-				return backend.MAC{}, fmt.Errorf("keep the VTEP MAC in %s: %w", b.macPath, err)
+				b.log.Error(err, "cannot add our address to the VTEP MAC state file; using its MAC, trying again at the next start", "path", b.macPath, "vtepMAC", m)
 			}
 			return m, nil
 		default:

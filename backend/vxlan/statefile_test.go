@@ -1,0 +1,59 @@
+package vxlan
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/go-logr/logr/testr"
+)
+
+// TestVTEPMACOldFileNotRewritable: a VTEP MAC state file of an older agentd
+// (the MAC without the local address) whose state dir cannot be written
+// (here a file size limit stands in for a full or read-only filesystem)
+// still gives its MAC, and is left as it was: adding the address is a note
+// for later starts, not a reason to fail this one. No netlink call is made
+// for a file that holds a MAC.
+func TestVTEPMACOldFileNotRewritable(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vxlan-1.mac")
+	const old = "02:00:00:00:00:01\n"
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := &Backend{log: testr.New(t), macPath: path, ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("198.18.0.1")}}
+
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	small := lim
+	small.Cur = 8
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.vtepMAC()
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil || m.String() != "02:00:00:00:00:01" {
+		t.Fatalf("vtepMAC with the state dir not writable = %s, %v; want 02:00:00:00:00:01", m, err)
+	}
+	if got, err := os.ReadFile(path); err != nil || string(got) != old {
+		t.Errorf("state file holds %q, %v; want it unchanged, %q", got, err, old)
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 1 {
+		t.Errorf("state dir holds %v, %v; want the MAC file only", entries, err)
+	}
+
+	// Writable again: the address is added.
+	if m, err := b.vtepMAC(); err != nil || m.String() != "02:00:00:00:00:01" {
+		t.Fatalf("vtepMAC = %s, %v", m, err)
+	}
+	if got, err := os.ReadFile(path); err != nil || string(got) != "02:00:00:00:00:01 198.18.0.1\n" {
+		t.Errorf("state file holds %q, %v; want the MAC and our address", got, err)
+	}
+}
