@@ -28,7 +28,7 @@ const diskFaultEnv = "AGENTD_DISK_FAULT_TEST_ETCD"
 var movedFrom = netip.MustParsePrefix("10.244.99.0/24")
 
 // TestSubnetEnvDiskFault: with the filesystem of subnet.env full or
-// read-only, the agent holds its lease and programs its peers but is not
+// read-only, or a directory where subnet.env goes, the agent holds its lease and programs its peers but is not
 // ready, and /readyz names the file and the cause; it keeps running, leaves
 // no temporary file behind, and writes subnet.env by itself once the
 // filesystem is mended, then is ready. A subnet.env left by a run that held
@@ -44,9 +44,10 @@ func TestSubnetEnvDiskFault(t *testing.T) {
 	}
 	conf := `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`
 	cluster.RunTestInHost(t, "TestSubnetEnvDiskFault", diskFaultEnv, map[string]string{
-		"/full/config":     conf,
-		"/readonly/config": conf,
-		"/moved/config":    conf,
+		"/full/config":      conf,
+		"/readonly/config":  conf,
+		"/moved/config":     conf,
+		"/directory/config": conf,
 		"/moved/subnets/" + strings.Replace(movedFrom.String(), "/", "-", 1): `{"PublicIP":"198.18.0.2","PublicIPv6":null,"BackendType":"fake","HostID":"0123456789abcdef0123456789abcdef"}`,
 	})
 }
@@ -63,6 +64,9 @@ func diskFaultChild(t *testing.T, etcd string) {
 			func(dir string) error { return unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, "") },
 			func(dir string) error { return unix.Mount("", dir, "", unix.MS_REMOUNT, "") }},
 		{"moved", "no space left on device", fill, func(dir string) error { return os.Remove(filepath.Join(dir, "filler")) }},
+		{"directory", "rename ",
+			func(dir string) error { return os.MkdirAll(filepath.Join(dir, "subnet.env", "x"), 0o755) },
+			func(dir string) error { return os.RemoveAll(filepath.Join(dir, "subnet.env")) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := hostConfig(t, etcd, "/"+c.name)
@@ -137,9 +141,12 @@ func diskFaultChild(t *testing.T, etcd string) {
 				t.Fatal(err)
 			}
 			for _, e := range entries {
-				if e.Name() != "filler" {
-					t.Errorf("%s holds %s while the write fails, want nothing of ours (subnet.env naming %s removed, no temporary file)", run, e.Name(), movedFrom)
+				if strings.HasPrefix(e.Name(), ".subnet.env.tmp") {
+					t.Errorf("%s holds the temporary file %s while the write fails", run, e.Name())
 				}
+			}
+			if _, err := os.Stat(cfg.SubnetFile); c.name == "moved" && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("subnet.env naming %s, another host's subnet, while the write fails: %v, want it removed", movedFrom, err)
 			}
 
 			mended := time.Now()
