@@ -395,8 +395,10 @@ func routeFrom(nr netlink.Route) Route {
 	return r
 }
 
-// MainRoutes lists the IPv4 routes of the main table, for a backend that
-// reads them more than one way in a pass (ReadSegmentWith, ClaimRoutes).
+// MainRoutes lists the IPv4 routes of the main table, once per pass, for
+// the backend to read them more than one way (ReadSegment, ClaimRoutes,
+// OwnedRoutes): netlink filters a dump in our process, so a dump of a part of
+// the table costs as much as the whole.
 func MainRoutes(h *netlink.Handle) ([]netlink.Route, error) {
 	return ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 }
@@ -422,21 +424,17 @@ func ClaimRoutes(nrs []netlink.Route, claim func(Route) bool) []Route {
 	return rs
 }
 
-// OwnedRoutes lists the main table's routes and claims (ClaimRoutes) the
-// routes through the link with index linkIndex to destinations inside
-// network. A backend that owns the whole link (vxlan's device) counts those
-// as its own, so that those a lease wants are taken over and the others
-// deleted: flanneld's (proto boot) stay when it stops, also for leases that
-// go before agentd's first pass.
-func OwnedRoutes(h *netlink.Handle, linkIndex int, network netip.Prefix) ([]Route, error) {
-	nrs, err := MainRoutes(h)
-	if err != nil {
-		return nil, err
-	}
+// OwnedRoutes picks from nrs, the main table's routes (MainRoutes), ours
+// and those through the link with index linkIndex to destinations inside
+// network (ClaimRoutes). A backend that owns the whole link (vxlan's device)
+// counts those as its own, so that those a lease wants are taken over and
+// the others deleted: flanneld's (proto boot) stay when it stops, also for
+// leases that go before agentd's first pass.
+func OwnedRoutes(nrs []netlink.Route, linkIndex int, network netip.Prefix) []Route {
 	network = network.Masked()
 	return ClaimRoutes(nrs, func(r Route) bool {
 		return r.LinkIndex == linkIndex && r.Dst.IsValid() && r.Dst.Addr().Is4() && r.Dst.Bits() >= network.Bits() && network.Contains(r.Dst.Addr())
-	}), nil
+	})
 }
 
 // Neigh is a permanent IPv4 neighbour (ARP) entry.

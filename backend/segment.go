@@ -60,23 +60,12 @@ func (s *Segment) LocalIn(sn netip.Prefix) string {
 }
 
 // ReadSegment reads the segment of the external interface, the link with
-// index ifaceIndex called iface.
-func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string) (*Segment, error) {
-	// The main table's only (ListRoutes' default), as the kernel's check of a
-	// main-table route's gateway sees it without policy rules.
-	routes, err := ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{LinkIndex: ifaceIndex}, netlink.RT_FILTER_OIF)
-	if err != nil {
-		return nil, err
-	}
-	return ReadSegmentWith(h, ifaceIndex, iface, routes)
-}
-
-// ReadSegmentWith is ReadSegment given the main table's IPv4 routes
-// (MainRoutes), for a caller that lists them anyway: netlink filters a dump
-// in our process, so a second one, of the interface's routes alone, costs as
-// much, and the routes of every peer go through that interface under
-// host-gw. It lists only the addresses.
-func ReadSegmentWith(h *netlink.Handle, ifaceIndex int, iface string, routes []netlink.Route) (*Segment, error) {
+// index ifaceIndex called iface, from the kernel's IPv4 addresses, which it
+// lists, and routes, the main table's (MainRoutes): a backend lists those
+// once per pass for all it reads from them. Only the main table counts, as
+// the kernel's check of a main-table route's gateway sees it without policy
+// rules.
+func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netlink.Route) (*Segment, error) {
 	s := &Segment{Iface: iface, IfaceIndex: ifaceIndex, Local: map[netip.Addr]string{}}
 	addrs, err := ListAddrs(h, nil, netlink.FAMILY_V4)
 	if err != nil {

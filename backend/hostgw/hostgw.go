@@ -178,7 +178,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err != nil {
 		return res, err
 	}
-	seg, err := backend.ReadSegmentWith(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
+	seg, err := backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
 	if err != nil {
 		return res, err
 	}

@@ -713,7 +713,15 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		errs = append(errs, err)
 	}
 
-	seg, err := backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name)
+	// One dump of the main table for the segment and for the routes we
+	// own. A route changed after it wakes Watch (backend.RouteEventFilter,
+	// and with DirectRouting backend.SegmentRouteEvent), so the next pass
+	// sees it.
+	main, err := backend.MainRoutes(b.h)
+	if err != nil {
+		return res, errors.Join(append(errs, err)...)
+	}
+	seg, err := backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
@@ -736,10 +744,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// The device is ours, and so are its routes into the network, whoever
 	// made them: one flanneld left for a lease that went would come before
 	// the kernel's route for that subnet once it is ours.
-	routes, err := backend.OwnedRoutes(b.h, idx, b.network)
-	if err != nil {
-		return res, errors.Join(append(errs, err)...)
-	}
+	routes := backend.OwnedRoutes(main, idx, b.network)
 	neighs, err := backend.ListNeighsOn(b.h, idx)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
