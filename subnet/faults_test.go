@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +25,8 @@ import (
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 )
 
 // restartable is an etcd that a test stops and starts again on the same
@@ -800,4 +804,175 @@ func (l *lostReasons) get() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.reasons)
+}
+
+// TestEtcdReplacedPastOurRevisionWhileAway: etcd is emptied, or restored
+// from a snapshot, while this agent cannot reach it, and its new history
+// passes the revision the agent had reached before the agent is back: a
+// revision read then is not below the one seen, though the agent's leases
+// come from the old history, and the clientv3 watch resumes after the old
+// revision without a word. The agent must still take the new etcd's leases
+// (a host that leased its subnet in the new history, below the old revision,
+// is a peer; a lease the new history does not hold is not) and hold its own
+// key there. Before, it kept the old history's peers and never saw the new
+// one, with no relist (found by this test).
+func TestEtcdReplacedPastOurRevisionWhileAway(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// snapshot: restore etcd from a snapshot taken when the agent
+		// had seen peers 100 and 101, rather than empty it; after: what
+		// happens to peer 101 after the snapshot, in the old history only.
+		snapshot bool
+		after    string // "put" (it is put then, not before), "delete"
+		// reservation: our key is a reservation (see README's "Reserve a
+		// subnet") and the snapshot is taken before Acquire wrote our
+		// value into it: the new history holds the operator's value.
+		reservation bool
+		want        string
+	}{
+		{"emptied", false, "", false, "10.244.7.0/24@198.18.0.7"},
+		{"restored, a peer put after the snapshot", true, "put", false,
+			"10.244.7.0/24@198.18.0.7 10.244.100.0/24@198.18.0.100"},
+		{"restored, a peer deleted after the snapshot", true, "delete", false,
+			"10.244.7.0/24@198.18.0.7 10.244.100.0/24@198.18.0.100 10.244.101.0/24@198.18.0.101"},
+		{"restored from before our reservation was taken", true, "", true, "10.244.7.0/24@198.18.0.7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testReplacedPastOurRevision(t, tc.snapshot, tc.after, tc.reservation, tc.want)
+		})
+	}
+}
+
+func testReplacedPastOurRevision(t *testing.T, snapshot bool, after string, reservation bool, want string) {
+	r := startRestartable(t, 0)
+	w := r.client() // the test's own, and the other hosts'
+	ctx := context.Background()
+	if _, err := w.Put(ctx, prefix+"/config", net16); err != nil {
+		t.Fatal(err)
+	}
+	// The agent's client dials through a gate, so that it stays away
+	// while the new etcd passes the revision the agent had seen.
+	var away atomic.Bool
+	dial := etcdtest.NetnsDialer(r.srv.NS)
+	cfg := r.srv.ClientConfig()
+	cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		if away.Load() {
+			return nil, errors.New("kept away by the test")
+		}
+		return dial(ctx, addr)
+	})}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	reg := subnet.NewRegistry(cli, prefix)
+	netCfg, err := reg.GetConfig(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{cli: cli, reg: reg, net: netCfg}
+	var snap string
+	if reservation {
+		if _, err := w.Put(ctx, prefix+"/subnets/10.244.1.0-24", `{"PublicIP":"198.18.0.1"}`); err != nil {
+			t.Fatal(err)
+		}
+		snap = r.snapshot(w)
+	}
+	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+	own := acquire(t, a)
+	if own.Reservation() != reservation {
+		t.Fatalf("acquired %+v, want a reservation: %v", own, reservation)
+	}
+	returned := runWatched(t, a)
+	put := func(n int) int64 {
+		t.Helper()
+		resp, err := w.Put(ctx, fmt.Sprintf("%s/subnets/10.244.%d.0-24", prefix, n), fmt.Sprintf(`{"PublicIP":"198.18.0.%d"}`, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header.Revision
+	}
+	unrelated := func(n int) int64 {
+		t.Helper()
+		var rev int64
+		for range n {
+			resp, err := w.Put(ctx, "/unrelated", "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rev = resp.Header.Revision
+		}
+		return rev
+	}
+	put(100)
+	if after != "put" {
+		put(101)
+	}
+	waitPeer(t, a, "10.244.100.0/24", "peer 100 seen")
+	if snapshot && !reservation {
+		snap = r.snapshot(w)
+	}
+	// The old history goes on past the snapshot, and the agent sees it
+	// there: the new history's first writes are at revisions it had seen.
+	seen := unrelated(10)
+	switch after {
+	case "put":
+		seen = put(101)
+		waitPeer(t, a, "10.244.101.0/24", "peer 101 seen")
+	case "delete":
+		resp, err := w.Delete(ctx, prefix+"/subnets/10.244.101.0-24")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = resp.Header.Revision
+		eventually(t, "peer 101 gone", func() error {
+			if hasPeer(a, "10.244.101.0/24") {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+	}
+
+	away.Store(true)
+	r.stop()
+	eventually(t, "the agent's client notices etcd gone", func() error {
+		if st := cli.ActiveConnection().GetState(); st == connectivity.Ready {
+			return fmt.Errorf("connection %s", st)
+		}
+		return nil
+	})
+	if snapshot {
+		r.restore(snap, 0)
+	} else {
+		r.start(false)
+		if _, err := w.Put(ctx, prefix+"/config", net16); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A host leases its subnet in the new history, below the old revision,
+	// and the new history passes the old revision.
+	rev := put(7)
+	if rev >= seen {
+		t.Fatalf("new history's lease at revision %d, want below %d", rev, seen)
+	}
+	unrelated(int(seen - rev + 10))
+	away.Store(false)
+
+	eventuallyWithin(t, 40*time.Second, "the new etcd's peers, and our key held", func() error {
+		if ok, err := returned(); ok {
+			t.Fatalf("Run returned: %v", err)
+		}
+		if got := peerSubnets(a); got != want {
+			return fmt.Errorf("peers %q, want %q; relists %d", got, want, a.Stats.Relists.Load())
+		}
+		val, id, ok := e.raw(t, own)
+		if !ok || !strings.Contains(val, hostID(1)) {
+			return fmt.Errorf("own key %s (present %v)", val, ok)
+		}
+		if l, _ := a.Own(); l.Subnet != own.Subnet || l.LeaseID != id {
+			return fmt.Errorf("Own = %s on etcd lease %x, the key is on %x", l.Subnet, l.LeaseID, id)
+		}
+		return nil
+	})
 }

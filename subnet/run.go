@@ -303,7 +303,7 @@ func (m *Manager) checkOwn(ctx context.Context, first bool) (lost string, err er
 			m.setOwn(m.own)
 			return "", nil
 		}
-		return "etcd lost its history (its revision went backwards); our lease key is not there as we wrote it", nil
+		return "etcd lost its history (its revision went backwards, or its keys differ from what the watch had seen); our lease key is not there as we wrote it", nil
 	}
 	if st.rev <= m.own.ModRevision {
 		return "", nil // no newer than our own last write

@@ -16,6 +16,7 @@ import (
 	"github.com/agentd/agentd/internal/lograte"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/connectivity"
 )
@@ -45,6 +46,9 @@ type peerTable struct {
 	// Run's goroutine when it takes own: the revisions of our lease belong
 	// to the old history and say nothing about own.
 	rewound bool
+	// rev is the revision the table is exact at: the last list's, or the
+	// last event's applied since (all events up to it are in).
+	rev int64
 
 	// snap is the last snapshot, sorted by peerOrder; nil before the first.
 	// Unless rebuild is set, snap plus the changes listed in pending equals
@@ -200,6 +204,9 @@ func signal(c chan struct{}) {
 func (m *Manager) watchLoop(ctx context.Context) {
 	b := delay.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	var failing error
+	// replaced is set when a read found etcd's history replaced in a way
+	// the next list cannot see (its revision is not below ours).
+	var replaced error
 	// Our own last write (Acquire's) is in etcd's history, so the first
 	// list, linearizable, is at its revision or later: one below it comes
 	// from a new history (etcd restored from an older snapshot, or emptied,
@@ -208,7 +215,7 @@ func (m *Manager) watchLoop(ctx context.Context) {
 	own, _ := m.Own()
 	h := history{rev: own.ModRevision}
 	for ctx.Err() == nil {
-		err := m.relist(ctx, &h)
+		err := m.relist(ctx, &h, replaced)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -224,6 +231,7 @@ func (m *Manager) watchLoop(ctx context.Context) {
 			m.log.Info("listing leases works again")
 			failing = nil
 		}
+		replaced = nil
 		started := time.Now()
 		err = m.watchFrom(ctx, &h)
 		if ctx.Err() != nil {
@@ -236,6 +244,9 @@ func (m *Manager) watchLoop(ctx context.Context) {
 		// times a second for as long as that lasts: it backs off to Max.
 		if time.Since(started) >= b.Max {
 			b.Reset()
+		}
+		if errors.Is(err, errKeysDiffer) {
+			replaced = err
 		}
 		m.Stats.Relists.Add(1)
 		m.log.Info("lease watch ended; listing all leases again", "reason", err)
@@ -255,8 +266,12 @@ type history struct {
 	cluster uint64
 }
 
-// errNewHistory is wrapped by history.check's error.
+// errNewHistory is wrapped by history.check's error, and checkWitness's.
 var errNewHistory = errors.New("etcd's history was replaced")
+
+// errKeysDiffer is wrapped by checkWitness's error too. A list cannot see
+// what it found: the revision has not gone backwards.
+var errKeysDiffer = errors.New("etcd's keys differ from the watch's at the same revision")
 
 // check returns an error wrapping errNewHistory if hdr cannot come from the
 // history seen so far.
@@ -278,7 +293,8 @@ func (h *history) check(hdr *etcdserverpb.ResponseHeader) error {
 }
 
 // relist replaces the table with a fresh list and moves h to its revision.
-func (m *Manager) relist(ctx context.Context, h *history) error {
+// known, when not nil, says the watch found etcd's history replaced.
+func (m *Manager) relist(ctx context.Context, h *history, known error) error {
 	resp, err := m.reg.cli.Get(ctx, m.reg.SubnetsPrefix(), clientv3.WithPrefix())
 	if err != nil {
 		return fmt.Errorf("list leases under %s: %w", m.reg.SubnetsPrefix(), err)
@@ -286,6 +302,9 @@ func (m *Manager) relist(ctx context.Context, h *history) error {
 	// A list is linearizable: a revision below one seen before is not a
 	// member lagging behind.
 	replaced := h.check(resp.Header)
+	if replaced == nil {
+		replaced = known
+	}
 	if replaced != nil {
 		m.log.Error(replaced, "ETCD LOST ITS HISTORY; taking every lease, ours included, from this list")
 	}
@@ -313,6 +332,7 @@ func (m *Manager) listed(kvs []*mvccpb.KeyValue, rev int64, rewound bool) int {
 	if rewound {
 		t.rewound = true
 	}
+	t.rev = rev
 	old := t.leases
 	t.leases = make(map[string]Lease, len(kvs))
 	// Everything may have changed: the next snapshot is sorted afresh, and
@@ -405,8 +425,10 @@ func (m *Manager) watchFrom(ctx context.Context, h *history) error {
 // watchReconnects waits for the client's connection to etcd to drop and come
 // back, and then reads the current revision: below the highest one the watch
 // had seen before the read (seen), or from another cluster than h's, it is
-// a new history, returned as an error wrapping errNewHistory. It returns nil
-// when ctx is done. One read per reconnect, nothing while connected.
+// a new history, returned as an error wrapping errNewHistory. A new history
+// that has passed seen by then (etcd emptied or restored while this host
+// could not reach it) is found by checkWitness. It returns nil when ctx is
+// done. Two reads per reconnect, nothing while connected.
 func (m *Manager) watchReconnects(ctx context.Context, h history, seen *atomic.Int64) error {
 	conn := m.reg.cli.ActiveConnection()
 	for {
@@ -431,7 +453,100 @@ func (m *Manager) watchReconnects(ctx context.Context, h history, seen *atomic.I
 		if err := h.check(resp.Header); err != nil {
 			return err
 		}
+		if err := m.checkWitness(ctx, m.witness()); err != nil {
+			if errors.Is(err, errNewHistory) {
+				return err
+			}
+			m.log.V(2).Info("comparing etcd's keys with the watch's after a reconnect failed", "err", err)
+		}
 	}
+}
+
+// witness is what the table says etcd held at revision rev: the number of
+// keys under the subnets prefix, and the ModRevision (0: absent) of our own
+// key and of the newest key. Read again at rev, in the same history, etcd
+// returns the same; in a new history that has already passed rev (etcd
+// emptied or restored while we could not reach it, and written to since),
+// hardly ever: our key is missing or was written at another revision, the
+// newest key too, or keys were added.
+type witness struct {
+	rev   int64
+	count int64
+	keys  map[string]int64
+}
+
+func (m *Manager) witness() witness {
+	ownKey := m.ownKeyString()
+	t := &m.table
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w := witness{rev: t.rev, keys: make(map[string]int64, 2)}
+	newest, newestRev := "", int64(0)
+	note := func(key string, rev int64) {
+		if rev > newestRev {
+			newest, newestRev = key, rev
+		}
+	}
+	for k, l := range t.leases {
+		note(k, max(l.ModRevision, t.bad[k]))
+	}
+	for k, rev := range t.bad {
+		if _, ok := t.leases[k]; !ok {
+			w.count++
+			note(k, rev)
+		}
+	}
+	w.count += int64(len(t.leases))
+	if ownKey != "" {
+		w.keys[ownKey] = 0
+		if t.own.present {
+			w.count++
+			w.keys[ownKey] = t.own.rev
+			note(ownKey, t.own.rev)
+		}
+	}
+	if newest != "" {
+		w.keys[newest] = newestRev
+	}
+	return w
+}
+
+// checkWitness reads at w.rev what w holds and returns an error wrapping
+// errNewHistory if etcd answers otherwise. A revision compacted since
+// proves nothing: it returns nil (a watch resumed below it fails by itself).
+// One read of a count and at most two keys: no list on every reconnect.
+func (m *Manager) checkWitness(ctx context.Context, w witness) error {
+	at := clientv3.WithRev(w.rev)
+	ops := []clientv3.Op{clientv3.OpGet(m.reg.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly(), at)}
+	keys := make([]string, 0, len(w.keys))
+	for k := range w.keys {
+		keys = append(keys, k)
+		ops = append(ops, clientv3.OpGet(k, at))
+	}
+	resp, err := m.reg.cli.Txn(ctx).Then(ops...).Commit()
+	switch {
+	case errors.Is(err, rpctypes.ErrFutureRev):
+		return fmt.Errorf("%w: %w: revision %d is in etcd's future", errNewHistory, errKeysDiffer, w.rev)
+	case errors.Is(err, rpctypes.ErrCompacted):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read etcd's keys at revision %d: %w", w.rev, err)
+	}
+	if n := resp.Responses[0].GetResponseRange().Count; n != w.count {
+		return fmt.Errorf("%w: %w: at revision %d, %d keys under %s, the watch saw %d",
+			errNewHistory, errKeysDiffer, w.rev, n, m.reg.SubnetsPrefix(), w.count)
+	}
+	for i, k := range keys {
+		got := int64(0)
+		if kvs := resp.Responses[i+1].GetResponseRange().Kvs; len(kvs) > 0 {
+			got = kvs[0].ModRevision
+		}
+		if got != w.keys[k] {
+			return fmt.Errorf("%w: %w: at revision %d, key %s last written at revision %d, the watch saw %d (0: absent)",
+				errNewHistory, errKeysDiffer, w.rev, clip.String(k), got, w.keys[k])
+		}
+	}
+	return nil
 }
 
 func (m *Manager) applyEvents(evs []*clientv3.Event) {
@@ -462,6 +577,9 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) {
 			continue
 		}
 		m.putLocked(ev.Kv, t.leases[key])
+	}
+	if len(evs) > 0 {
+		t.rev = evs[len(evs)-1].Kv.ModRevision
 	}
 }
 
