@@ -49,8 +49,15 @@ func (w *configWatch) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		rev, err := w.get(ctx)
 		if err == nil {
-			b.Reset()
+			started := time.Now()
 			err = w.watchFrom(ctx, rev+1)
+			// Only a watch that lived resets the delay: one that etcd
+			// ends at once (a member without a leader) while reads work
+			// would otherwise have every agent read the key twice a
+			// second for as long as that lasts.
+			if time.Since(started) >= b.Max {
+				b.Reset()
+			}
 		}
 		if ctx.Err() != nil {
 			return

@@ -1,12 +1,19 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/tests/etcdtest"
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestConfigWatchJudge replays what an operator may write to the config key
@@ -86,5 +93,61 @@ func TestConfigWatchDefaultedBackendType(t *testing.T) {
 		case c.logged != "" && (len(lines) != 1 || !strings.Contains(lines[0], c.logged)):
 			t.Errorf("running %s, key rewritten as %s: logged %q, want one line with %q", c.running, c.value, lines, c.logged)
 		}
+	}
+}
+
+// refusingWatcher is a clientv3.Watcher whose watches etcd cancels as soon
+// as they start, as a member without a leader does.
+type refusingWatcher struct {
+	clientv3.Watcher // the client's, for Close
+	watches          atomic.Int64
+}
+
+func (w *refusingWatcher) Watch(context.Context, string, ...clientv3.OpOption) clientv3.WatchChan {
+	w.watches.Add(1)
+	ch := make(chan clientv3.WatchResponse, 1)
+	ch <- clientv3.WatchResponse{Canceled: true, CancelReason: rpctypes.ErrNoLeader.Error()}
+	close(ch)
+	return ch
+}
+
+// TestConfigWatchRefusedAtOnceBacksOff: the config key's watch ends as soon
+// as it starts, every time, while reads of the key work. The key is read
+// again after a delay that grows from 500 ms (drawn within [250, 500])
+// doubling up to 10 s: at most 4 reads in the first 3 s. Before, each read
+// that succeeded reset the delay: a read 2 to 4 times a second, from every
+// agent, for as long as the refusal lasted.
+func TestConfigWatchRefusedAtOnceBacksOff(t *testing.T) {
+	cli := etcdtest.Start(t).Client(t)
+	w := &refusingWatcher{Watcher: cli.Watcher}
+	cli.Watcher = w
+	running, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(context.Background(), "/k/config", `{"Network":"10.244.0.0/16"}`); err != nil {
+		t.Fatal(err)
+	}
+	cw := &configWatch{log: logr.Discard(), cli: cli, key: "/k/config", running: running, check: func(*subnet.Config) error { return nil }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cw.run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	const window, most = 3 * time.Second, 4
+	start := time.Now()
+	for time.Since(start) < window {
+		if n := w.watches.Load(); n > most {
+			t.Fatalf("%d watches (each after a read of the key) within %v, want at most %d", n, time.Since(start).Round(time.Millisecond), most)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := w.watches.Load(); n < 2 {
+		t.Fatalf("%d watches in %v, want at least 2: the watch is not retried", n, window)
 	}
 }
