@@ -368,12 +368,14 @@ func OurRoutes(h *netlink.Handle) ([]Route, error) {
 	}
 	rs := make([]Route, 0, len(nrs))
 	for _, nr := range nrs {
-		rs = append(rs, routeFrom(nr))
+		rs = append(rs, RouteFrom(nr))
 	}
 	return rs, nil
 }
 
-func routeFrom(nr netlink.Route) Route {
+// RouteFrom is nr as OurRoutes and ClaimRoutes list it (and as a route
+// event reports it): Protocol 0 when nr's is ours.
+func RouteFrom(nr netlink.Route) Route {
 	r := Route{
 		LinkIndex: nr.LinkIndex,
 		OnLink:    nr.Flags&int(netlink.FLAG_ONLINK) != 0,
@@ -417,7 +419,7 @@ func ClaimRoutes(nrs []netlink.Route, claim func(Route) bool) []Route {
 		if nr.Table != unix.RT_TABLE_MAIN || nr.Protocol == unix.RTPROT_KERNEL || nr.Protocol == unix.RTPROT_UNSPEC {
 			continue
 		}
-		if r := routeFrom(nr); nr.Protocol == RouteProtocol || claim(r) {
+		if r := RouteFrom(nr); nr.Protocol == RouteProtocol || claim(r) {
 			rs = append(rs, r)
 		}
 	}

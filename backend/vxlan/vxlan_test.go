@@ -1183,6 +1183,103 @@ func TestFDBRepairWakesOnce(t *testing.T) {
 	}
 }
 
+// TestRouteRepairWakesOnce: a pass's own route writes (routes added, taken
+// back, and ours deleted when no lease wants them) wake Watch for nothing,
+// or each pass that changed a route would be followed by a second finding
+// nothing to do; the change it repairs wakes it once.
+func TestRouteRepairWakesOnce(t *testing.T) {
+	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	p3 := lease("10.244.3.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:03")
+	p4 := lease("10.244.4.0/24", "198.18.0.4", "vxlan", "02:00:00:00:00:04")
+	route := func(sn, gw string, dev int, proto netlink.RouteProtocol) *netlink.Route {
+		return &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix(sn)), Gw: net.ParseIP(gw), LinkIndex: dev,
+			Flags: int(netlink.FLAG_ONLINK), Protocol: proto}
+	}
+	for _, tc := range []struct {
+		name    string
+		breakIt func(h *host, dev netlink.Link) error // nil: a lease change
+		peers   []subnet.Lease                        // the repair's
+		res     backend.Result
+		wakes   int
+	}{
+		{"a lease added, another gone", nil, []subnet.Lease{p2, p4}, backend.Result{Added: 3, Removed: 3}, 0},
+		{"peer's route deleted", func(h *host, dev netlink.Link) error {
+			return h.ns.Handle.RouteDel(route("10.244.2.0/24", "10.244.2.0", dev.Attrs().Index, backend.RouteProtocol))
+		}, []subnet.Lease{p2, p3}, backend.Result{Added: 1}, 1},
+		{"peer's route replaced by another program's", func(h *host, dev netlink.Link) error {
+			return h.ns.Handle.RouteReplace(route("10.244.2.0/24", "198.18.0.9", h.ext.Attrs().Index, unix.RTPROT_STATIC))
+		}, []subnet.Lease{p2, p3}, backend.Result{Added: 1}, 1}, // not through the device: not listed as ours, replaced
+		{"peer's route given another gateway, proto 74", func(h *host, dev netlink.Link) error {
+			return h.ns.Handle.RouteReplace(route("10.244.2.0/24", "10.244.2.9", dev.Attrs().Index, backend.RouteProtocol))
+		}, []subnet.Lease{p2, p3}, backend.Result{Updated: 1}, 1},
+		{"route of ours for no lease", func(h *host, dev netlink.Link) error {
+			return h.ns.Handle.RouteAdd(route("10.244.7.0/24", "10.244.7.0", dev.Attrs().Index, backend.RouteProtocol))
+		}, []subnet.Lease{p2, p3}, backend.Result{Removed: 1}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, `{"Type":"vxlan"}`)
+			h.reconcile(p2, p3)
+			wakes, stop := h.watch(t)
+			defer stop()
+			const woke = `"msg"="kernel event about our objects" "kind"="route"`
+			dev := h.link("flannel.1")
+			if tc.breakIt != nil {
+				if err := tc.breakIt(h, dev); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-wakes:
+				case <-time.After(5 * time.Second):
+					t.Fatalf("no wake within 5s after the %s", tc.name)
+				}
+			}
+			if res := h.reconcile(tc.peers...); res.String() != tc.res.String() {
+				t.Errorf("result %v, want %v", res, tc.res)
+			}
+			// A marker after the pass's writes: once it is logged, so
+			// are the events of the writes.
+			if err := h.ns.Handle.NeighAdd(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+				IP: net.IPv4(10, 244, 99, 0), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 0x99}}); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for h.countLogs("10.244.99.0") == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the marker woke nothing within 5s; logs:\n%s", h.logText())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := h.countLogs(woke); n != tc.wakes {
+				t.Errorf("%d route events woke Watch, want %d: the pass's own writes woke it; logs:\n%s", n, tc.wakes, h.logText())
+			}
+		})
+	}
+}
+
+// TestRouteEchoBeforeWants: until a pass has stored what it wants, every
+// route event of ours wakes Watch, also one standing as a pass would want
+// it: the pass that stores the wants lists the routes before, and a change
+// after its listing is not judged against an older pass's wants.
+func TestRouteEchoBeforeWants(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	dev := h.link("flannel.1").Attrs().Index
+	u := netlink.RouteUpdate{Type: unix.RTM_NEWROUTE, Route: netlink.Route{
+		Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/24")), Gw: net.IPv4(10, 244, 2, 0), LinkIndex: dev,
+		Flags: int(netlink.FLAG_ONLINK), Protocol: backend.RouteProtocol, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST}}
+	filter := h.b.routeFilter()
+	if !filter(u) {
+		t.Errorf("before the first pass, our route %v did not wake Watch", u.Route)
+	}
+	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02"))
+	if filter(u) {
+		t.Errorf("after a pass wanting it, our route %v woke Watch", u.Route)
+	}
+	h.b.wantRoutes.Store(nil) // as while a pass lists the routes
+	if !filter(u) {
+		t.Errorf("while a pass lists the routes, our route %v did not wake Watch", u.Route)
+	}
+}
+
 // logText is everything logged, one entry a line.
 func (h *host) logText() string {
 	h.mu.Lock()
