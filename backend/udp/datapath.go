@@ -15,8 +15,9 @@ import (
 // The datapath: for each queue of the TUN device a worker that reads packets
 // from it and sends them to peers (encapsulation), and for each UDP socket a
 // worker that receives datagrams and writes their packets into the device
-// (decapsulation). Workers share nothing mutable but the counters; they read
-// the forwarding table through an atomic pointer, once per batch.
+// (decapsulation). Workers share nothing mutable but the counters (with the
+// ICMP error budget of the tx workers); they read the forwarding table
+// through an atomic pointer, once per batch.
 //
 // TUN offloads (IFF_VNET_HDR: TSO packets cut into segments on the way out,
 // TCP segments coalesced on the way in) are offload.go's; UDP GSO and GRO
@@ -31,16 +32,20 @@ const (
 	bigBuf = 65535
 )
 
-// counters are the datapath's packet counts by verdict and direction, kept
-// across restarts of the workers. A packet counts as pass (forwarded) only
-// once the kernel took it: sendmmsg sent its datagram, or the write into
-// the device succeeded. One that passed the checks but was not taken
-// (refused by the kernel, or cut off by the worker's stop) counts as
-// dropRefused instead.
+// counters are the datapath's packet counts by verdict and direction, and
+// the ICMP error budget all its tx workers share, kept across restarts of
+// the workers. A packet counts as pass (forwarded) only once the kernel
+// took it: sendmmsg sent its datagram, or the write into the device
+// succeeded. One that passed the checks but was not taken (refused by the
+// kernel, or cut off by the worker's stop) counts as dropRefused instead.
 type counters struct {
 	tx, rx                [numVerdicts]atomic.Uint64
 	sendErrors, tunErrors atomic.Uint64
 	icmpLimited           atomic.Uint64
+	// icmp is the rate limit of the ICMP errors the tx workers write
+	// back: one budget for them all, as the kernel's is one for the
+	// host, so more workers do not send more.
+	icmp icmpLimiter
 }
 
 // Stats is a snapshot of the datapath's counters.
@@ -103,10 +108,9 @@ type txWorker struct {
 	icmp  []byte // a virtio header and an ICMP error
 	parts [][]byte
 	local [numVerdicts]uint64
-	// ICMP errors: their rate limit, its clock, how many it held back
-	// since the last flush, and the identification of the next one (from
-	// a random start, so that workers do not count alike).
-	limit       icmpLimiter
+	// ICMP errors: the clock of their rate limit (c.icmp), how many it
+	// held back since the last flush, and the identification of the next
+	// one (from a random start, so that workers do not count alike).
 	now         func() time.Time
 	icmpLimited uint64
 	icmpID      uint16
@@ -252,7 +256,7 @@ func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4) error
 	if n == 0 {
 		return nil
 	}
-	if !w.limit.allow(w.now()) {
+	if !w.c.icmp.allow(w.now()) {
 		w.icmpLimited++
 		return nil
 	}

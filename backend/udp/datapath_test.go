@@ -838,3 +838,87 @@ func TestArenaFitsWorkers(t *testing.T) {
 		}
 	}
 }
+
+// TestICMPErrorBudgetShared: the tx workers of a backend (which share its
+// counters) share one ICMP error budget, as the kernel's icmp_msgs_per_sec
+// is one for the host: together they send at most icmpBurst errors and then
+// one per icmpInterval, however many they are. Before, each worker had a
+// bucket of its own, and n workers sent n times as many.
+func TestICMPErrorBudgetShared(t *testing.T) {
+	pkt := ipPacket("10.244.1.5", "10.244.99.7", 17, 64, make([]byte, 8))
+	var tbl atomic.Pointer[table]
+	tbl.Store(testTable())
+
+	t.Run("one clock", func(t *testing.T) {
+		c := &counters{}
+		now := time.Unix(1000, 0)
+		dev := &fakeTUN{}
+		var ws []*txWorker
+		for range 2 {
+			w := newTxWorker(nil, dev, &udpSock{}, &tbl, c, heapAlloc)
+			w.now = func() time.Time { return now }
+			ws = append(ws, w)
+		}
+		flood := func() {
+			for _, w := range ws {
+				for range 2 * icmpBurst {
+					if err := w.encap(w.tbl.Load(), w.load(vnetHdr{}, pkt)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		flood()
+		if n, held := len(dev.packets), ws[0].icmpLimited+ws[1].icmpLimited; n != icmpBurst || held != 3*icmpBurst {
+			t.Fatalf("two workers wrote %d ICMP errors and held back %d for %d packets at one instant; want %d and %d",
+				n, held, 4*icmpBurst, icmpBurst, 3*icmpBurst)
+		}
+		now = now.Add(10 * icmpInterval)
+		flood()
+		if n := len(dev.packets); n != icmpBurst+10 {
+			t.Fatalf("%d ICMP errors written after 10 intervals more, want %d", n, icmpBurst+10)
+		}
+	})
+
+	// Workers on goroutines of their own, with the real clock: together
+	// never more than the budget earned while they ran.
+	t.Run("concurrent", func(t *testing.T) {
+		const workers, flood = 4, 500
+		c := &counters{}
+		devs := make([]*fakeTUN, workers)
+		ws := make([]*txWorker, workers)
+		for i := range ws {
+			devs[i] = &fakeTUN{}
+			ws[i] = newTxWorker(nil, devs[i], &udpSock{}, &tbl, c, heapAlloc)
+		}
+		start := time.Now()
+		errs := make(chan error, workers)
+		for _, w := range ws {
+			go func() {
+				for range flood {
+					if err := w.encap(w.tbl.Load(), w.load(vnetHdr{}, pkt)); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range workers {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		elapsed := time.Since(start)
+		n, held := 0, uint64(0)
+		for i, w := range ws {
+			n += len(devs[i].packets)
+			held += w.icmpLimited
+		}
+		most := icmpBurst + int(elapsed/icmpInterval) + 1
+		if n < icmpBurst || n > most || uint64(n)+held != workers*flood {
+			t.Fatalf("%d workers wrote %d ICMP errors and held back %d for %d packets in %v; want %d to %d written, the rest held back",
+				workers, n, held, workers*flood, elapsed, icmpBurst, most)
+		}
+	})
+}

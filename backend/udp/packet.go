@@ -2,6 +2,8 @@ package udp
 
 import (
 	"encoding/binary"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -231,34 +233,49 @@ func icmpError(out []byte, from, srcMask, dstMask uint32, typ, code uint8, off [
 }
 
 const (
-	// icmpInterval and icmpBurst limit the ICMP errors one tx worker writes
-	// into the device: one per icmpInterval on average (1000 a second), up
-	// to icmpBurst at once, as the kernel's icmp_msgs_per_sec and
-	// icmp_msgs_burst limit its own. A flood of packets for a subnet nobody
-	// holds (a scan, a routing loop) then costs the host no more ICMP
-	// errors than that.
+	// icmpInterval and icmpBurst limit the ICMP errors the tx workers of
+	// a backend together write into the device: one per icmpInterval on
+	// average (1000 a second), up to icmpBurst at once, as the kernel's
+	// icmp_msgs_per_sec and icmp_msgs_burst limit its own, for the whole
+	// host however many CPUs send them. A flood of packets for a subnet
+	// nobody holds (a scan, a routing loop) then costs the host no more
+	// ICMP errors than that.
 	icmpInterval = time.Second / 1000
 	icmpBurst    = 50
 )
 
-// icmpLimiter is a token bucket whose tokens are time: credit grows with
-// the time passed, up to icmpBurst intervals, and each error spends one
-// interval. Its zero value is full. It belongs to one worker: no lock, no
-// allocation.
+// icmpLimiter is a token bucket whose tokens are time, shared by all the tx
+// workers of a backend: credit grows with the time passed, up to icmpBurst
+// intervals, and each error spends one interval. It is kept as one word,
+// the instant at which the bucket is full again (GCRA's theoretical arrival
+// time): the credit at now is icmpBurst intervals less how far that instant
+// lies ahead, and an error moves it one interval on from the later of it
+// and now. Workers take no lock, and one refused writes nothing, so a flood
+// of refusals on several CPUs shares the word's cache line without
+// bouncing it. Its zero value is full; it allocates nothing.
 type icmpLimiter struct {
-	credit time.Duration
-	last   time.Time
+	// origin is the first reading allow was given; full counts from it,
+	// so that readings stay monotonic ones.
+	once   sync.Once
+	origin time.Time
+	full   atomic.Int64 // a time.Duration since origin
 }
 
 // allow reports whether an error may be sent at now (a monotonic reading)
-// and if so spends its credit. A clock that went back earns nothing.
+// and if so spends its credit. A clock that went back earns nothing: the
+// credit is counted from the latest reading any worker spent it at, so a
+// worker whose reading lags another's by a little gets as much less.
 func (l *icmpLimiter) allow(now time.Time) bool {
-	const most = icmpBurst * icmpInterval
-	l.credit = min(l.credit+max(min(now.Sub(l.last), most), 0), most)
-	l.last = now
-	if l.credit < icmpInterval {
-		return false
+	l.once.Do(func() { l.origin = now })
+	t := now.Sub(l.origin)
+	for {
+		full := time.Duration(l.full.Load())
+		next := max(full, t) + icmpInterval
+		if next-t > icmpBurst*icmpInterval {
+			return false
+		}
+		if l.full.CompareAndSwap(int64(full), int64(next)) {
+			return true
+		}
 	}
-	l.credit -= icmpInterval
-	return true
 }
