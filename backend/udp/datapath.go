@@ -249,17 +249,18 @@ func (w *txWorker) refuse(t *table, v verdict, pkt []byte, h ipv4) error {
 
 // icmpBack writes the ICMP error of type typ and code about pkt into the
 // device, if one may be sent about it and the rate limit allows; one held
-// back by the limit is counted.
+// back by the limit is counted, and not built: in a flood most are held
+// back.
 func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4) error {
 	srcMask, dstMask := t.broadcastMasks(h)
-	n := icmpError(w.icmp[vnetHdrLen:], t.from, srcMask, dstMask, typ, code, pkt, h, w.icmpID)
-	if n == 0 {
+	if !icmpDue(pkt, h, srcMask, dstMask) {
 		return nil
 	}
 	if !w.c.icmp.allow(w.now()) {
 		w.icmpLimited++
 		return nil
 	}
+	n := icmpError(w.icmp[vnetHdrLen:], t.from, typ, code, pkt, h, w.icmpID)
 	w.icmpID++
 	clear(w.icmp[:vnetHdrLen])
 	w.parts[0], w.parts[1] = w.icmp[:vnetHdrLen], w.icmp[vnetHdrLen:vnetHdrLen+n]

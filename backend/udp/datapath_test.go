@@ -922,3 +922,82 @@ func TestICMPErrorBudgetShared(t *testing.T) {
 		}
 	})
 }
+
+// TestICMPErrorHeldBackUnbuilt: an error the rate limit holds back is not
+// built (the worker's ICMP buffer is left alone), and a packet about which
+// no error may be sent at all (here: to a broadcast address) neither spends
+// the budget nor counts as held back. Before, every error was built (its
+// quote copied, its checksums summed) and then held back.
+func TestICMPErrorHeldBackUnbuilt(t *testing.T) {
+	w, dev := newTestTx(true)
+	now := time.Unix(1000, 0)
+	w.now = func() time.Time { return now }
+	send := func(dst string, n int) {
+		t.Helper()
+		pkt := ipPacket("10.244.1.5", dst, 17, 64, make([]byte, 100))
+		for range n {
+			if err := w.encap(w.tbl.Load(), w.load(vnetHdr{}, pkt)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send("10.244.99.255", 3*icmpBurst)
+	if len(dev.packets) != 0 || w.icmpLimited != 0 {
+		t.Fatalf("%d ICMP errors written, %d held back about packets to a broadcast address; want none", len(dev.packets), w.icmpLimited)
+	}
+	send("10.244.99.7", icmpBurst)
+	if len(dev.packets) != icmpBurst || w.icmpLimited != 0 {
+		t.Fatalf("%d ICMP errors written, %d held back; want the whole burst, %d, and none", len(dev.packets), w.icmpLimited, icmpBurst)
+	}
+	for i := range w.icmp {
+		w.icmp[i] = 0xa5
+	}
+	send("10.244.98.7", 1)
+	send("10.244.99.255", 1)
+	if len(dev.packets) != icmpBurst || w.icmpLimited != 1 {
+		t.Fatalf("%d ICMP errors written, %d held back; want %d and 1", len(dev.packets), w.icmpLimited, icmpBurst)
+	}
+	for i, b := range w.icmp {
+		if b != 0xa5 {
+			t.Fatalf("byte %d of the ICMP buffer was written (%#02x) for an error held back", i, b)
+		}
+	}
+}
+
+// BenchmarkICMPFlood measures a tx worker's work per packet for a subnet
+// nobody holds once the ICMP error budget is spent (a scan, a routing
+// loop): one worker on a clock that stands still, and, "parallel", workers
+// on every CPU sharing the backend's budget on the real clock. Neither may
+// allocate.
+func BenchmarkICMPFlood(b *testing.B) {
+	pkt := ipPacket("10.244.1.5", "10.244.99.7", 17, 64, make([]byte, 1400))
+	b.Run("one", func(b *testing.B) {
+		w, _ := newTestTx(true)
+		now := time.Unix(1000, 0)
+		w.now = func() time.Time { return now }
+		buf := w.load(vnetHdr{}, pkt)
+		t := w.tbl.Load()
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := w.encap(t, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		c := &counters{}
+		var tbl atomic.Pointer[table]
+		tbl.Store(testTable())
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			w := newTxWorker(nil, &discard{}, &udpSock{}, &tbl, c, heapAlloc)
+			buf := w.load(vnetHdr{}, pkt)
+			t := tbl.Load()
+			for pb.Next() {
+				if err := w.encap(t, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}

@@ -184,16 +184,27 @@ func subnetBroadcast(a, mask uint32) bool {
 	return host != 0 && a&host == host
 }
 
+// icmpDue reports whether an ICMP error may be sent about the offending
+// packet off (with header h; off ends at its Total Length): not about ICMP
+// errors, non-first fragments, or packets whose source or destination is not
+// a unicast address (RFC 1812 4.3.2.7). srcMask and dstMask are the masks of
+// the subnets h's source and destination are taken to lie in
+// (table.broadcastMasks): an address whose host part is all ones at its mask
+// is a subnet's broadcast address. It is asked before the rate limit, so
+// that a packet about which no error is due spends none of the budget.
+func icmpDue(off []byte, h ipv4, srcMask, dstMask uint32) bool {
+	if h.fragOff != 0 || !unicast(h.src) || !unicast(h.dst) ||
+		subnetBroadcast(h.src, srcMask) || subnetBroadcast(h.dst, dstMask) {
+		return false
+	}
+	return h.proto != protoICMP || (len(off) > h.hlen && icmpQuery(off[h.hlen]))
+}
+
 // icmpError writes into out the ICMP error of type typ and code about the
 // offending packet off (with header h; off ends at its Total Length), sent
 // from the address from with the identification id, and returns its
-// length; 0 when no error may be sent about off (RFC 1812 4.3.2.7: not
-// about ICMP errors, non-first fragments, or packets whose source or
-// destination is not a unicast address). srcMask and dstMask are the masks
-// of the subnets h's source and destination are taken to lie in
-// (table.broadcastMasks): an address whose host part is all ones at its
-// mask is a subnet's broadcast address. out must hold icmpErrorMaxLen
-// bytes.
+// length. It builds one whether or not one is due: icmpDue, asked first,
+// says. out must hold icmpErrorMaxLen bytes.
 //
 // The error's IP header is as Linux's icmp_send makes its own: TTL 64,
 // don't-fragment clear (so a link of a smaller MTU on the way fragments it
@@ -203,14 +214,7 @@ func subnetBroadcast(a, mask uint32) bool {
 // control (TOS 0xc0, RFC 1812 4.3.2.5). Linux also carries over the
 // offender's RFC 1349 TOS bits (tos & 0x1e), which RFC 2474 made part of
 // the DSCP; 0xc0 alone is DSCP CS6, what RFC 1812 asks.
-func icmpError(out []byte, from, srcMask, dstMask uint32, typ, code uint8, off []byte, h ipv4, id uint16) int {
-	if h.fragOff != 0 || !unicast(h.src) || !unicast(h.dst) ||
-		subnetBroadcast(h.src, srcMask) || subnetBroadcast(h.dst, dstMask) {
-		return 0
-	}
-	if h.proto == protoICMP && (len(off) <= h.hlen || !icmpQuery(off[h.hlen])) {
-		return 0
-	}
+func icmpError(out []byte, from uint32, typ, code uint8, off []byte, h ipv4, id uint16) int {
 	quoted := min(len(off), icmpErrorMaxLen-ipv4MinHeader-8)
 	n := ipv4MinHeader + 8 + quoted
 	out = out[:n]

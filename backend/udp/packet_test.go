@@ -114,7 +114,10 @@ func TestICMPError(t *testing.T) {
 	off := ipPacket("10.244.1.2", "10.244.77.3", protoICMP, 64, echo)
 	h, _ := parseIPv4(off)
 	out := make([]byte, icmpErrorMaxLen)
-	n := icmpError(out, from, mask, mask, icmpDestUnreachable, icmpNetUnreachable, off, h, 0x4242)
+	if !icmpDue(off, h, mask, mask) {
+		t.Fatalf("no error due about an echo request to a subnet nobody holds")
+	}
+	n := icmpError(out, from, icmpDestUnreachable, icmpNetUnreachable, off, h, 0x4242)
 	if n != 20+8+len(off) {
 		t.Fatalf("length %d, want %d", n, 20+8+len(off))
 	}
@@ -157,8 +160,8 @@ func TestICMPError(t *testing.T) {
 		if v != pass {
 			t.Fatalf("%s: test packet does not parse: %v", tc.name, v)
 		}
-		if n := icmpError(out, from, mask, mask, icmpDestUnreachable, icmpNetUnreachable, tc.pkt, h, 1); n != 0 {
-			t.Errorf("%s: an ICMP error was built (%d bytes)", tc.name, n)
+		if icmpDue(tc.pkt, h, mask, mask) {
+			t.Errorf("%s: an ICMP error is due", tc.name)
 		}
 	}
 }
@@ -248,7 +251,8 @@ func FuzzParseIPv4(f *testing.F) {
 			pkt = pkt[:h2.tlen] // as encap cuts it
 			out := make([]byte, icmpErrorMaxLen)
 			srcMask, dstMask := tbl.broadcastMasks(h2)
-			if n := icmpError(out, tbl.from, srcMask, dstMask, icmpDestUnreachable, 0, pkt, h2, 7); n > 0 {
+			if icmpDue(pkt, h2, srcMask, dstMask) {
+				n := icmpError(out, tbl.from, icmpDestUnreachable, 0, pkt, h2, 7)
 				if e, v := parseIPv4(out[:n]); v != pass || e.tlen != n || checksum(out[:20]) != 0 || checksum(out[20:n]) != 0 {
 					t.Fatalf("built a bad ICMP error: % x", out[:n])
 				}
