@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -755,33 +758,60 @@ func RouteEventFilter(network netip.Prefix) func(netlink.RouteUpdate) bool {
 	}
 }
 
-// eventBuffer is the depth of each subscription's channel. The kernel's socket
-// buffer holds more; when it overflows the subscription ends, is reopened and
-// wake is called, since events may have been lost.
+// eventBuffer is the depth of each subscription's channel, which netlink's
+// receive goroutine fills as it reads the socket. The socket's own buffer
+// (eventSocketBuffer) is what holds a burst.
 const eventBuffer = 64
+
+// eventSocketBuffer is the receive buffer each subscription's socket asks
+// for. The kernel doubles it for its bookkeeping and charges each queued
+// event its whole allocation, about 830 bytes for a route or neighbour event,
+// so the 16 MiB hold some 20000 events that the reader has not taken yet: a
+// cold start of vxlan with 5000 peers sends 10000 to the neighbour socket
+// (a neighbour and an FDB entry each) and 5000 to the route socket. With the
+// kernel's default, net.core.rmem_default (208 KiB, 250 events), a reader
+// held up for some 20 ms in such a burst lost events. The memory is charged
+// only while events wait, so an idle socket costs nothing.
+//
+// Past net.core.rmem_max it needs SO_RCVBUFFORCE, allowed with CAP_NET_ADMIN
+// (which agentd needs anyway to write routes); without it the subscription
+// asks with SO_RCVBUF and the kernel caps the size at rmem_max.
+const eventSocketBuffer = 8 << 20
 
 // WatchEvents subscribes to the netlink events that f selects in namespace ns
 // (netns.None() for the current one) and calls wake, which must not block,
 // for each event that f accepts. It runs until ctx is done and then returns
 // ctx.Err(), having closed its subscriptions and joined their goroutines. It
 // returns another error only when the first subscription fails. A
-// subscription that ends later (a socket buffer overrun, say) is reopened with
-// a backoff, followed by a wake, because events may have been missed.
+// subscription that ends later is reopened with a backoff, followed by a
+// wake, because events may have been missed. A socket buffer overrun
+// (ENOBUFS: the kernel dropped events the reader had not taken) is logged at
+// -v=2 with the number so far, since resubscribing and waking is all it
+// needs; any other end is logged at -v=0.
 func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter, wake func()) error {
 	sub, err := subscribe(ns, f)
 	if err != nil {
 		return fmt.Errorf("subscribe to netlink events: %w", err)
 	}
+	if !sub.forced {
+		log.V(2).Info("netlink event sockets could not be given a buffer past net.core.rmem_max (no CAP_NET_ADMIN); a burst of kernel changes may overrun them", "asked", 2*eventSocketBuffer)
+	}
 	if f.Subscribed != nil {
 		f.Subscribed()
 	}
+	overruns := 0
 	for {
 		ended := sub.run(ctx, log, f, wake)
 		sub.close()
 		if ended == nil {
 			return ctx.Err()
 		}
-		log.Info("netlink event subscription ended; subscribing again", "err", ended)
+		if isOverrun(ended) {
+			overruns++
+			log.V(2).Info("netlink event socket overrun; subscribing again", "err", ended, "overruns", overruns)
+		} else {
+			log.Info("netlink event subscription ended; subscribing again", "err", ended)
+		}
 		if sub = resubscribe(ctx, ns, log, f); sub == nil {
 			return ctx.Err()
 		}
@@ -790,6 +820,14 @@ func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 		}
 		wake()
 	}
+}
+
+// isOverrun reports whether err, why a subscription ended, is ENOBUFS: the
+// socket's buffer was full and the kernel dropped events. netlink v1.3 hands
+// it over as the errno for neighbour events, but formats it into its text
+// (not wrapped) for links, addresses and routes.
+func isOverrun(err error) bool {
+	return errors.Is(err, unix.ENOBUFS) || strings.HasSuffix(err.Error(), unix.ENOBUFS.Error())
 }
 
 // resubscribe retries subscribe with a backoff until it works (nil when ctx
@@ -818,6 +856,12 @@ type subscription struct {
 	addrs  chan netlink.AddrUpdate
 	routes chan netlink.RouteUpdate
 	neighs chan netlink.NeighUpdate
+	// The last error netlink reported for each group. It reports the one
+	// that ends a group before closing the channel, so once the channel is
+	// closed, the last error is why.
+	linkErr, addrErr, routeErr, neighErr atomic.Pointer[error]
+	// forced is whether the sockets got eventSocketBuffer past rmem_max.
+	forced bool
 }
 
 func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
@@ -827,42 +871,63 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 			s.close()
 		}
 	}()
-	// The callback runs on netlink's receive goroutine; it must not block.
-	onErr := func(err error) {
-		select {
-		case s.errs <- err:
-		default:
+	s.forced = canForceBuffer(ns)
+	// The callbacks run on netlink's receive goroutines; they must not block.
+	onErr := func(last *atomic.Pointer[error]) func(error) {
+		return func(err error) {
+			last.Store(&err)
+			select {
+			case s.errs <- err:
+			default:
+			}
 		}
 	}
 	if f.Link != nil {
 		ch := make(chan netlink.LinkUpdate, eventBuffer)
-		if err := netlink.LinkSubscribeWithOptions(ch, s.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}); err != nil {
+		if err := netlink.LinkSubscribeWithOptions(ch, s.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: onErr(&s.linkErr),
+			ReceiveBufferSize: eventSocketBuffer, ReceiveBufferForceSize: s.forced}); err != nil {
 			return nil, fmt.Errorf("links: %w", err)
 		}
 		s.links = ch
 	}
 	if f.Addr != nil {
 		ch := make(chan netlink.AddrUpdate, eventBuffer)
-		if err := netlink.AddrSubscribeWithOptions(ch, s.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}); err != nil {
+		if err := netlink.AddrSubscribeWithOptions(ch, s.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: onErr(&s.addrErr),
+			ReceiveBufferSize: eventSocketBuffer, ReceiveBufferForceSize: s.forced}); err != nil {
 			return nil, fmt.Errorf("addresses: %w", err)
 		}
 		s.addrs = ch
 	}
 	if f.Route != nil {
 		ch := make(chan netlink.RouteUpdate, eventBuffer)
-		if err := netlink.RouteSubscribeWithOptions(ch, s.done, netlink.RouteSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}); err != nil {
+		if err := netlink.RouteSubscribeWithOptions(ch, s.done, netlink.RouteSubscribeOptions{Namespace: &ns, ErrorCallback: onErr(&s.routeErr),
+			ReceiveBufferSize: eventSocketBuffer, ReceiveBufferForceSize: s.forced}); err != nil {
 			return nil, fmt.Errorf("routes: %w", err)
 		}
 		s.routes = ch
 	}
 	if f.Neigh != nil {
 		ch := make(chan netlink.NeighUpdate, eventBuffer)
-		if err := netlink.NeighSubscribeWithOptions(ch, s.done, netlink.NeighSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}); err != nil {
+		if err := netlink.NeighSubscribeWithOptions(ch, s.done, netlink.NeighSubscribeOptions{Namespace: &ns, ErrorCallback: onErr(&s.neighErr),
+			ReceiveBufferSize: eventSocketBuffer, ReceiveBufferForceSize: s.forced}); err != nil {
 			return nil, fmt.Errorf("neighbours: %w", err)
 		}
 		s.neighs = ch
 	}
 	return s, nil
+}
+
+// canForceBuffer reports whether a netlink socket in ns may be given a
+// receive buffer past net.core.rmem_max (SO_RCVBUFFORCE), trying it on a
+// socket of its own: netlink v1.3 leaves a subscription's socket open when
+// the option is refused.
+func canForceBuffer(ns netns.NsHandle) bool {
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return false
+	}
+	defer s.Close()
+	return s.SetReceiveBufferSize(eventSocketBuffer, true) == nil
 }
 
 // run delivers events until ctx is done (nil) or a subscription ends (why).
@@ -885,35 +950,34 @@ func (s *subscription) run(ctx context.Context, log logr.Logger, f EventFilter, 
 			log.V(2).Info("netlink event error", "err", err)
 		case u, ok := <-s.links:
 			if !ok {
-				return s.cause("link")
+				return s.cause("link", &s.linkErr)
 			}
 			event(f.Link(u), "link", u.Attrs().Name)
 		case u, ok := <-s.addrs:
 			if !ok {
-				return s.cause("address")
+				return s.cause("address", &s.addrErr)
 			}
 			event(f.Addr(u), "address", u)
 		case u, ok := <-s.routes:
 			if !ok {
-				return s.cause("route")
+				return s.cause("route", &s.routeErr)
 			}
 			event(f.Route(u), "route", u.Route)
 		case u, ok := <-s.neighs:
 			if !ok {
-				return s.cause("neighbour")
+				return s.cause("neighbour", &s.neighErr)
 			}
 			event(f.Neigh(u), "neighbour", u.Neigh)
 		}
 	}
 }
 
-func (s *subscription) cause(group string) error {
-	select {
-	case err := <-s.errs:
-		return fmt.Errorf("%s events: %w", group, err)
-	default:
-		return fmt.Errorf("%s events: channel closed", group)
+// cause says why group's channel closed: last is its last error.
+func (s *subscription) cause(group string, last *atomic.Pointer[error]) error {
+	if err := last.Load(); err != nil {
+		return fmt.Errorf("%s events: %w", group, *err)
 	}
+	return fmt.Errorf("%s events: channel closed", group)
 }
 
 // close stops every subscription and waits for netlink's goroutines to finish:

@@ -14,12 +14,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -442,31 +444,58 @@ func waitWake(t *testing.T, wakes <-chan struct{}, what string) {
 	}
 }
 
-// TestWatchEventsRecoversFromOverrun blocks wake while the kernel sends more
-// route events than the socket holds: the subscription fails with ENOBUFS,
-// and WatchEvents must subscribe again and wake, since events were lost.
-func TestWatchEventsRecoversFromOverrun(t *testing.T) {
-	ns := nstest.New(t)
-	h := ns.Handle
-	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+// levelLog is a logger at -v=2 that keeps its lines.
+type levelLog struct {
+	mu    sync.Mutex
+	lines []string // funcr's: "level"=N "msg"=… and the values
+}
 
+func (l *levelLog) logger() logr.Logger {
+	return funcr.New(func(_, args string) {
+		l.mu.Lock()
+		l.lines = append(l.lines, args)
+		l.mu.Unlock()
+	}, funcr.Options{Verbosity: 2})
+}
+
+// with returns the lines that contain every one of parts.
+func (l *levelLog) with(parts ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var got []string
+next:
+	for _, line := range l.lines {
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				continue next
+			}
+		}
+		got = append(got, line)
+	}
+	return got
+}
+
+// stalledWatch runs WatchEvents in ns with filter f (Subscribed set here)
+// and a wake that blocks until unblock, as a reader held up while the kernel
+// sends events. It returns once WatchEvents has subscribed; each later
+// subscription is a value on resubscribed.
+func stalledWatch(t *testing.T, ns *nstest.NS, log logr.Logger, f backend.EventFilter) (unblock func(), resubscribed, wakes <-chan struct{}) {
+	t.Helper()
 	release := make(chan struct{})
 	var releaseOnce sync.Once
-	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	unblock = func() { releaseOnce.Do(func() { close(release) }) }
 	subscribed := make(chan struct{}, 2)
-	wakes := make(chan struct{}, 1)
+	f.Subscribed = func() { subscribed <- struct{}{} }
+	woken := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	var watchErr error
 	go func() {
 		defer close(stopped)
-		watchErr = backend.WatchEvents(ctx, ns.NsHandle, logr.Discard(), backend.EventFilter{
-			Route:      func(u netlink.RouteUpdate) bool { return u.Protocol == backend.RouteProtocol },
-			Subscribed: func() { subscribed <- struct{}{} },
-		}, func() {
-			<-release // a misbehaving wake: the events pile up
+		watchErr = backend.WatchEvents(ctx, ns.NsHandle, log, f, func() {
+			<-release
 			select {
-			case wakes <- struct{}{}:
+			case woken <- struct{}{}:
 			default:
 			}
 		})
@@ -475,29 +504,95 @@ func TestWatchEventsRecoversFromOverrun(t *testing.T) {
 		unblock()
 		cancel()
 		<-stopped
-	})
-	<-subscribed
-
-	for i := range 4000 {
-		r := &netlink.Route{
-			Dst:       backend.IPNet(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i >> 8), byte(i)}), 32)),
-			Gw:        net.IPv4(198, 18, 0, 2),
-			LinkIndex: ext.Attrs().Index,
-			Protocol:  backend.RouteProtocol,
+		if !errors.Is(watchErr, context.Canceled) {
+			t.Errorf("WatchEvents returned %v, want context.Canceled", watchErr)
 		}
-		if err := h.RouteAdd(r); err != nil {
+	})
+	select {
+	case <-subscribed:
+	case <-stopped:
+		t.Fatalf("WatchEvents returned at once: %v", watchErr)
+	}
+	return unblock, subscribed, woken
+}
+
+// addNeighs adds n permanent neighbour entries on link, from 10.244.0.0 up.
+func addNeighs(t *testing.T, h *netlink.Handle, link netlink.Link, n int) {
+	t.Helper()
+	for i := range n {
+		if err := h.NeighAdd(&netlink.Neigh{
+			LinkIndex:    link.Attrs().Index,
+			Family:       netlink.FAMILY_V4,
+			State:        netlink.NUD_PERMANENT,
+			IP:           net.IPv4(10, 244, byte(i>>8), byte(i)),
+			HardwareAddr: net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)},
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestWatchEventsHoldsColdStartBurst: while WatchEvents is held up, the
+// kernel sends as many neighbour events as a cold start of vxlan with 5000
+// peers (a neighbour and an FDB entry each): the socket holds them all, so
+// no event is lost, the subscription stays, and nothing is logged. With the
+// kernel's default buffer (about 250 events) it overran every time.
+func TestWatchEventsHoldsColdStartBurst(t *testing.T) {
+	ns := nstest.New(t)
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	const n = 10000
+	var seen atomic.Int64
+	var log levelLog
+	unblock, resubscribed, _ := stalledWatch(t, ns, log.logger(), backend.EventFilter{
+		Neigh: func(u netlink.NeighUpdate) bool {
+			seen.Add(1)
+			return u.State&netlink.NUD_PERMANENT != 0
+		},
+	})
+	addNeighs(t, ns.Handle, ext, n)
+	unblock()
+	deadline := time.After(10 * time.Second)
+	for seen.Load() < n {
+		select {
+		case <-resubscribed:
+			t.Fatalf("the subscription ended after %d of %d events and was opened again; logged: %q", seen.Load(), n, log.with("subscribing again"))
+		case <-deadline:
+			t.Fatalf("after 10s, %d of %d events seen", seen.Load(), n)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if got := log.with("subscribing again"); len(got) > 0 {
+		t.Errorf("logged %q", got)
+	}
+}
+
+// TestWatchEventsRecoversFromOverrun blocks wake while the kernel sends more
+// neighbour events than the socket holds: the subscription fails with
+// ENOBUFS, and WatchEvents must subscribe again and wake, since events were
+// lost. The overrun is logged at -v=2 with a count, not at -v=0.
+func TestWatchEventsRecoversFromOverrun(t *testing.T) {
+	ns := nstest.New(t)
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	var log levelLog
+	unblock, resubscribed, wakes := stalledWatch(t, ns, log.logger(), backend.EventFilter{
+		Neigh: func(u netlink.NeighUpdate) bool { return u.State&netlink.NUD_PERMANENT != 0 },
+	})
+	// The kernel charges an event at least 512 bytes of the buffer (about
+	// 830 here), and the buffer is twice what was asked for.
+	addNeighs(t, ns.Handle, ext, 2*backend.EventSocketBuffer/512+1000)
 	unblock()
 	select {
-	case <-subscribed:
+	case <-resubscribed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("WatchEvents did not subscribe again after the overrun")
-	case <-stopped:
-		t.Fatalf("WatchEvents returned: %v", watchErr)
 	}
 	waitWake(t, wakes, "subscribing again")
+	if got := log.with(`"level"=0`); len(got) > 0 {
+		t.Errorf("logged at -v=0: %q", got)
+	}
+	if got := log.with(`"level"=2`, "overrun", "no buffer space available", `"overruns"=1`); len(got) != 1 {
+		t.Errorf("logged at -v=2 %q; want one overrun line counting 1", log.with(`"level"=2`, "subscribing again"))
+	}
 }
 
 // TestApplyRemovesScopeLinkRoute: a leftover route of ours with scope link,
