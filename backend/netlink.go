@@ -758,6 +758,64 @@ func RouteEventFilter(network netip.Prefix) func(netlink.RouteUpdate) bool {
 	}
 }
 
+// RouteWants holds the routes a backend's last pass wanted, by key, for its
+// Watch to tell the kernel's echo of the pass's own route writes from
+// changes (Echo). Without it each pass that added, replaced or deleted a
+// route would be followed by a second, woken by those writes and finding
+// nothing to do. Reconcile calls Forget before it lists the routes and Store
+// once it knows what it wants; Watch's goroutine calls Echo. The zero value
+// holds no wants: no event is an echo.
+type RouteWants struct {
+	// m is nil or a map never changed once stored.
+	m atomic.Pointer[map[RouteKey]Route]
+}
+
+// Forget drops the wants. A pass calls it before it lists the routes: until
+// it has stored its own, no event is an echo, since one judged against the
+// previous pass's wants could be about a change its listing missed.
+func (w *RouteWants) Forget() { w.m.Store(nil) }
+
+// Store records routes as the pass's wants (the first under a key, as Diff
+// takes them).
+func (w *RouteWants) Store(routes []Route) {
+	m := make(map[RouteKey]Route, len(routes))
+	for _, r := range routes {
+		if _, ok := m[r.Key()]; !ok {
+			m[r.Key()] = r
+		}
+	}
+	w.m.Store(&m)
+}
+
+// Echo reports whether u is an event a pass would find nothing to do for,
+// as our own writes report them: a main-table route of ours added or
+// replaced that stands as wanted (as Diff compares it), or one of ours
+// deleted under a key not wanted. No other event is an echo: not another
+// program's route added or deleted (also one a backend claims and deletes
+// itself), not one of ours deleted under a wanted key, and none while no
+// wants are stored.
+func (w *RouteWants) Echo(u netlink.RouteUpdate) bool {
+	want := w.m.Load()
+	if want == nil || u.Table != unix.RT_TABLE_MAIN || u.Protocol != RouteProtocol {
+		return false
+	}
+	r := RouteFrom(u.Route)
+	wr, wanted := (*want)[r.Key()]
+	switch u.Type {
+	case unix.RTM_NEWROUTE:
+		return wanted && r == wr
+	case unix.RTM_DELROUTE:
+		return !wanted
+	}
+	return false
+}
+
+// Filter is RouteEventFilter(network) but for echoes (Echo).
+func (w *RouteWants) Filter(network netip.Prefix) func(netlink.RouteUpdate) bool {
+	ours := RouteEventFilter(network)
+	return func(u netlink.RouteUpdate) bool { return ours(u) && !w.Echo(u) }
+}
+
 // eventBuffer is the depth of each subscription's channel, which netlink's
 // receive goroutine fills as it reads the socket. The socket's own buffer
 // (eventSocketBuffer) is what holds a burst.

@@ -120,6 +120,53 @@ func TestPrefixFromIPNet(t *testing.T) {
 	}
 }
 
+// TestRouteWantsEcho: only our own main-table routes standing as wanted,
+// and ours deleted under a key not wanted, are echoes, and only while wants
+// are stored.
+func TestRouteWantsEcho(t *testing.T) {
+	ev := func(typ uint16, dst, gw string, proto netlink.RouteProtocol, table, metric int) netlink.RouteUpdate {
+		return netlink.RouteUpdate{Type: typ, Route: netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix(dst)), Gw: net.ParseIP(gw),
+			LinkIndex: 3, Protocol: proto, Table: table, Priority: metric, Type: unix.RTN_UNICAST}}
+	}
+	const add, del, ours, static, main = unix.RTM_NEWROUTE, unix.RTM_DELROUTE, backend.RouteProtocol, unix.RTPROT_STATIC, unix.RT_TABLE_MAIN
+	wanted := ev(add, "10.244.2.0/24", "198.18.0.2", ours, main, 0)
+	var w backend.RouteWants
+	filter := w.Filter(netip.MustParsePrefix("10.244.0.0/16"))
+	if w.Echo(wanted) || !filter(wanted) {
+		t.Errorf("with no wants stored, our route %v is an echo", wanted.Route)
+	}
+	r := backend.RouteFrom(wanted.Route)
+	other := r
+	other.Gw = netip.MustParseAddr("198.18.0.9")
+	w.Store([]backend.Route{r, other}) // the first under a key is wanted
+	for _, tc := range []struct {
+		name string
+		u    netlink.RouteUpdate
+		echo bool
+	}{
+		{"ours as wanted", wanted, true},
+		{"ours with another gateway", ev(add, "10.244.2.0/24", "198.18.0.9", ours, main, 0), false},
+		{"ours under a key not wanted", ev(add, "10.244.7.0/24", "198.18.0.7", ours, main, 0), false},
+		{"ours as wanted in another table", ev(add, "10.244.2.0/24", "198.18.0.2", ours, 100, 0), false},
+		{"another program's as wanted", ev(add, "10.244.2.0/24", "198.18.0.2", static, main, 0), false},
+		{"ours deleted under a key not wanted", ev(del, "10.244.7.0/24", "198.18.0.7", ours, main, 0), true},
+		{"ours deleted under another metric", ev(del, "10.244.2.0/24", "198.18.0.2", ours, main, 100), true},
+		{"ours deleted under a wanted key", ev(del, "10.244.2.0/24", "198.18.0.9", ours, main, 0), false},
+		{"another program's deleted under a key not wanted", ev(del, "10.244.1.0/24", "198.18.0.7", static, main, 0), false},
+	} {
+		if got := w.Echo(tc.u); got != tc.echo {
+			t.Errorf("%s: Echo(%v) = %v, want %v", tc.name, tc.u.Route, got, tc.echo)
+		}
+		if got := filter(tc.u); got == tc.echo {
+			t.Errorf("%s: Filter(%v) = %v, want %v", tc.name, tc.u.Route, got, !tc.echo)
+		}
+	}
+	w.Forget()
+	if w.Echo(wanted) {
+		t.Errorf("after Forget, our route %v is an echo", wanted.Route)
+	}
+}
+
 func TestMAC(t *testing.T) {
 	m, err := backend.ParseMAC("AA:bb:cc:dd:ee:0f")
 	if err != nil || m.String() != "aa:bb:cc:dd:ee:0f" {

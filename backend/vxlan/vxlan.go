@@ -252,11 +252,9 @@ type Backend struct {
 	// from our own writes; nil before the first pass. The map is never
 	// changed once stored.
 	wantFDB atomic.Pointer[map[backend.MAC]netip.Addr]
-	// wantRoutes holds, by key, each route Reconcile last wanted, for
-	// Watch to tell our own writes from changes (routeEcho); nil before
-	// the first pass and from each pass's listing of the routes until it
-	// knows what it wants. The map is never changed once stored.
-	wantRoutes atomic.Pointer[map[backend.RouteKey]backend.Route]
+	// wantRoutes holds the routes Reconcile last wanted, for Watch to
+	// tell our own writes from changes (backend.RouteWants.Echo).
+	wantRoutes backend.RouteWants
 
 	// Set by Prepare.
 	prepared bool
@@ -721,10 +719,9 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// One dump of the main table for the segment and for the routes we
 	// own. A route changed after it wakes Watch (backend.RouteEventFilter,
 	// and with DirectRouting backend.SegmentRouteEvent), so the next pass
-	// sees it: until this pass's wants are stored below, routeEcho takes
-	// no event for an echo, since one judged against the previous pass's
-	// wants could be about a change this listing missed.
-	b.wantRoutes.Store(nil)
+	// sees it: until this pass's wants are stored below, no event is an
+	// echo (backend.RouteWants.Forget).
+	b.wantRoutes.Forget()
 	main, err := backend.MainRoutes(b.h)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
@@ -748,11 +745,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		wantFDB[f.MAC] = f.Dst
 	}
 	b.wantFDB.Store(&wantFDB)
-	wantRoutes := make(map[backend.RouteKey]backend.Route, len(want.routes))
-	for _, r := range want.routes {
-		wantRoutes[r.Key()] = r
-	}
-	b.wantRoutes.Store(&wantRoutes)
+	b.wantRoutes.Store(want.routes)
 
 	// The device is ours, and so are its routes into the network, whoever
 	// made them: one flanneld left for a lease that went would come before
@@ -869,10 +862,10 @@ func direct(seg *backend.Segment, pub netip.Addr) bool {
 // Watch implements backend.Backend. It wakes for events about the device
 // (by name, so also a recreated one), its addresses, neighbours and FDB
 // entries, routes with our protocol or in the cluster network
-// (backend.RouteEventFilter) but our own writes' (routeEcho), and the
-// external interface's link and addresses (they decide DirectRouting and
-// carry its routes). With DirectRouting also for the interface's scope-link
-// routes without a gateway, which decide it too.
+// (backend.RouteEventFilter) but our own writes' (backend.RouteWants),
+// and the external interface's link and addresses (they decide
+// DirectRouting and carry its routes). With DirectRouting also for the
+// interface's scope-link routes without a gateway, which decide it too.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       b.linkEvent,
@@ -884,39 +877,15 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 }
 
 // routeFilter returns Watch's route filter: backend.RouteEventFilter's
-// events but our own writes' (routeEcho), and with DirectRouting
-// backend.SegmentRouteEvent's.
+// events but our own writes' (backend.RouteWants.Filter), and with
+// DirectRouting backend.SegmentRouteEvent's.
 func (b *Backend) routeFilter() func(netlink.RouteUpdate) bool {
-	ours := backend.RouteEventFilter(b.network)
-	route := func(u netlink.RouteUpdate) bool { return ours(u) && !b.routeEcho(u) }
+	route := b.wantRoutes.Filter(b.network)
 	if b.opts.DirectRouting {
 		segment := backend.SegmentRouteEvent(b.ext.Iface.Index)
 		return func(u netlink.RouteUpdate) bool { return route(u) || segment(u) }
 	}
 	return route
-}
-
-// routeEcho reports whether u is an event a pass would find nothing to do
-// for, as our own writes report them: a main-table route of ours added or
-// replaced that stands as the last pass wanted it (as Diff compares it),
-// or one of ours deleted under a key no longer wanted. Without it, each
-// pass that changed a route would be followed by a second, finding nothing
-// to do. No other event is an echo, another program's route deleted
-// included, nor is any while wantRoutes is nil.
-func (b *Backend) routeEcho(u netlink.RouteUpdate) bool {
-	want := b.wantRoutes.Load()
-	if want == nil || u.Table != unix.RT_TABLE_MAIN || u.Protocol != backend.RouteProtocol {
-		return false
-	}
-	r := backend.RouteFrom(u.Route)
-	w, wanted := (*want)[r.Key()]
-	switch u.Type {
-	case unix.RTM_NEWROUTE:
-		return wanted && r == w
-	case unix.RTM_DELROUTE:
-		return !wanted
-	}
-	return false
 }
 
 func (b *Backend) linkEvent(u netlink.LinkUpdate) bool {

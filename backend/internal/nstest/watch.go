@@ -57,3 +57,30 @@ func RunWatch(t testing.TB, watch func(ctx context.Context, wake func()) error, 
 	}
 	return woken, stop
 }
+
+// AwaitWake fails t unless wakes (RunWatch's) delivers within 5 s; after
+// says what should have woken Watch.
+func AwaitWake(t testing.TB, wakes <-chan struct{}, after string) {
+	t.Helper()
+	select {
+	case <-wakes:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no wake within 5s after the %s", after)
+	}
+}
+
+// AwaitLogged polls count, the number of a test logger's entries holding a
+// string, until one holds marker, and fails t after 5 s with logs, the
+// entries. The marker is the logged event of a change made after others
+// whose events Watch reads from the same socket: once it is logged, so are
+// theirs, and whether they woke Watch can be counted.
+func AwaitLogged(t testing.TB, count func(string) int, marker string, logs func() string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for count(marker) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the marker %s woke nothing within 5s; logs:\n%s", marker, logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
