@@ -62,12 +62,15 @@ import (
 const Type = "host-gw"
 
 // Backend is the host-gw backend. Prepare, MTU and Reconcile belong to one
-// goroutine (the agent's), Watch to another; they share nothing mutable.
+// goroutine (the agent's), Watch to another; they share only wantRoutes.
 type Backend struct {
 	log logr.Logger
 	ext backend.ExternalInterface
 	// network is the cluster's IPv4 network, for Watch's route filter.
 	network netip.Prefix
+	// wantRoutes holds the routes Reconcile last wanted, for Watch to
+	// tell our own writes from changes (backend.RouteWants.Echo).
+	wantRoutes backend.RouteWants
 
 	h  *netlink.Handle // nil until Prepare opens one (New)
 	ns netns.NsHandle  // where Watch subscribes
@@ -173,7 +176,11 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		return res, err
 	}
 	// One dump for both: the routes of every peer go through the external
-	// interface, so a dump of its routes alone would cost as much.
+	// interface, so a dump of its routes alone would cost as much. A route
+	// changed after it wakes Watch, so the next pass sees it: until this
+	// pass's wants are stored below, no event is an echo
+	// (backend.RouteWants.Forget).
+	b.wantRoutes.Forget()
 	main, err := backend.MainRoutes(b.h)
 	if err != nil {
 		return res, err
@@ -187,6 +194,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err := b.checkUp(len(want)); err != nil {
 		return res, err
 	}
+	b.wantRoutes.Store(want)
 	have := backend.ClaimRoutes(main, b.claim(own, want))
 	plan := backend.Plan{Routes: backend.Diff(want, have, backend.Route.Key)}
 	r, err := plan.Apply(backend.NetlinkWriter{H: b.h}, b.log)
@@ -276,17 +284,28 @@ func refuse(seg *backend.Segment, pub netip.Addr) string {
 }
 
 // Watch implements backend.Backend. It wakes for routes with our protocol or
-// in the cluster network (backend.RouteEventFilter), for link and address
-// events of the external interface (a link going down takes its routes with
-// it without a route event; its addresses decide what is on-link), and for
-// the interface's scope-link routes without a gateway, which decide it too.
+// in the cluster network (backend.RouteEventFilter) but our own writes'
+// (backend.RouteWants), for link and address events of the external
+// interface (a link going down takes its routes with it without a route
+// event; its addresses decide what is on-link), and for the interface's
+// scope-link routes without a gateway, which decide it too.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	ext := b.ext.Iface.Index
-	ours, segment := backend.RouteEventFilter(b.network), backend.SegmentRouteEvent(ext)
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },
 		Addr:       func(u netlink.AddrUpdate) bool { return u.LinkIndex == ext },
-		Route:      func(u netlink.RouteUpdate) bool { return ours(u) || segment(u) },
+		Route:      b.routeFilter(),
 		Subscribed: b.subscribed,
 	}, wake)
+}
+
+// routeFilter returns Watch's route filter: backend.RouteEventFilter's
+// events but our own writes' (backend.RouteWants.Filter), and
+// backend.SegmentRouteEvent's. Another program's route deleted always
+// wakes it, also one a pass claimed and deleted itself (a second route
+// under our key, a stale one to our own subnet): the pass after finds
+// nothing to do, once.
+func (b *Backend) routeFilter() func(netlink.RouteUpdate) bool {
+	ours, segment := b.wantRoutes.Filter(b.network), backend.SegmentRouteEvent(b.ext.Iface.Index)
+	return func(u netlink.RouteUpdate) bool { return ours(u) || segment(u) }
 }

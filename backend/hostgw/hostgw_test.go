@@ -14,6 +14,7 @@ package hostgw
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -729,4 +730,120 @@ func TestForeignRouteUnderOurKey(t *testing.T) {
 	if res := h.reconcile(p2, p3); res.Changed() {
 		t.Errorf("second pass changed %v", res)
 	}
+}
+
+// TestRouteRepairWakesOnce: a pass's own route writes (routes added, taken
+// over, and ours deleted when no lease wants them) wake Watch for nothing,
+// or each pass that changed a route would be followed by a second finding
+// nothing to do; the change it repairs wakes it once. Another program's
+// route that a pass claims and deletes (one behind ours under our key, a
+// stale one through the interface to our own subnet) wakes it again: the
+// deletion of another program's route is never taken for our echo.
+func TestRouteRepairWakesOnce(t *testing.T) {
+	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
+	p3 := lease("10.244.3.0/24", "198.18.0.3", Type)
+	p4 := lease("10.244.4.0/24", "198.18.0.4", Type)
+	del, add, replace, appendRoute := (*netlink.Handle).RouteDel, (*netlink.Handle).RouteAdd, (*netlink.Handle).RouteReplace, (*netlink.Handle).RouteAppend
+	ours, static, boot := backend.RouteProtocol, netlink.RouteProtocol(unix.RTPROT_STATIC), netlink.RouteProtocol(unix.RTPROT_BOOT)
+	before := []subnet.Lease{p2, p3}
+	for _, tc := range []struct {
+		name    string
+		breakIt func(*netlink.Handle, *netlink.Route) error // on the route to dst via gw with proto; nil: a lease change
+		dst, gw string
+		proto   netlink.RouteProtocol
+		peers   []subnet.Lease // the repair's
+		res     backend.Result
+		wakes   int
+	}{
+		{"a lease added, another gone", nil, "", "", 0, []subnet.Lease{p2, p4}, backend.Result{Added: 1, Removed: 1}, 0},
+		{"peer's route deleted", del, "10.244.2.0/24", "198.18.0.2", ours, before, backend.Result{Added: 1}, 1},
+		{"peer's route replaced by another program's", replace, "10.244.2.0/24", "198.18.0.9", static, before, backend.Result{Updated: 1}, 1},
+		{"peer's route given another gateway, proto 74", replace, "10.244.2.0/24", "198.18.0.9", ours, before, backend.Result{Updated: 1}, 1},
+		{"route of ours for no lease", add, "10.244.7.0/24", "198.18.0.7", ours, before, backend.Result{Removed: 1}, 1},
+		{"route of ours to our own subnet", add, "10.244.1.0/24", "198.18.0.7", ours, before, backend.Result{Removed: 1}, 1},
+		{"another program's route to our own subnet", add, "10.244.1.0/24", "198.18.0.7", boot, before, backend.Result{Removed: 1}, 2},
+		{"another program's route behind ours", appendRoute, "10.244.2.0/24", "198.18.0.9", static, before, backend.Result{Removed: 1}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := prepared(t)
+			h.reconcile(before...)
+			wakes, stop := h.watch(t)
+			defer stop()
+			const woke = `"msg"="kernel event about our objects" "kind"="route"`
+			if tc.breakIt != nil {
+				if err := tc.breakIt(h.ns.Handle, h.route(tc.dst, tc.gw, tc.proto)); err != nil {
+					t.Fatal(err)
+				}
+				nstest.AwaitWake(t, wakes, tc.name)
+			}
+			if res := h.reconcile(tc.peers...); res.String() != tc.res.String() {
+				t.Errorf("result %v, want %v", res, tc.res)
+			}
+			// A marker after the pass's writes, another program's route on
+			// the same event socket: once it is logged, so are the events
+			// of the writes.
+			if err := h.ns.Handle.RouteAdd(h.route("10.244.99.0/24", "198.18.0.99", unix.RTPROT_STATIC)); err != nil {
+				t.Fatal(err)
+			}
+			nstest.AwaitLogged(t, h.countLogs, "10.244.99.0", h.logText)
+			if n := h.countLogs(woke) - 1; n != tc.wakes {
+				t.Errorf("%d route events woke Watch, want %d: the pass's own writes woke it; logs:\n%s", n, tc.wakes, h.logText())
+			}
+		})
+	}
+}
+
+// route is a main-table route to sn via gw through ext0 with protocol proto.
+func (h *host) route(sn, gw string, proto netlink.RouteProtocol) *netlink.Route {
+	return &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix(sn)), Gw: net.ParseIP(gw), LinkIndex: h.ext.Attrs().Index, Protocol: proto}
+}
+
+// TestRouteEchoBeforeWants: until a pass has stored what it wants, every
+// route event of ours wakes Watch, also one standing as a pass would want
+// it: before the first pass, and after one that listed the routes (so
+// dropping the wants of the pass before) and then gave up, the interface
+// being down. A change after a pass's listing is never judged against an
+// older pass's wants.
+func TestRouteEchoBeforeWants(t *testing.T) {
+	h := prepared(t)
+	ctx := context.Background()
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
+	r := h.route("10.244.2.0/24", "198.18.0.2", backend.RouteProtocol)
+	r.Table, r.Type = unix.RT_TABLE_MAIN, unix.RTN_UNICAST
+	u := netlink.RouteUpdate{Type: unix.RTM_NEWROUTE, Route: *r}
+	filter := h.b.routeFilter()
+	for _, step := range []struct {
+		when  string
+		pass  func() error
+		wakes bool
+	}{
+		{"before the first pass", func() error { return nil }, true},
+		{"after a pass wanting it", func() error {
+			_, err := h.b.Reconcile(ctx, h.own, peers)
+			return err
+		}, false},
+		{"after a pass that gave up", func() error {
+			if err := h.ns.Handle.LinkSetDown(h.ext); err != nil {
+				return err
+			}
+			if _, err := h.b.Reconcile(ctx, h.own, peers); err == nil {
+				return errors.New("a pass with the interface down did not fail")
+			}
+			return nil
+		}, true},
+	} {
+		if err := step.pass(); err != nil {
+			t.Fatalf("%s: %v", step.when, err)
+		}
+		if got := filter(u); got != step.wakes {
+			t.Errorf("%s: our route %v wakes Watch: %v, want %v", step.when, u.Route, got, step.wakes)
+		}
+	}
+}
+
+// logText is everything logged, one entry a line.
+func (h *host) logText() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return strings.Join(h.logs, "\n")
 }
