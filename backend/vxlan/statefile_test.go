@@ -4,10 +4,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/internal/fsfault"
 	"github.com/go-logr/logr/testr"
 )
 
@@ -26,19 +26,9 @@ func TestVTEPMACOldFileNotRewritable(t *testing.T) {
 	}
 	b := &Backend{log: testr.New(t), macPath: path, ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("198.18.0.1")}}
 
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	small := lim
-	small.Cur = 8
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small); err != nil {
-		t.Fatal(err)
-	}
-	m, err := b.vtepMAC()
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
-		t.Fatal(err)
-	}
+	var m backend.MAC
+	var err error
+	fsfault.Full(t, func() { m, err = b.vtepMAC() })
 	if err != nil || m.String() != "02:00:00:00:00:01" {
 		t.Fatalf("vtepMAC with the state dir not writable = %s, %v; want 02:00:00:00:00:01", m, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agentd/agentd/internal/fsfault"
 )
 
 // TestWrite: the file is created with its directory, replaced whole, gets the
@@ -72,19 +74,8 @@ func TestWriteErrorNamesFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	small := lim
-	small.Cur = 8
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small); err != nil {
-		t.Fatal(err)
-	}
-	err := Write(path, []byte("FLANNEL_SUBNET=10.244.6.1/24\n"), 0o644)
-	if rerr := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); rerr != nil {
-		t.Fatal(rerr)
-	}
+	var err error
+	fsfault.Full(t, func() { err = Write(path, []byte("FLANNEL_SUBNET=10.244.6.1/24\n"), 0o644) })
 	if !errors.Is(err, syscall.EFBIG) {
 		t.Fatalf("Write over the size limit = %v, want EFBIG", err)
 	}

@@ -4,9 +4,9 @@ import (
 	"errors"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 
+	"github.com/agentd/agentd/internal/fsfault"
 	"github.com/containernetworking/cni/pkg/types"
 )
 
@@ -22,19 +22,8 @@ func TestAddCannotSave(t *testing.T) {
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	small := lim
-	small.Cur = 8
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small); err != nil {
-		t.Fatal(err)
-	}
-	err := f.p.Add(f.args("c1", ""))
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
-		t.Fatal(err)
-	}
+	var err error
+	fsfault.Full(t, func() { err = f.p.Add(f.args("c1", "")) })
 	var te *types.Error
 	if !errors.As(err, &te) || te.Code != types.ErrIOFailure || !strings.Contains(te.Msg, f.saved("c1")+":") || !strings.Contains(te.Msg, "file too large") {
 		t.Errorf("ADD that cannot save = %v, want code %d naming %s and the cause", err, types.ErrIOFailure, f.saved("c1"))
