@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,8 +11,6 @@ import (
 	"github.com/agentd/agentd/tests/etcdtest"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestConfigWatchJudge replays what an operator may write to the config key
@@ -96,21 +93,6 @@ func TestConfigWatchDefaultedBackendType(t *testing.T) {
 	}
 }
 
-// refusingWatcher is a clientv3.Watcher whose watches etcd cancels as soon
-// as they start, as a member without a leader does.
-type refusingWatcher struct {
-	clientv3.Watcher // the client's, for Close
-	watches          atomic.Int64
-}
-
-func (w *refusingWatcher) Watch(context.Context, string, ...clientv3.OpOption) clientv3.WatchChan {
-	w.watches.Add(1)
-	ch := make(chan clientv3.WatchResponse, 1)
-	ch <- clientv3.WatchResponse{Canceled: true, CancelReason: rpctypes.ErrNoLeader.Error()}
-	close(ch)
-	return ch
-}
-
 // TestConfigWatchRefusedAtOnceBacksOff: the config key's watch ends as soon
 // as it starts, every time, while reads of the key work. The key is read
 // again after a delay that grows from 500 ms (drawn within [250, 500])
@@ -119,7 +101,7 @@ func (w *refusingWatcher) Watch(context.Context, string, ...clientv3.OpOption) c
 // agent, for as long as the refusal lasted.
 func TestConfigWatchRefusedAtOnceBacksOff(t *testing.T) {
 	cli := etcdtest.Start(t).Client(t)
-	w := &refusingWatcher{Watcher: cli.Watcher}
+	w := &etcdtest.RefusingWatcher{Watcher: cli.Watcher}
 	cli.Watcher = w
 	running, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16"}`))
 	if err != nil {
@@ -142,12 +124,12 @@ func TestConfigWatchRefusedAtOnceBacksOff(t *testing.T) {
 	const window, most = 3 * time.Second, 4
 	start := time.Now()
 	for time.Since(start) < window {
-		if n := w.watches.Load(); n > most {
+		if n := w.Watches.Load(); n > most {
 			t.Fatalf("%d watches (each after a read of the key) within %v, want at most %d", n, time.Since(start).Round(time.Millisecond), most)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := w.watches.Load(); n < 2 {
+	if n := w.Watches.Load(); n < 2 {
 		t.Fatalf("%d watches in %v, want at least 2: the watch is not retried", n, window)
 	}
 }

@@ -1305,22 +1305,6 @@ func TestWatchRelistsAfterCompaction(t *testing.T) {
 	}
 }
 
-// refusingWatcher is a clientv3.Watcher whose every watch etcd cancels as
-// soon as it starts, as a member that lost its leader does a watch made
-// WithRequireLeader. It counts the watches.
-type refusingWatcher struct {
-	clientv3.Watcher // the client's, for Close
-	watches          atomic.Int64
-}
-
-func (w *refusingWatcher) Watch(context.Context, string, ...clientv3.OpOption) clientv3.WatchChan {
-	w.watches.Add(1)
-	ch := make(chan clientv3.WatchResponse, 1)
-	ch <- clientv3.WatchResponse{Canceled: true, CancelReason: rpctypes.ErrNoLeader.Error()}
-	close(ch)
-	return ch
-}
-
 // TestWatchRefusedAtOnceBacksOff: the watch ends as soon as it starts, every
 // time (it lands on a member without a leader while another member answers
 // the list, or etcd refuses it for any other lasting reason). The agent
@@ -1330,7 +1314,7 @@ func (w *refusingWatcher) Watch(context.Context, string, ...clientv3.OpOption) c
 // about 5 times a second for as long as the refusal lasted.
 func TestWatchRefusedAtOnceBacksOff(t *testing.T) {
 	e := newEnv(t, net16)
-	w := &refusingWatcher{Watcher: e.cli.Watcher}
+	w := &etcdtest.RefusingWatcher{Watcher: e.cli.Watcher}
 	e.cli.Watcher = w
 	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
 	acquire(t, m)
@@ -1345,8 +1329,8 @@ func TestWatchRefusedAtOnceBacksOff(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	n := m.Stats.Relists.Load()
-	if n < 2 || w.watches.Load() < 2 {
-		t.Fatalf("%d lists after %d refused watches in %v, want at least 2 of each", n, w.watches.Load(), window)
+	if n < 2 || w.Watches.Load() < 2 {
+		t.Fatalf("%d lists after %d refused watches in %v, want at least 2 of each", n, w.Watches.Load(), window)
 	}
 	t.Logf("%d lists after refused watches in %v", n, window)
 }

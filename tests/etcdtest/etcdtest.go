@@ -20,6 +20,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
@@ -285,4 +286,20 @@ func onThrowawayThread[T any](f func() (T, error)) (T, error) {
 	}()
 	r := <-ch
 	return r.v, r.err
+}
+
+// RefusingWatcher is a clientv3.Watcher whose every watch etcd cancels as
+// soon as it starts, as a member without a leader does. Watches counts them.
+type RefusingWatcher struct {
+	clientv3.Watcher // the client's, for Close
+	Watches          atomic.Int64
+}
+
+// Watch implements clientv3.Watcher.
+func (w *RefusingWatcher) Watch(context.Context, string, ...clientv3.OpOption) clientv3.WatchChan {
+	w.Watches.Add(1)
+	ch := make(chan clientv3.WatchResponse, 1)
+	ch <- clientv3.WatchResponse{Canceled: true, CancelReason: rpctypes.ErrNoLeader.Error()}
+	close(ch)
+	return ch
 }
