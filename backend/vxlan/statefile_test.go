@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
@@ -45,5 +46,27 @@ func TestVTEPMACOldFileNotRewritable(t *testing.T) {
 	}
 	if got, err := os.ReadFile(path); err != nil || string(got) != "02:00:00:00:00:01 198.18.0.1\n" {
 		t.Errorf("state file holds %q, %v; want the MAC and our address", got, err)
+	}
+}
+
+// TestVTEPMACNotWritableNamesFileOnce: with no state file and a state dir
+// that cannot be written, vtepMAC fails (the MAC must be kept before a lease
+// names it) with an error that names the state file once.
+func TestVTEPMACNotWritableNamesFileOnce(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	b := h.newBackend()
+	if err := os.Remove(b.macPath); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var err error
+	fsfault.Full(t, func() { _, err = b.vtepMAC() })
+	if err == nil {
+		t.Fatal("vtepMAC with the state dir not writable succeeded")
+	}
+	if n := strings.Count(err.Error(), b.macPath); n != 1 {
+		t.Errorf("error %q names %s %d times, want once", err, b.macPath, n)
+	}
+	if !strings.HasPrefix(err.Error(), "keep the VTEP MAC: ") {
+		t.Errorf("error %q does not say what failed first", err)
 	}
 }

@@ -476,7 +476,7 @@ func (b *Backend) vtepMAC() (backend.MAC, error) {
 		b.log.Info("chose a new VTEP MAC", "vtepMAC", m)
 	}
 	if err := atomicfile.Write(b.macPath, macFileContent(m, b.ext.IfaceAddr), 0o644); err != nil {
-		return backend.MAC{}, fmt.Errorf("keep the VTEP MAC in %s: %w", b.macPath, err)
+		return backend.MAC{}, fmt.Errorf("keep the VTEP MAC: %w", err)
 	}
 	return m, nil
 }
