@@ -114,3 +114,44 @@ func checkError(t *testing.T, err error, path, cause string) {
 		}
 	}
 }
+
+// TestWriteRemovesLeftovers: a temporary file of path left by a writer that
+// died before its rename (no flock on it) is removed by the next Write; one
+// another writer still holds, and other files, stay.
+func TestWriteRemovesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "subnet.env")
+	create := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("half"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	dead := create(".subnet.env.tmp123")
+	live := create(".subnet.env.tmp456")
+	others := []string{
+		create(".subnet.env.tmpx1"), create(".other.env.tmp1"),
+		create("subnet.env.tmp1"), create(".subnet.env.tmp"),
+	}
+	lf, err := os.Open(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := Write(path, []byte("FLANNEL_MTU=1450\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a dead writer's leftover %s: %v; want it removed", dead, err)
+	}
+	for _, p := range append(others, live) {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v; want it kept", p, err)
+		}
+	}
+}
