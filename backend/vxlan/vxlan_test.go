@@ -1917,9 +1917,9 @@ func TestVNIChangedStateDirLost(t *testing.T) {
 		dev   netlink.Link               // instead of a vxlan device
 	}{
 		{vni: 3, addr: "10.244.3.0/32", other: func(l netlink.Link) error { // a route elsewhere
-			return nl.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: backend.IPNet(netip.MustParsePrefix("192.0.2.0/24"))})
+			return nl.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: backend.IPNet(netip.MustParsePrefix("198.19.2.0/24"))})
 		}},
-		{vni: 4, addr: "10.250.4.0/32"}, // another network's
+		{vni: 4, addr: "198.19.4.0/32"}, // another network's
 		{vni: 5, addr: "10.244.5.0/32", learn: true},
 		{vni: 6, addr: "10.244.6.7/32"}, // not a subnet's first address
 		{vni: 7, addr: "10.244.7.0/24"}, // not a /32
@@ -1927,7 +1927,7 @@ func TestVNIChangedStateDirLost(t *testing.T) {
 		{vni: 9, addr: "10.244.9.0/32", local: net.IPv4(198, 18, 0, 9)},
 		{vni: 10},
 		{vni: 11, addr: "10.244.11.0/32", other: func(l netlink.Link) error { // a second address
-			return nl.AddrAdd(l, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("192.0.2.11/32"))})
+			return nl.AddrAdd(l, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.19.0.11/32"))})
 		}},
 		{vni: 12, addr: "10.244.12.0/32", dev: &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "flannel.12"}}},
 	} {
