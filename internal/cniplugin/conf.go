@@ -20,7 +20,7 @@
 //
 // On ADD the delegate's configuration is the "delegate" object with these
 // defaults filled in where absent: type bridge, name and cniVersion of this
-// network, mtu FLANNEL_MTU, ipMasq the opposite of FLANNEL_IPMASQ (agentd
+// network (1.0.0 for a 1.1.0 network, see delegateVersion), mtu FLANNEL_MTU, ipMasq the opposite of FLANNEL_IPMASQ (agentd
 // masquerades, or the bridge must), isGateway and forceAddress true for
 // bridge (so that after this host moved to another subnet the bridge takes
 // the new gateway address instead of refusing every pod with "cni0 already
@@ -142,7 +142,7 @@ func DelegateConf(n *NetConf, env subnetenv.Env) (map[string]any, error) {
 	}
 	d["name"] = n.Name
 	if n.CNIVersion != "" {
-		d["cniVersion"] = n.CNIVersion
+		d["cniVersion"] = delegateVersion(n.CNIVersion)
 	}
 	setDefault(d, "type", defaultDelegate)
 	setDefault(d, "mtu", env.MTU)

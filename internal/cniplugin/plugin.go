@@ -23,10 +23,26 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 )
 
-// Versions are the CNI spec versions the plugin accepts. 1.1.0 (GC, STATUS)
-// is left out: the delegates it is tested with (containernetworking-plugins
-// 1.1) stop at 1.0.0, and a network is only as new as its oldest plugin.
-var Versions = version.PluginSupports("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0")
+// Versions are the CNI spec versions the plugin accepts, 1.1.0 included: a
+// runtime with libcni 1.2 or later (containerd 2, CRI-O 1.30) runs a network
+// whose "cniVersions" list 1.1.0 in 1.1.0, DEL of pods added before the
+// upgrade included. Delegates get at most 1.0.0 (see delegateVersion).
+var Versions = version.PluginSupports("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// maxDelegateVersion is the newest CNI version a delegate gets for ADD, DEL
+// and CHECK. 1.1.0 adds the GC and STATUS commands and optional result
+// fields, nothing those three need, and the standard plugins stop at 1.0.0
+// before containernetworking-plugins 1.5 (Debian 12 has 1.1.1).
+const maxDelegateVersion = "1.0.0"
+
+// delegateVersion is the cniVersion a delegate gets for ADD, DEL and CHECK
+// in a network of version v.
+func delegateVersion(v string) string {
+	if newer, err := version.GreaterThan(v, maxDelegateVersion); err == nil && newer {
+		return maxDelegateVersion
+	}
+	return v
+}
 
 // Plugin runs the CNI commands. The zero value is ready: delegates are
 // found in CNI_PATH and results go to stdout.
@@ -190,12 +206,18 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	// The saved cniVersion is the one of the network ADD ran under (flannel's
 	// 0.3.1 conflist, say). CHECK runs under today's network, whose
 	// prevResult is in today's version, and bridge refuses CHECK for a
-	// configuration older than 0.4.0.
+	// configuration older than 0.4.0. A 1.1.0 network's prevResult goes to
+	// the delegate in its version, 1.0.0.
 	if n.CNIVersion != "" {
-		d["cniVersion"] = n.CNIVersion
+		d["cniVersion"] = delegateVersion(n.CNIVersion)
 	}
 	if n.RawPrevResult != nil {
 		d["prevResult"] = n.RawPrevResult
+		if v := delegateVersion(n.CNIVersion); v != n.CNIVersion {
+			if d["prevResult"], err = prevResultIn(n, v); err != nil {
+				return err
+			}
+		}
 	}
 	if b, err = json.Marshal(d); err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
@@ -204,6 +226,27 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		return delegateError(d, "CHECK", err)
 	}
 	return nil
+}
+
+// prevResultIn is the network's prevResult in version v.
+func prevResultIn(n *NetConf, v string) (map[string]any, error) {
+	conf := n.NetConf
+	if err := version.ParsePrevResult(&conf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, err.Error(), "")
+	}
+	res, err := conf.PrevResult.GetAsVersion(v)
+	if err != nil {
+		return nil, types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("prevResult: %v", err), "")
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, err.Error(), "")
+	}
+	var prev map[string]any
+	if err := json.Unmarshal(b, &prev); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, err.Error(), "")
+	}
+	return prev, nil
 }
 
 func (p *Plugin) stdout() io.Writer {

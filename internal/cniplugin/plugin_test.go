@@ -892,3 +892,42 @@ func TestNoHardLinks(t *testing.T) {
 		t.Errorf("ADD with link failing EIO: %v, want an I/O failure", err)
 	}
 }
+
+// TestDelegateVersion110: in a 1.1.0 network the delegate gets 1.0.0, the
+// newest version of the standard plugins before containernetworking-plugins
+// 1.5, for ADD, CHECK (the prevResult too, which bridge parses: a 1.1.0 one
+// is "unsupported" to bridge 1.1.1) and DEL; the runtime gets ADD's result
+// in 1.1.0.
+func TestDelegateVersion110(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	v110 := func(a *skel.CmdArgs) *skel.CmdArgs {
+		a.StdinData = []byte(strings.Replace(string(a.StdinData), `"cniVersion":"1.0.0"`, `"cniVersion":"1.1.0"`, 1))
+		return a
+	}
+	if err := f.p.Add(v110(f.args("c1", ""))); err != nil {
+		t.Fatal(err)
+	}
+	if out := decode(t, []byte(f.out.String())); out["cniVersion"] != "1.1.0" {
+		t.Errorf("ADD printed %s, want a 1.1.0 result", f.out.String())
+	}
+	prev := `,"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/var/run/netns/x","mtu":1450}],"ips":[{"address":"10.244.5.2/24","gateway":"10.244.5.1","interface":0}]}`
+	if err := f.p.Check(v110(f.args("c1", prev))); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.p.Del(v110(f.args("c1", ""))); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.exec.calls {
+		if c.conf["cniVersion"] != "1.0.0" {
+			t.Errorf("%s gave the delegate version %v, want 1.0.0", c.command, c.conf["cniVersion"])
+		}
+		if c.command != "CHECK" {
+			continue
+		}
+		p, _ := c.conf["prevResult"].(map[string]any)
+		if p["cniVersion"] != "1.0.0" || !strings.Contains(jsonOf(t, p), `"address":"10.244.5.2/24"`) {
+			t.Errorf("CHECK gave the delegate prevResult %s, want the runtime's in 1.0.0", jsonOf(t, p))
+		}
+	}
+}

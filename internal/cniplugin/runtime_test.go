@@ -1,0 +1,164 @@
+package cniplugin
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/skel"
+)
+
+// pluginName is the name under which the test binary, run through a
+// symbolic link, is agentd-cni itself (see TestMain): the same command table
+// and versions as run/agentd-cni, behind skel, as a runtime executes it.
+const pluginName = "agentd-cni"
+
+func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == pluginName {
+		skel.PluginMainFuncs((&Plugin{}).Funcs(), Versions, "agentd-cni (test binary)")
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// debianCNI is where Debian's containernetworking-plugins (1.1.1, CNI
+// versions up to 1.0.0) puts host-local.
+const debianCNI = "/usr/lib/cni"
+
+// runtime drives agentd-cni through libcni as containerd and CRI-O do (libcni
+// 1.3: it picks the highest of a network's "cniVersions" it knows, caches
+// results, synthesizes DEL for GC), with Debian's real host-local as the
+// delegate: host-local touches only its files, so no network namespace is
+// needed. subnetFile, dataDir (agentd-cni's) and ipamDir (host-local's) are
+// the test's.
+type runtime struct {
+	cni                          *libcni.CNIConfig
+	subnetFile, dataDir, ipamDir string
+	cacheDir                     string
+}
+
+func newRuntime(t *testing.T) *runtime {
+	t.Helper()
+	hostLocal := filepath.Join(debianCNI, "host-local")
+	if _, err := os.Stat(hostLocal); err != nil {
+		msg := hostLocal + " is missing: apt-get install containernetworking-plugins"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg + " (CI is set, so this is a failure, not a skip)")
+		}
+		t.Skip(msg)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(self, filepath.Join(bin, pluginName)); err != nil {
+		t.Fatal(err)
+	}
+	r := &runtime{
+		subnetFile: filepath.Join(dir, "subnet.env"),
+		dataDir:    filepath.Join(dir, "data"),
+		ipamDir:    filepath.Join(dir, "ipam"),
+		cacheDir:   filepath.Join(dir, "cache"),
+	}
+	r.cni = libcni.NewCNIConfigWithCacheDir([]string{bin, debianCNI}, r.cacheDir, nil)
+	if err := os.WriteFile(r.subnetFile, []byte(envA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// list is the network cbr0 with version keys versions (`"cniVersion":…`),
+// agentd-cni delegating to host-local.
+func (r *runtime) list(t *testing.T, versions string) *libcni.NetworkConfigList {
+	t.Helper()
+	b := `{"name":"cbr0",` + versions + `,"plugins":[{"type":"agentd-cni","subnetFile":"` + r.subnetFile + `","dataDir":"` + r.dataDir + `","subnetFileWait":"0s","delegate":{"type":"host-local"},"ipam":{"dataDir":"` + r.ipamDir + `"}}]}`
+	l, err := libcni.ConfListFromBytes([]byte(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func (r *runtime) pod(id string) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: id, NetNS: "/var/run/netns/" + id, IfName: "eth0",
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", id}}}
+}
+
+// allocated lists the addresses host-local holds in cbr0.
+func (r *runtime) allocated(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(r.ipamDir, "cbr0"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var ips []string
+	for _, e := range ents {
+		if e.Name() != "lock" && e.Name()[0] != '.' && !slices.Contains([]string{"last_reserved_ip.0", "last_reserved_ip.1"}, e.Name()) {
+			ips = append(ips, e.Name())
+		}
+	}
+	return ips
+}
+
+// TestNetworkVersion110: a network in CNI 1.1.0, written so or picked by a
+// runtime with libcni 1.2 or later (containerd 2, CRI-O 1.30) from
+// "cniVersions", as the CNI project advises for moving to 1.1.0, works as in
+// 1.0.0: ADD gives a 1.1.0 result, CHECK and DEL pass, with delegates that
+// stop at 1.0.0 (Debian's plugins). A pod added while the runtime ran the
+// network in 1.0.0 is deleted in 1.1.0 after the runtime's upgrade.
+func TestNetworkVersion110(t *testing.T) {
+	for _, versions := range []string{`"cniVersion":"1.1.0"`, `"cniVersion":"1.0.0","cniVersions":["1.0.0","1.1.0"]`} {
+		t.Run(versions, func(t *testing.T) {
+			r := newRuntime(t)
+			l := r.list(t, versions)
+			if l.CNIVersion != "1.1.0" {
+				t.Fatalf("libcni runs the network in %s, want 1.1.0", l.CNIVersion)
+			}
+			ctx := context.Background()
+			res, err := r.cni.AddNetworkList(ctx, l, r.pod("c1"))
+			if err != nil {
+				t.Fatalf("ADD: %v", err)
+			}
+			if res.Version() != "1.1.0" {
+				t.Errorf("ADD result in %s, want 1.1.0", res.Version())
+			}
+			if got := r.allocated(t); !slices.Equal(got, []string{"10.244.5.2"}) {
+				t.Errorf("host-local holds %q, want 10.244.5.2", got)
+			}
+			if err := r.cni.CheckNetworkList(ctx, l, r.pod("c1")); err != nil {
+				t.Errorf("CHECK: %v", err)
+			}
+			if err := r.cni.DelNetworkList(ctx, l, r.pod("c1")); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			if got := r.allocated(t); len(got) != 0 {
+				t.Errorf("after DEL host-local holds %q", got)
+			}
+			if ents, _ := os.ReadDir(r.dataDir); len(ents) != 0 {
+				t.Errorf("after DEL dataDir holds %v", ents)
+			}
+
+			// A pod added while the runtime ran the network in 1.0.0
+			// (libcni before 1.2 skips the "cniVersions" it does not
+			// know), deleted after the runtime's upgrade.
+			old := r.list(t, `"cniVersion":"1.0.0"`)
+			if _, err := r.cni.AddNetworkList(ctx, old, r.pod("c2")); err != nil {
+				t.Fatalf("ADD in 1.0.0: %v", err)
+			}
+			if err := r.cni.DelNetworkList(ctx, l, r.pod("c2")); err != nil {
+				t.Fatalf("DEL in 1.1.0 of a pod added in 1.0.0: %v", err)
+			}
+			if got := r.allocated(t); len(got) != 0 {
+				t.Errorf("after DEL host-local holds %q", got)
+			}
+		})
+	}
+}
