@@ -37,7 +37,9 @@
 // names another subnet than the saved one: the pod must be recreated).
 // subnet.env is read as flannel's plugin reads it, FLANNEL_IPMASQ required,
 // and a file cut short is refused (subnetenv.ParseComplete); ADD waits up to
-// subnetFileWait for a missing one (agentd has not leased yet).
+// subnetFileWait for a missing one (agentd has not leased yet). In a CNI
+// 1.1.0 network STATUS fails while it is missing, and GC releases the saved
+// attachments the runtime no longer knows.
 package cniplugin
 
 import (

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -73,7 +75,7 @@ const subnetPoll = 200 * time.Millisecond
 
 // Funcs is the plugin's command table for skel.
 func (p *Plugin) Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check}
+	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, GC: p.GC, Status: p.Status}
 }
 
 // Add reads subnet.env, saves the delegate configuration for the attachment
@@ -129,6 +131,13 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	return p.release(n, at, func(typ string, conf []byte) error {
+		return invoke.DelegateDel(context.Background(), typ, conf, p.Exec)
+	})
+}
+
+// release is DEL of the attachment at, the delegate run by del.
+func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []byte) error) error {
 	saved, b, forget, err := readSaved(n, at)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
@@ -149,10 +158,155 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 			return err
 		}
 	}
-	if err := invoke.DelegateDel(context.Background(), d["type"].(string), b, p.Exec); err != nil {
+	if err := del(d["type"].(string), b); err != nil {
 		return delegateError(d, "DEL", err)
 	}
 	return removeSaved(forget)
+}
+
+// GC (CNI 1.1) releases this network's attachments that ADD saved here and
+// the runtime does not list as valid: their DEL never came, or came while
+// the runtime had forgotten them. Each gets DEL as Del gives it, without a
+// network namespace (GC may take it as gone, and bridge then releases the
+// addresses only), and is forgotten. Legacy per-container files of
+// flannel's plugin are left alone: they do not say which interface they
+// were for. Then the delegate of today's configuration gets the GC, if it
+// speaks 1.1.0 (see forward) and subnet.env is readable. Errors do not stop
+// it; they are reported together, with the first one's code.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	n, err := LoadConf(args.StdinData)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	valid := make(map[types.GCAttachment]bool, len(n.ValidAttachments))
+	for _, a := range n.ValidAttachments {
+		valid[a] = true
+	}
+	ents, err := os.ReadDir(n.DataDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	var errs []error
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), n.Name+":")
+		id, ifName, ok2 := strings.Cut(rest, ":")
+		if !ok || !ok2 || !e.Type().IsRegular() || valid[types.GCAttachment{ContainerID: id, IfName: ifName}] {
+			continue
+		}
+		at, err := attachmentOf(n, id, ifName)
+		if err != nil {
+			continue // not a name ADD gives
+		}
+		err = p.release(n, at, func(typ string, conf []byte) error {
+			return p.runDelegate(typ, conf, &invoke.Args{Command: "DEL", ContainerID: id, IfName: ifName, Path: os.Getenv("CNI_PATH")})
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("container %s interface %s: %w", id, ifName, err))
+		}
+	}
+	if env, err := subnetenv.ReadComplete(n.SubnetFile); err == nil {
+		if err := p.forward(n, env, "GC", map[string]any{"cni.dev/valid-attachments": n.ValidAttachments}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return joinErrors("GC", errs)
+}
+
+// Status (CNI 1.1) says whether ADD can be served now: not while subnet.env
+// is missing (agentd has not leased yet: a new node, a reboot), unreadable
+// or incomplete, nor when the delegate says so (see forward). Its code is
+// then 50, "plugin not available"; containerd reports the node's network not
+// ready meanwhile, so the kubelet starts no pod there, where ADD would wait
+// for subnet.env and fail after subnetFileWait.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	n, err := LoadConf(args.StdinData)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	env, err := readSubnetEnv(n.SubnetFile)
+	if err != nil {
+		var te *types.Error
+		errors.As(err, &te)
+		return types.NewError(types.ErrPluginNotAvailable, te.Msg, "")
+	}
+	if err := p.forward(n, env, "STATUS", nil); err != nil {
+		var te *types.Error
+		if errors.As(err, &te) && (te.Code == types.ErrPluginNotAvailable || te.Code == types.ErrLimitedConnectivity) {
+			return te
+		}
+		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
+	}
+	return nil
+}
+
+// forward runs verb, GC or STATUS, on the delegate of the configuration ADD
+// would give it now, in the network's version with extra keys added, if the
+// delegate's VERSION lists that version: the spec asks a delegating plugin
+// to pass both on, and a delegate that stops at 1.0.0 knows neither.
+func (p *Plugin) forward(n *NetConf, env subnetenv.Env, verb string, extra map[string]any) error {
+	d, err := DelegateConf(n, env)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	d["cniVersion"] = n.CNIVersion
+	maps.Copy(d, extra)
+	b, err := json.Marshal(d)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	typ := d["type"].(string)
+	path, err := p.findDelegate(typ)
+	if err != nil {
+		return delegateError(d, verb, err)
+	}
+	info, err := invoke.GetVersionInfo(context.Background(), path, p.Exec)
+	if err != nil {
+		return delegateError(d, "VERSION", err)
+	}
+	if !slices.Contains(info.SupportedVersions(), n.CNIVersion) {
+		return nil
+	}
+	if err := p.runDelegate(typ, b, &invoke.Args{Command: verb, Path: os.Getenv("CNI_PATH")}); err != nil {
+		return delegateError(d, verb, err)
+	}
+	return nil
+}
+
+// runDelegate runs the delegate typ with the environment args, for the
+// commands whose CNI_ variables are not this process's own.
+func (p *Plugin) runDelegate(typ string, conf []byte, args *invoke.Args) error {
+	path, err := p.findDelegate(typ)
+	if err != nil {
+		return err
+	}
+	return invoke.ExecPluginWithoutResult(context.Background(), path, conf, args, p.Exec)
+}
+
+// findDelegate looks for plugin typ in CNI_PATH, as invoke's Delegate
+// functions do.
+func (p *Plugin) findDelegate(typ string) (string, error) {
+	paths := filepath.SplitList(os.Getenv("CNI_PATH"))
+	if p.Exec != nil {
+		return p.Exec.FindInPath(typ, paths)
+	}
+	return invoke.FindInPath(typ, paths)
+}
+
+// joinErrors is errs as one CNI error, with the first one's code.
+func joinErrors(verb string, errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	code := uint(types.ErrInternal)
+	var te *types.Error
+	if errors.As(errs[0], &te) {
+		code = te.Code
+	}
+	msgs := make([]string, len(errs))
+	for i, err := range errs {
+		msgs[i] = err.Error()
+	}
+	return types.NewError(code, verb+": "+strings.Join(msgs, "; "), "")
 }
 
 // removeSaved forgets an attachment's saved delegate configuration: the

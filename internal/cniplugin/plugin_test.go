@@ -26,6 +26,8 @@ import (
 type fakeExec struct {
 	calls []fakeCall
 	fail  error // returned by every call when set
+	// versions answer VERSION; none means 1.0.0.
+	versions []string
 }
 
 type fakeCall struct {
@@ -67,6 +69,9 @@ func (f *fakeExec) FindInPath(plugin string, _ []string) (string, error) {
 }
 
 func (f *fakeExec) Decode(b []byte) (version.PluginInfo, error) {
+	if len(f.versions) > 0 {
+		return version.PluginSupports(f.versions...), nil
+	}
 	return version.PluginSupports("1.0.0"), nil
 }
 
@@ -929,5 +934,79 @@ func TestDelegateVersion110(t *testing.T) {
 		if p["cniVersion"] != "1.0.0" || !strings.Contains(jsonOf(t, p), `"address":"10.244.5.2/24"`) {
 			t.Errorf("CHECK gave the delegate prevResult %s, want the runtime's in 1.0.0", jsonOf(t, p))
 		}
+	}
+}
+
+// TestGCAndStatusForwarded: GC and STATUS reach a delegate that speaks
+// 1.1.0 (bridge and host-local from containernetworking-plugins 1.5), in
+// 1.1.0 with the configuration ADD would give it now, GC with the runtime's
+// valid attachments, after the stale attachments' DELs; a delegate's failed
+// STATUS is the plugin's. GC leaves other networks' files alone, releases a
+// stale attachment whose saved file is damaged through a configuration
+// rebuilt from subnet.env, and goes on past a failed DEL, reporting it.
+func TestGCAndStatusForwarded(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	f.exec.versions = []string{"1.0.0", "1.1.0"}
+	v110 := func(a *skel.CmdArgs) *skel.CmdArgs {
+		a.StdinData = []byte(strings.Replace(string(a.StdinData), `"cniVersion":"1.0.0"`, `"cniVersion":"1.1.0"`, 1))
+		return a
+	}
+	for _, a := range []*skel.CmdArgs{f.args("c1", ""), f.args("c2", ""), f.args("c3", ""), f.attach("other", "c1", "eth0", "")} {
+		if err := f.p.Add(v110(a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(f.saved("c3"), []byte(`{"cniVersion":"1.0.0","type":"bri`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.exec.calls = nil
+	gc := v110(f.args("c1", `,"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]`))
+	if err := f.p.GC(gc); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range f.exec.calls {
+		got = append(got, c.command+" "+fmt.Sprint(c.conf["cniVersion"]))
+	}
+	if want := []string{"DEL 1.0.0", "DEL 1.0.0", "VERSION 1.1.0", "GC 1.1.0"}; !slices.Equal(got, want) {
+		t.Fatalf("GC ran %q, want %q", got, want)
+	}
+	if r := jsonOf(t, f.exec.calls[1].conf["ipam"].(map[string]any)["ranges"]); r != `[[{"subnet":"10.244.5.0/24"}]]` {
+		t.Errorf("DEL of the damaged c3 used ranges %s, want subnet.env's", r)
+	}
+	if v := jsonOf(t, f.exec.calls[3].conf["cni.dev/valid-attachments"]); v != `[{"containerID":"c1","ifname":"eth0"}]` {
+		t.Errorf("delegate's GC got valid attachments %s", v)
+	}
+	ents, err := os.ReadDir(f.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{"c1", "cbr0:c1:eth0", "other:c1:eth0"}; !slices.Equal(names, want) {
+		t.Errorf("after GC dataDir holds %q, want %q", names, want)
+	}
+
+	if err := f.p.Status(v110(f.args("c1", ""))); err != nil {
+		t.Errorf("STATUS: %v", err)
+	}
+	if c := f.exec.calls[len(f.exec.calls)-1]; c.command != "STATUS" || c.conf["cniVersion"] != "1.1.0" || c.conf["type"] != "bridge" {
+		t.Errorf("STATUS ran %s with %s", c.command, jsonOf(t, c.conf))
+	}
+
+	f.exec.fail = types.NewError(types.ErrPluginNotAvailable, "no addresses left", "")
+	var te *types.Error
+	if err := f.p.Status(v110(f.args("c1", ""))); !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable || !strings.Contains(te.Msg, "no addresses left") {
+		t.Errorf("STATUS with the delegate's failing: %v, want code 50 and its message", err)
+	}
+	err = f.p.GC(v110(f.args("c1", `,"cni.dev/valid-attachments":[]`)))
+	if !errors.As(err, &te) || !strings.Contains(te.Msg, "container c1 interface eth0: bridge DEL: no addresses left") {
+		t.Errorf("GC with the delegate's DEL failing: %v", err)
+	}
+	if _, err := os.Stat(f.saved("c1")); err != nil {
+		t.Errorf("GC forgot an attachment whose DEL failed: %v", err)
 	}
 }

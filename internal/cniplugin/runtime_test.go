@@ -2,13 +2,16 @@ package cniplugin
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 )
 
 // pluginName is the name under which the test binary, run through a
@@ -160,5 +163,98 @@ func TestNetworkVersion110(t *testing.T) {
 				t.Errorf("after DEL host-local holds %q", got)
 			}
 		})
+	}
+}
+
+// TestStatus: in a 1.1.0 network the runtime asks STATUS whether ADD can be
+// served (containerd 2 reports the node's network not ready while it fails,
+// so the kubelet starts no pod there): it cannot while subnet.env is
+// missing, unreadable or incomplete (agentd has not leased yet, after a
+// boot), code 50 naming the file; it can once the file is there. Debian's
+// host-local stops at 1.0.0 and knows no STATUS, so it is not asked.
+func TestStatus(t *testing.T) {
+	r := newRuntime(t)
+	l := r.list(t, `"cniVersion":"1.1.0"`)
+	ctx := context.Background()
+	if err := r.cni.GetStatusNetworkList(ctx, l); err != nil {
+		t.Fatalf("STATUS with subnet.env: %v", err)
+	}
+	for _, tc := range []struct{ name, content, want string }{
+		{"missing", "", r.subnetFile + " does not exist: agentd writes it once it holds this host's subnet"},
+		{"cut short", envA[:len(envA)-1], "subnet.env " + r.subnetFile + ": line 4"},
+		{"a directory", "dir", "cannot read subnet.env: read " + r.subnetFile},
+	} {
+		os.Remove(r.subnetFile)
+		switch tc.content {
+		case "":
+		case "dir":
+			if err := os.Mkdir(r.subnetFile, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			if err := os.WriteFile(r.subnetFile, []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := r.cni.GetStatusNetworkList(ctx, l)
+		var te *types.Error
+		if !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable || !strings.Contains(te.Msg, tc.want) {
+			t.Errorf("STATUS with subnet.env %s: %v, want code %d and %q", tc.name, err, types.ErrPluginNotAvailable, tc.want)
+		}
+		os.Remove(r.subnetFile)
+	}
+}
+
+// TestGC: in a 1.1.0 network the runtime's GC names the attachments still
+// valid. Pods whose DEL never came and whose runtime forgot them too (its
+// result cache lost with a reinstall or a wiped /var/lib/cni/results, so
+// libcni synthesizes no DEL) keep their addresses and saved files for good
+// unless GC releases them: it runs the delegate's DEL with each stale
+// attachment's saved configuration (no network namespace: GC may take it as
+// gone) and forgets it, and leaves valid ones, and legacy files of
+// flannel's plugin (no interface recorded), alone.
+func TestGC(t *testing.T) {
+	r := newRuntime(t)
+	l := r.list(t, `"cniVersion":"1.1.0"`)
+	ctx := context.Background()
+	for _, id := range []string{"c1", "c2", "c3"} {
+		if _, err := r.cni.AddNetworkList(ctx, l, r.pod(id)); err != nil {
+			t.Fatalf("ADD %s: %v", id, err)
+		}
+	}
+	flannels := filepath.Join(r.dataDir, "f1")
+	if err := os.WriteFile(flannels, []byte(`{"cniVersion":"0.3.1","ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"type":"host-local"},"name":"cbr0","type":"host-local"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(r.cacheDir); err != nil {
+		t.Fatal(err)
+	}
+	valid := []types.GCAttachment{{ContainerID: "c2", IfName: "eth0"}}
+	if err := r.cni.GCNetworkList(ctx, l, &libcni.GCArgs{ValidAttachments: valid}); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if got := r.allocated(t); !slices.Equal(got, []string{"10.244.5.3"}) {
+		t.Errorf("after GC host-local holds %q, want only c2's 10.244.5.3", got)
+	}
+	ents, err := os.ReadDir(r.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{"c2", "cbr0:c2:eth0", "f1"}; !slices.Equal(names, want) {
+		t.Errorf("after GC dataDir holds %q, want %q", names, want)
+	}
+	// Run again (runtimes run GC periodically): nothing left to do.
+	if err := r.cni.GCNetworkList(ctx, l, &libcni.GCArgs{ValidAttachments: valid}); err != nil {
+		t.Fatalf("GC again: %v", err)
+	}
+	if err := r.cni.DelNetworkList(ctx, l, r.pod("c2")); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.allocated(t); len(got) != 0 {
+		t.Errorf("after DEL c2 host-local holds %q", got)
 	}
 }
