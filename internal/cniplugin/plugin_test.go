@@ -1010,3 +1010,51 @@ func TestGCAndStatusForwarded(t *testing.T) {
 		t.Errorf("GC forgot an attachment whose DEL failed: %v", err)
 	}
 }
+
+// TestGCKeepsValid: GC of a container with two interfaces releases only
+// the stale one, and flannel's per-container name goes with the attachment
+// it is a name of (the first), never with the other; an ADD cut short after
+// saving (no delegate ran, no legacy name yet) is released too.
+func TestGCKeepsValid(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	conf := map[string]string{}
+	for _, a := range [][2]string{{"c1", "eth0"}, {"c1", "eth1"}, {"c2", "eth0"}, {"c2", "eth1"}} {
+		if err := f.p.Add(f.attach("cbr0", a[0], a[1], "")); err != nil {
+			t.Fatal(err)
+		}
+		conf[a[0]+":"+a[1]] = string(f.exec.calls[len(f.exec.calls)-1].stdin)
+	}
+	f.p.crash = func(step string) bool { return step == "saved" }
+	if err := f.p.Add(f.args("c3", "")); !errors.Is(err, errCrashed) {
+		t.Fatalf("crashed ADD: %v", err)
+	}
+	f.p.crash = nil
+	f.exec.calls = nil
+	if err := f.p.GC(f.args("c1", `,"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth1"},{"containerID":"c2","ifname":"eth0"}]`)); err != nil {
+		t.Fatal(err)
+	}
+	var dels []string
+	for _, c := range f.exec.calls {
+		if c.command == "DEL" {
+			dels = append(dels, string(c.stdin))
+		}
+	}
+	if len(dels) != 3 || dels[0] != conf["c1:eth0"] || dels[1] != conf["c2:eth1"] || !strings.Contains(dels[2], `"10.244.5.0/24"`) {
+		t.Errorf("GC's DELs ran with\n%s\nwant c1 eth0's, c2 eth1's and c3's", strings.Join(dels, "\n"))
+	}
+	ents, err := os.ReadDir(f.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{"c2", "cbr0:c1:eth1", "cbr0:c2:eth0"}; !slices.Equal(names, want) {
+		t.Errorf("after GC dataDir holds %q, want %q", names, want)
+	}
+	if !sameFile(filepath.Join(f.dataDir, "c2"), f.saved("c2")) {
+		t.Error("flannel's name for c2 is not eth0's file any more")
+	}
+}

@@ -3,6 +3,7 @@ package cniplugin
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,7 +105,7 @@ func (r *runtime) allocated(t *testing.T) []string {
 	}
 	var ips []string
 	for _, e := range ents {
-		if e.Name() != "lock" && e.Name()[0] != '.' && !slices.Contains([]string{"last_reserved_ip.0", "last_reserved_ip.1"}, e.Name()) {
+		if _, err := netip.ParseAddr(e.Name()); err == nil {
 			ips = append(ips, e.Name())
 		}
 	}
