@@ -122,7 +122,9 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 func (b *Backend) Type() string { return Type }
 
 // MTU implements backend.Backend: the external interface's, since nothing is
-// added to packets.
+// added to packets, as the last Prepare or Reconcile found it: it follows
+// changes made while the agent runs (checkUp), for the agent to rewrite
+// subnet.env.
 func (b *Backend) MTU() int { return b.mtu }
 
 // Prepare implements backend.Backend. It checks that peers can use our
@@ -238,11 +240,20 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 // pass would fail once per route, one line each in its error, and change
 // nothing. Its link and route events wake the agent when it is up again.
 // A link that is up without a carrier keeps its routes and takes new ones.
+// It also takes the interface's MTU, for MTU, which is read at no other
+// time: an operator or a DHCP client may change it while the agent runs,
+// and its link event wakes the agent.
 func (b *Backend) checkUp(routes int) error {
 	name := b.ext.Iface.Name
 	link, err := b.h.LinkByIndex(b.ext.Iface.Index)
 	if err != nil {
 		return fmt.Errorf("external interface %s (index %d): %w", name, b.ext.Iface.Index, err)
+	}
+	// Below 68 the kernel takes the interface's IPv4 addresses away, and
+	// the agent's check of the interface says so.
+	if mtu := link.Attrs().MTU; mtu != b.mtu && mtu >= 68 {
+		b.log.Info("the external interface's MTU changed", "iface", name, "was", b.mtu, "mtu", mtu)
+		b.mtu = mtu
 	}
 	if link.Attrs().Flags&net.FlagUp != 0 {
 		return nil

@@ -11,7 +11,8 @@
 //
 //   - the TUN device flannel0: multi-queue, with a virtio-net header
 //     (IFF_TUN|IFF_NO_PI|IFF_VNET_HDR|IFF_MULTI_QUEUE, checksum and TCP/IPv4
-//     segmentation offloads on), persistent, MTU = external MTU − 28 (outer IPv4 and UDP headers),
+//     segmentation offloads on), persistent, MTU = external MTU − 28 (outer IPv4 and UDP headers,
+//     following the external interface's while the agent runs: followExternalMTU),
 //     up, accept_local on (see below), IPv6 off;
 //   - the address <own subnet>.0/32 on it, and no other IPv4 address: the
 //     source of packets this host itself sends into the overlay, and of the
@@ -153,7 +154,7 @@ type Backend struct {
 	// generation mode was set because /proc/sys is read-only.
 	ipv6GenModeSet int
 	// tooSmall is the external interface's MTU last reported as too
-	// small for ours, 0 while it leaves room (checkExternalMTU).
+	// small for UDP encapsulation, 0 while it is not (followExternalMTU).
 	tooSmall int
 	// madeDevice says that fresh made the device since the last pass
 	// set it up: its kernel defaults (MTU, accept_local, down) are
@@ -225,7 +226,9 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle, do fun
 // Type implements backend.Backend.
 func (b *Backend) Type() string { return Type }
 
-// MTU implements backend.Backend.
+// MTU implements backend.Backend: the device's MTU as the last Prepare or
+// Reconcile left it, following the external interface's
+// (followExternalMTU).
 func (b *Backend) MTU() int { return b.mtu }
 
 // Stats returns the datapath's packet counts since the backend was made.
@@ -847,7 +850,8 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		}
 	}
 	b.devIndex.Store(int32(l.Attrs().Index))
-	b.checkExternalMTU()
+	was := b.mtu
+	b.followExternalMTU()
 	// A device made in this pass, or by Prepare, is set up, not repaired.
 	made := gone || b.madeDevice
 	if l.Attrs().MTU != b.mtu {
@@ -857,7 +861,10 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		if !made {
 			res.Updated++
 			res.Count("device", 1)
-			b.log.Info("corrected the TUN device's MTU", "device", DeviceName, "was", l.Attrs().MTU, "mtu", b.mtu)
+			// followExternalMTU said why, if it changed ours.
+			if l.Attrs().MTU != was {
+				b.log.Info("corrected the TUN device's MTU", "device", DeviceName, "was", l.Attrs().MTU, "mtu", b.mtu)
+			}
 		}
 	}
 	index := l.Attrs().Index
@@ -894,34 +901,39 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 	return l, res, nil
 }
 
-// checkExternalMTU reports, once per change, that the external
-// interface's MTU no longer leaves room for flannel0's (it was lowered
-// since Prepare), and when it does again. The device and subnet.env keep
-// their MTU until a restart, which takes the new one; meanwhile the
-// datagrams of full-size packets are larger than the interface's MTU and
-// leave in IP fragments (sockets with path MTU discovery "want", and
-// send's fallback from GSO), which the peer reassembles: slower, and lost
-// where the network drops fragments.
-func (b *Backend) checkExternalMTU() {
+// followExternalMTU makes our MTU the external interface's current MTU
+// less the overhead, so that flannel0 follows an interface whose MTU an
+// operator or a DHCP client changed while the agent runs, lower or higher:
+// otherwise, over a lowered one, the datagrams of full-size packets leave
+// in IP fragments (slower, and lost where the network drops fragments), and
+// subnet.env would give new containers that MTU. The agent rewrites
+// subnet.env when MTU changes. An interface too small for UDP encapsulation
+// at all leaves our MTU as it is, said once per change of the interface's
+// MTU, and its end too.
+func (b *Backend) followExternalMTU() {
 	ext, err := b.h.LinkByIndex(b.ext.Iface.Index)
 	if err != nil {
 		return // the agent's own check of the interface says why
 	}
-	extMTU := ext.Attrs().MTU
-	if b.mtu <= extMTU-overhead {
-		if b.tooSmall != 0 {
-			b.log.Info("the external interface's MTU leaves room for the TUN device's again", "iface", ext.Attrs().Name,
-				"ifaceMTU", extMTU, "device", DeviceName, "mtu", b.mtu)
-			b.tooSmall = 0
+	name, extMTU := ext.Attrs().Name, ext.Attrs().MTU
+	mtu := extMTU - overhead
+	if mtu < minMTU {
+		if b.tooSmall != extMTU {
+			b.log.Error(nil, "EXTERNAL INTERFACE MTU TOO SMALL FOR UDP ENCAPSULATION; the TUN device keeps its MTU, and packets of containers "+
+				"using subnet.env's MTU go out as IP fragments: give the interface a larger MTU",
+				"iface", name, "ifaceMTU", extMTU, "overhead", overhead, "device", DeviceName, "mtu", b.mtu)
+			b.tooSmall = extMTU
 		}
 		return
 	}
-	if b.tooSmall != extMTU {
-		b.log.Error(nil, "EXTERNAL INTERFACE MTU TOO SMALL FOR THE TUN DEVICE; peers are still reached, but packets of containers "+
-			"using subnet.env's MTU go out as IP fragments (slower, and lost where the network drops fragments): give the interface "+
-			"its MTU back, or restart agentd to take the new one",
-			"iface", ext.Attrs().Name, "ifaceMTU", extMTU, "overhead", overhead, "device", DeviceName, "mtu", b.mtu)
-		b.tooSmall = extMTU
+	if b.tooSmall != 0 {
+		b.log.Info("the external interface's MTU leaves room for UDP encapsulation again", "iface", name, "ifaceMTU", extMTU)
+		b.tooSmall = 0
+	}
+	if mtu != b.mtu {
+		b.log.Info("the external interface's MTU changed; the TUN device follows it", "iface", name, "ifaceMTU", extMTU,
+			"device", DeviceName, "was", b.mtu, "mtu", mtu)
+		b.mtu = mtu
 	}
 }
 

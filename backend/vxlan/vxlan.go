@@ -14,7 +14,8 @@
 //     learned from traffic), MTU = Backend.MTU − 50, up. Backend.MTU is
 //     flanneld's: the MTU of the encapsulated packets on the underlay,
 //     default the external interface's MTU, at most that (the kernel
-//     refuses a device MTU above its underlay's less the overhead).
+//     refuses a device MTU above its underlay's less the overhead). The
+//     MTU follows the interface's while the agent runs (followExternalMTU).
 //     Its MAC is the VTEP MAC we advertise; it is kept in
 //     <StateDir>/vxlan-<VNI>.mac and given to the device again whenever it is
 //     recreated, also after a reboot, so peers' entries for us stay right.
@@ -263,9 +264,10 @@ type Backend struct {
 
 	// devMTU is the device's MTU as ensureDevice last left it.
 	devMTU int
-	// tooSmall is the external interface's MTU last reported as too small
-	// for mtu, 0 when it is not: the report is made once per change.
-	tooSmall int
+	// mtuReport is the external interface's MTU last reported as too
+	// small for Backend.MTU or for VXLAN at all, 0 when it is not: the
+	// report is made once per change (followExternalMTU).
+	mtuReport int
 
 	skips *backend.SkipLog // Reconcile's
 
@@ -337,10 +339,9 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 // Type implements backend.Backend.
 func (b *Backend) Type() string { return Type }
 
-// MTU implements backend.Backend: the device's MTU as Prepare left it. It
-// does not follow later changes of the external interface's MTU: subnet.env
-// is written once, and ensureDevice reports an interface that became too
-// small for it.
+// MTU implements backend.Backend: the device's MTU as the last Prepare or
+// Reconcile left it, following the external interface's
+// (followExternalMTU).
 func (b *Backend) MTU() int { return b.mtu }
 
 // Prepare implements backend.Backend: it settles the VTEP MAC and the MTU,
@@ -379,11 +380,12 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if _, _, err := b.ensureDevice(); err != nil {
 		return nil, err
 	}
-	// subnet.env will say mtu: only if the device has it. It may not when
-	// the external interface's MTU fell since it was read above.
-	if b.devMTU != mtu {
+	// subnet.env will say b.mtu: only if the device has it. It may not when
+	// the external interface's MTU fell below VXLAN's least since it was
+	// read above (ensureDevice follows any other change).
+	if b.devMTU != b.mtu {
 		return nil, fmt.Errorf("vxlan device %s has MTU %d, not %d: the external interface %s's MTU changed while it was set up",
-			b.name, b.devMTU, mtu, extLink.Attrs().Name)
+			b.name, b.devMTU, b.mtu, extLink.Attrs().Name)
 	}
 	b.deleteOldDevices()
 	b.prepared = true
@@ -391,7 +393,7 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.log.Info("vxlan device ready", "device", b.name, "vni", b.opts.VNI, "vtepMAC", mac, "mtu", mtu,
+	b.log.Info("vxlan device ready", "device", b.name, "vni", b.opts.VNI, "vtepMAC", mac, "mtu", b.mtu,
 		"local", b.ext.IfaceAddr, "port", b.opts.Port, "directRouting", b.opts.DirectRouting)
 	return data, nil
 }
@@ -522,14 +524,16 @@ func (b *Backend) incompatible(l netlink.Link) string {
 // up. It counts a created device as added, a deleted one as removed, a
 // corrected one as updated.
 //
-// While the external interface's MTU is too small for ours, the kernel
-// lowers a new device's MTU and refuses to raise it: ensureDevice reports
-// that (once per change of the interface's MTU), leaves the device's MTU as
-// it is, and returns no error for it, so that the peers are still programmed.
+// Our MTU follows the external interface's first (followExternalMTU). While
+// that interface's MTU is too small for VXLAN at all, the kernel lowers a
+// new device's MTU and refuses to raise it: ensureDevice leaves the device's
+// MTU as it is and returns no error for it, so that the peers are still
+// programmed.
 func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 	var res backend.Result
 	h := b.h
-	fits := b.checkExternalMTU()
+	was := b.mtu
+	fits := b.followExternalMTU()
 	l, err := backend.LinkByName(h, b.name)
 	if err != nil {
 		return nil, res, err
@@ -566,7 +570,10 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 			res.Updated++
 			res.Count("device", 1)
 		}
-		b.log.Info("corrected the vxlan device's MTU", "device", b.name, "was", b.devMTU, "mtu", b.mtu)
+		// followExternalMTU said why, if it changed ours.
+		if b.devMTU != was {
+			b.log.Info("corrected the vxlan device's MTU", "device", b.name, "was", b.devMTU, "mtu", b.mtu)
+		}
 		b.devMTU = b.mtu
 	}
 	if !created {
@@ -668,33 +675,58 @@ func (b *Backend) takeBack(addErr error) (netlink.Link, bool, error) {
 	return l, false, nil
 }
 
-// checkExternalMTU says whether the external interface's current MTU leaves
-// room for ours, and reports it when that changes. It says true when the
-// interface cannot be read: setting the MTU will tell.
-func (b *Backend) checkExternalMTU() bool {
+// followExternalMTU makes our MTU what the external interface's current MTU
+// allows, and says whether the device can have it. The wanted MTU is that of
+// the encapsulated packets (Backend.MTU, else the interface's; at most the
+// interface's) less the overhead, so the device follows an interface whose
+// MTU an operator or a DHCP client changed while the agent runs, lower or
+// higher: otherwise a device left above the interface's MTU less the
+// overhead sends packets the underlay drops or fragments, and subnet.env
+// would give new containers that MTU. The agent rewrites subnet.env when
+// MTU changes. A Backend.MTU the interface can no longer carry is said
+// loudly, and so is its end: it was refused at start, but stopping a running
+// agent for it would be worse than following the interface. An interface
+// too small for VXLAN at all leaves our MTU as it is, said likewise, and
+// the device's too (false). Each report is made once per change of the
+// interface's MTU. It says true when the interface cannot be read: setting
+// the MTU will tell.
+func (b *Backend) followExternalMTU() bool {
 	ext, err := b.h.LinkByIndex(b.ext.Iface.Index)
 	if err != nil {
 		return true
 	}
-	extMTU, over := ext.Attrs().MTU, overhead(b.ext.IfaceAddr)
-	if b.mtu <= extMTU-over {
-		if b.tooSmall != 0 {
-			b.log.Info("the external interface's MTU leaves room for the vxlan device's again", "iface", ext.Attrs().Name,
-				"ifaceMTU", extMTU, "device", b.name, "mtu", b.mtu)
-			b.tooSmall = 0
+	name, extMTU, over := ext.Attrs().Name, ext.Attrs().MTU, overhead(b.ext.IfaceAddr)
+	outer := b.opts.MTU
+	capped := outer > extMTU
+	if outer == 0 || capped {
+		outer = extMTU
+	}
+	mtu := outer - over
+	switch {
+	case mtu < minMTU:
+		if b.mtuReport != extMTU {
+			b.log.Error(nil, "EXTERNAL INTERFACE MTU TOO SMALL FOR VXLAN; the vxlan device keeps its MTU, and packets of containers "+
+				"using subnet.env's MTU are dropped or fragmented: give the interface a larger MTU",
+				"iface", name, "ifaceMTU", extMTU, "overhead", over, "device", b.name, "mtu", b.mtu)
+			b.mtuReport = extMTU
 		}
-		return true
+		return false
+	case capped && b.mtuReport != extMTU:
+		b.log.Error(nil, "BACKEND.MTU IS MORE THAN THE EXTERNAL INTERFACE'S MTU; the vxlan device follows the interface's until it can carry "+
+			"Backend.MTU again: lower Backend.MTU in the network config, or give the interface its MTU back",
+			"backendMTU", b.opts.MTU, "iface", name, "ifaceMTU", extMTU, "device", b.name, "mtu", mtu)
+		b.mtuReport = extMTU
+	case !capped && b.mtuReport != 0:
+		b.log.Info("the external interface's MTU leaves room for the vxlan device's again", "iface", name, "ifaceMTU", extMTU,
+			"device", b.name, "mtu", mtu)
+		b.mtuReport = 0
 	}
-	if b.tooSmall != extMTU {
-		// The kernel keeps the device at most at extMTU-over: it lowers a new
-		// one and refuses to raise one.
-		b.log.Error(nil, "EXTERNAL INTERFACE MTU TOO SMALL FOR THE VXLAN DEVICE; peers are still programmed, but packets of containers "+
-			"using subnet.env's MTU are fragmented or dropped: give the interface its MTU back, or restart agentd to take the new one "+
-			"(lowering Backend.MTU first if it is set)",
-			"iface", ext.Attrs().Name, "ifaceMTU", extMTU, "overhead", over, "device", b.name, "mtu", b.mtu)
-		b.tooSmall = extMTU
+	if mtu != b.mtu {
+		b.log.Info("the external interface's MTU changed; the vxlan device follows it", "iface", name, "ifaceMTU", extMTU,
+			"device", b.name, "was", b.mtu, "mtu", mtu)
+		b.mtu = mtu
 	}
-	return false
+	return true
 }
 
 // Reconcile implements backend.Backend.

@@ -1343,13 +1343,14 @@ func (h *host) deviceMTU() int {
 	return 0
 }
 
-// TestExternalMTULowered: the agent started with ext0 at 9000 (device and
-// subnet.env 8950); ext0 goes down to 1500 and flannel.1 is deleted, so the
-// kernel recreates it at 1450 and refuses 8950. Reconcile still programs every
-// peer on every pass, reports the small MTU once per change, and gives the
-// device 8950 again once ext0 has 9000 again.
-func TestExternalMTULowered(t *testing.T) {
-	const tooSmall = "EXTERNAL INTERFACE MTU TOO SMALL"
+// TestExternalMTUFollowed: the agent started with ext0 at 9000 (device and
+// MTU() 8950); ext0 goes down to 1500, and the device and MTU() follow it
+// (1450) in the next pass, which still programs every peer; a device
+// deleted then is made again at 1450; ext0 back at 9000, both are 8950
+// again. Each change is logged once. Before, the device kept 8950, which
+// ext0 could no longer carry, until a restart.
+func TestExternalMTUFollowed(t *testing.T) {
+	const follows = "the external interface's MTU changed; the vxlan device follows it"
 	h := unpreparedHost(t, `{"Type":"vxlan"}`, 9000)
 	h.b = h.newBackend()
 	h.prepare()
@@ -1361,53 +1362,101 @@ func TestExternalMTULowered(t *testing.T) {
 	h.reconcile(p2)
 	h.check(withMTUs(programmed, 9000, 8950))
 
-	// ext0 shrinks under the device: the kernel lets it and keeps the
-	// device at 8950, which ext0 can no longer carry.
 	h.setExtMTU(1500)
-	if res := h.reconcile(p2); res.Changed() {
-		t.Errorf("after ext0 shrank Reconcile changed %v", res)
-	}
-	h.check(withMTUs(programmed, 1500, 8950))
-	if n := h.countLogs(tooSmall); n != 1 {
-		t.Errorf("ext0 at 1500 under a device of 8950 reported %d times, want once", n)
-	}
-
-	// The device is deleted: the kernel recreates it at 1450, not 8950.
-	if err := h.ns.Handle.LinkDel(h.link("flannel.1")); err != nil {
-		t.Fatal(err)
-	}
-	for i, want := range []backend.Result{{Added: 5}, {}, {}} { // device, address, FDB, neighbour, route
-		res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{p2})
-		if err != nil {
-			t.Fatalf("Reconcile %d after flannel.1 was recreated over ext0 at 1500: %v", i, err)
-		}
-		if res.String() != want.String() {
-			t.Errorf("Reconcile %d after flannel.1 was recreated: result %v, want %v", i, res, want)
+	for i, want := range []backend.Result{{Updated: 1}, {}} {
+		if res := h.reconcile(p2); res.String() != want.String() {
+			t.Errorf("pass %d after ext0 shrank to 1500: %v, want %v", i, res, want)
 		}
 		h.check(withMTUs(programmed, 1500, 1450))
 	}
-	if n := h.countLogs(tooSmall); n != 1 {
-		t.Errorf("ext0 at 1500 reported %d times, want once (per change, not per pass)", n)
+	if h.b.MTU() != 1450 {
+		t.Errorf("MTU() after ext0 shrank to 1500 = %d, want 1450", h.b.MTU())
 	}
-	if n := h.countLogs(`"msg"="created vxlan device" "device"="flannel.1" "vni"=1 "vtepMAC"="` + h.b.mac.String() + `" "mtu"=1450 "wantedMTU"=8950`); n != 1 {
-		t.Errorf("the recreated device's MTU as read back (1450, wanted 8950) logged %d times, want once", n)
+	if n := h.countLogs(follows + `" "iface"="ext0" "ifaceMTU"=1500 "device"="flannel.1" "was"=8950 "mtu"=1450`); n != 1 {
+		t.Errorf("the change to 1450 logged %d times, want once:\n%s", n, h.logText())
+	}
+	if n := h.countLogs("corrected the vxlan device's MTU"); n != 0 {
+		t.Errorf("following ext0 was logged as a correction of drift %d times", n)
 	}
 
-	// ext0 gets 9000 back: so does the device.
+	// The device deleted: made again at the MTU ext0 allows.
+	if err := h.ns.Handle.LinkDel(h.link("flannel.1")); err != nil {
+		t.Fatal(err)
+	}
+	if res := h.reconcile(p2); res.String() != (backend.Result{Added: 5}).String() { // device, address, FDB, neighbour, route
+		t.Errorf("after flannel.1 was deleted: %v, want added=5", res)
+	}
+	h.check(withMTUs(programmed, 1500, 1450))
+
 	h.setExtMTU(9000)
 	if res := h.reconcile(p2); res.String() != (backend.Result{Updated: 1}).String() {
-		t.Errorf("after ext0 grew back: result %v, want the device's MTU updated", res)
+		t.Errorf("after ext0 grew back to 9000: result %v, want the device's MTU updated", res)
 	}
 	h.check(withMTUs(programmed, 9000, 8950))
-	if n := h.countLogs("leaves room for the vxlan device's again"); n != 1 {
-		t.Errorf("ext0 back at 9000 reported %d times, want once", n)
+	if h.b.MTU() != 8950 {
+		t.Errorf("MTU() after ext0 grew back = %d, want 8950", h.b.MTU())
 	}
+	if n := h.countLogs(follows); n != 2 {
+		t.Errorf("%d changes logged after 9000 → 1500 → 9000, want 2", n)
+	}
+	if n := h.countLogs("MTU TOO SMALL"); n != 0 {
+		t.Errorf("an interface the device followed reported as too small %d times", n)
+	}
+}
 
-	// A second shrink is a change, reported again.
+// TestExternalMTUBelowBackendMTU: Backend.MTU 9000, which ext0 carried at
+// start. ext0 lowered to 1500 can no longer: the device follows ext0 (1450)
+// rather than keep 8950, which ext0 would drop or fragment, and a loud line
+// says Backend.MTU is not honoured, once per change of ext0's MTU. With 9000
+// back, the device has Backend.MTU − 50 again, which is said too. An ext0
+// too small for VXLAN at all (100) leaves the device as it is, said loudly,
+// and every peer is still programmed.
+func TestExternalMTUBelowBackendMTU(t *testing.T) {
+	const capped = "BACKEND.MTU IS MORE THAN THE EXTERNAL INTERFACE'S MTU"
+	h := unpreparedHost(t, `{"Type":"vxlan","MTU":9000}`, 9000)
+	h.b = h.newBackend()
+	h.prepare()
+	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+	programmed := withBase(peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02"))
+	h.reconcile(p2)
+	h.check(withMTUs(programmed, 9000, 8950))
+
 	h.setExtMTU(1500)
 	h.reconcile(p2)
-	if n := h.countLogs(tooSmall); n != 2 {
-		t.Errorf("%d reports after ext0 shrank a second time, want 2", n)
+	h.reconcile(p2)
+	h.check(withMTUs(programmed, 1500, 1450))
+	if h.b.MTU() != 1450 {
+		t.Errorf("MTU() = %d, want 1450", h.b.MTU())
+	}
+	if n := h.countLogs(capped + `; the vxlan device follows the interface's until it can carry Backend.MTU again: lower Backend.MTU in the network config, or give the interface its MTU back" "error"=null "backendMTU"=9000 "iface"="ext0" "ifaceMTU"=1500 "device"="flannel.1" "mtu"=1450`); n != 1 {
+		t.Errorf("Backend.MTU over ext0's 1500 said %d times in two passes, want once:\n%s", n, h.logText())
+	}
+	h.setExtMTU(1400)
+	h.reconcile(p2)
+	h.check(withMTUs(programmed, 1400, 1350))
+	if n := h.countLogs(capped); n != 2 {
+		t.Errorf("Backend.MTU over ext0 said %d times after a second change, want 2", n)
+	}
+
+	h.setExtMTU(9000)
+	h.reconcile(p2)
+	h.check(withMTUs(programmed, 9000, 8950))
+	if n := h.countLogs("leaves room for the vxlan device's again"); n != 1 {
+		t.Errorf("ext0 carrying Backend.MTU again said %d times, want once", n)
+	}
+
+	h.setExtMTU(100)
+	for range 2 {
+		if _, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{p2}); err != nil {
+			t.Fatalf("Reconcile over ext0 at 100: %v", err)
+		}
+	}
+	h.check(withMTUs(programmed, 100, 8950))
+	if n := h.countLogs("EXTERNAL INTERFACE MTU TOO SMALL FOR VXLAN"); n != 1 {
+		t.Errorf("ext0 at 100 said %d times in two passes, want once", n)
+	}
+	if h.b.MTU() != 8950 {
+		t.Errorf("MTU() over ext0 at 100 = %d, want 8950 kept", h.b.MTU())
 	}
 }
 
