@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentd/agentd/backend"
@@ -68,7 +69,23 @@ type agent struct {
 	iptCleanupErr string
 	// changes is the reconcile goroutine's summary of kernel changes.
 	changes changeLog
+
+	// mtu is the backend's MTU as the reconcile goroutine last read it
+	// (Backend.MTU is that goroutine's), and mtuChanged signals a change
+	// of it to Run's goroutine, the one that writes subnet.env.
+	mtu        atomic.Int64
+	mtuChanged chan struct{}
 }
+
+// mtuLoweredMsg and mtuRaisedMsg say that subnet.env's MTU followed the
+// external interface's, and what that means for containers made before.
+const (
+	mtuLoweredMsg = "subnet.env's MTU lowered with the external interface's: containers started before keep their larger MTU, " +
+		"so their packets above the new one are fragmented, or lost where path MTU discovery fails; " +
+		"restart them (and dockerd, which reads --mtu at its start) to give them the new one"
+	mtuRaisedMsg = "subnet.env's MTU raised with the external interface's: containers started before keep their smaller MTU, which still works; " +
+		"restart them (and dockerd, which reads --mtu at its start) to give them the new one"
+)
 
 // changeLogEvery is how often at most the reconcile loop logs its kernel
 // changes at the default verbosity.
@@ -259,6 +276,8 @@ func (a *agent) run(ctx context.Context) error {
 	// /healthz fails when the reconcile loop stops passing (wedged on a
 	// kernel or iptables call), not just when the process is gone.
 	a.health.expectHeartbeat(3*a.cfg.ResyncInterval + time.Minute)
+	a.mtu.Store(int64(env.MTU))
+	a.mtuChanged = make(chan struct{}, 1)
 	wake := make(chan struct{}, 1)
 	wg.Add(4)
 	go func() {
@@ -296,6 +315,7 @@ func (a *agent) run(ctx context.Context) error {
 	if err := a.writeSubnetEnv(ctx, env); err != nil {
 		fail(err)
 	}
+	a.followMTU(ctx, &env, fail)
 	<-ctx.Done()
 	cancel(nil)
 	wg.Wait()
@@ -411,6 +431,10 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 			return extErr
 		}
 		res, err := be.Reconcile(ctx, own, peers)
+		if m := int64(be.MTU()); m != a.mtu.Load() {
+			a.mtu.Store(m)
+			signal(a.mtuChanged)
+		}
 		if iptDue || own.Subnet != iptFor {
 			// On failure iptDue, or the subnet's difference, stays:
 			// the retry tries again.
@@ -562,6 +586,7 @@ func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env) error {
 		}
 	}
 	a.health.setSubnetEnvWritten()
+	a.obs.setMTU(env.MTU)
 	a.log.Info("wrote subnet.env", "path", path, "subnet", env.Subnet, "mtu", env.MTU)
 	// subnet.env is the previous subnet from now on, not what a run that
 	// lost its subnet kept.
@@ -573,6 +598,38 @@ func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env) error {
 		a.log.Error(err, "cannot remove the subnet.env kept by a run that lost its subnet; a start without subnet.env would prefer its subnet", "path", lost)
 	}
 	return nil
+}
+
+// followMTU writes subnet.env again, until ctx is done, each time the
+// reconcile loop finds that the backend's MTU changed: it follows the
+// external interface's (an operator's `ip link set eth0 mtu …`, a DHCP
+// client's new MTU). The CNI plugin reads subnet.env for each new pod, so
+// new pods get the new MTU at once; running containers and dockerd keep the
+// old one, which the log line says. env is what subnet.env says; fail is
+// called with writeSubnetEnv's error, which ends the agent.
+func (a *agent) followMTU(ctx context.Context, env *subnetenv.Env, fail func(error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.mtuChanged:
+		}
+		mtu := int(a.mtu.Load())
+		if mtu == env.MTU {
+			continue
+		}
+		was := env.MTU
+		env.MTU = mtu
+		if err := a.writeSubnetEnv(ctx, *env); err != nil {
+			fail(err)
+			return
+		}
+		msg := mtuRaisedMsg
+		if mtu < was {
+			msg = mtuLoweredMsg
+		}
+		a.log.Info(msg, "path", a.cfg.SubnetFile, "was", was, "mtu", mtu)
+	}
 }
 
 // removeOtherSubnetEnv removes subnet.env if it names another subnet than

@@ -229,6 +229,13 @@ func b2f(b bool) float64 {
 	return 0
 }
 
+// setMTU records the MTU subnet.env gives containers.
+func (o *observer) setMTU(mtu int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.st.MTU = mtu
+}
+
 // setOwn records our lease and backend.
 func (o *observer) setOwn(own subnet.Lease, backendType string) {
 	o.mu.Lock()

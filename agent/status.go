@@ -12,6 +12,10 @@ type Status struct {
 	Subnet   string `json:"subnet,omitempty"`
 	PublicIP string `json:"publicIP,omitempty"`
 	Backend  string `json:"backend,omitempty"`
+	// MTU is FLANNEL_MTU as subnet.env says it now: the backend's MTU,
+	// which follows the external interface's. Containers started before
+	// it last changed may have another.
+	MTU int `json:"mtu,omitempty"`
 
 	// PeersKnown is the size of the lease set (without our own lease) at
 	// the last reconcile pass; PeersProgrammed how many of those peers a
