@@ -11,27 +11,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 )
 
-// TestPrefixSet: membership across prefix lengths, and what is not a
-// usable IPv4 prefix left out.
-func TestPrefixSet(t *testing.T) {
-	s := prefixSet{}
-	for _, p := range []string{"10.244.0.0/24", "10.245.0.0/16", "10.246.1.64/26", "10.247.0.9/24"} {
-		s.add(netip.MustParsePrefix(p))
-	}
-	s.add(netip.Prefix{})
-	s.add(netip.MustParsePrefix("fd00::/64"))
-	for a, want := range map[string]bool{
-		"10.244.0.0": true, "10.244.0.255": true, "10.244.1.0": false,
-		"10.245.200.1": true, "10.246.1.64": true, "10.246.1.127": true, "10.246.1.128": false, "10.246.1.63": false,
-		"10.247.0.1": true, // added unmasked
-		"0.0.0.0":    false, "fd00::1": false,
-	} {
-		if got := s.contains(netip.MustParseAddr(a)); got != want {
-			t.Errorf("contains(%s) = %v, want %v", a, got, want)
-		}
-	}
-}
-
 // BenchmarkDesired: one pass of desired over 5000 peers, each public IP
 // tested against every subnet of the overlay (TestPublicIPInsideOverlay).
 func BenchmarkDesired(b *testing.B) {

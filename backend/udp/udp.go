@@ -749,10 +749,10 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease) []entry {
 	// address in a peer's follows the network's route into flannel0,
 	// where the datapath would send it again (a loop), and one in ours
 	// goes to a local container.
-	overlay := prefixSet{}
-	overlay.add(own.Subnet)
+	overlay := backend.MakePrefixSet(len(peers) + 1)
+	overlay.Add(own.Subnet)
 	for _, p := range peers {
-		overlay.add(p.Subnet)
+		overlay.Add(p.Subnet)
 	}
 	var es []entry
 	for _, p := range peers {
@@ -772,7 +772,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease) []entry {
 			why = fmt.Sprintf("public IP %v is not a unicast IPv4 address", pub)
 		case pub == b.ext.PublicIP || pub == b.ext.IfaceAddr:
 			why = fmt.Sprintf("public IP %s is our own", pub)
-		case overlay.contains(pub):
+		case overlay.Contains(pub):
 			why = fmt.Sprintf("public IP %s lies in an overlay subnet, reached through %s itself", pub, DeviceName)
 		}
 		if why != "" {
@@ -782,35 +782,6 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease) []entry {
 		es = append(es, entry{Subnet: sn, Dst: netip.AddrPortFrom(pub, uint16(b.opts.Port))})
 	}
 	return es
-}
-
-// prefixSet holds IPv4 prefixes for membership tests that cost one map
-// lookup per prefix length present, not one test per prefix: desired tests
-// every peer's public IP against every subnet.
-type prefixSet map[int]map[netip.Prefix]struct{}
-
-func (s prefixSet) add(p netip.Prefix) {
-	if !p.IsValid() || !p.Addr().Is4() {
-		return
-	}
-	m := s[p.Bits()]
-	if m == nil {
-		m = map[netip.Prefix]struct{}{}
-		s[p.Bits()] = m
-	}
-	m[p.Masked()] = struct{}{}
-}
-
-// contains says whether a lies in one of the prefixes.
-func (s prefixSet) contains(a netip.Addr) bool {
-	for bits, m := range s {
-		if p, err := a.Prefix(bits); err == nil {
-			if _, ok := m[p]; ok {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func be32(a netip.Addr) uint32 {
