@@ -71,6 +71,9 @@ type Backend struct {
 	// wantRoutes holds the routes Reconcile last wanted, for Watch to
 	// tell our own writes from changes (backend.RouteWants.Echo).
 	wantRoutes backend.RouteWants
+	// peerAddrs holds the peers Reconcile last judged, for Watch to
+	// tell which addresses decide a skip (backend.PeerAddrs).
+	peerAddrs backend.PeerAddrs
 
 	h  *netlink.Handle // nil until Prepare opens one (New)
 	ns netns.NsHandle  // where Watch subscribes
@@ -181,8 +184,11 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// interface, so a dump of its routes alone would cost as much. A route
 	// changed after it wakes Watch, so the next pass sees it: until this
 	// pass's wants are stored below, no event is an echo
-	// (backend.RouteWants.Forget).
+	// (backend.RouteWants.Forget). So does an address changed after
+	// ReadSegment lists them that decides whether one of these peers is
+	// skipped (backend.PeerAddrs).
 	b.wantRoutes.Forget()
+	b.peerAddrs.Store(peers)
 	main, err := backend.MainRoutes(b.h)
 	if err != nil {
 		return res, err
@@ -298,16 +304,25 @@ func refuse(seg *backend.Segment, pub netip.Addr) string {
 // in the cluster network (backend.RouteEventFilter) but our own writes'
 // (backend.RouteWants), for link and address events of the external
 // interface (a link going down takes its routes with it without a route
-// event; its addresses decide what is on-link), and for the interface's
-// scope-link routes without a gateway, which decide it too.
+// event; its addresses decide what is on-link), for the interface's
+// scope-link routes without a gateway, which decide it too, and for the
+// addresses of any link that decide whether a peer is skipped
+// (backend.PeerAddrs).
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	ext := b.ext.Iface.Index
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },
-		Addr:       func(u netlink.AddrUpdate) bool { return u.LinkIndex == ext },
+		Addr:       b.addrEvent,
 		Route:      b.routeFilter(),
 		Subscribed: b.subscribed,
 	}, wake)
+}
+
+// addrEvent accepts the events about the external interface's addresses
+// and those about an address of any link that decides whether one of the
+// last pass's peers is skipped.
+func (b *Backend) addrEvent(u netlink.AddrUpdate) bool {
+	return u.LinkIndex == b.ext.Iface.Index || b.peerAddrs.Concerns(u)
 }
 
 // routeFilter returns Watch's route filter: backend.RouteEventFilter's

@@ -847,3 +847,157 @@ func (h *host) logText() string {
 	defer h.mu.Unlock()
 	return strings.Join(h.logs, "\n")
 }
+
+// promptly is how soon a pass that Watch woke must have changed the kernel
+// (shared/DESIGN.md §4.1: repairs within 1 s), not at the next resync.
+const promptly = time.Second
+
+// TestAddressChangeRejudgesPeers: a peer skipped for an address of this
+// host (TestPeerSubnetHoldsOurAddress, TestUnusableGateways) is judged
+// again as soon as that address changes, not at the next resync: passes
+// run here only when Watch wakes, as the agent's loop runs them with an
+// endless --resync-interval. The addresses are on links other than the
+// external interface, whose address events wake Watch anyway, and make no
+// route in the cluster network, whose events would wake it too: cni0 is
+// down (a bridge with no pod yet), and a /32 or a public IP has no such
+// route. The address gone, the peer is routed within a second; come, its
+// route is deleted within a second, before it can outlive the lease and
+// leave that network without a route.
+func TestAddressChangeRejudgesPeers(t *testing.T) {
+	const two, four, nine = "10.244.2.0/24 via 198.18.0.2", "10.244.4.0/24 via 198.18.0.4", "10.244.9.0/24 via 198.18.0.3"
+	for _, tc := range []struct {
+		name, link, addr string
+		held             bool   // at the start; the test adds it if not, else deletes it
+		peer             string // the route it decides
+	}{
+		{"cni0 moved off a peer's subnet", "cni0", "10.244.9.1/24", true, nine},
+		{"cni0 given an address of a peer's subnet", "cni0", "10.244.9.1/24", false, nine},
+		{"a /32 of a peer's subnet gone", "data0", "10.244.2.7/32", true, two},
+		{"a /32 of a peer's subnet added", "data0", "10.244.2.7/32", false, two},
+		{"a peer's public IP no longer ours", "data0", "198.18.0.4/32", true, four},
+		{"a peer's public IP made ours", "data0", "198.18.0.4/32", false, four},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := prepared(t)
+			nl := h.ns.Handle
+			if err := nl.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "cni0"}}); err != nil {
+				t.Fatal(err)
+			}
+			h.ns.AddVeth(t, "data0", "data1", netip.Prefix{})
+			link, err := nl.LinkByName(tc.link)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix(tc.addr))}
+			if tc.held {
+				if err := nl.AddrAdd(link, a); err != nil {
+					t.Fatal(err)
+				}
+			}
+			peers := []subnet.Lease{
+				lease("10.244.2.0/24", "198.18.0.2", Type),
+				lease("10.244.9.0/24", "198.18.0.3", Type),
+				lease("10.244.4.0/24", "198.18.0.4", Type),
+			}
+			// The first pass before Watch: the events of its writes
+			// (the device's address, for vxlan) would wake a second
+			// pass, which might find the change below on its own.
+			if _, err := h.b.Reconcile(context.Background(), h.own, peers); err != nil {
+				t.Fatal(err)
+			}
+			wakes, _ := h.watch(t)
+			nstest.RunPasses(t, wakes, func() error {
+				_, err := h.b.Reconcile(context.Background(), h.own, peers)
+				return err
+			})
+			all := []string{two, four, nine}
+			held := slices.DeleteFunc(slices.Clone(all), func(r string) bool { return r == tc.peer })
+			before, after := all, held
+			if tc.held {
+				before, after = held, all
+			}
+			if err := h.ourRoutes(before)(); err != nil {
+				t.Fatalf("before the change: %v", err)
+			}
+			start := time.Now()
+			change := nl.AddrAdd
+			if tc.held {
+				change = nl.AddrDel
+			}
+			if err := change(link, a); err != nil {
+				t.Fatal(err)
+			}
+			nstest.Await(t, promptly, tc.name, h.ourRoutes(after))
+			t.Logf("the routes followed in %v", time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
+// ourRoutes returns a check that the routes of ours are want
+// ("<dst> via <gw>", sorted).
+func (h *host) ourRoutes(want []string) func() error {
+	return func() error {
+		rs, err := backend.OurRoutes(h.ns.Handle)
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, r := range rs {
+			got = append(got, fmt.Sprintf("%s via %s", r.Dst, r.Gw))
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("routes of ours %q, want %q", got, want)
+		}
+		return nil
+	}
+}
+
+// TestAddressEventsJudged: of the address events of links other than the
+// external interface, only those about an address that decides whether one
+// of the last pass's peers is skipped wake Watch (a peer's public IP, an
+// address in a peer's subnet); not those of our own subnet (cni0 given our
+// gateway), of the network outside the peers' subnets, of other networks,
+// nor IPv6 ones (the kernel's link-local addresses coming and going with a
+// link). Else every such event would cost a pass and an iptables check.
+// The marker, an address in a peer's subnet, wakes it; the events before
+// it on the same socket have been judged once it is logged.
+func TestAddressEventsJudged(t *testing.T) {
+	h := prepared(t)
+	nl := h.ns.Handle
+	data := h.ns.AddVeth(t, "data0", "data1", netip.Prefix{})
+	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type), lease("10.244.3.0/24", "198.19.0.3", Type))
+	_, stop := h.watch(t)
+	defer stop()
+	// IPv6 on data0 (nstest turns it off): the kernel gives it a
+	// link-local address now, and again each time it comes up.
+	if err := h.ns.Sysctl("net.ipv6.conf.data0.disable_ipv6", "0"); err != nil {
+		t.Fatal(err)
+	}
+	addr := func(p string) *netlink.Addr { return &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix(p))} }
+	unrelated := []*netlink.Addr{addr("10.244.1.1/24"), addr("10.244.200.1/24"), addr("192.0.2.1/24"), addr("198.19.0.4/32"), addr("fd00::1/64")}
+	linkLocal := addr("fe80::99/64")
+	linkLocal.Flags = unix.IFA_F_NODAD
+	unrelated = append(unrelated, linkLocal)
+	for _, a := range unrelated {
+		if err := nl.AddrAdd(data, a); err != nil {
+			t.Fatalf("add %s: %v", a.IPNet, err)
+		}
+	}
+	for _, a := range unrelated {
+		if err := nl.AddrDel(data, a); err != nil {
+			t.Fatalf("delete %s: %v", a.IPNet, err)
+		}
+	}
+	if err := errors.Join(nl.LinkSetDown(data), nl.LinkSetUp(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.AddrAdd(data, addr("10.244.2.99/32")); err != nil {
+		t.Fatal(err)
+	}
+	nstest.AwaitLogged(t, h.countLogs, "10.244.2.99", h.logText)
+	const woke = `"msg"="kernel event about our objects" "kind"="address"`
+	if n := h.countLogs(woke); n != 1 {
+		t.Errorf("%d address events woke Watch, want 1 (the marker's); logs:\n%s", n, h.logText())
+	}
+}

@@ -256,6 +256,9 @@ type Backend struct {
 	// wantRoutes holds the routes Reconcile last wanted, for Watch to
 	// tell our own writes from changes (backend.RouteWants.Echo).
 	wantRoutes backend.RouteWants
+	// peerAddrs holds the peers Reconcile last judged, for Watch to
+	// tell which addresses decide a skip (backend.PeerAddrs).
+	peerAddrs backend.PeerAddrs
 
 	// Set by Prepare.
 	prepared bool
@@ -752,8 +755,11 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// own. A route changed after it wakes Watch (backend.RouteEventFilter,
 	// and with DirectRouting backend.SegmentRouteEvent), so the next pass
 	// sees it: until this pass's wants are stored below, no event is an
-	// echo (backend.RouteWants.Forget).
+	// echo (backend.RouteWants.Forget). So does an address changed after
+	// ReadSegment lists them that decides whether one of these peers is
+	// skipped (backend.PeerAddrs).
 	b.wantRoutes.Forget()
+	b.peerAddrs.Store(peers)
 	main, err := backend.MainRoutes(b.h)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
@@ -895,9 +901,11 @@ func direct(seg *backend.Segment, pub netip.Addr) bool {
 // (by name, so also a recreated one), its addresses, neighbours and FDB
 // entries, routes with our protocol or in the cluster network
 // (backend.RouteEventFilter) but our own writes' (backend.RouteWants),
-// and the external interface's link and addresses (they decide
-// DirectRouting and carry its routes). With DirectRouting also for the
-// interface's scope-link routes without a gateway, which decide it too.
+// the external interface's link and addresses (they decide
+// DirectRouting and carry its routes), and the addresses of any link that
+// decide whether a peer is skipped (backend.PeerAddrs). With DirectRouting
+// also for the interface's scope-link routes without a gateway, which
+// decide it too.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       b.linkEvent,
@@ -925,9 +933,12 @@ func (b *Backend) linkEvent(u netlink.LinkUpdate) bool {
 	return a.Name == b.name || a.Index == b.ext.Iface.Index
 }
 
+// addrEvent accepts the events about the addresses of the external
+// interface and of the device, and those about an address of any link that
+// decides whether one of the last pass's peers is skipped.
 func (b *Backend) addrEvent(u netlink.AddrUpdate) bool {
 	dev := int(b.devIndex.Load())
-	return u.LinkIndex == b.ext.Iface.Index || dev != 0 && u.LinkIndex == dev
+	return u.LinkIndex == b.ext.Iface.Index || dev != 0 && u.LinkIndex == dev || b.peerAddrs.Concerns(u)
 }
 
 // neighEvent accepts the events about the device's entries that Reconcile

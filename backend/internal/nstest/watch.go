@@ -84,3 +84,51 @@ func AwaitLogged(t testing.TB, count func(string) int, marker string, logs func(
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// RunPasses runs pass at once and again after each wake on wakes
+// (RunWatch's), one at a time in a goroutine of its own, as the agent's loop
+// runs Reconcile, but with no resync ticker: what a test then sees changed
+// in the kernel was done by a pass that Watch woke. A pass's error fails t.
+// It returns once the first pass is done; the goroutine runs until the test
+// ends.
+func RunPasses(t testing.TB, wakes <-chan struct{}, pass func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	first, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for done := first; ; {
+			if err := pass(); err != nil {
+				t.Errorf("pass: %v", err)
+			}
+			if done != nil {
+				close(done)
+				done = nil
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-wakes:
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-stopped })
+	<-first
+}
+
+// Await polls cond until it returns nil and fails t when it still fails
+// within after the call; what says what was awaited.
+func Await(t testing.TB, within time.Duration, what string, cond func() error) {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %v: %v", what, within, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
