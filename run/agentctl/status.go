@@ -129,6 +129,11 @@ func printStatus(a *app, st agent.Status) {
 	fmt.Fprintf(tw, "subnet\t%s\n", dash(st.Subnet))
 	fmt.Fprintf(tw, "public IP\t%s\n", dash(st.PublicIP))
 	fmt.Fprintf(tw, "backend\t%s\n", dash(st.Backend))
+	if st.MTU != 0 {
+		// It follows the underlay's; containers started before a change
+		// keep theirs.
+		fmt.Fprintf(tw, "mtu\t%d (subnet.env's FLANNEL_MTU)\n", st.MTU)
+	}
 	fmt.Fprintf(tw, "peers\t%d known, %d programmed in the kernel\n", st.PeersKnown, st.PeersProgrammed)
 	printSkipped(tw, st)
 	last := "never"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -330,5 +331,19 @@ func TestStatusSkippedPeers(t *testing.T) {
 		if len(col) != 1 {
 			t.Errorf("%s: the values do not start in one column:\n%s", tc.name, raw.String())
 		}
+	}
+}
+
+// TestStatusMTU: status shows the MTU subnet.env gives containers now, which
+// follows the underlay's, and no line for an agent that does not report it
+// (an older one, or before subnet.env is written).
+func TestStatusMTU(t *testing.T) {
+	f := &agentAnswers{st: agent.Status{Ready: true, Subnet: "10.244.7.0/24", PublicIP: "198.18.0.1", Backend: "vxlan", MTU: 1350}}
+	if code, out, errOut := statusRun(t, f); code != 0 || !regexp.MustCompile(`(?m)^mtu +1350 \(subnet.env's FLANNEL_MTU\)$`).MatchString(out) {
+		t.Errorf("status: exit %d, want a line mtu 1350\n%s%s", code, out, errOut)
+	}
+	f = &agentAnswers{st: agent.Status{Ready: true, Subnet: "10.244.7.0/24", PublicIP: "198.18.0.1", Backend: "vxlan"}}
+	if code, out, errOut := statusRun(t, f); code != 0 || strings.Contains(out, "mtu") {
+		t.Errorf("status of an agent without mtu: exit %d, want no mtu line\n%s%s", code, out, errOut)
 	}
 }
