@@ -127,6 +127,76 @@ func TestInstallCNIScript(t *testing.T) {
 	}
 }
 
+// TestInstallCNIScriptVersions: with the manifest's conflist given
+// "cniVersions": ["1.0.0", "1.1.0"] (the CNI project's way to move to 1.1.0:
+// a runtime with libcni 1.2 or later then runs the list in 1.1.0), a node
+// plugin that stops at 1.0.0 is replaced, saying which version it lacks, and
+// one that has 1.1.0 is kept; a second run replaces nothing. A cniVersions
+// entry that is not a version stops the script, as a bad cniVersion does.
+func TestInstallCNIScriptVersions(t *testing.T) {
+	cluster.RequireRoot(t)
+	mount := requireTool(t, "mount", "mount", "/usr/bin/mount", "/bin/mount")
+	chroot := requireTool(t, "chroot", "coreutils", "/usr/sbin/chroot", "/usr/bin/chroot")
+	busybox := requireTool(t, "busybox", "busybox-static", "/bin/busybox")
+	requireStatic(t, busybox)
+	command, script, conflist := installCNIScript(t)
+	withVersions := func(list string) string {
+		t.Helper()
+		c := regexp.MustCompile(`"cniVersion": *"[0-9.]+",`).ReplaceAllStringFunc(conflist, func(m string) string {
+			return m + ` "cniVersions": ` + list + `,`
+		})
+		if strings.Count(c, "cniVersions") != 1 {
+			t.Fatalf("the manifest's conflist has no cniVersion to add cniVersions after:\n%s", conflist)
+		}
+		return c
+	}
+
+	for _, shell := range []string{"busybox", "host-sh"} {
+		t.Run(shell, func(t *testing.T) {
+			bb := busybox
+			if shell != "busybox" {
+				bb = ""
+			}
+			c := withVersions(`["1.0.0", "1.1.0"]`)
+			node := map[string]nodePlugin{"bridge": pluginTo100, "host-local": pluginNew, "portmap": pluginTo100, "loopback": pluginNewSpaced}
+			root := fakeInstallCNIRoot(t, shell, bb, c, node)
+			run := func() string {
+				t.Helper()
+				out, err := runInChroot(mount, chroot, root, shell == "host-sh", slices.Concat(command, []string{script}))
+				if err != nil {
+					t.Fatalf("install-cni: %v\n%s", err, out)
+				}
+				return out
+			}
+			to100 := regexp.QuoteMeta(strings.Join(newCNIVersions[:len(newCNIVersions)-1], " "))
+			want := []string{
+				`install-cni: replacing /host/opt/cni/bin/bridge: it supports CNI ` + to100 + `, not the conflist's 1\.1\.0`,
+				`install-cni: replacing /host/opt/cni/bin/portmap: it supports CNI ` + to100 + `, not the conflist's 1\.1\.0`,
+			}
+			out := run()
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			if len(lines) != len(want) {
+				t.Fatalf("install-cni printed:\n%s\nwant %d lines:\n%s", out, len(want), strings.Join(want, "\n"))
+			}
+			for i := range want {
+				if !regexp.MustCompile("^" + want[i] + "$").MatchString(lines[i]) {
+					t.Errorf("line %d: %q, want /%s/", i+1, lines[i], want[i])
+				}
+			}
+			checkInstalled(t, root, c, node)
+			if out := run(); out != "" {
+				t.Errorf("install-cni run again printed:\n%s\nwant nothing", out)
+			}
+
+			bad := fakeInstallCNIRoot(t, shell, bb, withVersions(`["1.0.0", "latest"]`), node)
+			out, err := runInChroot(mount, chroot, bad, shell == "host-sh", slices.Concat(command, []string{script}))
+			if err == nil || !strings.Contains(out, `cniVersions holds "latest", not a version`) {
+				t.Errorf("install-cni with cniVersions [\"1.0.0\", \"latest\"]: %v\n%s\nwant it to stop, saying so", err, out)
+			}
+		})
+	}
+}
+
 // The VERSION answers of the stub plugins: old ones stop at CNI 0.4.0
 // (containernetworking/plugins before v1.0), new ones go on to 1.1.0.
 var (
@@ -145,9 +215,12 @@ const (
 	pluginFails                           // exits 3 printing nothing
 	pluginNotExecutable                   // pluginNew's text, mode 0644
 	pluginForeignELF                      // an ELF header for another architecture
+	pluginTo100                           // answers VERSION with the versions up to 1.0.0 (Debian 12's plugins)
 )
 
-// keeps reports whether install-cni should leave the plugin alone.
+// keeps reports whether install-cni should leave the plugin alone. For
+// pluginTo100 that holds under a conflist that needs 1.0.0 only; under one
+// whose cniVersions lists 1.1.0 (TestInstallCNIScriptVersions) it does not.
 func (p nodePlugin) keeps() bool { return p == pluginNew || p == pluginNewSpaced }
 
 // versionStub is a shell script plugin: it answers CNI_COMMAND=VERSION with
@@ -178,6 +251,8 @@ func (p nodePlugin) content(name string) ([]byte, os.FileMode) {
 		return []byte("#!/bin/sh\n# " + mark + "\nexit 3\n"), 0o755
 	case pluginNotExecutable:
 		return versionStub(mark, newCNIVersions, false), 0o644
+	case pluginTo100:
+		return versionStub(mark, newCNIVersions[:len(newCNIVersions)-1], false), 0o755
 	case pluginForeignELF:
 		// An ELF64 header for the other of amd64 and arm64: execve
 		// refuses it with ENOEXEC.
