@@ -94,6 +94,18 @@ func newObserver() *observer {
 	}
 	o.reg.MustRegister(o.peers, o.programmed, o.skippedPeers, o.reconciles, o.reconcileDur, o.changes, o.repairs, o.endpointUp, o.etcdAlarm,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	resubscriptions := func(reason string, n func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "agentd_netlink_resubscriptions_total",
+			Help: "Netlink event subscriptions of the backend opened again, each followed by a full pass, by why the last one ended: " +
+				"overrun (the kernel dropped events a burst of changes left unread), error (anything else).",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(n()) })
+	}
+	o.reg.MustRegister(
+		resubscriptions("overrun", func() uint64 { n, _ := backend.EventResubscriptions(); return n }),
+		resubscriptions("error", func() uint64 { _, n := backend.EventResubscriptions(); return n }),
+	)
 	// Zero series exist from the start, so rates work from the first scrape.
 	for _, r := range []string{"ok", "error"} {
 		o.reconciles.WithLabelValues(r)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -83,6 +84,11 @@ func TestObserverCountsDriftRepairs(t *testing.T) {
 	} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	for _, reason := range []string{"overrun", "error"} {
+		if !regexp.MustCompile(`(?m)^agentd_netlink_resubscriptions_total\{reason="` + reason + `"\} [0-9]+$`).MatchString(metrics) {
+			t.Errorf("/metrics lacks agentd_netlink_resubscriptions_total{reason=%q}", reason)
 		}
 	}
 }

@@ -836,6 +836,18 @@ const eventBuffer = 64
 // asks with SO_RCVBUF and the kernel caps the size at rmem_max.
 const eventSocketBuffer = 8 << 20
 
+// eventResubscriptions counts the subscriptions WatchEvents opened again in
+// this process: [0] after a socket buffer overrun, [1] after any other end.
+var eventResubscriptions [2]atomic.Uint64
+
+// EventResubscriptions reports how many times, in this process, WatchEvents
+// subscribed again after a socket buffer overrun (the kernel dropped events
+// it could not queue: a burst of changes while the reader was held up) and
+// after any other end of a subscription. Each is followed by a full pass.
+func EventResubscriptions() (overruns, others uint64) {
+	return eventResubscriptions[0].Load(), eventResubscriptions[1].Load()
+}
+
 // WatchEvents subscribes to the netlink events that f selects in namespace ns
 // (netns.None() for the current one) and calls wake, which must not block,
 // for each event that f accepts. It runs until ctx is done and then returns
@@ -865,9 +877,11 @@ func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 			return ctx.Err()
 		}
 		if isOverrun(ended) {
+			eventResubscriptions[0].Add(1)
 			overruns++
 			log.V(2).Info("netlink event socket overrun; subscribing again", "err", ended, "overruns", overruns)
 		} else {
+			eventResubscriptions[1].Add(1)
 			log.Info("netlink event subscription ended; subscribing again", "err", ended)
 		}
 		if sub = resubscribe(ctx, ns, log, f); sub == nil {

@@ -621,6 +621,7 @@ func TestWatchEventsRecoversFromOverrun(t *testing.T) {
 	ns := nstest.New(t)
 	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
 	var log levelLog
+	overrunsBefore, othersBefore := backend.EventResubscriptions()
 	unblock, resubscribed, wakes := stalledWatch(t, ns, log.logger(), backend.EventFilter{
 		Neigh: func(u netlink.NeighUpdate) bool { return u.State&netlink.NUD_PERMANENT != 0 },
 	})
@@ -639,6 +640,11 @@ func TestWatchEventsRecoversFromOverrun(t *testing.T) {
 	}
 	if got := log.with(`"level"=2`, "overrun", "no buffer space available", `"overruns"=1`); len(got) != 1 {
 		t.Errorf("logged at -v=2 %q; want one overrun line counting 1", log.with(`"level"=2`, "subscribing again"))
+	}
+	// agentd_netlink_resubscriptions_total{reason="overrun"} and "error".
+	if overruns, others := backend.EventResubscriptions(); overruns != overrunsBefore+1 || others != othersBefore {
+		t.Errorf("EventResubscriptions went from %d, %d to %d, %d; want one more overrun and no other",
+			overrunsBefore, othersBefore, overruns, others)
 	}
 }
 
