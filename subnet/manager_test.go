@@ -112,18 +112,26 @@ func acquire(t *testing.T, m *subnet.Manager) subnet.Lease {
 }
 
 // run starts m.Run and returns a function that stops it and returns its error.
+// Run returns nil when stopped: if the test did not stop it, an error it
+// returned (at any time: a test that only waits for a write may have seen
+// that done by a Run that then gave up) fails the test when it ends.
 func run(t *testing.T, m *subnet.Manager) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- m.Run(ctx) }()
 	var once sync.Once
 	var err error
-	stop = func() error {
+	halt := func() error {
 		once.Do(func() { cancel(); err = <-errc })
 		return err
 	}
-	t.Cleanup(func() { stop() })
-	return stop
+	stopped := false
+	t.Cleanup(func() {
+		if err := halt(); err != nil && !stopped {
+			t.Errorf("Run returned %v, not stopped by the test", err)
+		}
+	})
+	return func() error { stopped = true; return halt() }
 }
 
 func eventually(t *testing.T, what string, cond func() error) {
