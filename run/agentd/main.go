@@ -10,7 +10,8 @@
 //	1  agent.Run failed
 //	64 invalid flags, environment or settings (one line on stderr)
 //
-// SIGHUP is logged and ignored (see signals).
+// SIGHUP is logged and ignored (see signals). A write to a stdout or stderr
+// whose reader is gone fails and the agent goes on (see run).
 //
 // Usage errors exit 64 (EX_USAGE of sysexits.h), not 2: the Go runtime exits
 // 2 on an unrecovered panic or a fatal error, and agentd.service must restart
@@ -119,6 +120,14 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 		fmt.Fprintf(stdout, "agentd %s\n", version)
 		return exitOK
 	}
+	// Go ends a process with SIGPIPE when its write to fd 1 or 2 finds the
+	// reader gone (journald stopped or crashed, a container's log shim
+	// dead), unless SIGPIPE is notified: then the write fails with EPIPE,
+	// which klog ignores. systemd's Restart=on-failure counts a death by
+	// SIGPIPE as a clean exit, so the next line logged would leave the
+	// host without an agent. Notified rather than ignored: the children
+	// (iptables) start with the default action, not an inherited SIG_IGN.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	defer klog.Flush()
 	for _, w := range opts.warnings {
 		klog.Warning(w)
