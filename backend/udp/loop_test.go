@@ -28,7 +28,7 @@ func TestPublicIPInsideOverlay(t *testing.T) {
 			lease("10.244.3.0/24", "10.244.3.1", Type), // its own subnet
 			lease("10.244.4.0/24", "10.244.2.9", Type), // another peer's
 			lease("10.244.5.0/24", "10.244.1.7", ""),   // ours
-		})
+		}, testSegment())
 		want := []entry{{netip.MustParsePrefix("10.244.2.0/24"), netip.MustParseAddrPort("198.18.0.2:8285")}}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("desired\n got %v\nwant %v", got, want)

@@ -181,7 +181,8 @@ func TestTableVerdicts(t *testing.T) {
 
 // TestDesired: which leases become forwarding entries, and why the others
 // do not. flanneld's udp leases carry no BackendType. Of two keys for one
-// IPv4 subnet, the one written last has the entry.
+// IPv4 subnet, the one written last has the entry. A public IP that can be
+// no other host's (backend.Segment.RefuseHost) has none.
 func TestDesired(t *testing.T) {
 	b := testBackend(t)
 	own := lease("10.244.1.0/24", "198.18.0.1", "udp")
@@ -196,8 +197,11 @@ func TestDesired(t *testing.T) {
 		lease("10.244.6.0/24", "198.18.0.1", "udp"),
 		lease("10.245.0.0/24", "198.18.0.7", "udp"),
 		lease("10.244.8.0/24", "224.0.0.1", "udp"),
+		lease("10.244.10.0/24", "198.18.0.255", "udp"),
+		lease("10.244.11.0/24", "198.18.0.0", "udp"),
+		lease("10.244.12.0/24", "198.19.0.4", "udp"),
 		stale, newer,
-	})
+	}, testSegment())
 	want := []entry{
 		{netip.MustParsePrefix("10.244.2.0/24"), netip.MustParseAddrPort("198.18.0.2:8285")},
 		{netip.MustParsePrefix("10.244.3.0/24"), netip.MustParseAddrPort("198.18.0.3:8285")},
@@ -206,8 +210,8 @@ func TestDesired(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("desired\n got %v\nwant %v", got, want)
 	}
-	if n := b.skips.Finish(); n != 6 {
-		t.Fatalf("%d leases skipped, want 6", n)
+	if n := b.skips.Finish(); n != 9 {
+		t.Fatalf("%d leases skipped, want 9", n)
 	}
 }
 
@@ -216,6 +220,20 @@ func lease(sn, pub, typ string) subnet.Lease {
 }
 
 // testBackend is a backend that is never prepared: for its pure parts.
+// testSegment is what a pass of testBackend reads of the host: ext0 with
+// 198.18.0.1/24, data0 with 198.19.0.4/32, cni0 with 10.244.1.1/24.
+func testSegment() *backend.Segment {
+	return &backend.Segment{
+		Iface:   "ext0",
+		Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
+		Local: map[netip.Addr]string{
+			netip.MustParseAddr("198.18.0.1"): "ext0",
+			netip.MustParseAddr("198.19.0.4"): "data0",
+			netip.MustParseAddr("10.244.1.1"): "cni0",
+		},
+	}
+}
+
 func testBackend(t testing.TB) *Backend {
 	t.Helper()
 	return &Backend{

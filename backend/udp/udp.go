@@ -26,6 +26,13 @@
 // what flanneld's udp backend writes): no kernel object, but an entry in the
 // userspace forwarding table, <peer subnet> → <peer PublicIP>:<Port>. Of two
 // keys for one IPv4 subnet the one written last has it (backend.OnePerSubnet).
+// A peer whose PublicIP can be no other host's has none
+// (backend.Segment.RefuseHost: an address of this host on any link, the
+// network or broadcast address of the external interface's subnets, …):
+// datagrams sent there would go back to this host, where none of our
+// sockets listens, or nowhere, or the kernel would refuse them; without an
+// entry, a packet for its subnet is answered with a net unreachable, as
+// for a subnet no peer holds.
 //
 // The device and the sockets belong to the datapath's workers while an agent
 // runs, and to a small descriptor keeper process (keeper.go) always: the
@@ -167,6 +174,9 @@ type Backend struct {
 	keeperRetry keeperRetry
 
 	skips *backend.SkipLog
+	// peerAddrs is Reconcile's to store and Watch's to read: it tells
+	// which address events can change whether a peer is skipped.
+	peerAddrs backend.PeerAddrs
 
 	// mu guards closed, dp, kw and keeperTimer: workers start and stop
 	// under it, so that none start after Watch's end and each generation
@@ -672,7 +682,16 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 
 	// The forwarding table first: the route below sends traffic to it.
-	want := b.desired(own, peers)
+	// An address changed after ReadSegment lists them that decides
+	// whether one of these peers is skipped wakes Watch
+	// (backend.PeerAddrs), so the next pass sees it. Only RefuseHost is
+	// asked of the segment, which reads no routes.
+	b.peerAddrs.StorePublicIPs(peers)
+	seg, err := backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name, nil)
+	if err != nil {
+		return res, errors.Join(append(errs, err)...)
+	}
+	want := b.desired(own, peers, seg)
 	b.skips.Report(&res)
 	var have []entry
 	if t := b.tbl.Load(); t != nil {
@@ -742,8 +761,9 @@ func (b *Backend) logStats() {
 func sortedKeys(m map[string]uint64) []string { return slices.Sorted(maps.Keys(m)) }
 
 // desired computes the forwarding entries peers imply, recording in b.skips
-// the peers it leaves out.
-func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease) []entry {
+// the peers it leaves out; seg says which public IPs can be no other
+// host's.
+func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.Segment) []entry {
 	peers = backend.OnePerSubnet(peers, b.skips)
 	// The overlay's subnets, ours and the peers': a datagram for an
 	// address in a peer's follows the network's route into flannel0,
@@ -774,6 +794,8 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease) []entry {
 			why = fmt.Sprintf("public IP %s is our own", pub)
 		case overlay.Contains(pub):
 			why = fmt.Sprintf("public IP %s lies in an overlay subnet, reached through %s itself", pub, DeviceName)
+		default:
+			why = seg.RefuseHost(pub)
 		}
 		if why != "" {
 			b.skips.Skip(key, why)
@@ -951,9 +973,10 @@ func (b *Backend) poke() {
 
 // Watch implements backend.Backend. It wakes for events about the device
 // (by name, so also a recreated one) and its addresses, routes with our
-// protocol, and the external interface's link and addresses. When ctx ends
-// it stops the datapath's workers (the keeper keeps the device attached)
-// before it returns.
+// protocol, the external interface's link and addresses, and the addresses
+// of any link that decide whether a peer is skipped (backend.PeerAddrs: a
+// peer's public IP). When ctx ends it stops the datapath's workers (the
+// keeper keeps the device attached) before it returns.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	b.wake.Store(&wake)
 	defer func() {
@@ -976,7 +999,7 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 		},
 		Addr: func(u netlink.AddrUpdate) bool {
 			dev := int(b.devIndex.Load())
-			return u.LinkIndex == ext || dev != 0 && u.LinkIndex == dev
+			return u.LinkIndex == ext || dev != 0 && u.LinkIndex == dev || b.peerAddrs.Concerns(u)
 		},
 		Route:      backend.RouteEventFilter(b.network),
 		Subscribed: b.subscribed,

@@ -156,10 +156,8 @@ func stopKeeper(t *testing.T, ns *nstest.NS, bs ...*Backend) {
 // runs its Watch, which owns the workers' lifetime.
 func (h *testHost) start() {
 	h.t.Helper()
-	b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	h.prepare()
+	b := h.b
 	subscribed := make(chan struct{}, 1)
 	b.subscribed = func() {
 		select {
@@ -167,12 +165,8 @@ func (h *testHost) start() {
 		default:
 		}
 	}
-	h.track(b) // before Prepare, which starts the keeper
-	if _, err := b.Prepare(context.Background()); err != nil {
-		h.t.Fatalf("Prepare: %v", err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h.b, h.cancel, h.watchDone = b, cancel, make(chan struct{})
+	h.cancel, h.watchDone = cancel, make(chan struct{})
 	go func() {
 		defer close(h.watchDone)
 		if err := b.Watch(ctx, func() {}); err != nil && !errors.Is(err, context.Canceled) {
@@ -181,6 +175,22 @@ func (h *testHost) start() {
 	}()
 	<-subscribed
 	h.t.Cleanup(h.stop)
+}
+
+// prepare builds and prepares a backend as a (re)started agent would, and
+// runs no Watch: a test that runs one itself starts it after its first pass
+// (nstest.RunWatch), whose events then wake nothing.
+func (h *testHost) prepare() {
+	h.t.Helper()
+	b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.track(b) // before Prepare, which starts the keeper
+	if _, err := b.Prepare(context.Background()); err != nil {
+		h.t.Fatalf("Prepare: %v", err)
+	}
+	h.b = b
 }
 
 // stop ends the backend as an agent shutting down does: Watch returns, the
