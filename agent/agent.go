@@ -23,6 +23,7 @@ import (
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/subnet/subnetenv"
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
@@ -40,6 +41,27 @@ func Run(ctx context.Context, cfg Config) error {
 		return release(ctx, log, cfg)
 	}
 	a := &agent{cfg: cfg, log: log, backends: Backends(), health: newHealth(log), obs: newObserver()}
+	// The service manager hears why the agent is not ready yet from the
+	// start, and that it stops as soon as ctx ends, whatever the step.
+	a.health.sendStatus()
+	stopping := context.AfterFunc(ctx, a.health.stopping)
+	defer stopping()
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Error(err, "ignoring WATCHDOG_USEC; not feeding systemd's watchdog")
+	}
+	if interval > 0 {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			a.health.watchdog(wctx, interval)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
+	}
 	return a.run(ctx)
 }
 

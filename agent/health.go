@@ -25,20 +25,23 @@ import (
 //
 // subnet.env and the peer snapshot, once done, stay done; the lease can be
 // lost and regained, and readiness follows it. systemd is told only once: its
-// READY=1 means "start-up finished", not "healthy now".
+// READY=1 means "start-up finished", not "healthy now". Each change of the
+// readiness or its reason is sent as STATUS=, which `systemctl status` shows
+// (also while the unit is still "activating"), and stopping as STOPPING=1.
 //
 // Liveness is "the process answers", and, once expectHeartbeat was called,
 // also "the reconcile loop ticked within its limit", so that a wedged loop
-// gets the process restarted.
+// gets the process restarted; watchdog feeds systemd's watchdog only while
+// the agent is alive.
 //
 // All methods are safe for concurrent use and never block on I/O other than
-// the one sd_notify datagram.
+// sd_notify datagrams.
 type health struct {
 	log logr.Logger
-	// notifyReady tells the service manager that start-up is done; it is
-	// sdNotifyReady except in tests.
-	notifyReady func() (sent bool, err error)
-	now         func() time.Time
+	// notify sends one message (VAR=value lines) to the service manager;
+	// it is sdNotify except in tests.
+	notify func(state string) (sent bool, err error)
+	now    func() time.Time
 
 	mu              sync.Mutex
 	leaseHeld       bool
@@ -46,22 +49,31 @@ type health struct {
 	envWritten      bool
 	envReason       string // why subnet.env is not written, once a write failed
 	peersProgrammed bool
-	wasReady        bool // the last readiness logged, to log changes only
-	notified        bool
+	wasReady        bool          // the last readiness logged, to log changes only
 	maxBeatAge      time.Duration // 0: no heartbeat expected
 	lastBeat        time.Time
+
+	// notifyMu orders the messages to the service manager: each
+	// sendStatus reads the state and sends under it, so the STATUS= sent
+	// last is the current one. It is taken before mu, never after.
+	notifyMu  sync.Mutex
+	notified  bool   // READY=1 sent
+	status    string // the STATUS= sent last
+	stopped   bool   // STOPPING=1 sent: no STATUS= after it
+	notifyErr bool   // the last message failed, and that was logged
+	starved   bool   // the watchdog is not fed: the agent is not alive
 }
 
 func newHealth(log logr.Logger) *health {
 	return &health{
 		log:         log,
-		notifyReady: sdNotifyReady,
+		notify:      sdNotify,
 		now:         time.Now,
 		leaseReason: "no lease acquired yet",
 	}
 }
 
-func sdNotifyReady() (bool, error) { return daemon.SdNotify(false, daemon.SdNotifyReady) }
+func sdNotify(state string) (bool, error) { return daemon.SdNotify(false, state) }
 
 // setLeaseHeld records whether our own lease is held; reason says why not.
 // Its signature is subnet.ManagerConfig.OnLeaseState's.
@@ -113,17 +125,13 @@ func (h *health) heartbeat() {
 	h.lastBeat = h.now()
 }
 
-// changedLocked logs readiness changes and sends READY=1 the first time the
-// agent becomes ready. It is called with h.mu held and releases it, so that
-// the notification is sent outside the lock.
+// changedLocked logs readiness changes and tells the service manager
+// (sendStatus). It is called with h.mu held and releases it, so that the
+// notification is sent outside the lock.
 func (h *health) changedLocked() {
 	ready, reason := h.readyLocked()
 	changed := ready != h.wasReady
 	h.wasReady = ready
-	notify := ready && !h.notified
-	if notify {
-		h.notified = true
-	}
 	h.mu.Unlock()
 
 	if changed {
@@ -133,16 +141,107 @@ func (h *health) changedLocked() {
 			h.log.Info("not ready", "reason", reason)
 		}
 	}
-	if !notify {
+	h.sendStatus()
+}
+
+// sendStatus sends the readiness as STATUS=ready or STATUS=not ready:
+// <reasons> if it differs from the one sent last, with READY=1 the first
+// time the agent is ready; nothing once stopping was sent. A message that
+// fails is not sent again.
+func (h *health) sendStatus() {
+	h.notifyMu.Lock()
+	defer h.notifyMu.Unlock()
+	if h.stopped {
 		return
 	}
-	switch sent, err := h.notifyReady(); {
-	case err != nil:
-		h.log.Error(err, "cannot tell systemd that start-up finished")
+	ready, reason := h.ready()
+	status := "ready"
+	if !ready {
+		status = "not ready: " + reason
+	}
+	var msg []string
+	readyNow := ready && !h.notified
+	if readyNow {
+		h.notified = true
+		msg = append(msg, daemon.SdNotifyReady)
+	}
+	if status != h.status {
+		h.status = status
+		msg = append(msg, "STATUS="+strings.ReplaceAll(status, "\n", " "))
+	}
+	if len(msg) == 0 {
+		return
+	}
+	sent, err := h.send(strings.Join(msg, "\n"))
+	switch {
+	case !readyNow || err != nil:
 	case sent:
 		h.log.V(2).Info("told systemd that start-up finished")
 	default:
 		h.log.V(2).Info("not started by systemd with Type=notify; no readiness notification sent")
+	}
+}
+
+// stopping tells the service manager that the agent stops, and what stays.
+func (h *health) stopping() {
+	h.notifyMu.Lock()
+	defer h.notifyMu.Unlock()
+	if h.stopped {
+		return
+	}
+	h.stopped = true
+	h.send(daemon.SdNotifyStopping + "\nSTATUS=stopping; the datapath and the lease stay in place")
+}
+
+// send sends msg: sent is false without NOTIFY_SOCKET. A failure
+// (NOTIFY_SOCKET names a socket that is gone) is logged once until a
+// message goes through again; the agent carries on. It is called with
+// h.notifyMu held.
+func (h *health) send(msg string) (sent bool, err error) {
+	sent, err = h.notify(msg)
+	switch {
+	case err != nil && !h.notifyErr:
+		h.notifyErr = true
+		h.log.Error(err, "cannot notify systemd (NOTIFY_SOCKET); going on without", "message", msg)
+	case err == nil && h.notifyErr:
+		h.notifyErr = false
+		h.log.Info("notifying systemd again")
+	}
+	return sent, err
+}
+
+// watchdog feeds systemd's watchdog (the unit's WatchdogSec=, given as
+// WATCHDOG_USEC) every half interval until ctx is done (feedWatchdog).
+func (h *health) watchdog(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		h.feedWatchdog(interval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// feedWatchdog sends WATCHDOG=1 if the agent is alive as /healthz means it.
+// Once it is not (a wedged reconcile loop), the pings stop and systemd kills
+// the agent interval later, which Restart=on-failure restarts.
+func (h *health) feedWatchdog(interval time.Duration) {
+	alive, reason := h.alive()
+	h.notifyMu.Lock()
+	defer h.notifyMu.Unlock()
+	switch {
+	case alive:
+		if h.starved {
+			h.starved = false
+			h.log.Info("feeding systemd's watchdog again")
+		}
+		h.send(daemon.SdNotifyWatchdog)
+	case !h.starved:
+		h.starved = true
+		h.log.Error(nil, "not feeding systemd's watchdog: it will kill the agent", "reason", reason, "watchdogSec", interval)
 	}
 }
 

@@ -29,7 +29,7 @@ func FuzzHealthServer(f *testing.F) {
 		f.Add(s[0], s[1])
 	}
 	h := newHealth(logr.Discard())
-	h.notifyReady = func() (bool, error) { return true, nil }
+	h.notify = func(string) (bool, error) { return true, nil }
 	h.setLeaseHeld(true, "")
 	mux := h.handler()
 	newObserver().register(mux, h)

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,15 +22,21 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/agentd/agentd/tests/etcdtest"
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"k8s.io/klog/v2"
 )
 
-// testHealth is a health whose systemd notifications are counted.
+// testHealth is a health whose READY=1 notifications are counted.
 func testHealth(t *testing.T) (*health, *atomic.Int32) {
 	t.Helper()
 	h := newHealth(logr.Discard())
 	var n atomic.Int32
-	h.notifyReady = func() (bool, error) { n.Add(1); return true, nil }
+	h.notify = func(state string) (bool, error) {
+		if slices.Contains(strings.Split(state, "\n"), "READY=1") {
+			n.Add(1)
+		}
+		return true, nil
+	}
 	return h, &n
 }
 
@@ -100,21 +107,38 @@ func TestReadinessAnyOrder(t *testing.T) {
 	}
 }
 
+// NOTIFY_SOCKET naming a socket that is gone: the agent becomes ready all
+// the same, tries READY=1 once, and logs the failure once.
 func TestNotifyErrorIsNotFatal(t *testing.T) {
-	h := newHealth(klog.Background())
-	calls := 0
-	h.notifyReady = func() (bool, error) { calls++; return false, errors.New("socket gone") }
+	var logged []string
+	h := newHealth(funcr.New(func(_, args string) {
+		if strings.Contains(args, "cannot notify systemd") {
+			logged = append(logged, args)
+		}
+	}, funcr.Options{}))
+	readies := 0
+	h.notify = func(state string) (bool, error) {
+		if strings.Contains(state, "READY=1") {
+			readies++
+		}
+		return false, errors.New("dial unixgram /run/systemd/notify: connect: no such file or directory")
+	}
 	h.setLeaseHeld(true, "")
 	h.setSubnetEnvWritten()
 	h.setPeersProgrammed()
 	h.setLeaseHeld(false, "x")
 	h.setLeaseHeld(true, "")
-	if ready, _ := h.ready(); !ready || calls != 1 {
-		t.Errorf("ready=%v after a failed notification, %d notify calls (want 1)", ready, calls)
+	h.stopping()
+	if ready, _ := h.ready(); !ready || readies != 1 {
+		t.Errorf("ready=%v after a failed notification, READY=1 tried %d times (want 1)", ready, readies)
+	}
+	if len(logged) != 1 {
+		t.Errorf("the failure logged %d times, want once: %q", len(logged), logged)
 	}
 }
 
-// The real sd_notify path: READY=1 arrives once on NOTIFY_SOCKET.
+// The real sd_notify path: READY=1 arrives once on NOTIFY_SOCKET, with
+// STATUS=ready, after a STATUS= for each reason it was not ready.
 func TestSdNotifyReady(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -131,22 +155,127 @@ func TestSdNotifyReady(t *testing.T) {
 	h.setLeaseHeld(false, "lost")
 	h.setLeaseHeld(true, "")
 
+	want := []string{
+		"STATUS=not ready: subnet.env not written yet; peers not programmed yet",
+		"STATUS=not ready: peers not programmed yet",
+		"READY=1\nSTATUS=ready",
+		"STATUS=not ready: lost",
+		"STATUS=ready",
+	}
 	buf := make([]byte, 256)
-	if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	n, err := conn.Read(buf)
-	if err != nil {
-		t.Fatalf("no notification: %v", err)
-	}
-	if got := string(buf[:n]); got != "READY=1" {
-		t.Errorf("notification %q, want READY=1", got)
+	for i, w := range want {
+		if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("notification %d: %v", i, err)
+		}
+		if got := string(buf[:n]); got != w {
+			t.Errorf("notification %d %q, want %q", i, got, w)
+		}
 	}
 	if err := conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := conn.Read(buf); err == nil {
-		t.Errorf("second notification %q, want none", buf[:n])
+		t.Errorf("one more notification %q, want none", buf[:n])
+	}
+}
+
+// After STOPPING=1 no STATUS= follows: the shutdown's own changes (a lease
+// manager that stops) must not make systemctl status say "not ready".
+func TestNotifyStopping(t *testing.T) {
+	h := newHealth(logr.Discard())
+	var msgs []string
+	h.notify = func(state string) (bool, error) { msgs = append(msgs, state); return true, nil }
+	h.setLeaseHeld(true, "")
+	h.setSubnetEnvWritten()
+	h.setPeersProgrammed()
+	h.stopping()
+	h.setLeaseHeld(false, "lease manager stopped")
+	h.stopping()
+	want := []string{
+		"STATUS=not ready: subnet.env not written yet; peers not programmed yet",
+		"STATUS=not ready: peers not programmed yet",
+		"READY=1\nSTATUS=ready",
+		"STOPPING=1\nSTATUS=stopping; the datapath and the lease stay in place",
+	}
+	if !slices.Equal(msgs, want) {
+		t.Errorf("notifications %q, want %q", msgs, want)
+	}
+}
+
+// Readiness changing in several goroutines at once: the STATUS= sent last
+// is the readiness at the end, whatever order the changes took.
+func TestNotifyStatusLastIsCurrent(t *testing.T) {
+	for range 50 {
+		h := newHealth(logr.Discard())
+		var mu sync.Mutex
+		last := ""
+		h.notify = func(state string) (bool, error) {
+			for _, l := range strings.Split(state, "\n") {
+				if s, ok := strings.CutPrefix(l, "STATUS="); ok {
+					mu.Lock()
+					last = s
+					mu.Unlock()
+				}
+			}
+			return true, nil
+		}
+		var wg sync.WaitGroup
+		for _, f := range []func(){
+			func() { h.setLeaseHeld(true, "") },
+			h.setSubnetEnvWritten,
+			h.setPeersProgrammed,
+			func() { h.setLeaseHeld(false, "lost"); h.setLeaseHeld(true, "") },
+		} {
+			wg.Go(f)
+		}
+		wg.Wait()
+		if last != "ready" {
+			t.Fatalf("last STATUS=%q, want ready", last)
+		}
+	}
+}
+
+// The watchdog is fed while the reconcile loop turns, not while it is
+// wedged, and again once it turns again; each change is logged once.
+func TestWatchdogFollowsLiveness(t *testing.T) {
+	var logged []string
+	h := newHealth(funcr.New(func(_, args string) { logged = append(logged, args) }, funcr.Options{}))
+	now := time.Unix(1_000_000, 0)
+	h.now = func() time.Time { return now }
+	pings := 0
+	h.notify = func(state string) (bool, error) {
+		if state != "WATCHDOG=1" {
+			t.Errorf("%q, want WATCHDOG=1", state)
+		}
+		pings++
+		return true, nil
+	}
+	feed := func(step string, want int) {
+		t.Helper()
+		pings = 0
+		h.feedWatchdog(30 * time.Second)
+		h.feedWatchdog(30 * time.Second)
+		if pings != want {
+			t.Errorf("%s: %d WATCHDOG=1 of 2 feeds, want %d", step, pings, want)
+		}
+	}
+	feed("starting", 2)
+	h.expectHeartbeat(time.Minute)
+	feed("loop turning", 2)
+	now = now.Add(2 * time.Minute)
+	feed("loop wedged for 2 min", 0)
+	h.heartbeat()
+	feed("loop turning again", 2)
+	want := []string{
+		`"msg"="not feeding systemd's watchdog: it will kill the agent" "error"=null "reason"="reconcile loop has not run for 2m0s (limit 1m0s)" "watchdogSec"="30s"`,
+		`"level"=0 "msg"="feeding systemd's watchdog again"`,
+	}
+	if !slices.Equal(logged, want) {
+		t.Errorf("logged %q, want %q", logged, want)
 	}
 }
 

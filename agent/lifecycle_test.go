@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -150,4 +154,131 @@ func TestStderrGone(t *testing.T) {
 	if got := status(); got != "exit status 0" {
 		t.Errorf("agentd stopped by SIGTERM with its output's reader closed: %s, want exit status 0", got)
 	}
+}
+
+// notifyListener is a service manager's notification socket: it collects
+// the datagrams an agent sends to NOTIFY_SOCKET.
+type notifyListener struct {
+	path string
+	mu   sync.Mutex
+	msgs []string
+}
+
+func listenNotify(t *testing.T) *notifyListener {
+	t.Helper()
+	l := &notifyListener{path: filepath.Join(t.TempDir(), "notify.sock")}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: l.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			l.mu.Lock()
+			l.msgs = append(l.msgs, string(buf[:n]))
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// lines returns every assignment received so far, in order.
+func (l *notifyListener) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, m := range l.msgs {
+		out = append(out, strings.Split(m, "\n")...)
+	}
+	return out
+}
+
+// count is the number of assignments received so far that are s.
+func (l *notifyListener) count(s string) int {
+	n := 0
+	for _, a := range l.lines() {
+		if a == s {
+			n++
+		}
+	}
+	return n
+}
+
+// await waits until an assignment for which ok holds arrives, and returns
+// the index of the first one among lines.
+func (l *notifyListener) await(t *testing.T, ctx context.Context, what string, ok func(string) bool) int {
+	t.Helper()
+	i := -1
+	err := cluster.Eventually(ctx, 30*time.Second, func() error {
+		i = slices.IndexFunc(l.lines(), ok)
+		if i < 0 {
+			return fmt.Errorf("no %s among %q", what, l.lines())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return i
+}
+
+// TestSystemdNotify runs agentd as agentd.service would with Type=notify
+// and WatchdogSec: NOTIFY_SOCKET and WATCHDOG_USEC set. While it waits for
+// the network config, STATUS= says so (systemctl status shows it beside
+// "activating (start)") and WATCHDOG=1 keeps the watchdog fed; READY=1
+// comes with STATUS=ready once it is ready, and SIGTERM sends STOPPING=1
+// before a clean exit. Before, READY=1 was all it sent: no status while
+// it waited, and systemd's watchdog would have killed it every
+// WatchdogSec.
+func TestSystemdNotify(t *testing.T) {
+	n := listenNotify(t)
+	c := cluster.Start(t, cluster.Options{Hosts: 1, AgentEnv: []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=400000"}})
+	ctx := t.Context()
+	h1 := c.Host(1)
+	cli, err := c.EtcdClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const prefix = "/notify"
+	a, err := h1.StartAgent(ctx, "--etcd-prefix="+prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.await(t, ctx, "STATUS= naming the absent network config", func(s string) bool {
+		return strings.HasPrefix(s, "STATUS=not ready") && strings.Contains(s, "network config not found: key /notify/config is absent from etcd")
+	})
+	err = cluster.Eventually(ctx, 30*time.Second, func() error {
+		if got := n.count("WATCHDOG=1"); got < 2 {
+			return fmt.Errorf("%d WATCHDOG=1 while waiting for the config, want 2 or more: %q", got, n.lines())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, prefix+"/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`); err != nil {
+		t.Fatal(err)
+	}
+	ready := n.await(t, ctx, "READY=1", func(s string) bool { return s == "READY=1" })
+	n.await(t, ctx, "STATUS=ready", func(s string) bool { return s == "STATUS=ready" })
+	if ok, err := h1.Ready(ctx); err != nil || !ok {
+		t.Errorf("READY=1 sent, but /readyz is not 200 (%v)", err)
+	}
+	if code, err := a.Stop(); code != 0 || err != nil {
+		t.Fatalf("SIGTERM: exit %d, %v; want 0", code, err)
+	}
+	lines := n.lines()
+	stopping := slices.Index(lines, "STOPPING=1")
+	if stopping < ready {
+		t.Errorf("no STOPPING=1 after READY=1 and SIGTERM: %q", lines)
+	}
+	if got := n.count("READY=1"); got != 1 {
+		t.Errorf("READY=1 sent %d times, want once: %q", got, lines)
+	}
+	t.Logf("notifications: %q", lines)
 }
