@@ -11,7 +11,10 @@
 //	64 invalid flags, environment or settings (one line on stderr)
 //
 // SIGHUP is logged and ignored (see signals). A write to a stdout or stderr
-// whose reader is gone fails and the agent goes on (see run).
+// whose reader is gone fails and the agent goes on (see run). A second
+// SIGTERM or SIGINT during the stop ends the process at once, by that
+// signal. SIGQUIT is left to the Go runtime: every goroutine's stack on
+// stderr, then exit status 2, as a crash (systemd restarts it).
 //
 // Usage errors exit 64 (EX_USAGE of sysexits.h), not 2: the Go runtime exits
 // 2 on an unrecovered panic or a fatal error, and agentd.service must restart
