@@ -432,7 +432,7 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 			if unsynced != nil || iptDue {
 				continue
 			}
-			if own, _ := mgr.Own(); own.Subnet == iptFor && a.reconcileIPTables(netCfg, own) == nil {
+			if own, _ := mgr.Own(); own.Subnet == iptFor && a.reconcileIPTables(ctx, netCfg, own) == nil {
 				continue
 			}
 			iptDue = true
@@ -460,7 +460,7 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		if iptDue || own.Subnet != iptFor {
 			// On failure iptDue, or the subnet's difference, stays:
 			// the retry tries again.
-			if ierr := a.reconcileIPTables(netCfg, own); ierr != nil {
+			if ierr := a.reconcileIPTables(ctx, netCfg, own); ierr != nil {
 				err = errors.Join(err, ierr)
 			} else {
 				iptDue, iptFor = false, own.Subnet
@@ -468,6 +468,10 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		}
 		if extErr != nil {
 			err = errors.Join(extErr, err)
+		}
+		if err != nil && ctx.Err() != nil {
+			// The stop cut the pass short: no failure to report.
+			return nil
 		}
 		a.health.heartbeat()
 		a.obs.reconciled(own, peers, res, err, time.Since(start))

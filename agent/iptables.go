@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/agentd/agentd/backend/iptables"
@@ -16,13 +17,15 @@ import (
 // next resync. With rules wanted, every pass fails until iptables is found and
 // the rules are in place, which keeps the agent not ready: without the
 // FORWARD rules a DROP policy (dockerd's) drops the overlay's traffic.
-func (a *agent) reconcileIPTables(netCfg *subnet.Config, own subnet.Lease) error {
+// ctx, the reconcile loop's, ends any iptables command still running when
+// it is done (the Manager made by the first call keeps it).
+func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules
 	if a.ipt == nil {
 		if a.iptDone {
 			return nil
 		}
-		m, err := iptables.New(iptables.IPv4, a.log.WithName("iptables"), iptables.Options{Mode: a.cfg.IPTablesMode})
+		m, err := iptables.New(iptables.IPv4, a.log.WithName("iptables"), iptables.Options{Mode: a.cfg.IPTablesMode, Context: ctx})
 		if err != nil {
 			if want {
 				// Looked for again on the next pass.

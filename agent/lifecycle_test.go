@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/testr"
 	"github.com/vishvananda/netlink"
 )
 
@@ -281,4 +283,70 @@ func TestSystemdNotify(t *testing.T) {
 		t.Errorf("READY=1 sent %d times, want once: %q", got, lines)
 	}
 	t.Logf("notifications: %q", lines)
+}
+
+// fakeIPTablesRestoreHung stands in for an iptables-restore (nf_tables,
+// 1.8.9) that does not return, as one waiting for the xtables lock that
+// kube-proxy holds: it records its start in the file named by %[1]s, then
+// reads the FIFO %[1]s.fifo, whose writer never comes.
+const fakeIPTablesRestoreHung = `#!/bin/sh
+if [ "$1" = --version ]; then echo "iptables v1.8.9 (nf_tables)"; exit 0; fi
+: >>'%[1]s'
+read -r l <'%[1]s.fifo'
+`
+
+// TestStopDuringIPTablesRestore: a stop (SIGTERM) while the reconcile loop
+// waits for iptables-restore ends the command and the loop at once. Before,
+// the loop waited for the command to end by itself or at its timeout, a
+// minute: longer than Kubernetes' 30 s grace period, after which the pod
+// was killed, and the stop of agentd.service took that long. Run like
+// TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
+func TestStopDuringIPTablesRestore(t *testing.T) {
+	inOwnNetns(t, stopDuringIPTablesRestoreChild)
+}
+
+func stopDuringIPTablesRestoreChild(t *testing.T) {
+	started := installFakeIPTables(t, fakeIPTables, fakeIPTablesRestoreHung, fakeIPTables)
+	fifo := started + ".fifo"
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Ends the hung command if it is still there: a reader and a writer of
+	// its own (O_RDWR does not wait for a reader), closed at once, give it
+	// end of file.
+	defer func() {
+		if f, err := os.OpenFile(fifo, os.O_RDWR, 0); err == nil {
+			f.Close()
+		}
+	}()
+	a := &agent{
+		cfg:    Config{IPMasq: true, IPTablesForwardRules: true, ResyncInterval: time.Hour},
+		log:    testr.New(t),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	leases := newFakeLeases(lease("10.244.1.0/24", "198.18.0.1"))
+	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.reconcileLoop(ctx, &fakeBackend{}, leases, netCfg, nil, func() error { return nil }) }()
+	err := cluster.Eventually(ctx, 20*time.Second, func() error {
+		_, err := os.Stat(started)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("iptables-restore not started: %v", err)
+	}
+	stop := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		t.Logf("the loop returned %v after its context ended", time.Since(stop).Round(time.Millisecond))
+		if err != nil {
+			t.Errorf("reconcile loop stopped during iptables-restore: %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reconcile loop did not return within 10 s of its context's end: it waits for iptables-restore")
+	}
 }

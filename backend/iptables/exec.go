@@ -31,6 +31,7 @@ type execRunner struct {
 	save, restore string
 	restoreWait   bool // iptables-restore takes --wait
 	timeout       time.Duration
+	ctx           context.Context // nil: context.Background()
 }
 
 var _ runner = (*execRunner)(nil)
@@ -83,7 +84,11 @@ func refusedLine(err error, data []byte) (string, bool) {
 }
 
 func (r *execRunner) run(bin string, stdin *bytes.Reader, stdout *bytes.Buffer, args ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	parent := r.ctx
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(parent, r.timeout)
 	defer cancel()
 	argv := append(append(append([]string{}, r.prefix...), bin), args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -96,7 +101,10 @@ func (r *execRunner) run(bin string, stdin *bytes.Reader, stdout *bytes.Buffer, 
 	}
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case parent.Err() != nil:
+			err = parent.Err()
+		case ctx.Err() != nil:
 			err = fmt.Errorf("%w (after %v)", ctx.Err(), r.timeout)
 		}
 		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))

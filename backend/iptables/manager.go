@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -40,6 +41,11 @@ type Options struct {
 	// Mode picks the iptables backend: ModeDefault, ModeNFT, ModeLegacy or
 	// ModeAuto.
 	Mode string
+	// Context, if set, ends every command still running once it is done,
+	// so that a stop need not wait for an iptables-restore waiting for the
+	// xtables lock (Timeout long). Each restore is one transaction: an
+	// ended one applied all of its input or none.
+	Context context.Context
 }
 
 // The iptables backends Options.Mode can ask for.
@@ -91,7 +97,7 @@ func New(family Family, log klog.Logger, opts Options) (*Manager, error) {
 	log.V(2).Info("iptables found", "family", family, "iptables", t.iptables, "version", t.version,
 		"mode", t.mode, "save", t.save, "restore", t.restore, "randomFully", t.randomFully, "restoreWait", t.restoreWait)
 	r := &execRunner{prefix: slices.Clone(opts.CommandPrefix), save: t.save, restore: t.restore,
-		restoreWait: t.restoreWait, timeout: opts.Timeout}
+		restoreWait: t.restoreWait, timeout: opts.Timeout, ctx: opts.Context}
 	return newManager(family, r, t.randomFully, log), nil
 }
 
