@@ -288,11 +288,13 @@ func TestSystemdNotify(t *testing.T) {
 // fakeIPTablesRestoreHung stands in for an iptables-restore (nf_tables,
 // 1.8.9) that does not return, as one waiting for the xtables lock that
 // kube-proxy holds: it records its start in the file named by %[1]s, then
-// reads the FIFO %[1]s.fifo, whose writer never comes.
+// reads the FIFO %[1]s.fifo, whose writer never comes, in a subshell: a
+// child that keeps the command's output open after the command is killed,
+// as a wrapper script's iptables-restore would.
 const fakeIPTablesRestoreHung = `#!/bin/sh
 if [ "$1" = --version ]; then echo "iptables v1.8.9 (nf_tables)"; exit 0; fi
 : >>'%[1]s'
-read -r l <'%[1]s.fifo'
+(read -r l <'%[1]s.fifo')
 `
 
 // TestStopDuringIPTablesRestore: a stop (SIGTERM) while the reconcile loop

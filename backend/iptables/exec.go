@@ -92,6 +92,9 @@ func (r *execRunner) run(bin string, stdin *bytes.Reader, stdout *bytes.Buffer, 
 	defer cancel()
 	argv := append(append(append([]string{}, r.prefix...), bin), args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// Once ctx ends and the command is killed, a child of it that holds its
+	// output open (a wrapper script's iptables-restore) is not waited for.
+	cmd.WaitDelay = time.Second
 	var stderr bytes.Buffer
 	if stdin != nil {
 		cmd.Stdin = stdin
