@@ -165,6 +165,13 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatalf("start test cluster: %v", err)
 	}
 	t.Cleanup(func() {
+		// vxlan and host-gw leave the datapath in place when the agent
+		// exits, so a test that only sends traffic could pass with a
+		// crashed agent.
+		for _, p := range c.unwatchedExits() {
+			t.Errorf("%s (pid %d) exited by itself with code %d during the test, which never looked at its end (Done, Exited, ExitCode, Wait, Stop, Kill, Signal); its log: %s",
+				p.Name, p.Pid(), p.exitCode(), p.LogPath)
+		}
 		if t.Failed() {
 			c.DumpLogs(t.Logf, 40)
 		}
@@ -173,6 +180,20 @@ func Start(t testing.TB, opts Options) *Cluster {
 		}
 	})
 	return c
+}
+
+// unwatchedExits returns the agents that have exited while the test never
+// asked about their end nor signalled them.
+func (c *Cluster) unwatchedExits() []*Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ps []*Process
+	for _, p := range c.procs {
+		if strings.HasSuffix(p.Name, " agentd") && p.hasExited() && !p.watched.Load() {
+			ps = append(ps, p)
+		}
+	}
+	return ps
 }
 
 // New builds a cluster: the switch, the etcd namespace, opts.Hosts hosts and

@@ -442,6 +442,57 @@ func TestAgentProcess(t *testing.T) {
 	}
 }
 
+// TestAgentExitUnwatched: an agent that exits by itself while the test
+// never asks about its end is what Start's cleanup fails the test for
+// (unwatchedExits); one the test stopped, or whose exit code it read, is
+// not. The cluster is made with New, so this test's own cleanup does not
+// fail it.
+func TestAgentExitUnwatched(t *testing.T) {
+	RequireRoot(t)
+	ctx := context.Background()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(ctx, Options{Hosts: 2, NoEtcd: true, AgentdBin: exe, AgentEnv: []string{fakeAgentEnv + "=1"}, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	crashed, err := c.Host(1).StartAgent(ctx, "--fake-exit=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped, err := c.Host(2).StartAgent(ctx, "--fake-subnet=10.244.7.1/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Host(2).WaitReady(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stopped.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Eventually(ctx, 10*time.Second, func() error {
+		if !crashed.hasExited() {
+			return errors.New("h1's agent still runs")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.unwatchedExits(); len(got) != 1 || got[0] != crashed.Process || got[0].exitCode() != 5 {
+		t.Fatalf("unwatchedExits = %v, want h1's agent, exited 5", got)
+	}
+	if code := crashed.ExitCode(); code != 5 {
+		t.Errorf("ExitCode = %d, want 5", code)
+	}
+	if got := c.unwatchedExits(); len(got) != 0 {
+		t.Errorf("unwatchedExits after ExitCode = %v, want none", got)
+	}
+}
+
 // TestEtcdTLS runs etcd with server-only and with mutual TLS and checks the
 // test's client and the flags agents get.
 func TestEtcdTLS(t *testing.T) {

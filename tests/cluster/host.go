@@ -254,7 +254,7 @@ func (h *Host) StartAgent(ctx context.Context, args ...string) (*Agent, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.agent != nil && !h.agent.Exited() {
+	if h.agent != nil && !h.agent.hasExited() {
 		return nil, fmt.Errorf("%s: agent (pid %d) is still running; Stop or Kill it first", h.Short, h.agent.Pid())
 	}
 	full := h.AgentArgs(args...)

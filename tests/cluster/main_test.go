@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,7 +19,7 @@ import (
 // agentd: it is started with the harness's agent flags, writes subnet.env
 // from --fake-subnet, serves /readyz on --healthz-addr (which only works
 // inside the host's namespace, where that address exists) and exits 7 on
-// SIGTERM.
+// SIGTERM; with --fake-exit=N it exits N at once.
 const fakeAgentEnv = "CLUSTER_TEST_FAKE_AGENT"
 
 func TestMain(m *testing.M) {
@@ -35,6 +36,14 @@ func fakeAgent(args []string) int {
 		if k, v, ok := strings.Cut(strings.TrimLeft(a, "-"), "="); ok {
 			flags[k] = v
 		}
+	}
+	if code := flags["fake-exit"]; code != "" {
+		n, err := strconv.Atoi(code)
+		if err != nil {
+			fmt.Println(err)
+			return 3
+		}
+		return n
 	}
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +36,11 @@ type Process struct {
 	mu     sync.Mutex
 	exited bool // the process has exited; it may not be reaped yet
 	code   int  // valid once done is closed
+
+	// watched: the test has asked about the process's end or signalled it
+	// (Done, Exited, ExitCode, Wait, Stop, Kill, Signal), so an exit is its
+	// business; see Cluster.unwatchedExits.
+	watched atomic.Bool
 }
 
 func newProcess(name string, cmd *exec.Cmd, logPath string, stopTimeout time.Duration) *Process {
@@ -80,10 +86,20 @@ func exitCode(ps *os.ProcessState) int {
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Done is closed once the process has exited and been reaped.
-func (p *Process) Done() <-chan struct{} { return p.done }
+func (p *Process) Done() <-chan struct{} {
+	p.watched.Store(true)
+	return p.done
+}
 
 // Exited reports whether the process has exited and been reaped.
 func (p *Process) Exited() bool {
+	p.watched.Store(true)
+	return p.hasExited()
+}
+
+// hasExited is Exited for the harness's own checks, which leave an exit
+// unwatched.
+func (p *Process) hasExited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -95,7 +111,13 @@ func (p *Process) Exited() bool {
 // ExitCode is the exit status (128+signal if killed by a signal); -1 while
 // the process is running.
 func (p *Process) ExitCode() int {
-	if !p.Exited() {
+	p.watched.Store(true)
+	return p.exitCode()
+}
+
+// exitCode is ExitCode for the harness's own checks.
+func (p *Process) exitCode() int {
+	if !p.hasExited() {
 		return -1
 	}
 	p.mu.Lock()
@@ -106,6 +128,7 @@ func (p *Process) ExitCode() int {
 // Signal sends sig to the process itself (not its group). It returns
 // os.ErrProcessDone once the process has exited.
 func (p *Process) Signal(sig syscall.Signal) error {
+	p.watched.Store(true)
 	return p.cmd.Process.Signal(sig)
 }
 
@@ -168,6 +191,7 @@ func (p *Process) Resume() error { return p.Signal(syscall.SIGCONT) }
 // reaped and returns its exit code (137 when the kill ended it). Killing a
 // process that already exited just returns its code.
 func (p *Process) Kill() int {
+	p.watched.Store(true)
 	if err := p.signalGroup(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		// The leader is alive but the group kill failed: kill the leader alone.
 		p.Signal(syscall.SIGKILL)
@@ -181,6 +205,7 @@ func (p *Process) Kill() int {
 // the cluster's StopTimeout it is killed and Stop returns an error along with
 // the code. The code is the process's exit status, or 128+signal.
 func (p *Process) Stop() (int, error) {
+	p.watched.Store(true)
 	if err := p.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return -1, fmt.Errorf("%s: SIGTERM: %w", p.Name, err)
 	}
@@ -199,6 +224,7 @@ func (p *Process) Stop() (int, error) {
 // Wait waits until the process exits or ctx ends, and returns the exit code
 // (128+signal if a signal ended it).
 func (p *Process) Wait(ctx context.Context) (int, error) {
+	p.watched.Store(true)
 	select {
 	case <-p.done:
 		return p.ExitCode(), nil
