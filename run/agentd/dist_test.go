@@ -67,14 +67,15 @@ func systemdArgs(t *testing.T, envFile []byte) ([]string, map[string]string) {
 }
 
 // TestSystemdUnit checks the unit's service settings: readiness through
-// sd_notify, restarts on failure but not on a usage error, ordering before
-// the consumers of subnet.env.
+// sd_notify, restarts on failure but not on a usage error, a watchdog (the
+// agent pings it every half interval while alive: TestSystemdNotify),
+// ordering before the consumers of subnet.env.
 func TestSystemdUnit(t *testing.T) {
 	u, err := sdunit.Load(unitPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kv := range [][2]string{{"Type", "notify"}, {"Restart", "on-failure"}} {
+	for _, kv := range [][2]string{{"Type", "notify"}, {"Restart", "on-failure"}, {"WatchdogSec", "60"}} {
 		if got, _ := u.Value("Service", kv[0]); got != kv[1] {
 			t.Errorf("%s=%q, want %q", kv[0], got, kv[1])
 		}
