@@ -36,7 +36,9 @@ const (
 	// that has room, racing hosts run out of rivals long before this.
 	maxAcquireAttempts = 100
 	// pickAmong is how many of the first free subnets a new lease is picked
-	// from at random (as flanneld does), so racing hosts rarely collide.
+	// from at random (as flanneld does), so racing hosts rarely collide. An
+	// Acquire that lost a race picks among twice as many for each loss (see
+	// pick4).
 	pickAmong = 100
 	// revokeTimeout bounds a revoke. The etcd client waits for a connection
 	// by default, so without a deadline a revoke while etcd is unreachable
@@ -249,7 +251,7 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 			}
 			continue
 		}
-		sn, sn6, err := m.pick(leases, bad)
+		sn, sn6, err := m.pick(leases, bad, attempt)
 		if err != nil {
 			return Lease{}, err
 		}
@@ -477,15 +479,17 @@ func (m *Manager) revoke(ctx context.Context, id int64) {
 }
 
 // pick chooses a free subnet: the previous one when still free, else one at
-// random among the first pickAmong free subnets of the pool. A subnet is free
-// when no key holds an overlapping one, whatever its length (a lease written
-// under an earlier SubnetLen, or by hand, holds every subnet it overlaps).
+// random among the first free subnets of the pool, more of them the more
+// attempts of this Acquire were lost to other hosts (lost; see pick4). A
+// subnet is free when no key holds an overlapping one, whatever its length (a
+// lease written under an earlier SubnetLen, or by hand, holds every subnet it
+// overlaps).
 //
 // In a dual-stack network the IPv6 half is the one paired with the IPv4
 // subnet (NthSubnet) when that is free. flanneld picks its IPv6 half on its
 // own, so the pair may be held by a key for another IPv4 subnet: then one of
 // the first pickAmong free IPv6 subnets is taken at random.
-func (m *Manager) pick(leases []Lease, bad []BadEntry) (netip.Prefix, netip.Prefix, error) {
+func (m *Manager) pick(leases []Lease, bad []BadEntry, lost int) (netip.Prefix, netip.Prefix, error) {
 	held, held6 := len(leases)+len(bad), 0
 	if m.net.EnableIPv6 {
 		held6 = held
@@ -496,7 +500,7 @@ func (m *Manager) pick(leases []Lease, bad []BadEntry) (netip.Prefix, netip.Pref
 		taken.add(sn)
 		taken6.add(sn6)
 	})
-	sn, i := m.pick4(taken)
+	sn, i := m.pick4(taken, lost)
 	if !sn.IsValid() {
 		n := m.net.SubnetCount()
 		first, _ := m.net.NthSubnet(0)
@@ -555,8 +559,14 @@ func (m *Manager) eachHeld(leases []Lease, bad []BadEntry, f func(sn, sn6 netip.
 }
 
 // pick4 chooses the IPv4 subnet for pick, returning it and its index in the
-// pool, or the zero Prefix when every subnet is taken.
-func (m *Manager) pick4(taken *occupied) (netip.Prefix, int) {
+// pool, or the zero Prefix when every subnet is taken: the previous subnet
+// when free, else one at random among the first pickAmong free subnets, twice
+// as many for each race lost. Hosts starting together (a cluster booting, an
+// autoscaling group) all see the same first free subnets: with a window that
+// stays at pickAmong, at most pickAmong of them win a round, and N hosts take
+// N/pickAmong rounds, each a list of every lease by every loser. Doubling it
+// spreads the losers out, so the rounds grow as log N.
+func (m *Manager) pick4(taken *occupied, lost int) (netip.Prefix, int) {
 	if prev := m.cfg.PreviousSubnet; prev.IsValid() {
 		prev = prev.Masked()
 		if i, ok := m.net.SubnetIndex(prev); ok && !taken.overlaps(prev) {
@@ -564,8 +574,12 @@ func (m *Manager) pick4(taken *occupied) (netip.Prefix, int) {
 		}
 	}
 	n := m.net.SubnetCount()
+	among := pickAmong
+	for ; lost > 0 && among < n; lost-- {
+		among *= 2
+	}
 	free := make([]int, 0, pickAmong)
-	for i := 0; i < n && len(free) < pickAmong; i++ {
+	for i := 0; i < n && len(free) < among; i++ {
 		if sn, _ := m.net.NthSubnet(i); !taken.overlaps(sn) {
 			free = append(free, i)
 		}

@@ -77,7 +77,7 @@ func TestPick4AmongFirstFree(t *testing.T) {
 	}
 	seen := map[int]int{}
 	for range 5000 {
-		sn, i := m.pick4(taken)
+		sn, i := m.pick4(taken, 0)
 		if got, _ := net.NthSubnet(i); got != sn || !firstFree[i] {
 			t.Fatalf("picked %s (index %d), not one of the first %d free subnets", sn, i, pickAmong)
 		}
@@ -96,11 +96,11 @@ func TestPick4AmongFirstFree(t *testing.T) {
 
 	prev, _ := net.NthSubnet(4000)
 	m.cfg.PreviousSubnet = netip.PrefixFrom(prev.Addr().Next(), 24) // subnet.env's .1/24
-	if sn, i := m.pick4(taken); sn != prev || i != 4000 {
+	if sn, i := m.pick4(taken, 0); sn != prev || i != 4000 {
 		t.Errorf("previous subnet %s free: picked %s (index %d)", prev, sn, i)
 	}
 	taken.add(prev)
-	if sn, i := m.pick4(taken); sn == prev || !firstFree[i] {
+	if sn, i := m.pick4(taken, 0); sn == prev || !firstFree[i] {
 		t.Errorf("previous subnet %s taken: picked %s (index %d)", prev, sn, i)
 	}
 }
