@@ -2,7 +2,6 @@ package udp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -14,7 +13,6 @@ import (
 	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/agentd/agentd/subnet"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // TestUnusablePublicIPs: a udp peer whose public IP can be no other host's
@@ -199,31 +197,8 @@ func TestAddressEventsJudged(t *testing.T) {
 	h.prepare()
 	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type), lease("10.244.3.0/24", "198.19.0.3", Type))
 	nstest.RunWatch(t, h.b.Watch, &h.b.subscribed)
-	// IPv6 on data0 (nstest turns it off): the kernel gives it a
-	// link-local address now, and again each time it comes up.
-	if err := h.host.Sysctl("net.ipv6.conf.data0.disable_ipv6", "0"); err != nil {
-		t.Fatal(err)
-	}
-	addr := func(p string) *netlink.Addr { return &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix(p))} }
-	unrelated := []*netlink.Addr{addr("10.244.2.7/32"), addr("10.244.3.1/24"), addr("10.244.1.1/24"), addr("198.18.1.1/24"),
-		addr("198.19.0.4/32"), addr("fd00::1/64")}
-	linkLocal := addr("fe80::99/64")
-	linkLocal.Flags = unix.IFA_F_NODAD
-	unrelated = append(unrelated, linkLocal)
-	for _, a := range unrelated {
-		if err := nl.AddrAdd(data, a); err != nil {
-			t.Fatalf("add %s: %v", a.IPNet, err)
-		}
-	}
-	for _, a := range unrelated {
-		if err := nl.AddrDel(data, a); err != nil {
-			t.Fatalf("delete %s: %v", a.IPNet, err)
-		}
-	}
-	if err := errors.Join(nl.LinkSetDown(data), nl.LinkSetUp(data)); err != nil {
-		t.Fatal(err)
-	}
-	if err := nl.AddrAdd(data, addr("198.19.0.3/32")); err != nil {
+	h.host.ChurnAddresses(t, data, "10.244.2.7/32", "10.244.3.1/24", "10.244.1.1/24", "198.18.1.1/24", "198.19.0.4/32", "fd00::1/64")
+	if err := nl.AddrAdd(data, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.19.0.3/32"))}); err != nil {
 		t.Fatal(err)
 	}
 	nstest.AwaitLogged(t, h.countLogs, `"IP"="198.19.0.3"`, h.logText)

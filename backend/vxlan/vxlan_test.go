@@ -2207,30 +2207,8 @@ func TestAddressEventsJudged(t *testing.T) {
 	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02"), lease("10.244.3.0/24", "198.19.0.3", "vxlan", "02:00:00:00:00:03"))
 	_, stop := h.watch(t)
 	defer stop()
-	// IPv6 on data0 (nstest turns it off): the kernel gives it a
-	// link-local address now, and again each time it comes up.
-	if err := h.ns.Sysctl("net.ipv6.conf.data0.disable_ipv6", "0"); err != nil {
-		t.Fatal(err)
-	}
-	addr := func(p string) *netlink.Addr { return &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix(p))} }
-	unrelated := []*netlink.Addr{addr("10.244.1.1/24"), addr("10.244.200.1/24"), addr("192.0.2.1/24"), addr("198.19.0.4/32"), addr("fd00::1/64")}
-	linkLocal := addr("fe80::99/64")
-	linkLocal.Flags = unix.IFA_F_NODAD
-	unrelated = append(unrelated, linkLocal)
-	for _, a := range unrelated {
-		if err := nl.AddrAdd(data, a); err != nil {
-			t.Fatalf("add %s: %v", a.IPNet, err)
-		}
-	}
-	for _, a := range unrelated {
-		if err := nl.AddrDel(data, a); err != nil {
-			t.Fatalf("delete %s: %v", a.IPNet, err)
-		}
-	}
-	if err := errors.Join(nl.LinkSetDown(data), nl.LinkSetUp(data)); err != nil {
-		t.Fatal(err)
-	}
-	if err := nl.AddrAdd(data, addr("10.244.2.99/32")); err != nil {
+	h.ns.ChurnAddresses(t, data, "10.244.1.1/24", "10.244.200.1/24", "198.19.2.1/24", "198.19.0.4/32", "fd00::1/64")
+	if err := nl.AddrAdd(data, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("10.244.2.99/32"))}); err != nil {
 		t.Fatal(err)
 	}
 	nstest.AwaitLogged(t, h.countLogs, "10.244.2.99", h.logText)

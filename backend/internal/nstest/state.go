@@ -1,6 +1,7 @@
 package nstest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -191,4 +192,34 @@ func nudState(s int) string {
 		return "none"
 	}
 	return strings.Join(names, ",")
+}
+
+// ChurnAddresses makes address events on link that must wake no backend's
+// Watch: it turns IPv6 on for link (New turns it off), so the kernel gives
+// it a link-local address now and again each time it comes up, then adds
+// and deletes each of addrs and a link-local fe80::99/64 (without duplicate
+// address detection), and sets link down and up.
+func (n *NS) ChurnAddresses(t testing.TB, link netlink.Link, addrs ...string) {
+	t.Helper()
+	if err := n.Sysctl("net.ipv6.conf."+link.Attrs().Name+".disable_ipv6", "0"); err != nil {
+		t.Fatal(err)
+	}
+	var as []*netlink.Addr
+	for _, p := range addrs {
+		as = append(as, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix(p))})
+	}
+	as = append(as, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("fe80::99/64")), Flags: unix.IFA_F_NODAD})
+	for _, a := range as {
+		if err := n.Handle.AddrAdd(link, a); err != nil {
+			t.Fatalf("add %s: %v", a.IPNet, err)
+		}
+	}
+	for _, a := range as {
+		if err := n.Handle.AddrDel(link, a); err != nil {
+			t.Fatalf("delete %s: %v", a.IPNet, err)
+		}
+	}
+	if err := errors.Join(n.Handle.LinkSetDown(link), n.Handle.LinkSetUp(link)); err != nil {
+		t.Fatal(err)
+	}
 }
