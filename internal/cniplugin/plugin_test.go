@@ -288,14 +288,7 @@ func TestAttachmentsKeptApart(t *testing.T) {
 	if added["eth1"]["runtimeConfig"] == nil || added["other"]["name"] != "other" {
 		t.Fatalf("ADD confs %v", added)
 	}
-	ents, err := os.ReadDir(f.dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
+	names := fileNames(t, f.dataDir)
 	if want := []string{"c1", "cbr0:c1:eth0", "cbr0:c1:eth1", "other:c1:eth0"}; !slices.Equal(names, want) {
 		t.Errorf("saved files %q, want %q", names, want)
 	}
@@ -978,14 +971,7 @@ func TestGCAndStatusForwarded(t *testing.T) {
 	if v := jsonOf(t, f.exec.calls[3].conf["cni.dev/valid-attachments"]); v != `[{"containerID":"c1","ifname":"eth0"}]` {
 		t.Errorf("delegate's GC got valid attachments %s", v)
 	}
-	ents, err := os.ReadDir(f.dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
+	names := fileNames(t, f.dataDir)
 	if want := []string{"c1", "cbr0:c1:eth0", "other:c1:eth0"}; !slices.Equal(names, want) {
 		t.Errorf("after GC dataDir holds %q, want %q", names, want)
 	}
@@ -1002,7 +988,7 @@ func TestGCAndStatusForwarded(t *testing.T) {
 	if err := f.p.Status(v110(f.args("c1", ""))); !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable || !strings.Contains(te.Msg, "no addresses left") {
 		t.Errorf("STATUS with the delegate's failing: %v, want code 50 and its message", err)
 	}
-	err = f.p.GC(v110(f.args("c1", `,"cni.dev/valid-attachments":[]`)))
+	err := f.p.GC(v110(f.args("c1", `,"cni.dev/valid-attachments":[]`)))
 	if !errors.As(err, &te) || !strings.Contains(te.Msg, "container c1 interface eth0: bridge DEL: no addresses left") {
 		t.Errorf("GC with the delegate's DEL failing: %v", err)
 	}
@@ -1043,7 +1029,19 @@ func TestGCKeepsValid(t *testing.T) {
 	if len(dels) != 3 || dels[0] != conf["c1:eth0"] || dels[1] != conf["c2:eth1"] || !strings.Contains(dels[2], `"10.244.5.0/24"`) {
 		t.Errorf("GC's DELs ran with\n%s\nwant c1 eth0's, c2 eth1's and c3's", strings.Join(dels, "\n"))
 	}
-	ents, err := os.ReadDir(f.dataDir)
+	names := fileNames(t, f.dataDir)
+	if want := []string{"c2", "cbr0:c1:eth1", "cbr0:c2:eth0"}; !slices.Equal(names, want) {
+		t.Errorf("after GC dataDir holds %q, want %q", names, want)
+	}
+	if !sameFile(filepath.Join(f.dataDir, "c2"), f.saved("c2")) {
+		t.Error("flannel's name for c2 is not eth0's file any more")
+	}
+}
+
+// fileNames lists the names in dir, sorted.
+func fileNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1051,10 +1049,5 @@ func TestGCKeepsValid(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	if want := []string{"c2", "cbr0:c1:eth1", "cbr0:c2:eth0"}; !slices.Equal(names, want) {
-		t.Errorf("after GC dataDir holds %q, want %q", names, want)
-	}
-	if !sameFile(filepath.Join(f.dataDir, "c2"), f.saved("c2")) {
-		t.Error("flannel's name for c2 is not eth0's file any more")
-	}
+	return names
 }

@@ -237,14 +237,7 @@ func TestGC(t *testing.T) {
 	if got := r.allocated(t); !slices.Equal(got, []string{"10.244.5.3"}) {
 		t.Errorf("after GC host-local holds %q, want only c2's 10.244.5.3", got)
 	}
-	ents, err := os.ReadDir(r.dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
+	names := fileNames(t, r.dataDir)
 	if want := []string{"c2", "cbr0:c2:eth0", "f1"}; !slices.Equal(names, want) {
 		t.Errorf("after GC dataDir holds %q, want %q", names, want)
 	}
