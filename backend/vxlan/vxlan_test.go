@@ -2137,36 +2137,23 @@ func TestAddressChangeRejudgesPeers(t *testing.T) {
 				lease("10.244.9.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:09"),
 				lease("10.244.4.0/24", "198.19.0.4", "vxlan", "02:00:00:00:00:04"),
 			}
-			// The first pass before Watch: the events of its writes
-			// (the device's address, for vxlan) would wake a second
-			// pass, which might find the change below on its own.
-			if _, err := h.b.Reconcile(context.Background(), h.own, peers); err != nil {
-				t.Fatal(err)
-			}
-			wakes, _ := h.watch(t)
-			nstest.RunPasses(t, wakes, func() error {
-				_, err := h.b.Reconcile(context.Background(), h.own, peers)
-				return err
-			})
-			all := []string{two, four, nine}
-			held := slices.DeleteFunc(slices.Clone(all), func(r string) bool { return r == tc.peer })
-			before, after := all, held
-			if tc.held {
-				before, after = held, all
-			}
-			if err := h.routedTo(before)(); err != nil {
-				t.Fatalf("before the change: %v", err)
-			}
-			start := time.Now()
-			change := nl.AddrAdd
-			if tc.held {
-				change = nl.AddrDel
-			}
-			if err := change(link, a); err != nil {
-				t.Fatal(err)
-			}
-			nstest.Await(t, promptly, tc.name, h.routedTo(after))
-			t.Logf("the routes followed in %v", time.Since(start).Round(time.Millisecond))
+			nstest.Rejudging{
+				Pass: func() error {
+					_, err := h.b.Reconcile(context.Background(), h.own, peers)
+					return err
+				},
+				Watch:  func() <-chan struct{} { wakes, _ := h.watch(t); return wakes },
+				Routes: h.routedTo,
+				All:    []string{two, four, nine},
+				Peer:   tc.peer,
+				Held:   tc.held,
+				Change: func() error {
+					if tc.held {
+						return nl.AddrDel(link, a)
+					}
+					return nl.AddrAdd(link, a)
+				},
+			}.Run(t, promptly)
 		})
 	}
 }

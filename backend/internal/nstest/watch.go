@@ -3,6 +3,7 @@ package nstest
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -131,4 +132,50 @@ func Await(t testing.TB, within time.Duration, what string, cond func() error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Rejudging is a case of a backend's TestAddressChangeRejudgesPeers: an
+// address of this host that decides whether Peer, one of All (the routes
+// of ours of all peers, as Routes lists them), is skipped comes or goes
+// (Change), and the passes Watch wakes must follow promptly.
+type Rejudging struct {
+	// Pass is one reconcile pass with the peers.
+	Pass func() error
+	// Watch runs the backend's Watch (RunWatch) and returns its wakes.
+	Watch func() <-chan struct{}
+	// Routes returns a check that the routes of ours are want, sorted.
+	Routes func(want []string) func() error
+	All    []string
+	Peer   string
+	// Held says the address is there before Change, which then deletes
+	// it (Peer's route is missing before and back after); else Change adds
+	// it (Peer's route goes).
+	Held   bool
+	Change func() error
+}
+
+// Run makes the first pass before Watch runs (the events of its own writes
+// would wake a second pass, which might find the change on its own), then
+// runs Watch and a pass per wake (RunPasses), checks the routes, makes the
+// change and waits up to within for the routes to follow.
+func (r Rejudging) Run(t testing.TB, within time.Duration) {
+	t.Helper()
+	if err := r.Pass(); err != nil {
+		t.Fatal(err)
+	}
+	RunPasses(t, r.Watch(), r.Pass)
+	without := slices.DeleteFunc(slices.Clone(r.All), func(s string) bool { return s == r.Peer })
+	before, after := r.All, without
+	if r.Held {
+		before, after = without, r.All
+	}
+	if err := r.Routes(before)(); err != nil {
+		t.Fatalf("before the change: %v", err)
+	}
+	start := time.Now()
+	if err := r.Change(); err != nil {
+		t.Fatal(err)
+	}
+	Await(t, within, "the routes after the change", r.Routes(after))
+	t.Logf("the routes followed in %v", time.Since(start).Round(time.Millisecond))
 }
