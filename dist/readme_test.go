@@ -73,6 +73,31 @@ func TestREADMENamesExist(t *testing.T) {
 	if citedTests < 50 || citedMetrics < 10 {
 		t.Errorf("README cites %d tests and %d metrics; expected far more (has the pattern or README's style changed?)", citedTests, citedMetrics)
 	}
+
+	// The other way round: every metric the code registers is in README's
+	// list of them, so a new metric is documented where operators look.
+	list := metricsList(t, string(readme))
+	listed := map[string]bool{}
+	for _, name := range citedMetric.FindAllString(list, -1) {
+		listed[name] = true
+	}
+	for name := range metrics {
+		if !listed[name] {
+			t.Errorf("the code registers the metric %s, which README's **Metrics.** list leaves out", name)
+		}
+	}
+}
+
+// metricsList is README's paragraph that lists the metrics: from
+// "**Metrics.**" to the next blank line.
+func metricsList(t *testing.T, readme string) string {
+	t.Helper()
+	_, list, ok := strings.Cut(readme, "**Metrics.**")
+	if !ok {
+		t.Fatal("README has no **Metrics.** paragraph")
+	}
+	list, _, _ = strings.Cut(list, "\n\n")
+	return list
 }
 
 // missing reports each distinct name of cited that defined lacks, and
