@@ -100,7 +100,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.BoolVar(&v.forwardRules, "iptables-forward-rules", d.IPTablesForwardRules, "accept overlay traffic in the FORWARD chain")
 	fs.StringVar(&v.iptMode, "iptables-mode", "", "iptables backend for our rules: nft, legacy, auto (the one the host's dockerd or kube-proxy uses; for images carrying both), or empty for the backend of the iptables command in PATH")
 
-	fs.StringVar(&v.healthzAddr, "healthz-addr", d.HealthzAddr, "host:port of the /healthz and /readyz server (empty: off)")
+	fs.StringVar(&v.healthzAddr, "healthz-addr", d.HealthzAddr, "host:port of the health server: /healthz, /readyz, /status, /metrics (empty: off)")
 	fs.StringVar(&v.healthzIP, "healthz-ip", "0.0.0.0", "address of the health server when --healthz-port is set (flannel's form)")
 	fs.IntVar(&v.healthzPort, "healthz-port", 0, "port of the health server (0: off; --healthz-addr wins when both are set)")
 
