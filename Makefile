@@ -8,8 +8,9 @@ BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the tests and the demo need (iproute2 for netns, iptables
-# for the agent's rules, ping and iperf3 for traffic).
-DEB_PACKAGES := iproute2 iptables iputils-ping iperf3 ca-certificates
+# for the agent's rules, nftables for the nft tables tests build in place of
+# Docker 29's, ping and iperf3 for traffic).
+DEB_PACKAGES := iproute2 iptables nftables iputils-ping iperf3 ca-certificates
 # What tests/integration adds: a real dockerd and client, a static busybox for
 # a registry-free image, the standard CNI plugins, systemd-analyze, and the
 # Kubernetes node's container runtime (containerd, runc, nsenter/unshare).

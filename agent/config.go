@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"regexp"
 	"time"
+
+	"github.com/agentd/agentd/backend/iptables"
 )
 
 // Config is everything the daemon is told at start-up. run/agentd fills it from
@@ -39,6 +41,12 @@ type Config struct {
 	// the host's other iptables users; for container images carrying
 	// both). See backend/iptables.Options.Mode.
 	IPTablesMode string
+	// DockerAcceptFwMark, unless zero, is set (its mask's bits only) in
+	// mangle FORWARD on traffic from the cluster network to the cluster
+	// network, for dockerd --bridge-accept-fwmark with the same mark:
+	// Docker 29's nftables firewall drops overlay traffic to its containers
+	// otherwise. See backend/iptables.MarkRules.
+	DockerAcceptFwMark iptables.Mark
 	// HealthzAddr is host:port of the /healthz and /readyz server; empty disables it.
 	HealthzAddr string
 

@@ -8,19 +8,19 @@ import (
 	"github.com/agentd/agentd/subnet"
 )
 
-// reconcileIPTables keeps our masquerade and forward chains equal to what the
-// flags and our lease ask for. With both kinds of rules off it runs until it
-// has once succeeded, so that chains left by an earlier run with them on are
-// removed; it never fails the agent for iptables when no rules are wanted: a
-// missing iptables ends it, and a failing one (iptables-save that cannot read
-// the tables, say) is logged once per distinct error and tried again at the
-// next resync. With rules wanted, every pass fails until iptables is found and
-// the rules are in place, which keeps the agent not ready: without the
-// FORWARD rules a DROP policy (dockerd's) drops the overlay's traffic.
-// ctx, the reconcile loop's, ends any iptables command still running when
-// it is done (the Manager made by the first call keeps it).
+// reconcileIPTables keeps our masquerade, forward and mark chains equal to
+// what the flags and our lease ask for. With every kind of rule off it runs
+// until it has once succeeded, so that chains left by an earlier run with them
+// on are removed; it never fails the agent for iptables when no rules are
+// wanted: a missing iptables ends it, and a failing one (iptables-save that
+// cannot read the tables, say) is logged once per distinct error and tried
+// again at the next resync. With rules wanted, every pass fails until iptables
+// is found and the rules are in place, which keeps the agent not ready:
+// without the FORWARD rules a DROP policy (dockerd's) drops the overlay's
+// traffic. ctx, the reconcile loop's, ends any iptables command still running
+// when it is done (the Manager made by the first call keeps it).
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
-	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules
+	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
 	if a.ipt == nil {
 		if a.iptDone {
 			return nil
@@ -43,6 +43,9 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 	}
 	if a.cfg.IPTablesForwardRules {
 		rules = append(rules, iptables.ForwardRules(netCfg.Network)...)
+	}
+	if m := a.cfg.DockerAcceptFwMark; !m.IsZero() {
+		rules = append(rules, iptables.MarkRules(netCfg.Network, m)...)
 	}
 	_, err := a.ipt.Reconcile(rules)
 	if want {

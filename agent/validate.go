@@ -114,6 +114,11 @@ func (c *Config) Validate() error {
 	if !slices.Contains(iptables.Modes, c.IPTablesMode) {
 		return configErrorf("iptables-mode", c.IPTablesMode, "want nft, legacy, auto, or empty for the backend of the iptables command")
 	}
+	if m := c.DockerAcceptFwMark; !m.IsZero() {
+		if err := m.Check(); err != nil {
+			return &ConfigError{Flag: "docker-accept-fwmark", Value: m.String(), Err: err}
+		}
+	}
 
 	if err := checkAbsPath(c.SubnetFile); err != nil {
 		return &ConfigError{Flag: "subnet-file", Value: c.SubnetFile, Err: err}

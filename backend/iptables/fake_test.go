@@ -42,15 +42,21 @@ type fakeChain struct {
 
 var builtinChains = map[string][]string{
 	"filter": {"INPUT", "FORWARD", "OUTPUT"},
+	"mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
 	"nat":    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
 }
+
+// startTables are the tables a new fake holds; the others (mangle) appear
+// with the first restore into them, as nf_tables makes a table only when
+// something is written to it, and until then read as no output at all.
+var startTables = []string{"filter", "nat"}
 
 // builtinTargets are the targets that are not chains.
 var builtinTargets = []string{"ACCEPT", "DROP", "RETURN", "REJECT", "MASQUERADE", "SNAT", "DNAT", "MARK", "LOG"}
 
 func newFake() *fake {
 	f := &fake{tables: map[string]*fakeTable{}, saves: map[string]int{}}
-	for t := range builtinChains {
+	for _, t := range startTables {
 		f.tables[t] = newFakeTable(t)
 	}
 	return f

@@ -26,9 +26,9 @@ type runner interface {
 }
 
 // managedTables are read on every Reconcile, whatever the desired rules, so
-// that chains of ours no longer wanted there (forward rules switched off) are
-// found and deleted.
-var managedTables = []string{"filter", "nat"}
+// that chains of ours no longer wanted there (forward rules or the Docker
+// mark switched off) are found and deleted.
+var managedTables = []string{"filter", "mangle", "nat"}
 
 // Options configure New. The zero value is the host's iptables.
 type Options struct {
@@ -65,10 +65,10 @@ const (
 // Modes are the valid values of Options.Mode.
 var Modes = []string{ModeDefault, ModeNFT, ModeLegacy, ModeAuto}
 
-// Manager owns agentd's chains (ChainPrefix) in one family's filter and nat
-// tables, and the jumps into them. It is not safe for concurrent use: one
-// goroutine (the backend's owner) calls it, and there must be one Manager per
-// family on a host, since each deletes our chains the other does not want.
+// Manager owns agentd's chains (ChainPrefix) in one family's filter, mangle
+// and nat tables, and the jumps into them. It is not safe for concurrent use:
+// one goroutine (the backend's owner) calls it, and there must be one Manager
+// per family on a host, since each deletes our chains the other does not want.
 type Manager struct {
 	family      Family
 	run         runner

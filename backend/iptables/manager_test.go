@@ -108,8 +108,8 @@ func TestReconcileFake(t *testing.T) {
 	if got := len(f.restores); got != 2 {
 		t.Errorf("%d restores after a no-op Reconcile, want 2", got)
 	}
-	if f.saves["nat"] != 2 || f.saves["filter"] != 2 || len(f.saves) != 2 {
-		t.Errorf("saves = %v, want nat and filter twice each", f.saves)
+	if f.saves["nat"] != 2 || f.saves["filter"] != 2 || f.saves["mangle"] != 2 || len(f.saves) != 3 {
+		t.Errorf("saves = %v, want filter, mangle and nat twice each", f.saves)
 	}
 }
 

@@ -2,19 +2,20 @@
 // with the kernel.
 //
 // Every rule agentd installs lives in a chain of its own, named with
-// ChainPrefix (nat MasqChain, filter ForwardChain), entered from a built-in
-// chain by exactly one jump rule (and, for ForwardChain, from dockerd's
-// DOCKER-USER chain where it exists). Those chains and the jumps into them
-// are agentd's; every other rule and chain belongs to someone else and is
-// never touched. That naming contract is what lets a restarted agent find,
-// diff and clean up what an earlier run installed.
+// ChainPrefix (nat MasqChain, filter ForwardChain, mangle MarkChain), entered
+// from a built-in chain by exactly one jump rule (and, for ForwardChain, from
+// dockerd's DOCKER-USER chain where it exists). Those chains and the jumps
+// into them are agentd's; every other rule and chain belongs to someone else
+// and is never touched. That naming contract is what lets a restarted agent
+// find, diff and clean up what an earlier run installed.
 //
-// The rule set is computed by pure functions (MasqRules, ForwardRules) into
-// []Rule, which prints like iptables-save lines, so it can be diffed and
-// compared with golden text. A Manager reads each table once per Reconcile
-// (one iptables-save per table), compares our chains and jumps with the desired
-// rules and, when they differ, replaces them in one iptables-restore --noflush
-// transaction: the chains are never seen empty or half-written.
+// The rule set is computed by pure functions (MasqRules, ForwardRules,
+// MarkRules) into []Rule, which prints like iptables-save lines, so it can be
+// diffed and compared with golden text. A Manager reads each table once per
+// Reconcile (one iptables-save per table), compares our chains and jumps with
+// the desired rules and, when they differ, replaces them in one
+// iptables-restore --noflush transaction: the chains are never seen empty or
+// half-written.
 //
 // IPv4 and IPv6 share one code path; a Family picks the binaries and the
 // multicast range, nothing else.
@@ -33,6 +34,7 @@ const (
 	ChainPrefix  = "AGENTD-"
 	MasqChain    = ChainPrefix + "POSTRTG" // nat table, entered from POSTROUTING
 	ForwardChain = ChainPrefix + "FWD"     // filter table, entered from FORWARD and DOCKER-USER
+	MarkChain    = ChainPrefix + "MARK"    // mangle table, entered from FORWARD
 
 	// DockerUserChain is the filter chain dockerd jumps to first in FORWARD
 	// and leaves to its users' rules.
@@ -45,6 +47,7 @@ const (
 
 	masqComment    = "agentd masq"
 	forwardComment = "agentd forward"
+	markComment    = "agentd docker mark"
 )
 
 // Family is an IP family: it chooses iptables or ip6tables and the family's

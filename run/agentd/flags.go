@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/backend/iptables"
 	"github.com/agentd/agentd/internal/longflags"
 	"github.com/spf13/pflag"
 )
@@ -53,6 +54,7 @@ type flagValues struct {
 	ipMasq       bool
 	forwardRules bool
 	iptMode      string
+	dockerFwMark string
 
 	healthzAddr string
 	healthzIP   string
@@ -99,6 +101,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.BoolVar(&v.ipMasq, "ip-masq", d.IPMasq, "masquerade traffic leaving the overlay network")
 	fs.BoolVar(&v.forwardRules, "iptables-forward-rules", d.IPTablesForwardRules, "accept overlay traffic in the FORWARD chain")
 	fs.StringVar(&v.iptMode, "iptables-mode", "", "iptables backend for our rules: nft, legacy, auto (the one the host's dockerd or kube-proxy uses; for images carrying both), or empty for the backend of the iptables command in PATH")
+	fs.StringVar(&v.dockerFwMark, "docker-accept-fwmark", "", "value/mask to set in mangle FORWARD on traffic within the overlay network, e.g. 0x200000/0x200000, for dockerd --bridge-accept-fwmark with the same value (Docker's nftables firewall drops that traffic otherwise); empty: off")
 
 	fs.StringVar(&v.healthzAddr, "healthz-addr", d.HealthzAddr, "host:port of the health server: /healthz, /readyz, /status, /metrics (empty: off)")
 	fs.StringVar(&v.healthzIP, "healthz-ip", "0.0.0.0", "address of the health server when --healthz-port is set (flannel's form)")
@@ -293,6 +296,11 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 	}
 	if cfg.PublicIP, err = parseIPv4(v.publicIP); err != nil {
 		return opts, bad("public-ip", v.publicIP, err)
+	}
+	if v.dockerFwMark != "" {
+		if cfg.DockerAcceptFwMark, err = iptables.ParseMark(v.dockerFwMark); err != nil {
+			return opts, bad("docker-accept-fwmark", v.dockerFwMark, err)
+		}
 	}
 
 	switch {

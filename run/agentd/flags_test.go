@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/backend/iptables"
 	"github.com/agentd/agentd/internal/longflags"
 	"k8s.io/klog/v2"
 )
@@ -153,6 +154,12 @@ func TestParseArgs(t *testing.T) {
 		{name: "IPv4-mapped public ip", args: []string{"--public-ip=::ffff:198.18.0.7"}, want: func(c *agent.Config) { c.PublicIP = netip.MustParseAddr("198.18.0.7") }},
 		{name: "iface-can-reach", args: []string{"--iface-can-reach=198.18.0.254"}, want: func(c *agent.Config) { c.IfaceCanReach = netip.MustParseAddr("198.18.0.254") }},
 		{name: "iptables mode", args: []string{"--iptables-mode=auto"}, want: func(c *agent.Config) { c.IPTablesMode = "auto" }},
+		{name: "docker accept fwmark", args: []string{"--docker-accept-fwmark=0x200000/0x200000"}, want: func(c *agent.Config) {
+			c.DockerAcceptFwMark = iptables.Mark{Value: 0x200000, Mask: 0x200000}
+		}},
+		{name: "docker accept fwmark from the environment", env: map[string]string{"AGENTD_DOCKER_ACCEPT_FWMARK": "2/3"}, want: func(c *agent.Config) {
+			c.DockerAcceptFwMark = iptables.Mark{Value: 2, Mask: 3}
+		}},
 		{name: "endpoint checks off", args: []string{"--etcd-endpoint-check-interval=0"}, want: func(c *agent.Config) { c.EtcdEndpointCheckInterval = 0 }},
 		{name: "endpoint checks every 5s", args: []string{"--etcd-endpoint-check-interval=5s"}, want: func(c *agent.Config) { c.EtcdEndpointCheckInterval = 5 * time.Second }},
 		{name: "healthz port", args: []string{"--healthz-port=8471"}, want: func(c *agent.Config) { c.HealthzAddr = "0.0.0.0:8471" }},
@@ -343,6 +350,9 @@ func TestParseArgsErrors(t *testing.T) {
 		{"relative state dir", []string{"--state-dir=state"}, nil, `invalid --state-dir "state": want an absolute path`},
 		{"endpoint checks too often", []string{"--etcd-endpoint-check-interval=10ms"}, nil, `invalid --etcd-endpoint-check-interval "10ms": must be at least 1s, or 0 to turn the checks off`},
 		{"bad iptables mode", []string{"--iptables-mode=nf_tables"}, nil, `invalid --iptables-mode "nf_tables": want nft, legacy, auto, or empty for the backend of the iptables command`},
+		{"docker fwmark not a number", []string{"--docker-accept-fwmark=mark"}, nil, `invalid --docker-accept-fwmark "mark": mark "mark" is not a 32-bit number (decimal, or hexadecimal with 0x)`},
+		{"docker fwmark outside its mask", nil, map[string]string{"AGENTD_DOCKER_ACCEPT_FWMARK": "0x3/0x1"}, `invalid AGENTD_DOCKER_ACCEPT_FWMARK "0x3/0x1": mark 0x3 has bits outside mask 0x1, so no packet could match it`},
+		{"docker fwmark without a mask", []string{"--docker-accept-fwmark=1"}, nil, `invalid --docker-accept-fwmark "1": mask 0xffffffff covers 0x4000, kube-proxy's masquerade bit, which agentd would then overwrite; pick bits no other software uses, e.g. 0x200000/0x200000, and give dockerd the same (without a mask, the mask is 0xffffffff, the whole mark)`},
 		{"bad healthz addr", []string{"--healthz-addr=8471"}, nil, `invalid --healthz-addr "8471": address 8471: missing port in address`},
 		{"bad healthz port", []string{"--healthz-port=70000"}, nil, `invalid --healthz-port "70000": want a port from 1 to 65535, or 0 for off`},
 		{"bad healthz ip", []string{"--healthz-port=1", "--healthz-ip=local_host"}, nil, `invalid --healthz-ip "local_host": neither an IP address nor a host name`},
@@ -452,6 +462,11 @@ func TestRunExitCodes(t *testing.T) {
 	if out.Len() != 0 {
 		t.Errorf("invalid flag: stdout %q, want nothing", out.String())
 	}
+	errOut.Reset()
+	if code := run(nil, envMap(map[string]string{"AGENTD_DOCKER_ACCEPT_FWMARK": "0/0x200000"}), &out, &errOut); code != exitUsage ||
+		!strings.Contains(errOut.String(), `invalid AGENTD_DOCKER_ACCEPT_FWMARK "0/0x200000": the mark must not be 0`) {
+		t.Errorf("invalid mark: exit %d, stderr %q; want %d naming the variable", code, errOut.String(), exitUsage)
+	}
 }
 
 // TestMissingTLSFileIsRetried: a TLS file that is missing (not there yet:
@@ -512,6 +527,9 @@ func renderArgs(c agent.Config) []string {
 	if c.PublicIP.IsValid() {
 		args = append(args, "--public-ip="+c.PublicIP.String())
 	}
+	if !c.DockerAcceptFwMark.IsZero() {
+		args = append(args, "--docker-accept-fwmark="+c.DockerAcceptFwMark.String())
+	}
 	return args
 }
 
@@ -529,6 +547,7 @@ func FuzzParseArgs(f *testing.F) {
 	f.Add("--healthz-addr=[::1]:0\n--iface-can-reach=::ffff:198.18.0.9", "FLANNELD_SUBNET_LEASE_RENEW_MARGIN=10")
 	f.Add("--iptables-resync=10\n-public-ipv6\n\n--kube-subnet-mgr=false", "FLANNELD_V=3\nAGENTD_VMODULE=x=2\nFLANNELD_IP_BLACKHOLE_ROUTE=true")
 	f.Add("--healthz-port=9000\n--iface-regex=^ens", "AGENTD_HEALTHZ_ADDR=127.0.0.1:8471\nAGENTD_IFACE=eth0\nFLANNELD_HEALTHZ_IP=::1")
+	f.Add("--docker-accept-fwmark=0x200000/0x200000", "AGENTD_DOCKER_ACCEPT_FWMARK=0b1/3")
 	f.Fuzz(func(t *testing.T, argText, envText string) {
 		var args []string
 		if argText != "" {

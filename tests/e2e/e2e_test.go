@@ -612,15 +612,15 @@ func TestRestartLosesNoPings(t *testing.T) {
 }
 
 // TestIPTablesGolden checks the agent's chains in a host namespace, then
-// that an agent restarted with both kinds of rules off removes them.
+// that an agent restarted with every kind of rule off removes them.
 func TestIPTablesGolden(t *testing.T) {
-	f := newFixture(t, 1, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network), "--ip-masq")
+	f := newFixture(t, 1, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network), "--ip-masq", "--docker-accept-fwmark=0x200000/0x200000")
 	h := f.c.Host(1)
 	a := f.start(h)
 	f.waitReady(h)
 	sn := hostSubnet(t, h)
 	var got []string
-	for _, table := range []string{"nat", "filter"} {
+	for _, table := range []string{"nat", "filter", "mangle"} {
 		out, err := h.Exec(f.ctx, "iptables-save", "-t", table)
 		if err != nil {
 			t.Fatal(err)
@@ -645,18 +645,20 @@ func TestIPTablesGolden(t *testing.T) {
 		`-A FORWARD -m comment --comment "agentd forward" -j AGENTD-FWD`,
 		`-A AGENTD-FWD -s 10.244.0.0/16 -m comment --comment "agentd forward" -j ACCEPT`,
 		`-A AGENTD-FWD -d 10.244.0.0/16 -m comment --comment "agentd forward" -j ACCEPT`,
+		`-A FORWARD -m comment --comment "agentd docker mark" -j AGENTD-MARK`,
+		`-A AGENTD-MARK -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd docker mark" -j MARK --set-xmark 0x200000/0x200000`,
 	}
 	if g, w := strings.Join(got, "\n"), strings.Join(want, "\n"); g != w {
 		t.Fatalf("iptables rules\n got:\n%s\nwant:\n%s", g, w)
 	}
 
-	// Restarted without --ip-masq and without forward rules (which default
-	// to on, as in flannel), the agent deletes the chains and jumps the run
-	// above left, before it reports ready.
+	// Restarted without --ip-masq, without forward rules (which default
+	// to on, as in flannel) and without the Docker mark, the agent deletes
+	// the chains and jumps the run above left, before it reports ready.
 	if code, err := a.Stop(); err != nil || code != 0 {
 		t.Fatalf("stop agent: exit %d, %v", code, err)
 	}
-	f.start(h, "--ip-masq=false", "--iptables-forward-rules=false")
+	f.start(h, "--ip-masq=false", "--iptables-forward-rules=false", "--docker-accept-fwmark=")
 	f.waitReady(h)
 	out, err := h.Exec(f.ctx, "iptables-save")
 	if err != nil {
@@ -669,7 +671,7 @@ func TestIPTablesGolden(t *testing.T) {
 		}
 	}
 	if len(left) > 0 {
-		t.Fatalf("ready with --ip-masq=false --iptables-forward-rules=false, but iptables-save still has:\n%s", strings.Join(left, "\n"))
+		t.Fatalf("ready with --ip-masq=false --iptables-forward-rules=false --docker-accept-fwmark=, but iptables-save still has:\n%s", strings.Join(left, "\n"))
 	}
 }
 

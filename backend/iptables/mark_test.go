@@ -1,0 +1,172 @@
+package iptables
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseMark(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Mark
+		err  string // part of the error; "" for none
+	}{
+		{in: "0x200000/0x200000", want: Mark{0x200000, 0x200000}},
+		{in: "2/3", want: Mark{2, 3}},
+		{in: "0X10/0xF0", want: Mark{0x10, 0xf0}},
+		{in: "0b1/0b11", want: Mark{1, 3}},
+		{in: "0x80000000/0x80000000", want: Mark{0x80000000, 0x80000000}},
+		{in: "", err: "empty mark"},
+		{in: "0x200000/", err: "empty mask"},
+		{in: "/0x200000", err: "empty mark"},
+		{in: "0x200000/0x200000/1", err: `mask "0x200000/1" is not a 32-bit number`},
+		{in: "0x100000000/0x100000000", err: `mark "0x100000000" is not a 32-bit number`},
+		{in: "-1/1", err: "is not a 32-bit number"},
+		{in: " 1/1", err: "is not a 32-bit number"},
+		{in: "mark", err: `mark "mark" is not a 32-bit number`},
+		{in: "0/0x200000", err: "must not be 0"},
+		{in: "0x3/0x1", err: "mark 0x3 has bits outside mask 0x1"},
+		{in: "0x4000/0x4000", err: "kube-proxy's masquerade bit"},
+		{in: "0x200000/0x204000", err: "kube-proxy's masquerade bit"},
+		// dockerd's form without a mask matches the whole mark, which
+		// would overwrite kube-proxy's bit too.
+		{in: "0x200000", err: "without a mask, the mask is 0xffffffff"},
+	} {
+		got, err := ParseMark(tc.in)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("ParseMark(%q): %v", tc.in, err)
+		case tc.err == "" && got != tc.want:
+			t.Errorf("ParseMark(%q) = %v, want %v", tc.in, got, tc.want)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("ParseMark(%q) = %v, %v; want an error with %q", tc.in, got, err, tc.err)
+		}
+	}
+}
+
+// FuzzParseMark: ParseMark never panics; a Mark it returns passes Check,
+// prints as one token iptables-save prints back, and parses again to itself.
+func FuzzParseMark(f *testing.F) {
+	for _, s := range []string{"0x200000/0x200000", "2/3", "0x200000", "0/0", "0x4000/0x4000", "010/0o70", "1_0/0xff", "/", "0x1/0x1/0x1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseMark(s)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatalf("ParseMark(%q): empty error", s)
+			}
+			return
+		}
+		if err := m.Check(); err != nil || m.IsZero() {
+			t.Fatalf("ParseMark(%q) = %v, which Check refuses (%v) or is zero", s, m, err)
+		}
+		p := m.String()
+		if strings.ContainsAny(p, " \t\n\"") {
+			t.Fatalf("ParseMark(%q) prints as %q", s, p)
+		}
+		again, err := ParseMark(p)
+		if err != nil || again != m {
+			t.Fatalf("ParseMark(%q) = %v, printed %q, parsed again %v, %v", s, m, p, again, err)
+		}
+	})
+}
+
+func TestMarkRulesGolden(t *testing.T) {
+	rules := MarkRules(testNetwork, Mark{0x200000, 0x200000})
+	want := `-A FORWARD -m comment --comment "agentd docker mark" -j AGENTD-MARK
+-A AGENTD-MARK -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd docker mark" -j MARK --set-xmark 0x200000/0x200000
+`
+	diffText(t, "mark rules", text(rules), want)
+	for _, r := range rules {
+		if r.Table != "mangle" {
+			t.Errorf("rule %q in table %s, want mangle", r, r.Table)
+		}
+	}
+	if err := validate(rules); err != nil {
+		t.Error(err)
+	}
+}
+
+// The mark chain comes and goes with the setting, like the other chains,
+// and a mangle table that held nothing before is read each pass.
+func TestReconcileMarkFake(t *testing.T) {
+	m, f := newTestManager(t)
+	withMark := append(testRules(true), MarkRules(testNetwork, Mark{0x200000, 0x200000})...)
+	mustReconcile(t, m, withMark, true)
+	const ours = `*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:AGENTD-MARK - [0:0]
+-A FORWARD -m comment --comment "agentd docker mark" -j AGENTD-MARK
+-A AGENTD-MARK -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd docker mark" -j MARK --set-xmark 0x200000/0x200000
+COMMIT
+`
+	diffText(t, "mangle after Reconcile", f.tables["mangle"].text("mangle"), ours)
+	mustReconcile(t, m, withMark, false)
+
+	// Someone flushes our chain: it is refilled.
+	f.must(t, "mangle", "-D AGENTD-MARK 1")
+	mustReconcile(t, m, withMark, true)
+	diffText(t, "mangle after repair", f.tables["mangle"].text("mangle"), ours)
+
+	// The setting turned off: chain and jump go, the other tables stay.
+	mustReconcile(t, m, testRules(true), true)
+	diffText(t, "mangle without the mark", f.tables["mangle"].text("mangle"), stripOurs(ours))
+	diffText(t, "filter and nat", f.tables["filter"].text("filter")+f.tables["nat"].text("nat"), goldenFake)
+}
+
+// The real iptables prints the mark rule back exactly as MarkRules writes
+// it (else every pass would rewrite the chain), in both backends, and
+// Remove takes it away; a foreign mangle rule stays.
+func TestRootMarkRules(t *testing.T) {
+	for _, mode := range []string{"nf_tables", "legacy"} {
+		t.Run(mode, func(t *testing.T) {
+			ns := newNetns(t)
+			save := "iptables-save"
+			if mode == "legacy" {
+				multi, err := exec.LookPath("xtables-legacy-multi")
+				if err != nil {
+					need(t, "xtables-legacy-multi not found (apt-get install iptables)")
+				}
+				dir := t.TempDir()
+				if err := os.Symlink(multi, filepath.Join(dir, "iptables")); err != nil {
+					t.Fatal(err)
+				}
+				t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+				save = "iptables-legacy-save"
+			}
+			inNetns(t, ns, "iptables", "-t", "mangle", "-A", "FORWARD", "-s", "198.19.99.0/24", "-j", "MARK", "--set-xmark", "0x1/0x1")
+			m, err := New(IPv4, testLogger(t), Options{CommandPrefix: ns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			desired := MarkRules(testNetwork, Mark{0x200000, 0x200000})
+			mustReconcile(t, m, desired, true)
+			mustReconcile(t, m, desired, false)
+			want := `*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:AGENTD-MARK - [0:0]
+-A FORWARD -s 198.19.99.0/24 -j MARK --set-xmark 0x1/0x1
+-A FORWARD -m comment --comment "agentd docker mark" -j AGENTD-MARK
+-A AGENTD-MARK -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd docker mark" -j MARK --set-xmark 0x200000/0x200000
+COMMIT
+`
+			diffText(t, "mangle", saved(t, ns, save, "mangle"), want)
+			if err := m.Remove(); err != nil {
+				t.Fatal(err)
+			}
+			diffText(t, "mangle after Remove", saved(t, ns, save, "mangle"), stripOurs(want))
+		})
+	}
+}
