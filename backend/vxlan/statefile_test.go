@@ -1,6 +1,7 @@
 package vxlan
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/internal/fsfault"
 	"github.com/go-logr/logr/testr"
+	"golang.org/x/sys/unix"
 )
 
 // TestVTEPMACOldFileNotRewritable: a VTEP MAC state file of an older agentd
@@ -68,5 +70,19 @@ func TestVTEPMACNotWritableNamesFileOnce(t *testing.T) {
 	}
 	if !strings.HasPrefix(err.Error(), "keep the VTEP MAC: ") {
 		t.Errorf("error %q does not say what failed first", err)
+	}
+}
+
+// TestCreateErrorNoVXLAN: a kernel without VXLAN answers the create with
+// EOPNOTSUPP; the error says so and what to do, and still wraps the errno.
+// Any other error is only wrapped.
+func TestCreateErrorNoVXLAN(t *testing.T) {
+	err := createError("flannel.1", unix.EOPNOTSUPP)
+	if !errors.Is(err, unix.EOPNOTSUPP) || !strings.Contains(err.Error(), "this kernel has no VXLAN support") ||
+		!strings.Contains(err.Error(), "modprobe vxlan") || !strings.Contains(err.Error(), "host-gw or udp") {
+		t.Errorf("createError(EOPNOTSUPP) = %v", err)
+	}
+	if err := createError("flannel.1", unix.EPERM); !errors.Is(err, unix.EPERM) || err.Error() != "create vxlan device flannel.1: operation not permitted" {
+		t.Errorf("createError(EPERM) = %v", err)
 	}
 }

@@ -603,6 +603,17 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 	return l, res, nil
 }
 
+// createError is the error of a failed create of the vxlan device name. A
+// kernel without VXLAN (the module neither built in nor loadable: a trimmed
+// kernel, a container host that does not load modules) answers EOPNOTSUPP,
+// which alone would not say what to do.
+func createError(name string, err error) error {
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("create vxlan device %s: %w: this kernel has no VXLAN support; load its module (modprobe vxlan, on the host when agentd runs in a container), or use the host-gw or udp backend", name, err)
+	}
+	return fmt.Errorf("create vxlan device %s: %w", name, err)
+}
+
 // addDevice creates the device, or takes ours back from another name
 // (created false). The kernel refuses a second VXLAN device with the VNI and
 // UDP port of one it has (EEXIST), so once flannel.<VNI> is renamed every
@@ -626,7 +637,7 @@ func (b *Backend) addDevice() (l netlink.Link, created bool, err error) {
 		return b.takeBack(err)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("create vxlan device %s: %w", b.name, err)
+		return nil, false, createError(b.name, err)
 	}
 	// The kernel lowers, without a word, an MTU the external interface
 	// cannot carry: read back what the device got.
