@@ -164,6 +164,13 @@ func (m *Manager) reconcileTable(table string, want []Rule) (bool, error) {
 	}
 	d, err := ParseSave(out)
 	if inc := (*IncompatibleTableError)(nil); errors.As(err, &inc) {
+		// Nothing of ours is wanted there (mangle without the Docker
+		// mark, nat without masquerade): leave it, as failing here would
+		// keep the agent unready for a table it has no use for. A chain
+		// of ours left in it by an earlier run cannot be seen, and stays.
+		if len(want) == 0 {
+			return false, nil
+		}
 		// Read as empty, the table would get another jump each pass.
 		return false, fmt.Errorf("%s: %w; nothing written to it", m.family, inc)
 	}

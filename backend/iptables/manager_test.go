@@ -275,6 +275,27 @@ func TestReconcileErrors(t *testing.T) {
 			t.Errorf("restores %q, want the filter table's once", f.restores)
 		}
 	})
+	// Such a table in which no rule of ours is wanted (mangle without the
+	// Docker mark; nat without masquerade) is no error: the agent must not
+	// stay unready for a table it has no use for.
+	t.Run("table iptables-nft cannot show, nothing wanted there", func(t *testing.T) {
+		m, f := newTestManager(t)
+		f.incompatible = "mangle"
+		for range 2 {
+			if _, err := m.Reconcile(testRules(true)); err != nil {
+				t.Fatalf("err=%v, want none: nothing of ours is wanted in mangle", err)
+			}
+		}
+		for _, r := range f.restores {
+			if strings.HasPrefix(r, "*mangle") {
+				t.Errorf("restored into the table it cannot read:\n%s", r)
+			}
+		}
+		f.incompatible = "nat"
+		if _, err := m.Reconcile(ForwardRules(testNetwork)); err != nil {
+			t.Errorf("nat unreadable without masquerade: err=%v, want none", err)
+		}
+	})
 	// From 1.8.10 on, iptables-nft-save prints what iptables can show of
 	// such a table after a comment saying it has more: that is a table
 	// like any other.
