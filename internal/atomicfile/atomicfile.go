@@ -24,10 +24,11 @@ import (
 //
 // On failure (a full or read-only filesystem, a directory in the way, a
 // failed sync) the temporary file is removed and what was at path stays;
-// only the directory's sync comes after the rename, so when that fails the
-// new content is in place but may not survive a crash. The error names path
-// once, then the step that failed with the operating system's error, which
-// errors.Is matches (syscall.ENOSPC, syscall.EROFS…):
+// only the temporary file's close and the directory's sync come after the
+// rename, so when one of those fails the new content is in place but may
+// not survive a crash. The error names path once, then the step that failed
+// with the operating system's error, which errors.Is matches
+// (syscall.ENOSPC, syscall.EROFS…):
 //
 //	replace /run/flannel/subnet.env: write /run/flannel/.subnet.env.tmp123: no space left on device
 func Write(path string, data []byte, perm os.FileMode) error {
@@ -44,15 +45,12 @@ func write(path string, data []byte, perm os.FileMode) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, tmpPrefix(path)+"*")
+	f, err := createLocked(dir, tmpPrefix(path))
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // after a successful rename this finds nothing
-	// Marks the file as being written, for removeLeftovers; where the
-	// filesystem has no locks the file is only never taken for a leftover.
-	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
@@ -65,10 +63,13 @@ func write(path string, data []byte, perm os.FileMode) error {
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
+	// Renamed while open, so locked: closed first, the file would look
+	// like a leftover to another writer of path until renamed.
+	if err := os.Rename(tmp, path); err != nil {
+		f.Close()
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := f.Close(); err != nil {
 		return err
 	}
 	removeLeftovers(path)
@@ -84,6 +85,26 @@ func write(path string, data []byte, perm os.FileMode) error {
 // digits os.CreateTemp puts at its end.
 func tmpPrefix(path string) string {
 	return "." + filepath.Base(path) + ".tmp"
+}
+
+// createLocked creates a temporary file in dir whose name is prefix and
+// digits, and takes an flock on it that marks it as being written, for
+// removeLeftovers. Another writer's removeLeftovers may take the new file
+// for a leftover before it is locked: the lock, taken once that one lets
+// go, then finds the file unlinked, and another is made. Where the
+// filesystem has no locks the file is never taken for a leftover.
+func createLocked(dir, prefix string) (*os.File, error) {
+	for {
+		f, err := os.CreateTemp(dir, prefix+"*")
+		if err != nil {
+			return nil, err
+		}
+		var st syscall.Stat_t
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX) != nil || syscall.Fstat(int(f.Fd()), &st) != nil || st.Nlink > 0 {
+			return f, nil
+		}
+		f.Close()
+	}
 }
 
 // removeLeftovers removes path's temporary files whose writer is gone: those

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -153,5 +154,49 @@ func TestWriteRemovesLeftovers(t *testing.T) {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("%s: %v; want it kept", p, err)
 		}
+	}
+}
+
+// TestConcurrentWritesOfOnePath: writers of the same path at the same time
+// (two runs of the CNI plugin saving one attachment, agentd-docker-opts run
+// twice) all succeed, and the file holds one of their contents whole. A
+// writer's removal of leftovers must not take another's temporary file
+// while that one is still being written or renamed: it would fail with
+// ENOENT at its rename.
+func TestConcurrentWritesOfOnePath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	const writers, writes = 8, 200
+	errs := make(chan error, writers*writes)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data := []byte(strings.Repeat(string(rune('a'+w)), 64))
+			for range writes {
+				if err := Write(path, data, 0o644); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	n := 0
+	for err := range errs {
+		if n++; n <= 3 {
+			t.Error(err)
+		}
+	}
+	if n > 0 {
+		t.Errorf("%d of %d writes failed", n, writers*writes)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) != 64 || strings.Count(string(b), string(b[:1])) != 64 {
+		t.Errorf("read back %q, %v; want one writer's 64 bytes", b, err)
+	}
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil || len(entries) != 1 {
+		t.Errorf("directory holds %v, %v; want only f", entries, err)
 	}
 }
