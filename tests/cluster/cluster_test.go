@@ -474,19 +474,36 @@ func TestAgentExitUnwatched(t *testing.T) {
 	if _, err := stopped.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	// Ready, waited for as most tests do, and then ended by something
+	// other than the test (the fake exits 7 on a SIGTERM the harness did
+	// not send): WaitReady looked at whether it had exited, not at an end.
+	later, err := c.Host(2).StartAgent(ctx, "--fake-subnet=10.244.7.1/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Host(2).WaitReady(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(later.Pid(), unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	if err := Eventually(ctx, 10*time.Second, func() error {
-		if !crashed.hasExited() {
-			return errors.New("h1's agent still runs")
+		if !crashed.hasExited() || !later.hasExited() {
+			return errors.New("h1's or h2's agent still runs")
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.unwatchedExits(); len(got) != 1 || got[0] != crashed.Process || got[0].exitCode() != 5 {
-		t.Fatalf("unwatchedExits = %v, want h1's agent, exited 5", got)
+	got := c.unwatchedExits()
+	if len(got) != 2 || got[0] != crashed.Process || got[0].exitCode() != 5 || got[1] != later.Process || got[1].exitCode() != 7 {
+		t.Fatalf("unwatchedExits = %v, want h1's agent, exited 5, and h2's second, exited 7", got)
 	}
 	if code := crashed.ExitCode(); code != 5 {
 		t.Errorf("ExitCode = %d, want 5", code)
+	}
+	if code := later.ExitCode(); code != 7 {
+		t.Errorf("ExitCode = %d, want 7", code)
 	}
 	if got := c.unwatchedExits(); len(got) != 0 {
 		t.Errorf("unwatchedExits after ExitCode = %v, want none", got)

@@ -411,8 +411,10 @@ func (h *Host) Ready(ctx context.Context) (bool, error) {
 // WaitReady waits up to timeout for /readyz to answer 200.
 func (h *Host) WaitReady(ctx context.Context, timeout time.Duration) error {
 	return Eventually(ctx, timeout, func() error {
-		if a := h.Agent(); a != nil && a.Exited() {
-			return fmt.Errorf("%s: agent exited with code %d", h.Short, a.ExitCode())
+		// Whether it exited, not a look at its end: an exit after it
+		// was ready is still Cluster.unwatchedExits'.
+		if a := h.Agent(); a != nil && a.hasExited() {
+			return fmt.Errorf("%s: agent exited with code %d", h.Short, a.exitCode())
 		}
 		ok, err := h.Ready(ctx)
 		if err != nil {
