@@ -644,12 +644,18 @@ func (a *agent) followMTU(ctx context.Context, env *subnetenv.Env, fail func(err
 		if mtu == env.MTU {
 			continue
 		}
-		was := env.MTU
-		env.MTU = mtu
-		if err := a.writeSubnetEnv(ctx, *env); err != nil {
+		next := *env
+		next.MTU = mtu
+		if err := a.writeSubnetEnv(ctx, next); err != nil {
 			fail(err)
 			return
 		}
+		if ctx.Err() != nil {
+			// The stop cut a retried write short: subnet.env says env.
+			return
+		}
+		was := env.MTU
+		*env = next
 		msg := mtuRaisedMsg
 		if mtu < was {
 			msg = mtuLoweredMsg

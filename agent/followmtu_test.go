@@ -1,0 +1,71 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/subnet/subnetenv"
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
+)
+
+// TestFollowMTUStopWhileWriteFails: a stop while subnet.env's rewrite for a
+// new MTU is retried (a file where its directory should be) ends followMTU
+// without a line saying that subnet.env's MTU was lowered, as it was not,
+// and without calling fail.
+func TestFollowMTUStopWhileWriteFails(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "run")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logLines{}
+	log := funcr.New(logs.add, funcr.Options{})
+	a := &agent{
+		cfg:        Config{SubnetFile: filepath.Join(blocker, "subnet.env"), StateDir: dir},
+		log:        log,
+		health:     newHealth(log),
+		obs:        newObserver(),
+		mtuChanged: make(chan struct{}, 1),
+	}
+	a.health.notify = func(string) (bool, error) { return false, nil }
+	env := subnetenv.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1450}
+	a.mtu.Store(1400)
+	signal(a.mtuChanged)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.followMTU(ctx, &env, func(err error) { t.Errorf("fail(%v) called", err) })
+	}()
+	err := cluster.Eventually(ctx, 10*time.Second, func() error {
+		for _, l := range logs.get() {
+			if strings.Contains(l, "cannot write subnet.env") {
+				return nil
+			}
+		}
+		return errors.New("no failed write of subnet.env logged")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("followMTU did not return within 10 s of its context's end")
+	}
+	for _, l := range logs.get() {
+		if strings.Contains(l, mtuLoweredMsg) {
+			t.Errorf("logged %s, but subnet.env was never written", l)
+		}
+	}
+}
