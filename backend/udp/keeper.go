@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -67,6 +68,10 @@ const (
 	keeperName = "agentd-udp-keeper"
 	// keeperTimeout bounds each exchange with a keeper.
 	keeperTimeout = 2 * time.Second
+	// keeperSlice is the longest one socket call of the agent's to a
+	// keeper blocks: it waits out keeperTimeout in such slices, so that
+	// a stop (the agent's context) ends the wait within one.
+	keeperSlice = 20 * time.Millisecond
 )
 
 // keeperCheck is how often the keeper checks that its device is still
@@ -244,12 +249,13 @@ func hungUp(c int) bool {
 	return err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0
 }
 
-// noEINTR calls f again while it fails with EINTR. Both ends of the
-// keeper's socket set SO_RCVTIMEO and SO_SNDTIMEO, and a socket call with a
-// timeout is not restarted after a signal handler ran, whatever SA_RESTART
-// says (signal(7)); Go's runtime signals its own threads (SIGURG, to
-// preempt goroutines), so without this a request now and then failed
-// half-way and the agent started afresh, dropping packets.
+// noEINTR calls f again while it fails with EINTR; the keeper's calls need
+// it (the agent's, within). Both ends of the keeper's socket set
+// SO_RCVTIMEO and SO_SNDTIMEO, and a socket call with a timeout is not
+// restarted after a signal handler ran, whatever SA_RESTART says
+// (signal(7)); Go's runtime signals its own threads (SIGURG, to preempt
+// goroutines), so without this a request now and then failed half-way and
+// the agent started afresh, dropping packets.
 func noEINTR(f func() error) error {
 	for {
 		if err := f(); !errors.Is(err, unix.EINTR) {
@@ -299,15 +305,17 @@ func answered(dev string, err error) error {
 }
 
 // dialKeeper connects to the keeper of dev; ok is false when none listens.
-// It waits at most keeperTimeout: a connect to a listener whose queue is
-// full waits for room, which a process that never accepts never makes.
-func dialKeeper(dev string) (fd int, ok bool, err error) {
+// It waits at most keeperTimeout, or until ctx ends: a connect to a
+// listener whose queue is full waits for room, which a process that never
+// accepts never makes.
+func dialKeeper(ctx context.Context, dev string) (fd int, ok bool, err error) {
 	fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, false, fmt.Errorf("keeper socket: %w", err)
 	}
 	addr := keeperAddr(dev)
-	err = connectWithin(fd, &unix.SockaddrUnix{Name: addr}, keeperTimeout)
+	sa := &unix.SockaddrUnix{Name: addr}
+	err = within(ctx, fd, unix.SO_SNDTIMEO, func() error { return unix.Connect(fd, sa) })
 	switch {
 	case errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT):
 		unix.Close(fd)
@@ -328,49 +336,55 @@ func dialKeeper(dev string) (fd int, ok bool, err error) {
 		unix.Close(fd)
 		return -1, false, &keeperHeldError{addr: addr, uid: int(cred.Uid)}
 	}
-	tv := unix.NsecToTimeval(keeperTimeout.Nanoseconds())
-	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 	return fd, true, nil
 }
 
-// connectWithin connects the blocking AF_UNIX socket fd to sa, waiting at
-// most d for room in the listener's queue; then it fails with EAGAIN. Linux
-// bounds that wait by SO_SNDTIMEO, and like any socket call with a timeout
-// a signal cuts it short (EINTR): it is tried again for what is left of d.
-func connectWithin(fd int, sa unix.Sockaddr, d time.Duration) error {
-	deadline := time.Now().Add(d)
+// within makes f, a call on the blocking AF_UNIX socket fd that Linux
+// bounds by its option opt (SO_SNDTIMEO: a connect waiting for room in the
+// listener's queue, a send; SO_RCVTIMEO: a receive), wait at most
+// keeperTimeout in all, and no longer than until ctx ends: then it returns
+// EAGAIN, or ctx's error. Each call is given a keeperSlice at most and made
+// again when that passes (EAGAIN: nothing was sent or received, and a
+// connect that timed out left the socket unconnected), and when a signal
+// cuts it short (EINTR: a socket call with a timeout is not restarted,
+// whatever SA_RESTART says, and Go's runtime signals its own threads).
+func within(ctx context.Context, fd, opt int, f func() error) error {
+	deadline := time.Now().Add(keeperTimeout)
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		left := time.Until(deadline)
 		if left <= 0 {
 			return unix.EAGAIN
 		}
 		// left > 0 rounds up to at least 1µs: a zero timeout would be none.
-		tv := unix.NsecToTimeval(left.Nanoseconds())
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
-			return fmt.Errorf("set a connect timeout: %w", err)
+		tv := unix.NsecToTimeval(min(left, keeperSlice).Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
+			return fmt.Errorf("set a socket timeout: %w", err)
 		}
-		if err := unix.Connect(fd, sa); !errors.Is(err, unix.EINTR) {
+		if err := f(); !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EAGAIN) {
 			return err
 		}
 	}
 }
 
 // fetchKept asks the keeper of dev for its descriptors (new ones in this
-// process, close-on-exec); ok is false when there is no keeper.
-func fetchKept(dev string) (k *kept, ok bool, err error) {
-	c, ok, err := dialKeeper(dev)
+// process, close-on-exec); ok is false when there is no keeper. It gives
+// up when ctx ends, with ctx's error.
+func fetchKept(ctx context.Context, dev string) (k *kept, ok bool, err error) {
+	c, ok, err := dialKeeper(ctx, dev)
 	if !ok {
 		return nil, false, err
 	}
 	defer unix.Close(c)
-	if err := noEINTR(func() error { _, err := unix.Write(c, []byte{keeperGet}); return err }); err != nil {
+	if err := within(ctx, c, unix.SO_SNDTIMEO, func() error { _, err := unix.Write(c, []byte{keeperGet}); return err }); err != nil {
 		return nil, false, fmt.Errorf("ask the descriptor keeper: %w", answered(dev, err))
 	}
 	buf := make([]byte, 64)
 	oob := make([]byte, unix.CmsgSpace(4*2*64))
 	var n, oobn int
-	err = noEINTR(func() (err error) {
+	err = within(ctx, c, unix.SO_RCVTIMEO, func() (err error) {
 		n, oobn, _, _, err = unix.Recvmsg(c, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		return err
 	})
@@ -399,19 +413,19 @@ func fetchKept(dev string) (k *kept, ok bool, err error) {
 // that lets go as it exits, just after), or closed the connection
 // unanswered, as one does that exits (told by another, or its device
 // gone). A keeper that does not answer is a *keeperStuckError; with
-// neither, no keeper listens.
-func quitKeeper(dev string) (quit bool, err error) {
-	c, ok, err := dialKeeper(dev)
+// neither, no keeper listens. It gives up when ctx ends, with ctx's error.
+func quitKeeper(ctx context.Context, dev string) (quit bool, err error) {
+	c, ok, err := dialKeeper(ctx, dev)
 	if !ok {
 		return false, err
 	}
 	defer unix.Close(c)
-	if err := noEINTR(func() error { _, err := unix.Write(c, []byte{keeperQuit}); return err }); err != nil {
+	if err := within(ctx, c, unix.SO_SNDTIMEO, func() error { _, err := unix.Write(c, []byte{keeperQuit}); return err }); err != nil {
 		return false, fmt.Errorf("tell the descriptor keeper to exit: %w", answered(dev, err))
 	}
 	var b [8]byte
 	var n int
-	err = noEINTR(func() (err error) { n, err = unix.Read(c, b[:]); return err })
+	err = within(ctx, c, unix.SO_RCVTIMEO, func() (err error) { n, err = unix.Read(c, b[:]); return err })
 	switch {
 	case errors.Is(err, unix.ECONNRESET) || err == nil && n == 0:
 		return true, nil
@@ -457,18 +471,22 @@ func keeperPids(dev string) []int {
 // reap once the keeper has been told to quit. A process that holds the
 // keeper's name is taken for a keeper of an earlier generation: it is told
 // to quit, and the name waited for (up to keeperTimeout to reach it, half a
-// second for the name).
-func startKeeper(dev string, k *kept) (*exec.Cmd, error) { return spawnKeeper(dev, k, true) }
+// second for the name), or until ctx ends.
+func startKeeper(ctx context.Context, dev string, k *kept) (*exec.Cmd, error) {
+	return spawnKeeper(ctx, dev, k, true)
+}
 
 // startKeeperIfFree starts a keeper as startKeeper does, unless another
 // process holds the keeper's name: then it fails at once, asking nothing
 // of the holder. It is for the tries again while there is no keeper (a
 // squatter on the name may never answer, and each try would cost
-// Reconcile a wait).
-func startKeeperIfFree(dev string, k *kept) (*exec.Cmd, error) { return spawnKeeper(dev, k, false) }
+// Reconcile a wait). So it waits for nothing, and takes no context.
+func startKeeperIfFree(dev string, k *kept) (*exec.Cmd, error) {
+	return spawnKeeper(context.Background(), dev, k, false)
+}
 
 // spawnKeeper is startKeeper, and with evict false startKeeperIfFree.
-func spawnKeeper(dev string, k *kept, evict bool) (*exec.Cmd, error) {
+func spawnKeeper(ctx context.Context, dev string, k *kept, evict bool) (*exec.Cmd, error) {
 	// /proc/self/exe is this very binary even after an upgrade replaced
 	// the file it was started from.
 	const exe = "/proc/self/exe"
@@ -485,10 +503,13 @@ func spawnKeeper(dev string, k *kept, evict bool) (*exec.Cmd, error) {
 	}
 	if errors.Is(err, unix.EADDRINUSE) {
 		// A keeper from an earlier generation still runs.
-		if _, qerr := quitKeeper(dev); qerr != nil {
+		if _, qerr := quitKeeper(ctx, dev); qerr != nil {
 			return nil, qerr
 		}
 		for range 50 {
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, fmt.Errorf("wait for the old descriptor keeper to let go of %s: %w", addr.Name, cerr)
+			}
 			if err = unix.Bind(ln, addr); !errors.Is(err, unix.EADDRINUSE) {
 				break
 			}

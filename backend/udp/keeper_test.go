@@ -55,7 +55,7 @@ func TestKeeperExchangeSurvivesSignals(t *testing.T) {
 	failed := map[string]int{}
 	for range n {
 		err := h.host.Do(func() error {
-			k, ok, err := fetchKept(DeviceName)
+			k, ok, err := fetchKept(context.Background(), DeviceName)
 			if ok {
 				k.close()
 			} else if err == nil {
@@ -270,7 +270,7 @@ func TestKeeperExitsWhenDeviceDeleted(t *testing.T) {
 	b.fds.close()
 	b.fds = nil
 	if err := h.host.Do(func() error {
-		k, ok, err := fetchKept(DeviceName)
+		k, ok, err := fetchKept(context.Background(), DeviceName)
 		if !ok {
 			return fmt.Errorf("the keeper did not answer: %v", err)
 		}
@@ -313,7 +313,7 @@ func TestKeeperExitsWhenDeviceDeleted(t *testing.T) {
 	// new agent's request is refused, not left to time out. (Under the
 	// race detector, which make test uses, a process sleeps 1 s at exit.)
 	if err := h.host.Do(func() error {
-		if _, ok, err := fetchKept(DeviceName); ok || err != nil {
+		if _, ok, err := fetchKept(context.Background(), DeviceName); ok || err != nil {
 			return fmt.Errorf("a keeper still answers after its port was freed (err %v)", err)
 		}
 		return nil
@@ -348,14 +348,14 @@ func TestQuitKeeperSilentKeeper(t *testing.T) {
 		f    func() error
 	}{
 		{"quitKeeper", func() error {
-			quit, err := quitKeeper(DeviceName)
+			quit, err := quitKeeper(context.Background(), DeviceName)
 			if quit {
 				return errors.New("it confirmed")
 			}
 			return err
 		}},
 		{"fetchKept", func() error {
-			k, ok, err := fetchKept(DeviceName)
+			k, ok, err := fetchKept(context.Background(), DeviceName)
 			if ok {
 				k.close()
 				return errors.New("got descriptors")
@@ -388,7 +388,7 @@ func TestQuitKeeperLetsGoFirst(t *testing.T) {
 	h.stop()
 	h.b.fds.close() // as the agent's exit would
 	if err := h.host.Do(func() error {
-		if quit, err := quitKeeper(DeviceName); !quit {
+		if quit, err := quitKeeper(context.Background(), DeviceName); !quit {
 			return fmt.Errorf("the keeper did not confirm it quits: %v", err)
 		}
 		return nil
@@ -463,7 +463,7 @@ func TestPrepareBesideStoppedKeeper(t *testing.T) {
 	// An agent that gave up after asking it to quit, as one that found
 	// its kept descriptors unusable does.
 	if err := h.host.Do(func() error {
-		c, ok, err := dialKeeper(DeviceName)
+		c, ok, err := dialKeeper(context.Background(), DeviceName)
 		if !ok {
 			return fmt.Errorf("no keeper to ask: %v", err)
 		}
@@ -537,6 +537,96 @@ func TestPrepareBesideStoppedKeeper(t *testing.T) {
 	}
 	h.reconcile(peers...)
 	expectReply(t, peer, 9)
+}
+
+// keeperConnections counts the sockets in the host namespace bound to the
+// keeper's name (/proc/net/unix): its listener, and each connection waiting
+// in its queue, which the kernel names after it.
+func (h *testHost) keeperConnections() int {
+	h.t.Helper()
+	var n int
+	if err := h.host.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/unix")
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) == 8 && f[7] == keeperAddr(DeviceName) {
+				n++
+			}
+		}
+		return nil
+	}); err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+// TestStopWhileKeeperStopped: the agent is stopped (its context ends) while
+// Prepare waits for an answer from a stopped keeper (SIGSTOP). Prepare
+// returns at once with the context's error, which the agent takes for a
+// clean stop, and attaches nothing beside the keeper. Before, it waited out
+// keeperTimeout (2 s) and failed with the keeper's error, so the agent
+// exited 1 two seconds after SIGTERM.
+func TestStopWhileKeeperStopped(t *testing.T) {
+	h := newTestHost(t)
+	pid := h.b.keeper.Process.Pid
+	h.stop()
+	h.b.fds.close() // as the agent's exit would
+	kept := attachedQueues(t, h)
+	listening := h.keeperConnections()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Errorf("resume the keeper: %v", err)
+		}
+	})
+	b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.track(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	prepared := make(chan error, 1)
+	go func() {
+		_, err := b.Prepare(ctx)
+		prepared <- err
+	}()
+	// Prepare waits once its connection is in the keeper's queue.
+	for deadline := time.Now().Add(10 * time.Second); h.keeperConnections() == listening; {
+		select {
+		case err := <-prepared:
+			t.Fatalf("Prepare returned before it asked the stopped keeper: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Prepare did not connect to the keeper within 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	stopped := time.Now()
+	const limit = 500 * time.Millisecond
+	select {
+	case err = <-prepared:
+	case <-time.After(limit):
+		err = <-prepared
+		t.Errorf("Prepare returned %s after its context ended, want within %s (it waited for the stopped keeper)",
+			time.Since(stopped).Round(time.Millisecond), limit)
+	}
+	t.Logf("Prepare returned %s after its context ended: %v", time.Since(stopped).Round(time.Millisecond), err)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Prepare cut short by a stop = %v, want the context's error (a clean stop)", err)
+	}
+	if n := attachedQueues(t, h); n != kept {
+		t.Errorf("%d queues of %s attached after the stop, want the keeper's %d", n, DeviceName, kept)
+	}
+	if h.logged("starting afresh") || h.logged("making new ones") {
+		t.Errorf("a stop during the wait for the keeper made new descriptors; logged:\n%s", strings.Join(h.logs, "\n"))
+	}
 }
 
 // TestPortChangedAcrossRestart: the agent restarts with another port; the

@@ -5,6 +5,7 @@ package udp
 // alone.
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func (h *testHost) woken() <-chan struct{} {
 // descriptors that fit the backend.
 func (h *testHost) keeperAnswers() error {
 	return h.host.Do(func() error {
-		k, ok, err := fetchKept(DeviceName)
+		k, ok, err := fetchKept(context.Background(), DeviceName)
 		if !ok {
 			return fmt.Errorf("no keeper answers (err %v)", err)
 		}

@@ -267,7 +267,7 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 		return nil, fmt.Errorf("external interface %s has MTU %d, too small for UDP encapsulation", b.ext.Iface.Name, ext.Attrs().MTU)
 	}
 	if b.fds == nil {
-		if err := b.takeOver(); err != nil {
+		if err := b.takeOver(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -281,10 +281,15 @@ func (b *Backend) listenAddr() netip.AddrPort {
 }
 
 // takeOver takes the descriptors a keeper holds if they fit this config,
-// else makes new ones and a new keeper.
-func (b *Backend) takeOver() error {
+// else makes new ones and a new keeper. When ctx ends while it waits for a
+// keeper (one that is stopped answers nothing for keeperTimeout), it
+// returns ctx's error and makes nothing: the agent stops.
+func (b *Backend) takeOver(ctx context.Context) error {
 	return b.do(func() error {
-		k, ok, err := fetchKept(DeviceName)
+		k, ok, err := fetchKept(ctx, DeviceName)
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("ask the descriptor keeper for the device and sockets: %w", ctx.Err())
+		}
 		var held *keeperHeldError
 		var stuck *keeperStuckError
 		if err != nil && !errors.As(err, &held) && !errors.As(err, &stuck) {
@@ -309,7 +314,7 @@ func (b *Backend) takeOver() error {
 				return nil
 			}
 		}
-		return b.fresh(nil, err)
+		return b.fresh(ctx, nil, err)
 	})
 }
 
@@ -349,12 +354,16 @@ func (b *Backend) unfit(k *kept) string {
 // attached but never read would swallow its share of the device's packets,
 // and a socket in the port's SO_REUSEPORT group its share of the
 // datagrams. fresh attaches nothing while another process holds either.
-func (b *Backend) fresh(socks []int, known error) error {
+// When ctx ends while it waits for the old keeper, it returns ctx's error.
+func (b *Backend) fresh(ctx context.Context, socks []int, known error) error {
 	// The keeper is told to quit, or is gone: not a death to repair.
 	b.setKeeperWatch(nil)
 	quit := false
 	if known == nil {
-		quit, known = quitKeeper(DeviceName)
+		quit, known = quitKeeper(ctx, DeviceName)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("tell the old descriptor keeper to exit: %w", err)
+		}
 	}
 	var held *keeperHeldError
 	var stuck *keeperStuckError
@@ -369,7 +378,7 @@ func (b *Backend) fresh(socks []int, known error) error {
 		}
 		stuck = nil
 	}
-	if err := b.unheld(socks == nil, quit, stuck, held); err != nil {
+	if err := b.unheld(ctx, socks == nil, quit, stuck, held); err != nil {
 		return err
 	}
 	if held != nil {
@@ -416,7 +425,10 @@ func (b *Backend) fresh(socks []int, known error) error {
 	if held != nil {
 		return nil
 	}
-	cmd, err := startKeeper(DeviceName, k)
+	cmd, err := startKeeper(ctx, DeviceName, k)
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
 	if err != nil {
 		// The datapath works without a keeper; only a restart of the
 		// agent then drops packets until the next one attaches.
@@ -502,7 +514,7 @@ func (b *Backend) setKeeperWatch(w *keeperWatch) {
 // left alone. Unless the keeper's pid could not be watched
 // (keeperWatch.poll), a pass where nothing happened costs no system call;
 // one while there is no keeper, a clock read (vDSO, no system call either).
-func (b *Backend) ensureKeeper() {
+func (b *Backend) ensureKeeper(ctx context.Context) {
 	b.mu.Lock()
 	w, closed := b.kw, b.closed
 	b.mu.Unlock()
@@ -536,7 +548,10 @@ func (b *Backend) ensureKeeper() {
 		"the descriptor keeper died while the agent runs (OOM killer? kill? a stop that ends the service's whole cgroup?); starting a new one over the same descriptors",
 		"device", DeviceName)
 	var cmd *exec.Cmd
-	if err := b.do(func() (err error) { cmd, err = startKeeper(DeviceName, b.fds); return err }); err != nil {
+	if err := b.do(func() (err error) { cmd, err = startKeeper(ctx, DeviceName, b.fds); return err }); err != nil {
+		if ctx.Err() != nil {
+			return // the agent stops; the next one starts a keeper
+		}
 		b.keeperFailed(err, true, "no descriptor keeper: an agent restart will drop packets while it lasts")
 		return
 	}
@@ -563,11 +578,11 @@ func (b *Backend) retryKeeper() {
 // queues attach) or, with port, a socket on our address and port (ours
 // would join its SO_REUSEPORT group, or fail to bind). Only what an
 // earlier agent's keeper held is expected there; a keeper that quit may
-// let go as it exits, so then it waits up to keeperTimeout. stuck and held
-// say what asking the keeper found, for the error; a stuck keeper stops the
-// start also where the kernel does not count a device's queues (before
-// Linux 4.15).
-func (b *Backend) unheld(port, quit bool, stuck *keeperStuckError, held *keeperHeldError) error {
+// let go as it exits, so then it waits up to keeperTimeout, or until ctx
+// ends (ctx's error). stuck and held say what asking the keeper found, for
+// the error; a stuck keeper stops the start also where the kernel does not
+// count a device's queues (before Linux 4.15).
+func (b *Backend) unheld(ctx context.Context, port, quit bool, stuck *keeperStuckError, held *keeperHeldError) error {
 	deadline := time.Now().Add(keeperTimeout)
 	for {
 		l, err := backend.LinkByName(b.h, DeviceName)
@@ -585,6 +600,9 @@ func (b *Backend) unheld(port, quit bool, stuck *keeperStuckError, held *keeperH
 		case h.queues == 0 && !h.port && (h.counted || stuck == nil):
 			return nil
 		case quit && time.Now().Before(deadline):
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("wait for the old descriptor keeper to let go: %w", err)
+			}
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
@@ -670,12 +688,12 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if !own.Subnet.IsValid() || !own.Subnet.Addr().Is4() {
 		return res, fmt.Errorf("udp: our own lease has no IPv4 subnet (%v)", own.Subnet)
 	}
-	dev, r, err := b.ensureDevice()
+	dev, r, err := b.ensureDevice(ctx)
 	res.Add(r)
 	if err != nil {
 		return res, err
 	}
-	b.ensureKeeper()
+	b.ensureKeeper(ctx)
 	var errs []error
 	if err := backend.EnsureSubnetAddr(b.h, dev, own.Subnet, &res, b.log); err != nil {
 		errs = append(errs, err)
@@ -814,7 +832,7 @@ func be32(a netip.Addr) uint32 {
 // ensureDevice makes sure the device our descriptors are attached to is
 // flannel0, recreating it (and restarting the workers) when it was deleted,
 // and gives it our MTU, accept_local and the up state.
-func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
+func (b *Backend) ensureDevice(ctx context.Context) (netlink.Link, backend.Result, error) {
 	var res backend.Result
 	l, err := backend.LinkByName(b.h, DeviceName)
 	if err != nil {
@@ -833,7 +851,7 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		b.log.Info("the TUN device is gone or detached; making it again", "device", DeviceName)
 		b.stopWorkers()
 		b.fds.closeTUN()
-		if err := b.do(func() error { return b.fresh(b.fds.udp, nil) }); err != nil {
+		if err := b.do(func() error { return b.fresh(ctx, b.fds.udp, nil) }); err != nil {
 			return nil, res, err
 		}
 		res.Added++

@@ -142,7 +142,7 @@ func (h *testHost) track(b *Backend) {
 // hold the namespace and its TUN device after the test.
 func stopKeeper(t *testing.T, ns *nstest.NS, bs ...*Backend) {
 	t.Helper()
-	if err := ns.Do(func() error { _, err := quitKeeper(DeviceName); return err }); err != nil {
+	if err := ns.Do(func() error { _, err := quitKeeper(context.Background(), DeviceName); return err }); err != nil {
 		t.Errorf("quit keeper: %v", err)
 	}
 	for _, b := range bs {
@@ -487,7 +487,7 @@ func TestDeviceDeleted(t *testing.T) {
 	if err := h.host.Do(func() error {
 		var err error
 		var ok bool
-		k, ok, err = fetchKept(DeviceName)
+		k, ok, err = fetchKept(context.Background(), DeviceName)
 		if err == nil && !ok {
 			err = fmt.Errorf("no keeper")
 		}
@@ -518,7 +518,7 @@ func TestReplacesFlanneldDevice(t *testing.T) {
 	b := &Backend{log: funcr.New(func(string, string) {}, funcr.Options{}), h: ns.Handle, queues: 2, do: ns.Do,
 		ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("198.18.0.1")}, opts: options{Port: 18285}}
 	t.Cleanup(func() { stopKeeper(t, ns, b) })
-	if err := ns.Do(func() error { return b.fresh(nil, nil) }); err != nil {
+	if err := ns.Do(func() error { return b.fresh(context.Background(), nil, nil) }); err != nil {
 		t.Fatalf("fresh over flanneld's device: %v", err)
 	}
 	defer b.fds.close()
