@@ -318,9 +318,14 @@ type healthServer struct {
 	srv *http.Server
 }
 
-// healthShutdownTimeout bounds how long serve waits for requests in flight
-// when it is stopped.
-const healthShutdownTimeout = 5 * time.Second
+// healthShutdownGrace is how long serve waits for requests in flight when
+// it is stopped, before it closes their connections. An answer takes
+// microseconds to make (the last /readyz kubelet asks, a /metrics scrape),
+// so one begun before the stop still goes out; but a connection whose
+// request has not come in whole (a client that connected and sent nothing
+// yet, or sends slowly) counts as in flight until ReadHeaderTimeout, and
+// the agent's exit waits for serve.
+const healthShutdownGrace = 200 * time.Millisecond
 
 // listenHealth binds addr (host:port) and returns the server, not yet serving.
 func listenHealth(addr string, h *health) (*healthServer, error) {
@@ -345,9 +350,11 @@ func listenHealth(addr string, h *health) (*healthServer, error) {
 // addr is the bound address (useful with port 0).
 func (s *healthServer) addr() net.Addr { return s.ln.Addr() }
 
-// serve answers requests until ctx is done, then shuts down gracefully and
-// returns nil; it returns an error only if the server fails before that. It
-// closes the listener in every case and must be called once.
+// serve answers requests until ctx is done, then shuts down: it stops
+// taking connections, lets requests in flight finish for
+// healthShutdownGrace, closes the connections still open and returns nil;
+// it returns an error only if the server fails before that. It closes the
+// listener in every case and must be called once.
 func (s *healthServer) serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
@@ -356,11 +363,17 @@ func (s *healthServer) serve(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), healthShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), healthShutdownGrace)
 	defer cancel()
 	err := s.srv.Shutdown(sctx)
 	if err != nil {
-		err = errors.Join(err, s.srv.Close())
+		cerr := s.srv.Close()
+		if errors.Is(err, context.DeadlineExceeded) {
+			// Cutting what the grace did not see through is part
+			// of the stop, not a failure of it.
+			err = nil
+		}
+		err = errors.Join(err, cerr)
 	}
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)

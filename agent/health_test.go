@@ -450,3 +450,97 @@ func TestHealthServer(t *testing.T) {
 		t.Error("server still answers after shutdown")
 	}
 }
+
+// TestHealthServerStopWithRequestsInFlight: the stop of the health server
+// waits a short grace for requests in flight, then cuts those still
+// there, so that a client holding one (it sends its request slowly, as a
+// scraper stalled half-way does, or one that connected and sent nothing
+// yet) does not hold the agent's exit; an answer
+// being made when the stop comes (the last /readyz kubelet asks) still
+// goes out. Before, the stop waited for the stalled request up to 5 s.
+func TestHealthServerStopWithRequestsInFlight(t *testing.T) {
+	h, _ := testHealth(t)
+	ns := etcdtest.NewNetns(t)
+	srv, err := etcdtest.InNetns(ns, func() (*healthServer, error) { return listenHealth("127.0.0.1:0", h) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.addr().String()
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv.mux.HandleFunc("GET /slow", func(w http.ResponseWriter, _ *http.Request) {
+		close(entered)
+		<-release
+		fmt.Fprintln(w, "ok")
+	})
+	var conns atomic.Int32
+	srv.srv.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.serve(ctx) }()
+
+	dial := etcdtest.NetnsDialer(ns)
+	stalled, err := dial(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	if _, err := io.WriteString(stalled, "GET /metrics HTTP/1.1\r\nHost: agentd\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) },
+	}}
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := client.Get("http://" + addr + "/slow")
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		answer <- fmt.Sprintf("%d %s %v", resp.StatusCode, strings.TrimSpace(string(b)), err)
+	}()
+	<-entered
+	// The server has taken the stalled connection too.
+	for deadline := time.Now().Add(10 * time.Second); conns.Load() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server took %d connections in 10 s, want 2", conns.Load())
+		}
+	}
+
+	cancel()
+	stopped := time.Now()
+	// The answer being made goes out once the stop has begun.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		c, err := dial(context.Background(), addr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the server still takes connections 10 s after its stop")
+		}
+	}
+	close(release)
+	if got := <-answer; got != "200 ok <nil>" {
+		t.Errorf("the request in flight at the stop got %q, want its answer 200 ok", got)
+	}
+	const limit = 500 * time.Millisecond
+	select {
+	case err = <-done:
+	case <-time.After(limit):
+		err = <-done
+		t.Errorf("serve returned %s after the stop, want within %s, with a client holding a request",
+			time.Since(stopped).Round(time.Millisecond), limit)
+	}
+	t.Logf("serve returned %s after the stop", time.Since(stopped).Round(time.Millisecond))
+	if err != nil {
+		t.Errorf("serve after a stop with a request held = %v, want nil", err)
+	}
+}
