@@ -44,8 +44,18 @@ func Run(ctx context.Context, cfg Config) error {
 	// The service manager hears why the agent is not ready yet from the
 	// start, and that it stops as soon as ctx ends, whatever the step.
 	a.health.sendStatus()
-	stopping := context.AfterFunc(ctx, a.health.stopping)
-	defer stopping()
+	// Run returns only once STOPPING=1 is sent, if ctx's end started that:
+	// the process exits right after.
+	told := make(chan struct{})
+	stopping := context.AfterFunc(ctx, func() {
+		defer close(told)
+		a.health.stopping()
+	})
+	defer func() {
+		if !stopping() {
+			<-told
+		}
+	}()
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil {
 		log.Error(err, "ignoring WATCHDOG_USEC; not feeding systemd's watchdog")
@@ -410,7 +420,7 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 	// network, and its DOCKER-USER chain then wants our jump), not on
 	// peer changes; and on their own every IPTablesResync (flanneld's
 	// --iptables-resync), for changes no event tells of. Each check is an
-	// iptables-save of two tables, which on a node with kube-proxy's rules
+	// iptables-save of three tables, which on a node with kube-proxy's rules
 	// costs more than the pass's kernel work.
 	iptDue := true
 	var iptFor netip.Prefix
