@@ -90,12 +90,7 @@ func TestInstallCNIScript(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					root := fakeInstallCNIRoot(t, shell, busybox, conflist, tc.node)
 					run := func() string {
-						t.Helper()
-						out, err := runInChroot(mount, chroot, root, shell == "host-sh", slices.Concat(command, []string{script}))
-						if err != nil {
-							t.Fatalf("install-cni: %v\n%s", err, out)
-						}
-						return out
+						return mustRunInChroot(t, mount, chroot, root, shell == "host-sh", slices.Concat(command, []string{script}))
 					}
 					out := run()
 					t.Logf("install-cni printed:\n%s", out)
@@ -161,12 +156,7 @@ func TestInstallCNIScriptVersions(t *testing.T) {
 			node := map[string]nodePlugin{"bridge": pluginTo100, "host-local": pluginNew, "portmap": pluginTo100, "loopback": pluginNewSpaced}
 			root := fakeInstallCNIRoot(t, shell, bb, c, node)
 			run := func() string {
-				t.Helper()
-				out, err := runInChroot(mount, chroot, root, shell == "host-sh", slices.Concat(command, []string{script}))
-				if err != nil {
-					t.Fatalf("install-cni: %v\n%s", err, out)
-				}
-				return out
+				return mustRunInChroot(t, mount, chroot, root, shell == "host-sh", slices.Concat(command, []string{script}))
 			}
 			to100 := regexp.QuoteMeta(strings.Join(newCNIVersions[:len(newCNIVersions)-1], " "))
 			want := []string{
@@ -410,6 +400,17 @@ func fakeInstallCNIRoot(t *testing.T, shell, busybox, conflist string, node map[
 		t.Fatal(err)
 	}
 	return root
+}
+
+// mustRunInChroot is runInChroot for a run that must succeed: it fails t
+// with the output otherwise.
+func mustRunInChroot(t *testing.T, mount, chroot, root string, hostUsr bool, argv []string) string {
+	t.Helper()
+	out, err := runInChroot(mount, chroot, root, hostUsr, argv)
+	if err != nil {
+		t.Fatalf("install-cni: %v\n%s", err, out)
+	}
+	return out
 }
 
 // runInChroot runs argv chrooted into root, in a private mount namespace of
