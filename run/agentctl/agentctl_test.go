@@ -15,6 +15,7 @@ import (
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 )
 
 const prefix = "/coreos.com/network"
@@ -24,6 +25,9 @@ type ctl struct {
 	t   *testing.T
 	srv *etcdtest.Server
 	cli *clientv3.Client
+	// intercept, unless nil, sees every unary request agentctl sends to
+	// etcd, before it is sent.
+	intercept grpc.UnaryClientInterceptor
 }
 
 func newCtl(t *testing.T) *ctl {
@@ -39,7 +43,11 @@ func (c *ctl) run(args ...string) (int, string, string) {
 		if got := strings.Join(cfg.EtcdEndpoints, ","); got != "http://127.0.0.1:2379" {
 			c.t.Fatalf("agentctl dialled %q", got)
 		}
-		cli, err := clientv3.New(c.srv.ClientConfig())
+		cc := c.srv.ClientConfig()
+		if c.intercept != nil {
+			cc.DialOptions = append(cc.DialOptions, grpc.WithUnaryInterceptor(c.intercept))
+		}
+		cli, err := clientv3.New(cc)
 		explain := func(_ context.Context, err error, _ time.Duration) error { return err }
 		return cli, explain, func() { cli.Close() }, err
 	}

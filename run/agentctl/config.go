@@ -163,19 +163,25 @@ func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, 
 		prev, _ = subnet.ParseConfig(bytes.TrimSpace(old.Value))
 		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", old.ModRevision)
 	}
+	cmps := []clientv3.Cmp{cmp}
 	// Also without a config key: leases outlive a deleted config, and a
 	// config written again with another network would strand them.
 	if !force {
-		if err := checkLeasesSurvive(ctx, reg, prev, cfg); err != nil {
+		rev, err := checkLeasesSurvive(ctx, reg, prev, cfg)
+		if err != nil {
 			return err
 		}
+		// A lease taken or changed after the check, under the old config,
+		// was not judged: write only if every key under the subnets prefix
+		// is as the check read it.
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(reg.SubnetsPrefix()), "<", rev+1).WithPrefix())
 	}
-	txn, err := cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(doc))).Commit()
+	txn, err := cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(doc))).Commit()
 	if err != nil {
 		return fmt.Errorf("write %s: %w", key, err)
 	}
 	if !txn.Succeeded {
-		return fmt.Errorf("%s changed while this command ran; run it again", key)
+		return fmt.Errorf("%s, or a lease under %s, changed while this command ran; nothing written; run it again", key, reg.SubnetsPrefix())
 	}
 	fmt.Fprintf(a.out, "wrote %s: %s%s\n", key, cfg, wireOf(cfg))
 	return nil
@@ -200,14 +206,15 @@ func checkBackend(cfg *subnet.Config) error {
 // checkLeasesSurvive refuses, while any lease or reservation exists, a config
 // that would break one: its subnet no longer routed by the agents, its
 // backend another type, or (prev being the config the agents run with) a
-// change of the backend's wire settings.
-func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *subnet.Config) error {
-	leases, _, _, err := reg.List(ctx)
+// change of the backend's wire settings. It returns the etcd revision the
+// leases were read at.
+func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *subnet.Config) (int64, error) {
+	leases, _, rev, err := reg.List(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if len(leases) == 0 {
-		return nil
+		return rev, nil
 	}
 	var bad []string
 	for _, l := range leases {
@@ -226,11 +233,11 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 			more = fmt.Sprintf("; and %d more", n-show)
 			bad = bad[:show]
 		}
-		return fmt.Errorf("the new config would invalidate %d lease(s) or reservation(s): %s%s (use --force to write it anyway)",
+		return 0, fmt.Errorf("the new config would invalidate %d lease(s) or reservation(s): %s%s (use --force to write it anyway)",
 			n, strings.Join(bad, "; "), more)
 	}
 	if prev == nil {
-		return nil
+		return rev, nil
 	}
 	changed := wireChanges(wireOptions(prev), wireOptions(cfg))
 	if prev.BackendType != cfg.BackendType {
@@ -238,12 +245,12 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 		changed = []string{fmt.Sprintf("Backend.Type %s → %s", prev.BackendType, cfg.BackendType)}
 	}
 	if len(changed) > 0 {
-		return fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+
+		return 0, fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+
 			"settings until restarted, so restarted and unrestarted hosts could not reach each other "+
 			"(use --force to write it anyway, then restart every agent)",
 			strings.Join(changed, ", "), len(leases))
 	}
-	return nil
+	return rev, nil
 }
 
 // wire holds the backend settings that every host of the network must share

@@ -220,7 +220,7 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 	if err := cfg.ValidLease(sn, netip.Prefix{}); err != nil {
 		return usagef("%s cannot be reserved in %s: %v", sn, cfg.Network, err)
 	}
-	leases, _, _, err := reg.List(ctx)
+	leases, _, rev, err := reg.List(ctx)
 	if err != nil {
 		return err
 	}
@@ -246,11 +246,25 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 			return fmt.Errorf("%s already has the reservation %s; release it first (agentctl lease release %s)", pub, l.Subnet, l.Subnet)
 		}
 	}
-	attrs := subnet.LeaseAttrs{PublicIP: pub}
-	if _, ok, err := reg.Create(ctx, sn, netip.Prefix{}, attrs, 0); err != nil {
+	val, err := json.Marshal(subnet.LeaseAttrs{PublicIP: pub})
+	if err != nil {
 		return err
-	} else if !ok {
-		return fmt.Errorf("%s was taken while this command ran", sn)
+	}
+	// The checks above judged every key as List read it: a lease written
+	// since (overlapping sn, or another reservation for pub by a second
+	// operator) would pass unseen, so nothing under the prefix may have
+	// changed, not only sn's own key.
+	key := reg.LeaseKey(sn, netip.Prefix{})
+	txn, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Version(key), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(reg.SubnetsPrefix()), "<", rev+1).WithPrefix()).
+		Then(clientv3.OpPut(key, string(val))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	if !txn.Succeeded {
+		return fmt.Errorf("the leases under %s changed while this command ran; nothing written; run it again", reg.SubnetsPrefix())
 	}
 	fmt.Fprintf(a.out, "reserved %s for %s\n", sn, pub)
 	for _, l := range leases {
