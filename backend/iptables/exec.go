@@ -37,8 +37,12 @@ type execRunner struct {
 var _ runner = (*execRunner)(nil)
 
 func (r *execRunner) Save(table string) ([]byte, error) {
+	var args []string
+	if table != "" {
+		args = []string{"-t", table}
+	}
 	var out bytes.Buffer
-	if err := r.run(r.save, nil, &out, "-t", table); err != nil {
+	if err := r.run(r.save, nil, &out, args...); err != nil {
 		return nil, err
 	}
 	return out.Bytes(), nil

@@ -17,7 +17,9 @@ import (
 // (in the tests) keeps tables in memory.
 type runner interface {
 	// Save returns `iptables-save -t table` output. A table the kernel does
-	// not hold yet may read as no output at all.
+	// not hold yet may read as no output at all; legacy iptables creates it.
+	// Table "" is `iptables-save` alone: every table the kernel holds, and
+	// none created.
 	Save(table string) ([]byte, error)
 	// Restore feeds data, one "*table … COMMIT" section, to
 	// `iptables-restore --noflush`: one transaction that applies whole or
@@ -27,7 +29,8 @@ type runner interface {
 
 // managedTables are read on every Reconcile, whatever the desired rules, so
 // that chains of ours no longer wanted there (forward rules or the Docker
-// mark switched off) are found and deleted.
+// mark switched off) are found and deleted; with legacy iptables, only those
+// the kernel has loaded (see Reconcile).
 var managedTables = []string{"filter", "mangle", "nat"}
 
 // Options configure New. The zero value is the host's iptables.
@@ -73,7 +76,10 @@ type Manager struct {
 	family      Family
 	run         runner
 	randomFully bool
-	log         klog.Logger
+	// legacy: run's iptables-save -t creates a table the kernel has not
+	// loaded, whose hooks then see every packet (nf_tables creates none).
+	legacy bool
+	log    klog.Logger
 }
 
 // New finds the family's iptables binaries (see findTools) and returns a
@@ -98,11 +104,11 @@ func New(family Family, log klog.Logger, opts Options) (*Manager, error) {
 		"mode", t.mode, "save", t.save, "restore", t.restore, "randomFully", t.randomFully, "restoreWait", t.restoreWait)
 	r := &execRunner{prefix: slices.Clone(opts.CommandPrefix), save: t.save, restore: t.restore,
 		restoreWait: t.restoreWait, timeout: opts.Timeout, ctx: opts.Context}
-	return newManager(family, r, t.randomFully, log), nil
+	return newManager(family, r, t.randomFully, t.mode == "legacy", log), nil
 }
 
-func newManager(family Family, r runner, randomFully bool, log klog.Logger) *Manager {
-	return &Manager{family: family, run: r, randomFully: randomFully, log: log}
+func newManager(family Family, r runner, randomFully, legacy bool, log klog.Logger) *Manager {
+	return &Manager{family: family, run: r, randomFully: randomFully, legacy: legacy, log: log}
 }
 
 // Family is the family the Manager was made for.
@@ -133,6 +139,20 @@ func (m *Manager) Reconcile(desired []Rule) (changed bool, err error) {
 		}
 	}
 	slices.Sort(tables)
+	// Legacy: one `iptables-save` of the tables the kernel holds, rather
+	// than one -t per table, which would load mangle and nat into every
+	// host however unused. A table not loaded holds no chain of ours; it
+	// reads as empty, and is loaded only to write the rules wanted there.
+	var loaded *Dump
+	if m.legacy {
+		out, err := m.run.Save("")
+		if err != nil {
+			return false, fmt.Errorf("%s: read tables: %w", m.family, err)
+		}
+		if loaded, err = ParseSave(out); err != nil {
+			return false, fmt.Errorf("%s: parse iptables-save: %w", m.family, err)
+		}
+	}
 	var errs []error
 	for _, t := range tables {
 		var want []Rule
@@ -141,7 +161,7 @@ func (m *Manager) Reconcile(desired []Rule) (changed bool, err error) {
 				want = append(want, r)
 			}
 		}
-		c, err := m.reconcileTable(t, want)
+		c, err := m.reconcileTable(t, want, loaded)
 		changed = changed || c
 		if err != nil {
 			errs = append(errs, err)
@@ -157,7 +177,12 @@ func (m *Manager) Remove() error {
 	return err
 }
 
-func (m *Manager) reconcileTable(table string, want []Rule) (bool, error) {
+// reconcileTable puts table right, as read in loaded (the legacy tables
+// Reconcile read) or, when that is nil, by its own iptables-save -t.
+func (m *Manager) reconcileTable(table string, want []Rule, loaded *Dump) (bool, error) {
+	if loaded != nil {
+		return m.apply(table, loaded.Table(table), want)
+	}
 	out, err := m.run.Save(table)
 	if err != nil {
 		return false, fmt.Errorf("%s: read table %s: %w", m.family, table, err)
@@ -177,7 +202,12 @@ func (m *Manager) reconcileTable(table string, want []Rule) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("%s: parse iptables-save -t %s: %w", m.family, table, err)
 	}
-	have := d.Table(table)
+	return m.apply(table, d.Table(table), want)
+}
+
+// apply writes what plan says makes table, as read in have (nil: not
+// there), hold want, if anything.
+func (m *Manager) apply(table string, have *Table, want []Rule) (bool, error) {
 	if have == nil {
 		have = &Table{Name: table}
 	}

@@ -71,7 +71,7 @@ func newTestManager(t *testing.T) (*Manager, *fake) {
 	t.Helper()
 	f := newFake()
 	seedForeign(t, f)
-	return newManager(IPv4, f, true, logr.Discard()), f
+	return newManager(IPv4, f, true, false, logr.Discard()), f
 }
 
 func mustReconcile(t *testing.T, m *Manager, desired []Rule, wantChanged bool) {

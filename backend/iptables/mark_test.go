@@ -1,11 +1,16 @@
 package iptables
 
 import (
+	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/go-logr/logr"
 )
 
 func TestParseMark(t *testing.T) {
@@ -122,6 +127,36 @@ COMMIT
 	diffText(t, "filter and nat", f.tables["filter"].text("filter")+f.tables["nat"].text("nat"), goldenFake)
 }
 
+// With legacy iptables, a table in which nothing of ours is wanted is read
+// only when loaded (see TestRootLegacyLoadsOnlyWantedTables): here nat and
+// mangle are not, and only the mark loads mangle.
+func TestReconcileLegacyFake(t *testing.T) {
+	f := newFake()
+	f.legacy = true
+	delete(f.tables, "nat")
+	m := newManager(IPv4, f, true, true, logr.Discard())
+	tables := func(what, want string) {
+		t.Helper()
+		if got := strings.Join(slices.Sorted(maps.Keys(f.tables)), " "); got != want {
+			t.Errorf("%s: tables %q, want %q", what, got, want)
+		}
+	}
+	fwd := ForwardRules(testNetwork)
+	mustReconcile(t, m, fwd, true)
+	mustReconcile(t, m, fwd, false)
+	tables("forward rules", "filter")
+	withMark := append(slices.Clone(fwd), MarkRules(testNetwork, Mark{0x200000, 0x200000})...)
+	mustReconcile(t, m, withMark, true)
+	tables("with the mark", "filter mangle")
+	mustReconcile(t, m, fwd, true)
+	if s := f.tables["mangle"].text("mangle"); strings.Contains(s, ChainPrefix) {
+		t.Errorf("mark off, mangle still has ours:\n%s", s)
+	}
+	if len(f.saves) != 1 || f.saves[""] == 0 {
+		t.Errorf("saves %v, want only whole-kernel ones", f.saves)
+	}
+}
+
 // The real iptables prints the mark rule back exactly as MarkRules writes
 // it (else every pass would rewrite the chain), in both backends, and
 // Remove takes it away; a foreign mangle rule stays.
@@ -131,15 +166,7 @@ func TestRootMarkRules(t *testing.T) {
 			ns := newNetns(t)
 			save := "iptables-save"
 			if mode == "legacy" {
-				multi, err := exec.LookPath("xtables-legacy-multi")
-				if err != nil {
-					need(t, "xtables-legacy-multi not found (apt-get install iptables)")
-				}
-				dir := t.TempDir()
-				if err := os.Symlink(multi, filepath.Join(dir, "iptables")); err != nil {
-					t.Fatal(err)
-				}
-				t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+				legacyPATH(t)
 				save = "iptables-legacy-save"
 			}
 			inNetns(t, ns, "iptables", "-t", "mangle", "-A", "FORWARD", "-s", "198.19.99.0/24", "-j", "MARK", "--set-xmark", "0x1/0x1")
@@ -169,4 +196,83 @@ COMMIT
 			diffText(t, "mangle after Remove", saved(t, ns, save, "mangle"), stripOurs(want))
 		})
 	}
+}
+
+// Legacy iptables-save -t creates the table it reads when the kernel has
+// none yet (it then hooks every packet): a table in which nothing of ours is
+// wanted is read only where it exists. Forward rules alone load filter and
+// no other table; the mark loads mangle, and its chain goes when it is off.
+func TestRootLegacyLoadsOnlyWantedTables(t *testing.T) {
+	legacyPATH(t)
+	for _, fam := range rootFamilies {
+		t.Run(fam.family.String(), func(t *testing.T) {
+			ns := newNetns(t)
+			names := "/proc/net/ip_tables_names"
+			if fam.family == IPv6 {
+				names = "/proc/net/ip6_tables_names"
+			}
+			loaded := func(what, want string) {
+				t.Helper()
+				got := strings.Fields(inNetns(t, ns, "cat", names))
+				slices.Sort(got)
+				if strings.Join(got, " ") != want {
+					t.Errorf("%s: tables loaded %q, want %q", what, got, want)
+				}
+			}
+			m, err := New(fam.family, testLogger(t), Options{CommandPrefix: ns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := m.run.(*execRunner); !strings.Contains(r.save, "legacy") {
+				t.Fatalf("save is %s, want the legacy one", r.save)
+			}
+			if err := m.Remove(); err != nil {
+				t.Fatal(err)
+			}
+			loaded("Remove on an empty namespace", "")
+
+			network := netip.MustParsePrefix(fam.network)
+			fwd := ForwardRules(network)
+			mustReconcile(t, m, fwd, true)
+			mustReconcile(t, m, fwd, false)
+			loaded("forward rules", "filter")
+
+			withMark := append(slices.Clone(fwd), MarkRules(network, Mark{0x200000, 0x200000})...)
+			mustReconcile(t, m, withMark, true)
+			mustReconcile(t, m, withMark, false)
+			loaded("with the mark", "filter mangle")
+			save := fam.bin + "-legacy-save"
+			if s := saved(t, ns, save, "mangle"); !strings.Contains(s, ":"+MarkChain+" ") {
+				t.Fatalf("no %s in mangle:\n%s", MarkChain, s)
+			}
+
+			mustReconcile(t, m, fwd, true)
+			mustReconcile(t, m, fwd, false)
+			if s := saved(t, ns, save, "mangle"); strings.Contains(s, ChainPrefix) {
+				t.Errorf("mark off, mangle still has ours:\n%s", s)
+			}
+			if err := m.Remove(); err != nil {
+				t.Fatal(err)
+			}
+			mustReconcile(t, m, nil, false)
+			loaded("after Remove", "filter mangle")
+		})
+	}
+}
+
+// legacyPATH puts a directory first in PATH whose iptables and ip6tables
+// are the legacy ones, for New to pick that backend.
+func legacyPATH(t *testing.T) {
+	t.Helper()
+	multi, err := exec.LookPath("xtables-legacy-multi")
+	if err != nil {
+		need(t, "xtables-legacy-multi not found (apt-get install iptables)")
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"iptables", "ip6tables"} {
+		if err := os.Symlink(multi, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 }

@@ -171,17 +171,7 @@ func TestRootReconcile(t *testing.T) {
 // iptables-legacy-save and -restore, not the generic names (which here are
 // nf_tables), or it would read one backend and write the other.
 func TestRootReconcileLegacy(t *testing.T) {
-	multi, err := exec.LookPath("xtables-legacy-multi")
-	if err != nil {
-		need(t, "xtables-legacy-multi not found (apt-get install iptables)")
-	}
-	dir := t.TempDir()
-	for _, name := range []string{"iptables", "ip6tables"} {
-		if err := os.Symlink(multi, filepath.Join(dir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	legacyPATH(t)
 	for _, fam := range rootFamilies {
 		t.Run(fam.family.String(), func(t *testing.T) { testRootReconcile(t, fam, "legacy") })
 	}
