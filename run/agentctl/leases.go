@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -42,7 +43,8 @@ func (a *app) leasesCommand() *cobra.Command {
 		Use:   "leases",
 		Short: "List every subnet lease: which host holds which subnet",
 		Long: `leases lists the leases under <prefix>/subnets/ in one etcd request, plus one
-for the network config and one per distinct etcd lease for the time left.
+for the network config and one per distinct etcd lease for the time left
+(32 at a time).
 Keys that are not valid leases (under the config, when there is one) are
 listed after the table, as agents skip them.`,
 		Args: usageArgs(cobra.NoArgs),
@@ -86,8 +88,7 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 	if err != nil && !errors.Is(err, subnet.ErrConfigNotFound) && !errors.As(err, &ce) {
 		return nil, nil, err
 	}
-	ttl := map[int64]int64{}
-	rows := make([]leaseRow, 0, len(leases))
+	shown := make([]subnet.Lease, 0, len(leases))
 	for _, l := range leases {
 		if cfg != nil {
 			if err := cfg.RoutableLease(l); err != nil {
@@ -95,6 +96,14 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 				continue
 			}
 		}
+		shown = append(shown, l)
+	}
+	ttl, err := leaseTTLs(ctx, cli, shown)
+	if err != nil {
+		return nil, nil, err
+	}
+	rows := make([]leaseRow, 0, len(shown))
+	for _, l := range shown {
 		r := leaseRow{
 			Subnet:      l.Subnet.String(),
 			PublicIP:    l.Attrs.PublicIP.String(),
@@ -111,15 +120,7 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 			r.VtepMAC = data.VtepMAC
 		}
 		if !l.Reservation() {
-			left, ok := ttl[l.LeaseID]
-			if !ok {
-				resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(l.LeaseID))
-				if err != nil {
-					return nil, nil, fmt.Errorf("TTL of %s's etcd lease %x: %w", l.Subnet, l.LeaseID, err)
-				}
-				left = resp.TTL
-				ttl[l.LeaseID] = left
-			}
+			left := ttl[l.LeaseID]
 			r.TTLSeconds = &left
 		}
 		rows = append(rows, r)
@@ -129,6 +130,52 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 		bad = append(bad, badRow{Key: b.Key, Error: b.Err.Error()})
 	}
 	return rows, bad, nil
+}
+
+// ttlRequests is how many TimeToLive requests leaseTTLs keeps in flight:
+// one after the other, a cluster of 5000 hosts took 5000 round trips to
+// etcd, longer than --timeout from a workstation a few ms away.
+const ttlRequests = 32
+
+// leaseTTLs asks etcd what is left of each distinct etcd lease of leases
+// (reservations have none), ttlRequests at a time.
+func leaseTTLs(ctx context.Context, cli *clientv3.Client, leases []subnet.Lease) (map[int64]int64, error) {
+	ttl := map[int64]int64{}
+	var ids []subnet.Lease // the first lease of each etcd lease, to name it in an error
+	for _, l := range leases {
+		if _, ok := ttl[l.LeaseID]; !ok && !l.Reservation() {
+			ttl[l.LeaseID] = 0
+			ids = append(ids, l)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, ttlRequests)
+	)
+	for _, l := range ids {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(l.LeaseID))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if first == nil {
+					first = fmt.Errorf("TTL of %s's etcd lease %x: %w", l.Subnet, l.LeaseID, err)
+				}
+				cancel()
+				return
+			}
+			ttl[l.LeaseID] = resp.TTL
+		}()
+	}
+	wg.Wait()
+	return ttl, first
 }
 
 func printLeases(a *app, rows []leaseRow, bad []badRow) {
