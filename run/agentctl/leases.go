@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/agentd/agentd/subnet"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 )
 
 // leaseRow is one lease as `leases` shows it; the JSON names are the -o json
@@ -140,42 +140,35 @@ const ttlRequests = 32
 // leaseTTLs asks etcd what is left of each distinct etcd lease of leases
 // (reservations have none), ttlRequests at a time.
 func leaseTTLs(ctx context.Context, cli *clientv3.Client, leases []subnet.Lease) (map[int64]int64, error) {
-	ttl := map[int64]int64{}
+	seen := map[int64]bool{}
 	var ids []subnet.Lease // the first lease of each etcd lease, to name it in an error
 	for _, l := range leases {
-		if _, ok := ttl[l.LeaseID]; !ok && !l.Reservation() {
-			ttl[l.LeaseID] = 0
+		if !seen[l.LeaseID] && !l.Reservation() {
+			seen[l.LeaseID] = true
 			ids = append(ids, l)
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
-		sem   = make(chan struct{}, ttlRequests)
-	)
-	for _, l := range ids {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+	left := make([]int64, len(ids))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(ttlRequests)
+	for i, l := range ids {
+		g.Go(func() error {
 			resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(l.LeaseID))
-			mu.Lock()
-			defer mu.Unlock()
 			if err != nil {
-				if first == nil {
-					first = fmt.Errorf("TTL of %s's etcd lease %x: %w", l.Subnet, l.LeaseID, err)
-				}
-				cancel()
-				return
+				return fmt.Errorf("TTL of %s's etcd lease %x: %w", l.Subnet, l.LeaseID, err)
 			}
-			ttl[l.LeaseID] = resp.TTL
-		}()
+			left[i] = resp.TTL
+			return nil
+		})
 	}
-	wg.Wait()
-	return ttl, first
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	ttl := make(map[int64]int64, len(ids))
+	for i, l := range ids {
+		ttl[l.LeaseID] = left[i]
+	}
+	return ttl, nil
 }
 
 func printLeases(a *app, rows []leaseRow, bad []badRow) {
