@@ -420,8 +420,8 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 	// network, and its DOCKER-USER chain then wants our jump), not on
 	// peer changes; and on their own every IPTablesResync (flanneld's
 	// --iptables-resync), for changes no event tells of. Each check is an
-	// iptables-save of three tables, which on a node with kube-proxy's rules
-	// costs more than the pass's kernel work.
+	// iptables-save per table (nft; one for all, legacy), which on a node
+	// with kube-proxy's rules costs more than the pass's kernel work.
 	iptDue := true
 	var iptFor netip.Prefix
 	for {
