@@ -217,21 +217,26 @@ func baseName(f Family) string {
 // told. A backend whose tables cannot be read (a kernel without nf_tables,
 // or without the legacy ip_tables) is one nobody on the host writes to: the
 // other is chosen, whatever the `iptables` command of an image is. A save
-// that timed out tells nothing of the kernel, and gives ModeDefault.
-func detectMode(f Family, prefix []string, timeout time.Duration) (mode, why string) {
+// that timed out tells nothing of the kernel, and gives ModeDefault. ctx
+// (nil: none) ends a save still running, as it does the Manager's commands:
+// then err is ctx's error.
+func detectMode(ctx context.Context, f Family, prefix []string, timeout time.Duration) (mode, why string, err error) {
 	modes := [2]string{ModeNFT, ModeLegacy}
 	var saves [2][]byte
 	var failed [2]error
 	for i, m := range modes {
 		bin, err := exec.LookPath(baseName(f) + "-" + m + "-save")
 		if err != nil {
-			return ModeDefault, fmt.Sprintf("no %s backend here (%v)", m, err)
+			return ModeDefault, fmt.Sprintf("no %s backend here (%v)", m, err), nil
 		}
 		var out bytes.Buffer
-		r := &execRunner{prefix: prefix, timeout: timeout}
+		r := &execRunner{prefix: prefix, timeout: timeout, ctx: ctx}
 		if err := r.run(bin, nil, &out); err != nil {
+			if ctx != nil && ctx.Err() != nil {
+				return "", "", fmt.Errorf("read the %s tables to choose the iptables backend: %w", m, ctx.Err())
+			}
 			if errors.Is(err, context.DeadlineExceeded) {
-				return ModeDefault, fmt.Sprintf("cannot read the %s tables: %v", m, err)
+				return ModeDefault, fmt.Sprintf("cannot read the %s tables: %v", m, err), nil
 			}
 			failed[i] = err
 			continue
@@ -240,15 +245,16 @@ func detectMode(f Family, prefix []string, timeout time.Duration) (mode, why str
 	}
 	switch {
 	case failed[0] != nil && failed[1] != nil:
-		return ModeDefault, fmt.Sprintf("cannot read the tables of either backend: %v; %v", failed[0], failed[1])
+		return ModeDefault, fmt.Sprintf("cannot read the tables of either backend: %v; %v", failed[0], failed[1]), nil
 	case failed[0] != nil || failed[1] != nil:
 		bad := 0
 		if failed[1] != nil {
 			bad = 1
 		}
-		return modes[1-bad], fmt.Sprintf("the kernel has no %s tables (%v)", modes[bad], failed[bad])
+		return modes[1-bad], fmt.Sprintf("the kernel has no %s tables (%v)", modes[bad], failed[bad]), nil
 	}
-	return chooseMode(saves[0], saves[1])
+	mode, why = chooseMode(saves[0], saves[1])
+	return mode, why, nil
 }
 
 // hintChains are the chains kubelet creates in the mangle table of the

@@ -85,7 +85,9 @@ type Manager struct {
 // New finds the family's iptables binaries (see findTools) and returns a
 // Manager that runs them and logs to log: V(0) each rewrite of a table and
 // why, V(2) the binaries found, V(4) each iptables-restore input. New itself
-// runs only `--version` commands.
+// runs only `--version` commands, and with Mode auto each backend's
+// iptables-save (detectMode), which opts.Context ends: New then returns its
+// error.
 func New(family Family, log klog.Logger, opts Options) (*Manager, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = time.Minute
@@ -93,7 +95,10 @@ func New(family Family, log klog.Logger, opts Options) (*Manager, error) {
 	mode := opts.Mode
 	if mode == ModeAuto {
 		var why string
-		mode, why = detectMode(family, opts.CommandPrefix, opts.Timeout)
+		var err error
+		if mode, why, err = detectMode(opts.Context, family, opts.CommandPrefix, opts.Timeout); err != nil {
+			return nil, err
+		}
 		log.Info("iptables backend chosen", "family", family, "mode", cmp.Or(mode, "the iptables command's"), "why", why)
 	}
 	t, err := findTools(family, mode)

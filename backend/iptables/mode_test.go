@@ -2,6 +2,8 @@ package iptables
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
 )
 
 const (
@@ -78,7 +82,10 @@ func TestDetectModeUnreadableBackend(t *testing.T) {
 			if tc.nft == hangs {
 				timeout = 300 * time.Millisecond
 			}
-			got, why := detectMode(IPv4, nil, timeout)
+			got, why, err := detectMode(context.Background(), IPv4, nil, timeout)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if wantWhy := strings.ReplaceAll(tc.why, dirPlaceholder, dir); got != tc.want || !strings.Contains(why, wantWhy) {
 				t.Fatalf("detectMode = %q (%s), want %q (…%s…)", got, why, tc.want, wantWhy)
 			}
@@ -161,5 +168,55 @@ func TestRootAutoMode(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNewAutoModeStops: with Mode auto, New reads both backends' tables to
+// choose one (detectMode). A stop (Options.Context ending) while such an
+// iptables-save hangs (a huge nft ruleset, a wrapper waiting on something)
+// ends it at once and New returns the context's error, as a stop ends any
+// other command of the Manager: before, New waited for the save's Timeout
+// (a minute by default), and the agent's stop with it.
+func TestNewAutoModeStops(t *testing.T) {
+	dir := t.TempDir()
+	started := filepath.Join(dir, "started")
+	scripts := map[string]string{
+		"iptables-nft-save":    "#!/bin/sh\n: >" + started + "\nexec sleep 60\n",
+		"iptables-legacy-save": "#!/bin/sh\nexit 0\n",
+	}
+	for name, script := range scripts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// sleep and the shell from the system, the saves from dir.
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+"/usr/bin:/bin")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := New(IPv4, logr.Discard(), Options{Mode: ModeAuto, Context: ctx, Timeout: 30 * time.Second})
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("iptables-nft-save not started within 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		t.Logf("New returned %v after its context ended", time.Since(stop).Round(time.Millisecond))
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("New after a stop during the backend's choice: %v, want the context's error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("New did not return within 5 s of its context's end: it waits for the hung iptables-save")
 	}
 }
