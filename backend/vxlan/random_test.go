@@ -50,7 +50,8 @@ func TestRandomPeerSets(t *testing.T) {
 }
 
 // randomPeers draws a peer set from a small pool so that consecutive sets
-// overlap, peers change MAC and public IP, and MACs collide now and then.
+// overlap, peers change MAC and public IP, MACs collide now and then (at
+// one public IP or at two), and leases are written in any order.
 func randomPeers(rng *rand.Rand) []subnet.Lease {
 	var peers []subnet.Lease
 	for i := 2; i <= 9; i++ {
@@ -68,7 +69,9 @@ func randomPeers(rng *rand.Rand) []subnet.Lease {
 			l.Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"nope"}`)
 			peers = append(peers, l)
 		default:
-			peers = append(peers, lease(sn, pub, "vxlan", mac))
+			l := lease(sn, pub, "vxlan", mac)
+			l.ModRevision = int64(rng.IntN(4))
+			peers = append(peers, l)
 		}
 	}
 	return peers
@@ -79,7 +82,8 @@ func randomPeers(rng *rand.Rand) []subnet.Lease {
 func model(ownMAC backend.MAC, peers []subnet.Lease, direct bool) string {
 	lines := strings.Split(strings.Trim(strings.ReplaceAll(base, "$MAC", ownMAC.String()), "\n"), "\n")
 	segment := netip.MustParsePrefix("198.18.0.0/24")
-	macs := map[string]bool{}
+	var tunnels []subnet.Lease
+	macOf := map[string]string{}
 	for _, p := range peers {
 		if p.Attrs.BackendType != "vxlan" {
 			continue
@@ -97,11 +101,29 @@ func model(ownMAC backend.MAC, peers []subnet.Lease, direct bool) string {
 			lines = append(lines, fmt.Sprintf("route %s via %s dev ext0 proto 74", p.Subnet, pub))
 			continue
 		}
-		if macs[hw.String()] {
-			continue // a duplicate MAC: the first lease keeps it
+		tunnels = append(tunnels, p)
+		macOf[p.Key()] = hw.String()
+	}
+	// A MAC leads to one public IP: the lease written last (on a tie, the
+	// smaller key) takes it, and others at that IP share it.
+	slices.SortFunc(tunnels, func(a, b subnet.Lease) int {
+		if a.ModRevision != b.ModRevision {
+			return int(b.ModRevision - a.ModRevision)
 		}
-		macs[hw.String()] = true
-		lines = append(lines, strings.Split(strings.TrimSpace(peerLines(p.Subnet.String(), pub.String(), hw.String())), "\n")...)
+		return strings.Compare(a.Key(), b.Key())
+	})
+	dst := map[string]netip.Addr{}
+	for _, p := range tunnels {
+		mac, pub := macOf[p.Key()], p.Attrs.PublicIP
+		if d, ok := dst[mac]; ok && d != pub {
+			continue
+		}
+		peer := strings.Split(strings.TrimSpace(peerLines(p.Subnet.String(), pub.String(), mac)), "\n")
+		if _, ok := dst[mac]; ok {
+			peer = peer[1:] // its FDB entry is there already
+		}
+		dst[mac] = pub
+		lines = append(lines, peer...)
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n") + "\n"

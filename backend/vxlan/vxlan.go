@@ -57,7 +57,17 @@
 // <peer subnet>.0 ours, the kernel would refuse the route (EINVAL) on every
 // pass, which would keep every other peer's pass failing. Of two keys for
 // one IPv4 subnet the one written last is programmed
-// (backend.OnePerSubnet).
+// (backend.OnePerSubnet). An encapsulated peer is also skipped when its
+// PublicIP lies in a subnet of the overlay, ours or any lease's: VXLAN sent
+// there would follow that subnet's route, not the underlay's (into
+// flannel.<VNI> again, which the kernel drops as a circular route). One
+// neighbour entry holds one MAC and one FDB entry leads to one public IP:
+// of two peers whose subnets start at one address (another length: their
+// gateway is the same), and of two with one VtepMAC at two public IPs (a
+// copied state dir), the lease written last is programmed, the other
+// skipped (settle). Two with one VtepMAC at one public IP are one host
+// holding two subnets (moved, its old lease not yet expired): both are
+// programmed, through one FDB entry.
 //
 // What is ours, and deleted when no lease implies it: the device (recreated
 // when its VNI, port, local address, underlay device or learning differ from
@@ -90,6 +100,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -842,8 +853,18 @@ type desiredState struct {
 // leaves out. devIndex is the device's; seg the external interface's segment.
 func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, seg *backend.Segment) desiredState {
 	var d desiredState
-	macOwner := make(map[backend.MAC]string, len(peers))
-	for _, p := range backend.OnePerSubnet(peers, b.skips) {
+	peers = backend.OnePerSubnet(peers, b.skips)
+	// The overlay's subnets, ours and the peers', whatever their backend:
+	// VXLAN sent to an address in one of them follows the route into that
+	// subnet, not the underlay (into flannel.1 again, which the kernel
+	// drops as a circular route, or to a pod), as in udp.
+	overlay := backend.MakePrefixSet(len(peers) + 1)
+	overlay.Add(own.Subnet)
+	for _, p := range peers {
+		overlay.Add(p.Subnet)
+	}
+	var tunnels []tunnel
+	for _, p := range peers {
 		key := p.Key()
 		skip := func(format string, args ...any) { b.skips.Skip(key, fmt.Sprintf(format, args...)) }
 		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
@@ -884,21 +905,88 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			d.routes = append(d.routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
 			continue
 		}
-		gw := sn.Addr()
 		if mac == b.mac {
 			skip("VtepMAC %s is our own", mac)
 			continue
 		}
-		if other, dup := macOwner[mac]; dup {
-			skip("VtepMAC %s is also the lease %s's", mac, other)
+		if overlay.Contains(pub) {
+			skip("public IP %s lies in an overlay subnet: VXLAN to it would be routed into the overlay, not the underlay", pub)
 			continue
 		}
-		macOwner[mac] = key
-		d.fdb = append(d.fdb, backend.FDB{LinkIndex: devIndex, MAC: mac, Dst: pub, Permanent: true})
-		d.neighs = append(d.neighs, backend.Neigh{LinkIndex: devIndex, IP: gw, MAC: mac, Permanent: true})
+		tunnels = append(tunnels, tunnel{lease: &p, mac: mac})
+	}
+	for _, t := range b.settle(tunnels) {
+		sn, gw := t.lease.Subnet.Masked(), t.lease.Subnet.Masked().Addr()
+		if t.fdb {
+			d.fdb = append(d.fdb, backend.FDB{LinkIndex: devIndex, MAC: t.mac, Dst: t.lease.Attrs.PublicIP, Permanent: true})
+		}
+		d.neighs = append(d.neighs, backend.Neigh{LinkIndex: devIndex, IP: gw, MAC: t.mac, Permanent: true})
 		d.routes = append(d.routes, backend.Route{Dst: sn, Gw: gw, LinkIndex: devIndex, OnLink: true, Type: unix.RTN_UNICAST})
 	}
 	return d
+}
+
+// tunnel is a peer that desired would encapsulate to.
+type tunnel struct {
+	lease *subnet.Lease
+	mac   backend.MAC
+	// fdb is set on the one tunnel of those sharing mac that programs
+	// its FDB entry.
+	fdb bool
+}
+
+// settle returns the tunnels that can all be programmed, in their order,
+// recording in b.skips those it leaves out. A neighbour entry,
+// <subnet>.0, holds one MAC, and an FDB entry, a MAC, leads to one public
+// IP; so two tunnels cannot share a gateway (subnets of two lengths that
+// start at one address), nor a MAC unless they share its public IP too
+// (then they are one host holding two subnets, which one FDB entry
+// serves). Of two that cannot, the lease written last wins, as of two
+// keys for one subnet (backend.OnePerSubnet), whatever their order.
+func (b *Backend) settle(tunnels []tunnel) []tunnel {
+	order := make([]int, len(tunnels))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int {
+		switch {
+		case backend.Newer(tunnels[i].lease, tunnels[j].lease):
+			return -1
+		case backend.Newer(tunnels[j].lease, tunnels[i].lease):
+			return 1
+		}
+		return 0
+	})
+	gwOwner := make(map[netip.Addr]*subnet.Lease, len(tunnels))
+	macOwner := make(map[backend.MAC]*subnet.Lease, len(tunnels))
+	keep := make([]bool, len(tunnels))
+	for _, i := range order {
+		t := &tunnels[i]
+		key := t.lease.Key()
+		gw := t.lease.Subnet.Masked().Addr()
+		if w, dup := gwOwner[gw]; dup {
+			b.skips.Skip(key, fmt.Sprintf("gateway %s is also the lease %s's (one neighbour entry leads to one host; the one written last wins)", gw, w.Key()))
+			continue
+		}
+		w, dup := macOwner[t.mac]
+		if dup && w.Attrs.PublicIP != t.lease.Attrs.PublicIP {
+			b.skips.Skip(key, fmt.Sprintf("VtepMAC %s is also the lease %s's, at public IP %s (the one written last wins)", t.mac, w.Key(), w.Attrs.PublicIP))
+			continue
+		}
+		gwOwner[gw] = t.lease
+		if !dup {
+			macOwner[t.mac] = t.lease
+			t.fdb = true
+		}
+		keep[i] = true
+	}
+	kept := tunnels[:0]
+	for i, t := range tunnels {
+		if keep[i] {
+			kept = append(kept, t)
+		}
+	}
+	return kept
 }
 
 // direct reports whether the peer at pub gets a direct route: whether it can
