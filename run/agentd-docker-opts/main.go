@@ -30,6 +30,8 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -156,8 +158,14 @@ func readEnv(ctx context.Context, o options, polled func()) (subnetenv.Env, erro
 	}
 }
 
-// format renders the options file for env, read from path.
+// format renders the options file for env, read from path. A path with a
+// line break (systemd ends a line of an environment file at '\n' or '\r') is
+// written Go-quoted: as it is, its tail would be a line of its own, which
+// systemd reads as an assignment (DOCKER_OPTS=…) or warns about.
 func format(path string, env subnetenv.Env) string {
+	if strings.ContainsAny(path, "\n\r") {
+		path = strconv.Quote(path)
+	}
 	masq := !env.IPMasq
 	return fmt.Sprintf("# written by agentd-docker-opts from %s\nDOCKER_IP_MASQ=%t\nDOCKER_NETWORK_OPTIONS=\"--bip=%s --mtu=%d --ip-masq=%t\"\n",
 		path, masq, env.Subnet, env.MTU, masq)
