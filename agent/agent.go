@@ -344,7 +344,7 @@ func (a *agent) run(ctx context.Context) error {
 	}()
 	// After the lease manager has started: it keeps the lease alive
 	// while the write is retried.
-	if err := a.writeSubnetEnv(ctx, env); err != nil {
+	if err := a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written"); err != nil {
 		fail(err)
 	}
 	a.followMTU(ctx, &env, fail)
@@ -592,9 +592,10 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 // filesystem the file appears without a restart, which would change nothing
 // before that. While the write fails, a subnet.env naming another subnet
 // (this host moved) is removed, so that dockerd and the CNI plugin give out
-// no addresses from a subnet that is not this host's. Any other error (env
-// is invalid) is returned.
-func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env) error {
+// no addresses from a subnet that is not this host's; meanwhile says what
+// the failure means for containers, in the line that reports it. Any other
+// error (env is invalid) is returned.
+func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env, meanwhile string) error {
 	path := a.cfg.SubnetFile
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	var last string
@@ -612,7 +613,7 @@ func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env) error {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 		if msg := err.Error(); msg != last {
-			a.log.Error(err, "cannot write subnet.env; retrying: containers on this host get no address until it is written", "path", path, "attempt", attempt)
+			a.log.Error(err, "cannot write subnet.env; retrying: "+meanwhile, "path", path, "attempt", attempt)
 			a.health.setSubnetEnvFailed(err)
 			a.removeOtherSubnetEnv(env)
 			last = msg
@@ -656,7 +657,9 @@ func (a *agent) followMTU(ctx context.Context, env *subnetenv.Env, fail func(err
 		}
 		next := *env
 		next.MTU = mtu
-		if err := a.writeSubnetEnv(ctx, next); err != nil {
+		// subnet.env, written at the start, is there with env's MTU.
+		meanwhile := fmt.Sprintf("new containers get subnet.env's MTU %d, not %d, until it is written", env.MTU, mtu)
+		if err := a.writeSubnetEnv(ctx, next, meanwhile); err != nil {
 			fail(err)
 			return
 		}

@@ -69,3 +69,54 @@ func TestFollowMTUStopWhileWriteFails(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowMTUWriteFailSaysOldMTU: while subnet.env's rewrite for a new MTU
+// fails, the line that says so tells what holds meanwhile: subnet.env, written
+// at the start, still gives new containers the old MTU. It does not say that
+// containers get no address, which is what a failed first write means.
+func TestFollowMTUWriteFailSaysOldMTU(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "run")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logLines{}
+	log := funcr.New(logs.add, funcr.Options{})
+	a := &agent{
+		cfg:        Config{SubnetFile: filepath.Join(blocker, "subnet.env"), StateDir: dir},
+		log:        log,
+		health:     newHealth(log),
+		obs:        newObserver(),
+		mtuChanged: make(chan struct{}, 1),
+	}
+	a.health.notify = func(string) (bool, error) { return false, nil }
+	env := subnetenv.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1450}
+	a.mtu.Store(1400)
+	signal(a.mtuChanged)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.followMTU(ctx, &env, func(err error) { t.Errorf("fail(%v) called", err) })
+	}()
+	var line string
+	err := cluster.Eventually(ctx, 10*time.Second, func() error {
+		for _, l := range logs.get() {
+			if strings.Contains(l, "cannot write subnet.env") {
+				line = l
+				return nil
+			}
+		}
+		return errors.New("no failed write of subnet.env logged")
+	})
+	cancel()
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(line, "no address") || !strings.Contains(line, "MTU 1450") || !strings.Contains(line, "1400") {
+		t.Errorf("failed rewrite logged as %s; want it to say that new containers get MTU 1450, not 1400, meanwhile", line)
+	}
+}
