@@ -133,15 +133,20 @@ func (s *Segment) Refuse(pub netip.Addr) (why string, offLink bool) {
 }
 
 // RefuseHost says why the peer address pub cannot be another host's
-// address, wherever that host is, or returns "": unspecified, loopback,
-// multicast, the limited broadcast address, an address of this host, or
-// the network or broadcast address of the external interface's subnets.
-// Packets sent there (routed, or VXLAN encapsulated) go nowhere, to every
-// host of the segment, or back to this one.
+// address, wherever that host is, or returns "": unspecified or elsewhere in
+// 0.0.0.0/8, loopback, multicast, the limited broadcast address, an address
+// of this host, or the network or broadcast address of the external
+// interface's subnets. Packets sent there (routed, or VXLAN encapsulated)
+// go nowhere, to every host of the segment, or back to this one. Class E
+// (240.0.0.0/4) and link-local addresses can be hosts': Linux routes them
+// like any other, and some clouds number hosts in 240.0.0.0/4.
 func (s *Segment) RefuseHost(pub netip.Addr) string {
 	switch {
 	case pub.IsUnspecified():
 		return fmt.Sprintf("public IP %s is unspecified", pub)
+	case pub.Is4() && pub.As4()[0] == 0:
+		// RFC 1122: "this host on this network", a source only.
+		return fmt.Sprintf("public IP %s lies in 0.0.0.0/8, \"this network\", a source address only", pub)
 	case pub.IsLoopback():
 		return fmt.Sprintf("public IP %s is a loopback address", pub)
 	case pub.IsMulticast():

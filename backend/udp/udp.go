@@ -806,8 +806,8 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 			why = fmt.Sprintf("subnet overlaps our own %s", own.Subnet)
 		case !b.network.Contains(sn.Addr()) || sn.Bits() < b.network.Bits():
 			why = fmt.Sprintf("subnet is outside the network %s", b.network)
-		case !pub.Is4() || !unicast(be32(pub)):
-			why = fmt.Sprintf("public IP %v is not a unicast IPv4 address", pub)
+		case !pub.Is4():
+			why = "no IPv4 public IP"
 		case pub == b.ext.PublicIP || pub == b.ext.IfaceAddr:
 			why = fmt.Sprintf("public IP %s is our own", pub)
 		case overlay.Contains(pub):

@@ -141,3 +141,24 @@ func TestPublicIPInsideOverlayVXLAN(t *testing.T) {
 		}
 	}
 }
+
+// TestPublicIPClasses: vxlan judges a public IP as udp and host-gw do
+// (backend.Segment.RefuseHost): a peer in 0.0.0.0/8, "this network", which
+// no packet may be sent to, is skipped, where its FDB entry was
+// programmed; one in class E (240.0.0.0/4), which Linux routes and some
+// clouds number hosts in, is programmed.
+func TestPublicIPClasses(t *testing.T) {
+	h := newHost(t, `{"Type":"vxlan"}`)
+	classE := lease("10.244.2.0/24", "240.0.0.2", "vxlan", "02:00:00:00:00:02")
+	zero := lease("10.244.3.0/24", "0.1.2.3", "vxlan", "02:00:00:00:00:03")
+	for pass := 1; pass <= 2; pass++ {
+		if res := h.reconcile(classE, zero); res.Skipped != 1 {
+			t.Errorf("pass %d: result %v, want 1 skipped", pass, res)
+		}
+	}
+	h.check(withBase(peerLines("10.244.2.0/24", "240.0.0.2", "02:00:00:00:00:02")))
+	once := fmt.Sprintf(`"lease"=%q "reason"=%q`, zero.Key(), `public IP 0.1.2.3 lies in 0.0.0.0/8, "this network", a source address only`)
+	if n := h.countLogs(once); n != 1 {
+		t.Errorf("logged %d times, want once: %s", n, once)
+	}
+}
