@@ -31,7 +31,7 @@ func OnePerSubnet(peers []subnet.Lease, skips *SkipLog) []subnet.Lease {
 			continue
 		}
 		dup = true
-		if Newer(&peers[i], &peers[w]) {
+		if newer(&peers[i], &peers[w]) {
 			winner[sn] = i
 		}
 	}
@@ -50,10 +50,8 @@ func OnePerSubnet(peers []subnet.Lease, skips *SkipLog) []subnet.Lease {
 	return kept
 }
 
-// Newer reports whether a is preferred to b when the two cannot both be
-// programmed (one IPv4 subnet, one VTEP MAC at two addresses): a was
-// written last, or, written at the same revision, has the smaller key.
-func Newer(a, b *subnet.Lease) bool {
+// newer reports whether a is preferred to b for the same subnet.
+func newer(a, b *subnet.Lease) bool {
 	if a.ModRevision != b.ModRevision {
 		return a.ModRevision > b.ModRevision
 	}

@@ -864,7 +864,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 		overlay.Add(p.Subnet)
 	}
 	var tunnels []tunnel
-	for _, p := range peers {
+	for i, p := range peers {
 		key := p.Key()
 		skip := func(format string, args ...any) { b.skips.Skip(key, fmt.Sprintf(format, args...)) }
 		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
@@ -913,12 +913,13 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			skip("public IP %s lies in an overlay subnet: VXLAN to it would be routed into the overlay, not the underlay", pub)
 			continue
 		}
-		tunnels = append(tunnels, tunnel{lease: &p, mac: mac})
+		tunnels = append(tunnels, tunnel{lease: i, key: key, mac: mac})
 	}
-	for _, t := range b.settle(tunnels) {
-		sn, gw := t.lease.Subnet.Masked(), t.lease.Subnet.Masked().Addr()
+	for _, t := range b.settle(peers, tunnels) {
+		p := &peers[t.lease]
+		sn, gw := p.Subnet.Masked(), p.Subnet.Masked().Addr()
 		if t.fdb {
-			d.fdb = append(d.fdb, backend.FDB{LinkIndex: devIndex, MAC: t.mac, Dst: t.lease.Attrs.PublicIP, Permanent: true})
+			d.fdb = append(d.fdb, backend.FDB{LinkIndex: devIndex, MAC: t.mac, Dst: p.Attrs.PublicIP, Permanent: true})
 		}
 		d.neighs = append(d.neighs, backend.Neigh{LinkIndex: devIndex, IP: gw, MAC: t.mac, Permanent: true})
 		d.routes = append(d.routes, backend.Route{Dst: sn, Gw: gw, LinkIndex: devIndex, OnLink: true, Type: unix.RTN_UNICAST})
@@ -928,54 +929,53 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 
 // tunnel is a peer that desired would encapsulate to.
 type tunnel struct {
-	lease *subnet.Lease
+	lease int // its index in desired's peers
+	key   string
 	mac   backend.MAC
 	// fdb is set on the one tunnel of those sharing mac that programs
 	// its FDB entry.
 	fdb bool
 }
 
-// settle returns the tunnels that can all be programmed, in their order,
-// recording in b.skips those it leaves out. A neighbour entry,
+// settle returns the tunnels to peers that can all be programmed, in
+// their order, recording in b.skips those it leaves out. A neighbour entry,
 // <subnet>.0, holds one MAC, and an FDB entry, a MAC, leads to one public
 // IP; so two tunnels cannot share a gateway (subnets of two lengths that
 // start at one address), nor a MAC unless they share its public IP too
 // (then they are one host holding two subnets, which one FDB entry
 // serves). Of two that cannot, the lease written last wins, as of two
 // keys for one subnet (backend.OnePerSubnet), whatever their order.
-func (b *Backend) settle(tunnels []tunnel) []tunnel {
+func (b *Backend) settle(peers []subnet.Lease, tunnels []tunnel) []tunnel {
 	order := make([]int, len(tunnels))
 	for i := range order {
 		order[i] = i
 	}
+	// backend.OnePerSubnet's order: the highest ModRevision first, then
+	// the smaller key.
 	slices.SortFunc(order, func(i, j int) int {
-		switch {
-		case backend.Newer(tunnels[i].lease, tunnels[j].lease):
-			return -1
-		case backend.Newer(tunnels[j].lease, tunnels[i].lease):
-			return 1
-		}
-		return 0
+		a, b := &tunnels[i], &tunnels[j]
+		return cmp.Or(cmp.Compare(peers[b.lease].ModRevision, peers[a.lease].ModRevision), strings.Compare(a.key, b.key))
 	})
-	gwOwner := make(map[netip.Addr]*subnet.Lease, len(tunnels))
-	macOwner := make(map[backend.MAC]*subnet.Lease, len(tunnels))
+	// The winners so far, by gateway and by MAC.
+	gwOwner := make(map[netip.Addr]*tunnel, len(tunnels))
+	macOwner := make(map[backend.MAC]*tunnel, len(tunnels))
 	keep := make([]bool, len(tunnels))
 	for _, i := range order {
 		t := &tunnels[i]
-		key := t.lease.Key()
-		gw := t.lease.Subnet.Masked().Addr()
+		p := &peers[t.lease]
+		gw := p.Subnet.Masked().Addr()
 		if w, dup := gwOwner[gw]; dup {
-			b.skips.Skip(key, fmt.Sprintf("gateway %s is also the lease %s's (one neighbour entry leads to one host; the one written last wins)", gw, w.Key()))
+			b.skips.Skip(t.key, fmt.Sprintf("gateway %s is also the lease %s's (one neighbour entry leads to one host; the one written last wins)", gw, w.key))
 			continue
 		}
 		w, dup := macOwner[t.mac]
-		if dup && w.Attrs.PublicIP != t.lease.Attrs.PublicIP {
-			b.skips.Skip(key, fmt.Sprintf("VtepMAC %s is also the lease %s's, at public IP %s (the one written last wins)", t.mac, w.Key(), w.Attrs.PublicIP))
+		if dup && peers[w.lease].Attrs.PublicIP != p.Attrs.PublicIP {
+			b.skips.Skip(t.key, fmt.Sprintf("VtepMAC %s is also the lease %s's, at public IP %s (the one written last wins)", t.mac, w.key, peers[w.lease].Attrs.PublicIP))
 			continue
 		}
-		gwOwner[gw] = t.lease
+		gwOwner[gw] = t
 		if !dup {
-			macOwner[t.mac] = t.lease
+			macOwner[t.mac] = t
 			t.fdb = true
 		}
 		keep[i] = true
