@@ -396,6 +396,12 @@ func prevResultIn(n *NetConf, v string) (map[string]any, error) {
 	if err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, err.Error(), "")
 	}
+	// The library reads some results it cannot write back: an IP without
+	// an address comes out as "<nil>". The delegate would refuse that with
+	// its own puzzling message; refuse it here, naming prevResult.
+	if _, err := version.NewResult(v, b); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("prevResult: %v", err), "")
+	}
 	var prev map[string]any
 	if err := json.Unmarshal(b, &prev); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, err.Error(), "")

@@ -930,6 +930,31 @@ func TestDelegateVersion110(t *testing.T) {
 	}
 }
 
+// TestCheckPrevResultWithoutAddress: in a 1.1.0 network, a prevResult whose
+// IP has no address is refused as a decoding failure naming prevResult, and
+// no delegate runs: converted to 1.0.0 it came out as the address "<nil>",
+// which went to the delegate (FuzzPrevResultIn).
+func TestCheckPrevResultWithoutAddress(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	v110 := func(a *skel.CmdArgs) *skel.CmdArgs {
+		a.StdinData = []byte(strings.Replace(string(a.StdinData), `"cniVersion":"1.0.0"`, `"cniVersion":"1.1.0"`, 1))
+		return a
+	}
+	if err := f.p.Add(v110(f.args("c1", ""))); err != nil {
+		t.Fatal(err)
+	}
+	calls := len(f.exec.calls)
+	err := f.p.Check(v110(f.args("c1", `,"prevResult":{"cniVersion":"1.1.0","ips":[{"gateway":"10.244.5.1"}]}`)))
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrDecodingFailure || !strings.HasPrefix(te.Msg, "prevResult: ") {
+		t.Errorf("CHECK with an IP without address: %v, want a decoding failure naming prevResult", err)
+	}
+	if len(f.exec.calls) != calls {
+		t.Errorf("CHECK ran the delegate: %+v", f.exec.calls[calls:])
+	}
+}
+
 // TestGCAndStatusForwarded: GC and STATUS reach a delegate that speaks
 // 1.1.0 (bridge and host-local from containernetworking-plugins 1.5), in
 // 1.1.0 with the configuration ADD would give it now, GC with the runtime's
