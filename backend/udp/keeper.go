@@ -39,8 +39,9 @@ import (
 //	  Reconcile: tries again, from 1 s apart to 1 min (keeperRetry)
 //
 // The keeper does nothing else: it never reads a packet. It exits when told
-// to ("q"; it closes the descriptors before it answers "bye", so that what
-// the agent attaches next is not beside them), or as soon as the device is
+// to ("q"; it closes the descriptors and its socket before it answers
+// "bye", so that what the agent attaches next is not beside them, and a
+// new keeper can take the name at once), or as soon as the device is
 // deleted (it listens to link events, and also checks every keeperCheck).
 // A keeper that does not answer (stopped, frozen with its cgroup) still
 // holds them: the agent does not start beside it (Backend.fresh). Its
@@ -174,7 +175,7 @@ func RunKeeper() int {
 		if err != nil {
 			continue
 		}
-		quit := serveKeeperClient(c, uid, k)
+		quit := serveKeeperClient(c, uid, k, ln)
 		unix.Close(c)
 		if quit {
 			return 0
@@ -210,8 +211,9 @@ func drain(fd int) {
 }
 
 // serveKeeperClient answers one request; it reports whether the keeper must
-// exit.
-func serveKeeperClient(c, uid int, k *kept) bool {
+// exit. Told to quit, it closes the descriptors and the listener ln before
+// it answers: the keeper that replaces it binds the name at once.
+func serveKeeperClient(c, uid int, k *kept, ln int) bool {
 	cred, err := unix.GetsockoptUcred(c, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil || int(cred.Uid) != uid {
 		return false
@@ -236,6 +238,7 @@ func serveKeeperClient(c, uid int, k *kept) bool {
 			return false
 		}
 		k.close()
+		unix.Close(ln)
 		_ = noEINTR(func() error { _, err := unix.Write(c, []byte(keeperBye)); return err })
 		return true
 	}

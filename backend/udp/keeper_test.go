@@ -382,7 +382,9 @@ func TestQuitKeeperSilentKeeper(t *testing.T) {
 // TestQuitKeeperLetsGoFirst: a keeper told to quit closes its queues and
 // sockets before it confirms, so that what the agent attaches next is not
 // beside them. Before, it confirmed first and let go when it exited, which
-// under the race detector is a second later.
+// under the race detector is a second later. So with its name: before, a
+// keeper started just after its bye found the name held (a second, under
+// the race detector) and failed.
 func TestQuitKeeperLetsGoFirst(t *testing.T) {
 	h := newTestHost(t)
 	h.stop()
@@ -400,6 +402,18 @@ func TestQuitKeeperLetsGoFirst(t *testing.T) {
 	}
 	if err := h.host.Do(func() error { return bindExclusive(h.b.listenAddr()) }); err != nil {
 		t.Errorf("the port is still held once the keeper confirmed it quits: %v", err)
+	}
+	// Its name too, for the keeper that replaces it (startKeeper waits
+	// for it only briefly).
+	if err := h.host.Do(func() error {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Bind(fd, &unix.SockaddrUnix{Name: keeperAddr(DeviceName)})
+	}); err != nil {
+		t.Errorf("the keeper's name is still held once it confirmed it quits: %v", err)
 	}
 }
 
