@@ -78,7 +78,8 @@ func TestKeeperExchangeSurvivesSignals(t *testing.T) {
 }
 
 // squatterEnv, in the environment, makes the test binary a squatter on the
-// keeper's socket (runSquatter); its value is "<backlog>,<full>".
+// keeper's socket (runSquatter); its value is "<backlog>,<full>", and
+// ",<name>" to squat another abstract name than the keeper's.
 const squatterEnv = "AGENTD_UDP_TEST_SQUATTER"
 
 // keeperCheckEnv, in a keeper's environment (keeperTestEnv), sets the
@@ -97,12 +98,16 @@ const nobody = 65534
 // reads with SO_PEERCRED), says "ready" and waits for stdin to close.
 func runSquatter(spec string) int {
 	b, full, _ := strings.Cut(spec, ",")
+	full, name, _ := strings.Cut(full, ",")
 	backlog, err := strconv.Atoi(b)
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "squatter:", err); return 1 }
 	if err != nil {
 		return fail(err)
 	}
-	addr := &unix.SockaddrUnix{Name: keeperAddr(DeviceName)}
+	if name == "" {
+		name = keeperAddr(DeviceName)
+	}
+	addr := &unix.SockaddrUnix{Name: name}
 	ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
 	if err != nil {
 		return fail(err)
@@ -142,10 +147,17 @@ func runSquatter(spec string) int {
 // user nobody; it ends with the test, or when stop (returned) is called.
 func (h *testHost) squat(backlog int, full bool) (stop func()) {
 	h.t.Helper()
-	spec := strconv.Itoa(backlog)
+	return h.squatOn("", backlog, full)
+}
+
+// squatOn is squat on the abstract name addr ("": the keeper's).
+func (h *testHost) squatOn(addr string, backlog int, full bool) (stop func()) {
+	h.t.Helper()
+	spec := strconv.Itoa(backlog) + ","
 	if full {
-		spec += ",full"
+		spec += "full"
 	}
+	spec += "," + addr
 	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
 	cmd.Env = append(os.Environ(), squatterEnv+"="+spec)
 	cmd.Stderr = os.Stderr

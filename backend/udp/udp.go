@@ -65,6 +65,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"os"
 	"os/exec"
 	"runtime"
 	"slices"
@@ -178,15 +179,18 @@ type Backend struct {
 	// which address events can change whether a peer is skipped.
 	peerAddrs backend.PeerAddrs
 
-	// mu guards closed, dp, kw and keeperTimer: workers start and stop
-	// under it, so that none start after Watch's end and each generation
-	// stops once; kw watches the keeper that holds our descriptors (nil:
-	// none known), keeperTimer wakes Reconcile for the next try to start
-	// one while there is none, and Watch's end stops both.
+	// mu guards closed, dp, kw, keeperTimer and claim: workers start and
+	// stop under it, so that none start after Watch's end and each
+	// generation stops once; kw watches the keeper that holds our
+	// descriptors (nil: none known), keeperTimer wakes Reconcile for the
+	// next try to start one while there is none, and Watch's end stops
+	// both. claim is this agent's claim on the device (claim.go), taken
+	// by Prepare and let go at Watch's end (nil: none held).
 	mu          sync.Mutex
 	closed      bool
 	kw          *keeperWatch
 	keeperTimer *time.Timer
+	claim       *os.File
 	wake        atomic.Pointer[func()]
 
 	// subscribed, when set, is called once Watch's subscriptions are in place.
@@ -267,7 +271,11 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 		return nil, fmt.Errorf("external interface %s has MTU %d, too small for UDP encapsulation", b.ext.Iface.Name, ext.Attrs().MTU)
 	}
 	if b.fds == nil {
+		if err := b.do(b.claimDevice); err != nil {
+			return nil, err
+		}
 		if err := b.takeOver(ctx); err != nil {
+			b.letGo()
 			return nil, err
 		}
 	}
@@ -278,6 +286,35 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 
 func (b *Backend) listenAddr() netip.AddrPort {
 	return netip.AddrPortFrom(b.ext.IfaceAddr, uint16(b.opts.Port))
+}
+
+// claimDevice takes this agent's claim on the device (claim.go), before it
+// asks the keeper anything; it fails when another agent holds it. It runs
+// inside b.do.
+func (b *Backend) claimDevice() error {
+	f, squatters, err := claimDevice(DeviceName)
+	if err != nil {
+		return err
+	}
+	if f == nil {
+		b.log.Info("the agents' claim on the device is held by a process of another user, no agent of ours; going on without it",
+			"socket", claimAddr(DeviceName), "pids", squatters)
+		return nil
+	}
+	b.mu.Lock()
+	b.claim = f
+	b.mu.Unlock()
+	return nil
+}
+
+// letGo lets go of this agent's claim on the device, if it holds it.
+func (b *Backend) letGo() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.claim != nil {
+		b.claim.Close()
+		b.claim = nil
+	}
 }
 
 // takeOver takes the descriptors a keeper holds if they fit this config,
@@ -1008,6 +1045,7 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 		b.mu.Unlock()
 		kw.stop()
 		b.stopWorkers()
+		b.letGo()
 	}()
 	ext := b.ext.Iface.Index
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
