@@ -408,7 +408,9 @@ func fetchKept(ctx context.Context, dev string) (k *kept, ok bool, err error) {
 		closeAll(fds)
 		return nil, false, fmt.Errorf("the descriptor keeper answered %q with %d descriptors", buf[:n], len(fds))
 	}
-	return &kept{tun: fds[:ntun], udp: fds[ntun:]}, true, nil
+	// tun's capacity ends where udp begins: an append to it (grow) must
+	// not write over the sockets.
+	return &kept{tun: fds[:ntun:ntun], udp: fds[ntun:]}, true, nil
 }
 
 // quitKeeper makes the keeper of dev, if any, exit. quit reports that one

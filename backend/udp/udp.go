@@ -340,6 +340,9 @@ func (b *Backend) takeOver(ctx context.Context) error {
 			} else {
 				b.fds = k
 				b.log.Info("took the device and sockets over from the descriptor keeper; queued packets follow", "queues", len(k.tun))
+				if grown, err := b.grow(ctx); grown || err != nil {
+					return err
+				}
 				// The keeper is an earlier agent's: find it by
 				// name to watch it (0, if not exactly one, makes
 				// Reconcile ask its socket instead).
@@ -353,6 +356,58 @@ func (b *Backend) takeOver(ctx context.Context) error {
 		}
 		return b.fresh(ctx, nil, err)
 	})
+}
+
+// grow adds TUN queues and UDP sockets to those taken over from a keeper,
+// up to b.queues of each, when this agent wants more than it was handed:
+// it has more CPUs to use than the agent that made them (GOMAXPROCS: CPU
+// hotplug, a raised limit). Then it hands the whole set to a new keeper,
+// which replaces the old one (startKeeper), so that the next restart
+// keeps them too; grown says so. What it was handed stays attached
+// throughout, and queued packets stay where they are. An agent that wants
+// fewer keeps all it was handed: closing a queue would drop what waits in
+// it, and extra workers cost little. An error is ctx's, with which the
+// agent stops. It runs inside b.do.
+func (b *Backend) grow(ctx context.Context) (grown bool, err error) {
+	k := b.fds
+	ntun, nudp := max(b.queues-len(k.tun), 0), max(b.queues-len(k.udp), 0)
+	if ntun == 0 && nudp == 0 {
+		return false, nil
+	}
+	var tuns, socks []int
+	if ntun > 0 {
+		tuns, err = openQueues(DeviceName, ntun)
+	}
+	for range nudp {
+		if err != nil {
+			break
+		}
+		var fd int
+		if fd, err = openUDP(b.listenAddr()); err == nil {
+			socks = append(socks, fd)
+		}
+	}
+	if err != nil {
+		closeAll(tuns)
+		closeAll(socks)
+		b.log.Info("could not add TUN queues or UDP sockets to those taken over; going on with these", "err", err,
+			"queues", len(k.tun), "sockets", len(k.udp), "want", b.queues)
+		return false, nil
+	}
+	b.log.Info("added TUN queues and UDP sockets to those taken over, one each way per CPU; a new descriptor keeper holds them all",
+		"queues", len(k.tun)+len(tuns), "sockets", len(k.udp)+len(socks), "wasQueues", len(k.tun), "wasSockets", len(k.udp))
+	k.tun = append(k.tun, tuns...)
+	k.udp = append(k.udp, socks...)
+	cmd, err := startKeeper(ctx, DeviceName, k)
+	if err != nil && ctx.Err() != nil {
+		return true, err
+	}
+	if err != nil {
+		b.keeperFailed(err, false, "no descriptor keeper: an agent restart will drop packets while it lasts")
+		return true, nil
+	}
+	b.keeperUp(cmd)
+	return true, nil
 }
 
 // unfit says why kept descriptors cannot serve ("" if they can).

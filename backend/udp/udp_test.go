@@ -58,6 +58,7 @@ type testHost struct {
 	b          *Backend
 	backends   []*Backend // every one started, for their keepers
 	own        subnet.Lease
+	queues     int // the next backend's TUN queues and UDP sockets; 0: GOMAXPROCS's
 	cancel     context.CancelFunc
 	watchDone  chan struct{}
 
@@ -185,6 +186,9 @@ func (h *testHost) prepare() {
 	b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	if h.queues > 0 {
+		b.queues = h.queues
 	}
 	h.track(b) // before Prepare, which starts the keeper
 	if _, err := b.Prepare(context.Background()); err != nil {
