@@ -55,6 +55,28 @@ import (
 // (keeperHeldError), and tries again now and then, asking the holder
 // nothing (keeperretry.go).
 
+// The exchange, and how it may change. A request is one message whose
+// first byte says what is asked (keeperGet, keeperQuit); a keeper reads
+// that byte and the kernel drops the rest of the message (SOCK_SEQPACKET),
+// so a later agent may add there what it understands (the answer formats
+// it reads, say) and a keeper of this version still answers in this
+// version's format (TestKeeperRequestExtensible). The answer to keeperGet
+// is "tun=N,udp=M" (kept.spec) with the N TUN queues, then the M UDP
+// sockets; every later agent must accept it, since the keeper an upgraded
+// agent meets is the old binary (it lives on after a takeover), and a
+// later keeper may answer otherwise only to a request that says the agent
+// reads it. An agent refuses an answer it does not wholly understand (a
+// key it does not know, more than it reads, a count that does not match):
+// it uses none of the descriptors, says what it got, and starts afresh
+// (TestKeeperAnswerNotUnderstood). Nor does it take the answer's word for
+// what it is handed: Backend.unfit asks the kernel which device each queue
+// is of, with which flags, and where each socket is bound.
+//
+// Another agent on the host (one started with another --state-dir, which
+// agentd.lock does not stop) never gets here while one runs: the running
+// one holds a claim on the device (claim.go), and the second is refused
+// before it asks the keeper anything.
+
 // keeperEnv, in the environment, makes the agentd binary a keeper; its value
 // says how many descriptors of each kind follow the listener (fd 3).
 const keeperEnv = "AGENTD_UDP_KEEPER"
@@ -386,9 +408,9 @@ func fetchKept(ctx context.Context, dev string) (k *kept, ok bool, err error) {
 	}
 	buf := make([]byte, 64)
 	oob := make([]byte, unix.CmsgSpace(4*2*64))
-	var n, oobn int
+	var n, oobn, flags int
 	err = within(ctx, c, unix.SO_RCVTIMEO, func() (err error) {
-		n, oobn, _, _, err = unix.Recvmsg(c, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		n, oobn, flags, _, err = unix.Recvmsg(c, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		return err
 	})
 	if err != nil {
@@ -403,10 +425,18 @@ func fetchKept(ctx context.Context, dev string) (k *kept, ok bool, err error) {
 			}
 		}
 	}
+	// An answer longer than buf, or with more descriptors than oob has
+	// room for, was cut short: what is left may parse, but is not what
+	// the keeper said.
+	cut := ""
+	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+		cut = " (cut short: more than this agent reads)"
+	}
 	ntun, nudp, err := parseSpec(string(buf[:n]))
-	if err != nil || len(fds) != ntun+nudp {
+	if err != nil || cut != "" || len(fds) != ntun+nudp {
 		closeAll(fds)
-		return nil, false, fmt.Errorf("the descriptor keeper answered %q with %d descriptors", buf[:n], len(fds))
+		return nil, false, fmt.Errorf("the descriptor keeper answered %q%s with %d descriptors, which this agent does not understand (a keeper of another agentd version?)",
+			buf[:n], cut, len(fds))
 	}
 	// tun's capacity ends where udp begins: an append to it (grow) must
 	// not write over the sockets.
