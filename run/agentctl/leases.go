@@ -104,26 +104,7 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 	}
 	rows := make([]leaseRow, 0, len(shown))
 	for _, l := range shown {
-		r := leaseRow{
-			Subnet:      l.Subnet.String(),
-			PublicIP:    l.Attrs.PublicIP.String(),
-			Backend:     l.Attrs.BackendType,
-			HostID:      l.Attrs.HostID,
-			Reservation: l.Reservation(),
-			Key:         reg.SubnetsPrefix() + l.Key(),
-		}
-		if l.IPv6Subnet.IsValid() {
-			r.IPv6Subnet = l.IPv6Subnet.String()
-		}
-		var data struct{ VtepMAC string }
-		if json.Unmarshal(l.Attrs.BackendData, &data) == nil {
-			r.VtepMAC = data.VtepMAC
-		}
-		if !l.Reservation() {
-			left := ttl[l.LeaseID]
-			r.TTLSeconds = &left
-		}
-		rows = append(rows, r)
+		rows = append(rows, newLeaseRow(reg.SubnetsPrefix(), l, ttl[l.LeaseID]))
 	}
 	bad := make([]badRow, 0, len(badEntries))
 	for _, b := range badEntries {
@@ -171,6 +152,30 @@ func leaseTTLs(ctx context.Context, cli *clientv3.Client, leases []subnet.Lease)
 	return ttl, nil
 }
 
+// newLeaseRow is l as leases shows it, its key under subnetsPrefix, with ttl
+// seconds left of its etcd lease unless it is a reservation.
+func newLeaseRow(subnetsPrefix string, l subnet.Lease, ttl int64) leaseRow {
+	r := leaseRow{
+		Subnet:      l.Subnet.String(),
+		PublicIP:    l.Attrs.PublicIP.String(),
+		Backend:     l.Attrs.BackendType,
+		HostID:      l.Attrs.HostID,
+		Reservation: l.Reservation(),
+		Key:         subnetsPrefix + l.Key(),
+	}
+	if l.IPv6Subnet.IsValid() {
+		r.IPv6Subnet = l.IPv6Subnet.String()
+	}
+	var data struct{ VtepMAC string }
+	if json.Unmarshal(l.Attrs.BackendData, &data) == nil {
+		r.VtepMAC = data.VtepMAC
+	}
+	if !l.Reservation() {
+		r.TTLSeconds = &ttl
+	}
+	return r
+}
+
 func printLeases(a *app, rows []leaseRow, bad []badRow) {
 	tw := tabwriter.NewWriter(a.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tVTEP MAC\tHOST ID\tTTL\tRESERVED")
@@ -182,11 +187,16 @@ func printLeases(a *app, rows []leaseRow, bad []badRow) {
 		if r.Reservation {
 			reserved = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Subnet, r.PublicIP, dash(r.Backend), dash(r.VtepMAC), dash(r.HostID), ttl, reserved)
+		// Any host writes its backend type, MAC and host ID, and anyone
+		// with write access the keys: printable keeps a tab, newline or
+		// escape sequence in them from shifting the columns, forging a
+		// line or reaching the terminal.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Subnet, r.PublicIP,
+			printable(dash(r.Backend)), printable(dash(r.VtepMAC)), printable(dash(r.HostID)), ttl, reserved)
 	}
 	tw.Flush()
 	for _, b := range bad {
-		fmt.Fprintf(a.out, "invalid: %s: %s\n", b.Key, b.Error)
+		fmt.Fprintf(a.out, "invalid: %s: %s\n", printable(b.Key), printable(b.Error))
 	}
 }
 

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"unicode"
+
+	"github.com/agentd/agentd/subnet"
+)
+
+// FuzzPrintLeases: whatever two keys under <prefix>/subnets/ hold (any host,
+// or anyone with write access to etcd, writes them), `agentctl leases` shows
+// one table line per lease and one "invalid:" line per key agents skip,
+// each starting with its subnet or "invalid: ", and no control character but
+// the newlines that end them: a tab, newline or escape sequence in a value
+// would shift the columns, forge a line or reach the terminal.
+//
+// The keys are relative to the subnets prefix, decoded as the registry
+// decodes them; the second lease, if it is one, has an etcd lease.
+func FuzzPrintLeases(f *testing.F) {
+	const vxlan = `{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"},"HostID":"1cd32dbd72c57f3fd38b56cfc433518d"}`
+	for _, s := range [][4]string{
+		{"10.244.5.0-24", vxlan, "10.244.6.0-24", `{"PublicIP":"198.18.0.2","BackendType":"host-gw"}`},
+		{"10.244.5.0-24&fc00:0:0:5::-64", vxlan, "10.244.7.0-24", `{"PublicIP":"198.18.0.3"}`},
+		{"10.244.5.0-24", `{"PublicIP":"198.18.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb\n10.244.9.0/24  198.18.0.9"}}`,
+			"10.244.6.0-24", `{"PublicIP":"198.18.0.2","BackendType":"host-gw\t\u001b[2J","HostID":"a\rb"}`},
+		{"garbage", vxlan, "10.244.6.1-24", `{"PublicIP":"198.18.0.2"}`},
+		{"10.244.5.0-24\ninvalid: x", vxlan, "10.244.6.0-24", `{"PublicIP":"198.18.0.2"` + "\x07"},
+		{"10.244.5.0-24", `{"PublicIP":"2001:db8::1"}`, "10.244.6.0-24", `null`},
+	} {
+		f.Add(s[0], []byte(s[1]), s[2], []byte(s[3]))
+	}
+	const prefix = "/coreos.com/network/subnets/"
+	f.Fuzz(func(t *testing.T, key1 string, value1 []byte, key2 string, value2 []byte) {
+		var rows []leaseRow
+		var bad []badRow
+		for i, kv := range []struct {
+			key   string
+			value []byte
+		}{{key1, value1}, {key2, value2}} {
+			sn, sn6, err := subnet.ParseSubnetKey(kv.key)
+			var attrs subnet.LeaseAttrs
+			if err == nil {
+				attrs, err = subnet.ParseLeaseValue(kv.value)
+			}
+			if err != nil {
+				bad = append(bad, badRow{Key: prefix + kv.key, Error: fmt.Sprintf("lease value: %v", err)})
+				continue
+			}
+			l := subnet.Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs, LeaseID: int64(i) * 0x7e57}
+			rows = append(rows, newLeaseRow(prefix, l, 86400))
+		}
+
+		var out bytes.Buffer
+		printLeases(&app{out: &out}, rows, bad)
+		text := out.String()
+		if i := strings.IndexFunc(text, func(r rune) bool { return r != '\n' && unicode.IsControl(r) }); i >= 0 {
+			t.Fatalf("leases %+v, invalid %+v: control character %q in\n%s", rows, bad, []rune(text[i:])[0], text)
+		}
+		lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+		if len(lines) != 1+len(rows)+len(bad) {
+			t.Fatalf("leases %+v, invalid %+v: %d lines, want %d:\n%s", rows, bad, len(lines), 1+len(rows)+len(bad), text)
+		}
+		for i, r := range rows {
+			if !strings.HasPrefix(lines[1+i], r.Subnet+" ") {
+				t.Fatalf("line %d %q is not lease %s's:\n%s", 1+i, lines[1+i], r.Subnet, text)
+			}
+		}
+		for _, l := range lines[1+len(rows):] {
+			if !strings.HasPrefix(l, "invalid: "+prefix) {
+				t.Fatalf("line %q is not an invalid key's:\n%s", l, text)
+			}
+		}
+	})
+}
