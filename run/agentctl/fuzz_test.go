@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
+	"github.com/agentd/agentd/agent"
 	"github.com/spf13/pflag"
 )
 
@@ -191,7 +193,9 @@ func FuzzInitDocument(f *testing.F) {
 
 // FuzzDecodeStatus: whatever an agent (or something else on its port)
 // answers, decoding never panics, an error says something, and a decoded
-// status prints and encodes to JSON that decodes to the same status.
+// status prints without control characters, in as many lines as the same
+// status with placeholder text, and encodes to JSON that decodes to the same
+// status.
 func FuzzDecodeStatus(f *testing.F) {
 	f.Add([]byte(`{"ready":true,"subnet":"10.244.5.0/24","publicIP":"198.18.0.1","backend":"vxlan","peersKnown":3,"peersProgrammed":3,"lastResync":"2025-01-02T03:04:05Z","driftRepairs":{"route":2},"etcdConnected":true,"badLeases":0}`))
 	f.Add([]byte(`{"ready":false,"notReadyReason":"no lease","etcdEndpoints":[{"endpoint":"http://a:1","up":false,"since":"2025-01-02T03:04:05+01:00","error":"refused"}]}`))
@@ -211,7 +215,24 @@ func FuzzDecodeStatus(f *testing.F) {
 			}
 			return
 		}
-		printStatus(&app{out: io.Discard, now: time.Now, loc: time.Local}, st)
+		// The table's lines are printStatus's own: the same status with
+		// each text replaced by "x" (empty ones kept) has as many, and no
+		// text adds a control character.
+		now := time.Now()
+		print := func(st agent.Status) string {
+			var out bytes.Buffer
+			printStatus(&app{out: &out, now: func() time.Time { return now }, loc: time.Local}, st)
+			return out.String()
+		}
+		text := print(st)
+		if i := strings.IndexFunc(text, func(r rune) bool { return r != '\n' && unicode.IsControl(r) }); i >= 0 {
+			t.Fatalf("status %q prints control character %q:\n%s", raw, []rune(text[i:])[0], text)
+		}
+		skeleton := st
+		placeholders(reflect.ValueOf(&skeleton).Elem())
+		if got, want := strings.Count(text, "\n"), strings.Count(print(skeleton), "\n"); got != want {
+			t.Fatalf("status %q prints %d lines, its skeleton %d:\n%s", raw, got, want, text)
+		}
 		b1, err := json.Marshal(st)
 		if err != nil {
 			return // a time outside what JSON can carry (year > 9999)
@@ -225,6 +246,46 @@ func FuzzDecodeStatus(f *testing.F) {
 			t.Fatalf("status %s changed in a round trip: %s, %v", b1, b2, err)
 		}
 	})
+}
+
+// placeholders replaces each non-empty string reachable from v (fields,
+// elements, map keys) with "x", in place; v is addressable. Slices and maps
+// are copied first.
+func placeholders(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.String:
+		if v.CanSet() && v.Len() > 0 {
+			v.SetString("x")
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Field(i).CanSet() {
+				placeholders(v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		if v.IsNil() {
+			return
+		}
+		c := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+		reflect.Copy(c, v)
+		for i := range c.Len() {
+			placeholders(c.Index(i))
+		}
+		v.Set(c)
+	case reflect.Map:
+		if v.IsNil() {
+			return
+		}
+		c := reflect.MakeMap(v.Type())
+		for it := v.MapRange(); it.Next(); {
+			k := reflect.New(v.Type().Key()).Elem()
+			k.Set(it.Key())
+			placeholders(k)
+			c.SetMapIndex(k, it.Value())
+		}
+		v.Set(c)
+	}
 }
 
 // FuzzStatusURL: status's --agent is either refused with a usage error, or

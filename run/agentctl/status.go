@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,7 +48,7 @@ ready, 3 when it answered but is not ready (the state is printed all the same),
 				printStatus(a, st)
 			}
 			if !st.Ready {
-				return fmt.Errorf("%w: %s", errNotReady, st.NotReadyReason)
+				return fmt.Errorf("%w: %s", errNotReady, printable(st.NotReadyReason))
 			}
 			return nil
 		},
@@ -120,6 +121,7 @@ func decodeStatus(raw []byte) (agent.Status, error) {
 }
 
 func printStatus(a *app, st agent.Status) {
+	st = printableStatus(st)
 	tw := tabwriter.NewWriter(a.out, 0, 0, 2, ' ', 0)
 	ready := "yes"
 	if !st.Ready {
@@ -155,7 +157,7 @@ func printStatus(a *app, st agent.Status) {
 	}
 	var repairs []string
 	for kind, n := range st.DriftRepairs {
-		repairs = append(repairs, fmt.Sprintf("%s %d", kind, n))
+		repairs = append(repairs, fmt.Sprintf("%s %d", printable(kind), n))
 	}
 	sort.Strings(repairs)
 	if len(repairs) == 0 {
@@ -223,7 +225,7 @@ const skippedShown = 10
 func printSkipped(tw io.Writer, st agent.Status) {
 	shown := st.PeersSkipped[:min(len(st.PeersSkipped), skippedShown)]
 	for _, p := range shown {
-		fmt.Fprintf(tw, "  %s\tnot programmed: %s\n", printable(p.Lease), printable(p.Reason))
+		fmt.Fprintf(tw, "  %s\tnot programmed: %s\n", p.Lease, p.Reason)
 	}
 	if more := st.PeersSkippedTotal - len(shown); more > 0 {
 		where := "agentctl leases lists every lease"
@@ -240,9 +242,34 @@ func printSkipped(tw io.Writer, st agent.Status) {
 	}
 }
 
+// printableStatus is st with printable text: whatever answers on --agent
+// writes it, and an agent's skipped-peer reasons quote what a peer wrote in
+// its lease. An OTHER alarm's entry is left as it is: it is printed quoted.
+func printableStatus(st agent.Status) agent.Status {
+	for _, s := range []*string{&st.NotReadyReason, &st.Subnet, &st.PublicIP, &st.Backend, &st.LastResyncError, &st.EtcdError} {
+		*s = printable(*s)
+	}
+	st.PeersSkipped = slices.Clone(st.PeersSkipped)
+	for i := range st.PeersSkipped {
+		p := &st.PeersSkipped[i]
+		p.Lease, p.Reason = printable(p.Lease), printable(p.Reason)
+	}
+	st.EtcdEndpoints = slices.Clone(st.EtcdEndpoints)
+	for i := range st.EtcdEndpoints {
+		e := &st.EtcdEndpoints[i]
+		e.Endpoint, e.Error = printable(e.Endpoint), printable(e.Error)
+	}
+	st.EtcdAlarms = slices.Clone(st.EtcdAlarms)
+	for i := range st.EtcdAlarms {
+		al := &st.EtcdAlarms[i]
+		al.Alarm, al.Member = printable(al.Alarm), printable(al.Member)
+	}
+	return st
+}
+
 // printable escapes the control characters in s, as Go quotes them: a
-// reason can quote what a peer wrote in its lease, and a newline or tab
-// there would break the table or forge a line of it.
+// newline or tab would break the table or forge a line of it, and an escape
+// sequence would reach the terminal.
 func printable(s string) string {
 	if !strings.ContainsFunc(s, unicode.IsControl) {
 		return s

@@ -86,6 +86,18 @@ func TestStatusExitNotReady(t *testing.T) {
 	}
 }
 
+// TestStatusNotReadyReasonEscaped: the not-ready reason on stderr, as in the
+// table, has its control characters escaped: whatever answers on --agent
+// writes it.
+func TestStatusNotReadyReasonEscaped(t *testing.T) {
+	f := &agentAnswers{st: agent.Status{NotReadyReason: "no lease\nagentctl: forged\x1b[2J"}}
+	code, out, errOut := statusRun(t, f)
+	want := `no lease\nagentctl: forged\x1b[2J`
+	if code != exitNotReady || !strings.Contains(errOut, want) || strings.Count(errOut, "\n") != 1 || !strings.Contains(out, want) {
+		t.Errorf("exit %d, want %d, and the reason escaped in both\nstdout: %q\nstderr: %q", code, exitNotReady, out, errOut)
+	}
+}
+
 // TestStatusTimes: the times an agent sends are shown in the reader's time
 // zone, with the zone, whatever zone the agent wrote them in, each with its
 // age by the reader's clock; after a failed pass the last successful one is
