@@ -18,7 +18,8 @@ import (
 // is found and the rules are in place, which keeps the agent not ready:
 // without the FORWARD rules a DROP policy (dockerd's) drops the overlay's
 // traffic. ctx, the reconcile loop's, ends any iptables command still running
-// when it is done (the Manager made by the first call keeps it).
+// when it is done (the Manager made by the first call keeps it); a check it
+// cut short returns ctx's error, and logs nothing.
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
 	if a.ipt == nil {
@@ -48,6 +49,10 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 		rules = append(rules, iptables.MarkRules(netCfg.Network, m)...)
 	}
 	_, err := a.ipt.Reconcile(rules)
+	if err != nil && ctx.Err() != nil {
+		// The stop ended the commands: nothing failed.
+		return ctx.Err()
+	}
 	if want {
 		if err != nil {
 			return fmt.Errorf("iptables: %w", err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
 	"github.com/vishvananda/netlink"
 )
@@ -350,5 +351,64 @@ func stopDuringIPTablesRestoreChild(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the reconcile loop did not return within 10 s of its context's end: it waits for iptables-restore")
+	}
+}
+
+// TestStopDuringIPTablesCleanup: with no rules wanted, the check that
+// removes chains an earlier run may have left (an iptables-save per table)
+// can be under way when the agent stops. The stop ends it, and the loop
+// says nothing of it: no "cannot remove iptables chains" error, which would
+// tell the operator of a failure that is only the stop. Run like
+// TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
+func TestStopDuringIPTablesCleanup(t *testing.T) {
+	inOwnNetns(t, stopDuringIPTablesCleanupChild)
+}
+
+func stopDuringIPTablesCleanupChild(t *testing.T) {
+	// The hung restore's script, as a save: it records its start, then
+	// waits for a writer of the FIFO that never comes.
+	started := installFakeIPTables(t, fakeIPTables, fakeIPTables, fakeIPTablesRestoreHung)
+	fifo := started + ".fifo"
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if f, err := os.OpenFile(fifo, os.O_RDWR, 0); err == nil {
+			f.Close()
+		}
+	}()
+	logs := &logLines{}
+	a := &agent{
+		cfg:    Config{ResyncInterval: time.Hour},
+		log:    funcr.New(logs.add, funcr.Options{}),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	leases := newFakeLeases(lease("10.244.1.0/24", "198.18.0.1"))
+	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.reconcileLoop(ctx, &fakeBackend{}, leases, netCfg, nil, func() error { return nil }) }()
+	err := cluster.Eventually(ctx, 20*time.Second, func() error {
+		_, err := os.Stat(started)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("iptables-save not started: %v", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("reconcile loop stopped during the iptables cleanup: %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reconcile loop did not return within 10 s of its context's end")
+	}
+	for _, l := range logs.get() {
+		if strings.Contains(l, "cannot remove iptables chains") {
+			t.Errorf("the stop logged %s", l)
+		}
 	}
 }
