@@ -315,12 +315,14 @@ func lookBeside(iptables, name string) (string, error) {
 }
 
 // versionAtLeast reports whether version ("1.8.9", as parseVersion returns
-// it) is major.minor.patch or later.
+// it) is major.minor.patch or later. A number too large for an int is
+// taken as the largest int (strconv.Atoi's value with ErrRange), which is
+// later than any asked for.
 func versionAtLeast(version string, major, minor, patch int) bool {
 	var v [3]int
 	for i, f := range strings.SplitN(version, ".", 3) {
 		n, err := strconv.Atoi(f)
-		if err != nil {
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
 			return false
 		}
 		v[i] = n

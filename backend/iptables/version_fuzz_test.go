@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"fmt"
+	"math/big"
 	"strings"
 	"testing"
 )
@@ -12,7 +13,8 @@ import (
 // by three dot-separated digit runs is the version, the word in parentheses
 // right after it (past blanks) the backend, "legacy" when there is none, and
 // an error, saying what it was given, when there is no version at all. An
-// accepted result printed the way iptables prints it parses back to itself.
+// accepted result printed the way iptables prints it parses back to itself,
+// and versionAtLeast judges it as its numbers compare.
 func FuzzParseVersion(f *testing.F) {
 	for _, s := range []string{
 		"iptables v1.8.9 (nf_tables)\n",
@@ -56,11 +58,30 @@ func FuzzParseVersion(f *testing.F) {
 		if !strings.Contains(s, "v"+version) || mode != "legacy" && !strings.Contains(s, "("+mode+")") {
 			t.Fatalf("parseVersion(%q) = %q, %q: not in the input", s, version, mode)
 		}
+		// What the runner decides by the version agrees with comparing
+		// its numbers as numbers, however many digits they have.
+		for _, least := range [][3]int{{1, 6, 2}, {1, 8, 0}} {
+			if got, want := versionAtLeast(version, least[0], least[1], least[2]), compareVersion(version, least) >= 0; got != want {
+				t.Fatalf("versionAtLeast(%q, %d.%d.%d) = %v, want %v", version, least[0], least[1], least[2], got, want)
+			}
+		}
 		printed := fmt.Sprintf("iptables v%s (%s)\n", version, mode)
 		if v, m, err := parseVersion(printed); err != nil || v != version || m != mode {
 			t.Fatalf("parseVersion(%q) = %q, %q, %v; want %q, %q", printed, v, m, err, version, mode)
 		}
 	})
+}
+
+// compareVersion compares version, three dot-separated digit runs, with v,
+// as numbers of any size: -1, 0 or 1.
+func compareVersion(version string, v [3]int) int {
+	for i, f := range strings.Split(version, ".") {
+		n, _ := new(big.Int).SetString(f, 10)
+		if c := n.Cmp(big.NewInt(int64(v[i]))); c != 0 {
+			return c
+		}
+	}
+	return 0
 }
 
 // scanVersion is parseVersion without the regular expression: the first
