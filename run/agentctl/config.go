@@ -347,26 +347,33 @@ func (a *app) configShowCommand() *cobra.Command {
 					enc.SetIndent("", "  ")
 					return enc.Encode(v)
 				}
-				tw := tabwriter.NewWriter(a.out, 0, 0, 2, ' ', 0)
-				fmt.Fprintf(tw, "key\t%s\n", reg.ConfigKey())
-				fmt.Fprintf(tw, "network\t%s\n", cfg.Network)
-				fmt.Fprintf(tw, "subnet length\t%d\n", cfg.SubnetLen)
-				fmt.Fprintf(tw, "subnets\t%s … %s (%d)\n", cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetCount())
-				if cfg.EnableIPv6 {
-					fmt.Fprintf(tw, "IPv6 network\t%s\n", cfg.IPv6Network)
-					fmt.Fprintf(tw, "IPv6 subnet length\t%d\n", cfg.IPv6SubnetLen)
-				}
-				defaulted := ""
-				if cfg.BackendTypeDefaulted() {
-					defaulted = " (default)"
-				}
-				fmt.Fprintf(tw, "backend\t%s%s %s\n", cfg.BackendType, defaulted, compactJSON(cfg.Backend))
-				return tw.Flush()
+				return printConfig(a.out, reg.ConfigKey(), cfg)
 			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// printConfig writes cfg, read from key, as config show's table. The
+// backend's type and options are printable: JSON strings may hold DEL and
+// the C1 control characters as they are, and "\n" decodes to a newline.
+func printConfig(w io.Writer, key string, cfg *subnet.Config) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "key\t%s\n", printable(key))
+	fmt.Fprintf(tw, "network\t%s\n", cfg.Network)
+	fmt.Fprintf(tw, "subnet length\t%d\n", cfg.SubnetLen)
+	fmt.Fprintf(tw, "subnets\t%s … %s (%d)\n", cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetCount())
+	if cfg.EnableIPv6 {
+		fmt.Fprintf(tw, "IPv6 network\t%s\n", cfg.IPv6Network)
+		fmt.Fprintf(tw, "IPv6 subnet length\t%d\n", cfg.IPv6SubnetLen)
+	}
+	defaulted := ""
+	if cfg.BackendTypeDefaulted() {
+		defaulted = " (default)"
+	}
+	fmt.Fprintf(tw, "backend\t%s%s %s\n", printable(cfg.BackendType), defaulted, printable(compactJSON(cfg.Backend)))
+	return tw.Flush()
 }
 
 func compactJSON(b []byte) string {
