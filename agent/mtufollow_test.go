@@ -138,18 +138,22 @@ func externalMTUChild(t *testing.T, etcd string) {
 					t.Fatal(err)
 				}
 			}
-			// said reports whether a line holding each of parts was logged.
+			// said reports whether a line holding each of parts is
+			// logged within 5 s: followMTU logs the change just after
+			// subnet.env's write, which follows may have seen first.
 			said := func(parts ...string) bool {
-				for _, l := range logs.get() {
-					found := true
-					for _, p := range parts {
-						found = found && strings.Contains(l, p)
+				return cluster.Eventually(ctx, 5*time.Second, func() error {
+					for _, l := range logs.get() {
+						found := true
+						for _, p := range parts {
+							found = found && strings.Contains(l, p)
+						}
+						if found {
+							return nil
+						}
 					}
-					if found {
-						return true
-					}
-				}
-				return false
+					return fmt.Errorf("no line holds %q", parts)
+				}) == nil
 			}
 
 			start := 1500 - tc.overhead
