@@ -412,9 +412,13 @@ func (m *Manager) watchFrom(ctx context.Context, h *history) error {
 		if len(resp.Events) == 0 {
 			continue // progress notification
 		}
-		m.applyEvents(resp.Events)
+		// Keys that are not usable leases change no peer: a script
+		// writing junk must not wake a reconcile pass over every peer
+		// per write.
+		if m.applyEvents(resp.Events) {
+			signal(m.changed)
+		}
 		rev = resp.Header.Revision + 1
-		signal(m.changed)
 	}
 	if err := context.Cause(wctx); err != nil && ctx.Err() == nil {
 		return err
@@ -549,7 +553,10 @@ func (m *Manager) checkWitness(ctx context.Context, w witness) error {
 	return nil
 }
 
-func (m *Manager) applyEvents(evs []*clientv3.Event) {
+// applyEvents applies evs to the table and reports whether they may change
+// what Peers or Own return: false when every event was about keys that are
+// not usable leases, and left the leases as they were.
+func (m *Manager) applyEvents(evs []*clientv3.Event) (changed bool) {
 	ownKey := m.ownKeyString()
 	t := &m.table
 	t.mu.Lock()
@@ -559,6 +566,7 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) {
 		key := string(ev.Kv.Key)
 		m.log.V(4).Info("lease event", "type", ev.Type.String(), "key", clip.String(key), "revision", ev.Kv.ModRevision)
 		if key == ownKey {
+			changed = true
 			if ev.Type == mvccpb.DELETE {
 				t.own = ownState{rev: ev.Kv.ModRevision}
 				signal(m.ownChanged)
@@ -572,21 +580,26 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) {
 				m.log.V(2).Info("peer lease removed", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP)
 				delete(t.leases, key)
 				t.touchLocked(key, idOf(&l))
+				changed = true
 			}
 			delete(t.bad, key)
 			continue
 		}
-		m.putLocked(ev.Kv, t.leases[key])
+		if m.putLocked(ev.Kv, t.leases[key]) {
+			changed = true
+		}
 	}
 	if len(evs) > 0 {
 		t.rev = evs[len(evs)-1].Kv.ModRevision
 	}
+	return changed
 }
 
 // putLocked records a PUT of a key that is not ours. A value that cannot be
 // used is skipped, logged once per revision and counted; the last good value
 // of the key, if any, stays, so a bad write never tears down a peer's routes.
-func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) {
+// It reports whether the key's lease changed: a skipped value changes none.
+func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) bool {
 	t := &m.table
 	key := string(kv.Key)
 	l, err := m.reg.decode(kv)
@@ -612,7 +625,7 @@ func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) {
 		if prev.Subnet.IsValid() {
 			t.leases[key] = prev
 		}
-		return
+		return false
 	}
 	delete(t.bad, key)
 	t.leases[key] = l
@@ -620,13 +633,14 @@ func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) {
 	// snapshot always equals the table.
 	t.touchLocked(key, idOf(&l))
 	if prev.Subnet.IsValid() && prev.Attrs.Equal(l.Attrs) && prev.LeaseID == l.LeaseID {
-		return
+		return true
 	}
 	if prev.Subnet.IsValid() {
 		m.log.V(2).Info("peer lease changed", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "backend", clip.String(l.Attrs.BackendType))
 	} else {
 		m.log.V(2).Info("peer lease added", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "backend", clip.String(l.Attrs.BackendType))
 	}
+	return true
 }
 
 func (m *Manager) noteOwnLocked(kv *mvccpb.KeyValue) {
