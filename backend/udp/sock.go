@@ -83,6 +83,26 @@ func portInUse(addr netip.AddrPort) bool {
 	return errors.Is(unix.Bind(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}), unix.EADDRINUSE)
 }
 
+// isUDP returns an error unless fd is a UDP socket over IPv4. Where a
+// descriptor is bound (boundAddr) does not say what it is: a TCP socket, a
+// ping socket (SOCK_DGRAM, IPPROTO_ICMP: its port is its echo identifier)
+// or a UDP-Lite one can be bound to our address and port too.
+func isUDP(fd int) error {
+	var v [3]int
+	for i, opt := range []int{unix.SO_DOMAIN, unix.SO_TYPE, unix.SO_PROTOCOL} {
+		n, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
+		if err != nil {
+			return fmt.Errorf("not a socket: %w", err)
+		}
+		v[i] = n
+	}
+	if v != [3]int{unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP} {
+		return fmt.Errorf("a socket of domain %d, type %d, protocol %d, not UDP over IPv4 (%d, %d, %d)",
+			v[0], v[1], v[2], unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP)
+	}
+	return nil
+}
+
 // boundAddr returns the address a UDP socket is bound to.
 func boundAddr(fd int) (netip.AddrPort, error) {
 	sa, err := unix.Getsockname(fd)

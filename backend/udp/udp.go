@@ -424,6 +424,9 @@ func (b *Backend) unfit(k *kept) string {
 		}
 	}
 	for _, fd := range k.udp {
+		if err := isUDP(fd); err != nil {
+			return fmt.Sprintf("kept socket: %v", err)
+		}
 		a, err := boundAddr(fd)
 		if err != nil {
 			return fmt.Sprintf("UDP socket: %v", err)
