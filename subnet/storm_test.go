@@ -17,7 +17,9 @@ import (
 	"github.com/agentd/agentd/tests/etcdtest"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 )
 
 // stormHost is one host of an acquire storm: a manager on an etcd client of
@@ -25,6 +27,7 @@ import (
 type stormHost struct {
 	m         *subnet.Manager
 	reqs      atomic.Int64 // unary requests, each retry of the client's included
+	bytes     atomic.Int64 // bytes of etcd's answers (gRPC messages as received)
 	conflicts atomic.Int64 // transactions whose compare failed
 	calls     int          // Acquire calls (the agent's retries)
 	lease     subnet.Lease
@@ -34,20 +37,23 @@ type stormHost struct {
 // stormFigures sums up a storm: how long until every host held a subnet, and
 // per host the requests, lost transactions and Acquire calls.
 type stormFigures struct {
-	n                 int
-	took              time.Duration
-	reqMed, reqMax    int64
-	lostMed, lostMax  int64
-	reqSum, lostSum   int64
-	callsMax          int
-	held, failed      int
-	distinct, doubled int
-	firstErr          error
+	n                  int
+	took               time.Duration
+	reqMed, reqMax     int64
+	bytesMed, bytesMax int64
+	bytesSum           int64
+	lostMed, lostMax   int64
+	reqSum, lostSum    int64
+	callsMax           int
+	held, failed       int
+	distinct, doubled  int
+	firstErr           error
 }
 
 func (f stormFigures) String() string {
-	return fmt.Sprintf("N=%d: %v until all held; requests/host median %d max %d (all %d); conflicts/host median %d max %d (all %d); Acquire calls/host max %d; %d held (%d distinct, %d shared), %d failed%s",
-		f.n, f.took.Round(time.Millisecond), f.reqMed, f.reqMax, f.reqSum, f.lostMed, f.lostMax, f.lostSum, f.callsMax, f.held, f.distinct, f.doubled, f.failed,
+	return fmt.Sprintf("N=%d: %v until all held; requests/host median %d max %d (all %d); read/host median %s max %s (all %s); conflicts/host median %d max %d (all %d); Acquire calls/host max %d; %d held (%d distinct, %d shared), %d failed%s",
+		f.n, f.took.Round(time.Millisecond), f.reqMed, f.reqMax, f.reqSum, kB(f.bytesMed), kB(f.bytesMax), kB(f.bytesSum),
+		f.lostMed, f.lostMax, f.lostSum, f.callsMax, f.held, f.distinct, f.doubled, f.failed,
 		func() string {
 			if f.firstErr != nil {
 				return "; an error: " + f.firstErr.Error()
@@ -56,10 +62,34 @@ func (f stormFigures) String() string {
 		}())
 }
 
+// kB writes a byte count in kB.
+func kB(n int64) string { return fmt.Sprintf("%.1f kB", float64(n)/1000) }
+
+// readCounter is a gRPC stats handler that calls itself with the method and
+// wire length of each message a client receives.
+type readCounter func(method string, n int)
+
+type methodKey struct{}
+
+func (c readCounter) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, methodKey{}, info.FullMethodName)
+}
+
+func (c readCounter) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if p, ok := s.(*stats.InPayload); ok {
+		method, _ := ctx.Value(methodKey{}).(string)
+		c(method, p.WireLength)
+	}
+}
+
+func (readCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (readCounter) HandleConn(context.Context, stats.ConnStats) {}
+
 // stormClient returns a client of srv that counts h's requests.
 func stormClient(tb testing.TB, srv *etcdtest.Server, h *stormHost) *clientv3.Client {
 	cfg := srv.ClientConfig()
-	cfg.DialOptions = append(cfg.DialOptions, grpc.WithChainUnaryInterceptor(
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithStatsHandler(readCounter(func(_ string, n int) { h.bytes.Add(int64(n)) })), grpc.WithChainUnaryInterceptor(
 		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			h.reqs.Add(1)
 			err := invoker(ctx, method, req, reply, cc, opts...)
@@ -79,7 +109,8 @@ func stormClient(tb testing.TB, srv *etcdtest.Server, h *stormHost) *clientv3.Cl
 // acquireStorm starts n hosts together, each calling Acquire as the agent
 // does (each call bounded by 10 s, retried after a backoff of 0.5 s doubling
 // to 10 s), until every host holds a lease or giveUp passes. prev, when not
-// nil, gives host i's previous subnet. Counters are reset after the clients
+// nil, gives host i's previous subnet, in a subnet.env naming the host's
+// identity as the agent writes it. Counters are reset after the clients
 // connect, so only the storm's requests count.
 func acquireStorm(tb testing.TB, srv *etcdtest.Server, net *subnet.Config, n int, prev func(int) netip.Prefix, giveUp time.Duration) ([]*stormHost, stormFigures) {
 	hosts := make([]*stormHost, n)
@@ -90,9 +121,10 @@ func acquireStorm(tb testing.TB, srv *etcdtest.Server, net *subnet.Config, n int
 			tb.Fatal(err)
 		}
 		h.reqs.Store(0)
+		h.bytes.Store(0)
 		mc := subnet.ManagerConfig{PublicIP: netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), HostID: hostID(i), TTL: time.Hour}
 		if prev != nil {
-			mc.PreviousSubnet = prev(i)
+			mc.PreviousSubnet, mc.PreviousHostID = prev(i), mc.HostID
 		}
 		h.m = subnet.NewManager(subnet.NewRegistry(cli, prefix), net, mc)
 		hosts[i] = h
@@ -127,11 +159,12 @@ func acquireStorm(tb testing.TB, srv *etcdtest.Server, net *subnet.Config, n int
 	close(start)
 	wg.Wait()
 	f := stormFigures{n: n, took: time.Since(began)}
-	reqs, lost := make([]int64, n), make([]int64, n)
+	reqs, lost, read := make([]int64, n), make([]int64, n), make([]int64, n)
 	seen := map[netip.Prefix]int{}
 	for i, h := range hosts {
-		reqs[i], lost[i] = h.reqs.Load(), h.conflicts.Load()
+		reqs[i], lost[i], read[i] = h.reqs.Load(), h.conflicts.Load(), h.bytes.Load()
 		f.reqSum += reqs[i]
+		f.bytesSum += read[i]
 		f.lostSum += lost[i]
 		f.callsMax = max(f.callsMax, h.calls)
 		if len(h.errs) > 0 && f.firstErr == nil {
@@ -152,6 +185,8 @@ func acquireStorm(tb testing.TB, srv *etcdtest.Server, net *subnet.Config, n int
 	}
 	slices.Sort(reqs)
 	slices.Sort(lost)
+	slices.Sort(read)
+	f.bytesMed, f.bytesMax = read[n/2], read[n-1]
 	f.reqMed, f.reqMax, f.lostMed, f.lostMax = reqs[n/2], reqs[n-1], lost[n/2], lost[n-1]
 	return hosts, f
 }
@@ -160,19 +195,21 @@ func acquireStorm(tb testing.TB, srv *etcdtest.Server, net *subnet.Config, n int
 // cluster booting, an autoscaling group coming up, every agent restarting
 // after etcd lost its data), each on an etcd client of its own, as the agent
 // retries Acquire. "fresh" hosts have no previous subnet; "previous" hosts
-// each find theirs in subnet.env (etcd emptied under running agents). Run
-// with -benchtime=1x: each round is a storm on a new etcd.
+// each find theirs in subnet.env (etcd emptied under running agents);
+// "restart" hosts find their own live lease and subnet.env (a whole cluster
+// powered up again, etcd with its data). Run with -benchtime=1x: each round
+// is a storm on a new etcd.
 func BenchmarkAcquireStorm(b *testing.B) {
-	for _, n := range []int{50, 200, 500, 1000} {
-		for _, kind := range []string{"fresh", "previous"} {
+	for _, n := range []int{50, 200, 500, 1000, 5000} {
+		for _, kind := range []string{"fresh", "previous", "restart"} {
 			b.Run(fmt.Sprintf("%s/N=%d", kind, n), func(b *testing.B) {
 				var last stormFigures
 				for range b.N {
 					b.StopTimer()
 					srv := etcdtest.Start(b)
 					cli := srv.Client(b)
-					// A /12 of /24s: 4095 subnets, room for every storm.
-					const cfg = `{"Network":"10.240.0.0/12","Backend":{"Type":"vxlan"}}`
+					// A /11 of /24s: 8191 subnets, room for every storm.
+					const cfg = `{"Network":"10.224.0.0/11","Backend":{"Type":"vxlan"}}`
 					if _, err := cli.Put(context.Background(), prefix+"/config", cfg); err != nil {
 						b.Fatal(err)
 					}
@@ -181,8 +218,11 @@ func BenchmarkAcquireStorm(b *testing.B) {
 						b.Fatal(err)
 					}
 					var prev func(int) netip.Prefix
-					if kind == "previous" {
+					if kind != "fresh" {
 						prev = func(i int) netip.Prefix { sn, _ := net.NthSubnet(i); return sn }
+					}
+					if kind == "restart" {
+						stormLeases(b, cli, n, prev)
 					}
 					b.StartTimer()
 					_, last = acquireStorm(b, srv, net, n, prev, 5*time.Minute)
@@ -194,6 +234,9 @@ func BenchmarkAcquireStorm(b *testing.B) {
 				b.ReportMetric(last.took.Seconds(), "s/storm")
 				b.ReportMetric(float64(last.reqMed), "req-med/host")
 				b.ReportMetric(float64(last.reqMax), "req-max/host")
+				b.ReportMetric(float64(last.bytesMed)/1000, "kB-med/host")
+				b.ReportMetric(float64(last.bytesMax)/1000, "kB-max/host")
+				b.ReportMetric(float64(last.bytesSum)/1e6, "MB-all")
 				b.ReportMetric(float64(last.lostMed), "conflicts-med/host")
 				b.ReportMetric(float64(last.lostMax), "conflicts-max/host")
 				b.Logf("%v", last)
@@ -233,6 +276,33 @@ func BenchmarkAcquireStorm(b *testing.B) {
 			b.Logf("%v", f)
 		}
 	})
+}
+
+// stormLeases writes the live lease of each of n storm hosts, host i's of
+// the subnet prev(i), each on an etcd lease of its own, 16 at a time.
+func stormLeases(tb testing.TB, cli *clientv3.Client, n int, prev func(int) netip.Prefix) {
+	reg := subnet.NewRegistry(cli, prefix)
+	var g errgroup.Group
+	g.SetLimit(16)
+	for i := range n {
+		g.Go(func() error {
+			ctx := context.Background()
+			gr, err := cli.Grant(ctx, 3600)
+			if err != nil {
+				return err
+			}
+			attrs := subnet.LeaseAttrs{PublicIP: netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}),
+				BackendType: "vxlan", BackendData: vxlanData, HostID: hostID(i)}
+			_, ok, err := reg.Create(ctx, prev(i), netip.Prefix{}, attrs, int64(gr.ID))
+			if err == nil && !ok {
+				err = fmt.Errorf("lease of %s exists", prev(i))
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // TestAcquireLookingFurtherAfterLostRaces: a host that loses the race for the
