@@ -32,6 +32,8 @@ import (
 //	  open queues + sockets ── exec, fds 3.. ──▶ holds them; listens on
 //	                                             @agentd-udp-keeper/flannel0
 //	agent (restart) ── "g" ──────────────────▶ ── descriptors (SCM_RIGHTS) ──▶
+//	  keeper of another binary (an upgrade), or more queues wanted:
+//	  ── "q" ──▶ old exits; a new keeper over the agent's copies (handOver)
 //	agent (device recreated) ── "q" ─────────▶ exits; a new keeper starts
 //	agent (running)  ◀── pidfd readable ──────── killed (OOM, kill, cgroup)
 //	  Reconcile: a new keeper over the agent's copies (keeperWatch)
@@ -63,9 +65,10 @@ import (
 // version's format (TestKeeperRequestExtensible). The answer to keeperGet
 // is "tun=N,udp=M" (kept.spec) with the N TUN queues, then the M UDP
 // sockets; every later agent must accept it, since the keeper an upgraded
-// agent meets is the old binary (it lives on after a takeover), and a
-// later keeper may answer otherwise only to a request that says the agent
-// reads it. An agent refuses an answer it does not wholly understand (a
+// agent meets is the old binary's (the agent replaces it, but only once it
+// holds the descriptors it got from it: Backend.takeOver), and a later
+// keeper may answer otherwise only to a request that says the agent reads
+// it. An agent refuses an answer it does not wholly understand (a
 // key it does not know, more than it reads, a count that does not match):
 // it uses none of the descriptors, says what it got, and starts afresh
 // (TestKeeperAnswerNotUnderstood). Nor does it take the answer's word for
@@ -498,6 +501,63 @@ func keeperPids(dev string) []int {
 		}
 	}
 	return pids
+}
+
+// keeperHolding returns the pid of the keeper of dev that holds sock, a
+// UDP socket it handed over (the same open file), or 0 when /proc does not
+// tell one. Only one keeper holds it, but another may be about: one told
+// to quit that has let go of everything and not yet exited (a second, under
+// the race detector), which keeperPids alone cannot tell apart.
+func keeperHolding(dev string, sock int) int {
+	pids := keeperPids(dev)
+	switch len(pids) {
+	case 0:
+		return 0
+	case 1:
+		return pids[0]
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(sock, &st); err != nil {
+		return 0
+	}
+	want := fmt.Sprintf("socket:[%d]", st.Ino)
+	holder := 0
+	for _, pid := range pids {
+		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if l, err := os.Readlink(dir + e.Name()); err == nil && l == want {
+				if holder != 0 {
+					return 0
+				}
+				holder = pid
+				break
+			}
+		}
+	}
+	return holder
+}
+
+// runsOurBinary reports whether process pid runs the binary this process
+// runs: the same file (device and inode), under whatever path, also when an
+// upgrade has replaced (unlinked) it since; a process keeps its binary's
+// inode in use, so no other file gets that number while it runs. exe is
+// what /proc says pid runs, for the log ("/usr/bin/agentd (deleted)" once
+// replaced).
+func runsOurBinary(pid int) (same bool, exe string, err error) {
+	var ours, theirs unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &ours); err != nil {
+		return false, "", fmt.Errorf("stat this process's binary: %w", err)
+	}
+	link := "/proc/" + strconv.Itoa(pid) + "/exe"
+	if err := unix.Stat(link, &theirs); err != nil {
+		return false, "", fmt.Errorf("stat the binary of pid %d: %w", pid, err)
+	}
+	exe, _ = os.Readlink(link)
+	return ours.Dev == theirs.Dev && ours.Ino == theirs.Ino, exe, nil
 }
 
 // startKeeper starts a keeper for dev holding (its own copies of) k's

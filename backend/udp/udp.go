@@ -340,41 +340,66 @@ func (b *Backend) takeOver(ctx context.Context) error {
 			} else {
 				b.fds = k
 				b.log.Info("took the device and sockets over from the descriptor keeper; queued packets follow", "queues", len(k.tun))
-				if grown, err := b.grow(ctx); grown || err != nil {
-					return err
+				// The keeper is an earlier agent's: find it to
+				// watch it (0, if /proc does not tell, makes
+				// Reconcile ask its socket instead) and to see
+				// which binary it runs.
+				pid := keeperHolding(DeviceName, k.udp[0])
+				other := b.otherBinary(pid)
+				if grown := b.grow(); !grown && other == "" {
+					b.setKeeperWatch(watchKeeper(pid, b.poke))
+					return nil
 				}
-				// The keeper is an earlier agent's: find it by
-				// name to watch it (0, if not exactly one, makes
-				// Reconcile ask its socket instead).
-				pid := 0
-				if pids := keeperPids(DeviceName); len(pids) == 1 {
-					pid = pids[0]
+				started, err := b.handOver(ctx)
+				if started && other != "" {
+					b.log.Info("replaced the descriptor keeper of another agentd binary (an upgrade since it started?) with one of this agent's",
+						"oldPid", pid, "oldBinary", other, "pid", b.keeper.Process.Pid, "device", DeviceName)
 				}
-				b.setKeeperWatch(watchKeeper(pid, b.poke))
-				return nil
+				return err
 			}
 		}
 		return b.fresh(ctx, nil, err)
 	})
 }
 
+// otherBinary returns what the keeper with pid runs when that is not this
+// agent's binary (the file, by device and inode), else "". So it tells a
+// keeper an agent of an earlier (or later) version started, which lives on
+// across upgrades: its fixes would reach no running host, and it may lack
+// what this agent relies on. It cannot tell (""), and the keeper stays,
+// when pid is 0 (keeperHolding found none) or /proc does not answer.
+func (b *Backend) otherBinary(pid int) string {
+	if pid == 0 {
+		return ""
+	}
+	same, exe, err := runsOurBinary(pid)
+	if err != nil {
+		b.log.V(2).Info("cannot tell which binary the descriptor keeper runs; keeping it", "pid", pid, "err", err)
+		return ""
+	}
+	if same {
+		return ""
+	}
+	return exe
+}
+
 // grow adds TUN queues and UDP sockets to those taken over from a keeper,
 // up to b.queues of each, when this agent wants more than it was handed:
 // it has more CPUs to use than the agent that made them (GOMAXPROCS: CPU
-// hotplug, a raised limit). Then it hands the whole set to a new keeper,
-// which replaces the old one (startKeeper), so that the next restart
-// keeps them too; grown says so. What it was handed stays attached
-// throughout, and queued packets stay where they are. An agent that wants
-// fewer keeps all it was handed: closing a queue would drop what waits in
-// it, and extra workers cost little. An error is ctx's, with which the
-// agent stops. It runs inside b.do.
-func (b *Backend) grow(ctx context.Context) (grown bool, err error) {
+// hotplug, a raised limit); grown says so, and the caller hands the whole
+// set to a new keeper (handOver), so that the next restart keeps them too.
+// What it was handed stays attached throughout, and queued packets stay
+// where they are. An agent that wants fewer keeps all it was handed:
+// closing a queue would drop what waits in it, and extra workers cost
+// little. It runs inside b.do.
+func (b *Backend) grow() (grown bool) {
 	k := b.fds
 	ntun, nudp := max(b.queues-len(k.tun), 0), max(b.queues-len(k.udp), 0)
 	if ntun == 0 && nudp == 0 {
-		return false, nil
+		return false
 	}
 	var tuns, socks []int
+	var err error
 	if ntun > 0 {
 		tuns, err = openQueues(DeviceName, ntun)
 	}
@@ -392,19 +417,33 @@ func (b *Backend) grow(ctx context.Context) (grown bool, err error) {
 		closeAll(socks)
 		b.log.Info("could not add TUN queues or UDP sockets to those taken over; going on with these", "err", err,
 			"queues", len(k.tun), "sockets", len(k.udp), "want", b.queues)
-		return false, nil
+		return false
 	}
 	b.log.Info("added TUN queues and UDP sockets to those taken over, one each way per CPU; a new descriptor keeper holds them all",
 		"queues", len(k.tun)+len(tuns), "sockets", len(k.udp)+len(socks), "wasQueues", len(k.tun), "wasSockets", len(k.udp))
 	k.tun = append(k.tun, tuns...)
 	k.udp = append(k.udp, socks...)
-	cmd, err := startKeeper(ctx, DeviceName, k)
+	return true
+}
+
+// handOver hands b.fds, taken over from a keeper, to a new keeper in place
+// of that one: startKeeper tells the old one to quit, waits for its name,
+// and starts the new one over copies of the agent's descriptors. The agent
+// holds every queue and socket throughout (the old keeper's are copies of
+// the same open files), so no queue detaches and no socket closes: what
+// waits in them stays there for the workers, and the restart's gap is
+// longer only by the exchange and a fork (a few ms). started says that the
+// new keeper runs; without it there is no keeper, which Reconcile tries to
+// start again (keeperretry.go). An error is ctx's, with which the agent
+// stops. It runs inside b.do.
+func (b *Backend) handOver(ctx context.Context) (started bool, err error) {
+	cmd, err := startKeeper(ctx, DeviceName, b.fds)
 	if err != nil && ctx.Err() != nil {
-		return true, err
+		return false, err
 	}
 	if err != nil {
 		b.keeperFailed(err, false, "no descriptor keeper: an agent restart will drop packets while it lasts")
-		return true, nil
+		return false, nil
 	}
 	b.keeperUp(cmd)
 	return true, nil
