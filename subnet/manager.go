@@ -217,6 +217,10 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 	}
 	g := &grant{m: m}
 	defer g.release(ctx)
+	if l, ok, err := m.reusePrevious(ctx, g); err != nil || ok {
+		return l, err
+	}
+	v := &leaseView{reg: m.reg}
 	for attempt := 0; attempt < maxAcquireAttempts; attempt++ {
 		if attempt > 0 {
 			// A rival took the subnet we picked; spread the next round out.
@@ -224,10 +228,10 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 				return Lease{}, err
 			}
 		}
-		leases, bad, _, err := m.reg.List(ctx)
-		if err != nil {
+		if err := v.read(ctx); err != nil {
 			return Lease{}, err
 		}
+		leases, bad := v.leases, v.bad
 		if l, ok := m.findOurs(leases); ok {
 			l, ok, err := m.takeOver(ctx, l, l.Reservation(), g)
 			if err != nil {
@@ -238,6 +242,7 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 				m.log.Info("reusing our lease", "subnet", l.Subnet, "reservation", l.Reservation())
 				return l, nil
 			}
+			v.full = true
 			continue
 		}
 		if l, sn6, ok := m.rekeyTarget(leases, bad); ok {
@@ -249,9 +254,15 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 				m.setOwn(l)
 				return l, nil
 			}
+			v.full = true
 			continue
 		}
 		sn, sn6, err := m.pick(leases, bad, attempt)
+		if errors.Is(err, ErrNoFreeSubnet) && v.partial() {
+			// Keys deleted since the full list may have freed one.
+			v.full = true
+			continue
+		}
 		if err != nil {
 			return Lease{}, err
 		}
@@ -276,6 +287,42 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 		m.log.V(2).Info("subnet taken meanwhile, picking again", "subnet", sn, "attempt", attempt+1)
 	}
 	return Lease{}, fmt.Errorf("acquire a subnet: gave up after %d attempts, each lost to another host", maxAcquireAttempts)
+}
+
+// reusePrevious takes back our live lease of the subnet our previous
+// subnet.env names, reading that subnet's keys only: on a restart, the
+// common case, a host then reads a few hundred bytes where a list of every
+// lease is a megabyte at 5000 hosts, and a whole cluster powered up at once
+// reads that megabyte once per host (the watch's first list), not twice.
+// Only a lease naming our host identity and public IP, which the network
+// routes, is taken this way; anything else (a lease written by flanneld, a
+// reservation naming no host, a key with another IPv6 half, one changed
+// under us) is left to Acquire's list, which findOurs and rekeyTarget judge
+// as before. ok is false when no lease was taken.
+func (m *Manager) reusePrevious(ctx context.Context, g *grant) (Lease, bool, error) {
+	prev := m.cfg.PreviousSubnet.Masked()
+	if !prev.IsValid() || m.cfg.PreviousHostID != m.cfg.HostID {
+		// subnet.env is not this identity's: a lease of its subnet
+		// naming us is not to be expected.
+		return Lease{}, false, nil
+	}
+	leases, _, err := m.reg.OfSubnet(ctx, prev)
+	if err != nil {
+		return Lease{}, false, err
+	}
+	for _, l := range leases {
+		if l.Subnet != prev || l.Attrs.HostID != m.cfg.HostID || !m.ours(l) || m.validLease(l) != nil {
+			continue
+		}
+		l, ok, err := m.takeOver(ctx, l, l.Reservation(), g)
+		if err != nil || !ok {
+			return Lease{}, false, err
+		}
+		m.setOwn(l)
+		m.log.Info("reusing our lease", "subnet", l.Subnet, "reservation", l.Reservation())
+		return l, true, nil
+	}
+	return Lease{}, false, nil
 }
 
 // findOurs returns our lease among leases that the network routes.

@@ -107,9 +107,28 @@ func (r *Registry) List(ctx context.Context) ([]Lease, []BadEntry, int64, error)
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("list leases under %s: %w", r.SubnetsPrefix(), err)
 	}
-	leases := make([]Lease, 0, len(resp.Kvs))
+	leases, bad := r.decodeAll(resp.Kvs)
+	return leases, bad, resp.Header.Revision, nil
+}
+
+// OfSubnet is List of the keys whose IPv4 half is sn: its plain key and its
+// dual-stack ones. Keys of other subnets overlapping sn are not read.
+func (r *Registry) OfSubnet(ctx context.Context, sn netip.Prefix) ([]Lease, []BadEntry, error) {
+	key := r.LeaseKey(sn, netip.Prefix{})
+	resp, err := r.cli.Get(ctx, key, clientv3.WithPrefix())
+	if err != nil {
+		return nil, nil, fmt.Errorf("read leases of %s: %w", key, err)
+	}
+	leases, bad := r.decodeAll(resp.Kvs)
+	return leases, bad, nil
+}
+
+// decodeAll decodes kvs into leases, sorted by subnet, and the keys that are
+// not leases.
+func (r *Registry) decodeAll(kvs []*mvccpb.KeyValue) ([]Lease, []BadEntry) {
+	leases := make([]Lease, 0, len(kvs))
 	var bad []BadEntry
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		l, err := r.decode(kv)
 		if err != nil {
 			bad = append(bad, BadEntry{Key: string(kv.Key), ModRevision: kv.ModRevision, Err: err})
@@ -118,7 +137,7 @@ func (r *Registry) List(ctx context.Context) ([]Lease, []BadEntry, int64, error)
 		leases = append(leases, l)
 	}
 	sortLeases(leases)
-	return leases, bad, resp.Header.Revision, nil
+	return leases, bad
 }
 
 func sortLeases(ls []Lease) {
