@@ -631,7 +631,10 @@ func testRestartUnderLoad(t *testing.T, backend string) {
 	c1, c2 := f.container(h1), f.container(h2)
 	f.pingAll([]*cluster.Container{c1, c2})
 
-	srv, err := c2.Start("iperf3", "-s", "-1", "-i", "1")
+	// --forceflush: the server's output goes to a file, which stdio
+	// buffers, so without it the per-second lines that time the kills
+	// below arrive in bursts, and both kills came near the stream's end.
+	srv, err := c2.Start("iperf3", "-s", "-1", "-i", "1", "--forceflush")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -677,12 +680,16 @@ func testRestartUnderLoad(t *testing.T, backend string) {
 			}
 			return nil
 		})
+		// The kill must fall inside the stream, well before its end.
+		if into := time.Since(start); into > time.Duration(step.after+15)*time.Second {
+			t.Fatalf("the %s end's kill meant for %d s into the stream came %v into it", step.end, step.after, into.Round(time.Millisecond))
+		}
 		step.h.Agent().Kill()
 		restart := time.Now()
 		f.start(step.h)
 		f.waitReady(step.h)
-		t.Logf("%s: the %s end's agent killed and ready again in %v, %d s into the stream", backend, step.end,
-			time.Since(restart).Round(time.Millisecond), step.after)
+		t.Logf("%s: the %s end's agent killed %v into the stream (%d s reported) and ready again in %v", backend, step.end,
+			restart.Sub(start).Round(time.Millisecond), step.after, time.Since(restart).Round(time.Millisecond))
 	}
 
 	var res result
