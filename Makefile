@@ -38,8 +38,10 @@ FUZZTIME ?= 10000x
 FUZZTIME_LONG ?= 2m
 # How long make soak runs (a Go duration).
 SOAK ?= 30m
-# The backend make soak runs: vxlan or udp.
+# The backend make soak runs: vxlan or udp (with SOAK_FAULTS=1 host-gw too).
 SOAK_BACKEND ?= vxlan
+# SOAK_FAULTS=1: make soak injects faults one at a time instead of churning hosts.
+SOAK_FAULTS ?=
 
 .DEFAULT_GOAL := help
 
@@ -146,8 +148,8 @@ bench: deps flanneld-bin build ## Benchmarks: micro-benchmarks, throughput, RTT 
 	@echo "scale report: results/scale/results.md"
 
 .PHONY: soak
-soak: deps build ## Soak, not in CI: hosts join and leave at random for SOAK (default 30m) on SOAK_BACKEND (vxlan or udp) with pings running; reports loss, RSS, goroutines, etcd revisions/min.
-	$(GO) test -tags soak -count=1 -timeout 0 -v -run '^TestSoak$$' ./tests/soak/ -args -soak.duration=$(SOAK) -soak.backend=$(SOAK_BACKEND)
+soak: deps build ## Soak, not in CI: hosts join and leave at random for SOAK (default 30m) on SOAK_BACKEND (vxlan or udp) with pings running; reports loss, RSS, goroutines, etcd revisions/min. SOAK_FAULTS=1: etcd, agent and datapath faults one at a time instead (host-gw too); per fault: count, time to converge, pings lost.
+	$(GO) test -tags soak -count=1 -timeout 0 -v -run '^TestSoak$$' ./tests/soak/ -args -soak.duration=$(SOAK) -soak.backend=$(SOAK_BACKEND)$(if $(SOAK_FAULTS), -soak.faults)
 
 .PHONY: clean
 clean: ## Remove build output.

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -28,7 +29,8 @@ import (
 
 var (
 	soakDuration = flag.Duration("soak.duration", 30*time.Minute, "how long the soak runs (make soak SOAK=5m)")
-	soakBackend  = flag.String("soak.backend", "vxlan", "the backend: vxlan or udp (make soak SOAK_BACKEND=udp)")
+	soakBackend  = flag.String("soak.backend", "vxlan", "the backend: vxlan or udp, and host-gw with -soak.faults (make soak SOAK_BACKEND=udp)")
+	soakFaults   = flag.Bool("soak.faults", false, "inject faults one at a time instead of churning hosts (make soak SOAK_FAULTS=1)")
 )
 
 const (
@@ -41,6 +43,13 @@ const (
 
 func TestSoak(t *testing.T) {
 	d, backend := *soakDuration, *soakBackend
+	if *soakFaults {
+		if backend != "vxlan" && backend != "udp" && backend != "host-gw" {
+			t.Fatalf("-soak.backend=%q: the fault soak runs vxlan, host-gw or udp", backend)
+		}
+		testFaults(t, d, backend)
+		return
+	}
 	// Both backends give each host an address at <subnet>.0 that the
 	// join check pings; host-gw has none.
 	if backend != "vxlan" && backend != "udp" {
@@ -349,7 +358,13 @@ func (s *soak) sample(ctx context.Context, stableHosts []*cluster.Host, revPerMi
 // flannel0, and a forwarding table (agentd_peers_programmed, on /metrics)
 // with one entry per lease.
 func (s *soak) matchesLeases(ctx context.Context, h *cluster.Host) error {
-	resp, err := s.cli.Get(ctx, prefix+"/subnets/", clientv3.WithPrefix())
+	return matchesLeases(ctx, s.cli, s.backend, h)
+}
+
+// matchesLeases is soak.matchesLeases for backend, reading the leases with
+// cli; host-gw: one route per lease, through eth0 to its public IP.
+func matchesLeases(ctx context.Context, cli *clientv3.Client, backend string, h *cluster.Host) error {
+	resp, err := cli.Get(ctx, prefix+"/subnets/", clientv3.WithPrefix())
 	if err != nil {
 		return err
 	}
@@ -366,12 +381,19 @@ func (s *soak) matchesLeases(ctx context.Context, h *cluster.Host) error {
 		}
 		if sn != own.Subnet.Masked() {
 			peers++
-			if s.backend == "vxlan" {
+			switch backend {
+			case "vxlan":
 				want = append(want, fmt.Sprintf("%s via %s dev flannel.1 proto 74 onlink", sn, sn.Addr()))
+			case "host-gw":
+				var l struct{ PublicIP string }
+				if err := json.Unmarshal(kv.Value, &l); err != nil {
+					return fmt.Errorf("lease %s: %w", kv.Key, err)
+				}
+				want = append(want, fmt.Sprintf("%s via %s dev eth0 proto 74", sn, l.PublicIP))
 			}
 		}
 	}
-	if s.backend == "udp" {
+	if backend == "udp" {
 		want = append(want, network+" dev flannel0 proto 74")
 		n, err := h.Metric(ctx, "agentd_peers_programmed")
 		if err != nil {
