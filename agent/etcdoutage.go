@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -18,6 +19,11 @@ const outageGrace = 3 * time.Second
 // certificate the agent refuses, say) while the connection stays down.
 const reprobeInterval = 10 * time.Second
 
+// reconnectSettle is how long a connection whose backoff the probe cut
+// short (it found an endpoint accepting connections) has to come back
+// before the outage is reported.
+const reconnectSettle = time.Second
+
 // reportOutages logs each etcd outage twice: once when the connection has
 // been down for outageGrace, with what a connection attempt of our own
 // finds, and once when it is back, with how long it lasted. It returns when
@@ -32,7 +38,7 @@ const reprobeInterval = 10 * time.Second
 // is gone, and with a line per retry they would see nothing else.
 func (c *etcdConn) reportOutages(ctx context.Context, log logr.Logger, cause func(error)) {
 	r := &outageReporter{conn: c.ActiveConnection(), probe: c.probe, cause: cause, endpoints: c.endpoints,
-		grace: outageGrace, reprobe: reprobeInterval, clock: realClock{}, log: log}
+		grace: outageGrace, reprobe: reprobeInterval, settle: reconnectSettle, clock: realClock{}, log: log}
 	r.run(ctx)
 }
 
@@ -42,6 +48,9 @@ type connState interface {
 	// WaitForStateChange returns true once the state differs from s, false
 	// when ctx is done first.
 	WaitForStateChange(ctx context.Context, s connectivity.State) bool
+	// ResetConnectBackoff makes a connection in TransientFailure try
+	// again now rather than at the end of its backoff.
+	ResetConnectBackoff()
 }
 
 // clock is the time outageReporter goes by: the real one, or in tests one
@@ -71,8 +80,10 @@ type outageReporter struct {
 	endpoints []string
 	grace     time.Duration
 	reprobe   time.Duration
-	clock     clock
-	log       logr.Logger
+	// settle: see reconnectSettle.
+	settle time.Duration
+	clock  clock
+	log    logr.Logger
 }
 
 // run follows the connection until ctx is done or it shuts down:
@@ -81,6 +92,10 @@ type outageReporter struct {
 //	    ▲                                        │                       │   └──reprobe passes──┘
 //	    ├──────────────Ready (V(2) only)─────────┘                       │   (cause again, V(2) if it changed)
 //	    └──────────────Ready (I: reachable again, downFor)───────────────┘
+//
+// When a probe finds an endpoint accepting connections while gRPC waits out
+// its backoff (TransientFailure), the backoff is cut short and the
+// connection has settle to come back before anything is logged.
 func (r *outageReporter) run(ctx context.Context) {
 	var (
 		downSince time.Time // zero while connected
@@ -132,6 +147,9 @@ func (r *outageReporter) run(ctx context.Context) {
 			continue
 		}
 		err := r.probe(ctx)
+		if errors.Is(err, errEndpointAccepts) && r.conn.GetState() == connectivity.TransientFailure && r.reconnectNow(ctx) {
+			continue
+		}
 		probedAt = r.clock.Now()
 		r.cause(err)
 		if !reported {
@@ -146,11 +164,34 @@ func (r *outageReporter) run(ctx context.Context) {
 	}
 }
 
+// reconnectNow is for a connection that waits out gRPC's backoff (up to 5 s,
+// see newEtcdClient) while an endpoint accepts connections again (etcd
+// restarted, a partition healed): it makes gRPC try at once, and reports
+// whether the connection is Ready within settle, false as soon as that
+// attempt has failed.
+func (r *outageReporter) reconnectNow(ctx context.Context) bool {
+	r.conn.ResetConnectBackoff()
+	wctx, cancel := r.clock.WithDeadline(ctx, r.clock.Now().Add(r.settle))
+	defer cancel()
+	tried := false
+	for s := r.conn.GetState(); s != connectivity.Ready; s = r.conn.GetState() {
+		if s == connectivity.Shutdown || s == connectivity.TransientFailure && tried || !r.conn.WaitForStateChange(wctx, s) {
+			return false
+		}
+		tried = tried || s != connectivity.TransientFailure
+	}
+	return true
+}
+
+// errEndpointAccepts is the probe's finding when an endpoint takes
+// connections although the client's connection is down.
+var errEndpointAccepts = errors.New("an endpoint accepts connections")
+
 // probe says why etcd cannot be reached, as far as a connection attempt of
 // our own can tell.
 func (c *etcdConn) probe(ctx context.Context) error {
 	if err := probeEtcd(ctx, c.endpoints, c.tls.config()); err != nil {
 		return err
 	}
-	return fmt.Errorf("an endpoint accepts connections, but the etcd client's connection is %s", c.ActiveConnection().GetState())
+	return fmt.Errorf("%w, but the etcd client's connection is %s", errEndpointAccepts, c.ActiveConnection().GetState())
 }

@@ -48,6 +48,8 @@ func (f *fakeConn) GetState() connectivity.State {
 	return f.state
 }
 
+func (f *fakeConn) ResetConnectBackoff() {}
+
 func (f *fakeConn) WaitForStateChange(ctx context.Context, s connectivity.State) bool {
 	f.mu.Lock()
 	f.waited = append(f.waited, s)
