@@ -474,7 +474,13 @@ func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *coun
 				return
 			}
 			d.broken.Store(true)
-			log.Error(err, "datapath worker stopped", "worker", name, "index", i)
+			if errors.Is(err, unix.EBADFD) {
+				// The queue is detached: flannel0 was deleted. The
+				// next pass makes it again and says so.
+				log.Info("datapath worker stopped: the TUN device was deleted", "worker", name, "index", i)
+			} else {
+				log.Error(err, "datapath worker stopped", "worker", name, "index", i)
+			}
 			broken()
 		}()
 	}
