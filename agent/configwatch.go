@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/delay"
+	"github.com/agentd/agentd/internal/lograte"
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -30,7 +32,11 @@ import (
 //	equal to the running one again               ──> "matches the running one again"
 //
 // Each verdict is logged once, however often the key is rewritten with the
-// same content or the watch is re-established.
+// same content or the watch is re-established; at most configLines verdicts
+// a minute at the default verbosity, the others at -v=2, however fast a
+// script rewrites the key with changing content. What a line quotes of the
+// key (the backend's type and options, an error about them) is cut to
+// clip.Len bytes: etcd takes values up to its request size limit.
 type configWatch struct {
 	log     logr.Logger
 	cli     *clientv3.Client
@@ -40,7 +46,14 @@ type configWatch struct {
 	check func(*subnet.Config) error
 
 	last string // the verdict logged last; "" while the key matches
+	// lines bounds the verdicts logged at the default verbosity; made by
+	// the first judge.
+	lines *lograte.Limiter
 }
+
+// configLines is how many verdicts about the config key are logged a
+// minute at the default verbosity.
+const configLines = 8
 
 // run watches until ctx is done. etcd trouble is not logged here: the lease
 // manager's watch of the same etcd reports it.
@@ -112,6 +125,7 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 		if err == nil {
 			err = w.check(c)
 		}
+		err = clip.Error(err)
 		switch {
 		case err != nil:
 			verdict = "network config changed to something invalid; keeping the running config"
@@ -119,10 +133,10 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 			verdict = ""
 		default:
 			verdict = "network config changed; agentd applies it only at start-up, restart agentd to apply it; keeping the running config"
-			kv = []any{"running", w.running.String(), "new", c.String()}
+			kv = []any{"running", clip.String(w.running.String()), "new", clip.String(c.String())}
 			if !sameBackend(c, w.running) {
 				// String names the Type only: show the options too.
-				kv = append(kv, "runningBackend", string(w.running.Backend), "newBackend", string(c.Backend))
+				kv = append(kv, "runningBackend", clip.String(string(w.running.Backend)), "newBackend", clip.String(string(c.Backend)))
 			}
 		}
 	}
@@ -135,13 +149,29 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 	}
 	w.last = msg
 	kv = append([]any{"key", w.key, "revision", rev}, kv...)
-	switch {
-	case verdict == "":
-		w.log.Info("network config matches the running one again", kv...)
-	case err != nil:
-		w.log.Error(err, verdict, kv...)
-	default:
-		w.log.Info(verdict, kv...)
+	if verdict == "" {
+		verdict = "network config matches the running one again"
+	}
+	if w.lines == nil {
+		w.lines = lograte.New(configLines, time.Minute, nil)
+	}
+	log := w.log
+	switch w.lines.Next() {
+	case lograte.Last:
+		verdict += "; the key changes often: its next changes are logged at -v=2 only until " +
+			w.lines.Until().Format(time.TimeOnly) + " (agentctl config show prints it)"
+	case lograte.Quiet:
+		log = w.log.V(2)
+		if err != nil {
+			// V(n).Error logs at any verbosity.
+			log.Info(verdict, append(kv, "err", err)...)
+			return
+		}
+	}
+	if err != nil {
+		log.Error(err, verdict, kv...)
+	} else {
+		log.Info(verdict, kv...)
 	}
 }
 
