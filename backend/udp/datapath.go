@@ -474,9 +474,11 @@ func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *coun
 				return
 			}
 			d.broken.Store(true)
-			if errors.Is(err, unix.EBADFD) {
-				// The queue is detached: flannel0 was deleted. The
-				// next pass makes it again and says so.
+			if errors.Is(err, unix.EBADFD) || d.detached() {
+				// flannel0 was deleted (the read ends with EBADFD,
+				// or, when the poller saw the queue's error first,
+				// "not pollable"). The next pass makes it again and
+				// says so.
 				log.Info("datapath worker stopped: the TUN device was deleted", "worker", name, "index", i)
 			} else {
 				log.Error(err, "datapath worker stopped", "worker", name, "index", i)
@@ -497,13 +499,50 @@ func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *coun
 	return d, nil
 }
 
-// stop closes the generation's descriptors, waits for its workers and
-// then frees their buffers. It is called once (Backend.stopWorkers).
+// detached reports whether the generation's queues belong to no device any
+// more (TUNGETIFF fails once the device is deleted).
+func (d *datapath) detached() bool {
+	gone := false
+	err := d.queues[0].rc.Control(func(fd uintptr) {
+		_, _, e := tunName(int(fd))
+		gone = e != nil
+	})
+	return err == nil && gone
+}
+
+// stop ends the workers' reads, waits for them to pass on what they had
+// read, then closes the generation's descriptors and frees its buffers. It
+// is called once (Backend.stopWorkers). Closing the descriptors under the
+// workers lost the packets they were passing on; what nobody read stays in
+// the queues and sockets, for the keeper and the next agent. A write that
+// cannot complete within stopWriteGrace (a full socket buffer) gives up.
 func (d *datapath) stop() {
 	d.stopping.Store(true)
-	d.closeAll()
+	now := time.Now()
+	for _, p := range d.polledAll() {
+		if p.f.SetReadDeadline(now) != nil {
+			p.close() // not in the poller: only closing ends its reads
+			continue
+		}
+		p.f.SetWriteDeadline(now.Add(stopWriteGrace))
+	}
 	d.wg.Wait()
+	d.closeAll()
 	d.bufs.release()
+}
+
+// stopWriteGrace bounds a write still pending when the workers stop.
+const stopWriteGrace = time.Second
+
+func (d *datapath) polledAll() []polled {
+	var ps []polled
+	for _, q := range d.queues {
+		ps = append(ps, q.polled)
+	}
+	for _, s := range d.socks {
+		ps = append(ps, s.polled)
+	}
+	return ps
 }
 
 func (d *datapath) closeAll() {

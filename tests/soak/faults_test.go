@@ -490,6 +490,16 @@ func testFaults(t *testing.T, d time.Duration, backend string) {
 		s.marks = append(s.marks, m)
 	}
 	kinds := faultKinds(backend)
+	if *soakOnly != "" {
+		re, err := regexp.Compile(*soakOnly)
+		if err != nil {
+			t.Fatalf("-soak.only: %v", err)
+		}
+		kinds = slices.DeleteFunc(kinds, func(k faultKind) bool { return !re.MatchString(k.name) })
+		if len(kinds) == 0 {
+			t.Fatalf("-soak.only=%q matches no fault kind of %s", *soakOnly, backend)
+		}
+	}
 	names := make([]string, len(kinds))
 	for i, k := range kinds {
 		names[i] = k.name

@@ -31,6 +31,7 @@ var (
 	soakDuration = flag.Duration("soak.duration", 30*time.Minute, "how long the soak runs (make soak SOAK=5m)")
 	soakBackend  = flag.String("soak.backend", "vxlan", "the backend: vxlan or udp, and host-gw with -soak.faults (make soak SOAK_BACKEND=udp)")
 	soakFaults   = flag.Bool("soak.faults", false, "inject faults one at a time instead of churning hosts (make soak SOAK_FAULTS=1)")
+	soakOnly     = flag.String("soak.only", "", "with -soak.faults, only the fault kinds whose name this regular expression matches, to run a surprising one again")
 )
 
 const (
