@@ -228,6 +228,7 @@ func (a *agent) run(ctx context.Context) error {
 		a.log.Info("network config has no Backend.Type; using vxlan", "key", reg.ConfigKey())
 	}
 	a.log.Info("network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen, "backend", netCfg.BackendType)
+	a.health.setBackend(netCfg.BackendType)
 
 	be, err := a.backends.New(backend.Config{
 		Network:  netCfg,
@@ -359,7 +360,7 @@ func (a *agent) run(ctx context.Context) error {
 		}
 		return err
 	}
-	a.log.Info("shutting down; the datapath and the lease stay in place")
+	a.log.Info("shutting down; " + leftInPlace(netCfg.BackendType))
 	return nil
 }
 

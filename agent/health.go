@@ -60,6 +60,7 @@ type health struct {
 	notified  bool   // READY=1 sent
 	status    string // the STATUS= sent last
 	stopped   bool   // STOPPING=1 sent: no STATUS= after it
+	backend   string // the backend's type, once the network config is read
 	notifyErr bool   // the last message failed, and that was logged
 	starved   bool   // the watchdog is not fed: the agent is not alive
 }
@@ -182,6 +183,13 @@ func (h *health) sendStatus() {
 	}
 }
 
+// setBackend records the backend's type, for what stopping says stays.
+func (h *health) setBackend(typ string) {
+	h.notifyMu.Lock()
+	defer h.notifyMu.Unlock()
+	h.backend = typ
+}
+
 // stopping tells the service manager that the agent stops, and what stays.
 func (h *health) stopping() {
 	h.notifyMu.Lock()
@@ -190,7 +198,17 @@ func (h *health) stopping() {
 		return
 	}
 	h.stopped = true
-	h.send(daemon.SdNotifyStopping + "\nSTATUS=stopping; the datapath and the lease stay in place")
+	h.send(daemon.SdNotifyStopping + "\nSTATUS=stopping; " + leftInPlace(h.backend))
+}
+
+// leftInPlace says what a stop leaves of the datapath of the backend typ:
+// vxlan's and host-gw's are the kernel's and go on forwarding; udp's device
+// and routes stay, but its forwarding is the agent's and stops with it.
+func leftInPlace(typ string) string {
+	if typ == "udp" {
+		return "the lease, flannel0 and its routes stay in place, but udp carries nothing until agentd runs again (the descriptor keeper queues what arrives meanwhile)"
+	}
+	return "the datapath and the lease stay in place"
 }
 
 // send sends msg: sent is false without NOTIFY_SOCKET. A failure

@@ -206,6 +206,28 @@ func TestNotifyStopping(t *testing.T) {
 	}
 }
 
+// With udp, what a stop leaves does not forward: the STOPPING=1 status must
+// not say the datapath stays, as it does for the kernel's backends.
+func TestNotifyStoppingSaysWhatStays(t *testing.T) {
+	for typ, want := range map[string]string{
+		"":        "STATUS=stopping; the datapath and the lease stay in place",
+		"vxlan":   "STATUS=stopping; the datapath and the lease stay in place",
+		"host-gw": "STATUS=stopping; the datapath and the lease stay in place",
+		"udp":     "STATUS=stopping; the lease, flannel0 and its routes stay in place, but udp carries nothing until agentd runs again (the descriptor keeper queues what arrives meanwhile)",
+	} {
+		h := newHealth(logr.Discard())
+		var last string
+		h.notify = func(state string) (bool, error) { last = state; return true, nil }
+		if typ != "" {
+			h.setBackend(typ)
+		}
+		h.stopping()
+		if last != "STOPPING=1\n"+want {
+			t.Errorf("backend %q: last notification %q, want STOPPING=1 and %q", typ, last, want)
+		}
+	}
+}
+
 // Readiness changing in several goroutines at once: the STATUS= sent last
 // is the readiness at the end, whatever order the changes took.
 func TestNotifyStatusLastIsCurrent(t *testing.T) {
