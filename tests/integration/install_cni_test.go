@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,8 +127,13 @@ func TestInstallCNIScript(t *testing.T) {
 // "cniVersions": ["1.0.0", "1.1.0"] (the CNI project's way to move to 1.1.0:
 // a runtime with libcni 1.2 or later then runs the list in 1.1.0), a node
 // plugin that stops at 1.0.0 is replaced, saying which version it lacks, and
-// one that has 1.1.0 is kept; a second run replaces nothing. A cniVersions
-// entry that is not a version stops the script, as a bad cniVersion does.
+// one that has 1.1.0 is kept; a second run replaces nothing. The same holds
+// with "cniVersions" and no "cniVersion", which libcni 1.2 and later accept,
+// and with a listed 1.2.0 that no plugin of the image supports: libcni skips
+// a version newer than it knows, so the node's plugins are asked for the
+// versions the image's support only (else every start replaced them all
+// again), and a line says so. A cniVersions entry that is not a version stops
+// the script, as a bad cniVersion does, and so does a conflist with neither.
 func TestInstallCNIScriptVersions(t *testing.T) {
 	cluster.RequireRoot(t)
 	mount := requireTool(t, "mount", "mount", "/usr/bin/mount", "/bin/mount")
@@ -135,9 +141,15 @@ func TestInstallCNIScriptVersions(t *testing.T) {
 	busybox := requireTool(t, "busybox", "busybox-static", "/bin/busybox")
 	requireStatic(t, busybox)
 	command, script, conflist := installCNIScript(t)
-	withVersions := func(list string) string {
+	cniVersion := regexp.MustCompile(`"cniVersion": *"[0-9.]+",`)
+	// withVersions gives the conflist "cniVersions": list after its
+	// cniVersion, or in its place.
+	withVersions := func(list string, keep bool) string {
 		t.Helper()
-		c := regexp.MustCompile(`"cniVersion": *"[0-9.]+",`).ReplaceAllStringFunc(conflist, func(m string) string {
+		c := cniVersion.ReplaceAllStringFunc(conflist, func(m string) string {
+			if !keep {
+				m = ""
+			}
 			return m + ` "cniVersions": ` + list + `,`
 		})
 		if strings.Count(c, "cniVersions") != 1 {
@@ -145,6 +157,12 @@ func TestInstallCNIScriptVersions(t *testing.T) {
 		}
 		return c
 	}
+	to100 := regexp.QuoteMeta(strings.Join(newCNIVersions[:len(newCNIVersions)-1], " "))
+	replaced := []string{
+		`install-cni: replacing /host/opt/cni/bin/bridge: it supports CNI ` + to100 + `, not the conflist's 1\.1\.0`,
+		`install-cni: replacing /host/opt/cni/bin/portmap: it supports CNI ` + to100 + `, not the conflist's 1\.1\.0`,
+	}
+	beyond := `install-cni: the image's plugins do not support the conflist's CNI 1\.2\.0, so the node's need not either; a runtime that runs the list in such a version fails every pod`
 
 	for _, shell := range []string{"busybox", "host-sh"} {
 		t.Run(shell, func(t *testing.T) {
@@ -152,39 +170,72 @@ func TestInstallCNIScriptVersions(t *testing.T) {
 			if shell != "busybox" {
 				bb = ""
 			}
-			c := withVersions(`["1.0.0", "1.1.0"]`)
-			node := map[string]nodePlugin{"bridge": pluginTo100, "host-local": pluginNew, "portmap": pluginTo100, "loopback": pluginNewSpaced}
-			root := fakeInstallCNIRoot(t, shell, bb, c, node)
-			run := func() string {
-				return mustRunInChroot(t, mount, chroot, root, shell == "host-sh", slices.Concat(command, []string{script}))
-			}
-			to100 := regexp.QuoteMeta(strings.Join(newCNIVersions[:len(newCNIVersions)-1], " "))
-			want := []string{
-				`install-cni: replacing /host/opt/cni/bin/bridge: it supports CNI ` + to100 + `, not the conflist's 1\.1\.0`,
-				`install-cni: replacing /host/opt/cni/bin/portmap: it supports CNI ` + to100 + `, not the conflist's 1\.1\.0`,
-			}
-			out := run()
-			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-			if len(lines) != len(want) {
-				t.Fatalf("install-cni printed:\n%s\nwant %d lines:\n%s", out, len(want), strings.Join(want, "\n"))
-			}
-			for i := range want {
-				if !regexp.MustCompile("^" + want[i] + "$").MatchString(lines[i]) {
-					t.Errorf("line %d: %q, want /%s/", i+1, lines[i], want[i])
-				}
-			}
-			checkInstalled(t, root, c, node)
-			if out := run(); out != "" {
-				t.Errorf("install-cni run again printed:\n%s\nwant nothing", out)
+			for _, tc := range []struct {
+				name     string
+				conflist string
+				want     []string // regexps of the first run's lines
+				again    []string // and of the second's
+			}{
+				{"cniVersion-and-cniVersions", withVersions(`["1.0.0", "1.1.0"]`, true), replaced, nil},
+				{"cniVersions-only", withVersions(`["1.0.0", "1.1.0"]`, false), replaced, nil},
+				{"cniVersions-beyond-the-image", withVersions(`["1.0.0", "1.1.0", "1.2.0"]`, true), append(slices.Clone(replaced), beyond), []string{beyond}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					node := map[string]nodePlugin{"bridge": pluginTo100, "host-local": pluginNew, "portmap": pluginTo100, "loopback": pluginNewSpaced}
+					root := fakeInstallCNIRoot(t, shell, bb, tc.conflist, node)
+					run := func(want []string) {
+						t.Helper()
+						out := mustRunInChroot(t, mount, chroot, root, shell == "host-sh", slices.Concat(command, []string{script}))
+						lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+						if out == "" {
+							lines = nil
+						}
+						if len(lines) != len(want) {
+							t.Fatalf("install-cni printed:\n%s\nwant %d lines:\n%s", out, len(want), strings.Join(want, "\n"))
+						}
+						for i := range want {
+							if !regexp.MustCompile("^" + want[i] + "$").MatchString(lines[i]) {
+								t.Errorf("line %d: %q, want /%s/", i+1, lines[i], want[i])
+							}
+						}
+						checkInstalled(t, root, tc.conflist, node)
+					}
+					run(tc.want)
+					before := pluginInodes(t, root)
+					run(tc.again)
+					if after := pluginInodes(t, root); !maps.Equal(before, after) {
+						t.Errorf("install-cni run again replaced plugins: inodes %v, then %v", before, after)
+					}
+				})
 			}
 
-			bad := fakeInstallCNIRoot(t, shell, bb, withVersions(`["1.0.0", "latest"]`), node)
-			out, err := runInChroot(mount, chroot, bad, shell == "host-sh", slices.Concat(command, []string{script}))
-			if err == nil || !strings.Contains(out, `cniVersions holds "latest", not a version`) {
-				t.Errorf("install-cni with cniVersions [\"1.0.0\", \"latest\"]: %v\n%s\nwant it to stop, saying so", err, out)
+			for list, msg := range map[string]string{
+				`["1.0.0", "latest"]`: `cniVersions holds "latest", not a version`,
+				`[]`:                  `has no cniVersion and no cniVersions`,
+			} {
+				bad := fakeInstallCNIRoot(t, shell, bb, withVersions(list, false), map[string]nodePlugin{})
+				out, err := runInChroot(mount, chroot, bad, shell == "host-sh", slices.Concat(command, []string{script}))
+				if err == nil || !strings.Contains(out, msg) {
+					t.Errorf("install-cni with only cniVersions %s: %v\n%s\nwant it to stop, saying %q", list, err, out, msg)
+				}
 			}
 		})
 	}
+}
+
+// pluginInodes returns the inode of each of the node's standard plugins: a
+// plugin installed again (copy-and-rename) gets another.
+func pluginInodes(t *testing.T, root string) map[string]uint64 {
+	t.Helper()
+	inodes := map[string]uint64{}
+	for name := range cniPlugins {
+		fi, err := os.Stat(root + "/host/opt/cni/bin/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inodes[name] = fi.Sys().(*syscall.Stat_t).Ino
+	}
+	return inodes
 }
 
 // The VERSION answers of the stub plugins: old ones stop at CNI 0.4.0
