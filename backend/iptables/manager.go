@@ -148,13 +148,15 @@ func (m *Manager) Reconcile(desired []Rule) (changed bool, err error) {
 	// than one -t per table, which would load mangle and nat into every
 	// host however unused. A table not loaded holds no chain of ours; it
 	// reads as empty, and is loaded only to write the rules wanted there.
+	// Only the tables read here are parsed: what the parser does not
+	// understand in another (raw, security) is none of ours.
 	var loaded *Dump
 	if m.legacy {
 		out, err := m.run.Save("")
 		if err != nil {
 			return false, fmt.Errorf("%s: read tables: %w", m.family, err)
 		}
-		if loaded, err = ParseSave(out); err != nil {
+		if loaded, err = ParseSaveOf(out, tables); err != nil {
 			return false, fmt.Errorf("%s: parse iptables-save: %w", m.family, err)
 		}
 	}

@@ -157,6 +157,51 @@ func TestReconcileLegacyFake(t *testing.T) {
 	}
 }
 
+// legacySave adds sections to a fake's whole-kernel Save, for tables the
+// fake does not hold.
+type legacySave struct {
+	*fake
+	extra string
+}
+
+func (l legacySave) Save(table string) ([]byte, error) {
+	out, err := l.fake.Save(table)
+	if table == "" && err == nil {
+		out = append([]byte(l.extra), out...)
+	}
+	return out, err
+}
+
+// With legacy iptables one iptables-save prints every loaded table. One
+// agentd does not manage (raw, security) may hold what the parser refuses
+// (here a comment with a newline in it, printed so by iptables-legacy-save
+// v1.8.9): that must not fail the check; the same in filter, mangle or nat
+// must, naming the table.
+func TestReconcileLegacySkipsOtherTables(t *testing.T) {
+	for _, table := range []string{"raw", "security", "filter", "mangle", "nat"} {
+		t.Run(table, func(t *testing.T) {
+			f := newFake()
+			f.legacy = true
+			delete(f.tables, table)
+			extra := "*" + table + "\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -m comment --comment \"a\nb\" -j ACCEPT\nCOMMIT\n"
+			m := newManager(IPv4, legacySave{f, extra}, true, true, logr.Discard())
+			changed, err := m.Reconcile(ForwardRules(testNetwork))
+			if table == "raw" || table == "security" {
+				if err != nil || !changed {
+					t.Fatalf("Reconcile = %v, %v; want the forward rules written", changed, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "table "+table) || !strings.Contains(err.Error(), "unterminated quote") {
+				t.Fatalf("Reconcile = %v, %v; want a parse error naming table %s", changed, err, table)
+			}
+			if changed || len(f.restores) != 0 {
+				t.Errorf("wrote %q after a parse error", f.restores)
+			}
+		})
+	}
+}
+
 // The real iptables prints the mark rule back exactly as MarkRules writes
 // it (else every pass would rewrite the chain), in both backends, and
 // Remove takes it away; a foreign mangle rule stays.
@@ -256,6 +301,30 @@ func TestRootLegacyLoadsOnlyWantedTables(t *testing.T) {
 			}
 			mustReconcile(t, m, nil, false)
 			loaded("after Remove", "filter mangle")
+		})
+	}
+}
+
+// The real iptables-legacy-save prints a comment with a newline in it as
+// two lines, which the parser refuses: in raw (not ours) the check passes
+// over it, in nat it fails naming the table.
+func TestRootLegacySkipsOtherTables(t *testing.T) {
+	legacyPATH(t)
+	for _, fam := range rootFamilies {
+		t.Run(fam.family.String(), func(t *testing.T) {
+			ns := newNetns(t)
+			m, err := New(fam.family, testLogger(t), Options{CommandPrefix: ns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fwd := ForwardRules(netip.MustParsePrefix(fam.network))
+			inNetns(t, ns, fam.bin, "-t", "raw", "-A", "PREROUTING", "-m", "comment", "--comment", "a\nb", "-j", "ACCEPT")
+			mustReconcile(t, m, fwd, true)
+			mustReconcile(t, m, fwd, false)
+			inNetns(t, ns, fam.bin, "-t", "nat", "-A", "POSTROUTING", "-m", "comment", "--comment", "a\nb", "-j", "ACCEPT")
+			if _, err := m.Reconcile(fwd); err == nil || !strings.Contains(err.Error(), "(table nat): unterminated quote") {
+				t.Fatalf("Reconcile: %v, want a parse error in table nat", err)
+			}
 		})
 	}
 }

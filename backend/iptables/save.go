@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -100,24 +101,110 @@ func (t *Table) chainNames() []string {
 // is an error, not a table that looks empty, since the caller would then
 // rewrite chains it could not see.
 func ParseSave(data []byte) (*Dump, error) {
-	d := &Dump{}
-	var cur *Table
+	return parseSave(data, nil)
+}
+
+// ParseSaveOf is ParseSave for the named tables only, as strict for them.
+// The lines of any other table are passed over unread up to its COMMIT, and
+// the table is left out of the Dump, so that what this parser does not
+// understand in a table the caller never reads (one iptables-save of every
+// loaded table also prints raw and security) is no error. The sections must
+// still be whole: each committed, none inside another or twice.
+func ParseSaveOf(data []byte, tables []string) (*Dump, error) {
+	return parseSave(data, func(name string) bool { return slices.Contains(tables, name) })
+}
+
+// parseSave parses the tables keep says (all, if keep is nil).
+func parseSave(data []byte, keep func(table string) bool) (*Dump, error) {
+	p := &saveParser{d: &Dump{}, keep: keep}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64*1024), len(data)+1)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.Trim(sc.Text(), " \t")
-		if err := parseLine(d, &cur, line); err != nil {
+		if err := p.line(line); err != nil {
+			if p.cur != nil {
+				return nil, fmt.Errorf("line %d (table %s): %w", n, p.cur.Name, err)
+			}
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	if cur != nil {
-		return nil, fmt.Errorf("table %s: no COMMIT (output cut short?)", cur.Name)
+	if p.cur != nil {
+		return nil, fmt.Errorf("table %s: no COMMIT (output cut short?)", p.cur.Name)
 	}
-	return d, nil
+	return p.d, nil
 }
+
+type saveParser struct {
+	d    *Dump
+	keep func(table string) bool
+	// cur is the table being read; skip says its lines are passed over
+	// (it is then not in d).
+	cur  *Table
+	skip bool
+	// skipped are the tables passed over, to find one that appears twice.
+	skipped []string
+}
+
+func (p *saveParser) line(line string) error {
+	if p.skip && line != "" && line[0] != '*' && line != "COMMIT" {
+		return nil
+	}
+	switch {
+	case line == "" || line[0] == '#':
+		if t, ok := strings.CutPrefix(line, "# Table `"); ok {
+			if name, ok := strings.CutSuffix(t, "' is incompatible, use 'nft' tool."); ok && p.wanted(name) {
+				return &IncompatibleTableError{Table: name, Line: line}
+			}
+		}
+		return nil
+	case line[0] == '*':
+		if p.cur != nil {
+			return fmt.Errorf("table %s starts before table %s is committed", line[1:], p.cur.Name)
+		}
+		// A table name cannot be quoted: one ending in a carriage return
+		// ("*nat\r \n") would print as a CRLF line and read back without it.
+		name := line[1:]
+		if name == "" || strings.ContainsAny(name, " \t\r") {
+			return fmt.Errorf("bad table name %q", name)
+		}
+		if p.d.Table(name) != nil || slices.Contains(p.skipped, name) {
+			return fmt.Errorf("table %s appears twice", name)
+		}
+		p.cur, p.skip = &Table{Name: name}, !p.wanted(name)
+		if p.skip {
+			p.skipped = append(p.skipped, name)
+		} else {
+			p.d.Tables = append(p.d.Tables, p.cur)
+		}
+		return nil
+	case p.cur == nil:
+		return fmt.Errorf("%q outside a table", line)
+	case line == "COMMIT":
+		p.cur, p.skip = nil, false
+		return nil
+	case line[0] == ':':
+		c, err := parseChainDecl(line[1:])
+		if err != nil {
+			return err
+		}
+		p.cur.Chains = append(p.cur.Chains, c)
+		return nil
+	}
+	toks, err := tokenize(line)
+	if err != nil {
+		return err
+	}
+	if len(toks) < 2 || toks[0] != "-A" || toks[1] == "" {
+		return fmt.Errorf("want \"-A CHAIN …\", have %q", line)
+	}
+	p.cur.Rules = append(p.cur.Rules, Rule{Table: p.cur.Name, Chain: toks[1], Spec: toks[2:]})
+	return nil
+}
+
+func (p *saveParser) wanted(table string) bool { return p.keep == nil || p.keep(table) }
 
 // IncompatibleTableError is iptables-nft-save's answer, up to 1.8.9, for a
 // table holding nftables rules that iptables cannot express (made with nft or
@@ -133,55 +220,6 @@ type IncompatibleTableError struct {
 
 func (e *IncompatibleTableError) Error() string {
 	return fmt.Sprintf("iptables cannot read table %s: it holds nftables rules not made with iptables (iptables-save printed only %q; see `nft list ruleset`)", e.Table, e.Line)
-}
-
-func parseLine(d *Dump, cur **Table, line string) error {
-	switch {
-	case line == "" || line[0] == '#':
-		if t, ok := strings.CutPrefix(line, "# Table `"); ok {
-			if name, ok := strings.CutSuffix(t, "' is incompatible, use 'nft' tool."); ok {
-				return &IncompatibleTableError{Table: name, Line: line}
-			}
-		}
-		return nil
-	case line[0] == '*':
-		if *cur != nil {
-			return fmt.Errorf("table %s starts before table %s is committed", line[1:], (*cur).Name)
-		}
-		// A table name cannot be quoted: one ending in a carriage return
-		// ("*nat\r \n") would print as a CRLF line and read back without it.
-		name := line[1:]
-		if name == "" || strings.ContainsAny(name, " \t\r") {
-			return fmt.Errorf("bad table name %q", name)
-		}
-		if d.Table(name) != nil {
-			return fmt.Errorf("table %s appears twice", name)
-		}
-		*cur = &Table{Name: name}
-		d.Tables = append(d.Tables, *cur)
-		return nil
-	case *cur == nil:
-		return fmt.Errorf("%q outside a table", line)
-	case line == "COMMIT":
-		*cur = nil
-		return nil
-	case line[0] == ':':
-		c, err := parseChainDecl(line[1:])
-		if err != nil {
-			return err
-		}
-		(*cur).Chains = append((*cur).Chains, c)
-		return nil
-	}
-	toks, err := tokenize(line)
-	if err != nil {
-		return err
-	}
-	if len(toks) < 2 || toks[0] != "-A" || toks[1] == "" {
-		return fmt.Errorf("want \"-A CHAIN …\", have %q", line)
-	}
-	(*cur).Rules = append((*cur).Rules, Rule{Table: (*cur).Name, Chain: toks[1], Spec: toks[2:]})
-	return nil
 }
 
 func parseChainDecl(s string) (ChainDecl, error) {

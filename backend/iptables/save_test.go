@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -110,6 +111,43 @@ func TestParseSaveEdges(t *testing.T) {
 	}
 }
 
+// ParseSaveOf passes over other tables unread, but not over a broken
+// structure, which could hide a table it reads.
+func TestParseSaveOf(t *testing.T) {
+	raw := "*raw\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -m comment --comment \"a\nb\" -j ACCEPT\n-I what\nCOMMIT\n"
+	nat := "*nat\n:X - [0:0]\n-A X -j RETURN\nCOMMIT\n"
+	for _, tc := range []struct {
+		name, in string
+		want     string // Dump.String(), or the error's text
+		err      bool
+	}{
+		{"other table unread", raw + nat, nat, false},
+		{"other table incompatible", "# Table `raw' is incompatible, use 'nft' tool.\n" + nat, nat, false},
+		{"ours incompatible", "# Table `nat' is incompatible, use 'nft' tool.\n", "iptables cannot read table nat", true},
+		{"ours refused", strings.Replace(raw, "raw", "nat", 1), "line 3 (table nat): unterminated quote", true},
+		{"other cut short", nat + "*raw\n-A X\n", "table raw: no COMMIT", true},
+		{"table inside other", "*raw\n" + nat, "line 2 (table raw): table nat starts before", true},
+		{"other twice", raw + raw, "line 7: table raw appears twice", true},
+		{"other after its commit", raw + "-A OUTPUT -j ACCEPT\n", "line 7: \"-A OUTPUT -j ACCEPT\" outside a table", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := ParseSaveOf([]byte(tc.in), []string{"filter", "nat"})
+			if tc.err {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := d.String(); got != tc.want {
+				t.Errorf("got:\n%q\nwant:\n%q", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestQuoteTokenizeRoundTrip(t *testing.T) {
 	for _, s := range []string{"", "a", "agentd masq", `a"b`, `a\b`, "a\tb", "a\r", `"`, `\`, `\"`, " ", "x'y"} {
 		r := Rule{Chain: "C", Spec: []string{"-x", s, "-y"}}
@@ -127,15 +165,35 @@ func TestQuoteTokenizeRoundTrip(t *testing.T) {
 // that parses back to the same Dump and prints the same again: the printed
 // form loses nothing, so a diff made on parsed rules is a diff of the text
 // iptables-save printed. It also checks that a parsed rule's chain lists
-// hold only what the text held.
+// hold only what the text held, and that ParseSaveOf agrees with it on the
+// tables it reads.
 func FuzzParseSave(f *testing.F) {
 	f.Add([]byte(realSave))
 	f.Add([]byte("*nat\r\n:X - [0:0]  \r\n-A   X\t-j  RETURN \r\nCOMMIT\r\n"))
 	f.Add([]byte("*t\n-A X \"\" a\"b c\"d \"e\\\"f\\\\\"\nCOMMIT\n*u\nCOMMIT\n"))
 	f.Add([]byte("*nat\n:X - [1:2]\n-A X -m comment --comment \"a\r\" -j Y\nCOMMIT\n"))
 	f.Add([]byte("*nat\n-A X -j RETURN\n"))
+	f.Add([]byte("*raw\n-A X -m comment --comment \"a\nb\" -j Y\nCOMMIT\n*nat\nCOMMIT\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := ParseSave(data)
+		// Passing over the other tables never fails what parses whole,
+		// and keeps exactly what the whole parse has of the tables read.
+		only := []string{"nat", "t"}
+		d1, err1 := ParseSaveOf(data, only)
+		if err == nil {
+			if err1 != nil {
+				t.Fatalf("ParseSave accepts, ParseSaveOf(%q) fails: %v", only, err1)
+			}
+			want := &Dump{}
+			for _, tb := range d.Tables {
+				if slices.Contains(only, tb.Name) {
+					want.Tables = append(want.Tables, tb)
+				}
+			}
+			if !reflect.DeepEqual(d1, want) {
+				t.Fatalf("ParseSaveOf(%q):\n%#v\nwant:\n%#v", only, d1, want)
+			}
+		}
 		if err != nil {
 			return
 		}
