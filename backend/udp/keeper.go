@@ -584,7 +584,12 @@ func startKeeperIfFree(dev string, k *kept) (*exec.Cmd, error) {
 func spawnKeeper(ctx context.Context, dev string, k *kept, evict bool) (*exec.Cmd, error) {
 	// /proc/self/exe is this very binary even after an upgrade replaced
 	// the file it was started from.
-	const exe = "/proc/self/exe"
+	return spawnKeeperOf(ctx, "/proc/self/exe", dev, k, evict)
+}
+
+// spawnKeeperOf is spawnKeeper of the binary exe: tests start keepers of
+// another agentd binary with it, as an older agent would have.
+func spawnKeeperOf(ctx context.Context, exe, dev string, k *kept, evict bool) (*exec.Cmd, error) {
 	ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("descriptor keeper socket: %w", err)

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -134,44 +133,9 @@ func (h *testHost) keeperFrom(exe string) int {
 			return fmt.Errorf("no keeper answers (err %v)", err)
 		}
 		defer k.close()
-		if quit, err := quitKeeper(context.Background(), DeviceName); !quit {
-			return fmt.Errorf("the keeper did not quit: %v", err)
-		}
-		ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(ln)
-		// The old keeper may let go of its name as it exits.
-		nstest.Await(h.t, 10*time.Second, "the keeper's name free", func() error {
-			return unix.Bind(ln, &unix.SockaddrUnix{Name: keeperAddr(DeviceName)})
-		})
-		if err := unix.Listen(ln, 8); err != nil {
-			return err
-		}
-		// Dups for ExtraFiles, closed here once the keeper has its own.
-		var files []*os.File
-		defer func() {
-			for _, f := range files {
-				f.Close()
-			}
-		}()
-		for _, fd := range append([]int{ln}, k.all()...) {
-			dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			files = append(files, os.NewFile(uintptr(dup), "kept"))
-		}
-		cmd = &exec.Cmd{
-			Path:        exe,
-			Args:        []string{keeperName, DeviceName},
-			Env:         []string{keeperEnv + "=" + k.spec()},
-			Dir:         "/",
-			ExtraFiles:  files,
-			SysProcAttr: &syscall.SysProcAttr{Setsid: true},
-		}
-		return cmd.Start()
+		// As an agent of exe would: evict the keeper, wait for its name.
+		cmd, err = spawnKeeperOf(context.Background(), exe, DeviceName, k, true)
+		return err
 	}); err != nil {
 		h.t.Fatalf("start a keeper from %s: %v", exe, err)
 	}
