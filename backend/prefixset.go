@@ -1,6 +1,10 @@
 package backend
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/agentd/agentd/subnet"
+)
 
 // PrefixSet holds IPv4 prefixes for membership tests that cost one map
 // lookup per prefix length present, not one test per prefix: the subnets of
@@ -50,4 +54,16 @@ func (s *PrefixSet) Contains(a netip.Addr) bool {
 func be32(a netip.Addr) uint32 {
 	b := a.As4()
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// OverlaySet returns the overlay's subnets that own and peers hold, whatever
+// their backend: a tunnel's public IP in one of them would be reached
+// through the overlay, not the underlay.
+func OverlaySet(own subnet.Lease, peers []subnet.Lease) PrefixSet {
+	s := MakePrefixSet(len(peers) + 1)
+	s.Add(own.Subnet)
+	for _, p := range peers {
+		s.Add(p.Subnet)
+	}
+	return s
 }

@@ -921,11 +921,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 	// address in a peer's follows the network's route into flannel0,
 	// where the datapath would send it again (a loop), and one in ours
 	// goes to a local container.
-	overlay := backend.MakePrefixSet(len(peers) + 1)
-	overlay.Add(own.Subnet)
-	for _, p := range peers {
-		overlay.Add(p.Subnet)
-	}
+	overlay := backend.OverlaySet(own, peers)
 	var es []entry
 	for _, p := range peers {
 		key := p.Key()

@@ -858,11 +858,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 	// VXLAN sent to an address in one of them follows the route into that
 	// subnet, not the underlay (into flannel.1 again, which the kernel
 	// drops as a circular route, or to a pod), as in udp.
-	overlay := backend.MakePrefixSet(len(peers) + 1)
-	overlay.Add(own.Subnet)
-	for _, p := range peers {
-		overlay.Add(p.Subnet)
-	}
+	overlay := backend.OverlaySet(own, peers)
 	var tunnels []tunnel
 	for i, p := range peers {
 		key := p.Key()
