@@ -97,6 +97,12 @@ func holders(addr string) []int {
 	if len(inodes) == 0 {
 		return nil
 	}
+	return procPids(func(dir string) bool { return holdsAny(dir, inodes) })
+}
+
+// procPids returns the processes /proc shows (in our PID namespace) whose
+// directory, /proc/<pid>, match accepts.
+func procPids(match func(dir string) bool) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -104,21 +110,27 @@ func holders(addr string) []int {
 	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		fds, err := os.ReadDir("/proc/" + e.Name() + "/fd")
-		if err != nil {
-			continue
-		}
-		for _, fd := range fds {
-			if l, err := os.Readlink("/proc/" + e.Name() + "/fd/" + fd.Name()); err == nil && inodes[l] {
-				pids = append(pids, pid)
-				break
-			}
+		if err == nil && match("/proc/"+e.Name()) {
+			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// holdsAny reports whether the process of /proc directory dir has a
+// descriptor open on one of files, named as its fd links read
+// ("socket:[123]").
+func holdsAny(dir string, files map[string]bool) bool {
+	fds, err := os.ReadDir(dir + "/fd")
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if l, err := os.Readlink(dir + "/fd/" + fd.Name()); err == nil && files[l] {
+			return true
+		}
+	}
+	return false
 }
 
 // processUID returns the effective user ID of the process pid, the owner

@@ -482,25 +482,13 @@ func keeperPids(dev string) []int {
 	if err != nil {
 		return nil
 	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		dir := "/proc/" + e.Name()
+	return procPids(func(dir string) bool {
 		if cmd, err := os.ReadFile(dir + "/cmdline"); err != nil || string(cmd) != keeperName+"\x00"+dev+"\x00" {
-			continue
+			return false
 		}
-		if ns, err := os.Readlink(dir + "/ns/net"); err == nil && ns == self {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+		ns, err := os.Readlink(dir + "/ns/net")
+		return err == nil && ns == self
+	})
 }
 
 // keeperHolding returns the pid of the keeper of dev that holds sock, a
@@ -520,22 +508,14 @@ func keeperHolding(dev string, sock int) int {
 	if err := unix.Fstat(sock, &st); err != nil {
 		return 0
 	}
-	want := fmt.Sprintf("socket:[%d]", st.Ino)
+	want := map[string]bool{fmt.Sprintf("socket:[%d]", st.Ino): true}
 	holder := 0
 	for _, pid := range pids {
-		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			if l, err := os.Readlink(dir + e.Name()); err == nil && l == want {
-				if holder != 0 {
-					return 0
-				}
-				holder = pid
-				break
+		if holdsAny("/proc/"+strconv.Itoa(pid), want) {
+			if holder != 0 {
+				return 0
 			}
+			holder = pid
 		}
 	}
 	return holder
