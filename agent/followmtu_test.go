@@ -15,11 +15,12 @@ import (
 	"github.com/go-logr/logr/funcr"
 )
 
-// TestFollowMTUStopWhileWriteFails: a stop while subnet.env's rewrite for a
-// new MTU is retried (a file where its directory should be) ends followMTU
-// without a line saying that subnet.env's MTU was lowered, as it was not,
-// and without calling fail.
-func TestFollowMTUStopWhileWriteFails(t *testing.T) {
+// followMTUWriteFailing runs followMTU for an MTU lowered from 1450 to 1400
+// while subnet.env cannot be written (a file where its directory should
+// be): it returns the agent's log lines, the context followMTU runs under
+// and its cancel, and a channel closed when followMTU has returned. fail
+// must not be called.
+func followMTUWriteFailing(t *testing.T) (*logLines, context.Context, context.CancelFunc, chan struct{}) {
 	dir := t.TempDir()
 	blocker := filepath.Join(dir, "run")
 	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
@@ -40,12 +41,21 @@ func TestFollowMTUStopWhileWriteFails(t *testing.T) {
 	signal(a.mtuChanged)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		a.followMTU(ctx, &env, func(err error) { t.Errorf("fail(%v) called", err) })
 	}()
+	return logs, ctx, cancel, done
+}
+
+// TestFollowMTUStopWhileWriteFails: a stop while subnet.env's rewrite for a
+// new MTU is retried (a file where its directory should be) ends followMTU
+// without a line saying that subnet.env's MTU was lowered, as it was not,
+// and without calling fail.
+func TestFollowMTUStopWhileWriteFails(t *testing.T) {
+	logs, ctx, cancel, done := followMTUWriteFailing(t)
+	defer cancel()
 	err := cluster.Eventually(ctx, 10*time.Second, func() error {
 		for _, l := range logs.get() {
 			if strings.Contains(l, "cannot write subnet.env") {
@@ -75,32 +85,8 @@ func TestFollowMTUStopWhileWriteFails(t *testing.T) {
 // at the start, still gives new containers the old MTU. It does not say that
 // containers get no address, which is what a failed first write means.
 func TestFollowMTUWriteFailSaysOldMTU(t *testing.T) {
-	dir := t.TempDir()
-	blocker := filepath.Join(dir, "run")
-	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logs := &logLines{}
-	log := funcr.New(logs.add, funcr.Options{})
-	a := &agent{
-		cfg:        Config{SubnetFile: filepath.Join(blocker, "subnet.env"), StateDir: dir},
-		log:        log,
-		health:     newHealth(log),
-		obs:        newObserver(),
-		mtuChanged: make(chan struct{}, 1),
-	}
-	a.health.notify = func(string) (bool, error) { return false, nil }
-	env := subnetenv.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1450}
-	a.mtu.Store(1400)
-	signal(a.mtuChanged)
-
-	ctx, cancel := context.WithCancel(context.Background())
+	logs, ctx, cancel, done := followMTUWriteFailing(t)
 	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		a.followMTU(ctx, &env, func(err error) { t.Errorf("fail(%v) called", err) })
-	}()
 	var line string
 	err := cluster.Eventually(ctx, 10*time.Second, func() error {
 		for _, l := range logs.get() {
