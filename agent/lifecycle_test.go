@@ -298,6 +298,26 @@ if [ "$1" = --version ]; then echo "iptables v1.8.9 (nf_tables)"; exit 0; fi
 (read -r l <'%[1]s.fifo')
 `
 
+// installHungIPTables is installFakeIPTables where one of the scripts is
+// fakeIPTablesRestoreHung: it makes the FIFO that script waits on, and ends
+// the hung command, if it is still there, when the test ends (a reader and a
+// writer of its own, O_RDWR not waiting for a reader, closed at once, give
+// it end of file). It returns the file the hung command makes as it starts.
+func installHungIPTables(t *testing.T, iptables, restore, save string) (started string) {
+	t.Helper()
+	started = installFakeIPTables(t, iptables, restore, save)
+	fifo := started + ".fifo"
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(fifo, os.O_RDWR, 0); err == nil {
+			f.Close()
+		}
+	})
+	return started
+}
+
 // TestStopDuringIPTablesRestore: a stop (SIGTERM) while the reconcile loop
 // waits for iptables-restore ends the command and the loop at once. Before,
 // the loop waited for the command to end by itself or at its timeout, a
@@ -309,19 +329,7 @@ func TestStopDuringIPTablesRestore(t *testing.T) {
 }
 
 func stopDuringIPTablesRestoreChild(t *testing.T) {
-	started := installFakeIPTables(t, fakeIPTables, fakeIPTablesRestoreHung, fakeIPTables)
-	fifo := started + ".fifo"
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Ends the hung command if it is still there: a reader and a writer of
-	// its own (O_RDWR does not wait for a reader), closed at once, give it
-	// end of file.
-	defer func() {
-		if f, err := os.OpenFile(fifo, os.O_RDWR, 0); err == nil {
-			f.Close()
-		}
-	}()
+	started := installHungIPTables(t, fakeIPTables, fakeIPTablesRestoreHung, fakeIPTables)
 	a := &agent{
 		cfg:    Config{IPMasq: true, IPTablesForwardRules: true, ResyncInterval: time.Hour},
 		log:    testr.New(t),
@@ -367,16 +375,7 @@ func TestStopDuringIPTablesCleanup(t *testing.T) {
 func stopDuringIPTablesCleanupChild(t *testing.T) {
 	// The hung restore's script, as a save: it records its start, then
 	// waits for a writer of the FIFO that never comes.
-	started := installFakeIPTables(t, fakeIPTables, fakeIPTables, fakeIPTablesRestoreHung)
-	fifo := started + ".fifo"
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if f, err := os.OpenFile(fifo, os.O_RDWR, 0); err == nil {
-			f.Close()
-		}
-	}()
+	started := installHungIPTables(t, fakeIPTables, fakeIPTables, fakeIPTablesRestoreHung)
 	logs := &logLines{}
 	a := &agent{
 		cfg:    Config{ResyncInterval: time.Hour},
