@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -84,24 +83,9 @@ func TestAcquireRetryReadsOnlyWhatChanged(t *testing.T) {
 	const losses = 3
 	e := newEnv(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`)
 	list := e.manyLeases(t, 300, 0)
-	rival := `{"PublicIP":"198.18.0.2","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}}`
 	var tried []string
 	var reads rangeReads
-	cli := reads.client(t, e, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if r, ok := req.(*etcdserverpb.TxnRequest); ok && len(r.Compare) == 1 &&
-			r.Compare[0].Target == etcdserverpb.Compare_VERSION && r.Compare[0].GetVersion() == 0 {
-			key := string(r.Compare[0].Key)
-			if !slices.Contains(tried, key) {
-				tried = append(tried, key)
-				if len(tried) <= losses {
-					if _, err := e.cli.Put(ctx, key, rival); err != nil {
-						return err
-					}
-				}
-			}
-		}
-		return invoker(ctx, method, req, reply, cc, opts...)
-	})
+	cli := reads.client(t, e, losingRaces(e, losses, &tried))
 	m := subnet.NewManager(subnet.NewRegistry(cli, prefix), e.net,
 		subnet.ManagerConfig{PublicIP: netip.MustParseAddr("198.18.0.1"), HostID: hostID(1), TTL: time.Hour})
 	l := acquire(t, m)

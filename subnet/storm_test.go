@@ -315,18 +315,19 @@ func stormLeases(tb testing.TB, cli *clientv3.Client, n int, prev func(int) neti
 // just before it does, 8 times: the picks after each loss must come from a
 // window doubled each time (the k-th loss: the first 100·2^k free subnets),
 // and so not stay among the first 100 free.
-func TestAcquireLookingFurtherAfterLostRaces(t *testing.T) {
-	const losses = 8
-	e := newEnv(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`)
+// losingRaces returns an interceptor under which Acquire loses its first
+// losses races: before each create transaction for a key not tried yet, up
+// to losses of them, another host's lease is written to that key. tried
+// collects the keys tried, in order.
+func losingRaces(e *env, losses int, tried *[]string) grpc.UnaryClientInterceptor {
 	rival := `{"PublicIP":"198.18.0.2","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}}`
-	var tried []string
-	cli := e.interceptedClient(t, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if r, ok := req.(*etcdserverpb.TxnRequest); ok && len(r.Compare) == 1 &&
 			r.Compare[0].Target == etcdserverpb.Compare_VERSION && r.Compare[0].GetVersion() == 0 {
 			key := string(r.Compare[0].Key)
-			if !slices.Contains(tried, key) {
-				tried = append(tried, key)
-				if len(tried) <= losses {
+			if !slices.Contains(*tried, key) {
+				*tried = append(*tried, key)
+				if len(*tried) <= losses {
 					if _, err := e.cli.Put(ctx, key, rival); err != nil {
 						return err
 					}
@@ -334,7 +335,14 @@ func TestAcquireLookingFurtherAfterLostRaces(t *testing.T) {
 			}
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
-	})
+	}
+}
+
+func TestAcquireLookingFurtherAfterLostRaces(t *testing.T) {
+	const losses = 8
+	e := newEnv(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`)
+	var tried []string
+	cli := e.interceptedClient(t, losingRaces(e, losses, &tried))
 	m := subnet.NewManager(subnet.NewRegistry(cli, prefix), e.net,
 		subnet.ManagerConfig{PublicIP: netip.MustParseAddr("198.18.0.1"), HostID: hostID(1), TTL: time.Hour})
 	l := acquire(t, m)
