@@ -891,6 +891,12 @@ func TestNoHardLinks(t *testing.T) {
 	}
 }
 
+// asV110 makes a's network a CNI 1.1.0 one.
+func asV110(a *skel.CmdArgs) *skel.CmdArgs {
+	a.StdinData = []byte(strings.Replace(string(a.StdinData), `"cniVersion":"1.0.0"`, `"cniVersion":"1.1.0"`, 1))
+	return a
+}
+
 // TestDelegateVersion110: in a 1.1.0 network the delegate gets 1.0.0, the
 // newest version of the standard plugins before containernetworking-plugins
 // 1.5, for ADD, CHECK (the prevResult too, which bridge parses: a 1.1.0 one
@@ -899,21 +905,17 @@ func TestNoHardLinks(t *testing.T) {
 func TestDelegateVersion110(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
-	v110 := func(a *skel.CmdArgs) *skel.CmdArgs {
-		a.StdinData = []byte(strings.Replace(string(a.StdinData), `"cniVersion":"1.0.0"`, `"cniVersion":"1.1.0"`, 1))
-		return a
-	}
-	if err := f.p.Add(v110(f.args("c1", ""))); err != nil {
+	if err := f.p.Add(asV110(f.args("c1", ""))); err != nil {
 		t.Fatal(err)
 	}
 	if out := decode(t, []byte(f.out.String())); out["cniVersion"] != "1.1.0" {
 		t.Errorf("ADD printed %s, want a 1.1.0 result", f.out.String())
 	}
 	prev := `,"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/var/run/netns/x","mtu":1450}],"ips":[{"address":"10.244.5.2/24","gateway":"10.244.5.1","interface":0}]}`
-	if err := f.p.Check(v110(f.args("c1", prev))); err != nil {
+	if err := f.p.Check(asV110(f.args("c1", prev))); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.p.Del(v110(f.args("c1", ""))); err != nil {
+	if err := f.p.Del(asV110(f.args("c1", ""))); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range f.exec.calls {
@@ -937,15 +939,11 @@ func TestDelegateVersion110(t *testing.T) {
 func TestCheckPrevResultWithoutAddress(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
-	v110 := func(a *skel.CmdArgs) *skel.CmdArgs {
-		a.StdinData = []byte(strings.Replace(string(a.StdinData), `"cniVersion":"1.0.0"`, `"cniVersion":"1.1.0"`, 1))
-		return a
-	}
-	if err := f.p.Add(v110(f.args("c1", ""))); err != nil {
+	if err := f.p.Add(asV110(f.args("c1", ""))); err != nil {
 		t.Fatal(err)
 	}
 	calls := len(f.exec.calls)
-	err := f.p.Check(v110(f.args("c1", `,"prevResult":{"cniVersion":"1.1.0","ips":[{"gateway":"10.244.5.1"}]}`)))
+	err := f.p.Check(asV110(f.args("c1", `,"prevResult":{"cniVersion":"1.1.0","ips":[{"gateway":"10.244.5.1"}]}`)))
 	var te *types.Error
 	if !errors.As(err, &te) || te.Code != types.ErrDecodingFailure || !strings.HasPrefix(te.Msg, "prevResult: ") {
 		t.Errorf("CHECK with an IP without address: %v, want a decoding failure naming prevResult", err)
@@ -966,12 +964,8 @@ func TestGCAndStatusForwarded(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
 	f.exec.versions = []string{"1.0.0", "1.1.0"}
-	v110 := func(a *skel.CmdArgs) *skel.CmdArgs {
-		a.StdinData = []byte(strings.Replace(string(a.StdinData), `"cniVersion":"1.0.0"`, `"cniVersion":"1.1.0"`, 1))
-		return a
-	}
 	for _, a := range []*skel.CmdArgs{f.args("c1", ""), f.args("c2", ""), f.args("c3", ""), f.attach("other", "c1", "eth0", "")} {
-		if err := f.p.Add(v110(a)); err != nil {
+		if err := f.p.Add(asV110(a)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -979,7 +973,7 @@ func TestGCAndStatusForwarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.exec.calls = nil
-	gc := v110(f.args("c1", `,"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]`))
+	gc := asV110(f.args("c1", `,"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]`))
 	if err := f.p.GC(gc); err != nil {
 		t.Fatal(err)
 	}
@@ -1001,7 +995,7 @@ func TestGCAndStatusForwarded(t *testing.T) {
 		t.Errorf("after GC dataDir holds %q, want %q", names, want)
 	}
 
-	if err := f.p.Status(v110(f.args("c1", ""))); err != nil {
+	if err := f.p.Status(asV110(f.args("c1", ""))); err != nil {
 		t.Errorf("STATUS: %v", err)
 	}
 	if c := f.exec.calls[len(f.exec.calls)-1]; c.command != "STATUS" || c.conf["cniVersion"] != "1.1.0" || c.conf["type"] != "bridge" {
@@ -1010,10 +1004,10 @@ func TestGCAndStatusForwarded(t *testing.T) {
 
 	f.exec.fail = types.NewError(types.ErrPluginNotAvailable, "no addresses left", "")
 	var te *types.Error
-	if err := f.p.Status(v110(f.args("c1", ""))); !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable || !strings.Contains(te.Msg, "no addresses left") {
+	if err := f.p.Status(asV110(f.args("c1", ""))); !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable || !strings.Contains(te.Msg, "no addresses left") {
 		t.Errorf("STATUS with the delegate's failing: %v, want code 50 and its message", err)
 	}
-	err := f.p.GC(v110(f.args("c1", `,"cni.dev/valid-attachments":[]`)))
+	err := f.p.GC(asV110(f.args("c1", `,"cni.dev/valid-attachments":[]`)))
 	if !errors.As(err, &te) || !strings.Contains(te.Msg, "container c1 interface eth0: bridge DEL: no addresses left") {
 		t.Errorf("GC with the delegate's DEL failing: %v", err)
 	}
