@@ -433,32 +433,9 @@ func (s *faultSoak) hold(lo, hi time.Duration) {
 // the cluster has converged.
 func testFaults(t *testing.T, d time.Duration, backend string) {
 	period := min(time.Minute, max(d/6, 10*time.Second))
-	c := cluster.Start(t, cluster.Options{Hosts: faultHosts})
-	cli, err := c.EtcdClient()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	if _, err := cli.Put(ctx, prefix+"/config", fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend)); err != nil {
-		t.Fatal(err)
-	}
+	c, cli, cs := startSoak(t, faultHosts, faultHosts, backend)
 	hosts := c.Hosts()
-	for _, h := range hosts {
-		if _, err := h.StartAgent(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var cs []*cluster.Container
-	for _, h := range hosts {
-		if err := h.WaitReady(ctx, 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		ct, err := h.AddContainer(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cs = append(cs, ct)
-	}
 	if err := cluster.PingEach(ctx, cs, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

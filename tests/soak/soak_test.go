@@ -57,32 +57,9 @@ func TestSoak(t *testing.T) {
 		t.Fatalf("-soak.backend=%q: the soak runs vxlan or udp", backend)
 	}
 	period := min(time.Minute, max(d/6, 10*time.Second))
-	c := cluster.Start(t, cluster.Options{Hosts: stable + churn})
-	cli, err := c.EtcdClient()
-	if err != nil {
-		t.Fatal(err)
-	}
 	bg := context.Background()
-	if _, err := cli.Put(bg, prefix+"/config", fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend)); err != nil {
-		t.Fatal(err)
-	}
+	c, cli, cs := startSoak(t, stable+churn, stable, backend)
 	hosts := c.Hosts()
-	var cs []*cluster.Container
-	for _, h := range hosts[:stable] {
-		if _, err := h.StartAgent(bg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, h := range hosts[:stable] {
-		if err := h.WaitReady(bg, 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		ct, err := h.AddContainer(bg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cs = append(cs, ct)
-	}
 	for i, from := range cs {
 		to := cs[(i+1)%len(cs)]
 		if err := cluster.Eventually(bg, 10*time.Second, func() error { return pingOnce(bg, from, to.IP()) }); err != nil {
@@ -500,4 +477,37 @@ func (s *soak) report() {
 	if joins == 0 {
 		s.t.Errorf("no host joined during the soak")
 	}
+}
+
+// startSoak starts a cluster of n hosts with the network config for
+// backend, and agents on its first started hosts; once each of those is
+// ready it gets a container, returned in the hosts' order.
+func startSoak(t *testing.T, n, started int, backend string) (*cluster.Cluster, *clientv3.Client, []*cluster.Container) {
+	c := cluster.Start(t, cluster.Options{Hosts: n})
+	cli, err := c.EtcdClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := cli.Put(ctx, prefix+"/config", fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend)); err != nil {
+		t.Fatal(err)
+	}
+	hosts := c.Hosts()[:started]
+	for _, h := range hosts {
+		if _, err := h.StartAgent(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var cs []*cluster.Container
+	for _, h := range hosts {
+		if err := h.WaitReady(ctx, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		ct, err := h.AddContainer(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, ct)
+	}
+	return c, cli, cs
 }
