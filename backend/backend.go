@@ -113,6 +113,16 @@ type ExternalInterface struct {
 	PublicIP  netip.Addr
 }
 
+// OtherType is the reason a peer of another backend type is not programmed.
+// flanneld's udp backend writes no BackendType at all, so an empty type is
+// named as what it most likely is rather than quoted as "".
+func OtherType(got, want string) string {
+	if got == "" {
+		return fmt.Sprintf("no backend type (as flanneld's udp backend writes), not %q", want)
+	}
+	return fmt.Sprintf("backend type %q, not %q", got, want)
+}
+
 // Config is what every backend constructor is given.
 type Config struct {
 	Network  *subnet.Config

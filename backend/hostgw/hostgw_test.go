@@ -203,35 +203,38 @@ func TestOtherBackendPeers(t *testing.T) {
 	vx := lease("10.244.4.0/24", "198.18.0.4", "vxlan")
 	vx.Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"02:00:00:00:00:04"}`)
 	udp := lease("10.244.5.0/24", "198.18.0.5", "udp")
+	flanneldUDP := lease("10.244.6.0/24", "198.18.0.6", "") // flanneld's udp backend writes no type
 	const two, three = "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n", "route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74\n"
+	skipped := []backend.SkippedLease{{Key: vx.Key(), Reason: `backend type "vxlan", not "host-gw"`},
+		{Key: udp.Key(), Reason: `backend type "udp", not "host-gw"`},
+		{Key: flanneldUDP.Key(), Reason: `no backend type (as flanneld's udp backend writes), not "host-gw"`}}
 
 	for i, step := range []struct {
 		peers  []subnet.Lease
 		routes string
 		res    backend.Result
 	}{
-		{[]subnet.Lease{p2, vx, udp}, two, backend.Result{Added: 1, Skipped: 2}},
-		{[]subnet.Lease{p2, vx, udp}, two, backend.Result{Skipped: 2}}, // resyncs
-		{[]subnet.Lease{p2, vx, udp}, two, backend.Result{Skipped: 2}},
-		{[]subnet.Lease{udp, p2, p3, vx}, two + three, backend.Result{Added: 1, Skipped: 2}},
-		{[]subnet.Lease{vx, p3, udp}, three, backend.Result{Removed: 1, Skipped: 2}},
-		{[]subnet.Lease{vx, p3, udp}, three, backend.Result{Skipped: 2}},
+		{[]subnet.Lease{p2, vx, udp, flanneldUDP}, two, backend.Result{Added: 1, Skipped: 3}},
+		{[]subnet.Lease{p2, vx, udp, flanneldUDP}, two, backend.Result{Skipped: 3}}, // resyncs
+		{[]subnet.Lease{p2, vx, udp, flanneldUDP}, two, backend.Result{Skipped: 3}},
+		{[]subnet.Lease{udp, p2, p3, vx, flanneldUDP}, two + three, backend.Result{Added: 1, Skipped: 3}},
+		{[]subnet.Lease{vx, p3, udp, flanneldUDP}, three, backend.Result{Removed: 1, Skipped: 3}},
+		{[]subnet.Lease{vx, p3, udp, flanneldUDP}, three, backend.Result{Skipped: 3}},
 	} {
 		res := h.reconcile(step.peers...)
 		if res.String() != step.res.String() {
 			t.Errorf("step %d: result %v, want %v", i, res, step.res)
 		}
-		if want := []backend.SkippedLease{{Key: vx.Key(), Reason: `backend type "vxlan", not "host-gw"`},
-			{Key: udp.Key(), Reason: `backend type "udp", not "host-gw"`}}; !slices.Equal(res.SkippedLeases, want) {
-			t.Errorf("step %d: skipped leases %q, want %q", i, res.SkippedLeases, want)
+		if !slices.Equal(res.SkippedLeases, skipped) {
+			t.Errorf("step %d: skipped leases %q, want %q", i, res.SkippedLeases, skipped)
 		}
 		h.check(step.routes)
 	}
-	if n := h.countLogs(`"peer not programmed"`); n != 2 {
-		t.Errorf("%d skipped peers logged, want 2 (the vxlan and the udp lease, once each)", n)
+	if n := h.countLogs(`"peer not programmed"`); n != 3 {
+		t.Errorf("%d skipped peers logged, want 3 (the vxlan and the two udp leases, once each)", n)
 	}
-	for _, l := range []subnet.Lease{vx, udp} {
-		once := fmt.Sprintf(`"lease"=%q "reason"="backend type \"%s\", not \"host-gw\""`, l.Key(), l.Attrs.BackendType)
+	for _, l := range skipped {
+		once := fmt.Sprintf(`"lease"=%q "reason"=%q`, l.Key, l.Reason)
 		if n := h.countLogs(once); n != 1 {
 			t.Errorf("logged %d times, want once: %s", n, once)
 		}

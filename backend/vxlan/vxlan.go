@@ -866,7 +866,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
 		switch {
 		case p.Attrs.BackendType != Type:
-			skip("backend type %q, not %q", p.Attrs.BackendType, Type)
+			skip("%s", backend.OtherType(p.Attrs.BackendType, Type))
 			continue
 		case !sn.IsValid() || !sn.Addr().Is4():
 			skip("no IPv4 subnet")

@@ -337,6 +337,7 @@ func TestOtherBackendPeers(t *testing.T) {
 	p3 := lease("10.244.3.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:03")
 	hostgw := lease("10.244.4.0/24", "198.18.0.4", "host-gw", "02:00:00:00:00:04")
 	udp := lease("10.244.5.0/24", "198.18.0.5", "udp", "")
+	flanneldUDP := lease("10.244.6.0/24", "198.18.0.6", "", "") // flanneld's udp backend writes no type
 	two := peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02")
 	three := peerLines("10.244.3.0/24", "198.18.0.3", "02:00:00:00:00:03")
 
@@ -345,23 +346,27 @@ func TestOtherBackendPeers(t *testing.T) {
 		want  string
 		res   backend.Result
 	}{
-		{[]subnet.Lease{p2, hostgw, udp}, two, backend.Result{Added: 4, Skipped: 2}}, // with our address
-		{[]subnet.Lease{p2, hostgw, udp}, two, backend.Result{Skipped: 2}},           // resyncs
-		{[]subnet.Lease{p2, hostgw, udp}, two, backend.Result{Skipped: 2}},
-		{[]subnet.Lease{udp, p2, p3, hostgw}, two + three, backend.Result{Added: 3, Skipped: 2}},
-		{[]subnet.Lease{hostgw, p3, udp}, three, backend.Result{Removed: 3, Skipped: 2}},
-		{[]subnet.Lease{hostgw, p3, udp}, three, backend.Result{Skipped: 2}},
+		{[]subnet.Lease{p2, hostgw, udp, flanneldUDP}, two, backend.Result{Added: 4, Skipped: 3}}, // with our address
+		{[]subnet.Lease{p2, hostgw, udp, flanneldUDP}, two, backend.Result{Skipped: 3}},           // resyncs
+		{[]subnet.Lease{p2, hostgw, udp, flanneldUDP}, two, backend.Result{Skipped: 3}},
+		{[]subnet.Lease{udp, p2, p3, hostgw, flanneldUDP}, two + three, backend.Result{Added: 3, Skipped: 3}},
+		{[]subnet.Lease{hostgw, p3, udp, flanneldUDP}, three, backend.Result{Removed: 3, Skipped: 3}},
+		{[]subnet.Lease{hostgw, p3, udp, flanneldUDP}, three, backend.Result{Skipped: 3}},
 	} {
 		if res := h.reconcile(step.peers...); res.String() != step.res.String() {
 			t.Errorf("step %d: result %v, want %v", i, res, step.res)
 		}
 		h.check(withBase(step.want))
 	}
-	if n := h.countLogs(`"peer not programmed"`); n != 2 {
-		t.Errorf("%d skipped peers logged, want 2 (the host-gw and the udp lease, once each)", n)
+	if n := h.countLogs(`"peer not programmed"`); n != 3 {
+		t.Errorf("%d skipped peers logged, want 3 (the host-gw and the two udp leases, once each)", n)
 	}
-	for _, l := range []subnet.Lease{hostgw, udp} {
-		once := fmt.Sprintf(`"lease"=%q "reason"="backend type \"%s\", not \"vxlan\""`, l.Key(), l.Attrs.BackendType)
+	for _, l := range []struct{ key, reason string }{
+		{hostgw.Key(), `backend type "host-gw", not "vxlan"`},
+		{udp.Key(), `backend type "udp", not "vxlan"`},
+		{flanneldUDP.Key(), `no backend type (as flanneld's udp backend writes), not "vxlan"`},
+	} {
+		once := fmt.Sprintf(`"lease"=%q "reason"=%q`, l.key, l.reason)
 		if n := h.countLogs(once); n != 1 {
 			t.Errorf("logged %d times, want once: %s", n, once)
 		}
