@@ -19,6 +19,10 @@ import (
 // is reported and retried rather than waited on silently.
 const etcdCallTimeout = 10 * time.Second
 
+// etcdConnectTimeout is how long the client's connection attempt to an
+// address that does not answer lasts (see newEtcdClient).
+const etcdConnectTimeout = 5 * time.Second
+
 // etcdConn is the etcd client and what is needed to explain its failures.
 type etcdConn struct {
 	*clientv3.Client
@@ -47,7 +51,7 @@ func newEtcdClient(cfg *Config, log logr.Logger) (*etcdConn, error) {
 		// address after 5 s rather than 20.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
-			MinConnectTimeout: 5 * time.Second,
+			MinConnectTimeout: etcdConnectTimeout,
 		})},
 	}
 	var tc *etcdTLS

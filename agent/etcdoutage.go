@@ -95,7 +95,10 @@ type outageReporter struct {
 //
 // When a probe finds an endpoint accepting connections while gRPC waits out
 // its backoff (TransientFailure), the backoff is cut short and the
-// connection has settle to come back before anything is logged.
+// connection has settle to come back before anything is logged; when it
+// finds etcd answering while gRPC's attempt is still in flight, that
+// attempt may end first. A connection Ready by then has no outage to report
+// (catchUp).
 func (r *outageReporter) run(ctx context.Context) {
 	var (
 		downSince time.Time // zero while connected
@@ -147,8 +150,12 @@ func (r *outageReporter) run(ctx context.Context) {
 			continue
 		}
 		err := r.probe(ctx)
-		if errors.Is(err, errEndpointAccepts) && r.conn.GetState() == connectivity.TransientFailure && r.reconnectNow(ctx) {
+		state, back := r.catchUp(ctx, err)
+		if back {
 			continue
+		}
+		if errors.Is(err, errEndpointAccepts) {
+			err = fmt.Errorf("%w, but the etcd client's connection is %s", err, state)
 		}
 		probedAt = r.clock.Now()
 		r.cause(err)
@@ -162,6 +169,32 @@ func (r *outageReporter) run(ctx context.Context) {
 			r.log.V(2).Info("etcd still unreachable, for another reason", "reason", lastCause)
 		}
 	}
+}
+
+// catchUp gives the client's connection its chance to come back once the
+// probe has found err, and returns the connection's state then and whether
+// it is Ready: if so the outage is over, whatever the probe found (the
+// connection may have come back while the probe ran). When an endpoint
+// answers, an attempt in flight (Connecting: after a healed partition, one
+// made while the partition held, waiting on the kernel's next try of its
+// SYN) has until it ends, up to etcdConnectTimeout; a connection waiting out gRPC's
+// backoff, also while an endpoint only accepts connections (etcd may be
+// about to serve), is made to try at once.
+func (r *outageReporter) catchUp(ctx context.Context, err error) (connectivity.State, bool) {
+	answers := errors.Is(err, errEndpointAccepts)
+	s := r.conn.GetState()
+	if answers && (s == connectivity.Connecting || s == connectivity.Idle) {
+		wctx, cancel := r.clock.WithDeadline(ctx, r.clock.Now().Add(etcdConnectTimeout))
+		for (s == connectivity.Connecting || s == connectivity.Idle) && r.conn.WaitForStateChange(wctx, s) {
+			s = r.conn.GetState()
+		}
+		cancel()
+	}
+	if s == connectivity.TransientFailure && (answers || errors.Is(err, errEndpointSilent)) && r.reconnectNow(ctx) {
+		return connectivity.Ready, true
+	}
+	s = r.conn.GetState()
+	return s, s == connectivity.Ready
 }
 
 // reconnectNow is for a connection that waits out gRPC's backoff (up to 5 s,
@@ -184,14 +217,19 @@ func (r *outageReporter) reconnectNow(ctx context.Context) bool {
 }
 
 // errEndpointAccepts is the probe's finding when an endpoint takes
-// connections although the client's connection is down.
+// connections and answers on them although the client's connection is down.
 var errEndpointAccepts = errors.New("an endpoint accepts connections")
 
-// probe says why etcd cannot be reached, as far as a connection attempt of
-// our own can tell.
+// probe says why etcd cannot be reached, as far as connection attempts of
+// our own can tell: errEndpointAccepts if nothing keeps the client from
+// connecting.
 func (c *etcdConn) probe(ctx context.Context) error {
-	if err := probeEtcd(ctx, c.endpoints, c.tls.config()); err != nil {
+	tc := c.tls.config()
+	if err := probeEtcd(ctx, c.endpoints, tc); err != nil {
 		return err
 	}
-	return fmt.Errorf("%w, but the etcd client's connection is %s", errEndpointAccepts, c.ActiveConnection().GetState())
+	if len(c.endpoints) > 0 && clientUsesTLS(c.endpoints[0], tc != nil) {
+		return errEndpointAccepts // the server's side of the handshake is its answer
+	}
+	return etcdAnswers(ctx, c.endpoints)
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"path"
 	"strings"
 	"time"
@@ -36,6 +37,70 @@ func probeEtcd(ctx context.Context, endpoints []string, tc *tls.Config) error {
 		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
 	}
 	return errors.Join(errs...)
+}
+
+// errEndpointSilent is the probe's finding when an endpoint takes
+// connections but answers nothing on them: etcd is hung or stopped (SIGSTOP,
+// a frozen VM, a stalled disk), not serving yet (a member serves clients
+// only once it has joined its cluster), or something in between accepts
+// for it.
+var errEndpointSilent = fmt.Errorf("an endpoint accepts connections but answers nothing within %s", refusalWait)
+
+// etcdAnswers asks endpoints, which take connections without TLS, for an
+// answer (the kernel accepts connections for a hung etcd): errEndpointAccepts
+// once one of them answers, else errEndpointSilent.
+func etcdAnswers(ctx context.Context, endpoints []string) error {
+	silent := false
+	var errs []error
+	for _, ep := range endpoints {
+		err := endpointAnswers(ctx, ep)
+		switch {
+		case err == nil:
+			return errEndpointAccepts
+		case errors.Is(err, errEndpointSilent):
+			silent = true
+		default:
+			errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+		}
+	}
+	if silent && ctx.Err() == nil {
+		return errEndpointSilent
+	}
+	return errors.Join(errs...)
+}
+
+// endpointAnswers connects to endpoint without TLS and asks GET /version,
+// which etcd's client port answers (or, where it serves gRPC alone, closes
+// on): a reply, a close or a reset are an answer, nil; silence for
+// refusalWait is errEndpointSilent.
+func endpointAnswers(ctx context.Context, endpoint string) error {
+	network, addr, host, err := endpointAddr(endpoint)
+	if err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, network, addr)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(refusalWait)); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	// A write error means the server is gone already: the read says so.
+	_, _ = io.WriteString(conn, "GET /version HTTP/1.1\r\nHost: "+host+"\r\nConnection: close\r\n\r\n")
+	var b [1]byte
+	if _, err := conn.Read(b[:]); errors.Is(err, os.ErrDeadlineExceeded) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return errEndpointSilent
+	}
+	return nil
 }
 
 // probeEndpoint connects to endpoint and, if useTLS, runs a TLS handshake
