@@ -151,6 +151,11 @@ func (r *outageReporter) run(ctx context.Context) {
 		}
 		err := r.probe(ctx)
 		state, back := r.catchUp(ctx, err)
+		if ctx.Err() != nil {
+			// The stop ended the probe's dials or the wait: no
+			// finding about etcd.
+			return
+		}
 		if back {
 			continue
 		}
