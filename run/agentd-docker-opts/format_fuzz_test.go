@@ -25,6 +25,7 @@ func FuzzFormat(f *testing.F) {
 		{"/etc/flannel dir/subnet.env", "export FLANNEL_NETWORK=\"10.0.0.0/8\"\nFLANNEL_SUBNET='10.1.2.1/24'\nFLANNEL_MTU=9000\n"},
 		{`/tmp/a "b" 'c' \d $e.env`, v4},
 		{"subnet.env", v4 + "AGENTD_HOST_ID=1cd32dbd72c57f3fd38b56cfc433518d\n"},
+		{`/etc/flannel\`, v4}, // systemd before v254 would read the next line as part of the comment
 	} {
 		f.Add(s[0], []byte(s[1]))
 	}

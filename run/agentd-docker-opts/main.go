@@ -161,9 +161,11 @@ func readEnv(ctx context.Context, o options, polled func()) (subnetenv.Env, erro
 // format renders the options file for env, read from path. A path with a
 // line break (systemd ends a line of an environment file at '\n' or '\r') is
 // written Go-quoted: as it is, its tail would be a line of its own, which
-// systemd reads as an assignment (DOCKER_OPTS=…) or warns about.
+// systemd reads as an assignment (DOCKER_OPTS=…) or warns about. So is one
+// ending in a backslash, with which systemd before v254 (Debian 12's 252)
+// continues the comment onto the DOCKER_IP_MASQ line.
 func format(path string, env subnetenv.Env) string {
-	if strings.ContainsAny(path, "\n\r") {
+	if strings.ContainsAny(path, "\n\r") || strings.HasSuffix(path, `\`) {
 		path = strconv.Quote(path)
 	}
 	masq := !env.IPMasq

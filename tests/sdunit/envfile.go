@@ -12,8 +12,9 @@ type Var struct {
 
 // ParseEnvironmentFile parses the content of a file named by
 // EnvironmentFile=, following systemd's rules: one KEY=VALUE per line; blank
-// lines and lines starting with '#' or ';' ignored; whitespace around the key
-// and before the value ignored; in an unquoted value a backslash takes the
+// lines and lines starting with '#' or ';' ignored (a backslash at the end of
+// such a line continues the comment, as before systemd v254); whitespace
+// around the key and before the value ignored; in an unquoted value a backslash takes the
 // next character literally, a backslash at the end of a line continues the
 // value on the next line, and trailing whitespace is dropped; '…' is literal;
 // in "…" a backslash escapes only ", \, `, $ and a newline. Quoted and
@@ -37,7 +38,18 @@ func ParseEnvironmentFile(b []byte) ([]Var, error) {
 			line++
 			continue
 		case '#', ';':
+			// Before systemd v254 (Debian 12 has v252) a backslash in a
+			// comment takes the next character with it, so a comment
+			// ending in one swallows the next line; v254 ends a comment at
+			// every newline. The older rule is modelled: what reads right
+			// under it reads right under both.
 			for i < len(s) && s[i] != '\n' {
+				if s[i] == '\\' && i+1 < len(s) {
+					if s[i+1] == '\n' {
+						line++
+					}
+					i++
+				}
 				i++
 			}
 			continue

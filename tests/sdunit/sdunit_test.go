@@ -12,6 +12,8 @@ func TestParseEnvironmentFile(t *testing.T) {
 	in := strings.Join([]string{
 		"# comment",
 		"; also a comment",
+		`# a comment ending in a backslash \`,
+		"NOT=read: systemd before v254 continues the comment here",
 		"",
 		"A=plain",
 		"  B = spaced value   ",
