@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/agentd/agentd/internal/clip"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -25,6 +26,9 @@ var ErrConfigNotFound = errors.New("network config not found")
 type Registry struct {
 	cli    *clientv3.Client
 	prefix string
+	// pageSize is the keys per request of a full read (0:
+	// defaultPageSize); tests make it small.
+	pageSize int64
 }
 
 // NewRegistry returns a registry for the network under prefix ("" means
@@ -100,44 +104,50 @@ func (r *Registry) decodeFull(kv *mvccpb.KeyValue) (Lease, error) {
 		LeaseID: kv.Lease, ModRevision: kv.ModRevision, CreateRevision: kv.CreateRevision}, nil
 }
 
-// List returns every lease in one request, sorted by subnet, the keys that are
-// not leases, and the revision the list was read at.
+// List returns every lease, sorted by subnet, the keys that are not leases,
+// and the revision the list was read at: one snapshot, read in pages (see
+// scan).
 func (r *Registry) List(ctx context.Context) ([]Lease, []BadEntry, int64, error) {
-	resp, err := r.cli.Get(ctx, r.SubnetsPrefix(), clientv3.WithPrefix())
+	leases, bad, hdr, err := r.list(ctx, r.SubnetsPrefix())
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("list leases under %s: %w", r.SubnetsPrefix(), err)
 	}
-	leases, bad := r.decodeAll(resp.Kvs)
-	return leases, bad, resp.Header.Revision, nil
+	return leases, bad, hdr.Revision, nil
 }
 
 // OfSubnet is List of the keys whose IPv4 half is sn: its plain key and its
 // dual-stack ones. Keys of other subnets overlapping sn are not read.
 func (r *Registry) OfSubnet(ctx context.Context, sn netip.Prefix) ([]Lease, []BadEntry, error) {
 	key := r.LeaseKey(sn, netip.Prefix{})
-	resp, err := r.cli.Get(ctx, key, clientv3.WithPrefix())
+	leases, bad, _, err := r.list(ctx, key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read leases of %s: %w", key, err)
 	}
-	leases, bad := r.decodeAll(resp.Kvs)
 	return leases, bad, nil
 }
 
-// decodeAll decodes kvs into leases, sorted by subnet, and the keys that are
-// not leases.
-func (r *Registry) decodeAll(kvs []*mvccpb.KeyValue) ([]Lease, []BadEntry) {
-	leases := make([]Lease, 0, len(kvs))
-	var bad []BadEntry
-	for _, kv := range kvs {
-		l, err := r.decode(kv)
-		if err != nil {
-			bad = append(bad, BadEntry{Key: string(kv.Key), ModRevision: kv.ModRevision, Err: err})
-			continue
-		}
-		leases = append(leases, l)
+// list decodes the keys under prefix into leases, sorted by subnet, and the
+// keys that are not leases.
+func (r *Registry) list(ctx context.Context, prefix string) ([]Lease, []BadEntry, *etcdserverpb.ResponseHeader, error) {
+	var (
+		leases []Lease
+		bad    []BadEntry
+	)
+	hdr, err := r.scan(ctx, prefix, nil,
+		func(count int64) { leases, bad = make([]Lease, 0, count), nil },
+		func(kv *mvccpb.KeyValue) {
+			l, err := r.decode(kv)
+			if err != nil {
+				bad = append(bad, BadEntry{Key: string(kv.Key), ModRevision: kv.ModRevision, Err: err})
+				return
+			}
+			leases = append(leases, l)
+		})
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	sortLeases(leases)
-	return leases, bad
+	return leases, bad, hdr, nil
 }
 
 func sortLeases(ls []Lease) {
@@ -149,21 +159,26 @@ func sortLeases(ls []Lease) {
 // usable. It lists the keys alone, and reads the values of the overlapping
 // ones only: usually none.
 func (r *Registry) Overlapping(ctx context.Context, sn, sn6 netip.Prefix) ([]Lease, []BadEntry, error) {
-	resp, err := r.cli.Get(ctx, r.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	self := r.LeaseKey(sn, sn6)
+	var overlapping []string
+	_, err := r.scan(ctx, r.SubnetsPrefix(), []clientv3.OpOption{clientv3.WithKeysOnly()},
+		func(int64) { overlapping = overlapping[:0] },
+		func(kv *mvccpb.KeyValue) {
+			key := string(kv.Key)
+			ksn, ksn6, err := ParseSubnetKey(strings.TrimPrefix(key, r.SubnetsPrefix()))
+			if err == nil && key != self && (ksn.Overlaps(sn) || sn6.IsValid() && ksn6.IsValid() && ksn6.Overlaps(sn6)) {
+				overlapping = append(overlapping, key)
+			}
+		})
 	if err != nil {
 		return nil, nil, fmt.Errorf("list lease keys under %s: %w", r.SubnetsPrefix(), err)
 	}
-	self := r.LeaseKey(sn, sn6)
 	var (
 		leases []Lease
 		bad    []BadEntry
 	)
-	for _, kv := range resp.Kvs {
-		key := string(kv.Key)
-		ksn, ksn6, err := ParseSubnetKey(strings.TrimPrefix(key, r.SubnetsPrefix()))
-		if err != nil || key == self || !(ksn.Overlaps(sn) || sn6.IsValid() && ksn6.IsValid() && ksn6.Overlaps(sn6)) {
-			continue
-		}
+	for _, key := range overlapping {
+		ksn, ksn6, _ := ParseSubnetKey(strings.TrimPrefix(key, r.SubnetsPrefix()))
 		l, ok, err := r.Get(ctx, ksn, ksn6)
 		switch {
 		case ok && err != nil:

@@ -2,11 +2,8 @@ package subnet
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // fullListEvery is how many reads of one Acquire make one full list: the
@@ -43,29 +40,28 @@ type entry struct {
 // read brings the view up to date: a full list when it has none, when one is
 // asked for (full) or due, else the keys written since the last read.
 func (v *leaseView) read(ctx context.Context) error {
-	r := v.reg
-	opts := []clientv3.OpOption{clientv3.WithPrefix()}
 	partial := v.byKey != nil && !v.full && v.since+1 < fullListEvery
+	since := int64(0)
 	if partial {
-		opts = append(opts, clientv3.WithMinModRev(v.rev+1))
+		since = v.rev
 	}
-	resp, err := r.cli.Get(ctx, r.SubnetsPrefix(), opts...)
+	keys, hdr, err := v.reg.listKeys(ctx, since)
 	if err != nil {
-		return fmt.Errorf("list leases under %s: %w", r.SubnetsPrefix(), err)
+		return err
 	}
 	if partial {
 		v.since++
 	} else {
-		v.byKey, v.since, v.full = make(map[string]entry, len(resp.Kvs)), 0, false
+		v.byKey, v.since, v.full = make(map[string]entry, len(keys)), 0, false
 	}
-	v.rev = resp.Header.Revision
-	for _, kv := range resp.Kvs {
-		l, err := r.decode(kv)
-		e := entry{lease: l}
-		if err != nil {
-			e = entry{bad: &BadEntry{Key: string(kv.Key), ModRevision: kv.ModRevision, Err: err}}
+	v.rev = hdr.Revision
+	for i := range keys {
+		e := entry{lease: keys[i].lease}
+		if keys[i].err != nil {
+			bad := keys[i].badEntry()
+			e = entry{bad: &bad}
 		}
-		v.byKey[string(kv.Key)] = e
+		v.byKey[keys[i].key] = e
 	}
 	v.leases, v.bad = v.leases[:0], v.bad[:0]
 	for _, e := range v.byKey {

@@ -295,21 +295,21 @@ func (h *history) check(hdr *etcdserverpb.ResponseHeader) error {
 // relist replaces the table with a fresh list and moves h to its revision.
 // known, when not nil, says the watch found etcd's history replaced.
 func (m *Manager) relist(ctx context.Context, h *history, known error) error {
-	resp, err := m.reg.cli.Get(ctx, m.reg.SubnetsPrefix(), clientv3.WithPrefix())
+	keys, hdr, err := m.reg.listKeys(ctx, 0)
 	if err != nil {
-		return fmt.Errorf("list leases under %s: %w", m.reg.SubnetsPrefix(), err)
+		return err
 	}
 	// A list is linearizable: a revision below one seen before is not a
 	// member lagging behind.
-	replaced := h.check(resp.Header)
+	replaced := h.check(hdr)
 	if replaced == nil {
 		replaced = known
 	}
 	if replaced != nil {
 		m.log.Error(replaced, "ETCD LOST ITS HISTORY; taking every lease, ours included, from this list")
 	}
-	*h = history{rev: resp.Header.Revision, cluster: resp.Header.ClusterId}
-	n := m.listed(resp.Kvs, h.rev, replaced != nil)
+	*h = history{rev: hdr.Revision, cluster: hdr.ClusterId}
+	n := m.listed(keys, h.rev, replaced != nil)
 	m.log.V(2).Info("listed leases", "peers", n, "revision", h.rev)
 	m.syncedOnce.Do(func() { close(m.synced) })
 	signal(m.changed)
@@ -319,12 +319,16 @@ func (m *Manager) relist(ctx context.Context, h *history, known error) error {
 // replaceTable makes the table the full list kvs read at revision rev and
 // returns the number of peers.
 func (m *Manager) replaceTable(kvs []*mvccpb.KeyValue, rev int64) int {
-	return m.listed(kvs, rev, false)
+	keys := make([]keyState, len(kvs))
+	for i, kv := range kvs {
+		keys[i] = m.reg.keyState(kv)
+	}
+	return m.listed(keys, rev, false)
 }
 
 // listed is replaceTable for a list that may come from a new history of etcd
 // (rewound): then Run is told to judge our key by its value alone.
-func (m *Manager) listed(kvs []*mvccpb.KeyValue, rev int64, rewound bool) int {
+func (m *Manager) listed(keys []keyState, rev int64, rewound bool) int {
 	ownKey := m.ownKeyString()
 	t := &m.table
 	t.mu.Lock()
@@ -334,19 +338,20 @@ func (m *Manager) listed(kvs []*mvccpb.KeyValue, rev int64, rewound bool) int {
 	}
 	t.rev = rev
 	old := t.leases
-	t.leases = make(map[string]Lease, len(kvs))
+	t.leases = make(map[string]Lease, len(keys))
 	// Everything may have changed: the next snapshot is sorted afresh, and
 	// putLocked need not record each key.
 	t.rebuild = true
 	t.pending = t.pending[:0]
 	sawOwn := false
-	for _, kv := range kvs {
-		if string(kv.Key) == ownKey {
+	for i := range keys {
+		k := &keys[i]
+		if k.key == ownKey {
 			sawOwn = true
-			m.noteOwnLocked(kv)
+			m.noteOwnLocked(k)
 			continue
 		}
-		m.putLocked(kv, old[string(kv.Key)])
+		m.putLocked(k, old[k.key])
 	}
 	if !sawOwn && ownKey != "" {
 		t.own = ownState{rev: rev}
@@ -356,9 +361,9 @@ func (m *Manager) listed(kvs []*mvccpb.KeyValue, rev int64, rewound bool) int {
 	// not a scan of the list per unusable key: after a forced change of
 	// Network every old lease is one (BenchmarkRelistUnusable).
 	if len(t.bad) > 0 {
-		listedKeys := make(map[string]struct{}, len(kvs))
-		for _, kv := range kvs {
-			listedKeys[string(kv.Key)] = struct{}{}
+		listedKeys := make(map[string]struct{}, len(keys))
+		for i := range keys {
+			listedKeys[keys[i].key] = struct{}{}
 		}
 		for k := range t.bad {
 			if _, ok := listedKeys[k]; !ok {
@@ -571,7 +576,8 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) (changed bool) {
 				t.own = ownState{rev: ev.Kv.ModRevision}
 				signal(m.ownChanged)
 			} else {
-				m.noteOwnLocked(ev.Kv)
+				k := m.reg.keyState(ev.Kv)
+				m.noteOwnLocked(&k)
 			}
 			continue
 		}
@@ -585,7 +591,8 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) (changed bool) {
 			delete(t.bad, key)
 			continue
 		}
-		if m.putLocked(ev.Kv, t.leases[key]) {
+		k := m.reg.keyState(ev.Kv)
+		if m.putLocked(&k, t.leases[key]) {
 			changed = true
 		}
 	}
@@ -599,18 +606,17 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) (changed bool) {
 // used is skipped, logged once per revision and counted; the last good value
 // of the key, if any, stays, so a bad write never tears down a peer's routes.
 // It reports whether the key's lease changed: a skipped value changes none.
-func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) bool {
+func (m *Manager) putLocked(k *keyState, prev Lease) bool {
 	t := &m.table
-	key := string(kv.Key)
-	l, err := m.reg.decode(kv)
+	key, l, err := k.key, k.lease, k.err
 	if err == nil {
 		err = m.validLease(l)
 	}
 	if err != nil {
-		if t.bad[key] != kv.ModRevision {
-			t.bad[key] = kv.ModRevision
+		if t.bad[key] != k.modRev {
+			t.bad[key] = k.modRev
 			n := m.Stats.BadEntries.Add(1)
-			kvs := []any{"key", clip.String(key), "revision", kv.ModRevision, "count", n}
+			kvs := []any{"key", clip.String(key), "revision", k.modRev, "count", n}
 			switch t.badLog.Next() {
 			case lograte.Log:
 				m.log.Error(err, "skipping key that is not a usable lease", kvs...)
@@ -643,9 +649,8 @@ func (m *Manager) putLocked(kv *mvccpb.KeyValue, prev Lease) bool {
 	return true
 }
 
-func (m *Manager) noteOwnLocked(kv *mvccpb.KeyValue) {
-	l, err := m.reg.decode(kv)
-	m.table.own = ownState{rev: kv.ModRevision, present: true, lease: l, err: err, createRev: kv.CreateRevision}
+func (m *Manager) noteOwnLocked(k *keyState) {
+	m.table.own = ownState{rev: k.modRev, present: true, lease: k.lease, err: k.err, createRev: k.createRev}
 	signal(m.ownChanged)
 }
 
