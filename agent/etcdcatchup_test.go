@@ -145,6 +145,30 @@ func TestNoOutageWhileAttemptCatchesUp(t *testing.T) {
 	})
 }
 
+// TestSilentEtcdReportedAtOnce: an endpoint that accepts connections but
+// answers nothing (a hung etcd) is reported as soon as the grace period
+// is over, whatever the state of the client's connection: there is no
+// attempt worth waiting for.
+func TestSilentEtcdReportedAtOnce(t *testing.T) {
+	for _, down := range []connectivity.State{connectivity.TransientFailure, connectivity.Connecting} {
+		t.Run(down.String(), func(t *testing.T) {
+			conn, clk, logs, causes := catchUpReporter(t, func() error { return errEndpointSilent })
+			conn.step(t, down)
+			n := conn.waits()
+			clk.advance(3 * time.Second)
+			conn.waitFor(t, n+1, down)
+			logs.expect(t, 1)
+			const want = `"error"="an endpoint accepts connections but answers nothing within 2s" "endpoints"=["http://etcd:2379"] "downFor"="3s"`
+			if l := logs.get()[0]; !strings.Contains(l, want) {
+				t.Fatalf("logged\n%s\nwant it to contain\n%s", l, want)
+			}
+			if c := causes(); len(c) != 1 || c[0] != errEndpointSilent.Error() {
+				t.Fatalf("causes %q, want %q", c, errEndpointSilent)
+			}
+		})
+	}
+}
+
 // TestProbeSilentEndpoint: an endpoint that accepts connections without
 // TLS but answers nothing (a hung etcd: the kernel accepts for it) is
 // found as such, so that the reporter does not wait on the client's

@@ -182,9 +182,10 @@ func (r *outageReporter) run(ctx context.Context) {
 // connection may have come back while the probe ran). When an endpoint
 // answers, an attempt in flight (Connecting: after a healed partition, one
 // made while the partition held, waiting on the kernel's next try of its
-// SYN) has until it ends, up to etcdConnectTimeout; a connection waiting out gRPC's
-// backoff, also while an endpoint only accepts connections (etcd may be
-// about to serve), is made to try at once.
+// SYN) has until it ends, up to etcdConnectTimeout, and a connection
+// waiting out gRPC's backoff is made to try at once and has settle to come
+// back. While an endpoint only accepts connections the backoff is cut short
+// too, without waiting.
 func (r *outageReporter) catchUp(ctx context.Context, err error) (connectivity.State, bool) {
 	answers := errors.Is(err, errEndpointAccepts)
 	s := r.conn.GetState()
@@ -195,8 +196,17 @@ func (r *outageReporter) catchUp(ctx context.Context, err error) (connectivity.S
 		}
 		cancel()
 	}
-	if s == connectivity.TransientFailure && (answers || errors.Is(err, errEndpointSilent)) && r.reconnectNow(ctx) {
-		return connectivity.Ready, true
+	switch {
+	case s != connectivity.TransientFailure:
+	case answers:
+		if r.reconnectNow(ctx) {
+			return connectivity.Ready, true
+		}
+	case errors.Is(err, errEndpointSilent):
+		// etcd may be about to serve (a restarted member not ready
+		// yet): gRPC's next attempt starts now and waits for it. The
+		// outage is reported at once, as a hung etcd's is.
+		r.conn.ResetConnectBackoff()
 	}
 	s = r.conn.GetState()
 	return s, s == connectivity.Ready

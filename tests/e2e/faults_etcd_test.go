@@ -154,9 +154,10 @@ func (f *fixture) outageLoggedOnce(hosts []*cluster.Host, marks logMarkSet, caus
 // frozen etcd refuses nothing: the kernel still accepts connections to it,
 // so the agent's connection breaks only when a keepalive ping goes
 // unanswered (agent/etcd.go: a ping after 10 s without traffic, 5 s for the
-// answer), and the outage is logged 3 s after that (outageGrace): 18 s at
-// most, and 7 s more for a busy machine.
-const hungNoticed = 25 * time.Second
+// answer), and the outage is logged 3 s after that (outageGrace) and up to
+// 2 s of waiting for etcd's answer to the probe (refusalWait): 20 s at most,
+// and 7 s more for a busy machine.
+const hungNoticed = 27 * time.Second
 
 // TestFaultEtcdHung: etcd's process is frozen (SIGSTOP, its sockets open)
 // under running agents until each has noticed, then thawed. To the agents
