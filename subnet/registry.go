@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/agentd/agentd/internal/clip"
@@ -150,8 +150,17 @@ func (r *Registry) list(ctx context.Context, prefix string) ([]Lease, []BadEntry
 	return leases, bad, hdr, nil
 }
 
+// sortLeases orders leases by subnet address, and leases at one address (a
+// plain and a dual-stack key, a /22 and a /24) by key, so that findOurs
+// meets them in the same order at every start whatever order they were read
+// in (Acquire's view builds them from a map).
 func sortLeases(ls []Lease) {
-	sort.Slice(ls, func(i, j int) bool { return ls[i].Subnet.Addr().Less(ls[j].Subnet.Addr()) })
+	slices.SortFunc(ls, func(a, b Lease) int {
+		if c := a.Subnet.Addr().Compare(b.Subnet.Addr()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Key(), b.Key())
+	})
 }
 
 // Overlapping returns the leases whose subnets overlap sn or sn6, the key of

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/agentd/agentd/tests/etcdtest"
@@ -84,4 +86,43 @@ func TestLeaseViewAgainstList(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSortLeasesTiesByKey: leases at one subnet address come out in key
+// order whatever order they were read in, so findOurs, which takes the first
+// of our leases, chooses the same one at every start.
+func TestSortLeasesTiesByKey(t *testing.T) {
+	p := netip.MustParsePrefix
+	want := []Lease{
+		{Subnet: p("10.244.1.0/24")},
+		{Subnet: p("10.244.4.0/22")},
+		{Subnet: p("10.244.4.0/24")},
+		{Subnet: p("10.244.4.0/24"), IPv6Subnet: p("fc00:0:0:4::/64")},
+		{Subnet: p("10.244.9.0/24")},
+	}
+	var permute func(ls []Lease, k int)
+	permute = func(ls []Lease, k int) {
+		if k == len(ls) {
+			got := slices.Clone(ls)
+			sortLeases(got)
+			if !slices.EqualFunc(got, want, func(a, b Lease) bool { return a.Key() == b.Key() }) {
+				t.Errorf("sortLeases(%v) = %v, want %v", leaseKeys(ls), leaseKeys(got), leaseKeys(want))
+			}
+			return
+		}
+		for i := k; i < len(ls); i++ {
+			ls[k], ls[i] = ls[i], ls[k]
+			permute(ls, k+1)
+			ls[k], ls[i] = ls[i], ls[k]
+		}
+	}
+	permute(slices.Clone(want), 0)
+}
+
+func leaseKeys(ls []Lease) []string {
+	var ks []string
+	for _, l := range ls {
+		ks = append(ks, l.Key())
+	}
+	return ks
 }
