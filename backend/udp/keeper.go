@@ -172,6 +172,24 @@ func RunKeeper() int {
 	// also does between events.
 	links := linkEvents()
 	defer unix.Close(links)
+	// gone reports whether the device is gone, having let go of
+	// everything if so. A deleted device leaves its queues detached
+	// (EBADFD). The port and the name are freed now, not at the
+	// process's end: an agent asking meanwhile is refused rather than
+	// left waiting.
+	gone := func() bool {
+		if _, _, err := tunName(k.tun[0]); err == nil {
+			return false
+		}
+		k.close()
+		unix.Close(ln)
+		return true
+	}
+	// A device deleted before the subscription above (while this process
+	// started) raised no event for it: look once now.
+	if gone() {
+		return 0
+	}
 	for {
 		fds := []unix.PollFd{{Fd: ln, Events: unix.POLLIN}, {Fd: int32(links), Events: unix.POLLIN}}
 		n, err := unix.Poll(fds, int(keeperCheck/time.Millisecond))
@@ -182,14 +200,7 @@ func RunKeeper() int {
 			drain(links)
 		}
 		if n == 0 || err != nil || fds[1].Revents != 0 {
-			// Is the device still there? A deleted device leaves its
-			// queues detached (EBADFD).
-			if _, _, err := tunName(k.tun[0]); err != nil {
-				// Free the port and the name now, not at the
-				// process's end: an agent asking meanwhile is
-				// refused rather than left waiting.
-				k.close()
-				unix.Close(ln)
+			if gone() {
 				return 0
 			}
 			if fds[0].Revents == 0 {
