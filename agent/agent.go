@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +42,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ReleaseLease {
 		return release(ctx, log, cfg)
 	}
-	a := &agent{cfg: cfg, log: log, backends: Backends(), health: newHealth(log), obs: newObserver()}
+	a := &agent{cfg: cfg, log: log, backends: Backends(), leftovers: leftovers(), health: newHealth(log), obs: newObserver()}
 	// The service manager hears why the agent is not ready yet from the
 	// start, and that it stops as soon as ctx ends, whatever the step.
 	a.health.sendStatus()
@@ -84,12 +86,24 @@ func Backends() backend.Registry {
 	}
 }
 
+// leftovers is the explicit map from each backend with a device of its own
+// to what deletes that device, when provably ours and unused, while the
+// network runs another backend: the operator switched backends and
+// restarted agentd. The agent runs the other backends' at start.
+func leftovers() map[string]func(backend.Config) {
+	return map[string]func(backend.Config){
+		"vxlan": vxlan.RemoveLeftovers,
+		"udp":   udp.RemoveLeftover,
+	}
+}
+
 type agent struct {
-	cfg      Config
-	log      logr.Logger
-	backends backend.Registry
-	health   *health
-	obs      *observer
+	cfg       Config
+	log       logr.Logger
+	backends  backend.Registry
+	leftovers map[string]func(backend.Config)
+	health    *health
+	obs       *observer
 
 	// ipt and iptDone are used only by the reconcile goroutine. ipt is
 	// nil until iptables is found; iptDone records that no rules are
@@ -230,12 +244,13 @@ func (a *agent) run(ctx context.Context) error {
 	a.log.Info("network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen, "backend", netCfg.BackendType)
 	a.health.setBackend(netCfg.BackendType)
 
-	be, err := a.backends.New(backend.Config{
+	beCfg := backend.Config{
 		Network:  netCfg,
 		External: ext,
 		StateDir: a.cfg.StateDir,
 		Logger:   a.log.WithName(netCfg.BackendType),
-	})
+	}
+	be, err := a.backends.New(beCfg)
 	if err != nil {
 		return err
 	}
@@ -256,6 +271,12 @@ func (a *agent) run(ctx context.Context) error {
 	data, err := be.Prepare(ctx)
 	if err != nil {
 		return cause(ctx, fmt.Errorf("prepare %s backend: %w", be.Type(), err))
+	}
+	// Once the new datapath's device is in place, the old backend's goes.
+	for _, name := range slices.Sorted(maps.Keys(a.leftovers)) {
+		if name != be.Type() {
+			a.leftovers[name](beCfg)
+		}
 	}
 
 	hostID, err := subnet.LoadOrCreateHostID(a.cfg.StateDir)

@@ -45,7 +45,9 @@
 // flannel0 but ours; every main-table route with proto 74 but the network's;
 // every forwarding table entry. A flannel0 made with other flags (flanneld's
 // single-queue device) is deleted and made again. Shutting down removes
-// nothing (shared/DESIGN.md §4.8).
+// nothing (shared/DESIGN.md §4.8). Once the network runs another backend,
+// the agent deletes flannel0 at start when it is provably ours and only
+// our keeper holds it (RemoveLeftover).
 //
 // # Safety
 //

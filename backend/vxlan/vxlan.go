@@ -76,8 +76,10 @@
 // second device with its VNI and port: another device holding them is
 // named in the error, never touched); the device flannel.<N> made for a VNI
 // N the network used before, which the state dir's vxlan-<N>.mac shows is
-// ours or, that file lost, whose shape does (deleted at start:
-// deleteOldDevices); every IPv4 address on
+// ours or, that file lost, whose shape does, while it serves nothing but
+// the cluster network (deleted at start: deleteOldDevices; and every such
+// flannel.<N> once the network runs another backend: RemoveLeftovers,
+// which the agent runs then); every IPv4 address on
 // it; every main-table route with proto 74, and every other one through the
 // device into the cluster network but the kernel's (flanneld's, proto boot,
 // taken over or deleted: backend.OwnedRoutes); every permanent IPv4 neighbour

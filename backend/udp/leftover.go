@@ -1,0 +1,172 @@
+package udp
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/vishvananda/netlink"
+)
+
+// RemoveLeftover deletes flannel0 when this agentd made it while the host
+// ran the udp backend and nothing but that time's descriptor keeper holds
+// it; the agent runs it at start when the network config names another
+// backend (the operator switched, and restarted agentd). Left, flannel0
+// keeps its route for the whole cluster network, so traffic to a subnet
+// no peer leases goes into a device nobody reads instead of the host's
+// other routes, and the keeper runs on, holding the old UDP port. The
+// keeper exits as soon as the device is deleted (RunKeeper); RemoveLeftover
+// waits for it to let go of the port. cfg is the running backend's.
+func RemoveLeftover(cfg backend.Config) {
+	h, err := backend.OpenHandle(nil)
+	if err != nil {
+		cfg.Logger.Error(err, "look for the udp backend's TUN device")
+		return
+	}
+	defer h.Close()
+	removeLeftover(h, func(f func() error) error { return f() }, cfg, keeperTimeout+keeperCheck)
+}
+
+// removeLeftover is RemoveLeftover with netlink through h and the checks of
+// the keeper and the claim run inside do, in h's namespace; it waits up to
+// wait for the keeper to exit.
+func removeLeftover(h *netlink.Handle, do func(func() error) error, cfg backend.Config, wait time.Duration) {
+	log := cfg.Logger
+	l, err := backend.LinkByName(h, DeviceName)
+	if err == nil && l == nil {
+		return
+	}
+	var links []netlink.Link
+	if err == nil {
+		links, err = backend.ListLinks(h)
+	}
+	var why, notOurs string
+	var keepers []int
+	if err == nil {
+		err = do(func() (err error) {
+			why, notOurs, keepers, err = leftover(h, l, links, cfg)
+			return err
+		})
+	}
+	if err != nil {
+		log.Error(err, "look at the udp backend's TUN device", "device", DeviceName)
+		return
+	}
+	if notOurs != "" {
+		log.Info("leaving alone a device named like the udp backend's TUN device: not recognisably ours, or in use; "+
+			"if it is a leftover of this cluster (its route takes the whole cluster network), delete it",
+			"device", DeviceName, "why", notOurs, "command", "ip link del "+DeviceName)
+		return
+	}
+	if err := h.LinkDel(l); err != nil && !backend.IsNotFound(err) {
+		log.Error(err, "delete the udp backend's TUN device", "device", DeviceName)
+		return
+	}
+	log.Info("deleted our udp backend's TUN device: the network runs another backend now", "device", DeviceName, "why", why, "now", cfg.Network.BackendType)
+	if len(keepers) == 0 {
+		return
+	}
+	// The keeper closes its descriptors and its socket at once when the
+	// device goes (the socket last): with the socket gone, so is the port.
+	deadline := time.Now().Add(wait)
+	for {
+		var listens bool
+		if err := do(func() error { listens = keeperListens(DeviceName); return nil }); err != nil || !listens {
+			return
+		}
+		if time.Now().After(deadline) {
+			log.Info("the udp backend's descriptor keeper has not exited since its device was deleted, and may still hold its UDP port (stopped?)",
+				"pids", keepers, "waited", wait, "command", "kill -KILL "+strings.Trim(fmt.Sprint(keepers), "[]"))
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// leftover says why flannel0 (l) is ours to delete, or else why it may not
+// be (notOurs); keepers are the pids of the keepers that hold it. It runs
+// in the device's namespace. Ours is a device as only agentd makes it: a
+// persistent multi-queue TUN device with a virtio header and no packet
+// information (flanneld's is single-queue, without a virtio header, and
+// goes when flanneld stops: one still there means flanneld, or someone
+// else, still runs it), that serves nothing but the cluster network
+// (backend.ServesOnlyCluster), and that no agentd runs the udp backend on
+// (its claim), with every queue attached held by our user's keepers of
+// flannel0 in this namespace, or none.
+func leftover(h *netlink.Handle, l netlink.Link, links []netlink.Link, cfg backend.Config) (why, notOurs string, keepers []int, err error) {
+	t, ok := l.(*netlink.Tuntap)
+	if !ok || t.Mode != netlink.TUNTAP_MODE_TUN {
+		return "", fmt.Sprintf("it is a %s link, not a TUN device", l.Type()), nil, nil
+	}
+	const want = netlink.TUNTAP_MULTI_QUEUE | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_NO_PI
+	if t.Flags&want != want || t.NonPersist {
+		return "", fmt.Sprintf("it is not persistent, multi-queue, with a virtio header and no packet information as agentd makes it "+
+			"(flags %#x, persistent %v): a single-queue one is flanneld's, which goes away when flanneld stops", uint32(t.Flags), !t.NonPersist), nil, nil
+	}
+	addr, notOurs, err := backend.ServesOnlyCluster(h, l, links, cfg.Network.Network, cfg.Network.SubnetLen)
+	if err != nil || notOurs != "" {
+		return "", notOurs, nil, err
+	}
+	f, _, err := claimDevice(DeviceName)
+	var running *agentRunningError
+	if errors.As(err, &running) {
+		return "", running.Error(), nil, nil
+	}
+	if err != nil {
+		return "", "", nil, err
+	}
+	if f != nil {
+		f.Close()
+	}
+	held := "no process holds it open"
+	if open := t.Queues + t.DisabledQueues; open > 0 {
+		n := 0
+		for _, pid := range keeperPids(DeviceName) {
+			if uid, ok := processUID(pid); !ok || uid != os.Geteuid() {
+				continue
+			}
+			if q := queuesOf(pid, DeviceName); q > 0 {
+				keepers = append(keepers, pid)
+				n += q
+			}
+		}
+		if n != open || t.DisabledQueues > 0 {
+			return "", fmt.Sprintf("%d queues of it are open, %d of them held by agentd's descriptor keeper: another process uses it", open, n), nil, nil
+		}
+		held = fmt.Sprintf("only agentd's descriptor keeper (pids %s) holds it open, and exits when it goes", strings.Trim(fmt.Sprint(keepers), "[]"))
+	}
+	return fmt.Sprintf("it is as only agentd makes it and serves nothing else: a persistent multi-queue TUN device with a virtio header, "+
+		"one address %s in the cluster network %s, every route through it into that network, no agentd running udp on it; %s",
+		addr, cfg.Network.Network, held), "", keepers, nil
+}
+
+// queuesOf counts the descriptors of process pid attached to a TUN device
+// called dev, as their /proc fdinfo names it (of whatever namespace: the
+// caller asks only of processes in the device's).
+func queuesOf(pid int, dev string) int {
+	dir := "/proc/" + strconv.Itoa(pid)
+	fds, err := os.ReadDir(dir + "/fd")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(dir + "/fd/" + fd.Name()); err != nil || target != "/dev/net/tun" {
+			continue
+		}
+		info, err := os.ReadFile(dir + "/fdinfo/" + fd.Name())
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if name, ok := strings.CutPrefix(line, "iff:"); ok && strings.TrimSpace(name) == dev {
+				n++
+			}
+		}
+	}
+	return n
+}

@@ -1,0 +1,180 @@
+package udp
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// TestLeftoverRemoved: the host switched from udp to another backend, and
+// the agent starts with it. flannel0 goes when it is as agentd makes it,
+// serves only the cluster network and nothing but agentd's descriptor
+// keeper holds it (or nothing at all: its keeper was killed); the keeper
+// then exits at once, freeing its port. It stays, logged with why and the
+// command that deletes it, while an agent runs udp on it (its claim held),
+// while another process holds a queue of it beside the keeper, and when it
+// is flanneld's (single-queue, held open by flanneld). The keeper here
+// checks its device only hourly on its own (keeperCheckEnv), so only the
+// link event can end it within the wait.
+func TestLeftoverRemoved(t *testing.T) {
+	keeperTestEnv = []string{keeperCheckEnv + "=1h"}
+	t.Cleanup(func() { keeperTestEnv = nil })
+	for _, tc := range []struct {
+		name string
+		// setup leaves flannel0 in the state to judge, with the agent
+		// that made it, if any, gone.
+		setup func(t *testing.T, h *testHost)
+		gone  bool
+		why   string // in the log line
+	}{
+		{"the keeper alone holds it", func(t *testing.T, h *testHost) { h.udpAgentGone(t) }, true,
+			"only agentd's descriptor keeper (pids "},
+		{"its keeper was killed", func(t *testing.T, h *testHost) {
+			h.udpAgentGone(t)
+			for _, pid := range h.keepers(t) {
+				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for attachedQueues(t, h) != 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("the killed keeper's queues are still attached")
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}, true, "no process holds it open"},
+		{"an agent runs udp on it", func(t *testing.T, h *testHost) {
+			h.start()
+			h.reconcile()
+		}, false, "another agentd (pid "},
+		{"another process holds a queue too", func(t *testing.T, h *testHost) {
+			h.udpAgentGone(t)
+			var fd int
+			if err := h.host.Do(func() (err error) { fd, err = openQueue(DeviceName); return err }); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(fd) })
+		}, false, "queues of it are open, "},
+		{"flanneld's, held open by flanneld", func(t *testing.T, h *testHost) {
+			var fd int
+			if err := h.host.Do(func() error {
+				var err error
+				if fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
+					return err
+				}
+				ifr, err := unix.NewIfreq(DeviceName)
+				if err != nil {
+					return err
+				}
+				ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+				return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(fd) })
+			l, err := h.host.Handle.LinkByName(DeviceName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.host.Handle.AddrAdd(l, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("10.244.1.0/32"))}); err != nil {
+				t.Fatal(err)
+			}
+		}, false, "a single-queue one is flanneld's"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestNet(t)
+			tc.setup(t, h)
+			keepers := h.keepers(t)
+			cfg := h.cfg
+			nc := *cfg.Network
+			nc.BackendType, nc.Backend = "vxlan", json.RawMessage(`{"Type":"vxlan"}`)
+			cfg.Network = &nc
+			start := time.Now()
+			removeLeftover(h.host.Handle, h.host.Do, cfg, 30*time.Second)
+			t.Logf("judged (and deleted, and the keeper gone) in %v", time.Since(start).Round(time.Microsecond))
+
+			if _, err := h.host.Handle.LinkByName(DeviceName); (err != nil) != tc.gone {
+				t.Errorf("flannel0 deleted: %v, want %v\n%s", err != nil, tc.gone, h.logText())
+			}
+			msg := `"leaving alone a device named like the udp backend's TUN device`
+			if tc.gone {
+				msg = `"deleted our udp backend's TUN device: the network runs another backend now"`
+			}
+			if n := h.countLogsWith(msg, tc.why); n != 1 {
+				t.Errorf("logged %d times %s … %q, want once:\n%s", n, msg, tc.why, h.logText())
+			}
+			if !tc.gone && h.countLogs(`"command"="ip link del flannel0"`) != 1 {
+				t.Errorf("no log line gives the command that deletes it:\n%s", h.logText())
+			}
+			if !tc.gone || len(keepers) == 0 {
+				return
+			}
+			// removeLeftover waited for the keeper: it is gone, and its port free.
+			if err := h.host.Do(func() error { return bindExclusive(h.b.listenAddr()) }); err != nil {
+				t.Errorf("port %s still taken once flannel0 was deleted: %v", h.b.listenAddr(), err)
+			}
+			if h.host.Do(func() error {
+				if keeperListens(DeviceName) {
+					t.Errorf("a keeper still listens once flannel0 was deleted")
+				}
+				return nil
+			}) != nil {
+				t.Fatal("cannot enter the namespace")
+			}
+		})
+	}
+}
+
+// udpAgentGone starts the udp backend as an agent does, with a first pass
+// (flannel0 gets its address and route), and ends it as the agent's exit
+// does: its workers stop, its claim and its copies of the descriptors go,
+// and the keeper holds them alone.
+func (h *testHost) udpAgentGone(t *testing.T) {
+	t.Helper()
+	h.start()
+	h.reconcile()
+	h.stop()
+	h.b.fds.close()
+	h.b.fds = nil
+	if h.keepers(t) == nil {
+		t.Fatal("no keeper holds flannel0")
+	}
+	if err := h.host.Do(func() error { return bindExclusive(h.b.listenAddr()) }); err == nil {
+		t.Fatalf("port %s is free while the keeper runs", h.b.listenAddr())
+	}
+}
+
+// keepers are the pids of the keepers of flannel0 in the host namespace.
+func (h *testHost) keepers(t *testing.T) []int {
+	t.Helper()
+	var pids []int
+	if err := h.host.Do(func() error { pids = keeperPids(DeviceName); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return pids
+}
+
+// countLogsWith counts the log entries that hold every one of subs.
+func (h *testHost) countLogsWith(subs ...string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, l := range h.logs {
+		all := true
+		for _, s := range subs {
+			all = all && strings.Contains(l, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
