@@ -104,7 +104,14 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 	}
 	rows := make([]leaseRow, 0, len(shown))
 	for _, l := range shown {
-		rows = append(rows, newLeaseRow(reg.SubnetsPrefix(), l, ttl[l.LeaseID]))
+		left := ttl[l.LeaseID]
+		if !l.Reservation() && left < 0 {
+			// etcd answers -1 for an etcd lease that no longer exists:
+			// it ended (expired, revoked, released) after the keys were
+			// read, and etcd deleted the key with it.
+			continue
+		}
+		rows = append(rows, newLeaseRow(reg.SubnetsPrefix(), l, left))
 	}
 	bad := make([]badRow, 0, len(badEntries))
 	for _, b := range badEntries {
@@ -367,6 +374,10 @@ func (a *app) release(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 			resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(l.LeaseID))
 			if err != nil {
 				return err
+			}
+			if resp.TTL < 0 {
+				// etcd's answer for an etcd lease that no longer exists.
+				return fmt.Errorf("%s: its etcd lease ended while this command ran, and etcd deleted the key with it; run it again", sn)
 			}
 			return fmt.Errorf("%s is a live lease of %s (%s left); its agent would recreate it: run agentd --release-lease on that host, or pass --force",
 				sn, l.Attrs.PublicIP, time.Duration(resp.TTL)*time.Second)
