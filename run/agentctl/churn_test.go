@@ -79,3 +79,26 @@ func TestReleaseEtcdLeaseEndedWhileChecking(t *testing.T) {
 	c.intercept = nil
 	c.wantFail(1, []string{"lease", "release", "10.244.5.0/24"}, "no lease or reservation for 10.244.5.0/24")
 }
+
+// TestReserveRefusesKeyWithUnusableValue: a key whose value is not a lease
+// still holds its subnet (agents lease around it, release deletes it). A
+// reservation of that subnet used to fail with "changed while this command
+// ran; run it again", again at every run; one overlapping it was written.
+// Both are refused, naming the key.
+func TestReserveRefusesKeyWithUnusableValue(t *testing.T) {
+	c := newCtl(t)
+	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+	for _, key := range []string{"10.244.7.0-24", "10.244.8.0-23"} {
+		if _, err := c.cli.Put(context.Background(), prefix+"/subnets/"+key, `{"PublicIP":"nope"}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.wantFail(1, []string{"lease", "reserve", "10.244.7.0/24", "--public-ip", "198.18.0.3"},
+		"10.244.7.0/24 is held by "+prefix+"/subnets/10.244.7.0-24", "not a lease", "agentctl lease release 10.244.7.0/24")
+	c.wantFail(1, []string{"lease", "reserve", "10.244.9.0/24", "--public-ip", "198.18.0.3"},
+		"10.244.9.0/24 overlaps "+prefix+"/subnets/10.244.8.0-23", "not a lease", "agentctl lease release 10.244.8.0/23")
+	if _, _, ok := c.get(prefix + "/subnets/10.244.9.0-24"); ok {
+		t.Error("10.244.9.0/24 reserved inside 10.244.8.0/23, held by a key with an unusable value")
+	}
+	c.mustRun("lease", "reserve", "10.244.10.0/24", "--public-ip", "198.18.0.3")
+}

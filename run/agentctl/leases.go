@@ -277,7 +277,7 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 	if err := cfg.ValidLease(sn, netip.Prefix{}); err != nil {
 		return usagef("%s cannot be reserved in %s: %v", sn, cfg.Network, err)
 	}
-	leases, _, rev, err := reg.List(ctx)
+	leases, bad, rev, err := reg.List(ctx)
 	if err != nil {
 		return err
 	}
@@ -302,6 +302,19 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 		case l.Attrs.PublicIP == pub && l.Reservation():
 			return fmt.Errorf("%s already has the reservation %s; release it first (agentctl lease release %s)", pub, l.Subnet, l.Subnet)
 		}
+	}
+	// A key whose value is not a lease holds its subnet all the same:
+	// agents lease around it, and release deletes it.
+	for _, b := range bad {
+		ksn, _, err := subnet.ParseSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix()))
+		if err != nil || !ksn.Overlaps(sn) {
+			continue
+		}
+		held := "is held by"
+		if ksn != sn {
+			held = "overlaps"
+		}
+		return fmt.Errorf("%s %s %s, whose value is not a lease (%v); free it first (agentctl lease release %s)", sn, held, b.Key, b.Err, ksn)
 	}
 	val, err := json.Marshal(subnet.LeaseAttrs{PublicIP: pub})
 	if err != nil {
