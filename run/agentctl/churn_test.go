@@ -102,3 +102,13 @@ func TestReserveRefusesKeyWithUnusableValue(t *testing.T) {
 	}
 	c.mustRun("lease", "reserve", "10.244.10.0/24", "--public-ip", "198.18.0.3")
 }
+
+// TestTimeoutMustBePositive: --timeout 0 or below is a mistake on the
+// command line (64), not an etcd that did not answer within 0s (1).
+func TestTimeoutMustBePositive(t *testing.T) {
+	c := newCtl(t)
+	for _, tm := range []string{"--timeout=0", "--timeout=-1s"} {
+		c.wantFail(exitUsage, []string{tm, "leases"}, "--timeout")
+		c.wantFail(exitUsage, []string{tm, "status"}, "--timeout")
+	}
+}

@@ -159,7 +159,13 @@ FLANNELD_ETCD_ENDPOINTS).`,
 			if err := flagsFromEnv(cmd.Flags(), a.lookupEnv, a.source); err != nil {
 				return err
 			}
-			return validateFlags(cmd)
+			if err := validateFlags(cmd); err != nil {
+				return err
+			}
+			if a.timeout <= 0 {
+				return usagef("--timeout %v: want a positive duration", a.timeout)
+			}
+			return nil
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
