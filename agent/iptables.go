@@ -17,9 +17,12 @@ import (
 // again at the next resync. With rules wanted, every pass fails until iptables
 // is found and the rules are in place, which keeps the agent not ready:
 // without the FORWARD rules a DROP policy (dockerd's) drops the overlay's
-// traffic. ctx, the reconcile loop's, ends any iptables command still running
-// when it is done (the Manager made by the first call keeps it); a check it
-// cut short returns ctx's error, and logs nothing.
+// traffic. Once a run, when it first finds iptables, it also removes our
+// chains from the backend it does not write to (left by a run with another
+// --iptables-mode), logging a failure once. ctx, the reconcile loop's, ends
+// any iptables command still running when it is done (the Manager made by
+// the first call keeps it); a check it cut short returns ctx's error, and
+// logs nothing.
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
 	if a.ipt == nil {
@@ -37,6 +40,14 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 			return nil
 		}
 		a.ipt = m
+		// Once a run: chains of ours in the backend we do not write to
+		// are an earlier run's, with its flags.
+		if err := m.RemoveFromOtherBackend(); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			a.log.Error(err, "cannot remove iptables chains an earlier run may have left in the other iptables backend; not tried again until the agent restarts")
+		}
 	}
 	var rules []iptables.Rule
 	if a.cfg.IPMasq {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -80,6 +81,9 @@ type Manager struct {
 	// loaded, whose hooks then see every packet (nf_tables creates none).
 	legacy bool
 	log    klog.Logger
+	// opts are New's, for the Manager of the other backend
+	// (RemoveFromOtherBackend); nil in one newManager made alone.
+	opts *Options
 }
 
 // New finds the family's iptables binaries (see findTools) and returns a
@@ -107,9 +111,15 @@ func New(family Family, log klog.Logger, opts Options) (*Manager, error) {
 	}
 	log.V(2).Info("iptables found", "family", family, "iptables", t.iptables, "version", t.version,
 		"mode", t.mode, "save", t.save, "restore", t.restore, "randomFully", t.randomFully, "restoreWait", t.restoreWait)
+	return newExecManager(family, t, opts, log), nil
+}
+
+func newExecManager(family Family, t tools, opts Options, log klog.Logger) *Manager {
 	r := &execRunner{prefix: slices.Clone(opts.CommandPrefix), save: t.save, restore: t.restore,
 		restoreWait: t.restoreWait, timeout: opts.Timeout, ctx: opts.Context}
-	return newManager(family, r, t.randomFully, t.mode == "legacy", log), nil
+	m := newManager(family, r, t.randomFully, t.mode == "legacy", log)
+	m.opts = &opts
+	return m
 }
 
 func newManager(family Family, r runner, randomFully, legacy bool, log klog.Logger) *Manager {
@@ -182,6 +192,38 @@ func (m *Manager) Reconcile(desired []Rule) (changed bool, err error) {
 func (m *Manager) Remove() error {
 	_, err := m.Reconcile(nil)
 	return err
+}
+
+// RemoveFromOtherBackend deletes our chains and the jumps into them from the
+// tables of the iptables backend m does not write to (nf_tables when m's is
+// legacy, and the reverse), where a run with another --iptables-mode, or
+// before the host's `iptables` changed backend, left them. The kernel runs
+// both backends' chains, so such leftovers would go on masquerading and
+// accepting as that run's flags said, whatever this run's are, and nothing
+// else removes them. The other backend is read as a Manager of its own
+// reads it (legacy: no table loaded) and written only where something of
+// ours is. Without that backend's binaries (iptables before 1.8 has one
+// backend) there is nothing to do; a failure to read or write it is an
+// error. A Manager New did not make has no other backend.
+func (m *Manager) RemoveFromOtherBackend() error {
+	if m.opts == nil {
+		return nil
+	}
+	other := ModeLegacy
+	if m.legacy {
+		other = ModeNFT
+	}
+	if _, err := exec.LookPath(baseName(m.family) + "-" + other); err != nil {
+		return nil
+	}
+	t, err := findTools(m.family, other)
+	if err != nil {
+		return fmt.Errorf("%s: the %s backend: %w", m.family, other, err)
+	}
+	if err := newExecManager(m.family, t, *m.opts, m.log.WithValues("backend", t.mode)).Remove(); err != nil {
+		return fmt.Errorf("the %s backend: %w", other, err)
+	}
+	return nil
 }
 
 // reconcileTable puts table right, as read in loaded (the legacy tables
