@@ -19,6 +19,7 @@ import (
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -66,6 +67,9 @@ Writing the same config again changes nothing.`,
   agentctl config init --file network.json`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.unwritten(cmd.Flags()); err != nil {
+				return err
+			}
 			doc, err := o.document(cmd.InOrStdin())
 			if err != nil {
 				return err
@@ -89,12 +93,30 @@ Writing the same config again changes nothing.`,
 	return cmd
 }
 
+// unwritten refuses a config value flag given in fs that the document would
+// not carry, or carry to no effect: any beside --file (--backend too, which
+// has a default, so only fs knows it was given), and an option of another
+// backend than --backend's.
+func (o *initOptions) unwritten(fs *pflag.FlagSet) error {
+	if o.file != "" {
+		for _, name := range []string{"network", "subnet-len", "subnet-min", "subnet-max", "backend", "vni", "port", "direct-routing"} {
+			if fs.Changed(name) {
+				return usagef("--file and --%s exclude each other: the file holds the whole config", name)
+			}
+		}
+		return nil
+	}
+	for _, name := range []string{"vni", "direct-routing", "port"} {
+		if fs.Changed(name) && o.backend != vxlan.Type && (name != "port" || o.backend != udp.Type) {
+			return usagef("--%s is not an option of the %s backend", name, o.backend)
+		}
+	}
+	return nil
+}
+
 // document is the config JSON the options describe.
 func (o *initOptions) document(stdin io.Reader) ([]byte, error) {
 	if o.file != "" {
-		if o.network != "" || o.subnetLen != 0 || o.subnetMin != "" || o.subnetMax != "" || o.vni != 0 || o.port != 0 || o.directRouting {
-			return nil, usagef("--file and the config value flags exclude each other")
-		}
 		var b []byte
 		var err error
 		if o.file == "-" {
