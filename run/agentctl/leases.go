@@ -42,9 +42,9 @@ func (a *app) leasesCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "leases",
 		Short: "List every subnet lease: which host holds which subnet",
-		Long: `leases lists the leases under <prefix>/subnets/ in one etcd request, plus one
-for the network config and one per distinct etcd lease for the time left
-(32 at a time).
+		Long: `leases lists the leases under <prefix>/subnets/, read in pages of 100 keys
+at one revision (one snapshot), plus one request for the network config and
+one per distinct etcd lease for the time left (32 at a time).
 Keys that are not valid leases (under the config, when there is one) are
 listed after the table, as agents skip them.`,
 		Args: usageArgs(cobra.NoArgs),
