@@ -18,9 +18,9 @@ import (
 //
 // A temporary file left by a writer that died before its rename (killed
 // between its create and its rename) is removed by the next successful
-// Write of the same path. A writer holds an flock on its temporary file
-// until it is done, so one still being written by another process is
-// left alone.
+// Write of the same path, or by RemoveLeftovers. A writer holds an flock on
+// its temporary file until it is done, so one still being written by
+// another process is left alone.
 //
 // On failure (a full or read-only filesystem, a directory in the way, a
 // failed sync) the temporary file is removed and what was at path stays;
@@ -72,7 +72,7 @@ func write(path string, data []byte, perm os.FileMode) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	removeLeftovers(path)
+	RemoveLeftovers(path)
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -89,7 +89,7 @@ func tmpPrefix(path string) string {
 
 // createLocked creates a temporary file in dir whose name is prefix and
 // digits, and takes an flock on it that marks it as being written, for
-// removeLeftovers. Another writer's removeLeftovers may take the new file
+// RemoveLeftovers. Another writer's RemoveLeftovers may take the new file
 // for a leftover before it is locked: the lock, taken once that one lets
 // go, then finds the file unlinked, and another is made. Where the
 // filesystem has no locks the file is never taken for a leftover.
@@ -107,10 +107,11 @@ func createLocked(dir, prefix string) (*os.File, error) {
 	}
 }
 
-// removeLeftovers removes path's temporary files whose writer is gone: those
-// on which no flock is held. It does its best: what it cannot open, lock or
-// remove stays, and the Write that called it has succeeded anyway.
-func removeLeftovers(path string) {
+// RemoveLeftovers removes path's temporary files whose writer is gone: those
+// on which no flock is held. Write calls it once it has replaced path; one
+// that removes path for good calls it too, as no later Write of path will.
+// It does its best: what it cannot open, lock or remove stays.
+func RemoveLeftovers(path string) {
 	prefix := tmpPrefix(path)
 	entries, err := os.ReadDir(filepath.Dir(path))
 	if err != nil {

@@ -152,7 +152,7 @@ func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []
 		// leave the address allocated.
 		env, envErr := subnetenv.Read(n.SubnetFile)
 		if envErr != nil {
-			return removeSaved(forget)
+			return removeSaved(at, forget)
 		}
 		if d, b, err = delegateConf(n, env); err != nil {
 			return err
@@ -161,7 +161,7 @@ func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []
 	if err := del(d["type"].(string), b); err != nil {
 		return delegateError(d, "DEL", err)
 	}
-	return removeSaved(forget)
+	return removeSaved(at, forget)
 }
 
 // GC (CNI 1.1) releases this network's attachments that ADD saved here and
@@ -310,13 +310,16 @@ func joinErrors(verb string, errs []error) error {
 }
 
 // removeSaved forgets an attachment's saved delegate configuration: the
-// files readSaved named, in its order.
-func removeSaved(forget []string) error {
+// files readSaved named, in its order, then the temporary files of saves of
+// at that were cut short (an ADD killed, a power loss, before its rename):
+// no later ADD replaces the attachment's file, which would remove them.
+func removeSaved(at attachment, forget []string) error {
 	for _, f := range forget {
 		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return types.NewError(types.ErrIOFailure, err.Error(), "")
 		}
 	}
+	atomicfile.RemoveLeftovers(at.path)
 	return nil
 }
 

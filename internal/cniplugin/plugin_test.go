@@ -1070,3 +1070,40 @@ func fileNames(t *testing.T, dir string) []string {
 	}
 	return names
 }
+
+// TestDelRemovesCutSave: an ADD killed while it saved (the runtime's
+// timeout, a power loss), after it created the temporary file it renames
+// onto the attachment's file and before the rename, leaves that temporary
+// file, which no later ADD of the attachment replaces: the runtime DELs the
+// attachment and the next pod has another container ID. DEL removes it
+// (also when ADD had saved before and the rename is of an ADD run again),
+// and leaves another attachment's.
+func TestDelRemovesCutSave(t *testing.T) {
+	for _, savedBefore := range []bool{false, true} {
+		t.Run(fmt.Sprintf("saved before %v", savedBefore), func(t *testing.T) {
+			f := newFixture(t)
+			f.writeEnv(t, envA)
+			if savedBefore {
+				if err := f.p.Add(f.args("c1", "")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			// The names atomicfile.Write gives its temporary files:
+			// "." + the file's name + ".tmp" + os.CreateTemp's digits.
+			for _, name := range []string{".cbr0:c1:eth0.tmp3166425407", ".cbr0:c1:eth0.tmp12", ".cbr0:c1:eth1.tmp55"} {
+				if err := os.WriteFile(filepath.Join(f.dataDir, name), []byte(`{"cniVer`), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := f.p.Del(f.args("c1", "")); err != nil {
+				t.Fatal(err)
+			}
+			if got := fileNames(t, f.dataDir); !slices.Equal(got, []string{".cbr0:c1:eth1.tmp55"}) {
+				t.Errorf("after DEL of c1's eth0, dataDir holds %q, want only eth1's temporary file", got)
+			}
+		})
+	}
+}
