@@ -147,9 +147,10 @@ func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []
 		d, err = decodeSaved(saved, b)
 	}
 	if err != nil {
-		// Not subnetenv.ReadComplete: a file cut after FLANNEL_SUBNET
-		// still names the range to release from, and refusing it would
-		// leave the address allocated.
+		// Not subnetenv.ReadComplete: a file without its FLANNEL_IPMASQ
+		// line still names the range to release from. One cut before
+		// FLANNEL_MTU's line ends is refused by Read too, and DEL then
+		// releases nothing.
 		env, envErr := subnetenv.Read(n.SubnetFile)
 		if envErr != nil {
 			return removeSaved(at, forget)
