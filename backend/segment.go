@@ -21,18 +21,20 @@ type Segment struct {
 	Iface      string // the external interface's name, for messages
 	IfaceIndex int
 
-	// OnLink holds the subnets of the interface's addresses, and the
-	// destinations of its main-table scope-link routes without a gateway: a
-	// host with a /32 address and "198.18.0.0/24 dev eth0 scope link" has
-	// its peers on-link, and the kernel accepts them as gateways. A route
-	// with a gateway makes nothing on-link. Sorted, no duplicates, masked.
+	// OnLink holds the subnets of the interface's addresses (but those
+	// added with noprefixroute, which get no route), and the destinations
+	// of its main-table scope-link routes without a gateway: a host with a
+	// /32 address and "198.18.0.0/24 dev eth0 scope link" has its peers
+	// on-link, and the kernel accepts them as gateways. A route with a
+	// gateway makes nothing on-link. Sorted, no duplicates, masked.
 	OnLink []netip.Prefix
 
 	// Subnets are the subnets of the interface's own addresses (in OnLink
-	// too), sorted, no duplicates, masked. The kernel makes broadcast routes
-	// for them, so their network and broadcast addresses cannot be a
-	// gateway; a scope-link route's destination has no such addresses, and
-	// its first and last may be hosts like any other.
+	// too unless noprefixroute), sorted, no duplicates, masked. The kernel
+	// makes broadcast routes for them, so their network and broadcast
+	// addresses cannot be a gateway; a scope-link route's destination has
+	// no such addresses, and its first and last may be hosts like any
+	// other.
 	Subnets []netip.Prefix
 
 	// Local maps every IPv4 address of this host to its label: the name of
@@ -62,9 +64,11 @@ func (s *Segment) LocalIn(sn netip.Prefix) string {
 // ReadSegment reads the segment of the external interface, the link with
 // index ifaceIndex called iface, from the kernel's IPv4 addresses, which it
 // lists, and routes, the main table's (MainRoutes): a backend lists those
-// once per pass for all it reads from them. Only the main table counts, as
-// the kernel's check of a main-table route's gateway sees it without policy
-// rules.
+// once per pass for all it reads from them. Only the main table counts: the
+// kernel looks a main-table route's gateway up through the policy rules, but
+// with no source address, so a rule by source (policy routing's usual
+// "from <address> lookup N") sends it to the main table. A peer reachable
+// only by a rule by destination or output interface is taken for off-link.
 func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netlink.Route) (*Segment, error) {
 	s := &Segment{Iface: iface, IfaceIndex: ifaceIndex, Local: map[netip.Addr]string{}}
 	addrs, err := ListAddrs(h, nil, netlink.FAMILY_V4)
@@ -77,9 +81,17 @@ func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netli
 			continue
 		}
 		s.Local[p.Addr()] = a.Label
-		if a.LinkIndex == ifaceIndex {
+		if a.LinkIndex != ifaceIndex {
+			continue
+		}
+		s.Subnets = append(s.Subnets, p.Masked())
+		// An address added with noprefixroute (NetworkManager adds
+		// them all so, then the prefix route itself, perhaps in another
+		// table) gives its subnet no route, and the kernel takes a
+		// gateway only through a scope-link route: the routes below
+		// decide.
+		if a.Flags&unix.IFA_F_NOPREFIXROUTE == 0 {
 			s.OnLink = append(s.OnLink, p.Masked())
-			s.Subnets = append(s.Subnets, p.Masked())
 		}
 	}
 	for _, r := range routes {

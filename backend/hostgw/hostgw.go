@@ -11,7 +11,8 @@
 //     proto 74 (backend.RouteProtocol), in the main table.
 //
 // The gateway must be on-link: inside the subnet of one of the external
-// interface's addresses, or inside the destination of one of its main-table
+// interface's addresses (not one added with noprefixroute: the kernel made
+// no route for it), or inside the destination of one of its main-table
 // scope-link routes without a gateway (a /32 address plus
 // "198.18.0.0/24 dev eth0 scope link", as some clouds configure; the kernel
 // accepts such gateways, and flanneld routes them). It must also be another

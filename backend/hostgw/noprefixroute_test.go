@@ -1,0 +1,71 @@
+package hostgw
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/subnet"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// TestOnLinkNoPrefixRoute: an address added with noprefixroute (as
+// NetworkManager adds every address, then the prefix route itself: in the
+// main table, or with ipv4.route-table in a table of its own) makes nothing
+// on-link. The kernel refuses a gateway that no scope-link route leads to
+// ("Nexthop has invalid gateway"), looking it up through the policy rules:
+// a rule "from <our address>" does not match that lookup. A peer on such a
+// segment is skipped as off-link, not retried and failed on every pass,
+// and is routed once a route puts its address on-link.
+func TestOnLinkNoPrefixRoute(t *testing.T) {
+	h := newHost(t, "198.18.0.1", "198.18.0.1")
+	nl := h.ns.Handle
+	ext := h.ext.Attrs().Index
+	addr := netip.MustParsePrefix("198.18.0.1/24")
+	if err := nl.AddrDel(h.ext, &netlink.Addr{IPNet: backend.IPNet(addr)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.AddrAdd(h.ext, &netlink.Addr{IPNet: backend.IPNet(addr), Flags: unix.IFA_F_NOPREFIXROUTE}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.b.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	seg := backend.IPNet(netip.MustParsePrefix("198.18.0.0/24"))
+	// The segment's route in a table of its own, used for traffic from
+	// our address only.
+	if err := nl.RouteAdd(&netlink.Route{Dst: seg, LinkIndex: ext, Scope: netlink.SCOPE_LINK, Table: 100}); err != nil {
+		t.Fatal(err)
+	}
+	rule := netlink.NewRule()
+	rule.Src, rule.Table, rule.Priority = backend.IPNet(netip.MustParsePrefix("198.18.0.1/32")), 100, 100
+	if err := nl.RuleAdd(rule); err != nil {
+		t.Fatal(err)
+	}
+	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
+	for range 2 {
+		res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{p2})
+		if err != nil {
+			t.Fatalf("Reconcile: %v; want the peer skipped as off-link", err)
+		}
+		if res.String() != (backend.Result{Skipped: 1}).String() {
+			t.Errorf("result %v, want 1 skipped", res)
+		}
+	}
+	h.check("")
+	if n := h.countLogs(fmt.Sprintf(`"lease"=%q "reason"="public IP 198.18.0.2 is not on-link`, p2.Key())); n != 1 {
+		t.Errorf("logged the off-link peer %d times, want once", n)
+	}
+
+	// NetworkManager's prefix route in the main table puts it on-link.
+	if err := nl.RouteAdd(&netlink.Route{Dst: seg, LinkIndex: ext, Scope: netlink.SCOPE_LINK, Protocol: unix.RTPROT_STATIC, Priority: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if res := h.reconcile(p2); res.String() != (backend.Result{Added: 1}).String() {
+		t.Errorf("with the prefix route: result %v, want 1 added", res)
+	}
+	h.check("route 198.18.0.0/24 dev ext0 proto 4 metric 100\nroute 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74")
+}
