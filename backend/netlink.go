@@ -610,17 +610,24 @@ func (w NetlinkWriter) DelRoute(r Route) error {
 // When r is no longer listed it is gone: ErrGone. When it is, the
 // request named something the kernel does not match r by: its gateway and
 // device do not match a route through a nexthop object (`ip route add … nhid
-// N proto 74`), which the listing shows with its nexthop's gateway and device.
-// If r is our only route under its key, a request naming the key alone
-// deletes it and nothing else; otherwise it fails.
+// N`), which the listing shows with its nexthop's gateway and device. It is
+// looked for among the routes of its own protocol, ours or that of the
+// other program's route a backend claimed (Route.Protocol). If r is its
+// protocol's only route under its key, a request naming the key and the
+// protocol deletes it and nothing else; otherwise it fails.
 func (w NetlinkWriter) delMissedRoute(r Route, notFound error) error {
-	held, err := OurRoutes(w.H)
+	proto := RouteProtocol
+	if r.Protocol != 0 {
+		proto = netlink.RouteProtocol(r.Protocol)
+	}
+	held, err := ListRoutes(w.H, netlink.FAMILY_V4, &netlink.Route{Protocol: proto, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("delete %s: %w; check whether it is gone: %w", r, notFound, err)
 	}
 	listed, under := false, 0
-	for _, o := range held {
-		if o.Key() == r.Key() {
+	for _, nr := range held {
+		if o := RouteFrom(nr); o.Key() == r.Key() {
 			under++
 			listed = listed || o == r
 		}
@@ -629,11 +636,11 @@ func (w NetlinkWriter) delMissedRoute(r Route, notFound error) error {
 	case !listed:
 		return ErrGone
 	case under > 1:
-		return fmt.Errorf("delete %s: the kernel found no route to delete (%w), yet it is still listed, with %d other routes of ours under its key", r, notFound, under-1)
+		return fmt.Errorf("delete %s: the kernel found no route to delete (%w), yet it is still listed, with %d other routes of its protocol under its key", r, notFound, under-1)
 	}
 	byKey := &netlink.Route{
 		Dst:      IPNet(r.Dst),
-		Protocol: RouteProtocol,
+		Protocol: proto,
 		Table:    unix.RT_TABLE_MAIN,
 		Tos:      r.Tos,
 		Priority: r.Priority,
@@ -644,7 +651,7 @@ func (w NetlinkWriter) delMissedRoute(r Route, notFound error) error {
 		if IsNotFound(err) { // deleted by someone else since it was listed
 			return ErrGone
 		}
-		return fmt.Errorf("delete %s: the kernel found no route to delete (%w), yet it is still listed; by its key alone: %w", r, notFound, err)
+		return fmt.Errorf("delete %s: the kernel found no route to delete (%w), yet it is still listed; by its key and protocol: %w", r, notFound, err)
 	}
 	return nil
 }
