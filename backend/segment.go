@@ -41,24 +41,37 @@ type Segment struct {
 	// the link holding it (or an alias such as "eth0:1").
 	Local map[netip.Addr]string
 
+	// PeerNets maps the peer network of each point-to-point IPv4 address
+	// of this host (`ip addr add 198.19.9.1 peer 10.244.9.0/24 dev tun0`),
+	// masked, to that address, but for those added with noprefixroute. The
+	// kernel routes the network through the address's link (a route in the
+	// cluster network, whose events wake the backends), and the address
+	// lies outside it.
+	PeerNets map[netip.Prefix]netip.Addr
+
 	local []netip.Addr // Local's keys, sorted (LocalIn makes it)
 }
 
 // LocalIn says which address of this host the peer subnet sn (masked)
-// holds, the lowest, or "". Such a subnet is a network of this host that
-// overlaps the cluster network (another interface's, a bridge left with an
-// old subnet): a route to the peer's subnet would replace the kernel's
-// route for that network when the two are equal, and deleting ours when the
-// lease goes would leave that network with no route at all.
+// holds, the lowest, or which point-to-point address has sn for its peer
+// network, or "". Such a subnet is a network of this host that overlaps
+// the cluster network (another interface's, a bridge left with an old
+// subnet, a tunnel's peer network): a route to the peer's subnet would
+// replace the kernel's route for that network when the two are equal, and
+// deleting ours when the lease goes would leave that network with no route
+// at all.
 func (s *Segment) LocalIn(sn netip.Prefix) string {
 	if len(s.local) != len(s.Local) {
 		s.local = slices.SortedFunc(maps.Keys(s.Local), netip.Addr.Compare)
 	}
 	i, _ := slices.BinarySearchFunc(s.local, sn.Addr(), netip.Addr.Compare)
-	if i == len(s.local) || !sn.Contains(s.local[i]) {
-		return ""
+	if i < len(s.local) && sn.Contains(s.local[i]) {
+		return fmt.Sprintf("subnet %s holds %s, an address of this host (%s)", sn, s.local[i], s.Local[s.local[i]])
 	}
-	return fmt.Sprintf("subnet %s holds %s, an address of this host (%s)", sn, s.local[i], s.Local[s.local[i]])
+	if a, ok := s.PeerNets[sn]; ok {
+		return fmt.Sprintf("subnet %s is the peer network of %s, a point-to-point address of this host (%s)", sn, a, s.Local[a])
+	}
+	return ""
 }
 
 // ReadSegment reads the segment of the external interface, the link with
@@ -81,6 +94,12 @@ func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netli
 			continue
 		}
 		s.Local[p.Addr()] = a.Label
+		if peer, ok := PrefixFromIPNet(a.Peer); ok && peer.Addr().Is4() && peer.Addr() != p.Addr() && a.Flags&unix.IFA_F_NOPREFIXROUTE == 0 {
+			if s.PeerNets == nil {
+				s.PeerNets = map[netip.Prefix]netip.Addr{}
+			}
+			s.PeerNets[peer.Masked()] = p.Addr()
+		}
 		if a.LinkIndex != ifaceIndex {
 			continue
 		}

@@ -18,7 +18,8 @@
 // accepts such gateways, and flanneld routes them). It must also be another
 // host: not the network or broadcast address of such a subnet, not
 // multicast, loopback or unspecified, not an address of ours. Nor may the
-// peer's subnet hold an address of ours: that is a network of this host
+// peer's subnet hold an address of ours, or be the peer network of a
+// point-to-point address of ours: that is a network of this host
 // overlapping the cluster network, whose kernel route ours would replace. A
 // peer that fails any of these tests is logged (once) and counted as
 // skipped, never routed: the kernel would refuse some of these routes,

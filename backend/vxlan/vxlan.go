@@ -50,9 +50,10 @@
 // broadcast address, an address of ours, the network or broadcast address
 // of one of the external interface's subnets): VXLAN sent there goes
 // nowhere, to every host of the segment, or back to us. Also when its
-// subnet holds an address of ours (backend.Segment.LocalIn: a network of
+// subnet holds an address of ours or is the peer network of a
+// point-to-point address of ours (backend.Segment.LocalIn: a network of
 // this host overlapping the cluster network, a bridge left with an old
-// subnet): the route to it would replace the kernel's route for that
+// subnet, a tunnel's): the route to it would replace the kernel's route for that
 // network, which would be gone when the lease goes; and were the gateway
 // <peer subnet>.0 ours, the kernel would refuse the route (EINVAL) on every
 // pass, which would keep every other peer's pass failing. Of two keys for
