@@ -429,16 +429,26 @@ func ClaimRoutes(nrs []netlink.Route, claim func(Route) bool) []Route {
 	return rs
 }
 
-// OwnedRoutes picks from nrs, the main table's routes (MainRoutes), ours
-// and those through the link with index linkIndex to destinations inside
-// network (ClaimRoutes). A backend that owns the whole link (vxlan's device)
-// counts those as its own, so that those a lease wants are taken over and
-// the others deleted: flanneld's (proto boot) stay when it stops, also for
-// leases that go before agentd's first pass.
-func OwnedRoutes(nrs []netlink.Route, linkIndex int, network netip.Prefix) []Route {
+// OwnedRoutes picks from nrs, the main table's routes (MainRoutes), ours,
+// those through the link with index linkIndex to destinations inside
+// network, and those under the key of a route in want (ClaimRoutes). A
+// backend that owns the whole link (vxlan's device) counts those through it
+// as its own, so that those a lease wants are taken over and the others
+// deleted: flanneld's (proto boot) stay when it stops, also for leases that
+// go before agentd's first pass. One under a wanted key elsewhere (through
+// the external interface) is another program's route to a peer's subnet:
+// one ahead of ours in the kernel's list (`ip route prepend`) takes the
+// peer's traffic, and a replace of ours, already as wanted, changes nothing;
+// so it is deleted, as host-gw deletes it.
+func OwnedRoutes(nrs []netlink.Route, linkIndex int, network netip.Prefix, want []Route) []Route {
 	network = network.Masked()
+	keys := make(map[RouteKey]bool, len(want))
+	for _, r := range want {
+		keys[r.Key()] = true
+	}
 	return ClaimRoutes(nrs, func(r Route) bool {
-		return r.LinkIndex == linkIndex && r.Dst.IsValid() && r.Dst.Addr().Is4() && r.Dst.Bits() >= network.Bits() && network.Contains(r.Dst.Addr())
+		return keys[r.Key()] ||
+			r.LinkIndex == linkIndex && r.Dst.IsValid() && r.Dst.Addr().Is4() && r.Dst.Bits() >= network.Bits() && network.Contains(r.Dst.Addr())
 	})
 }
 

@@ -83,7 +83,10 @@
 // which the agent runs then); every IPv4 address on
 // it; every main-table route with proto 74, and every other one through the
 // device into the cluster network but the kernel's (flanneld's, proto boot,
-// taken over or deleted: backend.OwnedRoutes); every permanent IPv4 neighbour
+// taken over or deleted: backend.OwnedRoutes), and another program's route
+// under the key (destination, TOS, metric) of one a lease wants, wherever
+// it leads (taken over, or deleted when a second one: ahead of ours it
+// would take the peer's traffic); every permanent IPv4 neighbour
 // and every FDB entry on the device (one with a VNI other than the device's
 // is corrected or deleted like one with another destination; see
 // backend.FDB). Neighbour entries the kernel resolved
@@ -812,8 +815,9 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 
 	// The device is ours, and so are its routes into the network, whoever
 	// made them: one flanneld left for a lease that went would come before
-	// the kernel's route for that subnet once it is ours.
-	routes := backend.OwnedRoutes(main, idx, b.network)
+	// the kernel's route for that subnet once it is ours. So are other
+	// programs' routes under the key of one we want.
+	routes := backend.OwnedRoutes(main, idx, b.network, want.routes)
 	neighs, err := backend.ListNeighsOn(b.h, idx)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)

@@ -1203,7 +1203,7 @@ func TestRouteRepairWakesOnce(t *testing.T) {
 		}, []subnet.Lease{p2, p3}, backend.Result{Added: 1}, 1},
 		{"peer's route replaced by another program's", func(h *host, dev netlink.Link) error {
 			return h.ns.Handle.RouteReplace(route("10.244.2.0/24", "198.18.0.9", h.ext.Attrs().Index, unix.RTPROT_STATIC))
-		}, []subnet.Lease{p2, p3}, backend.Result{Added: 1}, 1}, // not through the device: not listed as ours, replaced
+		}, []subnet.Lease{p2, p3}, backend.Result{Updated: 1}, 1}, // under our key: taken over, as in host-gw
 		{"peer's route given another gateway, proto 74", func(h *host, dev netlink.Link) error {
 			return h.ns.Handle.RouteReplace(route("10.244.2.0/24", "10.244.2.9", dev.Attrs().Index, backend.RouteProtocol))
 		}, []subnet.Lease{p2, p3}, backend.Result{Updated: 1}, 1},
