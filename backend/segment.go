@@ -158,7 +158,16 @@ func (s *Segment) Refuse(pub netip.Addr) (why string, offLink bool) {
 		return why, false
 	}
 	if !Contains(s.OnLink, pub) {
-		return fmt.Sprintf("public IP %s is not on-link: %s is attached to %v only", pub, s.Iface, s.OnLink), true
+		why := fmt.Sprintf("public IP %s is not on-link: %s is attached to %v only", pub, s.Iface, s.OnLink)
+		for _, p := range s.Subnets {
+			if p.Contains(pub) {
+				// Only an address added with noprefixroute is in Subnets
+				// and not in OnLink.
+				why += fmt.Sprintf(" (its address in %s was added with noprefixroute, and no scope-link route of the main table leads there)", p)
+				break
+			}
+		}
+		return why, true
 	}
 	return "", false
 }
