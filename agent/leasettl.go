@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/boottime"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -18,8 +19,12 @@ import (
 // manager calls KeepAlive on the client it was given and reports nothing
 // of the answers. When a keepalive is overdue the manager renews the lease
 // itself, outside the client, and reports those answers (renewed).
+//
+// Time is read from boottime.Now, which goes on while the machine is
+// suspended, as etcd's clock does: after a sleep past the lease's end, the
+// time left is 0, not what it was when the machine went to sleep.
 type leaseTTL struct {
-	now func() time.Time // time.Now except in tests
+	now func() time.Time // boottime.Now except in tests
 
 	mu    sync.Mutex
 	calls uint64           // KeepAlive calls so far, which number them
@@ -47,7 +52,7 @@ func (t *leaseTTL) clock() time.Time {
 	if t.now != nil {
 		return t.now()
 	}
-	return time.Now()
+	return boottime.Now()
 }
 
 func (t *leaseTTL) call() uint64 {

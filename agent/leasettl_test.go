@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/internal/boottime"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -227,4 +228,16 @@ func TestLeaseTTLFromDirectRenewals(t *testing.T) {
 	h.ttl.renewed(0xa, 30*time.Second)
 	h.ttl.renewed(0xa, 0)
 	check("gone, by a direct renewal's answer", 0xa, 0, true)
+}
+
+// TestLeaseTTLClockCountsSuspend: the time left is read from the clock that
+// goes on while the machine is suspended (boottime), as etcd's does, so
+// that after a sleep past the lease's end it is 0, not what it was when the
+// machine went to sleep. Before, it was read from time.Now, whose
+// differences are taken on Go's monotonic clock, which stands still then.
+func TestLeaseTTLClockCountsSuspend(t *testing.T) {
+	got, want := (&leaseTTL{}).clock(), boottime.Now()
+	if d := want.Sub(got).Abs(); d > time.Second {
+		t.Fatalf("leaseTTL's clock reads %v, %v from boottime's %v", got, d, want)
+	}
 }

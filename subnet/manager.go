@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentd/agentd/internal/boottime"
 	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/internal/lograte"
@@ -76,6 +77,9 @@ type ManagerConfig struct {
 	// it is gone. Answers to the client's keepalives are not reported: they
 	// come through the client's Lease. It must not block.
 	OnLeaseRenewed func(leaseID int64, left time.Duration)
+	// Clock is what our etcd lease's expiry is judged by: boottime.Now,
+	// which goes on while the machine is suspended, unless set (tests).
+	Clock func() time.Time
 }
 
 // badKeyLines is how many keys that are not usable leases are logged a
@@ -136,6 +140,9 @@ func NewManager(reg *Registry, net *Config, cfg ManagerConfig) *Manager {
 	}
 	if cfg.OnLeaseRenewed == nil {
 		cfg.OnLeaseRenewed = func(int64, time.Duration) {}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = boottime.Now
 	}
 	return &Manager{
 		reg:        reg,

@@ -89,6 +89,12 @@ func (m *Manager) holdLease(ctx context.Context) error {
 // and tells its caller nothing until the TTL has run out. So a renewal that
 // goes unanswered for a while (renewalDue) is sent again directly, and a
 // refusal is said loudly while the lease still lives.
+//
+// The expiry is judged by m.cfg.Clock, which goes on while the machine is
+// suspended, as etcd's clock does; Go's timers do not. So every lapseCheck
+// the expiry is compared with that clock: a host that slept past it asks
+// etcd at once, and gives the lease up if etcd cannot say that it lives,
+// rather than holding it for the rest of a TTL that ran out while it slept.
 func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -100,7 +106,6 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 			return "keepalive refused: " + err.Error(), nil
 		}
 	}
-	m.cfg.OnLeaseState(true, "")
 	// While a restore of our value keeps failing, retry fires for the next
 	// attempt: no further change of our key need ever come to prompt one.
 	// While the client has given a keepalive channel up, recheck fires for
@@ -119,21 +124,29 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		refused error
 		// reask is how long after a refusal etcd is asked again.
 		reask = min(max(m.cfg.TTL/6, time.Second), time.Minute)
-		// expires is when the lease ends unless renewed, as last known: a
-		// lease is granted just before keepAlive starts, so at first it is
-		// at most a TTL away.
-		expires = time.Now().Add(m.cfg.TTL)
+		// expires is when the lease ends unless renewed, as last known, by
+		// now: a lease is granted just before keepAlive starts, so at first
+		// it is at most a TTL away.
+		now     = m.cfg.Clock
+		expires = now().Add(m.cfg.TTL)
+		lapse   <-chan time.Time
 	)
+	// wall is expires on the wall clock, for messages.
+	wall := func() time.Time { return time.Now().Add(expires.Sub(now())) }
 	if id != 0 {
 		overdue = time.After(renewalDue(m.cfg.TTL))
+		t := time.NewTicker(lapseCheck)
+		defer t.Stop()
+		lapse = t.C
 	}
+	m.cfg.OnLeaseState(true, "")
 	defer func() {
 		if lost != "" && refused != nil {
 			lost += "; etcd had refused to renew it: " + refused.Error()
 		}
 	}()
 	renewed := func(ttl time.Duration) {
-		expires, overdue = time.Now().Add(ttl), time.After(renewalDue(ttl))
+		expires, overdue = now().Add(ttl), time.After(renewalDue(ttl))
 		if refused != nil {
 			m.log.Info("etcd renews our lease again", "leaseID", id, "ttl", ttl)
 			refused = nil
@@ -143,7 +156,7 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		if refused == nil || refused.Error() != err.Error() {
 			m.log.Error(err, "ETCD REFUSES TO RENEW OUR LEASE; it is lost at its expiry unless that is fixed "+
 				"(etcd renews a lease for a user who may write its key: check --etcd-username and its role)",
-				"leaseID", id, "subnet", m.own.Subnet, "expires", expires.Format(time.RFC3339))
+				"leaseID", id, "subnet", m.own.Subnet, "expires", wall().Format(time.RFC3339))
 		}
 		refused = err
 	}
@@ -180,6 +193,26 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				m.log.V(2).Info("a keepalive went unanswered; a renewal sent directly failed", "leaseID", id, "err", err)
 			}
 			continue
+		case <-lapse:
+			if now().Before(expires) {
+				continue
+			}
+			left, err := m.renewOnce(ctx, id)
+			switch {
+			case ctx.Err() != nil:
+				return "", nil
+			case err == nil && left > 0:
+				// etcd slept too (on the same machine), or a new
+				// leader gave the lease a full TTL again.
+				m.log.Info("our etcd lease's last known expiry passed (the machine slept?), but etcd renewed it",
+					"leaseID", id, "ttl", left)
+				renewed(left)
+			case err == nil:
+				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
+			default:
+				return fmt.Sprintf("etcd lease %x went unconfirmed past its expiry (%s): %v", id, wall().Format(time.RFC3339), err), nil
+			}
+			continue
 		case <-recheck:
 			recheck = nil
 			left, err := m.renewOnce(ctx, id)
@@ -197,14 +230,14 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				rb.Reset()
 			case err == nil:
 				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
-			case time.Now().After(expires):
-				return fmt.Sprintf("etcd lease %x went unconfirmed past its expiry (%s): %v", id, expires.Format(time.RFC3339), err), nil
+			case now().After(expires):
+				return fmt.Sprintf("etcd lease %x went unconfirmed past its expiry (%s): %v", id, wall().Format(time.RFC3339), err), nil
 			case refusal(err):
 				refuse(err)
 				recheck = time.After(reask)
 			default:
 				if unknown == nil {
-					m.log.Error(err, "cannot ask etcd about our lease; holding it until its last known expiry", "leaseID", id, "expires", expires)
+					m.log.Error(err, "cannot ask etcd about our lease; holding it until its last known expiry", "leaseID", id, "expires", wall())
 				}
 				unknown = err
 				recheck = time.After(rb.Next())
@@ -218,7 +251,7 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		if id != 0 && m.own.Reservation() {
 			// Made a reservation: nothing left to keep alive.
 			cancel()
-			ka, recheck, overdue, id = nil, nil, nil, 0
+			ka, recheck, overdue, lapse, id = nil, nil, nil, nil, 0
 		}
 		switch {
 		case lost != "":
@@ -237,6 +270,11 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		}
 	}
 }
+
+// lapseCheck is how often keepAlive compares the lease's last known expiry
+// with a clock that goes on during suspend: how late a host that slept past
+// it notices.
+const lapseCheck = 5 * time.Second
 
 // renewalDue is how long after a keepalive answer carrying ttl the next one
 // is overdue: the etcd client renews a third of the TTL after an answer
