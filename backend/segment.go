@@ -50,6 +50,13 @@ type Segment struct {
 	PeerNets map[netip.Prefix]netip.Addr
 
 	local []netip.Addr // Local's keys, sorted (LocalIn makes it)
+
+	// gatewayOnLink, set when the interface has an address added with
+	// noprefixroute, asks the kernel whether it would take a peer in that
+	// address's subnet for a main-table route's gateway all the same: a
+	// policy rule its check matches (by output interface, or for every
+	// packet) may lead to the subnet's route in another table.
+	gatewayOnLink func(netip.Addr) bool
 }
 
 // LocalIn says which address of this host the peer subnet sn (masked)
@@ -80,8 +87,10 @@ func (s *Segment) LocalIn(sn netip.Prefix) string {
 // once per pass for all it reads from them. Only the main table counts: the
 // kernel looks a main-table route's gateway up through the policy rules, but
 // with no source address, so a rule by source (policy routing's usual
-// "from <address> lookup N") sends it to the main table. A peer reachable
-// only by a rule by destination or output interface is taken for off-link.
+// "from <address> lookup N") sends it to the main table. A peer in the
+// subnet of a noprefixroute address that no main-table route puts on-link
+// is looked up as that check does (gatewayOnLink): a rule by output
+// interface or for every packet may put it on-link through another table.
 func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netlink.Route) (*Segment, error) {
 	s := &Segment{Iface: iface, IfaceIndex: ifaceIndex, Local: map[netip.Addr]string{}}
 	addrs, err := ListAddrs(h, nil, netlink.FAMILY_V4)
@@ -111,6 +120,8 @@ func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netli
 		// decide.
 		if a.Flags&unix.IFA_F_NOPREFIXROUTE == 0 {
 			s.OnLink = append(s.OnLink, p.Masked())
+		} else if s.gatewayOnLink == nil {
+			s.gatewayOnLink = fibGatewayOnLink(h, ifaceIndex)
 		}
 	}
 	for _, r := range routes {
@@ -134,6 +145,27 @@ func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netli
 	slices.SortFunc(s.Subnets, netip.Prefix.Compare)
 	s.Subnets = slices.Compact(s.Subnets)
 	return s, nil
+}
+
+// fibGatewayOnLink returns a gatewayOnLink that asks the kernel, through h,
+// for the route it matches to an address as its check of a gateway looks it
+// up (no source address, output interface ifaceIndex: `ip route get
+// fibmatch <addr> oif <iface>`), and says whether that is a scope-link route
+// without a gateway through the interface. Without fibmatch the kernel
+// would make up an on-link answer where no route matches. Each address is
+// asked once.
+func fibGatewayOnLink(h *netlink.Handle, ifaceIndex int) func(netip.Addr) bool {
+	seen := map[netip.Addr]bool{}
+	return func(a netip.Addr) bool {
+		if onLink, ok := seen[a]; ok {
+			return onLink
+		}
+		rs, err := h.RouteGetWithOptions(IP(a), &netlink.RouteGetOptions{OifIndex: ifaceIndex, FIBMatch: true})
+		onLink := err == nil && len(rs) == 1 && rs[0].LinkIndex == ifaceIndex && rs[0].Gw == nil && rs[0].Via == nil &&
+			len(rs[0].MultiPath) == 0 && rs[0].Scope == netlink.SCOPE_LINK && rs[0].Type == unix.RTN_UNICAST
+		seen[a] = onLink
+		return onLink
+	}
 }
 
 // SegmentRouteEvent returns an EventFilter.Route func that accepts events
@@ -163,6 +195,9 @@ func (s *Segment) Refuse(pub netip.Addr) (why string, offLink bool) {
 			if p.Contains(pub) {
 				// Only an address added with noprefixroute is in Subnets
 				// and not in OnLink.
+				if s.gatewayOnLink != nil && s.gatewayOnLink(pub) {
+					return "", false
+				}
 				why += fmt.Sprintf(" (its address in %s was added with noprefixroute, and no scope-link route of the main table leads there)", p)
 				break
 			}

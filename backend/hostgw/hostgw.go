@@ -12,7 +12,9 @@
 //
 // The gateway must be on-link: inside the subnet of one of the external
 // interface's addresses (not one added with noprefixroute: the kernel made
-// no route for it), or inside the destination of one of its main-table
+// no route for it, unless a policy rule that the kernel's check of the
+// gateway matches leads to one in another table; see backend.ReadSegment),
+// or inside the destination of one of its main-table
 // scope-link routes without a gateway (a /32 address plus
 // "198.18.0.0/24 dev eth0 scope link", as some clouds configure; the kernel
 // accepts such gateways, and flanneld routes them). It must also be another

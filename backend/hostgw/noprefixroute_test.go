@@ -71,3 +71,51 @@ func TestOnLinkNoPrefixRoute(t *testing.T) {
 	}
 	h.check("route 198.18.0.0/24 dev ext0 proto 4 metric 100\nroute 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74")
 }
+
+// TestOnLinkNoPrefixRouteByPolicyRule: with the segment's route of a
+// noprefixroute address in a table of its own and a rule that the kernel's
+// check of a main-table route's gateway matches (by output interface, or
+// for every packet), the kernel accepts the peer as a gateway, and host-gw
+// routes it, as it did before noprefixroute addresses stopped counting as
+// on-link. Without such a rule the peer stays off-link
+// (TestOnLinkNoPrefixRoute).
+func TestOnLinkNoPrefixRouteByPolicyRule(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rule func(r *netlink.Rule)
+	}{
+		{"oif", func(r *netlink.Rule) { r.OifName = "ext0" }},
+		{"from_all", func(*netlink.Rule) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, "198.18.0.1", "198.18.0.1")
+			nl := h.ns.Handle
+			ext := h.ext.Attrs().Index
+			addr := netip.MustParsePrefix("198.18.0.1/24")
+			if err := nl.AddrDel(h.ext, &netlink.Addr{IPNet: backend.IPNet(addr)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := nl.AddrAdd(h.ext, &netlink.Addr{IPNet: backend.IPNet(addr), Flags: unix.IFA_F_NOPREFIXROUTE}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.b.Prepare(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			seg := backend.IPNet(netip.MustParsePrefix("198.18.0.0/24"))
+			if err := nl.RouteAdd(&netlink.Route{Dst: seg, LinkIndex: ext, Scope: netlink.SCOPE_LINK, Table: 100}); err != nil {
+				t.Fatal(err)
+			}
+			rule := netlink.NewRule()
+			rule.Table, rule.Priority = 100, 100
+			tc.rule(rule)
+			if err := nl.RuleAdd(rule); err != nil {
+				t.Fatal(err)
+			}
+			p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
+			if res := h.reconcile(p2); res.String() != (backend.Result{Added: 1}).String() {
+				t.Errorf("result %v, want 1 added", res)
+			}
+			h.check("route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74")
+		})
+	}
+}
