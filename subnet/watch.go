@@ -316,18 +316,9 @@ func (m *Manager) relist(ctx context.Context, h *history, known error) error {
 	return nil
 }
 
-// replaceTable makes the table the full list kvs read at revision rev and
-// returns the number of peers.
-func (m *Manager) replaceTable(kvs []*mvccpb.KeyValue, rev int64) int {
-	keys := make([]keyState, len(kvs))
-	for i, kv := range kvs {
-		keys[i] = m.reg.keyState(kv)
-	}
-	return m.listed(keys, rev, false)
-}
-
-// listed is replaceTable for a list that may come from a new history of etcd
-// (rewound): then Run is told to judge our key by its value alone.
+// listed makes the table the full list of keys read at revision rev and
+// returns the number of peers. A list that may come from a new history of
+// etcd (rewound) tells Run to judge our key by its value alone.
 func (m *Manager) listed(keys []keyState, rev int64, rewound bool) int {
 	ownKey := m.ownKeyString()
 	t := &m.table

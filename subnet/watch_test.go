@@ -274,3 +274,13 @@ func TestLeaseLogsBounded(t *testing.T) {
 		t.Errorf("our key overwritten with a PublicIP of 1 MB: error of %d bytes, want one of at most %d", len(fmt.Sprint(st.err)), clip.Len)
 	}
 }
+
+// replaceTable makes the table the full list kvs read at revision rev, as a
+// list the watch reads does, and returns the number of peers.
+func (m *Manager) replaceTable(kvs []*mvccpb.KeyValue, rev int64) int {
+	keys := make([]keyState, len(kvs))
+	for i, kv := range kvs {
+		keys[i] = m.reg.keyState(kv)
+	}
+	return m.listed(keys, rev, false)
+}
