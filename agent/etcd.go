@@ -78,21 +78,28 @@ func newEtcdClient(cfg *Config, log logr.Logger) (*etcdConn, error) {
 
 // explain turns a request that timed out (after etcdCallTimeout) into the
 // reason: the client only reports the deadline, whether etcd is
-// unreachable, rejects our certificate, or is up but not answering.
+// unreachable, rejects our certificate, takes connections but answers
+// nothing on them (hung), or answers but not the request.
 func (c *etcdConn) explain(ctx context.Context, err error) error {
 	return c.explainAfter(ctx, err, etcdCallTimeout)
 }
 
-// explainAfter is explain for a request that was given timeout.
+// explainAfter is explain for a request that was given timeout. It asks
+// what the outage reporter asks (probe), so that both name a hung etcd
+// alike.
 func (c *etcdConn) explainAfter(ctx context.Context, err error, timeout time.Duration) error {
 	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		return err
 	}
-	if perr := probeEtcd(ctx, c.endpoints, c.tls.config()); perr != nil {
+	switch perr := c.probe(ctx); {
+	case errors.Is(perr, errEndpointAccepts):
+		return fmt.Errorf("etcd did not answer within %s although %s accepts connections (no quorum, or overloaded?): %w",
+			timeout, strings.Join(c.endpoints, ","), err)
+	case perr == nil: // ctx ended while the probe waited for an answer
+		return err
+	default:
 		return fmt.Errorf("etcd did not answer within %s: %w (%w)", timeout, perr, err)
 	}
-	return fmt.Errorf("etcd did not answer within %s although %s accepts connections (no quorum, or overloaded?): %w",
-		timeout, strings.Join(c.endpoints, ","), err)
 }
 
 // retry calls f until it succeeds, ctx is done, or it fails in a way that

@@ -375,10 +375,17 @@ func alarmAdvice(name string) string {
 
 // checkEndpoint is the production status function: a connection attempt
 // of our own first, which fails fast and says why (refused, no route, a
-// TLS error), where the client would retry until the deadline and report
-// only that; then a Status request.
+// TLS error, or, without TLS, no answer to GET /version: a hung etcd,
+// errEndpointSilent), where the client would retry until the deadline and
+// report only that; then a Status request.
 func (c *etcdConn) checkEndpoint(ctx context.Context, endpoint string) ([]EtcdAlarm, error) {
-	if err := probeEndpoint(ctx, endpoint, c.aloneUsesTLS(endpoint), c.tls.config()); err != nil {
+	var err error
+	if useTLS := c.aloneUsesTLS(endpoint); useTLS {
+		err = probeEndpoint(ctx, endpoint, useTLS, c.tls.config()) // the handshake is the answer
+	} else {
+		err = endpointAnswers(ctx, endpoint)
+	}
+	if err != nil {
 		return nil, err
 	}
 	resp, err := c.Status(ctx, endpoint)

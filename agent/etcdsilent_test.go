@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+)
+
+// silentSocket is the endpoint of a unix socket in a temporary directory
+// that takes connections (the kernel queues them) but never answers on
+// them, as a hung etcd's port does.
+func silentSocket(t *testing.T) string {
+	sock := filepath.Join(t.TempDir(), "silent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return "unix://" + sock
+}
+
+// TestExplainSilentEndpoint: a start-up request that timed out against an
+// etcd that takes connections but answers nothing (hung: the kernel accepts
+// for it) is explained as such, as the outage reporter says it, not as an
+// etcd that accepts connections (no quorum, or overloaded?). An endpoint
+// that answers GET /version (an HTTP server on a unix socket) keeps that
+// explanation.
+func TestExplainSilentEndpoint(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "answers.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, `{"etcdserver":"3.6.0","etcdcluster":"3.6.0"}`)
+	})}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(l)
+	}()
+	defer func() {
+		srv.Close()
+		<-served
+	}()
+
+	for _, tc := range []struct {
+		name      string
+		endpoints []string
+		want      string
+		notWant   string
+	}{
+		{"silent", []string{silentSocket(t)}, "accepts connections but answers nothing", "no quorum"},
+		{"answering", []string{"unix://" + sock}, "accepts connections (no quorum, or overloaded?)", "answers nothing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &etcdConn{endpoints: tc.endpoints}
+			err := c.explainAfter(t.Context(), context.DeadlineExceeded, etcdCallTimeout)
+			if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Contains(msg, tc.notWant) {
+				t.Fatalf("explain: %q, want it to say %q", msg, tc.want)
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("explain: %v, want it to wrap the request's error", err)
+			}
+		})
+	}
+}
+
+// TestEndpointCheckSilent: the endpoint checker reports an endpoint that
+// takes connections but answers nothing with the outage reporter's
+// finding, not as one that accepts connections whose status request
+// failed.
+func TestEndpointCheckSilent(t *testing.T) {
+	ep := silentSocket(t)
+	cfg := DefaultConfig()
+	cfg.EtcdEndpoints = []string{ep}
+	c, err := newEtcdClient(&cfg, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), endpointCheckTimeout)
+	defer cancel()
+	if _, err := c.checkEndpoint(ctx, ep); !errors.Is(err, errEndpointSilent) {
+		t.Fatalf("check: %v, want %q", err, errEndpointSilent)
+	}
+}
