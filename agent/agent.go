@@ -89,10 +89,11 @@ func Backends() backend.Registry {
 // leftovers is the explicit map from each backend with a device of its own
 // to what deletes that device, when provably ours and unused, while the
 // network runs another backend: the operator switched backends and
-// restarted agentd. The agent runs the other backends' at start.
-func leftovers() map[string]func(backend.Config) {
-	return map[string]func(backend.Config){
-		"vxlan": vxlan.RemoveLeftovers,
+// restarted agentd. The agent runs the other backends' at start; a stop
+// ends what they wait for.
+func leftovers() map[string]func(context.Context, backend.Config) {
+	return map[string]func(context.Context, backend.Config){
+		"vxlan": func(_ context.Context, cfg backend.Config) { vxlan.RemoveLeftovers(cfg) },
 		"udp":   udp.RemoveLeftover,
 	}
 }
@@ -101,7 +102,7 @@ type agent struct {
 	cfg       Config
 	log       logr.Logger
 	backends  backend.Registry
-	leftovers map[string]func(backend.Config)
+	leftovers map[string]func(context.Context, backend.Config)
 	health    *health
 	obs       *observer
 
@@ -275,7 +276,7 @@ func (a *agent) run(ctx context.Context) error {
 	// Once the new datapath's device is in place, the old backend's goes.
 	for _, name := range slices.Sorted(maps.Keys(a.leftovers)) {
 		if name != be.Type() {
-			a.leftovers[name](beCfg)
+			a.leftovers[name](ctx, beCfg)
 		}
 	}
 

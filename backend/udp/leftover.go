@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/internal/delay"
 	"github.com/vishvananda/netlink"
 )
 
@@ -20,21 +22,22 @@ import (
 // no peer leases goes into a device nobody reads instead of the host's
 // other routes, and the keeper runs on, holding the old UDP port. The
 // keeper exits as soon as the device is deleted (RunKeeper); RemoveLeftover
-// waits for it to let go of the port. cfg is the running backend's.
-func RemoveLeftover(cfg backend.Config) {
+// waits for it to let go of the port, or for ctx to end. cfg is the running
+// backend's.
+func RemoveLeftover(ctx context.Context, cfg backend.Config) {
 	h, err := backend.OpenHandle(nil)
 	if err != nil {
 		cfg.Logger.Error(err, "look for the udp backend's TUN device")
 		return
 	}
 	defer h.Close()
-	removeLeftover(h, func(f func() error) error { return f() }, cfg, keeperTimeout+keeperCheck)
+	removeLeftover(ctx, h, func(f func() error) error { return f() }, cfg, keeperTimeout+keeperCheck)
 }
 
 // removeLeftover is RemoveLeftover with netlink through h and the checks of
 // the keeper and the claim run inside do, in h's namespace; it waits up to
-// wait for the keeper to exit.
-func removeLeftover(h *netlink.Handle, do func(func() error) error, cfg backend.Config, wait time.Duration) {
+// wait for the keeper to exit, less if ctx ends.
+func removeLeftover(ctx context.Context, h *netlink.Handle, do func(func() error) error, cfg backend.Config, wait time.Duration) {
 	log := cfg.Logger
 	l, err := backend.LinkByName(h, DeviceName)
 	if err == nil && l == nil {
@@ -83,7 +86,9 @@ func removeLeftover(h *netlink.Handle, do func(func() error) error, cfg backend.
 				"pids", keepers, "waited", wait, "command", "kill -KILL "+strings.Trim(fmt.Sprint(keepers), "[]"))
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		if delay.Sleep(ctx, 5*time.Millisecond) != nil {
+			return
+		}
 	}
 }
 

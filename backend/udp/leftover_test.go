@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"context"
 	"encoding/json"
 	"net/netip"
 	"strings"
@@ -98,7 +99,7 @@ func TestLeftoverRemoved(t *testing.T) {
 			nc.BackendType, nc.Backend = "vxlan", json.RawMessage(`{"Type":"vxlan"}`)
 			cfg.Network = &nc
 			start := time.Now()
-			removeLeftover(h.host.Handle, h.host.Do, cfg, 30*time.Second)
+			removeLeftover(context.Background(), h.host.Handle, h.host.Do, cfg, 30*time.Second)
 			t.Logf("judged (and deleted, and the keeper gone) in %v", time.Since(start).Round(time.Microsecond))
 
 			if _, err := h.host.Handle.LinkByName(DeviceName); (err != nil) != tc.gone {
@@ -130,6 +131,43 @@ func TestLeftoverRemoved(t *testing.T) {
 				t.Fatal("cannot enter the namespace")
 			}
 		})
+	}
+}
+
+// TestLeftoverWaitEndsAtStop: the wait for the keeper to let go of its port
+// once flannel0 is deleted ends when the agent is stopped, so a stop during
+// start-up stays prompt even with a keeper that does not exit (stopped with
+// SIGSTOP here).
+func TestLeftoverWaitEndsAtStop(t *testing.T) {
+	keeperTestEnv = []string{keeperCheckEnv + "=1h"}
+	t.Cleanup(func() { keeperTestEnv = nil })
+	h := newTestNet(t)
+	h.udpAgentGone(t)
+	keepers := h.keepers(t)
+	if len(keepers) == 0 {
+		t.Fatal("no keeper holds flannel0")
+	}
+	for _, pid := range keepers {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	}
+	cfg := h.cfg
+	nc := *cfg.Network
+	nc.BackendType, nc.Backend = "host-gw", json.RawMessage(`{"Type":"host-gw"}`)
+	cfg.Network = &nc
+	ctx, stop := context.WithCancel(context.Background())
+	const stopAfter = 200 * time.Millisecond
+	time.AfterFunc(stopAfter, stop)
+	start := time.Now()
+	removeLeftover(ctx, h.host.Handle, h.host.Do, cfg, 30*time.Second)
+	took := time.Since(start)
+	if _, err := h.host.Handle.LinkByName(DeviceName); err == nil {
+		t.Fatalf("flannel0 not deleted:\n%s", h.logText())
+	}
+	if took > stopAfter+time.Second {
+		t.Errorf("removeLeftover returned %v after it began, %v after the stop; want within 1 s of the stop", took.Round(time.Millisecond), (took - stopAfter).Round(time.Millisecond))
 	}
 }
 
