@@ -85,10 +85,14 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // failure naming the file; a malformed or cut-short one, or one without
 // FLANNEL_IPMASQ, an invalid configuration naming the file and key. No
 // delegate runs in any of these cases, so no interface gets a wrong address
-// or MTU.
+// or MTU. Nor does it for an attachment whose file name would be too long
+// (see fits), which is refused before anything else.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	n, at, err := loadConf(args)
 	if err != nil {
+		return err
+	}
+	if err := at.fits(n); err != nil {
 		return err
 	}
 	env, err := p.waitSubnetEnv(n)
@@ -139,6 +143,14 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 // release is DEL of the attachment at, the delegate run by del.
 func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []byte) error) error {
 	saved, b, forget, err := readSaved(n, at)
+	if errors.Is(err, syscall.ENAMETOOLONG) {
+		// No file can have the attachment's name, and no legacy file
+		// serves it: its ADD saved nothing and so ran no delegate (see
+		// fits). A configuration rebuilt from subnet.env would undo
+		// nothing, and its DEL may fail the same way (host-local names a
+		// directory after the network).
+		return nil
+	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
@@ -486,6 +498,27 @@ func attachmentOf(n *NetConf, containerID, ifName string) (attachment, error) {
 	}, nil
 }
 
+// maxNameLen is the longest name of an attachment's file that ADD takes:
+// 255 bytes, the longest file name of Linux's filesystems (NAME_MAX), less
+// what atomicfile adds to it for the temporary file it writes first ("."
+// before, ".tmp" and up to 10 digits after).
+const maxNameLen = 255 - len("..tmp") - 10
+
+// fits refuses, for ADD, an attachment whose file name is longer than
+// maxNameLen: saving it would fail with ENAMETOOLONG, or, just over the
+// limit, fail or not by the temporary name's digits. Container IDs of the
+// common runtimes are 64 characters and interface names at most 15, so a
+// long network name is the cause.
+func (at attachment) fits(n *NetConf) error {
+	name := filepath.Base(at.path)
+	if len(name) <= maxNameLen {
+		return nil
+	}
+	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(
+		"network name %q is too long: this attachment's configuration would be saved as <network>:<container ID>:<interface> in %s, a file name of %d bytes, over the %d allowed (255, the longest file name, less %d for the temporary file it is written to first); with this container ID and interface the network name may have at most %d bytes",
+		n.Name, n.DataDir, len(name), maxNameLen, 255-maxNameLen, maxNameLen-len(name)+len(n.Name)), "")
+}
+
 // save writes the attachment's delegate configuration (path) and gives it
 // a second name, the container's legacy file, byte for byte what flannel's
 // plugin would have saved there, if that name is free: the first attachment
@@ -581,15 +614,26 @@ func sameFile(a, b string) bool {
 // does not decode is taken, so that DEL can remove it. Which interface a
 // legacy file of flannel's was for is not recorded: it serves whichever
 // attachment comes first. Missing is an error satisfying
-// errors.Is(err, fs.ErrNotExist).
+// errors.Is(err, fs.ErrNotExist), and errors.Is(err, syscall.ENAMETOOLONG)
+// too when no file can have the attachment's name.
 func readSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, err error) {
 	b, err = os.ReadFile(at.path)
-	if !errors.Is(err, fs.ErrNotExist) {
+	tooLong := errors.Is(err, syscall.ENAMETOOLONG)
+	if !errors.Is(err, fs.ErrNotExist) && !tooLong {
 		forget = []string{at.path}
 		if sameFile(at.legacy, at.path) {
 			forget = []string{at.legacy, at.path}
 		}
 		return at.path, b, forget, err
+	}
+	if tooLong {
+		// ADD saved nothing under that name (see fits); a legacy file of
+		// flannel's plugin, named by the container ID alone, may be there.
+		defer func() {
+			if errors.Is(err, fs.ErrNotExist) {
+				err = fmt.Errorf("%w, and %w", err, &fs.PathError{Op: "open", Path: at.path, Err: syscall.ENAMETOOLONG})
+			}
+		}()
 	}
 	fi, err := os.Stat(at.legacy)
 	if err == nil && links(fi) > 1 {
