@@ -17,9 +17,10 @@ import (
 )
 
 // catchUpReporter runs an outage reporter on a fake connection and clock
-// whose probe calls probe, and returns them with its log lines and the
-// causes it gave, once the reporter has seen the connection Ready.
-func catchUpReporter(t *testing.T, probe func() error) (*fakeConn, *fakeClock, *logLines, func() []string) {
+// whose probe calls probe, and returns them with its log lines, the causes
+// it gave and stop, which ends its context and says whether it returned
+// within 5 s, once the reporter has seen the connection Ready.
+func catchUpReporter(t *testing.T, probe func(context.Context) error) (*fakeConn, *fakeClock, *logLines, func() []string, func() bool) {
 	t.Helper()
 	conn, clk := newFakeConn(), newFakeClock()
 	logs := &logLines{}
@@ -27,7 +28,7 @@ func catchUpReporter(t *testing.T, probe func() error) (*fakeConn, *fakeClock, *
 	var causes []string
 	r := &outageReporter{
 		conn:  conn,
-		probe: func(context.Context) error { return probe() },
+		probe: probe,
 		cause: func(err error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -51,11 +52,21 @@ func catchUpReporter(t *testing.T, probe func() error) (*fakeConn, *fakeClock, *
 		<-done
 	})
 	conn.waitFor(t, 1, connectivity.Ready)
-	return conn, clk, logs, func() []string {
+	causesGiven := func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		return append([]string(nil), causes...)
 	}
+	stop := func() bool {
+		cancel()
+		select {
+		case <-done:
+			return true
+		case <-time.After(5 * time.Second):
+			return false
+		}
+	}
+	return conn, clk, logs, causesGiven, stop
 }
 
 // TestNoOutageOnceBackDuringProbe: a connection that comes back while the
@@ -69,7 +80,7 @@ func TestNoOutageOnceBackDuringProbe(t *testing.T) {
 		for name, finding := range map[string]error{"accepts": errEndpointAccepts, "refused": errors.New("http://etcd:2379: connect: connection refused")} {
 			t.Run(down.String()+"/"+name, func(t *testing.T) {
 				var conn *fakeConn
-				conn, clk, logs, causes := catchUpReporter(t, func() error {
+				conn, clk, logs, causes, _ := catchUpReporter(t, func(context.Context) error {
 					conn.set(connectivity.Ready)
 					return finding
 				})
@@ -100,7 +111,7 @@ func TestNoOutageWhileAttemptCatchesUp(t *testing.T) {
 	// pass and waits until the reporter, having probed, waits on the
 	// attempt: it has logged nothing.
 	start := func(t *testing.T) (*fakeConn, *fakeClock, *logLines, func() []string) {
-		conn, clk, logs, causes := catchUpReporter(t, func() error { return errEndpointAccepts })
+		conn, clk, logs, causes, _ := catchUpReporter(t, func(context.Context) error { return errEndpointAccepts })
 		conn.step(t, connectivity.Connecting)
 		n := conn.waits()
 		clk.advance(3 * time.Second)
@@ -152,7 +163,7 @@ func TestNoOutageWhileAttemptCatchesUp(t *testing.T) {
 func TestSilentEtcdReportedAtOnce(t *testing.T) {
 	for _, down := range []connectivity.State{connectivity.TransientFailure, connectivity.Connecting} {
 		t.Run(down.String(), func(t *testing.T) {
-			conn, clk, logs, causes := catchUpReporter(t, func() error { return errEndpointSilent })
+			conn, clk, logs, causes, _ := catchUpReporter(t, func(context.Context) error { return errEndpointSilent })
 			conn.step(t, down)
 			n := conn.waits()
 			clk.advance(3 * time.Second)

@@ -3,11 +3,9 @@ package agent
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/funcr"
 	"google.golang.org/grpc/connectivity"
 )
 
@@ -43,34 +41,8 @@ func TestOutageReporterStopLogsNothing(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, clk := newFakeConn(), newFakeClock()
-			var logs logLines
-			var mu sync.Mutex
-			var causes []string
 			probing := make(chan struct{})
-			r := &outageReporter{
-				conn:  conn,
-				probe: func(ctx context.Context) error { return tc.probe(ctx, probing) },
-				cause: func(err error) {
-					mu.Lock()
-					defer mu.Unlock()
-					causes = append(causes, fmt.Sprint(err))
-				},
-				endpoints: []string{"http://etcd:2379"},
-				grace:     3 * time.Second,
-				reprobe:   10 * time.Second,
-				settle:    time.Second,
-				clock:     clk,
-				log:       funcr.New(logs.add, funcr.Options{}),
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				r.run(ctx)
-			}()
-			conn.waitFor(t, 1, connectivity.Ready)
+			conn, clk, logs, causes, stop := catchUpReporter(t, func(ctx context.Context) error { return tc.probe(ctx, probing) })
 			conn.step(t, tc.down)
 			n := conn.waits()
 			clk.advance(3 * time.Second)
@@ -79,17 +51,12 @@ func TestOutageReporterStopLogsNothing(t *testing.T) {
 				// The reporter waits on the connection again.
 				conn.waitFor(t, n+1, tc.down)
 			}
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
+			if !stop() {
 				t.Fatal("the reporter did not return once its context ended")
 			}
 			logs.expect(t, 0)
-			mu.Lock()
-			defer mu.Unlock()
-			if len(causes) != 0 {
-				t.Errorf("causes %q given at the stop, want none", causes)
+			if c := causes(); len(c) != 0 {
+				t.Errorf("causes %q given at the stop, want none", c)
 			}
 		})
 	}

@@ -1,9 +1,7 @@
 package backend_test
 
 import (
-	"fmt"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -24,20 +22,7 @@ import (
 func TestDelRouteForeignNexthopObjectRoute(t *testing.T) {
 	ns := nstest.New(t)
 	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
-	ipCmd, err := exec.LookPath("ip")
-	if err != nil {
-		nstest.Missing(t, "no ip command (iproute2) to add a nexthop object")
-	}
-	ip := func(args ...string) error {
-		out, err := exec.Command(ipCmd, append([]string{"-n", ns.Name}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	if err := ip("nexthop", "add", "id", "7", "via", "198.18.0.9", "dev", "ext0"); err != nil {
-		nstest.Missing(t, "%v (a kernel without nexthop objects?)", err)
-	}
+	ip := nexthop7(t, ns, "198.18.0.9")
 	foreign := func() []backend.Route {
 		t.Helper()
 		main, err := backend.MainRoutes(ns.Handle)

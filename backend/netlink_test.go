@@ -717,20 +717,7 @@ func TestDelRouteMatchesNexthopObjectRoutes(t *testing.T) {
 	ns := nstest.New(t)
 	h := ns.Handle
 	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
-	ipCmd, err := exec.LookPath("ip")
-	if err != nil {
-		nstest.Missing(t, "no ip command (iproute2) to add a nexthop object")
-	}
-	ip := func(args ...string) error {
-		out, err := exec.Command(ipCmd, append([]string{"-n", ns.Name}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	if err := ip("nexthop", "add", "id", "7", "via", "198.18.0.2", "dev", "ext0"); err != nil {
-		nstest.Missing(t, "%v (a kernel without nexthop objects?)", err)
-	}
+	ip := nexthop7(t, ns, "198.18.0.2")
 	for _, args := range [][]string{
 		{"route", "add", "10.244.97.0/24", "nhid", "7", "proto", "74"},
 		{"route", "append", "10.244.97.0/24", "via", "198.18.0.3", "dev", "ext0", "proto", "74"},
@@ -841,4 +828,26 @@ func TestWatchEventsRouteReplaced(t *testing.T) {
 	}
 	checkList(t, "routes", backend.OurRoutes, h, nil) // it was a replace
 	log.check(t, []string{routeEvent(unix.RTM_NEWROUTE, replaced)}, "our route was replaced by another program's")
+}
+
+// nexthop7 adds nexthop object 7, via gw on ext0, to ns and returns a
+// runner of ip(8) commands in ns; a host without ip(8) or a kernel without
+// nexthop objects cannot run the test (nstest.Missing).
+func nexthop7(t *testing.T, ns *nstest.NS, gw string) func(args ...string) error {
+	t.Helper()
+	ipCmd, err := exec.LookPath("ip")
+	if err != nil {
+		nstest.Missing(t, "no ip command (iproute2) to add a nexthop object")
+	}
+	ip := func(args ...string) error {
+		out, err := exec.Command(ipCmd, append([]string{"-n", ns.Name}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := ip("nexthop", "add", "id", "7", "via", gw, "dev", "ext0"); err != nil {
+		nstest.Missing(t, "%v (a kernel without nexthop objects?)", err)
+	}
+	return ip
 }

@@ -5,7 +5,6 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -35,14 +34,7 @@ import (
 // string of the code, and a value in double quotes is checked as a
 // message.
 func TestREADMEMessagesExist(t *testing.T) {
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, readme := repoREADME(t)
 	code := codeStrings(t, root)
 	table := troubleshootingQuotes(t, string(readme))
 	prose := proseQuotes(string(readme))

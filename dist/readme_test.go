@@ -26,16 +26,9 @@ var (
 // renamed or removed, or a metric renamed, leaves README pointing at
 // nothing; this lists what it cites that no longer exists.
 func TestREADMENamesExist(t *testing.T) {
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, readme := repoREADME(t)
 	tests, metrics := map[string]bool{}, map[string]bool{}
-	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -86,6 +79,20 @@ func TestREADMENamesExist(t *testing.T) {
 			t.Errorf("the code registers the metric %s, which README's **Metrics.** list leaves out", name)
 		}
 	}
+}
+
+// repoREADME returns the repository's root and its README.
+func repoREADME(t *testing.T) (string, []byte) {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, readme
 }
 
 // metricsList is README's paragraph that lists the metrics: from

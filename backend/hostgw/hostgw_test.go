@@ -607,20 +607,7 @@ func TestPeerSubnetHoldsOurAddress(t *testing.T) {
 	nl := h.ns.Handle
 	data := h.ns.AddVeth(t, "data0", "data1", netip.MustParsePrefix("10.244.9.1/24"))
 	network := netip.MustParsePrefix("10.244.9.0/24")
-	kernelRoute := func(when string) {
-		t.Helper()
-		rs, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: backend.IPNet(network)}, netlink.RT_FILTER_DST)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, r := range rs {
-			got = append(got, fmt.Sprintf("%s via %v dev#%d proto %d", r.Dst, r.Gw, r.LinkIndex, r.Protocol))
-		}
-		if want := fmt.Sprintf("%s via <nil> dev#%d proto %d", network, data.Attrs().Index, unix.RTPROT_KERNEL); !slices.Equal(got, []string{want}) {
-			t.Errorf("%s: routes to %s: %q, want only data0's own %q", when, network, got, want)
-		}
-	}
+	kernelRoute := func(when string) { t.Helper(); onlyKernelRoute(t, nl, network, data, when) }
 	kernelRoute("before")
 
 	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
@@ -967,5 +954,22 @@ func TestAddressEventsJudged(t *testing.T) {
 	const woke = `"msg"="kernel event about our objects" "kind"="address"`
 	if n := h.countLogs(woke); n != 1 {
 		t.Errorf("%d address events woke Watch, want 1 (the marker's); logs:\n%s", n, h.logText())
+	}
+}
+
+// onlyKernelRoute checks that the one route to network in ns is the kernel's
+// through link (the route of an address of it), when says at which step.
+func onlyKernelRoute(t *testing.T, nl *netlink.Handle, network netip.Prefix, link netlink.Link, when string) {
+	t.Helper()
+	rs, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: backend.IPNet(network)}, netlink.RT_FILTER_DST)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rs {
+		got = append(got, fmt.Sprintf("%s via %v dev#%d proto %d", r.Dst, r.Gw, r.LinkIndex, r.Protocol))
+	}
+	if want := fmt.Sprintf("%s via <nil> dev#%d proto %d", network, link.Attrs().Index, unix.RTPROT_KERNEL); !slices.Equal(got, []string{want}) {
+		t.Errorf("%s: routes to %s: %q, want only %s's own %q", when, network, got, link.Attrs().Name, want)
 	}
 }

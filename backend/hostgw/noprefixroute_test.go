@@ -3,6 +3,7 @@ package hostgw
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 
@@ -21,25 +22,10 @@ import (
 // segment is skipped as off-link, not retried and failed on every pass,
 // and is routed once a route puts its address on-link.
 func TestOnLinkNoPrefixRoute(t *testing.T) {
-	h := newHost(t, "198.18.0.1", "198.18.0.1")
-	nl := h.ns.Handle
-	ext := h.ext.Attrs().Index
-	addr := netip.MustParsePrefix("198.18.0.1/24")
-	if err := nl.AddrDel(h.ext, &netlink.Addr{IPNet: backend.IPNet(addr)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nl.AddrAdd(h.ext, &netlink.Addr{IPNet: backend.IPNet(addr), Flags: unix.IFA_F_NOPREFIXROUTE}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.b.Prepare(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	seg := backend.IPNet(netip.MustParsePrefix("198.18.0.0/24"))
-	// The segment's route in a table of its own, used for traffic from
-	// our address only.
-	if err := nl.RouteAdd(&netlink.Route{Dst: seg, LinkIndex: ext, Scope: netlink.SCOPE_LINK, Table: 100}); err != nil {
-		t.Fatal(err)
-	}
+	h, seg := newNoPrefixRouteHost(t)
+	nl, ext := h.ns.Handle, h.ext.Attrs().Index
+	// The segment's route in table 100, used for traffic from our address
+	// only.
 	rule := netlink.NewRule()
 	rule.Src, rule.Table, rule.Priority = backend.IPNet(netip.MustParsePrefix("198.18.0.1/32")), 100, 100
 	if err := nl.RuleAdd(rule); err != nil {
@@ -88,23 +74,8 @@ func TestOnLinkNoPrefixRouteByPolicyRule(t *testing.T) {
 		{"from_all", func(*netlink.Rule) {}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHost(t, "198.18.0.1", "198.18.0.1")
+			h, _ := newNoPrefixRouteHost(t)
 			nl := h.ns.Handle
-			ext := h.ext.Attrs().Index
-			addr := netip.MustParsePrefix("198.18.0.1/24")
-			if err := nl.AddrDel(h.ext, &netlink.Addr{IPNet: backend.IPNet(addr)}); err != nil {
-				t.Fatal(err)
-			}
-			if err := nl.AddrAdd(h.ext, &netlink.Addr{IPNet: backend.IPNet(addr), Flags: unix.IFA_F_NOPREFIXROUTE}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := h.b.Prepare(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			seg := backend.IPNet(netip.MustParsePrefix("198.18.0.0/24"))
-			if err := nl.RouteAdd(&netlink.Route{Dst: seg, LinkIndex: ext, Scope: netlink.SCOPE_LINK, Table: 100}); err != nil {
-				t.Fatal(err)
-			}
 			rule := netlink.NewRule()
 			rule.Table, rule.Priority = 100, 100
 			tc.rule(rule)
@@ -118,4 +89,27 @@ func TestOnLinkNoPrefixRouteByPolicyRule(t *testing.T) {
 			h.check("route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74")
 		})
 	}
+}
+
+// newNoPrefixRouteHost is a prepared host whose address on ext0,
+// 198.18.0.1/24, has noprefixroute, with the segment's scope-link route in
+// table 100 only, as NetworkManager with ipv4.route-table leaves it.
+func newNoPrefixRouteHost(t *testing.T) (*host, *net.IPNet) {
+	h := newHost(t, "198.18.0.1", "198.18.0.1")
+	nl := h.ns.Handle
+	addr := netip.MustParsePrefix("198.18.0.1/24")
+	if err := nl.AddrDel(h.ext, &netlink.Addr{IPNet: backend.IPNet(addr)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.AddrAdd(h.ext, &netlink.Addr{IPNet: backend.IPNet(addr), Flags: unix.IFA_F_NOPREFIXROUTE}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.b.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	seg := backend.IPNet(netip.MustParsePrefix("198.18.0.0/24"))
+	if err := nl.RouteAdd(&netlink.Route{Dst: seg, LinkIndex: h.ext.Attrs().Index, Scope: netlink.SCOPE_LINK, Table: 100}); err != nil {
+		t.Fatal(err)
+	}
+	return h, seg
 }

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/subnet"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // TestPeerSubnetIsPointToPointPeer: a point-to-point address (a tunnel's:
@@ -33,20 +31,7 @@ func TestPeerSubnetIsPointToPointPeer(t *testing.T) {
 	if err := nl.AddrAdd(tun, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.19.9.1/32")), Peer: backend.IPNet(network)}); err != nil {
 		t.Fatal(err)
 	}
-	kernelRoute := func(when string) {
-		t.Helper()
-		rs, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: backend.IPNet(network)}, netlink.RT_FILTER_DST)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, r := range rs {
-			got = append(got, fmt.Sprintf("%s via %v dev#%d proto %d", r.Dst, r.Gw, r.LinkIndex, r.Protocol))
-		}
-		if want := fmt.Sprintf("%s via <nil> dev#%d proto %d", network, tun.Attrs().Index, unix.RTPROT_KERNEL); !slices.Equal(got, []string{want}) {
-			t.Errorf("%s: routes to %s: %q, want only tun0's own %q", when, network, got, want)
-		}
-	}
+	kernelRoute := func(when string) { t.Helper(); onlyKernelRoute(t, nl, network, tun, when) }
 	res, err := h.b.Reconcile(context.Background(), h.own, []subnet.Lease{p2, bad})
 	if err != nil || res.String() != (backend.Result{Removed: 1, Skipped: 1}).String() {
 		t.Errorf("Reconcile after the address came = %v, %v; want 1 removed, 1 skipped, no error", res, err)
