@@ -124,6 +124,11 @@ func retry[T any](ctx context.Context, log logr.Logger, etcd *etcdConn, what str
 			return v, ctx.Err()
 		}
 		err = etcd.explain(ctx, err)
+		if ctx.Err() != nil {
+			// Stopped while explain probed etcd (up to 2 s per silent
+			// endpoint): the probe's cut-short answer is no finding.
+			return v, ctx.Err()
+		}
 		if msg := err.Error(); msg != last {
 			log.Error(err, "cannot "+what+"; retrying", "attempt", attempt)
 			report(what, err)
