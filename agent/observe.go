@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -281,7 +282,7 @@ func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backen
 	var skipped []SkippedPeer
 	if err != nil {
 		o.reconciles.WithLabelValues("error").Inc()
-		o.st.LastResyncError = err.Error()
+		o.st.LastResyncError = resyncError(err)
 		n := 0
 		for i := range peers {
 			k, f := peers[i].Key(), factsOf(&peers[i])
@@ -320,6 +321,28 @@ func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backen
 		}
 	}
 	o.last, o.hasLast = cur, true
+}
+
+// resyncErrorLines is how many lines of a failed pass's error /status
+// lastResyncError keeps: a pass joins the failure of every kernel change,
+// one line each, so with the external interface down every peer's route
+// adds one (400 KB at 5000 peers), in every answer.
+const resyncErrorLines = 10
+
+// resyncError is err's text for lastResyncError: its first
+// resyncErrorLines lines, each cut to clip.Len bytes, then how many more
+// there are.
+func resyncError(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	kept := lines[:min(len(lines), resyncErrorLines)]
+	for i := range kept {
+		kept[i] = clip.String(kept[i])
+	}
+	s := strings.Join(kept, "\n")
+	if more := len(lines) - len(kept); more > 0 {
+		s += fmt.Sprintf("\n(and %d more)", more)
+	}
+	return s
 }
 
 func (o *observer) setProgrammed(n int) {
