@@ -352,17 +352,69 @@ func listenHealth(addr string, h *health) (*healthServer, error) {
 		return nil, fmt.Errorf("health server: %w", err)
 	}
 	mux := h.handler()
+	lim := &connLimit{max: maxHealthConns, open: map[net.Conn]time.Time{}}
 	return &healthServer{
 		mux: mux,
 		ln:  ln,
 		srv: &http.Server{
 			Handler:           mux,
+			ConnState:         lim.track,
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       10 * time.Second,
 			WriteTimeout:      30 * time.Second,
 			IdleTimeout:       60 * time.Second,
 		},
 	}, nil
+}
+
+// maxHealthConns is how many connections the health server keeps open at
+// once. Each costs about 20 kB and a file descriptor, and a client may keep
+// one for IdleTimeout after each request, so for ever: without a bound, a
+// process on the host (or anyone who can reach the address) held
+// thousands, up to the DaemonSet's memory limit or the unit's LimitNOFILE,
+// which the agent needs for etcd, netlink and subnet.env. The probes,
+// a Prometheus scrape and agentctl need a few.
+const maxHealthConns = 64
+
+// connLimit bounds the open connections of an http.Server through its
+// ConnState hook: past max, a new connection closes the one waiting
+// longest (idle after a request, or connected without one yet), or itself
+// when every other one is being answered. So connections held waiting
+// cannot lock the probes out: a probe sends its request at once, and an
+// answer takes microseconds.
+type connLimit struct {
+	max  int
+	mu   sync.Mutex
+	open map[net.Conn]time.Time // waiting since; zero while being answered
+}
+
+func (l *connLimit) track(c net.Conn, s http.ConnState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch s {
+	case http.StateNew:
+		if len(l.open) >= l.max {
+			victim := c
+			var since time.Time
+			for o, t := range l.open {
+				if !t.IsZero() && (since.IsZero() || t.Before(since)) {
+					victim, since = o, t
+				}
+			}
+			victim.Close()
+			if victim == c {
+				return
+			}
+			delete(l.open, victim)
+		}
+		l.open[c] = time.Now()
+	case http.StateIdle:
+		l.open[c] = time.Now()
+	case http.StateActive:
+		l.open[c] = time.Time{}
+	case http.StateClosed, http.StateHijacked:
+		delete(l.open, c)
+	}
 }
 
 // addr is the bound address (useful with port 0).
