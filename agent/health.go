@@ -377,15 +377,15 @@ func listenHealth(addr string, h *health) (*healthServer, error) {
 const maxHealthConns = 64
 
 // connLimit bounds the open connections of an http.Server through its
-// ConnState hook: past max, a new connection closes the one waiting
-// longest (idle after a request, or connected without one yet), or itself
-// when every other one is being answered. So connections held waiting
-// cannot lock the probes out: a probe sends its request at once, and an
-// answer takes microseconds.
+// ConnState hook: past max, a new connection closes the one that has been
+// in its state longest, whichever it is: idle after a request, connected
+// without a request yet, or being answered to a client that does not read.
+// So held connections cannot lock the probes out: a probe sends its
+// request at once, and an answer takes microseconds.
 type connLimit struct {
 	max  int
 	mu   sync.Mutex
-	open map[net.Conn]time.Time // waiting since; zero while being answered
+	open map[net.Conn]time.Time // in its state since
 }
 
 func (l *connLimit) track(c net.Conn, s http.ConnState) {
@@ -393,25 +393,20 @@ func (l *connLimit) track(c net.Conn, s http.ConnState) {
 	defer l.mu.Unlock()
 	switch s {
 	case http.StateNew:
-		if len(l.open) >= l.max {
-			victim := c
+		for len(l.open) >= l.max {
+			var oldest net.Conn
 			var since time.Time
 			for o, t := range l.open {
-				if !t.IsZero() && (since.IsZero() || t.Before(since)) {
-					victim, since = o, t
+				if oldest == nil || t.Before(since) {
+					oldest, since = o, t
 				}
 			}
-			victim.Close()
-			if victim == c {
-				return
-			}
-			delete(l.open, victim)
+			oldest.Close()
+			delete(l.open, oldest)
 		}
 		l.open[c] = time.Now()
-	case http.StateIdle:
+	case http.StateActive, http.StateIdle:
 		l.open[c] = time.Now()
-	case http.StateActive:
-		l.open[c] = time.Time{}
 	case http.StateClosed, http.StateHijacked:
 		delete(l.open, c)
 	}
