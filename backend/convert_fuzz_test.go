@@ -52,9 +52,16 @@ func FuzzPrefixFromIPNet(f *testing.F) {
 				t.Fatalf("PrefixFromIPNet(%v) = %s, which converts back to %s, %v", n, p, back, ok)
 			}
 			// The addresses at and around both ends of the prefix, and
-			// the IP itself, are in it exactly when in the IPNet.
+			// the IP itself, are in it exactly when in the IPNet. An
+			// IPv4-mapped address (::ffff:a.b.c.d) is left out of an IPv6
+			// prefix's check: net.IPNet takes it for its IPv4 address, in no
+			// IPv6 IPNet, where netip (and the kernel's IPv6 routes) take it
+			// for the IPv6 address it is.
 			first, last := p.Masked().Addr(), lastAddr(p)
 			for _, x := range []netip.Addr{a, first, first.Prev(), last, last.Next()} {
+				if x.Is4In6() && p.Addr().Is6() {
+					continue
+				}
 				if x.IsValid() && n.Contains(backend.IP(x)) != p.Contains(x) {
 					t.Fatalf("%s: the IPNet %v holds %s: %v, the prefix %s: %v", x, n, x, n.Contains(backend.IP(x)), p, p.Contains(x))
 				}
