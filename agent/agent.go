@@ -492,9 +492,11 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		}
 		if iptDue || own.Subnet != iptFor {
 			// On failure iptDue, or the subnet's difference, stays:
-			// the retry tries again.
+			// the retry tries again. Its one line goes before the
+			// backend's, a line per failed change: /status keeps the
+			// first lines only (resyncError).
 			if ierr := a.reconcileIPTables(ctx, netCfg, own); ierr != nil {
-				err = errors.Join(err, ierr)
+				err = errors.Join(ierr, err)
 			} else {
 				iptDue, iptFor = false, own.Subnet
 			}

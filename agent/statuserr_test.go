@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -70,5 +71,63 @@ func TestStatusResyncErrorBounded(t *testing.T) {
 	}
 	if rec.Body.Len() > 8<<10 {
 		t.Errorf("/status with %d failed routes: %d bytes, want at most 8 KiB", n, rec.Body.Len())
+	}
+}
+
+// refusedBackend's every pass fails the routes of 50 peers, as the kernel
+// does while the external interface is down.
+type refusedBackend struct{ fakeBackend }
+
+func (b *refusedBackend) Reconcile(ctx context.Context, _ subnet.Lease, _ []subnet.Lease) (backend.Result, error) {
+	b.passes.Add(1)
+	var plan backend.Plan
+	for i := range 50 {
+		plan.Routes.Add = append(plan.Routes.Add, backend.Route{
+			Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(2 + i), 0}), 24),
+			Gw:  netip.AddrFrom4([4]byte{198, 18, 0, byte(2 + i)}), LinkIndex: 2,
+		})
+	}
+	return plan.Apply(refusingWriter{}, logr.Discard())
+}
+
+// TestStatusResyncErrorNamesIPTables: a pass where the backend's kernel
+// changes fail and the iptables rules cannot be written either keeps the
+// iptables failure in /status lastResyncError, not only the first of the
+// per-change ones.
+func TestStatusResyncErrorNamesIPTables(t *testing.T) {
+	inOwnNetns(t, statusResyncErrorNamesIPTablesChild)
+}
+
+func statusResyncErrorNamesIPTablesChild(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // no iptables
+	a := &agent{
+		cfg:    Config{IPMasq: true, IPTablesForwardRules: true, ResyncInterval: 50 * time.Millisecond},
+		log:    logr.Discard(),
+		health: newHealth(logr.Discard()),
+		obs:    newObserver(),
+	}
+	a.health.setLeaseHeld(true, "")
+	a.health.setSubnetEnvWritten()
+	be := &refusedBackend{}
+	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.reconcileLoop(ctx, be, newFakeLeases(lease("10.244.1.0/24", "198.18.0.1")), netCfg, nil, func() error { return nil })
+	}()
+	defer func() { cancel(); <-done }()
+
+	for deadline := time.Now().Add(20 * time.Second); be.passes.Load() < 3; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reconcile passes in 20 s, want 3", be.passes.Load())
+		}
+	}
+	st := a.obs.status(a.health)
+	if !strings.Contains(st.LastResyncError, "iptables") {
+		t.Errorf("lastResyncError does not name the missing iptables: %q", st.LastResyncError)
+	}
+	if !strings.Contains(st.LastResyncError, syscall.ENETUNREACH.Error()) {
+		t.Errorf("lastResyncError does not name the failed routes: %q", st.LastResyncError)
 	}
 }
