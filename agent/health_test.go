@@ -26,6 +26,19 @@ import (
 	"k8s.io/klog/v2"
 )
 
+// nsHealthServer is a health server for h on 127.0.0.1 of a network
+// namespace of its own, not yet serving: the server, the namespace and the
+// address it listens on.
+func nsHealthServer(t *testing.T, h *health) (*healthServer, string, string) {
+	t.Helper()
+	ns := etcdtest.NewNetns(t)
+	srv, err := etcdtest.InNetns(ns, func() (*healthServer, error) { return listenHealth("127.0.0.1:0", h) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, ns, srv.addr().String()
+}
+
 // testHealth is a health whose READY=1 notifications are counted.
 func testHealth(t *testing.T) (*health, *atomic.Int32) {
 	t.Helper()
@@ -482,12 +495,7 @@ func TestHealthServer(t *testing.T) {
 // goes out. Before, the stop waited for the stalled request up to 5 s.
 func TestHealthServerStopWithRequestsInFlight(t *testing.T) {
 	h, _ := testHealth(t)
-	ns := etcdtest.NewNetns(t)
-	srv, err := etcdtest.InNetns(ns, func() (*healthServer, error) { return listenHealth("127.0.0.1:0", h) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := srv.addr().String()
+	srv, ns, addr := nsHealthServer(t, h)
 	entered, release := make(chan struct{}), make(chan struct{})
 	srv.mux.HandleFunc("GET /slow", func(w http.ResponseWriter, _ *http.Request) {
 		close(entered)

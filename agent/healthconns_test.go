@@ -26,12 +26,7 @@ import (
 // memory limit or the unit's LimitNOFILE with some thousands).
 func TestHealthServerBoundsConnections(t *testing.T) {
 	h, _ := testHealth(t)
-	ns := etcdtest.NewNetns(t)
-	srv, err := etcdtest.InNetns(ns, func() (*healthServer, error) { return listenHealth("127.0.0.1:0", h) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := srv.addr().String()
+	srv, ns, addr := nsHealthServer(t, h)
 	// An answer larger than the sockets' buffers, so that its handler
 	// blocks (until WriteTimeout) while the client does not read.
 	big := make([]byte, 32<<20)
