@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,47 +43,29 @@ func reconnectWhenEtcdAcceptsAgainChild(t *testing.T) {
 	}
 	var forward atomic.Bool
 	attempts := make(chan struct{}, 100)
-	var wg sync.WaitGroup
-	defer func() {
-		ln.Close()
-		wg.Wait()
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	serveEach(t, ln, func(c net.Conn) {
+		if !forward.Load() {
+			// The probe asks GET /version (and takes the close for an
+			// answer); gRPC speaks HTTP/2.
+			b := make([]byte, 1)
+			if _, err := c.Read(b); err == nil && b[0] != 'G' {
+				select {
+				case attempts <- struct{}{}:
+				default:
+				}
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				if !forward.Load() {
-					// The probe asks GET /version (and takes the
-					// close for an answer); gRPC speaks HTTP/2.
-					b := make([]byte, 1)
-					if _, err := c.Read(b); err == nil && b[0] != 'G' {
-						select {
-						case attempts <- struct{}{}:
-						default:
-						}
-					}
-					return
-				}
-				up, err := net.Dial("tcp", "127.0.0.1:2379")
-				if err != nil {
-					return
-				}
-				go func() {
-					io.Copy(up, c)
-					up.Close()
-				}()
-				io.Copy(c, up)
-			}()
+			return
 		}
-	}()
+		up, err := net.Dial("tcp", "127.0.0.1:2379")
+		if err != nil {
+			return
+		}
+		go func() {
+			io.Copy(up, c)
+			up.Close()
+		}()
+		io.Copy(c, up)
+	})
 
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{"http://127.0.0.1:23790"}

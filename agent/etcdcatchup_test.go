@@ -193,27 +193,7 @@ func TestProbeSilentEndpoint(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var wg sync.WaitGroup
-		t.Cleanup(func() {
-			l.Close()
-			wg.Wait()
-		})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer c.Close()
-					serve(c)
-				}()
-			}
-		}()
+		serveEach(t, l, serve)
 		return "unix://" + sock
 	}
 	stop := make(chan struct{})
@@ -251,4 +231,31 @@ func TestProbeSilentEndpoint(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serveEach serves every connection l accepts with serve, on a goroutine of
+// its own, and closes it after; at the test's end it closes l and waits for
+// them all.
+func serveEach(t *testing.T, l net.Listener, serve func(net.Conn)) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
 }
