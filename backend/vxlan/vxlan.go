@@ -536,6 +536,10 @@ func (b *Backend) incompatible(l netlink.Link) string {
 		return "group policy (GBP) is on"
 	case vx.FlowBased:
 		return "it is flow-based (external)"
+	case vx.TTL != 0:
+		// A fixed TTL (ttl 1 above all) drops what goes to a peer
+		// behind routers; ours takes the route's hop limit.
+		return fmt.Sprintf("TTL %d, want the route's hop limit (ttl auto)", vx.TTL)
 	}
 	return ""
 }
