@@ -130,6 +130,7 @@ func FuzzDecap(f *testing.F) {
 	f.Add(train, uint16(540))
 	f.Add(train[:1000], uint16(540))
 	f.Add(ipPacket("10.244.2.5", "10.244.1.5", 17, 64, make([]byte, 8)), uint16(0))
+	f.Add(ipPacket("10.244.2.255", "10.244.1.5", 17, 64, make([]byte, 8)), uint16(0))
 	w, dev := newTestRx("198.18.0.2", [][]byte{train})
 	f.Fuzz(func(t *testing.T, b []byte, seg uint16) {
 		if len(b) == 0 || len(b) > bigBuf {

@@ -55,7 +55,8 @@ const (
 	// no peer's public IP.
 	dropUnknownPeer
 	// dropSpoofed: from a peer, an inner packet whose source lies outside
-	// every subnet that peer holds and is not the peer's own address.
+	// every subnet that peer holds (or is one's broadcast address) and is
+	// not the peer's own address.
 	dropSpoofed
 	// dropNotOurs: from a peer, an inner packet for an address outside our
 	// own subnet (we are nobody's transit router).

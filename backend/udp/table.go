@@ -158,7 +158,8 @@ func (t *table) routeHeader(b []byte, h ipv4) (*peer, ipv4, verdict) {
 // accept decides whether the packet at the start of b, received in a
 // datagram from the address src (big-endian), may enter our host: src must
 // be a peer's public IP, the packet's header checksum must verify, the
-// inner source lie inside a subnet that peer holds or be src itself, and
+// inner source lie inside a subnet that peer holds, other than at its
+// broadcast address (a martian, RFC 1812 5.3.7), or be src itself, and
 // the inner destination inside our own subnet. It returns the packet, b cut
 // to its Total Length (parseIPv4).
 //
@@ -186,7 +187,7 @@ func (t *table) accept(src uint32, b []byte) ([]byte, verdict) {
 	}
 	inside := h.src == src
 	for _, s := range subnets {
-		inside = inside || s.contains(h.src)
+		inside = inside || s.contains(h.src) && !subnetBroadcast(h.src, s.mask)
 	}
 	if !inside {
 		return nil, dropSpoofed

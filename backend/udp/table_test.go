@@ -58,8 +58,8 @@ func TestTableRandom(t *testing.T) {
 			}
 			// A datagram from the peer of a random entry, with a
 			// random inner source, is accepted exactly when that
-			// source is in one of the peer's subnets or is the
-			// peer's public IP.
+			// source is in one of the peer's subnets, other than at
+			// its broadcast address, or is the peer's public IP.
 			if len(es) == 0 {
 				continue
 			}
@@ -73,7 +73,8 @@ func TestTableRandom(t *testing.T) {
 			// The peer's own public IP is its node's address.
 			inPeer := src == pub
 			for _, o := range es {
-				if o.Dst.Addr() == e.Dst.Addr() && o.Subnet.Contains(addr(src)) {
+				host := ^uint32(0) >> o.Subnet.Bits()
+				if o.Dst.Addr() == e.Dst.Addr() && o.Subnet.Contains(addr(src)) && src&host != host {
 					inPeer = true
 				}
 			}
