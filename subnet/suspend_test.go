@@ -3,6 +3,7 @@ package subnet_test
 import (
 	"errors"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/agentd/agentd/internal/boottime"
 	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr/funcr"
 )
 
 // TestLeaseLapsedWhileAsleep: the host is suspended (a laptop's lid closed,
@@ -40,12 +42,22 @@ func TestLeaseLapsedWhileAsleep(t *testing.T) {
 			var (
 				slept    atomic.Int64 // time.Duration the host slept
 				held     atomic.Bool
+				kept     atomic.Bool // the keepalive stream's first answer was taken
 				lost     lostReasons
 				mu       sync.Mutex
 				renewals []time.Duration // time left, as reported after the sleep
 			)
 			m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"), func(c *subnet.ManagerConfig) {
 				c.TTL = ttl
+				// The etcd client's keepalive answers at once after the grant.
+				// Taken after the "sleep", it renews the lease by the clock
+				// that counted the sleep, so no expiry has passed and nothing
+				// asks etcd: that answer must come before the sleep.
+				c.Logger = funcr.New(func(_, args string) {
+					if strings.Contains(args, `"lease kept alive"`) {
+						kept.Store(true)
+					}
+				}, funcr.Options{Verbosity: 4})
 				c.Clock = func() time.Time { return boottime.Now().Add(time.Duration(slept.Load())) }
 				c.OnLeaseState = func(h bool, reason string) {
 					held.Store(h)
@@ -62,8 +74,8 @@ func TestLeaseLapsedWhileAsleep(t *testing.T) {
 			})
 			l := acquire(t, m)
 			returned := runWatched(t, m)
-			eventuallyWithin(t, 10*time.Second, "lease held", func() error {
-				if !held.Load() {
+			eventuallyWithin(t, 10*time.Second, "lease held, its keepalive answered", func() error {
+				if !held.Load() || !kept.Load() {
 					return errors.New("not yet")
 				}
 				return nil
