@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/internal/clip"
@@ -171,7 +172,7 @@ func (o *observer) watchLeases(stats *subnet.Stats, unusable func() int) {
 // absent(), and no other series: a cleared alarm's goes back to 0.
 func (o *observer) endpointsChecked(eps []EndpointStatus, alarms []EtcdAlarm, asOf time.Time) {
 	for _, e := range eps {
-		o.endpointUp.WithLabelValues(e.Endpoint).Set(b2f(e.Up))
+		o.endpointUp.WithLabelValues(endpointLabel(e.Endpoint)).Set(b2f(e.Up))
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -185,11 +186,33 @@ func (o *observer) endpointsChecked(eps []EndpointStatus, alarms []EtcdAlarm, as
 // not listed in etcdEndpoints: its outages are the connection's, which
 // etcdConnected and etcdError show.
 func (o *observer) endpointAloneChecked(eps []EndpointStatus, alarms []EtcdAlarm, asOf time.Time) {
-	o.endpointUp.WithLabelValues(eps[0].Endpoint).Set(b2f(eps[0].Up))
+	o.endpointUp.WithLabelValues(endpointLabel(eps[0].Endpoint)).Set(b2f(eps[0].Up))
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.alarmsFound(alarms, asOf)
 	o.etcdNoLeader = eps[0].NoLeader
+}
+
+// endpointLabel is ep as the endpoint label of agentd_etcd_endpoint_up
+// holds it. A label value must be UTF-8 (WithLabelValues panics on one that
+// is not), and a socket path, which --etcd-endpoints takes, may hold any
+// bytes: each byte that is not UTF-8 is written \xHH, so two paths that
+// differ only there keep a series each (strings.ToValidUTF8 would merge them).
+func endpointLabel(ep string) string {
+	if utf8.ValidString(ep) {
+		return ep
+	}
+	var b strings.Builder
+	for i := 0; i < len(ep); {
+		r, n := utf8.DecodeRuneInString(ep[i:])
+		if r == utf8.RuneError && n == 1 {
+			fmt.Fprintf(&b, `\x%02x`, ep[i])
+		} else {
+			b.WriteString(ep[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // alarmsFound sets etcdAlarms, etcdAlarmsAsOf and agentd_etcd_alarm; o.mu
