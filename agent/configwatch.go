@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentd/agentd/backend/hostgw"
+	"github.com/agentd/agentd/backend/udp"
+	"github.com/agentd/agentd/backend/vxlan"
 	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/internal/lograte"
@@ -183,18 +186,42 @@ func sameConfig(a, b *subnet.Config) bool {
 }
 
 // sameBackend reports whether two parsed configs name the same backend with
-// the same options. The backend objects are compared as JSON values with
-// their keys folded to lower case, as the backends read them
-// case-insensitively, and without their Type: BackendType holds it with the
-// default applied, so {"Type":"vxlan"} means what an absent Type does.
+// the same options. Options are compared as the backend reads them
+// (backendOptions): an option written at its default ("VNI":1, "Port":0) or a
+// key the backend does not read changes nothing, so a restart would apply
+// nothing. Where either object does not decode (or the type is unknown), the
+// objects are compared as JSON values with their keys folded to lower case,
+// as the backends read them case-insensitively, and without their Type:
+// BackendType holds it with the default applied, so {"Type":"vxlan"} means
+// what an absent Type does.
 func sameBackend(a, b *subnet.Config) bool {
+	if a.BackendType != b.BackendType {
+		return false
+	}
+	if decode, ok := backendOptions()[a.BackendType]; ok {
+		oa, erra := decode(a.Backend)
+		ob, errb := decode(b.Backend)
+		if erra == nil && errb == nil {
+			return reflect.DeepEqual(oa, ob)
+		}
+	}
 	fa, fb := foldJSON(a.Backend), foldJSON(b.Backend)
 	for _, f := range []any{fa, fb} {
 		if m, ok := f.(map[string]any); ok {
 			delete(m, "type")
 		}
 	}
-	return a.BackendType == b.BackendType && reflect.DeepEqual(fa, fb)
+	return reflect.DeepEqual(fa, fb)
+}
+
+// backendOptions maps each backend type of Backends to what decodes its
+// Backend object as it reads it (host-gw reads no option).
+func backendOptions() map[string]func(json.RawMessage) (any, error) {
+	return map[string]func(json.RawMessage) (any, error){
+		vxlan.Type:  vxlan.Options,
+		hostgw.Type: func(json.RawMessage) (any, error) { return nil, nil },
+		udp.Type:    udp.Options,
+	}
 }
 
 // foldJSON decodes m with object keys in lower case; raw bytes if it is not

@@ -64,7 +64,10 @@ func TestConfigWatchJudge(t *testing.T) {
 // line invites, changes nothing, and the running agent must not ask for a
 // restart to apply it; a Type that differs from the running one still does,
 // and a change of the backend's options names them (the configs' String
-// shows the Type only, so both would read the same).
+// shows the Type only, so both would read the same). Options are compared as
+// the backend reads them: one written at its default value ("VNI":1,
+// "Port":0, udp's "Port":8285) or a key the backend does not read is no
+// change either.
 func TestConfigWatchDefaultedBackendType(t *testing.T) {
 	for _, c := range []struct {
 		running, value, logged string
@@ -75,6 +78,15 @@ func TestConfigWatchDefaultedBackendType(t *testing.T) {
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, `{"Network":"10.244.0.0/16","Backend":{"Type":""}}`, ""},
 		{`{"Network":"10.244.0.0/16"}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, "restart agentd to apply it"},
 		{`{"Network":"10.244.0.0/16"}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":2}}`, `"newBackend"="{\"Type\":\"vxlan\",\"VNI\":2}"`},
+		// Options written at their defaults, or keys the backend does not
+		// read, configure it alike: a restart would change nothing.
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":1,"Port":0,"DirectRouting":false,"MTU":0}}`, ""},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":0}}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":8472}}`, ""},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Learning":true}}`, ""},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":8285}}`, ""},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":1}}`, ""},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":1400}}`, `"newBackend"="{\"Type\":\"vxlan\",\"MTU\":1400}"`},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":8286}}`, "restart agentd to apply it"},
 	} {
 		running, err := subnet.ParseConfig([]byte(c.running))
 		if err != nil {

@@ -107,6 +107,12 @@ type options struct {
 	Port int
 }
 
+// Options decodes the network config's Backend object as this backend reads
+// it, defaults applied and keys it does not read left out: two objects whose
+// Options are equal configure the backend alike (the agent's config watch
+// compares them so).
+func Options(raw json.RawMessage) (any, error) { return parseOptions(raw) }
+
 func parseOptions(raw json.RawMessage) (options, error) {
 	var o options
 	if len(raw) > 0 {

@@ -144,6 +144,12 @@ type options struct {
 	GBP           bool
 }
 
+// Options decodes the network config's Backend object as this backend reads
+// it, defaults applied and keys it does not read left out: two objects whose
+// Options are equal configure the backend alike (the agent's config watch
+// compares them so).
+func Options(raw json.RawMessage) (any, error) { return parseOptions(raw) }
+
 // parseOptions decodes and checks the Backend object and fills in defaults.
 // Errors are *subnet.ConfigError naming the key.
 func parseOptions(raw json.RawMessage) (options, error) {
