@@ -34,12 +34,19 @@ func LoadOrCreateHostID(stateDir string) (string, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("read host id: %w", err)
 	}
+	return NewHostID(stateDir)
+}
+
+// NewHostID gives this host a new random identity, kept in stateDir in
+// place of the one there, and returns it: for a host whose identity another
+// host has too (ErrHostIDShared).
+func NewHostID(stateDir string) (string, error) {
 	var raw [16]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", err
 	}
 	id := hex.EncodeToString(raw[:])
-	if err := atomicfile.Write(path, []byte(id+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(stateDir, HostIDFile), []byte(id+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("write host id: %w", err)
 	}
 	return id, nil

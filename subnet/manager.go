@@ -29,6 +29,13 @@ var (
 	// another host while we did not hold it. The agent must stop rather than
 	// move to another subnet while subnet.env and its containers use this one.
 	ErrLeaseLost = errors.New("own subnet lease lost")
+	// ErrHostIDShared is wrapped by Run's error, with ErrLeaseLost, when
+	// another agentd with our host identity and public IP took our key
+	// while we held it: our state directory was copied to another host (a
+	// cloned image or snapshot, a backup restored elsewhere) behind the same
+	// address. Taking the key back would take it from that agent, which
+	// would take it back in turn, for ever; this host needs a new identity.
+	ErrHostIDShared = errors.New("another agentd shares this host's identity")
 )
 
 const (
@@ -117,6 +124,11 @@ type Manager struct {
 	attrs   LeaseAttrs
 	ownView atomic.Pointer[Lease]
 	ownKey  atomic.Pointer[string]
+	// doubtful holds the etcd leases we granted and left to expire because
+	// a write attaching our key to one may yet have committed (see
+	// grant.release): our key found on one is our own write, not a twin's.
+	// Used by Acquire's and then Run's goroutine only.
+	doubtful map[int64]bool
 
 	table peerTable
 	// changed is signalled (coalesced) when Peers may return a new set;
@@ -202,6 +214,27 @@ func (m *Manager) ours(l Lease) bool {
 func (m *Manager) isPrevious(l Lease) bool {
 	return m.cfg.PreviousSubnet.IsValid() && l.Subnet == m.cfg.PreviousSubnet.Masked() &&
 		(l.Attrs.HostID == "" || l.Attrs.HostID == m.cfg.PreviousHostID)
+}
+
+// byTwin reports whether l, our key as read while we hold it, was written
+// by another agentd with our host identity and public IP: it names both, it
+// is on an etcd lease that is none of ours, and it was written after our
+// last write of the key (an older value, as etcd restored from a backup
+// holds it, is our own from an earlier run). agentd.lock keeps two agents
+// off one state dir, so such an agent runs on a copy of it elsewhere.
+func (m *Manager) byTwin(l Lease) bool {
+	return l.Attrs.PublicIP == m.cfg.PublicIP && l.Attrs.HostID == m.cfg.HostID &&
+		l.LeaseID != 0 && l.LeaseID != m.own.LeaseID && !m.doubtful[l.LeaseID] &&
+		l.ModRevision > m.own.ModRevision
+}
+
+// twinErr is Run's error once byTwin(l): this host gives the subnet up to
+// the other agent rather than take it back from it.
+func (m *Manager) twinErr(l Lease) error {
+	return fmt.Errorf("%w: %w: our key %s was taken over on etcd lease %x by another agentd with our host identity %q and public IP %s: "+
+		"our state dir (--state-dir: host-id) was copied to another host behind the same address (a cloned VM image or disk snapshot, a backup restored onto new hardware); "+
+		"agentd stops and leaves the subnet to that host, since taking it back would only make it take it back in turn",
+		ErrLeaseLost, ErrHostIDShared, m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), l.LeaseID, clip.String(m.cfg.HostID), m.cfg.PublicIP)
 }
 
 // namesOtherHost reports whether a lease value was written by another agentd
@@ -807,6 +840,10 @@ func (g *grant) release(ctx context.Context) {
 	case g.lid == 0 || g.kept:
 	case g.doubt:
 		g.m.log.Info("leaving an etcd lease to expire by itself: a write on it failed and may yet commit", "leaseID", g.lid, "ttl", g.m.cfg.TTL)
+		if g.m.doubtful == nil {
+			g.m.doubtful = map[int64]bool{}
+		}
+		g.m.doubtful[g.lid] = true
 	default:
 		g.m.revoke(context.WithoutCancel(ctx), g.lid)
 	}

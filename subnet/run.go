@@ -25,11 +25,14 @@ import (
 //	 │  ──own key deleted──────────────────────────────────┤
 //	 │  ──own key recreated by another writer──────────────┤
 //	 │  ──own key overwritten naming another host──────────┤
+//	 │  ──own key taken over by an agentd with our identity┤
 //	 │  ──etcd's history replaced, own key not as written──┤
 //	 │                                                      v
 //	 │ <──────── same key recreated, or taken over ──── reacquire ──key held by another host──> ErrLeaseLost
 //	 │                                                              ──or absent, and another host's key
 //	 │                                                                overlaps our subnet──────────> ErrLeaseLost
+//	 │                                                              ──or held by an agentd with our
+//	 │                                                                identity (byTwin)──> ErrLeaseLost, ErrHostIDShared
 //	 │
 //	 ├──own key overwritten in place (same create revision)──> write our value back (CAS), stay held;
 //	 │                                                         retried with backoff until it succeeds
@@ -362,6 +365,9 @@ func (m *Manager) checkOwn(ctx context.Context, first bool) (lost string, err er
 		return "our lease key was recreated by another writer", nil
 	case st.err == nil && m.namesOtherHost(st.lease.Attrs):
 		return fmt.Sprintf("our lease key was overwritten by host %q (%s)", clip.String(st.lease.Attrs.HostID), st.lease.Attrs.PublicIP), nil
+	case st.err == nil && m.byTwin(st.lease):
+		// Not written back: reacquire finds the key so and says why.
+		return fmt.Sprintf("our lease key was taken over on etcd lease %x by another agentd with our host identity", st.lease.LeaseID), nil
 	}
 	err = m.restore(ctx, st, first)
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -525,6 +531,8 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 		m.log.Error(nil, "our lease key was overwritten; writing our value back", "subnet", m.own.Subnet,
 			"found", "an unusable value ("+gerr.Error()+")")
 		l, ok, err = m.takeOver(ctx, cur, m.own.Reservation(), g)
+	case gerr == nil && m.byTwin(cur):
+		return m.twinErr(cur)
 	case reserved,
 		gerr == nil && cur.Attrs.PublicIP == m.cfg.PublicIP && cur.Attrs.HostID == m.cfg.HostID,
 		cur.CreateRevision == m.own.CreateRevision && !m.namesOtherHost(cur.Attrs):
