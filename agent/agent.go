@@ -393,6 +393,7 @@ func (a *agent) run(ctx context.Context) error {
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		if errors.Is(err, subnet.ErrLeaseLost) {
+			env, err = a.renewSharedHostID(err, env)
 			if werr := a.withdrawSubnetEnv(env); werr != nil {
 				err = fmt.Errorf("%w; and %w", err, werr)
 			}
