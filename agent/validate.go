@@ -26,6 +26,11 @@ const (
 	DefaultResyncInterval = 30 * time.Second
 	// DefaultIPTablesResync is flanneld's --iptables-resync default.
 	DefaultIPTablesResync = 5 * time.Second
+	// MaxResyncInterval bounds ResyncInterval and IPTablesResync: a check
+	// of the kernel or of the rules less than once a day is no check, and
+	// larger values overflowed (the health server's heartbeat limit,
+	// 3*ResyncInterval+1m; --iptables-resync's seconds times 1e9).
+	MaxResyncInterval = 24 * time.Hour
 	// DefaultEtcdEndpointCheckInterval: a member that is down, without a
 	// leader or with an alarm shows within half a minute, for one small
 	// request per endpoint.
@@ -146,8 +151,14 @@ func (c *Config) Validate() error {
 	if c.ResyncInterval < time.Second {
 		return configErrorf("resync-interval", c.ResyncInterval.String(), "must be at least 1s")
 	}
+	if c.ResyncInterval > MaxResyncInterval {
+		return configErrorf("resync-interval", c.ResyncInterval.String(), "must be at most %s", MaxResyncInterval)
+	}
 	if c.IPTablesResync < time.Second {
 		return configErrorf("iptables-resync", fmt.Sprint(int64(c.IPTablesResync/time.Second)), "must be at least 1 (seconds)")
+	}
+	if c.IPTablesResync > MaxResyncInterval {
+		return configErrorf("iptables-resync", fmt.Sprint(int64(c.IPTablesResync/time.Second)), "must be at most %d (seconds)", MaxResyncInterval/time.Second)
 	}
 	if i := c.EtcdEndpointCheckInterval; i != 0 && i < time.Second {
 		return configErrorf("etcd-endpoint-check-interval", i.String(), "must be at least 1s, or 0 to turn the checks off")

@@ -257,6 +257,11 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 		return fmt.Errorf("invalid %s %q: %w", where(flag), value, err)
 	}
 
+	// Judged here, before it is turned into nanoseconds, where a count of
+	// seconds this large would wrap around (18446744075 to about 1.29 s).
+	if maxS := int(agent.MaxResyncInterval / time.Second); v.iptResync > maxS {
+		return opts, bad("iptables-resync", strconv.Itoa(v.iptResync), fmt.Errorf("must be at most %d (seconds)", maxS))
+	}
 	cfg := agent.Config{
 		EtcdPrefix:                v.etcdPrefix,
 		EtcdCAFile:                v.etcdCAFile,

@@ -292,6 +292,13 @@ func TestParseArgsErrors(t *testing.T) {
 		{"ttl fractional seconds", []string{"--subnet-lease-ttl=1500ms"}, nil, `invalid --subnet-lease-ttl "1.5s": etcd lease TTLs are whole seconds`},
 		{"resync zero", []string{"--resync-interval=0s"}, nil, `invalid --resync-interval "0s": must be at least 1s`},
 		{"iptables resync zero", []string{"--iptables-resync=0"}, nil, `invalid --iptables-resync "0": must be at least 1 (seconds)`},
+		// 3*resync + 1m, the health server's heartbeat limit, went
+		// negative for a resync of a million hours, and /healthz stopped
+		// watching the reconcile loop.
+		{"resync beyond a day", []string{"--resync-interval=1000000h"}, nil, `invalid --resync-interval "1000000h0m0s": must be at most 24h0m0s`},
+		// Seconds times 1e9 wrapped: 18446744075 s became about 1.29 s.
+		{"iptables resync wraps", []string{"--iptables-resync=18446744075"}, nil, `invalid --iptables-resync "18446744075": must be at most 86400 (seconds)`},
+		{"iptables resync beyond a day", []string{"--iptables-resync=86401"}, nil, `invalid --iptables-resync "86401": must be at most 86400 (seconds)`},
 		{"bad public ip", []string{"--public-ip", "x"}, nil, `invalid --public-ip "x": ParseAddr("x"): unable to parse IP`},
 		{"ipv6 public ip", []string{"--public-ip=2001:db8::1"}, nil, `invalid --public-ip "2001:db8::1": the underlay is IPv4; want an IPv4 address`},
 		{"multicast public ip", []string{"--public-ip=224.0.0.1"}, nil, `invalid --public-ip "224.0.0.1": peers cannot send to a loopback, multicast or broadcast address`},
