@@ -30,8 +30,10 @@ func NewEtcdClient(cfg *Config) (*EtcdClient, error) {
 
 // Explain says why a request that timed out after timeout got no answer:
 // the endpoint refused or could not be reached, its TLS handshake failed,
-// or it takes connections but answers nothing on them (a hung etcd: up to
-// 2 s more to find). Other errors are returned as they are. ctx bounds the probe.
+// or it takes connections but answers nothing on them. Finding out takes up
+// to 5 s more (the endpoints are probed at once: a connection and TLS
+// handshake within 3 s, then up to 2 s for an answer). Other errors are
+// returned as they are. ctx bounds the probe.
 func (c *EtcdClient) Explain(ctx context.Context, err error, timeout time.Duration) error {
 	return c.conn.explainAfter(ctx, err, timeout)
 }

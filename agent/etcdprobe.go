@@ -25,18 +25,43 @@ const probeTimeout = 3 * time.Second
 // connection to all of them does: with TLS or without as the first endpoint
 // decides (clientUsesTLS), with the TLS configuration tc (nil: none given),
 // and returns each endpoint's failure (nil if one of them accepts a
-// connection and, for TLS, a handshake).
+// connection and, for TLS, a handshake). The endpoints are probed at once
+// (probeAll), so the answer takes at most one probeTimeout.
 func probeEtcd(ctx context.Context, endpoints []string, tc *tls.Config) error {
 	useTLS := len(endpoints) > 0 && clientUsesTLS(endpoints[0], tc != nil)
-	var errs []error
-	for _, ep := range endpoints {
-		err := probeEndpoint(ctx, ep, useTLS, tc)
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	errs, ok := probeAll(ctx, endpoints, func(ctx context.Context, ep string) error {
+		return probeEndpoint(ctx, ep, useTLS, tc)
+	})
+	if ok {
+		return nil
+	}
+	for i, err := range errs {
+		errs[i] = fmt.Errorf("%s: %w", endpoints[i], err)
 	}
 	return errors.Join(errs...)
+}
+
+// probeAll runs probe on every endpoint at once and returns their errors in
+// the endpoints' order, or ok as soon as one of them returns nil (the others
+// are then cancelled). It returns once every probe has.
+func probeAll(ctx context.Context, endpoints []string, probe func(context.Context, string) error) (errs []error, ok bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs = make([]error, len(endpoints))
+	done := make(chan int, len(endpoints))
+	for i, ep := range endpoints {
+		go func() {
+			errs[i] = probe(ctx, ep)
+			done <- i
+		}()
+	}
+	for range endpoints {
+		if i := <-done; errs[i] == nil && !ok {
+			ok = true
+			cancel()
+		}
+	}
+	return errs, ok
 }
 
 // errEndpointSilent is the probe's finding when an endpoint takes
@@ -48,20 +73,21 @@ var errEndpointSilent = fmt.Errorf("an endpoint accepts connections but answers 
 
 // etcdAnswers asks endpoints, which take connections without TLS, for an
 // answer (the kernel accepts connections for a hung etcd): errEndpointAccepts
-// once one of them answers, else errEndpointSilent.
+// once one of them answers, else errEndpointSilent. The endpoints are asked
+// at once (probeAll).
 func etcdAnswers(ctx context.Context, endpoints []string) error {
+	all, ok := probeAll(ctx, endpoints, endpointAnswers)
+	if ok {
+		return errEndpointAccepts
+	}
 	silent := false
 	var errs []error
-	for _, ep := range endpoints {
-		err := endpointAnswers(ctx, ep)
-		switch {
-		case err == nil:
-			return errEndpointAccepts
-		case errors.Is(err, errEndpointSilent):
+	for i, err := range all {
+		if errors.Is(err, errEndpointSilent) {
 			silent = true
-		default:
-			errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+			continue
 		}
+		errs = append(errs, fmt.Errorf("%s: %w", endpoints[i], err))
 	}
 	if silent && ctx.Err() == nil {
 		return errEndpointSilent

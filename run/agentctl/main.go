@@ -177,7 +177,7 @@ FLANNELD_ETCD_ENDPOINTS).`,
 	pf.StringVar(&a.etcd.EtcdKeyFile, "etcd-keyfile", "", "client key file for etcd TLS")
 	pf.StringVar(&a.etcd.EtcdUsername, "etcd-username", "", "etcd user name")
 	pf.StringVar(&a.etcd.EtcdPassword, "etcd-password", "", "etcd password")
-	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "how long to wait for etcd or the agent")
+	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "how long to wait for etcd or the agent (if etcd does not answer, up to 5s more to find out why)")
 
 	root.AddCommand(a.configCommand(), a.leasesCommand(), a.leaseCommand(), a.statusCommand())
 	return root
