@@ -102,30 +102,38 @@ func checkLeaseDataRoundTrip(t *testing.T, vni int, m backend.MAC) {
 // parser that refused every file would fail too.
 func FuzzParseMACFile(f *testing.F) {
 	for _, s := range []string{"aa:bb:cc:dd:ee:ff\n", "02:00:00:00:00:01 198.18.0.1\n", " 02:00:00:00:00:01 ", "02:00:00:00:00:01 fd00::1",
+		"02:00:00:00:00:01 198.18.0.1 198.18.0.9\n", "02:00:00:00:00:01 198.18.0.1 198.18.0.9 x",
 		"ff:ff:ff:ff:ff:ff", "", "\x00", "aa:bb:cc:dd:ee", "02:00:00:00:00:01 fe80::1%eth0"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, content []byte) {
-		m, addr, ok := parseMACFile(content)
+		m, addr, pub, ok := parseMACFile(content)
 		if ok {
 			if !m.IsUnicast() || m == (backend.MAC{}) {
 				t.Fatalf("parseMACFile(%q) = %s", content, m)
 			}
-			if addr.IsValid() {
-				checkMACFileRoundTrip(t, m, addr)
+			if pub.IsValid() && !addr.IsValid() {
+				t.Fatalf("parseMACFile(%q) = a public IP %v without a local address", content, pub)
 			}
-		} else if m != (backend.MAC{}) || addr.IsValid() {
-			t.Fatalf("parseMACFile(%q) refused it but returned %s, %v", content, m, addr)
+			if pub.IsValid() {
+				checkMACFileRoundTrip(t, m, addr, pub)
+			}
+		} else if m != (backend.MAC{}) || addr.IsValid() || pub.IsValid() {
+			t.Fatalf("parseMACFile(%q) refused it but returned %s, %v, %v", content, m, addr, pub)
 		}
 		if len(content) >= 6 {
 			var w backend.MAC
 			copy(w[:], content)
 			w[0] &^= 1 // the group bit
 			if w.IsUnicast() {
-				// The next 4 or 16 bytes as the address.
+				// The next 4 or 16 bytes as the local address, the
+				// public IP the same or the 4 bytes after.
 				for _, n := range []int{4, 16} {
 					if a, ok := netip.AddrFromSlice(content[6:min(len(content), 6+n)]); ok {
-						checkMACFileRoundTrip(t, w, a)
+						checkMACFileRoundTrip(t, w, a, a)
+						if p, ok := netip.AddrFromSlice(content[min(len(content), 6+n):min(len(content), 10+n)]); ok {
+							checkMACFileRoundTrip(t, w, a, p)
+						}
 					}
 				}
 			}
@@ -133,49 +141,55 @@ func FuzzParseMACFile(f *testing.F) {
 	})
 }
 
-// checkMACFileRoundTrip: the file vtepMAC writes for m and addr reads back
-// as them.
-func checkMACFileRoundTrip(t *testing.T, m backend.MAC, addr netip.Addr) {
+// checkMACFileRoundTrip: the file vtepMAC writes for m, addr and pub reads
+// back as them.
+func checkMACFileRoundTrip(t *testing.T, m backend.MAC, addr, pub netip.Addr) {
 	t.Helper()
-	content := macFileContent(m, addr)
-	if got, gotAddr, ok := parseMACFile(content); !ok || got != m || gotAddr != addr {
-		t.Fatalf("parseMACFile(%q) = %s, %v, %v; want %s, %v, true", content, got, gotAddr, ok, m, addr)
+	content := macFileContent(m, addr, pub)
+	if got, gotAddr, gotPub, ok := parseMACFile(content); !ok || got != m || gotAddr != addr || gotPub != pub {
+		t.Fatalf("parseMACFile(%q) = %s, %v, %v, %v; want %s, %v, %v, true", content, got, gotAddr, gotPub, ok, m, addr, pub)
 	}
 }
 
 // TestParseMACFile: the state file's one unicast MAC, with or without the
-// address of the host that chose it, is read with or without surrounding
-// white space, in either case; anything else is refused.
+// local address of the host that chose it and the public IP it chose it
+// for, is read with or without surrounding white space, in either case;
+// anything else is refused.
 func TestParseMACFile(t *testing.T) {
 	for _, tc := range []struct {
 		content string
 		want    string // "" for refused
 		addr    string // "" for none
+		pub     string // "" for none
 	}{
-		{"02:00:00:00:00:01\n", "02:00:00:00:00:01", ""}, // an older agentd's
-		{"aa:bb:cc:dd:ee:fe", "aa:bb:cc:dd:ee:fe", ""},
-		{" \t0E:1F:2A:3B:4C:5D \r\n\n", "0e:1f:2a:3b:4c:5d", ""},
-		{"fe:ff:ff:ff:ff:ff\n", "fe:ff:ff:ff:ff:ff", ""},
-		{"02:00:00:00:00:01 198.18.0.1\n", "02:00:00:00:00:01", "198.18.0.1"},
-		{"02:00:00:00:00:01\t fd00::1 \n", "02:00:00:00:00:01", "fd00::1"},
-		{"", "", ""},
-		{"\n", "", ""},
-		{"00:00:00:00:00:00\n", "", ""},       // not a host's
-		{"ff:ff:ff:ff:ff:ff\n", "", ""},       // broadcast
-		{"01:00:5e:00:00:01\n", "", ""},       // multicast
-		{"aa:bb:cc:dd:ee\n", "", ""},          // cut short
-		{"aa:bb:cc:dd:ee:ff:00:11\n", "", ""}, // EUI-64
-		{"02:00:00:00:00:01\nxx\n", "", ""},   // not an address
-		{"02:00:00:00:00:01 198.18.0\n", "", ""},
-		{"02:00:00:00:00:01 198.18.0.1 x\n", "", ""},
-		{"02:00:00:00:00:01 fe80::1%eth0\n", "", ""},
-		{"02:00:00:00:00:01 02:00:00:00:00:02", "", ""},
-		{"\x0002:00:00:00:00:01", "", ""},
+		{"02:00:00:00:00:01\n", "02:00:00:00:00:01", "", ""}, // an older agentd's
+		{"aa:bb:cc:dd:ee:fe", "aa:bb:cc:dd:ee:fe", "", ""},
+		{" \t0E:1F:2A:3B:4C:5D \r\n\n", "0e:1f:2a:3b:4c:5d", "", ""},
+		{"fe:ff:ff:ff:ff:ff\n", "fe:ff:ff:ff:ff:ff", "", ""},
+		{"02:00:00:00:00:01 198.18.0.1\n", "02:00:00:00:00:01", "198.18.0.1", ""},
+		{"02:00:00:00:00:01\t fd00::1 \n", "02:00:00:00:00:01", "fd00::1", ""},
+		{"", "", "", ""},
+		{"\n", "", "", ""},
+		{"00:00:00:00:00:00\n", "", "", ""},       // not a host's
+		{"ff:ff:ff:ff:ff:ff\n", "", "", ""},       // broadcast
+		{"01:00:5e:00:00:01\n", "", "", ""},       // multicast
+		{"aa:bb:cc:dd:ee\n", "", "", ""},          // cut short
+		{"aa:bb:cc:dd:ee:ff:00:11\n", "", "", ""}, // EUI-64
+		{"02:00:00:00:00:01\nxx\n", "", "", ""},   // not an address
+		{"02:00:00:00:00:01 198.18.0\n", "", "", ""},
+		{"02:00:00:00:00:01 198.18.0.1 198.18.0.9\n", "02:00:00:00:00:01", "198.18.0.1", "198.18.0.9"},
+		{"02:00:00:00:00:01 198.18.0.1 198.18.0.1", "02:00:00:00:00:01", "198.18.0.1", "198.18.0.1"},
+		{"02:00:00:00:00:01 198.18.0.1 x\n", "", "", ""},
+		{"02:00:00:00:00:01 198.18.0.1 198.18.0.9 198.18.0.9\n", "", "", ""},
+		{"02:00:00:00:00:01 198.18.0.1 fe80::1%eth0\n", "", "", ""},
+		{"02:00:00:00:00:01 fe80::1%eth0\n", "", "", ""},
+		{"02:00:00:00:00:01 02:00:00:00:00:02", "", "", ""},
+		{"\x0002:00:00:00:00:01", "", "", ""},
 	} {
-		m, addr, ok := parseMACFile([]byte(tc.content))
+		m, addr, pub, ok := parseMACFile([]byte(tc.content))
 		if tc.want == "" {
 			if ok {
-				t.Errorf("parseMACFile(%q) = %s, %v, true; want it refused", tc.content, m, addr)
+				t.Errorf("parseMACFile(%q) = %s, %v, %v, true; want it refused", tc.content, m, addr, pub)
 			}
 			continue
 		}
@@ -183,12 +197,15 @@ func TestParseMACFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var wantAddr netip.Addr
+		var wantAddr, wantPub netip.Addr
 		if tc.addr != "" {
 			wantAddr = netip.MustParseAddr(tc.addr)
 		}
-		if !ok || m != want || addr != wantAddr {
-			t.Errorf("parseMACFile(%q) = %s, %v, %v; want %s, %v, true", tc.content, m, addr, ok, want, wantAddr)
+		if tc.pub != "" {
+			wantPub = netip.MustParseAddr(tc.pub)
+		}
+		if !ok || m != want || addr != wantAddr || pub != wantPub {
+			t.Errorf("parseMACFile(%q) = %s, %v, %v, %v; want %s, %v, %v, true", tc.content, m, addr, pub, ok, want, wantAddr, wantPub)
 		}
 	}
 }

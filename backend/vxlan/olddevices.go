@@ -138,7 +138,7 @@ func (o oldDevices) provenOurs(l netlink.Link, vni int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read the VTEP MAC file of VNI %d: %w", vni, err)
 	}
-	mac, addr, ok := parseMACFile(content)
+	mac, addr, _, ok := parseMACFile(content)
 	if !ok || addr.IsValid() && addr != o.local {
 		return "", nil
 	}

@@ -27,7 +27,7 @@ func TestVTEPMACOldFileNotRewritable(t *testing.T) {
 	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b := &Backend{log: testr.New(t), macPath: path, ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("198.18.0.1")}}
+	b := &Backend{log: testr.New(t), macPath: path, ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("198.18.0.1"), PublicIP: netip.MustParseAddr("198.18.0.1")}}
 
 	var m backend.MAC
 	var err error
@@ -42,12 +42,12 @@ func TestVTEPMACOldFileNotRewritable(t *testing.T) {
 		t.Errorf("state dir holds %v, %v; want the MAC file only", entries, err)
 	}
 
-	// Writable again: the address is added.
+	// Writable again: the addresses are added.
 	if m, err := b.vtepMAC(); err != nil || m.String() != "02:00:00:00:00:01" {
 		t.Fatalf("vtepMAC = %s, %v", m, err)
 	}
-	if got, err := os.ReadFile(path); err != nil || string(got) != "02:00:00:00:00:01 198.18.0.1\n" {
-		t.Errorf("state file holds %q, %v; want the MAC and our address", got, err)
+	if got, err := os.ReadFile(path); err != nil || string(got) != "02:00:00:00:00:01 198.18.0.1 198.18.0.1\n" {
+		t.Errorf("state file holds %q, %v; want the MAC, our address and our public IP", got, err)
 	}
 }
 

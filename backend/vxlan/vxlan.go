@@ -424,58 +424,66 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	return data, nil
 }
 
-// parseMACFile reads the VTEP MAC state file's content: one unicast MAC and
-// the local address of the host that chose it, separated by white space,
-// surrounding white space allowed. An older agentd's file holds the MAC
-// alone: addr is then not valid.
-func parseMACFile(content []byte) (mac backend.MAC, addr netip.Addr, ok bool) {
+// parseMACFile reads the VTEP MAC state file's content: one unicast MAC,
+// the local address of the host that chose it and the public IP it chose it
+// for (what peers' FDB entries for the MAC lead to), separated by white
+// space, surrounding white space allowed. Older agentds' files hold the MAC
+// alone, or the MAC and the local address: what they leave out is not valid.
+func parseMACFile(content []byte) (mac backend.MAC, addr, pub netip.Addr, ok bool) {
 	f := strings.Fields(string(content))
-	if len(f) < 1 || len(f) > 2 {
-		return backend.MAC{}, netip.Addr{}, false
+	if len(f) < 1 || len(f) > 3 {
+		return backend.MAC{}, netip.Addr{}, netip.Addr{}, false
 	}
 	m, err := backend.ParseMAC(f[0])
 	if err != nil || !m.IsUnicast() {
-		return backend.MAC{}, netip.Addr{}, false
+		return backend.MAC{}, netip.Addr{}, netip.Addr{}, false
 	}
-	if len(f) == 2 {
-		if addr, err = netip.ParseAddr(f[1]); err != nil || addr.Zone() != "" {
-			return backend.MAC{}, netip.Addr{}, false
+	var as [2]netip.Addr
+	for i, w := range f[1:] {
+		if as[i], err = netip.ParseAddr(w); err != nil || as[i].Zone() != "" {
+			return backend.MAC{}, netip.Addr{}, netip.Addr{}, false
 		}
 	}
-	return m, addr, true
+	return m, as[0], as[1], true
 }
 
 // macFileContent is the VTEP MAC state file's content for m chosen on the
-// host whose local address is addr.
-func macFileContent(m backend.MAC, addr netip.Addr) []byte {
-	return []byte(m.String() + " " + addr.String() + "\n")
+// host whose local address is addr, for its public IP pub.
+func macFileContent(m backend.MAC, addr, pub netip.Addr) []byte {
+	return []byte(m.String() + " " + addr.String() + " " + pub.String() + "\n")
 }
 
 // vtepMAC returns the VTEP MAC: the one kept in the state file, else the
 // existing device's, else a new random one; and keeps it in the file. A
-// file written on a host with another local address is not used: it is a
-// state directory copied from another host (a machine image made from a
-// node), whose MAC that host has too, or our own from before the host was
-// renumbered, which its old lease may still show. Two leases with one MAC
-// make their peers program only one of them.
+// file written on a host with another local address or for another public
+// IP is not used: it is a state directory copied from another host (a
+// machine image made from a node), whose MAC that host has too, or our own
+// from before the host was renumbered, which its old lease may still show.
+// Clones often share their local address (one image, one private network
+// layout, each behind its own public address), so the public IP counts too.
+// Two leases with one MAC at two public IPs make their peers program only
+// one of them.
 func (b *Backend) vtepMAC() (backend.MAC, error) {
 	content, err := os.ReadFile(b.macPath)
 	switch {
 	case err == nil:
-		m, addr, ok := parseMACFile(content)
+		m, addr, pub, ok := parseMACFile(content)
 		switch {
 		case !ok:
 			b.log.Info("the VTEP MAC state file holds no unicast MAC; choosing another (peers will follow our lease)", "path", b.macPath, "content", string(content))
 		case addr.IsValid() && addr != b.ext.IfaceAddr:
 			b.log.Info("the VTEP MAC state file was written on a host with another local address (a state dir copied from another host, or this host renumbered); not using its MAC, which that host may have too",
 				"path", b.macPath, "vtepMAC", m, "itsAddress", addr, "ourAddress", b.ext.IfaceAddr)
-		case !addr.IsValid():
-			// Written by an older agentd on this host: note our address.
-			// The MAC is kept already, so a state dir that cannot be
-			// written (full, read-only) only postpones the note to a
-			// later start; it must not stop this one.
-			if err := atomicfile.Write(b.macPath, macFileContent(m, b.ext.IfaceAddr), 0o644); err != nil {
-				b.log.Error(err, "cannot add our address to the VTEP MAC state file; using its MAC, trying again at the next start", "path", b.macPath, "vtepMAC", m)
+		case pub.IsValid() && pub != b.ext.PublicIP:
+			b.log.Info("the VTEP MAC state file was written for another public IP (a state dir copied from a host with our local address behind another public address, or our public IP changed); not using its MAC, which that host may have too",
+				"path", b.macPath, "vtepMAC", m, "itsPublicIP", pub, "ourPublicIP", b.ext.PublicIP)
+		case !pub.IsValid():
+			// Written by an older agentd on this host: note our
+			// addresses. The MAC is kept already, so a state dir that
+			// cannot be written (full, read-only) only postpones the
+			// note to a later start; it must not stop this one.
+			if err := atomicfile.Write(b.macPath, macFileContent(m, b.ext.IfaceAddr, b.ext.PublicIP), 0o644); err != nil {
+				b.log.Error(err, "cannot add our addresses to the VTEP MAC state file; using its MAC, trying again at the next start", "path", b.macPath, "vtepMAC", m)
 			}
 			return m, nil
 		default:
@@ -503,7 +511,7 @@ func (b *Backend) vtepMAC() (backend.MAC, error) {
 		}
 		b.log.Info("chose a new VTEP MAC", "vtepMAC", m)
 	}
-	if err := atomicfile.Write(b.macPath, macFileContent(m, b.ext.IfaceAddr), 0o644); err != nil {
+	if err := atomicfile.Write(b.macPath, macFileContent(m, b.ext.IfaceAddr, b.ext.PublicIP), 0o644); err != nil {
 		return backend.MAC{}, fmt.Errorf("keep the VTEP MAC: %w", err)
 	}
 	return m, nil

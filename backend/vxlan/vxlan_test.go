@@ -252,7 +252,7 @@ func TestPrepare(t *testing.T) {
 		t.Errorf("MTU() = %d, want 1450", h.b.MTU())
 	}
 	stored, err := os.ReadFile(filepath.Join(h.cfg.StateDir, "vxlan-1.mac"))
-	if want := mac.String() + " 198.18.0.1\n"; err != nil || string(stored) != want {
+	if want := mac.String() + " 198.18.0.1 198.18.0.1\n"; err != nil || string(stored) != want {
 		t.Errorf("state file holds %q, %v; want %q", stored, err, want)
 	}
 	// Prepare makes the device; the address needs our lease (Reconcile).
@@ -545,11 +545,12 @@ func TestRestart(t *testing.T) {
 	h.check(want)
 }
 
-// checkMACFile: the VTEP MAC state file holds mac, chosen here (198.18.0.1).
+// checkMACFile: the VTEP MAC state file holds mac, chosen here (198.18.0.1,
+// for the public IP 198.18.0.1).
 func checkMACFile(t *testing.T, path string, mac backend.MAC) {
 	t.Helper()
 	b, err := os.ReadFile(path)
-	if want := mac.String() + " 198.18.0.1\n"; err != nil || string(b) != want {
+	if want := mac.String() + " 198.18.0.1 198.18.0.1\n"; err != nil || string(b) != want {
 		t.Errorf("%s holds %q, %v; want %q", path, b, err, want)
 	}
 }
