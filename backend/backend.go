@@ -113,14 +113,20 @@ type ExternalInterface struct {
 	PublicIP  netip.Addr
 }
 
-// OtherType is the reason a peer of another backend type is not programmed.
-// flanneld's udp backend writes no BackendType at all, so an empty type is
-// named as what it most likely is rather than quoted as "".
-func OtherType(got, want string) string {
-	if got == "" {
-		return fmt.Sprintf("no backend type (as flanneld's udp backend writes), not %q", want)
+// OtherType is the reason a peer p of another backend type than want is not
+// programmed. flanneld's udp backend writes no BackendType at all, so an
+// empty type is named as what it most likely is rather than quoted as "":
+// on a lease, a flanneld udp host; on a reservation (no etcd lease), one
+// that its host has not taken yet, since an operator's reservation names
+// only the public IP and an agent that takes it writes its type.
+func OtherType(p subnet.Lease, want string) string {
+	switch {
+	case p.Attrs.BackendType != "":
+		return fmt.Sprintf("backend type %q, not %q", p.Attrs.BackendType, want)
+	case p.Reservation():
+		return fmt.Sprintf("a reservation its host has not taken yet (no backend type; or its host runs flanneld's udp backend), not %q", want)
 	}
-	return fmt.Sprintf("backend type %q, not %q", got, want)
+	return fmt.Sprintf("no backend type (as flanneld's udp backend writes), not %q", want)
 }
 
 // Config is what every backend constructor is given.

@@ -224,7 +224,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		var why string
 		switch {
 		case p.Attrs.BackendType != Type:
-			why = backend.OtherType(p.Attrs.BackendType, Type)
+			why = backend.OtherType(p, Type)
 		case !sn.IsValid() || !sn.Addr().Is4():
 			why = "no IPv4 subnet"
 		case own.Subnet.IsValid() && sn.Overlaps(own.Subnet):

@@ -195,7 +195,9 @@ route 10.244.2.0/24 via 198.18.0.12 dev ext0 proto 74`, backend.Result{Updated: 
 
 // TestOtherBackendPeers: leases of another backend type are never routed,
 // even on-link ones, and each is logged once however often the agent
-// resyncs and whatever else changes.
+// resyncs and whatever else changes. A reservation without a type (as an
+// operator writes it, naming only the public IP) is named as one its host
+// has not taken yet, not as a flanneld udp host's lease.
 func TestOtherBackendPeers(t *testing.T) {
 	h := prepared(t)
 	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
@@ -204,22 +206,25 @@ func TestOtherBackendPeers(t *testing.T) {
 	vx.Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"02:00:00:00:00:04"}`)
 	udp := lease("10.244.5.0/24", "198.18.0.5", "udp")
 	flanneldUDP := lease("10.244.6.0/24", "198.18.0.6", "") // flanneld's udp backend writes no type
+	flanneldUDP.LeaseID = 6
+	reserved := lease("10.244.7.0/24", "198.18.0.7", "") // no etcd lease: a reservation
 	const two, three = "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n", "route 10.244.3.0/24 via 198.18.0.3 dev ext0 proto 74\n"
 	skipped := []backend.SkippedLease{{Key: vx.Key(), Reason: `backend type "vxlan", not "host-gw"`},
 		{Key: udp.Key(), Reason: `backend type "udp", not "host-gw"`},
-		{Key: flanneldUDP.Key(), Reason: `no backend type (as flanneld's udp backend writes), not "host-gw"`}}
+		{Key: flanneldUDP.Key(), Reason: `no backend type (as flanneld's udp backend writes), not "host-gw"`},
+		{Key: reserved.Key(), Reason: `a reservation its host has not taken yet (no backend type; or its host runs flanneld's udp backend), not "host-gw"`}}
 
 	for i, step := range []struct {
 		peers  []subnet.Lease
 		routes string
 		res    backend.Result
 	}{
-		{[]subnet.Lease{p2, vx, udp, flanneldUDP}, two, backend.Result{Added: 1, Skipped: 3}},
-		{[]subnet.Lease{p2, vx, udp, flanneldUDP}, two, backend.Result{Skipped: 3}}, // resyncs
-		{[]subnet.Lease{p2, vx, udp, flanneldUDP}, two, backend.Result{Skipped: 3}},
-		{[]subnet.Lease{udp, p2, p3, vx, flanneldUDP}, two + three, backend.Result{Added: 1, Skipped: 3}},
-		{[]subnet.Lease{vx, p3, udp, flanneldUDP}, three, backend.Result{Removed: 1, Skipped: 3}},
-		{[]subnet.Lease{vx, p3, udp, flanneldUDP}, three, backend.Result{Skipped: 3}},
+		{[]subnet.Lease{p2, vx, udp, flanneldUDP, reserved}, two, backend.Result{Added: 1, Skipped: 4}},
+		{[]subnet.Lease{p2, vx, udp, flanneldUDP, reserved}, two, backend.Result{Skipped: 4}}, // resyncs
+		{[]subnet.Lease{p2, vx, udp, flanneldUDP, reserved}, two, backend.Result{Skipped: 4}},
+		{[]subnet.Lease{udp, reserved, p2, p3, vx, flanneldUDP}, two + three, backend.Result{Added: 1, Skipped: 4}},
+		{[]subnet.Lease{vx, p3, udp, flanneldUDP, reserved}, three, backend.Result{Removed: 1, Skipped: 4}},
+		{[]subnet.Lease{vx, p3, udp, flanneldUDP, reserved}, three, backend.Result{Skipped: 4}},
 	} {
 		res := h.reconcile(step.peers...)
 		if res.String() != step.res.String() {
@@ -230,8 +235,8 @@ func TestOtherBackendPeers(t *testing.T) {
 		}
 		h.check(step.routes)
 	}
-	if n := h.countLogs(`"peer not programmed"`); n != 3 {
-		t.Errorf("%d skipped peers logged, want 3 (the vxlan and the two udp leases, once each)", n)
+	if n := h.countLogs(`"peer not programmed"`); n != 4 {
+		t.Errorf("%d skipped peers logged, want 4 (the vxlan and the two udp leases and the reservation, once each)", n)
 	}
 	for _, l := range skipped {
 		once := fmt.Sprintf(`"lease"=%q "reason"=%q`, l.Key, l.Reason)

@@ -891,7 +891,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 		sn, pub := p.Subnet.Masked(), p.Attrs.PublicIP
 		switch {
 		case p.Attrs.BackendType != Type:
-			skip("%s", backend.OtherType(p.Attrs.BackendType, Type))
+			skip("%s", backend.OtherType(p, Type))
 			continue
 		case !sn.IsValid() || !sn.Addr().Is4():
 			skip("no IPv4 subnet")

@@ -330,7 +330,10 @@ func TestPeers(t *testing.T) {
 
 // TestOtherBackendPeers: leases of another backend type are never
 // programmed, even one that carries vxlan-shaped BackendData, and each is
-// logged once however often the agent resyncs and whatever else changes.
+// logged once however often the agent resyncs and whatever else changes. A
+// reservation without a type (as an operator writes it, naming only the
+// public IP) is named as one its host has not taken yet, not as a flanneld
+// udp host's lease.
 func TestOtherBackendPeers(t *testing.T) {
 	h := newHost(t, `{"Type":"vxlan"}`)
 	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
@@ -338,6 +341,8 @@ func TestOtherBackendPeers(t *testing.T) {
 	hostgw := lease("10.244.4.0/24", "198.18.0.4", "host-gw", "02:00:00:00:00:04")
 	udp := lease("10.244.5.0/24", "198.18.0.5", "udp", "")
 	flanneldUDP := lease("10.244.6.0/24", "198.18.0.6", "", "") // flanneld's udp backend writes no type
+	flanneldUDP.LeaseID = 6
+	reserved := lease("10.244.7.0/24", "198.18.0.7", "", "") // no etcd lease: a reservation
 	two := peerLines("10.244.2.0/24", "198.18.0.2", "02:00:00:00:00:02")
 	three := peerLines("10.244.3.0/24", "198.18.0.3", "02:00:00:00:00:03")
 
@@ -346,25 +351,26 @@ func TestOtherBackendPeers(t *testing.T) {
 		want  string
 		res   backend.Result
 	}{
-		{[]subnet.Lease{p2, hostgw, udp, flanneldUDP}, two, backend.Result{Added: 4, Skipped: 3}}, // with our address
-		{[]subnet.Lease{p2, hostgw, udp, flanneldUDP}, two, backend.Result{Skipped: 3}},           // resyncs
-		{[]subnet.Lease{p2, hostgw, udp, flanneldUDP}, two, backend.Result{Skipped: 3}},
-		{[]subnet.Lease{udp, p2, p3, hostgw, flanneldUDP}, two + three, backend.Result{Added: 3, Skipped: 3}},
-		{[]subnet.Lease{hostgw, p3, udp, flanneldUDP}, three, backend.Result{Removed: 3, Skipped: 3}},
-		{[]subnet.Lease{hostgw, p3, udp, flanneldUDP}, three, backend.Result{Skipped: 3}},
+		{[]subnet.Lease{p2, hostgw, udp, flanneldUDP, reserved}, two, backend.Result{Added: 4, Skipped: 4}}, // with our address
+		{[]subnet.Lease{p2, hostgw, udp, flanneldUDP, reserved}, two, backend.Result{Skipped: 4}},           // resyncs
+		{[]subnet.Lease{p2, hostgw, udp, flanneldUDP, reserved}, two, backend.Result{Skipped: 4}},
+		{[]subnet.Lease{udp, reserved, p2, p3, hostgw, flanneldUDP}, two + three, backend.Result{Added: 3, Skipped: 4}},
+		{[]subnet.Lease{hostgw, p3, udp, flanneldUDP, reserved}, three, backend.Result{Removed: 3, Skipped: 4}},
+		{[]subnet.Lease{hostgw, p3, udp, flanneldUDP, reserved}, three, backend.Result{Skipped: 4}},
 	} {
 		if res := h.reconcile(step.peers...); res.String() != step.res.String() {
 			t.Errorf("step %d: result %v, want %v", i, res, step.res)
 		}
 		h.check(withBase(step.want))
 	}
-	if n := h.countLogs(`"peer not programmed"`); n != 3 {
-		t.Errorf("%d skipped peers logged, want 3 (the host-gw and the two udp leases, once each)", n)
+	if n := h.countLogs(`"peer not programmed"`); n != 4 {
+		t.Errorf("%d skipped peers logged, want 4 (the host-gw and the two udp leases and the reservation, once each)", n)
 	}
 	for _, l := range []struct{ key, reason string }{
 		{hostgw.Key(), `backend type "host-gw", not "vxlan"`},
 		{udp.Key(), `backend type "udp", not "vxlan"`},
 		{flanneldUDP.Key(), `no backend type (as flanneld's udp backend writes), not "vxlan"`},
+		{reserved.Key(), `a reservation its host has not taken yet (no backend type; or its host runs flanneld's udp backend), not "vxlan"`},
 	} {
 		once := fmt.Sprintf(`"lease"=%q "reason"=%q`, l.key, l.reason)
 		if n := h.countLogs(once); n != 1 {
