@@ -85,7 +85,7 @@ flanneld-bin: ## Build flanneld (FLANNELD_VERSION) into FLANNELD_BIN, ~/.cache/a
 	@tests/flanneld/build-flanneld.sh $(FLANNELD_VERSION) $(FLANNELD_BIN)
 
 .PHONY: build
-build: ## Build agentd and the test etcd into bin/ (static: CGO_ENABLED=0).
+build: ## Build every program of run/ (agentd, agentctl, the CNI plugin, the test etcd…) into bin/ (static: CGO_ENABLED=0).
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./run/...
 
