@@ -218,23 +218,34 @@ func (m *Manager) isPrevious(l Lease) bool {
 
 // byTwin reports whether l, our key as read while we hold it, was written
 // by another agentd with our host identity and public IP: it names both, it
-// is on an etcd lease that is none of ours, and it was written after our
-// last write of the key (an older value, as etcd restored from a backup
-// holds it, is our own from an earlier run). agentd.lock keeps two agents
-// off one state dir, so such an agent runs on a copy of it elsewhere.
+// was written after our last write of the key (an older value, as etcd
+// restored from a backup holds it, is our own from an earlier run), and it
+// is on an etcd lease that is none of ours or, our key being a reservation,
+// it is a reservation with another value than ours (a twin's takeover writes
+// its own backend data; ours never changes while we run). agentd.lock keeps
+// two agents off one state dir, so such an agent runs on a copy of it
+// elsewhere.
 func (m *Manager) byTwin(l Lease) bool {
-	return l.Attrs.PublicIP == m.cfg.PublicIP && l.Attrs.HostID == m.cfg.HostID &&
-		l.LeaseID != 0 && l.LeaseID != m.own.LeaseID && !m.doubtful[l.LeaseID] &&
-		l.ModRevision > m.own.ModRevision
+	if l.Attrs.PublicIP != m.cfg.PublicIP || l.Attrs.HostID != m.cfg.HostID || l.ModRevision <= m.own.ModRevision {
+		return false
+	}
+	if l.Reservation() {
+		return m.own.Reservation() && !l.Attrs.Equal(m.attrs)
+	}
+	return l.LeaseID != m.own.LeaseID && !m.doubtful[l.LeaseID]
 }
 
 // twinErr is Run's error once byTwin(l): this host gives the subnet up to
 // the other agent rather than take it back from it.
 func (m *Manager) twinErr(l Lease) error {
-	return fmt.Errorf("%w: %w: our key %s was taken over on etcd lease %x by another agentd with our host identity %q and public IP %s: "+
+	how := fmt.Sprintf("on etcd lease %x", l.LeaseID)
+	if l.Reservation() {
+		how = "as a reservation with other backend data"
+	}
+	return fmt.Errorf("%w: %w: our key %s was taken over %s by another agentd with our host identity %q and public IP %s: "+
 		"our state dir (--state-dir: host-id) was copied to another host behind the same address (a cloned VM image or disk snapshot, a backup restored onto new hardware); "+
 		"agentd stops and leaves the subnet to that host, since taking it back would only make it take it back in turn",
-		ErrLeaseLost, ErrHostIDShared, m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), l.LeaseID, clip.String(m.cfg.HostID), m.cfg.PublicIP)
+		ErrLeaseLost, ErrHostIDShared, m.reg.LeaseKey(l.Subnet, l.IPv6Subnet), how, clip.String(m.cfg.HostID), m.cfg.PublicIP)
 }
 
 // namesOtherHost reports whether a lease value was written by another agentd

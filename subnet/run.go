@@ -356,6 +356,9 @@ func (m *Manager) checkOwn(ctx context.Context, first bool) (lost string, err er
 		m.own.ModRevision = st.lease.ModRevision
 		m.setOwn(m.own)
 		return "", nil
+	case st.err == nil && m.byTwin(st.lease):
+		// Not written back: reacquire finds the key so and says why.
+		return "our lease key was taken over by another agentd with our host identity", nil
 	case st.err == nil && st.lease.Reservation() && m.ours(st.lease):
 		return "", m.reserve(ctx, st.lease)
 	case st.createRev != m.own.CreateRevision && st.err == nil:
@@ -365,9 +368,6 @@ func (m *Manager) checkOwn(ctx context.Context, first bool) (lost string, err er
 		return "our lease key was recreated by another writer", nil
 	case st.err == nil && m.namesOtherHost(st.lease.Attrs):
 		return fmt.Sprintf("our lease key was overwritten by host %q (%s)", clip.String(st.lease.Attrs.HostID), st.lease.Attrs.PublicIP), nil
-	case st.err == nil && m.byTwin(st.lease):
-		// Not written back: reacquire finds the key so and says why.
-		return fmt.Sprintf("our lease key was taken over on etcd lease %x by another agentd with our host identity", st.lease.LeaseID), nil
 	}
 	err = m.restore(ctx, st, first)
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
