@@ -27,6 +27,35 @@ import (
 // Dir is where named network namespaces are bound, as by `ip netns add`.
 const Dir = "/run/netns"
 
+// PrepareDir makes Dir, as `ip netns add` does before it binds its first
+// namespace, a mount point of its own (bound onto itself, recursively) with
+// shared propagation, so that the names bound in it can be deleted by
+// anyone, and by this package after anyone's `ip netns add`. A namespace
+// bound in a plain Dir (a new machine, /run on tmpfs) is hidden under the
+// mount that the first `ip netns add` puts on Dir later, and its copy in
+// that mount is the one an unmount reaches: the name then stays for good,
+// EBUSY to every delete, and every later sweep of its run fails.
+func PrepareDir() error {
+	if err := os.MkdirAll(Dir, 0o755); err != nil {
+		return err
+	}
+	bound := false
+	for {
+		err := unix.Mount("", Dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EINVAL) || bound {
+			return fmt.Errorf("make %s a shared mount: %w", Dir, err)
+		}
+		// EINVAL: not a mount point yet.
+		if err := unix.Mount(Dir, Dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s onto itself: %w", Dir, err)
+		}
+		bound = true
+	}
+}
+
 // Delete removes the name path of a namespace (unmounts its bind mount and
 // removes the file). The kernel frees the namespace once no process, socket
 // or open handle refers to it. A name that does not exist is not an error.

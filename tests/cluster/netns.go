@@ -23,7 +23,7 @@ import (
 )
 
 // netnsDir is where named namespaces live, as with `ip netns add`.
-const netnsDir = "/var/run/netns"
+const netnsDir = nsreap.Dir
 
 // onThread runs f on a fresh goroutine locked to its OS thread and waits for
 // it. f may switch the thread's network namespace. Afterwards the thread is
@@ -86,7 +86,7 @@ func createNetns(name string) (netns.NsHandle, error) {
 	if len(name) > 15 {
 		return netns.None(), fmt.Errorf("netns name %q is longer than 15 characters", name)
 	}
-	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+	if err := nsreap.PrepareDir(); err != nil {
 		return netns.None(), err
 	}
 	path := filepath.Join(netnsDir, name)

@@ -189,7 +189,7 @@ func create(name string) (netns.NsHandle, error) {
 			return
 		}
 		defer orig.Close()
-		if err = os.MkdirAll(bindDir, 0o755); err != nil {
+		if err = nsreap.PrepareDir(); err != nil {
 			runtime.UnlockOSThread()
 			return
 		}
