@@ -2,7 +2,10 @@
 // network namespaces around a real etcd, runs agentd on every host, prints each
 // host's lease and the routes it programmed, and pings every container from
 // every other one, with the vxlan backend, then host-gw, then udp. It cleans
-// everything up when it ends, also on Ctrl-C. Run it as root: make demo.
+// everything up when it ends, also on Ctrl-C (SIGINT) and SIGTERM; a run
+// killed outright is cleaned up by the next one. When a backend fails it
+// keeps that cluster's logs and names their directory. Run it as root: make
+// demo.
 package main
 
 import (
@@ -13,7 +16,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/agentd/agentd/agent"
@@ -23,7 +31,7 @@ import (
 )
 
 func main() {
-	bin := flag.String("bin", "", "directory with agentd and testetcd (built if empty)")
+	bin := flag.String("bin", "", "directory with agentd and testetcd, run as they are (empty: build them into the module's bin/)")
 	hosts := flag.Int("hosts", 3, "number of hosts")
 	backends := flag.String("backends", "vxlan,host-gw,udp", "comma-separated backends to show, one cluster each")
 	flag.Parse()
@@ -31,38 +39,150 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo: needs root to create network namespaces")
 		os.Exit(2)
 	}
-	cluster.CloseOnSignal()
-	failed := false
+	opts := cluster.Options{Hosts: *hosts, BinDir: *bin}
+	if *bin != "" {
+		// make demo hands over what make build built (static, version
+		// stamped); building them again would replace them with plain go
+		// builds.
+		opts.AgentdBin = filepath.Join(*bin, "agentd")
+		opts.EtcdBin = filepath.Join(*bin, "testetcd")
+	}
+	ctx, caught := onInterrupt()
+	var failures []string
 	list := strings.Split(*backends, ",")
 	for _, backend := range list {
-		if err := demo(backend, *bin, *hosts); err != nil {
+		err := demo(ctx, backend, opts)
+		if sig := caught(); sig != nil {
+			dieOf(sig, backend, err)
+		}
+		if err != nil {
 			fmt.Fprintf(os.Stderr, "demo %s: %v\n", backend, err)
-			failed = true
+			failures = append(failures, backend+": "+err.Error())
 		}
 	}
-	if failed {
+	if len(failures) > 0 {
+		fmt.Fprintf(os.Stderr, "\ndemo failed: %s\n", strings.Join(failures, "; "))
 		os.Exit(1)
 	}
 	fmt.Printf("\ndemo passed: every container reached every other one with %s\n", strings.Join(list, ", then with "))
 }
 
-func demo(backend, bin string, n int) (err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+// onInterrupt returns a context that the first SIGINT or SIGTERM cancels,
+// and a function that returns that signal (nil until then). The demo then
+// stops, removes its cluster itself and ends with dieOf: it does not use
+// cluster.CloseOnSignal, which ends the process from another goroutine while
+// the demo's own goes on (reporting the pings the removal broke as failures,
+// and starting the next backend's cluster, which nobody removes). Signals
+// that come meanwhile are dropped, so a second Ctrl-C does not cut the
+// removal short. A signal the process ignores (SIGINT in a background job of
+// a non-interactive shell) stays ignored.
+func onInterrupt() (context.Context, func() os.Signal) {
+	var mu sync.Mutex
+	var got os.Signal
+	caught := func() os.Signal {
+		mu.Lock()
+		defer mu.Unlock()
+		return got
+	}
+	var sigs []os.Signal
+	for _, sig := range []os.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		if !signal.Ignored(sig) {
+			sigs = append(sigs, sig)
+		}
+	}
+	if len(sigs) == 0 {
+		return context.Background(), caught
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sigs...)
+	go func() {
+		sig := <-ch
+		mu.Lock()
+		got = sig
+		mu.Unlock()
+		cancel()
+	}()
+	return ctx, caught
+}
+
+// dieOf says that sig interrupted the demo during backend, whose cluster
+// demo has removed (err: what demo returned), and ends the process with sig,
+// so that make and shells see an interrupt.
+func dieOf(sig os.Signal, backend string, err error) {
+	if errors.Is(err, errRemove) {
+		fmt.Fprintf(os.Stderr, "\ndemo: interrupted (%v) during %s: %v\n", sig, backend, err)
+	} else {
+		fmt.Fprintf(os.Stderr, "\ndemo: interrupted (%v) during %s; removed its namespaces, processes and files\n", sig, backend)
+	}
+	signal.Reset(sig)
+	// To this thread: the kernel hands a signal sent to the process to
+	// any thread, and this one would reach os.Exit first.
+	runtime.LockOSThread()
+	syscall.Tgkill(os.Getpid(), syscall.Gettid(), sig.(syscall.Signal))
+	os.Exit(128 + int(sig.(syscall.Signal))) // not reached: sig's default action ends the process
+}
+
+// errRemove marks a failure to remove a backend's cluster.
+var errRemove = errors.New("removing the cluster")
+
+// demo shows one backend on a cluster of its own, which it removes before
+// it returns. When it fails other than by ctx's end (an interrupt), it
+// prints the tail of every log and keeps a copy of the logs, named in the
+// error.
+func demo(ctx context.Context, backend string, opts cluster.Options) error {
+	fmt.Printf("\n=== %s: %d hosts, etcd, agentd on each host ===\n", backend, opts.Hosts)
+	tctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	fmt.Printf("\n=== %s: %d hosts, etcd, agentd on each host ===\n", backend, n)
-	opts := cluster.Options{Hosts: n, BinDir: bin}
-	c, err := cluster.New(ctx, opts)
+	c, err := cluster.New(tctx, opts)
 	if err != nil {
 		return err
 	}
-	defer func() {
+	err = show(tctx, c, backend, opts.Hosts)
+	if err != nil && ctx.Err() == nil {
+		c.DumpLogs(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }, 30)
+		if dir, kerr := keepLogs(c.LogDir(), backend); kerr != nil {
+			err = fmt.Errorf("%w (keeping its logs: %v)", err, kerr)
+		} else {
+			err = fmt.Errorf("%w (logs: %s)", err, dir)
+		}
+	}
+	if cerr := c.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("%w: %w", errRemove, cerr))
+	}
+	return err
+}
+
+// keepLogs copies the log files of dir, which goes with the cluster, into a
+// new temporary directory and returns its path.
+func keepLogs(dir, backend string) (string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	keep, err := os.MkdirTemp("", "agentd-demo-"+backend+"-logs-")
+	if err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(keep, e.Name()), b, 0o644)
+		}
 		if err != nil {
-			c.DumpLogs(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }, 30)
+			os.RemoveAll(keep)
+			return "", err
 		}
-		if cerr := c.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
+	}
+	return keep, nil
+}
+
+// show runs the agents on c's hosts with backend and prints what they did,
+// then has every container ping every other one.
+func show(ctx context.Context, c *cluster.Cluster, backend string, n int) error {
 	cli, err := c.EtcdClient()
 	if err != nil {
 		return err
@@ -149,6 +269,10 @@ func demo(backend, bin string, n int) (err error) {
 				continue
 			}
 			r, err := from.Ping(ctx, to.IP(), 3, 20*time.Millisecond)
+			if ctx.Err() != nil {
+				fmt.Println()
+				return ctx.Err() // not a failure of the pair: the demo is ending
+			}
 			cell := fmt.Sprintf("%d/%d", r.Received, r.Sent)
 			if err != nil || r.Received == 0 {
 				cell += " FAIL"
