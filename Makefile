@@ -137,7 +137,7 @@ e2e-k8s: deps-integration kube-bin build ## Only TestK8sNode (also in make test)
 
 .PHONY: demo
 demo: deps build ## A 3-host cluster in namespaces: vxlan, host-gw, then udp; containers ping across.
-	$(GO) run ./run/demo -bin $(CURDIR)/$(BIN)
+	$(BIN)/demo -bin $(CURDIR)/$(BIN)
 
 .PHONY: bench
 bench: deps flanneld-bin build ## Benchmarks: micro-benchmarks, throughput, RTT (also flanneld's udp backend, for comparison) and join latency on the namespace cluster, then scale (results/scale).
