@@ -39,7 +39,7 @@ func TestNetnsClaim(t *testing.T) {
 		}
 		_, _, err = claimNetns()
 		var running *agentInNetnsError
-		if !errors.As(err, &running) || !slices.Equal(running.pids, []int{os.Getpid()}) {
+		if !errors.As(err, &running) || !slices.Equal(running.held.Pids, []int{os.Getpid()}) {
 			t.Errorf("second claim: %v, want an agentInNetnsError naming pid %d", err, os.Getpid())
 		} else if want := fmt.Sprintf("another agentd (pid %d) runs in this network namespace", os.Getpid()); !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "Stop one of them") {
 			t.Errorf("second claim: %q, want it to say %q and what to do", err, want)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentd/agentd/internal/sockclaim"
 	"golang.org/x/sys/unix"
 )
 
@@ -493,7 +494,7 @@ func keeperPids(dev string) []int {
 	if err != nil {
 		return nil
 	}
-	return procPids(func(dir string) bool {
+	return sockclaim.ProcPids(func(dir string) bool {
 		if cmd, err := os.ReadFile(dir + "/cmdline"); err != nil || string(cmd) != keeperName+"\x00"+dev+"\x00" {
 			return false
 		}
@@ -522,7 +523,7 @@ func keeperHolding(dev string, sock int) int {
 	want := map[string]bool{fmt.Sprintf("socket:[%d]", st.Ino): true}
 	holder := 0
 	for _, pid := range pids {
-		if holdsAny("/proc/"+strconv.Itoa(pid), want) {
+		if sockclaim.HoldsAny("/proc/"+strconv.Itoa(pid), want) {
 			if holder != 0 {
 				return 0
 			}

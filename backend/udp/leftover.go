@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/internal/delay"
+	"github.com/agentd/agentd/internal/sockclaim"
 	"github.com/vishvananda/netlink"
 )
 
@@ -131,7 +132,7 @@ func leftover(h *netlink.Handle, l netlink.Link, links []netlink.Link, cfg backe
 	if open := t.Queues + t.DisabledQueues; open > 0 {
 		n := 0
 		for _, pid := range keeperPids(DeviceName) {
-			if uid, ok := processUID(pid); !ok || uid != os.Geteuid() {
+			if uid, ok := sockclaim.ProcessUID(pid); !ok || uid != os.Geteuid() {
 				continue
 			}
 			if q := queuesOf(pid, DeviceName); q > 0 {

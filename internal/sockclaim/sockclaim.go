@@ -1,0 +1,140 @@
+// Package sockclaim claims a name for one process per network namespace: an
+// abstract unix socket name, bound (never listened on) for as long as the
+// claim is held. The kernel frees the name when its holder exits, by
+// SIGKILL too, so a claim never outlives its process and never stops a
+// restart. Any local user can bind an abstract name, so a holder of another
+// user is reported apart (a squatter), for the caller to judge.
+//
+// agentd claims @agentd-agent (one agent per network namespace) and the udp
+// backend @agentd-udp-agent/<device>; the udp backend also finds the
+// processes that hold its keeper's descriptors with ProcPids and HoldsAny.
+package sockclaim
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// HeldError says that a process of our user, or one this process cannot
+// see (in another PID namespace), holds the name.
+type HeldError struct {
+	Addr string
+	Pids []int // the holders we can see; none in another PID namespace
+}
+
+func (e *HeldError) Error() string { return e.Who("process") + " holds " + e.Addr }
+
+// Who names the holder, a what: "another agentd (pid 1234)", or, when it
+// is in another PID namespace, how to find it.
+func (e *HeldError) Who(what string) string {
+	if len(e.Pids) > 0 {
+		return fmt.Sprintf("another %s (pid %s)", what, strings.Trim(fmt.Sprint(e.Pids), "[]"))
+	}
+	return fmt.Sprintf("another %s (not in this PID namespace: ss -xlp | grep %s shows it)", what, e.Addr)
+}
+
+// Claim binds the abstract name addr ("@…") in this thread's network
+// namespace: the returned file, named name, holds it until closed. It is
+// nil, with no error, when only processes of other users hold the name
+// (squatters); it is a *HeldError when a process of our user holds it, or
+// one this process cannot see.
+func Claim(addr, name string) (f *os.File, squatters []int, err error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("claim socket: %w", err)
+	}
+	err = unix.Bind(fd, &unix.SockaddrUnix{Name: addr})
+	if err == nil {
+		return os.NewFile(uintptr(fd), name), nil, nil
+	}
+	unix.Close(fd)
+	if !errors.Is(err, unix.EADDRINUSE) {
+		return nil, nil, fmt.Errorf("bind %s: %w", addr, err)
+	}
+	var ours []int
+	for _, pid := range Holders(addr) {
+		if uid, ok := ProcessUID(pid); ok && uid != os.Geteuid() {
+			squatters = append(squatters, pid)
+		} else {
+			ours = append(ours, pid)
+		}
+	}
+	if len(ours) == 0 && len(squatters) > 0 {
+		return nil, squatters, nil
+	}
+	return nil, nil, &HeldError{Addr: addr, Pids: ours}
+}
+
+// Holders returns the processes, as far as /proc shows them, that hold a
+// unix socket bound to the abstract name addr in this thread's network
+// namespace.
+func Holders(addr string) []int {
+	b, err := os.ReadFile("/proc/thread-self/net/unix")
+	if err != nil {
+		return nil
+	}
+	inodes := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		// Num RefCount Protocol Flags Type St Inode Path
+		if f := strings.Fields(l); len(f) == 8 && f[7] == addr {
+			inodes["socket:["+f[6]+"]"] = true
+		}
+	}
+	if len(inodes) == 0 {
+		return nil
+	}
+	return ProcPids(func(dir string) bool { return HoldsAny(dir, inodes) })
+}
+
+// ProcPids returns the processes /proc shows (in our PID namespace) whose
+// directory, /proc/<pid>, match accepts.
+func ProcPids(match func(dir string) bool) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err == nil && match("/proc/"+e.Name()) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// HoldsAny reports whether the process of /proc directory dir has a
+// descriptor open on one of files, named as its fd links read
+// ("socket:[123]").
+func HoldsAny(dir string, files map[string]bool) bool {
+	fds, err := os.ReadDir(dir + "/fd")
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if l, err := os.Readlink(dir + "/fd/" + fd.Name()); err == nil && files[l] {
+			return true
+		}
+	}
+	return false
+}
+
+// ProcessUID returns the effective user ID of the process pid, the owner
+// of its /proc directory.
+func ProcessUID(pid int) (int, bool) {
+	fi, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	if err != nil {
+		return 0, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
+}
