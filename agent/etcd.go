@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -27,7 +30,17 @@ const etcdConnectTimeout = 5 * time.Second
 type etcdConn struct {
 	*clientv3.Client
 	endpoints []string
-	tls       *etcdTLS // nil without TLS
+	tls       *etcdTLS       // nil without TLS
+	auth      *tokenlessAuth // nil without a user name
+}
+
+// Close closes the client and, if it was made, tokenlessAuth's.
+func (c *etcdConn) Close() error {
+	err := c.Client.Close()
+	if c.auth != nil {
+		c.auth.close()
+	}
+	return err
 }
 
 // newEtcdClient makes the client; log reports changes of the CA file.
@@ -69,11 +82,74 @@ func newEtcdClient(cfg *Config, log logr.Logger) (*etcdConn, error) {
 			cc.DialOptions = append(cc.DialOptions, grpc.WithTransportCredentials(etcdCreds{tc}))
 		}
 	}
+	var auth *tokenlessAuth
+	if cc.Username != "" {
+		auth = &tokenlessAuth{cfg: cc}
+		auth.cfg.Username, auth.cfg.Password = "", ""
+		auth.cfg.DialOptions = slices.Clip(cc.DialOptions)
+		cc.DialOptions = append(slices.Clip(cc.DialOptions), grpc.WithChainUnaryInterceptor(auth.intercept))
+	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.EtcdEndpoints, ","), err)
 	}
-	return &etcdConn{Client: cli, endpoints: cfg.EtcdEndpoints, tls: tc}, nil
+	return &etcdConn{Client: cli, endpoints: cfg.EtcdEndpoints, tls: tc, auth: auth}, nil
+}
+
+// tokenlessAuth lets the client get a new auth token from etcd 3.4. etcd
+// keeps its simple tokens in memory, so a restarted etcd has forgotten ours;
+// the client then asks for a new one, but sends the forgotten token along
+// with Authenticate, which etcd 3.4 (3.4.23 seen) refuses as "invalid auth
+// token" (3.6 and 3.7 ignore a token there). The client asked again at once,
+// without end: every request and the lease watch failed until the agent
+// restarted, and etcd logged the refusal dozens of times a second.
+// intercept sends such a refused Authenticate again over a connection of its
+// own, which carries no token.
+type tokenlessAuth struct {
+	cfg clientv3.Config // the client's, without user name and password
+
+	mu     sync.Mutex
+	cli    *clientv3.Client // made at the first refusal
+	closed bool
+}
+
+const authenticateMethod = "/etcdserverpb.Auth/Authenticate"
+
+func (a *tokenlessAuth) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if method != authenticateMethod || !errors.Is(rpctypes.Error(err), rpctypes.ErrInvalidAuthToken) {
+		return err
+	}
+	cli, cerr := a.client()
+	if cerr != nil {
+		return err // closing: the refusal is the answer
+	}
+	return cli.ActiveConnection().Invoke(ctx, method, req, reply, opts...)
+}
+
+func (a *tokenlessAuth) client() (*clientv3.Client, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil, errors.New("etcd client closed")
+	}
+	if a.cli == nil {
+		cli, err := clientv3.New(a.cfg)
+		if err != nil {
+			return nil, err
+		}
+		a.cli = cli
+	}
+	return a.cli, nil
+}
+
+func (a *tokenlessAuth) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closed = true
+	if a.cli != nil {
+		a.cli.Close()
+	}
 }
 
 // explain turns a request that timed out (after etcdCallTimeout) into the
