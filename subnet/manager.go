@@ -124,11 +124,13 @@ type Manager struct {
 	attrs   LeaseAttrs
 	ownView atomic.Pointer[Lease]
 	ownKey  atomic.Pointer[string]
-	// doubtful holds the etcd leases we granted and left to expire because
-	// a write attaching our key to one may yet have committed (see
-	// grant.release): our key found on one is our own write, not a twin's.
-	// Used by Acquire's and then Run's goroutine only.
-	doubtful map[int64]bool
+	// ownLeases holds every etcd lease we granted: a write attaching our
+	// key to one may commit after settle found it not committed and the
+	// revoke failed (see grant.settle), and etcd restored from a backup
+	// brings our key back on the one it was on then. Our key found on one
+	// is our own write, never a twin's. Used by Acquire's and then Run's
+	// goroutine only.
+	ownLeases map[int64]bool
 
 	table peerTable
 	// changed is signalled (coalesced) when Peers may return a new set;
@@ -219,20 +221,33 @@ func (m *Manager) isPrevious(l Lease) bool {
 // byTwin reports whether l, our key as read while we hold it, was written
 // by another agentd with our host identity and public IP: it names both, it
 // was written after our last write of the key (an older value, as etcd
-// restored from a backup holds it, is our own from an earlier run), and it
-// is on an etcd lease that is none of ours or, our key being a reservation,
-// it is a reservation with another value than ours (a twin's takeover writes
-// its own backend data; ours never changes while we run). agentd.lock keeps
-// two agents off one state dir, so such an agent runs on a copy of it
-// elsewhere.
+// restored from a backup holds it, is our own from an earlier run), over our
+// key in place (a twin's start takes it over so, keeping its create
+// revision; our value restored from a backup of another history of etcd, as
+// after etcd lost its data and we created our key again, has the create
+// revision of that history, and its revisions say nothing about ours), and
+// it is on an etcd lease that is none of ours or, our key being a
+// reservation, it is a reservation with another value than ours (a twin's
+// takeover writes its own backend data; ours never changes while we run).
+// agentd.lock keeps two agents off one state dir, so such an agent runs on a
+// copy of it elsewhere.
 func (m *Manager) byTwin(l Lease) bool {
-	if l.Attrs.PublicIP != m.cfg.PublicIP || l.Attrs.HostID != m.cfg.HostID || l.ModRevision <= m.own.ModRevision {
+	if l.Attrs.PublicIP != m.cfg.PublicIP || l.Attrs.HostID != m.cfg.HostID || l.ModRevision <= m.own.ModRevision ||
+		l.CreateRevision != m.own.CreateRevision {
 		return false
 	}
 	if l.Reservation() {
 		return m.own.Reservation() && !l.Attrs.Equal(m.attrs)
 	}
-	return l.LeaseID != m.own.LeaseID && !m.doubtful[l.LeaseID]
+	return l.LeaseID != m.own.LeaseID && !m.ownLeases[l.LeaseID]
+}
+
+// noteOwnLease records id as an etcd lease we granted (see ownLeases).
+func (m *Manager) noteOwnLease(id int64) {
+	if m.ownLeases == nil {
+		m.ownLeases = map[int64]bool{}
+	}
+	m.ownLeases[id] = true
 }
 
 // twinErr is Run's error once byTwin(l): this host gives the subnet up to
@@ -804,6 +819,7 @@ func (g *grant) id(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("grant etcd lease: %w", err)
 	}
 	g.lid = int64(resp.ID)
+	g.m.noteOwnLease(g.lid)
 	return g.lid, nil
 }
 
@@ -851,10 +867,6 @@ func (g *grant) release(ctx context.Context) {
 	case g.lid == 0 || g.kept:
 	case g.doubt:
 		g.m.log.Info("leaving an etcd lease to expire by itself: a write on it failed and may yet commit", "leaseID", g.lid, "ttl", g.m.cfg.TTL)
-		if g.m.doubtful == nil {
-			g.m.doubtful = map[int64]bool{}
-		}
-		g.m.doubtful[g.lid] = true
 	default:
 		g.m.revoke(context.WithoutCancel(ctx), g.lid)
 	}
