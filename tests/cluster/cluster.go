@@ -57,8 +57,10 @@ type Options struct {
 	// AgentdBin is the agentd binary to run; empty: build it into BinDir on
 	// the first StartAgent.
 	AgentdBin string
-	// EtcdBin is the etcd server binary (any etcd v3.5+ accepting etcd's
-	// flags); empty: build ./run/testetcd into BinDir when etcd first starts.
+	// EtcdBin is the etcd server binary (any etcd v3.4+ accepting etcd's
+	// flags; 3.4.23 takes --unsafe-no-fsync, though its --help does not list
+	// it); empty: $AGENTD_ETCD_BIN (EtcdBinEnv), else build ./run/testetcd
+	// into BinDir when etcd first starts.
 	EtcdBin string
 	// BuildFlags are extra `go build` flags (e.g. "-race") for built
 	// binaries. Give such builds their own BinDir, or they and plain builds
@@ -98,6 +100,11 @@ type Options struct {
 	// it to t.Logf. Nil: silent.
 	Logf func(format string, args ...any)
 }
+
+// EtcdBinEnv names the etcd server binary clusters run when Options.EtcdBin
+// is empty, to run the tests against another etcd release than the client's
+// (e.g. AGENTD_ETCD_BIN=/usr/bin/etcd, Debian 12's 3.4.23).
+const EtcdBinEnv = "AGENTD_ETCD_BIN"
 
 // Cluster is a test cluster of network namespaces: a switch, an etcd
 // namespace and hosts (see the package documentation for the topology).
@@ -212,6 +219,9 @@ func New(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	if os.Getenv("AGENTD_CLUSTER_KEEP") == "1" {
 		opts.KeepWorkDir = true
+	}
+	if opts.EtcdBin == "" {
+		opts.EtcdBin = os.Getenv(EtcdBinEnv)
 	}
 	logf := opts.Logf
 	if logf == nil {

@@ -42,5 +42,7 @@
 //
 // Environment: AGENTD_CLUSTER_KEEP=1 keeps each cluster's work directory
 // (logs, subnet.env, state, etcd data) instead of deleting it at Close; its
-// path is logged.
+// path is logged. AGENTD_ETCD_BIN names the etcd server to run where
+// Options.EtcdBin is empty (EtcdBinEnv), to run the tests against another
+// etcd release (e.g. /usr/bin/etcd, Debian 12's 3.4.23).
 package cluster
