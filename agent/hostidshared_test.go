@@ -10,13 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"k8s.io/klog/v2"
 )
 
 const twinEnv = "AGENTD_TWIN_TEST_ETCD"
@@ -56,30 +54,8 @@ func twinChild(t *testing.T, etcd string) {
 	defer cancel()
 	start := func() <-chan error {
 		t.Helper()
-		a := &agent{
-			cfg:      cfg,
-			log:      log,
-			backends: backend.Registry{"fake": func(backend.Config) (backend.Backend, error) { return &fakeBackend{}, nil }},
-			health:   newHealth(log),
-			obs:      newObserver(),
-		}
-		rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
-		c, done := make(chan error, 1), make(chan struct{})
-		go func() {
-			defer close(done)
-			c <- a.run(rctx)
-		}()
-		t.Cleanup(func() { rcancel(); <-done })
-		err := cluster.Eventually(ctx, 30*time.Second, func() error {
-			if ready, why := a.health.ready(); !ready {
-				return errors.New(why)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("agent not ready: %v", err)
-		}
-		return c
+		errc, _ := startFakeAgent(ctx, t, cfg, log)
+		return errc
 	}
 	hostID := func() string {
 		t.Helper()

@@ -20,6 +20,7 @@ import (
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -296,30 +297,7 @@ func leaseLostChild(t *testing.T, etcd string) {
 			// and returns what Run returned.
 			start := func() (errc <-chan error, stop func()) {
 				t.Helper()
-				a := &agent{
-					cfg:      cfg,
-					log:      log,
-					backends: backend.Registry{"fake": func(backend.Config) (backend.Backend, error) { return &fakeBackend{}, nil }},
-					health:   newHealth(log),
-					obs:      newObserver(),
-				}
-				rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
-				c, done := make(chan error, 1), make(chan struct{})
-				go func() {
-					defer close(done)
-					c <- a.run(rctx)
-				}()
-				t.Cleanup(func() { rcancel(); <-done })
-				err := cluster.Eventually(ctx, 30*time.Second, func() error {
-					if ready, why := a.health.ready(); !ready {
-						return errors.New(why)
-					}
-					return nil
-				})
-				if err != nil {
-					t.Fatalf("agent not ready: %v", err)
-				}
-				return c, rcancel
+				return startFakeAgent(ctx, t, cfg, log)
 			}
 			result := func(errc <-chan error) error {
 				t.Helper()
@@ -428,4 +406,35 @@ func waitRun(t *testing.T, done <-chan error) error {
 		t.Fatal("Run did not return within 30 s of its context's end")
 		return nil
 	}
+}
+
+// startFakeAgent runs an agent of cfg with the fake backend until it is
+// ready, and returns what its Run returns and how to stop it; the test's
+// cleanup stops it too and waits for Run to return.
+func startFakeAgent(ctx context.Context, t *testing.T, cfg Config, log logr.Logger) (errc <-chan error, stop func()) {
+	t.Helper()
+	a := &agent{
+		cfg:      cfg,
+		log:      log,
+		backends: backend.Registry{"fake": func(backend.Config) (backend.Backend, error) { return &fakeBackend{}, nil }},
+		health:   newHealth(log),
+		obs:      newObserver(),
+	}
+	rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
+	c, done := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		c <- a.run(rctx)
+	}()
+	t.Cleanup(func() { rcancel(); <-done })
+	err := cluster.Eventually(ctx, 30*time.Second, func() error {
+		if ready, why := a.health.ready(); !ready {
+			return errors.New(why)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("agent not ready: %v", err)
+	}
+	return c, rcancel
 }
