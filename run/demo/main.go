@@ -31,7 +31,7 @@ import (
 )
 
 func main() {
-	bin := flag.String("bin", "", "directory with agentd and testetcd, run as they are (empty: build them into the module's bin/)")
+	bin := flag.String("bin", "", "directory with agentd and testetcd, run as they are (empty: build them into the module's bin/test/)")
 	hosts := flag.Int("hosts", 3, "number of hosts")
 	backends := flag.String("backends", "vxlan,host-gw,udp", "comma-separated backends to show, one cluster each")
 	flag.Parse()

@@ -17,6 +17,12 @@ import (
 
 const modulePath = "github.com/agentd/agentd"
 
+// defaultBinDir is where, under the module's directory, the harness builds
+// when Options.BinDir is empty: beside make build's bin/, not in it, so that
+// make test, which runs make build first, leaves the static, version-stamped
+// programs there as make built them (plain go builds would replace them).
+const defaultBinDir = "bin/test"
+
 // built remembers the binaries this process has built (output path and
 // flags), so a test binary that makes many clusters builds each program once:
 // the sources do not change while tests run.
@@ -48,7 +54,7 @@ func (c *Cluster) binary(ctx context.Context, name, explicit string) (string, er
 	}
 	dir := c.opts.BinDir
 	if dir == "" {
-		dir = filepath.Join(root, "bin")
+		dir = filepath.Join(root, defaultBinDir)
 	}
 	out := filepath.Join(dir, name)
 	key := out + " " + strings.Join(c.opts.BuildFlags, " ")

@@ -52,7 +52,7 @@ type Options struct {
 
 	// BinDir holds the agentd and testetcd binaries, built there with
 	// `go build ./run/<name>` when AgentdBin or EtcdBin is empty. Empty: the
-	// module's bin/ directory, as `make build` fills it.
+	// module's bin/test/ directory (not bin/, which is make build's).
 	BinDir string
 	// AgentdBin is the agentd binary to run; empty: build it into BinDir on
 	// the first StartAgent.

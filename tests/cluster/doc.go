@@ -33,7 +33,8 @@
 //
 // Binaries: agentd and testetcd are taken from [Options] (AgentdBin,
 // EtcdBin) or built with `go build` from ./run/agentd and ./run/testetcd into
-// Options.BinDir (default: the module's bin/, where `make build` puts them).
+// Options.BinDir (default: the module's bin/test/; bin/ is make build's, and
+// stays as make built it).
 // Builds happen lazily, so a cluster that never starts an agent does not need
 // a buildable agentd.
 //
