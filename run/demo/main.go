@@ -255,22 +255,24 @@ func show(ctx context.Context, c *cluster.Cluster, backend string, n int) error 
 		cs = append(cs, ct)
 	}
 
-	fmt.Printf("\nping matrix (3 pings each):\n%-22s", "from \\ to")
+	fmt.Print("\nping matrix (3 pings each):\n")
+	var row matrixRow
+	row.cell("from \\ to")
 	for _, to := range cs {
-		fmt.Printf("%-22s", to.Host.String()+" "+to.IP().String())
+		row.cell(to.Host.String() + " " + to.IP().String())
 	}
-	fmt.Println()
+	row.end()
 	bad := 0
 	for _, from := range cs {
-		fmt.Printf("%-22s", from.Host.String()+" "+from.IP().String())
+		row.cell(from.Host.String() + " " + from.IP().String())
 		for _, to := range cs {
 			if from == to {
-				fmt.Printf("%-22s", "-")
+				row.cell("-")
 				continue
 			}
 			r, err := from.Ping(ctx, to.IP(), 3, 20*time.Millisecond)
 			if ctx.Err() != nil {
-				fmt.Println()
+				row.end()
 				return ctx.Err() // not a failure of the pair: the demo is ending
 			}
 			cell := fmt.Sprintf("%d/%d", r.Received, r.Sent)
@@ -278,14 +280,32 @@ func show(ctx context.Context, c *cluster.Cluster, backend string, n int) error 
 				cell += " FAIL"
 				bad++
 			}
-			fmt.Printf("%-22s", cell)
+			row.cell(cell)
 		}
-		fmt.Println()
+		row.end()
 	}
 	if bad > 0 {
 		return fmt.Errorf("%d container pairs could not reach each other", bad)
 	}
 	return nil
+}
+
+// matrixRow prints a line of the ping matrix on stdout a cell at a time, as
+// the pings end, each cell in a column 22 wide: the blanks that fill a
+// cell's column are printed with the next cell, so the line ends with its
+// last cell, not with blanks.
+type matrixRow struct {
+	pad int // blanks the previous cell's column still needs
+}
+
+func (r *matrixRow) cell(s string) {
+	fmt.Printf("%*s%s", r.pad, "", s)
+	r.pad = max(22-len(s), 0)
+}
+
+func (r *matrixRow) end() {
+	fmt.Println()
+	r.pad = 0
 }
 
 func printLeases(ctx context.Context, cli *clientv3.Client) error {

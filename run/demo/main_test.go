@@ -155,6 +155,23 @@ func checkNoLeftovers(t *testing.T, prefix string) {
 	}
 }
 
+// checkMatrix fails t if a line of the demo's ping matrix ends in blanks,
+// or if the matrix's header does not have its columns 22 wide.
+func checkMatrix(t *testing.T, out string) {
+	t.Helper()
+	for _, l := range regexp.MustCompile(`(?m)^(from \\ to|h[0-9]+ [0-9.]+ ).*$`).FindAllString(out, -1) {
+		if strings.HasSuffix(l, " ") {
+			t.Errorf("ping matrix line ends in blanks: %q", l)
+		}
+	}
+	m := regexp.MustCompile(`(?m)^from \\ to +h1 .*$`).FindString(out)
+	for i, h := range []string{"from", "h1 ", "h2 ", "h3 "} {
+		if strings.Index(m, h) != 22*i {
+			t.Errorf("ping matrix header %q: %q not at column %d", m, h, 22*i)
+		}
+	}
+}
+
 func fileSum(t *testing.T, path string) [32]byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -190,6 +207,7 @@ func TestDemoInterruptDuringPings(t *testing.T) {
 	if !strings.Contains(out, "interrupted") {
 		t.Errorf("the demo did not say it was interrupted")
 	}
+	checkMatrix(t, out)
 	checkNoLeftovers(t, d.prefix)
 	if fileSum(t, filepath.Join(bin, "agentd")) != agentdSum {
 		t.Errorf("the demo replaced %s, which it was given with -bin, by a build of its own", filepath.Join(bin, "agentd"))
@@ -230,6 +248,7 @@ func TestDemoPingFailure(t *testing.T) {
 	if m == nil {
 		t.Fatalf("last line of the output: %q, want it to match %s", last, want)
 	}
+	checkMatrix(t, out)
 	logs := m[1]
 	b, err := os.ReadFile(filepath.Join(logs, "h2-agent.log"))
 	if err != nil || !bytes.Contains(b, []byte("ready")) {
