@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/testr"
@@ -93,13 +92,7 @@ func diskFaultChild(t *testing.T, etcd string) {
 			}
 
 			log := testr.New(t)
-			a := &agent{
-				cfg:      cfg,
-				log:      log,
-				backends: backend.Registry{"fake": func(backend.Config) (backend.Backend, error) { return &fakeBackend{}, nil }},
-				health:   newHealth(log),
-				obs:      newObserver(),
-			}
+			a := newFakeAgent(cfg, log)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			rctx, stop := context.WithCancel(klog.NewContext(ctx, log))

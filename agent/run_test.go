@@ -408,18 +408,23 @@ func waitRun(t *testing.T, done <-chan error) error {
 	}
 }
 
-// startFakeAgent runs an agent of cfg with the fake backend until it is
-// ready, and returns what its Run returns and how to stop it; the test's
-// cleanup stops it too and waits for Run to return.
-func startFakeAgent(ctx context.Context, t *testing.T, cfg Config, log logr.Logger) (errc <-chan error, stop func()) {
-	t.Helper()
-	a := &agent{
+// newFakeAgent is an agent of cfg with the fake backend, logging to log.
+func newFakeAgent(cfg Config, log logr.Logger) *agent {
+	return &agent{
 		cfg:      cfg,
 		log:      log,
 		backends: backend.Registry{"fake": func(backend.Config) (backend.Backend, error) { return &fakeBackend{}, nil }},
 		health:   newHealth(log),
 		obs:      newObserver(),
 	}
+}
+
+// startFakeAgent runs an agent of cfg with the fake backend until it is
+// ready, and returns what its Run returns and how to stop it; the test's
+// cleanup stops it too and waits for Run to return.
+func startFakeAgent(ctx context.Context, t *testing.T, cfg Config, log logr.Logger) (errc <-chan error, stop func()) {
+	t.Helper()
+	a := newFakeAgent(cfg, log)
 	rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
 	c, done := make(chan error, 1), make(chan struct{})
 	go func() {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/testr"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -43,13 +42,7 @@ func statusAgent(t *testing.T, ctx context.Context, etcd, prefix string) (*clien
 	t.Helper()
 	cfg := hostConfig(t, etcd, prefix)
 	log := testr.New(t)
-	a := &agent{
-		cfg:      cfg,
-		log:      log,
-		backends: backend.Registry{"fake": func(backend.Config) (backend.Backend, error) { return &fakeBackend{}, nil }},
-		health:   newHealth(log),
-		obs:      newObserver(),
-	}
+	a := newFakeAgent(cfg, log)
 	rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
 	errc := make(chan error, 1)
 	go func() { errc <- a.run(rctx) }()
