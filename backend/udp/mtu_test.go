@@ -31,7 +31,9 @@ func TestExternalMTUFollowed(t *testing.T) {
 		if err := h.host.Handle.LinkSetMTU(ext, mtu); err != nil {
 			t.Fatal(err)
 		}
-		h.reconcile(peerLease)
+		if res := h.reconcile(peerLease); len(res.ByKind) != 0 {
+			t.Errorf("ext0 at %d: the pass counted %v; following ext0 is no drift repair", mtu, res.ByKind)
+		}
 	}
 	count := func(sub string) int {
 		h.mu.Lock()

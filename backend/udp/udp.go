@@ -1009,9 +1009,10 @@ func (b *Backend) ensureDevice(ctx context.Context) (netlink.Link, backend.Resul
 		}
 		if !made {
 			res.Updated++
-			res.Count("device", 1)
-			// followExternalMTU said why, if it changed ours.
+			// followExternalMTU said why, if it changed ours; following
+			// the external interface is not a repair of drift.
 			if l.Attrs().MTU != was {
+				res.Count("device", 1)
 				b.log.Info("corrected the TUN device's MTU", "device", DeviceName, "was", l.Attrs().MTU, "mtu", b.mtu)
 			}
 		}

@@ -606,10 +606,13 @@ func (b *Backend) ensureDevice() (netlink.Link, backend.Result, error) {
 		}
 		if !created {
 			res.Updated++
-			res.Count("device", 1)
 		}
-		// followExternalMTU said why, if it changed ours.
+		// followExternalMTU said why, if it changed ours; following the
+		// external interface is not a repair of drift.
 		if b.devMTU != was {
+			if !created {
+				res.Count("device", 1)
+			}
 			b.log.Info("corrected the vxlan device's MTU", "device", b.name, "was", b.devMTU, "mtu", b.mtu)
 		}
 		b.devMTU = b.mtu

@@ -1376,8 +1376,12 @@ func TestExternalMTUFollowed(t *testing.T) {
 
 	h.setExtMTU(1500)
 	for i, want := range []backend.Result{{Updated: 1}, {}} {
-		if res := h.reconcile(p2); res.String() != want.String() {
+		res := h.reconcile(p2)
+		if res.String() != want.String() {
 			t.Errorf("pass %d after ext0 shrank to 1500: %v, want %v", i, res, want)
+		}
+		if len(res.ByKind) != 0 {
+			t.Errorf("pass %d after ext0 shrank to 1500 counted %v: following ext0 is no drift repair", i, res.ByKind)
 		}
 		h.check(withMTUs(programmed, 1500, 1450))
 	}
@@ -1401,8 +1405,8 @@ func TestExternalMTUFollowed(t *testing.T) {
 	h.check(withMTUs(programmed, 1500, 1450))
 
 	h.setExtMTU(9000)
-	if res := h.reconcile(p2); res.String() != (backend.Result{Updated: 1}).String() {
-		t.Errorf("after ext0 grew back to 9000: result %v, want the device's MTU updated", res)
+	if res := h.reconcile(p2); res.String() != (backend.Result{Updated: 1}).String() || len(res.ByKind) != 0 {
+		t.Errorf("after ext0 grew back to 9000: result %v by kind %v, want the device's MTU updated and no drift repair counted", res, res.ByKind)
 	}
 	h.check(withMTUs(programmed, 9000, 8950))
 	if h.b.MTU() != 8950 {
