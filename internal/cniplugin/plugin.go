@@ -126,10 +126,10 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // Del runs the delegate's DEL with the configuration ADD saved for the
 // attachment (see readSaved), then forgets it. Without a usable saved
 // configuration (ADD never ran here, an earlier DEL finished, or the file is
-// damaged) it rebuilds one from subnet.env if that is readable, so addresses
-// are still released; otherwise there is nothing it can undo, and DEL
-// succeeds (a runtime retries a failed DEL for as long as the pod's sandbox
-// exists).
+// damaged) it rebuilds one from subnet.env, or, if that is not readable
+// either, with releaseOnly's range, so addresses are still released (a
+// runtime retries a failed DEL for as long as the pod's sandbox exists, and
+// the real delegates' DEL succeeds when there is nothing to release).
 func (p *Plugin) Del(args *skel.CmdArgs) error {
 	n, at, err := loadConf(args)
 	if err != nil {
@@ -160,12 +160,15 @@ func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []
 	}
 	if err != nil {
 		// Not subnetenv.ReadComplete: a file without its FLANNEL_IPMASQ
-		// line still names the range to release from. One cut before
-		// FLANNEL_MTU's line ends is refused by Read too, and DEL then
-		// releases nothing.
+		// line still names the range to release from. Without a usable
+		// file (agentd stopped, lost its subnet, not leased since a
+		// reboot) the delegate still gets DEL, with releaseOnly's range:
+		// bridge and host-local release by container ID and interface
+		// name, and skipping the delegate would leave the address taken
+		// for good.
 		env, envErr := subnetenv.Read(n.SubnetFile)
 		if envErr != nil {
-			return removeSaved(at, forget)
+			env = releaseOnly
 		}
 		if d, b, err = delegateConf(n, env); err != nil {
 			return err
@@ -175,6 +178,21 @@ func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []
 		return delegateError(d, "DEL", err)
 	}
 	return removeSaved(at, forget)
+}
+
+// releaseOnly is the subnet.env DEL gives the delegate when it has neither a
+// saved configuration nor a readable subnet.env. Only the attachment's
+// identity matters to a DEL: host-local frees whatever address it holds for
+// the container ID and interface name, whatever range it is given, and
+// bridge deletes the interface by name. The range must merely be valid; it
+// is TEST-NET-1 (RFC 5737) so that no reader takes it for a real subnet.
+// IPMasq true gives bridge ipMasq false: it then touches no iptables rules,
+// which a DEL should not fail on where iptables is missing.
+var releaseOnly = subnetenv.Env{
+	Network: netip.MustParsePrefix("192.0.2.0/24"),
+	Subnet:  netip.MustParsePrefix("192.0.2.1/24"),
+	MTU:     1500,
+	IPMasq:  true,
 }
 
 // GC (CNI 1.1) releases this network's attachments that ADD saved here and

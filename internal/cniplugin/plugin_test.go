@@ -169,13 +169,15 @@ func TestAddDel(t *testing.T) {
 		t.Errorf("saved configuration not removed: %v", err)
 	}
 
-	// A second DEL with subnet.env gone has nothing to do and succeeds.
+	// A second DEL with subnet.env gone succeeds. It cannot tell that the
+	// first one released everything, so the delegate gets DEL again (see
+	// releaseOnly), which the real plugins answer with success.
 	os.Remove(f.subnetFile)
 	if err := f.p.Del(f.args("c1", "")); err != nil {
 		t.Errorf("repeated DEL: %v", err)
 	}
-	if len(f.exec.calls) != 2 {
-		t.Errorf("repeated DEL without subnet.env called a delegate: %+v", f.exec.calls[2:])
+	if len(f.exec.calls) != 3 || f.exec.calls[2].command != "DEL" {
+		t.Errorf("repeated DEL without subnet.env: calls %+v", f.exec.calls[2:])
 	}
 }
 
@@ -209,8 +211,9 @@ func TestDelWithoutSaved(t *testing.T) {
 // TestDelWithDamagedSaved: a saved configuration that no longer decodes (a
 // disk fault, a hand), in either layout, does not make DEL fail for ever: the
 // address is released through a configuration rebuilt from subnet.env and
-// the file removed; with subnet.env gone too, DEL removes the file and
-// succeeds.
+// the file removed; with subnet.env gone too, the delegate still gets DEL
+// (with releaseOnly's range, see TestDelReleasesWithNothingSaved), and DEL
+// removes the file and succeeds.
 func TestDelWithDamagedSaved(t *testing.T) {
 	for layout, file := range map[string]string{"per attachment": "cbr0:c7:eth0", "legacy": "c7"} {
 		t.Run(layout, func(t *testing.T) {
@@ -245,8 +248,14 @@ func TestDelWithDamagedSaved(t *testing.T) {
 			if err := f.p.Del(f.args("c7", "")); err != nil {
 				t.Errorf("DEL with a damaged saved configuration and no subnet.env: %v", err)
 			}
-			if len(f.exec.calls) != 1 {
-				t.Errorf("a delegate ran without any configuration to give it: %+v", f.exec.calls[1:])
+			if len(f.exec.calls) != 2 || f.exec.calls[1].command != "DEL" || f.exec.calls[1].plugin != "bridge" {
+				t.Fatalf("calls %+v", f.exec.calls)
+			}
+			if ranges := jsonOf(t, f.exec.calls[1].conf["ipam"].(map[string]any)["ranges"]); ranges != `[[{"subnet":"192.0.2.0/24"}]]` {
+				t.Errorf("ranges without subnet.env %s", ranges)
+			}
+			if masq := f.exec.calls[1].conf["ipMasq"]; masq != false {
+				t.Errorf("ipMasq without subnet.env %v, want false: bridge's DEL must not need iptables", masq)
 			}
 			if _, err := os.Stat(saved); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("damaged saved configuration not removed: %v", err)

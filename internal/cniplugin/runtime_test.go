@@ -252,3 +252,54 @@ func TestGC(t *testing.T) {
 		t.Errorf("after DEL c2 host-local holds %q", got)
 	}
 }
+
+// TestDelReleasesWithNothingSaved: DEL of a pod whose saved configuration is
+// gone (a wiped dataDir) or damaged, while subnet.env is gone too (agentd
+// stopped, lost its subnet, or has not leased since a reboot), still frees
+// the pod's address in host-local's store and succeeds. host-local releases
+// by container ID and interface, whatever range its configuration names.
+// Before, DEL succeeded without running the delegate, and the address stayed
+// taken for good.
+func TestDelReleasesWithNothingSaved(t *testing.T) {
+	for _, tc := range []struct{ name, saved string }{{"no saved configuration", ""}, {"damaged saved configuration", `{"cniVersion":"1.0.0","type":"bri`}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRuntime(t)
+			l := r.list(t, `"cniVersion":"1.0.0"`)
+			ctx := context.Background()
+			for _, id := range []string{"c1", "c2"} {
+				if _, err := r.cni.AddNetworkList(ctx, l, r.pod(id)); err != nil {
+					t.Fatalf("ADD %s: %v", id, err)
+				}
+			}
+			for _, name := range []string{"c1", "cbr0:c1:eth0"} {
+				if err := os.Remove(filepath.Join(r.dataDir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.saved != "" {
+				if err := os.WriteFile(filepath.Join(r.dataDir, "cbr0:c1:eth0"), []byte(tc.saved), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Remove(r.subnetFile); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.cni.DelNetworkList(ctx, l, r.pod("c1")); err != nil {
+				t.Fatalf("DEL c1: %v", err)
+			}
+			if got := r.allocated(t); !slices.Equal(got, []string{"10.244.5.3"}) {
+				t.Errorf("after DEL c1 host-local holds %q, want only c2's 10.244.5.3", got)
+			}
+			if names := fileNames(t, r.dataDir); !slices.Equal(names, []string{"c2", "cbr0:c2:eth0"}) {
+				t.Errorf("after DEL c1 dataDir holds %q", names)
+			}
+			// c2's own DEL uses its saved configuration, as before.
+			if err := r.cni.DelNetworkList(ctx, l, r.pod("c2")); err != nil {
+				t.Fatalf("DEL c2: %v", err)
+			}
+			if got := r.allocated(t); len(got) != 0 {
+				t.Errorf("after DEL c2 host-local holds %q", got)
+			}
+		})
+	}
+}
