@@ -12,7 +12,7 @@ import (
 // args is split at newlines into arguments.
 func FuzzParseFlags(f *testing.F) {
 	for _, s := range []string{"", "--wait=60s\n--output=/run/flannel/docker-network.env", "-o\n-\n--subnet-file\n/x/subnet.env",
-		"--wait=-1s", "--wait", "extra", "-h", "--help=false\n--wait=1h1m", "--subnet-file=\n--", "-o=", "--bogus"} {
+		"--wait=-1s", "--wait", "extra", "-h", "--help=false\n--wait=1h1m", "--subnet-file=\n--", "-o=", "--bogus", "--docker-config=", "--docker-config\n/etc/docker/daemon.json"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, argText string) {
@@ -38,7 +38,7 @@ func FuzzParseFlags(f *testing.F) {
 		if o.wait < 0 {
 			t.Fatalf("parseFlags(%q): negative wait %v accepted", args, o.wait)
 		}
-		again := []string{"--subnet-file=" + o.subnetFile, "--output=" + o.output, "--wait=" + o.wait.String()}
+		again := []string{"--subnet-file=" + o.subnetFile, "--output=" + o.output, "--wait=" + o.wait.String(), "--docker-config=" + o.dockerConfig}
 		o2, usage, err := parseFlags(again)
 		if err != nil || usage != "" || o2 != o {
 			t.Fatalf("parseFlags(%q) = %+v; written back as %q it parses to %+v, %q, %v", args, o, again, o2, usage, err)

@@ -18,12 +18,16 @@
 //
 // A missing (after --wait) or incomplete subnet.env is an error naming the
 // file and the key (exit status 1), and nothing is written, so dockerd never
-// starts with a bridge address that is not this host's lease. Exit status 64
-// (EX_USAGE, as agentd's and agentctl's) is a usage error.
+// starts with a bridge address that is not this host's lease. So is a
+// dockerd configuration file (--docker-config, /etc/docker/daemon.json) that
+// sets one of the options given here, or "bridge" (see checkDockerConfig),
+// checked before any wait. Exit status 64 (EX_USAGE, as agentd's and
+// agentctl's) is a usage error.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -58,10 +62,11 @@ const pollInterval = 200 * time.Millisecond
 
 // options are the command-line settings.
 type options struct {
-	subnetFile string
-	output     string
-	wait       time.Duration
-	poll       time.Duration
+	subnetFile   string
+	output       string
+	dockerConfig string
+	wait         time.Duration
+	poll         time.Duration
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -82,6 +87,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // called each time --wait found no subnet.env and is about to wait o.poll
 // before looking again (for tests).
 func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Writer) int {
+	if err := checkDockerConfig(o.dockerConfig); err != nil {
+		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
+		return exitFailure
+	}
 	env, err := readEnv(ctx, o, polled)
 	if err != nil {
 		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
@@ -109,6 +118,7 @@ func parseFlags(args []string) (o options, usage string, err error) {
 	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "the subnet.env agentd writes")
 	fs.StringVarP(&o.output, "output", "o", "", "write the result to this file atomically (default: stdout)")
 	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for a complete subnet.env (0: read it once)")
+	fs.StringVar(&o.dockerConfig, "docker-config", "/etc/docker/daemon.json", `dockerd's configuration file: fail if it sets bip, mtu, ip-masq or bridge ("": do not look)`)
 	fs.BoolVarP(&help, "help", "h", false, "print this help and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, "", err
@@ -123,6 +133,46 @@ func parseFlags(args []string) (o options, usage string, err error) {
 		return o, "", fmt.Errorf("invalid --wait %v: must not be negative", o.wait)
 	}
 	return o, "", nil
+}
+
+// clashingKeys are the daemon.json settings dockerd will not start with
+// beside the flags written here: a setting given both as a flag and in the
+// file stops it ("the following directives are specified both as a flag and
+// in the configuration file"), even with the same value, and "bridge" cannot
+// go with --bip at all ("You specified -b & --bip, mutually exclusive
+// options").
+var clashingKeys = []string{"bip", "mtu", "ip-masq", "bridge"}
+
+// checkDockerConfig fails when dockerd's configuration file at path sets
+// any of clashingKeys, naming them and the file: that dockerd would exit at
+// once after this program succeeded, leaving the reason in its own log. A
+// missing file (dockerd's default) or an empty path passes, and so does a
+// file that is not a JSON object: dockerd names that problem itself.
+func checkDockerConfig(path string) error {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cannot read dockerd's configuration file: %w", err)
+	}
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(b, &keys) != nil {
+		return nil
+	}
+	var set []string
+	for _, k := range clashingKeys {
+		if _, ok := keys[k]; ok {
+			set = append(set, strconv.Quote(k))
+		}
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s sets %s: remove it there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together", path, strings.Join(set, ", "))
 }
 
 // readEnv reads the subnet.env, retrying every o.poll until o.wait has passed

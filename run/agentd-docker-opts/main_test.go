@@ -11,11 +11,15 @@ import (
 	"time"
 )
 
+// TestRun: exit codes and the one line on stderr for each kind of input,
+// with --docker-config pointing at the case's daemon.json (missing when the
+// case has none).
 func TestRun(t *testing.T) {
 	dir := t.TempDir()
 	full := "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=%s\n"
 	for _, tc := range []struct {
 		name, content string
+		daemonJSON    string // dockerd's configuration file; none when empty
 		args          []string
 		code          int
 		stdout        string
@@ -48,6 +52,33 @@ func TestRun(t *testing.T) {
 			code:   exitFailure,
 			stderr: "agentd-docker-opts: %s does not exist: agentd writes it once it holds a lease (is agentd running? systemctl status agentd)\n",
 		},
+		{
+			name:       "daemon.json sets bip",
+			content:    strings.Replace(full, "%s", "true", 1),
+			daemonJSON: `{"bip": "172.17.0.1/16", "log-level": "warn"}`,
+			code:       exitFailure,
+			stderr:     "agentd-docker-opts: %d sets \"bip\": remove it there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together\n",
+		},
+		{
+			// Refused before any wait: waiting would not mend it.
+			name:       "daemon.json sets mtu and bridge, subnet.env not there yet",
+			daemonJSON: `{"bridge": "br0", "mtu": 1500}`,
+			args:       []string{"--wait=1h"},
+			code:       exitFailure,
+			stderr:     "agentd-docker-opts: %d sets \"mtu\", \"bridge\": remove it there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together\n",
+		},
+		{
+			name:       "daemon.json sets other things",
+			content:    strings.Replace(full, "%s", "true", 1),
+			daemonJSON: `{"log-level": "warn", "default-address-pools": [{"base": "172.30.0.0/16", "size": 24}], "BIP": "dockerd refuses unknown keys itself"}`,
+			stdout:     "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
+		},
+		{
+			name:       "daemon.json is not JSON: dockerd says so",
+			content:    strings.Replace(full, "%s", "true", 1),
+			daemonJSON: `{"bip": `,
+			stdout:     "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
+		},
 		{name: "stray argument", args: []string{"x"}, code: exitUsage, stderr: "agentd-docker-opts: unexpected argument \"x\"\n"},
 		{name: "negative wait", args: []string{"--wait=-1s"}, code: exitUsage, stderr: "agentd-docker-opts: invalid --wait -1s: must not be negative\n"},
 	} {
@@ -58,8 +89,14 @@ func TestRun(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			daemonJSON := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".json")
+			if tc.daemonJSON != "" {
+				if err := os.WriteFile(daemonJSON, []byte(tc.daemonJSON), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 			var stdout, stderr strings.Builder
-			code := run(context.Background(), append([]string{"--subnet-file", path}, tc.args...), &stdout, &stderr)
+			code := run(context.Background(), append([]string{"--subnet-file", path, "--docker-config", daemonJSON}, tc.args...), &stdout, &stderr)
 			if code != tc.code {
 				t.Errorf("exit %d, want %d (stderr %q)", code, tc.code, stderr.String())
 			}
@@ -70,7 +107,7 @@ func TestRun(t *testing.T) {
 			if stdout.String() != wantOut {
 				t.Errorf("stdout:\n%s\nwant:\n%s", stdout.String(), wantOut)
 			}
-			wantErr := strings.ReplaceAll(tc.stderr, "%s", path)
+			wantErr := strings.ReplaceAll(strings.ReplaceAll(tc.stderr, "%s", path), "%d", daemonJSON)
 			if stderr.String() != wantErr {
 				t.Errorf("stderr %q, want %q", stderr.String(), wantErr)
 			}
@@ -89,6 +126,8 @@ func TestWaitAndOutput(t *testing.T) {
 	out := filepath.Join(dir, "docker-network.env")
 	parse := func(args ...string) options {
 		t.Helper()
+		// Not the machine's daemon.json: TestRun covers that check.
+		args = append(args, "--docker-config=")
 		o, usage, err := parseFlags(args)
 		if err != nil || usage != "" {
 			t.Fatalf("parseFlags(%q): %q, %v", args, usage, err)
