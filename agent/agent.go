@@ -184,15 +184,21 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	// Closed last: the lock is held until every goroutine has stopped.
 	defer lock.Close()
-	// The network namespace's claim (netnsclaim.go), taken below once the
-	// network config is read, before the backend touches the kernel; like
-	// the lock, held until every goroutine has stopped.
-	var claim *os.File
-	defer func() {
-		if claim != nil {
-			claim.Close()
-		}
-	}()
+	// The network namespace's claim (netnsclaim.go), like the lock held
+	// until every goroutine has stopped. Before the health server: a
+	// second agent here given the same --healthz-addr (a copied unit)
+	// would otherwise be told that the address is in use, not that an
+	// agent runs here, and which.
+	claim, squatters, err := claimNetns()
+	if err != nil {
+		return err
+	}
+	if claim != nil {
+		defer claim.Close()
+	} else {
+		a.log.Info("the agents' claim on this network namespace is held by a process of another user; going on without it, so a second agentd here would not be refused",
+			"name", netnsClaimAddr, "pids", squatters)
+	}
 
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -253,14 +259,6 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	a.log.Info("network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen, "backend", netCfg.BackendType)
 	a.health.setBackend(netCfg.BackendType)
-	claim, squatters, err := claimNetns()
-	if err != nil {
-		return err
-	}
-	if claim == nil {
-		a.log.Info("the agents' claim on this network namespace is held by a process of another user; going on without it, so a second agentd here would not be refused",
-			"name", netnsClaimAddr, "pids", squatters)
-	}
 
 	beCfg := backend.Config{
 		Network:  netCfg,
