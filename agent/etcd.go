@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 )
 
 // etcdCallTimeout bounds one start-up request, so that an unreachable etcd
@@ -175,6 +176,25 @@ func (c *etcdConn) explainAfter(ctx context.Context, err error, timeout time.Dur
 		return err
 	default:
 		return fmt.Errorf("etcd did not answer within %s: %w (%w)", timeout, perr, err)
+	}
+}
+
+// brokenForGood returns, once the connection has failed (TransientFailure)
+// and a probe finds a configProblem at every endpoint, what the probe found;
+// nil when ctx ends first. The probe is run again at each failure of the
+// connection.
+func (c *etcdConn) brokenForGood(ctx context.Context) error {
+	conn := c.ActiveConnection()
+	for {
+		state := conn.GetState()
+		if state == connectivity.TransientFailure {
+			if err := c.probe(ctx); onlyConfigProblems(err) {
+				return fmt.Errorf("cannot connect to etcd: %w", err)
+			}
+		}
+		if !conn.WaitForStateChange(ctx, state) {
+			return nil
+		}
 	}
 }
 

@@ -16,7 +16,7 @@ type EtcdClient struct {
 }
 
 // NewEtcdClient connects lazily, as clientv3 does: errors surface on the
-// first request. Explain turns such an error into its cause. A CA file that
+// first request. Do turns such an error into its cause. A CA file that
 // cannot be read is an error here; one that changes while the client is in
 // use is trusted from the next connection on, without a log line (a
 // command is short-lived).
@@ -28,12 +28,34 @@ func NewEtcdClient(cfg *Config) (*EtcdClient, error) {
 	return &EtcdClient{Client: c.Client, conn: c}, nil
 }
 
-// Explain says why a request that timed out after timeout got no answer:
-// the endpoint refused or could not be reached, its TLS handshake failed,
-// or it takes connections but answers nothing on them. Finding out takes up
-// to 5 s more (the endpoints are probed at once: a connection and TLS
-// handshake within 3 s, then up to 2 s for an answer). Other errors are
-// returned as they are. ctx bounds the probe.
-func (c *EtcdClient) Explain(ctx context.Context, err error, timeout time.Duration) error {
+// Do runs f with a deadline of timeout and returns its error, explained
+// when f got no answer: the endpoint refused or could not be reached, its
+// TLS handshake failed, or it takes connections but answers nothing on
+// them. Finding out takes up to 5 s more (the endpoints are probed at once:
+// a connection and TLS handshake within 3 s, then up to 2 s for an
+// answer). A TLS failure that waiting cannot change (etcd's certificate is
+// of a CA we do not trust, etcd refuses ours) ends f at once, with the
+// cause, rather than when timeout runs out: the etcd client would retry it
+// quietly until then. ctx bounds the probes too.
+func (c *EtcdClient) Do(ctx context.Context, timeout time.Duration, f func(context.Context) error) error {
+	fctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var broken error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if broken = c.conn.brokenForGood(fctx); broken != nil {
+			cancel()
+		}
+	}()
+	err := f(fctx)
+	cancel()
+	<-done
+	switch {
+	case err == nil:
+		return nil
+	case broken != nil:
+		return broken
+	}
 	return c.conn.explainAfter(ctx, err, timeout)
 }

@@ -195,9 +195,61 @@ func probeTLS(ctx context.Context, conn net.Conn, cfg *tls.Config) error {
 	}
 	tconn := tls.Client(conn, cfg)
 	if err := tconn.HandshakeContext(ctx); err != nil {
-		return fmt.Errorf("TLS handshake: %w", explainRefusal(err, sent))
+		if why := explainRefusal(err, sent); why != err {
+			return &configProblem{fmt.Errorf("TLS handshake: %w", why)}
+		}
+		if v, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+			return &configProblem{fmt.Errorf("TLS handshake: %w%s", err, serverCertHint(v, cfg.RootCAs != nil))}
+		}
+		return fmt.Errorf("TLS handshake: %w", err)
 	}
-	return refusedAfterHandshake(ctx, tconn, sent)
+	if err := refusedAfterHandshake(ctx, tconn, sent); err != nil {
+		return &configProblem{err}
+	}
+	return nil
+}
+
+// configProblem marks a probe's finding that waiting cannot change: etcd
+// and we disagree on TLS (etcd's certificate is not one we trust, or ours
+// is refused). A daemon waits all the same, since certificate and CA files
+// are read again at each connection; a command (agentctl) need not.
+type configProblem struct{ err error }
+
+func (p *configProblem) Error() string { return p.err.Error() }
+func (p *configProblem) Unwrap() error { return p.err }
+
+// onlyConfigProblems says whether err, as probeEtcd returns it, is a
+// configProblem for every endpoint.
+func onlyConfigProblems(err error) bool {
+	if err == nil {
+		return false
+	}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		if _, ok := errors.AsType[*configProblem](e); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// serverCertHint says which flag fixes a server certificate we do not
+// trust because no CA we have signed it: --etcd-cafile, given (withCA) or
+// not. Other verification failures (a name or address the certificate is
+// not for, an expired certificate) are fixed on etcd's side, and Go's
+// message names them: no hint.
+func serverCertHint(v *tls.CertificateVerificationError, withCA bool) string {
+	if _, ok := errors.AsType[x509.UnknownAuthorityError](v.Err); !ok || len(v.UnverifiedCertificates) == 0 {
+		return ""
+	}
+	issuer := v.UnverifiedCertificates[len(v.UnverifiedCertificates)-1].Issuer
+	if withCA {
+		return fmt.Sprintf("; etcd's certificate chain ends at a CA (%s) that is not in --etcd-cafile: add that CA's certificate to the file", issuer)
+	}
+	return fmt.Sprintf("; etcd's certificate is of a CA (%s) this host does not trust: give that CA's certificate with --etcd-cafile", issuer)
 }
 
 // refusalWait bounds the wait for etcd's answer after a TLS 1.3 handshake.

@@ -51,16 +51,19 @@ type usageError struct{ error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-// etcdDialer makes the etcd client; tests replace it with one that dials
-// into their network namespace.
-type etcdDialer func(cfg *agent.Config) (cli *clientv3.Client, explain func(context.Context, error, time.Duration) error, closeFn func(), err error)
+// etcdDialer makes the etcd client and do, which runs a command's requests
+// with a timeout (agent.EtcdClient.Do: it explains their failure); tests
+// replace it with one that dials into their network namespace.
+type etcdDialer func(cfg *agent.Config) (cli *clientv3.Client, do etcdDo, closeFn func(), err error)
 
-func dialEtcd(cfg *agent.Config) (*clientv3.Client, func(context.Context, error, time.Duration) error, func(), error) {
+type etcdDo func(ctx context.Context, timeout time.Duration, f func(context.Context) error) error
+
+func dialEtcd(cfg *agent.Config) (*clientv3.Client, etcdDo, func(), error) {
 	c, err := agent.NewEtcdClient(cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return c.Client, c.Explain, func() { c.Close() }, nil
+	return c.Client, c.Do, func() { c.Close() }, nil
 }
 
 // app is one invocation's settings and outputs.
@@ -315,24 +318,16 @@ func longFlags(root *cobra.Command, args []string) []string {
 }
 
 // withEtcd runs f with an etcd client and a deadline; a timeout is explained
-// (unreachable endpoint, TLS failure) rather than reported as a bare deadline.
+// (unreachable endpoint, TLS failure) rather than reported as a bare
+// deadline, and a TLS failure ends f at once.
 func (a *app) withEtcd(ctx context.Context, f func(ctx context.Context, cli *clientv3.Client) error) error {
 	if err := a.validateEtcd(); err != nil {
 		return err
 	}
-	cli, explain, closeFn, err := a.dial(&a.etcd)
+	cli, do, closeFn, err := a.dial(&a.etcd)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	cctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	if err := f(cctx, cli); err != nil {
-		var u usageError
-		if errors.As(err, &u) {
-			return err
-		}
-		return explain(ctx, err, a.timeout)
-	}
-	return nil
+	return do(ctx, a.timeout, func(ctx context.Context) error { return f(ctx, cli) })
 }
