@@ -59,7 +59,8 @@ const (
 	// not the peer's own address.
 	dropSpoofed
 	// dropNotOurs: from a peer, an inner packet for an address outside our
-	// own subnet (we are nobody's transit router).
+	// own subnet (we are nobody's transit router) or for its broadcast
+	// address (nor a forwarder of directed broadcasts).
 	dropNotOurs
 	// dropRefused: a packet that passed every check but that the kernel
 	// would not take (sendmmsg refused its datagram, or the write into the

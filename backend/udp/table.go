@@ -160,8 +160,8 @@ func (t *table) routeHeader(b []byte, h ipv4) (*peer, ipv4, verdict) {
 // be a peer's public IP, the packet's header checksum must verify, the
 // inner source lie inside a subnet that peer holds, other than at its
 // broadcast address (a martian, RFC 1812 5.3.7), or be src itself, and
-// the inner destination inside our own subnet. It returns the packet, b cut
-// to its Total Length (parseIPv4).
+// the inner destination inside our own subnet, other than at its broadcast
+// address. It returns the packet, b cut to its Total Length (parseIPv4).
 //
 // The header checksum is checked here because nothing after us would: a
 // packet written into the device alone would be dropped by the kernel, but
@@ -173,6 +173,14 @@ func (t *table) routeHeader(b []byte, h ipv4) (*peer, ipv4, verdict) {
 // from its own address, along the network's route into its flannel0.
 // Accepting it trusts the peer with no address but its own, which the
 // outer header already claims.
+//
+// A destination at our subnet's broadcast address is a directed broadcast,
+// which a router does not forward (RFC 2644) and we do not deliver: Linux
+// would take it, written into the device, for the host itself (as over
+// vxlan or host-gw) and hand it to every wildcard socket of the host, but
+// to no pod (bc_forwarding is off), so only the host's services would see
+// a broadcast from another host's pod. Our subnet's first address is our
+// flannel0 address, a host's like any other, and is delivered.
 func (t *table) accept(src uint32, b []byte) ([]byte, verdict) {
 	subnets, ok := t.bySource[src]
 	if !ok {
@@ -192,7 +200,7 @@ func (t *table) accept(src uint32, b []byte) ([]byte, verdict) {
 	if !inside {
 		return nil, dropSpoofed
 	}
-	if !t.own.contains(h.dst) {
+	if !t.own.contains(h.dst) || subnetBroadcast(h.dst, t.own.mask) {
 		return nil, dropNotOurs
 	}
 	return b[:h.tlen], pass
