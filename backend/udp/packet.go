@@ -35,8 +35,8 @@ type verdict uint8
 
 const (
 	pass verdict = iota
-	// dropNotIPv4: from the TUN device, a packet of another IP version
-	// (the overlay is IPv4 only).
+	// dropNotIPv4: from the TUN device or a peer, a packet of another IP
+	// version (the overlay is IPv4 only).
 	dropNotIPv4
 	// dropMalformed: not a well-formed IPv4 packet (short, bad header
 	// length, total length past the end of what holds it or shorter than
