@@ -29,10 +29,8 @@ func TestDropInFlagsWin(t *testing.T) {
 		t.Fatalf("ExecStart = %q, want one command", execs)
 	}
 	env := map[string]string{
-		"DOCKER_BIP":     "10.244.5.1/24",
-		"DOCKER_MTU":     "1450",
-		"DOCKER_IP_MASQ": "false",
-		"DOCKER_OPTS":    "--bip=172.17.0.1/16 --mtu=1500 --ip-masq=true --log-level=warn",
+		"DOCKER_NETWORK_OPTIONS": "--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false",
+		"DOCKER_OPTS":            "--bip=172.17.0.1/16 --mtu=1500 --ip-masq=true --log-level=warn",
 	}
 	cmd, err := sdunit.ExpandCommand(execs[0], env)
 	if err != nil {

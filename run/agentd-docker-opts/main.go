@@ -9,18 +9,16 @@
 // It writes (to --output atomically, or to stdout) a file that is both a
 // systemd EnvironmentFile and a shell script:
 //
-//	DOCKER_BIP=10.244.5.1/24
-//	DOCKER_MTU=1450
 //	DOCKER_IP_MASQ=false
 //	DOCKER_NETWORK_OPTIONS="--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false"
 //
-// DOCKER_BIP and DOCKER_MTU are FLANNEL_SUBNET and FLANNEL_MTU as read and
-// checked here; the drop-in gives dockerd these rather than reading
-// subnet.env itself, because subnet.env is written for shells and
-// flannel's readers, and systemd reads some such files otherwise (see
-// FuzzDropInCommand). DOCKER_IP_MASQ is the opposite of FLANNEL_IPMASQ: when
-// agentd masquerades traffic leaving the overlay, dockerd must not
-// masquerade it again. Only the IPv4 keys are used.
+// The drop-in gives dockerd $DOCKER_NETWORK_OPTIONS, the values read and
+// checked here, rather than reading subnet.env itself: subnet.env is written
+// for shells and flannel's readers, and systemd reads some such files
+// otherwise (see FuzzDropInCommand). DOCKER_IP_MASQ, for drop-ins of before
+// 2026-12-06, is the opposite of FLANNEL_IPMASQ: when agentd masquerades
+// traffic leaving the overlay, dockerd must not masquerade it again. Only the
+// IPv4 keys are used.
 //
 // A missing (after --wait) or incomplete subnet.env is an error naming the
 // file and the key (exit status 1), and nothing is written, so dockerd never
@@ -219,12 +217,12 @@ func readEnv(ctx context.Context, o options, polled func()) (subnetenv.Env, erro
 // written Go-quoted: as it is, its tail would be a line of its own, which
 // systemd reads as an assignment (DOCKER_OPTS=…) or warns about. So is one
 // ending in a backslash, with which systemd before v254 (Debian 12's 252)
-// continues the comment onto the DOCKER_BIP line.
+// continues the comment onto the DOCKER_IP_MASQ line.
 func format(path string, env subnetenv.Env) string {
 	if strings.ContainsAny(path, "\n\r") || strings.HasSuffix(path, `\`) {
 		path = strconv.Quote(path)
 	}
 	masq := !env.IPMasq
-	return fmt.Sprintf("# written by agentd-docker-opts from %s\nDOCKER_BIP=%s\nDOCKER_MTU=%d\nDOCKER_IP_MASQ=%t\nDOCKER_NETWORK_OPTIONS=\"--bip=%s --mtu=%d --ip-masq=%t\"\n",
-		path, env.Subnet, env.MTU, masq, env.Subnet, env.MTU, masq)
+	return fmt.Sprintf("# written by agentd-docker-opts from %s\nDOCKER_IP_MASQ=%t\nDOCKER_NETWORK_OPTIONS=\"--bip=%s --mtu=%d --ip-masq=%t\"\n",
+		path, masq, env.Subnet, env.MTU, masq)
 }

@@ -28,12 +28,12 @@ func TestRun(t *testing.T) {
 		{
 			name:    "agentd masquerades, dockerd does not",
 			content: strings.Replace(full, "%s", "true", 1),
-			stdout:  "DOCKER_BIP=10.244.5.1/24\nDOCKER_MTU=1450\nDOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
+			stdout:  "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
 		},
 		{
 			name:    "agentd does not masquerade, dockerd does",
 			content: strings.Replace(full, "%s", "false", 1),
-			stdout:  "DOCKER_BIP=10.244.5.1/24\nDOCKER_MTU=1450\nDOCKER_IP_MASQ=true\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=true\"\n",
+			stdout:  "DOCKER_IP_MASQ=true\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=true\"\n",
 		},
 		{
 			name:    "half-written: MTU missing",
@@ -71,13 +71,13 @@ func TestRun(t *testing.T) {
 			name:       "daemon.json sets other things",
 			content:    strings.Replace(full, "%s", "true", 1),
 			daemonJSON: `{"log-level": "warn", "default-address-pools": [{"base": "172.30.0.0/16", "size": 24}], "BIP": "dockerd refuses unknown keys itself"}`,
-			stdout:     "DOCKER_BIP=10.244.5.1/24\nDOCKER_MTU=1450\nDOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
+			stdout:     "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
 		},
 		{
 			name:       "daemon.json is not JSON: dockerd says so",
 			content:    strings.Replace(full, "%s", "true", 1),
 			daemonJSON: `{"bip": `,
-			stdout:     "DOCKER_BIP=10.244.5.1/24\nDOCKER_MTU=1450\nDOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
+			stdout:     "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
 		},
 		{name: "stray argument", args: []string{"x"}, code: exitUsage, stderr: "agentd-docker-opts: unexpected argument \"x\"\n"},
 		{name: "negative wait", args: []string{"--wait=-1s"}, code: exitUsage, stderr: "agentd-docker-opts: invalid --wait -1s: must not be negative\n"},

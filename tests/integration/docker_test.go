@@ -38,7 +38,7 @@ const dockerTrustKey = "/etc/docker/key.json"
 // docker.service with dist/systemd/docker.service.d/agentd.conf starts it,
 // and checks that containers on different hosts reach each other:
 //
-//	h1: agentd ── subnet.env ── agentd-docker-opts ── dockerd --bip=${DOCKER_BIP} --mtu=${DOCKER_MTU} --ip-masq=${DOCKER_IP_MASQ}
+//	h1: agentd ── subnet.env ── agentd-docker-opts ── dockerd $DOCKER_NETWORK_OPTIONS (--bip=… --mtu=… --ip-masq=…)
 //	      docker0 10.244.A.1 ── c1 10.244.A.2 ─┐
 //	h2: (same)                                 │ vxlan or host-gw, through dockerd's FORWARD DROP policy
 //	      docker0 10.244.B.1 ── c2 10.244.B.2 ─┘
