@@ -176,7 +176,11 @@ func checkDockerConfig(path string) error {
 	if len(set) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s sets %s: remove it there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together", path, strings.Join(set, ", "))
+	them := "it"
+	if len(set) > 1 {
+		them = "them"
+	}
+	return fmt.Errorf("%s sets %s: remove %s there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together", path, strings.Join(set, ", "), them)
 }
 
 // readEnv reads the subnet.env, retrying every o.poll until o.wait has passed

@@ -65,7 +65,7 @@ func TestRun(t *testing.T) {
 			daemonJSON: `{"bridge": "br0", "mtu": 1500}`,
 			args:       []string{"--wait=1h"},
 			code:       exitFailure,
-			stderr:     "agentd-docker-opts: %d sets \"mtu\", \"bridge\": remove it there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together\n",
+			stderr:     "agentd-docker-opts: %d sets \"mtu\", \"bridge\": remove them there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together\n",
 		},
 		{
 			name:       "daemon.json sets other things",
