@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -97,8 +98,9 @@ func etcdAnswers(ctx context.Context, endpoints []string) error {
 
 // endpointAnswers connects to endpoint without TLS and asks GET /version,
 // which etcd's client port answers (or, where it serves gRPC alone, closes
-// on): a reply, a close or a reset are an answer, nil; silence for
-// refusalWait is errEndpointSilent.
+// on): a reply, a close or a reset are an answer, nil, but for a close or
+// reset by a server that speaks TLS (configProblem: the endpoint's scheme
+// is wrong); silence for refusalWait is errEndpointSilent.
 func endpointAnswers(ctx context.Context, endpoint string) error {
 	network, addr, host, err := endpointAddr(endpoint)
 	if err != nil {
@@ -120,13 +122,63 @@ func endpointAnswers(ctx context.Context, endpoint string) error {
 	// A write error means the server is gone already: the read says so.
 	_, _ = io.WriteString(conn, "GET /version HTTP/1.1\r\nHost: "+host+"\r\nConnection: close\r\n\r\n")
 	var b [1]byte
-	if _, err := conn.Read(b[:]); errors.Is(err, os.ErrDeadlineExceeded) {
+	_, err = conn.Read(b[:])
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return errEndpointSilent
+	case (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) && speaksTLS(ctx, network, addr, host):
+		// etcd's TLS port closes on a request in plain text, as it
+		// would for any other trouble: a handshake tells.
+		return &configProblem{errors.New("the endpoint speaks TLS and closed our plain-text request: write https:// in --etcd-endpoints, and give --etcd-cafile the CA of etcd's certificate")}
 	}
 	return nil
+}
+
+// speaksTLS says whether the server at addr completes a TLS handshake, or
+// refuses one with an alert (it wants a client certificate). Only whether it
+// speaks TLS counts: its certificate is not checked, and nothing is sent on
+// the connection.
+func speaksTLS(ctx context.Context, network, addr, serverName string) bool {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	// InsecureSkipVerify: nothing is sent on the connection; its
+	// handshake only tells TLS from plain text.
+	err = tls.Client(conn, &tls.Config{ServerName: serverName, InsecureSkipVerify: true, NextProtos: []string{"h2"}}).HandshakeContext(ctx)
+	op, alert := errors.AsType[*net.OpError](err)
+	return err == nil || alert && op.Op == "remote error"
+}
+
+// answersPlainHTTP says whether the server at addr answers GET /version in
+// plain HTTP, as etcd's client port without TLS does.
+func answersPlainHTTP(ctx context.Context, network, addr, host string) bool {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(refusalWait)); err != nil {
+		return false
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := io.WriteString(conn, "GET /version HTTP/1.1\r\nHost: "+host+"\r\nConnection: close\r\n\r\n"); err != nil {
+		return false
+	}
+	b := make([]byte, len("HTTP/"))
+	_, err = io.ReadFull(conn, b)
+	return err == nil && string(b) == "HTTP/"
 }
 
 // probeEndpoint connects to endpoint and, if useTLS, runs a TLS handshake
@@ -157,7 +209,15 @@ func probeEndpoint(ctx context.Context, endpoint string, useTLS bool, tc *tls.Co
 	if len(cfg.NextProtos) == 0 {
 		cfg.NextProtos = []string{"h2"}
 	}
-	return probeTLS(ctx, conn, cfg)
+	err = probeTLS(ctx, conn, cfg)
+	// etcd's plain-text port closes on a ClientHello, as it would for
+	// any other trouble: a request in plain text tells.
+	if _, header := errors.AsType[tls.RecordHeaderError](err); header || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		if answersPlainHTTP(ctx, network, addr, serverName) {
+			return &configProblem{fmt.Errorf("%w; the endpoint answers in plain HTTP, without TLS: write http:// in --etcd-endpoints, or serve etcd's client port with TLS", err)}
+		}
+	}
+	return err
 }
 
 // probeTLS runs a TLS handshake with cfg (which it changes) over conn and
@@ -210,8 +270,8 @@ func probeTLS(ctx context.Context, conn net.Conn, cfg *tls.Config) error {
 }
 
 // configProblem marks a probe's finding that waiting cannot change: etcd
-// and we disagree on TLS (etcd's certificate is not one we trust, or ours
-// is refused). A daemon waits all the same, since certificate and CA files
+// and we disagree on TLS (etcd's certificate is not one we trust, ours is
+// refused, or one side speaks TLS and the other does not). A daemon waits all the same, since certificate and CA files
 // are read again at each connection; a command (agentctl) need not.
 type configProblem struct{ err error }
 
