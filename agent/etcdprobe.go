@@ -36,11 +36,29 @@ func probeEtcd(ctx context.Context, endpoints []string, tc *tls.Config) error {
 	if ok {
 		return nil
 	}
+	if len(errs) == 0 {
+		return nil
+	}
 	for i, err := range errs {
 		errs[i] = fmt.Errorf("%s: %w", endpoints[i], err)
 	}
-	return errors.Join(errs...)
+	return endpointErrors(errs)
 }
+
+// endpointErrors are the endpoints' failures, each naming its endpoint, on
+// one line (errors.Join's take one each): agentctl says why it failed in
+// one line, and /status's etcdError fills one row of agentctl status.
+type endpointErrors []error
+
+func (e endpointErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e endpointErrors) Unwrap() []error { return e }
 
 // probeAll runs probe on every endpoint at once and returns their errors in
 // the endpoints' order, or ok as soon as one of them returns nil (the others
@@ -93,7 +111,10 @@ func etcdAnswers(ctx context.Context, endpoints []string) error {
 	if silent && ctx.Err() == nil {
 		return errEndpointSilent
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil // silent, but ctx ended: no finding
+	}
+	return endpointErrors(errs)
 }
 
 // endpointAnswers connects to endpoint without TLS and asks GET /version,
