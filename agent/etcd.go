@@ -44,11 +44,23 @@ func (c *etcdConn) Close() error {
 	return err
 }
 
-// newEtcdClient makes the client; log reports changes of the CA file.
+// newEtcdClient makes the client, waiting up to etcdConnectTimeout for
+// etcd to authenticate the user (dialEtcd); log reports changes of the CA
+// file.
 func newEtcdClient(cfg *Config, log logr.Logger) (*etcdConn, error) {
+	return dialEtcd(cfg, log, etcdConnectTimeout)
+}
+
+// dialEtcd is newEtcdClient waiting up to authWait for etcd to answer the
+// Authenticate request that clientv3.New sends, with --etcd-username,
+// before it returns (without a user name it sends nothing and does not
+// wait). No answer is explained as a request's is (explainAfter): the bare
+// "context deadline exceeded" said nothing of a refused connection or a
+// failed TLS handshake.
+func dialEtcd(cfg *Config, log logr.Logger, authWait time.Duration) (*etcdConn, error) {
 	cc := clientv3.Config{
 		Endpoints:   cfg.EtcdEndpoints,
-		DialTimeout: 5 * time.Second,
+		DialTimeout: authWait,
 		// Notice a dead connection (a partition, a killed etcd) within
 		// seconds rather than at the next request.
 		DialKeepAliveTime:    10 * time.Second,
@@ -90,11 +102,20 @@ func newEtcdClient(cfg *Config, log logr.Logger) (*etcdConn, error) {
 		auth.cfg.DialOptions = slices.Clip(cc.DialOptions)
 		cc.DialOptions = append(slices.Clip(cc.DialOptions), grpc.WithChainUnaryInterceptor(auth.intercept))
 	}
+	conn := &etcdConn{endpoints: cfg.EtcdEndpoints, tls: tc, auth: auth}
 	cli, err := clientv3.New(cc)
 	if err != nil {
+		if auth != nil {
+			auth.close()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The probe takes up to 5 s, whatever the caller's context.
+			return nil, fmt.Errorf("authenticate to etcd as %s: %w", cfg.EtcdUsername, conn.explainAfter(context.Background(), err, authWait))
+		}
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.EtcdEndpoints, ","), err)
 	}
-	return &etcdConn{Client: cli, endpoints: cfg.EtcdEndpoints, tls: tc, auth: auth}, nil
+	conn.Client = cli
+	return conn, nil
 }
 
 // tokenlessAuth lets the client get a new auth token from etcd 3.4. etcd

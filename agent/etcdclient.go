@@ -16,12 +16,14 @@ type EtcdClient struct {
 }
 
 // NewEtcdClient connects lazily, as clientv3 does: errors surface on the
-// first request. Do turns such an error into its cause. A CA file that
+// first request. Do turns such an error into its cause. With a user name it
+// waits up to timeout for etcd to authenticate it, and says why if etcd
+// does not answer. A CA file that
 // cannot be read is an error here; one that changes while the client is in
 // use is trusted from the next connection on, without a log line (a
 // command is short-lived).
-func NewEtcdClient(cfg *Config) (*EtcdClient, error) {
-	c, err := newEtcdClient(cfg, logr.Discard())
+func NewEtcdClient(cfg *Config, timeout time.Duration) (*EtcdClient, error) {
+	c, err := dialEtcd(cfg, logr.Discard(), timeout)
 	if err != nil {
 		return nil, err
 	}

@@ -39,7 +39,7 @@ func newCtl(t *testing.T) *ctl {
 func (c *ctl) run(args ...string) (int, string, string) {
 	c.t.Helper()
 	var out, errOut bytes.Buffer
-	dial := func(cfg *agent.Config) (*clientv3.Client, etcdDo, func(), error) {
+	dial := func(cfg *agent.Config, _ time.Duration) (*clientv3.Client, etcdDo, func(), error) {
 		if got := strings.Join(cfg.EtcdEndpoints, ","); got != "http://127.0.0.1:2379" {
 			c.t.Fatalf("agentctl dialled %q", got)
 		}
@@ -261,7 +261,7 @@ func TestEtcdUnreachable(t *testing.T) {
 	t.Cleanup(func() { c.srv.SetLoopback(true) })
 	start := time.Now()
 	var out, errOut bytes.Buffer
-	dial := func(*agent.Config) (*clientv3.Client, etcdDo, func(), error) {
+	dial := func(*agent.Config, time.Duration) (*clientv3.Client, etcdDo, func(), error) {
 		cfg := c.srv.ClientConfig()
 		cli, err := clientv3.New(cfg)
 		return cli, doWithTimeout, func() { cli.Close() }, err
@@ -331,7 +331,7 @@ func TestExitStatusByErrorType(t *testing.T) {
 	}
 	for _, msg := range failures {
 		var out, errOut bytes.Buffer
-		dial := func(*agent.Config) (*clientv3.Client, etcdDo, func(), error) {
+		dial := func(*agent.Config, time.Duration) (*clientv3.Client, etcdDo, func(), error) {
 			return nil, nil, nil, errors.New(msg)
 		}
 		code := run(context.Background(), []string{"--etcd-endpoints=http://[fe80::1]:2379", "leases"}, &out, &errOut, dial)
@@ -354,7 +354,7 @@ func TestExitStatusByErrorType(t *testing.T) {
 	}
 	for _, args := range usage {
 		var out, errOut bytes.Buffer
-		dial := func(*agent.Config) (*clientv3.Client, etcdDo, func(), error) {
+		dial := func(*agent.Config, time.Duration) (*clientv3.Client, etcdDo, func(), error) {
 			t.Errorf("agentctl %q dialled etcd", args)
 			return nil, nil, nil, errors.New("no etcd here")
 		}

@@ -51,7 +51,7 @@ func FuzzCommandLine(f *testing.F) {
 			args = strings.Split(argText, "\n")
 		}
 		var dialled []error
-		dial := func(cfg *agent.Config) (*clientv3.Client, etcdDo, func(), error) {
+		dial := func(cfg *agent.Config, _ time.Duration) (*clientv3.Client, etcdDo, func(), error) {
 			dialled = append(dialled, cfg.ValidateEtcd())
 			return nil, nil, nil, errors.New("no etcd here")
 		}

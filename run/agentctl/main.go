@@ -51,15 +51,16 @@ type usageError struct{ error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-// etcdDialer makes the etcd client and do, which runs a command's requests
-// with a timeout (agent.EtcdClient.Do: it explains their failure); tests
-// replace it with one that dials into their network namespace.
-type etcdDialer func(cfg *agent.Config) (cli *clientv3.Client, do etcdDo, closeFn func(), err error)
+// etcdDialer makes the etcd client, waiting up to timeout for etcd to
+// authenticate the user if one is given, and do, which runs a command's
+// requests with a timeout (agent.EtcdClient.Do: it explains their failure);
+// tests replace it with one that dials into their network namespace.
+type etcdDialer func(cfg *agent.Config, timeout time.Duration) (cli *clientv3.Client, do etcdDo, closeFn func(), err error)
 
 type etcdDo func(ctx context.Context, timeout time.Duration, f func(context.Context) error) error
 
-func dialEtcd(cfg *agent.Config) (*clientv3.Client, etcdDo, func(), error) {
-	c, err := agent.NewEtcdClient(cfg)
+func dialEtcd(cfg *agent.Config, timeout time.Duration) (*clientv3.Client, etcdDo, func(), error) {
+	c, err := agent.NewEtcdClient(cfg, timeout)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -324,7 +325,7 @@ func (a *app) withEtcd(ctx context.Context, f func(ctx context.Context, cli *cli
 	if err := a.validateEtcd(); err != nil {
 		return err
 	}
-	cli, do, closeFn, err := a.dial(&a.etcd)
+	cli, do, closeFn, err := a.dial(&a.etcd, a.timeout)
 	if err != nil {
 		return err
 	}
