@@ -234,9 +234,9 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	defer nl.Close()
 
-	cli, err := newEtcdClient(&a.cfg, a.log.WithName("etcd"))
+	cli, err := connectEtcd(ctx, &a.cfg, a.log.WithName("etcd"), a.waitingForLease)
 	if err != nil {
-		return err
+		return cause(ctx, err)
 	}
 	defer cli.Close()
 	a.obs.watchEtcd(func() bool { return cli.ActiveConnection().GetState() == connectivity.Ready })

@@ -110,7 +110,7 @@ func dialEtcd(cfg *Config, log logr.Logger, authWait time.Duration) (*etcdConn, 
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			// The probe takes up to 5 s, whatever the caller's context.
-			return nil, fmt.Errorf("authenticate to etcd as %s: %w", cfg.EtcdUsername, conn.explainAfter(context.Background(), err, authWait))
+			return nil, &authUnansweredError{fmt.Errorf("authenticate to etcd as %s: %w", cfg.EtcdUsername, conn.explainAfter(context.Background(), err, authWait))}
 		}
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.EtcdEndpoints, ","), err)
 	}
@@ -219,11 +219,53 @@ func (c *etcdConn) brokenForGood(ctx context.Context) error {
 	}
 }
 
+// authUnansweredError is dialEtcd's error when etcd did not answer the
+// authentication of the user: retrying may help (connectEtcd).
+type authUnansweredError struct{ err error }
+
+func (e *authUnansweredError) Error() string { return e.err.Error() }
+func (e *authUnansweredError) Unwrap() error { return e.err }
+
+// connectEtcd is newEtcdClient for the daemon. With --etcd-username the
+// client exists only once etcd has answered the user's authentication:
+// while etcd does not answer (stopped, unreachable, refusing our TLS) the
+// agent retries, as it retries its first requests, and /readyz says why.
+// It exited instead, and under a DaemonSet each exit lengthens the
+// crash-loop backoff, to minutes after etcd is back. Other errors (a wrong
+// password, an unreadable certificate file) are returned. A stop waits for
+// the attempt under way (up to 10 s: 5 for the answer, 5 to probe).
+func connectEtcd(ctx context.Context, cfg *Config, log logr.Logger, report func(what string, err error)) (*etcdConn, error) {
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	c, err := retry(ctx, log, explained{}, "connect to etcd", report, func(context.Context) (*etcdConn, error) {
+		c, err := newEtcdClient(cfg, log)
+		if _, unanswered := errors.AsType[*authUnansweredError](err); err != nil && !unanswered {
+			stop(err)
+		}
+		return c, err
+	})
+	if cerr := context.Cause(ctx); err != nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
+		return nil, cerr
+	}
+	return c, err
+}
+
+// explainer turns a failed request's error into its cause
+// (etcdConn.explain).
+type explainer interface {
+	explain(ctx context.Context, err error) error
+}
+
+// explained is the explainer of errors that name their cause already.
+type explained struct{}
+
+func (explained) explain(_ context.Context, err error) error { return err }
+
 // retry calls f until it succeeds, ctx is done, or it fails in a way that
 // retrying cannot fix. Each distinct failure is logged once, with the number
 // of attempts when it finally clears, and given to report, which is told
 // (with a nil error) when it clears too.
-func retry[T any](ctx context.Context, log logr.Logger, etcd *etcdConn, what string, report func(what string, err error), f func(context.Context) (T, error)) (T, error) {
+func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what string, report func(what string, err error), f func(context.Context) (T, error)) (T, error) {
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	var last string
 	for attempt := 1; ; attempt++ {
