@@ -199,6 +199,12 @@ func (a *agent) run(ctx context.Context) error {
 		a.log.Info("the agents' claim on this network namespace is held by a process of another user; going on without it, so a second agentd here would not be refused",
 			"name", netnsClaimAddr, "pids", squatters)
 	}
+	// A running flanneld (flanneld.go), before the kernel or etcd is
+	// touched; and before the health server, as for the claim.
+	scan := flanneldScan()
+	if pids := scan(); len(pids) > 0 {
+		return &flanneldRunningError{pids: pids}
+	}
 
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -221,6 +227,16 @@ func (a *agent) run(ctx context.Context) error {
 			}
 		}()
 	}
+
+	// A flanneld that started meanwhile (flanneld.go).
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w := &flanneldWatch{scan: scan}
+		if err := w.run(ctx, flanneldCheckEvery); err != nil {
+			fail(err)
+		}
+	}()
 
 	ext, err := FindExternalInterface(&a.cfg)
 	if err != nil {

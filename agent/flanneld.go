@@ -1,0 +1,129 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// A flanneld in this network namespace, with the same etcd and prefix (an
+// operator who skipped "stop flanneld first"), runs the same datapath as
+// the agent: under vxlan and host-gw the agent, started second, took over
+// flanneld's device, routes, lease key and subnet.env without a word, and
+// both went on programming every peer; under udp it stopped with an error
+// that blamed its own descriptor keeper for flanneld's port. A flanneld
+// started while the agent ran rewrote the agent's lease key (which the
+// agent wrote back) and subnet.env, and both went on.
+//
+// So the agent looks for flanneld before it touches the kernel or etcd and
+// refuses to start beside it, and looks again every flanneldCheckEvery
+// while it runs: a flanneld seen in two checks in a row (the udp one exits
+// by itself at once, its port being the agent's) stops the agent. A
+// flanneld is a process whose comm is "flanneld" and whose network
+// namespace is ours. One this process cannot see is not found: agentd in
+// the DaemonSet's pod, which has a PID namespace of its own, does not see
+// the host's processes.
+const (
+	flanneldComm       = "flanneld"
+	flanneldCheckEvery = 5 * time.Second
+)
+
+// flanneldRunningError says that flanneld runs in this network namespace.
+type flanneldRunningError struct {
+	pids []int
+	// later: seen while the agent ran, not at its start.
+	later bool
+}
+
+func (e *flanneldRunningError) Error() string {
+	pids := strings.Trim(fmt.Sprint(e.pids), "[]")
+	if e.later {
+		return "flanneld (pid " + pids + ") started in this network namespace while agentd ran: it takes this host's lease and subnet.env over, " +
+			"and both would go on programming the overlay. agentd stops and leaves the host to flanneld; to keep agentd, stop flanneld and start agentd again " +
+			"(README, Migrating from flannel)"
+	}
+	return "flanneld (pid " + pids + ") runs in this network namespace: agentd would take its device, routes, lease and subnet.env over " +
+		"while flanneld goes on programming them too. Stop flanneld first (systemctl stop flanneld), then start agentd (README, Migrating from flannel)"
+}
+
+// flanneldProcs returns the processes under proc (a /proc) whose comm is
+// flanneld and whose network namespace is netns, as their ns/net link
+// reads ("net:[4026531992]"). One whose link this process may not read
+// (it lacks CAP_SYS_PTRACE and the other has capabilities it has not) is
+// not counted.
+func flanneldProcs(proc, netns string) []int {
+	ents, err := os.ReadDir(proc)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		dir := proc + "/" + e.Name()
+		comm, err := os.ReadFile(dir + "/comm")
+		if err != nil || strings.TrimSuffix(string(comm), "\n") != flanneldComm {
+			continue
+		}
+		if ns, err := os.Readlink(dir + "/ns/net"); err == nil && ns == netns {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// flanneldScan returns a scan for flanneld processes in this thread's
+// network namespace, as it is now: the agent's goroutines may run on
+// threads of another, in tests that run it in a namespace of their own.
+// Where the namespace cannot be read, the scan finds nothing.
+func flanneldScan() func() []int {
+	netns, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		return func() []int { return nil }
+	}
+	return func() []int { return flanneldProcs("/proc", netns) }
+}
+
+// flanneldWatch finds a flanneld that has run in this network namespace
+// through two checks in a row.
+type flanneldWatch struct {
+	scan func() []int
+	prev map[int]bool
+}
+
+// check scans once and returns the flanneld processes the previous check
+// saw too.
+func (w *flanneldWatch) check() []int {
+	var both []int
+	next := map[int]bool{}
+	for _, pid := range w.scan() {
+		next[pid] = true
+		if w.prev[pid] {
+			both = append(both, pid)
+		}
+	}
+	w.prev = next
+	return both
+}
+
+// run checks every every until ctx is done, and returns the error that
+// stops the agent once a flanneld has stayed.
+func (w *flanneldWatch) run(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if pids := w.check(); len(pids) > 0 {
+				return &flanneldRunningError{pids: pids, later: true}
+			}
+		}
+	}
+}
