@@ -33,6 +33,7 @@ type etcdConn struct {
 	endpoints []string
 	tls       *etcdTLS       // nil without TLS
 	auth      *tokenlessAuth // nil without a user name
+	user      string         // --etcd-username
 }
 
 // Close closes the client and, if it was made, tokenlessAuth's.
@@ -102,7 +103,7 @@ func dialEtcd(cfg *Config, log logr.Logger, authWait time.Duration) (*etcdConn, 
 		auth.cfg.DialOptions = slices.Clip(cc.DialOptions)
 		cc.DialOptions = append(slices.Clip(cc.DialOptions), grpc.WithChainUnaryInterceptor(auth.intercept))
 	}
-	conn := &etcdConn{endpoints: cfg.EtcdEndpoints, tls: tc, auth: auth}
+	conn := &etcdConn{endpoints: cfg.EtcdEndpoints, tls: tc, auth: auth, user: cfg.EtcdUsername}
 	cli, err := clientv3.New(cc)
 	if err != nil {
 		if auth != nil {
@@ -112,7 +113,7 @@ func dialEtcd(cfg *Config, log logr.Logger, authWait time.Duration) (*etcdConn, 
 			// The probe takes up to 5 s, whatever the caller's context.
 			return nil, &authUnansweredError{fmt.Errorf("authenticate to etcd as %s: %w", cfg.EtcdUsername, conn.explainAfter(context.Background(), err, authWait))}
 		}
-		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.EtcdEndpoints, ","), err)
+		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.EtcdEndpoints, ","), withAuthHint(err, cfg.EtcdUsername))
 	}
 	conn.Client = cli
 	return conn, nil
@@ -187,7 +188,7 @@ func (c *etcdConn) explain(ctx context.Context, err error) error {
 // alike.
 func (c *etcdConn) explainAfter(ctx context.Context, err error, timeout time.Duration) error {
 	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-		return err
+		return withAuthHint(err, c.user)
 	}
 	switch perr := c.probe(ctx); {
 	case errors.Is(perr, errEndpointAccepts):
@@ -198,6 +199,26 @@ func (c *etcdConn) explainAfter(ctx context.Context, err error, timeout time.Dur
 	default:
 		return fmt.Errorf("etcd did not answer within %s: %w (%w)", timeout, perr, err)
 	}
+}
+
+// withAuthHint adds to a refusal by etcd's authentication the flag that
+// fixes it, user being --etcd-username ("" when not given); other errors
+// come back as they are. etcd's words alone ("etcdserver: user name is
+// empty") do not say that agentd has a flag for it.
+func withAuthHint(err error, user string) error {
+	is := func(target error) bool { return errors.Is(err, target) || errors.Is(rpctypes.Error(err), target) }
+	var hint string
+	switch {
+	case is(rpctypes.ErrUserEmpty) && user == "":
+		hint = "etcd has authentication on: give --etcd-username and --etcd-password"
+	case is(rpctypes.ErrAuthFailed):
+		hint = "check --etcd-username and --etcd-password"
+	case is(rpctypes.ErrPermissionDenied) && user != "":
+		hint = fmt.Sprintf("the roles of --etcd-username %s do not grant this key: check --etcd-prefix, or grant the role readwrite on the prefix", user)
+	default:
+		return err
+	}
+	return fmt.Errorf("%w; %s", err, hint)
 }
 
 // brokenForGood returns, once the connection has failed (TransientFailure)
