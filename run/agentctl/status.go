@@ -102,7 +102,13 @@ func (a *app) fetchStatus(ctx context.Context, base string) (agent.Status, []byt
 	if err != nil {
 		return st, nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		// agentd's health server always has /status: this is another
+		// server (etcd's client port, say).
+		return st, nil, fmt.Errorf("GET %s: %s: not agentd's health server; --agent must name the agent's --healthz-addr", target, resp.Status)
+	default:
 		return st, nil, fmt.Errorf("GET %s: %s", target, resp.Status)
 	}
 	if st, err = decodeStatus(raw); err != nil {
