@@ -224,13 +224,20 @@ func withAuthHint(err error, user string) error {
 // brokenForGood returns, once the connection has failed (TransientFailure)
 // and a probe finds a configProblem at every endpoint, what the probe found;
 // nil when ctx ends first. The probe is run again at each failure of the
-// connection.
+// connection. Plain-text endpoints that answer HTTP while the connection
+// fails are asked whether they are etcd's client port at all
+// (notClientPorts).
 func (c *etcdConn) brokenForGood(ctx context.Context) error {
 	conn := c.ActiveConnection()
 	for {
 		state := conn.GetState()
 		if state == connectivity.TransientFailure {
-			if err := c.probe(ctx); onlyConfigProblems(err) {
+			err := c.probe(ctx)
+			if errors.Is(err, errEndpointAccepts) && !clientUsesTLS(c.endpoints[0], c.tls != nil) {
+				// They answer HTTP, yet gRPC cannot connect.
+				err = notClientPorts(ctx, c.endpoints)
+			}
+			if onlyConfigProblems(err) {
 				return fmt.Errorf("cannot connect to etcd: %w", err)
 			}
 		}

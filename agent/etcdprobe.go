@@ -158,6 +158,59 @@ func endpointAnswers(ctx context.Context, endpoint string) error {
 	return nil
 }
 
+// notClientPorts says, for endpoints without TLS that answer GET /version
+// while the etcd client cannot connect to them, whether they are HTTP/1
+// servers rather than etcd's client port (etcd's peer port, 2380, is one):
+// a configProblem at every endpoint that answers HTTP/2's preface in HTTP/1,
+// nil if one of them does not.
+func notClientPorts(ctx context.Context, endpoints []string) error {
+	errs, ok := probeAll(ctx, endpoints, func(ctx context.Context, endpoint string) error {
+		network, addr, _, err := endpointAddr(endpoint)
+		if err != nil || !answersH2WithHTTP1(ctx, network, addr) {
+			return nil
+		}
+		return &configProblem{errors.New("the endpoint answers HTTP/1 but not the HTTP/2 that etcd's gRPC speaks: it is not etcd's client port (etcd's peer port, 2380, answers so): check the port in --etcd-endpoints (etcd's client port is 2379 by default)")}
+	})
+	if ok || len(errs) == 0 {
+		return nil
+	}
+	for i, err := range errs {
+		errs[i] = fmt.Errorf("%s: %w", endpoints[i], err)
+	}
+	return endpointErrors(errs)
+}
+
+// h2Wait bounds the wait for an answer to HTTP/2's preface: etcd's client
+// port waits for a request's headers before it answers, so silence is its
+// answer.
+const h2Wait = 500 * time.Millisecond
+
+// answersH2WithHTTP1 says whether the server at addr answers HTTP/2's
+// preface, which a gRPC client sends first, with an HTTP/1 response: an
+// HTTP/1 server that is not etcd's client port (etcd's peer port answers
+// "HTTP/1.1 400 Bad Request"), which the etcd client retries quietly.
+func answersH2WithHTTP1(ctx context.Context, network, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(h2Wait)); err != nil {
+		return false
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := io.WriteString(conn, h2Preface); err != nil {
+		return false
+	}
+	b := make([]byte, len("HTTP/"))
+	_, err = io.ReadFull(conn, b)
+	return err == nil && string(b) == "HTTP/"
+}
+
 // speaksTLS says whether the server at addr completes a TLS handshake, or
 // refuses one with an alert (it wants a client certificate). Only whether it
 // speaks TLS counts: its certificate is not checked, and nothing is sent on
