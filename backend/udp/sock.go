@@ -65,9 +65,12 @@ func openUDP(addr netip.AddrPort) (int, error) {
 	return fd, nil
 }
 
+// bindError is openUDP's error for a bind of addr that failed with err. It
+// runs in the socket's network namespace, where it looks for who holds the
+// port when it is in use.
 func bindError(addr netip.AddrPort, err error) error {
 	if errors.Is(err, unix.EADDRINUSE) {
-		return fmt.Errorf("bind UDP %s: %w (is flanneld's udp backend still running on this host?)", addr, err)
+		return portHeldError(addr, err, holders(DeviceName, false, addr, true))
 	}
 	return fmt.Errorf("bind UDP %s: %w", addr, err)
 }

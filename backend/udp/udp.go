@@ -759,11 +759,14 @@ type holding struct {
 	port    bool // a socket holds our address and port
 }
 
-// heldError is unheld's error: what is held and, where it can tell, by
-// which keeper, and what to do about it. A port held by no keeper it can
-// see gets openUDP's error.
+// heldError is unheld's error: what is held and by whom, as /proc shows
+// it (holders), and what to do about it. A port held alone, by no keeper,
+// gets openUDP's error, naming its holder. A keeper of ours that did not
+// answer is named even when /proc shows it holding nothing: the kernel may
+// not count the device's queues. A holder /proc does not show is said to
+// be unseen, not guessed.
 func (b *Backend) heldError(h holding, stuck *keeperStuckError, held *keeperHeldError) error {
-	pids := keeperPids(DeviceName)
+	addr := b.listenAddr()
 	var what []string
 	switch {
 	case h.queues > 0:
@@ -771,30 +774,52 @@ func (b *Backend) heldError(h holding, stuck *keeperStuckError, held *keeperHeld
 	case !h.counted:
 		what = append(what, fmt.Sprintf("maybe queues of %s", DeviceName))
 	}
+	hs := holders(DeviceName, len(what) > 0, addr, h.port)
+	keepers, others := split(hs)
 	if h.port {
-		if len(what) == 0 && len(pids) == 0 && stuck == nil {
-			return bindError(b.listenAddr(), unix.EADDRINUSE)
+		if len(what) == 0 && len(keepers) == 0 && stuck == nil {
+			return portHeldError(addr, unix.EADDRINUSE, hs)
 		}
-		what = append(what, fmt.Sprintf("UDP %s", b.listenAddr()))
+		what = append(what, fmt.Sprintf("UDP %s", addr))
 	}
-	var who, why, todo string
+	if len(hs) == 0 && stuck != nil {
+		for _, pid := range keeperPids(DeviceName) {
+			hs = append(hs, holder{pid: pid, keeper: true})
+		}
+		keepers = hs
+	}
+	var why string
+	if len(others) == 0 {
+		// What holds is the keeper that did not answer.
+		switch {
+		case stuck != nil:
+			why = fmt.Sprintf(" did not answer within %s (stopped, or frozen?) and", keeperTimeout)
+		case held != nil && held.uid < 0:
+			why = fmt.Sprintf(" accepted no connection on %s within %s (stopped, or frozen?) and", held.addr, keeperTimeout)
+		}
+	}
+	holds := " still holds "
+	if len(others)+min(len(keepers), 1) > 1 {
+		holds = " still hold "
+	}
+	var who, todo string
 	switch {
+	case len(hs) > 0:
+		who, todo = whoHolds(hs), whatToDo(hs)
 	case stuck != nil:
-		why = fmt.Sprintf(" did not answer within %s (stopped, or frozen?) and", keeperTimeout)
-	case held != nil && held.uid < 0:
-		why = fmt.Sprintf(" accepted no connection on %s within %s (stopped, or frozen?) and", held.addr, keeperTimeout)
-	}
-	if len(pids) == 0 {
-		who = "a process (the descriptor keeper " + keeperName + "?)"
+		who = "the descriptor keeper " + keeperName + ", which this agent cannot see in /proc (in another PID namespace?),"
 		todo = fmt.Sprintf("find it (ss -xlp | grep %s; ss -ulpn 'sport = :%d') and kill it, or let it run on (kill -CONT) for the next start to take them over",
 			keeperName, b.opts.Port)
-	} else {
-		ps := strings.Trim(fmt.Sprint(pids), "[]")
-		who = fmt.Sprintf("the descriptor keeper %s (pid %s)", keeperName, ps)
-		todo = fmt.Sprintf("kill it (kill -KILL %s), or let it run on (kill -CONT %s) for the next start to take them over", ps, ps)
+	default:
+		who, why = unseen, ""
+		todo = fmt.Sprintf("find it from the host's PID namespace (ss -ulpn 'sport = :%d' names the port's holder) and stop it", b.opts.Port)
+		if held != nil && held.uid < 0 {
+			todo += fmt.Sprintf("; the descriptor keeper's socket %s accepted no connection within %s either (ss -xlp | grep %s names its holder)",
+				held.addr, keeperTimeout, keeperName)
+		}
 	}
-	return fmt.Errorf("%s%s still holds %s: new ones beside them would lose the packets the kernel hands to those; %s",
-		who, why, strings.Join(what, " and "), todo)
+	return fmt.Errorf("%s%s%s%s: new ones beside them would lose the packets the kernel hands to those; %s",
+		who, why, holds, strings.Join(what, " and "), todo)
 }
 
 // reapKeeper waits for the keeper this process started, once it was told to

@@ -48,6 +48,9 @@ func TestMain(m *testing.M) {
 	if spec, ok := os.LookupEnv(squatterEnv); ok {
 		os.Exit(runSquatter(spec))
 	}
+	if spec, ok := os.LookupEnv(flanneldEnv); ok {
+		os.Exit(runFlanneld(spec))
+	}
 	os.Exit(m.Run())
 }
 
