@@ -461,12 +461,18 @@ func (c *Cluster) DumpLogs(logf func(string, ...any), lines int) {
 		if err != nil {
 			continue
 		}
-		all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		if len(all) > lines {
-			all = all[len(all)-lines:]
-		}
+		all := lastLines(b, lines)
 		logf("--- last %d lines of %s ---\n%s", len(all), path, strings.Join(all, "\n"))
 	}
+}
+
+// lastLines returns the last n lines of the text b (fewer if it has fewer).
+func lastLines(b []byte, n int) []string {
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > n {
+		all = all[len(all)-n:]
+	}
+	return all
 }
 
 // childEnv is the environment of every child: ours without AGENTD_* and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,6 +12,11 @@ import (
 // FlanneldEnv names the flanneld binary the tests run; make test and make
 // bench build it (make flanneld-bin) and set it.
 const FlanneldEnv = "AGENTD_FLANNELD_BIN"
+
+// flanneldLogLines is how many of its log's last lines StartFlanneld's
+// error gives when flanneld exits before it is ready: its fatal error and
+// what led to it.
+const flanneldLogLines = 10
 
 // FlanneldBin returns the flanneld binary named by FlanneldEnv. Without one
 // the test fails in CI and is skipped elsewhere, saying how to get one.
@@ -36,7 +42,9 @@ func FlanneldBin(t testing.TB) string {
 // args; its output is appended to <LogDir>/h<i>-flanneld.log. It waits up
 // to timeout until flanneld has written subnet.env: one without agentd's
 // AGENTD_HOST_ID, so a file an agent left is not taken for flanneld's.
-// flanneld runs until stopped, killed or the cluster closes.
+// When flanneld exits first it returns at once, with an error giving the
+// exit code and the last lines of flanneld's log. flanneld runs until
+// stopped, killed or the cluster closes.
 func (h *Host) StartFlanneld(ctx context.Context, bin string, timeout time.Duration, args ...string) (*Process, error) {
 	flags := []string{
 		"-etcd-endpoints=" + h.c.EtcdEndpoint(), "-etcd-prefix=/coreos.com/network",
@@ -52,7 +60,18 @@ func (h *Host) StartFlanneld(ctx context.Context, bin string, timeout time.Durat
 	if err != nil {
 		return nil, err
 	}
-	err = Eventually(ctx, timeout, func() error {
+	// flanneld's exit ends the wait at once (Eventually waits out its
+	// timeout for any error of cond's): the wait's context ends with it.
+	wait, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.Done():
+			cancel()
+		case <-wait.Done():
+		}
+	}()
+	err = Eventually(wait, timeout, func() error {
 		if p.Exited() {
 			return fmt.Errorf("flanneld exited with code %d", p.ExitCode())
 		}
@@ -68,6 +87,11 @@ func (h *Host) StartFlanneld(ctx context.Context, bin string, timeout time.Durat
 		}
 		return nil
 	})
+	if err != nil && p.Exited() {
+		b, _ := os.ReadFile(p.LogPath)
+		return p, fmt.Errorf("%s: flanneld exited with code %d before it wrote subnet.env; the end of its log (%s):\n%s",
+			h.Short, p.ExitCode(), p.LogPath, strings.Join(lastLines(b, flanneldLogLines), "\n"))
+	}
 	if err != nil {
 		return p, fmt.Errorf("%s: flanneld did not write subnet.env (log: %s): %w", h.Short, p.LogPath, err)
 	}
