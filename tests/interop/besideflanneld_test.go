@@ -150,19 +150,12 @@ func TestFlanneldStartedBesideAgentd(t *testing.T) {
 			c1, c2 := m.container(h1), m.container(h2)
 			m.pingEach(c1, c2)
 
-			started := ready
-			if tc.name == "udp" {
-				// Not the whole start-up time: flanneld's exit does not
-				// end StartFlanneld's wait.
-				started = 10 * time.Second
-			}
-			fl, err := h1.StartFlanneld(m.ctx, m.flanneld, started)
+			fl, err := h1.StartFlanneld(m.ctx, m.flanneld, ready)
 			if tc.name == "udp" {
 				if err == nil || !fl.Exited() {
 					t.Fatalf("flanneld on %s still runs beside agentd's udp backend (%v); want it stopped by the port agentd holds", h1, err)
 				}
-				b, _ := os.ReadFile(fl.LogPath)
-				t.Logf("flanneld exited with %d: %s", fl.ExitCode(), lastLine(string(b), "address already in use"))
+				t.Logf("flanneld beside agentd: %v", err)
 				// Three checks of agentd's: a flanneld seen once is no
 				// reason to stop.
 				code, log := waitExit(t, m.ctx, a.Process, 20*time.Second)
