@@ -49,7 +49,7 @@ func (c *etcdConn) Close() error {
 // etcd to authenticate the user (dialEtcd); log reports changes of the CA
 // file.
 func newEtcdClient(cfg *Config, log logr.Logger) (*etcdConn, error) {
-	return dialEtcd(cfg, log, etcdConnectTimeout)
+	return dialEtcd(context.Background(), cfg, log, etcdConnectTimeout)
 }
 
 // dialEtcd is newEtcdClient waiting up to authWait for etcd to answer the
@@ -57,8 +57,10 @@ func newEtcdClient(cfg *Config, log logr.Logger) (*etcdConn, error) {
 // before it returns (without a user name it sends nothing and does not
 // wait). No answer is explained as a request's is (explainAfter): the bare
 // "context deadline exceeded" said nothing of a refused connection or a
-// failed TLS handshake.
-func dialEtcd(cfg *Config, log logr.Logger, authWait time.Duration) (*etcdConn, error) {
+// failed TLS handshake. A failure that waiting cannot mend (brokenForGood)
+// ends the wait at the first failed connection, with its cause (an
+// authUnansweredError, which connectEtcd retries).
+func dialEtcd(ctx context.Context, cfg *Config, log logr.Logger, authWait time.Duration) (*etcdConn, error) {
 	cc := clientv3.Config{
 		Endpoints:   cfg.EtcdEndpoints,
 		DialTimeout: authWait,
@@ -104,12 +106,23 @@ func dialEtcd(cfg *Config, log logr.Logger, authWait time.Duration) (*etcdConn, 
 		cc.DialOptions = append(slices.Clip(cc.DialOptions), grpc.WithChainUnaryInterceptor(auth.intercept))
 	}
 	conn := &etcdConn{endpoints: cfg.EtcdEndpoints, tls: tc, auth: auth, user: cfg.EtcdUsername}
+	var w *authWatch
+	if auth != nil {
+		w = watchAuth(ctx, conn, &cc)
+	}
 	cli, err := clientv3.New(cc)
+	var broken error
+	if w != nil {
+		broken = w.stop()
+	}
 	if err != nil {
 		if auth != nil {
 			auth.close()
 		}
-		if errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case broken != nil:
+			return nil, &authUnansweredError{fmt.Errorf("authenticate to etcd as %s: %w", cfg.EtcdUsername, broken)}
+		case errors.Is(err, context.DeadlineExceeded):
 			// The probe takes up to 5 s, whatever the caller's context.
 			return nil, &authUnansweredError{fmt.Errorf("authenticate to etcd as %s: %w", cfg.EtcdUsername, conn.explainAfter(context.Background(), err, authWait))}
 		}
@@ -117,6 +130,70 @@ func dialEtcd(cfg *Config, log logr.Logger, authWait time.Duration) (*etcdConn, 
 	}
 	conn.Client = cli
 	return conn, nil
+}
+
+// authWatch ends clientv3.New's wait for etcd to authenticate the user at
+// the first failed connection when the failure is one that waiting cannot
+// mend (brokenForGood): the client's Authenticate request hands over the
+// connection it waits on. ctx bounds the watch.
+type authWatch struct {
+	cancelDial context.CancelFunc // ends New's wait
+	cancel     context.CancelFunc // ends the watch
+	done       chan struct{}
+	broken     error // once done is closed
+
+	mu       sync.Mutex
+	returned bool // New has returned: a client it made is no longer ours to end
+}
+
+// watchAuth sets cc up (its Context, an interceptor) for w to follow
+// clientv3.New(cc); w.stop must be called once New has returned.
+func watchAuth(ctx context.Context, c *etcdConn, cc *clientv3.Config) *authWatch {
+	// The client's own context, so that it ends New's wait.
+	dctx, cancelDial := context.WithCancel(context.Background())
+	wctx, cancel := context.WithCancel(ctx)
+	w := &authWatch{cancelDial: cancelDial, cancel: cancel, done: make(chan struct{})}
+	conns := make(chan *grpc.ClientConn, 1)
+	cc.Context = dctx
+	cc.DialOptions = append(slices.Clip(cc.DialOptions), grpc.WithChainUnaryInterceptor(
+		func(ctx context.Context, method string, req, reply any, gc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			if method == authenticateMethod {
+				select {
+				case conns <- gc:
+				default:
+				}
+			}
+			return invoker(ctx, method, req, reply, gc, opts...)
+		}))
+	go func() {
+		defer close(w.done)
+		select {
+		case gc := <-conns:
+			if w.broken = c.brokenForGood(wctx, gc); w.broken != nil {
+				w.endDial()
+			}
+		case <-wctx.Done():
+		}
+	}()
+	return w
+}
+
+func (w *authWatch) endDial() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.returned {
+		w.cancelDial()
+	}
+}
+
+// stop ends the watch and returns the failure it found, if any.
+func (w *authWatch) stop() error {
+	w.mu.Lock()
+	w.returned = true
+	w.mu.Unlock()
+	w.cancel()
+	<-w.done
+	return w.broken
 }
 
 // tokenlessAuth lets the client get a new auth token from etcd 3.4. etcd
@@ -221,14 +298,13 @@ func withAuthHint(err error, user string) error {
 	return fmt.Errorf("%w; %s", err, hint)
 }
 
-// brokenForGood returns, once the connection has failed (TransientFailure)
+// brokenForGood returns, once conn has failed (TransientFailure)
 // and a probe finds a configProblem at every endpoint, what the probe found;
 // nil when ctx ends first. The probe is run again at each failure of the
 // connection. Plain-text endpoints that answer HTTP while the connection
 // fails are asked whether they are etcd's client port at all
 // (notClientPorts).
-func (c *etcdConn) brokenForGood(ctx context.Context) error {
-	conn := c.ActiveConnection()
+func (c *etcdConn) brokenForGood(ctx context.Context, conn connState) error {
 	for {
 		state := conn.GetState()
 		if state == connectivity.TransientFailure {
@@ -238,7 +314,7 @@ func (c *etcdConn) brokenForGood(ctx context.Context) error {
 				err = notClientPorts(ctx, c.endpoints)
 			}
 			if onlyConfigProblems(err) {
-				return fmt.Errorf("cannot connect to etcd: %w", err)
+				return err
 			}
 		}
 		if !conn.WaitForStateChange(ctx, state) {
@@ -266,8 +342,8 @@ func connectEtcd(ctx context.Context, cfg *Config, log logr.Logger, report func(
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	c, err := retry(ctx, log, explained{}, "connect to etcd", report, func(context.Context) (*etcdConn, error) {
-		c, err := newEtcdClient(cfg, log)
-		if _, unanswered := errors.AsType[*authUnansweredError](err); err != nil && !unanswered {
+		c, err := dialEtcd(ctx, cfg, log, etcdConnectTimeout)
+		if _, unanswered := errors.AsType[*authUnansweredError](err); err != nil && !unanswered && ctx.Err() == nil {
 			stop(err)
 		}
 		return c, err
@@ -278,28 +354,72 @@ func connectEtcd(ctx context.Context, cfg *Config, log logr.Logger, report func(
 	return c, err
 }
 
-// explainer turns a failed request's error into its cause
-// (etcdConn.explain).
+// explainer runs a request with a deadline and turns its failure into its
+// cause (etcdConn.do).
 type explainer interface {
-	explain(ctx context.Context, err error) error
+	do(ctx context.Context, timeout time.Duration, f func(context.Context) error) error
 }
 
-// explained is the explainer of errors that name their cause already.
+// explained is the explainer of requests whose errors name their cause
+// already.
 type explained struct{}
 
-func (explained) explain(_ context.Context, err error) error { return err }
+func (explained) do(ctx context.Context, timeout time.Duration, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return f(ctx)
+}
 
-// retry calls f until it succeeds, ctx is done, or it fails in a way that
-// retrying cannot fix. Each distinct failure is logged once, with the number
-// of attempts when it finally clears, and given to report, which is told
-// (with a nil error) when it clears too.
+// do runs f with a deadline of timeout and returns its error, explained
+// when f got no answer: the endpoint refused or could not be reached, its
+// TLS handshake failed, or it takes connections but answers nothing on
+// them. Finding out takes up to 5 s more (the endpoints are probed at once:
+// a connection and TLS handshake within 3 s, then up to 2 s for an
+// answer). A failure that waiting cannot mend (brokenForGood: etcd's
+// certificate is of a CA we do not trust, etcd refuses ours, the endpoint's
+// scheme or port is wrong) ends f at once, with the cause, rather than when
+// timeout runs out: the etcd client would retry it quietly until then. ctx
+// bounds the probes too.
+func (c *etcdConn) do(ctx context.Context, timeout time.Duration, f func(context.Context) error) error {
+	fctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var broken error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if broken = c.brokenForGood(fctx, c.ActiveConnection()); broken != nil {
+			cancel()
+		}
+	}()
+	err := f(fctx)
+	cancel()
+	<-done
+	switch {
+	case err == nil:
+		return nil
+	case broken != nil:
+		return fmt.Errorf("cannot connect to etcd: %w", broken)
+	}
+	return c.explainAfter(ctx, err, timeout)
+}
+
+// retry calls f, through etcd's do, until it succeeds, ctx is done, or it
+// fails in a way that retrying cannot fix. Each distinct failure is logged
+// once, with the number of attempts when it finally clears, and given to
+// report, which is told (with a nil error) when it clears too. One that
+// waiting cannot mend (a wrong CA, scheme or port) is so at the first failed
+// connection, not when the attempt's etcdCallTimeout runs out; the agent
+// retries all the same, since the files and etcd may be fixed.
 func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what string, report func(what string, err error), f func(context.Context) (T, error)) (T, error) {
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	var last string
 	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
-		v, err := f(cctx)
-		cancel()
+		var v T
+		err := etcd.do(ctx, etcdCallTimeout, func(ctx context.Context) error {
+			var err error
+			v, err = f(ctx)
+			return err
+		})
 		if err == nil {
 			if last != "" {
 				log.Info("succeeded after retrying", "what", what, "attempts", attempt)
@@ -308,12 +428,9 @@ func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what str
 			return v, nil
 		}
 		if ctx.Err() != nil {
-			return v, ctx.Err()
-		}
-		err = etcd.explain(ctx, err)
-		if ctx.Err() != nil {
-			// Stopped while explain probed etcd (up to 2 s per silent
-			// endpoint): the probe's cut-short answer is no finding.
+			// Stopped, perhaps while do probed etcd (up to 2 s per
+			// silent endpoint): the probe's cut-short answer is no
+			// finding.
 			return v, ctx.Err()
 		}
 		if msg := err.Error(); msg != last {

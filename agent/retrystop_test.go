@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 )
 
@@ -61,7 +62,13 @@ func TestRetryStopDuringExplainLogsNothing(t *testing.T) {
 		defer mu.Unlock()
 		lines = append(lines, args)
 	}, funcr.Options{})
-	c := &etcdConn{endpoints: []string{"unix://" + sock}}
+	cfg := DefaultConfig()
+	cfg.EtcdEndpoints = []string{"unix://" + sock}
+	c, err := newEtcdClient(&cfg, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	_, err = retry(ctx, log, c, "read the network config", func(_ string, err error) {
 		if err != nil {
 			mu.Lock()

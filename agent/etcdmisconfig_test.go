@@ -1,0 +1,165 @@
+package agent
+
+import (
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/tests/cluster"
+)
+
+// misconfig is a way to give the agent etcd that waiting cannot mend: arg,
+// and what the agent says of it, want. With fixCA, arg names a CA file the
+// test then fixes.
+type misconfig struct {
+	name, arg, want string
+	fixCA           bool
+}
+
+// TestAgentExplainsMisconfiguredEtcdEarly: an agent whose etcd endpoint is
+// wrong in a way waiting cannot mend (etcd's certificate of a CA it was not
+// given, http:// for etcd serving TLS or https:// for etcd without, etcd's
+// peer port for its client port) says so, with the flag to fix, at its
+// first failed connection: in its "cannot … retrying" line and /readyz,
+// within 2 s of its start, and keeps retrying: fixed, its CA file is read
+// again and the agent gets ready. It said it only when its 10 s
+// request timeout ran out (5 s with --etcd-username), and for the peer port
+// then blamed quorum ("accepts connections (no quorum, or overloaded?)").
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1      agentd, with and without --etcd-username; its CA file of another CA, then etcd's
+//	               └─ etcd 198.18.0.254  etcd with TLS (clients on 2379, peers on 2380), then another without
+func TestAgentExplainsMisconfiguredEtcdEarly(t *testing.T) {
+	const within = 2 * time.Second
+	for _, setup := range []struct {
+		name  string
+		tls   *cluster.EtcdTLS
+		cases []misconfig
+	}{
+		{"TLS etcd", &cluster.EtcdTLS{}, []misconfig{
+			{"no CA file", "--etcd-cafile=", "etcd's certificate is of a CA (CN=agentd test CA) this host does not trust: give that CA's certificate with --etcd-cafile", false},
+			{"http://", "--etcd-endpoints=http://198.18.0.254:2379", "the endpoint speaks TLS and closed our plain-text request: write https:// in --etcd-endpoints", false},
+			{"CA file of another CA", "", "etcd's certificate chain ends at a CA (CN=agentd test CA) that is not in --etcd-cafile: add that CA's certificate to the file", true},
+		}},
+		{"plain etcd", nil, []misconfig{
+			{"https://", "--etcd-endpoints=https://198.18.0.254:2379", "the endpoint answers in plain HTTP, without TLS: write http:// in --etcd-endpoints", false},
+			{"peer port", "--etcd-endpoints=http://198.18.0.254:2380", "it is not etcd's client port (etcd's peer port, 2380, answers so): check the port in --etcd-endpoints", false},
+		}},
+	} {
+		t.Run(setup.name, func(t *testing.T) {
+			c := cluster.Start(t, cluster.Options{Hosts: 1, EtcdTLS: setup.tls})
+			ctx := t.Context()
+			h1 := c.Host(1)
+			cli, err := c.EtcdClient()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.Close()
+			if _, err := cli.Put(ctx, "/coreos.com/network/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`); err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range setup.cases {
+				for _, user := range []string{"", "u"} {
+					name := tc.name
+					args := []string{tc.arg}
+					caFile := filepath.Join(t.TempDir(), "ca.pem")
+					if tc.fixCA {
+						other := newTestCA(t, "other CA").cert.Raw
+						if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other}), 0o600); err != nil {
+							t.Fatal(err)
+						}
+						args = []string{"--etcd-cafile=" + caFile}
+					}
+					if user != "" {
+						name += " with --etcd-username"
+						args = append(args, "--etcd-username="+user, "--etcd-password=p")
+					}
+					t.Run(name, func(t *testing.T) {
+						if _, err := c.Binary(ctx, "agentd"); err != nil { // not in the time measured
+							t.Fatal(err)
+						}
+						before, _ := h1.AgentLog()
+						start := time.Now()
+						a, err := h1.StartAgent(ctx, args...)
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer a.Stop()
+						var line, ready string
+						err = cluster.Eventually(ctx, 15*time.Second, func() error {
+							if line == "" {
+								if line = logLineSince(h1, len(before), tc.want); line == "" {
+									return fmt.Errorf("the agent has not logged %q", tc.want)
+								}
+								t.Logf("the agent logged, %v after its start:\n%s", time.Since(start).Round(10*time.Millisecond), line)
+							}
+							code, body, err := h1.HealthGet(ctx, "/readyz")
+							if err != nil {
+								return err
+							}
+							if ready = fmt.Sprintf("%d %s", code, body); !strings.Contains(ready, tc.want) {
+								return fmt.Errorf("/readyz: %s; want it to say %q", ready, tc.want)
+							}
+							return nil
+						})
+						took := time.Since(start)
+						if err != nil {
+							log, _ := h1.AgentLog()
+							t.Fatalf("%v; its log:\n%s", err, log)
+						}
+						t.Logf("/readyz, %v after its start: %s", took.Round(10*time.Millisecond), strings.TrimSpace(ready))
+						if !strings.Contains(line, "retrying") {
+							t.Errorf("the line does not say the agent retries")
+						}
+						if took > within {
+							t.Errorf("the agent said why %v after its start; want it within %v, at its first failed connection", took.Round(10*time.Millisecond), within)
+						}
+						if a.Exited() {
+							t.Fatalf("the agent exited (code %d) instead of retrying", a.ExitCode())
+						}
+						if !tc.fixCA {
+							return
+						}
+						// Written beside and renamed over, as a
+						// certificate manager does.
+						etcdCA, _, _ := c.EtcdTLSFiles()
+						b, err := os.ReadFile(etcdCA)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if err := os.WriteFile(caFile+".new", b, 0o600); err != nil {
+							t.Fatal(err)
+						}
+						if err := os.Rename(caFile+".new", caFile); err != nil {
+							t.Fatal(err)
+						}
+						fixed := time.Now()
+						if err := h1.WaitReady(ctx, 30*time.Second); err != nil {
+							log, _ := h1.AgentLog()
+							t.Fatalf("after its CA file was fixed: %v; its log:\n%s", err, log[len(before):])
+						}
+						t.Logf("ready %v after its CA file was fixed", time.Since(fixed).Round(10*time.Millisecond))
+					})
+				}
+			}
+		})
+	}
+}
+
+// logLineSince is the first line of h's agent log past its first off bytes
+// that contains s, or "".
+func logLineSince(h *cluster.Host, off int, s string) string {
+	log, _ := h.AgentLog()
+	if off > len(log) {
+		return ""
+	}
+	for _, l := range strings.Split(log[off:], "\n") {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	return ""
+}
