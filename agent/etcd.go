@@ -59,7 +59,8 @@ func newEtcdClient(cfg *Config, log logr.Logger) (*etcdConn, error) {
 // "context deadline exceeded" said nothing of a refused connection or a
 // failed TLS handshake. A failure that waiting cannot mend (brokenForGood)
 // ends the wait at the first failed connection, with its cause (an
-// authUnansweredError, which connectEtcd retries).
+// authUnansweredError, which connectEtcd retries); the end of ctx ends it
+// with ctx's error.
 func dialEtcd(ctx context.Context, cfg *Config, log logr.Logger, authWait time.Duration) (*etcdConn, error) {
 	cc := clientv3.Config{
 		Endpoints:   cfg.EtcdEndpoints,
@@ -122,9 +123,10 @@ func dialEtcd(ctx context.Context, cfg *Config, log logr.Logger, authWait time.D
 		switch {
 		case broken != nil:
 			return nil, &authUnansweredError{fmt.Errorf("authenticate to etcd as %s: %w", cfg.EtcdUsername, broken)}
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("authenticate to etcd as %s: %w", cfg.EtcdUsername, ctx.Err())
 		case errors.Is(err, context.DeadlineExceeded):
-			// The probe takes up to 5 s, whatever the caller's context.
-			return nil, &authUnansweredError{fmt.Errorf("authenticate to etcd as %s: %w", cfg.EtcdUsername, conn.explainAfter(context.Background(), err, authWait))}
+			return nil, &authUnansweredError{fmt.Errorf("authenticate to etcd as %s: %w", cfg.EtcdUsername, conn.explainAfter(ctx, err, authWait))}
 		}
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.EtcdEndpoints, ","), withAuthHint(err, cfg.EtcdUsername))
 	}
@@ -132,12 +134,13 @@ func dialEtcd(ctx context.Context, cfg *Config, log logr.Logger, authWait time.D
 	return conn, nil
 }
 
-// authWatch ends clientv3.New's wait for etcd to authenticate the user at
-// the first failed connection when the failure is one that waiting cannot
-// mend (brokenForGood): the client's Authenticate request hands over the
-// connection it waits on. ctx bounds the watch.
+// authWatch ends clientv3.New's wait for etcd to authenticate the user
+// when ctx ends, or at the first failed connection when the failure is one
+// that waiting cannot mend (brokenForGood): the client's Authenticate
+// request hands over the connection it waits on.
 type authWatch struct {
 	cancelDial context.CancelFunc // ends New's wait
+	stopAfter  func() bool        // context.AfterFunc's, for ctx
 	cancel     context.CancelFunc // ends the watch
 	done       chan struct{}
 	broken     error // once done is closed
@@ -149,10 +152,12 @@ type authWatch struct {
 // watchAuth sets cc up (its Context, an interceptor) for w to follow
 // clientv3.New(cc); w.stop must be called once New has returned.
 func watchAuth(ctx context.Context, c *etcdConn, cc *clientv3.Config) *authWatch {
-	// The client's own context, so that it ends New's wait.
+	// The client's own context, so that it ends New's wait; it must not
+	// be ctx itself, whose end would close a client made.
 	dctx, cancelDial := context.WithCancel(context.Background())
 	wctx, cancel := context.WithCancel(ctx)
 	w := &authWatch{cancelDial: cancelDial, cancel: cancel, done: make(chan struct{})}
+	w.stopAfter = context.AfterFunc(ctx, w.endDial)
 	conns := make(chan *grpc.ClientConn, 1)
 	cc.Context = dctx
 	cc.DialOptions = append(slices.Clip(cc.DialOptions), grpc.WithChainUnaryInterceptor(
@@ -191,6 +196,7 @@ func (w *authWatch) stop() error {
 	w.mu.Lock()
 	w.returned = true
 	w.mu.Unlock()
+	w.stopAfter()
 	w.cancel()
 	<-w.done
 	return w.broken
@@ -336,8 +342,9 @@ func (e *authUnansweredError) Unwrap() error { return e.err }
 // agent retries, as it retries its first requests, and /readyz says why.
 // It exited instead, and under a DaemonSet each exit lengthens the
 // crash-loop backoff, to minutes after etcd is back. Other errors (a wrong
-// password, an unreadable certificate file) are returned. A stop waits for
-// the attempt under way (up to 10 s: 5 for the answer, 5 to probe).
+// password, an unreadable certificate file) are returned. A stop ends the
+// attempt under way at once (dialEtcd): it waited for it, up to 10 s (5 for
+// the answer, 5 to probe).
 func connectEtcd(ctx context.Context, cfg *Config, log logr.Logger, report func(what string, err error)) (*etcdConn, error) {
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)

@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,6 +149,55 @@ func TestAgentExplainsMisconfiguredEtcdEarly(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAgentStopWhileAuthenticating: SIGTERM to an agent with
+// --etcd-username that waits for etcd (stopped) to answer the user's
+// authentication ends it at once. The wait went on until its 5 s ran out,
+// then a probe of etcd, so a stop took up to 10 s.
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1      agentd --etcd-username=u
+//	               └─ etcd 198.18.0.254  stopped
+func TestAgentStopWhileAuthenticating(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Hosts: 1})
+	ctx := t.Context()
+	h1 := c.Host(1)
+	if err := c.StopEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := h1.StartAgent(ctx, "--etcd-username=u", "--etcd-password=p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	// Logged right before the agent makes its etcd client, whose
+	// authentication then waits up to 5 s.
+	const before = `"using interface"`
+	if err := cluster.Eventually(ctx, 15*time.Second, func() error {
+		if logLineSince(h1, 0, before) == "" {
+			return fmt.Errorf("the agent has not logged %s", before)
+		}
+		return nil
+	}); err != nil {
+		log, _ := h1.AgentLog()
+		t.Fatalf("%v; its log:\n%s", err, log)
+	}
+	sent := time.Now()
+	if err := a.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	code, err := a.Wait(wctx)
+	took := time.Since(sent)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err)
+	}
+	t.Logf("exit %d, %v after SIGTERM", code, took.Round(time.Millisecond))
+	if took >= time.Second {
+		log, _ := h1.AgentLog()
+		t.Errorf("the agent took %v to exit after SIGTERM; want well under 1 s; its log:\n%s", took.Round(time.Millisecond), log)
 	}
 }
 
