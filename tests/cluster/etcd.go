@@ -71,8 +71,10 @@ func (c *Cluster) Etcd() *Process {
 
 // StartEtcd starts the etcd server in the etcd namespace (data in
 // <WorkDir>/etcd, kept across StopEtcd/StartEtcd, so a restart keeps the
-// keys) and waits until it answers /health, for at most 30 s. Its log is
-// <LogDir>/etcd.log. Starting it while it runs is an error.
+// keys) and waits until it answers /health, for at most 30 s; an etcd that
+// exits first ends the wait at once, with its exit code and the last lines
+// of its log. Its log is <LogDir>/etcd.log. Starting it while it runs is an
+// error.
 func (c *Cluster) StartEtcd(ctx context.Context) error {
 	c.etcdMu.Lock()
 	defer c.etcdMu.Unlock()
@@ -114,16 +116,19 @@ func (c *Cluster) StartEtcd(ctx context.Context) error {
 		return err
 	}
 	c.etcd = p
-	err = Eventually(ctx, 30*time.Second, func() error {
+	err = p.eventually(ctx, 30*time.Second, func() error {
 		if p.Exited() {
 			return fmt.Errorf("etcd exited with code %d", p.ExitCode())
 		}
 		return c.etcdHealth(ctx)
 	})
 	if err != nil {
-		log, _ := os.ReadFile(p.LogPath)
+		if !p.hasExited() { // the error of an exit has the end of the log
+			log, _ := os.ReadFile(p.LogPath)
+			err = fmt.Errorf("%w\netcd.log:\n%s", err, tail(log, 3000))
+		}
 		p.Kill()
-		return fmt.Errorf("start etcd: %w\netcd.log:\n%s", err, tail(log, 3000))
+		return fmt.Errorf("start etcd: %w", err)
 	}
 	c.logf("cluster %s: etcd (pid %d) healthy in %v", c.prefix, p.Pid(), time.Since(start).Round(time.Millisecond))
 	return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 	"time"
 )
@@ -12,11 +11,6 @@ import (
 // FlanneldEnv names the flanneld binary the tests run; make test and make
 // bench build it (make flanneld-bin) and set it.
 const FlanneldEnv = "AGENTD_FLANNELD_BIN"
-
-// flanneldLogLines is how many of its log's last lines StartFlanneld's
-// error gives when flanneld exits before it is ready: its fatal error and
-// what led to it.
-const flanneldLogLines = 10
 
 // FlanneldBin returns the flanneld binary named by FlanneldEnv. Without one
 // the test fails in CI and is skipped elsewhere, saying how to get one.
@@ -60,18 +54,7 @@ func (h *Host) StartFlanneld(ctx context.Context, bin string, timeout time.Durat
 	if err != nil {
 		return nil, err
 	}
-	// flanneld's exit ends the wait at once (Eventually waits out its
-	// timeout for any error of cond's): the wait's context ends with it.
-	wait, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-p.Done():
-			cancel()
-		case <-wait.Done():
-		}
-	}()
-	err = Eventually(wait, timeout, func() error {
+	err = p.Eventually(ctx, timeout, func() error {
 		if p.Exited() {
 			return fmt.Errorf("flanneld exited with code %d", p.ExitCode())
 		}
@@ -87,11 +70,6 @@ func (h *Host) StartFlanneld(ctx context.Context, bin string, timeout time.Durat
 		}
 		return nil
 	})
-	if err != nil && p.Exited() {
-		b, _ := os.ReadFile(p.LogPath)
-		return p, fmt.Errorf("%s: flanneld exited with code %d before it wrote subnet.env; the end of its log (%s):\n%s",
-			h.Short, p.ExitCode(), p.LogPath, strings.Join(lastLines(b, flanneldLogLines), "\n"))
-	}
 	if err != nil {
 		return p, fmt.Errorf("%s: flanneld did not write subnet.env (log: %s): %w", h.Short, p.LogPath, err)
 	}

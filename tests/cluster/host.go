@@ -408,9 +408,11 @@ func (h *Host) Ready(ctx context.Context) (bool, error) {
 	return code == http.StatusOK, nil
 }
 
-// WaitReady waits up to timeout for /readyz to answer 200.
+// WaitReady waits up to timeout for /readyz to answer 200. An agent the
+// harness started that exits first ends the wait at once, with its exit
+// code and the last lines of its log.
 func (h *Host) WaitReady(ctx context.Context, timeout time.Duration) error {
-	return Eventually(ctx, timeout, func() error {
+	ready := func() error {
 		// Whether it exited, not a look at its end: an exit after it
 		// was ready is still Cluster.unwatchedExits'.
 		if a := h.Agent(); a != nil && a.hasExited() {
@@ -424,7 +426,11 @@ func (h *Host) WaitReady(ctx context.Context, timeout time.Duration) error {
 			return fmt.Errorf("%s: /readyz is not 200 yet", h.Short)
 		}
 		return nil
-	})
+	}
+	if a := h.Agent(); a != nil {
+		return a.eventually(ctx, timeout, ready)
+	}
+	return Eventually(ctx, timeout, ready)
 }
 
 // partitionRules drop everything between the host and etcd, at the top of

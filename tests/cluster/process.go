@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -219,6 +220,45 @@ func (p *Process) Stop() (int, error) {
 		code := p.Kill()
 		return code, fmt.Errorf("%s did not exit within %v of SIGTERM; killed", p.Name, p.stopTimeout)
 	}
+}
+
+// exitLogLines is how many of its log's last lines a wait's error gives
+// when the process exits before the wait is over: its fatal error and what
+// led to it.
+const exitLogLines = 10
+
+// Eventually is the package's Eventually for a condition the process has
+// to meet while it runs (it answers, it wrote a file): its exit ends the
+// wait at once, with an error giving its exit code and the last lines of its
+// log. Eventually alone takes the exit for one more condition not met yet
+// and waits out its timeout.
+func (p *Process) Eventually(ctx context.Context, timeout time.Duration, cond func() error) error {
+	err := p.eventually(ctx, timeout, cond)
+	if err != nil && p.hasExited() {
+		p.watched.Store(true) // the error tells the test of the exit
+	}
+	return err
+}
+
+// eventually is Eventually for the harness's own waits: an exit that did
+// not end the wait stays Cluster.unwatchedExits'.
+func (p *Process) eventually(ctx context.Context, timeout time.Duration, cond func() error) error {
+	wait, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-wait.Done():
+		}
+	}()
+	err := Eventually(wait, timeout, cond)
+	if err != nil && p.hasExited() {
+		b, _ := os.ReadFile(p.LogPath)
+		return fmt.Errorf("%s exited with code %d; the end of its log (%s):\n%s",
+			p.Name, p.exitCode(), p.LogPath, strings.Join(lastLines(b, exitLogLines), "\n"))
+	}
+	return err
 }
 
 // Wait waits until the process exits or ctx ends, and returns the exit code

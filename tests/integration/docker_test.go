@@ -461,7 +461,7 @@ func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin,
 		return nil, err
 	}
 	t.Cleanup(func() { d.stop(t) })
-	err = cluster.Eventually(ctx, 90*time.Second, func() error {
+	err = d.proc.Eventually(ctx, 90*time.Second, func() error {
 		if d.proc.Exited() {
 			return fmt.Errorf("dockerd exited with code %d; see %s", d.proc.ExitCode(), d.proc.LogPath)
 		}

@@ -91,7 +91,7 @@ func startControlPlane(t *testing.T, ctx context.Context, c *cluster.Cluster, bi
 	}
 
 	start := time.Now()
-	_, err = cp.ns.Start(bins["kube-apiserver"],
+	apiserver, err := cp.ns.Start(bins["kube-apiserver"],
 		"--etcd-servers="+c.EtcdEndpoint(), "--etcd-cafile="+etcdCA, "--etcd-certfile="+etcdCert, "--etcd-keyfile="+etcdKey,
 		"--bind-address="+ip.String(), "--advertise-address="+ip.String(), "--secure-port=6443",
 		"--tls-cert-file="+serving, "--tls-private-key-file="+servingKey, "--cert-dir="+filepath.Join(dir, "apiserver"),
@@ -118,7 +118,7 @@ func startControlPlane(t *testing.T, ctx context.Context, c *cluster.Cluster, bi
 	if cp.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	err = cluster.Eventually(ctx, 3*time.Minute, func() error {
+	err = apiserver.Eventually(ctx, 3*time.Minute, func() error {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_, err := cp.cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)

@@ -421,7 +421,7 @@ func startNode(t *testing.T, ctx context.Context, c *cluster.Cluster, h *cluster
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = cluster.Eventually(ctx, 10*time.Second, func() error {
+	err = n.holder.Eventually(ctx, 10*time.Second, func() error {
 		if n.holder.Exited() {
 			return fmt.Errorf("unshare exited with code %d", n.holder.ExitCode())
 		}
@@ -456,7 +456,7 @@ func startNode(t *testing.T, ctx context.Context, c *cluster.Cluster, h *cluster
 	}
 	start := time.Now()
 	n.containerd = inNode("containerd", tools.containerd, "--config", containerdConfig)
-	err = cluster.Eventually(ctx, time.Minute, func() error {
+	err = n.containerd.Eventually(ctx, time.Minute, func() error {
 		if n.containerd.Exited() {
 			return fmt.Errorf("containerd exited with code %d", n.containerd.ExitCode())
 		}
@@ -494,7 +494,7 @@ func startNode(t *testing.T, ctx context.Context, c *cluster.Cluster, h *cluster
 	start = time.Now()
 	n.kubelet = inNode("kubelet", kubelet, "--config="+kubeletConfig, "--kubeconfig="+kubeconfig,
 		"--node-ip="+h.IP.String(), "--hostname-override="+n.name, "--v=2")
-	err = cluster.Eventually(ctx, 2*time.Minute, func() error {
+	err = n.kubelet.Eventually(ctx, 2*time.Minute, func() error {
 		if n.kubelet.Exited() {
 			return fmt.Errorf("kubelet exited with code %d", n.kubelet.ExitCode())
 		}
