@@ -28,10 +28,6 @@ const (
 // single-queue TUN without a virtio header): only recreating it helps.
 var errTUNIncompatible = errors.New("the existing device has other TUN flags")
 
-// errTUNBusy is what attaching returns when a single-queue device is held
-// open by another process.
-var errTUNBusy = errors.New("the device is held open by another process")
-
 // openQueue opens one queue of the TUN device name, creating the device if
 // there is none, and returns its descriptor (non-blocking, close-on-exec).
 func openQueue(name string) (int, error) {
@@ -47,11 +43,8 @@ func openQueue(name string) (int, error) {
 	ifr.SetUint16(tunFlags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
-		switch {
-		case errors.Is(err, unix.EINVAL):
+		if errors.Is(err, unix.EINVAL) {
 			return -1, fmt.Errorf("attach to TUN device %s: %w (%w)", name, errTUNIncompatible, err)
-		case errors.Is(err, unix.EBUSY):
-			return -1, fmt.Errorf("attach to TUN device %s: %w (%w)", name, errTUNBusy, err)
 		}
 		return -1, fmt.Errorf("attach to TUN device %s: %w", name, err)
 	}

@@ -542,9 +542,6 @@ func (b *Backend) fresh(ctx context.Context, socks []int, known error) error {
 		}
 		tuns, err = openQueues(DeviceName, b.queues)
 	}
-	if errors.Is(err, errTUNBusy) {
-		return fmt.Errorf("%w: is flanneld's udp backend still running on this host?", err)
-	}
 	if err != nil {
 		return err
 	}
