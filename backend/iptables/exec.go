@@ -48,14 +48,25 @@ func (r *execRunner) Save(table string) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// Restore never flushes what data does not name (--noflush) and waits for
-// the xtables lock that legacy iptables users (kube-proxy) take (--wait,
-// from iptables 1.6.2 on: before, iptables-restore takes no lock and has no
-// --wait). iptables-save needs neither: it does not take the lock.
+// restoreLockWait bounds Restore's wait for the xtables lock. The restore
+// runs on the reconcile loop, which programs the peers' routes too: while
+// another program (kube-proxy restoring its rules, firewalld, an operator's
+// `iptables -w`) holds the lock, a wait without bound held every route
+// change back as long as it held the lock, up to the command's timeout.
+// Given up, the restore fails the pass, which is retried (0.1 s, then
+// backing off to 10 s) and reported, while each retry programs the peers.
+const restoreLockWait = time.Second
+
+// Restore never flushes what data does not name (--noflush) and waits up to
+// restoreLockWait for the xtables lock that legacy iptables users
+// (kube-proxy) take (--wait=1, from iptables 1.6.2 on: before,
+// iptables-restore takes no lock and has no --wait; without --wait, later
+// ones take none either, and could race kube-proxy's rewrite of a table).
+// iptables-save needs neither: it does not take the lock.
 func (r *execRunner) Restore(table string, data []byte) error {
 	args := []string{"--noflush"}
 	if r.restoreWait {
-		args = append(args, "--wait")
+		args = append(args, fmt.Sprintf("--wait=%d", int(restoreLockWait/time.Second)))
 	}
 	err := r.run(r.restore, bytes.NewReader(data), nil, args...)
 	if l, ok := refusedLine(err, data); ok {

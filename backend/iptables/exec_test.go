@@ -47,8 +47,8 @@ while IFS= read -r l || [ -n "$l" ]; do :; done
 `
 )
 
-// TestRestoreWaitByVersion: iptables-restore gets --wait (wait for the
-// xtables lock) only from 1.6.2 on, which is when it learnt it (kube-proxy
+// TestRestoreWaitByVersion: iptables-restore gets --wait=1 (wait a second
+// for the xtables lock) only from 1.6.2 on, which is when it learnt it (kube-proxy
 // draws the same line); and New takes the iptables-save and iptables-restore
 // of a release before 1.8 (legacy, the only backend then) though they print
 // no version.
@@ -61,9 +61,9 @@ func TestRestoreWaitByVersion(t *testing.T) {
 		{"1.4.21", "1.4.21", fakeOldIPTablesSave, fakeOldIPTablesRestore, "--noflush"},
 		{"1.6.1", "1.6.1", fakeOldIPTablesSave, fakeOldIPTablesRestore, "--noflush"},
 		{"1.6.1 whose tools answer --version", "1.6.1", fakeVersionedIPTables, fakeIPTablesRestore, "--noflush"},
-		{"1.6.2", "1.6.2", fakeStrictIPTablesSave, fakeIPTablesRestore, "--noflush --wait"},
-		{"1.8.9", "1.8.9", fakeVersionedIPTables, fakeIPTablesRestore, "--noflush --wait"},
-		{"1.10.0", "1.10.0", fakeVersionedIPTables, fakeIPTablesRestore, "--noflush --wait"},
+		{"1.6.2", "1.6.2", fakeStrictIPTablesSave, fakeIPTablesRestore, "--noflush --wait=1"},
+		{"1.8.9", "1.8.9", fakeVersionedIPTables, fakeIPTablesRestore, "--noflush --wait=1"},
+		{"1.10.0", "1.10.0", fakeVersionedIPTables, fakeIPTablesRestore, "--noflush --wait=1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -1,0 +1,154 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+
+	"github.com/agentd/agentd/tests/cluster"
+)
+
+// TestXtablesLockHeldDoesNotStallPeers: another program (kube-proxy
+// restoring its rules, firewalld, an operator's `iptables -w`) holds the
+// xtables lock while our FORWARD jump must be put back. The repair waits,
+// but peer changes are still programmed within seconds, and the repair is
+// made once the lock is free. Before, iptables-legacy-restore --wait waited
+// for the lock as long as it was held, up to the command's one-minute
+// timeout, and the reconcile loop with it: no route for a new or changed
+// peer for that long, pass after pass while the lock stayed busy.
+//
+// Real legacy iptables, in a network namespace of the test's own, with
+// XTABLES_LOCKFILE naming a lock file of the test's own (the host's
+// /run/xtables.lock is not touched); the other program is this test holding
+// that file's flock, and flushing FORWARD through another lock file.
+func TestXtablesLockHeldDoesNotStallPeers(t *testing.T) {
+	inOwnNetns(t, xtablesLockHeldChild)
+}
+
+func xtablesLockHeldChild(t *testing.T) {
+	legacy, err := exec.LookPath("iptables-legacy")
+	if err != nil {
+		t.Fatalf("iptables-legacy not found (run `make deps` as root): %v", err)
+	}
+	lockFile := filepath.Join(t.TempDir(), "xtables.lock")
+	t.Setenv("XTABLES_LOCKFILE", lockFile)
+	a := &agent{
+		cfg: Config{IPTablesForwardRules: true, IPTablesMode: "legacy",
+			ResyncInterval: time.Hour, IPTablesResync: time.Second},
+		log:    testr.New(t),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	be, leases, ctx := runReconcileLoop(t, a)
+	forwardJump := func() error {
+		out, err := exec.Command(legacy+"-save", "-t", "filter").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("iptables-legacy-save: %v: %s", err, out)
+		}
+		if !bytes.Contains(out, []byte("-A FORWARD -m comment --comment \"agentd forward\" -j AGENTD-FWD")) {
+			return fmt.Errorf("no jump from FORWARD to AGENTD-FWD:\n%s", out)
+		}
+		return nil
+	}
+	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+		if ready, why := a.health.ready(); !ready {
+			return fmt.Errorf("not ready: %s (last reconcile error: %s)", why, a.obs.status(a.health).LastResyncError)
+		}
+		return forwardJump()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	lock, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	flush := exec.Command(legacy, "-w", "-F", "FORWARD")
+	flush.Env = append(os.Environ(), "XTABLES_LOCKFILE="+lockFile+".other")
+	if out, err := flush.CombinedOutput(); err != nil {
+		t.Fatalf("flush FORWARD: %v: %s", err, out)
+	}
+	// The agent has seen the flush once its restore waits for the lock,
+	// or has given up waiting.
+	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+		if restoreRunning(t) || strings.Contains(a.obs.status(a.health).LastResyncError, "xtables lock") {
+			return nil
+		}
+		return fmt.Errorf("no iptables-legacy-restore waiting for the lock, and no failed pass naming it")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	passes, changed := be.passes.Load(), time.Now()
+	select {
+	case leases.change <- struct{}{}:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a peer change was not taken within 5 s while another program held the xtables lock: the reconcile loop waits for iptables-restore")
+	}
+	err = cluster.Eventually(ctx, 5*time.Second, func() error {
+		if n := be.passes.Load(); n == passes {
+			return fmt.Errorf("no pass over the kernel since the peer change")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a peer change programmed %v after it came, with the xtables lock held", time.Since(changed).Round(time.Millisecond))
+	if e := a.obs.status(a.health).LastResyncError; !strings.Contains(e, "xtables lock") {
+		t.Errorf("last resync error %q, want one naming the xtables lock", e)
+	}
+	if ok, _ := a.health.alive(); !ok {
+		t.Error("/healthz fails while the xtables lock is held")
+	}
+
+	released := time.Now()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Eventually(ctx, 20*time.Second, forwardJump); err != nil {
+		t.Fatalf("the jump was not put back once the lock was free: %v", err)
+	}
+	t.Logf("FORWARD's jump put back %v after the lock was released", time.Since(released).Round(time.Millisecond))
+}
+
+// restoreRunning reports whether a child of this process runs
+// iptables-legacy-restore.
+func restoreRunning(t *testing.T) bool {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := strconv.Itoa(os.Getpid())
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		cmdline, err1 := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		status, err2 := os.ReadFile(filepath.Join("/proc", d.Name(), "status"))
+		if err1 != nil || err2 != nil || !bytes.Contains(cmdline, []byte("iptables-legacy-restore")) {
+			continue
+		}
+		for l := range strings.Lines(string(status)) {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == "PPid:" && f[1] == self {
+				return true
+			}
+		}
+	}
+	return false
+}
