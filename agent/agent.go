@@ -111,9 +111,12 @@ type agent struct {
 	// wanted and none of ours are left (or iptables is missing), so
 	// iptables need not be looked at again. iptCleanupErr is the last
 	// error of removing our chains when none are wanted, logged once.
+	// iptApplied are the rules the last successful check put in place
+	// (nil: none yet).
 	ipt           *iptables.Manager
 	iptDone       bool
 	iptCleanupErr string
+	iptApplied    []iptables.Rule
 	// changes is the reconcile goroutine's summary of kernel changes.
 	changes changeLog
 

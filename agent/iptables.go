@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/agentd/agentd/backend/iptables"
 	"github.com/agentd/agentd/subnet"
@@ -22,7 +23,8 @@ import (
 // --iptables-mode), logging a failure once. ctx, the reconcile loop's, ends
 // any iptables command still running when it is done (the Manager made by
 // the first call keeps it); a check it cut short returns ctx's error, and
-// logs nothing.
+// logs nothing. A pass that rewrites the rules it last put in place counts
+// as a drift repair (kind iptables).
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
 	if a.ipt == nil {
@@ -59,7 +61,7 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 	if m := a.cfg.DockerAcceptFwMark; !m.IsZero() {
 		rules = append(rules, iptables.MarkRules(netCfg.Network, m)...)
 	}
-	_, err := a.ipt.Reconcile(rules)
+	changed, err := a.ipt.Reconcile(rules)
 	if err != nil && ctx.Err() != nil {
 		// The stop ended the commands: nothing failed.
 		return ctx.Err()
@@ -68,6 +70,13 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 		if err != nil {
 			return fmt.Errorf("iptables: %w", err)
 		}
+		// A rewrite for the rules last put in place is a repair of what
+		// someone else changed; the first installation and a change of
+		// the network or our subnet are not.
+		if changed && slices.EqualFunc(rules, a.iptApplied, iptables.Rule.Equal) {
+			a.obs.iptablesRepaired()
+		}
+		a.iptApplied = rules
 		return nil
 	}
 	if err != nil {

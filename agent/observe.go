@@ -81,7 +81,7 @@ func newObserver() *observer {
 		}, []string{"kind"}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentd_drift_repairs_total",
-			Help: "Kernel objects put back although the lease set had not changed (deleted or altered by someone else), by kind.",
+			Help: "Kernel objects put back although the lease set had not changed (deleted or altered by someone else), by kind; kind iptables counts the checks that put agentd's iptables chains or jumps back although the rules wanted had not changed.",
 		}, []string{"kind"}),
 		endpointUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "agentd_etcd_endpoint_up",
@@ -116,7 +116,22 @@ func newObserver() *observer {
 		o.changes.WithLabelValues(k)
 		o.repairs.WithLabelValues(k)
 	}
+	o.repairs.WithLabelValues(iptablesKind)
 	return o
+}
+
+// iptablesKind is the kind of drift repair iptablesRepaired counts.
+const iptablesKind = "iptables"
+
+// iptablesRepaired counts a check of the iptables rules that had to put our
+// chains or jumps back although the rules wanted had not changed: another
+// program (a firewall's reload, an iptables-restore of a set saved without
+// them) deleted or altered them.
+func (o *observer) iptablesRepaired() {
+	o.repairs.WithLabelValues(iptablesKind).Inc()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.st.DriftRepairs[iptablesKind]++
 }
 
 // watchEtcd adds the etcd connection state, as soon as the client exists:
