@@ -597,15 +597,17 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		return err
 	}
 	defer cli.Close()
-	// A one-shot command: bounded, and a timeout explained like the
-	// daemon's.
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
-	defer cancel()
+	// A one-shot command: each request bounded, a timeout explained like
+	// the daemon's, and a failure that waiting cannot mend (a wrong CA,
+	// scheme or port) said at the first failed connection (do), not after
+	// the 10 s.
 	reg := subnet.NewRegistry(cli.Client, cfg.EtcdPrefix)
-	netCfg, err := reg.GetConfig(ctx)
-	if err != nil {
-		return cli.explain(parent, err)
+	var netCfg *subnet.Config
+	if err := cli.do(ctx, etcdCallTimeout, func(ctx context.Context) (err error) {
+		netCfg, err = reg.GetConfig(ctx)
+		return err
+	}); err != nil {
+		return err
 	}
 	hostID, err := subnet.LoadOrCreateHostID(cfg.StateDir)
 	if err != nil {
@@ -619,9 +621,13 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		PreviousHostID: prevHostID,
 		Logger:         log.WithName("lease"),
 	})
-	l, ok, err := mgr.Release(ctx)
-	if err != nil {
-		return cli.explain(parent, err)
+	var l subnet.Lease
+	var ok bool
+	if err := cli.do(ctx, etcdCallTimeout, func(ctx context.Context) (err error) {
+		l, ok, err = mgr.Release(ctx)
+		return err
+	}); err != nil {
+		return err
 	}
 	// The subnet a run that lost its lease kept is forgotten too: a
 	// decommissioned host's next start, if any, prefers nothing.

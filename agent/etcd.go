@@ -258,15 +258,10 @@ func (a *tokenlessAuth) close() {
 	}
 }
 
-// explain turns a request that timed out (after etcdCallTimeout) into the
+// explainAfter turns a request that timed out (after timeout) into the
 // reason: the client only reports the deadline, whether etcd is
 // unreachable, rejects our certificate, takes connections but answers
-// nothing on them (hung), or answers but not the request.
-func (c *etcdConn) explain(ctx context.Context, err error) error {
-	return c.explainAfter(ctx, err, etcdCallTimeout)
-}
-
-// explainAfter is explain for a request that was given timeout. It asks
+// nothing on them (hung), or answers but not the request. It asks
 // what the outage reporter asks (probe), so that both name a hung etcd
 // alike.
 func (c *etcdConn) explainAfter(ctx context.Context, err error, timeout time.Duration) error {

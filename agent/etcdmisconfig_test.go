@@ -23,6 +23,44 @@ type misconfig struct {
 	fixCA           bool
 }
 
+// args are the agent's flags for m, with --etcd-username=user unless user
+// is "", and the subtest's name; caFile is the CA file they name (one of
+// another CA) when m.fixCA.
+func (m misconfig) args(t *testing.T, user string) (name string, args []string, caFile string) {
+	name, args = m.name, []string{m.arg}
+	if m.fixCA {
+		caFile = filepath.Join(t.TempDir(), "ca.pem")
+		other := newTestCA(t, "other CA").cert.Raw
+		if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = []string{"--etcd-cafile=" + caFile}
+	}
+	if user != "" {
+		name += " with --etcd-username"
+		args = append(args, "--etcd-username="+user, "--etcd-password=p")
+	}
+	return name, args, caFile
+}
+
+// misconfigSetups are the etcd servers the misconfig tests start, each
+// with the ways to misconfigure an agent's access to it.
+var misconfigSetups = []struct {
+	name  string
+	tls   *cluster.EtcdTLS
+	cases []misconfig
+}{
+	{"TLS etcd", &cluster.EtcdTLS{}, []misconfig{
+		{"no CA file", "--etcd-cafile=", "etcd's certificate is of a CA (CN=agentd test CA) this host does not trust: give that CA's certificate with --etcd-cafile", false},
+		{"http://", "--etcd-endpoints=http://198.18.0.254:2379", "the endpoint speaks TLS and closed our plain-text request: write https:// in --etcd-endpoints", false},
+		{"CA file of another CA", "", "etcd's certificate chain ends at a CA (CN=agentd test CA) that is not in --etcd-cafile: add that CA's certificate to the file", true},
+	}},
+	{"plain etcd", nil, []misconfig{
+		{"https://", "--etcd-endpoints=https://198.18.0.254:2379", "the endpoint answers in plain HTTP, without TLS: write http:// in --etcd-endpoints", false},
+		{"peer port", "--etcd-endpoints=http://198.18.0.254:2380", "it is not etcd's client port (etcd's peer port, 2380, answers so): check the port in --etcd-endpoints", false},
+	}},
+}
+
 // TestAgentExplainsMisconfiguredEtcdEarly: an agent whose etcd endpoint is
 // wrong in a way waiting cannot mend (etcd's certificate of a CA it was not
 // given, http:// for etcd serving TLS or https:// for etcd without, etcd's
@@ -37,21 +75,7 @@ type misconfig struct {
 //	               └─ etcd 198.18.0.254  etcd with TLS (clients on 2379, peers on 2380), then another without
 func TestAgentExplainsMisconfiguredEtcdEarly(t *testing.T) {
 	const within = 2 * time.Second
-	for _, setup := range []struct {
-		name  string
-		tls   *cluster.EtcdTLS
-		cases []misconfig
-	}{
-		{"TLS etcd", &cluster.EtcdTLS{}, []misconfig{
-			{"no CA file", "--etcd-cafile=", "etcd's certificate is of a CA (CN=agentd test CA) this host does not trust: give that CA's certificate with --etcd-cafile", false},
-			{"http://", "--etcd-endpoints=http://198.18.0.254:2379", "the endpoint speaks TLS and closed our plain-text request: write https:// in --etcd-endpoints", false},
-			{"CA file of another CA", "", "etcd's certificate chain ends at a CA (CN=agentd test CA) that is not in --etcd-cafile: add that CA's certificate to the file", true},
-		}},
-		{"plain etcd", nil, []misconfig{
-			{"https://", "--etcd-endpoints=https://198.18.0.254:2379", "the endpoint answers in plain HTTP, without TLS: write http:// in --etcd-endpoints", false},
-			{"peer port", "--etcd-endpoints=http://198.18.0.254:2380", "it is not etcd's client port (etcd's peer port, 2380, answers so): check the port in --etcd-endpoints", false},
-		}},
-	} {
+	for _, setup := range misconfigSetups {
 		t.Run(setup.name, func(t *testing.T) {
 			c := cluster.Start(t, cluster.Options{Hosts: 1, EtcdTLS: setup.tls})
 			ctx := t.Context()
@@ -66,20 +90,7 @@ func TestAgentExplainsMisconfiguredEtcdEarly(t *testing.T) {
 			}
 			for _, tc := range setup.cases {
 				for _, user := range []string{"", "u"} {
-					name := tc.name
-					args := []string{tc.arg}
-					caFile := filepath.Join(t.TempDir(), "ca.pem")
-					if tc.fixCA {
-						other := newTestCA(t, "other CA").cert.Raw
-						if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other}), 0o600); err != nil {
-							t.Fatal(err)
-						}
-						args = []string{"--etcd-cafile=" + caFile}
-					}
-					if user != "" {
-						name += " with --etcd-username"
-						args = append(args, "--etcd-username="+user, "--etcd-password=p")
-					}
+					name, args, caFile := tc.args(t, user)
 					t.Run(name, func(t *testing.T) {
 						if _, err := c.Binary(ctx, "agentd"); err != nil { // not in the time measured
 							t.Fatal(err)
@@ -145,6 +156,59 @@ func TestAgentExplainsMisconfiguredEtcdEarly(t *testing.T) {
 							t.Fatalf("after its CA file was fixed: %v; its log:\n%s", err, log[len(before):])
 						}
 						t.Logf("ready %v after its CA file was fixed", time.Since(fixed).Round(10*time.Millisecond))
+					})
+				}
+			}
+		})
+	}
+}
+
+// TestReleaseLeaseExplainsMisconfiguredEtcdEarly: agentd --release-lease
+// given etcd that waiting cannot mend (TestAgentExplainsMisconfiguredEtcdEarly's
+// cases) exits 1 saying so, with the flag to fix, at its first failed
+// connection. Without --etcd-username it said it only when its request's
+// 10 s ran out, and for the peer port then blamed quorum; with one, the
+// login's watch said it at once already.
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1      agentd --release-lease, with and without --etcd-username
+//	               └─ etcd 198.18.0.254  etcd with TLS (clients on 2379, peers on 2380), then another without
+func TestReleaseLeaseExplainsMisconfiguredEtcdEarly(t *testing.T) {
+	const within = 2 * time.Second
+	for _, setup := range misconfigSetups {
+		t.Run(setup.name, func(t *testing.T) {
+			c := cluster.Start(t, cluster.Options{Hosts: 1, EtcdTLS: setup.tls})
+			ctx := t.Context()
+			h1 := c.Host(1)
+			for _, tc := range setup.cases {
+				for _, user := range []string{"", "u"} {
+					name, args, _ := tc.args(t, user)
+					t.Run(name, func(t *testing.T) {
+						if _, err := c.Binary(ctx, "agentd"); err != nil { // not in the time measured
+							t.Fatal(err)
+						}
+						before, _ := h1.AgentLog()
+						start := time.Now()
+						a, err := h1.StartAgent(ctx, append([]string{"--release-lease"}, args...)...)
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer a.Stop()
+						wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+						defer cancel()
+						code, err := a.Wait(wctx)
+						took := time.Since(start)
+						log, _ := h1.AgentLog()
+						if err != nil {
+							t.Fatalf("%v; its log:\n%s", err, log[len(before):])
+						}
+						line := logLineSince(h1, len(before), tc.want)
+						t.Logf("exit %d, %v after its start:\n%s", code, took.Round(10*time.Millisecond), line)
+						if code != 1 || !strings.Contains(line, "agentd failed") {
+							t.Errorf("exit %d; want 1, with a line saying %q; its log:\n%s", code, tc.want, log[len(before):])
+						}
+						if took > within {
+							t.Errorf("--release-lease exited %v after its start; want it within %v, at its first failed connection", took.Round(10*time.Millisecond), within)
+						}
 					})
 				}
 			}
