@@ -112,11 +112,13 @@ type agent struct {
 	// iptables need not be looked at again. iptCleanupErr is the last
 	// error of removing our chains when none are wanted, logged once.
 	// iptApplied are the rules the last successful check put in place
-	// (nil: none yet).
+	// (nil: none yet). iptOtherDue: the other backend's leftovers are
+	// still to be removed.
 	ipt           *iptables.Manager
 	iptDone       bool
 	iptCleanupErr string
 	iptApplied    []iptables.Rule
+	iptOtherDue   bool
 	// changes is the reconcile goroutine's summary of kernel changes.
 	changes changeLog
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -20,11 +21,13 @@ import (
 // without the FORWARD rules a DROP policy (dockerd's) drops the overlay's
 // traffic. Once a run, when it first finds iptables, it also removes our
 // chains from the backend it does not write to (left by a run with another
-// --iptables-mode), logging a failure once. ctx, the reconcile loop's, ends
-// any iptables command still running when it is done (the Manager made by
-// the first call keeps it); a check it cut short returns ctx's error, and
-// logs nothing. A pass that rewrites the rules it last put in place counts
-// as a drift repair (kind iptables).
+// --iptables-mode), logging a failure once; a failure because another
+// program held the xtables lock is tried again at each check, with rules
+// wanted or not, until it succeeds. ctx, the reconcile loop's, ends any
+// iptables command still running when it is done (the Manager made by the
+// first call keeps it); a check it cut short returns ctx's error, and logs
+// nothing. A pass that rewrites the rules it last put in place counts as a
+// drift repair (kind iptables).
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
 	if a.ipt == nil {
@@ -42,12 +45,23 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 			return nil
 		}
 		a.ipt = m
+		a.iptOtherDue = true
+	}
+	if a.iptOtherDue {
 		// Once a run: chains of ours in the backend we do not write to
-		// are an earlier run's, with its flags.
-		if err := m.RemoveFromOtherBackend(); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
+		// are an earlier run's, with its flags. Only the xtables lock
+		// held by another program makes it worth trying again: the
+		// next check does, since the leftovers may masquerade.
+		err := a.ipt.RemoveFromOtherBackend()
+		switch {
+		case err == nil:
+			a.iptOtherDue = false
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, iptables.ErrXtablesLocked):
+			a.log.V(2).Info("iptables chains an earlier run may have left in the other iptables backend not removed yet; tried again at the next check", "err", err)
+		default:
+			a.iptOtherDue = false
 			a.log.Error(err, "cannot remove iptables chains an earlier run may have left in the other iptables backend; not tried again until the agent restarts")
 		}
 	}
@@ -91,10 +105,14 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 	}
 	if a.iptCleanupErr != "" {
 		a.log.Info("iptables cleanup succeeded")
+		a.iptCleanupErr = ""
+	}
+	if a.iptOtherDue {
+		// The other backend's leftovers wait for the xtables lock.
+		return nil
 	}
 	// Nothing more to keep in place.
 	a.ipt = nil
 	a.iptDone = true
-	a.iptCleanupErr = ""
 	return nil
 }

@@ -152,3 +152,92 @@ func restoreRunning(t *testing.T) bool {
 	}
 	return false
 }
+
+// TestXtablesLockHeldOtherBackendRetried: at start another program holds
+// the xtables lock while an earlier run's masquerade chain is still in the
+// legacy tables and this run writes to nf_tables. The removal of those
+// leftovers, which waits for the lock at most a second, is tried again
+// until the lock is free and then made, rather than given up for the run
+// as another failure there is: the old masquerade would go on until the
+// agent restarted. With rules wanted or not (--ip-masq turned off at the
+// same restart, say). Real iptables of both backends, in a network namespace
+// of the test's own, with a lock file of its own (XTABLES_LOCKFILE).
+func TestXtablesLockHeldOtherBackendRetried(t *testing.T) {
+	inOwnNetns(t, xtablesLockOtherBackendChild)
+}
+
+func xtablesLockOtherBackendChild(t *testing.T) {
+	for _, bin := range []string{"iptables-legacy", "iptables-legacy-save", "iptables-nft"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found (make deps installs Debian's iptables, with both backends)", bin)
+		}
+	}
+	lockFile := filepath.Join(t.TempDir(), "xtables.lock")
+	t.Setenv("XTABLES_LOCKFILE", lockFile)
+	for _, forward := range []bool{true, false} {
+		t.Run(fmt.Sprintf("forward rules %v", forward), func(t *testing.T) {
+			otherBackendRetried(t, lockFile, forward)
+		})
+	}
+}
+
+func otherBackendRetried(t *testing.T, lockFile string, forward bool) {
+	// The earlier run's chain and jump, in legacy nat.
+	for _, args := range [][]string{
+		{"-t", "nat", "-N", "AGENTD-POSTRTG"},
+		{"-t", "nat", "-A", "AGENTD-POSTRTG", "-s", "10.244.0.0/16", "-j", "MASQUERADE"},
+		{"-t", "nat", "-A", "POSTROUTING", "-j", "AGENTD-POSTRTG"},
+	} {
+		if out, err := exec.Command("iptables-legacy", append([]string{"-w"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("iptables-legacy %v: %v: %s", args, err, out)
+		}
+	}
+	lock, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{
+		cfg: Config{IPTablesForwardRules: forward, IPTablesMode: "nft",
+			ResyncInterval: time.Hour, IPTablesResync: time.Second},
+		log:    testr.New(t),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	_, _, ctx := runReconcileLoop(t, a)
+	// Ready: the first check, which tries the other backend first, is
+	// done.
+	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+		if ready, why := a.health.ready(); !ready {
+			return fmt.Errorf("not ready: %s (last reconcile error: %s)", why, a.obs.status(a.health).LastResyncError)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leftover := func() error {
+		out, err := exec.Command("iptables-legacy-save").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("iptables-legacy-save: %v: %s", err, out)
+		}
+		if strings.Contains(string(out), "AGENTD-") {
+			return fmt.Errorf("the legacy tables still hold the earlier run's chain:\n%s", out)
+		}
+		return nil
+	}
+	if leftover() == nil {
+		t.Fatal("the legacy leftovers were removed while the lock was held")
+	}
+	released := time.Now()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Eventually(ctx, 20*time.Second, leftover); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the legacy leftovers removed %v after the lock was released", time.Since(released).Round(time.Millisecond))
+}

@@ -72,8 +72,20 @@ func (r *execRunner) Restore(table string, data []byte) error {
 	if l, ok := refusedLine(err, data); ok {
 		err = fmt.Errorf("%w (input %s)", err, l)
 	}
+	if err != nil && strings.Contains(err.Error(), xtablesLockedMsg) {
+		err = fmt.Errorf("%w: %w", ErrXtablesLocked, err)
+	}
 	return err
 }
+
+// ErrXtablesLocked is the error of a Restore that gave up waiting for the
+// xtables lock: another program held it for restoreLockWait. Nothing was
+// written; the same input may well succeed a moment later.
+var ErrXtablesLocked = errors.New("another program holds the xtables lock")
+
+// xtablesLockedMsg is what iptables (1.6.2 to 1.8.11) prints when it gives
+// up waiting for the xtables lock.
+const xtablesLockedMsg = "holding the xtables lock"
 
 // restoreLineRE finds the line of its input iptables-restore refused: "Error
 // occurred at line: 4" (a match or target it could not parse), "line 4
