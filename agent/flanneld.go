@@ -53,7 +53,8 @@ func (e *flanneldRunningError) Error() string {
 // flanneld and whose network namespace is netns, as their ns/net link
 // reads ("net:[4026531992]"). One whose link this process may not read
 // (it lacks CAP_SYS_PTRACE and the other has capabilities it has not) is
-// not counted.
+// not counted, nor is this process: agentd installed in flanneld's place
+// (a flanneld unit's binary replaced) is named flanneld too.
 func flanneldProcs(proc, netns string) []int {
 	ents, err := os.ReadDir(proc)
 	if err != nil {
@@ -62,7 +63,7 @@ func flanneldProcs(proc, netns string) []int {
 	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if err != nil || pid == os.Getpid() {
 			continue
 		}
 		dir := proc + "/" + e.Name()
