@@ -1,7 +1,6 @@
 package udp
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -96,26 +95,7 @@ func (h *testHost) flanneld(tun bool) int {
 	}
 	cmd := exec.Command(link)
 	cmd.Env = append(os.Environ(), flanneldEnv+"="+spec)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	// A child starts in the namespace of the thread that forks it.
-	if err := h.host.Do(cmd.Start); err != nil {
-		h.t.Fatalf("start the flanneld stand-in: %v", err)
-	}
-	h.t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Wait()
-	})
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
-		h.t.Fatalf("the flanneld stand-in did not start: %q, %v", line, err)
-	}
+	h.startChild(cmd, "the flanneld stand-in")
 	return cmd.Process.Pid
 }
 

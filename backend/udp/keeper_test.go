@@ -160,6 +160,16 @@ func (h *testHost) squatOn(addr string, backlog int, full bool) (stop func()) {
 	spec += "," + addr
 	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
 	cmd.Env = append(os.Environ(), squatterEnv+"="+spec)
+	return h.startChild(cmd, "the squatter")
+}
+
+// startChild starts cmd in the host's namespace and waits for its "ready"
+// line: a child of this test binary that says so on stdout once set up and
+// runs until its stdin closes. what names it in failures. stop, also run
+// when the test ends, closes its stdin and waits for it to exit; it may be
+// called more than once.
+func (h *testHost) startChild(cmd *exec.Cmd, what string) (stop func()) {
+	h.t.Helper()
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -171,7 +181,7 @@ func (h *testHost) squatOn(addr string, backlog int, full bool) (stop func()) {
 	}
 	// A child starts in the namespace of the thread that forks it.
 	if err := h.host.Do(cmd.Start); err != nil {
-		h.t.Fatalf("start the squatter: %v", err)
+		h.t.Fatalf("start %s: %v", what, err)
 	}
 	var once sync.Once
 	stop = func() {
@@ -182,7 +192,7 @@ func (h *testHost) squatOn(addr string, backlog int, full bool) (stop func()) {
 	}
 	h.t.Cleanup(stop)
 	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
-		h.t.Fatalf("the squatter did not start: %q, %v", line, err)
+		h.t.Fatalf("%s did not start: %q, %v", what, line, err)
 	}
 	return stop
 }

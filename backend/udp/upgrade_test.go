@@ -6,7 +6,6 @@ package udp
 // its own binary, losing nothing queued.
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -175,25 +174,7 @@ func (h *testHost) keeperLookalike() int {
 	cmd.Args = []string{keeperName, DeviceName}
 	// A squatter on a name of its own (runSquatter), so that it waits.
 	cmd.Env = append(os.Environ(), squatterEnv+"=1,,@agentd-udp-test-lookalike")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := h.host.Do(cmd.Start); err != nil {
-		h.t.Fatalf("start a keeper lookalike: %v", err)
-	}
-	h.t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Wait()
-	})
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
-		h.t.Fatalf("the keeper lookalike did not start: %q, %v", line, err)
-	}
+	h.startChild(cmd, "the keeper lookalike")
 	return cmd.Process.Pid
 }
 
