@@ -405,16 +405,25 @@ func (c *etcdConn) do(ctx context.Context, timeout time.Duration, f func(context
 	return c.explainAfter(ctx, err, timeout)
 }
 
+// retryCausesKept is how many distinct causes of failure retry remembers
+// having logged: enough for the few that take turns (an etcd host that is
+// down is "no route to host" at one attempt and "i/o timeout" at another,
+// as the neighbour lookup has failed or is still under way), and a bound on
+// causes that never come back (a message that names a changing port).
+const retryCausesKept = 8
+
 // retry calls f, through etcd's do, until it succeeds, ctx is done, or it
 // fails in a way that retrying cannot fix. Each distinct failure is logged
-// once, with the number of attempts when it finally clears, and given to
-// report, which is told (with a nil error) when it clears too. One that
-// waiting cannot mend (a wrong CA, scheme or port) is so at the first failed
-// connection, not when the attempt's etcdCallTimeout runs out; the agent
-// retries all the same, since the files and etcd may be fixed.
+// once (also when causes take turns), with the number of attempts when it
+// finally clears; report is given each change of cause, so that /readyz
+// says the current one, and is told (with a nil error) when it clears. One
+// that waiting cannot mend (a wrong CA, scheme or port) is so at the first
+// failed connection, not when the attempt's etcdCallTimeout runs out; the
+// agent retries all the same, since the files and etcd may be fixed.
 func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what string, report func(what string, err error), f func(context.Context) (T, error)) (T, error) {
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
-	var last string
+	var last string     // the cause of the last failure, reported
+	var logged []string // the causes logged, the latest retryCausesKept
 	for attempt := 1; ; attempt++ {
 		var v T
 		err := etcd.do(ctx, etcdCallTimeout, func(ctx context.Context) error {
@@ -436,7 +445,13 @@ func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what str
 			return v, ctx.Err()
 		}
 		if msg := err.Error(); msg != last {
-			log.Error(err, "cannot "+what+"; retrying", "attempt", attempt)
+			if !slices.Contains(logged, msg) {
+				log.Error(err, "cannot "+what+"; retrying", "attempt", attempt)
+				logged = append(logged, msg)
+				if len(logged) > retryCausesKept {
+					logged = logged[1:]
+				}
+			}
 			report(what, err)
 			last = msg
 		}

@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/go-logr/logr/funcr"
+)
+
+// TestRetryLogsAlternatingCausesOnce: a start-up request whose cause
+// alternates from one attempt to the next (an etcd host that is down is
+// "no route to host" when the neighbour lookup has failed and "i/o timeout"
+// while it is still under way, so each attempt finds one or the other)
+// logs each cause once until the request succeeds, and /readyz (report)
+// follows the current cause. retry logged every change, so such a cause
+// came back in the log at every attempt, about three times a minute for as
+// long as etcd was away.
+func TestRetryLogsAlternatingCausesOnce(t *testing.T) {
+	causes := []error{
+		errors.New("http://198.18.0.253:2379: connect: dial tcp 198.18.0.253:2379: connect: no route to host"),
+		errors.New("http://198.18.0.253:2379: connect: dial tcp 198.18.0.253:2379: i/o timeout"),
+	}
+	const failures = 3 // no route, timeout, no route; then an answer
+	var mu sync.Mutex
+	var lines, reports []string
+	log := funcr.New(func(_, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, args)
+	}, funcr.Options{})
+	attempts := 0
+	v, err := retry(t.Context(), log, explained{}, "read the network config", func(_ string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil {
+			reports = append(reports, "cleared")
+			return
+		}
+		reports = append(reports, err.Error())
+	}, func(context.Context) (int, error) {
+		attempts++
+		if attempts > failures {
+			return attempts, nil
+		}
+		return 0, causes[(attempts-1)%len(causes)]
+	})
+	if err != nil || v != failures+1 {
+		t.Fatalf("retry: %v, %v; want attempt %d's answer", v, err, failures+1)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("logged:\n%s", strings.Join(lines, "\n"))
+	var retrying int
+	for _, l := range lines {
+		if strings.Contains(l, "; retrying\"") {
+			retrying++
+		}
+	}
+	if retrying != len(causes) {
+		t.Errorf("%d attempts failing with %d causes in turn logged %d lines saying it retries; want one per cause", failures, len(causes), retrying)
+	}
+	if last := lines[len(lines)-1]; !strings.Contains(last, "succeeded after retrying") || !strings.Contains(last, `"attempts"=4`) {
+		t.Errorf("last line %s; want it to say the request succeeded at attempt 4", last)
+	}
+	want := []string{causes[0].Error(), causes[1].Error(), causes[0].Error(), "cleared"}
+	if strings.Join(reports, "\n") != strings.Join(want, "\n") {
+		t.Errorf("reported %q; want each change of cause, then its end: %q", reports, want)
+	}
+}
