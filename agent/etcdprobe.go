@@ -190,25 +190,7 @@ const h2Wait = 500 * time.Millisecond
 // HTTP/1 server that is not etcd's client port (etcd's peer port answers
 // "HTTP/1.1 400 Bad Request"), which the etcd client retries quietly.
 func answersH2WithHTTP1(ctx context.Context, network, addr string) bool {
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return false
-	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(h2Wait)); err != nil {
-		return false
-	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
-	if _, err := io.WriteString(conn, h2Preface); err != nil {
-		return false
-	}
-	b := make([]byte, len("HTTP/"))
-	_, err = io.ReadFull(conn, b)
-	return err == nil && string(b) == "HTTP/"
+	return answersHTTP1(ctx, network, addr, h2Preface, h2Wait)
 }
 
 // speaksTLS says whether the server at addr completes a TLS handshake, or
@@ -234,6 +216,12 @@ func speaksTLS(ctx context.Context, network, addr, serverName string) bool {
 // answersPlainHTTP says whether the server at addr answers GET /version in
 // plain HTTP, as etcd's client port without TLS does.
 func answersPlainHTTP(ctx context.Context, network, addr, host string) bool {
+	return answersHTTP1(ctx, network, addr, "GET /version HTTP/1.1\r\nHost: "+host+"\r\nConnection: close\r\n\r\n", refusalWait)
+}
+
+// answersHTTP1 says whether the server at addr answers req, sent on a new
+// connection, with an HTTP/1 response within wait.
+func answersHTTP1(ctx context.Context, network, addr, req string, wait time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -242,12 +230,12 @@ func answersPlainHTTP(ctx context.Context, network, addr, host string) bool {
 		return false
 	}
 	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(refusalWait)); err != nil {
+	if err := conn.SetDeadline(time.Now().Add(wait)); err != nil {
 		return false
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
-	if _, err := io.WriteString(conn, "GET /version HTTP/1.1\r\nHost: "+host+"\r\nConnection: close\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(conn, req); err != nil {
 		return false
 	}
 	b := make([]byte, len("HTTP/"))
