@@ -27,7 +27,8 @@ import (
 // iptables command still running when it is done (the Manager made by the
 // first call keeps it); a check it cut short returns ctx's error, and logs
 // nothing. A pass that rewrites the rules it last put in place counts as a
-// drift repair (kind iptables).
+// drift repair (kind iptables), unless all it did was jump from a chain of
+// other software that appeared since (DOCKER-USER, dockerd started later).
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
 	if a.ipt == nil {
@@ -75,7 +76,7 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 	if m := a.cfg.DockerAcceptFwMark; !m.IsZero() {
 		rules = append(rules, iptables.MarkRules(netCfg.Network, m)...)
 	}
-	changed, err := a.ipt.Reconcile(rules)
+	change, err := a.ipt.Reconcile(rules)
 	if err != nil && ctx.Err() != nil {
 		// The stop ended the commands: nothing failed.
 		return ctx.Err()
@@ -85,9 +86,10 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 			return fmt.Errorf("iptables: %w", err)
 		}
 		// A rewrite for the rules last put in place is a repair of what
-		// someone else changed; the first installation and a change of
-		// the network or our subnet are not.
-		if changed && slices.EqualFunc(rules, a.iptApplied, iptables.Rule.Equal) {
+		// someone else changed; the first installation, a change of
+		// the network or our subnet, and our jump into a DOCKER-USER
+		// made since (dockerd started after us) are not.
+		if change == iptables.Rewritten && slices.EqualFunc(rules, a.iptApplied, iptables.Rule.Equal) {
 			a.obs.iptablesRepaired()
 		}
 		a.iptApplied = rules

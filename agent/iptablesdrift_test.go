@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
+	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
 )
 
@@ -103,4 +105,70 @@ func iptablesDriftCountedChild(t *testing.T) {
 	if got := a.obs.status(a.health).DriftRepairs["iptables"]; got != 1 {
 		t.Errorf("/status driftRepairs iptables %d, want 1", got)
 	}
+}
+
+// TestIPTablesDockerUserLaterNotDrift: dockerd started after agentd (the
+// order the Docker drop-in sets, so on every Docker host at every boot)
+// makes DOCKER-USER, which then gets our jump. Nothing of ours was altered:
+// that is no drift repair. Our jump deleted from a DOCKER-USER that was
+// there already is one. Before, every Docker host counted one iptables
+// repair a boot, logged as "jumps from DOCKER-USER differ (have 0, want
+// 1)": a false "someone altered our rules". Real iptables, in a network
+// namespace of the test's own; the checks are called one after the other,
+// so that each count is read after its check.
+func TestIPTablesDockerUserLaterNotDrift(t *testing.T) {
+	inOwnNetns(t, dockerUserLaterChild)
+}
+
+func dockerUserLaterChild(t *testing.T) {
+	ipt, err := exec.LookPath("iptables")
+	if err != nil {
+		t.Fatalf("iptables not found (run `make deps` as root): %v", err)
+	}
+	a := &agent{
+		cfg:    Config{IPMasq: true, IPTablesForwardRules: true},
+		log:    testr.New(t),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
+	own := lease("10.244.1.0/24", "198.18.0.1")
+	check := func(what string, wantRepairs int64) {
+		t.Helper()
+		if err := a.reconcileIPTables(t.Context(), netCfg, own); err != nil {
+			t.Fatalf("%s: check: %v", what, err)
+		}
+		if got := a.obs.status(a.health).DriftRepairs["iptables"]; got != wantRepairs {
+			t.Errorf("%s: driftRepairs iptables %d, want %d", what, got, wantRepairs)
+		}
+	}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(ipt, args...).CombinedOutput(); err != nil {
+			t.Fatalf("iptables %v: %v: %s", args, err, out)
+		}
+	}
+	const ourJump = `-A DOCKER-USER -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd forward" -j AGENTD-FWD`
+	hasJump := func(what string) {
+		t.Helper()
+		out, err := exec.Command(ipt+"-save", "-t", "filter").CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables-save: %v: %s", err, out)
+		}
+		if !strings.Contains(string(out), ourJump+"\n") {
+			t.Fatalf("%s: no %q in:\n%s", what, ourJump, out)
+		}
+	}
+
+	check("first installation", 0)
+	// dockerd's start: DOCKER-USER (Docker 28 leaves it empty), jumped
+	// to first from FORWARD.
+	run("-N", "DOCKER-USER")
+	run("-I", "FORWARD", "1", "-j", "DOCKER-USER")
+	check("DOCKER-USER made after the first check", 0)
+	hasJump("DOCKER-USER made after the first check")
+	check("nothing changed", 0)
+	run("-F", "DOCKER-USER")
+	check("our jump deleted from DOCKER-USER", 1)
+	hasJump("our jump deleted from DOCKER-USER")
 }

@@ -84,6 +84,39 @@ type Manager struct {
 	// opts are New's, for the Manager of the other backend
 	// (RemoveFromOtherBackend); nil in one newManager made alone.
 	opts *Options
+	// found are, per table, the chains of jumpIfChain the last Reconcile
+	// read there and left as desired: one not among them is new.
+	found map[string][]string
+}
+
+// A Change is what Reconcile did. They are ordered: a Reconcile of several
+// tables reports the greatest of its tables'.
+type Change int
+
+const (
+	// Unchanged: our chains and jumps were as desired.
+	Unchanged Change = iota
+	// NewChainJumps: only our jumps into chains of other software that
+	// the Manager's previous Reconcile did not find were put in place:
+	// their owner made them since (DOCKER-USER, by a dockerd started
+	// after us). Nothing of ours was missing or altered.
+	NewChainJumps
+	// Rewritten: chains or jumps of ours were not as desired (their first
+	// installation, desired changed, or another program altered them),
+	// and now are.
+	Rewritten
+)
+
+func (c Change) String() string {
+	switch c {
+	case Unchanged:
+		return "unchanged"
+	case NewChainJumps:
+		return "jumps into new chains"
+	case Rewritten:
+		return "rewritten"
+	}
+	return fmt.Sprintf("Change(%d)", int(c))
 }
 
 // New finds the family's iptables binaries (see findTools) and returns a
@@ -123,7 +156,7 @@ func newExecManager(family Family, t tools, opts Options, log klog.Logger) *Mana
 }
 
 func newManager(family Family, r runner, randomFully, legacy bool, log klog.Logger) *Manager {
-	return &Manager{family: family, run: r, randomFully: randomFully, legacy: legacy, log: log}
+	return &Manager{family: family, run: r, randomFully: randomFully, legacy: legacy, log: log, found: map[string][]string{}}
 }
 
 // Family is the family the Manager was made for.
@@ -141,11 +174,12 @@ func (m *Manager) RandomFully() bool { return m.randomFully }
 // It reads each table once and, only when it differs, rewrites it in one
 // iptables-restore transaction: our chains are declared afresh (which
 // flushes them inside the transaction) and refilled, stray or misplaced
-// jumps are deleted and the wanted ones put in place. It reports whether it
-// changed anything; on error it has applied what it could, table by table.
-func (m *Manager) Reconcile(desired []Rule) (changed bool, err error) {
+// jumps are deleted and the wanted ones put in place. It reports what it
+// changed (see Change); on error it has applied what it could, table by
+// table.
+func (m *Manager) Reconcile(desired []Rule) (change Change, err error) {
 	if err := validate(desired); err != nil {
-		return false, err
+		return Unchanged, err
 	}
 	tables := slices.Clone(managedTables)
 	for _, r := range desired {
@@ -164,10 +198,10 @@ func (m *Manager) Reconcile(desired []Rule) (changed bool, err error) {
 	if m.legacy {
 		out, err := m.run.Save("")
 		if err != nil {
-			return false, fmt.Errorf("%s: read tables: %w", m.family, err)
+			return Unchanged, fmt.Errorf("%s: read tables: %w", m.family, err)
 		}
 		if loaded, err = ParseSaveOf(out, tables); err != nil {
-			return false, fmt.Errorf("%s: parse iptables-save: %w", m.family, err)
+			return Unchanged, fmt.Errorf("%s: parse iptables-save: %w", m.family, err)
 		}
 	}
 	var errs []error
@@ -179,12 +213,12 @@ func (m *Manager) Reconcile(desired []Rule) (changed bool, err error) {
 			}
 		}
 		c, err := m.reconcileTable(t, want, loaded)
-		changed = changed || c
+		change = max(change, c)
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return changed, errors.Join(errs...)
+	return change, errors.Join(errs...)
 }
 
 // Remove deletes our chains and the jumps into them from every table it
@@ -228,13 +262,13 @@ func (m *Manager) RemoveFromOtherBackend() error {
 
 // reconcileTable puts table right, as read in loaded (the legacy tables
 // Reconcile read) or, when that is nil, by its own iptables-save -t.
-func (m *Manager) reconcileTable(table string, want []Rule, loaded *Dump) (bool, error) {
+func (m *Manager) reconcileTable(table string, want []Rule, loaded *Dump) (Change, error) {
 	if loaded != nil {
 		return m.apply(table, loaded.Table(table), want)
 	}
 	out, err := m.run.Save(table)
 	if err != nil {
-		return false, fmt.Errorf("%s: read table %s: %w", m.family, table, err)
+		return Unchanged, fmt.Errorf("%s: read table %s: %w", m.family, table, err)
 	}
 	d, err := ParseSave(out)
 	if inc := (*IncompatibleTableError)(nil); errors.As(err, &inc) {
@@ -243,33 +277,54 @@ func (m *Manager) reconcileTable(table string, want []Rule, loaded *Dump) (bool,
 		// keep the agent unready for a table it has no use for. A chain
 		// of ours left in it by an earlier run cannot be seen, and stays.
 		if len(want) == 0 {
-			return false, nil
+			return Unchanged, nil
 		}
 		// Read as empty, the table would get another jump each pass.
-		return false, fmt.Errorf("%s: %w; nothing written to it", m.family, inc)
+		return Unchanged, fmt.Errorf("%s: %w; nothing written to it", m.family, inc)
 	}
 	if err != nil {
-		return false, fmt.Errorf("%s: parse iptables-save -t %s: %w", m.family, table, err)
+		return Unchanged, fmt.Errorf("%s: parse iptables-save -t %s: %w", m.family, table, err)
 	}
 	return m.apply(table, d.Table(table), want)
 }
 
 // apply writes what plan says makes table, as read in have (nil: not
 // there), hold want, if anything.
-func (m *Manager) apply(table string, have *Table, want []Rule) (bool, error) {
+func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) {
 	if have == nil {
 		have = &Table{Name: table}
 	}
+	var found, fresh []string
+	for _, c := range have.chainNames() {
+		if jumpIfChain[[2]string{table, c}] {
+			found = append(found, c)
+			if !slices.Contains(m.found[table], c) {
+				fresh = append(fresh, c)
+			}
+		}
+	}
 	data, why := plan(have, want)
 	if data == nil {
-		return false, nil
+		m.found[table] = found
+		return Unchanged, nil
+	}
+	change := Rewritten
+	if len(fresh) > 0 {
+		// Read without the new chains, the table is as desired: only
+		// they want our jumps.
+		if rest, _ := plan(have.without(fresh), want); rest == nil {
+			change = NewChainJumps
+			why = append(why, strings.Join(fresh, ", ")+" new since the last check")
+		}
 	}
 	m.log.V(4).Info("iptables-restore", "family", m.family, "table", table, "input", string(data))
 	if err := m.run.Restore(table, data); err != nil {
-		return false, fmt.Errorf("%s: write table %s (%s): %w", m.family, table, strings.Join(why, "; "), err)
+		// found stays: a chain new now is new at the next try.
+		return Unchanged, fmt.Errorf("%s: write table %s (%s): %w", m.family, table, strings.Join(why, "; "), err)
 	}
 	m.log.Info("iptables chains rewritten", "family", m.family, "table", table, "why", why)
-	return true, nil
+	m.found[table] = found
+	return change, nil
 }
 
 // plan compares our part of table have with want (rules of that table only)

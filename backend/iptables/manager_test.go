@@ -74,15 +74,18 @@ func newTestManager(t *testing.T) (*Manager, *fake) {
 	return newManager(IPv4, f, true, false, logr.Discard()), f
 }
 
-func mustReconcile(t *testing.T, m *Manager, desired []Rule, wantChanged bool) {
+// mustReconcile reconciles desired, fails t unless that changed something
+// (any Change but Unchanged) as wantChanged says, and returns the Change.
+func mustReconcile(t *testing.T, m *Manager, desired []Rule, wantChanged bool) Change {
 	t.Helper()
-	changed, err := m.Reconcile(desired)
+	change, err := m.Reconcile(desired)
 	if err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
-	if changed != wantChanged {
-		t.Fatalf("Reconcile changed = %v, want %v", changed, wantChanged)
+	if (change != Unchanged) != wantChanged {
+		t.Fatalf("Reconcile: %v, want a change %v", change, wantChanged)
 	}
+	return change
 }
 
 func diffText(t *testing.T, what, got, want string) {
@@ -222,9 +225,9 @@ func TestReconcileErrors(t *testing.T) {
 	t.Run("save fails", func(t *testing.T) {
 		m, f := newTestManager(t)
 		f.saveErr = boom
-		changed, err := m.Reconcile(testRules(true))
-		if changed || !errors.Is(err, boom) || !strings.Contains(err.Error(), "read table nat") {
-			t.Errorf("changed=%v err=%v", changed, err)
+		change, err := m.Reconcile(testRules(true))
+		if change != Unchanged || !errors.Is(err, boom) || !strings.Contains(err.Error(), "read table nat") {
+			t.Errorf("change=%v err=%v", change, err)
 		}
 	})
 	t.Run("save cut short", func(t *testing.T) {
@@ -232,9 +235,9 @@ func TestReconcileErrors(t *testing.T) {
 		mustReconcile(t, m, testRules(true), true)
 		f.must(t, "nat", "-D AGENTD-POSTRTG 1")
 		f.truncate = len("COMMIT\n# Completed\n")
-		changed, err := m.Reconcile(testRules(true))
-		if changed || err == nil || !strings.Contains(err.Error(), "no COMMIT") {
-			t.Errorf("changed=%v err=%v", changed, err)
+		change, err := m.Reconcile(testRules(true))
+		if change != Unchanged || err == nil || !strings.Contains(err.Error(), "no COMMIT") {
+			t.Errorf("change=%v err=%v", change, err)
 		}
 		if len(f.restores) != 2 {
 			t.Error("restored after a read cut short")
@@ -243,10 +246,10 @@ func TestReconcileErrors(t *testing.T) {
 	t.Run("restore fails", func(t *testing.T) {
 		m, f := newTestManager(t)
 		f.restoreErr = boom
-		changed, err := m.Reconcile(testRules(true))
-		if changed || !errors.Is(err, boom) || !strings.Contains(err.Error(), "write table filter") ||
+		change, err := m.Reconcile(testRules(true))
+		if change != Unchanged || !errors.Is(err, boom) || !strings.Contains(err.Error(), "write table filter") ||
 			!strings.Contains(err.Error(), "write table nat") || !strings.Contains(err.Error(), "missing chain AGENTD-POSTRTG") {
-			t.Errorf("changed=%v err=%v", changed, err)
+			t.Errorf("change=%v err=%v", change, err)
 		}
 		diffText(t, "untouched", f.String(), foreignOnly)
 	})
@@ -258,10 +261,10 @@ func TestReconcileErrors(t *testing.T) {
 		m, f := newTestManager(t)
 		f.incompatible = "nat"
 		for range 3 {
-			changed, err := m.Reconcile(testRules(true))
+			change, err := m.Reconcile(testRules(true))
 			if err == nil || !strings.Contains(err.Error(), "table nat") || !strings.Contains(err.Error(), "nft") ||
 				strings.Contains(err.Error(), "filter") {
-				t.Fatalf("changed=%v err=%v, want an error naming table nat and nft", changed, err)
+				t.Fatalf("change=%v err=%v, want an error naming table nat and nft", change, err)
 			}
 			t.Log(err)
 		}
@@ -460,12 +463,15 @@ func TestReconcileRandomTampering(t *testing.T) {
 		}
 		_, foreignBefore := split(f.String())
 		tampered := f.String()
-		changed, err := m.Reconcile(testRules(true))
+		change, err := m.Reconcile(testRules(true))
 		if err != nil {
 			t.Fatalf("round %d: %v\ntampered:\n%s", i, err, tampered)
 		}
-		if changed {
+		switch change {
+		case Rewritten:
 			repaired++
+		case NewChainJumps:
+			t.Fatalf("round %d: tampering with our rules taken for a chain made since\ntampered:\n%s", i, tampered)
 		}
 		our, foreign := split(f.String())
 		if !slices.Equal(our, goldenOurs) {
@@ -523,12 +529,16 @@ func addDockerUser(t *testing.T, f *fake, rules ...string) {
 // evaluates it first in FORWARD; from 28 on its DOCKER chain drops traffic
 // routed to containers before our appended FORWARD jump), it gets a jump into
 // our chain for cluster-to-cluster traffic, ahead of its RETURN if it has
-// one; DOCKER-USER itself is never created or deleted.
+// one; DOCKER-USER itself is never created or deleted. Our jump put into a
+// DOCKER-USER made since the previous Reconcile is NewChainJumps, not
+// Rewritten: nothing of ours was altered (the agent counts no drift repair).
 func TestReconcileDockerUser(t *testing.T) {
 	t.Run("Docker 28: empty DOCKER-USER", func(t *testing.T) {
 		m, f := newTestManager(t)
 		addDockerUser(t, f)
-		mustReconcile(t, m, testRules(true), true)
+		if c := mustReconcile(t, m, testRules(true), true); c != Rewritten {
+			t.Errorf("first installation: %v, want %v", c, Rewritten)
+		}
 		diffText(t, "after", f.String(), withDockerUser(true))
 		mustReconcile(t, m, testRules(true), false)
 	})
@@ -545,7 +555,9 @@ func TestReconcileDockerUser(t *testing.T) {
 		diffText(t, "before dockerd", f.String(), goldenFake)
 		addDockerUser(t, f, "-A DOCKER-USER -j RETURN")
 		n := len(f.restores)
-		mustReconcile(t, m, testRules(true), true)
+		if c := mustReconcile(t, m, testRules(true), true); c != NewChainJumps {
+			t.Errorf("DOCKER-USER made since: %v, want %v", c, NewChainJumps)
+		}
 		diffText(t, "after dockerd", f.String(), withDockerUser(false, "-A DOCKER-USER -j RETURN"))
 		// One jump added, nothing else rewritten (our FORWARD jump
 		// stays where it is).
@@ -567,8 +579,43 @@ func TestReconcileDockerUser(t *testing.T) {
 		addDockerUser(t, f, "-A DOCKER-USER -j RETURN")
 		mustReconcile(t, m, testRules(true), true)
 		f.must(t, "filter", "-D DOCKER-USER 1", dockerUserJump)
-		mustReconcile(t, m, testRules(true), true)
+		if c := mustReconcile(t, m, testRules(true), true); c != Rewritten {
+			t.Errorf("jump moved behind the RETURN: %v, want %v", c, Rewritten)
+		}
 		diffText(t, "repaired", f.String(), withDockerUser(true, "-A DOCKER-USER -j RETURN"))
+	})
+	t.Run("our jump deleted from a DOCKER-USER made since", func(t *testing.T) {
+		m, f := newTestManager(t)
+		mustReconcile(t, m, testRules(true), true)
+		addDockerUser(t, f)
+		mustReconcile(t, m, testRules(true), true)
+		f.must(t, "filter", "-D DOCKER-USER 1")
+		if c := mustReconcile(t, m, testRules(true), true); c != Rewritten {
+			t.Errorf("jump deleted: %v, want %v", c, Rewritten)
+		}
+		diffText(t, "repaired", f.String(), withDockerUser(false))
+	})
+	t.Run("DOCKER-USER made since, and our FORWARD jump deleted", func(t *testing.T) {
+		m, f := newTestManager(t)
+		mustReconcile(t, m, testRules(true), true)
+		f.must(t, "filter", "-D FORWARD -m comment --comment \"agentd forward\" -j AGENTD-FWD")
+		addDockerUser(t, f)
+		if c := mustReconcile(t, m, testRules(true), true); c != Rewritten {
+			t.Errorf("FORWARD's jump deleted as DOCKER-USER came: %v, want %v", c, Rewritten)
+		}
+	})
+	t.Run("DOCKER-USER made since, its jump's restore failed", func(t *testing.T) {
+		m, f := newTestManager(t)
+		mustReconcile(t, m, testRules(true), true)
+		addDockerUser(t, f)
+		f.restoreErr = errors.New("boom")
+		if _, err := m.Reconcile(testRules(true)); err == nil {
+			t.Fatal("Reconcile did not fail")
+		}
+		f.restoreErr = nil
+		if c := mustReconcile(t, m, testRules(true), true); c != NewChainJumps {
+			t.Errorf("retried: %v, want %v", c, NewChainJumps)
+		}
 	})
 	t.Run("forward rules off, and removed", func(t *testing.T) {
 		m, f := newTestManager(t)

@@ -185,17 +185,17 @@ func TestReconcileLegacySkipsOtherTables(t *testing.T) {
 			delete(f.tables, table)
 			extra := "*" + table + "\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -m comment --comment \"a\nb\" -j ACCEPT\nCOMMIT\n"
 			m := newManager(IPv4, legacySave{f, extra}, true, true, logr.Discard())
-			changed, err := m.Reconcile(ForwardRules(testNetwork))
+			change, err := m.Reconcile(ForwardRules(testNetwork))
 			if table == "raw" || table == "security" {
-				if err != nil || !changed {
-					t.Fatalf("Reconcile = %v, %v; want the forward rules written", changed, err)
+				if err != nil || change != Rewritten {
+					t.Fatalf("Reconcile = %v, %v; want the forward rules written", change, err)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), "table "+table) || !strings.Contains(err.Error(), "unterminated quote") {
-				t.Fatalf("Reconcile = %v, %v; want a parse error naming table %s", changed, err, table)
+				t.Fatalf("Reconcile = %v, %v; want a parse error naming table %s", change, err, table)
 			}
-			if changed || len(f.restores) != 0 {
+			if change != Unchanged || len(f.restores) != 0 {
 				t.Errorf("wrote %q after a parse error", f.restores)
 			}
 		})

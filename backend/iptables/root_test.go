@@ -274,10 +274,10 @@ func TestRootRestoreIsAtomic(t *testing.T) {
 	before := saved(t, ns, "iptables-save", "nat")
 	bad := append(MasqRules(testNetwork, testSubnet, false),
 		Rule{Table: "nat", Chain: MasqChain, Spec: []string{"-m", "nosuchmatch", "-j", "RETURN"}})
-	changed, err := m.Reconcile(bad)
-	if changed || err == nil || !strings.Contains(err.Error(), "iptables-") || !strings.Contains(err.Error(), "write table nat") ||
+	change, err := m.Reconcile(bad)
+	if change != Unchanged || err == nil || !strings.Contains(err.Error(), "iptables-") || !strings.Contains(err.Error(), "write table nat") ||
 		!strings.Contains(err.Error(), ": -A "+MasqChain+" -m nosuchmatch -j RETURN") {
-		t.Fatalf("changed=%v err=%v", changed, err)
+		t.Fatalf("change=%v err=%v", change, err)
 	}
 	t.Logf("error as reported: %v", err)
 	diffText(t, "nat after a failed restore", saved(t, ns, "iptables-save", "nat"), before)

@@ -95,6 +95,15 @@ func (t *Table) chainNames() []string {
 	return out
 }
 
+// without is t less chains: their declarations and their rules.
+func (t *Table) without(chains []string) *Table {
+	return &Table{
+		Name:   t.Name,
+		Chains: slices.DeleteFunc(slices.Clone(t.Chains), func(c ChainDecl) bool { return slices.Contains(chains, c.Name) }),
+		Rules:  slices.DeleteFunc(slices.Clone(t.Rules), func(r Rule) bool { return slices.Contains(chains, r.Chain) }),
+	}
+}
+
 // ParseSave parses iptables-save (or ip6tables-save) output. It is strict
 // where leniency would be dangerous: a section without its COMMIT (output cut
 // short), or a table iptables-save could not show (an IncompatibleTableError),
