@@ -113,12 +113,18 @@ type agent struct {
 	// error of removing our chains when none are wanted, logged once.
 	// iptApplied are the rules the last successful check put in place
 	// (nil: none yet). iptOtherDue: the other backend's leftovers are
-	// still to be removed.
-	ipt           *iptables.Manager
-	iptDone       bool
-	iptCleanupErr string
-	iptApplied    []iptables.Rule
-	iptOtherDue   bool
+	// still to be removed; iptOtherLocked, since when that has failed
+	// for the xtables lock (zero: it has not), and iptOtherLockedLogged,
+	// whether that has been logged as an error.
+	ipt                  *iptables.Manager
+	iptDone              bool
+	iptCleanupErr        string
+	iptApplied           []iptables.Rule
+	iptOtherDue          bool
+	iptOtherLocked       time.Time
+	iptOtherLockedLogged bool
+	// now is the reconcile goroutine's clock: time.Now if nil.
+	now func() time.Time
 	// changes is the reconcile goroutine's summary of kernel changes.
 	changes changeLog
 

@@ -5,10 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/agentd/agentd/backend/iptables"
 	"github.com/agentd/agentd/subnet"
 )
+
+// otherBackendLockedFor is how long the removal of the other backend's
+// leftovers fails for the xtables lock before that is logged as an error.
+// kube-proxy's and firewalld's restores hold the lock for moments, which the
+// next check rides out; a minute of failures (a dozen checks at the default
+// --iptables-resync of 5 s; with one of a minute or more, the second check)
+// is another program keeping it, or one stuck holding it.
+const otherBackendLockedFor = time.Minute
 
 // reconcileIPTables keeps our masquerade, forward and mark chains equal to
 // what the flags and our lease ask for. With every kind of rule off it runs
@@ -23,7 +32,9 @@ import (
 // chains from the backend it does not write to (left by a run with another
 // --iptables-mode), logging a failure once; a failure because another
 // program held the xtables lock is tried again at each check, with rules
-// wanted or not, until it succeeds. ctx, the reconcile loop's, ends any
+// wanted or not, until it succeeds: at V(2) until it has failed so for
+// otherBackendLockedFor, then once as an error, and its success, after
+// that error, at V(0). ctx, the reconcile loop's, ends any
 // iptables command still running when it is done (the Manager made by the
 // first call keeps it); a check it cut short returns ctx's error, and logs
 // nothing. A pass that rewrites the rules it last put in place counts as a
@@ -54,12 +65,33 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 		// held by another program makes it worth trying again: the
 		// next check does, since the leftovers may masquerade.
 		err := a.ipt.RemoveFromOtherBackend()
+		now := time.Now()
+		if a.now != nil {
+			now = a.now()
+		}
 		switch {
 		case err == nil:
 			a.iptOtherDue = false
+			if !a.iptOtherLocked.IsZero() {
+				log := a.log.V(2)
+				if a.iptOtherLockedLogged {
+					log = a.log.V(0)
+				}
+				log.Info("iptables chains an earlier run may have left in the other iptables backend removed, the xtables lock free again",
+					"after", now.Sub(a.iptOtherLocked).Round(time.Second))
+			}
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, iptables.ErrXtablesLocked):
+			if a.iptOtherLocked.IsZero() {
+				a.iptOtherLocked = now
+			}
+			if held := now.Sub(a.iptOtherLocked); held >= otherBackendLockedFor && !a.iptOtherLockedLogged {
+				a.iptOtherLockedLogged = true
+				a.log.Error(err, "cannot remove iptables chains an earlier run may have left in the other iptables backend, which may still masquerade or accept traffic as that run's flags said: "+
+					"another program keeps the xtables lock; tried again at each check", "for", held.Round(time.Second))
+				break
+			}
 			a.log.V(2).Info("iptables chains an earlier run may have left in the other iptables backend not removed yet; tried again at the next check", "err", err)
 		default:
 			a.iptOtherDue = false

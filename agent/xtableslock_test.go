@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
 
+	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
 )
 
@@ -181,8 +184,10 @@ func xtablesLockOtherBackendChild(t *testing.T) {
 	}
 }
 
-func otherBackendRetried(t *testing.T, lockFile string, forward bool) {
-	// The earlier run's chain and jump, in legacy nat.
+// addLegacyLeftover puts an earlier run's masquerade chain, and the jump
+// into it, in the legacy nat table.
+func addLegacyLeftover(t *testing.T) {
+	t.Helper()
 	for _, args := range [][]string{
 		{"-t", "nat", "-N", "AGENTD-POSTRTG"},
 		{"-t", "nat", "-A", "AGENTD-POSTRTG", "-s", "10.244.0.0/16", "-j", "MASQUERADE"},
@@ -192,14 +197,43 @@ func otherBackendRetried(t *testing.T, lockFile string, forward bool) {
 			t.Fatalf("iptables-legacy %v: %v: %s", args, err, out)
 		}
 	}
+}
+
+// legacyLeftover fails while the legacy tables hold a chain of ours.
+func legacyLeftover() error {
+	out, err := exec.Command("iptables-legacy-save").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("iptables-legacy-save: %v: %s", err, out)
+	}
+	if strings.Contains(string(out), "AGENTD-") {
+		return fmt.Errorf("the legacy tables still hold the earlier run's chain:\n%s", out)
+	}
+	return nil
+}
+
+// holdXtablesLock takes lockFile's flock, as another iptables user would,
+// and returns what releases it.
+func holdXtablesLock(t *testing.T, lockFile string) (release func()) {
+	t.Helper()
 	lock, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Close()
+	t.Cleanup(func() { lock.Close() })
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
+	return func() {
+		t.Helper()
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func otherBackendRetried(t *testing.T, lockFile string, forward bool) {
+	addLegacyLeftover(t)
+	release := holdXtablesLock(t, lockFile)
 	a := &agent{
 		cfg: Config{IPTablesForwardRules: forward, IPTablesMode: "nft",
 			ResyncInterval: time.Hour, IPTablesResync: time.Second},
@@ -210,7 +244,7 @@ func otherBackendRetried(t *testing.T, lockFile string, forward bool) {
 	_, _, ctx := runReconcileLoop(t, a)
 	// Ready: the first check, which tries the other backend first, is
 	// done.
-	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+	err := cluster.Eventually(ctx, 20*time.Second, func() error {
 		if ready, why := a.health.ready(); !ready {
 			return fmt.Errorf("not ready: %s (last reconcile error: %s)", why, a.obs.status(a.health).LastResyncError)
 		}
@@ -219,25 +253,102 @@ func otherBackendRetried(t *testing.T, lockFile string, forward bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leftover := func() error {
-		out, err := exec.Command("iptables-legacy-save").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("iptables-legacy-save: %v: %s", err, out)
-		}
-		if strings.Contains(string(out), "AGENTD-") {
-			return fmt.Errorf("the legacy tables still hold the earlier run's chain:\n%s", out)
-		}
-		return nil
-	}
-	if leftover() == nil {
+	if legacyLeftover() == nil {
 		t.Fatal("the legacy leftovers were removed while the lock was held")
 	}
 	released := time.Now()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.Eventually(ctx, 20*time.Second, leftover); err != nil {
+	release()
+	if err := cluster.Eventually(ctx, 20*time.Second, legacyLeftover); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("the legacy leftovers removed %v after the lock was released", time.Since(released).Round(time.Millisecond))
+}
+
+// TestXtablesLockKeptOtherBackendLogged: another program keeps the xtables
+// lock, so the other backend's leftovers, which may go on masquerading and
+// accepting as an earlier run's flags said, cannot be removed. Each check
+// tries again, quietly (V(2)) at first, since kube-proxy's restores hold
+// the lock for moments; once that has failed for otherBackendLockedFor,
+// one error says so, and when the removal is made at last, one line says
+// that. Before, only the V(2) lines told of it, at each check for as long
+// as the lock was held: at the default verbosity the operator was never
+// told. Real iptables of both backends, in a network namespace of the
+// test's own, with a lock file of its own (XTABLES_LOCKFILE); the agent's
+// clock is the test's, and its checks are called one by one.
+func TestXtablesLockKeptOtherBackendLogged(t *testing.T) {
+	inOwnNetns(t, xtablesLockKeptChild)
+}
+
+func xtablesLockKeptChild(t *testing.T) {
+	for _, bin := range []string{"iptables-legacy", "iptables-legacy-save", "iptables-nft"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found (make deps installs Debian's iptables, with both backends)", bin)
+		}
+	}
+	lockFile := filepath.Join(t.TempDir(), "xtables.lock")
+	t.Setenv("XTABLES_LOCKFILE", lockFile)
+	addLegacyLeftover(t)
+	release := holdXtablesLock(t, lockFile)
+
+	var lines []string // the checks run on this goroutine, and log on it
+	log := funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 2})
+	clock := time.Date(2026, 12, 6, 1, 0, 0, 0, time.UTC)
+	a := &agent{
+		cfg:    Config{IPTablesForwardRules: true, IPTablesMode: "nft"},
+		log:    log,
+		health: newHealth(log),
+		obs:    newObserver(),
+		now:    func() time.Time { return clock },
+	}
+	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
+	own := lease("10.244.1.0/24", "198.18.0.1")
+	// said counts the lines about the other backend at verbosity level
+	// (funcr gives an error line no level).
+	said := func(level string) int {
+		n := 0
+		for _, l := range lines {
+			if strings.Contains(l, "other iptables backend") && strings.HasPrefix(l, level) {
+				n++
+			}
+		}
+		return n
+	}
+	const errorLine, infoLine, quietLine = `"msg"=`, `"level"=0 `, `"level"=2 `
+	check := func(what string, wantErrors, wantInfos int) {
+		t.Helper()
+		if err := a.reconcileIPTables(t.Context(), netCfg, own); err != nil {
+			t.Fatalf("%s: check: %v", what, err)
+		}
+		if e, i := said(errorLine), said(infoLine); e != wantErrors || i != wantInfos {
+			t.Errorf("%s: %d error and %d info lines about the other backend, want %d and %d; the log:\n%s",
+				what, e, i, wantErrors, wantInfos, strings.Join(lines, "\n"))
+		}
+	}
+
+	check("the first check", 0, 0)
+	clock = clock.Add(otherBackendLockedFor - time.Second)
+	check("a second short of the bound", 0, 0)
+	if legacyLeftover() == nil {
+		t.Fatal("the legacy leftovers were removed while the lock was held")
+	}
+	clock = clock.Add(time.Second)
+	check("the bound reached", 1, 0)
+	clock = clock.Add(time.Hour)
+	check("an hour on", 1, 0)
+	if n := said(quietLine); n != 3 {
+		t.Errorf("%d V(2) lines, want one for each failed check but the one logged as an error (3)", n)
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, errorLine) && !strings.Contains(l, "xtables lock") {
+			t.Errorf("the error does not name the xtables lock: %s", l)
+		}
+	}
+
+	release()
+	check("the lock released", 1, 1)
+	if err := legacyLeftover(); err != nil {
+		t.Fatal(err)
+	}
+	check("the next check", 1, 1)
+	t.Logf("the log:\n%s", strings.Join(lines, "\n"))
 }
