@@ -410,6 +410,7 @@ type datapath struct {
 	queues   []*tunQueue
 	socks    []*udpSock
 	bufs     *arena
+	spare    chan struct{} // see woke (spare.go)
 	wg       sync.WaitGroup
 	stopping atomic.Bool
 	broken   atomic.Bool
@@ -486,12 +487,16 @@ func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *coun
 			broken()
 		}()
 	}
+	d.spare = startSpare()
 	for i, q := range d.queues {
-		w := newTxWorker(q.reader(), q.writer(), d.socks[i%len(d.socks)], tbl, c, bufs.alloc)
+		r := q.reader()
+		r.spare = d.spare
+		w := newTxWorker(r, q.writer(), d.socks[i%len(d.socks)], tbl, c, bufs.alloc)
 		worker("tun-to-udp", i, w.run)
 	}
 	for i, s := range d.socks {
 		w := newRxWorker(s, d.queues[i%len(d.queues)].writer(), tbl, c, bufs.alloc)
+		w.m.spare = d.spare
 		worker("udp-to-tun", i, w.run)
 	}
 	log.V(2).Info("datapath workers started", "tunQueues", len(d.queues), "udpSockets", len(d.socks),
@@ -527,6 +532,7 @@ func (d *datapath) stop() {
 		p.f.SetWriteDeadline(now.Add(stopWriteGrace))
 	}
 	d.wg.Wait()
+	close(d.spare)
 	d.closeAll()
 	d.bufs.release()
 }

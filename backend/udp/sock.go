@@ -171,6 +171,10 @@ type mmsg struct {
 	errno unix.Errno
 
 	recvF, sendF func(fd uintptr) bool
+
+	// Receive: spare and since, see woke (spare.go).
+	spare chan<- struct{}
+	since int64
 }
 
 func newMmsg(msgs, iovs int) *mmsg {
@@ -301,6 +305,9 @@ func (m *mmsg) recvmmsg(fd uintptr) bool {
 	n, e, ready := rawCall(unix.SYS_RECVMMSG, fd, unsafe.Pointer(&m.hdrs[0]), m.n)
 	if ready {
 		m.done, m.errno = int(n), e
+		m.since = woke(m.spare, m.since)
+	} else if m.since == 0 {
+		m.since = waitStart()
 	}
 	return ready
 }

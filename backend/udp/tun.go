@@ -183,6 +183,9 @@ type queueReader struct {
 	n     int
 	errno unix.Errno
 	f     func(fd uintptr) bool
+	// spare and since: see woke (spare.go).
+	spare chan<- struct{}
+	since int64
 }
 
 func (q *tunQueue) reader() *queueReader {
@@ -195,6 +198,9 @@ func (r *queueReader) readOnce(fd uintptr) bool {
 	n, e, ready := rawCall(unix.SYS_READ, fd, unsafe.Pointer(&r.buf[0]), len(r.buf))
 	if ready {
 		r.n, r.errno = int(n), e
+		r.since = woke(r.spare, r.since)
+	} else if r.since == 0 {
+		r.since = waitStart()
 	}
 	return ready
 }
