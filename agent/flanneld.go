@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agentd/agentd/internal/sockclaim"
 )
 
 // A flanneld in this network namespace, with the same etcd and prefix (an
@@ -56,26 +58,18 @@ func (e *flanneldRunningError) Error() string {
 // not counted, nor is this process: agentd installed in flanneld's place
 // (a flanneld unit's binary replaced) is named flanneld too.
 func flanneldProcs(proc, netns string) []int {
-	ents, err := os.ReadDir(proc)
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
+	self := proc + "/" + strconv.Itoa(os.Getpid())
+	return sockclaim.ProcPidsUnder(proc, func(dir string) bool {
+		if dir == self {
+			return false
 		}
-		dir := proc + "/" + e.Name()
 		comm, err := os.ReadFile(dir + "/comm")
 		if err != nil || strings.TrimSuffix(string(comm), "\n") != flanneldComm {
-			continue
+			return false
 		}
-		if ns, err := os.Readlink(dir + "/ns/net"); err == nil && ns == netns {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+		ns, err := os.Readlink(dir + "/ns/net")
+		return err == nil && ns == netns
+	})
 }
 
 // flanneldScan returns a scan for flanneld processes in this thread's

@@ -95,14 +95,20 @@ func Holders(addr string) []int {
 // ProcPids returns the processes /proc shows (in our PID namespace) whose
 // directory, /proc/<pid>, match accepts.
 func ProcPids(match func(dir string) bool) []int {
-	ents, err := os.ReadDir("/proc")
+	return ProcPidsUnder("/proc", match)
+}
+
+// ProcPidsUnder is ProcPids for the proc file system at proc (tests give
+// a directory of their own).
+func ProcPidsUnder(proc string, match func(dir string) bool) []int {
+	ents, err := os.ReadDir(proc)
 	if err != nil {
 		return nil
 	}
 	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err == nil && match("/proc/"+e.Name()) {
+		if err == nil && match(proc+"/"+e.Name()) {
 			pids = append(pids, pid)
 		}
 	}
