@@ -23,10 +23,17 @@ import (
 // and never stops a restart. Like the keeper's name it is per network
 // namespace, and any local user can bind it first: a holder of another
 // user is no agent of ours (it could not take our descriptors from the
-// keeper), so the agent goes on without the claim, and says so.
+// keeper), so the agent goes on without the claim, and says so. It takes
+// the claim once the squatter has let it go: each Reconcile pass meanwhile
+// tries a bind (claimIfFree), and asks the holder nothing. Else a second
+// agent started after the squatter's exit would get as far as the keeper
+// for as long as the first one ran (TestSquattedClaimRetaken).
 
 // claimAddr is the agent's claim on the device dev.
 func claimAddr(dev string) string { return "@agentd-udp-agent/" + dev }
+
+// claimName names the file that holds the claim.
+const claimName = "udp-claim"
 
 // agentRunningError says that another agent runs the udp backend on the
 // device in this network namespace.
@@ -46,9 +53,21 @@ func (e *agentRunningError) Error() string {
 // *agentRunningError when a process of our user holds it, or one this
 // process cannot see.
 func claimDevice(dev string) (f *os.File, squatters []int, err error) {
-	f, squatters, err = sockclaim.Claim(claimAddr(dev), "udp-claim")
+	f, squatters, err = sockclaim.Claim(claimAddr(dev), claimName)
 	if held, ok := errors.AsType[*sockclaim.HeldError](err); ok {
 		return nil, nil, &agentRunningError{dev: dev, held: held}
 	}
 	return f, squatters, err
+}
+
+// claimIfFree takes the claim on dev in this thread's network namespace if
+// no process holds it, and returns nil if one does (or the bind fails
+// otherwise): it asks nothing about a holder, so it costs a socket and a
+// bind.
+func claimIfFree(dev string) *os.File {
+	f, err := sockclaim.Bind(claimAddr(dev), claimName)
+	if err != nil {
+		return nil
+	}
+	return f
 }

@@ -5,6 +5,7 @@ package udp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -80,4 +81,58 @@ func TestClaimSquatted(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectReply(t, peer, 1)
+}
+
+// TestSquattedClaimRetaken: the agents' claim on the device is held by a
+// process of another user when the agent starts, which goes on without it;
+// the squatter exits later. The agent's next pass takes the claim, says
+// so, and from then on a second agent is refused as in
+// TestSecondAgentRefused. Before, the agent never took it while it ran: a
+// second agent started after the squatter had gone got as far as the
+// keeper and took copies of the running agent's queues and sockets. The
+// claim has no part in restarts: while the squatter holds it, an agent
+// restart still takes the device over from the keeper and loses nothing.
+func TestSquattedClaimRetaken(t *testing.T) {
+	h := newTestNet(t)
+	free := h.squatOn("@agentd-udp-agent/flannel0", 1, false)
+	h.start()
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
+	h.reconcile(peers...)
+	peer := h.udpFrom("198.18.0.2")
+	h.exit()
+	if _, err := peer.WriteToUDP(echoRequest("10.244.2.5", "10.244.1.0", 1), hostAddr); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	if !h.logged("took the device and sockets over from the descriptor keeper") {
+		t.Fatal("the restarted backend did not take over from the keeper")
+	}
+	h.reconcile(peers...)
+	expectReply(t, peer, 1)
+	if h.logged("took the agents' claim on the device") {
+		t.Fatal("the agent says it took the claim while the squatter holds it")
+	}
+
+	free()
+	h.reconcile(peers...)
+	if !h.logged("took the agents' claim on the device") {
+		t.Error("the pass after the squatter exited did not say it took the claim")
+	}
+	b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.track(b)
+	if _, err = b.Prepare(context.Background()); err == nil {
+		b.fds.close()
+		t.Fatal("a second agent's Prepare succeeded beside the running one once the squatter had gone")
+	}
+	var running *agentRunningError
+	if !errors.As(err, &running) {
+		t.Errorf("the second agent: %v, want it refused as another agent runs", err)
+	}
+	if _, err := peer.WriteToUDP(echoRequest("10.244.2.5", "10.244.1.0", 2), hostAddr); err != nil {
+		t.Fatal(err)
+	}
+	expectReply(t, peer, 2)
 }

@@ -193,7 +193,8 @@ type Backend struct {
 	// descriptors (nil: none known), keeperTimer wakes Reconcile for the
 	// next try to start one while there is none, and Watch's end stops
 	// both. claim is this agent's claim on the device (claim.go), taken
-	// by Prepare and let go at Watch's end (nil: none held).
+	// by Prepare, or by Reconcile once squatters let it go, and let go at
+	// Watch's end (nil: none held).
 	mu          sync.Mutex
 	closed      bool
 	kw          *keeperWatch
@@ -305,7 +306,7 @@ func (b *Backend) claimDevice() error {
 		return err
 	}
 	if f == nil {
-		b.log.Info("the agents' claim on the device is held by a process of another user, no agent of ours; going on without it",
+		b.log.Info("the agents' claim on the device is held by a process of another user, no agent of ours; going on without it until it is let go",
 			"socket", claimAddr(DeviceName), "pids", squatters)
 		return nil
 	}
@@ -313,6 +314,36 @@ func (b *Backend) claimDevice() error {
 	b.claim = f
 	b.mu.Unlock()
 	return nil
+}
+
+// retakeClaim takes this agent's claim on the device once the processes of
+// other users that held it at Prepare (claimDevice) have let it go; until
+// then each call costs a bind. It does nothing while the agent holds the
+// claim, or after Watch's end.
+func (b *Backend) retakeClaim() {
+	b.mu.Lock()
+	want := b.claim == nil && !b.closed
+	b.mu.Unlock()
+	if !want {
+		return
+	}
+	var f *os.File
+	_ = b.do(func() error { f = claimIfFree(DeviceName); return nil })
+	if f == nil {
+		return
+	}
+	b.mu.Lock()
+	took := b.claim == nil && !b.closed
+	if took {
+		b.claim = f
+	}
+	b.mu.Unlock()
+	if !took {
+		f.Close()
+		return
+	}
+	b.log.Info("took the agents' claim on the device, which a process of another user held: a second agent is refused again",
+		"socket", claimAddr(DeviceName))
 }
 
 // letGo lets go of this agent's claim on the device, if it holds it.
@@ -858,6 +889,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		return res, err
 	}
 	b.ensureKeeper(ctx)
+	b.retakeClaim()
 	var errs []error
 	if err := backend.EnsureSubnetAddr(b.h, dev, own.Subnet, &res, b.log); err != nil {
 		errs = append(errs, err)

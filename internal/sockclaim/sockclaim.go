@@ -45,17 +45,12 @@ func (e *HeldError) Who(what string) string {
 // (squatters); it is a *HeldError when a process of our user holds it, or
 // one this process cannot see.
 func Claim(addr, name string) (f *os.File, squatters []int, err error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("claim socket: %w", err)
-	}
-	err = unix.Bind(fd, &unix.SockaddrUnix{Name: addr})
+	f, err = Bind(addr, name)
 	if err == nil {
-		return os.NewFile(uintptr(fd), name), nil, nil
+		return f, nil, nil
 	}
-	unix.Close(fd)
 	if !errors.Is(err, unix.EADDRINUSE) {
-		return nil, nil, fmt.Errorf("bind %s: %w", addr, err)
+		return nil, nil, err
 	}
 	var ours []int
 	for _, pid := range Holders(addr) {
@@ -69,6 +64,22 @@ func Claim(addr, name string) (f *os.File, squatters []int, err error) {
 		return nil, squatters, nil
 	}
 	return nil, nil, &HeldError{Addr: addr, Pids: ours}
+}
+
+// Bind binds the abstract name addr as Claim does, and asks nothing about
+// a holder: an error wrapping unix.EADDRINUSE says that one holds it. It
+// costs a socket and a bind, for a caller that tries again and again to
+// take a name a squatter held.
+func Bind(addr, name string) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("claim socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: addr}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind %s: %w", addr, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 // Holders returns the processes, as far as /proc shows them, that hold a
