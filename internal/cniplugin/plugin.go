@@ -203,14 +203,19 @@ var releaseOnly = subnetenv.Env{
 // flannel's plugin are left alone: they do not say which interface they
 // were for. Then the delegate of today's configuration gets the GC, if it
 // speaks 1.1.0 (see forward) and subnet.env is readable. Errors do not stop
-// it; they are reported together, with the first one's code.
+// it; they are reported together, with the first one's code. Without a
+// list of valid attachments (see validAttachments) it does nothing.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
 	n, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
-	valid := make(map[types.GCAttachment]bool, len(n.ValidAttachments))
-	for _, a := range n.ValidAttachments {
+	list, err := validAttachments(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := make(map[types.GCAttachment]bool, len(list))
+	for _, a := range list {
 		valid[a] = true
 	}
 	ents, err := os.ReadDir(n.DataDir)
@@ -236,11 +241,47 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		}
 	}
 	if env, err := subnetenv.ReadComplete(n.SubnetFile); err == nil {
-		if err := p.forward(n, env, "GC", map[string]any{"cni.dev/valid-attachments": n.ValidAttachments}); err != nil {
+		if err := p.forward(n, env, "GC", map[string]any{validKey: list, oldValidKey: list}); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return joinErrors("GC", errs)
+}
+
+// GC's keys for the list of valid attachments: the spec's, and the name
+// the 1.1.0 spec's text first gave it (containernetworking/cni#1101).
+// libcni sends both; a runtime written from the spec's text may send only
+// the old one.
+const (
+	validKey    = "cni.dev/valid-attachments"
+	oldValidKey = "cni.dev/attachments"
+)
+
+// validAttachments is GC's list of the attachments still valid, from
+// validKey or else oldValidKey; null is an empty list (CRI-O sends it for a
+// network none of whose pods is valid). Without either key nothing tells a
+// running pod from a stale one (cnitool gc sends neither): that is an
+// error, not an empty list, which would release every attachment and free
+// running pods' addresses for the next ADD to hand out again.
+func validAttachments(stdin []byte) ([]types.GCAttachment, error) {
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(stdin, &keys); err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("network configuration: %v", err), "")
+	}
+	for _, k := range []string{validKey, oldValidKey} {
+		raw, ok := keys[k]
+		if !ok {
+			continue
+		}
+		var list []types.GCAttachment
+		if err := json.Unmarshal(raw, &list); err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("GC: %q is not a list of attachments: %v", k, err), "")
+		}
+		return list, nil
+	}
+	return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(
+		"GC: the network configuration has no %q (nor %q) list of the attachments still valid, so a running pod cannot be told from a stale one; nothing was released (cnitool gc sends no list; a runtime sends one, empty when no pod of the network is valid)",
+		validKey, oldValidKey), "")
 }
 
 // Status (CNI 1.1) says whether ADD can be served now: not while subnet.env
