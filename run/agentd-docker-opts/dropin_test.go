@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -128,6 +129,61 @@ func FuzzDropInCommand(f *testing.F) {
 		want := map[string]string{"--bip=": env.Subnet.String(), "--mtu=": strconv.Itoa(env.MTU), "--ip-masq=": strconv.FormatBool(!env.IPMasq)}
 		if !maps.Equal(last, want) {
 			t.Fatalf("subnet.env %q, read by agentd-docker-opts as %s: dockerd gets %q, want %q", envText, want, cmd.Argv, want)
+		}
+	})
+}
+
+// FuzzDropInDockerOpts: for any DOCKER_OPTS (from Debian's
+// /etc/default/docker, or an Environment= of another drop-in),
+// agentd-docker-opts as the drop-in's ExecStartPre runs it gets after "--"
+// exactly the words of $DOCKER_OPTS that dockerd as its ExecStart runs it
+// gets, so it checks the configuration file that dockerd reads.
+func FuzzDropInDockerOpts(f *testing.F) {
+	for _, s := range []string{"", "--config-file=/etc/docker/custom.json", `-D --config-file "/etc/docker/my config.json"`,
+		"--log-opt max-size=10m\t--config-file\n/x", `'--config-file=/a b'`, "--", `--config-file`, `\`, `"open`, "-H unix:///x -- --config-file=/y"} {
+		f.Add(s)
+	}
+	u, err := sdunit.Load("../../dist/systemd/docker.service.d/agentd.conf")
+	if err != nil {
+		f.Fatal(err)
+	}
+	pre, execs := u.List("Service", "ExecStartPre"), u.List("Service", "ExecStart")
+	if len(pre) != 1 || len(execs) != 1 {
+		f.Fatalf("ExecStartPre = %q, ExecStart = %q, want one command each", pre, execs)
+	}
+	const bip = "--bip=10.244.5.1/24"
+	netOpts := bip + " --mtu=1450 --ip-masq=false"
+	without, err := sdunit.ExpandCommand(execs[0], map[string]string{"DOCKER_NETWORK_OPTIONS": netOpts})
+	if err != nil {
+		f.Fatal(err)
+	}
+	at := slices.Index(without.Argv, bip)
+	if at < 0 {
+		f.Fatalf("dockerd %q has no %s", without.Argv, bip)
+	}
+	const def = "/etc/docker/daemon.json"
+	f.Fuzz(func(t *testing.T, dockerOpts string) {
+		env := map[string]string{"DOCKER_OPTS": dockerOpts, "DOCKER_NETWORK_OPTIONS": netOpts}
+		preCmd, err := sdunit.ExpandCommand(pre[0], env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, usage, err := parseFlags(preCmd.Argv[1:])
+		if err != nil || usage != "" {
+			t.Fatalf("DOCKER_OPTS %q: agentd-docker-opts %q: %q, %v", dockerOpts, preCmd.Argv, usage, err)
+		}
+		cmd, err := sdunit.ExpandCommand(execs[0], env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := slices.Concat(without.Argv[:at], o.dockerdArgs, without.Argv[at:])
+		if !slices.Equal(cmd.Argv, want) {
+			t.Fatalf("DOCKER_OPTS %q: agentd-docker-opts gets dockerd's arguments %q, but dockerd runs as %q", dockerOpts, o.dockerdArgs, cmd.Argv)
+		}
+		checked, err1 := dockerdConfigFile(o.dockerdArgs, def)
+		read, err2 := dockerdConfigFile(cmd.Argv[1:], def)
+		if err1 == nil && err2 == nil && checked != read {
+			t.Fatalf("DOCKER_OPTS %q: agentd-docker-opts checks %q, dockerd %q reads %q", dockerOpts, checked, cmd.Argv, read)
 		}
 	})
 }

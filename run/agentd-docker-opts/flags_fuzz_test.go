@@ -1,18 +1,21 @@
 package main
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
 
 // FuzzParseFlags: any command line is either refused with a one-line
 // message, or gives --help, or options with a wait that is not negative;
-// written back as flags, those options parse to themselves.
+// written back as flags (and dockerd's arguments after "--", when there was
+// a "--"), those options parse to themselves.
 //
 // args is split at newlines into arguments.
 func FuzzParseFlags(f *testing.F) {
 	for _, s := range []string{"", "--wait=60s\n--output=/run/flannel/docker-network.env", "-o\n-\n--subnet-file\n/x/subnet.env",
-		"--wait=-1s", "--wait", "extra", "-h", "--help=false\n--wait=1h1m", "--subnet-file=\n--", "-o=", "--bogus", "--docker-config=", "--docker-config\n/etc/docker/daemon.json"} {
+		"--wait=-1s", "--wait", "extra", "-h", "--help=false\n--wait=1h1m", "--subnet-file=\n--", "-o=", "--bogus", "--docker-config=", "--docker-config\n/etc/docker/daemon.json",
+		"--wait=1m\n--\n-D\n--config-file\n/etc/docker/custom.json", "--", "x\n--\n--wait=1s", "--\n--\n-h"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, argText string) {
@@ -39,8 +42,11 @@ func FuzzParseFlags(f *testing.F) {
 			t.Fatalf("parseFlags(%q): negative wait %v accepted", args, o.wait)
 		}
 		again := []string{"--subnet-file=" + o.subnetFile, "--output=" + o.output, "--wait=" + o.wait.String(), "--docker-config=" + o.dockerConfig}
+		if o.dockerdArgs != nil {
+			again = append(append(again, "--"), o.dockerdArgs...)
+		}
 		o2, usage, err := parseFlags(again)
-		if err != nil || usage != "" || o2 != o {
+		if err != nil || usage != "" || !reflect.DeepEqual(o2, o) {
 			t.Fatalf("parseFlags(%q) = %+v; written back as %q it parses to %+v, %q, %v", args, o, again, o2, usage, err)
 		}
 	})

@@ -25,8 +25,10 @@
 // starts with a bridge address that is not this host's lease. So is a
 // dockerd configuration file (--docker-config, /etc/docker/daemon.json) that
 // sets one of the options given here, or "bridge" (see checkDockerConfig),
-// checked before any wait. Exit status 64 (EX_USAGE, as agentd's and
-// agentctl's) is a usage error.
+// checked before any wait. That file is the one dockerd reads: the last
+// --config-file among dockerd's own arguments, given after "--" (the drop-in
+// passes $DOCKER_OPTS there, split as for dockerd), or else --docker-config.
+// Exit status 64 (EX_USAGE, as agentd's and agentctl's) is a usage error.
 package main
 
 import (
@@ -69,8 +71,11 @@ type options struct {
 	subnetFile   string
 	output       string
 	dockerConfig string
-	wait         time.Duration
-	poll         time.Duration
+	// dockerdArgs are the arguments after "--": dockerd's own, read only for
+	// its --config-file.
+	dockerdArgs []string
+	wait        time.Duration
+	poll        time.Duration
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -91,7 +96,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // called each time --wait found no subnet.env and is about to wait o.poll
 // before looking again (for tests).
 func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Writer) int {
-	if err := checkDockerConfig(o.dockerConfig); err != nil {
+	config := o.dockerConfig
+	if config != "" {
+		// Arguments dockerd refuses are for dockerd to name; the check
+		// looks at the file the ones before would give.
+		config, _ = dockerdConfigFile(o.dockerdArgs, config)
+	}
+	if err := checkDockerConfig(config); err != nil {
 		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
 		return exitFailure
 	}
@@ -114,7 +125,7 @@ func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Wr
 }
 
 // parseFlags reads the command line into options. For --help it returns the
-// help text instead.
+// help text instead. Arguments after "--" are dockerd's.
 func parseFlags(args []string) (o options, usage string, err error) {
 	var help bool
 	fs := pflag.NewFlagSet("agentd-docker-opts", pflag.ContinueOnError)
@@ -122,16 +133,20 @@ func parseFlags(args []string) (o options, usage string, err error) {
 	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "the subnet.env agentd writes")
 	fs.StringVarP(&o.output, "output", "o", "", "write the result to this file atomically (default: stdout)")
 	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for a complete subnet.env (0: read it once)")
-	fs.StringVar(&o.dockerConfig, "docker-config", "/etc/docker/daemon.json", `dockerd's configuration file: fail if it sets bip, mtu, ip-masq or bridge ("": do not look)`)
+	fs.StringVar(&o.dockerConfig, "docker-config", "/etc/docker/daemon.json", `dockerd's configuration file unless a --config-file among dockerd's arguments (after "--") names another: fail if it sets bip, mtu, ip-masq or bridge ("": do not look)`)
 	fs.BoolVarP(&help, "help", "h", false, "print this help and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, "", err
 	}
 	if help {
-		return o, fmt.Sprintf("Usage: agentd-docker-opts [flags]\n\nWrites dockerd's --bip, --mtu and --ip-masq from agentd's subnet.env.\n\nFlags:\n%s", fs.FlagUsages()), nil
+		return o, fmt.Sprintf("Usage: agentd-docker-opts [flags] [-- dockerd's arguments]\n\nWrites dockerd's --bip, --mtu and --ip-masq from agentd's subnet.env.\n\nFlags:\n%s", fs.FlagUsages()), nil
 	}
-	if fs.NArg() > 0 {
-		return o, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	args = fs.Args()
+	if dash := fs.ArgsLenAtDash(); dash >= 0 {
+		args, o.dockerdArgs = args[:dash], args[dash:]
+	}
+	if len(args) > 0 {
+		return o, "", fmt.Errorf("unexpected argument %q", args[0])
 	}
 	if o.wait < 0 {
 		return o, "", fmt.Errorf("invalid --wait %v: must not be negative", o.wait)
@@ -181,6 +196,23 @@ func checkDockerConfig(path string) error {
 		them = "them"
 	}
 	return fmt.Errorf("%s sets %s: remove %s there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together", path, strings.Join(set, ", "), them)
+}
+
+// dockerdConfigFile is the configuration file dockerd reads when started
+// with args: the value of the last --config-file, parsed as dockerd's pflag
+// parses it (--config-file=F or --config-file F, not after "--"), or def
+// when there is none; "" (--config-file=) is no file. Other flags are not
+// known here: one without "=" is taken to consume the next argument unless
+// that starts with "-". The error is pflag's for an argument dockerd would
+// refuse too (such as --config-file with no value); file is then what the
+// arguments before it gave.
+func dockerdConfigFile(args []string, def string) (file string, err error) {
+	fs := pflag.NewFlagSet("dockerd", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.ParseErrorsAllowlist.UnknownFlags = true
+	fs.StringVar(&file, "config-file", def, "")
+	err = fs.Parse(args)
+	return file, err
 }
 
 // readEnv reads the subnet.env, retrying every o.poll until o.wait has passed

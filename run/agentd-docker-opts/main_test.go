@@ -13,13 +13,15 @@ import (
 
 // TestRun: exit codes and the one line on stderr for each kind of input,
 // with --docker-config pointing at the case's daemon.json (missing when the
-// case has none).
+// case has none). %c in args and stderr is the case's other configuration
+// file, for dockerd's --config-file.
 func TestRun(t *testing.T) {
 	dir := t.TempDir()
 	full := "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=%s\n"
 	for _, tc := range []struct {
 		name, content string
 		daemonJSON    string // dockerd's configuration file; none when empty
+		custom        string // %c, another one; none when empty
 		args          []string
 		code          int
 		stdout        string
@@ -79,7 +81,34 @@ func TestRun(t *testing.T) {
 			daemonJSON: `{"bip": `,
 			stdout:     "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
 		},
+		{
+			// DOCKER_OPTS="-D --config-file /etc/docker/custom.json": dockerd
+			// reads that file instead of daemon.json.
+			name:       "dockerd's --config-file sets bip",
+			content:    strings.Replace(full, "%s", "true", 1),
+			daemonJSON: `{"log-level": "warn"}`,
+			custom:     `{"bip": "172.17.0.1/16"}`,
+			args:       []string{"--", "-D", "--config-file", "%c"},
+			code:       exitFailure,
+			stderr:     "agentd-docker-opts: %c sets \"bip\": remove it there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together\n",
+		},
+		{
+			name:       "dockerd's --config-file is not daemon.json, which sets bip",
+			content:    strings.Replace(full, "%s", "true", 1),
+			daemonJSON: `{"bip": "172.17.0.1/16"}`,
+			custom:     `{"log-level": "warn"}`,
+			args:       []string{"--", "--log-level", "warn", "--config-file=%c"},
+			stdout:     "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
+		},
+		{
+			name:    "--docker-config= skips the check, dockerd's --config-file too",
+			content: strings.Replace(full, "%s", "true", 1),
+			custom:  `{"bip": "172.17.0.1/16"}`,
+			args:    []string{"--docker-config=", "--", "--config-file=%c"},
+			stdout:  "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
+		},
 		{name: "stray argument", args: []string{"x"}, code: exitUsage, stderr: "agentd-docker-opts: unexpected argument \"x\"\n"},
+		{name: "stray argument before dockerd's", args: []string{"x", "--", "-D"}, code: exitUsage, stderr: "agentd-docker-opts: unexpected argument \"x\"\n"},
 		{name: "negative wait", args: []string{"--wait=-1s"}, code: exitUsage, stderr: "agentd-docker-opts: invalid --wait -1s: must not be negative\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,8 +124,18 @@ func TestRun(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			custom := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".custom.json")
+			if tc.custom != "" {
+				if err := os.WriteFile(custom, []byte(tc.custom), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			args := []string{"--subnet-file", path, "--docker-config", daemonJSON}
+			for _, a := range tc.args {
+				args = append(args, strings.ReplaceAll(a, "%c", custom))
+			}
 			var stdout, stderr strings.Builder
-			code := run(context.Background(), append([]string{"--subnet-file", path, "--docker-config", daemonJSON}, tc.args...), &stdout, &stderr)
+			code := run(context.Background(), args, &stdout, &stderr)
 			if code != tc.code {
 				t.Errorf("exit %d, want %d (stderr %q)", code, tc.code, stderr.String())
 			}
@@ -107,7 +146,7 @@ func TestRun(t *testing.T) {
 			if stdout.String() != wantOut {
 				t.Errorf("stdout:\n%s\nwant:\n%s", stdout.String(), wantOut)
 			}
-			wantErr := strings.ReplaceAll(strings.ReplaceAll(tc.stderr, "%s", path), "%d", daemonJSON)
+			wantErr := strings.NewReplacer("%s", path, "%d", daemonJSON, "%c", custom).Replace(tc.stderr)
 			if stderr.String() != wantErr {
 				t.Errorf("stderr %q, want %q", stderr.String(), wantErr)
 			}
