@@ -39,7 +39,9 @@ const otherBackendLockedFor = time.Minute
 // first call keeps it); a check it cut short returns ctx's error, and logs
 // nothing. A pass that rewrites the rules it last put in place counts as a
 // drift repair (kind iptables), unless all it did was jump from a chain of
-// other software that appeared since (DOCKER-USER, dockerd started later).
+// other software that appeared since (DOCKER-USER, dockerd started later);
+// one that held our jump before it was deleted is a repair, however the
+// checks fell.
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
 	if a.ipt == nil {

@@ -85,8 +85,14 @@ type Manager struct {
 	// (RemoveFromOtherBackend); nil in one newManager made alone.
 	opts *Options
 	// found are, per table, the chains of jumpIfChain the last Reconcile
-	// read there and left as desired: one not among them is new.
+	// read there and left as desired: one not among them is new, unless
+	// it is among lost.
 	found map[string][]string
+	// lost are, per table, chains of jumpIfChain that held our jump when a
+	// Reconcile left them and were gone at a later one (a reload of rules
+	// saved without them): their return is our jump to put back, not a
+	// chain new since.
+	lost map[string][]string
 }
 
 // A Change is what Reconcile did. They are ordered: a Reconcile of several
@@ -97,9 +103,12 @@ const (
 	// Unchanged: our chains and jumps were as desired.
 	Unchanged Change = iota
 	// NewChainJumps: only our jumps into chains of other software that
-	// the Manager's previous Reconcile did not find were put in place:
-	// their owner made them since (DOCKER-USER, by a dockerd started
-	// after us). Nothing of ours was missing or altered.
+	// the Manager's previous Reconcile did not find, and that never held
+	// our jump, were put in place: their owner made them since
+	// (DOCKER-USER, by a dockerd started after us). Nothing of ours was
+	// missing or altered. A chain that held our jump and was deleted with
+	// it, then made again, is Rewritten, whether or not a Reconcile ran
+	// while it was gone.
 	NewChainJumps
 	// Rewritten: chains or jumps of ours were not as desired (their first
 	// installation, desired changed, or another program altered them),
@@ -156,7 +165,7 @@ func newExecManager(family Family, t tools, opts Options, log klog.Logger) *Mana
 }
 
 func newManager(family Family, r runner, randomFully, legacy bool, log klog.Logger) *Manager {
-	return &Manager{family: family, run: r, randomFully: randomFully, legacy: legacy, log: log, found: map[string][]string{}}
+	return &Manager{family: family, run: r, randomFully: randomFully, legacy: legacy, log: log, found: map[string][]string{}, lost: map[string][]string{}}
 }
 
 // Family is the family the Manager was made for.
@@ -298,14 +307,14 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 	for _, c := range have.chainNames() {
 		if jumpIfChain[[2]string{table, c}] {
 			found = append(found, c)
-			if !slices.Contains(m.found[table], c) {
+			if !slices.Contains(m.found[table], c) && !slices.Contains(m.lost[table], c) {
 				fresh = append(fresh, c)
 			}
 		}
 	}
 	data, why := plan(have, want)
 	if data == nil {
-		m.found[table] = found
+		m.record(table, found, want)
 		return Unchanged, nil
 	}
 	change := Rewritten
@@ -323,8 +332,23 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 		return Unchanged, fmt.Errorf("%s: write table %s (%s): %w", m.family, table, strings.Join(why, "; "), err)
 	}
 	m.log.Info("iptables chains rewritten", "family", m.family, "table", table, "why", why)
-	m.found[table] = found
+	m.record(table, found, want)
 	return change, nil
+}
+
+// record keeps what apply left in table: found, the chains of jumpIfChain
+// there now, which hold our jump where want has one. A chain found before
+// that is gone now lost our jump with it if want has one from it; a lost
+// chain found again is no longer lost.
+func (m *Manager) record(table string, found []string, want []Rule) {
+	lost := slices.DeleteFunc(slices.Clone(m.lost[table]), func(c string) bool { return slices.Contains(found, c) })
+	for _, c := range m.found[table] {
+		jumped := slices.ContainsFunc(want, func(r Rule) bool { return r.Chain == c })
+		if jumped && !slices.Contains(found, c) && !slices.Contains(lost, c) {
+			lost = append(lost, c)
+		}
+	}
+	m.found[table], m.lost[table] = found, lost
 }
 
 // plan compares our part of table have with want (rules of that table only)
