@@ -17,8 +17,11 @@ const (
 
 	icmpDestUnreachable = 3
 	icmpNetUnreachable  = 0 // code of icmpDestUnreachable
+	icmpSourceQuench    = 4
+	icmpRedirect        = 5
 	icmpTimeExceeded    = 11
 	icmpTTLExceeded     = 0 // code of icmpTimeExceeded
+	icmpParamProblem    = 12
 
 	// icmpErrorMaxLen bounds the ICMP errors built here: IP header, ICMP
 	// header, and as much of the offending packet as fits in 576 bytes
@@ -56,7 +59,8 @@ const (
 	dropUnknownPeer
 	// dropSpoofed: from a peer, an inner packet whose source lies outside
 	// every subnet that peer holds (or is one's broadcast address) and is
-	// not the peer's own address.
+	// not the peer's own address, or an ICMP error about a packet that was
+	// not sent to that peer (quotesPacketTo).
 	dropSpoofed
 	// dropNotOurs: from a peer, an inner packet for an address outside our
 	// own subnet (we are nobody's transit router) or for its broadcast
@@ -167,6 +171,17 @@ func decTTL(b []byte) {
 func icmpQuery(t uint8) bool {
 	switch t {
 	case 0, 8, 13, 14, 15, 16, 17, 18:
+		return true
+	}
+	return false
+}
+
+// icmpErrorType reports whether an ICMP message of type t is an error that
+// Linux hands to the socket of the packet it quotes (icmp_unreach,
+// icmp_redirect); it discards those of the other types.
+func icmpErrorType(t uint8) bool {
+	switch t {
+	case icmpDestUnreachable, icmpSourceQuench, icmpRedirect, icmpTimeExceeded, icmpParamProblem:
 		return true
 	}
 	return false

@@ -161,7 +161,9 @@ func (t *table) routeHeader(b []byte, h ipv4) (*peer, ipv4, verdict) {
 // inner source lie inside a subnet that peer holds, other than at its
 // broadcast address (a martian, RFC 1812 5.3.7), or be src itself, and
 // the inner destination inside our own subnet, other than at its broadcast
-// address. It returns the packet, b cut to its Total Length (parseIPv4).
+// address; an ICMP error must be about a packet sent to that peer
+// (quotesPacketTo). It returns the packet, b cut to its Total Length
+// (parseIPv4).
 //
 // The header checksum is checked here because nothing after us would: a
 // packet written into the device alone would be dropped by the kernel, but
@@ -203,5 +205,42 @@ func (t *table) accept(src uint32, b []byte) ([]byte, verdict) {
 	if !t.own.contains(h.dst) || subnetBroadcast(h.dst, t.own.mask) {
 		return nil, dropNotOurs
 	}
+	if h.proto == protoICMP && !quotesPacketTo(b[h.hlen:h.tlen], h.fragOff, src, subnets) {
+		return nil, dropSpoofed
+	}
 	return b[:h.tlen], pass
+}
+
+// quotesPacketTo reports whether icmp, the ICMP message of a packet
+// received from the peer with public IP src and subnets, may come from
+// that peer: unless it is an error (destination unreachable, source
+// quench, redirect, time exceeded, parameter problem), which speaks about
+// a packet of ours, yes; an error, only if the packet it quotes was sent
+// to the peer, to a subnet it holds or to src itself, as an error from
+// the peer's pods, its kernel or its datapath is. The inner source check
+// trusts the peer with its own addresses only; an error about our packet
+// to another host (another peer's pod, a pod of ours, an address outside
+// the cluster) would let it speak for that host, which is not on the
+// peer's path: a destination-unreachable fails our pods' connected UDP
+// sockets toward it, and "fragmentation needed" shrinks their path MTU to
+// it (to 552 bytes, for 10 minutes). An error whose quote is too short to
+// hold the quoted packet's destination, as in a first fragment that puts
+// the quote in the next one, is refused: the kernel drops one so short
+// anyway (icmp_unreach), and its later fragments alone are never
+// reassembled. A later fragment (fragOff != 0) carries no ICMP header to
+// judge.
+func quotesPacketTo(icmp []byte, fragOff uint16, src uint32, subnets []subnet4) bool {
+	if fragOff != 0 || len(icmp) == 0 || !icmpErrorType(icmp[0]) {
+		return true
+	}
+	const quoteDst = 8 + 16 // ICMP header, then the quoted header's destination
+	if len(icmp) < quoteDst+4 {
+		return false
+	}
+	dst := binary.BigEndian.Uint32(icmp[quoteDst:])
+	ok := dst == src
+	for _, s := range subnets {
+		ok = ok || s.contains(dst)
+	}
+	return ok
 }
