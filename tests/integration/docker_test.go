@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -202,7 +203,9 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 // boot while agentd still waits for etcd: the command waits (--wait) and
 // dockerd gets agentd's --bip once the file appears. A half-written one
 // fails at once naming the file and the key, so systemd never starts dockerd
-// with a wrong or empty --bip.
+// with a wrong or empty --bip. So does a daemon.json that sets bip, checked
+// where DOCKER_OPTS's --config-file puts it: the test's own file, never the
+// machine's /etc/docker/daemon.json.
 func TestDockerDropInBadSubnetEnv(t *testing.T) {
 	requireFile(t, dockerUnit, "docker.io")
 	ctx := context.Background()
@@ -213,10 +216,15 @@ func TestDockerDropInBadSubnetEnv(t *testing.T) {
 	dir := t.TempDir()
 	subnetEnv := filepath.Join(dir, "subnet.env")
 	dockerEnv := filepath.Join(dir, "docker-network.env")
+	defaults, err := dockerDefaults(dir, "{}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
 	paths := map[string]string{
 		"/usr/local/bin/agentd-docker-opts": optsBin,
 		"/run/flannel/subnet.env":           subnetEnv,
 		"/run/flannel/docker-network.env":   dockerEnv,
+		"/etc/default/docker":               defaults,
 	}
 	inRoot := func(ctx context.Context, argv []string) (string, error) {
 		return command(ctx, nil, argv[0], argv[1:]...)
@@ -290,9 +298,11 @@ func TestDockerDropInBadSubnetEnv(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, content, want string
+		daemonJSON          string // the file DOCKER_OPTS's --config-file names
 	}{
-		{"half-written", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\n", "subnet.env " + subnetEnv + ": FLANNEL_MTU missing"},
-		{"no subnet", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_MTU=1450\n", "subnet.env " + subnetEnv + ": FLANNEL_SUBNET missing"},
+		{"half-written subnet.env", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\n", "subnet.env " + subnetEnv + ": FLANNEL_MTU missing", "{}\n"},
+		{"no subnet in subnet.env", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_MTU=1450\n", "subnet.env " + subnetEnv + ": FLANNEL_SUBNET missing", "{}\n"},
+		{"daemon.json with bip", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n", filepath.Join(dir, "daemon.json") + ` sets "bip"`, `{"bip": "172.17.0.1/16"}`},
 	} {
 		os.Remove(subnetEnv)
 		if tc.content != "" {
@@ -300,14 +310,17 @@ func TestDockerDropInBadSubnetEnv(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if _, err := dockerDefaults(dir, tc.daemonJSON); err != nil {
+			t.Fatal(err)
+		}
 		argv, err := dockerCommand(ctx, inRoot, paths)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s subnet.env: dockerd %q, error %v; want an error containing %q", tc.name, argv, err, tc.want)
+			t.Errorf("%s: dockerd %q, error %v; want an error containing %q", tc.name, argv, err, tc.want)
 		} else {
-			t.Logf("%s subnet.env: %v", tc.name, err)
+			t.Logf("%s: %v", tc.name, err)
 		}
 		if fileExists(dockerEnv) {
-			t.Errorf("%s subnet.env: %s was written", tc.name, dockerEnv)
+			t.Errorf("%s: %s was written", tc.name, dockerEnv)
 		}
 	}
 }
@@ -344,11 +357,13 @@ type dockerd struct {
 }
 
 // dockerCommand is docker.service's ExecStart after the drop-in: its
-// ExecStartPre has run, its EnvironmentFiles are read and the variables
-// expanded, as systemd would. run executes ExecStartPre's commands. paths
-// maps the files the units name to the host's copies. Files the units name
-// but paths does not map (Debian's /etc/default/docker) must be optional and
-// are left out: the machine's own docker settings are not the test's.
+// ExecStartPre has run, and the variables in each command are expanded from
+// the EnvironmentFiles as they are when it starts, as systemd would. run
+// executes ExecStartPre's commands. paths maps the files the units name to
+// the host's copies; /etc/default/docker, when mapped, gives DOCKER_OPTS to
+// both commands. Files the units name but paths does not map must be
+// optional and are left out: the machine's own docker settings are not the
+// test's.
 func dockerCommand(ctx context.Context, run func(ctx context.Context, argv []string) (string, error), paths map[string]string) ([]string, error) {
 	u, err := sdunit.Load(dockerUnit, dockerDropIn)
 	if err != nil {
@@ -361,7 +376,11 @@ func dockerCommand(ctx context.Context, run func(ctx context.Context, argv []str
 		return s
 	}
 	for _, line := range u.List("Service", "ExecStartPre") {
-		cmd, err := sdunit.ExpandCommand(rewrite(line), nil)
+		env, err := unitEnv(u, paths)
+		if err != nil {
+			return nil, err
+		}
+		cmd, err := sdunit.ExpandCommand(rewrite(line), env)
 		if err != nil {
 			return nil, err
 		}
@@ -369,6 +388,25 @@ func dockerCommand(ctx context.Context, run func(ctx context.Context, argv []str
 			return nil, fmt.Errorf("ExecStartPre failed, so systemd would not start dockerd: %w", err)
 		}
 	}
+	env, err := unitEnv(u, paths)
+	if err != nil {
+		return nil, err
+	}
+	execs := u.List("Service", "ExecStart")
+	if len(execs) != 1 {
+		return nil, fmt.Errorf("docker.service has %d ExecStart lines after the drop-in, want 1", len(execs))
+	}
+	cmd, err := sdunit.ExpandCommand(rewrite(execs[0]), env)
+	if err != nil {
+		return nil, err
+	}
+	return cmd.Argv, nil
+}
+
+// unitEnv reads u's EnvironmentFiles, mapped by paths as in dockerCommand,
+// as systemd does before each command: later files override earlier ones,
+// and an optional file that is missing (or not mapped) is skipped.
+func unitEnv(u *sdunit.Unit, paths map[string]string) (map[string]string, error) {
 	env := map[string]string{}
 	for _, f := range u.EnvironmentFiles() {
 		p, ok := paths[f.Path]
@@ -389,34 +427,40 @@ func dockerCommand(ctx context.Context, run func(ctx context.Context, argv []str
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
-		for _, v := range vars {
-			env[v.Key] = v.Value
-		}
+		maps.Copy(env, sdunit.Env(vars))
 	}
-	execs := u.List("Service", "ExecStart")
-	if len(execs) != 1 {
-		return nil, fmt.Errorf("docker.service has %d ExecStart lines after the drop-in, want 1", len(execs))
+	return env, nil
+}
+
+// dockerDefaults writes, in dir, a daemon.json with content and an
+// /etc/default/docker whose DOCKER_OPTS names it with --config-file, and
+// returns the latter: with it mapped, the drop-in's ExecStartPre checks the
+// test's daemon.json and dockerd reads it, not the machine's
+// /etc/docker/daemon.json.
+func dockerDefaults(dir, content string) (string, error) {
+	daemonJSON := filepath.Join(dir, "daemon.json")
+	if err := os.WriteFile(daemonJSON, []byte(content), 0o644); err != nil {
+		return "", err
 	}
-	cmd, err := sdunit.ExpandCommand(rewrite(execs[0]), env)
-	if err != nil {
-		return nil, err
-	}
-	return cmd.Argv, nil
+	defaults := filepath.Join(dir, "default-docker")
+	return defaults, os.WriteFile(defaults, []byte("DOCKER_OPTS="+strconv.Quote("--config-file="+daemonJSON)+"\n"), 0o644)
 }
 
 // startDockerd starts dockerd in h's namespace with the command line
-// docker.service would use, minus what ties it to the machine's systemd and
-// containerd (-H fd://, --containerd=…: dockerd then runs its own
-// containerd), plus its own data and exec roots, pidfile, socket, config file
-// and cgroup parent. It waits until the daemon answers and registers a
-// cleanup that removes its containers, stops it and removes what it left.
+// docker.service would use, its DOCKER_OPTS naming its own configuration
+// file, minus what ties it to the machine's systemd and containerd (-H
+// fd://, --containerd=…: dockerd then runs its own containerd), plus its own
+// data and exec roots, pidfile, socket and cgroup parent. It waits until the
+// daemon answers and registers a cleanup that removes its containers, stops
+// it and removes what it left.
 func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin, client, optsBin string) (*dockerd, error) {
 	ctx := context.Background()
 	d := &dockerd{h: h, dir: filepath.Join(h.Dir, "docker"), client: client, cgroup: "agentd-" + c.Prefix() + h.Short}
 	if err := os.MkdirAll(filepath.Join(d.dir, "cli"), 0o700); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(d.dir, "daemon.json"), []byte("{}\n"), 0o644); err != nil {
+	defaults, err := dockerDefaults(d.dir, "{}\n")
+	if err != nil {
 		return nil, err
 	}
 	inHost := func(ctx context.Context, argv []string) (string, error) {
@@ -427,6 +471,7 @@ func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin,
 		"/usr/local/bin/agentd-docker-opts": optsBin,
 		"/run/flannel/subnet.env":           h.SubnetFile(),
 		"/run/flannel/docker-network.env":   filepath.Join(h.Dir, "docker-network.env"),
+		"/etc/default/docker":               defaults,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", h, err)
@@ -449,7 +494,6 @@ func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin,
 		"--exec-root="+filepath.Join(d.dir, "exec"),
 		"--pidfile="+filepath.Join(d.dir, "pid"),
 		"-H", "unix://"+filepath.Join(d.dir, "sock"),
-		"--config-file="+filepath.Join(d.dir, "daemon.json"),
 		"--cgroup-parent=/"+d.cgroup,
 	)
 	t.Logf("%s: dockerd %s", h, strings.Join(args, " "))
