@@ -2,6 +2,8 @@ package cniplugin
 
 import (
 	"context"
+	"crypto/sha512"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/coreos/go-iptables/iptables"
 )
 
 // Versions are the CNI spec versions the plugin accepts, 1.1.0 included: a
@@ -65,6 +68,9 @@ type Plugin struct {
 	// link makes the legacy name (see save); nil means os.Link. Tests
 	// set it to play a filesystem without hard links.
 	link func(oldname, newname string) error
+	// masqChain stands in for the iptables look-up of hasMasqChain; nil
+	// means the real one.
+	masqChain func(network, containerID string) bool
 }
 
 // errCrashed is ADD's error when the crash test hook ended it.
@@ -170,6 +176,10 @@ func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []
 		if envErr != nil {
 			env = releaseOnly
 		}
+		// Which ipMasq ADD gave the delegate is not known, and today's
+		// FLANNEL_IPMASQ need not be ADD's: the masquerade chain it
+		// made, if any, says (see hasMasqChain).
+		env.IPMasq = !p.hasMasqChain(n.Name, at.containerID)
 		if d, b, err = delegateConf(n, env); err != nil {
 			return err
 		}
@@ -186,13 +196,47 @@ func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []
 // the container ID and interface name, whatever range it is given, and
 // bridge deletes the interface by name. The range must merely be valid; it
 // is TEST-NET-1 (RFC 5737) so that no reader takes it for a real subnet.
-// IPMasq true gives bridge ipMasq false: it then touches no iptables rules,
-// which a DEL should not fail on where iptables is missing.
+// Its IPMasq is replaced by release (see hasMasqChain).
 var releaseOnly = subnetenv.Env{
 	Network: netip.MustParsePrefix("192.0.2.0/24"),
 	Subnet:  netip.MustParsePrefix("192.0.2.1/24"),
 	MTU:     1500,
-	IPMasq:  true,
+}
+
+// hasMasqChain says whether the nat table of iptables or ip6tables holds
+// the chain in which bridge (or ptp) masquerades the traffic of network's
+// container containerID: ADD made it if it gave the delegate ipMasq true
+// (FLANNEL_IPMASQ false then). The delegate removes it on DEL only when its
+// configuration says ipMasq, and only while it finds the pod's interface,
+// whose addresses name the rules; it deletes the interface in the same
+// DEL, so a DEL told ipMasq false leaves the chain for good, masquerading
+// whichever pod gets the address next, its traffic to other hosts' pods
+// included (agentd's own masquerading leaves that alone). Nor can DEL say
+// ipMasq regardless: where no chain is,
+// Debian's bridge 1.1.1 with iptables-nft fails the DEL ("Chain … does
+// not exist"). Without iptables there is no chain.
+func (p *Plugin) hasMasqChain(network, containerID string) bool {
+	if p.masqChain != nil {
+		return p.masqChain(network, containerID)
+	}
+	chain := masqChainName(network, containerID)
+	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+		ipt, err := iptables.NewWithProtocol(proto)
+		if err != nil {
+			continue
+		}
+		if ok, err := ipt.ChainExists("nat", chain); err == nil && ok {
+			return true
+		}
+	}
+	return false
+}
+
+// masqChainName is the name the standard plugins give the masquerade chain
+// of network's container containerID (their utils.FormatChainName).
+func masqChainName(network, containerID string) string {
+	sum := sha512.Sum512([]byte(network + containerID))
+	return ("CNI-" + hex.EncodeToString(sum[:]))[:28]
 }
 
 // GC (CNI 1.1) releases this network's attachments that ADD saved here and
@@ -536,6 +580,8 @@ type attachment struct {
 	// attachment of the container holds it (see save), so that
 	// flannel's plugin, after a rollback, releases the pod's addresses.
 	legacy string
+	// containerID is the attachment's CNI_CONTAINERID.
+	containerID string
 }
 
 // attachmentOf checks the three parts of the attachment's key as the CNI
@@ -552,8 +598,9 @@ func attachmentOf(n *NetConf, containerID, ifName string) (attachment, error) {
 		return attachment{}, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("network name %q: %s", n.Name, err.Msg), "")
 	}
 	return attachment{
-		path:   filepath.Join(n.DataDir, n.Name+":"+containerID+":"+ifName),
-		legacy: filepath.Join(n.DataDir, containerID),
+		path:        filepath.Join(n.DataDir, n.Name+":"+containerID+":"+ifName),
+		legacy:      filepath.Join(n.DataDir, containerID),
+		containerID: containerID,
 	}, nil
 }
 

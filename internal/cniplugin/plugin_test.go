@@ -86,6 +86,10 @@ type fixture struct {
 	now     time.Time
 	sleeps  int
 	onSleep func(sleeps int)
+
+	// masqChains are the delegate's masquerade chains the plugin finds,
+	// by "<network> <container ID>" (see hasMasqChain).
+	masqChains map[string]bool
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -93,7 +97,8 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{dir: dir, subnetFile: filepath.Join(dir, "subnet.env"), dataDir: filepath.Join(dir, "data"), exec: &fakeExec{}}
 	f.now = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	f.p = &Plugin{Exec: f.exec, Stdout: &f.out,
-		now: func() time.Time { return f.now },
+		masqChain: func(network, containerID string) bool { return f.masqChains[network+" "+containerID] },
+		now:       func() time.Time { return f.now },
 		sleep: func(d time.Duration) {
 			f.now = f.now.Add(d)
 			f.sleeps++

@@ -1,0 +1,235 @@
+package cniplugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agentd/agentd/internal/nsreap"
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// nsPrefix starts the names of this package's network namespaces:
+// <nsPrefix><pid>-<short>, so that a later run deletes those of a run that
+// was killed.
+const nsPrefix = "acni"
+
+var sweeper = nsreap.Sweeper{Prefix: nsPrefix}
+
+// needRoot fails the test where CI is set, and skips it elsewhere, without
+// root, ip(8), iptables-save or Debian's bridge and host-local.
+func needRoot(t *testing.T) {
+	t.Helper()
+	var why string
+	if os.Geteuid() != 0 {
+		why = fmt.Sprintf("needs root to create network namespaces (euid %d)", os.Geteuid())
+	}
+	for _, cmd := range []string{"ip", "iptables-save"} {
+		if _, err := exec.LookPath(cmd); err != nil && why == "" {
+			why = "needs " + cmd + " (apt-get install iproute2 iptables)"
+		}
+	}
+	for _, p := range []string{"bridge", "host-local"} {
+		if _, err := os.Stat(filepath.Join(debianCNI, p)); err != nil && why == "" {
+			why = "needs " + filepath.Join(debianCNI, p) + " (apt-get install containernetworking-plugins)"
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s; CI is set, so this is a failure, not a skip", why)
+	}
+	t.Skip(why)
+}
+
+// netns makes an empty network namespace for the test and returns its
+// name; it is deleted when the test ends.
+func netns(t *testing.T, short string) string {
+	t.Helper()
+	sweeper.Sweep(t)
+	if err := nsreap.PrepareDir(); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("%s%d-%s", nsPrefix, os.Getpid(), short)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if err := nsreap.Delete(filepath.Join(nsreap.Dir, name)); err != nil {
+			t.Errorf("delete namespace %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+// inNetns runs plugins in a network namespace, as a runtime on the host
+// that namespace stands for would: bridge makes cni0, the veth and its
+// iptables rules where it runs, and so do the delegates agentd-cni starts.
+type inNetns string
+
+var _ invoke.Exec = inNetns("")
+
+func (ns inNetns) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", string(ns), path)
+	cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = environ, bytes.NewReader(stdin), &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		var te types.Error
+		if json.Unmarshal(stdout.Bytes(), &te) == nil && te.Msg != "" {
+			return nil, &te
+		}
+		return nil, fmt.Errorf("%s: %w: %s%s", filepath.Base(path), err, stdout.Bytes(), stderr.Bytes())
+	}
+	return stdout.Bytes(), nil
+}
+
+func (inNetns) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+func (inNetns) Decode(b []byte) (version.PluginInfo, error) {
+	return (&version.PluginDecoder{}).Decode(b)
+}
+
+// cniRules are the nat table's lines in namespace ns that name a CNI
+// chain: bridge's masquerade chain of a pod and the POSTROUTING rule
+// jumping to it.
+func cniRules(t *testing.T, ns string) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns, "iptables-save", "-t", "nat").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables-save in %s: %v: %s", ns, err, out)
+	}
+	var rules []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "CNI-") {
+			rules = append(rules, line)
+		}
+	}
+	return rules
+}
+
+// TestDelRemovesBridgeMasquerade: with FLANNEL_IPMASQ=false bridge
+// masquerades the pod's traffic, through a chain of its own per pod that
+// its DEL removes only when told ipMasq. A DEL without the saved
+// configuration (a wiped dataDir, a damaged file) told it ipMasq false when
+// subnet.env was unreadable too (the placeholder range) or said
+// FLANNEL_IPMASQ=true by then: bridge deleted the interface and freed the
+// address but left the chain and its POSTROUTING rule for good (a second
+// DEL finds no interface, so no address to remove them by), and a later pod
+// given that address was masqueraded by it, pod-to-pod traffic to other
+// hosts included. Real bridge and host-local in a namespace standing for
+// the host, the pod in another.
+func TestDelRemovesBridgeMasquerade(t *testing.T) {
+	needRoot(t)
+	for _, tc := range []struct {
+		name      string
+		saved     string // what is left of the saved configuration
+		envThen   string // subnet.env at DEL; "" for none
+		masqAtAdd bool   // FLANNEL_IPMASQ=false at ADD: bridge masquerades
+	}{
+		{"nothing saved, no subnet.env", "", "", true},
+		{"damaged saved, no subnet.env", `{"cniVersion":"1.0.0","type":"bri`, "", true},
+		{"nothing saved, agentd masquerades now", "", envA, true},
+		// ADD without bridge masquerading: DEL with ipMasq must not fail
+		// on the chain that is not there.
+		{"bridge never masqueraded", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host, pod := netns(t, "h"), netns(t, "p")
+			r := newRuntime(t)
+			r.cni = libcni.NewCNIConfigWithCacheDir(r.cni.Path, r.cacheDir, inNetns(host))
+			env := envA
+			if tc.masqAtAdd {
+				env = strings.Replace(envA, "FLANNEL_IPMASQ=true", "FLANNEL_IPMASQ=false", 1)
+			}
+			if err := os.WriteFile(r.subnetFile, []byte(env), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			b := `{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"agentd-cni","subnetFile":"` + r.subnetFile + `","dataDir":"` + r.dataDir + `","subnetFileWait":"0s","ipam":{"dataDir":"` + r.ipamDir + `"}}]}`
+			l, err := libcni.ConfListFromBytes([]byte(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt := r.pod("c1")
+			rt.NetNS = filepath.Join(nsreap.Dir, pod)
+			ctx := context.Background()
+			if _, err := r.cni.AddNetworkList(ctx, l, rt); err != nil {
+				t.Fatalf("ADD: %v", err)
+			}
+			got := cniRules(t, host)
+			if tc.masqAtAdd != (len(got) > 0) {
+				t.Fatalf("after ADD the host's nat table has %q", got)
+			}
+			if chain := masqChainName("cbr0", "c1"); tc.masqAtAdd && !strings.Contains(strings.Join(got, "\n"), ":"+chain+" ") {
+				t.Errorf("bridge's chain is not %s: %q", chain, got)
+			}
+			for _, name := range []string{"c1", "cbr0:c1:eth0"} {
+				if err := os.Remove(filepath.Join(r.dataDir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.saved != "" {
+				if err := os.WriteFile(filepath.Join(r.dataDir, "cbr0:c1:eth0"), []byte(tc.saved), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			os.Remove(r.subnetFile)
+			if tc.envThen != "" {
+				if err := os.WriteFile(r.subnetFile, []byte(tc.envThen), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := r.cni.DelNetworkList(ctx, l, rt); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			if got := cniRules(t, host); len(got) > 0 {
+				t.Errorf("after DEL the host's nat table still has\n%s", strings.Join(got, "\n"))
+			}
+			if got := r.allocated(t); len(got) > 0 {
+				t.Errorf("after DEL host-local holds %q", got)
+			}
+		})
+	}
+}
+
+// TestDelRebuiltIPMasq: a DEL whose configuration is rebuilt (nothing
+// saved) gives the delegate ipMasq exactly when the attachment's
+// masquerade chain is there, whatever FLANNEL_IPMASQ says now and also
+// without subnet.env; another container's chain does not count.
+func TestDelRebuiltIPMasq(t *testing.T) {
+	for _, tc := range []struct {
+		name, env string
+		chains    map[string]bool
+		want      bool
+	}{
+		{"chain, agentd masquerades now", envA, map[string]bool{"cbr0 c1": true}, true},
+		{"chain, no subnet.env", "", map[string]bool{"cbr0 c1": true}, true},
+		{"another container's chain", strings.Replace(envA, "FLANNEL_IPMASQ=true", "FLANNEL_IPMASQ=false", 1), map[string]bool{"cbr0 c2": true, "other c1": true}, false},
+		{"no chain, no subnet.env", "", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			if tc.env != "" {
+				f.writeEnv(t, tc.env)
+			}
+			f.masqChains = tc.chains
+			if err := f.p.Del(f.args("c1", "")); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.exec.calls) != 1 || f.exec.calls[0].conf["ipMasq"] != tc.want {
+				t.Errorf("DEL ran %+v, want one with ipMasq %v", f.exec.calls, tc.want)
+			}
+		})
+	}
+}
