@@ -263,12 +263,15 @@ func (a *tokenlessAuth) close() {
 // unreachable, rejects our certificate, takes connections but answers
 // nothing on them (hung), or answers but not the request. It asks
 // what the outage reporter asks (probe), so that both name a hung etcd
-// alike.
+// alike, and then, as brokenForGood does, whether plain-text endpoints
+// that answer HTTP are etcd's client port at all (probeClientPorts): etcd's
+// peer port beside an endpoint that refuses connections was blamed on
+// quorum.
 func (c *etcdConn) explainAfter(ctx context.Context, err error, timeout time.Duration) error {
 	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		return withAuthHint(err, c.user)
 	}
-	switch perr := c.probe(ctx); {
+	switch perr := c.probeClientPorts(ctx); {
 	case errors.Is(perr, errEndpointAccepts):
 		return fmt.Errorf("etcd did not answer within %s although %s accepts connections (no quorum, or overloaded?): %w",
 			timeout, strings.Join(c.endpoints, ","), err)
@@ -309,12 +312,7 @@ func (c *etcdConn) brokenForGood(ctx context.Context, conn connState) error {
 	for {
 		state := conn.GetState()
 		if state == connectivity.TransientFailure {
-			err := c.probe(ctx)
-			if errors.Is(err, errEndpointAccepts) && !clientUsesTLS(c.endpoints[0], c.tls != nil) {
-				// They answer HTTP, yet gRPC cannot connect.
-				err = notClientPorts(ctx, c.endpoints)
-			}
-			if onlyConfigProblems(err) {
+			if err := c.probeClientPorts(ctx); onlyConfigProblems(err) {
 				return err
 			}
 		}

@@ -158,15 +158,38 @@ func endpointAnswers(ctx context.Context, endpoint string) error {
 	return nil
 }
 
-// notClientPorts says, for endpoints without TLS that answer GET /version
-// while the etcd client cannot connect to them, whether they are HTTP/1
-// servers rather than etcd's client port (etcd's peer port, 2380, is one):
-// a configProblem at every endpoint that answers HTTP/2's preface in HTTP/1,
-// nil if one of them does not.
+// probeClientPorts is probe, which finds errEndpointAccepts when an
+// endpoint answers GET /version, asking further, for endpoints without TLS,
+// whether any of them is etcd's client port at all (notClientPorts): its
+// finding when none may be; nil (no finding) when ctx ends meanwhile.
+func (c *etcdConn) probeClientPorts(ctx context.Context) error {
+	err := c.probe(ctx)
+	if !errors.Is(err, errEndpointAccepts) || clientUsesTLS(c.endpoints[0], c.tls != nil) {
+		return err
+	}
+	nc := notClientPorts(ctx, c.endpoints)
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case nc != nil:
+		return nc
+	}
+	return err
+}
+
+// notClientPorts says, for endpoints without TLS of which one at least
+// answers GET /version while the etcd client cannot connect to them, whether
+// none of them is etcd's client port: a configProblem at every endpoint that
+// answers HTTP/2's preface in HTTP/1 (an HTTP/1 server, as etcd's peer port,
+// 2380, is), beside the failure to connect at those that take no
+// connections; nil if one of them takes connections and does not answer so.
 func notClientPorts(ctx context.Context, endpoints []string) error {
 	errs, ok := probeAll(ctx, endpoints, func(ctx context.Context, endpoint string) error {
-		network, addr, _, err := endpointAddr(endpoint)
-		if err != nil || !answersH2WithHTTP1(ctx, network, addr) {
+		if err := probeEndpoint(ctx, endpoint, false, nil); err != nil {
+			return err
+		}
+		network, addr, _, _ := endpointAddr(endpoint) // probeEndpoint parsed it
+		if !answersH2WithHTTP1(ctx, network, addr) {
 			return nil
 		}
 		return &configProblem{errors.New("the endpoint answers HTTP/1 but not the HTTP/2 that etcd's gRPC speaks: it is not etcd's client port (etcd's peer port, 2380, answers so): check the port in --etcd-endpoints (etcd's client port is 2379 by default)")}

@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -32,26 +34,25 @@ func silentSocket(t *testing.T) string {
 // etcd that takes connections but answers nothing (hung: the kernel accepts
 // for it) is explained as such, as the outage reporter says it, not as an
 // etcd that accepts connections (no quorum, or overloaded?). An endpoint
-// that answers GET /version (an HTTP server on a unix socket) keeps that
-// explanation.
+// that answers GET /version as etcd's client port does (a server on a unix
+// socket that waits, as etcd does, for the headers of a request in HTTP/2)
+// keeps that explanation.
 func TestExplainSilentEndpoint(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "answers.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, `{"etcdserver":"3.6.0","etcdcluster":"3.6.0"}`)
-	})}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(l)
-	}()
-	defer func() {
-		srv.Close()
-		<-served
-	}()
+	serveEach(t, l, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil || req.ProtoMajor != 1 {
+			// HTTP/2's preface: wait until the client gives up.
+			io.Copy(io.Discard, c)
+			return
+		}
+		body := `{"etcdserver":"3.6.0","etcdcluster":"3.6.0"}`
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	})
 
 	for _, tc := range []struct {
 		name      string
