@@ -381,7 +381,13 @@ func (explained) do(ctx context.Context, timeout time.Duration, f func(context.C
 // timeout runs out: the etcd client would retry it quietly until then. ctx
 // bounds the probes too.
 func (c *etcdConn) do(ctx context.Context, timeout time.Duration, f func(context.Context) error) error {
-	fctx, cancel := context.WithTimeout(ctx, timeout)
+	return c.doBy(ctx, time.Now().Add(timeout), timeout, f)
+}
+
+// doBy is do with f's deadline given: timeout, which the explanation
+// names, is how long the caller will have waited by then in all.
+func (c *etcdConn) doBy(ctx context.Context, deadline time.Time, timeout time.Duration, f func(context.Context) error) error {
+	fctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	var broken error
 	done := make(chan struct{})

@@ -53,8 +53,10 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // etcdDialer makes the etcd client, waiting up to timeout for etcd to
 // authenticate the user if one is given, and do, which runs a command's
-// requests with a timeout (agent.EtcdClient.Do: it explains their failure);
-// tests replace it with one that dials into their network namespace.
+// requests until timeout has passed since the dialer was called, so that
+// --timeout bounds the login and the requests together
+// (agent.EtcdClient.Do: it explains their failure); tests replace it with
+// one that dials into their network namespace.
 type etcdDialer func(cfg *agent.Config, timeout time.Duration) (cli *clientv3.Client, do etcdDo, closeFn func(), err error)
 
 type etcdDo func(ctx context.Context, timeout time.Duration, f func(context.Context) error) error
@@ -181,7 +183,7 @@ FLANNELD_ETCD_ENDPOINTS).`,
 	pf.StringVar(&a.etcd.EtcdKeyFile, "etcd-keyfile", "", "client key file for etcd TLS")
 	pf.StringVar(&a.etcd.EtcdUsername, "etcd-username", "", "etcd user name")
 	pf.StringVar(&a.etcd.EtcdPassword, "etcd-password", "", "etcd password")
-	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "how long to wait for etcd or the agent (if etcd does not answer, up to 5s more to find out why)")
+	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "how long to wait for etcd (its login and the command's requests together) or the agent (if etcd does not answer, up to 5s more to find out why)")
 
 	root.AddCommand(a.configCommand(), a.leasesCommand(), a.leaseCommand(), a.statusCommand())
 	return root
