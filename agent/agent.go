@@ -600,7 +600,9 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	cli, err := newEtcdClient(&cfg, log.WithName("etcd"))
+	// A stop ends the wait for etcd to authenticate --etcd-username at
+	// once, as the daemon's (connectEtcd): it waited its 5 s.
+	cli, err := dialEtcd(ctx, &cfg, log.WithName("etcd"), etcdConnectTimeout)
 	if err != nil {
 		return err
 	}
