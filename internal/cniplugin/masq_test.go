@@ -223,7 +223,7 @@ func TestDelRebuiltIPMasq(t *testing.T) {
 			if tc.env != "" {
 				f.writeEnv(t, tc.env)
 			}
-			f.masqChains = tc.chains
+			f.masq.chains = tc.chains
 			if err := f.p.Del(f.args("c1", "")); err != nil {
 				t.Fatal(err)
 			}
@@ -231,5 +231,62 @@ func TestDelRebuiltIPMasq(t *testing.T) {
 				t.Errorf("DEL ran %+v, want one with ipMasq %v", f.exec.calls, tc.want)
 			}
 		})
+	}
+}
+
+// TestGCRemovesBridgeMasquerade: GC's DEL of a stale attachment has no
+// network namespace, and bridge, without one, only releases the address:
+// the masquerade chain it made for the pod (FLANNEL_IPMASQ=false) and the
+// POSTROUTING rule for the pod's address stayed for good, to masquerade
+// the next pod given that address. GC removes them itself, and leaves a
+// valid attachment's alone. Real bridge and host-local in a namespace
+// standing for the host; the runtime's result cache is gone, so libcni
+// sends no DEL of its own.
+func TestGCRemovesBridgeMasquerade(t *testing.T) {
+	needRoot(t)
+	host := netns(t, "h")
+	r := newRuntime(t)
+	r.cni = libcni.NewCNIConfigWithCacheDir(r.cni.Path, r.cacheDir, inNetns(host))
+	if err := os.WriteFile(r.subnetFile, []byte(strings.Replace(envA, "FLANNEL_IPMASQ=true", "FLANNEL_IPMASQ=false", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := `{"name":"cbr0","cniVersion":"1.1.0","plugins":[{"type":"agentd-cni","subnetFile":"` + r.subnetFile + `","dataDir":"` + r.dataDir + `","subnetFileWait":"0s","ipam":{"dataDir":"` + r.ipamDir + `"}}]}`
+	l, err := libcni.ConfListFromBytes([]byte(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, id := range []string{"c1", "c2"} {
+		rt := r.pod(id)
+		rt.NetNS = filepath.Join(nsreap.Dir, netns(t, id))
+		if _, err := r.cni.AddNetworkList(ctx, l, rt); err != nil {
+			t.Fatalf("ADD %s: %v", id, err)
+		}
+	}
+	if err := os.RemoveAll(r.cacheDir); err != nil {
+		t.Fatal(err)
+	}
+	valid := []types.GCAttachment{{ContainerID: "c2", IfName: "eth0"}}
+	if err := r.cni.GCNetworkList(ctx, l, &libcni.GCArgs{ValidAttachments: valid}); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if got := r.allocated(t); len(got) != 1 || got[0] != "10.244.5.3" {
+		t.Errorf("after GC host-local holds %q, want only c2's 10.244.5.3", got)
+	}
+	c1, c2 := masqChainName("cbr0", "c1"), masqChainName("cbr0", "c2")
+	var left, kept []string
+	for _, rule := range cniRules(t, host) {
+		switch {
+		case strings.Contains(rule, c1):
+			left = append(left, rule)
+		case strings.Contains(rule, c2):
+			kept = append(kept, rule)
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("after GC the host's nat table still has c1's\n%s", strings.Join(left, "\n"))
+	}
+	if len(kept) != 4 {
+		t.Errorf("after GC the host's nat table has of c2's, still running,\n%s\nwant its chain, its two rules and the POSTROUTING rule", strings.Join(kept, "\n"))
 	}
 }

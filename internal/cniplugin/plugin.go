@@ -68,9 +68,9 @@ type Plugin struct {
 	// link makes the legacy name (see save); nil means os.Link. Tests
 	// set it to play a filesystem without hard links.
 	link func(oldname, newname string) error
-	// masqChain stands in for the iptables look-up of hasMasqChain; nil
-	// means the real one.
-	masqChain func(network, containerID string) bool
+	// masq finds and removes the delegates' masquerade chains; nil means
+	// iptables (see iptablesMasq).
+	masq masqChains
 }
 
 // errCrashed is ADD's error when the crash test hook ended it.
@@ -178,8 +178,8 @@ func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []
 		}
 		// Which ipMasq ADD gave the delegate is not known, and today's
 		// FLANNEL_IPMASQ need not be ADD's: the masquerade chain it
-		// made, if any, says (see hasMasqChain).
-		env.IPMasq = !p.hasMasqChain(n.Name, at.containerID)
+		// made, if any, says (see masqChains).
+		env.IPMasq = !p.masqChains().Has(n.Name, at.containerID)
 		if d, b, err = delegateConf(n, env); err != nil {
 			return err
 		}
@@ -196,31 +196,51 @@ func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []
 // the container ID and interface name, whatever range it is given, and
 // bridge deletes the interface by name. The range must merely be valid; it
 // is TEST-NET-1 (RFC 5737) so that no reader takes it for a real subnet.
-// Its IPMasq is replaced by release (see hasMasqChain).
+// Its IPMasq is replaced by release (see masqChains).
 var releaseOnly = subnetenv.Env{
 	Network: netip.MustParsePrefix("192.0.2.0/24"),
 	Subnet:  netip.MustParsePrefix("192.0.2.1/24"),
 	MTU:     1500,
 }
 
-// hasMasqChain says whether the nat table of iptables or ip6tables holds
-// the chain in which bridge (or ptp) masquerades the traffic of network's
-// container containerID: ADD made it if it gave the delegate ipMasq true
-// (FLANNEL_IPMASQ false then). The delegate removes it on DEL only when its
-// configuration says ipMasq, and only while it finds the pod's interface,
-// whose addresses name the rules; it deletes the interface in the same
-// DEL, so a DEL told ipMasq false leaves the chain for good, masquerading
-// whichever pod gets the address next, its traffic to other hosts' pods
-// included (agentd's own masquerading leaves that alone). Nor can DEL say
-// ipMasq regardless: where no chain is,
-// Debian's bridge 1.1.1 with iptables-nft fails the DEL ("Chain … does
-// not exist"). Without iptables there is no chain.
-func (p *Plugin) hasMasqChain(network, containerID string) bool {
-	if p.masqChain != nil {
-		return p.masqChain(network, containerID)
+// masqChains are the nat chains in which bridge (or ptp) masquerades a
+// container's traffic, one per network and container ID, made by ADD when
+// it gave the delegate ipMasq true (FLANNEL_IPMASQ false then), each with a
+// POSTROUTING rule per pod address jumping to it. The delegate removes them
+// on DEL only when its configuration says ipMasq, and only while it finds
+// the pod's interface, whose addresses name the rules; it deletes the
+// interface in the same DEL. So a DEL told ipMasq false, or one without a
+// network namespace (GC's), leaves them for good, masquerading whichever
+// pod gets the address next, its traffic to other hosts' pods included
+// (agentd's own masquerading leaves that alone). Nor can DEL say ipMasq
+// regardless: where no chain is, Debian's bridge 1.1.1 with iptables-nft
+// fails the DEL ("Chain … does not exist").
+type masqChains interface {
+	// Has says whether the chain of network's container containerID is
+	// there. Without iptables there is none.
+	Has(network, containerID string) bool
+	// Remove removes that chain and the POSTROUTING rules jumping to it;
+	// none there is success.
+	Remove(network, containerID string) error
+}
+
+func (p *Plugin) masqChains() masqChains {
+	if p.masq != nil {
+		return p.masq
 	}
+	return iptablesMasq{}
+}
+
+// iptablesMasq is masqChains in the nat tables of iptables and ip6tables.
+type iptablesMasq struct{}
+
+var _ masqChains = iptablesMasq{}
+
+var masqFamilies = []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6}
+
+func (iptablesMasq) Has(network, containerID string) bool {
 	chain := masqChainName(network, containerID)
-	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+	for _, proto := range masqFamilies {
 		ipt, err := iptables.NewWithProtocol(proto)
 		if err != nil {
 			continue
@@ -230,6 +250,48 @@ func (p *Plugin) hasMasqChain(network, containerID string) bool {
 		}
 	}
 	return false
+}
+
+// Remove deletes the POSTROUTING rules as the delegate's DEL would: by
+// the spec its ADD gave them, with the source address read from the rule.
+// A rule of another shape stays, and the chain it jumps to with it: that is
+// an error (the chain is in use), not a silent success.
+func (iptablesMasq) Remove(network, containerID string) error {
+	chain := masqChainName(network, containerID)
+	comment := fmt.Sprintf("name: %q id: %q", network, containerID)
+	var errs []error
+	for _, proto := range masqFamilies {
+		ipt, err := iptables.NewWithProtocol(proto)
+		if err != nil {
+			continue // no iptables of this family, so no chain
+		}
+		if ok, err := ipt.ChainExists("nat", chain); err != nil || !ok {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("look for masquerade chain %s: %w", chain, err))
+			}
+			continue
+		}
+		rules, err := ipt.List("nat", "POSTROUTING")
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list nat POSTROUTING: %w", err))
+			continue
+		}
+		for _, r := range rules {
+			f := strings.Fields(r)
+			if len(f) < 2 || f[len(f)-2] != "-j" || f[len(f)-1] != chain {
+				continue
+			}
+			if i := slices.Index(f, "-s"); i > 0 && i+1 < len(f) {
+				if err := ipt.DeleteIfExists("nat", "POSTROUTING", "-s", f[i+1], "-j", chain, "-m", "comment", "--comment", comment); err != nil {
+					errs = append(errs, fmt.Errorf("delete nat POSTROUTING rule for %s: %w", f[i+1], err))
+				}
+			}
+		}
+		if err := ipt.ClearAndDeleteChain("nat", chain); err != nil {
+			errs = append(errs, fmt.Errorf("delete masquerade chain %s: %w", chain, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // masqChainName is the name the standard plugins give the masquerade chain
@@ -243,9 +305,10 @@ func masqChainName(network, containerID string) string {
 // the runtime does not list as valid: their DEL never came, or came while
 // the runtime had forgotten them. Each gets DEL as Del gives it, without a
 // network namespace (GC may take it as gone, and bridge then releases the
-// addresses only), and is forgotten. Legacy per-container files of
-// flannel's plugin are left alone: they do not say which interface they
-// were for. Then the delegate of today's configuration gets the GC, if it
+// addresses only), and is forgotten; a container none of whose
+// attachments is valid loses its masquerade chain too (see masqChains).
+// Legacy per-container files of flannel's plugin are left alone: they do
+// not say which interface they were for. Then the delegate of today's configuration gets the GC, if it
 // speaks 1.1.0 (see forward) and subnet.env is readable. Errors do not stop
 // it; they are reported together, with the first one's code. Without a
 // list of valid attachments (see validAttachments) it does nothing.
@@ -259,9 +322,12 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return err
 	}
 	valid := make(map[types.GCAttachment]bool, len(list))
+	validIDs := make(map[string]bool, len(list))
 	for _, a := range list {
 		valid[a] = true
+		validIDs[a.ContainerID] = true
 	}
+	released := map[string]bool{}
 	ents, err := os.ReadDir(n.DataDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
@@ -282,6 +348,17 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("container %s interface %s: %w", id, ifName, err))
+			continue
+		}
+		released[id] = true
+	}
+	// The chain is the container's, shared by its interfaces.
+	for _, id := range slices.Sorted(maps.Keys(released)) {
+		if validIDs[id] {
+			continue
+		}
+		if err := p.masqChains().Remove(n.Name, id); err != nil {
+			errs = append(errs, types.NewError(types.ErrInternal, fmt.Sprintf("container %s: %v", id, err), ""))
 		}
 	}
 	if env, err := subnetenv.ReadComplete(n.SubnetFile); err == nil {

@@ -87,18 +87,36 @@ type fixture struct {
 	sleeps  int
 	onSleep func(sleeps int)
 
-	// masqChains are the delegate's masquerade chains the plugin finds,
-	// by "<network> <container ID>" (see hasMasqChain).
-	masqChains map[string]bool
+	masq *fakeMasq
+}
+
+// fakeMasq stands in for the delegates' masquerade chains in iptables.
+type fakeMasq struct {
+	// chains are those there, by "<network> <container ID>".
+	chains map[string]bool
+	// removed lists the chains removed, in order.
+	removed []string
+}
+
+var _ masqChains = (*fakeMasq)(nil)
+
+func (m *fakeMasq) Has(network, containerID string) bool {
+	return m.chains[network+" "+containerID]
+}
+
+func (m *fakeMasq) Remove(network, containerID string) error {
+	delete(m.chains, network+" "+containerID)
+	m.removed = append(m.removed, network+" "+containerID)
+	return nil
 }
 
 func newFixture(t *testing.T) *fixture {
 	dir := t.TempDir()
-	f := &fixture{dir: dir, subnetFile: filepath.Join(dir, "subnet.env"), dataDir: filepath.Join(dir, "data"), exec: &fakeExec{}}
+	f := &fixture{dir: dir, subnetFile: filepath.Join(dir, "subnet.env"), dataDir: filepath.Join(dir, "data"), exec: &fakeExec{}, masq: &fakeMasq{}}
 	f.now = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	f.p = &Plugin{Exec: f.exec, Stdout: &f.out,
-		masqChain: func(network, containerID string) bool { return f.masqChains[network+" "+containerID] },
-		now:       func() time.Time { return f.now },
+		masq: f.masq,
+		now:  func() time.Time { return f.now },
 		sleep: func(d time.Duration) {
 			f.now = f.now.Add(d)
 			f.sleeps++
@@ -1028,6 +1046,9 @@ func TestGCAndStatusForwarded(t *testing.T) {
 	if _, err := os.Stat(f.saved("c1")); err != nil {
 		t.Errorf("GC forgot an attachment whose DEL failed: %v", err)
 	}
+	if want := []string{"cbr0 c2", "cbr0 c3"}; !slices.Equal(f.masq.removed, want) {
+		t.Errorf("GC removed the masquerade chains of %q, want %q (c1's DEL failed)", f.masq.removed, want)
+	}
 }
 
 // TestGCKeepsValid: GC of a container with two interfaces releases only
@@ -1068,6 +1089,11 @@ func TestGCKeepsValid(t *testing.T) {
 	}
 	if !sameFile(filepath.Join(f.dataDir, "c2"), f.saved("c2")) {
 		t.Error("flannel's name for c2 is not eth0's file any more")
+	}
+	// The masquerade chain is the container's: c1's and c2's other
+	// interfaces are valid.
+	if want := []string{"cbr0 c3"}; !slices.Equal(f.masq.removed, want) {
+		t.Errorf("GC removed the masquerade chains of %q, want %q", f.masq.removed, want)
 	}
 }
 
