@@ -24,7 +24,7 @@ import (
 const etcdCallTimeout = 10 * time.Second
 
 // etcdConnectTimeout is how long the client's connection attempt to an
-// address that does not answer lasts (see newEtcdClient).
+// address that does not answer lasts (see dialEtcd).
 const etcdConnectTimeout = 5 * time.Second
 
 // etcdConn is the etcd client and what is needed to explain its failures.
@@ -45,17 +45,10 @@ func (c *etcdConn) Close() error {
 	return err
 }
 
-// newEtcdClient makes the client, waiting up to etcdConnectTimeout for
-// etcd to authenticate the user (dialEtcd); log reports changes of the CA
-// file.
-func newEtcdClient(cfg *Config, log logr.Logger) (*etcdConn, error) {
-	return dialEtcd(context.Background(), cfg, log, etcdConnectTimeout)
-}
-
-// dialEtcd is newEtcdClient waiting up to authWait for etcd to answer the
-// Authenticate request that clientv3.New sends, with --etcd-username,
-// before it returns (without a user name it sends nothing and does not
-// wait). No answer is explained as a request's is (explainAfter): the bare
+// dialEtcd makes the client (log reports changes of the CA file), waiting
+// up to authWait for etcd to answer the Authenticate request that
+// clientv3.New sends, with --etcd-username, before it returns (without a
+// user name it sends nothing and does not wait). No answer is explained as a request's is (explainAfter): the bare
 // "context deadline exceeded" said nothing of a refused connection or a
 // failed TLS handshake. A failure that waiting cannot mend (brokenForGood)
 // ends the wait at the first failed connection, with its cause (an
@@ -329,7 +322,7 @@ type authUnansweredError struct{ err error }
 func (e *authUnansweredError) Error() string { return e.err.Error() }
 func (e *authUnansweredError) Unwrap() error { return e.err }
 
-// connectEtcd is newEtcdClient for the daemon. With --etcd-username the
+// connectEtcd is dialEtcd for the daemon. With --etcd-username the
 // client exists only once etcd has answered the user's authentication:
 // while etcd does not answer (stopped, unreachable, refusing our TLS) the
 // agent retries, as it retries its first requests, and /readyz says why.

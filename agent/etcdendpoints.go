@@ -456,7 +456,7 @@ func statusAlarms(resp *clientv3.StatusResponse) []EtcdAlarm {
 
 // aloneUsesTLS says whether the etcd client's connection to endpoint alone,
 // which Status makes, uses TLS: the client picks its credentials by that
-// endpoint (clientUsesTLS), unless newEtcdClient replaced them for every
+// endpoint (clientUsesTLS), unless dialEtcd replaced them for every
 // connection by etcdCreds, which it does given TLS settings and a first
 // endpoint that is not http.
 func (c *etcdConn) aloneUsesTLS(endpoint string) bool {

@@ -213,7 +213,7 @@ func (r *outageReporter) catchUp(ctx context.Context, err error) (connectivity.S
 }
 
 // reconnectNow is for a connection that waits out gRPC's backoff (up to 5 s,
-// see newEtcdClient) while an endpoint accepts connections again (etcd
+// see dialEtcd) while an endpoint accepts connections again (etcd
 // restarted, a partition healed): it makes gRPC try at once, and reports
 // whether the connection is Ready within settle, false as soon as that
 // attempt has failed.
