@@ -198,6 +198,188 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 		d2.h, blocked.received, blocked.sent, ready.Round(time.Millisecond), r.received, r.sent, after-before)
 }
 
+// TestDockerSubnetMove: what an operator sees when agentd, restarted, leases
+// another subnet while dockerd runs (this host's lease expired while agentd
+// was down and another host took the subnet), and that restarting dockerd,
+// which the drop-in gives the new subnet.env, is the whole fix:
+//
+//	h1: agentd stopped; 10.244.A.0/24 taken by 198.18.0.9 (no such host here); agentd started: MOVING TO ANOTHER SUBNET, 10.244.B.1/24
+//	    docker0 10.244.A.1 (dockerd untouched) ── c1 10.244.A.2 ──✗── c2 on h2 (h2 routes A to 198.18.0.9)
+//	    dockerd restarted: docker0 10.244.B.1 only ── c1' 10.244.B.2 ──✓── c2
+func TestDockerSubnetMove(t *testing.T) {
+	keyExisted := fileExists(dockerTrustKey)
+	t.Cleanup(func() {
+		if !keyExisted {
+			os.Remove(dockerTrustKey) // made by the dockerds this test started
+		}
+	})
+	cluster.RequireRoot(t)
+	dockerdBin := requireTool(t, "dockerd", "docker.io", "/usr/sbin/dockerd")
+	dockerBin := requireTool(t, "docker", "docker.io", "/usr/bin/docker")
+	requireFile(t, dockerUnit, "docker.io")
+	busybox := requireTool(t, "busybox", "busybox-static", "/bin/busybox")
+	requireStatic(t, busybox)
+	ctx := context.Background()
+
+	c := agentCluster(t, "vxlan", 2, "--ip-masq")
+	optsBin, err := c.Binary(ctx, "agentd-docker-opts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(t.TempDir(), "rootfs.tar")
+	if err := writeBusyboxRootfs(rootfs, busybox); err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := c.Host(1), c.Host(2)
+	run := func(d *dockerd) netip.Addr {
+		t.Helper()
+		if _, err := d.docker(ctx, "import", "--change", `CMD ["/bin/sleep","1000000"]`, rootfs, "agentd-busybox:test"); err != nil {
+			t.Fatal(err)
+		}
+		id, err := d.docker(ctx, "run", "-d", "--pull=never", "agentd-busybox:test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.containers = append(d.containers, id)
+		ip, err := d.docker(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, err := netip.ParseAddr(ip)
+		if err != nil {
+			t.Fatalf("%s: container address %q: %v", d.h, ip, err)
+		}
+		return addr
+	}
+	// docker0's IPv4 addresses (the kernel gives it an IPv6 link-local one).
+	docker0 := func() []netip.Prefix {
+		t.Helper()
+		addrs, err := h1.Addrs("docker0")
+		if err != nil {
+			t.Fatalf("%s: docker0: %v", h1, err)
+		}
+		return slices.DeleteFunc(addrs, func(p netip.Prefix) bool { return !p.Addr().Is4() })
+	}
+	reaches := func(d *dockerd, dst netip.Addr) {
+		t.Helper()
+		err := cluster.Eventually(ctx, 15*time.Second, func() error {
+			r, err := d.ping(ctx, d.containers[0], dst, 1)
+			if err == nil && r.received != 1 {
+				err = fmt.Errorf("%d/%d replies", r.received, r.sent)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%s container -> %s: %v", d.h, dst, err)
+		}
+	}
+	d1, err := startDockerd(t, c, h1, dockerdBin, dockerBin, optsBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := startDockerd(t, c, h2, dockerdBin, dockerBin, optsBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, c2 := run(d1), run(d2)
+	reaches(d1, c2)
+	old := readEnv(t, h1).Subnet
+
+	// h1's agent stops (lease and datapath stay); its subnet goes to another
+	// host, as when the lease expires and another host acquires it.
+	if _, err := h1.Agent().Stop(); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := c.EtcdClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := fmt.Sprintf("/coreos.com/network/subnets/%s-%d", old.Masked().Addr(), old.Bits())
+	if _, err := cli.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, key, `{"PublicIP":"198.18.0.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:c6:12:00:09"}}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h1.StartAgent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h1.WaitReady(ctx, readyWithin); err != nil {
+		t.Fatal(err)
+	}
+	moved := readEnv(t, h1).Subnet
+	if moved == old {
+		t.Fatalf("%s: subnet.env still names %s after its key went to another host", h1, old)
+	}
+
+	// What the operator sees with dockerd left running: agentd says it
+	// moved and which peer it cannot program, docker0 keeps the old
+	// address, and h1's containers reach no other host.
+	peerLine := fmt.Sprintf("subnet %s holds %s, an address of this host (docker0)", old.Masked(), old.Addr())
+	var log string
+	err = cluster.Eventually(ctx, 5*time.Second, func() error {
+		if log, err = h1.AgentLog(); err != nil {
+			return err
+		}
+		if !strings.Contains(log, "MOVING TO ANOTHER SUBNET") || !strings.Contains(log, peerLine) {
+			return fmt.Errorf("no MOVING TO ANOTHER SUBNET and %q in its log", peerLine)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", h1, err)
+	}
+	addrs := docker0()
+	if !slices.Equal(addrs, []netip.Prefix{old}) {
+		t.Errorf("%s: docker0 %v while dockerd runs, want the old %s (dockerd reads subnet.env only at its start)", h1, addrs, old)
+	}
+	cut, err := d1.ping(ctx, d1.containers[0], c2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cut.received != 0 {
+		t.Errorf("%s container %s -> %s: %d/%d replies with %s now another host's", h1, c1, c2, cut.received, cut.sent, old.Masked())
+	}
+	t.Logf("%s: agentd moved %s -> %s; dockerd untouched: docker0 %v, container %s -> %s: %d/%d replies; agentd: %q",
+		h1, old, moved, addrs, c1, c2, cut.received, cut.sent, peerLine)
+
+	// The fix: restart dockerd (systemctl restart docker). The drop-in
+	// gives it the new subnet.env; dockerd moves docker0 to it.
+	d1.stop(t)
+	d1.containers = nil
+	t.Logf("%s: dockerd stopped, docker0 stays with %v", h1, docker0())
+	restart := time.Now()
+	d1, err = startDockerd(t, c, h1, dockerdBin, dockerBin, optsBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addrs = docker0(); !slices.Equal(addrs, []netip.Prefix{moved}) {
+		t.Errorf("%s: docker0 %v after dockerd restarted, want only the new %s", h1, addrs, moved)
+	}
+	c1 = run(d1)
+	if !moved.Masked().Contains(c1) {
+		t.Errorf("%s: new container %s outside the new subnet %s", h1, c1, moved.Masked())
+	}
+	reaches(d1, c2)
+	r, err := d1.ping(ctx, d1.containers[0], c2, 5)
+	if err != nil || r.received != 5 {
+		t.Fatalf("%s container %s -> %s after dockerd restarted: %d/%d replies (%v)", h1, c1, c2, r.received, r.sent, err)
+	}
+	// The peer that holds the old subnet is programmed once docker0 lets go.
+	err = cluster.Eventually(ctx, 5*time.Second, func() error {
+		out, err := h1.Exec(ctx, "ip", "route", "show", old.Masked().String())
+		if err == nil && !strings.Contains(string(out), "flannel.1") {
+			err = fmt.Errorf("no route: %q", out)
+		}
+		return err
+	})
+	if err != nil {
+		t.Errorf("%s: route to %s (198.18.0.9's now) after dockerd restarted: %v", h1, old.Masked(), err)
+	}
+	t.Logf("%s: dockerd restarted: docker0 %v, container %s -> %s: %d/%d replies, %v after the restart began; route to %s via flannel.1",
+		h1, addrs, c1, c2, r.received, r.sent, time.Since(restart).Round(time.Millisecond), old.Masked())
+}
+
 // TestDockerDropInBadSubnetEnv runs the drop-in's ExecStartPre on a missing
 // and on a half-written subnet.env. A missing one is what dockerd meets at
 // boot while agentd still waits for etcd: the command waits (--wait) and
