@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -288,5 +290,99 @@ func TestGCRemovesBridgeMasquerade(t *testing.T) {
 	}
 	if len(kept) != 4 {
 		t.Errorf("after GC the host's nat table has of c2's, still running,\n%s\nwant its chain, its two rules and the POSTROUTING rule", strings.Join(kept, "\n"))
+	}
+}
+
+// TestDelWithoutNetnsRemovesBridgeMasquerade: a DEL whose pod network
+// namespace is gone (containerd then passes none: its sandbox's namespace
+// was closed already) reaches bridge, which without the namespace only
+// releases the address: the masquerade chain its ADD made
+// (FLANNEL_IPMASQ=false) and the POSTROUTING rule for the pod's address
+// stayed for good. agentd-cni removes them after the delegate's DEL.
+func TestDelWithoutNetnsRemovesBridgeMasquerade(t *testing.T) {
+	needRoot(t)
+	for _, tc := range []struct{ name, netnsAtDel string }{
+		{"no namespace given", ""},
+		{"namespace gone", "gone"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host, pod := netns(t, "h"), netns(t, "p")
+			r := newRuntime(t)
+			r.cni = libcni.NewCNIConfigWithCacheDir(r.cni.Path, r.cacheDir, inNetns(host))
+			if err := os.WriteFile(r.subnetFile, []byte(strings.Replace(envA, "FLANNEL_IPMASQ=true", "FLANNEL_IPMASQ=false", 1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			b := `{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"agentd-cni","subnetFile":"` + r.subnetFile + `","dataDir":"` + r.dataDir + `","subnetFileWait":"0s","ipam":{"dataDir":"` + r.ipamDir + `"}}]}`
+			l, err := libcni.ConfListFromBytes([]byte(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt := r.pod("c1")
+			rt.NetNS = filepath.Join(nsreap.Dir, pod)
+			ctx := context.Background()
+			if _, err := r.cni.AddNetworkList(ctx, l, rt); err != nil {
+				t.Fatalf("ADD: %v", err)
+			}
+			if got := cniRules(t, host); len(got) != 4 {
+				t.Fatalf("after ADD the host's nat table has %q, want bridge's chain, its two rules and the POSTROUTING rule", got)
+			}
+			if err := nsreap.Delete(rt.NetNS); err != nil {
+				t.Fatal(err)
+			}
+			if tc.netnsAtDel == "" {
+				rt.NetNS = ""
+			}
+			if err := r.cni.DelNetworkList(ctx, l, rt); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			if got := cniRules(t, host); len(got) > 0 {
+				t.Errorf("after DEL the host's nat table still has\n%s", strings.Join(got, "\n"))
+			}
+			if got := r.allocated(t); len(got) > 0 {
+				t.Errorf("after DEL host-local holds %q", got)
+			}
+		})
+	}
+}
+
+// TestDelDropsMasqChain: DEL removes the container's masquerade chain
+// itself only when the delegate ran without the pod's network namespace
+// (none given, or gone), and only once no other attachment of the
+// container in the network is saved (the chain is the container's); a
+// failed removal is logged, and DEL succeeds.
+func TestDelDropsMasqChain(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	live := filepath.Join(f.dir, "netns")
+	if err := os.WriteFile(live, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	del := func(id, ifName, netns string) {
+		t.Helper()
+		a := f.attach("cbr0", id, ifName, "")
+		a.Netns = netns
+		if err := f.p.Del(a); err != nil {
+			t.Fatalf("DEL %s %s: %v", id, ifName, err)
+		}
+	}
+	for _, a := range [][2]string{{"c1", "eth0"}, {"c2", "eth0"}, {"c2", "eth1"}, {"c3", "eth0"}, {"c4", "eth0"}} {
+		if err := f.p.Add(f.attach("cbr0", a[0], a[1], "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	del("c1", "eth0", live)
+	del("c2", "eth0", "")
+	if len(f.masq.removed) != 0 {
+		t.Errorf("DEL with the pod's namespace there, or another interface left, removed the chains of %q", f.masq.removed)
+	}
+	del("c2", "eth1", filepath.Join(f.dir, "gone"))
+	del("c3", "eth0", "")
+	if want := []string{"cbr0 c2", "cbr0 c3"}; !slices.Equal(f.masq.removed, want) {
+		t.Errorf("DEL removed the chains of %q, want %q", f.masq.removed, want)
+	}
+	f.masq.err = errors.New("delete masquerade chain CNI-x: in use")
+	del("c4", "eth0", "")
+	if got := f.errOut.String(); !strings.Contains(got, "DEL of container c4 interface eth0 in network cbr0: delete masquerade chain CNI-x: in use") {
+		t.Errorf("stderr %q", got)
 	}
 }

@@ -56,6 +56,9 @@ type Plugin struct {
 	Exec invoke.Exec
 	// Stdout receives ADD's result; nil means os.Stdout.
 	Stdout io.Writer
+	// Stderr receives what the runtime should log of a command that
+	// succeeded; nil means os.Stderr.
+	Stderr io.Writer
 
 	// now and sleep are the clock of ADD's wait for subnet.env; nil means
 	// the real one.
@@ -141,9 +144,39 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	return p.release(n, at, func(typ string, conf []byte) error {
+	err = p.release(n, at, func(typ string, conf []byte) error {
 		return invoke.DelegateDel(context.Background(), typ, conf, p.Exec)
 	})
+	if err != nil {
+		return err
+	}
+	if err := p.dropMasqChain(n, at, args.Netns); err != nil {
+		// The pod is gone and its address free. Failing DEL would not
+		// mend this, and would fail every retry: the runtime's log
+		// gets it.
+		fmt.Fprintf(p.stderr(), "agentd-cni: DEL of container %s interface %s in network %s: %v\n", args.ContainerID, args.IfName, n.Name, err)
+	}
+	return nil
+}
+
+// dropMasqChain removes the container's masquerade chain (see masqChains)
+// after the delegate's DEL of the attachment at ran without the pod's
+// network namespace: netns empty (GC's DEL, and containerd's once the
+// sandbox's namespace is closed) or gone. The delegate could not remove
+// it then, and no later DEL will. A chain that may still serve another
+// attachment of the container in this network (one saved here) stays.
+func (p *Plugin) dropMasqChain(n *NetConf, at attachment, netns string) error {
+	if netns != "" {
+		if _, err := os.Stat(netns); err == nil {
+			return nil
+		}
+	}
+	// The parts of the name hold no pattern characters (see attachmentOf).
+	others, err := filepath.Glob(filepath.Join(n.DataDir, n.Name+":"+at.containerID+":*"))
+	if err != nil || len(others) > 0 {
+		return err
+	}
+	return p.masqChains().Remove(n.Name, at.containerID)
 }
 
 // release is DEL of the attachment at, the delegate run by del.
@@ -209,8 +242,8 @@ var releaseOnly = subnetenv.Env{
 // POSTROUTING rule per pod address jumping to it. The delegate removes them
 // on DEL only when its configuration says ipMasq, and only while it finds
 // the pod's interface, whose addresses name the rules; it deletes the
-// interface in the same DEL. So a DEL told ipMasq false, or one without a
-// network namespace (GC's), leaves them for good, masquerading whichever
+// interface in the same DEL. So a DEL told ipMasq false, or one without
+// the pod's network namespace, leaves them for good, masquerading whichever
 // pod gets the address next, its traffic to other hosts' pods included
 // (agentd's own masquerading leaves that alone). Nor can DEL say ipMasq
 // regardless: where no chain is, Debian's bridge 1.1.1 with iptables-nft
@@ -305,8 +338,8 @@ func masqChainName(network, containerID string) string {
 // the runtime does not list as valid: their DEL never came, or came while
 // the runtime had forgotten them. Each gets DEL as Del gives it, without a
 // network namespace (GC may take it as gone, and bridge then releases the
-// addresses only), and is forgotten; a container none of whose
-// attachments is valid loses its masquerade chain too (see masqChains).
+// addresses only), and is forgotten, with its masquerade chain (see
+// dropMasqChain).
 // Legacy per-container files of flannel's plugin are left alone: they do
 // not say which interface they were for. Then the delegate of today's configuration gets the GC, if it
 // speaks 1.1.0 (see forward) and subnet.env is readable. Errors do not stop
@@ -322,12 +355,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return err
 	}
 	valid := make(map[types.GCAttachment]bool, len(list))
-	validIDs := make(map[string]bool, len(list))
 	for _, a := range list {
 		valid[a] = true
-		validIDs[a.ContainerID] = true
 	}
-	released := map[string]bool{}
 	ents, err := os.ReadDir(n.DataDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
@@ -346,19 +376,11 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		err = p.release(n, at, func(typ string, conf []byte) error {
 			return p.runDelegate(typ, conf, &invoke.Args{Command: "DEL", ContainerID: id, IfName: ifName, Path: os.Getenv("CNI_PATH")})
 		})
+		if err == nil {
+			err = p.dropMasqChain(n, at, "")
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("container %s interface %s: %w", id, ifName, err))
-			continue
-		}
-		released[id] = true
-	}
-	// The chain is the container's, shared by its interfaces.
-	for _, id := range slices.Sorted(maps.Keys(released)) {
-		if validIDs[id] {
-			continue
-		}
-		if err := p.masqChains().Remove(n.Name, id); err != nil {
-			errs = append(errs, types.NewError(types.ErrInternal, fmt.Sprintf("container %s: %v", id, err), ""))
 		}
 	}
 	if env, err := subnetenv.ReadComplete(n.SubnetFile); err == nil {
@@ -610,6 +632,13 @@ func (p *Plugin) stdout() io.Writer {
 		return p.Stdout
 	}
 	return os.Stdout
+}
+
+func (p *Plugin) stderr() io.Writer {
+	if p.Stderr != nil {
+		return p.Stderr
+	}
+	return os.Stderr
 }
 
 // loadConf reads the network configuration on stdin and where the

@@ -78,7 +78,7 @@ func (f *fakeExec) Decode(b []byte) (version.PluginInfo, error) {
 type fixture struct {
 	dir, subnetFile, dataDir string
 	exec                     *fakeExec
-	out                      strings.Builder
+	out, errOut              strings.Builder
 	p                        *Plugin
 
 	// The plugin's clock: sleep advances now by its argument, counts
@@ -96,6 +96,8 @@ type fakeMasq struct {
 	chains map[string]bool
 	// removed lists the chains removed, in order.
 	removed []string
+	// err, when set, is Remove's answer, and nothing is removed.
+	err error
 }
 
 var _ masqChains = (*fakeMasq)(nil)
@@ -105,6 +107,9 @@ func (m *fakeMasq) Has(network, containerID string) bool {
 }
 
 func (m *fakeMasq) Remove(network, containerID string) error {
+	if m.err != nil {
+		return m.err
+	}
 	delete(m.chains, network+" "+containerID)
 	m.removed = append(m.removed, network+" "+containerID)
 	return nil
@@ -114,7 +119,7 @@ func newFixture(t *testing.T) *fixture {
 	dir := t.TempDir()
 	f := &fixture{dir: dir, subnetFile: filepath.Join(dir, "subnet.env"), dataDir: filepath.Join(dir, "data"), exec: &fakeExec{}, masq: &fakeMasq{}}
 	f.now = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	f.p = &Plugin{Exec: f.exec, Stdout: &f.out,
+	f.p = &Plugin{Exec: f.exec, Stdout: &f.out, Stderr: &f.errOut,
 		masq: f.masq,
 		now:  func() time.Time { return f.now },
 		sleep: func(d time.Duration) {
