@@ -204,11 +204,18 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if claim != nil {
-		defer claim.Close()
-	} else {
-		a.log.Info("the agents' claim on this network namespace is held by a process of another user; going on without it, so a second agentd here would not be refused",
+	// The retake goroutine (below) sets claim; this reads it once that
+	// goroutine has been joined.
+	defer func() {
+		if claim != nil {
+			claim.Close()
+		}
+	}()
+	var retake func() *os.File
+	if claim == nil {
+		a.log.Info("the agents' claim on this network namespace is held by a process of another user; going on without it until it is let go, so a second agentd here would not be refused meanwhile",
 			"name", netnsClaimAddr, "pids", squatters)
+		retake = netnsClaimTry()
 	}
 	// A running flanneld (flanneld.go), before the kernel or etcd is
 	// touched; and before the health server, as for the claim.
@@ -223,6 +230,18 @@ func (a *agent) run(ctx context.Context) error {
 	defer cancel(nil)
 	// fail records the first error of a background part and stops the rest.
 	fail := func(err error) { cancel(err) }
+
+	// The claim, once the squatters have let it go (netnsclaim.go).
+	if retake != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if claim = retakeNetnsClaim(ctx, retake, netnsClaimRetryEvery); claim != nil {
+				a.log.Info("took the agents' claim on this network namespace, which a process of another user held: a second agentd here is refused again",
+					"name", netnsClaimAddr)
+			}
+		}()
+	}
 
 	if a.cfg.HealthzAddr != "" {
 		srv, err := listenHealth(a.cfg.HealthzAddr, a.health)

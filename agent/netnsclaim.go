@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"os"
+	"runtime"
+	"time"
 
 	"github.com/agentd/agentd/internal/sockclaim"
 )
@@ -23,8 +26,18 @@ import (
 // never stops a restart; it is per network namespace, so agents of other
 // namespaces (the test cluster's hosts, pods without hostNetwork) do not
 // count. Any local user can bind it first: a holder of another user is no
-// agent of ours, so the agent goes on without the claim and says so.
-const netnsClaimAddr = "@agentd-agent"
+// agent of ours, so the agent goes on without the claim and says so. It
+// takes the claim once the squatter has let it go: it tries a bind every
+// netnsClaimRetryEvery meanwhile (retakeNetnsClaim), from its start, since
+// the squatter may leave while the agent still waits for etcd, and asks
+// the holder nothing. Else a second agent started after the squatter's
+// exit would run beside it for as long as it ran
+// (TestSquattedNetnsClaimRetaken).
+const (
+	netnsClaimAddr       = "@agentd-agent"
+	netnsClaimName       = "netns-claim"
+	netnsClaimRetryEvery = 5 * time.Second
+)
 
 // agentInNetnsError says that another agent runs in this network namespace.
 type agentInNetnsError struct{ held *sockclaim.HeldError }
@@ -41,9 +54,52 @@ func (e *agentInNetnsError) Error() string {
 // *agentInNetnsError when a process of our user holds it, or one this
 // process cannot see.
 func claimNetns() (f *os.File, squatters []int, err error) {
-	f, squatters, err = sockclaim.Claim(netnsClaimAddr, "netns-claim")
+	f, squatters, err = sockclaim.Claim(netnsClaimAddr, netnsClaimName)
 	if held, ok := errors.AsType[*sockclaim.HeldError](err); ok {
 		return nil, nil, &agentInNetnsError{held: held}
 	}
 	return f, squatters, err
+}
+
+// netnsClaimTry returns a try to take the claim on this thread's network
+// namespace, as it is now, if no process holds it: it returns nil if one
+// does (or the bind fails otherwise), and costs a socket and a bind. It
+// binds only on a thread of that namespace: in tests that run the agent
+// on a thread of a namespace of their own, its goroutines run on threads
+// of another, whose name is not the agent's to take. Where the namespace
+// cannot be read, the try takes nothing.
+func netnsClaimTry() func() *os.File {
+	netns, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		return func() *os.File { return nil }
+	}
+	return func() *os.File {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if ns, err := os.Readlink("/proc/thread-self/ns/net"); err != nil || ns != netns {
+			return nil
+		}
+		f, err := sockclaim.Bind(netnsClaimAddr, netnsClaimName)
+		if err != nil {
+			return nil
+		}
+		return f
+	}
+}
+
+// retakeNetnsClaim calls try every every until it takes the claim, and
+// returns the file that holds it; nil once ctx is done.
+func retakeNetnsClaim(ctx context.Context, try func() *os.File, every time.Duration) *os.File {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if f := try(); f != nil {
+				return f
+			}
+		}
+	}
 }
