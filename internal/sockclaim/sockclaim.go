@@ -90,17 +90,35 @@ func Holders(addr string) []int {
 	if err != nil {
 		return nil
 	}
-	inodes := map[string]bool{}
-	for _, l := range strings.Split(string(b), "\n") {
-		// Num RefCount Protocol Flags Type St Inode Path
-		if f := strings.Fields(l); len(f) == 8 && f[7] == addr {
-			inodes["socket:["+f[6]+"]"] = true
-		}
-	}
+	inodes := boundInodes(b, addr)
 	if len(inodes) == 0 {
 		return nil
 	}
 	return ProcPids(func(dir string) bool { return HoldsAny(dir, inodes) })
+}
+
+// boundInodes returns the sockets that table, the content of
+// /proc/net/unix, shows bound to addr, named as their holders' fd links
+// read ("socket:[123]"). A line is seven fields (Num RefCount Protocol
+// Flags Type St Inode, the last right-aligned), each followed by one space,
+// then, for a bound socket, its name as bound, blanks and all: split at
+// blanks, the name "@x " (another name) would read as "@x".
+func boundInodes(table []byte, addr string) map[string]bool {
+	inodes := map[string]bool{}
+	for _, l := range strings.Split(string(table), "\n") {
+		var inode string
+		rest, ok := l, true
+		for range 7 {
+			inode, rest, ok = strings.Cut(strings.TrimLeft(rest, " "), " ")
+			if !ok {
+				break
+			}
+		}
+		if ok && rest == addr && inode != "" && strings.Trim(inode, "0123456789") == "" {
+			inodes["socket:["+inode+"]"] = true
+		}
+	}
+	return inodes
 }
 
 // ProcPids returns the processes /proc shows (in our PID namespace) whose
