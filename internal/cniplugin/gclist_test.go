@@ -37,7 +37,7 @@ func TestGCWithoutValidList(t *testing.T) {
 	}
 	// cnitool: the same plugins, its own (here empty) result cache, no
 	// GC arguments.
-	cnitool := libcni.NewCNIConfigWithCacheDir(r.cni.Path, filepath.Join(t.TempDir(), "cnitool-cache"), nil)
+	cnitool := libcni.NewCNIConfigWithCacheDir(r.cni.Path, filepath.Join(t.TempDir(), "cnitool-cache"), inNetns(r.host))
 	err := cnitool.GCNetworkList(ctx, l, nil)
 	var te *types.Error
 	if !errors.As(err, &te) || te.Code != types.ErrInvalidNetworkConfig || !strings.Contains(te.Msg, `no "cni.dev/valid-attachments"`) {

@@ -3,8 +3,10 @@ package cniplugin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,12 +22,42 @@ import (
 // and versions as run/agentd-cni, behind skel, as a runtime executes it.
 const pluginName = "agentd-cni"
 
+// testNetnsEnv passes the network namespace the tests run in (the machine's)
+// to the plugin runs they start, which must run in another (see TestMain).
+const testNetnsEnv = "CNIPLUGIN_TEST_NETNS"
+
 func TestMain(m *testing.M) {
+	ns, err := os.Readlink("/proc/self/ns/net")
 	if filepath.Base(os.Args[0]) == pluginName {
+		// DEL and GC look for, and remove, bridge's masquerade chains
+		// in the nat table where they run: a test runs the plugin only
+		// in a network namespace it made (see runtime).
+		if err == nil && ns == os.Getenv(testNetnsEnv) {
+			types.NewError(types.ErrInternal, "agentd-cni (test binary) runs in the tests' own network namespace "+ns, "").Print()
+			os.Exit(1)
+		}
 		skel.PluginMainFuncs((&Plugin{}).Funcs(), Versions, "agentd-cni (test binary)")
 		return
 	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv(testNetnsEnv, ns)
 	os.Exit(m.Run())
+}
+
+// unmet fails the test with why, a requirement it lacks, where CI is set,
+// and skips it elsewhere; why "" is none.
+func unmet(t *testing.T, why string) {
+	t.Helper()
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s; CI is set, so this is a failure, not a skip", why)
+	}
+	t.Skip(why)
 }
 
 // debianCNI is where Debian's containernetworking-plugins (1.1.1, CNI
@@ -35,25 +67,33 @@ const debianCNI = "/usr/lib/cni"
 // runtime drives agentd-cni through libcni as containerd and CRI-O do (libcni
 // 1.3: it picks the highest of a network's "cniVersions" it knows, caches
 // results, synthesizes DEL for GC), with Debian's real host-local as the
-// delegate: host-local touches only its files, so no network namespace is
-// needed. subnetFile, dataDir (agentd-cni's) and ipamDir (host-local's) are
-// the test's.
+// delegate. subnetFile, dataDir (agentd-cni's) and ipamDir (host-local's) are
+// the test's, and so is host, the network namespace standing for the host,
+// in which the runtime runs the plugins (see inNetns): host-local touches
+// only its files, but agentd-cni's DEL and GC look for, and remove, bridge's
+// masquerade chains in the nat table where they run (see masqChains), which
+// a test must not do in the machine's.
 type runtime struct {
 	cni                          *libcni.CNIConfig
+	host                         string
 	subnetFile, dataDir, ipamDir string
 	cacheDir                     string
 }
 
+// newRuntime fails the test where CI is set, and skips it elsewhere,
+// without root, ip(8) or Debian's host-local.
 func newRuntime(t *testing.T) *runtime {
 	t.Helper()
 	hostLocal := filepath.Join(debianCNI, "host-local")
-	if _, err := os.Stat(hostLocal); err != nil {
-		msg := hostLocal + " is missing: apt-get install containernetworking-plugins"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg + " (CI is set, so this is a failure, not a skip)")
-		}
-		t.Skip(msg)
+	var why string
+	if os.Geteuid() != 0 {
+		why = fmt.Sprintf("needs root to create a network namespace (euid %d)", os.Geteuid())
+	} else if _, err := exec.LookPath("ip"); err != nil {
+		why = "needs ip (apt-get install iproute2)"
+	} else if _, err := os.Stat(hostLocal); err != nil {
+		why = hostLocal + " is missing: apt-get install containernetworking-plugins"
 	}
+	unmet(t, why)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -67,12 +107,13 @@ func newRuntime(t *testing.T) *runtime {
 		t.Fatal(err)
 	}
 	r := &runtime{
+		host:       netns(t, "h"),
 		subnetFile: filepath.Join(dir, "subnet.env"),
 		dataDir:    filepath.Join(dir, "data"),
 		ipamDir:    filepath.Join(dir, "ipam"),
 		cacheDir:   filepath.Join(dir, "cache"),
 	}
-	r.cni = libcni.NewCNIConfigWithCacheDir([]string{bin, debianCNI}, r.cacheDir, nil)
+	r.cni = libcni.NewCNIConfigWithCacheDir([]string{bin, debianCNI}, r.cacheDir, inNetns(r.host))
 	if err := os.WriteFile(r.subnetFile, []byte(envA), 0o644); err != nil {
 		t.Fatal(err)
 	}
