@@ -92,7 +92,7 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 	for i, h := range hosts {
 		go func() {
 			var err error
-			ds[i], err = startDockerd(t, c, h, dockerdBin, dockerBin, optsBin)
+			ds[i], err = startDockerd(t, c, h, dockerdBin, dockerBin, optsBin, "{}\n")
 			errs <- err
 		}()
 	}
@@ -201,11 +201,13 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 // TestDockerSubnetMove: what an operator sees when agentd, restarted, leases
 // another subnet while dockerd runs (this host's lease expired while agentd
 // was down and another host took the subnet), and that restarting dockerd,
-// which the drop-in gives the new subnet.env, is the whole fix:
+// which the drop-in gives the new subnet.env, is the fix; with
+// "live-restore" in daemon.json only once no container runs:
 //
 //	h1: agentd stopped; 10.244.A.0/24 taken by 198.18.0.9 (no such host here); agentd started: MOVING TO ANOTHER SUBNET, 10.244.B.1/24
 //	    docker0 10.244.A.1 (dockerd untouched) ── c1 10.244.A.2 ──✗── c2 on h2 (h2 routes A to 198.18.0.9)
-//	    dockerd restarted: docker0 10.244.B.1 only ── c1' 10.244.B.2 ──✓── c2
+//	    live-restore: dockerd restarted with c1 running: docker0 stays 10.244.A.1, a new container gets 10.244.A.3
+//	    dockerd restarted (live-restore: after docker stop): docker0 10.244.B.1 only ── c1' 10.244.B.2 ──✓── c2
 func TestDockerSubnetMove(t *testing.T) {
 	keyExisted := fileExists(dockerTrustKey)
 	t.Cleanup(func() {
@@ -213,6 +215,11 @@ func TestDockerSubnetMove(t *testing.T) {
 			os.Remove(dockerTrustKey) // made by the dockerds this test started
 		}
 	})
+	t.Run("restart", func(t *testing.T) { testDockerSubnetMove(t, false) })
+	t.Run("live-restore", func(t *testing.T) { testDockerSubnetMove(t, true) })
+}
+
+func testDockerSubnetMove(t *testing.T, liveRestore bool) {
 	cluster.RequireRoot(t)
 	dockerdBin := requireTool(t, "dockerd", "docker.io", "/usr/sbin/dockerd")
 	dockerBin := requireTool(t, "docker", "docker.io", "/usr/bin/docker")
@@ -230,13 +237,27 @@ func TestDockerSubnetMove(t *testing.T) {
 	if err := writeBusyboxRootfs(rootfs, busybox); err != nil {
 		t.Fatal(err)
 	}
+	daemonJSON := "{}\n"
+	if liveRestore {
+		daemonJSON = `{"live-restore": true}`
+	}
 	h1, h2 := c.Host(1), c.Host(2)
+	start := func(h *cluster.Host) *dockerd {
+		t.Helper()
+		d, err := startDockerd(t, c, h, dockerdBin, dockerBin, optsBin, daemonJSON)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
 	run := func(d *dockerd) netip.Addr {
 		t.Helper()
 		if _, err := d.docker(ctx, "import", "--change", `CMD ["/bin/sleep","1000000"]`, rootfs, "agentd-busybox:test"); err != nil {
 			t.Fatal(err)
 		}
-		id, err := d.docker(ctx, "run", "-d", "--pull=never", "agentd-busybox:test")
+		// sleep, as PID 1, ignores SIGTERM: a dockerd that stops it
+		// (no live-restore) would wait its default 10 s before killing it.
+		id, err := d.docker(ctx, "run", "-d", "--pull=never", "--stop-timeout=1", "agentd-busybox:test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,10 +281,22 @@ func TestDockerSubnetMove(t *testing.T) {
 		}
 		return slices.DeleteFunc(addrs, func(p netip.Prefix) bool { return !p.Addr().Is4() })
 	}
+	// restart stops d's dockerd, leaving its containers to live-restore if
+	// it is on, and starts another on the same directories.
+	restart := func(d *dockerd) *dockerd {
+		t.Helper()
+		if _, err := d.proc.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		nd := start(d.h)
+		nd.containers = d.containers
+		d.containers = nil
+		return nd
+	}
 	reaches := func(d *dockerd, dst netip.Addr) {
 		t.Helper()
 		err := cluster.Eventually(ctx, 15*time.Second, func() error {
-			r, err := d.ping(ctx, d.containers[0], dst, 1)
+			r, err := d.ping(ctx, d.containers[len(d.containers)-1], dst, 1)
 			if err == nil && r.received != 1 {
 				err = fmt.Errorf("%d/%d replies", r.received, r.sent)
 			}
@@ -273,14 +306,7 @@ func TestDockerSubnetMove(t *testing.T) {
 			t.Fatalf("%s container -> %s: %v", d.h, dst, err)
 		}
 	}
-	d1, err := startDockerd(t, c, h1, dockerdBin, dockerBin, optsBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d2, err := startDockerd(t, c, h2, dockerdBin, dockerBin, optsBin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d1, d2 := start(h1), start(h2)
 	c1, c2 := run(d1), run(d2)
 	reaches(d1, c2)
 	old := readEnv(t, h1).Subnet
@@ -316,21 +342,17 @@ func TestDockerSubnetMove(t *testing.T) {
 	// moved and which peer it cannot program, docker0 keeps the old
 	// address, and h1's containers reach no other host.
 	peerLine := fmt.Sprintf("subnet %s holds %s, an address of this host (docker0)", old.Masked(), old.Addr())
-	var log string
 	err = cluster.Eventually(ctx, 5*time.Second, func() error {
-		if log, err = h1.AgentLog(); err != nil {
-			return err
+		log, err := h1.AgentLog()
+		if err == nil && (!strings.Contains(log, "MOVING TO ANOTHER SUBNET") || !strings.Contains(log, peerLine)) {
+			err = fmt.Errorf("no MOVING TO ANOTHER SUBNET and %q in its log", peerLine)
 		}
-		if !strings.Contains(log, "MOVING TO ANOTHER SUBNET") || !strings.Contains(log, peerLine) {
-			return fmt.Errorf("no MOVING TO ANOTHER SUBNET and %q in its log", peerLine)
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		t.Fatalf("%s: %v", h1, err)
 	}
-	addrs := docker0()
-	if !slices.Equal(addrs, []netip.Prefix{old}) {
+	if addrs := docker0(); !slices.Equal(addrs, []netip.Prefix{old}) {
 		t.Errorf("%s: docker0 %v while dockerd runs, want the old %s (dockerd reads subnet.env only at its start)", h1, addrs, old)
 	}
 	cut, err := d1.ping(ctx, d1.containers[0], c2, 2)
@@ -341,19 +363,31 @@ func TestDockerSubnetMove(t *testing.T) {
 		t.Errorf("%s container %s -> %s: %d/%d replies with %s now another host's", h1, c1, c2, cut.received, cut.sent, old.Masked())
 	}
 	t.Logf("%s: agentd moved %s -> %s; dockerd untouched: docker0 %v, container %s -> %s: %d/%d replies; agentd: %q",
-		h1, old, moved, addrs, c1, c2, cut.received, cut.sent, peerLine)
+		h1, old, moved, docker0(), c1, c2, cut.received, cut.sent, peerLine)
 
-	// The fix: restart dockerd (systemctl restart docker). The drop-in
-	// gives it the new subnet.env; dockerd moves docker0 to it.
-	d1.stop(t)
-	d1.containers = nil
-	t.Logf("%s: dockerd stopped, docker0 stays with %v", h1, docker0())
-	restart := time.Now()
-	d1, err = startDockerd(t, c, h1, dockerdBin, dockerBin, optsBin)
-	if err != nil {
-		t.Fatal(err)
+	if liveRestore {
+		// With live-restore the restarted dockerd keeps c1 running and the
+		// bridge network with it: docker0 and new containers stay in the
+		// old subnet, although dockerd was given the new --bip.
+		d1 = restart(d1)
+		addrs := docker0()
+		stray := run(d1)
+		if !slices.Equal(addrs, []netip.Prefix{old}) || !old.Masked().Contains(stray) {
+			t.Errorf("%s: live-restore, dockerd restarted with a container running: docker0 %v, a new container %s; want both still in the old %s (dockerd's behaviour changed: update README)", h1, addrs, stray, old.Masked())
+		}
+		t.Logf("%s: live-restore, dockerd restarted with container %s running: docker0 %v, a new container gets %s (dockerd was given --bip=%s)", h1, c1, addrs, stray, moved)
+		if out, err := d1.docker(ctx, append([]string{"stop"}, d1.containers...)...); err != nil {
+			t.Fatalf("%s: docker stop: %v: %s", h1, err, out)
+		}
 	}
-	if addrs = docker0(); !slices.Equal(addrs, []netip.Prefix{moved}) {
+
+	// The fix: restart dockerd (systemctl restart docker; with
+	// live-restore, the containers stopped first). The drop-in gives it the
+	// new subnet.env; dockerd moves docker0 to it.
+	begin := time.Now()
+	d1 = restart(d1)
+	addrs := docker0()
+	if !slices.Equal(addrs, []netip.Prefix{moved}) {
 		t.Errorf("%s: docker0 %v after dockerd restarted, want only the new %s", h1, addrs, moved)
 	}
 	c1 = run(d1)
@@ -361,7 +395,7 @@ func TestDockerSubnetMove(t *testing.T) {
 		t.Errorf("%s: new container %s outside the new subnet %s", h1, c1, moved.Masked())
 	}
 	reaches(d1, c2)
-	r, err := d1.ping(ctx, d1.containers[0], c2, 5)
+	r, err := d1.ping(ctx, d1.containers[len(d1.containers)-1], c2, 5)
 	if err != nil || r.received != 5 {
 		t.Fatalf("%s container %s -> %s after dockerd restarted: %d/%d replies (%v)", h1, c1, c2, r.received, r.sent, err)
 	}
@@ -376,8 +410,8 @@ func TestDockerSubnetMove(t *testing.T) {
 	if err != nil {
 		t.Errorf("%s: route to %s (198.18.0.9's now) after dockerd restarted: %v", h1, old.Masked(), err)
 	}
-	t.Logf("%s: dockerd restarted: docker0 %v, container %s -> %s: %d/%d replies, %v after the restart began; route to %s via flannel.1",
-		h1, addrs, c1, c2, r.received, r.sent, time.Since(restart).Round(time.Millisecond), old.Masked())
+	t.Logf("%s: dockerd restarted: docker0 %v, container %s -> %s: %d/%d replies, %v after the restart began (stop, start, image import, container, 5 pings 1 s apart); route to %s via flannel.1",
+		h1, addrs, c1, c2, r.received, r.sent, time.Since(begin).Round(time.Millisecond), old.Masked())
 }
 
 // TestDockerDropInBadSubnetEnv runs the drop-in's ExecStartPre on a missing
@@ -630,18 +664,18 @@ func dockerDefaults(dir, content string) (string, error) {
 
 // startDockerd starts dockerd in h's namespace with the command line
 // docker.service would use, its DOCKER_OPTS naming its own configuration
-// file, minus what ties it to the machine's systemd and containerd (-H
+// file (with daemonJSON), minus what ties it to the machine's systemd and containerd (-H
 // fd://, --containerd=…: dockerd then runs its own containerd), plus its own
 // data and exec roots, pidfile, socket and cgroup parent. It waits until the
 // daemon answers and registers a cleanup that removes its containers, stops
 // it and removes what it left.
-func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin, client, optsBin string) (*dockerd, error) {
+func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin, client, optsBin, daemonJSON string) (*dockerd, error) {
 	ctx := context.Background()
 	d := &dockerd{h: h, dir: filepath.Join(h.Dir, "docker"), client: client, cgroup: "agentd-" + c.Prefix() + h.Short}
 	if err := os.MkdirAll(filepath.Join(d.dir, "cli"), 0o700); err != nil {
 		return nil, err
 	}
-	defaults, err := dockerDefaults(d.dir, "{}\n")
+	defaults, err := dockerDefaults(d.dir, daemonJSON)
 	if err != nil {
 		return nil, err
 	}
