@@ -278,7 +278,7 @@ func (iptablesMasq) Has(network, containerID string) bool {
 		if err != nil {
 			continue
 		}
-		if ok, err := ipt.ChainExists("nat", chain); err == nil && ok {
+		if ok, err := chainExists(ipt, chain); err == nil && ok {
 			return true
 		}
 	}
@@ -298,7 +298,7 @@ func (iptablesMasq) Remove(network, containerID string) error {
 		if err != nil {
 			continue // no iptables of this family, so no chain
 		}
-		if ok, err := ipt.ChainExists("nat", chain); err != nil || !ok {
+		if ok, err := chainExists(ipt, chain); err != nil || !ok {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("look for masquerade chain %s: %w", chain, err))
 			}
@@ -325,6 +325,35 @@ func (iptablesMasq) Remove(network, containerID string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// chainExists says whether chain is in ipt's nat table. A nat table the
+// kernel cannot give ipt holds no chain: legacy ip6tables on a host booted
+// with ipv6.disable=1, or without ip6table_nat, fails every look-up there
+// with exit status 3 (VERSION_PROBLEM) and "can't initialize ip6tables
+// table `nat': Address family not supported by protocol", or "…: Table does
+// not exist (do you need to insmod?)", where go-iptables' ChainExists
+// takes only status 1 for "no such chain". Any other failure stays one:
+// status 4 (the xtables lock, or its file, held or refused), and 3 with
+// "Permission denied" (root without CAP_NET_ADMIN).
+func chainExists(ipt *iptables.IPTables, chain string) (bool, error) {
+	ok, err := ipt.ChainExists("nat", chain)
+	var e *iptables.Error
+	if errors.As(err, &e) && e.ExitStatus() == 3 && noTable(e.Error()) {
+		return false, nil
+	}
+	return ok, err
+}
+
+// noTable says whether iptables' message msg is its failure to open a
+// table that this kernel does not have: the reasons libiptc gives for
+// ENOENT and ENOPROTOOPT (a table or ip_tables module not there) and
+// strerror's for EAFNOSUPPORT (no IPv6).
+func noTable(msg string) bool {
+	if !strings.Contains(msg, "can't initialize") {
+		return false
+	}
+	return strings.Contains(msg, "(do you need to insmod?)") || strings.Contains(msg, "Address family not supported by protocol")
 }
 
 // masqChainName is the name the standard plugins give the masquerade chain
