@@ -2,6 +2,10 @@
 SHELL := /bin/bash
 # The go in PATH, else the one a Go tarball installs (/usr/local/go).
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+# Recipes reach that same Go: its bin directory leads their PATH, for lint's
+# gofmt and for tests/kube and tests/flanneld, whose scripts run ${GO:-go}.
+GOROOT_DIR := $(shell cd / && GOTOOLCHAIN=local $(GO) env GOROOT 2>/dev/null)
+export PATH := $(if $(GOROOT_DIR),$(GOROOT_DIR)/bin:)$(PATH)
 # The Go release go.mod asks for; make deps checks it first.
 GO_MIN := $(shell sed -n 's/^go //p' go.mod)
 BIN := bin
