@@ -15,7 +15,7 @@ import (
 func FuzzParseFlags(f *testing.F) {
 	for _, s := range []string{"", "--wait=60s\n--output=/run/flannel/docker-network.env", "-o\n-\n--subnet-file\n/x/subnet.env",
 		"--wait=-1s", "--wait", "extra", "-h", "--help=false\n--wait=1h1m", "--subnet-file=\n--", "-o=", "--bogus", "--docker-config=", "--docker-config\n/etc/docker/daemon.json",
-		"--wait=1m\n--\n-D\n--config-file\n/etc/docker/custom.json", "--", "x\n--\n--wait=1s", "--\n--\n-h"} {
+		"--wait=1m\n--\n-D\n--config-file\n/etc/docker/custom.json", "--", "x\n--\n--wait=1s", "--\n--\n-h", "--bridge=\n--bridge\nbr0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, argText string) {
@@ -41,7 +41,7 @@ func FuzzParseFlags(f *testing.F) {
 		if o.wait < 0 {
 			t.Fatalf("parseFlags(%q): negative wait %v accepted", args, o.wait)
 		}
-		again := []string{"--subnet-file=" + o.subnetFile, "--output=" + o.output, "--wait=" + o.wait.String(), "--docker-config=" + o.dockerConfig}
+		again := []string{"--subnet-file=" + o.subnetFile, "--output=" + o.output, "--wait=" + o.wait.String(), "--docker-config=" + o.dockerConfig, "--bridge=" + o.bridge}
 		if o.dockerdArgs != nil {
 			again = append(append(again, "--"), o.dockerdArgs...)
 		}

@@ -29,6 +29,11 @@
 // --config-file among dockerd's own arguments, given after "--" (the drop-in
 // passes $DOCKER_OPTS there, split as for dockerd), or else --docker-config.
 // Exit status 64 (EX_USAGE, as agentd's and agentctl's) is a usage error.
+//
+// A docker0 left with another subnet's address and with interfaces attached
+// (containers that live-restore kept running) gets a warning, not a
+// failure: dockerd keeps it, and gives new containers, that old subnet
+// (see bridgeWarning).
 package main
 
 import (
@@ -38,8 +43,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,6 +80,7 @@ type options struct {
 	subnetFile   string
 	output       string
 	dockerConfig string
+	bridge       string
 	// dockerdArgs are the arguments after "--": dockerd's own, read only for
 	// its --config-file.
 	dockerdArgs []string
@@ -121,6 +131,11 @@ func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
 		return exitFailure
 	}
+	if o.bridge != "" {
+		if w := bridgeWarning(o.bridge, readBridge(o.bridge), env.Subnet); w != "" {
+			fmt.Fprintf(stderr, "agentd-docker-opts: %s\n", w)
+		}
+	}
 	return exitOK
 }
 
@@ -134,6 +149,7 @@ func parseFlags(args []string) (o options, usage string, err error) {
 	fs.StringVarP(&o.output, "output", "o", "", "write the result to this file atomically (default: stdout)")
 	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for a complete subnet.env (0: read it once)")
 	fs.StringVar(&o.dockerConfig, "docker-config", "/etc/docker/daemon.json", `dockerd's configuration file unless a --config-file among dockerd's arguments (after "--") names another: fail if it sets bip, mtu, ip-masq or bridge ("": do not look)`)
+	fs.StringVar(&o.bridge, "bridge", "docker0", `dockerd's bridge: warn when it holds another subnet and has interfaces attached, which dockerd then keeps ("": do not look)`)
 	fs.BoolVarP(&help, "help", "h", false, "print this help and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, "", err
@@ -213,6 +229,60 @@ func dockerdConfigFile(args []string, def string) (file string, err error) {
 	fs.StringVar(&file, "config-file", def, "")
 	err = fs.Parse(args)
 	return file, err
+}
+
+// bridgeState is what a bridge holds before dockerd starts.
+type bridgeState struct {
+	addrs []netip.Prefix // IPv4
+	ports int            // interfaces attached
+}
+
+// readBridge reads the bridge name: its IPv4 addresses from the kernel, its
+// ports from /sys/class/net/<name>/brif (the network namespace's where /sys
+// was mounted, as on a host). A bridge that is not there (dockerd has not
+// run since boot) or cannot be read is the zero state: what it feeds is
+// advice, and dockerd reports a broken bridge itself.
+func readBridge(name string) bridgeState {
+	var st bridgeState
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return st
+	}
+	addrs, _ := ifi.Addrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+			ip, _ := netip.AddrFromSlice(n.IP.To4())
+			bits, _ := n.Mask.Size()
+			st.addrs = append(st.addrs, netip.PrefixFrom(ip, bits))
+		}
+	}
+	ports, _ := os.ReadDir(filepath.Join("/sys/class/net", name, "brif"))
+	st.ports = len(ports)
+	return st
+}
+
+// bridgeWarning is the warning for a bridge that dockerd, given
+// --bip=subnet, will leave as it is, or "". dockerd (20.10, TestDockerSubnetMove)
+// moves its bridge to a new --bip at start, unless containers that
+// live-restore kept running are attached: it then keeps the bridge network,
+// docker0's address and the subnet it gives new containers, and says
+// nothing. Those containers show as the bridge's ports.
+func bridgeWarning(name string, st bridgeState, subnet netip.Prefix) string {
+	if st.ports == 0 || len(st.addrs) == 0 || slices.Contains(st.addrs, subnet) {
+		return ""
+	}
+	old := make([]string, len(st.addrs))
+	for i, a := range st.addrs {
+		old[i] = a.String()
+	}
+	ports := "1 interface"
+	if st.ports > 1 {
+		ports = strconv.Itoa(st.ports) + " interfaces"
+	}
+	return fmt.Sprintf("warning: %s has %s, not this host's subnet %s, and %s attached (containers kept running by live-restore?): "+
+		"with those, dockerd keeps %s and gives new containers addresses in the old subnet, which is another host's or none; "+
+		"stop every container (docker stop $(docker ps -q)), then restart docker",
+		name, strings.Join(old, ", "), subnet, ports, name)
 }
 
 // readEnv reads the subnet.env, retrying every o.poll until o.wait has passed

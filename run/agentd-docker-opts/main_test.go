@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,7 +131,8 @@ func TestRun(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			args := []string{"--subnet-file", path, "--docker-config", daemonJSON}
+			// Not the machine's docker0: TestBridgeWarning covers that check.
+			args := []string{"--subnet-file", path, "--docker-config", daemonJSON, "--bridge="}
 			for _, a := range tc.args {
 				args = append(args, strings.ReplaceAll(a, "%c", custom))
 			}
@@ -165,8 +167,9 @@ func TestWaitAndOutput(t *testing.T) {
 	out := filepath.Join(dir, "docker-network.env")
 	parse := func(args ...string) options {
 		t.Helper()
-		// Not the machine's daemon.json: TestRun covers that check.
-		args = append(args, "--docker-config=")
+		// Not the machine's daemon.json or docker0: TestRun and
+		// TestBridgeWarning cover those checks.
+		args = append(args, "--docker-config=", "--bridge=")
 		o, usage, err := parseFlags(args)
 		if err != nil || usage != "" {
 			t.Fatalf("parseFlags(%q): %q, %v", args, usage, err)
@@ -233,5 +236,32 @@ func TestWaitAndOutput(t *testing.T) {
 	code = execute(ctx, parse("--subnet-file", filepath.Join(dir, "absent"), "--wait=1h"), cancel, &stdout, &stderr)
 	if code != exitFailure || !strings.Contains(stderr.String(), context.Canceled.Error()) {
 		t.Errorf("cancelled: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestBridgeWarning: a warning only for a bridge with an IPv4 address, none
+// of them this host's subnet, and interfaces attached: what dockerd keeps
+// rather than moving to --bip (TestDockerSubnetMove, live-restore).
+func TestBridgeWarning(t *testing.T) {
+	subnet := netip.MustParsePrefix("10.244.66.1/24")
+	old := netip.MustParsePrefix("10.244.34.1/24")
+	for _, tc := range []struct {
+		name string
+		st   bridgeState
+		want string
+	}{
+		{"no docker0", bridgeState{}, ""},
+		{"old subnet, nothing attached: dockerd moves it", bridgeState{addrs: []netip.Prefix{old}}, ""},
+		{"this host's subnet, containers attached", bridgeState{addrs: []netip.Prefix{subnet}, ports: 3}, ""},
+		{"this host's subnet among others", bridgeState{addrs: []netip.Prefix{old, subnet}, ports: 1}, ""},
+		{"no IPv4 address", bridgeState{ports: 2}, ""},
+		{"old subnet, a container attached", bridgeState{addrs: []netip.Prefix{old}, ports: 1},
+			"warning: docker0 has 10.244.34.1/24, not this host's subnet 10.244.66.1/24, and 1 interface attached (containers kept running by live-restore?): with those, dockerd keeps docker0 and gives new containers addresses in the old subnet, which is another host's or none; stop every container (docker stop $(docker ps -q)), then restart docker"},
+		{"two old addresses, containers attached", bridgeState{addrs: []netip.Prefix{old, netip.MustParsePrefix("172.17.0.1/16")}, ports: 2},
+			"warning: docker0 has 10.244.34.1/24, 172.17.0.1/16, not this host's subnet 10.244.66.1/24, and 2 interfaces attached (containers kept running by live-restore?): with those, dockerd keeps docker0 and gives new containers addresses in the old subnet, which is another host's or none; stop every container (docker stop $(docker ps -q)), then restart docker"},
+	} {
+		if got := bridgeWarning("docker0", tc.st, subnet); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

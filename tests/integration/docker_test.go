@@ -370,12 +370,16 @@ func testDockerSubnetMove(t *testing.T, liveRestore bool) {
 		// bridge network with it: docker0 and new containers stay in the
 		// old subnet, although dockerd was given the new --bip.
 		d1 = restart(d1)
+		warning := fmt.Sprintf("agentd-docker-opts: warning: docker0 has %s, not this host's subnet %s, and 1 interface attached", old, moved)
+		if !strings.Contains(d1.pre, warning) {
+			t.Errorf("%s: live-restore, dockerd restarted with a container running: the drop-in's ExecStartPre printed %q, want %q…", h1, d1.pre, warning)
+		}
 		addrs := docker0()
 		stray := run(d1)
 		if !slices.Equal(addrs, []netip.Prefix{old}) || !old.Masked().Contains(stray) {
 			t.Errorf("%s: live-restore, dockerd restarted with a container running: docker0 %v, a new container %s; want both still in the old %s (dockerd's behaviour changed: update README)", h1, addrs, stray, old.Masked())
 		}
-		t.Logf("%s: live-restore, dockerd restarted with container %s running: docker0 %v, a new container gets %s (dockerd was given --bip=%s)", h1, c1, addrs, stray, moved)
+		t.Logf("%s: live-restore, dockerd restarted with container %s running: docker0 %v, a new container gets %s (dockerd was given --bip=%s); ExecStartPre: %s", h1, c1, addrs, stray, moved, d1.pre)
 		if out, err := d1.docker(ctx, append([]string{"stop"}, d1.containers...)...); err != nil {
 			t.Fatalf("%s: docker stop: %v: %s", h1, err, out)
 		}
@@ -386,6 +390,9 @@ func testDockerSubnetMove(t *testing.T, liveRestore bool) {
 	// new subnet.env; dockerd moves docker0 to it.
 	begin := time.Now()
 	d1 = restart(d1)
+	if strings.Contains(d1.pre, "warning") {
+		t.Errorf("%s: dockerd restarted with no container running: the drop-in's ExecStartPre printed %q", h1, d1.pre)
+	}
 	addrs := docker0()
 	if !slices.Equal(addrs, []netip.Prefix{moved}) {
 		t.Errorf("%s: docker0 %v after dockerd restarted, want only the new %s", h1, addrs, moved)
@@ -570,6 +577,7 @@ type dockerd struct {
 	cgroup     string // the --cgroup-parent, relative to each hierarchy
 	proc       *cluster.Process
 	containers []string
+	pre        string // what the drop-in's ExecStartPre printed
 }
 
 // dockerCommand is docker.service's ExecStart after the drop-in: its
@@ -664,11 +672,12 @@ func dockerDefaults(dir, content string) (string, error) {
 
 // startDockerd starts dockerd in h's namespace with the command line
 // docker.service would use, its DOCKER_OPTS naming its own configuration
-// file (with daemonJSON), minus what ties it to the machine's systemd and containerd (-H
-// fd://, --containerd=…: dockerd then runs its own containerd), plus its own
-// data and exec roots, pidfile, socket and cgroup parent. It waits until the
-// daemon answers and registers a cleanup that removes its containers, stops
-// it and removes what it left.
+// file (with daemonJSON), minus what ties it to the machine's systemd and
+// containerd (-H fd://, --containerd=…: dockerd then runs its own
+// containerd), plus its own data and exec roots, pidfile, socket and cgroup
+// parent. It waits until the daemon answers and registers a cleanup that
+// removes its containers, stops it and removes what it left. The output of
+// the drop-in's ExecStartPre is kept in pre.
 func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin, client, optsBin, daemonJSON string) (*dockerd, error) {
 	ctx := context.Background()
 	d := &dockerd{h: h, dir: filepath.Join(h.Dir, "docker"), client: client, cgroup: "agentd-" + c.Prefix() + h.Short}
@@ -679,9 +688,12 @@ func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin,
 	if err != nil {
 		return nil, err
 	}
+	// ip netns exec, not h.Exec: it mounts the namespace's own /sys, where
+	// agentd-docker-opts reads docker0's ports, as on a host.
 	inHost := func(ctx context.Context, argv []string) (string, error) {
-		out, err := h.Exec(ctx, argv[0], argv[1:]...)
-		return string(out), err
+		out, err := command(ctx, nil, "ip", append([]string{"netns", "exec", h.Name}, argv...)...)
+		d.pre += out
+		return out, err
 	}
 	argv, err := dockerCommand(ctx, inHost, map[string]string{
 		"/usr/local/bin/agentd-docker-opts": optsBin,
