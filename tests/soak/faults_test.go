@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -57,6 +58,22 @@ const (
 
 func (l lossScope) String() string {
 	return [...]string{"none", "the pair", "the host's pairs"}[l]
+}
+
+// anyLoss is what allowed returns for a pair that may lose any number of
+// pings.
+const anyLoss = math.MaxInt
+
+// allowed is how many pings the pair a–b may lose in the window of a fault
+// of scope l on host h (its peer p): anyLoss on the pairs the fault may
+// touch, none on the others.
+func (l lossScope) allowed(h, p, a, b *cluster.Host) int {
+	switch {
+	case l == lossHost && (a == h || b == h),
+		l == lossPair && (a == h && b == p || a == p && b == h):
+		return anyLoss
+	}
+	return 0
 }
 
 // faultKinds are the faults of backend: etcd's and the agents' (no ping may
@@ -639,9 +656,7 @@ func (s *faultSoak) closeWindow(name string, loss lossScope, h, p *cluster.Host,
 		sent, lost := to.sent-from.sent, to.sent-from.sent-n
 		st.sent += sent
 		st.lost += lost
-		allowed := loss == lossHost && (pp.a == h || pp.b == h) ||
-			loss == lossPair && (pp.a == h && pp.b == p || pp.a == p && pp.b == h)
-		if lost > 0 && !allowed {
+		if lost > loss.allowed(h, p, pp.a, pp.b) {
 			st.lostBystanders += lost
 			target := ""
 			if h != nil {
