@@ -211,11 +211,13 @@ func (a *agent) run(ctx context.Context) error {
 			claim.Close()
 		}
 	}()
-	var retake func() *os.File
+	var retake *netnsClaimRetake
 	if claim == nil {
 		a.log.Info("the agents' claim on this network namespace is held by a process of another user; going on without it until it is let go, so a second agentd here would not be refused meanwhile",
 			"name", netnsClaimAddr, "pids", squatters)
-		retake = netnsClaimTry()
+		// /status and /metrics say so from the health server's start.
+		a.obs.netnsClaimNotHeld(squattedNetnsClaim(squatters))
+		retake = &netnsClaimRetake{try: netnsClaimTry(), every: netnsClaimRetryEvery, log: a.log, notHeld: a.obs.netnsClaimNotHeld}
 	}
 	// A running flanneld (flanneld.go), before the kernel or etcd is
 	// touched; and before the health server, as for the claim.
@@ -236,8 +238,8 @@ func (a *agent) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if claim = retakeNetnsClaim(ctx, retake, netnsClaimRetryEvery); claim != nil {
-				a.log.Info("took the agents' claim on this network namespace, which a process of another user held: a second agentd here is refused again",
+			if claim = retake.run(ctx); claim != nil {
+				a.log.Info("took the agents' claim on this network namespace, which another process held: a second agentd here is refused again",
 					"name", netnsClaimAddr)
 			}
 		}()

@@ -3,11 +3,14 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/agentd/agentd/internal/sockclaim"
+	"github.com/go-logr/logr"
 )
 
 // One agent per network namespace. Every agent takes every main-table
@@ -27,12 +30,14 @@ import (
 // namespaces (the test cluster's hosts, pods without hostNetwork) do not
 // count. Any local user can bind it first: a holder of another user is no
 // agent of ours, so the agent goes on without the claim and says so. It
-// takes the claim once the squatter has let it go: it tries a bind every
-// netnsClaimRetryEvery meanwhile (retakeNetnsClaim), from its start, since
-// the squatter may leave while the agent still waits for etcd, and asks
-// the holder nothing. Else a second agent started after the squatter's
-// exit would run beside it for as long as it ran
-// (TestSquattedNetnsClaimRetaken).
+// takes the claim once the squatter has let it go: it tries again every
+// netnsClaimRetryEvery meanwhile (netnsClaimRetake), from its start, since
+// the squatter may leave while the agent still waits for etcd. Else a
+// second agent started after the squatter's exit would run beside it for
+// as long as it ran (TestSquattedNetnsClaimRetaken). While it goes without
+// the claim, /status (netnsClaimNotHeld) and agentd_netns_claim_held say
+// so, and who holds it: a squatter, or another agentd that took it first
+// when both had started beside a squatter (TestNetnsClaimTwoAgents).
 const (
 	netnsClaimAddr       = "@agentd-agent"
 	netnsClaimName       = "netns-claim"
@@ -62,44 +67,89 @@ func claimNetns() (f *os.File, squatters []int, err error) {
 }
 
 // netnsClaimTry returns a try to take the claim on this thread's network
-// namespace, as it is now, if no process holds it: it returns nil if one
-// does (or the bind fails otherwise), and costs a socket and a bind. It
-// binds only on a thread of that namespace: in tests that run the agent
-// on a thread of a namespace of their own, its goroutines run on threads
-// of another, whose name is not the agent's to take. Where the namespace
-// cannot be read, the try takes nothing.
-func netnsClaimTry() func() *os.File {
+// namespace, as it is now, as claimNetns does: the file that holds it, or,
+// when a process holds the name, who: squatters, or an *agentInNetnsError
+// naming another agentd. Each try that finds the name held costs a scan of
+// /proc, as claimNetns at start does. A holder found of our user, or not
+// found at all, is looked for once more at once: the squatter may have
+// exited between the bind and the scan, which then names no process, or
+// one whose user can no longer be read. It binds only on a thread of that
+// namespace: in tests that run the agent on a thread of a namespace of
+// their own, its goroutines run on threads of another, whose name is not
+// the agent's to take. Where the namespace cannot be read, the try takes
+// nothing.
+func netnsClaimTry() func() (*os.File, []int, error) {
 	netns, err := os.Readlink("/proc/thread-self/ns/net")
 	if err != nil {
-		return func() *os.File { return nil }
+		return func() (*os.File, []int, error) { return nil, nil, fmt.Errorf("network namespace: %w", err) }
 	}
-	return func() *os.File {
+	return func() (*os.File, []int, error) {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		if ns, err := os.Readlink("/proc/thread-self/ns/net"); err != nil || ns != netns {
-			return nil
+			return nil, nil, fmt.Errorf("not on a thread of the agent's network namespace %s", netns)
 		}
-		f, err := sockclaim.Bind(netnsClaimAddr, netnsClaimName)
-		if err != nil {
-			return nil
+		f, squatters, err := claimNetns()
+		if _, ok := errors.AsType[*agentInNetnsError](err); ok {
+			f, squatters, err = claimNetns()
 		}
-		return f
+		return f, squatters, err
 	}
 }
 
-// retakeNetnsClaim calls try every every until it takes the claim, and
-// returns the file that holds it; nil once ctx is done.
-func retakeNetnsClaim(ctx context.Context, try func() *os.File, every time.Duration) *os.File {
-	t := time.NewTicker(every)
+// netnsClaimRetake takes the claim once the squatters that held it at
+// start have let it go, and says meanwhile who holds it: notHeld gets why
+// the agent goes without it (for /status and agentd_netns_claim_held)
+// after each try. Two agents started while a squatter held the name both
+// go on without it; once the squatter has gone, one takes it and the
+// other, which finds it held by a process of its own user, can only say
+// so: it logs that once for each holder, at error level, and keeps
+// trying, since it takes the claim once that agent has stopped.
+type netnsClaimRetake struct {
+	try     func() (*os.File, []int, error)
+	every   time.Duration
+	log     logr.Logger
+	notHeld func(why string)
+	// warned is the other agent last logged.
+	warned string
+}
+
+// run calls try every r.every until it takes the claim, and returns the
+// file that holds it; nil once ctx is done.
+func (r *netnsClaimRetake) run(ctx context.Context) *os.File {
+	t := time.NewTicker(r.every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if f := try(); f != nil {
-				return f
-			}
 		}
+		f, squatters, err := r.try()
+		if f != nil {
+			r.notHeld("")
+			return f
+		}
+		if agent, ok := errors.AsType[*agentInNetnsError](err); ok {
+			who := agent.held.Who("agentd")
+			r.notHeld(who + " took it once the process of another user let it go: two agents run here, each taking the other's routes (proto 74) and AGENTD-* chains for its own; stop one of them")
+			if who != r.warned {
+				r.warned = who
+				r.log.Error(nil, who+" took the claim on this network namespace: two agents run here; stop one of them",
+					"name", netnsClaimAddr)
+			}
+			continue
+		}
+		if len(squatters) > 0 {
+			r.notHeld(squattedNetnsClaim(squatters))
+		}
+		// Else the try failed otherwise: the last finding stands.
 	}
+}
+
+// squattedNetnsClaim says, for /status, that squatters, processes of
+// other users, hold the claim's name.
+func squattedNetnsClaim(squatters []int) string {
+	return fmt.Sprintf("a process of another user holds %s (pid %s); a second agentd here would not be refused",
+		netnsClaimAddr, strings.Trim(fmt.Sprint(squatters), "[]"))
 }

@@ -96,6 +96,15 @@ func newObserver() *observer {
 	}
 	o.reg.MustRegister(o.peers, o.programmed, o.skippedPeers, o.reconciles, o.reconcileDur, o.changes, o.repairs, o.endpointUp, o.etcdAlarm,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	o.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "agentd_netns_claim_held",
+		Help: "1 while the agent holds its claim on this network namespace (@agentd-agent), which refuses a second agentd here; " +
+			"0 while another process holds it (a process of another user, or another agentd): /status netnsClaimNotHeld says which.",
+	}, func() float64 {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return b2f(o.st.NetnsClaimNotHeld == "")
+	}))
 	resubscriptions := func(reason string, n func() uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "agentd_netlink_resubscriptions_total",
@@ -132,6 +141,14 @@ func (o *observer) iptablesRepaired() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.st.DriftRepairs[iptablesKind]++
+}
+
+// netnsClaimNotHeld records why the agent goes without its claim on this
+// network namespace (netnsclaim.go); empty once it holds it.
+func (o *observer) netnsClaimNotHeld(why string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.st.NetnsClaimNotHeld = why
 }
 
 // watchEtcd adds the etcd connection state, as soon as the client exists:

@@ -17,6 +17,12 @@ type Status struct {
 	// it last changed may have another.
 	MTU int `json:"mtu,omitempty"`
 
+	// NetnsClaimNotHeld is set while the agent runs without its claim on
+	// this network namespace (@agentd-agent), so a second agentd here is
+	// not refused: who holds it instead, a process of another user or
+	// another agentd, and what follows. Empty while it holds the claim.
+	NetnsClaimNotHeld string `json:"netnsClaimNotHeld,omitempty"`
+
 	// PeersKnown is the size of the lease set (without our own lease) at
 	// the last reconcile pass; PeersProgrammed how many of those peers a
 	// successful pass put in the kernel, as they are now, so never more than

@@ -142,6 +142,11 @@ func printStatus(a *app, st agent.Status) {
 		// keep theirs.
 		fmt.Fprintf(tw, "mtu\t%d (subnet.env's FLANNEL_MTU)\n", st.MTU)
 	}
+	if st.NetnsClaimNotHeld != "" {
+		// Shown only while not held: an agent older than the field
+		// sends none.
+		fmt.Fprintf(tw, "claim on this network namespace\tnot held: %s\n", st.NetnsClaimNotHeld)
+	}
 	fmt.Fprintf(tw, "peers\t%d known, %d programmed in the kernel\n", st.PeersKnown, st.PeersProgrammed)
 	printSkipped(tw, st)
 	last := "never"
@@ -252,7 +257,7 @@ func printSkipped(tw io.Writer, st agent.Status) {
 // writes it, and an agent's skipped-peer reasons quote what a peer wrote in
 // its lease. An OTHER alarm's entry is left as it is: it is printed quoted.
 func printableStatus(st agent.Status) agent.Status {
-	for _, s := range []*string{&st.NotReadyReason, &st.Subnet, &st.PublicIP, &st.Backend, &st.LastResyncError, &st.EtcdError} {
+	for _, s := range []*string{&st.NotReadyReason, &st.Subnet, &st.PublicIP, &st.Backend, &st.LastResyncError, &st.EtcdError, &st.NetnsClaimNotHeld} {
 		*s = printable(*s)
 	}
 	st.PeersSkipped = slices.Clone(st.PeersSkipped)
