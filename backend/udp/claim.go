@@ -25,9 +25,12 @@ import (
 // user is no agent of ours (it could not take our descriptors from the
 // keeper), so the agent goes on without the claim, and says so. It takes
 // the claim once the squatter has let it go: each Reconcile pass meanwhile
-// tries a bind (claimIfFree), and asks the holder nothing. Else a second
-// agent started after the squatter's exit would get as far as the keeper
-// for as long as the first one ran (TestSquattedClaimRetaken).
+// tries again (reclaimDevice). Else a second agent started after the
+// squatter's exit would get as far as the keeper for as long as the first
+// one ran (TestSquattedClaimRetaken). Two agents that both started beside
+// the squatter both go on; once it has gone, one takes the claim, and the
+// other, finding it held by a process of its own user, logs once that
+// another agentd took it (TestClaimTakenByAnotherAgent).
 
 // claimAddr is the agent's claim on the device dev.
 func claimAddr(dev string) string { return "@agentd-udp-agent/" + dev }
@@ -60,14 +63,16 @@ func claimDevice(dev string) (f *os.File, squatters []int, err error) {
 	return f, squatters, err
 }
 
-// claimIfFree takes the claim on dev in this thread's network namespace if
-// no process holds it, and returns nil if one does (or the bind fails
-// otherwise): it asks nothing about a holder, so it costs a socket and a
-// bind.
-func claimIfFree(dev string) *os.File {
-	f, err := sockclaim.Bind(claimAddr(dev), claimName)
-	if err != nil {
-		return nil
+// reclaimDevice is claimDevice for a try to take the claim once the
+// squatters that held it have let it go: a holder of our user, or none
+// found, is looked for once more at once, since the squatter may have
+// exited between the bind and the scan of /proc, which then finds no
+// process, or one whose user can no longer be read. Each try that finds
+// the name held costs that scan.
+func reclaimDevice(dev string) (*os.File, error) {
+	f, _, err := claimDevice(dev)
+	if _, ok := errors.AsType[*agentRunningError](err); ok {
+		f, _, err = claimDevice(dev)
 	}
-	return f
+	return f, err
 }

@@ -181,6 +181,9 @@ type Backend struct {
 	// keeperRetry spaces the tries to start a keeper while there is
 	// none (keeperretry.go).
 	keeperRetry keeperRetry
+	// claimWarned names the other agent last logged as holding the
+	// claim on the device (retakeClaim).
+	claimWarned string
 
 	skips *backend.SkipLog
 	// peerAddrs is Reconcile's to store and Watch's to read: it tells
@@ -318,8 +321,9 @@ func (b *Backend) claimDevice() error {
 
 // retakeClaim takes this agent's claim on the device once the processes of
 // other users that held it at Prepare (claimDevice) have let it go; until
-// then each call costs a bind. It does nothing while the agent holds the
-// claim, or after Watch's end.
+// then each call costs a bind and a scan of /proc. It logs once for each
+// holder that another agentd took the claim meanwhile. It does nothing
+// while the agent holds the claim, or after Watch's end.
 func (b *Backend) retakeClaim() {
 	b.mu.Lock()
 	want := b.claim == nil && !b.closed
@@ -328,7 +332,16 @@ func (b *Backend) retakeClaim() {
 		return
 	}
 	var f *os.File
-	_ = b.do(func() error { f = claimIfFree(DeviceName); return nil })
+	var err error
+	_ = b.do(func() error { f, err = reclaimDevice(DeviceName); return nil })
+	if running, ok := errors.AsType[*agentRunningError](err); ok {
+		if who := running.held.Who("agentd"); who != b.claimWarned {
+			b.claimWarned = who
+			b.log.Error(nil, who+" took the claim on the device: two agents run the udp backend here; stop one of them",
+				"socket", claimAddr(DeviceName))
+		}
+		return
+	}
 	if f == nil {
 		return
 	}
@@ -342,7 +355,7 @@ func (b *Backend) retakeClaim() {
 		f.Close()
 		return
 	}
-	b.log.Info("took the agents' claim on the device, which a process of another user held: a second agent is refused again",
+	b.log.Info("took the agents' claim on the device, which another process held: a second agent is refused again",
 		"socket", claimAddr(DeviceName))
 }
 
