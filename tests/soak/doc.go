@@ -34,9 +34,12 @@
 // so h1's agent lives the whole run. Each ping is asked with SIGQUIT how many
 // probes it has sent when a fault begins and once the cluster has converged;
 // the probes between without an answer are the fault's losses. A fault of
-// etcd or of an agent may lose none; one of the datapath only on the pairs of
+// etcd or of an agent may lose none, but for udp's SIGKILL: at most one ping
+// on each pair of the killed agent's host (what its workers had read and
+// not passed on; see sigkillLoss); one of the datapath only on the pairs of
 // the host it hit (the pair, when it hit one peer's objects). The report
 // gives per fault kind its count, time to converge (p50, max), pings sent
-// and lost, the error lines the agents logged meanwhile, and every agent's
+// and lost (and lost beyond what it allows; udp's SIGKILL on a line of its
+// own), the error lines the agents logged meanwhile, and every agent's
 // RSS, goroutines and open descriptors every sample period.
 package soak

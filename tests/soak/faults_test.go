@@ -40,7 +40,8 @@ const convergeWithin = 60 * time.Second
 type faultKind struct {
 	name string
 	// loss says which pairs may lose pings: none, the target host and its
-	// chosen peer, or every pair of the target host.
+	// chosen peer, every pair of the target host, or one ping on each
+	// pair of the target host.
 	loss lossScope
 	// restarts: the fault ends the target's agent (never h1's).
 	restarts bool
@@ -54,10 +55,11 @@ const (
 	lossNone lossScope = iota
 	lossPair
 	lossHost
+	lossOnePerPair
 )
 
 func (l lossScope) String() string {
-	return [...]string{"none", "the pair", "the host's pairs"}[l]
+	return [...]string{"none", "the pair", "the host's pairs", "one per pair of the host"}[l]
 }
 
 // anyLoss is what allowed returns for a pair that may lose any number of
@@ -66,18 +68,40 @@ const anyLoss = math.MaxInt
 
 // allowed is how many pings the pair a–b may lose in the window of a fault
 // of scope l on host h (its peer p): anyLoss on the pairs the fault may
-// touch, none on the others.
+// touch, one on each of h's pairs for lossOnePerPair, none on the others.
 func (l lossScope) allowed(h, p, a, b *cluster.Host) int {
 	switch {
 	case l == lossHost && (a == h || b == h),
 		l == lossPair && (a == h && b == p || a == p && b == h):
 		return anyLoss
+	case l == lossOnePerPair && (a == h || b == h):
+		return 1
 	}
 	return 0
 }
 
+// sigkillLoss is what an agent's SIGKILL may lose on backend. vxlan and
+// host-gw forward in the kernel: nothing. udp forwards in the agent, and a
+// SIGKILL loses what its workers had read and not yet passed on (README,
+// udp *Restarts*). A pair's packets cross the killed agent once each way:
+// out through one tx worker (the flow's TUN queue), which reads one packet
+// at a time (a ping is never TSO) and holds it until sendmmsg took it; in
+// through one rx worker (the peer's address and port pick the SO_REUSEPORT
+// socket), which holds what its last recvmmsg took. With a probe every 10 ms
+// per pair, those workers hold packets of two probes of one pair at once
+// only if one of them held a packet, or left it unread, for 10 ms less the
+// round trip. So at most one ping per kill and pair of the killed agent's
+// host; more is a stalled worker or a loss elsewhere, and fails the soak.
+func sigkillLoss(backend string) lossScope {
+	if backend == "udp" {
+		return lossOnePerPair
+	}
+	return lossNone
+}
+
 // faultKinds are the faults of backend: etcd's and the agents' (no ping may
-// be lost), then the datapath's (the agent repairs them).
+// be lost, but for udp's SIGKILL: sigkillLoss), then the datapath's (the
+// agent repairs them).
 func faultKinds(backend string) []faultKind {
 	ks := []faultKind{
 		{name: "etcd stopped", inject: func(s *faultSoak, _, _ *cluster.Host) error {
@@ -126,7 +150,7 @@ func faultKinds(backend string) []faultKind {
 			}
 			return h.HealPartition(s.ctx)
 		}},
-		{name: "agent SIGKILL, restart", restarts: true, inject: func(s *faultSoak, h, _ *cluster.Host) error {
+		{name: "agent SIGKILL, restart", loss: sigkillLoss(backend), restarts: true, inject: func(s *faultSoak, h, _ *cluster.Host) error {
 			h.Agent().Kill()
 			_, err := h.StartAgent(s.ctx)
 			return err
@@ -387,11 +411,14 @@ func (pp *pairPing) answeredSince(off int64) (bool, error) {
 
 // faultStat is what the report says of one fault kind.
 type faultStat struct {
-	count          int
-	converge       []time.Duration
-	sent, lost     int
-	lostBystanders int
-	errorLines     map[string]int // message without klog's header → count
+	count      int
+	converge   []time.Duration
+	sent, lost int
+	// lostBeyond counts the pings lost beyond what the fault allows (each
+	// a failure); lossy, the faults that lost any.
+	lostBeyond int
+	lossy      int
+	errorLines map[string]int // message without klog's header → count
 }
 
 type resourceRow struct {
@@ -641,6 +668,7 @@ func (s *faultSoak) closeWindow(name string, loss lossScope, h, p *cluster.Host,
 		}
 		ends[i] = m
 	}
+	windowLost := 0
 	for i, pp := range s.pings {
 		from, to := s.marks[i], ends[i]
 		n := 0
@@ -656,14 +684,21 @@ func (s *faultSoak) closeWindow(name string, loss lossScope, h, p *cluster.Host,
 		sent, lost := to.sent-from.sent, to.sent-from.sent-n
 		st.sent += sent
 		st.lost += lost
-		if lost > loss.allowed(h, p, pp.a, pp.b) {
-			st.lostBystanders += lost
-			target := ""
+		windowLost += lost
+		if may := loss.allowed(h, p, pp.a, pp.b); lost > may {
+			st.lostBeyond += lost - may
+			target, allowed := "", ""
 			if h != nil {
 				target = fmt.Sprintf(" on %s (peer %s)", h, p)
 			}
-			s.fail("%s%s: %s lost %d of %d pings", name, target, pp, lost, sent)
+			if may > 0 {
+				allowed = fmt.Sprintf(", at most %d allowed", may)
+			}
+			s.fail("%s%s: %s lost %d of %d pings%s", name, target, pp, lost, sent, allowed)
 		}
+	}
+	if windowLost > 0 && h != nil {
+		st.lossy++
 	}
 	s.marks = ends
 }
@@ -692,7 +727,7 @@ func (s *faultSoak) sample() {
 func (s *faultSoak) report() {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "fault\tcount\tconverged p50\tmax\tpings sent\tlost\tlost by pairs it may not touch\tloss allowed\t")
+	fmt.Fprintln(tw, "fault\tcount\tconverged p50\tmax\tpings sent\tlost\tlost beyond what it allows\tloss allowed\t")
 	loss := map[string]lossScope{}
 	for _, k := range faultKinds(s.backend) {
 		loss[k.name] = k.loss
@@ -706,9 +741,18 @@ func (s *faultSoak) report() {
 			p50, mx = c[n/2], c[n-1]
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%d\t%d\t%d\t%s\t\n", name, st.count, p50.Round(time.Millisecond), mx.Round(time.Millisecond),
-			st.sent, st.lost, st.lostBystanders, loss[name])
+			st.sent, st.lost, st.lostBeyond, loss[name])
 	}
 	tw.Flush()
+	// The losses udp's SIGKILL is allowed (sigkillLoss, the one user of
+	// lossOnePerPair) are told apart, so that the known case can be read
+	// from the report, and a regression too.
+	for _, name := range s.order {
+		if st := s.stats[name]; loss[name] == lossOnePerPair {
+			fmt.Fprintf(&b, "%s %s: %d pings lost in %d kills (%d of them lost any), allowed: at most one per kill and pair of the killed agent's host; beyond that: %d\n",
+				s.backend, name, st.lost, st.count, st.lossy, st.lostBeyond)
+		}
+	}
 	var rb strings.Builder
 	tw = tabwriter.NewWriter(&rb, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "time\tpids\tRSS MB\tgoroutines\topen fds\t")
