@@ -93,6 +93,8 @@ type Manager struct {
 	// saved without them): their return is our jump to put back, not a
 	// chain new since.
 	lost map[string][]string
+	// wrote are the tables the last Reconcile wrote to (see Wrote).
+	wrote []string
 }
 
 // A Change is what Reconcile did. They are ordered: a Reconcile of several
@@ -185,8 +187,9 @@ func (m *Manager) RandomFully() bool { return m.randomFully }
 // flushes them inside the transaction) and refilled, stray or misplaced
 // jumps are deleted and the wanted ones put in place. It reports what it
 // changed (see Change); on error it has applied what it could, table by
-// table.
+// table, and Wrote tells which tables those are.
 func (m *Manager) Reconcile(desired []Rule) (change Change, err error) {
+	m.wrote = nil
 	if err := validate(desired); err != nil {
 		return Unchanged, err
 	}
@@ -223,12 +226,23 @@ func (m *Manager) Reconcile(desired []Rule) (change Change, err error) {
 		}
 		c, err := m.reconcileTable(t, want, loaded)
 		change = max(change, c)
+		if c != Unchanged {
+			m.wrote = append(m.wrote, t)
+		}
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return change, errors.Join(errs...)
 }
+
+// Wrote reports whether the last Reconcile wrote table: our chains or jumps
+// there were not as desired, and its iptables-restore put them right. Other
+// tables may have failed. For nat with MasqRules desired this is the rules'
+// first installation by this Manager, their change, or their repair after
+// another program removed or altered them: traffic may have left unNATed
+// just before (see DeleteUnmasqueraded).
+func (m *Manager) Wrote(table string) bool { return slices.Contains(m.wrote, table) }
 
 // Remove deletes our chains and the jumps into them from every table it
 // manages (--ip-masq off, shutting down for good). Nothing there is success.
