@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/agentd/agentd/backend/iptables"
 	"github.com/agentd/agentd/subnet"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // otherBackendLockedFor is how long the removal of the other backend's
@@ -41,7 +44,9 @@ const otherBackendLockedFor = time.Minute
 // drift repair (kind iptables), unless all it did was jump from a chain of
 // other software that appeared since (DOCKER-USER, dockerd started later);
 // one that held our jump before it was deleted is a repair, however the
-// checks fell.
+// checks fell. With --ip-masq, a check that wrote the nat table (the rules'
+// first installation, their change or repair) then deletes the conntrack
+// entries of flows that left unmasqueraded before (deleteUnmasqueraded).
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
 	if a.ipt == nil {
@@ -115,6 +120,11 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 		// The stop ended the commands: nothing failed.
 		return ctx.Err()
 	}
+	if a.cfg.IPMasq && a.ipt.Wrote("nat") {
+		// Whatever the other tables did: a failure there is retried,
+		// and nat, as desired now, is not written again.
+		a.deleteUnmasqueraded(netCfg.Network)
+	}
 	if want {
 		if err != nil {
 			return fmt.Errorf("iptables: %w", err)
@@ -151,4 +161,36 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 	a.ipt = nil
 	a.iptDone = true
 	return nil
+}
+
+// deleteUnmasqueraded deletes, right after our masquerade rules were
+// written (their first installation in this run, a change of the network or
+// our subnet, or their repair after a firewall's reload wiped them), the
+// conntrack entries of flows that left the cluster network without
+// masquerade while the rules were missing (iptables.DeleteUnmasqueraded).
+// Without that, such a flow keeps its entry, and the pod's address, for as
+// long as it keeps sending, whatever the restored rules say. A failure is
+// logged and not returned: the rules are in place, new flows are
+// masqueraded, and nothing in the agent waits on it.
+func (a *agent) deleteUnmasqueraded(network netip.Prefix) {
+	start := time.Now()
+	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER, unix.NETLINK_ROUTE)
+	if err != nil {
+		a.log.Error(err, "cannot open netlink to delete the conntrack entries of flows that left unmasqueraded while the masquerade rules were missing; such a flow keeps the pod's address while it keeps sending")
+		return
+	}
+	defer h.Close()
+	n, err := iptables.DeleteUnmasqueraded(h, network)
+	took := time.Since(start).Round(time.Millisecond)
+	if err != nil {
+		a.log.Error(err, "cannot delete the conntrack entries of flows that left unmasqueraded while the masquerade rules were missing; such a flow keeps the pod's address while it keeps sending",
+			"deleted", n, "took", took)
+		return
+	}
+	log := a.log.V(2)
+	if n > 0 {
+		log = a.log.V(0)
+	}
+	log.Info("deleted the conntrack entries of flows that left unmasqueraded while the masquerade rules were missing; their next packets are masqueraded",
+		"entries", n, "network", network, "took", took)
 }

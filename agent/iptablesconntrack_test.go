@@ -1,0 +1,356 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/agentd/agentd/tests/cluster"
+)
+
+// TestIPTablesRepairDeletesUnmasqueradedFlows: a UDP flow a pod starts
+// while our masquerade rule is missing gets a conntrack entry without NAT,
+// and conntrack applies that to every later packet: the flow kept leaving
+// with the pod's address after the rule was back, for as long as it kept
+// sending (helper 188 saw one still unmasqueraded 40 s after the repair).
+// Both windows are covered: the agent's start (subnet.env is written, and
+// pods start, before the first pass installs the rules) and a firewall's
+// wipe of the nat table before the next check repairs it. Now the
+// installation and each repair delete the entries of such flows, and the
+// outside sees the host's address again within --iptables-resync and a
+// bound; a masqueraded flow keeps its entry (its masqueraded source port
+// does not change), and so does an entry of traffic inside the cluster
+// network.
+//
+//	pod ns                    this ns (the host, agentd)            outside ns
+//	10.244.1.2 ──veth── 10.244.1.1 | 198.18.0.1 ──veth── 198.18.0.2:9000
+//	    UDP every 2 ms ────────────────────────────────────────▶ records each
+//	                                                             flow's source
+//
+// The outside has no route back to the pod's address, as outside the
+// cluster network. A FORWARD rule matching conntrack state (dockerd's)
+// keeps connection tracking on in this namespace whatever nat holds, as on
+// a host with dockerd or kube-proxy. Real iptables and conntrack, run like
+// TestIPTablesDriftCounted.
+func TestIPTablesRepairDeletesUnmasqueradedFlows(t *testing.T) {
+	inOwnNetns(t, unmasqueradedFlowsChild)
+}
+
+var (
+	ctHost     = netip.MustParseAddr("198.18.0.1")
+	ctPod      = netip.MustParseAddr("10.244.1.2")
+	ctOutside  = netip.AddrPortFrom(netip.MustParseAddr("198.18.0.2"), 9000)
+	ctOtherPod = netip.MustParseAddr("10.244.2.9")
+)
+
+func unmasqueradedFlowsChild(t *testing.T) {
+	ipt, err := exec.LookPath("iptables")
+	if err != nil {
+		t.Fatalf("iptables not found (run `make deps` as root): %v", err)
+	}
+	iptables := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(ipt, args...).CombinedOutput(); err != nil {
+			t.Fatalf("iptables %v: %v: %s", args, err, out)
+		}
+	}
+	podNS, outNS := newCtNetns(t), newCtNetns(t)
+	ctVeth(t, "pod", podNS, "10.244.1.1/24", "10.244.1.2/24")
+	ctVeth(t, "out", outNS, "198.18.0.1/24", "198.18.0.2/24")
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	iptables("-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	seen := ctReceive(t, ctx, &wg, outNS)
+	start := func(flow string) { ctSend(t, ctx, &wg, podNS, flow) }
+	// source waits for flow to arrive and returns the source it had.
+	source := func(flow string) netip.AddrPort {
+		t.Helper()
+		var src netip.AddrPort
+		err := cluster.Eventually(ctx, 10*time.Second, func() error {
+			var ok bool
+			if src, ok = seen(flow); !ok {
+				return fmt.Errorf("flow %s not seen at %s", flow, ctOutside)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+	const resync = time.Second
+	// masqueraded waits until flow arrives from the host's address; bound
+	// is how long after its window the flow may take.
+	masqueraded := func(flow, window string, since time.Time) {
+		t.Helper()
+		bound := resync + 3*time.Second
+		err := cluster.Eventually(ctx, bound, func() error {
+			if src, _ := seen(flow); src.Addr() != ctHost {
+				return fmt.Errorf("flow %s arrives from %s, want %s", flow, src, ctHost)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("%s: still unmasqueraded %v after the window: %v", window, bound, err)
+			return
+		}
+		t.Logf("%s: flow %s masqueraded %v after the window", window, flow, time.Since(since).Round(time.Millisecond))
+	}
+
+	// The start: a pod's flow before the first pass.
+	start("start")
+	if src := source("start"); src.Addr() != ctPod {
+		t.Fatalf("before agentd's rules flow start arrives from %s, want the pod's %s", src, ctPod)
+	}
+	a := &agent{
+		cfg:    Config{IPMasq: true, ResyncInterval: time.Hour, IPTablesResync: resync},
+		log:    testr.New(t),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	loopStart := time.Now()
+	runReconcileLoop(t, a)
+	err = cluster.Eventually(ctx, 20*time.Second, func() error {
+		if ready, why := a.health.ready(); !ready {
+			return fmt.Errorf("not ready: %s", why)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	masqueraded("start", "agent start", loopStart)
+
+	// Survivors: a masqueraded flow, and an entry inside the cluster
+	// network (the pod to a pod of another host), made while the rules
+	// are in place.
+	start("nated")
+	natSrc := source("nated")
+	if natSrc.Addr() != ctHost {
+		t.Fatalf("flow nated, started with the rules in place, arrives from %s, want %s", natSrc, ctHost)
+	}
+	ct, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	intra := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
+		Forward: netlink.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: ctPod.AsSlice(), DstIP: ctOtherPod.AsSlice(), SrcPort: 40000, DstPort: 9000},
+		Reverse: netlink.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: ctOtherPod.AsSlice(), DstIP: ctPod.AsSlice(), SrcPort: 9000, DstPort: 40000},
+	}
+	if err := ct.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, intra); err != nil {
+		t.Fatalf("create the conntrack entry %s -> %s: %v", ctPod, ctOtherPod, err)
+	}
+
+	// A firewall's wipe of nat, a flow started before the next check.
+	// Should that check come first, the flow is masqueraded from its
+	// start and the wipe is made again.
+	var wiped time.Time
+	flow := ""
+	for i := range 3 {
+		iptables("-t", "nat", "-F")
+		iptables("-t", "nat", "-X")
+		wiped = time.Now()
+		flow = fmt.Sprintf("wiped%d", i)
+		start(flow)
+		if source(flow).Addr() == ctPod {
+			break
+		}
+		if i == 2 {
+			t.Fatal("each flow started after a wipe was masqueraded from its start: the check came first")
+		}
+	}
+	masqueraded(flow, "wipe", wiped)
+
+	if got, _ := seen("nated"); got != natSrc {
+		t.Errorf("flow nated arrives from %s, want %s still: its entry was deleted, and its next packet got a new source port", got, natSrc)
+	}
+	flows, err := ct.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range flows {
+		found = found || (f.Forward.SrcPort == 40000 && f.Forward.DstIP.Equal(intra.Forward.DstIP) && f.Forward.SrcIP.Equal(intra.Forward.SrcIP))
+	}
+	if !found {
+		t.Errorf("the conntrack entry %s:40000 -> %s:9000, inside the cluster network, was deleted", ctPod, ctOtherPod)
+	}
+}
+
+// newCtNetns makes a network namespace, unnamed: it ends when the test
+// closes its handle and the sockets made in it are closed.
+func newCtNetns(t *testing.T) netns.NsHandle {
+	t.Helper()
+	var ns netns.NsHandle
+	err := onCtThread(netns.None(), func() error {
+		var err error
+		ns, err = netns.New()
+		return err
+	})
+	if err != nil {
+		t.Fatalf("new network namespace: %v", err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// onCtThread runs f on a locked thread in ns (None: this one's), which is
+// switched back afterwards; a thread that cannot be is never reused.
+func onCtThread(ns netns.NsHandle, f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer orig.Close()
+		if ns != netns.None() {
+			if err := netns.Set(ns); err != nil {
+				done <- err
+				return
+			}
+		}
+		err = f()
+		if serr := netns.Set(orig); serr != nil {
+			done <- errors.Join(err, serr)
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- err
+	}()
+	return <-done
+}
+
+// ctVeth joins this namespace (name+"0", hostAddr) to ns (name+"1",
+// peerAddr, default route via hostAddr).
+func ctVeth(t *testing.T, name string, ns netns.NsHandle, hostAddr, peerAddr string) {
+	t.Helper()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name + "0"}, PeerName: name + "1", PeerNamespace: netlink.NsFd(ns)}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatalf("add veth %s: %v", name, err)
+	}
+	up := func(h *netlink.Handle, dev, addr string) netip.Prefix {
+		l, err := h.LinkByName(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := netip.MustParsePrefix(addr)
+		if err := h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}); err != nil {
+			t.Fatalf("add %s to %s: %v", addr, dev, err)
+		}
+		if err := h.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	gw := up(host, name+"0", hostAddr)
+	peer, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	up(peer, name+"1", peerAddr)
+	if err := peer.RouteAdd(&netlink.Route{Gw: gw.Addr().AsSlice()}); err != nil {
+		t.Fatalf("default route via %s: %v", gw.Addr(), err)
+	}
+}
+
+// ctReceive listens at ctOutside in ns and returns what the last datagram
+// of each flow (its payload) came from.
+func ctReceive(t *testing.T, ctx context.Context, wg *sync.WaitGroup, ns netns.NsHandle) func(flow string) (netip.AddrPort, bool) {
+	t.Helper()
+	var c *net.UDPConn
+	err := onCtThread(ns, func() error {
+		var err error
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ctOutside))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen at %s: %v", ctOutside, err)
+	}
+	var mu sync.Mutex
+	last := map[string]netip.AddrPort{}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		c.Close()
+	}()
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 64)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			last[string(buf[:n])] = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			mu.Unlock()
+		}
+	}()
+	return func(flow string) (netip.AddrPort, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		src, ok := last[flow]
+		return src, ok
+	}
+}
+
+// ctSend sends flow's name from a socket of its own in ns (the pod) to
+// ctOutside every 2 ms until ctx is done: one UDP flow that keeps sending.
+func ctSend(t *testing.T, ctx context.Context, wg *sync.WaitGroup, ns netns.NsHandle, flow string) {
+	t.Helper()
+	var c *net.UDPConn
+	err := onCtThread(ns, func() error {
+		var err error
+		c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(ctOutside))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("flow %s: %v", flow, err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer c.Close()
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			// Errors (ICMP unreachable from a refused port) do not end
+			// the flow.
+			c.Write([]byte(flow))
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
