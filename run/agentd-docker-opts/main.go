@@ -291,7 +291,8 @@ func bridgeWarning(name string, st bridgeState, subnet netip.Prefix) string {
 // once: agentd replaces the file atomically, so waiting would not mend it,
 // and the error names the key at fault.
 func readEnv(ctx context.Context, o options, polled func()) (subnetenv.Env, error) {
-	deadline := time.Now().Add(o.wait)
+	start := time.Now()
+	deadline := start.Add(o.wait)
 	for {
 		env, err := subnetenv.Read(o.subnetFile)
 		if err == nil {
@@ -301,10 +302,10 @@ func readEnv(ctx context.Context, o options, polled func()) (subnetenv.Env, erro
 			return subnetenv.Env{}, err
 		}
 		err = fmt.Errorf("%s does not exist: agentd writes it once it holds a lease (is agentd running? systemctl status agentd)", o.subnetFile)
-		if o.wait > 0 {
-			err = fmt.Errorf("%w (waited %v)", err, o.wait)
-		}
 		if !time.Now().Before(deadline) {
+			if o.wait > 0 {
+				err = fmt.Errorf("%w (waited %v)", err, o.wait)
+			}
 			return subnetenv.Env{}, err
 		}
 		if polled != nil {
@@ -312,7 +313,9 @@ func readEnv(ctx context.Context, o options, polled func()) (subnetenv.Env, erro
 		}
 		select {
 		case <-ctx.Done():
-			return subnetenv.Env{}, fmt.Errorf("%w: %w", ctx.Err(), err)
+			// Stopped early (SIGTERM: systemctl stop, or the unit's
+			// TimeoutStartSec): the time it did wait, not --wait.
+			return subnetenv.Env{}, fmt.Errorf("%w after %v of --wait=%v: %w", ctx.Err(), time.Since(start).Round(time.Second), o.wait, err)
 		case <-time.After(o.poll):
 		}
 	}
