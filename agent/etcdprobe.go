@@ -90,29 +90,48 @@ func probeAll(ctx context.Context, endpoints []string, probe func(context.Contex
 // for it.
 var errEndpointSilent = fmt.Errorf("an endpoint accepts connections but answers nothing within %s", refusalWait)
 
+// silentAt is errEndpointSilent found at one endpoint among others that
+// fail otherwise, named as their failures are.
+type silentAt string
+
+func (e silentAt) Error() string {
+	return fmt.Sprintf("%s: accepts connections but answers nothing within %s", string(e), refusalWait)
+}
+
+func (silentAt) Is(target error) bool { return target == errEndpointSilent }
+
+// atEndpoint names endpoint in its finding err.
+func atEndpoint(endpoint string, err error) error {
+	if errors.Is(err, errEndpointSilent) {
+		return silentAt(endpoint)
+	}
+	return fmt.Errorf("%s: %w", endpoint, err)
+}
+
 // etcdAnswers asks endpoints, which take connections without TLS, for an
 // answer (the kernel accepts connections for a hung etcd): errEndpointAccepts
-// once one of them answers, else errEndpointSilent. The endpoints are asked
-// at once (probeAll).
+// once one of them answers, errEndpointSilent when none does but each takes
+// connections, else each endpoint's finding, the silent ones among them
+// (the refusals beside a silent endpoint were dropped); nil (no finding)
+// when ctx ends meanwhile. The endpoints are asked at once (probeAll).
 func etcdAnswers(ctx context.Context, endpoints []string) error {
 	all, ok := probeAll(ctx, endpoints, endpointAnswers)
-	if ok {
+	switch {
+	case ok:
 		return errEndpointAccepts
+	case ctx.Err() != nil:
+		return nil
 	}
-	silent := false
-	var errs []error
+	silent := 0
+	errs := make([]error, len(all))
 	for i, err := range all {
 		if errors.Is(err, errEndpointSilent) {
-			silent = true
-			continue
+			silent++
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", endpoints[i], err))
+		errs[i] = atEndpoint(endpoints[i], err)
 	}
-	if silent && ctx.Err() == nil {
+	if silent == len(errs) {
 		return errEndpointSilent
-	}
-	if len(errs) == 0 {
-		return nil // silent, but ctx ended: no finding
 	}
 	return endpointErrors(errs)
 }
@@ -182,10 +201,16 @@ func (c *etcdConn) probeClientPorts(ctx context.Context) error {
 // none of them is etcd's client port: a configProblem at every endpoint that
 // answers HTTP/2's preface in HTTP/1 (an HTTP/1 server, as etcd's peer port,
 // 2380, is), beside the failure to connect at those that take no
-// connections; nil if one of them takes connections and does not answer so.
+// connections and errEndpointSilent at those that answer GET /version no
+// more (etcd's client port is silent on the preface, as they are, so they
+// passed for one, and etcd's peer port beside a hung etcd was blamed on
+// quorum); nil if one of them answers GET /version, and not so the preface.
 func notClientPorts(ctx context.Context, endpoints []string) error {
 	errs, ok := probeAll(ctx, endpoints, func(ctx context.Context, endpoint string) error {
 		if err := probeEndpoint(ctx, endpoint, false, nil); err != nil {
+			return err
+		}
+		if err := endpointAnswers(ctx, endpoint); errors.Is(err, errEndpointSilent) {
 			return err
 		}
 		network, addr, _, _ := endpointAddr(endpoint) // probeEndpoint parsed it
@@ -198,7 +223,7 @@ func notClientPorts(ctx context.Context, endpoints []string) error {
 		return nil
 	}
 	for i, err := range errs {
-		errs[i] = fmt.Errorf("%s: %w", endpoints[i], err)
+		errs[i] = atEndpoint(endpoints[i], err)
 	}
 	return endpointErrors(errs)
 }
