@@ -625,7 +625,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	// once, as the daemon's (connectEtcd): it waited its 5 s.
 	cli, err := dialEtcd(ctx, &cfg, log.WithName("etcd"), etcdConnectTimeout)
 	if err != nil {
-		return err
+		return stoppedBeforeRelease(ctx, err)
 	}
 	defer cli.Close()
 	// A one-shot command: each request bounded, a timeout explained like
@@ -638,7 +638,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		netCfg, err = reg.GetConfig(ctx)
 		return err
 	}); err != nil {
-		return err
+		return stoppedBeforeRelease(ctx, err)
 	}
 	hostID, err := subnet.LoadOrCreateHostID(cfg.StateDir)
 	if err != nil {
@@ -679,6 +679,16 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	}
 	log.Info("lease released; subnet.env removed", "subnet", l.Subnet, "path", cfg.SubnetFile)
 	return nil
+}
+
+// stoppedBeforeRelease says of err, which ended release before it asked
+// etcd to release the lease, that a stop (ctx's end) caused it: a bare
+// "context canceled" did not say that nothing was released.
+func stoppedBeforeRelease(ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	return fmt.Errorf("stopped before the lease was released: %w", err)
 }
 
 // writeSubnetEnv writes subnet.env and then removes what a run that lost its
