@@ -67,9 +67,10 @@ func Claim(addr, name string) (f *os.File, squatters []int, err error) {
 }
 
 // Bind binds the abstract name addr as Claim does, and asks nothing about
-// a holder: an error wrapping unix.EADDRINUSE says that one holds it. It
-// costs a socket and a bind, for a caller that tries again and again to
-// take a name a squatter held.
+// a holder: an error wrapping unix.EADDRINUSE says that one holds it.
+// Claim binds with it; tests bind with it to stand in for another holder.
+// The agents' retries after a squatter go through Claim, which names the
+// holder that a bind alone cannot (another agentd, or the squatter still).
 func Bind(addr, name string) (*os.File, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
