@@ -37,7 +37,7 @@ const reconnectSettle = time.Second
 // not ready). Without this an operator would see no sign at all that etcd
 // is gone, and with a line per retry they would see nothing else.
 func (c *etcdConn) reportOutages(ctx context.Context, log logr.Logger, cause func(error)) {
-	r := &outageReporter{conn: c.ActiveConnection(), probe: c.probe, cause: cause, endpoints: c.endpoints,
+	r := &outageReporter{conn: c.ActiveConnection(), probe: c.probe, askClientPorts: c.askClientPorts, cause: cause, endpoints: c.endpoints,
 		grace: outageGrace, reprobe: reprobeInterval, settle: reconnectSettle, clock: realClock{}, log: log}
 	r.run(ctx)
 }
@@ -74,6 +74,13 @@ type outageReporter struct {
 	// probe says why etcd cannot be reached (never nil); it is called once
 	// the outage has lasted grace, then every reprobe until it is over.
 	probe func(context.Context) error
+	// askClientPorts, when the connection stays down although probe found
+	// an endpoint accepting connections (errEndpointAccepts), asks whether
+	// any endpoint is etcd's client port (etcd's peer port answers as
+	// etcd's does) and returns its finding, else that of probe; nil when
+	// ctx ended meanwhile. Nil: the finding of probe stands. The question
+	// costs no connection while an outage ends as etcd comes back.
+	askClientPorts func(context.Context, error) error
 	// cause receives each finding of probe, and nil when the connection
 	// is back.
 	cause     func(error)
@@ -158,6 +165,11 @@ func (r *outageReporter) run(ctx context.Context) {
 		}
 		if back {
 			continue
+		}
+		if errors.Is(err, errEndpointAccepts) && r.askClientPorts != nil {
+			if err = r.askClientPorts(ctx, err); ctx.Err() != nil {
+				return
+			}
 		}
 		if errors.Is(err, errEndpointAccepts) {
 			err = fmt.Errorf("%w, but the etcd client's connection is %s", err, state)

@@ -178,11 +178,18 @@ func endpointAnswers(ctx context.Context, endpoint string) error {
 }
 
 // probeClientPorts is probe, which finds errEndpointAccepts when an
-// endpoint answers GET /version, asking further, for endpoints without TLS,
-// whether any of them is etcd's client port at all (notClientPorts): its
-// finding when none may be; nil (no finding) when ctx ends meanwhile.
+// endpoint answers GET /version, asking further (askClientPorts) whether any
+// of them is etcd's client port at all.
 func (c *etcdConn) probeClientPorts(ctx context.Context) error {
-	err := c.probe(ctx)
+	return c.askClientPorts(ctx, c.probe(ctx))
+}
+
+// askClientPorts takes err, probe's finding, and when that is
+// errEndpointAccepts asks, for endpoints without TLS, whether any of them is
+// etcd's client port at all (notClientPorts): its finding when none may be;
+// nil (no finding) when ctx ends meanwhile. Other findings come back as they
+// are, without a connection made.
+func (c *etcdConn) askClientPorts(ctx context.Context, err error) error {
 	if !errors.Is(err, errEndpointAccepts) || clientUsesTLS(c.endpoints[0], c.tls != nil) {
 		return err
 	}
