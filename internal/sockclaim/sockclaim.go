@@ -86,12 +86,21 @@ func Bind(addr, name string) (*os.File, error) {
 // Holders returns the processes, as far as /proc shows them, that hold a
 // unix socket bound to the abstract name addr in this thread's network
 // namespace.
+//
+// The sockets bound to addr are those sock_diag reports (diagBoundInodes);
+// /proc/net/unix (boundInodes) serves only where it cannot be asked, and
+// there a name with a newline in it can forge a line: any local user who
+// holds addr could have a process of ours counted as a holder, and Claim
+// refuse to run beside it.
 func Holders(addr string) []int {
-	b, err := os.ReadFile("/proc/thread-self/net/unix")
+	inodes, err := diagBoundInodes(addr)
 	if err != nil {
-		return nil
+		b, err := os.ReadFile("/proc/thread-self/net/unix")
+		if err != nil {
+			return nil
+		}
+		inodes = boundInodes(b, addr)
 	}
-	inodes := boundInodes(b, addr)
 	if len(inodes) == 0 {
 		return nil
 	}
@@ -103,7 +112,9 @@ func Holders(addr string) []int {
 // read ("socket:[123]"). A line is seven fields (Num RefCount Protocol
 // Flags Type St Inode, the last right-aligned), each followed by one space,
 // then, for a bound socket, its name as bound, blanks and all: split at
-// blanks, the name "@x " (another name) would read as "@x".
+// blanks, the name "@x " (another name) would read as "@x". Newlines too:
+// a name can hold lines of its own, which no reading of the table tells
+// from the kernel's (see Holders).
 func boundInodes(table []byte, addr string) map[string]bool {
 	inodes := map[string]bool{}
 	for _, l := range strings.Split(string(table), "\n") {

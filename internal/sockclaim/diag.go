@@ -1,0 +1,101 @@
+package sockclaim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// diagBoundInodes is boundInodes for the abstract name addr ("@…") as
+// sock_diag (unix_diag) reports this thread's network namespace's unix
+// sockets: each bound one's name as the bytes it was bound to. Unlike
+// /proc/net/unix, which prints a name as it is, newlines and all, so that
+// a name may hold whole lines that name other sockets' inodes, it cannot be
+// misled by what a name holds. An error says that sock_diag could not be
+// asked (a kernel without unix_diag) or answered otherwise.
+func diagBoundInodes(addr string) (map[string]bool, error) {
+	if len(addr) == 0 || addr[0] != '@' {
+		return nil, fmt.Errorf("sock_diag: %q is not an abstract name", addr)
+	}
+	want := "\x00" + addr[1:]
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("sock_diag bind: %w", err)
+	}
+	// nlmsghdr, then unix_diag_req: family, protocol, pad, states (all),
+	// ino (any), show (UDIAG_SHOW_NAME), cookie.
+	const reqLen = unix.SizeofNlMsghdr + 24
+	req := make([]byte, reqLen)
+	ne := binary.NativeEndian
+	ne.PutUint32(req[0:], reqLen)
+	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	ne.PutUint32(req[8:], 1) // sequence number
+	req[16] = unix.AF_UNIX
+	ne.PutUint32(req[20:], ^uint32(0))
+	ne.PutUint32(req[28:], udiagShowName)
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("sock_diag request: %w", err)
+	}
+	inodes := map[string]bool{}
+	buf := make([]byte, 1<<16)
+	for {
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag answer: %w", err)
+		}
+		if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
+			continue // not the kernel's
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag answer: %w", err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return inodes, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if errno := int32(ne.Uint32(m.Data)); errno != 0 {
+						return nil, fmt.Errorf("sock_diag: %w", unix.Errno(-errno))
+					}
+				}
+				return nil, fmt.Errorf("sock_diag: an error message without an error")
+			case unix.SOCK_DIAG_BY_FAMILY:
+			default:
+				continue
+			}
+			// unix_diag_msg: family, type, state, pad, ino, cookie; then
+			// its attributes.
+			const msgLen = 16
+			if len(m.Data) < msgLen || m.Data[0] != unix.AF_UNIX {
+				continue
+			}
+			ino := ne.Uint32(m.Data[4:])
+			for a := m.Data[msgLen:]; len(a) >= 4; {
+				l := int(ne.Uint16(a))
+				if l < 4 || l > len(a) {
+					break
+				}
+				if ne.Uint16(a[2:]) == unixDiagName && string(a[4:l]) == want {
+					inodes["socket:["+strconv.FormatUint(uint64(ino), 10)+"]"] = true
+				}
+				a = a[min((l+3)&^3, len(a)):]
+			}
+		}
+	}
+}
+
+// From linux/unix_diag.h.
+const (
+	udiagShowName = 0x1 // UDIAG_SHOW_NAME
+	unixDiagName  = 0   // UNIX_DIAG_NAME
+)
