@@ -428,9 +428,11 @@ func testDockerSubnetMove(t *testing.T, liveRestore bool) {
 // fails at once naming the file and the key, so systemd never starts dockerd
 // with a wrong or empty --bip. So does a daemon.json that sets bip, checked
 // where DOCKER_OPTS's --config-file puts it: the test's own file, never the
-// machine's /etc/docker/daemon.json.
+// machine's /etc/docker/daemon.json. The commands run in an empty network
+// namespace, where agentd-docker-opts finds no docker0, not the machine's.
 func TestDockerDropInBadSubnetEnv(t *testing.T) {
 	requireFile(t, dockerUnit, "docker.io")
+	cluster.RequireRoot(t) // the drop-in's commands run in a network namespace of their own
 	ctx := context.Background()
 	optsBin := filepath.Join(t.TempDir(), "agentd-docker-opts")
 	if out, err := command(ctx, nil, "go", "build", "-o", optsBin, "../../run/agentd-docker-opts"); err != nil {
@@ -449,8 +451,26 @@ func TestDockerDropInBadSubnetEnv(t *testing.T) {
 		"/run/flannel/docker-network.env":   dockerEnv,
 		"/etc/default/docker":               defaults,
 	}
-	inRoot := func(ctx context.Context, argv []string) (string, error) {
-		return command(ctx, nil, argv[0], argv[1:]...)
+	// The drop-in's commands run in a network namespace of their own,
+	// empty: agentd-docker-opts reads docker0, and the machine's is not
+	// the test's to read.
+	machine, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	netnsCmd := func(ctx context.Context, argv []string) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+		return cmd
+	}
+	inNetns := func(ctx context.Context, argv []string) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		out, err := netnsCmd(ctx, argv).CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, out)
+		}
+		return string(out), nil
 	}
 	// Missing: the ExecStartPre child, agentd-docker-opts --wait, has not
 	// exited once it has been running for more than two of its polls, then
@@ -464,15 +484,18 @@ func TestDockerDropInBadSubnetEnv(t *testing.T) {
 	exited := make(chan struct{})
 	waitRun := func(ctx context.Context, argv []string) (string, error) {
 		if argv[0] != optsBin {
-			return inRoot(ctx, argv)
+			return inNetns(ctx, argv)
 		}
-		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd := netnsCmd(ctx, argv)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			return "", err
 		}
 		started <- time.Now()
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)); err == nil && ns == machine {
+			t.Errorf("agentd-docker-opts runs in the machine's network namespace (%s), where it reads docker0", ns)
+		}
 		err := cmd.Wait()
 		close(exited)
 		if err != nil {
@@ -536,7 +559,7 @@ func TestDockerDropInBadSubnetEnv(t *testing.T) {
 		if _, err := dockerDefaults(dir, tc.daemonJSON); err != nil {
 			t.Fatal(err)
 		}
-		argv, err := dockerCommand(ctx, inRoot, paths)
+		argv, err := dockerCommand(ctx, inNetns, paths)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: dockerd %q, error %v; want an error containing %q", tc.name, argv, err, tc.want)
 		} else {
