@@ -115,6 +115,41 @@ func cniRules(t *testing.T, ns string) []string {
 	return rules
 }
 
+// envBridgeMasq is envA with FLANNEL_IPMASQ=false: ADD gives bridge
+// ipMasq, and bridge masquerades the pod's traffic in a chain of its own.
+var envBridgeMasq = strings.Replace(envA, "FLANNEL_IPMASQ=true", "FLANNEL_IPMASQ=false", 1)
+
+// bridgeList writes env as r's subnet.env and returns the network cbr0 at
+// cniVersion: agentd-cni delegating to bridge (the default), host-local
+// its IPAM.
+func (r *runtime) bridgeList(t *testing.T, cniVersion, env string) *libcni.NetworkConfigList {
+	t.Helper()
+	if err := os.WriteFile(r.subnetFile, []byte(env), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := `{"name":"cbr0","cniVersion":"` + cniVersion + `","plugins":[{"type":"agentd-cni","subnetFile":"` + r.subnetFile + `","dataDir":"` + r.dataDir + `","subnetFileWait":"0s","ipam":{"dataDir":"` + r.ipamDir + `"}}]}`
+	l, err := libcni.ConfListFromBytes([]byte(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// delReleases runs the DEL of rt on l and fails t unless it left no CNI
+// chain or rule in host's nat table and no address held by host-local.
+func (r *runtime) delReleases(t *testing.T, host string, l *libcni.NetworkConfigList, rt *libcni.RuntimeConf) {
+	t.Helper()
+	if err := r.cni.DelNetworkList(context.Background(), l, rt); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if got := cniRules(t, host); len(got) > 0 {
+		t.Errorf("after DEL the host's nat table still has\n%s", strings.Join(got, "\n"))
+	}
+	if got := r.allocated(t); len(got) > 0 {
+		t.Errorf("after DEL host-local holds %q", got)
+	}
+}
+
 // TestDelRemovesBridgeMasquerade: with FLANNEL_IPMASQ=false bridge
 // masquerades the pod's traffic, through a chain of its own per pod that
 // its DEL removes only when told ipMasq. A DEL without the saved
@@ -146,16 +181,9 @@ func TestDelRemovesBridgeMasquerade(t *testing.T) {
 			host, pod := r.host, netns(t, "p")
 			env := envA
 			if tc.masqAtAdd {
-				env = strings.Replace(envA, "FLANNEL_IPMASQ=true", "FLANNEL_IPMASQ=false", 1)
+				env = envBridgeMasq
 			}
-			if err := os.WriteFile(r.subnetFile, []byte(env), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			b := `{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"agentd-cni","subnetFile":"` + r.subnetFile + `","dataDir":"` + r.dataDir + `","subnetFileWait":"0s","ipam":{"dataDir":"` + r.ipamDir + `"}}]}`
-			l, err := libcni.ConfListFromBytes([]byte(b))
-			if err != nil {
-				t.Fatal(err)
-			}
+			l := r.bridgeList(t, "1.0.0", env)
 			rt := r.pod("c1")
 			rt.NetNS = filepath.Join(nsreap.Dir, pod)
 			ctx := context.Background()
@@ -185,15 +213,7 @@ func TestDelRemovesBridgeMasquerade(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := r.cni.DelNetworkList(ctx, l, rt); err != nil {
-				t.Fatalf("DEL: %v", err)
-			}
-			if got := cniRules(t, host); len(got) > 0 {
-				t.Errorf("after DEL the host's nat table still has\n%s", strings.Join(got, "\n"))
-			}
-			if got := r.allocated(t); len(got) > 0 {
-				t.Errorf("after DEL host-local holds %q", got)
-			}
+			r.delReleases(t, host, l, rt)
 		})
 	}
 }
@@ -210,7 +230,7 @@ func TestDelRebuiltIPMasq(t *testing.T) {
 	}{
 		{"chain, agentd masquerades now", envA, map[string]bool{"cbr0 c1": true}, true},
 		{"chain, no subnet.env", "", map[string]bool{"cbr0 c1": true}, true},
-		{"another container's chain", strings.Replace(envA, "FLANNEL_IPMASQ=true", "FLANNEL_IPMASQ=false", 1), map[string]bool{"cbr0 c2": true, "other c1": true}, false},
+		{"another container's chain", envBridgeMasq, map[string]bool{"cbr0 c2": true, "other c1": true}, false},
 		{"no chain, no subnet.env", "", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -241,14 +261,7 @@ func TestGCRemovesBridgeMasquerade(t *testing.T) {
 	needRoot(t)
 	r := newRuntime(t)
 	host := r.host
-	if err := os.WriteFile(r.subnetFile, []byte(strings.Replace(envA, "FLANNEL_IPMASQ=true", "FLANNEL_IPMASQ=false", 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	b := `{"name":"cbr0","cniVersion":"1.1.0","plugins":[{"type":"agentd-cni","subnetFile":"` + r.subnetFile + `","dataDir":"` + r.dataDir + `","subnetFileWait":"0s","ipam":{"dataDir":"` + r.ipamDir + `"}}]}`
-	l, err := libcni.ConfListFromBytes([]byte(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := r.bridgeList(t, "1.1.0", envBridgeMasq)
 	ctx := context.Background()
 	for _, id := range []string{"c1", "c2"} {
 		rt := r.pod(id)
@@ -300,14 +313,7 @@ func TestDelWithoutNetnsRemovesBridgeMasquerade(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRuntime(t)
 			host, pod := r.host, netns(t, "p")
-			if err := os.WriteFile(r.subnetFile, []byte(strings.Replace(envA, "FLANNEL_IPMASQ=true", "FLANNEL_IPMASQ=false", 1)), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			b := `{"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"agentd-cni","subnetFile":"` + r.subnetFile + `","dataDir":"` + r.dataDir + `","subnetFileWait":"0s","ipam":{"dataDir":"` + r.ipamDir + `"}}]}`
-			l, err := libcni.ConfListFromBytes([]byte(b))
-			if err != nil {
-				t.Fatal(err)
-			}
+			l := r.bridgeList(t, "1.0.0", envBridgeMasq)
 			rt := r.pod("c1")
 			rt.NetNS = filepath.Join(nsreap.Dir, pod)
 			ctx := context.Background()
@@ -323,15 +329,7 @@ func TestDelWithoutNetnsRemovesBridgeMasquerade(t *testing.T) {
 			if tc.netnsAtDel == "" {
 				rt.NetNS = ""
 			}
-			if err := r.cni.DelNetworkList(ctx, l, rt); err != nil {
-				t.Fatalf("DEL: %v", err)
-			}
-			if got := cniRules(t, host); len(got) > 0 {
-				t.Errorf("after DEL the host's nat table still has\n%s", strings.Join(got, "\n"))
-			}
-			if got := r.allocated(t); len(got) > 0 {
-				t.Errorf("after DEL host-local holds %q", got)
-			}
+			r.delReleases(t, host, l, rt)
 		})
 	}
 }
