@@ -144,27 +144,36 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	err = p.release(n, at, func(typ string, conf []byte) error {
+	err = p.release(n, at, args.Netns, func(typ string, conf []byte) error {
 		return invoke.DelegateDel(context.Background(), typ, conf, p.Exec)
 	})
-	if err != nil {
-		return err
-	}
-	if err := p.dropMasqChain(n, at, args.Netns); err != nil {
+	var me *masqError
+	if errors.As(err, &me) {
 		// The pod is gone and its address free. Failing DEL would not
-		// mend this, and would fail every retry: the runtime's log
-		// gets it.
-		fmt.Fprintf(p.stderr(), "agentd-cni: DEL of container %s interface %s in network %s: %v\n", args.ContainerID, args.IfName, n.Name, err)
+		// mend this, and while the cause lasts would fail every retry:
+		// the runtime's log gets it, and GC retries (see release).
+		fmt.Fprintf(p.stderr(), "agentd-cni: DEL of container %s interface %s in network %s: %v\n", args.ContainerID, args.IfName, n.Name, me.err)
+		return nil
 	}
-	return nil
+	return err
 }
 
+// masqError is release's error when the delegate's DEL succeeded but the
+// removal of the container's masquerade chain after it failed (see
+// dropMasqChain).
+type masqError struct{ err error }
+
+func (e *masqError) Error() string { return e.err.Error() }
+func (e *masqError) Unwrap() error { return e.err }
+
 // dropMasqChain removes the container's masquerade chain (see masqChains)
-// after the delegate's DEL of the attachment at ran without the pod's
-// network namespace: netns empty (GC's DEL, and containerd's once the
-// sandbox's namespace is closed) or gone. The delegate could not remove
-// it then, and no later DEL will. A chain that may still serve another
-// attachment of the container in this network (one saved here) stays.
+// after the delegate's DEL of the attachment at, when the delegate may have
+// left it: it ran without the pod's network namespace (netns empty: GC's
+// DEL, and containerd's once the sandbox's namespace is closed; or gone).
+// No later DEL of the delegate's will remove it. A chain that may still
+// serve another attachment of the container in this network (one saved
+// here, other than at's own file) stays. It runs before release forgets
+// at, so that a failed removal leaves at saved for GC to retry.
 func (p *Plugin) dropMasqChain(n *NetConf, at attachment, netns string) error {
 	if netns != "" {
 		if _, err := os.Stat(netns); err == nil {
@@ -172,15 +181,23 @@ func (p *Plugin) dropMasqChain(n *NetConf, at attachment, netns string) error {
 		}
 	}
 	// The parts of the name hold no pattern characters (see attachmentOf).
-	others, err := filepath.Glob(filepath.Join(n.DataDir, n.Name+":"+at.containerID+":*"))
-	if err != nil || len(others) > 0 {
+	saved, err := filepath.Glob(filepath.Join(n.DataDir, n.Name+":"+at.containerID+":*"))
+	if err != nil {
 		return err
+	}
+	if slices.ContainsFunc(saved, func(f string) bool { return f != at.path }) {
+		return nil
 	}
 	return p.masqChains().Remove(n.Name, at.containerID)
 }
 
-// release is DEL of the attachment at, the delegate run by del.
-func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []byte) error) error {
+// release is DEL of the attachment at, the delegate run by del, netns the
+// pod's network namespace as the runtime gave it. The container's
+// masquerade chain goes next when the delegate may have left it (see
+// dropMasqChain); the saved files go last, so that when that removal
+// fails (a *masqError) the attachment stays saved and the next GC, or a
+// DEL run again, releases it again and retries.
+func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ string, conf []byte) error) error {
 	saved, b, forget, err := readSaved(n, at)
 	if errors.Is(err, syscall.ENAMETOOLONG) {
 		// No file can have the attachment's name, and no legacy file
@@ -219,6 +236,9 @@ func (p *Plugin) release(n *NetConf, at attachment, del func(typ string, conf []
 	}
 	if err := del(d["type"].(string), b); err != nil {
 		return delegateError(d, "DEL", err)
+	}
+	if err := p.dropMasqChain(n, at, netns); err != nil {
+		return &masqError{err}
 	}
 	return removeSaved(at, forget)
 }
@@ -367,8 +387,9 @@ func masqChainName(network, containerID string) string {
 // the runtime does not list as valid: their DEL never came, or came while
 // the runtime had forgotten them. Each gets DEL as Del gives it, without a
 // network namespace (GC may take it as gone, and bridge then releases the
-// addresses only), and is forgotten, with its masquerade chain (see
-// dropMasqChain).
+// addresses only), then loses its masquerade chain (see dropMasqChain) and
+// is forgotten; one whose chain's removal failed stays saved, so the next
+// GC tries again.
 // Legacy per-container files of flannel's plugin are left alone: they do
 // not say which interface they were for. Then the delegate of today's configuration gets the GC, if it
 // speaks 1.1.0 (see forward) and subnet.env is readable. Errors do not stop
@@ -402,12 +423,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		if err != nil {
 			continue // not a name ADD gives
 		}
-		err = p.release(n, at, func(typ string, conf []byte) error {
+		err = p.release(n, at, "", func(typ string, conf []byte) error {
 			return p.runDelegate(typ, conf, &invoke.Args{Command: "DEL", ContainerID: id, IfName: ifName, Path: os.Getenv("CNI_PATH")})
 		})
-		if err == nil {
-			err = p.dropMasqChain(n, at, "")
-		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("container %s interface %s: %w", id, ifName, err))
 		}
