@@ -221,29 +221,43 @@ func TestDelRemovesBridgeMasquerade(t *testing.T) {
 // TestDelRebuiltIPMasq: a DEL whose configuration is rebuilt (nothing
 // saved) gives the delegate ipMasq exactly when the attachment's
 // masquerade chain is there, whatever FLANNEL_IPMASQ says now and also
-// without subnet.env; another container's chain does not count.
+// without subnet.env; another container's chain does not count. Where the
+// look-up fails, the delegate gets ipMasq false and the chain is removed
+// after its DEL, also with the pod's namespace there.
 func TestDelRebuiltIPMasq(t *testing.T) {
+	live := filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(live, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, env string
 		chains    map[string]bool
+		hasErr    error
 		want      bool
+		removed   []string
 	}{
-		{"chain, agentd masquerades now", envA, map[string]bool{"cbr0 c1": true}, true},
-		{"chain, no subnet.env", "", map[string]bool{"cbr0 c1": true}, true},
-		{"another container's chain", envBridgeMasq, map[string]bool{"cbr0 c2": true, "other c1": true}, false},
-		{"no chain, no subnet.env", "", nil, false},
+		{"chain, agentd masquerades now", envA, map[string]bool{"cbr0 c1": true}, nil, true, nil},
+		{"chain, no subnet.env", "", map[string]bool{"cbr0 c1": true}, nil, true, nil},
+		{"another container's chain", envBridgeMasq, map[string]bool{"cbr0 c2": true, "other c1": true}, nil, false, nil},
+		{"no chain, no subnet.env", "", nil, nil, false, nil},
+		{"look-up fails", envBridgeMasq, map[string]bool{"cbr0 c1": true}, errors.New("xtables lock"), false, []string{"cbr0 c1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
 			if tc.env != "" {
 				f.writeEnv(t, tc.env)
 			}
-			f.masq.chains = tc.chains
-			if err := f.p.Del(f.args("c1", "")); err != nil {
+			f.masq.chains, f.masq.hasErr = tc.chains, tc.hasErr
+			a := f.args("c1", "")
+			a.Netns = live
+			if err := f.p.Del(a); err != nil {
 				t.Fatal(err)
 			}
 			if len(f.exec.calls) != 1 || f.exec.calls[0].conf["ipMasq"] != tc.want {
 				t.Errorf("DEL ran %+v, want one with ipMasq %v", f.exec.calls, tc.want)
+			}
+			if !slices.Equal(f.masq.removed, tc.removed) {
+				t.Errorf("DEL removed the chains of %q, want %q", f.masq.removed, tc.removed)
 			}
 		})
 	}

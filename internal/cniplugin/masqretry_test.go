@@ -3,6 +3,7 @@ package cniplugin
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -51,5 +52,48 @@ func TestMasqRemovalRetried(t *testing.T) {
 	}
 	if names := fileNames(t, f.dataDir); len(names) != 0 {
 		t.Errorf("after the next GC dataDir holds %q", names)
+	}
+}
+
+// TestDelMasqLookupFails: a DEL with nothing usable saved gives the
+// delegate ipMasq by whether the container's masquerade chain is there.
+// When that look-up fails (here ip6tables' xtables lock), the delegate
+// still gets DEL, with ipMasq false, which needs no iptables, so the
+// address is freed and the interface deleted; agentd-cni then removes the
+// chain itself, as after a DEL without the pod's namespace. That failing
+// too, the error goes to stderr and a damaged saved file stays for the
+// next GC. Before, a failed look-up counted as no chain: nothing removed
+// the chain, and nothing was logged.
+func TestDelMasqLookupFails(t *testing.T) {
+	fakeIptables(t, 4, "Another app is currently holding the xtables lock. Stopped waiting after 5s.")
+	f := newFixture(t)
+	f.p.masq = nil // iptables: the fakes
+	f.writeEnv(t, envA)
+	live := filepath.Join(f.dir, "netns")
+	if err := os.WriteFile(live, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// c1: nothing saved; c2: a damaged file.
+	if err := os.WriteFile(f.saved("c2"), []byte(`{"cniVersion":"1.0.0","type":"bri`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"c1", "c2"} {
+		a := f.args(id, "")
+		a.Netns = live
+		if err := f.p.Del(a); err != nil {
+			t.Fatalf("DEL %s: %v", id, err)
+		}
+		if c := f.exec.calls[len(f.exec.calls)-1]; c.command != "DEL" || c.conf["ipMasq"] != false {
+			t.Errorf("DEL of %s ran %s with ipMasq %v, want DEL with false", id, c.command, c.conf["ipMasq"])
+		}
+		if want := "DEL of container " + id + " interface eth0 in network cbr0: look for masquerade chain " + masqChainName("cbr0", id); !strings.Contains(f.errOut.String(), want) {
+			t.Errorf("stderr %q, want %q…", f.errOut.String(), want)
+		}
+	}
+	if _, err := os.Stat(f.saved("c2")); err != nil {
+		t.Errorf("c2's chain may still be there, but its saved file is gone (%v): no GC will retry", err)
 	}
 }

@@ -169,13 +169,15 @@ func (e *masqError) Unwrap() error { return e.err }
 // dropMasqChain removes the container's masquerade chain (see masqChains)
 // after the delegate's DEL of the attachment at, when the delegate may have
 // left it: it ran without the pod's network namespace (netns empty: GC's
-// DEL, and containerd's once the sandbox's namespace is closed; or gone).
-// No later DEL of the delegate's will remove it. A chain that may still
-// serve another attachment of the container in this network (one saved
-// here, other than at's own file) stays. It runs before release forgets
-// at, so that a failed removal leaves at saved for GC to retry.
-func (p *Plugin) dropMasqChain(n *NetConf, at attachment, netns string) error {
-	if netns != "" {
+// DEL, and containerd's once the sandbox's namespace is closed; or gone),
+// or it was told ipMasq false because the chain's look-up failed
+// (lookupFailed, see release). No later DEL of the delegate's will remove
+// it. A chain that may still serve another attachment of the container in
+// this network (one saved here, other than at's own file) stays. It runs
+// before release forgets at, so that a failed removal leaves at saved for
+// GC to retry.
+func (p *Plugin) dropMasqChain(n *NetConf, at attachment, netns string, lookupFailed bool) error {
+	if netns != "" && !lookupFailed {
 		if _, err := os.Stat(netns); err == nil {
 			return nil
 		}
@@ -214,6 +216,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	if err == nil {
 		d, err = decodeSaved(saved, b)
 	}
+	lookupFailed := false
 	if err != nil {
 		// Not subnetenv.ReadComplete: a file without its FLANNEL_IPMASQ
 		// line still names the range to release from. Without a usable
@@ -228,8 +231,11 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 		}
 		// Which ipMasq ADD gave the delegate is not known, and today's
 		// FLANNEL_IPMASQ need not be ADD's: the masquerade chain it
-		// made, if any, says (see masqChains).
-		env.IPMasq = !p.masqChains().Has(n.Name, at.containerID)
+		// made, if any, says (see masqChains). Where that look-up
+		// fails, the delegate gets ipMasq false, whose DEL needs no
+		// iptables, and the chain is removed after it.
+		has, hasErr := p.masqChains().Has(n.Name, at.containerID)
+		env.IPMasq, lookupFailed = !has, hasErr != nil
 		if d, b, err = delegateConf(n, env); err != nil {
 			return err
 		}
@@ -237,7 +243,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	if err := del(d["type"].(string), b); err != nil {
 		return delegateError(d, "DEL", err)
 	}
-	if err := p.dropMasqChain(n, at, netns); err != nil {
+	if err := p.dropMasqChain(n, at, netns, lookupFailed); err != nil {
 		return &masqError{err}
 	}
 	return removeSaved(at, forget)
@@ -270,8 +276,9 @@ var releaseOnly = subnetenv.Env{
 // fails the DEL ("Chain … does not exist").
 type masqChains interface {
 	// Has says whether the chain of network's container containerID is
-	// there. Without iptables there is none.
-	Has(network, containerID string) bool
+	// there. Without iptables there is none. An error is a look-up that
+	// failed in a family where the chain was not found.
+	Has(network, containerID string) (bool, error)
 	// Remove removes that chain and the POSTROUTING rules jumping to it;
 	// none there is success.
 	Remove(network, containerID string) error
@@ -291,18 +298,24 @@ var _ masqChains = iptablesMasq{}
 
 var masqFamilies = []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6}
 
-func (iptablesMasq) Has(network, containerID string) bool {
+func (iptablesMasq) Has(network, containerID string) (bool, error) {
 	chain := masqChainName(network, containerID)
+	var errs []error
 	for _, proto := range masqFamilies {
 		ipt, err := iptables.NewWithProtocol(proto)
 		if err != nil {
+			continue // no iptables of this family, so no chain
+		}
+		ok, err := chainExists(ipt, chain)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("look for masquerade chain %s: %w", chain, err))
 			continue
 		}
-		if ok, err := chainExists(ipt, chain); err == nil && ok {
-			return true
+		if ok {
+			return true, nil
 		}
 	}
-	return false
+	return false, errors.Join(errs...)
 }
 
 // Remove deletes the POSTROUTING rules as the delegate's DEL would: by

@@ -98,12 +98,17 @@ type fakeMasq struct {
 	removed []string
 	// err, when set, is Remove's answer, and nothing is removed.
 	err error
+	// hasErr, when set, is Has's error, with no chain found.
+	hasErr error
 }
 
 var _ masqChains = (*fakeMasq)(nil)
 
-func (m *fakeMasq) Has(network, containerID string) bool {
-	return m.chains[network+" "+containerID]
+func (m *fakeMasq) Has(network, containerID string) (bool, error) {
+	if m.hasErr != nil {
+		return false, m.hasErr
+	}
+	return m.chains[network+" "+containerID], nil
 }
 
 func (m *fakeMasq) Remove(network, containerID string) error {
