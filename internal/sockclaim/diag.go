@@ -16,6 +16,15 @@ import (
 // a name may hold whole lines that name other sockets' inodes, it cannot be
 // misled by what a name holds. An error says that sock_diag could not be
 // asked (a kernel without unix_diag) or answered otherwise.
+//
+// The request is written here rather than taken from
+// github.com/vishvananda/netlink (v1.3.1), whose UnixSocketDiagInfo cannot
+// serve: it reads unix_diag_msg's family and type in swapped order, so its
+// dump stops at the first socket that is not SOCK_STREAM (the claims are
+// SOCK_SEQPACKET: in a namespace holding one, it returned no socket at
+// all), and it cuts UNIX_DIAG_NAME 4 bytes too long (a stream socket bound
+// to "@lead-diag-check" came back as "\x00lead-diag-check\f\x00\x04\x00"),
+// so no name would compare equal.
 func diagBoundInodes(addr string) (map[string]bool, error) {
 	if len(addr) == 0 || addr[0] != '@' {
 		return nil, fmt.Errorf("sock_diag: %q is not an abstract name", addr)
