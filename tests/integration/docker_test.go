@@ -109,19 +109,7 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 			t.Fatal(err)
 		}
 		imported := time.Since(start)
-		id, err := d.docker(ctx, "run", "-d", "--pull=never", "--name", "c-"+d.h.Short, "agentd-busybox:test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.containers = append(d.containers, id)
-		ip, err := d.docker(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr, err := netip.ParseAddr(ip)
-		if err != nil {
-			t.Fatalf("%s: container address %q: %v", d.h, ip, err)
-		}
+		id, addr := d.run(t, ctx, "--name", "c-"+d.h.Short)
 		ips = append(ips, addr)
 		t.Logf("%s: image imported in %v, container %.12s (%s) running %v after import", d.h, imported.Round(time.Millisecond), id, addr, (time.Since(start) - imported).Round(time.Millisecond))
 		d.checkBridge(t, ctx, addr, ipMasq)
@@ -257,19 +245,7 @@ func testDockerSubnetMove(t *testing.T, liveRestore bool) {
 		}
 		// sleep, as PID 1, ignores SIGTERM: a dockerd that stops it
 		// (no live-restore) would wait its default 10 s before killing it.
-		id, err := d.docker(ctx, "run", "-d", "--pull=never", "--stop-timeout=1", "agentd-busybox:test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.containers = append(d.containers, id)
-		ip, err := d.docker(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr, err := netip.ParseAddr(ip)
-		if err != nil {
-			t.Fatalf("%s: container address %q: %v", d.h, ip, err)
-		}
+		_, addr := d.run(t, ctx, "--stop-timeout=1")
 		return addr
 	}
 	// docker0's IPv4 addresses (the kernel gives it an IPv6 link-local one).
@@ -773,6 +749,27 @@ func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin,
 // docker runs the docker client against this daemon.
 func (d *dockerd) docker(ctx context.Context, args ...string) (string, error) {
 	return command(ctx, []string{"DOCKER_HOST=unix://" + filepath.Join(d.dir, "sock"), "DOCKER_CONFIG=" + filepath.Join(d.dir, "cli")}, d.client, args...)
+}
+
+// run starts a container of the imported agentd-busybox:test, with opts
+// given to docker run, and returns its id, kept for stop, and its address.
+func (d *dockerd) run(t *testing.T, ctx context.Context, opts ...string) (string, netip.Addr) {
+	t.Helper()
+	args := append(append([]string{"run", "-d", "--pull=never"}, opts...), "agentd-busybox:test")
+	id, err := d.docker(ctx, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.containers = append(d.containers, id)
+	ip, err := d.docker(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		t.Fatalf("%s: container address %q: %v", d.h, ip, err)
+	}
+	return id, addr
 }
 
 // stop removes the containers this test made (by id), stops dockerd with
