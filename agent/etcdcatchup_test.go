@@ -22,25 +22,34 @@ import (
 // within 5 s, once the reporter has seen the connection Ready.
 func catchUpReporter(t *testing.T, probe func(context.Context) error) (*fakeConn, *fakeClock, *logLines, func() []string, func() bool) {
 	t.Helper()
+	return runFakeReporter(t, func(r *outageReporter) {
+		r.probe = probe
+		r.endpoints = []string{"http://etcd:2379"}
+	})
+}
+
+// runFakeReporter is catchUpReporter for a reporter whose probe, endpoints
+// and the like set gives.
+func runFakeReporter(t *testing.T, set func(*outageReporter)) (*fakeConn, *fakeClock, *logLines, func() []string, func() bool) {
+	t.Helper()
 	conn, clk := newFakeConn(), newFakeClock()
 	logs := &logLines{}
 	var mu sync.Mutex
 	var causes []string
 	r := &outageReporter{
-		conn:  conn,
-		probe: probe,
+		conn: conn,
 		cause: func(err error) {
 			mu.Lock()
 			defer mu.Unlock()
 			causes = append(causes, fmt.Sprint(err))
 		},
-		endpoints: []string{"http://etcd:2379"},
-		grace:     3 * time.Second,
-		reprobe:   10 * time.Second,
-		settle:    time.Second,
-		clock:     clk,
-		log:       funcr.New(logs.add, funcr.Options{}),
+		grace:   3 * time.Second,
+		reprobe: 10 * time.Second,
+		settle:  time.Second,
+		clock:   clk,
+		log:     funcr.New(logs.add, funcr.Options{}),
 	}
+	set(r)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

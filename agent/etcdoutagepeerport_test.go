@@ -6,7 +6,6 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,45 +120,16 @@ func TestOutageNotClientPortLoggedOnce(t *testing.T) {
 	})
 	start := func(t *testing.T, endpoints ...string) (*fakeConn, *fakeClock, *logLines, func() []string, *atomic.Int32) {
 		c := &etcdConn{endpoints: endpoints}
-		conn, clk, logs := newFakeConn(), newFakeClock(), &logLines{}
 		var asked atomic.Int32
-		var mu sync.Mutex
-		var causes []string
-		r := &outageReporter{
-			conn:  conn,
-			probe: c.probe,
-			askClientPorts: func(ctx context.Context, err error) error {
+		conn, clk, logs, causes, _ := runFakeReporter(t, func(r *outageReporter) {
+			r.probe = c.probe
+			r.askClientPorts = func(ctx context.Context, err error) error {
 				asked.Add(1)
 				return c.askClientPorts(ctx, err)
-			},
-			cause: func(err error) {
-				mu.Lock()
-				defer mu.Unlock()
-				causes = append(causes, fmt.Sprint(err))
-			},
-			endpoints: endpoints,
-			grace:     3 * time.Second,
-			reprobe:   10 * time.Second,
-			settle:    time.Second,
-			clock:     clk,
-			log:       funcr.New(logs.add, funcr.Options{}),
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			r.run(ctx)
-		}()
-		t.Cleanup(func() {
-			cancel()
-			<-done
+			}
+			r.endpoints = endpoints
 		})
-		conn.waitFor(t, 1, connectivity.Ready)
-		return conn, clk, logs, func() []string {
-			mu.Lock()
-			defer mu.Unlock()
-			return append([]string(nil), causes...)
-		}, &asked
+		return conn, clk, logs, causes, &asked
 	}
 	// down takes the connection down and lets the grace period pass: the
 	// reporter probes, finds an endpoint answering, and gives the
