@@ -176,13 +176,16 @@ func (a *agent) deleteUnmasqueraded(network netip.Prefix) {
 	start := time.Now()
 	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER, unix.NETLINK_ROUTE)
 	if err != nil {
+		a.obs.ctErrors.Inc()
 		a.log.Error(err, "cannot open netlink to delete the conntrack entries of flows that left unmasqueraded while the masquerade rules were missing; such a flow keeps the pod's address while it keeps sending")
 		return
 	}
 	defer h.Close()
 	n, err := iptables.DeleteUnmasqueraded(h, network)
 	took := time.Since(start).Round(time.Millisecond)
+	a.obs.ctDeleted.Add(float64(n))
 	if err != nil {
+		a.obs.ctErrors.Inc()
 		a.log.Error(err, "cannot delete the conntrack entries of flows that left unmasqueraded while the masquerade rules were missing; such a flow keeps the pod's address while it keeps sending",
 			"deleted", n, "took", took)
 		return

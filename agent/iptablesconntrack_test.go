@@ -138,6 +138,25 @@ func unmasqueradedFlowsChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	masqueraded("start", "agent start", loopStart)
+	// deletedAtLeast waits until agentd_conntrack_unmasqueraded_deleted_total
+	// counts n entries (the counter moves after the delete, which comes
+	// before the flow's next packet is seen masqueraded or not).
+	deletedAtLeast := func(n float64, window string) {
+		t.Helper()
+		err := cluster.Eventually(ctx, 5*time.Second, func() error {
+			if got := counterValue(t, a.obs, "agentd_conntrack_unmasqueraded_deleted_total"); got < n {
+				return fmt.Errorf("agentd_conntrack_unmasqueraded_deleted_total %v, want at least %v", got, n)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("%s: %v", window, err)
+		}
+		if got := counterValue(t, a.obs, "agentd_conntrack_unmasqueraded_errors_total"); got != 0 {
+			t.Errorf("%s: agentd_conntrack_unmasqueraded_errors_total %v, want 0", window, got)
+		}
+	}
+	deletedAtLeast(1, "agent start")
 
 	// Survivors: a masqueraded flow, and an entry inside the cluster
 	// network (the pod to a pod of another host), made while the rules
@@ -178,7 +197,9 @@ func unmasqueradedFlowsChild(t *testing.T) {
 			t.Fatal("each flow started after a wipe was masqueraded from its start: the check came first")
 		}
 	}
+	before := counterValue(t, a.obs, "agentd_conntrack_unmasqueraded_deleted_total")
 	masqueraded(flow, "wipe", wiped)
+	deletedAtLeast(before+1, "wipe")
 
 	if got, _ := seen("nated"); got != natSrc {
 		t.Errorf("flow nated arrives from %s, want %s still: its entry was deleted, and its next packet got a new source port", got, natSrc)
@@ -194,6 +215,23 @@ func unmasqueradedFlowsChild(t *testing.T) {
 	if !found {
 		t.Errorf("the conntrack entry %s:40000 -> %s:9000, inside the cluster network, was deleted", ctPod, ctOtherPod)
 	}
+}
+
+// counterValue is the value of counter name, without labels, as /metrics
+// would show it; the test fails if there is none.
+func counterValue(t *testing.T, o *observer, name string) float64 {
+	t.Helper()
+	mfs, err := o.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
 }
 
 // newCtNetns makes a network namespace, unnamed: it ends when the test

@@ -32,6 +32,8 @@ type observer struct {
 	repairs      *prometheus.CounterVec
 	endpointUp   *prometheus.GaugeVec
 	etcdAlarm    *prometheus.GaugeVec
+	ctDeleted    prometheus.Counter
+	ctErrors     prometheus.Counter
 
 	mu      sync.Mutex
 	st      Status
@@ -92,9 +94,17 @@ func newObserver() *observer {
 			Help: "1 while the etcd cluster has the alarm raised (NOSPACE, CORRUPT: etcd refuses writes and new leases; OTHER: an entry of etcd's status agentd does not know), 0 if not, " +
 				"as the last etcd endpoint to answer listed it: kept while none answers (/status etcdAlarmsAsOf says since when; absent with --etcd-endpoint-check-interval 0).",
 		}, []string{"alarm"}),
+		ctDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentd_conntrack_unmasqueraded_deleted_total",
+			Help: "Conntrack entries deleted after a write of the masquerade rules (--ip-masq): flows that left the cluster network without masquerade while the rules were missing.",
+		}),
+		ctErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentd_conntrack_unmasqueraded_errors_total",
+			Help: "Writes of the masquerade rules after which the conntrack entries of unmasqueraded flows could not be listed or deleted (logged); such flows keep the pod's address while they keep sending.",
+		}),
 		st: Status{DriftRepairs: map[string]int64{}},
 	}
-	o.reg.MustRegister(o.peers, o.programmed, o.skippedPeers, o.reconciles, o.reconcileDur, o.changes, o.repairs, o.endpointUp, o.etcdAlarm,
+	o.reg.MustRegister(o.peers, o.programmed, o.skippedPeers, o.reconciles, o.reconcileDur, o.changes, o.repairs, o.endpointUp, o.etcdAlarm, o.ctDeleted, o.ctErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	o.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "agentd_netns_claim_held",
