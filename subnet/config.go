@@ -28,7 +28,7 @@ type Config struct {
 	IPv6SubnetMin netip.Addr
 	IPv6SubnetMax netip.Addr
 
-	// BackendType is Backend's "Type", "vxlan" when absent.
+	// BackendType is Backend's "Type" in lower case, "vxlan" when absent.
 	BackendType string
 	// Backend is the raw backend object; each backend decodes its own keys.
 	Backend json.RawMessage
@@ -100,7 +100,8 @@ type configJSON struct {
 //     the result stay zero.
 //   - Backend absent or null becomes {} so a backend can always decode it;
 //     an absent or empty Backend.Type becomes DefaultBackendType (see
-//     BackendTypeDefaulted).
+//     BackendTypeDefaulted). Backend.Type is matched in any case, as
+//     flanneld does ("VXLAN" is vxlan): BackendType is in lower case.
 func ParseConfig(b []byte) (*Config, error) {
 	var raw configJSON
 	if err := json.Unmarshal(b, &raw); err != nil {
@@ -189,7 +190,7 @@ func parseBackend(b json.RawMessage) (raw json.RawMessage, typ string, err error
 	if t == "" {
 		t = DefaultBackendType
 	}
-	return b, t, nil
+	return b, strings.ToLower(t), nil
 }
 
 // backendTypeOf is Backend's Type, "" when absent, empty or null.

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -33,6 +34,7 @@ func FuzzParseConfig(f *testing.F) {
 		`{"Network":"10.244.0.0/16",}`,
 		`[]`,
 		`{"Network":"0.0.0.0/0","BACkend":{"&000":"00000","000":0}}`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"Host-GW"}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -77,8 +79,8 @@ func checkConfigInvariants(t *testing.T, c *Config) {
 	if c.EnableIPv6 && (c.IPv6SubnetLen > 126 || c.IPv6SubnetLen < c.IPv6Network.Bits()+2 || c.IPv6Network.Masked() != c.IPv6Network) {
 		t.Fatalf("bad IPv6 pool: %v", c)
 	}
-	if c.BackendType == "" {
-		t.Fatal("empty BackendType")
+	if c.BackendType == "" || c.BackendType != strings.ToLower(c.BackendType) {
+		t.Fatalf("BackendType %q: want it in lower case, as the backends are named", c.BackendType)
 	}
 	n := c.SubnetCount()
 	if n < 1 || n > math.MaxInt32 {
