@@ -80,6 +80,13 @@ type configJSON struct {
 	IPv6SubnetMin string
 	IPv6SubnetMax string
 
+	// EnableNFTables is read only so that a value other than true or false
+	// is refused naming it, as flanneld refuses it. Either way agentd's
+	// rules go through the iptables command (its nft or legacy backend,
+	// --iptables-mode) and do what flanneld's do in either mode:
+	// masquerade (with --ip-masq) and accept in FORWARD the same traffic.
+	EnableNFTables bool
+
 	Backend json.RawMessage
 }
 

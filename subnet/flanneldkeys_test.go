@@ -1,6 +1,9 @@
 package subnet
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 // TestParseConfigBackendTypeAnyCase: flanneld matches Backend.Type in any
 // case (v0.28.10 runs "VXLAN" and "Host-GW" as vxlan and host-gw, and its
@@ -27,6 +30,28 @@ func TestParseConfigBackendTypeAnyCase(t *testing.T) {
 		}
 		if c.BackendTypeDefaulted() {
 			t.Errorf("Type %q: BackendTypeDefaulted() is true; it was written", tc.typ)
+		}
+	}
+}
+
+// TestParseConfigEnableNFTables: flannel's EnableNFTables (a boolean,
+// default false) is read as flanneld reads it: true or false is accepted,
+// and any other JSON value is refused naming the key, where flanneld
+// v0.28.10 refuses the whole config ("cannot unmarshal string into Go
+// struct field Config.EnableNFTables of type bool") and waits for a good
+// one. Before, agentd never looked at the key, so a config flanneld hosts
+// could not start on started agentd hosts.
+func TestParseConfigEnableNFTables(t *testing.T) {
+	for _, v := range []string{"true", "false", "null"} {
+		if _, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","EnableNFTables":` + v + `}`)); err != nil {
+			t.Errorf("EnableNFTables %s: %v", v, err)
+		}
+	}
+	for _, v := range []string{`"yes"`, `"true"`, `1`, `{}`, `[]`} {
+		_, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","enablenftables":` + v + `}`))
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Key != "EnableNFTables" {
+			t.Errorf("EnableNFTables %s: got %v, want a ConfigError naming EnableNFTables", v, err)
 		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 // configKeys are the keys a *ConfigError may name.
 var configKeys = []string{"", "EnableIPv4", "Network", "SubnetLen", "SubnetMin", "SubnetMax",
-	"EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", "Backend", "Backend.Type"}
+	"EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", "EnableNFTables", "Backend", "Backend.Type"}
 
 func FuzzParseConfig(f *testing.F) {
 	for _, s := range []string{
@@ -34,7 +34,8 @@ func FuzzParseConfig(f *testing.F) {
 		`{"Network":"10.244.0.0/16",}`,
 		`[]`,
 		`{"Network":"0.0.0.0/0","BACkend":{"&000":"00000","000":0}}`,
-		`{"Network":"10.244.0.0/16","Backend":{"Type":"Host-GW"}}`,
+		`{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"Host-GW"}}`,
+		`{"Network":"10.244.0.0/16","EnableNFTables":"yes"}`,
 	} {
 		f.Add([]byte(s))
 	}
