@@ -24,11 +24,12 @@
 // point-to-point address of ours: that is a network of this host
 // overlapping the cluster network, whose kernel route ours would replace. A
 // peer that fails any of these tests is logged (once) and counted as
-// skipped, never routed: the kernel would refuse some of these routes,
-// failing every pass (bad input must never keep a node from becoming
-// ready), accept others that loop back to us, and an onlink route would
-// send the peer's traffic to the default gateway, which knows nothing of
-// overlay subnets. Of two
+// skipped, an off-link one with how this host routes it instead (through
+// a router, through another interface, not at all: paths.hint), and never
+// routed: the kernel would refuse some of these routes, failing every pass
+// (bad input must never keep a node from becoming ready), accept others
+// that loop back to us, and an onlink route would send the peer's traffic
+// to the default gateway, which knows nothing of overlay subnets. Of two
 // keys for one IPv4 subnet the one written last is routed
 // (backend.OnePerSubnet).
 //
@@ -201,7 +202,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err != nil {
 		return res, err
 	}
-	want := b.desired(own, peers, seg)
+	want := b.desired(own, peers, seg, newPaths(b.h, b.ext.Iface.Index, main))
 	b.skips.Report(&res)
 	if err := b.checkUp(len(want)); err != nil {
 		return res, err
@@ -215,8 +216,8 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 }
 
 // desired computes the routes peers imply, recording in b.skips the peers it
-// leaves out.
-func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.Segment) []backend.Route {
+// leaves out; paths says how this host reaches an off-link one instead.
+func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.Segment, paths *paths) []backend.Route {
 	var routes []backend.Route
 	for _, p := range backend.OnePerSubnet(peers, b.skips) {
 		key := p.Key()
@@ -234,7 +235,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		case pub == b.ext.PublicIP:
 			why = fmt.Sprintf("public IP %s is our own", pub)
 		default:
-			why = cmp.Or(seg.LocalIn(sn), refuse(seg, pub))
+			why = cmp.Or(seg.LocalIn(sn), refuse(seg, pub, paths))
 		}
 		if why != "" {
 			b.skips.Skip(key, why)
@@ -295,10 +296,13 @@ func (b *Backend) claim(own subnet.Lease, want []backend.Route) func(backend.Rou
 }
 
 // refuse says why pub cannot be a peer's gateway (backend.Segment.Refuse),
-// or "".
-func refuse(seg *backend.Segment, pub netip.Addr) string {
+// or "". For an off-link pub it adds how this host routes it (paths.hint).
+func refuse(seg *backend.Segment, pub netip.Addr, paths *paths) string {
 	why, offLink := seg.Refuse(pub)
 	if offLink {
+		if hint := paths.hint(pub, seg.Iface); hint != "" {
+			why += "; " + hint
+		}
 		why += "; host-gw needs all hosts on one L2 segment"
 	}
 	return why

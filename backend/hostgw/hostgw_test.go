@@ -156,7 +156,8 @@ func TestPeers(t *testing.T) {
 	vx := lease("10.244.5.0/24", "198.18.0.5", "vxlan")
 	// What the agent's /status shows for them.
 	skipped := []backend.SkippedLease{
-		{Key: far.Key(), Reason: "public IP 198.19.0.4 is not on-link: ext0 is attached to [198.18.0.0/24] only; host-gw needs all hosts on one L2 segment"},
+		{Key: far.Key(), Reason: "public IP 198.19.0.4 is not on-link: ext0 is attached to [198.18.0.0/24] only; " +
+			"this host has no route to it; host-gw needs all hosts on one L2 segment"},
 		{Key: vx.Key(), Reason: `backend type "vxlan", not "host-gw"`},
 	}
 	for _, step := range []struct {
@@ -559,11 +560,12 @@ func TestRefuse(t *testing.T) {
 		Local: map[netip.Addr]string{netip.MustParseAddr("198.18.0.1"): "ext0"}}
 	for _, tc := range []struct{ pub, want string }{
 		{"198.18.0.2", ""},
-		{"198.19.0.2", "public IP 198.19.0.2 is not on-link: ext0 is attached to [198.18.0.0/24] only; host-gw needs all hosts on one L2 segment"},
+		{"198.19.0.2", "public IP 198.19.0.2 is not on-link: ext0 is attached to [198.18.0.0/24] only; " +
+			"this host has no route to it; host-gw needs all hosts on one L2 segment"},
 		{"198.18.0.255", "public IP 198.18.0.255 is the broadcast address of 198.18.0.0/24"},
 		{"127.0.0.1", "public IP 127.0.0.1 is a loopback address"},
 	} {
-		if got := refuse(s, netip.MustParseAddr(tc.pub)); got != tc.want {
+		if got := refuse(s, netip.MustParseAddr(tc.pub), newPaths(nil, 3, nil)); got != tc.want {
 			t.Errorf("refuse(%s) = %q, want %q", tc.pub, got, tc.want)
 		}
 	}
