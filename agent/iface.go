@@ -22,7 +22,10 @@ import (
 //  2. each of IfaceRegexes in order, matched first against interface names,
 //     then against their IPv4 addresses (loopback is never matched);
 //  3. IfaceCanReach: the interface the kernel routes that address through;
-//  4. only when none of these is set: the interface of the default route.
+//  4. only when none of these is set: the interface that holds PublicIP, as
+//     flanneld picks it (loopback aside, whose MTU is no underlay's), else
+//     the interface of the default route (where flanneld refuses to start:
+//     PublicIP is a NAT address).
 //
 // When options are set and none of them finds an interface, the error names
 // each one tried and the interfaces the host has; agentd never falls back to
@@ -128,6 +131,9 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 
 	if len(tried) > 0 {
 		return backend.ExternalInterface{}, fmt.Errorf("no interface matches %s (have: %s)", strings.Join(tried, ", "), describeInterfaces(ifs))
+	}
+	if ifc := ifaceWithAddr(ifs, cfg.PublicIP); ifc != nil && !ifc.loopback() {
+		return found(ifc, cfg.PublicIP)
 	}
 	return defaultRouteInterface(h, ifs, found)
 }

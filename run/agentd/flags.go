@@ -95,7 +95,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.StringArrayVar(&v.ifaces, "iface", nil, "underlay interface name or IPv4 address; repeat (or give a comma list) to try each in order")
 	fs.StringArrayVar(&v.ifaceRegexes, "iface-regex", nil, "regular expression matched against interface names, then their IPv4 addresses; repeat to try each in order")
 	fs.StringVar(&v.ifaceCanReach, "iface-can-reach", "", "use the interface the kernel routes this IPv4 address through")
-	fs.StringVar(&v.publicIP, "public-ip", "", "IPv4 address peers send to (default: the interface address)")
+	fs.StringVar(&v.publicIP, "public-ip", "", "IPv4 address peers send to (default: the interface address); without --iface, --iface-regex and --iface-can-reach, the interface holding it is used, as in flanneld")
 
 	fs.StringVar(&v.subnetFile, "subnet-file", d.SubnetFile, "where to write subnet.env for dockerd and the CNI plugin")
 	fs.BoolVar(&v.ipMasq, "ip-masq", d.IPMasq, "masquerade traffic leaving the overlay network")
