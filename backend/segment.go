@@ -83,11 +83,12 @@ func (s *Segment) LocalIn(sn netip.Prefix) string {
 
 // ReadSegment reads the segment of the external interface, the link with
 // index ifaceIndex called iface, from the kernel's IPv4 addresses, which it
-// lists, and routes, the main table's (MainRoutes): a backend lists those
-// once per pass for all it reads from them. Only the main table counts: the
-// kernel looks a main-table route's gateway up through the policy rules, but
-// with no source address, so a rule by source (policy routing's usual
-// "from <address> lookup N") sends it to the main table. A peer in the
+// lists, and routes, the main table's (MainRoutes, or PassRoutes with
+// ifaceIndex): a backend lists those once per pass for all it reads from
+// them. Only the main table counts: the kernel looks a main-table route's
+// gateway up through the policy rules, but with no source address, so a
+// rule by source (policy routing's usual "from <address> lookup N") sends
+// it to the main table. A peer in the
 // subnet of a noprefixroute address that no main-table route puts on-link
 // is looked up as that check does (gatewayOnLink): a rule by output
 // interface or for every packet may put it on-link through another table.

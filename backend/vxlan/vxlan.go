@@ -254,7 +254,7 @@ type Backend struct {
 	opts    options
 	name    string // flannel.<VNI>
 	macPath string
-	network netip.Prefix // the cluster's IPv4 network, for Watch's route filter
+	network netip.Prefix // the cluster's IPv4 network, for Watch's route filter and PassRoutes
 	// subnetLen is the length of the network's subnets, for telling an old
 	// device's address <subnet>.0/32 (deleteOldDevices).
 	subnetLen int
@@ -801,15 +801,17 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 
 	// One dump of the main table for the segment and for the routes we
-	// own. A route changed after it wakes Watch (backend.RouteEventFilter,
-	// and with DirectRouting backend.SegmentRouteEvent), so the next pass
-	// sees it: until this pass's wants are stored below, no event is an
-	// echo (backend.RouteWants.Forget). So does an address changed after
+	// own, keeping only the routes they read, not a routing daemon's
+	// thousands (backend.PassRoutes). A route changed after it wakes
+	// Watch (backend.RouteEventFilter, and with DirectRouting
+	// backend.SegmentRouteEvent), so the next pass sees it: until this
+	// pass's wants are stored below, no event is an echo
+	// (backend.RouteWants.Forget). So does an address changed after
 	// ReadSegment lists them that decides whether one of these peers is
 	// skipped (backend.PeerAddrs).
 	b.wantRoutes.Forget()
 	b.peerAddrs.Store(peers)
-	main, err := backend.MainRoutes(b.h)
+	main, err := backend.PassRoutes(b.h, b.ext.Iface.Index, b.network)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
