@@ -19,8 +19,9 @@ import (
 //
 //  1. each of Ifaces in order: an interface name, or an address held by some
 //     interface; the first that exists and has an IPv4 address wins;
-//  2. each of IfaceRegexes in order, matched first against interface names,
-//     then against their IPv4 addresses (loopback is never matched);
+//  2. each of IfaceRegexes in order, matched first against the interfaces'
+//     IPv4 addresses, then against their names, as flanneld matches them
+//     (loopback is never matched);
 //  3. IfaceCanReach: the interface the kernel routes that address through;
 //  4. only when none of these is set: the interface that holds PublicIP, as
 //     flanneld picks it (loopback aside, whose MTU is no underlay's), else
@@ -78,6 +79,17 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 	}
 
 	for _, re := range cfg.IfaceRegexes {
+		for i := range ifs {
+			ifc := &ifs[i]
+			if ifc.loopback() {
+				continue
+			}
+			for _, a := range ifc.addrs {
+				if re.MatchString(a.String()) {
+					return found(ifc, a)
+				}
+			}
+		}
 		var bare []string // names that matched but have no IPv4 address
 		for i := range ifs {
 			ifc := &ifs[i]
@@ -89,17 +101,6 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 				continue
 			}
 			return found(ifc, ifc.addrs[0])
-		}
-		for i := range ifs {
-			ifc := &ifs[i]
-			if ifc.loopback() {
-				continue
-			}
-			for _, a := range ifc.addrs {
-				if re.MatchString(a.String()) {
-					return found(ifc, a)
-				}
-			}
 		}
 		msg := fmt.Sprintf("--iface-regex %q", re.String())
 		if len(bare) > 0 {

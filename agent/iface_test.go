@@ -199,10 +199,15 @@ func TestFindExternalInterface(t *testing.T) {
 		},
 		{name: "regex on name", cfg: Config{IfaceRegexes: []*regexp.Regexp{regexp.MustCompile(`^eth[13]$`)}}, iface: "eth1", ifaceAddr: "198.18.1.1"},
 		{
-			// "1" is in eth0's address 198.18.0.1 (lower index) and in the
-			// name eth1: names are matched first.
-			name: "regex names before addresses", cfg: Config{IfaceRegexes: []*regexp.Regexp{regexp.MustCompile("1")}},
-			iface: "eth1", ifaceAddr: "198.18.1.1",
+			// "1" is in eth0's address 198.18.0.1 and in the name eth1:
+			// addresses are matched first, as flanneld v0.28.10 matches
+			// them (loopback's 127.0.0.1, which it would take, aside).
+			name: "regex addresses before names", cfg: Config{IfaceRegexes: []*regexp.Regexp{regexp.MustCompile("1")}},
+			iface: "eth0", ifaceAddr: "198.18.0.1",
+		},
+		{
+			name: "regex on a name when no address matches", cfg: Config{IfaceRegexes: []*regexp.Regexp{regexp.MustCompile(`^eth3$|^198\.18\.1\.7$`)}},
+			iface: "eth3", ifaceAddr: "198.19.3.1",
 		},
 		{
 			name: "regex on address", cfg: Config{IfaceRegexes: []*regexp.Regexp{regexp.MustCompile(`^198\.18\.1\.2$`)}},

@@ -93,7 +93,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.StringVar(&v.etcdPassword, "etcd-password", "", "etcd password for authentication")
 
 	fs.StringArrayVar(&v.ifaces, "iface", nil, "underlay interface name or IPv4 address; repeat (or give a comma list) to try each in order")
-	fs.StringArrayVar(&v.ifaceRegexes, "iface-regex", nil, "regular expression matched against interface names, then their IPv4 addresses; repeat to try each in order")
+	fs.StringArrayVar(&v.ifaceRegexes, "iface-regex", nil, "regular expression matched against the interfaces' IPv4 addresses, then their names (as in flanneld); repeat to try each in order")
 	fs.StringVar(&v.ifaceCanReach, "iface-can-reach", "", "use the interface the kernel routes this IPv4 address through")
 	fs.StringVar(&v.publicIP, "public-ip", "", "IPv4 address peers send to (default: the interface address); without --iface, --iface-regex and --iface-can-reach, the interface holding it is used, as in flanneld")
 
