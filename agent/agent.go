@@ -22,6 +22,7 @@ import (
 	"github.com/agentd/agentd/backend/iptables"
 	"github.com/agentd/agentd/backend/udp"
 	"github.com/agentd/agentd/backend/vxlan"
+	"github.com/agentd/agentd/internal/atomicfile"
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/subnet/subnetenv"
@@ -831,13 +832,15 @@ func (a *agent) withdrawSubnetEnv(env subnetenv.Env) error {
 // previousSubnet is the subnet an earlier run wrote into subnet.env, and the
 // host identity it names, if the file is there and belongs to the same
 // network. Without subnet.env, it is the one a run that lost its subnet kept
-// in the state dir (withdrawSubnetEnv).
+// in the state dir (withdrawSubnetEnv). A file that someone other than root
+// may have written (atomicfile.ReadOwned) is ignored: its host identity
+// would make another host's live lease this host's.
 func previousSubnet(log logr.Logger, cfg *Config, netCfg *subnet.Config) (sn netip.Prefix, hostID string) {
 	path := cfg.SubnetFile
-	env, err := subnetenv.Read(path)
+	env, err := readOwnedSubnetEnv(path)
 	if errors.Is(err, os.ErrNotExist) {
 		path = lostSubnetPath(cfg.StateDir)
-		env, err = subnetenv.Read(path)
+		env, err = readOwnedSubnetEnv(path)
 	}
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
@@ -850,6 +853,21 @@ func previousSubnet(log logr.Logger, cfg *Config, netCfg *subnet.Config) (sn net
 		return netip.Prefix{}, ""
 	}
 	return env.Subnet.Masked(), env.HostID
+}
+
+// readOwnedSubnetEnv is subnetenv.Read of a file only root can have written.
+func readOwnedSubnetEnv(path string) (subnetenv.Env, error) {
+	b, err := atomicfile.ReadOwned(path)
+	if err != nil {
+		return subnetenv.Env{}, err
+	}
+	env, err := subnetenv.Parse(b)
+	if err != nil {
+		// Named as subnetenv.Read names it: "subnet.env <path>: …"
+		// where Parse says "subnet.env: …".
+		return subnetenv.Env{}, fmt.Errorf("subnet.env %s: %w", path, errors.Unwrap(err))
+	}
+	return env, nil
 }
 
 // hostOne is the subnet with host part 1 (dockerd's --bip).

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/agentd/agentd/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,11 +40,24 @@ func lockStateDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
+	if err := checkStateDir(dir); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, lockFile)
-	// os.OpenFile opens with O_CLOEXEC.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	// os.OpenFile opens with O_CLOEXEC. Not through a symbolic link, and
+	// only a file of root's with one link is truncated below: the state
+	// dir is checked above, but its parent may be another user's, who could
+	// swap it for another dir between the check and this open.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("state dir: %s is a symbolic link, which agentd does not follow: remove it", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := atomicfile.CheckOwned(f, false); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("state dir: %w; remove it", err)
 	}
 	if err := flock(f); err != nil {
 		f.Close()
@@ -71,6 +85,22 @@ func lockStateDir(dir string) (*os.File, error) {
 		_, _ = f.WriteAt([]byte(content), 0)
 	}
 	return f, nil
+}
+
+// checkStateDir refuses a state dir that someone other than root could
+// write to: its host identity (a copy of another host's makes this agent
+// take that host's lease for its own), its lost-subnet.env and its lock file
+// (a symbolic link in its place had root truncate the file it leads to).
+func checkStateDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	defer d.Close()
+	if err := atomicfile.CheckOwned(d, true); err != nil {
+		return fmt.Errorf("state dir: %w; another user could forge this host's identity there and have agentd take another host's subnet: make it root's and writable by root only (chown root: %s; chmod go-w %s)", err, dir, dir)
+	}
+	return nil
 }
 
 func flock(f *os.File) error {

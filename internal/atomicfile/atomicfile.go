@@ -4,7 +4,9 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,4 +134,79 @@ func RemoveLeftovers(path string) {
 		}
 		f.Close()
 	}
+}
+
+// ErrUntrusted is wrapped by the errors of CheckOwned and ReadOwned for a
+// file that someone other than root or this process's user may have written.
+var ErrUntrusted = errors.New("someone other than root may have written it")
+
+// maxOwnedSize bounds what ReadOwned reads: the files it is for (subnet.env)
+// hold a few hundred bytes.
+const maxOwnedSize = 1 << 20
+
+// ReadOwned reads path as os.ReadFile does, but only if no one but root or
+// this process's user can have written it (see CheckOwned): a reader running
+// as root must not act on a file that another user put in the place of one
+// root writes, in a directory that user can write to (a /run/flannel made
+// 0777 by someone, a --subnet-file in /tmp). A symbolic link is followed, and
+// the file it leads to is checked. The file is opened without blocking, so
+// a named pipe in its place is refused rather than waited on.
+//
+// An error opening or reading the file is the os package's *fs.PathError;
+// one from the check wraps ErrUntrusted and is no *fs.PathError, so callers
+// can tell "cannot read" from "will not read".
+func ReadOwned(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		// As os.ReadFile says it: a directory is not an untrusted file.
+		return nil, &os.PathError{Op: "read", Path: path, Err: syscall.EISDIR}
+	}
+	if err := CheckOwned(f, false); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxOwnedSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxOwnedSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxOwnedSize)
+	}
+	return b, nil
+}
+
+// CheckOwned returns nil if only root or this process's user can have
+// written the open file f: it is owned by one of them, neither its group nor
+// others may write to it, and it is a regular file with no other hard link
+// (a link made by another user to a file of root's is not root's file in
+// that place) or, if dir, a directory. Otherwise its error names f and what
+// is wrong, and wraps ErrUntrusted.
+func CheckOwned(f *os.File, dir bool) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: no owner known: %w", f.Name(), ErrUntrusted)
+	}
+	var problem string
+	switch {
+	case dir && !fi.IsDir():
+		problem = fmt.Sprintf("is not a directory (%v)", fi.Mode())
+	case !dir && !fi.Mode().IsRegular():
+		problem = fmt.Sprintf("is not a regular file (%v)", fi.Mode())
+	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
+		problem = fmt.Sprintf("is owned by uid %d", st.Uid)
+	case fi.Mode().Perm()&0o022 != 0:
+		problem = fmt.Sprintf("is writable by its group or others (mode %#o)", fi.Mode().Perm())
+	case !dir && st.Nlink != 1:
+		problem = fmt.Sprintf("has %d hard links", st.Nlink)
+	default:
+		return nil
+	}
+	return fmt.Errorf("%s %s: %w", f.Name(), problem, ErrUntrusted)
 }
