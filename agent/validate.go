@@ -197,10 +197,11 @@ func (c *Config) ValidateEtcd() error {
 }
 
 // checkEndpoint accepts what the etcd v3 client dials: http(s) URLs with a
-// host and a port, and unix(s) socket URLs, also written unix:path (the
-// client's and gRPC's form without "//", which flanneld takes through the
-// same client). A bare host:port is refused rather than guessed at, since
-// flannel's users always write a scheme.
+// host and a port, unix(s) socket URLs, also written unix:path (the
+// client's and gRPC's form without "//"), and a bare host:port, as etcdctl
+// writes endpoints, which the client reaches in plaintext or, with TLS
+// files, over TLS (clientUsesTLS). flanneld takes all of them through the
+// same client.
 func checkEndpoint(ep string) error {
 	if ep == "" {
 		return errors.New("empty endpoint in the list")
@@ -219,7 +220,7 @@ func checkEndpoint(ep string) error {
 		return errors.New("credentials in the URL are not used; use --etcd-username and --etcd-password")
 	}
 	if !strings.Contains(ep, "://") {
-		return fmt.Errorf("no scheme; want a URL such as http://%s", ep)
+		return checkHostPort(ep)
 	}
 	u, err := url.Parse(ep)
 	if err != nil {
@@ -256,6 +257,28 @@ func checkEndpoint(ep string) error {
 		}
 	default:
 		return fmt.Errorf("scheme %q not supported, want http, https, unix or unixs", u.Scheme)
+	}
+	return nil
+}
+
+// checkHostPort checks an endpoint written without a scheme: host:port,
+// the host an IP address (in brackets for IPv6) or a host name.
+func checkHostPort(ep string) error {
+	host, port, err := net.SplitHostPort(ep)
+	if ae := (*net.AddrError)(nil); errors.As(err, &ae) && ae.Err == "missing port in address" {
+		return fmt.Errorf("no scheme and no port; want host:port or a URL, such as %s:2379 or http://%s:2379", ep, ep)
+	}
+	if err != nil {
+		return fmt.Errorf("neither a URL nor host:port: %w", err)
+	}
+	if host == "" {
+		return errors.New("no host")
+	}
+	if _, err := parsePortNumber(port); err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddr(host); err != nil && !IsHostname(host) {
+		return fmt.Errorf("%q is neither an IP address nor a host name", host)
 	}
 	return nil
 }

@@ -396,7 +396,7 @@ func TestEtcdFlagsLikeAgentd(t *testing.T) {
 		want string
 	}{
 		{[]string{"--etcd-endpoints=http://127.0.0.1:2379,", "leases"}, nil, `invalid --etcd-endpoints "": empty endpoint in the list`},
-		{[]string{"-etcd-endpoints=127.0.0.1:2379", "leases"}, nil, `invalid --etcd-endpoints "127.0.0.1:2379": no scheme; want a URL such as http://127.0.0.1:2379`},
+		{[]string{"-etcd-endpoints=127.0.0.1", "leases"}, nil, `invalid --etcd-endpoints "127.0.0.1": no scheme and no port; want host:port or a URL, such as 127.0.0.1:2379 or http://127.0.0.1:2379`},
 		{[]string{"leases"}, map[string]string{"FLANNELD_ETCD_ENDPOINTS": "ftp://etcd"}, `invalid FLANNELD_ETCD_ENDPOINTS "ftp://etcd": scheme "ftp" not supported`},
 		// No password in the message, whatever it holds: a '"' made pflag's
 		// CSV reading of the list fail, quoting it whole.

@@ -105,6 +105,25 @@ func TestParseArgs(t *testing.T) {
 			want: func(c *agent.Config) { c.EtcdEndpoints = []string{"unix:/run/etcd.sock", "unix:etcd2.sock"} },
 		},
 		{
+			// flanneld (through the etcd client) takes an endpoint without
+			// a scheme, as etcdctl writes them: in plaintext, or over TLS
+			// with TLS files.
+			name: "endpoints written host:port",
+			args: []string{"-etcd-endpoints=198.18.0.254:2379,etcd.example:2379,[fd00::1]:2379"},
+			want: func(c *agent.Config) {
+				c.EtcdEndpoints = []string{"198.18.0.254:2379", "etcd.example:2379", "[fd00::1]:2379"}
+			},
+		},
+		{
+			name: "endpoint written host:port from the environment, with a CA file",
+			args: []string{"--etcd-cafile=" + ca},
+			env:  map[string]string{"FLANNELD_ETCD_ENDPOINTS": "etcd:2379"},
+			want: func(c *agent.Config) {
+				c.EtcdCAFile = ca
+				c.EtcdEndpoints = []string{"etcd:2379"}
+			},
+		},
+		{
 			// A socket's path has no user information: its '@' stays.
 			name: "socket paths holding @",
 			args: []string{"--etcd-endpoints=unix:///run/etcd@1.sock,unix:/run/etcd@2.sock"},
@@ -308,7 +327,12 @@ func TestParseArgsErrors(t *testing.T) {
 		{"empty iface", []string{"--iface=eth0,"}, nil, `invalid --iface "": empty interface name`},
 		{"long iface", []string{"--iface=abcdefghijklmnop"}, nil, `invalid --iface "abcdefghijklmnop": interface names are at most 15 bytes`},
 		{"empty endpoints", []string{"--etcd-endpoints="}, nil, `invalid --etcd-endpoints "": empty endpoint in the list`},
-		{"endpoint without scheme", []string{"--etcd-endpoints=198.18.0.254:2379"}, nil, `invalid --etcd-endpoints "198.18.0.254:2379": no scheme; want a URL such as http://198.18.0.254:2379`},
+		{"endpoint without scheme or port", []string{"--etcd-endpoints=198.18.0.254"}, nil, `invalid --etcd-endpoints "198.18.0.254": no scheme and no port; want host:port or a URL, such as 198.18.0.254:2379 or http://198.18.0.254:2379`},
+		{"endpoint host:port with a bad port", []string{"--etcd-endpoints=etcd:http"}, nil, `invalid --etcd-endpoints "etcd:http": port "http": want a number from 0 to 65535`},
+		{"endpoint host:port with a bad host", []string{"--etcd-endpoints=et cd:2379"}, nil, `invalid --etcd-endpoints "et cd:2379": "et cd" is neither an IP address nor a host name`},
+		{"endpoint host:port without a host", []string{"--etcd-endpoints=:2379"}, nil, `invalid --etcd-endpoints ":2379": no host`},
+		{"endpoint IPv6 host:port without brackets", []string{"--etcd-endpoints=fd00::1:2379"}, nil, `invalid --etcd-endpoints "fd00::1:2379": neither a URL nor host:port: address fd00::1:2379: too many colons in address`},
+		{"host:port after http, with a CA file", []string{"--etcd-cafile=" + cert, "--etcd-endpoints=http://a:1,b:2"}, nil, `invalid --etcd-endpoints "http://a:1,b:2": the etcd client reaches every endpoint as it reaches the first, so b:2 would be reached in plaintext like http://a:1; give all endpoints the same scheme`},
 		{"endpoint bad scheme", []string{"--etcd-endpoints=http://a:1,ftp://b"}, nil, `invalid --etcd-endpoints "ftp://b": scheme "ftp" not supported, want http, https, unix or unixs`},
 		{"https after http", []string{"--etcd-endpoints=http://198.18.0.254:2379,https://198.18.0.253:2379"}, nil,
 			`invalid --etcd-endpoints "http://198.18.0.254:2379,https://198.18.0.253:2379": the etcd client reaches every endpoint as it reaches the first, so https://198.18.0.253:2379 would be reached in plaintext like http://198.18.0.254:2379; give all endpoints the same scheme`},
@@ -370,7 +394,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"bad env ip", nil, map[string]string{"FLANNELD_PUBLIC_IP": "1.2.3"}, `invalid FLANNELD_PUBLIC_IP "1.2.3": ParseAddr("1.2.3"): IPv4 address too short`},
 		{"bad env duration", nil, map[string]string{"AGENTD_RESYNC_INTERVAL": "soon"}, `invalid AGENTD_RESYNC_INTERVAL "soon": time: invalid duration "soon"`},
 		{"env keyfile without certfile", nil, map[string]string{"FLANNELD_ETCD_KEYFILE": "/nonexistent/key.pem"}, `invalid --etcd-certfile "": required when --etcd-keyfile is set`},
-		{"env endpoints", nil, map[string]string{"FLANNELD_ETCD_ENDPOINTS": "etcd:2379"}, `invalid FLANNELD_ETCD_ENDPOINTS "etcd:2379": no scheme; want a URL such as http://etcd:2379`},
+		{"env endpoints", nil, map[string]string{"FLANNELD_ETCD_ENDPOINTS": "etcd"}, `invalid FLANNELD_ETCD_ENDPOINTS "etcd": no scheme and no port; want host:port or a URL, such as etcd:2379 or http://etcd:2379`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
