@@ -280,8 +280,23 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 		StateDir:                  v.stateDir,
 		ReleaseLease:              v.releaseLease,
 	}
+	// Empty entries (a comma too many, a templated unit's empty variable)
+	// are skipped: flanneld runs with them (v0.28.10); a list of nothing
+	// else Validate refuses.
+	var emptyEndpoints int
 	for _, ep := range strings.Split(v.etcdEndpoints, ",") {
-		cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, strings.TrimSpace(ep))
+		if ep = strings.TrimSpace(ep); ep == "" {
+			emptyEndpoints++
+			continue
+		}
+		cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, ep)
+	}
+	if emptyEndpoints > 0 && len(cfg.EtcdEndpoints) > 0 {
+		what := "1 empty entry (a comma too many); it is"
+		if emptyEndpoints > 1 {
+			what = fmt.Sprintf("%d empty entries (a comma too many); they are", emptyEndpoints)
+		}
+		opts.warnings = append(opts.warnings, where("etcd-endpoints")+" has "+what+" ignored, as in flanneld")
 	}
 	for _, s := range v.ifaces {
 		for _, name := range strings.Split(s, ",") {

@@ -124,6 +124,23 @@ func TestParseArgs(t *testing.T) {
 			},
 		},
 		{
+			// flanneld v0.28.10 runs with a comma too many in the list (a
+			// templated unit's empty variable): the empty entry is
+			// skipped, with a warning.
+			name: "empty entries in the endpoint list",
+			args: []string{"-etcd-endpoints=http://198.18.0.254:2379,"},
+			want: func(c *agent.Config) { c.EtcdEndpoints = []string{"http://198.18.0.254:2379"} },
+			warn: "--etcd-endpoints has 1 empty entry (a comma too many); it is ignored, as in flanneld",
+		},
+		{
+			name: "empty entries in the endpoint list from the environment",
+			env:  map[string]string{"FLANNELD_ETCD_ENDPOINTS": "http://198.18.0.254:2379, ,http://198.18.0.253:2379,"},
+			want: func(c *agent.Config) {
+				c.EtcdEndpoints = []string{"http://198.18.0.254:2379", "http://198.18.0.253:2379"}
+			},
+			warn: "FLANNELD_ETCD_ENDPOINTS has 2 empty entries (a comma too many); they are ignored, as in flanneld",
+		},
+		{
 			// A socket's path has no user information: its '@' stays.
 			name: "socket paths holding @",
 			args: []string{"--etcd-endpoints=unix:///run/etcd@1.sock,unix:/run/etcd@2.sock"},
@@ -326,7 +343,8 @@ func TestParseArgsErrors(t *testing.T) {
 		{"bad iface name", []string{"--iface=eth0/1"}, nil, `invalid --iface "eth0/1": not an interface name or an IP address`},
 		{"empty iface", []string{"--iface=eth0,"}, nil, `invalid --iface "": empty interface name`},
 		{"long iface", []string{"--iface=abcdefghijklmnop"}, nil, `invalid --iface "abcdefghijklmnop": interface names are at most 15 bytes`},
-		{"empty endpoints", []string{"--etcd-endpoints="}, nil, `invalid --etcd-endpoints "": empty endpoint in the list`},
+		{"empty endpoints", []string{"--etcd-endpoints="}, nil, `invalid --etcd-endpoints "": no etcd endpoint given`},
+		{"only commas in the endpoint list", []string{"--etcd-endpoints= , "}, nil, `invalid --etcd-endpoints "": no etcd endpoint given`},
 		{"endpoint without scheme or port", []string{"--etcd-endpoints=198.18.0.254"}, nil, `invalid --etcd-endpoints "198.18.0.254": no scheme and no port; want host:port or a URL, such as 198.18.0.254:2379 or http://198.18.0.254:2379`},
 		{"endpoint host:port with a bad port", []string{"--etcd-endpoints=etcd:http"}, nil, `invalid --etcd-endpoints "etcd:http": port "http": want a number from 0 to 65535`},
 		{"endpoint host:port with a bad host", []string{"--etcd-endpoints=et cd:2379"}, nil, `invalid --etcd-endpoints "et cd:2379": "et cd" is neither an IP address nor a host name`},
