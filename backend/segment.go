@@ -170,11 +170,14 @@ func fibGatewayOnLink(h *netlink.Handle, ifaceIndex int) func(netip.Addr) bool {
 }
 
 // SegmentRouteEvent returns an EventFilter.Route func that accepts events
-// about the routes ReadSegment reads as on-link: scope-link routes without a
-// gateway on the link with index ifaceIndex.
+// about the routes ReadSegment reads as on-link: the main table's unicast
+// scope-link routes without a gateway on the link with index ifaceIndex.
+// Such routes of other tables (policy routing's, the local table's
+// broadcast routes) decide nothing, and each wake costs a pass.
 func SegmentRouteEvent(ifaceIndex int) func(netlink.RouteUpdate) bool {
 	return func(u netlink.RouteUpdate) bool {
-		return u.LinkIndex == ifaceIndex && u.Gw == nil && u.Scope == netlink.SCOPE_LINK
+		return u.LinkIndex == ifaceIndex && u.Gw == nil && u.Scope == netlink.SCOPE_LINK &&
+			u.Table == unix.RT_TABLE_MAIN && u.Route.Type == unix.RTN_UNICAST // u.Type is the message's
 	}
 }
 
