@@ -471,12 +471,12 @@ func PassRoute(ifaceIndex int, network netip.Prefix) func(*netlink.Route) bool {
 
 // ClaimRoutes picks from nrs, the main table's routes (MainRoutes, or
 // PassRoutes for a pass), ours (as OurRoutes lists them) and those of
-// other programs that claim accepts. A backend lists as its own the others' routes it takes over: Diff then
-// replaces them with the routes wanted under their key, or deletes them
-// (DelRoute names their protocol). The kernel's routes are never claimed (a
-// route for an address comes and goes with it), nor those with protocol 0
-// (unspec): Route cannot tell them from ours, and a replace of ours still
-// takes one over.
+// other programs that claim accepts. A backend lists as its own the
+// others' routes it takes over: Diff then replaces them with the routes
+// wanted under their key, or deletes them (DelRoute names their protocol).
+// The kernel's routes are never claimed (a route for an address comes and
+// goes with it), nor those with protocol 0 (unspec): Route cannot tell them
+// from ours, and a replace of ours still takes one over.
 func ClaimRoutes(nrs []netlink.Route, claim func(Route) bool) []Route {
 	var rs []Route
 	for _, nr := range nrs {
