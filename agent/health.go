@@ -363,9 +363,17 @@ func listenHealth(addr string, h *health) (*healthServer, error) {
 			ReadTimeout:       10 * time.Second,
 			WriteTimeout:      30 * time.Second,
 			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    maxHealthHeaderBytes,
 		},
 	}, nil
 }
+
+// maxHealthHeaderBytes bounds a request's header (net/http allows 4 kB
+// more). Probes, Prometheus and agentctl send well under 1 kB, a bearer
+// token a few kB; net/http's default, 1 MB, let the maxHealthConns
+// connections that anyone who reaches the address may hold cost 64 MB and
+// more, where they now cost about 1.3 MB.
+const maxHealthHeaderBytes = 16 << 10
 
 // maxHealthConns is how many connections the health server keeps open at
 // once. Each costs about 20 kB and a file descriptor, and a client may keep
