@@ -38,6 +38,9 @@ type etcdTLS struct {
 }
 
 func newEtcdTLS(cfg *Config, log logr.Logger) (*etcdTLS, error) {
+	if cfg.EtcdKeyFile != "" {
+		warnLooseKeyFile(log, cfg.EtcdKeyFile)
+	}
 	info := transport.TLSInfo{CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile}
 	base, err := info.ClientConfig()
 	if err != nil {
