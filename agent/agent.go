@@ -495,7 +495,7 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 	defer retry.Stop()
 	b := delay.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	programmed := false
-	var lastErr string
+	fails := failLog{now: a.changes.now}
 	// Until the first full list of leases has arrived the peer set is
 	// incomplete, and reconciling against it would delete the entries a
 	// previous run left for every peer not yet seen: traffic would stop
@@ -576,16 +576,16 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		a.health.heartbeat()
 		a.obs.reconciled(own, peers, res, err, time.Since(start))
 		if err != nil {
-			if msg := err.Error(); msg != lastErr {
+			if log, held := fails.failed(err.Error()); log && held > 0 {
+				a.log.Error(err, "reconcile failed; retrying", "peers", len(peers), "flapsHeldBack", held)
+			} else if log {
 				a.log.Error(err, "reconcile failed; retrying", "peers", len(peers))
-				lastErr = msg
 			}
 			retry.Reset(b.Next())
 			continue
 		}
-		if lastErr != "" {
+		if fails.succeeded() {
 			a.log.Info("reconcile succeeded again")
-			lastErr = ""
 		}
 		b.Reset()
 		if res.Changed() {
