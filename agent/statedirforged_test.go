@@ -163,9 +163,11 @@ func TestStateDirNotForged(t *testing.T) {
 // directory of subnet.env (a /run/flannel made 0777, a --subnet-file in
 // /tmp) put there a file naming another host's subnet and that host's
 // AGENTD_HOST_ID (any user can read both in that host's subnet.env), and the
-// agent's next start took that host's live lease as its own from before a
-// lost state dir (subnet.Manager's PreviousHostID), moving the other host's
-// traffic to this one.
+// agent's next start without a lease of its own took that host's live lease
+// as its own from before a lost state dir (subnet.Manager's PreviousHostID)
+// where both hosts have one public address (behind one NAT), and moved to
+// another subnet, saying MOVING TO ANOTHER SUBNET, where they do not
+// (TestForgedSubnetEnvTakesNoLease in tests/integration shows the first).
 func TestPreviousSubnetForged(t *testing.T) {
 	const forged = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\nAGENTD_HOST_ID=0123456789abcdef0123456789abcdef\n"
 	netCfg := &subnet.Config{Network: netip.MustParsePrefix("10.244.0.0/16")}
