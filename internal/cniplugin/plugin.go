@@ -413,6 +413,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
+	if err := checkDataDir(n.DataDir); err != nil {
+		return err
+	}
 	list, err := validAttachments(args.StdinData)
 	if err != nil {
 		return err
@@ -708,11 +711,31 @@ func loadConf(args *skel.CmdArgs) (*NetConf, attachment, error) {
 	if err != nil {
 		return nil, attachment{}, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
+	if err := checkDataDir(n.DataDir); err != nil {
+		return nil, attachment{}, err
+	}
 	at, err := attachmentOf(n, args.ContainerID, args.IfName)
 	if err != nil {
 		return nil, attachment{}, err
 	}
 	return n, at, nil
+}
+
+// checkDataDir refuses a dataDir that someone other than root can write to
+// (atomicfile.CheckOwned): DEL, CHECK and GC run the delegate that a
+// configuration saved there names, with that configuration, as root. A
+// dataDir not there yet passes (ADD makes it 0700); one that cannot be
+// opened is left to the step that uses it to report.
+func checkDataDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil
+	}
+	defer d.Close()
+	if err := atomicfile.CheckOwned(d, true); err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(`"dataDir" %v; another user could make this plugin run any plugin with any configuration: make it root's and writable by root only`, err), "")
+	}
+	return nil
 }
 
 // delegateConf is DelegateConf and its JSON, with CNI error codes.

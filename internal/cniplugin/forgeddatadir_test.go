@@ -1,0 +1,55 @@
+package cniplugin
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// TestForgedDataDirRefused: a dataDir that someone other than root can write
+// to is refused by ADD, DEL, CHECK and GC before any delegate runs, naming
+// the directory and what is wrong. Before 2026-12-06 the plugin (run as
+// root) ran, on DEL, whatever delegate a saved configuration there named,
+// with that configuration: a local user who could write the directory (a
+// dataDir under /tmp, or made 0777) had root run any plugin of CNI_PATH with
+// a configuration of theirs (the test's: host-local on /etc).
+func TestForgedDataDirRefused(t *testing.T) {
+	const forged = `{"cniVersion":"1.0.0","name":"cbr0","type":"host-local","dataDir":"/etc","ranges":[[{"subnet":"10.244.5.0/24"}]]}`
+	for _, tc := range []struct {
+		name string
+		run  func(f *fixture) error
+	}{
+		{"ADD", func(f *fixture) error { return f.p.Add(f.args("c2", "")) }},
+		{"DEL", func(f *fixture) error { return f.p.Del(f.args("c1", "")) }},
+		{"CHECK", func(f *fixture) error {
+			return f.p.Check(f.args("c1", `,"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.244.5.2/24"}]}`))
+		}},
+		{"GC", func(f *fixture) error { return f.p.GC(f.args("c9", `,"cni.dev/valid-attachments":[]`)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.writeEnv(t, envA)
+			if err := os.Mkdir(f.dataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(f.dataDir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f.saved("c1"), []byte(forged), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := tc.run(f)
+			var te *types.Error
+			want := `"dataDir" ` + f.dataDir + " is writable by its group or others (mode 0777)"
+			if !errors.As(err, &te) || te.Code != types.ErrInvalidNetworkConfig || !strings.Contains(te.Msg, want) {
+				t.Errorf("%s: %v, want code %d and %q", tc.name, err, types.ErrInvalidNetworkConfig, want)
+			}
+			if len(f.exec.calls) > 0 {
+				t.Errorf("%s ran a delegate: %+v", tc.name, f.exec.calls)
+			}
+		})
+	}
+}
