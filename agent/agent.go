@@ -215,7 +215,7 @@ func (a *agent) run(ctx context.Context) error {
 	var retake *netnsClaimRetake
 	if claim == nil {
 		a.log.Info("the agents' claim on this network namespace is held by a process of another user; going on without it until it is let go, so a second agentd here would not be refused meanwhile",
-			"name", netnsClaimAddr, "pids", squatters)
+			"name", netnsClaimAddr, "holders", squatters.String())
 		// /status and /metrics say so from the health server's start.
 		a.obs.netnsClaimNotHeld(squattedNetnsClaim(squatters))
 		retake = &netnsClaimRetake{try: netnsClaimTry(), every: netnsClaimRetryEvery, log: a.log, notHeld: a.obs.netnsClaimNotHeld}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/agentd/agentd/internal/sockclaim"
@@ -58,7 +57,7 @@ func (e *agentInNetnsError) Error() string {
 // processes of other users hold the name (squatters); it is an
 // *agentInNetnsError when a process of our user holds it, or one this
 // process cannot see.
-func claimNetns() (f *os.File, squatters []int, err error) {
+func claimNetns() (f *os.File, squatters sockclaim.Squatters, err error) {
 	f, squatters, err = sockclaim.Claim(netnsClaimAddr, netnsClaimName)
 	if held, ok := errors.AsType[*sockclaim.HeldError](err); ok {
 		return nil, nil, &agentInNetnsError{held: held}
@@ -78,12 +77,14 @@ func claimNetns() (f *os.File, squatters []int, err error) {
 // their own, its goroutines run on threads of another, whose name is not
 // the agent's to take. Where the namespace cannot be read, the try takes
 // nothing.
-func netnsClaimTry() func() (*os.File, []int, error) {
+func netnsClaimTry() func() (*os.File, sockclaim.Squatters, error) {
 	netns, err := os.Readlink("/proc/thread-self/ns/net")
 	if err != nil {
-		return func() (*os.File, []int, error) { return nil, nil, fmt.Errorf("network namespace: %w", err) }
+		return func() (*os.File, sockclaim.Squatters, error) {
+			return nil, nil, fmt.Errorf("network namespace: %w", err)
+		}
 	}
-	return func() (*os.File, []int, error) {
+	return func() (*os.File, sockclaim.Squatters, error) {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		if ns, err := os.Readlink("/proc/thread-self/ns/net"); err != nil || ns != netns {
@@ -106,7 +107,7 @@ func netnsClaimTry() func() (*os.File, []int, error) {
 // so: it logs that once for each holder, at error level, and keeps
 // trying, since it takes the claim once that agent has stopped.
 type netnsClaimRetake struct {
-	try     func() (*os.File, []int, error)
+	try     func() (*os.File, sockclaim.Squatters, error)
 	every   time.Duration
 	log     logr.Logger
 	notHeld func(why string)
@@ -149,7 +150,7 @@ func (r *netnsClaimRetake) run(ctx context.Context) *os.File {
 
 // squattedNetnsClaim says, for /status, that squatters, processes of
 // other users, hold the claim's name.
-func squattedNetnsClaim(squatters []int) string {
-	return fmt.Sprintf("a process of another user holds %s (pid %s); a second agentd here would not be refused",
-		netnsClaimAddr, strings.Trim(fmt.Sprint(squatters), "[]"))
+func squattedNetnsClaim(squatters sockclaim.Squatters) string {
+	return fmt.Sprintf("a process of another user holds %s (%s); a second agentd here would not be refused",
+		netnsClaimAddr, squatters)
 }

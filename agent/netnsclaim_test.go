@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/agentd/agentd/internal/sockclaim"
 	"github.com/agentd/agentd/tests/cluster"
 	"golang.org/x/sys/unix"
 )
@@ -90,7 +91,7 @@ func TestNetnsClaim(t *testing.T) {
 		if f != nil {
 			f.Close()
 		}
-		if err != nil || f != nil || !slices.Equal(squatters, []int{squatter.Process.Pid}) {
+		if err != nil || f != nil || !slices.Equal(squatters, sockclaim.Squatters{{Pid: squatter.Process.Pid, UID: nobody}}) {
 			t.Errorf("claim beside a squatter of another user: %v, %v, squatters %v; want no claim, no error and squatter %d", f, err, squatters, squatter.Process.Pid)
 		}
 	})
@@ -114,6 +115,9 @@ func inNewNetns(t *testing.T, f func()) {
 	<-done
 }
 
+// nobody is the user of the tests' squatters.
+const nobody = 65534
+
 // squatNetnsClaim is the squatter's body (netnsSquatterEnv); its exit code.
 func squatNetnsClaim() int {
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "squatter:", err); return 1 }
@@ -124,7 +128,6 @@ func squatNetnsClaim() int {
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: netnsClaimAddr}); err != nil {
 		return fail(err)
 	}
-	const nobody = 65534
 	if err := syscall.Setgroups(nil); err != nil {
 		return fail(err)
 	}

@@ -77,7 +77,7 @@ func twoAgentsChild(t *testing.T, etcd string) {
 	}
 	b := startSecondAgent(t, etcd)
 	a := startFirstAgent(t, etcd)
-	squatted := fmt.Sprintf("a process of another user holds %s (pid %d); a second agentd here would not be refused", netnsClaimAddr, squatters[0])
+	squatted := fmt.Sprintf("a process of another user holds %s (pid %d, uid %d); a second agentd here would not be refused", netnsClaimAddr, squatters[0], nobody)
 	for _, ag := range []*claimAgent{a, b} {
 		if err := ag.claimShown(t.Context(), time.Second, squatted, 0); err != nil {
 			t.Fatalf("%s beside the squatter: %v", ag.name, err)

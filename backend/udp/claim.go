@@ -55,7 +55,7 @@ func (e *agentRunningError) Error() string {
 // processes of other users hold the name (squatters); it is an
 // *agentRunningError when a process of our user holds it, or one this
 // process cannot see.
-func claimDevice(dev string) (f *os.File, squatters []int, err error) {
+func claimDevice(dev string) (f *os.File, squatters sockclaim.Squatters, err error) {
 	f, squatters, err = sockclaim.Claim(claimAddr(dev), claimName)
 	if held, ok := errors.AsType[*sockclaim.HeldError](err); ok {
 		return nil, nil, &agentRunningError{dev: dev, held: held}

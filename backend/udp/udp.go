@@ -310,7 +310,7 @@ func (b *Backend) claimDevice() error {
 	}
 	if f == nil {
 		b.log.Info("the agents' claim on the device is held by a process of another user, no agent of ours; going on without it until it is let go",
-			"socket", claimAddr(DeviceName), "pids", squatters)
+			"socket", claimAddr(DeviceName), "holders", squatters.String())
 		return nil
 	}
 	b.mu.Lock()

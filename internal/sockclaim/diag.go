@@ -11,7 +11,9 @@ import (
 
 // diagBoundInodes is boundInodes for the abstract name addr ("@…") as
 // sock_diag (unix_diag) reports this thread's network namespace's unix
-// sockets: each bound one's name as the bytes it was bound to. Unlike
+// sockets: each bound one's name as the bytes it was bound to, and with
+// each socket its owner's user ID (the user that made it), -1 where the
+// kernel does not say (before Linux 5.3). Unlike
 // /proc/net/unix, which prints a name as it is, newlines and all, so that
 // a name may hold whole lines that name other sockets' inodes, it cannot be
 // misled by what a name holds. An error says that sock_diag could not be
@@ -25,7 +27,7 @@ import (
 // all), and it cuts UNIX_DIAG_NAME 4 bytes too long (a stream socket bound
 // to "@lead-diag-check" came back as "\x00lead-diag-check\f\x00\x04\x00"),
 // so no name would compare equal.
-func diagBoundInodes(addr string) (map[string]bool, error) {
+func diagBoundInodes(addr string) (map[string]int, error) {
 	if len(addr) == 0 || addr[0] != '@' {
 		return nil, fmt.Errorf("sock_diag: %q is not an abstract name", addr)
 	}
@@ -39,7 +41,7 @@ func diagBoundInodes(addr string) (map[string]bool, error) {
 		return nil, fmt.Errorf("sock_diag bind: %w", err)
 	}
 	// nlmsghdr, then unix_diag_req: family, protocol, pad, states (all),
-	// ino (any), show (UDIAG_SHOW_NAME), cookie.
+	// ino (any), show (UDIAG_SHOW_NAME, UDIAG_SHOW_UID), cookie.
 	const reqLen = unix.SizeofNlMsghdr + 24
 	req := make([]byte, reqLen)
 	ne := binary.NativeEndian
@@ -49,11 +51,11 @@ func diagBoundInodes(addr string) (map[string]bool, error) {
 	ne.PutUint32(req[8:], 1) // sequence number
 	req[16] = unix.AF_UNIX
 	ne.PutUint32(req[20:], ^uint32(0))
-	ne.PutUint32(req[28:], udiagShowName)
+	ne.PutUint32(req[28:], udiagShowName|udiagShowUID)
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("sock_diag request: %w", err)
 	}
-	inodes := map[string]bool{}
+	inodes := map[string]int{}
 	buf := make([]byte, 1<<16)
 	for {
 		n, from, err := unix.Recvfrom(fd, buf, 0)
@@ -89,15 +91,24 @@ func diagBoundInodes(addr string) (map[string]bool, error) {
 				continue
 			}
 			ino := ne.Uint32(m.Data[4:])
+			named, uid := false, -1
 			for a := m.Data[msgLen:]; len(a) >= 4; {
 				l := int(ne.Uint16(a))
 				if l < 4 || l > len(a) {
 					break
 				}
-				if ne.Uint16(a[2:]) == unixDiagName && string(a[4:l]) == want {
-					inodes["socket:["+strconv.FormatUint(uint64(ino), 10)+"]"] = true
+				switch ne.Uint16(a[2:]) {
+				case unixDiagName:
+					named = string(a[4:l]) == want
+				case unixDiagUID:
+					if l >= 8 {
+						uid = int(ne.Uint32(a[4:]))
+					}
 				}
 				a = a[min((l+3)&^3, len(a)):]
+			}
+			if named {
+				inodes["socket:["+strconv.FormatUint(uint64(ino), 10)+"]"] = uid
 			}
 		}
 	}
@@ -105,6 +116,8 @@ func diagBoundInodes(addr string) (map[string]bool, error) {
 
 // From linux/unix_diag.h.
 const (
-	udiagShowName = 0x1 // UDIAG_SHOW_NAME
-	unixDiagName  = 0   // UNIX_DIAG_NAME
+	udiagShowName = 0x1  // UDIAG_SHOW_NAME
+	udiagShowUID  = 0x40 // UDIAG_SHOW_UID (Linux 5.3)
+	unixDiagName  = 0    // UNIX_DIAG_NAME
+	unixDiagUID   = 7    // UNIX_DIAG_UID
 )

@@ -22,7 +22,8 @@ import (
 )
 
 // HeldError says that a process of our user, or one this process cannot
-// see (in another PID namespace), holds the name.
+// see (in another PID namespace, or one whose descriptors it may not read)
+// whose socket is not another user's, holds the name.
 type HeldError struct {
 	Addr string
 	Pids []int // the holders we can see; none in another PID namespace
@@ -36,15 +37,43 @@ func (e *HeldError) Who(what string) string {
 	if len(e.Pids) > 0 {
 		return fmt.Sprintf("another %s (pid %s)", what, strings.Trim(fmt.Sprint(e.Pids), "[]"))
 	}
-	return fmt.Sprintf("another %s (not in this PID namespace: ss -xlp | grep %s shows it)", what, e.Addr)
+	return fmt.Sprintf("another %s (not in this PID namespace, or not readable here: ss -xlp | grep %s shows it)", what, e.Addr)
+}
+
+// Squatter is a holder of the name of another user.
+type Squatter struct {
+	Pid int // 0 when /proc does not show its process to this one
+	UID int
+}
+
+// Squatters names squatters for logs and status: "pid 1234, uid 1000".
+type Squatters []Squatter
+
+func (s Squatters) String() string {
+	var b []string
+	for _, q := range s {
+		if q.Pid == 0 {
+			b = append(b, fmt.Sprintf("uid %d, its process not readable here", q.UID))
+		} else {
+			b = append(b, fmt.Sprintf("pid %d, uid %d", q.Pid, q.UID))
+		}
+	}
+	return strings.Join(b, "; ")
 }
 
 // Claim binds the abstract name addr ("@…") in this thread's network
 // namespace: the returned file, named name, holds it until closed. It is
 // nil, with no error, when only processes of other users hold the name
 // (squatters); it is a *HeldError when a process of our user holds it, or
-// one this process cannot see.
-func Claim(addr, name string) (f *os.File, squatters []int, err error) {
+// one this process cannot see whose socket is not another user's.
+//
+// A holder's user is its process's, where /proc shows the process's
+// descriptors. Where it does not, the socket's owner, as sock_diag gives
+// it, says whose it is: a root process without CAP_SYS_PTRACE (agentd
+// under agentd.service's capability bounds, or the DaemonSet's) may not
+// read another user's descriptors, and would otherwise take any local
+// user's squatter for another agentd and refuse to run.
+func Claim(addr, name string) (f *os.File, squatters Squatters, err error) {
 	f, err = Bind(addr, name)
 	if err == nil {
 		return f, nil, nil
@@ -52,12 +81,21 @@ func Claim(addr, name string) (f *os.File, squatters []int, err error) {
 	if !errors.Is(err, unix.EADDRINUSE) {
 		return nil, nil, err
 	}
+	bound := boundSockets(addr)
 	var ours []int
-	for _, pid := range Holders(addr) {
+	for _, pid := range holders(bound) {
 		if uid, ok := ProcessUID(pid); ok && uid != os.Geteuid() {
-			squatters = append(squatters, pid)
+			squatters = append(squatters, Squatter{Pid: pid, UID: uid})
 		} else {
 			ours = append(ours, pid)
+		}
+	}
+	if len(ours) == 0 && len(squatters) == 0 {
+		// An abstract name is bound to one socket at most.
+		for _, uid := range bound {
+			if uid >= 0 && uid != os.Geteuid() {
+				squatters = append(squatters, Squatter{UID: uid})
+			}
 		}
 	}
 	if len(ours) == 0 && len(squatters) > 0 {
@@ -93,16 +131,38 @@ func Bind(addr, name string) (*os.File, error) {
 // holds addr could have a process of ours counted as a holder, and Claim
 // refuse to run beside it.
 func Holders(addr string) []int {
-	inodes, err := diagBoundInodes(addr)
-	if err != nil {
-		b, err := os.ReadFile("/proc/thread-self/net/unix")
-		if err != nil {
-			return nil
-		}
-		inodes = boundInodes(b, addr)
+	return holders(boundSockets(addr))
+}
+
+// boundSockets returns the sockets bound to addr, named as their holders'
+// fd links read ("socket:[123]"), with their owners' user IDs (-1 where
+// not known): from sock_diag (diagBoundInodes), else from /proc/net/unix,
+// which has no owners.
+func boundSockets(addr string) map[string]int {
+	bound, err := diagBoundInodes(addr)
+	if err == nil {
+		return bound
 	}
-	if len(inodes) == 0 {
+	b, err := os.ReadFile("/proc/thread-self/net/unix")
+	if err != nil {
 		return nil
+	}
+	bound = map[string]int{}
+	for ino := range boundInodes(b, addr) {
+		bound[ino] = -1
+	}
+	return bound
+}
+
+// holders returns the processes, as far as /proc shows them, that have a
+// descriptor on one of the sockets bound.
+func holders(bound map[string]int) []int {
+	if len(bound) == 0 {
+		return nil
+	}
+	inodes := make(map[string]bool, len(bound))
+	for ino := range bound {
+		inodes[ino] = true
 	}
 	return ProcPids(func(dir string) bool { return HoldsAny(dir, inodes) })
 }
