@@ -8,7 +8,7 @@ import (
 )
 
 // looseKeyFileMsg is logged when the etcd client key file is not private.
-const looseKeyFileMsg = "the etcd client key file is not private: whoever reads it can act as this agent in etcd, and whoever writes it chooses whom the agent trusts to be; chmod 600 it"
+const looseKeyFileMsg = "the etcd client key file is not private: whoever can read it can act as this agent in etcd, whoever can write it can replace it; chmod 600 it"
 
 // warnLooseKeyFile logs looseKeyFileMsg once, at start, when path (the
 // --etcd-keyfile) can be read by every local user or changed by users other
