@@ -87,7 +87,18 @@ type ManagerConfig struct {
 	// Clock is what our etcd lease's expiry is judged by: boottime.Now,
 	// which goes on while the machine is suspended, unless set (tests).
 	Clock func() time.Time
+	// NewHistoryGrace is how long the peers that etcd's new history lacks
+	// (etcd emptied, or restored from an older snapshot) keep their place
+	// in Peers while their agents write their keys again; 0 means
+	// DefaultNewHistoryGrace.
+	NewHistoryGrace time.Duration
 }
+
+// DefaultNewHistoryGrace is the default of ManagerConfig.NewHistoryGrace:
+// the agents find a new history when their connections to etcd come back,
+// which gRPC's reconnect backoff (capped at 5 s, 20% jitter) spreads over
+// 6 s, and write their keys again within a second or so of that.
+const DefaultNewHistoryGrace = 30 * time.Second
 
 // badKeyLines is how many keys that are not usable leases are logged a
 // minute at the default verbosity.
@@ -157,6 +168,9 @@ func NewManager(reg *Registry, net *Config, cfg ManagerConfig) *Manager {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = boottime.Now
+	}
+	if cfg.NewHistoryGrace == 0 {
+		cfg.NewHistoryGrace = DefaultNewHistoryGrace
 	}
 	return &Manager{
 		reg:        reg,

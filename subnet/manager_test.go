@@ -54,7 +54,9 @@ func newEnv(t *testing.T, config string) *env {
 }
 
 func (e *env) manager(ip, hostID string, mod ...func(*subnet.ManagerConfig)) *subnet.Manager {
-	mc := subnet.ManagerConfig{PublicIP: netip.MustParseAddr(ip), HostID: hostID, TTL: time.Hour}
+	// The peers a new history of etcd lacks go after a second, not 30:
+	// the tests wait for their going, not for their agents.
+	mc := subnet.ManagerConfig{PublicIP: netip.MustParseAddr(ip), HostID: hostID, TTL: time.Hour, NewHistoryGrace: time.Second}
 	for _, f := range mod {
 		f(&mc)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,15 @@ type peerTable struct {
 	// rev is the revision the table is exact at: the last list's, or the
 	// last event's applied since (all events up to it are in).
 	rev int64
+
+	// carried holds the keys of the peers that a list from a new history
+	// of etcd lacked (see carryLocked): kept in leases, though not in
+	// etcd, until their agents write them again, another host's lease
+	// overlaps them, or carryEnd fires. carryGen tells carryEnd's firing
+	// from an earlier, stopped one's.
+	carried  map[string]struct{}
+	carryEnd *time.Timer
+	carryGen int
 
 	// snap is the last snapshot, sorted by peerOrder; nil before the first.
 	// Unless rebuild is set, snap plus the changes listed in pending equals
@@ -202,6 +212,7 @@ func signal(c chan struct{}) {
 // stream, etcd's history replaced) it lists again and diffs. It returns when
 // ctx is done.
 func (m *Manager) watchLoop(ctx context.Context) {
+	defer m.stopCarry()
 	b := delay.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	var failing error
 	// replaced is set when a read found etcd's history replaced in a way
@@ -305,11 +316,15 @@ func (m *Manager) relist(ctx context.Context, h *history, known error) error {
 	if replaced == nil {
 		replaced = known
 	}
-	if replaced != nil {
-		m.log.Error(replaced, "ETCD LOST ITS HISTORY; taking every lease, ours included, from this list")
-	}
 	*h = history{rev: hdr.Revision, cluster: hdr.ClusterId}
-	n := m.listed(keys, h.rev, replaced != nil)
+	n, kept := m.listed(keys, h.rev, replaced != nil)
+	if replaced != nil {
+		kv := []any{"peersListed", n - len(kept)}
+		if len(kept) > 0 {
+			kv = append(kv, "peersNotInIt", len(kept), "keptFor", m.cfg.NewHistoryGrace, "kept", clip.String(strings.Join(kept, " ")))
+		}
+		m.log.Error(replaced, "ETCD LOST ITS HISTORY; taking every lease, ours included, from this list", kv...)
+	}
 	m.log.V(2).Info("listed leases", "peers", n, "revision", h.rev)
 	m.syncedOnce.Do(func() { close(m.synced) })
 	signal(m.changed)
@@ -317,9 +332,11 @@ func (m *Manager) relist(ctx context.Context, h *history, known error) error {
 }
 
 // listed makes the table the full list of keys read at revision rev and
-// returns the number of peers. A list that may come from a new history of
-// etcd (rewound) tells Run to judge our key by its value alone.
-func (m *Manager) listed(keys []keyState, rev int64, rewound bool) int {
+// returns the number of peers and, when rewound, the subnets of those among
+// them that the list lacked and the table carries (see carryLocked). A list
+// that may come from a new history of etcd (rewound) tells Run to judge our
+// key by its value alone.
+func (m *Manager) listed(keys []keyState, rev int64, rewound bool) (int, []string) {
 	ownKey := m.ownKeyString()
 	t := &m.table
 	t.mu.Lock()
@@ -328,8 +345,9 @@ func (m *Manager) listed(keys []keyState, rev int64, rewound bool) int {
 		t.rewound = true
 	}
 	t.rev = rev
-	old := t.leases
+	old, oldCarried := t.leases, t.carried
 	t.leases = make(map[string]Lease, len(keys))
+	t.carried = nil
 	// Everything may have changed: the next snapshot is sorted afresh, and
 	// putLocked need not record each key.
 	t.rebuild = true
@@ -344,6 +362,7 @@ func (m *Manager) listed(keys []keyState, rev int64, rewound bool) int {
 		}
 		m.putLocked(k, old[k.key])
 	}
+	kept := m.carryLocked(old, oldCarried, rewound)
 	if !sawOwn && ownKey != "" {
 		t.own = ownState{rev: rev}
 		signal(m.ownChanged)
@@ -362,7 +381,119 @@ func (m *Manager) listed(keys []keyState, rev int64, rewound bool) int {
 			}
 		}
 	}
-	return len(t.leases)
+	return len(t.leases), kept
+}
+
+// carryLocked puts back into the table, just made from a list, the leases
+// of old (the table before it) that the list lacked: every one when the
+// list comes from a new history of etcd (fresh), else those oldCarried
+// already carried. When fresh, it returns the subnets of those it carries
+// and starts the grace at whose end the ones still carried go.
+//
+// After etcd lost its data, or was restored from an older snapshot, the
+// keys written since are gone until their agents write them again, each when
+// it finds the new history: when its connection to etcd comes back, up to
+// the gRPC reconnect backoff's 5 s (plus jitter) after another's. Taking the
+// list as it is would remove the routes to those hosts meanwhile, and cut
+// the traffic to them that etcd is not on the path of. A lease that overlaps
+// one the list holds is not carried: another host holds that subnet now.
+// No key is written: etcd is what the hosts say it is.
+func (m *Manager) carryLocked(old map[string]Lease, oldCarried map[string]struct{}, fresh bool) (kept []string) {
+	t := &m.table
+	var listed []netip.Prefix
+	for k, l := range old {
+		if _, ok := t.leases[k]; ok {
+			continue
+		}
+		_, was := oldCarried[k]
+		if !fresh && !was {
+			continue
+		}
+		if listed == nil {
+			listed = make([]netip.Prefix, 0, len(t.leases))
+			for ck, cl := range t.leases {
+				if _, c := t.carried[ck]; !c {
+					listed = append(listed, cl.Subnet)
+				}
+			}
+		}
+		if slices.ContainsFunc(listed, l.Subnet.Overlaps) {
+			continue
+		}
+		if t.carried == nil {
+			t.carried = map[string]struct{}{}
+		}
+		t.leases[k], t.carried[k] = l, struct{}{}
+		if fresh {
+			kept = append(kept, l.Subnet.String())
+		}
+	}
+	slices.Sort(kept)
+	if fresh && len(kept) > 0 {
+		if t.carryEnd != nil {
+			t.carryEnd.Stop()
+		}
+		t.carryGen++
+		gen := t.carryGen
+		t.carryEnd = time.AfterFunc(m.cfg.NewHistoryGrace, func() { m.endCarry(gen) })
+	}
+	return kept
+}
+
+// endCarry ends the grace that carryLocked's call gen started: the leases
+// still carried, whose keys nobody wrote again, leave the table.
+func (m *Manager) endCarry(gen int) {
+	t := &m.table
+	t.mu.Lock()
+	if gen != t.carryGen {
+		t.mu.Unlock()
+		return
+	}
+	var gone []string
+	for k := range t.carried {
+		l := t.leases[k]
+		gone = append(gone, l.Subnet.String())
+		delete(t.leases, k)
+		t.touchLocked(k, idOf(&l))
+	}
+	t.carried, t.carryEnd = nil, nil
+	t.mu.Unlock()
+	if len(gone) == 0 {
+		m.log.V(2).Info("every peer lease missing from etcd's new history was written again")
+		return
+	}
+	slices.Sort(gone)
+	m.log.Info("removing the peers whose lease keys etcd lost and nobody wrote again",
+		"peers", len(gone), "after", m.cfg.NewHistoryGrace, "subnets", clip.String(strings.Join(gone, " ")))
+	signal(m.changed)
+}
+
+// stopCarry stops the grace of the carried leases, if one runs: they stay
+// in the table, which nothing reads once Run has returned.
+func (m *Manager) stopCarry() {
+	t := &m.table
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.carryEnd != nil {
+		t.carryEnd.Stop()
+	}
+	t.carryGen++
+}
+
+// uncarryLocked ends the carry of key, written again as l, and of every
+// carried lease l overlaps: another host holds that subnet now.
+func (m *Manager) uncarryLocked(key string, l *Lease) {
+	t := &m.table
+	delete(t.carried, key)
+	for k := range t.carried {
+		if c := t.leases[k]; c.Subnet.Overlaps(l.Subnet) {
+			m.log.V(2).Info("peer lease missing from etcd's new history replaced by an overlapping one",
+				"subnet", c.Subnet, "publicIP", c.Attrs.PublicIP, "by", l.Subnet, "byPublicIP", l.Attrs.PublicIP)
+			delete(t.leases, k)
+			delete(t.carried, k)
+			t.touchLocked(k, idOf(&c))
+		}
+	}
 }
 
 // watchFrom applies events from revision h.rev+1 on until the watch breaks,
@@ -487,8 +618,11 @@ func (m *Manager) witness() witness {
 			newest, newestRev = key, rev
 		}
 	}
+	// Carried leases are not in etcd (see carryLocked).
 	for k, l := range t.leases {
-		note(k, max(l.ModRevision, t.bad[k]))
+		if _, ok := t.carried[k]; !ok {
+			note(k, max(l.ModRevision, t.bad[k]))
+		}
 	}
 	for k, rev := range t.bad {
 		if _, ok := t.leases[k]; !ok {
@@ -496,7 +630,7 @@ func (m *Manager) witness() witness {
 			note(k, rev)
 		}
 	}
-	w.count += int64(len(t.leases))
+	w.count += int64(len(t.leases) - len(t.carried))
 	if ownKey != "" {
 		w.keys[ownKey] = 0
 		if t.own.present {
@@ -580,6 +714,7 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) (changed bool) {
 				changed = true
 			}
 			delete(t.bad, key)
+			delete(t.carried, key)
 			continue
 		}
 		k := m.reg.keyState(ev.Kv)
@@ -622,9 +757,14 @@ func (m *Manager) putLocked(k *keyState, prev Lease) bool {
 		if prev.Subnet.IsValid() {
 			t.leases[key] = prev
 		}
+		// In etcd now: its last good value stays, as for any other key.
+		delete(t.carried, key)
 		return false
 	}
 	delete(t.bad, key)
+	if len(t.carried) > 0 {
+		m.uncarryLocked(key, &l)
+	}
 	t.leases[key] = l
 	// Even a write that changes only the revisions is recorded, so that a
 	// snapshot always equals the table.
