@@ -81,7 +81,7 @@ func dialEtcd(ctx context.Context, cfg *Config, log logr.Logger, authWait time.D
 	if cfg.EtcdCAFile != "" || cfg.EtcdCertFile != "" {
 		var err error
 		if tc, err = newEtcdTLS(cfg, log); err != nil {
-			return nil, fmt.Errorf("etcd TLS config: %w", err)
+			return nil, fmt.Errorf("etcd TLS config: %w", rootDenied(err))
 		}
 		cc.TLS = tc.base
 		// The client makes fixed gRPC credentials of cc.TLS (the CAs

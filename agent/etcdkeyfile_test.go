@@ -4,14 +4,19 @@ import (
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/funcr"
+	"golang.org/x/sys/unix"
+
+	"github.com/agentd/agentd/tests/cluster"
 )
 
 // TestLooseEtcdKeyFileWarned: an etcd client key that every local user may
@@ -52,5 +57,62 @@ func TestLooseEtcdKeyFileWarned(t *testing.T) {
 		} else if want := fmt.Sprintf(`"file"=%q "mode"="%#o"`, keyFile, tc.mode); has && !strings.Contains(got, want) {
 			t.Errorf("key file of mode %#o: logged %q, want it to name the file and mode: %s", tc.mode, got, want)
 		}
+	}
+}
+
+// TestEtcdKeyOfAnotherUserExplained: under agentd.service's capability
+// bounds root has no CAP_DAC_OVERRIDE, so an etcd client key of another
+// user (the etcd user's, mode 0600, as etcd's own packages leave theirs)
+// cannot be read. agentd said only "open …: permission denied", which
+// reads as nonsense of a process that runs as root; the error now says
+// why, whose the file is, and what to do.
+func TestEtcdKeyOfAnotherUserExplained(t *testing.T) {
+	cluster.RequireRoot(t)
+	dir := t.TempDir()
+	ca := newTestCA(t, "etcd-ca")
+	cert := ca.issueServer(t, nil, nil, x509.ExtKeyUsageClientAuth, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	der, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(keyFile, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{EtcdEndpoints: []string{"https://198.18.0.1:2379"}, EtcdCertFile: certFile, EtcdKeyFile: keyFile}
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread and its reduced capabilities end
+		// with this goroutine.
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			done <- err
+			return
+		}
+		data[0].Effective &^= 1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			done <- err
+			return
+		}
+		c, err := dialEtcd(t.Context(), cfg, funcr.New(func(string, string) {}, funcr.Options{}), time.Second)
+		if c != nil {
+			c.Close()
+			err = errors.New("the client was made")
+		}
+		done <- err
+	}()
+	err = <-done
+	want := fmt.Sprintf("agentd runs as root without CAP_DAC_OVERRIDE (agentd.service and the DaemonSet keep only CAP_NET_ADMIN and CAP_NET_RAW), "+
+		"so it reads a file only as its mode allows; this one is uid %d's, gid %d's, mode 0600: make it root's (chown root %s)", nobody, nobody, keyFile)
+	if err == nil || !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("dialEtcd with a key of uid %d, mode 0600, without CAP_DAC_OVERRIDE: %v; want permission denied, explained: %s", nobody, err, want)
 	}
 }
