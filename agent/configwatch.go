@@ -31,6 +31,7 @@ import (
 //
 //	invalid (JSON, a key, the backend's options) ──> error naming the key and the problem
 //	valid but different                          ──> "restart agentd to apply it", both configs
+//	  its Backend's Type, VNI or Port            ──>   and "restart every host's agentd together"
 //	deleted                                      ──> "key deleted", the running config kept
 //	equal to the running one again               ──> "matches the running one again"
 //
@@ -137,6 +138,10 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 		default:
 			verdict = "network config changed; agentd applies it only at start-up, restart agentd to apply it; keeping the running config"
 			kv = []any{"running", clip.String(w.running.String()), "new", clip.String(c.String())}
+			if key := splitKey(w.running, c); key != "" {
+				verdict += "; hosts running the old and the new backend do not reach each other: restart every host's agentd together, not one at a time"
+				kv = append(kv, "incompatible", key)
+			}
 			if !sameBackend(c, w.running) {
 				// String names the Type only: show the options too.
 				kv = append(kv, "runningBackend", clip.String(string(w.running.Backend)), "newBackend", clip.String(string(c.Backend)))
@@ -212,6 +217,41 @@ func sameBackend(a, b *subnet.Config) bool {
 		}
 	}
 	return reflect.DeepEqual(fa, fb)
+}
+
+// wireOptions are the Backend options, as backendOptions decodes them, that
+// hosts must share to reach each other: vxlan's VNI (a peer advertising
+// another is skipped) and Port, udp's Port (packets go to the port of the
+// sender's config). A host given another Type or one of these cannot reach
+// the hosts still on the old config, so a restart host by host cuts every
+// restarted host off from every other until the last one restarts. MTU and
+// DirectRouting may differ between hosts.
+var wireOptions = []string{"VNI", "Port"}
+
+// splitKey names the Backend key that makes hosts on config a and hosts on
+// config b unable to reach each other ("Backend.Type", "Backend.VNI",
+// "Backend.Port"), or "" if none does.
+func splitKey(a, b *subnet.Config) string {
+	if a.BackendType != b.BackendType {
+		return "Backend.Type"
+	}
+	decode, ok := backendOptions()[a.BackendType]
+	if !ok {
+		return ""
+	}
+	oa, erra := decode(a.Backend)
+	ob, errb := decode(b.Backend)
+	if erra != nil || errb != nil || oa == nil || ob == nil {
+		return ""
+	}
+	va, vb := reflect.ValueOf(oa), reflect.ValueOf(ob)
+	for _, name := range wireOptions {
+		fa, fb := va.FieldByName(name), vb.FieldByName(name)
+		if fa.IsValid() && fb.IsValid() && !fa.Equal(fb) {
+			return "Backend." + name
+		}
+	}
+	return ""
 }
 
 // backendOptions maps each backend type of Backends to what decodes its

@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr/funcr"
+)
+
+// TestConfigWatchBackendSplitsCluster: a running agent asked to restart for
+// a new backend Type, vxlan VNI or Port, or udp Port says that hosts on the
+// old and the new one do not reach each other, so the agents must restart
+// together: restarted one at a time, as "restart agentd to apply it" alone
+// invites, each restarted host is cut off from every host not yet restarted
+// (TestBackendSwitchRolling measures it). A change hosts may roll through
+// (vxlan's MTU or DirectRouting, the subnet pool) says nothing of the kind.
+// Before, every change got the same line, without incompatible=.
+func TestConfigWatchBackendSplitsCluster(t *testing.T) {
+	const split = "restart every host's agentd together, not one at a time"
+	for _, c := range []struct {
+		running, value, key string // key: the incompatible one, "" for none
+	}{
+		{`{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"host-gw"}}`, "Backend.Type"},
+		{`{"Backend":{"Type":"host-gw"}}`, `{"Backend":{"Type":"udp"}}`, "Backend.Type"},
+		{`{"Backend":{"Type":"udp"}}`, `{"Backend":{}}`, "Backend.Type"}, // vxlan by default
+		{`{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"vxlan","VNI":2}}`, "Backend.VNI"},
+		{`{"Backend":{"Type":"vxlan","VNI":2}}`, `{"Backend":{"Type":"vxlan","VNI":2,"Port":4789}}`, "Backend.Port"},
+		{`{"Backend":{"Type":"udp"}}`, `{"Backend":{"Type":"udp","Port":8286}}`, "Backend.Port"},
+		{`{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"vxlan","DirectRouting":true}}`, ""},
+		{`{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"vxlan","MTU":1400}}`, ""},
+		{`{"Backend":{"Type":"vxlan","VNI":2}}`, `{"SubnetLen":25,"Backend":{"Type":"vxlan","VNI":2}}`, ""},
+		{`{"Backend":{"Type":"host-gw"}}`, `{"SubnetMin":"10.244.8.0","Backend":{"Type":"host-gw"}}`, ""},
+	} {
+		running, err := subnet.ParseConfig([]byte(withNetwork(c.running)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{})
+		w := &configWatch{log: log, key: "/k/config", running: running, check: func(*subnet.Config) error { return nil }}
+		w.judge([]byte(withNetwork(c.value)), true, 1)
+		if len(lines) != 1 || !strings.Contains(lines[0], "restart agentd to apply it") {
+			t.Errorf("running %s, key rewritten as %s: logged %q, want one line asking for a restart", c.running, c.value, lines)
+			continue
+		}
+		l := lines[0]
+		switch {
+		case c.key == "" && (strings.Contains(l, split) || strings.Contains(l, `"incompatible"`)):
+			t.Errorf("running %s, key rewritten as %s: %s\nsays hosts must restart together; they may restart one at a time", c.running, c.value, l)
+		case c.key != "" && (!strings.Contains(l, split) || !strings.Contains(l, `"incompatible"="`+c.key+`"`)):
+			t.Errorf("running %s, key rewritten as %s: %s\nwant %q and incompatible=%q", c.running, c.value, l, split, c.key)
+		}
+	}
+}
+
+// withNetwork puts "Network" into a config object written without it.
+func withNetwork(config string) string {
+	return `{"Network":"10.244.0.0/16",` + strings.TrimPrefix(config, "{")
+}
