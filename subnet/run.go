@@ -535,11 +535,15 @@ func (m *Manager) reacquireOnce(ctx context.Context) error {
 		return m.twinErr(cur)
 	case reserved,
 		gerr == nil && cur.Attrs.PublicIP == m.cfg.PublicIP && cur.Attrs.HostID == m.cfg.HostID,
+		gerr == nil && cur.Attrs.HostID != "" && cur.Attrs.HostID == m.cfg.PreviousHostID && m.ours(cur),
 		cur.CreateRevision == m.own.CreateRevision && !m.namesOtherHost(cur.Attrs):
 		// Our reservation, still our key (its etcd lease may have
-		// outlived our keepalive), or overwritten in place by a value
-		// that names no other host: take it over, with a fresh etcd lease
-		// unless it is a reservation.
+		// outlived our keepalive), our key as this host wrote it under
+		// the identity its subnet.env named at the start (etcd restored
+		// from a backup taken before a start that lost the state dir:
+		// Acquire took that value as ours then), or overwritten in place
+		// by a value that names no other host: take it over, with a fresh
+		// etcd lease unless it is a reservation.
 		l, ok, err = m.takeOver(ctx, cur, reserved || m.own.Reservation(), g)
 	default:
 		return m.lostTo(fmt.Sprintf("key %s now belongs to %s (host %q)", key, cur.Attrs.PublicIP, clip.String(cur.Attrs.HostID)), "the key")
