@@ -16,11 +16,12 @@ import (
 
 // FuzzParseOptions: any Backend object from the network config in etcd is
 // either refused with an error naming a Backend key, or accepted with
-// options the kernel takes (VNI, port and MTU in range, defaults filled in)
-// that encode and parse back to themselves.
+// options the kernel takes (VNI, port and MTU in range, defaults filled in;
+// VNI 0 too, which flanneld takes as it is) that encode and parse back to
+// themselves.
 func FuzzParseOptions(f *testing.F) {
 	for _, s := range []string{``, `{}`, `{"Type":"vxlan","VNI":4096,"Port":4789,"DirectRouting":true,"MTU":1400}`,
-		`{"VNI":-1}`, `{"Port":"x"}`, `{"GBP":true}`, `{"MTU":10}`, `[`, `null`} {
+		`{"VNI":-1}`, `{"VNI":0}`, `{"VNI":null}`, `{"VNI":10000000}`, `{"Port":"x"}`, `{"GBP":true}`, `{"MTU":10}`, `[`, `null`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -32,7 +33,7 @@ func FuzzParseOptions(f *testing.F) {
 			}
 			return
 		}
-		if o.VNI < 1 || o.VNI > maxVNI || o.Port < 1 || o.Port > 65535 || o.MTU != 0 && (o.MTU < minMTU+overheadIPv4 || o.MTU > 65535) || o.GBP {
+		if o.VNI < 0 || o.VNI > maxVNI || o.Port < 1 || o.Port > 65535 || o.MTU != 0 && (o.MTU < minMTU+overheadIPv4 || o.MTU > 65535) || o.GBP {
 			t.Fatalf("parseOptions(%q) accepted %+v", s, o)
 		}
 		b, err := json.Marshal(o)

@@ -122,15 +122,21 @@ import (
 // Type is the BackendType of this backend's leases.
 const Type = "vxlan"
 
-// DefaultVNI and DefaultPort are used where the config's Backend object
-// gives no VNI or Port.
+// DefaultVNI is used where the config's Backend object has no VNI (or a
+// null one); an explicit 0 is VNI 0, as in flanneld, whose hosts make
+// flannel.0 with VNI 0 then. DefaultPort is used where it has no Port or
+// Port 0, which flanneld leaves to the kernel: its default, 8472.
 const (
 	DefaultVNI  = 1
 	DefaultPort = 8472 // the Linux default, and flanneld's
 )
 
 const (
-	maxVNI = 1<<24 - 1
+	// maxVNI is the largest VNI whose device name flannel.<VNI> fits the
+	// kernel's 15 characters: with a larger one the kernel refuses the
+	// device (ERANGE), and so flanneld fails to start. VXLAN itself goes
+	// up to 1<<24 - 1.
+	maxVNI = 9999999
 	minMTU = 68 // the smallest an IPv4 link may have
 )
 
@@ -153,7 +159,9 @@ func Options(raw json.RawMessage) (any, error) { return parseOptions(raw) }
 // parseOptions decodes and checks the Backend object and fills in defaults.
 // Errors are *subnet.ConfigError naming the key.
 func parseOptions(raw json.RawMessage) (options, error) {
-	var o options
+	// The default first: decoding leaves a key that is absent or null as
+	// it is, so an explicit "VNI":0 stays 0, as in flanneld.
+	o := options{VNI: DefaultVNI}
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &o); err != nil {
 			var te *json.UnmarshalTypeError
@@ -168,17 +176,16 @@ func parseOptions(raw json.RawMessage) (options, error) {
 		}
 	}
 	switch {
-	case o.VNI < 0 || o.VNI > maxVNI:
-		return options{}, configErr("VNI", "%d is not a VXLAN network identifier (0 for the default %d, up to %d)", o.VNI, DefaultVNI, maxVNI)
+	case o.VNI < 0 || o.VNI >= 1<<24:
+		return options{}, configErr("VNI", "%d is not a VXLAN network identifier (0 to %d; without the key, %d)", o.VNI, 1<<24-1, DefaultVNI)
+	case o.VNI > maxVNI:
+		return options{}, configErr("VNI", "%d makes the device name flannel.%d, longer than the 15 characters Linux allows (flanneld fails to create it too); at most %d", o.VNI, o.VNI, maxVNI)
 	case o.Port < 0 || o.Port > 65535:
 		return options{}, configErr("Port", "%d is not a UDP port (0 for the default %d)", o.Port, DefaultPort)
 	case o.MTU != 0 && (o.MTU < minMTU+overheadIPv4 || o.MTU > 65535):
 		return options{}, configErr("MTU", "%d is not a usable MTU for the encapsulated packets (0: the external interface's MTU; else %d to 65535)", o.MTU, minMTU+overheadIPv4)
 	case o.GBP:
 		return options{}, configErr("GBP", "true is not supported: agentd's vxlan backend does not carry group policy IDs")
-	}
-	if o.VNI == 0 {
-		o.VNI = DefaultVNI
 	}
 	if o.Port == 0 {
 		o.Port = DefaultPort

@@ -147,6 +147,13 @@ func TestMixedCluster(t *testing.T) {
 		{name: "vxlan", backend: `{"Type":"vxlan"}`, peers: peerPath{vxlan: "flannel.1", vni: 1, port: 8472}},
 		{name: "vxlan-options", backend: `{"Type":"vxlan","VNI":4096,"Port":4789,"MTU":1400}`,
 			peers: peerPath{vxlan: "flannel.4096", vni: 4096, port: 4789}},
+		// An explicit VNI 0 is VNI 0 (flannel.0), not the default 1.
+		{name: "vxlan-vni0", backend: `{"Type":"vxlan","VNI":0}`, peers: peerPath{vxlan: "flannel.0", vni: 0, port: 8472}},
+		// flanneld's device learns with Learning; agentd's never does (it
+		// programs every entry), which nothing on the wire shows. MacPrefix
+		// is flanneld's on Windows only.
+		{name: "vxlan-learning", backend: `{"Type":"vxlan","Learning":true,"MacPrefix":"0E-2A"}`,
+			peers: peerPath{vxlan: "flannel.1", vni: 1, port: 8472}},
 		{name: "vxlan-directrouting", backend: `{"Type":"vxlan","DirectRouting":true}`, peers: peerPath{direct: true}},
 		{name: "host-gw", backend: `{"Type":"host-gw"}`, peers: peerPath{direct: true}},
 		{name: "host-gw-subnets", backend: `{"Type":"host-gw"}`,
