@@ -13,10 +13,11 @@ import (
 
 // FuzzParseOptions: any Backend object from the network config in etcd is
 // either refused with a *subnet.ConfigError naming Backend or Backend.Port,
-// or accepted with a port in 1–65535 (0 and absent meaning 8285) that
+// or accepted with a port in 1–65535 (absent or null meaning 8285) that
 // encodes and parses back to itself. Where the object names Port once, an
-// independent reading of its literal says which: an integer in 0–65535 is
-// taken (0 as the default), anything else refused with Backend.Port.
+// independent reading of its literal says which: an integer in 1–65535 is
+// taken, anything else (0 too: flanneld cannot send with it) refused with
+// Backend.Port.
 func FuzzParseOptions(f *testing.F) {
 	for _, s := range []string{
 		``, `{}`, `null`, `{"Type":"udp"}`, `{"Type":"udp","Port":8285}`, `{"type":"udp","port":9001}`,
@@ -111,10 +112,8 @@ func expectOptions(s string) (port int, errKey string, known bool) {
 	}
 	p, err := strconv.ParseInt(string(lit), 10, 64)
 	switch {
-	case err != nil || p < 0 || p > 65535:
+	case err != nil || p < 1 || p > 65535:
 		return 0, "Backend.Port", true
-	case p == 0:
-		return DefaultPort, "", true
 	}
 	return int(p), "", true
 }

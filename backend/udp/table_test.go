@@ -255,7 +255,13 @@ func TestParseOptions(t *testing.T) {
 		{`{"Type":"udp"}`, 8285, ""},
 		{`{"Type":"udp","Port":9000}`, 9000, ""},
 		{`{"type":"udp","port":9001}`, 9001, ""},
-		{`{"Type":"udp","Port":70000}`, 0, `config: "Backend.Port": 70000 is not a UDP port`},
+		{`{"Type":"udp","Port":null}`, 8285, ""},
+		{`null`, 8285, ""},
+		// flanneld listens on a random port with an explicit 0, and sends
+		// to port 0, which the kernel refuses: nothing to be compatible with.
+		{`{"Type":"udp","Port":0}`, 0, `config: "Backend.Port": 0 is no port a peer can send to: flanneld listens on a random port then and cannot send at all; leave Port out for the default 8285`},
+		{`{"Type":"udp","port":-0}`, 0, `config: "Backend.Port": 0 is no port a peer can send to`},
+		{`{"Type":"udp","Port":70000}`, 0, `config: "Backend.Port": 70000 is not a UDP port (1 to 65535; without the key, 8285)`},
 		{`{"Type":"udp","Port":"x"}`, 0, `config: "Backend.Port": got JSON string, want an integer`},
 	} {
 		o, err := parseOptions([]byte(tc.in))

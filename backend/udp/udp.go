@@ -91,7 +91,10 @@ const Type = "udp"
 const (
 	// DeviceName is the TUN device, flanneld's name for it.
 	DeviceName = "flannel0"
-	// DefaultPort is used where the config's Backend object gives no Port.
+	// DefaultPort is used where the config's Backend object has no Port
+	// (or a null one). An explicit 0 is refused: flanneld binds a random
+	// port then and sends to port 0, which the kernel refuses, so no host
+	// could reach it nor it any host.
 	DefaultPort = 8285
 	// overhead is what encapsulation adds: outer IPv4 and UDP headers.
 	overhead = 20 + 8
@@ -114,7 +117,9 @@ type options struct {
 func Options(raw json.RawMessage) (any, error) { return parseOptions(raw) }
 
 func parseOptions(raw json.RawMessage) (options, error) {
-	var o options
+	// The default first: decoding leaves a key that is absent or null as
+	// it is, so only an explicit "Port":0 is 0 below.
+	o := options{Port: DefaultPort}
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &o); err != nil {
 			var te *json.UnmarshalTypeError
@@ -124,11 +129,11 @@ func parseOptions(raw json.RawMessage) (options, error) {
 			return options{}, &subnet.ConfigError{Key: "Backend", Err: err}
 		}
 	}
-	if o.Port < 0 || o.Port > 65535 {
-		return options{}, &subnet.ConfigError{Key: "Backend.Port", Err: fmt.Errorf("%d is not a UDP port (0 for the default %d)", o.Port, DefaultPort)}
-	}
-	if o.Port == 0 {
-		o.Port = DefaultPort
+	switch {
+	case o.Port == 0:
+		return options{}, &subnet.ConfigError{Key: "Backend.Port", Err: fmt.Errorf("0 is no port a peer can send to: flanneld listens on a random port then and cannot send at all; leave Port out for the default %d", DefaultPort)}
+	case o.Port < 0 || o.Port > 65535:
+		return options{}, &subnet.ConfigError{Key: "Backend.Port", Err: fmt.Errorf("%d is not a UDP port (1 to 65535; without the key, %d)", o.Port, DefaultPort)}
 	}
 	return o, nil
 }
