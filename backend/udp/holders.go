@@ -48,7 +48,7 @@ func holders(dev string, queues bool, addr netip.AddrPort, port bool) []holder {
 				ns, err := os.Readlink(dir + "/ns/net")
 				return err == nil && ns == self
 			})
-			pids = slices.DeleteFunc(pids, func(pid int) bool { return queuesOf(pid, dev) == 0 })
+			pids = slices.DeleteFunc(pids, func(pid int) bool { q, _ := queuesOf(pid, dev); return q == 0 })
 		}
 	}
 	if socks := portSockets(addr); port && len(socks) > 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strconv"
@@ -458,6 +459,26 @@ func fetchKept(ctx context.Context, dev string) (k *kept, ok bool, err error) {
 	return &kept{tun: fds[:ntun:ntun], udp: fds[ntun:]}, true, nil
 }
 
+// keptQueues asks the keeper of dev for its descriptors and counts the
+// queues of dev among them: 0 when no keeper of ours answers within
+// keeperTimeout (or before ctx ends). What it hands over are copies,
+// closed here; it holds them on. It is for a keeper that does not show its
+// descriptors in /proc (keeperPids).
+func keptQueues(ctx context.Context, dev string) int {
+	k, ok, err := fetchKept(ctx, dev)
+	if !ok || err != nil {
+		return 0
+	}
+	defer k.close()
+	n := 0
+	for _, fd := range k.tun {
+		if name, _, err := tunName(fd); err == nil && name == dev {
+			n++
+		}
+	}
+	return n
+}
+
 // quitKeeper makes the keeper of dev, if any, exit. quit reports that one
 // confirmed it, having let go of its descriptors (one of an agentd before
 // that lets go as it exits, just after), or closed the connection
@@ -489,6 +510,15 @@ func quitKeeper(ctx context.Context, dev string) (quit bool, err error) {
 
 // keeperPids returns the pids of the keepers of dev in this thread's
 // network namespace, as far as /proc shows them (in our PID namespace).
+//
+// A keeper of our user ID with capabilities this process lacks (one that
+// an agent started before agentd.service bounded its capabilities, met by
+// the agent after the unit's upgrade) does not show its ns/net link, its
+// descriptors or its binary to this process: reading them is a ptrace
+// access check, which wants the reader's permitted capabilities to include
+// the target's, or CAP_SYS_PTRACE. Its network namespace's /proc/<pid>/net
+// files are not checked so: such a keeper is in ours when its net/unix is
+// the very file that ours is (sameNetns).
 func keeperPids(dev string) []int {
 	self, err := os.Readlink("/proc/thread-self/ns/net")
 	if err != nil {
@@ -499,8 +529,56 @@ func keeperPids(dev string) []int {
 			return false
 		}
 		ns, err := os.Readlink(dir + "/ns/net")
+		if errors.Is(err, fs.ErrPermission) {
+			return ownedByUs(dir) && sameNetns(dir)
+		}
 		return err == nil && ns == self
 	})
+}
+
+// ownedByUs reports whether the process of /proc directory dir has our
+// effective user ID.
+func ownedByUs(dir string) bool {
+	var st unix.Stat_t
+	return unix.Stat(dir, &st) == nil && int(st.Uid) == os.Geteuid()
+}
+
+// sameNetns reports whether the process of /proc directory dir is in this
+// thread's network namespace, without the ptrace access check of its
+// ns/net link: each network namespace has its own /proc/net files (entries
+// of its own, each with an inode number of its own while it lives), and
+// /proc/<pid>/net shows those of the process's namespace to any reader.
+func sameNetns(dir string) bool {
+	var ours, theirs unix.Stat_t
+	return unix.Stat("/proc/thread-self/net/unix", &ours) == nil && unix.Stat(dir+"/net/unix", &theirs) == nil &&
+		ours.Dev == theirs.Dev && ours.Ino == theirs.Ino
+}
+
+// capsBeyondOurs returns the permitted capabilities of process pid that
+// this process lacks (0 when it has them all, or /proc does not say), from
+// /proc/<pid>/status, which any process may read.
+func capsBeyondOurs(pid int) uint64 {
+	theirs, ok := permittedCaps("/proc/" + strconv.Itoa(pid) + "/status")
+	ours, ok2 := permittedCaps("/proc/self/status")
+	if !ok || !ok2 {
+		return 0
+	}
+	return theirs &^ ours
+}
+
+// permittedCaps reads CapPrm of a /proc status file.
+func permittedCaps(status string) (uint64, bool) {
+	b, err := os.ReadFile(status)
+	if err != nil {
+		return 0, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapPrm:"); ok {
+			c, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return c, err == nil
+		}
+	}
+	return 0, false
 }
 
 // keeperHolding returns the pid of the keeper of dev that holds sock, a
@@ -539,6 +617,13 @@ func keeperHolding(dev string, sock int) int {
 // inode in use, so no other file gets that number while it runs. exe is
 // what /proc says pid runs, for the log ("/usr/bin/agentd (deleted)" once
 // replaced).
+//
+// A keeper with capabilities this process lacks does not show its binary
+// (keeperPids): it is an agent's of before agentd.service bounded them,
+// and is taken for another binary's, to be replaced (exe says why). Left,
+// it would hold every capability of root on, beside an agent bounded to
+// two, for as long as the device lives, and no later agent could see
+// which binary it runs or what it holds.
 func runsOurBinary(pid int) (same bool, exe string, err error) {
 	var ours, theirs unix.Stat_t
 	if err := unix.Stat("/proc/self/exe", &ours); err != nil {
@@ -546,6 +631,9 @@ func runsOurBinary(pid int) (same bool, exe string, err error) {
 	}
 	link := "/proc/" + strconv.Itoa(pid) + "/exe"
 	if err := unix.Stat(link, &theirs); err != nil {
+		if more := capsBeyondOurs(pid); errors.Is(err, fs.ErrPermission) && more != 0 {
+			return false, fmt.Sprintf("not shown to this agent: it has capabilities this agent lacks (%#x; an agentd started it before agentd.service bounded them?)", more), nil
+		}
 		return false, "", fmt.Errorf("stat the binary of pid %d: %w", pid, err)
 	}
 	exe, _ = os.Readlink(link)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -52,7 +53,7 @@ func removeLeftover(ctx context.Context, h *netlink.Handle, do func(func() error
 	var keepers []int
 	if err == nil {
 		err = do(func() (err error) {
-			why, notOurs, keepers, err = leftover(h, l, links, cfg)
+			why, notOurs, keepers, err = leftover(ctx, h, l, links, cfg)
 			return err
 		})
 	}
@@ -102,8 +103,10 @@ func removeLeftover(ctx context.Context, h *netlink.Handle, do func(func() error
 // else, still runs it), that serves nothing but the cluster network
 // (backend.ServesOnlyCluster), and that no agentd runs the udp backend on
 // (its claim), with every queue attached held by our user's keepers of
-// flannel0 in this namespace, or none.
-func leftover(h *netlink.Handle, l netlink.Link, links []netlink.Link, cfg backend.Config) (why, notOurs string, keepers []int, err error) {
+// flannel0 in this namespace, or none. A keeper that does not show its
+// descriptors to this agent (one with capabilities the agent lacks,
+// keeperPids) is asked for them, until ctx ends.
+func leftover(ctx context.Context, h *netlink.Handle, l netlink.Link, links []netlink.Link, cfg backend.Config) (why, notOurs string, keepers []int, err error) {
 	t, ok := l.(*netlink.Tuntap)
 	if !ok || t.Mode != netlink.TUNTAP_MODE_TUN {
 		return "", fmt.Sprintf("it is a %s link, not a TUN device", l.Type()), nil, nil
@@ -131,12 +134,23 @@ func leftover(h *netlink.Handle, l netlink.Link, links []netlink.Link, cfg backe
 	held := "no process holds it open"
 	if open := t.Queues + t.DisabledQueues; open > 0 {
 		n := 0
+		var unread []int
 		for _, pid := range keeperPids(DeviceName) {
 			if uid, ok := sockclaim.ProcessUID(pid); !ok || uid != os.Geteuid() {
 				continue
 			}
-			if q := queuesOf(pid, DeviceName); q > 0 {
+			q, err := queuesOf(pid, DeviceName)
+			switch {
+			case errors.Is(err, fs.ErrPermission):
+				unread = append(unread, pid)
+			case q > 0:
 				keepers = append(keepers, pid)
+				n += q
+			}
+		}
+		if len(unread) > 0 && n < open {
+			if q := keptQueues(ctx, DeviceName); q > 0 {
+				keepers = append(keepers, unread...)
 				n += q
 			}
 		}
@@ -152,16 +166,23 @@ func leftover(h *netlink.Handle, l netlink.Link, links []netlink.Link, cfg backe
 
 // queuesOf counts the descriptors of process pid attached to a TUN device
 // called dev, as their /proc fdinfo names it (of whatever namespace: the
-// caller asks only of processes in the device's).
-func queuesOf(pid int, dev string) int {
+// caller asks only of processes in the device's). err is that /proc does
+// not show pid's descriptors (fs.ErrPermission: it has capabilities this
+// process lacks, or another user ID).
+func queuesOf(pid int, dev string) (int, error) {
 	dir := "/proc/" + strconv.Itoa(pid)
 	fds, err := os.ReadDir(dir + "/fd")
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	n := 0
 	for _, fd := range fds {
-		if target, err := os.Readlink(dir + "/fd/" + fd.Name()); err != nil || target != "/dev/net/tun" {
+		target, err := os.Readlink(dir + "/fd/" + fd.Name())
+		if errors.Is(err, fs.ErrPermission) {
+			// Listing them is allowed, reading them not.
+			return 0, err
+		}
+		if err != nil || target != "/dev/net/tun" {
 			continue
 		}
 		info, err := os.ReadFile(dir + "/fdinfo/" + fd.Name())
@@ -174,5 +195,5 @@ func queuesOf(pid int, dev string) int {
 			}
 		}
 	}
-	return n
+	return n, nil
 }
