@@ -291,6 +291,11 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 		}
 		cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, ep)
 	}
+	// A command line is every local user's to read (/proc/<pid>/cmdline,
+	// ps -ef); the environment only root's.
+	if v.etcdPassword != "" && source["etcd-password"] == "--etcd-password" {
+		opts.warnings = append(opts.warnings, passwordOnCommandLine)
+	}
 	if emptyEndpoints > 0 && len(cfg.EtcdEndpoints) > 0 {
 		what := "1 empty entry (a comma too many); it is"
 		if emptyEndpoints > 1 {
@@ -398,6 +403,11 @@ var alternativeForms = [][][]string{
 	{{"healthz-addr"}, {"healthz-ip", "healthz-port"}},
 	{{"iface"}, {"iface-regex"}, {"iface-can-reach"}},
 }
+
+// passwordOnCommandLine is the warning for --etcd-password given on the
+// command line.
+const passwordOnCommandLine = "--etcd-password is on the command line, which every local user can read (ps -ef, /proc/<pid>/cmdline): " +
+	"give it as AGENTD_ETCD_PASSWORD in the environment instead (agentd.service reads /etc/agentd/agentd.env)"
 
 // modifiers are the flags of alternativeForms that do not choose their form
 // when given alone, because alone they set nothing: flanneld serves no health

@@ -162,6 +162,15 @@ func TestParseArgs(t *testing.T) {
 				c.EtcdPassword = "-secret"
 				c.EtcdPrefix = "/-x"
 			},
+			warn: passwordOnCommandLine,
+		},
+		{
+			name: "password from the environment",
+			env:  map[string]string{"AGENTD_ETCD_PASSWORD": "secret", "AGENTD_ETCD_USERNAME": "u"},
+			want: func(c *agent.Config) {
+				c.EtcdUsername = "u"
+				c.EtcdPassword = "secret"
+			},
 		},
 		{name: "klog -v=2", args: []string{"-v=2", "-iface", "eth0"}, want: func(c *agent.Config) { c.Ifaces = []string{"eth0"} }, v: 2},
 		{name: "klog -v 3", args: []string{"-v", "3"}, want: func(*agent.Config) {}, v: 3},
