@@ -152,10 +152,8 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("external interface %s (index %d): %w", name, b.ext.Iface.Index, err)
 	}
-	if b.ext.PublicIP != b.ext.IfaceAddr {
-		return nil, fmt.Errorf("host-gw cannot work behind NAT: the public IP %s is not %s's address %s, "+
-			"but peers route to the public IP as a gateway on their own segment; "+
-			"use the vxlan backend, or let the public IP default to the interface address", b.ext.PublicIP, name, b.ext.IfaceAddr)
+	if err := CheckPublicIP(b.ext); err != nil {
+		return nil, err
 	}
 	addrs, err := backend.ListAddrs(b.h, link, netlink.FAMILY_V4)
 	if err != nil {
@@ -179,6 +177,20 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	return nil, nil
 }
 
+// CheckPublicIP refuses an external interface whose public IP is not its
+// address (--public-ip behind NAT): peers route to the public IP as a
+// gateway on their own segment. Prepare checks it first; the agent asks it
+// of a new network config naming host-gw, to say at once that this host
+// could not start with it. It touches nothing.
+func CheckPublicIP(ext backend.ExternalInterface) error {
+	if ext.PublicIP == ext.IfaceAddr {
+		return nil
+	}
+	return fmt.Errorf("host-gw cannot work behind NAT: the public IP %s is not %s's address %s, "+
+		"but peers route to the public IP as a gateway on their own segment; "+
+		"use the vxlan backend, or let the public IP default to the interface address", ext.PublicIP, ext.Iface.Name, ext.IfaceAddr)
+}
+
 // Reconcile implements backend.Backend.
 func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subnet.Lease) (backend.Result, error) {
 	var res backend.Result
@@ -194,7 +206,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// skipped (backend.PeerAddrs).
 	b.wantRoutes.Forget()
 	b.peerAddrs.Store(peers)
-	main, err := backend.MainRoutes(b.h)
+	main, err := backend.PassRoutes(b.h, b.ext.Iface.Index, b.network)
 	if err != nil {
 		return res, err
 	}
@@ -202,7 +214,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err != nil {
 		return res, err
 	}
-	want := b.desired(own, peers, seg, newPaths(b.h, b.ext.Iface.Index, main))
+	want := b.desired(own, peers, seg, newPaths(b.h, b.ext.Iface.Index, func() ([]netlink.Route, error) { return backend.MainRoutes(b.h) }))
 	b.skips.Report(&res)
 	if err := b.checkUp(len(want)); err != nil {
 		return res, err

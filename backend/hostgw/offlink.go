@@ -16,31 +16,40 @@ import (
 // operator to find out whether the peer sits behind a router (host-gw
 // cannot reach it: vxlan can), on the segment of another interface of this
 // host (every host must use the interface of the one segment they share:
-// --iface), or nowhere at all. It answers from the main table's routes the
-// pass has dumped anyway, by longest prefix: the kernel's own choice but for
-// policy rules, which the gateway of a main-table route does not pass
-// either (backend.ReadSegment). It is built at the first off-link peer of a
-// pass, so a pass with none costs nothing more, and then costs one map
-// look-up per prefix length in the table.
+// --iface), or nowhere at all. It answers from the main table's routes by
+// longest prefix: the kernel's own choice but for policy rules, which the
+// gateway of a main-table route does not pass either (backend.ReadSegment).
+// A pass reads only the routes it can use (backend.PassRoutes), which
+// seldom hold the route to a peer's public IP, so the whole table is dumped
+// (main) at the first off-link peer of a pass: a pass with none costs
+// nothing more, one with some a dump, and then one map look-up per prefix
+// length in the table.
 type paths struct {
 	h    *netlink.Handle
 	ext  int
-	main []netlink.Route
+	main func() ([]netlink.Route, error)
+	// dumpErr is main's error, at the first hint.
+	dumpErr error
 
 	byDst map[netip.Prefix]netlink.Route // nil until the first hint
 	bits  []int                          // the prefix lengths in byDst, longest first
 	names map[int]string                 // link names asked of the kernel so far
 }
 
-func newPaths(h *netlink.Handle, ext int, main []netlink.Route) *paths {
+func newPaths(h *netlink.Handle, ext int, main func() ([]netlink.Route, error)) *paths {
 	return &paths{h: h, ext: ext, main: main}
 }
 
 // index keeps, for each destination, the route the kernel takes for a
-// packet without TOS: the lowest metric among those with TOS 0.
+// packet without TOS: the lowest metric among those with TOS 0. A dump that
+// fails leaves it empty, and noted in dumpErr: no hint is given then.
 func (p *paths) index() {
 	p.byDst = make(map[netip.Prefix]netlink.Route)
-	for _, r := range p.main {
+	var rs []netlink.Route
+	if p.main != nil {
+		rs, p.dumpErr = p.main()
+	}
+	for _, r := range rs {
 		if r.Table != unix.RT_TABLE_MAIN || r.Tos != 0 {
 			continue
 		}
@@ -86,6 +95,8 @@ func (p *paths) lookup(a netip.Addr) (netlink.Route, netip.Prefix, bool) {
 func (p *paths) hint(pub netip.Addr, iface string) string {
 	r, dst, ok := p.lookup(pub)
 	switch {
+	case p.dumpErr != nil:
+		return ""
 	case !ok:
 		return "this host has no route to it"
 	case r.Type != unix.RTN_UNICAST:
