@@ -46,6 +46,11 @@ type initOptions struct {
 	port          int
 	directRouting bool
 	force         bool
+	// vniGiven and portGiven: --vni and --port were given, so they are
+	// written whatever their value. An explicit "VNI":0 is VNI 0 to the
+	// vxlan backend (absent is 1), and udp refuses "Port":0 (absent is
+	// 8285): left out, they would run what the operator did not ask for.
+	vniGiven, portGiven bool
 }
 
 func (a *app) configInitCommand() *cobra.Command {
@@ -70,6 +75,7 @@ Writing the same config again changes nothing.`,
 			if err := o.unwritten(cmd.Flags()); err != nil {
 				return err
 			}
+			o.vniGiven, o.portGiven = cmd.Flags().Changed("vni"), cmd.Flags().Changed("port")
 			doc, err := o.document(cmd.InOrStdin())
 			if err != nil {
 				return err
@@ -86,8 +92,8 @@ Writing the same config again changes nothing.`,
 	f.StringVar(&o.subnetMin, "subnet-min", "", "first subnet handed out (default: the second subnet)")
 	f.StringVar(&o.subnetMax, "subnet-max", "", "last subnet handed out (default: the last subnet)")
 	f.StringVar(&o.backend, "backend", subnet.DefaultBackendType, "backend type: vxlan, host-gw or udp")
-	f.IntVar(&o.vni, "vni", 0, "vxlan: VXLAN network identifier (default 1)")
-	f.IntVar(&o.port, "port", 0, "vxlan/udp: UDP port (default 8472 for vxlan, 8285 for udp)")
+	f.IntVar(&o.vni, "vni", 0, "vxlan: VXLAN network identifier (default 1; 0 is VNI 0, device flannel.0, as in flanneld)")
+	f.IntVar(&o.port, "port", 0, "vxlan/udp: UDP port (default 8472 for vxlan, 8285 for udp; 0 is 8472 for vxlan and refused for udp, as agentd does)")
 	f.BoolVar(&o.directRouting, "direct-routing", false, "vxlan: plain routes to peers on the same L2 segment")
 	f.BoolVar(&o.force, "force", false, "write the config even if leases or reservations would become invalid, or backend wire settings change under them")
 	return cmd
@@ -142,13 +148,19 @@ func (o *initOptions) document(stdin io.Reader) ([]byte, error) {
 		SubnetMax string `json:",omitempty"`
 		Backend   struct {
 			Type          string
-			VNI           int  `json:",omitempty"`
-			Port          int  `json:",omitempty"`
+			VNI           *int `json:",omitempty"`
+			Port          *int `json:",omitempty"`
 			DirectRouting bool `json:",omitempty"`
 		}
 	}
 	doc.Network, doc.SubnetLen, doc.SubnetMin, doc.SubnetMax = o.network, o.subnetLen, o.subnetMin, o.subnetMax
-	doc.Backend.Type, doc.Backend.VNI, doc.Backend.Port, doc.Backend.DirectRouting = o.backend, o.vni, o.port, o.directRouting
+	doc.Backend.Type, doc.Backend.DirectRouting = o.backend, o.directRouting
+	if o.vniGiven {
+		doc.Backend.VNI = &o.vni
+	}
+	if o.portGiven {
+		doc.Backend.Port = &o.port
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -162,6 +174,10 @@ func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, 
 	cfg, err := subnet.ParseConfig(doc)
 	if err == nil {
 		err = checkBackend(cfg)
+	}
+	var w wire
+	if err == nil {
+		w, err = wireOptions(cfg)
 	}
 	if err != nil {
 		return usagef("invalid config: %v", err)
@@ -205,7 +221,7 @@ func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, 
 	if !txn.Succeeded {
 		return fmt.Errorf("%s, or a lease under %s, changed while this command ran; nothing written; run it again", key, reg.SubnetsPrefix())
 	}
-	fmt.Fprintf(a.out, "wrote %s: %s%s\n", key, cfg, wireOf(cfg))
+	fmt.Fprintf(a.out, "wrote %s: %s%s\n", key, cfg, wireOf(cfg.BackendType, w))
 	return nil
 }
 
@@ -261,10 +277,18 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 	if prev == nil {
 		return rev, nil
 	}
-	changed := wireChanges(wireOptions(prev), wireOptions(cfg))
+	var changed []string
 	if prev.BackendType != cfg.BackendType {
 		// Reservations no agent has taken yet carry no backend type.
 		changed = []string{fmt.Sprintf("Backend.Type %s → %s", prev.BackendType, cfg.BackendType)}
+	} else if old, err := wireOptions(prev); err == nil {
+		// A Backend object its backend refuses is, like a config the
+		// agents cannot read, one no agent runs: no settings to compare.
+		cur, err := wireOptions(cfg)
+		if err != nil {
+			return 0, err
+		}
+		changed = wireChanges(old, cur)
 	}
 	if len(changed) > 0 {
 		return 0, fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+
@@ -283,31 +307,38 @@ type wire struct {
 	DirectRouting bool
 }
 
-// wireOptions decodes cfg's backend options, defaults applied. A new config
-// has passed checkBackend; the one in etcd may not have. There a field that
-// does not decode ("Port":"x") is taken as absent, so as its default, and
-// the others as they are: json.Unmarshal goes on past a field of the wrong
-// type. The agents refuse such a config themselves.
-func wireOptions(cfg *subnet.Config) wire {
-	var w wire
-	_ = json.Unmarshal(cfg.Backend, &w)
-	switch cfg.BackendType {
-	case vxlan.Type:
-		if w.VNI == 0 {
-			w.VNI = vxlan.DefaultVNI
-		}
-		if w.Port == 0 {
-			w.Port = vxlan.DefaultPort
-		}
-	case udp.Type:
-		if w.Port == 0 {
-			w.Port = udp.DefaultPort
-		}
-		w.VNI, w.DirectRouting = 0, false
-	default:
-		w = wire{}
+// wireOptions is what cfg's backend puts on the wire: its Backend object
+// read by the backend's own parser, the one the agents run, so with its
+// defaults ("VNI" absent or null is 1, an explicit 0 is VNI 0; udp refuses
+// "Port":0). The error is that parser's, for an object the agents refuse.
+func wireOptions(cfg *subnet.Config) (wire, error) {
+	parse, ok := backendOptions()[cfg.BackendType]
+	if !ok {
+		return wire{}, nil
 	}
-	return w
+	o, err := parse(cfg.Backend)
+	if err != nil {
+		return wire{}, err
+	}
+	// o is the backend's own options type; its fields that wire names
+	// carry the same names and meaning, and it encodes to JSON that parses
+	// back to itself (the backends' FuzzParseOptions).
+	b, err := json.Marshal(o)
+	if err != nil {
+		return wire{}, err
+	}
+	var w wire
+	err = json.Unmarshal(b, &w)
+	return w, err
+}
+
+// backendOptions maps each backend type with wire settings to its parser of
+// the Backend object; host-gw has none.
+func backendOptions() map[string]func(json.RawMessage) (any, error) {
+	return map[string]func(json.RawMessage) (any, error){
+		vxlan.Type: vxlan.Options,
+		udp.Type:   udp.Options,
+	}
 }
 
 // wireChanges names each setting that differs, as "Backend.VNI 1 → 2".
@@ -325,10 +356,10 @@ func wireChanges(old, cur wire) []string {
 	return changed
 }
 
-// wireOf is the success line's tail: the wire settings, defaults applied.
-func wireOf(cfg *subnet.Config) string {
-	w := wireOptions(cfg)
-	switch cfg.BackendType {
+// wireOf is the success line's tail: w, the wire settings of a backend of
+// type typ, defaults applied.
+func wireOf(typ string, w wire) string {
+	switch typ {
 	case vxlan.Type:
 		return fmt.Sprintf(" Backend.VNI=%d Backend.Port=%d Backend.DirectRouting=%t", w.VNI, w.Port, w.DirectRouting)
 	case udp.Type:

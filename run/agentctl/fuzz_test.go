@@ -129,17 +129,20 @@ func (s *stringValue) Type() string       { return "string" }
 
 // FuzzInitDocument: the document config init writes from its flags is JSON
 // that holds exactly the values given (any text, as an operator may mistype
-// anything; subnet.ParseConfig judges the values later), and a --file
-// document from standard input is passed on as it is, trimmed.
+// anything; subnet.ParseConfig judges the values later), VNI and Port
+// exactly when given (whatever their value: an explicit 0 is not what an
+// absent key is), and a --file document from standard input is passed on
+// as it is, trimmed.
 func FuzzInitDocument(f *testing.F) {
-	f.Add("10.244.0.0/16", 0, "", "", "vxlan", 0, 0, false, "")
-	f.Add("10.5.0.0/16", 26, "10.5.1.0", "10.5.9.0", "host-gw", 0, 0, false, "")
-	f.Add("10.244.0.0/16", 0, "", "", "vxlan", 7, 4789, true, "")
-	f.Add("10.0.0.0/8\x01\"<&>", 24, "\\", "\u2028", "udp\xff", -1, 70000, false, "")
-	f.Add("", 0, "", "", "vxlan", 0, 0, false, " {\"Network\":\"10.1.0.0/16\"}\n")
-	f.Fuzz(func(t *testing.T, network string, subnetLen int, subnetMin, subnetMax, backend string, vni, port int, directRouting bool, file string) {
+	f.Add("10.244.0.0/16", 0, "", "", "vxlan", false, 0, false, 0, false, "")
+	f.Add("10.5.0.0/16", 26, "10.5.1.0", "10.5.9.0", "host-gw", false, 0, false, 0, false, "")
+	f.Add("10.244.0.0/16", 0, "", "", "vxlan", true, 7, true, 4789, true, "")
+	f.Add("10.244.0.0/16", 0, "", "", "vxlan", true, 0, true, 0, false, "")
+	f.Add("10.0.0.0/8\x01\"<&>", 24, "\\", "\u2028", "udp\xff", true, -1, true, 70000, false, "")
+	f.Add("", 0, "", "", "vxlan", false, 0, false, 0, false, " {\"Network\":\"10.1.0.0/16\"}\n")
+	f.Fuzz(func(t *testing.T, network string, subnetLen int, subnetMin, subnetMax, backend string, vniGiven bool, vni int, portGiven bool, port int, directRouting bool, file string) {
 		o := initOptions{network: network, subnetLen: subnetLen, subnetMin: subnetMin, subnetMax: subnetMax,
-			backend: backend, vni: vni, port: port, directRouting: directRouting}
+			backend: backend, vni: vni, port: port, directRouting: directRouting, vniGiven: vniGiven, portGiven: portGiven}
 		if file != "" {
 			o = initOptions{file: "-", backend: backend}
 			doc, err := o.document(strings.NewReader(file))
@@ -172,8 +175,8 @@ func FuzzInitDocument(f *testing.F) {
 			SubnetMax string
 			Backend   struct {
 				Type          string
-				VNI           int
-				Port          int
+				VNI           *int
+				Port          *int
 				DirectRouting bool
 			}
 		}
@@ -184,7 +187,13 @@ func FuzzInitDocument(f *testing.F) {
 		text := func(s string) string { return string([]rune(s)) }
 		want := got
 		want.Network, want.SubnetLen, want.SubnetMin, want.SubnetMax = text(network), subnetLen, text(subnetMin), text(subnetMax)
-		want.Backend.Type, want.Backend.VNI, want.Backend.Port, want.Backend.DirectRouting = text(backend), vni, port, directRouting
+		want.Backend.Type, want.Backend.VNI, want.Backend.Port, want.Backend.DirectRouting = text(backend), nil, nil, directRouting
+		if vniGiven {
+			want.Backend.VNI = &vni
+		}
+		if portGiven {
+			want.Backend.Port = &port
+		}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("document(%+v) = %s, which reads back as %+v", o, doc, got)
 		}
