@@ -22,7 +22,7 @@ import (
 // subnet later be skipped (backend.Segment.LocalIn).
 func (b *Backend) deleteOldDevices() {
 	old := oldDevices{h: b.h, log: b.log, local: b.ext.IfaceAddr, stateDir: filepath.Dir(b.macPath), network: b.network, subnetLen: b.subnetLen}
-	old.delete(b.opts.VNI, b.name)
+	old.delete(b.name, b.name)
 }
 
 // RemoveLeftovers deletes the devices flannel.<N> that this agentd or
@@ -45,7 +45,7 @@ func RemoveLeftovers(cfg backend.Config) {
 func removeLeftovers(h *netlink.Handle, cfg backend.Config) {
 	old := oldDevices{h: h, log: cfg.Logger, local: cfg.External.IfaceAddr, stateDir: cfg.StateDir,
 		network: cfg.Network.Network, subnetLen: cfg.Network.SubnetLen}
-	old.delete(0, cfg.Network.BackendType)
+	old.delete("", cfg.Network.BackendType)
 }
 
 // oldDevices finds the vxlan devices flannel.<N> left by the vxlan backend
@@ -59,9 +59,12 @@ type oldDevices struct {
 	subnetLen int
 }
 
-// delete deletes every flannel.<N> but flannel.<keep> (keep 0: every one)
-// that is ours and serves nothing but the cluster network; now says what
-// runs instead, for the log. A device flannel.<N> is so when
+// delete deletes every flannel.<N> but keep, the running vxlan device (""
+// when the network runs another backend: every one), that is ours and
+// serves nothing but the cluster network; now says what runs instead, for
+// the log. N is any VNI, 0 too: an explicit "VNI":0 runs flannel.0 (as in
+// flanneld), so the running device is told by its name, not by a VNI of 0.
+// A device flannel.<N> is so when
 //
 //   - the state dir keeps vxlan-<N>.mac, written on this host, and the
 //     device is a vxlan device with VNI N and that file's MAC: random,
@@ -76,9 +79,9 @@ type oldDevices struct {
 // Any other flannel.<N> is left alone and logged, with why and the command
 // that deletes it. Failures are logged: the old device harms no peer that
 // is programmed.
-func (o oldDevices) delete(keep int, now string) {
+func (o oldDevices) delete(keep, now string) {
 	other, deleted := " of another VNI", "deleted our vxlan device of a VNI the network used before"
-	if keep == 0 {
+	if keep == "" {
 		other, deleted = "", "deleted our vxlan device: the network runs another backend now"
 	}
 	links, err := backend.ListLinks(o.h)
@@ -90,7 +93,7 @@ func (o oldDevices) delete(keep int, now string) {
 		name := l.Attrs().Name
 		n, found := strings.CutPrefix(name, "flannel.")
 		vni, err := strconv.Atoi(n)
-		if !found || err != nil || strconv.Itoa(vni) != n || vni < 1 || vni > maxVNI || vni == keep {
+		if !found || err != nil || strconv.Itoa(vni) != n || vni < 0 || vni > maxVNI || name == keep {
 			continue
 		}
 		why, err := o.provenOurs(l, vni)
