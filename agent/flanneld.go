@@ -2,13 +2,16 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agentd/agentd/internal/sockclaim"
+	"golang.org/x/sys/unix"
 )
 
 // A flanneld in this network namespace, with the same etcd and prefix (an
@@ -53,11 +56,14 @@ func (e *flanneldRunningError) Error() string {
 
 // flanneldProcs returns the processes under proc (a /proc) whose comm is
 // flanneld and whose network namespace is netns, as their ns/net link
-// reads ("net:[4026531992]"). One whose link this process may not read
-// (it lacks CAP_SYS_PTRACE and the other has capabilities it has not) is
-// not counted, nor is this process: agentd installed in flanneld's place
-// (a flanneld unit's binary replaced) is named flanneld too.
-func flanneldProcs(proc, netns string) []int {
+// reads ("net:[4026531992]"). This process may not read that link of a
+// process with capabilities it lacks (agentd under agentd.service's bounds,
+// a flanneld run by root with all of them): such a process is ours when
+// its net/unix, which every process may read, is netUnix, this network
+// namespace's (nil: not known, and such a process is not counted). This
+// process is not counted either: agentd installed in flanneld's place (a
+// flanneld unit's binary replaced) is named flanneld too.
+func flanneldProcs(proc, netns string, netUnix *unix.Stat_t) []int {
 	self := proc + "/" + strconv.Itoa(os.Getpid())
 	return sockclaim.ProcPidsUnder(proc, func(dir string) bool {
 		if dir == self {
@@ -68,6 +74,10 @@ func flanneldProcs(proc, netns string) []int {
 			return false
 		}
 		ns, err := os.Readlink(dir + "/ns/net")
+		if errors.Is(err, fs.ErrPermission) && netUnix != nil {
+			var st unix.Stat_t
+			return unix.Stat(dir+"/net/unix", &st) == nil && st.Dev == netUnix.Dev && st.Ino == netUnix.Ino
+		}
 		return err == nil && ns == netns
 	})
 }
@@ -81,7 +91,11 @@ func flanneldScan() func() []int {
 	if err != nil {
 		return func() []int { return nil }
 	}
-	return func() []int { return flanneldProcs("/proc", netns) }
+	var netUnix *unix.Stat_t
+	if st := new(unix.Stat_t); unix.Stat("/proc/thread-self/net/unix", st) == nil {
+		netUnix = st
+	}
+	return func() []int { return flanneldProcs("/proc", netns, netUnix) }
 }
 
 // flanneldWatch finds a flanneld that has run in this network namespace

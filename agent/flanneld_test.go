@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
+	"golang.org/x/sys/unix"
 )
 
 // TestFlanneldProcs: of a /proc, only the processes named flanneld in our
@@ -44,10 +47,10 @@ func TestFlanneldProcs(t *testing.T) {
 	if err := os.Symlink("30", filepath.Join(proc, "self")); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := flanneldProcs(proc, "net:[1]"), []int{10, 30}; !slices.Equal(got, want) {
+	if got, want := flanneldProcs(proc, "net:[1]", nil), []int{10, 30}; !slices.Equal(got, want) {
 		t.Errorf("flanneldProcs = %v, want %v", got, want)
 	}
-	if got := flanneldProcs(filepath.Join(proc, "none"), "net:[1]"); got != nil {
+	if got := flanneldProcs(filepath.Join(proc, "none"), "net:[1]", nil); got != nil {
 		t.Errorf("flanneldProcs of a missing /proc = %v, want none", got)
 	}
 }
@@ -128,4 +131,58 @@ func TestRefusedBesideFlanneld(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestFlanneldFoundUnderBounds: agentd under agentd.service's bounds
+// (permitted CAP_NET_ADMIN and CAP_NET_RAW only) may not read the ns/net
+// link of a flanneld run by root with all of root's capabilities (a ptrace
+// access check), so the scan found none: under vxlan and host-gw such an
+// agent started beside flanneld and ran with it (helper 212 ran the
+// interop tests with a bounded agentd: 5 of 6 failed). A process whose
+// net/unix is this namespace's is in it.
+func TestFlanneldFoundUnderBounds(t *testing.T) {
+	cluster.RequireRoot(t)
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(t.TempDir(), "flanneld")
+	if err := os.Symlink(sleep, fake); err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command(fake, "600")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	type found struct {
+		pids []int
+		err  error
+	}
+	done := make(chan found, 1)
+	go func() {
+		// Never unlocked: the thread and its reduced capabilities end
+		// with this goroutine.
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		keep := uint32(1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_NET_RAW)
+		data[0] = unix.CapUserData{Effective: keep, Permitted: keep}
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			done <- found{err: err}
+			return
+		}
+		if _, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", c.Process.Pid)); !errors.Is(err, os.ErrPermission) {
+			done <- found{err: fmt.Errorf("with the unit's capabilities flanneld's ns/net read: %v; want permission denied, else this test shows nothing", err)}
+			return
+		}
+		done <- found{pids: flanneldScan()()}
+	}()
+	f := <-done
+	if f.err != nil {
+		t.Fatal(f.err)
+	}
+	if !slices.Contains(f.pids, c.Process.Pid) {
+		t.Fatalf("flanneld (pid %d) in this namespace, found by an agent with the unit's capabilities: %v; want it found", c.Process.Pid, f.pids)
+	}
 }

@@ -27,7 +27,7 @@ func TestFlanneldProcsNotSelf(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := flanneldProcs(proc, "net:[1]")
+	got := flanneldProcs(proc, "net:[1]", nil)
 	if len(got) != 1 || got[0] != 7 {
 		t.Errorf("flanneldProcs with this process (pid %s) and pid 7 named flanneld = %v, want [7]: this process is agentd, whatever its name", self, got)
 	}
