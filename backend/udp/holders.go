@@ -121,7 +121,7 @@ func procAddr(s string) (netip.AddrPort, bool) {
 }
 
 // unseen names a holder that /proc does not show.
-const unseen = "a process that this agent cannot see in /proc (in another PID namespace, or of another user)"
+const unseen = "a process that this agent cannot see in /proc (in another PID namespace, of another user, or with capabilities this agent lacks)"
 
 // split parts hs into the device's descriptor keepers and other processes,
 // by pid.

@@ -154,7 +154,7 @@ func TestPrepareBesideAnotherHolder(t *testing.T) {
 		}},
 		{"a holder /proc does not show", func(h *testHost) []string {
 			h.inFlight()
-			return []string{fmt.Sprintf("a process that this agent cannot see in /proc (in another PID namespace, or of another user) still holds maybe queues of %s and UDP 198.18.0.1:8285", DeviceName),
+			return []string{fmt.Sprintf("a process that this agent cannot see in /proc (in another PID namespace, of another user, or with capabilities this agent lacks) still holds maybe queues of %s and UDP 198.18.0.1:8285", DeviceName),
 				"ss -ulpn 'sport = :8285'"}
 		}},
 	} {

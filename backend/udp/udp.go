@@ -409,7 +409,7 @@ func (b *Backend) takeOver(ctx context.Context) error {
 				}
 				started, err := b.handOver(ctx)
 				if started && other != "" {
-					b.log.Info("replaced the descriptor keeper of another agentd binary (an upgrade since it started?) with one of this agent's",
+					b.log.Info("replaced the descriptor keeper of another agentd binary (an upgrade since it started?), or of one with capabilities this agent lacks, with one of this agent's",
 						"oldPid", pid, "oldBinary", other, "pid", b.keeper.Process.Pid, "device", DeviceName)
 				}
 				return err
