@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -327,7 +328,18 @@ func (a *agent) run(ctx context.Context) error {
 		check: func(c *subnet.Config) error {
 			_, err := a.backends.New(backend.Config{Network: c, External: ext, StateDir: a.cfg.StateDir, Logger: logr.Discard()})
 			return err
-		}}
+		},
+		host: func(c *subnet.Config) error {
+			// The interface's MTU now: it may have changed since
+			// the start (DHCP), as the next start would find it.
+			mtu := ext.Iface.MTU
+			if i, err := net.InterfaceByIndex(ext.Iface.Index); err == nil {
+				mtu = i.MTU
+			}
+			return hostRefuses(c, ext, mtu)
+		},
+		pending: a.obs.configPending,
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

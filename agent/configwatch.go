@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/hostgw"
 	"github.com/agentd/agentd/backend/udp"
 	"github.com/agentd/agentd/backend/vxlan"
@@ -32,8 +33,14 @@ import (
 //	invalid (JSON, a key, the backend's options) ──> error naming the key and the problem
 //	valid but different                          ──> "restart agentd to apply it", both configs
 //	  its Backend's Type, VNI or Port            ──>   and "restart every host's agentd together"
+//	  refused by this host's start checks        ──> error: "this host cannot run it", and why
 //	deleted                                      ──> "key deleted", the running config kept
 //	equal to the running one again               ──> "matches the running one again"
+//
+// Until the key means the running config again, pending is told what a
+// restart would do instead (/status configPending, agentctl status,
+// agentd_network_config_pending): the log line alone is gone by the time a
+// host reboots, days later, into the new config.
 //
 // Each verdict is logged once, however often the key is rewritten with the
 // same content or the watch is re-established; at most configLines verdicts
@@ -48,6 +55,17 @@ type configWatch struct {
 	running *subnet.Config
 	// check validates what ParseConfig cannot: the backend's own options.
 	check func(*subnet.Config) error
+	// host, if set, is why an agent started on this host with a valid
+	// config would stop at once: the checks a start makes of this host
+	// after the backend is built (hostRefuses).
+	host func(*subnet.Config) error
+	// pending, if set, is told each change of what the key holds against
+	// the running config: nil once it means the running config again.
+	pending func(*ConfigPending)
+	// now is the clock of ConfigPending.Since: time.Now if nil.
+	now func() time.Time
+
+	since time.Time // ConfigPending.Since; zero while the key matches
 
 	last string // the verdict logged last; "" while the key matches
 	// lines bounds the verdicts logged at the default verbosity; made by
@@ -119,10 +137,12 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 		err     error
 		kv      []any
 	)
+	p := &ConfigPending{Running: clip.String(w.running.String())}
 	switch {
 	case !present:
 		verdict = "network config key deleted; keeping the running config"
 		kv = []any{"running", w.running.String()}
+		p.Deleted = true
 	default:
 		var c *subnet.Config
 		c, err = subnet.ParseConfig(value)
@@ -133,18 +153,32 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 		switch {
 		case err != nil:
 			verdict = "network config changed to something invalid; keeping the running config"
+			p.Invalid = err.Error()
 		case sameConfig(c, w.running):
-			verdict = ""
+			verdict, p = "", nil
 		default:
-			verdict = "network config changed; agentd applies it only at start-up, restart agentd to apply it; keeping the running config"
-			kv = []any{"running", clip.String(w.running.String()), "new", clip.String(c.String())}
+			if w.host != nil {
+				err = clip.Error(w.host(c))
+			}
+			if err != nil {
+				// A restart would fail, again and again under systemd:
+				// no "restart agentd to apply it" here.
+				verdict = "network config changed to one this host cannot run: agentd would stop at its next start here (err says why); change the config back, or this host, before restarting agentd; keeping the running config"
+				p.HostCannotRun = err.Error()
+			} else {
+				verdict = "network config changed; agentd applies it only at start-up, restart agentd to apply it; keeping the running config"
+			}
+			p.New = clip.String(c.String())
+			kv = []any{"running", p.Running, "new", p.New}
 			if key := splitKey(w.running, c); key != "" {
 				verdict += "; hosts running the old and the new backend do not reach each other: restart every host's agentd together, not one at a time"
 				kv = append(kv, "incompatible", key)
+				p.Incompatible = key
 			}
 			if !sameBackend(c, w.running) {
 				// String names the Type only: show the options too.
-				kv = append(kv, "runningBackend", clip.String(string(w.running.Backend)), "newBackend", clip.String(string(c.Backend)))
+				p.RunningBackend, p.NewBackend = clip.String(string(w.running.Backend)), clip.String(string(c.Backend))
+				kv = append(kv, "runningBackend", p.RunningBackend, "newBackend", p.NewBackend)
 			}
 		}
 	}
@@ -156,6 +190,7 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 		return
 	}
 	w.last = msg
+	w.setPending(p)
 	kv = append([]any{"key", w.key, "revision", rev}, kv...)
 	if verdict == "" {
 		verdict = "network config matches the running one again"
@@ -181,6 +216,52 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 	} else {
 		log.Info(verdict, kv...)
 	}
+}
+
+// setPending tells pending what the key now holds against the running
+// config (p nil: the running config), keeping Since across changes that
+// still differ.
+func (w *configWatch) setPending(p *ConfigPending) {
+	switch {
+	case p == nil:
+		w.since = time.Time{}
+	case w.since.IsZero():
+		now := time.Now
+		if w.now != nil {
+			now = w.now
+		}
+		w.since = now().UTC()
+	}
+	if p != nil {
+		p.Since = w.since
+	}
+	if w.pending != nil {
+		w.pending(p)
+	}
+}
+
+// hostRefuses is why an agent started on this host, whose external
+// interface is ext with MTU extMTU now, with config c would stop at once:
+// the checks of this host that a start makes once c's backend is built
+// (Prepare's), which building one (configWatch.check) does not make. Nil
+// if none refuses c. It touches nothing.
+func hostRefuses(c *subnet.Config, ext backend.ExternalInterface, extMTU int) error {
+	switch c.BackendType {
+	case hostgw.Type:
+		return hostgw.CheckPublicIP(ext)
+	case vxlan.Type:
+		// vxlan's Prepare refuses a Backend.MTU (that of the
+		// encapsulated packets) above the interface's.
+		o, err := vxlan.Options(c.Backend)
+		if err != nil {
+			return nil // the config check reports it
+		}
+		if f := reflect.ValueOf(o).FieldByName("MTU"); f.IsValid() && f.CanInt() && f.Int() > int64(extMTU) {
+			return fmt.Errorf(`config: "Backend.MTU": %d is more than the external interface %s's MTU %d, so the vxlan backend refuses to start on this host`,
+				f.Int(), ext.Iface.Name, extMTU)
+		}
+	}
+	return nil
 }
 
 // sameConfig reports whether two parsed configs mean the same.

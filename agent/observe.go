@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -115,6 +116,12 @@ func newObserver() *observer {
 		defer o.mu.Unlock()
 		return b2f(o.st.NetnsClaimNotHeld == "")
 	}))
+	o.reg.MustRegister(&configPendingGauge{o: o, desc: prometheus.NewDesc("agentd_network_config_pending",
+		"1 while the network config key holds something other than the config this agent runs, which its next start would apply instead "+
+			"(/status configPending says what): incompatible names the Backend key that keeps hosts on the old and the new config from reaching each other "+
+			"(restart every host's agentd together), host_can_run is false when an agent started here with it would stop at once "+
+			"(the key invalid or deleted, or this host refusing the config: host-gw behind NAT, a Backend.MTU above the interface's); 0 otherwise.",
+		[]string{"incompatible", "host_can_run"}, nil)})
 	resubscriptions := func(reason string, n func() uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "agentd_netlink_resubscriptions_total",
@@ -159,6 +166,35 @@ func (o *observer) netnsClaimNotHeld(why string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.st.NetnsClaimNotHeld = why
+}
+
+// configPending records what the network config key holds against the
+// running config; nil once it means the running config again.
+func (o *observer) configPending(p *ConfigPending) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.st.ConfigPending = p
+}
+
+// configPendingGauge is agentd_network_config_pending: one series, whose
+// labels say what the pending config would do.
+type configPendingGauge struct {
+	o    *observer
+	desc *prometheus.Desc
+}
+
+func (g *configPendingGauge) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
+
+func (g *configPendingGauge) Collect(ch chan<- prometheus.Metric) {
+	g.o.mu.Lock()
+	p := g.o.st.ConfigPending
+	g.o.mu.Unlock()
+	v, incompatible, canRun := 0.0, "", true
+	if p != nil {
+		v, incompatible = 1, p.Incompatible
+		canRun = p.HostCannotRun == "" && p.Invalid == "" && !p.Deleted
+	}
+	ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, v, incompatible, strconv.FormatBool(canRun))
 }
 
 // watchEtcd adds the etcd connection state, as soon as the client exists:

@@ -17,6 +17,12 @@ type Status struct {
 	// it last changed may have another.
 	MTU int `json:"mtu,omitempty"`
 
+	// ConfigPending is set while the network config key holds something
+	// other than the config this agent runs (which it keeps until it
+	// restarts): what its next start would do instead. Nil while the key
+	// means the running config.
+	ConfigPending *ConfigPending `json:"configPending,omitempty"`
+
 	// NetnsClaimNotHeld is set while the agent runs without its claim on
 	// this network namespace (@agentd-agent), so a second agentd here is
 	// not refused: who holds it instead, a process of another user or
@@ -74,4 +80,38 @@ type Status struct {
 type SkippedPeer struct {
 	Lease  string `json:"lease"`
 	Reason string `json:"reason"`
+}
+
+// ConfigPending is a network config key that differs from the config the
+// agent runs. The agent applies the config at start-up only, so whatever
+// starts it next (a reboot, a crash, systemd) applies this one, on this
+// host alone unless every host restarts.
+type ConfigPending struct {
+	// Since is when the key stopped meaning the running config, as this
+	// agent saw it (UTC); later changes that still differ keep it.
+	Since time.Time `json:"since"`
+	// Running is the running config and New the key's (its Network, subnet
+	// length and backend Type), as the log line's running= and new= say
+	// them; New is empty when the key is Invalid or Deleted.
+	// RunningBackend and NewBackend are the two Backend objects whenever
+	// the backends differ (Type or an option's value).
+	Running        string `json:"running"`
+	New            string `json:"new,omitempty"`
+	RunningBackend string `json:"runningBackend,omitempty"`
+	NewBackend     string `json:"newBackend,omitempty"`
+	// Incompatible names the Backend key that splits the cluster
+	// ("Backend.Type", "Backend.VNI", "Backend.Port"): hosts running the
+	// old and the new config do not reach each other, so every host's
+	// agent must restart together.
+	Incompatible string `json:"incompatible,omitempty"`
+	// HostCannotRun is why an agent started on this host with New would
+	// stop at once (host-gw behind NAT, a Backend.MTU above the external
+	// interface's): a restart here fails until the config or the host
+	// changes.
+	HostCannotRun string `json:"hostCannotRun,omitempty"`
+	// Invalid is why the key holds no valid config (a start fails with
+	// that error); Deleted, that the key is gone (a start waits for it,
+	// not ready).
+	Invalid string `json:"invalid,omitempty"`
+	Deleted bool   `json:"deleted,omitempty"`
 }

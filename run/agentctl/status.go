@@ -142,6 +142,7 @@ func printStatus(a *app, st agent.Status) {
 		// keep theirs.
 		fmt.Fprintf(tw, "mtu\t%d (subnet.env's FLANNEL_MTU)\n", st.MTU)
 	}
+	printConfigPending(a, tw, st.ConfigPending)
 	if st.NetnsClaimNotHeld != "" {
 		// Shown only while not held: an agent older than the field
 		// sends none.
@@ -225,6 +226,40 @@ func printStatus(a *app, st agent.Status) {
 	tw.Flush()
 }
 
+// printConfigPending writes what the network config key holds against the
+// config the agent runs, which its next start would apply instead, and
+// what that start would do; nothing while the key means the running config
+// (or the agent is older than the field).
+func printConfigPending(a *app, tw io.Writer, p *agent.ConfigPending) {
+	if p == nil {
+		return
+	}
+	var what string
+	switch {
+	case p.Deleted:
+		what = "the key is deleted: a restart waits for it, not ready"
+	case p.Invalid != "":
+		what = "the key is invalid: a restart fails with " + p.Invalid
+	default:
+		what = "the key holds " + p.New
+		if p.NewBackend != "" {
+			what += " " + p.NewBackend
+		}
+		what += ", this agent runs " + p.Running
+		if p.RunningBackend != "" {
+			what += " " + p.RunningBackend
+		}
+		what += ": a restart applies it"
+	}
+	fmt.Fprintf(tw, "network config pending\tsince %s: %s\n", a.when(p.Since), what)
+	if p.Incompatible != "" {
+		fmt.Fprintf(tw, "  splits the cluster\t%s differs: hosts on the old and the new config do not reach each other; restart every host's agentd together, not one at a time\n", p.Incompatible)
+	}
+	if p.HostCannotRun != "" {
+		fmt.Fprintf(tw, "  this host cannot run it\ta restart here stops at once: %s\n", p.HostCannotRun)
+	}
+}
+
 // skippedShown is how many skipped peers the table shows at most; the
 // agent lists more (agentctl status -o json).
 const skippedShown = 10
@@ -259,6 +294,13 @@ func printSkipped(tw io.Writer, st agent.Status) {
 func printableStatus(st agent.Status) agent.Status {
 	for _, s := range []*string{&st.NotReadyReason, &st.Subnet, &st.PublicIP, &st.Backend, &st.LastResyncError, &st.EtcdError, &st.NetnsClaimNotHeld} {
 		*s = printable(*s)
+	}
+	if p := st.ConfigPending; p != nil {
+		c := *p
+		for _, s := range []*string{&c.Running, &c.New, &c.RunningBackend, &c.NewBackend, &c.Incompatible, &c.HostCannotRun, &c.Invalid} {
+			*s = printable(*s)
+		}
+		st.ConfigPending = &c
 	}
 	st.PeersSkipped = slices.Clone(st.PeersSkipped)
 	for i := range st.PeersSkipped {

@@ -1,0 +1,160 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/hostgw"
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/klog/v2"
+)
+
+// configPendingRunEnv, when set, makes TestConfigPendingAtRun the child; it
+// names the etcd endpoint.
+const configPendingRunEnv = "AGENTD_CONFIG_PENDING_TEST_ETCD"
+
+// TestConfigPendingAtRun: an agent started behind NAT (--public-ip
+// 198.19.0.1, not eth0's 198.18.0.1), then the config key switched to
+// host-gw and back. The switch is said at once to be one this host
+// cannot run, with host-gw's reason, not "restart agentd to apply it" (each
+// restart then failed with that reason). /status configPending and
+// agentd_network_config_pending say so while the key differs, and nothing
+// once it is back; only the log line did.
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
+//	               └─ etcd 198.18.0.254  a real etcd
+func TestConfigPendingAtRun(t *testing.T) {
+	if ep := os.Getenv(configPendingRunEnv); ep != "" {
+		configPendingRunChild(t, ep)
+		return
+	}
+	cluster.RunTestInHost(t, "TestConfigPendingAtRun", configPendingRunEnv, map[string]string{
+		"/pending/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+	})
+}
+
+func configPendingRunChild(t *testing.T, etcd string) {
+	const prefix = "/pending"
+	cfg := hostConfig(t, etcd, prefix)
+	cfg.PublicIP = netip.MustParseAddr("198.19.0.1")
+	logs := &logLines{}
+	log := funcr.New(func(prefix, args string) {
+		logs.add(prefix, args)
+		t.Log(prefix, args)
+	}, funcr.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := newFakeAgent(cfg, log)
+	a.backends[hostgw.Type] = func(c backend.Config) (backend.Backend, error) { return hostgw.New(c) }
+	rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
+	errc := make(chan error, 1)
+	go func() { errc <- a.run(rctx) }()
+	defer func() {
+		rcancel()
+		if err := waitRun(t, errc); err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	}()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	base := "http://" + cfg.HealthzAddr
+
+	logged := func(what string) (string, error) {
+		for _, l := range logs.get() {
+			if strings.Contains(l, what) {
+				return l, nil
+			}
+		}
+		return "", fmt.Errorf("no line with %q logged", what)
+	}
+	if err := cluster.Eventually(ctx, 30*time.Second, func() error {
+		_, err := logged("wrote subnet.env")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// pending GETs /status's configPending (nil if absent) and the
+	// agentd_network_config_pending series of /metrics.
+	pending := func() (map[string]any, string, error) {
+		code, body, err := httpGet(base + "/status")
+		if err != nil || code != 200 {
+			return nil, "", fmt.Errorf("/status: %d %s %v", code, body, err)
+		}
+		var st map[string]any
+		if err := json.Unmarshal(body, &st); err != nil {
+			return nil, "", err
+		}
+		p, _ := st["configPending"].(map[string]any)
+		code, body, err = httpGet(base + "/metrics")
+		if err != nil || code != 200 {
+			return nil, "", fmt.Errorf("/metrics: %d %v", code, err)
+		}
+		var series string
+		for l := range strings.Lines(string(body)) {
+			if strings.HasPrefix(l, "agentd_network_config_pending") {
+				series += l
+			}
+		}
+		return p, series, nil
+	}
+
+	if _, err := cli.Put(ctx, prefix+"/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`); err != nil {
+		t.Fatal(err)
+	}
+	const why = "host-gw cannot work behind NAT: the public IP 198.19.0.1 is not eth0's address 198.18.0.1"
+	var p map[string]any
+	var series string
+	err = cluster.Eventually(ctx, 30*time.Second, func() error {
+		var err error
+		if p, series, err = pending(); err != nil {
+			return err
+		}
+		if p == nil {
+			return errors.New("/status has no configPending")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("config switched to host-gw behind NAT: %v", err)
+	} else if hc, _ := p["hostCannotRun"].(string); !strings.HasPrefix(hc, why) || p["incompatible"] != "Backend.Type" {
+		t.Errorf("config switched to host-gw behind NAT: configPending %v; want hostCannotRun %q… and incompatible Backend.Type", p, why)
+	}
+	if want := `agentd_network_config_pending{host_can_run="false",incompatible="Backend.Type"} 1`; !strings.Contains(series, want) {
+		t.Errorf("config switched to host-gw behind NAT: %q, want %s", series, want)
+	}
+	if l, err := logged(`"newBackend"="{\"Type\":\"host-gw\"}"`); err != nil || !strings.Contains(l, "this host cannot run") ||
+		!strings.Contains(l, why) || strings.Contains(l, "restart agentd to apply it") {
+		t.Errorf("config switched to host-gw behind NAT: logged %q, %v; want that this host cannot run it, why, and no invitation to restart", l, err)
+	}
+
+	if _, err := cli.Put(ctx, prefix+"/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`); err != nil {
+		t.Fatal(err)
+	}
+	err = cluster.Eventually(ctx, 30*time.Second, func() error {
+		var err error
+		if p, series, err = pending(); err != nil {
+			return err
+		}
+		if p != nil || !strings.Contains(series, "} 0") {
+			return fmt.Errorf("configPending %v, %q", p, series)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("config back to the running one: %v; want neither configPending nor agentd_network_config_pending 1", err)
+	}
+}
