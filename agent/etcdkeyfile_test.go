@@ -26,20 +26,7 @@ import (
 // leaves it) let any local user act as the agent in etcd, and so write every
 // host's lease.
 func TestLooseEtcdKeyFileWarned(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t, "etcd-ca")
-	cert := ca.issueServer(t, nil, nil, x509.ExtKeyUsageClientAuth, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
-	der, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile := writeClientCert(t)
 	for _, tc := range []struct {
 		mode os.FileMode
 		warn bool
@@ -68,20 +55,7 @@ func TestLooseEtcdKeyFileWarned(t *testing.T) {
 // why, whose the file is, and what to do.
 func TestEtcdKeyOfAnotherUserExplained(t *testing.T) {
 	cluster.RequireRoot(t)
-	dir := t.TempDir()
-	ca := newTestCA(t, "etcd-ca")
-	cert := ca.issueServer(t, nil, nil, x509.ExtKeyUsageClientAuth, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
-	der, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile := writeClientCert(t)
 	if err := os.Chown(keyFile, nobody, nobody); err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +83,31 @@ func TestEtcdKeyOfAnotherUserExplained(t *testing.T) {
 		}
 		done <- err
 	}()
-	err = <-done
+	err := <-done
 	want := fmt.Sprintf("agentd runs as root without CAP_DAC_OVERRIDE (agentd.service and the DaemonSet keep only CAP_NET_ADMIN and CAP_NET_RAW), "+
 		"so it reads a file only as its mode allows; this one is uid %d's, gid %d's, mode 0600: make it root's (chown root %s)", nobody, nobody, keyFile)
 	if err == nil || !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("dialEtcd with a key of uid %d, mode 0600, without CAP_DAC_OVERRIDE: %v; want permission denied, explained: %s", nobody, err, want)
 	}
+}
+
+// writeClientCert writes a client certificate (0644) and its key (0600),
+// issued by a new CA, to files of a directory of the test's.
+func writeClientCert(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	ca := newTestCA(t, "etcd-ca")
+	cert := ca.issueServer(t, nil, nil, x509.ExtKeyUsageClientAuth, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	certFile, keyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	der, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }

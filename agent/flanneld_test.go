@@ -92,23 +92,7 @@ func TestFlanneldWatch(t *testing.T) {
 // namespace (this test's) is not named.
 func TestRefusedBesideFlanneld(t *testing.T) {
 	cluster.RequireRoot(t)
-	sleep, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A process's comm is the base name of the path it was started by.
-	fake := filepath.Join(t.TempDir(), "flanneld")
-	if err := os.Symlink(sleep, fake); err != nil {
-		t.Fatal(err)
-	}
-	start := func() (*exec.Cmd, error) {
-		c := exec.Command(fake, "600")
-		if err := c.Start(); err != nil {
-			return nil, err
-		}
-		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
-		return c, nil
-	}
+	start := fakeFlanneld(t)
 	elsewhere, err := start()
 	if err != nil {
 		t.Fatal(err)
@@ -142,19 +126,10 @@ func TestRefusedBesideFlanneld(t *testing.T) {
 // net/unix is this namespace's is in it.
 func TestFlanneldFoundUnderBounds(t *testing.T) {
 	cluster.RequireRoot(t)
-	sleep, err := exec.LookPath("sleep")
+	c, err := fakeFlanneld(t)()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := filepath.Join(t.TempDir(), "flanneld")
-	if err := os.Symlink(sleep, fake); err != nil {
-		t.Fatal(err)
-	}
-	c := exec.Command(fake, "600")
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
 	type found struct {
 		pids []int
 		err  error
@@ -184,5 +159,29 @@ func TestFlanneldFoundUnderBounds(t *testing.T) {
 	}
 	if !slices.Contains(f.pids, c.Process.Pid) {
 		t.Fatalf("flanneld (pid %d) in this namespace, found by an agent with the unit's capabilities: %v; want it found", c.Process.Pid, f.pids)
+	}
+}
+
+// fakeFlanneld returns a start of a process named flanneld (sleep, run by
+// a link of that name: a process's comm is the base name of the path it
+// was started by) in the calling thread's namespaces, killed at the test's
+// end.
+func fakeFlanneld(t *testing.T) func() (*exec.Cmd, error) {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(t.TempDir(), "flanneld")
+	if err := os.Symlink(sleep, fake); err != nil {
+		t.Fatal(err)
+	}
+	return func() (*exec.Cmd, error) {
+		c := exec.Command(fake, "600")
+		if err := c.Start(); err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		return c, nil
 	}
 }
