@@ -147,6 +147,33 @@ const (
 		"restart them (and dockerd, which reads --mtu at its start) to give them the new one"
 )
 
+// mtuLoweredSinceMsg and mtuRaisedSinceMsg say that the start wrote another
+// MTU into subnet.env than the last run's (another backend, Backend.MTU or
+// underlay MTU), and what that means for containers made before.
+const (
+	mtuLoweredSinceMsg = "subnet.env's MTU lowered since the last run: containers started before keep their larger MTU, " +
+		"so their packets above the new one are fragmented, or lost where path MTU discovery fails; " +
+		"restart them (and dockerd, which reads --mtu at its start) to give them the new one"
+	mtuRaisedSinceMsg = "subnet.env's MTU raised since the last run: containers started before keep their smaller MTU, which still works; " +
+		"restart them (and dockerd, which reads --mtu at its start) to give them the new one"
+)
+
+// mtuSinceLastRun says, once subnet.env is written at the start with mtu,
+// that the last run's (was, read from path before) differed: a backend
+// switch (host-gw's 1500 to vxlan's 1450), a new Backend.MTU, or an underlay
+// whose MTU changed while no agent ran. Containers keep the MTU they started
+// with.
+func (a *agent) mtuSinceLastRun(was int, path string, mtu int) {
+	if was == 0 || was == mtu {
+		return
+	}
+	msg := mtuRaisedSinceMsg
+	if mtu < was {
+		msg = mtuLoweredSinceMsg
+	}
+	a.log.Info(msg, "path", path, "was", was, "mtu", mtu)
+}
+
 // changeLogEvery is how often at most the reconcile loop logs its kernel
 // changes at the default verbosity.
 const changeLogEvery = time.Minute
@@ -360,7 +387,8 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	prevSubnet, prevHostID := previousSubnet(a.log, &a.cfg, netCfg)
+	prevEnv, prevPath, hasPrev := readPreviousSubnetEnv(a.log, &a.cfg)
+	prevSubnet, prevHostID := previousSubnetOf(a.log, prevEnv, prevPath, hasPrev, netCfg)
 	mgr := subnet.NewManager(reg, netCfg, subnet.ManagerConfig{
 		PublicIP:       ext.PublicIP,
 		HostID:         hostID,
@@ -445,6 +473,8 @@ func (a *agent) run(ctx context.Context) error {
 	// while the write is retried.
 	if err := a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written"); err != nil {
 		fail(err)
+	} else if hasPrev && ctx.Err() == nil {
+		a.mtuSinceLastRun(prevEnv.MTU, prevPath, env.MTU)
 	}
 	a.followMTU(ctx, &env, fail)
 	<-ctx.Done()
@@ -848,7 +878,15 @@ func (a *agent) withdrawSubnetEnv(env subnetenv.Env) error {
 // may have written (atomicfile.ReadOwned) is ignored: its host identity
 // would make another host's live lease this host's.
 func previousSubnet(log logr.Logger, cfg *Config, netCfg *subnet.Config) (sn netip.Prefix, hostID string) {
-	path := cfg.SubnetFile
+	env, path, ok := readPreviousSubnetEnv(log, cfg)
+	return previousSubnetOf(log, env, path, ok, netCfg)
+}
+
+// readPreviousSubnetEnv reads the subnet.env an earlier run wrote, or
+// without it the one a run that lost its subnet kept, and says which (path);
+// ok is false if neither is there or the one there is ignored (logged).
+func readPreviousSubnetEnv(log logr.Logger, cfg *Config) (env subnetenv.Env, path string, ok bool) {
+	path = cfg.SubnetFile
 	env, err := readOwnedSubnetEnv(path)
 	if errors.Is(err, os.ErrNotExist) {
 		path = lostSubnetPath(cfg.StateDir)
@@ -858,6 +896,14 @@ func previousSubnet(log logr.Logger, cfg *Config, netCfg *subnet.Config) (sn net
 		if !errors.Is(err, os.ErrNotExist) {
 			log.Info("ignoring previous subnet.env", "path", filepath.Clean(path), "err", err)
 		}
+		return subnetenv.Env{}, path, false
+	}
+	return env, path, true
+}
+
+// previousSubnetOf is previousSubnet of what readPreviousSubnetEnv read.
+func previousSubnetOf(log logr.Logger, env subnetenv.Env, path string, ok bool, netCfg *subnet.Config) (sn netip.Prefix, hostID string) {
+	if !ok {
 		return netip.Prefix{}, ""
 	}
 	if env.Network != netCfg.Network {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/hostgw"
+	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -24,8 +25,11 @@ import (
 const configPendingRunEnv = "AGENTD_CONFIG_PENDING_TEST_ETCD"
 
 // TestConfigPendingAtRun: an agent started behind NAT (--public-ip
-// 198.19.0.1, not eth0's 198.18.0.1), then the config key switched to
-// host-gw and back. The switch is said at once to be one this host
+// 198.19.0.1, not eth0's 198.18.0.1) over a subnet.env whose FLANNEL_MTU
+// (1500) is not its backend's (1450), then the config key switched to
+// host-gw and back. The start says once that subnet.env's MTU was lowered
+// since the last run and that containers started before keep the larger
+// one; it said nothing. The switch is said at once to be one this host
 // cannot run, with host-gw's reason, not "restart agentd to apply it" (each
 // restart then failed with that reason). /status configPending and
 // agentd_network_config_pending say so while the key differs, and nothing
@@ -47,6 +51,10 @@ func configPendingRunChild(t *testing.T, etcd string) {
 	const prefix = "/pending"
 	cfg := hostConfig(t, etcd, prefix)
 	cfg.PublicIP = netip.MustParseAddr("198.19.0.1")
+	prev := subnetenv.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1500}
+	if err := subnetenv.Write(cfg.SubnetFile, prev); err != nil {
+		t.Fatal(err)
+	}
 	logs := &logLines{}
 	log := funcr.New(func(prefix, args string) {
 		logs.add(prefix, args)
@@ -85,6 +93,10 @@ func configPendingRunChild(t *testing.T, etcd string) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+	if l, err := logged("MTU lowered since the last run"); err != nil || !strings.Contains(l, "containers started before keep their larger MTU") ||
+		!strings.Contains(l, `"was"=1500`) || !strings.Contains(l, `"mtu"=1450`) {
+		t.Errorf("start over a subnet.env of MTU 1500 with a backend of 1450: %q, %v; want the MTU lowered since the last run, was=1500 mtu=1450, containers keeping theirs", l, err)
 	}
 
 	// pending GETs /status's configPending (nil if absent) and the
