@@ -250,16 +250,7 @@ func hostRefuses(c *subnet.Config, ext backend.ExternalInterface, extMTU int) er
 	case hostgw.Type:
 		return hostgw.CheckPublicIP(ext)
 	case vxlan.Type:
-		// vxlan's Prepare refuses a Backend.MTU (that of the
-		// encapsulated packets) above the interface's.
-		o, err := vxlan.Options(c.Backend)
-		if err != nil {
-			return nil // the config check reports it
-		}
-		if f := reflect.ValueOf(o).FieldByName("MTU"); f.IsValid() && f.CanInt() && f.Int() > int64(extMTU) {
-			return fmt.Errorf(`config: "Backend.MTU": %d is more than the external interface %s's MTU %d, so the vxlan backend refuses to start on this host`,
-				f.Int(), ext.Iface.Name, extMTU)
-		}
+		return vxlan.CheckHost(c.Backend, ext.Iface.Name, extMTU)
 	}
 	return nil
 }

@@ -211,6 +211,18 @@ func checkMTU(mtu int, iface string, extMTU int) error {
 		mtu, iface, extMTU, extMTU)
 }
 
+// CheckHost returns the error with which Prepare would refuse the Backend
+// object raw on this host, whose external interface has MTU extMTU: a
+// Backend.MTU above it (checkMTU); nil when raw does not decode (the config
+// check reports that). The agent's config watch asks it of a new config.
+func CheckHost(raw json.RawMessage, iface string, extMTU int) error {
+	o, err := parseOptions(raw)
+	if err != nil {
+		return nil
+	}
+	return checkMTU(o.MTU, iface, extMTU)
+}
+
 // overheadIPv4 is what VXLAN encapsulation adds over an IPv4 underlay.
 const overheadIPv4 = 20 + 8 + 8 + 14
 
