@@ -23,7 +23,6 @@ import (
 	"github.com/agentd/agentd/backend/iptables"
 	"github.com/agentd/agentd/backend/udp"
 	"github.com/agentd/agentd/backend/vxlan"
-	"github.com/agentd/agentd/internal/atomicfile"
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/subnet/subnetenv"
@@ -887,10 +886,10 @@ func previousSubnet(log logr.Logger, cfg *Config, netCfg *subnet.Config) (sn net
 // ok is false if neither is there or the one there is ignored (logged).
 func readPreviousSubnetEnv(log logr.Logger, cfg *Config) (env subnetenv.Env, path string, ok bool) {
 	path = cfg.SubnetFile
-	env, err := readOwnedSubnetEnv(path)
+	env, err := subnetenv.ReadOwned(path)
 	if errors.Is(err, os.ErrNotExist) {
 		path = lostSubnetPath(cfg.StateDir)
-		env, err = readOwnedSubnetEnv(path)
+		env, err = subnetenv.ReadOwned(path)
 	}
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
@@ -911,21 +910,6 @@ func previousSubnetOf(log logr.Logger, env subnetenv.Env, path string, ok bool, 
 		return netip.Prefix{}, ""
 	}
 	return env.Subnet.Masked(), env.HostID
-}
-
-// readOwnedSubnetEnv is subnetenv.Read of a file only root can have written.
-func readOwnedSubnetEnv(path string) (subnetenv.Env, error) {
-	b, err := atomicfile.ReadOwned(path)
-	if err != nil {
-		return subnetenv.Env{}, err
-	}
-	env, err := subnetenv.Parse(b)
-	if err != nil {
-		// Named as subnetenv.Read names it: "subnet.env <path>: …"
-		// where Parse says "subnet.env: …".
-		return subnetenv.Env{}, fmt.Errorf("subnet.env %s: %w", path, errors.Unwrap(err))
-	}
-	return env, nil
 }
 
 // hostOne is the subnet with host part 1 (dockerd's --bip).

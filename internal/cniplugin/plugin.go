@@ -225,7 +225,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 		// bridge and host-local release by container ID and interface
 		// name, and skipping the delegate would leave the address taken
 		// for good.
-		env, envErr := readOwnedSubnetEnv(n.SubnetFile, false)
+		env, envErr := subnetenv.ReadOwned(n.SubnetFile)
 		if envErr != nil {
 			env = releaseOnly
 		}
@@ -446,7 +446,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			errs = append(errs, fmt.Errorf("container %s interface %s: %w", id, ifName, err))
 		}
 	}
-	if env, err := readOwnedSubnetEnv(n.SubnetFile, true); err == nil {
+	if env, err := subnetenv.ReadOwnedComplete(n.SubnetFile); err == nil {
 		if err := p.forward(n, env, "GC", map[string]any{validKey: list, oldValidKey: list}); err != nil {
 			errs = append(errs, err)
 		}
@@ -1000,7 +1000,7 @@ func (p *Plugin) waitSubnetEnv(n *NetConf) (subnetenv.Env, error) {
 // unreadable is an I/O failure, malformed or cut short, or a file that
 // someone other than root may have written, is a configuration error.
 func readSubnetEnv(path string) (subnetenv.Env, error) {
-	env, err := readOwnedSubnetEnv(path, true)
+	env, err := subnetenv.ReadOwnedComplete(path)
 	var pe *fs.PathError
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -1010,30 +1010,6 @@ func readSubnetEnv(path string) (subnetenv.Env, error) {
 		return env, types.NewError(types.ErrIOFailure, fmt.Sprintf("cannot read subnet.env: %v", err), "")
 	case err != nil:
 		return env, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
-	}
-	return env, nil
-}
-
-// readOwnedSubnetEnv is subnetenv.Read (ReadComplete if complete) of a file
-// that only root can have written (atomicfile.ReadOwned): the plugin runs as
-// root, and a subnet.env that another user put in a directory of theirs, or
-// in a /run/flannel that someone made writable to all, must not choose the
-// pods' addresses, routes and masquerading. Its errors are subnetenv.Read's,
-// or wrap atomicfile.ErrUntrusted.
-func readOwnedSubnetEnv(path string, complete bool) (subnetenv.Env, error) {
-	b, err := atomicfile.ReadOwned(path)
-	if err != nil {
-		return subnetenv.Env{}, err
-	}
-	parse := subnetenv.Parse
-	if complete {
-		parse = subnetenv.ParseComplete
-	}
-	env, err := parse(b)
-	if err != nil {
-		// Named as subnetenv.Read names it: "subnet.env <path>: …"
-		// where Parse says "subnet.env: …".
-		return subnetenv.Env{}, fmt.Errorf("subnet.env %s: %w", path, errors.Unwrap(err))
 	}
 	return env, nil
 }

@@ -285,23 +285,6 @@ func bridgeWarning(name string, st bridgeState, subnet netip.Prefix) string {
 		name, strings.Join(old, ", "), subnet, ports, name)
 }
 
-// readOwnedEnv is subnetenv.Read of a file that only root can have written
-// (atomicfile.ReadOwned): dockerd must not take its bridge's address from a
-// file that another user put in a directory they can write to.
-func readOwnedEnv(path string) (subnetenv.Env, error) {
-	b, err := atomicfile.ReadOwned(path)
-	if err != nil {
-		return subnetenv.Env{}, err
-	}
-	env, err := subnetenv.Parse(b)
-	if err != nil {
-		// Named as subnetenv.Read names it: "subnet.env <path>: …"
-		// where Parse says "subnet.env: …".
-		return subnetenv.Env{}, fmt.Errorf("subnet.env %s: %w", path, errors.Unwrap(err))
-	}
-	return env, nil
-}
-
 // readEnv reads the subnet.env, retrying every o.poll until o.wait has passed
 // while it is missing (at boot, until agentd holds a lease); polled, if not
 // nil, is called before each wait. A file that is there but invalid fails at
@@ -311,7 +294,7 @@ func readEnv(ctx context.Context, o options, polled func()) (subnetenv.Env, erro
 	start := time.Now()
 	deadline := start.Add(o.wait)
 	for {
-		env, err := readOwnedEnv(o.subnetFile)
+		env, err := subnetenv.ReadOwned(o.subnetFile)
 		if err == nil {
 			return env, nil
 		}

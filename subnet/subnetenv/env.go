@@ -75,8 +75,22 @@ func Read(path string) (Env, error) { return read(path, false) }
 // wraps one, so callers can tell "cannot read" from "wrong content".
 func ReadComplete(path string) (Env, error) { return read(path, true) }
 
-func read(path string, complete bool) (Env, error) {
-	b, err := os.ReadFile(path)
+// ReadOwned is Read of a file that only root can have written
+// (atomicfile.ReadOwned), for root's readers (the agent, the CNI plugin,
+// agentd-docker-opts): a subnet.env that another user put in a directory
+// they can write to must not choose a host's subnet, its pods' addresses or
+// docker0's. Its errors are Read's, or wrap atomicfile.ErrUntrusted.
+func ReadOwned(path string) (Env, error) { return readWith(atomicfile.ReadOwned, path, false) }
+
+// ReadOwnedComplete is ReadOwned with ParseComplete's rules.
+func ReadOwnedComplete(path string) (Env, error) {
+	return readWith(atomicfile.ReadOwned, path, true)
+}
+
+func read(path string, complete bool) (Env, error) { return readWith(os.ReadFile, path, complete) }
+
+func readWith(readFile func(string) ([]byte, error), path string, complete bool) (Env, error) {
+	b, err := readFile(path)
 	if err != nil {
 		return Env{}, err
 	}
