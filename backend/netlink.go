@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
+	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/go-logr/logr"
@@ -62,8 +66,307 @@ func ListLinks(h *netlink.Handle) ([]netlink.Link, error) {
 
 // ListAddrs lists the addresses of family (netlink.FAMILY_V4, FAMILY_V6 or
 // FAMILY_ALL) on link, or on every link when link is nil.
+//
+// For one link and one family it asks the kernel for that link's addresses
+// alone (a strict dump, eachAddr): netlink's AddrList dumps every address of
+// the host and drops the other links' in our process, and a Kubernetes node
+// with kube-proxy in IPVS mode holds one /32 per Service on kube-ipvs0, 5 000
+// to 50 000 of them, for each pass to read two or three times over (the
+// vxlan device's address, the external interface's; ReadSegment reads them
+// all once).
 func ListAddrs(h *netlink.Handle, link netlink.Link, family int) ([]netlink.Addr, error) {
+	if link != nil && link.Attrs().Index > 0 && (family == netlink.FAMILY_V4 || family == netlink.FAMILY_V6) {
+		if s, ok := handleSocket(h); ok {
+			return Dump("addresses", func() ([]netlink.Addr, error) {
+				var as []netlink.Addr
+				err := eachAddr(s, family, link.Attrs().Index, func(a *ifAddr) { as = append(as, a.netlink()) })
+				return as, err
+			})
+		}
+	}
 	return Dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(link, family) })
+}
+
+// handleSocket returns h's NETLINK_ROUTE socket, on which h makes its
+// requests in the namespace it is bound to, or false when h has none of its
+// own (netlink then opens one per request in the calling thread's
+// namespace) or is not laid out as netlink v1.3 lays it out.
+//
+// netlink has no API to make a request it does not know through a handle's
+// socket, and none for an address dump filtered by the kernel; the field is
+// read by reflection, checked by name and type, so an upgrade that changes
+// it falls back to AddrList (TestListAddrsOfLink fails then).
+func handleSocket(h *netlink.Handle) (*nl.SocketHandle, bool) {
+	if h == nil {
+		return nil, false
+	}
+	f := reflect.ValueOf(h).Elem().FieldByName("sockets")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[map[int]*nl.SocketHandle]() {
+		return nil, false
+	}
+	sockets := *(*map[int]*nl.SocketHandle)(unsafe.Pointer(f.UnsafeAddr()))
+	s := sockets[unix.NETLINK_ROUTE]
+	return s, s != nil && s.Socket != nil
+}
+
+// strictHandle opens a handle in the namespace of h's socket (SIOCGSKNS)
+// with strict checking on (NETLINK_GET_STRICT_CHK, Linux 4.20), under which
+// the kernel filters a dump by the fields of its request that netlink
+// otherwise filters in our process, such as a route's table. It is false
+// when any step fails; the caller then dumps through h. The caller closes
+// it.
+//
+// A socket is opened in another namespace by switching the thread into it
+// (setns), which needs CAP_SYS_ADMIN, and agentd.service bounds agentd to
+// CAP_NET_ADMIN and CAP_NET_RAW: so when h's namespace is the thread's
+// (agentd's own, always outside tests), the socket is opened right there.
+func strictHandle(h *netlink.Handle) (*netlink.Handle, bool) {
+	s, ok := handleSocket(h)
+	if !ok {
+		return nil, false
+	}
+	fd, err := unix.IoctlRetInt(s.Socket.GetFd(), unix.SIOCGSKNS)
+	if err != nil {
+		return nil, false
+	}
+	ns := netns.NsHandle(fd)
+	defer ns.Close()
+	runtime.LockOSThread() // the thread whose namespace is compared is the one the socket opens in
+	defer runtime.UnlockOSThread()
+	cur, err := netns.Get()
+	if err != nil {
+		return nil, false
+	}
+	defer cur.Close()
+	var sh *netlink.Handle
+	if ns.Equal(cur) {
+		sh, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	} else {
+		sh, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	}
+	if err != nil {
+		return nil, false
+	}
+	_, timeout := s.Socket.GetTimeouts()
+	if sh.SetStrictCheck(true) != nil || timeout > 0 && sh.SetSocketTimeout(timeout) != nil {
+		sh.Close()
+		return nil, false
+	}
+	return sh, true
+}
+
+// ifAddr is an address as an RTM_NEWADDR message carries it, its byte
+// slices pointing into the message: read in place, an address of another
+// link or family costs no allocation.
+type ifAddr struct {
+	unix.IfAddrmsg
+	local, address, broadcast, label []byte // IFA_LOCAL, IFA_ADDRESS, …
+	flags                            uint32 // IFA_FLAGS, or the header's 8 bits
+	cache                            []byte // IFA_CACHEINFO
+}
+
+// parseIfAddr reads m, the payload of an RTM_NEWADDR message.
+func parseIfAddr(m []byte, a *ifAddr) error {
+	if len(m) < unix.SizeofIfAddrmsg {
+		return fmt.Errorf("address message of %d bytes", len(m))
+	}
+	*a = ifAddr{IfAddrmsg: *(*unix.IfAddrmsg)(unsafe.Pointer(&m[0]))}
+	a.flags = uint32(a.Flags)
+	native := nl.NativeEndian()
+	for b := m[unix.SizeofIfAddrmsg:]; len(b) >= unix.SizeofRtAttr; {
+		l := int(native.Uint16(b))
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return fmt.Errorf("address message: attribute of %d bytes in %d", l, len(b))
+		}
+		v := b[unix.SizeofRtAttr:l]
+		switch native.Uint16(b[2:]) {
+		case unix.IFA_LOCAL:
+			a.local = v
+		case unix.IFA_ADDRESS:
+			a.address = v
+		case unix.IFA_BROADCAST:
+			a.broadcast = v
+		case unix.IFA_LABEL:
+			if len(v) > 0 && v[len(v)-1] == 0 {
+				v = v[:len(v)-1]
+			}
+			a.label = v
+		case unix.IFA_FLAGS:
+			if len(v) >= 4 {
+				a.flags = native.Uint32(v)
+			}
+		case unix.IFA_CACHEINFO:
+			a.cache = v
+		}
+		b = b[min(len(b), (l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1)):]
+	}
+	return nil
+}
+
+// prefix is a's own address with its prefix length (the peer network's for
+// a point-to-point address), and peer the peer network when a has one, as
+// netlink's AddrList reads them (IPNet, Peer).
+func (a *ifAddr) prefix() (own, peer netip.Prefix) {
+	local, _ := netip.AddrFromSlice(a.local)
+	address, _ := netip.AddrFromSlice(a.address)
+	bits := int(a.Prefixlen)
+	switch {
+	case !local.IsValid():
+		return netip.PrefixFrom(address, bits), netip.Prefix{}
+	case a.Family == unix.AF_INET && local == address:
+		return netip.PrefixFrom(local, bits), netip.Prefix{}
+	case !address.IsValid():
+		return netip.PrefixFrom(local, local.BitLen()), netip.Prefix{}
+	}
+	return netip.PrefixFrom(local, local.BitLen()), netip.PrefixFrom(address, bits)
+}
+
+// netlink converts a as netlink's AddrList does.
+func (a *ifAddr) netlink() netlink.Addr {
+	own, peer := a.prefix()
+	na := netlink.Addr{
+		IPNet:     IPNet(own),
+		Peer:      IPNet(peer),
+		Label:     string(a.label),
+		Flags:     int(a.flags),
+		Scope:     int(a.Scope),
+		LinkIndex: int(a.Index),
+	}
+	if len(a.broadcast) > 0 {
+		na.Broadcast = net.IP(slices.Clone(a.broadcast))
+	}
+	if len(a.cache) >= unix.SizeofIfaCacheinfo {
+		ci := nl.DeserializeIfaCacheInfo(a.cache)
+		na.PreferedLft, na.ValidLft = int(ci.Prefered), int(ci.Valid)
+	}
+	return na
+}
+
+// eachAddr dumps the addresses of family (netlink.FAMILY_V4 or FAMILY_V6)
+// through s, a handle's socket, of the link with index linkIndex only when
+// it is not 0, and calls f with each; f must not keep a or its slices. Like
+// netlink's own dumps it returns netlink.ErrDumpInterrupted, once the dump
+// is read, if the kernel marked it interrupted.
+//
+// A link's addresses are asked for with strict checking on
+// (NETLINK_GET_STRICT_CHK, Linux 4.20): the kernel then honours the
+// request's ifa_index and sends that link's alone. Without, it ignores the
+// index and sends every address of the host, which eachAddr drops. The
+// option is set for this request only, with the socket locked, as
+// netlink's requests through the handle assume it off.
+func eachAddr(s *nl.SocketHandle, family, linkIndex int, f func(a *ifAddr)) error {
+	sock := s.Socket
+	sock.Lock()
+	defer sock.Unlock()
+	if linkIndex != 0 {
+		fd := sock.GetFd()
+		was, err := unix.GetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK)
+		if err == nil && was == 0 && unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1) == nil {
+			// Clearing an option just set does not fail short of a
+			// closed socket, which fails every request anyway.
+			defer unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 0)
+		}
+	}
+	req := &nl.NetlinkRequest{NlMsghdr: unix.NlMsghdr{
+		Len:   unix.SizeofNlMsghdr,
+		Type:  unix.RTM_GETADDR,
+		Flags: unix.NLM_F_REQUEST | unix.NLM_F_DUMP,
+		Seq:   atomic.AddUint32(&s.Seq, 1),
+	}}
+	msg := nl.NewIfAddrmsg(family)
+	msg.Index = uint32(linkIndex)
+	req.AddData(msg)
+	if err := sock.Send(req); err != nil {
+		return err
+	}
+	pid, err := sock.GetPid()
+	if err != nil {
+		return err
+	}
+	recv, err := receiver(sock)
+	if err != nil {
+		return err
+	}
+	intr := false
+	var a ifAddr
+	for {
+		msgs, err := recv()
+		if err != nil {
+			return err
+		}
+		for len(msgs) >= unix.NLMSG_HDRLEN {
+			hdr := *(*unix.NlMsghdr)(unsafe.Pointer(&msgs[0]))
+			if int(hdr.Len) < unix.NLMSG_HDRLEN || int(hdr.Len) > len(msgs) {
+				return fmt.Errorf("address dump: a message of %d bytes in %d", hdr.Len, len(msgs))
+			}
+			data := msgs[unix.NLMSG_HDRLEN:hdr.Len]
+			msgs = msgs[min(len(msgs), (int(hdr.Len)+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
+			// Answers to an earlier request on the shared socket
+			// (one that timed out) are not ours.
+			if hdr.Seq != req.Seq || hdr.Pid != pid {
+				continue
+			}
+			intr = intr || hdr.Flags&unix.NLM_F_DUMP_INTR != 0
+			switch hdr.Type {
+			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+				if len(data) >= 4 {
+					if errno := int32(nl.NativeEndian().Uint32(data)); errno != 0 {
+						return fmt.Errorf("address dump: %w", unix.Errno(-errno))
+					}
+				}
+				if intr {
+					return netlink.ErrDumpInterrupted
+				}
+				return nil
+			case unix.RTM_NEWADDR:
+				if err := parseIfAddr(data, &a); err != nil {
+					return err
+				}
+				if int(a.Family) == family && (linkIndex == 0 || int(a.Index) == linkIndex) {
+					f(&a)
+				}
+			}
+		}
+	}
+}
+
+// receiver returns a func that reads the next datagram from sock, locked by
+// the caller, into one buffer for all: netlink's Receive allocates 64 kB
+// for each and a copy of every message in it, some 0.5 kB per address
+// dumped. It waits as long as sock's receive timeout (none when 0), as
+// Receive does, and takes datagrams from the kernel only.
+func receiver(sock *nl.NetlinkSocket) (func() ([]byte, error), error) {
+	fd := sock.GetFd()
+	_, timeout := sock.GetTimeouts()
+	wait := -1
+	if timeout > 0 {
+		wait = int(max(timeout.Milliseconds(), 1))
+	}
+	buf := make([]byte, nl.RECEIVE_BUFFER_SIZE)
+	return func() ([]byte, error) {
+		for {
+			n, from, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+			switch {
+			case err == unix.EAGAIN:
+				ready, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, wait)
+				if err != nil && err != unix.EINTR {
+					return nil, fmt.Errorf("address dump: poll: %w", err)
+				}
+				if err == nil && ready == 0 {
+					return nil, fmt.Errorf("address dump: %w", unix.EAGAIN)
+				}
+				continue
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				return nil, fmt.Errorf("address dump: %w", err)
+			}
+			if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != nl.PidKernel {
+				continue
+			}
+			return buf[:n], nil
+		}
+	}, nil
 }
 
 // ListRoutes lists the routes that match filter and mask, as
@@ -420,8 +723,18 @@ func MainRoutes(h *netlink.Handle) ([]netlink.Route, error) {
 // parses the whole table: the kernel can filter a route dump by table,
 // protocol, type and output interface only, and a route to a peer's subnet
 // may have any of those.
+//
+// The dump is asked for with strict checking on (strictHandle), for the
+// kernel to send the main table alone: without, it sends every table, and
+// each address of the host has a route in the local table (kube-proxy's
+// 5 000 to 50 000 service addresses on kube-ipvs0), which netlink parses
+// before it drops.
 func PassRoutes(h *netlink.Handle, ifaceIndex int, network netip.Prefix) ([]netlink.Route, error) {
 	keep := PassRoute(ifaceIndex, network)
+	if sh, ok := strictHandle(h); ok {
+		defer sh.Close()
+		h = sh
+	}
 	return Dump("routes", func() ([]netlink.Route, error) {
 		var rs []netlink.Route
 		err := h.RouteListFilteredIter(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE,

@@ -93,37 +93,9 @@ func (s *Segment) LocalIn(sn netip.Prefix) string {
 // is looked up as that check does (gatewayOnLink): a rule by output
 // interface or for every packet may put it on-link through another table.
 func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netlink.Route) (*Segment, error) {
-	s := &Segment{Iface: iface, IfaceIndex: ifaceIndex, Local: map[netip.Addr]string{}}
-	addrs, err := ListAddrs(h, nil, netlink.FAMILY_V4)
-	if err != nil {
+	s := &Segment{Iface: iface, IfaceIndex: ifaceIndex}
+	if err := s.readAddrs(h); err != nil {
 		return nil, err
-	}
-	for _, a := range addrs {
-		p, ok := PrefixFromIPNet(a.IPNet)
-		if !ok || !p.Addr().Is4() {
-			continue
-		}
-		s.Local[p.Addr()] = a.Label
-		if peer, ok := PrefixFromIPNet(a.Peer); ok && peer.Addr().Is4() && peer.Addr() != p.Addr() && a.Flags&unix.IFA_F_NOPREFIXROUTE == 0 {
-			if s.PeerNets == nil {
-				s.PeerNets = map[netip.Prefix]netip.Addr{}
-			}
-			s.PeerNets[peer.Masked()] = p.Addr()
-		}
-		if a.LinkIndex != ifaceIndex {
-			continue
-		}
-		s.Subnets = append(s.Subnets, p.Masked())
-		// An address added with noprefixroute (NetworkManager adds
-		// them all so, then the prefix route itself, perhaps in another
-		// table) gives its subnet no route, and the kernel takes a
-		// gateway only through a scope-link route: the routes below
-		// decide.
-		if a.Flags&unix.IFA_F_NOPREFIXROUTE == 0 {
-			s.OnLink = append(s.OnLink, p.Masked())
-		} else if s.gatewayOnLink == nil {
-			s.gatewayOnLink = fibGatewayOnLink(h, ifaceIndex)
-		}
 	}
 	for _, r := range routes {
 		if r.Table != unix.RT_TABLE_MAIN || r.LinkIndex != ifaceIndex || r.Gw != nil || r.Via != nil || len(r.MultiPath) > 0 ||
@@ -146,6 +118,70 @@ func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netli
 	slices.SortFunc(s.Subnets, netip.Prefix.Compare)
 	s.Subnets = slices.Compact(s.Subnets)
 	return s, nil
+}
+
+// readAddrs reads the host's IPv4 addresses into s: every one into Local
+// (and PeerNets), the external interface's into Subnets and OnLink.
+//
+// They are read in place from the dump (eachAddr), not as netlink's
+// AddrList returns them: a Kubernetes node's kube-proxy (IPVS mode) holds a
+// /32 per Service on kube-ipvs0, 5 000 to 50 000, and AddrList's Addr for
+// each cost a pass some 1 kB (TestPassIgnoresForeignAddrs).
+func (s *Segment) readAddrs(h *netlink.Handle) error {
+	add := func(link int, own, peer netip.Prefix, label string, flags uint32) {
+		if !own.Addr().Is4() {
+			return
+		}
+		s.Local[own.Addr()] = label
+		if peer.Addr().Is4() && peer.Addr() != own.Addr() && flags&unix.IFA_F_NOPREFIXROUTE == 0 {
+			if s.PeerNets == nil {
+				s.PeerNets = map[netip.Prefix]netip.Addr{}
+			}
+			s.PeerNets[peer.Masked()] = own.Addr()
+		}
+		if link != s.IfaceIndex {
+			return
+		}
+		s.Subnets = append(s.Subnets, own.Masked())
+		// An address added with noprefixroute (NetworkManager adds
+		// them all so, then the prefix route itself, perhaps in another
+		// table) gives its subnet no route, and the kernel takes a
+		// gateway only through a scope-link route: ReadSegment's routes
+		// decide.
+		if flags&unix.IFA_F_NOPREFIXROUTE == 0 {
+			s.OnLink = append(s.OnLink, own.Masked())
+		} else if s.gatewayOnLink == nil {
+			s.gatewayOnLink = fibGatewayOnLink(h, s.IfaceIndex)
+		}
+	}
+	reset := func() {
+		s.Local, s.PeerNets, s.Subnets, s.OnLink, s.gatewayOnLink = map[netip.Addr]string{}, nil, nil, nil, nil
+	}
+	sock, ok := handleSocket(h)
+	if !ok {
+		reset()
+		addrs, err := ListAddrs(h, nil, netlink.FAMILY_V4)
+		for _, a := range addrs {
+			own, _ := PrefixFromIPNet(a.IPNet)
+			peer, _ := PrefixFromIPNet(a.Peer)
+			add(a.LinkIndex, own, peer, a.Label, uint32(a.Flags))
+		}
+		return err
+	}
+	labels := map[string]string{} // one string per link name, not per address
+	_, err := Dump("addresses", func() ([]struct{}, error) {
+		reset()
+		return nil, eachAddr(sock, netlink.FAMILY_V4, 0, func(a *ifAddr) {
+			label, ok := labels[string(a.label)]
+			if !ok {
+				label = string(a.label)
+				labels[label] = label
+			}
+			own, peer := a.prefix()
+			add(int(a.Index), own, peer, label, a.flags)
+		})
+	})
+	return err
 }
 
 // fibGatewayOnLink returns a gatewayOnLink that asks the kernel, through h,
