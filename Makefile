@@ -148,7 +148,7 @@ bench: deps flanneld-bin build ## Benchmarks: micro-benchmarks, throughput, RTT 
 	$(GO) test -run '^$$' -bench . -benchmem ./subnet/ ./backend/...
 	AGENTD_FLANNELD_BIN=$(FLANNELD_BIN)/flanneld $(GO) test -run '^$$' -bench Throughput -benchtime 3x -timeout 20m ./tests/bench/
 	$(GO) test -run '^$$' -bench Join -benchtime 20x -timeout 20m ./tests/bench/
-	$(GO) test -run '^$$' -bench Scale -benchtime 1x -timeout 30m ./tests/scale/
+	$(GO) test -run '^$$' -bench 'Scale|ServiceAddrs' -benchtime 1x -timeout 30m ./tests/scale/
 	@echo "scale report: results/scale/results.md"
 
 .PHONY: soak
