@@ -84,7 +84,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 
-	fs.StringVar(&v.etcdEndpoints, "etcd-endpoints", strings.Join(d.EtcdEndpoints, ","), "comma-separated etcd endpoint URLs (http, https, unix, unixs)")
+	fs.StringVar(&v.etcdEndpoints, "etcd-endpoints", strings.Join(d.EtcdEndpoints, ","), "comma-separated etcd endpoints: URLs (http, https, unix, unixs) or host:port, as flanneld takes them")
 	fs.StringVar(&v.etcdPrefix, "etcd-prefix", d.EtcdPrefix, "etcd key prefix of the network (its config is <prefix>/config)")
 	fs.StringVar(&v.etcdCAFile, "etcd-cafile", "", "CA certificate file to verify etcd's TLS certificate")
 	fs.StringVar(&v.etcdCertFile, "etcd-certfile", "", "client certificate file for etcd TLS (needs --etcd-keyfile)")
