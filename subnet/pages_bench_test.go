@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/agentd/agentd/internal/etcdhistory"
 	"github.com/agentd/agentd/tests/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -50,7 +51,7 @@ func BenchmarkList5000(b *testing.B) {
 		m := NewManager(reg, net, ManagerConfig{PublicIP: netip.MustParseAddr("198.18.0.1")})
 		b.ReportAllocs()
 		for b.Loop() {
-			h := history{}
+			h := etcdhistory.History{}
 			if err := m.relist(ctx, &h, nil); err != nil {
 				b.Fatal(err)
 			}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentd/agentd/internal/etcdhistory"
 	"github.com/agentd/agentd/tests/etcdtest"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -101,7 +102,7 @@ func TestFullReadsHoldOnePage(t *testing.T) {
 		}},
 		{"watch list", func(ctx context.Context, reg *Registry) (int, int, error) {
 			m := NewManager(reg, net, ManagerConfig{PublicIP: netip.MustParseAddr("198.18.0.1")})
-			err := m.relist(ctx, &history{}, nil)
+			err := m.relist(ctx, &etcdhistory.History{}, nil)
 			return len(m.Peers()), m.UnusableKeys(), err
 		}},
 		{"Acquire's view", func(ctx context.Context, reg *Registry) (int, int, error) {
@@ -337,11 +338,11 @@ func TestPagedListIsOneSnapshot(t *testing.T) {
 		hook.gets, hook.after = 0, nil
 		net := &Config{Network: netip.MustParsePrefix("10.0.0.0/8"), SubnetLen: 24}
 		m := NewManager(reg, net, ManagerConfig{PublicIP: netip.MustParseAddr("198.18.0.1")})
-		h := history{}
+		h := etcdhistory.History{}
 		if err := m.relist(ctx, &h, nil); err != nil {
 			t.Fatal(err)
 		}
-		wl, wb := readAt(t, writer, reg, h.rev)
+		wl, wb := readAt(t, writer, reg, h.Rev)
 		if got, want := fmt.Sprint(m.Peers()), fmt.Sprint(wl); got != want {
 			t.Errorf("peers %s, want %s", got, want)
 		}

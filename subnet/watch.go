@@ -14,12 +14,11 @@ import (
 
 	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/delay"
+	"github.com/agentd/agentd/internal/etcdhistory"
 	"github.com/agentd/agentd/internal/lograte"
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/connectivity"
 )
 
 // peerTable is the lease set as the watch last saw it. The watch goroutine
@@ -224,7 +223,7 @@ func (m *Manager) watchLoop(ctx context.Context) {
 	// between Acquire and that list), where our key may be missing and
 	// nothing else would say so.
 	own, _ := m.Own()
-	h := history{rev: own.ModRevision}
+	h := etcdhistory.History{Rev: own.ModRevision}
 	for ctx.Err() == nil {
 		err := m.relist(ctx, &h, replaced)
 		if err != nil {
@@ -265,59 +264,25 @@ func (m *Manager) watchLoop(ctx context.Context) {
 	}
 }
 
-// history is what the watch has seen of etcd's history: the cluster that
-// answered (0 before the first list) and the highest revision any answer
-// carried, or before the first list our own last write's. A revision never
-// goes backwards in one history: a lower one means etcd lost its data or was
-// restored from an older snapshot (the cluster and member IDs may well stay
-// the same), and the clientv3 watch then resumes at our old revision without
-// an error, delivering nothing until the new history gets there.
-type history struct {
-	rev     int64
-	cluster uint64
-}
-
-// errNewHistory is wrapped by history.check's error, and checkWitness's.
-var errNewHistory = errors.New("etcd's history was replaced")
-
 // errKeysDiffer is wrapped by checkWitness's error too. A list cannot see
 // what it found: the revision has not gone backwards.
 var errKeysDiffer = errors.New("etcd's keys differ from the watch's at the same revision")
 
-// check returns an error wrapping errNewHistory if hdr cannot come from the
-// history seen so far.
-//
-// Member IDs are not compared: unary requests are balanced over the
-// endpoints and the watch stream moves to another member when it reconnects,
-// which clientv3 handles. A member behind the others could answer a resumed
-// watch with a lower revision for a moment: that costs a needless list, no
-// more.
-func (h *history) check(hdr *etcdserverpb.ResponseHeader) error {
-	switch {
-	case h.cluster != 0 && hdr.ClusterId != h.cluster:
-		return fmt.Errorf("%w: cluster ID %x, not %x", errNewHistory, hdr.ClusterId, h.cluster)
-	case hdr.Revision < h.rev:
-		return fmt.Errorf("%w: revision %d after %d (data lost, or restored from an older snapshot)",
-			errNewHistory, hdr.Revision, h.rev)
-	}
-	return nil
-}
-
 // relist replaces the table with a fresh list and moves h to its revision.
 // known, when not nil, says the watch found etcd's history replaced.
-func (m *Manager) relist(ctx context.Context, h *history, known error) error {
+func (m *Manager) relist(ctx context.Context, h *etcdhistory.History, known error) error {
 	keys, hdr, err := m.reg.listKeys(ctx, 0)
 	if err != nil {
 		return err
 	}
 	// A list is linearizable: a revision below one seen before is not a
 	// member lagging behind.
-	replaced := h.check(hdr)
+	replaced := h.Check(hdr)
 	if replaced == nil {
 		replaced = known
 	}
-	*h = history{rev: hdr.Revision, cluster: hdr.ClusterId}
-	n, kept := m.listed(keys, h.rev, replaced != nil)
+	*h = etcdhistory.History{Rev: hdr.Revision, Cluster: hdr.ClusterId}
+	n, kept := m.listed(keys, h.Rev, replaced != nil)
 	if replaced != nil {
 		kv := []any{"peersListed", n - len(kept)}
 		if len(kept) > 0 {
@@ -325,7 +290,7 @@ func (m *Manager) relist(ctx context.Context, h *history, known error) error {
 		}
 		m.log.Error(replaced, "ETCD LOST ITS HISTORY; taking every lease, ours included, from this list", kv...)
 	}
-	m.log.V(2).Info("listed leases", "peers", n, "revision", h.rev)
+	m.log.V(2).Info("listed leases", "peers", n, "revision", h.Rev)
 	m.syncedOnce.Do(func() { close(m.synced) })
 	signal(m.changed)
 	return nil
@@ -496,7 +461,7 @@ func (m *Manager) uncarryLocked(key string, l *Lease) {
 	}
 }
 
-// watchFrom applies events from revision h.rev+1 on until the watch breaks,
+// watchFrom applies events from revision h.Rev+1 on until the watch breaks,
 // or until an answer shows that etcd's history was replaced. Answers are
 // checked against h, and h follows them.
 //
@@ -504,13 +469,13 @@ func (m *Manager) uncarryLocked(key string, l *Lease) {
 // hears the current revision now and then (every 10 minutes by etcd's
 // default). A new history is found sooner by a read after each reconnect: a
 // restarted etcd always means one (see watchReconnects).
-func (m *Manager) watchFrom(ctx context.Context, h *history) error {
+func (m *Manager) watchFrom(ctx context.Context, h *etcdhistory.History) error {
 	wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(ctx))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel(nil)
-	var seen atomic.Int64 // h.rev, for watchReconnects
-	seen.Store(h.rev)
+	var seen atomic.Int64 // h.Rev, for watchReconnects
+	seen.Store(h.Rev)
 	start := *h
 	wg.Add(1)
 	go func() {
@@ -519,7 +484,7 @@ func (m *Manager) watchFrom(ctx context.Context, h *history) error {
 			cancel(err)
 		}
 	}()
-	rev := h.rev + 1
+	rev := h.Rev + 1
 	wch := m.reg.cli.Watch(wctx, m.reg.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev),
 		clientv3.WithProgressNotify())
 	for resp := range wch {
@@ -529,11 +494,11 @@ func (m *Manager) watchFrom(ctx context.Context, h *history) error {
 		if err := resp.Err(); err != nil {
 			return err
 		}
-		if err := h.check(resp.Header); err != nil {
+		if err := h.Check(resp.Header); err != nil {
 			return err
 		}
-		if r := resp.Header.Revision; r > h.rev {
-			h.rev = r
+		if r := resp.Header.Revision; r > h.Rev {
+			h.Rev = r
 			seen.Store(r)
 		}
 		if len(resp.Events) == 0 {
@@ -556,36 +521,30 @@ func (m *Manager) watchFrom(ctx context.Context, h *history) error {
 // watchReconnects waits for the client's connection to etcd to drop and come
 // back, and then reads the current revision: below the highest one the watch
 // had seen before the read (seen), or from another cluster than h's, it is
-// a new history, returned as an error wrapping errNewHistory. A new history
-// that has passed seen by then (etcd emptied or restored while this host
-// could not reach it) is found by checkWitness. It returns nil when ctx is
-// done. Two reads per reconnect, nothing while connected.
-func (m *Manager) watchReconnects(ctx context.Context, h history, seen *atomic.Int64) error {
+// a new history, returned as an error wrapping etcdhistory.ErrReplaced. A
+// new history that has passed seen by then (etcd emptied or restored while
+// this host could not reach it) is found by checkWitness. It returns nil
+// when ctx is done. Two reads per reconnect, nothing while connected.
+func (m *Manager) watchReconnects(ctx context.Context, h etcdhistory.History, seen *atomic.Int64) error {
 	conn := m.reg.cli.ActiveConnection()
 	for {
-		// Wait for the connection to leave Ready, then to get back.
-		if s := conn.GetState(); s == connectivity.Ready && !conn.WaitForStateChange(ctx, s) {
+		if !etcdhistory.Reconnected(ctx, conn) {
 			return nil
-		}
-		for s := conn.GetState(); s != connectivity.Ready; s = conn.GetState() {
-			if !conn.WaitForStateChange(ctx, s) {
-				return nil
-			}
 		}
 		// Read after loading seen: a linearizable read then returns at
 		// least seen, unless the history is new.
-		h.rev = seen.Load()
+		h.Rev = seen.Load()
 		resp, err := m.reg.cli.Get(ctx, m.reg.ConfigKey(), clientv3.WithCountOnly())
 		if err != nil {
 			// The watch breaks, or the next reconnect reads again.
 			m.log.V(2).Info("reading etcd's revision after a reconnect failed", "err", err)
 			continue
 		}
-		if err := h.check(resp.Header); err != nil {
+		if err := h.Check(resp.Header); err != nil {
 			return err
 		}
 		if err := m.checkWitness(ctx, m.witness()); err != nil {
-			if errors.Is(err, errNewHistory) {
+			if errors.Is(err, etcdhistory.ErrReplaced) {
 				return err
 			}
 			m.log.V(2).Info("comparing etcd's keys with the watch's after a reconnect failed", "err", err)
@@ -646,8 +605,9 @@ func (m *Manager) witness() witness {
 }
 
 // checkWitness reads at w.rev what w holds and returns an error wrapping
-// errNewHistory if etcd answers otherwise. A revision compacted since
-// proves nothing: it returns nil (a watch resumed below it fails by itself).
+// etcdhistory.ErrReplaced if etcd answers otherwise. A revision compacted
+// since proves nothing: it returns nil (a watch resumed below it fails by
+// itself).
 // One read of a count and at most two keys: no list on every reconnect.
 func (m *Manager) checkWitness(ctx context.Context, w witness) error {
 	at := clientv3.WithRev(w.rev)
@@ -660,7 +620,7 @@ func (m *Manager) checkWitness(ctx context.Context, w witness) error {
 	resp, err := m.reg.cli.Txn(ctx).Then(ops...).Commit()
 	switch {
 	case errors.Is(err, rpctypes.ErrFutureRev):
-		return fmt.Errorf("%w: %w: revision %d is in etcd's future", errNewHistory, errKeysDiffer, w.rev)
+		return fmt.Errorf("%w: %w: revision %d is in etcd's future", etcdhistory.ErrReplaced, errKeysDiffer, w.rev)
 	case errors.Is(err, rpctypes.ErrCompacted):
 		return nil
 	case err != nil:
@@ -668,7 +628,7 @@ func (m *Manager) checkWitness(ctx context.Context, w witness) error {
 	}
 	if n := resp.Responses[0].GetResponseRange().Count; n != w.count {
 		return fmt.Errorf("%w: %w: at revision %d, %d keys under %s, the watch saw %d",
-			errNewHistory, errKeysDiffer, w.rev, n, m.reg.SubnetsPrefix(), w.count)
+			etcdhistory.ErrReplaced, errKeysDiffer, w.rev, n, m.reg.SubnetsPrefix(), w.count)
 	}
 	for i, k := range keys {
 		got := int64(0)
@@ -677,7 +637,7 @@ func (m *Manager) checkWitness(ctx context.Context, w witness) error {
 		}
 		if got != w.keys[k] {
 			return fmt.Errorf("%w: %w: at revision %d, key %s last written at revision %d, the watch saw %d (0: absent)",
-				errNewHistory, errKeysDiffer, w.rev, clip.String(k), got, w.keys[k])
+				etcdhistory.ErrReplaced, errKeysDiffer, w.rev, clip.String(k), got, w.keys[k])
 		}
 	}
 	return nil
