@@ -9,6 +9,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentd/agentd/backend"
@@ -17,6 +18,7 @@ import (
 	"github.com/agentd/agentd/backend/vxlan"
 	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/delay"
+	"github.com/agentd/agentd/internal/etcdhistory"
 	"github.com/agentd/agentd/internal/lograte"
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
@@ -79,13 +81,25 @@ const configLines = 8
 
 // run watches until ctx is done. etcd trouble is not logged here: the lease
 // manager's watch of the same etcd reports it.
+//
+// The key is read again, and watched from the read's revision, whenever
+// the watch cannot go on from where it was: etcd compacted that revision,
+// or etcd's history was replaced (restored from an older snapshot, emptied,
+// another cluster on the same endpoints). In a new history the clientv3
+// watch resumes after the old revision without an error and delivers
+// nothing until the new history gets there, if ever. An answer from another
+// cluster, or below the revision seen, shows it; a quiet watch may hear
+// nothing for ten minutes (etcd's progress notifications), so the key is
+// also read again after each reconnect to etcd (etcdhistory.Reconnected),
+// as the lease watch reads its witness then. The key is its own witness:
+// one read of one key per reconnect.
 func (w *configWatch) run(ctx context.Context) {
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
-		rev, err := w.get(ctx)
+		h, err := w.get(ctx)
 		if err == nil {
 			started := time.Now()
-			err = w.watchFrom(ctx, rev+1)
+			err = w.watchFrom(ctx, h)
 			// Only a watch that lived resets the delay: one that etcd
 			// ends at once (a member without a leader) while reads work
 			// would otherwise have every agent read the key twice a
@@ -98,34 +112,63 @@ func (w *configWatch) run(ctx context.Context) {
 			return
 		}
 		w.log.V(2).Info("network config watch interrupted; reading the key again", "key", w.key, "reason", err)
-		_ = delay.Sleep(ctx, b.Next())
+		// gRPC's reconnect backoff spaces reconnects already.
+		if !errors.Is(err, errReconnected) {
+			_ = delay.Sleep(ctx, b.Next())
+		}
 	}
 }
 
-// get judges the key's current value and returns the revision it was read at.
-func (w *configWatch) get(ctx context.Context) (int64, error) {
+// errReconnected ends a watch whose connection to etcd dropped and came
+// back: etcd may have come back with another history.
+var errReconnected = errors.New("connection to etcd came back")
+
+// get judges the key's current value and returns the history it was read
+// in. The read is linearizable: its revision is the history's.
+func (w *configWatch) get(ctx context.Context) (etcdhistory.History, error) {
 	resp, err := w.cli.Get(ctx, w.key)
 	if err != nil {
-		return 0, err
+		return etcdhistory.History{}, err
 	}
 	if len(resp.Kvs) == 0 {
 		w.judge(nil, false, resp.Header.Revision)
 	} else {
 		w.judge(resp.Kvs[0].Value, true, resp.Kvs[0].ModRevision)
 	}
-	return resp.Header.Revision, nil
+	return etcdhistory.History{Rev: resp.Header.Revision, Cluster: resp.Header.ClusterId}, nil
 }
 
-func (w *configWatch) watchFrom(ctx context.Context, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for resp := range w.cli.Watch(wctx, w.key, clientv3.WithRev(rev)) {
+// watchFrom judges the key's changes after h.Rev until the watch breaks, an
+// answer comes from another history than h, or the connection to etcd
+// comes back (errReconnected). The watch asks for progress notifications,
+// so that even a quiet one hears etcd's revision now and then.
+func (w *configWatch) watchFrom(ctx context.Context, h etcdhistory.History) error {
+	wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel(nil)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if etcdhistory.Reconnected(wctx, w.cli.ActiveConnection()) {
+			cancel(errReconnected)
+		}
+	}()
+	for resp := range w.cli.Watch(wctx, w.key, clientv3.WithRev(h.Rev+1), clientv3.WithProgressNotify()) {
+		// ErrCompacted if etcd compacted h.Rev+1.
 		if err := resp.Err(); err != nil {
 			return err
 		}
+		if err := h.Check(resp.Header); err != nil {
+			return err
+		}
+		h.Rev = max(h.Rev, resp.Header.Revision)
 		for _, ev := range resp.Events {
 			w.judge(ev.Kv.Value, ev.Type == clientv3.EventTypePut, ev.Kv.ModRevision)
 		}
+	}
+	if err := context.Cause(wctx); err != nil && ctx.Err() == nil {
+		return err
 	}
 	return errors.New("watch stream closed")
 }
