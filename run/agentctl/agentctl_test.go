@@ -387,6 +387,9 @@ func TestEtcdFlagsLikeAgentd(t *testing.T) {
 		t.Errorf("leases -o json: %s", out)
 	}
 	c.wantFail(exitUsage, []string{"-no-such-flag", "leases"}, "unknown flag: --no-such-flag")
+	// Empty entries (a comma too many in agentd.env's list) are skipped,
+	// as agentd skips them.
+	c.mustRun("leases", "--etcd-endpoints=,http://127.0.0.1:2379,,", "-etcd-prefix="+prefix)
 
 	// The dialler fails the test if it is called with anything but
 	// http://127.0.0.1:2379.
@@ -395,7 +398,7 @@ func TestEtcdFlagsLikeAgentd(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{[]string{"--etcd-endpoints=http://127.0.0.1:2379,", "leases"}, nil, `invalid --etcd-endpoints "": empty endpoint in the list`},
+		{[]string{"--etcd-endpoints=, ,", "leases"}, nil, `invalid --etcd-endpoints "": empty endpoint in the list`},
 		{[]string{"-etcd-endpoints=127.0.0.1", "leases"}, nil, `invalid --etcd-endpoints "127.0.0.1": no scheme and no port; want host:port or a URL, such as 127.0.0.1:2379 or http://127.0.0.1:2379`},
 		{[]string{"leases"}, map[string]string{"FLANNELD_ETCD_ENDPOINTS": "ftp://etcd"}, `invalid FLANNELD_ETCD_ENDPOINTS "ftp://etcd": scheme "ftp" not supported`},
 		// No password in the message, whatever it holds: a '"' made pflag's

@@ -266,11 +266,18 @@ func flagsFromEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), sour
 }
 
 // validateEtcd judges the etcd flags as agentd does (agent's ValidateEtcd,
-// with the endpoints' spaces trimmed) before anything is dialled. Its error
-// is a usage error that names the flag, or the variable the value came from.
+// with the endpoints' spaces trimmed and empty entries, a comma too many,
+// skipped as agentd skips them) before anything is dialled. Its error is a
+// usage error that names the flag, or the variable the value came from.
 func (a *app) validateEtcd() error {
-	for i, ep := range a.etcd.EtcdEndpoints {
-		a.etcd.EtcdEndpoints[i] = strings.TrimSpace(ep)
+	var eps []string
+	for _, ep := range a.etcd.EtcdEndpoints {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			eps = append(eps, ep)
+		}
+	}
+	if len(eps) > 0 {
+		a.etcd.EtcdEndpoints = eps
 	}
 	err := a.etcd.ValidateEtcd()
 	var ce *agent.ConfigError
