@@ -121,6 +121,12 @@ func TestConfigWatchHostCannotRun(t *testing.T) {
 	eth0 := &net.Interface{Index: 2, Name: "eth0", MTU: 1500}
 	nat := backend.ExternalInterface{Iface: eth0, IfaceAddr: netip.MustParseAddr("198.18.0.1"), PublicIP: netip.MustParseAddr("198.19.0.1")}
 	direct := backend.ExternalInterface{Iface: eth0, IfaceAddr: netip.MustParseAddr("198.18.0.1"), PublicIP: netip.MustParseAddr("198.18.0.1")}
+	// host-gw reads the interface's addresses as the kernel has them.
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	onLo := backend.ExternalInterface{Iface: &net.Interface{Index: lo.Index, Name: lo.Name, MTU: eth0.MTU}, IfaceAddr: netip.MustParseAddr("127.0.0.1"), PublicIP: netip.MustParseAddr("127.0.0.1")}
 	const cannot = "network config changed to one this host cannot run"
 	for _, c := range []struct {
 		ext          backend.ExternalInterface
@@ -128,7 +134,7 @@ func TestConfigWatchHostCannotRun(t *testing.T) {
 		why          string // "" for a config this host can run
 	}{
 		{nat, `{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"host-gw"}}`, "host-gw cannot work behind NAT: the public IP 198.19.0.1 is not eth0's address 198.18.0.1"},
-		{direct, `{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"host-gw"}}`, ""},
+		{onLo, `{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"host-gw"}}`, ""},
 		{nat, `{"Backend":{"Type":"host-gw"}}`, `{"Backend":{"Type":"udp"}}`, ""},
 		{direct, `{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"vxlan","MTU":9000}}`, `config: "Backend.MTU": 9000 is more than the external interface eth0's MTU 1500`},
 		{nat, `{"Backend":{"Type":"host-gw"}}`, `{"Backend":{"Type":"vxlan","MTU":1500}}`, ""},

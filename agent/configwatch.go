@@ -286,14 +286,19 @@ func (w *configWatch) setPending(p *ConfigPending) {
 // hostRefuses is why an agent started on this host, whose external
 // interface is ext with MTU extMTU now, with config c would stop at once:
 // the checks of this host that a start makes once c's backend is built
-// (Prepare's), which building one (configWatch.check) does not make. Nil
-// if none refuses c. It touches nothing.
+// (Prepare's), which building one (configWatch.check) does not make, as
+// each backend's CheckHost makes them. Nil if none refuses c. It touches
+// nothing: it reads netlink (host-gw) and /proc (udp), it creates no device
+// and binds no socket. vxlan's check that no other device holds the VNI and
+// port is not asked: Prepare finds that only by creating its device.
 func hostRefuses(c *subnet.Config, ext backend.ExternalInterface, extMTU int) error {
 	switch c.BackendType {
 	case hostgw.Type:
-		return hostgw.CheckPublicIP(ext)
+		return hostgw.CheckHost(ext)
 	case vxlan.Type:
-		return vxlan.CheckHost(c.Backend, ext.Iface.Name, extMTU)
+		return vxlan.CheckHost(c.Backend, ext, extMTU)
+	case udp.Type:
+		return udp.CheckHost(c.Backend, ext, extMTU)
 	}
 	return nil
 }

@@ -152,24 +152,8 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("external interface %s (index %d): %w", name, b.ext.Iface.Index, err)
 	}
-	if err := CheckPublicIP(b.ext); err != nil {
+	if err := checkLink(b.h, link, b.ext); err != nil {
 		return nil, err
-	}
-	addrs, err := backend.ListAddrs(b.h, link, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, err
-	}
-	var held []string
-	found := false
-	for _, a := range addrs {
-		if p, ok := backend.PrefixFromIPNet(a.IPNet); ok {
-			held = append(held, p.String())
-			found = found || p.Addr() == b.ext.PublicIP
-		}
-	}
-	if !found {
-		return nil, fmt.Errorf("host-gw cannot work behind NAT: the public IP %s is not an address of %s (it has %s); "+
-			"peers route to the public IP as a gateway on their own segment", b.ext.PublicIP, name, strings.Join(held, ", "))
 	}
 	b.mtu = link.Attrs().MTU
 	b.prepared = true
@@ -177,11 +161,52 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	return nil, nil
 }
 
+// CheckHost returns the error with which Prepare would refuse this host,
+// whose external interface is ext: the checks of checkLink, made of the
+// interface as the kernel has it now. The agent asks it of a new network
+// config naming host-gw, to say at once that this host could not start
+// with it. It opens netlink only to read.
+func CheckHost(ext backend.ExternalInterface) error {
+	h, err := backend.OpenHandle(nil)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	link, err := h.LinkByIndex(ext.Iface.Index)
+	if err != nil {
+		return fmt.Errorf("external interface %s (index %d): %w", ext.Iface.Name, ext.Iface.Index, err)
+	}
+	return checkLink(h, link, ext)
+}
+
+// checkLink refuses the external interface ext, link as the kernel has it,
+// when its public IP is not its address (CheckPublicIP) or not an address
+// the interface has: peers route to the public IP as a gateway on their own
+// segment.
+func checkLink(h *netlink.Handle, link netlink.Link, ext backend.ExternalInterface) error {
+	if err := CheckPublicIP(ext); err != nil {
+		return err
+	}
+	addrs, err := backend.ListAddrs(h, link, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	var held []string
+	for _, a := range addrs {
+		if p, ok := backend.PrefixFromIPNet(a.IPNet); ok {
+			if p.Addr() == ext.PublicIP {
+				return nil
+			}
+			held = append(held, p.String())
+		}
+	}
+	return fmt.Errorf("host-gw cannot work behind NAT: the public IP %s is not an address of %s (it has %s); "+
+		"peers route to the public IP as a gateway on their own segment", ext.PublicIP, ext.Iface.Name, strings.Join(held, ", "))
+}
+
 // CheckPublicIP refuses an external interface whose public IP is not its
 // address (--public-ip behind NAT): peers route to the public IP as a
-// gateway on their own segment. Prepare checks it first; the agent asks it
-// of a new network config naming host-gw, to say at once that this host
-// could not start with it. It touches nothing.
+// gateway on their own segment. It touches nothing.
 func CheckPublicIP(ext backend.ExternalInterface) error {
 	if ext.PublicIP == ext.IfaceAddr {
 		return nil

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/agentd/agentd/internal/sockclaim"
+	"golang.org/x/sys/unix"
 )
 
 // Who holds what a start would open beside: queues of the device, and
@@ -181,6 +182,20 @@ func whatToDo(hs []holder) string {
 		todo = append(todo, k)
 	}
 	return strings.Join(todo, "; ")
+}
+
+// portTaken returns the error with which a start would stop for addr
+// (openUDP's, portHeldError) when a process other than this one and the
+// device's descriptor keepers holds a socket that keeps ours from binding
+// it, as /proc shows it; nil otherwise. A holder /proc does not show is not
+// guessed at: the socket may be a keeper's in another PID namespace, which
+// a start takes over.
+func portTaken(addr netip.AddrPort) error {
+	_, others := split(holders(DeviceName, false, addr, true))
+	if len(others) == 0 {
+		return nil
+	}
+	return portHeldError(addr, unix.EADDRINUSE, others)
 }
 
 // portHeldError is openUDP's error when a socket holds addr: err (EADDRINUSE)

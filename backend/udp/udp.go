@@ -283,9 +283,8 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("external interface %s (index %d): %w", b.ext.Iface.Name, b.ext.Iface.Index, err)
 	}
-	b.mtu = ext.Attrs().MTU - overhead
-	if b.mtu < minMTU {
-		return nil, fmt.Errorf("external interface %s has MTU %d, too small for UDP encapsulation", b.ext.Iface.Name, ext.Attrs().MTU)
+	if b.mtu, err = deviceMTU(b.ext.Iface.Name, ext.Attrs().MTU); err != nil {
+		return nil, err
 	}
 	if b.fds == nil {
 		if err := b.do(b.claimDevice); err != nil {
@@ -299,6 +298,34 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	b.prepared = true
 	b.log.Info("udp datapath ready", "device", DeviceName, "mtu", b.mtu, "listen", b.listenAddr(), "queues", len(b.fds.tun))
 	return nil, nil
+}
+
+// deviceMTU is the device's MTU over the external interface iface, of MTU
+// extMTU; an error when that leaves a device too small for an IPv4 link.
+func deviceMTU(iface string, extMTU int) (int, error) {
+	if mtu := extMTU - overhead; mtu >= minMTU {
+		return mtu, nil
+	}
+	return 0, fmt.Errorf("external interface %s has MTU %d, too small for UDP encapsulation", iface, extMTU)
+}
+
+// CheckHost returns the error with which Prepare would refuse the Backend
+// object raw on this host, whose external interface ext has MTU extMTU
+// now: an MTU too small for UDP encapsulation (deviceMTU), or the port
+// held by a process other than this one and the device's descriptor
+// keepers, which Prepare takes the sockets from or tells to quit
+// (portTaken); nil when raw does not decode (the config check reports
+// that). The agent's config watch asks it of a new config. It binds
+// nothing: it reads /proc.
+func CheckHost(raw json.RawMessage, ext backend.ExternalInterface, extMTU int) error {
+	o, err := parseOptions(raw)
+	if err != nil {
+		return nil
+	}
+	if _, err := deviceMTU(ext.Iface.Name, extMTU); err != nil {
+		return err
+	}
+	return portTaken(netip.AddrPortFrom(ext.IfaceAddr, uint16(o.Port)))
 }
 
 func (b *Backend) listenAddr() netip.AddrPort {

@@ -212,15 +212,35 @@ func checkMTU(mtu int, iface string, extMTU int) error {
 }
 
 // CheckHost returns the error with which Prepare would refuse the Backend
-// object raw on this host, whose external interface has MTU extMTU: a
-// Backend.MTU above it (checkMTU); nil when raw does not decode (the config
-// check reports that). The agent's config watch asks it of a new config.
-func CheckHost(raw json.RawMessage, iface string, extMTU int) error {
+// object raw on this host, whose external interface ext has MTU extMTU
+// now: a Backend.MTU above it (checkMTU), or an MTU too small for VXLAN
+// (deviceMTU); nil when raw does not decode (the config check reports
+// that). The agent's config watch asks it of a new config. It touches
+// nothing.
+func CheckHost(raw json.RawMessage, ext backend.ExternalInterface, extMTU int) error {
 	o, err := parseOptions(raw)
 	if err != nil {
 		return nil
 	}
-	return checkMTU(o.MTU, iface, extMTU)
+	if err := checkMTU(o.MTU, ext.Iface.Name, extMTU); err != nil {
+		return err
+	}
+	_, err = deviceMTU(o.MTU, ext.IfaceAddr, ext.Iface.Name, extMTU)
+	return err
+}
+
+// deviceMTU is the device's MTU for a Backend.MTU of mtu (0 when unset)
+// over the external interface iface, of MTU extMTU, whose address is
+// underlay; an error when that leaves a device too small for an IPv4 link.
+func deviceMTU(mtu int, underlay netip.Addr, iface string, extMTU int) (int, error) {
+	if mtu == 0 {
+		mtu = extMTU
+	}
+	dev := mtu - overhead(underlay)
+	if dev < minMTU {
+		return 0, fmt.Errorf("external interface %s has MTU %d, too small for VXLAN", iface, extMTU)
+	}
+	return dev, nil
 }
 
 // overheadIPv4 is what VXLAN encapsulation adds over an IPv4 underlay.
@@ -409,13 +429,9 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err := checkMTU(b.opts.MTU, extLink.Attrs().Name, extMTU); err != nil {
 		return nil, err
 	}
-	outer := b.opts.MTU
-	if outer == 0 {
-		outer = extMTU
-	}
-	mtu := outer - overhead(b.ext.IfaceAddr)
-	if mtu < minMTU {
-		return nil, fmt.Errorf("external interface %s has MTU %d, too small for VXLAN", extLink.Attrs().Name, extMTU)
+	mtu, err := deviceMTU(b.opts.MTU, b.ext.IfaceAddr, extLink.Attrs().Name, extMTU)
+	if err != nil {
+		return nil, err
 	}
 	mac, err := b.vtepMAC()
 	if err != nil {
