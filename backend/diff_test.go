@@ -174,8 +174,8 @@ func TestPlanApplyOrder(t *testing.T) {
 			{5, netip.MustParseAddr("10.244.3.0"), macB, true},
 		},
 		fdb: []FDB{
-			{5, macA, netip.MustParseAddr("198.18.0.2"), 0, true},
-			{5, macB, netip.MustParseAddr("198.18.0.3"), 0, true},
+			{LinkIndex: 5, MAC: macA, Dst: netip.MustParseAddr("198.18.0.2"), Permanent: true},
+			{LinkIndex: 5, MAC: macB, Dst: netip.MustParseAddr("198.18.0.3"), Permanent: true},
 		},
 	}
 	macC := MAC{2, 0, 0, 0, 0, 0xc}
@@ -185,8 +185,8 @@ func TestPlanApplyOrder(t *testing.T) {
 		{5, netip.MustParseAddr("10.244.4.0"), macB, true}, // peer 3 went, 4 came with B
 	}
 	desiredFDB := []FDB{
-		{5, macC, netip.MustParseAddr("198.18.0.2"), 0, true},
-		{5, macB, netip.MustParseAddr("198.18.0.4"), 0, true},
+		{LinkIndex: 5, MAC: macC, Dst: netip.MustParseAddr("198.18.0.2"), Permanent: true},
+		{LinkIndex: 5, MAC: macB, Dst: netip.MustParseAddr("198.18.0.4"), Permanent: true},
 	}
 	p := Plan{
 		FDB:    Diff(desiredFDB, k.fdb, FDB.Key),
@@ -251,7 +251,7 @@ func TestPlanApplyContinuesAfterErrors(t *testing.T) {
 func TestPlanApplyGone(t *testing.T) {
 	listedRoutes := []Route{vxlanRoute("10.244.2.0/24"), vxlanRoute("10.244.3.0/24"), vxlanRoute("10.244.4.0/24")}
 	listedNeighs := []Neigh{{5, netip.MustParseAddr("10.244.3.0"), macA, true}}
-	listedFDB := []FDB{{5, macA, netip.MustParseAddr("198.18.0.3"), 0, true}}
+	listedFDB := []FDB{{LinkIndex: 5, MAC: macA, Dst: netip.MustParseAddr("198.18.0.3"), Permanent: true}}
 	// The kernel as it is when the plan is applied: 10.244.4.0/24, the
 	// neighbour and the FDB entry went meanwhile.
 	k := &fakeKernel{routes: listedRoutes[:2]}

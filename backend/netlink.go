@@ -887,7 +887,14 @@ type FDB struct {
 	// append … vni 1` on flannel.1) lists exactly like one added without
 	// (ours, flanneld's, older agentd's): the same entry, compared equal.
 	// The entries we want have 0.
-	VNI       int
+	VNI int
+	// VNIZero marks an entry whose VNI is 0 on a device whose VNI is not
+	// (`bridge fdb append … vni 0` on flannel.1): the kernel reports
+	// NDA_VNI 0 then, which VNI (0: the device's) cannot tell from no
+	// NDA_VNI. Such an entry's frames leave with VNI 0, which the peer's
+	// flannel.1 drops, so it must not compare equal to one we want. VNI is
+	// 0 when VNIZero is set.
+	VNIZero   bool
 	Permanent bool
 }
 
@@ -902,7 +909,7 @@ func (f FDB) Key() FDBKey { return FDBKey{f.LinkIndex, f.MAC} }
 
 func (f FDB) String() string {
 	s := fmt.Sprintf("fdb %s dst %s dev#%d", f.MAC, f.Dst, f.LinkIndex)
-	if f.VNI != 0 {
+	if f.VNI != 0 || f.VNIZero {
 		s += fmt.Sprintf(" vni %d", f.VNI)
 	}
 	if !f.Permanent {
@@ -919,24 +926,78 @@ func (f FDB) String() string {
 // when not the device's) are not read: netlink v1.3 parses neither. So an
 // entry for a wanted MAC with another port or ifindex looks as we want it;
 // DelFDB deletes a unicast MAC's entry whatever they are.
+//
+// netlink's NeighList reads a missing NDA_VNI and NDA_VNI 0 alike, so the
+// entries are dumped through h's socket and NDA_VNI looked for in each
+// (VNIZero); when h has no socket of its own (see handleSocket), through
+// NeighList, which lists an entry with VNI 0 on a device of another VNI as
+// one with the device's (TestFDBVNIZero fails then).
 func ListFDBOn(h *netlink.Handle, linkIndex int) ([]FDB, error) {
-	nns, err := ListNeighs(h, linkIndex, unix.AF_BRIDGE)
+	type entry struct {
+		netlink.Neigh
+		vniZero bool
+	}
+	es, err := Dump("neighbours", func() ([]entry, error) {
+		s, ok := handleSocket(h)
+		if !ok {
+			nns, err := h.NeighList(linkIndex, unix.AF_BRIDGE)
+			es := make([]entry, len(nns))
+			for i, nn := range nns {
+				es[i].Neigh = nn
+			}
+			return es, err
+		}
+		req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, unix.NLM_F_DUMP)
+		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: s}
+		req.AddData(&netlink.Ndmsg{Family: unix.AF_BRIDGE, Index: uint32(linkIndex)})
+		var es []entry
+		err := req.ExecuteIter(unix.NETLINK_ROUTE, unix.RTM_NEWNEIGH, func(m []byte) bool {
+			nn, err := netlink.NeighDeserialize(m)
+			if err != nil || nn.LinkIndex != linkIndex {
+				return true
+			}
+			vni, has := ndaVNI(m)
+			es = append(es, entry{*nn, has && vni == 0})
+			return true
+		})
+		return es, err
+	})
 	if err != nil {
 		return nil, err
 	}
-	fs := make([]FDB, 0, len(nns))
-	for _, nn := range nns {
-		if nn.LinkIndex != linkIndex || nn.Flags&netlink.NTF_SELF == 0 {
+	fs := make([]FDB, 0, len(es))
+	for _, e := range es {
+		if e.LinkIndex != linkIndex || e.Flags&netlink.NTF_SELF == 0 {
 			continue
 		}
-		mac, ok := MACFromHardwareAddr(nn.HardwareAddr)
+		mac, ok := MACFromHardwareAddr(e.HardwareAddr)
 		if !ok {
 			continue
 		}
-		dst, _ := AddrFromIP(nn.IP)
-		fs = append(fs, FDB{LinkIndex: nn.LinkIndex, MAC: mac, Dst: dst, VNI: nn.VNI, Permanent: nn.State&netlink.NUD_PERMANENT != 0})
+		dst, _ := AddrFromIP(e.IP)
+		fs = append(fs, FDB{LinkIndex: e.LinkIndex, MAC: mac, Dst: dst, VNI: e.VNI, VNIZero: e.vniZero, Permanent: e.State&netlink.NUD_PERMANENT != 0})
 	}
 	return fs, nil
+}
+
+// ndaVNI returns the NDA_VNI attribute of m, the payload of an RTM_NEWNEIGH
+// message, and whether m has one.
+func ndaVNI(m []byte) (uint32, bool) {
+	if len(m) < unix.SizeofNdMsg {
+		return 0, false
+	}
+	native := nl.NativeEndian()
+	for b := m[unix.SizeofNdMsg:]; len(b) >= unix.SizeofRtAttr; {
+		l := int(native.Uint16(b))
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return 0, false
+		}
+		if native.Uint16(b[2:])&nl.NLA_TYPE_MASK == unix.NDA_VNI && l >= unix.SizeofRtAttr+4 {
+			return native.Uint32(b[unix.SizeofRtAttr:]), true
+		}
+		b = b[min(len(b), (l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1)):]
+	}
+	return 0, false
 }
 
 // ErrGone is what a Writer's delete returns when the object is already gone:
@@ -1063,7 +1124,8 @@ func (w NetlinkWriter) DelNeigh(n Neigh) error {
 
 // SetFDB adds f as a permanent entry or points the existing entry for its MAC
 // at f.Dst with f.VNI. A replace also resets the entry's port and underlay
-// ifindex to the device's, as they are not named.
+// ifindex to the device's, as they are not named. f.VNIZero is not written:
+// the entries Reconcile sets have the device's VNI.
 func (w NetlinkWriter) SetFDB(f FDB) error {
 	return w.H.NeighSet(&netlink.Neigh{
 		LinkIndex:    f.LinkIndex,
@@ -1086,7 +1148,8 @@ func (w NetlinkWriter) SetFDB(f FDB) error {
 // A unicast MAC's entry has one destination, so it is named by the MAC alone
 // (destination 0.0.0.0: any), whatever its VNI, port or ifindex. A zero or
 // multicast MAC's destination is named by address and VNI; one with another
-// port or ifindex stays (see ListFDBOn).
+// port or ifindex stays (see ListFDBOn). One with VNIZero is named with
+// NDA_VNI 0: without, the kernel would take the device's VNI.
 func (w NetlinkWriter) DelFDB(f FDB) error {
 	n := &netlink.Neigh{
 		LinkIndex:    f.LinkIndex,
@@ -1098,8 +1161,30 @@ func (w NetlinkWriter) DelFDB(f FDB) error {
 	}
 	if f.MAC.IsUnicast() {
 		n.IP = net.IPv4zero
+	} else if f.VNIZero {
+		return goneIfNotFound(delFDBVNIZero(w.H, n))
 	}
 	return goneIfNotFound(w.H.NeighDel(n))
+}
+
+// delFDBVNIZero deletes through h the destination of n, an FDB entry's to
+// an IPv4 address, naming VNI 0: netlink leaves NDA_VNI out when Neigh.VNI
+// is 0, and the kernel then takes the device's VNI. It fails when h has no
+// socket of its own (handleSocket) rather than delete in the calling
+// thread's namespace; ListFDBOn sets VNIZero only through that socket.
+func delFDBVNIZero(h *netlink.Handle, n *netlink.Neigh) error {
+	s, ok := handleSocket(h)
+	if !ok {
+		return fmt.Errorf("delete fdb %s dst %s vni 0 dev#%d: no netlink socket of the handle's to name VNI 0 through", n.HardwareAddr, n.IP, n.LinkIndex)
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_DELNEIGH, unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: s}
+	req.AddData(&netlink.Ndmsg{Family: unix.AF_BRIDGE, Index: uint32(n.LinkIndex), Flags: uint8(n.Flags)})
+	req.AddData(nl.NewRtAttr(unix.NDA_DST, n.IP.To4()))
+	req.AddData(nl.NewRtAttr(unix.NDA_LLADDR, n.HardwareAddr))
+	req.AddData(nl.NewRtAttr(unix.NDA_VNI, nl.Uint32Attr(0)))
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 func goneIfNotFound(err error) error {
