@@ -288,9 +288,8 @@ func (w *configWatch) setPending(p *ConfigPending) {
 // the checks of this host that a start makes once c's backend is built
 // (Prepare's), which building one (configWatch.check) does not make, as
 // each backend's CheckHost makes them. Nil if none refuses c. It touches
-// nothing: it reads netlink (host-gw) and /proc (udp), it creates no device
-// and binds no socket. vxlan's check that no other device holds the VNI and
-// port is not asked: Prepare finds that only by creating its device.
+// nothing: it reads netlink (host-gw, vxlan) and /proc (udp), it creates no
+// device, writes no state file and binds no socket.
 func hostRefuses(c *subnet.Config, ext backend.ExternalInterface, extMTU int) error {
 	switch c.BackendType {
 	case hostgw.Type:

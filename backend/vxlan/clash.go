@@ -150,3 +150,26 @@ func nested(b []byte, path ...uint16) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// checkClash returns the error with which Prepare would refuse our device
+// because another VXLAN device holds its VNI and port (takeBack), as far as
+// that is told without the VTEP MAC a start settles (and may write): when
+// the holder differs from our device in what only recreating it changes
+// (incompatible). A holder that differs in its MAC alone may be ours
+// renamed, which a start renames back, or another program's: it is not
+// guessed at. Nil when our device is there and fit for use (Prepare creates
+// nothing then), and when netlink does not answer: the start will tell.
+func (b *Backend) checkClash() error {
+	l, err := backend.LinkByName(b.h, b.name)
+	if err != nil || l != nil && b.incompatible(l) == "" {
+		return nil
+	}
+	holder, err := b.vniHolder()
+	if err != nil || holder == nil {
+		return nil
+	}
+	if why := b.incompatible(holder); why != "" {
+		return b.clashError(unix.EEXIST, holder.Attrs().Name, why)
+	}
+	return nil
+}

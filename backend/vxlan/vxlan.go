@@ -213,10 +213,11 @@ func checkMTU(mtu int, iface string, extMTU int) error {
 
 // CheckHost returns the error with which Prepare would refuse the Backend
 // object raw on this host, whose external interface ext has MTU extMTU
-// now: a Backend.MTU above it (checkMTU), or an MTU too small for VXLAN
-// (deviceMTU); nil when raw does not decode (the config check reports
-// that). The agent's config watch asks it of a new config. It touches
-// nothing.
+// now: a Backend.MTU above it (checkMTU), an MTU too small for VXLAN
+// (deviceMTU), or another device holding the VNI and port (checkClash);
+// nil when raw does not decode (the config check reports that). The
+// agent's config watch asks it of a new config. It only reads, netlink
+// in the current network namespace.
 func CheckHost(raw json.RawMessage, ext backend.ExternalInterface, extMTU int) error {
 	o, err := parseOptions(raw)
 	if err != nil {
@@ -225,8 +226,16 @@ func CheckHost(raw json.RawMessage, ext backend.ExternalInterface, extMTU int) e
 	if err := checkMTU(o.MTU, ext.Iface.Name, extMTU); err != nil {
 		return err
 	}
-	_, err = deviceMTU(o.MTU, ext.IfaceAddr, ext.Iface.Name, extMTU)
-	return err
+	if _, err := deviceMTU(o.MTU, ext.IfaceAddr, ext.Iface.Name, extMTU); err != nil {
+		return err
+	}
+	h, err := backend.OpenHandle(nil)
+	if err != nil {
+		return nil // not known: the start will tell
+	}
+	defer h.Close()
+	b := &Backend{ext: ext, opts: o, name: deviceName(o.VNI), h: h, ns: netns.None()}
+	return b.checkClash()
 }
 
 // deviceMTU is the device's MTU for a Backend.MTU of mtu (0 when unset)
@@ -359,6 +368,9 @@ func NewWithHandle(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (ba
 	return newBackend(cfg, h, ns)
 }
 
+// deviceName is the name of our device for VNI vni, flanneld's.
+func deviceName(vni int) string { return fmt.Sprintf("flannel.%d", vni) }
+
 func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Backend, error) {
 	if cfg.Network == nil {
 		return nil, errors.New("vxlan: no network config")
@@ -391,7 +403,7 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 		log:       cfg.Logger,
 		ext:       ext,
 		opts:      opts,
-		name:      fmt.Sprintf("flannel.%d", opts.VNI),
+		name:      deviceName(opts.VNI),
 		macPath:   filepath.Join(cfg.StateDir, fmt.Sprintf("vxlan-%d.mac", opts.VNI)),
 		network:   cfg.Network.Network,
 		subnetLen: cfg.Network.SubnetLen,
@@ -740,8 +752,7 @@ func (b *Backend) takeBack(addErr error) (netlink.Link, bool, error) {
 		why = fmt.Sprintf("its MAC %s is not our VTEP MAC %s", mac, b.mac)
 	}
 	if why != "" {
-		return nil, false, fmt.Errorf("create vxlan device %s: %w: link %s already has VNI %d on UDP port %d, and it is not agentd's device renamed (%s): delete it, or rename it back to %s if it was agentd's",
-			b.name, addErr, name, b.opts.VNI, b.opts.Port, why, b.name)
+		return nil, false, b.clashError(addErr, name, why)
 	}
 	err = b.h.LinkSetName(holder, b.name)
 	if errors.Is(err, unix.EBUSY) {
@@ -760,6 +771,14 @@ func (b *Backend) takeBack(addErr error) (netlink.Link, bool, error) {
 		return nil, false, fmt.Errorf("look up the renamed device %s: %w", b.name, err)
 	}
 	return l, false, nil
+}
+
+// clashError is the error of a create of our device that the kernel
+// refused with addErr because the device name, not ours for reason why,
+// holds our VNI and port.
+func (b *Backend) clashError(addErr error, name, why string) error {
+	return fmt.Errorf("create vxlan device %s: %w: link %s already has VNI %d on UDP port %d, and it is not agentd's device renamed (%s): delete it, or rename it back to %s if it was agentd's",
+		b.name, addErr, name, b.opts.VNI, b.opts.Port, why, b.name)
 }
 
 // followExternalMTU makes our MTU what the external interface's current MTU
