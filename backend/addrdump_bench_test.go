@@ -3,9 +3,7 @@ package backend_test
 import (
 	"fmt"
 	"net/netip"
-	"runtime"
 	"testing"
-	"time"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
@@ -81,32 +79,7 @@ func BenchmarkServiceAddrs(b *testing.B) {
 				}
 				return nil
 			}
-			measure := func(pass func() error) (time.Duration, uint64) {
-				var m0, m1 runtime.MemStats
-				runtime.ReadMemStats(&m0)
-				start := time.Now()
-				if err := pass(); err != nil {
-					b.Fatal(err)
-				}
-				took := time.Since(start)
-				runtime.ReadMemStats(&m1)
-				return took, m1.TotalAlloc - m0.TotalAlloc
-			}
-			var beforeT, afterT time.Duration
-			var beforeB, afterB uint64
-			for b.Loop() {
-				t, a := measure(before)
-				beforeT, beforeB = beforeT+t, beforeB+a
-				t, a = measure(after)
-				afterT, afterB = afterT+t, afterB+a
-			}
-			ops := float64(b.N)
-			b.ReportMetric(float64(beforeT.Microseconds())/ops/1e3, "before-ms/pass")
-			b.ReportMetric(float64(afterT.Microseconds())/ops/1e3, "after-ms/pass")
-			b.ReportMetric(float64(beforeT)/float64(afterT), "time-before/after")
-			b.ReportMetric(float64(beforeB)/ops/1e6, "before-MB/pass")
-			b.ReportMetric(float64(afterB)/ops/1e6, "after-MB/pass")
-			b.ReportMetric(float64(beforeB)/float64(afterB), "alloc-before/after")
+			compare(b, "before", "after", before, after)
 		})
 	}
 }
