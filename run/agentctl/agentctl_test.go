@@ -390,6 +390,10 @@ func TestEtcdFlagsLikeAgentd(t *testing.T) {
 	// Empty entries (a comma too many in agentd.env's list) are skipped,
 	// as agentd skips them.
 	c.mustRun("leases", "--etcd-endpoints=,http://127.0.0.1:2379,,", "-etcd-prefix="+prefix)
+	// host:port, taken as agentd takes it, is named in --help.
+	if out := c.mustRun("--help"); !strings.Contains(out, "URLs (http, https, unix, unixs) or host:port") {
+		t.Errorf("--help does not name host:port among the endpoint forms:\n%s", out)
+	}
 
 	// The dialler fails the test if it is called with anything but
 	// http://127.0.0.1:2379.

@@ -176,7 +176,7 @@ FLANNELD_ETCD_ENDPOINTS).`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
-	pf.Var(&endpointList{eps: &a.etcd.EtcdEndpoints}, "etcd-endpoints", "comma-separated etcd endpoint URLs")
+	pf.Var(&endpointList{eps: &a.etcd.EtcdEndpoints}, "etcd-endpoints", "comma-separated etcd endpoints: URLs (http, https, unix, unixs) or host:port, as agentd takes them")
 	pf.StringVar(&a.etcd.EtcdPrefix, "etcd-prefix", a.etcd.EtcdPrefix, "etcd key prefix of the network")
 	pf.StringVar(&a.etcd.EtcdCAFile, "etcd-cafile", "", "CA certificate file to verify etcd's TLS certificate")
 	pf.StringVar(&a.etcd.EtcdCertFile, "etcd-certfile", "", "client certificate file for etcd TLS")
