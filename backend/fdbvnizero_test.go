@@ -18,17 +18,8 @@ import (
 // both as VNI 0); DelFDB deletes an all-zeros MAC's destination with VNI 0
 // and leaves the one with the device's VNI beside it.
 func TestFDBVNIZero(t *testing.T) {
-	ns := nstest.New(t)
+	ns, idx := vxlanVNI7(t)
 	h := ns.Handle
-	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
-	if err := h.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vx0"}, VxlanId: 7, Port: 8472}); err != nil {
-		t.Fatal(err)
-	}
-	vx, err := h.LinkByName("vx0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx := vx.Attrs().Index
 	list := func(h *netlink.Handle) ([]backend.FDB, error) { return backend.ListFDBOn(h, idx) }
 	w := backend.NetlinkWriter{H: h}
 	// add appends a destination with VNI vni (-1: none named, the device's).

@@ -263,10 +263,10 @@ route 10.244.2.0/24 via 10.244.2.0 dev vx0 onlink proto 74
 	checkList(t, "routes", backend.OurRoutes, h, nil)
 }
 
-// TestFDBVNI: an FDB entry's VNI is listed when it is not the device's and
-// as 0 when it is, however it was set; set and delete name it, so the entry
-// meant is the one changed.
-func TestFDBVNI(t *testing.T) {
+// vxlanVNI7 makes a namespace with ext0 (198.18.0.1/24) and vx0, a vxlan
+// device of VNI 7 on port 8472, and returns it and vx0's index.
+func vxlanVNI7(t *testing.T) (*nstest.NS, int) {
+	t.Helper()
 	ns := nstest.New(t)
 	h := ns.Handle
 	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
@@ -277,7 +277,15 @@ func TestFDBVNI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx := vx.Attrs().Index
+	return ns, vx.Attrs().Index
+}
+
+// TestFDBVNI: an FDB entry's VNI is listed when it is not the device's and
+// as 0 when it is, however it was set; set and delete name it, so the entry
+// meant is the one changed.
+func TestFDBVNI(t *testing.T) {
+	ns, idx := vxlanVNI7(t)
+	h := ns.Handle
 	list := func(h *netlink.Handle) ([]backend.FDB, error) { return backend.ListFDBOn(h, idx) }
 	w := backend.NetlinkWriter{H: h}
 	f := backend.FDB{LinkIndex: idx, MAC: backend.MAC{2, 0, 0, 0, 0, 2}, Dst: netip.MustParseAddr("198.18.0.2"), VNI: 77, Permanent: true}

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/agentd/agentd/backend"
-	"github.com/agentd/agentd/subnet"
 	"github.com/vishvananda/netlink"
 )
 
@@ -46,17 +45,9 @@ func addForeignAddrs(t testing.TB, h *netlink.Handle) netlink.Link {
 // address of this host on kube-ipvs0 is skipped.
 func TestPassIgnoresForeignAddrs(t *testing.T) {
 	h := newHost(t, `{}`)
-	peers := []subnet.Lease{
-		lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02"),
-		lease("10.244.3.0/24", "198.18.0.3", "vxlan", "02:00:00:00:00:03"),
-	}
 	ctx := context.Background()
-	if _, err := h.b.Reconcile(ctx, h.own, peers); err != nil {
-		t.Fatal(err)
-	}
-	bare := passGarbage(t, h.b, h.own, peers)
-	ipvs := addForeignAddrs(t, h.ns.Handle)
-	loaded := passGarbage(t, h.b, h.own, peers)
+	var ipvs netlink.Link
+	peers, bare, loaded := foreignCost(t, h, func() { ipvs = addForeignAddrs(t, h.ns.Handle) })
 	perAddr := float64(loaded-bare) / foreignAddrs
 	t.Logf("a pass allocated %d bytes with no foreign address, %d with %d: %.0f bytes per foreign address", bare, loaded, foreignAddrs, perAddr)
 	if perAddr > 500 {
