@@ -11,6 +11,7 @@ import (
 	"github.com/agentd/agentd/tests/etcdtest"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestConfigWatchJudge replays what an operator may write to the config key
@@ -107,13 +108,18 @@ func TestConfigWatchDefaultedBackendType(t *testing.T) {
 
 // TestConfigWatchRefusedAtOnceBacksOff: the config key's watch ends as soon
 // as it starts, every time, while reads of the key work. The key is read
-// again after a delay that grows from 500 ms (drawn within [250, 500])
-// doubling up to 10 s: at most 4 reads in the first 3 s. Before, each read
-// that succeeded reset the delay: a read 2 to 4 times a second, from every
-// agent, for as long as the refusal lasted.
+// again after a delay that grows from 500 ms, doubling up to 10 s, each
+// drawn within [d/2, d] of its nominal d: the gaps between watches are at
+// least 250 ms, 500 ms, 1 s. Before, each read that succeeded reset the
+// delay: a read 2 to 4 times a second, from every agent, for as long as the
+// refusal lasted. The test waits for each watch and checks the gap before
+// it: a gap can only be longer than the delay, never shorter, however
+// loaded the machine.
 func TestConfigWatchRefusedAtOnceBacksOff(t *testing.T) {
 	cli := etcdtest.Start(t).Client(t)
-	w := &etcdtest.RefusingWatcher{Watcher: cli.Watcher}
+	// The smallest gap before each watch after the first.
+	least := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second}
+	w := &timedWatcher{Watcher: &etcdtest.RefusingWatcher{Watcher: cli.Watcher}, started: make(chan time.Time, len(least)+1)}
 	cli.Watcher = w
 	running, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16"}`))
 	if err != nil {
@@ -133,15 +139,37 @@ func TestConfigWatchRefusedAtOnceBacksOff(t *testing.T) {
 		cancel()
 		<-done
 	}()
-	const window, most = 3 * time.Second, 4
-	start := time.Now()
-	for time.Since(start) < window {
-		if n := w.Watches.Load(); n > most {
-			t.Fatalf("%d watches (each after a read of the key) within %v, want at most %d", n, time.Since(start).Round(time.Millisecond), most)
+	next := func(n int) time.Time {
+		t.Helper()
+		select {
+		case at := <-w.started:
+			return at
+		case <-time.After(30 * time.Second):
+			t.Fatalf("watch %d not started within 30 s: the watch is not retried", n)
+			return time.Time{}
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	if n := w.Watches.Load(); n < 2 {
-		t.Fatalf("%d watches in %v, want at least 2: the watch is not retried", n, window)
+	prev := next(1)
+	for i, d := range least {
+		at := next(i + 2)
+		if gap := at.Sub(prev); gap < d {
+			t.Fatalf("watch %d came %v after the one before, want at least %v (the delay does not grow)", i+2, gap.Round(time.Millisecond), d)
+		}
+		prev = at
 	}
+}
+
+// timedWatcher is a clientv3.Watcher that sends the start of each watch on
+// started while it has room, then watches with the Watcher it wraps.
+type timedWatcher struct {
+	clientv3.Watcher
+	started chan time.Time
+}
+
+func (w *timedWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	select {
+	case w.started <- time.Now():
+	default: // more watches than the test waits for
+	}
+	return w.Watcher.Watch(ctx, key, opts...)
 }
