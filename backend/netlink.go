@@ -1202,11 +1202,23 @@ type EventFilter struct {
 	Link  func(netlink.LinkUpdate) bool
 	Addr  func(netlink.AddrUpdate) bool
 	Route func(netlink.RouteUpdate) bool
-	Neigh func(netlink.NeighUpdate) bool
+	Neigh func(NeighEvent) bool
 
 	// Subscribed, when set, is called each time the subscriptions are in
 	// place, so a test knows that no later event can be missed.
 	Subscribed func()
+}
+
+// NeighEvent is a neighbour or FDB event as EventFilter.Neigh judges it:
+// netlink's NeighUpdate, and VNIZero, set when the message names VNI 0
+// (NDA_VNI 0), which Neigh.VNI (0) cannot tell from no NDA_VNI. The kernel
+// names an FDB entry's VNI only when it is not its vxlan device's, so
+// VNIZero marks an entry with VNI 0 on a device of another VNI: `bridge
+// fdb replace … dev flannel.1 … vni 0`, which no write of ours makes (see
+// FDB.VNIZero).
+type NeighEvent struct {
+	netlink.NeighUpdate
+	VNIZero bool
 }
 
 // RouteEventFilter returns the EventFilter.Route func of a backend whose
@@ -1404,7 +1416,7 @@ type subscription struct {
 	links  chan netlink.LinkUpdate
 	addrs  chan netlink.AddrUpdate
 	routes chan netlink.RouteUpdate
-	neighs chan netlink.NeighUpdate
+	neighs chan NeighEvent
 	// The last error netlink reported for each group. It reports the one
 	// that ends a group before closing the channel, so once the channel is
 	// closed, the last error is why.
@@ -1456,14 +1468,73 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 		s.routes = ch
 	}
 	if f.Neigh != nil {
-		ch := make(chan netlink.NeighUpdate, eventBuffer)
-		if err := netlink.NeighSubscribeWithOptions(ch, s.done, netlink.NeighSubscribeOptions{Namespace: &ns, ErrorCallback: onErr(&s.neighErr),
-			ReceiveBufferSize: eventSocketBuffer, ReceiveBufferForceSize: s.forced}); err != nil {
+		ch := make(chan NeighEvent, eventBuffer)
+		if err := subscribeNeighs(ns, ch, s.done, onErr(&s.neighErr), s.forced); err != nil {
 			return nil, fmt.Errorf("neighbours: %w", err)
 		}
 		s.neighs = ch
 	}
 	return s, nil
+}
+
+// subscribeNeighs is netlink's NeighSubscribeWithOptions with a receive
+// buffer of eventSocketBuffer (past rmem_max when force), but it hands over
+// NeighEvents, NDA_VNI looked for in each message (ndaVNI): netlink v1.3
+// reads NDA_VNI 0 and no NDA_VNI alike. As in netlink, cberr gets every
+// receive error, and ch is closed after one that ends the subscription
+// (a failed receive, an error message, a message it cannot read) or after
+// done closes the socket.
+func subscribeNeighs(ns netns.NsHandle, ch chan<- NeighEvent, done <-chan struct{}, cberr func(error), force bool) error {
+	s, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, unix.RTNLGRP_NEIGH)
+	if err != nil {
+		return err
+	}
+	if err := s.SetReceiveBufferSize(eventSocketBuffer, force); err != nil {
+		s.Close()
+		return err
+	}
+	go func() {
+		<-done
+		s.Close()
+	}()
+	go func() {
+		defer close(ch)
+		for {
+			msgs, from, err := s.Receive()
+			if err != nil {
+				cberr(err)
+				return
+			}
+			if from.Pid != nl.PidKernel {
+				cberr(fmt.Errorf("neighbour event from port %d, not the kernel's", from.Pid))
+				continue
+			}
+			for _, m := range msgs {
+				switch m.Header.Type {
+				case unix.NLMSG_DONE:
+					continue
+				case unix.NLMSG_ERROR:
+					if len(m.Data) < 4 {
+						cberr(errors.New("short netlink error message"))
+						return
+					}
+					if errno := int32(nl.NativeEndian().Uint32(m.Data)); errno != 0 {
+						cberr(unix.Errno(-errno))
+						return
+					}
+					continue
+				}
+				n, err := netlink.NeighDeserialize(m.Data)
+				if err != nil {
+					cberr(err)
+					return
+				}
+				vni, named := ndaVNI(m.Data)
+				ch <- NeighEvent{NeighUpdate: netlink.NeighUpdate{Type: m.Header.Type, Neigh: *n}, VNIZero: named && vni == 0}
+			}
+		}
+	}()
+	return nil
 }
 
 // canForceBuffer reports whether a netlink socket in ns may be given a

@@ -599,7 +599,7 @@ func TestWatchEventsHoldsColdStartBurst(t *testing.T) {
 	var seen atomic.Int64
 	var log levelLog
 	unblock, resubscribed, _ := stalledWatch(t, ns, log.logger(), backend.EventFilter{
-		Neigh: func(u netlink.NeighUpdate) bool {
+		Neigh: func(u backend.NeighEvent) bool {
 			seen.Add(1)
 			return u.State&netlink.NUD_PERMANENT != 0
 		},
@@ -631,7 +631,7 @@ func TestWatchEventsRecoversFromOverrun(t *testing.T) {
 	var log levelLog
 	overrunsBefore, othersBefore := backend.EventResubscriptions()
 	unblock, resubscribed, wakes := stalledWatch(t, ns, log.logger(), backend.EventFilter{
-		Neigh: func(u netlink.NeighUpdate) bool { return u.State&netlink.NUD_PERMANENT != 0 },
+		Neigh: func(u backend.NeighEvent) bool { return u.State&netlink.NUD_PERMANENT != 0 },
 	})
 	// The kernel charges an event at least 512 bytes of the buffer (about
 	// 830 here), and the buffer is twice what was asked for.

@@ -171,26 +171,27 @@ func TestEventFilters(t *testing.T) {
 	link := func(name string, index int) netlink.LinkUpdate {
 		return netlink.LinkUpdate{Link: &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: name, Index: index}}}
 	}
-	neighOf := func(typ uint16, family, index, state int, ip string, mac backend.MAC) netlink.NeighUpdate {
-		return netlink.NeighUpdate{Type: typ, Neigh: netlink.Neigh{Family: family, LinkIndex: index, State: state,
-			IP: net.ParseIP(ip), HardwareAddr: mac.HardwareAddr()}}
+	neighOf := func(typ uint16, family, index, state int, ip string, mac backend.MAC) backend.NeighEvent {
+		return backend.NeighEvent{NeighUpdate: netlink.NeighUpdate{Type: typ, Neigh: netlink.Neigh{Family: family, LinkIndex: index, State: state,
+			IP: net.ParseIP(ip), HardwareAddr: mac.HardwareAddr()}}}
 	}
-	neigh := func(typ uint16, family, index, state int) netlink.NeighUpdate {
+	neigh := func(typ uint16, family, index, state int) backend.NeighEvent {
 		return neighOf(typ, family, index, state, "10.244.9.0", backend.MAC{2, 0, 0, 0, 0, 9})
 	}
-	wanted := func(typ uint16, state int, mac backend.MAC) netlink.NeighUpdate {
+	wanted := func(typ uint16, state int, mac backend.MAC) backend.NeighEvent {
 		return neighOf(typ, unix.AF_INET, 7, state, "10.244.2.0", mac)
 	}
 	b.wantFDB.Store(&map[backend.MAC]netip.Addr{peerMAC: netip.MustParseAddr("198.18.0.2")})
 	// fdb is an event about the device's own entry for mac, to dst.
-	fdb := func(typ uint16, state int, mac backend.MAC, dst string) netlink.NeighUpdate {
+	fdb := func(typ uint16, state int, mac backend.MAC, dst string) backend.NeighEvent {
 		u := neighOf(typ, unix.AF_BRIDGE, 7, state, dst, mac)
 		u.Flags = netlink.NTF_SELF
 		return u
 	}
-	withVNI := func(u netlink.NeighUpdate, vni int) netlink.NeighUpdate { u.VNI = vni; return u }
-	withFlags := func(u netlink.NeighUpdate, flags int) netlink.NeighUpdate { u.Flags = flags; return u }
-	withMAC := func(u netlink.NeighUpdate, hw net.HardwareAddr) netlink.NeighUpdate { u.HardwareAddr = hw; return u }
+	withVNI := func(u backend.NeighEvent, vni int) backend.NeighEvent { u.VNI = vni; return u }
+	withVNIZero := func(u backend.NeighEvent) backend.NeighEvent { u.VNIZero = true; return u }
+	withFlags := func(u backend.NeighEvent, flags int) backend.NeighEvent { u.Flags = flags; return u }
+	withMAC := func(u backend.NeighEvent, hw net.HardwareAddr) backend.NeighEvent { u.HardwareAddr = hw; return u }
 	otherMAC := backend.MAC{2, 0, 0, 0, 0, 9}
 	for _, tc := range []struct {
 		name string
@@ -210,6 +211,8 @@ func TestEventFilters(t *testing.T) {
 		{"wanted FDB entry made dynamic", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_REACHABLE, peerMAC, "198.18.0.2")), true},
 		{"wanted FDB entry made static", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_NOARP, peerMAC, "198.18.0.2")), true},
 		{"wanted FDB entry with another VNI", b.neighEvent(withVNI(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, peerMAC, "198.18.0.2"), 77)), true},
+		{"wanted FDB entry with VNI 0 named (flannel.1)", b.neighEvent(withVNIZero(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, peerMAC, "198.18.0.2"))), true},
+		{"foreign FDB entry with VNI 0 named deleted", b.neighEvent(withVNIZero(fdb(unix.RTM_DELNEIGH, netlink.NUD_PERMANENT, otherMAC, "198.18.0.9"))), false},
 		{"wanted FDB entry no longer the device's own", b.neighEvent(withFlags(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, peerMAC, "198.18.0.2"), 0)), true},
 		{"foreign permanent FDB entry added", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_PERMANENT, otherMAC, "198.18.0.9")), true},
 		{"foreign dynamic FDB entry added", b.neighEvent(fdb(unix.RTM_NEWNEIGH, netlink.NUD_REACHABLE, otherMAC, "198.18.0.9")), true},

@@ -1130,7 +1130,7 @@ func (b *Backend) addrEvent(u netlink.AddrUpdate) bool {
 // pass after each would find nothing to do. Other addresses' entries that are not permanent are the kernel's
 // resolution (incomplete, failed, reachable…, and their deletion), which
 // Reconcile leaves alone; so is the deletion of a permanent one.
-func (b *Backend) neighEvent(u netlink.NeighUpdate) bool {
+func (b *Backend) neighEvent(u backend.NeighEvent) bool {
 	dev := int(b.devIndex.Load())
 	if dev == 0 || u.LinkIndex != dev {
 		return false
@@ -1158,13 +1158,14 @@ func (b *Backend) neighEvent(u netlink.NeighUpdate) bool {
 // NTF_SELF, with a 6-byte MAC) and deletes those it does not want. An event
 // about a wanted MAC wakes unless the entry stands as wanted: the device's
 // own, permanent, to the wanted destination, with the device's VNI (one
-// rewritten without NTF_SELF is no longer listed, and is written again).
-// That is what our own writes report, and a pass after each would find
-// nothing to do. Another MAC's entry added or changed wakes, whatever its
+// rewritten without NTF_SELF is no longer listed, and is written again;
+// one given VNI 0 on a device of another VNI is told by u.VNIZero, since
+// its u.VNI is 0 like that of an entry with the device's). That is what
+// our own writes report, and a pass after each would find nothing to do. Another MAC's entry added or changed wakes, whatever its
 // state, since Reconcile deletes it; its deletion does not (ours of an entry
 // no longer wanted, or someone's of one we would have deleted), nor does an
 // entry that is not the device's own (a bridge's, NTF_MASTER).
-func (b *Backend) fdbEvent(u netlink.NeighUpdate) bool {
+func (b *Backend) fdbEvent(u backend.NeighEvent) bool {
 	mac, ok := backend.MACFromHardwareAddr(u.HardwareAddr)
 	if !ok {
 		return false
@@ -1174,7 +1175,7 @@ func (b *Backend) fdbEvent(u netlink.NeighUpdate) bool {
 	if want := b.wantFDB.Load(); want != nil {
 		if dst, wanted := (*want)[mac]; wanted {
 			cur, _ := backend.AddrFromIP(u.IP)
-			return deleted || !self || u.State&netlink.NUD_PERMANENT == 0 || cur != dst || u.VNI != 0
+			return deleted || !self || u.State&netlink.NUD_PERMANENT == 0 || cur != dst || u.VNI != 0 || u.VNIZero
 		}
 	}
 	return self && !deleted

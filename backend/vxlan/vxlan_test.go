@@ -1029,7 +1029,7 @@ func TestNeighbourEventsJudged(t *testing.T) {
 	}
 	judge := func(what string, u netlink.NeighUpdate, want bool) {
 		t.Helper()
-		if got := h.b.neighEvent(u); got != want {
+		if got := h.b.neighEvent(backend.NeighEvent{NeighUpdate: u}); got != want {
 			t.Errorf("%s (%+v): woke=%v, want %v", what, u.Neigh, got, want)
 		}
 	}
@@ -1088,7 +1088,7 @@ func TestFDBEventsJudged(t *testing.T) {
 				if u.Family != unix.AF_BRIDGE || u.LinkIndex != dev || u.HardwareAddr.String() != mac.String() {
 					continue
 				}
-				if got := h.b.neighEvent(u); got != want {
+				if got := h.b.neighEvent(backend.NeighEvent{NeighUpdate: u}); got != want {
 					t.Errorf("%s (%+v): woke=%v, want %v", what, u.Neigh, got, want)
 				}
 				return
