@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -1318,31 +1319,45 @@ func TestWatchRelistsAfterCompaction(t *testing.T) {
 // TestWatchRefusedAtOnceBacksOff: the watch ends as soon as it starts, every
 // time (it lands on a member without a leader while another member answers
 // the list, or etcd refuses it for any other lasting reason). The agent
-// lists again with a delay that grows, from 200 ms (drawn within [100, 200])
-// doubling up to 10 s: at most 5 lists in the first 3 s. Before, each list
-// that succeeded reset the delay: a list of every lease and an Info line
-// about 5 times a second for as long as the refusal lasted.
+// lists again with a delay that grows from 200 ms, doubling up to 10 s, each
+// drawn within [d/2, d] of its nominal d: the gaps between watches are at
+// least 100, 200, 400 and 800 ms. Before, each list that succeeded reset the
+// delay: a list of every lease and an Info line about 5 times a second for
+// as long as the refusal lasted. The test waits for each watch and checks
+// the gap before it: a gap can only be longer than the delay, never
+// shorter, however loaded the machine.
 func TestWatchRefusedAtOnceBacksOff(t *testing.T) {
 	e := newEnv(t, net16)
-	w := &etcdtest.RefusingWatcher{Watcher: e.cli.Watcher}
+	// The smallest gap before each watch after the first.
+	least := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
+	w := &holdingWatcher{Watcher: e.cli.Watcher, refuse: math.MaxInt, started: make(chan time.Time, len(least)+1)}
 	e.cli.Watcher = w
 	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
 	acquire(t, m)
 	run(t, m)
-	<-m.PeersSynced()
-	const window, most = 3 * time.Second, 5
-	start := time.Now()
-	for time.Since(start) < window {
-		if n := m.Stats.Relists.Load(); n > most {
-			t.Fatalf("%d lists after refused watches within %v, want at most %d", n, time.Since(start).Round(time.Millisecond), most)
+	next := func(n int) time.Time {
+		t.Helper()
+		select {
+		case at := <-w.started:
+			return at
+		case <-time.After(30 * time.Second):
+			t.Fatalf("watch %d not started within 30 s (%d watches): the watch is not retried", n, w.watches.Load())
+			return time.Time{}
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	n := m.Stats.Relists.Load()
-	if n < 2 || w.Watches.Load() < 2 {
-		t.Fatalf("%d lists after %d refused watches in %v, want at least 2 of each", n, w.Watches.Load(), window)
+	prev := next(1)
+	for i, d := range least {
+		at := next(i + 2)
+		if gap := at.Sub(prev); gap < d {
+			t.Fatalf("watch %d came %v after the one before, want at least %v (the delay does not grow)", i+2, gap.Round(time.Millisecond), d)
+		}
+		prev = at
 	}
-	t.Logf("%d lists after refused watches in %v", n, window)
+	// A list before each watch after the first, after the refusal of the
+	// one before.
+	if n := m.Stats.Relists.Load(); n < int64(len(least)) {
+		t.Errorf("Relists = %d after %d refused watches, want at least %d", n, len(least)+1, len(least))
+	}
 }
 
 // holdingWatcher is a clientv3.Watcher whose first refuse watches etcd
