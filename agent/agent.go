@@ -87,6 +87,25 @@ func Backends() backend.Registry {
 	}
 }
 
+// optionsCheck is the config watch's check: whether backends build the
+// backend of a new config, on the external interface ext, as a start would.
+// It judges the config's options alone. The interface's MTU is given as 0
+// (not known), so a backend does not judge Backend.MTU against the MTU found
+// at this start: that MTU may be stale (DHCP), and an MTU this interface
+// cannot carry is this host's limit, not an invalid config: the watch's host
+// check (hostRefuses) asks it with the interface's MTU now.
+func optionsCheck(backends backend.Registry, ext backend.ExternalInterface, stateDir string) func(*subnet.Config) error {
+	if ext.Iface != nil {
+		iface := *ext.Iface
+		iface.MTU = 0
+		ext.Iface = &iface
+	}
+	return func(c *subnet.Config) error {
+		_, err := backends.New(backend.Config{Network: c, External: ext, StateDir: stateDir, Logger: logr.Discard()})
+		return err
+	}
+}
+
 // leftovers is the explicit map from each backend with a device of its own
 // to what deletes that device, when provably ours and unused, while the
 // network runs another backend: the operator switched backends and
@@ -351,10 +370,7 @@ func (a *agent) run(ctx context.Context) error {
 		a.obs.reg.MustRegister(c)
 	}
 	cw := &configWatch{log: a.log.WithName("config"), cli: cli.Client, key: reg.ConfigKey(), running: netCfg,
-		check: func(c *subnet.Config) error {
-			_, err := a.backends.New(backend.Config{Network: c, External: ext, StateDir: a.cfg.StateDir, Logger: logr.Discard()})
-			return err
-		},
+		check: optionsCheck(a.backends, ext, a.cfg.StateDir),
 		host: func(c *subnet.Config) error {
 			// The interface's MTU now: it may have changed since
 			// the start (DHCP), as the next start would find it.
