@@ -298,11 +298,28 @@ var _ masqChains = iptablesMasq{}
 
 var masqFamilies = []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6}
 
+// xtablesWait is how long, in seconds, each iptables command waits for the
+// xtables lock that another program (kube-proxy, firewalld, `iptables -w`)
+// holds: as long as agentd's own (`iptables-restore --wait=1`).
+// go-iptables' NewWithProtocol gives --wait without a limit, so legacy
+// iptables waited for as long as the lock was held, and DEL with it:
+// containerd's StopPodSandbox, and its teardown of a failed ADD, hung. Past
+// it iptables fails with exit status 4 ("Another app is currently holding
+// the xtables lock. Stopped waiting after 1s."), which DEL logs (see Del).
+// iptables with nf_tables takes no such lock.
+const xtablesWait = 1
+
+// newIPTables is go-iptables for family proto, waiting xtablesWait for the
+// xtables lock.
+func newIPTables(proto iptables.Protocol) (*iptables.IPTables, error) {
+	return iptables.New(iptables.IPFamily(proto), iptables.Timeout(xtablesWait))
+}
+
 func (iptablesMasq) Has(network, containerID string) (bool, error) {
 	chain := masqChainName(network, containerID)
 	var errs []error
 	for _, proto := range masqFamilies {
-		ipt, err := iptables.NewWithProtocol(proto)
+		ipt, err := newIPTables(proto)
 		if err != nil {
 			continue // no iptables of this family, so no chain
 		}
@@ -327,7 +344,7 @@ func (iptablesMasq) Remove(network, containerID string) error {
 	comment := fmt.Sprintf("name: %q id: %q", network, containerID)
 	var errs []error
 	for _, proto := range masqFamilies {
-		ipt, err := iptables.NewWithProtocol(proto)
+		ipt, err := newIPTables(proto)
 		if err != nil {
 			continue // no iptables of this family, so no chain
 		}

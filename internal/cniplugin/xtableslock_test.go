@@ -1,0 +1,103 @@
+package cniplugin
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// legacyIptablesIn puts iptables and ip6tables first in PATH for the test:
+// legacy iptables run in network namespace ns, taking the xtables lock at
+// a file of the test's own (XTABLES_LOCKFILE), which it returns. Legacy,
+// because iptables-nft ignores the lock. It fails the test where CI is set,
+// and skips it elsewhere, without root, ip(8) or iptables-legacy.
+func legacyIptablesIn(t *testing.T, ns string) (lockFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, name := range []string{"iptables", "ip6tables"} {
+		s := fmt.Sprintf("#!/bin/sh\nexec ip netns exec '%s' %s-legacy \"$@\"\n", ns, name)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir+string(filepath.ListSeparator)+os.Getenv("PATH"))
+	lockFile = filepath.Join(dir, "xtables.lock")
+	t.Setenv("XTABLES_LOCKFILE", lockFile)
+	return lockFile
+}
+
+// holdLock takes the xtables lock at path, as `flock /run/xtables.lock
+// sleep 600` or a slow kube-proxy would, until the test ends.
+func holdLock(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+}
+
+// TestDelXtablesLockBounded: DEL looks for, and removes, bridge's
+// masquerade chain with iptables (see masqChains). With another program
+// holding the xtables lock, go-iptables' --wait without a limit made legacy
+// iptables wait for as long as the lock was held: containerd's
+// StopPodSandbox, and the teardown after a failed ADD, hung with it. Now
+// each call waits xtablesWait at most, DEL succeeds with the failure on
+// stderr (the runtime's log). Real legacy iptables in a namespace of the
+// test's, the lock a file of the test's.
+func TestDelXtablesLockBounded(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("iptables-legacy"); err != nil {
+		unmet(t, "needs iptables-legacy (apt-get install iptables)")
+	}
+	ns := netns(t, "x")
+	holdLock(t, legacyIptablesIn(t, ns))
+	f := newFixture(t)
+	f.p.masq = nil // iptables
+	f.writeEnv(t, envA)
+	if err := f.p.Add(f.args("c1", "")); err != nil {
+		t.Fatal(err)
+	}
+	// c1: saved, its pod's namespace gone (the chain is removed after
+	// the delegate's DEL); c2: nothing saved (the chain is looked for
+	// first).
+	done := make(chan string, 1)
+	go func() {
+		var out strings.Builder
+		for _, id := range []string{"c1", "c2"} {
+			a := f.args(id, "")
+			a.Netns = ""
+			start := time.Now()
+			err := f.p.Del(a)
+			fmt.Fprintf(&out, "DEL %s: %v in %v\n", id, err, time.Since(start).Round(10*time.Millisecond))
+		}
+		done <- out.String()
+	}()
+	const limit = 30 * time.Second
+	select {
+	case got := <-done:
+		t.Log(got, f.errOut.String())
+		if strings.Count(got, ": <nil> in ") != 2 {
+			t.Errorf("DEL with the xtables lock held:\n%s", got)
+		}
+	case <-time.After(limit):
+		t.Fatalf("DEL still waits for the xtables lock after %v", limit)
+	}
+	for _, id := range []string{"c1", "c2"} {
+		want := "DEL of container " + id + " interface eth0 in network cbr0: "
+		if !strings.Contains(f.errOut.String(), want) {
+			t.Errorf("stderr %q, want %q…", f.errOut.String(), want)
+		}
+	}
+	if want := "Another app is currently holding the xtables lock. Stopped waiting after 1s."; !strings.Contains(f.errOut.String(), want) {
+		t.Errorf("stderr %q, want %q", f.errOut.String(), want)
+	}
+}
