@@ -37,6 +37,12 @@ var errStateDirLocked = errors.New("locked")
 // is held until the returned file is closed or the process ends; the caller
 // must keep the file (and so its descriptor) until then.
 func lockStateDir(dir string) (*os.File, error) {
+	// Checked before anything is made there, and again once dir is made:
+	// an element missing at the first check may have been made by another
+	// user in a sticky directory (/tmp) before MkdirAll.
+	if err := atomicfile.CheckPath(dir); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -45,9 +51,9 @@ func lockStateDir(dir string) (*os.File, error) {
 	}
 	path := filepath.Join(dir, lockFile)
 	// os.OpenFile opens with O_CLOEXEC. Not through a symbolic link, and
-	// only a file of root's with one link is truncated below: the state
-	// dir is checked above, but its parent may be another user's, who could
-	// swap it for another dir between the check and this open.
+	// only a file of root's with one link is truncated below: root may
+	// have left one there (the dir and the directories above it are
+	// checked above, so no one else can have since).
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
 	if errors.Is(err, unix.ELOOP) {
 		return nil, fmt.Errorf("state dir: %s is a symbolic link, which agentd does not follow: remove it", path)
@@ -91,7 +97,13 @@ func lockStateDir(dir string) (*os.File, error) {
 // write to: its host identity (a copy of another host's makes this agent
 // take that host's lease for its own), its lost-subnet.env and its lock file
 // (a symbolic link in its place had root truncate the file it leads to).
+// So it refuses one that another user could replace, by a directory of
+// theirs or a symbolic link to another of root's (another agent's state
+// dir): one under a directory they own or may write to.
 func checkStateDir(dir string) error {
+	if err := atomicfile.CheckPath(dir); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("state dir: %w", err)
