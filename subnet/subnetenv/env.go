@@ -76,15 +76,24 @@ func Read(path string) (Env, error) { return read(path, false) }
 func ReadComplete(path string) (Env, error) { return read(path, true) }
 
 // ReadOwned is Read of a file that only root can have written
-// (atomicfile.ReadOwned), for root's readers (the agent, the CNI plugin,
+// (atomicfile.ReadOwned) in a place only root can change
+// (atomicfile.CheckPath), for root's readers (the agent, the CNI plugin,
 // agentd-docker-opts): a subnet.env that another user put in a directory
-// they can write to must not choose a host's subnet, its pods' addresses or
-// docker0's. Its errors are Read's, or wrap atomicfile.ErrUntrusted.
-func ReadOwned(path string) (Env, error) { return readWith(atomicfile.ReadOwned, path, false) }
+// they can write to, or in place of a directory they can rename, must not
+// choose a host's subnet, its pods' addresses or docker0's. Its errors are
+// Read's, or wrap atomicfile.ErrUntrusted.
+func ReadOwned(path string) (Env, error) { return readWith(readOwned, path, false) }
 
 // ReadOwnedComplete is ReadOwned with ParseComplete's rules.
 func ReadOwnedComplete(path string) (Env, error) {
-	return readWith(atomicfile.ReadOwned, path, true)
+	return readWith(readOwned, path, true)
+}
+
+func readOwned(path string) ([]byte, error) {
+	if err := atomicfile.CheckPath(path); err != nil {
+		return nil, err
+	}
+	return atomicfile.ReadOwned(path)
 }
 
 func read(path string, complete bool) (Env, error) { return readWith(os.ReadFile, path, complete) }
