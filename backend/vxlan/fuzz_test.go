@@ -3,6 +3,7 @@ package vxlan
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -46,53 +47,64 @@ func FuzzParseOptions(f *testing.F) {
 	})
 }
 
-// FuzzParseLeaseData: any peer's BackendData is refused, with no VNI or
-// MAC, or yields a unicast MAC that prints and parses back to itself; the
-// BackendData this agent publishes for that VNI and MAC reads back as them.
-// So does the one for the input's first bytes as a MAC (made unicast), so a
-// parser that refused everything would fail too.
+// FuzzParseLeaseData: any peer's BackendData is refused, with nothing
+// read, or yields a unicast MAC that prints and parses back to itself and a
+// UDP port or 0 (none said); the BackendData this agent publishes for that
+// VNI, port and MAC reads back as them, and with port 0 it is flanneld's
+// exact format. So does the one for the input's first bytes as a MAC (made
+// unicast) and port, so a parser that refused everything would fail too.
 func FuzzParseLeaseData(f *testing.F) {
 	for _, s := range []string{`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`, `{"VtepMAC":"01:00:5e:00:00:01"}`,
-		`{"VtepMAC":""}`, `{}`, ``, `{"VNI":"1"}`, `{"VtepMAC":"aa-bb-cc-dd-ee-ff"}`} {
+		`{"VtepMAC":""}`, `{}`, ``, `{"VNI":"1"}`, `{"VtepMAC":"aa-bb-cc-dd-ee-ff"}`,
+		`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff","Port":8472}`, `{"VtepMAC":"02:00:00:00:00:01","Port":0}`,
+		`{"VtepMAC":"02:00:00:00:00:01","Port":null}`, `{"VtepMAC":"02:00:00:00:00:01","Port":-1}`,
+		`{"VtepMAC":"02:00:00:00:00:01","Port":65536}`, `{"VtepMAC":"02:00:00:00:00:01","Port":"8472"}`,
+		`{"VtepMAC":"02:00:00:00:00:01","Port":4789.5}`, `{"VtepMAC":"02:00:00:00:00:01","port":1,"Port":2}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		vni, mac, err := parseLeaseData(json.RawMessage(s))
+		d, err := parseLeaseData(json.RawMessage(s))
 		if err != nil {
-			if vni != 0 || mac != (backend.MAC{}) {
-				t.Fatalf("parseLeaseData(%q) refused it but returned %d, %s", s, vni, mac)
+			if d != (peerData{}) {
+				t.Fatalf("parseLeaseData(%q) refused it but returned %+v", s, d)
 			}
 		} else {
-			if !mac.IsUnicast() {
-				t.Fatalf("parseLeaseData(%q) accepted the non-unicast %s", s, mac)
+			if !d.MAC.IsUnicast() {
+				t.Fatalf("parseLeaseData(%q) accepted the non-unicast %s", s, d.MAC)
 			}
-			back, err := backend.ParseMAC(mac.String())
-			if err != nil || back != mac {
-				t.Fatalf("MAC %s does not round-trip: %v %v", mac, back, err)
+			if d.Port < 0 || d.Port > 65535 {
+				t.Fatalf("parseLeaseData(%q) accepted the port %d", s, d.Port)
 			}
-			checkLeaseDataRoundTrip(t, vni, mac)
+			back, err := backend.ParseMAC(d.MAC.String())
+			if err != nil || back != d.MAC {
+				t.Fatalf("MAC %s does not round-trip: %v %v", d.MAC, back, err)
+			}
+			checkLeaseDataRoundTrip(t, d)
 		}
-		if len(s) >= 6 {
+		if len(s) >= 8 {
 			var m backend.MAC
 			copy(m[:], s)
 			m[0] &^= 1 // the group bit
 			if m.IsUnicast() {
-				checkLeaseDataRoundTrip(t, len(s), m)
+				checkLeaseDataRoundTrip(t, peerData{VNI: len(s), Port: int(s[6])<<8 | int(s[7]), MAC: m})
 			}
 		}
 	})
 }
 
-// checkLeaseDataRoundTrip: the BackendData Prepare publishes for vni and m
-// reads back as them.
-func checkLeaseDataRoundTrip(t *testing.T, vni int, m backend.MAC) {
+// checkLeaseDataRoundTrip: the BackendData Prepare publishes for d's VNI,
+// port and MAC reads back as them; without a port it is flanneld's format.
+func checkLeaseDataRoundTrip(t *testing.T, d peerData) {
 	t.Helper()
-	data, err := json.Marshal(leaseData{VNI: vni, VtepMAC: m.String()})
+	data, err := json.Marshal(leaseData{VNI: d.VNI, VtepMAC: d.MAC.String(), Port: d.Port})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gotVNI, got, err := parseLeaseData(data); err != nil || gotVNI != vni || got != m {
-		t.Fatalf("parseLeaseData(%s) = %d, %s, %v; want %d, %s", data, gotVNI, got, err, vni, m)
+	if got, err := parseLeaseData(data); err != nil || got != d {
+		t.Fatalf("parseLeaseData(%s) = %+v, %v; want %+v", data, got, err, d)
+	}
+	if flannel := fmt.Sprintf(`{"VNI":%d,"VtepMAC":"%s"}`, d.VNI, d.MAC); d.Port == 0 && string(data) != flannel {
+		t.Fatalf("BackendData %s without a port, want flanneld's %s", data, flannel)
 	}
 }
 

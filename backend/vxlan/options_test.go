@@ -57,19 +57,31 @@ func TestParseOptions(t *testing.T) {
 	}
 }
 
+// TestParseLeaseData: a peer's BackendData as flanneld writes it and as
+// agentd does, with its Port: read when it is a UDP port; 0, null or no
+// key is none said (0); any other value makes the lease malformed, as a
+// VtepMAC that is no MAC does.
 func TestParseLeaseData(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:fe"}`, "1 aa:bb:cc:dd:ee:fe"},
-		{`{"vtepmac":"02:00:00:00:00:01"}`, "0 02:00:00:00:00:01"},
+		{`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:fe"}`, "vni 1 port 0 aa:bb:cc:dd:ee:fe"},
+		{`{"vtepmac":"02:00:00:00:00:01"}`, "vni 0 port 0 02:00:00:00:00:01"},
+		{`{"VNI":1,"VtepMAC":"02:00:00:00:00:02","Port":4789}`, "vni 1 port 4789 02:00:00:00:00:02"},
+		{`{"VNI":1,"VtepMAC":"02:00:00:00:00:02","port":65535}`, "vni 1 port 65535 02:00:00:00:00:02"},
+		{`{"VNI":1,"VtepMAC":"02:00:00:00:00:02","Port":0}`, "vni 1 port 0 02:00:00:00:00:02"},
+		{`{"VNI":1,"VtepMAC":"02:00:00:00:00:02","Port":null}`, "vni 1 port 0 02:00:00:00:00:02"},
 		{``, "error: no BackendData"},
 		{`{"VNI":1}`, "error: BackendData has no VtepMAC"},
 		{`{"VNI":1,"VtepMAC":"zz"}`, "error: BackendData VtepMAC: address zz: invalid MAC address"},
 		{`{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}`, "error: BackendData VtepMAC 01:00:5e:00:00:01 is not a unicast address"},
 		{`{"VNI":1,"VtepMAC":"00:00:00:00:00:00"}`, "error: BackendData VtepMAC 00:00:00:00:00:00 is not a unicast address"},
 		{`[1]`, "error: BackendData: json: cannot unmarshal array into Go value of type vxlan.leaseData"},
+		{`{"VNI":1,"VtepMAC":"02:00:00:00:00:02","Port":65536}`, "error: BackendData Port 65536 is not a UDP port"},
+		{`{"VNI":1,"VtepMAC":"02:00:00:00:00:02","Port":-1}`, "error: BackendData Port -1 is not a UDP port"},
+		{`{"VNI":1,"VtepMAC":"02:00:00:00:00:02","Port":"4789"}`,
+			"error: BackendData: json: cannot unmarshal string into Go struct field leaseData.Port of type int"},
 	} {
-		vni, mac, err := parseLeaseData(json.RawMessage(tc.in))
-		got := fmt.Sprintf("%d %s", vni, mac)
+		d, err := parseLeaseData(json.RawMessage(tc.in))
+		got := fmt.Sprintf("vni %d port %d %s", d.VNI, d.Port, d.MAC)
 		if err != nil {
 			got = "error: " + err.Error()
 		}

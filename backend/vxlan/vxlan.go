@@ -70,6 +70,13 @@
 // holding two subnets (moved, its old lease not yet expired): both are
 // programmed, through one FDB entry.
 //
+// Our lease's BackendData is flanneld's, {"VNI":1,"VtepMAC":"…"}, plus
+// "Port": the device's UDP port, which flanneld's decoder ignores. A peer
+// whose lease names another VNI, or another port, is skipped too: VXLAN
+// between the two would be dropped, or sent to a port nobody listens on.
+// A lease without a port (flanneld's, an older agentd's) is taken to use
+// ours, as every lease was before leases said it.
+//
 // What is ours, and deleted when no lease implies it: the device (recreated
 // when its VNI, port, local address, underlay device or learning differ from
 // the config; its MTU and MAC are corrected in place; renamed back when it
@@ -264,33 +271,49 @@ func overhead(underlay netip.Addr) int {
 	return overheadIPv4
 }
 
-// leaseData is the BackendData of a vxlan lease, in flannel's format:
-// {"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}.
+// leaseData is the BackendData of a vxlan lease, in flannel's format,
+// {"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}, plus agentd's Port: the UDP port
+// the host's device receives VXLAN on, so that hosts whose configs say
+// different ports see it (flanneld's decoder ignores the key; its leases,
+// and older agentds', lack it, read as 0).
 type leaseData struct {
 	VNI     int    `json:"VNI"`
 	VtepMAC string `json:"VtepMAC"`
+	Port    int    `json:"Port,omitempty"`
+}
+
+// peerData is a peer's BackendData as parseLeaseData reads it.
+type peerData struct {
+	VNI int
+	// Port is the peer's UDP port; 0 when its lease does not say
+	// (flanneld's, an older agentd's).
+	Port int
+	MAC  backend.MAC
 }
 
 // parseLeaseData decodes a peer's BackendData.
-func parseLeaseData(raw json.RawMessage) (vni int, mac backend.MAC, err error) {
+func parseLeaseData(raw json.RawMessage) (peerData, error) {
 	if len(raw) == 0 {
-		return 0, backend.MAC{}, errors.New("no BackendData")
+		return peerData{}, errors.New("no BackendData")
 	}
 	var d leaseData
 	if err := json.Unmarshal(raw, &d); err != nil {
-		return 0, backend.MAC{}, fmt.Errorf("BackendData: %w", err)
+		return peerData{}, fmt.Errorf("BackendData: %w", err)
 	}
 	if d.VtepMAC == "" {
-		return 0, backend.MAC{}, errors.New("BackendData has no VtepMAC")
+		return peerData{}, errors.New("BackendData has no VtepMAC")
 	}
-	mac, err = backend.ParseMAC(d.VtepMAC)
+	mac, err := backend.ParseMAC(d.VtepMAC)
 	if err != nil {
-		return 0, backend.MAC{}, fmt.Errorf("BackendData VtepMAC: %w", err)
+		return peerData{}, fmt.Errorf("BackendData VtepMAC: %w", err)
 	}
 	if !mac.IsUnicast() {
-		return 0, backend.MAC{}, fmt.Errorf("BackendData VtepMAC %s is not a unicast address", mac)
+		return peerData{}, fmt.Errorf("BackendData VtepMAC %s is not a unicast address", mac)
 	}
-	return d.VNI, mac, nil
+	if d.Port < 0 || d.Port > 65535 {
+		return peerData{}, fmt.Errorf("BackendData Port %d is not a UDP port", d.Port)
+	}
+	return peerData{VNI: d.VNI, Port: d.Port, MAC: mac}, nil
 }
 
 // Backend is the vxlan backend. Prepare, MTU and Reconcile belong to one
@@ -462,7 +485,7 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	}
 	b.deleteOldDevices()
 	b.prepared = true
-	data, err := json.Marshal(leaseData{VNI: b.opts.VNI, VtepMAC: mac.String()})
+	data, err := json.Marshal(leaseData{VNI: b.opts.VNI, VtepMAC: mac.String(), Port: b.opts.Port})
 	if err != nil {
 		return nil, err
 	}
@@ -972,28 +995,34 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			skip("%s", why)
 			continue
 		}
-		vni, mac, err := parseLeaseData(p.Attrs.BackendData)
+		pd, err := parseLeaseData(p.Attrs.BackendData)
 		if err != nil {
 			skip("%v", err)
 			continue
 		}
-		if vni != 0 && vni != b.opts.VNI {
-			skip("VNI %d, ours is %d", vni, b.opts.VNI)
+		if pd.VNI != 0 && pd.VNI != b.opts.VNI {
+			skip("VNI %d, ours is %d", pd.VNI, b.opts.VNI)
+			continue
+		}
+		// A lease that does not say its port (flanneld's, an older
+		// agentd's) is taken to use ours, as before leases said it.
+		if pd.Port != 0 && pd.Port != b.opts.Port {
+			skip("UDP port %d, ours is %d", pd.Port, b.opts.Port)
 			continue
 		}
 		if b.opts.DirectRouting && direct(seg, pub) {
 			d.routes = append(d.routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
 			continue
 		}
-		if mac == b.mac {
-			skip("VtepMAC %s is our own", mac)
+		if pd.MAC == b.mac {
+			skip("VtepMAC %s is our own", pd.MAC)
 			continue
 		}
 		if overlay.Contains(pub) {
 			skip("public IP %s lies in an overlay subnet: VXLAN to it would be routed into the overlay, not the underlay", pub)
 			continue
 		}
-		tunnels = append(tunnels, tunnel{lease: i, key: key, mac: mac})
+		tunnels = append(tunnels, tunnel{lease: i, key: key, mac: pd.MAC})
 	}
 	for _, t := range b.settle(peers, tunnels) {
 		p := &peers[t.lease]

@@ -245,7 +245,7 @@ func TestPrepare(t *testing.T) {
 		t.Errorf("VTEP MAC %s is not a locally administered unicast address", mac)
 	}
 	data := h.prepare() // idempotent
-	if want := fmt.Sprintf(`{"VNI":1,"VtepMAC":"%s"}`, mac); string(data) != want {
+	if want := fmt.Sprintf(`{"VNI":1,"VtepMAC":"%s","Port":8472}`, mac); string(data) != want {
 		t.Errorf("BackendData %s, want %s", data, want)
 	}
 	if h.b.MTU() != 1450 {
