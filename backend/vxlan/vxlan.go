@@ -1190,8 +1190,9 @@ func (b *Backend) neighEvent(u backend.NeighEvent) bool {
 // rewritten without NTF_SELF is no longer listed, and is written again;
 // one given VNI 0 on a device of another VNI is told by u.VNIZero, since
 // its u.VNI is 0 like that of an entry with the device's). That is what
-// our own writes report, and a pass after each would find nothing to do. Another MAC's entry added or changed wakes, whatever its
-// state, since Reconcile deletes it; its deletion does not (ours of an entry
+// our own writes report, and a pass after each would find nothing to do.
+// Another MAC's entry added or changed wakes, whatever its state, since
+// Reconcile deletes it; its deletion does not (ours of an entry
 // no longer wanted, or someone's of one we would have deleted), nor does an
 // entry that is not the device's own (a bridge's, NTF_MASTER).
 func (b *Backend) fdbEvent(u backend.NeighEvent) bool {
