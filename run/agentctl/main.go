@@ -162,6 +162,12 @@ FLANNELD_ETCD_ENDPOINTS).`,
 		Args: groupArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			// Before flagsFromEnv, which marks the flags it sets as
+			// changed. A command line is every local user's to read
+			// (/proc/<pid>/cmdline, ps -ef); the environment only root's.
+			if f := cmd.Flags().Lookup("etcd-password"); f != nil && f.Changed && f.Value.String() != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "agentctl: warning: "+passwordOnCommandLine)
+			}
 			if err := flagsFromEnv(cmd.Flags(), a.lookupEnv, a.source); err != nil {
 				return err
 			}
@@ -188,6 +194,12 @@ FLANNELD_ETCD_ENDPOINTS).`,
 	root.AddCommand(a.configCommand(), a.leasesCommand(), a.leaseCommand(), a.statusCommand())
 	return root
 }
+
+// passwordOnCommandLine is the warning for --etcd-password given on the
+// command line, as agentd's.
+const passwordOnCommandLine = "--etcd-password is on the command line, which every local user can read (ps -ef, /proc/<pid>/cmdline): " +
+	"give it as AGENTD_ETCD_PASSWORD in the environment instead (on a host installed with agentd.service, " +
+	"set -a; . /etc/agentd/agentd.env; set +a gives agentctl the agent's etcd settings)"
 
 // groupArgs and groupRun make a command that only groups subcommands reject
 // an unknown subcommand, and one given none, as usage errors (cobra would

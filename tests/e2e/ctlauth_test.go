@@ -49,6 +49,7 @@ func TestCLIEtcdAuthRefusals(t *testing.T) {
 	} {
 		code, out := f.agentctl(h1, tc.args...)
 		t.Logf("%s: $ agentctl %s\n%s(exit %d)", tc.name, strings.Join(tc.args, " "), out, code)
+		out = afterPasswordWarning(t, tc.args, out)
 		if code != 1 || strings.Count(strings.TrimSpace(out), "\n") != 0 {
 			t.Errorf("%s: exit %d, want 1 with one line", tc.name, code)
 		}
