@@ -28,6 +28,9 @@
 // checked before any wait. That file is the one dockerd reads: the last
 // --config-file among dockerd's own arguments, given after "--" (the drop-in
 // passes $DOCKER_OPTS there, split as for dockerd), or else --docker-config.
+// So, before any wait too, is an --output in or under a directory another
+// user could change (atomicfile.CheckPath), where the file that becomes
+// dockerd's command line would be theirs to replace once written.
 // Exit status 64 (EX_USAGE, as agentd's and agentctl's) is a usage error.
 //
 // A docker0 left with another subnet's address and with interfaces attached
@@ -115,6 +118,16 @@ func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Wr
 	if err := checkDockerConfig(config); err != nil {
 		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
 		return exitFailure
+	}
+	// Before any wait, as the check above. The file is dockerd's command
+	// line (the drop-in's EnvironmentFile, or a shell's ". file"): root's
+	// own file in a directory another user can change is theirs to
+	// replace once written (dockerd -H tcp://0.0.0.0:2375 is root for all).
+	if o.output != "" {
+		if err := atomicfile.CheckPath(o.output); err != nil {
+			fmt.Fprintf(stderr, "agentd-docker-opts: --output: %v\n", err)
+			return exitFailure
+		}
 	}
 	env, err := readEnv(ctx, o, polled)
 	if err != nil {
