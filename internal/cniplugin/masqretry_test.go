@@ -11,9 +11,10 @@ import (
 
 // TestMasqRemovalRetried: when the removal of a container's masquerade
 // chain after the delegate's DEL fails (the xtables lock held past
-// go-iptables' wait, an iptables error), the attachment's saved
-// configuration stays, so that the next GC releases it again and removes
-// the chain then. GC reports the failure; DEL logs it and succeeds. Before,
+// xtablesWait, an iptables error), the chain is recorded in masqRetryDir
+// before the attachment's saved configuration goes, so that the next GC
+// (or ADD or DEL: TestMasqRemovalRetriedByLaterCommands) removes it then.
+// GC reports the failure; DEL logs it and succeeds. Before 2026-12-06
 // the file went first: the next GC did not see the attachment, and the
 // chain stayed for good.
 func TestMasqRemovalRetried(t *testing.T) {
@@ -37,10 +38,9 @@ func TestMasqRemovalRetried(t *testing.T) {
 	if got := f.errOut.String(); !strings.Contains(got, "DEL of container c2 interface eth0 in network cbr0: delete masquerade chain CNI-x: xtables lock") {
 		t.Errorf("stderr %q", got)
 	}
-	for _, id := range []string{"c1", "c2"} {
-		if _, err := os.Stat(f.saved(id)); err != nil {
-			t.Errorf("%s's chain is still there, but its saved configuration is gone (%v): no GC will retry", id, err)
-		}
+	retryDir := filepath.Join(f.dataDir, masqRetryDir)
+	if got, want := fileNames(t, retryDir), []string{"cbr0:c1", "cbr0:c2"}; !slices.Equal(got, want) {
+		t.Errorf("%s holds %q, want %q: the chains are still there, and no later command would retry", masqRetryDir, got, want)
 	}
 
 	f.masq.err = nil
@@ -50,8 +50,11 @@ func TestMasqRemovalRetried(t *testing.T) {
 	if want := []string{"cbr0 c1", "cbr0 c2"}; !slices.Equal(f.masq.removed, want) {
 		t.Errorf("the next GC removed the chains of %q, want %q", f.masq.removed, want)
 	}
-	if names := fileNames(t, f.dataDir); len(names) != 0 {
+	if names := fileNames(t, f.dataDir); !slices.Equal(names, []string{masqRetryDir}) {
 		t.Errorf("after the next GC dataDir holds %q", names)
+	}
+	if names := fileNames(t, retryDir); len(names) != 0 {
+		t.Errorf("after the next GC %s holds %q", masqRetryDir, names)
 	}
 }
 
@@ -61,8 +64,8 @@ func TestMasqRemovalRetried(t *testing.T) {
 // still gets DEL, with ipMasq false, which needs no iptables, so the
 // address is freed and the interface deleted; agentd-cni then removes the
 // chain itself, as after a DEL without the pod's namespace. That failing
-// too, the error goes to stderr and a damaged saved file stays for the
-// next GC. Before, a failed look-up counted as no chain: nothing removed
+// too, the error goes to stderr and the chain is recorded for later
+// commands to remove. Before, a failed look-up counted as no chain: nothing removed
 // the chain, and nothing was logged.
 func TestDelMasqLookupFails(t *testing.T) {
 	fakeIptables(t, 4, "Another app is currently holding the xtables lock. Stopped waiting after 5s.")
@@ -93,7 +96,7 @@ func TestDelMasqLookupFails(t *testing.T) {
 			t.Errorf("stderr %q, want %q…", f.errOut.String(), want)
 		}
 	}
-	if _, err := os.Stat(f.saved("c2")); err != nil {
-		t.Errorf("c2's chain may still be there, but its saved file is gone (%v): no GC will retry", err)
+	if got, want := fileNames(t, filepath.Join(f.dataDir, masqRetryDir)), []string{"cbr0:c1", "cbr0:c2"}; !slices.Equal(got, want) {
+		t.Errorf("%s holds %q, want %q: the chains may still be there, and no later command would retry", masqRetryDir, got, want)
 	}
 }

@@ -95,7 +95,9 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // FLANNEL_IPMASQ, an invalid configuration naming the file and key. No
 // delegate runs in any of these cases, so no interface gets a wrong address
 // or MTU. Nor does it for an attachment whose file name would be too long
-// (see fits), which is refused before anything else.
+// (see fits), which is refused before anything else. Before the delegate
+// runs, the masquerade chains earlier DELs could not remove are removed (see
+// retryMasq): if the container's own cannot be, ADD is "try again later".
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	n, at, err := loadConf(args)
 	if err != nil {
@@ -103,6 +105,13 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	if err := at.fits(n); err != nil {
 		return err
+	}
+	ownErr, err := p.retryMasq(n.DataDir, n.Name+":"+at.containerID)
+	if ownErr != nil {
+		return types.NewError(types.ErrTryAgainLater, ownErr.Error(), "")
+	}
+	if err != nil {
+		fmt.Fprintf(p.stderr(), "agentd-cni: ADD of container %s interface %s in network %s: %v\n", args.ContainerID, args.IfName, n.Name, err)
 	}
 	env, err := p.waitSubnetEnv(n)
 	if err != nil {
@@ -139,10 +148,16 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // either, with releaseOnly's range, so addresses are still released (a
 // runtime retries a failed DEL for as long as the pod's sandbox exists, and
 // the real delegates' DEL succeeds when there is nothing to release).
+// First it retries the removal of masquerade chains that earlier DELs
+// could not remove (see retryMasq); a failure there, as one of the
+// container's own chain (see release), goes to stderr, and DEL succeeds.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
 	n, at, err := loadConf(args)
 	if err != nil {
 		return err
+	}
+	if _, err := p.retryMasq(n.DataDir, ""); err != nil {
+		fmt.Fprintf(p.stderr(), "agentd-cni: DEL of container %s interface %s in network %s: %v\n", args.ContainerID, args.IfName, n.Name, err)
 	}
 	err = p.release(n, at, args.Netns, func(typ string, conf []byte) error {
 		return invoke.DelegateDel(context.Background(), typ, conf, p.Exec)
@@ -151,7 +166,8 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if errors.As(err, &me) {
 		// The pod is gone and its address free. Failing DEL would not
 		// mend this, and while the cause lasts would fail every retry:
-		// the runtime's log gets it, and GC retries (see release).
+		// the runtime's log gets it, and later commands retry (see
+		// release).
 		fmt.Fprintf(p.stderr(), "agentd-cni: DEL of container %s interface %s in network %s: %v\n", args.ContainerID, args.IfName, n.Name, me.err)
 		return nil
 	}
@@ -160,7 +176,8 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 
 // masqError is release's error when the delegate's DEL succeeded but the
 // removal of the container's masquerade chain after it failed (see
-// dropMasqChain).
+// dropMasqChain), and the chain is recorded for later commands to remove
+// (see masqRetryDir).
 type masqError struct{ err error }
 
 func (e *masqError) Error() string { return e.err.Error() }
@@ -173,9 +190,8 @@ func (e *masqError) Unwrap() error { return e.err }
 // or it was told ipMasq false because the chain's look-up failed
 // (lookupFailed, see release). No later DEL of the delegate's will remove
 // it. A chain that may still serve another attachment of the container in
-// this network (one saved here, other than at's own file) stays. It runs
-// before release forgets at, so that a failed removal leaves at saved for
-// GC to retry.
+// this network (one saved here, other than at's own file) stays. A failed
+// removal is retried by later commands (see masqRetryDir).
 func (p *Plugin) dropMasqChain(n *NetConf, at attachment, netns string, lookupFailed bool) error {
 	if netns != "" && !lookupFailed {
 		if _, err := os.Stat(netns); err == nil {
@@ -196,9 +212,10 @@ func (p *Plugin) dropMasqChain(n *NetConf, at attachment, netns string, lookupFa
 // release is DEL of the attachment at, the delegate run by del, netns the
 // pod's network namespace as the runtime gave it. The container's
 // masquerade chain goes next when the delegate may have left it (see
-// dropMasqChain); the saved files go last, so that when that removal
-// fails (a *masqError) the attachment stays saved and the next GC, or a
-// DEL run again, releases it again and retries.
+// dropMasqChain); when that removal fails, the chain is recorded for
+// later commands to remove (see masqRetryDir) before the saved files go,
+// and the error is a *masqError. If the record cannot be written either,
+// the attachment stays saved and DEL fails, for the runtime to retry.
 func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ string, conf []byte) error) error {
 	saved, b, forget, err := readSaved(n, at)
 	if errors.Is(err, syscall.ENAMETOOLONG) {
@@ -244,9 +261,92 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 		return delegateError(d, "DEL", err)
 	}
 	if err := p.dropMasqChain(n, at, netns, lookupFailed); err != nil {
+		if rerr := recordMasqRetry(n.DataDir, n.Name, at.containerID); rerr != nil {
+			return types.NewError(types.ErrIOFailure, fmt.Sprintf("%v; nor could the chain be recorded for a later removal: %v", err, rerr), "")
+		}
+		if rerr := removeSaved(at, forget); rerr != nil {
+			return rerr
+		}
 		return &masqError{err}
 	}
 	return removeSaved(at, forget)
+}
+
+// masqRetryDir is the subdirectory of dataDir that lists the masquerade
+// chains still to be removed, one empty file per chain named <network>:<container
+// ID>, written by a DEL whose removal of the chain failed (see release).
+// Each later ADD, DEL and GC, of any network sharing the dataDir, tries
+// again (see retryMasq): no GC comes from containerd 1.7, nor for a
+// network below CNI 1.1.0, and after a DEL with nothing saved GC would find
+// no attachment to release. A chain is recorded only after its
+// container's last DEL in the network, so removing it later cannot take a
+// running pod's, except that of an ADD of that container ID again, which
+// retryMasq sees to. The name starts with "_", as no container ID or
+// network name can, so it is no attachment's file nor a legacy one.
+const masqRetryDir = "_masq-retry"
+
+// recordMasqRetry records the masquerade chain of network's container
+// containerID in dataDir's masqRetryDir.
+func recordMasqRetry(dataDir, network, containerID string) error {
+	dir := filepath.Join(dataDir, masqRetryDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(dir, network+":"+containerID), nil, 0o600)
+}
+
+// retryMasq removes the masquerade chains recorded in dataDir's
+// masqRetryDir and forgets them: first own's (<network>:<container ID> of
+// the attachment an ADD is for, "" for none), then the others' until one
+// fails, since while the cause lasts (the xtables lock held) each would
+// wait and fail alike. own's failure is ownErr, the others' err. An ADD
+// fails on ownErr: its delegate would make the container's chain again
+// under the same name, for a later retry to remove under the running pod.
+// For the same reason the directory is locked (flock) while retryMasq
+// runs, so that one that listed a record cannot remove the chain after the
+// record's ADD has removed it and made it anew.
+func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
+	dir := filepath.Join(dataDir, masqRetryDir)
+	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
+	}
+	defer d.Close()
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
+	}
+	retry := func(name string) error {
+		network, id, _ := strings.Cut(name, ":")
+		if err := p.masqChains().Remove(network, id); err != nil {
+			return fmt.Errorf("remove masquerade chain of container %s in network %s, left by its DEL: %w", id, network, err)
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	if own != "" && slices.Contains(names, own) {
+		if err := retry(own); err != nil {
+			return err, nil
+		}
+	}
+	for _, name := range names {
+		network, id, ok := strings.Cut(name, ":")
+		if name == own || !ok || utils.ValidateNetworkName(network) != nil || utils.ValidateContainerID(id) != nil {
+			continue // not a record (a temporary file of atomicfile's)
+		}
+		if err := retry(name); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
 }
 
 // releaseOnly is the subnet.env DEL gives the delegate when it has neither a
@@ -413,13 +513,13 @@ func masqChainName(network, containerID string) string {
 	return ("CNI-" + hex.EncodeToString(sum[:]))[:28]
 }
 
-// GC (CNI 1.1) releases this network's attachments that ADD saved here and
-// the runtime does not list as valid: their DEL never came, or came while
-// the runtime had forgotten them. Each gets DEL as Del gives it, without a
-// network namespace (GC may take it as gone, and bridge then releases the
-// addresses only), then loses its masquerade chain (see dropMasqChain) and
-// is forgotten; one whose chain's removal failed stays saved, so the next
-// GC tries again.
+// GC (CNI 1.1) first retries the removal of masquerade chains that earlier
+// DELs could not remove (see masqRetryDir), then releases this network's
+// attachments that ADD saved here and the runtime does not list as valid:
+// their DEL never came, or came while the runtime had forgotten them. Each
+// gets DEL as Del gives it, without a network namespace (GC may take it as
+// gone, and bridge then releases the addresses only), then loses its
+// masquerade chain (see dropMasqChain) and is forgotten, as by DEL.
 // Legacy per-container files of flannel's plugin are left alone: they do
 // not say which interface they were for. Then the delegate of today's configuration gets the GC, if it
 // speaks 1.1.0 (see forward) and subnet.env is readable. Errors do not stop
@@ -446,6 +546,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	var errs []error
+	if _, err := p.retryMasq(n.DataDir, ""); err != nil {
+		errs = append(errs, err)
+	}
 	for _, e := range ents {
 		rest, ok := strings.CutPrefix(e.Name(), n.Name+":")
 		id, ifName, ok2 := strings.Cut(rest, ":")

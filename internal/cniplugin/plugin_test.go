@@ -96,6 +96,9 @@ type fakeMasq struct {
 	chains map[string]bool
 	// removed lists the chains removed, in order.
 	removed []string
+	// removeCalls lists the chains Remove was asked for, in order,
+	// those it failed to remove included.
+	removeCalls []string
 	// err, when set, is Remove's answer, and nothing is removed.
 	err error
 	// hasErr, when set, is Has's error, with no chain found.
@@ -112,6 +115,7 @@ func (m *fakeMasq) Has(network, containerID string) (bool, error) {
 }
 
 func (m *fakeMasq) Remove(network, containerID string) error {
+	m.removeCalls = append(m.removeCalls, network+" "+containerID)
 	if m.err != nil {
 		return m.err
 	}

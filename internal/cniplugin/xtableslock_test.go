@@ -32,8 +32,9 @@ func legacyIptablesIn(t *testing.T, ns string) (lockFile string) {
 }
 
 // holdLock takes the xtables lock at path, as `flock /run/xtables.lock
-// sleep 600` or a slow kube-proxy would, until the test ends.
-func holdLock(t *testing.T, path string) {
+// sleep 600` or a slow kube-proxy would, until release is called or the
+// test ends.
+func holdLock(t *testing.T, path string) (release func()) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -43,6 +44,43 @@ func holdLock(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
+	return func() { f.Close() }
+}
+
+// addMasqChain makes in ns's legacy nat table what bridge's ADD with
+// ipMasq makes for network's container id at addr: the chain and the
+// POSTROUTING rule jumping to it.
+func addMasqChain(t *testing.T, ns, network, id, addr string) {
+	t.Helper()
+	chain := masqChainName(network, id)
+	comment := fmt.Sprintf("name: %q id: %q", network, id)
+	for _, args := range [][]string{
+		{"-t", "nat", "-N", chain},
+		{"-t", "nat", "-A", chain, "-d", "10.244.5.0/24", "-j", "ACCEPT", "-m", "comment", "--comment", comment},
+		{"-t", "nat", "-A", chain, "!", "-d", "224.0.0.0/4", "-j", "MASQUERADE", "-m", "comment", "--comment", comment},
+		{"-t", "nat", "-A", "POSTROUTING", "-s", addr, "-j", chain, "-m", "comment", "--comment", comment},
+	} {
+		if out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "iptables-legacy"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("iptables-legacy %q in %s: %v: %s", args, ns, err, out)
+		}
+	}
+}
+
+// legacyCNIRules are the lines of ns's legacy nat table that name a CNI
+// chain.
+func legacyCNIRules(t *testing.T, ns string) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns, "iptables-legacy-save", "-t", "nat").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables-legacy-save in %s: %v: %s", ns, err, out)
+	}
+	var rules []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "CNI-") {
+			rules = append(rules, line)
+		}
+	}
+	return rules
 }
 
 // TestDelXtablesLockBounded: DEL looks for, and removes, bridge's
@@ -51,15 +89,18 @@ func holdLock(t *testing.T, path string) {
 // iptables wait for as long as the lock was held: containerd's
 // StopPodSandbox, and the teardown after a failed ADD, hung with it. Now
 // each call waits xtablesWait at most, DEL succeeds with the failure on
-// stderr (the runtime's log). Real legacy iptables in a namespace of the
-// test's, the lock a file of the test's.
+// stderr (the runtime's log), and once the lock is free the next command
+// removes the chains (see masqRetryDir). Real legacy iptables in a
+// namespace of the test's, the lock a file of the test's.
 func TestDelXtablesLockBounded(t *testing.T) {
 	needRoot(t)
 	if _, err := exec.LookPath("iptables-legacy"); err != nil {
 		unmet(t, "needs iptables-legacy (apt-get install iptables)")
 	}
 	ns := netns(t, "x")
-	holdLock(t, legacyIptablesIn(t, ns))
+	addMasqChain(t, ns, "cbr0", "c1", "10.244.5.2/32")
+	addMasqChain(t, ns, "cbr0", "c2", "10.244.5.3/32")
+	release := holdLock(t, legacyIptablesIn(t, ns))
 	f := newFixture(t)
 	f.p.masq = nil // iptables
 	f.writeEnv(t, envA)
@@ -99,5 +140,18 @@ func TestDelXtablesLockBounded(t *testing.T) {
 	}
 	if want := "Another app is currently holding the xtables lock. Stopped waiting after 1s."; !strings.Contains(f.errOut.String(), want) {
 		t.Errorf("stderr %q, want %q", f.errOut.String(), want)
+	}
+	if got := legacyCNIRules(t, ns); len(got) != 8 {
+		t.Fatalf("with the lock held the nat table has\n%s\nwant c1's and c2's chains, as made", strings.Join(got, "\n"))
+	}
+
+	release()
+	a := f.args("c3", "")
+	a.Netns = liveNetns(t, f)
+	if err := f.p.Del(a); err != nil {
+		t.Fatalf("DEL of c3 with the lock free: %v", err)
+	}
+	if got := legacyCNIRules(t, ns); len(got) > 0 {
+		t.Errorf("after the next DEL, with the lock free, the nat table still has\n%s", strings.Join(got, "\n"))
 	}
 }

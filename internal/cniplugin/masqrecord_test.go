@@ -1,0 +1,144 @@
+package cniplugin
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestMasqRemovalRetriedByLaterCommands: a masquerade chain whose removal
+// after the delegate's DEL failed is removed by the next ADD, DEL or GC of
+// any container, in a 1.0.0 network too, where no GC ever comes
+// (containerd 1.7). Before, only a GC retried it, and only when the
+// attachment had a saved configuration to keep: after a DEL with nothing
+// saved (a wiped dataDir, the teardown of an ADD that failed before it
+// saved), or in a network no GC reaches, the chain stayed for good, to
+// masquerade the next pod given the address, its traffic to other hosts'
+// pods included.
+func TestMasqRemovalRetriedByLaterCommands(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		saved bool // the attachment has a saved configuration
+		next  string
+	}{
+		{"nothing saved, next ADD", false, "ADD"},
+		{"nothing saved, next DEL", false, "DEL"},
+		{"nothing saved, next GC", false, "GC"},
+		{"saved, next ADD", true, "ADD"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.writeEnv(t, envA)
+			live := liveNetns(t, f)
+			f.masq.chains = map[string]bool{"cbr0 c1": true}
+			if tc.saved {
+				if err := f.p.Add(f.args("c1", "")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.masq.err = errors.New("delete masquerade chain CNI-x: xtables lock")
+			a := f.args("c1", "")
+			a.Netns = "" // the sandbox's namespace closed
+			if err := f.p.Del(a); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			if !strings.Contains(f.errOut.String(), "DEL of container c1 interface eth0 in network cbr0: delete masquerade chain CNI-x: xtables lock") {
+				t.Errorf("stderr %q", f.errOut.String())
+			}
+
+			f.masq.err = nil
+			var err error
+			switch tc.next {
+			case "ADD":
+				err = f.p.Add(f.args("c2", ""))
+			case "DEL":
+				a := f.args("c3", "")
+				a.Netns = live
+				err = f.p.Del(a)
+			case "GC":
+				err = f.p.GC(asV110(f.args("c3", `,"cni.dev/valid-attachments":[]`)))
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", tc.next, err)
+			}
+			if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removed, want) {
+				t.Errorf("after the next %s the chains of %q were removed, want %q", tc.next, f.masq.removed, want)
+			}
+			if got := fileNames(t, filepath.Join(f.dataDir, masqRetryDir)); len(got) != 0 {
+				t.Errorf("after the chain's removal %s holds %q", masqRetryDir, got)
+			}
+			// Removed once: later commands find nothing to retry.
+			a = f.args("c4", "")
+			a.Netns = live
+			if err := f.p.Del(a); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.masq.removed) != 1 {
+				t.Errorf("chains removed %q, want only c1's, once", f.masq.removed)
+			}
+		})
+	}
+}
+
+// TestMasqRetryOrder: while the chains still cannot be removed, a later
+// command tries its own container's first, then the others' until one
+// fails (each may wait for the xtables lock), and succeeds; an ADD whose
+// own container's chain, left by an earlier DEL of it, cannot be removed
+// fails, since its delegate would make that chain again (same name) and a
+// later retry remove it under the running pod.
+func TestMasqRetryOrder(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	f.masq.err = errors.New("xtables lock")
+	for _, id := range []string{"c1", "c2"} {
+		a := f.args(id, "")
+		a.Netns = ""
+		if err := f.p.Del(a); err != nil {
+			t.Fatalf("DEL %s: %v", id, err)
+		}
+	}
+	f.masq.removeCalls = nil
+	a := f.args("c3", "")
+	a.Netns = liveNetns(t, f)
+	if err := f.p.Del(a); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removeCalls, want) {
+		t.Errorf("DEL of c3 tried to remove the chains of %q, want %q (stop at the first failure)", f.masq.removeCalls, want)
+	}
+	if !strings.Contains(f.errOut.String(), "remove masquerade chain of container c1 in network cbr0, left by its DEL: xtables lock") {
+		t.Errorf("stderr %q", f.errOut.String())
+	}
+	f.masq.removeCalls = nil
+	err := f.p.Add(f.args("c2", ""))
+	if err == nil || !strings.Contains(err.Error(), "remove masquerade chain of container c2 in network cbr0, left by its DEL: xtables lock") {
+		t.Errorf("ADD of c2 with its old chain left: %v", err)
+	}
+	if want := []string{"cbr0 c2"}; !slices.Equal(f.masq.removeCalls, want) {
+		t.Errorf("ADD of c2 tried to remove the chains of %q, want %q", f.masq.removeCalls, want)
+	}
+	if len(f.exec.calls) != 3 {
+		t.Errorf("delegate runs %d, want the 3 DELs (no ADD)", len(f.exec.calls))
+	}
+	f.masq.err = nil
+	if err := f.p.Add(f.args("c2", "")); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"cbr0 c2", "cbr0 c2", "cbr0 c1"}; !slices.Equal(f.masq.removeCalls, want) {
+		t.Errorf("ADD of c2 tried to remove the chains of %q, want %q", f.masq.removeCalls, want)
+	}
+}
+
+// liveNetns is a file standing for a pod's network namespace that is still
+// there: DEL leaves the masquerade chain to the delegate.
+func liveNetns(t *testing.T, f *fixture) string {
+	t.Helper()
+	live := filepath.Join(f.dir, "netns")
+	if err := os.WriteFile(live, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return live
+}
