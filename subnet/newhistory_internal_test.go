@@ -40,7 +40,7 @@ func TestCarriedPeersAreNotEtcds(t *testing.T) {
 
 	// The new history holds only kv1's key, written at its revision 3.
 	n1 := leaseKV(1, 3)
-	n, kept := m.listed([]keyState{m.reg.keyState(n1)}, 3, true)
+	n, kept := m.listed([]keyState{m.reg.keyState(n1)}, 3, true, false)
 	if n != 3 || strings.Join(kept, " ") != "10.0.3.0/24 10.0.4.0/24" {
 		t.Errorf("listed: %d peers, kept %q; want 3, those of kv2 and kv3", n, kept)
 	}
@@ -53,7 +53,7 @@ func TestCarriedPeersAreNotEtcds(t *testing.T) {
 	check("kv2's key written again", "10.0.2.0/24 10.0.3.0/24 10.0.4.0/24", 2)
 
 	// A list of the same history (after a compaction, say).
-	n, kept = m.listed([]keyState{m.reg.keyState(n1), m.reg.keyState(leaseKV(2, 4))}, 5, false)
+	n, kept = m.listed([]keyState{m.reg.keyState(n1), m.reg.keyState(leaseKV(2, 4))}, 5, false, false)
 	if n != 3 || len(kept) != 0 {
 		t.Errorf("listed again: %d peers, kept %q; want 3, none (not a new history)", n, kept)
 	}

@@ -52,7 +52,7 @@ func BenchmarkList5000(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			h := etcdhistory.History{}
-			if err := m.relist(ctx, &h, nil); err != nil {
+			if err := m.relist(ctx, &h, nil, false); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -102,7 +102,7 @@ func TestFullReadsHoldOnePage(t *testing.T) {
 		}},
 		{"watch list", func(ctx context.Context, reg *Registry) (int, int, error) {
 			m := NewManager(reg, net, ManagerConfig{PublicIP: netip.MustParseAddr("198.18.0.1")})
-			err := m.relist(ctx, &etcdhistory.History{}, nil)
+			err := m.relist(ctx, &etcdhistory.History{}, nil, false)
 			return len(m.Peers()), m.UnusableKeys(), err
 		}},
 		{"Acquire's view", func(ctx context.Context, reg *Registry) (int, int, error) {
@@ -339,7 +339,7 @@ func TestPagedListIsOneSnapshot(t *testing.T) {
 		net := &Config{Network: netip.MustParsePrefix("10.0.0.0/8"), SubnetLen: 24}
 		m := NewManager(reg, net, ManagerConfig{PublicIP: netip.MustParseAddr("198.18.0.1")})
 		h := etcdhistory.History{}
-		if err := m.relist(ctx, &h, nil); err != nil {
+		if err := m.relist(ctx, &h, nil, false); err != nil {
 			t.Fatal(err)
 		}
 		wl, wb := readAt(t, writer, reg, h.Rev)

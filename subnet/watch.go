@@ -51,13 +51,15 @@ type peerTable struct {
 	rev int64
 
 	// carried holds the keys of the peers that a list from a new history
-	// of etcd lacked (see carryLocked): kept in leases, though not in
-	// etcd, until their agents write them again, another host's lease
-	// overlaps them, or carryEnd fires. carryGen tells carryEnd's firing
-	// from an earlier, stopped one's.
-	carried  map[string]struct{}
-	carryEnd *time.Timer
-	carryGen int
+	// of etcd, or after a compaction, lacked (see carryLocked): kept in
+	// leases, though not in etcd, until their agents write them again,
+	// another host's lease overlaps them, or carryEnd fires. carryGen
+	// tells carryEnd's firing from an earlier, stopped one's;
+	// carryCompacted says the last carry began after a compaction.
+	carried        map[string]struct{}
+	carryEnd       *time.Timer
+	carryGen       int
+	carryCompacted bool
 
 	// snap is the last snapshot, sorted by peerOrder; nil before the first.
 	// Unless rebuild is set, snap plus the changes listed in pending equals
@@ -217,6 +219,9 @@ func (m *Manager) watchLoop(ctx context.Context) {
 	// replaced is set when a read found etcd's history replaced in a way
 	// the next list cannot see (its revision is not below ours).
 	var replaced error
+	// compacted is set when the watch could not resume: the revision
+	// after the last it delivered was compacted.
+	compacted := false
 	// Our own last write (Acquire's) is in etcd's history, so the first
 	// list, linearizable, is at its revision or later: one below it comes
 	// from a new history (etcd restored from an older snapshot, or emptied,
@@ -225,7 +230,7 @@ func (m *Manager) watchLoop(ctx context.Context) {
 	own, _ := m.Own()
 	h := etcdhistory.History{Rev: own.ModRevision}
 	for ctx.Err() == nil {
-		err := m.relist(ctx, &h, replaced)
+		err := m.relist(ctx, &h, replaced, compacted)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -241,7 +246,7 @@ func (m *Manager) watchLoop(ctx context.Context) {
 			m.log.Info("listing leases works again")
 			failing = nil
 		}
-		replaced = nil
+		replaced, compacted = nil, false
 		started := time.Now()
 		err = m.watchFrom(ctx, &h)
 		if ctx.Err() != nil {
@@ -258,6 +263,7 @@ func (m *Manager) watchLoop(ctx context.Context) {
 		if errors.Is(err, errKeysDiffer) {
 			replaced = err
 		}
+		compacted = errors.Is(err, errWatchCompacted)
 		m.Stats.Relists.Add(1)
 		m.log.Info("lease watch ended; listing all leases again", "reason", err)
 		_ = delay.Sleep(ctx, b.Next())
@@ -268,9 +274,14 @@ func (m *Manager) watchLoop(ctx context.Context) {
 // what it found: the revision has not gone backwards.
 var errKeysDiffer = errors.New("etcd's keys differ from the watch's at the same revision")
 
+// errWatchCompacted is wrapped by watchFrom's error when the watch cannot
+// resume because its next revision was compacted.
+var errWatchCompacted = errors.New("the lease watch's next revision was compacted")
+
 // relist replaces the table with a fresh list and moves h to its revision.
-// known, when not nil, says the watch found etcd's history replaced.
-func (m *Manager) relist(ctx context.Context, h *etcdhistory.History, known error) error {
+// known, when not nil, says the watch found etcd's history replaced;
+// compacted, that the watch ended on a compaction.
+func (m *Manager) relist(ctx context.Context, h *etcdhistory.History, known error, compacted bool) error {
 	keys, hdr, err := m.reg.listKeys(ctx, 0)
 	if err != nil {
 		return err
@@ -282,13 +293,17 @@ func (m *Manager) relist(ctx context.Context, h *etcdhistory.History, known erro
 		replaced = known
 	}
 	*h = etcdhistory.History{Rev: hdr.Revision, Cluster: hdr.ClusterId}
-	n, kept := m.listed(keys, h.Rev, replaced != nil)
-	if replaced != nil {
+	n, kept := m.listed(keys, h.Rev, replaced != nil, compacted)
+	switch {
+	case replaced != nil:
 		kv := []any{"peersListed", n - len(kept)}
 		if len(kept) > 0 {
 			kv = append(kv, "peersNotInIt", len(kept), "keptFor", m.cfg.NewHistoryGrace, "kept", clip.String(strings.Join(kept, " ")))
 		}
 		m.log.Error(replaced, "ETCD LOST ITS HISTORY; taking every lease, ours included, from this list", kv...)
+	case len(kept) > 0:
+		m.log.Info("peers missing from the list after the compaction keep their routes meanwhile, in case etcd was restored from a snapshot that lacks their keys",
+			"peersListed", n-len(kept), "peersNotInIt", len(kept), "keptFor", m.cfg.NewHistoryGrace, "kept", clip.String(strings.Join(kept, " ")))
 	}
 	m.log.V(2).Info("listed leases", "peers", n, "revision", h.Rev)
 	m.syncedOnce.Do(func() { close(m.synced) })
@@ -297,11 +312,11 @@ func (m *Manager) relist(ctx context.Context, h *etcdhistory.History, known erro
 }
 
 // listed makes the table the full list of keys read at revision rev and
-// returns the number of peers and, when rewound, the subnets of those among
-// them that the list lacked and the table carries (see carryLocked). A list
-// that may come from a new history of etcd (rewound) tells Run to judge our
-// key by its value alone.
-func (m *Manager) listed(keys []keyState, rev int64, rewound bool) (int, []string) {
+// returns the number of peers and, when rewound or compacted, the subnets of
+// those among them that the list lacked and the table carries (see
+// carryLocked). A list that may come from a new history of etcd (rewound)
+// tells Run to judge our key by its value alone.
+func (m *Manager) listed(keys []keyState, rev int64, rewound, compacted bool) (int, []string) {
 	ownKey := m.ownKeyString()
 	t := &m.table
 	t.mu.Lock()
@@ -327,7 +342,10 @@ func (m *Manager) listed(keys []keyState, rev int64, rewound bool) (int, []strin
 		}
 		m.putLocked(k, old[k.key])
 	}
-	kept := m.carryLocked(old, oldCarried, rewound)
+	kept := m.carryLocked(old, oldCarried, rewound || compacted)
+	if len(kept) > 0 {
+		t.carryCompacted = !rewound
+	}
 	if !sawOwn && ownKey != "" {
 		t.own = ownState{rev: rev}
 		signal(m.ownChanged)
@@ -363,6 +381,12 @@ func (m *Manager) listed(keys []keyState, rev int64, rewound bool) (int, []strin
 // the traffic to them that etcd is not on the path of. A lease that overlaps
 // one the list holds is not carried: another host holds that subnet now.
 // No key is written: etcd is what the hosts say it is.
+//
+// A list after a compaction (the watch could not resume) is fresh too: etcd
+// restored with etcdutl's --bump-revision and --mark-compacted looks like
+// that, and nothing tells a key the snapshot lacks from one deleted while
+// the watch was away. Such a deleted peer keeps its routes for the grace: it
+// was gone already, and a host that takes its subnet meanwhile replaces it.
 func (m *Manager) carryLocked(old map[string]Lease, oldCarried map[string]struct{}, fresh bool) (kept []string) {
 	t := &m.table
 	var listed []netip.Prefix
@@ -415,6 +439,7 @@ func (m *Manager) endCarry(gen int) {
 		return
 	}
 	var gone []string
+	compacted := t.carryCompacted
 	for k := range t.carried {
 		l := t.leases[k]
 		gone = append(gone, l.Subnet.String())
@@ -428,8 +453,11 @@ func (m *Manager) endCarry(gen int) {
 		return
 	}
 	slices.Sort(gone)
-	m.log.Info("removing the peers whose lease keys etcd lost and nobody wrote again",
-		"peers", len(gone), "after", m.cfg.NewHistoryGrace, "subnets", clip.String(strings.Join(gone, " ")))
+	msg := "removing the peers whose lease keys etcd lost and nobody wrote again"
+	if compacted {
+		msg = "removing the peers missing from the list after the compaction that nobody wrote again"
+	}
+	m.log.Info(msg, "peers", len(gone), "after", m.cfg.NewHistoryGrace, "subnets", clip.String(strings.Join(gone, " ")))
 	signal(m.changed)
 }
 
@@ -489,7 +517,7 @@ func (m *Manager) watchFrom(ctx context.Context, h *etcdhistory.History) error {
 		clientv3.WithProgressNotify())
 	for resp := range wch {
 		if resp.CompactRevision != 0 {
-			return fmt.Errorf("revision %d was compacted (oldest kept: %d)", rev, resp.CompactRevision)
+			return fmt.Errorf("%w: revision %d (oldest kept: %d)", errWatchCompacted, rev, resp.CompactRevision)
 		}
 		if err := resp.Err(); err != nil {
 			return err

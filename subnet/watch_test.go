@@ -282,6 +282,6 @@ func (m *Manager) replaceTable(kvs []*mvccpb.KeyValue, rev int64) int {
 	for i, kv := range kvs {
 		keys[i] = m.reg.keyState(kv)
 	}
-	n, _ := m.listed(keys, rev, false)
+	n, _ := m.listed(keys, rev, false, false)
 	return n
 }
