@@ -749,6 +749,18 @@ func stoppedBeforeRelease(ctx context.Context, err error) error {
 	return fmt.Errorf("stopped before the lease was released: %w", err)
 }
 
+// writeFailure tells one failure to write subnet.env from another, by the
+// step that failed and the operating system's error (one of pe and le is
+// set). Not by the error's text: it names the temporary file, which has
+// other digits at each attempt, so every retry looked like a new failure
+// and was logged.
+func writeFailure(pe *fs.PathError, le *os.LinkError) string {
+	if le != nil {
+		return le.Op + " " + le.New + ": " + le.Err.Error()
+	}
+	return pe.Op + ": " + pe.Err.Error()
+}
+
 // writeSubnetEnv writes subnet.env and then removes what a run that lost its
 // subnet kept. A filesystem error (/run full or read-only, a directory in
 // the way) is retried with backoff until the write succeeds or ctx ends, and
@@ -777,11 +789,17 @@ func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env, meanwhile
 		if !errors.As(err, &pe) && !errors.As(err, &le) {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
-		if msg := err.Error(); msg != last {
+		if le != nil && errors.Is(err, fs.ErrExist) {
+			if st, serr := os.Stat(path); serr == nil && st.IsDir() {
+				// Go's rename onto a directory says only "file exists".
+				err = fmt.Errorf("%w: %s is a directory: remove it", err, path)
+			}
+		}
+		if key := writeFailure(pe, le); key != last {
 			a.log.Error(err, "cannot write subnet.env; retrying: "+meanwhile, "path", path, "attempt", attempt)
 			a.health.setSubnetEnvFailed(err)
 			a.removeOtherSubnetEnv(env)
-			last = msg
+			last = key
 		}
 		if delay.Sleep(ctx, b.Next()) != nil {
 			return nil
