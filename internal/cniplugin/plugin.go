@@ -189,24 +189,37 @@ func (e *masqError) Unwrap() error { return e.err }
 // DEL, and containerd's once the sandbox's namespace is closed; or gone),
 // or it was told ipMasq false because the chain's look-up failed
 // (lookupFailed, see release). No later DEL of the delegate's will remove
-// it. A chain that may still serve another attachment of the container in
-// this network (one saved here, other than at's own file) stays. A failed
-// removal is retried by later commands (see masqRetryDir).
-func (p *Plugin) dropMasqChain(n *NetConf, at attachment, netns string, lookupFailed bool) error {
+// it. The chain is network's, the name the delegate's configuration gave
+// (see savedNetwork). A chain that may still serve another attachment of
+// the container in that network (one saved here, other than saved, the
+// file DEL released) stays. A failed removal is retried by later commands
+// (see masqRetryDir).
+func (p *Plugin) dropMasqChain(n *NetConf, network string, at attachment, saved, netns string, lookupFailed bool) error {
 	if netns != "" && !lookupFailed {
 		if _, err := os.Stat(netns); err == nil {
 			return nil
 		}
 	}
-	// The parts of the name hold no pattern characters (see attachmentOf).
-	saved, err := filepath.Glob(filepath.Join(n.DataDir, n.Name+":"+at.containerID+":*"))
+	// The parts of the name hold no pattern characters (see attachmentOf
+	// and savedNetwork).
+	others, err := filepath.Glob(filepath.Join(n.DataDir, network+":"+at.containerID+":*"))
 	if err != nil {
 		return err
 	}
-	if slices.ContainsFunc(saved, func(f string) bool { return f != at.path }) {
+	if slices.ContainsFunc(others, func(f string) bool { return f != saved }) {
 		return nil
 	}
-	return p.masqChains().Remove(n.Name, at.containerID)
+	return p.masqChains().Remove(network, at.containerID)
+}
+
+// savedNetwork is the network name in the delegate configuration d, which
+// names bridge's masquerade chain: n's, except in a file saved under a
+// former name of the network (see renamedSaved).
+func savedNetwork(n *NetConf, d map[string]any) string {
+	if name, ok := d["name"].(string); ok && utils.ValidateNetworkName(name) == nil {
+		return name
+	}
+	return n.Name
 }
 
 // release is DEL of the attachment at, the delegate run by del, netns the
@@ -260,8 +273,9 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	if err := del(d["type"].(string), b); err != nil {
 		return delegateError(d, "DEL", err)
 	}
-	if err := p.dropMasqChain(n, at, netns, lookupFailed); err != nil {
-		if rerr := recordMasqRetry(n.DataDir, n.Name, at.containerID); rerr != nil {
+	network := savedNetwork(n, d)
+	if err := p.dropMasqChain(n, network, at, saved, netns, lookupFailed); err != nil {
+		if rerr := recordMasqRetry(n.DataDir, network, at.containerID); rerr != nil {
 			return types.NewError(types.ErrIOFailure, fmt.Sprintf("%v; nor could the chain be recorded for a later removal: %v", err, rerr), "")
 		}
 		if rerr := removeSaved(at, forget); rerr != nil {
@@ -889,8 +903,9 @@ type attachment struct {
 	// attachment of the container holds it (see save), so that
 	// flannel's plugin, after a rollback, releases the pod's addresses.
 	legacy string
-	// containerID is the attachment's CNI_CONTAINERID.
-	containerID string
+	// containerID and ifName are the attachment's CNI_CONTAINERID and
+	// CNI_IFNAME.
+	containerID, ifName string
 }
 
 // attachmentOf checks the three parts of the attachment's key as the CNI
@@ -910,6 +925,7 @@ func attachmentOf(n *NetConf, containerID, ifName string) (attachment, error) {
 		path:        filepath.Join(n.DataDir, n.Name+":"+containerID+":"+ifName),
 		legacy:      filepath.Join(n.DataDir, containerID),
 		containerID: containerID,
+		ifName:      ifName,
 	}, nil
 }
 
@@ -1028,10 +1044,58 @@ func sameFile(a, b string) bool {
 // that names another network in its "name": those count as missing. One that
 // does not decode is taken, so that DEL can remove it. Which interface a
 // legacy file of flannel's was for is not recorded: it serves whichever
-// attachment comes first. Missing is an error satisfying
+// attachment comes first. Last comes a file saved for the attachment under
+// another network name (see renamedSaved). Missing is an error satisfying
 // errors.Is(err, fs.ErrNotExist), and errors.Is(err, syscall.ENAMETOOLONG)
 // too when no file can have the attachment's name.
 func readSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, err error) {
+	saved, b, forget, err = readOwnSaved(n, at)
+	if errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENAMETOOLONG) {
+		if path, b, forget, ok := renamedSaved(n, at); ok {
+			return path, b, forget, nil
+		}
+	}
+	return saved, b, forget, err
+}
+
+// renamedSaved finds what ADD saved for the attachment at under another
+// network name in dataDir: <other>:<container ID>:<interface>. The runtime
+// DELs its pods under the network's current name, so after the network was
+// renamed in the conflist a pod added before comes with a name nothing was
+// saved under; its former name's file still names the delegate
+// configuration that allocated its addresses, bridge's masquerade chain
+// included (both are named after the network). A container cannot have two
+// interfaces of one name, so the container ID and interface identify the
+// attachment whatever the network: another network sharing dataDir (a
+// second network of Multus') gives its attachments other interface names.
+// The first such file in name order is taken, with its legacy second name
+// (see save) in its forget list.
+func renamedSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, ok bool) {
+	names, err := os.ReadDir(n.DataDir)
+	if err != nil {
+		return "", nil, nil, false
+	}
+	suffix := ":" + at.containerID + ":" + at.ifName
+	for _, e := range names {
+		network, found := strings.CutSuffix(e.Name(), suffix)
+		if !found || network == n.Name || utils.ValidateNetworkName(network) != nil || !e.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(n.DataDir, e.Name())
+		if b, err = os.ReadFile(path); err != nil {
+			continue
+		}
+		forget = []string{path}
+		if sameFile(at.legacy, path) {
+			forget = []string{at.legacy, path}
+		}
+		return path, b, forget, true
+	}
+	return "", nil, nil, false
+}
+
+// readOwnSaved is readSaved without a renamed network's file.
+func readOwnSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, err error) {
 	b, err = os.ReadFile(at.path)
 	tooLong := errors.Is(err, syscall.ENAMETOOLONG)
 	if !errors.Is(err, fs.ErrNotExist) && !tooLong {

@@ -76,7 +76,9 @@ func seqAttachment(i byte) (network, id, ifName string) {
 //   - DEL of a live attachment runs the delegate with what its ADD gave it;
 //     DEL of any other never with a live attachment's configuration (one
 //     rebuilt from subnet.env, or a legacy file of flannel's, which serves
-//     whichever attachment of its network comes first);
+//     whichever attachment of its network comes first), except with its
+//     twin's, the same container and interface in the other network, whose
+//     file it takes as a renamed network's (see renamedSaved);
 //   - CHECK of a live attachment passes with its own configuration while
 //     subnet.env names the subnet it was added in, and fails before any
 //     delegate runs once it names another;
@@ -205,6 +207,14 @@ func FuzzSequence(f *testing.F) {
 			json.Unmarshal([]byte(conf), &d)
 			return d.Tag
 		}
+		// twinOf reports whether conf is what an ADD gave, or may have
+		// saved for, attachment i's twin (the same container and
+		// interface in the other network), which DEL of i takes when i
+		// has nothing saved (see renamedSaved).
+		twinOf := func(i byte, conf string) bool {
+			tw := state[i^4]
+			return tw.live && conf == tw.conf || slices.Contains(tw.crashed, tagOf(conf)) || tw.crashed != nil && tw.wasLive && conf == tw.conf
+		}
 		del := func(i byte) {
 			s := &state[i]
 			network, id, _ := seqAttachment(i)
@@ -217,7 +227,10 @@ func FuzzSequence(f *testing.F) {
 				fail("DEL %s ran %s", path(i), c.command)
 			}
 			gotTag := tagOf(got)
+			twin := !s.live && twinOf(i, got)
 			switch {
+			case twin:
+				state[i^4] = seqState{}
 			case s.live:
 				if got != s.conf {
 					fail("DEL of live %s gave the delegate\n%s\nits ADD gave it\n%s", path(i), got, s.conf)
