@@ -807,7 +807,12 @@ func (c *Config) RoutableLease(l Lease) error {
 }
 
 func leaseSubnet(f *family, sn, network netip.Prefix) error {
-	if !network.Contains(sn.Addr()) || sn.Bits() < network.Bits()+2 || sn.Bits() > f.maxLen {
+	switch {
+	case !network.Contains(sn.Addr()):
+		// Apart from the length: after a change of Network every old
+		// lease is this, and its length is fine.
+		return fmt.Errorf("%s subnet %s is outside the network %s", f.name, sn, network)
+	case sn.Bits() < network.Bits()+2 || sn.Bits() > f.maxLen:
 		return fmt.Errorf("%s subnet %s is not a /%d to /%d of the network %s", f.name, sn, network.Bits()+2, f.maxLen, network)
 	}
 	return nil
