@@ -74,8 +74,11 @@
 // "Port": the device's UDP port, which flanneld's decoder ignores. A peer
 // whose lease names another VNI, or another port, is skipped too: VXLAN
 // between the two would be dropped, or sent to a port nobody listens on.
-// A lease without a port (flanneld's, an older agentd's) is taken to use
-// ours, as every lease was before leases said it.
+// A lease's "VNI":0 is VNI 0, like any other (sameVNI, which also reads
+// flanneld's VNI modulo 65536). A lease without a port (flanneld's, an
+// older agentd's) is taken to use ours, as every lease was before leases
+// said it. Neither is asked of a peer that DirectRouting routes to: no
+// VXLAN goes to it.
 //
 // What is ours, and deleted when no lease implies it: the device (recreated
 // when its VNI, port, local address, underlay device or learning differ from
@@ -1000,7 +1003,13 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			skip("%v", err)
 			continue
 		}
-		if pd.VNI != 0 && pd.VNI != b.opts.VNI {
+		// A peer routed to directly gets no VXLAN from us: its VNI and
+		// port do not matter to that route.
+		if b.opts.DirectRouting && direct(seg, pub) {
+			d.routes = append(d.routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
+			continue
+		}
+		if !b.sameVNI(pd) {
 			skip("VNI %d, ours is %d", pd.VNI, b.opts.VNI)
 			continue
 		}
@@ -1008,10 +1017,6 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 		// agentd's) is taken to use ours, as before leases said it.
 		if pd.Port != 0 && pd.Port != b.opts.Port {
 			skip("UDP port %d, ours is %d", pd.Port, b.opts.Port)
-			continue
-		}
-		if b.opts.DirectRouting && direct(seg, pub) {
-			d.routes = append(d.routes, backend.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Iface.Index, Type: unix.RTN_UNICAST})
 			continue
 		}
 		if pd.MAC == b.mac {
@@ -1034,6 +1039,19 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 		d.routes = append(d.routes, backend.Route{Dst: sn, Gw: gw, LinkIndex: devIndex, OnLink: true, Type: unix.RTN_UNICAST})
 	}
 	return d
+}
+
+// sameVNI says whether the peer whose BackendData is pd runs our VNI. Every
+// writer of the etcd v3 schema says its VNI, 0 included: flanneld and
+// agentd with "VNI":0 run VNI 0 (flannel.0), so a lease's 0 is VNI 0, not
+// "unknown". (flanneld wrote no VNI before 2020, when it spoke only etcd's
+// v2 API.) flanneld before late 2023 (flannel PR #1831) wrote its VNI as a
+// 16-bit number, modulo 65536 (VNI 65536 as 0, 70000 as 4464), and no
+// flanneld writes a Port; v0.28.10 writes it whole. agentd writes its VNI
+// whole and, since it says its port, a Port. So a lease without a Port
+// that names our VNI modulo 65536 is taken as ours.
+func (b *Backend) sameVNI(pd peerData) bool {
+	return pd.VNI == b.opts.VNI || pd.Port == 0 && pd.VNI == b.opts.VNI%(1<<16)
 }
 
 // tunnel is a peer that desired would encapsulate to.
