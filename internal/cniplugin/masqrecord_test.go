@@ -109,12 +109,12 @@ func TestMasqRetryOrder(t *testing.T) {
 	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removeCalls, want) {
 		t.Errorf("DEL of c3 tried to remove the chains of %q, want %q (stop at the first failure)", f.masq.removeCalls, want)
 	}
-	if !strings.Contains(f.errOut.String(), "remove masquerade chain of container c1 in network cbr0, left by its DEL: xtables lock") {
+	if !strings.Contains(f.errOut.String(), "remove masquerading of container c1 interface eth0 in network cbr0, left by its DEL: xtables lock") {
 		t.Errorf("stderr %q", f.errOut.String())
 	}
 	f.masq.removeCalls = nil
 	err := f.p.Add(f.args("c2", ""))
-	if err == nil || !strings.Contains(err.Error(), "remove masquerade chain of container c2 in network cbr0, left by its DEL: xtables lock") {
+	if err == nil || !strings.Contains(err.Error(), "remove masquerading of container c2 interface eth0 in network cbr0, left by its DEL: xtables lock") {
 		t.Errorf("ADD of c2 with its old chain left: %v", err)
 	}
 	if want := []string{"cbr0 c2"}; !slices.Equal(f.masq.removeCalls, want) {

@@ -39,7 +39,7 @@ func TestMasqRemovalRetried(t *testing.T) {
 		t.Errorf("stderr %q", got)
 	}
 	retryDir := filepath.Join(f.dataDir, masqRetryDir)
-	if got, want := fileNames(t, retryDir), []string{"cbr0:c1", "cbr0:c2"}; !slices.Equal(got, want) {
+	if got, want := fileNames(t, retryDir), []string{"cbr0:c1:eth0", "cbr0:c2:eth0"}; !slices.Equal(got, want) {
 		t.Errorf("%s holds %q, want %q: the chains are still there, and no later command would retry", masqRetryDir, got, want)
 	}
 
@@ -96,7 +96,7 @@ func TestDelMasqLookupFails(t *testing.T) {
 			t.Errorf("stderr %q, want %q…", f.errOut.String(), want)
 		}
 	}
-	if got, want := fileNames(t, filepath.Join(f.dataDir, masqRetryDir)), []string{"cbr0:c1", "cbr0:c2"}; !slices.Equal(got, want) {
+	if got, want := fileNames(t, filepath.Join(f.dataDir, masqRetryDir)), []string{"cbr0:c1:eth0", "cbr0:c2:eth0"}; !slices.Equal(got, want) {
 		t.Errorf("%s holds %q, want %q: the chains may still be there, and no later command would retry", masqRetryDir, got, want)
 	}
 }

@@ -12,7 +12,9 @@ import (
 // test: both say they are legacy 1.8.9 (go-iptables asks --version first);
 // iptables finds no chain (exit status 1, as the real one), ip6tables
 // prints msg to stderr and exits with status code. Each appends its
-// arguments to the returned log, one call a line.
+// arguments to the returned log, one call a line. An nft script finds no
+// table (and logs nothing), so that no test reads or changes the
+// machine's nftables.
 func fakeIptables(t *testing.T, code int, msg string) (log string) {
 	dir := t.TempDir()
 	log = filepath.Join(dir, "calls")
@@ -31,6 +33,10 @@ exit %[4]d
 		}
 	}
 	script("iptables", 1, "iptables: No chain/target/match by that name.")
+	nft := "#!/bin/sh\necho 'Error: No such file or directory' >&2\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(dir, "nft"), []byte(nft), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	script("ip6tables", code, msg)
 	t.Setenv("PATH", dir+string(filepath.ListSeparator)+os.Getenv("PATH"))
 	return log

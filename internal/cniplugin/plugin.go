@@ -106,7 +106,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err := at.fits(n); err != nil {
 		return err
 	}
-	ownErr, err := p.retryMasq(n.DataDir, n.Name+":"+at.containerID)
+	ownErr, err := p.retryMasq(n.DataDir, n.Name+":"+at.containerID+":"+at.ifName)
 	if ownErr != nil {
 		return types.NewError(types.ErrTryAgainLater, ownErr.Error(), "")
 	}
@@ -183,33 +183,41 @@ type masqError struct{ err error }
 func (e *masqError) Error() string { return e.err.Error() }
 func (e *masqError) Unwrap() error { return e.err }
 
-// dropMasqChain removes the container's masquerade chain (see masqChains)
+// dropMasqChain removes the attachment's masquerading (see masqChains)
 // after the delegate's DEL of the attachment at, when the delegate may have
 // left it: it ran without the pod's network namespace (netns empty: GC's
 // DEL, and containerd's once the sandbox's namespace is closed; or gone),
-// or it was told ipMasq false because the chain's look-up failed
-// (lookupFailed, see release). No later DEL of the delegate's will remove
-// it. The chain is network's, the name the delegate's configuration gave
-// (see savedNetwork). A chain that may still serve another attachment of
-// the container in that network (one saved here, other than saved, the
-// file DEL released) stays. A failed removal is retried by later commands
-// (see masqRetryDir).
+// or it was told ipMasq false because the look-up failed (lookupFailed,
+// see release). No later DEL of the delegate's will remove it. It is
+// network's, the name the delegate's configuration gave (see
+// savedNetwork). The iptables chain, the container's, stays while it may
+// serve another attachment of the container in that network (see
+// chainInUse; saved is the file DEL released). A failed removal is retried
+// by later commands (see masqRetryDir).
 func (p *Plugin) dropMasqChain(n *NetConf, network string, at attachment, saved, netns string, lookupFailed bool) error {
 	if netns != "" && !lookupFailed {
 		if _, err := os.Stat(netns); err == nil {
 			return nil
 		}
 	}
-	// The parts of the name hold no pattern characters (see attachmentOf
-	// and savedNetwork).
-	others, err := filepath.Glob(filepath.Join(n.DataDir, network+":"+at.containerID+":*"))
+	inUse, err := chainInUse(n.DataDir, network, at.containerID, saved)
 	if err != nil {
 		return err
 	}
-	if slices.ContainsFunc(others, func(f string) bool { return f != saved }) {
-		return nil
+	return p.masqChains().Remove(network, at.containerID, at.ifName, !inUse)
+}
+
+// chainInUse says whether an attachment of network's container containerID
+// other than the one saved in file except is saved in dataDir: the
+// container's iptables masquerade chain may serve it.
+func chainInUse(dataDir, network, containerID, except string) (bool, error) {
+	// The parts of the name hold no pattern characters (see attachmentOf
+	// and savedNetwork).
+	saved, err := filepath.Glob(filepath.Join(dataDir, network+":"+containerID+":*"))
+	if err != nil {
+		return false, err
 	}
-	return p.masqChains().Remove(network, at.containerID)
+	return slices.ContainsFunc(saved, func(f string) bool { return f != except }), nil
 }
 
 // savedNetwork is the network name in the delegate configuration d, which
@@ -264,7 +272,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 		// made, if any, says (see masqChains). Where that look-up
 		// fails, the delegate gets ipMasq false, whose DEL needs no
 		// iptables, and the chain is removed after it.
-		has, hasErr := p.masqChains().Has(n.Name, at.containerID)
+		has, hasErr := p.masqChains().Has(n.Name, at.containerID, at.ifName)
 		env.IPMasq, lookupFailed = !has, hasErr != nil
 		if d, b, err = delegateConf(n, env); err != nil {
 			return err
@@ -275,7 +283,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	}
 	network := savedNetwork(n, d)
 	if err := p.dropMasqChain(n, network, at, saved, netns, lookupFailed); err != nil {
-		if rerr := recordMasqRetry(n.DataDir, network, at.containerID); rerr != nil {
+		if rerr := recordMasqRetry(n.DataDir, network, at.containerID, at.ifName); rerr != nil {
 			return types.NewError(types.ErrIOFailure, fmt.Sprintf("%v; nor could the chain be recorded for a later removal: %v", err, rerr), "")
 		}
 		if rerr := removeSaved(at, forget); rerr != nil {
@@ -286,32 +294,35 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	return removeSaved(at, forget)
 }
 
-// masqRetryDir is the subdirectory of dataDir that lists the masquerade
-// chains still to be removed, one empty file per chain named <network>:<container
-// ID>, written by a DEL whose removal of the chain failed (see release).
+// masqRetryDir is the subdirectory of dataDir that lists the masquerading
+// still to be removed (see masqChains), one empty file per attachment named
+// <network>:<container ID>:<interface>, written by a DEL whose removal of
+// it failed (see release).
 // Each later ADD, DEL and GC, of any network sharing the dataDir, tries
 // again (see retryMasq): no GC comes from containerd 1.7, nor for a
 // network below CNI 1.1.0, and after a DEL with nothing saved GC would find
-// no attachment to release. A chain is recorded only after its
-// container's last DEL in the network, so removing it later cannot take a
-// running pod's, except that of an ADD of that container ID again, which
-// retryMasq sees to. The name starts with "_", as no container ID or
-// network name can, so it is no attachment's file nor a legacy one.
+// no attachment to release. An attachment is recorded only after its DEL,
+// and the container's iptables chain is removed only while no other
+// attachment of it in the network is saved (see chainInUse), so a later
+// removal cannot take a running pod's, except after an ADD of that
+// attachment again, which retryMasq sees to. The name starts with "_", as
+// no container ID or network name can, so it is no attachment's file nor a
+// legacy one.
 const masqRetryDir = "_masq-retry"
 
-// recordMasqRetry records the masquerade chain of network's container
-// containerID in dataDir's masqRetryDir.
-func recordMasqRetry(dataDir, network, containerID string) error {
+// recordMasqRetry records the masquerading of network's attachment
+// containerID, ifName in dataDir's masqRetryDir.
+func recordMasqRetry(dataDir, network, containerID, ifName string) error {
 	dir := filepath.Join(dataDir, masqRetryDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(dir, network+":"+containerID), nil, 0o600)
+	return atomicfile.Write(filepath.Join(dir, network+":"+containerID+":"+ifName), nil, 0o600)
 }
 
-// retryMasq removes the masquerade chains recorded in dataDir's
-// masqRetryDir and forgets them: first own's (<network>:<container ID> of
-// the attachment an ADD is for, "" for none), then the others' until one
+// retryMasq removes the masquerading recorded in dataDir's masqRetryDir
+// and forgets it: first own's (<network>:<container ID>:<interface> of the
+// attachment an ADD is for, "" for none), then the others' until one
 // fails, since while the cause lasts (the xtables lock held) each would
 // wait and fail alike. own's failure is ownErr, the others' err. An ADD
 // fails on ownErr: its delegate would make the container's chain again
@@ -337,9 +348,13 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 		return nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
 	}
 	retry := func(name string) error {
-		network, id, _ := strings.Cut(name, ":")
-		if err := p.masqChains().Remove(network, id); err != nil {
-			return fmt.Errorf("remove masquerade chain of container %s in network %s, left by its DEL: %w", id, network, err)
+		network, id, ifName := recordParts(name)
+		inUse, err := chainInUse(dataDir, network, id, "")
+		if err != nil {
+			return err
+		}
+		if err := p.masqChains().Remove(network, id, ifName, !inUse); err != nil {
+			return fmt.Errorf("remove masquerading of container %s interface %s in network %s, left by its DEL: %w", id, ifName, network, err)
 		}
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
@@ -352,8 +367,8 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 		}
 	}
 	for _, name := range names {
-		network, id, ok := strings.Cut(name, ":")
-		if name == own || !ok || utils.ValidateNetworkName(network) != nil || utils.ValidateContainerID(id) != nil {
+		network, id, ifName := recordParts(name)
+		if name == own || utils.ValidateNetworkName(network) != nil || utils.ValidateContainerID(id) != nil || utils.ValidateInterfaceName(ifName) != nil {
 			continue // not a record (a temporary file of atomicfile's)
 		}
 		if err := retry(name); err != nil {
@@ -361,6 +376,14 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 		}
 	}
 	return nil, nil
+}
+
+// recordParts splits a name in masqRetryDir into the attachment's network,
+// container ID and interface; "" for a part that is not there.
+func recordParts(name string) (network, containerID, ifName string) {
+	network, rest, _ := strings.Cut(name, ":")
+	containerID, ifName, _ = strings.Cut(rest, ":")
+	return network, containerID, ifName
 }
 
 // releaseOnly is the subnet.env DEL gives the delegate when it has neither a
@@ -376,39 +399,67 @@ var releaseOnly = subnetenv.Env{
 	MTU:     1500,
 }
 
-// masqChains are the nat chains in which bridge (or ptp) masquerades a
-// container's traffic, one per network and container ID, made by ADD when
-// it gave the delegate ipMasq true (FLANNEL_IPMASQ false then), each with a
-// POSTROUTING rule per pod address jumping to it. The delegate removes them
-// on DEL only when its configuration says ipMasq, and only while it finds
-// the pod's interface, whose addresses name the rules; it deletes the
-// interface in the same DEL. So a DEL told ipMasq false, or one without
-// the pod's network namespace, leaves them for good, masquerading whichever
-// pod gets the address next, its traffic to other hosts' pods included
-// (agentd's own masquerading leaves that alone). Nor can DEL say ipMasq
-// regardless: where no chain is, Debian's bridge 1.1.1 with iptables-nft
-// fails the DEL ("Chain … does not exist").
+// masqChains are where bridge (or ptp) masquerades a container's traffic,
+// made by ADD when it gave the delegate ipMasq true (FLANNEL_IPMASQ false
+// then): with iptables, a nat chain per network and container ID, with a
+// POSTROUTING rule per pod address jumping to it (see iptablesMasq); with
+// nftables (containernetworking/plugins v1.5 and later, told
+// "ipMasqBackend": "nftables" or on a node without iptables), a rule per
+// pod address, commented with the attachment's hash (see nftMasq). The
+// delegate removes them on DEL only when its configuration says ipMasq, and
+// only while it finds the pod's interface; it deletes the interface in the
+// same DEL. So a DEL told ipMasq false, or one without the pod's network
+// namespace, leaves them for good, masquerading whichever pod gets the
+// address next, its traffic to other hosts' pods included (agentd's own
+// masquerading leaves that alone). Nor can DEL say ipMasq regardless: where
+// no chain is, Debian's bridge 1.1.1 with iptables-nft fails the DEL
+// ("Chain … does not exist").
 type masqChains interface {
-	// Has says whether the chain of network's container containerID is
-	// there. Without iptables there is none. An error is a look-up that
-	// failed in a family where the chain was not found.
-	Has(network, containerID string) (bool, error)
-	// Remove removes that chain and the POSTROUTING rules jumping to it;
+	// Has says whether network's attachment containerID, ifName is
+	// masqueraded: its container's iptables chain or its nftables rules
+	// are there. An error is a look-up that failed where none was found.
+	Has(network, containerID, ifName string) (bool, error)
+	// Remove removes the attachment's nftables rules and, if chain, its
+	// container's iptables chain and the POSTROUTING rules jumping to it;
 	// none there is success.
-	Remove(network, containerID string) error
+	Remove(network, containerID, ifName string, chain bool) error
 }
 
 func (p *Plugin) masqChains() masqChains {
 	if p.masq != nil {
 		return p.masq
 	}
-	return iptablesMasq{}
+	return hostMasq{}
 }
 
-// iptablesMasq is masqChains in the nat tables of iptables and ip6tables.
-type iptablesMasq struct{}
+// hostMasq is masqChains in iptables and nftables.
+type hostMasq struct{}
 
-var _ masqChains = iptablesMasq{}
+var _ masqChains = hostMasq{}
+
+func (hostMasq) Has(network, containerID, ifName string) (bool, error) {
+	has, err := iptablesMasq{}.Has(network, containerID)
+	if has {
+		return true, nil
+	}
+	has, nftErr := nftMasq{}.Has(network, containerID, ifName)
+	if has {
+		return true, nil
+	}
+	return false, errors.Join(err, nftErr)
+}
+
+func (hostMasq) Remove(network, containerID, ifName string, chain bool) error {
+	var err error
+	if chain {
+		err = iptablesMasq{}.Remove(network, containerID)
+	}
+	return errors.Join(err, nftMasq{}.Remove(network, containerID, ifName))
+}
+
+// iptablesMasq is bridge's masquerade chains in the nat tables of iptables
+// and ip6tables.
+type iptablesMasq struct{}
 
 var masqFamilies = []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6}
 
@@ -429,6 +480,9 @@ func newIPTables(proto iptables.Protocol) (*iptables.IPTables, error) {
 	return iptables.New(iptables.IPFamily(proto), iptables.Timeout(xtablesWait))
 }
 
+// Has says whether the chain of network's container containerID is there.
+// Without iptables there is none. An error is a look-up that failed in a
+// family where the chain was not found.
 func (iptablesMasq) Has(network, containerID string) (bool, error) {
 	chain := masqChainName(network, containerID)
 	var errs []error
@@ -449,10 +503,11 @@ func (iptablesMasq) Has(network, containerID string) (bool, error) {
 	return false, errors.Join(errs...)
 }
 
-// Remove deletes the POSTROUTING rules as the delegate's DEL would: by
-// the spec its ADD gave them, with the source address read from the rule.
-// A rule of another shape stays, and the chain it jumps to with it: that is
-// an error (the chain is in use), not a silent success.
+// Remove deletes that chain, and first the POSTROUTING rules jumping to
+// it, as the delegate's DEL would: by the spec its ADD gave them, with the
+// source address read from the rule. A rule of another shape stays, and the
+// chain it jumps to with it: that is an error (the chain is in use), not a
+// silent success.
 func (iptablesMasq) Remove(network, containerID string) error {
 	chain := masqChainName(network, containerID)
 	comment := fmt.Sprintf("name: %q id: %q", network, containerID)

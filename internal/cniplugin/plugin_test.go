@@ -90,7 +90,8 @@ type fixture struct {
 	masq *fakeMasq
 }
 
-// fakeMasq stands in for the delegates' masquerade chains in iptables.
+// fakeMasq stands in for the delegates' masquerade chains in iptables, by
+// network and container ID.
 type fakeMasq struct {
 	// chains are those there, by "<network> <container ID>".
 	chains map[string]bool
@@ -107,14 +108,19 @@ type fakeMasq struct {
 
 var _ masqChains = (*fakeMasq)(nil)
 
-func (m *fakeMasq) Has(network, containerID string) (bool, error) {
+func (m *fakeMasq) Has(network, containerID, _ string) (bool, error) {
 	if m.hasErr != nil {
 		return false, m.hasErr
 	}
 	return m.chains[network+" "+containerID], nil
 }
 
-func (m *fakeMasq) Remove(network, containerID string) error {
+// Remove stands for the removal of the container's chain; without chain
+// it does nothing.
+func (m *fakeMasq) Remove(network, containerID, _ string, chain bool) error {
+	if !chain {
+		return nil
+	}
 	m.removeCalls = append(m.removeCalls, network+" "+containerID)
 	if m.err != nil {
 		return m.err

@@ -14,13 +14,16 @@ import (
 // legacyIptablesIn puts iptables and ip6tables first in PATH for the test:
 // legacy iptables run in network namespace ns, taking the xtables lock at
 // a file of the test's own (XTABLES_LOCKFILE), which it returns. Legacy,
-// because iptables-nft ignores the lock. It fails the test where CI is set,
-// and skips it elsewhere, without root, ip(8) or iptables-legacy.
+// because iptables-nft ignores the lock. nft runs in ns too.
 func legacyIptablesIn(t *testing.T, ns string) (lockFile string) {
 	t.Helper()
 	dir := t.TempDir()
-	for _, name := range []string{"iptables", "ip6tables"} {
-		s := fmt.Sprintf("#!/bin/sh\nexec ip netns exec '%s' %s-legacy \"$@\"\n", ns, name)
+	for name, real := range map[string]string{"iptables": "iptables-legacy", "ip6tables": "ip6tables-legacy", "nft": "nft"} {
+		path, err := exec.LookPath(real)
+		if err != nil {
+			unmet(t, fmt.Sprintf("needs %s (apt-get install iptables nftables)", real))
+		}
+		s := fmt.Sprintf("#!/bin/sh\nexec ip netns exec '%s' '%s' \"$@\"\n", ns, path)
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -94,9 +97,6 @@ func legacyCNIRules(t *testing.T, ns string) []string {
 // namespace of the test's, the lock a file of the test's.
 func TestDelXtablesLockBounded(t *testing.T) {
 	needRoot(t)
-	if _, err := exec.LookPath("iptables-legacy"); err != nil {
-		unmet(t, "needs iptables-legacy (apt-get install iptables)")
-	}
 	ns := netns(t, "x")
 	addMasqChain(t, ns, "cbr0", "c1", "10.244.5.2/32")
 	addMasqChain(t, ns, "cbr0", "c2", "10.244.5.3/32")

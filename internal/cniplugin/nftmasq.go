@@ -1,0 +1,118 @@
+package cniplugin
+
+import (
+	"bytes"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+)
+
+// The table and chain in which bridge (containernetworking/plugins v1.5 and
+// later) masquerades pods with nftables: one rule per pod address, in the
+// inet family.
+const (
+	nftMasqTable = "cni_plugins_masquerade"
+	nftMasqChain = "masq_checks"
+)
+
+// nftMasq is bridge's masquerade rules in nftables (see masqChains), found
+// by the hash their comment starts with (see nftMasqHash). Without the nft
+// command, or without the table or chain, there are none: bridge makes
+// them with nft too.
+type nftMasq struct{}
+
+// nftMasqHash starts the comment of the masquerade rules of network's
+// attachment containerID, ifName (the plugins' ip.hashForInstance).
+func nftMasqHash(network, containerID, ifName string) string {
+	hash := func(s string) string {
+		sum := sha512.Sum512([]byte(s))
+		return hex.EncodeToString(sum[:])[:16]
+	}
+	return hash(network) + "-" + hash(ifName+":"+containerID)
+}
+
+// Has says whether the attachment's rules are there.
+func (m nftMasq) Has(network, containerID, ifName string) (bool, error) {
+	handles, err := m.rules(network, containerID, ifName)
+	return len(handles) > 0, err
+}
+
+// Remove deletes the attachment's rules.
+func (m nftMasq) Remove(network, containerID, ifName string) error {
+	handles, err := m.rules(network, containerID, ifName)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, h := range handles {
+		if err := nft("delete", "rule", "inet", nftMasqTable, nftMasqChain, "handle", strconv.Itoa(h)); err != nil && !errors.Is(err, errNoNFTObject) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// rules are the handles of the attachment's rules.
+func (nftMasq) rules(network, containerID, ifName string) ([]int, error) {
+	var out bytes.Buffer
+	err := nftOut(&out, "-j", "list", "chain", "inet", nftMasqTable, nftMasqChain)
+	if errors.Is(err, errNoNFTObject) || errors.Is(err, exec.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Nftables []struct {
+			Rule *struct {
+				Handle  int    `json:"handle"`
+				Comment string `json:"comment"`
+			} `json:"rule"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &list); err != nil {
+		return nil, fmt.Errorf("nft -j list chain inet %s %s: %w", nftMasqTable, nftMasqChain, err)
+	}
+	prefix := nftMasqHash(network, containerID, ifName)
+	var handles []int
+	for _, e := range list.Nftables {
+		if e.Rule != nil && strings.HasPrefix(e.Rule.Comment, prefix) {
+			handles = append(handles, e.Rule.Handle)
+		}
+	}
+	return handles, nil
+}
+
+// errNoNFTObject is nft's failure for a table, chain or rule that is not
+// there (ENOENT).
+var errNoNFTObject = errors.New("no such nftables object")
+
+func nft(args ...string) error { return nftOut(nil, args...) }
+
+// nftOut runs nft with args, its output to stdout. A missing table, chain
+// or rule is errNoNFTObject; no nft command, exec.ErrNotFound.
+func nftOut(stdout *bytes.Buffer, args ...string) error {
+	path, err := exec.LookPath("nft")
+	if err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(path, args...)
+	cmd.Stderr = &stderr
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if strings.HasPrefix(msg, "Error: No such file or directory") {
+			return fmt.Errorf("nft %s: %w", strings.Join(args, " "), errNoNFTObject)
+		}
+		return fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, msg)
+	}
+	return nil
+}
