@@ -44,9 +44,12 @@ const otherBackendLockedFor = time.Minute
 // drift repair (kind iptables), unless all it did was jump from a chain of
 // other software that appeared since (DOCKER-USER, dockerd started later);
 // one that held our jump before it was deleted is a repair, however the
-// checks fell. With --ip-masq, a check that wrote the nat table (the rules'
-// first installation, their change or repair) then deletes the conntrack
-// entries of flows that left unmasqueraded before (deleteUnmasqueraded).
+// checks fell. So is one that wrote our nat rules again because another
+// program's restore of a saved set had replaced them (a firewall's reload:
+// the Manager tells by their counters). With --ip-masq, a check that wrote
+// the nat table (the rules' first installation, their change or repair)
+// then deletes the conntrack entries of flows that left unmasqueraded before
+// (deleteUnmasqueraded).
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
 	if a.ipt == nil {

@@ -331,7 +331,7 @@ func TestIPTablesResync(t *testing.T) {
 
 func iptablesResyncChild(t *testing.T) {
 	be, _, ctx, read := recordedLoop(t, 50*time.Millisecond)
-	saves := func() int { return strings.Count(read(), "call iptables-save -t nat") }
+	saves := func() int { return strings.Count(read(), "call iptables-save -c -t nat") }
 	passes, first := be.passes.Load(), saves()
 	err := cluster.Eventually(ctx, 20*time.Second, func() error {
 		if n := saves(); n < first+3 {
@@ -405,7 +405,7 @@ func runReconcileLoop(t *testing.T, a *agent) (*fakeBackend, *fakeLeases, contex
 
 // fakeIPTablesCalls stands in for iptables, iptables-save and
 // iptables-restore (nf_tables, 1.8.9) with empty tables, and appends a line
-// per call ("iptables-save -t nat") and each line of its input to the file
+// per call ("iptables-save -c -t nat") and each line of its input to the file
 // named by %s.
 const fakeIPTablesCalls = `#!/bin/sh
 if [ "$1" = --version ]; then echo "iptables v1.8.9 (nf_tables)"; exit 0; fi

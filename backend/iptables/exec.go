@@ -37,9 +37,9 @@ type execRunner struct {
 var _ runner = (*execRunner)(nil)
 
 func (r *execRunner) Save(table string) ([]byte, error) {
-	var args []string
+	args := []string{"-c"}
 	if table != "" {
-		args = []string{"-t", table}
+		args = append(args, "-t", table)
 	}
 	var out bytes.Buffer
 	if err := r.run(r.save, nil, &out, args...); err != nil {

@@ -17,16 +17,38 @@ import (
 // from iptables and nothing more; execRunner runs the real binaries, fake
 // (in the tests) keeps tables in memory.
 type runner interface {
-	// Save returns `iptables-save -t table` output. A table the kernel does
-	// not hold yet may read as no output at all; legacy iptables creates it.
-	// Table "" is `iptables-save` alone: every table the kernel holds, and
-	// none created.
+	// Save returns `iptables-save -c -t table` output: rules with their
+	// counters (see stampBytes). A table the kernel does not hold yet may
+	// read as no output at all; legacy iptables creates it. Table "" is
+	// `iptables-save -c` alone: every table the kernel holds, and none
+	// created.
 	Save(table string) ([]byte, error)
 	// Restore feeds data, one "*table … COMMIT" section, to
 	// `iptables-restore --noflush`: one transaction that applies whole or
 	// not at all, leaving chains data does not name as they are.
 	Restore(table string, data []byte) error
 }
+
+// Our rules in the tables of stampTables are written with their byte
+// counter set to stampBytes (`-c 0 stampBytes`), so that a check tells them
+// from the same rules written by another program: a restore of a saved set
+// that holds ours (firewall-cmd --reload, netfilter-persistent reload,
+// iptables-restore < saved) flushes the table and writes them again with the
+// counters of its input, zero unless it was saved and is restored with -c.
+// Traffic only adds to a counter, and 2^40 bytes of connections' first
+// packets (all that nat counts) within one check's interval is beyond any
+// host, so a rule of ours with fewer bytes, or with fewer than it had at the
+// last check, was written by someone else. plan writes it again, stamped, as
+// it would a missing one, and Wrote("nat") tells the caller that traffic may
+// have left unNATed in the gap before. A restore that sets counters (-c, or
+// `nft -f` of a `nft list ruleset`) is noticed only if our rules counted
+// traffic between its save and our last check: the jump from POSTROUTING
+// counts every connection leaving the host. `iptables -Z` (counters zeroed)
+// reads as a restore: one rewrite. In filter and mangle nothing outlives the
+// gap (what they dropped is gone), so their counters are not watched.
+const stampBytes = 1 << 40
+
+var stampTables = map[string]bool{"nat": true}
 
 // managedTables are read on every Reconcile, whatever the desired rules, so
 // that chains of ours no longer wanted there (forward rules or the Docker
@@ -95,6 +117,12 @@ type Manager struct {
 	lost map[string][]string
 	// wrote are the tables the last Reconcile wrote to (see Wrote).
 	wrote []string
+	// noStamp: our rules are written and checked without the stamp
+	// (stampBytes), which this iptables was seen not to set (checkStamp).
+	noStamp bool
+	// seen are, per table of stampTables, the bytes each rule of ours
+	// (by its String) had at the last read; none right after a write.
+	seen map[string]map[string]uint64
 }
 
 // A Change is what Reconcile did. They are ordered: a Reconcile of several
@@ -167,7 +195,8 @@ func newExecManager(family Family, t tools, opts Options, log klog.Logger) *Mana
 }
 
 func newManager(family Family, r runner, randomFully, legacy bool, log klog.Logger) *Manager {
-	return &Manager{family: family, run: r, randomFully: randomFully, legacy: legacy, log: log, found: map[string][]string{}, lost: map[string][]string{}}
+	return &Manager{family: family, run: r, randomFully: randomFully, legacy: legacy, log: log,
+		found: map[string][]string{}, lost: map[string][]string{}, seen: map[string]map[string]uint64{}}
 }
 
 // Family is the family the Manager was made for.
@@ -240,8 +269,9 @@ func (m *Manager) Reconcile(desired []Rule) (change Change, err error) {
 // there were not as desired, and its iptables-restore put them right. Other
 // tables may have failed. For nat with MasqRules desired this is the rules'
 // first installation by this Manager, their change, or their repair after
-// another program removed or altered them: traffic may have left unNATed
-// just before (see DeleteUnmasqueraded).
+// another program removed, altered or replaced them (a restore of saved
+// rules, see stampBytes): traffic may have left unNATed just before (see
+// DeleteUnmasqueraded).
 func (m *Manager) Wrote(table string) bool { return slices.Contains(m.wrote, table) }
 
 // Remove deletes our chains and the jumps into them from every table it
@@ -326,8 +356,13 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 			}
 		}
 	}
-	data, why := plan(have, want)
+	watched := stampTables[table]
+	stamp := watched && !m.noStamp
+	data, why := plan(have, want, stamp, m.seen[table])
 	if data == nil {
+		if watched {
+			m.seen[table] = ourBytes(have)
+		}
 		m.record(table, found, want)
 		return Unchanged, nil
 	}
@@ -335,7 +370,7 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 	if len(fresh) > 0 {
 		// Read without the new chains, the table is as desired: only
 		// they want our jumps.
-		if rest, _ := plan(have.without(fresh), want); rest == nil {
+		if rest, _ := plan(have.without(fresh), want, stamp, m.seen[table]); rest == nil {
 			change = NewChainJumps
 			why = append(why, strings.Join(fresh, ", ")+" new since the last check")
 		}
@@ -347,7 +382,56 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 	}
 	m.log.Info("iptables chains rewritten", "family", m.family, "table", table, "why", why)
 	m.record(table, found, want)
+	// What we wrote starts afresh.
+	delete(m.seen, table)
+	if stamp && len(want) > 0 {
+		m.checkStamp(table)
+	}
 	return change, nil
+}
+
+// ourBytes are the bytes of each rule of ours in t read with counters, by
+// the rule's String.
+func ourBytes(t *Table) map[string]uint64 {
+	seen := map[string]uint64{}
+	for _, r := range t.Rules {
+		if (Owned(r.Chain) || Owned(r.target())) && r.Counters != nil {
+			seen[r.String()] = r.Counters.Bytes
+		}
+	}
+	return seen
+}
+
+// checkStamp reads table back right after a write of our rules stamped
+// (stampBytes) and gives the stamp up for this Manager if they do not carry
+// it: this iptables cannot set a rule's counters (ip6tables-nft 1.8.9 drops
+// them), and without that every check would take our own rules for another
+// program's and write them again. Without the stamp, a restore is still
+// noticed when our rules' counters go back (see stampBytes). It costs one
+// iptables-save per write, not per check. A failed read decides nothing:
+// the next write reads again.
+func (m *Manager) checkStamp(table string) {
+	out, err := m.run.Save(table)
+	if err != nil {
+		return
+	}
+	d, err := ParseSave(out)
+	if err != nil {
+		return
+	}
+	t := d.Table(table)
+	if t == nil {
+		return
+	}
+	m.seen[table] = ourBytes(t)
+	for _, r := range t.Rules {
+		if (Owned(r.Chain) || Owned(r.target())) && (r.Counters == nil || r.Counters.Bytes < stampBytes) {
+			m.noStamp = true
+			m.log.Info("this iptables does not set a rule's counters: a restore of saved rules holding ours (a firewall's reload) is noticed only if our rules counted traffic before it",
+				"family", m.family, "table", table, "rule", r.String())
+			return
+		}
+	}
 }
 
 // record keeps what apply left in table: found, the chains of jumpIfChain
@@ -374,9 +458,21 @@ func (m *Manager) record(table string, found []string, want []Rule) {
 // must exist exactly once, first in its chain where jumpFirst says so, ahead
 // of any unconditional RETURN where jumpIfChain does (and only if that chain
 // exists); no other jump into our chains may exist. Only the calling chains
-// whose jumps are not so are rewritten.
-func plan(have *Table, want []Rule) (data []byte, why []string) {
+// whose jumps are not so are rewritten. With stamp, each rule written gets
+// stampBytes, and a rule of ours read with fewer is not so; nor is one read
+// with fewer than seen says it had (see stampBytes).
+func plan(have *Table, want []Rule, stamp bool, seen map[string]uint64) (data []byte, why []string) {
 	table := have.Name
+	// restored reports whether one of rules has counters that went back.
+	restored := func(rules []Rule) bool {
+		return slices.ContainsFunc(rules, func(r Rule) bool {
+			floor := seen[r.String()]
+			if stamp {
+				floor = max(floor, stampBytes)
+			}
+			return r.Counters != nil && r.Counters.Bytes < floor
+		})
+	}
 
 	var wantChains []string
 	addChain := func(c string) {
@@ -434,6 +530,9 @@ func plan(have *Table, want []Rule) (data []byte, why []string) {
 		case !equalRules(have.chainRules(c), wantRules[c]):
 			why = append(why, "rules of "+c+" differ")
 			rewriteChains = true
+		case restored(have.chainRules(c)):
+			why = append(why, "rules of "+c+" restored by another program (their counters went back)")
+			rewriteChains = true
 		}
 	}
 
@@ -455,6 +554,8 @@ func plan(have *Table, want []Rule) (data []byte, why []string) {
 			why = append(why, "jump from "+c+" not first")
 		case jumpIfChain[[2]string{table, c}] && behindReturn(have.chainRules(c)):
 			why = append(why, "jump from "+c+" behind a RETURN")
+		case restored(h):
+			why = append(why, "jump from "+c+" restored by another program (its counters went back)")
 		default:
 			continue
 		}
@@ -465,6 +566,11 @@ func plan(have *Table, want []Rule) (data []byte, why []string) {
 		return nil, nil
 	}
 
+	// counters go after the chain (and position) of each rule we write.
+	counters := ""
+	if stamp {
+		counters = fmt.Sprintf(" -c 0 %d", uint64(stampBytes))
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%s\n", table)
 	if rewriteChains {
@@ -489,16 +595,16 @@ func plan(have *Table, want []Rule) (data []byte, why []string) {
 			case !slices.Contains(fix, r.Chain):
 			case jumpFirst[k] || jumpIfChain[k]:
 				pos[r.Chain]++
-				fmt.Fprintf(&b, "-I %s %d%s\n", quote(r.Chain), pos[r.Chain], strings.TrimPrefix(r.String(), "-A "+quote(r.Chain)))
+				fmt.Fprintf(&b, "-I %s %d%s%s\n", quote(r.Chain), pos[r.Chain], counters, r.args())
 			default:
-				fmt.Fprintf(&b, "%s\n", r)
+				fmt.Fprintf(&b, "-A %s%s%s\n", quote(r.Chain), counters, r.args())
 			}
 		}
 	}
 	if rewriteChains {
 		for _, c := range wantChains {
 			for _, r := range wantRules[c] {
-				fmt.Fprintf(&b, "%s\n", r)
+				fmt.Fprintf(&b, "-A %s%s%s\n", quote(c), counters, r.args())
 			}
 		}
 		for _, c := range stale {

@@ -111,8 +111,10 @@ func TestReconcileFake(t *testing.T) {
 	if got := len(f.restores); got != 2 {
 		t.Errorf("%d restores after a no-op Reconcile, want 2", got)
 	}
-	if f.saves["nat"] != 2 || f.saves["filter"] != 2 || f.saves["mangle"] != 2 || len(f.saves) != 3 {
-		t.Errorf("saves = %v, want filter, mangle and nat twice each", f.saves)
+	// nat once more: read back after its write, to see the stamp set
+	// (checkStamp).
+	if f.saves["nat"] != 3 || f.saves["filter"] != 2 || f.saves["mangle"] != 2 || len(f.saves) != 3 {
+		t.Errorf("saves = %v, want filter and mangle twice each, nat three times", f.saves)
 	}
 }
 
@@ -129,12 +131,12 @@ func TestReconcileRestoreInput(t *testing.T) {
 COMMIT
 `, `*nat
 :AGENTD-POSTRTG - [0:0]
--I POSTROUTING 1 -m comment --comment "agentd masq" -j AGENTD-POSTRTG
--A AGENTD-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "agentd masq" -j RETURN
--A AGENTD-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd masq" -j RETURN
--A AGENTD-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "agentd masq" -j MASQUERADE --random-fully
--A AGENTD-POSTRTG ! -s 10.244.0.0/16 -d 10.244.5.0/24 -m comment --comment "agentd masq" -j RETURN
--A AGENTD-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd masq" -j MASQUERADE --random-fully
+-I POSTROUTING 1 -c 0 1099511627776 -m comment --comment "agentd masq" -j AGENTD-POSTRTG
+-A AGENTD-POSTRTG -c 0 1099511627776 -m mark --mark 0x4000/0x4000 -m comment --comment "agentd masq" -j RETURN
+-A AGENTD-POSTRTG -c 0 1099511627776 -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd masq" -j RETURN
+-A AGENTD-POSTRTG -c 0 1099511627776 -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "agentd masq" -j MASQUERADE --random-fully
+-A AGENTD-POSTRTG -c 0 1099511627776 ! -s 10.244.0.0/16 -d 10.244.5.0/24 -m comment --comment "agentd masq" -j RETURN
+-A AGENTD-POSTRTG -c 0 1099511627776 ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd masq" -j MASQUERADE --random-fully
 COMMIT
 `}
 	if !slices.Equal(f.restores, want) {
@@ -313,7 +315,7 @@ func TestReconcileErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if data, why := plan(d.Table("nat"), MasqRules(testNetwork, testSubnet, true)); data != nil {
+		if data, why := plan(d.Table("nat"), MasqRules(testNetwork, testSubnet, true), true, nil); data != nil {
 			t.Errorf("plan wants to change the table: %s\n%s", why, data)
 		}
 	})
@@ -368,7 +370,7 @@ COMMIT
 			"-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n-A POSTROUTING -m comment --comment \"agentd masq\" -j AGENTD-POSTRTG\n", 1),
 			MasqRules(testNetwork, testSubnet, true), `*nat
 -D POSTROUTING -m comment --comment "agentd masq" -j AGENTD-POSTRTG
--I POSTROUTING 1 -m comment --comment "agentd masq" -j AGENTD-POSTRTG
+-I POSTROUTING 1 -c 0 1099511627776 -m comment --comment "agentd masq" -j AGENTD-POSTRTG
 COMMIT
 `, "jump from POSTROUTING not first"},
 		{"remove", synced("nat"), nil, `*nat
@@ -393,7 +395,7 @@ COMMIT
 			if have == nil {
 				have = &Table{Name: table}
 			}
-			data, why := plan(have, tc.want)
+			data, why := plan(have, tc.want, stampTables[table], nil)
 			diffText(t, "restore input", string(data), tc.restore)
 			diffText(t, "why", strings.Join(why, "; "), tc.why)
 		})
@@ -480,7 +482,7 @@ func TestReconcileRandomTampering(t *testing.T) {
 		if !slices.Equal(foreign, foreignBefore) {
 			t.Fatalf("round %d: foreign rules changed\n%s\nwant\n%s", i, strings.Join(foreign, "\n"), strings.Join(foreignBefore, "\n"))
 		}
-		if nat := f.tables["nat"].chain("POSTROUTING"); (Rule{Spec: nat.rules[0]}).target() != MasqChain {
+		if nat := f.tables["nat"].chain("POSTROUTING"); (Rule{Spec: nat.rules[0].spec}).target() != MasqChain {
 			t.Fatalf("round %d: POSTROUTING does not start with our jump:\n%s", i, f)
 		}
 		mustReconcile(t, m, testRules(true), false)

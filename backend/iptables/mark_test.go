@@ -113,18 +113,18 @@ func TestReconcileMarkFake(t *testing.T) {
 -A AGENTD-MARK -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "agentd docker mark" -j MARK --set-xmark 0x200000/0x200000
 COMMIT
 `
-	diffText(t, "mangle after Reconcile", f.tables["mangle"].text("mangle"), ours)
+	diffText(t, "mangle after Reconcile", f.tables["mangle"].text("mangle", false), ours)
 	mustReconcile(t, m, withMark, false)
 
 	// Someone flushes our chain: it is refilled.
 	f.must(t, "mangle", "-D AGENTD-MARK 1")
 	mustReconcile(t, m, withMark, true)
-	diffText(t, "mangle after repair", f.tables["mangle"].text("mangle"), ours)
+	diffText(t, "mangle after repair", f.tables["mangle"].text("mangle", false), ours)
 
 	// The setting turned off: chain and jump go, the other tables stay.
 	mustReconcile(t, m, testRules(true), true)
-	diffText(t, "mangle without the mark", f.tables["mangle"].text("mangle"), stripOurs(ours))
-	diffText(t, "filter and nat", f.tables["filter"].text("filter")+f.tables["nat"].text("nat"), goldenFake)
+	diffText(t, "mangle without the mark", f.tables["mangle"].text("mangle", false), stripOurs(ours))
+	diffText(t, "filter and nat", f.tables["filter"].text("filter", false)+f.tables["nat"].text("nat", false), goldenFake)
 }
 
 // With legacy iptables, a table in which nothing of ours is wanted is read
@@ -149,7 +149,7 @@ func TestReconcileLegacyFake(t *testing.T) {
 	mustReconcile(t, m, withMark, true)
 	tables("with the mark", "filter mangle")
 	mustReconcile(t, m, fwd, true)
-	if s := f.tables["mangle"].text("mangle"); strings.Contains(s, ChainPrefix) {
+	if s := f.tables["mangle"].text("mangle", false); strings.Contains(s, ChainPrefix) {
 		t.Errorf("mark off, mangle still has ours:\n%s", s)
 	}
 	if len(f.saves) != 1 || f.saves[""] == 0 {

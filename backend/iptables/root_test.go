@@ -276,7 +276,7 @@ func TestRootRestoreIsAtomic(t *testing.T) {
 		Rule{Table: "nat", Chain: MasqChain, Spec: []string{"-m", "nosuchmatch", "-j", "RETURN"}})
 	change, err := m.Reconcile(bad)
 	if change != Unchanged || err == nil || !strings.Contains(err.Error(), "iptables-") || !strings.Contains(err.Error(), "write table nat") ||
-		!strings.Contains(err.Error(), ": -A "+MasqChain+" -m nosuchmatch -j RETURN") {
+		!strings.Contains(err.Error(), ": -A "+MasqChain+" -c 0 1099511627776 -m nosuchmatch -j RETURN") {
 		t.Fatalf("change=%v err=%v", change, err)
 	}
 	t.Logf("error as reported: %v", err)

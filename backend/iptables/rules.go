@@ -90,6 +90,18 @@ func (f Family) multicast() string {
 type Rule struct {
 	Table, Chain string
 	Spec         []string
+	// Counters are the rule's as iptables-save -c printed them; nil in
+	// rules read without -c, and in desired rules. They are not part of
+	// the rule: String, Equal and the diff of rules leave them out.
+	Counters *Counters
+}
+
+// Counters are the packets and bytes a rule has matched, as the kernel keeps
+// them: iptables-save -c prints them, "[packets:bytes]", before the rule. A
+// rule written without counters starts at zero; iptables-restore -c, or a
+// rule's own -c packets bytes, sets them.
+type Counters struct {
+	Packets, Bytes uint64
 }
 
 // String prints r as iptables-save does, e.g.
@@ -104,6 +116,11 @@ func (r Rule) String() string {
 		b.WriteString(quote(t))
 	}
 	return b.String()
+}
+
+// args is r's Spec as String prints it, each token after a blank.
+func (r Rule) args() string {
+	return strings.TrimPrefix(r.String(), "-A "+quote(r.Chain))
 }
 
 // Equal reports whether r and o are the same rule in the same place.

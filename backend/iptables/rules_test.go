@@ -96,13 +96,13 @@ func TestValidate(t *testing.T) {
 		rule Rule
 		ok   bool
 	}{
-		{"our chain", Rule{"nat", MasqChain, []string{"-j", "RETURN"}}, true},
-		{"jump into ours", Rule{"nat", "POSTROUTING", []string{"-j", MasqChain}}, true},
-		{"goto into ours", Rule{"nat", "POSTROUTING", []string{"-g", MasqChain}}, true},
-		{"foreign chain", Rule{"nat", "POSTROUTING", []string{"-j", "MASQUERADE"}}, false},
-		{"no table", Rule{"", MasqChain, nil}, false},
-		{"newline in token", Rule{"nat", MasqChain, []string{"-m", "comment", "--comment", "a\nb"}}, false},
-		{"blank in chain", Rule{"nat", "AGENTD-A B", nil}, false},
+		{"our chain", Rule{Table: "nat", Chain: MasqChain, Spec: []string{"-j", "RETURN"}}, true},
+		{"jump into ours", Rule{Table: "nat", Chain: "POSTROUTING", Spec: []string{"-j", MasqChain}}, true},
+		{"goto into ours", Rule{Table: "nat", Chain: "POSTROUTING", Spec: []string{"-g", MasqChain}}, true},
+		{"foreign chain", Rule{Table: "nat", Chain: "POSTROUTING", Spec: []string{"-j", "MASQUERADE"}}, false},
+		{"no table", Rule{Table: "", Chain: MasqChain, Spec: nil}, false},
+		{"newline in token", Rule{Table: "nat", Chain: MasqChain, Spec: []string{"-m", "comment", "--comment", "a\nb"}}, false},
+		{"blank in chain", Rule{Table: "nat", Chain: "AGENTD-A B", Spec: nil}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := validate([]Rule{tc.rule}); (err == nil) != tc.ok {

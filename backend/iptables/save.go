@@ -10,9 +10,9 @@ import (
 	"strings"
 )
 
-// Dump is parsed iptables-save output. Its String is the same text in
-// canonical form (no comments, one blank between tokens), which is also valid
-// iptables-restore input.
+// Dump is parsed iptables-save output, with or without -c. Its String is the
+// same text in canonical form (no comments, one blank between tokens), which
+// is also valid iptables-restore input (with -c when rules have Counters).
 type Dump struct {
 	Tables []*Table
 }
@@ -58,6 +58,9 @@ func (t *Table) String() string {
 		fmt.Fprintf(&b, ":%s %s [%d:%d]\n", c.Name, c.Policy, c.Packets, c.Bytes)
 	}
 	for _, r := range t.Rules {
+		if c := r.Counters; c != nil {
+			fmt.Fprintf(&b, "[%d:%d] ", c.Packets, c.Bytes)
+		}
 		b.WriteString(r.String())
 		b.WriteByte('\n')
 	}
@@ -202,6 +205,19 @@ func (p *saveParser) line(line string) error {
 		p.cur.Chains = append(p.cur.Chains, c)
 		return nil
 	}
+	// iptables-save -c prints each rule's counters before it.
+	var counters *Counters
+	if line[0] == '[' {
+		end := strings.IndexAny(line, " \t")
+		if end < 0 {
+			end = len(line)
+		}
+		c, err := parseCounters(line[:end])
+		if err != nil {
+			return fmt.Errorf("rule %q: %w", line, err)
+		}
+		counters, line = &c, strings.TrimLeft(line[end:], " \t")
+	}
 	toks, err := tokenize(line)
 	if err != nil {
 		return err
@@ -209,7 +225,7 @@ func (p *saveParser) line(line string) error {
 	if len(toks) < 2 || toks[0] != "-A" || toks[1] == "" {
 		return fmt.Errorf("want \"-A CHAIN …\", have %q", line)
 	}
-	p.cur.Rules = append(p.cur.Rules, Rule{Table: p.cur.Name, Chain: toks[1], Spec: toks[2:]})
+	p.cur.Rules = append(p.cur.Rules, Rule{Table: p.cur.Name, Chain: toks[1], Spec: toks[2:], Counters: counters})
 	return nil
 }
 
@@ -236,18 +252,27 @@ func parseChainDecl(s string) (ChainDecl, error) {
 	if len(f) != 3 {
 		return ChainDecl{}, fmt.Errorf("want \":CHAIN POLICY [packets:bytes]\", have %q", ":"+s)
 	}
-	c := ChainDecl{Name: f[0], Policy: f[1]}
-	cnt, ok := strings.CutPrefix(f[2], "[")
+	cnt, err := parseCounters(f[2])
+	if err != nil {
+		return ChainDecl{}, fmt.Errorf("chain %s: %w", f[0], err)
+	}
+	return ChainDecl{Name: f[0], Policy: f[1], Packets: cnt.Packets, Bytes: cnt.Bytes}, nil
+}
+
+// parseCounters parses "[packets:bytes]".
+func parseCounters(s string) (Counters, error) {
+	cnt, ok := strings.CutPrefix(s, "[")
 	cnt, ok2 := strings.CutSuffix(cnt, "]")
 	p, b, ok3 := strings.Cut(cnt, ":")
 	if !ok || !ok2 || !ok3 {
-		return ChainDecl{}, fmt.Errorf("chain %s: bad counters %q", c.Name, f[2])
+		return Counters{}, fmt.Errorf("bad counters %q", s)
 	}
+	var c Counters
 	var err1, err2 error
 	c.Packets, err1 = strconv.ParseUint(p, 10, 64)
 	c.Bytes, err2 = strconv.ParseUint(b, 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return ChainDecl{}, fmt.Errorf("chain %s: bad counters %q: %w", c.Name, f[2], err)
+		return Counters{}, fmt.Errorf("bad counters %q: %w", s, err)
 	}
 	return c, nil
 }

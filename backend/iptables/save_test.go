@@ -37,10 +37,10 @@ func TestParseSave(t *testing.T) {
 			{"AGENTD-POSTRTG", "-", 0, 0},
 		},
 		Rules: []Rule{
-			{"nat", "POSTROUTING", []string{"-m", "comment", "--comment", "agentd masq", "-j", "AGENTD-POSTRTG"}},
-			{"nat", "POSTROUTING", []string{"-s", "172.17.0.0/16", "!", "-o", "docker0", "-j", "MASQUERADE"}},
-			{"nat", "AGENTD-POSTRTG", []string{"-m", "mark", "--mark", "0x4000/0x4000", "-m", "comment", "--comment", "agentd masq", "-j", "RETURN"}},
-			{"nat", "AGENTD-POSTRTG", []string{"-s", "fd10:244::/56", "!", "-d", "ff00::/8", "-m", "comment", "--comment", `a"b'c`, "-j", "MASQUERADE", "--random-fully"}},
+			{Table: "nat", Chain: "POSTROUTING", Spec: []string{"-m", "comment", "--comment", "agentd masq", "-j", "AGENTD-POSTRTG"}},
+			{Table: "nat", Chain: "POSTROUTING", Spec: []string{"-s", "172.17.0.0/16", "!", "-o", "docker0", "-j", "MASQUERADE"}},
+			{Table: "nat", Chain: "AGENTD-POSTRTG", Spec: []string{"-m", "mark", "--mark", "0x4000/0x4000", "-m", "comment", "--comment", "agentd masq", "-j", "RETURN"}},
+			{Table: "nat", Chain: "AGENTD-POSTRTG", Spec: []string{"-s", "fd10:244::/56", "!", "-d", "ff00::/8", "-m", "comment", "--comment", `a"b'c`, "-j", "MASQUERADE", "--random-fully"}},
 		},
 	}}}
 	if !reflect.DeepEqual(d, want) {
@@ -89,7 +89,9 @@ func TestParseSaveEdges(t *testing.T) {
 		{"unterminated quote", "*nat\n-A X -m comment --comment \"abc\nCOMMIT\n", "line 2", true},
 		{"insert is not save output", "*nat\n-I X 1 -j RETURN\nCOMMIT\n", "line 2", true},
 		{"rule without chain", "*nat\n-A\nCOMMIT\n", "line 2", true},
-		{"counted rule", "*nat\n[1:2] -A X -j RETURN\nCOMMIT\n", "line 2", true},
+		{"counted rule (iptables-save -c)", "*nat\n[1:2]\t -A X -j RETURN\nCOMMIT\n", "*nat\n[1:2] -A X -j RETURN\nCOMMIT\n", false},
+		{"bad rule counters", "*nat\n[1:x] -A X -j RETURN\nCOMMIT\n", "line 2", true},
+		{"rule counters alone", "*nat\n[1:2]\nCOMMIT\n", "line 2", true},
 		{"table iptables-nft cannot show (up to 1.8.9)", "# Table `nat' is incompatible, use 'nft' tool.\n", "line 1: iptables cannot read table nat", true},
 		{"table with chains it cannot show (1.8.10 on)", "# Table `nat' contains incompatible base-chains, use 'nft' tool to list them.\n*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n", "*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n", false},
 	} {
@@ -173,6 +175,7 @@ func FuzzParseSave(f *testing.F) {
 	f.Add([]byte("*t\n-A X \"\" a\"b c\"d \"e\\\"f\\\\\"\nCOMMIT\n*u\nCOMMIT\n"))
 	f.Add([]byte("*nat\n:X - [1:2]\n-A X -m comment --comment \"a\r\" -j Y\nCOMMIT\n"))
 	f.Add([]byte("*nat\n-A X -j RETURN\n"))
+	f.Add([]byte("*nat\n[0:1099511627776] -A X -j RETURN\n[1:2]\t-A X -j Y\nCOMMIT\n"))
 	f.Add([]byte("*raw\n-A X -m comment --comment \"a\nb\" -j Y\nCOMMIT\n*nat\nCOMMIT\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := ParseSave(data)

@@ -1,0 +1,187 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+
+	"github.com/agentd/agentd/backend/iptables"
+	"github.com/agentd/agentd/tests/cluster"
+)
+
+// TestIPTablesReloadDeletesUnmasqueradedFlows: a firewall's reload that
+// flushes the nat table and restores a saved set holding our rules
+// (firewall-cmd --reload with the iptables backend, netfilter-persistent
+// reload, iptables-restore < saved) leaves our rules in place, so a check
+// found nothing to write: a UDP flow a pod started in the flush's gap kept
+// its unNATed conntrack entry, and the pod's address, for as long as it kept
+// sending (helper 221 saw it still unmasqueraded 4 s after the restore, with
+// --iptables-resync=1s). Now the check tells the restored rules from ours by
+// their counters (see iptables.Manager), writes them again and deletes the
+// entries of such flows, and the flow arrives from the host's address within
+// --iptables-resync and a bound. Same namespaces and flows as
+// TestIPTablesRepairDeletesUnmasqueradedFlows, with iptables-nft.
+func TestIPTablesReloadDeletesUnmasqueradedFlows(t *testing.T) {
+	inOwnNetns(t, func(t *testing.T) { reloadedFlowsChild(t, iptables.ModeNFT) })
+}
+
+// TestIPTablesReloadDeletesUnmasqueradedFlowsLegacy is the same with
+// iptables-legacy.
+func TestIPTablesReloadDeletesUnmasqueradedFlowsLegacy(t *testing.T) {
+	inOwnNetns(t, func(t *testing.T) { reloadedFlowsChild(t, iptables.ModeLegacy) })
+}
+
+func reloadedFlowsChild(t *testing.T, mode string) {
+	bin := func(suffix string) string {
+		t.Helper()
+		p, err := exec.LookPath("iptables-" + mode + suffix)
+		if err != nil {
+			t.Fatalf("iptables-%s%s not found (run `make deps` as root): %v", mode, suffix, err)
+		}
+		return p
+	}
+	ipt, save, restore := bin(""), bin("-save"), bin("-restore")
+	run := func(stdin []byte, name string, args ...string) []byte {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Stdin = bytes.NewReader(stdin)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s %v: %v: %s", name, args, err, stderr.Bytes())
+		}
+		return out
+	}
+	podNS, outNS := newCtNetns(t), newCtNetns(t)
+	ctVeth(t, "pod", podNS, "10.244.1.1/24", "10.244.1.2/24")
+	ctVeth(t, "out", outNS, "198.18.0.1/24", "198.18.0.2/24")
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(nil, ipt, "-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	seen := ctReceive(t, ctx, &wg, outNS)
+	source := func(flow string) (src string) {
+		t.Helper()
+		err := cluster.Eventually(ctx, 10*time.Second, func() error {
+			a, ok := seen(flow)
+			if !ok {
+				return fmt.Errorf("flow %s not seen at %s", flow, ctOutside)
+			}
+			src = a.Addr().String()
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+
+	const resync = time.Second
+	a := &agent{
+		cfg:    Config{IPMasq: true, ResyncInterval: time.Hour, IPTablesResync: resync, IPTablesMode: mode},
+		log:    testr.New(t),
+		health: newHealth(testr.New(t)),
+		obs:    newObserver(),
+	}
+	runReconcileLoop(t, a)
+	err := cluster.Eventually(ctx, 20*time.Second, func() error {
+		if ready, why := a.health.ready(); !ready {
+			return fmt.Errorf("not ready: %s", why)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := run(nil, save, "-t", "nat")
+	if !bytes.Contains(saved, []byte(iptables.MasqChain)) {
+		t.Fatalf("%s -t nat holds no %s:\n%s", save, iptables.MasqChain, saved)
+	}
+	deleted := func() float64 { return counterValue(t, a.obs, "agentd_conntrack_unmasqueraded_deleted_total") }
+
+	// The reload: nat flushed, a flow started in the gap, the saved set
+	// restored. Should a check come in the gap (and repair the flush), the
+	// flow is not one the reload left behind: again.
+	var restored time.Time
+	flow := ""
+	for i := range 3 {
+		before := deleted()
+		run(nil, ipt, "-t", "nat", "-F")
+		flow = fmt.Sprintf("reload%d", i)
+		ctSend(t, ctx, &wg, podNS, flow)
+		src := source(flow)
+		run(saved, restore)
+		restored = time.Now()
+		if src == ctPod.String() && deleted() == before {
+			break
+		}
+		if i == 2 {
+			t.Fatal("a check came in each reload's gap")
+		}
+	}
+	before := deleted()
+	repairs := iptablesRepairs(t, a.obs)
+	bound := resync + 3*time.Second
+	err = cluster.Eventually(ctx, bound, func() error {
+		if src, _ := seen(flow); src.Addr() != ctHost {
+			return fmt.Errorf("flow %s arrives from %s, want %s", flow, src, ctHost)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("still unmasqueraded %v after the restore: %v", bound, err)
+	}
+	t.Logf("flow %s masqueraded %v after the restore", flow, time.Since(restored).Round(time.Millisecond))
+	// The counters move once the check that deleted the entry is done,
+	// which may be after the flow's next packet.
+	err = cluster.Eventually(ctx, 5*time.Second, func() error {
+		if got := deleted(); got < before+1 {
+			return fmt.Errorf("agentd_conntrack_unmasqueraded_deleted_total %v, want at least %v", got, before+1)
+		}
+		if got := iptablesRepairs(t, a.obs); got != repairs+1 {
+			return fmt.Errorf(`agentd_drift_repairs_total{kind="iptables"} %v after the reload's repair, want %v`, got, repairs+1)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	if got := counterValue(t, a.obs, "agentd_conntrack_unmasqueraded_errors_total"); got != 0 {
+		t.Errorf("agentd_conntrack_unmasqueraded_errors_total %v, want 0", got)
+	}
+}
+
+// iptablesRepairs is agentd_drift_repairs_total{kind="iptables"}.
+func iptablesRepairs(t *testing.T, o *observer) float64 {
+	t.Helper()
+	mfs, err := o.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "agentd_drift_repairs_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == iptablesKind {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatal(`no agentd_drift_repairs_total{kind="iptables"}`)
+	return 0
+}
