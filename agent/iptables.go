@@ -10,8 +10,7 @@ import (
 
 	"github.com/agentd/agentd/backend/iptables"
 	"github.com/agentd/agentd/subnet"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+	"github.com/vishvananda/netns"
 )
 
 // otherBackendLockedFor is how long the removal of the other backend's
@@ -49,7 +48,7 @@ const otherBackendLockedFor = time.Minute
 // the Manager tells by their counters). With --ip-masq, a check that wrote
 // the nat table (the rules' first installation, their change or repair)
 // then deletes the conntrack entries of flows that left unmasqueraded before
-// (deleteUnmasqueraded).
+// (deleteUnmasqueraded), which ctx's end stops.
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
 	if a.ipt == nil {
@@ -126,7 +125,10 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 	if a.cfg.IPMasq && a.ipt.Wrote("nat") {
 		// Whatever the other tables did: a failure there is retried,
 		// and nat, as desired now, is not written again.
-		a.deleteUnmasqueraded(netCfg.Network)
+		a.deleteUnmasqueraded(ctx, netCfg.Network)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
 	if want {
 		if err != nil {
@@ -168,25 +170,23 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 
 // deleteUnmasqueraded deletes, right after our masquerade rules were
 // written (their first installation in this run, a change of the network or
-// our subnet, or their repair after a firewall's reload wiped them), the
-// conntrack entries of flows that left the cluster network without
-// masquerade while the rules were missing (iptables.DeleteUnmasqueraded).
-// Without that, such a flow keeps its entry, and the pod's address, for as
-// long as it keeps sending, whatever the restored rules say. A failure is
-// logged and not returned: the rules are in place, new flows are
-// masqueraded, and nothing in the agent waits on it.
-func (a *agent) deleteUnmasqueraded(network netip.Prefix) {
+// our subnet, or their repair after a firewall's reload wiped or replaced
+// them), the conntrack entries of flows that left the cluster network
+// without masquerade while the rules were missing
+// (iptables.DeleteUnmasqueraded). Without that, such a flow keeps its
+// entry, and the pod's address, for as long as it keeps sending, whatever
+// the restored rules say. A failure is logged and not returned: the rules
+// are in place, new flows are masqueraded, and nothing in the agent waits on
+// it. ctx's end stops it, even in the middle of reading a long table, with
+// nothing logged; the caller sees ctx done.
+func (a *agent) deleteUnmasqueraded(ctx context.Context, network netip.Prefix) {
 	start := time.Now()
-	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER, unix.NETLINK_ROUTE)
-	if err != nil {
-		a.obs.ctErrors.Inc()
-		a.log.Error(err, "cannot open netlink to delete the conntrack entries of flows that left unmasqueraded while the masquerade rules were missing; such a flow keeps the pod's address while it keeps sending")
-		return
-	}
-	defer h.Close()
-	n, err := iptables.DeleteUnmasqueraded(h, network)
+	n, err := iptables.DeleteUnmasqueraded(ctx, netns.None(), network)
 	took := time.Since(start).Round(time.Millisecond)
 	a.obs.ctDeleted.Add(float64(n))
+	if ctx.Err() != nil {
+		return
+	}
 	if err != nil {
 		a.obs.ctErrors.Inc()
 		a.log.Error(err, "cannot delete the conntrack entries of flows that left unmasqueraded while the masquerade rules were missing; such a flow keeps the pod's address while it keeps sending",

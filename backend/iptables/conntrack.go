@@ -1,12 +1,19 @@
 package iptables
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
+	"syscall"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,40 +40,228 @@ const conntrackAttempts = 3
 // every such entry is one made while the rules were missing. It returns how
 // many entries it deleted.
 //
-// h must be open for NETLINK_NETFILTER and NETLINK_ROUTE in the namespace
-// whose rules were written. The cost is one read of the family's whole
-// conntrack table (every entry is sent and parsed) and one request per
-// entry deleted, so call it when the rules were written, not at every check.
-func DeleteUnmasqueraded(h *netlink.Handle, network netip.Prefix) (int, error) {
+// It works in the network namespace ns (netns.None(): this thread's). The
+// cost is one read of the family's whole conntrack table (every entry is
+// sent and parsed) and one request per entry deleted, so call it when the
+// rules were written, not at every check. Once ctx is done it stops, in the
+// middle of a read or of the deletes (their socket is closed), and returns
+// ctx's error with what it had deleted: a stop need not wait for a long
+// table.
+func DeleteUnmasqueraded(ctx context.Context, ns netns.NsHandle, network netip.Prefix) (int, error) {
 	network = network.Masked()
-	rtFamily, ctFamily := netlink.FAMILY_V4, netlink.InetFamily(unix.AF_INET)
+	rtFamily, ctFamily := netlink.FAMILY_V4, uint8(unix.AF_INET)
 	if FamilyOf(network) == IPv6 {
-		rtFamily, ctFamily = netlink.FAMILY_V6, netlink.InetFamily(unix.AF_INET6)
+		rtFamily, ctFamily = netlink.FAMILY_V6, uint8(unix.AF_INET6)
 	}
-	routes, err := backend.ListRoutes(h, rtFamily, &netlink.Route{Table: unix.RT_TABLE_LOCAL}, netlink.RT_FILTER_TABLE)
+	f := unmasqueraded{cluster: network}
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return 0, fmt.Errorf("conntrack: this host's addresses: %w", err)
 	}
-	f := unmasqueraded{cluster: network}
+	routes, err := backend.ListRoutes(h, rtFamily, &netlink.Route{Table: unix.RT_TABLE_LOCAL}, netlink.RT_FILTER_TABLE)
+	h.Close()
+	if err != nil {
+		return 0, fmt.Errorf("conntrack: this host's addresses: %w", err)
+	}
 	for _, r := range routes {
 		if p, ok := backend.PrefixFromIPNet(r.Dst); ok {
 			f.local = append(f.local, p)
 		}
 	}
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER)
+	if err != nil {
+		return 0, fmt.Errorf("conntrack: open netlink: %w", err)
+	}
+	c := &ctSocket{s: s, family: ctFamily}
+	if c.pid, err = s.GetPid(); err != nil {
+		s.Close()
+		return 0, fmt.Errorf("conntrack: open netlink: %w", err)
+	}
+	// Closing the socket ends a read waiting on it; the kernel drops
+	// the rest of the dump with it.
+	stop := context.AfterFunc(ctx, s.Close)
+	defer func() {
+		if stop() {
+			s.Close()
+		}
+	}()
 	deleted := 0
 	for range conntrackAttempts {
 		// An interrupted read still deletes the entries it saw; the
 		// next reads the table again for those it missed.
-		n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, ctFamily, f)
-		deleted += int(n)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			if err != nil {
-				return deleted, fmt.Errorf("conntrack: delete the entries of flows that left %s unmasqueraded: %w", network, err)
-			}
+		entries, err := c.list(f)
+		n, derr := c.delete(entries)
+		deleted += n
+		switch {
+		case ctx.Err() != nil:
+			return deleted, ctx.Err()
+		case err == nil && derr == nil:
 			return deleted, nil
+		case !errors.Is(err, netlink.ErrDumpInterrupted):
+			return deleted, fmt.Errorf("conntrack: delete the entries of flows that left %s unmasqueraded: %w", network, errors.Join(err, derr))
 		}
 	}
 	return deleted, fmt.Errorf("conntrack: the table's read was interrupted %d times in a row: %w", conntrackAttempts, netlink.ErrDumpInterrupted)
+}
+
+// ctSocket reads and deletes conntrack entries of one family on a netlink
+// socket of its own, which DeleteUnmasqueraded closes to stop it: the
+// netlink package's conntrack calls share theirs and cannot be stopped.
+type ctSocket struct {
+	s      *nl.NetlinkSocket
+	pid    uint32
+	family uint8
+}
+
+// list reads the whole table and returns the entries (their netlink
+// messages' data) that f matches. A read the kernel marked interrupted (the
+// table changed under it) returns what it read and netlink.ErrDumpInterrupted.
+func (c *ctSocket) list(f netlink.CustomConntrackFilter) ([][]byte, error) {
+	req := c.request(nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP)
+	var entries [][]byte
+	interrupted := false
+	err := c.exchange(req, func(m syscall.NetlinkMessage) {
+		if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
+			interrupted = true
+		}
+		if flow, ok := parseConntrack(m.Data); ok && f.MatchConntrackFlow(flow) {
+			entries = append(entries, m.Data)
+		}
+	})
+	if err == nil && interrupted {
+		err = netlink.ErrDumpInterrupted
+	}
+	return entries, err
+}
+
+// delete deletes entries, as list returned them, one request each; one
+// gone already counts as deleted. It stops at the first error.
+func (c *ctSocket) delete(entries [][]byte) (int, error) {
+	for i, e := range entries {
+		req := c.request(nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK)
+		// The entry's attributes, its tuples and ID among them: the
+		// kernel deletes that entry, not a new one of the same tuple.
+		req.AddRawData(e[nl.SizeofNfgenmsg:])
+		if err := c.exchange(req, nil); err != nil && !errors.Is(err, unix.ENOENT) {
+			return i, err
+		}
+	}
+	return len(entries), nil
+}
+
+func (c *ctSocket) request(op, flags int) *nl.NetlinkRequest {
+	req := nl.NewNetlinkRequest(int(netlink.ConntrackTable)<<8|op, flags)
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: c.family, Version: nl.NFNETLINK_V0})
+	return req
+}
+
+// exchange sends req and reads its answer up to the end of a dump or the
+// acknowledgement, handing each data message to each (if not nil).
+func (c *ctSocket) exchange(req *nl.NetlinkRequest, each func(syscall.NetlinkMessage)) error {
+	if err := c.s.Send(req); err != nil {
+		return err
+	}
+	for {
+		msgs, from, err := c.s.Receive()
+		if err != nil {
+			return err
+		}
+		if from.Pid != nl.PidKernel {
+			continue
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != req.Seq || m.Header.Pid != c.pid {
+				continue
+			}
+			switch m.Header.Type {
+			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+				if len(m.Data) < 4 {
+					return nil
+				}
+				if errno := int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
+					return syscall.Errno(-errno)
+				}
+				return nil
+			}
+			if each != nil {
+				each(m)
+			}
+			if m.Header.Flags&unix.NLM_F_MULTI == 0 {
+				return nil
+			}
+		}
+	}
+}
+
+// parseConntrack reads what unmasqueraded looks at of a conntrack entry,
+// as the kernel sends it (struct nfgenmsg, then attributes): both tuples'
+// addresses and, for protocols with ports, their ports. ok is false unless
+// both tuples have both addresses.
+func parseConntrack(data []byte) (flow *netlink.ConntrackFlow, ok bool) {
+	if len(data) < nl.SizeofNfgenmsg {
+		return nil, false
+	}
+	attrs, err := nl.ParseRouteAttr(data[nl.SizeofNfgenmsg:])
+	if err != nil {
+		return nil, false
+	}
+	flow = &netlink.ConntrackFlow{FamilyType: data[0]}
+	var orig, reply bool
+	for _, a := range attrs {
+		switch a.Attr.Type & nl.NLA_TYPE_MASK {
+		case nl.CTA_TUPLE_ORIG:
+			orig = parseTuple(a.Value, &flow.Forward)
+		case nl.CTA_TUPLE_REPLY:
+			reply = parseTuple(a.Value, &flow.Reverse)
+		}
+	}
+	return flow, orig && reply
+}
+
+func parseTuple(b []byte, t *netlink.IPTuple) bool {
+	attrs, err := nl.ParseRouteAttr(b)
+	if err != nil {
+		return false
+	}
+	for _, a := range attrs {
+		typ := a.Attr.Type & nl.NLA_TYPE_MASK
+		if typ != nl.CTA_TUPLE_IP && typ != nl.CTA_TUPLE_PROTO {
+			continue
+		}
+		inner, err := nl.ParseRouteAttr(a.Value)
+		if err != nil {
+			return false
+		}
+		switch typ {
+		case nl.CTA_TUPLE_IP:
+			for _, x := range inner {
+				switch x.Attr.Type & nl.NLA_TYPE_MASK {
+				case nl.CTA_IP_V4_SRC, nl.CTA_IP_V6_SRC:
+					t.SrcIP = net.IP(slices.Clone(x.Value))
+				case nl.CTA_IP_V4_DST, nl.CTA_IP_V6_DST:
+					t.DstIP = net.IP(slices.Clone(x.Value))
+				}
+			}
+		case nl.CTA_TUPLE_PROTO:
+			for _, x := range inner {
+				switch x.Attr.Type & nl.NLA_TYPE_MASK {
+				case nl.CTA_PROTO_NUM:
+					if len(x.Value) >= 1 {
+						t.Protocol = x.Value[0]
+					}
+				case nl.CTA_PROTO_SRC_PORT:
+					if len(x.Value) >= 2 {
+						t.SrcPort = binary.BigEndian.Uint16(x.Value)
+					}
+				case nl.CTA_PROTO_DST_PORT:
+					if len(x.Value) >= 2 {
+						t.DstPort = binary.BigEndian.Uint16(x.Value)
+					}
+				}
+			}
+		}
+	}
+	return t.SrcIP != nil && t.DstIP != nil
 }
 
 // unmasqueraded matches the conntrack entries of flows that left without

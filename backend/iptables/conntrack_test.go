@@ -1,6 +1,8 @@
 package iptables
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,8 +86,9 @@ func TestUnmasqueradedMatch(t *testing.T) {
 }
 
 // ctNetns is a namespace of nstest's with the addresses of ctLocal on a
-// veth, and a netlink handle there for conntrack and routes.
-func ctNetns(t testing.TB) *netlink.Handle {
+// veth: a netlink handle there for conntrack and routes, and the
+// namespace's handle.
+func ctNetns(t testing.TB) (*netlink.Handle, netns.NsHandle) {
 	t.Helper()
 	ns := nstest.New(t)
 	l := ns.AddVeth(t, "ct0", "ct1", netip.MustParsePrefix("198.18.0.1/24"))
@@ -96,7 +100,7 @@ func ctNetns(t testing.TB) *netlink.Handle {
 		t.Fatalf("open netlink in %s: %v", ns.Name, err)
 	}
 	t.Cleanup(h.Close)
-	return h
+	return h, ns.NsHandle
 }
 
 // ctList prints the entries of the namespace's IPv4 conntrack table, one
@@ -124,7 +128,7 @@ func ctList(t testing.TB, h *netlink.Handle) string {
 // one inside the cluster network, the one to this host among them. A second
 // call finds none. Real conntrack, through netlink.
 func TestRootDeleteUnmasqueraded(t *testing.T) {
-	h := ctNetns(t)
+	h, ns := ctNetns(t)
 	wantDeleted := 0
 	var kept []string
 	for _, c := range ctCases {
@@ -144,7 +148,7 @@ func TestRootDeleteUnmasqueraded(t *testing.T) {
 	slices.Sort(kept)
 	want := strings.Join(kept, "\n")
 
-	n, err := DeleteUnmasqueraded(h, netip.MustParsePrefix("10.244.0.0/16"))
+	n, err := DeleteUnmasqueraded(t.Context(), ns, netip.MustParsePrefix("10.244.0.0/16"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +158,7 @@ func TestRootDeleteUnmasqueraded(t *testing.T) {
 	if got := ctList(t, h); got != want {
 		t.Errorf("entries left:\n%s\nwant:\n%s", got, want)
 	}
-	if n, err := DeleteUnmasqueraded(h, netip.MustParsePrefix("10.244.0.0/16")); n != 0 || err != nil {
+	if n, err := DeleteUnmasqueraded(t.Context(), ns, netip.MustParsePrefix("10.244.0.0/16")); n != 0 || err != nil {
 		t.Errorf("second call: deleted %d, err %v; want 0, nil", n, err)
 	}
 }
@@ -163,7 +167,7 @@ func TestRootDeleteUnmasqueraded(t *testing.T) {
 // conntrack table, 50 000 masqueraded flows, of which it deletes none: one
 // read of the whole table.
 func BenchmarkRootDeleteUnmasqueraded(b *testing.B) {
-	h := ctNetns(b)
+	h, ns := ctNetns(b)
 	start := time.Now()
 	for i := range 50_000 {
 		sport := uint16(1024 + i%60000)
@@ -178,7 +182,7 @@ func BenchmarkRootDeleteUnmasqueraded(b *testing.B) {
 	b.Logf("50000 entries made in %v", time.Since(start).Round(time.Millisecond))
 	b.ResetTimer()
 	for b.Loop() {
-		if n, err := DeleteUnmasqueraded(h, netip.MustParsePrefix("10.244.0.0/16")); n != 0 || err != nil {
+		if n, err := DeleteUnmasqueraded(b.Context(), ns, netip.MustParsePrefix("10.244.0.0/16")); n != 0 || err != nil {
 			b.Fatalf("deleted %d, err %v", n, err)
 		}
 	}
@@ -213,4 +217,60 @@ func TestWrote(t *testing.T) {
 		t.Fatal("Reconcile with the restore refused: no error")
 	}
 	wrote("failed repair", false, false)
+}
+
+// ctFill makes n entries of flows that left unmasqueraded (pod to outside,
+// no NAT) in h's namespace.
+func ctFill(t testing.TB, h *netlink.Handle, n int) {
+	t.Helper()
+	start := time.Now()
+	for i := range n {
+		sport := uint16(1024 + i%60000)
+		dst := netip.AddrFrom4([4]byte{198, 18, 1 + byte(i/60000), byte(i % 250)})
+		f := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 3600,
+			Forward: netlink.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: []byte{10, 244, 1, 2}, SrcPort: sport, DstIP: dst.AsSlice(), DstPort: 53},
+			Reverse: netlink.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: dst.AsSlice(), SrcPort: 53, DstIP: []byte{10, 244, 1, 2}, DstPort: sport}}
+		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+	}
+	t.Logf("%d entries made in %v", n, time.Since(start).Round(time.Millisecond))
+}
+
+// TestRootDeleteUnmasqueradedStops: DeleteUnmasqueraded returns ctx's
+// error once ctx is done, before its read or in the middle of the reads and
+// deletes of a long table, having deleted only part of it and said how much.
+func TestRootDeleteUnmasqueradedStops(t *testing.T) {
+	h, ns := ctNetns(t)
+	const entries = 30_000
+	ctFill(t, h, entries)
+	network := netip.MustParsePrefix("10.244.0.0/16")
+	left := func() int {
+		flows, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(flows)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if n, err := DeleteUnmasqueraded(ctx, ns, network); n != 0 || !errors.Is(err, context.Canceled) {
+		t.Errorf("stopped before: deleted %d, err %v; want 0, %v", n, err, context.Canceled)
+	}
+
+	ctx, cancel = context.WithCancel(t.Context())
+	defer cancel()
+	var stopped time.Time
+	time.AfterFunc(20*time.Millisecond, func() { stopped = time.Now(); cancel() })
+	start := time.Now()
+	n, err := DeleteUnmasqueraded(ctx, ns, network)
+	end := time.Now()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopped while reading or deleting: deleted %d, err %v; want %v", n, err, context.Canceled)
+	}
+	if got := left(); n >= entries || got != entries-n {
+		t.Errorf("stopped while reading or deleting: deleted %d, %d entries left; want fewer than %d deleted, the rest left", n, got, entries)
+	}
+	t.Logf("stopped %v after its start, returned %v after the stop, having deleted %d of %d", stopped.Sub(start).Round(time.Millisecond), end.Sub(stopped).Round(time.Microsecond), n, entries)
 }
