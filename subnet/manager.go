@@ -542,8 +542,13 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 			kv = append(kv, "key", b.Key, "holder", "a key with an unusable value", "problem", b.Err.Error())
 		} else {
 			kv = append(kv, "key", m.reg.LeaseKey(hsn, hsn6), "holder", l.Attrs.PublicIP, "holderHostID", clip.String(l.Attrs.HostID))
-			if l.Attrs.PublicIP == m.cfg.PublicIP {
+			switch {
+			case l.Attrs.PublicIP == m.cfg.PublicIP:
 				kv = append(kv, "note", "the holder has our public IP: another host behind the same NAT address, or this host before it lost its identity (then the subnet is free again once that lease expires)")
+			case l.Attrs.HostID != "" && l.Attrs.HostID == m.cfg.HostID:
+				// Not taken back: a copy of our state dir on another
+				// host looks the same, and its lease is as alive.
+				kv = append(kv, "note", "the holder has our host identity at another public IP: this host before its public IP changed (another --iface, a new address), whose lease lives until its TTL runs out unless released (agentctl lease release "+hsn.String()+" --force), or a copy of this host's state directory on another host")
 			}
 		}
 		if hsn != prev {
