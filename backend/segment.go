@@ -231,6 +231,10 @@ func (s *Segment) Refuse(pub netip.Addr) (why string, offLink bool) {
 	}
 	if !Contains(s.OnLink, pub) {
 		why := fmt.Sprintf("public IP %s is not on-link: %s is attached to %v only", pub, s.Iface, s.OnLink)
+		if len(s.OnLink) == 0 {
+			// "attached to [] only" read as a fault of the message.
+			why = fmt.Sprintf("public IP %s is not on-link: %s has no on-link network", pub, s.Iface)
+		}
 		for _, p := range s.Subnets {
 			if p.Contains(pub) {
 				// Only an address added with noprefixroute is in Subnets

@@ -42,7 +42,7 @@ func TestOnLinkNoPrefixRoute(t *testing.T) {
 		}
 	}
 	h.check("")
-	if n := h.countLogs(fmt.Sprintf(`"lease"=%q "reason"="public IP 198.18.0.2 is not on-link: ext0 is attached to [] only `+
+	if n := h.countLogs(fmt.Sprintf(`"lease"=%q "reason"="public IP 198.18.0.2 is not on-link: ext0 has no on-link network `+
 		`(its address in 198.18.0.0/24 was added with noprefixroute, and no scope-link route of the main table leads there); `+
 		`this host has no route to it; host-gw needs all hosts on one L2 segment"`, p2.Key())); n != 1 {
 		t.Errorf("logged the off-link peer %d times, want once", n)
