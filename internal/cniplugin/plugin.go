@@ -60,8 +60,8 @@ type Plugin struct {
 	// succeeded; nil means os.Stderr.
 	Stderr io.Writer
 
-	// now and sleep are the clock of ADD's wait for subnet.env; nil means
-	// the real one.
+	// now and sleep are the clock of ADD's waits for subnet.env and the
+	// xtables lock; nil means the real one.
 	now   func() time.Time
 	sleep func(time.Duration)
 	// crash, set by tests, is asked after each step of ADD's saving (see
@@ -127,6 +127,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	if err := p.save(at, b); err != nil {
+		return err
+	}
+	if err := p.waitXtables(d); err != nil {
 		return err
 	}
 	res, err := invoke.DelegateAdd(context.Background(), d["type"].(string), b, p.Exec)
@@ -275,6 +278,12 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 		has, hasErr := p.masqChains().Has(n.Name, at.containerID, at.ifName)
 		env.IPMasq, lookupFailed = !has, hasErr != nil
 		if d, b, err = delegateConf(n, env); err != nil {
+			return err
+		}
+	}
+	if netns != "" {
+		// Without the namespace bridge only releases addresses.
+		if err := p.waitXtables(d); err != nil {
 			return err
 		}
 	}
@@ -1210,13 +1219,7 @@ func links(fi fs.FileInfo) uint64 {
 // each try. Anything else fails at once: agentd replaces the file
 // atomically, so waiting would not mend it.
 func (p *Plugin) waitSubnetEnv(n *NetConf) (subnetenv.Env, error) {
-	now, sleep := p.now, p.sleep
-	if now == nil {
-		now = time.Now
-	}
-	if sleep == nil {
-		sleep = time.Sleep
-	}
+	now, sleep := p.clock()
 	deadline := now().Add(n.Wait)
 	for {
 		env, err := readSubnetEnv(n.SubnetFile)
@@ -1232,6 +1235,18 @@ func (p *Plugin) waitSubnetEnv(n *NetConf) (subnetenv.Env, error) {
 		}
 		sleep(subnetPoll)
 	}
+}
+
+// clock is the plugin's clock: its now and sleep, or the real ones.
+func (p *Plugin) clock() (now func() time.Time, sleep func(time.Duration)) {
+	now, sleep = p.now, p.sleep
+	if now == nil {
+		now = time.Now
+	}
+	if sleep == nil {
+		sleep = time.Sleep
+	}
+	return now, sleep
 }
 
 // readSubnetEnv reads subnet.env (complete: see subnetenv.ParseComplete)

@@ -1,6 +1,8 @@
 package cniplugin
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +11,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentd/agentd/internal/nsreap"
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 )
 
 // legacyIptablesIn puts iptables and ip6tables first in PATH for the test:
@@ -153,5 +159,81 @@ func TestDelXtablesLockBounded(t *testing.T) {
 	}
 	if got := legacyCNIRules(t, ns); len(got) > 0 {
 		t.Errorf("after the next DEL, with the lock free, the nat table still has\n%s", strings.Join(got, "\n"))
+	}
+}
+
+// TestDelegateXtablesLockBounded: with FLANNEL_IPMASQ=false bridge
+// masquerades, and its ADD, and its DEL while the pod's namespace is
+// there, run iptables with --wait and no limit: with legacy iptables and
+// another program holding the xtables lock, the pod's ADD (RunPodSandbox)
+// and DEL (StopPodSandbox) hung for as long as the lock was held. Now
+// agentd-cni waits delegateXtablesWait at most for the lock before it runs
+// the delegate, and then fails with code 11 (try again later) naming the
+// lock; once it is free, both go through. Real bridge and host-local in a
+// namespace standing for the host, legacy iptables there, the lock a file
+// of the test's.
+func TestDelegateXtablesLockBounded(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	lock := legacyIptablesIn(t, r.host)
+	l := r.bridgeList(t, "1.0.0", envBridgeMasq)
+	ctx := context.Background()
+	c1, c2 := r.pod("c1"), r.pod("c2")
+	c1.NetNS = filepath.Join(nsreap.Dir, netns(t, "c1"))
+	c2.NetNS = filepath.Join(nsreap.Dir, netns(t, "c2"))
+	if _, err := r.cni.AddNetworkList(ctx, l, c1); err != nil {
+		t.Fatalf("ADD of c1: %v", err)
+	}
+	if got := legacyCNIRules(t, r.host); len(got) != 4 {
+		t.Fatalf("after ADD the host's legacy nat table has %q, want bridge's chain, its two rules and the POSTROUTING rule", got)
+	}
+
+	release := holdLock(t, lock)
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	done := make(chan [2]result, 1)
+	go func() {
+		var res [2]result
+		start := time.Now()
+		_, res[0].err = r.cni.AddNetworkList(ctx, l, c2)
+		res[0].took = time.Since(start)
+		start = time.Now()
+		res[1].err = r.cni.DelNetworkList(ctx, l, c1)
+		res[1].took = time.Since(start)
+		done <- res
+	}()
+	const limit = 30 * time.Second
+	select {
+	case res := <-done:
+		for i, what := range []string{"ADD of c2", "DEL of c1"} {
+			t.Logf("%s with the lock held: %v in %v", what, res[i].err, res[i].took.Round(10*time.Millisecond))
+			var te *types.Error
+			if !errors.As(res[i].err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Msg, "another program holds the xtables lock ("+lock+")") {
+				t.Errorf("%s with the lock held: %v, want code %d naming the lock", what, res[i].err, types.ErrTryAgainLater)
+			}
+		}
+	case <-time.After(limit):
+		t.Fatalf("ADD or DEL still waits for the xtables lock after %v", limit)
+	}
+
+	release()
+	if err := r.cni.DelNetworkList(ctx, l, c2); err != nil {
+		t.Fatalf("DEL of c2 (its ADD failed): %v", err)
+	}
+	if _, err := r.cni.AddNetworkList(ctx, l, c2); err != nil {
+		t.Fatalf("ADD of c2 with the lock free: %v", err)
+	}
+	for _, rt := range []*libcni.RuntimeConf{c1, c2} {
+		if err := r.cni.DelNetworkList(ctx, l, rt); err != nil {
+			t.Fatalf("DEL of %s with the lock free: %v", rt.ContainerID, err)
+		}
+	}
+	if got := legacyCNIRules(t, r.host); len(got) > 0 {
+		t.Errorf("after DEL the host's legacy nat table still has\n%s", strings.Join(got, "\n"))
+	}
+	if got := r.allocated(t); len(got) > 0 {
+		t.Errorf("after DEL host-local holds %q", got)
 	}
 }
