@@ -69,7 +69,9 @@ func TestSubnetEnvWriteFailureLoggedOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written") }()
+	go func() {
+		done <- a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written")
+	}()
 
 	select {
 	case err := <-tried:
