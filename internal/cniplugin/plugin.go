@@ -97,7 +97,9 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // or MTU. Nor does it for an attachment whose file name would be too long
 // (see fits), which is refused before anything else. Before the delegate
 // runs, the masquerade chains earlier DELs could not remove are removed (see
-// retryMasq): if the container's own cannot be, ADD is "try again later".
+// retryMasq): if the container's own cannot be, ADD is "try again later";
+// so it is when another program keeps the xtables lock that the delegate
+// would wait for without a limit (see waitXtables). Neither saves anything.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	n, at, err := loadConf(args)
 	if err != nil {
@@ -121,15 +123,15 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if err := p.waitXtables(d); err != nil {
+		return err
+	}
 	// Saved first: if the delegate fails half-way, the runtime's DEL must
 	// undo exactly this.
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	if err := p.save(at, b); err != nil {
-		return err
-	}
-	if err := p.waitXtables(d); err != nil {
 		return err
 	}
 	res, err := invoke.DelegateAdd(context.Background(), d["type"].(string), b, p.Exec)
@@ -239,7 +241,9 @@ func savedNetwork(n *NetConf, d map[string]any) string {
 // dropMasqChain); when that removal fails, the chain is recorded for
 // later commands to remove (see masqRetryDir) before the saved files go,
 // and the error is a *masqError. If the record cannot be written either,
-// the attachment stays saved and DEL fails, for the runtime to retry.
+// the attachment stays saved and DEL fails, for the runtime to retry. With
+// the pod's namespace, the delegate runs only once the xtables lock is
+// free, if it would wait for it (see waitXtables).
 func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ string, conf []byte) error) error {
 	saved, b, forget, err := readSaved(n, at)
 	if errors.Is(err, syscall.ENAMETOOLONG) {
@@ -306,11 +310,10 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 // masqRetryDir is the subdirectory of dataDir that lists the masquerading
 // still to be removed (see masqChains), one empty file per attachment named
 // <network>:<container ID>:<interface>, written by a DEL whose removal of
-// it failed (see release).
-// Each later ADD, DEL and GC, of any network sharing the dataDir, tries
-// again (see retryMasq): no GC comes from containerd 1.7, nor for a
-// network below CNI 1.1.0, and after a DEL with nothing saved GC would find
-// no attachment to release. An attachment is recorded only after its DEL,
+// it failed (see release). Each later ADD, DEL and GC, of any network
+// sharing the dataDir, tries again (see retryMasq): no GC comes from
+// containerd 1.7, nor for a network below CNI 1.1.0, and after a DEL with
+// nothing saved GC would find no attachment to release. An attachment is recorded only after its DEL,
 // and the container's iptables chain is removed only while no other
 // attachment of it in the network is saved (see chainInUse), so a later
 // removal cannot take a running pod's, except after an ADD of that

@@ -217,6 +217,9 @@ func TestDelegateXtablesLockBounded(t *testing.T) {
 	case <-time.After(limit):
 		t.Fatalf("ADD or DEL still waits for the xtables lock after %v", limit)
 	}
+	if _, err := os.Stat(filepath.Join(r.dataDir, "cbr0:c2:eth0")); err == nil {
+		t.Error("the ADD that failed for the lock saved c2's configuration")
+	}
 
 	release()
 	if err := r.cni.DelNetworkList(ctx, l, c2); err != nil {
