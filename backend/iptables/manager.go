@@ -347,6 +347,19 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 	if have == nil {
 		have = &Table{Name: table}
 	}
+	watched := stampTables[table]
+	stamp := watched && !m.noStamp
+	data, why := plan(have, want, stamp, m.seen[table])
+	if data != nil && watched {
+		if plain, _ := plan(have, want, false, nil); plain == nil {
+			// Only counters call for the write: read again before
+			// taking that for a reload (see read).
+			if again := m.read(table); again != nil {
+				have = again
+				data, why = plan(have, want, stamp, m.seen[table])
+			}
+		}
+	}
 	var found, fresh []string
 	for _, c := range have.chainNames() {
 		if jumpIfChain[[2]string{table, c}] {
@@ -356,9 +369,6 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 			}
 		}
 	}
-	watched := stampTables[table]
-	stamp := watched && !m.noStamp
-	data, why := plan(have, want, stamp, m.seen[table])
 	if data == nil {
 		if watched {
 			m.seen[table] = ourBytes(have)
@@ -410,28 +420,59 @@ func ourBytes(t *Table) map[string]uint64 {
 // noticed when our rules' counters go back (see stampBytes). It costs one
 // iptables-save per write, not per check. A failed read decides nothing:
 // the next write reads again.
+//
+// A read back that finds a rule unstamped is read once more before the stamp
+// is given up: it may have come in the moment when legacy iptables reads
+// zero counters (see read).
 func (m *Manager) checkStamp(table string) {
-	out, err := m.run.Save(table)
-	if err != nil {
-		return
+	unstamped := func(t *Table) (Rule, bool) {
+		i := slices.IndexFunc(t.Rules, func(r Rule) bool {
+			return (Owned(r.Chain) || Owned(r.target())) && (r.Counters == nil || r.Counters.Bytes < stampBytes)
+		})
+		if i < 0 {
+			return Rule{}, false
+		}
+		return t.Rules[i], true
 	}
-	d, err := ParseSave(out)
-	if err != nil {
-		return
-	}
-	t := d.Table(table)
+	t := m.read(table)
 	if t == nil {
 		return
 	}
-	m.seen[table] = ourBytes(t)
-	for _, r := range t.Rules {
-		if (Owned(r.Chain) || Owned(r.target())) && (r.Counters == nil || r.Counters.Bytes < stampBytes) {
-			m.noStamp = true
-			m.log.Info("this iptables does not set a rule's counters: a restore of saved rules holding ours (a firewall's reload) is noticed only if our rules counted traffic before it",
-				"family", m.family, "table", table, "rule", r.String())
+	if _, ok := unstamped(t); ok {
+		if t = m.read(table); t == nil {
 			return
 		}
 	}
+	m.seen[table] = ourBytes(t)
+	if r, ok := unstamped(t); ok {
+		m.noStamp = true
+		m.log.Info("this iptables does not set a rule's counters: a restore of saved rules holding ours (a firewall's reload) is noticed only if our rules counted traffic before it",
+			"family", m.family, "table", table, "rule", r.String())
+	}
+}
+
+// read returns table as iptables-save reads it now, nil if that fails.
+//
+// apply and checkStamp read again with it before they take a read in which
+// our rules' counters went back for another program's restore: legacy
+// iptables-save reads every rule's counters as zero for a moment while
+// another program writes the table. libiptc replaces the whole table, whose
+// new rules the kernel starts at zero, and adds the old counters back in a
+// second call; kube-proxy's restore of its own chains and dockerd's
+// commands do that to nat, and iptables-save takes no lock that keeps it
+// out of that moment. A restore's zeros are there in the second read too;
+// that moment twice in a row would take a writer busy with nat without a
+// pause.
+func (m *Manager) read(table string) *Table {
+	out, err := m.run.Save(table)
+	if err != nil {
+		return nil
+	}
+	d, err := ParseSave(out)
+	if err != nil {
+		return nil
+	}
+	return d.Table(table)
 }
 
 // record keeps what apply left in table: found, the chains of jumpIfChain
