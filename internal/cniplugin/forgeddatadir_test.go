@@ -3,6 +3,7 @@ package cniplugin
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -51,5 +52,44 @@ func TestForgedDataDirRefused(t *testing.T) {
 				t.Errorf("%s ran a delegate: %+v", tc.name, f.exec.calls)
 			}
 		})
+	}
+}
+
+// TestDataDirUnderOpenDirRefused: a dataDir of root's, 0700, under a
+// directory that others may write to (0777, not sticky) is refused as one
+// they may write to: they can rename it away and put one of their own, with
+// a configuration of theirs, in its place. Before 2026-12-06 only dataDir
+// itself was checked.
+func TestDataDirUnderOpenDirRefused(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	open := filepath.Join(f.dir, "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	f.dataDir = filepath.Join(open, "data")
+	if err := os.Mkdir(f.dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		run  func() error
+	}{
+		{"ADD", func() error { return f.p.Add(f.args("c2", "")) }},
+		{"DEL", func() error { return f.p.Del(f.args("c1", "")) }},
+		{"GC", func() error { return f.p.GC(f.args("c9", `,"cni.dev/valid-attachments":[]`)) }},
+	} {
+		err := tc.run()
+		var te *types.Error
+		want := `"dataDir": ` + open + " is writable by its group or others (mode 0777) and not sticky"
+		if !errors.As(err, &te) || te.Code != types.ErrInvalidNetworkConfig || !strings.Contains(te.Msg, want) {
+			t.Errorf("%s: %v, want code %d and %q", tc.name, err, types.ErrInvalidNetworkConfig, want)
+		}
+	}
+	if len(f.exec.calls) > 0 {
+		t.Errorf("a delegate ran: %+v", f.exec.calls)
 	}
 }

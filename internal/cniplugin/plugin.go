@@ -923,11 +923,15 @@ func loadConf(args *skel.CmdArgs) (*NetConf, attachment, error) {
 }
 
 // checkDataDir refuses a dataDir that someone other than root can write to
-// (atomicfile.CheckOwned): DEL, CHECK and GC run the delegate that a
-// configuration saved there names, with that configuration, as root. A
-// dataDir not there yet passes (ADD makes it 0700); one that cannot be
-// opened is left to the step that uses it to report.
+// (atomicfile.CheckOwned), or replace by one of theirs, being able to write
+// to a directory above it (atomicfile.CheckPath): DEL, CHECK and GC run the
+// delegate that a configuration saved there names, with that configuration,
+// as root. A dataDir not there yet passes (ADD makes it 0700); one that
+// cannot be opened or looked up is left to the step that uses it to report.
 func checkDataDir(dir string) error {
+	if err := atomicfile.CheckPath(dir); errors.Is(err, atomicfile.ErrUntrusted) {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(`"dataDir": %v; another user could make this plugin run any plugin with any configuration`, err), "")
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return nil
