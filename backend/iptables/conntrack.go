@@ -124,8 +124,10 @@ func (c *ctSocket) list(f netlink.CustomConntrackFilter) ([][]byte, error) {
 		if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
 			interrupted = true
 		}
+		// A copy: m.Data shares the array of its whole datagram, some 90
+		// entries, which a few kept entries would otherwise keep each.
 		if flow, ok := parseConntrack(m.Data); ok && f.MatchConntrackFlow(flow) {
-			entries = append(entries, m.Data)
+			entries = append(entries, slices.Clone(m.Data))
 		}
 	})
 	if err == nil && interrupted {
