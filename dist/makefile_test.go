@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -25,8 +24,8 @@ func TestMakeRecipesUseMakesGo(t *testing.T) {
 		t.Skip(msg)
 	}
 	root, _ := repoREADME(t)
-	goBin := filepath.Join(runtime.GOROOT(), "bin")
-	goCmd := filepath.Join(goBin, "go")
+	goroot := testGOROOT(t)
+	goCmd := filepath.Join(goroot, "bin", "go")
 	if _, err := os.Stat(goCmd); err != nil {
 		t.Fatalf("cannot find the go command of the Go running this test: %v", err)
 	}
@@ -47,7 +46,7 @@ func TestMakeRecipesUseMakesGo(t *testing.T) {
 		args []string
 		want string // GOROOT of the Go the recipe must reach
 	}{
-		{"GO on the command line", []string{"GO=" + goCmd}, runtime.GOROOT()},
+		{"GO on the command line", []string{"GO=" + goCmd}, goroot},
 		// The Makefile's fallback when PATH holds no go.
 		{"Go at /usr/local/go", nil, "/usr/local/go"},
 	}
@@ -78,6 +77,23 @@ func TestMakeRecipesUseMakesGo(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testGOROOT is the GOROOT of the Go running this test, asked of the go
+// command that go test puts first in the test's PATH. runtime.GOROOT is
+// empty in a test built with -trimpath (GOFLAGS=-trimpath), and deprecated.
+func testGOROOT(t *testing.T) string {
+	t.Helper()
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("no go command in PATH, where go test puts its own: %v", err)
+	}
+	out, err := exec.Command(goCmd, "env", "GOROOT").Output()
+	goroot := strings.TrimSpace(string(out))
+	if err != nil || goroot == "" {
+		t.Fatalf("%s env GOROOT: %q, %v", goCmd, goroot, err)
+	}
+	return goroot
 }
 
 // withoutEnv is env without the variables named.
