@@ -36,6 +36,12 @@ func testTable() *table {
 	})
 }
 
+// be32 is the IPv4 address a as the datapath's tables key it.
+func be32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
 // newTestTx is a tx worker over a fake device and a socket that is never
 // used for I/O.
 func newTestTx(gso bool) (*txWorker, *fakeTUN) {

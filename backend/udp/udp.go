@@ -1061,11 +1061,6 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 	return es
 }
 
-func be32(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-}
-
 // ensureDevice makes sure the device our descriptors are attached to is
 // flannel0, recreating it (and restarting the workers) when it was deleted,
 // and gives it our MTU, accept_local and the up state.
