@@ -213,8 +213,8 @@ func TestEncapTrimsTrailingBytes(t *testing.T) {
 	}
 	w.m.finish()
 	got := messages(w.m)
-	if w.local[pass] != 1 || len(got) != 1 || len(got[0].dgs) != 1 {
-		t.Fatalf("counts %v, messages %+v; want the packet sent", w.local, got)
+	if w.local[pass] != 1 || len(got) != 1 || len(got[0].dgs) != 1 || len(dev.packets) != 0 {
+		t.Fatalf("counts %v, messages %+v, %d ICMP errors; want the packet sent and none", w.local, got, len(dev.packets))
 	}
 	dg := got[0].dgs[0]
 	if len(dg) != len(pkt) || ^onesSum(dg[20:], pseudoSum(dg, 17, len(dg)-20)) != 0 {
