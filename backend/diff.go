@@ -102,9 +102,6 @@ type Plan struct {
 	Routes Changes[Route]
 }
 
-// Len is the number of changes.
-func (p *Plan) Len() int { return p.FDB.Len() + p.Neighs.Len() + p.Routes.Len() }
-
 // Apply makes the changes through w, in an order that never sends traffic
 // the wrong way: first every add and update, lower layers first (FDB entries
 // and neighbours before the routes that lead to them), then every delete,
