@@ -420,9 +420,6 @@ func (l *connLimit) track(c net.Conn, s http.ConnState) {
 	}
 }
 
-// addr is the bound address (useful with port 0).
-func (s *healthServer) addr() net.Addr { return s.ln.Addr() }
-
 // serve answers requests until ctx is done, then shuts down: it stops
 // taking connections, lets requests in flight finish for
 // healthShutdownGrace, closes the connections still open and returns nil;

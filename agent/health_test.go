@@ -36,7 +36,7 @@ func nsHealthServer(t *testing.T, h *health) (*healthServer, string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return srv, ns, srv.addr().String()
+	return srv, ns, srv.ln.Addr().String()
 }
 
 // testHealth is a health whose READY=1 notifications are counted.
@@ -444,7 +444,7 @@ func TestHealthServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := srv.addr().String()
+	addr := srv.ln.Addr().String()
 	// The mux takes more handlers, as /metrics will be.
 	srv.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "# metrics") })
 
