@@ -150,7 +150,7 @@ func diskFaultChild(t *testing.T, etcd string) {
 				t.Fatalf("after the filesystem was mended: %v", err)
 			}
 			t.Logf("ready %v after the filesystem was mended", time.Since(mended).Round(time.Millisecond))
-			env, err := subnetenv.ReadComplete(cfg.SubnetFile)
+			env, err := subnetenv.ReadOwnedComplete(cfg.SubnetFile)
 			if err != nil {
 				t.Fatal(err)
 			}

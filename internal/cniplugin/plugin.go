@@ -263,7 +263,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	}
 	lookupFailed := false
 	if err != nil {
-		// Not subnetenv.ReadComplete: a file without its FLANNEL_IPMASQ
+		// Not subnetenv.ReadOwnedComplete: a file without its FLANNEL_IPMASQ
 		// line still names the range to release from. Without a usable
 		// file (agentd stopped, lost its subnet, not leased since a
 		// reboot) the delegate still gets DEL, with releaseOnly's range:

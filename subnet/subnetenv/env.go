@@ -69,12 +69,6 @@ func Write(path string, e Env) error {
 // reported with an error that matches os.ErrNotExist.
 func Read(path string) (Env, error) { return read(path, false) }
 
-// ReadComplete is Read with ParseComplete's rules, for a reader that
-// must not act on a damaged file (the CNI plugin). An error reading the file
-// is os.ReadFile's *fs.PathError, as is; an error about its content never
-// wraps one, so callers can tell "cannot read" from "wrong content".
-func ReadComplete(path string) (Env, error) { return read(path, true) }
-
 // ReadOwned is Read of a file that only root can have written
 // (atomicfile.ReadOwned) in a place only root can change
 // (atomicfile.CheckPath), for root's readers (the agent, the CNI plugin,
@@ -84,7 +78,8 @@ func ReadComplete(path string) (Env, error) { return read(path, true) }
 // Read's, or wrap atomicfile.ErrUntrusted.
 func ReadOwned(path string) (Env, error) { return readWith(readOwned, path, false) }
 
-// ReadOwnedComplete is ReadOwned with ParseComplete's rules.
+// ReadOwnedComplete is ReadOwned with ParseComplete's rules, for a reader
+// that must not act on a damaged file (the CNI plugin).
 func ReadOwnedComplete(path string) (Env, error) {
 	return readWith(readOwned, path, true)
 }
@@ -98,6 +93,9 @@ func readOwned(path string) ([]byte, error) {
 
 func read(path string, complete bool) (Env, error) { return readWith(os.ReadFile, path, complete) }
 
+// readWith reads the file at path with readFile and parses it. An error
+// reading the file is readFile's, as is; an error about its content never
+// wraps one, so callers can tell "cannot read" from "wrong content".
 func readWith(readFile func(string) ([]byte, error), path string, complete bool) (Env, error) {
 	b, err := readFile(path)
 	if err != nil {

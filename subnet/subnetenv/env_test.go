@@ -276,19 +276,19 @@ func TestParseCompleteCut(t *testing.T) {
 func TestReadCompleteErrors(t *testing.T) {
 	dir := t.TempDir()
 	var pe *fs.PathError
-	if _, err := ReadComplete(filepath.Join(dir, "nope.env")); !errors.Is(err, fs.ErrNotExist) || !errors.As(err, &pe) {
-		t.Errorf("ReadComplete(missing) = %v, want an *fs.PathError matching fs.ErrNotExist", err)
+	if _, err := read(filepath.Join(dir, "nope.env"), true); !errors.Is(err, fs.ErrNotExist) || !errors.As(err, &pe) {
+		t.Errorf("read(missing) = %v, want an *fs.PathError matching fs.ErrNotExist", err)
 	}
-	if _, err := ReadComplete(dir); !errors.As(err, &pe) || errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("ReadComplete(a directory) = %v, want an *fs.PathError", err)
+	if _, err := read(dir, true); !errors.As(err, &pe) || errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("read(a directory) = %v, want an *fs.PathError", err)
 	}
 	path := filepath.Join(dir, "subnet.env")
 	if err := os.WriteFile(path, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := ReadComplete(path)
+	_, err := read(path, true)
 	if want := "subnet.env " + path + ": FLANNEL_IPMASQ missing"; err == nil || err.Error() != want || errors.As(err, &pe) {
-		t.Errorf("ReadComplete = %v, want %s and no *fs.PathError", err, want)
+		t.Errorf("read(complete) = %v, want %s and no *fs.PathError", err, want)
 	}
 	if _, err := Read(path); err != nil {
 		t.Errorf("Read, which defaults FLANNEL_IPMASQ: %v", err)
