@@ -23,6 +23,7 @@ import (
 	"github.com/agentd/agentd/backend/iptables"
 	"github.com/agentd/agentd/backend/udp"
 	"github.com/agentd/agentd/backend/vxlan"
+	"github.com/agentd/agentd/internal/atomicfile"
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/subnet/subnetenv"
@@ -242,6 +243,9 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	// Closed last: the lock is held until every goroutine has stopped.
 	defer lock.Close()
+	if err := checkSubnetFile(a.cfg.SubnetFile); err != nil {
+		return err
+	}
 	// The network namespace's claim (netnsclaim.go), like the lock held
 	// until every goroutine has stopped. Before the health server: a
 	// second agent here given the same --healthz-addr (a copied unit)
@@ -759,6 +763,35 @@ func writeFailure(pe *fs.PathError, le *os.LinkError) string {
 		return le.Op + " " + le.New + ": " + le.Err.Error()
 	}
 	return pe.Op + ": " + pe.Err.Error()
+}
+
+// checkSubnetFile refuses, at start, a subnet.env (path, --subnet-file) in a
+// place someone other than root could change: under a directory that is not
+// root's, or that its group or others may write to and is not sticky
+// (atomicfile.CheckPath, as for the state dir). Its readers (agentd-cni,
+// agentd-docker-opts, the next start) refuse a subnet.env there
+// (subnetenv.ReadOwned), so an agent that went on would hold a lease and
+// program its peers while no new container on the host got an address,
+// and the error would be the CNI plugin's, in each pod's events. The
+// directory is made here (0755) if missing, and the path checked again once
+// it is: an element missing at the first check may have been made by
+// another user in a sticky directory (/tmp) meanwhile, as lockStateDir
+// checks the state dir. Other errors (a directory that cannot be made or
+// searched) are left to writeSubnetEnv, which retries and reports them.
+func checkSubnetFile(path string) error {
+	check := func() error {
+		if err := atomicfile.CheckPath(path); errors.Is(err, atomicfile.ErrUntrusted) {
+			return fmt.Errorf("subnet.env (--subnet-file): %w; agentd-cni and agentd-docker-opts refuse a subnet.env there, so no container on this host would get an address", err)
+		}
+		return nil
+	}
+	if err := check(); err != nil {
+		return err
+	}
+	if os.MkdirAll(filepath.Dir(path), 0o755) != nil {
+		return nil
+	}
+	return check()
 }
 
 // writeSubnetEnv writes subnet.env and then removes what a run that lost its
