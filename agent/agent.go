@@ -895,9 +895,13 @@ func (a *agent) followMTU(ctx context.Context, env *subnetenv.Env, fail func(err
 
 // removeOtherSubnetEnv removes subnet.env if it names another subnet than
 // env, the one this host now holds (it moved: another host has the old one).
+// The file is read as its readers read it (subnetenv.ReadOwned): one they
+// refuse gives out no address and stays, and a named pipe in its place is
+// refused, where a plain read waited for a writer, and the write's retries
+// (and a stop) with it.
 func (a *agent) removeOtherSubnetEnv(env subnetenv.Env) {
 	path := a.cfg.SubnetFile
-	old, err := subnetenv.Read(path)
+	old, err := subnetenv.ReadOwned(path)
 	if err != nil || old.LeaseSubnet() == env.LeaseSubnet() {
 		return
 	}
