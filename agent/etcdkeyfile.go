@@ -7,6 +7,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/agentd/agentd/internal/atomicfile"
 	"github.com/go-logr/logr"
 )
 
@@ -27,6 +28,48 @@ func warnLooseKeyFile(log logr.Logger, path string) {
 	if perm := fi.Mode().Perm(); perm&0o026 != 0 {
 		log.Info(looseKeyFileMsg, "file", path, "mode", fmt.Sprintf("%#o", perm))
 	}
+}
+
+// replaceableTLSFileMsg is logged when someone other than root could change
+// an etcd TLS file.
+const replaceableTLSFileMsg = "an etcd TLS file can be changed by someone other than root: " +
+	"whoever changes the CA file chooses which etcd agentd trusts, and so every route and subnet of this host; " +
+	"whoever changes the certificate and key chooses whom agentd acts as in etcd; " +
+	"make the file and the directories above it root's and writable by root only"
+
+// warnReplaceableTLSFile logs replaceableTLSFileMsg once, at start, when
+// someone other than root (or this process's user) could change the file
+// at path, given with flag: it is another user's, or its group or others
+// may write to it (modeToo: the key's mode is warnLooseKeyFile's), or
+// another user could replace it through a directory on its path, symbolic
+// links followed, as subnet.env's readers and the state dir are checked
+// (atomicfile.CheckPath). The file is not refused, as a loose key is not:
+// certificates owned by an etcd or kube user are a common set-up, and
+// refusing them would take the network away from hosts where it works.
+func warnReplaceableTLSFile(log logr.Logger, flag, path string, modeToo bool) {
+	if reason := replaceableBy(path, modeToo); reason != "" {
+		log.Info(replaceableTLSFileMsg, "flag", flag, "file", path, "reason", reason)
+	}
+}
+
+// replaceableBy is warnReplaceableTLSFile's reason to warn of path, with how
+// to mend it, or "".
+func replaceableBy(path string, modeToo bool) string {
+	if err := atomicfile.CheckPath(path); errors.Is(err, atomicfile.ErrUntrusted) {
+		return err.Error()
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		// Loading the file reports it (rootDenied).
+		return ""
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Sprintf("%s is owned by uid %d: chown root: %s", path, st.Uid, path)
+	}
+	if perm := fi.Mode().Perm(); modeToo && perm&0o022 != 0 {
+		return fmt.Sprintf("%s is writable by its group or others (mode %#o): chmod go-w %s", path, perm, path)
+	}
+	return ""
 }
 
 // rootDenied explains err, a file's read refused to root: agentd runs

@@ -38,6 +38,18 @@ type etcdTLS struct {
 }
 
 func newEtcdTLS(cfg *Config, log logr.Logger) (*etcdTLS, error) {
+	for _, f := range []struct {
+		flag, path string
+		modeToo    bool
+	}{
+		{"--etcd-cafile", cfg.EtcdCAFile, true},
+		{"--etcd-certfile", cfg.EtcdCertFile, true},
+		{"--etcd-keyfile", cfg.EtcdKeyFile, false},
+	} {
+		if f.path != "" {
+			warnReplaceableTLSFile(log, f.flag, f.path, f.modeToo)
+		}
+	}
 	if cfg.EtcdKeyFile != "" {
 		warnLooseKeyFile(log, cfg.EtcdKeyFile)
 	}
