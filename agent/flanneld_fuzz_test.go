@@ -25,27 +25,27 @@ func FuzzFlanneldProcs(f *testing.F) {
 	f.Add("24", []byte("flanneld\r\n"), "net:[4026531992]\n")
 	f.Add("+25", []byte("flanneld\n"), "net:[4026531992]")
 	const netns = "net:[4026531992]"
+	proc := f.TempDir()
+	mkProc := func(t testing.TB, pid, link string, comm []byte) {
+		dir := filepath.Join(proc, pid)
+		if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "comm"), comm, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(link, filepath.Join(dir, "ns", "net")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkProc(f, "10", netns, []byte("flanneld\n"))
 	f.Fuzz(func(t *testing.T, name string, comm []byte, link string) {
 		if name == "" || name == "." || name == ".." || name == "10" || strings.ContainsAny(name, "/\x00") || len(name) > 255 ||
 			link == "" || strings.Contains(link, "\x00") || len(link) > 4000 {
 			return // no such directory or link
 		}
-		proc := t.TempDir()
-		for _, p := range []struct {
-			dir, link string
-			comm      []byte
-		}{{"10", netns, []byte("flanneld\n")}, {name, link, comm}} {
-			dir := filepath.Join(proc, p.dir)
-			if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, "comm"), p.comm, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Symlink(p.link, filepath.Join(dir, "ns", "net")); err != nil {
-				t.Fatal(err)
-			}
-		}
+		defer os.RemoveAll(filepath.Join(proc, name))
+		mkProc(t, name, link, comm)
 		got := flanneldProcs(proc, netns, nil)
 		want := []int{10}
 		if pid, err := strconv.Atoi(name); err == nil && name != strconv.Itoa(os.Getpid()) && (string(comm) == "flanneld\n" || string(comm) == "flanneld") && link == netns {
