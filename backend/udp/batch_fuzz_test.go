@@ -38,6 +38,7 @@ func FuzzDecapBatch(f *testing.F) {
 	f.Add([]byte{0, 0, 7, 100, 0, 0, 0, 4, 7, 100, 0, 0, 0, 0, 7, 100, 1<<3 | 2, 5, 2, 0, 1, 10, 0, 0}, []byte{1, 2, 3}, uint16(0), uint8(0))
 	f.Add([]byte{0, 0, 4, 40, 3<<3 | 1, 9, 3, 0, 2, 40, 0, 0, 0, 0, 4, 40, 2<<3 | 2, 0}, []byte{0x40}, uint16(2), uint8(0))
 	f.Add([]byte{0, 0, 5, 50, 5<<3 | 2, 0, 7 << 2, 0, 5, 50, 0, 0, 4 << 2, 0, 9, 0, 0, 30}, []byte("arbitrary bytes in a datagram"), uint16(0), uint8(2))
+	//lint:ignore SA4016 byte 4 of a record is how<<3 | which, and "| 0" is which 0
 	f.Add([]byte{0, 0, 6, 80, 6<<3 | 1, 0, 0, 0, 6, 80, 7<<3 | 0, 77, 5 << 2, 0, 0, 0, 0, 0, 6 << 2, 0, 0, 0, 0, 0}, []byte{}, uint16(1), uint8(0))
 	tbl := newTable(netip.MustParsePrefix("10.244.1.0/24"), []entry{
 		{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Dst: netip.MustParseAddrPort("198.18.0.2:8285")},
