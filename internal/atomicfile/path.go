@@ -156,6 +156,6 @@ func checkLink(link string, fi fs.FileInfo, path string) error {
 	if di.Mode().Perm()&0o022 == 0 {
 		return nil
 	}
-	return &untrustedPathError{link, fmt.Sprintf("is a symbolic link of uid %d's in %s, which others may write to,", st.Uid, dir), path,
+	return &untrustedPathError{link, fmt.Sprintf("is a symbolic link of uid %d's in %s, which others may write to", st.Uid, dir), path,
 		"remove it and give the path it leads to"}
 }
