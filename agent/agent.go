@@ -409,14 +409,15 @@ func (a *agent) run(ctx context.Context) error {
 	prevEnv, prevPath, hasPrev := readPreviousSubnetEnv(a.log, &a.cfg)
 	prevSubnet, prevHostID := previousSubnetOf(a.log, prevEnv, prevPath, hasPrev, netCfg)
 	mgr := subnet.NewManager(reg, netCfg, subnet.ManagerConfig{
-		PublicIP:       ext.PublicIP,
-		HostID:         hostID,
-		TTL:            a.cfg.SubnetLeaseTTL,
-		PreviousSubnet: prevSubnet,
-		PreviousHostID: prevHostID,
-		Logger:         a.log.WithName("lease"),
-		OnLeaseState:   a.health.setLeaseHeld,
-		OnLeaseRenewed: ttl.renewed,
+		PublicIP:         ext.PublicIP,
+		HostID:           hostID,
+		TTL:              a.cfg.SubnetLeaseTTL,
+		PreviousSubnet:   prevSubnet,
+		PreviousHostID:   prevHostID,
+		Logger:           a.log.WithName("lease"),
+		OnLeaseState:     a.health.setLeaseHeld,
+		OnLeaseRenewed:   ttl.renewed,
+		OnRenewalRefused: a.obs.setRenewalRefused,
 	})
 	a.obs.watchLeases(&mgr.Stats, mgr.UnusableKeys)
 	a.obs.watchLeaseTTL(func() (time.Duration, bool) {

@@ -54,6 +54,10 @@ type observer struct {
 	// etcdNoLeader: the only etcd endpoint answered the last check without
 	// a leader.
 	etcdNoLeader bool
+	// renewalRefused is etcd's refusal to renew our etcd lease and when the
+	// lease ends unless that is fixed, until etcd renews it again; while
+	// connected, nothing else would show it before the lease is lost.
+	renewalRefused string
 	// unusable is the number of keys the lease manager skips now; nil
 	// before the manager exists.
 	unusable func() int
@@ -195,6 +199,20 @@ func (g *configPendingGauge) Collect(ch chan<- prometheus.Metric) {
 		canRun = p.HostCannotRun == "" && p.Invalid == "" && !p.Deleted
 	}
 	ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, v, incompatible, strconv.FormatBool(canRun))
+}
+
+// setRenewalRefused records etcd's refusal to renew our etcd lease, and
+// when the lease ends unless that is fixed; a nil err clears it. Its
+// signature is subnet.ManagerConfig.OnRenewalRefused's.
+func (o *observer) setRenewalRefused(err error, expires time.Time) {
+	msg := ""
+	if err != nil {
+		msg = clip.String(fmt.Sprintf("etcd refuses to renew our lease, which ends at %s unless that is fixed (check --etcd-username and its role): %v",
+			expires.UTC().Format(time.RFC3339), err))
+	}
+	o.mu.Lock()
+	o.renewalRefused = msg
+	o.mu.Unlock()
 }
 
 // watchEtcd adds the etcd connection state, as soon as the client exists:
@@ -480,13 +498,16 @@ func (o *observer) status(h *health) Status {
 	for k, n := range o.st.DriftRepairs {
 		st.DriftRepairs[k] = n
 	}
-	up, unusable, cause, noLeader := o.etcdUp, o.unusable, o.etcdCause, o.etcdNoLeader
+	up, unusable, cause, noLeader, refused := o.etcdUp, o.unusable, o.etcdCause, o.etcdNoLeader, o.renewalRefused
 	o.mu.Unlock()
 	st.Ready, st.NotReadyReason = h.ready()
 	if up != nil {
 		st.EtcdConnected = up()
-		if st.EtcdConnected && noLeader {
+		switch {
+		case st.EtcdConnected && noLeader:
 			st.EtcdError = "etcd " + errNoLeader.Error()
+		case st.EtcdConnected && refused != "":
+			st.EtcdError = refused
 		}
 		if !st.EtcdConnected {
 			st.EtcdError = "connection to etcd is down; reconnecting"

@@ -84,6 +84,13 @@ type ManagerConfig struct {
 	// it is gone. Answers to the client's keepalives are not reported: they
 	// come through the client's Lease. It must not block.
 	OnLeaseRenewed func(leaseID int64, left time.Duration)
+	// OnRenewalRefused, when set, is called from Run's goroutine when etcd
+	// refuses to renew our etcd lease (ETCD REFUSES TO RENEW OUR LEASE):
+	// with etcd's refusal and when the lease ends unless that is fixed, on
+	// the wall clock; and with a nil err once that is over (etcd renews the
+	// lease again, or it is gone, which OnLeaseState says). It must not
+	// block.
+	OnRenewalRefused func(err error, expires time.Time)
 	// Clock is what our etcd lease's expiry is judged by: boottime.Now,
 	// which goes on while the machine is suspended, unless set (tests).
 	Clock func() time.Time
@@ -165,6 +172,9 @@ func NewManager(reg *Registry, net *Config, cfg ManagerConfig) *Manager {
 	}
 	if cfg.OnLeaseRenewed == nil {
 		cfg.OnLeaseRenewed = func(int64, time.Duration) {}
+	}
+	if cfg.OnRenewalRefused == nil {
+		cfg.OnRenewalRefused = func(error, time.Time) {}
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = boottime.Now

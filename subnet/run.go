@@ -144,15 +144,20 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	}
 	m.cfg.OnLeaseState(true, "")
 	defer func() {
-		if lost != "" && refused != nil {
+		if refused == nil {
+			return
+		}
+		if lost != "" {
 			lost += "; etcd had refused to renew it: " + refused.Error()
 		}
+		m.cfg.OnRenewalRefused(nil, time.Time{})
 	}()
 	renewed := func(ttl time.Duration) {
 		expires, overdue = now().Add(ttl), time.After(renewalDue(ttl))
 		if refused != nil {
 			m.log.Info("etcd renews our lease again", "leaseID", id, "ttl", ttl)
 			refused = nil
+			m.cfg.OnRenewalRefused(nil, time.Time{})
 		}
 	}
 	refuse := func(err error) {
@@ -160,6 +165,7 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 			m.log.Error(err, "ETCD REFUSES TO RENEW OUR LEASE; it is lost at its expiry unless that is fixed "+
 				"(etcd renews a lease for a user who may write its key: check --etcd-username and its role)",
 				"leaseID", id, "subnet", m.own.Subnet, "expires", wall().Format(time.RFC3339))
+			m.cfg.OnRenewalRefused(err, wall())
 		}
 		refused = err
 	}
