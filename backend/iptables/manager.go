@@ -199,9 +199,6 @@ func newManager(family Family, r runner, randomFully, legacy bool, log klog.Logg
 		found: map[string][]string{}, lost: map[string][]string{}, seen: map[string]map[string]uint64{}}
 }
 
-// Family is the family the Manager was made for.
-func (m *Manager) Family() Family { return m.family }
-
 // RandomFully reports whether this iptables can masquerade with
 // --random-fully; pass it to MasqRules.
 func (m *Manager) RandomFully() bool { return m.randomFully }
