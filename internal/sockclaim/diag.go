@@ -65,53 +65,72 @@ func diagBoundInodes(addr string) (map[string]int, error) {
 		if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
 			continue // not the kernel's
 		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		done, err := parseDiag(buf[:n], want, inodes)
 		if err != nil {
-			return nil, fmt.Errorf("sock_diag answer: %w", err)
+			return nil, err
 		}
-		for _, m := range msgs {
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return inodes, nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if errno := int32(ne.Uint32(m.Data)); errno != 0 {
-						return nil, fmt.Errorf("sock_diag: %w", unix.Errno(-errno))
-					}
-				}
-				return nil, fmt.Errorf("sock_diag: an error message without an error")
-			case unix.SOCK_DIAG_BY_FAMILY:
-			default:
-				continue
-			}
-			// unix_diag_msg: family, type, state, pad, ino, cookie; then
-			// its attributes.
-			const msgLen = 16
-			if len(m.Data) < msgLen || m.Data[0] != unix.AF_UNIX {
-				continue
-			}
-			ino := ne.Uint32(m.Data[4:])
-			named, uid := false, -1
-			for a := m.Data[msgLen:]; len(a) >= 4; {
-				l := int(ne.Uint16(a))
-				if l < 4 || l > len(a) {
-					break
-				}
-				switch ne.Uint16(a[2:]) {
-				case unixDiagName:
-					named = string(a[4:l]) == want
-				case unixDiagUID:
-					if l >= 8 {
-						uid = int(ne.Uint32(a[4:]))
-					}
-				}
-				a = a[min((l+3)&^3, len(a)):]
-			}
-			if named {
-				inodes["socket:["+strconv.FormatUint(uint64(ino), 10)+"]"] = uid
-			}
+		if done {
+			return inodes, nil
 		}
 	}
+}
+
+// parseDiag reads datagram, one datagram of sock_diag's answer to
+// diagBoundInodes's request, into inodes: each unix socket bound to name
+// (as bound: "\x00…" for an abstract one), named as its holders' fd links
+// read ("socket:[123]"), with its owner's user ID, -1 where the message
+// does not give it. done reports that the answer ends here (NLMSG_DONE; the
+// messages after it are not read); err, that it ends with an error (an
+// NLMSG_ERROR, or a datagram that is no sequence of netlink messages).
+func parseDiag(datagram []byte, name string, inodes map[string]int) (done bool, err error) {
+	ne := binary.NativeEndian
+	msgs, err := syscall.ParseNetlinkMessage(datagram)
+	if err != nil {
+		return true, fmt.Errorf("sock_diag answer: %w", err)
+	}
+	for _, m := range msgs {
+		switch m.Header.Type {
+		case unix.NLMSG_DONE:
+			return true, nil
+		case unix.NLMSG_ERROR:
+			if len(m.Data) >= 4 {
+				if errno := int32(ne.Uint32(m.Data)); errno != 0 {
+					return true, fmt.Errorf("sock_diag: %w", unix.Errno(-errno))
+				}
+			}
+			return true, fmt.Errorf("sock_diag: an error message without an error")
+		case unix.SOCK_DIAG_BY_FAMILY:
+		default:
+			continue
+		}
+		// unix_diag_msg: family, type, state, pad, ino, cookie; then
+		// its attributes.
+		const msgLen = 16
+		if len(m.Data) < msgLen || m.Data[0] != unix.AF_UNIX {
+			continue
+		}
+		ino := ne.Uint32(m.Data[4:])
+		named, uid := false, -1
+		for a := m.Data[msgLen:]; len(a) >= 4; {
+			l := int(ne.Uint16(a))
+			if l < 4 || l > len(a) {
+				break
+			}
+			switch ne.Uint16(a[2:]) {
+			case unixDiagName:
+				named = string(a[4:l]) == name
+			case unixDiagUID:
+				if l >= 8 {
+					uid = int(ne.Uint32(a[4:]))
+				}
+			}
+			a = a[min((l+3)&^3, len(a)):]
+		}
+		if named {
+			inodes["socket:["+strconv.FormatUint(uint64(ino), 10)+"]"] = uid
+		}
+	}
+	return false, nil
 }
 
 // From linux/unix_diag.h.
