@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -80,23 +81,31 @@ func holders(dev string, queues bool, addr netip.AddrPort, port bool) []holder {
 func portSockets(addr netip.AddrPort) map[string]bool {
 	socks := map[string]bool{}
 	for _, file := range []string{"/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"} {
-		b, err := os.ReadFile(file)
-		if err != nil {
+		if b, err := os.ReadFile(file); err == nil {
+			maps.Copy(socks, portSocketsIn(b, addr))
+		}
+	}
+	return socks
+}
+
+// portSocketsIn returns the sockets that table, the content of
+// /proc/net/udp or udp6, shows in the way of binding addr (portSockets),
+// named by the inode field as their holders' fd links read
+// ("socket:[123]").
+func portSocketsIn(table []byte, addr netip.AddrPort) map[string]bool {
+	socks := map[string]bool{}
+	for _, l := range strings.Split(string(table), "\n") {
+		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode …
+		f := strings.Fields(l)
+		if len(f) < 10 {
 			continue
 		}
-		for _, l := range strings.Split(string(b), "\n") {
-			// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode …
-			f := strings.Fields(l)
-			if len(f) < 10 {
-				continue
-			}
-			a, ok := procAddr(f[1])
-			if !ok || a.Port() != addr.Port() {
-				continue
-			}
-			if ip := a.Addr().Unmap(); ip == addr.Addr() || ip.IsUnspecified() {
-				socks["socket:["+f[9]+"]"] = true
-			}
+		a, ok := procAddr(f[1])
+		if !ok || a.Port() != addr.Port() {
+			continue
+		}
+		if ip := a.Addr().Unmap(); ip == addr.Addr() || ip.IsUnspecified() {
+			socks["socket:["+f[9]+"]"] = true
 		}
 	}
 	return socks

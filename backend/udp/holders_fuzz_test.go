@@ -3,9 +3,12 @@ package udp
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // procForm writes ap as /proc/net/udp and udp6 show a local address: the
@@ -57,6 +60,188 @@ func FuzzProcAddr(f *testing.F) {
 		}
 		if back, ok := procAddr(procForm(ap)); !ok || back != ap {
 			t.Fatalf("procAddr(%q) = %v, written back as %q, read as %v, %v", s, ap, procForm(ap), back, ok)
+		}
+	})
+}
+
+// procUDPSock is a UDP socket as /proc/net/udp or udp6 shows it.
+type procUDPSock struct {
+	local netip.AddrPort
+	inode uint32
+}
+
+// udpTables writes /proc/net/udp and udp6 as the kernel does
+// (udp4_seq_show, padded to 127 columns, and ip6_dgram_sock_seq_show) for
+// socks: the IPv4 ones in the first, the others in the second.
+func udpTables(socks []procUDPSock) (udp4, udp6 []byte) {
+	var b4, b6 strings.Builder
+	fmt.Fprintf(&b4, "%-127s\n", "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops")
+	b6.WriteString("  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n")
+	for i, s := range socks {
+		if s.local.Addr().Is4() {
+			l := fmt.Sprintf("%5d: %s %08X:%04X %02X %08X:%08X %02X:%08X %08X %5d %8d %d %d %016x %d",
+				i, procForm(s.local), 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, s.inode, 2, 0, 0)
+			fmt.Fprintf(&b4, "%-127s\n", l)
+		} else {
+			fmt.Fprintf(&b6, "%5d: %s %s %02X %08X:%08X %02X:%08X %08X %5d %8d %d %d %016x %d\n",
+				i, procForm(s.local), procForm(netip.AddrPortFrom(netip.IPv6Unspecified(), 0)), 7, 0, 0, 0, 0, 0, 1000, 0, s.inode, 2, 0, 0)
+		}
+	}
+	return []byte(b4.String()), []byte(b6.String())
+}
+
+// FuzzPortSocketsIn: portSocketsIn, which finds the UDP sockets in the way
+// of the backend's (portSockets, for a start's message naming who holds
+// the port), reads from the tables the kernel writes exactly the sockets on
+// the port on its address, on the address mapped into IPv6, or on every
+// address (0.0.0.0 or ::), each by its inode. Whatever a table holds, each
+// socket it names is the tenth field of a line whose second is an address
+// on the port.
+func FuzzPortSocketsIn(f *testing.F) {
+	var list []byte
+	for _, s := range []struct {
+		kind  byte
+		addr  string
+		port  uint16
+		inode uint32
+	}{{0, "198.18.0.1", 8285, 12345}, {2, "0.0.0.0", 8285, 12346}, {3, "::", 8285, 12347}, {4, "::", 8285, 12348},
+		{0, "198.18.0.2", 8285, 12349}, {0, "198.18.0.1", 8472, 12350}, {3, "fd00::1", 8285, 12351}, {1, "0.0.0.0", 0, 7}} {
+		a := netip.MustParseAddr(s.addr).As16()
+		if netip.MustParseAddr(s.addr).Is4() {
+			copy(a[:], netip.MustParseAddr(s.addr).AsSlice())
+		}
+		list = append(append(list, s.kind), a[:]...)
+		list = append(binary.BigEndian.AppendUint16(list, s.port), 1) // the port as given
+		list = binary.BigEndian.AppendUint32(list, s.inode)
+	}
+	f.Add(uint32(0xc6120001), uint16(8285), list, []byte{})
+	f.Add(uint32(0x7f000001), uint16(53), []byte{}, []byte("  2: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 29671 2 0000000000000000 0\n"))
+	f.Add(uint32(0), uint16(0), []byte{}, []byte("0: 00000000:0000 a b c d e f g 12]x\n0: :0 a b c d e f g 1\n"))
+	f.Fuzz(func(t *testing.T, ip uint32, port uint16, list, raw []byte) {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(ip >> 24), byte(ip >> 16), byte(ip >> 8), byte(ip)}), port)
+		for key := range portSocketsIn(raw, addr) {
+			inode, ok := strings.CutPrefix(key, "socket:[")
+			inode, ok2 := strings.CutSuffix(inode, "]")
+			found := false
+			for _, l := range strings.Split(string(raw), "\n") {
+				if f := strings.Fields(l); len(f) >= 10 && f[9] == inode {
+					a, ok := procAddr(f[1])
+					found = found || ok && a.Port() == port
+				}
+			}
+			if !ok || !ok2 || !found {
+				t.Fatalf("portSocketsIn(%q, %v): %q, on no line of an address on the port", raw, addr, key)
+			}
+		}
+
+		// Sockets of 24 bytes each: a kind, an address, a port and an
+		// inode.
+		var socks []procUDPSock
+		want := map[string]bool{}
+		for b := list; len(b) >= 24; b = b[24:] {
+			a16 := [16]byte(b[1:17])
+			a4 := [4]byte(b[1:5])
+			var a netip.Addr
+			switch b[0] % 6 {
+			case 0:
+				a = netip.AddrFrom4(a4)
+			case 1:
+				a = addr.Addr()
+			case 2:
+				a = netip.IPv4Unspecified()
+			case 3:
+				a = netip.AddrFrom16(a16)
+			case 4:
+				a = netip.AddrFrom16(addr.Addr().As16())
+			case 5:
+				a = netip.IPv6Unspecified()
+			}
+			p := binary.BigEndian.Uint16(b[17:])
+			if b[19]&1 == 0 {
+				p = port
+			}
+			s := procUDPSock{netip.AddrPortFrom(a, p), binary.BigEndian.Uint32(b[20:])}
+			socks = append(socks, s)
+			if p == port && (a.Unmap() == addr.Addr() || a.IsUnspecified()) {
+				want[fmt.Sprintf("socket:[%d]", s.inode)] = true
+			}
+		}
+		udp4, udp6 := udpTables(socks)
+		got := portSocketsIn(udp4, addr)
+		maps.Copy(got, portSocketsIn(udp6, addr))
+		if !maps.Equal(got, want) {
+			t.Fatalf("portSocketsIn for %v of\n%s%s= %v, want %v", addr, udp4, udp6, got, want)
+		}
+	})
+}
+
+// tunFdinfo writes /proc/<pid>/fdinfo/<fd> as the kernel does for a
+// descriptor of /dev/net/tun (seq_show, then tun_chr_show_fdinfo) attached
+// to the device called name ("" for one not attached).
+func tunFdinfo(name string, ino uint64) []byte {
+	return fmt.Appendf(nil, "pos:\t0\nflags:\t02004002\nmnt_id:\t26\nino:\t%d\niff:\t%s\n", ino, name)
+}
+
+// validDevName is the kernel's dev_valid_name: what TUNSETIFF lets a
+// device be called. Its isspace is ASCII's and 0xa0.
+func validDevName(name string) bool {
+	if name == "" || len(name) >= unix.IFNAMSIZ || name == "." || name == ".." {
+		return false
+	}
+	return !strings.ContainsAny(name, "/:\t\n\v\f\r \x00\xa0")
+}
+
+// FuzzTunQueues: tunQueues, which counts a process's queues of the device
+// (queuesOf: who else holds it, for a start's message, and whether a
+// leftover device is held by our keepers only), counts a descriptor's
+// fdinfo as the kernel writes it as one queue of dev exactly when the
+// descriptor is attached to a device called dev, whatever the devices
+// are called. Whatever fdinfo holds, it counts no more queues than lines
+// that begin with "iff:".
+func FuzzTunQueues(f *testing.F) {
+	f.Add("flannel0", "flannel0", []byte{})
+	f.Add("flannel0", "flannel1", []byte("iff:\tflannel0\niff: flannel0 \r\n"))
+	f.Add("flannel0", "", []byte("pos:\t0\nflags:\t02\nmnt_id:\t26\nino:\t1052\n"))
+	f.Add("tun.x-1", "tun.x-1 ", []byte("iff:flannel0"))
+	f.Fuzz(func(t *testing.T, dev, name string, raw []byte) {
+		if n := tunQueues(raw, dev); n < 0 || n > strings.Count("\n"+string(raw), "\niff:") {
+			t.Fatalf("tunQueues(%q, %q) = %d", raw, dev, n)
+		}
+		if !validDevName(dev) || name != "" && !validDevName(name) {
+			return
+		}
+		want := 0
+		if name == dev {
+			want = 1
+		}
+		if n := tunQueues(tunFdinfo(name, 1052), dev); n != want {
+			t.Fatalf("tunQueues of a descriptor of %q, for %q: %d, want %d", name, dev, n, want)
+		}
+	})
+}
+
+// FuzzKeeperCmdline: isKeeperCmdline, by which keeperPids knows the
+// keepers of dev, takes the /proc/<pid>/cmdline the kernel writes for a
+// process (its arguments, each ended by a NUL) for a keeper's of dev
+// exactly when its arguments are a keeper's of dev, spawnKeeperOf's.
+func FuzzKeeperCmdline(f *testing.F) {
+	f.Add("flannel0", "agentd-udp-keeper\x00flannel0")
+	f.Add("flannel0", "agentd-udp-keeper\x00flannel0\x00")
+	f.Add("flannel0", "agentd-udp-keeper\x00flannel")
+	f.Add("flannel0", "/usr/bin/agentd\x00--backend=udp")
+	f.Add("flannel0", "agentd-udp-keeper\x00flannel0\x00x")
+	f.Fuzz(func(t *testing.T, dev, argList string) {
+		if !validDevName(dev) {
+			return
+		}
+		args := strings.Split(argList, "\x00")
+		var cmdline []byte
+		for _, a := range args {
+			cmdline = append(append(cmdline, a...), 0)
+		}
+		want := len(args) == 2 && args[0] == keeperName && args[1] == dev
+		if got := isKeeperCmdline(cmdline, dev); got != want {
+			t.Fatalf("isKeeperCmdline(%q, %q) = %v, want %v", cmdline, dev, got, want)
 		}
 	})
 }

@@ -525,7 +525,7 @@ func keeperPids(dev string) []int {
 		return nil
 	}
 	return sockclaim.ProcPids(func(dir string) bool {
-		if cmd, err := os.ReadFile(dir + "/cmdline"); err != nil || string(cmd) != keeperName+"\x00"+dev+"\x00" {
+		if cmd, err := os.ReadFile(dir + "/cmdline"); err != nil || !isKeeperCmdline(cmd, dev) {
 			return false
 		}
 		ns, err := os.Readlink(dir + "/ns/net")
@@ -534,6 +534,13 @@ func keeperPids(dev string) []int {
 		}
 		return err == nil && ns == self
 	})
+}
+
+// isKeeperCmdline reports whether cmdline, the content of
+// /proc/<pid>/cmdline, is that of a keeper of dev (spawnKeeperOf's
+// arguments, each ended by a NUL).
+func isKeeperCmdline(cmdline []byte, dev string) bool {
+	return string(cmdline) == keeperName+"\x00"+dev+"\x00"
 }
 
 // ownedByUs reports whether the process of /proc directory dir has our

@@ -189,11 +189,19 @@ func queuesOf(pid int, dev string) (int, error) {
 		if err != nil {
 			continue
 		}
-		for _, line := range strings.Split(string(info), "\n") {
-			if name, ok := strings.CutPrefix(line, "iff:"); ok && strings.TrimSpace(name) == dev {
-				n++
-			}
-		}
+		n += tunQueues(info, dev)
 	}
 	return n, nil
+}
+
+// tunQueues counts the queues of a TUN device called dev that fdinfo, the
+// content of /proc/<pid>/fdinfo/<fd> for an fd of /dev/net/tun, names.
+func tunQueues(fdinfo []byte, dev string) int {
+	n := 0
+	for _, line := range strings.Split(string(fdinfo), "\n") {
+		if name, ok := strings.CutPrefix(line, "iff:"); ok && strings.TrimSpace(name) == dev {
+			n++
+		}
+	}
+	return n
 }
