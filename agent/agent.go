@@ -489,6 +489,13 @@ func (a *agent) run(ctx context.Context) error {
 			fail(err)
 		}
 	}()
+	if ifaceLeftToDefaultRoute(&a.cfg) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.warnDefaultRoute(ctx, ext, mgr)
+		}()
+	}
 	// After the lease manager has started: it keeps the lease alive
 	// while the write is retried.
 	if err := a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written"); err != nil {

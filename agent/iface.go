@@ -2,12 +2,14 @@ package agent
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/vishvananda/netlink"
@@ -26,7 +28,8 @@ import (
 //  4. only when none of these is set: the interface that holds PublicIP, as
 //     flanneld picks it (loopback aside, whose MTU is no underlay's), else
 //     the interface of the default route (where flanneld refuses to start:
-//     PublicIP is a NAT address).
+//     PublicIP is a NAT address). The agent then warns when the peers, or
+//     etcd, are routed through another interface (warnDefaultRoute).
 //
 // When options are set and none of them finds an interface, the error names
 // each one tried and the interfaces the host has; agentd never falls back to
@@ -378,4 +381,205 @@ func describeInterfaces(ifs []ifaceInfo) string {
 		return "no interfaces"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// The default route's interface, which FindExternalInterface takes when no
+// flag names the underlay (as flanneld does), is on many multi-homed hosts
+// a NAT or public NIC, while the hosts share another network. The lease
+// then names an address the other hosts cannot reach, yet the host turns
+// ready and programs every peer, and nothing says why its containers reach
+// no other host. So once the first peer snapshot is in, the agent asks the
+// kernel how it routes the hosts it talks to, and warns (once; the choice
+// itself stays flanneld's) when they are routed through another interface.
+
+// maxWarnPeers bounds the peers' public IPs whose route is asked for (one
+// RTM_GETROUTE each, once): the first by lease key.
+const maxWarnPeers = 256
+
+// ifaceLeftToDefaultRoute reports whether the external interface was the
+// default route's choice: none of --iface, --iface-regex, --iface-can-reach
+// and --public-ip was given. An interface chosen because it holds
+// --public-ip was named by the operator.
+func ifaceLeftToDefaultRoute(cfg *Config) bool {
+	return len(cfg.Ifaces) == 0 && len(cfg.IfaceRegexes) == 0 && !cfg.IfaceCanReach.IsValid() && !cfg.PublicIP.IsValid()
+}
+
+// addrRoute is how the kernel routes addr: through the interface named
+// iface, or to this host itself (local: one of its own addresses, or
+// through loopback).
+type addrRoute struct {
+	addr  netip.Addr
+	iface string
+	local bool
+}
+
+// routesTo asks the kernel, in the namespace h is bound to, how it routes
+// each of addrs; an address it has no route to is left out.
+func routesTo(h *netlink.Handle, addrs []netip.Addr) ([]addrRoute, error) {
+	ifs, err := listInterfaces(h)
+	if err != nil {
+		return nil, err
+	}
+	var out []addrRoute
+	for _, a := range addrs {
+		routes, err := h.RouteGet(a.AsSlice())
+		if err != nil || len(routes) == 0 {
+			continue // unreachable, or no route: not evidence either way
+		}
+		r := routes[0]
+		ifc := ifaceIndexed(ifs, r.LinkIndex)
+		switch {
+		case r.Type == unix.RTN_LOCAL || ifc != nil && ifc.loopback():
+			out = append(out, addrRoute{addr: a, local: true})
+		case ifc != nil:
+			out = append(out, addrRoute{addr: a, iface: ifc.name})
+		}
+	}
+	return out, nil
+}
+
+// defaultRouteWarning is why iface, the default route's interface chosen
+// with no flag naming the underlay, may not be on the network the hosts
+// share, or "" when nothing says so.
+//
+// The peers' public IPs decide when there are any: more than half of them
+// routed through one other interface. Hosts that reach each other through
+// the default route (one network, or several routed by the default
+// gateway) are routed through iface, and then nothing is said, whatever
+// etcd's route (etcd on a management network is not where the hosts
+// meet). With no peer yet (the first host), etcd's addresses decide: every
+// one routed through the same other interface; the warning then says it
+// may be wrong. etcd on this host (loopback, or one of its addresses)
+// tells nothing.
+func defaultRouteWarning(iface string, peers, etcd []addrRoute) string {
+	// other is the interface other than iface that most of the routes
+	// not local go through, how many do, out of how many, and the first
+	// address routed through it.
+	other := func(routes []addrRoute) (name string, n, of int, example netip.Addr) {
+		count := make(map[string]int)
+		for _, r := range routes {
+			if r.local {
+				continue
+			}
+			of++
+			if r.iface == iface {
+				continue
+			}
+			count[r.iface]++
+			if c := count[r.iface]; c > n || c == n && r.iface < name {
+				name, n = r.iface, c
+			}
+		}
+		for _, r := range routes {
+			if n > 0 && !r.local && r.iface == name {
+				return name, n, of, r.addr
+			}
+		}
+		return name, n, of, example
+	}
+	if len(peers) > 0 {
+		// Peers whose public IP is this host's own (hosts behind one
+		// NAT address) tell nothing of the route.
+		name, n, of, peer := other(peers)
+		if 2*n <= of {
+			return ""
+		}
+		return fmt.Sprintf("%s was chosen as the default route's interface (no --iface), but %d of %d peers' public IPs are routed through %s, "+
+			"so the hosts likely share %s's network: if this host's containers reach no other host, restart agentd with --iface=%s or --iface-can-reach=%s",
+			iface, n, of, name, name, name, peer)
+	}
+	name, n, of, ep := other(etcd)
+	if of == 0 || n < of {
+		return ""
+	}
+	return fmt.Sprintf("%s was chosen as the default route's interface (no --iface), but etcd (%s) is routed through %s, and no peer's route tells more: "+
+		"if the hosts share %s's network, restart agentd with --iface=%s or --iface-can-reach=%s, or this host's containers will reach no other host",
+		iface, ep, name, name, name, ep)
+}
+
+// checkDefaultRoute is defaultRouteWarning for the peers' public IPs and
+// etcd's addresses, routed as the kernel routes them in the namespace h is
+// bound to.
+func checkDefaultRoute(h *netlink.Handle, iface string, peers, etcd []netip.Addr) (string, error) {
+	pr, err := routesTo(h, peers)
+	if err != nil {
+		return "", err
+	}
+	er, err := routesTo(h, etcd)
+	if err != nil {
+		return "", err
+	}
+	return defaultRouteWarning(iface, pr, er), nil
+}
+
+// warnDefaultRoute waits for the first peer snapshot, then logs once, and
+// /status says for good (interfaceWarning), when the default route's
+// interface ext may not be on the network the hosts share
+// (defaultRouteWarning). It is run only when ifaceLeftToDefaultRoute.
+func (a *agent) warnDefaultRoute(ctx context.Context, ext backend.ExternalInterface, leases leaseSource) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-leases.PeersSynced():
+	}
+	var peers []netip.Addr
+	for _, l := range leases.Peers() {
+		ip := l.Attrs.PublicIP
+		if ip.IsValid() && !slices.Contains(peers, ip) {
+			peers = append(peers, ip)
+			if len(peers) == maxWarnPeers {
+				break
+			}
+		}
+	}
+	etcd := etcdAddrs(ctx, a.cfg.EtcdEndpoints)
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		a.log.V(2).Info("cannot check the routes to the peers and etcd", "err", err)
+		return
+	}
+	defer h.Close()
+	warning, err := checkDefaultRoute(h, ext.Iface.Name, peers, etcd)
+	switch {
+	case err != nil:
+		a.log.V(2).Info("cannot check the routes to the peers and etcd", "err", err)
+	case warning != "":
+		a.log.Info("the default route's interface may not be on the network the hosts share", "iface", ext.Iface.Name, "publicIP", ext.PublicIP, "reason", warning)
+		a.obs.interfaceWarning(warning)
+	}
+}
+
+// etcdAddrs is the addresses of the TCP endpoints among endpoints, a host
+// name resolved (within 5 s; one that does not resolve is left out).
+func etcdAddrs(ctx context.Context, endpoints []string) []netip.Addr {
+	var out []netip.Addr
+	for _, ep := range endpoints {
+		network, addr, _, err := endpointAddr(ep)
+		if err != nil || network != "tcp" {
+			continue
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			continue
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			out = append(out, ip.Unmap())
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ips, _ := net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+		cancel()
+		for _, ip := range ips {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out
+}
+
+// interfaceWarning records why the external interface may be the wrong one
+// (warnDefaultRoute).
+func (o *observer) interfaceWarning(why string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.st.InterfaceWarning = why
 }

@@ -29,6 +29,15 @@ type Status struct {
 	// another agentd, and what follows. Empty while it holds the claim.
 	NetnsClaimNotHeld string `json:"netnsClaimNotHeld,omitempty"`
 
+	// InterfaceWarning is set when the external interface was the default
+	// route's choice (no --iface, --iface-regex, --iface-can-reach or
+	// --public-ip) and, at the first peer snapshot, most peers' public IPs
+	// (with no peer yet, etcd) were routed through another interface: the
+	// hosts may share that one, and then this host's containers reach no
+	// other host. It names both interfaces and the flag that picks the
+	// other; it stays until the agent restarts.
+	InterfaceWarning string `json:"interfaceWarning,omitempty"`
+
 	// PeersKnown is the size of the lease set (without our own lease) at
 	// the last reconcile pass; PeersProgrammed how many of those peers a
 	// successful pass put in the kernel, as they are now, so never more than

@@ -148,6 +148,9 @@ func printStatus(a *app, st agent.Status) {
 		// sends none.
 		fmt.Fprintf(tw, "claim on this network namespace\tnot held: %s\n", st.NetnsClaimNotHeld)
 	}
+	if st.InterfaceWarning != "" {
+		fmt.Fprintf(tw, "interface\t%s\n", st.InterfaceWarning)
+	}
 	fmt.Fprintf(tw, "peers\t%d known, %d programmed in the kernel\n", st.PeersKnown, st.PeersProgrammed)
 	printSkipped(tw, st)
 	last := "never"
@@ -292,7 +295,7 @@ func printSkipped(tw io.Writer, st agent.Status) {
 // writes it, and an agent's skipped-peer reasons quote what a peer wrote in
 // its lease. An OTHER alarm's entry is left as it is: it is printed quoted.
 func printableStatus(st agent.Status) agent.Status {
-	for _, s := range []*string{&st.NotReadyReason, &st.Subnet, &st.PublicIP, &st.Backend, &st.LastResyncError, &st.EtcdError, &st.NetnsClaimNotHeld} {
+	for _, s := range []*string{&st.NotReadyReason, &st.Subnet, &st.PublicIP, &st.Backend, &st.LastResyncError, &st.EtcdError, &st.NetnsClaimNotHeld, &st.InterfaceWarning} {
 		*s = printable(*s)
 	}
 	if p := st.ConfigPending; p != nil {
