@@ -195,11 +195,14 @@ func queuesOf(pid int, dev string) (int, error) {
 }
 
 // tunQueues counts the queues of a TUN device called dev that fdinfo, the
-// content of /proc/<pid>/fdinfo/<fd> for an fd of /dev/net/tun, names.
+// content of /proc/<pid>/fdinfo/<fd> for an fd of /dev/net/tun, names. The
+// kernel writes the name as it is after "iff:\t" (tun_chr_show_fdinfo), and
+// a name may end in a Unicode space (dev_valid_name refuses ASCII's only):
+// trimmed, "flannel0\u2003" would read as flannel0.
 func tunQueues(fdinfo []byte, dev string) int {
 	n := 0
 	for _, line := range strings.Split(string(fdinfo), "\n") {
-		if name, ok := strings.CutPrefix(line, "iff:"); ok && strings.TrimSpace(name) == dev {
+		if name, ok := strings.CutPrefix(line, "iff:\t"); ok && name == dev {
 			n++
 		}
 	}
