@@ -301,10 +301,13 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 
 // wire holds the backend settings that every host of the network must share
 // to reach the others, with the backends' defaults; the zero value for
-// host-gw.
+// host-gw. MTU (vxlan's Backend.MTU, 0 without the key: each host's
+// underlay MTU) is printed with them but not one of them: hosts with
+// another MTU still reach each other, so wireChanges leaves it out.
 type wire struct {
 	VNI, Port     int
 	DirectRouting bool
+	MTU           int
 }
 
 // wireOptions is what cfg's backend puts on the wire: its Backend object
@@ -357,11 +360,15 @@ func wireChanges(old, cur wire) []string {
 }
 
 // wireOf is the success line's tail: w, the wire settings of a backend of
-// type typ, defaults applied.
+// type typ, defaults applied, and vxlan's MTU when the config sets one.
 func wireOf(typ string, w wire) string {
 	switch typ {
 	case vxlan.Type:
-		return fmt.Sprintf(" Backend.VNI=%d Backend.Port=%d Backend.DirectRouting=%t", w.VNI, w.Port, w.DirectRouting)
+		s := fmt.Sprintf(" Backend.VNI=%d Backend.Port=%d Backend.DirectRouting=%t", w.VNI, w.Port, w.DirectRouting)
+		if w.MTU != 0 {
+			s += fmt.Sprintf(" Backend.MTU=%d", w.MTU)
+		}
+		return s
 	case udp.Type:
 		return fmt.Sprintf(" Backend.Port=%d", w.Port)
 	}
