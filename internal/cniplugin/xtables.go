@@ -36,7 +36,9 @@ const defaultXtablesLock = "/run/xtables.lock"
 // pod's interface is found, waited for as long as the lock was held, and
 // the runtime's RunPodSandbox or StopPodSandbox with them. iptables with
 // nf_tables takes no such lock. The lock is tried, not kept: another
-// program may still take it before the delegate does.
+// program may still take it before the delegate does. A lock that is not a
+// regular file (XTABLES_LOCKFILE naming a named pipe, say) fails at once:
+// legacy iptables would not get past it either.
 func (p *Plugin) waitXtables(d map[string]any) error {
 	if d["ipMasq"] != true || d["ipMasqBackend"] == "nftables" || !legacyIptables() {
 		return nil
@@ -45,11 +47,20 @@ func (p *Plugin) waitXtables(d map[string]any) error {
 	if path == "" {
 		path = defaultXtablesLock
 	}
-	f, err := os.Open(path)
+	// Not blocking: opening a named pipe waits for a writer.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil // iptables makes it: none holds it
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+		// Legacy iptables opens it without O_NONBLOCK: a named pipe
+		// there holds the delegate for good, and anything else but a
+		// file fails it.
+		return types.NewError(types.ErrInternal, fmt.Sprintf(
+			"the xtables lock %s is not a regular file (%v): %s would not get past it with legacy iptables; is XTABLES_LOCKFILE right?",
+			path, fi.Mode().Type(), d["type"]), "")
+	}
 	now, sleep := p.clock()
 	deadline := now().Add(delegateXtablesWait)
 	for {
