@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -1509,32 +1510,46 @@ func subscribeNeighs(ns netns.NsHandle, ch chan<- NeighEvent, done <-chan struct
 				cberr(fmt.Errorf("neighbour event from port %d, not the kernel's", from.Pid))
 				continue
 			}
-			for _, m := range msgs {
-				switch m.Header.Type {
-				case unix.NLMSG_DONE:
-					continue
-				case unix.NLMSG_ERROR:
-					if len(m.Data) < 4 {
-						cberr(errors.New("short netlink error message"))
-						return
-					}
-					if errno := int32(nl.NativeEndian().Uint32(m.Data)); errno != 0 {
-						cberr(unix.Errno(-errno))
-						return
-					}
-					continue
-				}
-				n, err := netlink.NeighDeserialize(m.Data)
-				if err != nil {
-					cberr(err)
-					return
-				}
-				vni, named := ndaVNI(m.Data)
-				ch <- NeighEvent{NeighUpdate: netlink.NeighUpdate{Type: m.Header.Type, Neigh: *n}, VNIZero: named && vni == 0}
+			evs, err := neighEvents(msgs)
+			for _, ev := range evs {
+				ch <- ev
+			}
+			if err != nil {
+				cberr(err)
+				return
 			}
 		}
 	}()
 	return nil
+}
+
+// neighEvents reads msgs, what one receive of subscribeNeighs holds: the
+// event of each message about a neighbour or FDB entry, in order, up to a
+// message that ends the subscription, which err says why (an error
+// message other than an acknowledgement, or a message NeighDeserialize
+// cannot read). NLMSG_DONE and acknowledgements are passed over.
+func neighEvents(msgs []syscall.NetlinkMessage) (evs []NeighEvent, err error) {
+	for _, m := range msgs {
+		switch m.Header.Type {
+		case unix.NLMSG_DONE:
+			continue
+		case unix.NLMSG_ERROR:
+			if len(m.Data) < 4 {
+				return evs, errors.New("short netlink error message")
+			}
+			if errno := int32(nl.NativeEndian().Uint32(m.Data)); errno != 0 {
+				return evs, unix.Errno(-errno)
+			}
+			continue
+		}
+		n, err := netlink.NeighDeserialize(m.Data)
+		if err != nil {
+			return evs, err
+		}
+		vni, named := ndaVNI(m.Data)
+		evs = append(evs, NeighEvent{NeighUpdate: netlink.NeighUpdate{Type: m.Header.Type, Neigh: *n}, VNIZero: named && vni == 0})
+	}
+	return evs, nil
 }
 
 // canForceBuffer reports whether a netlink socket in ns may be given a
