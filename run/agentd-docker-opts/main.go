@@ -30,7 +30,8 @@
 // passes $DOCKER_OPTS there, split as for dockerd), or else --docker-config.
 // So, before any wait too, is an --output in or under a directory another
 // user could change (atomicfile.CheckPath), where the file that becomes
-// dockerd's command line would be theirs to replace once written.
+// dockerd's command line would be theirs to replace once written; and
+// again, its directory made, just before the write (writeOutput).
 // Exit status 64 (EX_USAGE, as agentd's and agentctl's) is a usage error.
 //
 // A docker0 left with another subnet's address and with interfaces attached
@@ -138,7 +139,7 @@ func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Wr
 	if o.output == "" {
 		_, err = io.WriteString(stdout, out)
 	} else {
-		err = atomicfile.Write(o.output, []byte(out), 0o644)
+		err = writeOutput(o.output, out)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
@@ -150,6 +151,22 @@ func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Wr
 		}
 	}
 	return exitOK
+}
+
+// writeOutput writes out to path (--output) once path is checked again
+// with its directory made: the check before the wait found every directory
+// that existed then safe, but one missing then, in a sticky directory (/tmp),
+// may have been made by another user while --wait waited. Once the
+// directory exists and passes, no one else can change the way to path. A
+// directory that cannot be made is left to atomicfile.Write to report, as
+// before.
+func writeOutput(path, out string) error {
+	if os.MkdirAll(filepath.Dir(path), 0o755) == nil {
+		if err := atomicfile.CheckPath(path); err != nil {
+			return fmt.Errorf("--output: %w", err)
+		}
+	}
+	return atomicfile.Write(path, []byte(out), 0o644)
 }
 
 // parseFlags reads the command line into options. For --help it returns the
