@@ -2,6 +2,7 @@ package cniplugin
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -85,7 +86,8 @@ func TestMasqRemovalRetriedByLaterCommands(t *testing.T) {
 
 // TestMasqRetryOrder: while the chains still cannot be removed, a later
 // command tries its own container's first, then the others' until one
-// fails (each may wait for the xtables lock), and succeeds; an ADD whose
+// fails (each may wait for the xtables lock), the least recently tried
+// first, and succeeds; an ADD whose
 // own container's chain, left by an earlier DEL of it, cannot be removed
 // fails, since its delegate would make that chain again (same name) and a
 // later retry remove it under the running pod.
@@ -106,10 +108,13 @@ func TestMasqRetryOrder(t *testing.T) {
 	if err := f.p.Del(a); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
-	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removeCalls, want) {
-		t.Errorf("DEL of c3 tried to remove the chains of %q, want %q (stop at the first failure)", f.masq.removeCalls, want)
+	// c1's or c2's: c1's failed retry in c2's DEL may have put it after
+	// c2's record (see recordsByAge).
+	if len(f.masq.removeCalls) != 1 || (f.masq.removeCalls[0] != "cbr0 c1" && f.masq.removeCalls[0] != "cbr0 c2") {
+		t.Fatalf("DEL of c3 tried to remove the chains of %q, want c1's or c2's (stop at the first failure)", f.masq.removeCalls)
 	}
-	if !strings.Contains(f.errOut.String(), "remove masquerading of container c1 interface eth0 in network cbr0, left by its DEL: xtables lock") {
+	tried := strings.TrimPrefix(f.masq.removeCalls[0], "cbr0 ")
+	if !strings.Contains(f.errOut.String(), "remove masquerading of container "+tried+" interface eth0 in network cbr0, left by its DEL: xtables lock") {
 		t.Errorf("stderr %q", f.errOut.String())
 	}
 	f.masq.removeCalls = nil
@@ -141,4 +146,37 @@ func liveNetns(t *testing.T, f *fixture) string {
 		t.Fatal(err)
 	}
 	return live
+}
+
+// TestMasqRetryNotStuck: a recorded chain whose removal fails for good (a
+// rule of another program's still jumps to it) does not keep the others
+// from being retried. Before, each command stopped at the first failure in
+// the directory's order, which does not change: the same record came first
+// and failed every time, and the chains recorded after it stayed for good,
+// masquerading the next pods given their addresses.
+func TestMasqRetryNotStuck(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	live := liveNetns(t, f)
+	f.masq.err = errors.New("xtables lock")
+	for _, id := range []string{"c1", "c2", "c3"} {
+		a := f.args(id, "")
+		a.Netns = ""
+		if err := f.p.Del(a); err != nil {
+			t.Fatalf("DEL %s: %v", id, err)
+		}
+	}
+	f.masq.err = nil
+	f.masq.stuck = errors.New("chain in use")
+	for i := range 3 {
+		a := f.args(fmt.Sprintf("d%d", i), "")
+		a.Netns = live
+		if err := f.p.Del(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := fileNames(t, filepath.Join(f.dataDir, masqRetryDir))
+	if want := []string{"cbr0:" + strings.TrimPrefix(f.masq.stuckKey, "cbr0 ") + ":eth0"}; !slices.Equal(got, want) {
+		t.Errorf("after 3 more DELs, with %q's chain stuck, %s holds %q, want %q (tried: %q)", f.masq.stuckKey, masqRetryDir, got, want, f.masq.removeCalls)
+	}
 }

@@ -47,6 +47,9 @@ func TestMasqRemovalRetried(t *testing.T) {
 	if err := f.p.GC(f.args("c1", `,"cni.dev/valid-attachments":[]`)); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
+	// In either order: c1's failed retry in c2's DEL may have put it
+	// after c2's record (see recordsByAge).
+	slices.Sort(f.masq.removed)
 	if want := []string{"cbr0 c1", "cbr0 c2"}; !slices.Equal(f.masq.removed, want) {
 		t.Errorf("the next GC removed the chains of %q, want %q", f.masq.removed, want)
 	}

@@ -334,9 +334,11 @@ func recordMasqRetry(dataDir, network, containerID, ifName string) error {
 
 // retryMasq removes the masquerading recorded in dataDir's masqRetryDir
 // and forgets it: first own's (<network>:<container ID>:<interface> of the
-// attachment an ADD is for, "" for none), then the others' until one
-// fails, since while the cause lasts (the xtables lock held) each would
-// wait and fail alike. own's failure is ownErr, the others' err. An ADD
+// attachment an ADD is for, "" for none), then the others', the least
+// recently tried first (see recordsByAge), until one fails, since while the
+// cause lasts (the xtables lock held) each would wait and fail alike; the
+// one that failed goes last, so one that fails for good (a chain another
+// rule still jumps to) does not keep the others waiting. own's failure is ownErr, the others' err. An ADD
 // fails on ownErr: its delegate would make the container's chain again
 // under the same name, for a later retry to remove under the running pod.
 // For the same reason the directory is locked (flock) while retryMasq
@@ -355,7 +357,7 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
-	names, err := d.Readdirnames(-1)
+	names, latest, err := recordsByAge(d)
 	if err != nil {
 		return nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
 	}
@@ -366,6 +368,13 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 			return err
 		}
 		if err := p.masqChains().Remove(network, id, ifName, !inUse); err != nil {
+			// Last in the next command's order, so that a record that
+			// fails for good does not stop the others' retries.
+			last := time.Now()
+			if !last.After(latest) {
+				last = latest.Add(time.Nanosecond)
+			}
+			_ = os.Chtimes(filepath.Join(dir, name), last, last)
 			return fmt.Errorf("remove masquerading of container %s interface %s in network %s, left by its DEL: %w", id, ifName, network, err)
 		}
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -388,6 +397,43 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 		}
 	}
 	return nil, nil
+}
+
+// recordsByAge are the names in the directory d, the least recently
+// recorded or retried first (by modification time, then name), and the
+// latest of their times: retryMasq stops at the first failure, and moves
+// a failed record's time past all of them.
+func recordsByAge(d *os.File) (names []string, latest time.Time, err error) {
+	ents, err := d.ReadDir(-1)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	type record struct {
+		name string
+		mod  time.Time
+	}
+	var recs []record
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			continue // gone since the listing (a temporary file renamed)
+		}
+		recs = append(recs, record{e.Name(), fi.ModTime()})
+		if fi.ModTime().After(latest) {
+			latest = fi.ModTime()
+		}
+	}
+	slices.SortFunc(recs, func(a, b record) int {
+		if c := a.mod.Compare(b.mod); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	names = make([]string, len(recs))
+	for i, r := range recs {
+		names[i] = r.name
+	}
+	return names, latest, nil
 }
 
 // recordParts splits a name in masqRetryDir into the attachment's network,

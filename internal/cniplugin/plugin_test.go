@@ -104,6 +104,11 @@ type fakeMasq struct {
 	err error
 	// hasErr, when set, is Has's error, with no chain found.
 	hasErr error
+	// stuck, when set, is Remove's answer for the chain of the container
+	// it is first asked for after being set, for good: a chain that some
+	// other rule still jumps to.
+	stuck    error
+	stuckKey string
 }
 
 var _ masqChains = (*fakeMasq)(nil)
@@ -124,6 +129,12 @@ func (m *fakeMasq) Remove(network, containerID, _ string, chain bool) error {
 	m.removeCalls = append(m.removeCalls, network+" "+containerID)
 	if m.err != nil {
 		return m.err
+	}
+	if m.stuck != nil && m.stuckKey == "" {
+		m.stuckKey = network + " " + containerID
+	}
+	if m.stuck != nil && m.stuckKey == network+" "+containerID {
+		return m.stuck
 	}
 	delete(m.chains, network+" "+containerID)
 	m.removed = append(m.removed, network+" "+containerID)
