@@ -99,7 +99,7 @@ func TestDefaultRouteWarning(t *testing.T) {
 				t.Fatalf("interface %s chosen, want eth0, the default route's", ext.Iface.Name)
 			}
 			for _, tc := range host.cases {
-				got, err := checkDefaultRoute(h, ext.Iface.Name, tc.peers, tc.etcd)
+				got, err := checkDefaultRoute(h, ext.Iface.Name, ext.IfaceAddr, tc.peers, tc.etcd)
 				switch {
 				case err != nil:
 					t.Errorf("%s: %v", tc.name, err)

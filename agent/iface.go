@@ -414,15 +414,20 @@ type addrRoute struct {
 }
 
 // routesTo asks the kernel, in the namespace h is bound to, how it routes
-// each of addrs; an address it has no route to is left out.
-func routesTo(h *netlink.Handle, addrs []netip.Addr) ([]addrRoute, error) {
+// each of addrs, sent from src when it is valid (as the rules of a host with
+// policy routing see them); an address it has no route to is left out.
+func routesTo(h *netlink.Handle, src netip.Addr, addrs []netip.Addr) ([]addrRoute, error) {
 	ifs, err := listInterfaces(h)
 	if err != nil {
 		return nil, err
 	}
+	var opts netlink.RouteGetOptions
+	if src.IsValid() {
+		opts.SrcAddr = src.AsSlice()
+	}
 	var out []addrRoute
 	for _, a := range addrs {
-		routes, err := h.RouteGet(a.AsSlice())
+		routes, err := h.RouteGetWithOptions(a.AsSlice(), &opts)
 		if err != nil || len(routes) == 0 {
 			continue // unreachable, or no route: not evidence either way
 		}
@@ -499,13 +504,17 @@ func defaultRouteWarning(iface string, peers, etcd []addrRoute) string {
 
 // checkDefaultRoute is defaultRouteWarning for the peers' public IPs and
 // etcd's addresses, routed as the kernel routes them in the namespace h is
-// bound to.
-func checkDefaultRoute(h *netlink.Handle, iface string, peers, etcd []netip.Addr) (string, error) {
-	pr, err := routesTo(h, peers)
+// bound to. The peers' are asked from src, iface's address, which the
+// encapsulated packets leave from: on a host whose rules route by source
+// (a table per NIC, as amazon-ec2-net-utils sets up), the main table's
+// answer is not their route. etcd's are asked with no source, as the etcd
+// client's connections leave.
+func checkDefaultRoute(h *netlink.Handle, iface string, src netip.Addr, peers, etcd []netip.Addr) (string, error) {
+	pr, err := routesTo(h, src, peers)
 	if err != nil {
 		return "", err
 	}
-	er, err := routesTo(h, etcd)
+	er, err := routesTo(h, netip.Addr{}, etcd)
 	if err != nil {
 		return "", err
 	}
@@ -539,7 +548,7 @@ func (a *agent) warnDefaultRoute(ctx context.Context, ext backend.ExternalInterf
 		return
 	}
 	defer h.Close()
-	warning, err := checkDefaultRoute(h, ext.Iface.Name, peers, etcd)
+	warning, err := checkDefaultRoute(h, ext.Iface.Name, ext.IfaceAddr, peers, etcd)
 	switch {
 	case err != nil:
 		a.log.V(2).Info("cannot check the routes to the peers and etcd", "err", err)
