@@ -203,7 +203,7 @@ func parseConntrack(data []byte) (flow *netlink.ConntrackFlow, ok bool) {
 	if len(data) < nl.SizeofNfgenmsg {
 		return nil, false
 	}
-	attrs, err := routeAttrs(data[nl.SizeofNfgenmsg:])
+	attrs, err := backend.RouteAttrs(data[nl.SizeofNfgenmsg:])
 	if err != nil {
 		return nil, false
 	}
@@ -221,7 +221,7 @@ func parseConntrack(data []byte) (flow *netlink.ConntrackFlow, ok bool) {
 }
 
 func parseTuple(b []byte, t *netlink.IPTuple) bool {
-	attrs, err := routeAttrs(b)
+	attrs, err := backend.RouteAttrs(b)
 	if err != nil {
 		return false
 	}
@@ -230,7 +230,7 @@ func parseTuple(b []byte, t *netlink.IPTuple) bool {
 		if typ != nl.CTA_TUPLE_IP && typ != nl.CTA_TUPLE_PROTO {
 			continue
 		}
-		inner, err := routeAttrs(a.Value)
+		inner, err := backend.RouteAttrs(a.Value)
 		if err != nil {
 			return false
 		}
@@ -264,27 +264,6 @@ func parseTuple(b []byte, t *netlink.IPTuple) bool {
 		}
 	}
 	return t.SrcIP != nil && t.DstIP != nil
-}
-
-// routeAttrs is nl.ParseRouteAttr, which panics where b ends with an
-// attribute whose length is not a multiple of 4: it slices past the end to
-// skip the padding that such a last attribute lacks (FuzzParseConntrack).
-// The kernel pads what it writes, but reads such an attribute (nla_ok), and
-// so does this.
-func routeAttrs(b []byte) ([]syscall.NetlinkRouteAttr, error) {
-	var attrs []syscall.NetlinkRouteAttr
-	for len(b) >= unix.SizeofRtAttr {
-		l := int(binary.NativeEndian.Uint16(b))
-		if l < unix.SizeofRtAttr || l > len(b) {
-			return nil, unix.EINVAL
-		}
-		attrs = append(attrs, syscall.NetlinkRouteAttr{
-			Attr:  syscall.RtAttr{Len: uint16(l), Type: binary.NativeEndian.Uint16(b[2:])},
-			Value: b[unix.SizeofRtAttr:l],
-		})
-		b = b[min(len(b), (l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1)):]
-	}
-	return attrs, nil
 }
 
 // unmasqueraded matches the conntrack entries of flows that left without

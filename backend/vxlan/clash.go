@@ -101,7 +101,7 @@ func parseReceiveFlags(msg []byte) ([]string, error) {
 	if err != nil || data == nil {
 		return nil, err
 	}
-	attrs, err := parseAttrs(data)
+	attrs, err := backend.RouteAttrs(data)
 	if err != nil {
 		return nil, fmt.Errorf("vxlan attributes: %w", err)
 	}
@@ -116,24 +116,12 @@ func parseReceiveFlags(msg []byte) ([]string, error) {
 	return set, nil
 }
 
-// parseAttrs parses the netlink attributes in b. nl.ParseRouteAttr slices
-// past the end of b (a panic) when the last attribute's length, rounded up
-// to 4 bytes, goes beyond b, which the kernel's messages never do; b is
-// padded to a multiple of 4 bytes first, so such input is an error or
-// parsed as the kernel would have padded it (FuzzParseReceiveFlags).
-func parseAttrs(b []byte) ([]syscall.NetlinkRouteAttr, error) {
-	if pad := -len(b) & 3; pad != 0 {
-		b = append(b[:len(b):len(b)], make([]byte, pad)...)
-	}
-	return nl.ParseRouteAttr(b)
-}
-
 // nested returns the value of the attribute at path, each element an
 // attribute type inside the previous one's value, in the attributes b; nil
 // when one is missing.
 func nested(b []byte, path ...uint16) ([]byte, error) {
 	for _, typ := range path {
-		attrs, err := parseAttrs(b)
+		attrs, err := backend.RouteAttrs(b)
 		if err != nil {
 			return nil, fmt.Errorf("attribute %d: %w", typ, err)
 		}
