@@ -156,14 +156,24 @@ func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Wr
 // writeOutput writes out to path (--output) once path is checked again
 // with its directory made: the check before the wait found every directory
 // that existed then safe, but one missing then, in a sticky directory (/tmp),
-// may have been made by another user while --wait waited. Once the
-// directory exists and passes, no one else can change the way to path. A
-// directory that cannot be made is left to atomicfile.Write to report, as
-// before.
+// may have been made by another user while --wait waited. Checked before
+// the directory is made too, so that nothing is made under a directory
+// found unsafe. Once the directory exists and passes, no one else can
+// change the way to path. A directory that cannot be made is left to
+// atomicfile.Write to report, as before.
 func writeOutput(path, out string) error {
-	if os.MkdirAll(filepath.Dir(path), 0o755) == nil {
+	check := func() error {
 		if err := atomicfile.CheckPath(path); err != nil {
 			return fmt.Errorf("--output: %w", err)
+		}
+		return nil
+	}
+	if err := check(); err != nil {
+		return err
+	}
+	if os.MkdirAll(filepath.Dir(path), 0o755) == nil {
+		if err := check(); err != nil {
+			return err
 		}
 	}
 	return atomicfile.Write(path, []byte(out), 0o644)
