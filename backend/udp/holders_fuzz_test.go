@@ -90,6 +90,44 @@ func udpTables(socks []procUDPSock) (udp4, udp6 []byte) {
 	return []byte(b4.String()), []byte(b6.String())
 }
 
+// kernelUDP and kernelUDP6 are /proc/net/udp and udp6 as Linux 6.18 wrote
+// them (x86-64) in a namespace with UDP sockets on 127.0.0.1:8285 (inode
+// 6649516), 0.0.0.0:8472 (6649517) and [::]:8285 (6649518).
+const (
+	kernelUDP = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops            \n" +
+		"10963: 0100007F:205D 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 6649516 2 00000000873b022c 0       \n" +
+		"11150: 00000000:2118 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 6649517 2 000000007fef6d6b 0       \n"
+	kernelUDP6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n" +
+		"10963: 00000000000000000000000000000000:205D 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 6649518 2 00000000d785b0d0 0\n"
+)
+
+// TestPortSocketsInKernelTables: portSocketsIn reads the kernel's tables as
+// the sockets in the way of each address.
+func TestPortSocketsInKernelTables(t *testing.T) {
+	for _, tc := range []struct {
+		addr      string
+		udp, udp6 []string
+	}{
+		{"127.0.0.1:8285", []string{"socket:[6649516]"}, []string{"socket:[6649518]"}},
+		{"198.18.0.1:8285", nil, []string{"socket:[6649518]"}},
+		{"198.18.0.1:8472", []string{"socket:[6649517]"}, nil},
+		{"127.0.0.1:53", nil, nil},
+	} {
+		for _, table := range []struct {
+			content string
+			want    []string
+		}{{kernelUDP, tc.udp}, {kernelUDP6, tc.udp6}} {
+			want := map[string]bool{}
+			for _, s := range table.want {
+				want[s] = true
+			}
+			if got := portSocketsIn([]byte(table.content), netip.MustParseAddrPort(tc.addr)); !maps.Equal(got, want) {
+				t.Errorf("portSocketsIn(%q, %s) = %v, want %v", table.content, tc.addr, got, want)
+			}
+		}
+	}
+}
+
 // FuzzPortSocketsIn: portSocketsIn, which finds the UDP sockets in the way
 // of the backend's (portSockets, for a start's message naming who holds
 // the port), reads from the tables the kernel writes exactly the sockets on
@@ -115,6 +153,8 @@ func FuzzPortSocketsIn(f *testing.F) {
 		list = binary.BigEndian.AppendUint32(list, s.inode)
 	}
 	f.Add(uint32(0xc6120001), uint16(8285), list, []byte{})
+	f.Add(uint32(0x7f000001), uint16(8285), []byte{}, []byte(kernelUDP))
+	f.Add(uint32(0xc6120001), uint16(8285), []byte{}, []byte(kernelUDP6))
 	f.Add(uint32(0x7f000001), uint16(53), []byte{}, []byte("  2: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 29671 2 0000000000000000 0\n"))
 	f.Add(uint32(0), uint16(0), []byte{}, []byte("0: 00000000:0000 a b c d e f g 12]x\n0: :0 a b c d e f g 1\n"))
 	f.Fuzz(func(t *testing.T, ip uint32, port uint16, list, raw []byte) {
@@ -188,7 +228,12 @@ func validDevName(name string) bool {
 	if name == "" || len(name) >= unix.IFNAMSIZ || name == "." || name == ".." {
 		return false
 	}
-	return !strings.ContainsAny(name, "/:\t\n\v\f\r \x00\xa0")
+	for i := range len(name) {
+		if c := name[i]; c == '/' || c == ':' || c == ' ' || '\t' <= c && c <= '\r' || c == 0xa0 || c == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // FuzzTunQueues: tunQueues, which counts a process's queues of the device
