@@ -2,6 +2,7 @@ package sockclaim
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"maps"
 	"strconv"
 	"strings"
@@ -96,6 +97,37 @@ func parseRouteAttr(b []byte) (attrs []syscall.NetlinkRouteAttr, ok bool) {
 	return attrs, err == nil
 }
 
+// kernelAnswer is a datagram of sock_diag's answer to diagBoundInodes's
+// request, as Linux 6.18 sent it (x86-64) in a namespace with unix sockets
+// bound by root to "@agentd-agent " (inode 6649511), "@agentd-agent" (6649510)
+// and "@agentd-udp-agent/flannel0" (6649512), and one not bound (6649513).
+const kernelAnswer = "3000000014000200010000006a4e000001020700a9766500e51200000000000005000600000000000800070000000000" +
+	"4400000014000200010000006a4e000001050700a7766500e61200000000000012000000006167656e74642d6167656e" +
+	"74200000050006000000000008000700000000004400000014000200010000006a4e000001050700a6766500e7120000" +
+	"0000000011000000006167656e74642d6167656e74000000050006000000000008000700000000005000000014000200" +
+	"010000006a4e000001050700a8766500e8120000000000001e000000006167656e74642d7564702d6167656e742f666c" +
+	"616e6e656c300000050006000000000008000700000000001400000003000200010000006a4e000000000000"
+
+// TestParseDiagKernelAnswer: parseDiag reads the kernel's answer as the
+// sockets bound to each name, with their owner, root.
+func TestParseDiagKernelAnswer(t *testing.T) {
+	answer, err := hex.DecodeString(kernelAnswer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]map[string]int{
+		"\x00agentd-agent":              {"socket:[6649510]": 0},
+		"\x00agentd-agent ":             {"socket:[6649511]": 0},
+		"\x00agentd-udp-agent/flannel0": {"socket:[6649512]": 0},
+		"\x00agentd-udp-agent":          {},
+	} {
+		got := map[string]int{}
+		if done, err := parseDiag(answer, name, got); !done || err != nil || !maps.Equal(got, want) {
+			t.Errorf("parseDiag of the kernel's answer for %q = %v, done %v, %v; want %v", name, got, done, err, want)
+		}
+	}
+}
+
 // FuzzParseDiag: parseDiag, diagBoundInodes's reader of sock_diag's answer,
 // reads an answer written as the kernel writes one (unix_diag's
 // sk_diag_fill, several messages to a datagram, bound and unbound sockets,
@@ -113,6 +145,9 @@ func FuzzParseDiag(f *testing.F) {
 	f.Add("\x00x", []byte{}, []byte{}, uint8(0), []byte{}, nlMessage(unix.NLMSG_ERROR, 0, binary.NativeEndian.AppendUint32(nil, ^uint32(unix.ENOENT)+1)))
 	f.Add("\x00x", []byte{}, []byte{}, uint8(0), []byte{}, diagMessage(diagSock{ino: 77, name: "\x00x", uid: 0})[:30])
 	f.Add("\x00x", []byte{}, []byte{}, uint8(0), []byte{}, append(diagMessage(diagSock{ino: 78, name: "\x00x", uid: 1000}), nlMessage(unix.NLMSG_DONE, unix.NLM_F_MULTI, make([]byte, 4))...))
+	if answer, err := hex.DecodeString(kernelAnswer); err == nil {
+		f.Add("\x00agentd-agent", []byte{}, []byte{}, uint8(0), []byte{}, answer)
+	}
 	f.Fuzz(func(t *testing.T, name string, names, uids []byte, pick uint8, per, raw []byte) {
 		inodes := map[string]int{}
 		done, err := parseDiag(raw, name, inodes)
