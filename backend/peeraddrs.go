@@ -20,9 +20,10 @@ import (
 // kube-ipvs0, by the thousand) changes no judgement and wakes nothing.
 //
 // A pass calls Store (or StorePublicIPs) before it lists the addresses
-// (ReadSegment), and Watch's goroutine calls Concerns: an address changed
-// after the listing is then judged against that pass's peers or a later
-// one's, and one changed before it is seen by the listing. So the zero
+// (ReadSegment, or SegmentReader.Read, which reads the address events
+// queued until then), and Watch's goroutine calls Concerns: an address
+// changed after the listing is then judged against that pass's peers or a
+// later one's, and one changed before it is seen by the listing. So the zero
 // value, before the first pass, holds no peers and no event concerns it.
 type PeerAddrs struct {
 	// p is nil or a set never changed once stored.

@@ -1,12 +1,18 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
+	"sync"
+	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +44,9 @@ type Segment struct {
 	Subnets []netip.Prefix
 
 	// Local maps every IPv4 address of this host to its label: the name of
-	// the link holding it (or an alias such as "eth0:1").
+	// the link holding it (or an alias such as "eth0:1"); the least label
+	// of an address held more than once (on two links, with two prefix
+	// lengths).
 	Local map[netip.Addr]string
 
 	// PeerNets maps the peer network of each point-to-point IPv4 address
@@ -46,7 +54,8 @@ type Segment struct {
 	// masked, to that address, but for those added with noprefixroute. The
 	// kernel routes the network through the address's link (a route in the
 	// cluster network, whose events wake the backends), and the address
-	// lies outside it.
+	// lies outside it. The lowest such address when several have one peer
+	// network.
 	PeerNets map[netip.Prefix]netip.Addr
 
 	local []netip.Addr // Local's keys, sorted (LocalIn makes it)
@@ -92,13 +101,22 @@ func (s *Segment) LocalIn(sn netip.Prefix) string {
 // subnet of a noprefixroute address that no main-table route puts on-link
 // is looked up as that check does (gatewayOnLink): a rule by output
 // interface or for every packet may put it on-link through another table.
+// A backend's pass reads it through a SegmentReader, which dumps the
+// interface's addresses alone while it follows the others' events.
 func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netlink.Route) (*Segment, error) {
 	s := &Segment{Iface: iface, IfaceIndex: ifaceIndex}
 	if err := s.readAddrs(h); err != nil {
 		return nil, err
 	}
+	s.addRoutes(routes)
+	return s, nil
+}
+
+// addRoutes adds the scope-link routes of routes to OnLink, and sorts OnLink
+// and Subnets.
+func (s *Segment) addRoutes(routes []netlink.Route) {
 	for _, r := range routes {
-		if r.Table != unix.RT_TABLE_MAIN || r.LinkIndex != ifaceIndex || r.Gw != nil || r.Via != nil || len(r.MultiPath) > 0 ||
+		if r.Table != unix.RT_TABLE_MAIN || r.LinkIndex != s.IfaceIndex || r.Gw != nil || r.Via != nil || len(r.MultiPath) > 0 ||
 			r.Scope != netlink.SCOPE_LINK || r.Type != unix.RTN_UNICAST {
 			continue
 		}
@@ -117,7 +135,6 @@ func ReadSegment(h *netlink.Handle, ifaceIndex int, iface string, routes []netli
 	s.OnLink = slices.Compact(s.OnLink)
 	slices.SortFunc(s.Subnets, netip.Prefix.Compare)
 	s.Subnets = slices.Compact(s.Subnets)
-	return s, nil
 }
 
 // readAddrs reads the host's IPv4 addresses into s: every one into Local
@@ -132,27 +149,21 @@ func (s *Segment) readAddrs(h *netlink.Handle) error {
 		if !own.Addr().Is4() {
 			return
 		}
-		s.Local[own.Addr()] = label
-		if peer.Addr().Is4() && peer.Addr() != own.Addr() && flags&unix.IFA_F_NOPREFIXROUTE == 0 {
+		// An address held twice (two links, two prefix lengths) keeps
+		// the least label, and a peer network the lowest address, as
+		// SegmentReader's hostAddrs keeps them.
+		if old, ok := s.Local[own.Addr()]; !ok || label < old {
+			s.Local[own.Addr()] = label
+		}
+		if pn, ok := peerNet(own, peer, flags); ok {
 			if s.PeerNets == nil {
 				s.PeerNets = map[netip.Prefix]netip.Addr{}
 			}
-			s.PeerNets[peer.Masked()] = own.Addr()
+			if old, ok := s.PeerNets[pn]; !ok || own.Addr().Less(old) {
+				s.PeerNets[pn] = own.Addr()
+			}
 		}
-		if link != s.IfaceIndex {
-			return
-		}
-		s.Subnets = append(s.Subnets, own.Masked())
-		// An address added with noprefixroute (NetworkManager adds
-		// them all so, then the prefix route itself, perhaps in another
-		// table) gives its subnet no route, and the kernel takes a
-		// gateway only through a scope-link route: ReadSegment's routes
-		// decide.
-		if flags&unix.IFA_F_NOPREFIXROUTE == 0 {
-			s.OnLink = append(s.OnLink, own.Masked())
-		} else if s.gatewayOnLink == nil {
-			s.gatewayOnLink = fibGatewayOnLink(h, s.IfaceIndex)
-		}
+		s.addIface(h, link, own, flags)
 	}
 	reset := func() {
 		s.Local, s.PeerNets, s.Subnets, s.OnLink, s.gatewayOnLink = map[netip.Addr]string{}, nil, nil, nil, nil
@@ -182,6 +193,34 @@ func (s *Segment) readAddrs(h *netlink.Handle) error {
 		})
 	})
 	return err
+}
+
+// addIface adds an IPv4 address of link, own (its prefix length the peer
+// network's for a point-to-point address) with flags, to Subnets and OnLink
+// when link is the external interface.
+func (s *Segment) addIface(h *netlink.Handle, link int, own netip.Prefix, flags uint32) {
+	if link != s.IfaceIndex || !own.Addr().Is4() {
+		return
+	}
+	s.Subnets = append(s.Subnets, own.Masked())
+	// An address added with noprefixroute (NetworkManager adds them all
+	// so, then the prefix route itself, perhaps in another table) gives
+	// its subnet no route, and the kernel takes a gateway only through a
+	// scope-link route: ReadSegment's routes decide.
+	if flags&unix.IFA_F_NOPREFIXROUTE == 0 {
+		s.OnLink = append(s.OnLink, own.Masked())
+	} else if s.gatewayOnLink == nil {
+		s.gatewayOnLink = fibGatewayOnLink(h, s.IfaceIndex)
+	}
+}
+
+// peerNet returns the peer network (masked) that an IPv4 address own with
+// peer and flags gives PeerNets, if any.
+func peerNet(own, peer netip.Prefix, flags uint32) (netip.Prefix, bool) {
+	if !own.Addr().Is4() || !peer.Addr().Is4() || peer.Addr() == own.Addr() || flags&unix.IFA_F_NOPREFIXROUTE != 0 {
+		return netip.Prefix{}, false
+	}
+	return peer.Masked(), true
 }
 
 // fibGatewayOnLink returns a gatewayOnLink that asks the kernel, through h,
@@ -299,4 +338,320 @@ func broadcast(p netip.Prefix) netip.Addr {
 		a[i] |= byte(host >> (8 * (3 - i)))
 	}
 	return netip.AddrFrom4(a)
+}
+
+// SegmentReader reads each pass's Segment as ReadSegment does, but keeps the
+// host's IPv4 addresses (Local, PeerNets) between passes, up to date from
+// the kernel's address events, while it is subscribed to them (Subscribe):
+// a pass then dumps the external interface's addresses alone. A Kubernetes
+// node's kube-proxy (IPVS mode) holds a /32 per Service on kube-ipvs0, 5 000
+// to 50 000, and ReadSegment's dump of them all cost each pass 0.5–2 µs per
+// address (BenchmarkSegmentReader); kept, they cost some 250 bytes each.
+//
+// It dumps every address again when the kernel says it dropped events (the
+// socket's buffer was full: ENOBUFS), when the socket fails, and at least
+// every redumpAfter. Events are read at the start of each Read, so the
+// socket's buffer holds those of one interval between passes. Read and
+// Subscribe may be called from different goroutines (Reconcile's and
+// Watch's); the zero value is ready and, until subscribed, reads as
+// ReadSegment.
+type SegmentReader struct {
+	mu     sync.Mutex
+	sock   *nl.NetlinkSocket // nil while not subscribed
+	addrs  *hostAddrs        // nil: dump at the next Read
+	dumped time.Time         // when addrs was dumped
+	buf    []byte
+}
+
+// redumpAfter bounds how long SegmentReader trusts its events alone.
+const redumpAfter = 5 * time.Minute
+
+// addrEventBuffer is the receive buffer SegmentReader's socket asks for,
+// which the kernel doubles: some 5000 events (it charges each about 800
+// bytes) between two passes before it drops them, and Read dumps. Memory
+// is charged only while events wait.
+const addrEventBuffer = 2 << 20
+
+// Subscribe subscribes r to the IPv4 address events of namespace ns
+// (netns.None() for the current one), that of the handle Read is given, and
+// returns the func that ends the subscription. Until it ends, Read keeps
+// the addresses from the events. When the subscription cannot be made, Read
+// dumps them all, as ReadSegment.
+func (r *SegmentReader) Subscribe(ns netns.NsHandle) (unsubscribe func()) {
+	sock, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, unix.RTNLGRP_IPV4_IFADDR)
+	if err != nil {
+		return func() {}
+	}
+	if sock.SetReceiveBufferSize(addrEventBuffer, true) != nil {
+		// Without CAP_NET_ADMIN: capped at net.core.rmem_max, and a
+		// full buffer costs a dump.
+		_ = sock.SetReceiveBufferSize(addrEventBuffer, false)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// Events before this subscription are lost to it: dump first.
+	r.sock, r.addrs = sock, nil
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.sock == sock {
+			r.sock, r.addrs = nil, nil
+		}
+		sock.Close()
+	}
+}
+
+// Read reads the segment of the external interface, the link with index
+// ifaceIndex called iface, as ReadSegment does. While r is subscribed, it
+// takes the host's addresses from the events since its last Read and dumps
+// the interface's addresses alone.
+//
+// The Segment's Local and PeerNets are r's own until the next Read: a pass
+// reads them and keeps nothing.
+func (r *SegmentReader) Read(h *netlink.Handle, ifaceIndex int, iface string, routes []netlink.Route) (*Segment, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sock, ok := handleSocket(h)
+	if r.sock == nil || !ok {
+		r.addrs = nil
+		return ReadSegment(h, ifaceIndex, iface, routes)
+	}
+	if lost := !r.drain(); lost || r.addrs == nil || time.Since(r.dumped) >= redumpAfter {
+		// Events queued from here on are read at the next Read: those
+		// about addresses the dump sees again change nothing, as each
+		// says how its address stands after it.
+		a, err := dumpHostAddrs(sock)
+		switch {
+		case err == nil:
+			r.addrs, r.dumped = a, time.Now()
+		case lost || r.addrs == nil:
+			r.addrs = nil
+			return nil, err
+		}
+		// Else the periodic dump failed (interrupted by changes, again
+		// and again), and the events kept r.addrs: dump at the next Read.
+	}
+	s := &Segment{Iface: iface, IfaceIndex: ifaceIndex, Local: r.addrs.local, PeerNets: r.addrs.peerNets, local: r.addrs.sorted}
+	_, err := Dump("addresses", func() ([]struct{}, error) {
+		s.Subnets, s.OnLink, s.gatewayOnLink = nil, nil, nil
+		return nil, eachAddr(sock, netlink.FAMILY_V4, ifaceIndex, func(a *ifAddr) {
+			own, _ := a.prefix()
+			s.addIface(h, int(a.Index), own, a.flags)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.addRoutes(routes)
+	return s, nil
+}
+
+// drain applies the address events queued on r's socket to r.addrs (when not
+// nil). It returns false when some were lost: the kernel dropped them
+// (ENOBUFS) or the socket failed.
+func (r *SegmentReader) drain() bool {
+	if r.buf == nil {
+		r.buf = make([]byte, 64<<10)
+	}
+	fd, ok := r.sock.GetFd(), true
+	var a ifAddr
+	for {
+		n, from, err := unix.Recvfrom(fd, r.buf, unix.MSG_DONTWAIT)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			return ok
+		case errors.Is(err, unix.ENOBUFS):
+			ok = false
+			continue
+		case err != nil:
+			return false
+		}
+		if sa, isNL := from.(*unix.SockaddrNetlink); !isNL || sa.Pid != 0 || r.addrs == nil {
+			continue // not the kernel's, or nothing to apply them to
+		}
+		for msgs := r.buf[:n]; len(msgs) >= unix.NLMSG_HDRLEN; {
+			hdr := *(*unix.NlMsghdr)(unsafe.Pointer(&msgs[0]))
+			if int(hdr.Len) < unix.NLMSG_HDRLEN || int(hdr.Len) > len(msgs) {
+				ok = false // not as the kernel writes them: trust a dump
+				break
+			}
+			data := msgs[unix.NLMSG_HDRLEN:hdr.Len]
+			msgs = msgs[min(len(msgs), (int(hdr.Len)+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
+			if hdr.Type != unix.RTM_NEWADDR && hdr.Type != unix.RTM_DELADDR {
+				continue
+			}
+			if parseIfAddr(data, &a) != nil {
+				ok = false
+				continue
+			}
+			if a.Family != unix.AF_INET {
+				continue
+			}
+			own, peer := a.prefix()
+			if hdr.Type == unix.RTM_NEWADDR {
+				r.addrs.set(int32(a.Index), own, peer, string(a.label), a.flags)
+			} else {
+				r.addrs.del(int32(a.Index), own, peer)
+			}
+		}
+	}
+}
+
+// hostAddrs is the host's IPv4 addresses as SegmentReader keeps them: each
+// as the kernel tells one from another (link, address, prefix length, peer
+// network), and from those a Segment's Local, its keys sorted, and
+// PeerNets. An address held more than once has the least label in local,
+// and a peer network the lowest address in peerNets, as ReadSegment keeps
+// them.
+type hostAddrs struct {
+	held     map[netip.Addr][]heldAddr
+	local    map[netip.Addr]string
+	sorted   []netip.Addr                  // local's keys; nil while dumped (dumpHostAddrs sorts)
+	peers    map[netip.Prefix][]netip.Addr // the addresses with each peer network
+	peerNets map[netip.Prefix]netip.Addr   // nil when empty, as ReadSegment's
+	labels   map[string]string             // one string per label
+}
+
+// heldAddr is one holder of an address: which link, with which prefix
+// length and peer network (the key), its label, and whether its peer
+// network is in PeerNets (peerNet).
+type heldAddr struct {
+	link    int32
+	bits    uint8
+	peerNet bool
+	peer    netip.Prefix // masked; zero but for a point-to-point address
+	label   string
+}
+
+// peerNetOf returns n's peer network if it is in PeerNets, else zero.
+func (n heldAddr) peerNetOf() netip.Prefix {
+	if !n.peerNet {
+		return netip.Prefix{}
+	}
+	return n.peer
+}
+
+// dumpHostAddrs dumps every IPv4 address of the host through s.
+func dumpHostAddrs(s *nl.SocketHandle) (*hostAddrs, error) {
+	var h *hostAddrs
+	_, err := Dump("addresses", func() ([]struct{}, error) {
+		h = &hostAddrs{held: map[netip.Addr][]heldAddr{}, local: map[netip.Addr]string{},
+			peers: map[netip.Prefix][]netip.Addr{}, labels: map[string]string{}}
+		return nil, eachAddr(s, netlink.FAMILY_V4, 0, func(a *ifAddr) {
+			own, peer := a.prefix()
+			h.set(int32(a.Index), own, peer, string(a.label), a.flags)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.sorted = slices.AppendSeq(make([]netip.Addr, 0, len(h.local)), maps.Keys(h.local)) // not nil: kept from now on
+	slices.SortFunc(h.sorted, netip.Addr.Compare)
+	return h, nil
+}
+
+// set adds an address, or changes the one held under the same key.
+func (h *hostAddrs) set(link int32, own, peer netip.Prefix, label string, flags uint32) {
+	if !own.Addr().Is4() {
+		return
+	}
+	if l, ok := h.labels[label]; ok {
+		label = l
+	} else {
+		h.labels[label] = label
+	}
+	pn, isPeerNet := peerNet(own, peer, flags)
+	n := heldAddr{link: link, bits: uint8(own.Bits()), peerNet: isPeerNet, peer: peer.Masked(), label: label}
+	a := own.Addr()
+	hs := h.held[a]
+	i := slices.IndexFunc(hs, n.same)
+	if i >= 0 {
+		h.dropPeerNet(a, hs[i].peerNetOf())
+		hs[i] = n
+	} else {
+		hs = append(hs, n)
+		h.held[a] = hs
+	}
+	if isPeerNet {
+		h.peers[pn] = append(h.peers[pn], a)
+		h.pickPeerNet(pn)
+	}
+	h.pickLabel(a, hs)
+}
+
+// del drops the address held under the key of link, own and peer.
+func (h *hostAddrs) del(link int32, own, peer netip.Prefix) {
+	a := own.Addr()
+	hs := h.held[a]
+	i := slices.IndexFunc(hs, heldAddr{link: link, bits: uint8(own.Bits()), peer: peer.Masked()}.same)
+	if i < 0 {
+		return
+	}
+	h.dropPeerNet(a, hs[i].peerNetOf())
+	hs = slices.Delete(hs, i, i+1)
+	if len(hs) > 0 {
+		h.held[a] = hs
+		h.pickLabel(a, hs)
+		return
+	}
+	delete(h.held, a)
+	delete(h.local, a)
+	if h.sorted != nil {
+		if j, found := slices.BinarySearchFunc(h.sorted, a, netip.Addr.Compare); found {
+			h.sorted = slices.Delete(h.sorted, j, j+1)
+		}
+	}
+}
+
+// same reports whether n and m are held under one key.
+func (n heldAddr) same(m heldAddr) bool {
+	return n.link == m.link && n.bits == m.bits && n.peer == m.peer
+}
+
+// pickLabel sets local[a] to the least label of hs, a's holders.
+func (h *hostAddrs) pickLabel(a netip.Addr, hs []heldAddr) {
+	label := hs[0].label
+	for _, n := range hs[1:] {
+		label = min(label, n.label)
+	}
+	if _, ok := h.local[a]; !ok && h.sorted != nil {
+		j, _ := slices.BinarySearchFunc(h.sorted, a, netip.Addr.Compare)
+		h.sorted = slices.Insert(h.sorted, j, a)
+	}
+	h.local[a] = label
+}
+
+// dropPeerNet drops a from the addresses with peer network pn (if valid).
+func (h *hostAddrs) dropPeerNet(a netip.Addr, pn netip.Prefix) {
+	if !pn.IsValid() {
+		return
+	}
+	as := h.peers[pn]
+	if i := slices.Index(as, a); i >= 0 {
+		as = slices.Delete(as, i, i+1)
+	}
+	if len(as) == 0 {
+		delete(h.peers, pn)
+	} else {
+		h.peers[pn] = as
+	}
+	h.pickPeerNet(pn)
+}
+
+// pickPeerNet sets peerNets[pn] to the lowest address with peer network pn.
+func (h *hostAddrs) pickPeerNet(pn netip.Prefix) {
+	as := h.peers[pn]
+	if len(as) == 0 {
+		delete(h.peerNets, pn)
+		if len(h.peerNets) == 0 {
+			h.peerNets = nil
+		}
+		return
+	}
+	if h.peerNets == nil {
+		h.peerNets = map[netip.Prefix]netip.Addr{}
+	}
+	h.peerNets[pn] = slices.MinFunc(as, netip.Addr.Compare)
 }

@@ -67,7 +67,8 @@ import (
 const Type = "host-gw"
 
 // Backend is the host-gw backend. Prepare, MTU and Reconcile belong to one
-// goroutine (the agent's), Watch to another; they share only wantRoutes.
+// goroutine (the agent's), Watch to another; they share only wantRoutes,
+// peerAddrs and segs.
 type Backend struct {
 	log logr.Logger
 	ext backend.ExternalInterface
@@ -79,6 +80,9 @@ type Backend struct {
 	// peerAddrs holds the peers Reconcile last judged, for Watch to
 	// tell which addresses decide a skip (backend.PeerAddrs).
 	peerAddrs backend.PeerAddrs
+	// segs reads each pass's segment, keeping the host's addresses from
+	// their events while Watch runs (backend.SegmentReader).
+	segs backend.SegmentReader
 
 	h  *netlink.Handle // nil until Prepare opens one (New)
 	ns netns.NsHandle  // where Watch subscribes
@@ -227,15 +231,15 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// changed after it wakes Watch, so the next pass sees it: until this
 	// pass's wants are stored below, no event is an echo
 	// (backend.RouteWants.Forget). So does an address changed after
-	// ReadSegment lists them that decides whether one of these peers is
-	// skipped (backend.PeerAddrs).
+	// the segment is read (b.segs.Read) that decides whether one of these
+	// peers is skipped (backend.PeerAddrs).
 	b.wantRoutes.Forget()
 	b.peerAddrs.Store(peers)
 	main, err := backend.PassRoutes(b.h, b.ext.Iface.Index, b.network)
 	if err != nil {
 		return res, err
 	}
-	seg, err := backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
+	seg, err := b.segs.Read(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
 	if err != nil {
 		return res, err
 	}
@@ -354,6 +358,7 @@ func refuse(seg *backend.Segment, pub netip.Addr, paths *paths) string {
 // addresses of any link that decide whether a peer is skipped
 // (backend.PeerAddrs).
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
+	defer b.segs.Subscribe(b.ns)()
 	ext := b.ext.Iface.Index
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },

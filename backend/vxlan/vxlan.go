@@ -356,6 +356,9 @@ type Backend struct {
 	// peerAddrs holds the peers Reconcile last judged, for Watch to
 	// tell which addresses decide a skip (backend.PeerAddrs).
 	peerAddrs backend.PeerAddrs
+	// segs reads each pass's segment, keeping the host's addresses from
+	// their events while Watch runs (backend.SegmentReader).
+	segs backend.SegmentReader
 
 	// Set by Prepare.
 	prepared bool
@@ -895,7 +898,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
-	seg, err := backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
+	seg, err := b.segs.Read(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
@@ -1133,6 +1136,7 @@ func direct(seg *backend.Segment, pub netip.Addr) bool {
 // also for the interface's scope-link routes without a gateway, which
 // decide it too.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
+	defer b.segs.Subscribe(b.ns)()
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       b.linkEvent,
 		Addr:       b.addrEvent,
