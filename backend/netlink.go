@@ -427,7 +427,7 @@ func EnsureUp(h *netlink.Handle, link netlink.Link) (bool, error) {
 }
 
 // OpenHandle returns h, or a new netlink handle for the current namespace
-// when h is nil (a backend built with New rather than NewWithHandle).
+// when h is nil (a backend built with New rather than given a test's handle).
 func OpenHandle(h *netlink.Handle) (*netlink.Handle, error) {
 	if h != nil {
 		return h, nil

@@ -105,16 +105,6 @@ func New(cfg backend.Config) (backend.Backend, error) {
 	return newBackend(cfg, nil, netns.None())
 }
 
-// NewWithHandle builds a host-gw backend that works through h and subscribes
-// to events in ns, the namespace h is bound to (netns.None() for the current
-// one). The caller keeps ownership of both.
-func NewWithHandle(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (backend.Backend, error) {
-	if h == nil {
-		return nil, errors.New("host-gw: nil netlink handle")
-	}
-	return newBackend(cfg, h, ns)
-}
-
 func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Backend, error) {
 	ext := cfg.External
 	switch {

@@ -386,17 +386,6 @@ func New(cfg backend.Config) (backend.Backend, error) {
 	return newBackend(cfg, nil, netns.None())
 }
 
-// NewWithHandle builds a vxlan backend that works through h and subscribes to
-// events in ns, the namespace h is bound to (netns.None() for the current
-// one). The caller keeps ownership of both; tests use it to run the backend
-// in a namespace of their own.
-func NewWithHandle(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (backend.Backend, error) {
-	if h == nil {
-		return nil, errors.New("vxlan: nil netlink handle")
-	}
-	return newBackend(cfg, h, ns)
-}
-
 // deviceName is the name of our device for VNI vni, flanneld's.
 func deviceName(vni int) string { return fmt.Sprintf("flannel.%d", vni) }
 
@@ -889,9 +878,9 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// Watch (backend.RouteEventFilter, and with DirectRouting
 	// backend.SegmentRouteEvent), so the next pass sees it: until this
 	// pass's wants are stored below, no event is an echo
-	// (backend.RouteWants.Forget). So does an address changed after
-	// ReadSegment lists them that decides whether one of these peers is
-	// skipped (backend.PeerAddrs).
+	// (backend.RouteWants.Forget). So does an address changed after the
+	// segment's read (backend.SegmentReader) that decides whether one of
+	// these peers is skipped (backend.PeerAddrs).
 	b.wantRoutes.Forget()
 	b.peerAddrs.Store(peers)
 	main, err := backend.PassRoutes(b.h, b.ext.Iface.Index, b.network)
