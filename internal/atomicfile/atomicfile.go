@@ -156,26 +156,87 @@ const maxOwnedSize = 1 << 20
 // one from the check wraps ErrUntrusted and is no *fs.PathError, so callers
 // can tell "cannot read" from "will not read".
 func ReadOwned(path string) ([]byte, error) {
+	b, _, err := readOwned(path, false)
+	return b, err
+}
+
+// ReadOwnedPath is ReadOwned of a file in a place only root can change
+// (CheckPath): path is checked before the file is opened and again once it
+// is open, and the file opened must be the one path then leads to. The
+// first check alone left a window: CheckPath's walk stops at an element
+// that does not exist, and in a sticky directory (/tmp) another user may
+// make it (a directory of theirs, with a link to another of root's files)
+// after the check, have the open go through it, and remove it. The second
+// check refuses it while it stands (the error says path was replaced while
+// it was opened, and wraps ErrUntrusted); once it is gone, path leads
+// nowhere (the os package's not-exist error, as for a missing file) or,
+// through directories only root can change, to another file: one that
+// root's writer renamed over path meanwhile (Write), which is read in turn.
+// The file the second check's own lookups reach is the one compared: a
+// stat of path after the check could find another directory of theirs
+// made in between.
+func ReadOwnedPath(path string) ([]byte, error) {
+	for attempt := 1; ; attempt++ {
+		if err := CheckPath(path); err != nil {
+			return nil, err
+		}
+		b, same, err := readOwned(path, true)
+		if err != nil || same {
+			return b, err
+		}
+		if attempt == maxReplaced {
+			return nil, fmt.Errorf("%s was replaced at each of %d reads", path, attempt)
+		}
+	}
+}
+
+// maxReplaced bounds ReadOwnedPath's reads of a file replaced while each
+// was opened: a writer replaces subnet.env rarely.
+const maxReplaced = 10
+
+// readOwned is ReadOwned, and with checkPath ReadOwnedPath's one attempt:
+// same is false, and nothing is read, when path no longer leads to the file
+// opened.
+func readOwned(path string, checkPath bool) (b []byte, same bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	if fi.IsDir() {
 		// As os.ReadFile says it: a directory is not an untrusted file.
-		return nil, &os.PathError{Op: "read", Path: path, Err: syscall.EISDIR}
+		return nil, false, &os.PathError{Op: "read", Path: path, Err: syscall.EISDIR}
 	}
 	if err := CheckOwned(f, false); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxOwnedSize+1))
+	if checkPath {
+		// What the walk's own lookups found, not a stat of path after it:
+		// path may change in between.
+		now, err := walk(path)
+		switch {
+		case errors.Is(err, ErrUntrusted):
+			return nil, false, fmt.Errorf("%s was replaced while it was opened: %w", path, err)
+		case err != nil:
+			return nil, false, err
+		case now == nil:
+			return nil, false, &os.PathError{Op: "open", Path: path, Err: syscall.ENOENT}
+		case !os.SameFile(fi, now):
+			return nil, false, nil
+		}
+	}
+	b, err = io.ReadAll(io.LimitReader(f, maxOwnedSize+1))
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	if len(b) > maxOwnedSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxOwnedSize)
+		return nil, true, fmt.Errorf("%s is larger than %d bytes", path, maxOwnedSize)
 	}
-	return b, nil
+	return b, true, nil
 }
 
 // CheckOwned returns nil if only root or this process's user can have

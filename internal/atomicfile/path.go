@@ -33,13 +33,24 @@ const maxLinks = 40
 // directory or link that someone else could change wraps ErrUntrusted, is
 // no *fs.PathError, and names the directory, why, and how to mend it.
 func CheckPath(path string) error {
+	_, err := walk(path)
+	return err
+}
+
+// walk is CheckPath's walk. It also returns what path leads to, as found by
+// the walk's own lookups (the last element's lstat, symbolic links
+// followed), or nil when an element does not exist: a caller comparing it
+// with a file it opened knows that path led to that file through
+// directories and links only root can change, which a separate stat of path
+// could not say (path could have changed between the walk and the stat).
+func walk(path string) (fs.FileInfo, error) {
 	// Not filepath.Abs, which cleans the path: "link/.." is where link
 	// leads, and its parent, for the kernel, not where the path started.
 	abs := path
 	if !filepath.IsAbs(path) {
 		wd, err := os.Getwd()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		abs = wd + "/" + path
 	}
@@ -59,27 +70,27 @@ func CheckPath(path string) error {
 		}
 		// A name is looked up in cur: no one else may change cur.
 		if err := checkDir(cur, path); err != nil {
-			return err
+			return nil, err
 		}
 		next := filepath.Join(cur, name)
 		fi, err := os.Lstat(next)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil
+			return nil, nil
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		switch {
 		case fi.Mode()&fs.ModeSymlink != 0:
 			if links++; links > maxLinks {
-				return &fs.PathError{Op: "lstat", Path: path, Err: syscall.ELOOP}
+				return nil, &fs.PathError{Op: "lstat", Path: path, Err: syscall.ELOOP}
 			}
 			if err := checkLink(next, fi, path); err != nil {
-				return err
+				return nil, err
 			}
 			target, err := os.Readlink(next)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if filepath.IsAbs(target) {
 				cur = "/"
@@ -90,10 +101,12 @@ func CheckPath(path string) error {
 		default:
 			// A file: the last element, or one the caller's open
 			// fails on (not a directory).
-			return nil
+			return fi, nil
 		}
 	}
-	return nil
+	// A directory, reached through directories only root can change:
+	// no one else can change what cur, a path without links, leads to.
+	return os.Stat(cur)
 }
 
 func split(path string) []string {

@@ -69,26 +69,18 @@ func Write(path string, e Env) error {
 // reported with an error that matches os.ErrNotExist.
 func Read(path string) (Env, error) { return read(path, false) }
 
-// ReadOwned is Read of a file that only root can have written
-// (atomicfile.ReadOwned) in a place only root can change
-// (atomicfile.CheckPath), for root's readers (the agent, the CNI plugin,
-// agentd-docker-opts): a subnet.env that another user put in a directory
+// ReadOwned is Read of a file that only root can have written in a place
+// only root can change (atomicfile.ReadOwnedPath), for root's readers (the
+// agent, the CNI plugin, agentd-docker-opts): a subnet.env that another user put in a directory
 // they can write to, or in place of a directory they can rename, must not
 // choose a host's subnet, its pods' addresses or docker0's. Its errors are
 // Read's, or wrap atomicfile.ErrUntrusted.
-func ReadOwned(path string) (Env, error) { return readWith(readOwned, path, false) }
+func ReadOwned(path string) (Env, error) { return readWith(atomicfile.ReadOwnedPath, path, false) }
 
 // ReadOwnedComplete is ReadOwned with ParseComplete's rules, for a reader
 // that must not act on a damaged file (the CNI plugin).
 func ReadOwnedComplete(path string) (Env, error) {
-	return readWith(readOwned, path, true)
-}
-
-func readOwned(path string) ([]byte, error) {
-	if err := atomicfile.CheckPath(path); err != nil {
-		return nil, err
-	}
-	return atomicfile.ReadOwned(path)
+	return readWith(atomicfile.ReadOwnedPath, path, true)
 }
 
 func read(path string, complete bool) (Env, error) { return readWith(os.ReadFile, path, complete) }
