@@ -155,10 +155,11 @@ const maxOwnedSize = 1 << 20
 // An error opening or reading the file is the os package's *fs.PathError;
 // one from the check wraps ErrUntrusted and is no *fs.PathError, so callers
 // can tell "cannot read" from "will not read".
-func ReadOwned(path string) ([]byte, error) {
-	b, _, err := readOwned(path, false)
-	return b, err
-}
+//
+// A file unlinked while it was opened (root's writer renamed another over
+// path, as Write does) has no link left, which is no one else's doing: the
+// file at path is read again.
+func ReadOwned(path string) ([]byte, error) { return readOwnedAgain(path, false) }
 
 // ReadOwnedPath is ReadOwned of a file in a place only root can change
 // (CheckPath): path is checked before the file is opened and again once it
@@ -175,12 +176,22 @@ func ReadOwned(path string) ([]byte, error) {
 // The file the second check's own lookups reach is the one compared: a
 // stat of path after the check could find another directory of theirs
 // made in between.
-func ReadOwnedPath(path string) ([]byte, error) {
+func ReadOwnedPath(path string) ([]byte, error) { return readOwnedAgain(path, true) }
+
+// maxReplaced bounds the reads of a file replaced while each was opened: a
+// writer replaces subnet.env rarely.
+const maxReplaced = 10
+
+// readOwnedAgain is ReadOwned, and with checkPath ReadOwnedPath: readOwned
+// again while the file opened was replaced meanwhile.
+func readOwnedAgain(path string, checkPath bool) ([]byte, error) {
 	for attempt := 1; ; attempt++ {
-		if err := CheckPath(path); err != nil {
-			return nil, err
+		if checkPath {
+			if err := CheckPath(path); err != nil {
+				return nil, err
+			}
 		}
-		b, same, err := readOwned(path, true)
+		b, same, err := readOwned(path, checkPath)
 		if err != nil || same {
 			return b, err
 		}
@@ -190,13 +201,9 @@ func ReadOwnedPath(path string) ([]byte, error) {
 	}
 }
 
-// maxReplaced bounds ReadOwnedPath's reads of a file replaced while each
-// was opened: a writer replaces subnet.env rarely.
-const maxReplaced = 10
-
-// readOwned is ReadOwned, and with checkPath ReadOwnedPath's one attempt:
-// same is false, and nothing is read, when path no longer leads to the file
-// opened.
+// readOwned is one attempt of readOwnedAgain: same is false, and nothing is
+// read, when the file opened was unlinked meanwhile or, with checkPath,
+// path no longer leads to it.
 func readOwned(path string, checkPath bool) (b []byte, same bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
@@ -212,6 +219,11 @@ func readOwned(path string, checkPath bool) (b []byte, same bool, err error) {
 		return nil, false, &os.PathError{Op: "read", Path: path, Err: syscall.EISDIR}
 	}
 	if err := CheckOwned(f, false); err != nil {
+		if unlinked(f) {
+			// Replaced (Write's rename) or removed since it was
+			// opened, not another user's link, as CheckOwned says.
+			return nil, false, nil
+		}
 		return nil, false, err
 	}
 	if checkPath {
@@ -237,6 +249,16 @@ func readOwned(path string, checkPath bool) (b []byte, same bool, err error) {
 		return nil, true, fmt.Errorf("%s is larger than %d bytes", path, maxOwnedSize)
 	}
 	return b, true, nil
+}
+
+// unlinked reports whether f is a regular file with no link left.
+func unlinked(f *os.File) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && fi.Mode().IsRegular() && st.Nlink == 0
 }
 
 // CheckOwned returns nil if only root or this process's user can have
