@@ -106,7 +106,12 @@ func walk(path string) (fs.FileInfo, error) {
 	}
 	// A directory, reached through directories only root can change:
 	// no one else can change what cur, a path without links, leads to.
-	return os.Stat(cur)
+	fi, err := os.Stat(cur)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Removed (by root) since it was looked up.
+		return nil, nil
+	}
+	return fi, err
 }
 
 func split(path string) []string {
