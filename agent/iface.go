@@ -67,13 +67,15 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 			if ifc := ifaceWithAddr(ifs, ip); ifc != nil {
 				return found(ifc, ip)
 			}
-			tried = append(tried, fmt.Sprintf("--iface %q (no interface has that address)", spec))
+			tried = append(tried, fmt.Sprintf("--iface %q (no interface has that address%s)", spec, unreadable(ifs)))
 			continue
 		}
 		ifc := ifaceNamed(ifs, spec)
 		switch {
 		case ifc == nil:
 			tried = append(tried, fmt.Sprintf("--iface %q", spec))
+		case ifc.addrErr != nil:
+			tried = append(tried, fmt.Sprintf("--iface %q (its addresses could not be read: %v)", spec, ifc.addrErr))
 		case len(ifc.addrs) == 0:
 			tried = append(tried, fmt.Sprintf("--iface %q (has no IPv4 address)", spec))
 		default:
@@ -107,7 +109,9 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 		}
 		msg := fmt.Sprintf("--iface-regex %q", re.String())
 		if len(bare) > 0 {
-			msg += fmt.Sprintf(" (matches %s, without an IPv4 address)", strings.Join(bare, ", "))
+			msg += fmt.Sprintf(" (matches %s, without an IPv4 address%s)", strings.Join(bare, ", "), unreadable(ifs))
+		} else if u := unreadable(ifs); u != "" {
+			msg += " (" + strings.TrimPrefix(u, "; ") + ")"
 		}
 		tried = append(tried, msg)
 	}
@@ -125,6 +129,8 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 			switch {
 			case ifc == nil:
 				tried = append(tried, fmt.Sprintf("--iface-can-reach %s (routed through interface index %d, which is gone)", dst, r.LinkIndex))
+			case ifc.addrErr != nil:
+				tried = append(tried, fmt.Sprintf("--iface-can-reach %s (routed through %s, whose addresses could not be read: %v)", dst, ifc.name, ifc.addrErr))
 			case len(ifc.addrs) == 0:
 				tried = append(tried, fmt.Sprintf("--iface-can-reach %s (routed through %s, which has no IPv4 address)", dst, ifc.name))
 			default:
@@ -175,6 +181,8 @@ func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*iface
 	switch {
 	case ifc == nil:
 		return backend.ExternalInterface{}, fmt.Errorf("the default route uses interface index %d, which is gone", index)
+	case ifc.addrErr != nil:
+		return backend.ExternalInterface{}, fmt.Errorf("the default route uses %s, whose IPv4 addresses could not be read: %w", ifc.name, ifc.addrErr)
 	case len(ifc.addrs) == 0:
 		return backend.ExternalInterface{}, fmt.Errorf("the default route uses %s, which has no IPv4 address; name the underlay with --iface (have: %s)", ifc.name, describeInterfaces(ifs))
 	}
@@ -262,11 +270,13 @@ func checkExternalAddress(h *netlink.Handle, l netlink.Link, ext backend.Externa
 		ext.IfaceAddr, ext.Iface.Name, now, advertised)
 }
 
-// ifaceInfo is one interface and its IPv4 addresses, the best first.
+// ifaceInfo is one interface and its IPv4 addresses, the best first, or
+// why they could not be read (addrErr).
 type ifaceInfo struct {
-	attrs netlink.LinkAttrs
-	name  string
-	addrs []netip.Addr
+	attrs   netlink.LinkAttrs
+	name    string
+	addrs   []netip.Addr
+	addrErr error
 }
 
 func (i *ifaceInfo) loopback() bool { return i.attrs.Flags&net.FlagLoopback != 0 }
@@ -294,13 +304,17 @@ func (i *ifaceInfo) netInterface() *net.Interface {
 }
 
 // listInterfaces returns every interface, ordered by index, with its IPv4
-// addresses ordered primary global ones first.
+// addresses ordered primary global ones first. Each link's addresses are
+// read alone where the kernel can (backend.ListAddrsByLink): on a node whose
+// kube-ipvs0 holds thousands of Service addresses that churn, a dump of
+// every address is interrupted again and again, and agentd could not start;
+// a link whose own dump fails has addrErr, and matters only if chosen.
 func listInterfaces(h *netlink.Handle) ([]ifaceInfo, error) {
 	links, err := backend.ListLinks(h)
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := backend.ListAddrs(h, nil, netlink.FAMILY_V4)
+	byLinkAll, errs, err := backend.ListAddrsByLink(h, links, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, err
 	}
@@ -316,19 +330,17 @@ func listInterfaces(h *netlink.Handle) ([]ifaceInfo, error) {
 		}
 		return r
 	}
-	byLink := make(map[int][]netlink.Addr)
-	for _, a := range addrs {
-		if a.IPNet == nil || a.IP.To4() == nil {
-			continue
-		}
-		byLink[a.LinkIndex] = append(byLink[a.LinkIndex], a)
-	}
 	ifs := make([]ifaceInfo, 0, len(links))
 	for _, l := range links {
 		attrs := *l.Attrs()
-		la := byLink[attrs.Index]
+		var la []netlink.Addr
+		for _, a := range byLinkAll[attrs.Index] {
+			if a.IPNet != nil && a.IP.To4() != nil {
+				la = append(la, a)
+			}
+		}
 		slices.SortStableFunc(la, func(a, b netlink.Addr) int { return cmp.Compare(rank(a), rank(b)) })
-		info := ifaceInfo{attrs: attrs, name: attrs.Name}
+		info := ifaceInfo{attrs: attrs, name: attrs.Name, addrErr: errs[attrs.Index]}
 		for _, a := range la {
 			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
 				info.addrs = append(info.addrs, ip)
@@ -367,11 +379,31 @@ func ifaceWithAddr(ifs []ifaceInfo, ip netip.Addr) *ifaceInfo {
 	return nil
 }
 
+// unreadable is "; the addresses of <names> could not be read: <first
+// error>" for the interfaces whose addresses could not be read, or "".
+func unreadable(ifs []ifaceInfo) string {
+	var names []string
+	var first error
+	for _, ifc := range ifs {
+		if ifc.addrErr != nil {
+			names = append(names, ifc.name)
+			first = cmp.Or(first, ifc.addrErr)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; the addresses of %s could not be read: %v", strings.Join(names, ", "), first)
+}
+
 // describeInterfaces lists the interfaces for an error: "lo 127.0.0.1, eth0 198.18.0.1, eth1".
 func describeInterfaces(ifs []ifaceInfo) string {
 	parts := make([]string, 0, len(ifs))
 	for _, ifc := range ifs {
 		s := ifc.name
+		if ifc.addrErr != nil {
+			s += " (addresses unreadable)"
+		}
 		for _, a := range ifc.addrs {
 			s += " " + a.String()
 		}

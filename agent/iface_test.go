@@ -50,6 +50,13 @@ const nsPrefix = "agentd-iface-"
 // never switched: everything else goes through the handle.
 func newTestNS(t *testing.T) *netlink.Handle {
 	t.Helper()
+	h, _ := newTestNSNamed(t)
+	return h
+}
+
+// newTestNSNamed is newTestNS, and the namespace's name.
+func newTestNSNamed(t *testing.T) (*netlink.Handle, string) {
+	t.Helper()
 	requireRoot(t)
 	// A run killed before its cleanup left its namespaces (and whatever
 	// runs in them): delete those of dead runs, once per test binary.
@@ -103,7 +110,7 @@ func newTestNS(t *testing.T) *netlink.Handle {
 	if err := h.LinkSetUp(lo); err != nil {
 		t.Fatal(err)
 	}
-	return h
+	return h, name
 }
 
 // addVeth adds a veth pair name/name+"p", both up, with the addresses on name

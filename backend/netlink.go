@@ -88,6 +88,39 @@ func ListAddrs(h *netlink.Handle, link netlink.Link, family int) ([]netlink.Addr
 	return Dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(link, family) })
 }
 
+// ListAddrsByLink lists the addresses of family (netlink.FAMILY_V4 or
+// FAMILY_V6) on each of links, by link index. Where the kernel can filter
+// them (see ListAddrs) it asks for one link's at a time: a dump interrupted
+// again and again by changes on one link (a kube-ipvs0 whose thousands of
+// Service addresses churn during a deploy) then costs that link's addresses
+// alone, whose error is in errs, and not every link's. Where it cannot, it
+// makes one dump of every address, and that dump's error is err.
+func ListAddrsByLink(h *netlink.Handle, links []netlink.Link, family int) (addrs map[int][]netlink.Addr, errs map[int]error, err error) {
+	addrs = make(map[int][]netlink.Addr, len(links))
+	if _, ok := handleSocket(h); !ok {
+		all, err := ListAddrs(h, nil, family)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, a := range all {
+			addrs[a.LinkIndex] = append(addrs[a.LinkIndex], a)
+		}
+		return addrs, nil, nil
+	}
+	for _, l := range links {
+		as, err := ListAddrs(h, l, family)
+		if err != nil {
+			if errs == nil {
+				errs = make(map[int]error)
+			}
+			errs[l.Attrs().Index] = err
+			continue
+		}
+		addrs[l.Attrs().Index] = as
+	}
+	return addrs, errs, nil
+}
+
 // handleSocket returns h's NETLINK_ROUTE socket, on which h makes its
 // requests in the namespace it is bound to, or false when h has none of its
 // own (netlink then opens one per request in the calling thread's
