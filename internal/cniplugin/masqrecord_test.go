@@ -3,11 +3,13 @@ package cniplugin
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMasqRemovalRetriedByLaterCommands: a masquerade chain whose removal
@@ -178,5 +180,62 @@ func TestMasqRetryNotStuck(t *testing.T) {
 	got := fileNames(t, filepath.Join(f.dataDir, masqRetryDir))
 	if want := []string{"cbr0:" + strings.TrimPrefix(f.masq.stuckKey, "cbr0 ") + ":eth0"}; !slices.Equal(got, want) {
 		t.Errorf("after 3 more DELs, with %q's chain stuck, %s holds %q, want %q (tried: %q)", f.masq.stuckKey, masqRetryDir, got, want, f.masq.removeCalls)
+	}
+}
+
+// TestMasqRetryDoesNotQueue: while one command retries the recorded
+// masquerade removals (each iptables call may wait a second for the
+// xtables lock that kube-proxy holds), an ADD of another container goes on
+// without them: the command retrying takes them, and a later one those it
+// leaves. Before, every ADD, DEL and GC of the node waited in turn for the
+// directory's lock, each then failing the same retry: N pods started
+// together waited N times as long, pods that need no iptables included.
+// An ADD whose own attachment is recorded still waits (TestMasqRetryOrder).
+func TestMasqRetryDoesNotQueue(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	f.masq.err = errors.New("xtables lock")
+	a := f.args("c1", "")
+	a.Netns = ""
+	if err := f.p.Del(a); err != nil {
+		t.Fatalf("DEL c1: %v", err)
+	}
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	f.masq.during = func() {
+		close(entered)
+		<-release
+	}
+	retrying := make(chan error, 1)
+	go func() {
+		a := f.args("c2", "")
+		a.Netns = liveNetns(t, f)
+		p := *f.p
+		p.Stderr = io.Discard
+		retrying <- p.Del(a)
+	}()
+	<-entered
+	added := make(chan error, 1)
+	go func() {
+		p := *f.p
+		p.Stdout, p.Stderr = io.Discard, io.Discard
+		p.Exec = &fakeExec{}
+		p.masq = &fakeMasq{err: errors.New("xtables lock")}
+		added <- p.Add(f.args("c3", ""))
+	}()
+	const limit = 10 * time.Second
+	select {
+	case err := <-added:
+		if err != nil {
+			t.Errorf("ADD of c3: %v", err)
+		}
+		close(release)
+	case <-time.After(limit):
+		t.Errorf("ADD of c3 still waited for another command's retries after %v", limit)
+		close(release)
+		<-added
+	}
+	if err := <-retrying; err != nil {
+		t.Errorf("DEL of c2: %v", err)
 	}
 }

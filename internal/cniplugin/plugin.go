@@ -338,12 +338,15 @@ func recordMasqRetry(dataDir, network, containerID, ifName string) error {
 // recently tried first (see recordsByAge), until one fails, since while the
 // cause lasts (the xtables lock held) each would wait and fail alike; the
 // one that failed goes last, so one that fails for good (a chain another
-// rule still jumps to) does not keep the others waiting. own's failure is ownErr, the others' err. An ADD
+// rule still jumps to) does not keep the others waiting. own's failure is
+// ownErr, the others' err. An ADD
 // fails on ownErr: its delegate would make the container's chain again
 // under the same name, for a later retry to remove under the running pod.
 // For the same reason the directory is locked (flock) while retryMasq
 // runs, so that one that listed a record cannot remove the chain after the
-// record's ADD has removed it and made it anew.
+// record's ADD has removed it and made it anew. Only such an ADD waits for
+// the lock; any other command finding it taken leaves the retries to the
+// command holding it.
 func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 	dir := filepath.Join(dataDir, masqRetryDir)
 	d, err := os.Open(dir)
@@ -354,7 +357,20 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 		return nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
 	}
 	defer d.Close()
-	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+	// Another command retrying now takes the records this one would, and
+	// a later one those it leaves: waiting for it would queue every
+	// command of the node behind its retries, each of which may wait for
+	// the xtables lock. Only an ADD whose own attachment is recorded must
+	// wait, to remove that first.
+	how := syscall.LOCK_EX | syscall.LOCK_NB
+	if own != "" {
+		if _, err := os.Lstat(filepath.Join(dir, own)); err == nil {
+			how = syscall.LOCK_EX
+		}
+	}
+	if err := syscall.Flock(int(d.Fd()), how); errors.Is(err, syscall.EWOULDBLOCK) {
+		return nil, nil
+	} else if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	names, latest, err := recordsByAge(d)

@@ -109,6 +109,9 @@ type fakeMasq struct {
 	// other rule still jumps to.
 	stuck    error
 	stuckKey string
+	// during, when set, is called by Remove before it answers: a removal
+	// that takes its time (iptables waiting for the xtables lock).
+	during func()
 }
 
 var _ masqChains = (*fakeMasq)(nil)
@@ -127,6 +130,9 @@ func (m *fakeMasq) Remove(network, containerID, _ string, chain bool) error {
 		return nil
 	}
 	m.removeCalls = append(m.removeCalls, network+" "+containerID)
+	if m.during != nil {
+		m.during()
+	}
 	if m.err != nil {
 		return m.err
 	}
