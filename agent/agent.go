@@ -693,6 +693,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	}
 	// A stop ends the wait for etcd to authenticate --etcd-username at
 	// once, as the daemon's (connectEtcd): it waited its 5 s.
+	warnEtcdTLSFiles(&cfg, log.WithName("etcd"))
 	cli, err := dialEtcd(ctx, &cfg, log.WithName("etcd"), etcdConnectTimeout)
 	if err != nil {
 		return stoppedBeforeRelease(ctx, err)

@@ -332,6 +332,7 @@ func (e *authUnansweredError) Unwrap() error { return e.err }
 // attempt under way at once (dialEtcd): it waited for it, up to 10 s (5 for
 // the answer, 5 to probe).
 func connectEtcd(ctx context.Context, cfg *Config, log logr.Logger, report func(what string, err error)) (*etcdConn, error) {
+	warnEtcdTLSFiles(cfg, log)
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	c, err := retry(ctx, log, explained{}, "connect to etcd", report, func(context.Context) (*etcdConn, error) {

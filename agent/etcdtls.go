@@ -37,7 +37,10 @@ type etcdTLS struct {
 	ca   *caBundle // nil without --etcd-cafile: the system's CAs
 }
 
-func newEtcdTLS(cfg *Config, log logr.Logger) (*etcdTLS, error) {
+// warnEtcdTLSFiles logs, once per start (connectEtcd's caller, the
+// release), what is wrong with the etcd TLS files' permissions: not at each
+// dial, which connectEtcd repeats while etcd does not answer.
+func warnEtcdTLSFiles(cfg *Config, log logr.Logger) {
 	for _, f := range []struct {
 		flag, path string
 		modeToo    bool
@@ -53,6 +56,9 @@ func newEtcdTLS(cfg *Config, log logr.Logger) (*etcdTLS, error) {
 	if cfg.EtcdKeyFile != "" {
 		warnLooseKeyFile(log, cfg.EtcdKeyFile)
 	}
+}
+
+func newEtcdTLS(cfg *Config, log logr.Logger) (*etcdTLS, error) {
 	info := transport.TLSInfo{CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile}
 	base, err := info.ClientConfig()
 	if err != nil {

@@ -105,6 +105,7 @@ func TestReplaceableEtcdTLSFilesWarned(t *testing.T) {
 				t.Fatal(err)
 			}
 			var logs logLines
+			warnEtcdTLSFiles(cfg, funcr.New(logs.add, funcr.Options{}))
 			tlsCfg, err := newEtcdTLS(cfg, funcr.New(logs.add, funcr.Options{}))
 			if err != nil {
 				t.Fatal(err)
