@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentd/agentd/internal/testnobody"
 	"github.com/go-logr/logr/funcr"
 )
 
@@ -64,16 +65,7 @@ func TestReplaceableEtcdTLSFilesWarned(t *testing.T) {
 			reason: "%[2]s is a symbolic link of uid 65534's in %[1]s, which others may write to", swap: "ln -sf ../other.pem ca.pem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// t.TempDir's directories are 0700: nobody could not reach
-			// into them.
-			base, err := os.MkdirTemp("", "etcdtlsfiles")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(base) })
-			if err := os.Chmod(base, 0o755); err != nil {
-				t.Fatal(err)
-			}
+			base := testnobody.Dir(t, "etcdtlsfiles")
 			dirs := map[string]string{}
 			for flag, f := range map[string]struct {
 				name string
@@ -134,7 +126,7 @@ func TestReplaceableEtcdTLSFilesWarned(t *testing.T) {
 			}
 			// What the warning is for: nobody puts another CA in the
 			// file's place, and the next connection trusts that CA.
-			if out, err := asNobody(t, "cd "+dirs[ca1]+" && "+tc.swap); err != nil {
+			if out, err := testnobody.Run(t, "cd "+dirs[ca1]+" && "+tc.swap); err != nil {
 				t.Fatalf("nobody's %q: %v %s", tc.swap, err, out)
 			}
 			if !tlsCfg.config().RootCAs.Equal(other.pool) {

@@ -3,24 +3,13 @@ package agent
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
+	"github.com/agentd/agentd/internal/testnobody"
 	"github.com/agentd/agentd/subnet"
 )
-
-// asNobody runs script with sh as the user nobody (otherUID), as a local
-// user without privileges would, and returns its output.
-func asNobody(t *testing.T, script string) (string, error) {
-	t.Helper()
-	cmd := exec.Command("/bin/sh", "-c", script)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: otherUID, Gid: otherUID}}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
 
 // TestStateDirParentNotForged: a state dir in a directory that another user
 // owns or may write to is refused, naming that directory and how to mend
@@ -43,16 +32,7 @@ func TestStateDirParentNotForged(t *testing.T) {
 		{"parent sticky and root's", func(p string) error { return os.Chmod(p, 0o777|os.ModeSticky) }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// t.TempDir's directories are 0700: nobody could not reach
-			// into them.
-			base, err := os.MkdirTemp("", "statedirparent")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(base) })
-			if err := os.Chmod(base, 0o755); err != nil {
-				t.Fatal(err)
-			}
+			base := testnobody.Dir(t, "statedirparent")
 			parent := filepath.Join(base, "lib")
 			dir := filepath.Join(parent, "agentd")
 			other := filepath.Join(base, "other")
@@ -73,7 +53,7 @@ func TestStateDirParentNotForged(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			out, swapErr := asNobody(t, "mv "+dir+" "+dir+".old && ln -s "+other+" "+dir)
+			out, swapErr := testnobody.Run(t, "mv "+dir+" "+dir+".old && ln -s "+other+" "+dir)
 			if (swapErr == nil) != (tc.want != "") {
 				t.Fatalf("nobody's swap of the state dir: %v %s; want it to succeed only where the test expects a refusal", swapErr, out)
 			}

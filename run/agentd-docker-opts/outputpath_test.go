@@ -4,12 +4,11 @@ import (
 	"context"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
+	"github.com/agentd/agentd/internal/testnobody"
 	"github.com/agentd/agentd/subnet/subnetenv"
 )
 
@@ -22,13 +21,7 @@ import (
 // a sticky directory of root's, as /tmp is, the file is written and nobody
 // cannot replace it.
 func TestOutputPathRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		const msg = "needs root to run a command as nobody (run the tests as root)"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg + "; CI is set, so this is a failure")
-		}
-		t.Skip(msg)
-	}
+	testnobody.Require(t)
 	subnetFile := filepath.Join(t.TempDir(), "subnet.env")
 	if err := subnetenv.Write(subnetFile, subnetenv.Env{
 		Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1450, IPMasq: true,
@@ -45,16 +38,7 @@ func TestOutputPathRefused(t *testing.T) {
 		{"sticky and root's", 0o777 | os.ModeSticky, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// t.TempDir's directories are 0700: nobody could not reach
-			// into them.
-			base, err := os.MkdirTemp("", "outputpath")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(base) })
-			if err := os.Chmod(base, 0o755); err != nil {
-				t.Fatal(err)
-			}
+			base := testnobody.Dir(t, "outputpath")
 			dir := filepath.Join(base, "flannel")
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				t.Fatal(err)
@@ -66,10 +50,7 @@ func TestOutputPathRefused(t *testing.T) {
 			var stdout, stderr strings.Builder
 			code := run(context.Background(), []string{"--subnet-file", subnetFile, "--output", output, "--docker-config=", "--bridge="}, &stdout, &stderr)
 
-			cmd := exec.Command("/bin/sh", "-c", `printf '%s' "$FORGED" > "$OUT.new" && mv -f "$OUT.new" "$OUT"`)
-			cmd.Env = append(os.Environ(), "FORGED="+forged, "OUT="+output)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-			swapOut, swapErr := cmd.CombinedOutput()
+			swapOut, swapErr := testnobody.Run(t, `printf '%s' "$FORGED" > "$OUT.new" && mv -f "$OUT.new" "$OUT"`, "FORGED="+forged, "OUT="+output)
 			b, _ := os.ReadFile(output)
 
 			if !tc.refuse {

@@ -4,13 +4,12 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/agentd/agentd/internal/atomicfile"
+	"github.com/agentd/agentd/internal/testnobody"
 )
 
 // TestReadOwnedPath: ReadOwned refuses a subnet.env that another user could
@@ -23,14 +22,7 @@ import (
 // network's subnet, which agentd-docker-opts gives dockerd as --bip and the
 // CNI plugin gives pods. In a sticky directory of root's nobody cannot.
 func TestReadOwnedPath(t *testing.T) {
-	const nobody = 65534
-	if os.Geteuid() != 0 {
-		const msg = "needs root to run a command as nobody (run the tests as root)"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg + "; CI is set, so this is a failure")
-		}
-		t.Skip(msg)
-	}
+	testnobody.Require(t)
 	other := envV4
 	other.Network, other.Subnet = mustPrefix("10.99.0.0/16"), mustPrefix("10.99.7.1/24")
 	for _, tc := range []struct {
@@ -42,22 +34,13 @@ func TestReadOwnedPath(t *testing.T) {
 	}{
 		{"flannel dir writable by all", func(_, f string) error { return os.Chmod(f, 0o777) },
 			`ln -sf "$O/subnet.env" "$F/subnet.env"`, "flannel", "is writable by its group or others (mode 0777) and not sticky"},
-		{"its parent nobody's", func(r, _ string) error { return os.Chown(r, nobody, nobody) },
+		{"its parent nobody's", func(r, _ string) error { return os.Chown(r, testnobody.UID, testnobody.UID) },
 			`mv "$F" "$F.old" && ln -s "$O" "$F"`, "run", "is owned by uid 65534"},
 		{"flannel dir sticky and root's", func(_, f string) error { return os.Chmod(f, 0o777|os.ModeSticky) },
 			`ln -sf "$O/subnet.env" "$F/subnet.env"`, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// t.TempDir's directories are 0700: nobody could not reach
-			// into them.
-			base, err := os.MkdirTemp("", "readownedpath")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(base) })
-			if err := os.Chmod(base, 0o755); err != nil {
-				t.Fatal(err)
-			}
+			base := testnobody.Dir(t, "readownedpath")
 			run, odir := filepath.Join(base, "run"), filepath.Join(base, "other")
 			flannel := filepath.Join(run, "flannel")
 			path := filepath.Join(flannel, "subnet.env")
@@ -70,10 +53,7 @@ func TestReadOwnedPath(t *testing.T) {
 			if err := tc.prepare(run, flannel); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command("/bin/sh", "-c", tc.swap)
-			cmd.Env = append(os.Environ(), "F="+flannel, "O="+odir)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
-			out, swapErr := cmd.CombinedOutput()
+			out, swapErr := testnobody.Run(t, tc.swap, "F="+flannel, "O="+odir)
 			if (swapErr == nil) != (tc.bad != "") {
 				t.Fatalf("nobody's %s: %v %s; want it to succeed only where the test expects a refusal", tc.swap, swapErr, out)
 			}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/internal/testnobody"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,22 +23,8 @@ import (
 // subnet (10.99.7.1/24) within a fraction of a second. The path is checked
 // again once the file is open, and the file must be the one it leads to.
 func TestReadOwnedRaceInStickyDir(t *testing.T) {
-	if os.Geteuid() != 0 {
-		const msg = "needs root to run a command as nobody (run the tests as root)"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg + "; CI is set, so this is a failure")
-		}
-		t.Skip(msg)
-	}
-	// t.TempDir's directories are 0700: nobody could not reach into them.
-	base, err := os.MkdirTemp("", "readownedrace")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testnobody.Require(t)
+	base := testnobody.Dir(t, "readownedrace")
 	sticky := filepath.Join(base, "tmp")
 	if err := os.Mkdir(sticky, 0o755); err != nil {
 		t.Fatal(err)
@@ -50,7 +37,6 @@ func TestReadOwnedRaceInStickyDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(sticky, "x", "subnet.env")
-	const nobody = 65534
 
 	// nobody's loop, on a thread of its own whose user is nobody: the
 	// kernel keeps credentials per thread, and the thread ends with the
@@ -59,7 +45,7 @@ func TestReadOwnedRaceInStickyDir(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, nobody, nobody, nobody); e != 0 {
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, testnobody.UID, testnobody.UID, testnobody.UID); e != 0 {
 			done <- e
 			return
 		}
