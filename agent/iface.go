@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/subnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +30,8 @@ import (
 //     flanneld picks it (loopback aside, whose MTU is no underlay's), else
 //     the interface of the default route (where flanneld refuses to start:
 //     PublicIP is a NAT address). The agent then warns when the peers, or
-//     etcd, are routed through another interface (warnDefaultRoute).
+//     etcd until the first peers appear, are routed through another
+//     interface (warnDefaultRoute).
 //
 // When options are set and none of them finds an interface, the error names
 // each one tried and the interfaces the host has; agentd never falls back to
@@ -423,6 +425,15 @@ func describeInterfaces(ifs []ifaceInfo) string {
 // no other host. So once the first peer snapshot is in, the agent asks the
 // kernel how it routes the hosts it talks to, and warns (once; the choice
 // itself stays flanneld's) when they are routed through another interface.
+// The first host of a cluster has no peer to ask about, only etcd, which may
+// sit on a management network: it asks once more when its first peers
+// appear, and their verdict replaces etcd's.
+
+// firstPeersPoll is how often a host that found no peer at the first
+// snapshot looks for its first ones. PeersChanged has one reader, the
+// reconcile loop, whose wake-ups must not be taken; Peers is a snapshot
+// under a lock, cheap to read.
+const firstPeersPoll = time.Second
 
 // maxWarnPeers bounds the peers' public IPs whose route is asked for (one
 // RTM_GETROUTE each, once): the first by lease key.
@@ -553,41 +564,82 @@ func checkDefaultRoute(h *netlink.Handle, iface string, src netip.Addr, peers, e
 	return defaultRouteWarning(iface, pr, er), nil
 }
 
-// warnDefaultRoute waits for the first peer snapshot, then logs once, and
-// /status says for good (interfaceWarning), when the default route's
-// interface ext may not be on the network the hosts share
-// (defaultRouteWarning). It is run only when ifaceLeftToDefaultRoute.
+// warnDefaultRoute waits for the first peer snapshot, then logs, and
+// /status says (interfaceWarning), when the default route's interface ext
+// may not be on the network the hosts share (defaultRouteWarning). With no
+// peer at that snapshot, etcd's routes decided: it asks once more when the
+// first peers appear, and the peers' verdict replaces etcd's, a warning
+// withdrawn or another given; later changes of the peers are not judged
+// (the warning is a hint at start, not a monitor). It is run only when
+// ifaceLeftToDefaultRoute.
 func (a *agent) warnDefaultRoute(ctx context.Context, ext backend.ExternalInterface, leases leaseSource) {
 	select {
 	case <-ctx.Done():
 		return
 	case <-leases.PeersSynced():
 	}
-	var peers []netip.Addr
-	for _, l := range leases.Peers() {
-		ip := l.Attrs.PublicIP
-		if ip.IsValid() && !slices.Contains(peers, ip) {
-			peers = append(peers, ip)
-			if len(peers) == maxWarnPeers {
-				break
-			}
-		}
-	}
+	peers := peerAddrs(leases.Peers())
 	etcd := etcdAddrs(ctx, a.cfg.EtcdEndpoints)
+	fromEtcd := a.judgeDefaultRoute(ext, peers, etcd, "")
+	if len(peers) > 0 {
+		return
+	}
+	t := time.NewTicker(firstPeersPoll)
+	defer t.Stop()
+	for len(peers) == 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		peers = peerAddrs(leases.Peers())
+	}
+	a.judgeDefaultRoute(ext, peers, etcd, fromEtcd)
+}
+
+// judgeDefaultRoute asks the kernel how it routes peers and etcd
+// (checkDefaultRoute) and returns the warning, which it logs and /status
+// shows. prev is the warning given before, which the new verdict replaces:
+// when there is none now, the line says prev no longer holds and /status
+// drops it. When the routes cannot be asked, prev stays.
+func (a *agent) judgeDefaultRoute(ext backend.ExternalInterface, peers, etcd []netip.Addr, prev string) string {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		a.log.V(2).Info("cannot check the routes to the peers and etcd", "err", err)
-		return
+		return prev
 	}
 	defer h.Close()
 	warning, err := checkDefaultRoute(h, ext.Iface.Name, ext.IfaceAddr, peers, etcd)
 	switch {
 	case err != nil:
 		a.log.V(2).Info("cannot check the routes to the peers and etcd", "err", err)
+		return prev
+	case warning == prev:
+		// The peers told nothing (no route to them), and etcd
+		// decided again: said already.
+		return prev
 	case warning != "":
 		a.log.Info("the default route's interface may not be on the network the hosts share", "iface", ext.Iface.Name, "publicIP", ext.PublicIP, "reason", warning)
-		a.obs.interfaceWarning(warning)
+	case prev != "":
+		a.log.Info("the first peers' public IPs are not routed through another interface: the warning judged from etcd's route no longer holds", "iface", ext.Iface.Name, "peers", len(peers))
 	}
+	a.obs.interfaceWarning(warning)
+	return warning
+}
+
+// peerAddrs is the distinct public IPs of the first maxWarnPeers peers.
+func peerAddrs(leases []subnet.Lease) []netip.Addr {
+	var out []netip.Addr
+	for _, l := range leases {
+		ip := l.Attrs.PublicIP
+		if ip.IsValid() && !slices.Contains(out, ip) {
+			out = append(out, ip)
+			if len(out) == maxWarnPeers {
+				break
+			}
+		}
+	}
+	return out
 }
 
 // etcdAddrs is the addresses of the TCP endpoints among endpoints, a host

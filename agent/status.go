@@ -35,7 +35,10 @@ type Status struct {
 	// (with no peer yet, etcd) were routed through another interface: the
 	// hosts may share that one, and then this host's containers reach no
 	// other host. It names both interfaces and the flag that picks the
-	// other; it stays until the agent restarts.
+	// other. A warning judged from etcd is judged again, once, from the
+	// first peers when they appear: replaced, or cleared when they are
+	// not routed through another interface. Otherwise it stays until the
+	// agent restarts.
 	InterfaceWarning string `json:"interfaceWarning,omitempty"`
 
 	// PeersKnown is the size of the lease set (without our own lease) at

@@ -1,0 +1,125 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
+	"github.com/vishvananda/netlink"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// defaultRouteWarnPeersEnv, when set, makes
+// TestDefaultRouteWarningFromEtcdWithdrawn the child; it names the etcd
+// endpoint.
+const defaultRouteWarnPeersEnv = "AGENTD_DEFAULT_ROUTE_WARN_PEERS_TEST_ETCD"
+
+// TestDefaultRouteWarningFromEtcdWithdrawn is helper 235's first host of a
+// cluster: etcd on a management network (eth0), the hosts meeting on the
+// default route's network (pub0), no interface flag. With no peer yet,
+// etcd's route is all the agent can judge by, and it warns that pub0 may
+// be the wrong interface. Once a peer appears, routed through pub0, the
+// peers' verdict replaces etcd's: the warning leaves /status within a few
+// seconds. Before, it stayed there until the agent restarted.
+//
+//	ns sw: bridge ─┬─ eth0 198.18.0.1  h1: this test binary again; also
+//	               │                    pub0 198.19.0.1/24, default route via 198.19.0.254
+//	               └─ etcd 198.18.0.254; a peer's lease, public IP 198.19.0.2, is written later
+func TestDefaultRouteWarningFromEtcdWithdrawn(t *testing.T) {
+	if ep := os.Getenv(defaultRouteWarnPeersEnv); ep != "" {
+		defaultRouteWarnPeersChild(t, ep)
+		return
+	}
+	cluster.RunTestInHost(t, "TestDefaultRouteWarningFromEtcdWithdrawn", defaultRouteWarnPeersEnv, map[string]string{
+		"/first/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+	})
+}
+
+func defaultRouteWarnPeersChild(t *testing.T, etcd string) {
+	// This child runs in h1's namespace, which the harness made; pub0
+	// goes with it, and is deleted before.
+	h, err := netlink.NewHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	pub := addVeth(t, h, "pub0", "198.19.0.1/24")
+	t.Cleanup(func() {
+		if err := h.LinkDel(pub); err != nil {
+			t.Errorf("delete pub0: %v", err)
+		}
+	})
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: pub.Attrs().Index, Gw: net.ParseIP("198.19.0.254")}); err != nil {
+		t.Fatalf("add default route via pub0: %v", err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+
+	cfg := hostConfig(t, etcd, "/first")
+	cfg.Ifaces = nil
+	logs := &logLines{}
+	log := funcr.New(func(prefix, args string) {
+		logs.add(prefix, args)
+		t.Log(prefix, args)
+	}, funcr.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	startFakeAgent(ctx, t, cfg, log)
+
+	warning := func() (string, error) {
+		_, body, err := httpGet("http://" + cfg.HealthzAddr + "/status")
+		if err != nil {
+			return "", err
+		}
+		var st Status
+		if err := json.Unmarshal(body, &st); err != nil {
+			return "", err
+		}
+		return st.InterfaceWarning, nil
+	}
+	err = cluster.Eventually(ctx, 10*time.Second, func() error {
+		w, err := warning()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(w, "etcd (198.18.0.254) is routed through eth0") {
+			return fmt.Errorf("/status interfaceWarning %q does not say etcd is routed through eth0", w)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := cli.Put(ctx, "/first/subnets/10.244.201.0-24", `{"PublicIP":"198.19.0.2","BackendType":"fake"}`); err != nil {
+		t.Fatal(err)
+	}
+	err = cluster.Eventually(ctx, 5*time.Second, func() error {
+		w, err := warning()
+		if err != nil {
+			return err
+		}
+		if w != "" {
+			return fmt.Errorf("/status interfaceWarning %q stays, though the peer 198.19.0.2 is routed through pub0", w)
+		}
+		for _, l := range logs.get() {
+			if strings.Contains(l, "etcd's route no longer holds") && strings.Contains(l, `"iface"="pub0"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no line says that the warning from etcd's route no longer holds")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
