@@ -823,6 +823,9 @@ func (c *Config) RoutableLease(l Lease) error {
 
 func leaseSubnet(f *family, sn, network netip.Prefix) error {
 	switch {
+	case sn.Bits() < network.Bits() && sn.Contains(network.Addr()):
+		// Not outside: every address of the network is in it.
+		return fmt.Errorf("%s subnet %s contains the whole network %s, not a /%d to /%d of it", f.name, sn, network, network.Bits()+2, f.maxLen)
 	case !network.Contains(sn.Addr()):
 		// Apart from the length: after a change of Network every old
 		// lease is this, and its length is fine.
