@@ -426,8 +426,8 @@ func describeInterfaces(ifs []ifaceInfo) string {
 // kernel how it routes the hosts it talks to, and warns (once; the choice
 // itself stays flanneld's) when they are routed through another interface.
 // The first host of a cluster has no peer to ask about, only etcd, which may
-// sit on a management network: it asks once more when its first peers
-// appear, and their verdict replaces etcd's.
+// sit on a management network: warned from etcd's route, it asks once more
+// when its first peers appear, and their verdict replaces etcd's.
 
 // firstPeersPoll is how often a host that found no peer at the first
 // snapshot looks for its first ones. PeersChanged has one reader, the
@@ -567,9 +567,9 @@ func checkDefaultRoute(h *netlink.Handle, iface string, src netip.Addr, peers, e
 // warnDefaultRoute waits for the first peer snapshot, then logs, and
 // /status says (interfaceWarning), when the default route's interface ext
 // may not be on the network the hosts share (defaultRouteWarning). With no
-// peer at that snapshot, etcd's routes decided: it asks once more when the
-// first peers appear, and the peers' verdict replaces etcd's, a warning
-// withdrawn or another given; later changes of the peers are not judged
+// peer at that snapshot, etcd's routes decided: when they warned, it asks
+// once more when the first peers appear, and the peers' verdict replaces
+// etcd's, the warning withdrawn or another given; later changes of the peers are not judged
 // (the warning is a hint at start, not a monitor). It is run only when
 // ifaceLeftToDefaultRoute.
 func (a *agent) warnDefaultRoute(ctx context.Context, ext backend.ExternalInterface, leases leaseSource) {
@@ -581,7 +581,10 @@ func (a *agent) warnDefaultRoute(ctx context.Context, ext backend.ExternalInterf
 	peers := peerAddrs(leases.Peers())
 	etcd := etcdAddrs(ctx, a.cfg.EtcdEndpoints)
 	fromEtcd := a.judgeDefaultRoute(ext, peers, etcd, "")
-	if len(peers) > 0 {
+	// Only a warning from etcd's route is judged again: a peerless host
+	// that was not warned (most often etcd on this host, or a cluster of
+	// one) polls for nothing.
+	if len(peers) > 0 || fromEtcd == "" {
 		return
 	}
 	t := time.NewTicker(firstPeersPoll)
