@@ -200,16 +200,20 @@ func (e *masqError) Unwrap() error { return e.err }
 // chainInUse; saved is the file DEL released). A failed removal is retried
 // by later commands (see masqRetryDir).
 func (p *Plugin) dropMasqChain(n *NetConf, network string, at attachment, saved, netns string, lookupFailed bool) error {
-	if netns != "" && !lookupFailed {
-		if _, err := os.Stat(netns); err == nil {
-			return nil
-		}
+	if netns != "" && !lookupFailed && exists(netns) {
+		return nil
 	}
 	inUse, err := chainInUse(n.DataDir, network, at.containerID, saved)
 	if err != nil {
 		return err
 	}
 	return p.masqChains().Remove(network, at.containerID, at.ifName, !inUse)
+}
+
+// exists says whether the pod's network namespace netns is there.
+func exists(netns string) bool {
+	_, err := os.Stat(netns)
+	return err == nil
 }
 
 // chainInUse says whether an attachment of network's container containerID
@@ -242,8 +246,8 @@ func savedNetwork(n *NetConf, d map[string]any) string {
 // later commands to remove (see masqRetryDir) before the saved files go,
 // and the error is a *masqError. If the record cannot be written either,
 // the attachment stays saved and DEL fails, for the runtime to retry. With
-// the pod's namespace, the delegate runs only once the xtables lock is
-// free, if it would wait for it (see waitXtables).
+// the pod's namespace there, the delegate runs only once the xtables lock
+// is free, if it would wait for it (see waitXtables).
 func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ string, conf []byte) error) error {
 	saved, b, forget, err := readSaved(n, at)
 	if errors.Is(err, syscall.ENAMETOOLONG) {
@@ -285,8 +289,10 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 			return err
 		}
 	}
-	if netns != "" {
-		// Without the namespace bridge only releases addresses.
+	if netns != "" && exists(netns) {
+		// Without the namespace (none given, or gone: the sandboxes of
+		// before a reboot) bridge only releases addresses, and the
+		// chain's removal after it waits xtablesWait at most.
 		if err := p.waitXtables(d); err != nil {
 			return err
 		}

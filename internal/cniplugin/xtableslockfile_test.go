@@ -3,11 +3,54 @@ package cniplugin
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
+
+// fakeLegacyIptables puts an iptables first in PATH that says it is legacy
+// iptables, as legacyIptables asks it.
+func fakeLegacyIptables(t *testing.T) {
+	t.Helper()
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "iptables"), []byte("#!/bin/sh\necho 'iptables v1.8.7 (legacy)'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(filepath.ListSeparator)+os.Getenv("PATH"))
+}
+
+// TestDelGoneNetnsSkipsXtablesWait: DEL given a pod namespace that is no
+// longer there (containerd tearing down the sandboxes of before a reboot,
+// whose /run/netns entries went with it) does not wait for the xtables
+// lock: bridge, not finding the pod's interface, runs no iptables, and
+// agentd-cni removes the masquerade chain itself, each iptables call
+// waiting at most 1 s. Before, while kube-proxy held the lock (its full
+// sync after the reboot), each such DEL waited 5 s and failed with code
+// 11, to be retried, for a lock nothing in it needed.
+func TestDelGoneNetnsSkipsXtablesWait(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envBridgeMasq)
+	fakeLegacyIptables(t)
+	lock := filepath.Join(t.TempDir(), "xtables.lock")
+	t.Setenv("XTABLES_LOCKFILE", lock)
+	if err := f.p.Add(f.args("c1", "")); err != nil {
+		t.Fatal(err)
+	}
+	holdLock(t, lock)
+	a := f.args("c1", "")
+	a.Netns = filepath.Join(f.dir, "gone-netns")
+	if err := f.p.Del(a); err != nil {
+		t.Fatalf("DEL with the pod's namespace gone and the xtables lock held: %v", err)
+	}
+	if len(f.exec.calls) != 2 || f.exec.calls[1].command != "DEL" {
+		t.Errorf("delegate calls %+v, want ADD then DEL", f.exec.calls)
+	}
+	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removeCalls, want) {
+		t.Errorf("chains removed %q, want %q (the namespace is gone)", f.masq.removeCalls, want)
+	}
+}
 
 // TestXtablesLockFileNotRegular: ADD, before a delegate that masquerades
 // with legacy iptables, tries the xtables lock at XTABLES_LOCKFILE. Where
@@ -18,12 +61,7 @@ import (
 func TestXtablesLockFileNotRegular(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envBridgeMasq)
-	bin := t.TempDir()
-	// The iptables in PATH is legacy, as legacyIptables asks it.
-	if err := os.WriteFile(filepath.Join(bin, "iptables"), []byte("#!/bin/sh\necho 'iptables v1.8.7 (legacy)'\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", bin+string(filepath.ListSeparator)+os.Getenv("PATH"))
+	fakeLegacyIptables(t)
 	fifo := filepath.Join(t.TempDir(), "xtables.lock")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
