@@ -89,7 +89,7 @@ func (nftMasq) rules(network, containerID, ifName string) ([]int, error) {
 }
 
 // errNoNFTObject is nft's failure for a table, chain or rule that is not
-// there (ENOENT).
+// there (ENOENT, said on the first line of its message).
 var errNoNFTObject = errors.New("no such nftables object")
 
 func nft(args ...string) error { return nftOut(nil, args...) }
@@ -109,7 +109,11 @@ func nftOut(stdout *bytes.Buffer, args ...string) error {
 	}
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
-		if strings.HasPrefix(msg, "Error: No such file or directory") {
+		// "Error: No such file or directory", or, from some releases and
+		// for a rule deleted by a handle gone since the listing, "Error:
+		// Could not process rule: No such file or directory" (knftables
+		// reads the first line alike).
+		if first, _, _ := strings.Cut(msg, "\n"); strings.Contains(first, "No such file or directory") {
 			return fmt.Errorf("nft %s: %w", strings.Join(args, " "), errNoNFTObject)
 		}
 		return fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, msg)
