@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -234,6 +235,66 @@ func TestMasqRetryDoesNotQueue(t *testing.T) {
 		t.Errorf("ADD of c3 still waited for another command's retries after %v", limit)
 		close(release)
 		<-added
+	}
+	if err := <-retrying; err != nil {
+		t.Errorf("DEL of c2: %v", err)
+	}
+}
+
+// TestMasqRetryAddWaitsForContainersChain: an ADD of a second interface
+// of a container whose first one's masquerading another command is
+// retrying waits for that retry. The iptables chain is the container's in
+// the network, shared by its interfaces: an ADD going on would have bridge
+// make (or keep) the chain while the retry, which found no attachment of
+// the container saved, removes it under the running pod. Not waiting for
+// other containers' retries (TestMasqRetryDoesNotQueue) must not skip
+// this one.
+func TestMasqRetryAddWaitsForContainersChain(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	f.masq.err = errors.New("xtables lock")
+	a := f.attach("cbr0", "c1", "eth0", "")
+	a.Netns = ""
+	if err := f.p.Del(a); err != nil {
+		t.Fatalf("DEL c1 eth0: %v", err)
+	}
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f.masq.during = func() {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+	}
+	retrying := make(chan error, 1)
+	go func() {
+		a := f.args("c2", "")
+		a.Netns = liveNetns(t, f)
+		p := *f.p
+		p.Stderr = io.Discard
+		retrying <- p.Del(a)
+	}()
+	<-entered
+	added := make(chan error, 1)
+	go func() {
+		p := *f.p
+		p.Stdout, p.Stderr = io.Discard, io.Discard
+		p.Exec = &fakeExec{}
+		p.masq = &fakeMasq{}
+		added <- p.Add(f.attach("cbr0", "c1", "net1", ""))
+	}()
+	// Nothing shows that ADD waits but its not returning: it has a second
+	// to return while the retry is held, and must not.
+	select {
+	case err := <-added:
+		close(release)
+		t.Fatalf("ADD of c1 net1 returned (%v) while a retry of c1 eth0's chain was held", err)
+	case <-time.After(time.Second):
+	}
+	close(release)
+	if err := <-added; err != nil {
+		t.Errorf("ADD of c1 net1: %v", err)
 	}
 	if err := <-retrying; err != nil {
 		t.Errorf("DEL of c2: %v", err)

@@ -350,9 +350,9 @@ func recordMasqRetry(dataDir, network, containerID, ifName string) error {
 // under the same name, for a later retry to remove under the running pod.
 // For the same reason the directory is locked (flock) while retryMasq
 // runs, so that one that listed a record cannot remove the chain after the
-// record's ADD has removed it and made it anew. Only such an ADD waits for
-// the lock; any other command finding it taken leaves the retries to the
-// command holding it.
+// record's ADD has removed it and made it anew. Only an ADD of a container
+// with a record in the network waits for the lock; any other command
+// finding it taken leaves the retries to the command holding it.
 func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 	dir := filepath.Join(dataDir, masqRetryDir)
 	d, err := os.Open(dir)
@@ -366,11 +366,16 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 	// Another command retrying now takes the records this one would, and
 	// a later one those it leaves: waiting for it would queue every
 	// command of the node behind its retries, each of which may wait for
-	// the xtables lock. Only an ADD whose own attachment is recorded must
-	// wait, to remove that first.
+	// the xtables lock. Only an ADD of a container with an attachment
+	// recorded in the network must wait: its own, to remove that first;
+	// another interface's, whose retry, finding no attachment of the
+	// container saved, may be removing the container's iptables chain,
+	// which the ADD's delegate is about to make or keep.
 	how := syscall.LOCK_EX | syscall.LOCK_NB
 	if own != "" {
-		if _, err := os.Lstat(filepath.Join(dir, own)); err == nil {
+		network, id, _ := recordParts(own)
+		// The parts hold no pattern characters (see attachmentOf).
+		if same, _ := filepath.Glob(filepath.Join(dir, network+":"+id+":*")); len(same) > 0 {
 			how = syscall.LOCK_EX
 		}
 	}
