@@ -300,3 +300,43 @@ func TestMasqRetryAddWaitsForContainersChain(t *testing.T) {
 		t.Errorf("DEL of c2: %v", err)
 	}
 }
+
+// TestMasqRetryNotBetweenAddAndSave: an ADD of a container with another
+// interface's masquerading recorded in the network keeps the retries
+// locked until it has saved. A retry in between (here while ADD waits for
+// subnet.env) found no attachment of the container saved and removed the
+// container's iptables chain, which the ADD's delegate was about to keep or
+// make, so that it could remove it under the running pod.
+func TestMasqRetryNotBetweenAddAndSave(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	f.masq.err = errors.New("xtables lock")
+	a := f.attach("cbr0", "c1", "eth0", "")
+	a.Netns = ""
+	if err := f.p.Del(a); err != nil {
+		t.Fatalf("DEL c1 eth0: %v", err)
+	}
+	if err := os.Remove(f.subnetFile); err != nil {
+		t.Fatal(err)
+	}
+	live := liveNetns(t, f)
+	f.onSleep = func(int) {
+		// Another pod's DEL, with the xtables lock free again.
+		f.masq.err = nil
+		a := f.args("c2", "")
+		a.Netns = live
+		if err := f.p.Del(a); err != nil {
+			t.Errorf("DEL c2: %v", err)
+		}
+		f.writeEnv(t, envA)
+		f.onSleep = nil
+	}
+	f.masq.removeCalls = nil
+	if err := f.p.Add(f.attach("cbr0", "c1", "net1", "")); err != nil {
+		t.Fatalf("ADD c1 net1: %v", err)
+	}
+	// ADD's own retry of eth0's record, which failed.
+	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removeCalls, want) {
+		t.Errorf("chain removals %q, want only ADD's own try %q: a retry between ADD's and its save removed c1's chain", f.masq.removeCalls, want)
+	}
+}

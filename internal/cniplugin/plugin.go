@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -108,7 +109,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err := at.fits(n); err != nil {
 		return err
 	}
-	ownErr, err := p.retryMasq(n.DataDir, n.Name+":"+at.containerID+":"+at.ifName)
+	unlock, ownErr, err := p.retryMasq(n.DataDir, n.Name+":"+at.containerID+":"+at.ifName)
+	defer unlock()
 	if ownErr != nil {
 		return types.NewError(types.ErrTryAgainLater, ownErr.Error(), "")
 	}
@@ -134,6 +136,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err := p.save(at, b); err != nil {
 		return err
 	}
+	unlock()
 	res, err := invoke.DelegateAdd(context.Background(), d["type"].(string), b, p.Exec)
 	if err != nil {
 		return delegateError(d, "ADD", err)
@@ -161,7 +164,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if _, err := p.retryMasq(n.DataDir, ""); err != nil {
+	if _, _, err := p.retryMasq(n.DataDir, ""); err != nil {
 		fmt.Fprintf(p.stderr(), "agentd-cni: DEL of container %s interface %s in network %s: %v\n", args.ContainerID, args.IfName, n.Name, err)
 	}
 	err = p.release(n, at, args.Netns, func(typ string, conf []byte) error {
@@ -351,18 +354,26 @@ func recordMasqRetry(dataDir, network, containerID, ifName string) error {
 // For the same reason the directory is locked (flock) while retryMasq
 // runs, so that one that listed a record cannot remove the chain after the
 // record's ADD has removed it and made it anew. Only an ADD of a container
-// with a record in the network waits for the lock; any other command
-// finding it taken leaves the retries to the command holding it.
-func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
+// with a record in the network waits for the lock, and keeps it until
+// unlock, which it calls once it has saved; any other command finding the
+// lock taken leaves the retries to the command holding it. unlock is never
+// nil.
+func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err error) {
+	unlock = func() {}
 	dir := filepath.Join(dataDir, masqRetryDir)
 	d, err := os.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return unlock, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
+		return unlock, nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
 	}
-	defer d.Close()
+	held := false
+	defer func() {
+		if !held {
+			d.Close()
+		}
+	}()
 	// Another command retrying now takes the records this one would, and
 	// a later one those it leaves: waiting for it would queue every
 	// command of the node behind its retries, each of which may wait for
@@ -380,13 +391,20 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 		}
 	}
 	if err := syscall.Flock(int(d.Fd()), how); errors.Is(err, syscall.EWOULDBLOCK) {
-		return nil, nil
+		return unlock, nil, nil
 	} else if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
+		return unlock, nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	if how == syscall.LOCK_EX {
+		// Kept until the ADD has saved: a retry before would find
+		// no attachment of the container saved and remove its chain,
+		// which the ADD's delegate is about to make or keep.
+		held = true
+		unlock = sync.OnceFunc(func() { d.Close() })
 	}
 	names, latest, err := recordsByAge(d)
 	if err != nil {
-		return nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
+		return unlock, nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
 	}
 	retry := func(name string) error {
 		network, id, ifName := recordParts(name)
@@ -411,7 +429,7 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 	}
 	if own != "" && slices.Contains(names, own) {
 		if err := retry(own); err != nil {
-			return err, nil
+			return unlock, err, nil
 		}
 	}
 	for _, name := range names {
@@ -420,10 +438,10 @@ func (p *Plugin) retryMasq(dataDir, own string) (ownErr, err error) {
 			continue // not a record (a temporary file of atomicfile's)
 		}
 		if err := retry(name); err != nil {
-			return nil, err
+			return unlock, nil, err
 		}
 	}
-	return nil, nil
+	return unlock, nil, nil
 }
 
 // recordsByAge are the names in the directory d, the least recently
@@ -700,7 +718,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	var errs []error
-	if _, err := p.retryMasq(n.DataDir, ""); err != nil {
+	if _, _, err := p.retryMasq(n.DataDir, ""); err != nil {
 		errs = append(errs, err)
 	}
 	for _, e := range ents {
