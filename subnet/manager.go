@@ -195,6 +195,13 @@ func NewManager(reg *Registry, net *Config, cfg ManagerConfig) *Manager {
 	}
 }
 
+// SetNetwork makes net the network config of the next Acquire, and of Run
+// after it: an agent that holds no lease yet takes the pool an operator
+// widened while it waited for a free subnet. It is called from Acquire's
+// goroutine, between Acquires, and only before one succeeded: a held
+// lease is judged against the network it was picked in.
+func (m *Manager) SetNetwork(net *Config) { m.net = net }
+
 // Own returns our lease; ok is false before Acquire succeeded.
 func (m *Manager) Own() (l Lease, ok bool) {
 	p := m.ownView.Load()
