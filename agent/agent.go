@@ -373,7 +373,7 @@ func (a *agent) run(ctx context.Context) error {
 	if c, ok := be.(prometheus.Collector); ok {
 		a.obs.reg.MustRegister(c)
 	}
-	cw := &configWatch{log: a.log.WithName("config"), cli: cli.Client, key: reg.ConfigKey(), running: netCfg,
+	cw := &configWatch{log: a.log.WithName("config"), cli: cli.Client, key: reg.ConfigKey(), running: netCfg, waiting: true,
 		check: optionsCheck(a.backends, ext, a.cfg.StateDir),
 		host: func(c *subnet.Config) error {
 			// The interface's MTU now: it may have changed since
@@ -427,12 +427,23 @@ func (a *agent) run(ctx context.Context) error {
 		}
 		return ttl.left(clientv3.LeaseID(own.LeaseID))
 	})
+	// Until the lease is held nothing that the pool decides is set up, so
+	// each attempt takes a pool the operator changed meanwhile (widened,
+	// when the last attempt found no free subnet): cw.take.
+	full := false
 	own, err := retry(ctx, a.log, cli, "acquire a subnet lease", a.waitingForLease, func(ctx context.Context) (subnet.Lease, error) {
-		return mgr.Acquire(ctx, be.Type(), data)
+		if c := cw.take(ctx, full); c != netCfg {
+			netCfg = c
+			mgr.SetNetwork(c)
+		}
+		l, err := mgr.Acquire(ctx, be.Type(), data)
+		full = errors.Is(err, subnet.ErrNoFreeSubnet)
+		return l, err
 	})
 	if err != nil {
 		return cause(ctx, err)
 	}
+	cw.leased()
 	a.health.setLeaseHeld(true, "")
 	a.obs.setOwn(own, be.Type())
 

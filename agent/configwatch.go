@@ -39,6 +39,18 @@ import (
 //	deleted                                      ──> "key deleted", the running config kept
 //	equal to the running one again               ──> "matches the running one again"
 //
+// An agent that holds no lease yet (waiting: out of subnets, say) has set up
+// nothing the pool decides, so it takes a config that differs from the
+// running one in the pool's bounds only (SubnetMin, SubnetMax and their IPv6
+// twins: poolOnly) at its next attempt to acquire a lease (take), which says
+// so, and the watch reports no such change until the lease is held (leased):
+//
+//	waiting, the pool's bounds only                ──> "taking it", at the next attempt
+//
+// The rest it cannot take: the backend was built and prepared with Network
+// and SubnetLen (routes and devices are filtered by them) and its Backend
+// object before the lease was asked for.
+//
 // Until the key means the running config again, pending is told what a
 // restart would do instead (/status configPending, agentctl status,
 // agentd_network_config_pending): the log line alone is gone by the time a
@@ -51,10 +63,24 @@ import (
 // key (the backend's type and options, an error about them) is cut to
 // clip.Len bytes: etcd takes values up to its request size limit.
 type configWatch struct {
-	log     logr.Logger
-	cli     *clientv3.Client
-	key     string
+	log logr.Logger
+	cli *clientv3.Client
+	key string
+	// mu guards running and the judging's state below: the agent's
+	// goroutine takes a config (take) and ends the wait for a lease
+	// (leased) while the watch's goroutine judges the key.
+	mu      sync.Mutex
 	running *subnet.Config
+	// waiting: the agent holds no lease yet, and its next attempt to
+	// acquire one takes a config that differs from running in the pool's
+	// bounds only; offered: the watch saw such a config since take last
+	// read the key.
+	waiting bool
+	offered bool
+	// seen is the key as last judged, read or watched (seenOK: judged at
+	// all), judged again when running or waiting change.
+	seen   configValue
+	seenOK bool
 	// check validates what ParseConfig cannot: the backend's own options.
 	check func(*subnet.Config) error
 	// host, if set, is why an agent started on this host with a valid
@@ -173,8 +199,97 @@ func (w *configWatch) watchFrom(ctx context.Context, h etcdhistory.History) erro
 	return errors.New("watch stream closed")
 }
 
+// configValue is what the config key holds at revision rev: its value if
+// present.
+type configValue struct {
+	value   []byte
+	present bool
+	rev     int64
+}
+
+// waitingVerdict is the verdict, at -v=2 only, on a config that the agent,
+// holding no lease yet, takes at its next attempt to acquire one: take says
+// at the default verbosity when it does.
+const waitingVerdict = "network config changed while waiting for a lease; the next attempt to acquire one takes it"
+
+// takenMsg says that the agent, holding no lease yet, took the key's config.
+const takenMsg = "network config changed while waiting for a lease; taking it"
+
 // judge logs what the config key now holds, if that is news.
 func (w *configWatch) judge(value []byte, present bool, rev int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.seen, w.seenOK = configValue{value: value, present: present, rev: rev}, true
+	w.judgeLocked(w.seen)
+}
+
+// take is the config that the agent's next attempt to acquire a lease
+// uses, while it holds none: the running one, or the key's newest config
+// (read now, or watched since) if that differs from it in the pool's bounds
+// only, which then becomes the running config, said once. The key is read
+// when full (the last attempt found no free subnet: the operator may have
+// widened the pool, and the watch may not have heard it yet) or when the
+// watch saw such a config; never once the lease is held. A read that fails
+// keeps the running config, and the next attempt reads again; a key that is
+// invalid or deleted keeps it too (the watch reports it).
+func (w *configWatch) take(ctx context.Context, full bool) *subnet.Config {
+	w.mu.Lock()
+	read := w.waiting && (full || w.offered)
+	w.offered = false
+	running := w.running
+	w.mu.Unlock()
+	if !read {
+		return running
+	}
+	resp, err := w.cli.Get(ctx, w.key)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		w.offered = true
+		return w.running
+	}
+	// The newer of the read and what the watch delivered meanwhile.
+	got := configValue{rev: resp.Header.Revision}
+	if len(resp.Kvs) > 0 {
+		got = configValue{value: resp.Kvs[0].Value, present: true, rev: resp.Kvs[0].ModRevision}
+	}
+	if !w.seenOK || got.rev >= w.seen.rev {
+		w.seen, w.seenOK = got, true
+	}
+	if w.waiting && w.seen.present {
+		if c, err := subnet.ParseConfig(w.seen.value); err == nil && !sameConfig(c, w.running) && poolOnly(c, w.running) {
+			w.log.Info(takenMsg, "key", w.key, "revision", w.seen.rev, "running", w.running.String(), "new", c.String())
+			w.running = c
+		}
+	}
+	w.judgeLocked(w.seen)
+	return w.running
+}
+
+// leased ends the wait: the agent holds a lease, picked in the running
+// config's pool, and any config from now on is applied at start-up only. A
+// config the watch saw and the agent did not take (the attempt in flight
+// succeeded first) is reported now, as to any running agent.
+func (w *configWatch) leased() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.waiting, w.offered = false, false
+	if w.seenOK {
+		w.judgeLocked(w.seen)
+	}
+}
+
+// poolOnly reports whether config c differs from running in the pool's
+// bounds only: what an agent holding no lease yet may take (take).
+func poolOnly(c, running *subnet.Config) bool {
+	r := *running
+	r.SubnetMin, r.SubnetMax, r.IPv6SubnetMin, r.IPv6SubnetMax = c.SubnetMin, c.SubnetMax, c.IPv6SubnetMin, c.IPv6SubnetMax
+	return sameConfig(c, &r)
+}
+
+// judgeLocked is judge of v, with w.mu held.
+func (w *configWatch) judgeLocked(v configValue) {
+	value, present, rev := v.value, v.present, v.rev
 	var (
 		verdict string
 		err     error
@@ -199,6 +314,10 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 			p.Invalid = err.Error()
 		case sameConfig(c, w.running):
 			verdict, p = "", nil
+		case w.waiting && poolOnly(c, w.running):
+			verdict, p = waitingVerdict, nil
+			kv = []any{"running", w.running.String(), "new", c.String()}
+			w.offered = true
 		default:
 			if w.host != nil {
 				err = clip.Error(w.host(c))
@@ -232,11 +351,18 @@ func (w *configWatch) judge(value []byte, present bool, rev int64) {
 	if msg == w.last {
 		return
 	}
+	was := w.last
 	w.last = msg
 	w.setPending(p)
 	kv = append([]any{"key", w.key, "revision", rev}, kv...)
 	if verdict == "" {
 		verdict = "network config matches the running one again"
+	}
+	if msg == waitingVerdict || (msg == "" && was == waitingVerdict) {
+		// Neither is news at the default verbosity: take says what
+		// it takes.
+		w.log.V(2).Info(verdict, kv...)
+		return
 	}
 	if w.lines == nil {
 		w.lines = lograte.New(configLines, time.Minute, nil)
