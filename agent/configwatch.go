@@ -35,6 +35,7 @@ import (
 //	invalid (JSON, a key, the backend's options) ──> error naming the key and the problem
 //	valid but different                          ──> "restart agentd to apply it", both configs
 //	  its Backend's Type, VNI or Port            ──>   and "restart every host's agentd together"
+//	  its Network                                ──>   and "restart every host's agentd together"
 //	  refused by this host's start checks        ──> error: "this host cannot run it", and why
 //	deleted                                      ──> "key deleted", the running config kept
 //	equal to the running one again               ──> "matches the running one again"
@@ -336,6 +337,10 @@ func (w *configWatch) judgeLocked(v configValue) {
 				verdict += "; hosts running the old and the new backend do not reach each other: restart every host's agentd together, not one at a time"
 				kv = append(kv, "incompatible", key)
 				p.Incompatible = key
+			} else if c.Network != w.running.Network {
+				verdict += "; " + networkSplit
+				kv = append(kv, "incompatible", "Network")
+				p.Incompatible = "Network"
 			}
 			if !sameBackend(c, w.running) {
 				// String names the Type only: show the options too.
@@ -472,6 +477,15 @@ func sameBackend(a, b *subnet.Config) bool {
 // restarted host off from every other until the last one restarts. MTU and
 // DirectRouting may differ between hosts.
 var wireOptions = []string{"VNI", "Port"}
+
+// networkSplit is what the verdict on another Network adds: every agent
+// skips the leases outside the Network it started with
+// (subnet.Config.RoutableLease), so a host restarted alone with a larger
+// one that leases outside the old (what the larger one is for) is cut off
+// from the hosts not yet restarted, and with a smaller or moved one the
+// restarted host skips theirs. Another SubnetLen or pool splits nothing:
+// every host routes leases of any length inside its Network.
+const networkSplit = "hosts on the old and the new Network do not all reach each other (each agent skips the leases outside the Network it started with): restart every host's agentd together, not one at a time"
 
 // splitKey names the Backend key that makes hosts on config a and hosts on
 // config b unable to reach each other ("Backend.Type", "Backend.VNI",
