@@ -2,6 +2,7 @@ package cniplugin
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The table and chain in which bridge (containernetworking/plugins v1.5 and
@@ -94,20 +96,32 @@ var errNoNFTObject = errors.New("no such nftables object")
 
 func nft(args ...string) error { return nftOut(nil, args...) }
 
+// nftTimeout bounds one nft command: it answers in milliseconds, and one
+// that hangs (its netlink socket stuck) must not hold a pod's DEL, or an
+// ADD queued behind it, for good.
+var nftTimeout = 10 * time.Second
+
 // nftOut runs nft with args, its output to stdout. A missing table, chain
-// or rule is errNoNFTObject; no nft command, exec.ErrNotFound.
+// or rule is errNoNFTObject; no nft command, exec.ErrNotFound; one not done
+// within nftTimeout is killed and its error says so.
 func nftOut(stdout *bytes.Buffer, args ...string) error {
 	path, err := exec.LookPath("nft")
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), nftTimeout)
+	defer cancel()
 	var stderr bytes.Buffer
-	cmd := exec.Command(path, args...)
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.WaitDelay = time.Second // a child left holding stderr
 	cmd.Stderr = &stderr
 	if stdout != nil {
 		cmd.Stdout = stdout
 	}
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("nft %s: not done within %v, killed", strings.Join(args, " "), nftTimeout)
+		}
 		msg := strings.TrimSpace(stderr.String())
 		// "Error: No such file or directory", or, from some releases and
 		// for a rule deleted by a handle gone since the listing, "Error:
