@@ -111,10 +111,10 @@ type ConfigPending struct {
 	New            string `json:"new,omitempty"`
 	RunningBackend string `json:"runningBackend,omitempty"`
 	NewBackend     string `json:"newBackend,omitempty"`
-	// Incompatible names the Backend key that splits the cluster
-	// ("Backend.Type", "Backend.VNI", "Backend.Port"): hosts running the
-	// old and the new config do not reach each other, so every host's
-	// agent must restart together.
+	// Incompatible names the key that splits the cluster
+	// ("Backend.Type", "Backend.VNI", "Backend.Port", "Network"): hosts
+	// running the old and the new config do not all reach each other, so
+	// every host's agent must restart together.
 	Incompatible string `json:"incompatible,omitempty"`
 	// HostCannotRun is why an agent started on this host with New would
 	// stop at once (host-gw behind NAT, a Backend.MTU above the external
