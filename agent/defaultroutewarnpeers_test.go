@@ -4,15 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
-	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -43,38 +40,14 @@ func TestDefaultRouteWarningFromEtcdWithdrawn(t *testing.T) {
 }
 
 func defaultRouteWarnPeersChild(t *testing.T, etcd string) {
-	// This child runs in h1's namespace, which the harness made; pub0
-	// goes with it, and is deleted before.
-	h, err := netlink.NewHandle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	pub := addVeth(t, h, "pub0", "198.19.0.1/24")
-	t.Cleanup(func() {
-		if err := h.LinkDel(pub); err != nil {
-			t.Errorf("delete pub0: %v", err)
-		}
-	})
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: pub.Attrs().Index, Gw: net.ParseIP("198.19.0.254")}); err != nil {
-		t.Fatalf("add default route via pub0: %v", err)
-	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-
-	cfg := hostConfig(t, etcd, "/first")
-	cfg.Ifaces = nil
-	logs := &logLines{}
-	log := funcr.New(func(prefix, args string) {
-		logs.add(prefix, args)
-		t.Log(prefix, args)
-	}, funcr.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	startFakeAgent(ctx, t, cfg, log)
+	cfg, logs := startBehindPub0(ctx, t, etcd, "/first")
 
 	warning := func() (string, error) {
 		_, body, err := httpGet("http://" + cfg.HealthzAddr + "/status")

@@ -42,14 +42,18 @@ func TestDefaultRouteWarnedAtStart(t *testing.T) {
 	})
 }
 
-func defaultRouteWarnChild(t *testing.T, etcd string) {
-	// This child runs in h1's namespace, which the harness made; pub0
-	// goes with it, and is deleted before.
+// startBehindPub0 is the child's host of the default-route warning's
+// tests, in h1's namespace, which the harness made: pub0 198.19.0.1/24
+// holding the default route (via 198.19.0.254), deleted when the test
+// ends, and an agent with the fake backend under prefix and no interface
+// flag, whose config and logs it returns.
+func startBehindPub0(ctx context.Context, t *testing.T, etcd, prefix string) (Config, *logLines) {
+	t.Helper()
 	h, err := netlink.NewHandle()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	t.Cleanup(h.Close)
 	pub := addVeth(t, h, "pub0", "198.19.0.1/24")
 	t.Cleanup(func() {
 		if err := h.LinkDel(pub); err != nil {
@@ -59,20 +63,23 @@ func defaultRouteWarnChild(t *testing.T, etcd string) {
 	if err := h.RouteAdd(&netlink.Route{LinkIndex: pub.Attrs().Index, Gw: net.ParseIP("198.19.0.254")}); err != nil {
 		t.Fatalf("add default route via pub0: %v", err)
 	}
-
-	cfg := hostConfig(t, etcd, "/warn")
+	cfg := hostConfig(t, etcd, prefix)
 	cfg.Ifaces = nil
 	logs := &logLines{}
-	log := funcr.New(func(prefix, args string) {
+	startFakeAgent(ctx, t, cfg, funcr.New(func(prefix, args string) {
 		logs.add(prefix, args)
 		t.Log(prefix, args)
-	}, funcr.Options{})
+	}, funcr.Options{}))
+	return cfg, logs
+}
+
+func defaultRouteWarnChild(t *testing.T, etcd string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	startFakeAgent(ctx, t, cfg, log)
+	cfg, logs := startBehindPub0(ctx, t, etcd, "/warn")
 
 	const want = `"iface"="pub0"`
-	err = cluster.Eventually(ctx, 10*time.Second, func() error {
+	err := cluster.Eventually(ctx, 10*time.Second, func() error {
 		var line string
 		for _, l := range logs.get() {
 			if strings.Contains(l, "may not be on the network the hosts share") {
