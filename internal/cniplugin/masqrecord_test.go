@@ -97,14 +97,7 @@ func TestMasqRemovalRetriedByLaterCommands(t *testing.T) {
 func TestMasqRetryOrder(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
-	f.masq.err = errors.New("xtables lock")
-	for _, id := range []string{"c1", "c2"} {
-		a := f.args(id, "")
-		a.Netns = ""
-		if err := f.p.Del(a); err != nil {
-			t.Fatalf("DEL %s: %v", id, err)
-		}
-	}
+	recordMasqFailures(t, f, "c1", "c2")
 	f.masq.removeCalls = nil
 	a := f.args("c3", "")
 	a.Netns = liveNetns(t, f)
@@ -161,14 +154,7 @@ func TestMasqRetryNotStuck(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
 	live := liveNetns(t, f)
-	f.masq.err = errors.New("xtables lock")
-	for _, id := range []string{"c1", "c2", "c3"} {
-		a := f.args(id, "")
-		a.Netns = ""
-		if err := f.p.Del(a); err != nil {
-			t.Fatalf("DEL %s: %v", id, err)
-		}
-	}
+	recordMasqFailures(t, f, "c1", "c2", "c3")
 	f.masq.err = nil
 	f.masq.stuck = errors.New("chain in use")
 	for i := range 3 {
@@ -195,12 +181,7 @@ func TestMasqRetryNotStuck(t *testing.T) {
 func TestMasqRetryDoesNotQueue(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
-	f.masq.err = errors.New("xtables lock")
-	a := f.args("c1", "")
-	a.Netns = ""
-	if err := f.p.Del(a); err != nil {
-		t.Fatalf("DEL c1: %v", err)
-	}
+	recordMasqFailures(t, f, "c1")
 
 	entered, release := make(chan struct{}), make(chan struct{})
 	f.masq.during = func() {
@@ -252,12 +233,7 @@ func TestMasqRetryDoesNotQueue(t *testing.T) {
 func TestMasqRetryAddWaitsForContainersChain(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
-	f.masq.err = errors.New("xtables lock")
-	a := f.attach("cbr0", "c1", "eth0", "")
-	a.Netns = ""
-	if err := f.p.Del(a); err != nil {
-		t.Fatalf("DEL c1 eth0: %v", err)
-	}
+	recordMasqFailures(t, f, "c1")
 
 	entered, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
@@ -310,12 +286,7 @@ func TestMasqRetryAddWaitsForContainersChain(t *testing.T) {
 func TestMasqRetryNotBetweenAddAndSave(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
-	f.masq.err = errors.New("xtables lock")
-	a := f.attach("cbr0", "c1", "eth0", "")
-	a.Netns = ""
-	if err := f.p.Del(a); err != nil {
-		t.Fatalf("DEL c1 eth0: %v", err)
-	}
+	recordMasqFailures(t, f, "c1")
 	if err := os.Remove(f.subnetFile); err != nil {
 		t.Fatal(err)
 	}
@@ -338,5 +309,20 @@ func TestMasqRetryNotBetweenAddAndSave(t *testing.T) {
 	// ADD's own retry of eth0's record, which failed.
 	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removeCalls, want) {
 		t.Errorf("chain removals %q, want only ADD's own try %q: a retry between ADD's and its save removed c1's chain", f.masq.removeCalls, want)
+	}
+}
+
+// recordMasqFailures has DEL of each of ids' eth0 in cbr0, without the pod's
+// namespace, fail to remove its masquerading (the xtables lock), so that
+// each is recorded for a retry; f.masq keeps failing.
+func recordMasqFailures(t *testing.T, f *fixture, ids ...string) {
+	t.Helper()
+	f.masq.err = errors.New("xtables lock")
+	for _, id := range ids {
+		a := f.args(id, "")
+		a.Netns = ""
+		if err := f.p.Del(a); err != nil {
+			t.Fatalf("DEL %s: %v", id, err)
+		}
 	}
 }
