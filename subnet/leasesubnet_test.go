@@ -26,32 +26,10 @@ func TestRoutableLeaseSaysOutsideTheNetwork(t *testing.T) {
 		{Lease{Subnet: netip.MustParsePrefix("10.244.130.0/31")}, "IPv4 subnet 10.244.130.0/31 is not a /19 to /30 of the network 10.244.128.0/17"},
 		{Lease{Subnet: netip.MustParsePrefix("10.244.130.0/24"), IPv6Subnet: netip.MustParsePrefix("fc00:1:0:5::/64")}, "IPv6 subnet fc00:1:0:5::/64 is outside the network fc00::/48"},
 		{Lease{Subnet: netip.MustParsePrefix("10.244.130.0/24"), IPv6Subnet: netip.MustParsePrefix("fc00:0:0:5::/64")}, ""},
-	} {
-		err := c.RoutableLease(tc.l)
-		got := ""
-		if err != nil {
-			got = err.Error()
-		}
-		if got != tc.want {
-			t.Errorf("lease %s&%s in 10.244.128.0/17&fc00::/48: %q, want %q", tc.l.Subnet, tc.l.IPv6Subnet, got, tc.want)
-		}
-	}
-}
-
-// TestRoutableLeaseSaysItContainsTheNetwork: a lease whose subnet is larger
-// than the network and holds it whole (a key written by hand, or left from
-// a Network that was a part of it) says so, and the lengths a lease may
-// have. Since d316d12 it read "is outside the network", as for a subnet
-// sharing no address with it, though every address of the network is in it.
-func TestRoutableLeaseSaysItContainsTheNetwork(t *testing.T) {
-	c, err := ParseConfig([]byte(`{"Network":"10.244.128.0/17","EnableIPv6":true,"IPv6Network":"fc00::/48"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		l    Lease
-		want string
-	}{
+		// Larger than the network and holding it whole (a key written by
+		// hand, or left from a Network that was a part of it): since
+		// d316d12 it read "is outside the network", as for a subnet
+		// sharing no address with it.
 		{Lease{Subnet: netip.MustParsePrefix("10.244.0.0/16")}, "IPv4 subnet 10.244.0.0/16 contains the whole network 10.244.128.0/17, not a /19 to /30 of it"},
 		{Lease{Subnet: netip.MustParsePrefix("10.0.0.0/8")}, "IPv4 subnet 10.0.0.0/8 contains the whole network 10.244.128.0/17, not a /19 to /30 of it"},
 		{Lease{Subnet: netip.MustParsePrefix("10.244.128.0/17")}, "IPv4 subnet 10.244.128.0/17 is not a /19 to /30 of the network 10.244.128.0/17"},
