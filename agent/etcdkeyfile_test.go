@@ -58,30 +58,14 @@ func TestEtcdKeyOfAnotherUserExplained(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := &Config{EtcdEndpoints: []string{"https://198.18.0.1:2379"}, EtcdCertFile: certFile, EtcdKeyFile: keyFile}
-	done := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread and its reduced capabilities end
-		// with this goroutine.
-		runtime.LockOSThread()
-		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var data [2]unix.CapUserData
-		if err := unix.Capget(&hdr, &data[0]); err != nil {
-			done <- err
-			return
-		}
-		data[0].Effective &^= 1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH
-		if err := unix.Capset(&hdr, &data[0]); err != nil {
-			done <- err
-			return
-		}
+	err := <-withoutDACOverride(func() error {
 		c, err := dialEtcd(t.Context(), cfg, funcr.New(func(string, string) {}, funcr.Options{}), time.Second)
 		if c != nil {
 			c.Close()
 			err = errors.New("the client was made")
 		}
-		done <- err
-	}()
-	err := <-done
+		return err
+	})
 	want := fmt.Sprintf("agentd runs as root without CAP_DAC_OVERRIDE (agentd.service and the DaemonSet keep only CAP_NET_ADMIN and CAP_NET_RAW), "+
 		"so it reads a file only as its mode allows; this one is uid %d's, gid %d's, mode 0600: make it root's (chown root %s)", nobody, nobody, keyFile)
 	if err == nil || !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), want) {
@@ -108,4 +92,29 @@ func writeClientCert(t *testing.T) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// withoutDACOverride runs f on a thread of its own without CAP_DAC_OVERRIDE
+// and CAP_DAC_READ_SEARCH, as root runs under agentd.service's and the
+// DaemonSet's bounds, and sends f's error (or why the capabilities could not
+// be dropped) on the channel it returns. The thread is never unlocked: it
+// ends, with its reduced capabilities, with f's goroutine.
+func withoutDACOverride(f func() error) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			done <- err
+			return
+		}
+		data[0].Effective &^= 1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			done <- err
+			return
+		}
+		done <- f()
+	}()
+	return done
 }

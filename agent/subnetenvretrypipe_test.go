@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -44,24 +43,9 @@ func TestSubnetEnvRetryNamedPipe(t *testing.T) {
 	env := subnetenv.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1450}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread and its reduced capabilities end
-		// with this goroutine, which writeSubnetEnv runs on.
-		runtime.LockOSThread()
-		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var data [2]unix.CapUserData
-		if err := unix.Capget(&hdr, &data[0]); err != nil {
-			done <- err
-			return
-		}
-		data[0].Effective &^= 1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH
-		if err := unix.Capset(&hdr, &data[0]); err != nil {
-			done <- err
-			return
-		}
-		done <- a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written")
-	}()
+	done := withoutDACOverride(func() error {
+		return a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written")
+	})
 
 	// The first failure is logged before the retry reads the pipe.
 	failed := func() error {

@@ -183,20 +183,7 @@ func TestMasqRetryDoesNotQueue(t *testing.T) {
 	f.writeEnv(t, envA)
 	recordMasqFailures(t, f, "c1")
 
-	entered, release := make(chan struct{}), make(chan struct{})
-	f.masq.during = func() {
-		close(entered)
-		<-release
-	}
-	retrying := make(chan error, 1)
-	go func() {
-		a := f.args("c2", "")
-		a.Netns = liveNetns(t, f)
-		p := *f.p
-		p.Stderr = io.Discard
-		retrying <- p.Del(a)
-	}()
-	<-entered
+	release, retrying := holdRetry(t, f)
 	added := make(chan error, 1)
 	go func() {
 		p := *f.p
@@ -235,23 +222,7 @@ func TestMasqRetryAddWaitsForContainersChain(t *testing.T) {
 	f.writeEnv(t, envA)
 	recordMasqFailures(t, f, "c1")
 
-	entered, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	f.masq.during = func() {
-		once.Do(func() {
-			close(entered)
-			<-release
-		})
-	}
-	retrying := make(chan error, 1)
-	go func() {
-		a := f.args("c2", "")
-		a.Netns = liveNetns(t, f)
-		p := *f.p
-		p.Stderr = io.Discard
-		retrying <- p.Del(a)
-	}()
-	<-entered
+	release, retrying := holdRetry(t, f)
 	added := make(chan error, 1)
 	go func() {
 		p := *f.p
@@ -325,4 +296,29 @@ func recordMasqFailures(t *testing.T, f *fixture, ids ...string) {
 			t.Fatalf("DEL %s: %v", id, err)
 		}
 	}
+}
+
+// holdRetry starts a DEL of c2 (its namespace live) whose retry of the
+// masquerade removals recorded before stops in its first removal, holding
+// the retries, until release is closed; it returns once the retry is held,
+// and the DEL's result comes on retrying.
+func holdRetry(t *testing.T, f *fixture) (release chan struct{}, retrying <-chan error) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f.masq.during = func() {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+	}
+	done := make(chan error, 1)
+	go func() {
+		a := f.args("c2", "")
+		a.Netns = liveNetns(t, f)
+		p := *f.p
+		p.Stderr = io.Discard
+		done <- p.Del(a)
+	}()
+	<-entered
+	return release, done
 }
