@@ -157,7 +157,9 @@ func diskFaultChild(t *testing.T, etcd string) {
 			a.obs.mu.Lock()
 			own := a.obs.st.Subnet
 			a.obs.mu.Unlock()
-			if env.LeaseSubnet().String() != own || own == movedFrom.String() {
+			// Only the moved case's previous subnet is another host's;
+			// the others may lease 10.244.99.0/24 by chance.
+			if env.LeaseSubnet().String() != own || c.name == "moved" && own == movedFrom.String() {
 				t.Errorf("subnet.env names %s, the lease is %s (and must not be %s)", env.LeaseSubnet(), own, movedFrom)
 			}
 		})
