@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"syscall"
 	"testing"
 
 	"k8s.io/klog/v2"
@@ -39,7 +40,7 @@ func TestFlanneldFlags(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	help, _ := exec.Command(bin, "-help").CombinedOutput() // its status says nothing
+	help, _ := flanneldCmd(bin, "-help").CombinedOutput() // its status says nothing
 	ms := helpFlag.FindAllSubmatch(help, -1)
 	if n := len(flagLine.FindAll(help, -1)); len(ms) != n || n < 20 {
 		t.Fatalf("read %d flags of the %d lines starting with '  -' in flanneld -help:\n%s", len(ms), n, help)
@@ -47,7 +48,7 @@ func TestFlanneldFlags(t *testing.T) {
 	// flanneld exits 0 after a usage error too: it took arg when it
 	// printed only its version.
 	flanneldTakes := func(arg string) bool {
-		out, _ := exec.Command(bin, arg, "-version").CombinedOutput()
+		out, _ := flanneldCmd(bin, arg, "-version").CombinedOutput()
 		return bytes.Count(out, []byte("\n")) == 1 && bytes.HasPrefix(out, []byte("v"))
 	}
 	tried := 0
@@ -86,4 +87,16 @@ func TestFlanneldFlags(t *testing.T) {
 		}
 	}
 	t.Logf("agentd takes the %d flags of %s at values flanneld takes", tried, bin)
+}
+
+// flanneldCmd is the flanneld at bin with args, in a network namespace of
+// its own when the tests run as root (as in CI): agents that other packages'
+// tests start meanwhile in this namespace refuse to start beside a flanneld
+// there (flanneldRunningError), and TestStateDirLocked once failed so.
+func flanneldCmd(bin string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	}
+	return cmd
 }
