@@ -92,31 +92,36 @@ func udpTables(socks []procUDPSock) (udp4, udp6 []byte) {
 
 // kernelUDP and kernelUDP6 are /proc/net/udp and udp6 as Linux 6.18 wrote
 // them (x86-64) in a namespace with UDP sockets on 127.0.0.1:8285 (inode
-// 6649516), 0.0.0.0:8472 (6649517) and [::]:8285 (6649518).
+// 6649516), 0.0.0.0:8472 (6649517) and [::]:8285 (6649518);
+// kernelUDP6Mapped is udp6 in a namespace with one socket, bound to
+// [::ffff:0.0.0.0]:8285 (7772497), where binding 198.18.0.7:8285 then
+// failed with EADDRINUSE.
 const (
 	kernelUDP = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops            \n" +
 		"10963: 0100007F:205D 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 6649516 2 00000000873b022c 0       \n" +
 		"11150: 00000000:2118 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 6649517 2 000000007fef6d6b 0       \n"
 	kernelUDP6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n" +
 		"10963: 00000000000000000000000000000000:205D 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 6649518 2 00000000d785b0d0 0\n"
+	kernelUDP6Mapped = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n" +
+		" 5810: 0000000000000000FFFF000000000000:205D 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 7772497 2 00000000cbdfdf4d 0\n"
 )
 
 // TestPortSocketsInKernelTables: portSocketsIn reads the kernel's tables as
 // the sockets in the way of each address.
 func TestPortSocketsInKernelTables(t *testing.T) {
 	for _, tc := range []struct {
-		addr      string
-		udp, udp6 []string
+		addr              string
+		udp, udp6, mapped []string
 	}{
-		{"127.0.0.1:8285", []string{"socket:[6649516]"}, []string{"socket:[6649518]"}},
-		{"198.18.0.1:8285", nil, []string{"socket:[6649518]"}},
-		{"198.18.0.1:8472", []string{"socket:[6649517]"}, nil},
-		{"127.0.0.1:53", nil, nil},
+		{"127.0.0.1:8285", []string{"socket:[6649516]"}, []string{"socket:[6649518]"}, []string{"socket:[7772497]"}},
+		{"198.18.0.1:8285", nil, []string{"socket:[6649518]"}, []string{"socket:[7772497]"}},
+		{"198.18.0.1:8472", []string{"socket:[6649517]"}, nil, nil},
+		{"127.0.0.1:53", nil, nil, nil},
 	} {
 		for _, table := range []struct {
 			content string
 			want    []string
-		}{{kernelUDP, tc.udp}, {kernelUDP6, tc.udp6}} {
+		}{{kernelUDP, tc.udp}, {kernelUDP6, tc.udp6}, {kernelUDP6Mapped, tc.mapped}} {
 			want := map[string]bool{}
 			for _, s := range table.want {
 				want[s] = true
@@ -143,7 +148,7 @@ func FuzzPortSocketsIn(f *testing.F) {
 		port  uint16
 		inode uint32
 	}{{0, "198.18.0.1", 8285, 12345}, {2, "0.0.0.0", 8285, 12346}, {3, "::", 8285, 12347}, {4, "::", 8285, 12348},
-		{0, "198.18.0.2", 8285, 12349}, {0, "198.18.0.1", 8472, 12350}, {3, "fd00::1", 8285, 12351}, {1, "0.0.0.0", 0, 7}} {
+		{0, "198.18.0.2", 8285, 12349}, {0, "198.18.0.1", 8472, 12350}, {3, "fd00::1", 8285, 12351}, {1, "0.0.0.0", 0, 7}, {3, "::ffff:0.0.0.0", 8285, 12352}} {
 		a := netip.MustParseAddr(s.addr).As16()
 		if netip.MustParseAddr(s.addr).Is4() {
 			copy(a[:], netip.MustParseAddr(s.addr).AsSlice())
@@ -155,6 +160,7 @@ func FuzzPortSocketsIn(f *testing.F) {
 	f.Add(uint32(0xc6120001), uint16(8285), list, []byte{})
 	f.Add(uint32(0x7f000001), uint16(8285), []byte{}, []byte(kernelUDP))
 	f.Add(uint32(0xc6120001), uint16(8285), []byte{}, []byte(kernelUDP6))
+	f.Add(uint32(0xc6120007), uint16(8285), []byte{}, []byte(kernelUDP6Mapped))
 	f.Add(uint32(0x7f000001), uint16(53), []byte{}, []byte("  2: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 29671 2 0000000000000000 0\n"))
 	f.Add(uint32(0), uint16(0), []byte{}, []byte("0: 00000000:0000 a b c d e f g 12]x\n0: :0 a b c d e f g 1\n"))
 	f.Fuzz(func(t *testing.T, ip uint32, port uint16, list, raw []byte) {
@@ -202,7 +208,10 @@ func FuzzPortSocketsIn(f *testing.F) {
 			}
 			s := procUDPSock{netip.AddrPortFrom(a, p), binary.BigEndian.Uint32(b[20:])}
 			socks = append(socks, s)
-			if p == port && (a.Unmap() == addr.Addr() || a.IsUnspecified()) {
+			// ::ffff:0.0.0.0 is in the way as 0.0.0.0 is: Linux binds
+			// an IPv6 socket there to every IPv4 address
+			// (kernelUDP6Mapped).
+			if p == port && (a.Unmap() == addr.Addr() || a.Unmap().IsUnspecified()) {
 				want[fmt.Sprintf("socket:[%d]", s.inode)] = true
 			}
 		}
