@@ -698,6 +698,13 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		return err
 	}
 	defer lock.Close()
+	// subnet.env is removed below: not in a directory another user could
+	// have replaced meanwhile (a symlink there would point the removal
+	// elsewhere), as a start refuses it there (checkSubnetFile). Refused
+	// before anything is released.
+	if err := atomicfile.CheckPath(cfg.SubnetFile); errors.Is(err, atomicfile.ErrUntrusted) {
+		return fmt.Errorf("subnet.env (--subnet-file): %w; nothing released, as agentd would remove subnet.env there", err)
+	}
 	ext, err := FindExternalInterface(&cfg)
 	if err != nil {
 		return err

@@ -24,7 +24,9 @@ import (
 // and programmed its peers, while agentd-cni and agentd-docker-opts refuse
 // a subnet.env there (subnetenv.ReadOwned, checked below), so every new pod
 // failed with the CNI plugin's error, far from the cause. A sticky
-// directory of root's, as /tmp is, is used.
+// directory of root's, as /tmp is, is used. --release-lease refuses such a
+// directory too, before it releases anything (before 2026-12-06 it removed
+// the subnet.env it found there after the release).
 func TestSubnetFileParentRefused(t *testing.T) {
 	requireChown(t)
 	for _, tc := range []struct {
@@ -98,6 +100,21 @@ func TestSubnetFileParentRefused(t *testing.T) {
 			t.Logf("agent: %v", err)
 			if wentOn() {
 				t.Errorf("the agent logged its interface before it refused subnet.env's directory")
+			}
+			// --release-lease refuses it too, before it releases
+			// anything or removes the file there.
+			rel := cfg
+			rel.ReleaseLease = true
+			if err := os.WriteFile(cfg.SubnetFile, []byte("kept"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			wantRel := "subnet.env (--subnet-file): " + flannel + " " + tc.want
+			if err := Run(klog.NewContext(context.Background(), funcr.New(logs.add, funcr.Options{})), rel); err == nil ||
+				!strings.HasPrefix(err.Error(), wantRel) || !strings.HasSuffix(err.Error(), "; nothing released, as agentd would remove subnet.env there") {
+				t.Errorf("--release-lease with --subnet-file in a directory that is %s: %v\nwant %s…; nothing released, as agentd would remove subnet.env there", tc.name, err, wantRel)
+			}
+			if b, err := os.ReadFile(cfg.SubnetFile); err != nil || string(b) != "kept" {
+				t.Errorf("subnet.env after the refused release: %q, %v; want it left", b, err)
 			}
 			// The refusal is the readers': a subnet.env written there is
 			// refused by them for the same reason.
