@@ -8,26 +8,25 @@ import (
 	"syscall"
 
 	"github.com/agentd/agentd/internal/atomicfile"
-	"github.com/go-logr/logr"
 )
 
 // looseKeyFileMsg is logged when the etcd client key file is not private.
 const looseKeyFileMsg = "the etcd client key file is not private: whoever can read it can act as this agent in etcd, whoever can write it can replace it; chmod 600 it"
 
-// warnLooseKeyFile logs looseKeyFileMsg once, at start, when path (the
-// --etcd-keyfile) can be read by every local user or changed by users other
-// than its owner. A key readable by its group only is not reported: a group
-// of the certificate's users is a common set-up. The file is not refused:
-// it may be so on purpose, and the agent is needed for the network.
-func warnLooseKeyFile(log logr.Logger, path string) {
+// looseKeyFile says whether path (the --etcd-keyfile) can be read by every
+// local user or changed by users other than its owner, and its mode: if so,
+// looseKeyFileMsg is logged once, at start. A key readable by its group
+// only is not reported: a group of the certificate's users is a common
+// set-up. The file is not refused: it may be so on purpose, and the agent
+// is needed for the network.
+func looseKeyFile(path string) (mode string, loose bool) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		// Loading the key reports it.
-		return
+		return "", false
 	}
-	if perm := fi.Mode().Perm(); perm&0o026 != 0 {
-		log.Info(looseKeyFileMsg, "file", path, "mode", fmt.Sprintf("%#o", perm))
-	}
+	perm := fi.Mode().Perm()
+	return fmt.Sprintf("%#o", perm), perm&0o026 != 0
 }
 
 // replaceableTLSFileMsg is logged when someone other than root could change
@@ -37,23 +36,16 @@ const replaceableTLSFileMsg = "an etcd TLS file can be changed by someone other 
 	"whoever changes the certificate and key chooses whom agentd acts as in etcd; " +
 	"make the file and the directories above it root's and writable by root only"
 
-// warnReplaceableTLSFile logs replaceableTLSFileMsg once, at start, when
-// someone other than root (or this process's user) could change the file
-// at path, given with flag: it is another user's, or its group or others
-// may write to it (modeToo: the key's mode is warnLooseKeyFile's), or
-// another user could replace it through a directory on its path, symbolic
-// links followed, as subnet.env's readers and the state dir are checked
-// (atomicfile.CheckPath). The file is not refused, as a loose key is not:
-// certificates owned by an etcd or kube user are a common set-up, and
-// refusing them would take the network away from hosts where it works.
-func warnReplaceableTLSFile(log logr.Logger, flag, path string, modeToo bool) {
-	if reason := replaceableBy(path, modeToo); reason != "" {
-		log.Info(replaceableTLSFileMsg, "flag", flag, "file", path, "reason", reason)
-	}
-}
-
-// replaceableBy is warnReplaceableTLSFile's reason to warn of path, with how
-// to mend it, or "".
+// replaceableBy is the reason, with how to mend it, to log
+// replaceableTLSFileMsg once, at start, for the file at path, or "": someone
+// other than root (or this process's user) could change it: it is another
+// user's, or its group or others may write to it (modeToo: the key's mode
+// is looseKeyFile's), or another user could replace it through a directory
+// on its path, symbolic links followed, as subnet.env's readers and the
+// state dir are checked (atomicfile.CheckPath). The file is not refused, as
+// a loose key is not: certificates owned by an etcd or kube user are a
+// common set-up, and refusing them would take the network away from hosts
+// where it works.
 func replaceableBy(path string, modeToo bool) string {
 	if err := atomicfile.CheckPath(path); errors.Is(err, atomicfile.ErrUntrusted) {
 		return err.Error()

@@ -41,6 +41,39 @@ type etcdTLS struct {
 // release), what is wrong with the etcd TLS files' permissions: not at each
 // dial, which connectEtcd repeats while etcd does not answer.
 func warnEtcdTLSFiles(cfg *Config, log logr.Logger) {
+	for _, w := range EtcdTLSFileWarnings(cfg) {
+		log.Info(w.msg, w.kv...)
+	}
+}
+
+// EtcdTLSFileWarning is one of the warnings about the etcd TLS files that
+// agentd logs at start, as a line for a person (agentctl prints them).
+type EtcdTLSFileWarning struct {
+	msg string
+	kv  []any
+}
+
+func (w EtcdTLSFileWarning) String() string {
+	var b strings.Builder
+	b.WriteString(w.msg)
+	for i := 0; i+1 < len(w.kv); i += 2 {
+		sep := " ("
+		if i > 0 {
+			sep = ", "
+		}
+		fmt.Fprintf(&b, "%s%v %v", sep, w.kv[i], w.kv[i+1])
+	}
+	if len(w.kv) > 0 {
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// EtcdTLSFileWarnings lists what warnEtcdTLSFiles would log for cfg's etcd
+// TLS files: someone other than root could change one, or the key is not
+// private.
+func EtcdTLSFileWarnings(cfg *Config) []EtcdTLSFileWarning {
+	var ws []EtcdTLSFileWarning
 	for _, f := range []struct {
 		flag, path string
 		modeToo    bool
@@ -49,13 +82,19 @@ func warnEtcdTLSFiles(cfg *Config, log logr.Logger) {
 		{"--etcd-certfile", cfg.EtcdCertFile, true},
 		{"--etcd-keyfile", cfg.EtcdKeyFile, false},
 	} {
-		if f.path != "" {
-			warnReplaceableTLSFile(log, f.flag, f.path, f.modeToo)
+		if f.path == "" {
+			continue
+		}
+		if reason := replaceableBy(f.path, f.modeToo); reason != "" {
+			ws = append(ws, EtcdTLSFileWarning{replaceableTLSFileMsg, []any{"flag", f.flag, "file", f.path, "reason", reason}})
 		}
 	}
 	if cfg.EtcdKeyFile != "" {
-		warnLooseKeyFile(log, cfg.EtcdKeyFile)
+		if mode, loose := looseKeyFile(cfg.EtcdKeyFile); loose {
+			ws = append(ws, EtcdTLSFileWarning{looseKeyFileMsg, []any{"file", cfg.EtcdKeyFile, "mode", mode}})
+		}
 	}
+	return ws
 }
 
 func newEtcdTLS(cfg *Config, log logr.Logger) (*etcdTLS, error) {

@@ -174,6 +174,12 @@ FLANNELD_ETCD_ENDPOINTS).`,
 			if err := validateFlags(cmd); err != nil {
 				return err
 			}
+			// The TLS files agentd warns of at its start (the same files,
+			// usually): whoever could change them chooses the etcd that
+			// agentctl trusts, or whom it acts as there.
+			for _, w := range agent.EtcdTLSFileWarnings(&a.etcd) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "agentctl: warning: "+w.String())
+			}
 			if a.timeout <= 0 {
 				return usagef("--timeout %v: want a positive duration", a.timeout)
 			}
