@@ -91,8 +91,9 @@ type ManagerConfig struct {
 	// lease again, or it is gone, which OnLeaseState says). It must not
 	// block.
 	OnRenewalRefused func(err error, expires time.Time)
-	// Clock is what our etcd lease's expiry is judged by: boottime.Now,
-	// which goes on while the machine is suspended, unless set (tests).
+	// Clock is what our etcd lease's expiry, and how long a lease watch
+	// lived, are judged by: boottime.Now, which goes on while the machine
+	// is suspended, unless set (tests).
 	Clock func() time.Time
 	// NewHistoryGrace is how long the peers that etcd's new history lacks
 	// (etcd emptied, or restored from an older snapshot) keep their place

@@ -1402,7 +1402,8 @@ func (w *holdingWatcher) Watch(ctx context.Context, _ string, _ ...clientv3.OpOp
 
 // TestWatchThatLivedResetsBackoff: after 4 watches refused at once, which
 // grow the delay before the next list to 1.6 s (drawn within [0.8, 1.6]), a
-// watch lives 10 s (the backoff's Max) and then ends. That one broke by
+// watch lives 10 s (the backoff's Max) by the manager's clock, which the
+// test moves on while the watch is open, and then ends. That one broke by
 // chance: the next list and watch come within the backoff's Min, 200 ms
 // (drawn within [100, 200]), plus a list's time; 1 s is allowed. Had the
 // delay not been reset, the next would be 3.2 s (drawn within [1.6, 3.2]).
@@ -1412,7 +1413,10 @@ func TestWatchThatLivedResetsBackoff(t *testing.T) {
 	w := &holdingWatcher{Watcher: e.cli.Watcher, refuse: refused, end: make(chan struct{}),
 		started: make(chan time.Time, refused+3)}
 	e.cli.Watcher = w
-	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
+	var lived atomic.Int64 // time.Duration the test moved the clock on
+	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"), func(c *subnet.ManagerConfig) {
+		c.Clock = func() time.Time { return time.Now().Add(time.Duration(lived.Load())) }
+	})
 	acquire(t, m)
 	run(t, m)
 	next := func(what string) time.Time {
@@ -1428,16 +1432,17 @@ func TestWatchThatLivedResetsBackoff(t *testing.T) {
 	for i := range refused {
 		next(fmt.Sprintf("refused watch %d", i+1))
 	}
-	held := next("the watch that lives")
-	// The watch must have lived the backoff's Max by watchLoop's clock,
-	// which started just before the watch: wait for that, then end it.
-	time.Sleep(time.Until(held.Add(10*time.Second + 100*time.Millisecond)))
+	next("the watch that lives")
+	// watchLoop read its clock before it opened the watch: moving the
+	// clock on now makes the watch have lived the backoff's Max when it
+	// ends.
+	lived.Store(int64(10 * time.Second))
 	ended := time.Now()
 	close(w.end)
 	after := next("the watch after the one that lived").Sub(ended)
 	if after > time.Second {
-		t.Fatalf("a watch that lived %v ended; the next came %v later, want within 1 s (the backoff was not reset)",
-			ended.Sub(held).Round(time.Millisecond), after.Round(time.Millisecond))
+		t.Fatalf("a watch that lived 10 s by the manager's clock ended; the next came %v later, want within 1 s (the backoff was not reset)",
+			after.Round(time.Millisecond))
 	}
 	if n := m.Stats.Relists.Load(); n != refused+1 {
 		t.Errorf("Relists = %d, want %d", n, refused+1)

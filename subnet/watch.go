@@ -247,7 +247,7 @@ func (m *Manager) watchLoop(ctx context.Context) {
 			failing = nil
 		}
 		replaced, compacted = nil, false
-		started := time.Now()
+		started := m.cfg.Clock()
 		err = m.watchFrom(ctx, &h)
 		if ctx.Err() != nil {
 			return
@@ -257,7 +257,7 @@ func (m *Manager) watchLoop(ctx context.Context) {
 		// the watch's WithRequireLeader makes it refuse, while another
 		// answers the list) would otherwise cost a list of every lease 5
 		// times a second for as long as that lasts: it backs off to Max.
-		if time.Since(started) >= b.Max {
+		if m.cfg.Clock().Sub(started) >= b.Max {
 			b.Reset()
 		}
 		if errors.Is(err, errKeysDiffer) {
