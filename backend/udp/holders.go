@@ -77,7 +77,9 @@ func holders(dev string, queues bool, addr netip.AddrPort, port bool) []holder {
 // that may keep a socket from binding addr: those bound to its port on its
 // address (also as mapped into IPv6, ::ffff:a.b.c.d) or on every address,
 // IPv4 or IPv6 (one with IPV6_V6ONLY is not in the way, but /proc does not
-// tell), named as their holders' fd links read ("socket:[123]").
+// tell), and, when addr is itself every IPv4 address (0.0.0.0), those on
+// any IPv4 address, mapped or not; named as their holders' fd links read
+// ("socket:[123]").
 func portSockets(addr netip.AddrPort) map[string]bool {
 	socks := map[string]bool{}
 	for _, file := range []string{"/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"} {
@@ -104,7 +106,7 @@ func portSocketsIn(table []byte, addr netip.AddrPort) map[string]bool {
 		if !ok || a.Port() != addr.Port() {
 			continue
 		}
-		if ip := a.Addr().Unmap(); ip == addr.Addr() || ip.IsUnspecified() {
+		if ip := a.Addr().Unmap(); ip == addr.Addr() || ip.IsUnspecified() || addr.Addr().IsUnspecified() && ip.Is4() {
 			socks["socket:["+f[9]+"]"] = true
 		}
 	}

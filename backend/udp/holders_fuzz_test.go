@@ -117,6 +117,10 @@ func TestPortSocketsInKernelTables(t *testing.T) {
 		{"198.18.0.1:8285", nil, []string{"socket:[6649518]"}, []string{"socket:[7772497]"}},
 		{"198.18.0.1:8472", []string{"socket:[6649517]"}, nil, nil},
 		{"127.0.0.1:53", nil, nil, nil},
+		// Binding 0.0.0.0 fails while any IPv4 address holds the port,
+		// mapped into IPv6 or not (EADDRINUSE after 198.18.0.1:8285 and
+		// after ::ffff:198.18.0.1:8286, seen in a namespace, Linux 6.18).
+		{"0.0.0.0:8285", []string{"socket:[6649516]"}, []string{"socket:[6649518]"}, []string{"socket:[7772497]"}},
 	} {
 		for _, table := range []struct {
 			content string
@@ -137,9 +141,10 @@ func TestPortSocketsInKernelTables(t *testing.T) {
 // of the backend's (portSockets, for a start's message naming who holds
 // the port), reads from the tables the kernel writes exactly the sockets on
 // the port on its address, on the address mapped into IPv6, or on every
-// address (0.0.0.0 or ::), each by its inode. Whatever a table holds, each
-// socket it names is the tenth field of a line whose second is an address
-// on the port.
+// address (0.0.0.0 or ::), and, for 0.0.0.0, those on any IPv4 address,
+// mapped or not, each by its inode. Whatever a table holds, each socket it
+// names is the tenth field of a line whose second is an address on the
+// port.
 func FuzzPortSocketsIn(f *testing.F) {
 	var list []byte
 	for _, s := range []struct {
@@ -163,6 +168,8 @@ func FuzzPortSocketsIn(f *testing.F) {
 	f.Add(uint32(0xc6120007), uint16(8285), []byte{}, []byte(kernelUDP6Mapped))
 	f.Add(uint32(0x7f000001), uint16(53), []byte{}, []byte("  2: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 29671 2 0000000000000000 0\n"))
 	f.Add(uint32(0), uint16(0), []byte{}, []byte("0: 00000000:0000 a b c d e f g 12]x\n0: :0 a b c d e f g 1\n"))
+	f.Add(uint32(0), uint16(8285), list[:3*24], []byte{}) // 0.0.0.0: 198.18.0.1 is in its way
+	f.Add(uint32(0), uint16(8285), []byte{}, []byte(kernelUDP))
 	f.Fuzz(func(t *testing.T, ip uint32, port uint16, list, raw []byte) {
 		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(ip >> 24), byte(ip >> 16), byte(ip >> 8), byte(ip)}), port)
 		for key := range portSocketsIn(raw, addr) {
@@ -210,8 +217,9 @@ func FuzzPortSocketsIn(f *testing.F) {
 			socks = append(socks, s)
 			// ::ffff:0.0.0.0 is in the way as 0.0.0.0 is: Linux binds
 			// an IPv6 socket there to every IPv4 address
-			// (kernelUDP6Mapped).
-			if p == port && (a.Unmap() == addr.Addr() || a.Unmap().IsUnspecified()) {
+			// (kernelUDP6Mapped). Binding 0.0.0.0 conflicts with every
+			// IPv4 address, mapped or not.
+			if ip := a.Unmap(); p == port && (ip == addr.Addr() || ip.IsUnspecified() || addr.Addr().IsUnspecified() && ip.Is4()) {
 				want[fmt.Sprintf("socket:[%d]", s.inode)] = true
 			}
 		}
