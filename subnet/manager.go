@@ -338,6 +338,7 @@ func (m *Manager) Acquire(ctx context.Context, backendType string, backendData j
 			if ok {
 				m.setOwn(l)
 				m.log.Info("reusing our lease", "subnet", l.Subnet, "reservation", l.Reservation())
+				m.explainMoveToOwn(l)
 				return l, nil
 			}
 			v.full = true
@@ -529,6 +530,26 @@ func (m *Manager) rekey(ctx context.Context, l Lease, sn6 netip.Prefix, g *grant
 	return nl, true, nil
 }
 
+// moveRestart ends every MOVING TO ANOTHER SUBNET line.
+const moveRestart = "; restart what still uses it (dockerd's --bip, the CNI bridge and its pods)"
+
+// explainMoveToOwn says, loudly, when the key this host took as its own, l (a
+// reservation for its public IP, or a lease naming its identity), is of
+// another subnet than its previous subnet.env names: a move as any other,
+// though no key held the old subnet.
+func (m *Manager) explainMoveToOwn(l Lease) {
+	prev := m.cfg.PreviousSubnet.Masked()
+	if !prev.IsValid() || l.Subnet == prev {
+		return
+	}
+	why := "this host's lease in etcd is of another subnet than the previous subnet.env's"
+	if l.Reservation() {
+		why = "a reservation for this host's public IP is of another subnet than the previous subnet.env's, and wins over it"
+	}
+	m.log.Error(nil, "MOVING TO ANOTHER SUBNET: "+why+moveRestart,
+		"previous", prev, "new", l.Subnet, "key", m.reg.LeaseKey(l.Subnet, l.IPv6Subnet))
+}
+
 // explainMove says, loudly, when this host leased sn rather than the subnet
 // its previous subnet.env names: whatever still uses the old subnet
 // (dockerd's --bip, the CNI bridge and its pods) must be restarted. sn was
@@ -543,9 +564,8 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 	if !prev.IsValid() || sn == prev {
 		return
 	}
-	const restart = "; restart what still uses it (dockerd's --bip, the CNI bridge and its pods)"
 	if _, ok := m.net.SubnetIndex(prev); !ok {
-		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env is not one of the network's subnets any more"+restart,
+		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env is not one of the network's subnets any more"+moveRestart,
 			"previous", prev, "new", sn, "network", m.net.Network, "subnetLen", m.net.SubnetLen, "subnetMin", m.net.SubnetMin, "subnetMax", m.net.SubnetMax)
 		return
 	}
@@ -572,13 +592,13 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 		if hsn != prev {
 			kv = append(kv, "heldSubnet", hsn)
 		}
-		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env is held by another host"+restart, kv...)
+		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env is held by another host"+moveRestart, kv...)
 	})
 	if !held {
 		// Not expected: pick took a previous subnet it found free, and
 		// after losing it to a rival finds the rival's key in the next
 		// list. Still no move goes unsaid.
-		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env was taken by another host meanwhile"+restart,
+		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env was taken by another host meanwhile"+moveRestart,
 			"previous", prev, "new", sn)
 	}
 }
