@@ -224,29 +224,36 @@ func TestParseMACFile(t *testing.T) {
 }
 
 // FuzzParseReceiveFlags: for a link message built with the receive flags
-// that mask sets (each as the kernel writes it, a u8 of 1, or as a flag
-// attribute without a value for GBP and nopartial) among other vxlan
-// attributes, parseReceiveFlags names exactly those flags; for any bytes
-// after the ifinfomsg it names only flags it knows, or fails.
+// that mask sets among other vxlan attributes, each as vxlan_fill_info
+// writes it (a u8 of 1 when set and of 0 when not; GBP, GPE and nopartial
+// flag attributes without a value, there only when set),
+// parseReceiveFlags names exactly those flags; for any bytes after the
+// ifinfomsg it names only flags it knows, or fails.
 func FuzzParseReceiveFlags(f *testing.F) {
 	f.Add(uint8(0), []byte{})
 	f.Add(uint8(1<<5), []byte{8, 0, 1, 0, 1, 0, 0, 0})
 	f.Add(uint8(0x7f), []byte{4, 0, 18, 0})
+	f.Add(uint8(1<<1), []byte{}) // GPE alone: a flag attribute
 	f.Fuzz(func(t *testing.T, mask uint8, junk []byte) {
 		var want []string
 		data := nl.NewRtAttr(unix.IFLA_INFO_DATA, nil)
 		data.AddRtAttr(unix.IFLA_VXLAN_ID, nl.Uint32Attr(1))
 		for i, fl := range receiveFlags {
-			if mask&(1<<i) == 0 {
-				// Present and 0 counts as not set.
-				data.AddRtAttr(int(fl.attr), []byte{0})
-				continue
+			set := mask&(1<<i) != 0
+			if set {
+				want = append(want, fl.name)
 			}
-			want = append(want, fl.name)
-			if fl.attr == unix.IFLA_VXLAN_GBP || fl.attr == unix.IFLA_VXLAN_REMCSUM_NOPARTIAL {
-				data.AddRtAttr(int(fl.attr), nil)
-			} else {
-				data.AddRtAttr(int(fl.attr), []byte{1})
+			switch fl.attr {
+			case unix.IFLA_VXLAN_GBP, unix.IFLA_VXLAN_GPE, unix.IFLA_VXLAN_REMCSUM_NOPARTIAL: // nla_put_flag
+				if set {
+					data.AddRtAttr(int(fl.attr), nil)
+				}
+			default: // nla_put_u8 of 0 or 1
+				v := uint8(0)
+				if set {
+					v = 1
+				}
+				data.AddRtAttr(int(fl.attr), nl.Uint8Attr(v))
 			}
 		}
 		info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
