@@ -229,10 +229,14 @@ func TestMasqRetryAddWaitsForContainersChain(t *testing.T) {
 		p.Stdout, p.Stderr = io.Discard, io.Discard
 		p.Exec = &fakeExec{}
 		p.masq = &fakeMasq{}
+		// The real clock: with the fixture's, whose sleeps take no time,
+		// ADD would give up waiting (masqLockWait) at once.
+		p.now, p.sleep = nil, nil
 		added <- p.Add(f.attach("cbr0", "c1", "net1", ""))
 	}()
 	// Nothing shows that ADD waits but its not returning: it has a second
-	// to return while the retry is held, and must not.
+	// (less than masqLockWait) to return while the retry is held, and
+	// must not.
 	select {
 	case err := <-added:
 		close(release)

@@ -98,9 +98,11 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // or MTU. Nor does it for an attachment whose file name would be too long
 // (see fits), which is refused before anything else. Before the delegate
 // runs, the masquerade chains earlier DELs could not remove are removed (see
-// retryMasq): if the container's own cannot be, ADD is "try again later";
-// so it is when another program keeps the xtables lock that the delegate
-// would wait for without a limit (see waitXtables). Neither saves anything.
+// retryMasq): if the container's own cannot be, or another command keeps
+// them locked past masqLockWait while one of the container's is recorded,
+// ADD is "try again later"; so it is when another program keeps the
+// xtables lock that the delegate would wait for without a limit (see
+// waitXtables). None of these saves anything.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	n, at, err := loadConf(args)
 	if err != nil {
@@ -331,6 +333,16 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 // legacy one.
 const masqRetryDir = "_masq-retry"
 
+// masqLockWait is how long an ADD waits for another command that holds
+// masqRetryDir's lock (see retryMasq) before it fails with "try again
+// later": as long as it waits for the xtables lock. A CNI ADD must return:
+// kubelet and containerd time out on one that does not, and the pod stays
+// in ContainerCreating.
+const masqLockWait = delegateXtablesWait
+
+// masqLockPoll is how often an ADD tries that lock.
+const masqLockPoll = 20 * time.Millisecond
+
 // recordMasqRetry records the masquerading of network's attachment
 // containerID, ifName in dataDir's masqRetryDir.
 func recordMasqRetry(dataDir, network, containerID, ifName string) error {
@@ -354,10 +366,10 @@ func recordMasqRetry(dataDir, network, containerID, ifName string) error {
 // For the same reason the directory is locked (flock) while retryMasq
 // runs, so that one that listed a record cannot remove the chain after the
 // record's ADD has removed it and made it anew. Only an ADD of a container
-// with a record in the network waits for the lock, and keeps it until
-// unlock, which it calls once it has saved; any other command finding the
-// lock taken leaves the retries to the command holding it. unlock is never
-// nil.
+// with a record in the network waits for the lock, masqLockWait at most
+// (then ownErr says so), and keeps it until unlock, which it calls once it
+// has saved; any other command finding the lock taken leaves the retries
+// to the command holding it. unlock is never nil.
 func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err error) {
 	unlock = func() {}
 	dir := filepath.Join(dataDir, masqRetryDir)
@@ -382,20 +394,34 @@ func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err erro
 	// another interface's, whose retry, finding no attachment of the
 	// container saved, may be removing the container's iptables chain,
 	// which the ADD's delegate is about to make or keep.
-	how := syscall.LOCK_EX | syscall.LOCK_NB
+	wait := false
 	if own != "" {
 		network, id, _ := recordParts(own)
 		// The parts hold no pattern characters (see attachmentOf).
-		if same, _ := filepath.Glob(filepath.Join(dir, network+":"+id+":*")); len(same) > 0 {
-			how = syscall.LOCK_EX
+		same, _ := filepath.Glob(filepath.Join(dir, network+":"+id+":*"))
+		wait = len(same) > 0
+	}
+	now, sleep := p.clock()
+	deadline := now().Add(masqLockWait)
+	for {
+		err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
 		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return unlock, nil, fmt.Errorf("lock %s: %w", dir, err)
+		}
+		if !wait {
+			return unlock, nil, nil
+		}
+		if !now().Before(deadline) {
+			network, id, _ := recordParts(own)
+			return unlock, fmt.Errorf("another agentd-cni command still holds the lock of %s after %v: it may be removing the masquerading of container %s in network %s, left by an earlier DEL, which this ADD's delegate would make or keep; try again later",
+				dir, masqLockWait, id, network), nil
+		}
+		sleep(masqLockPoll)
 	}
-	if err := syscall.Flock(int(d.Fd()), how); errors.Is(err, syscall.EWOULDBLOCK) {
-		return unlock, nil, nil
-	} else if err != nil {
-		return unlock, nil, fmt.Errorf("lock %s: %w", dir, err)
-	}
-	if how == syscall.LOCK_EX {
+	if wait {
 		// Kept until the ADD has saved: a retry before would find
 		// no attachment of the container saved and remove its chain,
 		// which the ADD's delegate is about to make or keep.
