@@ -307,7 +307,8 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	}
 	network := savedNetwork(n, d)
 	if err := p.dropMasqChain(n, network, at, saved, netns, lookupFailed); err != nil {
-		if rerr := recordMasqRetry(n.DataDir, network, at.containerID, at.ifName); rerr != nil {
+		now, _ := p.clock()
+		if rerr := recordMasqRetry(n.DataDir, network, at.containerID, at.ifName, now()); rerr != nil {
 			return types.NewError(types.ErrIOFailure, fmt.Sprintf("%v; nor could the chain be recorded for a later removal: %v", err, rerr), "")
 		}
 		if rerr := removeSaved(at, forget); rerr != nil {
@@ -319,19 +320,33 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 }
 
 // masqRetryDir is the subdirectory of dataDir that lists the masquerading
-// still to be removed (see masqChains), one empty file per attachment named
-// <network>:<container ID>:<interface>, written by a DEL whose removal of
-// it failed (see release). Each later ADD, DEL and GC, of any network
-// sharing the dataDir, tries again (see retryMasq): no GC comes from
-// containerd 1.7, nor for a network below CNI 1.1.0, and after a DEL with
-// nothing saved GC would find no attachment to release. An attachment is recorded only after its DEL,
-// and the container's iptables chain is removed only while no other
-// attachment of it in the network is saved (see chainInUse), so a later
-// removal cannot take a running pod's, except after an ADD of that
-// attachment again, which retryMasq sees to. The name starts with "_", as
-// no container ID or network name can, so it is no attachment's file nor a
-// legacy one.
+// still to be removed (see masqChains), one file per attachment named
+// <network>:<container ID>:<interface>, holding a masqRecord, written by a
+// DEL whose removal of it failed (see release). Each later ADD, DEL and
+// GC, of any network sharing the dataDir, tries again (see retryMasq): no
+// GC comes from containerd 1.7, nor for a network below CNI 1.1.0, and
+// after a DEL with nothing saved GC would find no attachment to release.
+// An attachment is recorded only after its DEL, and the container's
+// iptables chain is removed only while no other attachment of it in the
+// network is saved (see chainInUse), so a later removal cannot take a
+// running pod's, except after an ADD of that attachment again, which
+// retryMasq sees to. The name starts with "_", as no container ID or
+// network name can, so it is no attachment's file nor a legacy one.
 const masqRetryDir = "_masq-retry"
+
+// A record in masqRetryDir whose removal has failed for masqRetryFor since
+// its DEL, and in masqRetryTries retries at least, is given up (see
+// retryMasq): the cause is not the xtables lock, held for seconds at a
+// time, but one that lasts (another rule jumping to the chain, iptables
+// refused), which retrying does not mend. Kept, such records grew by one
+// for each pod deleted while it lasted, and every later ADD and DEL logged
+// one of them failing again. The count of retries keeps a record of a
+// quiet node, retried by few commands, from being given up on one failure
+// in a busy second of the lock.
+const (
+	masqRetryFor   = 24 * time.Hour
+	masqRetryTries = 5
+)
 
 // masqLockWait is how long an ADD waits for another command that holds
 // masqRetryDir's lock (see retryMasq) before it fails with "try again
@@ -343,14 +358,55 @@ const masqLockWait = delegateXtablesWait
 // masqLockPoll is how often an ADD tries that lock.
 const masqLockPoll = 20 * time.Millisecond
 
+// errMasqGivenUp is in retryMasq's error for a record given up.
+var errMasqGivenUp = errors.New("given up")
+
+// masqRecord is what a file in masqRetryDir holds (JSON). One that does
+// not decode, or has no time (agentd-cni before 2026-12-06 wrote empty
+// files), counts from its next failed retry.
+type masqRecord struct {
+	// Since is when the DEL whose removal failed recorded it.
+	Since time.Time `json:"since"`
+	// FailedRetries is how many retries of it have failed since.
+	FailedRetries int `json:"failedRetries"`
+}
+
 // recordMasqRetry records the masquerading of network's attachment
-// containerID, ifName in dataDir's masqRetryDir.
-func recordMasqRetry(dataDir, network, containerID, ifName string) error {
+// containerID, ifName in dataDir's masqRetryDir, at now. A record already
+// there (a DEL run again) keeps its time.
+func recordMasqRetry(dataDir, network, containerID, ifName string, now time.Time) error {
 	dir := filepath.Join(dataDir, masqRetryDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(dir, network+":"+containerID+":"+ifName), nil, 0o600)
+	path := filepath.Join(dir, network+":"+containerID+":"+ifName)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := writeMasqRecord(path, masqRecord{Since: now}); err != nil {
+		// A full disk may still take an empty file, which counts from
+		// its first failed retry: the record matters more than its time.
+		return atomicfile.Write(path, nil, 0o600)
+	}
+	return nil
+}
+
+func writeMasqRecord(path string, r masqRecord) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, append(b, '\n'), 0o600)
+}
+
+// readMasqRecord is the record at path, or one of now if it holds none.
+func readMasqRecord(path string, now time.Time) masqRecord {
+	var r masqRecord
+	b, err := os.ReadFile(path)
+	if err != nil || json.Unmarshal(b, &r) != nil || r.Since.IsZero() {
+		return masqRecord{Since: now}
+	}
+	return r
 }
 
 // retryMasq removes the masquerading recorded in dataDir's masqRetryDir
@@ -359,17 +415,19 @@ func recordMasqRetry(dataDir, network, containerID, ifName string) error {
 // recently tried first (see recordsByAge), until one fails, since while the
 // cause lasts (the xtables lock held) each would wait and fail alike; the
 // one that failed goes last, so one that fails for good (a chain another
-// rule still jumps to) does not keep the others waiting. own's failure is
-// ownErr, the others' err. An ADD
-// fails on ownErr: its delegate would make the container's chain again
-// under the same name, for a later retry to remove under the running pod.
-// For the same reason the directory is locked (flock) while retryMasq
-// runs, so that one that listed a record cannot remove the chain after the
-// record's ADD has removed it and made it anew. Only an ADD of a container
-// with a record in the network waits for the lock, masqLockWait at most
-// (then ownErr says so), and keeps it until unlock, which it calls once it
-// has saved; any other command finding the lock taken leaves the retries
-// to the command holding it. unlock is never nil.
+// rule still jumps to) does not keep the others waiting, and after
+// masqRetryFor and masqRetryTries it is given up: forgotten, the error
+// saying so and how to remove it by hand (see masqByHand). own's failure
+// is ownErr; the others', and own's give-up, are err. An ADD fails on
+// ownErr: its delegate would make the container's chain again under the
+// same name, for a later retry to remove under the running pod. For the
+// same reason the directory is locked (flock) while retryMasq runs, so
+// that one that listed a record cannot remove the chain after the record's
+// ADD has removed it and made it anew. Only an ADD of a container with a
+// record in the network waits for the lock, masqLockWait at most (then
+// ownErr says so), and keeps it until unlock, which it calls once it has
+// saved; any other command finding the lock taken leaves the retries to
+// the command holding it. unlock is never nil.
 func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err error) {
 	unlock = func() {}
 	dir := filepath.Join(dataDir, masqRetryDir)
@@ -438,23 +496,40 @@ func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err erro
 		if err != nil {
 			return err
 		}
+		path := filepath.Join(dir, name)
 		if err := p.masqChains().Remove(network, id, ifName, !inUse); err != nil {
+			what := fmt.Sprintf("remove masquerading of container %s interface %s in network %s, left by its DEL", id, ifName, network)
+			r := readMasqRecord(path, now())
+			r.FailedRetries++
+			if age := now().Sub(r.Since); age >= masqRetryFor && r.FailedRetries >= masqRetryTries {
+				if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+					return fmt.Errorf("%s: %w", what, errors.Join(err, rerr))
+				}
+				// The cause last: iptables' message may take lines.
+				return fmt.Errorf("%s: %w after %v and %d failed retries: it may still masquerade the next pod given the address; %s; the last failure: %w",
+					what, errMasqGivenUp, age.Round(time.Second), r.FailedRetries, masqByHand(network, id, ifName, !inUse), err)
+			}
+			werr := writeMasqRecord(path, r)
 			// Last in the next command's order, so that a record that
 			// fails for good does not stop the others' retries.
 			last := time.Now()
 			if !last.After(latest) {
 				last = latest.Add(time.Nanosecond)
 			}
-			_ = os.Chtimes(filepath.Join(dir, name), last, last)
-			return fmt.Errorf("remove masquerading of container %s interface %s in network %s, left by its DEL: %w", id, ifName, network, err)
+			_ = os.Chtimes(path, last, last)
+			return errors.Join(fmt.Errorf("%s: %w", what, err), werr)
 		}
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		return nil
 	}
 	if own != "" && slices.Contains(names, own) {
-		if err := retry(own); err != nil {
+		if err := retry(own); errors.Is(err, errMasqGivenUp) {
+			// Forgotten: no later retry can remove the chain under
+			// the pod the ADD is for.
+			return unlock, nil, err
+		} else if err != nil {
 			return unlock, err, nil
 		}
 	}
@@ -468,6 +543,20 @@ func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err erro
 		}
 	}
 	return unlock, nil, nil
+}
+
+// masqByHand says how to remove by hand the masquerading of network's
+// attachment containerID, ifName (see masqChains): if chain, its
+// container's iptables chain and the rules jumping to it, in both
+// families; and its nftables rules.
+func masqByHand(network, containerID, ifName string, chain bool) string {
+	nft := fmt.Sprintf("each rule of `nft -a list chain inet %[1]s %[2]s` whose comment starts with %[3]s (nft delete rule inet %[1]s %[2]s handle <handle>)",
+		nftMasqTable, nftMasqChain, nftMasqHash(network, containerID, ifName))
+	if !chain {
+		return "remove it by hand: delete " + nft
+	}
+	return fmt.Sprintf("remove it by hand: delete each rule `iptables -t nat -S | grep -e '-j %[1]s$'` prints (run it with -A turned into -D), then iptables -t nat -F %[1]s and iptables -t nat -X %[1]s, and the same with ip6tables; and delete %[2]s",
+		masqChainName(network, containerID), nft)
 }
 
 // recordsByAge are the names in the directory d, the least recently
