@@ -1004,8 +1004,10 @@ func previousSubnetOf(log logr.Logger, env subnetenv.Env, path string, ok bool, 
 		return netip.Prefix{}, ""
 	}
 	if env.Network != netCfg.Network {
-		log.Info("previous subnet.env is for another network; not reusing its subnet", "path", path, "network", env.Network)
-		return netip.Prefix{}, ""
+		// Network was changed. The subnet is still the one this host's
+		// containers use: asked for first if the new Network holds it,
+		// and otherwise the move is said loudly (subnet.Manager).
+		log.Info("previous subnet.env is for another network", "path", path, "network", env.Network, "now", netCfg.Network)
 	}
 	return env.Subnet.Masked(), env.HostID
 }
