@@ -105,7 +105,9 @@ func netnsClaimTry() func() (*os.File, sockclaim.Squatters, error) {
 // go on without it; once the squatter has gone, one takes it and the
 // other, which finds it held by a process of its own user, can only say
 // so: it logs that once for each holder, at error level, and keeps
-// trying, since it takes the claim once that agent has stopped.
+// trying, since it takes the claim once that agent has stopped. Each try
+// that does not take it is logged at V(4) with what it found, so that the
+// tries can be seen (-v=4) while the warnings stay one per holder.
 type netnsClaimRetake struct {
 	try     func() (*os.File, sockclaim.Squatters, error)
 	every   time.Duration
@@ -139,13 +141,24 @@ func (r *netnsClaimRetake) run(ctx context.Context) *os.File {
 				r.log.Error(nil, who+" took the claim on this network namespace: two agents run here; stop one of them",
 					"name", netnsClaimAddr)
 			}
+			r.triedHeld(who)
 			continue
 		}
 		if len(squatters) > 0 {
 			r.notHeld(squattedNetnsClaim(squatters))
+			r.triedHeld("a process of another user (" + squatters.String() + ")")
+			continue
 		}
-		// Else the try failed otherwise: the last finding stands.
+		// The try failed otherwise: the last finding stands.
+		r.log.V(4).Info("could not try to take the agents' claim on this network namespace; trying again",
+			"name", netnsClaimAddr, "err", err, "in", r.every)
 	}
+}
+
+// triedHeld logs, at V(4), a try that found the claim held by holder.
+func (r *netnsClaimRetake) triedHeld(holder string) {
+	r.log.V(4).Info("the agents' claim on this network namespace is still held; trying again",
+		"name", netnsClaimAddr, "holder", holder, "in", r.every)
 }
 
 // squattedNetnsClaim says, for /status, that squatters, processes of

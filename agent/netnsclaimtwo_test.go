@@ -28,6 +28,9 @@ const (
 	secondAgentEnv = "AGENTD_TWO_AGENTS_TEST_SECOND_ETCD"
 )
 
+// claimTriedMsg starts the V(4) line of each try that finds the claim held.
+const claimTriedMsg = "the agents' claim on this network namespace is still held; trying again"
+
 // The second agent's network (no config: it waits for one, health server
 // up) and health address.
 const (
@@ -42,9 +45,10 @@ const (
 // start-up log did. Once the squatter has exited one agent takes the
 // claim; the other finds it held by a process of its own user and says
 // that another agentd (its pid) took it, in its /status, and once in its
-// log at error level, however many tries follow: before, it went on
-// trying in silence. When the agent with the claim stops, the other takes
-// it and says so. Neither agent stops being healthy meanwhile.
+// log at error level, however many tries follow (each logged at V(4)):
+// before, it went on trying in silence. When the agent with the claim
+// stops, the other takes it and says so. Neither agent stops being healthy
+// meanwhile.
 func TestNetnsClaimTwoAgents(t *testing.T) {
 	if ep := os.Getenv(secondAgentEnv); ep != "" {
 		runSecondAgent(t, ep)
@@ -111,18 +115,25 @@ func twoAgentsChild(t *testing.T, etcd string) {
 	if err := loser.claimShown(t.Context(), 3*netnsClaimRetryEvery, other, 0); err != nil {
 		t.Fatalf("%s, beside %s holding the claim: %v", loser.name, winner.name, err)
 	}
-	// The try that says so in /status logs it next. Later tries, however
-	// many, log it no more: TestNetnsClaimRetakeWarnsOncePerHolder counts
-	// them; checked here again once the loser has taken the claim.
+	// The try that says so in /status logs it next, then itself at V(4).
+	// Two more tries: still once, and /status says so still.
+	// TestNetnsClaimRetakeWarnsOncePerHolder counts many more.
 	warning := fmt.Sprintf("another agentd (pid %d) took the claim on this network namespace: two agents run here; stop one of them", winner.pid)
-	err = cluster.Eventually(t.Context(), netnsClaimRetryEvery, func() error {
-		if n := loser.logs.count(warning); n != 1 {
-			return fmt.Errorf("%s logged %q %d times, want once:\n%s", loser.name, warning, n, strings.Join(loser.logs.get(), "\n"))
+	err = cluster.Eventually(t.Context(), 4*netnsClaimRetryEvery, func() error {
+		if n := loser.triesAfter(warning, fmt.Sprintf("another agentd (pid %d)", winner.pid)); n < 3 {
+			return fmt.Errorf("%s logged %d tries that found %s holding the claim after its warning, want 3 (its own and two more):\n%s",
+				loser.name, n, winner.name, strings.Join(loser.logs.get(), "\n"))
 		}
 		return nil
 	})
 	if err != nil {
-		t.Error(err)
+		t.Fatal(err)
+	}
+	if n := loser.logs.count(warning); n != 1 {
+		t.Errorf("%s logged %q %d times over three tries, want once:\n%s", loser.name, warning, n, strings.Join(loser.logs.get(), "\n"))
+	}
+	if err := loser.claimShown(t.Context(), 0, other, 0); err != nil {
+		t.Errorf("%s, beside %s holding the claim, three tries on: %v", loser.name, winner.name, err)
 	}
 	if n := winner.logs.count("two agents run here"); n != 0 {
 		t.Errorf("%s, which holds the claim, logged %d lines of two agents, want none", winner.name, n)
@@ -157,7 +168,7 @@ func twoAgentsChild(t *testing.T, etcd string) {
 func startFirstAgent(t *testing.T, etcd string) *claimAgent {
 	cfg := hostConfig(t, etcd, "/coreos.com/network")
 	logs := &logLines{}
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), funcr.New(logs.add, funcr.Options{})))
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), funcr.New(logs.add, funcr.Options{Verbosity: 4})))
 	errc := make(chan error, 1)
 	go func() { errc <- Run(ctx, cfg) }()
 	var err error
@@ -220,11 +231,12 @@ func startSecondAgent(t *testing.T, etcd string) *claimAgent {
 }
 
 // runSecondAgent is the second agent's process: it runs the agent, writing
-// its log lines to stdout, until stdin closes, and fails if Run fails.
+// its log lines (to V(4)) to stdout, until stdin closes, and fails if Run
+// fails.
 func runSecondAgent(t *testing.T, etcd string) {
 	cfg := hostConfig(t, etcd, secondAgentPrefix)
 	cfg.HealthzAddr = secondAgentHealth
-	log := funcr.New(func(_, args string) { fmt.Fprintln(os.Stdout, args) }, funcr.Options{})
+	log := funcr.New(func(_, args string) { fmt.Fprintln(os.Stdout, args) }, funcr.Options{Verbosity: 4})
 	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), log))
 	errc := make(chan error, 1)
 	go func() { errc <- Run(ctx, cfg) }()
@@ -233,6 +245,23 @@ func runSecondAgent(t *testing.T, etcd string) {
 	if err := waitRun(t, errc); err != nil {
 		t.Fatalf("the second agent: %v", err)
 	}
+}
+
+// triesAfter counts the tries of the claim that the agent logged (V(4))
+// as finding it held by holder, from the first line holding after on.
+func (ag *claimAgent) triesAfter(after, holder string) int {
+	lines := ag.logs.get()
+	i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, after) })
+	if i < 0 {
+		return 0
+	}
+	n := 0
+	for _, l := range lines[i:] {
+		if strings.Contains(l, claimTriedMsg) && strings.Contains(l, `"holder"="`+holder+`"`) {
+			n++
+		}
+	}
+	return n
 }
 
 // waitHealthy waits until the agent answers 200 on path.
