@@ -18,7 +18,8 @@ import (
 // named once again; the try that takes it clears notHeld and ends run with
 // the file. TestNetnsClaimTwoAgents sees this with real agents over a window
 // of two retry intervals; here every try is counted, and run retries each
-// millisecond.
+// millisecond. At -v=4 each try that does not take the claim logs one line
+// naming what held it (or the try's error).
 func TestNetnsClaimRetakeWarnsOncePerHolder(t *testing.T) {
 	squatted := sockclaim.Squatters{{Pid: 4242, UID: 65534}}
 	// What each try finds: squatters, another agentd (its pid), or
@@ -101,5 +102,38 @@ func TestNetnsClaimRetakeWarnsOncePerHolder(t *testing.T) {
 	want = append(want, "")
 	if got, w := strings.Join(notHeld, "\n"), strings.Join(want, "\n"); got != w {
 		t.Errorf("notHeld after each try:\n%s\nwant:\n%s", got, w)
+	}
+
+	// At -v=4 every try that did not take the claim is one line more,
+	// naming what held it, or the error of the one that failed otherwise.
+	tries, lines = 0, nil
+	r.log = funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 4})
+	if f := r.run(ctx); f != claim {
+		t.Fatalf("at -v=4: run returned %v after %d of %d tries", f, tries, len(script)+1)
+	}
+	var wantHolders []string
+	for _, s := range script {
+		switch {
+		case s.squatters != nil:
+			wantHolders = append(wantHolders, `"holder"="a process of another user (`+s.squatters.String()+`)"`)
+		case s.agent != 0:
+			wantHolders = append(wantHolders, fmt.Sprintf(`"holder"="another agentd (pid %d)"`, s.agent))
+		default:
+			wantHolders = append(wantHolders, `"err"="socket: too many open files"`)
+		}
+	}
+	var gotTries []string
+	for _, l := range lines {
+		if strings.Contains(l, "trying again") {
+			gotTries = append(gotTries, l)
+		}
+	}
+	if len(gotTries) != len(script) || len(lines) != len(script)+2 {
+		t.Fatalf("at -v=4: %d lines, %d of them of a try, want %d tries and the 2 warnings:\n%s", len(lines), len(gotTries), len(script), strings.Join(lines, "\n"))
+	}
+	for i, l := range gotTries {
+		if !strings.Contains(l, wantHolders[i]) {
+			t.Errorf("at -v=4, try %d: %s\nwant it to name %s", i+1, l, wantHolders[i])
+		}
 	}
 }
