@@ -48,6 +48,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -114,6 +115,12 @@ func LoadConf(b []byte) (*NetConf, error) {
 		}
 		n.Wait = d
 	}
+	if err := canonicalKeys(n.Delegate, "delegate", delegateKeys); err != nil {
+		return nil, err
+	}
+	if err := canonicalKeys(n.IPAM, "ipam", ipamKeys); err != nil {
+		return nil, err
+	}
 	if t, ok := n.Delegate["type"]; ok {
 		s, isString := t.(string)
 		if !isString || !validPluginName(s) {
@@ -127,6 +134,40 @@ func LoadConf(b []byte) (*NetConf, error) {
 		}
 	}
 	return n, nil
+}
+
+// delegateKeys and ipamKeys are the keys DelegateConf reads or sets in the
+// delegate's configuration and in its ipam section. The plugins decode
+// their configuration with encoding/json, which matches keys whatever
+// their case: to host-local, "Routes" is routes, and beside the "routes"
+// DelegateConf writes, one of the two is lost or fails to decode.
+var (
+	delegateKeys = []string{"name", "cniVersion", "type", "mtu", "ipMasq", "isGateway", "forceAddress", "runtimeConfig", "ipam"}
+	ipamKeys     = []string{"type", "routes", "ranges", "subnet"}
+)
+
+// canonicalKeys spells each key of m that is one of keys but for case as
+// keys does, and refuses two spellings of one key (which of them a plugin
+// takes depends on their order, which m no longer has). section names m in
+// errors.
+func canonicalKeys(m map[string]any, section string, keys []string) error {
+	for _, key := range keys {
+		var found []string
+		for k := range m {
+			if strings.EqualFold(k, key) {
+				found = append(found, k)
+			}
+		}
+		slices.Sort(found)
+		switch {
+		case len(found) > 1:
+			return fmt.Errorf(`network configuration: "%s.%s" is given %d times, as %q`, section, key, len(found), found)
+		case len(found) == 1 && found[0] != key:
+			m[key] = m[found[0]]
+			delete(m, found[0])
+		}
+	}
+	return nil
 }
 
 // validPluginName: a plugin is looked up by name in CNI_PATH, so it must be a

@@ -66,6 +66,14 @@ func TestDelegateConf(t *testing.T) {
 			want: `{"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"mtu":1450,"name":"n","type":"ptp"}`,
 		},
 		{
+			// The plugins read keys whatever their case (encoding/json):
+			// host-local took "Routes" and "routes" both and kept one.
+			name: "keys in another case are the plugins' keys",
+			conf: `{"name":"n","type":"agentd-cni","delegate":{"Type":"ptp","MTU":1400,"IPMasq":true},"IPAM":{"Routes":[{"dst":"192.0.2.0/24"}],"SUBNET":"10.9.0.0/16"}}`,
+			env:  testEnv,
+			want: `{"ipMasq":true,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"192.0.2.0/24"},{"dst":"10.244.0.0/16"}],"type":"host-local"},"mtu":1400,"name":"n","type":"ptp"}`,
+		},
+		{
 			name: "dual stack: one range and one route per family",
 			conf: `{"cniVersion":"1.0.0","name":"n","type":"agentd-cni"}`,
 			env:  dual,
@@ -111,6 +119,8 @@ func TestLoadConfDefaultsAndErrors(t *testing.T) {
 		`{"dataDir":"x"}`:                      `"dataDir" "x" is not an absolute path`,
 		`{"delegate":{"type":"../../bin/sh"}}`: `"delegate.type" ../../bin/sh is not a plugin name`,
 		`{"delegate":{"type":7}}`:              `"delegate.type" 7 is not a plugin name`,
+		`{"delegate":{"Type":"../../bin/sh"}}`: `"delegate.type" ../../bin/sh is not a plugin name`,
+		`{"ipam":{"routes":[],"Routes":[]}}`:   `"ipam.routes" is given 2 times, as ["Routes" "routes"]`,
 		`{"ipam":{"type":""}}`:                 `"ipam.type"  is not a plugin name`,
 		`{"delegate":"bridge"}`:                "cannot unmarshal string",
 		`{"subnetFileWait":"soon"}`:            `"subnetFileWait" "soon" is not a duration of 0s or more`,
@@ -151,6 +161,7 @@ func FuzzDelegateConf(f *testing.F) {
 		`{"delegate":{"type":"bridge","ipam":null},"ipam":{"subnet":"x"}}`,
 		`{"subnetFile":"run/subnet.env","dataDir":"/x"}`, `{"dataDir":"x"}`, `{"DATADIR":"/d","subnetfile":"/s"}`,
 		`{"delegate":{"type":"../bin/sh"}}`, `{"delegate":{"type":"a/"}}`, `{"ipam":{"type":"."}}`, `{"ipam":{"routes":[{"gw":"x"}]}}`,
+		`{"ipAm":{"roUtes":[[]]}}`, // host-local refused the delegate's "roUtes" beside its "routes"
 	} {
 		f.Add([]byte(s))
 	}
