@@ -194,6 +194,9 @@ type Backend struct {
 	// peerAddrs is Reconcile's to store and Watch's to read: it tells
 	// which address events can change whether a peer is skipped.
 	peerAddrs backend.PeerAddrs
+	// segs reads each pass's segment, keeping the host's addresses from
+	// their events while Watch runs (backend.SegmentReader).
+	segs backend.SegmentReader
 
 	// mu guards closed, dp, kw, keeperTimer and claim: workers start and
 	// stop under it, so that none start after Watch's end and each
@@ -941,12 +944,12 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 
 	// The forwarding table first: the route below sends traffic to it.
-	// An address changed after ReadSegment lists them that decides
-	// whether one of these peers is skipped wakes Watch
+	// An address changed after the segment is read (b.segs.Read) that
+	// decides whether one of these peers is skipped wakes Watch
 	// (backend.PeerAddrs), so the next pass sees it. Only RefuseHost is
 	// asked of the segment, which reads no routes.
 	b.peerAddrs.StorePublicIPs(peers)
-	seg, err := backend.ReadSegment(b.h, b.ext.Iface.Index, b.ext.Iface.Name, nil)
+	seg, err := b.segs.Read(b.h, b.ext.Iface.Index, b.ext.Iface.Name, nil)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
@@ -1226,9 +1229,12 @@ func (b *Backend) poke() {
 // (by name, so also a recreated one) and its addresses, routes with our
 // protocol, the external interface's link and addresses, and the addresses
 // of any link that decide whether a peer is skipped (backend.PeerAddrs: a
-// peer's public IP). When ctx ends it stops the datapath's workers (the
-// keeper keeps the device attached) before it returns.
+// peer's public IP). While it runs, each pass reads the host's addresses
+// from their events (backend.SegmentReader). When ctx ends it stops the
+// datapath's workers (the keeper keeps the device attached) before it
+// returns.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
+	defer b.segs.Subscribe(b.ns)()
 	b.wake.Store(&wake)
 	defer func() {
 		b.mu.Lock()
