@@ -392,8 +392,7 @@ func (a *app) release(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 				// etcd's answer for an etcd lease that no longer exists.
 				return fmt.Errorf("%s: its etcd lease ended while this command ran, and etcd deleted the key with it; run it again", sn)
 			}
-			return fmt.Errorf("%s is a live lease of %s (%s left); its agent would recreate it: run agentd --release-lease on that host, or pass --force",
-				sn, l.Attrs.PublicIP, time.Duration(resp.TTL)*time.Second)
+			return refuseLive(ctx, reg, leases, l, time.Duration(resp.TTL)*time.Second)
 		}
 		ok, err := reg.Delete(ctx, l)
 		if err != nil {
@@ -445,4 +444,45 @@ func (a *app) release(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 		return nil
 	}
 	return fmt.Errorf("no lease or reservation for %s under %s", sn, reg.SubnetsPrefix())
+}
+
+// refuseLive is release's refusal of l, a lease whose etcd lease has left
+// to run, among leases. Whether an agent would recreate it, and where
+// agentd --release-lease would act, depend on the network config and on
+// what else l's host holds: after a Network change, a host restarted on the
+// new config leases a subnet inside it and leaves its old key to expire,
+// and --release-lease on that host releases the new lease, not the old key.
+func refuseLive(ctx context.Context, reg *subnet.Registry, leases []subnet.Lease, l subnet.Lease, left time.Duration) error {
+	cfg, err := reg.GetConfig(ctx)
+	var ce *subnet.ConfigError
+	if err != nil && !errors.Is(err, subnet.ErrConfigNotFound) && !errors.As(err, &ce) {
+		return err
+	}
+	var outside error // why agents on the config skip l
+	if cfg != nil {
+		outside = cfg.RoutableLease(l)
+	}
+	// The host's lease now: another key with its identity (a lease, or a
+	// reservation it took), on another etcd lease (agentd renews one, that
+	// of the lease it holds), that agents on the config route.
+	var now *subnet.Lease
+	for i, o := range leases {
+		if l.Attrs.HostID != "" && o.Key() != l.Key() && o.LeaseID != l.LeaseID &&
+			o.Attrs.HostID == l.Attrs.HostID && o.Attrs.PublicIP == l.Attrs.PublicIP && (cfg == nil || cfg.RoutableLease(o) == nil) {
+			now = &leases[i]
+		}
+	}
+	switch {
+	case now != nil && outside != nil:
+		return fmt.Errorf("%v, a lease left from before the config changed: %s holds %s now, and its agent renews only that (%s left on this one); pass --force to release it (agentd --release-lease on that host acts on %s, not on this one)",
+			outside, l.Attrs.PublicIP, now.Subnet, left, now.Subnet)
+	case now != nil:
+		return fmt.Errorf("%s is a live lease of %s (%s left), but %s holds %s now, and its agent renews only that; pass --force to release it (agentd --release-lease on that host acts on %s, not on this one)",
+			l.Subnet, l.Attrs.PublicIP, left, l.Attrs.PublicIP, now.Subnet, now.Subnet)
+	case outside != nil:
+		return fmt.Errorf("%v, so agents on this config skip it, but it is a live lease of %s (%s left): an agent there still on the old config would recreate it; restart that agent (it then leases a subnet of the network), then pass --force to release it",
+			outside, l.Attrs.PublicIP, left)
+	}
+	return fmt.Errorf("%s is a live lease of %s (%s left); its agent would recreate it: run agentd --release-lease on that host, or pass --force",
+		l.Subnet, l.Attrs.PublicIP, left)
 }
