@@ -699,7 +699,17 @@ func (r Route) netlink() *netlink.Route {
 }
 
 // OurRoutes lists the IPv4 routes of the main table marked with RouteProtocol.
+//
+// The dump is asked for with strict checking on (strictHandle), for the
+// kernel to send those alone: without, it sends every route of every table,
+// among them the local table's route for each address of the host
+// (kube-proxy's 5 000 to 50 000 service addresses on kube-ipvs0), which
+// netlink parses, some 400 bytes each, before it drops them.
 func OurRoutes(h *netlink.Handle) ([]Route, error) {
+	if sh, ok := strictHandle(h); ok {
+		defer sh.Close()
+		h = sh
+	}
 	nrs, err := ListRoutes(h, netlink.FAMILY_V4,
 		&netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)

@@ -144,7 +144,7 @@ func (h *testHost) track(b *Backend) {
 // that has not exited within keeperTimeout. The keeper runs in a session of
 // its own and has no parent-death signal, so a keeper left running would
 // hold the namespace and its TUN device after the test.
-func stopKeeper(t *testing.T, ns *nstest.NS, bs ...*Backend) {
+func stopKeeper(t testing.TB, ns *nstest.NS, bs ...*Backend) {
 	t.Helper()
 	if err := ns.Do(func() error { _, err := quitKeeper(context.Background(), DeviceName); return err }); err != nil {
 		t.Errorf("quit keeper: %v", err)
