@@ -101,9 +101,12 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, dial 
 	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial, lookupEnv: os.LookupEnv, source: map[string]string{}, http: hc,
 		now: time.Now, loc: time.Local}
 	root := a.rootCommand()
-	root.SetArgs(longFlags(root, args))
+	// Before cobra adds its completion command (strictCompletion,
+	// longFlags), which writes its scripts where root wrote then.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	strictCompletion(root)
+	root.SetArgs(longFlags(root, args))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
@@ -225,6 +228,19 @@ func groupArgs(cmd *cobra.Command, args []string) error {
 
 func groupRun(cmd *cobra.Command, _ []string) error {
 	return usagef("%s needs a subcommand (see %s --help)", cmd.CommandPath(), cmd.CommandPath())
+}
+
+// strictCompletion adds cobra's completion command to root, judging its
+// arguments as the other groups do: cobra's own printed its help and
+// succeeded for a shell it has no script for (agentctl completion tcsh) or
+// for none.
+func strictCompletion(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	for _, cmd := range root.Commands() {
+		if cmd.Name() == "completion" {
+			cmd.Args, cmd.RunE = groupArgs, groupRun
+		}
+	}
 }
 
 // endpointList is --etcd-endpoints: split at commas, as agentd splits it,
