@@ -112,6 +112,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -934,14 +935,48 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		}
 	}
 
+	applyRoutes, routes, downErr := b.whileExtDown(want.routes, routes)
+	if downErr != nil {
+		errs = append(errs, downErr)
+	}
 	plan := backend.Plan{
 		FDB:    backend.Diff(want.fdb, fdb, backend.FDB.Key),
 		Neighs: backend.Diff(want.neighs, owned, backend.Neigh.Key),
-		Routes: backend.Diff(want.routes, routes, backend.Route.Key),
+		Routes: backend.Diff(applyRoutes, routes, backend.Route.Key),
 	}
 	r, err = plan.Apply(backend.NetlinkWriter{H: b.h}, b.log)
 	res.Add(r)
 	return res, errors.Join(append(errs, err)...)
+}
+
+// whileExtDown returns want and have, the routes wanted and held, without
+// those through the external interface (DirectRouting's) when that
+// interface is down, and an error that says so. The kernel has then deleted
+// every route through it and refuses new ones (ENETUNREACH): trying them
+// would fail once per route, one line each in the pass's error (some 70 kB
+// with a thousand peers on the segment, logged at each retry), as host-gw's
+// checkUp avoids too. The encapsulated peers are still programmed. The
+// interface's link event wakes the pass that puts the routes back.
+func (b *Backend) whileExtDown(want, have []backend.Route) ([]backend.Route, []backend.Route, error) {
+	ext := b.ext.Iface.Index
+	through := func(r backend.Route) bool { return r.LinkIndex == ext }
+	n := 0
+	for _, r := range want {
+		if through(r) {
+			n++
+		}
+	}
+	if n == 0 {
+		return want, have, nil
+	}
+	l, err := b.h.LinkByIndex(ext)
+	if err != nil || l.Attrs().Flags&net.FlagUp != 0 {
+		// Not known: the routes' writes will tell.
+		return want, have, nil
+	}
+	return slices.DeleteFunc(slices.Clone(want), through), slices.DeleteFunc(have, through),
+		fmt.Errorf("external interface %s is down: the kernel took the DirectRouting routes through it away and refuses them until it is up; "+
+			"the routes to %d peers on its segment are put back then", b.ext.Iface.Name, n)
 }
 
 // desiredState is what the peers imply.
