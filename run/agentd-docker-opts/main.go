@@ -41,6 +41,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -218,11 +219,25 @@ func parseFlags(args []string) (o options, usage string, err error) {
 // options").
 var clashingKeys = []string{"bip", "mtu", "ip-masq", "bridge"}
 
+// dockerFlatOptions are the daemon.json keys whose object values dockerd
+// keeps as they are (its flatOptions). Of any other key whose value is an
+// object, dockerd compares the object's keys with its flags
+// (configValuesSet): {"x":{"mtu":1400}} clashes with --mtu. "bridge" is
+// checked against --bip on the settings dockerd decodes, where only a
+// top-level "bridge" lands.
+var dockerFlatOptions = map[string]bool{"cluster-store-opts": true, "default-network-opts": true, "log-opts": true,
+	"runtimes": true, "default-ulimits": true, "features": true, "builder": true}
+
 // checkDockerConfig fails when dockerd's configuration file at path sets
 // any of clashingKeys, naming them and the file: that dockerd would exit at
 // once after this program succeeded, leaving the reason in its own log. A
 // missing file (dockerd's default) or an empty path passes, and so does a
-// file that is not a JSON object: dockerd names that problem itself.
+// file that does not begin with a JSON object: dockerd names that problem
+// itself. The file is read as dockerd reads it: without a UTF-8 byte order
+// mark (dockerd 24 and later drop it; earlier ones refuse the file anyway),
+// its first JSON value only (dockerd 23 and earlier ignore what follows;
+// later ones refuse the file anyway), the keys of an object value that is
+// not one of dockerFlatOptions taken as settings.
 func checkDockerConfig(path string) error {
 	if path == "" {
 		return nil
@@ -234,13 +249,23 @@ func checkDockerConfig(path string) error {
 	if err != nil {
 		return fmt.Errorf("cannot read dockerd's configuration file: %w", err)
 	}
-	var keys map[string]json.RawMessage
-	if json.Unmarshal(b, &keys) != nil {
+	var file map[string]any
+	if json.NewDecoder(bytes.NewReader(bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")))).Decode(&file) != nil {
 		return nil
+	}
+	flagKeys := map[string]bool{}
+	for k, v := range file {
+		if m, ok := v.(map[string]any); ok && !dockerFlatOptions[k] {
+			for inner := range m {
+				flagKeys[inner] = true
+			}
+			continue
+		}
+		flagKeys[k] = true
 	}
 	var set []string
 	for _, k := range clashingKeys {
-		if _, ok := keys[k]; ok {
+		if _, top := file[k]; k == "bridge" && top || k != "bridge" && flagKeys[k] {
 			set = append(set, strconv.Quote(k))
 		}
 	}
