@@ -38,3 +38,34 @@ func TestForeignRouteUnderOurKey(t *testing.T) {
 		t.Errorf("second pass changed %v", res)
 	}
 }
+
+// TestForeignRouteToOwnSubnet: another program's route through the
+// external interface to our own subnet, such as flanneld's (host-gw, or
+// vxlan with DirectRouting) left from when a peer held the subnet, is ahead
+// of cni0's route, which the kernel appends when cni0 gets its address,
+// and sends our own pods' traffic to that peer. It is deleted, as host-gw
+// deletes it, with DirectRouting or without. One with another metric stays.
+func TestForeignRouteToOwnSubnet(t *testing.T) {
+	for _, cfg := range []string{`{"Type":"vxlan"}`, `{"Type":"vxlan","DirectRouting":true}`} {
+		t.Run(cfg, func(t *testing.T) {
+			h := newHost(t, cfg)
+			ext := h.ext.Attrs().Index
+			near := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")
+			h.reconcile(near)
+			h.ip("route", "add", "10.244.1.0/24", "via", "198.18.0.9", "dev", "ext0", "proto", "boot")
+			h.ip("route", "add", "10.244.1.0/24", "via", "198.18.0.8", "dev", "ext0", "proto", "static", "metric", "100")
+			h.addLink("cni0", "10.244.1.1/24")
+			h.ip("link", "set", "cni0", "up")
+			cni0 := h.link("cni0").Attrs().Index
+			if res := h.reconcile(near); res.String() != (backend.Result{Removed: 1}).String() {
+				t.Errorf("result %v, want 1 removed", res)
+			}
+			if got, want := h.routesTo("10.244.1.0/24"), fmt.Sprintf("10.244.1.0/24 dev#%d proto 2\n10.244.1.0/24 via 198.18.0.8 dev#%d proto 4", cni0, ext); got != want {
+				t.Errorf("routes to our own subnet:\n%s\nwant:\n%s", got, want)
+			}
+			if res := h.reconcile(near); res.Changed() {
+				t.Errorf("second pass changed %v", res)
+			}
+		})
+	}
+}

@@ -913,7 +913,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// made them: one flanneld left for a lease that went would come before
 	// the kernel's route for that subnet once it is ours. So are other
 	// programs' routes under the key of one we want.
-	routes := backend.OwnedRoutes(main, idx, b.network, want.routes)
+	routes := append(backend.OwnedRoutes(main, idx, b.network, want.routes), b.routesToOwnSubnet(main, own)...)
 	neighs, err := backend.ListNeighsOn(b.h, idx)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
@@ -947,6 +947,23 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	r, err = plan.Apply(backend.NetlinkWriter{H: b.h}, b.log)
 	res.Add(r)
 	return res, errors.Join(append(errs, err)...)
+}
+
+// routesToOwnSubnet picks from main, the pass's routes, other programs'
+// routes through the external interface to our own subnet, as host-gw's
+// claim does, for the pass to delete (no route we want has their key). One
+// left by flanneld (host-gw, or vxlan with DirectRouting) from when a peer
+// held the subnet is ahead of cni0's route, which the kernel appends when
+// cni0 gets its address, and sends our own pods' traffic to that peer. Ours
+// (protocol 74) are counted already (backend.OwnedRoutes); one with another
+// metric or TOS stays.
+func (b *Backend) routesToOwnSubnet(main []netlink.Route, own subnet.Lease) []backend.Route {
+	key := backend.RouteKey{Dst: own.Subnet.Masked()}
+	return slices.DeleteFunc(backend.ClaimRoutes(main, func(r backend.Route) bool {
+		return r.Key() == key && r.LinkIndex == b.ext.Iface.Index
+	}), func(r backend.Route) bool {
+		return r.Protocol == 0 || r.Key() != key || r.LinkIndex != b.ext.Iface.Index
+	})
 }
 
 // whileExtDown returns want and have, the routes wanted and held, without
