@@ -35,6 +35,12 @@ type leaseRow struct {
 type badRow struct {
 	Key   string `json:"key"`
 	Error string `json:"error"`
+	// PublicIP names the host of a lease that agents skip under the
+	// config (outside Network after a change, …), and TTLSeconds what is
+	// left of its etcd lease (absent for a reservation): a key that holds
+	// its subnet until released or expired.
+	PublicIP   string `json:"publicIP,omitempty"`
+	TTLSeconds *int64 `json:"ttlSeconds,omitempty"`
 }
 
 func (a *app) leasesCommand() *cobra.Command {
@@ -89,16 +95,18 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 		return nil, nil, err
 	}
 	shown := make([]subnet.Lease, 0, len(leases))
+	var skipped []subnet.Lease
+	var skippedErr []error
 	for _, l := range leases {
 		if cfg != nil {
 			if err := cfg.RoutableLease(l); err != nil {
-				badEntries = append(badEntries, subnet.BadEntry{Key: reg.SubnetsPrefix() + l.Key(), ModRevision: l.ModRevision, Err: err})
+				skipped, skippedErr = append(skipped, l), append(skippedErr, err)
 				continue
 			}
 		}
 		shown = append(shown, l)
 	}
-	ttl, err := leaseTTLs(ctx, cli, shown)
+	ttl, err := leaseTTLs(ctx, cli, append(shown, skipped...))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -113,9 +121,20 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 		}
 		rows = append(rows, newLeaseRow(reg.SubnetsPrefix(), l, left))
 	}
-	bad := make([]badRow, 0, len(badEntries))
+	bad := make([]badRow, 0, len(badEntries)+len(skipped))
 	for _, b := range badEntries {
 		bad = append(bad, badRow{Key: b.Key, Error: b.Err.Error()})
+	}
+	for i, l := range skipped {
+		b := badRow{Key: reg.SubnetsPrefix() + l.Key(), Error: skippedErr[i].Error(), PublicIP: l.Attrs.PublicIP.String()}
+		if !l.Reservation() {
+			left := ttl[l.LeaseID]
+			if left < 0 {
+				continue // ended after the keys were read, as above
+			}
+			b.TTLSeconds = &left
+		}
+		bad = append(bad, b)
 	}
 	return rows, bad, nil
 }
@@ -203,7 +222,14 @@ func printLeases(a *app, rows []leaseRow, bad []badRow) {
 	}
 	tw.Flush()
 	for _, b := range bad {
-		fmt.Fprintf(a.out, "invalid: %s: %s\n", printable(b.Key), printable(b.Error))
+		held := ""
+		switch {
+		case b.PublicIP != "" && b.TTLSeconds != nil:
+			held = fmt.Sprintf("; a lease of %s, %s left", b.PublicIP, time.Duration(*b.TTLSeconds)*time.Second)
+		case b.PublicIP != "":
+			held = "; a reservation for " + b.PublicIP
+		}
+		fmt.Fprintf(a.out, "invalid: %s: %s%s\n", printable(b.Key), printable(b.Error), held)
 	}
 }
 

@@ -69,3 +69,42 @@ func (c *ctl) agentLease(sn, pub, hostID string) clientv3.LeaseID {
 	}
 	return g.ID
 }
+
+// TestLeasesNamesHolderOfSkippedLease: after a forced Network change, leases
+// listed a key left outside the new Network only as "invalid: <key>: … is
+// outside the network", in JSON too, without whose it is or whether its etcd
+// lease still runs: what an operator clearing such keys needs. It now adds
+// the host and the time left (or that it is a reservation), and -o json the
+// same as publicIP and ttlSeconds.
+func TestLeasesNamesHolderOfSkippedLease(t *testing.T) {
+	c := newCtl(t)
+	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+	c.agentLease("10.244.200.0/24", "198.18.0.3", "2a1fc9805c251bed9683dd0538246408")
+	c.mustRun("lease", "reserve", "10.244.201.0/24", "--public-ip", "198.18.0.4")
+	c.mustRun("config", "init", "--network", "10.244.0.0/17", "--force")
+
+	out := c.mustRun("leases")
+	for _, want := range []string{
+		"invalid: " + prefix + "/subnets/10.244.200.0-24: IPv4 subnet 10.244.200.0/24 is outside the network 10.244.0.0/17; a lease of 198.18.0.3, ",
+		"invalid: " + prefix + "/subnets/10.244.201.0-24: IPv4 subnet 10.244.201.0/24 is outside the network 10.244.0.0/17; a reservation for 198.18.0.4\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("leases does not say %q:\n%s", want, out)
+		}
+	}
+	var doc struct {
+		Invalid []struct {
+			Key, PublicIP string
+			TTLSeconds    *int64
+		}
+	}
+	if err := json.Unmarshal([]byte(c.mustRun("leases", "-o", "json")), &doc); err != nil || len(doc.Invalid) != 2 {
+		t.Fatalf("leases -o json: %+v %v", doc, err)
+	}
+	if b := doc.Invalid[0]; b.PublicIP != "198.18.0.3" || b.TTLSeconds == nil || *b.TTLSeconds < 3500 {
+		t.Errorf("skipped lease in JSON: %+v", b)
+	}
+	if b := doc.Invalid[1]; b.PublicIP != "198.18.0.4" || b.TTLSeconds != nil {
+		t.Errorf("skipped reservation in JSON: %+v", b)
+	}
+}
