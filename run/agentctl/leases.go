@@ -476,8 +476,9 @@ func (a *app) release(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 // to run, among leases. Whether an agent would recreate it, and where
 // agentd --release-lease would act, depend on the network config and on
 // what else l's host holds: after a Network change, a host restarted on the
-// new config leases a subnet inside it and leaves its old key to expire,
-// and --release-lease on that host releases the new lease, not the old key.
+// new config leases a subnet inside it and leaves its old key, outside, to
+// expire, and --release-lease on that host releases the new lease, not the
+// old key.
 func refuseLive(ctx context.Context, reg *subnet.Registry, leases []subnet.Lease, l subnet.Lease, left time.Duration) error {
 	cfg, err := reg.GetConfig(ctx)
 	var ce *subnet.ConfigError
@@ -488,27 +489,22 @@ func refuseLive(ctx context.Context, reg *subnet.Registry, leases []subnet.Lease
 	if cfg != nil {
 		outside = cfg.RoutableLease(l)
 	}
+	if outside == nil {
+		// The usual advice. Of a host's two keys inside the network,
+		// etcd does not tell which one its agent holds.
+		return fmt.Errorf("%s is a live lease of %s (%s left); its agent would recreate it: run agentd --release-lease on that host, or pass --force",
+			l.Subnet, l.Attrs.PublicIP, left)
+	}
 	// The host's lease now: another key with its identity (a lease, or a
 	// reservation it took), on another etcd lease (agentd renews one, that
-	// of the lease it holds), that agents on the config route.
-	var now *subnet.Lease
-	for i, o := range leases {
-		if l.Attrs.HostID != "" && o.Key() != l.Key() && o.LeaseID != l.LeaseID &&
-			o.Attrs.HostID == l.Attrs.HostID && o.Attrs.PublicIP == l.Attrs.PublicIP && (cfg == nil || cfg.RoutableLease(o) == nil) {
-			now = &leases[i]
+	// of the lease it holds), inside the network.
+	for _, o := range leases {
+		if l.Attrs.HostID != "" && o.LeaseID != l.LeaseID &&
+			o.Attrs.HostID == l.Attrs.HostID && o.Attrs.PublicIP == l.Attrs.PublicIP && cfg.RoutableLease(o) == nil {
+			return fmt.Errorf("%v, a lease left from before the config changed: %s holds %s now, and its agent renews only that (%s left on this one); pass --force to release it (agentd --release-lease on that host acts on %s, not on this one)",
+				outside, l.Attrs.PublicIP, o.Subnet, left, o.Subnet)
 		}
 	}
-	switch {
-	case now != nil && outside != nil:
-		return fmt.Errorf("%v, a lease left from before the config changed: %s holds %s now, and its agent renews only that (%s left on this one); pass --force to release it (agentd --release-lease on that host acts on %s, not on this one)",
-			outside, l.Attrs.PublicIP, now.Subnet, left, now.Subnet)
-	case now != nil:
-		return fmt.Errorf("%s is a live lease of %s (%s left), but %s holds %s now, and its agent renews only that; pass --force to release it (agentd --release-lease on that host acts on %s, not on this one)",
-			l.Subnet, l.Attrs.PublicIP, left, l.Attrs.PublicIP, now.Subnet, now.Subnet)
-	case outside != nil:
-		return fmt.Errorf("%v, so agents on this config skip it, but it is a live lease of %s (%s left): an agent there still on the old config would recreate it; restart that agent (it then leases a subnet of the network), then pass --force to release it",
-			outside, l.Attrs.PublicIP, left)
-	}
-	return fmt.Errorf("%s is a live lease of %s (%s left); its agent would recreate it: run agentd --release-lease on that host, or pass --force",
-		l.Subnet, l.Attrs.PublicIP, left)
+	return fmt.Errorf("%v, so agents on this config skip it, but it is a live lease of %s (%s left): an agent there still on the old config would recreate it; restart that agent (it then leases a subnet of the network), then pass --force to release it",
+		outside, l.Attrs.PublicIP, left)
 }

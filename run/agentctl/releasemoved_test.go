@@ -19,7 +19,8 @@ import (
 // the network, not the old key. It now says the key is outside the network,
 // which subnet the host holds now, and that --force releases it; --force
 // does, and leaves the host's current lease alone. A host whose agent still
-// runs on the old config (no other key) is told to be restarted first.
+// runs on the old config (no other key) is told to be restarted first; for
+// a key inside the network the advice is as before.
 func TestReleaseLeaseLeftByNetworkChange(t *testing.T) {
 	c := newCtl(t)
 	c.mustRun("config", "init", "--network", "10.244.0.0/16")
@@ -37,6 +38,12 @@ func TestReleaseLeaseLeftByNetworkChange(t *testing.T) {
 	}
 	c.wantFail(1, []string{"lease", "release", "10.244.201.0/24"},
 		"10.244.201.0/24 is outside the network 10.244.0.0/17", "198.18.0.4", "still on the old config", "restart", "--force")
+
+	// Two keys of one host inside the network: etcd does not tell which
+	// one its agent holds.
+	c.agentLease("10.244.30.0/24", "198.18.0.5", "4a1fc9805c251bed9683dd0538246408")
+	c.agentLease("10.244.31.0/24", "198.18.0.5", "4a1fc9805c251bed9683dd0538246408")
+	c.wantFail(1, []string{"lease", "release", "10.244.30.0/24"}, "live lease of 198.18.0.5", "run agentd --release-lease on that host, or pass --force")
 
 	if out := c.mustRun("lease", "release", "10.244.200.0/24", "--force"); !strings.Contains(out, "released 10.244.200.0/24 (was 198.18.0.3)") {
 		t.Errorf("release --force: %q", out)
