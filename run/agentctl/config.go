@@ -290,6 +290,17 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 		}
 		changed = wireChanges(old, cur)
 	}
+	if len(changed) == 1 && strings.HasPrefix(changed[0], "Backend.DirectRouting ") {
+		// Hosts on either setting reach each other (a direct route one
+		// way, VXLAN the other), but the replies come in on another
+		// interface than the route back: strict reverse-path filtering
+		// drops them, RHEL's default (seen on the namespace cluster).
+		return 0, fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+
+			"setting until restarted, and restarted and unrestarted hosts reach each other only where reverse-path filtering "+
+			"is loose or off (net.ipv4.conf.all and .<iface>.rp_filter 0 or 2 on every host; 1, strict, drops their traffic) "+
+			"(use --force to write it anyway, then restart every agent)",
+			changed[0], len(leases))
+	}
 	if len(changed) > 0 {
 		return 0, fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+
 			"settings until restarted, so restarted and unrestarted hosts could not reach each other "+
