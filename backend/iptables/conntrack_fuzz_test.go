@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"slices"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -11,9 +12,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// portProtos are the protocols whose tuples the kernel writes with ports
+// (nf_ct_port_tuple_to_nlattr): TCP, UDP, DCCP, GRE (its keys), SCTP and
+// UDP-Lite.
+var portProtos = []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_DCCP, unix.IPPROTO_GRE, unix.IPPROTO_SCTP, unix.IPPROTO_UDPLITE}
+
 // ctTupleAttr writes a tuple as ctnetlink_dump_tuples does: CTA_TUPLE_IP with
-// the addresses, CTA_TUPLE_PROTO with the protocol and its ports (ICMP's
-// id, type and code instead of ports), nested and flagged so.
+// the addresses, CTA_TUPLE_PROTO with the protocol and its ports for
+// portProtos, ICMP's and ICMPv6's id, type and code, nothing more for the
+// others (nf_conntrack_l4proto_generic), nested and flagged so.
 func ctTupleAttr(typ int, t netlink.IPTuple) *nl.RtAttr {
 	tuple := nl.NewRtAttr(unix.NLA_F_NESTED|typ, nil)
 	ip := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil)
@@ -26,11 +33,16 @@ func ctTupleAttr(typ int, t netlink.IPTuple) *nl.RtAttr {
 	}
 	proto := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_PROTO, nil)
 	proto.AddRtAttr(nl.CTA_PROTO_NUM, []byte{t.Protocol})
-	if t.Protocol == unix.IPPROTO_ICMP {
+	switch {
+	case t.Protocol == unix.IPPROTO_ICMP:
 		proto.AddRtAttr(4, binary.BigEndian.AppendUint16(nil, 77)) // CTA_PROTO_ICMP_ID
 		proto.AddRtAttr(5, []byte{8})                              // CTA_PROTO_ICMP_TYPE
 		proto.AddRtAttr(6, []byte{0})                              // CTA_PROTO_ICMP_CODE
-	} else {
+	case t.Protocol == unix.IPPROTO_ICMPV6:
+		proto.AddRtAttr(7, binary.BigEndian.AppendUint16(nil, 77)) // CTA_PROTO_ICMPV6_ID
+		proto.AddRtAttr(8, []byte{128})                            // CTA_PROTO_ICMPV6_TYPE
+		proto.AddRtAttr(9, []byte{0})                              // CTA_PROTO_ICMPV6_CODE
+	case slices.Contains(portProtos, t.Protocol):
 		proto.AddRtAttr(nl.CTA_PROTO_SRC_PORT, binary.BigEndian.AppendUint16(nil, t.SrcPort))
 		proto.AddRtAttr(nl.CTA_PROTO_DST_PORT, binary.BigEndian.AppendUint16(nil, t.DstPort))
 	}
@@ -78,6 +90,8 @@ func FuzzParseConntrack(f *testing.F) {
 	}
 	f.Add([]byte{}, false, []byte{10, 244, 1, 5, 10, 96, 0, 10, 198, 18, 7, 9}, uint8(unix.IPPROTO_UDP), uint16(53), uint16(5353))
 	f.Add([]byte{}, true, []byte("fd00:244::5 fd00:244::6 2001:db8::1\x00"), uint8(unix.IPPROTO_SCTP), uint16(38412), uint16(0))
+	f.Add([]byte{}, true, []byte("fd00:244::5 fd00:244::6 2001:db8::1\x00"), uint8(unix.IPPROTO_ICMPV6), uint16(1), uint16(2))
+	f.Add([]byte{}, false, []byte{10, 244, 1, 5, 198, 18, 0, 9, 198, 18, 0, 9}, uint8(unix.IPPROTO_ESP), uint16(1), uint16(2))
 	f.Fuzz(func(t *testing.T, raw []byte, v6 bool, addrs []byte, proto uint8, sport, dport uint16) {
 		msg := bytes.Clone(raw)
 		if flow, ok := parseConntrack(msg); ok {
@@ -108,8 +122,8 @@ func FuzzParseConntrack(f *testing.F) {
 			copy(b, addrs[min(len(addrs), i*n):])
 			return b
 		}
-		if proto == unix.IPPROTO_ICMP {
-			sport, dport = 0, 0
+		if !slices.Contains(portProtos, proto) {
+			sport, dport = 0, 0 // none written, none read
 		}
 		fwd := netlink.IPTuple{SrcIP: ip(0), DstIP: ip(1), Protocol: proto, SrcPort: sport, DstPort: dport}
 		rev := netlink.IPTuple{SrcIP: ip(2), DstIP: ip(0), Protocol: proto, SrcPort: dport, DstPort: sport}
