@@ -384,7 +384,8 @@ func (a *agent) run(ctx context.Context) error {
 			}
 			return hostRefuses(c, ext, mtu)
 		},
-		pending: a.obs.configPending,
+		directRouting: func() string { return strictRPFilterNote("/proc/sys", ext.Iface.Name) },
+		pending:       a.obs.configPending,
 	}
 	wg.Add(1)
 	go func() {

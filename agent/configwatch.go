@@ -88,6 +88,9 @@ type configWatch struct {
 	// config would stop at once: the checks a start makes of this host
 	// after the backend is built (hostRefuses).
 	host func(*subnet.Config) error
+	// directRouting, if set, is what a change of vxlan's DirectRouting
+	// means on this host beyond a restart (strictRPFilterNote), or "".
+	directRouting func() string
 	// pending, if set, is told each change of what the key holds against
 	// the running config: nil once it means the running config again.
 	pending func(*ConfigPending)
@@ -341,6 +344,10 @@ func (w *configWatch) judgeLocked(v configValue) {
 				verdict += "; " + networkSplit
 				kv = append(kv, "incompatible", "Network")
 				p.Incompatible = "Network"
+			} else if w.directRouting != nil && directRoutingChanged(w.running, c) {
+				if note := w.directRouting(); note != "" {
+					verdict += "; " + note
+				}
 			}
 			if !sameBackend(c, w.running) {
 				// String names the Type only: show the options too.

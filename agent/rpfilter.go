@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"github.com/agentd/agentd/backend/vxlan"
+	"github.com/agentd/agentd/subnet"
+)
+
+// strictRPFilterNote is what the config watch adds to a change of vxlan's
+// DirectRouting when iface filters by reverse path strictly: the kernel
+// uses the larger of net.ipv4.conf.all.rp_filter and the interface's, and
+// 1 drops a packet that arrives on another interface than the route back
+// to its source. While DirectRouting is rolled host by host, a host on one
+// setting sends straight through iface to a host on the other, whose route
+// back is through flannel.1 (or the other way round), so strict filtering
+// drops their traffic until every host runs the same setting (seen on the
+// namespace cluster: 100 % loss at 1, none at 0). "" when the filter is
+// loose or off, or cannot be read.
+func strictRPFilterNote(procSys, iface string) string {
+	all, err := readRPFilter(filepath.Join(procSys, "net/ipv4/conf/all/rp_filter"))
+	if err != nil {
+		return ""
+	}
+	own, err := readRPFilter(filepath.Join(procSys, "net/ipv4/conf", iface, "rp_filter"))
+	if err != nil {
+		return ""
+	}
+	if max(all, own) != 1 {
+		return ""
+	}
+	return fmt.Sprintf("this host filters by reverse path strictly (rp_filter 1 on %s): until every host runs the new DirectRouting, "+
+		"traffic between hosts on the old and the new setting is dropped; set net.ipv4.conf.all.rp_filter and net.ipv4.conf.%s.rp_filter "+
+		"to 2 (loose) on every host first, or restart every host's agentd together", iface, iface)
+}
+
+// readRPFilter reads an rp_filter file of /proc/sys: 0, 1 or 2.
+func readRPFilter(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return parseRPFilter(b)
+}
+
+// parseRPFilter parses what an rp_filter file holds: 0 (off), 1 (strict)
+// or 2 (loose), and a newline.
+func parseRPFilter(b []byte) (int, error) {
+	s, ok := strings.CutSuffix(string(b), "\n")
+	if !ok {
+		return 0, errors.New("rp_filter: no newline")
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 || v > 2 || s != strconv.Itoa(v) {
+		return 0, fmt.Errorf("rp_filter: %q is not 0, 1 or 2", s)
+	}
+	return v, nil
+}
+
+// directRoutingChanged says whether vxlan's DirectRouting differs between
+// a and b, both vxlan configs whose Backend objects vxlan reads.
+func directRoutingChanged(a, b *subnet.Config) bool {
+	if a.BackendType != vxlan.Type || b.BackendType != vxlan.Type {
+		return false
+	}
+	oa, erra := vxlan.Options(a.Backend)
+	ob, errb := vxlan.Options(b.Backend)
+	if erra != nil || errb != nil {
+		return false
+	}
+	da, db := reflect.ValueOf(oa).FieldByName("DirectRouting"), reflect.ValueOf(ob).FieldByName("DirectRouting")
+	return da.IsValid() && db.IsValid() && !da.Equal(db)
+}
