@@ -258,8 +258,12 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 	}
 
 	// Judged here, before it is turned into nanoseconds, where a count of
-	// seconds this large would wrap around (18446744075 to about 1.29 s).
-	if maxS := int(agent.MaxResyncInterval / time.Second); v.iptResync > maxS {
+	// seconds this large, either way, would wrap around (18446744075 to
+	// about 1.29 s, -18446744072 to about 1.7 s) and pass Validate.
+	switch maxS := int(agent.MaxResyncInterval / time.Second); {
+	case v.iptResync < 1:
+		return opts, bad("iptables-resync", strconv.Itoa(v.iptResync), errors.New("must be at least 1 (seconds)"))
+	case v.iptResync > maxS:
 		return opts, bad("iptables-resync", strconv.Itoa(v.iptResync), fmt.Errorf("must be at most %d (seconds)", maxS))
 	}
 	cfg := agent.Config{

@@ -344,6 +344,10 @@ func TestParseArgsErrors(t *testing.T) {
 		// Seconds times 1e9 wrapped: 18446744075 s became about 1.29 s.
 		{"iptables resync wraps", []string{"--iptables-resync=18446744075"}, nil, `invalid --iptables-resync "18446744075": must be at most 86400 (seconds)`},
 		{"iptables resync beyond a day", []string{"--iptables-resync=86401"}, nil, `invalid --iptables-resync "86401": must be at most 86400 (seconds)`},
+		// Negative seconds wrapped too: -18446744072 s became about 1.7 s,
+		// and agentd ran with it.
+		{"iptables resync wraps below zero", []string{"--iptables-resync=-18446744072"}, nil, `invalid --iptables-resync "-18446744072": must be at least 1 (seconds)`},
+		{"iptables resync wraps below zero from env", nil, map[string]string{"FLANNELD_IPTABLES_RESYNC": "-18446744072"}, `invalid FLANNELD_IPTABLES_RESYNC "-18446744072": must be at least 1 (seconds)`},
 		{"bad public ip", []string{"--public-ip", "x"}, nil, `invalid --public-ip "x": ParseAddr("x"): unable to parse IP`},
 		{"ipv6 public ip", []string{"--public-ip=2001:db8::1"}, nil, `invalid --public-ip "2001:db8::1": the underlay is IPv4; want an IPv4 address`},
 		{"multicast public ip", []string{"--public-ip=224.0.0.1"}, nil, `invalid --public-ip "224.0.0.1": peers cannot send to a loopback, multicast or broadcast address`},
