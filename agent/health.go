@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/go-logr/logr"
@@ -76,12 +77,34 @@ func newHealth(log logr.Logger) *health {
 
 func sdNotify(state string) (bool, error) { return daemon.SdNotify(false, state) }
 
+// maxReasonLen bounds each reason the agent is not ready for, as /readyz,
+// /status and STATUS= say it: a reason may quote what etcd holds (an invalid
+// network config's error quotes its value, up to etcd's 1.5 MB, three
+// times), and systemd ignores a notification of PIPE_BUF (4096) bytes or
+// more whole. It is more than any reason that quotes nothing (the missing
+// config key's, with its etcdctl hint, is 330 bytes), and two such reasons
+// and the rest of STATUS= stay under 4096 bytes.
+const maxReasonLen = 1024
+
+// cutReason cuts s to at most maxReasonLen bytes, on a character boundary,
+// ending it with "…" when it cuts.
+func cutReason(s string) string {
+	if len(s) <= maxReasonLen {
+		return s
+	}
+	cut := maxReasonLen - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
 // setLeaseHeld records whether our own lease is held; reason says why not.
 // Its signature is subnet.ManagerConfig.OnLeaseState's.
 func (h *health) setLeaseHeld(held bool, reason string) {
 	h.mu.Lock()
 	h.leaseHeld = held
-	h.leaseReason = reason
+	h.leaseReason = cutReason(reason)
 	if !held && reason == "" {
 		h.leaseReason = "lease not held"
 	}
@@ -99,7 +122,7 @@ func (h *health) setSubnetEnvWritten() {
 // /readyz until setSubnetEnvWritten.
 func (h *health) setSubnetEnvFailed(err error) {
 	h.mu.Lock()
-	h.envReason = "subnet.env not written: " + err.Error()
+	h.envReason = cutReason("subnet.env not written: " + err.Error())
 	h.changedLocked()
 }
 
