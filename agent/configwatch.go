@@ -100,6 +100,9 @@ type configWatch struct {
 	since time.Time // ConfigPending.Since; zero while the key matches
 
 	last string // the verdict logged last; "" while the key matches
+	// lastContent is the config that verdict was about (configContent;
+	// "" for none).
+	lastContent string
 	// lines bounds the verdicts logged at the default verbosity; made by
 	// the first judge.
 	lines *lograte.Limiter
@@ -300,6 +303,9 @@ func (w *configWatch) judgeLocked(v configValue) {
 		kv      []any
 	)
 	p := &ConfigPending{Running: clip.String(w.running.String())}
+	// content is the new config as the verdict's line quotes it: another
+	// config with the same verdict is news too.
+	var content string
 	switch {
 	case !present:
 		verdict = "network config key deleted; keeping the running config"
@@ -320,9 +326,11 @@ func (w *configWatch) judgeLocked(v configValue) {
 			verdict, p = "", nil
 		case w.waiting && poolOnly(c, w.running):
 			verdict, p = waitingVerdict, nil
+			content = configContent(c)
 			kv = []any{"running", w.running.String(), "new", c.String()}
 			w.offered = true
 		default:
+			content = configContent(c)
 			if w.host != nil {
 				err = clip.Error(w.host(c))
 			}
@@ -360,11 +368,11 @@ func (w *configWatch) judgeLocked(v configValue) {
 	if err != nil {
 		msg += ": " + err.Error()
 	}
-	if msg == w.last {
+	if msg == w.last && content == w.lastContent {
 		return
 	}
 	was := w.last
-	w.last = msg
+	w.last, w.lastContent = msg, content
 	w.setPending(p)
 	kv = append([]any{"key", w.key, "revision", rev}, kv...)
 	if verdict == "" {
@@ -474,6 +482,13 @@ func sameBackend(a, b *subnet.Config) bool {
 		}
 	}
 	return reflect.DeepEqual(fa, fb)
+}
+
+// configContent is c as the config watch tells one config from another:
+// its String and its Backend object as the backends read it (keys in any
+// case, sameBackend).
+func configContent(c *subnet.Config) string {
+	return c.String() + " " + fmt.Sprint(foldJSON(c.Backend))
 }
 
 // wireOptions are the Backend options, as backendOptions decodes them, that
