@@ -9,8 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
+	"github.com/agentd/agentd/internal/clip"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/go-logr/logr"
 )
@@ -86,25 +86,12 @@ func sdNotify(state string) (bool, error) { return daemon.SdNotify(false, state)
 // and the rest of STATUS= stay under 4096 bytes.
 const maxReasonLen = 1024
 
-// cutReason cuts s to at most maxReasonLen bytes, on a character boundary,
-// ending it with "…" when it cuts.
-func cutReason(s string) string {
-	if len(s) <= maxReasonLen {
-		return s
-	}
-	cut := maxReasonLen - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
-
 // setLeaseHeld records whether our own lease is held; reason says why not.
 // Its signature is subnet.ManagerConfig.OnLeaseState's.
 func (h *health) setLeaseHeld(held bool, reason string) {
 	h.mu.Lock()
 	h.leaseHeld = held
-	h.leaseReason = cutReason(reason)
+	h.leaseReason = clip.Cut(reason, maxReasonLen)
 	if !held && reason == "" {
 		h.leaseReason = "lease not held"
 	}
@@ -122,7 +109,7 @@ func (h *health) setSubnetEnvWritten() {
 // /readyz until setSubnetEnvWritten.
 func (h *health) setSubnetEnvFailed(err error) {
 	h.mu.Lock()
-	h.envReason = cutReason("subnet.env not written: " + err.Error())
+	h.envReason = clip.Cut("subnet.env not written: "+err.Error(), maxReasonLen)
 	h.changedLocked()
 }
 

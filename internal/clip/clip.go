@@ -14,11 +14,16 @@ const Len = 300
 
 // String cuts s to at most Len bytes, on a character boundary, ending it
 // with "…" when it cuts.
-func String(s string) string {
-	if len(s) <= Len {
+func String(s string) string { return Cut(s, Len) }
+
+// Cut cuts s to at most n bytes (n ≥ 3), on a character boundary, ending it
+// with "…" when it cuts: for texts that may be longer than Len, such as a
+// reason that quotes one of them beside advice of its own.
+func Cut(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	cut := Len - len("…")
+	cut := n - len("…")
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
@@ -27,15 +32,18 @@ func String(s string) string {
 
 // Error returns err with its text cut by String; errors.Is and errors.As
 // see err through it. It returns err itself when its text is short enough.
-func Error(err error) error {
+func Error(err error) error { return CutError(err, Len) }
+
+// CutError is Error for texts of at most n bytes (Cut).
+func CutError(err error, n int) error {
 	if err == nil {
 		return nil
 	}
 	msg := err.Error()
-	if len(msg) <= Len {
+	if len(msg) <= n {
 		return err
 	}
-	return &clipped{msg: String(msg), err: err}
+	return &clipped{msg: Cut(msg, n), err: err}
 }
 
 type clipped struct {
