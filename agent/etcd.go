@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/go-logr/logr"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -444,7 +445,9 @@ func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what str
 		}
 		if msg := err.Error(); msg != last {
 			if !slices.Contains(logged, msg) {
-				log.Error(err, "cannot "+what+"; retrying", "attempt", attempt)
+				// err may quote what etcd holds (an invalid network
+				// config's value, up to 1.5 MB), as /readyz does.
+				log.Error(clip.CutError(err, maxReasonLen), "cannot "+what+"; retrying", "attempt", attempt)
 				logged = append(logged, msg)
 				if len(logged) > retryCausesKept {
 					logged = logged[1:]

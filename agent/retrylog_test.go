@@ -70,3 +70,38 @@ func TestRetryLogsAlternatingCausesOnce(t *testing.T) {
 		t.Errorf("reported %q; want each change of cause, then its end: %q", reports, want)
 	}
 }
+
+// TestRetryLogLineBounded: a cause that quotes what etcd holds (an invalid
+// network config's error quotes its value, up to etcd's 1.5 MB) is logged
+// cut to maxReasonLen, as /readyz says it, while report gets it whole and
+// the log line keeps its start. Before 2026-12-06 a 6 kB Network made an
+// 18 kB journal line at every change of cause (helper 249).
+func TestRetryLogLineBounded(t *testing.T) {
+	cause := errors.New(`config: "Network": "` + strings.Repeat("9", 1<<20) + `" is not an IPv4 CIDR`)
+	var lines, reports []string
+	log := funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{})
+	attempts := 0
+	_, err := retry(t.Context(), log, explained{}, "read the network config", func(_ string, err error) {
+		if err != nil {
+			reports = append(reports, err.Error())
+		}
+	}, func(context.Context) (int, error) {
+		attempts++
+		if attempts > 1 {
+			return 1, nil
+		}
+		return 0, cause
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 2 || !strings.Contains(lines[0], "cannot read the network config; retrying") {
+		t.Fatalf("logged %d lines, want the failure and the success", len(lines))
+	}
+	if n := len(lines[0]); n > maxReasonLen+200 || !strings.Contains(lines[0], `config: \"Network\": \"999`) || !strings.Contains(lines[0], "…") {
+		t.Errorf("the failure's line is %d bytes (want at most %d and the cause's start, cut): %.300s", n, maxReasonLen+200, lines[0])
+	}
+	if len(reports) != 1 || reports[0] != cause.Error() {
+		t.Errorf("report got %d causes, want the cause whole", len(reports))
+	}
+}
