@@ -270,8 +270,8 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	if err == nil {
 		d, err = decodeSaved(saved, b)
 	}
-	lookupFailed := false
-	if err != nil {
+	lookupFailed, rebuilt := false, err != nil
+	if rebuilt {
 		// Not subnetenv.ReadOwnedComplete: a file without its FLANNEL_IPMASQ
 		// line still names the range to release from. Without a usable
 		// file (agentd stopped, lost its subnet, not leased since a
@@ -295,6 +295,20 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 		}
 	}
 	if netns != "" && exists(netns) {
+		if d["ipMasq"] == true && !rebuilt {
+			// A saved ipMasq outlives the chain (the nat table reloaded
+			// by a firewall script, a bridge ADD that failed before
+			// making it); Debian's bridge 1.1.1 with iptables-nft then
+			// fails its DEL on the missing chain, after it has deleted
+			// the interface. Told ipMasq false, it removes nothing
+			// that is not there. A failed look-up keeps what was saved.
+			if has, err := p.masqChains().Has(savedNetwork(n, d), at.containerID, at.ifName); err == nil && !has {
+				d["ipMasq"] = false
+				if b, err = json.Marshal(d); err != nil {
+					return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+				}
+			}
+		}
 		// Without the namespace (none given, or gone: the sandboxes of
 		// before a reboot) bridge only releases addresses, and the
 		// chain's removal after it waits xtablesWait at most.
