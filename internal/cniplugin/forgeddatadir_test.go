@@ -59,7 +59,7 @@ func TestForgedDataDirRefused(t *testing.T) {
 // directory that others may write to (0777, not sticky) is refused as one
 // they may write to: they can rename it away and put one of their own, with
 // a configuration of theirs, in its place. Before 2026-12-06 only dataDir
-// itself was checked.
+// itself was checked. STATUS says the plugin is not available (code 50).
 func TestDataDirUnderOpenDirRefused(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envA)
@@ -91,5 +91,13 @@ func TestDataDirUnderOpenDirRefused(t *testing.T) {
 	}
 	if len(f.exec.calls) > 0 {
 		t.Errorf("a delegate ran: %+v", f.exec.calls)
+	}
+	// STATUS says the node cannot serve ADD (before 2026-12-06 it said it
+	// could, while every ADD failed).
+	err := f.p.Status(f.args("", ""))
+	var te *types.Error
+	want := `"dataDir": ` + open + " is writable by its group or others (mode 0777) and not sticky"
+	if !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable || !strings.Contains(te.Msg, want) {
+		t.Errorf("STATUS: %v, want code %d and %q", err, types.ErrPluginNotAvailable, want)
 	}
 }

@@ -913,7 +913,8 @@ func validAttachments(stdin []byte) ([]types.GCAttachment, error) {
 
 // Status (CNI 1.1) says whether ADD can be served now: not while subnet.env
 // is missing (agentd has not leased yet: a new node, a reboot), unreadable
-// or incomplete, nor when the delegate says so (see forward). Its code is
+// or incomplete, nor with a dataDir that ADD refuses, nor when the delegate
+// says so (see forward). Its code is
 // then 50, "plugin not available"; containerd reports the node's network not
 // ready meanwhile, so the kubelet starts no pod there, where ADD would wait
 // for subnet.env and fail after subnetFileWait.
@@ -921,6 +922,13 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	n, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	// Every ADD fails on a dataDir others could write (checkDataDir):
+	// the node is not ready for pods either.
+	if err := checkDataDir(n.DataDir); err != nil {
+		var te *types.Error
+		errors.As(err, &te)
+		return types.NewError(types.ErrPluginNotAvailable, te.Msg, "")
 	}
 	env, err := readSubnetEnv(n.SubnetFile)
 	if err != nil {
