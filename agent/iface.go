@@ -37,6 +37,13 @@ import (
 // each one tried and the interfaces the host has; agentd never falls back to
 // the default route behind an operator's back.
 //
+// A device of the overlay itself (overlayDevice: flannel.<VNI>, flannel0) is
+// never the underlay: named or routed through, it is refused; regexes and
+// PublicIP pass it by as they pass loopback. Taken, it made the vxlan backend
+// delete the running flannel.1 (its address, the underlay's, was "wrong") and
+// fail to create it over itself: a mistyped --iface cost the host its
+// datapath.
+//
 // PublicIP is Config.PublicIP when set, else the chosen interface address.
 func FindExternalInterface(cfg *Config) (backend.ExternalInterface, error) {
 	h, err := netlink.NewHandle()
@@ -67,6 +74,10 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 		if ip, err := netip.ParseAddr(spec); err == nil {
 			ip = ip.Unmap()
 			if ifc := ifaceWithAddr(ifs, ip); ifc != nil {
+				if d := ifc.overlayDevice(); d != "" {
+					tried = append(tried, fmt.Sprintf("--iface %q (an address of %s, %s)", spec, ifc.name, d))
+					continue
+				}
 				return found(ifc, ip)
 			}
 			tried = append(tried, fmt.Sprintf("--iface %q (no interface has that address%s)", spec, unreadable(ifs)))
@@ -78,6 +89,8 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 			tried = append(tried, fmt.Sprintf("--iface %q", spec))
 		case ifc.addrErr != nil:
 			tried = append(tried, fmt.Sprintf("--iface %q (its addresses could not be read: %v)", spec, ifc.addrErr))
+		case ifc.overlayDevice() != "":
+			tried = append(tried, fmt.Sprintf("--iface %q (%s)", spec, ifc.overlayDevice()))
 		case len(ifc.addrs) == 0:
 			tried = append(tried, fmt.Sprintf("--iface %q (has no IPv4 address)", spec))
 		default:
@@ -88,7 +101,7 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 	for _, re := range cfg.IfaceRegexes {
 		for i := range ifs {
 			ifc := &ifs[i]
-			if ifc.loopback() {
+			if ifc.loopback() || ifc.overlayDevice() != "" {
 				continue
 			}
 			for _, a := range ifc.addrs {
@@ -100,7 +113,7 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 		var bare []string // names that matched but have no IPv4 address
 		for i := range ifs {
 			ifc := &ifs[i]
-			if ifc.loopback() || !re.MatchString(ifc.name) {
+			if ifc.loopback() || ifc.overlayDevice() != "" || !re.MatchString(ifc.name) {
 				continue
 			}
 			if len(ifc.addrs) == 0 {
@@ -131,6 +144,8 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 			switch {
 			case ifc == nil:
 				tried = append(tried, fmt.Sprintf("--iface-can-reach %s (routed through interface index %d, which is gone)", dst, r.LinkIndex))
+			case ifc.overlayDevice() != "":
+				tried = append(tried, fmt.Sprintf("--iface-can-reach %s (routed through %s, %s)", dst, ifc.name, ifc.overlayDevice()))
 			case ifc.addrErr != nil:
 				tried = append(tried, fmt.Sprintf("--iface-can-reach %s (routed through %s, whose addresses could not be read: %v)", dst, ifc.name, ifc.addrErr))
 			case len(ifc.addrs) == 0:
@@ -144,7 +159,7 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 	if len(tried) > 0 {
 		return backend.ExternalInterface{}, fmt.Errorf("no interface matches %s (have: %s)", strings.Join(tried, ", "), describeInterfaces(ifs))
 	}
-	if ifc := ifaceWithAddr(ifs, cfg.PublicIP); ifc != nil && !ifc.loopback() {
+	if ifc := ifaceWithAddr(ifs, cfg.PublicIP); ifc != nil && !ifc.loopback() && ifc.overlayDevice() == "" {
 		return found(ifc, cfg.PublicIP)
 	}
 	return defaultRouteInterface(h, ifs, found)
@@ -183,6 +198,8 @@ func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*iface
 	switch {
 	case ifc == nil:
 		return backend.ExternalInterface{}, fmt.Errorf("the default route uses interface index %d, which is gone", index)
+	case ifc.overlayDevice() != "":
+		return backend.ExternalInterface{}, fmt.Errorf("the default route uses %s, %s; name the underlay with --iface (have: %s)", ifc.name, ifc.overlayDevice(), describeInterfaces(ifs))
 	case ifc.addrErr != nil:
 		return backend.ExternalInterface{}, fmt.Errorf("the default route uses %s, whose IPv4 addresses could not be read: %w", ifc.name, ifc.addrErr)
 	case len(ifc.addrs) == 0:
@@ -276,12 +293,27 @@ func checkExternalAddress(h *netlink.Handle, l netlink.Link, ext backend.Externa
 // why they could not be read (addrErr).
 type ifaceInfo struct {
 	attrs   netlink.LinkAttrs
+	kind    string // netlink.Link's Type: "veth", "vxlan", "tuntap"…
 	name    string
 	addrs   []netip.Addr
 	addrErr error
 }
 
 func (i *ifaceInfo) loopback() bool { return i.attrs.Flags&net.FlagLoopback != 0 }
+
+// overlayDevice says why the interface is no underlay when it is a device of
+// the overlay, agentd's or flanneld's: the vxlan backend's flannel.<VNI> or
+// the udp backend's TUN flannel0 (each holds an address of its host's
+// subnet); "" for any other interface.
+func (i *ifaceInfo) overlayDevice() string {
+	switch {
+	case i.kind == "vxlan" && strings.HasPrefix(i.name, "flannel."):
+		return "the overlay's vxlan device, not an underlay"
+	case i.kind == "tuntap" && i.name == "flannel0":
+		return "the overlay's TUN device, not an underlay"
+	}
+	return ""
+}
 
 // preferred is src when the interface holds it (the kernel's preferred source
 // for a route), else the interface's best address.
@@ -342,7 +374,7 @@ func listInterfaces(h *netlink.Handle) ([]ifaceInfo, error) {
 			}
 		}
 		slices.SortStableFunc(la, func(a, b netlink.Addr) int { return cmp.Compare(rank(a), rank(b)) })
-		info := ifaceInfo{attrs: attrs, name: attrs.Name, addrErr: errs[attrs.Index]}
+		info := ifaceInfo{attrs: attrs, kind: l.Type(), name: attrs.Name, addrErr: errs[attrs.Index]}
 		for _, a := range la {
 			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
 				info.addrs = append(info.addrs, ip)
