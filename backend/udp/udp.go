@@ -20,7 +20,9 @@
 //   - route <network> dev flannel0, proto 74 (backend.RouteProtocol): the
 //     whole cluster network goes to the datapath, which knows the peers;
 //   - UDP sockets on <external address>:<Port> (default 8285), one per
-//     worker, sharing the port with SO_REUSEPORT.
+//     worker, sharing the port with SO_REUSEPORT; the address is the public
+//     IP where it is one of the external interface's (bindAddr), since
+//     peers send to it and take datagrams only from it.
 //
 // Per remote host (a lease with BackendType "udp", or none at all, which is
 // what flanneld's udp backend writes): no kernel object, but an entry in the
@@ -167,6 +169,7 @@ type Backend struct {
 	// under mu), the device's index.
 	prepared bool
 	mtu      int
+	bind     netip.Addr // the sockets' address (bindAddr)
 	fds      *kept
 	keeper   *exec.Cmd
 	dp       *datapath
@@ -289,6 +292,9 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if b.mtu, err = deviceMTU(b.ext.Iface.Name, ext.Attrs().MTU); err != nil {
 		return nil, err
 	}
+	if b.bind, err = bindAddr(b.h, ext, b.ext); err != nil {
+		return nil, err
+	}
 	if b.fds == nil {
 		if err := b.do(b.claimDevice); err != nil {
 			return nil, err
@@ -328,11 +334,57 @@ func CheckHost(raw json.RawMessage, ext backend.ExternalInterface, extMTU int) e
 	if _, err := deviceMTU(ext.Iface.Name, extMTU); err != nil {
 		return err
 	}
-	return portTaken(netip.AddrPortFrom(ext.IfaceAddr, uint16(o.Port)))
+	return portTaken(netip.AddrPortFrom(checkBindAddr(ext), uint16(o.Port)))
 }
 
+// checkBindAddr is CheckHost's guess of the address Prepare binds to
+// (bindAddr): where the external interface cannot be read, the interface
+// address, and Prepare reports what it cannot read.
+func checkBindAddr(ext backend.ExternalInterface) netip.Addr {
+	if ext.PublicIP == ext.IfaceAddr {
+		return ext.IfaceAddr
+	}
+	h, err := backend.OpenHandle(nil)
+	if err != nil {
+		return ext.IfaceAddr
+	}
+	defer h.Close()
+	link, err := h.LinkByIndex(ext.Iface.Index)
+	if err != nil {
+		return ext.IfaceAddr
+	}
+	if a, err := bindAddr(h, link, ext); err == nil {
+		return a
+	}
+	return ext.IfaceAddr
+}
+
+// bindAddr is the address the sockets bind to, and so the source of every
+// datagram they send: the public IP where it is an address of the external
+// interface link (--public-ip naming another of its addresses than the one
+// the agent found first), since peers send to our public IP and take a
+// datagram only from a peer's; else the interface address, which NAT turns
+// into the public IP.
+func bindAddr(h *netlink.Handle, link netlink.Link, ext backend.ExternalInterface) (netip.Addr, error) {
+	if ext.PublicIP == ext.IfaceAddr {
+		return ext.IfaceAddr, nil
+	}
+	addrs, err := backend.ListAddrs(h, link, netlink.FAMILY_V4)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("addresses of the external interface %s: %w", ext.Iface.Name, err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == ext.PublicIP {
+			return ext.PublicIP, nil
+		}
+	}
+	return ext.IfaceAddr, nil
+}
+
+// listenAddr is the sockets' address and port, as the last Prepare chose it
+// (bindAddr).
 func (b *Backend) listenAddr() netip.AddrPort {
-	return netip.AddrPortFrom(b.ext.IfaceAddr, uint16(b.opts.Port))
+	return netip.AddrPortFrom(b.bind, uint16(b.opts.Port))
 }
 
 // claimDevice takes this agent's claim on the device (claim.go), before it

@@ -256,8 +256,16 @@ func echoRequest(src, dst string, id uint16) []byte {
 	return ipPacket(src, dst, protoICMP, 64, icmp)
 }
 
-// expectReply waits for an echo reply with identifier id on c.
+// expectReply waits for an echo reply with identifier id on c, from the
+// host's 198.18.0.1:8285.
 func expectReply(t *testing.T, c *net.UDPConn, id uint16) []byte {
+	t.Helper()
+	return expectReplyFrom(t, c, id, netip.MustParseAddrPort("198.18.0.1:8285"))
+}
+
+// expectReplyFrom waits for an echo reply with identifier id on c, and fails
+// the test if it comes from another address than want.
+func expectReplyFrom(t *testing.T, c *net.UDPConn, id uint16, want netip.AddrPort) []byte {
 	t.Helper()
 	buf := make([]byte, 2000)
 	deadline := time.Now().Add(3 * time.Second)
@@ -270,8 +278,8 @@ func expectReply(t *testing.T, c *net.UDPConn, id uint16) []byte {
 		p := buf[:n]
 		h, v := parseIPv4(p)
 		if v == pass && h.proto == protoICMP && p[h.hlen] == 0 && binary.BigEndian.Uint16(p[h.hlen+4:]) == id {
-			if from != netip.MustParseAddrPort("198.18.0.1:8285") {
-				t.Fatalf("reply from %s, want 198.18.0.1:8285", from)
+			if from != want {
+				t.Fatalf("reply from %s, want %s", from, want)
 			}
 			return p
 		}
@@ -523,7 +531,7 @@ func TestReplacesFlanneldDevice(t *testing.T) {
 	// The sockets' address: a veth whose peer stays in the namespace.
 	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
 	b := &Backend{log: funcr.New(func(string, string) {}, funcr.Options{}), h: ns.Handle, queues: 2, do: ns.Do,
-		ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("198.18.0.1")}, opts: options{Port: 18285}}
+		ext: backend.ExternalInterface{IfaceAddr: netip.MustParseAddr("198.18.0.1")}, bind: netip.MustParseAddr("198.18.0.1"), opts: options{Port: 18285}}
 	t.Cleanup(func() { stopKeeper(t, ns, b) })
 	if err := ns.Do(func() error { return b.fresh(context.Background(), nil, nil) }); err != nil {
 		t.Fatalf("fresh over flanneld's device: %v", err)
