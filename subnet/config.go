@@ -121,6 +121,11 @@ func ParseConfig(b []byte) (*Config, error) {
 	if !c.EnableIPv4 {
 		return nil, errIPv4Required
 	}
+	if raw.Network == "" && raw.EnableIPv4 == nil {
+		// parsePool's message names "EnableIPv4", which the operator
+		// may never have written: it is true by default.
+		return nil, errNetworkMissing
+	}
 	p4, err := parsePool(&ipv4, raw.Network, raw.SubnetLen, raw.SubnetMin, raw.SubnetMax)
 	if err != nil {
 		return nil, err
@@ -141,6 +146,9 @@ func ParseConfig(b []byte) (*Config, error) {
 
 var errIPv4Required = &ConfigError{Key: "EnableIPv4", Err: errors.New(
 	"false is not supported: agentd leases always carry an IPv4 subnet, so IPv4 is required")}
+
+var errNetworkMissing = &ConfigError{Key: "Network", Err: errors.New(
+	`missing; it is required: the IPv4 CIDR of the whole overlay, e.g. "10.244.0.0/16"`)}
 
 // parsePool parses one family's keys and fills in their defaults.
 func parsePool(f *family, network string, subnetLen int, smin, smax string) (pool, error) {
