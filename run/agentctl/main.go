@@ -106,6 +106,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, dial 
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	strictCompletion(root)
+	strictHelp(root)
 	root.SetArgs(longFlags(root, args))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -239,6 +240,33 @@ func strictCompletion(root *cobra.Command) {
 	for _, cmd := range root.Commands() {
 		if cmd.Name() == "completion" {
 			cmd.Args, cmd.RunE = groupArgs, groupRun
+		}
+	}
+}
+
+// strictHelp makes `agentctl help <command>` refuse a command that does not
+// exist as the command line itself does (groupArgs): cobra's help command
+// printed the nearest group's help and succeeded for `help frob` or
+// `help config frob`. Words after a command without subcommands are its
+// arguments (help lease reserve 10.244.7.0/24), which help ignores, as
+// cobra's does.
+func strictHelp(root *cobra.Command) {
+	root.InitDefaultHelpCmd()
+	for _, cmd := range root.Commands() {
+		if cmd.Name() != "help" {
+			continue
+		}
+		help := cmd.Run
+		cmd.RunE = func(c *cobra.Command, args []string) error {
+			target, rest, err := root.Find(args)
+			if err != nil {
+				return usageError{err}
+			}
+			if len(rest) > 0 && target.HasSubCommands() {
+				return groupArgs(target, rest)
+			}
+			help(c, args)
+			return nil
 		}
 	}
 }
