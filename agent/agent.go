@@ -528,7 +528,7 @@ func (a *agent) run(ctx context.Context) error {
 		}
 		return err
 	}
-	a.log.Info("shutting down; " + leftInPlace(netCfg.BackendType))
+	a.log.Info("shutting down; " + leftInPlace(netCfg.BackendType, true))
 	return nil
 }
 

@@ -46,6 +46,7 @@ type health struct {
 
 	mu              sync.Mutex
 	leaseHeld       bool
+	leased          bool   // a lease was held in this run, for what stopping says stays
 	leaseReason     string // why the lease is not held, when it is not
 	envWritten      bool
 	envReason       string // why subnet.env is not written, once a write failed
@@ -91,6 +92,7 @@ const maxReasonLen = 1024
 func (h *health) setLeaseHeld(held bool, reason string) {
 	h.mu.Lock()
 	h.leaseHeld = held
+	h.leased = h.leased || held
 	h.leaseReason = clip.Cut(reason, maxReasonLen)
 	if !held && reason == "" {
 		h.leaseReason = "lease not held"
@@ -208,14 +210,23 @@ func (h *health) stopping() {
 		return
 	}
 	h.stopped = true
-	h.send(daemon.SdNotifyStopping + "\nSTATUS=stopping; " + leftInPlace(h.backend))
+	h.mu.Lock()
+	leased := h.leased
+	h.mu.Unlock()
+	h.send(daemon.SdNotifyStopping + "\nSTATUS=stopping; " + leftInPlace(h.backend, leased))
 }
 
-// leftInPlace says what a stop leaves of the datapath of the backend typ:
-// vxlan's and host-gw's are the kernel's and go on forwarding; udp's device
-// and routes stay, but its forwarding is the agent's and stops with it.
-func leftInPlace(typ string) string {
-	if typ == "udp" {
+// leftInPlace says what a stop leaves. Before a lease was taken (etcd
+// unreachable, the network config absent or invalid, no free subnet) there
+// is no lease to keep, and nothing that needs one (routes, subnet.env) was
+// set up. After, it is the datapath of the backend typ: vxlan's and
+// host-gw's are the kernel's and go on forwarding; udp's device and routes
+// stay, but its forwarding is the agent's and stops with it.
+func leftInPlace(typ string, leased bool) string {
+	switch {
+	case !leased:
+		return "no lease was taken yet, so no routes were set up and subnet.env was not written"
+	case typ == "udp":
 		return "the lease, flannel0 and its routes stay in place, but udp carries nothing until agentd runs again (the descriptor keeper queues what arrives meanwhile)"
 	}
 	return "the datapath and the lease stay in place"

@@ -223,7 +223,6 @@ func TestNotifyStopping(t *testing.T) {
 // not say the datapath stays, as it does for the kernel's backends.
 func TestNotifyStoppingSaysWhatStays(t *testing.T) {
 	for typ, want := range map[string]string{
-		"":        "STATUS=stopping; the datapath and the lease stay in place",
 		"vxlan":   "STATUS=stopping; the datapath and the lease stay in place",
 		"host-gw": "STATUS=stopping; the datapath and the lease stay in place",
 		"udp":     "STATUS=stopping; the lease, flannel0 and its routes stay in place, but udp carries nothing until agentd runs again (the descriptor keeper queues what arrives meanwhile)",
@@ -231,12 +230,47 @@ func TestNotifyStoppingSaysWhatStays(t *testing.T) {
 		h := newHealth(logr.Discard())
 		var last string
 		h.notify = func(state string) (bool, error) { last = state; return true, nil }
-		if typ != "" {
-			h.setBackend(typ)
-		}
+		h.setBackend(typ)
+		h.setLeaseHeld(true, "")
 		h.stopping()
 		if last != "STOPPING=1\n"+want {
 			t.Errorf("backend %q: last notification %q, want STOPPING=1 and %q", typ, last, want)
+		}
+	}
+}
+
+// A stop before a lease was taken (etcd unreachable from the start, the
+// network config absent, no free subnet) said "the datapath and the lease
+// stay in place", and with udp that flannel0 and its routes did, when the
+// agent held no lease and had set up nothing that needs one. A lease held
+// once, then lost as the lease manager stops, still counts as taken.
+func TestNotifyStoppingBeforeLease(t *testing.T) {
+	const before = "STOPPING=1\nSTATUS=stopping; no lease was taken yet, so no routes were set up and subnet.env was not written"
+	for _, tc := range []struct {
+		name    string
+		backend string // "": the network config was not read
+		leased  bool
+		want    string
+	}{
+		{"etcd unreachable or config absent", "", false, before},
+		{"vxlan, no free subnet", "vxlan", false, before},
+		{"udp, no free subnet", "udp", false, before},
+		{"lease lost as the manager stops", "vxlan", true, "STOPPING=1\nSTATUS=stopping; the datapath and the lease stay in place"},
+	} {
+		h := newHealth(logr.Discard())
+		var last string
+		h.notify = func(state string) (bool, error) { last = state; return true, nil }
+		if tc.backend != "" {
+			h.setBackend(tc.backend)
+		}
+		h.setLeaseHeld(false, "no lease acquired yet: cannot read the network config: etcd unreachable")
+		if tc.leased {
+			h.setLeaseHeld(true, "")
+			h.setLeaseHeld(false, "lease manager stopped")
+		}
+		h.stopping()
+		if last != tc.want {
+			t.Errorf("%s: last notification %q, want %q", tc.name, last, tc.want)
 		}
 	}
 }

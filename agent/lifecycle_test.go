@@ -286,6 +286,30 @@ func TestSystemdNotify(t *testing.T) {
 	t.Logf("notifications: %q", lines)
 }
 
+// A stop while the agent waits for its network config, before any lease,
+// sent "stopping; the datapath and the lease stay in place": no lease was
+// held and nothing that needs one was set up.
+func TestSystemdNotifyStopBeforeLease(t *testing.T) {
+	n := listenNotify(t)
+	c := cluster.Start(t, cluster.Options{Hosts: 1, AgentEnv: []string{"NOTIFY_SOCKET=" + n.path}})
+	ctx := t.Context()
+	a, err := c.Host(1).StartAgent(ctx, "--etcd-prefix=/notify-before-lease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.await(t, ctx, "STATUS= naming the absent network config", func(s string) bool {
+		return strings.HasPrefix(s, "STATUS=not ready") && strings.Contains(s, "network config not found")
+	})
+	if code, err := a.Stop(); code != 0 || err != nil {
+		t.Fatalf("SIGTERM: exit %d, %v; want 0", code, err)
+	}
+	n.await(t, ctx, "STATUS= of the stop", func(s string) bool { return strings.HasPrefix(s, "STATUS=stopping") })
+	const want = "STATUS=stopping; no lease was taken yet, so no routes were set up and subnet.env was not written"
+	if lines := n.lines(); !slices.Contains(lines, want) {
+		t.Errorf("notifications %q, want %q", lines, want)
+	}
+}
+
 // fakeIPTablesRestoreHung stands in for an iptables-restore (nf_tables,
 // 1.8.9) that does not return, as one waiting for the xtables lock that
 // kube-proxy holds: it records its start in the file named by %[1]s, then
