@@ -90,7 +90,19 @@ type NetConf struct {
 
 // LoadConf parses the plugin's configuration from stdin's bytes and fills in
 // the defaults. Its errors name the field.
-func LoadConf(b []byte) (*NetConf, error) {
+func LoadConf(b []byte) (*NetConf, error) { return loadConfKeys(b, false) }
+
+// loadConfForDel is LoadConf for DEL: a key of delegate or ipam given in
+// two spellings, which LoadConf refuses, is left as written, as agentd-cni
+// before 2026-12-06 left it. Pods added then must still be deleted: a pod
+// whose DEL fails stays in the runtime, its StopPodSandbox retried for
+// ever. DEL takes the configuration it saved, if any; else the delegate
+// gets the two spellings, as ADD gave them then.
+func loadConfForDel(b []byte) (*NetConf, error) { return loadConfKeys(b, true) }
+
+// loadConfKeys is LoadConf, leaving a key given in two spellings as written
+// if keepTwice (see canonicalKeys).
+func loadConfKeys(b []byte, keepTwice bool) (*NetConf, error) {
 	n := &NetConf{}
 	if err := json.Unmarshal(b, n); err != nil {
 		return nil, fmt.Errorf("network configuration: %w", err)
@@ -115,10 +127,10 @@ func LoadConf(b []byte) (*NetConf, error) {
 		}
 		n.Wait = d
 	}
-	if err := canonicalKeys(n.Delegate, "delegate", delegateKeys); err != nil {
+	if err := canonicalKeys(n.Delegate, "delegate", delegateKeys, keepTwice); err != nil {
 		return nil, err
 	}
-	if err := canonicalKeys(n.IPAM, "ipam", ipamKeys); err != nil {
+	if err := canonicalKeys(n.IPAM, "ipam", ipamKeys, keepTwice); err != nil {
 		return nil, err
 	}
 	if t, ok := n.Delegate["type"]; ok {
@@ -148,9 +160,9 @@ var (
 
 // canonicalKeys spells each key of m that is one of keys but for case as
 // keys does, and refuses two spellings of one key (which of them a plugin
-// takes depends on their order, which m no longer has). section names m in
-// errors.
-func canonicalKeys(m map[string]any, section string, keys []string) error {
+// takes depends on their order, which m no longer has), or, if keepTwice,
+// leaves them as they are. section names m in errors.
+func canonicalKeys(m map[string]any, section string, keys []string, keepTwice bool) error {
 	for _, key := range keys {
 		var found []string
 		for k := range m {
@@ -160,6 +172,7 @@ func canonicalKeys(m map[string]any, section string, keys []string) error {
 		}
 		slices.Sort(found)
 		switch {
+		case len(found) > 1 && keepTwice:
 		case len(found) > 1:
 			return fmt.Errorf(`network configuration: "%s.%s" is given %d times, as %q`, section, key, len(found), found)
 		case len(found) == 1 && found[0] != key:

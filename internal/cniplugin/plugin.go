@@ -161,8 +161,10 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // First it retries the removal of masquerade chains that earlier DELs
 // could not remove (see retryMasq); a failure there, as one of the
 // container's own chain (see release), goes to stderr, and DEL succeeds.
+// A key of delegate or ipam given in two spellings, which ADD refuses,
+// does not fail it (loadConfForDel).
 func (p *Plugin) Del(args *skel.CmdArgs) error {
-	n, at, err := loadConf(args)
+	n, at, err := loadConfWith(args, loadConfForDel)
 	if err != nil {
 		return err
 	}
@@ -1136,7 +1138,12 @@ func (p *Plugin) stderr() io.Writer {
 // loadConf reads the network configuration on stdin and where the
 // attachment's delegate configuration is saved, with CNI error codes.
 func loadConf(args *skel.CmdArgs) (*NetConf, attachment, error) {
-	n, err := LoadConf(args.StdinData)
+	return loadConfWith(args, LoadConf)
+}
+
+// loadConfWith is loadConf, parsing the configuration with load.
+func loadConfWith(args *skel.CmdArgs, load func([]byte) (*NetConf, error)) (*NetConf, attachment, error) {
+	n, err := load(args.StdinData)
 	if err != nil {
 		return nil, attachment{}, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
