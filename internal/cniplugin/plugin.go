@@ -199,15 +199,16 @@ func (e *masqError) Unwrap() error { return e.err }
 // after the delegate's DEL of the attachment at, when the delegate may have
 // left it: it ran without the pod's network namespace (netns empty: GC's
 // DEL, and containerd's once the sandbox's namespace is closed; or gone),
-// or it was told ipMasq false because the look-up failed (lookupFailed,
-// see release). No later DEL of the delegate's will remove it. It is
+// or it was told ipMasq false because the look-up failed or found the
+// chain in one family alone (told, see release). No later DEL of the
+// delegate's will remove it. It is
 // network's, the name the delegate's configuration gave (see
 // savedNetwork). The iptables chain, the container's, stays while it may
 // serve another attachment of the container in that network (see
 // chainInUse; saved is the file DEL released). A failed removal is retried
 // by later commands (see masqRetryDir).
-func (p *Plugin) dropMasqChain(n *NetConf, network string, at attachment, saved, netns string, lookupFailed bool) error {
-	if netns != "" && !lookupFailed && exists(netns) {
+func (p *Plugin) dropMasqChain(n *NetConf, network string, at attachment, saved, netns string, told bool) error {
+	if netns != "" && !told && exists(netns) {
 		return nil
 	}
 	inUse, err := chainInUse(n.DataDir, network, at.containerID, saved)
@@ -296,6 +297,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 			return err
 		}
 	}
+	dropAfter := lookupFailed
 	if netns != "" && exists(netns) {
 		if d["ipMasq"] == true && !rebuilt {
 			// A saved ipMasq outlives the chain (the nat table reloaded
@@ -303,9 +305,19 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 			// making it); Debian's bridge 1.1.1 with iptables-nft then
 			// fails its DEL on the missing chain, after it has deleted
 			// the interface. Told ipMasq false, it removes nothing
-			// that is not there. A failed look-up keeps what was saved.
-			if has, err := p.masqChains().Has(savedNetwork(n, d), at.containerID, at.ifName); err == nil && !has {
-				d["ipMasq"] = false
+			// that is not there. So it fails for a dual-stack pod whose
+			// chain is gone in one family alone (iptables-restore of
+			// the IPv4 rules): told ipMasq false, it leaves the other's,
+			// removed after it (dropMasqChain). A failed look-up keeps
+			// what was saved.
+			sn := savedNetwork(n, d)
+			has, err := p.masqChains().Has(sn, at.containerID, at.ifName)
+			partial := false
+			if err == nil && has {
+				partial, err = p.masqChains().Partial(sn, at.containerID, savedFamilies(d))
+			}
+			if err == nil && (!has || partial) {
+				d["ipMasq"], dropAfter = false, partial
 				if b, err = json.Marshal(d); err != nil {
 					return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 				}
@@ -322,7 +334,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 		return delegateError(d, "DEL", err)
 	}
 	network := savedNetwork(n, d)
-	if err := p.dropMasqChain(n, network, at, saved, netns, lookupFailed); err != nil {
+	if err := p.dropMasqChain(n, network, at, saved, netns, dropAfter); err != nil {
 		now, _ := p.clock()
 		if rerr := recordMasqRetry(n.DataDir, network, at.containerID, at.ifName, now()); rerr != nil {
 			return types.NewError(types.ErrIOFailure, fmt.Sprintf("%v; nor could the chain be recorded for a later removal: %v", err, rerr), "")
@@ -653,6 +665,11 @@ type masqChains interface {
 	// masqueraded: its container's iptables chain or its nftables rules
 	// are there. An error is a look-up that failed where none was found.
 	Has(network, containerID, ifName string) (bool, error)
+	// Partial says whether network's container containerID has its
+	// iptables chain in some of fams, the IP versions of its addresses
+	// (savedFamilies), and not in the others. An error is a look-up that
+	// failed.
+	Partial(network, containerID string, fams []iptables.Protocol) (bool, error)
 	// Remove removes the attachment's nftables rules and, if chain, its
 	// container's iptables chain and the POSTROUTING rules jumping to it;
 	// none there is success.
@@ -681,6 +698,10 @@ func (hostMasq) Has(network, containerID, ifName string) (bool, error) {
 		return true, nil
 	}
 	return false, errors.Join(err, nftErr)
+}
+
+func (hostMasq) Partial(network, containerID string, fams []iptables.Protocol) (bool, error) {
+	return iptablesMasq{}.Partial(network, containerID, fams)
 }
 
 func (hostMasq) Remove(network, containerID, ifName string, chain bool) error {
@@ -735,6 +756,60 @@ func (iptablesMasq) Has(network, containerID string) (bool, error) {
 		}
 	}
 	return false, errors.Join(errs...)
+}
+
+// Partial says whether that chain is there in some of fams and not in the
+// others: a family without iptables has none.
+func (iptablesMasq) Partial(network, containerID string, fams []iptables.Protocol) (bool, error) {
+	chain := masqChainName(network, containerID)
+	found, missing := false, false
+	for _, proto := range fams {
+		ipt, err := newIPTables(proto)
+		if err != nil {
+			missing = true
+			continue
+		}
+		ok, err := chainExists(ipt, chain)
+		if err != nil {
+			return false, fmt.Errorf("look for masquerade chain %s: %w", chain, err)
+		}
+		found, missing = found || ok, missing || !ok
+	}
+	return found && missing, nil
+}
+
+// savedFamilies are the IP versions of the subnets in the ipam section of
+// the delegate configuration d (its ranges, or a single-range "subnet" as
+// flannel's plugin once saved): those of the attachment's addresses, which
+// bridge masquerades, each in its family's chain.
+func savedFamilies(d map[string]any) []iptables.Protocol {
+	ipam, _ := d["ipam"].(map[string]any)
+	subnets := []any{ipam["subnet"]}
+	sets, _ := ipam["ranges"].([]any)
+	for _, set := range sets {
+		ranges, _ := set.([]any)
+		for _, r := range ranges {
+			if m, ok := r.(map[string]any); ok {
+				subnets = append(subnets, m["subnet"])
+			}
+		}
+	}
+	var fams []iptables.Protocol
+	for _, s := range subnets {
+		str, _ := s.(string)
+		p, err := netip.ParsePrefix(str)
+		if err != nil {
+			continue
+		}
+		fam := iptables.ProtocolIPv4
+		if !p.Addr().Unmap().Is4() {
+			fam = iptables.ProtocolIPv6
+		}
+		if !slices.Contains(fams, fam) {
+			fams = append(fams, fam)
+		}
+	}
+	return fams
 }
 
 // Remove deletes that chain, and first the POSTROUTING rules jumping to

@@ -18,6 +18,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/coreos/go-iptables/iptables"
 )
 
 // fakeExec stands in for the delegate plugins: it records each call,
@@ -122,6 +123,9 @@ func (m *fakeMasq) Has(network, containerID, _ string) (bool, error) {
 	}
 	return m.chains[network+" "+containerID], nil
 }
+
+// Partial: the fake's chains are in every family or in none.
+func (m *fakeMasq) Partial(string, string, []iptables.Protocol) (bool, error) { return false, nil }
 
 // Remove stands for the removal of the container's chain; without chain
 // it does nothing.
