@@ -278,28 +278,34 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 		return rev, nil
 	}
 	var changed []string
+	var cur wire
 	if prev.BackendType != cfg.BackendType {
 		// Reservations no agent has taken yet carry no backend type.
 		changed = []string{fmt.Sprintf("Backend.Type %s → %s", prev.BackendType, cfg.BackendType)}
 	} else if old, err := wireOptions(prev); err == nil {
 		// A Backend object its backend refuses is, like a config the
 		// agents cannot read, one no agent runs: no settings to compare.
-		cur, err := wireOptions(cfg)
-		if err != nil {
+		if cur, err = wireOptions(cfg); err != nil {
 			return 0, err
 		}
 		changed = wireChanges(old, cur)
 	}
 	if len(changed) == 1 && strings.HasPrefix(changed[0], "Backend.DirectRouting ") {
 		// Hosts on either setting reach each other (a direct route one
-		// way, VXLAN the other), but the replies come in on another
-		// interface than the route back: strict reverse-path filtering
-		// drops them, RHEL's default (seen on the namespace cluster).
+		// way, VXLAN the other), but the packets come in on another
+		// interface than the route back: the underlay at the host
+		// without DirectRouting, flannel.<VNI> at the host with it.
+		// Strict reverse-path filtering there drops them, RHEL's
+		// default (seen on the namespace cluster); the kernel takes the
+		// larger of all's setting and the interface's, so flannel.<VNI>
+		// filters strictly with all at 0 when the default was 1 at its
+		// creation (100 % loss with all and the underlay at 0).
 		return 0, fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+
 			"setting until restarted, and restarted and unrestarted hosts reach each other only where reverse-path filtering "+
-			"is loose or off (net.ipv4.conf.all and .<iface>.rp_filter 0 or 2 on every host; 1, strict, drops their traffic) "+
+			"is loose or off on the interfaces their packets come in on, the underlay's and %s (the kernel takes the larger of "+
+			"net.ipv4.conf.all.rp_filter and the interface's: all at 2 on every host makes both loose; 1, strict, drops their traffic) "+
 			"(use --force to write it anyway, then restart every agent)",
-			changed[0], len(leases))
+			changed[0], len(leases), fmt.Sprintf("flannel.%d", cur.VNI))
 	}
 	if len(changed) > 0 {
 		return 0, fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+

@@ -61,7 +61,8 @@ func TestConfigInitRefusesWireChange(t *testing.T) {
 		// cluster.
 		why := "could not reach each other"
 		if tc.args[0] == "--direct-routing" {
-			why = "reach each other only where reverse-path filtering is loose or off (net.ipv4.conf.all and .<iface>.rp_filter 0 or 2 on every host; 1, strict, drops their traffic)"
+			why = "reach each other only where reverse-path filtering is loose or off on the interfaces their packets come in on, the underlay's and flannel.1 " +
+				"(the kernel takes the larger of net.ipv4.conf.all.rp_filter and the interface's: all at 2 on every host makes both loose; 1, strict, drops their traffic)"
 		}
 		c.wantFail(1, args, tc.want, "1 lease(s) or reservation(s)", "--force", why)
 	}
