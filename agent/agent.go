@@ -384,7 +384,7 @@ func (a *agent) run(ctx context.Context) error {
 			}
 			return hostRefuses(c, ext, mtu)
 		},
-		directRouting: func() string { return strictRPFilterNote("/proc/sys", ext.Iface.Name) },
+		directRouting: func() string { return strictRPFilterNote("/proc/sys", ext.Iface.Name, vxlanDevice(netCfg)) },
 		pending:       a.obs.configPending,
 	}
 	wg.Add(1)

@@ -65,7 +65,7 @@ func TestVNISplit(t *testing.T) {
 			if res.Added != 3*len(tc.programmed) || !slices.Equal(res.SkippedLeases, wantSkipped) {
 				t.Errorf("result %v, skipped %v; want %d added, skipped %v", res, res.SkippedLeases, 3*len(tc.programmed), wantSkipped)
 			}
-			dev := h.link(deviceName(tc.vni)).Attrs().Index
+			dev := h.link(DeviceName(tc.vni)).Attrs().Index
 			for i, p := range peers {
 				got := h.routesTo(p.Subnet.String())
 				want := fmt.Sprintf("%s via %s dev#%d proto 74", p.Subnet, p.Subnet.Addr(), dev)

@@ -245,7 +245,7 @@ func CheckHost(raw json.RawMessage, ext backend.ExternalInterface, extMTU int) e
 		return nil // not known: the start will tell
 	}
 	defer h.Close()
-	b := &Backend{ext: ext, opts: o, name: deviceName(o.VNI), h: h, ns: netns.None()}
+	b := &Backend{ext: ext, opts: o, name: DeviceName(o.VNI), h: h, ns: netns.None()}
 	return b.checkClash()
 }
 
@@ -387,8 +387,8 @@ func New(cfg backend.Config) (backend.Backend, error) {
 	return newBackend(cfg, nil, netns.None())
 }
 
-// deviceName is the name of our device for VNI vni, flanneld's.
-func deviceName(vni int) string { return fmt.Sprintf("flannel.%d", vni) }
+// DeviceName is the name of our device for VNI vni, flanneld's.
+func DeviceName(vni int) string { return fmt.Sprintf("flannel.%d", vni) }
 
 func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Backend, error) {
 	if cfg.Network == nil {
@@ -422,7 +422,7 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 		log:       cfg.Logger,
 		ext:       ext,
 		opts:      opts,
-		name:      deviceName(opts.VNI),
+		name:      DeviceName(opts.VNI),
 		macPath:   filepath.Join(cfg.StateDir, fmt.Sprintf("vxlan-%d.mac", opts.VNI)),
 		network:   cfg.Network.Network,
 		subnetLen: cfg.Network.SubnetLen,
