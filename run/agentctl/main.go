@@ -74,6 +74,7 @@ type app struct {
 	etcd      agent.Config
 	timeout   time.Duration
 	out       io.Writer
+	errOut    io.Writer // warnings
 	dial      etcdDialer
 	lookupEnv func(string) (string, bool)
 	// http asks the agent's health server (status); tests replace it.
@@ -98,7 +99,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, dial 
 	if dial == nil {
 		dial = dialEtcd
 	}
-	a := &app{etcd: agent.DefaultConfig(), out: stdout, dial: dial, lookupEnv: os.LookupEnv, source: map[string]string{}, http: hc,
+	a := &app{etcd: agent.DefaultConfig(), out: stdout, errOut: stderr, dial: dial, lookupEnv: os.LookupEnv, source: map[string]string{}, http: hc,
 		now: time.Now, loc: time.Local}
 	root := a.rootCommand()
 	// Before cobra adds its completion command (strictCompletion,
@@ -177,12 +178,6 @@ FLANNELD_ETCD_ENDPOINTS).`,
 			}
 			if err := validateFlags(cmd); err != nil {
 				return err
-			}
-			// The TLS files agentd warns of at its start (the same files,
-			// usually): whoever could change them chooses the etcd that
-			// agentctl trusts, or whom it acts as there.
-			for _, w := range agent.EtcdTLSFileWarnings(&a.etcd) {
-				fmt.Fprintln(cmd.ErrOrStderr(), "agentctl: warning: "+w.String())
 			}
 			if a.timeout <= 0 {
 				return usagef("--timeout %v: want a positive duration", a.timeout)
@@ -395,6 +390,13 @@ func longFlags(root *cobra.Command, args []string) []string {
 func (a *app) withEtcd(ctx context.Context, f func(ctx context.Context, cli *clientv3.Client) error) error {
 	if err := a.validateEtcd(); err != nil {
 		return err
+	}
+	// The TLS files agentd warns of at its start (the same files,
+	// usually): whoever could change them chooses the etcd that agentctl
+	// trusts, or whom it acts as there. Said by the commands that use
+	// etcd only.
+	for _, w := range agent.EtcdTLSFileWarnings(&a.etcd) {
+		fmt.Fprintln(a.errOut, "agentctl: warning: "+w.String())
 	}
 	cli, do, closeFn, err := a.dial(&a.etcd, a.timeout)
 	if err != nil {

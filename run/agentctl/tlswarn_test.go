@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,9 @@ import (
 // at its start, once each, before the command runs: a CA file in a
 // directory every user may write to (whoever replaces it chooses the etcd
 // agentctl trusts) and a client key every user may read. Files kept as
-// they should be give no warning. Before 2026-12-06 agentctl said nothing.
+// they should be give no warning, and commands that do not use etcd
+// (completion) say nothing of them. Before 2026-12-06 agentctl said
+// nothing.
 func TestTLSFileWarnings(t *testing.T) {
 	errNoEtcd := errors.New("no etcd in this test")
 	dial := func(*agent.Config, time.Duration) (*clientv3.Client, etcdDo, func(), error) {
@@ -69,6 +72,11 @@ func TestTLSFileWarnings(t *testing.T) {
 				t.Fatalf("stderr %q: want %d warning lines, then the dialler's error", errOut.String(), warnings)
 			}
 			if warnings == 1 {
+				var out, errOut bytes.Buffer
+				args := append(slices.Clone(tc.args[:len(tc.args)-1]), "completion", "bash")
+				if code := run(context.Background(), args, &out, &errOut, dial); code != 0 || errOut.Len() != 0 {
+					t.Errorf("%q: exit %d, stderr %q; want 0 and no warning from a command without etcd", args, code, errOut.String())
+				}
 				if !strings.HasPrefix(lines[0], "agentctl: warning: ") {
 					t.Errorf("first line %q, want a warning", lines[0])
 				}
