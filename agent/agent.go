@@ -154,6 +154,10 @@ type agent struct {
 	// of it to Run's goroutine, the one that writes subnet.env.
 	mtu        atomic.Int64
 	mtuChanged chan struct{}
+
+	// ipForward says when net.ipv4.ip_forward is 0 (ipforward.go); nil:
+	// not checked.
+	ipForward *ipForwardCheck
 }
 
 // mtuLoweredMsg and mtuRaisedMsg say that subnet.env's MTU followed the
@@ -276,6 +280,10 @@ func (a *agent) run(ctx context.Context) error {
 	if pids := scan(); len(pids) > 0 {
 		return &flanneldRunningError{pids: pids}
 	}
+	// Said from the start, even while etcd keeps the lease and the
+	// reconcile loop (which checks it again at each pass) waiting.
+	a.ipForward = newIPForwardCheck("/proc/sys", a.log, a.obs.ipForwardingOff)
+	a.ipForward.check()
 
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -616,6 +624,9 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 			}
 			iptDue = true
 		case <-retry.C:
+		}
+		if a.ipForward != nil {
+			a.ipForward.check()
 		}
 		if unsynced != nil {
 			// Waiting, woken by the resync ticker, is the loop turning

@@ -41,6 +41,13 @@ type Status struct {
 	// agent restarts.
 	InterfaceWarning string `json:"interfaceWarning,omitempty"`
 
+	// IPForwardingOff is set while net.ipv4.ip_forward is 0 in the agent's
+	// network namespace, as the start and the last reconcile pass found
+	// it: this host forwards no container's packets to other hosts, nor
+	// theirs to its containers. It says so and how to set it. Empty while
+	// it is on, or cannot be read. It does not make the agent unready.
+	IPForwardingOff string `json:"ipForwardingOff,omitempty"`
+
 	// PeersKnown is the size of the lease set (without our own lease) at
 	// the last reconcile pass; PeersProgrammed how many of those peers a
 	// successful pass put in the kernel, as they are now, so never more than
