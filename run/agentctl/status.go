@@ -151,6 +151,11 @@ func printStatus(a *app, st agent.Status) {
 	if st.InterfaceWarning != "" {
 		fmt.Fprintf(tw, "interface\t%s\n", st.InterfaceWarning)
 	}
+	if st.IPForwardingOff != "" {
+		// Shown only while off: an agent older than the field sends
+		// none.
+		fmt.Fprintf(tw, "ip forwarding\tOFF: %s\n", st.IPForwardingOff)
+	}
 	fmt.Fprintf(tw, "peers\t%d known, %d programmed in the kernel\n", st.PeersKnown, st.PeersProgrammed)
 	printSkipped(tw, st)
 	last := "never"
@@ -295,7 +300,7 @@ func printSkipped(tw io.Writer, st agent.Status) {
 // writes it, and an agent's skipped-peer reasons quote what a peer wrote in
 // its lease. An OTHER alarm's entry is left as it is: it is printed quoted.
 func printableStatus(st agent.Status) agent.Status {
-	for _, s := range []*string{&st.NotReadyReason, &st.Subnet, &st.PublicIP, &st.Backend, &st.LastResyncError, &st.EtcdError, &st.NetnsClaimNotHeld, &st.InterfaceWarning} {
+	for _, s := range []*string{&st.NotReadyReason, &st.Subnet, &st.PublicIP, &st.Backend, &st.LastResyncError, &st.EtcdError, &st.NetnsClaimNotHeld, &st.InterfaceWarning, &st.IPForwardingOff} {
 		*s = printable(*s)
 	}
 	if p := st.ConfigPending; p != nil {
