@@ -1,12 +1,10 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 
 	"github.com/agentd/agentd/backend/vxlan"
@@ -72,16 +70,15 @@ func readRPFilter(path string) (int, error) {
 	return parseRPFilter(b)
 }
 
-// parseRPFilter parses what an rp_filter file holds: 0 (off), 1 (strict)
-// or 2 (loose), and a newline.
+// parseRPFilter parses what an rp_filter file holds (parseProcSysInt):
+// 0 (off), 1 (strict) or 2 (loose).
 func parseRPFilter(b []byte) (int, error) {
-	s, ok := strings.CutSuffix(string(b), "\n")
-	if !ok {
-		return 0, errors.New("rp_filter: no newline")
+	v, err := parseProcSysInt(b)
+	if err == nil && (v < 0 || v > 2) {
+		err = fmt.Errorf("%d is not 0, 1 or 2", v)
 	}
-	v, err := strconv.Atoi(s)
-	if err != nil || v < 0 || v > 2 || s != strconv.Itoa(v) {
-		return 0, fmt.Errorf("rp_filter: %q is not 0, 1 or 2", s)
+	if err != nil {
+		return 0, fmt.Errorf("rp_filter: %w", err)
 	}
 	return v, nil
 }
