@@ -28,6 +28,8 @@
 // checked before any wait. That file is the one dockerd reads: the last
 // --config-file among dockerd's own arguments, given after "--" (the drop-in
 // passes $DOCKER_OPTS there, split as for dockerd), or else --docker-config.
+// So, before any wait too, is a -b or --bridge among those arguments
+// (dockerdBridge).
 // So, before any wait too, is an --output in or under a directory another
 // user could change (atomicfile.CheckPath), where the file that becomes
 // dockerd's command line would be theirs to replace once written; and
@@ -119,6 +121,10 @@ func execute(ctx context.Context, o options, polled func(), stdout, stderr io.Wr
 	}
 	if err := checkDockerConfig(config); err != nil {
 		fmt.Fprintf(stderr, "agentd-docker-opts: %v\n", err)
+		return exitFailure
+	}
+	if b := dockerdBridge(o.dockerdArgs); b != "" {
+		fmt.Fprintf(stderr, "agentd-docker-opts: dockerd's arguments give --bridge=%q (DOCKER_OPTS, from /etc/default/docker or a drop-in): remove it there; dockerd gets --bip from this host's subnet.env and does not start with --bridge and --bip together\n", b)
 		return exitFailure
 	}
 	// Before any wait, as the check above. The file is dockerd's command
@@ -294,6 +300,24 @@ func dockerdConfigFile(args []string, def string) (file string, err error) {
 	fs.StringVar(&file, "config-file", def, "")
 	err = fs.Parse(args)
 	return file, err
+}
+
+// dockerdBridge is the bridge dockerd's arguments name (the last -b or
+// --bridge, parsed as dockerd's pflag parses them), or "" when they name none
+// or cannot be parsed (dockerd names that problem itself). dockerd does not
+// start with a bridge of any name, "none" included, beside --bip ("You
+// specified -b & --bip, mutually exclusive options"); an empty one is its
+// default. Other flags are not known here, as in dockerdConfigFile.
+func dockerdBridge(args []string) string {
+	var bridge string
+	fs := pflag.NewFlagSet("dockerd", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.ParseErrorsAllowlist.UnknownFlags = true
+	fs.StringVarP(&bridge, "bridge", "b", "", "")
+	if fs.Parse(args) != nil {
+		return ""
+	}
+	return bridge
 }
 
 // bridgeState is what a bridge holds before dockerd starts.

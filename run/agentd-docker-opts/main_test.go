@@ -108,6 +108,30 @@ func TestRun(t *testing.T) {
 			args:    []string{"--docker-config=", "--", "--config-file=%c"},
 			stdout:  "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
 		},
+		{
+			// DOCKER_OPTS="-D -b br0", left from a bridge of one's own:
+			// dockerd 20.10 exits "You specified -b & --bip, mutually
+			// exclusive options", with any value but an empty one, "none"
+			// too. Refused before subnet.env is read, as daemon.json's "bridge".
+			name:   "dockerd's arguments give -b, subnet.env not there yet",
+			args:   []string{"--", "-D", "-b", "br0"},
+			code:   exitFailure,
+			stderr: "agentd-docker-opts: dockerd's arguments give --bridge=\"br0\" (DOCKER_OPTS, from /etc/default/docker or a drop-in): remove it there; dockerd gets --bip from this host's subnet.env and does not start with --bridge and --bip together\n",
+		},
+		{
+			name:    "dockerd's arguments give --bridge=none",
+			content: strings.Replace(full, "%s", "true", 1),
+			args:    []string{"--", "--log-level", "warn", "--bridge=none"},
+			code:    exitFailure,
+			stderr:  "agentd-docker-opts: dockerd's arguments give --bridge=\"none\" (DOCKER_OPTS, from /etc/default/docker or a drop-in): remove it there; dockerd gets --bip from this host's subnet.env and does not start with --bridge and --bip together\n",
+		},
+		{
+			// An empty --bridge is dockerd's default: it starts with --bip.
+			name:    "dockerd's arguments give an empty --bridge",
+			content: strings.Replace(full, "%s", "true", 1),
+			args:    []string{"--", "-b=br0", "--bridge="},
+			stdout:  "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
+		},
 		{name: "stray argument", args: []string{"x"}, code: exitUsage, stderr: "agentd-docker-opts: unexpected argument \"x\"\n"},
 		{name: "stray argument before dockerd's", args: []string{"x", "--", "-D"}, code: exitUsage, stderr: "agentd-docker-opts: unexpected argument \"x\"\n"},
 		{name: "negative wait", args: []string{"--wait=-1s"}, code: exitUsage, stderr: "agentd-docker-opts: invalid --wait -1s: must not be negative\n"},
