@@ -386,6 +386,21 @@ const masqLockWait = delegateXtablesWait
 // masqLockPoll is how often an ADD tries that lock.
 const masqLockPoll = 20 * time.Millisecond
 
+// masqRetryBudget is how long a command goes on retrying the records of
+// other attachments in masqRetryDir, after its own (see retryMasq): it
+// starts no other removal past it, and leaves the rest to later commands,
+// which find them first in their order (see recordsByAge). A removal runs
+// iptables, ip6tables and nft several times, 10-25 ms in all with legacy
+// iptables and a small nat table. After a node-wide failure (iptables
+// refused for an hour while pods came and went) thousands of records
+// wait: the first ADD or DEL once the cause had gone retried them all,
+// for a minute or more, past the runtime's timeouts (kubelet's
+// runtime-request-timeout is 2 minutes), failing the pod just as the node
+// recovered, and kept the lock that an ADD of a recorded container waits
+// masqLockWait for. Each command now removes 40 to 100, many times the
+// one record each failed DEL made.
+const masqRetryBudget = time.Second
+
 // errMasqGivenUp is in retryMasq's error for a record given up.
 var errMasqGivenUp = errors.New("given up")
 
@@ -441,7 +456,8 @@ func readMasqRecord(path string, now time.Time) masqRecord {
 // and forgets it: first own's (<network>:<container ID>:<interface> of the
 // attachment an ADD is for, "" for none), then the others', the least
 // recently tried first (see recordsByAge), until one fails, since while the
-// cause lasts (the xtables lock held) each would wait and fail alike; the
+// cause lasts (the xtables lock held) each would wait and fail alike, or
+// until masqRetryBudget has passed, leaving the rest to later commands; the
 // one that failed goes last, so one that fails for good (a chain another
 // rule still jumps to) does not keep the others waiting, and after
 // masqRetryFor and masqRetryTries it is given up: forgotten, the error
@@ -561,10 +577,14 @@ func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err erro
 			return unlock, err, nil
 		}
 	}
+	stop := now().Add(masqRetryBudget)
 	for _, name := range names {
 		network, id, ifName := recordParts(name)
 		if name == own || utils.ValidateNetworkName(network) != nil || utils.ValidateContainerID(id) != nil || utils.ValidateInterfaceName(ifName) != nil {
 			continue // not a record (a temporary file of atomicfile's)
+		}
+		if !now().Before(stop) {
+			break
 		}
 		if err := retry(name); err != nil {
 			return unlock, nil, err
