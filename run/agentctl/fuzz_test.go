@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/subnet"
 	"github.com/spf13/pflag"
 )
 
@@ -38,6 +39,57 @@ func FuzzParseSubnetArg(f *testing.F) {
 		again, err := parseSubnetArg(sn.String())
 		if err != nil || again != sn {
 			t.Fatalf("parseSubnetArg(%q) = %s, which parses back to %s, %v", s, sn, again, err)
+		}
+	})
+}
+
+// FuzzParseReleaseArg: lease release's argument is either refused with a
+// usage error that says something, or names an IPv4 subnet (exactly what
+// parseSubnetArg gives, so every argument release took before means what it
+// meant) or exactly one key, whose canonical name parses back to it; each
+// target, written as leases shows it (keyArg), as a key's name or as a whole
+// key, parses back to itself.
+func FuzzParseReleaseArg(f *testing.F) {
+	for _, s := range []string{"10.244.7.0/24", "10.244.7.0/24&fd00:0:0:7::/64", "10.244.7.0-24", "10.244.7.0-24&fd00:0:0:7::-64",
+		"/coreos.com/network/subnets/10.244.7.0-24&fd00:0:0:7::-64", "/a/subnets/b/subnets/10.244.7.0-24", "/coreos.com/network/subnets/",
+		"10.244.7.0/24&fd00:0:0:7::1/64", "10.244.7.0/24&::ffff:10.0.0.0/104", "10.244.7.0/24&", "10.244.7.0/24&fd00::%eth0/64",
+		"10.244.7.0-024", "10.244.7.0", "10.244.7.1/24&fd00::/64", "-", "&", "/"} {
+		f.Add(s)
+	}
+	const dir = "/coreos.com/network/subnets/"
+	f.Fuzz(func(t *testing.T, s string) {
+		tg, err := parseReleaseArg(s)
+		if old, oldErr := parseSubnetArg(s); oldErr == nil && (err != nil || tg != (releaseTarget{sn: old})) {
+			t.Fatalf("parseReleaseArg(%q) = %+v, %v; want the subnet %s, as parseSubnetArg", s, tg, err, old)
+		}
+		if err != nil {
+			var u usageError
+			if !errors.As(err, &u) || err.Error() == "" {
+				t.Fatalf("parseReleaseArg(%q): error %q is not a usage error with a message", s, err)
+			}
+			return
+		}
+		if !tg.sn.Addr().Is4() || tg.sn != tg.sn.Masked() {
+			t.Fatalf("parseReleaseArg(%q) = %+v: not a masked IPv4 subnet", s, tg)
+		}
+		if !tg.exact && (tg.sn6.IsValid() || tg.key != "") {
+			t.Fatalf("parseReleaseArg(%q) = %+v: an IPv6 half or a key, but not exact", s, tg)
+		}
+		name := subnet.MakeSubnetKey(tg.sn, tg.sn6)
+		if sn, sn6, err := subnet.ParseSubnetKey(name); err != nil || sn != tg.sn || sn6 != tg.sn6 {
+			t.Fatalf("parseReleaseArg(%q) = %+v, whose key %q parses to %s %s, %v", s, tg, name, sn, sn6, err)
+		}
+		if tg.key != "" && (tg.key != s || !strings.HasSuffix(s, "/subnets/"+name)) {
+			t.Fatalf("parseReleaseArg(%q) = %+v: the key is not the argument, ending in /subnets/%s", s, tg, name)
+		}
+		for arg, want := range map[string]releaseTarget{
+			tg.String(): {sn: tg.sn, sn6: tg.sn6, exact: tg.sn6.IsValid()},
+			name:        {sn: tg.sn, sn6: tg.sn6, exact: true},
+			dir + name:  {sn: tg.sn, sn6: tg.sn6, exact: true, key: dir + name},
+		} {
+			if again, err := parseReleaseArg(arg); err != nil || again != want {
+				t.Fatalf("parseReleaseArg(%q) = %+v, and %q parses to %+v, %v; want %+v", s, tg, arg, again, err, want)
+			}
 		}
 	})
 }

@@ -217,7 +217,7 @@ func printLeases(a *app, rows []leaseRow, bad []badRow) {
 		// with write access the keys: printable keeps a tab, newline or
 		// escape sequence in them from shifting the columns, forging a
 		// line or reaching the terminal.
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Subnet, r.PublicIP,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", subnetCell(r), r.PublicIP,
 			printable(dash(r.Backend)), printable(dash(r.VtepMAC)), printable(dash(r.HostID)), ttl, reserved)
 	}
 	tw.Flush()
@@ -231,6 +231,16 @@ func printLeases(a *app, rows []leaseRow, bad []badRow) {
 		}
 		fmt.Fprintf(a.out, "invalid: %s: %s%s\n", printable(b.Key), printable(b.Error), held)
 	}
+}
+
+// subnetCell is r's SUBNET in the table: its IPv4 subnet, with its IPv6 one
+// for a dual-stack key (keyArg), so that a host's plain and dual-stack keys
+// of one subnet are two rows apart, and either can be given to lease release.
+func subnetCell(r leaseRow) string {
+	if r.IPv6Subnet != "" {
+		return r.Subnet + "&" + r.IPv6Subnet
+	}
+	return r.Subnet
 }
 
 func dash(s string) string {
@@ -375,23 +385,31 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 func (a *app) leaseReleaseCommand() *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "release SUBNET",
+		Use:   "release SUBNET|KEY",
 		Short: "Free a subnet: delete a reservation or a dead host's lease",
 		Long: `release deletes the subnet's key (and revokes its etcd lease), so the subnet can
 be handed out again and every agent removes its routes to it at once.
 
 A live lease belongs to a running agent, which would recreate it: release
 refuses one unless --force. To decommission a running host, stop it and run
-agentd --release-lease there instead.`,
-		Example: `  agentctl lease release 10.244.7.0/24`,
-		Args:    usageArgs(cobra.ExactArgs(1)),
+agentd --release-lease there instead.
+
+An IPv4 subnet names the one key that holds it, a plain or a dual-stack key;
+if two do (a key left from before EnableIPv6 was turned on or off), release
+refuses and lists them. Name one of them as leases prints it: the
+dual-stack subnets (10.244.7.0/24&fd00:0:0:7::/64), or the key, whole or
+below <prefix>/subnets/ (10.244.7.0-24). Quote a '&' for the shell.`,
+		Example: `  agentctl lease release 10.244.7.0/24
+  agentctl lease release '10.244.7.0/24&fd00:0:0:7::/64'
+  agentctl lease release /coreos.com/network/subnets/10.244.7.0-24`,
+		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sn, err := parseSubnetArg(args[0])
+			t, err := parseReleaseArg(args[0])
 			if err != nil {
 				return err
 			}
 			return a.withEtcd(cmd.Context(), func(ctx context.Context, cli *clientv3.Client) error {
-				return a.release(ctx, cli, sn, force)
+				return a.release(ctx, cli, t, force)
 			})
 		},
 	}
@@ -399,77 +417,201 @@ agentd --release-lease there instead.`,
 	return cmd
 }
 
-func (a *app) release(ctx context.Context, cli *clientv3.Client, sn netip.Prefix, force bool) error {
+// releaseTarget is what lease release's argument names: the one key of an
+// IPv4 subnet, or exactly one key.
+type releaseTarget struct {
+	sn  netip.Prefix
+	sn6 netip.Prefix // the IPv6 half of the key, if exact
+	// exact: the key of sn and sn6, sn's plain key if sn6 is not valid;
+	// else whichever key's IPv4 half is sn.
+	exact bool
+	// key is the whole key as given, whose prefix release compares with
+	// --etcd-prefix's; "" if the argument was not one.
+	key string
+}
+
+func (t releaseTarget) String() string { return keyArg(t.sn, t.sn6) }
+
+// keyArg is the key of sn and sn6 as the leases table shows it and lease
+// release takes it: 10.244.7.0/24, or 10.244.7.0/24&fd00:0:0:7::/64.
+func keyArg(sn, sn6 netip.Prefix) string {
+	if sn6.IsValid() {
+		return sn.String() + "&" + sn6.String()
+	}
+	return sn.String()
+}
+
+// parseReleaseArg reads lease release's argument: an IPv4 subnet, a
+// dual-stack key's subnets (keyArg), a key's name below <prefix>/subnets/,
+// or a whole key.
+func parseReleaseArg(s string) (releaseTarget, error) {
+	const dir = "/subnets/"
+	name, whole := s, strings.HasPrefix(s, "/")
+	if whole {
+		i := strings.LastIndex(s, dir)
+		if i < 0 {
+			return releaseTarget{}, usagef("%q is not a key under <prefix>%s", s, dir)
+		}
+		name = s[i+len(dir):]
+	}
+	if whole || !strings.Contains(s, "/") && strings.Contains(s, "-") {
+		sn, sn6, err := subnet.ParseSubnetKey(name)
+		if err != nil {
+			return releaseTarget{}, usagef("%v", err)
+		}
+		t := releaseTarget{sn: sn, sn6: sn6, exact: true}
+		if whole {
+			t.key = s
+		}
+		return t, nil
+	}
+	v4, v6, dual := strings.Cut(s, "&")
+	sn, err := parseSubnetArg(v4)
+	if err != nil || !dual {
+		return releaseTarget{sn: sn}, err
+	}
+	sn6, err := netip.ParsePrefix(v6)
+	if err != nil || !sn6.Addr().Is6() || sn6.Addr().Is4In6() {
+		return releaseTarget{}, usagef("%q is not an IPv6 subnet in CIDR form (e.g. fd00:0:0:7::/64)", v6)
+	}
+	if sn6 != sn6.Masked() {
+		return releaseTarget{}, usagef("%s has host bits set; the subnet is %s", v6, sn6.Masked())
+	}
+	return releaseTarget{sn: sn, sn6: sn6, exact: true}, nil
+}
+
+// names reports whether t names the key of sn and sn6.
+func (t releaseTarget) names(sn, sn6 netip.Prefix) bool {
+	return sn == t.sn && (!t.exact || sn6 == t.sn6)
+}
+
+func (a *app) release(ctx context.Context, cli *clientv3.Client, t releaseTarget, force bool) error {
 	reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
+	if t.key != "" && t.key != reg.LeaseKey(t.sn, t.sn6) {
+		return usagef("%s is not under %s (--etcd-prefix %s)", t.key, reg.SubnetsPrefix(), a.etcd.EtcdPrefix)
+	}
 	leases, bad, _, err := reg.List(ctx)
 	if err != nil {
 		return err
 	}
+	// A key of the subnet whose value is no lease holds the subnet all the
+	// same: agents lease around it, and it goes too.
+	var named []subnet.Lease
+	var namedBad []subnet.BadEntry
 	for _, l := range leases {
-		if l.Subnet != sn {
-			continue
+		if t.names(l.Subnet, l.IPv6Subnet) {
+			named = append(named, l)
 		}
-		if !l.Reservation() && !force {
-			resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(l.LeaseID))
-			if err != nil {
-				return err
-			}
-			if resp.TTL < 0 {
-				// etcd's answer for an etcd lease that no longer exists.
-				return fmt.Errorf("%s: its etcd lease ended while this command ran, and etcd deleted the key with it; run it again", sn)
-			}
-			return refuseLive(ctx, reg, leases, l, time.Duration(resp.TTL)*time.Second)
+	}
+	for _, b := range bad {
+		ksn, ksn6, err := subnet.ParseSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix()))
+		if err == nil && t.names(ksn, ksn6) {
+			namedBad = append(namedBad, b)
 		}
-		ok, err := reg.Delete(ctx, l)
+	}
+	switch {
+	case len(named)+len(namedBad) > 1:
+		return refuseMany(ctx, reg, t, named, namedBad)
+	case len(named) == 1:
+		return a.releaseLease(ctx, cli, reg, leases, named[0], force)
+	case len(namedBad) == 1:
+		return releaseBad(ctx, a, reg, namedBad[0], force)
+	}
+	return fmt.Errorf("no lease or reservation for %s under %s", t, reg.SubnetsPrefix())
+}
+
+// releaseLease deletes l, one of leases, unless it is live and not forced.
+func (a *app) releaseLease(ctx context.Context, cli *clientv3.Client, reg *subnet.Registry, leases []subnet.Lease, l subnet.Lease, force bool) error {
+	name := keyArg(l.Subnet, l.IPv6Subnet)
+	if !l.Reservation() && !force {
+		resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(l.LeaseID))
 		if err != nil {
 			return err
 		}
-		if !ok {
-			return fmt.Errorf("%s changed while this command ran; run it again", sn)
+		if resp.TTL < 0 {
+			// etcd's answer for an etcd lease that no longer exists.
+			return fmt.Errorf("%s: its etcd lease ended while this command ran, and etcd deleted the key with it; run it again", name)
 		}
-		if !l.Reservation() {
-			// Only this key was attached to it: agentd keeps one etcd lease
-			// per host.
-			if _, err := cli.Revoke(ctx, clientv3.LeaseID(l.LeaseID)); err != nil && ctx.Err() != nil {
-				return err
+		return refuseLive(ctx, reg, leases, l, time.Duration(resp.TTL)*time.Second)
+	}
+	ok, err := reg.Delete(ctx, l)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%s changed while this command ran; run it again", name)
+	}
+	if !l.Reservation() {
+		// Only this key was attached to it: agentd keeps one etcd lease
+		// per host.
+		if _, err := cli.Revoke(ctx, clientv3.LeaseID(l.LeaseID)); err != nil && ctx.Err() != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(a.out, "released %s (was %s)\n", name, l.Attrs.PublicIP)
+	if l.Reservation() && l.Attrs.HostID != "" {
+		// An agent wrote its identity into the reservation: if it
+		// runs, it writes the key again at once, as an ordinary lease.
+		fmt.Fprintf(a.out, "note: the agent of %s (host %s) has taken this reservation; while it runs it keeps %s as an ordinary lease: to free the subnet, run agentd --release-lease on that host\n",
+			l.Attrs.PublicIP, l.Attrs.HostID, l.Subnet)
+	}
+	return nil
+}
+
+// releaseBad deletes b, a key whose value is no lease, unless an etcd lease
+// keeps it (something alive, if not an agent, may rewrite it) and it is not
+// forced.
+func releaseBad(ctx context.Context, a *app, reg *subnet.Registry, b subnet.BadEntry, force bool) error {
+	ksn, ksn6, _ := subnet.ParseSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix()))
+	name := keyArg(ksn, ksn6)
+	// Read again for its etcd lease, which List does not give.
+	l, ok, gerr := reg.Get(ctx, ksn, ksn6)
+	switch {
+	case !ok && gerr != nil:
+		return gerr
+	case !ok || gerr == nil || l.ModRevision != b.ModRevision:
+		return fmt.Errorf("%s changed while this command ran; run it again", name)
+	case l.LeaseID != 0 && !force:
+		return fmt.Errorf("%s holds an unusable value (%v) on a live etcd lease; pass --force to delete it", b.Key, b.Err)
+	}
+	if ok, err := reg.Delete(ctx, l); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("%s changed while this command ran; run it again", name)
+	}
+	fmt.Fprintf(a.out, "released %s (a key with an unusable value: %v)\n", name, b.Err)
+	return nil
+}
+
+// refuseMany is release's refusal of an IPv4 subnet that more than one key
+// holds (a plain and a dual-stack key): deleting the first listed would as
+// likely delete a host's live lease as the key left over. It names each key
+// as release takes it, whose it is, and which ones agents skip.
+func refuseMany(ctx context.Context, reg *subnet.Registry, t releaseTarget, leases []subnet.Lease, bad []subnet.BadEntry) error {
+	cfg, err := reg.GetConfig(ctx)
+	var ce *subnet.ConfigError
+	if err != nil && !errors.Is(err, subnet.ErrConfigNotFound) && !errors.As(err, &ce) {
+		return err
+	}
+	var keys []string
+	for _, l := range leases {
+		what := "a lease of "
+		if l.Reservation() {
+			what = "a reservation for "
+		}
+		what += l.Attrs.PublicIP.String()
+		if cfg != nil {
+			if err := cfg.RoutableLease(l); err != nil {
+				what += "; agents skip it: " + err.Error()
 			}
 		}
-		fmt.Fprintf(a.out, "released %s (was %s)\n", sn, l.Attrs.PublicIP)
-		if l.Reservation() && l.Attrs.HostID != "" {
-			// An agent wrote its identity into the reservation: if it
-			// runs, it writes the key again at once, as an ordinary lease.
-			fmt.Fprintf(a.out, "note: the agent of %s (host %s) has taken this reservation; while it runs it keeps %s as an ordinary lease: to free the subnet, run agentd --release-lease on that host\n",
-				l.Attrs.PublicIP, l.Attrs.HostID, sn)
-		}
-		return nil
+		keys = append(keys, fmt.Sprintf("'%s' (%s)", reg.SubnetsPrefix()+l.Key(), what))
 	}
-	// A key of the subnet whose value is no lease holds the subnet all the
-	// same: agents lease around it. It goes too, unless an etcd lease keeps
-	// it (something alive, if not an agent, may rewrite it).
 	for _, b := range bad {
-		ksn, ksn6, err := subnet.ParseSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix()))
-		if err != nil || ksn != sn {
-			continue
-		}
-		// Read again for its etcd lease, which List does not give.
-		l, ok, gerr := reg.Get(ctx, ksn, ksn6)
-		switch {
-		case !ok && gerr != nil:
-			return gerr
-		case !ok || gerr == nil || l.ModRevision != b.ModRevision:
-			return fmt.Errorf("%s changed while this command ran; run it again", sn)
-		case l.LeaseID != 0 && !force:
-			return fmt.Errorf("%s holds an unusable value (%v) on a live etcd lease; pass --force to delete it", b.Key, b.Err)
-		}
-		if ok, err := reg.Delete(ctx, l); err != nil {
-			return err
-		} else if !ok {
-			return fmt.Errorf("%s changed while this command ran; run it again", sn)
-		}
-		fmt.Fprintf(a.out, "released %s (a key with an unusable value: %v)\n", sn, b.Err)
-		return nil
+		keys = append(keys, fmt.Sprintf("'%s' (an unusable value: %s)", b.Key, printable(b.Err.Error())))
 	}
-	return fmt.Errorf("no lease or reservation for %s under %s", sn, reg.SubnetsPrefix())
+	return fmt.Errorf("%s is held by %d keys; nothing released: name the one to release by its key: %s",
+		t, len(keys), strings.Join(keys, ", "))
 }
 
 // refuseLive is release's refusal of l, a lease whose etcd lease has left
@@ -493,7 +635,7 @@ func refuseLive(ctx context.Context, reg *subnet.Registry, leases []subnet.Lease
 		// The usual advice. Of a host's two keys inside the network,
 		// etcd does not tell which one its agent holds.
 		return fmt.Errorf("%s is a live lease of %s (%s left); its agent would recreate it: run agentd --release-lease on that host, or pass --force",
-			l.Subnet, l.Attrs.PublicIP, left)
+			keyArg(l.Subnet, l.IPv6Subnet), l.Attrs.PublicIP, left)
 	}
 	// The host's lease now: another key with its identity (a lease, or a
 	// reservation it took), on another etcd lease (agentd renews one, that
@@ -502,7 +644,7 @@ func refuseLive(ctx context.Context, reg *subnet.Registry, leases []subnet.Lease
 		if l.Attrs.HostID != "" && o.LeaseID != l.LeaseID &&
 			o.Attrs.HostID == l.Attrs.HostID && o.Attrs.PublicIP == l.Attrs.PublicIP && cfg.RoutableLease(o) == nil {
 			return fmt.Errorf("%v, a lease left from before the config changed: %s holds %s now, and its agent renews only that (%s left on this one); pass --force to release it (agentd --release-lease on that host acts on %s, not on this one)",
-				outside, l.Attrs.PublicIP, o.Subnet, left, o.Subnet)
+				outside, l.Attrs.PublicIP, keyArg(o.Subnet, o.IPv6Subnet), left, keyArg(o.Subnet, o.IPv6Subnet))
 		}
 	}
 	return fmt.Errorf("%v, so agents on this config skip it, but it is a live lease of %s (%s left): an agent there still on the old config would recreate it; restart that agent (it then leases a subnet of the network), then pass --force to release it",

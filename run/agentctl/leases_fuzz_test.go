@@ -15,7 +15,9 @@ import (
 // one table line per lease and one "invalid:" line per key agents skip,
 // each starting with its subnet or "invalid: ", and no control character but
 // the newlines that end them: a tab, newline or escape sequence in a value
-// would shift the columns, forge a line or reach the terminal.
+// would shift the columns, forge a line or reach the terminal. A row's
+// subnet, given to lease release, names its key: a dual-stack key's row
+// shows both halves.
 //
 // The keys are relative to the subnets prefix, decoded as the registry
 // decodes them; the second lease, if it is one, has an etcd lease.
@@ -64,8 +66,14 @@ func FuzzPrintLeases(f *testing.F) {
 			t.Fatalf("leases %+v, invalid %+v: %d lines, want %d:\n%s", rows, bad, len(lines), 1+len(rows)+len(bad), text)
 		}
 		for i, r := range rows {
-			if !strings.HasPrefix(lines[1+i], r.Subnet+" ") {
-				t.Fatalf("line %d %q is not lease %s's:\n%s", 1+i, lines[1+i], r.Subnet, text)
+			if !strings.HasPrefix(lines[1+i], subnetCell(r)+" ") {
+				t.Fatalf("line %d %q is not lease %s's:\n%s", 1+i, lines[1+i], subnetCell(r), text)
+			}
+			// What the row starts with, given to lease release, names
+			// the row's key.
+			tg, err := parseReleaseArg(subnetCell(r))
+			if err != nil || prefix+subnet.MakeSubnetKey(tg.sn, tg.sn6) != r.Key {
+				t.Fatalf("line %d %q: lease release %s names %+v, %v; want the key %s", 1+i, lines[1+i], subnetCell(r), tg, err, r.Key)
 			}
 		}
 		for _, l := range lines[1+len(rows):] {
