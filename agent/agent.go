@@ -156,7 +156,7 @@ type agent struct {
 	mtuChanged chan struct{}
 
 	// ipForward says when net.ipv4.ip_forward is 0 (ipforward.go); nil:
-	// not checked.
+	// not checked (run sets it).
 	ipForward *ipForwardCheck
 }
 
@@ -280,10 +280,13 @@ func (a *agent) run(ctx context.Context) error {
 	if pids := scan(); len(pids) > 0 {
 		return &flanneldRunningError{pids: pids}
 	}
-	// Said from the start, even while etcd keeps the lease and the
-	// reconcile loop (which checks it again at each pass) waiting.
-	a.ipForward = newIPForwardCheck("/proc/sys", a.log, a.obs.ipForwardingOff)
-	a.ipForward.check()
+	// In /status from the start, even while etcd keeps the lease and the
+	// reconcile loop (which checks it again at each pass) waiting. A
+	// test may have set its own.
+	if a.ipForward == nil {
+		a.ipForward = newIPForwardCheck("/proc/sys", a.log, a.obs.ipForwardingOff)
+	}
+	a.ipForward.check(false)
 
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -625,15 +628,15 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 			iptDue = true
 		case <-retry.C:
 		}
-		if a.ipForward != nil {
-			a.ipForward.check()
-		}
 		if unsynced != nil {
 			// Waiting, woken by the resync ticker, is the loop turning
 			// too: /healthz must not fail (and kubelet restart the
 			// agent) while etcd does not answer the first list.
 			a.health.heartbeat()
 			continue
+		}
+		if a.ipForward != nil {
+			a.ipForward.check(true)
 		}
 		own, _ := mgr.Own()
 		peers := mgr.Peers()

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/funcr"
 )
@@ -12,12 +13,13 @@ import (
 // TestIPForwardCheckSaysEachChange: with net.ipv4.ip_forward at 0 the
 // kernel forwards no container's packet to the overlay, while every
 // backend programs its peers as if nothing were wrong (helper 254, on the
-// namespace cluster). The check says it once at error level when the
-// value is found 0, once when it is on again (any value but 0: the
-// kernel forwards at 2 or -1 too), and sets /status's IPForwardingOff
-// while it is 0; a check that finds what the last one found says nothing.
-// A file that cannot be read is said once and clears /status. Before
-// 2026-12-06 nothing was said.
+// namespace cluster). /status's IPForwardingOff follows each read, the
+// start's too. The log says it once, at error level, when reconcile passes
+// have found it 0 for the grace (a minute: on a docker host dockerd sets
+// it seconds after the agent is ready, at every boot, and that is no
+// error), and once when it is on again after that line (any value but 0:
+// the kernel forwards at 2 or -1 too). A file that cannot be read is said
+// once and clears /status. Before 2026-12-06 nothing was said.
 func TestIPForwardCheckSaysEachChange(t *testing.T) {
 	procSys := t.TempDir()
 	path := filepath.Join(procSys, "net/ipv4/ip_forward")
@@ -27,26 +29,42 @@ func TestIPForwardCheckSaysEachChange(t *testing.T) {
 	var lines []string
 	log := funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{})
 	var status string
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	c := newIPForwardCheck(procSys, log, func(s string) { status = s })
+	c.now = func() time.Time { return now }
+	const off, on, unread = `"msg"="IPv4 FORWARDING IS OFF (net.ipv4.ip_forward=0)`, `"msg"="IPv4 forwarding is on again`, `"msg"="cannot read net.ipv4.ip_forward`
 	for i, step := range []struct {
-		value string // "" removes the file
-		said  string // what the check logs, "" nothing
-		off   bool   // /status's IPForwardingOff set
+		value string        // "" removes the file
+		start bool          // the start's check, not a pass's
+		after time.Duration // the clock moves on by this before the check
+		said  string        // what the check logs, "" nothing
+		off   bool          // /status's IPForwardingOff set
 	}{
-		{"1\n", "", false},
-		{"1\n", "", false},
-		{"0\n", `"msg"="IPv4 FORWARDING IS OFF (net.ipv4.ip_forward=0)`, true},
-		{"0\n", "", true},
-		{"1\n", `"msg"="IPv4 forwarding is on again`, false},
-		{"2\n", "", false},
-		{"0\n", "IPv4 FORWARDING IS OFF", true},
-		{"-1\n", "IPv4 forwarding is on again", false},
-		{"0\n", "IPv4 FORWARDING IS OFF", true},
-		{"", `"msg"="cannot read net.ipv4.ip_forward`, false},
-		{"", "", false},
-		{"1\n", "", false},
-		{"x\n", "cannot read net.ipv4.ip_forward", false},
-		{"0\n", "IPv4 FORWARDING IS OFF", true},
+		// A docker host's boot: 0 until dockerd starts.
+		{value: "0\n", start: true, off: true},
+		{value: "0\n", off: true},
+		{value: "0\n", after: 10 * time.Second, off: true},
+		{value: "1\n", after: 5 * time.Second},
+		{value: "1\n", after: time.Hour},
+		// Nothing sets it.
+		{value: "0\n", off: true},
+		{value: "0\n", after: 30 * time.Second, off: true},
+		{value: "0\n", after: 30 * time.Second, said: off, off: true},
+		{value: "0\n", after: time.Hour, off: true},
+		{value: "1\n", said: on},
+		{value: "2\n"},
+		{value: "0\n", off: true},
+		{value: "0\n", after: time.Minute, said: off, off: true},
+		{value: "-1\n", said: on},
+		// Found 0 at the start and by a pass a minute later.
+		{value: "0\n", start: true, off: true},
+		{value: "0\n", after: time.Minute, off: true},
+		{value: "0\n", after: time.Minute, said: off, off: true},
+		{value: "", said: unread},
+		{value: ""},
+		{value: "1\n"},
+		{value: "x\n", said: unread},
+		{value: "0\n", off: true},
 	} {
 		if step.value == "" {
 			if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
@@ -55,11 +73,12 @@ func TestIPForwardCheckSaysEachChange(t *testing.T) {
 		} else if err := os.WriteFile(path, []byte(step.value), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		now = now.Add(step.after)
 		lines = nil
-		c.check()
+		c.check(!step.start)
 		if step.said == "" && len(lines) != 0 || step.said != "" && (len(lines) != 1 || !strings.Contains(lines[0], step.said)) {
 			t.Errorf("step %d, ip_forward %q: logged %q, want %q", i, step.value, lines, step.said)
-		} else if step.off && step.said != "" && strings.Contains(lines[0], `"level"=`) {
+		} else if step.said == off && strings.Contains(lines[0], `"level"=`) {
 			t.Errorf("step %d, ip_forward %q: logged %q, want it at error level", i, step.value, lines)
 		}
 		if (status != "") != step.off || step.off && !strings.Contains(status, "sysctl -w net.ipv4.ip_forward=1") {

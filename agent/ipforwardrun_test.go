@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
+	"k8s.io/klog/v2"
 )
 
 // ipForwardRunEnv, when set, makes TestAgentSaysIPForwardingOff the child;
@@ -18,13 +20,15 @@ import (
 const ipForwardRunEnv = "AGENTD_IP_FORWARD_TEST_ETCD"
 
 // TestAgentSaysIPForwardingOff: an agent on a host with net.ipv4.ip_forward
-// at 0 (h1, a fresh namespace: nothing set it) says at its start, once at
-// error level, that its containers' packets are not forwarded to other
-// hosts, and /status (agentctl status's source) says it while it lasts;
-// the agent is ready all the same. Set to 1, it says once that forwarding
-// is on again and /status clears. Before 2026-12-06 pods of such a host
-// reached no other host while every backend looked well, with no message
-// anywhere (helper 254, on the namespace cluster).
+// at 0 (h1, a fresh namespace: nothing set it) says in /status (agentctl
+// status's source) from its start that its containers' packets are not
+// forwarded to other hosts, and is ready all the same. Set to 1 soon after,
+// as dockerd does at each boot of a docker host (docker.service starts
+// after agentd.service is ready), /status clears and nothing was logged.
+// Left at 0 for the grace, it is logged once at error level, and set to 1
+// then, once that it is on again, and /status clears. Before 2026-12-06
+// pods of such a host reached no other host while every backend looked
+// well, with no message anywhere (helper 254, on the namespace cluster).
 func TestAgentSaysIPForwardingOff(t *testing.T) {
 	if ep := os.Getenv(ipForwardRunEnv); ep != "" {
 		ipForwardRunChild(t, ep)
@@ -37,10 +41,16 @@ func TestAgentSaysIPForwardingOff(t *testing.T) {
 
 func ipForwardRunChild(t *testing.T, etcd string) {
 	// The whole process runs in h1: so do the agent's reads and this
-	// test's write.
+	// test's writes.
 	const file = "/proc/sys/net/ipv4/ip_forward"
 	if b, err := os.ReadFile(file); err != nil || string(b) != "0\n" {
 		t.Fatalf("%s in h1 at the start: %q, %v; want 0, as in a fresh namespace", file, b, err)
+	}
+	setForward := func(v string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cfg := hostConfig(t, etcd, "/fwd")
 	logs := &logLines{}
@@ -50,7 +60,29 @@ func ipForwardRunChild(t *testing.T, etcd string) {
 	}, funcr.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	startFakeAgent(ctx, t, cfg, log)
+	// start runs a until it is ready; stop ends it.
+	start := func(a *agent) (stop func()) {
+		t.Helper()
+		rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
+		errc := make(chan error, 1)
+		go func() { errc <- a.run(rctx) }()
+		stop = func() {
+			rcancel()
+			if err := waitRun(t, errc); err != nil {
+				t.Errorf("Run after cancel: %v", err)
+			}
+		}
+		if err := cluster.Eventually(ctx, 30*time.Second, func() error {
+			if ready, why := a.health.ready(); !ready {
+				return errors.New(why)
+			}
+			return nil
+		}); err != nil {
+			stop()
+			t.Fatalf("agent not ready: %v", err)
+		}
+		return stop
+	}
 
 	// status GETs /status as JSON: the field, not the Go type, is what
 	// agentctl and other readers get.
@@ -73,19 +105,19 @@ func ipForwardRunChild(t *testing.T, etcd string) {
 		return n
 	}
 	// passes waits for two more reconcile passes (one a second), each of
-	// which checks the value again.
+	// which reads the value again, and returns /status after them.
 	passes := func() map[string]any {
 		t.Helper()
 		var st map[string]any
-		var first any
+		var last any
 		seen := 0
 		err := cluster.Eventually(ctx, 20*time.Second, func() error {
 			var err error
 			if st, err = status(); err != nil {
 				return err
 			}
-			if st["lastResync"] != first {
-				first = st["lastResync"]
+			if st["lastResync"] != last {
+				last = st["lastResync"]
 				seen++
 			}
 			if seen < 3 {
@@ -98,23 +130,47 @@ func ipForwardRunChild(t *testing.T, etcd string) {
 		}
 		return st
 	}
+	// offIs checks /status's ipForwardingOff and readiness.
+	offIs := func(when string, st map[string]any, off bool) {
+		t.Helper()
+		why, ok := st["ipForwardingOff"].(string)
+		if ok != off || off && !strings.Contains(why, "sysctl -w net.ipv4.ip_forward=1") || st["ready"] != true {
+			t.Errorf("/status %s: ready %v, ipForwardingOff %q; want ready, and it saying how to set it: %v", when, st["ready"], why, off)
+		}
+	}
 	const off, on = "IPv4 FORWARDING IS OFF (net.ipv4.ip_forward=0)", "IPv4 forwarding is on again"
 
-	st := passes()
-	if why, _ := st["ipForwardingOff"].(string); !strings.Contains(why, "sysctl -w net.ipv4.ip_forward=1") || st["ready"] != true {
-		t.Fatalf("/status with ip_forward 0: ready %v, ipForwardingOff %q; want ready, and how to set it", st["ready"], why)
-	}
-	if n := said(off); n != 1 {
-		t.Fatalf("%q logged %d times over the start and several passes, want once", off, n)
+	// A docker host's boot: the agent's grace is a minute.
+	stop := start(newFakeAgent(cfg, log))
+	offIs("with ip_forward 0", passes(), true)
+	setForward("1")
+	offIs("with ip_forward 1 set after the start", passes(), false)
+	stop()
+	if n, m := said(off), said(on); n != 0 || m != 0 {
+		t.Errorf("ip_forward set to 1 within the grace: %q logged %d times, %q %d times; want neither", off, n, on, m)
 	}
 
-	if err := os.WriteFile(file, []byte("1"), 0o644); err != nil {
+	// Nothing sets it: the grace is cut to 2 s (two passes).
+	setForward("0")
+	a := newFakeAgent(cfg, log)
+	a.ipForward = newIPForwardCheck("/proc/sys", log, a.obs.ipForwardingOff)
+	a.ipForward.grace = 2 * time.Second
+	stop = start(a)
+	defer stop()
+	if err := cluster.Eventually(ctx, 20*time.Second, func() error {
+		if said(off) == 0 {
+			return fmt.Errorf("no %q logged", off)
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	st = passes()
-	if _, ok := st["ipForwardingOff"]; ok || st["ready"] != true {
-		t.Errorf("/status with ip_forward 1: ready %v, ipForwardingOff %v; want ready, and no ipForwardingOff", st["ready"], st["ipForwardingOff"])
+	offIs("with ip_forward 0 past the grace", passes(), true)
+	if n := said(off); n != 1 {
+		t.Errorf("%q logged %d times over the grace and several passes, want once", off, n)
 	}
+	setForward("1")
+	offIs("with ip_forward 1 set after the line", passes(), false)
 	if n, m := said(on), said(off); n != 1 || m != 1 {
 		t.Errorf("after ip_forward 1 and several passes: %q logged %d times, %q %d times; want each once", on, n, off, m)
 	}
