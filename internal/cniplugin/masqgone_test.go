@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/agentd/agentd/internal/nsreap"
+	"github.com/containernetworking/cni/libcni"
 )
 
 // TestDelSavedIPMasqChainGone: the configuration ADD saved says ipMasq
@@ -26,25 +27,37 @@ import (
 func TestDelSavedIPMasqChainGone(t *testing.T) {
 	needRoot(t)
 	r := newRuntime(t)
-	host, pod := r.host, netns(t, "p")
-	l := r.bridgeList(t, "1.0.0", envBridgeMasq)
+	l, rt := r.addMasqueradedPod(t, envBridgeMasq, nil)
+	if got := cniRules(t, r.host); len(got) > 0 {
+		t.Fatalf("the chain's removal left %q", got)
+	}
+	r.delReleases(t, r.host, l, rt)
+}
+
+// addMasqueradedPod adds pod c1, in a namespace of its own, to a bridge
+// network of subnet.env env with ipMasq, calls made (if not nil) with the
+// pod's masquerade chain, then removes that chain and its POSTROUTING rule
+// from the host's IPv4 nat table, as a firewall script's reload does.
+func (r *runtime) addMasqueradedPod(t *testing.T, env string, made func(chain string)) (*libcni.NetworkConfigList, *libcni.RuntimeConf) {
+	t.Helper()
+	l := r.bridgeList(t, "1.0.0", env)
 	rt := r.pod("c1")
-	rt.NetNS = filepath.Join(nsreap.Dir, pod)
+	rt.NetNS = filepath.Join(nsreap.Dir, netns(t, "p"))
 	if _, err := r.cni.AddNetworkList(context.Background(), l, rt); err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
 	chain := masqChainName("cbr0", "c1")
-	for _, rule := range cniRules(t, host) {
+	if made != nil {
+		made(chain)
+	}
+	for _, rule := range cniRules(t, r.host) {
 		if del, ok := strings.CutPrefix(rule, "-A POSTROUTING "); ok && strings.HasSuffix(rule, "-j "+chain) {
-			hostIPTables(t, host, "-t nat -D POSTROUTING "+del)
+			hostIPTables(t, r.host, "-t nat -D POSTROUTING "+del)
 		}
 	}
-	hostIPTables(t, host, "-t nat -F "+chain)
-	hostIPTables(t, host, "-t nat -X "+chain)
-	if got := cniRules(t, host); len(got) > 0 {
-		t.Fatalf("the chain's removal left %q", got)
-	}
-	r.delReleases(t, host, l, rt)
+	hostIPTables(t, r.host, "-t nat -F "+chain)
+	hostIPTables(t, r.host, "-t nat -X "+chain)
+	return l, rt
 }
 
 // hostIPTables runs iptables with args (split at spaces, quotes kept as

@@ -1,14 +1,11 @@
 package cniplugin
 
 import (
-	"context"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/agentd/agentd/internal/nsreap"
 	"github.com/coreos/go-iptables/iptables"
 )
 
@@ -22,24 +19,12 @@ import (
 func TestDelSavedIPMasqChainGoneOneFamily(t *testing.T) {
 	needRoot(t)
 	r := newRuntime(t)
-	host, pod := r.host, netns(t, "p")
-	l := r.bridgeList(t, "1.0.0", envBridgeMasq+"FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:5::1/64\n")
-	rt := r.pod("c1")
-	rt.NetNS = filepath.Join(nsreap.Dir, pod)
-	if _, err := r.cni.AddNetworkList(context.Background(), l, rt); err != nil {
-		t.Fatalf("ADD: %v", err)
-	}
-	chain := masqChainName("cbr0", "c1")
-	if v6 := hostIP6Rules(t, host, chain); len(v6) == 0 {
-		t.Fatalf("ADD made no IPv6 masquerade chain %s", chain)
-	}
-	for _, rule := range cniRules(t, host) {
-		if del, ok := strings.CutPrefix(rule, "-A POSTROUTING "); ok && strings.HasSuffix(rule, "-j "+chain) {
-			hostIPTables(t, host, "-t nat -D POSTROUTING "+del)
+	l, rt := r.addMasqueradedPod(t, envBridgeMasq+"FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:5::1/64\n", func(chain string) {
+		if v6 := hostIP6Rules(t, r.host, chain); len(v6) == 0 {
+			t.Fatalf("ADD made no IPv6 masquerade chain %s", chain)
 		}
-	}
-	hostIPTables(t, host, "-t nat -F "+chain)
-	hostIPTables(t, host, "-t nat -X "+chain)
+	})
+	host, chain := r.host, masqChainName("cbr0", "c1")
 	r.delReleases(t, host, l, rt)
 	if v6 := hostIP6Rules(t, host, chain); len(v6) > 0 {
 		t.Errorf("after DEL the host's IPv6 nat table still has\n%s", strings.Join(v6, "\n"))
