@@ -2,7 +2,6 @@ package agent
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -61,19 +60,17 @@ func vxlanDevice(c *subnet.Config) string {
 	return vxlan.DeviceName(int(vni.Int()))
 }
 
-// readRPFilter reads an rp_filter file of /proc/sys: 0, 1 or 2.
-func readRPFilter(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return parseRPFilter(b)
-}
+// readRPFilter reads an rp_filter file of /proc/sys (readProcSysInt): 0, 1
+// or 2.
+func readRPFilter(path string) (int, error) { return rpFilter(readProcSysInt(path)) }
 
 // parseRPFilter parses what an rp_filter file holds (parseProcSysInt):
 // 0 (off), 1 (strict) or 2 (loose).
-func parseRPFilter(b []byte) (int, error) {
-	v, err := parseProcSysInt(b)
+func parseRPFilter(b []byte) (int, error) { return rpFilter(parseProcSysInt(b)) }
+
+// rpFilter is v, read from an rp_filter file with err, if it is one of the
+// values rp_filter takes.
+func rpFilter(v int, err error) (int, error) {
 	if err == nil && (v < 0 || v > 2) {
 		err = fmt.Errorf("%d is not 0, 1 or 2", v)
 	}
