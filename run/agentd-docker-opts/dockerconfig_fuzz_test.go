@@ -27,6 +27,8 @@ func TestCheckDockerConfigAsDockerdReads(t *testing.T) {
 		`{"log-opts":{"mtu":"1400"}}`:   false, // but not log-opts'
 		`{"x":{"bridge":"docker1"}}`:    false, // only a top-level bridge is decoded
 		`{"bridge":"docker1","x":1} {}`: true,
+		`{"bridge":""}`:                 false,
+		`{"bridge":null}`:               false,
 	} {
 		path := filepath.Join(dir, "daemon.json")
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -42,7 +44,8 @@ func TestCheckDockerConfigAsDockerdReads(t *testing.T) {
 // (getConflictFreeConfiguration): a UTF-8 byte order mark dropped, the
 // first JSON value read, which must be an object; configValuesSet's keys,
 // an object value's own keys in place of its key but for flatOptions,
-// compared with the flags; "bridge" if the object has it.
+// compared with the flags; "bridge" if the object sets it to a string other
+// than "" (another type fails dockerd's decoding, which names it itself).
 func dockerdSets(b []byte) []string {
 	var jsonConfig map[string]any
 	if json.NewDecoder(bytes.NewReader(bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")))).Decode(&jsonConfig) != nil {
@@ -59,8 +62,8 @@ func dockerdSets(b []byte) []string {
 	var set []string
 	for _, k := range clashingKeys {
 		_, flag := configSet[k]
-		_, decoded := jsonConfig[k]
-		if k != "bridge" && flag || k == "bridge" && decoded {
+		bridge, _ := jsonConfig[k].(string)
+		if k != "bridge" && flag || k == "bridge" && bridge != "" {
 			set = append(set, k)
 		}
 	}
@@ -72,7 +75,7 @@ func dockerdSets(b []byte) []string {
 // JSON's escapes, a byte order mark, what follows the first value, keys
 // inside objects), with one line naming the file and each such key.
 func FuzzCheckDockerConfig(f *testing.F) {
-	for _, s := range []string{`{}`, `{"bip":"172.17.0.1/16"}`, `{"mtu":1500,"ip-masq":false}`, `{"bridge":"none"}`,
+	for _, s := range []string{`{}`, `{"bip":"172.17.0.1/16"}`, `{"mtu":1500,"ip-masq":false}`, `{"bridge":"none"}`, `{"bridge":""}`,
 		`{"\u0062ip":"x"}`, `{"BIP":"x","log-level":"warn"}`, `[]`, `{"bip":`, `null`, ``, `{"bip":1,"bip":2}`, "\xef\xbb\xbf{\"mtu\":1}",
 		`{"mtu":1400} x`, `{"x":{"mtu":1400}}`, `{"log-opts":{"mtu":"1"}}`, `{"x":{"bridge":"a"}}`, `{"bip":{"a":1}}`} {
 		f.Add([]byte(s))

@@ -230,7 +230,8 @@ var clashingKeys = []string{"bip", "mtu", "ip-masq", "bridge"}
 // object, dockerd compares the object's keys with its flags
 // (configValuesSet): {"x":{"mtu":1400}} clashes with --mtu. "bridge" is
 // checked against --bip on the settings dockerd decodes, where only a
-// top-level "bridge" lands.
+// top-level "bridge" lands, and only a non-empty string sets one ("" and null
+// leave docker0; another type fails dockerd's decoding, which names it).
 var dockerFlatOptions = map[string]bool{"cluster-store-opts": true, "default-network-opts": true, "log-opts": true,
 	"runtimes": true, "default-ulimits": true, "features": true, "builder": true}
 
@@ -271,7 +272,7 @@ func checkDockerConfig(path string) error {
 	}
 	var set []string
 	for _, k := range clashingKeys {
-		if _, top := file[k]; k == "bridge" && top || k != "bridge" && flagKeys[k] {
+		if bridge, _ := file[k].(string); k == "bridge" && bridge != "" || k != "bridge" && flagKeys[k] {
 			set = append(set, strconv.Quote(k))
 		}
 	}
