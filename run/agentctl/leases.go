@@ -398,7 +398,10 @@ An IPv4 subnet names the one key that holds it, a plain or a dual-stack key;
 if two do (a key left from before EnableIPv6 was turned on or off), release
 refuses and lists them. Name one of them as leases prints it: the
 dual-stack subnets (10.244.7.0/24&fd00:0:0:7::/64), or the key, whole or
-below <prefix>/subnets/ (10.244.7.0-24). Quote a '&' for the shell.`,
+below <prefix>/subnets/ (10.244.7.0-24). Quote a '&' for the shell.
+
+A forced release revokes the lease's etcd lease too, unless other keys are
+attached to it: revoking it would delete them as well.`,
 		Example: `  agentctl lease release 10.244.7.0/24
   agentctl lease release '10.244.7.0/24&fd00:0:0:7::/64'
   agentctl lease release /coreos.com/network/subnets/10.244.7.0-24`,
@@ -541,14 +544,25 @@ func (a *app) releaseLease(ctx context.Context, cli *clientv3.Client, reg *subne
 	if !ok {
 		return fmt.Errorf("%s changed while this command ran; run it again", name)
 	}
+	var kept []string // other keys on l's etcd lease, which revoking it would delete
 	if !l.Reservation() {
-		// Only this key was attached to it: agentd keeps one etcd lease
-		// per host.
-		if _, err := cli.Revoke(ctx, clientv3.LeaseID(l.LeaseID)); err != nil && ctx.Err() != nil {
-			return err
+		kept, err = otherKeysOfLease(ctx, cli, l.LeaseID)
+		if err != nil {
+			return fmt.Errorf("released %s (was %s), but its etcd lease %x is left: %w", name, l.Attrs.PublicIP, l.LeaseID, err)
+		}
+		// Revoked, the etcd lease ends at once, not at its TTL's end: the
+		// agent that renews it, if any, hears that its lease is lost.
+		if len(kept) == 0 {
+			if _, err := cli.Revoke(ctx, clientv3.LeaseID(l.LeaseID)); err != nil && ctx.Err() != nil {
+				return err
+			}
 		}
 	}
 	fmt.Fprintf(a.out, "released %s (was %s)\n", name, l.Attrs.PublicIP)
+	if len(kept) > 0 {
+		fmt.Fprintf(a.out, "note: its etcd lease %x is not revoked: it also holds %s, which revoking it would delete\n",
+			l.LeaseID, printable(strings.Join(kept, ", ")))
+	}
 	if l.Reservation() && l.Attrs.HostID != "" {
 		// An agent wrote its identity into the reservation: if it
 		// runs, it writes the key again at once, as an ordinary lease.
@@ -556,6 +570,22 @@ func (a *app) releaseLease(ctx context.Context, cli *clientv3.Client, reg *subne
 			l.Attrs.PublicIP, l.Attrs.HostID, l.Subnet)
 	}
 	return nil
+}
+
+// otherKeysOfLease lists the keys attached to the etcd lease id, anywhere
+// in etcd, once the released key is deleted: revoking it deletes them all.
+// agentd keeps only its own key on its etcd lease, but a key written by hand
+// (etcdctl put --lease) can share it.
+func otherKeysOfLease(ctx context.Context, cli *clientv3.Client, id int64) ([]string, error) {
+	resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(id), clientv3.WithAttachedKeys())
+	if err != nil {
+		return nil, fmt.Errorf("list the keys of etcd lease %x: %w", id, err)
+	}
+	keys := make([]string, 0, len(resp.Keys))
+	for _, k := range resp.Keys {
+		keys = append(keys, string(k))
+	}
+	return keys, nil
 }
 
 // releaseBad deletes b, a key whose value is no lease, unless an etcd lease
