@@ -336,13 +336,14 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 			}
 			return fmt.Errorf("%s %s %s %s (key %s%s)", sn, held, what, l.Attrs.PublicIP, reg.SubnetsPrefix(), l.Key())
 		case l.Attrs.PublicIP == pub && l.Reservation():
-			return fmt.Errorf("%s already has the reservation %s; release it first (agentctl lease release %s)", pub, l.Subnet, l.Subnet)
+			name := keyArg(l.Subnet, l.IPv6Subnet)
+			return fmt.Errorf("%s already has the reservation %s; release it first (agentctl lease release %s)", pub, name, shellWord(name))
 		}
 	}
 	// A key whose value is not a lease holds its subnet all the same:
 	// agents lease around it, and release deletes it.
 	for _, b := range bad {
-		ksn, _, err := subnet.ParseSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix()))
+		ksn, ksn6, err := subnet.ParseSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix()))
 		if err != nil || !ksn.Overlaps(sn) {
 			continue
 		}
@@ -350,7 +351,7 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 		if ksn != sn {
 			held = "overlaps"
 		}
-		return fmt.Errorf("%s %s %s, whose value is not a lease (%v); free it first (agentctl lease release %s)", sn, held, b.Key, b.Err, ksn)
+		return fmt.Errorf("%s %s %s, whose value is not a lease (%v); free it first (agentctl lease release %s)", sn, held, b.Key, b.Err, shellWord(keyArg(ksn, ksn6)))
 	}
 	val, err := json.Marshal(subnet.LeaseAttrs{PublicIP: pub})
 	if err != nil {
@@ -376,7 +377,7 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 	for _, l := range leases {
 		if l.Attrs.PublicIP == pub && !l.Reservation() {
 			fmt.Fprintf(a.out, "note: %s still holds the live lease %s; it moves to %s only after that lease is released (agentd --release-lease on that host, then start it again)\n",
-				pub, l.Subnet, sn)
+				pub, keyArg(l.Subnet, l.IPv6Subnet), sn)
 		}
 	}
 	return nil
@@ -442,6 +443,17 @@ func keyArg(sn, sn6 netip.Prefix) string {
 		return sn.String() + "&" + sn6.String()
 	}
 	return sn.String()
+}
+
+// shellWord is s as one word for a POSIX shell: quoted if it holds anything
+// but letters, digits and ./:-_ (a dual-stack key's '&').
+func shellWord(s string) string {
+	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("./:-_", r))
+	}) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // parseReleaseArg reads lease release's argument: an IPv4 subnet, a
@@ -567,7 +579,7 @@ func (a *app) releaseLease(ctx context.Context, cli *clientv3.Client, reg *subne
 		// An agent wrote its identity into the reservation: if it
 		// runs, it writes the key again at once, as an ordinary lease.
 		fmt.Fprintf(a.out, "note: the agent of %s (host %s) has taken this reservation; while it runs it keeps %s as an ordinary lease: to free the subnet, run agentd --release-lease on that host\n",
-			l.Attrs.PublicIP, l.Attrs.HostID, l.Subnet)
+			l.Attrs.PublicIP, l.Attrs.HostID, name)
 	}
 	return nil
 }
