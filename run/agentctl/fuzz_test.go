@@ -46,9 +46,10 @@ func FuzzParseSubnetArg(f *testing.F) {
 // FuzzParseReleaseArg: lease release's argument is either refused with a
 // usage error that says something, or names an IPv4 subnet (exactly what
 // parseSubnetArg gives, so every argument release took before means what it
-// meant) or exactly one key, whose canonical name parses back to it; each
-// target, written as leases shows it (keyArg), as a key's name or as a whole
-// key, parses back to itself.
+// meant) or exactly one key, whose canonical name parses back to it, or a
+// key's name that is not canonical, as it was given; each target, written
+// as leases shows it (keyArg), as a key's name or as a whole key, parses
+// back to itself.
 func FuzzParseReleaseArg(f *testing.F) {
 	for _, s := range []string{"10.244.7.0/24", "10.244.7.0/24&fd00:0:0:7::/64", "10.244.7.0-24", "10.244.7.0-24&fd00:0:0:7::-64",
 		"/coreos.com/network/subnets/10.244.7.0-24&fd00:0:0:7::-64", "/a/subnets/b/subnets/10.244.7.0-24", "/coreos.com/network/subnets/",
@@ -66,6 +67,19 @@ func FuzzParseReleaseArg(f *testing.F) {
 			var u usageError
 			if !errors.As(err, &u) || err.Error() == "" {
 				t.Fatalf("parseReleaseArg(%q): error %q is not a usage error with a message", s, err)
+			}
+			return
+		}
+		if tg.raw != "" {
+			if tg.sn.IsValid() || tg.sn6.IsValid() || tg.exact || strings.Contains(tg.raw, "/") && tg.key == "" ||
+				!strings.HasSuffix(s, tg.raw) || tg.key != "" && tg.key != s || tg.String() != tg.raw {
+				t.Fatalf("parseReleaseArg(%q) = %+v: not the argument's key name alone", s, tg)
+			}
+			if _, _, err := subnet.ParseSubnetKey(tg.raw); err == nil {
+				t.Fatalf("parseReleaseArg(%q) = %+v: a canonical key taken as a name that is not", s, tg)
+			}
+			if again, err := parseReleaseArg(dir + tg.raw); err != nil || again != (releaseTarget{raw: tg.raw, key: dir + tg.raw}) {
+				t.Fatalf("parseReleaseArg(%q) = %+v, and the whole key parses to %+v, %v", s, tg, again, err)
 			}
 			return
 		}

@@ -400,6 +400,9 @@ if two do (a key left from before EnableIPv6 was turned on or off), release
 refuses and lists them. Name one of them as leases prints it: the
 dual-stack subnets (10.244.7.0/24&fd00:0:0:7::/64), or the key, whole or
 below <prefix>/subnets/ (10.244.7.0-24). Quote a '&' for the shell.
+A key not spelt as agents write keys (10.244.07.0-24, written by hand or by
+other software; leases lists it as invalid) is released by its name, exactly
+as leases lists it.
 
 A forced release revokes the lease's etcd lease too, unless other keys are
 attached to it: revoking it would delete them as well.`,
@@ -432,9 +435,20 @@ type releaseTarget struct {
 	// key is the whole key as given, whose prefix release compares with
 	// --etcd-prefix's; "" if the argument was not one.
 	key string
+	// raw is the name below <prefix>/subnets/ of a key not spelt as
+	// agents write keys (subnet.ParseSubnetKey refuses it), and sn is not
+	// valid: release deletes exactly that key. Agents skip such a key, so
+	// it holds no subnet for them; flanneld reads some spellings
+	// (10.244.7.0-024) as leases all the same.
+	raw string
 }
 
-func (t releaseTarget) String() string { return keyArg(t.sn, t.sn6) }
+func (t releaseTarget) String() string {
+	if t.raw != "" {
+		return t.raw
+	}
+	return keyArg(t.sn, t.sn6)
+}
 
 // keyArg is the key of sn and sn6 as the leases table shows it and lease
 // release takes it: 10.244.7.0/24, or 10.244.7.0/24&fd00:0:0:7::/64.
@@ -458,7 +472,8 @@ func shellWord(s string) string {
 
 // parseReleaseArg reads lease release's argument: an IPv4 subnet, a
 // dual-stack key's subnets (keyArg), a key's name below <prefix>/subnets/,
-// or a whole key.
+// or a whole key; a key's name that is not a subnet key as agents write
+// them is taken as it is (releaseTarget.raw).
 func parseReleaseArg(s string) (releaseTarget, error) {
 	const dir = "/subnets/"
 	name, whole := s, strings.HasPrefix(s, "/")
@@ -470,11 +485,13 @@ func parseReleaseArg(s string) (releaseTarget, error) {
 		name = s[i+len(dir):]
 	}
 	if whole || !strings.Contains(s, "/") && strings.Contains(s, "-") {
-		sn, sn6, err := subnet.ParseSubnetKey(name)
-		if err != nil {
-			return releaseTarget{}, usagef("%v", err)
+		if name == "" {
+			return releaseTarget{}, usagef("%q names no key under <prefix>%s", s, dir)
 		}
-		t := releaseTarget{sn: sn, sn6: sn6, exact: true}
+		t := releaseTarget{raw: name}
+		if sn, sn6, err := subnet.ParseSubnetKey(name); err == nil {
+			t = releaseTarget{sn: sn, sn6: sn6, exact: true}
+		}
 		if whole {
 			t.key = s
 		}
@@ -502,8 +519,15 @@ func (t releaseTarget) names(sn, sn6 netip.Prefix) bool {
 
 func (a *app) release(ctx context.Context, cli *clientv3.Client, t releaseTarget, force bool) error {
 	reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
-	if t.key != "" && t.key != reg.LeaseKey(t.sn, t.sn6) {
+	key := reg.SubnetsPrefix() + t.raw
+	if t.raw == "" {
+		key = reg.LeaseKey(t.sn, t.sn6)
+	}
+	if t.key != "" && t.key != key {
 		return usagef("%s is not under %s (--etcd-prefix %s)", t.key, reg.SubnetsPrefix(), a.etcd.EtcdPrefix)
+	}
+	if t.raw != "" {
+		return releaseRaw(ctx, a, cli, key, t.raw, force)
 	}
 	leases, bad, _, err := reg.List(ctx)
 	if err != nil {
@@ -530,7 +554,14 @@ func (a *app) release(ctx context.Context, cli *clientv3.Client, t releaseTarget
 	case len(named) == 1:
 		return a.releaseLease(ctx, cli, reg, leases, named[0], force)
 	case len(namedBad) == 1:
-		return releaseBad(ctx, a, reg, namedBad[0], force)
+		b := namedBad[0]
+		ksn, ksn6, _ := subnet.ParseSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix()))
+		name := keyArg(ksn, ksn6)
+		if err := deleteUnusable(ctx, cli, b, name, force); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.out, "released %s (a key with an unusable value: %v)\n", name, b.Err)
+		return nil
 	}
 	return fmt.Errorf("no lease or reservation for %s under %s", t, reg.SubnetsPrefix())
 }
@@ -600,28 +631,49 @@ func otherKeysOfLease(ctx context.Context, cli *clientv3.Client, id int64) ([]st
 	return keys, nil
 }
 
-// releaseBad deletes b, a key whose value is no lease, unless an etcd lease
-// keeps it (something alive, if not an agent, may rewrite it) and it is not
-// forced.
-func releaseBad(ctx context.Context, a *app, reg *subnet.Registry, b subnet.BadEntry, force bool) error {
-	ksn, ksn6, _ := subnet.ParseSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix()))
-	name := keyArg(ksn, ksn6)
+// deleteUnusable deletes b, a key whose value is no lease (or whose name
+// agents do not read), named name, unless an etcd lease keeps it (something
+// alive, if not an agent, may rewrite it) and it is not forced.
+func deleteUnusable(ctx context.Context, cli *clientv3.Client, b subnet.BadEntry, name string, force bool) error {
 	// Read again for its etcd lease, which List does not give.
-	l, ok, gerr := reg.Get(ctx, ksn, ksn6)
+	resp, err := cli.Get(ctx, b.Key)
 	switch {
-	case !ok && gerr != nil:
-		return gerr
-	case !ok || gerr == nil || l.ModRevision != b.ModRevision:
+	case err != nil:
+		return fmt.Errorf("read %s: %w", b.Key, err)
+	case len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != b.ModRevision:
 		return fmt.Errorf("%s changed while this command ran; run it again", name)
-	case l.LeaseID != 0 && !force:
-		return fmt.Errorf("%s holds an unusable value (%v) on a live etcd lease; pass --force to delete it", b.Key, b.Err)
+	case resp.Kvs[0].Lease != 0 && !force:
+		return fmt.Errorf("%s holds an unusable value (%v) on a live etcd lease; pass --force to delete it", printable(b.Key), b.Err)
 	}
-	if ok, err := reg.Delete(ctx, l); err != nil {
+	txn, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(b.Key), "=", b.ModRevision)).
+		Then(clientv3.OpDelete(b.Key)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", b.Key, err)
+	}
+	if !txn.Succeeded {
+		return fmt.Errorf("%s changed while this command ran; run it again", name)
+	}
+	return nil
+}
+
+// releaseRaw deletes key, named name below the subnets prefix, which is not a
+// subnet key as agents write them (releaseTarget.raw), as deleteUnusable does.
+func releaseRaw(ctx context.Context, a *app, cli *clientv3.Client, key, name string, force bool) error {
+	_, _, why := subnet.ParseSubnetKey(name)
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return fmt.Errorf("no key %s (%v)", printable(key), why)
+	}
+	name = printable(name)
+	if err := deleteUnusable(ctx, cli, subnet.BadEntry{Key: key, ModRevision: resp.Kvs[0].ModRevision, Err: why}, name, force); err != nil {
 		return err
-	} else if !ok {
-		return fmt.Errorf("%s changed while this command ran; run it again", name)
 	}
-	fmt.Fprintf(a.out, "released %s (a key with an unusable value: %v)\n", name, b.Err)
+	fmt.Fprintf(a.out, "released %s (a key agents skip: %v)\n", name, why)
 	return nil
 }
 
