@@ -332,7 +332,7 @@ func (a *agent) run(ctx context.Context) error {
 		}
 	}()
 
-	ext, err := FindExternalInterface(&a.cfg)
+	ext, how, err := chooseExternalInterface(&a.cfg)
 	if err != nil {
 		return err
 	}
@@ -368,6 +368,11 @@ func (a *agent) run(ctx context.Context) error {
 		a.log.Info("network config has no Backend.Type; using vxlan", "key", reg.ConfigKey())
 	}
 	a.log.Info("network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen, "backend", netCfg.BackendType)
+	// The cluster network is known only now: an interface of the overlay
+	// (cni0) is refused here, before anything is leased or programmed.
+	if err := checkUnderlay(netCfg, ext, how); err != nil {
+		return err
+	}
 	a.health.setBackend(netCfg.BackendType)
 
 	beCfg := backend.Config{
@@ -392,6 +397,10 @@ func (a *agent) run(ctx context.Context) error {
 			mtu := ext.Iface.MTU
 			if i, err := net.InterfaceByIndex(ext.Iface.Index); err == nil {
 				mtu = i.MTU
+			}
+			// A new Network that holds the underlay's address.
+			if err := checkUnderlay(c, ext, how); err != nil {
+				return err
 			}
 			return hostRefuses(c, ext, mtu)
 		},

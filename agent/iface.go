@@ -46,26 +46,43 @@ import (
 //
 // PublicIP is Config.PublicIP when set, else the chosen interface address.
 func FindExternalInterface(cfg *Config) (backend.ExternalInterface, error) {
+	ext, _, err := chooseExternalInterface(cfg)
+	return ext, err
+}
+
+// chooseExternalInterface is FindExternalInterface, and which option chose
+// the interface (chooseExternalInterfaceIn).
+func chooseExternalInterface(cfg *Config) (backend.ExternalInterface, string, error) {
 	h, err := netlink.NewHandle()
 	if err != nil {
-		return backend.ExternalInterface{}, fmt.Errorf("open netlink: %w", err)
+		return backend.ExternalInterface{}, "", fmt.Errorf("open netlink: %w", err)
 	}
 	defer h.Close()
-	return findExternalInterface(h, cfg)
+	return chooseExternalInterfaceIn(h, cfg)
 }
 
 // findExternalInterface is FindExternalInterface in the namespace h is bound to.
 func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInterface, error) {
+	ext, _, err := chooseExternalInterfaceIn(h, cfg)
+	return ext, err
+}
+
+// chooseExternalInterfaceIn is findExternalInterface, and which option
+// chose the interface, as an error about the choice names it:
+// "--iface=cni0", "--iface-regex=^cni", "--iface-can-reach=10.244.5.2",
+// "--public-ip=10.244.5.1 (an address of cni0)", "the default route (no
+// --iface)".
+func chooseExternalInterfaceIn(h *netlink.Handle, cfg *Config) (backend.ExternalInterface, string, error) {
 	ifs, err := listInterfaces(h)
 	if err != nil {
-		return backend.ExternalInterface{}, err
+		return backend.ExternalInterface{}, "", err
 	}
-	found := func(ifc *ifaceInfo, addr netip.Addr) (backend.ExternalInterface, error) {
+	found := func(ifc *ifaceInfo, addr netip.Addr, how string) (backend.ExternalInterface, string, error) {
 		ext := backend.ExternalInterface{Iface: ifc.netInterface(), IfaceAddr: addr, PublicIP: addr}
 		if cfg.PublicIP.IsValid() {
 			ext.PublicIP = cfg.PublicIP
 		}
-		return ext, nil
+		return ext, how, nil
 	}
 
 	// tried describes each option that found nothing, for the error.
@@ -78,7 +95,7 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 					tried = append(tried, fmt.Sprintf("--iface %q (an address of %s, %s)", spec, ifc.name, d))
 					continue
 				}
-				return found(ifc, ip)
+				return found(ifc, ip, "--iface="+spec)
 			}
 			tried = append(tried, fmt.Sprintf("--iface %q (no interface has that address%s)", spec, unreadable(ifs)))
 			continue
@@ -94,7 +111,7 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 		case len(ifc.addrs) == 0:
 			tried = append(tried, fmt.Sprintf("--iface %q (has no IPv4 address)", spec))
 		default:
-			return found(ifc, ifc.addrs[0])
+			return found(ifc, ifc.addrs[0], "--iface="+spec)
 		}
 	}
 
@@ -106,7 +123,7 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 			}
 			for _, a := range ifc.addrs {
 				if re.MatchString(a.String()) {
-					return found(ifc, a)
+					return found(ifc, a, "--iface-regex="+re.String())
 				}
 			}
 		}
@@ -120,7 +137,7 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 				bare = append(bare, ifc.name)
 				continue
 			}
-			return found(ifc, ifc.addrs[0])
+			return found(ifc, ifc.addrs[0], "--iface-regex="+re.String())
 		}
 		msg := fmt.Sprintf("--iface-regex %q", re.String())
 		if len(bare) > 0 {
@@ -151,26 +168,26 @@ func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInte
 			case len(ifc.addrs) == 0:
 				tried = append(tried, fmt.Sprintf("--iface-can-reach %s (routed through %s, which has no IPv4 address)", dst, ifc.name))
 			default:
-				return found(ifc, ifc.preferred(r.Src))
+				return found(ifc, ifc.preferred(r.Src), fmt.Sprintf("--iface-can-reach=%s", dst))
 			}
 		}
 	}
 
 	if len(tried) > 0 {
-		return backend.ExternalInterface{}, fmt.Errorf("no interface matches %s (have: %s)", strings.Join(tried, ", "), describeInterfaces(ifs))
+		return backend.ExternalInterface{}, "", fmt.Errorf("no interface matches %s (have: %s)", strings.Join(tried, ", "), describeInterfaces(ifs))
 	}
 	if ifc := ifaceWithAddr(ifs, cfg.PublicIP); ifc != nil && !ifc.loopback() && ifc.overlayDevice() == "" {
-		return found(ifc, cfg.PublicIP)
+		return found(ifc, cfg.PublicIP, fmt.Sprintf("--public-ip=%s (an address of %s)", cfg.PublicIP, ifc.name))
 	}
 	return defaultRouteInterface(h, ifs, found)
 }
 
 // defaultRouteInterface is the interface of the main table's IPv4 default
 // route with the lowest metric.
-func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*ifaceInfo, netip.Addr) (backend.ExternalInterface, error)) (backend.ExternalInterface, error) {
+func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*ifaceInfo, netip.Addr, string) (backend.ExternalInterface, string, error)) (backend.ExternalInterface, string, error) {
 	routes, err := backend.ListRoutes(h, netlink.FAMILY_V4, nil, 0)
 	if err != nil {
-		return backend.ExternalInterface{}, err
+		return backend.ExternalInterface{}, "", err
 	}
 	var best *netlink.Route
 	for i := range routes {
@@ -188,7 +205,7 @@ func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*iface
 		}
 	}
 	if best == nil {
-		return backend.ExternalInterface{}, fmt.Errorf("no IPv4 default route; name the underlay with --iface, --iface-regex or --iface-can-reach (have: %s)", describeInterfaces(ifs))
+		return backend.ExternalInterface{}, "", fmt.Errorf("no IPv4 default route; name the underlay with --iface, --iface-regex or --iface-can-reach (have: %s)", describeInterfaces(ifs))
 	}
 	index := best.LinkIndex
 	if index == 0 && len(best.MultiPath) > 0 {
@@ -197,15 +214,15 @@ func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*iface
 	ifc := ifaceIndexed(ifs, index)
 	switch {
 	case ifc == nil:
-		return backend.ExternalInterface{}, fmt.Errorf("the default route uses interface index %d, which is gone", index)
+		return backend.ExternalInterface{}, "", fmt.Errorf("the default route uses interface index %d, which is gone", index)
 	case ifc.overlayDevice() != "":
-		return backend.ExternalInterface{}, fmt.Errorf("the default route uses %s, %s; name the underlay with --iface (have: %s)", ifc.name, ifc.overlayDevice(), describeInterfaces(ifs))
+		return backend.ExternalInterface{}, "", fmt.Errorf("the default route uses %s, %s; name the underlay with --iface (have: %s)", ifc.name, ifc.overlayDevice(), describeInterfaces(ifs))
 	case ifc.addrErr != nil:
-		return backend.ExternalInterface{}, fmt.Errorf("the default route uses %s, whose IPv4 addresses could not be read: %w", ifc.name, ifc.addrErr)
+		return backend.ExternalInterface{}, "", fmt.Errorf("the default route uses %s, whose IPv4 addresses could not be read: %w", ifc.name, ifc.addrErr)
 	case len(ifc.addrs) == 0:
-		return backend.ExternalInterface{}, fmt.Errorf("the default route uses %s, which has no IPv4 address; name the underlay with --iface (have: %s)", ifc.name, describeInterfaces(ifs))
+		return backend.ExternalInterface{}, "", fmt.Errorf("the default route uses %s, which has no IPv4 address; name the underlay with --iface (have: %s)", ifc.name, describeInterfaces(ifs))
 	}
-	return found(ifc, ifc.preferred(best.Src))
+	return found(ifc, ifc.preferred(best.Src), "the default route (no --iface)")
 }
 
 // errExternalInterfaceChanged is wrapped by the error that ends the agent
