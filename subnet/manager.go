@@ -530,6 +530,17 @@ func (m *Manager) rekey(ctx context.Context, l Lease, sn6 netip.Prefix, g *grant
 	return nl, true, nil
 }
 
+// releaseArg names the key of sn and sn6 as agentctl lease release takes it,
+// as one shell word: 10.244.7.0/24, or '10.244.7.0/24&fd00:0:0:7::/64' (a
+// dual-stack key; its IPv4 subnet alone also names the host's plain key of
+// it, if any, and release refuses to choose).
+func releaseArg(sn, sn6 netip.Prefix) string {
+	if sn6.IsValid() {
+		return "'" + sn.String() + "&" + sn6.String() + "'"
+	}
+	return sn.String()
+}
+
 // moveRestart ends every MOVING TO ANOTHER SUBNET line.
 const moveRestart = "; restart what still uses it (dockerd's --bip, the CNI bridge and its pods)"
 
@@ -586,7 +597,7 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 			case l.Attrs.HostID != "" && l.Attrs.HostID == m.cfg.HostID:
 				// Not taken back: a copy of our state dir on another
 				// host looks the same, and its lease is as alive.
-				kv = append(kv, "note", "the holder has our host identity at another public IP: this host before its public IP changed (another --iface, a new address), whose lease lives until its TTL runs out unless released (agentctl lease release "+hsn.String()+" --force), or a copy of this host's state directory on another host")
+				kv = append(kv, "note", "the holder has our host identity at another public IP: this host before its public IP changed (another --iface, a new address), whose lease lives until its TTL runs out unless released (agentctl lease release "+releaseArg(hsn, hsn6)+" --force), or a copy of this host's state directory on another host")
 			}
 		}
 		if hsn != prev {
