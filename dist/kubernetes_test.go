@@ -14,7 +14,7 @@ import (
 // a missing Secret left an empty directory there: the pod started, agentd
 // exited for the missing CA file (etcd TLS config: open …), and the pod
 // crash-looped with a growing back-off. Required, the kubelet keeps the pod
-// in ContainerCreating with the event 'secret "agentd-etcd-tls" not found'
+// waiting (Init:0/1) with the event 'secret "agentd-etcd-tls" not found'
 // and starts it once the Secret exists. A cluster without etcd TLS creates
 // the Secret empty, as the manifest's head says.
 func TestDaemonSetEtcdTLSSecretRequired(t *testing.T) {
