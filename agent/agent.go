@@ -286,6 +286,7 @@ func (a *agent) run(ctx context.Context) error {
 	if a.ipForward == nil {
 		a.ipForward = newIPForwardCheck("/proc/sys", a.log, a.obs.ipForwardingOff)
 	}
+	a.ipForward.values = a.obs.ipForwarding
 	a.ipForward.check(false)
 
 	var wg sync.WaitGroup
@@ -483,6 +484,14 @@ func (a *agent) run(ctx context.Context) error {
 		// cannot use such a lease (no PublicIPv6, no BackendV6Data).
 		a.log.Info("IPv6 is enabled in the network config but agentd carries IPv4 only: the IPv6 subnet is leased, as in flanneld's keys, and left out of subnet.env, so pods get no IPv6 address; do not mix agentd and flanneld hosts in this network: flanneld with IPv6 ignores this host's lease under vxlan and panics on it under host-gw (README, Operating a cluster)",
 			"ipv6Subnet", own.IPv6Subnet)
+	}
+	// With the lease held, the interfaces whose forwarding decides are
+	// known (ipforward.go). The reconcile goroutine, started below, is the
+	// only one to check from now on, and nl is its handle.
+	fwdCfg := netCfg
+	a.ipForward.ifaces = func() []fwdIface {
+		own, _ := mgr.Own()
+		return forwardingIfaces(nl, fwdCfg, ext, own.Subnet)
 	}
 	// /healthz fails when the reconcile loop stops passing (wedged on a
 	// kernel or iptables call), not just when the process is gone.

@@ -61,6 +61,9 @@ type observer struct {
 	// unusable is the number of keys the lease manager skips now; nil
 	// before the manager exists.
 	unusable func() int
+	// forwarding is what the last IPv4 forwarding check read, by
+	// interface ("all": net.ipv4.ip_forward); agentd_ipv4_forwarding.
+	forwarding map[string]int
 }
 
 func newObserver() *observer {
@@ -120,6 +123,7 @@ func newObserver() *observer {
 		defer o.mu.Unlock()
 		return b2f(o.st.NetnsClaimNotHeld == "")
 	}))
+	o.reg.MustRegister(newIPForwardingGauge(o))
 	o.reg.MustRegister(&configPendingGauge{o: o, desc: prometheus.NewDesc("agentd_network_config_pending",
 		"1 while the network config key holds something other than the config this agent runs, which its next start would apply instead "+
 			"(/status configPending says what): incompatible names the key (of Backend, or Network) that keeps hosts on the old and the new config from all reaching each other "+

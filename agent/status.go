@@ -41,11 +41,17 @@ type Status struct {
 	// agent restarts.
 	InterfaceWarning string `json:"interfaceWarning,omitempty"`
 
-	// IPForwardingOff is set while net.ipv4.ip_forward is 0 in the agent's
-	// network namespace, as the start and the last reconcile pass found
-	// it: this host forwards no container's packets to other hosts, nor
-	// theirs to its containers. It says so and how to set it. Empty while
-	// it is on, or cannot be read. It does not make the agent unready.
+	// IPForwardingOff is set while this host forwards no container's
+	// packets to other hosts, nor theirs to its containers, as the start
+	// and the last reconcile pass found it in the agent's network
+	// namespace: net.ipv4.ip_forward is 0, or, once the agent knows the
+	// interfaces that traffic arrives on (the containers' bridge, the
+	// overlay's device, the external interface with host-gw or
+	// DirectRouting), the forwarding of one of them is 0
+	// (net.ipv4.conf.<iface>.forwarding: the kernel asks the interface a
+	// packet arrives on). It names what is 0 and how to set it. Empty
+	// while it is on, or cannot be read. It does not make the agent
+	// unready. agentd_ipv4_forwarding has each value.
 	IPForwardingOff string `json:"ipForwardingOff,omitempty"`
 
 	// PeersKnown is the size of the lease set (without our own lease) at
