@@ -255,31 +255,40 @@ func TestMasqRetryAddWaitsForContainersChain(t *testing.T) {
 // TestMasqRetryNotBetweenAddAndSave: an ADD of a container with another
 // interface's masquerading recorded in the network keeps the retries
 // locked until it has saved. A retry in between (here while ADD waits for
-// subnet.env) found no attachment of the container saved and removed the
-// container's iptables chain, which the ADD's delegate was about to keep or
-// make, so that it could remove it under the running pod.
+// another program's xtables lock, before bridge, told ipMasq, would wait
+// for it: see waitXtables) found no attachment of the container saved and
+// removed the container's iptables chain, which the ADD's delegate was
+// about to keep or make, so that it could remove it under the running pod.
+// (Until 2026-12-06 the window used here was ADD's wait for a missing
+// subnet.env, which now comes before the retries:
+// TestAddWaitForSubnetEnvHoldsNoLock.)
 func TestMasqRetryNotBetweenAddAndSave(t *testing.T) {
+	fakeIptables(t, 1, "iptables: No chain/target/match by that name.") // legacy, for waitXtables
+	lock := filepath.Join(t.TempDir(), "xtables.lock")
+	t.Setenv("XTABLES_LOCKFILE", lock)
+	releaseLock := holdLock(t, lock)
 	f := newFixture(t)
-	f.writeEnv(t, envA)
+	f.writeEnv(t, envBridgeMasq)
 	recordMasqFailures(t, f, "c1")
-	if err := os.Remove(f.subnetFile); err != nil {
-		t.Fatal(err)
-	}
 	live := liveNetns(t, f)
 	f.onSleep = func(int) {
-		// Another pod's DEL, with the xtables lock free again.
+		// Another pod's DEL, with the xtables lock free again for
+		// agentd-cni's own iptables calls (--wait 1).
 		f.masq.err = nil
 		a := f.args("c2", "")
 		a.Netns = live
 		if err := f.p.Del(a); err != nil {
 			t.Errorf("DEL c2: %v", err)
 		}
-		f.writeEnv(t, envA)
+		releaseLock()
 		f.onSleep = nil
 	}
 	f.masq.removeCalls = nil
 	if err := f.p.Add(f.attach("cbr0", "c1", "net1", "")); err != nil {
 		t.Fatalf("ADD c1 net1: %v", err)
+	}
+	if f.sleeps == 0 {
+		t.Fatal("ADD did not wait for the xtables lock: the test shows nothing")
 	}
 	// ADD's own retry of eth0's record, which failed.
 	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removeCalls, want) {

@@ -111,6 +111,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err := at.fits(n); err != nil {
 		return err
 	}
+	// Before the retries, which may keep masqRetryDir locked until the
+	// save: held through this wait (subnetFileWait, 30 s), the lock
+	// failed every other ADD of a container with a record after
+	// masqLockWait, at a node's boot, while subnet.env was still missing.
+	env, err := p.waitSubnetEnv(n)
+	if err != nil {
+		return err
+	}
 	unlock, ownErr, err := p.retryMasq(n.DataDir, n.Name+":"+at.containerID+":"+at.ifName)
 	defer unlock()
 	if ownErr != nil {
@@ -118,10 +126,6 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	if err != nil {
 		fmt.Fprintf(p.stderr(), "agentd-cni: ADD of container %s interface %s in network %s: %v\n", args.ContainerID, args.IfName, n.Name, err)
-	}
-	env, err := p.waitSubnetEnv(n)
-	if err != nil {
-		return err
 	}
 	d, b, err := delegateConf(n, env)
 	if err != nil {
