@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -359,9 +360,16 @@ func (a *agent) run(ctx context.Context) error {
 	cli.Lease = ttl.tap(cli.Lease)
 	reg := subnet.NewRegistry(cli.Client, a.cfg.EtcdPrefix)
 
-	netCfg, err := retry(ctx, a.log, cli, "read the network config", a.waitingForLease, func(ctx context.Context) (*subnet.Config, error) {
+	// A config that is absent, or invalid, is read again as soon as the
+	// key changes (configKeyChanges), not after the rest of the backoff.
+	cfgChanged := make(chan struct{}, 1)
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := configKeyChanges(wctx, cli.Client, reg.ConfigKey(), cfgChanged)
+	netCfg, err := retry(ctx, a.log, cli, "read the network config", a.waitingForLease, cfgChanged, func(ctx context.Context) (*subnet.Config, error) {
 		return reg.GetConfig(ctx)
 	})
+	stopWatch()
+	<-watched
 	if err != nil {
 		return cause(ctx, err)
 	}
@@ -376,21 +384,8 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	a.health.setBackend(netCfg.BackendType)
 
-	beCfg := backend.Config{
-		Network:  netCfg,
-		External: ext,
-		StateDir: a.cfg.StateDir,
-		Logger:   a.log.WithName(netCfg.BackendType),
-	}
-	be, err := a.backends.New(beCfg)
-	if err != nil {
-		return err
-	}
-	// A backend with a datapath of its own (udp) counts its packets.
-	if c, ok := be.(prometheus.Collector); ok {
-		a.obs.reg.MustRegister(c)
-	}
 	cw := &configWatch{log: a.log.WithName("config"), cli: cli.Client, key: reg.ConfigKey(), running: netCfg, waiting: true,
+		wake:  make(chan struct{}, 1),
 		check: optionsCheck(a.backends, ext, a.cfg.StateDir),
 		host: func(c *subnet.Config) error {
 			// The interface's MTU now: it may have changed since
@@ -405,23 +400,19 @@ func (a *agent) run(ctx context.Context) error {
 			}
 			return hostRefuses(c, ext, mtu)
 		},
-		directRouting: func() string { return strictRPFilterNote("/proc/sys", ext.Iface.Name, vxlanDevice(netCfg)) },
-		pending:       a.obs.configPending,
+		directRouting: func(running *subnet.Config) string {
+			return strictRPFilterNote("/proc/sys", ext.Iface.Name, vxlanDevice(running))
+		},
+		pending: a.obs.configPending,
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		cw.run(ctx)
 	}()
-	data, err := be.Prepare(ctx)
+	be, data, err := a.startBackend(ctx, netCfg, ext)
 	if err != nil {
-		return cause(ctx, fmt.Errorf("prepare %s backend: %w", be.Type(), err))
-	}
-	// Once the new datapath's device is in place, the old backend's goes.
-	for _, name := range slices.Sorted(maps.Keys(a.leftovers)) {
-		if name != be.Type() {
-			a.leftovers[name](ctx, beCfg)
-		}
+		return cause(ctx, err)
 	}
 
 	hostID, err := subnet.LoadOrCreateHostID(a.cfg.StateDir)
@@ -449,19 +440,40 @@ func (a *agent) run(ctx context.Context) error {
 		}
 		return ttl.left(clientv3.LeaseID(own.LeaseID))
 	})
-	// Until the lease is held nothing that the pool decides is set up, so
-	// each attempt takes a pool the operator changed meanwhile (widened,
-	// when the last attempt found no free subnet): cw.take.
+	// Until the lease is held nothing that the config decides is set up
+	// beyond the backend's device (no subnet.env, no peer), so each
+	// attempt takes a config the operator changed meanwhile (a pool
+	// widened when the last attempt found no free subnet, another
+	// Network or backend): cw.take. For one that differs in more than the
+	// pool's bounds the backend is made again first, as a restart would.
 	full := false
-	own, err := retry(ctx, a.log, cli, "acquire a subnet lease", a.waitingForLease, func(ctx context.Context) (subnet.Lease, error) {
-		if c := cw.take(ctx, full); c != netCfg {
-			netCfg = c
-			mgr.SetNetwork(c)
+	var own subnet.Lease
+	for {
+		var next *subnet.Config
+		own, err = retry(ctx, a.log, cli, "acquire a subnet lease", a.waitingForLease, cw.wake, func(ctx context.Context) (subnet.Lease, error) {
+			if c := cw.take(ctx, full); c != netCfg {
+				if !poolOnly(c, netCfg) {
+					next = c
+					return subnet.Lease{}, errRetryEnd
+				}
+				netCfg = c
+				mgr.SetNetwork(c)
+			}
+			l, err := mgr.Acquire(ctx, be.Type(), data)
+			full = errors.Is(err, subnet.ErrNoFreeSubnet)
+			return l, err
+		})
+		if next == nil {
+			break
 		}
-		l, err := mgr.Acquire(ctx, be.Type(), data)
-		full = errors.Is(err, subnet.ErrNoFreeSubnet)
-		return l, err
-	})
+		a.dropBackend(be)
+		netCfg, full = next, false
+		mgr.SetNetwork(netCfg)
+		a.health.setBackend(netCfg.BackendType)
+		if be, data, err = a.startBackend(ctx, netCfg, ext); err != nil {
+			return cause(ctx, err)
+		}
+	}
 	if err != nil {
 		return cause(ctx, err)
 	}
@@ -559,6 +571,72 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	a.log.Info("shutting down; " + leftInPlace(netCfg.BackendType, true))
 	return nil
+}
+
+// startBackend makes the backend of netCfg and prepares it, then deletes
+// the devices of the other backends (leftovers): at start, and again when
+// the agent, holding no lease yet, takes another config. It returns the
+// backend and the BackendData for the lease; its caller gives the error to
+// cause (a stop during Prepare is a clean stop).
+func (a *agent) startBackend(ctx context.Context, netCfg *subnet.Config, ext backend.ExternalInterface) (backend.Backend, json.RawMessage, error) {
+	beCfg := backend.Config{
+		Network:  netCfg,
+		External: ext,
+		StateDir: a.cfg.StateDir,
+		Logger:   a.log.WithName(netCfg.BackendType),
+	}
+	be, err := a.backends.New(beCfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A backend with a datapath of its own (udp) counts its packets.
+	if c, ok := be.(prometheus.Collector); ok {
+		a.obs.reg.MustRegister(c)
+	}
+	data, err := be.Prepare(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("prepare %s backend: %w", be.Type(), err)
+	}
+	// Once the new datapath's device is in place, the old backend's goes.
+	for _, name := range slices.Sorted(maps.Keys(a.leftovers)) {
+		if name != be.Type() {
+			a.leftovers[name](ctx, beCfg)
+		}
+	}
+	return be, data, nil
+}
+
+// dropBackend lets go of a backend that was prepared but never ran (no
+// lease was held): the agent takes another config. Its Watch, ended at
+// once, lets go what it holds (udp: its claim on the device); what Prepare
+// made in the kernel stays, as at a stop, for the next backend's Prepare
+// or leftovers to take or delete.
+func (a *agent) dropBackend(be backend.Backend) {
+	if c, ok := be.(prometheus.Collector); ok {
+		a.obs.reg.Unregister(c)
+	}
+	ended, end := context.WithCancel(context.Background())
+	end()
+	_ = be.Watch(ended, func() {})
+}
+
+// configKeyChanges signals changed at each change of the config key until
+// ctx is done; the returned channel is closed then. A watch that fails
+// signals nothing more: the reader's backoff goes on.
+func configKeyChanges(ctx context.Context, cli *clientv3.Client, key string, changed chan struct{}) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for resp := range cli.Watch(clientv3.WithRequireLeader(ctx), key) {
+			if resp.Err() != nil {
+				return
+			}
+			if len(resp.Events) > 0 {
+				signal(changed)
+			}
+		}
+	}()
+	return done
 }
 
 // waitingForLease is retry's report for the start-up steps before the lease

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -12,11 +13,14 @@ import (
 
 // TestConfigTakeWhileWaiting: an agent that holds no lease yet, its last
 // attempt out of subnets, reads the config key at its next attempt and
-// takes a config that differs in the pool's bounds only (SubnetMax raised,
-// SubnetMin lowered), saying so in one line and leaving nothing pending. It
-// keeps the running config for anything the prepared backend was built
-// from (Network, SubnetLen, the Backend object, its MTU) and for a key that
-// is invalid or deleted: the watch reports those as for a running agent.
+// takes a valid config that this host can run, saying so in one line and
+// leaving nothing pending: one that differs in the pool's bounds only
+// (SubnetMax raised, SubnetMin lowered), and, since 2026-12-06, one with
+// another Network, SubnetLen or Backend object (the agent makes its
+// backend again for it; before, it kept the config it read at its start
+// and asked for a restart). It keeps the running config for a key that is
+// invalid, deleted or that this host cannot run: the watch reports those as
+// for a running agent.
 func TestConfigTakeWhileWaiting(t *testing.T) {
 	cli := etcdtest.Start(t).Client(t)
 	const key = "/take/config"
@@ -30,11 +34,14 @@ func TestConfigTakeWhileWaiting(t *testing.T) {
 		{`{"network":"10.244.0.0/16","subnetMax":"10.244.9.0","backend":{"type":"vxlan","VNI":1}}`, true, takenMsg},
 		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.0.0","SubnetMax":"10.244.1.0","Backend":{"Type":"vxlan"}}`, true, takenMsg},
 		{running, false, ""},
-		{`{"Network":"10.244.0.0/15","SubnetMin":"10.244.1.0","SubnetMax":"10.245.255.0","Backend":{"Type":"vxlan"}}`, false, "restart agentd to apply it"},
-		{`{"Network":"10.244.0.0/16","SubnetLen":25,"SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"vxlan"}}`, false, "restart agentd to apply it"},
-		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"host-gw"}}`, false, "restart agentd to apply it"},
-		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"vxlan","VNI":2}}`, false, "restart agentd to apply it"},
-		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"vxlan","MTU":1400}}`, false, "restart agentd to apply it"},
+		{`{"Network":"10.244.0.0/15","SubnetMin":"10.244.1.0","SubnetMax":"10.245.255.0","Backend":{"Type":"vxlan"}}`, true, takenAnewMsg},
+		{`{"Network":"10.244.0.0/16","SubnetLen":25,"SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"vxlan"}}`, true, takenAnewMsg},
+		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"host-gw"}}`, true, takenAnewMsg},
+		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"vxlan","VNI":2}}`, true, takenAnewMsg},
+		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"vxlan","MTU":1400}}`, true, takenAnewMsg},
+		{`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"vxlan"}}`, true, takenAnewMsg},
+		// This host cannot run it (hostRefuses says why): kept out.
+		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"udp"}}`, false, "network config changed to one this host cannot run"},
 		{`{"Network":"10.244.0.0/16","SubnetMax":"10.244.9.1"}`, false, "network config changed to something invalid"},
 		{"", false, "network config key deleted"},
 	} {
@@ -53,7 +60,13 @@ func TestConfigTakeWhileWaiting(t *testing.T) {
 		log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{})
 		o := newObserver()
 		w := &configWatch{log: log, cli: cli, key: key, running: run, waiting: true,
-			check: func(*subnet.Config) error { return nil }, pending: o.configPending}
+			check: func(*subnet.Config) error { return nil }, pending: o.configPending,
+			host: func(c *subnet.Config) error {
+				if c.BackendType == "udp" {
+					return errors.New("udp: port 8285 is held by another process")
+				}
+				return nil
+			}}
 		got := w.take(context.Background(), true)
 		pending := o.status(newHealth(log)).ConfigPending
 		switch {

@@ -40,17 +40,22 @@ import (
 //	deleted                                      ──> "key deleted", the running config kept
 //	equal to the running one again               ──> "matches the running one again"
 //
-// An agent that holds no lease yet (waiting: out of subnets, say) has set up
-// nothing the pool decides, so it takes a config that differs from the
-// running one in the pool's bounds only (SubnetMin, SubnetMax and their IPv6
-// twins: poolOnly) at its next attempt to acquire a lease (take), which says
-// so, and the watch reports no such change until the lease is held (leased):
+// An agent that holds no lease yet (waiting: out of subnets, say) has
+// written no subnet.env and programmed no peer, so it takes any valid config
+// that this host can run at its next attempt to acquire a lease (take),
+// which says so, and the watch reports no such change until the lease is
+// held (leased). A change of the key while it waits ends the wait between
+// two attempts (wake), so a widened pool is leased from within a second, not
+// after the rest of a backoff of up to 10 s:
 //
 //	waiting, the pool's bounds only                ──> "taking it", at the next attempt
+//	waiting, anything else this host can run       ──> "taking it", the backend made again for it
+//	waiting, one this host cannot run              ──> as for a running agent: kept out, said
 //
-// The rest it cannot take: the backend was built and prepared with Network
-// and SubnetLen (routes and devices are filtered by them) and its Backend
-// object before the lease was asked for.
+// A config that differs in more than the pool's bounds was not what the
+// backend was built and prepared with (Network, SubnetLen, the Backend
+// object): the agent lets that backend go and prepares the new config's
+// before its next attempt, as a restart would.
 //
 // Until the key means the running config again, pending is told what a
 // restart would do instead (/status configPending, agentctl status,
@@ -73,11 +78,14 @@ type configWatch struct {
 	mu      sync.Mutex
 	running *subnet.Config
 	// waiting: the agent holds no lease yet, and its next attempt to
-	// acquire one takes a config that differs from running in the pool's
-	// bounds only; offered: the watch saw such a config since take last
-	// read the key.
+	// acquire one takes a valid config that this host can run (canTake);
+	// offered: the watch saw such a config since take last read the key.
 	waiting bool
 	offered bool
+	// wake, if set, is signalled when the key's value changes while the
+	// agent waits for a lease: its next attempt need not wait out the
+	// backoff (retry).
+	wake chan struct{}
 	// seen is the key as last judged, read or watched (seenOK: judged at
 	// all), judged again when running or waiting change.
 	seen   configValue
@@ -89,8 +97,9 @@ type configWatch struct {
 	// after the backend is built (hostRefuses).
 	host func(*subnet.Config) error
 	// directRouting, if set, is what a change of vxlan's DirectRouting
-	// means on this host beyond a restart (strictRPFilterNote), or "".
-	directRouting func() string
+	// from the running config means on this host beyond a restart
+	// (strictRPFilterNote), or "".
+	directRouting func(running *subnet.Config) string
 	// pending, if set, is told each change of what the key holds against
 	// the running config: nil once it means the running config again.
 	pending func(*ConfigPending)
@@ -219,26 +228,36 @@ type configValue struct {
 // at the default verbosity when it does.
 const waitingVerdict = "network config changed while waiting for a lease; the next attempt to acquire one takes it"
 
-// takenMsg says that the agent, holding no lease yet, took the key's config.
-const takenMsg = "network config changed while waiting for a lease; taking it"
+// takenMsg says that the agent, holding no lease yet, took the key's config;
+// takenAnewMsg, one that the backend is made again for.
+const (
+	takenMsg     = "network config changed while waiting for a lease; taking it"
+	takenAnewMsg = takenMsg + ", and making the backend again for it (nothing was set up with the old one's subnet yet)"
+)
 
 // judge logs what the config key now holds, if that is news.
 func (w *configWatch) judge(value []byte, present bool, rev int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	changed := !w.seenOK || w.seen.present != present || !bytes.Equal(w.seen.value, value)
 	w.seen, w.seenOK = configValue{value: value, present: present, rev: rev}, true
+	if changed && w.waiting && w.wake != nil {
+		signal(w.wake)
+	}
 	w.judgeLocked(w.seen)
 }
 
 // take is the config that the agent's next attempt to acquire a lease
 // uses, while it holds none: the running one, or the key's newest config
-// (read now, or watched since) if that differs from it in the pool's bounds
-// only, which then becomes the running config, said once. The key is read
-// when full (the last attempt found no free subnet: the operator may have
-// widened the pool, and the watch may not have heard it yet) or when the
-// watch saw such a config; never once the lease is held. A read that fails
-// keeps the running config, and the next attempt reads again; a key that is
-// invalid or deleted keeps it too (the watch reports it).
+// (read now, or watched since) if that is valid and this host can run it
+// (canTake), which then becomes the running config, said once. The agent
+// makes its backend again for one that differs in more than the pool's
+// bounds (poolOnly). The key is read when full (the last attempt found no
+// free subnet: the operator may have widened the pool, and the watch may
+// not have heard it yet) or when the watch saw such a config; never once
+// the lease is held. A read that fails keeps the running config, and the
+// next attempt reads again; a key that is invalid, deleted or refused by
+// this host keeps it too (the watch reports it).
 func (w *configWatch) take(ctx context.Context, full bool) *subnet.Config {
 	w.mu.Lock()
 	read := w.waiting && (full || w.offered)
@@ -264,8 +283,16 @@ func (w *configWatch) take(ctx context.Context, full bool) *subnet.Config {
 		w.seen, w.seenOK = got, true
 	}
 	if w.waiting && w.seen.present {
-		if c, err := subnet.ParseConfig(w.seen.value); err == nil && !sameConfig(c, w.running) && poolOnly(c, w.running) {
-			w.log.Info(takenMsg, "key", w.key, "revision", w.seen.rev, "running", w.running.String(), "new", c.String())
+		if c, err := subnet.ParseConfig(w.seen.value); err == nil && !sameConfig(c, w.running) && w.check(c) == nil && w.canTake(c) {
+			msg := takenMsg
+			if !poolOnly(c, w.running) {
+				msg = takenAnewMsg
+			}
+			kv := []any{"key", w.key, "revision", w.seen.rev, "running", w.running.String(), "new", c.String()}
+			if !sameBackend(c, w.running) {
+				kv = append(kv, "runningBackend", clip.String(string(w.running.Backend)), "newBackend", clip.String(string(c.Backend)))
+			}
+			w.log.Info(msg, kv...)
 			w.running = c
 		}
 	}
@@ -286,8 +313,17 @@ func (w *configWatch) leased() {
 	}
 }
 
+// canTake reports whether the agent, holding no lease yet, takes the valid
+// config c: one that differs from the running one in the pool's bounds only
+// (poolOnly: the backend stays), or that this host can run (host). With
+// w.mu held.
+func (w *configWatch) canTake(c *subnet.Config) bool {
+	return poolOnly(c, w.running) || w.host == nil || w.host(c) == nil
+}
+
 // poolOnly reports whether config c differs from running in the pool's
-// bounds only: what an agent holding no lease yet may take (take).
+// bounds only: what an agent holding no lease yet takes without making its
+// backend again.
 func poolOnly(c, running *subnet.Config) bool {
 	r := *running
 	r.SubnetMin, r.SubnetMax, r.IPv6SubnetMin, r.IPv6SubnetMax = c.SubnetMin, c.SubnetMax, c.IPv6SubnetMin, c.IPv6SubnetMax
@@ -324,7 +360,7 @@ func (w *configWatch) judgeLocked(v configValue) {
 			p.Invalid = err.Error()
 		case sameConfig(c, w.running):
 			verdict, p = "", nil
-		case w.waiting && poolOnly(c, w.running):
+		case w.waiting && w.canTake(c):
 			verdict, p = waitingVerdict, nil
 			content = configContent(c)
 			kv = []any{"running", w.running.String(), "new", c.String()}
@@ -353,7 +389,7 @@ func (w *configWatch) judgeLocked(v configValue) {
 				kv = append(kv, "incompatible", "Network")
 				p.Incompatible = "Network"
 			} else if w.directRouting != nil && directRoutingChanged(w.running, c) {
-				if note := w.directRouting(); note != "" {
+				if note := w.directRouting(w.running); note != "" {
 					verdict += "; " + note
 				}
 			}

@@ -336,7 +336,7 @@ func connectEtcd(ctx context.Context, cfg *Config, log logr.Logger, report func(
 	warnEtcdTLSFiles(cfg, log)
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	c, err := retry(ctx, log, explained{}, "connect to etcd", report, func(context.Context) (*etcdConn, error) {
+	c, err := retry(ctx, log, explained{}, "connect to etcd", report, nil, func(context.Context) (*etcdConn, error) {
 		c, err := dialEtcd(ctx, cfg, log, etcdConnectTimeout)
 		if _, unanswered := errors.AsType[*authUnansweredError](err); err != nil && !unanswered && ctx.Err() == nil {
 			stop(err)
@@ -419,12 +419,19 @@ const retryCausesKept = 8
 // that waiting cannot mend (a wrong CA, scheme or port) is so at the first
 // failed connection, not when the attempt's etcdCallTimeout runs out; the
 // agent retries all the same, since the files and etcd may be fixed.
-func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what string, report func(what string, err error), f func(context.Context) (T, error)) (T, error) {
+//
+// A signal on wake (nil: none) ends the wait between attempts early, no
+// sooner than retryWokenAfter after the last attempt began: the network
+// config changed, which may be what the attempts wait for (a pool widened,
+// a config fixed). An error of f that is errRetryEnd ends retry at once,
+// without a log line or a report: f's caller acts on it.
+func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what string, report func(what string, err error), wake <-chan struct{}, f func(context.Context) (T, error)) (T, error) {
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	var last string     // the cause of the last failure, reported
 	var logged []string // the causes logged, the latest retryCausesKept
 	for attempt := 1; ; attempt++ {
 		var v T
+		began := time.Now()
 		err := etcd.do(ctx, etcdCallTimeout, func(ctx context.Context) error {
 			var err error
 			v, err = f(ctx)
@@ -443,6 +450,9 @@ func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what str
 			// finding.
 			return v, ctx.Err()
 		}
+		if errors.Is(err, errRetryEnd) {
+			return v, err
+		}
 		if msg := err.Error(); msg != last {
 			if !slices.Contains(logged, msg) {
 				// err may quote what etcd holds (an invalid network
@@ -456,8 +466,31 @@ func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what str
 			report(what, err)
 			last = msg
 		}
-		if err := delay.Sleep(ctx, b.Next()); err != nil {
+		if err := sleepOrWake(ctx, b.Next(), wake, began.Add(retryWokenAfter)); err != nil {
 			return v, err
 		}
 	}
+}
+
+// errRetryEnd, as f's error, ends retry at once (retry).
+var errRetryEnd = errors.New("retry ended by its caller")
+
+// retryWokenAfter is how soon after an attempt began a wake starts the next
+// one: a script rewriting the network config in a loop makes a waiting
+// agent ask etcd at most twice a second.
+const retryWokenAfter = 500 * time.Millisecond
+
+// sleepOrWake waits d, or until a signal on wake but not before earliest,
+// or until ctx is done (its error).
+func sleepOrWake(ctx context.Context, d time.Duration, wake <-chan struct{}, earliest time.Time) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	case <-wake:
+	}
+	return delay.Sleep(ctx, min(time.Until(earliest), d))
 }

@@ -40,7 +40,7 @@ func TestRetryLogsAlternatingCausesOnce(t *testing.T) {
 			return
 		}
 		reports = append(reports, err.Error())
-	}, func(context.Context) (int, error) {
+	}, nil, func(context.Context) (int, error) {
 		attempts++
 		if attempts > failures {
 			return attempts, nil
@@ -85,7 +85,7 @@ func TestRetryLogLineBounded(t *testing.T) {
 		if err != nil {
 			reports = append(reports, err.Error())
 		}
-	}, func(context.Context) (int, error) {
+	}, nil, func(context.Context) (int, error) {
 		attempts++
 		if attempts > 1 {
 			return 1, nil

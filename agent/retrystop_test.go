@@ -75,7 +75,7 @@ func TestRetryStopDuringExplainLogsNothing(t *testing.T) {
 			defer mu.Unlock()
 			reports = append(reports, err.Error())
 		}
-	}, func(context.Context) (int, error) {
+	}, nil, func(context.Context) (int, error) {
 		return 0, context.DeadlineExceeded
 	})
 	<-accepted

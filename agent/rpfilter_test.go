@@ -74,7 +74,7 @@ func TestDirectRoutingChangeSaysStrictRPFilter(t *testing.T) {
 		var lines []string
 		log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{})
 		w := &configWatch{log: log, key: "/k/config", running: running, check: func(*subnet.Config) error { return nil },
-			directRouting: func() string { return note }}
+			directRouting: func(*subnet.Config) string { return note }}
 		w.judge([]byte(withNetwork(c.value)), true, 1)
 		if len(lines) != 1 || !strings.Contains(lines[0], "restart agentd to apply it") || strings.Contains(lines[0], note) != c.note {
 			t.Errorf("running vxlan, key rewritten as %s: logged %q, want one line asking for a restart, with the note: %v", c.value, lines, c.note)
