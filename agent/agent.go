@@ -384,6 +384,9 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	a.health.setBackend(netCfg.BackendType)
 
+	// The lease manager, once made (below): the config watch counts its
+	// peers.
+	var mgrp atomic.Pointer[subnet.Manager]
 	cw := &configWatch{log: a.log.WithName("config"), cli: cli.Client, key: reg.ConfigKey(), running: netCfg, waiting: true,
 		wake:  make(chan struct{}, 1),
 		check: optionsCheck(a.backends, ext, a.cfg.StateDir),
@@ -402,6 +405,13 @@ func (a *agent) run(ctx context.Context) error {
 		},
 		directRouting: func(running *subnet.Config) string {
 			return strictRPFilterNote("/proc/sys", ext.Iface.Name, vxlanDevice(running))
+		},
+		direct: func(running *subnet.Config) (int, int, bool) {
+			m := mgrp.Load()
+			if m == nil {
+				return 0, 0, false
+			}
+			return directPeers(m.Peers(), running, ext)
 		},
 		pending: a.obs.configPending,
 	}
@@ -440,6 +450,7 @@ func (a *agent) run(ctx context.Context) error {
 		}
 		return ttl.left(clientv3.LeaseID(own.LeaseID))
 	})
+	mgrp.Store(mgr)
 	// Until the lease is held nothing that the config decides is set up
 	// beyond the backend's device (no subnet.env, no peer), so each
 	// attempt takes a config the operator changed meanwhile (a pool
@@ -637,6 +648,36 @@ func configKeyChanges(ctx context.Context, cli *clientv3.Client, key string, cha
 		}
 	}()
 	return done
+}
+
+// directPeers counts the peers in the running config's Network, and those
+// of them that vxlan with DirectRouting routes to directly: on the external
+// interface's segment (backend.Segment.Refuse), as the backend decides at
+// each pass. ok is false without peers or when netlink cannot be read.
+func directPeers(peers []subnet.Lease, running *subnet.Config, ext backend.ExternalInterface) (direct, total int, ok bool) {
+	h, err := backend.OpenHandle(nil)
+	if err != nil {
+		return 0, 0, false
+	}
+	defer h.Close()
+	routes, err := backend.PassRoutes(h, ext.Iface.Index, running.Network)
+	if err != nil {
+		return 0, 0, false
+	}
+	seg, err := backend.ReadSegment(h, ext.Iface.Index, ext.Iface.Name, routes)
+	if err != nil {
+		return 0, 0, false
+	}
+	for _, p := range peers {
+		if running.RoutableLease(p) != nil {
+			continue
+		}
+		total++
+		if why, _ := seg.Refuse(p.Attrs.PublicIP); why == "" {
+			direct++
+		}
+	}
+	return direct, total, total > 0
 }
 
 // waitingForLease is retry's report for the start-up steps before the lease

@@ -40,17 +40,17 @@ func TestConfigWatchPending(t *testing.T) {
 		advance time.Duration
 	}{
 		{withNetwork(`{"Backend":{"Type":"vxlan"}}`), nil, 0, ",true", 0},
-		{withNetwork(`{"Backend":{"Type":"host-gw"}}`), &ConfigPending{Since: first, Incompatible: "Backend.Type",
+		{withNetwork(`{"Backend":{"Type":"host-gw"}}`), &ConfigPending{Since: first, Incompatible: "Backend.Type", Changed: "Backend",
 			New: "(the key's)", RunningBackend: `{"Type":"vxlan"}`, NewBackend: `{"Type":"host-gw"}`}, 1, "Backend.Type,true", time.Hour},
 		// Another change that still differs keeps Since.
-		{withNetwork(`{"Backend":{"Type":"vxlan","MTU":1400}}`), &ConfigPending{Since: first,
+		{withNetwork(`{"Backend":{"Type":"vxlan","MTU":1400}}`), &ConfigPending{Since: first, Changed: "Backend",
 			New: "(the key's)", RunningBackend: `{"Type":"vxlan"}`, NewBackend: `{"Type":"vxlan","MTU":1400}`}, 1, ",true", time.Hour},
 		{"", &ConfigPending{Since: first, Deleted: true}, 1, ",false", time.Hour},
 		{withNetwork(`{"SubnetLen":31}`), &ConfigPending{Since: first, Invalid: `config: "SubnetLen": 31 is longer than /30`}, 1, ",false", time.Hour},
 		{withNetwork(`{"Backend":{"Type":"vxlan"}}`), nil, 0, ",true", time.Hour},
 		// Pending again: since now.
 		{withNetwork(`{"SubnetLen":25,"Backend":{"Type":"vxlan"}}`), &ConfigPending{Since: first.Add(5 * time.Hour),
-			New: "(the key's)"}, 1, ",true", 0},
+			New: "(the key's)", Changed: "SubnetLen,SubnetMin,SubnetMax"}, 1, ",true", 0},
 	} {
 		w.judge([]byte(s.value), s.value != "", int64(i+1))
 		clock = clock.Add(s.advance)

@@ -407,6 +407,49 @@ func childEtcd(t *testing.T, etcd string) *clientv3.Client {
 	return cli
 }
 
+// directPeersEnv, when set, makes TestDirectPeers the child.
+const directPeersEnv = "AGENTD_DIRECT_PEERS_TEST_ETCD"
+
+// TestDirectPeers: what the config watch counts for a VNI or Port change
+// under DirectRouting, read from h1's kernel: of the peers in the running
+// Network, those whose public IP is on eth0's segment (198.18.0.0/24) are
+// routed to directly, the others (198.19.0.7, behind a router) are not;
+// a lease outside the Network is no peer. Without peers it cannot tell.
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again
+//	               └─ etcd 198.18.0.254
+func TestDirectPeers(t *testing.T) {
+	if os.Getenv(directPeersEnv) != "" {
+		directPeersChild(t)
+		return
+	}
+	cluster.RunTestInHost(t, "TestDirectPeers", directPeersEnv, nil)
+}
+
+func directPeersChild(t *testing.T) {
+	cfg := hostConfig(t, "http://198.18.0.254:2379", "/direct")
+	ext, err := FindExternalInterface(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := mustParseConfig(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`)
+	lease := func(sn, pub string) subnet.Lease {
+		return subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub)}}
+	}
+	peers := []subnet.Lease{
+		lease("10.244.2.0/24", "198.18.0.2"),
+		lease("10.244.3.0/24", "198.18.0.3"),
+		lease("10.244.4.0/24", "198.19.0.7"),
+		lease("10.245.5.0/24", "198.18.0.5"), // outside the Network
+	}
+	if d, n, ok := directPeers(peers, running, ext); d != 2 || n != 3 || !ok {
+		t.Errorf("directPeers = %d of %d (ok %v), want 2 of 3", d, n, ok)
+	}
+	if _, _, ok := directPeers(nil, running, ext); ok {
+		t.Error("directPeers of no peer: ok, want it unable to tell")
+	}
+}
+
 // udpRetakeEnv, when set, makes TestConfigTakenWhileWaitingUDP the child.
 const udpRetakeEnv = "AGENTD_UDP_RETAKE_TEST_ETCD"
 

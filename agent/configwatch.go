@@ -35,7 +35,11 @@ import (
 //	invalid (JSON, a key, the backend's options) ──> error naming the key and the problem
 //	valid but different                          ──> "restart agentd to apply it", both configs
 //	  its Backend's Type, VNI or Port            ──>   and "restart every host's agentd together"
-//	  its Network                                ──>   and "restart every host's agentd together"
+//	    VNI or Port, DirectRouting on both sides ──>   the same if a peer is off this host's segment
+//	                                                   (directSplit), else that this host may restart alone
+//	  its Network, IPv6Network, EnableIPv6 off   ──>   and "restart every host's agentd together"
+//	  EnableIPv6 on                              ──>   and that a host leasing anew is cut off
+//	  (any of these)                             ──>   changed=, the keys that differ
 //	  refused by this host's start checks        ──> error: "this host cannot run it", and why
 //	deleted                                      ──> "key deleted", the running config kept
 //	equal to the running one again               ──> "matches the running one again"
@@ -100,6 +104,12 @@ type configWatch struct {
 	// from the running config means on this host beyond a restart
 	// (strictRPFilterNote), or "".
 	directRouting func(running *subnet.Config) string
+	// direct, if set, counts this host's peers in the running config's
+	// Network, and those of them that vxlan with DirectRouting routes to
+	// directly (on the external interface's segment: no VXLAN goes to
+	// them, so their VNI and Port do not matter); ok is false when it
+	// cannot tell (no peer known yet, netlink failed).
+	direct func(running *subnet.Config) (direct, total int, ok bool)
 	// pending, if set, is told each change of what the key holds against
 	// the running config: nil once it means the running config again.
 	pending func(*ConfigPending)
@@ -380,19 +390,31 @@ func (w *configWatch) judgeLocked(v configValue) {
 			}
 			p.New = clip.String(c.String())
 			kv = []any{"running", p.Running, "new", p.New}
-			if key := splitKey(w.running, c); key != "" {
-				verdict += "; hosts running the old and the new backend do not reach each other: restart every host's agentd together, not one at a time"
-				kv = append(kv, "incompatible", key)
-				p.Incompatible = key
-			} else if c.Network != w.running.Network {
-				verdict += "; " + networkSplit
-				kv = append(kv, "incompatible", "Network")
-				p.Incompatible = "Network"
-			} else if w.directRouting != nil && directRoutingChanged(w.running, c) {
-				if note := w.directRouting(w.running); note != "" {
-					verdict += "; " + note
-				}
+			var note, split string
+			switch key := splitKey(w.running, c); {
+			case key != "" && key != "Backend.Type" && directRoutingOn(w.running) && directRoutingOn(c):
+				note, split = w.directSplit(key)
+			case key != "":
+				note, split = backendSplit, key
+			case c.Network != w.running.Network:
+				note, split = networkSplit, "Network"
+			case ipv6Split(w.running, c) != "":
+				split = ipv6Split(w.running, c)
+				note = ipv6SplitNotes[split]
+			case c.EnableIPv6 && !w.running.EnableIPv6:
+				note = ipv6OnNote
+			case w.directRouting != nil && directRoutingChanged(w.running, c):
+				note = w.directRouting(w.running)
 			}
+			if note != "" {
+				verdict += "; " + note
+			}
+			if split != "" {
+				kv = append(kv, "incompatible", split)
+				p.Incompatible = split
+			}
+			p.Changed = strings.Join(changedKeys(w.running, c), ",")
+			kv = append(kv, "changed", p.Changed)
 			if !sameBackend(c, w.running) {
 				// String names the Type only: show the options too.
 				p.RunningBackend, p.NewBackend = clip.String(string(w.running.Backend)), clip.String(string(c.Backend))
@@ -532,9 +554,109 @@ func configContent(c *subnet.Config) string {
 // another is skipped) and Port, udp's Port (packets go to the port of the
 // sender's config). A host given another Type or one of these cannot reach
 // the hosts still on the old config, so a restart host by host cuts every
-// restarted host off from every other until the last one restarts. MTU and
+// restarted host off from every other until the last one restarts; but
+// with DirectRouting on both configs, vxlan routes to a peer on its segment
+// directly, whatever VNI and Port it runs (directSplit). MTU and
 // DirectRouting may differ between hosts.
 var wireOptions = []string{"VNI", "Port"}
+
+// backendSplit is what the verdict on another Backend.Type, or a wire
+// option (wireOptions) without DirectRouting on both sides, adds.
+const backendSplit = "hosts running the old and the new backend do not reach each other: restart every host's agentd together, not one at a time"
+
+// directRoutingOn reports whether c runs vxlan with DirectRouting.
+func directRoutingOn(c *subnet.Config) bool {
+	if c.BackendType != vxlan.Type {
+		return false
+	}
+	o, err := vxlan.Options(c.Backend)
+	if err != nil {
+		return false
+	}
+	d := reflect.ValueOf(o).FieldByName("DirectRouting")
+	return d.IsValid() && d.Kind() == reflect.Bool && d.Bool()
+}
+
+// directSplit is what the verdict on another vxlan VNI or Port (key) adds
+// when the running and the new config both have DirectRouting: a peer on
+// this host's segment gets a direct route, no VXLAN, whatever VNI and Port
+// either side runs, so only the peers off the segment are cut off from
+// this host while the change is rolled. split is key when some are (or
+// when that cannot be told), "" when every peer of this host is on its
+// segment.
+func (w *configWatch) directSplit(key string) (note, split string) {
+	if w.direct == nil {
+		return directSplitUnknown, key
+	}
+	direct, total, ok := w.direct(w.running)
+	switch {
+	case !ok:
+		return directSplitUnknown, key
+	case direct == total:
+		return fmt.Sprintf("DirectRouting routes to each of this host's %d peers directly (all on its segment: no VXLAN, so their VNI and Port do not matter), so this host reaches them on the old and the new %s alike and may restart on its own; a host that joins from another segment needs the same %s",
+			total, strings.TrimPrefix(key, "Backend."), strings.TrimPrefix(key, "Backend.")), ""
+	}
+	return fmt.Sprintf("hosts running the old and the new backend do not reach each other over VXLAN: %d of this host's %d peers are not on its segment and are cut off from it while one of the two runs the old %s and the other the new (DirectRouting routes to the other %d directly, whatever their %s): restart every host's agentd together, not one at a time",
+		total-direct, total, strings.TrimPrefix(key, "Backend."), direct, strings.TrimPrefix(key, "Backend.")), key
+}
+
+// directSplitUnknown is directSplit's note when the peers on this host's
+// segment cannot be told.
+const directSplitUnknown = "hosts running the old and the new backend do not reach each other over VXLAN (DirectRouting routes directly to the hosts on one segment with this one, whatever their VNI and Port; the others are cut off): restart every host's agentd together, not one at a time"
+
+// ipv6Split names the key that makes hosts on config a and hosts on config
+// b skip each other's leases, or "": EnableIPv6 turned off (an agent
+// restarted with it off writes a plain key and skips every dual-stack key,
+// RoutableLease), or IPv6Network changed while on (each agent skips the keys
+// whose IPv6 half is outside its IPv6Network, and a restarted one rekeys
+// its own into the new one). IPv6SubnetLen and the IPv6 pool's bounds split
+// nothing: keys of any length inside IPv6Network are routed.
+func ipv6Split(a, b *subnet.Config) string {
+	switch {
+	case a.EnableIPv6 && !b.EnableIPv6:
+		return "EnableIPv6"
+	case a.EnableIPv6 && b.EnableIPv6 && a.IPv6Network != b.IPv6Network:
+		return "IPv6Network"
+	}
+	return ""
+}
+
+// ipv6SplitNotes is what the verdict adds for each key ipv6Split names.
+var ipv6SplitNotes = map[string]string{
+	"EnableIPv6":  "hosts on the old and the new EnableIPv6 do not all reach each other (an agent restarted with IPv6 off replaces its dual-stack key by a plain one and skips every dual-stack key of the hosts not yet restarted): restart every host's agentd together, not one at a time",
+	"IPv6Network": "hosts on the old and the new IPv6Network do not all reach each other (each agent skips the keys whose IPv6 subnet is outside the IPv6Network it started with, and a restarted one moves its key's IPv6 subnet into the new one): restart every host's agentd together, not one at a time",
+}
+
+// ipv6OnNote is what the verdict on EnableIPv6 turned on adds: hosts keep
+// their plain keys across the restart, so the hosts leased already reach
+// each other, but a key leased on the new config names an IPv6 subnet and
+// the agents still on the old one skip it.
+const ipv6OnNote = "hosts leased already keep their keys and reach each other on either config, but a host that leases a subnet on the new config (a new host, or one whose lease has gone) gets a dual-stack key that the agents still on the old config skip: restart every host's agentd before such a host joins"
+
+// changedKeys names the config keys whose values differ between a and b,
+// in the config's order; Backend for any difference of the Backend object
+// as the backend reads it (sameBackend).
+func changedKeys(a, b *subnet.Config) []string {
+	var ch []string
+	add := func(key string, differ bool) {
+		if differ {
+			ch = append(ch, key)
+		}
+	}
+	add("Network", a.Network != b.Network)
+	add("SubnetLen", a.SubnetLen != b.SubnetLen)
+	add("SubnetMin", a.SubnetMin != b.SubnetMin)
+	add("SubnetMax", a.SubnetMax != b.SubnetMax)
+	add("EnableIPv6", a.EnableIPv6 != b.EnableIPv6)
+	if a.EnableIPv6 && b.EnableIPv6 {
+		add("IPv6Network", a.IPv6Network != b.IPv6Network)
+		add("IPv6SubnetLen", a.IPv6SubnetLen != b.IPv6SubnetLen)
+		add("IPv6SubnetMin", a.IPv6SubnetMin != b.IPv6SubnetMin)
+		add("IPv6SubnetMax", a.IPv6SubnetMax != b.IPv6SubnetMax)
+	}
+	add("Backend", !sameBackend(a, b))
+	return ch
+}
 
 // networkSplit is what the verdict on another Network adds: every agent
 // skips the leases outside the Network it started with

@@ -124,8 +124,13 @@ type ConfigPending struct {
 	New            string `json:"new,omitempty"`
 	RunningBackend string `json:"runningBackend,omitempty"`
 	NewBackend     string `json:"newBackend,omitempty"`
+	// Changed names the keys whose values differ between the two, in the
+	// config's order, comma-separated ("Network", "SubnetLen",
+	// "EnableIPv6", "IPv6Network", "IPv6SubnetLen", "Backend", …).
+	Changed string `json:"changed,omitempty"`
 	// Incompatible names the key that splits the cluster
-	// ("Backend.Type", "Backend.VNI", "Backend.Port", "Network"): hosts
+	// ("Backend.Type", "Backend.VNI", "Backend.Port", "Network",
+	// "EnableIPv6", "IPv6Network"): hosts
 	// running the old and the new config do not all reach each other, so
 	// every host's agent must restart together.
 	Incompatible string `json:"incompatible,omitempty"`
