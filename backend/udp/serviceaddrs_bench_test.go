@@ -21,22 +21,26 @@ import (
 // BenchmarkServiceAddrs measures a udp pass (Reconcile, 100 peers) on a
 // Kubernetes node whose kube-proxy (IPVS mode) holds n service addresses on
 // kube-ipvs0, one of them replaced by another (a Service gone, another
-// made) before each pass, side by side in each iteration on three hosts
+// made) before each pass, side by side in each iteration on four hosts
 // (namespaces) of their own:
 //
-//   - dump: no Watch runs, so the pass reads every address of the host
-//     (backend.SegmentReader unsubscribed reads as ReadSegment), as each
-//     pass did until it followed their events;
-//   - events: Watch runs, and the pass takes the addresses from their
-//     events, dumping the external interface's alone;
+//   - dump: the backend's subscription to the address events is ended
+//     after Prepare and no Watch runs, so the pass reads every address of
+//     the host (backend.SegmentReader unsubscribed reads as ReadSegment),
+//     as each pass did until it followed their events, and each pass
+//     before Watch ran until Prepare subscribed;
+//   - prepared: no Watch runs, and the pass takes the addresses from the
+//     events Prepare subscribed to, dumping the external interface's alone;
+//   - events: Watch runs, and the pass takes them from their events too;
 //   - bare: Watch runs, and the host has no service address.
 //
 // It reports the time and the bytes allocated of each per pass, and the
-// ratios dump/events.
+// ratios dump/events and dump/prepared.
 func BenchmarkServiceAddrs(b *testing.B) {
 	for _, n := range []int{20000, 50000} {
 		b.Run(fmt.Sprintf("addrs=%d", n), func(b *testing.B) {
-			hosts := []*benchHost{newBenchHost(b, "dump", n, false), newBenchHost(b, "events", n, true), newBenchHost(b, "bare", 0, true)}
+			hosts := []*benchHost{newBenchHost(b, "dump", n, unsubscribed), newBenchHost(b, "prepared", n, prepared),
+				newBenchHost(b, "events", n, watched), newBenchHost(b, "bare", 0, watched)}
 			for b.Loop() {
 				for _, h := range hosts {
 					h.pass(b)
@@ -47,9 +51,11 @@ func BenchmarkServiceAddrs(b *testing.B) {
 				b.ReportMetric(float64(h.took.Microseconds())/ops/1e3, h.name+"-ms/pass")
 				b.ReportMetric(float64(h.alloc)/ops/1e6, h.name+"-MB/pass")
 			}
-			dump, events := hosts[0], hosts[1]
+			dump, prep, events := hosts[0], hosts[1], hosts[2]
 			b.ReportMetric(float64(dump.took)/float64(events.took), "time-dump/events")
 			b.ReportMetric(float64(dump.alloc)/float64(events.alloc), "alloc-dump/events")
+			b.ReportMetric(float64(dump.took)/float64(prep.took), "time-dump/prepared")
+			b.ReportMetric(float64(dump.alloc)/float64(prep.alloc), "alloc-dump/prepared")
 		})
 	}
 }
@@ -69,10 +75,19 @@ type benchHost struct {
 	alloc uint64        // bytes, in passes
 }
 
-// newBenchHost makes a benchHost and runs its first pass; with watch, it
-// runs Watch, then a pass, whose dump of every address the subscription
-// starts from.
-func newBenchHost(b *testing.B, name string, n int, watch bool) *benchHost {
+// benchMode is how a benchHost's passes learn the host's addresses.
+type benchMode int
+
+const (
+	unsubscribed benchMode = iota // a dump of them all each pass
+	prepared                      // the events Prepare subscribed to; no Watch
+	watched                       // the events, while Watch runs
+)
+
+// newBenchHost makes a benchHost and runs its first pass, whose dump of
+// every address the subscription starts from; watched, it runs Watch
+// first.
+func newBenchHost(b *testing.B, name string, n int, mode benchMode) *benchHost {
 	b.Helper()
 	ns := nstest.New(b)
 	ext := ns.AddVeth(b, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
@@ -101,7 +116,10 @@ func newBenchHost(b *testing.B, name string, n int, watch bool) *benchHost {
 	if _, err := h.b.Prepare(context.Background()); err != nil {
 		b.Fatalf("%s: Prepare: %v", name, err)
 	}
-	if watch {
+	if mode == unsubscribed {
+		h.b.segsSub.end()
+	}
+	if mode == watched {
 		nstest.RunWatch(b, h.b.Watch, &h.b.subscribed)
 	} else {
 		// Watch's end stops what the passes start (the workers, the

@@ -202,19 +202,23 @@ type Backend struct {
 	// which address events can change whether a peer is skipped.
 	peerAddrs backend.PeerAddrs
 	// segs reads each pass's segment, keeping the host's addresses from
-	// their events while Watch runs (backend.SegmentReader).
+	// their events from Prepare to Watch's end (backend.SegmentReader).
 	segs backend.SegmentReader
 
-	// mu guards closed, dp, kw, keeperTimer and claim: workers start and
+	// mu guards closed, dp, kw, keeperTimer, claim and segsSub: workers start and
 	// stop under it, so that none start after Watch's end and each
 	// generation stops once; kw watches the keeper that holds our
 	// descriptors (nil: none known), keeperTimer wakes Reconcile for the
 	// next try to start one while there is none, and Watch's end stops
 	// both. claim is this agent's claim on the device (claim.go), taken
 	// by Prepare, or by Reconcile once squatters let it go, and let go at
-	// Watch's end (nil: none held).
+	// Watch's end (nil: none held). segsSub is segs' subscription (nil
+	// while there is none), taken by Prepare, or by Watch if Prepare did
+	// not, and ended at Watch's end or once Prepare's ctx is done
+	// (subscribeSegs).
 	mu          sync.Mutex
 	closed      bool
+	segsSub     *segsSub
 	kw          *keeperWatch
 	keeperTimer *time.Timer
 	claim       *os.File
@@ -312,6 +316,12 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before Watch runs too, the passes keep the host's addresses from
+	// their events, and do not dump them all each (50 000 kube-proxy
+	// Service addresses: some 200 ms a pass): the first pass dumps them,
+	// as Watch's would, and those until Watch has subscribed, or when it
+	// never runs, read the events.
+	context.AfterFunc(ctx, b.subscribeSegs())
 	b.prepared = true
 	b.log.Info("udp datapath ready", "device", DeviceName, "mtu", b.mtu, "listen", b.listenAddr(), "queues", len(b.fds.tun))
 	return data, nil
@@ -1346,16 +1356,41 @@ func (b *Backend) poke() {
 	}
 }
 
+// subscribeSegs subscribes segs to the host's address events unless it is
+// (Prepare's subscription, which Watch goes on with), and returns the func
+// that ends the subscription; after that, the next call subscribes anew.
+func (b *Backend) subscribeSegs() (end func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.segsSub == nil {
+		sub := &segsSub{}
+		unsubscribe := b.segs.Subscribe(b.ns)
+		sub.end = sync.OnceFunc(func() {
+			b.mu.Lock()
+			if b.segsSub == sub {
+				b.segsSub = nil
+			}
+			b.mu.Unlock()
+			unsubscribe()
+		})
+		b.segsSub = sub
+	}
+	return b.segsSub.end
+}
+
+// segsSub is a subscription of segs, ended by end.
+type segsSub struct{ end func() }
+
 // Watch implements backend.Backend. It wakes for events about the device
 // (by name, so also a recreated one) and its addresses, routes with our
 // protocol, the external interface's link and addresses, and the addresses
 // of any link that decide whether a peer is skipped (backend.PeerAddrs: a
-// peer's public IP). While it runs, each pass reads the host's addresses
-// from their events (backend.SegmentReader). When ctx ends it stops the
-// datapath's workers (the keeper keeps the device attached) before it
-// returns.
+// peer's public IP). Until it returns, each pass reads the host's
+// addresses from their events (backend.SegmentReader), as since Prepare;
+// after, from a dump of them all. When ctx ends it stops the datapath's
+// workers (the keeper keeps the device attached) before it returns.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
-	defer b.segs.Subscribe(b.ns)()
+	defer b.subscribeSegs()()
 	b.wake.Store(&wake)
 	defer func() {
 		b.mu.Lock()
