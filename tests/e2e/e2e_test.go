@@ -187,13 +187,14 @@ func (f *fixture) container(h *cluster.Host) *cluster.Container {
 }
 
 // leaseValueRE: our lease values are flanneld's, plus HostID and vxlan's
-// BackendData Port, which flanneld's decoder ignores.
+// and udp's BackendData Port, which flanneld's decoder ignores.
 var leaseValueRE = map[string]*regexp.Regexp{
 	"vxlan":   regexp.MustCompile(`^\{"PublicIP":"198\.18\.0\.\d+","PublicIPv6":null,"BackendType":"vxlan","BackendData":\{"VNI":1,"VtepMAC":"([0-9a-f]{2}:){5}[0-9a-f]{2}","Port":8472\},"HostID":"[0-9a-f]{32}"\}$`),
 	"host-gw": regexp.MustCompile(`^\{"PublicIP":"198\.18\.0\.\d+","PublicIPv6":null,"BackendType":"host-gw","HostID":"[0-9a-f]{32}"\}$`),
-	// flanneld's udp leases have no BackendType; ours name it, which
-	// flanneld's decoder ignores, and no BackendData.
-	"udp": regexp.MustCompile(`^\{"PublicIP":"198\.18\.0\.\d+","PublicIPv6":null,"BackendType":"udp","HostID":"[0-9a-f]{32}"\}$`),
+	// flanneld's udp leases have no BackendType and no BackendData; ours
+	// name both, which flanneld's decoder ignores: the port our sockets
+	// listen on, where peers send.
+	"udp": regexp.MustCompile(`^\{"PublicIP":"198\.18\.0\.\d+","PublicIPv6":null,"BackendType":"udp","BackendData":\{"Port":8285\},"HostID":"[0-9a-f]{32}"\}$`),
 }
 
 func TestClusterVXLAN(t *testing.T) { testCluster(t, "vxlan", 1450) }
