@@ -488,10 +488,7 @@ func parseReleaseArg(s string) (releaseTarget, error) {
 		if name == "" {
 			return releaseTarget{}, usagef("%q names no key under <prefix>%s", s, dir)
 		}
-		t := releaseTarget{raw: name}
-		if sn, sn6, err := subnet.ParseSubnetKey(name); err == nil {
-			t = releaseTarget{sn: sn, sn6: sn6, exact: true}
-		}
+		t := keyNameTarget(name)
 		if whole {
 			t.key = s
 		}
@@ -512,6 +509,16 @@ func parseReleaseArg(s string) (releaseTarget, error) {
 	return releaseTarget{sn: sn, sn6: sn6, exact: true}, nil
 }
 
+// keyNameTarget is the target named by a key's name below
+// <prefix>/subnets/: its subnets when agents write keys so, else the name
+// itself (releaseTarget.raw).
+func keyNameTarget(name string) releaseTarget {
+	if sn, sn6, err := subnet.ParseSubnetKey(name); err == nil {
+		return releaseTarget{sn: sn, sn6: sn6, exact: true}
+	}
+	return releaseTarget{raw: name}
+}
+
 // names reports whether t names the key of sn and sn6.
 func (t releaseTarget) names(sn, sn6 netip.Prefix) bool {
 	return sn == t.sn && (!t.exact || sn6 == t.sn6)
@@ -519,6 +526,14 @@ func (t releaseTarget) names(sn, sn6 netip.Prefix) bool {
 
 func (a *app) release(ctx context.Context, cli *clientv3.Client, t releaseTarget, force bool) error {
 	reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
+	// parseReleaseArg, not knowing the prefix, cut a whole key at its last
+	// "/subnets/": under this prefix its name is all that follows the
+	// prefix's (<prefix>/subnets/a/subnets/10.244.7.0-24, which leases lists
+	// as invalid, is named a/subnets/10.244.7.0-24).
+	if name, ok := strings.CutPrefix(t.key, reg.SubnetsPrefix()); ok && name != "" {
+		t = keyNameTarget(name)
+		t.key = reg.SubnetsPrefix() + name
+	}
 	key := reg.SubnetsPrefix() + t.raw
 	if t.raw == "" {
 		key = reg.LeaseKey(t.sn, t.sn6)

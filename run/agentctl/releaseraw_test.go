@@ -54,3 +54,30 @@ func TestReleaseKeyNotSpeltAsAgentsWrite(t *testing.T) {
 	c.mustRun("lease", "release", key, "--force")
 	c.wantKeys(map[string]bool{key: false, canonical: true})
 }
+
+// TestReleaseWholeKeyWithSubnetsInName: a key below <prefix>/subnets/ whose
+// name holds "/subnets/" itself (<prefix>/subnets/a/subnets/10.244.7.0-24,
+// written by hand or by other software) is listed by leases as invalid, and
+// its whole key releases exactly it. Before, release cut the key at its last
+// "/subnets/", took 10.244.7.0-24 for the name, and refused the key as "not
+// under <prefix>/subnets/" (exit 64); the plain key of that subnet is kept.
+func TestReleaseWholeKeyWithSubnetsInName(t *testing.T) {
+	c := newCtl(t)
+	c.mustRun("config", "init", "--network", "10.244.0.0/16")
+	canonical := prefix + "/subnets/10.244.7.0-24"
+	c.liveLease("10.244.7.0/24", "198.18.0.2", "aa:bb:cc:dd:ee:02")
+	key := prefix + "/subnets/a/subnets/10.244.7.0-24"
+	if _, err := c.cli.Put(context.Background(), key, `{"PublicIP":"198.18.0.9"}`); err != nil {
+		t.Fatal(err)
+	}
+	if leases := c.mustRun("leases"); !strings.Contains(leases, "invalid: "+key) {
+		t.Fatalf("leases does not list %s as invalid:\n%s", key, leases)
+	}
+	out := c.mustRun("lease", "release", key)
+	if !strings.Contains(out, "released a/subnets/10.244.7.0-24 (a key agents skip: ") {
+		t.Errorf("release %s: %q", key, out)
+	}
+	c.wantKeys(map[string]bool{key: false, canonical: true})
+	// Under another prefix it is still refused.
+	c.wantFail(exitUsage, []string{"lease", "release", "/other/subnets/a/subnets/10.244.7.0-24"}, "is not under "+prefix+"/subnets/")
+}
