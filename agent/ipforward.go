@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -290,7 +289,7 @@ func forwardingIfaces(h *netlink.Handle, c *subnet.Config, ext backend.ExternalI
 		if dev := vxlanDevice(c); dev != "" {
 			out = append(out, fwdIface{dev, "the overlay's vxlan device, where other hosts' packets arrive"})
 		}
-		if vxlanDirectRouting(c) {
+		if directRoutingOn(c) {
 			out = append(out, fwdIface{ext.Iface.Name, "the external interface, where DirectRouting peers' packets arrive"})
 		}
 	case udp.Type:
@@ -324,14 +323,4 @@ func subnetInterface(h *netlink.Handle, own netip.Prefix) string {
 		return ""
 	}
 	return l.Attrs().Name
-}
-
-// vxlanDirectRouting says whether c, a vxlan config, sets DirectRouting.
-func vxlanDirectRouting(c *subnet.Config) bool {
-	o, err := vxlan.Options(c.Backend)
-	if err != nil {
-		return false
-	}
-	d := reflect.ValueOf(o).FieldByName("DirectRouting")
-	return d.Kind() == reflect.Bool && d.Bool()
 }
