@@ -291,6 +291,9 @@ func (a *agent) run(ctx context.Context) error {
 	a.ipForward.check(false)
 
 	var wg sync.WaitGroup
+	// Each start-up step, and retry's each attempt, from here on is watched
+	// (startup.go).
+	ctx = a.health.startSteps(ctx, livenessLimit(a.cfg.ResyncInterval))
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer wg.Wait()
 	defer cancel(nil)
@@ -334,7 +337,9 @@ func (a *agent) run(ctx context.Context) error {
 		}
 	}()
 
+	endStep := a.health.startStep("choose the external interface")
 	ext, how, err := chooseExternalInterface(&a.cfg)
+	endStep()
 	if err != nil {
 		return err
 	}
@@ -425,7 +430,9 @@ func (a *agent) run(ctx context.Context) error {
 		return cause(ctx, err)
 	}
 
+	endStep = a.health.startStep("load the host ID")
 	hostID, err := subnet.LoadOrCreateHostID(a.cfg.StateDir)
+	endStep()
 	if err != nil {
 		return err
 	}
@@ -518,7 +525,7 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	// /healthz fails when the reconcile loop stops passing (wedged on a
 	// kernel or iptables call), not just when the process is gone.
-	a.health.expectHeartbeat(3*a.cfg.ResyncInterval + time.Minute)
+	a.health.expectHeartbeat(livenessLimit(a.cfg.ResyncInterval))
 	a.mtu.Store(int64(env.MTU))
 	a.mtuChanged = make(chan struct{}, 1)
 	wake := make(chan struct{}, 1)
@@ -590,6 +597,7 @@ func (a *agent) run(ctx context.Context) error {
 // backend and the BackendData for the lease; its caller gives the error to
 // cause (a stop during Prepare is a clean stop).
 func (a *agent) startBackend(ctx context.Context, netCfg *subnet.Config, ext backend.ExternalInterface) (backend.Backend, json.RawMessage, error) {
+	defer a.health.startStep("prepare " + netCfg.BackendType + " backend")()
 	beCfg := backend.Config{
 		Network:  netCfg,
 		External: ext,

@@ -424,7 +424,8 @@ const retryCausesKept = 8
 // sooner than retryWokenAfter after the last attempt began: the network
 // config changed, which may be what the attempts wait for (a pool widened,
 // a config fixed). An error of f that is errRetryEnd ends retry at once,
-// without a log line or a report: f's caller acts on it.
+// without a log line or a report: f's caller acts on it. Each attempt is a
+// start-up step of the health in ctx, if any (attemptStarts).
 func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what string, report func(what string, err error), wake <-chan struct{}, f func(context.Context) (T, error)) (T, error) {
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	var last string     // the cause of the last failure, reported
@@ -432,11 +433,13 @@ func retry[T any](ctx context.Context, log logr.Logger, etcd explainer, what str
 	for attempt := 1; ; attempt++ {
 		var v T
 		began := time.Now()
+		endStep := attemptStarts(ctx, what)
 		err := etcd.do(ctx, etcdCallTimeout, func(ctx context.Context) error {
 			var err error
 			v, err = f(ctx)
 			return err
 		})
+		endStep()
 		if err == nil {
 			if last != "" {
 				log.Info("succeeded after retrying", "what", what, "attempts", attempt)

@@ -30,10 +30,11 @@ import (
 // readiness or its reason is sent as STATUS=, which `systemctl status` shows
 // (also while the unit is still "activating"), and stopping as STOPPING=1.
 //
-// Liveness is "the process answers", and, once expectHeartbeat was called,
-// also "the reconcile loop ticked within its limit", so that a wedged loop
-// gets the process restarted; watchdog feeds systemd's watchdog only while
-// the agent is alive.
+// Liveness is "the process answers", "no start-up step has run for longer
+// than its limit" (startup.go), and, once expectHeartbeat was called, also
+// "the reconcile loop ticked within its limit", so that a hung start or a
+// wedged loop gets the process restarted; watchdog feeds systemd's watchdog
+// only while the agent is alive.
 //
 // All methods are safe for concurrent use and never block on I/O other than
 // sd_notify datagrams.
@@ -54,6 +55,14 @@ type health struct {
 	wasReady        bool          // the last readiness logged, to log changes only
 	maxBeatAge      time.Duration // 0: no heartbeat expected
 	lastBeat        time.Time
+	// The start-up step under way (startup.go): its name ("" when none),
+	// since when, and whether its overrun was logged; stepSeq tells a
+	// step's end from a later step's; stepLimit is 0 until startSteps.
+	step       string
+	stepSince  time.Time
+	stepLogged bool
+	stepSeq    uint64
+	stepLimit  time.Duration
 
 	// notifyMu orders the messages to the service manager: each
 	// sendStatus reads the state and sends under it, so the STATUS= sent
@@ -309,10 +318,14 @@ func (h *health) readyLocked() (bool, string) {
 	return len(why) == 0, strings.Join(why, "; ")
 }
 
-// alive reports whether the watched loop (if any) is turning.
+// alive reports whether the start-up step under way (if any) is within its
+// limit and the watched loop (if any) is turning.
 func (h *health) alive() (bool, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if ok, reason := h.stepAliveLocked(); !ok {
+		return false, reason
+	}
 	if h.maxBeatAge <= 0 {
 		return true, ""
 	}
