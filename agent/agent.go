@@ -556,7 +556,10 @@ func (a *agent) run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := a.reconcileLoop(ctx, be, mgr, netCfg, wake, func() error { return checkExternalInterface(nl, ext) }); err != nil {
+		// Each snapshot of the peers is shown to the config watch too: a
+		// pending VNI or Port change under DirectRouting is judged by them.
+		peers := peerSnapshots{leaseSource: mgr, seen: cw.peersSeen}
+		if err := a.reconcileLoop(ctx, be, peers, netCfg, wake, func() error { return checkExternalInterface(nl, ext) }); err != nil {
 			fail(err)
 		}
 	}()

@@ -40,7 +40,7 @@ func TestConfigWatchPending(t *testing.T) {
 		advance time.Duration
 	}{
 		{withNetwork(`{"Backend":{"Type":"vxlan"}}`), nil, 0, ",true", 0},
-		{withNetwork(`{"Backend":{"Type":"host-gw"}}`), &ConfigPending{Since: first, Incompatible: "Backend.Type", Changed: "Backend",
+		{withNetwork(`{"Backend":{"Type":"host-gw"}}`), &ConfigPending{Since: first, Incompatible: "Backend.Type", Changed: "Backend", Note: backendSplit,
 			New: "(the key's)", RunningBackend: `{"Type":"vxlan"}`, NewBackend: `{"Type":"host-gw"}`}, 1, "Backend.Type,true", time.Hour},
 		// Another change that still differs keeps Since.
 		{withNetwork(`{"Backend":{"Type":"vxlan","MTU":1400}}`), &ConfigPending{Since: first, Changed: "Backend",

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,7 +38,8 @@ import (
 //	valid but different                          ──> "restart agentd to apply it", both configs
 //	  its Backend's Type, VNI or Port            ──>   and "restart every host's agentd together"
 //	    VNI or Port, DirectRouting on both sides ──>   the same if a peer is off this host's segment
-//	                                                   (directSplit), else that this host may restart alone
+//	                                                   (directSplit), else that this host may restart alone;
+//	                                                   judged again when the peers change (peersSeen)
 //	  its Network, IPv6Network, EnableIPv6 off   ──>   and "restart every host's agentd together"
 //	  EnableIPv6 on                              ──>   and that a host leasing anew is cut off
 //	  (any of these)                             ──>   changed=, the keys that differ
@@ -110,6 +113,14 @@ type configWatch struct {
 	// them, so their VNI and Port do not matter); ok is false when it
 	// cannot tell (no peer known yet, netlink failed).
 	direct func(running *subnet.Config) (direct, total int, ok bool)
+	// directKey is the wire option (Backend.VNI, Backend.Port) of the
+	// last verdict that directSplit judged, "" if it was no such verdict:
+	// while set, peersSeen judges the key again when the peers change.
+	// directFor is the peers' public IPs it last judged for (directForOK:
+	// any).
+	directKey   string
+	directFor   []netip.Addr
+	directForOK bool
 	// pending, if set, is told each change of what the key holds against
 	// the running config: nil once it means the running config again.
 	pending func(*ConfigPending)
@@ -118,7 +129,10 @@ type configWatch struct {
 
 	since time.Time // ConfigPending.Since; zero while the key matches
 
-	last string // the verdict logged last; "" while the key matches
+	// last is the verdict logged last, with directSplit's kind for its
+	// note (counts that change alone are not news); "" while the key
+	// matches.
+	last string
 	// lastContent is the config that verdict was about (configContent;
 	// "" for none).
 	lastContent string
@@ -340,14 +354,25 @@ func poolOnly(c, running *subnet.Config) bool {
 	return sameConfig(c, &r)
 }
 
-// judgeLocked is judge of v, with w.mu held.
-func (w *configWatch) judgeLocked(v configValue) {
+// judgeLocked is judge of v, with w.mu held; a line it logs ends with
+// extra.
+func (w *configWatch) judgeLocked(v configValue, extra ...any) {
 	value, present, rev := v.value, v.present, v.rev
 	var (
 		verdict string
 		err     error
 		kv      []any
+		// kind, if set, stands for the note in telling this verdict
+		// from the last one (directSplit's kind).
+		kind string
 	)
+	directKey := ""
+	defer func() {
+		if directKey == "" {
+			w.directForOK = false
+		}
+		w.directKey = directKey
+	}()
 	p := &ConfigPending{Running: clip.String(w.running.String())}
 	// content is the new config as the verdict's line quotes it: another
 	// config with the same verdict is news too.
@@ -393,7 +418,8 @@ func (w *configWatch) judgeLocked(v configValue) {
 			var note, split string
 			switch key := splitKey(w.running, c); {
 			case key != "" && key != "Backend.Type" && directRoutingOn(w.running) && directRoutingOn(c):
-				note, split = w.directSplit(key)
+				note, split, kind = w.directSplit(key)
+				directKey = key
 			case key != "":
 				note, split = backendSplit, key
 			case c.Network != w.running.Network:
@@ -408,6 +434,7 @@ func (w *configWatch) judgeLocked(v configValue) {
 			}
 			if note != "" {
 				verdict += "; " + note
+				p.Note = note
 			}
 			if split != "" {
 				kv = append(kv, "incompatible", split)
@@ -426,13 +453,22 @@ func (w *configWatch) judgeLocked(v configValue) {
 	if err != nil {
 		msg += ": " + err.Error()
 	}
-	if msg == w.last && content == w.lastContent {
+	ident := msg
+	if kind != "" {
+		ident = strings.Replace(msg, p.Note, kind, 1)
+	}
+	if ident == w.last && content == w.lastContent {
+		if kind != "" {
+			// The same verdict, with other counts in /status.
+			w.setPending(p)
+		}
 		return
 	}
 	was := w.last
-	w.last, w.lastContent = msg, content
+	w.last, w.lastContent = ident, content
 	w.setPending(p)
 	kv = append([]any{"key", w.key, "revision", rev}, kv...)
+	kv = append(kv, extra...)
 	if verdict == "" {
 		verdict = "network config matches the running one again"
 	}
@@ -584,20 +620,68 @@ func directRoutingOn(c *subnet.Config) bool {
 // this host while the change is rolled. split is key when some are (or
 // when that cannot be told), "" when every peer of this host is on its
 // segment.
-func (w *configWatch) directSplit(key string) (note, split string) {
+//
+// kind is the verdict without its counts: "all direct", "some not direct"
+// or "cannot tell". A verdict of the same kind with other counts (a peer
+// joined on the segment) is not news: the watch logs it once per kind, and
+// /status shows the counts of the last judgement.
+func (w *configWatch) directSplit(key string) (note, split, kind string) {
 	if w.direct == nil {
-		return directSplitUnknown, key
+		return directSplitUnknown, key, "cannot tell"
 	}
 	direct, total, ok := w.direct(w.running)
 	switch {
 	case !ok:
-		return directSplitUnknown, key
+		return directSplitUnknown, key, "cannot tell"
 	case direct == total:
 		return fmt.Sprintf("DirectRouting routes to each of this host's %d peers directly (all on its segment: no VXLAN, so their VNI and Port do not matter), so this host reaches them on the old and the new %s alike and may restart on its own; a host that joins from another segment needs the same %s",
-			total, strings.TrimPrefix(key, "Backend."), strings.TrimPrefix(key, "Backend.")), ""
+			total, strings.TrimPrefix(key, "Backend."), strings.TrimPrefix(key, "Backend.")), "", "all direct"
 	}
 	return fmt.Sprintf("hosts running the old and the new backend do not reach each other over VXLAN: %d of this host's %d peers are not on its segment and are cut off from it while one of the two runs the old %s and the other the new (DirectRouting routes to the other %d directly, whatever their %s): restart every host's agentd together, not one at a time",
-		total-direct, total, strings.TrimPrefix(key, "Backend."), direct, strings.TrimPrefix(key, "Backend.")), key
+		total-direct, total, strings.TrimPrefix(key, "Backend."), direct, strings.TrimPrefix(key, "Backend.")), key, "some not direct"
+}
+
+// peersSeen judges the key again when this host's peers change while the
+// verdict depends on them (directSplit: a VNI or Port change with
+// DirectRouting on both sides), so that /status and the metric follow a
+// peer that joins from another segment, or whose public IP moves off this
+// host's: the verdict's kind changing is logged once. Called with each
+// snapshot of the peers the reconcile loop takes (peerSnapshots); at any
+// other time it compares nothing, and the segment is read again only when
+// the public IPs of the peers in the running Network differ from those of
+// the last snapshot judged.
+func (w *configWatch) peersSeen(peers []subnet.Lease) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.directKey == "" {
+		return
+	}
+	addrs := make([]netip.Addr, 0, len(peers))
+	for _, p := range peers {
+		if w.running.RoutableLease(p) == nil {
+			addrs = append(addrs, p.Attrs.PublicIP)
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	if w.directForOK && slices.Equal(addrs, w.directFor) {
+		return
+	}
+	w.directFor, w.directForOK = addrs, true
+	w.judgeLocked(w.seen, "judgedAgain", "this host's peers changed")
+}
+
+// peerSnapshots is the lease manager as the reconcile loop reads it: each
+// snapshot of the peers it takes is also shown to the config watch
+// (peersSeen). The loop is PeersChanged's one reader.
+type peerSnapshots struct {
+	leaseSource
+	seen func([]subnet.Lease)
+}
+
+func (p peerSnapshots) Peers() []subnet.Lease {
+	peers := p.leaseSource.Peers()
+	p.seen(peers)
+	return peers
 }
 
 // directSplitUnknown is directSplit's note when the peers on this host's

@@ -134,6 +134,14 @@ type ConfigPending struct {
 	// running the old and the new config do not all reach each other, so
 	// every host's agent must restart together.
 	Incompatible string `json:"incompatible,omitempty"`
+	// Note is what the change does to the cluster beyond this host, as
+	// the agent's log line says it: why it splits the cluster (with
+	// Incompatible), or, when it does not, what still matters (vxlan's VNI
+	// or Port with DirectRouting and every peer on this host's segment: a
+	// host joining from another segment needs the same; EnableIPv6 turned
+	// on: a host leasing anew is cut off; DirectRouting under a strict
+	// rp_filter). Its counts of peers follow the peer set.
+	Note string `json:"note,omitempty"`
 	// HostCannotRun is why an agent started on this host with New would
 	// stop at once (host-gw behind NAT, a Backend.MTU above the external
 	// interface's): a restart here fails until the config or the host
