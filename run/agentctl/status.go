@@ -260,8 +260,20 @@ func printConfigPending(a *app, tw io.Writer, p *agent.ConfigPending) {
 		what += ": a restart applies it"
 	}
 	fmt.Fprintf(tw, "network config pending\tsince %s: %s\n", a.when(p.Since), what)
-	if p.Incompatible != "" {
-		fmt.Fprintf(tw, "  splits the cluster\t%s differs: hosts on the old and the new config do not reach each other; restart every host's agentd together, not one at a time\n", p.Incompatible)
+	if p.Changed != "" {
+		fmt.Fprintf(tw, "  keys changed\t%s\n", strings.ReplaceAll(p.Changed, ",", ", "))
+	}
+	// The agent's note says how far the change splits the cluster
+	// (DirectRouting: only from the peers off this host's segment; IPv6:
+	// which keys are skipped), or what matters when it does not; an agent
+	// older than the note gets the generic line.
+	switch {
+	case p.Incompatible != "" && p.Note != "":
+		fmt.Fprintf(tw, "  splits the cluster\t%s differs: %s\n", p.Incompatible, p.Note)
+	case p.Incompatible != "":
+		fmt.Fprintf(tw, "  splits the cluster\t%s differs: hosts on the old and the new config do not all reach each other; restart every host's agentd together, not one at a time\n", p.Incompatible)
+	case p.Note != "":
+		fmt.Fprintf(tw, "  note\t%s\n", p.Note)
 	}
 	if p.HostCannotRun != "" {
 		fmt.Fprintf(tw, "  this host cannot run it\ta restart here stops at once: %s\n", p.HostCannotRun)
@@ -305,7 +317,7 @@ func printableStatus(st agent.Status) agent.Status {
 	}
 	if p := st.ConfigPending; p != nil {
 		c := *p
-		for _, s := range []*string{&c.Running, &c.New, &c.RunningBackend, &c.NewBackend, &c.Incompatible, &c.HostCannotRun, &c.Invalid} {
+		for _, s := range []*string{&c.Running, &c.New, &c.RunningBackend, &c.NewBackend, &c.Changed, &c.Incompatible, &c.Note, &c.HostCannotRun, &c.Invalid} {
 			*s = printable(*s)
 		}
 		st.ConfigPending = &c
