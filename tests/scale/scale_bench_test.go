@@ -1,13 +1,11 @@
 package scale
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -37,8 +35,6 @@ var (
 	churnRates = []int{10, 100}
 	// settleTime is how long after a cold start the settled RSS is read.
 	settleTime = 10 * time.Second
-	// idleWindow is how long etcd requests are counted with nothing changing.
-	idleWindow = 60 * time.Second
 )
 
 // env is one cluster: etcd, host h1 running the real agent, and the
@@ -54,7 +50,14 @@ type env struct {
 
 func newEnv(b *testing.B, backend string, n int) *env {
 	b.Helper()
-	c := cluster.Start(b, cluster.Options{Hosts: 1, Logf: b.Logf})
+	return newEnvWith(b, backend, n, cluster.Options{})
+}
+
+// newEnvWith is newEnv with other cluster options (one host, b.Logf).
+func newEnvWith(b *testing.B, backend string, n int, opts cluster.Options) *env {
+	b.Helper()
+	opts.Hosts, opts.Logf = 1, b.Logf
+	c := cluster.Start(b, opts)
 	ctx := context.Background()
 	cli, err := c.EtcdClient()
 	if err != nil {
@@ -269,57 +272,12 @@ func (e *env) churn(backend string, n, rate int, d time.Duration) churnResult {
 		JoinP50MS: ms(pct(joins, 0.5)), JoinP99MS: ms(pct(joins, 0.99)), LeaveP99: ms(pct(leaves, 0.99)), CPUPct: cpu}
 }
 
-// idle counts the gRPC messages etcd receives while nothing changes: the
-// agent is the only client left (the generator stops renewing first; its
-// lease outlives the window).
-func (e *env) idle(d time.Duration) map[string]float64 {
-	e.b.Helper()
-	e.gen.Close()
-	before := e.etcdMessages()
-	time.Sleep(d) // the measurement window itself
-	after := e.etcdMessages()
-	delta := map[string]float64{}
-	for k, v := range after {
-		if dv := v - before[k]; dv > 0 {
-			delta[k] = dv
-		}
-	}
-	return delta
-}
-
-var grpcMsgRE = regexp.MustCompile(`(?m)^grpc_server_msg_received_total\{[^}]*grpc_method="([^"]+)"[^}]*\} (\S+)$`)
-
-// etcdMessages reads etcd's count of received gRPC messages by method.
-func (e *env) etcdMessages() map[string]float64 {
-	e.b.Helper()
-	conn, err := e.c.EtcdNamespace().Dial(e.ctx, "tcp", "198.18.0.254:2379")
-	if err != nil {
-		e.b.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /metrics HTTP/1.0\r\nHost: etcd\r\n\r\n")
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	m := map[string]float64{}
-	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if s := grpcMsgRE.FindStringSubmatch(sc.Text()); s != nil {
-			v, _ := strconv.ParseFloat(s[2], 64)
-			m[s[1]] += v
-		}
-	}
-	if len(m) == 0 {
-		e.b.Fatal("etcd /metrics has no grpc_server_msg_received_total")
-	}
-	return m
-}
-
 func BenchmarkScale(b *testing.B) {
 	cluster.RequireRoot(b)
 	var (
 		colds  []coldResult
 		churns []churnResult
-		idle   map[string]float64
+		idle   []idleSource
 	)
 	for _, backend := range backends {
 		for _, n := range sizes {
@@ -345,13 +303,25 @@ func BenchmarkScale(b *testing.B) {
 					churns = append(churns, r)
 					b.ReportMetric(r.JoinP99MS, fmt.Sprintf("join-p99-ms@%d/s", rate))
 				}
-				if backend == "vxlan" {
-					idle = e.idle(idleWindow)
-				}
 			}
 		})
 	}
-	if len(colds) != len(backends)*len(sizes) || len(churns) != len(backends)*len(churnRates) || b.Failed() {
+	b.Run("idle/vxlan/N=1000", func(b *testing.B) {
+		for b.Loop() {
+			e := newEnvWith(b, "vxlan", 1000, cluster.Options{
+				EtcdArgs: []string{"--watch-progress-notify-interval=" + idleProgress.String()}})
+			idle = idleEtcd(e)
+		}
+		var requests float64
+		for _, r := range idle {
+			b.ReportMetric(r.PerHour, r.Unit)
+			if r.Request {
+				requests += r.PerHour
+			}
+		}
+		b.ReportMetric(requests, "requests/h")
+	})
+	if len(colds) != len(backends)*len(sizes) || len(churns) != len(backends)*len(churnRates) || len(idle) == 0 || b.Failed() {
 		b.Logf("partial run (a -bench filter or a failure): no report written")
 		return
 	}
