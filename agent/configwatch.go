@@ -37,6 +37,7 @@ import (
 //	invalid (JSON, a key, the backend's options) ──> error naming the key and the problem
 //	valid but different                          ──> "restart agentd to apply it", both configs
 //	  its Backend's Type, VNI or Port            ──>   and "restart every host's agentd together"
+//	    udp's Port                               ──>   no: each lease says its port (udpPortNote)
 //	    VNI or Port, DirectRouting on both sides ──>   the same if a peer is off this host's segment
 //	                                                   (directSplit), else that this host may restart alone;
 //	                                                   judged again when the peers change (peersSeen)
@@ -420,6 +421,8 @@ func (w *configWatch) judgeLocked(v configValue, extra ...any) {
 			case key != "" && key != "Backend.Type" && directRoutingOn(w.running) && directRoutingOn(c):
 				note, split, kind = w.directSplit(key)
 				directKey = key
+			case key == "Backend.Port" && c.BackendType == udp.Type:
+				note = udpPortNote
 			case key != "":
 				note, split = backendSplit, key
 			case c.Network != w.running.Network:
@@ -592,9 +595,16 @@ func configContent(c *subnet.Config) string {
 // the hosts still on the old config, so a restart host by host cuts every
 // restarted host off from every other until the last one restarts; but
 // with DirectRouting on both configs, vxlan routes to a peer on its segment
-// directly, whatever VNI and Port it runs (directSplit). MTU and
-// DirectRouting may differ between hosts.
+// directly, whatever VNI and Port it runs (directSplit), and udp sends to
+// the Port each peer's lease says (udpPortNote). MTU and DirectRouting may
+// differ between hosts.
 var wireOptions = []string{"VNI", "Port"}
+
+// udpPortNote is what the verdict on another udp Port adds: an agent sends
+// to the port a peer's lease says (its BackendData's Port), so agentd
+// hosts on the old and the new Port reach each other; flanneld and agentd
+// before 2026-12-06 send to their own config's Port (TestPortChangeRolling).
+const udpPortNote = "each agentd's udp lease says the port it listens on and its peers send there, so hosts on the old and the new Port reach each other and this host may restart on its own; flanneld hosts, and agentd hosts from before 2026-12-06, send to their own config's Port: restart those together"
 
 // backendSplit is what the verdict on another Backend.Type, or a wire
 // option (wireOptions) without DirectRouting on both sides, adds.

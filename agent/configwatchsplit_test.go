@@ -9,13 +9,16 @@ import (
 )
 
 // TestConfigWatchBackendSplitsCluster: a running agent asked to restart for
-// a new backend Type, vxlan VNI or Port, or udp Port says that hosts on the
-// old and the new one do not reach each other, so the agents must restart
+// a new backend Type, or vxlan VNI or Port, says that hosts on the old and
+// the new one do not reach each other, so the agents must restart
 // together: restarted one at a time, as "restart agentd to apply it" alone
 // invites, each restarted host is cut off from every host not yet restarted
 // (TestBackendSwitchRolling measures it). A change hosts may roll through
-// (vxlan's MTU or DirectRouting, the subnet pool) says nothing of the kind.
-// Before, every change got the same line, without incompatible=.
+// (vxlan's MTU or DirectRouting, the subnet pool, and since 2026-12-06
+// udp's Port, which each lease says: TestPortChangeRolling) says nothing of
+// the kind; for udp's Port it says the hosts that still split (flanneld,
+// older agentd). Before, every change got the same line, without
+// incompatible=.
 func TestConfigWatchBackendSplitsCluster(t *testing.T) {
 	const split = "restart every host's agentd together, not one at a time"
 	for _, c := range []struct {
@@ -26,7 +29,8 @@ func TestConfigWatchBackendSplitsCluster(t *testing.T) {
 		{`{"Backend":{"Type":"udp"}}`, `{"Backend":{}}`, "Backend.Type"}, // vxlan by default
 		{`{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"vxlan","VNI":2}}`, "Backend.VNI"},
 		{`{"Backend":{"Type":"vxlan","VNI":2}}`, `{"Backend":{"Type":"vxlan","VNI":2,"Port":4789}}`, "Backend.Port"},
-		{`{"Backend":{"Type":"udp"}}`, `{"Backend":{"Type":"udp","Port":8286}}`, "Backend.Port"},
+		// udp sends to the port each lease says (since 2026-12-06).
+		{`{"Backend":{"Type":"udp"}}`, `{"Backend":{"Type":"udp","Port":8286}}`, ""},
 		{`{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"vxlan","DirectRouting":true}}`, ""},
 		{`{"Backend":{"Type":"vxlan"}}`, `{"Backend":{"Type":"vxlan","MTU":1400}}`, ""},
 		{`{"Backend":{"Type":"vxlan","VNI":2}}`, `{"SubnetLen":25,"Backend":{"Type":"vxlan","VNI":2}}`, ""},
@@ -50,6 +54,8 @@ func TestConfigWatchBackendSplitsCluster(t *testing.T) {
 			t.Errorf("running %s, key rewritten as %s: %s\nsays hosts must restart together; they may restart one at a time", c.running, c.value, l)
 		case c.key != "" && (!strings.Contains(l, split) || !strings.Contains(l, `"incompatible"="`+c.key+`"`)):
 			t.Errorf("running %s, key rewritten as %s: %s\nwant %q and incompatible=%q", c.running, c.value, l, split, c.key)
+		case strings.Contains(c.value, `"udp","Port"`) && !strings.Contains(l, "flanneld hosts, and agentd hosts from before 2026-12-06, send to their own config's Port"):
+			t.Errorf("running %s, key rewritten as %s: %s\nwant the hosts that still split named", c.running, c.value, l)
 		}
 	}
 }
