@@ -15,9 +15,13 @@ import (
 // under no other link (deleting it would take those with it, or cut them
 // off); with one address (IPv6 link-local aside), a /32 at a subnet's
 // first address in network (<subnet>.0/32, the address both programs give
-// it); and with every IPv4 route through it, in any table, into network.
-// links is every link of the namespace. It returns that address, or else
-// why the device may serve something else (notOurs). A device of another
+// it), or none; and with every IPv4 route through it, in any table, into
+// network. links is every link of the namespace. It returns that address
+// (not valid for none), or else why the device may serve something else
+// (notOurs). agentd makes its device before it holds a lease, which gives
+// the address: one stopped, or that took another config, while it waited
+// for its first lease leaves it with none, which the caller accepts when
+// it knows the device otherwise as agentd's. A device of another
 // network has its address there; one made for another use has other
 // addresses or routes, or a master, or a link on top. Backends use it to
 // tell the devices they may delete as leftovers (an old VNI's, another
@@ -37,12 +41,15 @@ func ServesOnlyCluster(h *netlink.Handle, l netlink.Link, links []netlink.Link, 
 	if err != nil {
 		return netip.Prefix{}, "", err
 	}
-	if len(addrs) != 1 {
+	if len(addrs) > 1 {
 		return netip.Prefix{}, fmt.Sprintf("it has %d addresses %v, not one", len(addrs), addrs), nil
 	}
-	if p := addrs[0]; !p.Addr().Is4() || p.Bits() != 32 || !network.Contains(p.Addr()) ||
-		netip.PrefixFrom(p.Addr(), subnetLen).Masked().Addr() != p.Addr() {
-		return netip.Prefix{}, fmt.Sprintf("its address %s is not the /32 of a subnet's first address in the cluster network %s (subnets /%d)", p, network, subnetLen), nil
+	if len(addrs) == 1 {
+		if p := addrs[0]; !p.Addr().Is4() || p.Bits() != 32 || !network.Contains(p.Addr()) ||
+			netip.PrefixFrom(p.Addr(), subnetLen).Masked().Addr() != p.Addr() {
+			return netip.Prefix{}, fmt.Sprintf("its address %s is not the /32 of a subnet's first address in the cluster network %s (subnets /%d)", p, network, subnetLen), nil
+		}
+		addr = addrs[0]
 	}
 	routes, err := ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -58,7 +65,16 @@ func ServesOnlyCluster(h *netlink.Handle, l netlink.Link, links []netlink.Link, 
 			return netip.Prefix{}, fmt.Sprintf("a route to %v (table %d) goes through it", r.Dst, r.Table), nil
 		}
 	}
-	return addrs[0], "", nil
+	return addr, "", nil
+}
+
+// DeviceAddrNote is how a log line says what ServesOnlyCluster found of a
+// device's address addr.
+func DeviceAddrNote(addr netip.Prefix) string {
+	if !addr.IsValid() {
+		return "no address (made before a lease gave it one)"
+	}
+	return "one address " + addr.String()
 }
 
 // onTopOf is the index of the link in this namespace that l is on top of,

@@ -160,8 +160,8 @@ func leftover(ctx context.Context, h *netlink.Handle, l netlink.Link, links []ne
 		held = fmt.Sprintf("only agentd's descriptor keeper (pids %s) holds it open, and exits when it goes", strings.Trim(fmt.Sprint(keepers), "[]"))
 	}
 	return fmt.Sprintf("it is as only agentd makes it and serves nothing else: a persistent multi-queue TUN device with a virtio header, "+
-		"one address %s in the cluster network %s, every route through it into that network, no agentd running udp on it; %s",
-		addr, cfg.Network.Network, held), "", keepers, nil
+		"%s, every route through it into the cluster network %s, no agentd running udp on it; %s",
+		backend.DeviceAddrNote(addr), cfg.Network.Network, held), "", keepers, nil
 }
 
 // queuesOf counts the descriptors of process pid attached to a TUN device

@@ -37,6 +37,16 @@ func TestLeftoverRemoved(t *testing.T) {
 	}{
 		{"the keeper alone holds it", func(t *testing.T, h *testHost) { h.udpAgentGone(t) }, true,
 			"only agentd's descriptor keeper (pids "},
+		// Prepared while the agent waited for its first lease, and let go
+		// for another config (or at a stop): no pass gave it its address.
+		// Before, "it has 0 addresses [], not one" left it, and its keeper
+		// holding the port.
+		{"made before a lease", func(t *testing.T, h *testHost) {
+			h.start()
+			h.stop()
+			h.b.fds.close()
+			h.b.fds = nil
+		}, true, "no address (made before a lease gave it one)"},
 		{"its keeper was killed", func(t *testing.T, h *testHost) {
 			h.udpAgentGone(t)
 			for _, pid := range h.keepers(t) {

@@ -109,7 +109,7 @@ func (o oldDevices) delete(keep, now string) {
 			if notOurs != "" {
 				why = ""
 			} else {
-				why += fmt.Sprintf(", and it serves nothing else: one address %s in the cluster network %s, every route through it into that network", addr, o.network)
+				why += fmt.Sprintf(", and it serves nothing else: %s, every route through it into the cluster network %s", backend.DeviceAddrNote(addr), o.network)
 			}
 		}
 		if err != nil {
@@ -182,6 +182,10 @@ func (o oldDevices) leftover(l netlink.Link, vni int, links []netlink.Link) (our
 	addr, notOurs, err := backend.ServesOnlyCluster(o.h, l, links, o.network, o.subnetLen)
 	if err != nil || notOurs != "" {
 		return "", notOurs, err
+	}
+	if !addr.IsValid() {
+		// Only the state dir would show a device without its address ours.
+		return "", "it has no address, and no state file shows it ours", nil
 	}
 	return fmt.Sprintf("no state file shows it, but it is as only flanneld and agentd make it and serves nothing else: "+
 		"vxlan VNI %d, learning off, local %s, one address %s in the cluster network %s, every route through it into that network",

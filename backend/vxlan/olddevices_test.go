@@ -90,3 +90,37 @@ func TestOldDevicesVNI0(t *testing.T) {
 		})
 	}
 }
+
+// TestOldDeviceWithoutAddressDeleted: the vxlan device is made at Prepare,
+// and gets its address <subnet>.0/32 only once a lease is held. An agent
+// that took another config while it waited for its first lease (2238ca3),
+// or was stopped then and restarted on another, left that device behind:
+// with no address it did not pass ServesOnlyCluster ("it has 0 addresses
+// [], not one"), so the next VNI's backend and RemoveLeftovers logged
+// "leaving alone a device named like a flannel vxlan device … delete it"
+// about a device the state dir proves agentd's own. It is deleted now.
+func TestOldDeviceWithoutAddressDeleted(t *testing.T) {
+	for _, next := range []string{`{"Type":"vxlan","VNI":2}`, "host-gw"} {
+		t.Run(next, func(t *testing.T) {
+			h := newHost(t, `{"Type":"vxlan"}`) // prepared; no lease, so no address
+			if next == "host-gw" {
+				h.cfg.Network.BackendType, h.cfg.Network.Backend = "host-gw", json.RawMessage(`{"Type":"host-gw"}`)
+				removeLeftovers(h.ns.Handle, h.cfg)
+			} else {
+				h.cfg.Network.Backend = json.RawMessage(next)
+				h.b = h.newBackend()
+				h.prepare()
+				h.link("flannel.2")
+			}
+			if _, err := h.ns.Handle.LinkByName("flannel.1"); err == nil {
+				t.Fatalf("after the change to %s, flannel.1 (made before any lease) is left:\n%s", next, h.logText())
+			}
+			if n := h.countLogs(`"device"="flannel.1" "vni"=1 "why"="the state dir's vxlan-1.mac`); n != 1 {
+				t.Errorf("logged the deletion %d times, want once:\n%s", n, h.logText())
+			}
+			if n := h.countLogs("no address (made before a lease gave it one)"); n != 1 {
+				t.Errorf("the deletion's reason does not say the device had no address yet:\n%s", h.logText())
+			}
+		})
+	}
+}
