@@ -36,7 +36,9 @@ import (
 // Under systemd each step begins with EXTEND_TIMEOUT_USEC=<limit>: the
 // unit's TimeoutStartSec= then ends a start only when a step has not
 // returned within the limit (or the start is younger than
-// TimeoutStartSec=), not because etcd was away for longer. Steps run one
+// TimeoutStartSec=), not because etcd was away for longer. Once the lease
+// is held, the reconcile loop's heartbeat does the same until READY=1: it
+// may wait for the first peer list as long as etcd is away. Steps run one
 // after another, on Run's goroutine.
 
 // livenessLimit is how long the reconcile loop may go without a pass, and a

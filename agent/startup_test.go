@@ -322,3 +322,31 @@ func startHangChild(t *testing.T, etcd string) {
 		t.Fatal("run did not return within 30 s of its context's end")
 	}
 }
+
+// TestHeartbeatExtendsStart: once the lease is held, the agent may still
+// wait for etcd before READY=1 (the first peer list, etcd gone right after
+// the lease), with the reconcile loop turning. Each heartbeat until READY=1
+// extends the start by the loop's limit, so TimeoutStartSec= no longer
+// stops that wait either; a loop that stops turning stops the extensions,
+// and systemd's timeout ends it. After READY=1 the heartbeat sends nothing.
+func TestHeartbeatExtendsStart(t *testing.T) {
+	h := newHealth(testr.New(t))
+	var sent []string
+	h.notify = func(state string) (bool, error) { sent = append(sent, state); return true, nil }
+	h.setLeaseHeld(true, "")
+	sent = nil
+	h.expectHeartbeat(livenessLimit(30 * time.Second))
+	h.heartbeat()
+	h.heartbeat()
+	want := []string{"EXTEND_TIMEOUT_USEC=150000000", "EXTEND_TIMEOUT_USEC=150000000", "EXTEND_TIMEOUT_USEC=150000000"}
+	if !slices.Equal(sent, want) {
+		t.Errorf("before READY=1 sent %q, want %q", sent, want)
+	}
+	h.setSubnetEnvWritten()
+	h.setPeersProgrammed()
+	sent = nil
+	h.heartbeat()
+	if len(sent) != 0 {
+		t.Errorf("a heartbeat after READY=1 sent %q, want nothing", sent)
+	}
+}
