@@ -363,9 +363,9 @@ func (w *configWatch) judgeLocked(v configValue, extra ...any) {
 		verdict string
 		err     error
 		kv      []any
-		// kind, if set, stands for the note in telling this verdict
-		// from the last one (directSplit's kind).
-		kind string
+		// kind, if set, stands for directNote, directSplit's part of the
+		// note, in telling this verdict from the last one.
+		kind, directNote string
 	)
 	directKey := ""
 	defer func() {
@@ -419,21 +419,38 @@ func (w *configWatch) judgeLocked(v configValue, extra ...any) {
 			var note, split string
 			switch key := splitKey(w.running, c); {
 			case key != "" && key != "Backend.Type" && directRoutingOn(w.running) && directRoutingOn(c):
-				note, split, kind = w.directSplit(key)
-				directKey = key
+				directNote, split, kind = w.directSplit(key)
+				note, directKey = directNote, key
 			case key == "Backend.Port" && c.BackendType == udp.Type:
 				note = udpPortNote
 			case key != "":
 				note, split = backendSplit, key
-			case c.Network != w.running.Network:
-				note, split = networkSplit, "Network"
-			case ipv6Split(w.running, c) != "":
-				split = ipv6Split(w.running, c)
-				note = ipv6SplitNotes[split]
-			case c.EnableIPv6 && !w.running.EnableIPv6:
-				note = ipv6OnNote
-			case w.directRouting != nil && directRoutingChanged(w.running, c):
-				note = w.directRouting(w.running)
+			}
+			// A backend change that splits nothing leaves the rest of
+			// the config to judge: a Network or IPv6 change made with
+			// it splits the cluster all the same.
+			if split == "" {
+				var more string
+				switch {
+				case c.Network != w.running.Network:
+					more, split = networkSplit, "Network"
+				case ipv6Split(w.running, c) != "":
+					split = ipv6Split(w.running, c)
+					more = ipv6SplitNotes[split]
+				case c.EnableIPv6 && !w.running.EnableIPv6:
+					more = ipv6OnNote
+				case w.directRouting != nil && directRoutingChanged(w.running, c):
+					more = w.directRouting(w.running)
+				}
+				switch {
+				case split != "":
+					// The peers do not change this verdict.
+					note, directNote, kind, directKey = more, "", "", ""
+				case more != "" && note != "":
+					note += "; " + more
+				case more != "":
+					note = more
+				}
 			}
 			if note != "" {
 				verdict += "; " + note
@@ -458,7 +475,7 @@ func (w *configWatch) judgeLocked(v configValue, extra ...any) {
 	}
 	ident := msg
 	if kind != "" {
-		ident = strings.Replace(msg, p.Note, kind, 1)
+		ident = strings.Replace(msg, directNote, kind, 1)
 	}
 	if ident == w.last && content == w.lastContent {
 		if kind != "" {

@@ -64,3 +64,46 @@ func TestConfigWatchBackendSplitsCluster(t *testing.T) {
 func withNetwork(config string) string {
 	return `{"Network":"10.244.0.0/16",` + strings.TrimPrefix(config, "{")
 }
+
+// TestConfigWatchBackendNoSplitHidesNothing: a backend change that splits
+// nothing (vxlan's VNI with DirectRouting and every peer on this host's
+// segment; udp's Port) made together with a change that does (Network,
+// EnableIPv6 off, IPv6Network) is judged by the latter: incompatible names
+// it, and the line says why. Before, the backend's verdict was the only one
+// judged, and such a change said "may restart on its own", no incompatible.
+func TestConfigWatchBackendNoSplitHidesNothing(t *testing.T) {
+	const (
+		dr    = `"Backend":{"Type":"vxlan","DirectRouting":true}`
+		dr2   = `"Backend":{"Type":"vxlan","DirectRouting":true,"VNI":2}`
+		udp   = `"Backend":{"Type":"udp"}`
+		udp2  = `"Backend":{"Type":"udp","Port":8286}`
+		dual  = `"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56",`
+		dual2 = `"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:245::/56",`
+	)
+	for _, c := range []struct {
+		running, value, key, note string
+	}{
+		{`{"Network":"10.244.0.0/16",` + dr + `}`, `{"Network":"10.245.0.0/16",` + dr2 + `}`, "Network", networkSplit},
+		{`{"Network":"10.244.0.0/16",` + udp + `}`, `{"Network":"10.245.0.0/16",` + udp2 + `}`, "Network", networkSplit},
+		{`{` + dual + dr + `}`, `{"Network":"10.244.0.0/16",` + dr2 + `}`, "EnableIPv6", ipv6SplitNotes["EnableIPv6"]},
+		{`{` + dual + udp + `}`, `{` + dual2 + udp2 + `}`, "IPv6Network", ipv6SplitNotes["IPv6Network"]},
+		// Nothing else splits: the backend's verdict, and what else matters.
+		{`{"Network":"10.244.0.0/16",` + dr + `}`, `{"Network":"10.244.0.0/16","SubnetLen":25,` + dr2 + `}`, "", "may restart on its own"},
+		{`{"Network":"10.244.0.0/16",` + udp + `}`, `{` + dual + udp2 + `}`, "", udpPortNote + "; " + ipv6OnNote},
+	} {
+		running, err := subnet.ParseConfig([]byte(c.running))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{})
+		var got *ConfigPending
+		w := &configWatch{log: log, key: "/k/config", running: running, check: func(*subnet.Config) error { return nil },
+			direct:  func(*subnet.Config) (int, int, bool) { return 3, 3, true },
+			pending: func(p *ConfigPending) { got = p }}
+		w.judge([]byte(c.value), true, 1)
+		if got == nil || got.Incompatible != c.key || !strings.Contains(got.Note, c.note) || len(lines) != 1 || !strings.Contains(lines[0], c.note) {
+			t.Errorf("running %s, key rewritten as %s: configPending %+v, logged %q; want incompatible=%q and %q", c.running, c.value, got, lines, c.key, c.note)
+		}
+	}
+}
