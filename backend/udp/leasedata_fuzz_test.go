@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// FuzzParseLeaseData: parseLeaseData, which reads a peer's BackendData from
+// FuzzParseLeaseData: LeasePort, which reads a peer's BackendData from
 // etcd, never panics, returns a UDP port or 0 (none said), and reads back
 // what our Prepare writes.
 func FuzzParseLeaseData(f *testing.F) {
@@ -14,15 +14,15 @@ func FuzzParseLeaseData(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		port, err := parseLeaseData(json.RawMessage(s))
+		port, err := LeasePort(json.RawMessage(s))
 		if err != nil {
 			if port != 0 {
-				t.Fatalf("parseLeaseData(%q) refused it but returned %d", s, port)
+				t.Fatalf("LeasePort(%q) refused it but returned %d", s, port)
 			}
 			return
 		}
 		if port < 0 || port > 65535 {
-			t.Fatalf("parseLeaseData(%q) accepted the port %d", s, port)
+			t.Fatalf("LeasePort(%q) accepted the port %d", s, port)
 		}
 		if port == 0 {
 			return
@@ -31,8 +31,8 @@ func FuzzParseLeaseData(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if back, err := parseLeaseData(b); err != nil || back != port {
-			t.Fatalf("parseLeaseData(%q) = %d, but its encoding %s parses to %d, %v", s, port, b, back, err)
+		if back, err := LeasePort(b); err != nil || back != port {
+			t.Fatalf("LeasePort(%q) = %d, but its encoding %s parses to %d, %v", s, port, b, back, err)
 		}
 	})
 }

@@ -338,10 +338,11 @@ type leaseData struct {
 	Port int `json:"Port,omitempty"`
 }
 
-// parseLeaseData returns the UDP port a peer's BackendData says its sockets
+// LeasePort returns the UDP port a peer's BackendData says its sockets
 // listen on: 0 when it says none (no BackendData, no Port, a null or 0
 // one), an error when it is not an object or its Port is no UDP port.
-func parseLeaseData(raw json.RawMessage) (int, error) {
+// agentctl reads it too, to tell which hosts a Port change would cut off.
+func LeasePort(raw json.RawMessage) (int, error) {
 	if len(raw) == 0 {
 		return 0, nil
 	}
@@ -1171,13 +1172,13 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 	return es
 }
 
-// parsedPort is what parseLeaseData made of a BackendData.
+// parsedPort is what LeasePort made of a BackendData.
 type parsedPort struct {
 	port int
 	err  error
 }
 
-// peerPort is parseLeaseData(raw), decoded once for all the peers of a pass
+// peerPort is LeasePort(raw), decoded once for all the peers of a pass
 // that share raw (an agentd cluster's leases say one or two ports) and
 // taken from the last pass's when it had it: seen is this pass's. A decode
 // costs some 2 µs, a pass per peer about as much.
@@ -1188,7 +1189,7 @@ func (b *Backend) peerPort(raw json.RawMessage, seen map[string]parsedPort) (int
 	r, ok := seen[string(raw)]
 	if !ok {
 		if r, ok = b.ports[string(raw)]; !ok {
-			r.port, r.err = parseLeaseData(raw)
+			r.port, r.err = LeasePort(raw)
 		}
 		seen[string(raw)] = r
 	}

@@ -307,6 +307,9 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 			"(use --force to write it anyway, then restart every agent)",
 			changed[0], len(leases), fmt.Sprintf("flannel.%d", cur.VNI))
 	}
+	if len(changed) == 1 && cfg.BackendType == udp.Type && strings.HasPrefix(changed[0], "Backend.Port ") {
+		return rev, udpPortChangeCutsOff(changed[0], leases)
+	}
 	if len(changed) > 0 {
 		return 0, fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+
 			"settings until restarted, so restarted and unrestarted hosts could not reach each other "+
@@ -314,6 +317,38 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 			strings.Join(changed, ", "), len(leases))
 	}
 	return rev, nil
+}
+
+// udpPortChangeCutsOff refuses a udp Port change (change, "Backend.Port 8285
+// → 9000") while a host's live lease says no port: agentd's udp leases say
+// the port their host listens on and peers send there, so hosts restarted
+// on the new port and hosts still on the old reach each other, but a host
+// whose lease says none (flanneld, an agentd from before 2026-12-06) sends
+// to its own config's port. A reservation has no host yet: whoever takes
+// it writes its own lease.
+func udpPortChangeCutsOff(change string, leases []subnet.Lease) error {
+	var old []string
+	for _, l := range leases {
+		if l.Reservation() {
+			continue
+		}
+		if port, err := udp.LeasePort(l.Attrs.BackendData); err == nil && port != 0 {
+			continue
+		}
+		old = append(old, fmt.Sprintf("%s (%s)", l.Key(), l.Attrs.PublicIP))
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	const show = 10
+	n, more := len(old), ""
+	if n > show {
+		more = fmt.Sprintf("; and %d more", n-show)
+		old = old[:show]
+	}
+	return fmt.Errorf("the new config changes %s while %d live lease(s) say no port: %s%s; their hosts (flanneld, or agentd from "+
+		"before 2026-12-06) send to their own config's port, so hosts restarted on the new port and they could not reach each other "+
+		"(use --force to write it anyway, then restart every agent together)", change, n, strings.Join(old, "; "), more)
 }
 
 // wire holds the backend settings that every host of the network must share
