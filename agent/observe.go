@@ -126,7 +126,7 @@ func newObserver() *observer {
 	o.reg.MustRegister(newIPForwardingGauge(o))
 	o.reg.MustRegister(&configPendingGauge{o: o, desc: prometheus.NewDesc("agentd_network_config_pending",
 		"1 while the network config key holds something other than the config this agent runs, which its next start would apply instead "+
-			"(/status configPending says what): incompatible names the key (of Backend, or Network) that keeps hosts on the old and the new config from all reaching each other "+
+			"(/status configPending says what): incompatible names the key (of Backend, Network, EnableIPv6 or IPv6Network) that keeps hosts on the old and the new config from all reaching each other "+
 			"(restart every host's agentd together), host_can_run is false when an agent started here with it would stop at once "+
 			"(the key invalid or deleted, or this host refusing the config: host-gw behind NAT, a Backend.MTU above the interface's); 0 otherwise.",
 		[]string{"incompatible", "host_can_run"}, nil)})
