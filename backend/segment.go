@@ -361,6 +361,39 @@ type SegmentReader struct {
 	addrs  *hostAddrs        // nil: dump at the next Read
 	dumped time.Time         // when addrs was dumped
 	buf    []byte
+
+	holdMu sync.Mutex // guards held; taken before mu
+	held   *segHold   // Hold's subscription; nil while there is none
+}
+
+// segHold is a subscription taken by Hold, ended by end.
+type segHold struct{ end func() }
+
+// Hold subscribes r as Subscribe does unless Hold has already, and returns
+// the func that ends that subscription, whichever call took it; the next
+// call after its end subscribes anew. A backend's Prepare holds it until
+// its ctx is done, so that the passes before Watch (the agent runs the
+// first ones and Watch's start side by side), or of a backend whose Watch
+// never runs, take the host's addresses from their events too, rather
+// than dump them all each (some 200 ms a pass with 50 000 kube-proxy
+// Service addresses); Watch goes on with it and ends it at its own end.
+func (r *SegmentReader) Hold(ns netns.NsHandle) (end func()) {
+	r.holdMu.Lock()
+	defer r.holdMu.Unlock()
+	if r.held == nil {
+		h := &segHold{}
+		unsubscribe := r.Subscribe(ns)
+		h.end = sync.OnceFunc(func() {
+			r.holdMu.Lock()
+			defer r.holdMu.Unlock()
+			if r.held == h {
+				r.held = nil
+			}
+			unsubscribe()
+		})
+		r.held = h
+	}
+	return r.held.end
 }
 
 // redumpAfter bounds how long SegmentReader trusts its events alone.

@@ -43,7 +43,7 @@ func BenchmarkFullResync(b *testing.B) {
 				b.Fatal(err)
 			}
 			ctx := context.Background()
-			if _, err := be.Prepare(ctx); err != nil {
+			if _, err := be.Prepare(b.Context()); err != nil {
 				b.Fatal(err)
 			}
 			own := subnet.Lease{Subnet: netip.MustParsePrefix("10.244.0.8/29")}

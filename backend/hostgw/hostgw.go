@@ -81,11 +81,11 @@ type Backend struct {
 	// tell which addresses decide a skip (backend.PeerAddrs).
 	peerAddrs backend.PeerAddrs
 	// segs reads each pass's segment, keeping the host's addresses from
-	// their events while Watch runs (backend.SegmentReader).
+	// their events from Prepare to Watch's end (backend.SegmentReader).
 	segs backend.SegmentReader
 
 	h  *netlink.Handle // nil until Prepare opens one (New)
-	ns netns.NsHandle  // where Watch subscribes
+	ns netns.NsHandle  // where Prepare and Watch subscribe
 
 	// Set by Prepare.
 	prepared bool
@@ -150,6 +150,9 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 		return nil, err
 	}
 	b.mtu = link.Attrs().MTU
+	// The passes before Watch runs read the host's addresses from their
+	// events too (backend.SegmentReader.Hold).
+	context.AfterFunc(ctx, b.segs.Hold(b.ns))
 	b.prepared = true
 	b.log.Info("host-gw ready", "iface", name, "publicIP", b.ext.PublicIP, "mtu", b.mtu)
 	return nil, nil
@@ -348,7 +351,7 @@ func refuse(seg *backend.Segment, pub netip.Addr, paths *paths) string {
 // addresses of any link that decide whether a peer is skipped
 // (backend.PeerAddrs).
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
-	defer b.segs.Subscribe(b.ns)()
+	defer b.segs.Hold(b.ns)()
 	ext := b.ext.Iface.Index
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },

@@ -125,7 +125,9 @@ func lease(sn, pub, typ string) subnet.Lease {
 func prepared(t *testing.T) *host {
 	t.Helper()
 	h := newHost(t, "198.18.0.1", "198.18.0.1")
-	data, err := h.b.Prepare(context.Background())
+	// A ctx that ends with the test ends Prepare's subscription to the
+	// address events.
+	data, err := h.b.Prepare(t.Context())
 	if err != nil || data != nil {
 		t.Fatalf("Prepare = %s, %v; want no data, no error", data, err)
 	}

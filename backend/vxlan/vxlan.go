@@ -377,7 +377,7 @@ type Backend struct {
 	subnetLen int
 
 	h  *netlink.Handle // nil until Prepare opens one (New)
-	ns netns.NsHandle  // where Watch subscribes
+	ns netns.NsHandle  // where Prepare and Watch subscribe
 
 	// devIndex is the device's ifindex as Reconcile last saw it, for Watch
 	// to recognise neighbour and address events on it; 0 before Prepare.
@@ -400,7 +400,7 @@ type Backend struct {
 	// tell which addresses decide a skip (backend.PeerAddrs).
 	peerAddrs backend.PeerAddrs
 	// segs reads each pass's segment, keeping the host's addresses from
-	// their events while Watch runs (backend.SegmentReader).
+	// their events from Prepare to Watch's end (backend.SegmentReader).
 	segs backend.SegmentReader
 
 	// Set by Prepare.
@@ -528,6 +528,9 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The passes before Watch runs read the host's addresses from their
+	// events too (backend.SegmentReader.Hold).
+	context.AfterFunc(ctx, b.segs.Hold(b.ns))
 	b.log.Info("vxlan device ready", "device", b.name, "vni", b.opts.VNI, "vtepMAC", mac, "mtu", b.mtu,
 		"local", b.ext.IfaceAddr, "port", b.opts.Port, "directRouting", b.opts.DirectRouting)
 	return data, nil
@@ -1225,7 +1228,7 @@ func direct(seg *backend.Segment, pub netip.Addr) bool {
 // also for the interface's scope-link routes without a gateway, which
 // decide it too.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
-	defer b.segs.Subscribe(b.ns)()
+	defer b.segs.Hold(b.ns)()
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       b.linkEvent,
 		Addr:       b.addrEvent,

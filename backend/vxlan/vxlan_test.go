@@ -116,9 +116,11 @@ func (h *host) newBackend() *Backend {
 	return b
 }
 
+// prepare runs Prepare with a ctx that ends with the test, and so ends
+// Prepare's subscription to the address events.
 func (h *host) prepare() json.RawMessage {
 	h.t.Helper()
-	data, err := h.b.Prepare(context.Background())
+	data, err := h.b.Prepare(h.t.Context())
 	if err != nil {
 		h.t.Fatalf("Prepare: %v", err)
 	}
