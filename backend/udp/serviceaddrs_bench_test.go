@@ -117,7 +117,7 @@ func newBenchHost(b *testing.B, name string, n int, mode benchMode) *benchHost {
 		b.Fatalf("%s: Prepare: %v", name, err)
 	}
 	if mode == unsubscribed {
-		h.b.segsSub.end()
+		h.b.segs.Hold(h.b.ns)()
 	}
 	if mode == watched {
 		nstest.RunWatch(b, h.b.Watch, &h.b.subscribed)

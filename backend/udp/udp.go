@@ -205,20 +205,18 @@ type Backend struct {
 	// their events from Prepare to Watch's end (backend.SegmentReader).
 	segs backend.SegmentReader
 
-	// mu guards closed, dp, kw, keeperTimer, claim and segsSub: workers start and
+	// mu guards closed, dp, kw, keeperTimer and claim: workers start and
 	// stop under it, so that none start after Watch's end and each
 	// generation stops once; kw watches the keeper that holds our
 	// descriptors (nil: none known), keeperTimer wakes Reconcile for the
 	// next try to start one while there is none, and Watch's end stops
 	// both. claim is this agent's claim on the device (claim.go), taken
 	// by Prepare, or by Reconcile once squatters let it go, and let go at
-	// Watch's end (nil: none held). segsSub is segs' subscription (nil
-	// while there is none), taken by Prepare, or by Watch if Prepare did
-	// not, and ended at Watch's end or once Prepare's ctx is done
-	// (subscribeSegs).
+	// Watch's end (nil: none held). segs' subscription is taken by
+	// Prepare, or by Watch if Prepare did not, and ended at Watch's end or
+	// once Prepare's ctx is done (backend.SegmentReader.Hold).
 	mu          sync.Mutex
 	closed      bool
-	segsSub     *segsSub
 	kw          *keeperWatch
 	keeperTimer *time.Timer
 	claim       *os.File
@@ -321,7 +319,7 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	// Service addresses: some 200 ms a pass): the first pass dumps them,
 	// as Watch's would, and those until Watch has subscribed, or when it
 	// never runs, read the events.
-	context.AfterFunc(ctx, b.subscribeSegs())
+	context.AfterFunc(ctx, b.segs.Hold(b.ns))
 	b.prepared = true
 	b.log.Info("udp datapath ready", "device", DeviceName, "mtu", b.mtu, "listen", b.listenAddr(), "queues", len(b.fds.tun))
 	return data, nil
@@ -1357,31 +1355,6 @@ func (b *Backend) poke() {
 	}
 }
 
-// subscribeSegs subscribes segs to the host's address events unless it is
-// (Prepare's subscription, which Watch goes on with), and returns the func
-// that ends the subscription; after that, the next call subscribes anew.
-func (b *Backend) subscribeSegs() (end func()) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.segsSub == nil {
-		sub := &segsSub{}
-		unsubscribe := b.segs.Subscribe(b.ns)
-		sub.end = sync.OnceFunc(func() {
-			b.mu.Lock()
-			if b.segsSub == sub {
-				b.segsSub = nil
-			}
-			b.mu.Unlock()
-			unsubscribe()
-		})
-		b.segsSub = sub
-	}
-	return b.segsSub.end
-}
-
-// segsSub is a subscription of segs, ended by end.
-type segsSub struct{ end func() }
-
 // Watch implements backend.Backend. It wakes for events about the device
 // (by name, so also a recreated one) and its addresses, routes with our
 // protocol, the external interface's link and addresses, and the addresses
@@ -1391,7 +1364,7 @@ type segsSub struct{ end func() }
 // after, from a dump of them all. When ctx ends it stops the datapath's
 // workers (the keeper keeps the device attached) before it returns.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
-	defer b.subscribeSegs()()
+	defer b.segs.Hold(b.ns)()
 	b.wake.Store(&wake)
 	defer func() {
 		b.mu.Lock()
