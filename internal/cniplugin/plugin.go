@@ -1121,7 +1121,26 @@ func joinErrors(verb string, errs []error) error {
 // files readSaved named, in its order, then the temporary files of saves of
 // at that were cut short (an ADD killed, a power loss, before its rename):
 // no later ADD replaces the attachment's file, which would remove them.
+//
+// It holds save's lock on dataDir, and there looks again at the legacy
+// name: an ADD of the attachment again, at the same time as its DEL, may
+// have taken that name off the attachment's file when readSaved looked,
+// and linked it to its new file since. Removing the attachment's name
+// alone left the configuration under the legacy name alone, a file that
+// looks like flannel's, which no DEL of the attachment removed and another
+// attachment's DEL would take (seen with the ADD held in its save and the
+// DEL in its delegate's, before 2026-12-06).
 func removeSaved(at attachment, forget []string) error {
+	if len(forget) > 0 {
+		d, err := lockDataDir(filepath.Dir(at.path))
+		if err != nil {
+			return types.NewError(types.ErrIOFailure, fmt.Sprintf("forget delegate configuration: %v", err), "")
+		}
+		defer d.Close()
+		if forget[0] == at.path && sameFile(at.legacy, at.path) {
+			forget = append([]string{at.legacy}, forget...)
+		}
+	}
 	for _, f := range forget {
 		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return types.NewError(types.ErrIOFailure, err.Error(), "")
@@ -1375,7 +1394,8 @@ func (at attachment) fits(n *NetConf) error {
 // a file that looks like flannel's, which the attachment's DEL would leave
 // behind and another attachment's DEL would take.
 //
-// One save runs at a time in a dataDir (flock on it): two ADDs of the
+// One save runs at a time in a dataDir (flock on it, lockDataDir), nor does
+// one run while a DEL removes saved files (see removeSaved): two ADDs of the
 // attachment at once (a runtime retrying one that had not returned yet)
 // each looked at the legacy name before the other had linked it, and the
 // later one's file replaced the one the name was linked to, which was left
@@ -1390,14 +1410,11 @@ func (p *Plugin) save(at attachment, b []byte) error {
 	fail := func(what string, err error) error {
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("%s: %v", what, err), "")
 	}
-	d, err := os.Open(filepath.Dir(at.path))
+	d, err := lockDataDir(filepath.Dir(at.path))
 	if err != nil {
 		return fail("save delegate configuration", err)
 	}
 	defer d.Close()
-	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
-		return fail("save delegate configuration: lock "+d.Name(), err)
-	}
 	if sameFile(at.legacy, at.path) {
 		if err := os.Remove(at.legacy); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fail("save delegate configuration for flannel's plugin", err)
@@ -1425,6 +1442,20 @@ func (p *Plugin) save(at attachment, b []byte) error {
 		return fail("save delegate configuration for flannel's plugin", err)
 	}
 	return nil
+}
+
+// lockDataDir opens dataDir and takes save's lock on it (flock), which
+// closing the file returns.
+func lockDataDir(dataDir string) (*os.File, error) {
+	d, err := os.Open(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("lock %s: %w", dataDir, err)
+	}
+	return d, nil
 }
 
 // noHardLinks says whether err is link(2)'s for a filesystem that has no
