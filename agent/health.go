@@ -135,24 +135,16 @@ func (h *health) setPeersProgrammed() {
 // longer than maxAge. The clock starts now.
 func (h *health) expectHeartbeat(maxAge time.Duration) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.maxBeatAge = maxAge
-	h.mu.Unlock()
-	h.heartbeat()
+	h.lastBeat = h.now()
 }
 
 // heartbeat tells the health state that the loop it watches is turning.
-// Until READY=1 (the first peer list not in yet: etcd went away after the
-// lease; subnet.env not written) it also extends systemd's start by the
-// loop's limit, as each start-up step does (startup.go): a loop that turns
-// is waiting, not hung.
 func (h *health) heartbeat() {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.lastBeat = h.now()
-	limit := h.maxBeatAge
-	h.mu.Unlock()
-	if limit > 0 {
-		h.extendStart(limit)
-	}
 }
 
 // changedLocked logs readiness changes and tells the service manager

@@ -33,13 +33,14 @@ import (
 // naming the step; a long wait for etcd is many short steps and /healthz
 // stays 200 (/readyz says why the agent waits).
 //
-// Under systemd each step begins with EXTEND_TIMEOUT_USEC=<limit>: the
-// unit's TimeoutStartSec= then ends a start only when a step has not
-// returned within the limit (or the start is younger than
-// TimeoutStartSec=), not because etcd was away for longer. Once the lease
-// is held, the reconcile loop's heartbeat does the same until READY=1: it
-// may wait for the first peer list as long as etcd is away. Steps run one
-// after another, on Run's goroutine.
+// Under systemd the start is not extended (no EXTEND_TIMEOUT_USEC): the
+// unit's TimeoutStartSec= bounds it, a wait for etcd included, because
+// multi-user.target's start waits for agentd's (a target is ordered after
+// the units it wants), and with it whatever is ordered after that target
+// (cloud-init's final stage, which may be what brings etcd or its
+// certificates): an extended start would hold them for as long as etcd is
+// away. A stopped start is restarted (Restart=on-failure) and waits again.
+// Steps run one after another, on Run's goroutine.
 
 // livenessLimit is how long the reconcile loop may go without a pass, and a
 // start-up step without returning, before /healthz fails: longer than any
@@ -74,19 +75,14 @@ func attemptStarts(ctx context.Context, what string) (end func()) {
 }
 
 // startStep marks the start-up step name as under way from now, until the
-// returned end is called, and tells systemd (before READY=1) to allow it
-// the liveness limit. Once the step has run longer than that, /healthz and
-// the watchdog fail (alive). Without startSteps, it only marks.
+// returned end is called. Once the step has run longer than the limit
+// startSteps set, /healthz and the watchdog fail (alive).
 func (h *health) startStep(name string) (end func()) {
 	h.mu.Lock()
 	h.stepSeq++
 	seq := h.stepSeq
 	h.step, h.stepSince, h.stepLogged = name, h.now(), false
-	limit := h.stepLimit
 	h.mu.Unlock()
-	if limit > 0 {
-		h.extendStart(limit)
-	}
 	return func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -94,19 +90,6 @@ func (h *health) startStep(name string) (end func()) {
 			h.step = ""
 		}
 	}
-}
-
-// extendStart sends EXTEND_TIMEOUT_USEC=d while systemd waits for READY=1:
-// the start may go on for d from now, whatever TimeoutStartSec= says
-// (systemd 236 and later; older ones ignore it). After READY=1 it would
-// extend RuntimeMaxSec=, after STOPPING=1 the stop: neither is meant.
-func (h *health) extendStart(d time.Duration) {
-	h.notifyMu.Lock()
-	defer h.notifyMu.Unlock()
-	if h.notified || h.stopped {
-		return
-	}
-	h.send(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds()))
 }
 
 // stepAliveLocked reports whether the start-up step under way (if any) is

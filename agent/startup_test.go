@@ -72,8 +72,8 @@ func notifications(t *testing.T, conn *net.UnixConn) []string {
 // 2026-12-06 /healthz watched only the reconcile loop, which starts once the
 // lease is held, and answered 200 for ever: kubelet never restarted the
 // pod. Now /healthz fails once the step has run for longer than the
-// reconcile loop's limit, naming it; systemd hears EXTEND_TIMEOUT_USEC with
-// that limit when the step begins, and nothing once it is over.
+// reconcile loop's limit, naming it. systemd hears nothing of the step: the
+// unit's TimeoutStartSec= bounds the start (startup.go).
 func TestStartStepHangFailsHealthz(t *testing.T) {
 	notify := fakeNotifySocket(t)
 	clock := newStepClock()
@@ -121,8 +121,8 @@ func TestStartStepHangFailsHealthz(t *testing.T) {
 	if code, body := probe(t, mux, "GET", "/healthz"); code != http.StatusServiceUnavailable || body != want {
 		t.Errorf("/healthz past the limit: %d %q, want 503 %q", code, body, want)
 	}
-	if got, want := notifications(t, notify), []string{"EXTEND_TIMEOUT_USEC=150000000"}; !slices.Equal(got, want) {
-		t.Errorf("systemd heard %q, want %q", got, want)
+	if got := notifications(t, notify); len(got) != 0 {
+		t.Errorf("systemd heard %q, want nothing", got)
 	}
 
 	cancel()
@@ -137,10 +137,10 @@ func TestStartStepHangFailsHealthz(t *testing.T) {
 // TestStartWaitForEtcdStaysAlive: waiting for etcd is no hang. Each attempt
 // of retry is a step of its own, so an outage longer than the limit keeps
 // /healthz at 200 (kubelet must not restart the agent in a loop for it)
-// while /readyz says why it waits; and each attempt tells systemd
-// EXTEND_TIMEOUT_USEC, so the unit's TimeoutStartSec= does not stop the
-// wait either (before 2026-12-06 it did, every ~185 s). An attempt that
-// itself does not return within the limit fails /healthz, naming it.
+// while /readyz says why it waits. systemd hears only the status: the
+// start is not extended, so the unit's TimeoutStartSec= still ends a long
+// wait (startup.go). An attempt that itself does not return within the
+// limit fails /healthz, naming it.
 func TestStartWaitForEtcdStaysAlive(t *testing.T) {
 	notify := fakeNotifySocket(t)
 	clock := newStepClock()
@@ -174,10 +174,7 @@ func TestStartWaitForEtcdStaysAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"EXTEND_TIMEOUT_USEC=150000000",
 		"STATUS=not ready: no lease acquired yet: cannot connect to etcd: etcd did not answer within 10s; subnet.env not written yet; peers not programmed yet",
-		"EXTEND_TIMEOUT_USEC=150000000",
-		"EXTEND_TIMEOUT_USEC=150000000",
 		"STATUS=not ready: no lease acquired yet; subnet.env not written yet; peers not programmed yet",
 	}
 	if got := notifications(t, notify); !slices.Equal(got, want) {
@@ -202,36 +199,6 @@ func TestStartWaitForEtcdStaysAlive(t *testing.T) {
 	})
 }
 
-// TestExtendOnlyWhileStarting: EXTEND_TIMEOUT_USEC is about the start.
-// After READY=1 systemd would apply it to RuntimeMaxSec=, after STOPPING=1
-// to the stop's timeout.
-func TestExtendOnlyWhileStarting(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		after func(h *health)
-	}{
-		{"ready", func(h *health) {
-			h.setLeaseHeld(true, "")
-			h.setSubnetEnvWritten()
-			h.setPeersProgrammed()
-		}},
-		{"stopping", func(h *health) { h.stopping() }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHealth(testr.New(t))
-			var sent []string
-			h.notify = func(state string) (bool, error) { sent = append(sent, state); return true, nil }
-			h.startSteps(context.Background(), time.Minute)
-			tc.after(h)
-			n := len(sent)
-			h.startStep("load the host ID")()
-			if len(sent) != n {
-				t.Errorf("sent %q after %s, want nothing", sent[n:], tc.name)
-			}
-		})
-	}
-}
-
 // startHangEnv, when set, makes TestStartHangRun the child; it names the
 // etcd endpoint.
 const startHangEnv = "AGENTD_START_HANG_TEST_ETCD"
@@ -241,8 +208,7 @@ const startHangEnv = "AGENTD_START_HANG_TEST_ETCD"
 // interface chosen, etcd connected, the config read, then a backend whose
 // Prepare never returns. The health server's /healthz answers 200 until the
 // step has run for the limit of --resync-interval 1s (1m3s), then 503
-// naming it; under systemd each step and attempt said EXTEND_TIMEOUT_USEC
-// with that limit.
+// naming it; systemd hears no EXTEND_TIMEOUT_USEC.
 func TestStartHangRun(t *testing.T) {
 	if ep := os.Getenv(startHangEnv); ep != "" {
 		startHangChild(t, ep)
@@ -300,16 +266,11 @@ func startHangChild(t *testing.T, etcd string) {
 	if code, body := healthz(); code != http.StatusServiceUnavailable || body != want {
 		t.Errorf("/healthz past the limit: %d %q, want 503 %q", code, body, want)
 	}
-	// The interface, each attempt to connect to etcd and to read the
-	// config (one each with etcd up), the backend.
-	var extends []string
+	// The status lines only: the start stays bounded by TimeoutStartSec=.
 	for _, m := range notifications(t, notify) {
-		if strings.HasPrefix(m, "EXTEND_TIMEOUT_USEC=") {
-			extends = append(extends, m)
+		if !strings.HasPrefix(m, "STATUS=") {
+			t.Errorf("systemd heard %q, want STATUS= lines only", m)
 		}
-	}
-	if len(extends) < 4 || slices.ContainsFunc(extends, func(m string) bool { return m != "EXTEND_TIMEOUT_USEC=63000000" }) {
-		t.Errorf("systemd heard %q, want EXTEND_TIMEOUT_USEC=63000000 4 times or more", extends)
 	}
 
 	cancel()
@@ -320,33 +281,5 @@ func startHangChild(t *testing.T, etcd string) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return within 30 s of its context's end")
-	}
-}
-
-// TestHeartbeatExtendsStart: once the lease is held, the agent may still
-// wait for etcd before READY=1 (the first peer list, etcd gone right after
-// the lease), with the reconcile loop turning. Each heartbeat until READY=1
-// extends the start by the loop's limit, so TimeoutStartSec= no longer
-// stops that wait either; a loop that stops turning stops the extensions,
-// and systemd's timeout ends it. After READY=1 the heartbeat sends nothing.
-func TestHeartbeatExtendsStart(t *testing.T) {
-	h := newHealth(testr.New(t))
-	var sent []string
-	h.notify = func(state string) (bool, error) { sent = append(sent, state); return true, nil }
-	h.setLeaseHeld(true, "")
-	sent = nil
-	h.expectHeartbeat(livenessLimit(30 * time.Second))
-	h.heartbeat()
-	h.heartbeat()
-	want := []string{"EXTEND_TIMEOUT_USEC=150000000", "EXTEND_TIMEOUT_USEC=150000000", "EXTEND_TIMEOUT_USEC=150000000"}
-	if !slices.Equal(sent, want) {
-		t.Errorf("before READY=1 sent %q, want %q", sent, want)
-	}
-	h.setSubnetEnvWritten()
-	h.setPeersProgrammed()
-	sent = nil
-	h.heartbeat()
-	if len(sent) != 0 {
-		t.Errorf("a heartbeat after READY=1 sent %q, want nothing", sent)
 	}
 }
