@@ -255,22 +255,31 @@ func TestMasqRetryAddWaitsForContainersChain(t *testing.T) {
 // TestMasqRetryNotBetweenAddAndSave: an ADD of a container with another
 // interface's masquerading recorded in the network keeps the retries
 // locked until it has saved. A retry in between (here while ADD waits for
-// another program's xtables lock, before bridge, told ipMasq, would wait
-// for it: see waitXtables) found no attachment of the container saved and
-// removed the container's iptables chain, which the ADD's delegate was
-// about to keep or make, so that it could remove it under the running pod.
-// (Until 2026-12-06 the window used here was ADD's wait for a missing
-// subnet.env, which now comes before the retries:
-// TestAddWaitForSubnetEnvHoldsNoLock.)
+// another program's xtables lock, taken during ADD's retries, before
+// bridge, told ipMasq, would wait for it: see waitXtables) found no
+// attachment of the container saved and removed the container's iptables
+// chain, which the ADD's delegate was about to keep or make, so that it
+// could remove it under the running pod. (Until 2026-12-06 the window used
+// here was ADD's wait for a missing subnet.env, which now comes before the
+// retries: TestAddWaitForSubnetEnvHoldsNoLock; and the lock was held from
+// the start, which ADD now waits for before the retries too:
+// TestAddWaitsXtablesBeforeRetries.)
 func TestMasqRetryNotBetweenAddAndSave(t *testing.T) {
 	fakeIptables(t, 1, "iptables: No chain/target/match by that name.") // legacy, for waitXtables
 	lock := filepath.Join(t.TempDir(), "xtables.lock")
 	t.Setenv("XTABLES_LOCKFILE", lock)
-	releaseLock := holdLock(t, lock)
 	f := newFixture(t)
 	f.writeEnv(t, envBridgeMasq)
 	recordMasqFailures(t, f, "c1")
 	live := liveNetns(t, f)
+	// Another program takes the xtables lock during ADD's retry, once
+	// they have let go of it.
+	var releaseLock func()
+	f.masq.during = func() {
+		if releaseLock == nil {
+			releaseLock = holdLock(t, lock)
+		}
+	}
 	f.onSleep = func(int) {
 		// Another pod's DEL, with the xtables lock free again for
 		// agentd-cni's own iptables calls (--wait 1).
@@ -287,8 +296,8 @@ func TestMasqRetryNotBetweenAddAndSave(t *testing.T) {
 	if err := f.p.Add(f.attach("cbr0", "c1", "net1", "")); err != nil {
 		t.Fatalf("ADD c1 net1: %v", err)
 	}
-	if f.sleeps == 0 {
-		t.Fatal("ADD did not wait for the xtables lock: the test shows nothing")
+	if f.sleeps == 0 || releaseLock == nil {
+		t.Fatal("ADD did not wait for the xtables lock after its retries: the test shows nothing")
 	}
 	// ADD's own retry of eth0's record, which failed.
 	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removeCalls, want) {

@@ -119,6 +119,19 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	d, b, err := delegateConf(n, env)
+	if err != nil {
+		return err
+	}
+	// Before the retries too: their iptables commands wait xtablesWait
+	// (1 s) for the xtables lock, so while another program held it a
+	// moment the container's own record failed ADD, without the wait
+	// for the delegate's sake (below) ever being reached; and a retry
+	// lock kept through both waits failed other ADDs of recorded
+	// containers after masqLockWait.
+	if err := p.waitXtables(d); err != nil {
+		return err
+	}
 	unlock, ownErr, err := p.retryMasq(n.DataDir, n.Name+":"+at.containerID+":"+at.ifName)
 	defer unlock()
 	if ownErr != nil {
@@ -127,10 +140,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		fmt.Fprintf(p.stderr(), "agentd-cni: ADD of container %s interface %s in network %s: %v\n", args.ContainerID, args.IfName, n.Name, err)
 	}
-	d, b, err := delegateConf(n, env)
-	if err != nil {
-		return err
-	}
+	// Again, next to the delegate: the retries' own iptables commands
+	// take the lock, and a program queued behind them may hold it now.
 	if err := p.waitXtables(d); err != nil {
 		return err
 	}
