@@ -566,8 +566,9 @@ func (m *Manager) explainMoveToOwn(l Lease) {
 // (dockerd's --bip, the CNI bridge and its pods) must be restarted. sn was
 // picked from leases and bad, and pick prefers the previous subnet unless it
 // is no subnet of the pool (SubnetLen, SubnetMin or SubnetMax changed) or a
-// key holds it (eachHeld: a lease of any length overlapping it, or a key with
-// an unusable value), so each such key is named. A lease for our public IP
+// key holds it (eachHeld: a lease of any length overlapping it, a key with
+// an unusable value, or one only flanneld reads as a lease), so each such key
+// is named. A lease for our public IP
 // naming another host may be this host's own from before its state directory
 // and subnet.env's host identity were lost; it is free again once it expires.
 func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
@@ -587,9 +588,12 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 		}
 		held = true
 		kv := []any{"previous", prev, "new", sn}
-		if b != nil {
+		switch {
+		case b != nil && errors.Is(b.Err, ErrNotSubnetKey):
+			kv = append(kv, "key", b.Key, "holder", "a key agentd skips but flanneld reads as a lease of heldSubnet (its hosts route that to the key's PublicIP)", "problem", b.Err.Error())
+		case b != nil:
 			kv = append(kv, "key", b.Key, "holder", "a key with an unusable value", "problem", b.Err.Error())
-		} else {
+		default:
 			kv = append(kv, "key", m.reg.LeaseKey(hsn, hsn6), "holder", l.Attrs.PublicIP, "holderHostID", clip.String(l.Attrs.HostID))
 			switch {
 			case l.Attrs.PublicIP == m.cfg.PublicIP:
@@ -600,7 +604,7 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 				kv = append(kv, "note", "the holder has our host identity at another public IP: this host before its public IP changed (another --iface, a new address), whose lease lives until its TTL runs out unless released (agentctl lease release "+releaseArg(hsn, hsn6)+" --force), or a copy of this host's state directory on another host")
 			}
 		}
-		if hsn != prev {
+		if hsn != prev || b != nil && errors.Is(b.Err, ErrNotSubnetKey) {
 			kv = append(kv, "heldSubnet", hsn)
 		}
 		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env is held by another host"+moveRestart, kv...)
@@ -723,19 +727,27 @@ func (m *Manager) pick6(i int, taken6 *occupied) (netip.Prefix, error) {
 }
 
 // eachHeld calls f with the subnets each key of a list holds: every lease's
-// (l set), and those named by a key whose value is unusable (b set), which
-// still occupies them. pick takes them as occupied, and explainMove names the
-// keys among them that hold the previous subnet.
+// (l set), and those of the keys that are no lease here (b set) but still
+// occupy subnets: a key whose value is unusable, and a key agentd does not
+// read but flanneld does ("10.244.5.0-024", FlanneldSubnetKey), which
+// flanneld hosts route to. pick takes them as occupied, and explainMove
+// names the keys among them that hold the previous subnet.
 func (m *Manager) eachHeld(leases []Lease, bad []BadEntry, f func(sn, sn6 netip.Prefix, l *Lease, b *BadEntry)) {
 	for i := range leases {
 		f(leases[i].Subnet, leases[i].IPv6Subnet, &leases[i], nil)
 	}
 	for i := range bad {
-		if rel, ok := strings.CutPrefix(bad[i].Key, m.reg.SubnetsPrefix()); ok {
-			if sn, sn6, err := ParseSubnetKey(rel); err == nil {
-				f(sn, sn6, nil, &bad[i])
+		rel, ok := strings.CutPrefix(bad[i].Key, m.reg.SubnetsPrefix())
+		if !ok {
+			continue
+		}
+		sn, sn6, err := ParseSubnetKey(rel)
+		if err != nil {
+			if sn, sn6, ok = FlanneldSubnetKey(rel); !ok {
+				continue
 			}
 		}
+		f(sn, sn6, nil, &bad[i])
 	}
 }
 
