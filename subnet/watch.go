@@ -731,6 +731,16 @@ func (m *Manager) putLocked(k *keyState, prev Lease) bool {
 			t.bad[key] = k.modRev
 			n := m.Stats.BadEntries.Add(1)
 			kvs := []any{"key", clip.String(key), "revision", k.modRev, "count", n}
+			if errors.Is(err, ErrNotSubnetKey) {
+				// Acquire takes the subnet as held all the same (eachHeld).
+				if sn, sn6, ok := FlanneldSubnetKey(strings.TrimPrefix(key, m.reg.SubnetsPrefix())); ok {
+					held := sn.String()
+					if sn6.IsValid() {
+						held += " " + sn6.String()
+					}
+					kvs = append(kvs, "flanneldReadsAsLeaseOf", held)
+				}
+			}
 			switch t.badLog.Next() {
 			case lograte.Log:
 				m.log.Error(err, "skipping key that is not a usable lease", kvs...)
