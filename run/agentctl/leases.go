@@ -341,17 +341,29 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 		}
 	}
 	// A key whose value is not a lease holds its subnet all the same:
-	// agents lease around it, and release deletes it.
+	// agents lease around it, and release deletes it. So does a key
+	// agents skip but flanneld reads as a lease (10.244.5.0-024:
+	// subnet.FlanneldSubnetKey), which flanneld hosts route to its
+	// PublicIP; release deletes it by its whole key.
 	for _, b := range bad {
-		ksn, ksn6, err := subnet.ParseSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix()))
-		if err != nil || !ksn.Overlaps(sn) {
+		name := strings.TrimPrefix(b.Key, reg.SubnetsPrefix())
+		ksn, ksn6, err := subnet.ParseSubnetKey(name)
+		what, arg := fmt.Sprintf("whose value is not a lease (%v)", b.Err), keyArg(ksn, ksn6)
+		if err != nil {
+			var ok bool
+			if ksn, ksn6, ok = subnet.FlanneldSubnetKey(name); !ok {
+				continue
+			}
+			what, arg = "a key agents skip but flanneld reads as a lease of "+keyArg(ksn, ksn6)+" (its hosts route that to the key's PublicIP)", printable(b.Key)
+		}
+		if !ksn.Overlaps(sn) {
 			continue
 		}
 		held := "is held by"
 		if ksn != sn {
 			held = "overlaps"
 		}
-		return fmt.Errorf("%s %s %s, whose value is not a lease (%v); free it first (agentctl lease release %s)", sn, held, b.Key, b.Err, shellWord(keyArg(ksn, ksn6)))
+		return fmt.Errorf("%s %s %s, %s; free it first (agentctl lease release %s)", sn, held, printable(b.Key), what, shellWord(arg))
 	}
 	val, err := json.Marshal(subnet.LeaseAttrs{PublicIP: pub})
 	if err != nil {
