@@ -713,7 +713,11 @@ func TestDirectRenewalIsReported(t *testing.T) {
 // skip, and a key next to ours do not stop it. In a dual-stack network
 // (our key 10.244.5.0-24&fc00:0:0:5::-64) the IPv6 subnet counts alone: a
 // key whose IPv4 subnet is elsewhere but whose IPv6 subnet overlaps ours
-// stops it too.
+// stops it too. So does a key agentd skips but flanneld reads as a lease of
+// an overlapping subnet (FlanneldSubnetKey), which flanneld hosts route to
+// its PublicIP; before, such keys were passed over and ours was recreated.
+// Keys flanneld skips too (a leading zero in an octet; an unusable value)
+// do not stop it.
 func TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps(t *testing.T) {
 	other := fmt.Sprintf(`{"PublicIP":"198.18.0.9","BackendType":"vxlan","HostID":%q}`, hostID(9))
 	const dual = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`
@@ -728,6 +732,12 @@ func TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps(t *testing.T) {
 		{"IPv6 only, same", dual, "10.244.9.0-24&fc00:0:0:5::-64", other, true},
 		{"IPv6 only, wider", dual, "10.244.9.0-24&fc00:0:0:4::-63", other, true},
 		{"IPv6 next to ours", dual, "10.244.9.0-24&fc00:0:0:6::-63", other, false},
+		{"flanneld only, same", net16, "10.244.5.0-024", other, true},
+		{"flanneld only, junk before", net16, "old/10.244.5.0-24", other, true},
+		{"flanneld only, wider, host bits", net16, "10.244.5.9-23", other, true},
+		{"flanneld only, IPv6 spelled otherwise", dual, "10.244.9.0-24&fc00:0000:0:5::-64", other, true},
+		{"flanneld only, unusable value", net16, "10.244.5.0-024", `{"PublicIP":`, false},
+		{"flanneld skips it too", net16, "10.244.05.0-24", other, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, tc.config)

@@ -165,8 +165,11 @@ func sortLeases(ls []Lease) {
 
 // Overlapping returns the leases whose subnets overlap sn or sn6, the key of
 // (sn, sn6) excepted, and those of the overlapping keys whose values are not
-// usable. It lists the keys alone, and reads the values of the overlapping
-// ones only: usually none.
+// usable. A key agentd skips but flanneld reads as a lease of an overlapping
+// subnet (FlanneldSubnetKey) is among the bad entries: with ParseSubnetKey's
+// error (ErrNotSubnetKey) when its value is a lease, as flanneld reads it,
+// or with its value's error. It lists the keys alone, and reads the values
+// of the overlapping ones only: usually none.
 func (r *Registry) Overlapping(ctx context.Context, sn, sn6 netip.Prefix) ([]Lease, []BadEntry, error) {
 	self := r.LeaseKey(sn, sn6)
 	var overlapping []string
@@ -174,8 +177,15 @@ func (r *Registry) Overlapping(ctx context.Context, sn, sn6 netip.Prefix) ([]Lea
 		func(int64) { overlapping = overlapping[:0] },
 		func(kv *mvccpb.KeyValue) {
 			key := string(kv.Key)
-			ksn, ksn6, err := ParseSubnetKey(strings.TrimPrefix(key, r.SubnetsPrefix()))
-			if err == nil && key != self && (ksn.Overlaps(sn) || sn6.IsValid() && ksn6.IsValid() && ksn6.Overlaps(sn6)) {
+			rel := strings.TrimPrefix(key, r.SubnetsPrefix())
+			ksn, ksn6, err := ParseSubnetKey(rel)
+			if err != nil {
+				var ok bool
+				if ksn, ksn6, ok = FlanneldSubnetKey(rel); !ok {
+					return
+				}
+			}
+			if key != self && (ksn.Overlaps(sn) || sn6.IsValid() && ksn6.IsValid() && ksn6.Overlaps(sn6)) {
 				overlapping = append(overlapping, key)
 			}
 		})
@@ -187,7 +197,17 @@ func (r *Registry) Overlapping(ctx context.Context, sn, sn6 netip.Prefix) ([]Lea
 		bad    []BadEntry
 	)
 	for _, key := range overlapping {
-		ksn, ksn6, _ := ParseSubnetKey(strings.TrimPrefix(key, r.SubnetsPrefix()))
+		ksn, ksn6, keyErr := ParseSubnetKey(strings.TrimPrefix(key, r.SubnetsPrefix()))
+		if keyErr != nil {
+			b, ok, err := r.flanneldOnly(ctx, key, keyErr)
+			if err != nil {
+				return nil, nil, err
+			}
+			if ok {
+				bad = append(bad, b)
+			}
+			continue
+		}
 		l, ok, err := r.Get(ctx, ksn, ksn6)
 		switch {
 		case ok && err != nil:
@@ -199,6 +219,24 @@ func (r *Registry) Overlapping(ctx context.Context, sn, sn6 netip.Prefix) ([]Lea
 		}
 	}
 	return leases, bad, nil
+}
+
+// flanneldOnly reads a key only flanneld takes as a lease, for Overlapping:
+// its entry carries keyErr (ParseSubnetKey's) when the value is a lease, and
+// the value's error otherwise; ok is false when the key is gone.
+func (r *Registry) flanneldOnly(ctx context.Context, key string, keyErr error) (BadEntry, bool, error) {
+	resp, err := r.cli.Get(ctx, key)
+	if err != nil {
+		return BadEntry{}, false, fmt.Errorf("read key %s: %w", clip.String(key), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return BadEntry{}, false, nil
+	}
+	kv := resp.Kvs[0]
+	if _, err := ParseLeaseValue(kv.Value); err != nil {
+		keyErr = fmt.Errorf("lease value: %w", err)
+	}
+	return BadEntry{Key: key, ModRevision: kv.ModRevision, Err: clip.Error(keyErr)}, true, nil
 }
 
 // Get reads one lease; ok is false when the key is absent.

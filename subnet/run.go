@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -437,7 +438,10 @@ func (m *Manager) reserve(ctx context.Context, l Lease) error {
 // overlapFree returns an error wrapping ErrLeaseLost if another host's key
 // holds a subnet overlapping ours (10.244.4.0/23 over our 10.244.5.0/24,
 // say): then recreating our key would route the same addresses to two
-// hosts. A key with an unusable value is skipped, as peers skip it.
+// hosts. So does a key agentd skips but flanneld reads as a lease
+// ("10.244.5.0-024", FlanneldSubnetKey): flanneld hosts route its subnet to
+// its PublicIP, whichever host that names. A key with an unusable value is
+// skipped, as peers (and flanneld) skip it.
 //
 // The check and the create that follows are not one transaction: a key
 // created in between (an etcd round trip) escapes it, as in Acquire between
@@ -452,6 +456,18 @@ func (m *Manager) overlapFree(ctx context.Context) error {
 	leases, bad, err := m.reg.Overlapping(ctx, m.own.Subnet, m.own.IPv6Subnet)
 	if err != nil {
 		return err
+	}
+	for _, b := range bad {
+		if !errors.Is(b.Err, ErrNotSubnetKey) {
+			continue
+		}
+		sn, sn6, _ := FlanneldSubnetKey(strings.TrimPrefix(b.Key, m.reg.SubnetsPrefix()))
+		held := sn.String()
+		if sn6.IsValid() {
+			held += " " + sn6.String()
+		}
+		return m.lostTo(fmt.Sprintf("key %s, which agentd skips but flanneld reads as a lease of %s (its hosts route that to the key's PublicIP), overlaps our subnet %s",
+			clip.String(b.Key), held, m.own.Subnet), "that key")
 	}
 	for _, b := range bad {
 		m.log.Error(b.Err, "a key with an unusable value overlaps our subnet; recreating ours all the same, peers skip it",
