@@ -41,6 +41,11 @@ type badRow struct {
 	// its subnet until released or expired.
 	PublicIP   string `json:"publicIP,omitempty"`
 	TTLSeconds *int64 `json:"ttlSeconds,omitempty"`
+	// FlanneldLeaseOf is the subnet (and IPv6 subnet) flanneld reads a key
+	// agents skip as a lease of ("10.244.5.0-024": FlanneldSubnetKey):
+	// flanneld hosts route it to the key's PublicIP, and agents lease and
+	// reserve around it.
+	FlanneldLeaseOf string `json:"flanneldLeaseOf,omitempty"`
 }
 
 func (a *app) leasesCommand() *cobra.Command {
@@ -123,7 +128,13 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 	}
 	bad := make([]badRow, 0, len(badEntries)+len(skipped))
 	for _, b := range badEntries {
-		bad = append(bad, badRow{Key: b.Key, Error: b.Err.Error()})
+		r := badRow{Key: b.Key, Error: b.Err.Error()}
+		if errors.Is(b.Err, subnet.ErrNotSubnetKey) {
+			if sn, sn6, ok := subnet.FlanneldSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix())); ok {
+				r.FlanneldLeaseOf = keyArg(sn, sn6)
+			}
+		}
+		bad = append(bad, r)
 	}
 	for i, l := range skipped {
 		b := badRow{Key: reg.SubnetsPrefix() + l.Key(), Error: skippedErr[i].Error(), PublicIP: l.Attrs.PublicIP.String()}
@@ -228,6 +239,8 @@ func printLeases(a *app, rows []leaseRow, bad []badRow) {
 			held = fmt.Sprintf("; a lease of %s, %s left", b.PublicIP, time.Duration(*b.TTLSeconds)*time.Second)
 		case b.PublicIP != "":
 			held = "; a reservation for " + b.PublicIP
+		case b.FlanneldLeaseOf != "":
+			held = "; flanneld reads it as a lease of " + b.FlanneldLeaseOf + " (its hosts route that to the key's PublicIP)"
 		}
 		fmt.Fprintf(a.out, "invalid: %s: %s%s\n", printable(b.Key), printable(b.Error), held)
 	}
