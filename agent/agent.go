@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"net"
@@ -640,6 +641,13 @@ func (a *agent) dropBackend(be backend.Backend) {
 	ended, end := context.WithCancel(context.Background())
 	end()
 	_ = be.Watch(ended, func() {})
+	// udp: the device's queues and the sockets, which the new config's
+	// backend may need to make anew (another Port).
+	if c, ok := be.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			a.log.Error(err, "cannot close the backend that the new config replaces", "backend", be.Type())
+		}
+	}
 }
 
 // configKeyChanges signals changed at each change of the config key until

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -461,7 +463,7 @@ const udpRetakeEnv = "AGENTD_UDP_RETAKE_TEST_ETCD"
 // backend on flannel0") and leases in the new Network.
 func TestConfigTakenWhileWaitingUDP(t *testing.T) {
 	if ep := os.Getenv(udpRetakeEnv); ep != "" {
-		udpRetakeChild(t, ep)
+		udpRetakeChild(t, ep, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`)
 		return
 	}
 	cluster.RunTestInHost(t, "TestConfigTakenWhileWaitingUDP", udpRetakeEnv, map[string]string{
@@ -470,7 +472,30 @@ func TestConfigTakenWhileWaitingUDP(t *testing.T) {
 	})
 }
 
-func udpRetakeChild(t *testing.T, etcd string) {
+// udpRetakePortEnv, when set, makes TestConfigTakenWhileWaitingUDPPort the
+// child.
+const udpRetakePortEnv = "AGENTD_UDP_RETAKE_PORT_TEST_ETCD"
+
+// TestConfigTakenWhileWaitingUDPPort is TestConfigTakenWhileWaitingUDP with
+// another udp Port in the new config, which a waiting agent takes since
+// 2238ca3 (and which rolls host by host since 818a27c). The dropped
+// backend's device queues and sockets stayed open in the agent: the new
+// Prepare, needing sockets on 8286, found flannel0's queues held by "a
+// process that this agent cannot see", itself, and the agent exited.
+func TestConfigTakenWhileWaitingUDPPort(t *testing.T) {
+	if ep := os.Getenv(udpRetakePortEnv); ep != "" {
+		udpRetakeChild(t, ep, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":8286}}`)
+		return
+	}
+	cluster.RunTestInHost(t, "TestConfigTakenWhileWaitingUDPPort", udpRetakePortEnv, map[string]string{
+		"/udpretake/config":                `{"Network":"10.244.0.0/20","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"udp"}}`,
+		"/udpretake/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2"}`,
+	})
+}
+
+// udpRetakeChild runs the agent until it waits for a free subnet, writes
+// newCfg, and wants the agent ready on it.
+func udpRetakeChild(t *testing.T, etcd, newCfg string) {
 	const prefix = "/udpretake"
 	cfg := hostConfig(t, etcd, prefix)
 	logs := &logLines{}
@@ -489,7 +514,7 @@ func udpRetakeChild(t *testing.T, etcd string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Put(ctx, prefix+"/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`); err != nil {
+	if _, err := cli.Put(ctx, prefix+"/config", newCfg); err != nil {
 		t.Fatal(err)
 	}
 	if err := cluster.Eventually(ctx, 20*time.Second, func() error {
@@ -509,5 +534,13 @@ func udpRetakeChild(t *testing.T, etcd string) {
 	}
 	if n := logs.count(takenAnewMsg); n != 1 {
 		t.Errorf("%d lines say the new config was taken and the backend made again, want 1", n)
+	}
+	// Nothing in the host (agent or keeper) holds the first backend's
+	// sockets once the second's are made on another port.
+	if strings.Contains(newCfg, `"Port":8286`) {
+		out, err := exec.Command("ss", "-H", "-uanp", "sport = :8285").CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) != 0 {
+			t.Errorf("UDP sockets on port 8285 after the switch to 8286 (ss: %v):\n%s", err, out)
+		}
 	}
 }

@@ -1348,6 +1348,25 @@ func (b *Backend) stopWorkers() {
 	}
 }
 
+// Close closes this process's copies of the device's queues and of the
+// sockets once Watch has returned: the agent drops a backend it prepared but
+// never ran, for another config taken while it waited for its first lease
+// (say another Port). The keeper holds its own copies, so the device and
+// the packets queued in it stay for the next Prepare to take over, or to
+// replace; copies left open here would hold the queues beside new ones.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		return errors.New("udp backend: Close before Watch returned")
+	}
+	if b.fds != nil {
+		b.fds.close()
+		b.fds = nil
+	}
+	return nil
+}
+
 // poke wakes Reconcile (a worker stopped by itself).
 func (b *Backend) poke() {
 	if f := b.wake.Load(); f != nil {
