@@ -61,14 +61,8 @@ func chooseExternalInterface(cfg *Config) (backend.ExternalInterface, string, er
 	return chooseExternalInterfaceIn(h, cfg)
 }
 
-// findExternalInterface is FindExternalInterface in the namespace h is bound to.
-func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInterface, error) {
-	ext, _, err := chooseExternalInterfaceIn(h, cfg)
-	return ext, err
-}
-
-// chooseExternalInterfaceIn is findExternalInterface, and which option
-// chose the interface, as an error about the choice names it:
+// chooseExternalInterfaceIn is FindExternalInterface in the namespace h is
+// bound to, and which option chose the interface, as an error about the choice names it:
 // "--iface=cni0", "--iface-regex=^cni", "--iface-can-reach=10.244.5.2",
 // "--public-ip=10.244.5.1 (an address of cni0)", "the default route (no
 // --iface)".

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/internal/nsreap"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -170,6 +171,13 @@ func testHost(t *testing.T) *netlink.Handle {
 		}
 	}
 	return h
+}
+
+// findExternalInterface is FindExternalInterface in the namespace h is
+// bound to, for the tests that run it in a namespace of their own.
+func findExternalInterface(h *netlink.Handle, cfg *Config) (backend.ExternalInterface, error) {
+	ext, _, err := chooseExternalInterfaceIn(h, cfg)
+	return ext, err
 }
 
 func TestFindExternalInterface(t *testing.T) {
