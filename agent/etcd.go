@@ -486,14 +486,8 @@ const retryWokenAfter = 500 * time.Millisecond
 // sleepOrWake waits d, or until a signal on wake but not before earliest,
 // or until ctx is done (its error).
 func sleepOrWake(ctx context.Context, d time.Duration, wake <-chan struct{}, earliest time.Time) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	case <-wake:
+	if woken, err := delay.SleepOrWake(ctx, d, wake); !woken {
+		return err
 	}
 	return delay.Sleep(ctx, min(time.Until(earliest), d))
 }

@@ -1,6 +1,6 @@
 // Package delay is the retry backoff shared by the agent, the lease manager
 // and the backends (doubling from a minimum to a maximum, with jitter), and
-// a sleep that ends early with its context.
+// a sleep that ends early with its context, or at a wake-up.
 package delay
 
 import (
@@ -35,12 +35,21 @@ func (b *Backoff) Reset() { b.cur = 0 }
 // Sleep waits for d and returns nil, or returns ctx.Err() as soon as ctx is
 // done.
 func Sleep(ctx context.Context, d time.Duration) error {
+	_, err := SleepOrWake(ctx, d, nil)
+	return err
+}
+
+// SleepOrWake is Sleep that also ends, with woken true, at a signal on wake
+// (nil: never).
+func SleepOrWake(ctx context.Context, d time.Duration, wake <-chan struct{}) (woken bool, err error) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	case <-t.C:
-		return nil
+		return false, nil
+	case <-wake:
+		return true, nil
 	}
 }

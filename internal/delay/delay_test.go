@@ -44,3 +44,21 @@ func TestSleep(t *testing.T) {
 		t.Errorf("Sleep with a cancelled context took %v", d)
 	}
 }
+
+// TestSleepOrWake: a signal on wake ends the sleep at once, saying so; the
+// timer's end and the context's say it was not woken.
+func TestSleepOrWake(t *testing.T) {
+	wake := make(chan struct{}, 1)
+	wake <- struct{}{}
+	if woken, err := SleepOrWake(context.Background(), time.Hour, wake); !woken || err != nil {
+		t.Errorf("SleepOrWake with a signal waiting = %v, %v; want true, nil", woken, err)
+	}
+	if woken, err := SleepOrWake(context.Background(), time.Millisecond, wake); woken || err != nil {
+		t.Errorf("SleepOrWake(1ms) without a signal = %v, %v; want false, nil", woken, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if woken, err := SleepOrWake(ctx, time.Hour, nil); woken || err != context.Canceled {
+		t.Errorf("SleepOrWake with a cancelled context = %v, %v; want false, context.Canceled", woken, err)
+	}
+}
