@@ -2,10 +2,15 @@ package cniplugin
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -49,15 +54,14 @@ func TestAddTwiceAtOnce(t *testing.T) {
 	first := add(true)
 	<-held
 	second := add(false)
-	// Nothing shows that the second ADD waits for the first's save but
-	// its not returning: it has a second to, and must not.
+	// The second ADD must wait for the first's save: blocked on the lock
+	// of dataDir (/proc/locks lists it as a waiter), not returned.
 	var errs [2]error
 	returned := false
-	select {
-	case errs[1] = <-second:
+	if err := blockedOnFlock(f.dataDir, second); err != nil {
 		returned = true
-		t.Errorf("the second ADD returned (%v) while the first was in the middle of its save", errs[1])
-	case <-time.After(time.Second):
+		errs[1] = err
+		t.Errorf("the second ADD did not wait for the first's save: %v", err)
 	}
 	close(release)
 	errs[0] = <-first
@@ -151,4 +155,38 @@ func TestDelDuringAddAgain(t *testing.T) {
 	if _, err := os.Stat(legacy); err == nil && !sameFile(legacy, f.saved("c1")) {
 		t.Errorf("after the ADD and the DEL, flannel's per-container name %s is left alone (dataDir holds %q)", legacy, fileNames(t, f.dataDir))
 	}
+}
+
+// blockedOnFlock waits until /proc/locks lists this process as waiting for
+// a flock of path ("->" before the lock, path's inode), and returns nil; or
+// returns the error of done (the command that should wait) if it ends
+// first, or an error after 10 s.
+func blockedOnFlock(path string, done <-chan error) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	ino := fi.Sys().(*syscall.Stat_t).Ino
+	pid := strconv.Itoa(os.Getpid())
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			return fmt.Errorf("it returned (%v)", err)
+		default:
+		}
+		locks, err := os.ReadFile("/proc/locks")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(locks), "\n") {
+			// "5: -> FLOCK  ADVISORY  WRITE 27182 fe:00:9986362 0 EOF"
+			f := strings.Fields(line)
+			if len(f) >= 7 && f[1] == "->" && f[2] == "FLOCK" && f[5] == pid && strings.HasSuffix(f[6], ":"+strconv.FormatUint(ino, 10)) {
+				return nil
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return errors.New("not blocked on the lock within 10 s")
 }
