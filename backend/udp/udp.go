@@ -196,8 +196,9 @@ type Backend struct {
 	claimWarned string
 
 	skips *backend.SkipLog
-	// ports is the last pass's peerPort results, by BackendData.
-	ports map[string]parsedPort
+	// ports is desired's: LeasePort's results, by BackendData (an agentd
+	// cluster's leases say one or two ports).
+	ports backend.DecodeCache[int]
 	// peerAddrs is Reconcile's to store and Watch's to read: it tells
 	// which address events can change whether a peer is skipped.
 	peerAddrs backend.PeerAddrs
@@ -1129,8 +1130,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 	// where the datapath would send it again (a loop), and one in ours
 	// goes to a local container.
 	overlay := backend.OverlaySet(own, peers)
-	ports := make(map[string]parsedPort, len(b.ports))
-	defer func() { b.ports = ports }()
+	defer b.ports.Prune()
 	var es []entry
 	for _, p := range peers {
 		key := p.Key()
@@ -1154,7 +1154,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		default:
 			why = seg.RefuseHost(pub)
 		}
-		port, err := b.peerPort(p.Attrs.BackendData, ports)
+		port, err := b.ports.Get(p.Attrs.BackendData, LeasePort)
 		if why == "" && err != nil {
 			why = err.Error()
 		}
@@ -1168,30 +1168,6 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		es = append(es, entry{Subnet: sn, Dst: netip.AddrPortFrom(pub, uint16(port))})
 	}
 	return es
-}
-
-// parsedPort is what LeasePort made of a BackendData.
-type parsedPort struct {
-	port int
-	err  error
-}
-
-// peerPort is LeasePort(raw), decoded once for all the peers of a pass
-// that share raw (an agentd cluster's leases say one or two ports) and
-// taken from the last pass's when it had it: seen is this pass's. A decode
-// costs some 2 µs, a pass per peer about as much.
-func (b *Backend) peerPort(raw json.RawMessage, seen map[string]parsedPort) (int, error) {
-	if len(raw) == 0 {
-		return 0, nil
-	}
-	r, ok := seen[string(raw)]
-	if !ok {
-		if r, ok = b.ports[string(raw)]; !ok {
-			r.port, r.err = LeasePort(raw)
-		}
-		seen[string(raw)] = r
-	}
-	return r.port, r.err
 }
 
 // ensureDevice makes sure the device our descriptors are attached to is

@@ -91,11 +91,11 @@ func TestLeaseDataChanged(t *testing.T) {
 	if len(res.SkippedLeases) != 1 || res.SkippedLeases[0].Key != peers[2].Key() {
 		t.Errorf("lease 2's VtepMAC is now multicast; skipped: %v", res.SkippedLeases)
 	}
-	if len(b.leaseData.m) != 3 {
-		t.Errorf("after a pass over 3 leases, %d decoded values are kept, want 3", len(b.leaseData.m))
+	if b.dataCache.Len() != 3 {
+		t.Errorf("after a pass over 3 leases, %d decoded values are kept, want 3", b.dataCache.Len())
 	}
 	b.desired(own, peers[:1], 5, seg)
-	if len(b.leaseData.m) != 1 {
-		t.Errorf("after a pass over 1 lease, %d decoded values are kept, want 1", len(b.leaseData.m))
+	if b.dataCache.Len() != 1 {
+		t.Errorf("after a pass over 1 lease, %d decoded values are kept, want 1", b.dataCache.Len())
 	}
 }

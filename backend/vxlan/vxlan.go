@@ -320,48 +320,6 @@ func parseLeaseData(raw json.RawMessage) (peerData, error) {
 	return peerData{VNI: d.VNI, Port: d.Port, MAC: mac}, nil
 }
 
-// leaseDataCache keeps parseLeaseData's result for each BackendData, by
-// its bytes, so that a pass decodes only the leases new or changed since
-// the last: decoding each peer's JSON on each pass was some 18 % of a
-// pass's CPU at 5 000 peers. A changed value has other bytes, so it is
-// decoded anew. Entries no pass asked for since the last prune go then:
-// the cache holds no more than the last pass's leases.
-type leaseDataCache struct {
-	m    map[string]*leaseDataEntry
-	pass uint64 // the current pass, stamped on the entries it reads
-}
-
-type leaseDataEntry struct {
-	pd   peerData
-	err  error
-	pass uint64 // the last pass that read it
-}
-
-// parse returns parseLeaseData(raw), decoding raw unless it is cached.
-func (c *leaseDataCache) parse(raw json.RawMessage) (peerData, error) {
-	if e, ok := c.m[string(raw)]; ok {
-		e.pass = c.pass
-		return e.pd, e.err
-	}
-	pd, err := parseLeaseData(raw)
-	if c.m == nil {
-		c.m = make(map[string]*leaseDataEntry)
-	}
-	c.m[string(raw)] = &leaseDataEntry{pd: pd, err: err, pass: c.pass}
-	return pd, err
-}
-
-// prune deletes the entries the pass since the last prune did not read,
-// and starts the next pass.
-func (c *leaseDataCache) prune() {
-	for k, e := range c.m {
-		if e.pass != c.pass {
-			delete(c.m, k)
-		}
-	}
-	c.pass++
-}
-
 // Backend is the vxlan backend. Prepare, MTU and Reconcile belong to one
 // goroutine (the agent's), Watch to another; they share only devIndex,
 // wantNeighs, wantFDB and wantRoutes.
@@ -415,8 +373,8 @@ type Backend struct {
 	// report is made once per change (followExternalMTU).
 	mtuReport int
 
-	skips     *backend.SkipLog // Reconcile's
-	leaseData leaseDataCache   // desired's
+	skips     *backend.SkipLog              // Reconcile's
+	dataCache backend.DecodeCache[peerData] // desired's: parseLeaseData's results
 
 	// subscribed, when set, is called once Watch's subscriptions are in place.
 	subscribed func()
@@ -1061,7 +1019,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 	overlay := backend.OverlaySet(own, peers)
 	d.routes = make([]backend.Route, 0, len(peers))
 	tunnels := make([]tunnel, 0, len(peers))
-	defer b.leaseData.prune()
+	defer b.dataCache.Prune()
 	for i, p := range peers {
 		key := p.Key()
 		skip := func(format string, args ...any) { b.skips.Skip(key, fmt.Sprintf(format, args...)) }
@@ -1090,7 +1048,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 			skip("%s", why)
 			continue
 		}
-		pd, err := b.leaseData.parse(p.Attrs.BackendData)
+		pd, err := b.dataCache.Get(p.Attrs.BackendData, parseLeaseData)
 		if err != nil {
 			skip("%v", err)
 			continue
