@@ -93,10 +93,14 @@ func directSplitPeersChild(t *testing.T, etcd string) {
 		}
 	}
 
+	// The peers written below take subnets far above those the agent picks
+	// from (at random among the first 100 free from SubnetMin): one of
+	// them written over the agent's own key (10.244.3.0, once in CI) is
+	// no peer, and the verdict never changed.
 	put("/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true,"VNI":2}}`)
 	want("VNI 2, the one peer on the segment", "", "each of this host's 1 peers directly")
 
-	put("/subnets/10.244.4.0-24", vxlanLease("198.19.0.7", 1, 4))
+	put("/subnets/10.244.251.0-24", vxlanLease("198.19.0.7", 1, 4))
 	want("a peer on another segment joined", "Backend.VNI", "1 of this host's 2 peers are not on its segment")
 	if n := logs.count(split); n != 1 {
 		t.Errorf("%d lines say the VNI change now splits the cluster, want 1", n)
@@ -105,10 +109,10 @@ func directSplitPeersChild(t *testing.T, etcd string) {
 		t.Errorf("%d lines say the verdict changed with the peers, want 1", n)
 	}
 
-	put("/subnets/10.244.3.0-24", vxlanLease("198.18.0.3", 1, 3))
+	put("/subnets/10.244.250.0-24", vxlanLease("198.18.0.3", 1, 3))
 	want("a peer joined on the segment", "Backend.VNI", "1 of this host's 3 peers are not on its segment")
 
-	if _, err := cli.Delete(ctx, prefix+"/subnets/10.244.4.0-24"); err != nil {
+	if _, err := cli.Delete(ctx, prefix+"/subnets/10.244.251.0-24"); err != nil {
 		t.Fatal(err)
 	}
 	want("the other segment's peer left", "", "each of this host's 2 peers directly")
@@ -120,7 +124,7 @@ func directSplitPeersChild(t *testing.T, etcd string) {
 	}
 
 	// A peer's public IP moves off the segment.
-	put("/subnets/10.244.3.0-24", vxlanLease("198.19.0.8", 1, 3))
+	put("/subnets/10.244.250.0-24", vxlanLease("198.19.0.8", 1, 3))
 	want("a peer's public IP moved to another segment", "Backend.VNI", "1 of this host's 2 peers are not on its segment")
 	if n := logs.count(split); n != 2 {
 		t.Errorf("%d lines say the VNI change splits the cluster, want 2", n)
