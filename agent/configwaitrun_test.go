@@ -118,12 +118,7 @@ func wakeChild(t *testing.T, etcd, prefix, waiting, config, want string) {
 	if _, err := cli.Put(ctx, prefix+"/config", config); err != nil {
 		t.Fatal(err)
 	}
-	if err := cluster.Eventually(ctx, 20*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return errors.New(why)
-		}
-		return nil
-	}); err != nil {
+	if err := cluster.Eventually(ctx, 20*time.Second, a.readyErr); err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(widened)
@@ -285,12 +280,7 @@ func configRetakeChild(t *testing.T, etcd string) {
 	defer stop()
 	cli := childEtcd(t, etcd)
 
-	if err := cluster.Eventually(ctx, 30*time.Second, func() error {
-		if logs.count("out of subnets: all 1 subnets") == 0 {
-			return errors.New("no out-of-subnets failure logged")
-		}
-		return nil
-	}); err != nil {
+	if err := cluster.Eventually(ctx, 30*time.Second, logs.seen("out of subnets: all 1 subnets", "no out-of-subnets failure logged")); err != nil {
 		t.Fatal(err)
 	}
 	const next = `{"Network":"10.244.0.0/16","SubnetLen":25,"Backend":{"Type":"fake2","Option":1}}`
@@ -298,12 +288,7 @@ func configRetakeChild(t *testing.T, etcd string) {
 	if _, err := cli.Put(ctx, prefix+"/config", next); err != nil {
 		t.Fatal(err)
 	}
-	if err := cluster.Eventually(ctx, 20*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return errors.New(why)
-		}
-		return nil
-	}); err != nil {
+	if err := cluster.Eventually(ctx, 20*time.Second, a.readyErr); err != nil {
 		t.Fatalf("Network, SubnetLen and backend changed while the agent waited for a lease: not ready within 20 s: %v", err)
 	}
 	t.Logf("ready %v after the config changed", time.Since(changed).Round(time.Millisecond))
@@ -506,23 +491,13 @@ func udpRetakeChild(t *testing.T, etcd, newCfg string) {
 	stop := runChildAgent(t, ctx, a)
 	defer stop()
 	cli := childEtcd(t, etcd)
-	if err := cluster.Eventually(ctx, 30*time.Second, func() error {
-		if logs.count("out of subnets: all 1 subnets") == 0 {
-			return errors.New("no out-of-subnets failure logged")
-		}
-		return nil
-	}); err != nil {
+	if err := cluster.Eventually(ctx, 30*time.Second, logs.seen("out of subnets: all 1 subnets", "no out-of-subnets failure logged")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cli.Put(ctx, prefix+"/config", newCfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := cluster.Eventually(ctx, 20*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return errors.New(why)
-		}
-		return nil
-	}); err != nil {
+	if err := cluster.Eventually(ctx, 20*time.Second, a.readyErr); err != nil {
 		t.Fatalf("Network changed while the udp agent waited for a lease: not ready within 20 s: %v", err)
 	}
 	env, err := subnetenv.Read(cfg.SubnetFile)

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -56,12 +55,7 @@ func directSplitPeersChild(t *testing.T, etcd string) {
 	stop := runChildAgent(t, ctx, a)
 	defer stop()
 	cli := childEtcd(t, etcd)
-	if err := cluster.Eventually(ctx, 30*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return errors.New(why)
-		}
-		return nil
-	}); err != nil {
+	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
 		t.Fatal(err)
 	}
 

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -72,12 +71,7 @@ func ipForwardRunChild(t *testing.T, etcd string) {
 				t.Errorf("Run after cancel: %v", err)
 			}
 		}
-		if err := cluster.Eventually(ctx, 30*time.Second, func() error {
-			if ready, why := a.health.ready(); !ready {
-				return errors.New(why)
-			}
-			return nil
-		}); err != nil {
+		if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
 			stop()
 			t.Fatalf("agent not ready: %v", err)
 		}

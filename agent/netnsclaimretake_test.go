@@ -156,6 +156,26 @@ func (l *logLines) count(s string) int {
 	return n
 }
 
+// seen is a condition for cluster.Eventually: nil once a line logged so
+// far contains s, else an error saying notYet.
+func (l *logLines) seen(s, notYet string) func() error {
+	return func() error {
+		if l.count(s) == 0 {
+			return errors.New(notYet)
+		}
+		return nil
+	}
+}
+
+// readyErr is a condition for cluster.Eventually: nil once the agent is
+// ready, else the reason it is not.
+func (a *agent) readyErr() error {
+	if ready, why := a.health.ready(); !ready {
+		return errors.New(why)
+	}
+	return nil
+}
+
 // startNetnsSquatter starts a process of another user (TestNetnsClaim's
 // squatter) holding the claim's name in this network namespace, and
 // returns what makes it exit and waits for that.

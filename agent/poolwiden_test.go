@@ -92,12 +92,7 @@ func poolWidenChild(t *testing.T, etcd string) {
 	if _, err := cli.Put(ctx, prefix+"/config", `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.2.0","Backend":{"Type":"fake"}}`); err != nil {
 		t.Fatal(err)
 	}
-	if err := cluster.Eventually(ctx, 20*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return errors.New(why)
-		}
-		return nil
-	}); err != nil {
+	if err := cluster.Eventually(ctx, 20*time.Second, a.readyErr); err != nil {
 		t.Fatalf("SubnetMax raised to 10.244.2.0 while the agent waited for a lease: not ready within 20 s: %v", err)
 	}
 	t.Logf("ready %v after the pool was widened", time.Since(widened).Round(time.Millisecond))

@@ -432,12 +432,7 @@ func startFakeAgent(ctx context.Context, t *testing.T, cfg Config, log logr.Logg
 		c <- a.run(rctx)
 	}()
 	t.Cleanup(func() { rcancel(); <-done })
-	err := cluster.Eventually(ctx, 30*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return errors.New(why)
-		}
-		return nil
-	})
+	err := cluster.Eventually(ctx, 30*time.Second, a.readyErr)
 	if err != nil {
 		t.Fatalf("agent not ready: %v", err)
 	}
