@@ -1,12 +1,11 @@
 package hostgw
 
 import (
-	"context"
 	"net/netip"
-	"runtime"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/agentd/agentd/subnet"
 	"github.com/vishvananda/netlink"
 )
@@ -23,7 +22,7 @@ func TestPassBeforeWatchIgnoresServiceAddrs(t *testing.T) {
 	h := prepared(t)
 	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type), lease("10.244.3.0/24", "198.18.0.3", Type)}
 	h.reconcile(peers...) // the first pass dumps every address
-	bare := passGarbage(t, h, peers)
+	bare := nstest.PassGarbage(t, h.b, h.own, peers)
 	// kube-proxy in IPVS mode holds a /32 per Service's cluster IP on its
 	// dummy device kube-ipvs0 (a veth here: the test kernel may lack
 	// dummy). Nothing is sent to them.
@@ -38,26 +37,11 @@ func TestPassBeforeWatchIgnoresServiceAddrs(t *testing.T) {
 		}
 	}
 	h.reconcile(peers...) // their events, or a dump if the kernel dropped some
-	loaded := passGarbage(t, h, peers)
+	loaded := nstest.PassGarbage(t, h.b, h.own, peers)
 	perAddr := (float64(loaded) - float64(bare)) / services
 	t.Logf("a pass before Watch allocated %d bytes with no service address, %d with %d: %.0f bytes per service address", bare, loaded, services, perAddr)
 	if perAddr > 50 {
 		t.Errorf("a pass before Watch allocated %.0f bytes per service address on kube-ipvs0 (%d addresses); want under 50: it reads every address of the host",
 			perAddr, services)
 	}
-}
-
-// passGarbage runs a pass of h's backend with peers, which must change
-// nothing, and returns the bytes the process allocated meanwhile.
-func passGarbage(t *testing.T, h *host, peers []subnet.Lease) uint64 {
-	t.Helper()
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	res, err := h.b.Reconcile(context.Background(), h.own, peers)
-	runtime.ReadMemStats(&after)
-	if err != nil || res.Changed() {
-		t.Fatalf("Reconcile = %v, %v; want no change", res, err)
-	}
-	return after.TotalAlloc - before.TotalAlloc
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"net/netip"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -184,31 +183,16 @@ func TestPassIgnoresServiceAddrs(t *testing.T) {
 	h.reconcile(peers...)
 	nstest.RunWatch(t, h.b.Watch, &h.b.subscribed)
 	h.reconcile(peers...) // the subscription's first pass dumps every address
-	bare := passGarbage(t, h, peers)
+	bare := nstest.PassGarbage(t, h.b, h.own, peers)
 	addServiceAddrs(t, h.host, services)
 	h.reconcile(peers...) // their events, or a dump if the kernel dropped some
-	loaded := passGarbage(t, h, peers)
+	loaded := nstest.PassGarbage(t, h.b, h.own, peers)
 	perAddr := (float64(loaded) - float64(bare)) / services
 	t.Logf("a pass allocated %d bytes with no service address, %d with %d: %.0f bytes per service address", bare, loaded, services, perAddr)
 	if perAddr > 50 {
 		t.Errorf("a pass allocated %.0f bytes per service address on kube-ipvs0 (%d addresses); want under 50: it reads addresses or routes it cannot use",
 			perAddr, services)
 	}
-}
-
-// passGarbage runs a pass of h's backend with peers, which must change
-// nothing, and returns the bytes the process allocated meanwhile.
-func passGarbage(t *testing.T, h *testHost, peers []subnet.Lease) uint64 {
-	t.Helper()
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	res, err := h.b.Reconcile(context.Background(), h.own, peers)
-	runtime.ReadMemStats(&after)
-	if err != nil || res.Changed() {
-		t.Fatalf("Reconcile = %v, %v; want no change", res, err)
-	}
-	return after.TotalAlloc - before.TotalAlloc
 }
 
 // TestPassBeforeWatchIgnoresServiceAddrs: TestPassIgnoresServiceAddrs for
@@ -230,10 +214,10 @@ func TestPassBeforeWatchIgnoresServiceAddrs(t *testing.T) {
 		_ = h.b.Watch(ctx, func() {})
 	})
 	h.reconcile(peers...) // the first pass dumps every address
-	bare := passGarbage(t, h, peers)
+	bare := nstest.PassGarbage(t, h.b, h.own, peers)
 	addServiceAddrs(t, h.host, services)
 	h.reconcile(peers...) // their events, or a dump if the kernel dropped some
-	loaded := passGarbage(t, h, peers)
+	loaded := nstest.PassGarbage(t, h.b, h.own, peers)
 	perAddr := (float64(loaded) - float64(bare)) / services
 	t.Logf("a pass before Watch allocated %d bytes with no service address, %d with %d: %.0f bytes per service address", bare, loaded, services, perAddr)
 	if perAddr > 50 {

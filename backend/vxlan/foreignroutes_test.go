@@ -4,10 +4,10 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"runtime"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/agentd/agentd/subnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -33,21 +33,6 @@ func addForeignRoutes(t testing.TB, h *netlink.Handle, ext netlink.Link) {
 	}
 }
 
-// passGarbage runs one Reconcile that finds nothing to do and returns the
-// bytes it allocated (nothing else runs meanwhile).
-func passGarbage(t *testing.T, b *Backend, own subnet.Lease, peers []subnet.Lease) uint64 {
-	t.Helper()
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	res, err := b.Reconcile(context.Background(), own, peers)
-	runtime.ReadMemStats(&after)
-	if err != nil || res.Changed() {
-		t.Fatalf("Reconcile = %v, %v; want no change", res, err)
-	}
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 // twoPeers are the peers of the foreign-object tests.
 func twoPeers() []subnet.Lease {
 	return []subnet.Lease{
@@ -68,12 +53,12 @@ func foreignCost(t *testing.T, h *host, add func()) (peers []subnet.Lease, bare,
 	if _, err := h.b.Reconcile(context.Background(), h.own, peers); err != nil {
 		t.Fatal(err)
 	}
-	bare = passGarbage(t, h.b, h.own, peers)
+	bare = nstest.PassGarbage(t, h.b, h.own, peers)
 	add()
 	if _, err := h.b.Reconcile(context.Background(), h.own, peers); err != nil {
 		t.Fatal(err)
 	}
-	return peers, bare, passGarbage(t, h.b, h.own, peers)
+	return peers, bare, nstest.PassGarbage(t, h.b, h.own, peers)
 }
 
 // TestPassIgnoresForeignRoutes: a pass on a host whose main table holds a
