@@ -114,6 +114,22 @@ func newTestNSNamed(t *testing.T) (*netlink.Handle, string) {
 	return h, name
 }
 
+// addUnderlayAndVXLAN gives h's namespace a host's underlay, eth0
+// 198.18.0.1/24 with a default route via 198.18.0.254, and a vxlan device
+// flannel.1 (VNI 1, port 8472) over it, without an address and down.
+func addUnderlayAndVXLAN(t *testing.T, h *netlink.Handle) (eth0 netlink.Link, vx *netlink.Vxlan) {
+	t.Helper()
+	eth0 = addVeth(t, h, "eth0", "198.18.0.1/24")
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("198.18.0.254")}); err != nil {
+		t.Fatal(err)
+	}
+	vx = &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, VtepDevIndex: eth0.Attrs().Index, SrcAddr: net.ParseIP("198.18.0.1"), Port: 8472}
+	if err := h.LinkAdd(vx); err != nil {
+		t.Fatalf("add flannel.1: %v", err)
+	}
+	return eth0, vx
+}
+
 // addVeth adds a veth pair name/name+"p", both up, with the addresses on name
 // (CIDR notation, all in 198.18.0.0/15).
 func addVeth(t *testing.T, h *netlink.Handle, name string, addrs ...string) netlink.Link {

@@ -26,14 +26,7 @@ import (
 //	flannel0   TUN, 10.244.6.0/32
 func TestFindExternalInterfaceNotOverlay(t *testing.T) {
 	h, ns := newTestNSNamed(t)
-	eth0 := addVeth(t, h, "eth0", "198.18.0.1/24")
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("198.18.0.254")}); err != nil {
-		t.Fatal(err)
-	}
-	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, VtepDevIndex: eth0.Attrs().Index, SrcAddr: net.ParseIP("198.18.0.1"), Port: 8472}
-	if err := h.LinkAdd(vx); err != nil {
-		t.Fatalf("add flannel.1: %v", err)
-	}
+	eth0, _ := addUnderlayAndVXLAN(t, h)
 	// A TUN device is made in the namespace of the thread that opens
 	// /dev/net/tun, so by ip in the test's namespace, not by h.
 	if out, err := exec.Command("ip", "-n", ns, "tuntap", "add", "dev", "flannel0", "mode", "tun").CombinedOutput(); err != nil {

@@ -24,14 +24,7 @@ import (
 //	cni0      bridge, 10.244.5.1/24 (with a port up), made halfway
 func TestForwardingIfaces(t *testing.T) {
 	h, ns := newTestNSNamed(t)
-	eth0 := addVeth(t, h, "eth0", "198.18.0.1/24")
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("198.18.0.254")}); err != nil {
-		t.Fatal(err)
-	}
-	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, VtepDevIndex: eth0.Attrs().Index, SrcAddr: net.ParseIP("198.18.0.1"), Port: 8472}
-	if err := h.LinkAdd(vx); err != nil {
-		t.Fatalf("add flannel.1: %v", err)
-	}
+	eth0, vx := addUnderlayAndVXLAN(t, h)
 	a, _ := netlink.ParseAddr("10.244.5.0/32")
 	if err := h.AddrAdd(vx, a); err != nil {
 		t.Fatal(err)
