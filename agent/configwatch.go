@@ -486,7 +486,9 @@ func (w *configWatch) judgeLocked(v configValue, extra ...any) {
 	}
 	was := w.last
 	w.last, w.lastContent = ident, content
-	w.setPending(p)
+	// The line first: whoever sees the change in /status finds it in the
+	// log too.
+	defer w.setPending(p)
 	kv = append([]any{"key", w.key, "revision", rev}, kv...)
 	kv = append(kv, extra...)
 	if verdict == "" {
