@@ -306,10 +306,7 @@ func (a *agent) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if claim = retake.run(ctx); claim != nil {
-				a.log.Info("took the agents' claim on this network namespace, which another process held: a second agentd here is refused again",
-					"name", netnsClaimAddr)
-			}
+			claim = retake.run(ctx)
 		}()
 	}
 

@@ -128,19 +128,23 @@ func (r *netnsClaimRetake) run(ctx context.Context) *os.File {
 			return nil
 		case <-t.C:
 		}
+		// Each finding is logged before /status shows it: whoever sees it
+		// there finds it in the log too.
 		f, squatters, err := r.try()
 		if f != nil {
+			r.log.Info("took the agents' claim on this network namespace, which another process held: a second agentd here is refused again",
+				"name", netnsClaimAddr)
 			r.notHeld("")
 			return f
 		}
 		if agent, ok := errors.AsType[*agentInNetnsError](err); ok {
 			who := agent.held.Who("agentd")
-			r.notHeld(who + " took it once the process of another user let it go: two agents run here, each taking the other's routes (proto 74) and AGENTD-* chains for its own; stop one of them")
 			if who != r.warned {
 				r.warned = who
 				r.log.Error(nil, who+" took the claim on this network namespace: two agents run here; stop one of them",
 					"name", netnsClaimAddr)
 			}
+			r.notHeld(who + " took it once the process of another user let it go: two agents run here, each taking the other's routes (proto 74) and AGENTD-* chains for its own; stop one of them")
 			r.triedHeld(who)
 			continue
 		}

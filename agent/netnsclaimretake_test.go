@@ -116,6 +116,10 @@ func squattedClaimRun(t *testing.T, etcd, prefix, path string) {
 		t.Fatalf("%v after the squatter exited the running agent holds no claim (%v): a second agent's claim now takes the name: %t, error %v; it would not be refused",
 			wait, err, f != nil, cerr)
 	}
+	// The line follows the claim by a moment.
+	if err := cluster.Eventually(ctx, 5*time.Second, logs.seen(claimRetakenMsg, "the claim's retake not logged")); err != nil {
+		t.Fatal(err)
+	}
 	if n := logs.count(claimRetakenMsg); n != 1 {
 		t.Errorf("the agent logged %q %d times, want once:\n%s", claimRetakenMsg, n, strings.Join(logs.get(), "\n"))
 	}

@@ -16,10 +16,10 @@ import (
 // held by another agentd, that agent is named once in the log, at error
 // level, and in notHeld after every try; another agentd holding it later is
 // named once again; the try that takes it clears notHeld and ends run with
-// the file. TestNetnsClaimTwoAgents sees this with real agents over a window
-// of two retry intervals; here every try is counted, and run retries each
-// millisecond. At -v=4 each try that does not take the claim logs one line
-// naming what held it (or the try's error).
+// the file, logged once. TestNetnsClaimTwoAgents sees this with real
+// agents over a window of two retry intervals; here every try is counted,
+// and run retries each millisecond. At -v=4 each try that does not take
+// the claim logs one line naming what held it (or the try's error).
 func TestNetnsClaimRetakeWarnsOncePerHolder(t *testing.T) {
 	squatted := sockclaim.Squatters{{Pid: 4242, UID: 65534}}
 	// What each try finds: squatters, another agentd (its pid), or
@@ -84,8 +84,8 @@ func TestNetnsClaimRetakeWarnsOncePerHolder(t *testing.T) {
 			t.Errorf("agentd pid %d named in %d log lines over its tries, want 1:\n%s", pid, n, strings.Join(lines, "\n"))
 		}
 	}
-	if len(lines) != 2 {
-		t.Errorf("%d log lines, want 2 (one per agentd holding the claim):\n%s", len(lines), strings.Join(lines, "\n"))
+	if len(lines) != 3 || !strings.Contains(lines[2], "took the agents' claim") {
+		t.Errorf("%d log lines, want 3 (one per agentd holding the claim, then the claim taken):\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 
 	// notHeld after each try, but the one that failed otherwise (the
@@ -128,8 +128,8 @@ func TestNetnsClaimRetakeWarnsOncePerHolder(t *testing.T) {
 			gotTries = append(gotTries, l)
 		}
 	}
-	if len(gotTries) != len(script) || len(lines) != len(script)+2 {
-		t.Fatalf("at -v=4: %d lines, %d of them of a try, want %d tries and the 2 warnings:\n%s", len(lines), len(gotTries), len(script), strings.Join(lines, "\n"))
+	if len(gotTries) != len(script) || len(lines) != len(script)+3 {
+		t.Fatalf("at -v=4: %d lines, %d of them of a try, want %d tries, the 2 warnings and the claim taken:\n%s", len(lines), len(gotTries), len(script), strings.Join(lines, "\n"))
 	}
 	for i, l := range gotTries {
 		if !strings.Contains(l, wantHolders[i]) {
