@@ -40,6 +40,14 @@ type fake struct {
 	// program's replace of the table and its adding of the old counters
 	// back.
 	zeroed func(table string) bool
+	// chainErr, when set, is asked before each chain operation of a
+	// Restore (not of a test's own apply): "new" (a declaration of a chain
+	// not there), "flush" (one of a chain there) or "delete" (-X), with
+	// the table and chain. An error it returns fails that Restore, which
+	// then changes nothing, as iptables-restore fails the whole
+	// transaction when the kernel refuses a chain's creation, flush or
+	// deletion.
+	chainErr func(op, table, chain string) error
 }
 
 var _ runner = (*fake)(nil)
@@ -176,7 +184,7 @@ func (f *fake) Restore(table string, data []byte) error {
 	if f.restoreErr != nil {
 		return f.restoreErr
 	}
-	if err := f.apply(table, string(data)); err != nil {
+	if err := f.applyChecked(table, string(data), f.chainErr); err != nil {
 		return err
 	}
 	f.restores = append(f.restores, string(data))
@@ -186,6 +194,18 @@ func (f *fake) Restore(table string, data []byte) error {
 // apply interprets one restore section for table; tests also use it to
 // tamper with the fake as an operator would.
 func (f *fake) apply(table, data string) error {
+	return f.applyChecked(table, data, nil)
+}
+
+// applyChecked is apply with chainErr (nil: none) asked before each chain
+// operation.
+func (f *fake) applyChecked(table, data string, chainErr func(op, table, chain string) error) error {
+	chainOp := func(op, chain string) error {
+		if chainErr == nil {
+			return nil
+		}
+		return chainErr(op, table, chain)
+	}
 	var work *fakeTable
 	for n, line := range strings.Split(strings.TrimSuffix(data, "\n"), "\n") {
 		err := func() error {
@@ -211,6 +231,13 @@ func (f *fake) apply(table, data string) error {
 				fl := fields(line[1:])
 				if len(fl) != 3 {
 					return fmt.Errorf("bad declaration")
+				}
+				op := "new"
+				if work.chain(fl[0]) != nil {
+					op = "flush"
+				}
+				if err := chainOp(op, fl[0]); err != nil {
+					return err
 				}
 				if c := work.chain(fl[0]); c != nil {
 					c.rules = nil
@@ -240,6 +267,11 @@ func (f *fake) apply(table, data string) error {
 			}
 			if len(toks) < 2 {
 				return errors.New("no chain")
+			}
+			if toks[0] == "-X" {
+				if err := chainOp("delete", toks[1]); err != nil {
+					return err
+				}
 			}
 			return work.command(toks[0], toks[1], append(counters, toks[2:]...), f.dropCounters)
 		}()
