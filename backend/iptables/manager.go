@@ -44,8 +44,13 @@ type runner interface {
 // `nft -f` of a `nft list ruleset`) is noticed only if our rules counted
 // traffic between its save and our last check: the jump from POSTROUTING
 // counts every connection leaving the host. `iptables -Z` (counters zeroed)
-// reads as a restore: one rewrite. In filter and mangle nothing outlives the
-// gap (what they dropped is gone), so their counters are not watched.
+// reads as a restore: one rewrite. So do, at a Manager's first check, the
+// rules an agentd before the stamp wrote: their counters are the traffic's
+// only, as are those of rules a restore put back while no agentd ran (whose
+// gap left flows unNATed), so they are written once, stamped; the log says
+// they were not stamped rather than that their counters went back. In
+// filter and mangle nothing outlives the gap (what they dropped is gone), so
+// their counters are not watched.
 const stampBytes = 1 << 40
 
 var stampTables = map[string]bool{"nat": true}
@@ -511,6 +516,14 @@ func plan(have *Table, want []Rule, stamp bool, seen map[string]uint64) (data []
 			return r.Counters != nil && r.Counters.Bytes < floor
 		})
 	}
+	// A Manager's first read of the table (seen nil) finds rules an agentd
+	// before the stamp wrote, unstamped, as it finds rules a restore put
+	// back while no agentd ran: counters alone cannot tell them apart.
+	rulesWhy, jumpWhy := "restored by another program (their counters went back)", "restored by another program (its counters went back)"
+	if seen == nil {
+		rulesWhy = "not stamped (written by an agentd before the stamp, or restored by another program while none ran)"
+		jumpWhy = rulesWhy
+	}
 
 	var wantChains []string
 	addChain := func(c string) {
@@ -569,7 +582,7 @@ func plan(have *Table, want []Rule, stamp bool, seen map[string]uint64) (data []
 			why = append(why, "rules of "+c+" differ")
 			rewriteChains = true
 		case restored(have.chainRules(c)):
-			why = append(why, "rules of "+c+" restored by another program (their counters went back)")
+			why = append(why, "rules of "+c+" "+rulesWhy)
 			rewriteChains = true
 		}
 	}
@@ -593,7 +606,7 @@ func plan(have *Table, want []Rule, stamp bool, seen map[string]uint64) (data []
 		case jumpIfChain[[2]string{table, c}] && behindReturn(have.chainRules(c)):
 			why = append(why, "jump from "+c+" behind a RETURN")
 		case restored(h):
-			why = append(why, "jump from "+c+" restored by another program (its counters went back)")
+			why = append(why, "jump from "+c+" "+jumpWhy)
 		default:
 			continue
 		}
