@@ -30,9 +30,9 @@ func neighMessage(index uint32, dst net.IP, mac net.HardwareAddr) []byte {
 		[][]byte{dst, mac, {0, 0, 0, 0}, make([]byte, 16)})
 }
 
-// FuzzNeighEvents: neighEvents, subscribeNeighs's reader of what one receive
-// holds, reads a datagram of neighbour and FDB events as the kernel writes
-// them (neigh_fill_info, vxlan_fdb_info), with NLMSG_DONE and
+// FuzzNeighEvents: neighEvents, the neighbour subscription's reader of what
+// one receive holds, reads a datagram of neighbour and FDB events as the
+// kernel writes them (neigh_fill_info, vxlan_fdb_info), with NLMSG_DONE and
 // acknowledgements among them, as those events in order: each one's type,
 // link, address, MAC and VNI, and VNI 0 told from no NDA_VNI; an error
 // message ends it, with the error, after the events before it.

@@ -1349,7 +1349,7 @@ func (w *RouteWants) Filter(network netip.Prefix) func(netlink.RouteUpdate) bool
 	return func(u netlink.RouteUpdate) bool { return ours(u) && !w.Echo(u) }
 }
 
-// eventBuffer is the depth of each subscription's channel, which netlink's
+// eventBuffer is the depth of each subscription's channel, which its
 // receive goroutine fills as it reads the socket. The socket's own buffer
 // (eventSocketBuffer) is what holds a burst.
 const eventBuffer = 64
@@ -1428,9 +1428,9 @@ func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 }
 
 // isOverrun reports whether err, why a subscription ended, is ENOBUFS: the
-// socket's buffer was full and the kernel dropped events. netlink v1.3 hands
-// it over as the errno for neighbour events, but formats it into its text
-// (not wrapped) for links, addresses and routes.
+// socket's buffer was full and the kernel dropped events. Our own readers
+// (subscribeOwn: links, neighbours) hand it over as the errno; netlink v1.3
+// formats it into its text (not wrapped) for addresses and routes.
 func isOverrun(err error) bool {
 	return errors.Is(err, unix.ENOBUFS) || strings.HasSuffix(err.Error(), unix.ENOBUFS.Error())
 }
@@ -1452,8 +1452,10 @@ func resubscribe(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 	}
 }
 
-// subscription is one set of open netlink subscriptions. netlink closes each
-// channel after closing its socket; a nil channel is a group not subscribed.
+// subscription is one set of open netlink subscriptions. Each channel is
+// closed by its receive goroutine (netlink's for addresses and routes,
+// subscribeOwn's for links and neighbours) once its socket is closed; a nil
+// channel is a group not subscribed.
 type subscription struct {
 	done   chan struct{}
 	errs   chan error
@@ -1477,7 +1479,8 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 		}
 	}()
 	s.forced = canForceBuffer(ns)
-	// The callbacks run on netlink's receive goroutines; they must not block.
+	// The callbacks run on the receive goroutines (netlink's, subscribeOwn's);
+	// they must not block.
 	onErr := func(last *atomic.Pointer[error]) func(error) {
 		return func(err error) {
 			last.Store(&err)
@@ -1489,8 +1492,7 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 	}
 	if f.Link != nil {
 		ch := make(chan netlink.LinkUpdate, eventBuffer)
-		if err := netlink.LinkSubscribeWithOptions(ch, s.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: onErr(&s.linkErr),
-			ReceiveBufferSize: eventSocketBuffer, ReceiveBufferForceSize: s.forced}); err != nil {
+		if err := subscribeOwn(ns, unix.RTNLGRP_LINK, ch, s.done, onErr(&s.linkErr), s.forced, linkEvents); err != nil {
 			return nil, fmt.Errorf("links: %w", err)
 		}
 		s.links = ch
@@ -1513,7 +1515,7 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 	}
 	if f.Neigh != nil {
 		ch := make(chan NeighEvent, eventBuffer)
-		if err := subscribeNeighs(ns, ch, s.done, onErr(&s.neighErr), s.forced); err != nil {
+		if err := subscribeOwn(ns, unix.RTNLGRP_NEIGH, ch, s.done, onErr(&s.neighErr), s.forced, neighEvents); err != nil {
 			return nil, fmt.Errorf("neighbours: %w", err)
 		}
 		s.neighs = ch
@@ -1521,15 +1523,20 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 	return s, nil
 }
 
-// subscribeNeighs is netlink's NeighSubscribeWithOptions with a receive
-// buffer of eventSocketBuffer (past rmem_max when force), but it hands over
-// NeighEvents, NDA_VNI looked for in each message (ndaVNI): netlink v1.3
-// reads NDA_VNI 0 and no NDA_VNI alike. As in netlink, cberr gets every
-// receive error, and ch is closed after one that ends the subscription
-// (a failed receive, an error message, a message it cannot read) or after
-// done closes the socket.
-func subscribeNeighs(ns netns.NsHandle, ch chan<- NeighEvent, done <-chan struct{}, cberr func(error), force bool) error {
-	s, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, unix.RTNLGRP_NEIGH)
+// subscribeOwn subscribes to group in ns as netlink's *SubscribeWithOptions
+// do, with a receive buffer of eventSocketBuffer (past rmem_max when force),
+// but reads the socket itself and hands over on ch the events read finds in
+// each receive. It is used for links and neighbours: netlink's own
+// goroutines panic on a message they cannot read (a payload shorter than
+// its header, an attribute shorter than its value; a UniFi gateway's kernel
+// sent one: vishvananda/netlink#1099), which would end agentd, and read
+// makes an error of it (readEvents); for neighbours it also tells NDA_VNI 0
+// from none (ndaVNI).
+// As in netlink, cberr gets every receive error, and ch is closed after one
+// that ends the subscription (a failed receive, or read's error: an error
+// message, a message it cannot read) or after done closes the socket.
+func subscribeOwn[T any](ns netns.NsHandle, group uint, ch chan<- T, done <-chan struct{}, cberr func(error), force bool, read func([]syscall.NetlinkMessage) ([]T, error)) error {
+	s, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, group)
 	if err != nil {
 		return err
 	}
@@ -1550,10 +1557,10 @@ func subscribeNeighs(ns netns.NsHandle, ch chan<- NeighEvent, done <-chan struct
 				return
 			}
 			if from.Pid != nl.PidKernel {
-				cberr(fmt.Errorf("neighbour event from port %d, not the kernel's", from.Pid))
+				cberr(fmt.Errorf("event of group %d from port %d, not the kernel's", group, from.Pid))
 				continue
 			}
-			evs, err := neighEvents(msgs)
+			evs, err := read(msgs)
 			for _, ev := range evs {
 				ch <- ev
 			}
@@ -1566,12 +1573,15 @@ func subscribeNeighs(ns netns.NsHandle, ch chan<- NeighEvent, done <-chan struct
 	return nil
 }
 
-// neighEvents reads msgs, what one receive of subscribeNeighs holds: the
-// event of each message about a neighbour or FDB entry, in order, up to a
-// message that ends the subscription, which err says why (an error
-// message other than an acknowledgement, or a message NeighDeserialize
-// cannot read). NLMSG_DONE and acknowledgements are passed over.
-func neighEvents(msgs []syscall.NetlinkMessage) (evs []NeighEvent, err error) {
+// readEvents reads msgs, what one receive of a subscription holds: the
+// event decode makes of each message of kind, in order, up to a message
+// that ends the subscription, which err says why: an error message other
+// than an acknowledgement, or a message decode cannot read, its error or
+// its panic named with the message's type and first bytes. NLMSG_DONE and
+// acknowledgements are passed over. decode is given the message's payload
+// with no capacity past its end, so that a read past it panics rather than
+// take the next message's bytes.
+func readEvents[T any](msgs []syscall.NetlinkMessage, kind string, decode func(syscall.NetlinkMessage) (T, error)) (evs []T, err error) {
 	for _, m := range msgs {
 		switch m.Header.Type {
 		case unix.NLMSG_DONE:
@@ -1585,14 +1595,63 @@ func neighEvents(msgs []syscall.NetlinkMessage) (evs []NeighEvent, err error) {
 			}
 			continue
 		}
-		n, err := netlink.NeighDeserialize(m.Data)
+		m.Data = slices.Clip(m.Data)
+		ev, err := decodeSafely(decode, m)
 		if err != nil {
-			return evs, err
+			return evs, fmt.Errorf("unreadable %s message (type %d, %d bytes%s): %w", kind, m.Header.Type, len(m.Data), hexHead(m.Data), err)
 		}
-		vni, named := ndaVNI(m.Data)
-		evs = append(evs, NeighEvent{NeighUpdate: netlink.NeighUpdate{Type: m.Header.Type, Neigh: *n}, VNIZero: named && vni == 0})
+		evs = append(evs, ev)
 	}
 	return evs, nil
+}
+
+// decodeSafely is decode(m), a panic in it made an error.
+func decodeSafely[T any](decode func(syscall.NetlinkMessage) (T, error), m syscall.NetlinkMessage) (ev T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("netlink panics reading it: %v", p)
+		}
+	}()
+	return decode(m)
+}
+
+// hexHead is " " and b in hex, its first 64 bytes and "…" after them when
+// it is longer; "" when b is empty.
+func hexHead(b []byte) string {
+	switch {
+	case len(b) == 0:
+		return ""
+	case len(b) > 64:
+		return fmt.Sprintf(" %x…", b[:64])
+	}
+	return fmt.Sprintf(" %x", b)
+}
+
+// neighEvents is readEvents of neighbour and FDB events: netlink's
+// NeighDeserialize, and NDA_VNI looked for in each message (ndaVNI), since
+// netlink v1.3 reads NDA_VNI 0 and no NDA_VNI alike.
+func neighEvents(msgs []syscall.NetlinkMessage) ([]NeighEvent, error) {
+	return readEvents(msgs, "neighbour", func(m syscall.NetlinkMessage) (NeighEvent, error) {
+		n, err := netlink.NeighDeserialize(m.Data)
+		if err != nil {
+			return NeighEvent{}, err
+		}
+		vni, named := ndaVNI(m.Data)
+		return NeighEvent{NeighUpdate: netlink.NeighUpdate{Type: m.Header.Type, Neigh: *n}, VNIZero: named && vni == 0}, nil
+	})
+}
+
+// linkEvents is readEvents of link events, read as netlink's
+// LinkSubscribeWithOptions reads them.
+func linkEvents(msgs []syscall.NetlinkMessage) ([]netlink.LinkUpdate, error) {
+	return readEvents(msgs, "link", func(m syscall.NetlinkMessage) (netlink.LinkUpdate, error) {
+		header := unix.NlMsghdr(m.Header)
+		link, err := netlink.LinkDeserialize(&header, m.Data)
+		if err != nil {
+			return netlink.LinkUpdate{}, err
+		}
+		return netlink.LinkUpdate{IfInfomsg: *nl.DeserializeIfInfomsg(m.Data), Header: header, Link: link}, nil
+	})
 }
 
 // canForceBuffer reports whether a netlink socket in ns may be given a
@@ -1658,9 +1717,10 @@ func (s *subscription) cause(group string, last *atomic.Pointer[error]) error {
 	return fmt.Errorf("%s events: channel closed", group)
 }
 
-// close stops every subscription and waits for netlink's goroutines to finish:
-// each closes its channel once its socket is closed, after handing over what
-// it was sending, so the channels are drained until then.
+// close stops every subscription and waits for the receive goroutines
+// (netlink's, subscribeOwn's) to finish: each closes its channel once its
+// socket is closed, after handing over what it was sending, so the channels
+// are drained until then.
 func (s *subscription) close() {
 	close(s.done)
 	drain(s.links)

@@ -316,7 +316,7 @@ func fdbEntry(index uint32, mac net.HardwareAddr, dst net.IP, port uint16, vni [
 }
 
 // FuzzNDAVNI: ndaVNI, which tells an FDB entry (ListFDBOn) or a neighbour
-// event (subscribeNeighs) of VNI 0 from one with the device's, finds the
+// event (neighEvents) of VNI 0 from one with the device's, finds the
 // first NDA_VNI of a message, whatever flags its type carries, as netlink
 // reads the message's attributes; where netlink cannot read them all, what
 // it finds is the VNI of a well-formed attribute chain from the header. For

@@ -1,0 +1,60 @@
+package backend
+
+import (
+	"net"
+	"slices"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// FuzzEventsRaw: neighEvents and linkEvents, the readers of what one
+// receive of a subscription of ours holds, read any datagram that netlink's
+// Receive hands over (one syscall.ParseNetlinkMessage reads) without
+// panicking, whatever the messages' types and payloads: they hand over an
+// event for each message up to the first they cannot read or that is an
+// error message, in order and of its message's type, passing over
+// NLMSG_DONE and acknowledgements; with no error, one for each message
+// other than those.
+func FuzzEventsRaw(f *testing.F) {
+	mac := net.HardwareAddr{0x3e, 0x1b, 0x7c, 0, 0, 1}
+	f.Add(nlMessage(unix.RTM_NEWNEIGH, neighMessage(9, net.IP{10, 244, 5, 0}, mac)))
+	f.Add(nlMessage(unix.RTM_NEWNEIGH, fdbEntry(9, mac, net.IP{198, 18, 0, 2}, 0, []byte{0, 0, 0, 0})))
+	f.Add(nlMessage(unix.RTM_NEWNEIGH, []byte{unix.AF_INET, 0, 0, 0}))
+	f.Add(unpadded(unix.RTM_NEWNEIGH, fdbEntry(9, mac, net.IP{198, 18, 0, 2}, 0, nil)[:unix.SizeofNdMsg+5]))
+	f.Add(nlMessage(unix.RTM_NEWLINK, linkMessage(7, "flannel.1")))
+	f.Add(nlMessage(unix.RTM_NEWLINK, []byte{0, 0, 0, 0}))
+	f.Add(append(nlMessage(unix.NLMSG_DONE, []byte{0, 0, 0, 0}), nlMessage(unix.NLMSG_ERROR, make([]byte, 4+unix.SizeofNlMsghdr))...))
+	f.Fuzz(func(t *testing.T, dgram []byte) {
+		// As Receive hands it over: in a buffer of its own length.
+		msgs, err := syscall.ParseNetlinkMessage(slices.Clip(dgram))
+		if err != nil {
+			return
+		}
+		var types []uint16 // of the messages that are events
+		for _, m := range msgs {
+			if m.Header.Type == unix.NLMSG_ERROR && len(m.Data) >= 4 && m.Data[0]|m.Data[1]|m.Data[2]|m.Data[3] == 0 || m.Header.Type == unix.NLMSG_DONE {
+				continue
+			}
+			types = append(types, m.Header.Type)
+		}
+		check := func(name string, got []uint16, err error) {
+			if len(got) > len(types) || !slices.Equal(got, types[:len(got)]) || err == nil && len(got) != len(types) {
+				t.Fatalf("%s(%x): events of types %v, error %v; the messages' types are %v", name, dgram, got, err, types)
+			}
+		}
+		neighs, err := neighEvents(msgs)
+		var got []uint16
+		for _, ev := range neighs {
+			got = append(got, ev.Type)
+		}
+		check("neighEvents", got, err)
+		links, err := linkEvents(msgs)
+		got = nil
+		for _, ev := range links {
+			got = append(got, ev.Header.Type)
+		}
+		check("linkEvents", got, err)
+	})
+}
