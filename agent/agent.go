@@ -1033,8 +1033,6 @@ func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env, meanwhile
 			return nil
 		}
 	}
-	a.health.setSubnetEnvWritten()
-	a.obs.setMTU(env.MTU)
 	a.log.Info("wrote subnet.env", "path", path, "subnet", env.Subnet, "mtu", env.MTU)
 	// subnet.env is the previous subnet from now on, not what a run that
 	// lost its subnet kept.
@@ -1045,6 +1043,10 @@ func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env, meanwhile
 	case !errors.Is(err, os.ErrNotExist):
 		a.log.Error(err, "cannot remove the subnet.env kept by a run that lost its subnet; a start without subnet.env would prefer its subnet", "path", lost)
 	}
+	// /readyz, /status and /metrics last: whoever sees the write there
+	// finds the kept file gone, and the lines logged.
+	a.health.setSubnetEnvWritten()
+	a.obs.setMTU(env.MTU)
 	return nil
 }
 
