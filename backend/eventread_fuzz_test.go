@@ -9,12 +9,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FuzzEventsRaw: neighEvents and linkEvents, the readers of what one
-// receive of a subscription of ours holds, read any datagram that netlink's
-// Receive hands over (one syscall.ParseNetlinkMessage reads) without
-// panicking, whatever the messages' types and payloads: they hand over an
-// event for each message up to the first they cannot read or that is an
-// error message, in order and of its message's type, passing over
+// FuzzEventsRaw: neighEvents, linkEvents and addrEvents, the readers of
+// what one receive of a subscription of ours holds, read any datagram that
+// netlink's Receive hands over (one syscall.ParseNetlinkMessage reads)
+// without panicking, whatever the messages' types and payloads: they hand
+// over an event for each message up to the first they cannot read or that
+// is an error message, in order and of its message's type, passing over
 // NLMSG_DONE and acknowledgements; with no error, one for each message
 // other than those.
 func FuzzEventsRaw(f *testing.F) {
@@ -25,6 +25,8 @@ func FuzzEventsRaw(f *testing.F) {
 	f.Add(unpadded(unix.RTM_NEWNEIGH, fdbEntry(9, mac, net.IP{198, 18, 0, 2}, 0, nil)[:unix.SizeofNdMsg+5]))
 	f.Add(nlMessage(unix.RTM_NEWLINK, linkMessage(7, "flannel.1")))
 	f.Add(nlMessage(unix.RTM_NEWLINK, []byte{0, 0, 0, 0}))
+	f.Add(nlMessage(unix.RTM_NEWADDR, kernelAddr(unix.AF_INET, 24, 0, 7, net.IP{198, 18, 0, 1}, net.IP{198, 18, 0, 1}, nil, "ext0", 0x80)))
+	f.Add(nlMessage(unix.RTM_DELADDR, kernelAddr(unix.AF_INET6, 64, 0, 7, nil, net.ParseIP("2001:db8::1"), nil, "", 0)))
 	f.Add(append(nlMessage(unix.NLMSG_DONE, []byte{0, 0, 0, 0}), nlMessage(unix.NLMSG_ERROR, make([]byte, 4+unix.SizeofNlMsghdr))...))
 	f.Fuzz(func(t *testing.T, dgram []byte) {
 		// As Receive hands it over: in a buffer of its own length.
@@ -56,5 +58,11 @@ func FuzzEventsRaw(f *testing.F) {
 			got = append(got, ev.Header.Type)
 		}
 		check("linkEvents", got, err)
+		addrs, err := addrEvents(msgs)
+		got = nil
+		for _, ev := range addrs {
+			got = append(got, map[bool]uint16{true: unix.RTM_NEWADDR, false: unix.RTM_DELADDR}[ev.NewAddr])
+		}
+		check("addrEvents", got, err)
 	})
 }

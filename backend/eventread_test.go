@@ -108,6 +108,48 @@ func TestLinkEventsUnreadable(t *testing.T) {
 	}
 }
 
+// TestAddrEventsUnreadable: an address message that netlink's
+// AddrSubscribe panics on (one with no IFA_ADDRESS nor IFA_LOCAL, on whose
+// nil address it reads; an empty IFA_LABEL, of which it cuts the last byte)
+// or that is not one (a payload shorter than struct ifaddrmsg) ends the
+// datagram's events with an error naming it, after the events before it.
+func TestAddrEventsUnreadable(t *testing.T) {
+	good := nlMessage(unix.RTM_NEWADDR, kernelAddr(unix.AF_INET, 24, unix.RT_SCOPE_UNIVERSE, 7, net.IP{198, 18, 0, 1}, net.IP{198, 18, 0, 1}, net.IP{198, 18, 0, 255}, "ext0", unix.IFA_F_PERMANENT))
+	hdr := unix.IfAddrmsg{Family: unix.AF_INET, Prefixlen: 24, Index: 7}
+	for _, c := range []struct {
+		name string
+		msg  []byte
+		want string
+	}{
+		{"payload of 4 bytes", nlMessage(unix.RTM_NEWADDR, []byte{unix.AF_INET, 24, 0, 0}), "unreadable address message (type 20, 4 bytes 02180000): address message of 4 bytes"},
+		{"no address", nlMessage(unix.RTM_DELADDR, ifAddrMessage(hdr, []uint16{unix.IFA_FLAGS}, [][]byte{{0x80, 0, 0, 0}})),
+			"unreadable address message (type 21, 16 bytes 02180000070000000800080080000000): no address in it"},
+		{"not an address message", nlMessage(unix.RTM_NEWROUTE, make([]byte, 12)), "unreadable address message (type 24, 12 bytes"},
+	} {
+		dgram := slices.Clip(append(append([]byte(nil), good...), c.msg...))
+		msgs, err := syscall.ParseNetlinkMessage(dgram)
+		if err != nil {
+			t.Fatalf("ParseNetlinkMessage(%x): %v", dgram, err)
+		}
+		evs, err := addrEvents(msgs)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Fatalf("%s: addrEvents(%x): error %v, want one beginning %q", c.name, dgram, err, c.want)
+		}
+		if len(evs) != 1 || evs[0].LinkAddress.String() != "198.18.0.1/24" || evs[0].LinkIndex != 7 || !evs[0].NewAddr {
+			t.Fatalf("%s: addrEvents(%x): events %+v, want the first message's only", c.name, dgram, evs)
+		}
+	}
+	// An empty IFA_LABEL is read as no label.
+	m := ifAddrMessage(hdr, []uint16{unix.IFA_LOCAL, unix.IFA_LABEL}, [][]byte{{198, 18, 0, 1}, {}})
+	msgs, err := syscall.ParseNetlinkMessage(slices.Clip(nlMessage(unix.RTM_NEWADDR, m)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs, err := addrEvents(msgs); err != nil || len(evs) != 1 || evs[0].LinkAddress.String() != "198.18.0.1/32" {
+		t.Errorf("addrEvents of an address with an empty label: %+v, %v", evs, err)
+	}
+}
+
 // linkMessage is an RTM_NEWLINK payload as rtnl_fill_ifinfo begins one:
 // the header and IFLA_IFNAME.
 func linkMessage(index int32, name string) []byte {

@@ -1,7 +1,11 @@
 package backend_test
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,4 +68,84 @@ func TestWatchEventsLinks(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestWatchEventsAddrsAsNetlink: address events, read by agentd's own
+// subscription (addrEvents), are those netlink's AddrSubscribe hands over
+// for the same kernel messages, side by side: IPv4 addresses with a label,
+// lifetimes or a peer, IPv6 ones with and without a peer, the kernel's own
+// (an IPv6 link-local address), added and deleted.
+func TestWatchEventsAddrsAsNetlink(t *testing.T) {
+	ns := nstest.New(t)
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	if err := ns.Sysctl("net.ipv6.conf.ext0.disable_ipv6", "0"); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var ours []string
+	unblock, _, _ := stalledWatch(t, ns, logr.Discard(), backend.EventFilter{
+		Addr: func(u netlink.AddrUpdate) bool {
+			mu.Lock()
+			ours = append(ours, addrUpdate(u))
+			mu.Unlock()
+			return false
+		},
+	})
+	unblock()
+	theirs := make(chan netlink.AddrUpdate, 64)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	if err := netlink.AddrSubscribeWithOptions(theirs, done, netlink.AddrSubscribeOptions{Namespace: &ns.NsHandle}); err != nil {
+		t.Fatal(err)
+	}
+	addrs := []*netlink.Addr{
+		{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.1.1/24")), Label: "ext0:a", ValidLft: 100, PreferedLft: 50},
+		{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.2.1/32")), Peer: backend.IPNet(netip.MustParsePrefix("198.18.2.2/32"))},
+		{IPNet: backend.IPNet(netip.MustParsePrefix("2001:db8::1/64")), Flags: unix.IFA_F_NODAD},
+		{IPNet: backend.IPNet(netip.MustParsePrefix("2001:db8:1::1/128")), Peer: backend.IPNet(netip.MustParsePrefix("2001:db8:1::2/128")), Flags: unix.IFA_F_NODAD},
+	}
+	for _, a := range addrs {
+		if err := ns.Handle.AddrAdd(ext, a); err != nil {
+			t.Fatalf("add %s: %v", a, err)
+		}
+	}
+	for _, a := range addrs {
+		if err := ns.Handle.AddrDel(ext, a); err != nil {
+			t.Fatalf("delete %s: %v", a, err)
+		}
+	}
+	// The last event, after which both have seen all.
+	last := &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.99.1/32"))}
+	if err := ns.Handle.AddrAdd(ext, last); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for deadline := time.After(5 * time.Second); len(want) == 0 || !strings.HasPrefix(want[len(want)-1], "198.18.99.1/32 "); {
+		select {
+		case u := <-theirs:
+			want = append(want, addrUpdate(u))
+		case <-deadline:
+			t.Fatalf("after 5s, netlink's subscription handed over %q", want)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := slices.Clone(ours)
+		mu.Unlock()
+		if slices.Equal(got, want) {
+			break
+		}
+		if len(got) >= len(want) || time.Now().After(deadline) {
+			t.Fatalf("address events\n%s\nwant, as netlink's AddrSubscribe,\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(want) < 2*len(addrs)+1 {
+		t.Fatalf("only %d events: %q", len(want), want)
+	}
+}
+
+func addrUpdate(u netlink.AddrUpdate) string {
+	return fmt.Sprintf("%s dev#%d new=%v flags=%#x scope=%d lft=%d/%d", u.LinkAddress.String(), u.LinkIndex, u.NewAddr, u.Flags, u.Scope, u.PreferedLft, u.ValidLft)
 }

@@ -1429,8 +1429,8 @@ func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 
 // isOverrun reports whether err, why a subscription ended, is ENOBUFS: the
 // socket's buffer was full and the kernel dropped events. Our own readers
-// (subscribeOwn: links, neighbours) hand it over as the errno; netlink v1.3
-// formats it into its text (not wrapped) for addresses and routes.
+// (subscribeOwn: links, addresses, neighbours) hand it over as the errno;
+// netlink v1.3 formats it into its text (not wrapped) for routes.
 func isOverrun(err error) bool {
 	return errors.Is(err, unix.ENOBUFS) || strings.HasSuffix(err.Error(), unix.ENOBUFS.Error())
 }
@@ -1453,9 +1453,9 @@ func resubscribe(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 }
 
 // subscription is one set of open netlink subscriptions. Each channel is
-// closed by its receive goroutine (netlink's for addresses and routes,
-// subscribeOwn's for links and neighbours) once its socket is closed; a nil
-// channel is a group not subscribed.
+// closed by its receive goroutine (netlink's for routes, subscribeOwn's for
+// the others) once its socket is closed; a nil channel is a group not
+// subscribed.
 type subscription struct {
 	done   chan struct{}
 	errs   chan error
@@ -1492,15 +1492,14 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 	}
 	if f.Link != nil {
 		ch := make(chan netlink.LinkUpdate, eventBuffer)
-		if err := subscribeOwn(ns, unix.RTNLGRP_LINK, ch, s.done, onErr(&s.linkErr), s.forced, linkEvents); err != nil {
+		if err := subscribeOwn(ns, ch, s.done, onErr(&s.linkErr), s.forced, linkEvents, unix.RTNLGRP_LINK); err != nil {
 			return nil, fmt.Errorf("links: %w", err)
 		}
 		s.links = ch
 	}
 	if f.Addr != nil {
 		ch := make(chan netlink.AddrUpdate, eventBuffer)
-		if err := netlink.AddrSubscribeWithOptions(ch, s.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: onErr(&s.addrErr),
-			ReceiveBufferSize: eventSocketBuffer, ReceiveBufferForceSize: s.forced}); err != nil {
+		if err := subscribeOwn(ns, ch, s.done, onErr(&s.addrErr), s.forced, addrEvents, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR); err != nil {
 			return nil, fmt.Errorf("addresses: %w", err)
 		}
 		s.addrs = ch
@@ -1515,7 +1514,7 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 	}
 	if f.Neigh != nil {
 		ch := make(chan NeighEvent, eventBuffer)
-		if err := subscribeOwn(ns, unix.RTNLGRP_NEIGH, ch, s.done, onErr(&s.neighErr), s.forced, neighEvents); err != nil {
+		if err := subscribeOwn(ns, ch, s.done, onErr(&s.neighErr), s.forced, neighEvents, unix.RTNLGRP_NEIGH); err != nil {
 			return nil, fmt.Errorf("neighbours: %w", err)
 		}
 		s.neighs = ch
@@ -1523,20 +1522,20 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 	return s, nil
 }
 
-// subscribeOwn subscribes to group in ns as netlink's *SubscribeWithOptions
+// subscribeOwn subscribes to groups in ns as netlink's *SubscribeWithOptions
 // do, with a receive buffer of eventSocketBuffer (past rmem_max when force),
 // but reads the socket itself and hands over on ch the events read finds in
-// each receive. It is used for links and neighbours: netlink's own
-// goroutines panic on a message they cannot read (a payload shorter than
-// its header, an attribute shorter than its value; a UniFi gateway's kernel
-// sent one: vishvananda/netlink#1099), which would end agentd, and read
-// makes an error of it (readEvents); for neighbours it also tells NDA_VNI 0
-// from none (ndaVNI).
-// As in netlink, cberr gets every receive error, and ch is closed after one
-// that ends the subscription (a failed receive, or read's error: an error
-// message, a message it cannot read) or after done closes the socket.
-func subscribeOwn[T any](ns netns.NsHandle, group uint, ch chan<- T, done <-chan struct{}, cberr func(error), force bool, read func([]syscall.NetlinkMessage) ([]T, error)) error {
-	s, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, group)
+// each receive. It is used for links, addresses and neighbours: netlink's
+// own goroutines panic on a message they cannot read (a payload shorter
+// than its header, an attribute shorter than its value; a UniFi gateway's
+// kernel sent one: vishvananda/netlink#1099), which would end agentd, and
+// read makes an error of it (readEvents); for neighbours it also tells
+// NDA_VNI 0 from none (ndaVNI). As in netlink, cberr gets every receive
+// error, and ch is closed after one that ends the subscription (a failed
+// receive, or read's error: an error message, a message it cannot read) or
+// after done closes the socket.
+func subscribeOwn[T any](ns netns.NsHandle, ch chan<- T, done <-chan struct{}, cberr func(error), force bool, read func([]syscall.NetlinkMessage) ([]T, error), groups ...uint) error {
+	s, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_ROUTE, groups...)
 	if err != nil {
 		return err
 	}
@@ -1557,7 +1556,7 @@ func subscribeOwn[T any](ns netns.NsHandle, group uint, ch chan<- T, done <-chan
 				return
 			}
 			if from.Pid != nl.PidKernel {
-				cberr(fmt.Errorf("event of group %d from port %d, not the kernel's", group, from.Pid))
+				cberr(fmt.Errorf("event of groups %v from port %d, not the kernel's", groups, from.Pid))
 				continue
 			}
 			evs, err := read(msgs)
@@ -1625,6 +1624,28 @@ func hexHead(b []byte) string {
 		return fmt.Sprintf(" %x…", b[:64])
 	}
 	return fmt.Sprintf(" %x", b)
+}
+
+// addrEvents is readEvents of address events, read as netlink's
+// AddrSubscribeWithOptions reads them but by parseIfAddr, ours: netlink's
+// dereferences a nil address where a message has no IFA_ADDRESS nor
+// IFA_LOCAL, and panics on an empty IFA_LABEL.
+func addrEvents(msgs []syscall.NetlinkMessage) ([]netlink.AddrUpdate, error) {
+	return readEvents(msgs, "address", func(m syscall.NetlinkMessage) (netlink.AddrUpdate, error) {
+		if m.Header.Type != unix.RTM_NEWADDR && m.Header.Type != unix.RTM_DELADDR {
+			return netlink.AddrUpdate{}, errors.New("not an address message")
+		}
+		var a ifAddr
+		if err := parseIfAddr(m.Data, &a); err != nil {
+			return netlink.AddrUpdate{}, err
+		}
+		na := a.netlink()
+		if na.IPNet == nil {
+			return netlink.AddrUpdate{}, errors.New("no address in it")
+		}
+		return netlink.AddrUpdate{LinkAddress: *na.IPNet, LinkIndex: na.LinkIndex, NewAddr: m.Header.Type == unix.RTM_NEWADDR,
+			Flags: na.Flags, Scope: na.Scope, PreferedLft: na.PreferedLft, ValidLft: na.ValidLft}, nil
+	})
 }
 
 // neighEvents is readEvents of neighbour and FDB events: netlink's
