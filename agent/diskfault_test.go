@@ -86,6 +86,14 @@ func diskFaultChild(t *testing.T, etcd string) {
 				if err := subnetenv.Write(cfg.SubnetFile, subnetenv.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: hostOne(movedFrom), MTU: 1450}); err != nil {
 					t.Fatal(err)
 				}
+				// Held open, so that the agent's removal of it frees no
+				// space: else the next try wrote subnet.env into that
+				// space, unmended, half a second after the first.
+				held, err := os.Open(cfg.SubnetFile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { held.Close() })
 			}
 			if err := c.fault(run); err != nil {
 				t.Fatal(err)
