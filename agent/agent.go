@@ -1025,8 +1025,10 @@ func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env, meanwhile
 		}
 		if key := writeFailure(pe, le); key != last {
 			a.log.Error(err, "cannot write subnet.env; retrying: "+meanwhile, "path", path, "attempt", attempt)
-			a.health.setSubnetEnvFailed(err)
 			a.removeOtherSubnetEnv(env)
+			// /readyz's reason last: whoever sees it finds a subnet.env
+			// naming another subnet removed, and that logged.
+			a.health.setSubnetEnvFailed(err)
 			last = key
 		}
 		if delay.Sleep(ctx, b.Next()) != nil {
