@@ -88,15 +88,17 @@ func configPendingRunChild(t *testing.T, etcd string) {
 		}
 		return "", fmt.Errorf("no line with %q logged", what)
 	}
-	if err := cluster.Eventually(ctx, 30*time.Second, func() error {
-		_, err := logged("wrote subnet.env")
+	// The line follows "wrote subnet.env" (mtuSinceLastRun, once the
+	// write has returned): waiting for that one, the test looked too soon.
+	var l string
+	if err := cluster.Eventually(ctx, 30*time.Second, func() (err error) {
+		l, err = logged("MTU lowered since the last run")
 		return err
 	}); err != nil {
-		t.Fatal(err)
+		t.Fatalf("start over a subnet.env of MTU 1500 with a backend of 1450: %v", err)
 	}
-	if l, err := logged("MTU lowered since the last run"); err != nil || !strings.Contains(l, "containers started before keep their larger MTU") ||
-		!strings.Contains(l, `"was"=1500`) || !strings.Contains(l, `"mtu"=1450`) {
-		t.Errorf("start over a subnet.env of MTU 1500 with a backend of 1450: %q, %v; want the MTU lowered since the last run, was=1500 mtu=1450, containers keeping theirs", l, err)
+	if !strings.Contains(l, "containers started before keep their larger MTU") || !strings.Contains(l, `"was"=1500`) || !strings.Contains(l, `"mtu"=1450`) {
+		t.Errorf("start over a subnet.env of MTU 1500 with a backend of 1450: %q; want the MTU lowered since the last run, was=1500 mtu=1450, containers keeping theirs", l)
 	}
 
 	// pending GETs /status's configPending (nil if absent) and the
