@@ -848,8 +848,9 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 		}
 		if !programmed {
 			programmed = true
-			a.health.setPeersProgrammed()
+			// The line first: whoever sees the agent ready finds it.
 			a.log.Info("first peer snapshot programmed", "peers", len(peers))
+			a.health.setPeersProgrammed()
 		}
 	}
 }
