@@ -252,18 +252,41 @@ func TestMasqRetryAddWaitsForContainersChain(t *testing.T) {
 	}
 }
 
+// holdingMasq is a fakeMasq whose first Remove of the chain hold
+// ("<network> <container ID>") says so on removing, then waits for finish:
+// a retry of another command in progress.
+type holdingMasq struct {
+	fakeMasq
+	hold     string
+	removing chan<- struct{}
+	finish   <-chan struct{}
+	held     bool
+}
+
+func (m *holdingMasq) Remove(network, containerID, ifName string, chain bool) error {
+	if !m.held && network+" "+containerID == m.hold {
+		m.held = true
+		m.removing <- struct{}{}
+		<-m.finish
+	}
+	return m.fakeMasq.Remove(network, containerID, ifName, chain)
+}
+
 // TestMasqRetryNotBetweenAddAndSave: an ADD of a container with another
 // interface's masquerading recorded in the network keeps the retries
-// locked until it has saved. A retry in between (here while ADD waits for
-// another program's xtables lock, taken during ADD's retries, before
-// bridge, told ipMasq, would wait for it: see waitXtables) found no
+// locked from its own until it has saved. A retry in between found no
 // attachment of the container saved and removed the container's iptables
-// chain, which the ADD's delegate was about to keep or make, so that it
-// could remove it under the running pod. (Until 2026-12-06 the window used
-// here was ADD's wait for a missing subnet.env, which now comes before the
-// retries: TestAddWaitForSubnetEnvHoldsNoLock; and the lock was held from
-// the start, which ADD now waits for before the retries too:
-// TestAddWaitsXtablesBeforeRetries.)
+// chain; run while the ADD saves and its delegate makes or keeps the
+// chain, it could remove it under the running pod. The ADD lets go of the
+// lock while it waits for the xtables lock after its retries (see
+// TestAddXtablesWaitAfterRetriesHoldsNoLock), and takes it again before it
+// saves, waiting for another command's retry that took it meanwhile. Here
+// a DEL's retry of c1's eth0 record is still removing when the ADD of c1's
+// net1 has its xtables lock: nothing is saved for net1 until that removal
+// has ended. (Until 2026-12-06 the lock was held through that wait, which
+// this test used as the window, checking that no retry ran in it; earlier
+// still the window was ADD's wait for a missing subnet.env, which now
+// comes before the retries: TestAddWaitForSubnetEnvHoldsNoLock.)
 func TestMasqRetryNotBetweenAddAndSave(t *testing.T) {
 	fakeIptables(t, 1, "iptables: No chain/target/match by that name.") // legacy, for waitXtables
 	lock := filepath.Join(t.TempDir(), "xtables.lock")
@@ -271,37 +294,73 @@ func TestMasqRetryNotBetweenAddAndSave(t *testing.T) {
 	f := newFixture(t)
 	f.writeEnv(t, envBridgeMasq)
 	recordMasqFailures(t, f, "c1")
-	live := liveNetns(t, f)
-	// Another program takes the xtables lock during ADD's retry, once
-	// they have let go of it.
+	// ADD's retry of c1's eth0 record fails (f.masq.err, the xtables
+	// lock): the record stays for the DEL. Another program takes the
+	// xtables lock during that retry.
 	var releaseLock func()
 	f.masq.during = func() {
 		if releaseLock == nil {
 			releaseLock = holdLock(t, lock)
 		}
 	}
+	removing, finish := make(chan struct{}), make(chan struct{})
+	finished := sync.OnceFunc(func() { close(finish) })
+	defer finished()
+	delDone := make(chan error, 1)
+	dm := &holdingMasq{hold: "cbr0 c1", removing: removing, finish: finish}
+	waited, savedEarly := false, false
+	state := 0
 	f.onSleep = func(int) {
-		// Another pod's DEL, with the xtables lock free again for
-		// agentd-cni's own iptables calls (--wait 1).
-		f.masq.err = nil
-		a := f.args("c2", "")
-		a.Netns = live
-		if err := f.p.Del(a); err != nil {
-			t.Errorf("DEL c2: %v", err)
+		switch state {
+		case 0:
+			// ADD waits for the xtables lock. Another pod's DEL
+			// retries c1's eth0 record and is still removing it when
+			// the other program lets go of the lock.
+			state++
+			d := *f.p
+			d.Stdout, d.Stderr = io.Discard, io.Discard
+			d.Exec, d.masq = &fakeExec{}, dm
+			d.now, d.sleep = time.Now, func(time.Duration) {}
+			a := f.args("c2", "")
+			a.Netns = ""
+			go func() { delDone <- d.Del(a) }()
+			select {
+			case <-removing:
+			case err := <-delDone:
+				t.Errorf("DEL c2 returned (%v) without retrying c1's eth0 record: ADD kept the retry lock while it waited for the xtables lock", err)
+				state = 2
+			}
+			releaseLock()
+		case 1:
+			// ADD waits for the retry lock again.
+			state++
+			waited = true
+			_, err := os.Stat(filepath.Join(f.dataDir, "cbr0:c1:net1"))
+			savedEarly = err == nil
+			finished()
+			if err := <-delDone; err != nil {
+				t.Errorf("DEL c2: %v", err)
+			}
 		}
-		releaseLock()
-		f.onSleep = nil
 	}
-	f.masq.removeCalls = nil
 	if err := f.p.Add(f.attach("cbr0", "c1", "net1", "")); err != nil {
 		t.Fatalf("ADD c1 net1: %v", err)
 	}
-	if f.sleeps == 0 || releaseLock == nil {
+	if state == 0 {
 		t.Fatal("ADD did not wait for the xtables lock after its retries: the test shows nothing")
 	}
-	// ADD's own retry of eth0's record, which failed.
-	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removeCalls, want) {
-		t.Errorf("chain removals %q, want only ADD's own try %q: a retry between ADD's and its save removed c1's chain", f.masq.removeCalls, want)
+	if !waited {
+		t.Error("ADD did not wait for the retry lock, taken by a DEL's retry, before its save")
+	}
+	if savedEarly {
+		t.Error("ADD saved while a DEL's retry of the container's record held the retry lock")
+	}
+	// Its retry of c1's eth0 record, then its own chain.
+	if want := []string{"cbr0 c1", "cbr0 c2"}; !slices.Equal(dm.removed, want) {
+		t.Errorf("DEL c2 removed the chains of %q, want %q", dm.removed, want)
+	}
+	if _, err := os.Stat(filepath.Join(f.dataDir, "cbr0:c1:net1")); err != nil {
+		t.Errorf("ADD saved nothing: %v", err)
 	}
 }
 

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -129,11 +128,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	// for the delegate's sake (below) ever being reached; and a retry
 	// lock kept through both waits failed other ADDs of recorded
 	// containers after masqLockWait.
-	if err := p.waitXtables(d); err != nil {
+	if err := p.waitXtables(d, nil); err != nil {
 		return err
 	}
-	unlock, ownErr, err := p.retryMasq(n.DataDir, n.Name+":"+at.containerID+":"+at.ifName)
-	defer unlock()
+	lock, ownErr, err := p.retryMasq(n.DataDir, n.Name+":"+at.containerID+":"+at.ifName)
+	defer lock.unlock()
 	if ownErr != nil {
 		return types.NewError(types.ErrTryAgainLater, ownErr.Error(), "")
 	}
@@ -142,7 +141,16 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	// Again, next to the delegate: the retries' own iptables commands
 	// take the lock, and a program queued behind them may hold it now.
-	if err := p.waitXtables(d); err != nil {
+	// The retry lock is let go of while this waits, as it is for the
+	// first wait: kept, it failed every other ADD of a recorded
+	// container after masqLockWait while this one waited up to
+	// delegateXtablesWait. It is taken again before the save, so a
+	// retry in between has ended before the delegate runs (see
+	// retryLock.retake).
+	if err := p.waitXtables(d, lock.release); err != nil {
+		return err
+	}
+	if err := lock.retake(); err != nil {
 		return err
 	}
 	// Saved first: if the delegate fails half-way, the runtime's DEL must
@@ -153,7 +161,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err := p.save(at, b); err != nil {
 		return err
 	}
-	unlock()
+	lock.unlock()
 	res, err := invoke.DelegateAdd(context.Background(), d["type"].(string), b, p.Exec)
 	if err != nil {
 		return delegateError(d, "ADD", err)
@@ -341,7 +349,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 		// Without the namespace (none given, or gone: the sandboxes of
 		// before a reboot) bridge only releases addresses, and the
 		// chain's removal after it waits xtablesWait at most.
-		if err := p.waitXtables(d); err != nil {
+		if err := p.waitXtables(d, nil); err != nil {
 			return err
 		}
 	}
@@ -484,18 +492,18 @@ func readMasqRecord(path string, now time.Time) masqRecord {
 // that one that listed a record cannot remove the chain after the record's
 // ADD has removed it and made it anew. Only an ADD of a container with a
 // record in the network waits for the lock, masqLockWait at most (then
-// ownErr says so), and keeps it until unlock, which it calls once it has
-// saved; any other command finding the lock taken leaves the retries to
-// the command holding it. unlock is never nil.
-func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err error) {
-	unlock = func() {}
+// ownErr says so), and keeps it (lock) until it has saved; any other
+// command finding the lock taken leaves the retries to the command holding
+// it. lock is never nil, and holds nothing for those other commands.
+func (p *Plugin) retryMasq(dataDir, own string) (lock *retryLock, ownErr, err error) {
+	lock = &retryLock{p: p}
 	dir := filepath.Join(dataDir, masqRetryDir)
 	d, err := os.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return unlock, nil, nil
+		return lock, nil, nil
 	}
 	if err != nil {
-		return unlock, nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
+		return lock, nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
 	}
 	held := false
 	defer func() {
@@ -518,36 +526,31 @@ func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err erro
 		same, _ := filepath.Glob(filepath.Join(dir, network+":"+id+":*"))
 		wait = len(same) > 0
 	}
-	now, sleep := p.clock()
-	deadline := now().Add(masqLockWait)
-	for {
-		err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			return unlock, nil, fmt.Errorf("lock %s: %w", dir, err)
-		}
-		if !wait {
-			return unlock, nil, nil
-		}
-		if !now().Before(deadline) {
-			network, id, _ := recordParts(own)
-			return unlock, fmt.Errorf("another agentd-cni command still holds the lock of %s after %v: it may be removing the masquerading of container %s in network %s, left by an earlier DEL, which this ADD's delegate would make or keep; try again later",
-				dir, masqLockWait, id, network), nil
-		}
-		sleep(masqLockPoll)
+	now, _ := p.clock()
+	limit := time.Duration(0)
+	if wait {
+		limit = masqLockWait
+	}
+	locked, err := p.flockWithin(d, limit, masqLockPoll)
+	if err != nil {
+		return lock, nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	if !locked && !wait {
+		return lock, nil, nil
+	}
+	if !locked {
+		return lock, masqLockBusy(dir, own), nil
 	}
 	if wait {
 		// Kept until the ADD has saved: a retry before would find
 		// no attachment of the container saved and remove its chain,
 		// which the ADD's delegate is about to make or keep.
 		held = true
-		unlock = sync.OnceFunc(func() { d.Close() })
+		lock.d, lock.dir, lock.own = d, dir, own
 	}
 	names, latest, err := recordsByAge(d)
 	if err != nil {
-		return unlock, nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
+		return lock, nil, fmt.Errorf("masquerade chains left by earlier DELs: %w", err)
 	}
 	retry := func(name string) error {
 		network, id, ifName := recordParts(name)
@@ -587,9 +590,9 @@ func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err erro
 		if err := retry(own); errors.Is(err, errMasqGivenUp) {
 			// Forgotten: no later retry can remove the chain under
 			// the pod the ADD is for.
-			return unlock, nil, err
+			return lock, nil, err
 		} else if err != nil {
-			return unlock, err, nil
+			return lock, err, nil
 		}
 	}
 	stop := now().Add(masqRetryBudget)
@@ -602,10 +605,97 @@ func (p *Plugin) retryMasq(dataDir, own string) (unlock func(), ownErr, err erro
 			break
 		}
 		if err := retry(name); err != nil {
-			return unlock, nil, err
+			return lock, nil, err
 		}
 	}
-	return unlock, nil, nil
+	return lock, nil, nil
+}
+
+// masqLockBusy is ADD's error when another command still holds dir's lock
+// (masqRetryDir's) after masqLockWait; own is the ADD's attachment.
+func masqLockBusy(dir, own string) error {
+	network, id, _ := recordParts(own)
+	return fmt.Errorf("another agentd-cni command still holds the lock of %s after %v: it may be removing the masquerading of container %s in network %s, left by an earlier DEL, which this ADD's delegate would make or keep; try again later",
+		dir, masqLockWait, id, network)
+}
+
+// retryLock is masqRetryDir's lock as retryMasq leaves it to an ADD that
+// waited for it: held from the retries until the ADD has saved. It holds
+// nothing (d nil) for any other command. One goroutine uses it.
+type retryLock struct {
+	p *Plugin
+	// d is masqRetryDir open, whose flock is the lock; nil once unlocked.
+	d *os.File
+	// dir is its path and own the ADD's attachment, for retake's error.
+	dir, own string
+	// released says that release let go of the flock and retake has not
+	// taken it again.
+	released bool
+}
+
+// unlock lets go of the lock for good. It may be called again.
+func (l *retryLock) unlock() {
+	if l.d != nil {
+		l.d.Close()
+		l.d = nil
+	}
+}
+
+// release lets go of the lock while the ADD waits for something else (the
+// xtables lock): other ADDs of recorded containers would otherwise wait
+// for it, and fail after masqLockWait.
+func (l *retryLock) release() {
+	if l.d == nil || l.released {
+		return
+	}
+	// Unlocking an open flock of one's own fails only for a bad file.
+	_ = syscall.Flock(int(l.d.Fd()), syscall.LOCK_UN)
+	l.released = true
+}
+
+// retake takes again the lock release let go of, waiting masqLockWait at
+// most for the command holding it, and then fails with "try again later"
+// as retryMasq does; without a release it does nothing. A retry that
+// another command ran meanwhile has ended by then, and may have removed
+// the container's iptables chain: harmless before the delegate, which
+// makes it again. One running while the ADD saves and its delegate runs
+// could remove it under the pod, the reason the lock is held at all.
+func (l *retryLock) retake() error {
+	if l.d == nil || !l.released {
+		return nil
+	}
+	locked, err := l.p.flockWithin(l.d, masqLockWait, masqLockPoll)
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("lock %s: %v", l.dir, err), "")
+	}
+	if !locked {
+		return types.NewError(types.ErrTryAgainLater, masqLockBusy(l.dir, l.own).Error(), "")
+	}
+	l.released = false
+	return nil
+}
+
+// flockWithin takes f's flock (exclusive), trying again every poll until
+// limit has passed on the plugin's clock, and says whether it has it:
+// false when another open file of it still holds it then, at once for a
+// limit of 0. Polled rather than blocking, so that a holder that never
+// lets go cannot hold the command for good.
+func (p *Plugin) flockWithin(f *os.File, limit, poll time.Duration) (bool, error) {
+	now, sleep := p.clock()
+	deadline := now().Add(limit)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return false, err
+		}
+		if !now().Before(deadline) {
+			return false, nil
+		}
+		sleep(poll)
+	}
 }
 
 // masqByHand says how to remove by hand the masquerading of network's

@@ -38,8 +38,10 @@ const defaultXtablesLock = "/run/xtables.lock"
 // nf_tables takes no such lock. The lock is tried, not kept: another
 // program may still take it before the delegate does. A lock that is not a
 // regular file (XTABLES_LOCKFILE naming a named pipe, say) fails at once:
-// legacy iptables would not get past it either.
-func (p *Plugin) waitXtables(d map[string]any) error {
+// legacy iptables would not get past it either. onWait, if not nil, is
+// called once before the first wait, when the lock is found held: ADD lets
+// go of its own lock there (see Add).
+func (p *Plugin) waitXtables(d map[string]any, onWait func()) error {
 	if d["ipMasq"] != true || d["ipMasqBackend"] == "nftables" || !legacyIptables() {
 		return nil
 	}
@@ -75,6 +77,10 @@ func (p *Plugin) waitXtables(d map[string]any) error {
 			return types.NewError(types.ErrTryAgainLater, fmt.Sprintf(
 				"another program holds the xtables lock (%s), still after %v: %s would wait for it with legacy iptables for as long as it is held (kube-proxy, firewalld or a script running iptables may hold it); try again later",
 				path, delegateXtablesWait, d["type"]), "")
+		}
+		if onWait != nil {
+			onWait()
+			onWait = nil
 		}
 		sleep(xtablesPoll)
 	}
