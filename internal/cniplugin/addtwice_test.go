@@ -2,15 +2,11 @@ package cniplugin
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
-	"syscall"
+	"sync"
 	"testing"
 	"time"
 )
@@ -34,11 +30,22 @@ func TestAddTwiceAtOnce(t *testing.T) {
 	}
 
 	held, release := make(chan struct{}), make(chan struct{})
+	waiting := make(chan struct{})
 	add := func(hold bool) <-chan error {
 		done := make(chan error, 1)
 		p := *f.p
 		p.Stdout, p.Stderr = io.Discard, io.Discard
 		p.Exec, p.masq = &fakeExec{}, &fakeMasq{}
+		// Real time: each ADD waits dataDirLockWait at most for the
+		// other's save. The second says so when it first waits.
+		var once sync.Once
+		p.now = time.Now
+		p.sleep = func(d time.Duration) {
+			if !hold {
+				once.Do(func() { close(waiting) })
+			}
+			time.Sleep(d)
+		}
 		if hold {
 			p.crash = func(step string) bool {
 				if step == "legacy name removed" {
@@ -54,14 +61,16 @@ func TestAddTwiceAtOnce(t *testing.T) {
 	first := add(true)
 	<-held
 	second := add(false)
-	// The second ADD must wait for the first's save: blocked on the lock
-	// of dataDir (/proc/locks lists it as a waiter), not returned.
+	// The second ADD must wait for the first's save (lockDataDir's
+	// wait), not return.
 	var errs [2]error
 	returned := false
-	if err := blockedOnFlock(f.dataDir, second); err != nil {
+	select {
+	case <-waiting:
+	case err := <-second:
 		returned = true
 		errs[1] = err
-		t.Errorf("the second ADD did not wait for the first's save: %v", err)
+		t.Errorf("the second ADD did not wait for the first's save: it returned (%v)", err)
 	}
 	close(release)
 	errs[0] = <-first
@@ -155,38 +164,4 @@ func TestDelDuringAddAgain(t *testing.T) {
 	if _, err := os.Stat(legacy); err == nil && !sameFile(legacy, f.saved("c1")) {
 		t.Errorf("after the ADD and the DEL, flannel's per-container name %s is left alone (dataDir holds %q)", legacy, fileNames(t, f.dataDir))
 	}
-}
-
-// blockedOnFlock waits until /proc/locks lists this process as waiting for
-// a flock of path ("->" before the lock, path's inode), and returns nil; or
-// returns the error of done (the command that should wait) if it ends
-// first, or an error after 10 s.
-func blockedOnFlock(path string, done <-chan error) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	ino := fi.Sys().(*syscall.Stat_t).Ino
-	pid := strconv.Itoa(os.Getpid())
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-done:
-			return fmt.Errorf("it returned (%v)", err)
-		default:
-		}
-		locks, err := os.ReadFile("/proc/locks")
-		if err != nil {
-			return err
-		}
-		for _, line := range strings.Split(string(locks), "\n") {
-			// "5: -> FLOCK  ADVISORY  WRITE 27182 fe:00:9986362 0 EOF"
-			f := strings.Fields(line)
-			if len(f) >= 7 && f[1] == "->" && f[2] == "FLOCK" && f[5] == pid && strings.HasSuffix(f[6], ":"+strconv.FormatUint(ino, 10)) {
-				return nil
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return errors.New("not blocked on the lock within 10 s")
 }

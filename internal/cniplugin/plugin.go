@@ -101,7 +101,8 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // them locked past masqLockWait while one of the container's is recorded,
 // ADD is "try again later"; so it is when another program keeps the
 // xtables lock that the delegate would wait for without a limit (see
-// waitXtables). None of these saves anything.
+// waitXtables), or another process keeps dataDir's lock past
+// dataDirLockWait (see lockDataDir). None of these saves anything.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	n, at, err := loadConf(args)
 	if err != nil {
@@ -185,7 +186,10 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // could not remove (see retryMasq); a failure there, as one of the
 // container's own chain (see release), goes to stderr, and DEL succeeds.
 // A key of delegate or ipam given in two spellings, which ADD refuses,
-// does not fail it (loadConfForDel).
+// does not fail it (loadConfForDel). When another process keeps dataDir's
+// lock past dataDirLockWait, DEL fails with "try again later" after the
+// delegate's DEL, with the saved files still there for the runtime's
+// retry (see lockDataDir).
 func (p *Plugin) Del(args *skel.CmdArgs) error {
 	n, at, err := loadConfWith(args, loadConfForDel)
 	if err != nil {
@@ -362,12 +366,12 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 		if rerr := recordMasqRetry(n.DataDir, network, at.containerID, at.ifName, now()); rerr != nil {
 			return types.NewError(types.ErrIOFailure, fmt.Sprintf("%v; nor could the chain be recorded for a later removal: %v", err, rerr), "")
 		}
-		if rerr := removeSaved(at, forget); rerr != nil {
+		if rerr := p.removeSaved(at, forget); rerr != nil {
 			return rerr
 		}
 		return &masqError{err}
 	}
-	return removeSaved(at, forget)
+	return p.removeSaved(at, forget)
 }
 
 // masqRetryDir is the subdirectory of dataDir that lists the masquerading
@@ -1231,11 +1235,11 @@ func joinErrors(verb string, errs []error) error {
 // looks like flannel's, which no DEL of the attachment removed and another
 // attachment's DEL would take (seen with the ADD held in its save and the
 // DEL in its delegate's, before 2026-12-06).
-func removeSaved(at attachment, forget []string) error {
+func (p *Plugin) removeSaved(at attachment, forget []string) error {
 	if len(forget) > 0 {
-		d, err := lockDataDir(filepath.Dir(at.path))
+		d, err := p.lockDataDir(filepath.Dir(at.path), "forget delegate configuration")
 		if err != nil {
-			return types.NewError(types.ErrIOFailure, fmt.Sprintf("forget delegate configuration: %v", err), "")
+			return err
 		}
 		defer d.Close()
 		if forget[0] == at.path && sameFile(at.legacy, at.path) {
@@ -1511,9 +1515,9 @@ func (p *Plugin) save(at attachment, b []byte) error {
 	fail := func(what string, err error) error {
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("%s: %v", what, err), "")
 	}
-	d, err := lockDataDir(filepath.Dir(at.path))
+	d, err := p.lockDataDir(filepath.Dir(at.path), "save delegate configuration")
 	if err != nil {
-		return fail("save delegate configuration", err)
+		return err
 	}
 	defer d.Close()
 	if sameFile(at.legacy, at.path) {
@@ -1545,16 +1549,39 @@ func (p *Plugin) save(at attachment, b []byte) error {
 	return nil
 }
 
+// dataDirLockWait is how long ADD and DEL wait for another command that
+// holds dataDir's lock (see lockDataDir), and dataDirLockPoll how often
+// they try it. A holder keeps it for a write, an fsync and a link, or a
+// few unlinks: milliseconds, unless it hangs (stopped, or stuck on a disk
+// that does not answer). Waited for without a limit, such a holder hung
+// every ADD and DEL of the node until the runtime killed them, and the
+// pods stayed in ContainerCreating or Terminating with no word of why.
+const (
+	dataDirLockWait = 5 * time.Second
+	dataDirLockPoll = 10 * time.Millisecond
+)
+
 // lockDataDir opens dataDir and takes save's lock on it (flock), which
-// closing the file returns.
-func lockDataDir(dataDir string) (*os.File, error) {
+// closing the file returns; it waits dataDirLockWait at most for another
+// command that holds it, and then fails with code 11, "try again later",
+// naming the holder as /proc/locks lists it. Other errors are I/O
+// failures. Each begins with what, the step that needed the lock.
+func (p *Plugin) lockDataDir(dataDir, what string) (*os.File, error) {
 	d, err := os.Open(dataDir)
 	if err != nil {
-		return nil, err
+		return nil, types.NewError(types.ErrIOFailure, fmt.Sprintf("%s: %v", what, err), "")
 	}
-	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+	locked, err := p.flockWithin(d, dataDirLockWait, dataDirLockPoll)
+	if err != nil {
 		d.Close()
-		return nil, fmt.Errorf("lock %s: %w", dataDir, err)
+		return nil, types.NewError(types.ErrIOFailure, fmt.Sprintf("%s: lock %s: %v", what, dataDir, err), "")
+	}
+	if !locked {
+		holders := describeHolders(flockHolders(d))
+		d.Close()
+		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf(
+			"%s: another process still holds the lock of dataDir %s after %v (%s); agentd-cni holds it for a few milliseconds to save or forget a configuration, so the holder may be hung; try again later",
+			what, dataDir, dataDirLockWait, holders), "")
 	}
 	return d, nil
 }
