@@ -414,6 +414,12 @@ func (a *agent) run(ctx context.Context) error {
 			if m == nil {
 				return 0, 0, false
 			}
+			select {
+			case <-m.PeersSynced():
+			default:
+				// No peer listed yet is not no peer.
+				return 0, 0, false
+			}
 			return directPeers(m.Peers(), running, ext)
 		},
 		pending: a.obs.configPending,
@@ -669,7 +675,7 @@ func configKeyChanges(ctx context.Context, cli *clientv3.Client, key string, cha
 // directPeers counts the peers in the running config's Network, and those
 // of them that vxlan with DirectRouting routes to directly: on the external
 // interface's segment (backend.Segment.Refuse), as the backend decides at
-// each pass. ok is false without peers or when netlink cannot be read.
+// each pass. ok is false when netlink cannot be read; no peer is 0 of 0.
 func directPeers(peers []subnet.Lease, running *subnet.Config, ext backend.ExternalInterface) (direct, total int, ok bool) {
 	h, err := backend.OpenHandle(nil)
 	if err != nil {
@@ -693,7 +699,7 @@ func directPeers(peers []subnet.Lease, running *subnet.Config, ext backend.Exter
 			direct++
 		}
 	}
-	return direct, total, total > 0
+	return direct, total, true
 }
 
 // waitingForLease is retry's report for the start-up steps before the lease

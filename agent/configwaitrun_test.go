@@ -401,7 +401,9 @@ const directPeersEnv = "AGENTD_DIRECT_PEERS_TEST_ETCD"
 // under DirectRouting, read from h1's kernel: of the peers in the running
 // Network, those whose public IP is on eth0's segment (198.18.0.0/24) are
 // routed to directly, the others (198.19.0.7, behind a router) are not;
-// a lease outside the Network is no peer. Without peers it cannot tell.
+// a lease outside the Network is no peer. No peer is 0 of 0, not a
+// failure to tell (before 2026-12-06 it was, and a VNI change on a host
+// with no peer yet was reported as a split).
 //
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again
 //	               └─ etcd 198.18.0.254
@@ -432,8 +434,8 @@ func directPeersChild(t *testing.T) {
 	if d, n, ok := directPeers(peers, running, ext); d != 2 || n != 3 || !ok {
 		t.Errorf("directPeers = %d of %d (ok %v), want 2 of 3", d, n, ok)
 	}
-	if _, _, ok := directPeers(nil, running, ext); ok {
-		t.Error("directPeers of no peer: ok, want it unable to tell")
+	if d, n, ok := directPeers(nil, running, ext); d != 0 || n != 0 || !ok {
+		t.Errorf("directPeers of no peer = %d of %d (ok %v), want 0 of 0: no peer is a count", d, n, ok)
 	}
 }
 

@@ -39,7 +39,8 @@ import (
 //	  its Backend's Type, VNI or Port            ──>   and "restart every host's agentd together"
 //	    udp's Port                               ──>   no: each lease says its port (udpPortNote)
 //	    VNI or Port, DirectRouting on both sides ──>   the same if a peer is off this host's segment
-//	                                                   (directSplit), else that this host may restart alone;
+//	                                                   (directSplit), else that this host may restart alone
+//	                                                   (with no peer yet: that it cuts off no host now);
 //	                                                   judged again when the peers change (peersSeen)
 //	  its Network, IPv6Network, EnableIPv6 off   ──>   and "restart every host's agentd together"
 //	  EnableIPv6 on                              ──>   and that a host leasing anew is cut off
@@ -112,7 +113,8 @@ type configWatch struct {
 	// Network, and those of them that vxlan with DirectRouting routes to
 	// directly (on the external interface's segment: no VXLAN goes to
 	// them, so their VNI and Port do not matter); ok is false when it
-	// cannot tell (no peer known yet, netlink failed).
+	// cannot tell (the peers not listed yet, netlink failed). No peer at
+	// all is a count, of 0.
 	direct func(running *subnet.Config) (direct, total int, ok bool)
 	// directKey is the wire option (Backend.VNI, Backend.Port) of the
 	// last verdict that directSplit judged, "" if it was no such verdict:
@@ -648,12 +650,12 @@ func directRoutingOn(c *subnet.Config) bool {
 // either side runs, so only the peers off the segment are cut off from
 // this host while the change is rolled. split is key when some are (or
 // when that cannot be told), "" when every peer of this host is on its
-// segment.
+// segment, or it has none yet.
 //
-// kind is the verdict without its counts: "all direct", "some not direct"
-// or "cannot tell". A verdict of the same kind with other counts (a peer
-// joined on the segment) is not news: the watch logs it once per kind, and
-// /status shows the counts of the last judgement.
+// kind is the verdict without its counts: "no peer", "all direct", "some
+// not direct" or "cannot tell". A verdict of the same kind with other
+// counts (a peer joined on the segment) is not news: the watch logs it once
+// per kind, and /status shows the counts of the last judgement.
 func (w *configWatch) directSplit(key string) (note, split, kind string) {
 	if w.direct == nil {
 		return directSplitUnknown, key, "cannot tell"
@@ -662,6 +664,9 @@ func (w *configWatch) directSplit(key string) (note, split, kind string) {
 	switch {
 	case !ok:
 		return directSplitUnknown, key, "cannot tell"
+	case total == 0:
+		return fmt.Sprintf("this host has no peer yet, so a restart on the new %s cuts it off from no host now and it may restart on its own; the verdict is judged again when peers appear, and a host that joins from another segment needs the same %s",
+			strings.TrimPrefix(key, "Backend."), strings.TrimPrefix(key, "Backend.")), "", "no peer"
 	case direct == total:
 		return fmt.Sprintf("DirectRouting routes to each of this host's %d peers directly (all on its segment: no VXLAN, so their VNI and Port do not matter), so this host reaches them on the old and the new %s alike and may restart on its own; a host that joins from another segment needs the same %s",
 			total, strings.TrimPrefix(key, "Backend."), strings.TrimPrefix(key, "Backend.")), "", "all direct"

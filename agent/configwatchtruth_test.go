@@ -25,7 +25,9 @@ import (
 //     VNI and Port it runs (TestDirectRoutingSplit), so with every peer on
 //     the segment nothing splits; with some off it, the line says how
 //     many. Before 2026-12-06 both said "do not reach each other" and
-//     incompatible=Backend.VNI.
+//     incompatible=Backend.VNI. With no peer yet (0 of 0) nothing
+//     splits now, and the line says so rather than "each of this host's
+//     0 peers".
 //   - EnableIPv6 turned off, or IPv6Network moved: the agents on the new
 //     config skip the dual-stack keys of the old, or those outside the new
 //     IPv6Network. Before, these were "restart agentd to apply it" alone,
@@ -52,6 +54,8 @@ func TestConfigWatchSaysWhatSplits(t *testing.T) {
 			&direct{2, 2}, "", rolled, "Backend"},
 		{"vni, one peer off the segment", dr, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true,"VNI":2}}`,
 			&direct{2, 3}, "Backend.VNI", "1 of this host's 3 peers are not on its segment", "Backend"},
+		{"vni, no peer yet", dr, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true,"VNI":2}}`,
+			&direct{0, 0}, "", "this host has no peer yet, so a restart on the new VNI cuts it off from no host now", "Backend"},
 		{"vni, peers unknown", dr, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true,"VNI":2}}`,
 			nil, "Backend.VNI", split, "Backend"},
 		{"vni, DirectRouting turned off", dr, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":2}}`,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // directSplitPeersEnv, when set, makes TestDirectSplitFollowsPeers the
@@ -34,93 +35,152 @@ func TestDirectSplitFollowsPeers(t *testing.T) {
 		return
 	}
 	cluster.RunTestInHost(t, "TestDirectSplitFollowsPeers", directSplitPeersEnv, map[string]string{
-		"/dsplit/config":                `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`,
+		"/dsplit/config":                directSplitConfig,
 		"/dsplit/subnets/10.244.2.0-24": vxlanLease("198.18.0.2", 1, 2),
 	})
 }
+
+// directSplitConfig is the running config of the DirectRouting verdict's
+// namespace tests; directSplitVNI2 the one each of them writes.
+const (
+	directSplitConfig = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`
+	directSplitVNI2   = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true,"VNI":2}}`
+)
+
+// What the verdict on a pending VNI change under DirectRouting says: this
+// host may restart alone, or how many peers a restart cuts off.
+const (
+	directNoSplit = "may restart on its own"
+	directSplits  = "are not on its segment"
+)
 
 // vxlanLease is the value of a vxlan lease at public IP pub, of VNI vni.
 func vxlanLease(pub string, vni, mac int) string {
 	return fmt.Sprintf(`{"PublicIP":%q,"BackendType":"vxlan","BackendData":{"VNI":%d,"VtepMAC":"0a:00:00:00:00:%02x"}}`, pub, vni, mac)
 }
 
-func directSplitPeersChild(t *testing.T, etcd string) {
-	const prefix = "/dsplit"
+// directSplitRun is the agent a child of the DirectRouting verdict's tests
+// runs in h1, with its logs and a client of its etcd under prefix.
+type directSplitRun struct {
+	t      *testing.T
+	ctx    context.Context
+	a      *agent
+	logs   *logLines
+	cli    *clientv3.Client
+	prefix string
+}
+
+// startDirectSplit runs an agent in h1 under prefix until the test ends,
+// and waits for it to be ready.
+func startDirectSplit(t *testing.T, etcd, prefix string) *directSplitRun {
 	cfg := hostConfig(t, etcd, prefix)
 	logs := &logLines{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	log := childLogger(t, logs)
 	a := &agent{cfg: cfg, log: log, backends: Backends(), leftovers: leftovers(), health: newHealth(log), obs: newObserver()}
-	stop := runChildAgent(t, ctx, a)
-	defer stop()
-	cli := childEtcd(t, etcd)
+	t.Cleanup(runChildAgent(t, ctx, a))
+	r := &directSplitRun{t: t, ctx: ctx, a: a, logs: logs, cli: childEtcd(t, etcd), prefix: prefix}
 	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
 
-	// want waits for configPending to name incompatible (metric too) and
-	// a note holding note.
-	want := func(step, incompatible, note string) {
-		t.Helper()
-		if err := cluster.Eventually(ctx, 20*time.Second, func() error {
-			p := a.obs.status(a.health).ConfigPending
-			if p == nil || p.Incompatible != incompatible || p.Changed != "Backend" || !strings.Contains(p.Note, note) {
-				return fmt.Errorf("configPending %+v", p)
-			}
-			if v, labels := pendingMetric(t, a.obs); v != 1 || labels != incompatible+",true" {
-				return fmt.Errorf("agentd_network_config_pending{%s} %v", labels, v)
-			}
-			return nil
-		}); err != nil {
-			t.Fatalf("%s: %v; want incompatible=%q and a note with %q", step, err, incompatible, note)
+// want waits for configPending to name incompatible (the metric too) and
+// a note holding note.
+func (r *directSplitRun) want(step, incompatible, note string) {
+	r.t.Helper()
+	if err := cluster.Eventually(r.ctx, 20*time.Second, func() error {
+		p := r.a.obs.status(r.a.health).ConfigPending
+		if p == nil || p.Incompatible != incompatible || p.Changed != "Backend" || !strings.Contains(p.Note, note) {
+			return fmt.Errorf("configPending %+v", p)
 		}
-	}
-	const (
-		noSplit = "may restart on its own"
-		split   = "are not on its segment"
-	)
-	put := func(k, v string) {
-		t.Helper()
-		if _, err := cli.Put(ctx, prefix+k, v); err != nil {
-			t.Fatal(err)
+		if v, labels := pendingMetric(r.t, r.a.obs); v != 1 || labels != incompatible+",true" {
+			return fmt.Errorf("agentd_network_config_pending{%s} %v", labels, v)
 		}
+		return nil
+	}); err != nil {
+		r.t.Fatalf("%s: %v; want incompatible=%q and a note with %q", step, err, incompatible, note)
 	}
+}
 
+// lines checks that n lines so far hold s (what says why).
+func (r *directSplitRun) lines(s string, n int, what string) {
+	r.t.Helper()
+	if got := r.logs.count(s); got != n {
+		r.t.Errorf("%d lines hold %q, want %d (%s)", got, s, n, what)
+	}
+}
+
+func (r *directSplitRun) put(k, v string) {
+	r.t.Helper()
+	if _, err := r.cli.Put(r.ctx, r.prefix+k, v); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func directSplitPeersChild(t *testing.T, etcd string) {
+	r := startDirectSplit(t, etcd, "/dsplit")
 	// The peers written below take subnets far above those the agent picks
 	// from (at random among the first 100 free from SubnetMin): one of
 	// them written over the agent's own key (10.244.3.0, once in CI) is
 	// no peer, and the verdict never changed.
-	put("/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true,"VNI":2}}`)
-	want("VNI 2, the one peer on the segment", "", "each of this host's 1 peers directly")
+	r.put("/config", directSplitVNI2)
+	r.want("VNI 2, the one peer on the segment", "", "each of this host's 1 peers directly")
 
-	put("/subnets/10.244.251.0-24", vxlanLease("198.19.0.7", 1, 4))
-	want("a peer on another segment joined", "Backend.VNI", "1 of this host's 2 peers are not on its segment")
-	if n := logs.count(split); n != 1 {
-		t.Errorf("%d lines say the VNI change now splits the cluster, want 1", n)
-	}
-	if n := logs.count("this host's peers changed"); n != 1 {
-		t.Errorf("%d lines say the verdict changed with the peers, want 1", n)
-	}
+	r.put("/subnets/10.244.251.0-24", vxlanLease("198.19.0.7", 1, 4))
+	r.want("a peer on another segment joined", "Backend.VNI", "1 of this host's 2 peers are not on its segment")
+	r.lines(directSplits, 1, "the VNI change now splits the cluster")
+	r.lines("this host's peers changed", 1, "the verdict changed with the peers")
 
-	put("/subnets/10.244.250.0-24", vxlanLease("198.18.0.3", 1, 3))
-	want("a peer joined on the segment", "Backend.VNI", "1 of this host's 3 peers are not on its segment")
+	r.put("/subnets/10.244.250.0-24", vxlanLease("198.18.0.3", 1, 3))
+	r.want("a peer joined on the segment", "Backend.VNI", "1 of this host's 3 peers are not on its segment")
 
-	if _, err := cli.Delete(ctx, prefix+"/subnets/10.244.251.0-24"); err != nil {
+	if _, err := r.cli.Delete(r.ctx, r.prefix+"/subnets/10.244.251.0-24"); err != nil {
 		t.Fatal(err)
 	}
-	want("the other segment's peer left", "", "each of this host's 2 peers directly")
-	if n := logs.count(split); n != 1 {
-		t.Errorf("%d lines say the VNI change splits the cluster, want 1 (a peer joining on the segment is not news)", n)
-	}
-	if n := logs.count(noSplit); n != 2 {
-		t.Errorf("%d lines say this host may restart on its own, want 2 (at the change, and once the other segment's peer left)", n)
-	}
+	r.want("the other segment's peer left", "", "each of this host's 2 peers directly")
+	r.lines(directSplits, 1, "a peer joining on the segment is not news")
+	r.lines(directNoSplit, 2, "at the change, and once the other segment's peer left")
 
 	// A peer's public IP moves off the segment.
-	put("/subnets/10.244.250.0-24", vxlanLease("198.19.0.8", 1, 3))
-	want("a peer's public IP moved to another segment", "Backend.VNI", "1 of this host's 2 peers are not on its segment")
-	if n := logs.count(split); n != 2 {
-		t.Errorf("%d lines say the VNI change splits the cluster, want 2", n)
+	r.put("/subnets/10.244.250.0-24", vxlanLease("198.19.0.8", 1, 3))
+	r.want("a peer's public IP moved to another segment", "Backend.VNI", "1 of this host's 2 peers are not on its segment")
+	r.lines(directSplits, 2, "and once the peer moved off the segment")
+}
+
+// directSplitNoPeerEnv, when set, makes TestDirectSplitNoPeerYet the
+// child; it names the etcd endpoint.
+const directSplitNoPeerEnv = "AGENTD_DIRECT_SPLIT_NO_PEER_TEST_ETCD"
+
+// TestDirectSplitNoPeerYet: a VNI change under DirectRouting on a host
+// with no peer yet cuts it off from no host: the verdict says so, with no
+// incompatible, and that it is judged again when peers appear; a peer that
+// then joins from another segment makes it a split, in one line with
+// judgedAgain="this host's peers changed". Before 2026-12-06 the agent
+// said it could not tell which peers were on its segment and reported a
+// split (incompatible=Backend.VNI) of a cluster of one.
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
+//	               └─ etcd 198.18.0.254  a real etcd
+func TestDirectSplitNoPeerYet(t *testing.T) {
+	if ep := os.Getenv(directSplitNoPeerEnv); ep != "" {
+		directSplitNoPeerChild(t, ep)
+		return
 	}
+	cluster.RunTestInHost(t, "TestDirectSplitNoPeerYet", directSplitNoPeerEnv, map[string]string{
+		"/dnone/config": directSplitConfig,
+	})
+}
+
+func directSplitNoPeerChild(t *testing.T, etcd string) {
+	r := startDirectSplit(t, etcd, "/dnone")
+	r.put("/config", directSplitVNI2)
+	r.want("VNI 2, no peer", "", "has no peer yet")
+
+	r.put("/subnets/10.244.251.0-24", vxlanLease("198.19.0.7", 1, 4))
+	r.want("a peer on another segment joined", "Backend.VNI", "1 of this host's 1 peers are not on its segment")
+	r.lines(directSplits, 1, "once the peer joined")
+	r.lines("this host's peers changed", 1, "the verdict changed with the peers")
 }
