@@ -409,20 +409,23 @@ func (a *agent) run(ctx context.Context) error {
 		directRouting: func(running *subnet.Config) string {
 			return strictRPFilterNote("/proc/sys", ext.Iface.Name, vxlanDevice(running))
 		},
-		direct: func(running *subnet.Config) (int, int, bool) {
+		direct: func(running *subnet.Config) (directCount, bool) {
 			m := mgrp.Load()
 			if m == nil {
-				return 0, 0, false
+				return directCount{}, false
 			}
 			select {
 			case <-m.PeersSynced():
 			default:
 				// No peer listed yet is not no peer.
-				return 0, 0, false
+				return directCount{}, false
 			}
-			return directPeers(m.Peers(), running, ext)
+			peers := m.Peers()
+			direct, total, ok := directPeers(peers, running, ext)
+			return directCount{direct: direct, total: total, peers: routedPeerAddrs(running, peers)}, ok
 		},
-		pending: a.obs.configPending,
+		segmentIndex: ext.Iface.Index,
+		pending:      a.obs.configPending,
 	}
 	wg.Add(1)
 	go func() {

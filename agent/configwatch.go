@@ -41,7 +41,8 @@ import (
 //	    VNI or Port, DirectRouting on both sides ──>   the same if a peer is off this host's segment
 //	                                                   (directSplit), else that this host may restart alone
 //	                                                   (with no peer yet: that it cuts off no host now);
-//	                                                   judged again when the peers change (peersSeen)
+//	                                                   judged again when the peers change (peersSeen) or
+//	                                                   this host's segment does (followSegment)
 //	  its Network, IPv6Network, EnableIPv6 off   ──>   and "restart every host's agentd together"
 //	  EnableIPv6 on                              ──>   and that a host leasing anew is cut off
 //	  (any of these)                             ──>   changed=, the keys that differ
@@ -115,15 +116,23 @@ type configWatch struct {
 	// them, so their VNI and Port do not matter); ok is false when it
 	// cannot tell (the peers not listed yet, netlink failed). No peer at
 	// all is a count, of 0.
-	direct func(running *subnet.Config) (direct, total int, ok bool)
+	direct func(running *subnet.Config) (c directCount, ok bool)
 	// directKey is the wire option (Backend.VNI, Backend.Port) of the
 	// last verdict that directSplit judged, "" if it was no such verdict:
-	// while set, peersSeen judges the key again when the peers change.
-	// directFor is the peers' public IPs it last judged for (directForOK:
-	// any).
-	directKey   string
-	directFor   []netip.Addr
-	directForOK bool
+	// while set, peersSeen judges the key again when the peers change, and
+	// followSegment when this host's segment does. directFor is the peers'
+	// public IPs it last judged for (directForOK: any), directOnSegment
+	// how many of them were on the segment.
+	directKey       string
+	directFor       []netip.Addr
+	directForOK     bool
+	directOnSegment int
+	// segmentIndex is the external interface's index: while directKey is
+	// set, followSegment follows the kernel's events about its segment (0:
+	// it does not). directOn is signalled when directKey is set or unset
+	// (made by the first, under mu).
+	segmentIndex int
+	directOn     chan struct{}
 	// pending, if set, is told each change of what the key holds against
 	// the running config: nil once it means the running config again.
 	pending func(*ConfigPending)
@@ -163,6 +172,15 @@ const configLines = 8
 // as the lease watch reads its witness then. The key is its own witness:
 // one read of one key per reconnect.
 func (w *configWatch) run(ctx context.Context) {
+	if w.segmentIndex != 0 {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.followSegment(ctx)
+		}()
+	}
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		h, err := w.get(ctx)
@@ -373,6 +391,9 @@ func (w *configWatch) judgeLocked(v configValue, extra ...any) {
 	defer func() {
 		if directKey == "" {
 			w.directForOK = false
+		}
+		if (directKey == "") != (w.directKey == "") {
+			signal(w.directOnLocked())
 		}
 		w.directKey = directKey
 	}()
@@ -644,13 +665,35 @@ func directRoutingOn(c *subnet.Config) bool {
 	return d.IsValid() && d.Kind() == reflect.Bool && d.Bool()
 }
 
+// directCount is what configWatch.direct counts: of this host's peers in
+// the running Network (total), those on its segment (direct), and the
+// public IPs of all of them, sorted (routedPeerAddrs).
+type directCount struct {
+	direct, total int
+	peers         []netip.Addr
+}
+
+// routedPeerAddrs is the public IPs of the peers that running routes
+// (RoutableLease), sorted: the peers a DirectRouting verdict counts.
+func routedPeerAddrs(running *subnet.Config, peers []subnet.Lease) []netip.Addr {
+	addrs := make([]netip.Addr, 0, len(peers))
+	for _, p := range peers {
+		if running.RoutableLease(p) == nil {
+			addrs = append(addrs, p.Attrs.PublicIP)
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	return addrs
+}
+
 // directSplit is what the verdict on another vxlan VNI or Port (key) adds
 // when the running and the new config both have DirectRouting: a peer on
 // this host's segment gets a direct route, no VXLAN, whatever VNI and Port
 // either side runs, so only the peers off the segment are cut off from
 // this host while the change is rolled. split is key when some are (or
 // when that cannot be told), "" when every peer of this host is on its
-// segment, or it has none yet.
+// segment, or it has none yet. It records the peers judged (directFor),
+// with w.mu held.
 //
 // kind is the verdict without its counts: "no peer", "all direct", "some
 // not direct" or "cannot tell". A verdict of the same kind with other
@@ -660,10 +703,13 @@ func (w *configWatch) directSplit(key string) (note, split, kind string) {
 	if w.direct == nil {
 		return directSplitUnknown, key, "cannot tell"
 	}
-	direct, total, ok := w.direct(w.running)
-	switch {
-	case !ok:
+	c, ok := w.direct(w.running)
+	if !ok {
 		return directSplitUnknown, key, "cannot tell"
+	}
+	w.directFor, w.directForOK, w.directOnSegment = c.peers, true, c.direct
+	direct, total := c.direct, c.total
+	switch {
 	case total == 0:
 		return fmt.Sprintf("this host has no peer yet, so a restart on the new %s cuts it off from no host now and it may restart on its own; the verdict is judged again when peers appear, and a host that joins from another segment needs the same %s",
 			strings.TrimPrefix(key, "Backend."), strings.TrimPrefix(key, "Backend.")), "", "no peer"
@@ -682,21 +728,17 @@ func (w *configWatch) directSplit(key string) (note, split, kind string) {
 // host's: the verdict's kind changing is logged once. Called with each
 // snapshot of the peers the reconcile loop takes (peerSnapshots); at any
 // other time it compares nothing, and the segment is read again only when
-// the public IPs of the peers in the running Network differ from those of
-// the last snapshot judged.
+// the public IPs of the peers in the running Network differ from those
+// last judged (directFor: the verdict records those it counted, so the
+// first snapshot after a change of the key is not taken for a change of
+// the peers).
 func (w *configWatch) peersSeen(peers []subnet.Lease) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.directKey == "" {
 		return
 	}
-	addrs := make([]netip.Addr, 0, len(peers))
-	for _, p := range peers {
-		if w.running.RoutableLease(p) == nil {
-			addrs = append(addrs, p.Attrs.PublicIP)
-		}
-	}
-	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs := routedPeerAddrs(w.running, peers)
 	if w.directForOK && slices.Equal(addrs, w.directFor) {
 		return
 	}

@@ -99,7 +99,7 @@ func TestConfigWatchBackendNoSplitHidesNothing(t *testing.T) {
 		log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{})
 		var got *ConfigPending
 		w := &configWatch{log: log, key: "/k/config", running: running, check: func(*subnet.Config) error { return nil },
-			direct:  func(*subnet.Config) (int, int, bool) { return 3, 3, true },
+			direct:  func(*subnet.Config) (directCount, bool) { return directCount{direct: 3, total: 3}, true },
 			pending: func(p *ConfigPending) { got = p }}
 		w.judge([]byte(c.value), true, 1)
 		if got == nil || got.Incompatible != c.key || !strings.Contains(got.Note, c.note) || len(lines) != 1 || !strings.Contains(lines[0], c.note) {

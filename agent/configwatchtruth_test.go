@@ -92,11 +92,11 @@ func TestConfigWatchSaysWhatSplits(t *testing.T) {
 			o := newObserver()
 			w := &configWatch{log: log, cli: cli, key: key, running: running, pending: o.configPending,
 				check: func(*subnet.Config) error { return nil },
-				direct: func(*subnet.Config) (int, int, bool) {
+				direct: func(*subnet.Config) (directCount, bool) {
 					if c.direct == nil {
-						return 0, 0, false
+						return directCount{}, false
 					}
-					return c.direct.direct, c.direct.total, true
+					return directCount{direct: c.direct.direct, total: c.direct.total}, true
 				}}
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan struct{})

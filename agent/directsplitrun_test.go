@@ -3,12 +3,15 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/tests/cluster"
+	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -148,6 +151,69 @@ func directSplitPeersChild(t *testing.T, etcd string) {
 	r.put("/subnets/10.244.250.0-24", vxlanLease("198.19.0.8", 1, 3))
 	r.want("a peer's public IP moved to another segment", "Backend.VNI", "1 of this host's 2 peers are not on its segment")
 	r.lines(directSplits, 2, "and once the peer moved off the segment")
+}
+
+// directSplitSegmentEnv, when set, makes TestDirectSplitFollowsSegment the
+// child; it names the etcd endpoint.
+const directSplitSegmentEnv = "AGENTD_DIRECT_SPLIT_SEGMENT_TEST_ETCD"
+
+// TestDirectSplitFollowsSegment: while a VNI change under DirectRouting is
+// pending, the verdict follows this host's own segment as it follows the
+// peers. With one peer on eth0's segment (198.18.0.2) and one behind it
+// (198.19.0.7) the change splits the cluster; a scope-link route
+// 198.19.0.0/24 dev eth0 puts the second on it (no split, one line with
+// judgedAgain="this host's segment changed"), the route deleted takes it
+// off again (a split, one line), and an address 198.19.0.1/24 added to
+// eth0 (the host renumbered into the peer's network) puts it back on (one
+// line). Before 2026-12-06 a change of the segment was judged only at the
+// key's or the peers' next change: /status kept the stale verdict.
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
+//	               └─ etcd 198.18.0.254  a real etcd
+func TestDirectSplitFollowsSegment(t *testing.T) {
+	if ep := os.Getenv(directSplitSegmentEnv); ep != "" {
+		directSplitSegmentChild(t, ep)
+		return
+	}
+	cluster.RunTestInHost(t, "TestDirectSplitFollowsSegment", directSplitSegmentEnv, map[string]string{
+		"/dseg/config":                  directSplitConfig,
+		"/dseg/subnets/10.244.250.0-24": vxlanLease("198.18.0.2", 1, 2),
+		"/dseg/subnets/10.244.251.0-24": vxlanLease("198.19.0.7", 1, 4),
+	})
+}
+
+func directSplitSegmentChild(t *testing.T, etcd string) {
+	r := startDirectSplit(t, etcd, "/dseg")
+	eth0, err := netlink.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const changed = "this host's segment changed"
+	r.put("/config", directSplitVNI2)
+	r.want("VNI 2, a peer off the segment", "Backend.VNI", "1 of this host's 2 peers are not on its segment")
+
+	other := backend.IPNet(netip.MustParsePrefix("198.19.0.0/24"))
+	route := &netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: other, Scope: netlink.SCOPE_LINK}
+	if err := netlink.RouteAdd(route); err != nil {
+		t.Fatal(err)
+	}
+	r.want("a scope-link route puts the peer on the segment", "", "each of this host's 2 peers directly")
+	r.lines(changed, 1, "the verdict changed with the route")
+
+	if err := netlink.RouteDel(route); err != nil {
+		t.Fatal(err)
+	}
+	r.want("the route deleted", "Backend.VNI", "1 of this host's 2 peers are not on its segment")
+	r.lines(changed, 2, "and again once the route was deleted")
+
+	addr := &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.19.0.1/24"))}
+	if err := netlink.AddrAdd(eth0, addr); err != nil {
+		t.Fatal(err)
+	}
+	r.want("an address in the peer's network on eth0", "", "each of this host's 2 peers directly")
+	r.lines(changed, 3, "and again once eth0 had an address in the peer's network")
+	r.lines(directSplits, 2, "at the change, and once the route was deleted")
+	r.lines(directNoSplit, 2, "once the route was added, and once the address")
 }
 
 // directSplitNoPeerEnv, when set, makes TestDirectSplitNoPeerYet the
