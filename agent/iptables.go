@@ -43,9 +43,11 @@ const otherBackendLockedFor = time.Minute
 // drift repair (kind iptables), unless all it did was jump from a chain of
 // other software that appeared since (DOCKER-USER, dockerd started later);
 // one that held our jump before it was deleted is a repair, however the
-// checks fell. So is one that wrote our nat rules again because another
-// program's restore of a saved set had replaced them (a firewall's reload:
-// the Manager tells by their counters). With --ip-masq, a check that wrote
+// checks fell. Our nat rules found with their counters reset (a restore of
+// a saved set holding them, a firewall's reload, or `iptables -Z`: the
+// Manager cannot tell which) are stamped again (iptables.Restamped), which
+// counts as a repair only if the conntrack clean-up then finds flows that
+// left unmasqueraded in a reload's gap. With --ip-masq, a check that wrote
 // the nat table (the rules' first installation, their change or repair)
 // then deletes the conntrack entries of flows that left unmasqueraded before
 // (deleteUnmasqueraded), which ctx's end stops.
@@ -122,10 +124,11 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 		// The stop ended the commands: nothing failed.
 		return ctx.Err()
 	}
+	gap := false
 	if a.cfg.IPMasq && a.ipt.Wrote("nat") {
 		// Whatever the other tables did: a failure there is retried,
 		// and nat, as desired now, is not written again.
-		a.deleteUnmasqueraded(ctx, netCfg.Network)
+		gap = a.deleteUnmasqueraded(ctx, netCfg.Network) > 0
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -138,7 +141,10 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 		// someone else changed; the first installation, a change of
 		// the network or our subnet, and our jump into a DOCKER-USER
 		// made since (dockerd started after us) are not.
-		if change == iptables.Rewritten && slices.EqualFunc(rules, a.iptApplied, iptables.Rule.Equal) {
+		// Rules only stamped again (iptables.Restamped) had their
+		// counters reset, by a restore of saved rules or by `iptables
+		// -Z`: a repair only if flows left unmasqueraded meanwhile.
+		if (change == iptables.Rewritten || gap) && slices.EqualFunc(rules, a.iptApplied, iptables.Rule.Equal) {
 			a.obs.iptablesRepaired()
 		}
 		a.iptApplied = rules
@@ -179,19 +185,19 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 // are in place, new flows are masqueraded, and nothing in the agent waits on
 // it. ctx's end stops it, even in the middle of reading a long table, with
 // nothing logged; the caller sees ctx done.
-func (a *agent) deleteUnmasqueraded(ctx context.Context, network netip.Prefix) {
+func (a *agent) deleteUnmasqueraded(ctx context.Context, network netip.Prefix) int {
 	start := time.Now()
 	n, err := iptables.DeleteUnmasqueraded(ctx, netns.None(), network)
 	took := time.Since(start).Round(time.Millisecond)
 	a.obs.ctDeleted.Add(float64(n))
 	if ctx.Err() != nil {
-		return
+		return n
 	}
 	if err != nil {
 		a.obs.ctErrors.Inc()
 		a.log.Error(err, "cannot delete the conntrack entries of flows that left unmasqueraded while the masquerade rules were missing; such a flow keeps the pod's address while it keeps sending",
 			"deleted", n, "took", took)
-		return
+		return n
 	}
 	log := a.log.V(2)
 	if n > 0 {
@@ -199,4 +205,5 @@ func (a *agent) deleteUnmasqueraded(ctx context.Context, network netip.Prefix) {
 	}
 	log.Info("deleted the conntrack entries of flows that left unmasqueraded while the masquerade rules were missing; their next packets are masqueraded",
 		"entries", n, "network", network, "took", took)
+	return n
 }

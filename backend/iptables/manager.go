@@ -44,11 +44,15 @@ type runner interface {
 // `nft -f` of a `nft list ruleset`) is noticed only if our rules counted
 // traffic between its save and our last check: the jump from POSTROUTING
 // counts every connection leaving the host. `iptables -Z` (counters zeroed)
-// reads as a restore: one rewrite. So do, at a Manager's first check, the
-// rules an agentd before the stamp wrote: their counters are the traffic's
-// only, as are those of rules a restore put back while no agentd ran (whose
-// gap left flows unNATed), so they are written once, stamped; the log says
-// they were not stamped rather than that their counters went back. In
+// reads as a restore (with both backends iptables-save -c prints the same
+// after either), and so do, at a Manager's first check, the rules an agentd
+// before the stamp wrote: their counters are the traffic's only, as are
+// those of rules a restore put back while no agentd ran. Each time, our
+// rules are written again, stamped, and Reconcile reports Restamped, logged
+// at V(2) only: whether a flush let flows leave unNATed is for the caller to
+// read in conntrack (see DeleteUnmasqueraded), where a reload's gap leaves
+// its trace and `iptables -Z` none. The log says they were not stamped, at
+// a first check, rather than that their counters went back. In
 // filter and mangle nothing outlives the gap (what they dropped is gone), so
 // their counters are not watched.
 const stampBytes = 1 << 40
@@ -137,6 +141,13 @@ type Change int
 const (
 	// Unchanged: our chains and jumps were as desired.
 	Unchanged Change = iota
+	// Restamped: our chains and jumps were as desired but for counters
+	// that went back (see stampBytes), and are written again, stamped.
+	// A restore of saved rules, whose flush may have let flows leave
+	// unNATed, and `iptables -Z` (counters zeroed, nothing else) look
+	// the same here; only what the flush left behind (conntrack entries
+	// without NAT) tells them apart, which is the caller's to read.
+	Restamped
 	// NewChainJumps: only our jumps into chains of other software that
 	// the Manager's previous Reconcile did not find, and that never held
 	// our jump, were put in place: their owner made them since
@@ -155,6 +166,8 @@ func (c Change) String() string {
 	switch c {
 	case Unchanged:
 		return "unchanged"
+	case Restamped:
+		return "restamped"
 	case NewChainJumps:
 		return "jumps into new chains"
 	case Rewritten:
@@ -165,7 +178,7 @@ func (c Change) String() string {
 
 // New finds the family's iptables binaries (see findTools) and returns a
 // Manager that runs them and logs to log: V(0) each rewrite of a table and
-// why, V(2) the binaries found, V(4) each iptables-restore input. New itself
+// why (V(2) when it only stamps our rules again: Restamped), V(2) the binaries found, V(4) each iptables-restore input. New itself
 // runs only `--version` commands, and with Mode auto each backend's
 // iptables-save (detectMode), which opts.Context ends: New then returns its
 // error.
@@ -352,6 +365,7 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 	watched := stampTables[table]
 	stamp := watched && !m.noStamp
 	data, why := plan(have, want, stamp, m.seen[table])
+	countersOnly := false
 	if data != nil && watched {
 		if plain, _ := plan(have, want, false, nil); plain == nil {
 			// Only counters call for the write: read again before
@@ -360,6 +374,8 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 				have = again
 				data, why = plan(have, want, stamp, m.seen[table])
 			}
+			plain, _ = plan(have, want, false, nil)
+			countersOnly = data != nil && plain == nil
 		}
 	}
 	var found, fresh []string
@@ -379,7 +395,10 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 		return Unchanged, nil
 	}
 	change := Rewritten
-	if len(fresh) > 0 {
+	if countersOnly {
+		change = Restamped
+	}
+	if len(fresh) > 0 && !countersOnly {
 		// Read without the new chains, the table is as desired: only
 		// they want our jumps.
 		if rest, _ := plan(have.without(fresh), want, stamp, m.seen[table]); rest == nil {
@@ -392,7 +411,13 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 		// found stays: a chain new now is new at the next try.
 		return Unchanged, fmt.Errorf("%s: write table %s (%s): %w", m.family, table, strings.Join(why, "; "), err)
 	}
-	m.log.Info("iptables chains rewritten", "family", m.family, "table", table, "why", why)
+	if countersOnly {
+		// Nothing of ours was missing or altered: the caller says so
+		// if the conntrack table shows a gap.
+		m.log.V(2).Info("iptables rules stamped again", "family", m.family, "table", table, "why", why)
+	} else {
+		m.log.Info("iptables chains rewritten", "family", m.family, "table", table, "why", why)
+	}
 	m.record(table, found, want)
 	// What we wrote starts afresh.
 	delete(m.seen, table)

@@ -26,8 +26,8 @@ func TestReconcileReloadedRules(t *testing.T) {
 	f.reload(t, "nat")
 	f.reload(t, "filter")
 	n := len(f.restores)
-	if c := mustReconcile(t, m, testRules(true), true); c != Rewritten {
-		t.Errorf("Reconcile after the reload: %v, want %v", c, Rewritten)
+	if c := mustReconcile(t, m, testRules(true), true); c != Restamped {
+		t.Errorf("Reconcile after the reload: %v, want %v", c, Restamped)
 	}
 	if !m.Wrote("nat") || m.Wrote("filter") {
 		t.Errorf("Wrote nat %v, filter %v; want true, false", m.Wrote("nat"), m.Wrote("filter"))
@@ -77,8 +77,8 @@ func TestReconcileRestoredWithCounters(t *testing.T) {
 	if err := f.apply("nat", saved); err != nil {
 		t.Fatal(err)
 	}
-	if c := mustReconcile(t, m, testRules(true), true); c != Rewritten || !m.Wrote("nat") {
-		t.Errorf("after a restore -c of counters older than the last check: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Rewritten)
+	if c := mustReconcile(t, m, testRules(true), true); c != Restamped || !m.Wrote("nat") {
+		t.Errorf("after a restore -c of counters older than the last check: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Restamped)
 	}
 	mustReconcile(t, m, testRules(true), false)
 
@@ -115,8 +115,8 @@ func TestReconcileCountersNotSet(t *testing.T) {
 	f.traffic("nat", 100)
 	mustReconcile(t, m, testRules(true), false)
 	f.reload(t, "nat")
-	if c := mustReconcile(t, m, testRules(true), true); c != Rewritten || !m.Wrote("nat") {
-		t.Errorf("after a reload of rules that had counted traffic: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Rewritten)
+	if c := mustReconcile(t, m, testRules(true), true); c != Restamped || !m.Wrote("nat") {
+		t.Errorf("after a reload of rules that had counted traffic: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Restamped)
 	}
 	mustReconcile(t, m, testRules(true), false)
 }
@@ -149,8 +149,8 @@ func TestRootReloadedRules(t *testing.T) {
 					mustReconcile(t, m, desired, false)
 					return
 				}
-				if c := mustReconcile(t, m, desired, true); c != Rewritten || !m.Wrote("nat") {
-					t.Errorf("after the reload: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Rewritten)
+				if c := mustReconcile(t, m, desired, true); c != Restamped || !m.Wrote("nat") {
+					t.Errorf("after the reload: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Restamped)
 				}
 				diffText(t, "nat after the repair", saved(t, ns, fam.bin+"-"+mode+"-save", "nat"), before)
 				mustReconcile(t, m, desired, false)

@@ -42,8 +42,8 @@ func TestReconcileZeroedReadNoReload(t *testing.T) {
 			}
 
 			f.reload(t, "nat")
-			if c := mustReconcile(t, m, testRules(true), true); c != Rewritten || !m.Wrote("nat") {
-				t.Errorf("after a reload: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Rewritten)
+			if c := mustReconcile(t, m, testRules(true), true); c != Restamped || !m.Wrote("nat") {
+				t.Errorf("after a reload: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Restamped)
 			}
 			mustReconcile(t, m, testRules(true), false)
 		})
@@ -66,8 +66,8 @@ func TestReconcileZeroedReadBackKeepsStamp(t *testing.T) {
 	f.zeroed = nil
 	f.reload(t, "nat")
 	n := len(f.restores)
-	if c := mustReconcile(t, m, testRules(true), true); c != Rewritten || !m.Wrote("nat") {
-		t.Fatalf("after a reload: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Rewritten)
+	if c := mustReconcile(t, m, testRules(true), true); c != Restamped || !m.Wrote("nat") {
+		t.Fatalf("after a reload: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Restamped)
 	}
 	if got := f.restores[n:]; len(got) != 1 || strings.Count(got[0], " -c 0 1099511627776 ") != 6 {
 		t.Errorf("restores after the reload %q, want nat's, each of our 6 rules stamped", got)
