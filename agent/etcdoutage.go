@@ -175,7 +175,6 @@ func (r *outageReporter) run(ctx context.Context) {
 			err = fmt.Errorf("%w, but the etcd client's connection is %s", err, state)
 		}
 		probedAt = r.clock.Now()
-		r.cause(err)
 		if !reported {
 			reported, lastCause = true, err.Error()
 			d := probedAt.Sub(downSince).Round(100 * time.Millisecond)
@@ -185,6 +184,9 @@ func (r *outageReporter) run(ctx context.Context) {
 			lastCause = err.Error()
 			r.log.V(2).Info("etcd still unreachable, for another reason", "reason", lastCause)
 		}
+		// After the line: whoever sees the cause in /status finds it
+		// logged.
+		r.cause(err)
 	}
 }
 

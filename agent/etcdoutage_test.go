@@ -385,10 +385,11 @@ func statusEtcdErrorCauseChild(t *testing.T) {
 	obs := newObserver()
 	h := newHealth(logr.Discard())
 	obs.watchEtcd(func() bool { return c.ActiveConnection().GetState() == connectivity.Ready })
+	var logs logLines
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c.reportOutages(ctx, logr.Discard(), obs.etcdUnreachable)
+		c.reportOutages(ctx, funcr.New(logs.add, funcr.Options{}), obs.etcdUnreachable)
 	}()
 	defer func() {
 		cancel()
@@ -416,6 +417,10 @@ func statusEtcdErrorCauseChild(t *testing.T) {
 		t.Fatalf("etcd stopped: %v; want etcdError to say the connection is refused", err)
 	}
 	t.Logf("etcdError: %s", last.EtcdError)
+	// Whoever reads the cause in /status finds the outage in the log.
+	if got := logs.get(); len(got) != 1 || !strings.Contains(got[0], `"msg"="etcd unreachable;`) || !strings.Contains(got[0], "connection refused") {
+		t.Errorf("etcdError names the cause, and the log holds %q; want the outage's line, naming it", got)
+	}
 }
 
 // TestStatusEtcdErrorOneLine: the failures of several endpoints, which the
