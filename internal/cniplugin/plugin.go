@@ -1026,7 +1026,11 @@ func masqChainName(network, containerID string) string {
 // their DEL never came, or came while the runtime had forgotten them. Each
 // gets DEL as Del gives it, without a network namespace (GC may take it as
 // gone, and bridge then releases the addresses only), then loses its
-// masquerade chain (see dropMasqChain) and is forgotten, as by DEL.
+// masquerade chain (see dropMasqChain) and is forgotten, as by DEL. So do
+// the stale attachments saved under another network name whose
+// configuration is this network's but for the name (see formerName): after
+// the network was renamed in the conflist, the runtime GCs under the new
+// name only, and their DEL never comes. Other networks' files stay.
 // Legacy per-container files of flannel's plugin are left alone: they do
 // not say which interface they were for. Then the delegate of today's configuration gets the GC, if it
 // speaks 1.1.0 (see forward) and subnet.env is readable. Errors do not stop
@@ -1056,29 +1060,74 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if _, _, err := p.retryMasq(n.DataDir, ""); err != nil {
 		errs = append(errs, err)
 	}
+	env, envErr := subnetenv.ReadOwnedComplete(n.SubnetFile)
 	for _, e := range ents {
-		rest, ok := strings.CutPrefix(e.Name(), n.Name+":")
+		network, rest, ok := strings.Cut(e.Name(), ":")
 		id, ifName, ok2 := strings.Cut(rest, ":")
 		if !ok || !ok2 || !e.Type().IsRegular() || valid[types.GCAttachment{ContainerID: id, IfName: ifName}] {
 			continue
 		}
-		at, err := attachmentOf(n, id, ifName)
+		owner := n
+		if network != n.Name {
+			// Released only as this network's, under a former name.
+			if envErr != nil || utils.ValidateNetworkName(network) != nil || !formerName(n, env, filepath.Join(n.DataDir, e.Name())) {
+				continue
+			}
+			renamed := *n
+			renamed.Name = network
+			owner = &renamed
+		}
+		at, err := attachmentOf(owner, id, ifName)
 		if err != nil {
 			continue // not a name ADD gives
 		}
-		err = p.release(n, at, "", func(typ string, conf []byte) error {
+		err = p.release(owner, at, "", func(typ string, conf []byte) error {
 			return p.runDelegate(typ, conf, &invoke.Args{Command: "DEL", ContainerID: id, IfName: ifName, Path: os.Getenv("CNI_PATH")})
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("container %s interface %s: %w", id, ifName, err))
 		}
 	}
-	if env, err := subnetenv.ReadOwnedComplete(n.SubnetFile); err == nil {
+	if envErr == nil {
 		if err := p.forward(n, env, "GC", map[string]any{validKey: list, oldValidKey: list}); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return joinErrors("GC", errs)
+}
+
+// formerName says whether the delegate configuration saved in file, an
+// attachment's of another network name, is one that this network's
+// configuration n gives today but for its name and CNI version: the same
+// delegate type and bridge, the same ipam type, and subnet.env's (env)
+// ranges. It is then this network's under a name the conflist gave it
+// before (see renamedSaved), whose stale attachments no runtime will DEL or
+// GC under that name again. Another network sharing dataDir differs in one
+// of these: its own bridge, or other ranges (sharing both, the two would
+// hand out the same addresses on one bridge). A file that does not decode,
+// or one of a subnet this host had before, is not taken.
+func formerName(n *NetConf, env subnetenv.Env, file string) bool {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	var saved map[string]any
+	if json.Unmarshal(b, &saved) != nil {
+		return false
+	}
+	today, err := DelegateConf(n, env)
+	if err != nil {
+		return false
+	}
+	savedIPAM, _ := saved["ipam"].(map[string]any)
+	todayIPAM, _ := today["ipam"].(map[string]any)
+	same := func(a, b any) bool {
+		ja, errA := json.Marshal(a)
+		jb, errB := json.Marshal(b)
+		return errA == nil && errB == nil && string(ja) == string(jb)
+	}
+	return saved["type"] != nil && same(saved["type"], today["type"]) && same(saved["bridge"], today["bridge"]) &&
+		savedIPAM != nil && same(savedIPAM["type"], todayIPAM["type"]) && same(savedIPAM["ranges"], todayIPAM["ranges"])
 }
 
 // GC's keys for the list of valid attachments: the spec's, and the name

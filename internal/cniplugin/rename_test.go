@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentd/agentd/internal/nsreap"
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 )
 
 // TestDelAfterRename: an operator renames the network in the conflist
@@ -103,5 +104,58 @@ func TestRenamedSavedSameInterfaceOnly(t *testing.T) {
 	}
 	if got, want := fileNames(t, f.dataDir), []string{"c2", "other:c1:net1", "other:c2:net1"}; !slices.Equal(got, want) {
 		t.Errorf("dataDir holds %q, want %q", got, want)
+	}
+}
+
+// TestGCAfterRenameReleases: after the network is renamed in the conflist
+// (cbr0 to agentd), a GC under the new name releases a stale pod added
+// under cbr0, with the configuration saved then: host-local frees its
+// address in cbr0's store, its masquerade chain (named after cbr0) goes,
+// and so do its files; the valid pod keeps all of its. Before, the GC took
+// only files named after agentd, and the stale pod's address, chain and
+// files stayed for good (no runtime GCs or DELs under the old name).
+// Real bridge and host-local in a namespace standing for the host,
+// FLANNEL_IPMASQ=false so that bridge masquerades.
+func TestGCAfterRenameReleases(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t)
+	l := r.bridgeList(t, "1.1.0", envBridgeMasq)
+	ctx := context.Background()
+	for _, id := range []string{"c1", "c2"} {
+		rt := r.pod(id)
+		rt.NetNS = filepath.Join(nsreap.Dir, netns(t, id))
+		if _, err := r.cni.AddNetworkList(ctx, l, rt); err != nil {
+			t.Fatalf("ADD %s: %v", id, err)
+		}
+	}
+	renamed, err := libcni.ConfListFromBytes(bytes.Replace(l.Bytes, []byte(`"name":"cbr0"`), []byte(`"name":"agentd"`), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := []types.GCAttachment{{ContainerID: "c2", IfName: "eth0"}}
+	if err := r.cni.GCNetworkList(ctx, renamed, &libcni.GCArgs{ValidAttachments: valid}); err != nil {
+		t.Fatalf("GC under the new name: %v", err)
+	}
+	if got := r.allocated(t); !slices.Equal(got, []string{"10.244.5.3"}) {
+		t.Errorf("after GC host-local holds %q under cbr0, want only c2's 10.244.5.3", got)
+	}
+	c1, c2 := masqChainName("cbr0", "c1"), masqChainName("cbr0", "c2")
+	var left, kept []string
+	for _, rule := range cniRules(t, r.host) {
+		switch {
+		case strings.Contains(rule, c1):
+			left = append(left, rule)
+		case strings.Contains(rule, c2):
+			kept = append(kept, rule)
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("after GC the host's nat table still has c1's\n%s", strings.Join(left, "\n"))
+	}
+	if len(kept) != 4 {
+		t.Errorf("after GC the host's nat table has of c2's, still running,\n%s\nwant its chain, its two rules and the POSTROUTING rule", strings.Join(kept, "\n"))
+	}
+	if got, want := fileNames(t, r.dataDir), []string{"c2", "cbr0:c2:eth0"}; !slices.Equal(got, want) {
+		t.Errorf("after GC dataDir holds %q, want %q", got, want)
 	}
 }
