@@ -1056,9 +1056,11 @@ func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env, meanwhile
 		a.log.Error(err, "cannot remove the subnet.env kept by a run that lost its subnet; a start without subnet.env would prefer its subnet", "path", lost)
 	}
 	// /readyz, /status and /metrics last: whoever sees the write there
-	// finds the kept file gone, and the lines logged.
-	a.health.setSubnetEnvWritten()
+	// finds the kept file gone, and the lines logged. The MTU before
+	// readiness, which may come with the write: /status has it once
+	// /readyz (and systemd) say ready.
 	a.obs.setMTU(env.MTU)
+	a.health.setSubnetEnvWritten()
 	return nil
 }
 
