@@ -15,7 +15,8 @@ import (
 // frees the address in cbr0's store), the masquerade chain named after
 // cbr0, the files. A valid pod added under cbr0 is kept, and so are the
 // files of other networks sharing dataDir: one on another bridge, one
-// with another subnet.env's ranges, and one whose file does not decode.
+// with another subnet.env's ranges, one with another delegate key, and one
+// whose file does not decode.
 // Before, GC took only files named after the network's current name, and
 // the stale pod's address, chain and files stayed for good.
 func TestGCAfterRename(t *testing.T) {
@@ -30,6 +31,7 @@ func TestGCAfterRename(t *testing.T) {
 		{"cbr0", "c2", "eth0", ""},
 		{"cni1net", "c1", "net1", `,"delegate":{"bridge":"cni1"}`},
 		{"othersub", "c1", "net2", `,"subnetFile":"` + otherEnv + `"`},
+		{"hairpin", "c1", "net4", `,"delegate":{"hairpinMode":true}`},
 	} {
 		if err := f.p.Add(f.attach(a.network, a.id, a.ifName, a.extra)); err != nil {
 			t.Fatalf("ADD %v: %v", a, err)
@@ -56,7 +58,7 @@ func TestGCAfterRename(t *testing.T) {
 	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removed, want) {
 		t.Errorf("GC removed the masquerade chains of %q, want %q", f.masq.removed, want)
 	}
-	if got, want := fileNames(t, f.dataDir), []string{"broken:c1:net3", "c2", "cbr0:c2:eth0", "cni1net:c1:net1", "othersub:c1:net2"}; !slices.Equal(got, want) {
+	if got, want := fileNames(t, f.dataDir), []string{"broken:c1:net3", "c2", "cbr0:c2:eth0", "cni1net:c1:net1", "hairpin:c1:net4", "othersub:c1:net2"}; !slices.Equal(got, want) {
 		t.Errorf("after GC dataDir holds %q, want %q", got, want)
 	}
 }

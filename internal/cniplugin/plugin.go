@@ -1097,15 +1097,18 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 }
 
 // formerName says whether the delegate configuration saved in file, an
-// attachment's of another network name, is one that this network's
-// configuration n gives today but for its name and CNI version: the same
-// delegate type and bridge, the same ipam type, and subnet.env's (env)
-// ranges. It is then this network's under a name the conflist gave it
-// before (see renamedSaved), whose stale attachments no runtime will DEL or
-// GC under that name again. Another network sharing dataDir differs in one
-// of these: its own bridge, or other ranges (sharing both, the two would
-// hand out the same addresses on one bridge). A file that does not decode,
-// or one of a subnet this host had before, is not taken.
+// attachment's of another network name, is the one this network's
+// configuration n gives today (with subnet.env's env) but for what follows
+// the ADD that saved it or the pod: its name, CNI version, MTU, ipMasq and
+// runtimeConfig. The same delegate, bridge, ipam section and ranges: it is
+// then this network's under a name the conflist gave it before (see
+// renamedSaved), whose stale attachments no runtime will DEL or GC under
+// that name again. Another network sharing dataDir differs in some key
+// (its own bridge, other ranges; sharing both, the two would hand out one
+// address twice on one bridge). A file that does not decode, one of a
+// subnet this host had before, or of a network whose configuration was
+// changed as it was renamed, is not taken: left for good rather than a
+// running pod's address freed.
 func formerName(n *NetConf, env subnetenv.Env, file string) bool {
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -1119,15 +1122,17 @@ func formerName(n *NetConf, env subnetenv.Env, file string) bool {
 	if err != nil {
 		return false
 	}
-	savedIPAM, _ := saved["ipam"].(map[string]any)
-	todayIPAM, _ := today["ipam"].(map[string]any)
-	same := func(a, b any) bool {
-		ja, errA := json.Marshal(a)
-		jb, errB := json.Marshal(b)
-		return errA == nil && errB == nil && string(ja) == string(jb)
+	canonical := func(d map[string]any) (string, bool) {
+		d = maps.Clone(d)
+		for _, k := range []string{"name", "cniVersion", "mtu", "ipMasq", "runtimeConfig"} {
+			delete(d, k)
+		}
+		b, err := json.Marshal(d)
+		return string(b), err == nil
 	}
-	return saved["type"] != nil && same(saved["type"], today["type"]) && same(saved["bridge"], today["bridge"]) &&
-		savedIPAM != nil && same(savedIPAM["type"], todayIPAM["type"]) && same(savedIPAM["ranges"], todayIPAM["ranges"])
+	a, okA := canonical(saved)
+	t, okT := canonical(today)
+	return okA && okT && a == t
 }
 
 // GC's keys for the list of valid attachments: the spec's, and the name
