@@ -831,18 +831,23 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 			return nil
 		}
 		a.health.heartbeat()
-		a.obs.reconciled(own, peers, res, err, time.Since(start))
+		took := time.Since(start)
+		// The failure, or the success after failures, is logged before
+		// /status and /metrics show the pass: whoever sees it there
+		// finds the line.
 		if err != nil {
 			if log, held := fails.failed(err.Error()); log && held > 0 {
 				a.log.Error(err, "reconcile failed; retrying", "peers", len(peers), "flapsHeldBack", held)
 			} else if log {
 				a.log.Error(err, "reconcile failed; retrying", "peers", len(peers))
 			}
+		} else if fails.succeeded() {
+			a.log.Info("reconcile succeeded again")
+		}
+		a.obs.reconciled(own, peers, res, err, took)
+		if err != nil {
 			retry.Reset(b.Next())
 			continue
-		}
-		if fails.succeeded() {
-			a.log.Info("reconcile succeeded again")
 		}
 		b.Reset()
 		if res.Changed() {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -83,5 +84,42 @@ func TestFlappingFailureLoggedBounded(t *testing.T) {
 	})
 	if err != nil {
 		t.Error(err)
+	}
+}
+
+// TestReconcileFailureLoggedBeforeStatus: a failed pass is logged before
+// /status's lastResyncError shows it, and the pass that succeeds again
+// before the error goes: whoever reads agentctl status, then the log, finds
+// the line. The pass was recorded for /status first.
+func TestReconcileFailureLoggedBeforeStatus(t *testing.T) {
+	logs := &logLines{}
+	h, _ := testHealth(t)
+	a := &agent{cfg: Config{ResyncInterval: time.Hour}, log: funcr.New(logs.add, funcr.Options{}), health: h, obs: newObserver(), iptDone: true}
+	be := &flapBackend{}
+	be.down.Store(true)
+	leases := newFakeLeases(lease("10.244.1.0/24", "198.18.0.1"))
+	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
+	ctx, stop := startReconcileLoop(t, a, be, leases, netCfg)
+	defer stop()
+	shows := func(failing bool) func() error {
+		return func() error {
+			if e := a.obs.status(a.health).LastResyncError; (e != "") != failing {
+				return fmt.Errorf("lastResyncError %q", e)
+			}
+			return nil
+		}
+	}
+	if err := cluster.Eventually(ctx, 10*time.Second, shows(true)); err != nil {
+		t.Fatal(err)
+	}
+	if logs.count("reconcile failed") == 0 {
+		t.Errorf("/status shows the failed pass, and no line says it failed: %q", logs.get())
+	}
+	be.down.Store(false)
+	if err := cluster.Eventually(ctx, 10*time.Second, shows(false)); err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.count("reconcile succeeded again"); n != 1 {
+		t.Errorf("/status shows no failure, and %d lines say the passes succeed again, want 1: %q", n, logs.get())
 	}
 }
