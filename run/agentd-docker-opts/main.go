@@ -64,6 +64,9 @@ import (
 	"github.com/agentd/agentd/internal/atomicfile"
 	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/spf13/pflag"
+	"golang.org/x/text/encoding"
+	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/transform"
 )
 
 const (
@@ -239,12 +242,12 @@ var dockerFlatOptions = map[string]bool{"cluster-store-opts": true, "default-net
 // any of clashingKeys, naming them and the file: that dockerd would exit at
 // once after this program succeeded, leaving the reason in its own log. A
 // missing file (dockerd's default) or an empty path passes, and so does a
-// file that does not begin with a JSON object: dockerd names that problem
-// itself. The file is read as dockerd reads it: without a UTF-8 byte order
-// mark (dockerd 24 and later drop it; earlier ones refuse the file anyway),
-// its first JSON value only (dockerd 23 and earlier ignore what follows;
-// later ones refuse the file anyway), the keys of an object value that is
-// not one of dockerFlatOptions taken as settings.
+// file that no dockerd reads as a JSON object: dockerd names that problem
+// itself. The file is read as each dockerd reads it (readDockerConfig,
+// readDockerConfig20), and refused when either reading finds a clash; the
+// two agree when both read the file. When only one does, the message also
+// gives the other's reason to stop on the file, which is then dockerd's next
+// complaint once the clash is gone.
 func checkDockerConfig(path string) error {
 	if path == "" {
 		return nil
@@ -256,10 +259,68 @@ func checkDockerConfig(path string) error {
 	if err != nil {
 		return fmt.Errorf("cannot read dockerd's configuration file: %w", err)
 	}
-	var file map[string]any
-	if json.NewDecoder(bytes.NewReader(bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")))).Decode(&file) != nil {
-		return nil
+	type reading struct {
+		dockerd string
+		file    map[string]any
+		err     error
 	}
+	readings := [2]reading{{dockerd: "dockerd 23.0 and later"}, {dockerd: "dockerd 20.10 and earlier"}}
+	readings[0].file, readings[0].err = readDockerConfig(b)
+	readings[1].file, readings[1].err = readDockerConfig20(b)
+	for i, r := range readings {
+		set := dockerConfigClashes(r.file)
+		if len(set) == 0 {
+			continue
+		}
+		them := "it"
+		if len(set) > 1 {
+			them = "them"
+		}
+		var also string
+		if other := readings[1-i]; other.err != nil {
+			also = fmt.Sprintf("; %s stop on this file before that: %v", other.dockerd, other.err)
+		}
+		return fmt.Errorf("%s sets %s: remove %s there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together%s", path, strings.Join(set, ", "), them, also)
+	}
+	return nil
+}
+
+// readDockerConfig reads daemon.json b as dockerd 23.0 and later do
+// (getConflictFreeConfiguration since moby #44770 and #44790, in 23.0 by
+// #44777 and #44832): decoded by its byte order mark (UTF-8, UTF-16 LE,
+// UTF-16 BE; none: UTF-8) with golang.org/x/text as dockerd decodes it, an
+// error if the result is not valid UTF-8 (dockerd's own message, offset
+// included: x/text counts the bytes it had taken, up to the file's end in
+// files under 4 KiB, not the offset of the bad byte), trimmed of Unicode
+// white space (U+00A0 too), then nothing (no settings) or a single JSON
+// value, which must be an object or null. file is nil when it sets nothing.
+func readDockerConfig(b []byte) (file map[string]any, err error) {
+	b, n, err := transform.Bytes(transform.Chain(unicode.BOMOverride(transform.Nop), encoding.UTF8Validator), b)
+	if err != nil {
+		return nil, fmt.Errorf("failed to decode configuration JSON at offset %d: %w", n, err)
+	}
+	if b = bytes.TrimSpace(b); len(b) == 0 {
+		return nil, nil
+	}
+	err = json.Unmarshal(b, &file)
+	return file, err
+}
+
+// readDockerConfig20 reads daemon.json b as dockerd 20.10 (the last before
+// 23.0) does: its bytes as they are, so that a byte order mark is not JSON
+// ("invalid character 'ï' looking for beginning of value"; 'ÿ' or 'þ' for
+// UTF-16), and bytes that are not UTF-8 inside a string are JSON's
+// replacement character; the first JSON value only, what follows unread.
+func readDockerConfig20(b []byte) (file map[string]any, err error) {
+	err = json.NewDecoder(bytes.NewReader(b)).Decode(&file)
+	return file, err
+}
+
+// dockerConfigClashes are the clashingKeys that file, as dockerd decoded
+// it, sets, quoted: the keys of an object value that is not one of
+// dockerFlatOptions taken as settings too, and "bridge" only when a
+// non-empty string.
+func dockerConfigClashes(file map[string]any) []string {
 	flagKeys := map[string]bool{}
 	for k, v := range file {
 		if m, ok := v.(map[string]any); ok && !dockerFlatOptions[k] {
@@ -276,14 +337,7 @@ func checkDockerConfig(path string) error {
 			set = append(set, strconv.Quote(k))
 		}
 	}
-	if len(set) == 0 {
-		return nil
-	}
-	them := "it"
-	if len(set) > 1 {
-		them = "them"
-	}
-	return fmt.Errorf("%s sets %s: remove %s there; dockerd gets --bip, --mtu and --ip-masq from this host's subnet.env and does not start with a setting given both as a flag and in its configuration file, nor with \"bridge\" and --bip together", path, strings.Join(set, ", "), them)
+	return set
 }
 
 // dockerdConfigFile is the configuration file dockerd reads when started
