@@ -40,59 +40,59 @@ func (c Changes[V]) Len() int { return len(c.Add) + len(c.Update) + len(c.Remove
 // twice the first wins. Add and Update follow desired's order, Remove follows
 // actual's, so sorted inputs give a reproducible plan. Diff is pure.
 func Diff[K comparable, V comparable](desired, actual []V, key func(V) K) Changes[V] {
-	want := make(map[K]V, len(desired))
+	// One map, of the desired keys only, holds what Diff learns of each:
+	// a pass with nothing to do allocates it and its slice, no more. Five
+	// maps, two of them grown from empty, allocated 3.5 times as much
+	// (8 MB a pass for vxlan's routes, neighbours and FDB at 5000 peers).
+	type wanted struct {
+		v V
+		// present: the kernel holds the key; exact: it holds v;
+		// updated: its first differing object is replaced; seen:
+		// desired's first object under the key is taken.
+		present, exact, updated, seen bool
+	}
+	want := make(map[K]*wanted, len(desired))
+	ws := make([]wanted, 0, len(desired))
 	for _, v := range desired {
-		if k := key(v); !has(want, k) {
-			want[k] = v
+		if k := key(v); want[k] == nil {
+			ws = append(ws, wanted{v: v})
+			want[k] = &ws[len(ws)-1]
 		}
 	}
-	// exact holds the desired keys the kernel already holds as desired.
-	exact := make(map[K]bool)
-	present := make(map[K]bool)
 	for _, v := range actual {
-		k := key(v)
-		present[k] = true
-		if w, ok := want[k]; ok && w == v {
-			exact[k] = true
+		if w := want[key(v)]; w != nil {
+			w.present = true
+			w.exact = w.exact || w.v == v
 		}
 	}
 	var c Changes[V]
-	// updated holds the keys whose first differing object is replaced.
-	updated := make(map[K]bool)
 	for _, v := range actual {
-		k := key(v)
-		w, wanted := want[k]
+		w := want[key(v)]
 		switch {
-		case !wanted:
+		case w == nil:
 			c.Remove = append(c.Remove, v)
-		case w == v:
+		case w.v == v:
 			// Already as desired (a second identical entry cannot exist).
-		case exact[k] || updated[k]:
+		case w.exact || w.updated:
 			c.Remove = append(c.Remove, v)
 		default:
-			updated[k] = true
+			w.updated = true
 		}
 	}
-	seen := make(map[K]bool, len(want))
 	for _, v := range desired {
-		k := key(v)
-		if seen[k] {
+		w := want[key(v)]
+		if w.seen {
 			continue
 		}
-		seen[k] = true
+		w.seen = true
 		switch {
-		case !present[k]:
+		case !w.present:
 			c.Add = append(c.Add, v)
-		case updated[k]:
+		case w.updated:
 			c.Update = append(c.Update, v)
 		}
 	}
 	return c
-}
-
-func has[K comparable, V any](m map[K]V, k K) bool {
-	_, ok := m[k]
-	return ok
 }
 
 // Plan is the whole set of changes a backend makes in one Reconcile.

@@ -376,6 +376,9 @@ func checkDiff[K comparable, V comparable](t *testing.T, desired, actual []V, ke
 	}
 	actual = uniq
 	c := Diff(desired, actual, key)
+	if ref := diffOneMapPerCase(desired, actual, key); !slices.Equal(c.Add, ref.Add) || !slices.Equal(c.Update, ref.Update) || !slices.Equal(c.Remove, ref.Remove) {
+		t.Fatalf("Diff(%v, %v) = %+v; the map per case it was written with gives %+v", desired, actual, c, ref)
+	}
 	want := map[K]V{}
 	for _, v := range desired {
 		if _, ok := want[key(v)]; !ok {
@@ -426,6 +429,61 @@ func checkDiff[K comparable, V comparable](t *testing.T, desired, actual []V, ke
 	if again := Diff(desired, got, key); again.Len() != 0 {
 		t.Fatalf("diff after apply is not empty: %+v", again)
 	}
+}
+
+// diffOneMapPerCase is Diff as it was written before it kept what it learns
+// of a key in one map (2026-12-06): its plan, in its order, is Diff's.
+func diffOneMapPerCase[K comparable, V comparable](desired, actual []V, key func(V) K) Changes[V] {
+	want := make(map[K]V, len(desired))
+	for _, v := range desired {
+		if k := key(v); !has(want, k) {
+			want[k] = v
+		}
+	}
+	exact := make(map[K]bool)
+	present := make(map[K]bool)
+	for _, v := range actual {
+		k := key(v)
+		present[k] = true
+		if w, ok := want[k]; ok && w == v {
+			exact[k] = true
+		}
+	}
+	var c Changes[V]
+	updated := make(map[K]bool)
+	for _, v := range actual {
+		k := key(v)
+		w, wanted := want[k]
+		switch {
+		case !wanted:
+			c.Remove = append(c.Remove, v)
+		case w == v:
+		case exact[k] || updated[k]:
+			c.Remove = append(c.Remove, v)
+		default:
+			updated[k] = true
+		}
+	}
+	seen := make(map[K]bool, len(want))
+	for _, v := range desired {
+		k := key(v)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		switch {
+		case !present[k]:
+			c.Add = append(c.Add, v)
+		case updated[k]:
+			c.Update = append(c.Update, v)
+		}
+	}
+	return c
+}
+
+func has[K comparable, V any](m map[K]V, k K) bool {
+	_, ok := m[k]
+	return ok
 }
 
 // decodeFDB reads 3-byte records from a small value space so that keys

@@ -92,6 +92,9 @@ type Backend struct {
 	mtu      int
 
 	skips *backend.SkipLog // Reconcile's
+	// passRoutes is the capacity Reconcile gives the next pass's routes
+	// (backend.AppendPassRoutes): a little more than the last pass read.
+	passRoutes int
 
 	// subscribed, when set, is called once Watch's subscriptions are in place.
 	subscribed func()
@@ -228,10 +231,11 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// peers is skipped (backend.PeerAddrs).
 	b.wantRoutes.Forget()
 	b.peerAddrs.Store(peers)
-	main, err := backend.PassRoutes(b.h, b.ext.Iface.Index, b.network)
+	main, err := backend.AppendPassRoutes(make([]netlink.Route, 0, b.passRoutes), b.h, b.ext.Iface.Index, b.network)
 	if err != nil {
 		return res, err
 	}
+	b.passRoutes = len(main) + len(main)/64
 	seg, err := b.segs.Read(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
 	if err != nil {
 		return res, err
@@ -319,12 +323,17 @@ func (b *Backend) checkUp(routes int) error {
 // traffic away. Other programs' routes with another metric, TOS or table
 // than ours are left alone.
 func (b *Backend) claim(own subnet.Lease, want []backend.Route) func(backend.Route) bool {
-	keys := make(map[backend.RouteKey]bool, len(want))
-	for _, r := range want {
-		keys[r.Key()] = true
-	}
+	// Made when another program's route is first judged: ours, most of a
+	// pass's routes, are taken without (backend.ClaimRoutes).
+	var keys map[backend.RouteKey]bool
 	ownKey := backend.RouteKey{Dst: own.Subnet.Masked()}
 	return func(r backend.Route) bool {
+		if keys == nil {
+			keys = make(map[backend.RouteKey]bool, len(want))
+			for _, w := range want {
+				keys[w.Key()] = true
+			}
+		}
 		return keys[r.Key()] || own.Subnet.IsValid() && r.Key() == ownKey && r.LinkIndex == b.ext.Iface.Index
 	}
 }

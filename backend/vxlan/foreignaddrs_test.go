@@ -48,7 +48,7 @@ func TestPassIgnoresForeignAddrs(t *testing.T) {
 	ctx := context.Background()
 	var ipvs netlink.Link
 	peers, bare, loaded := foreignCost(t, h, func() { ipvs = addForeignAddrs(t, h.ns.Handle) })
-	perAddr := float64(loaded-bare) / foreignAddrs
+	perAddr := (float64(loaded) - float64(bare)) / foreignAddrs
 	t.Logf("a pass allocated %d bytes with no foreign address, %d with %d: %.0f bytes per foreign address", bare, loaded, foreignAddrs, perAddr)
 	if perAddr > 500 {
 		t.Errorf("a pass allocated %.0f bytes per foreign address (%d addresses); want under 500: it parses addresses or local routes it cannot use", perAddr, foreignAddrs)

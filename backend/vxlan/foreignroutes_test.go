@@ -76,7 +76,7 @@ func TestPassIgnoresForeignRoutes(t *testing.T) {
 	h := newHost(t, `{}`)
 	ctx := context.Background()
 	peers, bare, loaded := foreignCost(t, h, func() { addForeignRoutes(t, h.ns.Handle, h.ext) })
-	perRoute := float64(loaded-bare) / foreignRoutes
+	perRoute := (float64(loaded) - float64(bare)) / foreignRoutes
 	t.Logf("a pass allocated %d bytes with no foreign route, %d with %d: %.0f bytes per foreign route", bare, loaded, foreignRoutes, perRoute)
 	if perRoute > 1200 {
 		t.Errorf("a pass allocated %.0f bytes per foreign route (%d routes); want under 1200: it keeps routes it cannot use", perRoute, foreignRoutes)

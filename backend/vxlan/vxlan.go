@@ -373,8 +373,14 @@ type Backend struct {
 	// report is made once per change (followExternalMTU).
 	mtuReport int
 
-	skips     *backend.SkipLog              // Reconcile's
-	dataCache backend.DecodeCache[peerData] // desired's: parseLeaseData's results
+	skips *backend.SkipLog // Reconcile's
+	// neighWants and fdbWants make the maps of wantNeighs and wantFDB.
+	neighWants wantMap[backend.Neigh, netip.Addr, backend.MAC] // Reconcile's
+	fdbWants   wantMap[backend.FDB, backend.MAC, netip.Addr]   // Reconcile's
+	// passRoutes is the capacity Reconcile gives the next pass's routes
+	// (backend.AppendPassRoutes): a little more than the last pass read.
+	passRoutes int
+	dataCache  backend.DecodeCache[peerData] // desired's: parseLeaseData's results
 
 	// subscribed, when set, is called once Watch's subscriptions are in place.
 	subscribed func()
@@ -888,10 +894,11 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// these peers is skipped (backend.PeerAddrs).
 	b.wantRoutes.Forget()
 	b.peerAddrs.Store(peers)
-	main, err := backend.PassRoutes(b.h, b.ext.Iface.Index, b.network)
+	main, err := backend.AppendPassRoutes(make([]netlink.Route, 0, b.passRoutes), b.h, b.ext.Iface.Index, b.network)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
+	b.passRoutes = len(main) + len(main)/64
 	seg, err := b.segs.Read(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
@@ -901,16 +908,9 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	b.skips.Report(&res)
 	// Before the neighbours and FDB entries are listed: a change made
 	// after the listing is then judged by Watch against this pass's wants.
-	wantNeighs := make(map[netip.Addr]backend.MAC, len(want.neighs))
-	for _, n := range want.neighs {
-		wantNeighs[n.IP] = n.MAC
-	}
-	b.wantNeighs.Store(&wantNeighs)
-	wantFDB := make(map[backend.MAC]netip.Addr, len(want.fdb))
-	for _, f := range want.fdb {
-		wantFDB[f.MAC] = f.Dst
-	}
-	b.wantFDB.Store(&wantFDB)
+	wantNeighs := b.neighWants.of(want.neighs, func(n backend.Neigh) (netip.Addr, backend.MAC) { return n.IP, n.MAC })
+	b.wantNeighs.Store(wantNeighs)
+	b.wantFDB.Store(b.fdbWants.of(want.fdb, func(f backend.FDB) (backend.MAC, netip.Addr) { return f.MAC, f.Dst }))
 	b.wantRoutes.Store(want.routes)
 
 	// The device is ours, and so are its routes into the network, whoever
@@ -927,14 +927,11 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		return res, errors.Join(append(errs, err)...)
 	}
 	// Entries the kernel resolved itself are not ours unless they stand
-	// where one of ours should.
-	wanted := make(map[backend.NeighKey]bool, len(want.neighs))
-	for _, n := range want.neighs {
-		wanted[n.Key()] = true
-	}
+	// where one of ours should: on the device (as every entry listed and
+	// wanted is), at an address of wantNeighs.
 	owned := neighs[:0]
 	for _, n := range neighs {
-		if n.Permanent || wanted[n.Key()] {
+		if _, wanted := (*wantNeighs)[n.IP]; n.Permanent || wanted {
 			owned = append(owned, n)
 		}
 	}
@@ -962,12 +959,16 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 // (protocol 74) are counted already (backend.OwnedRoutes); one with another
 // metric or TOS stays.
 func (b *Backend) routesToOwnSubnet(main []netlink.Route, own subnet.Lease) []backend.Route {
-	key := backend.RouteKey{Dst: own.Subnet.Masked()}
-	return slices.DeleteFunc(backend.ClaimRoutes(main, func(r backend.Route) bool {
-		return r.Key() == key && r.LinkIndex == b.ext.Iface.Index
-	}), func(r backend.Route) bool {
-		return r.Protocol == 0 || r.Key() != key || r.LinkIndex != b.ext.Iface.Index
-	})
+	key, ext := backend.RouteKey{Dst: own.Subnet.Masked()}, b.ext.Iface.Index
+	toOwn := func(r backend.Route) bool { return r.Key() == key }
+	var rs []backend.Route
+	for i := range main {
+		// Compared before converting: ours are most of main.
+		if main[i].Protocol != backend.RouteProtocol && main[i].LinkIndex == ext {
+			rs = append(rs, backend.ClaimRoutes(main[i:i+1], toOwn)...)
+		}
+	}
+	return rs
 }
 
 // whileExtDown returns want and have, the routes wanted and held, without
@@ -998,6 +999,28 @@ func (b *Backend) whileExtDown(want, have []backend.Route) ([]backend.Route, []b
 	return slices.DeleteFunc(slices.Clone(want), through), slices.DeleteFunc(have, through),
 		fmt.Errorf("external interface %s is down: the kernel took the DirectRouting routes through it away and refuses them until it is up; "+
 			"the routes to %d peers on its segment are put back then", b.ext.Iface.Name, n)
+}
+
+// wantMap makes a map of a pass's wants for Watch, which is never changed
+// once made: a pass that wants the same objects as the last gets the last
+// one's map rather than another (at 5000 peers, 0.8 MB a pass).
+type wantMap[E comparable, K comparable, V any] struct {
+	m    *map[K]V
+	ofIt []E // a copy of the objects m was made of
+}
+
+// of returns the map of objs, each mapped as kv says (the last of a key
+// wins).
+func (w *wantMap[E, K, V]) of(objs []E, kv func(E) (K, V)) *map[K]V {
+	if w.m == nil || !slices.Equal(w.ofIt, objs) {
+		m := make(map[K]V, len(objs))
+		for _, o := range objs {
+			k, v := kv(o)
+			m[k] = v
+		}
+		w.m, w.ofIt = &m, slices.Clone(objs)
+	}
+	return w.m
 }
 
 // desiredState is what the peers imply.
