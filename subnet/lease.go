@@ -192,9 +192,16 @@ func parseKeyPrefix(s string, v6 bool) (netip.Prefix, error) {
 	if addr.Zone() != "" || addr.Is4In6() || addr.Is6() != v6 {
 		return netip.Prefix{}, fmt.Errorf("address %s is not of the expected family", addr)
 	}
-	bits, err := strconv.Atoi(s[i+1:])
-	if err != nil || strconv.Itoa(bits) != s[i+1:] {
-		return netip.Prefix{}, fmt.Errorf("prefix length %q is not a number", s[i+1:])
+	length := s[i+1:]
+	bits, err := strconv.Atoi(length)
+	switch {
+	case length == "" || strings.Trim(length, "0123456789") != "":
+		return netip.Prefix{}, fmt.Errorf("prefix length %q is not a decimal number", length)
+	case len(length) > 1 && length[0] == '0':
+		// flanneld reads it (FlanneldSubnetKey), agentd writes none.
+		return netip.Prefix{}, fmt.Errorf("prefix length %q has a leading zero", length)
+	case err != nil:
+		return netip.Prefix{}, fmt.Errorf("prefix length %q is out of range", length)
 	}
 	p, err := addr.Prefix(bits)
 	if err != nil {
