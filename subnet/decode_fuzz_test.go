@@ -33,6 +33,9 @@ func FuzzRegistryDecode(f *testing.F) {
 		{pre + "10.244.5.0-24", `{"PublicIP":"198.18.0.1"`},
 		{pre + "10.244.5.0-24", `{"PublicIP":"` + strings.Repeat("9", 2000) + `"}`},
 		{pre + strings.Repeat("€", 400), flannelVXLAN},
+		{"/coreos.com/network/subnets-old/10.244.5.0-24", flannelVXLAN},
+		{"/coreos.com/network/subnets10.244.5.0-024", `{}`},
+		{pre + "10.244.5.0-024", `{"PublicIP":"198.18.0.1","PublicIPv6":""}`},
 		{"/coreos.com/network/config", `{"Network":"10.244.0.0/16"}`},
 		{pre, ""},
 		{"", ""},
@@ -55,6 +58,17 @@ func FuzzRegistryDecode(f *testing.F) {
 			}
 			if under && keyErr != nil && !errors.Is(err, ErrNotSubnetKey) {
 				t.Fatalf("decode(%q): %v does not wrap ErrNotSubnetKey", key, err)
+			}
+			// flanneld lists <prefix>/subnets, no slash after it.
+			frel, fkey := strings.CutPrefix(key, "/coreos.com/network/subnets")
+			fsn, fsn6, fok := FlanneldSubnetKey(frel)
+			_, fvalErr := flanneldPublicIP(value)
+			var fe *FlanneldLeaseError
+			got := errors.As(err, &fe)
+			if want := fkey && (!under || keyErr != nil) && fok && fvalErr == nil; got != want ||
+				got && (fe.Subnet != fsn || fe.IPv6Subnet != fsn6 || !errors.Is(err, ErrNotSubnetKey)) {
+				t.Fatalf("decode(%q, %q): %v, a FlanneldLeaseError %v (%+v); flanneld reads the key %v (%s %s), the value %v",
+					key, value, err, got, fe, fok, fsn, fsn6, fvalErr)
 			}
 			return
 		}

@@ -716,8 +716,12 @@ func TestDirectRenewalIsReported(t *testing.T) {
 // stops it too. So does a key agentd skips but flanneld reads as a lease of
 // an overlapping subnet (FlanneldSubnetKey), which flanneld hosts route to
 // its PublicIP; before, such keys were passed over and ours was recreated.
-// Keys flanneld skips too (a leading zero in an octet; an unusable value)
-// do not stop it.
+// Keys flanneld skips too (a leading zero in an octet; a value flanneld's
+// decoder refuses, whether agentd can read it or not) do not stop it, nor
+// does one naming our public IP and no other host's identity: flanneld
+// hosts route its subnet to this host too. Before, a key only flanneld
+// reads stopped it when agentd could read the value, whatever its
+// PublicIP, and not when only flanneld could.
 func TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps(t *testing.T) {
 	other := fmt.Sprintf(`{"PublicIP":"198.18.0.9","BackendType":"vxlan","HostID":%q}`, hostID(9))
 	const dual = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`
@@ -738,6 +742,11 @@ func TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps(t *testing.T) {
 		{"flanneld only, IPv6 spelled otherwise", dual, "10.244.9.0-24&fc00:0000:0:5::-64", other, true},
 		{"flanneld only, unusable value", net16, "10.244.5.0-024", `{"PublicIP":`, false},
 		{"flanneld skips it too", net16, "10.244.05.0-24", other, false},
+		{"flanneld only, value agentd cannot read but flanneld does", net16, "10.244.5.0-024", `{"PublicIP":"198.18.0.9","HostID":7}`, true},
+		{"flanneld only, value flanneld skips but agentd reads", net16, "10.244.5.0-024", `{"PublicIP":"198.18.0.9","PublicIPv6":""}`, false},
+		{"flanneld only, our public IP", net16, "10.244.5.0-024", `{"PublicIP":"198.18.0.1","BackendType":"vxlan"}`, false},
+		{"flanneld only, wider, our public IP", net16, "10.244.4.0-023", `{"PublicIP":"198.18.0.1"}`, false},
+		{"flanneld only, our public IP, another host's identity", net16, "10.244.5.0-024", fmt.Sprintf(`{"PublicIP":"198.18.0.1","HostID":%q}`, hostID(2)), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, tc.config)

@@ -1,9 +1,15 @@
 package subnet
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
+
+	"github.com/agentd/agentd/internal/clip"
 )
 
 // flanneldKeyRule is the pattern flanneld (v0.28.10, and since it added
@@ -23,7 +29,10 @@ var flanneldKeyRule = regexp.MustCompile(`(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+
 // 10.244.5.0/24) and any spelling of the IPv6 address. It refuses two that
 // ParseSubnetKey takes: a /32 and a /128. Such keys are no lease to agentd,
 // which writes and watches canonical keys only, but flanneld hosts route the
-// subnet to the key's PublicIP, so Acquire takes it as held.
+// subnet to the key's PublicIP when flanneld decodes its value too, so
+// Acquire then takes it as held (FlanneldLeaseError). The key may also lie
+// beside <prefix>/subnets/ (key relative to <prefix>/subnets then:
+// flanneldSiblings).
 func FlanneldSubnetKey(key string) (sn, sn6 netip.Prefix, ok bool) {
 	m := flanneldKeyRule.FindStringSubmatch(key)
 	if m == nil {
@@ -54,4 +63,97 @@ func flanneldPrefix(addr, length string, bitSize int) (netip.Prefix, bool) {
 	}
 	p, err := a.Prefix(int(bits))
 	return p, err == nil
+}
+
+// FlanneldLeaseError is the error of a key agentd skips but flanneld reads
+// as a lease: its key is no canonical lease key (Err, ParseSubnetKey's,
+// which wraps ErrNotSubnetKey), but flanneld's key pattern reads it
+// (FlanneldSubnetKey) and flanneld's decoder its value. flanneld hosts route
+// Subnet (and IPv6Subnet) to PublicIP and lease around it. A key whose value
+// flanneld does not decode has ParseSubnetKey's error alone: flanneld skips
+// it ("Ignoring bad subnet node"), neither routing nor leasing around it.
+type FlanneldLeaseError struct {
+	Subnet, IPv6Subnet netip.Prefix
+	// PublicIP is as flanneld reads it: 0.0.0.0 when the value has none.
+	PublicIP netip.Addr
+	// HostID is agentd's host identity in the value, when agentd can read
+	// the value; flanneld ignores it.
+	HostID string
+	Err    error
+}
+
+func (e *FlanneldLeaseError) Error() string { return e.Err.Error() }
+func (e *FlanneldLeaseError) Unwrap() error { return e.Err }
+
+// HeldSubnets is the subnets flanneld reads the key as a lease of, for
+// messages: "10.244.5.0/24", or "10.244.5.0/24 fc00:0:0:5::/64".
+func (e *FlanneldLeaseError) HeldSubnets() string {
+	if e.IPv6Subnet.IsValid() {
+		return e.Subnet.String() + " " + e.IPv6Subnet.String()
+	}
+	return e.Subnet.String()
+}
+
+// flanneldLease returns keyErr (ParseSubnetKey's error for rel, a key
+// relative to <prefix>/subnets/) as a FlanneldLeaseError when flanneld reads
+// rel and value as a lease, and keyErr itself when it does not.
+func flanneldLease(rel string, value []byte, keyErr error) error {
+	sn, sn6, ok := FlanneldSubnetKey(rel)
+	if !ok {
+		return keyErr
+	}
+	pub, err := flanneldPublicIP(value)
+	if err != nil {
+		return keyErr
+	}
+	e := &FlanneldLeaseError{Subnet: sn, IPv6Subnet: sn6, PublicIP: pub, Err: keyErr}
+	if a, err := ParseLeaseValue(value); err == nil {
+		e.HostID = a.HostID
+	}
+	return e
+}
+
+// flanneldAttrs is flanneld's lease value (v0.28.10, pkg/lease.LeaseAttrs):
+// decoding a value into it fails where flanneld's decoding fails.
+type flanneldAttrs struct {
+	PublicIP      flanneldIP4
+	PublicIPv6    *flanneldIP6
+	BackendType   string
+	BackendData   json.RawMessage
+	BackendV6Data json.RawMessage
+}
+
+// flanneldIP4 and flanneldIP6 decode as flanneld's pkg/ip.IP4 and IP6 do:
+// the raw JSON value with its quotes trimmed (so null and numbers reach
+// net.ParseIP, and fail), parsed by net.ParseIP, IPv4 (or IPv4-mapped)
+// only for IP4, anything it parses for IP6. An absent PublicIP leaves
+// flanneld's zero value, 0.0.0.0.
+type flanneldIP4 struct{ a netip.Addr }
+
+type flanneldIP6 struct{}
+
+func (ip *flanneldIP4) UnmarshalJSON(j []byte) error {
+	a := net.ParseIP(string(bytes.Trim(j, `"`))).To4()
+	if a == nil {
+		return fmt.Errorf("PublicIP %s is no IPv4 address to flanneld", clip.String(string(j)))
+	}
+	ip.a = netip.AddrFrom4([4]byte(a))
+	return nil
+}
+
+func (*flanneldIP6) UnmarshalJSON(j []byte) error {
+	if net.ParseIP(string(bytes.Trim(j, `"`))) == nil {
+		return fmt.Errorf("PublicIPv6 %s is no IP address to flanneld", clip.String(string(j)))
+	}
+	return nil
+}
+
+// flanneldPublicIP decodes a lease value as flanneld does and returns its
+// PublicIP, or the reason flanneld skips the value.
+func flanneldPublicIP(value []byte) (netip.Addr, error) {
+	a := flanneldAttrs{PublicIP: flanneldIP4{netip.IPv4Unspecified()}}
+	if err := json.Unmarshal(value, &a); err != nil {
+		return netip.Addr{}, err
+	}
+	return a.PublicIP.a, nil
 }

@@ -589,7 +589,7 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 		held = true
 		kv := []any{"previous", prev, "new", sn}
 		switch {
-		case b != nil && errors.Is(b.Err, ErrNotSubnetKey):
+		case b != nil && errors.As(b.Err, new(*FlanneldLeaseError)):
 			kv = append(kv, "key", b.Key, "holder", "a key agentd skips but flanneld reads as a lease of heldSubnet (its hosts route that to the key's PublicIP)", "problem", b.Err.Error())
 		case b != nil:
 			kv = append(kv, "key", b.Key, "holder", "a key with an unusable value", "problem", b.Err.Error())
@@ -604,7 +604,7 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 				kv = append(kv, "note", "the holder has our host identity at another public IP: this host before its public IP changed (another --iface, a new address), whose lease lives until its TTL runs out unless released (agentctl lease release "+releaseArg(hsn, hsn6)+" --force), or a copy of this host's state directory on another host")
 			}
 		}
-		if hsn != prev || b != nil && errors.Is(b.Err, ErrNotSubnetKey) {
+		if hsn != prev || b != nil && errors.As(b.Err, new(*FlanneldLeaseError)) {
 			kv = append(kv, "heldSubnet", hsn)
 		}
 		m.log.Error(nil, "MOVING TO ANOTHER SUBNET: the subnet of the previous subnet.env is held by another host"+moveRestart, kv...)
@@ -729,26 +729,45 @@ func (m *Manager) pick6(i int, taken6 *occupied) (netip.Prefix, error) {
 // eachHeld calls f with the subnets each key of a list holds: every lease's
 // (l set), and those of the keys that are no lease here (b set) but still
 // occupy subnets: a key whose value is unusable, and a key agentd does not
-// read but flanneld does ("10.244.5.0-024", FlanneldSubnetKey), which
-// flanneld hosts route to. pick takes them as occupied, and explainMove
-// names the keys among them that hold the previous subnet.
+// read but flanneld does ("10.244.5.0-024", flanneldHeld), which flanneld
+// hosts route to. pick takes them as occupied, and explainMove names the
+// keys among them that hold the previous subnet.
 func (m *Manager) eachHeld(leases []Lease, bad []BadEntry, f func(sn, sn6 netip.Prefix, l *Lease, b *BadEntry)) {
 	for i := range leases {
 		f(leases[i].Subnet, leases[i].IPv6Subnet, &leases[i], nil)
 	}
 	for i := range bad {
-		rel, ok := strings.CutPrefix(bad[i].Key, m.reg.SubnetsPrefix())
-		if !ok {
-			continue
-		}
-		sn, sn6, err := ParseSubnetKey(rel)
-		if err != nil {
-			if sn, sn6, ok = FlanneldSubnetKey(rel); !ok {
+		if rel, ok := strings.CutPrefix(bad[i].Key, m.reg.SubnetsPrefix()); ok {
+			if sn, sn6, err := ParseSubnetKey(rel); err == nil {
+				f(sn, sn6, nil, &bad[i])
 				continue
 			}
 		}
-		f(sn, sn6, nil, &bad[i])
+		if fe, ok := m.flanneldHeld(bad[i].Err); ok {
+			f(fe.Subnet, fe.IPv6Subnet, nil, &bad[i])
+		}
 	}
+}
+
+// flanneldHeld reports whether err, a skipped key's, is a FlanneldLeaseError
+// holding its subnet against this host: a key whose value flanneld skips
+// holds nothing (flanneld hosts neither route it nor lease around it), and
+// one naming our public IP and no other host's identity is this host's to
+// flanneld, whose hosts route its subnet here (flanneld itself, at start,
+// takes the first lease naming its public IP as its own, whatever spelling
+// its key has).
+func (m *Manager) flanneldHeld(err error) (*FlanneldLeaseError, bool) {
+	var fe *FlanneldLeaseError
+	if !errors.As(err, &fe) || m.flanneldOurs(fe) {
+		return nil, false
+	}
+	return fe, true
+}
+
+// flanneldOurs reports whether flanneld hosts route fe's subnet to this
+// host: fe names our public IP and no other host's identity.
+func (m *Manager) flanneldOurs(fe *FlanneldLeaseError) bool {
+	return fe.PublicIP == m.cfg.PublicIP && (fe.HostID == "" || fe.HostID == m.cfg.HostID)
 }
 
 // pick4 chooses the IPv4 subnet for pick, returning it and its index in the

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -112,6 +115,54 @@ func (r *Registry) scanOnce(ctx context.Context, prefix, end string, limit int64
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
+}
+
+// flanneldSiblings are the key ranges beside <prefix>/subnets/ that
+// flanneld reads leases from: it lists and watches <prefix>/subnets with no
+// slash after it (v0.28.10: path.Join(prefix, "subnets") read WithPrefix,
+// in getSubnets and in its watch), and takes any key there its key pattern
+// matches as a lease (FlanneldSubnetKey): <prefix>/subnets-old/10.244.5.0-24,
+// a copy an operator kept, holds 10.244.5.0/24 for flanneld hosts. Usually
+// empty: one request each to find that out.
+func (r *Registry) flanneldSiblings() [2][2]string {
+	p := r.prefix + "/subnets"
+	return [2][2]string{{p, p + "/"}, {p + "0", clientv3.GetPrefixRangeEnd(p)}}
+}
+
+// scanSiblings is scan of the flanneldSiblings ranges at revision rev. A
+// read started again (etcd's cluster ID changed between pages) passes its
+// keys to each again: callers keep one per key.
+func (r *Registry) scanSiblings(ctx context.Context, rev int64, opts []clientv3.OpOption, each func(kv *mvccpb.KeyValue)) error {
+	for _, rg := range r.flanneldSiblings() {
+		o := append([]clientv3.OpOption{clientv3.WithRange(rg[1]), clientv3.WithRev(rev)}, opts...)
+		if _, err := r.scan(ctx, rg[0], o, func(int64) {}, each); err != nil {
+			return fmt.Errorf("list keys beside %s: %w", r.SubnetsPrefix(), err)
+		}
+	}
+	return nil
+}
+
+// siblingKeys decodes the keys of the flanneldSiblings ranges written after
+// revision since (0: every key), read at revision rev, and returns those
+// that flanneld reads as leases (FlanneldLeaseError), in key order: flanneld
+// skips the others, and agentd reads nothing else there.
+func (r *Registry) siblingKeys(ctx context.Context, rev, since int64) ([]keyState, error) {
+	var opts []clientv3.OpOption
+	if since > 0 {
+		opts = append(opts, clientv3.WithMinModRev(since+1))
+	}
+	byKey := map[string]keyState{}
+	err := r.scanSiblings(ctx, rev, opts, func(kv *mvccpb.KeyValue) {
+		if k := r.keyState(kv); errors.As(k.err, new(*FlanneldLeaseError)) {
+			byKey[k.key] = k
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	keys := slices.Collect(maps.Values(byKey))
+	slices.SortFunc(keys, func(a, b keyState) int { return strings.Compare(a.key, b.key) })
+	return keys, nil
 }
 
 // listKeys decodes the keys under the subnets prefix written after

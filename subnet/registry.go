@@ -88,13 +88,9 @@ func (r *Registry) decode(kv *mvccpb.KeyValue) (Lease, error) {
 // decodeFull is decode with its errors in full.
 func (r *Registry) decodeFull(kv *mvccpb.KeyValue) (Lease, error) {
 	key, value := string(kv.Key), kv.Value
-	rel, ok := strings.CutPrefix(key, r.SubnetsPrefix())
-	if !ok {
-		return Lease{}, fmt.Errorf("key is outside %s", r.SubnetsPrefix())
-	}
-	sn, sn6, err := ParseSubnetKey(rel)
+	sn, sn6, rel, err := r.parseKey(key)
 	if err != nil {
-		return Lease{}, err
+		return Lease{}, flanneldLease(rel, value, err)
 	}
 	attrs, err := ParseLeaseValue(value)
 	if err != nil {
@@ -104,13 +100,38 @@ func (r *Registry) decodeFull(kv *mvccpb.KeyValue) (Lease, error) {
 		LeaseID: kv.Lease, ModRevision: kv.ModRevision, CreateRevision: kv.CreateRevision}, nil
 }
 
+// parseKey parses a key read under <prefix>/subnets, with a slash after it
+// or not (flanneldSiblings): its subnets when it is a lease key as agentd
+// writes them, else an error wrapping ErrNotSubnetKey. rel is what
+// FlanneldSubnetKey reads: the key without <prefix>/subnets/ (or, beside
+// it, without <prefix>/subnets).
+func (r *Registry) parseKey(key string) (sn, sn6 netip.Prefix, rel string, err error) {
+	rel, ok := strings.CutPrefix(key, r.SubnetsPrefix())
+	if !ok {
+		if rel, ok = strings.CutPrefix(key, r.prefix+"/subnets"); !ok {
+			return netip.Prefix{}, netip.Prefix{}, "", fmt.Errorf("key is outside %s", r.SubnetsPrefix())
+		}
+		return netip.Prefix{}, netip.Prefix{}, rel, fmt.Errorf("%w: not under %s", ErrNotSubnetKey, r.SubnetsPrefix())
+	}
+	sn, sn6, err = ParseSubnetKey(rel)
+	return sn, sn6, rel, err
+}
+
 // List returns every lease, sorted by subnet, the keys that are not leases,
 // and the revision the list was read at: one snapshot, read in pages (see
-// scan).
+// scan). The keys beside <prefix>/subnets/ that flanneld reads as leases
+// (flanneldSiblings) are among the keys that are not leases.
 func (r *Registry) List(ctx context.Context) ([]Lease, []BadEntry, int64, error) {
 	leases, bad, hdr, err := r.list(ctx, r.SubnetsPrefix())
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("list leases under %s: %w", r.SubnetsPrefix(), err)
+	}
+	sib, err := r.siblingKeys(ctx, hdr.Revision, 0)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	for i := range sib {
+		bad = append(bad, sib[i].badEntry())
 	}
 	return leases, bad, hdr.Revision, nil
 }
@@ -166,38 +187,42 @@ func sortLeases(ls []Lease) {
 // Overlapping returns the leases whose subnets overlap sn or sn6, the key of
 // (sn, sn6) excepted, and those of the overlapping keys whose values are not
 // usable. A key agentd skips but flanneld reads as a lease of an overlapping
-// subnet (FlanneldSubnetKey) is among the bad entries: with ParseSubnetKey's
-// error (ErrNotSubnetKey) when its value is a lease, as flanneld reads it,
-// or with its value's error. It lists the keys alone, and reads the values
+// subnet (FlanneldSubnetKey) is among the bad entries: with a
+// FlanneldLeaseError when flanneld reads its value too, or with the reason
+// flanneld skips the value. It lists the keys alone, and reads the values
 // of the overlapping ones only: usually none.
 func (r *Registry) Overlapping(ctx context.Context, sn, sn6 netip.Prefix) ([]Lease, []BadEntry, error) {
 	self := r.LeaseKey(sn, sn6)
 	var overlapping []string
-	_, err := r.scan(ctx, r.SubnetsPrefix(), []clientv3.OpOption{clientv3.WithKeysOnly()},
-		func(int64) { overlapping = overlapping[:0] },
-		func(kv *mvccpb.KeyValue) {
-			key := string(kv.Key)
-			rel := strings.TrimPrefix(key, r.SubnetsPrefix())
-			ksn, ksn6, err := ParseSubnetKey(rel)
-			if err != nil {
-				var ok bool
-				if ksn, ksn6, ok = FlanneldSubnetKey(rel); !ok {
-					return
-				}
+	each := func(kv *mvccpb.KeyValue) {
+		key := string(kv.Key)
+		ksn, ksn6, rel, err := r.parseKey(key)
+		if err != nil {
+			var ok bool
+			if ksn, ksn6, ok = FlanneldSubnetKey(rel); !ok {
+				return
 			}
-			if key != self && (ksn.Overlaps(sn) || sn6.IsValid() && ksn6.IsValid() && ksn6.Overlaps(sn6)) {
-				overlapping = append(overlapping, key)
-			}
-		})
+		}
+		if key != self && (ksn.Overlaps(sn) || sn6.IsValid() && ksn6.IsValid() && ksn6.Overlaps(sn6)) {
+			overlapping = append(overlapping, key)
+		}
+	}
+	keysOnly := []clientv3.OpOption{clientv3.WithKeysOnly()}
+	hdr, err := r.scan(ctx, r.SubnetsPrefix(), keysOnly, func(int64) { overlapping = overlapping[:0] }, each)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list lease keys under %s: %w", r.SubnetsPrefix(), err)
 	}
+	if err := r.scanSiblings(ctx, hdr.Revision, keysOnly, each); err != nil {
+		return nil, nil, err
+	}
+	slices.Sort(overlapping)
+	overlapping = slices.Compact(overlapping)
 	var (
 		leases []Lease
 		bad    []BadEntry
 	)
 	for _, key := range overlapping {
-		ksn, ksn6, keyErr := ParseSubnetKey(strings.TrimPrefix(key, r.SubnetsPrefix()))
+		ksn, ksn6, _, keyErr := r.parseKey(key)
 		if keyErr != nil {
 			b, ok, err := r.flanneldOnly(ctx, key, keyErr)
 			if err != nil {
@@ -221,9 +246,11 @@ func (r *Registry) Overlapping(ctx context.Context, sn, sn6 netip.Prefix) ([]Lea
 	return leases, bad, nil
 }
 
-// flanneldOnly reads a key only flanneld takes as a lease, for Overlapping:
-// its entry carries keyErr (ParseSubnetKey's) when the value is a lease, and
-// the value's error otherwise; ok is false when the key is gone.
+// flanneldOnly reads a key only flanneld's key pattern reads, for
+// Overlapping: its entry carries a FlanneldLeaseError (around keyErr,
+// ParseSubnetKey's) when flanneld reads the value too, and the reason
+// flanneld skips the value otherwise; ok is false when the key is gone, or
+// lies beside <prefix>/subnets/ and flanneld skips its value.
 func (r *Registry) flanneldOnly(ctx context.Context, key string, keyErr error) (BadEntry, bool, error) {
 	resp, err := r.cli.Get(ctx, key)
 	if err != nil {
@@ -233,10 +260,15 @@ func (r *Registry) flanneldOnly(ctx context.Context, key string, keyErr error) (
 		return BadEntry{}, false, nil
 	}
 	kv := resp.Kvs[0]
-	if _, err := ParseLeaseValue(kv.Value); err != nil {
-		keyErr = fmt.Errorf("lease value: %w", err)
+	_, _, rel, _ := r.parseKey(key)
+	err = flanneldLease(rel, kv.Value, keyErr)
+	if _, verr := flanneldPublicIP(kv.Value); verr != nil {
+		if !strings.HasPrefix(key, r.SubnetsPrefix()) {
+			return BadEntry{}, false, nil // beside it, nobody reads the key
+		}
+		err = fmt.Errorf("lease value, which flanneld skips too: %w", verr)
 	}
-	return BadEntry{Key: key, ModRevision: kv.ModRevision, Err: clip.Error(keyErr)}, true, nil
+	return BadEntry{Key: key, ModRevision: kv.ModRevision, Err: clip.Error(err)}, true, nil
 }
 
 // Get reads one lease; ok is false when the key is absent.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -439,9 +438,10 @@ func (m *Manager) reserve(ctx context.Context, l Lease) error {
 // holds a subnet overlapping ours (10.244.4.0/23 over our 10.244.5.0/24,
 // say): then recreating our key would route the same addresses to two
 // hosts. So does a key agentd skips but flanneld reads as a lease
-// ("10.244.5.0-024", FlanneldSubnetKey): flanneld hosts route its subnet to
-// its PublicIP, whichever host that names. A key with an unusable value is
-// skipped, as peers (and flanneld) skip it.
+// ("10.244.5.0-024", FlanneldLeaseError): flanneld hosts route its subnet
+// to its PublicIP, unless that is ours (flanneldHeld). A key with a value
+// peers cannot use is skipped, as peers skip it; so is a key only
+// flanneld's key pattern reads whose value flanneld skips.
 //
 // The check and the create that follows are not one transaction: a key
 // created in between (an etcd round trip) escapes it, as in Acquire between
@@ -458,18 +458,18 @@ func (m *Manager) overlapFree(ctx context.Context) error {
 		return err
 	}
 	for _, b := range bad {
-		if !errors.Is(b.Err, ErrNotSubnetKey) {
-			continue
+		if fe, ok := m.flanneldHeld(b.Err); ok {
+			return m.lostTo(fmt.Sprintf("key %s, which agentd skips but flanneld reads as a lease of %s (its hosts route that to the key's PublicIP %s), overlaps our subnet %s",
+				clip.String(b.Key), fe.HeldSubnets(), fe.PublicIP, m.own.Subnet), "that key")
 		}
-		sn, sn6, _ := FlanneldSubnetKey(strings.TrimPrefix(b.Key, m.reg.SubnetsPrefix()))
-		held := sn.String()
-		if sn6.IsValid() {
-			held += " " + sn6.String()
-		}
-		return m.lostTo(fmt.Sprintf("key %s, which agentd skips but flanneld reads as a lease of %s (its hosts route that to the key's PublicIP), overlaps our subnet %s",
-			clip.String(b.Key), held, m.own.Subnet), "that key")
 	}
 	for _, b := range bad {
+		var fe *FlanneldLeaseError
+		if errors.As(b.Err, &fe) {
+			m.log.Info("a key agentd skips but flanneld reads as a lease of this host's public IP overlaps our subnet; recreating ours: flanneld hosts route both here",
+				"subnet", m.own.Subnet, "key", b.Key, "flanneldReadsAsLeaseOf", fe.HeldSubnets())
+			continue
+		}
 		m.log.Error(b.Err, "a key with an unusable value overlaps our subnet; recreating ours all the same, peers skip it",
 			"subnet", m.own.Subnet, "key", b.Key)
 	}

@@ -49,6 +49,12 @@ func (v *leaseView) read(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// flanneld hosts lease around these too: so does Acquire.
+	sib, err := v.reg.siblingKeys(ctx, hdr.Revision, since)
+	if err != nil {
+		return err
+	}
+	keys = append(keys, sib...)
 	if partial {
 		v.since++
 	} else {

@@ -731,15 +731,10 @@ func (m *Manager) putLocked(k *keyState, prev Lease) bool {
 			t.bad[key] = k.modRev
 			n := m.Stats.BadEntries.Add(1)
 			kvs := []any{"key", clip.String(key), "revision", k.modRev, "count", n}
-			if errors.Is(err, ErrNotSubnetKey) {
-				// Acquire takes the subnet as held all the same (eachHeld).
-				if sn, sn6, ok := FlanneldSubnetKey(strings.TrimPrefix(key, m.reg.SubnetsPrefix())); ok {
-					held := sn.String()
-					if sn6.IsValid() {
-						held += " " + sn6.String()
-					}
-					kvs = append(kvs, "flanneldReadsAsLeaseOf", held)
-				}
+			// Acquire takes the subnet as held all the same, unless the
+			// key names this host (eachHeld).
+			if fe := (*FlanneldLeaseError)(nil); errors.As(err, &fe) {
+				kvs = append(kvs, "flanneldReadsAsLeaseOf", fe.HeldSubnets())
 			}
 			switch t.badLog.Next() {
 			case lograte.Log:

@@ -57,7 +57,9 @@ func (a *app) leasesCommand() *cobra.Command {
 at one revision (one snapshot), plus one request for the network config and
 one per distinct etcd lease for the time left (32 at a time).
 Keys that are not valid leases (under the config, when there is one) are
-listed after the table, as agents skip them.`,
+listed after the table, as agents skip them, and so are the keys beside
+<prefix>/subnets/ (<prefix>/subnets-old/10.244.5.0-24) that flanneld, which
+reads <prefix>/subnets with no slash after it, takes as leases.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
@@ -129,10 +131,8 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 	bad := make([]badRow, 0, len(badEntries)+len(skipped))
 	for _, b := range badEntries {
 		r := badRow{Key: b.Key, Error: b.Err.Error()}
-		if errors.Is(b.Err, subnet.ErrNotSubnetKey) {
-			if sn, sn6, ok := subnet.FlanneldSubnetKey(strings.TrimPrefix(b.Key, reg.SubnetsPrefix())); ok {
-				r.FlanneldLeaseOf = keyArg(sn, sn6)
-			}
+		if fe := (*subnet.FlanneldLeaseError)(nil); errors.As(b.Err, &fe) {
+			r.FlanneldLeaseOf = keyArg(fe.Subnet, fe.IPv6Subnet)
 		}
 		bad = append(bad, r)
 	}
@@ -355,19 +355,21 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 	}
 	// A key whose value is not a lease holds its subnet all the same:
 	// agents lease around it, and release deletes it. So does a key
-	// agents skip but flanneld reads as a lease (10.244.5.0-024:
-	// subnet.FlanneldSubnetKey), which flanneld hosts route to its
-	// PublicIP; release deletes it by its whole key.
+	// agents skip but flanneld reads as a lease, value included
+	// (10.244.5.0-024: subnet.FlanneldLeaseError), which flanneld hosts
+	// route to its PublicIP; release deletes it by its whole key. One
+	// whose value flanneld skips holds nothing, to flanneld or agents.
 	for _, b := range bad {
 		name := strings.TrimPrefix(b.Key, reg.SubnetsPrefix())
 		ksn, ksn6, err := subnet.ParseSubnetKey(name)
 		what, arg := fmt.Sprintf("whose value is not a lease (%v)", b.Err), keyArg(ksn, ksn6)
 		if err != nil {
-			var ok bool
-			if ksn, ksn6, ok = subnet.FlanneldSubnetKey(name); !ok {
+			var fe *subnet.FlanneldLeaseError
+			if !errors.As(b.Err, &fe) {
 				continue
 			}
-			what, arg = "a key agents skip but flanneld reads as a lease of "+keyArg(ksn, ksn6)+" (its hosts route that to the key's PublicIP)", printable(b.Key)
+			ksn, ksn6 = fe.Subnet, fe.IPv6Subnet
+			what, arg = "a key agents skip but flanneld reads as a lease of "+keyArg(ksn, ksn6)+" (its hosts route that to the key's PublicIP "+fe.PublicIP.String()+")", printable(b.Key)
 		}
 		if !ksn.Overlaps(sn) {
 			continue
@@ -376,7 +378,13 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 		if ksn != sn {
 			held = "overlaps"
 		}
-		return fmt.Errorf("%s %s %s, %s; free it first (agentctl lease release %s)", sn, held, printable(b.Key), what, shellWord(arg))
+		free := "agentctl lease release " + shellWord(arg)
+		if !strings.HasPrefix(b.Key, reg.SubnetsPrefix()) {
+			// Beside <prefix>/subnets/, where flanneld reads too and
+			// release does not.
+			free = "ETCDCTL_API=3 etcdctl del " + shellWord(printable(b.Key))
+		}
+		return fmt.Errorf("%s %s %s, %s; free it first (%s)", sn, held, printable(b.Key), what, free)
 	}
 	val, err := json.Marshal(subnet.LeaseAttrs{PublicIP: pub})
 	if err != nil {
