@@ -2,6 +2,7 @@ package backend
 
 import (
 	"net"
+	"net/netip"
 	"slices"
 	"syscall"
 	"testing"
@@ -9,8 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FuzzEventsRaw: neighEvents, linkEvents and addrEvents, the readers of
-// what one receive of a subscription of ours holds, read any datagram that
+// FuzzEventsRaw: neighEvents, linkEvents, addrEvents and routeEvents, the
+// readers of what one receive of a subscription of ours holds, read any datagram that
 // netlink's Receive hands over (one syscall.ParseNetlinkMessage reads)
 // without panicking, whatever the messages' types and payloads: they hand
 // over an event for each message up to the first they cannot read or that
@@ -27,6 +28,11 @@ func FuzzEventsRaw(f *testing.F) {
 	f.Add(nlMessage(unix.RTM_NEWLINK, []byte{0, 0, 0, 0}))
 	f.Add(nlMessage(unix.RTM_NEWADDR, kernelAddr(unix.AF_INET, 24, 0, 7, net.IP{198, 18, 0, 1}, net.IP{198, 18, 0, 1}, nil, "ext0", 0x80)))
 	f.Add(nlMessage(unix.RTM_DELADDR, kernelAddr(unix.AF_INET6, 64, 0, 7, nil, net.ParseIP("2001:db8::1"), nil, "", 0)))
+	f.Add(nlMessage(unix.RTM_NEWROUTE, kernelRoute(netip.MustParsePrefix("10.244.5.0/24"), netip.MustParseAddr("198.18.0.5"), 7)))
+	f.Add(nlMessage(unix.RTM_DELROUTE, rtMessage(rtMsg{Family: unix.AF_INET, DstLen: 24, Table: unix.RT_TABLE_MAIN, Protocol: 74, Type: unix.RTN_UNICAST},
+		[]uint16{unix.RTA_DST, unix.RTA_METRICS, unix.RTA_MULTIPATH},
+		[][]byte{{10, 244, 6, 0}, {8, 0, unix.RTAX_MTU, 0, 0x78, 5, 0, 0}, {16, 0, 0, 0, 7, 0, 0, 0, 8, 0, unix.RTA_GATEWAY, 0, 198, 18, 0, 7}})))
+	f.Add(nlMessage(unix.RTM_NEWROUTE, []byte{unix.AF_INET, 24, 0, 0}))
 	f.Add(append(nlMessage(unix.NLMSG_DONE, []byte{0, 0, 0, 0}), nlMessage(unix.NLMSG_ERROR, make([]byte, 4+unix.SizeofNlMsghdr))...))
 	f.Fuzz(func(t *testing.T, dgram []byte) {
 		// As Receive hands it over: in a buffer of its own length.
@@ -64,5 +70,11 @@ func FuzzEventsRaw(f *testing.F) {
 			got = append(got, map[bool]uint16{true: unix.RTM_NEWADDR, false: unix.RTM_DELADDR}[ev.NewAddr])
 		}
 		check("addrEvents", got, err)
+		routes, err := routeEvents(msgs)
+		got = nil
+		for _, ev := range routes {
+			got = append(got, ev.Type)
+		}
+		check("routeEvents", got, err)
 	})
 }

@@ -3,12 +3,14 @@ package backend
 import (
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -148,6 +150,109 @@ func TestAddrEventsUnreadable(t *testing.T) {
 	if evs, err := addrEvents(msgs); err != nil || len(evs) != 1 || evs[0].LinkAddress.String() != "198.18.0.1/32" {
 		t.Errorf("addrEvents of an address with an empty label: %+v, %v", evs, err)
 	}
+}
+
+// TestRouteEventsUnreadable: a route message that netlink's
+// RouteSubscribe cannot read ends the datagram's events with an error
+// naming it, after the events before it, as for the other groups. netlink
+// panicked on its subscription's goroutine, which ended agentd, on a
+// payload shorter than struct rtmsg and on an RTA_OIF, RTA_PRIORITY,
+// RTA_TABLE or metric shorter than the 4 bytes it reads, where the message
+// ends there; it read the padding or the next message's bytes as the
+// value's where it does not. It handed over no event and went on, so no
+// pass repaired the route until the next resync, for an attribute short
+// of its header and a multipath next hop longer than what is left. A last
+// attribute not padded to 4 bytes, on which netlink panicked too, is read
+// as the kernel reads it.
+func TestRouteEventsUnreadable(t *testing.T) {
+	good := nlMessage(unix.RTM_NEWROUTE, kernelRoute(netip.MustParsePrefix("10.244.5.0/24"), netip.MustParseAddr("198.18.0.5"), 7))
+	hdr := rtMsg{Family: unix.AF_INET, DstLen: 24, Table: unix.RT_TABLE_MAIN, Protocol: 74, Type: unix.RTN_UNICAST}
+	dst := []byte{10, 244, 6, 0}
+	for _, c := range []struct {
+		name string
+		msg  []byte
+		want string
+	}{
+		{"payload of 4 bytes", nlMessage(unix.RTM_NEWROUTE, []byte{unix.AF_INET, 24, 0, 0}),
+			"unreadable route message (type 24, 4 bytes 02180000): rtnetlink RouteMessage is invalid or too short"},
+		{"empty payload", nlMessage(unix.RTM_DELROUTE, nil), "unreadable route message (type 25, 0 bytes)"},
+		{"RTA_OIF of 0 bytes", nlMessage(unix.RTM_NEWROUTE, rtMessage(hdr, []uint16{unix.RTA_DST, unix.RTA_OIF}, [][]byte{dst, {}})),
+			"unreadable route message (type 24, 24 bytes"},
+		{"RTA_OIF of 2 bytes", nlMessage(unix.RTM_NEWROUTE, rtMessage(hdr, []uint16{unix.RTA_DST, unix.RTA_OIF}, [][]byte{dst, {7, 0}})),
+			"unreadable route message (type 24, 28 bytes"},
+		{"RTA_PRIORITY of 0 bytes", nlMessage(unix.RTM_DELROUTE, rtMessage(hdr, []uint16{unix.RTA_DST, unix.RTA_PRIORITY}, [][]byte{dst, {}})),
+			"unreadable route message (type 25, 24 bytes"},
+		{"RTA_TABLE of 0 bytes", nlMessage(unix.RTM_NEWROUTE, rtMessage(hdr, []uint16{unix.RTA_TABLE}, [][]byte{{}})),
+			"unreadable route message (type 24, 16 bytes"},
+		{"RTAX_MTU of 0 bytes", nlMessage(unix.RTM_NEWROUTE, rtMessage(hdr, []uint16{unix.RTA_DST, unix.RTA_METRICS}, [][]byte{dst, {4, 0, unix.RTAX_MTU, 0}})),
+			"unreadable route message (type 24, 28 bytes"},
+		{"attribute short of its header", nlMessage(unix.RTM_NEWROUTE, append(rtMessage(hdr, []uint16{unix.RTA_DST}, [][]byte{dst}), 2, 0, unix.RTA_OIF, 0)),
+			"unreadable route message (type 24, 24 bytes"},
+		{"next hop past the end", nlMessage(unix.RTM_NEWROUTE, rtMessage(hdr, []uint16{unix.RTA_DST, unix.RTA_MULTIPATH}, [][]byte{dst, {16, 0, 0, 0, 7, 0, 0, 0}})),
+			"unreadable route message (type 24, 32 bytes"},
+		{"not a route message", nlMessage(unix.RTM_NEWADDR, make([]byte, 12)), "unreadable route message (type 20, 12 bytes 000000000000000000000000): not a route message"},
+	} {
+		// Last, as in the kernel's datagram of one event, and followed by
+		// another.
+		for _, pos := range []struct {
+			name  string
+			after []byte
+		}{{"last", nil}, {"followed", good}} {
+			t.Run(c.name+" "+pos.name, func(t *testing.T) {
+				// In a buffer of its own length, as netlink's Receive
+				// hands over a datagram.
+				dgram := slices.Clip(append(append(append([]byte(nil), good...), c.msg...), pos.after...))
+				msgs, err := syscall.ParseNetlinkMessage(dgram)
+				if err != nil {
+					t.Fatalf("ParseNetlinkMessage(%x): %v", dgram, err)
+				}
+				evs, err := routeEvents(msgs)
+				if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+					t.Fatalf("routeEvents(%x): error %v, want one beginning %q", dgram, err, c.want)
+				}
+				if len(evs) != 1 || evs[0].Dst.String() != "10.244.5.0/24" || !evs[0].Gw.Equal(net.IP{198, 18, 0, 5}) || evs[0].LinkIndex != 7 ||
+					evs[0].Protocol != 74 || evs[0].Table != unix.RT_TABLE_MAIN || evs[0].Type != unix.RTM_NEWROUTE {
+					t.Fatalf("routeEvents(%x): events %+v, want the first message's only", dgram, evs)
+				}
+			})
+		}
+	}
+	// An unpadded last attribute (RTA_PREF, 1 byte) is read, as the kernel
+	// reads it.
+	m := unpadded(unix.RTM_NEWROUTE, rtMessage(hdr, []uint16{unix.RTA_DST, unix.RTA_OIF, unix.RTA_PREF}, [][]byte{dst, {7, 0, 0, 0}, {1}})[:unix.SizeofRtMsg+8+8+5])
+	msgs, err := syscall.ParseNetlinkMessage(slices.Clip(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs, err := routeEvents(msgs); err != nil || len(evs) != 1 || evs[0].Dst.String() != "10.244.6.0/24" || evs[0].LinkIndex != 7 {
+		t.Errorf("routeEvents of a route whose last attribute is not padded: %+v, %v", evs, err)
+	}
+}
+
+// rtMsg is struct rtmsg.
+type rtMsg struct {
+	Family, DstLen, SrcLen, Tos, Table, Protocol, Scope, Type uint8
+	Flags                                                     uint32
+}
+
+// rtMessage is a route message's payload: hdr, then attributes of types
+// with values.
+func rtMessage(hdr rtMsg, types []uint16, values [][]byte) []byte {
+	m := []byte{hdr.Family, hdr.DstLen, hdr.SrcLen, hdr.Tos, hdr.Table, hdr.Protocol, hdr.Scope, hdr.Type}
+	m = binary.NativeEndian.AppendUint32(m, hdr.Flags)
+	for i, typ := range types {
+		m = append(m, nl.NewRtAttr(int(typ), values[i]).Serialize()...)
+	}
+	return m
+}
+
+// kernelRoute is an IPv4 route of ours in the main table as fib_dump_info
+// writes it: RTA_TABLE, RTA_DST, RTA_GATEWAY and RTA_OIF.
+func kernelRoute(dst netip.Prefix, gw netip.Addr, index uint32) []byte {
+	hdr := rtMsg{Family: unix.AF_INET, DstLen: uint8(dst.Bits()), Table: unix.RT_TABLE_MAIN, Protocol: 74, Type: unix.RTN_UNICAST}
+	d, g := dst.Addr().As4(), gw.As4()
+	return rtMessage(hdr, []uint16{unix.RTA_TABLE, unix.RTA_DST, unix.RTA_GATEWAY, unix.RTA_OIF},
+		[][]byte{binary.NativeEndian.AppendUint32(nil, unix.RT_TABLE_MAIN), d[:], g[:], binary.NativeEndian.AppendUint32(nil, index)})
 }
 
 // linkMessage is an RTM_NEWLINK payload as rtnl_fill_ifinfo begins one:

@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/agentd/agentd/internal/delay"
 	"github.com/go-logr/logr"
+	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
@@ -1522,11 +1522,10 @@ func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 }
 
 // isOverrun reports whether err, why a subscription ended, is ENOBUFS: the
-// socket's buffer was full and the kernel dropped events. Our own readers
-// (subscribeOwn: links, addresses, neighbours) hand it over as the errno;
-// netlink v1.3 formats it into its text (not wrapped) for routes.
+// socket's buffer was full and the kernel dropped events. Our readers
+// (subscribeOwn) hand it over as the errno.
 func isOverrun(err error) bool {
-	return errors.Is(err, unix.ENOBUFS) || strings.HasSuffix(err.Error(), unix.ENOBUFS.Error())
+	return errors.Is(err, unix.ENOBUFS)
 }
 
 // resubscribe retries subscribe with a backoff until it works (nil when ctx
@@ -1547,9 +1546,8 @@ func resubscribe(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 }
 
 // subscription is one set of open netlink subscriptions. Each channel is
-// closed by its receive goroutine (netlink's for routes, subscribeOwn's for
-// the others) once its socket is closed; a nil channel is a group not
-// subscribed.
+// closed by its receive goroutine (subscribeOwn's) once its socket is
+// closed; a nil channel is a group not subscribed.
 type subscription struct {
 	done   chan struct{}
 	errs   chan error
@@ -1557,7 +1555,7 @@ type subscription struct {
 	addrs  chan netlink.AddrUpdate
 	routes chan netlink.RouteUpdate
 	neighs chan NeighEvent
-	// The last error netlink reported for each group. It reports the one
+	// The last error reported for each group. It reports the one
 	// that ends a group before closing the channel, so once the channel is
 	// closed, the last error is why.
 	linkErr, addrErr, routeErr, neighErr atomic.Pointer[error]
@@ -1573,8 +1571,8 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 		}
 	}()
 	s.forced = canForceBuffer(ns)
-	// The callbacks run on the receive goroutines (netlink's, subscribeOwn's);
-	// they must not block.
+	// The callbacks run on the receive goroutines (subscribeOwn's); they
+	// must not block.
 	onErr := func(last *atomic.Pointer[error]) func(error) {
 		return func(err error) {
 			last.Store(&err)
@@ -1600,8 +1598,7 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 	}
 	if f.Route != nil {
 		ch := make(chan netlink.RouteUpdate, eventBuffer)
-		if err := netlink.RouteSubscribeWithOptions(ch, s.done, netlink.RouteSubscribeOptions{Namespace: &ns, ErrorCallback: onErr(&s.routeErr),
-			ReceiveBufferSize: eventSocketBuffer, ReceiveBufferForceSize: s.forced}); err != nil {
+		if err := subscribeOwn(ns, ch, s.done, onErr(&s.routeErr), s.forced, routeEvents, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE); err != nil {
 			return nil, fmt.Errorf("routes: %w", err)
 		}
 		s.routes = ch
@@ -1619,12 +1616,12 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 // subscribeOwn subscribes to groups in ns as netlink's *SubscribeWithOptions
 // do, with a receive buffer of eventSocketBuffer (past rmem_max when force),
 // but reads the socket itself and hands over on ch the events read finds in
-// each receive. It is used for links, addresses and neighbours: netlink's
-// own goroutines panic on a message they cannot read (a payload shorter
-// than its header, an attribute shorter than its value; a UniFi gateway's
-// kernel sent one: vishvananda/netlink#1099), which would end agentd, and
-// read makes an error of it (readEvents); for neighbours it also tells
-// NDA_VNI 0 from none (ndaVNI). As in netlink, cberr gets every receive
+// each receive. It is used for every group: netlink's own goroutines panic
+// on a message they cannot read (a payload shorter than its header, an
+// attribute shorter than its value; a UniFi gateway's kernel sent one:
+// vishvananda/netlink#1099), which would end agentd, and read makes an
+// error of it (readEvents); for neighbours it also tells NDA_VNI 0 from
+// none (ndaVNI). As in netlink, cberr gets every receive
 // error, and ch is closed after one that ends the subscription (a failed
 // receive, or read's error: an error message, a message it cannot read) or
 // after done closes the socket.
@@ -1769,6 +1766,79 @@ func linkEvents(msgs []syscall.NetlinkMessage) ([]netlink.LinkUpdate, error) {
 	})
 }
 
+// routeEvents is readEvents of route events: rtnetlink's
+// RouteMessage.UnmarshalBinary (github.com/jsimonetti/rtnetlink/v2) reads
+// each message, and routeFromMessage makes of it the Route that netlink's
+// RouteSubscribeWithOptions hands over. netlink's own reader,
+// deserializeRoute, is unexported and panics on a fixed-size field shorter
+// than it reads (an RTA_OIF, RTA_PRIORITY or RTA_TABLE of fewer than 4
+// bytes, a payload shorter than struct rtmsg), on its goroutine; a message
+// it returned an error for, its subscription dropped with no wake.
+// rtnetlink returns an error for each (FuzzRouteMessage is its own).
+func routeEvents(msgs []syscall.NetlinkMessage) ([]netlink.RouteUpdate, error) {
+	return readEvents(msgs, "route", func(m syscall.NetlinkMessage) (netlink.RouteUpdate, error) {
+		if m.Header.Type != unix.RTM_NEWROUTE && m.Header.Type != unix.RTM_DELROUTE {
+			return netlink.RouteUpdate{}, errors.New("not a route message")
+		}
+		var rm rtnetlink.RouteMessage
+		if err := rm.UnmarshalBinary(m.Data); err != nil {
+			return netlink.RouteUpdate{}, err
+		}
+		return netlink.RouteUpdate{Type: m.Header.Type, Route: routeFromMessage(&rm),
+			NlFlags: m.Header.Flags & (unix.NLM_F_REPLACE | unix.NLM_F_EXCL | unix.NLM_F_CREATE | unix.NLM_F_APPEND)}, nil
+	})
+}
+
+// routeFromMessage is m as netlink's deserializeRoute reads the same
+// message, in the fields rtnetlink reads: all the filters and Echo look at
+// (RouteFrom's, Scope, Table) and more, but not RTA_IIF (the kernel's
+// events have none), RTA_FLOW, RTA_ENCAP, RTA_NEWDST, nor the metrics
+// other than MTU, advmss, features, initcwnd and initrwnd. As in netlink, a
+// route with no RTA_DST has the zero address of its family and the prefix
+// length of its header (the default route: 0.0.0.0/0), and RTA_TABLE, when
+// there is one, is its table.
+func routeFromMessage(m *rtnetlink.RouteMessage) netlink.Route {
+	a := &m.Attributes
+	r := netlink.Route{
+		Family:    int(m.Family),
+		Scope:     netlink.Scope(m.Scope),
+		Protocol:  netlink.RouteProtocol(m.Protocol),
+		Table:     int(m.Table),
+		Type:      int(m.Type),
+		Tos:       int(m.Tos),
+		Flags:     int(m.Flags),
+		LinkIndex: int(a.OutIface),
+		Priority:  int(a.Priority),
+		Gw:        a.Gateway,
+		Src:       a.Src,
+	}
+	if a.Table != 0 {
+		r.Table = int(a.Table)
+	}
+	switch {
+	case a.Dst != nil:
+		r.Dst = &net.IPNet{IP: a.Dst, Mask: net.CIDRMask(int(m.DstLength), 8*len(a.Dst))}
+	case m.Family == unix.AF_INET:
+		r.Dst = &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(int(m.DstLength), 8*net.IPv4len)}
+	case m.Family == unix.AF_INET6:
+		r.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(int(m.DstLength), 8*net.IPv6len)}
+	}
+	if a.Via != nil {
+		r.Via = &netlink.Via{AddrFamily: int(a.Via.Family), Addr: a.Via.Addr}
+	}
+	for _, nh := range a.Multipath {
+		info := &netlink.NexthopInfo{LinkIndex: int(nh.Hop.IfIndex), Hops: int(nh.Hop.Hops), Flags: int(nh.Hop.Flags), Gw: nh.Gateway}
+		if nh.Via != nil {
+			info.Via = &netlink.Via{AddrFamily: int(nh.Via.Family), Addr: nh.Via.Addr}
+		}
+		r.MultiPath = append(r.MultiPath, info)
+	}
+	if x := a.Metrics; x != nil {
+		r.MTU, r.AdvMSS, r.Features, r.InitCwnd, r.InitRwnd = int(x.MTU), int(x.AdvMSS), int(x.Features), int(x.InitCwnd), int(x.InitRwnd)
+	}
+	return r
+}
+
 // canForceBuffer reports whether a netlink socket in ns may be given a
 // receive buffer past net.core.rmem_max (SO_RCVBUFFORCE), trying it on a
 // socket of its own: netlink v1.3 leaves a subscription's socket open when
@@ -1833,7 +1903,7 @@ func (s *subscription) cause(group string, last *atomic.Pointer[error]) error {
 }
 
 // close stops every subscription and waits for the receive goroutines
-// (netlink's, subscribeOwn's) to finish: each closes its channel once its
+// (subscribeOwn's) to finish: each closes its channel once its
 // socket is closed, after handing over what it was sending, so the channels
 // are drained until then.
 func (s *subscription) close() {

@@ -1,0 +1,127 @@
+package backend_test
+
+import (
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/internal/nstest"
+	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
+)
+
+// TestWatchEventsRoutesAsNetlink: route events, read by agentd's own
+// subscription (routeEvents), are those netlink's RouteSubscribe hands over
+// for the same kernel messages, side by side, in every field our
+// conversion claims (routeUpdate): IPv4 routes with a gateway, onlink, of
+// protocol 74, with a metric, a TOS and route metrics, of other tables
+// (the default route of one), multipath, scope link, blackhole, replaced
+// by another protocol's, the kernel's own for an address (main and local
+// tables), IPv6 routes with a gateway, an expiry, a preference, multipath,
+// an IPv4 route via an IPv6 gateway (RTA_VIA), and the deletes of all.
+func TestWatchEventsRoutesAsNetlink(t *testing.T) {
+	ns := nstest.New(t)
+	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	if err := ns.Sysctl("net.ipv6.conf.ext0.disable_ipv6", "0"); err != nil {
+		t.Fatal(err)
+	}
+	ipCmd, err := exec.LookPath("ip")
+	if err != nil {
+		nstest.Missing(t, "no ip command (iproute2) to add routes with")
+	}
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(ipCmd, append([]string{"-n", ns.Name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("-6", "address", "add", "2001:db8::1/64", "dev", "ext0", "nodad")
+	var mu sync.Mutex
+	var ours []string
+	unblock, _, _ := stalledWatch(t, ns, logr.Discard(), backend.EventFilter{
+		Route: func(u netlink.RouteUpdate) bool {
+			mu.Lock()
+			ours = append(ours, routeUpdate(u))
+			mu.Unlock()
+			return false
+		},
+	})
+	unblock()
+	theirs := make(chan netlink.RouteUpdate, 256)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	if err := netlink.RouteSubscribeWithOptions(theirs, done, netlink.RouteSubscribeOptions{Namespace: &ns.NsHandle}); err != nil {
+		t.Fatal(err)
+	}
+	routes := [][]string{
+		{"10.244.1.0/24", "via", "198.18.0.2", "dev", "ext0", "proto", "74"},
+		{"10.244.2.0/24", "via", "10.244.2.0", "dev", "ext0", "onlink", "proto", "74"},
+		{"10.244.3.0/24", "via", "198.18.0.3", "dev", "ext0", "metric", "100", "proto", "static"},
+		{"10.244.4.0/24", "via", "198.18.0.4", "dev", "ext0", "tos", "0x10", "mtu", "1400", "advmss", "1360", "initcwnd", "10", "initrwnd", "20", "features", "ecn"},
+		{"10.244.5.0/24", "via", "198.18.0.5", "dev", "ext0", "table", "100", "proto", "74"},
+		{"default", "via", "198.18.0.6", "dev", "ext0", "table", "101"},
+		{"10.244.6.0/24", "proto", "74", "nexthop", "via", "198.18.0.7", "dev", "ext0", "weight", "2", "nexthop", "via", "198.18.0.8", "dev", "ext0", "onlink"},
+		{"10.244.7.0/24", "dev", "ext0", "scope", "link", "src", "198.18.0.1"},
+		{"blackhole", "10.244.8.0/24", "proto", "74"},
+		{"10.244.9.0/24", "via", "inet6", "2001:db8::2", "dev", "ext0"},
+		{"2001:db8:1::/64", "via", "2001:db8::2", "dev", "ext0", "proto", "74", "metric", "5"},
+		{"2001:db8:2::/64", "via", "2001:db8::3", "dev", "ext0", "expires", "300", "pref", "high"},
+		{"2001:db8:3::/64", "nexthop", "via", "2001:db8::4", "dev", "ext0", "nexthop", "via", "2001:db8::5", "dev", "ext0"},
+	}
+	for _, r := range routes {
+		ip(append([]string{"route", "add"}, r...)...)
+	}
+	// Taken over by another program: one RTM_NEWROUTE, NLM_F_REPLACE.
+	ip("route", "replace", "10.244.1.0/24", "via", "198.18.0.9", "dev", "ext0", "proto", "static")
+	// The kernel's own: the prefix route and the local table's.
+	ip("address", "add", "198.18.9.1/24", "dev", "ext0")
+	ip("address", "del", "198.18.9.1/24", "dev", "ext0")
+	ip("route", "del", "10.244.1.0/24", "proto", "static")
+	for _, r := range routes[1:] {
+		ip(append([]string{"route", "del"}, r...)...)
+	}
+	// The last event, after which both have seen all.
+	ip("route", "add", "10.244.99.0/24", "dev", "ext0")
+	var want []string
+	for deadline := time.After(5 * time.Second); len(want) == 0 || !strings.Contains(want[len(want)-1], " 10.244.99.0/24 "); {
+		select {
+		case u := <-theirs:
+			want = append(want, routeUpdate(u))
+		case <-deadline:
+			t.Fatalf("after 5s, netlink's subscription handed over\n%s", strings.Join(want, "\n"))
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := slices.Clone(ours)
+		mu.Unlock()
+		if slices.Equal(got, want) {
+			break
+		}
+		if len(got) >= len(want) || time.Now().After(deadline) {
+			t.Fatalf("route events\n%s\nwant, as netlink's RouteSubscribe,\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(want) < 2*len(routes)+4 {
+		t.Fatalf("only %d events:\n%s", len(want), strings.Join(want, "\n"))
+	}
+}
+
+// routeUpdate is u in the fields routeFromMessage sets.
+func routeUpdate(u netlink.RouteUpdate) string {
+	r := u.Route
+	s := fmt.Sprintf("type=%d nlflags=%#x %v gw=%v src=%v dev#%d scope=%d proto=%d table=%d rtype=%d tos=%d flags=%#x metric=%d family=%d via=%v mtu=%d advmss=%d features=%d initcwnd=%d initrwnd=%d",
+		u.Type, u.NlFlags, r.Dst, r.Gw, r.Src, r.LinkIndex, r.Scope, r.Protocol, r.Table, r.Type, r.Tos, r.Flags, r.Priority, r.Family, r.Via, r.MTU, r.AdvMSS, r.Features, r.InitCwnd, r.InitRwnd)
+	for _, nh := range r.MultiPath {
+		s += fmt.Sprintf(" nexthop(dev#%d hops=%d flags=%#x gw=%v via=%v)", nh.LinkIndex, nh.Hops, nh.Flags, nh.Gw, nh.Via)
+	}
+	return s
+}
