@@ -439,25 +439,31 @@ func (m *Manager) endCarry(gen int) {
 		return
 	}
 	var gone []string
-	compacted := t.carryCompacted
+	for k := range t.carried {
+		gone = append(gone, t.leases[k].Subnet.String())
+	}
+	if len(gone) == 0 {
+		t.carried, t.carryEnd = nil, nil
+		t.mu.Unlock()
+		m.log.V(2).Info("every peer lease missing from etcd's new history was written again")
+		return
+	}
+	// The line first, with the table still locked: a pass that reads
+	// the table without these peers, and removes their routes, comes
+	// after it in the log.
+	slices.Sort(gone)
+	msg := "removing the peers whose lease keys etcd lost and nobody wrote again"
+	if t.carryCompacted {
+		msg = "removing the peers missing from the list after the compaction that nobody wrote again"
+	}
+	m.log.Info(msg, "peers", len(gone), "after", m.cfg.NewHistoryGrace, "subnets", clip.String(strings.Join(gone, " ")))
 	for k := range t.carried {
 		l := t.leases[k]
-		gone = append(gone, l.Subnet.String())
 		delete(t.leases, k)
 		t.touchLocked(k, idOf(&l))
 	}
 	t.carried, t.carryEnd = nil, nil
 	t.mu.Unlock()
-	if len(gone) == 0 {
-		m.log.V(2).Info("every peer lease missing from etcd's new history was written again")
-		return
-	}
-	slices.Sort(gone)
-	msg := "removing the peers whose lease keys etcd lost and nobody wrote again"
-	if compacted {
-		msg = "removing the peers missing from the list after the compaction that nobody wrote again"
-	}
-	m.log.Info(msg, "peers", len(gone), "after", m.cfg.NewHistoryGrace, "subnets", clip.String(strings.Join(gone, " ")))
 	signal(m.changed)
 }
 
