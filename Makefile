@@ -17,8 +17,9 @@ LDFLAGS := -X main.version=$(VERSION)
 DEB_PACKAGES := iproute2 iptables nftables iputils-ping iperf3 ca-certificates
 # What tests/integration adds: a real dockerd and client, a static busybox for
 # a registry-free image, the standard CNI plugins, systemd-analyze, and the
-# Kubernetes node's container runtime (containerd, runc, nsenter/unshare).
-DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd containerd runc util-linux
+# Kubernetes node's container runtime (containerd, runc, nsenter/unshare),
+# and mkfs.btrfs for agentd-cni's lock holder on btrfs (internal/cniplugin).
+DEB_PACKAGES_INTEGRATION := docker.io busybox-static containernetworking-plugins systemd containerd runc util-linux btrfs-progs
 # The standard CNI plugins dist/Dockerfile builds into its image (packages of
 # github.com/containernetworking/plugins) and their version, read from the
 # Dockerfile, the one place that names them. TestK8sNode builds the same ones

@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"unicode"
 
 	"golang.org/x/sys/unix"
@@ -17,20 +16,52 @@ import (
 // error of a command that gave up waiting for it. The list may be empty
 // (/proc not mounted) or name a process that has since exited: the pid is
 // the one that took the lock, which a child it forked may hold now.
+//
+// /proc/locks names the file by its filesystem's device (the superblock's,
+// which /proc/self/mountinfo shows for the mount) and inode. stat's device
+// is not always that one: btrfs gives each subvolume, the top one
+// included, a device of its own, so on btrfs (/var/lib/cni on Fedora's or
+// openSUSE's root) stat's device matched no line and every holder went
+// unnamed. Both devices are looked for; the mount is found by its ID
+// (statx, Linux 5.8; without it, stat's device alone).
 func flockHolders(f *os.File) []int {
-	fi, err := f.Stat()
-	if err != nil {
-		return nil
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
+	var st unix.Statx_t
+	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_INO|unix.STATX_MNT_ID, &st); err != nil {
 		return nil
 	}
 	locks, err := os.ReadFile("/proc/locks")
 	if err != nil {
 		return nil
 	}
-	return parseFlockHolders(locks, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	pids := parseFlockHolders(locks, st.Dev_major, st.Dev_minor, st.Ino)
+	if st.Mask&unix.STATX_MNT_ID == 0 {
+		return pids
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return pids
+	}
+	if major, minor, ok := mountDevice(mounts, st.Mnt_id); ok && (major != st.Dev_major || minor != st.Dev_minor) {
+		pids = append(pids, parseFlockHolders(locks, major, minor, st.Ino)...)
+	}
+	return pids
+}
+
+// mountDevice reads /proc/self/mountinfo (mounts) for the device of the
+// mount with ID id, its superblock's, as /proc/locks names it: the third
+// field of its line, "<major>:<minor>" in decimal.
+func mountDevice(mounts []byte, id uint64) (major, minor uint32, ok bool) {
+	for line := range bytes.Lines(mounts) {
+		f := strings.Fields(string(line))
+		if len(f) < 3 || f[0] != strconv.FormatUint(id, 10) {
+			continue
+		}
+		maj, min, found := strings.Cut(f[2], ":")
+		a, err1 := strconv.ParseUint(maj, 10, 32)
+		b, err2 := strconv.ParseUint(min, 10, 32)
+		return uint32(a), uint32(b), found && err1 == nil && err2 == nil
+	}
+	return 0, 0, false
 }
 
 // parseFlockHolders reads /proc/locks (locks) for the pids holding a
