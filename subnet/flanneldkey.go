@@ -67,11 +67,13 @@ func flanneldPrefix(addr, length string, bitSize int) (netip.Prefix, bool) {
 
 // FlanneldLeaseError is the error of a key agentd skips but flanneld reads
 // as a lease: its key is no canonical lease key (Err, ParseSubnetKey's,
-// which wraps ErrNotSubnetKey), but flanneld's key pattern reads it
-// (FlanneldSubnetKey) and flanneld's decoder its value. flanneld hosts route
-// Subnet (and IPv6Subnet) to PublicIP and lease around it. A key whose value
-// flanneld does not decode has ParseSubnetKey's error alone: flanneld skips
-// it ("Ignoring bad subnet node"), neither routing nor leasing around it.
+// which wraps ErrNotSubnetKey), or it is one but agentd cannot read its
+// value (Err, the value's: {"PublicIP":…,"HostID":7}, {}), yet flanneld's
+// key pattern reads the key (FlanneldSubnetKey) and flanneld's decoder its
+// value. flanneld hosts route Subnet (and IPv6Subnet) to PublicIP and lease
+// around it. A key whose value flanneld does not decode has Err alone:
+// flanneld skips it ("Ignoring bad subnet node"), neither routing nor
+// leasing around it.
 type FlanneldLeaseError struct {
 	Subnet, IPv6Subnet netip.Prefix
 	// PublicIP is as flanneld reads it: 0.0.0.0 when the value has none.
@@ -95,8 +97,9 @@ func (e *FlanneldLeaseError) HeldSubnets() string {
 }
 
 // flanneldLease returns keyErr (ParseSubnetKey's error for rel, a key
-// relative to <prefix>/subnets/) as a FlanneldLeaseError when flanneld reads
-// rel and value as a lease, and keyErr itself when it does not.
+// relative to <prefix>/subnets/, or the value's error) as a
+// FlanneldLeaseError when flanneld reads rel and value as a lease, and
+// keyErr itself when it does not.
 func flanneldLease(rel string, value []byte, keyErr error) error {
 	sn, sn6, ok := FlanneldSubnetKey(rel)
 	if !ok {

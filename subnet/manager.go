@@ -476,12 +476,12 @@ func (m *Manager) rekeyTarget(leases []Lease, bad []BadEntry) (l Lease, sn6 neti
 	}
 	taken := newOccupied(&ipv4, l.Subnet.Bits(), len(leases)+len(bad))
 	taken6 := newOccupied(&ipv6, m.net.IPv6SubnetLen, held6)
-	m.eachHeld(leases, bad, func(sn, sn6 netip.Prefix, _ *Lease, _ *BadEntry) {
+	m.eachHeld(leases, bad, func(sn, sn6 netip.Prefix, exact bool, _ *Lease, _ *BadEntry) {
 		if sn == l.Subnet && sn6 == l.IPv6Subnet {
 			return // the key to be replaced
 		}
-		taken.add(sn)
-		taken6.add(sn6)
+		taken.addHeld(sn, exact)
+		taken6.addHeld(sn6, exact)
 	})
 	if taken.overlaps(l.Subnet) {
 		return Lease{}, netip.Prefix{}, false
@@ -566,9 +566,9 @@ func (m *Manager) explainMoveToOwn(l Lease) {
 // (dockerd's --bip, the CNI bridge and its pods) must be restarted. sn was
 // picked from leases and bad, and pick prefers the previous subnet unless it
 // is no subnet of the pool (SubnetLen, SubnetMin or SubnetMax changed) or a
-// key holds it (eachHeld: a lease of any length overlapping it, a key with
-// an unusable value, or one only flanneld reads as a lease), so each such key
-// is named. A lease for our public IP
+// key holds it (eachHeld: a lease of any length overlapping it, a key of it
+// whose value nobody reads, or one only flanneld reads as a lease), so each
+// such key is named. A lease for our public IP
 // naming another host may be this host's own from before its state directory
 // and subnet.env's host identity were lost; it is free again once it expires.
 func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
@@ -582,8 +582,8 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 		return
 	}
 	held := false
-	m.eachHeld(leases, bad, func(hsn, hsn6 netip.Prefix, l *Lease, b *BadEntry) {
-		if !hsn.Overlaps(prev) {
+	m.eachHeld(leases, bad, func(hsn, hsn6 netip.Prefix, exact bool, l *Lease, b *BadEntry) {
+		if exact && hsn != prev || !hsn.Overlaps(prev) {
 			return
 		}
 		held = true
@@ -681,9 +681,9 @@ func (m *Manager) pick(leases []Lease, bad []BadEntry, lost int) (netip.Prefix, 
 	}
 	taken := newOccupied(&ipv4, m.net.SubnetLen, held)
 	taken6 := newOccupied(&ipv6, m.net.IPv6SubnetLen, held6)
-	m.eachHeld(leases, bad, func(sn, sn6 netip.Prefix, _ *Lease, _ *BadEntry) {
-		taken.add(sn)
-		taken6.add(sn6)
+	m.eachHeld(leases, bad, func(sn, sn6 netip.Prefix, exact bool, _ *Lease, _ *BadEntry) {
+		taken.addHeld(sn, exact)
+		taken6.addHeld(sn6, exact)
 	})
 	sn, i := m.pick4(taken, lost)
 	if !sn.IsValid() {
@@ -728,23 +728,27 @@ func (m *Manager) pick6(i int, taken6 *occupied) (netip.Prefix, error) {
 
 // eachHeld calls f with the subnets each key of a list holds: every lease's
 // (l set), and those of the keys that are no lease here (b set) but still
-// occupy subnets: a key whose value is unusable, and a key agentd does not
-// read but flanneld does ("10.244.5.0-024", flanneldHeld), which flanneld
-// hosts route to. pick takes them as occupied, and explainMove names the
+// occupy subnets. A key agentd does not read but flanneld does, key and
+// value ("10.244.5.0-024", or a lease key whose value only flanneld
+// decodes: flanneldHeld) holds its subnets and every subnet overlapping
+// them: flanneld hosts route them to its PublicIP. A lease key whose value
+// flanneld skips too, or that names this host's public IP to flanneld,
+// holds only its own subnets (exact): nobody routes it, but its key cannot
+// be created over. pick takes them as occupied, and explainMove names the
 // keys among them that hold the previous subnet.
-func (m *Manager) eachHeld(leases []Lease, bad []BadEntry, f func(sn, sn6 netip.Prefix, l *Lease, b *BadEntry)) {
+func (m *Manager) eachHeld(leases []Lease, bad []BadEntry, f func(sn, sn6 netip.Prefix, exact bool, l *Lease, b *BadEntry)) {
 	for i := range leases {
-		f(leases[i].Subnet, leases[i].IPv6Subnet, &leases[i], nil)
+		f(leases[i].Subnet, leases[i].IPv6Subnet, false, &leases[i], nil)
 	}
 	for i := range bad {
+		if fe, ok := m.flanneldHeld(bad[i].Err); ok {
+			f(fe.Subnet, fe.IPv6Subnet, false, nil, &bad[i])
+			continue
+		}
 		if rel, ok := strings.CutPrefix(bad[i].Key, m.reg.SubnetsPrefix()); ok {
 			if sn, sn6, err := ParseSubnetKey(rel); err == nil {
-				f(sn, sn6, nil, &bad[i])
-				continue
+				f(sn, sn6, true, nil, &bad[i])
 			}
-		}
-		if fe, ok := m.flanneldHeld(bad[i].Err); ok {
-			f(fe.Subnet, fe.IPv6Subnet, nil, &bad[i])
 		}
 	}
 }
@@ -828,6 +832,14 @@ type heldKey struct {
 // f, sized for n subnets.
 func newOccupied(f *family, bits, n int) *occupied {
 	return &occupied{f: f, bits: bits, within: make(map[u128]struct{}, n), wider: map[heldKey]struct{}{}}
+}
+
+// addHeld adds p as eachHeld passes it: when exact, only a candidate equal
+// to p is held by it, not one inside or around it.
+func (o *occupied) addHeld(p netip.Prefix, exact bool) {
+	if !exact || p.IsValid() && p.Bits() == o.bits {
+		o.add(p)
+	}
 }
 
 func (o *occupied) add(p netip.Prefix) {

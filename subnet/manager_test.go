@@ -541,8 +541,10 @@ func TestAcquireSkipsSubnetsOverlappingOtherLengths(t *testing.T) {
 	}{
 		{"a shorter lease holds two", `{"Network":"10.244.0.0/16","SubnetLen":25,"SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.128"}`,
 			map[string]string{"10.244.1.0-24": flanneldValue}},
-		{"a shorter key with a bad value", `{"Network":"10.244.0.0/16","SubnetLen":25,"SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.128"}`,
-			map[string]string{"10.244.1.0-24": `not json`}},
+		// A value only flanneld reads; one nobody reads holds its own
+		// subnet only (TestLeaseKeyHoldsAsFlanneldReadsItsValue).
+		{"a shorter key with a value agentd cannot use", `{"Network":"10.244.0.0/16","SubnetLen":25,"SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.128"}`,
+			map[string]string{"10.244.1.0-24": `{"PublicIP":"198.18.0.9","HostID":7}`}},
 		{"longer leases hold one each", `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.2.0"}`,
 			map[string]string{"10.244.1.128-25": flanneldValue, "10.244.2.64-26": flanneldValue}},
 		{"a much shorter lease", `{"Network":"10.244.0.0/16","SubnetLen":26,"SubnetMin":"10.244.2.0","SubnetMax":"10.244.3.192"}`,

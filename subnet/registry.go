@@ -94,7 +94,8 @@ func (r *Registry) decodeFull(kv *mvccpb.KeyValue) (Lease, error) {
 	}
 	attrs, err := ParseLeaseValue(value)
 	if err != nil {
-		return Lease{}, fmt.Errorf("lease value: %w", err)
+		// flanneld may read it all the same ({"PublicIP":…,"HostID":7}).
+		return Lease{}, flanneldLease(rel, value, fmt.Errorf("lease value: %w", err))
 	}
 	return Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs,
 		LeaseID: kv.Lease, ModRevision: kv.ModRevision, CreateRevision: kv.CreateRevision}, nil
@@ -186,10 +187,11 @@ func sortLeases(ls []Lease) {
 
 // Overlapping returns the leases whose subnets overlap sn or sn6, the key of
 // (sn, sn6) excepted, and those of the overlapping keys whose values are not
-// usable. A key agentd skips but flanneld reads as a lease of an overlapping
-// subnet (FlanneldSubnetKey) is among the bad entries: with a
-// FlanneldLeaseError when flanneld reads its value too, or with the reason
-// flanneld skips the value. It lists the keys alone, and reads the values
+// usable (with a FlanneldLeaseError when flanneld reads the value). A key
+// agentd skips but flanneld reads as a lease of an overlapping subnet
+// (FlanneldSubnetKey) is among the bad entries: with a FlanneldLeaseError
+// when flanneld reads its value too, or with the reason flanneld skips the
+// value. It lists the keys alone, and reads the values
 // of the overlapping ones only: usually none.
 func (r *Registry) Overlapping(ctx context.Context, sn, sn6 netip.Prefix) ([]Lease, []BadEntry, error) {
 	self := r.LeaseKey(sn, sn6)

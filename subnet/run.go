@@ -438,10 +438,11 @@ func (m *Manager) reserve(ctx context.Context, l Lease) error {
 // holds a subnet overlapping ours (10.244.4.0/23 over our 10.244.5.0/24,
 // say): then recreating our key would route the same addresses to two
 // hosts. So does a key agentd skips but flanneld reads as a lease
-// ("10.244.5.0-024", FlanneldLeaseError): flanneld hosts route its subnet
-// to its PublicIP, unless that is ours (flanneldHeld). A key with a value
-// peers cannot use is skipped, as peers skip it; so is a key only
-// flanneld's key pattern reads whose value flanneld skips.
+// ("10.244.5.0-024", FlanneldLeaseError), and a lease key whose value only
+// flanneld decodes ({"PublicIP":…,"HostID":7}): flanneld hosts route its
+// subnet to its PublicIP, unless that is ours (flanneldHeld). A key with a
+// value neither peers nor flanneld read is skipped, as they skip it, and
+// Acquire does not lease around it either (eachHeld).
 //
 // The check and the create that follows are not one transaction: a key
 // created in between (an etcd round trip) escapes it, as in Acquire between

@@ -353,23 +353,30 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 			return fmt.Errorf("%s already has the reservation %s; release it first (agentctl lease release %s)", pub, name, shellWord(name))
 		}
 	}
-	// A key whose value is not a lease holds its subnet all the same:
-	// agents lease around it, and release deletes it. So does a key
-	// agents skip but flanneld reads as a lease, value included
-	// (10.244.5.0-024: subnet.FlanneldLeaseError), which flanneld hosts
-	// route to its PublicIP; release deletes it by its whole key. One
-	// whose value flanneld skips holds nothing, to flanneld or agents.
+	// A key agents skip but flanneld reads as a lease, value included
+	// (10.244.5.0-024, or a lease key whose value only flanneld decodes:
+	// subnet.FlanneldLeaseError) holds its subnet and those overlapping it,
+	// which flanneld hosts route to its PublicIP; release deletes it by its
+	// whole key. A lease key whose value nobody reads holds only its own
+	// subnet, as for agents (Acquire): its key cannot be written over. One
+	// only flanneld's key pattern reads, whose value flanneld skips, holds
+	// nothing, to flanneld or agents.
 	for _, b := range bad {
 		name := strings.TrimPrefix(b.Key, reg.SubnetsPrefix())
 		ksn, ksn6, err := subnet.ParseSubnetKey(name)
 		what, arg := fmt.Sprintf("whose value is not a lease (%v)", b.Err), keyArg(ksn, ksn6)
-		if err != nil {
-			var fe *subnet.FlanneldLeaseError
-			if !errors.As(b.Err, &fe) {
-				continue
-			}
+		var fe *subnet.FlanneldLeaseError
+		switch {
+		case errors.As(b.Err, &fe):
 			ksn, ksn6 = fe.Subnet, fe.IPv6Subnet
-			what, arg = "a key agents skip but flanneld reads as a lease of "+keyArg(ksn, ksn6)+" (its hosts route that to the key's PublicIP "+fe.PublicIP.String()+")", printable(b.Key)
+			flanneld := "a lease of " + keyArg(ksn, ksn6) + " (its hosts route that to the key's PublicIP " + fe.PublicIP.String() + ")"
+			if err != nil {
+				what, arg = "a key agents skip but flanneld reads as "+flanneld, printable(b.Key)
+			} else {
+				what = fmt.Sprintf("whose value agents cannot use (%v) but flanneld reads as %s", b.Err, flanneld)
+			}
+		case err != nil, ksn != sn:
+			continue
 		}
 		if !ksn.Overlaps(sn) {
 			continue
