@@ -129,6 +129,18 @@ func (r *Registry) flanneldSiblings() [2][2]string {
 	return [2][2]string{{p, p + "/"}, {p + "0", clientv3.GetPrefixRangeEnd(p)}}
 }
 
+// UnchangedSince is the compares of a transaction that writes what a List
+// read at revision rev judged: each holds while no key of the ranges List
+// reads, <prefix>/subnets/ and the flanneldSiblings ranges beside it, was
+// written after rev. A key deleted since fails none.
+func (r *Registry) UnchangedSince(rev int64) []clientv3.Cmp {
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(r.SubnetsPrefix()), "<", rev+1).WithPrefix()}
+	for _, rg := range r.flanneldSiblings() {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(rg[0]), "<", rev+1).WithRange(rg[1]))
+	}
+	return cmps
+}
+
 // scanSiblings is scan of the flanneldSiblings ranges at revision rev. A
 // read started again (etcd's cluster ID changed between pages) passes its
 // keys to each again: callers keep one per key.

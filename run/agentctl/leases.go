@@ -400,18 +400,18 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 	// The checks above judged every key as List read it: a lease written
 	// since (overlapping sn, or another reservation for pub by a second
 	// operator) would pass unseen, so nothing under the prefix may have
-	// changed, not only sn's own key.
+	// changed, not only sn's own key; nor beside it, where flanneld reads
+	// leases too (<prefix>/subnets-old/…).
 	key := reg.LeaseKey(sn, netip.Prefix{})
 	txn, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Version(key), "=", 0),
-			clientv3.Compare(clientv3.ModRevision(reg.SubnetsPrefix()), "<", rev+1).WithPrefix()).
+		If(append(reg.UnchangedSince(rev), clientv3.Compare(clientv3.Version(key), "=", 0))...).
 		Then(clientv3.OpPut(key, string(val))).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("write %s: %w", key, err)
 	}
 	if !txn.Succeeded {
-		return fmt.Errorf("the leases under %s changed while this command ran; nothing written; run it again", reg.SubnetsPrefix())
+		return fmt.Errorf("the leases under %s (or keys beside it that flanneld reads) changed while this command ran; nothing written; run it again", reg.SubnetsPrefix())
 	}
 	fmt.Fprintf(a.out, "reserved %s for %s\n", sn, pub)
 	for _, l := range leases {
