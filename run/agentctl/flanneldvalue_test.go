@@ -78,7 +78,7 @@ func TestKeyBesideSubnetsFlanneldReads(t *testing.T) {
 	}
 	c.wantFail(1, []string{"lease", "reserve", "10.244.5.0/24", "--public-ip", "198.18.0.9"},
 		"10.244.5.0/24 is held by "+prefix+"/subnets-old/10.244.5.0-24, a key agents skip but flanneld reads as a lease of 10.244.5.0/24",
-		"(ETCDCTL_API=3 etcdctl del "+prefix+"/subnets-old/10.244.5.0-24)")
+		"(agentctl lease release "+prefix+"/subnets-old/10.244.5.0-24)")
 	c.mustRun("lease", "reserve", "10.244.6.0/24", "--public-ip", "198.18.0.8")
 	c.wantKeys(map[string]bool{prefix + "/subnets/10.244.5.0-24": false, prefix + "/subnets/10.244.6.0-24": true})
 }

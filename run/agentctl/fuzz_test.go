@@ -47,14 +47,15 @@ func FuzzParseSubnetArg(f *testing.F) {
 // usage error that says something, or names an IPv4 subnet (exactly what
 // parseSubnetArg gives, so every argument release took before means what it
 // meant) or exactly one key, whose canonical name parses back to it, or a
-// key's name that is not canonical, as it was given; each target, written
+// key's name that is not canonical, as it was given, or a whole key with no
+// "/subnets/" but "/subnets" in it, as it was given; each target, written
 // as leases shows it (keyArg), as a key's name or as a whole key, parses
 // back to itself.
 func FuzzParseReleaseArg(f *testing.F) {
 	for _, s := range []string{"10.244.7.0/24", "10.244.7.0/24&fd00:0:0:7::/64", "10.244.7.0-24", "10.244.7.0-24&fd00:0:0:7::-64",
 		"/coreos.com/network/subnets/10.244.7.0-24&fd00:0:0:7::-64", "/a/subnets/b/subnets/10.244.7.0-24", "/coreos.com/network/subnets/",
 		"10.244.7.0/24&fd00:0:0:7::1/64", "10.244.7.0/24&::ffff:10.0.0.0/104", "10.244.7.0/24&", "10.244.7.0/24&fd00::%eth0/64",
-		"10.244.7.0-024", "10.244.7.0", "10.244.7.1/24&fd00::/64", "-", "&", "/"} {
+		"10.244.7.0-024", "/coreos.com/network/subnets-old/10.244.7.0-24", "10.244.7.0", "10.244.7.1/24&fd00::/64", "-", "&", "/"} {
 		f.Add(s)
 	}
 	const dir = "/coreos.com/network/subnets/"
@@ -67,6 +68,14 @@ func FuzzParseReleaseArg(f *testing.F) {
 			var u usageError
 			if !errors.As(err, &u) || err.Error() == "" {
 				t.Fatalf("parseReleaseArg(%q): error %q is not a usage error with a message", s, err)
+			}
+			return
+		}
+		if tg.key != "" && tg.raw == "" && !tg.sn.IsValid() {
+			// A whole key release judges knowing the prefix: beside
+			// <prefix>/subnets/, perhaps.
+			if tg != (releaseTarget{key: s}) || strings.Contains(s, "/subnets/") || !strings.Contains(s, "/subnets") {
+				t.Fatalf("parseReleaseArg(%q) = %+v: not the whole key alone, beside a subnets prefix", s, tg)
 			}
 			return
 		}

@@ -385,13 +385,7 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 		if ksn != sn {
 			held = "overlaps"
 		}
-		free := "agentctl lease release " + shellWord(arg)
-		if !strings.HasPrefix(b.Key, reg.SubnetsPrefix()) {
-			// Beside <prefix>/subnets/, where flanneld reads too and
-			// release does not.
-			free = "ETCDCTL_API=3 etcdctl del " + shellWord(printable(b.Key))
-		}
-		return fmt.Errorf("%s %s %s, %s; free it first (%s)", sn, held, printable(b.Key), what, free)
+		return fmt.Errorf("%s %s %s, %s; free it first (agentctl lease release %s)", sn, held, printable(b.Key), what, shellWord(arg))
 	}
 	val, err := json.Marshal(subnet.LeaseAttrs{PublicIP: pub})
 	if err != nil {
@@ -442,13 +436,15 @@ dual-stack subnets (10.244.7.0/24&fd00:0:0:7::/64), or the key, whole or
 below <prefix>/subnets/ (10.244.7.0-24). Quote a '&' for the shell.
 A key not spelt as agents write keys (10.244.07.0-24, written by hand or by
 other software; leases lists it as invalid) is released by its name, exactly
-as leases lists it.
+as leases lists it. So is a key beside <prefix>/subnets/ that flanneld reads
+as a lease (<prefix>/subnets-old/10.244.7.0-24), by its whole key.
 
 A forced release revokes the lease's etcd lease too, unless other keys are
 attached to it: revoking it would delete them as well.`,
 		Example: `  agentctl lease release 10.244.7.0/24
   agentctl lease release '10.244.7.0/24&fd00:0:0:7::/64'
-  agentctl lease release /coreos.com/network/subnets/10.244.7.0-24`,
+  agentctl lease release /coreos.com/network/subnets/10.244.7.0-24
+  agentctl lease release /coreos.com/network/subnets-old/10.244.7.0-24`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t, err := parseReleaseArg(args[0])
@@ -473,7 +469,9 @@ type releaseTarget struct {
 	// else whichever key's IPv4 half is sn.
 	exact bool
 	// key is the whole key as given, whose prefix release compares with
-	// --etcd-prefix's; "" if the argument was not one.
+	// --etcd-prefix's; "" if the argument was not one. A whole key with no
+	// "/subnets/" in it has key alone: release takes it if it lies beside
+	// <prefix>/subnets/ (releaseBeside).
 	key string
 	// raw is the name below <prefix>/subnets/ of a key not spelt as
 	// agents write keys (subnet.ParseSubnetKey refuses it), and sn is not
@@ -519,6 +517,11 @@ func parseReleaseArg(s string) (releaseTarget, error) {
 	name, whole := s, strings.HasPrefix(s, "/")
 	if whole {
 		i := strings.LastIndex(s, dir)
+		if i < 0 && strings.Contains(s, "/subnets") {
+			// Perhaps beside <prefix>/subnets/, where flanneld reads
+			// leases too: release judges it knowing the prefix.
+			return releaseTarget{key: s}, nil
+		}
 		if i < 0 {
 			return releaseTarget{}, usagef("%q is not a key under <prefix>%s", s, dir)
 		}
@@ -574,11 +577,14 @@ func (a *app) release(ctx context.Context, cli *clientv3.Client, t releaseTarget
 		t = keyNameTarget(name)
 		t.key = reg.SubnetsPrefix() + name
 	}
+	if rel, ok := strings.CutPrefix(t.key, strings.TrimSuffix(reg.SubnetsPrefix(), "/")); ok && !strings.HasPrefix(rel, "/") {
+		return releaseBeside(ctx, a, cli, reg, t.key, rel, force)
+	}
 	key := reg.SubnetsPrefix() + t.raw
 	if t.raw == "" {
 		key = reg.LeaseKey(t.sn, t.sn6)
 	}
-	if t.key != "" && t.key != key {
+	if t.key != "" && t.key != key || t.key != "" && !t.sn.IsValid() && t.raw == "" {
 		return usagef("%s is not under %s (--etcd-prefix %s)", t.key, reg.SubnetsPrefix(), a.etcd.EtcdPrefix)
 	}
 	if t.raw != "" {
@@ -729,6 +735,32 @@ func releaseRaw(ctx context.Context, a *app, cli *clientv3.Client, key, name str
 		return err
 	}
 	fmt.Fprintf(a.out, "released %s (a key agents skip: %v)\n", name, why)
+	return nil
+}
+
+// releaseBeside deletes key, which lies beside <prefix>/subnets/ (rel is
+// what follows <prefix>/subnets), as deleteUnusable does, if flanneld reads
+// it as a lease: flanneld lists <prefix>/subnets with no slash after it,
+// and agentctl leases and lease reserve name such a key. Agents read no
+// other key there, nor does flanneld: release leaves those alone.
+func releaseBeside(ctx context.Context, a *app, cli *clientv3.Client, reg *subnet.Registry, key, rel string, force bool) error {
+	sn, sn6, ok := subnet.FlanneldSubnetKey(rel)
+	if !ok {
+		return usagef("%s is not under %s, and flanneld reads no lease in it either; release deletes no such key", printable(key), reg.SubnetsPrefix())
+	}
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return fmt.Errorf("no key %s", printable(key))
+	}
+	why := fmt.Errorf("a key beside %s, which flanneld reads as a lease of %s", reg.SubnetsPrefix(), keyArg(sn, sn6))
+	name := printable(key)
+	if err := deleteUnusable(ctx, cli, subnet.BadEntry{Key: key, ModRevision: resp.Kvs[0].ModRevision, Err: why}, name, force); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "released %s (%v)\n", name, why)
 	return nil
 }
 
