@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 )
 
@@ -10,9 +11,9 @@ import (
 // Acquire: a value flanneld skips too holds only the key's own subnet (its
 // key cannot be written over), not one around it; a value flanneld decodes
 // ({"PublicIP":…,"HostID":7}) is a lease to flanneld hosts, which route the
-// key's subnet to its PublicIP, and holds every subnet overlapping it.
-// Before, reserve refused any subnet overlapping such a key, whatever its
-// value.
+// key's subnet to its PublicIP, and holds every subnet overlapping it;
+// agentctl leases says so. Before, reserve refused any subnet overlapping
+// such a key, whatever its value.
 func TestReserveJudgesLeaseKeyValueAsFlanneldDoes(t *testing.T) {
 	c := newCtl(t)
 	c.mustRun("config", "init", "--network", "10.244.0.0/16")
@@ -25,6 +26,11 @@ func TestReserveJudgesLeaseKeyValueAsFlanneldDoes(t *testing.T) {
 		if _, err := c.cli.Put(ctx, prefix+"/subnets/"+k, v); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// leases says how flanneld reads it.
+	if out := c.mustRun("leases"); !strings.Contains(out, "invalid: "+prefix+"/subnets/10.244.6.0-23: lease value: ") ||
+		!strings.Contains(out, "flanneld reads it as a lease of 10.244.6.0/23") || strings.Contains(out, "flanneld reads it as a lease of 10.244.4.0/23") {
+		t.Errorf("leases does not say that flanneld reads 10.244.6.0-23 alone as a lease:\n%s", out)
 	}
 	c.mustRun("lease", "reserve", "10.244.5.0/24", "--public-ip", "198.18.0.9")
 	c.wantFail(1, []string{"lease", "reserve", "10.244.7.0/24", "--public-ip", "198.18.0.8"},
