@@ -65,8 +65,9 @@ func (m *Manager) holdLease(ctx context.Context) error {
 		if err != nil || ctx.Err() != nil {
 			return err
 		}
-		m.cfg.OnLeaseState(false, lost)
+		// The line before /readyz and /status say so.
 		m.log.Error(nil, "OWN LEASE LOST; taking the same subnet back", "subnet", m.own.Subnet, "reason", lost)
+		m.cfg.OnLeaseState(false, lost)
 		if err := m.reacquire(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
