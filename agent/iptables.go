@@ -45,8 +45,9 @@ const otherBackendLockedFor = time.Minute
 // one that held our jump before it was deleted is a repair, however the
 // checks fell. Our nat rules found with their counters reset (a restore of
 // a saved set holding them, a firewall's reload, or `iptables -Z`: the
-// Manager cannot tell which) are stamped again (iptables.Restamped), which
-// counts as a repair only if the conntrack clean-up then finds flows that
+// Manager cannot tell which) are stamped again (iptables.Restamped; written
+// again unstamped, iptables.CountersWentBack, where the stamp was given up),
+// which counts as a repair only if the conntrack clean-up then finds flows that
 // left unmasqueraded in a reload's gap. With --ip-masq, a check that wrote
 // the nat table (the rules' first installation, their change or repair)
 // then deletes the conntrack entries of flows that left unmasqueraded before
@@ -141,8 +142,8 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 		// someone else changed; the first installation, a change of
 		// the network or our subnet, and our jump into a DOCKER-USER
 		// made since (dockerd started after us) are not.
-		// Rules only stamped again (iptables.Restamped) had their
-		// counters reset, by a restore of saved rules or by `iptables
+		// Rules only stamped again (iptables.Restamped, or
+		// CountersWentBack without the stamp) had their counters reset, by a restore of saved rules or by `iptables
 		// -Z`: a repair only if flows left unmasqueraded meanwhile.
 		if (change == iptables.Rewritten || gap) && slices.EqualFunc(rules, a.iptApplied, iptables.Rule.Equal) {
 			a.obs.iptablesRepaired()

@@ -48,8 +48,9 @@ type runner interface {
 // after either), and so do, at a Manager's first check, the rules an agentd
 // before the stamp wrote: their counters are the traffic's only, as are
 // those of rules a restore put back while no agentd ran. Each time, our
-// rules are written again, stamped, and Reconcile reports Restamped, logged
-// at V(2) only: whether a flush let flows leave unNATed is for the caller to
+// rules are written again, stamped, and Reconcile reports Restamped (or,
+// where this iptables cannot stamp them, written again unstamped:
+// CountersWentBack), logged at V(2) only: whether a flush let flows leave unNATed is for the caller to
 // read in conntrack (see DeleteUnmasqueraded), where a reload's gap leaves
 // its trace and `iptables -Z` none. The log says they were not stamped, at
 // a first check, rather than that their counters went back. In
@@ -148,6 +149,11 @@ const (
 	// the same here; only what the flush left behind (conntrack entries
 	// without NAT) tells them apart, which is the caller's to read.
 	Restamped
+	// CountersWentBack: as Restamped, but this iptables does not set a
+	// rule's counters (the stamp was given up, see checkStamp): our
+	// rules, as desired but with fewer bytes than at the last check, are
+	// written again without the stamp, so that Wrote tells the caller.
+	CountersWentBack
 	// NewChainJumps: only our jumps into chains of other software that
 	// the Manager's previous Reconcile did not find, and that never held
 	// our jump, were put in place: their owner made them since
@@ -168,6 +174,8 @@ func (c Change) String() string {
 		return "unchanged"
 	case Restamped:
 		return "restamped"
+	case CountersWentBack:
+		return "written again, unstamped (counters went back)"
 	case NewChainJumps:
 		return "jumps into new chains"
 	case Rewritten:
@@ -178,7 +186,8 @@ func (c Change) String() string {
 
 // New finds the family's iptables binaries (see findTools) and returns a
 // Manager that runs them and logs to log: V(0) each rewrite of a table and
-// why (V(2) when it only stamps our rules again: Restamped), V(2) the binaries found, V(4) each iptables-restore input. New itself
+// why (V(2) when only our rules' counters went back: Restamped, or
+// CountersWentBack without the stamp), V(2) the binaries found, V(4) each iptables-restore input. New itself
 // runs only `--version` commands, and with Mode auto each backend's
 // iptables-save (detectMode), which opts.Context ends: New then returns its
 // error.
@@ -395,8 +404,11 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 		return Unchanged, nil
 	}
 	change := Rewritten
-	if countersOnly {
+	switch {
+	case countersOnly && stamp:
 		change = Restamped
+	case countersOnly:
+		change = CountersWentBack
 	}
 	if len(fresh) > 0 && !countersOnly {
 		// Read without the new chains, the table is as desired: only
@@ -411,11 +423,15 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 		// found stays: a chain new now is new at the next try.
 		return Unchanged, fmt.Errorf("%s: write table %s (%s): %w", m.family, table, strings.Join(why, "; "), err)
 	}
-	if countersOnly {
+	switch change {
+	case Restamped:
 		// Nothing of ours was missing or altered: the caller says so
 		// if the conntrack table shows a gap.
 		m.log.V(2).Info("iptables rules stamped again", "family", m.family, "table", table, "why", why)
-	} else {
+	case CountersWentBack:
+		// Likewise, but this iptables cannot stamp them.
+		m.log.V(2).Info("iptables rules written again, unstamped (this iptables does not set a rule's counters)", "family", m.family, "table", table, "why", why)
+	default:
 		m.log.Info("iptables chains rewritten", "family", m.family, "table", table, "why", why)
 	}
 	m.record(table, found, want)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 )
 
 // TestReconcileReloadedRules: a reload of saved rules holding ours (the
@@ -115,8 +116,8 @@ func TestReconcileCountersNotSet(t *testing.T) {
 	f.traffic("nat", 100)
 	mustReconcile(t, m, testRules(true), false)
 	f.reload(t, "nat")
-	if c := mustReconcile(t, m, testRules(true), true); c != Restamped || !m.Wrote("nat") {
-		t.Errorf("after a reload of rules that had counted traffic: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), Restamped)
+	if c := mustReconcile(t, m, testRules(true), true); c != CountersWentBack || !m.Wrote("nat") {
+		t.Errorf("after a reload of rules that had counted traffic: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), CountersWentBack)
 	}
 	mustReconcile(t, m, testRules(true), false)
 }
@@ -157,4 +158,40 @@ func TestRootReloadedRules(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestReconcileCountersNotSetNotRestamped: without the stamp (an iptables
+// that does not set a rule's counters), a write because our rules' counters
+// went back stamps nothing, and neither the result nor the log says it
+// did: the rules are written again without -c, reported as such.
+func TestReconcileCountersNotSetNotRestamped(t *testing.T) {
+	f := newFake()
+	f.dropCounters = true
+	seedForeign(t, f)
+	var logs []string
+	m := newManager(IPv6, f, true, false, funcr.New(func(prefix, args string) {
+		logs = append(logs, args)
+	}, funcr.Options{Verbosity: 2}))
+	mustReconcile(t, m, testRules(true), true)
+	mustReconcile(t, m, testRules(true), false)
+	if !m.noStamp {
+		t.Fatal("the Manager kept the stamp with an iptables that does not set counters")
+	}
+	f.traffic("nat", 100)
+	mustReconcile(t, m, testRules(true), false)
+	f.reload(t, "nat")
+	logs = nil
+	n := len(f.restores)
+	c := mustReconcile(t, m, testRules(true), true)
+	if c == Restamped || c == Rewritten || c.String() != "written again, unstamped (counters went back)" || !m.Wrote("nat") {
+		t.Errorf("after a reload of rules that had counted traffic: %v, Wrote(nat) %v; want written again, unstamped (counters went back), true", c, m.Wrote("nat"))
+	}
+	if got := f.restores[n:]; len(got) != 1 || strings.Contains(got[0], " -c ") {
+		t.Errorf("restores %q, want one, without -c", got)
+	}
+	all := strings.Join(logs, "\n")
+	if strings.Contains(all, "stamped again") || !strings.Contains(all, `"msg"="iptables rules written again, unstamped (this iptables does not set a rule's counters)"`) {
+		t.Errorf("log:\n%s\nwant \"iptables rules written again, unstamped …\", no \"stamped again\"", all)
+	}
+	mustReconcile(t, m, testRules(true), false)
 }
