@@ -25,11 +25,9 @@ import (
 func TestNeighEventsUnreadable(t *testing.T) {
 	good := nlMessage(unix.RTM_NEWNEIGH, neighMessage(9, net.IP{10, 244, 5, 0}, net.HardwareAddr{0x3e, 0x1b, 0x7c, 0, 0, 1}))
 	fdb := netlink.Ndmsg{Family: unix.AF_BRIDGE, Index: 9, State: netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF}
-	for _, c := range []struct {
-		name string
-		msg  []byte
-		want string
-	}{
+	checkUnreadable(t, "neighEvents", neighEvents, good, true, func(e NeighEvent) bool {
+		return e.IP.Equal(net.IP{10, 244, 5, 0})
+	}, []unreadableCase{
 		{"payload of 4 bytes", nlMessage(unix.RTM_NEWNEIGH, []byte{unix.AF_INET, 0, 0, 0}),
 			"unreadable neighbour message (type 28, 4 bytes 02000000)"},
 		{"empty payload", nlMessage(unix.RTM_DELNEIGH, nil), "unreadable neighbour message (type 29, 0 bytes)"},
@@ -41,31 +39,7 @@ func TestNeighEventsUnreadable(t *testing.T) {
 			"unreadable neighbour message (type 28, 16 bytes"},
 		{"last attribute unpadded", unpadded(unix.RTM_NEWNEIGH, ndMessage(fdb, []uint16{unix.NDA_PROBES}, [][]byte{{1}})[:unix.SizeofNdMsg+5]),
 			"unreadable neighbour message (type 28, 17 bytes"},
-	} {
-		// Last, as in the kernel's datagram of one event, and followed by
-		// another, whose bytes netlink reads as the short attribute's.
-		for _, pos := range []struct {
-			name  string
-			after []byte
-		}{{"last", nil}, {"followed", good}} {
-			t.Run(c.name+" "+pos.name, func(t *testing.T) {
-				// In a buffer of its own length, as netlink's Receive
-				// hands over a datagram.
-				dgram := slices.Clip(append(append(append([]byte(nil), good...), c.msg...), pos.after...))
-				msgs, err := syscall.ParseNetlinkMessage(dgram)
-				if err != nil {
-					t.Fatalf("ParseNetlinkMessage(%x): %v", dgram, err)
-				}
-				evs, err := neighEvents(msgs)
-				if err == nil || !strings.HasPrefix(err.Error(), c.want) {
-					t.Fatalf("neighEvents(%x): error %v, want one beginning %q", dgram, err, c.want)
-				}
-				if len(evs) != 1 || !evs[0].IP.Equal(net.IP{10, 244, 5, 0}) {
-					t.Fatalf("neighEvents(%x): events %+v, want the first message's only", dgram, evs)
-				}
-			})
-		}
-	}
+	})
 }
 
 // TestLinkEventsUnreadable: a link message that netlink cannot read (a
@@ -75,39 +49,13 @@ func TestNeighEventsUnreadable(t *testing.T) {
 // it, after the events before it.
 func TestLinkEventsUnreadable(t *testing.T) {
 	good := nlMessage(unix.RTM_NEWLINK, linkMessage(7, "flannel.1"))
-	for _, c := range []struct {
-		name string
-		msg  []byte
-		want string
-	}{
+	checkUnreadable(t, "linkEvents", linkEvents, good, true, func(e netlink.LinkUpdate) bool {
+		return e.Attrs().Name == "flannel.1" && e.Index == 7 && e.Header.Type == unix.RTM_NEWLINK
+	}, []unreadableCase{
 		{"payload of 4 bytes", nlMessage(unix.RTM_NEWLINK, []byte{0, 0, 0, 0}), "unreadable link message (type 16, 4 bytes 00000000)"},
 		{"last attribute unpadded", unpadded(unix.RTM_DELLINK, append(linkMessage(8, "x"), 5, 0, unix.IFLA_OPERSTATE, 0, 6)),
 			"unreadable link message (type 17, 29 bytes"},
-	} {
-		// Last, as in the kernel's datagram of one event, and followed by
-		// another, whose bytes netlink reads as the short attribute's.
-		for _, pos := range []struct {
-			name  string
-			after []byte
-		}{{"last", nil}, {"followed", good}} {
-			t.Run(c.name+" "+pos.name, func(t *testing.T) {
-				// In a buffer of its own length, as netlink's Receive
-				// hands over a datagram.
-				dgram := slices.Clip(append(append(append([]byte(nil), good...), c.msg...), pos.after...))
-				msgs, err := syscall.ParseNetlinkMessage(dgram)
-				if err != nil {
-					t.Fatalf("ParseNetlinkMessage(%x): %v", dgram, err)
-				}
-				evs, err := linkEvents(msgs)
-				if err == nil || !strings.HasPrefix(err.Error(), c.want) {
-					t.Fatalf("linkEvents(%x): error %v, want one beginning %q", dgram, err, c.want)
-				}
-				if len(evs) != 1 || evs[0].Attrs().Name != "flannel.1" || evs[0].Index != 7 || evs[0].Header.Type != unix.RTM_NEWLINK {
-					t.Fatalf("linkEvents(%x): events %+v, want the first message's only", dgram, evs)
-				}
-			})
-		}
-	}
+	})
 }
 
 // TestAddrEventsUnreadable: an address message that netlink's
@@ -118,29 +66,14 @@ func TestLinkEventsUnreadable(t *testing.T) {
 func TestAddrEventsUnreadable(t *testing.T) {
 	good := nlMessage(unix.RTM_NEWADDR, kernelAddr(unix.AF_INET, 24, unix.RT_SCOPE_UNIVERSE, 7, net.IP{198, 18, 0, 1}, net.IP{198, 18, 0, 1}, net.IP{198, 18, 0, 255}, "ext0", unix.IFA_F_PERMANENT))
 	hdr := unix.IfAddrmsg{Family: unix.AF_INET, Prefixlen: 24, Index: 7}
-	for _, c := range []struct {
-		name string
-		msg  []byte
-		want string
-	}{
+	checkUnreadable(t, "addrEvents", addrEvents, good, false, func(e netlink.AddrUpdate) bool {
+		return e.LinkAddress.String() == "198.18.0.1/24" && e.LinkIndex == 7 && e.NewAddr
+	}, []unreadableCase{
 		{"payload of 4 bytes", nlMessage(unix.RTM_NEWADDR, []byte{unix.AF_INET, 24, 0, 0}), "unreadable address message (type 20, 4 bytes 02180000): address message of 4 bytes"},
 		{"no address", nlMessage(unix.RTM_DELADDR, ifAddrMessage(hdr, []uint16{unix.IFA_FLAGS}, [][]byte{{0x80, 0, 0, 0}})),
 			"unreadable address message (type 21, 16 bytes 02180000070000000800080080000000): no address in it"},
 		{"not an address message", nlMessage(unix.RTM_NEWROUTE, make([]byte, 12)), "unreadable address message (type 24, 12 bytes"},
-	} {
-		dgram := slices.Clip(append(append([]byte(nil), good...), c.msg...))
-		msgs, err := syscall.ParseNetlinkMessage(dgram)
-		if err != nil {
-			t.Fatalf("ParseNetlinkMessage(%x): %v", dgram, err)
-		}
-		evs, err := addrEvents(msgs)
-		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
-			t.Fatalf("%s: addrEvents(%x): error %v, want one beginning %q", c.name, dgram, err, c.want)
-		}
-		if len(evs) != 1 || evs[0].LinkAddress.String() != "198.18.0.1/24" || evs[0].LinkIndex != 7 || !evs[0].NewAddr {
-			t.Fatalf("%s: addrEvents(%x): events %+v, want the first message's only", c.name, dgram, evs)
-		}
-	}
+	})
 	// An empty IFA_LABEL is read as no label.
 	m := ifAddrMessage(hdr, []uint16{unix.IFA_LOCAL, unix.IFA_LABEL}, [][]byte{{198, 18, 0, 1}, {}})
 	msgs, err := syscall.ParseNetlinkMessage(slices.Clip(nlMessage(unix.RTM_NEWADDR, m)))
@@ -168,11 +101,10 @@ func TestRouteEventsUnreadable(t *testing.T) {
 	good := nlMessage(unix.RTM_NEWROUTE, kernelRoute(netip.MustParsePrefix("10.244.5.0/24"), netip.MustParseAddr("198.18.0.5"), 7))
 	hdr := rtMsg{Family: unix.AF_INET, DstLen: 24, Table: unix.RT_TABLE_MAIN, Protocol: 74, Type: unix.RTN_UNICAST}
 	dst := []byte{10, 244, 6, 0}
-	for _, c := range []struct {
-		name string
-		msg  []byte
-		want string
-	}{
+	checkUnreadable(t, "routeEvents", routeEvents, good, true, func(e netlink.RouteUpdate) bool {
+		return e.Dst.String() == "10.244.5.0/24" && e.Gw.Equal(net.IP{198, 18, 0, 5}) && e.LinkIndex == 7 &&
+			e.Protocol == 74 && e.Table == unix.RT_TABLE_MAIN && e.Type == unix.RTM_NEWROUTE
+	}, []unreadableCase{
 		{"payload of 4 bytes", nlMessage(unix.RTM_NEWROUTE, []byte{unix.AF_INET, 24, 0, 0}),
 			"unreadable route message (type 24, 4 bytes 02180000): rtnetlink RouteMessage is invalid or too short"},
 		{"empty payload", nlMessage(unix.RTM_DELROUTE, nil), "unreadable route message (type 25, 0 bytes)"},
@@ -191,32 +123,7 @@ func TestRouteEventsUnreadable(t *testing.T) {
 		{"next hop past the end", nlMessage(unix.RTM_NEWROUTE, rtMessage(hdr, []uint16{unix.RTA_DST, unix.RTA_MULTIPATH}, [][]byte{dst, {16, 0, 0, 0, 7, 0, 0, 0}})),
 			"unreadable route message (type 24, 32 bytes"},
 		{"not a route message", nlMessage(unix.RTM_NEWADDR, make([]byte, 12)), "unreadable route message (type 20, 12 bytes 000000000000000000000000): not a route message"},
-	} {
-		// Last, as in the kernel's datagram of one event, and followed by
-		// another.
-		for _, pos := range []struct {
-			name  string
-			after []byte
-		}{{"last", nil}, {"followed", good}} {
-			t.Run(c.name+" "+pos.name, func(t *testing.T) {
-				// In a buffer of its own length, as netlink's Receive
-				// hands over a datagram.
-				dgram := slices.Clip(append(append(append([]byte(nil), good...), c.msg...), pos.after...))
-				msgs, err := syscall.ParseNetlinkMessage(dgram)
-				if err != nil {
-					t.Fatalf("ParseNetlinkMessage(%x): %v", dgram, err)
-				}
-				evs, err := routeEvents(msgs)
-				if err == nil || !strings.HasPrefix(err.Error(), c.want) {
-					t.Fatalf("routeEvents(%x): error %v, want one beginning %q", dgram, err, c.want)
-				}
-				if len(evs) != 1 || evs[0].Dst.String() != "10.244.5.0/24" || !evs[0].Gw.Equal(net.IP{198, 18, 0, 5}) || evs[0].LinkIndex != 7 ||
-					evs[0].Protocol != 74 || evs[0].Table != unix.RT_TABLE_MAIN || evs[0].Type != unix.RTM_NEWROUTE {
-					t.Fatalf("routeEvents(%x): events %+v, want the first message's only", dgram, evs)
-				}
-			})
-		}
-	}
+	})
 	// An unpadded last attribute (RTA_PREF, 1 byte) is read, as the kernel
 	// reads it.
 	m := unpadded(unix.RTM_NEWROUTE, rtMessage(hdr, []uint16{unix.RTA_DST, unix.RTA_OIF, unix.RTA_PREF}, [][]byte{dst, {7, 0, 0, 0}, {1}})[:unix.SizeofRtMsg+8+8+5])
@@ -226,6 +133,51 @@ func TestRouteEventsUnreadable(t *testing.T) {
 	}
 	if evs, err := routeEvents(msgs); err != nil || len(evs) != 1 || evs[0].Dst.String() != "10.244.6.0/24" || evs[0].LinkIndex != 7 {
 		t.Errorf("routeEvents of a route whose last attribute is not padded: %+v, %v", evs, err)
+	}
+}
+
+// unreadableCase is a message an events reader must refuse, and the start
+// of the error it must give.
+type unreadableCase struct {
+	name string
+	msg  []byte
+	want string
+}
+
+// checkUnreadable gives read, for each case, a datagram of good and the
+// case's message: last, as in the kernel's datagram of one event, and
+// (with followed) followed by good again, whose bytes netlink read as a
+// short attribute's. read must return an error beginning with the case's
+// want, and good's event alone, which first checks.
+func checkUnreadable[E any](t *testing.T, name string, read func([]syscall.NetlinkMessage) ([]E, error), good []byte, followed bool, first func(E) bool, cases []unreadableCase) {
+	t.Helper()
+	after := [][]byte{nil}
+	if followed {
+		after = append(after, good)
+	}
+	for _, c := range cases {
+		for _, a := range after {
+			pos := "last"
+			if a != nil {
+				pos = "followed"
+			}
+			t.Run(c.name+" "+pos, func(t *testing.T) {
+				// In a buffer of its own length, as netlink's Receive
+				// hands over a datagram.
+				dgram := slices.Clip(append(append(append([]byte(nil), good...), c.msg...), a...))
+				msgs, err := syscall.ParseNetlinkMessage(dgram)
+				if err != nil {
+					t.Fatalf("ParseNetlinkMessage(%x): %v", dgram, err)
+				}
+				evs, err := read(msgs)
+				if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+					t.Fatalf("%s(%x): error %v, want one beginning %q", name, dgram, err, c.want)
+				}
+				if len(evs) != 1 || !first(evs[0]) {
+					t.Fatalf("%s(%x): events %+v, want the first message's only", name, dgram, evs)
+				}
+			})
+		}
 	}
 }
 
