@@ -769,11 +769,12 @@ func (b *Backend) keeperUp(cmd *exec.Cmd) {
 		b.keeperTimer.Stop()
 	}
 	b.mu.Unlock()
+	// The line before the count that /metrics shows.
+	b.log.Info("started a descriptor keeper after a spell without one; an agent restart loses nothing again",
+		"pid", cmd.Process.Pid, "device", DeviceName, "failedStarts", tries, "without", down.Round(time.Millisecond))
 	if died {
 		b.keeperRestarts.Add(1)
 	}
-	b.log.Info("started a descriptor keeper after a spell without one; an agent restart loses nothing again",
-		"pid", cmd.Process.Pid, "device", DeviceName, "failedStarts", tries, "without", down.Round(time.Millisecond))
 }
 
 // keeperFailed records that a keeper could not be started (err; died: to
@@ -872,8 +873,8 @@ func (b *Backend) ensureKeeper(ctx context.Context) {
 		return
 	}
 	b.keeperUp(cmd)
-	b.keeperRestarts.Add(1)
 	b.log.Info("started a new descriptor keeper", "pid", cmd.Process.Pid, "device", DeviceName)
+	b.keeperRestarts.Add(1)
 }
 
 // retryKeeper tries again to start a keeper over our descriptors, while
