@@ -119,30 +119,42 @@ func TestWatchEventsAddrsAsNetlink(t *testing.T) {
 	if err := ns.Handle.AddrAdd(ext, last); err != nil {
 		t.Fatal(err)
 	}
+	want := sameAsNetlink(t, "address", "AddrSubscribe", theirs, addrUpdate, func(u string) bool {
+		return strings.HasPrefix(u, "198.18.99.1/32 ")
+	}, &mu, &ours)
+	if len(want) < 2*len(addrs)+1 {
+		t.Fatalf("only %d events: %q", len(want), want)
+	}
+}
+
+// sameAsNetlink takes netlink's updates from theirs, as show prints them,
+// up to the one that last says is the last (within 5 s), then waits up to
+// 5 s for ours, which agentd's subscription fills under mu, to hold the
+// same; what and sub name the kind of event and netlink's subscription.
+// It returns netlink's updates.
+func sameAsNetlink[U any](t *testing.T, what, sub string, theirs <-chan U, show func(U) string, last func(string) bool, mu *sync.Mutex, ours *[]string) []string {
+	t.Helper()
 	var want []string
-	for deadline := time.After(5 * time.Second); len(want) == 0 || !strings.HasPrefix(want[len(want)-1], "198.18.99.1/32 "); {
+	for deadline := time.After(5 * time.Second); len(want) == 0 || !last(want[len(want)-1]); {
 		select {
 		case u := <-theirs:
-			want = append(want, addrUpdate(u))
+			want = append(want, show(u))
 		case <-deadline:
-			t.Fatalf("after 5s, netlink's subscription handed over %q", want)
+			t.Fatalf("after 5s, netlink's subscription handed over\n%s", strings.Join(want, "\n"))
 		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		mu.Lock()
-		got := slices.Clone(ours)
+		got := slices.Clone(*ours)
 		mu.Unlock()
 		if slices.Equal(got, want) {
-			break
+			return want
 		}
 		if len(got) >= len(want) || time.Now().After(deadline) {
-			t.Fatalf("address events\n%s\nwant, as netlink's AddrSubscribe,\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			t.Fatalf("%s events\n%s\nwant, as netlink's %s,\n%s", what, strings.Join(got, "\n"), sub, strings.Join(want, "\n"))
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	if len(want) < 2*len(addrs)+1 {
-		t.Fatalf("only %d events: %q", len(want), want)
 	}
 }
 

@@ -4,11 +4,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
@@ -88,28 +86,9 @@ func TestWatchEventsRoutesAsNetlink(t *testing.T) {
 	}
 	// The last event, after which both have seen all.
 	ip("route", "add", "10.244.99.0/24", "dev", "ext0")
-	var want []string
-	for deadline := time.After(5 * time.Second); len(want) == 0 || !strings.Contains(want[len(want)-1], " 10.244.99.0/24 "); {
-		select {
-		case u := <-theirs:
-			want = append(want, routeUpdate(u))
-		case <-deadline:
-			t.Fatalf("after 5s, netlink's subscription handed over\n%s", strings.Join(want, "\n"))
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		got := slices.Clone(ours)
-		mu.Unlock()
-		if slices.Equal(got, want) {
-			break
-		}
-		if len(got) >= len(want) || time.Now().After(deadline) {
-			t.Fatalf("route events\n%s\nwant, as netlink's RouteSubscribe,\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	want := sameAsNetlink(t, "route", "RouteSubscribe", theirs, routeUpdate, func(u string) bool {
+		return strings.Contains(u, " 10.244.99.0/24 ")
+	}, &mu, &ours)
 	if len(want) < 2*len(routes)+4 {
 		t.Fatalf("only %d events:\n%s", len(want), strings.Join(want, "\n"))
 	}
