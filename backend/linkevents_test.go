@@ -109,6 +109,21 @@ func TestWatchEventsAddrsAsNetlink(t *testing.T) {
 			t.Fatalf("add %s: %v", a, err)
 		}
 	}
+	// The kernel announces an IPv6 address from a work queue, after the
+	// add has returned, and not at all once it is deleted: wait until
+	// netlink's subscription has handed over each address's arrival.
+	var want []string
+	for deadline, added := time.After(5*time.Second), 0; added < len(addrs); {
+		select {
+		case u := <-theirs:
+			want = append(want, addrUpdate(u))
+			if u.NewAddr && slices.ContainsFunc(addrs, func(a *netlink.Addr) bool { return a.IPNet.String() == u.LinkAddress.String() }) {
+				added++
+			}
+		case <-deadline:
+			t.Fatalf("after 5s, netlink's subscription handed over the arrival of %d of the %d addresses:\n%s", added, len(addrs), strings.Join(want, "\n"))
+		}
+	}
 	for _, a := range addrs {
 		if err := ns.Handle.AddrDel(ext, a); err != nil {
 			t.Fatalf("delete %s: %v", a, err)
@@ -119,7 +134,7 @@ func TestWatchEventsAddrsAsNetlink(t *testing.T) {
 	if err := ns.Handle.AddrAdd(ext, last); err != nil {
 		t.Fatal(err)
 	}
-	want := sameAsNetlink(t, "address", "AddrSubscribe", theirs, addrUpdate, func(u string) bool {
+	want = sameAsNetlink(t, "address", "AddrSubscribe", theirs, want, addrUpdate, func(u string) bool {
 		return strings.HasPrefix(u, "198.18.99.1/32 ")
 	}, &mu, &ours)
 	if len(want) < 2*len(addrs)+1 {
@@ -128,13 +143,12 @@ func TestWatchEventsAddrsAsNetlink(t *testing.T) {
 }
 
 // sameAsNetlink takes netlink's updates from theirs, as show prints them,
-// up to the one that last says is the last (within 5 s), then waits up to
-// 5 s for ours, which agentd's subscription fills under mu, to hold the
-// same; what and sub name the kind of event and netlink's subscription.
-// It returns netlink's updates.
-func sameAsNetlink[U any](t *testing.T, what, sub string, theirs <-chan U, show func(U) string, last func(string) bool, mu *sync.Mutex, ours *[]string) []string {
+// after want (those taken already), up to the one that last says is the
+// last (within 5 s), then waits up to 5 s for ours, which agentd's
+// subscription fills under mu, to hold the same; what and sub name the
+// kind of event and netlink's subscription. It returns netlink's updates.
+func sameAsNetlink[U any](t *testing.T, what, sub string, theirs <-chan U, want []string, show func(U) string, last func(string) bool, mu *sync.Mutex, ours *[]string) []string {
 	t.Helper()
-	var want []string
 	for deadline := time.After(5 * time.Second); len(want) == 0 || !last(want[len(want)-1]); {
 		select {
 		case u := <-theirs:

@@ -86,7 +86,7 @@ func TestWatchEventsRoutesAsNetlink(t *testing.T) {
 	}
 	// The last event, after which both have seen all.
 	ip("route", "add", "10.244.99.0/24", "dev", "ext0")
-	want := sameAsNetlink(t, "route", "RouteSubscribe", theirs, routeUpdate, func(u string) bool {
+	want := sameAsNetlink(t, "route", "RouteSubscribe", theirs, nil, routeUpdate, func(u string) bool {
 		return strings.Contains(u, " 10.244.99.0/24 ")
 	}, &mu, &ours)
 	if len(want) < 2*len(routes)+4 {
