@@ -294,22 +294,7 @@ func TestGCRemovesBridgeMasquerade(t *testing.T) {
 	if got := r.allocated(t); len(got) != 1 || got[0] != "10.244.5.3" {
 		t.Errorf("after GC host-local holds %q, want only c2's 10.244.5.3", got)
 	}
-	c1, c2 := masqChainName("cbr0", "c1"), masqChainName("cbr0", "c2")
-	var left, kept []string
-	for _, rule := range cniRules(t, host) {
-		switch {
-		case strings.Contains(rule, c1):
-			left = append(left, rule)
-		case strings.Contains(rule, c2):
-			kept = append(kept, rule)
-		}
-	}
-	if len(left) > 0 {
-		t.Errorf("after GC the host's nat table still has c1's\n%s", strings.Join(left, "\n"))
-	}
-	if len(kept) != 4 {
-		t.Errorf("after GC the host's nat table has of c2's, still running,\n%s\nwant its chain, its two rules and the POSTROUTING rule", strings.Join(kept, "\n"))
-	}
+	checkGCMasq(t, host)
 }
 
 // TestDelWithoutNetnsRemovesBridgeMasquerade: a DEL whose pod network
@@ -387,5 +372,29 @@ func TestDelDropsMasqChain(t *testing.T) {
 	del("c4", "eth0", "")
 	if got := f.errOut.String(); !strings.Contains(got, "DEL of container c4 interface eth0 in network cbr0: delete masquerade chain CNI-x: in use") {
 		t.Errorf("stderr %q", got)
+	}
+}
+
+// checkGCMasq checks the host's nat table (cniRules) after a GC that
+// released c1 of network cbr0 and kept c2, still running: none of c1's
+// chain and rules left, c2's chain, its two rules and its POSTROUTING rule
+// kept.
+func checkGCMasq(t *testing.T, host string) {
+	t.Helper()
+	c1, c2 := masqChainName("cbr0", "c1"), masqChainName("cbr0", "c2")
+	var left, kept []string
+	for _, rule := range cniRules(t, host) {
+		switch {
+		case strings.Contains(rule, c1):
+			left = append(left, rule)
+		case strings.Contains(rule, c2):
+			kept = append(kept, rule)
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("after GC the host's nat table still has c1's\n%s", strings.Join(left, "\n"))
+	}
+	if len(kept) != 4 {
+		t.Errorf("after GC the host's nat table has of c2's, still running,\n%s\nwant its chain, its two rules and the POSTROUTING rule", strings.Join(kept, "\n"))
 	}
 }
