@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -56,6 +57,17 @@ func TestKernelChangesLoggedOncePerMinute(t *testing.T) {
 	netCfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
 	ctx, stop := startReconcileLoop(t, a, be, leases, netCfg)
 	defer stop()
+	// A wake the loop takes before the closed synced channel makes no
+	// pass (select picks at random among ready cases), so the wakes start
+	// after the first pass, which follows the synced channel's at once.
+	if err := cluster.Eventually(ctx, 10*time.Second, func() error {
+		if be.passes.Load() == 0 {
+			return errors.New("no pass yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	const wakes = 100
 	for range wakes {
 		leases.change <- struct{}{}
