@@ -1118,9 +1118,21 @@ func formerName(n *NetConf, env subnetenv.Env, file string) bool {
 	if json.Unmarshal(b, &saved) != nil {
 		return false
 	}
+	return formerConf(n, env, saved)
+}
+
+// formerConf says whether the delegate configuration saved, of another
+// network name, is the one n gives today with env but for what follows the
+// ADD or the pod (see formerName). A forceAddress that saved lacks is not
+// compared either: flannel's plugin never sets it, and its per-container
+// files (see renamedLegacy) would otherwise never match.
+func formerConf(n *NetConf, env subnetenv.Env, saved map[string]any) bool {
 	today, err := DelegateConf(n, env)
 	if err != nil {
 		return false
+	}
+	if _, ok := saved["forceAddress"]; !ok {
+		delete(today, "forceAddress")
 	}
 	canonical := func(d map[string]any) (string, bool) {
 		d = maps.Clone(d)
@@ -1672,18 +1684,59 @@ func sameFile(a, b string) bool {
 // that names another network in its "name": those count as missing. One that
 // does not decode is taken, so that DEL can remove it. Which interface a
 // legacy file of flannel's was for is not recorded: it serves whichever
-// attachment comes first. Last comes a file saved for the attachment under
-// another network name (see renamedSaved). Missing is an error satisfying
-// errors.Is(err, fs.ErrNotExist), and errors.Is(err, syscall.ENAMETOOLONG)
-// too when no file can have the attachment's name.
+// attachment comes first. Then come a file saved for the attachment under
+// another network name (see renamedSaved), and last the legacy file when it
+// names a former name of the network (see renamedLegacy). Missing is an
+// error satisfying errors.Is(err, fs.ErrNotExist), and
+// errors.Is(err, syscall.ENAMETOOLONG) too when no file can have the
+// attachment's name.
 func readSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, err error) {
 	saved, b, forget, err = readOwnSaved(n, at)
 	if errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENAMETOOLONG) {
 		if path, b, forget, ok := renamedSaved(n, at); ok {
 			return path, b, forget, nil
 		}
+		if b, ok := renamedLegacy(n, at); ok {
+			return at.legacy, b, []string{at.legacy}, nil
+		}
 	}
 	return saved, b, forget, err
+}
+
+// renamedLegacy reads the container's legacy file (see attachment), written
+// by flannel's plugin or agentd-cni before the per-attachment layout, when
+// it names another network whose configuration is n's today but for the
+// name (see formerConf): the network's under a name the conflist gave it
+// before, which readOwnSaved takes for another network's. After a rename
+// the runtime DELs the pods added before under the new name; without this
+// their addresses (in the former name's host-local store), bridge's
+// masquerade chain (named after the former name) and the file stayed for
+// good. A legacy file with a second name is some attachment's (see save),
+// found by renamedSaved if it is this one's. Another network sharing
+// dataDir differs in some key and is left alone; so are the file of a
+// subnet the host had before, and any while subnet.env cannot be read, as
+// GC leaves a former name's attachment files then.
+func renamedLegacy(n *NetConf, at attachment) ([]byte, bool) {
+	fi, err := os.Lstat(at.legacy)
+	if err != nil || !fi.Mode().IsRegular() || links(fi) > 1 {
+		return nil, false
+	}
+	b, err := os.ReadFile(at.legacy)
+	if err != nil {
+		return nil, false
+	}
+	var d map[string]any
+	if json.Unmarshal(b, &d) != nil {
+		return nil, false
+	}
+	if name, _ := d["name"].(string); name == n.Name || utils.ValidateNetworkName(name) != nil {
+		return nil, false
+	}
+	env, err := subnetenv.ReadOwnedComplete(n.SubnetFile)
+	if err != nil {
+		return nil, false
+	}
+	return b, formerConf(n, env, d)
 }
 
 // renamedSaved finds what ADD saved for the attachment at under another

@@ -1,0 +1,145 @@
+package cniplugin
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/agentd/agentd/internal/nsreap"
+	"github.com/containernetworking/cni/libcni"
+)
+
+// flannelsFile is what flannel's plugin saves in dataDir/<container ID> for
+// the fixture's network cbr0 (delegate isDefaultGateway) on envA's subnet:
+// the fixture's configuration but for forceAddress, which flannel's plugin
+// never sets.
+const flannelsFile = `{"cniVersion":"1.0.0","ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.5.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}`
+
+// TestDelAfterRenameLegacy: after the network is renamed in the conflist
+// (cbr0 to agentd), the runtime DELs a pod that flannel's plugin (or
+// agentd-cni before the per-attachment layout) added under cbr0 under the
+// new name. Its only file is flannel's per-container one, naming cbr0.
+// Before, DEL took that file for another network's, rebuilt a
+// configuration named agentd (host-local released nothing: it keeps cbr0's
+// addresses under cbr0), looked for no masquerade chain of cbr0's and left
+// the file, all for good. DEL now takes the file when its configuration is
+// this network's but for the name (as GC does for an old name's
+// attachment file): the delegate gets it, cbr0's chain and the file go. A
+// legacy file that is another network's stays: one with another delegate
+// key, one of a subnet the host had before, and one that is a second name
+// of another network's attachment file.
+func TestDelAfterRenameLegacy(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	if err := f.p.Add(f.attach("other", "c4", "net1", "")); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"c1": flannelsFile,
+		"c2": strings.Replace(strings.Replace(flannelsFile, `"name":"cbr0"`, `"name":"other"`, 1), `"isGateway"`, `"hairpinMode":true,"isGateway"`, 1),
+		"c3": strings.Replace(flannelsFile, "10.244.5.0/24", "10.244.1.0/24", 1),
+	}
+	for id, content := range files {
+		if err := os.WriteFile(filepath.Join(f.dataDir, id), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.exec.calls = nil
+	var dels []string
+	for _, id := range []string{"c1", "c2", "c3", "c4"} {
+		a := f.attach("agentd", id, "eth0", "")
+		a.Netns = ""
+		if err := f.p.Del(a); err != nil {
+			t.Fatalf("DEL of %s under the new name: %v", id, err)
+		}
+		c := f.exec.calls[len(f.exec.calls)-1]
+		dels = append(dels, fmt.Sprintf("%s %v", id, c.conf["name"]))
+		if id == "c1" && string(c.stdin) != flannelsFile {
+			t.Errorf("DEL of c1 gave the delegate\n%s\nwant flannel's file\n%s", c.stdin, flannelsFile)
+		}
+	}
+	if want := []string{"c1 cbr0", "c2 agentd", "c3 agentd", "c4 agentd"}; !slices.Equal(dels, want) {
+		t.Errorf("DELs ran with networks %q, want %q: c1's with flannel's file of cbr0, the others rebuilt", dels, want)
+	}
+	if want := []string{"cbr0 c1", "agentd c2", "agentd c3", "agentd c4"}; !slices.Equal(f.masq.removed, want) {
+		t.Errorf("DELs removed the masquerade chains of %q, want %q", f.masq.removed, want)
+	}
+	if got, want := fileNames(t, f.dataDir), []string{"c2", "c3", "c4", "other:c4:net1"}; !slices.Equal(got, want) {
+		t.Errorf("after the DELs dataDir holds %q, want %q", got, want)
+	}
+}
+
+// TestDelAfterRenameLegacyReleases: a pod added under cbr0 whose only file
+// is flannel's per-container one (made here from agentd-cni's: its
+// attachment file removed, forceAddress taken out, as flannel's plugin
+// saves), DELed under the new name agentd, with its namespace there or
+// gone: host-local frees its address in cbr0's store, bridge's masquerade
+// chain (named after cbr0) goes, and so does the file. Before, host-local
+// still held the address, the chain stayed and so did the file. Real bridge
+// and host-local in a namespace standing for the host,
+// FLANNEL_IPMASQ=false so that bridge masquerades.
+func TestDelAfterRenameLegacyReleases(t *testing.T) {
+	needRoot(t)
+	for _, tc := range []struct {
+		name      string
+		netnsGone bool
+	}{
+		{"pod namespace there", false},
+		{"pod namespace gone", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRuntime(t)
+			l := r.bridgeList(t, "1.0.0", envBridgeMasq)
+			rt := r.pod("c1")
+			rt.NetNS = filepath.Join(nsreap.Dir, netns(t, "p"))
+			ctx := context.Background()
+			if _, err := r.cni.AddNetworkList(ctx, l, rt); err != nil {
+				t.Fatalf("ADD: %v", err)
+			}
+			legacy := filepath.Join(r.dataDir, "c1")
+			b, err := os.ReadFile(legacy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			flannels := bytes.Replace(b, []byte(`"forceAddress":true,`), nil, 1)
+			if bytes.Equal(flannels, b) {
+				t.Fatalf("agentd-cni saved %s, without forceAddress", b)
+			}
+			for _, name := range []string{"c1", "cbr0:c1:eth0"} {
+				if err := os.Remove(filepath.Join(r.dataDir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(legacy, flannels, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			renamed, err := libcni.ConfListFromBytes(bytes.Replace(l.Bytes, []byte(`"name":"cbr0"`), []byte(`"name":"agentd"`), 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.netnsGone {
+				if err := nsreap.Delete(rt.NetNS); err != nil {
+					t.Fatal(err)
+				}
+				rt.NetNS = ""
+			}
+			if err := r.cni.DelNetworkList(ctx, renamed, rt); err != nil {
+				t.Fatalf("DEL under the new name: %v", err)
+			}
+			if got := r.allocated(t); len(got) > 0 {
+				t.Errorf("after DEL host-local still holds %q under the former name", got)
+			}
+			if got := cniRules(t, r.host); len(got) > 0 {
+				t.Errorf("after DEL the host's nat table still has\n%s", strings.Join(got, "\n"))
+			}
+			if got := fileNames(t, r.dataDir); len(got) > 0 {
+				t.Errorf("after DEL dataDir holds %q", got)
+			}
+		})
+	}
+}
