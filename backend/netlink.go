@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/agentd/agentd/internal/delay"
+	"github.com/agentd/agentd/internal/lograte"
 	"github.com/go-logr/logr"
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/vishvananda/netlink"
@@ -1463,6 +1464,27 @@ const eventBuffer = 64
 // asks with SO_RCVBUF and the kernel caps the size at rmem_max.
 const eventSocketBuffer = 8 << 20
 
+// A subscription opened again after an end that ends within
+// resubscribePaceMax (a kernel that keeps sending a message agentd cannot
+// read, or floods the socket) is opened again after a delay, doubling from
+// resubscribePaceMin up to resubscribePaceMax, rather than at once, and so
+// is its full pass: one a minute where there were as many as the kernel
+// sent messages. The first end, and one after a subscription that lasted
+// longer, is subscribed again at once.
+const (
+	resubscribePaceMin = 250 * time.Millisecond
+	resubscribePaceMax = time.Minute
+)
+
+// endLines is how many ends of a subscription, other than overruns, are
+// logged at -v=0 in endLinesWindow; the rest at -v=2, each with the
+// running count. With the pace above, a stream of ends costs some 20 lines
+// an hour.
+const (
+	endLines       = 3
+	endLinesWindow = 10 * time.Minute
+)
+
 // eventResubscriptions counts the subscriptions WatchEvents opened again in
 // this process: [0] after a socket buffer overrun, [1] after any other end.
 var eventResubscriptions [2]atomic.Uint64
@@ -1480,13 +1502,34 @@ func EventResubscriptions() (overruns, others uint64) {
 // for each event that f accepts. It runs until ctx is done and then returns
 // ctx.Err(), having closed its subscriptions and joined their goroutines. It
 // returns another error only when the first subscription fails. A
-// subscription that ends later is reopened with a backoff, followed by a
-// wake, because events may have been missed. A socket buffer overrun
-// (ENOBUFS: the kernel dropped events the reader had not taken) is logged at
-// -v=2 with the number so far, since resubscribing and waking is all it
-// needs; any other end is logged at -v=0.
+// subscription that ends later is reopened, followed by a wake, because
+// events may have been missed: at once, but after a delay growing up to a
+// minute when it ends within a minute of being opened again
+// (resubscribePaceMax), so that a kernel that keeps sending a message the
+// readers cannot read costs a pass a minute, not a pass per message. A
+// socket buffer overrun (ENOBUFS: the kernel dropped events the reader had
+// not taken) is logged at -v=2 with the number so far, since resubscribing
+// and waking is all it needs; any other end is logged at -v=0, up to
+// endLines in endLinesWindow, and at -v=2 past them.
 func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter, wake func()) error {
-	sub, err := subscribe(ns, f)
+	return watchEvents(ctx, ns, log, f, wake, ownReaders)
+}
+
+// eventReaders read each group's receives (readEvents's): ownReaders, or a
+// test's, which may refuse messages the kernel writes, as no mainline
+// kernel gives a message the readers refuse.
+type eventReaders struct {
+	links  func([]syscall.NetlinkMessage) ([]netlink.LinkUpdate, error)
+	addrs  func([]syscall.NetlinkMessage) ([]netlink.AddrUpdate, error)
+	routes func([]syscall.NetlinkMessage) ([]netlink.RouteUpdate, error)
+	neighs func([]syscall.NetlinkMessage) ([]NeighEvent, error)
+}
+
+var ownReaders = eventReaders{links: linkEvents, addrs: addrEvents, routes: routeEvents, neighs: neighEvents}
+
+// watchEvents is WatchEvents reading each group's receives with r.
+func watchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter, wake func(), r eventReaders) error {
+	sub, err := subscribe(ns, f, r)
 	if err != nil {
 		return fmt.Errorf("subscribe to netlink events: %w", err)
 	}
@@ -1496,22 +1539,49 @@ func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 	if f.Subscribed != nil {
 		f.Subscribed()
 	}
-	overruns := 0
+	overruns, others := 0, 0
+	pace := delay.Backoff{Min: resubscribePaceMin, Max: resubscribePaceMax}
+	endedBefore := false // the first end is subscribed again at once
+	lines := lograte.New(endLines, endLinesWindow, nil)
 	for {
+		since := time.Now()
 		ended := sub.run(ctx, log, f, wake)
 		sub.close()
 		if ended == nil {
 			return ctx.Err()
 		}
+		// The first end, or one after a subscription that lasted
+		// resubscribePaceMax, is subscribed again at once; each one
+		// sooner waits longer.
+		var in time.Duration
+		if endedBefore && time.Since(since) < resubscribePaceMax {
+			in = pace.Next()
+		} else {
+			pace.Reset()
+		}
+		endedBefore = true
 		if isOverrun(ended) {
 			eventResubscriptions[0].Add(1)
 			overruns++
-			log.V(2).Info("netlink event socket overrun; subscribing again", "err", ended, "overruns", overruns)
+			log.V(2).Info("netlink event socket overrun; subscribing again", "err", ended, "overruns", overruns, "in", in)
 		} else {
 			eventResubscriptions[1].Add(1)
-			log.Info("netlink event subscription ended; subscribing again", "err", ended)
+			others++
+			kvs := []any{"err", ended, "ends", others, "in", in}
+			switch lines.Next() {
+			case lograte.Log:
+				log.Info("netlink event subscription ended; subscribing again", kvs...)
+			case lograte.Last:
+				log.Info("netlink event subscription ended; subscribing again; more such ends are logged at -v=2 only until "+
+					lines.Until().Format(time.TimeOnly), kvs...)
+			default:
+				log.V(2).Info("netlink event subscription ended; subscribing again", kvs...)
+			}
 		}
-		if sub = resubscribe(ctx, ns, log, f); sub == nil {
+		if delay.Sleep(ctx, in) != nil {
+			return ctx.Err()
+		}
+		if sub = resubscribe(ctx, ns, log, f, r); sub == nil {
 			return ctx.Err()
 		}
 		if f.Subscribed != nil {
@@ -1530,10 +1600,10 @@ func isOverrun(err error) bool {
 
 // resubscribe retries subscribe with a backoff until it works (nil when ctx
 // ends first).
-func resubscribe(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter) *subscription {
+func resubscribe(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter, r eventReaders) *subscription {
 	b := delay.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for {
-		sub, err := subscribe(ns, f)
+		sub, err := subscribe(ns, f, r)
 		if err == nil {
 			return sub
 		}
@@ -1563,7 +1633,7 @@ type subscription struct {
 	forced bool
 }
 
-func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
+func subscribe(ns netns.NsHandle, f EventFilter, r eventReaders) (_ *subscription, err error) {
 	s := &subscription{done: make(chan struct{}), errs: make(chan error, 1)}
 	defer func() {
 		if err != nil {
@@ -1584,28 +1654,28 @@ func subscribe(ns netns.NsHandle, f EventFilter) (_ *subscription, err error) {
 	}
 	if f.Link != nil {
 		ch := make(chan netlink.LinkUpdate, eventBuffer)
-		if err := subscribeOwn(ns, ch, s.done, onErr(&s.linkErr), s.forced, linkEvents, unix.RTNLGRP_LINK); err != nil {
+		if err := subscribeOwn(ns, ch, s.done, onErr(&s.linkErr), s.forced, r.links, unix.RTNLGRP_LINK); err != nil {
 			return nil, fmt.Errorf("links: %w", err)
 		}
 		s.links = ch
 	}
 	if f.Addr != nil {
 		ch := make(chan netlink.AddrUpdate, eventBuffer)
-		if err := subscribeOwn(ns, ch, s.done, onErr(&s.addrErr), s.forced, addrEvents, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR); err != nil {
+		if err := subscribeOwn(ns, ch, s.done, onErr(&s.addrErr), s.forced, r.addrs, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR); err != nil {
 			return nil, fmt.Errorf("addresses: %w", err)
 		}
 		s.addrs = ch
 	}
 	if f.Route != nil {
 		ch := make(chan netlink.RouteUpdate, eventBuffer)
-		if err := subscribeOwn(ns, ch, s.done, onErr(&s.routeErr), s.forced, routeEvents, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE); err != nil {
+		if err := subscribeOwn(ns, ch, s.done, onErr(&s.routeErr), s.forced, r.routes, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE); err != nil {
 			return nil, fmt.Errorf("routes: %w", err)
 		}
 		s.routes = ch
 	}
 	if f.Neigh != nil {
 		ch := make(chan NeighEvent, eventBuffer)
-		if err := subscribeOwn(ns, ch, s.done, onErr(&s.neighErr), s.forced, neighEvents, unix.RTNLGRP_NEIGH); err != nil {
+		if err := subscribeOwn(ns, ch, s.done, onErr(&s.neighErr), s.forced, r.neighs, unix.RTNLGRP_NEIGH); err != nil {
 			return nil, fmt.Errorf("neighbours: %w", err)
 		}
 		s.neighs = ch
