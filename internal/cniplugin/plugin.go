@@ -284,7 +284,10 @@ func savedNetwork(n *NetConf, d map[string]any) string {
 // the pod's namespace there, the delegate runs only once the xtables lock
 // is free, if it would wait for it (see waitXtables).
 func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ string, conf []byte) error) error {
-	saved, b, forget, err := readSaved(n, at)
+	saved, b, forget, left, err := readSaved(n, at)
+	for _, l := range left {
+		fmt.Fprintf(p.stderr(), "agentd-cni: DEL of container %s interface %s in network %s: %s\n", at.containerID, at.ifName, n.Name, l.describe(at))
+	}
 	if errors.Is(err, syscall.ENAMETOOLONG) {
 		// No file can have the attachment's name, and no legacy file
 		// serves it: its ADD saved nothing and so ran no delegate (see
@@ -1331,7 +1334,12 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	saved, b, _, err := readSaved(n, at)
+	saved, b, _, left, err := readSaved(n, at)
+	if errors.Is(err, fs.ErrNotExist) && len(left) > 0 {
+		// As before renamedSaved left such a file: a pod added under a
+		// former name, whose saved configuration is damaged.
+		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("saved configuration %s: %v", left[0].path, left[0].err), "")
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("no network configuration saved for container %s interface %s in network %s (%s): ADD did not run on this host", args.ContainerID, args.IfName, n.Name, at.path), "")
 	}
@@ -1690,17 +1698,37 @@ func sameFile(a, b string) bool {
 // error satisfying errors.Is(err, fs.ErrNotExist), and
 // errors.Is(err, syscall.ENAMETOOLONG) too when no file can have the
 // attachment's name.
-func readSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, err error) {
+// left are the files saved for the attachment under other network names
+// that renamedSaved left alone.
+func readSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, left []leftSaved, err error) {
 	saved, b, forget, err = readOwnSaved(n, at)
 	if errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENAMETOOLONG) {
-		if path, b, forget, ok := renamedSaved(n, at); ok {
-			return path, b, forget, nil
+		path, b, forget, left, ok := renamedSaved(n, at)
+		if ok {
+			return path, b, forget, left, nil
 		}
 		if b, ok := renamedLegacy(n, at); ok {
-			return at.legacy, b, []string{at.legacy}, nil
+			return at.legacy, b, []string{at.legacy}, left, nil
 		}
+		return saved, nil, nil, left, err
 	}
-	return saved, b, forget, err
+	return saved, b, forget, nil, err
+}
+
+// leftSaved is a file saved for an attachment under another network name
+// that renamedSaved left alone, and why: it could not be read or decoded.
+type leftSaved struct {
+	path, network string
+	err           error
+}
+
+// describe says what l leaves behind, for the operator, at DEL of the
+// attachment at, and how to remove it: the delegate's DEL under that name
+// never ran, so the address its IPAM plugin gave and bridge's
+// masquerading, both named after that network, may still be there.
+func (l leftSaved) describe(at attachment) string {
+	return fmt.Sprintf("left %s alone: saved for this container and interface under network name %s, it %v, so it cannot show that %s was this network's name before a rename (nor which configuration would release under it); if it was, the pod's address may still be held under that name (host-local: the file holding %s in /var/lib/cni/networks/%s/) and its masquerading too: %s; then remove %s",
+		l.path, l.network, l.err, l.network, at.containerID, l.network, masqByHand(l.network, at.containerID, at.ifName, true), l.path)
 }
 
 // renamedLegacy reads the container's legacy file (see attachment), written
@@ -1750,11 +1778,17 @@ func renamedLegacy(n *NetConf, at attachment) ([]byte, bool) {
 // attachment whatever the network: another network sharing dataDir (a
 // second network of Multus') gives its attachments other interface names.
 // The first such file in name order is taken, with its legacy second name
-// (see save) in its forget list.
-func renamedSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, ok bool) {
+// (see save) in its forget list. A file that cannot be read or decoded
+// (see decodeSaved) is not: nothing in it shows that its network was this
+// one, and a configuration rebuilt under its name from today's conflist
+// could be another network's (its bridge, its IPAM plugin). Taken, it got
+// a DEL with a configuration rebuilt under the current name, which
+// released nothing of its own, and was removed, the only trace of what
+// was left. Such files stay, listed in left for DEL to report.
+func renamedSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, left []leftSaved, ok bool) {
 	names, err := os.ReadDir(n.DataDir)
 	if err != nil {
-		return "", nil, nil, false
+		return "", nil, nil, nil, false
 	}
 	suffix := ":" + at.containerID + ":" + at.ifName
 	for _, e := range names {
@@ -1763,16 +1797,24 @@ func renamedSaved(n *NetConf, at attachment) (saved string, b []byte, forget []s
 			continue
 		}
 		path := filepath.Join(n.DataDir, e.Name())
-		if b, err = os.ReadFile(path); err != nil {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			left = append(left, leftSaved{path, network, fmt.Errorf("cannot be read (%w)", err)})
+			continue
+		}
+		if _, err := decodeSaved(path, b); err != nil {
+			var te *types.Error
+			errors.As(err, &te)
+			left = append(left, leftSaved{path, network, fmt.Errorf("does not decode (%s)", strings.TrimPrefix(te.Msg, "saved configuration "+path+": "))})
 			continue
 		}
 		forget = []string{path}
 		if sameFile(at.legacy, path) {
 			forget = []string{at.legacy, path}
 		}
-		return path, b, forget, true
+		return path, b, forget, left, true
 	}
-	return "", nil, nil, false
+	return "", nil, nil, left, false
 }
 
 // readOwnSaved is readSaved without a renamed network's file.

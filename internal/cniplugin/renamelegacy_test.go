@@ -74,6 +74,61 @@ func TestDelAfterRenameLegacy(t *testing.T) {
 	}
 }
 
+// TestDelAfterRenameDamaged: a file saved for the attachment under another
+// network name that does not decode cannot show which network it was: the
+// former name of this one, or another network whose configuration a
+// rebuilt one would not match (its bridge, its IPAM). Before, DEL under the
+// new name took it, ran the delegate with a configuration rebuilt under
+// the new name (releasing none of the old name's address or masquerading)
+// and removed it: the only trace of what was left. It also took it before a
+// readable file of another former name later in name order, which then
+// stayed with its address. DEL now leaves such a file, says so on stderr
+// with what may be left under that name and how to remove it, and takes a
+// readable one if there is one.
+func TestDelAfterRenameDamaged(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	if err := f.p.Add(f.attach("cbr0", "c2", "eth0", "")); err != nil {
+		t.Fatal(err)
+	}
+	added := string(f.exec.calls[0].stdin)
+	const damaged = `{"cniVersion":"1.0.0","type":"bri`
+	for _, name := range []string{"cbr0:c1:eth0", "a:c2:eth0"} {
+		if err := os.WriteFile(filepath.Join(f.dataDir, name), []byte(damaged), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.exec.calls = nil
+	for _, id := range []string{"c1", "c2"} {
+		if err := f.p.Del(f.attach("agentd", id, "eth0", "")); err != nil {
+			t.Fatalf("DEL of %s under the new name: %v", id, err)
+		}
+	}
+	if len(f.exec.calls) != 2 {
+		t.Fatalf("delegate calls %+v, want two DELs", f.exec.calls)
+	}
+	if got := f.exec.calls[0].conf["name"]; got != "agentd" {
+		t.Errorf("DEL of c1 ran with network %v, want agentd (rebuilt: nothing readable saved)", got)
+	}
+	if got := string(f.exec.calls[1].stdin); got != added {
+		t.Errorf("DEL of c2 gave the delegate\n%s\nwant what its ADD under cbr0 saved\n%s", got, added)
+	}
+	if got, want := fileNames(t, f.dataDir), []string{"a:c2:eth0", "cbr0:c1:eth0"}; !slices.Equal(got, want) {
+		t.Errorf("after the DELs dataDir holds %q, want %q: the damaged files left", got, want)
+	}
+	log := f.errOut.String()
+	for _, want := range []string{
+		"agentd-cni: DEL of container c1 interface eth0 in network agentd: left " + filepath.Join(f.dataDir, "cbr0:c1:eth0") + " alone",
+		"/var/lib/cni/networks/cbr0",
+		"iptables -t nat -X " + masqChainName("cbr0", "c1"),
+		"agentd-cni: DEL of container c2 interface eth0 in network agentd: left " + filepath.Join(f.dataDir, "a:c2:eth0") + " alone",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("stderr\n%s\nsays nothing of %q", log, want)
+		}
+	}
+}
+
 // TestDelAfterRenameLegacyReleases: a pod added under cbr0 whose only file
 // is flannel's per-container one (made here from agentd-cni's: its
 // attachment file removed, forceAddress taken out, as flannel's plugin
