@@ -1294,7 +1294,8 @@ func joinErrors(verb string, errs []error) error {
 // removeSaved forgets an attachment's saved delegate configuration: the
 // files readSaved named, in its order, then the temporary files of saves of
 // at that were cut short (an ADD killed, a power loss, before its rename):
-// no later ADD replaces the attachment's file, which would remove them.
+// no later ADD replaces the attachment's file, which would remove them; and
+// those of a former name's file it took (see renamedSaved).
 //
 // It holds save's lock on dataDir, and there looks again at the legacy
 // name: an ADD of the attachment again, at the same time as its DEL, may
@@ -1321,6 +1322,13 @@ func (p *Plugin) removeSaved(at attachment, forget []string) error {
 		}
 	}
 	atomicfile.RemoveLeftovers(at.path)
+	for _, f := range forget {
+		if f != at.path && f != at.legacy {
+			// A former name's file (see renamedSaved): no ADD or DEL
+			// under that name will remove its leftovers.
+			atomicfile.RemoveLeftovers(f)
+		}
+	}
 	return nil
 }
 

@@ -129,6 +129,31 @@ func TestDelAfterRenameDamaged(t *testing.T) {
 	}
 }
 
+// TestDelAfterRenameRemovesCutSave: the temporary file of a save cut short
+// under the former name (an ADD of the attachment run again and killed
+// before its rename) goes with the former name's file when DEL under the
+// new name takes it, as it does under the name it was saved with
+// (TestDelRemovesCutSave). Before, it stayed for good: no ADD or DEL runs
+// under the former name again.
+func TestDelAfterRenameRemovesCutSave(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	if err := f.p.Add(f.args("c1", "")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{".cbr0:c1:eth0.tmp12", ".cbr0:c1:eth1.tmp55"} {
+		if err := os.WriteFile(filepath.Join(f.dataDir, name), []byte(`{"cniVer`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.p.Del(f.attach("agentd", "c1", "eth0", "")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fileNames(t, f.dataDir), []string{".cbr0:c1:eth1.tmp55"}; !slices.Equal(got, want) {
+		t.Errorf("after DEL under the new name dataDir holds %q, want %q", got, want)
+	}
+}
+
 // TestDelAfterRenameLegacyReleases: a pod added under cbr0 whose only file
 // is flannel's per-container one (made here from agentd-cni's: its
 // attachment file removed, forceAddress taken out, as flannel's plugin
