@@ -579,10 +579,11 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	// After the lease manager has started: it keeps the lease alive
 	// while the write is retried.
-	if err := a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written"); err != nil {
+	// The MTU since the last run is logged before /status and /readyz
+	// show the write.
+	sinceLastRun := func() { a.mtuSinceLastRun(prevEnv.MTU, prevPath, env.MTU) }
+	if err := a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written", sinceLastRun); err != nil {
 		fail(err)
-	} else if hasPrev && ctx.Err() == nil {
-		a.mtuSinceLastRun(prevEnv.MTU, prevPath, env.MTU)
 	}
 	a.followMTU(ctx, &env, fail)
 	<-ctx.Done()
@@ -1013,9 +1014,12 @@ func checkSubnetFile(path string) error {
 // before that. While the write fails, a subnet.env naming another subnet
 // (this host moved) is removed, so that dockerd and the CNI plugin give out
 // no addresses from a subnet that is not this host's; meanwhile says what
-// the failure means for containers, in the line that reports it. Any other
-// error (env is invalid) is returned.
-func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env, meanwhile string) error {
+// the failure means for containers, in the line that reports it. wrote, if
+// not nil, is called once the file is written, before /readyz, /status and
+// /metrics show it: the line it logs about the new file (its MTU against the
+// last one's) is there for whoever sees them. Any other error (env is
+// invalid) is returned.
+func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env, meanwhile string, wrote func()) error {
 	path := a.cfg.SubnetFile
 	b := delay.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	var last string
@@ -1060,10 +1064,13 @@ func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env, meanwhile
 	case !errors.Is(err, os.ErrNotExist):
 		a.log.Error(err, "cannot remove the subnet.env kept by a run that lost its subnet; a start without subnet.env would prefer its subnet", "path", lost)
 	}
+	if wrote != nil {
+		wrote()
+	}
 	// /readyz, /status and /metrics last: whoever sees the write there
-	// finds the kept file gone, and the lines logged. The MTU before
-	// readiness, which may come with the write: /status has it once
-	// /readyz (and systemd) say ready.
+	// finds the kept file gone, and the lines logged (wrote's too). The
+	// MTU before readiness, which may come with the write: /status has it
+	// once /readyz (and systemd) say ready.
 	a.obs.setMTU(env.MTU)
 	a.health.setSubnetEnvWritten()
 	return nil
@@ -1091,21 +1098,24 @@ func (a *agent) followMTU(ctx context.Context, env *subnetenv.Env, fail func(err
 		next.MTU = mtu
 		// subnet.env, written at the start, is there with env's MTU.
 		meanwhile := fmt.Sprintf("new containers get subnet.env's MTU %d, not %d, until it is written", env.MTU, mtu)
-		if err := a.writeSubnetEnv(ctx, next, meanwhile); err != nil {
+		wrote := false
+		said := func() {
+			wrote = true
+			msg := mtuRaisedMsg
+			if mtu < env.MTU {
+				msg = mtuLoweredMsg
+			}
+			a.log.Info(msg, "path", a.cfg.SubnetFile, "was", env.MTU, "mtu", mtu)
+		}
+		if err := a.writeSubnetEnv(ctx, next, meanwhile, said); err != nil {
 			fail(err)
 			return
 		}
-		if ctx.Err() != nil {
+		if !wrote {
 			// The stop cut a retried write short: subnet.env says env.
 			return
 		}
-		was := env.MTU
 		*env = next
-		msg := mtuRaisedMsg
-		if mtu < was {
-			msg = mtuLoweredMsg
-		}
-		a.log.Info(msg, "path", a.cfg.SubnetFile, "was", was, "mtu", mtu)
 	}
 }
 

@@ -29,7 +29,9 @@ const configPendingRunEnv = "AGENTD_CONFIG_PENDING_TEST_ETCD"
 // (1500) is not its backend's (1450), then the config key switched to
 // host-gw and back. The start says once that subnet.env's MTU was lowered
 // since the last run and that containers started before keep the larger
-// one; it said nothing. The switch is said at once to be one this host
+// one, before /status shows the MTU or the agent is ready (it was logged
+// once /status had the MTU, at times after readiness too, so a reader of
+// /status, then of the log, could miss it); it once said nothing. The switch is said at once to be one this host
 // cannot run, with host-gw's reason, not "restart agentd to apply it" (each
 // restart then failed with that reason). /status configPending and
 // agentd_network_config_pending say so while the key differs, and nothing
@@ -56,13 +58,22 @@ func configPendingRunChild(t *testing.T, etcd string) {
 		t.Fatal(err)
 	}
 	logs := &logLines{}
+	// What /status showed when the MTU since the last run was logged.
+	var a *agent
+	shown := make(chan Status, 1)
 	log := funcr.New(func(prefix, args string) {
 		logs.add(prefix, args)
 		t.Log(prefix, args)
+		if strings.Contains(args, mtuLoweredSinceMsg) {
+			select {
+			case shown <- a.obs.status(a.health):
+			default:
+			}
+		}
 	}, funcr.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	a := newFakeAgent(cfg, log)
+	a = newFakeAgent(cfg, log)
 	a.backends[hostgw.Type] = func(c backend.Config) (backend.Backend, error) { return hostgw.New(c) }
 	rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
 	errc := make(chan error, 1)
@@ -88,17 +99,20 @@ func configPendingRunChild(t *testing.T, etcd string) {
 		}
 		return "", fmt.Errorf("no line with %q logged", what)
 	}
-	// The line follows "wrote subnet.env" (mtuSinceLastRun, once the
-	// write has returned): waiting for that one, the test looked too soon.
-	var l string
-	if err := cluster.Eventually(ctx, 30*time.Second, func() (err error) {
-		l, err = logged("MTU lowered since the last run")
-		return err
-	}); err != nil {
-		t.Fatalf("start over a subnet.env of MTU 1500 with a backend of 1450: %v", err)
+	// Whoever sees the agent ready, or the MTU in /status, finds the line:
+	// it is logged before either shows the write.
+	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
+		t.Fatalf("agent not ready: %v", err)
+	}
+	l, err := logged("MTU lowered since the last run")
+	if err != nil {
+		t.Fatalf("start over a subnet.env of MTU 1500 with a backend of 1450, ready: %v", err)
 	}
 	if !strings.Contains(l, "containers started before keep their larger MTU") || !strings.Contains(l, `"was"=1500`) || !strings.Contains(l, `"mtu"=1450`) {
 		t.Errorf("start over a subnet.env of MTU 1500 with a backend of 1450: %q; want the MTU lowered since the last run, was=1500 mtu=1450, containers keeping theirs", l)
+	}
+	if st := <-shown; st.MTU != 0 || st.Ready {
+		t.Errorf("when the MTU since the last run was logged, /status said mtu %d, ready %v; want neither shown yet", st.MTU, st.Ready)
 	}
 
 	// pending GETs /status's configPending (nil if absent) and the

@@ -61,7 +61,7 @@ func TestSubnetEnvWrittenBeforeReady(t *testing.T) {
 	a.health.setLeaseHeld(true, "")
 	a.health.setPeersProgrammed()
 	env := subnetenv.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.5.1/24"), MTU: 1450}
-	if err := a.writeSubnetEnv(context.Background(), env, "containers on this host get no address until it is written"); err != nil {
+	if err := a.writeSubnetEnv(context.Background(), env, "containers on this host get no address until it is written", nil); err != nil {
 		t.Fatal(err)
 	}
 	if want := fmt.Sprintf("mtu 1450, 1 lines of the write, %s left: false", lostSubnetFile); atReady != want {

@@ -70,7 +70,7 @@ func TestSubnetEnvWriteFailureLoggedOnce(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written")
+		done <- a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written", nil)
 	}()
 
 	select {

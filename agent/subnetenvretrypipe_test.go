@@ -44,7 +44,7 @@ func TestSubnetEnvRetryNamedPipe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := withoutDACOverride(func() error {
-		return a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written")
+		return a.writeSubnetEnv(ctx, env, "containers on this host get no address until it is written", nil)
 	})
 
 	// The first failure is logged before the retry reads the pipe.
