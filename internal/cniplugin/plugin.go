@@ -290,8 +290,8 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	}
 	if errors.Is(err, syscall.ENAMETOOLONG) {
 		// No file can have the attachment's name, and no legacy file
-		// serves it: its ADD saved nothing and so ran no delegate (see
-		// fits). A configuration rebuilt from subnet.env would undo
+		// nor a former name's file serves it: its ADD saved nothing
+		// and so ran no delegate (see fits). A configuration rebuilt from subnet.env would undo
 		// nothing, and its DEL may fail the same way (host-local names a
 		// directory after the network).
 		return nil
@@ -1705,12 +1705,14 @@ func sameFile(a, b string) bool {
 // names a former name of the network (see renamedLegacy). Missing is an
 // error satisfying errors.Is(err, fs.ErrNotExist), and
 // errors.Is(err, syscall.ENAMETOOLONG) too when no file can have the
-// attachment's name.
-// left are the files saved for the attachment under other network names
+// attachment's name and none of the others serves it. left are the files saved for the attachment under other network names
 // that renamedSaved left alone.
 func readSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, left []leftSaved, err error) {
 	saved, b, forget, err = readOwnSaved(n, at)
-	if errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENAMETOOLONG) {
+	// Also when no file can have the attachment's name: a network
+	// renamed to a name too long for it (whose ADDs all fail, see fits)
+	// still gets the DELs of its pods added under the former name.
+	if errors.Is(err, fs.ErrNotExist) {
 		path, b, forget, left, ok := renamedSaved(n, at)
 		if ok {
 			return path, b, forget, left, nil

@@ -154,6 +154,35 @@ func TestDelAfterRenameRemovesCutSave(t *testing.T) {
 	}
 }
 
+// TestDelAfterRenameToLongName: renamed to a name too long for the
+// attachment's file (every ADD then fails, see TestLongAttachmentName),
+// the network's older pods are still DELed under it. Before, such a DEL
+// ran no delegate and succeeded, since no file can have that name, and the
+// pods' addresses, masquerading and files under the former name stayed
+// for good; now it takes the former name's file as any DEL after a rename.
+func TestDelAfterRenameToLongName(t *testing.T) {
+	f := newFixture(t)
+	f.writeEnv(t, envA)
+	if err := f.p.Add(f.args("c1", "")); err != nil {
+		t.Fatal(err)
+	}
+	added := string(f.exec.calls[0].stdin)
+	a := f.attach(strings.Repeat("n", 250), "c1", "eth0", "")
+	a.Netns = ""
+	if err := f.p.Del(a); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.exec.calls) != 2 || string(f.exec.calls[1].stdin) != added {
+		t.Fatalf("DEL under the long name ran %+v, want the DEL of what ADD under cbr0 saved", f.exec.calls[1:])
+	}
+	if want := []string{"cbr0 c1"}; !slices.Equal(f.masq.removed, want) {
+		t.Errorf("DEL removed the masquerade chains of %q, want %q", f.masq.removed, want)
+	}
+	if got := fileNames(t, f.dataDir); len(got) > 0 {
+		t.Errorf("after DEL dataDir holds %q", got)
+	}
+}
+
 // TestDelAfterRenameLegacyReleases: a pod added under cbr0 whose only file
 // is flannel's per-container one (made here from agentd-cni's: its
 // attachment file removed, forceAddress taken out, as flannel's plugin
