@@ -327,9 +327,16 @@ func probeEndpoint(ctx context.Context, endpoint string, useTLS bool, tc *tls.Co
 		cfg.NextProtos = []string{"h2"}
 	}
 	err = probeTLS(ctx, conn, cfg)
+	rh, header := errors.AsType[tls.RecordHeaderError](err)
+	if header && string(rh.RecordHeader[:]) == "HTTP/" {
+		// An HTTP/1 server answered our ClientHello, as etcd's peer
+		// port (2380) does when it has no TLS; etcd's client port
+		// without TLS closes on it instead. http:// would not help.
+		return &configProblem{fmt.Errorf("%w; the endpoint answers our TLS handshake in plain HTTP/1, which etcd's client port never does: it is not etcd's client port (etcd's peer port, 2380, answers so): check the port in --etcd-endpoints (etcd's client port is 2379 by default)", err)}
+	}
 	// etcd's plain-text port closes on a ClientHello, as it would for
 	// any other trouble: a request in plain text tells.
-	if _, header := errors.AsType[tls.RecordHeaderError](err); header || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+	if header || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 		if answersPlainHTTP(ctx, network, addr, serverName) {
 			return &configProblem{fmt.Errorf("%w; the endpoint answers in plain HTTP, without TLS: write http:// in --etcd-endpoints, or serve etcd's client port with TLS", err)}
 		}
