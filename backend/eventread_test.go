@@ -14,32 +14,51 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestNeighEventsUnreadable: a neighbour message that netlink's
-// NeighDeserialize cannot read, because it panics on it (a payload shorter
-// than its header, an attribute shorter than the value netlink reads from
-// it, a last attribute not padded to 4 bytes), ends the datagram's events
-// with an error naming the message, after the events before it, as a
-// message it reports an error for does; it does not panic the reader's
-// goroutine, which would end agentd. The kernel writes no such message; a
-// vendor's may.
+// TestNeighEventsUnreadable: a neighbour message that parseNeighEntry
+// cannot read (a payload shorter than its header, an NDA_VNI shorter than
+// its value, an attribute short of its header or past the message's end)
+// ends the datagram's events with an error naming the message and why,
+// after the events before it. netlink's NeighDeserialize, which read them
+// before, panicked on the first two, which ended agentd until readEvents
+// recovered; it panicked too on a short NDA_CACHEINFO or NDA_VLAN and on a
+// last attribute not padded to 4 bytes, which parseNeighEntry reads as the
+// kernel does: not the attributes it has no use for, the unpadded one as
+// it stands. The kernel writes no such message; a vendor's may.
 func TestNeighEventsUnreadable(t *testing.T) {
-	good := nlMessage(unix.RTM_NEWNEIGH, neighMessage(9, net.IP{10, 244, 5, 0}, net.HardwareAddr{0x3e, 0x1b, 0x7c, 0, 0, 1}))
+	mac := net.HardwareAddr{0x3e, 0x1b, 0x7c, 0, 0, 1}
+	good := nlMessage(unix.RTM_NEWNEIGH, neighMessage(9, net.IP{10, 244, 5, 0}, mac))
 	fdb := netlink.Ndmsg{Family: unix.AF_BRIDGE, Index: 9, State: netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF}
 	checkUnreadable(t, "neighEvents", neighEvents, good, true, func(e NeighEvent) bool {
 		return e.IP.Equal(net.IP{10, 244, 5, 0})
 	}, []unreadableCase{
 		{"payload of 4 bytes", nlMessage(unix.RTM_NEWNEIGH, []byte{unix.AF_INET, 0, 0, 0}),
-			"unreadable neighbour message (type 28, 4 bytes 02000000)"},
-		{"empty payload", nlMessage(unix.RTM_DELNEIGH, nil), "unreadable neighbour message (type 29, 0 bytes)"},
+			"unreadable neighbour message (type 28, 4 bytes 02000000): shorter than struct ndmsg"},
+		{"empty payload", nlMessage(unix.RTM_DELNEIGH, nil), "unreadable neighbour message (type 29, 0 bytes): shorter than struct ndmsg"},
 		{"NDA_VNI of 0 bytes", nlMessage(unix.RTM_NEWNEIGH, ndMessage(fdb, []uint16{unix.NDA_VNI}, [][]byte{{}})),
 			"unreadable neighbour message (type 28, 16 bytes"},
-		{"NDA_CACHEINFO of 8 bytes", nlMessage(unix.RTM_NEWNEIGH, ndMessage(fdb, []uint16{unix.NDA_CACHEINFO}, [][]byte{make([]byte, 8)})),
-			"unreadable neighbour message (type 28, 24 bytes"},
-		{"NDA_VLAN of 0 bytes", nlMessage(unix.RTM_NEWNEIGH, ndMessage(fdb, []uint16{unix.NDA_VLAN}, [][]byte{{}})),
-			"unreadable neighbour message (type 28, 16 bytes"},
-		{"last attribute unpadded", unpadded(unix.RTM_NEWNEIGH, ndMessage(fdb, []uint16{unix.NDA_PROBES}, [][]byte{{1}})[:unix.SizeofNdMsg+5]),
-			"unreadable neighbour message (type 28, 17 bytes"},
+		{"attribute short of its header", nlMessage(unix.RTM_NEWNEIGH, append(ndMessage(fdb, []uint16{unix.NDA_LLADDR}, [][]byte{mac}), 2, 0, unix.NDA_DST, 0)),
+			"unreadable neighbour message (type 28, 28 bytes"},
+		{"attribute past the end", nlMessage(unix.RTM_NEWNEIGH, append(ndMessage(fdb, []uint16{unix.NDA_LLADDR}, [][]byte{mac}), 8, 0, unix.NDA_DST, 0)),
+			"unreadable neighbour message (type 28, 28 bytes"},
 	})
+	for _, c := range []struct {
+		name string
+		msg  []byte
+	}{
+		{"an NDA_CACHEINFO of 8 bytes", nlMessage(unix.RTM_NEWNEIGH, ndMessage(fdb, []uint16{unix.NDA_LLADDR, unix.NDA_DST, unix.NDA_CACHEINFO}, [][]byte{mac, {198, 18, 0, 2}, make([]byte, 8)}))},
+		{"an NDA_VLAN of 0 bytes", nlMessage(unix.RTM_NEWNEIGH, ndMessage(fdb, []uint16{unix.NDA_LLADDR, unix.NDA_DST, unix.NDA_VLAN}, [][]byte{mac, {198, 18, 0, 2}, {}}))},
+		{"its last attribute unpadded", unpadded(unix.RTM_NEWNEIGH, ndMessage(fdb, []uint16{unix.NDA_LLADDR, unix.NDA_DST, unix.NDA_PROBES}, [][]byte{mac, {198, 18, 0, 2}, {1}})[:unix.SizeofNdMsg+12+8+5])},
+	} {
+		msgs, err := syscall.ParseNetlinkMessage(slices.Clip(c.msg))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		evs, err := neighEvents(msgs)
+		if err != nil || len(evs) != 1 || !evs[0].IP.Equal(net.IP{198, 18, 0, 2}) || evs[0].HardwareAddr.String() != mac.String() ||
+			evs[0].LinkIndex != 9 || evs[0].Family != unix.AF_BRIDGE || evs[0].Flags != netlink.NTF_SELF || evs[0].Type != unix.RTM_NEWNEIGH {
+			t.Errorf("neighEvents of an FDB entry with %s: %+v, %v", c.name, evs, err)
+		}
+	}
 }
 
 // TestLinkEventsUnreadable: a link message that netlink cannot read (a

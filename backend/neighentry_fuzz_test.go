@@ -10,11 +10,11 @@ import (
 
 // FuzzParseNeighEntry: parseNeighEntry, what the neighbour and FDB dumps of
 // a pass read each entry with, reads a message as netlink's NeighDeserialize
-// and ndaVNI read it, the parts the passes use: link, family, state, flags,
-// NDA_DST, the MAC of NDA_LLADDR, NDA_VNI and VNI 0 told from none. It is
-// false where NeighDeserialize fails, on a message shorter than its header
-// and on an NDA_VNI of fewer than 4 bytes (which NeighDeserialize panics on
-// or reads past), and it never panics. Messages are arbitrary bytes (raw) and
+// and ndaVNI read it, the parts the passes and the neighbour events use:
+// link, family, state, type, flags, NDA_DST, the MAC of NDA_LLADDR, NDA_VNI
+// and VNI 0 told from none. It fails where NeighDeserialize fails, on a
+// message shorter than its header and on an NDA_VNI of fewer than 4 bytes
+// (which NeighDeserialize panics on or reads past), and it never panics. Messages are arbitrary bytes (raw) and
 // FDB entries written as the kernel writes them, of arbitrary attributes
 // (stream, read by attrStream).
 func FuzzParseNeighEntry(f *testing.F) {
@@ -48,7 +48,7 @@ func FuzzParseNeighEntry(f *testing.F) {
 func checkNeighEntry(t *testing.T, m []byte) {
 	t.Helper()
 	var e neighEntry
-	ok := parseNeighEntry(m, &e)
+	ok := parseNeighEntry(m, &e) == nil
 	if len(m) < unix.SizeofNdMsg {
 		if ok {
 			t.Fatalf("parseNeighEntry(%x), shorter than its header: true", m)
@@ -57,7 +57,7 @@ func checkNeighEntry(t *testing.T, m []byte) {
 	}
 	// NeighDeserialize asks the kernel about the link of a 16-byte
 	// NDA_LLADDR: not here. It reads past an NDA_VNI of fewer than 4
-	// bytes, where parseNeighEntry is false.
+	// bytes, where parseNeighEntry fails.
 	attrs, _ := routeAttrs(m[unix.SizeofNdMsg:])
 	for _, a := range attrs {
 		if a.Attr.Type == unix.NDA_LLADDR && len(a.Value) == 16 {
@@ -87,7 +87,7 @@ func checkNeighEntry(t *testing.T, m []byte) {
 	vni, named := ndaVNI(m)
 	// The IPs compared byte for byte (as strings, which staticcheck takes
 	// for no mistake): net.IP.Equal takes a 4- and a 16-byte IPv4 alike.
-	if e.LinkIndex != n.LinkIndex || e.Family != n.Family || e.State != n.State || e.Flags != n.Flags ||
+	if e.LinkIndex != n.LinkIndex || e.Family != n.Family || e.State != n.State || e.Type != n.Type || e.Flags != n.Flags ||
 		string(e.IP) != string(n.IP) || gotMAC != wantMAC || gotOK != wantOK || e.VNI != n.VNI || e.VNIZero != (named && vni == 0) {
 		t.Fatalf("parseNeighEntry(%x) = %+v; NeighDeserialize reads %+v, ndaVNI %d, %v", m, e, n, vni, named)
 	}

@@ -949,6 +949,7 @@ func ListNeighsOn(h *netlink.Handle, linkIndex int) ([]Neigh, error) {
 // and LLAddr point into the message read.
 type neighEntry struct {
 	LinkIndex, Family, State, Flags int
+	Type                            int              // ndm_type: RTN_UNICAST…
 	IP                              net.IP           // NDA_DST
 	LLAddr                          net.HardwareAddr // NDA_LLADDR
 	VNI                             int              // NDA_VNI, 0 when none
@@ -978,36 +979,39 @@ func eachNeigh(h *netlink.Handle, linkIndex, family int, f func(e *neighEntry)) 
 	req.AddData(&netlink.Ndmsg{Family: uint8(family), Index: uint32(linkIndex)})
 	var e neighEntry
 	return req.ExecuteIter(unix.NETLINK_ROUTE, unix.RTM_NEWNEIGH, func(m []byte) bool {
-		if parseNeighEntry(m, &e) && e.LinkIndex == linkIndex {
+		if parseNeighEntry(m, &e) == nil && e.LinkIndex == linkIndex {
 			f(&e)
 		}
 		return true
 	})
 }
 
-// parseNeighEntry reads into e m, the payload of an RTM_NEWNEIGH message, as
-// netlink's NeighDeserialize and ndaVNI read it, and says whether it could.
-// NeighDeserialize allocates five times an entry (the Neigh, its attributes
-// and their slice…): 28 000 of the 61 000 allocations of an unchanged
-// vxlan pass at 5000 peers. It is false where NeighDeserialize fails (an
-// attribute short of its header or past the end), on a message shorter
-// than its header, and on an NDA_VNI of fewer than 4 bytes, which the
-// kernel never writes and NeighDeserialize panics on or reads past into
-// the next attribute. An NDA_LLADDR that netlink reads as the IP of an
-// IPv6 tunnel's neighbour (16 bytes, on a link that it asks the kernel
-// about in the thread's namespace) is LLAddr here, no MAC either way.
-// FuzzParseNeighEntry compares the two.
-func parseNeighEntry(m []byte, e *neighEntry) bool {
+// parseNeighEntry reads into e m, the payload of a neighbour message
+// (RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH), as netlink's NeighDeserialize
+// and ndaVNI read it, or says why it cannot. NeighDeserialize allocates
+// five times an entry (the Neigh, its attributes and their slice…): 28 000
+// of the 61 000 allocations of an unchanged vxlan pass at 5000 peers. It
+// fails where NeighDeserialize fails (an attribute short of its header or
+// past the end), on a message shorter than its header, and on an NDA_VNI
+// of fewer than 4 bytes, which the kernel never writes and NeighDeserialize
+// panics on or reads past into the next attribute; it reads the attributes
+// NeighDeserialize panics on when short (NDA_VLAN, NDA_MASTER,
+// NDA_FLAGS_EXT, NDA_CACHEINFO) not at all, and a last attribute not padded
+// to 4 bytes as the kernel does. An NDA_LLADDR that netlink reads as the IP
+// of an IPv6 tunnel's neighbour (16 bytes, on a link that it asks the
+// kernel about in the thread's namespace) is LLAddr here, no MAC either
+// way. FuzzParseNeighEntry compares the two.
+func parseNeighEntry(m []byte, e *neighEntry) error {
 	if len(m) < unix.SizeofNdMsg {
-		return false
+		return errNdmsgShort
 	}
 	native := nl.NativeEndian()
-	*e = neighEntry{Family: int(m[0]), LinkIndex: int(native.Uint32(m[4:])), State: int(native.Uint16(m[8:])), Flags: int(m[10])}
+	*e = neighEntry{Family: int(m[0]), LinkIndex: int(native.Uint32(m[4:])), State: int(native.Uint16(m[8:])), Flags: int(m[10]), Type: int(m[11])}
 	named := false // ndaVNI's: the first NDA_VNI of 4 bytes or more, by its type's low bits
 	for b := m[unix.SizeofNdMsg:]; len(b) >= unix.SizeofRtAttr; {
 		l := int(native.Uint16(b))
 		if l < unix.SizeofRtAttr || l > len(b) {
-			return false
+			return errNeighAttr
 		}
 		v, typ := b[unix.SizeofRtAttr:l], native.Uint16(b[2:])
 		switch typ {
@@ -1019,7 +1023,7 @@ func parseNeighEntry(m []byte, e *neighEntry) bool {
 			}
 		case unix.NDA_VNI:
 			if len(v) < 4 {
-				return false
+				return errNeighVNI
 			}
 			e.VNI = int(native.Uint32(v))
 		}
@@ -1028,8 +1032,15 @@ func parseNeighEntry(m []byte, e *neighEntry) bool {
 		}
 		b = b[min(len(b), (l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1)):]
 	}
-	return true
+	return nil
 }
+
+// Why parseNeighEntry cannot read a message.
+var (
+	errNdmsgShort = errors.New("shorter than struct ndmsg")
+	errNeighAttr  = errors.New("an attribute's length is short of its header or past the message's end")
+	errNeighVNI   = errors.New("an NDA_VNI of fewer than 4 bytes")
+)
 
 // FDB is a forwarding entry of a VXLAN device: frames for MAC are sent to the
 // VTEP at Dst, with VNI.
@@ -1109,26 +1120,6 @@ func ListFDBOn(h *netlink.Handle, linkIndex int) ([]FDB, error) {
 		})
 		return fs, err
 	})
-}
-
-// ndaVNI returns the NDA_VNI attribute of m, the payload of an RTM_NEWNEIGH
-// message, and whether m has one.
-func ndaVNI(m []byte) (uint32, bool) {
-	if len(m) < unix.SizeofNdMsg {
-		return 0, false
-	}
-	native := nl.NativeEndian()
-	for b := m[unix.SizeofNdMsg:]; len(b) >= unix.SizeofRtAttr; {
-		l := int(native.Uint16(b))
-		if l < unix.SizeofRtAttr || l > len(b) {
-			return 0, false
-		}
-		if native.Uint16(b[2:])&nl.NLA_TYPE_MASK == unix.NDA_VNI && l >= unix.SizeofRtAttr+4 {
-			return native.Uint32(b[unix.SizeofRtAttr:]), true
-		}
-		b = b[min(len(b), (l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1)):]
-	}
-	return 0, false
 }
 
 // ErrGone is what a Writer's delete returns when the object is already gone:
@@ -1691,7 +1682,7 @@ func subscribe(ns netns.NsHandle, f EventFilter, r eventReaders) (_ *subscriptio
 // attribute shorter than its value; a UniFi gateway's kernel sent one:
 // vishvananda/netlink#1099), which would end agentd, and read makes an
 // error of it (readEvents); for neighbours it also tells NDA_VNI 0 from
-// none (ndaVNI). As in netlink, cberr gets every receive
+// none (parseNeighEntry). As in netlink, cberr gets every receive
 // error, and ch is closed after one that ends the subscription (a failed
 // receive, or read's error: an error message, a message it cannot read) or
 // after done closes the socket.
@@ -1809,17 +1800,27 @@ func addrEvents(msgs []syscall.NetlinkMessage) ([]netlink.AddrUpdate, error) {
 	})
 }
 
-// neighEvents is readEvents of neighbour and FDB events: netlink's
-// NeighDeserialize, and NDA_VNI looked for in each message (ndaVNI), since
-// netlink v1.3 reads NDA_VNI 0 and no NDA_VNI alike.
+// neighEvents is readEvents of neighbour and FDB events, read by
+// parseNeighEntry, the reader of the passes' dumps, into the NeighUpdate
+// netlink's NeighSubscribe hands over, in the fields parseNeighEntry reads
+// (not NDA_VLAN, NDA_MASTER, NDA_FLAGS_EXT, NDA_PROTOCOL, NDA_CACHEINFO
+// nor an IPv4 tunnel's NDA_LLADDR), and VNIZero, since netlink reads
+// NDA_VNI 0 and no NDA_VNI alike. netlink's NeighDeserialize panics on a
+// message shorter than its header and on a short NDA_VNI, NDA_VLAN,
+// NDA_MASTER, NDA_FLAGS_EXT or NDA_CACHEINFO, and asks the kernel, from the
+// reader's thread and so in the wrong namespace, about the link of each
+// 16-byte NDA_LLADDR. As netlink did, messages of any type are read, and
+// handed over with it.
 func neighEvents(msgs []syscall.NetlinkMessage) ([]NeighEvent, error) {
 	return readEvents(msgs, "neighbour", func(m syscall.NetlinkMessage) (NeighEvent, error) {
-		n, err := netlink.NeighDeserialize(m.Data)
-		if err != nil {
+		var e neighEntry
+		if err := parseNeighEntry(m.Data, &e); err != nil {
 			return NeighEvent{}, err
 		}
-		vni, named := ndaVNI(m.Data)
-		return NeighEvent{NeighUpdate: netlink.NeighUpdate{Type: m.Header.Type, Neigh: *n}, VNIZero: named && vni == 0}, nil
+		return NeighEvent{NeighUpdate: netlink.NeighUpdate{Type: m.Header.Type, Neigh: netlink.Neigh{
+			LinkIndex: e.LinkIndex, Family: e.Family, State: e.State, Type: e.Type, Flags: e.Flags,
+			IP: e.IP, HardwareAddr: e.LLAddr, VNI: e.VNI,
+		}}, VNIZero: e.VNIZero}, nil
 	})
 }
 

@@ -315,8 +315,30 @@ func fdbEntry(index uint32, mac net.HardwareAddr, dst net.IP, port uint16, vni [
 	return ndMessage(hdr, types, values)
 }
 
-// FuzzNDAVNI: ndaVNI, which tells an FDB entry (ListFDBOn) or a neighbour
-// event (neighEvents) of VNI 0 from one with the device's, finds the
+// ndaVNI returns the NDA_VNI attribute of m, the payload of an RTM_NEWNEIGH
+// message, and whether m has one: what parseNeighEntry's VNIZero is checked
+// against (FuzzParseNeighEntry), written plainly.
+func ndaVNI(m []byte) (uint32, bool) {
+	if len(m) < unix.SizeofNdMsg {
+		return 0, false
+	}
+	native := nl.NativeEndian()
+	for b := m[unix.SizeofNdMsg:]; len(b) >= unix.SizeofRtAttr; {
+		l := int(native.Uint16(b))
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return 0, false
+		}
+		if native.Uint16(b[2:])&nl.NLA_TYPE_MASK == unix.NDA_VNI && l >= unix.SizeofRtAttr+4 {
+			return native.Uint32(b[unix.SizeofRtAttr:]), true
+		}
+		b = b[min(len(b), (l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1)):]
+	}
+	return 0, false
+}
+
+// FuzzNDAVNI: ndaVNI, which parseNeighEntry's telling an FDB entry
+// (ListFDBOn) or a neighbour event (neighEvents) of VNI 0 from one with the
+// device's is checked against, finds the
 // first NDA_VNI of a message, whatever flags its type carries, as netlink
 // reads the message's attributes; where netlink cannot read them all, what
 // it finds is the VNI of a well-formed attribute chain from the header. For
