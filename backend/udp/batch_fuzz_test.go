@@ -104,7 +104,7 @@ func FuzzDecapBatch(f *testing.F) {
 				out = append(out, pkt)
 				coalesced = append(coalesced, false)
 			} else {
-				tso, ok := parseTSO(pkt, h)
+				tso, ok := parseGSO(pkt, h)
 				if !ok || h.flags != vnetNeedsCsum || int(h.hdrLen) != tso.hdrLen || h.csumStart != 20 || h.csumOffset != tcpCsumOffset ||
 					checksum(pkt[:20]) != 0 {
 					t.Fatalf("write %d, %x, with %+v: not a TSO packet the kernel can finish", i, pkt[:min(len(pkt), 60)], h)

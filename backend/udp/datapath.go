@@ -19,8 +19,8 @@ import (
 // ICMP error budget of the tx workers); they read the forwarding table
 // through an atomic pointer, once per batch.
 //
-// TUN offloads (IFF_VNET_HDR: TSO packets cut into segments on the way out,
-// TCP segments coalesced on the way in) are offload.go's; UDP GSO and GRO
+// TUN offloads (IFF_VNET_HDR: TSO and USO packets cut into segments on the
+// way out, TCP segments coalesced on the way in) are offload.go's; UDP GSO and GRO
 // are sock.go's. Buffers are allocated when a worker starts; the loop
 // allocates nothing.
 
@@ -180,8 +180,8 @@ func (w *txWorker) sent(failed int, err error) {
 }
 
 // encap decides the fate of b, a packet read from the device after its
-// virtio header: if it is for a peer, it is queued in w.m (a TSO packet as
-// its segments, in GSO messages); if not, an ICMP error goes back into the
+// virtio header: if it is for a peer, it is queued in w.m (a TSO or USO
+// packet as its segments, in GSO messages); if not, an ICMP error goes back into the
 // device where one is due.
 func (w *txWorker) encap(t *table, b []byte) error {
 	w.m.resetSend()
@@ -213,21 +213,30 @@ func (w *txWorker) encap(t *table, b []byte) error {
 			return nil
 		}
 		return w.refuse(t, v, pkt, h)
-	case gsoTCPv4:
-		tso, ok := parseTSO(pkt, vh)
+	case gsoTCPv4, gsoUDPL4:
+		// A TCP or UDP packet of up to 64 KiB, cut here into the
+		// segments the kernel would have made: each is checked, routed
+		// and counted as a packet of its own. They share one IPv4
+		// header, so one lookup and one TTL step (made before the
+		// headers are cut) decide for all of them.
+		h, v := parseIPv4Header(pkt)
+		if v != pass {
+			w.local[v]++
+			return nil
+		}
+		gp, ok := parseGSO(pkt, vh)
 		if !ok {
 			w.local[dropMalformed]++
 			return nil
 		}
-		h, _ := parseIPv4Header(pkt)
 		p, h, v := t.routeHeader(pkt, h)
-		w.local[v] += uint64(tso.segments)
+		w.local[v] += uint64(gp.segments)
 		if v != pass {
 			return w.refuse(t, v, pkt, h)
 		}
-		for i := range tso.segments {
-			hdr := w.hdrs[i*maxHeaders : i*maxHeaders+tso.hdrLen]
-			w.m.add(p, hdr, tso.segment(pkt, i, hdr), gso)
+		for i := range gp.segments {
+			hdr := w.hdrs[i*maxHeaders : i*maxHeaders+gp.hdrLen]
+			w.m.add(p, hdr, gp.segment(pkt, i, hdr), gso)
 		}
 		return nil
 	}
@@ -414,12 +423,15 @@ type datapath struct {
 	wg       sync.WaitGroup
 	stopping atomic.Bool
 	broken   atomic.Bool
+	offloads int // the device's, as setOffloads set them
 }
 
 // startDatapath starts the workers over k's descriptors. broken is called
 // (from a worker) when a worker stops by itself, e.g. because the device
 // was deleted.
-func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *counters, broken func()) (*datapath, error) {
+// setOffload sets the device's offloads (setTUNOffload).
+func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *counters, broken func(),
+	setOffload func(fd, offloads int) error) (*datapath, error) {
 	d := &datapath{}
 	fail := func(err error) (*datapath, error) {
 		d.closeAll()
@@ -455,7 +467,7 @@ func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *coun
 	// The offloads are the device's, set through any queue; they are set
 	// by every generation, as the device may come from an older agent.
 	var err error
-	if cerr := d.queues[0].rc.Control(func(fd uintptr) { err = setOffloads(int(fd)) }); cerr != nil {
+	if cerr := d.queues[0].rc.Control(func(fd uintptr) { d.offloads, err = setOffloads(setOffload, int(fd)) }); cerr != nil {
 		return fail(cerr)
 	}
 	if err != nil {
@@ -500,7 +512,7 @@ func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *coun
 		worker("udp-to-tun", i, w.run)
 	}
 	log.V(2).Info("datapath workers started", "tunQueues", len(d.queues), "udpSockets", len(d.socks),
-		"udpGSO", d.socks[0].gso.Load(), "udpGRO", d.socks[0].gro)
+		"tunOffloads", offloadNames(d.offloads), "udpGSO", d.socks[0].gso.Load(), "udpGRO", d.socks[0].gro)
 	return d, nil
 }
 

@@ -506,7 +506,7 @@ func TestDecapBadHeaderChecksum(t *testing.T) {
 			}
 			for i, p := range dev.packets {
 				n := 1
-				if tso, ok := parseTSO(p, dev.vnets[i]); ok {
+				if tso, ok := parseGSO(p, dev.vnets[i]); ok {
 					n = tso.segments
 				}
 				if n != tc.want[i] || checksum(p[:20]) != 0 {
@@ -616,7 +616,7 @@ func TestDecapCoalesces(t *testing.T) {
 				if int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) || checksum(pkt[:20]) != 0 {
 					t.Fatalf("packet %d: total length %d of %d, or header checksum wrong", i, binary.BigEndian.Uint16(pkt[2:]), len(pkt))
 				}
-				tso, ok := parseTSO(pkt, h)
+				tso, ok := parseGSO(pkt, h)
 				if !ok || tso.segments != tc.want[i] {
 					t.Fatalf("packet %d: %+v, %v; want %d segments", i, tso, ok, tc.want[i])
 				}
@@ -635,7 +635,8 @@ func TestDecapCoalesces(t *testing.T) {
 
 // BenchmarkForwardingPath measures the datapath's own work per packet, with
 // no system call: encap cuts a 64 KiB TSO packet read from the device into
-// 1400-byte segments (lookup, TTL, headers, checksums, GSO messages) and
+// 1400-byte segments (lookup, TTL, headers, checksums, GSO messages),
+// encap-udp a USO packet (a UDP_SEGMENT send) as large into datagrams, and
 // decap checks a received GRO train of them and coalesces it into one packet
 // for the device. Both must allocate nothing.
 func BenchmarkForwardingPath(b *testing.B) {
@@ -651,6 +652,24 @@ func BenchmarkForwardingPath(b *testing.B) {
 		b.SetBytes(int64(len(tso)))
 		for b.Loop() {
 			buf[vnetHdrLen+8] = 64 // undo the previous round's TTL step
+			if err := w.encap(t, buf); err != nil {
+				b.Fatal(err)
+			}
+			w.m.finish()
+		}
+		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "pkts/s")
+	})
+	b.Run("encap-udp", func(b *testing.B) {
+		// A UDP_SEGMENT send of n datagrams of mss bytes, as USO hands
+		// it over.
+		w, _ := newTestTx(true)
+		uso := usoPacket("10.244.1.5", "10.244.2.5", 1, false, payload(0, n*mss))
+		buf := w.load(usoHdr(mss), uso)
+		t := w.tbl.Load()
+		b.ReportAllocs()
+		b.SetBytes(int64(len(uso)))
+		for b.Loop() {
+			buf[vnetHdrLen+8] = 64
 			if err := w.encap(t, buf); err != nil {
 				b.Fatal(err)
 			}

@@ -61,7 +61,9 @@ func FuzzOnesSum(f *testing.F) {
 // FuzzEncap feeds arbitrary reads from the device (virtio header and
 // packet) to encap: it must not fail, and every datagram it queues must be
 // one well-formed IPv4 packet for a peer; those cut from a TSO packet must
-// carry valid checksums, and as many as it counts as forwarded.
+// carry valid checksums, and as many as it counts as forwarded. A USO
+// packet must go out exactly as refUSO cuts it, when the rules written out
+// plainly here say it may go, and not at all when not.
 func FuzzEncap(f *testing.F) {
 	seed := func(h vnetHdr, pkt []byte) []byte {
 		b := make([]byte, vnetHdrLen+len(pkt))
@@ -74,6 +76,10 @@ func FuzzEncap(f *testing.F) {
 	f.Add(seed(vnetHdr{gsoType: gsoTCPv4, gsoSize: 1}, tso), false)
 	f.Add(seed(vnetHdr{flags: vnetNeedsCsum, csumStart: 20, csumOffset: 16}, tso), true)
 	f.Add(seed(vnetHdr{}, ipPacket("10.244.1.5", "10.244.77.1", 1, 64, echo)), true)
+	uso := usoPacket("10.244.1.5", "10.244.2.5", 1, false, payload(0, 3000))
+	f.Add(seed(usoHdr(1200), uso), true)
+	f.Add(seed(usoHdr(1), uso[:40]), false)
+	f.Add(seed(usoHdr(1000), usoPacket("10.244.1.5", "10.244.3.5", 1, true, payload(0, 3000))), true)
 	// Workers are made once: their buffers are most of an input's cost.
 	withGSO, _ := newTestTx(true)
 	withoutGSO, _ := newTestTx(false)
@@ -84,6 +90,11 @@ func FuzzEncap(f *testing.F) {
 		}
 		clear(w.local[:])
 		isTSO := len(b) >= vnetHdrLen && decodeVnet(b).gsoType == gsoTCPv4
+		var usoWant [][]byte
+		isUSO := len(b) >= vnetHdrLen && decodeVnet(b).gsoType == gsoUDPL4
+		if isUSO {
+			usoWant = usoReference(w.tbl.Load(), decodeVnet(b), b[vnetHdrLen:])
+		}
 		if err := w.encap(w.tbl.Load(), w.load(decodeVnetOrZero(b), b[min(len(b), vnetHdrLen):])); err != nil {
 			t.Fatal(err)
 		}
@@ -99,12 +110,43 @@ func FuzzEncap(f *testing.F) {
 				if isTSO && !tcpValid(dg) {
 					t.Fatalf("segment %x: checksums do not check", dg)
 				}
+				if isUSO && (n > len(usoWant) || string(dg) != string(usoWant[n-1])) {
+					t.Fatalf("USO datagram %d:\n got %x\nwant the reference's %d datagrams", n-1, dg, len(usoWant))
+				}
 			}
+		}
+		if isUSO && n != len(usoWant) {
+			t.Fatalf("USO packet: %d datagrams queued, the reference %d", n, len(usoWant))
 		}
 		if uint64(n) != w.local[pass] {
 			t.Fatalf("%d datagrams queued, %d counted", n, w.local[pass])
 		}
 	})
+}
+
+// usoReference is what encap must send of the USO packet pkt with the
+// virtio header h, by the rules written out plainly: an IPv4 packet with
+// its header whole (options allowed), neither a fragment nor the first of
+// several, carrying UDP with a payload past its header, a segment size
+// that cuts it into no more than maxSegments datagrams, for a peer's
+// subnet (not ours), TTL above 1. Its datagrams are refUSO's of the packet
+// with its TTL decremented; nil when it may not go.
+func usoReference(t *table, h vnetHdr, pkt []byte) [][]byte {
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return nil
+	}
+	ihl := int(pkt[0]&0x0f) * 4
+	if ihl < 20 || len(pkt) <= ihl+8 || pkt[9] != protoUDP || h.gsoSize == 0 ||
+		pkt[6]&0x3f != 0 || pkt[7] != 0 || (len(pkt)-ihl-8+int(h.gsoSize)-1)/int(h.gsoSize) > maxSegments {
+		return nil
+	}
+	dst := binary.BigEndian.Uint32(pkt[16:20])
+	if t.lookup(dst) == nil || t.own.contains(dst) || pkt[8] <= 1 {
+		return nil
+	}
+	p := append([]byte{}, pkt...)
+	p[8]--
+	return refUSO(p, int(h.gsoSize))
 }
 
 // decodeVnetOrZero decodes the virtio header at the start of b, if b is
@@ -164,7 +206,7 @@ func FuzzDecap(f *testing.F) {
 				out = append(out, pkt)
 				continue
 			}
-			tso, ok := parseTSO(pkt, h)
+			tso, ok := parseGSO(pkt, h)
 			if !ok {
 				t.Fatalf("wrote %x with %+v: not a TSO packet", pkt, h)
 			}

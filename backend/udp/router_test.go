@@ -81,7 +81,7 @@ func TestDecapBadTCPChecksumNotCoalesced(t *testing.T) {
 			k := 0
 			for i, pkt := range dev.packets {
 				n := 1
-				if tso, ok := parseTSO(pkt, dev.vnets[i]); ok {
+				if tso, ok := parseGSO(pkt, dev.vnets[i]); ok {
 					n = tso.segments
 				}
 				if n != tc.want[i] {
@@ -117,7 +117,7 @@ func cutWritten(t *testing.T, dev *fakeTUN) [][]byte {
 			out = append(out, pkt)
 			continue
 		}
-		tso, ok := parseTSO(pkt, h)
+		tso, ok := parseGSO(pkt, h)
 		if !ok {
 			t.Fatalf("packet %d written, %x, with %+v: not a TSO packet", i, pkt, h)
 		}

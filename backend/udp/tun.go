@@ -17,10 +17,15 @@ const (
 	// that several workers read in parallel.
 	tunFlags = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE
 	// tunOffloads are what the device may hand over: packets whose
-	// checksum is left to us, and TCP/IPv4 packets of up to 64 KiB to
-	// cut into segments (offload.go). Other packets the kernel finishes
-	// itself before they reach the device.
-	tunOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4
+	// checksum is left to us, and TCP/IPv4 and UDP/IPv4 packets of up to
+	// 64 KiB to cut into segments (offload.go). Other packets the kernel
+	// finishes itself before they reach the device. Linux takes USO (6.2
+	// on) only for both IP versions at once; the device carries no IPv6,
+	// and an IPv6 packet would be dropped as notIPv4 however it came.
+	tunOffloads = tsoOffloads | unix.TUN_F_USO4 | unix.TUN_F_USO6
+	// tsoOffloads are tunOffloads but USO, for kernels older than 6.2:
+	// the kernel cuts UDP packets before they reach the device.
+	tsoOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4
 )
 
 // errTUNIncompatible is what attaching to an existing device returns when
@@ -94,12 +99,47 @@ func closeAll(fds []int) {
 	}
 }
 
-// setOffloads sets the device's offloads (tunOffloads) through its queue fd.
-func setOffloads(fd int) error {
-	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunOffloads); err != nil {
-		return fmt.Errorf("set the TSO and checksum offloads: %w", err)
+// setTUNOffload sets the offloads of the device whose queue is fd
+// (TUNSETOFFLOAD); Backend.setOffload is this but in tests.
+func setTUNOffload(fd, offloads int) error {
+	return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloads)
+}
+
+// setOffloads sets the device's offloads through its queue fd with set
+// (setTUNOffload) and returns those it set: tunOffloads, or tsoOffloads
+// where the kernel refuses USO. A kernel older than 6.2 knows no USO flag
+// and refuses any flag it does not know with EINVAL; UDP then takes the
+// kernel's own segmentation, packet by packet, as before USO.
+func setOffloads(set func(fd, offloads int) error, fd int) (int, error) {
+	err := set(fd, tunOffloads)
+	if errors.Is(err, unix.EINVAL) {
+		if err = set(fd, tsoOffloads); err == nil {
+			return tsoOffloads, nil
+		}
 	}
-	return nil
+	if err != nil {
+		return 0, fmt.Errorf("set the TSO, USO and checksum offloads: %w", err)
+	}
+	return tunOffloads, nil
+}
+
+// offloadNames names the offloads o, as logged: "csum,tso4,uso4,uso6".
+func offloadNames(o int) string {
+	var s string
+	for _, f := range []struct {
+		flag int
+		name string
+	}{
+		{unix.TUN_F_CSUM, "csum"}, {unix.TUN_F_TSO4, "tso4"}, {unix.TUN_F_USO4, "uso4"}, {unix.TUN_F_USO6, "uso6"},
+	} {
+		if o&f.flag != 0 {
+			if s != "" {
+				s += ","
+			}
+			s += f.name
+		}
+	}
+	return s
 }
 
 // tunQueue is one queue of the device, over a descriptor of its own (a dup

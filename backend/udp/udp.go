@@ -225,6 +225,9 @@ type Backend struct {
 
 	// subscribed, when set, is called once Watch's subscriptions are in place.
 	subscribed func()
+	// setOffload sets the device's offloads: setTUNOffload, but in tests
+	// of a kernel that refuses some.
+	setOffload func(fd, offloads int) error
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -264,6 +267,8 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle, do fun
 		ns:      ns,
 		do:      do,
 		skips:   backend.NewSkipLog(cfg.Logger),
+
+		setOffload: setTUNOffload,
 	}, nil
 }
 
@@ -322,7 +327,14 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	// never runs, read the events.
 	context.AfterFunc(ctx, b.segs.Hold(b.ns))
 	b.prepared = true
-	b.log.Info("udp datapath ready", "device", DeviceName, "mtu", b.mtu, "listen", b.listenAddr(), "queues", len(b.fds.tun))
+	// The workers set the offloads again, on whatever device they find;
+	// set here, they are known for the log.
+	offloads, err := setOffloads(b.setOffload, b.fds.tun[0])
+	if err != nil {
+		return nil, fmt.Errorf("TUN device %s: %w", DeviceName, err)
+	}
+	b.log.Info("udp datapath ready", "device", DeviceName, "mtu", b.mtu, "listen", b.listenAddr(), "queues", len(b.fds.tun),
+		"offloads", offloadNames(offloads))
 	return data, nil
 }
 
@@ -1304,7 +1316,7 @@ func (b *Backend) ensureWorkers(ctx context.Context) error {
 	if b.dp != nil || b.closed || ctx.Err() != nil {
 		return nil
 	}
-	dp, err := startDatapath(b.log, b.fds, &b.tbl, &b.stats, b.poke)
+	dp, err := startDatapath(b.log, b.fds, &b.tbl, &b.stats, b.poke, b.setOffload)
 	if err != nil {
 		return fmt.Errorf("start the datapath: %w", err)
 	}

@@ -62,6 +62,8 @@ type testHost struct {
 	backends   []*Backend // every one started, for their keepers
 	own        subnet.Lease
 	queues     int // the next backend's TUN queues and UDP sockets; 0: GOMAXPROCS's
+	// setOffload, if set, replaces the next backend's TUNSETOFFLOAD.
+	setOffload func(fd, offloads int) error
 	cancel     context.CancelFunc
 	watchDone  chan struct{}
 
@@ -192,6 +194,9 @@ func (h *testHost) prepare() {
 	}
 	if h.queues > 0 {
 		b.queues = h.queues
+	}
+	if h.setOffload != nil {
+		b.setOffload = h.setOffload
 	}
 	h.track(b) // before Prepare, which starts the keeper
 	if _, err := b.Prepare(context.Background()); err != nil {
