@@ -1737,8 +1737,8 @@ type leftSaved struct {
 // never ran, so the address its IPAM plugin gave and bridge's
 // masquerading, both named after that network, may still be there.
 func (l leftSaved) describe(at attachment) string {
-	return fmt.Sprintf("left %s alone: saved for this container and interface under network name %s, it %v, so it cannot show that %s was this network's name before a rename (nor which configuration would release under it); if it was, the pod's address may still be held under that name (host-local: the file holding %s in /var/lib/cni/networks/%s/) and its masquerading too: %s; then remove %s",
-		l.path, l.network, l.err, l.network, at.containerID, l.network, masqByHand(l.network, at.containerID, at.ifName, true), l.path)
+	return fmt.Sprintf("left %s alone (%v): saved for this container and interface under network name %s, it cannot show that this was the network's name before a rename (nor which configuration would release under it); if it was, the pod's address may still be held under that name (host-local: the file holding %s in /var/lib/cni/networks/%s/) and its masquerading too: %s; then remove %s",
+		l.path, l.err, l.network, at.containerID, l.network, masqByHand(l.network, at.containerID, at.ifName, true), l.path)
 }
 
 // renamedLegacy reads the container's legacy file (see attachment), written
@@ -1809,13 +1809,13 @@ func renamedSaved(n *NetConf, at attachment) (saved string, b []byte, forget []s
 		path := filepath.Join(n.DataDir, e.Name())
 		b, err := os.ReadFile(path)
 		if err != nil {
-			left = append(left, leftSaved{path, network, fmt.Errorf("cannot be read (%w)", err)})
+			left = append(left, leftSaved{path, network, fmt.Errorf("cannot be read: %w", err)})
 			continue
 		}
 		if _, err := decodeSaved(path, b); err != nil {
 			var te *types.Error
 			errors.As(err, &te)
-			left = append(left, leftSaved{path, network, fmt.Errorf("does not decode (%s)", strings.TrimPrefix(te.Msg, "saved configuration "+path+": "))})
+			left = append(left, leftSaved{path, network, fmt.Errorf("does not decode: %s", strings.TrimPrefix(te.Msg, "saved configuration "+path+": "))})
 			continue
 		}
 		forget = []string{path}

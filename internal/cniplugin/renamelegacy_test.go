@@ -118,7 +118,7 @@ func TestDelAfterRenameDamaged(t *testing.T) {
 	}
 	log := f.errOut.String()
 	for _, want := range []string{
-		"agentd-cni: DEL of container c1 interface eth0 in network agentd: left " + filepath.Join(f.dataDir, "cbr0:c1:eth0") + " alone",
+		"agentd-cni: DEL of container c1 interface eth0 in network agentd: left " + filepath.Join(f.dataDir, "cbr0:c1:eth0") + " alone (does not decode: unexpected end of JSON input)",
 		"/var/lib/cni/networks/cbr0",
 		"iptables -t nat -X " + masqChainName("cbr0", "c1"),
 		"agentd-cni: DEL of container c2 interface eth0 in network agentd: left " + filepath.Join(f.dataDir, "a:c2:eth0") + " alone",
