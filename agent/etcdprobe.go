@@ -306,6 +306,7 @@ func probeEndpoint(ctx context.Context, endpoint string, useTLS bool, tc *tls.Co
 	if err != nil {
 		return err
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -327,6 +328,12 @@ func probeEndpoint(ctx context.Context, endpoint string, useTLS bool, tc *tls.Co
 		cfg.NextProtos = []string{"h2"}
 	}
 	err = probeTLS(ctx, conn, cfg)
+	if errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil {
+		// Connected, and no answer to the handshake within our own
+		// wait: what a hung etcd's port does (the kernel accepts for
+		// it), named as the plain-text probe names it.
+		return fmt.Errorf("%w; the endpoint accepts connections but answers no TLS handshake within %s: etcd is hung or stopped (SIGSTOP, a frozen VM, a stalled disk), not serving yet, or something in between accepts for it", err, probeTimeout)
+	}
 	rh, header := errors.AsType[tls.RecordHeaderError](err)
 	if header && string(rh.RecordHeader[:]) == "HTTP/" {
 		// An HTTP/1 server answered our ClientHello, as etcd's peer
