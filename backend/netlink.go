@@ -290,10 +290,37 @@ func (a *ifAddr) netlink() netlink.Addr {
 // option is set for this request only, with the socket locked, as
 // netlink's requests through the handle assume it off.
 func eachAddr(s *nl.SocketHandle, family, linkIndex int, f func(a *ifAddr)) error {
+	msg := nl.NewIfAddrmsg(family)
+	msg.Index = uint32(linkIndex)
+	var a ifAddr
+	return eachMessage(s, "address", unix.RTM_GETADDR, msg, linkIndex != 0, func(typ uint16, data []byte) error {
+		if typ != unix.RTM_NEWADDR {
+			return nil
+		}
+		if err := parseIfAddr(data, &a); err != nil {
+			return err
+		}
+		if int(a.Family) == family && (linkIndex == 0 || int(a.Index) == linkIndex) {
+			f(&a)
+		}
+		return nil
+	})
+}
+
+// eachMessage sends a dump request of typ with data through s, a handle's
+// socket, strict checking on for it when strict (NETLINK_GET_STRICT_CHK,
+// set and cleared again with the socket locked, as netlink's requests
+// through the handle assume it off), and calls f with the type and payload
+// of each message of the answer; f must not keep data, read in place in
+// one buffer for the whole dump (receiver). An error of f ends the dump
+// with it. Like netlink's own dumps it returns netlink.ErrDumpInterrupted,
+// once the dump is read, if the kernel marked it interrupted. what names
+// the dump in its errors.
+func eachMessage(s *nl.SocketHandle, what string, typ uint16, data nl.NetlinkRequestData, strict bool, f func(typ uint16, data []byte) error) error {
 	sock := s.Socket
 	sock.Lock()
 	defer sock.Unlock()
-	if linkIndex != 0 {
+	if strict {
 		fd := sock.GetFd()
 		was, err := unix.GetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK)
 		if err == nil && was == 0 && unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1) == nil {
@@ -304,13 +331,11 @@ func eachAddr(s *nl.SocketHandle, family, linkIndex int, f func(a *ifAddr)) erro
 	}
 	req := &nl.NetlinkRequest{NlMsghdr: unix.NlMsghdr{
 		Len:   unix.SizeofNlMsghdr,
-		Type:  unix.RTM_GETADDR,
+		Type:  typ,
 		Flags: unix.NLM_F_REQUEST | unix.NLM_F_DUMP,
 		Seq:   atomic.AddUint32(&s.Seq, 1),
 	}}
-	msg := nl.NewIfAddrmsg(family)
-	msg.Index = uint32(linkIndex)
-	req.AddData(msg)
+	req.AddData(data)
 	if err := sock.Send(req); err != nil {
 		return err
 	}
@@ -318,12 +343,11 @@ func eachAddr(s *nl.SocketHandle, family, linkIndex int, f func(a *ifAddr)) erro
 	if err != nil {
 		return err
 	}
-	recv, err := receiver(sock)
+	recv, err := receiver(sock, what)
 	if err != nil {
 		return err
 	}
 	intr := false
-	var a ifAddr
 	for {
 		msgs, err := recv()
 		if err != nil {
@@ -332,7 +356,7 @@ func eachAddr(s *nl.SocketHandle, family, linkIndex int, f func(a *ifAddr)) erro
 		for len(msgs) >= unix.NLMSG_HDRLEN {
 			hdr := *(*unix.NlMsghdr)(unsafe.Pointer(&msgs[0]))
 			if int(hdr.Len) < unix.NLMSG_HDRLEN || int(hdr.Len) > len(msgs) {
-				return fmt.Errorf("address dump: a message of %d bytes in %d", hdr.Len, len(msgs))
+				return fmt.Errorf("%s dump: a message of %d bytes in %d", what, hdr.Len, len(msgs))
 			}
 			data := msgs[unix.NLMSG_HDRLEN:hdr.Len]
 			msgs = msgs[min(len(msgs), (int(hdr.Len)+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
@@ -346,20 +370,16 @@ func eachAddr(s *nl.SocketHandle, family, linkIndex int, f func(a *ifAddr)) erro
 			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
 				if len(data) >= 4 {
 					if errno := int32(nl.NativeEndian().Uint32(data)); errno != 0 {
-						return fmt.Errorf("address dump: %w", unix.Errno(-errno))
+						return fmt.Errorf("%s dump: %w", what, unix.Errno(-errno))
 					}
 				}
 				if intr {
 					return netlink.ErrDumpInterrupted
 				}
 				return nil
-			case unix.RTM_NEWADDR:
-				if err := parseIfAddr(data, &a); err != nil {
-					return err
-				}
-				if int(a.Family) == family && (linkIndex == 0 || int(a.Index) == linkIndex) {
-					f(&a)
-				}
+			}
+			if err := f(hdr.Type, data); err != nil {
+				return err
 			}
 		}
 	}
@@ -370,7 +390,7 @@ func eachAddr(s *nl.SocketHandle, family, linkIndex int, f func(a *ifAddr)) erro
 // for each and a copy of every message in it, some 0.5 kB per address
 // dumped. It waits as long as sock's receive timeout (none when 0), as
 // Receive does, and takes datagrams from the kernel only.
-func receiver(sock *nl.NetlinkSocket) (func() ([]byte, error), error) {
+func receiver(sock *nl.NetlinkSocket, what string) (func() ([]byte, error), error) {
 	fd := sock.GetFd()
 	_, timeout := sock.GetTimeouts()
 	wait := -1
@@ -385,16 +405,16 @@ func receiver(sock *nl.NetlinkSocket) (func() ([]byte, error), error) {
 			case err == unix.EAGAIN:
 				ready, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, wait)
 				if err != nil && err != unix.EINTR {
-					return nil, fmt.Errorf("address dump: poll: %w", err)
+					return nil, fmt.Errorf("%s dump: poll: %w", what, err)
 				}
 				if err == nil && ready == 0 {
-					return nil, fmt.Errorf("address dump: %w", unix.EAGAIN)
+					return nil, fmt.Errorf("%s dump: %w", what, unix.EAGAIN)
 				}
 				continue
 			case err == unix.EINTR:
 				continue
 			case err != nil:
-				return nil, fmt.Errorf("address dump: %w", err)
+				return nil, fmt.Errorf("%s dump: %w", what, err)
 			}
 			if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != nl.PidKernel {
 				continue
@@ -959,9 +979,10 @@ type neighEntry struct {
 
 // eachNeigh dumps the neighbour entries of family (unix.AF_BRIDGE: FDB
 // entries) on the link with index linkIndex through h's socket, calling f
-// with each (parseNeighEntry); when h has no socket of its own (see
-// handleSocket), through NeighList, which cannot tell VNIZero. An entry
-// that cannot be read is passed over, as NeighList does.
+// with each (parseNeighEntry), read in place in one buffer (eachMessage):
+// f must not keep e's slices. When h has no socket of its own (see
+// handleSocket), it dumps through NeighList, which cannot tell VNIZero. An
+// entry that cannot be read is passed over, as NeighList does.
 func eachNeigh(h *netlink.Handle, linkIndex, family int, f func(e *neighEntry)) error {
 	s, ok := handleSocket(h)
 	if !ok {
@@ -974,15 +995,12 @@ func eachNeigh(h *netlink.Handle, linkIndex, family int, f func(e *neighEntry)) 
 		}
 		return err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, unix.NLM_F_DUMP)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: s}
-	req.AddData(&netlink.Ndmsg{Family: uint8(family), Index: uint32(linkIndex)})
 	var e neighEntry
-	return req.ExecuteIter(unix.NETLINK_ROUTE, unix.RTM_NEWNEIGH, func(m []byte) bool {
-		if parseNeighEntry(m, &e) == nil && e.LinkIndex == linkIndex {
+	return eachMessage(s, "neighbour", unix.RTM_GETNEIGH, &netlink.Ndmsg{Family: uint8(family), Index: uint32(linkIndex)}, false, func(typ uint16, m []byte) error {
+		if typ == unix.RTM_NEWNEIGH && parseNeighEntry(m, &e) == nil && e.LinkIndex == linkIndex {
 			f(&e)
 		}
-		return true
+		return nil
 	})
 }
 
