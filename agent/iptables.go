@@ -45,12 +45,13 @@ const otherBackendLockedFor = time.Minute
 // one that held our jump before it was deleted is a repair, however the
 // checks fell. Our nat rules found with their counters reset (a restore of
 // a saved set holding them, a firewall's reload, or `iptables -Z`: the
-// Manager cannot tell which) are stamped again (iptables.Restamped; written
-// again unstamped, iptables.CountersWentBack, where the stamp was given up),
+// Manager cannot tell which) are stamped again (iptables.Restamped; left as
+// they are, iptables.CountersWentBack, where the stamp was given up),
 // which counts as a repair only if the conntrack clean-up then finds flows that
 // left unmasqueraded in a reload's gap. With --ip-masq, a check that wrote
-// the nat table (the rules' first installation, their change or repair)
-// then deletes the conntrack entries of flows that left unmasqueraded before
+// the nat table (the rules' first installation, their change or repair) or
+// found its rules' counters gone back (iptables.Manager.Gap) then deletes
+// the conntrack entries of flows that left unmasqueraded before
 // (deleteUnmasqueraded), which ctx's end stops.
 func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, own subnet.Lease) error {
 	want := a.cfg.IPMasq || a.cfg.IPTablesForwardRules || !a.cfg.DockerAcceptFwMark.IsZero()
@@ -126,7 +127,7 @@ func (a *agent) reconcileIPTables(ctx context.Context, netCfg *subnet.Config, ow
 		return ctx.Err()
 	}
 	gap := false
-	if a.cfg.IPMasq && a.ipt.Wrote("nat") {
+	if a.cfg.IPMasq && a.ipt.Gap("nat") {
 		// Whatever the other tables did: a failure there is retried,
 		// and nat, as desired now, is not written again.
 		gap = a.deleteUnmasqueraded(ctx, netCfg.Network) > 0

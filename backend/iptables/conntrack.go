@@ -36,14 +36,14 @@ const conntrackAttempts = 3
 // MasqRules(network, …) masquerade, rule 3 (from the cluster network to
 // anywhere else but multicast), and that left without source NAT: see
 // unmasqueraded for exactly which. Call it right after the rules were
-// written (Manager.Wrote("nat")): flows started since are masqueraded, so
-// every such entry is one made while the rules were missing. It returns how
-// many entries it deleted.
+// written, or found put back by another program (Manager.Gap("nat")): flows
+// started since are masqueraded, so every such entry is one made while the
+// rules were missing. It returns how many entries it deleted.
 //
 // It works in the network namespace ns (netns.None(): this thread's). The
 // cost is one read of the family's whole conntrack table (every entry is
-// sent and parsed) and one request per entry deleted, so call it when the
-// rules were written, not at every check. Once ctx is done it stops, in the
+// sent and parsed) and one request per entry deleted, so call it then, not
+// at every check. Once ctx is done it stops, in the
 // middle of a read or of the deletes (their socket is closed), and returns
 // ctx's error with what it had deleted: a stop need not wait for a long
 // table.

@@ -39,7 +39,7 @@ type runner interface {
 // packets (all that nat counts) within one check's interval is beyond any
 // host, so a rule of ours with fewer bytes, or with fewer than it had at the
 // last check, was written by someone else. plan writes it again, stamped, as
-// it would a missing one, and Wrote("nat") tells the caller that traffic may
+// it would a missing one, and Gap("nat") tells the caller that traffic may
 // have left unNATed in the gap before. A restore that sets counters (-c, or
 // `nft -f` of a `nft list ruleset`) is noticed only if our rules counted
 // traffic between its save and our last check: the jump from POSTROUTING
@@ -49,10 +49,11 @@ type runner interface {
 // before the stamp wrote: their counters are the traffic's only, as are
 // those of rules a restore put back while no agentd ran. Each time, our
 // rules are written again, stamped, and Reconcile reports Restamped (or,
-// where this iptables cannot stamp them, written again unstamped:
-// CountersWentBack), logged at V(2) only: whether a flush let flows leave unNATed is for the caller to
-// read in conntrack (see DeleteUnmasqueraded), where a reload's gap leaves
-// its trace and `iptables -Z` none. The log says they were not stamped, at
+// where this iptables cannot stamp them, CountersWentBack: the rules are
+// left as they are, since written again they would be the same), logged at
+// V(2) only: whether a flush let flows leave unNATed is for the caller to
+// read in conntrack (see DeleteUnmasqueraded and Gap), where a reload's gap
+// leaves its trace and `iptables -Z` none. The log says they were not stamped, at
 // a first check, rather than that their counters went back. In
 // filter and mangle nothing outlives the gap (what they dropped is gone), so
 // their counters are not watched.
@@ -125,8 +126,10 @@ type Manager struct {
 	// saved without them): their return is our jump to put back, not a
 	// chain new since.
 	lost map[string][]string
-	// wrote are the tables the last Reconcile wrote to (see Wrote).
-	wrote []string
+	// wrote are the tables the last Reconcile wrote to (see Wrote);
+	// wentBack those where it found our rules as desired but with their
+	// counters gone back, and left them (CountersWentBack; see Gap).
+	wrote, wentBack []string
 	// noStamp: our rules are written and checked without the stamp
 	// (stampBytes), which this iptables was seen not to set (checkStamp).
 	noStamp bool
@@ -152,7 +155,9 @@ const (
 	// CountersWentBack: as Restamped, but this iptables does not set a
 	// rule's counters (the stamp was given up, see checkStamp): our
 	// rules, as desired but with fewer bytes than at the last check, are
-	// written again without the stamp, so that Wrote tells the caller.
+	// left in place, since written again without the stamp they would be
+	// the same, and their bytes now are what the next check compares
+	// with. Nothing is written (Wrote is false); Gap tells the caller.
 	CountersWentBack
 	// NewChainJumps: only our jumps into chains of other software that
 	// the Manager's previous Reconcile did not find, and that never held
@@ -175,7 +180,7 @@ func (c Change) String() string {
 	case Restamped:
 		return "restamped"
 	case CountersWentBack:
-		return "written again, unstamped (counters went back)"
+		return "counters went back, left unstamped"
 	case NewChainJumps:
 		return "jumps into new chains"
 	case Rewritten:
@@ -187,7 +192,8 @@ func (c Change) String() string {
 // New finds the family's iptables binaries (see findTools) and returns a
 // Manager that runs them and logs to log: V(0) each rewrite of a table and
 // why (V(2) when only our rules' counters went back: Restamped, or
-// CountersWentBack without the stamp), V(2) the binaries found, V(4) each iptables-restore input. New itself
+// CountersWentBack without the stamp, which writes nothing), V(2) the
+// binaries found, V(4) each iptables-restore input. New itself
 // runs only `--version` commands, and with Mode auto each backend's
 // iptables-save (detectMode), which opts.Context ends: New then returns its
 // error.
@@ -242,7 +248,7 @@ func (m *Manager) RandomFully() bool { return m.randomFully }
 // changed (see Change); on error it has applied what it could, table by
 // table, and Wrote tells which tables those are.
 func (m *Manager) Reconcile(desired []Rule) (change Change, err error) {
-	m.wrote = nil
+	m.wrote, m.wentBack = nil, nil
 	if err := validate(desired); err != nil {
 		return Unchanged, err
 	}
@@ -279,7 +285,11 @@ func (m *Manager) Reconcile(desired []Rule) (change Change, err error) {
 		}
 		c, err := m.reconcileTable(t, want, loaded)
 		change = max(change, c)
-		if c != Unchanged {
+		switch c {
+		case Unchanged:
+		case CountersWentBack:
+			m.wentBack = append(m.wentBack, t)
+		default:
 			m.wrote = append(m.wrote, t)
 		}
 		if err != nil {
@@ -297,6 +307,16 @@ func (m *Manager) Reconcile(desired []Rule) (change Change, err error) {
 // rules, see stampBytes): traffic may have left unNATed just before (see
 // DeleteUnmasqueraded).
 func (m *Manager) Wrote(table string) bool { return slices.Contains(m.wrote, table) }
+
+// Gap reports whether traffic may have met table without our rules as
+// desired just before the last Reconcile: it wrote them there (Wrote), or
+// found them put back by another program's restore (their counters went
+// back) and left them, having nothing to write (CountersWentBack). For nat
+// with MasqRules desired, flows may have left unNATed then (see
+// DeleteUnmasqueraded).
+func (m *Manager) Gap(table string) bool {
+	return m.Wrote(table) || slices.Contains(m.wentBack, table)
+}
 
 // Remove deletes our chains and the jumps into them from every table it
 // manages (--ip-masq off, shutting down for good). Nothing there is success.
@@ -403,12 +423,19 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 		m.record(table, found, want)
 		return Unchanged, nil
 	}
+	if countersOnly && !stamp {
+		// Written again without the stamp, the rules would read the
+		// same, the counters aside: their bytes now are the floor of
+		// the next check. Only the conntrack read after a flush is due,
+		// which Gap tells the caller.
+		m.log.V(2).Info("iptables rules left in place, their counters gone back (this iptables does not set a rule's counters)", "family", m.family, "table", table, "why", why)
+		m.seen[table] = ourBytes(have)
+		m.record(table, found, want)
+		return CountersWentBack, nil
+	}
 	change := Rewritten
-	switch {
-	case countersOnly && stamp:
+	if countersOnly {
 		change = Restamped
-	case countersOnly:
-		change = CountersWentBack
 	}
 	if len(fresh) > 0 && !countersOnly {
 		// Read without the new chains, the table is as desired: only
@@ -428,9 +455,6 @@ func (m *Manager) apply(table string, have *Table, want []Rule) (Change, error) 
 		// Nothing of ours was missing or altered: the caller says so
 		// if the conntrack table shows a gap.
 		m.log.V(2).Info("iptables rules stamped again", "family", m.family, "table", table, "why", why)
-	case CountersWentBack:
-		// Likewise, but this iptables cannot stamp them.
-		m.log.V(2).Info("iptables rules written again, unstamped (this iptables does not set a rule's counters)", "family", m.family, "table", table, "why", why)
 	default:
 		m.log.Info("iptables chains rewritten", "family", m.family, "table", table, "why", why)
 	}

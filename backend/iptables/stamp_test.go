@@ -95,7 +95,8 @@ func TestReconcileRestoredWithCounters(t *testing.T) {
 // counters (ip6tables-nft 1.8.9), our rules read back unstamped after their
 // first write: the Manager stops stamping rather than rewrite them at every
 // check, and writes without -c from then on. A reload after our rules
-// counted traffic is still noticed, by their counters going back.
+// counted traffic is still noticed, by their counters going back, and told
+// by Gap, not Wrote: nothing is written.
 func TestReconcileCountersNotSet(t *testing.T) {
 	f := newFake()
 	f.dropCounters = true
@@ -116,10 +117,13 @@ func TestReconcileCountersNotSet(t *testing.T) {
 	f.traffic("nat", 100)
 	mustReconcile(t, m, testRules(true), false)
 	f.reload(t, "nat")
-	if c := mustReconcile(t, m, testRules(true), true); c != CountersWentBack || !m.Wrote("nat") {
-		t.Errorf("after a reload of rules that had counted traffic: %v, Wrote(nat) %v; want %v, true", c, m.Wrote("nat"), CountersWentBack)
+	if c := mustReconcile(t, m, testRules(true), true); c != CountersWentBack || m.Wrote("nat") || !m.Gap("nat") {
+		t.Errorf("after a reload of rules that had counted traffic: %v, Wrote(nat) %v, Gap(nat) %v; want %v, false, true", c, m.Wrote("nat"), m.Gap("nat"), CountersWentBack)
 	}
 	mustReconcile(t, m, testRules(true), false)
+	if m.Gap("nat") {
+		t.Error("Gap(nat) at the check after, which found nothing")
+	}
 }
 
 // TestRootReloadedRules: in a namespace, with real iptables of each backend
@@ -161,9 +165,13 @@ func TestRootReloadedRules(t *testing.T) {
 }
 
 // TestReconcileCountersNotSetNotRestamped: without the stamp (an iptables
-// that does not set a rule's counters), a write because our rules' counters
-// went back stamps nothing, and neither the result nor the log says it
-// did: the rules are written again without -c, reported as such.
+// that does not set a rule's counters), our rules found as desired but with
+// their counters gone back (a reload after they counted traffic) are left
+// in place: written again without -c they would read the same. Neither the
+// result nor the log says they were stamped or written, and the next check,
+// comparing with the counters they have now, finds nothing. Before, nat was
+// written again only for the caller's conntrack read (Wrote), which Gap
+// tells now.
 func TestReconcileCountersNotSetNotRestamped(t *testing.T) {
 	f := newFake()
 	f.dropCounters = true
@@ -183,15 +191,22 @@ func TestReconcileCountersNotSetNotRestamped(t *testing.T) {
 	logs = nil
 	n := len(f.restores)
 	c := mustReconcile(t, m, testRules(true), true)
-	if c == Restamped || c == Rewritten || c.String() != "written again, unstamped (counters went back)" || !m.Wrote("nat") {
-		t.Errorf("after a reload of rules that had counted traffic: %v, Wrote(nat) %v; want written again, unstamped (counters went back), true", c, m.Wrote("nat"))
+	if c != CountersWentBack || c.String() != "counters went back, left unstamped" || m.Wrote("nat") || !m.Gap("nat") {
+		t.Errorf("after a reload of rules that had counted traffic: %v, Wrote(nat) %v, Gap(nat) %v; want counters went back, left unstamped, false, true", c, m.Wrote("nat"), m.Gap("nat"))
 	}
-	if got := f.restores[n:]; len(got) != 1 || strings.Contains(got[0], " -c ") {
-		t.Errorf("restores %q, want one, without -c", got)
+	if got := f.restores[n:]; len(got) != 0 {
+		t.Errorf("restores %q, want none", got)
 	}
 	all := strings.Join(logs, "\n")
-	if strings.Contains(all, "stamped again") || !strings.Contains(all, `"msg"="iptables rules written again, unstamped (this iptables does not set a rule's counters)"`) {
-		t.Errorf("log:\n%s\nwant \"iptables rules written again, unstamped …\", no \"stamped again\"", all)
+	if strings.Contains(all, "stamped again") || strings.Contains(all, "written") ||
+		!strings.Contains(all, `"msg"="iptables rules left in place, their counters gone back (this iptables does not set a rule's counters)"`) {
+		t.Errorf("log:\n%s\nwant \"iptables rules left in place …\", nothing stamped or written", all)
 	}
 	mustReconcile(t, m, testRules(true), false)
+	f.traffic("nat", 100)
+	mustReconcile(t, m, testRules(true), false)
+	f.reload(t, "nat")
+	if c := mustReconcile(t, m, testRules(true), true); c != CountersWentBack || len(f.restores) != n {
+		t.Errorf("after a second reload of rules that had counted traffic: %v, %d restores; want %v, none", c, len(f.restores)-n, CountersWentBack)
+	}
 }
