@@ -256,7 +256,7 @@ func (o *observer) watchLeases(stats *subnet.Stats, unusable func() int) {
 	o.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "agentd_bad_lease_keys",
-			Help: "Keys under the subnets prefix skipped now as invalid (a key fixed or deleted leaves it).",
+			Help: "Keys under the subnets prefix skipped now as invalid, and keys beside it that flanneld reads as leases (a key fixed or deleted leaves it).",
 		}, func() float64 { return float64(unusable()) }),
 		counter("agentd_watch_events_total", "Lease events received from the etcd watch.", func() float64 { return float64(stats.WatchEvents.Load()) }),
 		counter("agentd_watch_relists_total", "Full re-reads of the lease set after the watch broke (reconnects, compaction).", func() float64 { return float64(stats.Relists.Load()) }),

@@ -125,9 +125,17 @@ func (r *Registry) scanOnce(ctx context.Context, prefix, end string, limit int64
 // a copy an operator kept, holds 10.244.5.0/24 for flanneld hosts. Usually
 // empty: one request each to find that out.
 func (r *Registry) flanneldSiblings() [2][2]string {
-	p := r.prefix + "/subnets"
+	p := r.flanneldRange()
 	return [2][2]string{{p, p + "/"}, {p + "0", clientv3.GetPrefixRangeEnd(p)}}
 }
+
+// flanneldRange is the prefix flanneld lists and watches: <prefix>/subnets,
+// with no slash after it. Its keys are those under <prefix>/subnets/ and
+// those of the flanneldSiblings ranges.
+func (r *Registry) flanneldRange() string { return r.prefix + "/subnets" }
+
+// under reports whether key lies under <prefix>/subnets/, not beside it.
+func (r *Registry) under(key string) bool { return strings.HasPrefix(key, r.SubnetsPrefix()) }
 
 // UnchangedSince is the compares of a transaction that writes what a List
 // read at revision rev judged: each holds while no key of the ranges List

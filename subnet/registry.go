@@ -109,7 +109,7 @@ func (r *Registry) decodeFull(kv *mvccpb.KeyValue) (Lease, error) {
 func (r *Registry) parseKey(key string) (sn, sn6 netip.Prefix, rel string, err error) {
 	rel, ok := strings.CutPrefix(key, r.SubnetsPrefix())
 	if !ok {
-		if rel, ok = strings.CutPrefix(key, r.prefix+"/subnets"); !ok {
+		if rel, ok = strings.CutPrefix(key, r.flanneldRange()); !ok {
 			return netip.Prefix{}, netip.Prefix{}, "", fmt.Errorf("key is outside %s", r.SubnetsPrefix())
 		}
 		return netip.Prefix{}, netip.Prefix{}, rel, fmt.Errorf("%w: not under %s", ErrNotSubnetKey, r.SubnetsPrefix())

@@ -184,8 +184,11 @@ func (m *Manager) Peers() []Lease {
 }
 
 // UnusableKeys is how many keys under the subnets prefix, other than our
-// own, the watch skips now as not usable leases (Stats.BadEntries counts
-// their writes): a key fixed or deleted leaves it.
+// own, the watch skips now as not usable leases, and how many beside it
+// flanneld reads as leases (flanneldSiblings): the keys agentctl leases
+// lists as invalid. Stats.BadEntries counts their writes. A key fixed or
+// deleted leaves it, and so does a key beside the prefix whose value
+// flanneld skips.
 func (m *Manager) UnusableKeys() int {
 	t := &m.table
 	t.mu.Lock()
@@ -286,6 +289,13 @@ func (m *Manager) relist(ctx context.Context, h *etcdhistory.History, known erro
 	if err != nil {
 		return err
 	}
+	// The keys beside the prefix that flanneld reads as leases, at the
+	// same revision: the watch from it sees them change.
+	sib, err := m.reg.siblingKeys(ctx, hdr.Revision, 0)
+	if err != nil {
+		return err
+	}
+	keys = append(keys, sib...)
 	// A list is linearizable: a revision below one seen before is not a
 	// member lagging behind.
 	replaced := h.Check(hdr)
@@ -519,7 +529,11 @@ func (m *Manager) watchFrom(ctx context.Context, h *etcdhistory.History) error {
 		}
 	}()
 	rev := h.Rev + 1
-	wch := m.reg.cli.Watch(wctx, m.reg.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev),
+	// <prefix>/subnets with no slash after it, as flanneld watches: the
+	// one watch sees the keys beside <prefix>/subnets/ too
+	// (flanneldSiblings), and costs no request more than one of
+	// <prefix>/subnets/ alone.
+	wch := m.reg.cli.Watch(wctx, m.reg.flanneldRange(), clientv3.WithPrefix(), clientv3.WithRev(rev),
 		clientv3.WithProgressNotify())
 	for resp := range wch {
 		if resp.CompactRevision != 0 {
@@ -617,8 +631,9 @@ func (m *Manager) witness() witness {
 			note(k, max(l.ModRevision, t.bad[k]))
 		}
 	}
+	// Keys beside the prefix are not counted under it.
 	for k, rev := range t.bad {
-		if _, ok := t.leases[k]; !ok {
+		if _, ok := t.leases[k]; !ok && m.reg.under(k) {
 			w.count++
 			note(k, rev)
 		}
@@ -712,6 +727,12 @@ func (m *Manager) applyEvents(evs []*clientv3.Event) (changed bool) {
 			continue
 		}
 		k := m.reg.keyState(ev.Kv)
+		if !m.reg.under(key) && !errors.As(k.err, new(*FlanneldLeaseError)) {
+			// Beside the prefix, a key flanneld skips is no lease to
+			// anyone (siblingKeys): not counted, whatever it was.
+			delete(t.bad, key)
+			continue
+		}
 		if m.putLocked(&k, t.leases[key]) {
 			changed = true
 		}
