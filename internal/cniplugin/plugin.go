@@ -291,9 +291,9 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	if errors.Is(err, syscall.ENAMETOOLONG) {
 		// No file can have the attachment's name, and no legacy file
 		// nor a former name's file serves it: its ADD saved nothing
-		// and so ran no delegate (see fits). A configuration rebuilt from subnet.env would undo
-		// nothing, and its DEL may fail the same way (host-local names a
-		// directory after the network).
+		// and so ran no delegate (see fits). A configuration rebuilt
+		// from subnet.env would undo nothing, and its DEL may fail the
+		// same way (host-local names a directory after the network).
 		return nil
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -1705,8 +1705,9 @@ func sameFile(a, b string) bool {
 // names a former name of the network (see renamedLegacy). Missing is an
 // error satisfying errors.Is(err, fs.ErrNotExist), and
 // errors.Is(err, syscall.ENAMETOOLONG) too when no file can have the
-// attachment's name and none of the others serves it. left are the files saved for the attachment under other network names
-// that renamedSaved left alone.
+// attachment's name and none of the others serves it. left are the files
+// saved for the attachment under other network names that renamedSaved
+// left alone.
 func readSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, left []leftSaved, err error) {
 	saved, b, forget, err = readOwnSaved(n, at)
 	// Also when no file can have the attachment's name: a network
@@ -1813,9 +1814,7 @@ func renamedSaved(n *NetConf, at attachment) (saved string, b []byte, forget []s
 			continue
 		}
 		if _, err := decodeSaved(path, b); err != nil {
-			var te *types.Error
-			errors.As(err, &te)
-			left = append(left, leftSaved{path, network, fmt.Errorf("does not decode: %s", strings.TrimPrefix(te.Msg, "saved configuration "+path+": "))})
+			left = append(left, leftSaved{path, network, fmt.Errorf("does not decode: %s", strings.TrimPrefix(err.Error(), "saved configuration "+path+": "))})
 			continue
 		}
 		forget = []string{path}
