@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -211,15 +212,16 @@ func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, 
 		}
 		// A lease taken or changed after the check, under the old config,
 		// was not judged: write only if every key under the subnets prefix
-		// is as the check read it.
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(reg.SubnetsPrefix()), "<", rev+1).WithPrefix())
+		// is as the check read it, and beside it, where flanneld reads
+		// leases too (<prefix>/subnets-old/…).
+		cmps = append(cmps, reg.UnchangedSince(rev)...)
 	}
 	txn, err := cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(doc))).Commit()
 	if err != nil {
 		return fmt.Errorf("write %s: %w", key, err)
 	}
 	if !txn.Succeeded {
-		return fmt.Errorf("%s, or a lease under %s, changed while this command ran; nothing written; run it again", key, reg.SubnetsPrefix())
+		return fmt.Errorf("%s, or a lease under %s (or a key beside it that flanneld reads), changed while this command ran; nothing written; run it again", key, reg.SubnetsPrefix())
 	}
 	fmt.Fprintf(a.out, "wrote %s: %s%s\n", key, cfg, wireOf(cfg.BackendType, w))
 	return nil
@@ -244,17 +246,33 @@ func checkBackend(cfg *subnet.Config) error {
 // checkLeasesSurvive refuses, while any lease or reservation exists, a config
 // that would break one: its subnet no longer routed by the agents, its
 // backend another type, or (prev being the config the agents run with) a
-// change of the backend's wire settings. It returns the etcd revision the
-// leases were read at.
+// change of the backend's wire settings. A key agents skip but flanneld
+// reads as a lease (subnet.FlanneldLeaseError: 10.244.5.0-024, or beside
+// <prefix>/subnets/, <prefix>/subnets-old/10.244.5.0-24) is one of them to
+// flanneld hosts, which route its subnet and lease around it: its subnet
+// is judged too, and it counts among the leases a wire change would cut
+// off. It returns the etcd revision the keys were read at.
 func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *subnet.Config) (int64, error) {
-	leases, _, rev, err := reg.List(ctx)
+	leases, skipped, rev, err := reg.List(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if len(leases) == 0 {
+	var bad []string
+	flanneld := 0
+	for _, b := range skipped {
+		var fe *subnet.FlanneldLeaseError
+		if !errors.As(b.Err, &fe) {
+			continue
+		}
+		flanneld++
+		if err := cfg.RoutableLease(subnet.Lease{Subnet: fe.Subnet, IPv6Subnet: fe.IPv6Subnet}); err != nil {
+			bad = append(bad, fmt.Sprintf("%s (agents skip it; flanneld reads it as a lease of %s): %v", printable(b.Key), fe.PublicIP, err))
+		}
+	}
+	n := len(leases) + flanneld
+	if n == 0 {
 		return rev, nil
 	}
-	var bad []string
 	for _, l := range leases {
 		if err := cfg.RoutableLease(l); err != nil {
 			bad = append(bad, fmt.Sprintf("%s (%s): %v", l.Key(), l.Attrs.PublicIP, err))
@@ -305,7 +323,7 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 			"is loose or off on the interfaces their packets come in on, the underlay's and %s (the kernel takes the larger of "+
 			"net.ipv4.conf.all.rp_filter and the interface's: all at 2 on every host makes both loose; 1, strict, drops their traffic) "+
 			"(use --force to write it anyway, then restart every agent)",
-			changed[0], len(leases), fmt.Sprintf("flannel.%d", cur.VNI))
+			changed[0], n, fmt.Sprintf("flannel.%d", cur.VNI))
 	}
 	if len(changed) == 1 && cfg.BackendType == udp.Type && strings.HasPrefix(changed[0], "Backend.Port ") {
 		return rev, udpPortChangeCutsOff(changed[0], leases)
@@ -314,7 +332,7 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 		return 0, fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+
 			"settings until restarted, so restarted and unrestarted hosts could not reach each other "+
 			"(use --force to write it anyway, then restart every agent)",
-			strings.Join(changed, ", "), len(leases))
+			strings.Join(changed, ", "), n)
 	}
 	return rev, nil
 }
