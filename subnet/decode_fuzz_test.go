@@ -75,6 +75,14 @@ func FuzzRegistryDecode(f *testing.F) {
 				t.Fatalf("decode(%q, %q): %v, a FlanneldLeaseError %v (%+v); flanneld reads the key %v (%s %s), the value %v",
 					key, value, err, got, fe, fok, fsn, fsn6, fvalErr)
 			}
+			// lease release's judgement of a key beside the prefix.
+			if !under && fkey {
+				bfe, berr := r.BesideLease(key, value)
+				if (berr == nil) != got || got && (bfe.Subnet != fe.Subnet || bfe.IPv6Subnet != fe.IPv6Subnet || bfe.PublicIP != fe.PublicIP) ||
+					berr != nil && len(berr.Error()) > clip.Len {
+					t.Fatalf("BesideLease(%q, %q): %+v, %v; decode: %v", key, value, bfe, berr, err)
+				}
+			}
 			return
 		}
 		if got := r.LeaseKey(l.Subnet, l.IPv6Subnet); got != key {

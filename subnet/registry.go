@@ -118,6 +118,28 @@ func (r *Registry) parseKey(key string) (sn, sn6 netip.Prefix, rel string, err e
 	return sn, sn6, rel, err
 }
 
+// BesideLease judges key, a key beside <prefix>/subnets/ (flanneldSiblings:
+// <prefix>/subnets-old/10.244.5.0-24), and its value as flanneld does, by
+// the code List and Acquire judge such keys with: the FlanneldLeaseError of
+// a key flanneld reads as a lease, value included, else why it is no lease
+// to flanneld (its key pattern or its decoder skips it) nor to agents,
+// which read nothing else there.
+func (r *Registry) BesideLease(key string, value []byte) (*FlanneldLeaseError, error) {
+	if r.under(key) || !strings.HasPrefix(key, r.flanneldRange()) {
+		return nil, fmt.Errorf("not beside %s", r.SubnetsPrefix())
+	}
+	_, _, rel, keyErr := r.parseKey(key)
+	var fe *FlanneldLeaseError
+	if errors.As(flanneldLease(rel, value, keyErr), &fe) {
+		return fe, nil
+	}
+	if _, _, ok := FlanneldSubnetKey(rel); !ok {
+		return nil, errors.New("flanneld reads no lease in its name")
+	}
+	_, err := flanneldPublicIP(value)
+	return nil, clip.Error(fmt.Errorf("flanneld skips its value: %w", err))
+}
+
 // List returns every lease, sorted by subnet, the keys that are not leases,
 // and the revision the list was read at: one snapshot, read in pages (see
 // scan). The keys beside <prefix>/subnets/ that flanneld reads as leases

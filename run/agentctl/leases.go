@@ -740,12 +740,14 @@ func releaseRaw(ctx context.Context, a *app, cli *clientv3.Client, key, name str
 
 // releaseBeside deletes key, which lies beside <prefix>/subnets/ (rel is
 // what follows <prefix>/subnets), as deleteUnusable does, if flanneld reads
-// it as a lease: flanneld lists <prefix>/subnets with no slash after it,
-// and agentctl leases and lease reserve name such a key. Agents read no
-// other key there, nor does flanneld: release leaves those alone.
+// it as a lease, its value included (subnet.Registry.BesideLease, the
+// judgement of agentctl leases and lease reserve): flanneld lists
+// <prefix>/subnets with no slash after it. Agents read no other key there,
+// nor does flanneld: release leaves those alone, a key whose name flanneld
+// would read but whose value it skips too (a file an operator kept there).
+// The key is deleted only if it is still as judged.
 func releaseBeside(ctx context.Context, a *app, cli *clientv3.Client, reg *subnet.Registry, key, rel string, force bool) error {
-	sn, sn6, ok := subnet.FlanneldSubnetKey(rel)
-	if !ok {
+	if _, _, ok := subnet.FlanneldSubnetKey(rel); !ok {
 		return usagef("%s is not under %s, and flanneld reads no lease in it either; release deletes no such key", printable(key), reg.SubnetsPrefix())
 	}
 	resp, err := cli.Get(ctx, key)
@@ -755,9 +757,14 @@ func releaseBeside(ctx context.Context, a *app, cli *clientv3.Client, reg *subne
 	if len(resp.Kvs) == 0 {
 		return fmt.Errorf("no key %s", printable(key))
 	}
-	why := fmt.Errorf("a key beside %s, which flanneld reads as a lease of %s", reg.SubnetsPrefix(), keyArg(sn, sn6))
+	kv := resp.Kvs[0]
 	name := printable(key)
-	if err := deleteUnusable(ctx, cli, subnet.BadEntry{Key: key, ModRevision: resp.Kvs[0].ModRevision, Err: why}, name, force); err != nil {
+	fe, err := reg.BesideLease(key, kv.Value)
+	if err != nil {
+		return fmt.Errorf("%s is not under %s, and %v: it is no lease to flanneld or agents; release deletes no such key", name, reg.SubnetsPrefix(), printable(err.Error()))
+	}
+	why := fmt.Errorf("a key beside %s, which flanneld reads as a lease of %s", reg.SubnetsPrefix(), keyArg(fe.Subnet, fe.IPv6Subnet))
+	if err := deleteUnusable(ctx, cli, subnet.BadEntry{Key: key, ModRevision: kv.ModRevision, Err: why}, name, force); err != nil {
 		return err
 	}
 	fmt.Fprintf(a.out, "released %s (%v)\n", name, why)
