@@ -34,35 +34,45 @@ var flanneldKeyRule = regexp.MustCompile(`(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+
 // beside <prefix>/subnets/ (key relative to <prefix>/subnets then:
 // flanneldSiblings).
 func FlanneldSubnetKey(key string) (sn, sn6 netip.Prefix, ok bool) {
+	sn, sn6, _, ok = flanneldSubnetKey(key)
+	return sn, sn6, ok
+}
+
+// flanneldSubnetKey is FlanneldSubnetKey, and whether an address of the key
+// has host bits set (FlanneldLeaseError.HostBits).
+func flanneldSubnetKey(key string) (sn, sn6 netip.Prefix, hostBits, ok bool) {
 	m := flanneldKeyRule.FindStringSubmatch(key)
 	if m == nil {
-		return netip.Prefix{}, netip.Prefix{}, false
+		return netip.Prefix{}, netip.Prefix{}, false, false
 	}
-	sn, ok = flanneldPrefix(m[1], m[2], 5)
+	sn, hostBits, ok = flanneldPrefix(m[1], m[2], 5)
 	if !ok || !sn.Addr().Is4() {
-		return netip.Prefix{}, netip.Prefix{}, false
+		return netip.Prefix{}, netip.Prefix{}, false, false
 	}
 	if m[3] != "" {
-		if sn6, ok = flanneldPrefix(m[3], m[4], 7); !ok {
-			return netip.Prefix{}, netip.Prefix{}, false
+		var hostBits6 bool
+		if sn6, hostBits6, ok = flanneldPrefix(m[3], m[4], 7); !ok {
+			return netip.Prefix{}, netip.Prefix{}, false, false
 		}
+		hostBits = hostBits || hostBits6
 	}
-	return sn, sn6, true
+	return sn, sn6, hostBits, true
 }
 
 // flanneldPrefix parses an address and a length of at most bitSize bits,
-// as flanneld does (strconv.ParseUint takes leading zeros), masked.
-func flanneldPrefix(addr, length string, bitSize int) (netip.Prefix, bool) {
+// as flanneld does (strconv.ParseUint takes leading zeros), masked, and
+// says whether the address had host bits set.
+func flanneldPrefix(addr, length string, bitSize int) (p netip.Prefix, hostBits, ok bool) {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
-		return netip.Prefix{}, false
+		return netip.Prefix{}, false, false
 	}
 	bits, err := strconv.ParseUint(length, 10, bitSize)
 	if err != nil {
-		return netip.Prefix{}, false
+		return netip.Prefix{}, false, false
 	}
-	p, err := a.Prefix(int(bits))
-	return p, err == nil
+	p, err = a.Prefix(int(bits))
+	return p, err == nil && p.Addr() != a, err == nil
 }
 
 // FlanneldLeaseError is the error of a key agentd skips but flanneld reads
@@ -81,7 +91,40 @@ type FlanneldLeaseError struct {
 	// HostID is agentd's host identity in the value, when agentd can read
 	// the value; flanneld ignores it.
 	HostID string
-	Err    error
+	// HostBits is set when an address of the key has host bits set
+	// ("10.244.5.7-24"; Subnet is masked, 10.244.5.0/24). flanneld
+	// (v0.28.10, pkg/subnet.ParseSubnetKey) keeps them: its lease is of
+	// 10.244.5.7/24. Its allocator masks when it compares (IP4Net.Overlaps),
+	// so its hosts lease around Subnet; its udp backend masks too, and
+	// routes Subnet to PublicIP (over the route of another key of Subnet:
+	// the last written wins, and the key's deletion removes both); its vxlan
+	// and host-gw backends hand the route to the kernel unmasked, which
+	// refuses it ("Invalid prefix for given prefix length"): vxlan retries
+	// it for about 50 s (retry-go's 10 tries), holding up the lease events
+	// after it, then deletes the neighbour and the FDB entry of the value's
+	// VtepMAC and PublicIP, a live host's if the value is a copy of its
+	// lease; host-gw logs the refusal. agentd holds Subnet as for any key
+	// flanneld reads (flanneldHeld): flanneld hosts lease around it, udp
+	// ones route it, and a flanneld host whose public IP the key names
+	// takes it as its own lease (findLeaseByIP) and uses the subnet.
+	HostBits bool
+	Err      error
+}
+
+// FlanneldHostBits says what flanneld hosts do with a key whose address has
+// host bits set (FlanneldLeaseError.HostBits), for messages.
+const FlanneldHostBits = "host bits set, which flanneld keeps: its hosts lease around that and udp hosts route it to the key's PublicIP, " +
+	"but the kernel refuses vxlan and host-gw hosts the route, and vxlan hosts retry it for about 50 s, holding up the lease events after it, " +
+	"then delete the FDB entry of the key's VtepMAC and PublicIP, a live host's if the value is a copy of its lease"
+
+// Routing is what flanneld hosts do with the key's subnets, for messages:
+// usual (what a message says of a key without host bits, "its hosts route
+// that to the key's PublicIP"), or FlanneldHostBits.
+func (e *FlanneldLeaseError) Routing(usual string) string {
+	if e.HostBits {
+		return FlanneldHostBits
+	}
+	return usual
 }
 
 func (e *FlanneldLeaseError) Error() string { return e.Err.Error() }
@@ -101,7 +144,7 @@ func (e *FlanneldLeaseError) HeldSubnets() string {
 // FlanneldLeaseError when flanneld reads rel and value as a lease, and
 // keyErr itself when it does not.
 func flanneldLease(rel string, value []byte, keyErr error) error {
-	sn, sn6, ok := FlanneldSubnetKey(rel)
+	sn, sn6, hostBits, ok := flanneldSubnetKey(rel)
 	if !ok {
 		return keyErr
 	}
@@ -109,7 +152,7 @@ func flanneldLease(rel string, value []byte, keyErr error) error {
 	if err != nil {
 		return keyErr
 	}
-	e := &FlanneldLeaseError{Subnet: sn, IPv6Subnet: sn6, PublicIP: pub, Err: keyErr}
+	e := &FlanneldLeaseError{Subnet: sn, IPv6Subnet: sn6, PublicIP: pub, HostBits: hostBits, Err: keyErr}
 	if a, err := ParseLeaseValue(value); err == nil {
 		e.HostID = a.HostID
 	}

@@ -8,10 +8,10 @@ import (
 	"unicode/utf8"
 )
 
-// FuzzFlanneldSubnetKey checks FlanneldSubnetKey against flanneldReads, an
-// oracle written from flanneld's rule without a regexp, and that every key
-// agentd writes is read alike by both (but a /32 or /128, which flanneld
-// refuses).
+// FuzzFlanneldSubnetKey checks FlanneldSubnetKey (and flanneldSubnetKey's
+// host bits) against flanneldReads, an oracle written from flanneld's rule
+// without a regexp, and that every key agentd writes is read alike by both
+// (but a /32 or /128, which flanneld refuses).
 func FuzzFlanneldSubnetKey(f *testing.F) {
 	const maxOracleKey = 64 // longer than any dual-stack key agentd writes
 	for _, s := range []string{
@@ -42,11 +42,12 @@ func FuzzFlanneldSubnetKey(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, key string) {
 		sn, sn6, ok := FlanneldSubnetKey(key)
+		_, _, hostBits, _ := flanneldSubnetKey(key)
 		// The oracle backtracks: a run of n digits costs it n^4 steps.
 		if len(key) <= maxOracleKey {
-			wsn, wsn6, wok := flanneldReads(key)
-			if ok != wok || sn != wsn || sn6 != wsn6 {
-				t.Fatalf("%q: got %v %s %s, flanneld reads %v %s %s", key, ok, sn, sn6, wok, wsn, wsn6)
+			wsn, wsn6, whostBits, wok := flanneldReads(key)
+			if ok != wok || sn != wsn || sn6 != wsn6 || ok && hostBits != whostBits {
+				t.Fatalf("%q: got %v %s %s (host bits %v), flanneld reads %v %s %s (host bits %v)", key, ok, sn, sn6, hostBits, wok, wsn, wsn6, whostBits)
 			}
 		}
 		if ok && (!sn.Addr().Is4() || sn.Masked() != sn || sn6.IsValid() && (!sn6.Addr().Is6() || sn6.Masked() != sn6)) {
@@ -65,8 +66,9 @@ func FuzzFlanneldSubnetKey(f *testing.F) {
 // `(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$`, its quantifiers
 // greedy and its group tried before it is skipped, as Go's regexp prefers;
 // then net.ParseIP and strconv.ParseUint with 5 and 7 bits, as flanneld
-// reads them.
-func flanneldReads(key string) (sn, sn6 netip.Prefix, ok bool) {
+// reads them. flanneld keeps the addresses as they are: hostBits says
+// whether masking changed either.
+func flanneldReads(key string) (sn, sn6 netip.Prefix, hostBits, ok bool) {
 	for start := 0; start < len(key); start++ {
 		c, matched := flanneldMatchAt(key, start)
 		if !matched {
@@ -75,22 +77,26 @@ func flanneldReads(key string) (sn, sn6 netip.Prefix, ok bool) {
 		ip := net.ParseIP(c[0]).To4()
 		bits, err := strconv.ParseUint(c[1], 10, 5)
 		if ip == nil || err != nil {
-			return netip.Prefix{}, netip.Prefix{}, false
+			return netip.Prefix{}, netip.Prefix{}, false, false
 		}
-		a, _ := netip.AddrFromSlice(ip.Mask(net.CIDRMask(int(bits), 32)))
+		masked := ip.Mask(net.CIDRMask(int(bits), 32))
+		hostBits = !masked.Equal(ip)
+		a, _ := netip.AddrFromSlice(masked)
 		sn = netip.PrefixFrom(a, int(bits))
 		if c[2] != "" {
 			ip6 := net.ParseIP(c[2]).To16()
 			bits6, err := strconv.ParseUint(c[3], 10, 7)
 			if ip6 == nil || err != nil {
-				return netip.Prefix{}, netip.Prefix{}, false
+				return netip.Prefix{}, netip.Prefix{}, false, false
 			}
-			a6, _ := netip.AddrFromSlice(ip6.Mask(net.CIDRMask(int(bits6), 128)))
+			masked6 := ip6.Mask(net.CIDRMask(int(bits6), 128))
+			hostBits = hostBits || !masked6.Equal(ip6)
+			a6, _ := netip.AddrFromSlice(masked6)
 			sn6 = netip.PrefixFrom(a6, int(bits6))
 		}
-		return sn, sn6, true
+		return sn, sn6, hostBits, true
 	}
-	return netip.Prefix{}, netip.Prefix{}, false
+	return netip.Prefix{}, netip.Prefix{}, false, false
 }
 
 // flanneldMatchAt matches the pattern at key[start:] by backtracking, in the

@@ -588,9 +588,10 @@ func (m *Manager) explainMove(sn netip.Prefix, leases []Lease, bad []BadEntry) {
 		}
 		held = true
 		kv := []any{"previous", prev, "new", sn}
+		var fe *FlanneldLeaseError
 		switch {
-		case b != nil && errors.As(b.Err, new(*FlanneldLeaseError)):
-			kv = append(kv, "key", b.Key, "holder", "a key agentd skips but flanneld reads as a lease of heldSubnet (its hosts route that to the key's PublicIP)", "problem", b.Err.Error())
+		case b != nil && errors.As(b.Err, &fe):
+			kv = append(kv, "key", b.Key, "holder", "a key agentd skips but flanneld reads as a lease of heldSubnet ("+fe.Routing("its hosts route that to the key's PublicIP")+")", "problem", b.Err.Error())
 		case b != nil:
 			kv = append(kv, "key", b.Key, "holder", "a key with an unusable value", "problem", b.Err.Error())
 		default:

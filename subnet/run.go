@@ -461,8 +461,8 @@ func (m *Manager) overlapFree(ctx context.Context) error {
 	}
 	for _, b := range bad {
 		if fe, ok := m.flanneldHeld(b.Err); ok {
-			return m.lostTo(fmt.Sprintf("key %s, which agentd skips but flanneld reads as a lease of %s (its hosts route that to the key's PublicIP %s), overlaps our subnet %s",
-				clip.String(b.Key), fe.HeldSubnets(), fe.PublicIP, m.own.Subnet), "that key")
+			return m.lostTo(fmt.Sprintf("key %s, which agentd skips but flanneld reads as a lease of %s (%s), overlaps our subnet %s",
+				clip.String(b.Key), fe.HeldSubnets(), fe.Routing("its hosts route that to the key's PublicIP "+fe.PublicIP.String()), m.own.Subnet), "that key")
 		}
 	}
 	for _, b := range bad {

@@ -762,6 +762,9 @@ func (m *Manager) putLocked(k *keyState, prev Lease) bool {
 			// key names this host (eachHeld).
 			if fe := (*FlanneldLeaseError)(nil); errors.As(err, &fe) {
 				kvs = append(kvs, "flanneldReadsAsLeaseOf", fe.HeldSubnets())
+				if fe.HostBits {
+					kvs = append(kvs, "flanneldRouting", FlanneldHostBits)
+				}
 			}
 			switch t.badLog.Next() {
 			case lograte.Log:

@@ -46,6 +46,10 @@ type badRow struct {
 	// flanneld hosts route it to the key's PublicIP, and agents lease and
 	// reserve around it.
 	FlanneldLeaseOf string `json:"flanneldLeaseOf,omitempty"`
+	// FlanneldHostBits is set when the key's address has host bits set
+	// (10.244.5.7-24, subnet.FlanneldHostBits): flanneld keeps them, and
+	// its vxlan and host-gw hosts cannot route the key.
+	FlanneldHostBits bool `json:"flanneldHostBits,omitempty"`
 }
 
 func (a *app) leasesCommand() *cobra.Command {
@@ -132,7 +136,7 @@ func listLeases(ctx context.Context, cli *clientv3.Client, prefix string) ([]lea
 	for _, b := range badEntries {
 		r := badRow{Key: b.Key, Error: b.Err.Error()}
 		if fe := (*subnet.FlanneldLeaseError)(nil); errors.As(b.Err, &fe) {
-			r.FlanneldLeaseOf = keyArg(fe.Subnet, fe.IPv6Subnet)
+			r.FlanneldLeaseOf, r.FlanneldHostBits = keyArg(fe.Subnet, fe.IPv6Subnet), fe.HostBits
 		}
 		bad = append(bad, r)
 	}
@@ -239,6 +243,8 @@ func printLeases(a *app, rows []leaseRow, bad []badRow) {
 			held = fmt.Sprintf("; a lease of %s, %s left", b.PublicIP, time.Duration(*b.TTLSeconds)*time.Second)
 		case b.PublicIP != "":
 			held = "; a reservation for " + b.PublicIP
+		case b.FlanneldHostBits:
+			held = "; flanneld reads it as a lease of " + b.FlanneldLeaseOf + " (" + subnet.FlanneldHostBits + ")"
 		case b.FlanneldLeaseOf != "":
 			held = "; flanneld reads it as a lease of " + b.FlanneldLeaseOf + " (its hosts route that to the key's PublicIP)"
 		}
@@ -369,7 +375,7 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 		switch {
 		case errors.As(b.Err, &fe):
 			ksn, ksn6 = fe.Subnet, fe.IPv6Subnet
-			flanneld := "a lease of " + keyArg(ksn, ksn6) + " (its hosts route that to the key's PublicIP " + fe.PublicIP.String() + ")"
+			flanneld := "a lease of " + keyArg(ksn, ksn6) + " (" + fe.Routing("its hosts route that to the key's PublicIP "+fe.PublicIP.String()) + ")"
 			if err != nil {
 				what, arg = "a key agents skip but flanneld reads as "+flanneld, printable(b.Key)
 			} else {
