@@ -299,6 +299,11 @@ keeps it without a TTL.`,
 			if err != nil || !pub.Is4() {
 				return usagef("--public-ip %q is not an IPv4 address", publicIP)
 			}
+			// agentd refuses such a public IP at start (as --public-ip
+			// or its interface's address), so no agent would take it.
+			if pub.IsUnspecified() || pub.IsLoopback() || pub.IsMulticast() || pub == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+				return usagef("--public-ip %s: no host can be reached at an unspecified, loopback, multicast or broadcast address, and no agentd takes this reservation", pub)
+			}
 			return a.withEtcd(cmd.Context(), func(ctx context.Context, cli *clientv3.Client) error {
 				return a.reserve(ctx, cli, sn, pub)
 			})
@@ -331,6 +336,9 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 	}
 	if err := cfg.ValidLease(sn, netip.Prefix{}); err != nil {
 		return usagef("%s cannot be reserved in %s: %v", sn, cfg.Network, err)
+	}
+	if cfg.Network.Contains(pub) {
+		return usagef("--public-ip %s is inside the cluster Network %s: an address of the overlay, not of the network the hosts share; agentd refuses such a public IP at start, so no agentd takes this reservation", pub, cfg.Network)
 	}
 	leases, bad, rev, err := reg.List(ctx)
 	if err != nil {
