@@ -74,6 +74,15 @@ reads <prefix>/subnets with no slash after it, takes as leases.`,
 				if err != nil {
 					return err
 				}
+				if len(rows) == 0 && len(bad) == 0 {
+					// No agent runs under a prefix without a config: a
+					// mistyped --etcd-prefix, not a cluster without hosts.
+					reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
+					if _, err := reg.GetConfig(ctx); errors.Is(err, subnet.ErrConfigNotFound) {
+						fmt.Fprintf(a.errOut, "agentctl: warning: no lease under %s, and no network config at %s: check --etcd-prefix (agents use %s unless given another)\n",
+							printable(reg.SubnetsPrefix()), printable(reg.ConfigKey()), subnet.DefaultPrefix)
+					}
+				}
 				if output == "json" {
 					enc := json.NewEncoder(a.out)
 					enc.SetIndent("", "  ")
