@@ -15,7 +15,8 @@ import (
 // FuzzDecapBatch feeds decap whole recvmmsg batches: up to rxMessages
 // messages from two peers (one holding two subnets) and a stranger, each a
 // GRO train of TCP segments of a few flows whose sequence numbers run on
-// across messages, UDP packets, packets with IPv4 options, arbitrary bytes,
+// across messages, UDP datagrams of a few flows (some without a checksum),
+// packets with IPv4 options, arbitrary bytes,
 // truncated or empty messages, some with a segment padded, corrupted (with
 // or without its checksums mended), cut short, out of sequence or split at
 // a wrong GRO size; the device refuses some writes, and may close under
@@ -24,11 +25,13 @@ import (
 //
 // Checked against a plain reference (each datagram cut and judged alone
 // by accept, no coalescing): every write is one IPv4 packet of exactly its
-// Total Length; a coalesced one is a TSO packet the kernel can complete
-// (its TCP checksum, once completed, verifies); cutting what was written
+// Total Length; a coalesced one is a TSO or USO packet the kernel can
+// complete (its TCP or UDP checksum, once completed, verifies; a USO packet
+// holds at most 64 datagrams, as Linux takes them); cutting what was written
 // gives back exactly the packets accepted, in the order received, written
 // alone ones byte for byte and coalesced ones but for identification and
-// checksums (all of which verify, so none had a bad TCP checksum); the
+// checksums (all of which verify, so none had a bad TCP or UDP checksum,
+// nor a UDP one none); the
 // counts per verdict are the reference's, forwarded ones are what the
 // device took, refused ones what it did not or what came after it closed,
 // and the write errors are the writes it refused.
@@ -40,6 +43,11 @@ func FuzzDecapBatch(f *testing.F) {
 	f.Add([]byte{0, 0, 5, 50, 5<<3 | 2, 0, 7 << 2, 0, 5, 50, 0, 0, 4 << 2, 0, 9, 0, 0, 30}, []byte("arbitrary bytes in a datagram"), uint16(0), uint8(2))
 	//lint:ignore SA4016 byte 4 of a record is how<<3 | which, and "| 0" is which 0
 	f.Add([]byte{0, 0, 6, 80, 6<<3 | 1, 0, 0, 0, 6, 80, 7<<3 | 0, 77, 5 << 2, 0, 0, 0, 0, 0, 6 << 2, 0, 0, 0, 0, 0}, []byte{}, uint16(1), uint8(0))
+	// UDP: trains of one flow across messages, the last datagram shorter,
+	// one without checksums, one with a payload byte flipped.
+	f.Add([]byte{3 << 2, 0, 7, 100, 0, 0, 3 << 2, 0, 7 | 8, 100, 0, 0, 3<<2 | 0x40, 0, 3, 100, 0, 0, 3 << 2, 0, 3, 100, 2<<3 | 1, 9}, []byte{}, uint16(0), uint8(0))
+	f.Add([]byte{3 << 2, 0, 7, 50, 0, 0, 3 << 2, 2, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 0, 0,
+		3 << 2, 0, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 3<<3 | 2, 5}, []byte{}, uint16(0), uint8(0))
 	tbl := newTable(netip.MustParsePrefix("10.244.1.0/24"), []entry{
 		{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Dst: netip.MustParseAddrPort("198.18.0.2:8285")},
 		{Subnet: netip.MustParsePrefix("10.244.4.0/25"), Dst: netip.MustParseAddrPort("198.18.0.2:8285")},
@@ -105,13 +113,17 @@ func FuzzDecapBatch(f *testing.F) {
 				coalesced = append(coalesced, false)
 			} else {
 				tso, ok := parseGSO(pkt, h)
-				if !ok || h.flags != vnetNeedsCsum || int(h.hdrLen) != tso.hdrLen || h.csumStart != 20 || h.csumOffset != tcpCsumOffset ||
-					checksum(pkt[:20]) != 0 {
-					t.Fatalf("write %d, %x, with %+v: not a TSO packet the kernel can finish", i, pkt[:min(len(pkt), 60)], h)
+				csumOffset, valid := uint16(tcpCsumOffset), tcpValid
+				if tso.udp {
+					csumOffset, valid = udpCsumOffset, udpValid
+				}
+				if !ok || h.flags != vnetNeedsCsum || int(h.hdrLen) != tso.hdrLen || h.csumStart != 20 || h.csumOffset != csumOffset ||
+					checksum(pkt[:20]) != 0 || tso.segments < 2 || tso.udp && tso.segments > 64 {
+					t.Fatalf("write %d, %x, with %+v: not a TSO or USO packet the kernel can finish", i, pkt[:min(len(pkt), 60)], h)
 				}
 				done := bytes.Clone(pkt)
-				if !finishChecksum(done, h.csumStart, h.csumOffset) || !tcpValid(done) {
-					t.Fatalf("write %d: its TCP checksum, completed, does not verify", i)
+				if !finishChecksum(done, h.csumStart, h.csumOffset) || !valid(done) {
+					t.Fatalf("write %d: its checksum, completed, does not verify", i)
 				}
 				for j := range tso.segments {
 					hdr := make([]byte, tso.hdrLen)
@@ -139,9 +151,13 @@ func FuzzDecapBatch(f *testing.F) {
 				}
 				continue
 			}
-			if !tcpValid(accepted[i]) || !tcpValid(out[i]) || !bytes.Equal(maskIDAndChecksums(out[i]), maskIDAndChecksums(accepted[i])) {
+			valid := tcpValid
+			if accepted[i][9] == protoUDP {
+				valid = udpValid
+			}
+			if !valid(accepted[i]) || !valid(out[i]) || !bytes.Equal(maskIDAndChecksums(out[i]), maskIDAndChecksums(accepted[i])) {
 				t.Fatalf("packet %d, coalesced (checksums valid: received %v, cut %v):\n got %x\nwant %x",
-					i, tcpValid(accepted[i]), tcpValid(out[i]), out[i], accepted[i])
+					i, valid(accepted[i]), valid(out[i]), out[i], accepted[i])
 			}
 		}
 
@@ -162,14 +178,17 @@ func FuzzDecapBatch(f *testing.F) {
 	})
 }
 
-// maskIDAndChecksums is p, a TCP/IPv4 packet, with its identification and
-// its IPv4 and TCP checksums zeroed.
+// maskIDAndChecksums is p, a TCP/IPv4 or UDP/IPv4 packet, with its
+// identification and its IPv4 and TCP or UDP checksums zeroed.
 func maskIDAndChecksums(p []byte) []byte {
 	p = bytes.Clone(p)
-	ihl := int(p[0]&0x0f) * 4
+	at := int(p[0]&0x0f)*4 + tcpCsumOffset
+	if p[9] == protoUDP {
+		at = int(p[0]&0x0f)*4 + udpCsumOffset
+	}
 	clear(p[4:6])
 	clear(p[10:12])
-	clear(p[ihl+tcpCsumOffset : ihl+tcpCsumOffset+2])
+	clear(p[at : at+2])
 	return p
 }
 
@@ -214,10 +233,10 @@ const recordLen = 6
 //	0: bits 0-1 the sender: 198.18.0.2 (10.244.2.0/24, 10.244.4.0/25),
 //	   198.18.0.3 (10.244.3.0/24), 198.18.0.99 (no peer), or 198.18.0.2
 //	   sending from its own address; bits 2-4 what the message holds:
-//	   0, 1 TCP segments, 2 TCP segments with IPv4 options, 3 UDP packets,
-//	   4 arbitrary bytes from raw, 5 truncated (MSG_TRUNC), 6 empty,
-//	   7 TCP segments, PSH on the last; bit 5 an inner source in the other
-//	   peer's subnet.
+//	   0, 1 TCP segments, 2 TCP segments with IPv4 options, 3 UDP
+//	   datagrams, 4 arbitrary bytes from raw, 5 truncated (MSG_TRUNC),
+//	   6 empty, 7 TCP segments, PSH on the last; bit 5 an inner source in
+//	   the other peer's subnet; bit 6 UDP datagrams without a checksum.
 //	1: the flow: bit 0 source host, bit 1 source port, bit 2 destination
 //	   host, bit 3 peer 2's second subnet.
 //	2: bits 0-2 segments less one; bit 3 the last one shorter.
@@ -264,7 +283,15 @@ func batchProgram(w *rxWorker, prog, raw []byte) int {
 			}
 			switch kind {
 			case 3:
-				pkts = append(pkts, ipPacket(src, dst, 17, 64, payload(j, n)))
+				p := ipPacket(src, dst, protoUDP, 64, append(make([]byte, udpHeaderLen), payload(j, n)...))
+				binary.BigEndian.PutUint16(p[20:], sport)
+				binary.BigEndian.PutUint16(p[22:], 4433)
+				binary.BigEndian.PutUint16(p[24:], uint16(udpHeaderLen+n))
+				if r[0]&0x40 == 0 {
+					p[20+udpCsumOffset] = 1 // for mendL4 to set
+					mendL4(p)
+				}
+				pkts = append(pkts, p)
 			case 4:
 				b := make([]byte, n)
 				for k := range b {
@@ -285,7 +312,7 @@ func batchProgram(w *rxWorker, prog, raw []byte) int {
 				if kind == 2 {
 					p = withOptions(p)
 				}
-				mendTCP(p)
+				mendL4(p)
 				next[flow] = seq + uint32(n)
 				pkts = append(pkts, p)
 			}
@@ -308,13 +335,13 @@ func batchProgram(w *rxWorker, prog, raw []byte) int {
 					}
 					p[int(param)%min(len(p), 60)] ^= x
 					if how == 3 && len(p) >= 20 && p[0]>>4 == 4 {
-						mendTCP(p)
+						mendL4(p)
 					}
 				}
 			case 6:
 				if len(p) >= 20 {
 					binary.BigEndian.PutUint16(p[2:], uint16(len(p)+1))
-					mendTCP(p)
+					mendL4(p)
 				}
 			case 7:
 				gro = int(param)
@@ -349,7 +376,7 @@ func batchProgram(w *rxWorker, prog, raw []byte) int {
 }
 
 // withOptions is the TCP/IPv4 packet p with 4 bytes of IPv4 options (NOPs)
-// after its header; its checksums are for mendTCP to set.
+// after its header; its checksums are for mendL4 to set.
 func withOptions(p []byte) []byte {
 	q := make([]byte, 0, len(p)+4)
 	q = append(q, p[:20]...)
@@ -360,10 +387,11 @@ func withOptions(p []byte) []byte {
 	return q
 }
 
-// mendTCP sets the IPv4 header checksum of p and, if p holds a TCP header
-// (by its own header fields), the TCP checksum, over what its Total Length
-// covers; whatever p holds, it reads nothing past its end.
-func mendTCP(p []byte) {
+// mendL4 sets the IPv4 header checksum of p and, if p holds a TCP or UDP
+// header (by its own header fields), its checksum (a UDP one of 0 as
+// 0xffff), over what its Total Length covers; whatever p holds, it reads
+// nothing past its end. A UDP checksum of 0 (none) is left as it is.
+func mendL4(p []byte) {
 	ihl := int(p[0]&0x0f) * 4
 	if ihl < 20 || ihl > len(p) {
 		return
@@ -371,6 +399,19 @@ func mendTCP(p []byte) {
 	binary.BigEndian.PutUint16(p[10:], 0)
 	binary.BigEndian.PutUint16(p[10:], checksum(p[:ihl]))
 	end := min(int(binary.BigEndian.Uint16(p[2:])), len(p))
+	if p[9] == protoUDP && end >= ihl+udpHeaderLen {
+		udp := p[ihl:end]
+		if udp[udpCsumOffset]|udp[udpCsumOffset+1] == 0 {
+			return
+		}
+		binary.BigEndian.PutUint16(udp[udpCsumOffset:], 0)
+		c := ^onesSum(udp, pseudoSum(p, protoUDP, len(udp)))
+		if c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(udp[udpCsumOffset:], c)
+		return
+	}
 	if p[9] != protoTCP || end < ihl+tcpMinHeader {
 		return
 	}

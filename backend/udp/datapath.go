@@ -20,9 +20,9 @@ import (
 // through an atomic pointer, once per batch.
 //
 // TUN offloads (IFF_VNET_HDR: TSO and USO packets cut into segments on the
-// way out, TCP segments coalesced on the way in) are offload.go's; UDP GSO and GRO
-// are sock.go's. Buffers are allocated when a worker starts; the loop
-// allocates nothing.
+// way out, TCP segments and UDP datagrams coalesced on the way in) are
+// offload.go's; UDP GSO and GRO are sock.go's. Buffers are allocated when a
+// worker starts; the loop allocates nothing.
 
 const (
 	// rxMessages is how many messages (each up to 64 KiB: a GRO train) one
@@ -331,8 +331,8 @@ func (w *rxWorker) run() error {
 }
 
 // decap checks every packet of the n messages received in w.m and writes
-// those accepted into the device, consecutive TCP segments of one flow
-// coalesced into one packet. Once a write finds the queue closed (the
+// those accepted into the device, consecutive TCP segments or UDP datagrams
+// of one flow coalesced into one packet. Once a write finds the queue closed (the
 // worker stops), the rest of the batch is still checked and counted, what
 // passes as refused, and that error is returned.
 func (w *rxWorker) decap(t *table, n int) error {
@@ -383,19 +383,26 @@ func (w *rxWorker) push(pkt []byte) error {
 			return err
 		}
 	}
-	il, hl, ok := tcpCandidate(pkt)
+	var il, hl int
+	var ok bool
+	udp := pkt[9] == protoUDP
+	if udp {
+		il, hl, ok = udpCandidate(pkt)
+	} else {
+		il, hl, ok = tcpCandidate(pkt)
+	}
 	if !ok {
 		co.single(pkt)
 		return w.write()
 	}
-	if co.start(pkt, il, hl) {
+	if co.start(pkt, udp, il, hl) {
 		return nil
 	}
 	return w.write()
 }
 
 // write writes the packet being built, if any, and counts the packets in
-// it (one, or the TCP segments coalesced into it) forwarded when the write
+// it (one, or the TCP segments or UDP datagrams coalesced into it) forwarded when the write
 // succeeds, else refused.
 func (w *rxWorker) write() error {
 	if !w.co.pending() {

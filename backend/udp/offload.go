@@ -268,25 +268,34 @@ func (t gsoPacket) segment(pkt []byte, i int, hdr []byte) []byte {
 }
 
 // coalescer builds one packet for the device out of consecutive TCP
-// segments of one flow, received in order: the first (the head) whole, the
-// others' payloads after it, written with one writev and a virtio header
-// asking the kernel to treat it as a TSO packet (as GRO would have).
+// segments, or UDP datagrams, of one flow, received in order: the first
+// (the head) whole, the others' payloads after it, written with one writev
+// and a virtio header asking the kernel to treat it as a TSO or USO packet
+// (as GRO would have). The kernel cuts a USO packet again into its
+// datagrams for a socket without UDP_GRO, and hands it whole, with its
+// segment size, to one with.
 type coalescer struct {
 	vnet  [vnetHdrLen]byte
 	parts [][]byte // parts[0] is vnet; parts[1] the head; then payloads
 	np    int
-	// Of the head: header lengths, the payload length of each segment
-	// (the last may be shorter, and closes the packet), the total length
-	// so far and the next sequence number expected.
+	// Of the head: UDP or TCP, header lengths, the payload length of each
+	// segment (the last may be shorter, and closes the packet), the total
+	// length so far and, for TCP, the next sequence number expected.
+	udp            bool
 	iphLen, hdrLen int
 	mss, total     int
 	next           uint32
 	psh            bool
 }
 
-// maxParts bounds the segments of one coalesced packet; a 64 KiB packet
-// of 1400-byte segments has 47.
-const maxParts = 2 + 64
+const (
+	// maxParts bounds the segments of one coalesced packet; a 64 KiB
+	// packet of 1400-byte segments has 47.
+	maxParts = 2 + 64
+	// maxUDPParts bounds those of a UDP one: Linux takes a USO packet of
+	// at most 64 datagrams (UDP_MAX_SEGMENTS) from the device.
+	maxUDPParts = 1 + 64
+)
 
 func newCoalescer() *coalescer {
 	c := &coalescer{parts: make([][]byte, maxParts)}
@@ -310,6 +319,22 @@ func tcpCandidate(pkt []byte) (iphLen, hdrLen int, ok bool) {
 	return 20, hdrLen, true
 }
 
+// udpCandidate returns the header lengths of pkt (one IPv4 packet cut to
+// its Total Length, as accept returns it) if it is a UDP datagram that may
+// be coalesced with others: not a fragment, no options in the IPv4 header,
+// a payload, a UDP length that is the packet's, and a checksum that is not
+// 0 (none: the kernel's GRO does not mix those with checksummed ones) and
+// verifies. Unlike TCP, don't-fragment may be clear: Linux clears it on
+// every datagram of a UDP_SEGMENT send unless the socket asks for it.
+func udpCandidate(pkt []byte) (iphLen, hdrLen int, ok bool) {
+	if pkt[0] != 0x45 || pkt[9] != protoUDP || binary.BigEndian.Uint16(pkt[6:8])&^ipDF != 0 || len(pkt) <= 28 ||
+		int(binary.BigEndian.Uint16(pkt[24:26])) != len(pkt)-20 || pkt[26]|pkt[27] == 0 ||
+		onesSum(pkt[20:], pseudoSum(pkt, protoUDP, len(pkt)-20)) != 0xffff {
+		return 0, 0, false
+	}
+	return 20, 28, true
+}
+
 // tcpChecksumOK reports whether the TCP checksum of pkt, one whole TCP/IPv4
 // packet with an IPv4 header of iphLen bytes, verifies.
 func tcpChecksumOK(pkt []byte, iphLen int) bool {
@@ -325,14 +350,18 @@ func (c *coalescer) single(pkt []byte) {
 	c.np = 2
 }
 
-// start makes pkt the head of a new packet; c must be empty. It reports
-// whether more may follow.
-func (c *coalescer) start(pkt []byte, iphLen, hdrLen int) bool {
+// start makes pkt the head of a new packet, a TCP segment or (udp) a UDP
+// datagram; c must be empty. It reports whether more may follow.
+func (c *coalescer) start(pkt []byte, udp bool, iphLen, hdrLen int) bool {
 	c.parts[1] = pkt
 	c.np = 2
+	c.udp = udp
 	c.iphLen, c.hdrLen = iphLen, hdrLen
 	c.mss = len(pkt) - hdrLen
 	c.total = len(pkt)
+	if udp {
+		return true
+	}
 	c.next = binary.BigEndian.Uint32(pkt[iphLen+4:]) + uint32(c.mss)
 	c.psh = pkt[iphLen+13]&tcpPSH != 0
 	return !c.psh
@@ -344,8 +373,11 @@ func (c *coalescer) start(pkt []byte, iphLen, hdrLen int) bool {
 // next sequence number; a payload no longer than the head's; a TCP
 // checksum that verifies (checked last, so that a good segment is summed
 // once whether it joins or heads the next packet). done reports that the packet
-// is now complete (a shorter payload, or PSH).
+// is now complete (a shorter payload, or PSH). A UDP head takes addUDP's.
 func (c *coalescer) add(pkt []byte) (added, done bool) {
+	if c.udp {
+		return c.addUDP(pkt)
+	}
 	head := c.parts[1]
 	il, hl := c.iphLen, c.hdrLen
 	if c.np == len(c.parts) || len(pkt) <= hl || len(pkt)-hl > c.mss || c.total+len(pkt)-hl > bigBuf ||
@@ -366,11 +398,37 @@ func (c *coalescer) add(pkt []byte) (added, done bool) {
 	return true, c.psh || n < c.mss
 }
 
+// addUDP appends pkt's payload if pkt continues the head's flow, as the
+// kernel's UDP GRO takes it: same addresses and ports, the same IPv4 fields
+// but length, identification and checksum (the kernel's UDP GRO looks at
+// no identification; cutting the packet again numbers them from the
+// head's); a payload no longer than the head's; a UDP length that is the
+// packet's, a checksum not 0 that verifies; at most maxUDPParts datagrams.
+// done reports that the packet is now complete (a shorter payload, or the
+// most datagrams).
+func (c *coalescer) addUDP(pkt []byte) (added, done bool) {
+	head := c.parts[1]
+	n := len(pkt) - 28
+	if c.np == maxUDPParts || n <= 0 || n > c.mss || c.total+n > bigBuf ||
+		string(pkt[:2]) != string(head[:2]) || string(pkt[6:10]) != string(head[6:10]) ||
+		string(pkt[12:24]) != string(head[12:24]) {
+		return false, false
+	}
+	if _, _, ok := udpCandidate(pkt); !ok {
+		return false, false
+	}
+	c.parts[c.np] = pkt[28:]
+	c.np++
+	c.total += n
+	return true, n < c.mss || c.np == maxUDPParts
+}
+
 // finish completes the packet and returns what to write: the virtio header
 // and the parts. A lone head goes as it came, with an empty virtio header.
 // The head of several is rewritten in place: total length and header
 // checksum, PSH if the last had it, and in the TCP checksum field the
-// pseudo header's sum, for the kernel to complete (NEEDS_CSUM).
+// pseudo header's sum, for the kernel to complete (NEEDS_CSUM); a UDP head
+// gets the UDP length of the whole, and the pseudo header's sum for it.
 func (c *coalescer) finish() [][]byte {
 	parts := c.parts[:c.np]
 	c.np = 0
@@ -383,6 +441,21 @@ func (c *coalescer) finish() [][]byte {
 	binary.BigEndian.PutUint16(ip[2:], uint16(c.total))
 	ip[10], ip[11] = 0, 0
 	binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip, 0))
+	if c.udp {
+		udp := tcp
+		n := c.total - c.iphLen
+		binary.BigEndian.PutUint16(udp[4:], uint16(n))
+		binary.BigEndian.PutUint16(udp[udpCsumOffset:], pseudoSum(ip, protoUDP, n))
+		vnetHdr{
+			flags:      vnetNeedsCsum,
+			gsoType:    gsoUDPL4,
+			hdrLen:     uint16(c.hdrLen),
+			gsoSize:    uint16(c.mss),
+			csumStart:  uint16(c.iphLen),
+			csumOffset: udpCsumOffset,
+		}.encode(c.vnet[:])
+		return parts
+	}
 	if c.psh {
 		tcp[13] |= tcpPSH
 	}

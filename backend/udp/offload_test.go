@@ -172,6 +172,11 @@ func FuzzDecap(f *testing.F) {
 	f.Add(train, uint16(540))
 	f.Add(train[:1000], uint16(540))
 	f.Add(ipPacket("10.244.2.5", "10.244.1.5", 17, 64, make([]byte, 8)), uint16(0))
+	var udpTrain []byte
+	for i := range 4 {
+		udpTrain = append(udpTrain, udpDatagram("10.244.2.5", "10.244.1.5", uint16(i), payload(i, mss-i/3*100))...)
+	}
+	f.Add(udpTrain, uint16(mss+28))
 	f.Add(ipPacket("10.244.2.255", "10.244.1.5", 17, 64, make([]byte, 8)), uint16(0))
 	w, dev := newTestRx("198.18.0.2", [][]byte{train})
 	f.Fuzz(func(t *testing.T, b []byte, seg uint16) {
@@ -224,6 +229,9 @@ func FuzzDecap(f *testing.F) {
 			clear(p[10:12])
 			if len(p) >= 38 && p[9] == protoTCP {
 				clear(p[36:38])
+			}
+			if len(p) >= 28 && p[9] == protoUDP {
+				clear(p[26:28])
 			}
 			return p
 		}

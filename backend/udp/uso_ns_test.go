@@ -2,6 +2,7 @@ package udp
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -12,16 +13,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// udpSegmentConn is a UDP socket in ns connected to dst whose sends are cut
-// into datagrams of seg bytes (UDP_SEGMENT): one send of n×seg bytes is one
-// packet of up to 64 KiB through the stack, cut by the kernel or the device
-// that takes it (USO).
-func udpSegmentConn(t *testing.T, ns *nstest.NS, dst string, seg int) *net.UDPConn {
+// udpSegmentConn is a UDP socket in ns, bound to src if given, connected to
+// dst, whose sends are cut into datagrams of seg bytes (UDP_SEGMENT): one
+// send of n×seg bytes is one packet of up to 64 KiB through the stack, cut
+// by the kernel or the device that takes it (USO), or taken whole by a
+// socket with UDP_GRO.
+func udpSegmentConn(t *testing.T, ns *nstest.NS, src, dst string, seg int) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	err := ns.Do(func() error {
+		var laddr *net.UDPAddr
+		if src != "" {
+			laddr = net.UDPAddrFromAddrPort(netip.MustParseAddrPort(src))
+		}
 		var err error
-		c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(dst)))
+		c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(dst)))
 		return err
 	})
 	if err != nil {
@@ -86,7 +92,7 @@ func TestUDPSegmentSend(t *testing.T) {
 			}
 			h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
 			peer := h.udpFrom("198.18.0.2")
-			c := udpSegmentConn(t, h.host, "10.244.2.5:4433", seg)
+			c := udpSegmentConn(t, h.host, "", "10.244.2.5:4433", seg)
 			msg := payload(0, n*seg)
 			if _, err := c.Write(msg); err != nil {
 				t.Fatal(err)
@@ -118,6 +124,99 @@ func TestUDPSegmentSend(t *testing.T) {
 			for deadline := time.Now().Add(2 * time.Second); h.b.Stats().Sent != n; {
 				if time.Now().After(deadline) {
 					t.Fatalf("Sent %d, want %d", h.b.Stats().Sent, n)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestUDPDatagramsCoalesced: the peer sends 10 inner UDP datagrams of 1200
+// bytes, one per outer datagram, in one send (UDP_SEGMENT): the datapath's
+// socket (UDP_GRO) receives them as one train, and the datapath writes
+// them into the device as one USO packet. A socket of the host with
+// UDP_GRO reads them in one read, its datagram size 1200 in the control
+// message; one without reads them one by one, as they were sent. Before,
+// each was written alone, and the first socket read 10 times too.
+func TestUDPDatagramsCoalesced(t *testing.T) {
+	const seg, n = 1200, 10
+	h := newTestHost(t)
+	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
+	for _, tc := range []struct {
+		port  int
+		gro   bool
+		reads []int // datagrams per read
+	}{{4433, true, []int{n}}, {4434, false, []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}}} {
+		t.Run(fmt.Sprintf("UDP_GRO=%v", tc.gro), func(t *testing.T) {
+			var rx *net.UDPConn
+			err := h.host.Do(func() error {
+				var err error
+				rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 244, 1, 0), Port: tc.port})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rx.Close()
+			if tc.gro {
+				rc, err := rx.SyscallConn()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var serr error
+				if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) }); err != nil || serr != nil {
+					nstest.Missing(t, "UDP_GRO: %v %v", err, serr)
+				}
+			}
+			msg := payload(0, n*seg)
+			var train []byte
+			for i := range n {
+				d := udpDatagram("10.244.2.5", "10.244.1.0", uint16(i), msg[i*seg:(i+1)*seg])
+				binary.BigEndian.PutUint16(d[22:], uint16(tc.port))
+				binary.BigEndian.PutUint16(d[26:], 0)
+				c := ^onesSum(d[20:], pseudoSum(d, protoUDP, len(d)-20))
+				if c == 0 {
+					c = 0xffff
+				}
+				binary.BigEndian.PutUint16(d[26:], c)
+				train = append(train, d...)
+			}
+			before := h.b.Stats().Received
+			peer := udpSegmentConn(t, h.peer, "198.18.0.2:8285", "198.18.0.1:8285", 28+seg)
+			if _, err := peer.Write(train); err != nil {
+				t.Fatal(err)
+			}
+			buf, oob := make([]byte, 65536), make([]byte, 64)
+			rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+			var reads []int
+			got := 0
+			for got < n {
+				m, oobn, _, _, err := rx.ReadMsgUDP(buf, oob)
+				if err != nil {
+					t.Fatalf("after %d datagrams in reads %v: %v", got, reads, err)
+				}
+				size := m
+				cms, err := unix.ParseSocketControlMessage(oob[:oobn])
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, cm := range cms {
+					if cm.Header.Level == unix.SOL_UDP && cm.Header.Type == unix.UDP_GRO && len(cm.Data) >= 4 {
+						size = int(binary.NativeEndian.Uint32(cm.Data))
+					}
+				}
+				if size != seg || got*seg+m > len(msg) || string(buf[:m]) != string(msg[got*seg:got*seg+m]) {
+					t.Fatalf("read %d: %d bytes of datagrams of %d, want the next of the send's datagrams of %d", len(reads), m, size, seg)
+				}
+				reads = append(reads, (m+seg-1)/seg)
+				got += (m + seg - 1) / seg
+			}
+			if fmt.Sprint(reads) != fmt.Sprint(tc.reads) {
+				t.Fatalf("datagrams per read %v, want %v", reads, tc.reads)
+			}
+			for deadline := time.Now().Add(2 * time.Second); h.b.Stats().Received != before+n; {
+				if time.Now().After(deadline) {
+					t.Fatalf("Received %d, want %d", h.b.Stats().Received-before, n)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}

@@ -193,3 +193,156 @@ func TestEncapUSORefused(t *testing.T) {
 		})
 	}
 }
+
+// udpDatagram is a UDP/IPv4 datagram from src:40000 to dst:4433 with
+// identification id, checksums valid, don't-fragment clear (as Linux sends
+// a UDP_SEGMENT send's datagrams).
+func udpDatagram(src, dst string, id uint16, payload []byte) []byte {
+	b := usoPacket(src, dst, id, false, payload)
+	udp := b[20:]
+	binary.BigEndian.PutUint16(udp[6:], 0)
+	c := ^onesSum(udp, pseudoSum(b, protoUDP, len(udp)))
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(udp[6:], c)
+	return b
+}
+
+// TestDecapCoalescesUDP: consecutive UDP datagrams of one flow received
+// from a peer are written as one USO packet (the kernel cuts it again for
+// a socket without UDP_GRO), which cut as the kernel does gives back
+// exactly the datagrams received, as the kernel's UDP GRO would take them:
+// same addresses, ports, TOS, TTL and don't-fragment, payloads of the
+// first's size but for a shorter last, which ends the packet, checksums
+// that verify, none without one, at most 64. Before, each went alone.
+func TestDecapCoalescesUDP(t *testing.T) {
+	const mss = 1000
+	dg := func(i, n int) []byte {
+		return udpDatagram("10.244.2.5", "10.244.1.5", uint16(10+i), payload(i*mss, n))
+	}
+	mut := func(p []byte, f func(p []byte)) []byte {
+		p = append([]byte{}, p...)
+		f(p)
+		binary.BigEndian.PutUint16(p[10:], 0)
+		binary.BigEndian.PutUint16(p[10:], checksum(p[:20]))
+		return p
+	}
+	otherPort := mut(dg(1, mss), func(p []byte) { p[21]++; p[27]-- })
+	otherTTL := mut(dg(1, mss), func(p []byte) { p[8]-- })
+	withDF := mut(dg(1, mss), func(p []byte) { p[6] |= ipDF >> 8 })
+	badSum := mut(dg(1, mss), func(p []byte) { p[40] ^= 1 })
+	noSum := mut(dg(1, mss), func(p []byte) { p[26], p[27] = 0, 0 })
+	badLen := mut(dg(1, mss), func(p []byte) { p[25]--; p[27]++ })
+	var many [][]byte
+	for i := range 70 {
+		many = append(many, dg(i, 100))
+	}
+	for _, tc := range []struct {
+		name   string
+		trains [][][]byte
+		want   []int // datagrams per packet written, in order
+	}{
+		{"one train", [][][]byte{{dg(0, mss), dg(1, mss), dg(2, mss), dg(3, 300)}}, []int{4}},
+		{"across trains", [][][]byte{{dg(0, mss), dg(1, mss)}, {dg(2, mss)}}, []int{3}},
+		{"a shorter one ends it", [][][]byte{{dg(0, mss), dg(1, 500)}, {dg(2, mss), dg(3, mss)}}, []int{2, 2}},
+		{"a longer one", [][][]byte{{dg(0, 500)}, {dg(1, mss)}}, []int{1, 1}},
+		{"another port", [][][]byte{{dg(0, mss), otherPort, dg(2, mss)}}, []int{1, 1, 1}},
+		{"another TTL", [][][]byte{{dg(0, mss), otherTTL}}, []int{1, 1}},
+		{"don't-fragment differs", [][][]byte{{dg(0, mss), withDF}}, []int{1, 1}},
+		{"a bad checksum", [][][]byte{{dg(0, mss), badSum, dg(2, mss), dg(3, mss)}}, []int{1, 1, 2}},
+		{"no checksum", [][][]byte{{dg(0, mss), noSum, dg(2, mss)}}, []int{1, 1, 1}},
+		{"a UDP length not the packet's", [][][]byte{{dg(0, mss), badLen}}, []int{1, 1}},
+		{"no identifications in sequence needed", [][][]byte{{dg(0, mss), dg(5, mss)}}, []int{2}},
+		{"at most 64", [][][]byte{many}, []int{64, 6}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, dev := newTestRx("198.18.0.2", tc.trains...)
+			if err := w.decap(w.tbl.Load(), len(tc.trains)); err != nil {
+				t.Fatal(err)
+			}
+			var in [][]byte
+			for _, train := range tc.trains {
+				in = append(in, train...)
+			}
+			if len(dev.packets) != len(tc.want) {
+				t.Fatalf("%d packets written, want %d", len(dev.packets), len(tc.want))
+			}
+			if w.local[pass] != uint64(len(in)) {
+				t.Fatalf("counted %v, want %d forwarded", w.local, len(in))
+			}
+			k := 0
+			for i, pkt := range dev.packets {
+				h := dev.vnets[i]
+				if tc.want[i] == 1 {
+					if h != (vnetHdr{}) || string(pkt) != string(in[k]) {
+						t.Fatalf("packet %d: not written as received (virtio %+v)", i, h)
+					}
+					k++
+					continue
+				}
+				head := in[k]
+				if h != (vnetHdr{flags: vnetNeedsCsum, gsoType: gsoUDPL4, hdrLen: 28, gsoSize: uint16(len(head) - 28), csumStart: 20, csumOffset: udpCsumOffset}) {
+					t.Fatalf("packet %d: virtio header %+v", i, h)
+				}
+				if int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) || checksum(pkt[:20]) != 0 ||
+					int(binary.BigEndian.Uint16(pkt[24:])) != len(pkt)-20 {
+					t.Fatalf("packet %d: total length %d, UDP length %d of %d, or header checksum wrong",
+						i, binary.BigEndian.Uint16(pkt[2:]), binary.BigEndian.Uint16(pkt[24:]), len(pkt))
+				}
+				done := append([]byte{}, pkt...)
+				if !finishChecksum(done, h.csumStart, h.csumOffset) || !udpValid(done) {
+					t.Fatalf("packet %d: its UDP checksum, completed, does not verify", i)
+				}
+				gp, ok := parseGSO(pkt, h)
+				if !ok || gp.segments != tc.want[i] {
+					t.Fatalf("packet %d: %+v, %v; want %d datagrams", i, gp, ok, tc.want[i])
+				}
+				for j := range gp.segments {
+					hdr := make([]byte, gp.hdrLen)
+					got := append(hdr, gp.segment(pkt, j, hdr)...)
+					want := in[k]
+					if tc.name == "no identifications in sequence needed" {
+						want = mut(want, func(p []byte) { binary.BigEndian.PutUint16(p[4:], binary.BigEndian.Uint16(head[4:])+uint16(j)) })
+					}
+					if string(got) != string(want) {
+						t.Fatalf("packet %d, datagram %d:\n got %x\nwant %x", i, j, got[:28], want[:28])
+					}
+					k++
+				}
+			}
+		})
+	}
+}
+
+// TestUDPCandidate: only datagrams with a payload, a UDP length that is
+// the packet's, a checksum that verifies (not 0), no IPv4 options and not
+// fragments are coalesced; don't-fragment may be either.
+func TestUDPCandidate(t *testing.T) {
+	ok := udpDatagram("10.244.2.5", "10.244.1.5", 1, payload(0, 10))
+	mut := func(f func(b []byte)) []byte {
+		b := append([]byte{}, ok...)
+		f(b)
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want bool
+	}{
+		{"plain", ok, true},
+		{"DF", mut(func(b []byte) { b[6] = ipDF >> 8 }), true},
+		{"no payload", udpDatagram("10.244.2.5", "10.244.1.5", 1, nil), false},
+		{"more fragments", mut(func(b []byte) { b[6] = 0x20 }), false},
+		{"fragment offset", mut(func(b []byte) { b[7] = 1 }), false},
+		{"IPv4 options", mut(func(b []byte) { b[0] = 0x46 }), false},
+		{"TCP", mut(func(b []byte) { b[9] = protoTCP }), false},
+		{"no checksum", mut(func(b []byte) { b[26], b[27] = 0, 0 }), false},
+		{"bad checksum", mut(func(b []byte) { b[30] ^= 1 }), false},
+		{"UDP length short", mut(func(b []byte) { b[25]--; b[27]++ }), false},
+	} {
+		if _, _, got := udpCandidate(tc.pkt); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
