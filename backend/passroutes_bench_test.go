@@ -72,7 +72,7 @@ func compare(b *testing.B, oldName, newName string, old, new func() error) {
 // addRouterRoutes adds n routes through a router on ext's segment, with
 // bird's protocol: the /32s of 198.18.128.0/17, 198.18.64.0/18 and
 // 198.18.32.0/19, then their /31s, and so on (up to 114 000 routes).
-func addRouterRoutes(b *testing.B, ns *nstest.NS, ext netlink.Link, n int) {
+func addRouterRoutes(b testing.TB, ns *nstest.NS, ext netlink.Link, n int) {
 	b.Helper()
 	gw := net.IPv4(198, 18, 0, 250)
 	added := 0
