@@ -76,8 +76,10 @@ const ipForwardGrace = time.Minute
 // messages for a value that changes a few times in a host's life is not
 // worth it. The log says each change once: at error level once
 // the passes have found it 0 for grace (the start's read only sets
-// /status: dockerd starts after the agent is ready), and when it is on
-// again after that line.
+// /status: dockerd starts after the agent is ready), again when what is
+// off changes after that line (ip_forward=0, then cni0 at 0 with
+// ip_forward 1), and when it is on again after that line. Off lines are a
+// grace apart at least.
 //
 // It does not make the agent unready: readiness is the agent's own work
 // (lease, subnet.env, peers programmed). agentd.service is Type=notify and
@@ -108,11 +110,14 @@ type ipForwardCheck struct {
 	// off, or why ip_forward could not be read; "" before the first.
 	// offSince is when a pass first found it off since it was last
 	// something else (zero: none has yet), and said whether that was
-	// logged.
+	// logged; saidOff is the off state the last line logged said, and
+	// saidAt when.
 	last     string
 	lastOff  bool // last is what /status says while off
 	offSince time.Time
 	said     bool
+	saidOff  string
+	saidAt   time.Time
 }
 
 // newIPForwardCheck checks net.ipv4.ip_forward under procSys (/proc/sys),
@@ -165,8 +170,12 @@ func (c *ipForwardCheck) check(pass bool) {
 	switch {
 	case state == c.last:
 	case isOff && c.lastOff:
-		// Off still, on other interfaces: /status says which; the
-		// grace and the line logged go on.
+		// Off still, for another cause (ip_forward=0, then cni0 at 0
+		// with ip_forward 1; or other interfaces): /status says which,
+		// and the grace goes on. A line logged for the old cause would
+		// stay the log's last word on it, so the new one is logged in
+		// its turn, no sooner than a grace after the last line: a
+		// value that flaps gives a line per grace, as on and off do.
 		c.off(state)
 		c.last = state
 	default:
@@ -181,9 +190,9 @@ func (c *ipForwardCheck) check(pass bool) {
 		if !isOff {
 			c.off("")
 		}
-		c.last, c.lastOff, c.offSince, c.said = state, isOff, time.Time{}, false
+		c.last, c.lastOff, c.offSince, c.said, c.saidOff = state, isOff, time.Time{}, false, ""
 	}
-	if !isOff || c.said || !pass {
+	if !isOff || state == c.saidOff || !pass {
 		return
 	}
 	now := time.Now()
@@ -193,13 +202,13 @@ func (c *ipForwardCheck) check(pass bool) {
 	if c.offSince.IsZero() {
 		c.offSince = now
 	}
-	if now.Sub(c.offSince) >= c.grace {
+	if now.Sub(c.offSince) >= c.grace && now.Sub(c.saidAt) >= c.grace {
 		if state == ipForwardingOffStatus {
 			c.log.Error(nil, ipForwardOffMsg, "path", c.path)
 		} else {
 			c.log.Error(nil, "IPv4 FORWARDING IS OFF on "+ifaceNames(off)+": "+state)
 		}
-		c.said = true
+		c.said, c.saidOff, c.saidAt = true, state, now
 	}
 }
 

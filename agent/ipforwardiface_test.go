@@ -19,7 +19,9 @@ import (
 // forwards). Once the interfaces are known, /status says which is at 0
 // and how to set it, and agentd_ipv4_forwarding has a series for each and
 // for "all"; ip_forward at 0 with every interface at 1 is on. Before, only
-// ip_forward was read, and a cni0 at 0 went unsaid.
+// ip_forward was read, and a cni0 at 0 went unsaid. A change of what is
+// off after the line is logged too, a grace after the last line
+// (TestIPForwardCheckSaysNewCause).
 func TestIPForwardCheckInterfaces(t *testing.T) {
 	procSys := t.TempDir()
 	write := func(rel, v string) {
@@ -67,6 +69,13 @@ func TestIPForwardCheckInterfaces(t *testing.T) {
 		{all: "1", vx: "0", cni: "0", status: []string{
 			"net.ipv4.conf.flannel.1.forwarding=0, net.ipv4.conf.cni0.forwarding=0 although",
 			"sysctl -w net.ipv4.conf.flannel.1.forwarding=1; sysctl -w net.ipv4.conf.cni0.forwarding=1"}, metrics: `all 1, cni0 0, flannel.1 0`},
+		// What is off changed after the line: the new cause is logged a
+		// grace after the last line, not never (before, the line about
+		// cni0 alone stayed the log's last word until it was on again).
+		{all: "1", vx: "0", cni: "0", after: 30 * time.Second, status: []string{"net.ipv4.conf.flannel.1.forwarding=0"}, metrics: `all 1, cni0 0, flannel.1 0`},
+		{all: "1", vx: "0", cni: "0", after: 30 * time.Second, status: []string{"net.ipv4.conf.flannel.1.forwarding=0"},
+			said: `"msg"="IPv4 FORWARDING IS OFF on flannel.1 and cni0: net.ipv4.conf.flannel.1.forwarding=0, net.ipv4.conf.cni0.forwarding=0`, metrics: `all 1, cni0 0, flannel.1 0`},
+		{all: "1", vx: "0", cni: "0", after: time.Hour, status: []string{"net.ipv4.conf.flannel.1.forwarding=0"}, metrics: `all 1, cni0 0, flannel.1 0`},
 		{all: "1", vx: "1", cni: "1", said: `"msg"="IPv4 forwarding is on again`, metrics: `all 1, cni0 1, flannel.1 1`},
 		// ip_forward 0 with both interfaces at 1 forwards.
 		{all: "0", vx: "1", cni: "1", metrics: `all 0, cni0 1, flannel.1 1`},
