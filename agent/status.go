@@ -96,8 +96,11 @@ type Status struct {
 	// one last did, listing EtcdAlarms, which may have been raised or
 	// cleared since.
 	EtcdAlarmsAsOf time.Time `json:"etcdAlarmsAsOf,omitzero"`
-	// BadLeases is how many keys under the subnets prefix are skipped now
-	// as invalid (agentd_bad_leases_total counts their writes).
+	// BadLeases is how many keys are skipped now as invalid: under the
+	// subnets prefix, and beside it those flanneld reads as leases
+	// (<prefix>/subnets-old/10.244.5.0-24; since 2cc087e), as
+	// agentd_bad_lease_keys reports them (agentd_bad_leases_total counts
+	// their writes).
 	BadLeases int64 `json:"badLeases"`
 }
 
