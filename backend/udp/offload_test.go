@@ -126,8 +126,8 @@ func FuzzEncap(f *testing.F) {
 
 // usoReference is what encap must send of the USO packet pkt with the
 // virtio header h, by the rules written out plainly: an IPv4 packet with
-// its header whole (options allowed), neither a fragment nor the first of
-// several, carrying UDP with a payload past its header, a segment size
+// its header whole (options allowed), no flag but don't-fragment (not a
+// fragment nor the first of several, the reserved bit clear), carrying UDP with a payload past its header, a segment size
 // that cuts it into no more than maxSegments datagrams, for a peer's
 // subnet (not ours), TTL above 1. Its datagrams are refUSO's of the packet
 // with its TTL decremented; nil when it may not go.
@@ -137,7 +137,7 @@ func usoReference(t *table, h vnetHdr, pkt []byte) [][]byte {
 	}
 	ihl := int(pkt[0]&0x0f) * 4
 	if ihl < 20 || len(pkt) <= ihl+8 || pkt[9] != protoUDP || h.gsoSize == 0 ||
-		pkt[6]&0x3f != 0 || pkt[7] != 0 || (len(pkt)-ihl-8+int(h.gsoSize)-1)/int(h.gsoSize) > maxSegments {
+		pkt[6]&^0x40 != 0 || pkt[7] != 0 || (len(pkt)-ihl-8+int(h.gsoSize)-1)/int(h.gsoSize) > maxSegments {
 		return nil
 	}
 	dst := binary.BigEndian.Uint32(pkt[16:20])
