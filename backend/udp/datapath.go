@@ -202,7 +202,11 @@ func (w *txWorker) encap(t *table, b []byte) error {
 		// Bytes past the Total Length are no part of the packet: not
 		// checksummed, sent or quoted.
 		pkt = pkt[:h.tlen]
-		if vh.flags&vnetNeedsCsum != 0 && !finishChecksum(pkt, vh.csumStart, vh.csumOffset) {
+		// The kernel starts a checksum it leaves to us at the transport
+		// header; one starting inside the IPv4 header would be written
+		// over fields already read into h (the destination it was
+		// routed by).
+		if vh.flags&vnetNeedsCsum != 0 && (int(vh.csumStart) < h.hlen || !finishChecksum(pkt, vh.csumStart, vh.csumOffset)) {
 			w.local[dropMalformed]++
 			return nil
 		}

@@ -119,6 +119,10 @@ func TestEncapOnePacket(t *testing.T) {
 		{"plain", vnetHdr{}, udpPkt("10.244.2.5", 64), true, 0, pass, false},
 		{"checksum left to us", vnetHdr{flags: vnetNeedsCsum, csumStart: 20, csumOffset: 6}, partial, true, 0, pass, true},
 		{"checksum offsets outside", vnetHdr{flags: vnetNeedsCsum, csumStart: 20, csumOffset: 200}, partial, false, 0, dropMalformed, false},
+		// The checksum would be written over the destination address
+		// after the packet was routed by it: FuzzEncap's input sent a
+		// packet for 23.203.2.5 to 10.244.2.0/24's peer.
+		{"checksum inside the IPv4 header", vnetHdr{flags: vnetNeedsCsum, csumStart: 16, csumOffset: 0}, partial, false, 0, dropMalformed, false},
 		{"unknown subnet", vnetHdr{}, udpPkt("10.244.77.5", 64), false, 1, dropNoRoute, false},
 		{"TTL 1", vnetHdr{}, udpPkt("10.244.2.5", 1), false, 1, dropTTL, false},
 		{"unknown GSO type", vnetHdr{gsoType: 3, gsoSize: 50}, udpPkt("10.244.2.5", 64), false, 0, dropMalformed, false},
