@@ -442,9 +442,16 @@ func unreadable(ifs []ifaceInfo) string {
 }
 
 // describeInterfaces lists the interfaces for an error: "lo 127.0.0.1, eth0 198.18.0.1, eth1".
+// The overlay's own devices (overlayDevice) are left out: the list is the
+// candidates for --iface, and those are never taken.
 func describeInterfaces(ifs []ifaceInfo) string {
 	parts := make([]string, 0, len(ifs))
+	var overlay []string
 	for _, ifc := range ifs {
+		if ifc.overlayDevice() != "" {
+			overlay = append(overlay, ifc.name)
+			continue
+		}
 		s := ifc.name
 		if ifc.addrErr != nil {
 			s += " (addresses unreadable)"
@@ -454,7 +461,10 @@ func describeInterfaces(ifs []ifaceInfo) string {
 		}
 		parts = append(parts, s)
 	}
-	if len(parts) == 0 {
+	switch {
+	case len(parts) == 0 && len(overlay) > 0:
+		return "no interfaces but the overlay's " + strings.Join(overlay, ", ")
+	case len(parts) == 0:
 		return "no interfaces"
 	}
 	return strings.Join(parts, ", ")
