@@ -51,7 +51,8 @@ func TestNotReadyReasonBounded(t *testing.T) {
 	}
 
 	absent := "no lease acquired yet: cannot read the network config: network config not found: key /coreos.com/network/config is absent from etcd; " +
-		`write it with the etcd v3 API (ETCDCTL_API=3 etcdctl put /coreos.com/network/config '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}'); ` +
+		"write it with the etcd v3 API: agentctl config init --network 10.244.0.0/16 --backend vxlan (with agentd's etcd flags), " +
+		`or etcdctl put /coreos.com/network/config '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}'; ` +
 		"keys written with the v2 API are invisible to v3 clients"
 	h.setLeaseHeld(false, absent)
 	if _, reason := h.ready(); !strings.HasPrefix(reason, absent+"; ") {

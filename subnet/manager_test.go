@@ -1666,13 +1666,30 @@ func TestAcquireReturnsWhenEtcdGoesAwayAfterGrant(t *testing.T) {
 	}
 }
 
+// TestMissingConfigNamesKeyAndHint: the error for an absent config key, which
+// reaches the agent's log, /readyz, agentctl status and config show, names
+// the key and how to write it: agentctl config init first (with the prefix
+// when it is not the default), then etcdctl's v3 put without ETCDCTL_API=3,
+// which etcdctl 3.4 and later do not need and 3.6 and later warn about.
+// Before, it gave only "ETCDCTL_API=3 etcdctl put …".
 func TestMissingConfigNamesKeyAndHint(t *testing.T) {
 	srv := etcdtest.Start(t)
-	reg := subnet.NewRegistry(srv.Client(t), "/other/prefix")
-	_, err := reg.GetConfig(context.Background())
-	if !errors.Is(err, subnet.ErrConfigNotFound) ||
-		!strings.Contains(err.Error(), "/other/prefix/config") || !strings.Contains(err.Error(), "ETCDCTL_API=3") {
-		t.Fatalf("error %q, want one naming the key and the v3 API hint", err)
+	for _, tc := range []struct{ prefix, ctl string }{
+		{"", "agentctl config init --network 10.244.0.0/16 --backend vxlan"},
+		{"/other/prefix", "agentctl --etcd-prefix=/other/prefix config init --network 10.244.0.0/16 --backend vxlan"},
+	} {
+		reg := subnet.NewRegistry(srv.Client(t), tc.prefix)
+		_, err := reg.GetConfig(context.Background())
+		if !errors.Is(err, subnet.ErrConfigNotFound) {
+			t.Fatalf("prefix %q: error %v, want ErrConfigNotFound", tc.prefix, err)
+		}
+		msg := err.Error()
+		put := "etcdctl put " + reg.ConfigKey() + ` '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}'`
+		key := "key " + reg.ConfigKey() + " is absent from etcd; write it with the etcd v3 API"
+		if i, j, k := strings.Index(msg, key), strings.Index(msg, tc.ctl), strings.Index(msg, put); i < 0 || j < i || k < j ||
+			strings.Contains(msg, "ETCDCTL_API") {
+			t.Errorf("prefix %q: error %q, want %q, then %q, then %q, and no ETCDCTL_API", tc.prefix, msg, key, tc.ctl, put)
+		}
 	}
 }
 

@@ -53,21 +53,45 @@ func (r *Registry) LeaseKey(sn, sn6 netip.Prefix) string {
 
 // GetConfig reads and parses the network config.
 func (r *Registry) GetConfig(ctx context.Context) (*Config, error) {
+	cfg, _, err := r.ReadConfig(ctx)
+	return cfg, err
+}
+
+// ReadConfig reads the network config in one request: it returns it parsed
+// and as stored. When the key is absent its error wraps ErrConfigNotFound
+// and says how to write it (missingConfig).
+func (r *Registry) ReadConfig(ctx context.Context) (*Config, []byte, error) {
 	key := r.ConfigKey()
 	resp, err := r.cli.Get(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("read network config %s: %w", key, err)
+		return nil, nil, fmt.Errorf("read network config %s: %w", key, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, fmt.Errorf("%w: key %s is absent from etcd; write it with the etcd v3 API "+
-			"(ETCDCTL_API=3 etcdctl put %s '{\"Network\": \"10.244.0.0/16\", \"Backend\": {\"Type\": \"vxlan\"}}'); "+
-			"keys written with the v2 API are invisible to v3 clients", ErrConfigNotFound, key, key)
+		return nil, nil, r.missingConfig()
 	}
-	cfg, err := ParseConfig(resp.Kvs[0].Value)
+	raw := resp.Kvs[0].Value
+	cfg, err := ParseConfig(raw)
 	if err != nil {
-		return nil, fmt.Errorf("network config %s: %w", key, err)
+		return nil, nil, fmt.Errorf("network config %s: %w", key, err)
 	}
-	return cfg, nil
+	return cfg, raw, nil
+}
+
+// missingConfig is the error for an absent config key. It reaches the
+// agent's log, /readyz, agentctl status and agentctl config show, so it
+// names the project's own writer first, then etcdctl's v3 put without
+// ETCDCTL_API, which etcdctl 3.4 and later do not need and 3.6 and later
+// warn about.
+func (r *Registry) missingConfig() error {
+	key := r.ConfigKey()
+	ctl := "agentctl"
+	if r.prefix != DefaultPrefix {
+		ctl += " --etcd-prefix=" + r.prefix
+	}
+	return fmt.Errorf("%w: key %s is absent from etcd; write it with the etcd v3 API: "+
+		"%s config init --network 10.244.0.0/16 --backend vxlan (with agentd's etcd flags), "+
+		"or etcdctl put %s '{\"Network\": \"10.244.0.0/16\", \"Backend\": {\"Type\": \"vxlan\"}}'; "+
+		"keys written with the v2 API are invisible to v3 clients", ErrConfigNotFound, key, ctl, key)
 }
 
 // BadEntry is a key under the subnets prefix that is not a usable lease.

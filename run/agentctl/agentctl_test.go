@@ -127,7 +127,7 @@ func TestConfigInitAndShow(t *testing.T) {
 	c := newCtl(t)
 	c.wantFail(exitUsage, []string{"config", "init", "--network", "10.244.0.0/33"}, "invalid config", "Network")
 	c.wantFail(exitUsage, []string{"config", "init"}, "--network")
-	c.wantFail(1, []string{"config", "show"}, prefix+"/config", "ETCDCTL_API=3")
+	c.wantFail(1, []string{"config", "show"}, prefix+"/config", "agentctl config init --network", "etcdctl put "+prefix+"/config")
 
 	out := c.mustRun("config", "init", "--network", "10.244.0.0/16", "--backend", "host-gw")
 	if !strings.Contains(out, "wrote "+prefix+"/config") {

@@ -375,7 +375,7 @@ func TestReadyOnlyAfterPeersProgrammed(t *testing.T) {
 	})
 	f.eventually("h1 logs the missing config key", ready, func() error {
 		log, _ := hosts[0].AgentLog()
-		if !strings.Contains(log, prefix+"/config") || !strings.Contains(log, "ETCDCTL_API=3") {
+		if !strings.Contains(log, prefix+"/config") || !strings.Contains(log, "config init --network") {
 			return fmt.Errorf("log does not name the config key and the v3 hint yet")
 		}
 		return nil
