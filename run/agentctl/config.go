@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -457,25 +458,19 @@ func (a *app) configShowCommand() *cobra.Command {
 			}
 			return a.withEtcd(cmd.Context(), func(ctx context.Context, cli *clientv3.Client) error {
 				reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
-				cfg, err := reg.GetConfig(ctx)
+				cfg, raw, err := reg.ReadConfig(ctx)
 				if err != nil {
 					return err
 				}
 				if output == "json" {
-					resp, err := cli.Get(ctx, reg.ConfigKey())
+					doc, err := withDefaults(raw, cfg)
 					if err != nil {
 						return err
 					}
-					if len(resp.Kvs) == 0 {
-						return fmt.Errorf("%s disappeared", reg.ConfigKey())
-					}
-					var v any
-					if err := json.Unmarshal(resp.Kvs[0].Value, &v); err != nil {
-						return err
-					}
 					enc := json.NewEncoder(a.out)
+					enc.SetEscapeHTML(false)
 					enc.SetIndent("", "  ")
-					return enc.Encode(v)
+					return enc.Encode(doc)
 				}
 				return printConfig(a.out, reg.ConfigKey(), cfg)
 			})
@@ -483,6 +478,102 @@ func (a *app) configShowCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// withDefaults is config show -o json's document: the stored one, raw, as
+// cfg was parsed from it, with the values cfg took for Network, SubnetLen,
+// SubnetMin, SubnetMax, EnableIPv6 (and the IPv6 pool's when it is true)
+// and Backend.Type written under flannel's spelling of their keys, defaults
+// included, in place of every spelling the document used. Other keys stay
+// as stored. Keys are read case-insensitively, the last of a key's
+// spellings winning (encoding/json, in agentd and flanneld alike), so of
+// every other key only that spelling is kept, in order: the document
+// parses to cfg again, and config init --file takes it back.
+func withDefaults(raw []byte, cfg *subnet.Config) (object, error) {
+	doc, err := parseObject(raw)
+	if err != nil {
+		return nil, err
+	}
+	backend := object{}
+	if len(cfg.Backend) > 0 && string(cfg.Backend) != "null" {
+		if backend, err = parseObject(cfg.Backend); err != nil {
+			return nil, err
+		}
+	}
+	backend = append(object{{"Type", cfg.BackendType}}, backend.without("Type")...)
+	fields := []member{{"Network", cfg.Network}, {"SubnetLen", cfg.SubnetLen}, {"SubnetMin", cfg.SubnetMin},
+		{"SubnetMax", cfg.SubnetMax}, {"EnableIPv6", cfg.EnableIPv6}}
+	if cfg.EnableIPv6 {
+		fields = append(fields, member{"IPv6Network", cfg.IPv6Network}, member{"IPv6SubnetLen", cfg.IPv6SubnetLen},
+			member{"IPv6SubnetMin", cfg.IPv6SubnetMin}, member{"IPv6SubnetMax", cfg.IPv6SubnetMax})
+	}
+	for _, f := range append(fields, member{"Backend", backend}) {
+		doc = append(doc.without(f.key), f)
+	}
+	return doc, nil
+}
+
+// member is one key of a JSON object and its value: JSON text
+// (json.RawMessage) as read, any value to encode as written.
+type member struct {
+	key   string
+	value any
+}
+
+// object is a JSON object whose keys keep their order, each spelt once
+// (case-insensitively).
+type object []member
+
+// parseObject reads the JSON object b, keeping of the spellings of a key
+// only the last, as encoding/json's decoding into a struct does.
+func parseObject(b []byte) (object, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, fmt.Errorf("not a JSON object: %s", compactJSON(b))
+	}
+	var o object
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, _ := t.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		o = o.without(key)
+		o = append(o, member{key, v})
+	}
+	return o, nil
+}
+
+// without is o less every spelling of key.
+func (o object) without(key string) object {
+	return slices.DeleteFunc(o, func(m member) bool { return strings.EqualFold(m.key, key) })
+}
+
+// MarshalJSON writes o's members in order, leaving <, > and & as they are
+// (config show's encoder does too).
+func (o object) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	b.WriteByte('{')
+	for i, m := range o {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if err := enc.Encode(m.key); err != nil {
+			return nil, err
+		}
+		b.WriteByte(':')
+		if err := enc.Encode(m.value); err != nil {
+			return nil, err
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 // printConfig writes cfg, read from key, as config show's table. The
