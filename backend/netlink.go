@@ -1581,6 +1581,7 @@ func watchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 	pace := delay.Backoff{Min: resubscribePaceMin, Max: resubscribePaceMax}
 	endedBefore := false // the first end is subscribed again at once
 	lines := lograte.New(endLines, endLinesWindow, nil)
+	retries := lograte.New(retryLines, retryLinesWindow, nil) // resubscribe's
 	for {
 		since := time.Now()
 		ended := sub.run(ctx, log, f, wake)
@@ -1619,7 +1620,7 @@ func watchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 		if delay.Sleep(ctx, in) != nil {
 			return ctx.Err()
 		}
-		if sub = resubscribe(ctx, ns, log, f, r); sub == nil {
+		if sub = resubscribe(ctx, ns, log, f, r, retries); sub == nil {
 			return ctx.Err()
 		}
 		if f.Subscribed != nil {
@@ -1636,17 +1637,49 @@ func isOverrun(err error) bool {
 	return errors.Is(err, unix.ENOBUFS)
 }
 
+// retryLines is how many failures of subscribe, when resubscribe retries
+// it, are logged at -v=0 in retryLinesWindow; the rest at -v=2, each with
+// the number of failures in a row. A subscribe that keeps failing is
+// retried every 5 s: 720 lines an hour at -v=0 before, 18 now.
+const (
+	retryLines       = 3
+	retryLinesWindow = 10 * time.Minute
+)
+
 // resubscribe retries subscribe with a backoff until it works (nil when ctx
-// ends first).
-func resubscribe(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter, r eventReaders) *subscription {
+// ends first). Each failure is logged with the number in a row
+// ("failures"), at -v=0 as lines lets it (the first at once: lines is
+// watchEvents's, for every resubscribe), else at -v=2; the subscription
+// that ends them is logged at -v=0 when one of them was, else at -v=2.
+func resubscribe(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter, r eventReaders, lines *lograte.Limiter) *subscription {
 	b := delay.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
-	for {
+	loud := false // a failure of this resubscribe was logged at -v=0
+	for failures := 0; ; {
 		sub, err := subscribe(ns, f, r)
 		if err == nil {
+			if failures > 0 {
+				v := 2
+				if loud {
+					v = 0
+				}
+				log.V(v).Info("subscribed to netlink events again", "failures", failures)
+			}
 			return sub
 		}
+		failures++
 		d := b.Next()
-		log.Error(err, "subscribe to netlink events; retrying", "in", d)
+		kvs := []any{"failures", failures, "in", d}
+		switch lines.Next() {
+		case lograte.Log:
+			loud = true
+			log.Error(err, "subscribe to netlink events; retrying", kvs...)
+		case lograte.Last:
+			loud = true
+			log.Error(err, "subscribe to netlink events; retrying; more such failures are logged at -v=2 only until "+
+				lines.Until().Format(time.TimeOnly), kvs...)
+		default:
+			log.V(2).Info("subscribe to netlink events; retrying", append(kvs, "err", err)...)
+		}
 		if delay.Sleep(ctx, d) != nil {
 			return nil
 		}
