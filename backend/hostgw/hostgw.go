@@ -92,9 +92,9 @@ type Backend struct {
 	mtu      int
 
 	skips *backend.SkipLog // Reconcile's
-	// passRoutes is the capacity Reconcile gives the next pass's routes
-	// (backend.AppendPassRoutes): a little more than the last pass read.
-	passRoutes int
+	// routeBuf is the slice of the last pass's routes, that Reconcile
+	// reads the next pass's into (backend.AppendPassRoutes).
+	routeBuf backend.RouteBuf
 
 	// subscribed, when set, is called once Watch's subscriptions are in place.
 	subscribed func()
@@ -231,11 +231,12 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// peers is skipped (backend.PeerAddrs).
 	b.wantRoutes.Forget()
 	b.peerAddrs.Store(peers)
-	main, err := backend.AppendPassRoutes(make([]netlink.Route, 0, b.passRoutes), b.h, b.ext.Iface.Index, b.network)
+	main, err := backend.AppendPassRoutes(b.routeBuf.Take(), b.h, b.ext.Iface.Index, b.network)
 	if err != nil {
 		return res, err
 	}
-	b.passRoutes = len(main) + len(main)/64
+	// No part of the pass holds main past it (backend.RouteBuf).
+	defer b.routeBuf.Put(main)
 	seg, err := b.segs.Read(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
 	if err != nil {
 		return res, err

@@ -377,10 +377,10 @@ type Backend struct {
 	// neighWants and fdbWants make the maps of wantNeighs and wantFDB.
 	neighWants wantMap[backend.Neigh, netip.Addr, backend.MAC] // Reconcile's
 	fdbWants   wantMap[backend.FDB, backend.MAC, netip.Addr]   // Reconcile's
-	// passRoutes is the capacity Reconcile gives the next pass's routes
-	// (backend.AppendPassRoutes): a little more than the last pass read.
-	passRoutes int
-	dataCache  backend.DecodeCache[peerData] // desired's: parseLeaseData's results
+	// routeBuf is the slice of the last pass's routes, that Reconcile
+	// reads the next pass's into (backend.AppendPassRoutes).
+	routeBuf  backend.RouteBuf
+	dataCache backend.DecodeCache[peerData] // desired's: parseLeaseData's results
 
 	// subscribed, when set, is called once Watch's subscriptions are in place.
 	subscribed func()
@@ -894,11 +894,12 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// these peers is skipped (backend.PeerAddrs).
 	b.wantRoutes.Forget()
 	b.peerAddrs.Store(peers)
-	main, err := backend.AppendPassRoutes(make([]netlink.Route, 0, b.passRoutes), b.h, b.ext.Iface.Index, b.network)
+	main, err := backend.AppendPassRoutes(b.routeBuf.Take(), b.h, b.ext.Iface.Index, b.network)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
-	b.passRoutes = len(main) + len(main)/64
+	// No part of the pass holds main past it (backend.RouteBuf).
+	defer b.routeBuf.Put(main)
 	seg, err := b.segs.Read(b.h, b.ext.Iface.Index, b.ext.Iface.Name, main)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
