@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sort"
@@ -27,16 +29,37 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show this host's agent: lease, backend, peers programmed, repairs, etcd",
 		Long: `status asks the agent on this host for its state over its health server
 (agentd --healthz-addr), so it needs no etcd access. --agent is that server's
-URL, or its host:port as --healthz-addr gives it. It exits 0 when the agent is
-ready, 3 when it answered but is not ready (the state is printed all the same),
-1 when it cannot be asked, 64 for an --agent that is no http(s) URL or host:port.`,
+URL, or its host:port as --healthz-addr gives it. Without --agent, status asks
+the address agentd takes from the environment, AGENTD_HEALTHZ_ADDR (or
+AGENTD_HEALTHZ_IP with AGENTD_HEALTHZ_PORT), else the FLANNELD_ ones, so that
+set -a; . /etc/agentd/agentd.env; set +a points it at the host's agent; an
+address on every interface (0.0.0.0:8471) is asked on 127.0.0.1. It exits 0
+when the agent is ready, 3 when it answered but is not ready (the state is
+printed all the same), 1 when it cannot be asked, 64 for an --agent (or
+variable) that is no http(s) URL or host:port.`,
 		Example: `  agentctl status --agent http://127.0.0.1:8471`,
 		Args:    usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
 				return usagef("-o %q: want table or json", output)
 			}
+			var from string // the variable(s) agentURL came from
+			if !cmd.Flags().Changed("agent") {
+				addr, src, err := agentFromEnv(a.lookupEnv)
+				if err != nil {
+					return err
+				}
+				if src != "" {
+					if _, err := statusURL(addr); err != nil {
+						return usagef("%s: %q is no host:port of agentd's health server", src, addr)
+					}
+					agentURL, from = addr, src
+				}
+			}
 			st, raw, err := a.fetchStatus(cmd.Context(), agentURL)
+			if err != nil && from != "" {
+				return fmt.Errorf("the agent's address from %s: %w", from, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -53,9 +76,70 @@ ready, 3 when it answered but is not ready (the state is printed all the same),
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&agentURL, "agent", "http://127.0.0.1:8471", "URL (or host:port) of the agent's health server")
+	cmd.Flags().StringVar(&agentURL, "agent", "http://127.0.0.1:8471", "URL (or host:port) of the agent's health server (default from AGENTD_HEALTHZ_ADDR, as agentd takes it, when set)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// agentFromEnv is the health server's address as agentd takes it from the
+// environment when no flag gives it, and the variable(s) it came from ("":
+// none sets it, or they turn the server off). As in agentd the best
+// source that gives any form decides, AGENTD_ before FLANNELD_, and in it
+// HEALTHZ_ADDR wins over flanneld's HEALTHZ_IP with HEALTHZ_PORT; empty
+// variables count as unset. An address on every interface (0.0.0.0, ::,
+// or none: ":8471", flanneld's HEALTHZ_PORT alone) is asked on loopback,
+// where such a listener answers. The flag --agent, when given, wins.
+//
+// The other flags of status stay out of the environment (envFlags): this
+// one names the agent that the variables configure, which is what status
+// asks.
+func agentFromEnv(lookupEnv func(string) (string, bool)) (addr, from string, err error) {
+	get := func(name string) string {
+		v, _ := lookupEnv(name)
+		return v
+	}
+	for _, p := range []string{"AGENTD_", "FLANNELD_"} {
+		hAddr, hIP, hPort := get(p+"HEALTHZ_ADDR"), get(p+"HEALTHZ_IP"), get(p+"HEALTHZ_PORT")
+		switch {
+		case hAddr != "":
+			return loopbackIfAny(hAddr), p + "HEALTHZ_ADDR", nil
+		case hPort != "":
+			port, err := strconv.Atoi(hPort)
+			if err != nil || port > 65535 {
+				return "", "", usagef("%sHEALTHZ_PORT=%q: want a port from 1 to 65535, or 0 for off", p, hPort)
+			}
+			if port <= 0 {
+				return "", "", nil // off, as agentd takes it
+			}
+			from := p + "HEALTHZ_PORT"
+			if hIP != "" {
+				from = p + "HEALTHZ_IP and " + from
+			}
+			return loopbackIfAny(net.JoinHostPort(hIP, strconv.Itoa(port))), from, nil
+		case hIP != "":
+			return "", "", nil // port 0: off, as agentd takes it
+		}
+	}
+	return "", "", nil
+}
+
+// loopbackIfAny is hostport with an unspecified or empty host (a listener
+// on every address) replaced by the loopback address of its family.
+func loopbackIfAny(hostport string) string {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport // statusURL judges it
+	}
+	if host == "" {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap().IsUnspecified() {
+		if ip.Unmap().Is4() {
+			return net.JoinHostPort("127.0.0.1", port)
+		}
+		return net.JoinHostPort("::1", port)
+	}
+	return hostport
 }
 
 // errNotReady is status's error when the agent is not ready (exitNotReady).
