@@ -59,6 +59,7 @@ func FuzzDecapBatch(f *testing.F) {
 	c := &counters{}
 	// One worker for every input: its buffers are most of an input's cost.
 	w := newRxWorker(&udpSock{}, dev, &ptr, c, heapAlloc)
+	w.uso = true
 	f.Fuzz(func(t *testing.T, prog, raw []byte, fail uint16, closeAt uint8) {
 		*dev = flakyTUN{fail: fail, closeAt: int(closeAt)}
 		clear(w.local[:])

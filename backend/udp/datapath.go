@@ -302,6 +302,11 @@ type rxWorker struct {
 	m     *mmsg
 	co    *coalescer
 	local [numVerdicts]uint64
+	// uso says that the device took the USO offload, and so takes
+	// coalesced UDP datagrams: before Linux 6.2 a write of a
+	// VIRTIO_NET_HDR_GSO_UDP_L4 packet fails (EINVAL), and each datagram
+	// is written alone.
+	uso bool
 }
 
 // newRxWorker makes a worker whose buffers (rxBytes() in all) come from
@@ -391,7 +396,9 @@ func (w *rxWorker) push(pkt []byte) error {
 	var ok bool
 	udp := pkt[9] == protoUDP
 	if udp {
-		il, hl, ok = udpCandidate(pkt)
+		if w.uso {
+			il, hl, ok = udpCandidate(pkt)
+		}
 	} else {
 		il, hl, ok = tcpCandidate(pkt)
 	}
@@ -519,6 +526,7 @@ func startDatapath(log logr.Logger, k *kept, tbl *atomic.Pointer[table], c *coun
 	}
 	for i, s := range d.socks {
 		w := newRxWorker(s, d.queues[i%len(d.queues)].writer(), tbl, c, bufs.alloc)
+		w.uso = d.offloads&unix.TUN_F_USO4 != 0
 		w.m.spare = d.spare
 		worker("udp-to-tun", i, w.run)
 	}

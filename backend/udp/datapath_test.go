@@ -424,6 +424,7 @@ func newTestRx(src string, trains ...[][]byte) (*rxWorker, *fakeTUN) {
 	var tbl atomic.Pointer[table]
 	tbl.Store(testTable())
 	w := newRxWorker(&udpSock{}, dev, &tbl, &counters{}, heapAlloc)
+	w.uso = true
 	w.fill(src, trains...)
 	return w, dev
 }
@@ -715,6 +716,7 @@ func BenchmarkForwardingPath(b *testing.B) {
 		var tbl atomic.Pointer[table]
 		tbl.Store(testTable())
 		w := newRxWorker(&udpSock{}, dev, &tbl, &counters{}, heapAlloc)
+		w.uso = true
 		t := tbl.Load()
 		b.ReportAllocs()
 		b.SetBytes(int64(n * len(train[0])))

@@ -136,18 +136,31 @@ func TestUDPSegmentSend(t *testing.T) {
 // socket (UDP_GRO) receives them as one train, and the datapath writes
 // them into the device as one USO packet. A socket of the host with
 // UDP_GRO reads them in one read, its datagram size 1200 in the control
-// message; one without reads them one by one, as they were sent. Before,
-// each was written alone, and the first socket read 10 times too.
+// message; one without reads them one by one, as they were sent. Where
+// TUNSETOFFLOAD refuses USO (as before Linux 6.2, whose device refuses such
+// a packet too) they are written one by one, and both sockets read them so.
+// Before, each was written alone, and the first socket read 10 times too.
 func TestUDPDatagramsCoalesced(t *testing.T) {
 	const seg, n = 1200, 10
-	h := newTestHost(t)
-	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
+	singles := []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
 	for _, tc := range []struct {
-		port  int
-		gro   bool
-		reads []int // datagrams per read
-	}{{4433, true, []int{n}}, {4434, false, []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}}} {
-		t.Run(fmt.Sprintf("UDP_GRO=%v", tc.gro), func(t *testing.T) {
+		refuseUSO bool
+		port      int
+		gro       bool
+		reads     []int // datagrams per read
+	}{{false, 4433, true, []int{n}}, {false, 4434, false, singles}, {true, 4433, true, singles}, {true, 4434, false, singles}} {
+		t.Run(fmt.Sprintf("refuseUSO=%v/UDP_GRO=%v", tc.refuseUSO, tc.gro), func(t *testing.T) {
+			h := newTestHost(t, func(h *testHost) {
+				if tc.refuseUSO {
+					h.setOffload = func(fd, offloads int) error {
+						if offloads&(unix.TUN_F_USO4|unix.TUN_F_USO6) != 0 {
+							return unix.EINVAL
+						}
+						return setTUNOffload(fd, offloads)
+					}
+				}
+			})
+			h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
 			var rx *net.UDPConn
 			err := h.host.Do(func() error {
 				var err error

@@ -315,6 +315,38 @@ func TestDecapCoalescesUDP(t *testing.T) {
 	}
 }
 
+// TestDecapUDPAloneWithoutUSO: where the device did not take USO (Linux
+// before 6.2, which refuses a VIRTIO_NET_HDR_GSO_UDP_L4 write with EINVAL),
+// UDP datagrams are written one by one, as they came; TCP segments are
+// still coalesced. Before, they were coalesced whatever the device took,
+// and there every such write would have failed, its datagrams lost.
+func TestDecapUDPAloneWithoutUSO(t *testing.T) {
+	var train [][]byte
+	for i := range 4 {
+		train = append(train, udpDatagram("10.244.2.5", "10.244.1.5", uint16(i), payload(i, 500)))
+	}
+	tcp := [][]byte{
+		tcpPacket("10.244.2.5", "10.244.1.5", 1, 1, tcpACK, payload(0, 500)),
+		tcpPacket("10.244.2.5", "10.244.1.5", 2, 501, tcpACK, payload(500, 500)),
+	}
+	w, dev := newTestRx("198.18.0.2", train, tcp)
+	w.uso = false
+	if err := w.decap(w.tbl.Load(), 2); err != nil {
+		t.Fatal(err)
+	}
+	if len(dev.packets) != 5 {
+		t.Fatalf("%d packets written, want the 4 datagrams alone and the 2 TCP segments as one", len(dev.packets))
+	}
+	for i, d := range train {
+		if dev.vnets[i] != (vnetHdr{}) || string(dev.packets[i]) != string(d) {
+			t.Fatalf("datagram %d not written alone as it came (virtio %+v)", i, dev.vnets[i])
+		}
+	}
+	if dev.vnets[4].gsoType != gsoTCPv4 {
+		t.Fatalf("TCP segments written with %+v, want one TSO packet", dev.vnets[4])
+	}
+}
+
 // TestUDPCandidate: only datagrams with a payload, a UDP length that is
 // the packet's, a checksum that verifies (not 0), no IPv4 options and not
 // fragments are coalesced; don't-fragment may be either.
