@@ -185,6 +185,9 @@ FLANNELD_ETCD_ENDPOINTS).`,
 			return nil
 		},
 	}
+	// "agentctl v1.2.3", as agentd --version prints "agentd v1.2.3"
+	// (cobra's own: "agentctl version v1.2.3"); agentctl version too.
+	root.SetVersionTemplate("agentctl {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.Var(&endpointList{eps: &a.etcd.EtcdEndpoints}, "etcd-endpoints", "comma-separated etcd endpoints: URLs (http, https, unix, unixs) or host:port, as agentd takes them")
@@ -196,7 +199,7 @@ FLANNELD_ETCD_ENDPOINTS).`,
 	pf.StringVar(&a.etcd.EtcdPassword, "etcd-password", "", "etcd password")
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "how long to wait for etcd (its login and the command's requests together) or the agent (if etcd does not answer, up to 5s more to find out why)")
 
-	root.AddCommand(a.configCommand(), a.leasesCommand(), a.leaseCommand(), a.statusCommand())
+	root.AddCommand(a.configCommand(), a.leasesCommand(), a.leaseCommand(), a.statusCommand(), a.versionCommand())
 	return root
 }
 
