@@ -18,6 +18,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,14 +125,30 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, dial 
 	return 1
 }
 
-// usageArgs marks the errors of a cobra Args validator as usage errors.
+// usageArgs marks the errors of a cobra Args validator as usage errors. A
+// command that takes no arguments (validate refuses one but takes none:
+// cobra.NoArgs) says so: cobra.NoArgs says `unknown command "extra" for
+// "agentctl leases"`, as if a subcommand had been mistyped.
 func usageArgs(validate cobra.PositionalArgs) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
-		if err := validate(cmd, args); err != nil {
-			return usageError{err}
+		err := validate(cmd, args)
+		switch {
+		case err == nil:
+			return nil
+		case len(args) > 0 && !cmd.HasSubCommands() && validate(cmd, nil) == nil && validate(cmd, args[:1]) != nil:
+			return usagef("%q takes no arguments, got %s", cmd.CommandPath(), quoteAll(args))
 		}
-		return nil
+		return usageError{err}
 	}
+}
+
+// quoteAll is args quoted and joined by spaces: "a" "b c".
+func quoteAll(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = strconv.Quote(a)
+	}
+	return strings.Join(q, " ")
 }
 
 // validateFlags runs cobra's checks of required and grouped flags early, so
