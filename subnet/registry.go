@@ -79,9 +79,9 @@ func (r *Registry) ReadConfig(ctx context.Context) (*Config, []byte, error) {
 
 // missingConfig is the error for an absent config key. It reaches the
 // agent's log, /readyz, agentctl status and agentctl config show, so it
-// names the project's own writer first, then etcdctl's v3 put without
-// ETCDCTL_API, which etcdctl 3.4 and later do not need and 3.6 and later
-// warn about.
+// names the project's own writer first, then etcdctl's v3 put, with
+// ETCDCTL_API=3 only for etcdctl 3.3 or older (3.4 and later do not need it
+// and 3.6 and later warn about it; DESIGN.md asks for the hint).
 func (r *Registry) missingConfig() error {
 	key := r.ConfigKey()
 	ctl := "agentctl"
@@ -90,7 +90,8 @@ func (r *Registry) missingConfig() error {
 	}
 	return fmt.Errorf("%w: key %s is absent from etcd; write it with the etcd v3 API: "+
 		"%s config init --network 10.244.0.0/16 --backend vxlan (with agentd's etcd flags), "+
-		"or etcdctl put %s '{\"Network\": \"10.244.0.0/16\", \"Backend\": {\"Type\": \"vxlan\"}}'; "+
+		"or etcdctl put %s '{\"Network\": \"10.244.0.0/16\", \"Backend\": {\"Type\": \"vxlan\"}}' "+
+		"(with ETCDCTL_API=3 for etcdctl 3.3 or older, whose default is the v2 API); "+
 		"keys written with the v2 API are invisible to v3 clients", ErrConfigNotFound, key, ctl, key)
 }
 
