@@ -484,11 +484,10 @@ func (a *app) configShowCommand() *cobra.Command {
 // cfg was parsed from it, with the values cfg took for Network, SubnetLen,
 // SubnetMin, SubnetMax, EnableIPv6 (and the IPv6 pool's when it is true)
 // and Backend.Type written under flannel's spelling of their keys, defaults
-// included, in place of every spelling the document used. Other keys stay
-// as stored. Keys are read case-insensitively, the last of a key's
-// spellings winning (encoding/json, in agentd and flanneld alike), so of
-// every other key only that spelling is kept, in order: the document
-// parses to cfg again, and config init --file takes it back.
+// included, in place of every spelling the document used (keys are read
+// case-insensitively). Other keys stay as stored, in their order, every
+// spelling of them: the document parses to cfg again, and config init
+// --file takes it back.
 func withDefaults(raw []byte, cfg *subnet.Config) (object, error) {
 	doc, err := parseObject(raw)
 	if err != nil {
@@ -520,12 +519,10 @@ type member struct {
 	value any
 }
 
-// object is a JSON object whose keys keep their order, each spelt once
-// (case-insensitively).
+// object is a JSON object whose keys keep their order.
 type object []member
 
-// parseObject reads the JSON object b, keeping of the spellings of a key
-// only the last, as encoding/json's decoding into a struct does.
+// parseObject reads the JSON object b.
 func parseObject(b []byte) (object, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
@@ -542,7 +539,6 @@ func parseObject(b []byte) (object, error) {
 		if err := dec.Decode(&v); err != nil {
 			return nil, err
 		}
-		o = o.without(key)
 		o = append(o, member{key, v})
 	}
 	return o, nil
