@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -66,8 +68,9 @@ JSON document with --file (- for standard input).
 
 While leases or reservations exist, a config is written only if the agents
 still route to every one of them (inside the network, any subnet length, same
-backend type) and the backend's VNI, Port and DirectRouting stay as they were;
---force writes it anyway.
+backend type) and the backend's VNI, Port and DirectRouting stay as the
+running agents have them (as their leases advertise the VNI and Port, else
+as the stored config says); --force writes it anyway.
 Writing the same config again changes nothing.`,
 		Example: `  agentctl config init --network 10.244.0.0/16 --backend vxlan
   agentctl config init --network 10.5.0.0/16 --subnet-len 26 --backend host-gw
@@ -246,8 +249,9 @@ func checkBackend(cfg *subnet.Config) error {
 
 // checkLeasesSurvive refuses, while any lease or reservation exists, a config
 // that would break one: its subnet no longer routed by the agents, its
-// backend another type, or (prev being the config the agents run with) a
-// change of the backend's wire settings. A key agents skip but flanneld
+// backend another type, or (prev being the stored config) a change of the
+// backend's wire settings from prev under a host that runs prev's (for
+// vxlan, as its lease says: vxlanChanges). A key agents skip but flanneld
 // reads as a lease (subnet.FlanneldLeaseError: 10.244.5.0-024, or beside
 // <prefix>/subnets/, <prefix>/subnets-old/10.244.5.0-24) is one of them to
 // flanneld hosts, which route its subnet and lease around it: its subnet
@@ -307,7 +311,11 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 		if cur, err = wireOptions(cfg); err != nil {
 			return 0, err
 		}
-		changed = wireChanges(old, cur)
+		if cfg.BackendType == vxlan.Type {
+			changed = vxlanChanges(old, cur, leases, flanneld)
+		} else {
+			changed = wireChanges(old, cur)
+		}
 	}
 	if len(changed) == 1 && strings.HasPrefix(changed[0], "Backend.DirectRouting ") {
 		// Hosts on either setting reach each other (a direct route one
@@ -428,6 +436,65 @@ func wireChanges(old, cur wire) []string {
 		changed = append(changed, fmt.Sprintf("Backend.DirectRouting %t → %t", old.DirectRouting, cur.DirectRouting))
 	}
 	return changed
+}
+
+// vxlanChanges names each vxlan setting that the new config (cur) changes
+// from the stored one (prev) while a host runs another value than cur's.
+// What a host runs is what its lease advertises: VNI and Port are in the
+// BackendData each agent writes from the settings it runs. A key that does
+// not say them (a lease of no backend type or with data vxlan cannot read;
+// a key only flanneld reads, unread of them) is taken to run prev's, and so
+// is a lease that says no Port (flanneld's) for the port; DirectRouting,
+// which no lease says, is prev's. So a forced change undone before any agent restarted on it
+// strands nobody and is written; a reservation no host has taken (no
+// BackendData) runs nothing: whoever takes it reads the config then. A
+// setting the new config leaves as prev has it changes nothing, whatever
+// the leases say: hosts an earlier --force left on another value are no
+// worse off for this write.
+func vxlanChanges(prev, cur wire, leases []subnet.Lease, unread int) []string {
+	vnis, ports := map[int]bool{}, map[int]bool{}
+	if unread > 0 {
+		vnis[prev.VNI], ports[prev.Port] = true, true
+	}
+	for _, l := range leases {
+		if l.Reservation() && len(l.Attrs.BackendData) == 0 {
+			continue
+		}
+		same, vni, port, err := vxlan.LeaseVNI(l.Attrs.BackendData, cur.VNI)
+		if l.Attrs.BackendType != vxlan.Type || err != nil {
+			vnis[prev.VNI], ports[prev.Port] = true, true
+			continue
+		}
+		if same {
+			vni = cur.VNI
+		}
+		if port == 0 {
+			port = prev.Port
+		}
+		vnis[vni], ports[port] = true, true
+	}
+	var changed []string
+	if old := others(vnis, cur.VNI); prev.VNI != cur.VNI && old != "" {
+		changed = append(changed, fmt.Sprintf("Backend.VNI %s → %d", old, cur.VNI))
+	}
+	if old := others(ports, cur.Port); prev.Port != cur.Port && old != "" {
+		changed = append(changed, fmt.Sprintf("Backend.Port %s → %d", old, cur.Port))
+	}
+	if prev.DirectRouting != cur.DirectRouting {
+		changed = append(changed, fmt.Sprintf("Backend.DirectRouting %t → %t", prev.DirectRouting, cur.DirectRouting))
+	}
+	return changed
+}
+
+// others lists the values in set other than v, in order: "1, 2".
+func others(set map[int]bool, v int) string {
+	var vs []string
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		if k != v {
+			vs = append(vs, strconv.Itoa(k))
+		}
+	}
+	return strings.Join(vs, ", ")
 }
 
 // wireOf is the success line's tail: w, the wire settings of a backend of

@@ -32,7 +32,8 @@ func TestConfigInitVNI0(t *testing.T) {
 		t.Errorf("config init --file with \"VNI\":0 printed %q, want Backend.VNI=0", out)
 	}
 
-	c.liveLease("10.244.5.0/24", "198.18.0.1", "aa:bb:cc:dd:ee:01")
+	// Its agent advertises the VNI it runs (TestConfigInitUndoesForcedWireChange).
+	c.vxlanLease("10.244.5.0/24", "198.18.0.1", `{"VNI":0,"VtepMAC":"aa:bb:cc:dd:ee:01"}`)
 	c.wantFail(1, []string{"config", "init", "--network", "10.244.0.0/16", "--port", "4789"},
 		"Backend.VNI 0 → 1", "1 lease(s) or reservation(s)", "--force")
 	c.mustRun("config", "init", "--network", "10.244.0.0/16", "--vni", "0", "--port", "4789")
@@ -44,8 +45,10 @@ func TestConfigInitVNI0(t *testing.T) {
 	if v, _, _ := c.get(prefix + "/config"); !strings.Contains(v, `"VNI":1`) {
 		t.Errorf("config init --vni 1 stored %s", v)
 	}
+	// Back to 0 strands a host restarted on VNI 1 meanwhile.
+	c.vxlanLease("10.244.6.0/24", "198.18.0.2", `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}`)
 	c.wantFail(1, []string{"config", "init", "--network", "10.244.0.0/16", "--vni", "0", "--port", "4789"},
-		"Backend.VNI 1 → 0", "1 lease(s) or reservation(s)", "--force")
+		"Backend.VNI 1 → 0", "2 lease(s) or reservation(s)", "--force")
 }
 
 // TestConfigInitUDPPort0: the udp backend refuses an explicit "Port":0 at
