@@ -260,7 +260,7 @@ func (o *observer) watchLeases(stats *subnet.Stats, unusable func() int) {
 		}, func() float64 { return float64(unusable()) }),
 		counter("agentd_watch_events_total", "Lease events received from the etcd watch.", func() float64 { return float64(stats.WatchEvents.Load()) }),
 		counter("agentd_watch_relists_total", "Full re-reads of the lease set after the watch broke (reconnects, compaction).", func() float64 { return float64(stats.Relists.Load()) }),
-		counter("agentd_bad_leases_total", "Keys under the subnets prefix skipped as invalid (once per key and revision).", func() float64 { return float64(stats.BadEntries.Load()) }),
+		counter("agentd_bad_leases_total", "Keys under the subnets prefix, and beside it where flanneld reads leases, skipped as invalid (once per key and revision).", func() float64 { return float64(stats.BadEntries.Load()) }),
 		counter("agentd_own_lease_reacquired_total", "Times our own lease was recreated or restored.", func() float64 { return float64(stats.Reacquired.Load()) }),
 	)
 }

@@ -114,8 +114,9 @@ const badKeyLines = 10
 
 // Stats are the manager's counters, safe to read at any time.
 type Stats struct {
-	// BadEntries counts keys under the subnets prefix skipped as not being
-	// usable leases (counted once per key and revision).
+	// BadEntries counts keys under the subnets prefix, and beside it where
+	// flanneld reads leases, skipped as not being usable leases (counted
+	// once per key and revision).
 	BadEntries atomic.Int64
 	// WatchEvents counts lease events received.
 	WatchEvents atomic.Int64
