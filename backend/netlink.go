@@ -1502,13 +1502,15 @@ const eventBuffer = 64
 // asks with SO_RCVBUF and the kernel caps the size at rmem_max.
 const eventSocketBuffer = 8 << 20
 
-// A subscription opened again after an end that ends within
-// resubscribePaceMax (a kernel that keeps sending a message agentd cannot
-// read, or floods the socket) is opened again after a delay, doubling from
+// A subscription opened again after an end, other than an overrun, that
+// ends within resubscribePaceMax (a kernel that keeps sending a message
+// agentd cannot read) is opened again after a delay, doubling from
 // resubscribePaceMin up to resubscribePaceMax, rather than at once, and so
 // is its full pass: one a minute where there were as many as the kernel
 // sent messages. The first end, and one after a subscription that lasted
-// longer, is subscribed again at once.
+// longer, is subscribed again at once. An overrun always is: events were
+// lost, and a delay would leave repairs (within 1 s) to the periodic
+// resync.
 const (
 	resubscribePaceMin = 250 * time.Millisecond
 	resubscribePaceMax = time.Minute
@@ -1546,9 +1548,10 @@ func EventResubscriptions() (overruns, others uint64) {
 // (resubscribePaceMax), so that a kernel that keeps sending a message the
 // readers cannot read costs a pass a minute, not a pass per message. A
 // socket buffer overrun (ENOBUFS: the kernel dropped events the reader had
-// not taken) is logged at -v=2 with the number so far, since resubscribing
-// and waking is all it needs; any other end is logged at -v=0, up to
-// endLines in endLinesWindow, and at -v=2 past them.
+// not taken) is subscribed again at once, however often, and logged at -v=2
+// with the number so far, since resubscribing and waking is all it needs;
+// any other end is logged at -v=0, up to endLines in endLinesWindow, and at
+// -v=2 past them.
 func WatchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f EventFilter, wake func()) error {
 	return watchEvents(ctx, ns, log, f, wake, ownReaders)
 }
@@ -1579,7 +1582,7 @@ func watchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 	}
 	overruns, others := 0, 0
 	pace := delay.Backoff{Min: resubscribePaceMin, Max: resubscribePaceMax}
-	endedBefore := false // the first end is subscribed again at once
+	endedBefore := false // the first end but an overrun is subscribed again at once
 	lines := lograte.New(endLines, endLinesWindow, nil)
 	retries := lograte.New(retryLines, retryLinesWindow, nil) // resubscribe's
 	for {
@@ -1589,21 +1592,25 @@ func watchEvents(ctx context.Context, ns netns.NsHandle, log logr.Logger, f Even
 		if ended == nil {
 			return ctx.Err()
 		}
-		// The first end, or one after a subscription that lasted
-		// resubscribePaceMax, is subscribed again at once; each one
-		// sooner waits longer.
 		var in time.Duration
-		if endedBefore && time.Since(since) < resubscribePaceMax {
-			in = pace.Next()
-		} else {
-			pace.Reset()
-		}
-		endedBefore = true
 		if isOverrun(ended) {
+			// At once, whatever came before: events were lost, and
+			// only the subscription and the pass that follow repair
+			// what they said. It cannot come round faster than the
+			// kernel fills a fresh socket's buffer.
 			eventResubscriptions[0].Add(1)
 			overruns++
-			log.V(2).Info("netlink event socket overrun; subscribing again", "err", ended, "overruns", overruns, "in", in)
+			log.V(2).Info("netlink event socket overrun; subscribing again", "err", ended, "overruns", overruns)
 		} else {
+			// The first other end, or one after a subscription that
+			// lasted resubscribePaceMax, is subscribed again at once;
+			// each one sooner waits longer.
+			if endedBefore && time.Since(since) < resubscribePaceMax {
+				in = pace.Next()
+			} else {
+				pace.Reset()
+			}
+			endedBefore = true
 			eventResubscriptions[1].Add(1)
 			others++
 			kvs := []any{"err", ended, "ends", others, "in", in}
