@@ -48,6 +48,9 @@ func FuzzDecapBatch(f *testing.F) {
 	f.Add([]byte{3 << 2, 0, 7, 100, 0, 0, 3 << 2, 0, 7 | 8, 100, 0, 0, 3<<2 | 0x40, 0, 3, 100, 0, 0, 3 << 2, 0, 3, 100, 2<<3 | 1, 9}, []byte{}, uint16(0), uint8(0))
 	f.Add([]byte{3 << 2, 0, 7, 50, 0, 0, 3 << 2, 2, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 0, 0,
 		3 << 2, 0, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 0, 0, 3 << 2, 0, 7, 50, 3<<3 | 2, 5}, []byte{}, uint16(0), uint8(0))
+	// UDP: a train with don't-fragment (identifications free), then two
+	// without, the second's second datagram's identification changed.
+	f.Add([]byte{3<<2 | 0x80, 0, 3, 100, 0, 0, 3 << 2, 0, 3, 100, 0, 0, 3 << 2, 0, 3, 100, 3<<3 | 1, 4}, []byte{}, uint16(0), uint8(0))
 	tbl := newTable(netip.MustParsePrefix("10.244.1.0/24"), []entry{
 		{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Dst: netip.MustParseAddrPort("198.18.0.2:8285")},
 		{Subnet: netip.MustParsePrefix("10.244.4.0/25"), Dst: netip.MustParseAddrPort("198.18.0.2:8285")},
@@ -156,7 +159,7 @@ func FuzzDecapBatch(f *testing.F) {
 			if accepted[i][9] == protoUDP {
 				valid = udpValid
 			}
-			if !valid(accepted[i]) || !valid(out[i]) || !bytes.Equal(maskIDAndChecksums(out[i]), maskIDAndChecksums(accepted[i])) {
+			if !valid(accepted[i]) || !valid(out[i]) || !bytes.Equal(maskChecksums(out[i]), maskChecksums(accepted[i])) {
 				t.Fatalf("packet %d, coalesced (checksums valid: received %v, cut %v):\n got %x\nwant %x",
 					i, valid(accepted[i]), valid(out[i]), out[i], accepted[i])
 			}
@@ -179,15 +182,20 @@ func FuzzDecapBatch(f *testing.F) {
 	})
 }
 
-// maskIDAndChecksums is p, a TCP/IPv4 or UDP/IPv4 packet, with its
-// identification and its IPv4 and TCP or UDP checksums zeroed.
-func maskIDAndChecksums(p []byte) []byte {
+// maskChecksums is p, a TCP/IPv4 or UDP/IPv4 packet, with its IPv4 and
+// TCP or UDP checksums zeroed, and its identification when don't-fragment
+// is set: cutting a coalesced packet numbers them up from its head's, which
+// gives back a packet's own only where they were in sequence, as they must
+// be where don't-fragment is clear.
+func maskChecksums(p []byte) []byte {
 	p = bytes.Clone(p)
 	at := int(p[0]&0x0f)*4 + tcpCsumOffset
 	if p[9] == protoUDP {
 		at = int(p[0]&0x0f)*4 + udpCsumOffset
 	}
-	clear(p[4:6])
+	if p[6]&(ipDF>>8) != 0 {
+		clear(p[4:6])
+	}
 	clear(p[10:12])
 	clear(p[at : at+2])
 	return p
@@ -237,7 +245,10 @@ const recordLen = 6
 //	   0, 1 TCP segments, 2 TCP segments with IPv4 options, 3 UDP
 //	   datagrams, 4 arbitrary bytes from raw, 5 truncated (MSG_TRUNC),
 //	   6 empty, 7 TCP segments, PSH on the last; bit 5 an inner source in
-//	   the other peer's subnet; bit 6 UDP datagrams without a checksum.
+//	   the other peer's subnet; bit 6 UDP datagrams without a checksum;
+//	   bit 7 UDP datagrams with don't-fragment and identification 0 (as
+//	   Linux sends from an unconnected socket), else without, their
+//	   identifications counting up along the flow (as from one sender).
 //	1: the flow: bit 0 source host, bit 1 source port, bit 2 destination
 //	   host, bit 3 peer 2's second subnet.
 //	2: bits 0-2 segments less one; bit 3 the last one shorter.
@@ -285,6 +296,15 @@ func batchProgram(w *rxWorker, prog, raw []byte) int {
 			switch kind {
 			case 3:
 				p := ipPacket(src, dst, protoUDP, 64, append(make([]byte, udpHeaderLen), payload(j, n)...))
+				if r[0]&0x80 != 0 {
+					binary.BigEndian.PutUint16(p[4:], 0)
+					binary.BigEndian.PutUint16(p[6:], ipDF)
+				} else {
+					binary.BigEndian.PutUint16(p[4:], uint16(next[flow]))
+					next[flow]++
+				}
+				binary.BigEndian.PutUint16(p[10:], 0)
+				binary.BigEndian.PutUint16(p[10:], checksum(p[:20]))
 				binary.BigEndian.PutUint16(p[20:], sport)
 				binary.BigEndian.PutUint16(p[22:], 4433)
 				binary.BigEndian.PutUint16(p[24:], uint16(udpHeaderLen+n))

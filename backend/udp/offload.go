@@ -400,18 +400,24 @@ func (c *coalescer) add(pkt []byte) (added, done bool) {
 
 // addUDP appends pkt's payload if pkt continues the head's flow, as the
 // kernel's UDP GRO takes it: same addresses and ports, the same IPv4 fields
-// but length, identification and checksum (the kernel's UDP GRO looks at
-// no identification; cutting the packet again numbers them from the
-// head's); a payload no longer than the head's; a UDP length that is the
-// packet's, a checksum not 0 that verifies; at most maxUDPParts datagrams.
-// done reports that the packet is now complete (a shorter payload, or the
-// most datagrams).
+// but length, identification and checksum; without don't-fragment, the
+// head's identification counted up by the datagrams before pkt; a payload
+// no longer than the head's; a UDP length that is the packet's, a checksum
+// not 0 that verifies; at most maxUDPParts datagrams. done reports that
+// the packet is now complete (a shorter payload, or the most datagrams).
+//
+// Cutting the packet again numbers the identifications up from the head's,
+// so a datagram that may be fragmented keeps its own only in sequence
+// (Linux's UDP GRO, since 6.9, asks the same). With don't-fragment they
+// are free, as for TCP (tcpCandidate): the datagram is never fragmented,
+// so its identification means nothing (RFC 6864).
 func (c *coalescer) addUDP(pkt []byte) (added, done bool) {
 	head := c.parts[1]
 	n := len(pkt) - 28
 	if c.np == maxUDPParts || n <= 0 || n > c.mss || c.total+n > bigBuf ||
 		string(pkt[:2]) != string(head[:2]) || string(pkt[6:10]) != string(head[6:10]) ||
-		string(pkt[12:24]) != string(head[12:24]) {
+		string(pkt[12:24]) != string(head[12:24]) ||
+		head[6]&(ipDF>>8) == 0 && binary.BigEndian.Uint16(pkt[4:]) != binary.BigEndian.Uint16(head[4:])+uint16(c.np-1) {
 		return false, false
 	}
 	if _, _, ok := udpCandidate(pkt); !ok {

@@ -213,9 +213,13 @@ func udpDatagram(src, dst string, id uint16, payload []byte) []byte {
 // from a peer are written as one USO packet (the kernel cuts it again for
 // a socket without UDP_GRO), which cut as the kernel does gives back
 // exactly the datagrams received, as the kernel's UDP GRO would take them:
-// same addresses, ports, TOS, TTL and don't-fragment, payloads of the
-// first's size but for a shorter last, which ends the packet, checksums
-// that verify, none without one, at most 64. Before, each went alone.
+// same addresses, ports, TOS, TTL and don't-fragment, identifications
+// counting up from the first's unless don't-fragment is set (the cut
+// numbers them so; Linux's UDP GRO asks the same since 6.9), payloads of
+// the first's size but for a shorter last, which ends the packet,
+// checksums that verify, none without one, at most 64. Before, each went
+// alone; and, until identifications were checked, datagrams that may be
+// fragmented were coalesced whatever theirs, and cut again with others.
 func TestDecapCoalescesUDP(t *testing.T) {
 	const mss = 1000
 	dg := func(i, n int) []byte {
@@ -234,6 +238,10 @@ func TestDecapCoalescesUDP(t *testing.T) {
 	badSum := mut(dg(1, mss), func(p []byte) { p[40] ^= 1 })
 	noSum := mut(dg(1, mss), func(p []byte) { p[26], p[27] = 0, 0 })
 	badLen := mut(dg(1, mss), func(p []byte) { p[25]--; p[27]++ })
+	df := func(p []byte) []byte { return mut(p, func(p []byte) { p[6] |= ipDF >> 8 }) }
+	withID := func(p []byte, id uint16) []byte {
+		return mut(p, func(p []byte) { binary.BigEndian.PutUint16(p[4:], id) })
+	}
 	var many [][]byte
 	for i := range 70 {
 		many = append(many, dg(i, 100))
@@ -253,7 +261,10 @@ func TestDecapCoalescesUDP(t *testing.T) {
 		{"a bad checksum", [][][]byte{{dg(0, mss), badSum, dg(2, mss), dg(3, mss)}}, []int{1, 1, 2}},
 		{"no checksum", [][][]byte{{dg(0, mss), noSum, dg(2, mss)}}, []int{1, 1, 1}},
 		{"a UDP length not the packet's", [][][]byte{{dg(0, mss), badLen}}, []int{1, 1}},
-		{"no identifications in sequence needed", [][][]byte{{dg(0, mss), dg(5, mss)}}, []int{2}},
+		{"identifications out of sequence", [][][]byte{{dg(0, mss), dg(5, mss), dg(6, mss)}}, []int{1, 2}},
+		{"the same identification", [][][]byte{{dg(0, mss), withID(dg(1, mss), 10)}}, []int{1, 1}},
+		{"identifications past 65535", [][][]byte{{withID(dg(0, mss), 0xffff), withID(dg(1, mss), 0)}}, []int{2}},
+		{"don't-fragment: identifications free", [][][]byte{{df(dg(0, mss)), df(dg(5, mss)), df(withID(dg(2, mss), 10))}}, []int{3}},
 		{"at most 64", [][][]byte{many}, []int{64, 6}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -302,7 +313,7 @@ func TestDecapCoalescesUDP(t *testing.T) {
 					hdr := make([]byte, gp.hdrLen)
 					got := append(hdr, gp.segment(pkt, j, hdr)...)
 					want := in[k]
-					if tc.name == "no identifications in sequence needed" {
+					if head[6]&(ipDF>>8) != 0 {
 						want = mut(want, func(p []byte) { binary.BigEndian.PutUint16(p[4:], binary.BigEndian.Uint16(head[4:])+uint16(j)) })
 					}
 					if string(got) != string(want) {
