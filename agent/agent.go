@@ -850,6 +850,11 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 			retry.Reset(b.Next())
 			continue
 		}
+		// A pass that succeeded owes no retry: not the start's either,
+		// which is still pending when the first list of leases came
+		// before it and would make a second full pass at once (since Go
+		// 1.23 a stopped timer delivers nothing stale).
+		retry.Stop()
 		b.Reset()
 		if res.Changed() {
 			a.log.V(2).Info("kernel state reconciled", "peers", len(peers), "result", res.String(), "took", time.Since(start))
