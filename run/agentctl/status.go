@@ -112,10 +112,17 @@ func agentFromEnv(lookupEnv func(string) (string, bool)) (addr, from string, err
 				return "", "", nil // off, as agentd takes it
 			}
 			from := p + "HEALTHZ_PORT"
-			if hIP != "" {
+			host := hIP
+			if host != "" {
 				from = p + "HEALTHZ_IP and " + from
+				// As agentd takes it: an address, or a host name.
+				if ip, err := netip.ParseAddr(host); err == nil {
+					host = ip.String()
+				} else if !agent.IsHostname(host) {
+					return "", "", usagef("%sHEALTHZ_IP=%q: neither an IP address nor a host name", p, hIP)
+				}
 			}
-			return loopbackIfAny(net.JoinHostPort(hIP, strconv.Itoa(port))), from, nil
+			return loopbackIfAny(net.JoinHostPort(host, strconv.Itoa(port))), from, nil
 		case hIP != "":
 			return "", "", nil // port 0: off, as agentd takes it
 		}

@@ -57,9 +57,14 @@ func TestStatusAgentFromEnvironment(t *testing.T) {
 		{"AGENTD_HEALTHZ_ADDR", "ftp://127.0.0.1:9471", `AGENTD_HEALTHZ_ADDR: "ftp://127.0.0.1:9471" is no host:port`},
 		{"FLANNELD_HEALTHZ_PORT", "x", `FLANNELD_HEALTHZ_PORT="x": want a port`},
 		{"FLANNELD_HEALTHZ_PORT", "70000", `FLANNELD_HEALTHZ_PORT="70000": want a port`},
+		{"FLANNELD_HEALTHZ_IP", "]", `FLANNELD_HEALTHZ_IP="]": neither an IP address nor a host name`},
 	} {
 		t.Setenv("AGENTD_HEALTHZ_ADDR", "")
 		t.Setenv("FLANNELD_HEALTHZ_PORT", "")
+		t.Setenv("FLANNELD_HEALTHZ_IP", "")
+		if tc.env == "FLANNELD_HEALTHZ_IP" {
+			t.Setenv("FLANNELD_HEALTHZ_PORT", "9473")
+		}
 		t.Setenv(tc.env, tc.value)
 		f := &agentAnswers{}
 		code, _, errOut := statusRun(t, f)
