@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -67,19 +68,9 @@ func unmasqueradedFlowsChild(t *testing.T) {
 			t.Fatalf("iptables %v: %v: %s", args, err, out)
 		}
 	}
-	podNS, outNS := newCtNetns(t), newCtNetns(t)
-	ctVeth(t, "pod", podNS, "10.244.1.1/24", "10.244.1.2/24")
-	ctVeth(t, "out", outNS, "198.18.0.1/24", "198.18.0.2/24")
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	iptables("-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	seen := ctReceive(t, ctx, &wg, outNS)
-	start := func(flow string) { ctSend(t, ctx, &wg, podNS, flow) }
+	rig := newCtRig(t, ipt)
+	ctx, seen := rig.ctx, rig.seen
+	start := func(flow string) { ctSend(t, ctx, &rig.wg, rig.podNS, flow) }
 	// source waits for flow to arrive and returns the source it had.
 	source := func(flow string) netip.AddrPort {
 		t.Helper()
@@ -232,6 +223,67 @@ func counterValue(t *testing.T, o *observer, name string) float64 {
 	}
 	t.Fatalf("no counter %s", name)
 	return 0
+}
+
+// ctRig is the network of the conntrack tests: a pod namespace and an outside one on veths from this namespace, forwarding on,
+// dockerd's FORWARD rule added with ipt, and a receiver at ctOutside whose
+// goroutines end at the test's cleanup.
+type ctRig struct {
+	ctx   context.Context
+	wg    sync.WaitGroup
+	podNS netns.NsHandle
+	seen  func(flow string) (netip.AddrPort, bool)
+	// source waits for flow to arrive and returns its source address.
+	source func(flow string) string
+}
+
+func newCtRig(t *testing.T, ipt string) *ctRig {
+	t.Helper()
+	r := &ctRig{}
+	podNS, outNS := newCtNetns(t), newCtNetns(t)
+	r.podNS = podNS
+	ctVeth(t, "pod", podNS, "10.244.1.1/24", "10.244.1.2/24")
+	ctVeth(t, "out", outNS, "198.18.0.1/24", "198.18.0.2/24")
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, nil, ipt, "-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r.ctx = ctx
+	t.Cleanup(func() { cancel(); r.wg.Wait() })
+	r.seen = ctReceive(t, ctx, &r.wg, outNS)
+	r.source = func(flow string) (src string) {
+		t.Helper()
+		err := cluster.Eventually(ctx, 10*time.Second, func() error {
+			a, ok := r.seen(flow)
+			if !ok {
+				return fmt.Errorf("flow %s not seen at %s", flow, ctOutside)
+			}
+			src = a.Addr().String()
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+	return r
+}
+
+// runCmd runs name with stdin and returns its output; it fails the test
+// with the command's stderr.
+func runCmd(t *testing.T, stdin []byte, name string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v: %s", name, args, err, stderr.Bytes())
+	}
+	return out
 }
 
 // newCtNetns makes a network namespace, unnamed: it ends when the test

@@ -2,13 +2,11 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,46 +66,9 @@ func unstampedReloadChild(t *testing.T) {
 		}
 		return strings.Count(string(b), s)
 	}
-	run := func(stdin []byte, name string, args ...string) []byte {
-		t.Helper()
-		cmd := exec.Command(name, args...)
-		cmd.Stdin = bytes.NewReader(stdin)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("%s %v: %v: %s", name, args, err, stderr.Bytes())
-		}
-		return out
-	}
 
-	podNS, outNS := newCtNetns(t), newCtNetns(t)
-	ctVeth(t, "pod", podNS, "10.244.1.1/24", "10.244.1.2/24")
-	ctVeth(t, "out", outNS, "198.18.0.1/24", "198.18.0.2/24")
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run(nil, ipt, "-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	seen := ctReceive(t, ctx, &wg, outNS)
-	source := func(flow string) (src string) {
-		t.Helper()
-		err := cluster.Eventually(ctx, 10*time.Second, func() error {
-			a, ok := seen(flow)
-			if !ok {
-				return fmt.Errorf("flow %s not seen at %s", flow, ctOutside)
-			}
-			src = a.Addr().String()
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return src
-	}
+	rig := newCtRig(t, ipt)
+	ctx, seen, source := rig.ctx, rig.seen, rig.source
 
 	logs := &logLines{}
 	log := funcr.New(func(prefix, args string) {
@@ -131,7 +92,7 @@ func unstampedReloadChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	saved := run(nil, save, "-t", "nat")
+	saved := runCmd(t, nil, save, "-t", "nat")
 	if !bytes.Contains(saved, []byte(iptables.MasqChain)) {
 		t.Fatalf("%s -t nat holds no %s:\n%s", save, iptables.MasqChain, saved)
 	}
@@ -139,7 +100,7 @@ func unstampedReloadChild(t *testing.T) {
 	// reload is noticed only by counters that went back. The second read
 	// of nat begun since the flow was seen is made by a check that began
 	// after the first one had read them.
-	ctSend(t, ctx, &wg, podNS, "counted")
+	ctSend(t, ctx, &rig.wg, rig.podNS, "counted")
 	if src := source("counted"); src != ctHost.String() {
 		t.Fatalf("flow counted arrives from %s, want %s", src, ctHost)
 	}
@@ -164,11 +125,11 @@ func unstampedReloadChild(t *testing.T) {
 	for i := range 3 {
 		before := deleted()
 		natWrites = count(restores, "*nat")
-		run(nil, ipt, "-t", "nat", "-F")
+		runCmd(t, nil, ipt, "-t", "nat", "-F")
 		flow = fmt.Sprintf("reload%d", i)
-		ctSend(t, ctx, &wg, podNS, flow)
+		ctSend(t, ctx, &rig.wg, rig.podNS, flow)
 		src := source(flow)
-		run(saved, restore)
+		runCmd(t, saved, restore)
 		restored = time.Now()
 		if src == ctPod.String() && deleted() == before && count(restores, "*nat") == natWrites {
 			break

@@ -2,11 +2,8 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,45 +45,8 @@ func reloadedFlowsChild(t *testing.T, mode string) {
 		return p
 	}
 	ipt, save, restore := bin(""), bin("-save"), bin("-restore")
-	run := func(stdin []byte, name string, args ...string) []byte {
-		t.Helper()
-		cmd := exec.Command(name, args...)
-		cmd.Stdin = bytes.NewReader(stdin)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("%s %v: %v: %s", name, args, err, stderr.Bytes())
-		}
-		return out
-	}
-	podNS, outNS := newCtNetns(t), newCtNetns(t)
-	ctVeth(t, "pod", podNS, "10.244.1.1/24", "10.244.1.2/24")
-	ctVeth(t, "out", outNS, "198.18.0.1/24", "198.18.0.2/24")
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run(nil, ipt, "-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	seen := ctReceive(t, ctx, &wg, outNS)
-	source := func(flow string) (src string) {
-		t.Helper()
-		err := cluster.Eventually(ctx, 10*time.Second, func() error {
-			a, ok := seen(flow)
-			if !ok {
-				return fmt.Errorf("flow %s not seen at %s", flow, ctOutside)
-			}
-			src = a.Addr().String()
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return src
-	}
+	rig := newCtRig(t, ipt)
+	ctx, seen, source := rig.ctx, rig.seen, rig.source
 
 	const resync = time.Second
 	a := &agent{
@@ -105,7 +65,7 @@ func reloadedFlowsChild(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	saved := run(nil, save, "-t", "nat")
+	saved := runCmd(t, nil, save, "-t", "nat")
 	if !bytes.Contains(saved, []byte(iptables.MasqChain)) {
 		t.Fatalf("%s -t nat holds no %s:\n%s", save, iptables.MasqChain, saved)
 	}
@@ -118,11 +78,11 @@ func reloadedFlowsChild(t *testing.T, mode string) {
 	flow := ""
 	for i := range 3 {
 		before := deleted()
-		run(nil, ipt, "-t", "nat", "-F")
+		runCmd(t, nil, ipt, "-t", "nat", "-F")
 		flow = fmt.Sprintf("reload%d", i)
-		ctSend(t, ctx, &wg, podNS, flow)
+		ctSend(t, ctx, &rig.wg, rig.podNS, flow)
 		src := source(flow)
-		run(saved, restore)
+		runCmd(t, saved, restore)
 		restored = time.Now()
 		if src == ctPod.String() && deleted() == before {
 			break
