@@ -35,38 +35,11 @@ func TestDelAfterRename(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRuntime(t)
-			l := r.bridgeList(t, "1.0.0", envBridgeMasq)
-			rt := r.pod("c1")
-			rt.NetNS = filepath.Join(nsreap.Dir, netns(t, "p"))
-			ctx := context.Background()
-			if _, err := r.cni.AddNetworkList(ctx, l, rt); err != nil {
-				t.Fatalf("ADD: %v", err)
-			}
+			l, rt := r.addRenamePod(t)
 			if got := cniRules(t, r.host); len(got) != 4 {
 				t.Fatalf("after ADD the host's nat table has %q, want bridge's chain, its two rules and the POSTROUTING rule", got)
 			}
-			renamed, err := libcni.ConfListFromBytes(bytes.Replace(l.Bytes, []byte(`"name":"cbr0"`), []byte(`"name":"agentd"`), 1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.netnsGone {
-				if err := nsreap.Delete(rt.NetNS); err != nil {
-					t.Fatal(err)
-				}
-				rt.NetNS = ""
-			}
-			if err := r.cni.DelNetworkList(ctx, renamed, rt); err != nil {
-				t.Fatalf("DEL under the new name: %v", err)
-			}
-			if got := r.allocated(t); len(got) > 0 {
-				t.Errorf("after DEL host-local still holds %q under the former name", got)
-			}
-			if got := cniRules(t, r.host); len(got) > 0 {
-				t.Errorf("after DEL the host's nat table still has\n%s", strings.Join(got, "\n"))
-			}
-			if got := fileNames(t, r.dataDir); len(got) > 0 {
-				t.Errorf("after DEL dataDir holds %q", got)
-			}
+			r.delRenamedReleases(t, l, rt, tc.netnsGone)
 		})
 	}
 }
@@ -142,5 +115,48 @@ func TestGCAfterRenameReleases(t *testing.T) {
 	checkGCMasq(t, r.host)
 	if got, want := fileNames(t, r.dataDir), []string{"c2", "cbr0:c2:eth0"}; !slices.Equal(got, want) {
 		t.Errorf("after GC dataDir holds %q, want %q", got, want)
+	}
+}
+
+// addRenamePod adds pod c1, its namespace in nsreap.Dir, with bridge and
+// host-local under the network name cbr0, FLANNEL_IPMASQ=false so that
+// bridge masquerades.
+func (r *runtime) addRenamePod(t *testing.T) (*libcni.NetworkConfigList, *libcni.RuntimeConf) {
+	t.Helper()
+	l := r.bridgeList(t, "1.0.0", envBridgeMasq)
+	rt := r.pod("c1")
+	rt.NetNS = filepath.Join(nsreap.Dir, netns(t, "p"))
+	if _, err := r.cni.AddNetworkList(context.Background(), l, rt); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	return l, rt
+}
+
+// delRenamedReleases DELs rt, added with l under cbr0, under the new name
+// agentd, its namespace deleted first when netnsGone, and checks that
+// host-local, the host's nat table and dataDir keep nothing of it.
+func (r *runtime) delRenamedReleases(t *testing.T, l *libcni.NetworkConfigList, rt *libcni.RuntimeConf, netnsGone bool) {
+	t.Helper()
+	renamed, err := libcni.ConfListFromBytes(bytes.Replace(l.Bytes, []byte(`"name":"cbr0"`), []byte(`"name":"agentd"`), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if netnsGone {
+		if err := nsreap.Delete(rt.NetNS); err != nil {
+			t.Fatal(err)
+		}
+		rt.NetNS = ""
+	}
+	if err := r.cni.DelNetworkList(context.Background(), renamed, rt); err != nil {
+		t.Fatalf("DEL under the new name: %v", err)
+	}
+	if got := r.allocated(t); len(got) > 0 {
+		t.Errorf("after DEL host-local still holds %q under the former name", got)
+	}
+	if got := cniRules(t, r.host); len(got) > 0 {
+		t.Errorf("after DEL the host's nat table still has\n%s", strings.Join(got, "\n"))
+	}
+	if got := fileNames(t, r.dataDir); len(got) > 0 {
+		t.Errorf("after DEL dataDir holds %q", got)
 	}
 }

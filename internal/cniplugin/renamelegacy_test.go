@@ -2,16 +2,12 @@ package cniplugin
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/agentd/agentd/internal/nsreap"
-	"github.com/containernetworking/cni/libcni"
 )
 
 // flannelsFile is what flannel's plugin saves in dataDir/<container ID> for
@@ -203,13 +199,7 @@ func TestDelAfterRenameLegacyReleases(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRuntime(t)
-			l := r.bridgeList(t, "1.0.0", envBridgeMasq)
-			rt := r.pod("c1")
-			rt.NetNS = filepath.Join(nsreap.Dir, netns(t, "p"))
-			ctx := context.Background()
-			if _, err := r.cni.AddNetworkList(ctx, l, rt); err != nil {
-				t.Fatalf("ADD: %v", err)
-			}
+			l, rt := r.addRenamePod(t)
 			legacy := filepath.Join(r.dataDir, "c1")
 			b, err := os.ReadFile(legacy)
 			if err != nil {
@@ -227,28 +217,7 @@ func TestDelAfterRenameLegacyReleases(t *testing.T) {
 			if err := os.WriteFile(legacy, flannels, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			renamed, err := libcni.ConfListFromBytes(bytes.Replace(l.Bytes, []byte(`"name":"cbr0"`), []byte(`"name":"agentd"`), 1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.netnsGone {
-				if err := nsreap.Delete(rt.NetNS); err != nil {
-					t.Fatal(err)
-				}
-				rt.NetNS = ""
-			}
-			if err := r.cni.DelNetworkList(ctx, renamed, rt); err != nil {
-				t.Fatalf("DEL under the new name: %v", err)
-			}
-			if got := r.allocated(t); len(got) > 0 {
-				t.Errorf("after DEL host-local still holds %q under the former name", got)
-			}
-			if got := cniRules(t, r.host); len(got) > 0 {
-				t.Errorf("after DEL the host's nat table still has\n%s", strings.Join(got, "\n"))
-			}
-			if got := fileNames(t, r.dataDir); len(got) > 0 {
-				t.Errorf("after DEL dataDir holds %q", got)
-			}
+			r.delRenamedReleases(t, l, rt, tc.netnsGone)
 		})
 	}
 }
