@@ -369,13 +369,11 @@ func TestUnusableGateways(t *testing.T) {
 	h.check(two + mcast)
 }
 
-// TestOnLinkByRoute: an external interface with a /32 address and a
-// scope-link route for its segment (some clouds, some bare metal) has its
-// peers on-link; the kernel takes them as gateways, and so does flanneld.
-// A route with a gateway makes nothing on-link. The segment's last address
-// is no broadcast address here (no address of ours makes it one): a peer
-// there is routed like any other, as the kernel allows.
-func TestOnLinkByRoute(t *testing.T) {
+// newOnLinkByRouteHost is a host whose external interface has a /32
+// address, a scope-link route for its segment 198.18.0.0/24 (returned) and
+// a default route via 198.18.0.254, its backend prepared with ctx.
+func newOnLinkByRouteHost(t *testing.T, ctx context.Context) (*host, *netlink.Route) {
+	t.Helper()
 	h := newHost(t, "198.18.0.1", "198.18.0.1")
 	nl := h.ns.Handle
 	ext := h.ext.Attrs().Index
@@ -393,9 +391,21 @@ func TestOnLinkByRoute(t *testing.T) {
 	if err := nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: net.IPv4(198, 18, 0, 254), LinkIndex: ext}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.b.Prepare(context.Background()); err != nil {
+	if _, err := h.b.Prepare(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return h, segment
+}
+
+// TestOnLinkByRoute: an external interface with a /32 address and a
+// scope-link route for its segment (some clouds, some bare metal) has its
+// peers on-link; the kernel takes them as gateways, and so does flanneld.
+// A route with a gateway makes nothing on-link. The segment's last address
+// is no broadcast address here (no address of ours makes it one): a peer
+// there is routed like any other, as the kernel allows.
+func TestOnLinkByRoute(t *testing.T) {
+	h, segment := newOnLinkByRouteHost(t, context.Background())
+	nl := h.ns.Handle
 	const routes = "route 198.18.0.0/24 dev ext0 proto 3\nroute 0.0.0.0/0 via 198.18.0.254 dev ext0 proto 3\n"
 	const two = "route 10.244.2.0/24 via 198.18.0.2 dev ext0 proto 74\n"
 	const five = "route 10.244.5.0/24 via 198.18.0.255 dev ext0 proto 74\n"

@@ -2,8 +2,6 @@ package hostgw
 
 import (
 	"fmt"
-	"net"
-	"net/netip"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
@@ -18,26 +16,9 @@ import (
 // each pass acts on the table as it is. A route of the last pass read again
 // would hide a deletion (no route added back, the peers still on-link).
 func TestPassReadsItsOwnRoutes(t *testing.T) {
-	h := newHost(t, "198.18.0.1", "198.18.0.1")
+	h, segment := newOnLinkByRouteHost(t, t.Context())
 	nl := h.ns.Handle
 	ext := h.ext.Attrs().Index
-	if err := nl.AddrDel(h.ext, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.0.1/24"))}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nl.AddrAdd(h.ext, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.0.1/32"))}); err != nil {
-		t.Fatal(err)
-	}
-	h.addrs = []string{"addr ext0 198.18.0.1/32"}
-	segment := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("198.18.0.0/24")), LinkIndex: ext, Scope: netlink.SCOPE_LINK}
-	if err := nl.RouteAdd(segment); err != nil {
-		t.Fatal(err)
-	}
-	if err := nl.RouteAdd(&netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: net.IPv4(198, 18, 0, 254), LinkIndex: ext}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.b.Prepare(t.Context()); err != nil {
-		t.Fatal(err)
-	}
 	const n = 40
 	var peers []subnet.Lease
 	for i := range n {
