@@ -13,10 +13,10 @@ import (
 // its loop starts makes one full pass at the start, not two. The loop's
 // retry timer starts at zero; when the list's channel was taken first, the
 // first pass ran and the timer, still pending, made a second pass at once
-// (a select picks among ready cases at random: about one start in 25). Each
-// of the 40 starts waits for three checks of the iptables rules in a row,
-// which come only while no pass is due, then counts the passes. Run like
-// TestIPTablesResync, in a network namespace of its own.
+// (a select picks among ready cases at random: about half the starts
+// here). Each of the 40 starts waits for three checks of the iptables rules
+// in a row, which come only while no pass is due, then counts the passes.
+// Run like TestIPTablesResync, in a network namespace of its own.
 func TestStartMakesOnePass(t *testing.T) {
 	inOwnNetns(t, func(t *testing.T) {
 		extra := 0
