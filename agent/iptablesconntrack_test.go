@@ -271,6 +271,70 @@ func newCtRig(t *testing.T, ipt string) *ctRig {
 	return r
 }
 
+// reloadInGap does what a firewall's reload does: nat flushed, a flow
+// started in the gap, the saved set restored. Should a check come in the
+// gap (and repair the flush), the flow is not one the reload left behind,
+// and it is done again, three times at most: a check came when the flow
+// left masqueraded, when conntrack entries were deleted meanwhile, or when
+// the check that gap (nil: none) returns at each try's start says so. It
+// returns the flow and when the restore ended.
+func (r *ctRig) reloadInGap(t *testing.T, ipt, restore string, saved []byte, deleted func() float64, gap func() (quiet func() bool)) (flow string, restored time.Time) {
+	t.Helper()
+	for i := range 3 {
+		before := deleted()
+		quiet := func() bool { return true }
+		if gap != nil {
+			quiet = gap()
+		}
+		runCmd(t, nil, ipt, "-t", "nat", "-F")
+		flow = fmt.Sprintf("reload%d", i)
+		ctSend(t, r.ctx, &r.wg, r.podNS, flow)
+		src := r.source(flow)
+		runCmd(t, saved, restore)
+		restored = time.Now()
+		if src == ctPod.String() && deleted() == before && quiet() {
+			break
+		}
+		if i == 2 {
+			t.Fatal("a check came in each reload's gap")
+		}
+	}
+	return flow, restored
+}
+
+// reloadRepaired waits for the flow a reload left unmasqueraded to arrive
+// from the host's address within bound of the restore, then for its
+// conntrack entry's deletion and one iptables repair to be counted.
+func (r *ctRig) reloadRepaired(t *testing.T, a *agent, flow string, restored time.Time, bound time.Duration, deleted func() float64) {
+	t.Helper()
+	before := deleted()
+	repairs := iptablesRepairs(t, a.obs)
+	err := cluster.Eventually(r.ctx, bound, func() error {
+		if src, _ := r.seen(flow); src.Addr() != ctHost {
+			return fmt.Errorf("flow %s arrives from %s, want %s", flow, src, ctHost)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("still unmasqueraded %v after the restore: %v", bound, err)
+	}
+	t.Logf("flow %s masqueraded %v after the restore", flow, time.Since(restored).Round(time.Millisecond))
+	// The counters move once the check that deleted the entry is done,
+	// which may be after the flow's next packet.
+	err = cluster.Eventually(r.ctx, 5*time.Second, func() error {
+		if got := deleted(); got < before+1 {
+			return fmt.Errorf("agentd_conntrack_unmasqueraded_deleted_total %v, want at least %v", got, before+1)
+		}
+		if got := iptablesRepairs(t, a.obs); got != repairs+1 {
+			return fmt.Errorf(`agentd_drift_repairs_total{kind="iptables"} %v after the reload's repair, want %v`, got, repairs+1)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
 // runCmd runs name with stdin and returns its output; it fails the test
 // with the command's stderr.
 func runCmd(t *testing.T, stdin []byte, name string, args ...string) []byte {

@@ -68,7 +68,7 @@ func unstampedReloadChild(t *testing.T) {
 	}
 
 	rig := newCtRig(t, ipt)
-	ctx, seen, source := rig.ctx, rig.seen, rig.source
+	ctx, source := rig.ctx, rig.source
 
 	logs := &logLines{}
 	log := funcr.New(func(prefix, args string) {
@@ -120,49 +120,12 @@ func unstampedReloadChild(t *testing.T) {
 	// restored (as the real iptables-nft-restore does, counters 0). Should
 	// a check come in the gap (and repair the flush), the flow is not one
 	// the reload left behind: again.
-	var restored time.Time
-	flow, natWrites := "", 0
-	for i := range 3 {
-		before := deleted()
+	natWrites := 0
+	flow, restored := rig.reloadInGap(t, ipt, restore, saved, deleted, func() func() bool {
 		natWrites = count(restores, "*nat")
-		runCmd(t, nil, ipt, "-t", "nat", "-F")
-		flow = fmt.Sprintf("reload%d", i)
-		ctSend(t, ctx, &rig.wg, rig.podNS, flow)
-		src := source(flow)
-		runCmd(t, saved, restore)
-		restored = time.Now()
-		if src == ctPod.String() && deleted() == before && count(restores, "*nat") == natWrites {
-			break
-		}
-		if i == 2 {
-			t.Fatal("a check came in each reload's gap")
-		}
-	}
-	before := deleted()
-	repairs := iptablesRepairs(t, a.obs)
-	bound := resync + 3*time.Second
-	err = cluster.Eventually(ctx, bound, func() error {
-		if src, _ := seen(flow); src.Addr() != ctHost {
-			return fmt.Errorf("flow %s arrives from %s, want %s", flow, src, ctHost)
-		}
-		return nil
+		return func() bool { return count(restores, "*nat") == natWrites }
 	})
-	if err != nil {
-		t.Fatalf("still unmasqueraded %v after the restore: %v", bound, err)
-	}
-	t.Logf("flow %s masqueraded %v after the restore", flow, time.Since(restored).Round(time.Millisecond))
-	err = cluster.Eventually(ctx, 5*time.Second, func() error {
-		if got := deleted(); got < before+1 {
-			return fmt.Errorf("agentd_conntrack_unmasqueraded_deleted_total %v, want at least %v", got, before+1)
-		}
-		if got := iptablesRepairs(t, a.obs); got != repairs+1 {
-			return fmt.Errorf(`agentd_drift_repairs_total{kind="iptables"} %v after the reload's repair, want %v`, got, repairs+1)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Error(err)
-	}
+	rig.reloadRepaired(t, a, flow, restored, resync+3*time.Second, deleted)
 	if n := count(restores, "*nat") - natWrites; n != 0 {
 		t.Errorf("%d iptables-restore of nat since the reload, want none: the rules it put back are ours", n)
 	}

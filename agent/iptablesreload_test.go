@@ -46,7 +46,7 @@ func reloadedFlowsChild(t *testing.T, mode string) {
 	}
 	ipt, save, restore := bin(""), bin("-save"), bin("-restore")
 	rig := newCtRig(t, ipt)
-	ctx, seen, source := rig.ctx, rig.seen, rig.source
+	ctx := rig.ctx
 
 	const resync = time.Second
 	a := &agent{
@@ -74,50 +74,8 @@ func reloadedFlowsChild(t *testing.T, mode string) {
 	// The reload: nat flushed, a flow started in the gap, the saved set
 	// restored. Should a check come in the gap (and repair the flush), the
 	// flow is not one the reload left behind: again.
-	var restored time.Time
-	flow := ""
-	for i := range 3 {
-		before := deleted()
-		runCmd(t, nil, ipt, "-t", "nat", "-F")
-		flow = fmt.Sprintf("reload%d", i)
-		ctSend(t, ctx, &rig.wg, rig.podNS, flow)
-		src := source(flow)
-		runCmd(t, saved, restore)
-		restored = time.Now()
-		if src == ctPod.String() && deleted() == before {
-			break
-		}
-		if i == 2 {
-			t.Fatal("a check came in each reload's gap")
-		}
-	}
-	before := deleted()
-	repairs := iptablesRepairs(t, a.obs)
-	bound := resync + 3*time.Second
-	err = cluster.Eventually(ctx, bound, func() error {
-		if src, _ := seen(flow); src.Addr() != ctHost {
-			return fmt.Errorf("flow %s arrives from %s, want %s", flow, src, ctHost)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("still unmasqueraded %v after the restore: %v", bound, err)
-	}
-	t.Logf("flow %s masqueraded %v after the restore", flow, time.Since(restored).Round(time.Millisecond))
-	// The counters move once the check that deleted the entry is done,
-	// which may be after the flow's next packet.
-	err = cluster.Eventually(ctx, 5*time.Second, func() error {
-		if got := deleted(); got < before+1 {
-			return fmt.Errorf("agentd_conntrack_unmasqueraded_deleted_total %v, want at least %v", got, before+1)
-		}
-		if got := iptablesRepairs(t, a.obs); got != repairs+1 {
-			return fmt.Errorf(`agentd_drift_repairs_total{kind="iptables"} %v after the reload's repair, want %v`, got, repairs+1)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Error(err)
-	}
+	flow, restored := rig.reloadInGap(t, ipt, restore, saved, deleted, nil)
+	rig.reloadRepaired(t, a, flow, restored, resync+3*time.Second, deleted)
 	if got := counterValue(t, a.obs, "agentd_conntrack_unmasqueraded_errors_total"); got != 0 {
 		t.Errorf("agentd_conntrack_unmasqueraded_errors_total %v, want 0", got)
 	}
