@@ -34,10 +34,8 @@ func TestWatchEventsPacesUnreadable(t *testing.T) {
 	var subscriptions, wakes atomic.Int64
 	seenGood := make(chan struct{}, 1)
 	_, othersBefore := backend.EventResubscriptions()
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() {
-		stopped <- backend.WatchEventsRefusing(ctx, ns.NsHandle, log.logger(), backend.EventFilter{
+	watchInTest(t, &subscriptions, func(ctx context.Context) error {
+		return backend.WatchEventsRefusing(ctx, ns.NsHandle, log.logger(), backend.EventFilter{
 			Neigh: func(u backend.NeighEvent) bool {
 				if ip, ok := backend.AddrFromIP(u.IP); ok && ip == good {
 					select {
@@ -52,18 +50,6 @@ func TestWatchEventsPacesUnreadable(t *testing.T) {
 			ip, ok := backend.AddrFromIP(u.IP)
 			return ok && bad.Contains(ip)
 		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-stopped; !errors.Is(err, context.Canceled) {
-			t.Errorf("WatchEvents returned %v, want context.Canceled", err)
-		}
-	})
-	nstest.Await(t, 5*time.Second, "the first subscription", func() error {
-		if subscriptions.Load() == 0 {
-			return errors.New("none yet")
-		}
-		return nil
 	})
 
 	// The stream: refused neighbours added and deleted, one pair every
@@ -148,28 +134,14 @@ func TestWatchEventsOverrunsAtOnce(t *testing.T) {
 	var log levelLog
 	var subscriptions, wakes atomic.Int64
 	overrunsBefore, othersBefore := backend.EventResubscriptions()
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() {
-		stopped <- backend.WatchEventsOverrunning(ctx, ns.NsHandle, log.logger(), backend.EventFilter{
+	watchInTest(t, &subscriptions, func(ctx context.Context) error {
+		return backend.WatchEventsOverrunning(ctx, ns.NsHandle, log.logger(), backend.EventFilter{
 			Neigh:      func(backend.NeighEvent) bool { return false },
 			Subscribed: func() { subscriptions.Add(1) },
 		}, func() { wakes.Add(1) }, func(u backend.NeighEvent) bool {
 			ip, ok := backend.AddrFromIP(u.IP)
 			return ok && flood.Contains(ip)
 		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-stopped; !errors.Is(err, context.Canceled) {
-			t.Errorf("WatchEvents returned %v, want context.Canceled", err)
-		}
-	})
-	nstest.Await(t, 5*time.Second, "the first subscription", func() error {
-		if subscriptions.Load() == 0 {
-			return errors.New("none yet")
-		}
-		return nil
 	})
 
 	// One neighbour added per overrun, once the subscription before it and
@@ -205,4 +177,26 @@ func TestWatchEventsOverrunsAtOnce(t *testing.T) {
 		t.Errorf("logged at -v=0: %q", got)
 	}
 	t.Logf("%d overruns, each subscribed again and woken within %v", overruns, slowest.Round(time.Microsecond))
+}
+
+// watchInTest runs watch, a WatchEvents variant given the test's context,
+// until the test ends, when it must return context.Canceled, and waits for
+// its first subscription, which subscriptions counts.
+func watchInTest(t *testing.T, subscriptions *atomic.Int64, watch func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- watch(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-stopped; !errors.Is(err, context.Canceled) {
+			t.Errorf("WatchEvents returned %v, want context.Canceled", err)
+		}
+	})
+	nstest.Await(t, 5*time.Second, "the first subscription", func() error {
+		if subscriptions.Load() == 0 {
+			return errors.New("none yet")
+		}
+		return nil
+	})
 }

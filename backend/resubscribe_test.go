@@ -2,7 +2,6 @@ package backend_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -43,22 +42,14 @@ func TestResubscribeFailuresBounded(t *testing.T) {
 	bad := netip.MustParsePrefix("10.244.66.0/24")
 	var log levelLog
 	var subscriptions atomic.Int64
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() {
-		stopped <- backend.WatchEventsRefusing(ctx, netns.NsHandle(fd), log.logger(), backend.EventFilter{
+	watchInTest(t, &subscriptions, func(ctx context.Context) error {
+		return backend.WatchEventsRefusing(ctx, netns.NsHandle(fd), log.logger(), backend.EventFilter{
 			Neigh:      func(backend.NeighEvent) bool { return false },
 			Subscribed: func() { subscriptions.Add(1) },
 		}, func() {}, func(u backend.NeighEvent) bool {
 			ip, ok := backend.AddrFromIP(u.IP)
 			return ok && bad.Contains(ip)
 		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-stopped; !errors.Is(err, context.Canceled) {
-			t.Errorf("WatchEvents returned %v, want context.Canceled", err)
-		}
 	})
 	subscribed := func(n int64) func() error {
 		return func() error {
@@ -68,7 +59,6 @@ func TestResubscribeFailuresBounded(t *testing.T) {
 			return nil
 		}
 	}
-	nstest.Await(t, 5*time.Second, "the first subscription", subscribed(1))
 
 	// From here on, setns(fd) fails: EINVAL, not a namespace.
 	if err := unix.Dup3(int(devNull.Fd()), fd, unix.O_CLOEXEC); err != nil {
