@@ -3,7 +3,6 @@ package backend_test
 import (
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -33,22 +32,8 @@ func TestWatchEventsNeighsAsNetlink(t *testing.T) {
 	if err := ns.Sysctl("net.ipv6.conf.ext0.disable_ipv6", "0"); err != nil {
 		t.Fatal(err)
 	}
-	ipCmd, err := exec.LookPath("ip")
-	if err != nil {
-		nstest.Missing(t, "no ip command (iproute2) to add neighbours with")
-	}
-	bridgeCmd, err := exec.LookPath("bridge")
-	if err != nil {
-		nstest.Missing(t, "no bridge command (iproute2) to add FDB entries with")
-	}
-	run := func(cmd string, args ...string) {
-		t.Helper()
-		if out, err := exec.Command(cmd, append([]string{"-n", ns.Name}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("%s %s: %v: %s", cmd, strings.Join(args, " "), err, out)
-		}
-	}
-	ip := func(args ...string) { t.Helper(); run(ipCmd, args...) }
-	bridge := func(args ...string) { t.Helper(); run(bridgeCmd, args...) }
+	ip := ns.Cmd(t, "ip", "add neighbours with")
+	bridge := ns.Cmd(t, "bridge", "add FDB entries with")
 	ip("link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", "198.18.0.1", "dev", "ext0", "dstport", "8472", "nolearning")
 	ip("link", "add", "br0", "type", "bridge")
 	ip("link", "set", "flannel.1", "up")

@@ -2,9 +2,7 @@ package backend_test
 
 import (
 	"net/netip"
-	"os/exec"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
@@ -29,16 +27,7 @@ func TestPassRoutesAsNetlink(t *testing.T) {
 	if err := ns.Sysctl("net.ipv6.conf.ext0.disable_ipv6", "0"); err != nil {
 		t.Fatal(err)
 	}
-	ipCmd, err := exec.LookPath("ip")
-	if err != nil {
-		nstest.Missing(t, "no ip command (iproute2) to add routes with")
-	}
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(ipCmd, append([]string{"-n", ns.Name}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
+	ip := ns.Cmd(t, "ip", "add routes with")
 	ip("-6", "address", "add", "2001:db8::1/64", "dev", "ext0", "nodad")
 	for _, r := range [][]string{
 		{"10.244.1.0/24", "via", "198.18.0.2", "dev", "ext0", "proto", "74"},

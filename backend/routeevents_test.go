@@ -3,7 +3,6 @@ package backend_test
 import (
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -29,16 +28,7 @@ func TestWatchEventsRoutesAsNetlink(t *testing.T) {
 	if err := ns.Sysctl("net.ipv6.conf.ext0.disable_ipv6", "0"); err != nil {
 		t.Fatal(err)
 	}
-	ipCmd, err := exec.LookPath("ip")
-	if err != nil {
-		nstest.Missing(t, "no ip command (iproute2) to add routes with")
-	}
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(ipCmd, append([]string{"-n", ns.Name}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
+	ip := ns.Cmd(t, "ip", "add routes with")
 	ip("-6", "address", "add", "2001:db8::1/64", "dev", "ext0", "nodad")
 	var mu sync.Mutex
 	var ours []string

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -124,6 +125,24 @@ func (n *NS) Sysctl(key, value string) error {
 		}
 		return nil
 	})
+}
+
+// Cmd returns a runner of prog, an iproute2 program (ip, bridge), with
+// -n for the namespace, that fails the test with the command's output; a
+// host without prog cannot run the test (Missing: "no <prog> command
+// (iproute2) to <what>").
+func (n *NS) Cmd(t testing.TB, prog, what string) func(args ...string) {
+	t.Helper()
+	path, err := exec.LookPath(prog)
+	if err != nil {
+		Missing(t, "no %s command (iproute2) to %s", prog, what)
+	}
+	return func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(path, append([]string{"-n", n.Name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v: %s", prog, strings.Join(args, " "), err, out)
+		}
+	}
 }
 
 // Do runs f on a thread switched into the namespace and switches it back
