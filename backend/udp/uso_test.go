@@ -268,14 +268,7 @@ func TestDecapCoalescesUDP(t *testing.T) {
 		{"at most 64", [][][]byte{many}, []int{64, 6}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w, dev := newTestRx("198.18.0.2", tc.trains...)
-			if err := w.decap(w.tbl.Load(), len(tc.trains)); err != nil {
-				t.Fatal(err)
-			}
-			var in [][]byte
-			for _, train := range tc.trains {
-				in = append(in, train...)
-			}
+			w, dev, in := decapTrains(t, tc.trains)
 			if len(dev.packets) != len(tc.want) {
 				t.Fatalf("%d packets written, want %d", len(dev.packets), len(tc.want))
 			}
