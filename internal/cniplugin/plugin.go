@@ -253,7 +253,14 @@ func exists(netns string) bool {
 
 // chainInUse says whether an attachment of network's container containerID
 // other than the one saved in file except is saved in dataDir: the
-// container's iptables masquerade chain may serve it.
+// container's iptables masquerade chain may serve it. The container's
+// per-container file counts too (see attachment's legacy) when it names
+// network and is not except nor a second name of it: flannel's plugin,
+// and agentd-cni before the per-attachment layout, saved the container's
+// first attachment there alone. Without it, the DEL of a second interface
+// added after the upgrade removed the chain under the first one, whose
+// traffic then left the host unmasqueraded. One that does not decode
+// names no network, and does not count.
 func chainInUse(dataDir, network, containerID, except string) (bool, error) {
 	// The parts of the name hold no pattern characters (see attachmentOf
 	// and savedNetwork).
@@ -261,7 +268,28 @@ func chainInUse(dataDir, network, containerID, except string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return slices.ContainsFunc(saved, func(f string) bool { return f != except }), nil
+	if slices.ContainsFunc(saved, func(f string) bool { return f != except }) {
+		return true, nil
+	}
+	legacy := filepath.Join(dataDir, containerID)
+	fi, err := os.Lstat(legacy)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !fi.Mode().IsRegular()) || legacy == except || sameFile(legacy, except) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	b, err := os.ReadFile(legacy)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var named struct {
+		Name *string `json:"name"`
+	}
+	return json.Unmarshal(b, &named) == nil && named.Name != nil && *named.Name == network, nil
 }
 
 // savedNetwork is the network name in the delegate configuration d, which
