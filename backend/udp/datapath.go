@@ -216,7 +216,7 @@ func (w *txWorker) encap(t *table, b []byte) error {
 			w.m.add(p, pkt, nil, gso)
 			return nil
 		}
-		return w.refuse(t, v, pkt, h)
+		return w.refuse(t, v, pkt, h, gsoPacket{})
 	case gsoTCPv4, gsoUDPL4:
 		// A TCP or UDP packet of up to 64 KiB, cut here into the
 		// segments the kernel would have made: each is checked, routed
@@ -236,7 +236,7 @@ func (w *txWorker) encap(t *table, b []byte) error {
 		p, h, v := t.routeHeader(pkt, h)
 		w.local[v] += uint64(gp.segments)
 		if v != pass {
-			return w.refuse(t, v, pkt, h)
+			return w.refuse(t, v, pkt, h, gp)
 		}
 		for i := range gp.segments {
 			hdr := w.hdrs[i*maxHeaders : i*maxHeaders+gp.hdrLen]
@@ -249,13 +249,14 @@ func (w *txWorker) encap(t *table, b []byte) error {
 }
 
 // refuse answers a packet not sent with verdict v with the ICMP error due,
-// if any.
-func (w *txWorker) refuse(t *table, v verdict, pkt []byte, h ipv4) error {
+// if any. gp describes pkt when it is a TSO or USO packet (parseGSO), and
+// is zero otherwise.
+func (w *txWorker) refuse(t *table, v verdict, pkt []byte, h ipv4, gp gsoPacket) error {
 	switch v {
 	case dropNoRoute:
-		return w.icmpBack(t, icmpDestUnreachable, icmpNetUnreachable, pkt, h)
+		return w.icmpBack(t, icmpDestUnreachable, icmpNetUnreachable, pkt, h, gp)
 	case dropTTL:
-		return w.icmpBack(t, icmpTimeExceeded, icmpTTLExceeded, pkt, h)
+		return w.icmpBack(t, icmpTimeExceeded, icmpTTLExceeded, pkt, h, gp)
 	}
 	return nil
 }
@@ -263,8 +264,9 @@ func (w *txWorker) refuse(t *table, v verdict, pkt []byte, h ipv4) error {
 // icmpBack writes the ICMP error of type typ and code about pkt into the
 // device, if one may be sent about it and the rate limit allows; one held
 // back by the limit is counted, and not built: in a flood most are held
-// back.
-func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4) error {
+// back. About a TSO or USO packet (gp.segments > 0), one error goes back,
+// quoting its first segment (firstSegment).
+func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4, gp gsoPacket) error {
 	srcMask, dstMask := t.broadcastMasks(h)
 	if !icmpDue(pkt, h, srcMask, dstMask) {
 		return nil
@@ -273,11 +275,41 @@ func (w *txWorker) icmpBack(t *table, typ, code uint8, pkt []byte, h ipv4) error
 		w.icmpLimited++
 		return nil
 	}
+	if gp.segments > 0 {
+		pkt = w.firstSegment(pkt, gp)
+	}
 	n := icmpError(w.icmp[vnetHdrLen:], t.from, typ, code, pkt, h, w.icmpID)
 	w.icmpID++
 	clear(w.icmp[:vnetHdrLen])
 	w.parts[0], w.parts[1] = w.icmp[:vnetHdrLen], w.icmp[vnetHdrLen:vnetHdrLen+n]
 	return w.c.written(w.out.write(w.parts))
+}
+
+// firstSegment rewrites the TSO or USO packet pkt (described by gp), which
+// is dropped, into its first segment, in place, and returns that segment:
+// what the ICMP error about pkt quotes. The packet stands for its segments,
+// and a router forwarding them would have dropped the first one first, and
+// quoted it: an IPv4 header with the segment's total length and a header
+// checksum that verifies, then its TCP header (FIN and PSH only on the
+// last) or its UDP header with the length of one datagram, with the
+// segment's own checksum (gsoPacket.segment). pkt's own header gives the
+// length of the whole, up to 64 KiB, and the device leaves the pseudo
+// header's sum where the TCP or UDP checksum goes.
+//
+// Linux, forwarding a GSO packet (one GRO merged), quotes it as it holds
+// it, one header for all: icmp_send copies the packet from its network
+// header on, and ip_forward calls it on the whole packet when its TTL is
+// spent or its segments exceed the route's MTU (ip_exceeds_mtu), as
+// ip_error does for an unreachable route. That header was on no wire.
+// The sender matches either quote to its socket by addresses, ports and
+// TCP sequence number, the same in both; the first segment's is also
+// what a capture of the error, or a tool checking its quote, expects.
+// Like Linux, one error goes back per packet, not one per segment.
+func (w *txWorker) firstSegment(pkt []byte, gp gsoPacket) []byte {
+	hdr := w.hdrs[:gp.hdrLen]
+	n := len(hdr) + len(gp.segment(pkt, 0, hdr))
+	copy(pkt, hdr)
+	return pkt[:n]
 }
 
 // written counts a write the device refused and returns any other error
