@@ -13,9 +13,10 @@ import (
 // network's, an operator's edit), formerConf takes it for this network's
 // exactly when each of its keys and each of the configuration's today has
 // the same value in both, but name, cniVersion, mtu, ipMasq and
-// runtimeConfig, and forceAddress when the file has none; and it leaves
-// the file's configuration as it was. A naive key-by-key comparison is the
-// reference.
+// runtimeConfig, and forceAddress when the file has none, an ipam
+// "subnet" without "ranges" counting as the one range it is to host-local;
+// and it leaves the file's configuration as it was. A naive key-by-key
+// comparison is the reference.
 func FuzzFormerConf(f *testing.F) {
 	n, err := LoadConf([]byte(`{"cniVersion":"1.0.0","name":"agentd","type":"agentd-cni","delegate":{"isDefaultGateway":true}}`))
 	if err != nil {
@@ -29,6 +30,10 @@ func FuzzFormerConf(f *testing.F) {
 		strings.Replace(flannelsFile, `"isGateway"`, `"hairpinMode":true,"isGateway"`, 1),
 		strings.Replace(flannelsFile, "10.244.5.0/24", "10.244.1.0/24", 1),
 		strings.Replace(flannelsFile, `"type":"bridge"`, `"type":"bridge","bridge":"cni1"`, 1),
+		oldFlannelsFile,
+		strings.Replace(oldFlannelsFile, "10.244.5.0/24", "10.244.1.0/24", 1),
+		strings.Replace(oldFlannelsFile, `"subnet"`, `"ranges":[[{"subnet":"10.244.5.0/24"}]],"subnet"`, 1),
+		strings.Replace(oldFlannelsFile, `"subnet":"10.244.5.0/24"`, `"subnet":["10.244.5.0/24"]`, 1),
 		`{"type":"bridge"}`, `{}`, `null`, `[]`, `{"name":"cbr0","type":"bri`,
 	} {
 		f.Add([]byte(s))
@@ -60,6 +65,19 @@ func FuzzFormerConf(f *testing.F) {
 		if _, ok := saved["forceAddress"]; !ok {
 			ignored["forceAddress"] = true
 		}
+		// host-local reads a single "subnet" as one range.
+		savedIPAM, inSavedIPAM := saved["ipam"]
+		if m, ok := savedIPAM.(map[string]any); ok {
+			_, hasRanges := m["ranges"]
+			if sn, ok := m["subnet"].(string); ok && !hasRanges {
+				savedIPAM = map[string]any{"ranges": []any{[]any{map[string]any{"subnet": sn}}}}
+				for k, v := range m {
+					if k != "subnet" {
+						savedIPAM.(map[string]any)[k] = v
+					}
+				}
+			}
+		}
 		keys := maps.Clone(want)
 		maps.Copy(keys, saved)
 		same := true
@@ -68,6 +86,9 @@ func FuzzFormerConf(f *testing.F) {
 				continue
 			}
 			a, inSaved := saved[k]
+			if k == "ipam" {
+				a, inSaved = savedIPAM, inSavedIPAM
+			}
 			w, inToday := want[k]
 			if !inSaved || !inToday || !reflect.DeepEqual(a, w) {
 				same = false

@@ -1156,12 +1156,15 @@ func formerName(n *NetConf, env subnetenv.Env, file string) bool {
 // network name, is the one n gives today with env but for what follows the
 // ADD or the pod (see formerName). A forceAddress that saved lacks is not
 // compared either: flannel's plugin never sets it, and its per-container
-// files (see renamedLegacy) would otherwise never match.
+// files (see renamedLegacy) would otherwise never match. Nor is how the
+// range is written: flannel's plugins before dual-stack saved it as ipam's
+// single "subnet", which host-local takes as one range (see asRanges).
 func formerConf(n *NetConf, env subnetenv.Env, saved map[string]any) bool {
 	today, err := DelegateConf(n, env)
 	if err != nil {
 		return false
 	}
+	saved = asRanges(saved)
 	if _, ok := saved["forceAddress"]; !ok {
 		delete(today, "forceAddress")
 	}
@@ -1176,6 +1179,28 @@ func formerConf(n *NetConf, env subnetenv.Env, saved map[string]any) bool {
 	a, okA := canonical(saved)
 	t, okT := canonical(today)
 	return okA && okT && a == t
+}
+
+// asRanges is the delegate configuration d with an ipam "subnet" (the
+// single range of flannel's plugins before dual-stack) written as the
+// "ranges" of one range that DelegateConf writes; d itself is left as it
+// is. One with "ranges" too is returned as it is: host-local would take
+// both, and DelegateConf never writes that.
+func asRanges(d map[string]any) map[string]any {
+	ipam, ok := d["ipam"].(map[string]any)
+	if !ok {
+		return d
+	}
+	sn, ok := ipam["subnet"].(string)
+	if _, hasRanges := ipam["ranges"]; !ok || hasRanges {
+		return d
+	}
+	ipam = maps.Clone(ipam)
+	delete(ipam, "subnet")
+	ipam["ranges"] = []any{[]any{map[string]any{"subnet": sn}}}
+	d = maps.Clone(d)
+	d["ipam"] = ipam
+	return d
 }
 
 // GC's keys for the list of valid attachments: the spec's, and the name
