@@ -135,7 +135,7 @@ func (c *Config) Validate() error {
 		return &ConfigError{Flag: "state-dir", Value: c.StateDir, Err: err}
 	}
 	if c.HealthzAddr != "" {
-		if err := checkListenAddr(c.HealthzAddr); err != nil {
+		if err := CheckListenAddr(c.HealthzAddr); err != nil {
 			return &ConfigError{Flag: "healthz-addr", Value: c.HealthzAddr, Err: err}
 		}
 	}
@@ -379,9 +379,10 @@ func checkAbsPath(p string) error {
 	return nil
 }
 
-// checkListenAddr accepts host:port where host is empty (all addresses),
+// CheckListenAddr accepts host:port where host is empty (all addresses),
 // an IP address or a host name, and port is 0-65535 (0: any free port).
-func checkListenAddr(addr string) error {
+// internal/healthzaddr judges the health server's address with it.
+func CheckListenAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"unicode"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/internal/healthzaddr"
 	"github.com/spf13/cobra"
 )
 
@@ -30,13 +31,14 @@ func (a *app) statusCommand() *cobra.Command {
 		Long: `status asks the agent on this host for its state over its health server
 (agentd --healthz-addr), so it needs no etcd access. --agent is that server's
 URL, or its host:port as --healthz-addr gives it. Without --agent, status asks
-the address agentd takes from the environment, AGENTD_HEALTHZ_ADDR (or
-AGENTD_HEALTHZ_IP with AGENTD_HEALTHZ_PORT), else the FLANNELD_ ones, so that
+the address agentd takes from the environment, with agentd's own code:
+AGENTD_HEALTHZ_ADDR (or AGENTD_HEALTHZ_IP with AGENTD_HEALTHZ_PORT), else the
+FLANNELD_ ones, so that
 set -a; . /etc/agentd/agentd.env; set +a points it at the host's agent; an
 address on every interface (0.0.0.0:8471) is asked on 127.0.0.1. It exits 0
 when the agent is ready, 3 when it answered but is not ready (the state is
-printed all the same), 1 when it cannot be asked, 64 for an --agent (or
-variable) that is no http(s) URL or host:port.`,
+printed all the same), 1 when it cannot be asked, 64 for an --agent that is
+no http(s) URL or host:port, or a variable agentd refuses.`,
 		Example: `  agentctl status --agent http://127.0.0.1:8471`,
 		Args:    usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -83,51 +85,26 @@ variable) that is no http(s) URL or host:port.`,
 
 // agentFromEnv is the health server's address as agentd takes it from the
 // environment when no flag gives it, and the variable(s) it came from ("":
-// none sets it, or they turn the server off). As in agentd the best
-// source that gives any form decides, AGENTD_ before FLANNELD_, and in it
-// HEALTHZ_ADDR wins over flanneld's HEALTHZ_IP with HEALTHZ_PORT; empty
-// variables count as unset. An address on every interface (0.0.0.0, ::,
-// or none: ":8471", flanneld's HEALTHZ_PORT alone) is asked on loopback,
-// where such a listener answers. The flag --agent, when given, wins.
+// none sets it, or they turn the server off). agentd decides it with the
+// same function, healthzaddr.Resolve: AGENTD_ before FLANNELD_, the best
+// source that gives either form deciding, HEALTHZ_ADDR before flanneld's
+// HEALTHZ_IP with HEALTHZ_PORT, empty variables unset, a port of 0 or less
+// off. An address on every interface (0.0.0.0, ::, or none: ":8471") is
+// asked on loopback, where such a listener answers. A value agentd refuses
+// is a usage error naming the variable. The flag --agent, when given, wins.
 //
 // The other flags of status stay out of the environment (envFlags): this
 // one names the agent that the variables configure, which is what status
 // asks.
 func agentFromEnv(lookupEnv func(string) (string, bool)) (addr, from string, err error) {
-	get := func(name string) string {
-		v, _ := lookupEnv(name)
-		return v
+	r, err := healthzaddr.Resolve(nil, lookupEnv)
+	if err != nil {
+		return "", "", usageError{err}
 	}
-	for _, p := range []string{"AGENTD_", "FLANNELD_"} {
-		hAddr, hIP, hPort := get(p+"HEALTHZ_ADDR"), get(p+"HEALTHZ_IP"), get(p+"HEALTHZ_PORT")
-		switch {
-		case hAddr != "":
-			return loopbackIfAny(hAddr), p + "HEALTHZ_ADDR", nil
-		case hPort != "":
-			port, err := strconv.Atoi(hPort)
-			if err != nil || port > 65535 {
-				return "", "", usagef("%sHEALTHZ_PORT=%q: want a port from 1 to 65535, or 0 for off", p, hPort)
-			}
-			if port <= 0 {
-				return "", "", nil // off, as agentd takes it
-			}
-			from := p + "HEALTHZ_PORT"
-			host := hIP
-			if host != "" {
-				from = p + "HEALTHZ_IP and " + from
-				// As agentd takes it: an address, or a host name.
-				if ip, err := netip.ParseAddr(host); err == nil {
-					host = ip.String()
-				} else if !agent.IsHostname(host) {
-					return "", "", usagef("%sHEALTHZ_IP=%q: neither an IP address nor a host name", p, hIP)
-				}
-			}
-			return loopbackIfAny(net.JoinHostPort(host, strconv.Itoa(port))), from, nil
-		case hIP != "":
-			return "", "", nil // port 0: off, as agentd takes it
-		}
+	if r.Addr == "" {
+		return "", "", nil
 	}
-	return "", "", nil
+	return loopbackIfAny(r.Addr), r.From, nil
 }
 
 // loopbackIfAny is hostport with an unspecified or empty host (a listener

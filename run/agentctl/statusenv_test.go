@@ -54,10 +54,10 @@ func TestStatusAgentFromEnvironment(t *testing.T) {
 	// A value that names no health server is a usage error naming the
 	// variable, not --agent, and nothing is asked.
 	for _, tc := range []struct{ env, value, want string }{
-		{"AGENTD_HEALTHZ_ADDR", "ftp://127.0.0.1:9471", `AGENTD_HEALTHZ_ADDR: "ftp://127.0.0.1:9471" is no host:port`},
-		{"FLANNELD_HEALTHZ_PORT", "x", `FLANNELD_HEALTHZ_PORT="x": want a port`},
-		{"FLANNELD_HEALTHZ_PORT", "70000", `FLANNELD_HEALTHZ_PORT="70000": want a port`},
-		{"FLANNELD_HEALTHZ_IP", "]", `FLANNELD_HEALTHZ_IP="]": neither an IP address nor a host name`},
+		{"AGENTD_HEALTHZ_ADDR", "ftp://127.0.0.1:9471", `invalid AGENTD_HEALTHZ_ADDR "ftp://127.0.0.1:9471"`},
+		{"FLANNELD_HEALTHZ_PORT", "x", `invalid FLANNELD_HEALTHZ_PORT "x"`},
+		{"FLANNELD_HEALTHZ_PORT", "70000", `invalid FLANNELD_HEALTHZ_PORT "70000": want a port`},
+		{"FLANNELD_HEALTHZ_IP", "]", `invalid FLANNELD_HEALTHZ_IP "]": neither an IP address nor a host name`},
 	} {
 		t.Setenv("AGENTD_HEALTHZ_ADDR", "")
 		t.Setenv("FLANNELD_HEALTHZ_PORT", "")

@@ -5,7 +5,6 @@ import (
 	goflag "flag"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/agentd/agentd/agent"
 	"github.com/agentd/agentd/backend/iptables"
+	"github.com/agentd/agentd/internal/healthzaddr"
 	"github.com/agentd/agentd/internal/longflags"
 	"github.com/spf13/pflag"
 )
@@ -30,7 +30,7 @@ import (
 // (-v, -vmodule, -log_backtrace_at) are read from the environment too, with
 // the same precedence: flanneld honours FLANNELD_V, and a DaemonSet has no
 // other way to set the verbosity.
-var envPrefixes = []string{"AGENTD_", "FLANNELD_"}
+var envPrefixes = healthzaddr.EnvPrefixes
 
 // loggingFromEnv are the logging flags read from the environment.
 var loggingFromEnv = map[string]bool{"v": true, "vmodule": true, "log_backtrace_at": true}
@@ -74,6 +74,10 @@ type flagValues struct {
 // notFromEnv are the flags that are actions rather than settings.
 var notFromEnv = map[string]bool{"help": true, "version": true, "release-lease": true}
 
+// healthz are the health server's flags, which healthzaddr.Resolve takes
+// from the environment, not applyEnv.
+var healthz = map[string]bool{healthzaddr.AddrFlag: true, healthzaddr.IPFlag: true, healthzaddr.PortFlag: true}
+
 // newFlagSet defines agentd's flags, bound to v. Defaults come from
 // agent.DefaultConfig so that --help and the library agree.
 func newFlagSet(v *flagValues) *pflag.FlagSet {
@@ -104,7 +108,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.StringVar(&v.dockerFwMark, "docker-accept-fwmark", "", "value/mask to set in mangle FORWARD on traffic within the overlay network, e.g. 0x200000/0x200000, for dockerd --bridge-accept-fwmark with the same value (Docker's nftables firewall drops that traffic otherwise); empty: off")
 
 	fs.StringVar(&v.healthzAddr, "healthz-addr", d.HealthzAddr, "host:port of the health server: /healthz, /readyz, /status, /metrics (empty: off)")
-	fs.StringVar(&v.healthzIP, "healthz-ip", "0.0.0.0", "address of the health server when --healthz-port is set (flannel's form)")
+	fs.StringVar(&v.healthzIP, "healthz-ip", healthzaddr.DefaultIP, "address of the health server when --healthz-port is set (flannel's form)")
 	fs.IntVar(&v.healthzPort, "healthz-port", 0, "port of the health server (0: off; --healthz-addr wins when both are set)")
 
 	fs.DurationVar(&v.leaseTTL, "subnet-lease-ttl", d.SubnetLeaseTTL, "TTL of the etcd lease that holds this host's subnet (whole seconds, at least 1s)")
@@ -332,32 +336,24 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 		}
 	}
 
-	switch {
-	case v.healthzAddr != "":
-		cfg.HealthzAddr = v.healthzAddr
-		for _, f := range []string{"healthz-ip", "healthz-port"} {
-			if fs.Changed(f) {
-				opts.warnings = append(opts.warnings, fmt.Sprintf("%s is ignored: %s is set", where(f), where("healthz-addr")))
-			}
+	// The health server's flags, which applyEnv leaves alone: their
+	// environment and forms are healthzaddr's, which agentctl status
+	// reads too, so that it asks where agentd listens.
+	given := map[string]string{}
+	for _, f := range healthzaddr.Flags {
+		if fs.Changed(f) {
+			given[f] = fs.Lookup(f).Value.String()
 		}
-	case v.healthzPort < 0:
-		// flanneld serves health only for a port above 0.
-		opts.warnings = append(opts.warnings, fmt.Sprintf("%s is %d, so the health server is off, as in flanneld (0 says so plainly)", where("healthz-port"), v.healthzPort))
-	case v.healthzPort != 0:
-		if v.healthzPort > 65535 {
-			return opts, bad("healthz-port", strconv.Itoa(v.healthzPort), errors.New("want a port from 1 to 65535, or 0 for off"))
-		}
-		// An address, or a host name as flanneld's listener takes one.
-		host := v.healthzIP
-		if ip, err := netip.ParseAddr(host); err == nil {
-			host = ip.String()
-		} else if !agent.IsHostname(host) {
-			return opts, bad("healthz-ip", v.healthzIP, errors.New("neither an IP address nor a host name"))
-		}
-		cfg.HealthzAddr = net.JoinHostPort(host, strconv.Itoa(v.healthzPort))
-	case fs.Changed("healthz-ip"):
-		opts.warnings = append(opts.warnings, fmt.Sprintf("%s is ignored: %s is 0, so the health server is off (set --healthz-port, or --healthz-addr)", where("healthz-ip"), where("healthz-port")))
 	}
+	hz, err := healthzaddr.Resolve(given, lookupEnv)
+	if err != nil {
+		return opts, err
+	}
+	cfg.HealthzAddr = hz.Addr
+	if hz.From != "" {
+		source["healthz-addr"] = hz.From
+	}
+	opts.warnings = append(opts.warnings, hz.Warnings...)
 	// An action in the environment would repeat at every start (a
 	// decommission each boot), so it is not taken from there; an operator
 	// who wrote it there meant something, so say that it did nothing.
@@ -393,18 +389,17 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool), extra *gofl
 }
 
 // alternativeForms are the settings that can be given in more than one form,
-// each form a set of flags: the health server's address (--healthz-addr, or
-// flanneld's --healthz-ip with --healthz-port) and the interface choice
-// (--iface, --iface-regex, --iface-can-reach, which flanneld tries in that
-// order). Such a setting is decided by where its forms came from: the forms
-// from the best source (command line, then AGENTD_, then FLANNELD_) are used,
+// each form a set of flags: the interface choice (--iface, --iface-regex,
+// --iface-can-reach, which flanneld tries in that order; the health
+// server's address, --healthz-addr or flanneld's --healthz-ip with
+// --healthz-port, is decided the same way by healthzaddr.Resolve, which
+// agentctl status shares). Such a setting is decided by where its forms
+// came from: the forms from the best source (command line, then AGENTD_, then FLANNELD_) are used,
 // and the environment's values for the other forms are not, so a form on the
 // command line beats every form from the environment, as the command line
 // beats the environment for a single flag. Forms from one source combine
-// (--iface with --iface-regex; --healthz-addr over --healthz-port, with a
-// warning).
+// (--iface with --iface-regex).
 var alternativeForms = [][][]string{
-	{{"healthz-addr"}, {"healthz-ip", "healthz-port"}},
 	{{"iface"}, {"iface-regex"}, {"iface-can-reach"}},
 }
 
@@ -412,13 +407,6 @@ var alternativeForms = [][][]string{
 // command line.
 const passwordOnCommandLine = "--etcd-password is on the command line, which every local user can read (ps -ef, /proc/<pid>/cmdline): " +
 	"give it as AGENTD_ETCD_PASSWORD in the environment instead (agentd.service reads /etc/agentd/agentd.env)"
-
-// modifiers are the flags of alternativeForms that do not choose their form
-// when given alone, because alone they set nothing: flanneld serves no health
-// endpoint for --healthz-ip without --healthz-port (port 0 is off), so an
-// operator's old -healthz-ip must not turn off the address that agentd.env
-// gives (parseArgs warns that it is ignored).
-var modifiers = map[string]bool{"healthz-ip": true}
 
 // applyEnv sets each of agentd's own flags, and the logging flags in
 // loggingFromEnv, that the command line left alone from AGENTD_<NAME> or else
@@ -431,7 +419,7 @@ func applyEnv(fs *pflag.FlagSet, own map[string]bool, lookupEnv func(string) (st
 	}
 	fromEnv := map[string]setting{}
 	fs.VisitAll(func(f *pflag.Flag) {
-		if !(own[f.Name] || loggingFromEnv[f.Name]) || notFromEnv[f.Name] || f.Changed {
+		if !(own[f.Name] || loggingFromEnv[f.Name]) || notFromEnv[f.Name] || healthz[f.Name] || f.Changed {
 			return
 		}
 		for i, p := range envPrefixes {
@@ -447,9 +435,6 @@ func applyEnv(fs *pflag.FlagSet, own map[string]bool, lookupEnv func(string) (st
 	formRank := func(form []string) int {
 		r := unset
 		for _, flag := range form {
-			if modifiers[flag] {
-				continue
-			}
 			if fs.Changed(flag) {
 				return 0
 			}
