@@ -293,10 +293,7 @@ func eachAddr(s *nl.SocketHandle, family, linkIndex int, f func(a *ifAddr)) erro
 	msg := nl.NewIfAddrmsg(family)
 	msg.Index = uint32(linkIndex)
 	var a ifAddr
-	return eachMessage(s, "address", unix.RTM_GETADDR, msg, linkIndex != 0, func(typ uint16, data []byte) error {
-		if typ != unix.RTM_NEWADDR {
-			return nil
-		}
+	return eachMessage(s, "address", unix.RTM_GETADDR, unix.RTM_NEWADDR, msg, linkIndex != 0, func(data []byte) error {
 		if err := parseIfAddr(data, &a); err != nil {
 			return err
 		}
@@ -310,13 +307,13 @@ func eachAddr(s *nl.SocketHandle, family, linkIndex int, f func(a *ifAddr)) erro
 // eachMessage sends a dump request of typ with data through s, a handle's
 // socket, strict checking on for it when strict (NETLINK_GET_STRICT_CHK,
 // set and cleared again with the socket locked, as netlink's requests
-// through the handle assume it off), and calls f with the type and payload
-// of each message of the answer; f must not keep data, read in place in
-// one buffer for the whole dump (receiver). An error of f ends the dump
-// with it. Like netlink's own dumps it returns netlink.ErrDumpInterrupted,
-// once the dump is read, if the kernel marked it interrupted. what names
-// the dump in its errors.
-func eachMessage(s *nl.SocketHandle, what string, typ uint16, data nl.NetlinkRequestData, strict bool, f func(typ uint16, data []byte) error) error {
+// through the handle assume it off), and calls f with the payload of each
+// message of type resType of the answer (dumpAnswer); f must not keep data,
+// read in place in one buffer for the whole dump (receiver). An error of f
+// ends the dump with it. Like netlink's own dumps it returns
+// netlink.ErrDumpInterrupted, once the dump is read, if the kernel marked
+// it interrupted. what names the dump in its errors.
+func eachMessage(s *nl.SocketHandle, what string, typ, resType uint16, data nl.NetlinkRequestData, strict bool, f func(data []byte) error) error {
 	sock := s.Socket
 	sock.Lock()
 	defer sock.Unlock()
@@ -347,42 +344,80 @@ func eachMessage(s *nl.SocketHandle, what string, typ uint16, data nl.NetlinkReq
 	if err != nil {
 		return err
 	}
-	intr := false
+	answer := dumpAnswer{what: what, seq: req.Seq, pid: pid, typ: resType}
 	for {
 		msgs, err := recv()
 		if err != nil {
 			return err
 		}
-		for len(msgs) >= unix.NLMSG_HDRLEN {
-			hdr := *(*unix.NlMsghdr)(unsafe.Pointer(&msgs[0]))
-			if int(hdr.Len) < unix.NLMSG_HDRLEN || int(hdr.Len) > len(msgs) {
-				return fmt.Errorf("%s dump: a message of %d bytes in %d", what, hdr.Len, len(msgs))
-			}
-			data := msgs[unix.NLMSG_HDRLEN:hdr.Len]
-			msgs = msgs[min(len(msgs), (int(hdr.Len)+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
-			// Answers to an earlier request on the shared socket
-			// (one that timed out) are not ours.
-			if hdr.Seq != req.Seq || hdr.Pid != pid {
-				continue
-			}
-			intr = intr || hdr.Flags&unix.NLM_F_DUMP_INTR != 0
-			switch hdr.Type {
-			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
-				if len(data) >= 4 {
-					if errno := int32(nl.NativeEndian().Uint32(data)); errno != 0 {
-						return fmt.Errorf("%s dump: %w", what, unix.Errno(-errno))
-					}
+		if end, err := answer.read(msgs, f); end {
+			return err
+		}
+	}
+}
+
+// dumpAnswer reads the answer to a dump request, a datagram at a time, as
+// netlink's ExecuteIter reads it (FuzzDumpAnswer compares the two): the
+// messages of the request's sequence number and the socket's port id,
+// passing over those of an earlier request on the shared socket (one that
+// timed out), up to an NLMSG_DONE or NLMSG_ERROR, or a message of type typ
+// not marked NLM_F_MULTI, which end it.
+type dumpAnswer struct {
+	what     string // names the dump in errors
+	seq, pid uint32
+	typ      uint16 // the type of the messages handed over
+	intr     bool   // a message was marked NLM_F_DUMP_INTR
+}
+
+// read calls f with the payload of each message of type a.typ in b, a
+// datagram of the answer, in place. It reports end once the answer ends,
+// and err, the dump's result, then: nil, the kernel's error,
+// netlink.ErrDumpInterrupted when a message of the answer was marked
+// interrupted, or f's error. A message whose length is short of its header
+// or past b's end ends it with an error, after f has had the messages
+// before. A last message not padded to 4 bytes is read, as netlink reads it
+// (its Receive pads the datagram with zeros); a datagram shorter than a
+// header, which netlink refuses, holds no message. An NLMSG_DONE or
+// NLMSG_ERROR of fewer than 4 bytes, on which netlink panics, ends it with
+// no error.
+func (a *dumpAnswer) read(b []byte, f func(data []byte) error) (end bool, err error) {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		hdr := *(*unix.NlMsghdr)(unsafe.Pointer(&b[0]))
+		if int(hdr.Len) < unix.NLMSG_HDRLEN || int(hdr.Len) > len(b) {
+			return true, fmt.Errorf("%s dump: a message of %d bytes in %d", a.what, hdr.Len, len(b))
+		}
+		data := b[unix.NLMSG_HDRLEN:hdr.Len]
+		b = b[min(len(b), (int(hdr.Len)+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
+		if hdr.Seq != a.seq || hdr.Pid != a.pid {
+			continue
+		}
+		a.intr = a.intr || hdr.Flags&unix.NLM_F_DUMP_INTR != 0
+		switch hdr.Type {
+		case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+			if len(data) >= 4 {
+				if errno := int32(nl.NativeEndian().Uint32(data)); errno != 0 {
+					return true, fmt.Errorf("%s dump: %w", a.what, unix.Errno(-errno))
 				}
-				if intr {
-					return netlink.ErrDumpInterrupted
-				}
-				return nil
 			}
-			if err := f(hdr.Type, data); err != nil {
-				return err
+			return true, a.complete()
+		case a.typ:
+			if err := f(data); err != nil {
+				return true, err
+			}
+			if hdr.Flags&unix.NLM_F_MULTI == 0 {
+				return true, a.complete()
 			}
 		}
 	}
+	return false, nil
+}
+
+// complete is the result of an answer read to its end.
+func (a *dumpAnswer) complete() error {
+	if a.intr {
+		return netlink.ErrDumpInterrupted
+	}
+	return nil
 }
 
 // receiver returns a func that reads the next datagram from sock, locked by
@@ -834,11 +869,8 @@ func AppendPassRoutes(rs []netlink.Route, h *netlink.Handle, ifaceIndex int, net
 		// cloned, of the main table by RTA_TABLE (the header's table
 		// when there is none); a route it cannot read ends the dump.
 		var r rtRoute
-		err := eachMessage(s, "route", unix.RTM_GETROUTE, &nl.RtMsg{RtMsg: unix.RtMsg{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN}}, false,
-			func(typ uint16, m []byte) error {
-				if typ != unix.RTM_NEWROUTE {
-					return nil
-				}
+		err := eachMessage(s, "route", unix.RTM_GETROUTE, unix.RTM_NEWROUTE, &nl.RtMsg{RtMsg: unix.RtMsg{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN}}, false,
+			func(m []byte) error {
 				if err := parseRoute(m, &r); err != nil {
 					return fmt.Errorf("route dump: unreadable route (%d bytes%s): %w", len(m), hexHead(m), err)
 				}
@@ -1025,8 +1057,8 @@ func eachNeigh(h *netlink.Handle, linkIndex, family int, f func(e *neighEntry)) 
 		return err
 	}
 	var e neighEntry
-	return eachMessage(s, "neighbour", unix.RTM_GETNEIGH, &netlink.Ndmsg{Family: uint8(family), Index: uint32(linkIndex)}, false, func(typ uint16, m []byte) error {
-		if typ == unix.RTM_NEWNEIGH && parseNeighEntry(m, &e) == nil && e.LinkIndex == linkIndex {
+	return eachMessage(s, "neighbour", unix.RTM_GETNEIGH, unix.RTM_NEWNEIGH, &netlink.Ndmsg{Family: uint8(family), Index: uint32(linkIndex)}, false, func(m []byte) error {
+		if parseNeighEntry(m, &e) == nil && e.LinkIndex == linkIndex {
 			f(&e)
 		}
 		return nil
