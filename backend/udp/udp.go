@@ -228,6 +228,9 @@ type Backend struct {
 	// setOffload sets the device's offloads: setTUNOffload, but in tests
 	// of a kernel that refuses some.
 	setOffload func(fd, offloads int) error
+	// offloads are the device's, as Prepare and then each generation of
+	// workers set them (Offloads).
+	offloads atomic.Int32
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -279,6 +282,12 @@ func (b *Backend) Type() string { return Type }
 // Reconcile left it, following the external interface's
 // (followExternalMTU).
 func (b *Backend) MTU() int { return b.mtu }
+
+// Offloads names the offloads flannel0 took, as the "udp datapath ready"
+// line logs them: "csum,tso4,uso4,uso6", or "csum,tso4" where the kernel
+// refuses USO (before Linux 6.2); "" before Prepare has set them. The
+// agent's /status shows it (offloads).
+func (b *Backend) Offloads() string { return offloadNames(int(b.offloads.Load())) }
 
 // Stats returns the datapath's packet counts since the backend was made.
 func (b *Backend) Stats() Stats { return b.stats.snapshot() }
@@ -333,6 +342,7 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TUN device %s: %w", DeviceName, err)
 	}
+	b.offloads.Store(int32(offloads))
 	b.log.Info("udp datapath ready", "device", DeviceName, "mtu", b.mtu, "listen", b.listenAddr(), "queues", len(b.fds.tun),
 		"offloads", offloadNames(offloads))
 	return data, nil
@@ -1321,6 +1331,7 @@ func (b *Backend) ensureWorkers(ctx context.Context) error {
 		return fmt.Errorf("start the datapath: %w", err)
 	}
 	b.dp = dp
+	b.offloads.Store(int32(dp.offloads))
 	return nil
 }
 
