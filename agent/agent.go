@@ -311,14 +311,26 @@ func (a *agent) run(ctx context.Context) error {
 	}
 
 	if a.cfg.HealthzAddr != "" {
-		srv, err := listenHealth(a.cfg.HealthzAddr, a.health)
-		if err != nil {
-			return err
-		}
+		// An address held by another program, or not on the host yet,
+		// does not keep the network down: bound again until it can be
+		// (healthbind.go).
+		srv := newHealthServer(a.health)
 		a.obs.register(srv.mux, a.health)
+		bindErr := srv.listen(a.cfg.HealthzAddr)
+		if bindErr != nil && !bindMayFree(bindErr) {
+			return bindErr
+		}
+		var rebind *healthBind
+		if bindErr != nil {
+			rebind = newHealthBind(a.cfg.HealthzAddr, a.log, srv.listen)
+			rebind.failedAtStart(bindErr)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if rebind != nil && !rebind.run(ctx, bindErr) {
+				return
+			}
 			if err := srv.serve(ctx); err != nil {
 				fail(fmt.Errorf("health server: %w", err))
 			}

@@ -361,8 +361,8 @@ func probeReply(w http.ResponseWriter, check func() (bool, string)) {
 	fmt.Fprintln(w, "ok")
 }
 
-// healthServer is the HTTP server of the probes. listenHealth binds it, so an
-// address in use fails start-up; serve runs it.
+// healthServer is the HTTP server of the probes. listen binds it (listenHealth
+// makes one and binds it); serve runs it.
 type healthServer struct {
 	// mux routes the requests; add handlers (e.g. /metrics) before serve.
 	mux *http.ServeMux
@@ -381,15 +381,30 @@ const healthShutdownGrace = 200 * time.Millisecond
 
 // listenHealth binds addr (host:port) and returns the server, not yet serving.
 func listenHealth(addr string, h *health) (*healthServer, error) {
+	s := newHealthServer(h)
+	if err := s.listen(addr); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// listen binds addr (host:port) for serve. A failure is
+// "health server: listen tcp …", with the errno to match (bindMayFree).
+func (s *healthServer) listen(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("health server: %w", err)
+		return fmt.Errorf("health server: %w", err)
 	}
+	s.ln = ln
+	return nil
+}
+
+// newHealthServer returns the server of h's probes, not yet bound.
+func newHealthServer(h *health) *healthServer {
 	mux := h.handler()
 	lim := &connLimit{max: maxHealthConns, open: map[net.Conn]time.Time{}}
 	return &healthServer{
 		mux: mux,
-		ln:  ln,
 		srv: &http.Server{
 			Handler:           mux,
 			ConnState:         lim.track,
@@ -399,7 +414,7 @@ func listenHealth(addr string, h *health) (*healthServer, error) {
 			IdleTimeout:       60 * time.Second,
 			MaxHeaderBytes:    maxHealthHeaderBytes,
 		},
-	}, nil
+	}
 }
 
 // maxHealthHeaderBytes bounds a request's header (net/http allows 4 kB
@@ -458,7 +473,7 @@ func (l *connLimit) track(c net.Conn, s http.ConnState) {
 // taking connections, lets requests in flight finish for
 // healthShutdownGrace, closes the connections still open and returns nil;
 // it returns an error only if the server fails before that. It closes the
-// listener in every case and must be called once.
+// listener in every case and must be called once, after listen.
 func (s *healthServer) serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
