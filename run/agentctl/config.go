@@ -262,19 +262,18 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 	if err != nil {
 		return 0, err
 	}
-	var bad []string
-	flanneld := 0
+	var bad, flanneld []string
 	for _, b := range skipped {
 		var fe *subnet.FlanneldLeaseError
 		if !errors.As(b.Err, &fe) {
 			continue
 		}
-		flanneld++
+		flanneld = append(flanneld, fmt.Sprintf("%s (agents skip it; flanneld reads it as a lease of %s)", printable(b.Key), fe.PublicIP))
 		if err := cfg.RoutableLease(subnet.Lease{Subnet: fe.Subnet, IPv6Subnet: fe.IPv6Subnet}); err != nil {
 			bad = append(bad, fmt.Sprintf("%s (agents skip it; flanneld reads it as a lease of %s): %v", printable(b.Key), fe.PublicIP, err))
 		}
 	}
-	n := len(leases) + flanneld
+	n := len(leases) + len(flanneld)
 	if n == 0 {
 		return rev, nil
 	}
@@ -312,7 +311,7 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 			return 0, err
 		}
 		if cfg.BackendType == vxlan.Type {
-			changed = vxlanChanges(old, cur, leases, flanneld)
+			changed = vxlanChanges(old, cur, leases, len(flanneld))
 		} else {
 			changed = wireChanges(old, cur)
 		}
@@ -335,7 +334,7 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 			changed[0], n, fmt.Sprintf("flannel.%d", cur.VNI))
 	}
 	if len(changed) == 1 && cfg.BackendType == udp.Type && strings.HasPrefix(changed[0], "Backend.Port ") {
-		return rev, udpPortChangeCutsOff(changed[0], leases)
+		return rev, udpPortChangeCutsOff(changed[0], leases, flanneld)
 	}
 	if len(changed) > 0 {
 		return 0, fmt.Errorf("the new config changes %s while %d lease(s) or reservation(s) exist: running agents keep the old "+
@@ -352,8 +351,14 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 // on the new port and hosts still on the old reach each other, but a host
 // whose lease says none (flanneld, an agentd from before 2026-12-06) sends
 // to its own config's port. A reservation has no host yet: whoever takes
-// it writes its own lease.
-func udpPortChangeCutsOff(change string, leases []subnet.Lease) error {
+// it writes its own lease. flanneldKeys (described) are keys only flanneld
+// reads as leases (subnet.FlanneldLeaseError: beside <prefix>/subnets/, as
+// <prefix>/subnets-old/10.244.5.0-24, or 10.244.6.0-024): no agent reads a
+// port from them, flanneld hosts route their subnets to their PublicIP at
+// their own config's port whatever the value says, and a flanneld host
+// whose public IP one names takes it as its own lease; they count as
+// saying no port.
+func udpPortChangeCutsOff(change string, leases []subnet.Lease, flanneldKeys []string) error {
 	var old []string
 	for _, l := range leases {
 		if l.Reservation() {
@@ -364,6 +369,7 @@ func udpPortChangeCutsOff(change string, leases []subnet.Lease) error {
 		}
 		old = append(old, fmt.Sprintf("%s (%s)", l.Key(), l.Attrs.PublicIP))
 	}
+	old = append(old, flanneldKeys...)
 	if len(old) == 0 {
 		return nil
 	}
@@ -373,9 +379,13 @@ func udpPortChangeCutsOff(change string, leases []subnet.Lease) error {
 		more = fmt.Sprintf("; and %d more", n-show)
 		old = old[:show]
 	}
-	return fmt.Errorf("the new config changes %s while %d live lease(s) say no port: %s%s; their hosts (flanneld, or agentd from "+
+	what := "live lease(s) say no port"
+	if len(flanneldKeys) > 0 {
+		what = "live lease(s) say no port or are keys only flanneld reads"
+	}
+	return fmt.Errorf("the new config changes %s while %d %s: %s%s; their hosts (flanneld, or agentd from "+
 		"before 2026-12-06) send to their own config's port, so hosts restarted on the new port and they could not reach each other "+
-		"(use --force to write it anyway, then restart every agent together)", change, n, strings.Join(old, "; "), more)
+		"(use --force to write it anyway, then restart every agent together)", change, n, what, strings.Join(old, "; "), more)
 }
 
 // wire holds the backend settings that every host of the network must share
