@@ -208,9 +208,70 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		// the runtime's log gets it, and later commands retry (see
 		// release).
 		fmt.Fprintf(p.stderr(), "agentd-cni: DEL of container %s interface %s in network %s: %v\n", args.ContainerID, args.IfName, n.Name, me.err)
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	return p.releaseRenamed(n, at)
+}
+
+// releaseRenamed releases, after DEL of the attachment at, what is still
+// saved for the same container ID and interface under other network names
+// (see renamedFiles): a container has one interface of a name, which this
+// DEL deletes, so those attachments are gone too. A pod added under the
+// network's former name and added again under the new one (podman
+// restarting a container, a runtime retrying a sandbox's network after
+// the conflist changed) has a file under each name; DEL under the new name
+// took the new name's alone, and the former name's file, its legacy second
+// name, its address (in the former name's host-local store) and its
+// masquerade chain stayed for good, since no DEL under that name comes
+// again. Only files whose configuration is this network's but for the
+// name (see formerConf) are taken, as GC takes a former name's: a
+// delegate that makes no interface (host-local alone) lets another network
+// sharing dataDir give a container's attachment the same interface name,
+// and that network's configuration differs in some key. So none is taken
+// while subnet.env cannot be read, nor one of a subnet the host had
+// before. Each gets the delegate's DEL with its configuration and no
+// network namespace, as GC gives it: bridge then releases the addresses
+// alone, and the chain is removed after it (see dropMasqChain), where with
+// the namespace, its interface already deleted, bridge would have left
+// the chain. A failure fails DEL, for the runtime to retry, except one of
+// the masquerade chain's removal, logged and recorded as DEL's own.
+func (p *Plugin) releaseRenamed(n *NetConf, at attachment) error {
+	files, _ := renamedFiles(n, at)
+	if len(files) == 0 {
 		return nil
 	}
-	return err
+	env, err := subnetenv.ReadOwnedComplete(n.SubnetFile)
+	if err != nil {
+		return nil
+	}
+	var errs []error
+	for _, f := range files {
+		var d map[string]any
+		if json.Unmarshal(f.b, &d) != nil || !formerConf(n, env, d) {
+			continue
+		}
+		renamed := *n
+		renamed.Name = f.network
+		rat, err := attachmentOf(&renamed, at.containerID, at.ifName)
+		if err != nil {
+			continue
+		}
+		err = p.release(&renamed, rat, "", func(typ string, conf []byte) error {
+			return p.runDelegate(typ, conf, &invoke.Args{Command: "DEL", ContainerID: at.containerID, IfName: at.ifName, Path: os.Getenv("CNI_PATH")})
+		})
+		var me *masqError
+		if errors.As(err, &me) {
+			fmt.Fprintf(p.stderr(), "agentd-cni: DEL of container %s interface %s in network %s: %s, saved under network name %s: %v\n", at.containerID, at.ifName, n.Name, f.path, f.network, me.err)
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s, saved for this container and interface under network name %s: %w", f.path, f.network, err))
+		}
+	}
+	return joinErrors("DEL", errs)
 }
 
 // masqError is release's error when the delegate's DEL succeeded but the
@@ -1841,18 +1902,42 @@ func renamedLegacy(n *NetConf, at attachment) ([]byte, bool) {
 // interfaces of one name, so the container ID and interface identify the
 // attachment whatever the network: another network sharing dataDir (a
 // second network of Multus') gives its attachments other interface names.
-// The first such file in name order is taken, with its legacy second name
-// (see save) in its forget list. A file that cannot be read or decoded
-// (see decodeSaved) is not: nothing in it shows that its network was this
-// one, and a configuration rebuilt under its name from today's conflist
-// could be another network's (its bridge, its IPAM plugin). Taken, it got
-// a DEL with a configuration rebuilt under the current name, which
-// released nothing of its own, and was removed, the only trace of what
-// was left. Such files stay, listed in left for DEL to report.
+// The first such file in name order that renamedFiles reads is taken, with
+// its legacy second name (see save) in its forget list; left are the files
+// renamedFiles leaves.
 func renamedSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, left []leftSaved, ok bool) {
+	files, left := renamedFiles(n, at)
+	if len(files) == 0 {
+		return "", nil, nil, left, false
+	}
+	f := files[0]
+	forget = []string{f.path}
+	if sameFile(at.legacy, f.path) {
+		forget = []string{at.legacy, f.path}
+	}
+	return f.path, f.b, forget, left, true
+}
+
+// renamedFile is a file saved for an attachment under another network
+// name, as renamedFiles read it.
+type renamedFile struct {
+	network, path string
+	b             []byte
+}
+
+// renamedFiles are the files saved for the attachment at under network
+// names other than n's (see renamedSaved), in name order. A file that
+// cannot be read or decoded (see decodeSaved) is not among them: nothing
+// in it shows that its network was this one, and a configuration rebuilt
+// under its name from today's conflist could be another network's (its
+// bridge, its IPAM plugin). Taken, it got a DEL with a configuration
+// rebuilt under the current name, which released nothing of its own, and
+// was removed, the only trace of what was left. Such files stay, listed in
+// left for DEL to report.
+func renamedFiles(n *NetConf, at attachment) (files []renamedFile, left []leftSaved) {
 	names, err := os.ReadDir(n.DataDir)
 	if err != nil {
-		return "", nil, nil, nil, false
+		return nil, nil
 	}
 	suffix := ":" + at.containerID + ":" + at.ifName
 	for _, e := range names {
@@ -1870,13 +1955,9 @@ func renamedSaved(n *NetConf, at attachment) (saved string, b []byte, forget []s
 			left = append(left, leftSaved{path, network, fmt.Errorf("does not decode: %s", strings.TrimPrefix(err.Error(), "saved configuration "+path+": "))})
 			continue
 		}
-		forget = []string{path}
-		if sameFile(at.legacy, path) {
-			forget = []string{at.legacy, path}
-		}
-		return path, b, forget, left, true
+		files = append(files, renamedFile{network, path, b})
 	}
-	return "", nil, nil, left, false
+	return files, left
 }
 
 // readOwnSaved is readSaved without a renamed network's file.

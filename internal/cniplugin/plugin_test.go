@@ -331,7 +331,9 @@ func TestDelWithDamagedSaved(t *testing.T) {
 // TestAttachmentsKeptApart: the CNI spec identifies an attachment by network
 // name, container ID and interface name. A container added to the network
 // twice (eth0, then eth1 with a static address) and to another network using
-// the same dataDir keeps three saved configurations; DEL of one gives its
+// the same dataDir (on its own bridge: with cbr0's configuration but for the
+// name it is cbr0 renamed, see TestDelAfterReAddUnderNewName) keeps three
+// saved configurations; DEL of one gives its
 // delegate exactly that one's and leaves the others, which CHECK and DEL
 // still find. The container's legacy file (for flannel's plugin after a
 // rollback) is the first attachment's, whichever that is.
@@ -340,7 +342,7 @@ func TestAttachmentsKeptApart(t *testing.T) {
 	f.writeEnv(t, envA)
 	eth0 := f.attach("cbr0", "c1", "eth0", "")
 	eth1 := f.attach("cbr0", "c1", "eth1", `,"runtimeConfig":{"ips":["10.244.5.7/24"]}`)
-	other := f.attach("other", "c1", "eth0", "")
+	other := f.attach("other", "c1", "eth0", `,"delegate":{"bridge":"cni1"}`)
 	files := map[string]string{"eth0": "cbr0:c1:eth0", "eth1": "cbr0:c1:eth1", "other": "other:c1:eth0"}
 	added := map[string]map[string]any{}
 	first := ""
