@@ -28,28 +28,23 @@ import (
 func TestWatchEventsPacesUnreadable(t *testing.T) {
 	ns := nstest.New(t)
 	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
-	bad := netip.MustParsePrefix("10.244.66.0/24")
 	good := netip.MustParseAddr("10.244.1.1")
 	var log levelLog
-	var subscriptions, wakes atomic.Int64
+	var wakes atomic.Int64
 	seenGood := make(chan struct{}, 1)
 	_, othersBefore := backend.EventResubscriptions()
-	watchInTest(t, &subscriptions, func(ctx context.Context) error {
-		return backend.WatchEventsRefusing(ctx, ns.NsHandle, log.logger(), backend.EventFilter{
-			Neigh: func(u backend.NeighEvent) bool {
-				if ip, ok := backend.AddrFromIP(u.IP); ok && ip == good {
-					select {
-					case seenGood <- struct{}{}:
-					default:
-					}
+	subscriptions := watchInTest(t, backend.EventFilter{
+		Neigh: func(u backend.NeighEvent) bool {
+			if ip, ok := backend.AddrFromIP(u.IP); ok && ip == good {
+				select {
+				case seenGood <- struct{}{}:
+				default:
 				}
-				return false
-			},
-			Subscribed: func() { subscriptions.Add(1) },
-		}, func() { wakes.Add(1) }, func(u backend.NeighEvent) bool {
-			ip, ok := backend.AddrFromIP(u.IP)
-			return ok && bad.Contains(ip)
-		})
+			}
+			return false
+		},
+	}, func(ctx context.Context, f backend.EventFilter) error {
+		return backend.WatchEventsRefusing(ctx, ns.NsHandle, log.logger(), f, func() { wakes.Add(1) }, inFlood)
 	})
 
 	// The stream: refused neighbours added and deleted, one pair every
@@ -67,14 +62,7 @@ func TestWatchEventsPacesUnreadable(t *testing.T) {
 		if time.Since(start) > 20*time.Second {
 			t.Fatalf("after 20s of refused events, %d subscriptions, want %d", subscriptions.Load(), want)
 		}
-		n := &netlink.Neigh{LinkIndex: ext.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-			IP: net.IPv4(10, 244, 66, byte(1+i%200)), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0x66, byte(i)}}
-		if err := ns.Handle.NeighAdd(n); err != nil {
-			t.Fatal(err)
-		}
-		if err := ns.Handle.NeighDel(n); err != nil {
-			t.Fatal(err)
-		}
+		floodOnce(t, ns.Handle, ext, i)
 	}
 	// The delays before the second to fifth subscription are 0, then at
 	// least 125, 250 and 500 ms (backoff from 250 ms, drawn from its
@@ -130,18 +118,11 @@ func TestWatchEventsPacesUnreadable(t *testing.T) {
 func TestWatchEventsOverrunsAtOnce(t *testing.T) {
 	ns := nstest.New(t)
 	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
-	flood := netip.MustParsePrefix("10.244.66.0/24")
 	var log levelLog
-	var subscriptions, wakes atomic.Int64
+	var wakes atomic.Int64
 	overrunsBefore, othersBefore := backend.EventResubscriptions()
-	watchInTest(t, &subscriptions, func(ctx context.Context) error {
-		return backend.WatchEventsOverrunning(ctx, ns.NsHandle, log.logger(), backend.EventFilter{
-			Neigh:      func(backend.NeighEvent) bool { return false },
-			Subscribed: func() { subscriptions.Add(1) },
-		}, func() { wakes.Add(1) }, func(u backend.NeighEvent) bool {
-			ip, ok := backend.AddrFromIP(u.IP)
-			return ok && flood.Contains(ip)
-		})
+	subscriptions := watchInTest(t, backend.EventFilter{Neigh: func(backend.NeighEvent) bool { return false }}, func(ctx context.Context, f backend.EventFilter) error {
+		return backend.WatchEventsOverrunning(ctx, ns.NsHandle, log.logger(), f, func() { wakes.Add(1) }, inFlood)
 	})
 
 	// One neighbour added per overrun, once the subscription before it and
@@ -150,8 +131,7 @@ func TestWatchEventsOverrunsAtOnce(t *testing.T) {
 	var slowest time.Duration
 	for i := range overruns {
 		start := time.Now()
-		if err := ns.Handle.NeighAdd(&netlink.Neigh{LinkIndex: ext.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-			IP: net.IPv4(10, 244, 66, byte(1+i)), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0x66, byte(i)}}); err != nil {
+		if err := ns.Handle.NeighAdd(floodNeigh(ext, i)); err != nil {
 			t.Fatal(err)
 		}
 		for subscriptions.Load() < int64(i+2) || wakes.Load() < int64(i+1) {
@@ -179,14 +159,17 @@ func TestWatchEventsOverrunsAtOnce(t *testing.T) {
 	t.Logf("%d overruns, each subscribed again and woken within %v", overruns, slowest.Round(time.Microsecond))
 }
 
-// watchInTest runs watch, a WatchEvents variant given the test's context,
-// until the test ends, when it must return context.Canceled, and waits for
-// its first subscription, which subscriptions counts.
-func watchInTest(t *testing.T, subscriptions *atomic.Int64, watch func(ctx context.Context) error) {
+// watchInTest runs watch, a WatchEvents variant given the test's context
+// and f, whose Subscribed it sets, until the test ends, when it must return
+// context.Canceled, and waits for its first subscription. It returns the
+// count of subscriptions.
+func watchInTest(t *testing.T, f backend.EventFilter, watch func(ctx context.Context, f backend.EventFilter) error) *atomic.Int64 {
 	t.Helper()
+	var subscriptions atomic.Int64
+	f.Subscribed = func() { subscriptions.Add(1) }
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
-	go func() { stopped <- watch(ctx) }()
+	go func() { stopped <- watch(ctx, f) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-stopped; !errors.Is(err, context.Canceled) {
@@ -199,4 +182,34 @@ func watchInTest(t *testing.T, subscriptions *atomic.Int64, watch func(ctx conte
 		}
 		return nil
 	})
+	return &subscriptions
+}
+
+// flood holds the neighbours that the pacing, overrun and resubscription
+// tests have WatchEvents refuse, or overrun on.
+var flood = netip.MustParsePrefix("10.244.66.0/24")
+
+// inFlood reports whether u is of a neighbour in flood.
+func inFlood(u backend.NeighEvent) bool {
+	ip, ok := backend.AddrFromIP(u.IP)
+	return ok && flood.Contains(ip)
+}
+
+// floodNeigh is the i-th permanent neighbour in flood on link: 200 of
+// them, then the same again.
+func floodNeigh(link netlink.Link, i int) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: net.IPv4(10, 244, 66, byte(1+i%200)), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0x66, byte(i)}}
+}
+
+// floodOnce adds floodNeigh(link, i) through h and deletes it again.
+func floodOnce(t *testing.T, h *netlink.Handle, link netlink.Link, i int) {
+	t.Helper()
+	n := floodNeigh(link, i)
+	if err := h.NeighAdd(n); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.NeighDel(n); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -5,13 +5,11 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
-	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -25,7 +23,7 @@ func TestWatchEventsLinks(t *testing.T) {
 	ns := nstest.New(t)
 	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
 	updates := make(chan netlink.LinkUpdate, 16)
-	unblock, _, wakes := stalledWatch(t, ns, logr.Discard(), backend.EventFilter{
+	wakes := unheldWatch(t, ns, backend.EventFilter{
 		Link: func(u netlink.LinkUpdate) bool {
 			a := u.Attrs()
 			if a.Name != "ext0" || u.Header.Type == unix.RTM_NEWLINK && a.MTU != 1400 {
@@ -38,7 +36,6 @@ func TestWatchEventsLinks(t *testing.T) {
 			return true
 		},
 	})
-	unblock()
 	for _, c := range []struct {
 		what   string
 		change func() error
@@ -81,23 +78,16 @@ func TestWatchEventsAddrsAsNetlink(t *testing.T) {
 	if err := ns.Sysctl("net.ipv6.conf.ext0.disable_ipv6", "0"); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var ours []string
-	unblock, _, _ := stalledWatch(t, ns, logr.Discard(), backend.EventFilter{
+	var ours shownEvents
+	unheldWatch(t, ns, backend.EventFilter{
 		Addr: func(u netlink.AddrUpdate) bool {
-			mu.Lock()
-			ours = append(ours, addrUpdate(u))
-			mu.Unlock()
+			ours.add(addrUpdate(u))
 			return false
 		},
 	})
-	unblock()
-	theirs := make(chan netlink.AddrUpdate, 64)
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done) })
-	if err := netlink.AddrSubscribeWithOptions(theirs, done, netlink.AddrSubscribeOptions{Namespace: &ns.NsHandle}); err != nil {
-		t.Fatal(err)
-	}
+	theirs := netlinkEvents(t, 64, func(ch chan<- netlink.AddrUpdate, done <-chan struct{}) error {
+		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: &ns.NsHandle})
+	})
 	addrs := []*netlink.Addr{
 		{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.1.1/24")), Label: "ext0:a", ValidLft: 100, PreferedLft: 50},
 		{IPNet: backend.IPNet(netip.MustParsePrefix("198.18.2.1/32")), Peer: backend.IPNet(netip.MustParsePrefix("198.18.2.2/32"))},
@@ -136,39 +126,9 @@ func TestWatchEventsAddrsAsNetlink(t *testing.T) {
 	}
 	want = sameAsNetlink(t, "address", "AddrSubscribe", theirs, want, addrUpdate, func(u string) bool {
 		return strings.HasPrefix(u, "198.18.99.1/32 ")
-	}, &mu, &ours)
+	}, &ours)
 	if len(want) < 2*len(addrs)+1 {
 		t.Fatalf("only %d events: %q", len(want), want)
-	}
-}
-
-// sameAsNetlink takes netlink's updates from theirs, as show prints them,
-// after want (those taken already), up to the one that last says is the
-// last (within 5 s), then waits up to 5 s for ours, which agentd's
-// subscription fills under mu, to hold the same; what and sub name the
-// kind of event and netlink's subscription. It returns netlink's updates.
-func sameAsNetlink[U any](t *testing.T, what, sub string, theirs <-chan U, want []string, show func(U) string, last func(string) bool, mu *sync.Mutex, ours *[]string) []string {
-	t.Helper()
-	for deadline := time.After(5 * time.Second); len(want) == 0 || !last(want[len(want)-1]); {
-		select {
-		case u := <-theirs:
-			want = append(want, show(u))
-		case <-deadline:
-			t.Fatalf("after 5s, netlink's subscription handed over\n%s", strings.Join(want, "\n"))
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		got := slices.Clone(*ours)
-		mu.Unlock()
-		if slices.Equal(got, want) {
-			return want
-		}
-		if len(got) >= len(want) || time.Now().After(deadline) {
-			t.Fatalf("%s events\n%s\nwant, as netlink's %s,\n%s", what, strings.Join(got, "\n"), sub, strings.Join(want, "\n"))
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

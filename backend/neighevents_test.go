@@ -5,13 +5,11 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
-	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
 )
 
@@ -43,30 +41,25 @@ func TestWatchEventsNeighsAsNetlink(t *testing.T) {
 	// may send some of its own (IPv6 neighbour discovery) before both
 	// are subscribed.
 	const first, last = "10.244.250.1", "10.244.251.1"
-	var mu sync.Mutex
-	var ours []string
-	var vniZero []string
-	unblock, _, _ := stalledWatch(t, ns, logr.Discard(), backend.EventFilter{
+	var ours shownEvents
+	var vniZero []string // under ours.mu
+	unheldWatch(t, ns, backend.EventFilter{
 		Neigh: func(u backend.NeighEvent) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			if len(ours) == 0 && u.IP.String() != first {
+			ours.mu.Lock()
+			defer ours.mu.Unlock()
+			if len(ours.events) == 0 && u.IP.String() != first {
 				return false
 			}
-			ours = append(ours, neighUpdate(u.NeighUpdate))
+			ours.events = append(ours.events, neighUpdate(u.NeighUpdate))
 			if u.VNIZero {
 				vniZero = append(vniZero, neighUpdate(u.NeighUpdate))
 			}
 			return false
 		},
 	})
-	unblock()
-	theirs := make(chan netlink.NeighUpdate, 256)
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done) })
-	if err := netlink.NeighSubscribeWithOptions(theirs, done, netlink.NeighSubscribeOptions{Namespace: &ns.NsHandle}); err != nil {
-		t.Fatal(err)
-	}
+	theirs := netlinkEvents(t, 256, func(ch chan<- netlink.NeighUpdate, done <-chan struct{}) error {
+		return netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{Namespace: &ns.NsHandle})
+	})
 	ip("neigh", "add", first, "lladdr", "02:00:00:00:fa:01", "dev", "ext0", "nud", "permanent")
 	var want []string
 	for deadline := time.After(5 * time.Second); len(want) == 0; {
@@ -123,12 +116,12 @@ func TestWatchEventsNeighsAsNetlink(t *testing.T) {
 	ip("neigh", "add", last, "lladdr", "02:00:00:00:fb:01", "dev", "ext0", "nud", "permanent")
 	want = sameAsNetlink(t, "neighbour", "NeighSubscribe", theirs, want, neighUpdate, func(u string) bool {
 		return strings.Contains(u, " ip="+last+" ")
-	}, &mu, &ours)
+	}, &ours)
 	if len(want) < 2*(len(neighs)+len(fdbs))+6 {
 		t.Fatalf("only %d events:\n%s", len(want), strings.Join(want, "\n"))
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	ours.mu.Lock()
+	defer ours.mu.Unlock()
 	if len(vniZero) != 1 || !strings.Contains(vniZero[0], "mac=3e:1b:7c:00:00:11") || !strings.Contains(vniZero[0], " vni=0") {
 		t.Errorf("events with VNIZero:\n%s\nwant the one of 3e:1b:7c:00:00:11 given VNI 0", strings.Join(vniZero, "\n"))
 	}

@@ -3,17 +3,14 @@ package backend_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -39,17 +36,9 @@ func TestResubscribeFailuresBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer devNull.Close()
-	bad := netip.MustParsePrefix("10.244.66.0/24")
 	var log levelLog
-	var subscriptions atomic.Int64
-	watchInTest(t, &subscriptions, func(ctx context.Context) error {
-		return backend.WatchEventsRefusing(ctx, netns.NsHandle(fd), log.logger(), backend.EventFilter{
-			Neigh:      func(backend.NeighEvent) bool { return false },
-			Subscribed: func() { subscriptions.Add(1) },
-		}, func() {}, func(u backend.NeighEvent) bool {
-			ip, ok := backend.AddrFromIP(u.IP)
-			return ok && bad.Contains(ip)
-		})
+	subscriptions := watchInTest(t, backend.EventFilter{Neigh: func(backend.NeighEvent) bool { return false }}, func(ctx context.Context, f backend.EventFilter) error {
+		return backend.WatchEventsRefusing(ctx, netns.NsHandle(fd), log.logger(), f, func() {}, inFlood)
 	})
 	subscribed := func(n int64) func() error {
 		return func() error {
@@ -69,14 +58,7 @@ func TestResubscribeFailuresBounded(t *testing.T) {
 		if i == 2000 {
 			t.Fatal("no end of the subscription after 2000 refused neighbours")
 		}
-		n := &netlink.Neigh{LinkIndex: ext.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-			IP: net.IPv4(10, 244, 66, byte(1+i%200)), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0x66, byte(i)}}
-		if err := ns.Handle.NeighAdd(n); err != nil {
-			t.Fatal(err)
-		}
-		if err := ns.Handle.NeighDel(n); err != nil {
-			t.Fatal(err)
-		}
+		floodOnce(t, ns.Handle, ext, i)
 	}
 	const failures = 5 // some 0.4 to 0.75 s of retries
 	nstest.Await(t, 10*time.Second, "failures to subscribe again", func() error {

@@ -4,12 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
-	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
 )
 
@@ -30,23 +28,16 @@ func TestWatchEventsRoutesAsNetlink(t *testing.T) {
 	}
 	ip := ns.Cmd(t, "ip", "add routes with")
 	ip("-6", "address", "add", "2001:db8::1/64", "dev", "ext0", "nodad")
-	var mu sync.Mutex
-	var ours []string
-	unblock, _, _ := stalledWatch(t, ns, logr.Discard(), backend.EventFilter{
+	var ours shownEvents
+	unheldWatch(t, ns, backend.EventFilter{
 		Route: func(u netlink.RouteUpdate) bool {
-			mu.Lock()
-			ours = append(ours, routeUpdate(u))
-			mu.Unlock()
+			ours.add(routeUpdate(u))
 			return false
 		},
 	})
-	unblock()
-	theirs := make(chan netlink.RouteUpdate, 256)
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done) })
-	if err := netlink.RouteSubscribeWithOptions(theirs, done, netlink.RouteSubscribeOptions{Namespace: &ns.NsHandle}); err != nil {
-		t.Fatal(err)
-	}
+	theirs := netlinkEvents(t, 256, func(ch chan<- netlink.RouteUpdate, done <-chan struct{}) error {
+		return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{Namespace: &ns.NsHandle})
+	})
 	routes := [][]string{
 		{"10.244.1.0/24", "via", "198.18.0.2", "dev", "ext0", "proto", "74"},
 		{"10.244.2.0/24", "via", "10.244.2.0", "dev", "ext0", "onlink", "proto", "74"},
@@ -78,7 +69,7 @@ func TestWatchEventsRoutesAsNetlink(t *testing.T) {
 	ip("route", "add", "10.244.99.0/24", "dev", "ext0")
 	want := sameAsNetlink(t, "route", "RouteSubscribe", theirs, nil, routeUpdate, func(u string) bool {
 		return strings.Contains(u, " 10.244.99.0/24 ")
-	}, &mu, &ours)
+	}, &ours)
 	if len(want) < 2*len(routes)+4 {
 		t.Fatalf("only %d events:\n%s", len(want), strings.Join(want, "\n"))
 	}
