@@ -60,7 +60,6 @@ type healthBind struct {
 	listen  func(addr string) error
 	explain func(addr string, err error) error
 	backoff delay.Backoff
-	now     func() time.Time
 }
 
 func newHealthBind(addr string, log logr.Logger, listen func(string) error) *healthBind {
@@ -70,7 +69,6 @@ func newHealthBind(addr string, log logr.Logger, listen func(string) error) *hea
 		listen:  listen,
 		explain: explainBind,
 		backoff: delay.Backoff{Min: healthBindMin, Max: healthBindMax},
-		now:     time.Now,
 	}
 }
 
@@ -86,7 +84,7 @@ func (b *healthBind) failedAtStart(err error) {
 // (the port held, then the IP gone) is logged at the default verbosity,
 // the others at -v=2, so that a port held for days logs one line.
 func (b *healthBind) run(ctx context.Context, first error) bool {
-	since := b.now()
+	since := time.Now()
 	logged := errCause(first)
 	for attempts := 2; ; attempts++ {
 		if delay.Sleep(ctx, b.backoff.Next()) != nil {
@@ -94,7 +92,7 @@ func (b *healthBind) run(ctx context.Context, first error) bool {
 		}
 		err := b.listen(b.addr)
 		if err == nil {
-			b.log.Info("health server listening", "addr", b.addr, "attempts", attempts, "after", b.now().Sub(since).Round(time.Millisecond))
+			b.log.Info("health server listening", "addr", b.addr, "attempts", attempts, "after", time.Since(since).Round(time.Millisecond))
 			return true
 		}
 		if c := errCause(err); c != logged {
