@@ -68,9 +68,9 @@ JSON document with --file (- for standard input).
 
 While leases or reservations exist, a config is written only if the agents
 still route to every one of them (inside the network, any subnet length, same
-backend type) and the backend's VNI, Port and DirectRouting stay as the
-running agents have them (as their leases advertise the VNI and Port, else
-as the stored config says); --force writes it anyway.
+backend type) and the backend's type, VNI, Port and DirectRouting stay as the
+running agents have them (as their leases advertise the type, VNI and Port,
+else as the stored config says); --force writes it anyway.
 Writing the same config again changes nothing.`,
 		Example: `  agentctl config init --network 10.244.0.0/16 --backend vxlan
   agentctl config init --network 10.5.0.0/16 --subnet-len 26 --backend host-gw
@@ -251,7 +251,8 @@ func checkBackend(cfg *subnet.Config) error {
 // that would break one: its subnet no longer routed by the agents, its
 // backend another type, or (prev being the stored config) a change of the
 // backend's wire settings from prev under a host that runs prev's (for
-// vxlan, as its lease says: vxlanChanges). A key agents skip but flanneld
+// vxlan, as its lease says: vxlanChanges), or of prev's type unless the
+// leases show the new type restored (typeChanges). A key agents skip but flanneld
 // reads as a lease (subnet.FlanneldLeaseError: 10.244.5.0-024, or beside
 // <prefix>/subnets/, <prefix>/subnets-old/10.244.5.0-24) is one of them to
 // flanneld hosts, which route its subnet and lease around it: its subnet
@@ -302,8 +303,10 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 	var changed []string
 	var cur wire
 	if prev.BackendType != cfg.BackendType {
-		// Reservations no agent has taken yet carry no backend type.
-		changed = []string{fmt.Sprintf("Backend.Type %s → %s", prev.BackendType, cfg.BackendType)}
+		if cur, err = wireOptions(cfg); err != nil {
+			return 0, err
+		}
+		changed = typeChanges(prev.BackendType, cfg.BackendType, cur, leases, len(flanneld))
 	} else if old, err := wireOptions(prev); err == nil {
 		// A Backend object its backend refuses is, like a config the
 		// agents cannot read, one no agent runs: no settings to compare.
@@ -492,6 +495,69 @@ func vxlanChanges(prev, cur wire, leases []subnet.Lease, unread int) []string {
 	}
 	if prev.DirectRouting != cur.DirectRouting {
 		changed = append(changed, fmt.Sprintf("Backend.DirectRouting %t → %t", prev.DirectRouting, cur.DirectRouting))
+	}
+	return changed
+}
+
+// typeChanges names what a config of another Backend.Type than the stored
+// one (prevType) changes for the running hosts: typ, with settings cur.
+// While the hosts' leases show typ restored, the stored type forced on them
+// and none restarted on it, the hosts run typ with the settings the stored
+// config replaced, which only their leases tell: a vxlan lease says its
+// VNI and, agentd's, its Port, a udp lease of agentd's its Port. So the
+// type change is none for them when every host's lease says typ and the
+// settings that typ's hosts must share, and then only those settings are
+// named where a lease says another value than cur's ("Backend.VNI 1 → 2";
+// not a udp Port: peers send to the port a udp lease says, so hosts whose
+// leases all say theirs roll across a change of it, as
+// udpPortChangeCutsOff judges). Otherwise the change is the type's, as the
+// stored config says: a lease that says no type (flanneld's udp) or that
+// does not say a setting typ's hosts share (no Port: flanneld's vxlan, an
+// older agentd's udp; data typ cannot read) runs what the stored config
+// says, and so does a key only flanneld reads (unread of them). A
+// reservation no host has taken (no BackendData) runs nothing, but shows
+// nothing either: without a host's lease of typ the change is the type's.
+// DirectRouting, which no lease says, is not judged on a restore.
+func typeChanges(prevType, typ string, cur wire, leases []subnet.Lease, unread int) []string {
+	typeChange := []string{fmt.Sprintf("Backend.Type %s → %s", prevType, typ)}
+	if unread > 0 {
+		return typeChange
+	}
+	vnis, ports := map[int]bool{}, map[int]bool{}
+	shown := false
+	for _, l := range leases {
+		if l.Reservation() && len(l.Attrs.BackendData) == 0 {
+			continue
+		}
+		if l.Attrs.BackendType != typ {
+			return typeChange
+		}
+		shown = true
+		switch typ {
+		case vxlan.Type:
+			same, vni, port, err := vxlan.LeaseVNI(l.Attrs.BackendData, cur.VNI)
+			if err != nil || port == 0 {
+				return typeChange
+			}
+			if same {
+				vni = cur.VNI
+			}
+			vnis[vni], ports[port] = true, true
+		case udp.Type:
+			if port, err := udp.LeasePort(l.Attrs.BackendData); err != nil || port == 0 {
+				return typeChange
+			}
+		}
+	}
+	if !shown {
+		return typeChange
+	}
+	var changed []string
+	if old := others(vnis, cur.VNI); old != "" {
+		changed = append(changed, fmt.Sprintf("Backend.VNI %s → %d", old, cur.VNI))
+	}
+	if old := others(ports, cur.Port); old != "" {
+		changed = append(changed, fmt.Sprintf("Backend.Port %s → %d", old, cur.Port))
 	}
 	return changed
 }
