@@ -1122,10 +1122,12 @@ func masqChainName(network, containerID string) string {
 // the stale attachments saved under another network name whose
 // configuration is this network's but for the name (see formerName): after
 // the network was renamed in the conflist, the runtime GCs under the new
-// name only, and their DEL never comes. Other networks' files stay.
-// Legacy per-container files of flannel's plugin are left alone: they do
-// not say which interface they were for. Then the delegate of today's configuration gets the GC, if it
-// speaks 1.1.0 (see forward) and subnet.env is readable. Errors do not stop
+// name only, and their DEL never comes. Other networks' files stay. Then
+// the per-container files of flannel's plugin (and of agentd-cni before the
+// per-attachment layout) of containers none of whose attachments is valid
+// are released when host-local's store says which interface they were for
+// (see gcLegacy). Then the delegate of today's configuration gets the GC,
+// if it speaks 1.1.0 (see forward) and subnet.env is readable. Errors do not stop
 // it; they are reported together, with the first one's code. Without a
 // list of valid attachments (see validAttachments) it does nothing.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
@@ -1141,8 +1143,10 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return err
 	}
 	valid := make(map[types.GCAttachment]bool, len(list))
+	validIDs := make(map[string]bool, len(list))
 	for _, a := range list {
 		valid[a] = true
+		validIDs[a.ContainerID] = true
 	}
 	ents, err := os.ReadDir(n.DataDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -1180,12 +1184,86 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			errs = append(errs, fmt.Errorf("container %s interface %s: %w", id, ifName, err))
 		}
 	}
+	// After the attachments' files: a per-container file that is a second
+	// name of one went with it, and a container whose attachment's
+	// release failed above keeps its per-container file for the next GC.
+	for _, e := range ents {
+		id := e.Name()
+		if strings.Contains(id, ":") || utils.ValidateContainerID(id) != nil || validIDs[id] {
+			continue
+		}
+		if err := p.gcLegacy(n, env, envErr, id); err != nil {
+			errs = append(errs, fmt.Errorf("container %s (flannel's per-container file): %w", id, err))
+		}
+	}
 	if envErr == nil {
 		if err := p.forward(n, env, "GC", map[string]any{validKey: list, oldValidKey: list}); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return joinErrors("GC", errs)
+}
+
+// gcLegacy releases, for GC, the container's per-container file (see
+// attachment's legacy) when it is the only record of an attachment: one
+// name, written by flannel's plugin or agentd-cni before the per-attachment
+// layout (a second name is an attachment file's, released with it). GC
+// calls it only for a container none of whose attachments in the network
+// the runtime lists as valid (envErr is subnet.env's reading, env what it
+// read), so whichever interface the file was for, that attachment is
+// stale. It is released when it names the network, or a former name of it
+// (see formerConf; not while subnet.env cannot be read), and its interface
+// is known: the file does not say it, but host-local records it beside the
+// address, and releases only the address of the container ID and
+// CNI_IFNAME its DEL is given (see hostLocalIfNames). With exactly one
+// interface there, the file gets the delegate's DEL with it and no network
+// namespace, as an attachment's file does, then its masquerade chain and
+// the file go. Otherwise it stays: another IPAM plugin, an address already
+// freed (nothing to release but the file, which the runtime's DEL takes), or
+// more than one interface, of which the file serves one.
+func (p *Plugin) gcLegacy(n *NetConf, env subnetenv.Env, envErr error, id string) error {
+	path := filepath.Join(n.DataDir, id)
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || links(fi) > 1 {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var d map[string]any
+	if json.Unmarshal(b, &d) != nil {
+		return nil
+	}
+	name, _ := d["name"].(string)
+	owner := n
+	if name != n.Name {
+		if envErr != nil || utils.ValidateNetworkName(name) != nil || !formerConf(n, env, d) {
+			return nil
+		}
+		renamed := *n
+		renamed.Name = name
+		owner = &renamed
+	}
+	ifNames, err := hostLocalIfNames(b, name, id)
+	if err != nil {
+		return fmt.Errorf("find its interface in host-local's store: %w", err)
+	}
+	if len(ifNames) != 1 {
+		return nil
+	}
+	at, err := attachmentOf(owner, id, ifNames[0])
+	if err != nil {
+		return nil
+	}
+	if _, err := os.Lstat(at.path); err == nil {
+		// That attachment's file, whose release failed: readSaved would
+		// take it first.
+		return nil
+	}
+	return p.release(owner, at, "", func(typ string, conf []byte) error {
+		return p.runDelegate(typ, conf, &invoke.Args{Command: "DEL", ContainerID: id, IfName: at.ifName, Path: os.Getenv("CNI_PATH")})
+	})
 }
 
 // formerName says whether the delegate configuration saved in file, an

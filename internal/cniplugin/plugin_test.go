@@ -33,8 +33,11 @@ type fakeExec struct {
 
 type fakeCall struct {
 	plugin, command string
-	conf            map[string]any
-	stdin           []byte
+	// ifName is CNI_IFNAME where the call's environment sets it (GC's
+	// DELs; the others inherit the test process's).
+	ifName string
+	conf   map[string]any
+	stdin  []byte
 }
 
 var _ invoke.Exec = (*fakeExec)(nil)
@@ -44,6 +47,9 @@ func (f *fakeExec) ExecPlugin(_ context.Context, path string, stdin []byte, envi
 	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, "CNI_COMMAND="); ok {
 			c.command = v
+		}
+		if v, ok := strings.CutPrefix(kv, "CNI_IFNAME="); ok {
+			c.ifName = v
 		}
 	}
 	if err := json.Unmarshal(stdin, &c.conf); err != nil {
