@@ -441,14 +441,21 @@ func unreadable(ifs []ifaceInfo) string {
 	return fmt.Sprintf("; the addresses of %s could not be read: %v", strings.Join(names, ", "), first)
 }
 
-// describeInterfaces lists the interfaces for an error: "lo 127.0.0.1, eth0 198.18.0.1, eth1".
-// The overlay's own devices (overlayDevice) are left out: the list is the
-// candidates for --iface, and those are never taken.
+// describeInterfaces lists the interfaces for an error: "eth0 198.18.0.1, eth1".
+// The list is the candidates for the underlay, so the overlay's own devices
+// (overlayDevice), which are never taken, are left out, and so is loopback:
+// no peer can reach its addresses, and only --iface naming it (a single-host
+// test) takes it. With nothing else to list it says what it left out: "no
+// interfaces but loopback lo and the overlay's flannel.1".
 func describeInterfaces(ifs []ifaceInfo) string {
 	parts := make([]string, 0, len(ifs))
-	var overlay []string
+	var loopback, overlay []string
 	for _, ifc := range ifs {
-		if ifc.overlayDevice() != "" {
+		switch {
+		case ifc.loopback():
+			loopback = append(loopback, ifc.name)
+			continue
+		case ifc.overlayDevice() != "":
 			overlay = append(overlay, ifc.name)
 			continue
 		}
@@ -461,13 +468,20 @@ func describeInterfaces(ifs []ifaceInfo) string {
 		}
 		parts = append(parts, s)
 	}
-	switch {
-	case len(parts) == 0 && len(overlay) > 0:
-		return "no interfaces but the overlay's " + strings.Join(overlay, ", ")
-	case len(parts) == 0:
+	if len(parts) > 0 {
+		return strings.Join(parts, ", ")
+	}
+	var left []string
+	if len(loopback) > 0 {
+		left = append(left, "loopback "+strings.Join(loopback, ", "))
+	}
+	if len(overlay) > 0 {
+		left = append(left, "the overlay's "+strings.Join(overlay, ", "))
+	}
+	if len(left) == 0 {
 		return "no interfaces"
 	}
-	return strings.Join(parts, ", ")
+	return "no interfaces but " + strings.Join(left, " and ")
 }
 
 // The default route's interface, which FindExternalInterface takes when no

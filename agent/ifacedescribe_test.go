@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/vishvananda/netlink"
 )
 
 // TestDescribeInterfacesLeavesOverlayOut: the list after "have:" in
@@ -40,10 +42,35 @@ func TestDescribeInterfacesLeavesOverlayOut(t *testing.T) {
 				iface("tun0", "tuntap"),
 				{name: "eth1", kind: "device", addrErr: errors.New("EPERM")},
 			},
-			want: "lo 127.0.0.1, eth0 198.18.0.1, vxlan0 198.19.0.1, tun0, eth1 (addresses unreadable)",
+			want: "eth0 198.18.0.1, vxlan0 198.19.0.1, tun0, eth1 (addresses unreadable)",
 		},
 		{ifs: []ifaceInfo{iface("flannel.1", "vxlan", "10.244.5.0")}, want: "no interfaces but the overlay's flannel.1"},
 		{want: "no interfaces"},
+	} {
+		if got := describeInterfaces(tt.ifs); got != tt.want {
+			t.Errorf("describeInterfaces:\n got %q\nwant %q", got, tt.want)
+		}
+	}
+}
+
+// TestDescribeInterfacesLeavesLoopbackOut: loopback is no candidate for the
+// underlay either (no peer can reach 127.0.0.1; regexes, --public-ip and the
+// default route pass it by), yet before 2026-12-07 every such error began
+// "(have: lo 127.0.0.1, …". A host with nothing else is told what was left
+// out rather than "no interfaces".
+func TestDescribeInterfacesLeavesLoopbackOut(t *testing.T) {
+	lo := ifaceInfo{name: "lo", kind: "device", attrs: netlink.LinkAttrs{Flags: net.FlagLoopback}, addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
+	loDown := ifaceInfo{name: "lo", kind: "device", attrs: netlink.LinkAttrs{Flags: net.FlagLoopback}}
+	eth0 := ifaceInfo{name: "eth0", kind: "veth", addrs: []netip.Addr{netip.MustParseAddr("198.18.0.1")}}
+	vxl := ifaceInfo{name: "flannel.1", kind: "vxlan", addrs: []netip.Addr{netip.MustParseAddr("10.244.5.0")}}
+	for _, tt := range []struct {
+		ifs  []ifaceInfo
+		want string
+	}{
+		{ifs: []ifaceInfo{lo, eth0}, want: "eth0 198.18.0.1"},
+		{ifs: []ifaceInfo{loDown, eth0, vxl}, want: "eth0 198.18.0.1"},
+		{ifs: []ifaceInfo{lo}, want: "no interfaces but loopback lo"},
+		{ifs: []ifaceInfo{loDown, vxl}, want: "no interfaces but loopback lo and the overlay's flannel.1"},
 	} {
 		if got := describeInterfaces(tt.ifs); got != tt.want {
 			t.Errorf("describeInterfaces:\n got %q\nwant %q", got, tt.want)
