@@ -337,24 +337,60 @@ func (m *Manager) Remove() error {
 // backend) there is nothing to do; a failure to read or write it is an
 // error. A Manager New did not make has no other backend.
 func (m *Manager) RemoveFromOtherBackend() error {
+	_, err := m.removeFromOther()
+	return err
+}
+
+// RemoveEverywhere is Remove and RemoveFromOtherBackend (agentd
+// --release-lease: no agent runs here any more, whatever mode the last one
+// had). It returns the tables it deleted something of ours from, each
+// followed by its backend in parentheses ("nat (nf_tables)"), so that the
+// caller can say what went.
+func (m *Manager) RemoveEverywhere() (removed []string, err error) {
+	if err := m.Remove(); err != nil {
+		return nil, err
+	}
+	removed = m.wroteIn()
+	other, err := m.removeFromOther()
+	return append(removed, other...), err
+}
+
+// removeFromOther is RemoveFromOtherBackend, returning the tables written
+// as RemoveEverywhere does.
+func (m *Manager) removeFromOther() ([]string, error) {
 	if m.opts == nil {
-		return nil
+		return nil, nil
 	}
 	other := ModeLegacy
 	if m.legacy {
 		other = ModeNFT
 	}
 	if _, err := exec.LookPath(baseName(m.family) + "-" + other); err != nil {
-		return nil
+		return nil, nil
 	}
 	t, err := findTools(m.family, other)
 	if err != nil {
-		return fmt.Errorf("%s: the %s backend: %w", m.family, other, err)
+		return nil, fmt.Errorf("%s: the %s backend: %w", m.family, other, err)
 	}
-	if err := newExecManager(m.family, t, *m.opts, m.log.WithValues("backend", t.mode)).Remove(); err != nil {
-		return fmt.Errorf("the %s backend: %w", other, err)
+	o := newExecManager(m.family, t, *m.opts, m.log.WithValues("backend", t.mode))
+	if err := o.Remove(); err != nil {
+		return nil, fmt.Errorf("the %s backend: %w", other, err)
 	}
-	return nil
+	return o.wroteIn(), nil
+}
+
+// wroteIn is what the last Reconcile wrote (Wrote), each table followed by
+// m's backend.
+func (m *Manager) wroteIn() []string {
+	backend := "nf_tables"
+	if m.legacy {
+		backend = "legacy"
+	}
+	var tables []string
+	for _, t := range m.wrote {
+		tables = append(tables, t+" ("+backend+")")
+	}
+	return tables
 }
 
 // reconcileTable puts table right, as read in loaded (the legacy tables
