@@ -887,9 +887,11 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 	}
 }
 
-// release gives this host's lease back (graceful decommission). It holds the
-// state dir's lock while it does, and refuses while an agent holds it: that
-// agent would recreate its key at once, with subnet.env already removed.
+// release gives this host's lease back (graceful decommission), then
+// removes what agentd made in the kernel (removeDatapath); a release that
+// fails removes nothing. It holds the state dir's lock while it does, and
+// refuses while an agent holds it: that agent would recreate its key at
+// once, with subnet.env already removed, and its datapath.
 func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	lock, err := lockStateDir(cfg.StateDir)
 	if errors.Is(err, errStateDirLocked) {
@@ -962,12 +964,18 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 			return fmt.Errorf("no lease of this host to release, but removing %s failed: %w", cfg.SubnetFile, err)
 		}
 		log.Info("no lease of this host to release; subnet.env removed", "publicIP", ext.PublicIP, "path", cfg.SubnetFile)
+		if err := removeDatapath(ctx, log, &cfg, netCfg, ext); err != nil {
+			return fmt.Errorf("no lease of this host to release, but %w", err)
+		}
 		return nil
 	}
 	if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("lease released, but removing %s failed: %w", cfg.SubnetFile, err)
 	}
 	log.Info("lease released; subnet.env removed", "subnet", l.Subnet, "path", cfg.SubnetFile)
+	if err := removeDatapath(ctx, log, &cfg, netCfg, ext); err != nil {
+		return fmt.Errorf("lease released, but %w", err)
+	}
 	return nil
 }
 

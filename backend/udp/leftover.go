@@ -25,7 +25,7 @@ import (
 // other routes, and the keeper runs on, holding the old UDP port. The
 // keeper exits as soon as the device is deleted (RunKeeper); RemoveLeftover
 // waits for it to let go of the port, or for ctx to end. cfg is the running
-// backend's.
+// backend's. Failures are logged.
 func RemoveLeftover(ctx context.Context, cfg backend.Config) {
 	h, err := backend.OpenHandle(nil)
 	if err != nil {
@@ -33,17 +33,41 @@ func RemoveLeftover(ctx context.Context, cfg backend.Config) {
 		return
 	}
 	defer h.Close()
-	removeLeftover(ctx, h, func(f func() error) error { return f() }, cfg, keeperTimeout+keeperCheck)
+	_ = removeLeftover(ctx, h, func(f func() error) error { return f() }, cfg, keeperTimeout+keeperCheck, cfg.Network.BackendType)
+}
+
+// Decommission deletes flannel0, by the rules of RemoveLeftover, whatever
+// backend the network runs, and waits for its descriptor keeper to exit
+// and free the UDP port: agentd --release-lease runs it once the lease is
+// given back. The deletion and the keeper's exit are logged; what fails
+// (a keeper still running after the wait among it) is returned, not
+// logged.
+func Decommission(ctx context.Context, cfg backend.Config) error {
+	h, err := backend.OpenHandle(nil)
+	if err != nil {
+		return fmt.Errorf("look for the udp backend's TUN device: %w", err)
+	}
+	defer h.Close()
+	return removeLeftover(ctx, h, func(f func() error) error { return f() }, cfg, keeperTimeout+keeperCheck, "")
 }
 
 // removeLeftover is RemoveLeftover with netlink through h and the checks of
 // the keeper and the claim run inside do, in h's namespace; it waits up to
-// wait for the keeper to exit, less if ctx ends.
-func removeLeftover(ctx context.Context, h *netlink.Handle, do func(func() error) error, cfg backend.Config, wait time.Duration) {
+// wait for the keeper to exit, less if ctx ends. now is the backend the
+// network runs instead, for the log; "" is Decommission's: failures are
+// returned then, not logged.
+func removeLeftover(ctx context.Context, h *netlink.Handle, do func(func() error) error, cfg backend.Config, wait time.Duration, now string) error {
 	log := cfg.Logger
+	failed := func(err error, msg string) error {
+		if now == "" {
+			return fmt.Errorf("%s %s: %w", msg, DeviceName, err)
+		}
+		log.Error(err, msg, "device", DeviceName)
+		return nil
+	}
 	l, err := backend.LinkByName(h, DeviceName)
 	if err == nil && l == nil {
-		return
+		return nil
 	}
 	var links []netlink.Link
 	if err == nil {
@@ -58,38 +82,54 @@ func removeLeftover(ctx context.Context, h *netlink.Handle, do func(func() error
 		})
 	}
 	if err != nil {
-		log.Error(err, "look at the udp backend's TUN device", "device", DeviceName)
-		return
+		return failed(err, "look at the udp backend's TUN device")
 	}
 	if notOurs != "" {
 		log.Info("leaving alone a device named like the udp backend's TUN device: not recognisably ours, or in use; "+
 			"if it is a leftover of this cluster (its route takes the whole cluster network), delete it",
 			"device", DeviceName, "why", notOurs, "command", "ip link del "+DeviceName)
-		return
+		return nil
 	}
 	if err := h.LinkDel(l); err != nil && !backend.IsNotFound(err) {
-		log.Error(err, "delete the udp backend's TUN device", "device", DeviceName)
-		return
+		return failed(err, "delete the udp backend's TUN device")
 	}
-	log.Info("deleted our udp backend's TUN device: the network runs another backend now", "device", DeviceName, "why", why, "now", cfg.Network.BackendType)
+	if now == "" {
+		log.Info("deleted our udp backend's TUN device, with its address and route: the lease is released", "device", DeviceName, "why", why)
+	} else {
+		log.Info("deleted our udp backend's TUN device: the network runs another backend now", "device", DeviceName, "why", why, "now", now)
+	}
 	if len(keepers) == 0 {
-		return
+		return nil
 	}
 	// The keeper closes its descriptors and its socket at once when the
 	// device goes (the socket last): with the socket gone, so is the port.
-	deadline := time.Now().Add(wait)
+	start := time.Now()
+	deadline := start.Add(wait)
 	for {
 		var listens bool
-		if err := do(func() error { listens = keeperListens(DeviceName); return nil }); err != nil || !listens {
-			return
+		if err := do(func() error { listens = keeperListens(DeviceName); return nil }); err != nil {
+			return nil
+		}
+		if !listens {
+			if now == "" {
+				log.Info("the udp backend's descriptor keeper let go of its device and its UDP port", "pids", keepers, "took", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
 		}
 		if time.Now().After(deadline) {
+			command := "kill -KILL " + strings.Trim(fmt.Sprint(keepers), "[]")
+			if now == "" {
+				return fmt.Errorf("the udp backend's descriptor keeper (pids %v) has not exited in %v since its device was deleted, and may still hold its UDP port (stopped?): %s", keepers, wait, command)
+			}
 			log.Info("the udp backend's descriptor keeper has not exited since its device was deleted, and may still hold its UDP port (stopped?)",
-				"pids", keepers, "waited", wait, "command", "kill -KILL "+strings.Trim(fmt.Sprint(keepers), "[]"))
-			return
+				"pids", keepers, "waited", wait, "command", command)
+			return nil
 		}
 		if delay.Sleep(ctx, 5*time.Millisecond) != nil {
-			return
+			if now == "" {
+				return fmt.Errorf("stopped while waiting for the udp backend's descriptor keeper (pids %v) to exit: %w", keepers, ctx.Err())
+			}
+			return nil
 		}
 	}
 }

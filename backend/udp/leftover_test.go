@@ -109,7 +109,7 @@ func TestLeftoverRemoved(t *testing.T) {
 			nc.BackendType, nc.Backend = "vxlan", json.RawMessage(`{"Type":"vxlan"}`)
 			cfg.Network = &nc
 			start := time.Now()
-			removeLeftover(context.Background(), h.host.Handle, h.host.Do, cfg, 30*time.Second)
+			removeLeftover(context.Background(), h.host.Handle, h.host.Do, cfg, 30*time.Second, cfg.Network.BackendType)
 			t.Logf("judged (and deleted, and the keeper gone) in %v", time.Since(start).Round(time.Microsecond))
 
 			if _, err := h.host.Handle.LinkByName(DeviceName); (err != nil) != tc.gone {
@@ -171,7 +171,7 @@ func TestLeftoverWaitEndsAtStop(t *testing.T) {
 	const stopAfter = 200 * time.Millisecond
 	time.AfterFunc(stopAfter, stop)
 	start := time.Now()
-	removeLeftover(ctx, h.host.Handle, h.host.Do, cfg, 30*time.Second)
+	removeLeftover(ctx, h.host.Handle, h.host.Do, cfg, 30*time.Second, cfg.Network.BackendType)
 	took := time.Since(start)
 	if _, err := h.host.Handle.LinkByName(DeviceName); err == nil {
 		t.Fatalf("flannel0 not deleted:\n%s", h.logText())

@@ -22,7 +22,7 @@ import (
 // subnet later be skipped (backend.Segment.LocalIn).
 func (b *Backend) deleteOldDevices() {
 	old := oldDevices{h: b.h, log: b.log, local: b.ext.IfaceAddr, stateDir: filepath.Dir(b.macPath), network: b.network, subnetLen: b.subnetLen}
-	old.delete(b.name, b.name)
+	_ = old.delete(b.name, b.name)
 }
 
 // RemoveLeftovers deletes the devices flannel.<N> that this agentd or
@@ -45,7 +45,28 @@ func RemoveLeftovers(cfg backend.Config) {
 func removeLeftovers(h *netlink.Handle, cfg backend.Config) {
 	old := oldDevices{h: h, log: cfg.Logger, local: cfg.External.IfaceAddr, stateDir: cfg.StateDir,
 		network: cfg.Network.Network, subnetLen: cfg.Network.SubnetLen}
-	old.delete("", cfg.Network.BackendType)
+	_ = old.delete("", cfg.Network.BackendType)
+}
+
+// Decommission deletes every device flannel.<N> that RemoveLeftovers
+// would, whatever backend the network runs: agentd --release-lease runs it
+// once the lease is given back, so that the host keeps no device, no
+// neighbour or FDB entry and no route to subnets that may later be leased
+// to other hosts. Each deletion is logged; what fails is returned, not
+// logged. cfg is as a backend would get it.
+func Decommission(cfg backend.Config) error {
+	h, err := backend.OpenHandle(nil)
+	if err != nil {
+		return fmt.Errorf("look for our vxlan devices: %w", err)
+	}
+	defer h.Close()
+	return decommission(h, cfg)
+}
+
+func decommission(h *netlink.Handle, cfg backend.Config) error {
+	old := oldDevices{h: h, log: cfg.Logger, local: cfg.External.IfaceAddr, stateDir: cfg.StateDir,
+		network: cfg.Network.Network, subnetLen: cfg.Network.SubnetLen}
+	return old.delete("", "")
 }
 
 // oldDevices finds the vxlan devices flannel.<N> left by the vxlan backend
@@ -78,16 +99,38 @@ type oldDevices struct {
 //
 // Any other flannel.<N> is left alone and logged, with why and the command
 // that deletes it. Failures are logged: the old device harms no peer that
-// is programmed.
-func (o oldDevices) delete(keep, now string) {
+// is programmed. With now "" as well as keep (Decommission: the lease is
+// given back, nothing runs any more), every device of ours goes, and the
+// failures are returned instead, for the caller to say that its work is
+// not done.
+func (o oldDevices) delete(keep, now string) error {
 	other, deleted := " of another VNI", "deleted our vxlan device of a VNI the network used before"
-	if keep == "" {
+	var nowKV []any
+	switch {
+	case keep != "":
+		nowKV = []any{"now", now}
+	case now != "":
 		other, deleted = "", "deleted our vxlan device: the network runs another backend now"
+		nowKV = []any{"now", now}
+	default:
+		other, deleted = "", "deleted our vxlan device, with its address, neighbour and FDB entries and routes: the lease is released"
+	}
+	decommission := keep == "" && now == ""
+	var errs []error
+	failed := func(err error, msg, name string) {
+		if decommission {
+			errs = append(errs, fmt.Errorf("%s %s: %w", msg, name, err))
+			return
+		}
+		o.log.Error(err, msg, "device", name)
 	}
 	links, err := backend.ListLinks(o.h)
 	if err != nil {
+		if decommission {
+			return fmt.Errorf("look for our vxlan devices: %w", err)
+		}
 		o.log.Error(err, "look for the vxlan devices"+other)
-		return
+		return nil
 	}
 	for _, l := range links {
 		name := l.Attrs().Name
@@ -113,7 +156,7 @@ func (o oldDevices) delete(keep, now string) {
 			}
 		}
 		if err != nil {
-			o.log.Error(err, "look at a device named like a flannel vxlan device"+other, "device", name)
+			failed(err, "look at a device named like a flannel vxlan device"+other, name)
 			continue
 		}
 		if why == "" {
@@ -123,11 +166,12 @@ func (o oldDevices) delete(keep, now string) {
 			continue
 		}
 		if err := o.h.LinkDel(l); err != nil && !backend.IsNotFound(err) {
-			o.log.Error(err, "delete our vxlan device"+other, "device", name)
+			failed(err, "delete our vxlan device"+other, name)
 			continue
 		}
-		o.log.Info(deleted, "device", name, "vni", vni, "why", why, "now", now)
+		o.log.Info(deleted, append([]any{"device", name, "vni", vni, "why", why}, nowKV...)...)
 	}
+	return errors.Join(errs...)
 }
 
 // provenOurs says why the state dir shows that l, named flannel.<vni>, is

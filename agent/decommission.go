@@ -1,0 +1,101 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/iptables"
+	"github.com/agentd/agentd/backend/udp"
+	"github.com/agentd/agentd/backend/vxlan"
+	"github.com/agentd/agentd/subnet"
+	"github.com/go-logr/logr"
+)
+
+// routesNamed bounds how many of the routes removeDatapath deletes its log
+// line names (each is at -v=2): a host of a 5000-peer host-gw cluster
+// would log a line of 100 kB.
+const routesNamed = 20
+
+// removeDatapath deletes what agentd made in this host's kernel, for
+// --release-lease once the lease is given back or found gone: the devices
+// of every backend, whatever the network runs now (flannel.<VNI> with its
+// address, neighbour and FDB entries and routes, by the rules of
+// vxlan.Decommission; flannel0 with its route, whose descriptor keeper then
+// exits and frees its UDP port, udp.Decommission), every route of ours
+// (RouteProtocol) left after them (host-gw's, vxlan's DirectRouting ones),
+// and our iptables chains with the jumps into them, in both iptables
+// backends; never another program's rule, device or route. Left in place,
+// they kept routing the decommissioned host's traffic to subnets the
+// cluster may lease to new hosts, and the keeper held port 8285. Each
+// thing deleted is logged in one line. It goes on past a failure, and
+// returns every failure.
+func removeDatapath(ctx context.Context, log logr.Logger, cfg *Config, netCfg *subnet.Config, ext backend.ExternalInterface) error {
+	bcfg := backend.Config{Network: netCfg, External: ext, StateDir: cfg.StateDir, Logger: log}
+	errs := []error{vxlan.Decommission(bcfg), udp.Decommission(ctx, bcfg), removeOurRoutes(log), removeOurChains(ctx, log, cfg)}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("removing what agentd made in the kernel: %w", err)
+	}
+	return nil
+}
+
+// removeOurRoutes deletes every IPv4 route of the main table marked with
+// backend.RouteProtocol, logging them in one line (each at -v=2).
+func removeOurRoutes(log logr.Logger) error {
+	h, err := backend.OpenHandle(nil)
+	if err != nil {
+		return fmt.Errorf("look for our routes: %w", err)
+	}
+	defer h.Close()
+	rs, err := backend.OurRoutes(h)
+	if err != nil {
+		return fmt.Errorf("look for our routes: %w", err)
+	}
+	w := backend.NetlinkWriter{H: h}
+	var named []string
+	deleted := 0
+	var errs []error
+	for _, r := range rs {
+		if err := w.DelRoute(r); errors.Is(err, backend.ErrGone) {
+			continue
+		} else if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		deleted++
+		s := r.Dst.String()
+		if r.Gw.IsValid() {
+			s += " via " + r.Gw.String()
+		}
+		log.V(2).Info("deleted our route", "route", s)
+		if len(named) < routesNamed {
+			named = append(named, s)
+		}
+	}
+	if deleted > 0 {
+		log.Info("deleted our routes to the peers' subnets: the lease is released", "routes", deleted, "named", named)
+	}
+	return errors.Join(errs...)
+}
+
+// removeOurChains deletes our iptables chains and the jumps into them, in
+// both iptables backends (iptables.Manager.RemoveEverywhere), logging the
+// tables they were in in one line. Without iptables there is nothing of
+// ours to delete.
+func removeOurChains(ctx context.Context, log logr.Logger, cfg *Config) error {
+	// The Manager's own line per table is -v=2 here: this one says it.
+	m, err := iptables.New(iptables.IPv4, log.V(2).WithName("iptables"), iptables.Options{Mode: cfg.IPTablesMode, Context: ctx})
+	if err != nil {
+		log.V(2).Info("iptables not available; no iptables chains to delete", "err", err)
+		return nil
+	}
+	removed, err := m.RemoveEverywhere()
+	if len(removed) > 0 {
+		log.Info("deleted our iptables chains (AGENTD-*) and the jumps into them: the lease is released", "tables", removed)
+	}
+	if err != nil {
+		return fmt.Errorf("delete our iptables chains: %w", err)
+	}
+	return nil
+}
