@@ -117,7 +117,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.DurationVar(&v.endpointCheck, "etcd-endpoint-check-interval", d.EtcdEndpointCheckInterval, "how often each of --etcd-endpoints is asked for its status, so that etcd alarms (NOSPACE), a member without a leader and, with several, one down are reported (0: never)")
 	fs.StringVar(&v.stateDir, "state-dir", d.StateDir, "directory for state kept across restarts (host identity, VTEP MAC)")
 
-	fs.BoolVar(&v.releaseLease, "release-lease", false, "release this host's lease, remove subnet.env and exit (decommission; stop the running agent first)")
+	fs.BoolVar(&v.releaseLease, "release-lease", false, "release this host's lease, remove subnet.env, the overlay's devices, routes and iptables chains, and exit (decommission; stop the running agent first)")
 	fs.BoolVar(&v.version, "version", false, "print the version and exit")
 	fs.BoolVarP(&v.help, "help", "h", false, "print this help and exit")
 
