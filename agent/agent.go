@@ -631,10 +631,12 @@ func (a *agent) startBackend(ctx context.Context, netCfg *subnet.Config, ext bac
 	if err != nil {
 		return nil, nil, err
 	}
-	// A backend with a datapath of its own (udp) counts its packets.
+	// A backend with a datapath of its own (udp) counts its packets, and
+	// says its device's offloads.
 	if c, ok := be.(prometheus.Collector); ok {
 		a.obs.reg.MustRegister(c)
 	}
+	a.obs.watchBackend(be)
 	data, err := be.Prepare(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("prepare %s backend: %w", be.Type(), err)
@@ -657,6 +659,7 @@ func (a *agent) dropBackend(be backend.Backend) {
 	if c, ok := be.(prometheus.Collector); ok {
 		a.obs.reg.Unregister(c)
 	}
+	a.obs.watchBackend(nil)
 	ended, end := context.WithCancel(context.Background())
 	end()
 	_ = be.Watch(ended, func() {})

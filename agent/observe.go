@@ -64,6 +64,28 @@ type observer struct {
 	// forwarding is what the last IPv4 forwarding check read, by
 	// interface ("all": net.ipv4.ip_forward); agentd_ipv4_forwarding.
 	forwarding map[string]int
+	// offloads names the offloads of the backend's device, for a backend
+	// that says them (offloadReporter); nil for the others.
+	offloads func() string
+}
+
+// offloadReporter is a backend with a datapath of its own (udp) that says
+// which offloads its device took.
+type offloadReporter interface {
+	Offloads() string
+}
+
+// watchBackend adds what the backend be says of itself to /status: its
+// device's offloads, if it says them; nothing of the backend before
+// (be nil: it was dropped).
+func (o *observer) watchBackend(be backend.Backend) {
+	var offloads func() string
+	if r, ok := be.(offloadReporter); ok {
+		offloads = r.Offloads
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.offloads = offloads
 }
 
 func newObserver() *observer {
@@ -502,8 +524,11 @@ func (o *observer) status(h *health) Status {
 	for k, n := range o.st.DriftRepairs {
 		st.DriftRepairs[k] = n
 	}
-	up, unusable, cause, noLeader, refused := o.etcdUp, o.unusable, o.etcdCause, o.etcdNoLeader, o.renewalRefused
+	up, unusable, cause, noLeader, refused, offloads := o.etcdUp, o.unusable, o.etcdCause, o.etcdNoLeader, o.renewalRefused, o.offloads
 	o.mu.Unlock()
+	if offloads != nil {
+		st.Offloads = offloads()
+	}
 	st.Ready, st.NotReadyReason = h.ready()
 	if up != nil {
 		st.EtcdConnected = up()

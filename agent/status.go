@@ -16,6 +16,14 @@ type Status struct {
 	// which follows the external interface's. Containers started before
 	// it last changed may have another.
 	MTU int `json:"mtu,omitempty"`
+	// Offloads names the offloads the udp backend's device, flannel0,
+	// took, as its "udp datapath ready" line's offloads= says them:
+	// "csum,tso4,uso4,uso6" (TSO and USO: pods' TCP packets and
+	// UDP_SEGMENT sends of up to 64 KiB reach the datapath whole), or
+	// "csum,tso4" where the kernel refuses USO (before Linux 6.2: it cuts
+	// UDP sends before the device). Absent for vxlan and host-gw, whose
+	// datapath is the kernel's, and until the udp device is prepared.
+	Offloads string `json:"offloads,omitempty"`
 
 	// ConfigPending is set while the network config key holds something
 	// other than the config this agent runs (which it keeps until it

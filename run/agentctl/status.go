@@ -210,6 +210,10 @@ func printStatus(a *app, st agent.Status) {
 		// keep theirs.
 		fmt.Fprintf(tw, "mtu\t%d (subnet.env's FLANNEL_MTU)\n", st.MTU)
 	}
+	if st.Offloads != "" {
+		// The udp backend's device; vxlan and host-gw send none.
+		fmt.Fprintf(tw, "offloads\t%s\n", offloadsLine(st.Offloads))
+	}
 	printConfigPending(a, tw, st.ConfigPending)
 	if st.NetnsClaimNotHeld != "" {
 		// Shown only while not held: an agent older than the field
@@ -302,6 +306,24 @@ func printStatus(a *app, st agent.Status) {
 	tw.Flush()
 }
 
+// offloadsLine is the offloads the udp backend's device took, as /status
+// names them ("csum,tso4,uso4,uso6"), and whether TSO and USO are on among
+// them: the udp backend asks for USO, and goes without where the kernel
+// refuses it, which then cuts pods' UDP_SEGMENT sends before the device.
+func offloadsLine(names string) string {
+	on := func(name string) string {
+		if slices.Contains(strings.Split(names, ","), name) {
+			return "on"
+		}
+		return "off"
+	}
+	line := fmt.Sprintf("%s (flannel0: TSO %s, USO %s", names, on("tso4"), on("uso4"))
+	if on("uso4") == "off" {
+		line += ": the kernel refused it, as before Linux 6.2, and cuts UDP sends before the device"
+	}
+	return line + ")"
+}
+
 // printConfigPending writes what the network config key holds against the
 // config the agent runs, which its next start would apply instead, and
 // what that start would do; nothing while the key means the running config
@@ -380,7 +402,7 @@ func printSkipped(tw io.Writer, st agent.Status) {
 // writes it, and an agent's skipped-peer reasons quote what a peer wrote in
 // its lease. An OTHER alarm's entry is left as it is: it is printed quoted.
 func printableStatus(st agent.Status) agent.Status {
-	for _, s := range []*string{&st.NotReadyReason, &st.Subnet, &st.PublicIP, &st.Backend, &st.LastResyncError, &st.EtcdError, &st.NetnsClaimNotHeld, &st.InterfaceWarning, &st.IPForwardingOff} {
+	for _, s := range []*string{&st.NotReadyReason, &st.Subnet, &st.PublicIP, &st.Backend, &st.LastResyncError, &st.EtcdError, &st.NetnsClaimNotHeld, &st.InterfaceWarning, &st.IPForwardingOff, &st.Offloads} {
 		*s = printable(*s)
 	}
 	if p := st.ConfigPending; p != nil {
