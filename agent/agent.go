@@ -968,7 +968,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		}
 		log.Info("no lease of this host to release; subnet.env removed", "publicIP", ext.PublicIP, "path", cfg.SubnetFile)
 		if err := removeDatapath(ctx, log, &cfg, netCfg, ext); err != nil {
-			return fmt.Errorf("no lease of this host to release, but %w", err)
+			return fmt.Errorf("no lease of this host to release, but removing what agentd made in the kernel: %w", err)
 		}
 		return nil
 	}
@@ -977,7 +977,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	}
 	log.Info("lease released; subnet.env removed", "subnet", l.Subnet, "path", cfg.SubnetFile)
 	if err := removeDatapath(ctx, log, &cfg, netCfg, ext); err != nil {
-		return fmt.Errorf("lease released, but %w", err)
+		return fmt.Errorf("lease released, but removing what agentd made in the kernel: %w", err)
 	}
 	return nil
 }

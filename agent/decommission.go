@@ -33,11 +33,7 @@ const routesNamed = 20
 // returns every failure.
 func removeDatapath(ctx context.Context, log logr.Logger, cfg *Config, netCfg *subnet.Config, ext backend.ExternalInterface) error {
 	bcfg := backend.Config{Network: netCfg, External: ext, StateDir: cfg.StateDir, Logger: log}
-	errs := []error{vxlan.Decommission(bcfg), udp.Decommission(ctx, bcfg), removeOurRoutes(log), removeOurChains(ctx, log, cfg)}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("removing what agentd made in the kernel: %w", err)
-	}
-	return nil
+	return errors.Join(vxlan.Decommission(bcfg), udp.Decommission(ctx, bcfg), removeOurRoutes(log), removeOurChains(ctx, log, cfg))
 }
 
 // removeOurRoutes deletes every IPv4 route of the main table marked with
