@@ -136,6 +136,13 @@ func statusURL(base string) (string, error) {
 	// server by host:port: taken as it is, Go reads "127.0.0.1:8471" as
 	// no URL and "localhost:8471" as one of the scheme "localhost".
 	if !strings.Contains(base, "://") {
+		// agentd listens on "[198.18.0.1]:8471" as on "198.18.0.1:8471"
+		// (net.Listen), and README's pod-IP recipe for the DaemonSet writes
+		// "[$(POD_IP)]:8471", whose brackets an IPv6 pod IP needs; a URL
+		// allows them around IPv6 only.
+		if host, port, err := net.SplitHostPort(base); err == nil {
+			base = net.JoinHostPort(host, port)
+		}
 		base = "http://" + base
 	}
 	u, err := url.Parse(base)
