@@ -324,12 +324,16 @@ func (a *agent) run(ctx context.Context) error {
 		if bindErr != nil {
 			rebind = newHealthBind(a.cfg.HealthzAddr, a.log, srv.listen)
 			rebind.failedAtStart(bindErr)
+			a.health.setHealthUnbound(a.cfg.HealthzAddr)
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if rebind != nil && !rebind.run(ctx, bindErr) {
-				return
+			if rebind != nil {
+				if !rebind.run(ctx, bindErr) {
+					return
+				}
+				a.health.setHealthUnbound("")
 			}
 			if err := srv.serve(ctx); err != nil {
 				fail(fmt.Errorf("health server: %w", err))

@@ -74,6 +74,9 @@ type health struct {
 	backend   string // the backend's type, once the network config is read
 	notifyErr bool   // the last message failed, and that was logged
 	starved   bool   // the watchdog is not fed: the agent is not alive
+	// unbound is the health server's address while it is not bound
+	// (healthbind.go): STATUS= says so, since /status cannot.
+	unbound string
 }
 
 func newHealth(log logr.Logger) *health {
@@ -166,6 +169,15 @@ func (h *health) changedLocked() {
 	h.sendStatus()
 }
 
+// setHealthUnbound records that the health server's address addr is not
+// bound ("" once it is), and tells the service manager.
+func (h *health) setHealthUnbound(addr string) {
+	h.notifyMu.Lock()
+	h.unbound = addr
+	h.notifyMu.Unlock()
+	h.sendStatus()
+}
+
 // sendStatus sends the readiness as STATUS=ready or STATUS=not ready:
 // <reasons> if it differs from the one sent last, with READY=1 the first
 // time the agent is ready; nothing once stopping was sent. A message that
@@ -180,6 +192,9 @@ func (h *health) sendStatus() {
 	status := "ready"
 	if !ready {
 		status = "not ready: " + reason
+	}
+	if h.unbound != "" {
+		status += "; health server not listening on " + h.unbound + " (another program holds the port, or the IP is not on this host): binding it again"
 	}
 	var msg []string
 	readyNow := ready && !h.notified

@@ -608,3 +608,27 @@ func TestHealthServerStopWithRequestsInFlight(t *testing.T) {
 		t.Errorf("serve after a stop with a request held = %v, want nil", err)
 	}
 }
+
+// While the health server's address cannot be bound, STATUS= says so,
+// since /status cannot be asked; once bound, it says the readiness alone.
+func TestSdNotifyHealthUnbound(t *testing.T) {
+	h := newHealth(klog.Background())
+	var msgs []string
+	h.notify = func(state string) (bool, error) { msgs = append(msgs, state); return true, nil }
+	h.setHealthUnbound("198.18.0.1:8471")
+	h.setLeaseHeld(true, "")
+	h.setSubnetEnvWritten()
+	h.setPeersProgrammed()
+	h.setHealthUnbound("")
+	const note = "; health server not listening on 198.18.0.1:8471 (another program holds the port, or the IP is not on this host): binding it again"
+	want := []string{
+		"STATUS=not ready: no lease acquired yet; subnet.env not written yet; peers not programmed yet" + note,
+		"STATUS=not ready: subnet.env not written yet; peers not programmed yet" + note,
+		"STATUS=not ready: peers not programmed yet" + note,
+		"READY=1\nSTATUS=ready" + note,
+		"STATUS=ready",
+	}
+	if !slices.Equal(msgs, want) {
+		t.Errorf("notifications:\n%q\nwant\n%q", msgs, want)
+	}
+}
