@@ -17,9 +17,8 @@ import (
 const hostLocalDataDir = "/var/lib/cni/networks"
 
 // hostLocalIfNames are the interfaces for which host-local holds an address
-// of container containerID in network's store, as the delegate
-// configuration conf (a saved file's bytes) names it: its ipam "dataDir"
-// (host-local's default when absent) and the network's name. host-local
+// of container containerID in network's store (see hostLocalStore), as the
+// delegate configuration conf (a saved file's bytes) names it. host-local
 // writes each reservation as a file named after the address, holding
 // "<container ID>\r\n<interface>" (see reservationOf), and releases on
 // DEL those of the container ID and CNI_IFNAME it is given. None when the
@@ -27,24 +26,10 @@ const hostLocalDataDir = "/var/lib/cni/networks"
 // reservations of host-local before it recorded the interface (0.7), which
 // any interface would release. An error is a store that cannot be read.
 func hostLocalIfNames(conf []byte, network, containerID string) ([]string, error) {
-	// Decoded as host-local decodes it: keys match whatever their case.
-	var c struct {
-		IPAM struct {
-			Type    string `json:"type"`
-			DataDir string `json:"dataDir"`
-		} `json:"ipam"`
-	}
-	if json.Unmarshal(conf, &c) != nil || c.IPAM.Type != "host-local" || utils.ValidateNetworkName(network) != nil {
+	store, ok := hostLocalStore(conf, network)
+	if !ok {
 		return nil, nil
 	}
-	dir := c.IPAM.DataDir
-	if dir == "" {
-		dir = hostLocalDataDir
-	}
-	if !filepath.IsAbs(dir) {
-		return nil, nil
-	}
-	store := filepath.Join(dir, network)
 	ents, err := os.ReadDir(store)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -69,6 +54,33 @@ func hostLocalIfNames(conf []byte, network, containerID string) ([]string, error
 		}
 	}
 	return ifNames, nil
+}
+
+// hostLocalStore is the directory of host-local's store of network for
+// the delegate configuration conf: its ipam's "dataDir", or host-local's
+// default where there is none, and the network's name. Not ok when the
+// IPAM plugin is not host-local, or the dataDir is not an absolute path
+// (host-local would take it from its working directory, which is the
+// runtime's).
+func hostLocalStore(conf []byte, network string) (string, bool) {
+	// Decoded as host-local decodes it: keys match whatever their case.
+	var c struct {
+		IPAM struct {
+			Type    string `json:"type"`
+			DataDir string `json:"dataDir"`
+		} `json:"ipam"`
+	}
+	if json.Unmarshal(conf, &c) != nil || c.IPAM.Type != "host-local" || utils.ValidateNetworkName(network) != nil {
+		return "", false
+	}
+	dir := c.IPAM.DataDir
+	if dir == "" {
+		dir = hostLocalDataDir
+	}
+	if !filepath.IsAbs(dir) {
+		return "", false
+	}
+	return filepath.Join(dir, network), true
 }
 
 // reservationOf is the attachment that the content b of a reservation file

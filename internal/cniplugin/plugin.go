@@ -320,8 +320,9 @@ func exists(netns string) bool {
 // and agentd-cni before the per-attachment layout, saved the container's
 // first attachment there alone. Without it, the DEL of a second interface
 // added after the upgrade removed the chain under the first one, whose
-// traffic then left the host unmasqueraded. One that does not decode
-// names no network, and does not count.
+// traffic then left the host unmasqueraded. One that does not decode as
+// a delegate configuration (see decodeSaved) serves no attachment, and
+// does not count.
 func chainInUse(dataDir, network, containerID, except string) (bool, error) {
 	// The parts of the name hold no pattern characters (see attachmentOf
 	// and savedNetwork).
@@ -347,10 +348,9 @@ func chainInUse(dataDir, network, containerID, except string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var named struct {
-		Name *string `json:"name"`
-	}
-	return json.Unmarshal(b, &named) == nil && named.Name != nil && *named.Name == network, nil
+	d, err := decodeSaved(legacy, b)
+	name, _ := d["name"].(string)
+	return err == nil && name == network, nil
 }
 
 // savedNetwork is the network name in the delegate configuration d, which
@@ -1231,8 +1231,8 @@ func (p *Plugin) gcLegacy(n *NetConf, env subnetenv.Env, envErr error, id string
 	if err != nil {
 		return nil
 	}
-	var d map[string]any
-	if json.Unmarshal(b, &d) != nil {
+	d, err := decodeSaved(path, b)
+	if err != nil {
 		return nil
 	}
 	name, _ := d["name"].(string)

@@ -1,8 +1,11 @@
 package cniplugin
 
 import (
+	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/containernetworking/cni/pkg/utils"
 )
@@ -42,6 +45,47 @@ func FuzzReservationOf(f *testing.F) {
 		}
 		if gotID, gotIf := reservationOf([]byte(id + "\r\n" + ifName)); gotID != id || gotIf != ifName {
 			t.Fatalf("host-local's reservation of %q, %q read back as %q, %q", id, ifName, gotID, gotIf)
+		}
+	})
+}
+
+// FuzzHostLocalStore: whatever a saved configuration holds, hostLocalStore
+// names a directory only for a valid network name, an absolute path whose
+// last element is the name; and for an ipam section of a type and a
+// dataDir, it names <dataDir>/<network> (host-local's default dataDir when
+// there is none) exactly when the type is host-local and the dataDir empty
+// or absolute (both valid UTF-8: JSON cannot hold other bytes).
+func FuzzHostLocalStore(f *testing.F) {
+	for _, s := range [][4]string{
+		{`{"ipam":{"type":"host-local","dataDir":"/run/ipam"}}`, "cbr0", "host-local", "/run/ipam"},
+		{flannelsFile, "cbr0", "host-local", ""},
+		{oldFlannelsFile, "old", "host-local", "ipam"},
+		{`{"IPAM":{"Type":"host-local","DATADIR":"/x"}}`, "a.b", "dhcp", "/x/../y"},
+		{`{"ipam":{"type":"host-local"},"ipam":{"type":"static"}}`, "../n", "host-local", "/"},
+		{`{"ipam":null}`, "", "", ""},
+		{`[]`, "n", "host-local", "//a//b/"},
+	} {
+		f.Add([]byte(s[0]), s[1], s[2], s[3])
+	}
+	f.Fuzz(func(t *testing.T, conf []byte, network, typ, dataDir string) {
+		if dir, ok := hostLocalStore(conf, network); ok && (!filepath.IsAbs(dir) || filepath.Base(dir) != network || utils.ValidateNetworkName(network) != nil) {
+			t.Fatalf("hostLocalStore(%q, %q) = %q", conf, network, dir)
+		}
+		if !utf8.ValidString(typ) || !utf8.ValidString(dataDir) {
+			return // JSON holds them with U+FFFD in place of the bad bytes
+		}
+		b, err := json.Marshal(map[string]any{"ipam": map[string]string{"type": typ, "dataDir": dataDir}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir, ok := hostLocalStore(b, network)
+		wantDir := dataDir
+		if wantDir == "" {
+			wantDir = hostLocalDataDir
+		}
+		wantOK := typ == "host-local" && filepath.IsAbs(wantDir) && utils.ValidateNetworkName(network) == nil
+		if ok != wantOK || ok && dir != filepath.Join(wantDir, network) {
+			t.Fatalf("hostLocalStore(%s, %q) = %q, %v; want %q, %v", b, network, dir, ok, filepath.Join(wantDir, network), wantOK)
 		}
 	})
 }
