@@ -189,7 +189,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // does not fail it (loadConfForDel). When another process keeps dataDir's
 // lock past dataDirLockWait, DEL fails with "try again later" after the
 // delegate's DEL, with the saved files still there for the runtime's
-// retry (see lockDataDir).
+// retry (see lockDataDir). Last, what is saved for the same container and
+// interface under a former name of the network is released too (see
+// releaseRenamed).
 func (p *Plugin) Del(args *skel.CmdArgs) error {
 	n, at, err := loadConfWith(args, loadConfForDel)
 	if err != nil {
@@ -217,9 +219,10 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 }
 
 // releaseRenamed releases, after DEL of the attachment at, what is still
-// saved for the same container ID and interface under other network names
-// (see renamedFiles): a container has one interface of a name, which this
-// DEL deletes, so those attachments are gone too. A pod added under the
+// saved for the same container ID and interface under former names of the
+// network (see renamedFiles): a container has one interface of a name,
+// which this DEL deletes (bridge's, or any delegate's that makes it), so
+// those attachments are gone too. A pod added under the
 // network's former name and added again under the new one (podman
 // restarting a container, a runtime retrying a sandbox's network after
 // the conflist changed) has a file under each name; DEL under the new name
@@ -1127,9 +1130,10 @@ func masqChainName(network, containerID string) string {
 // per-attachment layout) of containers none of whose attachments is valid
 // are released when host-local's store says which interface they were for
 // (see gcLegacy). Then the delegate of today's configuration gets the GC,
-// if it speaks 1.1.0 (see forward) and subnet.env is readable. Errors do not stop
-// it; they are reported together, with the first one's code. Without a
-// list of valid attachments (see validAttachments) it does nothing.
+// if it speaks 1.1.0 (see forward) and subnet.env is readable. Errors do
+// not stop it; they are reported together, with the first one's code.
+// Without a list of valid attachments (see validAttachments) it does
+// nothing.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
 	n, err := LoadConf(args.StdinData)
 	if err != nil {
