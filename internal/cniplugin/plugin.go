@@ -351,19 +351,34 @@ func chainInUse(dataDir, network, containerID, except string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	d, err := decodeSaved(legacy, b)
-	name, _ := d["name"].(string)
+	_, err = decodeSaved(legacy, b)
+	name, _ := savedName(b)
 	return err == nil && name == network, nil
 }
 
-// savedNetwork is the network name in the delegate configuration d, which
-// names bridge's masquerade chain: n's, except in a file saved under a
-// former name of the network (see renamedSaved).
-func savedNetwork(n *NetConf, d map[string]any) string {
-	if name, ok := d["name"].(string); ok && utils.ValidateNetworkName(name) == nil {
+// savedNetwork is the network name in the delegate configuration b (see
+// savedName), which names bridge's masquerade chain: n's, except in a file
+// saved under a former name of the network (see renamedSaved).
+func savedNetwork(n *NetConf, b []byte) string {
+	if name, ok := savedName(b); ok && utils.ValidateNetworkName(name) == nil {
 		return name
 	}
 	return n.Name
+}
+
+// savedName is the network name in the delegate configuration b as the
+// plugins read it: flannel's plugin, bridge (which names the masquerade
+// chain after it) and host-local (its store) decode it with encoding/json,
+// which matches the key "name" whatever its case, the last spelling in b
+// winning. ok is false when b gives no name as a string.
+func savedName(b []byte) (name string, ok bool) {
+	var named struct {
+		Name *string `json:"name"`
+	}
+	if json.Unmarshal(b, &named) != nil || named.Name == nil {
+		return "", false
+	}
+	return *named.Name, true
 }
 
 // release is DEL of the attachment at, the delegate run by del, netns the
@@ -432,7 +447,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 			// the IPv4 rules): told ipMasq false, it leaves the other's,
 			// removed after it (dropMasqChain). A failed look-up keeps
 			// what was saved.
-			sn := savedNetwork(n, d)
+			sn := savedNetwork(n, b)
 			has, err := p.masqChains().Has(sn, at.containerID, at.ifName)
 			partial := false
 			if err == nil && has {
@@ -455,7 +470,7 @@ func (p *Plugin) release(n *NetConf, at attachment, netns string, del func(typ s
 	if err := del(d["type"].(string), b); err != nil {
 		return delegateError(d, "DEL", err)
 	}
-	network := savedNetwork(n, d)
+	network := savedNetwork(n, b)
 	if err := p.dropMasqChain(n, network, at, saved, netns, dropAfter); err != nil {
 		now, _ := p.clock()
 		if rerr := recordMasqRetry(n.DataDir, network, at.containerID, at.ifName, now()); rerr != nil {
@@ -1239,7 +1254,7 @@ func (p *Plugin) gcLegacy(n *NetConf, env subnetenv.Env, envErr error, id string
 	if err != nil {
 		return nil
 	}
-	name, _ := d["name"].(string)
+	name, _ := savedName(b)
 	owner := n
 	if name != n.Name {
 		if envErr != nil || utils.ValidateNetworkName(name) != nil || !formerConf(n, env, d) {
@@ -1302,6 +1317,8 @@ func formerName(n *NetConf, env subnetenv.Env, file string) bool {
 // files (see renamedLegacy) would otherwise never match. Nor is how the
 // range is written: flannel's plugins before dual-stack saved it as ipam's
 // single "subnet", which host-local takes as one range (see asRanges).
+// The keys left out are left out whatever their case (a per-container file
+// a tool wrote with "Name"), as the plugins read them (see savedName).
 func formerConf(n *NetConf, env subnetenv.Env, saved map[string]any) bool {
 	today, err := DelegateConf(n, env)
 	if err != nil {
@@ -1313,9 +1330,9 @@ func formerConf(n *NetConf, env subnetenv.Env, saved map[string]any) bool {
 	}
 	canonical := func(d map[string]any) (string, bool) {
 		d = maps.Clone(d)
-		for _, k := range []string{"name", "cniVersion", "mtu", "ipMasq", "runtimeConfig"} {
-			delete(d, k)
-		}
+		maps.DeleteFunc(d, func(k string, _ any) bool {
+			return slices.ContainsFunc([]string{"name", "cniVersion", "mtu", "ipMasq", "runtimeConfig"}, func(key string) bool { return strings.EqualFold(k, key) })
+		})
 		b, err := json.Marshal(d)
 		return string(b), err == nil
 	}
@@ -1964,7 +1981,7 @@ func renamedLegacy(n *NetConf, at attachment) ([]byte, bool) {
 	if json.Unmarshal(b, &d) != nil {
 		return nil, false
 	}
-	if name, _ := d["name"].(string); name == n.Name || utils.ValidateNetworkName(name) != nil {
+	if name, _ := savedName(b); name == n.Name || utils.ValidateNetworkName(name) != nil {
 		return nil, false
 	}
 	env, err := subnetenv.ReadOwnedComplete(n.SubnetFile)
@@ -2076,11 +2093,8 @@ func readOwnSaved(n *NetConf, at attachment) (saved string, b []byte, forget []s
 		}
 		return at.legacy, nil, nil, err
 	}
-	var named struct {
-		Name *string `json:"name"`
-	}
-	if json.Unmarshal(b, &named) == nil && named.Name != nil && *named.Name != n.Name {
-		return at.path, nil, nil, fmt.Errorf("%s is network %q's: %w", at.legacy, *named.Name, fs.ErrNotExist)
+	if name, ok := savedName(b); ok && name != n.Name {
+		return at.path, nil, nil, fmt.Errorf("%s is network %q's: %w", at.legacy, name, fs.ErrNotExist)
 	}
 	return at.legacy, b, []string{at.legacy}, nil
 }
