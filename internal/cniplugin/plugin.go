@@ -1909,7 +1909,8 @@ func sameFile(a, b string) bool {
 // a legacy file that would look like flannel's. Without its own file, the
 // attachment gets the legacy per-container file, so that pods added before
 // an upgrade (or by flannel's plugin) are still released and checked, except
-// one with a second name (another attachment's, see save) or one
+// one that is not a regular file (a symlink, a FIFO), one with a second
+// name (another attachment's, see save) or one
 // that names another network in its "name": those count as missing. One that
 // does not decode is taken, so that DEL can remove it. Which interface a
 // legacy file of flannel's was for is not recorded: it serves whichever
@@ -2079,7 +2080,14 @@ func readOwnSaved(n *NetConf, at attachment) (saved string, b []byte, forget []s
 			}
 		}()
 	}
-	fi, err := os.Stat(at.legacy)
+	// Lstat, as chainInUse, renamedLegacy and GC look: neither flannel's
+	// plugin nor agentd-cni makes a per-container name that is not a
+	// regular file. Followed, a symlink's target served DEL while nothing
+	// else counted it, and a FIFO hung DEL in its read.
+	fi, err := os.Lstat(at.legacy)
+	if err == nil && !fi.Mode().IsRegular() {
+		return at.path, nil, nil, fmt.Errorf("%s is not a regular file: %w", at.legacy, fs.ErrNotExist)
+	}
 	if err == nil && links(fi) > 1 {
 		return at.path, nil, nil, fmt.Errorf("%s is another attachment's: %w", at.legacy, fs.ErrNotExist)
 	}
