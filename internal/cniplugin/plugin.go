@@ -302,10 +302,7 @@ func (p *Plugin) dropMasqChain(n *NetConf, network string, at attachment, saved,
 	if netns != "" && !told && exists(netns) {
 		return nil
 	}
-	inUse, err := chainInUse(n.DataDir, network, at.containerID, saved)
-	if err != nil {
-		return err
-	}
+	inUse := chainInUse(n.DataDir, network, at.containerID, saved)
 	return p.masqChains().Remove(network, at.containerID, at.ifName, !inUse)
 }
 
@@ -325,35 +322,38 @@ func exists(netns string) bool {
 // added after the upgrade removed the chain under the first one, whose
 // traffic then left the host unmasqueraded. One that does not decode as
 // a delegate configuration (see decodeSaved) serves no attachment, and
-// does not count.
-func chainInUse(dataDir, network, containerID, except string) (bool, error) {
+// does not count. One that cannot be read (EIO) counts, as an attachment
+// file counts unread: what it serves is not known, and a chain removed
+// under a running pod is not put back, where one kept goes with that
+// file's DEL (which fails, for the runtime to retry, while the file cannot
+// be read). Before, the failure was chainInUse's error, which ended a
+// retried removal (see retryMasq) before its failed retries were
+// counted: never given up, it failed every later command's retries.
+func chainInUse(dataDir, network, containerID, except string) bool {
 	// The parts of the name hold no pattern characters (see attachmentOf
-	// and savedNetwork).
+	// and savedNetwork), so Glob fails on none.
 	saved, err := filepath.Glob(filepath.Join(dataDir, network+":"+containerID+":*"))
-	if err != nil {
-		return false, err
-	}
-	if slices.ContainsFunc(saved, func(f string) bool { return f != except }) {
-		return true, nil
+	if err != nil || slices.ContainsFunc(saved, func(f string) bool { return f != except }) {
+		return true
 	}
 	legacy := filepath.Join(dataDir, containerID)
 	fi, err := os.Lstat(legacy)
 	if errors.Is(err, fs.ErrNotExist) || (err == nil && !fi.Mode().IsRegular()) || legacy == except || sameFile(legacy, except) {
-		return false, nil
+		return false
 	}
 	if err != nil {
-		return false, err
+		return true
 	}
 	b, err := os.ReadFile(legacy)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return false
 	}
 	if err != nil {
-		return false, err
+		return true
 	}
 	_, err = decodeSaved(legacy, b)
 	name, _ := savedName(b)
-	return err == nil && name == network, nil
+	return err == nil && name == network
 }
 
 // savedNetwork is the network name in the delegate configuration b (see
@@ -668,10 +668,7 @@ func (p *Plugin) retryMasq(dataDir, own string) (lock *retryLock, ownErr, err er
 	}
 	retry := func(name string) error {
 		network, id, ifName := recordParts(name)
-		inUse, err := chainInUse(dataDir, network, id, "")
-		if err != nil {
-			return err
-		}
+		inUse := chainInUse(dataDir, network, id, "")
 		path := filepath.Join(dir, name)
 		if err := p.masqChains().Remove(network, id, ifName, !inUse); err != nil {
 			what := fmt.Sprintf("remove masquerading of container %s interface %s in network %s, left by its DEL", id, ifName, network)
