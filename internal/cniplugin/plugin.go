@@ -1995,19 +1995,35 @@ func renamedLegacy(n *NetConf, at attachment) ([]byte, bool) {
 // renamed in the conflist a pod added before comes with a name nothing was
 // saved under; its former name's file still names the delegate
 // configuration that allocated its addresses, bridge's masquerade chain
-// included (both are named after the network). A container cannot have two
-// interfaces of one name, so the container ID and interface identify the
-// attachment whatever the network: another network sharing dataDir (a
-// second network of Multus') gives its attachments other interface names.
-// The first such file in name order that renamedFiles reads is taken, with
-// its legacy second name (see save) in its forget list; left are the files
-// renamedFiles leaves.
+// included (both are named after the network). Only a file whose
+// configuration is this network's but for the name (see formerConf) is
+// taken, as GC and releaseRenamed take a former name's: a container has
+// one interface of a name when the delegate makes it (bridge), but a
+// delegate that makes none (host-local alone) lets another network sharing
+// dataDir give the container an attachment of the same interface name,
+// whose file a DEL with nothing saved under this name (the runtime's DEL
+// again) took, freeing that running attachment's address. Another network
+// differs in some key; so none is taken while subnet.env cannot be read,
+// nor one of a subnet the host had before. The first such file in name
+// order that renamedFiles reads is taken, with its legacy second name (see
+// save) in its forget list; left are the files renamedFiles leaves.
 func renamedSaved(n *NetConf, at attachment) (saved string, b []byte, forget []string, left []leftSaved, ok bool) {
 	files, left := renamedFiles(n, at)
 	if len(files) == 0 {
 		return "", nil, nil, left, false
 	}
-	f := files[0]
+	env, err := subnetenv.ReadOwnedComplete(n.SubnetFile)
+	if err != nil {
+		return "", nil, nil, left, false
+	}
+	i := slices.IndexFunc(files, func(f renamedFile) bool {
+		var d map[string]any
+		return json.Unmarshal(f.b, &d) == nil && formerConf(n, env, d)
+	})
+	if i < 0 {
+		return "", nil, nil, left, false
+	}
+	f := files[i]
 	forget = []string{f.path}
 	if sameFile(at.legacy, f.path) {
 		forget = []string{at.legacy, f.path}
