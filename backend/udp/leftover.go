@@ -39,9 +39,12 @@ func RemoveLeftover(ctx context.Context, cfg backend.Config) {
 // Decommission deletes flannel0, by the rules of RemoveLeftover, whatever
 // backend the network runs, and waits for its descriptor keeper to exit
 // and free the UDP port: agentd --release-lease runs it once the lease is
-// given back. The deletion and the keeper's exit are logged; what fails
-// (a keeper still running after the wait among it) is returned, not
-// logged.
+// given back. With flannel0 gone already, it waits so for a keeper of
+// ours still running (one that an earlier run waited for in vain: it was
+// stopped), so that a run again does not find nothing left while that
+// keeper holds the port. The deletion and the keeper's exit are logged;
+// what fails (a keeper still running after the wait among it) is
+// returned, not logged.
 func Decommission(ctx context.Context, cfg backend.Config) error {
 	h, err := backend.OpenHandle(nil)
 	if err != nil {
@@ -67,7 +70,19 @@ func removeLeftover(ctx context.Context, h *netlink.Handle, do func(func() error
 	}
 	l, err := backend.LinkByName(h, DeviceName)
 	if err == nil && l == nil {
-		return nil
+		if now != "" {
+			return nil
+		}
+		// A keeper of a flannel0 deleted before, one that has not exited
+		// since (stopped, as when the --release-lease that deleted its
+		// device waited for it in vain), holds its UDP port still: a
+		// release run again says so, as that one did, rather than
+		// finding nothing left.
+		var keepers []int
+		if err := do(func() error { keepers = ourKeepers(); return nil }); err != nil || len(keepers) == 0 {
+			return nil
+		}
+		return waitKeepers(ctx, do, cfg, keepers, wait, now)
 	}
 	var links []netlink.Link
 	if err == nil {
@@ -101,8 +116,16 @@ func removeLeftover(ctx context.Context, h *netlink.Handle, do func(func() error
 	if len(keepers) == 0 {
 		return nil
 	}
-	// The keeper closes its descriptors and its socket at once when the
-	// device goes (the socket last): with the socket gone, so is the port.
+	return waitKeepers(ctx, do, cfg, keepers, wait, now)
+}
+
+// waitKeepers waits up to wait, less if ctx ends, for keepers, the
+// descriptor keepers of a flannel0 deleted, to let go of their UDP port,
+// checking inside do; now is as for removeLeftover. The keeper closes its
+// descriptors and its socket at once when the device goes (the socket
+// last): with the socket gone, so is the port.
+func waitKeepers(ctx context.Context, do func(func() error) error, cfg backend.Config, keepers []int, wait time.Duration, now string) error {
+	log := cfg.Logger
 	start := time.Now()
 	deadline := start.Add(wait)
 	for {
@@ -175,10 +198,7 @@ func leftover(ctx context.Context, h *netlink.Handle, l netlink.Link, links []ne
 	if open := t.Queues + t.DisabledQueues; open > 0 {
 		n := 0
 		var unread []int
-		for _, pid := range keeperPids(DeviceName) {
-			if uid, ok := sockclaim.ProcessUID(pid); !ok || uid != os.Geteuid() {
-				continue
-			}
+		for _, pid := range ourKeepers() {
 			q, err := queuesOf(pid, DeviceName)
 			switch {
 			case errors.Is(err, fs.ErrPermission):
@@ -202,6 +222,19 @@ func leftover(ctx context.Context, h *netlink.Handle, l netlink.Link, links []ne
 	return fmt.Sprintf("it is as only agentd makes it and serves nothing else: a persistent multi-queue TUN device with a virtio header, "+
 		"%s, every route through it into the cluster network %s, no agentd running udp on it; %s",
 		backend.DeviceAddrNote(addr), cfg.Network.Network, held), "", keepers, nil
+}
+
+// ourKeepers are the pids of the keepers of flannel0 in this thread's
+// network namespace (keeperPids) with our user ID: the only ones that
+// talk to us, and whose name no other user can have given itself.
+func ourKeepers() []int {
+	var pids []int
+	for _, pid := range keeperPids(DeviceName) {
+		if uid, ok := sockclaim.ProcessUID(pid); ok && uid == os.Geteuid() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // queuesOf counts the descriptors of process pid attached to a TUN device

@@ -3,6 +3,7 @@ package udp
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -225,4 +226,65 @@ func (h *testHost) countLogsWith(subs ...string) int {
 		}
 	}
 	return n
+}
+
+// TestDecommissionStoppedKeeper: agentd --release-lease (Decommission)
+// deletes flannel0, but its keeper, stopped with SIGSTOP, cannot exit and
+// holds the UDP port: the removal fails, naming the keeper's pid and the
+// command that ends it. A release run again, with flannel0 gone, fails so
+// too while the keeper runs on; once the keeper is let go on (SIGCONT), it
+// exits, and a run finds nothing left. Before, the second run returned nil
+// at once (no flannel0, nothing to do), so agentd exited 0 with the
+// keeper still holding the port, though README's recovery for a failed
+// removal is to run --release-lease again.
+func TestDecommissionStoppedKeeper(t *testing.T) {
+	h := newTestNet(t)
+	h.udpAgentGone(t)
+	keepers := h.keepers(t)
+	for _, pid := range keepers {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A keeper the test leaves stopped is killed, once shown to be one
+	// still (its pid, gone, may be another process's by then).
+	t.Cleanup(func() {
+		for _, pid := range h.keepers(t) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	const wait = 200 * time.Millisecond
+	pids := strings.Trim(fmt.Sprint(keepers), "[]")
+	for _, run := range []string{"first", "second"} {
+		err := removeLeftover(context.Background(), h.host.Handle, h.host.Do, h.cfg, wait, "")
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("descriptor keeper (pids %v) has not exited in %v", keepers, wait)) ||
+			!strings.HasSuffix(err.Error(), "(stopped?): kill -KILL "+pids) {
+			t.Fatalf("%s run with the keeper (pids %s) stopped: %v; want its pids and the kill command\n%s", run, pids, err, h.logText())
+		}
+		if _, err := h.host.Handle.LinkByName(DeviceName); err == nil {
+			t.Fatalf("%s run: flannel0 not deleted:\n%s", run, h.logText())
+		}
+	}
+	if n := h.countLogsWith(`"deleted our udp backend's TUN device, with its address and route: the lease is released"`); n != 1 {
+		t.Errorf("logged the deletion %d times, want once:\n%s", n, h.logText())
+	}
+
+	for _, pid := range keepers {
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(h.keepers(t)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the keeper (pids %s) runs on 10 s after SIGCONT, its device gone", pids)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := removeLeftover(context.Background(), h.host.Handle, h.host.Do, h.cfg, wait, ""); err != nil {
+		t.Fatalf("a run once the keeper exited: %v", err)
+	}
+	if err := h.host.Do(func() error { return bindExclusive(h.b.listenAddr()) }); err != nil {
+		t.Errorf("port %s still taken once the keeper exited: %v", h.b.listenAddr(), err)
+	}
 }
