@@ -895,10 +895,11 @@ func (a *agent) reconcileLoop(ctx context.Context, be backend.Backend, mgr lease
 }
 
 // release gives this host's lease back (graceful decommission), then
-// removes what agentd made in the kernel (removeDatapath); a release that
-// fails removes nothing. It holds the state dir's lock while it does, and
-// refuses while an agent holds it: that agent would recreate its key at
-// once, with subnet.env already removed, and its datapath.
+// removes lost-subnet.env, subnet.env and what agentd made in the kernel
+// (removeDatapath), each whether or not those before it could be; a
+// release that fails removes nothing. It holds the state dir's lock while
+// it does, and refuses while an agent holds it: that agent would recreate
+// its key at once, with subnet.env already removed, and its datapath.
 func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	lock, err := lockStateDir(cfg.StateDir)
 	if errors.Is(err, errStateDirLocked) {
@@ -959,31 +960,37 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	}); err != nil {
 		return err
 	}
+	// Each removal below goes on past a failure of the one before: a
+	// file that cannot be removed keeps nothing else (what agentd made in
+	// the kernel goes all the same), and every failure is returned, each
+	// saying whether the lease was released.
+	failed := func(path string, err error) error {
+		if !ok {
+			return fmt.Errorf("no lease of this host to release, but removing %s failed: %w", path, err)
+		}
+		return fmt.Errorf("lease released, but removing %s failed: %w", path, err)
+	}
+	var errs []error
 	// The subnet a run that lost its lease kept is forgotten too: a
 	// decommissioned host's next start, if any, prefers nothing.
 	if err := os.Remove(lostSubnetPath(cfg.StateDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing %s failed: %w", lostSubnetPath(cfg.StateDir), err)
+		errs = append(errs, failed(lostSubnetPath(cfg.StateDir), err))
 	}
-	if !ok {
-		// Expired, or released already: subnet.env names a subnet this
-		// host does not hold, and goes all the same.
-		if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("no lease of this host to release, but removing %s failed: %w", cfg.SubnetFile, err)
-		}
-		log.Info("no lease of this host to release; subnet.env removed", "publicIP", ext.PublicIP, "path", cfg.SubnetFile)
-		if err := removeDatapath(ctx, log, &cfg, netCfg, ext); err != nil {
-			return fmt.Errorf("no lease of this host to release, but removing what agentd made in the kernel: %w", err)
-		}
-		return nil
-	}
+	// Expired, or released already (!ok): subnet.env names a subnet this
+	// host does not hold, and goes all the same.
 	if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("lease released, but removing %s failed: %w", cfg.SubnetFile, err)
+		errs = append(errs, failed(cfg.SubnetFile, err))
+	} else if !ok {
+		log.Info("no lease of this host to release; subnet.env removed", "publicIP", ext.PublicIP, "path", cfg.SubnetFile)
+	} else {
+		log.Info("lease released; subnet.env removed", "subnet", l.Subnet, "path", cfg.SubnetFile)
 	}
-	log.Info("lease released; subnet.env removed", "subnet", l.Subnet, "path", cfg.SubnetFile)
-	if err := removeDatapath(ctx, log, &cfg, netCfg, ext); err != nil {
-		return fmt.Errorf("lease released, but removing what agentd made in the kernel: %w", err)
+	if err := removeDatapath(ctx, log, &cfg, netCfg, ext); err != nil && !ok {
+		errs = append(errs, fmt.Errorf("no lease of this host to release, but removing what agentd made in the kernel: %w", err))
+	} else if err != nil {
+		errs = append(errs, fmt.Errorf("lease released, but removing what agentd made in the kernel: %w", err))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // stoppedBeforeRelease says of err, which ended release before it asked
