@@ -909,6 +909,20 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		return err
 	}
 	defer lock.Close()
+	// An agent running in this network namespace on another state dir,
+	// which the lock does not see (run with another --state-dir, or for
+	// another network), takes every route of ours and the AGENTD-* chains
+	// for its own, and its device may be shaped as ours: removeDatapath
+	// would delete them from under it. Refused before anything is
+	// released, as for the lock; the claim, held until the release is
+	// done, also keeps such an agent from starting meanwhile.
+	claim, _, err := claimNetns()
+	if err != nil {
+		return fmt.Errorf("%w; nothing released, as --release-lease would delete its routes, devices and iptables chains", err)
+	}
+	if claim != nil {
+		defer claim.Close()
+	}
 	// subnet.env is removed below: not in a directory another user could
 	// have replaced meanwhile (a symlink there would point the removal
 	// elsewhere), as a start refuses it there (checkSubnetFile). Refused

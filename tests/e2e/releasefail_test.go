@@ -243,3 +243,71 @@ func TestReleaseLeaseFileRemovalFails(t *testing.T) {
 		t.Errorf("h1: --release-lease again did not say only that there is no lease:\n%s", log)
 	}
 }
+
+// TestReleaseLeaseRefusedBesideAgent: --release-lease given another
+// --state-dir than the agent running on the host (which agentd.lock
+// therefore does not stop) is refused before it releases anything, naming
+// that agent: it would delete the running agent's routes, device and
+// iptables chains, all of which look like its own. Before, it found no
+// lease of its (new) host identity, exited 0, and deleted the running
+// agent's flannel.1 (as the leftover of a vxlan agent) and AGENTD-*
+// chains, which that agent then made anew.
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1   agent A runs; --release-lease --state-dir=state-b beside it
+//	               └─ etcd 198.18.0.254
+func TestReleaseLeaseRefusedBesideAgent(t *testing.T) {
+	f := newFixture(t, 1, hfConfig("vxlan"), "--ip-masq")
+	h1 := f.c.Host(1)
+	a1 := f.start(h1)
+	f.waitReady(h1)
+	dev, err := h1.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatalf("h1 has no flannel.1 while its agent runs: %v", err)
+	}
+	rules := ourRules(t, h1)
+	if len(rules) == 0 {
+		t.Fatalf("h1 has no iptables rule of ours while its agent runs with --ip-masq")
+	}
+	leases := f.leases()
+	bin, err := f.c.Binary(f.ctx, "agentd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := h1.StartNamed("agentd-release", bin, h1.AgentArgs(
+		"--state-dir="+h1.Dir+"/state-b",
+		"--subnet-file="+h1.Dir+"/subnet-b.env",
+		"--healthz-addr="+h1.IP.String()+":8481",
+		"--release-lease")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := rel.Wait(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(rel.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(raw)
+	t.Logf("h1 --release-lease beside the agent: exit %d\n%s", code, log)
+	if code != 1 {
+		t.Errorf("h1 --release-lease beside a running agent: exit %d, want 1", code)
+	}
+	if ls := linesWith(log, `"agentd failed"`, fmt.Sprintf("agentd (pid %d) runs in this network namespace", a1.Pid()),
+		"nothing released, as --release-lease would delete its routes, devices and iptables chains"); len(ls) != 1 {
+		t.Errorf("h1: --release-lease did not fail once naming the running agent (pid %d)", a1.Pid())
+	}
+	if strings.Contains(log, `"deleted our`) || strings.Contains(log, "subnet.env removed") {
+		t.Errorf("h1: --release-lease beside a running agent removed something")
+	}
+	if l, err := h1.LinkByName("flannel.1"); err != nil || l.Attrs().Index != dev.Attrs().Index {
+		t.Errorf("h1: the running agent's flannel.1 (#%d) was deleted: %v", dev.Attrs().Index, err)
+	}
+	if got := ourRules(t, h1); strings.Join(got, "\n") != strings.Join(rules, "\n") {
+		t.Errorf("h1: the running agent's iptables rules changed:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(rules, "\n"))
+	}
+	if got := f.leases(); len(got) != len(leases) {
+		t.Errorf("leases in etcd: %v, want %v", got, leases)
+	}
+}
