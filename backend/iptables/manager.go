@@ -345,14 +345,14 @@ func (m *Manager) RemoveFromOtherBackend() error {
 // --release-lease: no agent runs here any more, whatever mode the last one
 // had). It returns the tables it deleted something of ours from, each
 // followed by its backend in parentheses ("nat (nf_tables)"), so that the
-// caller can say what went.
+// caller can say what went. A failure in one backend does not keep it
+// from the other: it returns the tables written in both, and every
+// failure.
 func (m *Manager) RemoveEverywhere() (removed []string, err error) {
-	if err := m.Remove(); err != nil {
-		return nil, err
-	}
+	err = m.Remove()
 	removed = m.wroteIn()
-	other, err := m.removeFromOther()
-	return append(removed, other...), err
+	other, otherErr := m.removeFromOther()
+	return append(removed, other...), errors.Join(err, otherErr)
 }
 
 // removeFromOther is RemoveFromOtherBackend, returning the tables written
