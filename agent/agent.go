@@ -909,6 +909,13 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		return err
 	}
 	defer lock.Close()
+	// subnet.env is removed below: not in a directory another user could
+	// have replaced meanwhile (a symlink there would point the removal
+	// elsewhere), as a start refuses it there (checkSubnetFile). Refused
+	// before anything is released.
+	if err := atomicfile.CheckPath(cfg.SubnetFile); errors.Is(err, atomicfile.ErrUntrusted) {
+		return fmt.Errorf("subnet.env (--subnet-file): %w; nothing released, as agentd would remove subnet.env there", err)
+	}
 	// An agent running in this network namespace on another state dir,
 	// which the lock does not see (run with another --state-dir, or for
 	// another network), takes every route of ours and the AGENTD-* chains
@@ -922,13 +929,6 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	}
 	if claim != nil {
 		defer claim.Close()
-	}
-	// subnet.env is removed below: not in a directory another user could
-	// have replaced meanwhile (a symlink there would point the removal
-	// elsewhere), as a start refuses it there (checkSubnetFile). Refused
-	// before anything is released.
-	if err := atomicfile.CheckPath(cfg.SubnetFile); errors.Is(err, atomicfile.ErrUntrusted) {
-		return fmt.Errorf("subnet.env (--subnet-file): %w; nothing released, as agentd would remove subnet.env there", err)
 	}
 	ext, err := FindExternalInterface(&cfg)
 	if err != nil {
