@@ -930,6 +930,14 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	if claim != nil {
 		defer claim.Close()
 	}
+	// A flanneld here (flanneld.go), as at an agent's start: after going
+	// back to flanneld it runs on agentd's flannel.<VNI>, whose MAC is the
+	// state dir's, and renews agentd's lease key; removeDatapath would
+	// delete its live device and the release its lease. Refused before
+	// anything is released.
+	if pids := flanneldScan()(); len(pids) > 0 {
+		return &flanneldRunningError{pids: pids, release: true}
+	}
 	ext, err := FindExternalInterface(&cfg)
 	if err != nil {
 		return err

@@ -26,7 +26,10 @@ import (
 // So the agent looks for flanneld before it touches the kernel or etcd and
 // refuses to start beside it, and looks again every flanneldCheckEvery
 // while it runs: a flanneld seen in two checks in a row (the udp one exits
-// by itself at once, its port being the agent's) stops the agent. A
+// by itself at once, its port being the agent's) stops the agent.
+// --release-lease looks once too, before it releases anything: beside a
+// flanneld (a host gone back to it) it would give back the lease flanneld
+// renews and delete flanneld's device, agentd's flannel.<VNI>. A
 // flanneld is a process whose comm is "flanneld" and whose network
 // namespace is ours. One this process cannot see is not found: agentd in
 // the DaemonSet's pod, which has a PID namespace of its own, does not see
@@ -41,10 +44,18 @@ type flanneldRunningError struct {
 	pids []int
 	// later: seen while the agent ran, not at its start.
 	later bool
+	// release: seen by --release-lease, before it released anything.
+	release bool
 }
 
 func (e *flanneldRunningError) Error() string {
 	pids := strings.Trim(fmt.Sprint(e.pids), "[]")
+	if e.release {
+		return "flanneld (pid " + pids + ") runs in this network namespace: nothing released, as --release-lease would give back the lease flanneld renews " +
+			"(agentd's, on a host gone back to flanneld) and delete the device it runs on, with its routes. To decommission the host, " +
+			"stop flanneld first (systemctl stop flanneld), then run agentd --release-lease; on a host that stays on flanneld, do not run it " +
+			"(README, Going back to flanneld)"
+	}
 	if e.later {
 		return "flanneld (pid " + pids + ") started in this network namespace while agentd ran: it takes this host's lease and subnet.env over, " +
 			"and both would go on programming the overlay. agentd stops and leaves the host to flanneld; to keep agentd, stop flanneld and start agentd again " +
