@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
+	"slices"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/iptables"
@@ -75,16 +77,25 @@ func removeOurRoutes(log logr.Logger) error {
 	return errors.Join(errs...)
 }
 
+// iptablesCommands are the commands of either iptables backend, one of
+// which agentd needs to have made chains.
+var iptablesCommands = []string{"iptables", "iptables-" + iptables.ModeNFT, "iptables-" + iptables.ModeLegacy}
+
 // removeOurChains deletes our iptables chains and the jumps into them, in
 // both iptables backends (iptables.Manager.RemoveEverywhere), logging the
-// tables they were in in one line. Without iptables there is nothing of
-// ours to delete.
+// tables they were in in one line. With no iptables command at all there
+// is nothing of ours to delete; iptables that is there but cannot be run
+// (--iptables-mode's command missing, a failing --version) is an error,
+// as chains of ours may be left.
 func removeOurChains(ctx context.Context, log logr.Logger, cfg *Config) error {
 	// The Manager's own line per table is -v=2 here: this one says it.
 	m, err := iptables.New(iptables.IPv4, log.V(2).WithName("iptables"), iptables.Options{Mode: cfg.IPTablesMode, Context: ctx})
 	if err != nil {
-		log.V(2).Info("iptables not available; no iptables chains to delete", "err", err)
-		return nil
+		if !slices.ContainsFunc(iptablesCommands, func(name string) bool { _, err := exec.LookPath(name); return err == nil }) {
+			log.Info("no iptables command here, so no iptables chains of ours to delete", "commands", iptablesCommands)
+			return nil
+		}
+		return fmt.Errorf("delete our iptables chains: %w", err)
 	}
 	removed, err := m.RemoveEverywhere()
 	if len(removed) > 0 {
