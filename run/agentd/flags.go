@@ -56,10 +56,6 @@ type flagValues struct {
 	iptMode      string
 	dockerFwMark string
 
-	healthzAddr string
-	healthzIP   string
-	healthzPort int
-
 	leaseTTL      time.Duration
 	resync        time.Duration
 	iptResync     int
@@ -107,9 +103,9 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.StringVar(&v.iptMode, "iptables-mode", "", "iptables backend for our rules: nft, legacy, auto (the one the host's dockerd or kube-proxy uses; for images carrying both), or empty for the backend of the iptables command in PATH")
 	fs.StringVar(&v.dockerFwMark, "docker-accept-fwmark", "", "value/mask to set in mangle FORWARD on traffic within the overlay network, e.g. 0x200000/0x200000, for dockerd --bridge-accept-fwmark with the same value (Docker's nftables firewall drops that traffic otherwise); empty: off")
 
-	fs.StringVar(&v.healthzAddr, "healthz-addr", d.HealthzAddr, "host:port of the health server: /healthz, /readyz, /status, /metrics (empty: off)")
-	fs.StringVar(&v.healthzIP, "healthz-ip", healthzaddr.DefaultIP, "address of the health server when --healthz-port is set (flannel's form)")
-	fs.IntVar(&v.healthzPort, "healthz-port", 0, "port of the health server (0: off; --healthz-addr wins when both are set)")
+	fs.String("healthz-addr", d.HealthzAddr, "host:port of the health server: /healthz, /readyz, /status, /metrics (empty: off)")
+	fs.String("healthz-ip", healthzaddr.DefaultIP, "address of the health server when --healthz-port is set (flannel's form)")
+	fs.Int("healthz-port", 0, "port of the health server (0: off; --healthz-addr wins when both are set)")
 
 	fs.DurationVar(&v.leaseTTL, "subnet-lease-ttl", d.SubnetLeaseTTL, "TTL of the etcd lease that holds this host's subnet (whole seconds, at least 1s)")
 	fs.DurationVar(&v.resync, "resync-interval", d.ResyncInterval, "how often the kernel state is fully compared with the lease set")
