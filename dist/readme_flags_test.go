@@ -14,8 +14,9 @@ import (
 
 var (
 	// definedFlag is a flag run/agentd/flags.go registers (fs.StringVar(&v.x,
-	// "name", …)) or a flanneld flag it accepts hidden ({"name", "type", …}).
-	definedFlag = regexp.MustCompile(`(?m)(?:fs\.\w+\(&[\w.]+, "([a-z][a-z0-9-]*)"|^\s*\{"([a-z][a-z0-9-]*)", "(?:string|bool|int)",)`)
+	// "name", …), or fs.String("name", …) for one read through the flag set)
+	// or a flanneld flag it accepts hidden ({"name", "type", …}).
+	definedFlag = regexp.MustCompile(`(?m)(?:fs\.(?:\w+\(&[\w.]+, |(?:String|Int|Bool|Duration)\()"([a-z][a-z0-9-]*)"|^\s*\{"([a-z][a-z0-9-]*)", "(?:string|bool|int)",)`)
 	// flagRow is a row of README's flags table: its flag cell, its default
 	// cell.
 	flagRow   = regexp.MustCompile(`(?m)^\| (` + "`--" + `[^|]*)\| ([^|]*)\|`)
