@@ -34,24 +34,16 @@ func TestLegacyAttachmentKeepsChain(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	del := func(network, id, ifName string) {
-		t.Helper()
-		a := f.attach(network, id, ifName, "")
-		a.Netns = ""
-		if err := f.p.Del(a); err != nil {
-			t.Fatalf("DEL of %s %s in %s: %v", id, ifName, network, err)
-		}
-	}
-	del("cbr0", "c1", "eth1")
+	f.delGone(t, "cbr0", "c1", "eth1")
 	if len(f.masq.removed) > 0 {
 		t.Errorf("DEL of c1's eth1 removed the masquerade chains of %q, while flannel's file of c1's eth0 in cbr0 is there", f.masq.removed)
 	}
 	// c2's per-container file is cbr0's, not network other's; c3's is a
 	// second name of its eth0's file.
-	del("other", "c2", "net1")
-	del("cbr0", "c3", "eth1")
-	del("cbr0", "c3", "eth0")
-	del("cbr0", "c1", "eth0")
+	f.delGone(t, "other", "c2", "net1")
+	f.delGone(t, "cbr0", "c3", "eth1")
+	f.delGone(t, "cbr0", "c3", "eth0")
+	f.delGone(t, "cbr0", "c1", "eth0")
 	if want := []string{"other c2", "cbr0 c3", "cbr0 c1"}; !slices.Equal(f.masq.removed, want) {
 		t.Errorf("the DELs removed the masquerade chains of %q, want %q", f.masq.removed, want)
 	}

@@ -36,24 +36,16 @@ func TestSavedNameAnyCase(t *testing.T) {
 	if err := f.p.Add(f.attach("cbr0", "c1", "eth1", "")); err != nil {
 		t.Fatal(err)
 	}
-	del := func(network, id, ifName string) {
-		t.Helper()
-		a := f.attach(network, id, ifName, "")
-		a.Netns = ""
-		if err := f.p.Del(a); err != nil {
-			t.Fatalf("DEL of %s %s in %s: %v", id, ifName, network, err)
-		}
-	}
-	del("cbr0", "c1", "eth1")
+	f.delGone(t, "cbr0", "c1", "eth1")
 	if len(f.masq.removed) > 0 {
 		t.Errorf("DEL of c1's eth1 removed the masquerade chains of %q, while flannel's file of c1 (\"Name\":\"cbr0\") is there", f.masq.removed)
 	}
 	f.exec.calls = nil
-	del("agentd", "c2", "eth0")
+	f.delGone(t, "agentd", "c2", "eth0")
 	if len(f.exec.calls) != 1 || string(f.exec.calls[0].stdin) != flannelsFileName {
 		t.Errorf("DEL of c2 under the new name ran %d delegate calls, the last given\n%s\nwant one DEL given flannel's file of c2\n%s", len(f.exec.calls), lastStdin(f), flannelsFileName)
 	}
-	del("cbr0", "c1", "eth0")
+	f.delGone(t, "cbr0", "c1", "eth0")
 	if want := []string{"cbr0 c2", "cbr0 c1"}; !slices.Equal(f.masq.removed, want) {
 		t.Errorf("the DELs removed the masquerade chains of %q, want %q", f.masq.removed, want)
 	}

@@ -195,6 +195,17 @@ func (f *fixture) attach(network, id, ifName, extra string) *skel.CmdArgs {
 	return &skel.CmdArgs{ContainerID: id, Netns: "/var/run/netns/x", IfName: ifName, StdinData: []byte(conf)}
 }
 
+// delGone runs DEL of an attachment without its network namespace, as a
+// runtime does once the container is gone, and fails the test if it fails.
+func (f *fixture) delGone(t *testing.T, network, id, ifName string) {
+	t.Helper()
+	a := f.attach(network, id, ifName, "")
+	a.Netns = ""
+	if err := f.p.Del(a); err != nil {
+		t.Fatalf("DEL of %s %s in %s: %v", id, ifName, network, err)
+	}
+}
+
 // saved is where ADD saves for container id's eth0 in network cbr0.
 func (f *fixture) saved(id string) string {
 	return filepath.Join(f.dataDir, "cbr0:"+id+":eth0")
