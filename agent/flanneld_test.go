@@ -92,26 +92,36 @@ func TestFlanneldWatch(t *testing.T) {
 // namespace (this test's) is not named.
 func TestRefusedBesideFlanneld(t *testing.T) {
 	cluster.RequireRoot(t)
+	runBesideFlanneld(t, stateLockConfig(t), "Run", func(here int) []string {
+		return []string{"flanneld (pid " + strconv.Itoa(here) + ") runs in this network namespace", "Stop flanneld first"}
+	})
+}
+
+// runBesideFlanneld starts a fake flanneld in this test's namespace and
+// one in a new namespace, runs the agent with cfg in the new one (bounded:
+// an agent that does not look for flanneld waits for the etcd that is not
+// there), and fails the test unless its error holds every string wants
+// gives for the pid of the flanneld beside it. what names the run in the
+// failure.
+func runBesideFlanneld(t *testing.T, cfg Config, what string, wants func(here int) []string) {
+	t.Helper()
 	start := fakeFlanneld(t)
 	elsewhere, err := start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := stateLockConfig(t)
 	inNewNetns(t, func() {
 		here, err := start()
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		// Bounded: an agent that does not look for flanneld waits for
-		// the etcd that is not there.
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		err = Run(ctx, cfg)
-		for _, want := range []string{"flanneld (pid " + strconv.Itoa(here.Process.Pid) + ") runs in this network namespace", "Stop flanneld first"} {
+		for _, want := range wants(here.Process.Pid) {
 			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Errorf("Run beside flanneld (pid %d here, %d elsewhere) = %v, want it refused saying %q", here.Process.Pid, elsewhere.Process.Pid, err, want)
+				t.Errorf("%s beside flanneld (pid %d here, %d elsewhere) = %v, want it refused saying %q", what, here.Process.Pid, elsewhere.Process.Pid, err, want)
 			}
 		}
 	})

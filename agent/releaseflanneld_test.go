@@ -1,12 +1,9 @@
 package agent
 
 import (
-	"context"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
 )
@@ -20,34 +17,14 @@ import (
 // released the lease flanneld renews and deleted flanneld's device.
 func TestReleaseLeaseRefusedBesideFlanneld(t *testing.T) {
 	cluster.RequireRoot(t)
-	start := fakeFlanneld(t)
-	elsewhere, err := start()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := stateLockConfig(t)
 	cfg.ReleaseLease = true
 	const env = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
 	if err := os.WriteFile(cfg.SubnetFile, []byte(env), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	inNewNetns(t, func() {
-		here, err := start()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		// Bounded: a release that does not look for flanneld waits for
-		// the etcd that is not there.
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		defer cancel()
-		err = Run(ctx, cfg)
-		for _, want := range []string{"flanneld (pid " + strconv.Itoa(here.Process.Pid) + ") runs in this network namespace: nothing released",
-			"stop flanneld first"} {
-			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Errorf("--release-lease beside flanneld (pid %d here, %d elsewhere) = %v, want it refused saying %q", here.Process.Pid, elsewhere.Process.Pid, err, want)
-			}
-		}
+	runBesideFlanneld(t, cfg, "--release-lease", func(here int) []string {
+		return []string{"flanneld (pid " + strconv.Itoa(here) + ") runs in this network namespace: nothing released", "stop flanneld first"}
 	})
 	if b, err := os.ReadFile(cfg.SubnetFile); err != nil || string(b) != env {
 		t.Errorf("subnet.env after the refused release: %q, %v; want it unchanged", b, err)
