@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"slices"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/iptables"
@@ -83,18 +82,28 @@ var iptablesCommands = []string{"iptables", "iptables-" + iptables.ModeNFT, "ipt
 
 // removeOurChains deletes our iptables chains and the jumps into them, in
 // both iptables backends (iptables.Manager.RemoveEverywhere), logging the
-// tables they were in in one line. With no iptables command at all there
-// is nothing of ours to delete; iptables that is there but cannot be run
-// (--iptables-mode's command missing, a failing --version) is an error,
-// as chains of ours may be left.
+// tables they were in in one line. It starts from the backend of
+// --iptables-mode's command, or when that command is not here from the
+// backend of a command that is (releaseMode): RemoveEverywhere goes on to
+// the other backend whenever its command is here, so the mode orders the
+// two, and a backend whose command is not here is left as the running
+// agent leaves it (iptables.Manager.RemoveFromOtherBackend). With no
+// iptables command at all there is nothing of ours to delete; iptables
+// that is there but cannot be run (a failing --version) is an error, as
+// chains of ours may be left.
 func removeOurChains(ctx context.Context, log logr.Logger, cfg *Config) error {
+	mode, ok := releaseMode(cfg.IPTablesMode)
+	if !ok {
+		log.Info("no iptables command here, so no iptables chains of ours to delete", "commands", iptablesCommands)
+		return nil
+	}
+	if mode != cfg.IPTablesMode && cfg.IPTablesMode != iptables.ModeAuto {
+		log.Info("no command here for --iptables-mode; deleting our iptables chains with the one here, in each backend whose command is here",
+			"mode", cfg.IPTablesMode, "missing", modeCommand(cfg.IPTablesMode), "command", modeCommand(mode))
+	}
 	// The Manager's own line per table is -v=2 here: this one says it.
-	m, err := iptables.New(iptables.IPv4, log.V(2).WithName("iptables"), iptables.Options{Mode: cfg.IPTablesMode, Context: ctx})
+	m, err := iptables.New(iptables.IPv4, log.V(2).WithName("iptables"), iptables.Options{Mode: mode, Context: ctx})
 	if err != nil {
-		if !slices.ContainsFunc(iptablesCommands, func(name string) bool { _, err := exec.LookPath(name); return err == nil }) {
-			log.Info("no iptables command here, so no iptables chains of ours to delete", "commands", iptablesCommands)
-			return nil
-		}
 		return fmt.Errorf("delete our iptables chains: %w", err)
 	}
 	removed, err := m.RemoveEverywhere()
@@ -105,4 +114,31 @@ func removeOurChains(ctx context.Context, log logr.Logger, cfg *Config) error {
 		return fmt.Errorf("delete our iptables chains: %w", err)
 	}
 	return nil
+}
+
+// releaseMode returns the iptables mode removeOurChains starts from: mode
+// when its command is here, else the first of the iptables command's,
+// nft's and legacy's that is (ok false: none is). auto, which reads both
+// backends' tables to choose one, is the iptables command's: both are
+// cleaned whichever goes first.
+func releaseMode(mode string) (string, bool) {
+	for _, m := range []string{mode, iptables.ModeDefault, iptables.ModeNFT, iptables.ModeLegacy} {
+		if m == iptables.ModeAuto {
+			continue
+		}
+		if _, err := exec.LookPath(modeCommand(m)); err == nil {
+			return m, true
+		}
+	}
+	return "", false
+}
+
+// modeCommand is the command iptables mode mode runs: iptables-nft,
+// iptables-legacy, or iptables (the default, and auto's choice when it
+// cannot tell).
+func modeCommand(mode string) string {
+	if mode == iptables.ModeNFT || mode == iptables.ModeLegacy {
+		return "iptables-" + mode
+	}
+	return "iptables"
 }

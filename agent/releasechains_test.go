@@ -10,8 +10,9 @@ import (
 )
 
 // TestRemoveOurChainsIptablesBroken: an iptables that is there but cannot
-// be run (its --version fails; --iptables-mode=legacy without
-// iptables-legacy) fails the removal of our chains, which may be left:
+// be run (its --version fails, also when it stands in for an
+// --iptables-mode command the host does not have) fails the removal of
+// our chains, which may be left:
 // before, that was "iptables not available", at -v=2, and --release-lease
 // exited 0 with AGENTD-* chains in place. With no iptables command at all
 // there can be no chains of ours, and the line saying so is at -v=0.
@@ -31,7 +32,7 @@ func TestRemoveOurChainsIptablesBroken(t *testing.T) {
 		want       string // "" for no error
 	}{
 		{"version fails", "", []string{"iptables"}, "delete our iptables chains: "},
-		{"legacy missing", "legacy", []string{"iptables", "iptables-nft"}, "delete our iptables chains: iptables-legacy: "},
+		{"legacy missing", "legacy", []string{"iptables", "iptables-nft"}, "/iptables: could not get iptables version"},
 		{"none", "legacy", nil, ""},
 		{"none, default mode", "", nil, ""},
 	} {
