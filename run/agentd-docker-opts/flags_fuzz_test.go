@@ -7,7 +7,8 @@ import (
 )
 
 // FuzzParseFlags: any command line is either refused with a one-line
-// message, or gives --help, or options with a wait that is not negative;
+// message, or gives --help, or options with a wait that is not negative and
+// a subnet file that is not empty;
 // written back as flags (and dockerd's arguments after "--", when there was
 // a "--"), those options parse to themselves.
 //
@@ -40,6 +41,9 @@ func FuzzParseFlags(f *testing.F) {
 		}
 		if o.wait < 0 {
 			t.Fatalf("parseFlags(%q): negative wait %v accepted", args, o.wait)
+		}
+		if o.subnetFile == "" {
+			t.Fatalf("parseFlags(%q): empty --subnet-file accepted", args)
 		}
 		again := []string{"--subnet-file=" + o.subnetFile, "--output=" + o.output, "--wait=" + o.wait.String(), "--docker-config=" + o.dockerConfig, "--bridge=" + o.bridge}
 		if o.dockerdArgs != nil {

@@ -217,6 +217,14 @@ func parseFlags(args []string) (o options, usage string, err error) {
 	if o.wait < 0 {
 		return o, "", fmt.Errorf("invalid --wait %v: must not be negative", o.wait)
 	}
+	// Unlike --output's, --docker-config's and --bridge's, an empty value
+	// means nothing here, and no file of that name ever appears: --wait
+	// would wait out its whole time (10 minutes in the drop-in, at each
+	// start). An unset variable in the drop-in gives it, such as
+	// ${AGENTD_SUBNET_FILE}, which docker.service does not have.
+	if o.subnetFile == "" {
+		return o, "", errors.New(`--subnet-file is empty (an unset variable in the drop-in? docker.service does not read /etc/agentd/agentd.env): name the subnet.env agentd writes, /run/flannel/subnet.env unless agentd's --subnet-file or AGENTD_SUBNET_FILE says otherwise`)
+	}
 	return o, "", nil
 }
 

@@ -135,6 +135,16 @@ func TestRun(t *testing.T) {
 		{name: "stray argument", args: []string{"x"}, code: exitUsage, stderr: "agentd-docker-opts: unexpected argument \"x\"\n"},
 		{name: "stray argument before dockerd's", args: []string{"x", "--", "-D"}, code: exitUsage, stderr: "agentd-docker-opts: unexpected argument \"x\"\n"},
 		{name: "negative wait", args: []string{"--wait=-1s"}, code: exitUsage, stderr: "agentd-docker-opts: invalid --wait -1s: must not be negative\n"},
+		{
+			// As the drop-in gives it when its --subnet-file names a variable
+			// docker.service does not have: a usage error at once, not a
+			// --wait for a file named "" (before: exit 1 after the whole --wait,
+			// "agentd-docker-opts:  does not exist: … (waited 2s)").
+			name:   "empty subnet file",
+			args:   []string{"--subnet-file=", "--wait=2s"},
+			code:   exitUsage,
+			stderr: "agentd-docker-opts: --subnet-file is empty (an unset variable in the drop-in? docker.service does not read /etc/agentd/agentd.env): name the subnet.env agentd writes, /run/flannel/subnet.env unless agentd's --subnet-file or AGENTD_SUBNET_FILE says otherwise\n",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".env")
