@@ -2,8 +2,10 @@ package cniplugin
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -18,8 +20,17 @@ import (
 // later ADD, DEL and GC's retries, first in their order, and the records
 // after it were never retried. Once readable, c2's file of another network
 // does not keep its chain: c1's was kept because its file could not be
-// read.
+// read. It runs in a child process of its own (see withOneFD).
 func TestRetryKeepsChainOfUnreadableLegacy(t *testing.T) {
+	if os.Getenv(oneFDChildEnv) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRetryKeepsChainOfUnreadableLegacy$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), oneFDChildEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestRetryKeepsChainOfUnreadableLegacy") {
+			t.Fatalf("the child process: %v\n%s", err, out)
+		}
+		return
+	}
 	f := newFixture(t)
 	f.masq.chains = map[string]bool{"cbr0 c1": true, "cbr0 c2": true}
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
@@ -58,13 +69,21 @@ func TestRetryKeepsChainOfUnreadableLegacy(t *testing.T) {
 	}
 }
 
+// oneFDChildEnv is set in the environment of the child process that
+// TestRetryKeepsChainOfUnreadableLegacy runs itself in.
+const oneFDChildEnv = "CNIPLUGIN_TEST_ONE_FD_CHILD"
+
 // withOneFD runs fn while the process may open one more file descriptor
 // only (RLIMIT_NOFILE at the second lowest free number): retryMasq's
 // open of masqRetryDir takes it, and any other open in fn fails with
-// EMFILE. The package's tests run one at a time, so no other test opens
-// files meanwhile.
+// EMFILE, in any goroutine of the process. So it runs only in a child
+// process that runs one test (oneFDChildEnv set): a test of the package
+// running in parallel would fail its opens meanwhile.
 func withOneFD(t *testing.T, fn func()) {
 	t.Helper()
+	if os.Getenv(oneFDChildEnv) == "" {
+		t.Fatalf("withOneFD runs only in a child process that runs one test (%s set)", oneFDChildEnv)
+	}
 	var fds [2]*os.File
 	for i := range fds {
 		f, err := os.Open(os.DevNull)
