@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/url"
 	"reflect"
 	"strings"
@@ -373,24 +374,43 @@ func placeholders(v reflect.Value) {
 }
 
 // FuzzStatusURL: status's --agent is either refused with a usage error, or
-// gives an http(s) URL with a host whose path ends in /status, which parses
-// back to itself.
+// gives an http(s) URL with a host and a port a server can listen on, whose
+// path ends in /status, which parses back to itself; a host:port agentd
+// listens on (but port 0, which the kernel picks) is asked there.
 func FuzzStatusURL(f *testing.F) {
-	for _, s := range []string{"http://127.0.0.1:8471", "127.0.0.1:8471", "localhost:8471", "[fd00::1]:8471", "https://h:8471/agent/", "http://", "ftp://h:1", "", "h:1?x#y"} {
+	for _, s := range []string{"http://127.0.0.1:8471", "127.0.0.1:8471", "localhost:8471", "[fd00::1]:8471", "https://h:8471/agent/", "http://", "ftp://h:1", "", "h:1?x#y",
+		"[10.0.0.1]:8471", "[fe80::1%eth0]:8471", "[fe80::1%a b/%]:1", "[fe80::1%br-0.5_x]:1", "[::%\xed]:1", "[0::%00]:1", "127.0.0.1:0", "127.0.0.1:99999", "http://h:/"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		got, err := statusURL(s)
+		// A host:port that agentd listens on (--healthz-addr), but for
+		// port 0, is asked there, zone and all (a zone of the bytes an
+		// interface's usual name has: URLs allow few others).
+		host, port, _ := net.SplitHostPort(s)
+		_, zone, _ := strings.Cut(host, "%")
+		listens := !strings.Contains(s, "://") && agent.CheckListenAddr(s) == nil && !isPortZero(port) && plainZone(zone)
 		if err != nil {
 			var u usageError
 			if !errors.As(err, &u) || !strings.Contains(err.Error(), "--agent") {
 				t.Fatalf("statusURL(%q): error %q is not a usage error naming --agent", s, err)
+			}
+			if listens {
+				t.Fatalf("statusURL(%q), where agentd listens: %v", s, err)
 			}
 			return
 		}
 		u, err := url.Parse(got)
 		if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || !strings.HasSuffix(u.Path, "/status") || u.String() != got {
 			t.Fatalf("statusURL(%q) = %q (%v)", s, got, err)
+		}
+		// A port no server listens on is refused: 0, past 65535, or none
+		// after the colon (which asks port 80).
+		if p := u.Port(); p != "" && !validPort(p) || p == "" && strings.HasSuffix(u.Host, ":") {
+			t.Fatalf("statusURL(%q) = %q: port %q", s, got, p)
+		}
+		if listens && (u.Hostname() != host || u.Port() != port) {
+			t.Fatalf("statusURL(%q) = %q asks %s", s, got, u.Host)
 		}
 	})
 }

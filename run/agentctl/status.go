@@ -38,7 +38,9 @@ set -a; . /etc/agentd/agentd.env; set +a points it at the host's agent; an
 address on every interface (0.0.0.0:8471) is asked on 127.0.0.1. It exits 0
 when the agent is ready, 3 when it answered but is not ready (the state is
 printed all the same), 1 when it cannot be asked, 64 for an --agent that is
-no http(s) URL or host:port, or a variable agentd refuses.`,
+no http(s) URL or host:port with a port from 1 to 65535, or a variable agentd
+refuses, or one with port 0: agentd listens on a port the kernel picks then,
+which --agent must give.`,
 		Example: `  agentctl status --agent http://127.0.0.1:8471`,
 		Args:    usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -104,7 +106,23 @@ func agentFromEnv(lookupEnv func(string) (string, bool)) (addr, from string, err
 	if r.Addr == "" {
 		return "", "", nil
 	}
-	return loopbackIfAny(r.Addr), r.From, nil
+	addr = loopbackIfAny(r.Addr)
+	if host, port, err := net.SplitHostPort(addr); err == nil && isPortZero(port) {
+		// agentd listens on a port the kernel picks, which it does not
+		// publish: port 0 asked would be refused, and the default
+		// (8471) is not where this agent listens.
+		return "", "", usagef("%s %q has the kernel pick the health server's port, which agentctl cannot know: "+
+			"give --agent %s with the port agentd listens on (ss -tlnp | grep agentd shows it)",
+			r.From, r.Addr, net.JoinHostPort(host, "PORT"))
+	}
+	return addr, r.From, nil
+}
+
+// isPortZero reports whether port is a number that is 0 ("0", "00"), as
+// agentd's --healthz-addr takes it: a port the kernel picks.
+func isPortZero(port string) bool {
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n == 0
 }
 
 // loopbackIfAny is hostport with an unspecified or empty host (a listener
@@ -126,12 +144,29 @@ func loopbackIfAny(hostport string) string {
 	return hostport
 }
 
+// plainZone reports whether zone, an IPv6 address's, has only the letters,
+// digits, dots, dashes and underscores of an interface's usual name: a
+// URL's host allows few other bytes there, even %-escaped, and statusURL
+// leaves a zone with others to url.Parse, which refuses it.
+func plainZone(zone string) bool {
+	return !strings.ContainsFunc(zone, func(r rune) bool {
+		return !strings.ContainsRune("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", r)
+	})
+}
+
+// validPort reports whether port is a number from 1 to 65535.
+func validPort(port string) bool {
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n != 0
+}
+
 // errNotReady is status's error when the agent is not ready (exitNotReady).
 var errNotReady = errors.New("the agent is not ready")
 
 // statusURL is the URL of /status on the agent's health server base, a URL
 // or a host:port.
 func statusURL(base string) (string, error) {
+	given := base // as the errors quote it
 	// agentd's --healthz-addr, and the probes of the DaemonSet, name the
 	// server by host:port: taken as it is, Go reads "127.0.0.1:8471" as
 	// no URL and "localhost:8471" as one of the scheme "localhost".
@@ -141,16 +176,31 @@ func statusURL(base string) (string, error) {
 		// "[$(POD_IP)]:8471", whose brackets an IPv6 pod IP needs; a URL
 		// allows them around IPv6 only.
 		if host, port, err := net.SplitHostPort(base); err == nil {
+			// An IPv6 address's zone (fe80::1%eth0, which agentd
+			// listens on too) is written %25eth0 in a URL.
+			if ip, err := netip.ParseAddr(host); err == nil && ip.Zone() != "" && plainZone(ip.Zone()) {
+				host = strings.Replace(host, "%", "%25", 1)
+			}
 			base = net.JoinHostPort(host, port)
 		}
 		base = "http://" + base
 	}
 	u, err := url.Parse(base)
 	if err != nil {
-		return "", usagef("--agent %q: %v", base, err)
+		return "", usagef("--agent %q: %v", given, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return "", usagef("--agent %q: want http://host:port or host:port", base)
+		return "", usagef("--agent %q: want http://host:port or host:port", given)
+	}
+	// url.Parse takes any digits for the port, and none after the colon
+	// (the scheme's default); the request would fail (99999: "invalid
+	// port"; 0: refused) or ask port 80, none of them agentd's server.
+	switch port := u.Port(); {
+	case isPortZero(port):
+		return "", usagef("--agent %q: port 0 is no port a server listens on; agentd given a --healthz-addr with port 0 listens on "+
+			"one the kernel picks: give that one (ss -tlnp | grep agentd shows it)", given)
+	case port == "" && strings.HasSuffix(u.Host, ":"), port != "" && !validPort(port):
+		return "", usagef("--agent %q: port %q: want a number from 1 to 65535", given, port)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/status"
 	return u.String(), nil
