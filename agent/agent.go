@@ -982,6 +982,11 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	}); err != nil {
 		return err
 	}
+	if !ok {
+		if err := leasedAtOtherIP(ctx, cli, reg, ext.PublicIP, prevSubnet, hostID, prevHostID); err != nil {
+			return err
+		}
+	}
 	// Each removal below goes on past a failure of the one before: a
 	// file that cannot be removed keeps nothing else (what agentd made in
 	// the kernel goes all the same), and every failure is returned, each

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os/exec"
 
 	"github.com/agentd/agentd/backend"
@@ -141,4 +142,41 @@ func modeCommand(mode string) string {
 		return "iptables-" + mode
 	}
 	return "iptables"
+}
+
+// leasedAtOtherIP returns an error when no lease of this host was found at
+// pub (release's !ok) because the flags are not the agent's: the subnet
+// that subnet.env names (prev, "" when there is none) is leased at another
+// public IP to this host's identity (hostID, or prevHostID, the one
+// subnet.env names). That is what --release-lease run with other --iface
+// or --public-ip flags than the agent had finds (one more list of the
+// leases, only when no lease was found). Without it, it said "no lease of
+// this host to release", removed subnet.env and exited 0, leaving the
+// lease live until its TTL ran out (peers kept routing to the host) and,
+// under vxlan, flannel.<VNI> (its local address not the flags'). The
+// lease is not released here: a copy of this state dir and subnet.env (a
+// machine image of this host not started since) finds the same lease,
+// which is not its own.
+func leasedAtOtherIP(ctx context.Context, cli *etcdConn, reg *subnet.Registry, pub netip.Addr, prev netip.Prefix, hostID, prevHostID string) error {
+	if !prev.IsValid() {
+		return nil
+	}
+	var leases []subnet.Lease
+	if err := cli.do(ctx, etcdCallTimeout, func(ctx context.Context) (err error) {
+		leases, _, _, err = reg.List(ctx)
+		return err
+	}); err != nil {
+		return fmt.Errorf("no lease of this host at public IP %s; looking for subnet.env's subnet %s: %w", pub, prev, err)
+	}
+	for _, l := range leases {
+		id := l.Attrs.HostID
+		if l.Subnet != prev || l.Attrs.PublicIP == pub || id == "" || id != hostID && id != prevHostID {
+			continue
+		}
+		return fmt.Errorf("no lease of this host at public IP %s (these flags' external interface, or --public-ip), but subnet.env's subnet %s "+
+			"is leased to this host's identity %s at public IP %s (%s): the agent ran with other such flags than these. "+
+			"Nothing released, and subnet.env and what agentd made in the kernel stay: run agentd --release-lease with the agent's flags",
+			pub, prev, id, l.Attrs.PublicIP, reg.LeaseKey(l.Subnet, l.IPv6Subnet))
+	}
+	return nil
 }

@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"maps"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestReleaseLeaseOtherIface: agentd --release-lease given another
+// --iface than the agent ran with (an interface of the host with another
+// address) finds no lease at that public IP, but subnet.env's subnet
+// leased to this host's identity at the agent's: it refuses, exit 1,
+// naming both, and releases and removes nothing. Run again with the
+// agent's flags, it releases the lease and removes flannel.1. Before, it
+// said "no lease of this host to release; subnet.env removed" and exited
+// 0: the lease stayed live until its TTL ran out (the peer kept its route
+// to the host), and flannel.1 stayed (its local address not the flags').
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1 (and veth eth9 198.19.9.1)  agent stopped, --release-lease --iface=eth9
+//	               ├─ h2 198.18.0.2                          agent runs throughout
+//	               └─ etcd 198.18.0.254
+func TestReleaseLeaseOtherIface(t *testing.T) {
+	f := newFixture(t, 2, hfConfig("vxlan"))
+	h1, h2 := f.c.Host(1), f.c.Host(2)
+	a1 := f.start(h1)
+	f.start(h2)
+	f.waitReady(h1, h2)
+	for _, args := range [][]string{
+		{"link", "add", "eth9", "type", "veth", "peer", "name", "eth9p"},
+		{"addr", "add", "198.19.9.1/24", "dev", "eth9"},
+		{"link", "set", "eth9p", "up"},
+		{"link", "set", "eth9", "up"},
+	} {
+		if out, err := h1.Exec(f.ctx, "ip", args...); err != nil {
+			t.Fatalf("h1: ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	if code, err := a1.Stop(); err != nil || code != 0 {
+		t.Fatalf("h1 SIGTERM: exit %d, %v; want 0", code, err)
+	}
+	sn := hostSubnet(t, h1)
+	env, err := os.ReadFile(h1.SubnetFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := f.leases()
+
+	off := logLen(t, h1)
+	code, err := f.start(h1, "--release-lease", "--iface=eth9").Wait(f.ctx)
+	log := logFrom(t, h1, off)
+	t.Logf("h1 --release-lease --iface=eth9: exit %d\n%s", code, log)
+	if err != nil || code != 1 {
+		t.Errorf("h1 --release-lease --iface=eth9: exit %d, %v; want 1", code, err)
+	}
+	if ls := linesWith(log, `"agentd failed"`, "no lease of this host at public IP 198.19.9.1",
+		"subnet.env's subnet "+sn.String()+" is leased to this host's identity", "at public IP 198.18.0.1",
+		"Nothing released", "run agentd --release-lease with the agent's flags"); len(ls) != 1 {
+		t.Errorf("h1: --release-lease --iface=eth9 did not fail once naming both public IPs and subnet.env's subnet %s", sn)
+	}
+	if got := f.leases(); !maps.Equal(got, leases) {
+		t.Errorf("leases after the refused release: %q, want them unchanged: %q", got, leases)
+	}
+	if b, err := os.ReadFile(h1.SubnetFile()); err != nil || string(b) != string(env) {
+		t.Errorf("h1's subnet.env after the refused release: %q, %v; want it unchanged", b, err)
+	}
+	if _, err := h1.LinkByName("flannel.1"); err != nil {
+		t.Errorf("h1's flannel.1 after the refused release: %v; want it in place", err)
+	}
+
+	// With the agent's flags: released, and flannel.1 removed.
+	off = logLen(t, h1)
+	if code, err := f.start(h1, "--release-lease").Wait(f.ctx); err != nil || code != 0 {
+		t.Fatalf("h1 --release-lease: exit %d, %v\n%s", code, err, logFrom(t, h1, off))
+	}
+	log = logFrom(t, h1, off)
+	if ls := linesWith(log, `"lease released; subnet.env removed"`); len(ls) != 1 {
+		t.Errorf("h1: --release-lease with the agent's flags did not release the lease:\n%s", log)
+	}
+	if _, err := h1.LinkByName("flannel.1"); err == nil {
+		t.Errorf("h1: flannel.1 is still there after --release-lease with the agent's flags:\n%s", log)
+	}
+	f.eventually("h2 drops its route to h1's subnet", ready, func() error {
+		return noTraceOf(h2, sn, h1.IP)
+	})
+}
