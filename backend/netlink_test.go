@@ -536,18 +536,37 @@ next:
 // subscription is a value on resubscribed.
 func stalledWatch(t *testing.T, ns *nstest.NS, log logr.Logger, f backend.EventFilter) (unblock func(), resubscribed, wakes <-chan struct{}) {
 	t.Helper()
+	return stalledWatchOf(t, f, func(ctx context.Context, f backend.EventFilter, wake func()) error {
+		return backend.WatchEvents(ctx, ns.NsHandle, log, f, wake)
+	})
+}
+
+// stalledWatchOf is stalledWatch of watch, WatchEvents or a variant of it.
+// resubscribed holds two subscriptions the test has not taken; one more
+// fails the test when it ends, rather than wait until the test takes one:
+// WatchEvents would wait in Subscribed, where cancelling it does not reach,
+// and the test's cleanup would wait for WatchEvents forever.
+func stalledWatchOf(t *testing.T, f backend.EventFilter, watch func(ctx context.Context, f backend.EventFilter, wake func()) error) (unblock func(), resubscribed, wakes <-chan struct{}) {
+	t.Helper()
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	unblock = func() { releaseOnce.Do(func() { close(release) }) }
 	subscribed := make(chan struct{}, 2)
-	f.Subscribed = func() { subscribed <- struct{}{} }
+	var untaken atomic.Int64
+	f.Subscribed = func() {
+		select {
+		case subscribed <- struct{}{}:
+		default:
+			untaken.Add(1)
+		}
+	}
 	woken := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	var watchErr error
 	go func() {
 		defer close(stopped)
-		watchErr = backend.WatchEvents(ctx, ns.NsHandle, log, f, func() {
+		watchErr = watch(ctx, f, func() {
 			<-release
 			select {
 			case woken <- struct{}{}:
@@ -561,6 +580,9 @@ func stalledWatch(t *testing.T, ns *nstest.NS, log logr.Logger, f backend.EventF
 		<-stopped
 		if !errors.Is(watchErr, context.Canceled) {
 			t.Errorf("WatchEvents returned %v, want context.Canceled", watchErr)
+		}
+		if n := untaken.Load(); n > 0 {
+			t.Errorf("WatchEvents subscribed again while the test had yet to take two subscriptions (%d times): its subscription kept ending", n)
 		}
 	})
 	select {
