@@ -307,6 +307,11 @@ func checkLeasesSurvive(ctx context.Context, reg *subnet.Registry, prev, cfg *su
 			return 0, err
 		}
 		changed = typeChanges(prev.BackendType, cfg.BackendType, cur, leases, len(flanneld))
+		if len(changed) > 0 && cfg.BackendType == udp.Type {
+			if err := untypedUDPRestore(prev.BackendType, cur, leases, flanneld, n); err != nil {
+				return 0, err
+			}
+		}
 	} else if old, err := wireOptions(prev); err == nil {
 		// A Backend object its backend refuses is, like a config the
 		// agents cannot read, one no agent runs: no settings to compare.
@@ -560,6 +565,51 @@ func typeChanges(prevType, typ string, cur wire, leases []subnet.Lease, unread i
 		changed = append(changed, fmt.Sprintf("Backend.Port %s → %d", old, cur.Port))
 	}
 	return changed
+}
+
+// untypedUDPRestore refuses, naming why, a udp config written over a stored
+// one of another type (prevType) when all that keeps typeChanges from
+// taking it for udp restored is the leases that say no type, as flanneld's
+// udp leases do, and the keys only flanneld reads (flanneldKeys,
+// described); n is the count of leases and such keys. A flanneld udp host
+// sends every peer to the Port of the config it started with, which its
+// lease does not say, and the stored config, of another type, no longer
+// says either: so a cluster of flanneld udp hosts started on 8285 and one
+// started on 9000 hold the same keys after a forced change, and writing
+// 8285 back would cut the second off from every host restarted on it. It
+// returns nil when other leases decide (a host restarted on prevType, a
+// udp lease that says no port), for the generic refusal.
+func untypedUDPRestore(prevType string, cur wire, leases []subnet.Lease, flanneldKeys []string, n int) error {
+	var typed []subnet.Lease
+	var untyped []string
+	hosts := false
+	for _, l := range leases {
+		idle := l.Reservation() && len(l.Attrs.BackendData) == 0
+		if l.Attrs.BackendType == "" && !idle {
+			untyped = append(untyped, fmt.Sprintf("%s (%s)", l.Key(), l.Attrs.PublicIP))
+			continue
+		}
+		typed = append(typed, l)
+		hosts = hosts || !idle
+	}
+	if len(untyped)+len(flanneldKeys) == 0 || hosts && len(typeChanges(prevType, udp.Type, cur, typed, 0)) > 0 {
+		return nil
+	}
+	unknown := append(untyped, flanneldKeys...)
+	const show = 10
+	more := ""
+	if len(unknown) > show {
+		more = fmt.Sprintf("; and %d more", len(unknown)-show)
+	}
+	what := "say no backend type, as flanneld's udp leases do"
+	if len(flanneldKeys) > 0 {
+		what = "say no backend type, as flanneld's udp leases do, or are keys only flanneld reads"
+	}
+	return fmt.Errorf("the new config changes Backend.Type %s → udp while %d lease(s) or reservation(s) exist, of which %d %s: %s%s; "+
+		"a flanneld udp host sends every peer to the Port of the config it started with, which neither its lease nor the stored config (%s) says, "+
+		"so config init cannot tell udp restored from a Port change that would cut those hosts off from every host restarted on it: "+
+		"if %d is that port, use --force to write it",
+		prevType, n, len(unknown), what, strings.Join(unknown[:min(len(unknown), show)], "; "), more, prevType, cur.Port)
 }
 
 // others lists the values in set other than v, in order: "1, 2".
