@@ -85,8 +85,12 @@ Writing the same config again changes nothing.`,
 			if err != nil {
 				return err
 			}
+			cfg, w, err := parseInit(doc)
+			if err != nil {
+				return err
+			}
 			return a.withEtcd(cmd.Context(), func(ctx context.Context, cli *clientv3.Client) error {
-				return a.configInit(ctx, cli, doc, o.force)
+				return a.configInit(ctx, cli, doc, cfg, w, o.force)
 			})
 		},
 	}
@@ -175,7 +179,12 @@ func (o *initOptions) document(stdin io.Reader) ([]byte, error) {
 	return bytes.TrimSpace(b.Bytes()), nil
 }
 
-func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, force bool) error {
+// parseInit judges doc, config init's document, as agentd reads it: the
+// config and, with its backend's own parser, the wire settings it runs. It
+// needs no etcd, so config init judges it before dialling: a mistake is a
+// usage error (64) whether or not etcd answers, where it waited for etcd's
+// login (with --etcd-username) and was reported as etcd's failure (1).
+func parseInit(doc []byte) (*subnet.Config, wire, error) {
 	cfg, err := subnet.ParseConfig(doc)
 	if err == nil {
 		err = checkBackend(cfg)
@@ -185,8 +194,13 @@ func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, 
 		w, err = wireOptions(cfg)
 	}
 	if err != nil {
-		return usagef("invalid config: %v", err)
+		return nil, wire{}, usagef("invalid config: %v", err)
 	}
+	return cfg, w, nil
+}
+
+// configInit writes doc, parsed by parseInit into cfg and w.
+func (a *app) configInit(ctx context.Context, cli *clientv3.Client, doc []byte, cfg *subnet.Config, w wire, force bool) error {
 	reg := subnet.NewRegistry(cli, a.etcd.EtcdPrefix)
 	key := reg.ConfigKey()
 	resp, err := cli.Get(ctx, key)
