@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -32,10 +33,11 @@ func answerMessage(typ, flags uint16, seq uint32, data []byte) []byte {
 // FuzzDumpAnswer: dumpAnswer, the reader of the dumps eachMessage reads in
 // place, reads an answer as netlink's ExecuteIter reads it (executeIter,
 // over syscall.ParseNetlinkMessage, which its Receive reads a datagram
-// with): the same payloads, in order, and the same end and result, after
-// each datagram. A datagram ParseNetlinkMessage refuses ends the answer,
-// with an error or at a message before the one refused, unless it is not
-// a multiple of 4 bytes long (the header refused may lie partly in the
+// with): the same payloads, in order, and the same end and result (with
+// the kernel's reason, extAckMessage, after an errno), after each
+// datagram. A datagram ParseNetlinkMessage refuses ends the answer, with
+// an error or at a message before the one refused, unless it is not a
+// multiple of 4 bytes long (the header refused may lie partly in the
 // padding). It never panics, and hands over no more payloads than a
 // datagram has headers. An answer is up to two datagrams, then an
 // NLMSG_DONE if it has not ended; f fails at its stop-th call when stop is
@@ -46,6 +48,8 @@ func FuzzDumpAnswer(f *testing.F) {
 	done := answerMessage(unix.NLMSG_DONE, multi, answerSeq, []byte{0, 0, 0, 0})
 	einval := answerMessage(unix.NLMSG_ERROR, 0, answerSeq, append(binary.NativeEndian.AppendUint32(nil, uint32(0xffffffea)), make([]byte, unix.SizeofNlMsghdr)...))
 	r := answerMessage(unix.RTM_NEWROUTE, multi, answerSeq, route)
+	refused, refusedFlags := extAckPayload(false, false, route, nil, "Nexthop has invalid gateway")
+	doneRefused, doneFlags := extAckPayload(true, false, nil, nil, "ipv4: FIB table does not exist")
 	cat := func(ms ...[]byte) []byte { return slices.Concat(ms...) }
 	withLen := func(m []byte, l uint32) []byte {
 		m = bytes.Clone(m)
@@ -77,6 +81,10 @@ func FuzzDumpAnswer(f *testing.F) {
 		{r[:10], done, 0},
 		{cat(r, answerMessage(unix.NLMSG_DONE, multi, answerSeq, []byte{1, 2})), nil, 0},
 		{answerMessage(unix.NLMSG_DONE, multi, answerSeq, nil), nil, 0},
+		// Refusals with the kernel's reason (NETLINK_EXT_ACK): an
+		// NLMSG_ERROR echoing the request, and an NLMSG_DONE.
+		{cat(r, answerMessage(unix.NLMSG_ERROR, refusedFlags, answerSeq, refused)), nil, 0},
+		{r, answerMessage(unix.NLMSG_DONE, multi|doneFlags, answerSeq, doneRefused), 0},
 	} {
 		f.Add(c.d1, c.d2, c.stop)
 	}
@@ -126,13 +134,18 @@ var (
 	errPastEnd = errors.New("a message past the datagram's end")
 )
 
-// sameAnswerErr reports whether err, dumpAnswer's, is want, executeIter's.
+// sameAnswerErr reports whether err, dumpAnswer's, is want, executeIter's
+// (whose errno has no reason: ExecuteIter's reading of one is not checked).
 func sameAnswerErr(err, want error) bool {
 	switch {
 	case want == nil || err == nil:
 		return err == want
 	case want == errPastEnd:
 		return !errors.Is(err, netlink.ErrDumpInterrupted) && err != errAnswerStop
+	}
+	if errno, ok := want.(syscall.Errno); ok {
+		// The kernel's reason, if any, follows the errno.
+		return errors.Is(err, errno) && strings.HasPrefix(err.Error(), "fuzz dump: "+errno.Error())
 	}
 	return errors.Is(err, want)
 }

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -149,7 +151,7 @@ func handleSocket(h *netlink.Handle) (*nl.SocketHandle, bool) {
 // the kernel filters a dump by the fields of its request that netlink
 // otherwise filters in our process, such as a route's table. It is false
 // when any step fails; the caller then dumps through h. The caller closes
-// it.
+// it. Its NETLINK_EXT_ACK stays off, whatever h's (enableExtAck).
 //
 // A socket is opened in another namespace by switching the thread into it
 // (setns), which needs CAP_SYS_ADMIN, and agentd.service bounds agentd to
@@ -371,7 +373,7 @@ type dumpAnswer struct {
 
 // read calls f with the payload of each message of type a.typ in b, a
 // datagram of the answer, in place. It reports end once the answer ends,
-// and err, the dump's result, then: nil, the kernel's error,
+// and err, the dump's result, then: nil, the kernel's error (kernelError),
 // netlink.ErrDumpInterrupted when a message of the answer was marked
 // interrupted, or f's error. A message whose length is short of its header
 // or past b's end ends it with an error, after f has had the messages
@@ -396,7 +398,7 @@ func (a *dumpAnswer) read(b []byte, f func(data []byte) error) (end bool, err er
 		case unix.NLMSG_DONE, unix.NLMSG_ERROR:
 			if len(data) >= 4 {
 				if errno := int32(nl.NativeEndian().Uint32(data)); errno != 0 {
-					return true, fmt.Errorf("%s dump: %w", a.what, unix.Errno(-errno))
+					return true, fmt.Errorf("%s dump: %w", a.what, kernelError(errno, hdr.Type, hdr.Flags, data))
 				}
 			}
 			return true, a.complete()
@@ -410,6 +412,114 @@ func (a *dumpAnswer) read(b []byte, f func(data []byte) error) (end bool, err er
 		}
 	}
 	return false, nil
+}
+
+// kernelError is the error of errno (not 0, negative as the kernel sends
+// it), read from data, the payload of an NLMSG_ERROR or NLMSG_DONE message
+// of type typ with flags: the errno, followed by the reason the kernel gave
+// (extAckMessage) when there is one, as netlink's requests report it
+// ("network is unreachable: Nexthop has invalid gateway"). errors.Is finds
+// the errno either way.
+func kernelError(errno int32, typ, flags uint16, data []byte) error {
+	err := unix.Errno(-errno)
+	if msg := extAckMessage(typ, flags, data); msg != "" {
+		return fmt.Errorf("%w: %s", err, msg)
+	}
+	return err
+}
+
+// maxExtAckMessage bounds the kernel's reason in an error: the kernel's are
+// sentences of up to 80 bytes (NETLINK_MAX_FMTMSG_LEN for the formatted ones).
+const maxExtAckMessage = 200
+
+// extAckMessage returns the kernel's reason for refusing a request, the
+// NLMSGERR_ATTR_MSG attribute of an NLMSG_ERROR or NLMSG_DONE message of
+// type typ with flags whose payload is data, or "" when it has none. On a
+// socket with NETLINK_EXT_ACK on (enableExtAck) the kernel marks such a
+// message NLM_F_ACK_TLVS and puts attributes after the errno: in an
+// NLMSG_ERROR, after the request it echoes (the request's header alone
+// when marked NLM_F_CAPPED, its length still the request's); in an
+// NLMSG_DONE, that of a dump that failed once started, right after the
+// errno. No length in data is trusted: an echoed request or an attribute
+// that does not fit ends the search with "". The text ends at its NUL, is
+// cut to maxExtAckMessage bytes and, if it holds anything but printable
+// ASCII (the kernel's are English sentences, some naming a device), is
+// quoted, so that it cannot break a log line.
+//
+// Written here because netlink's reading, inside its ExecuteIter, is not
+// exported, and reads an NLMSG_DONE's attributes as an echoed request
+// (enableExtAck).
+func extAckMessage(typ, flags uint16, data []byte) string {
+	if flags&unix.NLM_F_ACK_TLVS == 0 || len(data) < 4 {
+		return ""
+	}
+	attrs := data[4:]
+	if typ == unix.NLMSG_ERROR {
+		echoed := unix.NLMSG_HDRLEN
+		if len(attrs) < echoed {
+			return ""
+		}
+		if flags&unix.NLM_F_CAPPED == 0 {
+			echoed = int(nl.NativeEndian().Uint32(attrs))
+			if echoed < unix.NLMSG_HDRLEN || echoed > len(attrs) {
+				return ""
+			}
+		}
+		attrs = attrs[min(len(attrs), align4(echoed)):]
+	}
+	for len(attrs) >= unix.SizeofRtAttr {
+		n := int(nl.NativeEndian().Uint16(attrs))
+		if n < unix.SizeofRtAttr || n > len(attrs) {
+			return ""
+		}
+		if nl.NativeEndian().Uint16(attrs[2:])&nl.NLA_TYPE_MASK == nl.NLMSGERR_ATTR_MSG {
+			return logText(attrs[unix.SizeofRtAttr:n])
+		}
+		attrs = attrs[min(len(attrs), align4(n)):]
+	}
+	return ""
+}
+
+func align4(n int) int { return (n + 3) &^ 3 }
+
+// logText is b, a C string the kernel sent, up to its NUL and at most
+// maxExtAckMessage bytes, quoted unless it is all printable ASCII.
+func logText(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	b = b[:min(len(b), maxExtAckMessage)]
+	for _, c := range b {
+		if c < ' ' || c > '~' {
+			return strconv.QuoteToASCII(string(b))
+		}
+	}
+	return string(b)
+}
+
+// enableExtAck asks the kernel to give its reason with each refusal of a
+// request made through h (NETLINK_EXT_ACK, Linux 4.12): netlink then
+// appends it to the errno, "network is unreachable: Nexthop has invalid
+// gateway" where the error said "network is unreachable" alone, and so do
+// our own dumps (dumpAnswer); errors.Is still finds the errno. The
+// netlink library turns it on only for the sockets it opens per request,
+// and only when its global EnableErrorMessageReporting is set, never for a
+// handle's (vishvananda/netlink#1129). A kernel without the option, or a
+// handle with no socket of its own (handleSocket), gives the errno alone,
+// as before.
+//
+// Not for a handle whose dumps netlink reads with strict checking on
+// (strictHandle): a dump the kernel refuses once started ends with an
+// NLMSG_DONE holding the reason, which netlink v1.3.1 reads as if it
+// echoed the request, and panics (slice bounds out of range): so does the
+// strict dump of the main table in a namespace that has none ("ipv4: FIB
+// table does not exist"). Without strict checking, the kernel reads the
+// requests of netlink's dumps loosely and refuses none of them with a
+// reason (TestStrictHandleWithoutExtAck).
+func enableExtAck(h *netlink.Handle) {
+	if s, ok := handleSocket(h); ok {
+		_ = s.Socket.SetExtAck(true) // without, errors carry the errno alone
+	}
 }
 
 // complete is the result of an answer read to its end.
@@ -516,15 +626,16 @@ func EnsureUp(h *netlink.Handle, link netlink.Link) (bool, error) {
 }
 
 // OpenHandle returns h, or a new netlink handle for the current namespace
-// when h is nil (a backend built with New rather than given a test's handle).
+// when h is nil (a backend built with New rather than given a test's handle),
+// with the kernel's reasons for refusals on (enableExtAck).
 func OpenHandle(h *netlink.Handle) (*netlink.Handle, error) {
-	if h != nil {
-		return h, nil
+	if h == nil {
+		var err error
+		if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+			return nil, fmt.Errorf("open netlink: %w", err)
+		}
 	}
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("open netlink: %w", err)
-	}
+	enableExtAck(h)
 	return h, nil
 }
 

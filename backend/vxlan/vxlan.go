@@ -781,7 +781,10 @@ func (b *Backend) takeBack(addErr error) (netlink.Link, bool, error) {
 		why = fmt.Sprintf("its MAC %s is not our VTEP MAC %s", mac, b.mac)
 	}
 	if why != "" {
-		return nil, false, b.clashError(addErr, name, why)
+		// The kernel's reason ("A VXLAN device with the specified VNI
+		// already exists") says less than the error does, and
+		// checkClash's has none.
+		return nil, false, b.clashError(unix.EEXIST, name, why)
 	}
 	err = b.h.LinkSetName(holder, b.name)
 	if errors.Is(err, unix.EBUSY) {
