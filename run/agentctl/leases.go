@@ -304,8 +304,10 @@ keeps it without a TTL.`,
 			if err != nil {
 				return err
 			}
+			// As agentd reads its --public-ip: an IPv4-mapped IPv6
+			// address is the IPv4 address it holds.
 			pub, err := netip.ParseAddr(publicIP)
-			if err != nil || !pub.Is4() {
+			if pub = pub.Unmap(); err != nil || !pub.Is4() {
 				return usagef("--public-ip %q is not an IPv4 address", publicIP)
 			}
 			// agentd refuses such a public IP at start (as --public-ip
