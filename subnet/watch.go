@@ -219,8 +219,9 @@ func (m *Manager) watchLoop(ctx context.Context) {
 	defer m.stopCarry()
 	b := delay.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	var failing error
-	// replaced is set when a read found etcd's history replaced in a way
-	// the next list cannot see (its revision is not below ours).
+	// replaced is set when a read found etcd's history replaced, which the
+	// next list may not see: its revision is not below ours, or no longer
+	// is once writes of the new history passed it.
 	var replaced error
 	// compacted is set when the watch could not resume: the revision
 	// after the last it delivered was compacted.
@@ -263,7 +264,7 @@ func (m *Manager) watchLoop(ctx context.Context) {
 		if m.cfg.Clock().Sub(started) >= b.Max {
 			b.Reset()
 		}
-		if errors.Is(err, errKeysDiffer) {
+		if errors.Is(err, errKeysDiffer) || errors.Is(err, errReadReplaced) {
 			replaced = err
 		}
 		compacted = errors.Is(err, errWatchCompacted)
@@ -276,6 +277,14 @@ func (m *Manager) watchLoop(ctx context.Context) {
 // errKeysDiffer is wrapped by checkWitness's error too. A list cannot see
 // what it found: the revision has not gone backwards.
 var errKeysDiffer = errors.New("etcd's keys differ from the watch's at the same revision")
+
+// errReadReplaced is wrapped by watchReconnects' error when the revision of
+// its read is below the watch's, or the cluster another: the read is
+// linearizable, which no member behind the others answers, so the history is
+// new. The list after it comes 200 ms or more later, when the agents that
+// found the new history too may have written their keys again, taking its
+// revision past ours: by then only this error says what the list is of.
+var errReadReplaced = errors.New("read after a reconnect")
 
 // errWatchCompacted is wrapped by watchFrom's error when the watch cannot
 // resume because its next revision was compacted.
@@ -589,7 +598,7 @@ func (m *Manager) watchReconnects(ctx context.Context, h etcdhistory.History, se
 			continue
 		}
 		if err := h.Check(resp.Header); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errReadReplaced, err)
 		}
 		if err := m.checkWitness(ctx, m.witness()); err != nil {
 			if errors.Is(err, etcdhistory.ErrReplaced) {
