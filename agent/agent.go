@@ -1012,7 +1012,11 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	} else {
 		log.Info("lease released; subnet.env removed", "subnet", l.Subnet, "path", cfg.SubnetFile)
 	}
-	if err := removeDatapath(ctx, log, &cfg, netCfg, ext); err != nil && !ok {
+	var released *subnet.Lease
+	if ok {
+		released = &l
+	}
+	if err := removeDatapath(ctx, log, &cfg, netCfg, ext, released); err != nil && !ok {
 		errs = append(errs, fmt.Errorf("no lease of this host to release, but removing what agentd made in the kernel: %w", err))
 	} else if err != nil {
 		errs = append(errs, fmt.Errorf("lease released, but removing what agentd made in the kernel: %w", err))

@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/agentd/agentd/backend/vxlan"
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
 )
 
 // routesNamed bounds how many of the routes removeDatapath deletes its log
@@ -21,22 +25,86 @@ import (
 const routesNamed = 20
 
 // removeDatapath deletes what agentd made in this host's kernel, for
-// --release-lease once the lease is given back or found gone: the devices
-// of every backend, whatever the network runs now (flannel.<VNI> with its
-// address, neighbour and FDB entries and routes, by the rules of
-// vxlan.Decommission; flannel0 with its route, whose descriptor keeper then
-// exits and frees its UDP port, udp.Decommission), every route of ours
-// (RouteProtocol) left after them (host-gw's, vxlan's DirectRouting ones),
-// and our iptables chains with the jumps into them, in both iptables
-// backends; never another program's rule, device or route. Left in place,
-// they kept routing the decommissioned host's traffic to subnets the
-// cluster may lease to new hosts, and the keeper held port 8285. Each
-// thing deleted is logged in one line. It goes on past a failure, and
-// returns every failure.
-func removeDatapath(ctx context.Context, log logr.Logger, cfg *Config, netCfg *subnet.Config, ext backend.ExternalInterface) error {
+// --release-lease once the lease is given back (released; nil when it was
+// found gone): the devices of every backend, whatever the network runs now
+// (flannel.<VNI> with its address, neighbour and FDB entries and routes,
+// by the rules of vxlan.Decommission, with the local address that the
+// released lease's device has when the flags' interface is not the
+// agent's, leaseDeviceLocal; flannel0 with its route, whose descriptor
+// keeper then exits and frees its UDP port, udp.Decommission), every route
+// of ours (RouteProtocol) left after them (host-gw's, vxlan's
+// DirectRouting ones), and our iptables chains with the jumps into them,
+// in both iptables backends; never another program's rule, device or
+// route. Left in place, they kept routing the decommissioned host's
+// traffic to subnets the cluster may lease to new hosts, and the keeper
+// held port 8285. Each thing deleted is logged in one line. It goes on
+// past a failure, and returns every failure.
+func removeDatapath(ctx context.Context, log logr.Logger, cfg *Config, netCfg *subnet.Config, ext backend.ExternalInterface, released *subnet.Lease) error {
 	bcfg := backend.Config{Network: netCfg, External: ext, StateDir: cfg.StateDir, Logger: log}
-	return errors.Join(vxlan.Decommission(bcfg), udp.Decommission(ctx, bcfg), removeOurRoutes(log), removeOurChains(ctx, log, cfg))
+	vcfg := bcfg
+	if local, ok := leaseDeviceLocal(released); ok && local != ext.IfaceAddr {
+		log.Info("our vxlan device's local address is not the flags' interface address (the agent ran with another --iface?): "+
+			"it is told ours by the released lease's VtepMAC and that address",
+			"local", local, "interfaceAddress", ext.IfaceAddr)
+		vcfg.External.IfaceAddr = local
+	}
+	return errors.Join(vxlan.Decommission(vcfg), udp.Decommission(ctx, bcfg), removeOurRoutes(log), removeOurChains(ctx, log, cfg))
 }
+
+// leaseDeviceLocal returns the local address of the vxlan device that
+// released, our lease just given back, advertised: flannel.<VNI> of its
+// BackendData, a vxlan device with that VNI and exactly its VtepMAC (which
+// the state dir's MAC file holds too: random, chosen by us). ok is false
+// for another backend's lease, or with no such device here. vxlan's proof
+// that a device is ours compares its local address with the external
+// interface's, which --release-lease run with another --iface than the
+// agent's reads elsewhere: it left flannel.<VNI> ("leaving alone a device
+// named like a flannel vxlan device"). With this address instead, the
+// proof rests on what the lease records, and the device's other checks
+// (backend.ServesOnlyCluster) stay.
+func leaseDeviceLocal(released *subnet.Lease) (netip.Addr, bool) {
+	if released == nil || released.Attrs.BackendType != "vxlan" {
+		return netip.Addr{}, false
+	}
+	vni, mac, ok := leaseVTEP(released.Attrs.BackendData)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	h, err := backend.OpenHandle(nil)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	defer h.Close()
+	l, err := h.LinkByName(vxlan.DeviceName(vni))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	vx, isVxlan := l.(*netlink.Vxlan)
+	if !isVxlan || vx.VxlanId != vni || !bytes.Equal(vx.HardwareAddr, mac) {
+		return netip.Addr{}, false
+	}
+	return backend.AddrFromIP(vx.SrcAddr)
+}
+
+// leaseVTEP reads a vxlan lease's BackendData ({"VNI":1,"VtepMAC":"…"}):
+// its VNI and VTEP MAC, ok false unless both are there and valid.
+func leaseVTEP(raw json.RawMessage) (vni int, mac net.HardwareAddr, ok bool) {
+	var d struct {
+		VNI     *int
+		VtepMAC string
+	}
+	if json.Unmarshal(raw, &d) != nil || d.VNI == nil || *d.VNI < 0 || *d.VNI > maxVNI {
+		return 0, nil, false
+	}
+	mac, err := net.ParseMAC(d.VtepMAC)
+	if err != nil || len(mac) != 6 {
+		return 0, nil, false
+	}
+	return *d.VNI, mac, true
+}
+
+// maxVNI is the largest VXLAN network identifier (24 bits).
+const maxVNI = 1<<24 - 1
 
 // removeOurRoutes deletes every IPv4 route of the main table marked with
 // backend.RouteProtocol, logging them in one line (each at -v=2).

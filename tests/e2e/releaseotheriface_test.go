@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/agentd/agentd/tests/cluster"
 )
 
 // TestReleaseLeaseOtherIface: agentd --release-lease given another
@@ -26,16 +28,7 @@ func TestReleaseLeaseOtherIface(t *testing.T) {
 	a1 := f.start(h1)
 	f.start(h2)
 	f.waitReady(h1, h2)
-	for _, args := range [][]string{
-		{"link", "add", "eth9", "type", "veth", "peer", "name", "eth9p"},
-		{"addr", "add", "198.19.9.1/24", "dev", "eth9"},
-		{"link", "set", "eth9p", "up"},
-		{"link", "set", "eth9", "up"},
-	} {
-		if out, err := h1.Exec(f.ctx, "ip", args...); err != nil {
-			t.Fatalf("h1: ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
+	addEth9(f, h1)
 	if code, err := a1.Stop(); err != nil || code != 0 {
 		t.Fatalf("h1 SIGTERM: exit %d, %v; want 0", code, err)
 	}
@@ -79,6 +72,64 @@ func TestReleaseLeaseOtherIface(t *testing.T) {
 	}
 	if _, err := h1.LinkByName("flannel.1"); err == nil {
 		t.Errorf("h1: flannel.1 is still there after --release-lease with the agent's flags:\n%s", log)
+	}
+	f.eventually("h2 drops its route to h1's subnet", ready, func() error {
+		return noTraceOf(h2, sn, h1.IP)
+	})
+}
+
+// addEth9 gives h a second interface, eth9 198.19.9.1/24 (one end of a
+// veth pair whose other end stays in h), for --iface=eth9.
+func addEth9(f *fixture, h *cluster.Host) {
+	f.t.Helper()
+	for _, args := range [][]string{
+		{"link", "add", "eth9", "type", "veth", "peer", "name", "eth9p"},
+		{"addr", "add", "198.19.9.1/24", "dev", "eth9"},
+		{"link", "set", "eth9p", "up"},
+		{"link", "set", "eth9", "up"},
+	} {
+		if out, err := h.Exec(f.ctx, "ip", args...); err != nil {
+			f.t.Fatalf("%s: ip %s: %v: %s", h, strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// TestReleaseLeaseOtherIfaceSamePublicIP: agentd --release-lease given
+// the agent's --public-ip but another --iface finds the lease and releases
+// it, and deletes flannel.1, told ours by the released lease's VtepMAC and
+// the device's own local address rather than the flags' interface
+// address. Before, it released the lease but left flannel.1 ("leaving
+// alone a device named like a flannel vxlan device"), exit 0.
+func TestReleaseLeaseOtherIfaceSamePublicIP(t *testing.T) {
+	f := newFixture(t, 2, hfConfig("vxlan"))
+	h1, h2 := f.c.Host(1), f.c.Host(2)
+	a1 := f.start(h1, "--public-ip=198.18.0.1")
+	f.start(h2)
+	f.waitReady(h1, h2)
+	addEth9(f, h1)
+	if code, err := a1.Stop(); err != nil || code != 0 {
+		t.Fatalf("h1 SIGTERM: exit %d, %v; want 0", code, err)
+	}
+	sn := hostSubnet(t, h1)
+
+	off := logLen(t, h1)
+	code, err := f.start(h1, "--release-lease", "--iface=eth9", "--public-ip=198.18.0.1").Wait(f.ctx)
+	log := logFrom(t, h1, off)
+	t.Logf("h1 --release-lease --iface=eth9 --public-ip=198.18.0.1: exit %d\n%s", code, log)
+	if err != nil || code != 0 {
+		t.Errorf("h1 --release-lease --iface=eth9 --public-ip=198.18.0.1: exit %d, %v; want 0", code, err)
+	}
+	for _, want := range [][]string{
+		{`"lease released; subnet.env removed"`},
+		{`"our vxlan device's local address is not the flags' interface address`, `local="198.18.0.1"`, `interfaceAddress="198.19.9.1"`},
+		{`"deleted our vxlan device, with its address, neighbour and FDB entries and routes: the lease is released"`, `device="flannel.1"`},
+	} {
+		if ls := linesWith(log, want...); len(ls) != 1 {
+			t.Errorf("h1: --release-lease did not log a line with %s once", strings.Join(want, " and "))
+		}
+	}
+	if _, err := h1.LinkByName("flannel.1"); err == nil {
+		t.Errorf("h1: flannel.1 is still there after --release-lease")
 	}
 	f.eventually("h2 drops its route to h1's subnet", ready, func() error {
 		return noTraceOf(h2, sn, h1.IP)
