@@ -938,6 +938,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	if pids := flanneldScan()(); len(pids) > 0 {
 		return &flanneldRunningError{pids: pids, release: true}
 	}
+	notePIDNamespace(log)
 	ext, err := FindExternalInterface(&cfg)
 	if err != nil {
 		return err

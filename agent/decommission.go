@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 
 	"github.com/agentd/agentd/backend"
@@ -247,4 +248,28 @@ func leasedAtOtherIP(ctx context.Context, cli *etcdConn, reg *subnet.Registry, p
 			pub, prev, id, l.Attrs.PublicIP, reg.LeaseKey(l.Subnet, l.IPv6Subnet))
 	}
 	return nil
+}
+
+// initialPIDNamespace is how /proc/self/ns/pid reads in the kernel's
+// initial PID namespace, the host's: its inode number is fixed
+// (PROC_PID_INIT_INO) since Linux 3.8.
+const initialPIDNamespace = "pid:[4026531836]"
+
+// notePIDNamespace says, when this process runs in a PID namespace other
+// than the host's (a pod without hostPID, a container), that the look for
+// a flanneld before the release (flanneldScan) saw only that namespace's
+// processes. Nothing a flanneld in another PID namespace holds tells it
+// from the network namespace alone: flanneld's vxlan device and routes
+// are the kernel's and outlive it, as do its etcd lease (renewed once in
+// 23 h) and its iptables rules; its sockets (to etcd or the API server)
+// are like any other client's. So the release goes on, and says what it
+// could not look for.
+func notePIDNamespace(log logr.Logger) {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil || ns == initialPIDNamespace {
+		return
+	}
+	log.Info("--release-lease runs in a PID namespace of its own, not the host's, so it looked for a flanneld only among that namespace's processes: "+
+		"one on the host or in another pod (kube-flannel's) is not seen, and would lose the lease it renews and its device; "+
+		"run agentd --release-lease on the host, or in a pod with hostPID: true, to have it looked for", "pidNamespace", ns)
 }
