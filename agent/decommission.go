@@ -243,7 +243,7 @@ func leasedAtOtherIP(ctx context.Context, cli *etcdConn, reg *subnet.Registry, p
 			continue
 		}
 		return fmt.Errorf("no lease of this host at public IP %s (these flags' external interface, or --public-ip), but subnet.env's subnet %s "+
-			"is leased to this host's identity %s at public IP %s (%s): the agent ran with other such flags than these. "+
+			"is leased to this host's identity %s at public IP %s (%s): the agent ran with another external interface or --public-ip than these flags give. "+
 			"Nothing released, and subnet.env and what agentd made in the kernel stay: run agentd --release-lease with the agent's flags",
 			pub, prev, id, l.Attrs.PublicIP, reg.LeaseKey(l.Subnet, l.IPv6Subnet))
 	}
