@@ -92,7 +92,7 @@ type app struct {
 // run executes one command line and returns the exit status. dial nil means
 // the real etcd client.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial etcdDialer) int {
-	return runWith(ctx, args, stdout, stderr, dial, http.DefaultClient)
+	return runWith(ctx, args, stdout, stderr, dial, agentClient())
 }
 
 // runWith is run asking the agent's health server with hc.

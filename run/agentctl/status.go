@@ -29,7 +29,8 @@ func (a *app) statusCommand() *cobra.Command {
 		Use:   "status",
 		Short: "Show this host's agent: lease, backend, peers programmed, repairs, etcd",
 		Long: `status asks the agent on this host for its state over its health server
-(agentd --healthz-addr), so it needs no etcd access. --agent is that server's
+(agentd --healthz-addr), so it needs no etcd access, and directly: never
+through http_proxy or HTTPS_PROXY. --agent is that server's
 URL, or its host:port as --healthz-addr gives it. Without --agent, status asks
 the address agentd takes from the environment, with agentd's own code:
 AGENTD_HEALTHZ_ADDR (or AGENTD_HEALTHZ_IP with AGENTD_HEALTHZ_PORT), else the
@@ -204,6 +205,20 @@ func statusURL(base string) (string, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/status"
 	return u.String(), nil
+}
+
+// agentClient is the client that status asks the agent with: Go's default
+// one without a proxy, whatever http_proxy, HTTPS_PROXY and NO_PROXY say, as
+// the kubelet's HTTP probes ask the same server. status asks this host's
+// agent, on an address of the node (the DaemonSet's pod IP, a --healthz-addr
+// on the node's IP), which a proxy cannot reach: through one, such an
+// address got the proxy's error ("502 Bad Gateway") instead of the agent's
+// state; Go's default client skips the proxy for localhost and loopback
+// only.
+func agentClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	return &http.Client{Transport: t}
 }
 
 func (a *app) fetchStatus(ctx context.Context, base string) (agent.Status, []byte, error) {
