@@ -588,7 +588,13 @@ type dockerd struct {
 // optional and are left out: the machine's own docker settings are not the
 // test's.
 func dockerCommand(ctx context.Context, run func(ctx context.Context, argv []string) (string, error), paths map[string]string) ([]string, error) {
-	u, err := sdunit.Load(dockerUnit, dockerDropIn)
+	return dockerUnitCommand(ctx, run, paths, dockerDropIn)
+}
+
+// dockerUnitCommand is dockerCommand with docker.service's drop-ins given
+// (none: the unit as its package installs it).
+func dockerUnitCommand(ctx context.Context, run func(ctx context.Context, argv []string) (string, error), paths map[string]string, dropIns ...string) ([]string, error) {
+	u, err := sdunit.Load(dockerUnit, dropIns...)
 	if err != nil {
 		return nil, err
 	}
@@ -678,6 +684,12 @@ func dockerDefaults(dir, content string) (string, error) {
 // removes its containers, stops it and removes what it left. The output of
 // the drop-in's ExecStartPre is kept in pre.
 func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin, client, optsBin, daemonJSON string) (*dockerd, error) {
+	return startDockerdUnit(t, c, h, dockerdBin, client, optsBin, daemonJSON, dockerDropIn)
+}
+
+// startDockerdUnit is startDockerd with docker.service's drop-ins given
+// (none: the unit as its package installs it).
+func startDockerdUnit(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin, client, optsBin, daemonJSON string, dropIns ...string) (*dockerd, error) {
 	ctx := context.Background()
 	d := &dockerd{h: h, dir: filepath.Join(h.Dir, "docker"), client: client, cgroup: "agentd-" + c.Prefix() + h.Short}
 	if err := os.MkdirAll(filepath.Join(d.dir, "cli"), 0o700); err != nil {
@@ -694,16 +706,16 @@ func startDockerd(t *testing.T, c *cluster.Cluster, h *cluster.Host, dockerdBin,
 		d.pre += out
 		return out, err
 	}
-	argv, err := dockerCommand(ctx, inHost, map[string]string{
+	argv, err := dockerUnitCommand(ctx, inHost, map[string]string{
 		"/usr/local/bin/agentd-docker-opts": optsBin,
 		"/run/flannel/subnet.env":           h.SubnetFile(),
 		"/run/flannel/docker-network.env":   filepath.Join(h.Dir, "docker-network.env"),
 		"/etc/default/docker":               defaults,
-	})
+	}, dropIns...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", h, err)
 	}
-	if argv[0] != "dockerd" {
+	if filepath.Base(argv[0]) != "dockerd" {
 		return nil, fmt.Errorf("%s: docker.service runs %q, want dockerd", h, argv[0])
 	}
 	var args []string
