@@ -316,15 +316,17 @@ func (a *agent) run(ctx context.Context) error {
 		// (healthbind.go).
 		srv := newHealthServer(a.health)
 		a.obs.register(srv.mux, a.health)
-		bindErr := srv.listen(a.cfg.HealthzAddr)
+		bound, bindErr := srv.bind(a.cfg.HealthzAddr)
 		if bindErr != nil && !bindMayFree(bindErr) {
 			return bindErr
 		}
 		var rebind *healthBind
 		if bindErr != nil {
-			rebind = newHealthBind(a.cfg.HealthzAddr, a.log, srv.listen)
+			rebind = newHealthBind(a.cfg.HealthzAddr, a.log, srv.bind)
 			rebind.failedAtStart(bindErr)
 			a.health.setHealthUnbound(a.cfg.HealthzAddr)
+		} else {
+			logListening(a.log, bound)
 		}
 		wg.Add(1)
 		go func() {

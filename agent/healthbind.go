@@ -55,14 +55,14 @@ func bindMayFree(err error) bool {
 type healthBind struct {
 	addr string
 	log  logr.Logger
-	// listen binds addr (healthServer.listen); explain says what a
-	// failure of it means.
-	listen  func(addr string) error
+	// listen binds addr (healthServer.bind) and returns the address
+	// bound; explain says what a failure of it means.
+	listen  func(addr string) (string, error)
 	explain func(addr string, err error) error
 	backoff delay.Backoff
 }
 
-func newHealthBind(addr string, log logr.Logger, listen func(string) error) *healthBind {
+func newHealthBind(addr string, log logr.Logger, listen func(string) (string, error)) *healthBind {
 	return &healthBind{
 		addr:    addr,
 		log:     log,
@@ -90,9 +90,9 @@ func (b *healthBind) run(ctx context.Context, first error) bool {
 		if delay.Sleep(ctx, b.backoff.Next()) != nil {
 			return false
 		}
-		err := b.listen(b.addr)
+		bound, err := b.listen(b.addr)
 		if err == nil {
-			b.log.Info("health server listening", "addr", b.addr, "attempts", attempts, "after", time.Since(since).Round(time.Millisecond))
+			logListening(b.log, bound, "attempts", attempts, "after", time.Since(since).Round(time.Millisecond))
 			return true
 		}
 		if c := errCause(err); c != logged {
@@ -102,6 +102,24 @@ func (b *healthBind) run(ctx context.Context, first error) bool {
 		}
 		b.log.V(2).Info("cannot listen on the health server's address yet", "addr", b.addr, "attempts", attempts, "err", err)
 	}
+}
+
+// bind binds addr for serve, as listen does, and returns the address bound:
+// for addr's port 0, with the port the kernel picked.
+func (s *healthServer) bind(addr string) (string, error) {
+	if err := s.listen(addr); err != nil {
+		return "", err
+	}
+	return s.ln.Addr().String(), nil
+}
+
+// logListening logs that the health server listens on bound, the address it
+// bound, with the fields kv after it. For a --healthz-addr with port 0 this
+// line is what names the port the kernel picked, which agentctl status must
+// be given: agentd logged none when the first bind succeeded, and the
+// retried bind's line gave the address with port 0.
+func logListening(log logr.Logger, bound string, kv ...any) {
+	log.Info("health server listening", append([]any{"addr", bound}, kv...)...)
 }
 
 // errCause is what tells err's cause from another's: its errno, or else its

@@ -20,8 +20,8 @@ import (
 
 // TestHealthBindLogsCauses: the binds after the first failed one log a
 // line at the default verbosity only when the cause changes, and one when
-// the address is bound, with the attempts it took; the same cause again is
-// at -v=2.
+// the address is bound, with the address bound and the attempts it took;
+// the same cause again is at -v=2.
 func TestHealthBindLogsCauses(t *testing.T) {
 	inUse := fmt.Errorf("health server: listen tcp :8471: bind: %w", syscall.EADDRINUSE)
 	notHere := fmt.Errorf("health server: listen tcp 198.18.1.2:8471: bind: %w", syscall.EADDRNOTAVAIL)
@@ -30,7 +30,13 @@ func TestHealthBindLogsCauses(t *testing.T) {
 	// verbosity v.
 	bind := func(lines *logLines, v int) {
 		calls := 0
-		b := newHealthBind(":8471", funcr.New(lines.add, funcr.Options{Verbosity: v}), func(string) error { calls++; return results[calls-1] })
+		b := newHealthBind(":8471", funcr.New(lines.add, funcr.Options{Verbosity: v}), func(string) (string, error) {
+			calls++
+			if err := results[calls-1]; err != nil {
+				return "", err
+			}
+			return "[::]:8471", nil
+		})
 		b.explain = func(_ string, err error) error { return err }
 		b.backoff = delay.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}
 		b.failedAtStart(inUse)
@@ -50,8 +56,8 @@ func TestHealthBindLogsCauses(t *testing.T) {
 	for i := 0; ok && i < len(want); i++ {
 		ok = strings.Contains(got[i], want[i])
 	}
-	if !ok || !strings.Contains(got[len(got)-1], `"attempts"=7`) {
-		t.Errorf("lines at the default verbosity:\n%s\nwant, in order, %q, the last with attempts=7", strings.Join(got, "\n"), want)
+	if !ok || !strings.Contains(got[len(got)-1], `"addr"="[::]:8471" "attempts"=7`) {
+		t.Errorf("lines at the default verbosity:\n%s\nwant, in order, %q, the last with the address bound, [::]:8471, and attempts=7", strings.Join(got, "\n"), want)
 	}
 	if n := all.count("cannot listen on the health server's address yet"); n != 3 {
 		t.Errorf("%d lines of a failure for the cause logged last at -v=2, want 3:\n%s", n, strings.Join(all.get(), "\n"))
@@ -60,7 +66,7 @@ func TestHealthBindLogsCauses(t *testing.T) {
 	// A stop ends the wait.
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	b := newHealthBind(":8471", funcr.New(v0.add, funcr.Options{}), func(string) error { return inUse })
+	b := newHealthBind(":8471", funcr.New(v0.add, funcr.Options{}), func(string) (string, error) { return "", inUse })
 	if b.run(ctx, inUse) {
 		t.Error("run returned true with its context done")
 	}
