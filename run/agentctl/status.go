@@ -41,7 +41,8 @@ when the agent is ready, 3 when it answered but is not ready (the state is
 printed all the same), 1 when it cannot be asked, 64 for an --agent that is
 no http(s) URL or host:port with a port from 1 to 65535, or a variable agentd
 refuses, or one with port 0: agentd listens on a port the kernel picks then,
-which --agent must give.`,
+which --agent must give (agentd's log line "health server listening" names it
+in addr=).`,
 		Example: `  agentctl status --agent http://127.0.0.1:8471`,
 		Args:    usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -109,11 +110,12 @@ func agentFromEnv(lookupEnv func(string) (string, bool)) (addr, from string, err
 	}
 	addr = loopbackIfAny(r.Addr)
 	if host, port, err := net.SplitHostPort(addr); err == nil && isPortZero(port) {
-		// agentd listens on a port the kernel picks, which it does not
-		// publish: port 0 asked would be refused, and the default
-		// (8471) is not where this agent listens.
+		// agentd listens on a port the kernel picks, which only its
+		// log and the kernel's sockets tell: port 0 asked would be
+		// refused, and the default (8471) is not where this agent
+		// listens.
 		return "", "", usagef("%s %q has the kernel pick the health server's port, which agentctl cannot know: "+
-			"give --agent %s with the port agentd listens on (ss -tlnp | grep agentd shows it)",
+			"give --agent %s with the port agentd listens on (ss -tlnp | grep agentd shows it, as does the addr= of agentd's log line \"health server listening\")",
 			r.From, r.Addr, net.JoinHostPort(host, "PORT"))
 	}
 	return addr, r.From, nil
@@ -199,7 +201,7 @@ func statusURL(base string) (string, error) {
 	switch port := u.Port(); {
 	case isPortZero(port):
 		return "", usagef("--agent %q: port 0 is no port a server listens on; agentd given a --healthz-addr with port 0 listens on "+
-			"one the kernel picks: give that one (ss -tlnp | grep agentd shows it)", given)
+			"one the kernel picks: give that one (ss -tlnp | grep agentd shows it, as does the addr= of agentd's log line \"health server listening\")", given)
 	case port == "" && strings.HasSuffix(u.Host, ":"), port != "" && !validPort(port):
 		return "", usagef("--agent %q: port %q: want a number from 1 to 65535", given, port)
 	}

@@ -9,8 +9,9 @@ import (
 
 // TestStatusAgentPortZero: agentd given a --healthz-addr (or
 // AGENTD_HEALTHZ_ADDR) with port 0 listens on a port the kernel picks,
-// which it does not publish. status refuses that address with a usage
-// error naming what to give (--agent with the port agentd listens on),
+// which only its log ("health server listening" addr=) and the kernel's
+// sockets name. status refuses that address with a usage error naming what
+// to give (--agent with the port agentd listens on) and where to find it,
 // and asks nothing: before, it asked port 0 (a connection refused, exit 1,
 // "is agentd running with --healthz-addr?").
 func TestStatusAgentPortZero(t *testing.T) {
@@ -21,11 +22,11 @@ func TestStatusAgentPortZero(t *testing.T) {
 		want []string
 	}{
 		{name: "AGENTD_HEALTHZ_ADDR", env: "127.0.0.1:0",
-			want: []string{`AGENTD_HEALTHZ_ADDR "127.0.0.1:0" has the kernel pick the health server's port`, "give --agent 127.0.0.1:PORT", "ss -tlnp"}},
+			want: []string{`AGENTD_HEALTHZ_ADDR "127.0.0.1:0" has the kernel pick the health server's port`, "give --agent 127.0.0.1:PORT", "ss -tlnp", `the addr= of agentd's log line "health server listening"`}},
 		{name: "every address", env: ":00",
 			want: []string{`AGENTD_HEALTHZ_ADDR ":00" has the kernel pick`, "give --agent 127.0.0.1:PORT"}},
 		{name: "--agent", args: []string{"--agent", "127.0.0.1:0"},
-			want: []string{`--agent "127.0.0.1:0": port 0 is no port a server listens on`, "ss -tlnp"}},
+			want: []string{`--agent "127.0.0.1:0": port 0 is no port a server listens on`, "ss -tlnp", `the addr= of agentd's log line "health server listening"`}},
 		{name: "--agent URL", args: []string{"--agent", "http://[::1]:0/"},
 			want: []string{`--agent "http://[::1]:0/": port 0`}},
 		// --agent wins over the variable, which is not judged then.
