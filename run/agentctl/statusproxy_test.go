@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,7 +53,11 @@ func TestStatusAsksAgentWithoutProxy(t *testing.T) {
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestStatusAsksAgentWithoutProxy$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), statusProxyChildEnv+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	// The parent-death signal follows the thread that forked the child:
+	// keep it alive until the child is reaped.
+	runtime.LockOSThread()
 	out, err := cmd.CombinedOutput()
+	runtime.UnlockOSThread()
 	if err != nil {
 		t.Fatalf("the child in its own network namespace: %v\n%s", err, out)
 	}
