@@ -158,7 +158,11 @@ func (m *fakeMasq) Remove(network, containerID, _ string, chain bool) error {
 }
 
 func newFixture(t *testing.T) *fixture {
-	dir := t.TempDir()
+	return newFixtureIn(t, t.TempDir())
+}
+
+// newFixtureIn is newFixture with its files in dir, an empty directory.
+func newFixtureIn(t *testing.T, dir string) *fixture {
 	f := &fixture{dir: dir, subnetFile: filepath.Join(dir, "subnet.env"), dataDir: filepath.Join(dir, "data"), exec: &fakeExec{}, masq: &fakeMasq{}}
 	f.now = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	f.p = &Plugin{Exec: f.exec, Stdout: &f.out, Stderr: &f.errOut,
