@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/iptables"
@@ -214,40 +215,71 @@ func modeCommand(mode string) string {
 }
 
 // leasedAtOtherIP returns an error when no lease of this host was found at
-// pub (release's !ok) because the flags are not the agent's: the subnet
-// that subnet.env names (prev, "" when there is none) is leased at another
-// public IP to this host's identity (hostID, or prevHostID, the one
-// subnet.env names). That is what --release-lease run with other --iface
-// or --public-ip flags than the agent had finds (one more list of the
-// leases, only when no lease was found). Without it, it said "no lease of
-// this host to release", removed subnet.env and exited 0, leaving the
-// lease live until its TTL ran out (peers kept routing to the host) and,
-// under vxlan, flannel.<VNI> (its local address not the flags'). The
-// lease is not released here: a copy of this state dir and subnet.env (a
-// machine image of this host not started since) finds the same lease,
-// which is not its own.
+// pub (release's !ok) because the flags are not the agent's, or this
+// host's public IP changed since the agent ran: a lease at another public
+// IP is this host's (otherIPLeases). That is what --release-lease run
+// with other --iface or --public-ip flags than the agent had finds (one
+// more list of the leases, only when no lease was found). Without it, it
+// said "no lease of this host to release", removed subnet.env and exited
+// 0, leaving the lease live until its TTL ran out (peers kept routing to
+// the host) and, under vxlan, flannel.<VNI> (its local address not the
+// flags'). The lease is not released here: a copy of this state dir (a
+// machine image of this host) finds the same lease, which is not its own,
+// and is told how to go on without it (a new host-id). A lease already
+// gone is not found, and the release goes on.
 func leasedAtOtherIP(ctx context.Context, cli *etcdConn, reg *subnet.Registry, pub netip.Addr, prev netip.Prefix, hostID, prevHostID string) error {
-	if !prev.IsValid() {
-		return nil
-	}
 	var leases []subnet.Lease
 	if err := cli.do(ctx, etcdCallTimeout, func(ctx context.Context) (err error) {
 		leases, _, _, err = reg.List(ctx)
 		return err
 	}); err != nil {
-		return fmt.Errorf("no lease of this host at public IP %s; looking for subnet.env's subnet %s: %w", pub, prev, err)
+		return fmt.Errorf("no lease of this host at public IP %s; looking for this host's identity %s at another: %w", pub, hostID, err)
 	}
-	for _, l := range leases {
-		id := l.Attrs.HostID
-		if l.Subnet != prev || l.Attrs.PublicIP == pub || id == "" || id != hostID && id != prevHostID {
-			continue
-		}
+	byEnv, byID := otherIPLeases(leases, pub, prev, hostID, prevHostID)
+	if byEnv != nil {
 		return fmt.Errorf("no lease of this host at public IP %s (these flags' external interface, or --public-ip), but subnet.env's subnet %s "+
 			"is leased to this host's identity %s at public IP %s (%s): the agent ran with another external interface or --public-ip than these flags give. "+
 			"Nothing released, and subnet.env and what agentd made in the kernel stay: run agentd --release-lease with the agent's flags",
-			pub, prev, id, l.Attrs.PublicIP, reg.LeaseKey(l.Subnet, l.IPv6Subnet))
+			pub, prev, byEnv.Attrs.HostID, byEnv.Attrs.PublicIP, reg.LeaseKey(byEnv.Subnet, byEnv.IPv6Subnet))
 	}
-	return nil
+	if len(byID) == 0 {
+		return nil
+	}
+	held := make([]string, 0, len(byID))
+	for _, l := range byID {
+		held = append(held, fmt.Sprintf("%s at public IP %s", reg.LeaseKey(l.Subnet, l.IPv6Subnet), l.Attrs.PublicIP))
+	}
+	return fmt.Errorf("no lease of this host at public IP %s (these flags' external interface, or --public-ip), but this host's identity %s holds %s: "+
+		"the agent ran with another external interface or --public-ip than these flags give, or this host's public IP changed since. "+
+		"Nothing released, and what agentd made in the kernel stays: run agentd --release-lease with the agent's flags, or with --public-ip=%s. "+
+		"Only if this host's --state-dir is a copy of another host's (a machine image), that lease is the other host's and this host has none: "+
+		"then delete %s in the state dir and run it again",
+		pub, hostID, strings.Join(held, ", "), byID[0].Attrs.PublicIP, subnet.HostIDFile)
+}
+
+// otherIPLeases returns the leases at another public IP than pub that are
+// this host's: byEnv, the lease of subnet.env's subnet (prev, invalid when
+// there is none) carrying the identity of the state dir (hostID) or of
+// subnet.env (prevHostID), else byID, every lease carrying hostID. The
+// identity is what tells them: with neither subnet.env nor lost-subnet.env
+// (both gone after a reboot, /run being tmpfs) it is all that names this
+// host's lease, and until 2026-12-07 nothing was found then. A lease
+// without an identity (flanneld's, a reservation not taken) says nothing
+// of its host, and one at pub is not at another public IP.
+func otherIPLeases(leases []subnet.Lease, pub netip.Addr, prev netip.Prefix, hostID, prevHostID string) (byEnv *subnet.Lease, byID []subnet.Lease) {
+	for i, l := range leases {
+		id := l.Attrs.HostID
+		if l.Attrs.PublicIP == pub || id == "" {
+			continue
+		}
+		if prev.IsValid() && l.Subnet == prev && (id == hostID || id == prevHostID) {
+			return &leases[i], nil
+		}
+		if id == hostID {
+			byID = append(byID, l)
+		}
+	}
+	return nil, byID
 }
 
 // initialPIDNamespace is how /proc/self/ns/pid reads in the kernel's

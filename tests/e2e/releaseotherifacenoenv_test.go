@@ -1,0 +1,81 @@
+package e2e
+
+import (
+	"maps"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestReleaseLeaseOtherIfaceNoSubnetEnv: agentd --release-lease given
+// another --iface than the agent ran with, on a host whose subnet.env is
+// gone (as after a reboot: /run is tmpfs), finds no lease at that public
+// IP but one at the agent's carrying this host's identity (the state
+// dir's host-id): it refuses, exit 1, naming that lease's key and public
+// IP and the --public-ip to run it with, and releases and removes nothing.
+// Run again with that --public-ip, it releases the lease and removes
+// flannel.1. Before, it said "no lease of this host to release; subnet.env
+// removed" and exited 0: the lease stayed live until its TTL ran out (the
+// peer kept its route to the host), and flannel.1 stayed.
+//
+//	ns sw: bridge ─┬─ h1 198.18.0.1 (and veth eth9 198.19.9.1)  agent stopped, subnet.env removed,
+//	               │                                            --release-lease --iface=eth9
+//	               ├─ h2 198.18.0.2                          agent runs throughout
+//	               └─ etcd 198.18.0.254
+func TestReleaseLeaseOtherIfaceNoSubnetEnv(t *testing.T) {
+	f := newFixture(t, 2, hfConfig("vxlan"))
+	h1, h2 := f.c.Host(1), f.c.Host(2)
+	a1 := f.start(h1)
+	f.start(h2)
+	f.waitReady(h1, h2)
+	addEth9(f, h1)
+	if code, err := a1.Stop(); err != nil || code != 0 {
+		t.Fatalf("h1 SIGTERM: exit %d, %v; want 0", code, err)
+	}
+	sn := hostSubnet(t, h1)
+	if err := os.Remove(h1.SubnetFile()); err != nil {
+		t.Fatal(err)
+	}
+	leases := f.leases()
+	key := strings.ReplaceAll(sn.String(), "/", "-")
+	if _, ok := leases[key]; !ok {
+		t.Fatalf("no lease %s of h1 in %q", key, leases)
+	}
+
+	off := logLen(t, h1)
+	code, err := f.start(h1, "--release-lease", "--iface=eth9").Wait(f.ctx)
+	log := logFrom(t, h1, off)
+	t.Logf("h1 --release-lease --iface=eth9 without subnet.env: exit %d\n%s", code, log)
+	if err != nil || code != 1 {
+		t.Errorf("h1 --release-lease --iface=eth9 without subnet.env: exit %d, %v; want 1", code, err)
+	}
+	if ls := linesWith(log, `"agentd failed"`, "no lease of this host at public IP 198.19.9.1",
+		"but this host's identity", "holds "+prefix+"/subnets/"+key+" at public IP 198.18.0.1",
+		"Nothing released", "run agentd --release-lease with the agent's flags, or with --public-ip=198.18.0.1",
+		"then delete host-id in the state dir"); len(ls) != 1 {
+		t.Errorf("h1: --release-lease --iface=eth9 without subnet.env did not fail once naming the lease %s at public IP 198.18.0.1", key)
+	}
+	if got := f.leases(); !maps.Equal(got, leases) {
+		t.Errorf("leases after the refused release: %q, want them unchanged: %q", got, leases)
+	}
+	if _, err := h1.LinkByName("flannel.1"); err != nil {
+		t.Errorf("h1's flannel.1 after the refused release: %v; want it in place", err)
+	}
+
+	// With the --public-ip the refusal names: released, and flannel.1
+	// removed.
+	off = logLen(t, h1)
+	if code, err := f.start(h1, "--release-lease", "--iface=eth9", "--public-ip=198.18.0.1").Wait(f.ctx); err != nil || code != 0 {
+		t.Fatalf("h1 --release-lease --iface=eth9 --public-ip=198.18.0.1: exit %d, %v\n%s", code, err, logFrom(t, h1, off))
+	}
+	log = logFrom(t, h1, off)
+	if ls := linesWith(log, `"lease released; subnet.env removed"`); len(ls) != 1 {
+		t.Errorf("h1: --release-lease with --public-ip=198.18.0.1 did not release the lease:\n%s", log)
+	}
+	if _, err := h1.LinkByName("flannel.1"); err == nil {
+		t.Errorf("h1: flannel.1 is still there after --release-lease with --public-ip=198.18.0.1:\n%s", log)
+	}
+	f.eventually("h2 drops its route to h1's subnet", ready, func() error {
+		return noTraceOf(h2, sn, h1.IP)
+	})
+}
