@@ -170,7 +170,7 @@ func removeOurChains(ctx context.Context, log logr.Logger, cfg *Config) error {
 	}
 	if mode != cfg.IPTablesMode && cfg.IPTablesMode != iptables.ModeAuto {
 		log.Info("no command here for --iptables-mode; deleting our iptables chains with the one here, in each backend whose command is here",
-			"mode", cfg.IPTablesMode, "missing", modeCommand(cfg.IPTablesMode), "command", modeCommand(mode))
+			"mode", modeName(cfg.IPTablesMode), "missing", modeCommand(cfg.IPTablesMode), "command", modeCommand(mode))
 	}
 	// The Manager's own line per table is -v=2 here: this one says it.
 	m, err := iptables.New(iptables.IPv4, log.V(2).WithName("iptables"), iptables.Options{Mode: mode, Context: ctx})
@@ -202,6 +202,15 @@ func releaseMode(mode string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// modeName is mode as a log line names it: unset (the default) is the
+// iptables command's backend, which an empty mode="" did not say.
+func modeName(mode string) string {
+	if mode == iptables.ModeDefault {
+		return "unset: the iptables command's"
+	}
+	return mode
 }
 
 // modeCommand is the command iptables mode mode runs: iptables-nft,
