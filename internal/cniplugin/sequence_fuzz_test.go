@@ -13,7 +13,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	"golang.org/x/sys/unix"
 )
 
 // The attachments FuzzSequence plays with: two containers, two interfaces
@@ -43,28 +42,6 @@ const (
 // rest left out: 16 (24 before) with the seeds' 8 at most. An operation and
 // the end's DELs cost about as much, so the input's cost is bounded too.
 const seqMaxOps = 16
-
-// seqDir is an empty directory for one FuzzSequence input, removed when it
-// ends: on tmpfs where /dev/shm is one, since each ADD syncs dataDir and the
-// file it saves, which on a disk took most of an input's time (84 s for
-// make fuzz-short's 10 000 inputs, on ext4), and the tests' temporary
-// directory elsewhere.
-func seqDir(t *testing.T) string {
-	var st unix.Statfs_t
-	if unix.Statfs("/dev/shm", &st) != nil || st.Type != unix.TMPFS_MAGIC {
-		return t.TempDir()
-	}
-	dir, err := os.MkdirTemp("/dev/shm", "agentd-cni-FuzzSequence-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Error(err)
-		}
-	})
-	return dir
-}
 
 // seqEnvs are the subnet.env contents seqMoveSubnet switches between.
 var seqEnvs = [2]string{envA, strings.Replace(envA, "10.244.5.1/24", "10.244.9.1/24", 1)}
@@ -147,7 +124,7 @@ func FuzzSequence(f *testing.F) {
 		if len(ops) > 2*seqMaxOps {
 			ops = ops[:2*seqMaxOps]
 		}
-		fx := newFixtureIn(t, seqDir(t))
+		fx := newFixtureIn(t, tmpfsDir(t))
 		env := 0
 		fx.writeEnv(t, seqEnvs[env])
 		if err := os.MkdirAll(fx.dataDir, 0o700); err != nil {
