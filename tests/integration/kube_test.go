@@ -28,6 +28,10 @@ import (
 
 const (
 	manifestPath = "../../dist/kubernetes/agentd.yaml"
+	// releaseJobPath is the Job that decommissions a node, applied after
+	// README's sed puts the node's name in place of releaseJobNode.
+	releaseJobPath = "../../dist/kubernetes/agentd-release-lease.yaml"
+	releaseJobNode = "NODE-NAME"
 	// KubeVersion is the Kubernetes release whose kube-apiserver checks the
 	// manifest; `make kube-bin` builds it (tests/kube/build-kube.sh).
 	KubeVersion = "v1.36.3"
@@ -56,7 +60,9 @@ func kubeBinDir() string {
 // kube-apiserver (with a real etcd, through controller-runtime's envtest) as
 // a server-side dry run with strict field validation: unknown or duplicate
 // fields, and the semantic checks only the API server makes (selectors,
-// probes, priority classes, pod security), fail the test.
+// probes, priority classes, pod security), fail the test. So does
+// dist/kubernetes/agentd-release-lease.yaml's Job, with a node's name put in
+// as README's sed puts it, and it must be refused as it is, unfilled.
 //
 // The API server listens on 127.0.0.1 of a namespace the test makes, not of
 // the machine: the test binary runs itself again inside that namespace, and
@@ -108,7 +114,8 @@ func TestKubeManifest(t *testing.T) {
 
 // checkManifest runs in the child: it starts etcd and kube-apiserver, creates
 // the manifest's Namespace, then dry-runs every object with strict field
-// validation; two broken copies show the server does reject.
+// validation, and the release Job filled in (checkReleaseJob); two broken
+// copies show the server does reject.
 func checkManifest(t *testing.T, apiserver, etcd string) {
 	env := &envtest.Environment{
 		ControlPlane: envtest.ControlPlane{
@@ -163,6 +170,7 @@ func checkManifest(t *testing.T, apiserver, etcd string) {
 		}
 		t.Logf("accepted (dry run, strict): %s %s %s", u.GetAPIVersion(), u.GetKind(), strings.TrimPrefix(u.GetNamespace()+"/"+u.GetName(), "/"))
 	}
+	checkReleaseJob(t, dryRun)
 
 	// The server must be able to say no: an unknown field, and a selector
 	// that does not match the pod template (valid YAML, valid fields).
@@ -261,6 +269,54 @@ func TestKubeManifestConsistency(t *testing.T) {
 	}
 }
 
+// checkReleaseJob dry-runs the release Job, as README applies it: every
+// NODE-NAME replaced by a node's name (sed "s/NODE-NAME/$node/" replaces
+// the first on each line), in the manifest's namespace, which must exist
+// (checkManifest creates it). Applied as it is, it must be refused for its
+// nodeName, not accepted to wait for a node that never comes.
+func checkReleaseJob(t *testing.T, dryRun func(*unstructured.Unstructured) error) {
+	b, err := os.ReadFile(releaseJobPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const node = "worker-3.example.com"
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		lines[i] = strings.Replace(l, releaseJobNode, node, 1)
+	}
+	filled := strings.Join(lines, "\n")
+	if strings.Contains(filled, releaseJobNode) {
+		t.Fatalf("%s: %s is left after sed's replacement (twice on a line)", releaseJobPath, releaseJobNode)
+	}
+	for _, tc := range []struct {
+		name, text string
+		want       string // "": accepted
+	}{
+		{"node " + node, filled, ""},
+		{"unfilled", string(b), `spec.template.spec.nodeName: Invalid value: "` + releaseJobNode + `"`},
+	} {
+		objs := decodeManifest(t, releaseJobPath, []byte(tc.text))
+		if len(objs) != 1 || objs[0].GetKind() != "Job" {
+			t.Fatalf("%s: %d objects, want one Job", releaseJobPath, len(objs))
+		}
+		job := objs[0]
+		if got, _, _ := unstructured.NestedString(job.Object, "spec", "template", "spec", "nodeName"); tc.want == "" && got != node {
+			t.Errorf("%s (%s): nodeName %q, want %q", releaseJobPath, tc.name, got, node)
+		}
+		err := dryRun(job)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("Job %s/%s (%s) rejected: %v", job.GetNamespace(), job.GetName(), tc.name, err)
+		case tc.want == "":
+			t.Logf("accepted (dry run, strict): %s Job %s/%s with nodeName %s", job.GetAPIVersion(), job.GetNamespace(), job.GetName(), node)
+		case err == nil || !strings.Contains(err.Error(), tc.want):
+			t.Errorf("Job %s/%s (%s): got %v, want an error containing %q", job.GetNamespace(), job.GetName(), tc.name, err, tc.want)
+		default:
+			t.Logf("Job %s/%s (%s) rejected: %v", job.GetNamespace(), job.GetName(), tc.name, err)
+		}
+	}
+}
+
 // manifestObjects decodes the manifest strictly (duplicate keys are errors)
 // into one object per YAML document.
 func manifestObjects(t *testing.T) []*unstructured.Unstructured {
@@ -269,11 +325,18 @@ func manifestObjects(t *testing.T) []*unstructured.Unstructured {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return decodeManifest(t, manifestPath, b)
+}
+
+// decodeManifest decodes b, read from path, strictly into one object per
+// YAML document.
+func decodeManifest(t *testing.T, path string, b []byte) []*unstructured.Unstructured {
+	t.Helper()
 	var objs []*unstructured.Unstructured
 	for i, doc := range strings.Split("\n"+string(b), "\n---\n") {
 		var m map[string]any
 		if err := yaml.UnmarshalStrict([]byte(doc), &m); err != nil {
-			t.Fatalf("%s document %d: %v", manifestPath, i+1, err)
+			t.Fatalf("%s document %d: %v", path, i+1, err)
 		}
 		if m != nil {
 			objs = append(objs, &unstructured.Unstructured{Object: m})
