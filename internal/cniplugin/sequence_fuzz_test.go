@@ -26,8 +26,9 @@ var (
 // The operations of a FuzzSequence input, two bytes each: the first byte's
 // value modulo seqOps picks the operation (its bits above the third pick the
 // crash step of seqCrashedAdd), the second's low three bits the attachment
-// (network, container, interface) and, for seqFlannelDel, its low bit the
-// container.
+// (network, container, interface), its fourth bit for seqDel a DEL in the
+// configuration of the twin's last ADD (see del), and, for seqFlannelDel, its
+// low bit the container.
 const (
 	seqAdd = iota
 	seqDel
@@ -83,7 +84,12 @@ func seqAttachment(i byte) (network, id, ifName string) {
 //     rebuilt from subnet.env, or a legacy file of flannel's, which serves
 //     whichever attachment of its network comes first), except with its
 //     twin's, the same container and interface in the other network, whose
-//     file it takes as a renamed network's (see renamedSaved);
+//     file it takes as a renamed network's (see renamedSaved); a DEL in the
+//     configuration of the twin's last ADD (as after a rename of the
+//     twin's network) takes the file of a live twin added in the subnet
+//     subnet.env names, after its own file if it has one (releaseRenamed);
+//     before 2026-12-07 every DEL was tagged "rebuilt", which no ADD's
+//     file matches, and neither was ever played;
 //   - CHECK of a live attachment passes with its own configuration while
 //     subnet.env names the subnet it was added in, and fails before any
 //     delegate runs once it names another;
@@ -115,6 +121,12 @@ func FuzzSequence(f *testing.F) {
 	f.Add(byte(0), seq(op(seqAdd, cbr0c1eth0), op(seqMoveSubnet, 0), op(seqAdd, cbr0c1eth0), op(seqCheck, cbr0c1eth0), op(seqFlannelDel, 0)))
 	f.Add(byte(1), seq(op(seqAdd, cbr0c1eth1), op(seqDel, cbr0c1eth1), op(seqDel, cbr0c1eth1), op(seqCheck, cbr0c1eth0)))
 	f.Add(byte(2), seq(op(seqAdd, cbr0c2eth0), op(seqDel, cbr0c2eth0), op(seqFlannelDel, 1)))
+	// DELs of cbr0:c1:eth0 as if other, where c1's eth0 was added, had
+	// been renamed cbr0 (see del).
+	f.Add(byte(0), seq(op(seqAdd, otherc1eth0), op(seqDel, cbr0c1eth0|8), op(seqCheck, otherc1eth0)))
+	f.Add(byte(0), seq(op(seqAdd, otherc1eth0), op(seqAdd, cbr0c1eth0), op(seqDel, cbr0c1eth0|8), op(seqAdd, cbr0c1eth0)))
+	f.Add(byte(1), seq(op(seqAdd, otherc1eth0), op(seqMoveSubnet, 0), op(seqDel, cbr0c1eth0|8), op(seqMoveSubnet, 0), op(seqDel, cbr0c1eth0|8)))
+	f.Add(byte(0), seq(op(crashAt(1), otherc1eth0), op(seqDel, cbr0c1eth0|8), op(seqDel, otherc1eth0)))
 	for step := range byte(3) {
 		f.Add(byte(0), seq(op(seqAdd, cbr0c1eth0), op(seqAdd, cbr0c1eth1), op(seqMoveSubnet, 0),
 			op(crashAt(step), cbr0c1eth0), op(seqDel, cbr0c1eth0), op(seqDel, cbr0c1eth1), op(seqDel, cbr0c1eth1)))
@@ -217,23 +229,42 @@ func FuzzSequence(f *testing.F) {
 		// saved for, attachment i's twin (the same container and
 		// interface in the other network), which DEL of i takes when i
 		// has nothing saved (see renamedSaved).
-		twinOf := func(i byte, conf string) bool {
-			tw := state[i^4]
-			return tw.live && conf == tw.conf || slices.Contains(tw.crashed, tagOf(conf)) || tw.crashed != nil && tw.wasLive && conf == tw.conf
+		twinOf := func(i byte, tw seqState, conf string) bool {
+			twinNetwork, _, _ := seqAttachment(i ^ 4)
+			return tw.live && conf == tw.conf || slices.Contains(tw.crashed, tagOf(conf)) && strings.Contains(conf, `"name":"`+twinNetwork+`"`) || tw.crashed != nil && tw.wasLive && conf == tw.conf
 		}
-		del := func(i byte) {
+		// del runs DEL of attachment i with the delegate tagged
+		// "rebuilt" or, asTwin, with the tag of its twin's last ADD:
+		// the configuration that ADD saved is then what i's network
+		// gives today, but for the name, as after the network was
+		// renamed: while subnet.env names the subnet it was added in,
+		// DEL of i takes the twin's file when i has none (see
+		// renamedSaved), and releases it after its own when i has one
+		// (see releaseRenamed), a second run of the delegate.
+		del := func(i byte, asTwin bool) {
 			s := &state[i]
 			network, id, _ := seqAttachment(i)
-			if err := fx.p.Del(args(i, "rebuilt", "")); err != nil {
+			delTag := "rebuilt"
+			if tw := state[i^4]; asTwin && len(tw.crashed) > 0 {
+				delTag = tw.crashed[len(tw.crashed)-1]
+			} else if asTwin && tw.live {
+				delTag = tagOf(tw.conf)
+			}
+			twinBefore := state[i^4]
+			calls := len(fx.exec.calls)
+			if err := fx.p.Del(args(i, delTag, "")); err != nil {
 				fail("DEL %s: %v", path(i), err)
 			}
-			c := lastCall("DEL")
+			if len(fx.exec.calls) == calls {
+				fail("DEL %s: no delegate ran", path(i))
+			}
+			c := fx.exec.calls[calls]
 			got := canonical(t, c.stdin)
 			if c.command != "DEL" {
 				fail("DEL %s ran %s", path(i), c.command)
 			}
 			gotTag := tagOf(got)
-			twin := !s.live && twinOf(i, got)
+			twin := !s.live && twinOf(i, twinBefore, got)
 			switch {
 			case twin:
 				state[i^4] = seqState{}
@@ -242,12 +273,12 @@ func FuzzSequence(f *testing.F) {
 					fail("DEL of live %s gave the delegate\n%s\nits ADD gave it\n%s", path(i), got, s.conf)
 				}
 			case s.crashed != nil:
-				ok := slices.Contains(s.crashed, gotTag) || s.wasLive && got == s.conf || !s.wasLive && gotTag == "rebuilt"
+				ok := slices.Contains(s.crashed, gotTag) || s.wasLive && got == s.conf || !s.wasLive && gotTag == delTag
 				if !ok {
 					fail("DEL of %s after crashed ADDs %q (before them %q, live %v) gave the delegate\n%s", path(i), s.crashed, tagOf(s.conf), s.wasLive, got)
 				}
 			default:
-				if gotTag != "rebuilt" && !(gotTag == "flannel "+id && flannelConf[id] != "" && strings.Contains(got, `"name":"`+network+`"`)) {
+				if gotTag != delTag && !(gotTag == "flannel "+id && flannelConf[id] != "" && strings.Contains(got, `"name":"`+network+`"`)) {
 					fail("DEL of %s, not live, gave the delegate\n%s\nwant one rebuilt from subnet.env or flannel's legacy file", path(i), got)
 				}
 			}
@@ -256,6 +287,15 @@ func FuzzSequence(f *testing.F) {
 				delete(flannels, id)
 			}
 			*s = seqState{}
+			for _, c := range fx.exec.calls[calls+1:] {
+				if again := canonical(t, c.stdin); c.command != "DEL" || twin || !twinOf(i, twinBefore, again) {
+					fail("DEL of %s also ran the delegate's %s with\n%s\nwhich is not its twin's", path(i), c.command, again)
+				}
+				state[i^4] = seqState{}
+			}
+			if asTwin && twinBefore.live && twinBefore.env == env && state[i^4].live {
+				fail("DEL of %s in the configuration of its twin's ADD, in the same subnet, left the twin's file", path(i))
+			}
 		}
 
 		check := func(i byte) {
@@ -352,8 +392,9 @@ func FuzzSequence(f *testing.F) {
 				log = append(log, "ADD "+path(i))
 				add(i, 0)
 			case seqDel:
-				log = append(log, "DEL "+path(i))
-				del(i)
+				asTwin := arg&8 != 0
+				log = append(log, "DEL "+path(i)+map[bool]string{true: " as its twin was added"}[asTwin])
+				del(i, asTwin)
 			case seqCheck:
 				log = append(log, "CHECK "+path(i))
 				check(i)
@@ -375,7 +416,7 @@ func FuzzSequence(f *testing.F) {
 		for round := range 2 {
 			for i := range byte(8) {
 				log = append(log, fmt.Sprintf("DEL %s (end, round %d)", path(i), round+1))
-				del(i)
+				del(i, false)
 				invariants()
 			}
 			// A second round only where the first left a file (a
