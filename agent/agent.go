@@ -148,6 +148,9 @@ type agent struct {
 	iptOtherLockedLogged bool
 	// now is the reconcile goroutine's clock: time.Now if nil.
 	now func() time.Time
+	// leaseClock is what our etcd lease's expiry is judged by, by the
+	// lease manager and by readiness: boottime.Now if nil.
+	leaseClock func() time.Time
 	// changes is the reconcile goroutine's summary of kernel changes.
 	changes changeLog
 
@@ -377,7 +380,7 @@ func (a *agent) run(ctx context.Context) error {
 	// (agentd_lease_ttl_remaining_seconds) without a request of its own:
 	// the etcd client's through the tap, its own renewals through
 	// OnLeaseRenewed.
-	ttl := &leaseTTL{}
+	ttl := &leaseTTL{now: a.leaseClock}
 	cli.Lease = ttl.tap(cli.Lease)
 	reg := subnet.NewRegistry(cli.Client, a.cfg.EtcdPrefix)
 
@@ -473,15 +476,18 @@ func (a *agent) run(ctx context.Context) error {
 		OnLeaseState:     a.health.setLeaseHeld,
 		OnLeaseRenewed:   ttl.renewed,
 		OnRenewalRefused: a.obs.setRenewalRefused,
+		Clock:            a.leaseClock,
 	})
 	a.obs.watchLeases(&mgr.Stats, mgr.UnusableKeys)
-	a.obs.watchLeaseTTL(func() (time.Duration, bool) {
+	leaseLeft := func() (time.Duration, bool) {
 		own, ok := mgr.Own()
 		if !ok || own.Reservation() {
 			return 0, false
 		}
 		return ttl.left(clientv3.LeaseID(own.LeaseID))
-	})
+	}
+	a.obs.watchLeaseTTL(leaseLeft)
+	a.health.setLeaseLeft(leaseLeft)
 	mgrp.Store(mgr)
 	// Until the lease is held nothing that the config decides is set up
 	// beyond the backend's device (no subnet.env, no peer), so each

@@ -25,10 +25,18 @@ import (
 //	first peer snapshot programmed ─┘
 //
 // subnet.env and the peer snapshot, once done, stay done; the lease can be
-// lost and regained, and readiness follows it. systemd is told only once: its
-// READY=1 means "start-up finished", not "healthy now". Each change of the
-// readiness or its reason is sent as STATUS=, which `systemctl status` shows
-// (also while the unit is still "activating"), and stopping as STOPPING=1.
+// lost and regained, and readiness follows it. It is not ready either once
+// the lease's TTL has passed by the clock with no keepalive answered
+// (leaseLeft), even before the lease manager has noticed: an agent resumed
+// from SIGSTOP or a suspend past the TTL answers a probe before its timers
+// have run, and its subnet may be another host's by then. systemd is told
+// only once: its READY=1 means "start-up finished", not "healthy now". Each
+// change of the readiness or its reason is sent as STATUS=, which `systemctl
+// status` shows (also while the unit is still "activating"), and stopping as
+// STOPPING=1. A lease that ran out only by the clock is seen when readiness
+// is asked (a probe, /status) and sent with the next change, not when it
+// runs out: only a timer could tell at that moment, and a stopped
+// process's timers do not run.
 //
 // Liveness is "the process answers", "no start-up step has run for longer
 // than its limit" (startup.go), and, once expectHeartbeat was called, also
@@ -63,6 +71,12 @@ type health struct {
 	stepLogged bool
 	stepSeq    uint64
 	stepLimit  time.Duration
+
+	// leaseLeft, once set (setLeaseLeft), says the time left on our etcd
+	// lease as of its last answered keepalive, by a clock that runs on
+	// while the process is stopped or the machine sleeps; false when
+	// nothing is known.
+	leaseLeft func() (time.Duration, bool)
 
 	// notifyMu orders the messages to the service manager: each
 	// sendStatus reads the state and sends under it, so the STATUS= sent
@@ -111,6 +125,21 @@ func (h *health) setLeaseHeld(held bool, reason string) {
 	}
 	h.changedLocked()
 }
+
+// setLeaseLeft makes readiness ask left for the time left on our etcd lease
+// (leaseTTL.left of our lease): while the lease is held, none left is not
+// ready. left must not call back into h.
+func (h *health) setLeaseLeft(left func() (time.Duration, bool)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.leaseLeft = left
+}
+
+// leaseRanOut is the reason the agent is not ready while its lease is held
+// by the lease manager's account but its TTL has passed by the clock with no
+// keepalive answered: until etcd confirms the lease (a keepalive or a
+// renewal answered), or the lease manager reports it lost.
+const leaseRanOut = "our etcd lease's TTL has passed with no keepalive answered (the agent was stopped or the machine slept, or etcd did not answer): not ready until etcd confirms it, as its subnet may be another host's by now"
 
 // setSubnetEnvWritten records that subnet.env names our current subnet.
 func (h *health) setSubnetEnvWritten() {
@@ -317,8 +346,13 @@ func (h *health) ready() (bool, string) {
 
 func (h *health) readyLocked() (bool, string) {
 	var why []string
-	if !h.leaseHeld {
+	switch {
+	case !h.leaseHeld:
 		why = append(why, h.leaseReason)
+	case h.leaseLeft != nil:
+		if left, ok := h.leaseLeft(); ok && left <= 0 {
+			why = append(why, leaseRanOut)
+		}
 	}
 	switch {
 	case h.envWritten:
