@@ -15,9 +15,14 @@ import (
 // exactly when each of its keys and each of the configuration's today has
 // the same value in both, but name, cniVersion, mtu, ipMasq and
 // runtimeConfig (whatever their case), and forceAddress when the file has none, an ipam
-// "subnet" without "ranges" counting as the one range it is to host-local;
-// and it leaves the file's configuration as it was. A naive key-by-key
-// comparison is the reference. For ipam it goes the other way from
+// "subnet" without "ranges" counting as the one range it is to host-local,
+// the keys agentd-cni writes counting whatever their case but the
+// delegate's "type" (a file giving one twice, in two spellings, is not
+// taken); and it leaves the file's
+// configuration as it was. A naive key-by-key comparison of the file with
+// those keys spelled as agentd-cni does (spelledAsOurs) is the reference.
+// The file's keys of name, cniVersion, mtu, ipMasq and runtimeConfig are not
+// compared, given twice or not. For ipam it goes the other way from
 // formerConf, which writes the file's "subnet" as "ranges" (asRanges): it
 // writes today's one range as "subnet" and takes the file's ipam when it
 // equals either form of today's, so that a slip in asRanges is not also
@@ -42,6 +47,14 @@ func FuzzFormerConf(f *testing.F) {
 		strings.Replace(flannelsFile, `"name":"cbr0"`, `"Name":"cbr0"`, 1),
 		strings.Replace(flannelsFile, `"name":"cbr0"`, `"NAME":"cbr0","name":"other","MTU":1400`, 1),
 		strings.Replace(flannelsFile, `"type":"bridge"`, `"Type":"bridge"`, 1),
+		strings.Replace(oldFlannelsFile, `"subnet"`, `"Subnet"`, 1),
+		strings.Replace(strings.Replace(oldFlannelsFile, `"subnet"`, `"SUBNET"`, 1), `"ipam"`, `"IPAM"`, 1),
+		strings.Replace(strings.Replace(flannelsFile, `"ranges"`, `"Ranges"`, 1), `{"subnet"`, `{"Subnet"`, 1),
+		strings.Replace(oldFlannelsFile, `"subnet":"10.244.5.0/24"`, `"Subnet":"10.244.1.0/24","subnet":"10.244.5.0/24"`, 1),
+		strings.Replace(flannelsFile, `"dst"`, `"Dst"`, 1),
+		strings.Replace(flannelsFile, `"isGateway":true`, `"isGateway":true,"IsGateway":true`, 1),
+		strings.Replace(flannelsFile, `"type":"host-local"`, `"Type":"host-local"`, 1),
+		strings.Replace(flannelsFile, `"isDefaultGateway"`, `"IsDefaultGateway"`, 1),
 		`{"type":"bridge"}`, `{}`, `null`, `[]`, `{"name":"cbr0","type":"bri`,
 	} {
 		f.Add([]byte(s))
@@ -85,6 +98,10 @@ func FuzzFormerConf(f *testing.F) {
 		if !reflect.DeepEqual(saved, before) {
 			t.Fatalf("formerConf changed the file's configuration %s to %v", b, saved)
 		}
+		saved, once := spelledAsOurs(saved)
+		if !once && got {
+			t.Fatalf("formerConf(%s) = true; it gives a key agentd-cni writes twice, in two spellings", b)
+		}
 		ignored := map[string]bool{"name": true, "cniVersion": true, "mtu": true, "ipMasq": true, "runtimeConfig": true}
 		if _, ok := saved["forceAddress"]; !ok {
 			ignored["forceAddress"] = true
@@ -103,8 +120,75 @@ func FuzzFormerConf(f *testing.F) {
 				same = false
 			}
 		}
-		if got != same {
+		if got != (same && once) {
 			t.Fatalf("formerConf(%s) = %v, want %v (today's configuration is %s)", b, got, same, jsonOf(t, want))
 		}
 	})
+}
+
+// spelledAsOurs is the delegate configuration d with the keys agentd-cni
+// writes and formerConf compares (those of TestDelegateConf's
+// configurations but name, cniVersion, mtu, ipMasq, runtimeConfig and the
+// delegate's type, which decodeSaved reads as spelled, and ipMasqBackend)
+// spelled as it writes them, whatever their case in d; once
+// is false when one of them is given in two spellings in one object.
+func spelledAsOurs(d map[string]any) (spelled map[string]any, once bool) {
+	once = true
+	spell := func(m map[string]any, ours ...string) map[string]any {
+		out := map[string]any{}
+		for k, v := range m {
+			i := slices.IndexFunc(ours, func(o string) bool { return strings.EqualFold(k, o) })
+			if i < 0 {
+				out[k] = v
+				continue
+			}
+			if _, twice := out[ours[i]]; twice {
+				once = false
+			}
+			out[ours[i]] = v
+		}
+		return out
+	}
+	if d == nil {
+		return nil, true
+	}
+	d = spell(d, "isGateway", "forceAddress", "ipam", "ipMasqBackend")
+	ipam, ok := d["ipam"].(map[string]any)
+	if !ok {
+		return d, once
+	}
+	ipam = spell(ipam, "type", "routes", "ranges", "subnet")
+	if sets, ok := ipam["ranges"].([]any); ok {
+		var out []any
+		for _, set := range sets {
+			rs, ok := set.([]any)
+			if !ok {
+				out = append(out, set)
+				continue
+			}
+			var spelledSet []any
+			for _, r := range rs {
+				if m, ok := r.(map[string]any); ok {
+					spelledSet = append(spelledSet, spell(m, "subnet"))
+				} else {
+					spelledSet = append(spelledSet, r)
+				}
+			}
+			out = append(out, spelledSet)
+		}
+		ipam["ranges"] = out
+	}
+	if routes, ok := ipam["routes"].([]any); ok {
+		var out []any
+		for _, r := range routes {
+			if m, ok := r.(map[string]any); ok {
+				out = append(out, spell(m, "dst", "gw"))
+			} else {
+				out = append(out, r)
+			}
+		}
+		ipam["routes"] = out
+	}
+	d["ipam"] = ipam
+	return d, once
 }

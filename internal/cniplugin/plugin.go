@@ -1016,9 +1016,11 @@ func (iptablesMasq) Partial(network, containerID string, fams []iptables.Protoco
 
 // savedFamilies are the IP versions of the subnets in the ipam section of
 // the delegate configuration d (its ranges, or a single-range "subnet" as
-// flannel's plugin once saved): those of the attachment's addresses, which
-// bridge masquerades, each in its family's chain.
+// flannel's plugin once saved, whatever the case of these keys, see
+// pluginKeys): those of the attachment's addresses, which bridge
+// masquerades, each in its family's chain.
 func savedFamilies(d map[string]any) []iptables.Protocol {
+	d, _ = pluginKeys(d)
 	ipam, _ := d["ipam"].(map[string]any)
 	subnets := []any{ipam["subnet"]}
 	sets, _ := ipam["ranges"].([]any)
@@ -1315,34 +1317,42 @@ func formerName(n *NetConf, env subnetenv.Env, file string) bool {
 // range is written: flannel's plugins before dual-stack saved it as ipam's
 // single "subnet", which host-local takes as one range (see asRanges).
 // The keys left out are left out whatever their case (a per-container file
-// a tool wrote with "Name"), as the plugins read them (see savedName).
+// a tool wrote with "Name"), as the plugins read them (see savedName); the
+// others agentd-cni writes are compared whatever their case too (see
+// pluginKeys; "type" excepted), and a file giving one of them twice is not
+// taken.
 func formerConf(n *NetConf, env subnetenv.Env, saved map[string]any) bool {
 	today, err := DelegateConf(n, env)
 	if err != nil {
+		return false
+	}
+	compared := func(d map[string]any) (map[string]any, bool) {
+		d = maps.Clone(d)
+		maps.DeleteFunc(d, func(k string, _ any) bool {
+			return slices.ContainsFunc([]string{"name", "cniVersion", "mtu", "ipMasq", "runtimeConfig"}, func(key string) bool { return strings.EqualFold(k, key) })
+		})
+		return pluginKeys(d)
+	}
+	saved, okSaved := compared(saved)
+	today, okToday := compared(today)
+	if !okSaved || !okToday {
 		return false
 	}
 	saved = asRanges(saved)
 	if _, ok := saved["forceAddress"]; !ok {
 		delete(today, "forceAddress")
 	}
-	canonical := func(d map[string]any) (string, bool) {
-		d = maps.Clone(d)
-		maps.DeleteFunc(d, func(k string, _ any) bool {
-			return slices.ContainsFunc([]string{"name", "cniVersion", "mtu", "ipMasq", "runtimeConfig"}, func(key string) bool { return strings.EqualFold(k, key) })
-		})
-		b, err := json.Marshal(d)
-		return string(b), err == nil
-	}
-	a, okA := canonical(saved)
-	t, okT := canonical(today)
-	return okA && okT && a == t
+	a, errA := json.Marshal(saved)
+	t, errT := json.Marshal(today)
+	return errA == nil && errT == nil && string(a) == string(t)
 }
 
 // asRanges is the delegate configuration d with an ipam "subnet" (the
 // single range of flannel's plugins before dual-stack) written as the
 // "ranges" of one range that DelegateConf writes; d itself is left as it
 // is. One with "ranges" too is returned as it is: host-local would take
-// both, and DelegateConf never writes that.
+// both, and DelegateConf never writes that. d's keys are spelled as
+// pluginKeys spells them.
 func asRanges(d map[string]any) map[string]any {
 	ipam, ok := d["ipam"].(map[string]any)
 	if !ok {
@@ -1358,6 +1368,69 @@ func asRanges(d map[string]any) map[string]any {
 	d = maps.Clone(d)
 	d["ipam"] = ipam
 	return d
+}
+
+// savedKeys, rangeKeys and routeKeys are the keys agentd-cni reads or
+// compares in a saved delegate configuration: at its top, with ipamKeys in
+// its ipam section, in each range of its "ranges" and in each of its
+// "routes". The delegate's "type" is not among them: decodeSaved takes it
+// as spelled, so a file whose type is under "Type" alone is no
+// configuration to DEL with, and formerConf must not take it either.
+var (
+	savedKeys = append(slices.DeleteFunc(slices.Clone(delegateKeys), func(k string) bool { return k == "type" }), "ipMasqBackend")
+	rangeKeys = []string{"subnet"}
+	routeKeys = []string{"dst", "gw"}
+)
+
+// pluginKeys is the saved delegate configuration d with those keys spelled
+// as agentd-cni spells them, whatever their case in d: bridge and
+// host-local decode their configuration with encoding/json, which matches
+// keys whatever their case, so to host-local an ipam "Subnet" is the
+// single range "subnet" and "IPAM" is ipam (a per-container file a tool
+// wrote, an operator's edit). d itself is left as it is. A key given in two
+// spellings is left as written and ok is false: which of them a plugin
+// takes depends on their order in the file, which d no longer has.
+func pluginKeys(d map[string]any) (folded map[string]any, ok bool) {
+	ok = true
+	fold := func(m map[string]any, keys []string) map[string]any {
+		m = maps.Clone(m)
+		_ = canonicalKeys(m, "", keys, true) // keeping two spellings, it cannot fail
+		ok = ok && canonicalKeys(m, "", keys, false) == nil
+		return m
+	}
+	each := func(v any, f func(any) any) any {
+		list, isList := v.([]any)
+		if !isList {
+			return v
+		}
+		list = slices.Clone(list)
+		for i, e := range list {
+			list[i] = f(e)
+		}
+		return list
+	}
+	object := func(keys []string) func(any) any {
+		return func(v any) any {
+			if m, isObject := v.(map[string]any); isObject {
+				return fold(m, keys)
+			}
+			return v
+		}
+	}
+	d = fold(d, savedKeys)
+	ipam, isObject := d["ipam"].(map[string]any)
+	if !isObject {
+		return d, ok
+	}
+	ipam = fold(ipam, ipamKeys)
+	if v, has := ipam["ranges"]; has {
+		ipam["ranges"] = each(v, func(set any) any { return each(set, object(rangeKeys)) })
+	}
+	if v, has := ipam["routes"]; has {
+		ipam["routes"] = each(v, object(routeKeys))
+	}
+	d["ipam"] = ipam
+	return d, ok
 }
 
 // GC's keys for the list of valid attachments: the spec's, and the name
@@ -2229,9 +2302,11 @@ func checkSubnets(containerID, saved string, d map[string]any, subnetFile string
 
 // savedSubnets are the subnets of a saved delegate configuration's ipam
 // section, masked: those of its ranges (agentd, recent flannel plugins) and
-// its single-range "subnet" (older flannel plugins). Values that are
-// not CIDRs are skipped: the delegate's own CHECK judges those.
+// its single-range "subnet" (older flannel plugins), whatever the case of
+// these keys (see pluginKeys). Values that are not CIDRs are skipped: the
+// delegate's own CHECK judges those.
 func savedSubnets(d map[string]any) []netip.Prefix {
+	d, _ = pluginKeys(d)
 	ipam, _ := d["ipam"].(map[string]any)
 	var out []netip.Prefix
 	add := func(v any) {
