@@ -249,7 +249,10 @@ func setDefault(m map[string]any, key string, v any) {
 }
 
 // routeList checks the user's "routes" value: a list of objects with a
-// "dst" CIDR.
+// "dst" CIDR. Their keys are read whatever their case, as flannel's plugin
+// and host-local read them ("Dst"). A key given in two spellings is left
+// as written and "dst" read, as before: refused, it would fail the DEL of
+// pods added with it (see loadConfForDel).
 func routeList(v any) ([]map[string]any, error) {
 	if v == nil {
 		return nil, nil
@@ -264,11 +267,13 @@ func routeList(v any) ([]map[string]any, error) {
 		if !ok {
 			return nil, fmt.Errorf(`network configuration: "ipam.routes[%d]" is not an object`, i)
 		}
+		m = maps.Clone(m)
+		_ = canonicalKeys(m, "", routeKeys, true) // keeping two spellings, it cannot fail
 		dst, _ := m["dst"].(string)
 		if _, err := netip.ParsePrefix(dst); err != nil {
 			return nil, fmt.Errorf(`network configuration: "ipam.routes[%d].dst" %v is not a CIDR`, i, m["dst"])
 		}
-		routes = append(routes, maps.Clone(m))
+		routes = append(routes, m)
 	}
 	return routes, nil
 }

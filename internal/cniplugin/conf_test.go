@@ -162,6 +162,8 @@ func FuzzDelegateConf(f *testing.F) {
 		`{"subnetFile":"run/subnet.env","dataDir":"/x"}`, `{"dataDir":"x"}`, `{"DATADIR":"/d","subnetfile":"/s"}`,
 		`{"delegate":{"type":"../bin/sh"}}`, `{"delegate":{"type":"a/"}}`, `{"ipam":{"type":"."}}`, `{"ipam":{"routes":[{"gw":"x"}]}}`,
 		`{"ipAm":{"roUtes":[[]]}}`, // host-local refused the delegate's "roUtes" beside its "routes"
+		`{"ipam":{"routes":[{"Dst":"10.244.0.0/16","GW":"10.244.5.1"},{"DST":"192.0.2.0/24"}]}}`, // refused before
+		`{"ipam":{"routes":[{"dst":"x","Dst":"192.0.2.0/24"}]}}`, `{"ipam":{"routes":[{"dst":"192.0.2.0/24","Dst":"x"}]}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -209,6 +211,9 @@ func FuzzDelegateConf(f *testing.F) {
 			if !strings.HasPrefix(err.Error(), `network configuration: "ipam.routes`) {
 				t.Fatalf("DelegateConf(%q): %v; only ipam.routes may be refused after LoadConf", b, err)
 			}
+			if everyRouteHasDst(n.IPAM["routes"]) {
+				t.Fatalf("DelegateConf(%q): %v; each route has a \"dst\" CIDR, in each spelling it has (the plugins read keys whatever their case)", b, err)
+			}
 			return
 		}
 		out, err := json.Marshal(d)
@@ -235,6 +240,11 @@ func FuzzDelegateConf(f *testing.F) {
 		if !hasRoute(back.IPAM.Routes, testEnv.Network) {
 			t.Fatalf("no route to the network in %s", out)
 		}
+		for _, r := range back.IPAM.Routes {
+			if s, _ := r["dst"].(string); !everyRouteHasDst([]any{map[string]any{"dst": s}}) {
+				t.Fatalf("route %v without a \"dst\" CIDR in %s", r, out)
+			}
+		}
 		// A bridge delegate keeps the bridge's address following the
 		// subnet (forceAddress), and is the gateway, unless told otherwise.
 		if back.Type == "bridge" {
@@ -249,6 +259,40 @@ func FuzzDelegateConf(f *testing.F) {
 			}
 		}
 	})
+}
+
+// everyRouteHasDst says whether routes, the value of a configuration's
+// ipam "routes", is none or a list of objects each with a key "dst"
+// whatever its case, each of its spellings a CIDR.
+func everyRouteHasDst(routes any) bool {
+	if routes == nil {
+		return true
+	}
+	list, ok := routes.([]any)
+	if !ok {
+		return false
+	}
+	for _, r := range list {
+		m, ok := r.(map[string]any)
+		if !ok {
+			return false
+		}
+		n := 0
+		for k, v := range m {
+			if !strings.EqualFold(k, "dst") {
+				continue
+			}
+			s, _ := v.(string)
+			if _, err := netip.ParsePrefix(s); err != nil {
+				return false
+			}
+			n++
+		}
+		if n == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // pluginInDir reports whether a plugin looked up as name in a directory of
