@@ -16,9 +16,8 @@ import (
 // the same value in both, but name, cniVersion, mtu, ipMasq and
 // runtimeConfig (whatever their case), and forceAddress when the file has none, an ipam
 // "subnet" without "ranges" counting as the one range it is to host-local,
-// the keys agentd-cni writes counting whatever their case but the
-// delegate's "type" (a file giving one twice, in two spellings, is not
-// taken); and it leaves the file's
+// the keys agentd-cni writes counting whatever their case (a file giving
+// one twice, in two spellings, is not taken); and it leaves the file's
 // configuration as it was. A naive key-by-key comparison of the file with
 // those keys spelled as agentd-cni does (spelledAsOurs) is the reference.
 // The file's keys of name, cniVersion, mtu, ipMasq and runtimeConfig are not
@@ -128,11 +127,15 @@ func FuzzFormerConf(f *testing.F) {
 
 // spelledAsOurs is the delegate configuration d with the keys agentd-cni
 // writes and formerConf compares (those of TestDelegateConf's
-// configurations but name, cniVersion, mtu, ipMasq, runtimeConfig and the
-// delegate's type, which decodeSaved reads as spelled, and ipMasqBackend)
-// spelled as it writes them, whatever their case in d; once
+// configurations but name, cniVersion, mtu, ipMasq and runtimeConfig, and
+// ipMasqBackend) spelled as it writes them, whatever their case in d; once
 // is false when one of them is given in two spellings in one object.
 func spelledAsOurs(d map[string]any) (spelled map[string]any, once bool) {
+	return spelledAs(d, "type", "isGateway", "forceAddress", "ipam", "ipMasqBackend")
+}
+
+// spelledAs is spelledAsOurs with top the keys spelled at d's top.
+func spelledAs(d map[string]any, top ...string) (spelled map[string]any, once bool) {
 	once = true
 	spell := func(m map[string]any, ours ...string) map[string]any {
 		out := map[string]any{}
@@ -152,21 +155,21 @@ func spelledAsOurs(d map[string]any) (spelled map[string]any, once bool) {
 	if d == nil {
 		return nil, true
 	}
-	d = spell(d, "isGateway", "forceAddress", "ipam", "ipMasqBackend")
+	d = spell(d, top...)
 	ipam, ok := d["ipam"].(map[string]any)
 	if !ok {
 		return d, once
 	}
 	ipam = spell(ipam, "type", "routes", "ranges", "subnet")
 	if sets, ok := ipam["ranges"].([]any); ok {
-		var out []any
+		out := make([]any, 0, len(sets))
 		for _, set := range sets {
 			rs, ok := set.([]any)
 			if !ok {
 				out = append(out, set)
 				continue
 			}
-			var spelledSet []any
+			spelledSet := make([]any, 0, len(rs))
 			for _, r := range rs {
 				if m, ok := r.(map[string]any); ok {
 					spelledSet = append(spelledSet, spell(m, "subnet"))
@@ -179,7 +182,7 @@ func spelledAsOurs(d map[string]any) (spelled map[string]any, once bool) {
 		ipam["ranges"] = out
 	}
 	if routes, ok := ipam["routes"].([]any); ok {
-		var out []any
+		out := make([]any, 0, len(routes))
 		for _, r := range routes {
 			if m, ok := r.(map[string]any); ok {
 				out = append(out, spell(m, "dst", "gw"))

@@ -1319,8 +1319,7 @@ func formerName(n *NetConf, env subnetenv.Env, file string) bool {
 // The keys left out are left out whatever their case (a per-container file
 // a tool wrote with "Name"), as the plugins read them (see savedName); the
 // others agentd-cni writes are compared whatever their case too (see
-// pluginKeys; "type" excepted), and a file giving one of them twice is not
-// taken.
+// pluginKeys), and a file giving one of them twice is not taken.
 func formerConf(n *NetConf, env subnetenv.Env, saved map[string]any) bool {
 	today, err := DelegateConf(n, env)
 	if err != nil {
@@ -1373,11 +1372,9 @@ func asRanges(d map[string]any) map[string]any {
 // savedKeys, rangeKeys and routeKeys are the keys agentd-cni reads or
 // compares in a saved delegate configuration: at its top, with ipamKeys in
 // its ipam section, in each range of its "ranges" and in each of its
-// "routes". The delegate's "type" is not among them: decodeSaved takes it
-// as spelled, so a file whose type is under "Type" alone is no
-// configuration to DEL with, and formerConf must not take it either.
+// "routes".
 var (
-	savedKeys = append(slices.DeleteFunc(slices.Clone(delegateKeys), func(k string) bool { return k == "type" }), "ipMasqBackend")
+	savedKeys = append(slices.Clip(delegateKeys), "ipMasqBackend")
 	rangeKeys = []string{"subnet"}
 	routeKeys = []string{"dst", "gw"}
 )
@@ -2327,11 +2324,18 @@ func savedSubnets(d map[string]any) []netip.Prefix {
 	return out
 }
 
+// decodeSaved is the delegate configuration saved in path, b, with the keys
+// agentd-cni reads spelled as it spells them (see pluginKeys): a file with
+// "Type" or "IPMasq" is run and masqueraded as flannel's plugin and bridge
+// read it. A key given in two spellings is left as written, its own
+// spelling read. It fails with a decoding failure for a file that is no
+// JSON object or gives no delegate type.
 func decodeSaved(path string, b []byte) (map[string]any, error) {
 	var d map[string]any
 	if err := json.Unmarshal(b, &d); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("saved configuration %s: %v", path, err), "")
 	}
+	d, _ = pluginKeys(d)
 	if t, ok := d["type"].(string); !ok || !validPluginName(t) {
 		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("saved configuration %s: no delegate type", path), "")
 	}

@@ -3,7 +3,9 @@ package cniplugin
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,11 +14,14 @@ import (
 
 // FuzzDecodeSaved: whatever DEL and CHECK read back from dataDir (what ADD
 // or flannel's plugin saved, a file cut short, an operator's edit), it is
-// accepted exactly when it is a JSON object whose "type" is a string naming a
-// file (not empty, ".", "..", and without "/" or NUL), which is what picks
-// the delegate binary; otherwise the error is a CNI decoding failure naming
-// the file. An accepted configuration is the file's JSON object as is, and
-// CHECK's re-encoding of it decodes to the same.
+// accepted exactly when it is a JSON object whose "type" (whatever its
+// case, as flannel's plugin reads it, when given in one spelling) is a
+// string naming a file (not empty, ".", "..", and without "/" or NUL),
+// which is what picks the delegate binary; otherwise the error is a CNI
+// decoding failure naming the file. An accepted configuration is the
+// file's JSON object with the keys agentd-cni reads spelled as it does
+// (when each is given in one spelling; spelledAs), and CHECK's re-encoding
+// of it decodes to the same.
 func FuzzDecodeSaved(f *testing.F) {
 	for _, s := range []string{
 		// Saved by ADD (see TestDelegateConf).
@@ -29,6 +34,7 @@ func FuzzDecodeSaved(f *testing.F) {
 		`{"type":"bridge","type":"ptp"}`,
 		`{"type":""}`, `{"type":"."}`, `{"type":".."}`, `{"type":"../../bin/sh"}`, `{"type":"a\u0000b"}`,
 		`{"type":5}`, `{"type":null}`, `{"Type":"bridge"}`, `{"type":"\ud800"}`,
+		`{"TYPE":"bridge","IPMasq":true,"IPAM":{"Subnet":"10.244.5.0/24"}}`, `{"Type":"../bin/sh"}`, `{"TYPE":"ptp","Type":"bridge"}`, `{"ipAm":{"rAnges":[]},"tYpe":"0"}`,
 		`{}`, `null`, `[]`, `"bridge"`, ``, "\n", `{"cniVersion":"1.0.0","na`, `{"type":"bridge"}x`,
 	} {
 		f.Add([]byte(s))
@@ -40,7 +46,11 @@ func FuzzDecodeSaved(f *testing.F) {
 		var v any
 		wantOK := json.Unmarshal(b, &v) == nil
 		m, isObject := v.(map[string]any)
-		typ, isString := m["type"].(string)
+		typeValue := m["type"]
+		if spellings := slices.DeleteFunc(slices.Collect(maps.Keys(m)), func(k string) bool { return !strings.EqualFold(k, "type") }); len(spellings) == 1 {
+			typeValue = m[spellings[0]]
+		}
+		typ, isString := typeValue.(string)
 		wantOK = wantOK && isObject && isString && typ != "" && typ != "." && typ != ".." && !strings.ContainsAny(typ, "/\x00")
 
 		if !wantOK {
@@ -56,8 +66,8 @@ func FuzzDecodeSaved(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decodeSaved(%q): %v; want the object with type %q", b, err, typ)
 		}
-		if !reflect.DeepEqual(d, m) {
-			t.Fatalf("decodeSaved(%q) = %v, want %v", b, d, m)
+		if want, once := spelledAs(m, "name", "cniVersion", "type", "mtu", "ipMasq", "isGateway", "forceAddress", "runtimeConfig", "ipam", "ipMasqBackend"); once && !reflect.DeepEqual(d, want) {
+			t.Fatalf("decodeSaved(%q) = %v, want %v", b, d, want)
 		}
 		out, err := json.Marshal(d)
 		if err != nil {
