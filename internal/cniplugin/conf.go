@@ -149,12 +149,14 @@ func loadConfKeys(b []byte, keepTwice bool) (*NetConf, error) {
 }
 
 // delegateKeys and ipamKeys are the keys DelegateConf reads or sets in the
-// delegate's configuration and in its ipam section. The plugins decode
-// their configuration with encoding/json, which matches keys whatever
-// their case: to host-local, "Routes" is routes, and beside the "routes"
-// DelegateConf writes, one of the two is lost or fails to decode.
+// delegate's configuration and in its ipam section, and ipMasqBackend,
+// which waitXtables reads. The plugins decode their configuration with
+// encoding/json, which matches keys whatever their case: to host-local,
+// "Routes" is routes, and beside the "routes" DelegateConf writes, one of
+// the two is lost or fails to decode; to bridge, "IPMasqBackend" is
+// ipMasqBackend.
 var (
-	delegateKeys = []string{"name", "cniVersion", "type", "mtu", "ipMasq", "isGateway", "forceAddress", "runtimeConfig", "ipam"}
+	delegateKeys = []string{"name", "cniVersion", "type", "mtu", "ipMasq", "isGateway", "forceAddress", "runtimeConfig", "ipam", "ipMasqBackend"}
 	ipamKeys     = []string{"type", "routes", "ranges", "subnet"}
 )
 

@@ -1369,12 +1369,11 @@ func asRanges(d map[string]any) map[string]any {
 	return d
 }
 
-// savedKeys, rangeKeys and routeKeys are the keys agentd-cni reads or
-// compares in a saved delegate configuration: at its top, with ipamKeys in
-// its ipam section, in each range of its "ranges" and in each of its
-// "routes".
+// rangeKeys and routeKeys are the keys agentd-cni reads or compares in
+// each range of a saved delegate configuration's ipam "ranges" and in each
+// of its "routes"; at its top they are delegateKeys, in its ipam section
+// ipamKeys.
 var (
-	savedKeys = append(slices.Clip(delegateKeys), "ipMasqBackend")
 	rangeKeys = []string{"subnet"}
 	routeKeys = []string{"dst", "gw"}
 )
@@ -1414,7 +1413,7 @@ func pluginKeys(d map[string]any) (folded map[string]any, ok bool) {
 			return v
 		}
 	}
-	d = fold(d, savedKeys)
+	d = fold(d, delegateKeys)
 	ipam, isObject := d["ipam"].(map[string]any)
 	if !isObject {
 		return d, ok

@@ -1,6 +1,7 @@
 package cniplugin
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -27,5 +28,29 @@ func TestDelegateConfRouteKeysAnyCase(t *testing.T) {
 	}
 	if got := jsonOf(t, n.IPAM["routes"]); got != `[{"Dst":"192.0.2.0/24","GW":"10.244.5.1"},{"DST":"10.244.0.0/16"}]` {
 		t.Errorf("DelegateConf changed the configuration's routes to %s", got)
+	}
+}
+
+// TestDelegateConfIPMasqBackendAnyCase: a delegate's "IPMasqBackend" is
+// bridge's ipMasqBackend (encoding/json matches keys whatever their case),
+// and the delegate configuration spells it as waitXtables reads it. Before,
+// it stayed "IPMasqBackend": bridge masqueraded with nftables, which takes
+// no xtables lock, while ADD and DEL waited for that lock as for legacy
+// iptables, and failed with "try again later" while another program held
+// it.
+func TestDelegateConfIPMasqBackendAnyCase(t *testing.T) {
+	n, err := LoadConf([]byte(`{"cniVersion":"1.0.0","name":"cbr0","type":"agentd-cni","delegate":{"IPMasqBackend":"nftables"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := DelegateConf(n, testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d["ipMasqBackend"] != "nftables" || d["IPMasqBackend"] != nil {
+		t.Errorf("delegate %s, want \"ipMasqBackend\":\"nftables\" alone", jsonOf(t, d))
+	}
+	if _, err := LoadConf([]byte(`{"name":"cbr0","delegate":{"IPMasqBackend":"nftables","ipMasqBackend":"iptables"}}`)); err == nil || !strings.Contains(err.Error(), `"delegate.ipMasqBackend" is given 2 times`) {
+		t.Errorf("LoadConf of two spellings of ipMasqBackend: %v, want the refusal every delegate key given twice gets", err)
 	}
 }
