@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"maps"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -23,16 +24,7 @@ import (
 //	               ├─ h2 198.18.0.2                          agent runs throughout
 //	               └─ etcd 198.18.0.254
 func TestReleaseLeaseOtherIface(t *testing.T) {
-	f := newFixture(t, 2, hfConfig("vxlan"))
-	h1, h2 := f.c.Host(1), f.c.Host(2)
-	a1 := f.start(h1)
-	f.start(h2)
-	f.waitReady(h1, h2)
-	addEth9(f, h1)
-	if code, err := a1.Stop(); err != nil || code != 0 {
-		t.Fatalf("h1 SIGTERM: exit %d, %v; want 0", code, err)
-	}
-	sn := hostSubnet(t, h1)
+	f, h1, h2, sn := stoppedWithEth9(t)
 	env, err := os.ReadFile(h1.SubnetFile())
 	if err != nil {
 		t.Fatal(err)
@@ -62,16 +54,43 @@ func TestReleaseLeaseOtherIface(t *testing.T) {
 	}
 
 	// With the agent's flags: released, and flannel.1 removed.
-	off = logLen(t, h1)
-	if code, err := f.start(h1, "--release-lease").Wait(f.ctx); err != nil || code != 0 {
-		t.Fatalf("h1 --release-lease: exit %d, %v\n%s", code, err, logFrom(t, h1, off))
+	releaseWith(f, h1, h2, sn, "the agent's flags", "--release-lease")
+}
+
+// stoppedWithEth9 is the set-up of the tests of --release-lease --iface=eth9:
+// agents on h1 (with args) and h2, both ready, then eth9 given to h1
+// (addEth9) and h1's agent stopped, exit 0. It returns h1's subnet too.
+func stoppedWithEth9(t *testing.T, args ...string) (f *fixture, h1, h2 *cluster.Host, sn netip.Prefix) {
+	t.Helper()
+	f = newFixture(t, 2, hfConfig("vxlan"))
+	h1, h2 = f.c.Host(1), f.c.Host(2)
+	a1 := f.start(h1, args...)
+	f.start(h2)
+	f.waitReady(h1, h2)
+	addEth9(f, h1)
+	if code, err := a1.Stop(); err != nil || code != 0 {
+		t.Fatalf("h1 SIGTERM: exit %d, %v; want 0", code, err)
 	}
-	log = logFrom(t, h1, off)
+	return f, h1, h2, hostSubnet(t, h1)
+}
+
+// releaseWith runs agentd with args (--release-lease and the flags a
+// refusal asked for, said in with) on h1 after a refused release: it exits
+// 0 having released the lease, flannel.1 is gone, and h2 drops its route
+// to h1's subnet sn.
+func releaseWith(f *fixture, h1, h2 *cluster.Host, sn netip.Prefix, with string, args ...string) {
+	t := f.t
+	t.Helper()
+	off := logLen(t, h1)
+	if code, err := f.start(h1, args...).Wait(f.ctx); err != nil || code != 0 {
+		t.Fatalf("h1 %s: exit %d, %v\n%s", strings.Join(args, " "), code, err, logFrom(t, h1, off))
+	}
+	log := logFrom(t, h1, off)
 	if ls := linesWith(log, `"lease released; subnet.env removed"`); len(ls) != 1 {
-		t.Errorf("h1: --release-lease with the agent's flags did not release the lease:\n%s", log)
+		t.Errorf("h1: --release-lease with %s did not release the lease:\n%s", with, log)
 	}
 	if _, err := h1.LinkByName("flannel.1"); err == nil {
-		t.Errorf("h1: flannel.1 is still there after --release-lease with the agent's flags:\n%s", log)
+		t.Errorf("h1: flannel.1 is still there after --release-lease with %s:\n%s", with, log)
 	}
 	f.eventually("h2 drops its route to h1's subnet", ready, func() error {
 		return noTraceOf(h2, sn, h1.IP)
@@ -101,16 +120,7 @@ func addEth9(f *fixture, h *cluster.Host) {
 // address. Before, it released the lease but left flannel.1 ("leaving
 // alone a device named like a flannel vxlan device"), exit 0.
 func TestReleaseLeaseOtherIfaceSamePublicIP(t *testing.T) {
-	f := newFixture(t, 2, hfConfig("vxlan"))
-	h1, h2 := f.c.Host(1), f.c.Host(2)
-	a1 := f.start(h1, "--public-ip=198.18.0.1")
-	f.start(h2)
-	f.waitReady(h1, h2)
-	addEth9(f, h1)
-	if code, err := a1.Stop(); err != nil || code != 0 {
-		t.Fatalf("h1 SIGTERM: exit %d, %v; want 0", code, err)
-	}
-	sn := hostSubnet(t, h1)
+	f, h1, h2, sn := stoppedWithEth9(t, "--public-ip=198.18.0.1")
 
 	off := logLen(t, h1)
 	code, err := f.start(h1, "--release-lease", "--iface=eth9", "--public-ip=198.18.0.1").Wait(f.ctx)

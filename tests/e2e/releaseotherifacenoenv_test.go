@@ -24,16 +24,7 @@ import (
 //	               ├─ h2 198.18.0.2                          agent runs throughout
 //	               └─ etcd 198.18.0.254
 func TestReleaseLeaseOtherIfaceNoSubnetEnv(t *testing.T) {
-	f := newFixture(t, 2, hfConfig("vxlan"))
-	h1, h2 := f.c.Host(1), f.c.Host(2)
-	a1 := f.start(h1)
-	f.start(h2)
-	f.waitReady(h1, h2)
-	addEth9(f, h1)
-	if code, err := a1.Stop(); err != nil || code != 0 {
-		t.Fatalf("h1 SIGTERM: exit %d, %v; want 0", code, err)
-	}
-	sn := hostSubnet(t, h1)
+	f, h1, h2, sn := stoppedWithEth9(t)
 	if err := os.Remove(h1.SubnetFile()); err != nil {
 		t.Fatal(err)
 	}
@@ -65,20 +56,7 @@ func TestReleaseLeaseOtherIfaceNoSubnetEnv(t *testing.T) {
 
 	// With the --public-ip the refusal names: released, and flannel.1
 	// removed.
-	off = logLen(t, h1)
-	if code, err := f.start(h1, "--release-lease", "--iface=eth9", "--public-ip=198.18.0.1").Wait(f.ctx); err != nil || code != 0 {
-		t.Fatalf("h1 --release-lease --iface=eth9 --public-ip=198.18.0.1: exit %d, %v\n%s", code, err, logFrom(t, h1, off))
-	}
-	log = logFrom(t, h1, off)
-	if ls := linesWith(log, `"lease released; subnet.env removed"`); len(ls) != 1 {
-		t.Errorf("h1: --release-lease with --public-ip=198.18.0.1 did not release the lease:\n%s", log)
-	}
-	if _, err := h1.LinkByName("flannel.1"); err == nil {
-		t.Errorf("h1: flannel.1 is still there after --release-lease with --public-ip=198.18.0.1:\n%s", log)
-	}
-	f.eventually("h2 drops its route to h1's subnet", ready, func() error {
-		return noTraceOf(h2, sn, h1.IP)
-	})
+	releaseWith(f, h1, h2, sn, "--public-ip=198.18.0.1", "--release-lease", "--iface=eth9", "--public-ip=198.18.0.1")
 }
 
 // TestReleaseLeaseClonedStateDir: a host whose state dir is a copy of
