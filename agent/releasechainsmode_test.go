@@ -27,7 +27,6 @@ func TestRemoveOurChainsModeCommandMissing(t *testing.T) {
 }
 
 func removeOurChainsModeCommandMissingChild(t *testing.T) {
-	network := netip.MustParsePrefix("10.244.0.0/16")
 	for _, tc := range []struct{ mode, host string }{
 		{iptables.ModeLegacy, iptables.ModeNFT},
 		{iptables.ModeNFT, iptables.ModeLegacy},
@@ -42,20 +41,7 @@ func removeOurChainsModeCommandMissingChild(t *testing.T) {
 				}
 				real[name] = p
 			}
-			// The agent's chains, in the host's backend.
-			earlier, err := iptables.New(iptables.IPv4, testr.New(t), iptables.Options{Mode: tc.host})
-			if err != nil {
-				t.Fatal(err)
-			}
-			rules := append(iptables.MasqRules(network, netip.MustParsePrefix("10.244.1.0/24"), earlier.RandomFully()), iptables.ForwardRules(network)...)
-			if _, err := earlier.Reconcile(rules); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if err := earlier.Remove(); err != nil {
-					t.Errorf("clean up: %v", err)
-				}
-			})
+			addOurChains(t, tc.host)
 			// The host's commands: iptables, iptables-save and
 			// iptables-restore of its one backend, and that backend's
 			// own names; none of the other backend.
@@ -70,28 +56,60 @@ func removeOurChainsModeCommandMissingChild(t *testing.T) {
 			}
 			t.Setenv("PATH", dir)
 
-			var logs logLines
-			err = removeOurChains(t.Context(), funcr.New(logs.add, funcr.Options{}), &Config{IPTablesMode: tc.mode})
-			t.Logf("logged %q", logs.get())
-			if err != nil {
-				t.Fatalf("removeOurChains with --iptables-mode=%s on a host with %s only = %v, want nil", tc.mode, tc.host, err)
-			}
-			out, err := exec.Command(real[save]).CombinedOutput()
-			if err != nil {
-				t.Fatalf("%s: %v: %s", save, err, out)
-			}
-			if strings.Contains(string(out), iptables.ChainPrefix) {
-				t.Errorf("%s still holds our chains:\n%s", save, out)
-			}
-			all := strings.Join(logs.get(), "\n")
-			for _, want := range []string{
-				`"missing"="iptables-` + tc.mode + `" "command"="iptables"`,
-				"deleted our iptables chains (AGENTD-*) and the jumps into them",
-			} {
-				if !strings.Contains(all, want) {
-					t.Errorf("removeOurChains logged %q, want a line with %q", logs.get(), want)
-				}
-			}
+			removeOurChainsAll(t, &Config{IPTablesMode: tc.mode}, "with --iptables-mode="+tc.mode+" on a host with "+tc.host+" only", save, real[save],
+				`"missing"="iptables-`+tc.mode+`" "command"="iptables"`)
 		})
+	}
+}
+
+// addOurChains puts the agent's chains in the tables of backend mode's
+// iptables, as an agent of network 10.244.0.0/16 at 10.244.1.0/24 with
+// --ip-masq leaves them, and removes them when t ends.
+func addOurChains(t *testing.T, mode string) {
+	t.Helper()
+	network := netip.MustParsePrefix("10.244.0.0/16")
+	earlier, err := iptables.New(iptables.IPv4, testr.New(t), iptables.Options{Mode: mode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := append(iptables.MasqRules(network, netip.MustParsePrefix("10.244.1.0/24"), earlier.RandomFully()), iptables.ForwardRules(network)...)
+	if _, err := earlier.Reconcile(rules); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := earlier.Remove(); err != nil {
+			t.Errorf("clean up: %v", err)
+		}
+	})
+}
+
+// removeOurChainsAll runs removeOurChains with cfg on a host that what
+// describes, after addOurChains: it must return nil, leave none of our
+// chains in the output of the host backend's iptables-save (save, as
+// messages name it, at path), and log a line with line and one saying the
+// chains were deleted.
+func removeOurChainsAll(t *testing.T, cfg *Config, what, save, path, line string) {
+	t.Helper()
+	var logs logLines
+	err := removeOurChains(t.Context(), funcr.New(logs.add, funcr.Options{}), cfg)
+	t.Logf("logged %q", logs.get())
+	if err != nil {
+		t.Fatalf("removeOurChains %s = %v, want nil", what, err)
+	}
+	out, err := exec.Command(path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v: %s", save, err, out)
+	}
+	if strings.Contains(string(out), iptables.ChainPrefix) {
+		t.Errorf("%s still holds our chains:\n%s", save, out)
+	}
+	all := strings.Join(logs.get(), "\n")
+	for _, want := range []string{
+		line,
+		"deleted our iptables chains (AGENTD-*) and the jumps into them",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("removeOurChains logged %q, want a line with %q", logs.get(), want)
+		}
 	}
 }

@@ -1,16 +1,12 @@
 package agent
 
 import (
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/agentd/agentd/backend/iptables"
-	"github.com/go-logr/logr/funcr"
-	"github.com/go-logr/logr/testr"
 )
 
 // TestRemoveOurChainsModeUnsetCommandMissing: --release-lease without
@@ -25,7 +21,6 @@ func TestRemoveOurChainsModeUnsetCommandMissing(t *testing.T) {
 }
 
 func removeOurChainsModeUnsetCommandMissingChild(t *testing.T) {
-	network := netip.MustParsePrefix("10.244.0.0/16")
 	for _, host := range []string{iptables.ModeNFT, iptables.ModeLegacy} {
 		t.Run("host with iptables-"+host+" only", func(t *testing.T) {
 			dir := t.TempDir()
@@ -43,44 +38,11 @@ func removeOurChainsModeUnsetCommandMissingChild(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			// The agent's chains, in the host's backend.
-			earlier, err := iptables.New(iptables.IPv4, testr.New(t), iptables.Options{Mode: host})
-			if err != nil {
-				t.Fatal(err)
-			}
-			rules := append(iptables.MasqRules(network, netip.MustParsePrefix("10.244.1.0/24"), earlier.RandomFully()), iptables.ForwardRules(network)...)
-			if _, err := earlier.Reconcile(rules); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if err := earlier.Remove(); err != nil {
-					t.Errorf("clean up: %v", err)
-				}
-			})
+			addOurChains(t, host)
 			t.Setenv("PATH", dir)
 
-			var logs logLines
-			err = removeOurChains(t.Context(), funcr.New(logs.add, funcr.Options{}), &Config{})
-			t.Logf("logged %q", logs.get())
-			if err != nil {
-				t.Fatalf("removeOurChains without --iptables-mode on a host with iptables-%s only = %v, want nil", host, err)
-			}
-			out, err := exec.Command(save).CombinedOutput()
-			if err != nil {
-				t.Fatalf("%s: %v: %s", save, err, out)
-			}
-			if strings.Contains(string(out), iptables.ChainPrefix) {
-				t.Errorf("%s still holds our chains:\n%s", save, out)
-			}
-			all := strings.Join(logs.get(), "\n")
-			for _, want := range []string{
-				`"mode"="unset: the iptables command's" "missing"="iptables" "command"="iptables-` + host + `"`,
-				"deleted our iptables chains (AGENTD-*) and the jumps into them",
-			} {
-				if !strings.Contains(all, want) {
-					t.Errorf("removeOurChains logged %q, want a line with %q", logs.get(), want)
-				}
-			}
+			removeOurChainsAll(t, &Config{}, "without --iptables-mode on a host with iptables-"+host+" only", save, save,
+				`"mode"="unset: the iptables command's" "missing"="iptables" "command"="iptables-`+host+`"`)
 		})
 	}
 }
