@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/agentd/agentd/internal/testtmp"
 )
 
 // FuzzReadMasqRecord: whatever a file in _masq-retry holds (a record of
@@ -24,7 +26,7 @@ func FuzzReadMasqRecord(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
-	dir := tmpfsDir(f)
+	dir := testtmp.Dir(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		path := filepath.Join(dir, "cbr0:c1:eth0")
 		if err := os.WriteFile(path, b, 0o600); err != nil {

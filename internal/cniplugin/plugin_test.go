@@ -19,7 +19,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/coreos/go-iptables/iptables"
-	"golang.org/x/sys/unix"
 )
 
 // fakeExec stands in for the delegate plugins: it records each call,
@@ -160,29 +159,6 @@ func (m *fakeMasq) Remove(network, containerID, _ string, chain bool) error {
 
 func newFixture(t *testing.T) *fixture {
 	return newFixtureIn(t, t.TempDir())
-}
-
-// tmpfsDir is an empty directory removed when tb ends, on tmpfs where
-// /dev/shm is one, else in tb's temporary directory. It is for the fuzz
-// targets that write files in each input: each write syncs the file and
-// its directory (see atomicfile), which on a disk took most of their time
-// (make fuzz-short's FuzzSequence took 84 s on ext4, FuzzReadMasqRecord 14 s).
-func tmpfsDir(tb testing.TB) string {
-	tb.Helper()
-	var st unix.Statfs_t
-	if unix.Statfs("/dev/shm", &st) != nil || st.Type != unix.TMPFS_MAGIC {
-		return tb.TempDir()
-	}
-	dir, err := os.MkdirTemp("/dev/shm", "agentd-cni-"+strings.ReplaceAll(tb.Name(), "/", "-")+"-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			tb.Error(err)
-		}
-	})
-	return dir
 }
 
 // newFixtureIn is newFixture with its files in dir, an empty directory.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentd/agentd/internal/testtmp"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 )
@@ -136,7 +137,7 @@ func FuzzSequence(f *testing.F) {
 		if len(ops) > 2*seqMaxOps {
 			ops = ops[:2*seqMaxOps]
 		}
-		fx := newFixtureIn(t, tmpfsDir(t))
+		fx := newFixtureIn(t, testtmp.Dir(t))
 		env := 0
 		fx.writeEnv(t, seqEnvs[env])
 		if err := os.MkdirAll(fx.dataDir, 0o700); err != nil {
