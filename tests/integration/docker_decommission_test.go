@@ -3,12 +3,8 @@ package integration
 import (
 	"context"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
-
-	"github.com/agentd/agentd/tests/cluster"
 )
 
 // TestDockerDecommission: what a Docker host decommissioned as README says
@@ -26,29 +22,10 @@ import (
 // dockerd 20.10 behaves so; the test fails, naming what changed, if a
 // dockerd does not.
 func TestDockerDecommission(t *testing.T) {
-	keyExisted := fileExists(dockerTrustKey)
-	t.Cleanup(func() {
-		if !keyExisted {
-			os.Remove(dockerTrustKey) // made by the dockerds this test started
-		}
-	})
-	cluster.RequireRoot(t)
-	dockerdBin := requireTool(t, "dockerd", "docker.io", "/usr/sbin/dockerd")
-	dockerBin := requireTool(t, "docker", "docker.io", "/usr/bin/docker")
-	requireFile(t, dockerUnit, "docker.io")
-	busybox := requireTool(t, "busybox", "busybox-static", "/bin/busybox")
-	requireStatic(t, busybox)
+	removeDockerTrustKeyAfter(t)
+	dc := newDockerCluster(t, "vxlan", 1, "--ip-masq")
+	c := dc.c
 	ctx := context.Background()
-
-	c := agentCluster(t, "vxlan", 1, "--ip-masq")
-	optsBin, err := c.Binary(ctx, "agentd-docker-opts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootfs := filepath.Join(t.TempDir(), "rootfs.tar")
-	if err := writeBusyboxRootfs(rootfs, busybox); err != nil {
-		t.Fatal(err)
-	}
 	h := c.Host(1)
 	lease := readEnv(t, h).Subnet
 
@@ -74,7 +51,7 @@ func TestDockerDecommission(t *testing.T) {
 		if _, err := d.proc.Stop(); err != nil {
 			t.Fatal(err)
 		}
-		nd, err := startDockerdUnit(t, c, h, dockerdBin, dockerBin, optsBin, daemonJSON, dropIns...)
+		nd, err := startDockerdUnit(t, c, h, dc.dockerdBin, dc.dockerBin, dc.optsBin, daemonJSON, dropIns...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,11 +59,11 @@ func TestDockerDecommission(t *testing.T) {
 		return nd
 	}
 
-	d, err := startDockerd(t, c, h, dockerdBin, dockerBin, optsBin, "{}\n")
+	d, err := startDockerd(t, c, h, dc.dockerdBin, dc.dockerBin, dc.optsBin, "{}\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.docker(ctx, "import", "--change", `CMD ["/bin/sleep","1000000"]`, rootfs, "agentd-busybox:test"); err != nil {
+	if _, err := d.docker(ctx, "import", "--change", `CMD ["/bin/sleep","1000000"]`, dc.rootfs, "agentd-busybox:test"); err != nil {
 		t.Fatal(err)
 	}
 	addrs, ip := check(d)

@@ -35,6 +35,51 @@ const dockerUnit = "/lib/systemd/system/docker.service"
 // --data-root (there is no flag to move it).
 const dockerTrustKey = "/etc/docker/key.json"
 
+// removeDockerTrustKeyAfter removes dockerTrustKey when t ends if it was
+// not there before: the dockerds t starts make it.
+func removeDockerTrustKeyAfter(t *testing.T) {
+	keyExisted := fileExists(dockerTrustKey)
+	t.Cleanup(func() {
+		if !keyExisted {
+			os.Remove(dockerTrustKey) // made by the dockerds this test started
+		}
+	})
+}
+
+// dockerCluster is what a test of real dockerds starts from: a cluster of
+// agents, Debian's dockerd and docker commands, the cluster's build of
+// agentd-docker-opts, and a busybox root file system to import as an image.
+type dockerCluster struct {
+	c                                      *cluster.Cluster
+	dockerdBin, dockerBin, optsBin, rootfs string
+}
+
+// newDockerCluster, as root, with docker.io's dockerd, docker and
+// docker.service and busybox-static's busybox, starts a cluster of hosts
+// hosts whose agents run with backend and agentArgs.
+func newDockerCluster(t *testing.T, backend string, hosts int, agentArgs ...string) *dockerCluster {
+	t.Helper()
+	cluster.RequireRoot(t)
+	dockerdBin := requireTool(t, "dockerd", "docker.io", "/usr/sbin/dockerd")
+	// Debian's client matches the daemon; a newer one in /usr/local/bin works
+	// too but is not what the package installs.
+	dockerBin := requireTool(t, "docker", "docker.io", "/usr/bin/docker")
+	requireFile(t, dockerUnit, "docker.io")
+	busybox := requireTool(t, "busybox", "busybox-static", "/bin/busybox")
+	requireStatic(t, busybox)
+
+	c := agentCluster(t, backend, hosts, agentArgs...)
+	optsBin, err := c.Binary(context.Background(), "agentd-docker-opts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(t.TempDir(), "rootfs.tar")
+	if err := writeBusyboxRootfs(rootfs, busybox); err != nil {
+		t.Fatal(err)
+	}
+	return &dockerCluster{c: c, dockerdBin: dockerdBin, dockerBin: dockerBin, optsBin: optsBin, rootfs: rootfs}
+}
+
 // TestDocker runs a real dockerd on each of two hosts, started the way
 // docker.service with dist/systemd/docker.service.d/agentd.conf starts it,
 // and checks that containers on different hosts reach each other:
@@ -47,12 +92,7 @@ const dockerTrustKey = "/etc/docker/key.json"
 // With vxlan the agents masquerade (--ip-masq, so dockerd gets
 // --ip-masq=false); with host-gw they do not (dockerd masquerades).
 func TestDocker(t *testing.T) {
-	keyExisted := fileExists(dockerTrustKey)
-	t.Cleanup(func() {
-		if !keyExisted {
-			os.Remove(dockerTrustKey) // made by the dockerds this test started
-		}
-	})
+	removeDockerTrustKeyAfter(t)
 	for _, tc := range []struct {
 		backend string
 		ipMasq  bool
@@ -62,29 +102,13 @@ func TestDocker(t *testing.T) {
 }
 
 func testDocker(t *testing.T, backend string, ipMasq bool) {
-	cluster.RequireRoot(t)
-	dockerdBin := requireTool(t, "dockerd", "docker.io", "/usr/sbin/dockerd")
-	// Debian's client matches the daemon; a newer one in /usr/local/bin works
-	// too but is not what the package installs.
-	dockerBin := requireTool(t, "docker", "docker.io", "/usr/bin/docker")
-	requireFile(t, dockerUnit, "docker.io")
-	busybox := requireTool(t, "busybox", "busybox-static", "/bin/busybox")
-	requireStatic(t, busybox)
-	ctx := context.Background()
-
 	var args []string
 	if ipMasq {
 		args = append(args, "--ip-masq")
 	}
-	c := agentCluster(t, backend, 2, args...)
-	optsBin, err := c.Binary(ctx, "agentd-docker-opts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootfs := filepath.Join(t.TempDir(), "rootfs.tar")
-	if err := writeBusyboxRootfs(rootfs, busybox); err != nil {
-		t.Fatal(err)
-	}
+	dc := newDockerCluster(t, backend, 2, args...)
+	c := dc.c
+	ctx := context.Background()
 
 	hosts := c.Hosts()
 	ds := make([]*dockerd, len(hosts))
@@ -92,7 +116,7 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 	for i, h := range hosts {
 		go func() {
 			var err error
-			ds[i], err = startDockerd(t, c, h, dockerdBin, dockerBin, optsBin, "{}\n")
+			ds[i], err = startDockerd(t, c, h, dc.dockerdBin, dc.dockerBin, dc.optsBin, "{}\n")
 			errs <- err
 		}()
 	}
@@ -105,7 +129,7 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 	var ips []netip.Addr
 	for _, d := range ds {
 		start := time.Now()
-		if _, err := d.docker(ctx, "import", "--change", `CMD ["/bin/sleep","1000000"]`, rootfs, "agentd-busybox:test"); err != nil {
+		if _, err := d.docker(ctx, "import", "--change", `CMD ["/bin/sleep","1000000"]`, dc.rootfs, "agentd-busybox:test"); err != nil {
 			t.Fatal(err)
 		}
 		imported := time.Since(start)
@@ -116,6 +140,7 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 	}
 
 	// Containers on different hosts reach each other.
+	var err error
 	for i, d := range ds {
 		peer := ips[1-i]
 		var r pingResult
@@ -197,34 +222,16 @@ func testDocker(t *testing.T, backend string, ipMasq bool) {
 //	    live-restore: dockerd restarted with c1 running: docker0 stays 10.244.A.1, a new container gets 10.244.A.3
 //	    dockerd restarted (live-restore: after docker stop): docker0 10.244.B.1 only ── c1' 10.244.B.2 ──✓── c2
 func TestDockerSubnetMove(t *testing.T) {
-	keyExisted := fileExists(dockerTrustKey)
-	t.Cleanup(func() {
-		if !keyExisted {
-			os.Remove(dockerTrustKey) // made by the dockerds this test started
-		}
-	})
+	removeDockerTrustKeyAfter(t)
 	t.Run("restart", func(t *testing.T) { testDockerSubnetMove(t, false) })
 	t.Run("live-restore", func(t *testing.T) { testDockerSubnetMove(t, true) })
 }
 
 func testDockerSubnetMove(t *testing.T, liveRestore bool) {
-	cluster.RequireRoot(t)
-	dockerdBin := requireTool(t, "dockerd", "docker.io", "/usr/sbin/dockerd")
-	dockerBin := requireTool(t, "docker", "docker.io", "/usr/bin/docker")
-	requireFile(t, dockerUnit, "docker.io")
-	busybox := requireTool(t, "busybox", "busybox-static", "/bin/busybox")
-	requireStatic(t, busybox)
+	dc := newDockerCluster(t, "vxlan", 2, "--ip-masq")
+	c := dc.c
 	ctx := context.Background()
 
-	c := agentCluster(t, "vxlan", 2, "--ip-masq")
-	optsBin, err := c.Binary(ctx, "agentd-docker-opts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootfs := filepath.Join(t.TempDir(), "rootfs.tar")
-	if err := writeBusyboxRootfs(rootfs, busybox); err != nil {
-		t.Fatal(err)
-	}
 	daemonJSON := "{}\n"
 	if liveRestore {
 		daemonJSON = `{"live-restore": true}`
@@ -232,7 +239,7 @@ func testDockerSubnetMove(t *testing.T, liveRestore bool) {
 	h1, h2 := c.Host(1), c.Host(2)
 	start := func(h *cluster.Host) *dockerd {
 		t.Helper()
-		d, err := startDockerd(t, c, h, dockerdBin, dockerBin, optsBin, daemonJSON)
+		d, err := startDockerd(t, c, h, dc.dockerdBin, dc.dockerBin, dc.optsBin, daemonJSON)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,7 +247,7 @@ func testDockerSubnetMove(t *testing.T, liveRestore bool) {
 	}
 	run := func(d *dockerd) netip.Addr {
 		t.Helper()
-		if _, err := d.docker(ctx, "import", "--change", `CMD ["/bin/sleep","1000000"]`, rootfs, "agentd-busybox:test"); err != nil {
+		if _, err := d.docker(ctx, "import", "--change", `CMD ["/bin/sleep","1000000"]`, dc.rootfs, "agentd-busybox:test"); err != nil {
 			t.Fatal(err)
 		}
 		// sleep, as PID 1, ignores SIGTERM: a dockerd that stops it
