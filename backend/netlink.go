@@ -48,10 +48,20 @@ const dumpAttempts = 5
 // never used: acting on them would delete or re-add the wrong objects. Dump
 // retries a few times and then fails. Every dump in the backends goes through
 // Dump (TestDumpsUseWrapper enforces it).
-func Dump[T any](what string, list func() ([]T, error)) ([]T, error) {
-	var err error
+//
+// A panic in list is Dump's error, naming the dump, and is not tried again:
+// netlink v1.3.1 panics reading the kernel's reason for refusing a dump once
+// started, which our handles ask for (enableExtAck); the caller then gets
+// an error (a pass fails, and is retried) where agentd ended. netlink and
+// eachMessage release the socket's lock by a defer, so the handle stays
+// usable.
+func Dump[T any](what string, list func() ([]T, error)) (v []T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			v, err = nil, fmt.Errorf("list %s: panic reading the dump: %v", what, p)
+		}
+	}()
 	for range dumpAttempts {
-		var v []T
 		v, err = list()
 		if err == nil {
 			return v, nil
@@ -515,7 +525,8 @@ func logText(b []byte) string {
 // strict dump of the main table in a namespace that has none ("ipv4: FIB
 // table does not exist"). Without strict checking, the kernel reads the
 // requests of netlink's dumps loosely and refuses none of them with a
-// reason (TestStrictHandleWithoutExtAck).
+// reason (TestStrictHandleWithoutExtAck); a later kernel that did would
+// fail that dump, not end agentd (Dump).
 func enableExtAck(h *netlink.Handle) {
 	if s, ok := handleSocket(h); ok {
 		_ = s.Socket.SetExtAck(true) // without, errors carry the errno alone
