@@ -24,8 +24,9 @@ func TestDumpMakesPanicAnError(t *testing.T) {
 	if err == nil || got != nil || calls != 1 {
 		t.Fatalf("Dump of a list that panics = %v, %v after %d calls; want nil, an error after 1", got, err, calls)
 	}
-	if msg := err.Error(); !strings.HasPrefix(msg, "list routes: ") || !strings.Contains(msg, "slice bounds out of range") {
-		t.Errorf("Dump's error = %q; want it to name the dump and the panic", msg)
+	if msg := err.Error(); !strings.HasPrefix(msg, "list routes: ") || !strings.Contains(msg, "slice bounds out of range") ||
+		!strings.Contains(msg, "(in github.com/agentd/agentd/backend_test.TestDumpMakesPanicAnError.func1, dumppanic_test.go:") {
+		t.Errorf("Dump's error = %q; want it to name the dump, the panic and where it was raised", msg)
 	}
 	if errors.Is(err, netlink.ErrDumpInterrupted) {
 		t.Errorf("Dump's error %v is ErrDumpInterrupted", err)
@@ -58,8 +59,8 @@ func TestNetlinkPanicOnRefusedDumpIsAnError(t *testing.T) {
 	if err == nil {
 		t.Fatalf("ListRoutes(main table), strict, in a namespace without one = %v; want it refused", rs)
 	}
-	if msg := err.Error(); !strings.HasPrefix(msg, "list routes: ") {
-		t.Errorf("ListRoutes' error = %q; want it to name the dump", msg)
+	if msg := err.Error(); !strings.HasPrefix(msg, "list routes: ") || !strings.Contains(msg, "(in github.com/vishvananda/netlink/nl.") {
+		t.Errorf("ListRoutes' error = %q; want it to name the dump and netlink's function that panicked", msg)
 	}
 	t.Logf("refused dump: %v", err)
 	if _, err := backend.ListLinks(h); err != nil {

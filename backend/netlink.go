@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -58,7 +60,7 @@ const dumpAttempts = 5
 func Dump[T any](what string, list func() ([]T, error)) (v []T, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			v, err = nil, fmt.Errorf("list %s: panic reading the dump: %v", what, p)
+			v, err = nil, fmt.Errorf("list %s: panic reading the dump: %v (in %s)", what, p, panicSite())
 		}
 	}()
 	for range dumpAttempts {
@@ -71,6 +73,25 @@ func Dump[T any](what string, list func() ([]T, error)) (v []T, err error) {
 		}
 	}
 	return nil, fmt.Errorf("list %s: interrupted %d times in a row: %w", what, dumpAttempts, err)
+}
+
+// panicSite names the function and line where the panic being recovered was
+// raised: the first frame of the panicking goroutine outside the runtime,
+// seen from the deferred function that recovers it. A panic in Dump's list
+// func may be netlink's (its reading of a refused dump) or a bug of our own
+// in a callback; the error says which without a stack trace.
+func panicSite() string {
+	var pcs [32]uintptr
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs[:])])
+	for {
+		f, more := frames.Next()
+		if !strings.HasPrefix(f.Function, "runtime.") {
+			return fmt.Sprintf("%s, %s:%d", f.Function, filepath.Base(f.File), f.Line)
+		}
+		if !more {
+			return "an unknown place"
+		}
+	}
 }
 
 // ListLinks lists every link.
