@@ -247,9 +247,10 @@ func leasedAtOtherIP(ctx context.Context, cli *etcdConn, reg *subnet.Registry, p
 	byEnv, byID := otherIPLeases(leases, pub, prev, hostID, prevHostID)
 	if byEnv != nil {
 		return fmt.Errorf("no lease of this host at public IP %s (these flags' external interface, or --public-ip), but subnet.env's subnet %s "+
-			"is leased to this host's identity %s at public IP %s (%s): the agent ran with another external interface or --public-ip than these flags give. "+
-			"Nothing released, and subnet.env and what agentd made in the kernel stay: run agentd --release-lease with the agent's flags",
-			pub, prev, byEnv.Attrs.HostID, byEnv.Attrs.PublicIP, reg.LeaseKey(byEnv.Subnet, byEnv.IPv6Subnet))
+			"is leased to this host's identity %s at public IP %s (%s): the agent ran with another external interface or --public-ip than these flags give, "+
+			"or this host's public IP changed since. "+
+			"Nothing released, and subnet.env and what agentd made in the kernel stay: run agentd --release-lease with the agent's flags, or with --public-ip=%s",
+			pub, prev, byEnv.Attrs.HostID, byEnv.Attrs.PublicIP, reg.LeaseKey(byEnv.Subnet, byEnv.IPv6Subnet), byEnv.Attrs.PublicIP)
 	}
 	if len(byID) == 0 {
 		return nil
