@@ -380,6 +380,8 @@ func (w *rxWorker) decap(t *table, n int) error {
 	var err error
 	for i := range n {
 		ln, src, seg, trunc := w.m.received(i)
+		// Empty: an empty datagram, or one without a UDP checksum,
+		// which the socket's filter empties (udpFilter).
 		if trunc || ln == 0 {
 			w.local[dropMalformed]++
 			continue

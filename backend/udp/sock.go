@@ -119,6 +119,29 @@ func boundAddr(fd int) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)), nil
 }
 
+// udpFilter is the datapath sockets' classic BPF filter. It empties every
+// datagram whose UDP checksum is 0 (none, which IPv4 allows; the kernel
+// then verifies nothing), keeping only its UDP header, so that it reaches
+// the datapath as an empty datagram, dropped and counted as malformed
+// there; every other datagram passes whole. The datapath does not verify
+// the checksums of the packets it coalesces (see offload.go) because the
+// kernel verified the outer one: with a filter on the socket it does so
+// before running it (udp_queue_rcv_one_skb), dropping a wrong one (Udp
+// InCsumErrors); a GRO train holds no datagram without one (the kernel's
+// UDP GRO takes only checksummed ones), so its first datagram's checksum
+// speaks for all. agentd and flanneld always send one. A filter on a UDP
+// socket sees the datagram from its UDP header on: the checksum is the
+// 16-bit word at offset 6. It is classic BPF, which needs no capability
+// and no library: four instructions.
+var udpFilter = unix.SockFprog{Len: uint16(len(udpFilterProg)), Filter: &udpFilterProg[0]}
+
+var udpFilterProg = [...]unix.SockFilter{
+	{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: udpCsumOffset},    // A = the UDP checksum
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: 0, Jt: 0, Jf: 1}, // A == 0?
+	{Code: unix.BPF_RET | unix.BPF_K, K: udpHeaderLen},                   // yes: the UDP header alone
+	{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},                     // no: all of it
+}
+
 // udpSock is one datapath socket, wrapping a descriptor of its own (a dup
 // of the kept one) registered with the runtime's poller.
 type udpSock struct {
@@ -127,9 +150,14 @@ type udpSock struct {
 	gso atomic.Bool // sends may carry UDP_SEGMENT; cleared if the kernel refuses
 }
 
-// newUDPSock takes over fd (non-blocking) and turns on GRO where the kernel
-// has it.
+// newUDPSock takes over fd (non-blocking), gives its socket udpFilter and
+// turns on GRO where the kernel has it. The filter is set by every
+// generation of workers (it stays on the socket), as the socket may be an
+// older agent's, kept without one.
 func newUDPSock(fd int) (*udpSock, error) {
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &udpFilter); err != nil {
+		return nil, fmt.Errorf("UDP socket: SO_ATTACH_FILTER: %w", err)
+	}
 	p, err := newPolled(fd, "udp")
 	if err != nil {
 		return nil, err
