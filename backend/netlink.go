@@ -903,15 +903,20 @@ func (r Route) netlink() *netlink.Route {
 // kernel to send those alone: without, it sends every route of every table,
 // among them the local table's route for each address of the host
 // (kube-proxy's 5 000 to 50 000 service addresses on kube-ipvs0), which
-// netlink parses, some 400 bytes each, before it drops them.
+// netlink parses, some 400 bytes each, before it drops them. A namespace
+// with no main table yet has none of our routes (noMainTable).
 func OurRoutes(h *netlink.Handle) ([]Route, error) {
-	if sh, ok := strictHandle(h); ok {
+	sh, strict := strictHandle(h)
+	if strict {
 		defer sh.Close()
 		h = sh
 	}
 	nrs, err := ListRoutes(h, netlink.FAMILY_V4,
 		&netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if strict && noMainTable(err) {
+		return []Route{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -989,13 +994,14 @@ func PassRoutes(h *netlink.Handle, ifaceIndex int, network netip.Prefix) ([]netl
 // at 5000 peers, and 0.4 of the 0.8 kB a route of a routing daemon costs.
 func AppendPassRoutes(rs []netlink.Route, h *netlink.Handle, ifaceIndex int, network netip.Prefix) ([]netlink.Route, error) {
 	network = network.Masked()
-	if sh, ok := strictHandle(h); ok {
+	sh, strict := strictHandle(h)
+	if strict {
 		defer sh.Close()
 		h = sh
 	}
 	n := len(rs)
 	s, own := handleSocket(h)
-	return Dump("routes", func() ([]netlink.Route, error) {
+	got, err := Dump("routes", func() ([]netlink.Route, error) {
 		rs = rs[:n] // a dump tried again starts again
 		if !own {
 			err := h.RouteListFilteredIter(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE,
@@ -1028,7 +1034,22 @@ func AppendPassRoutes(rs []netlink.Route, h *netlink.Handle, ifaceIndex int, net
 			})
 		return rs, err
 	})
+	if strict && noMainTable(err) {
+		return rs[:n], nil
+	}
+	return got, err
 }
+
+// noMainTable reports whether err is the kernel's refusal of a strict dump
+// of the main table in a namespace that has none yet: ENOENT ("ipv4: FIB
+// table does not exist"), which the kernel gives a route dump for nothing
+// else (net/ipv4/fib_frontend.c, inet_dump_fib).
+// The kernel makes the table with the namespace's first route in it or in
+// the local table, which shares it (an address, lo brought up), and never
+// removes it; until then it holds no route of anyone's. A dump without
+// strict checking is not refused so: netlink filters the table in our
+// process.
+func noMainTable(err error) bool { return errors.Is(err, unix.ENOENT) }
 
 // PassRoute returns what PassRoutes keeps of the main table: the routes a
 // pass reads of it, through the external interface with index ifaceIndex,
