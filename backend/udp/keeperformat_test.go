@@ -20,6 +20,13 @@ import (
 // quit by closing fds, saying bye and exiting (its name goes with it).
 func (h *testHost) fakeKeeper(answer string, fds []int) {
 	h.t.Helper()
+	h.fakeKeeperQuitting(answer, fds, nil)
+}
+
+// fakeKeeperQuitting is fakeKeeper calling onQuit, if not nil, once it has
+// closed fds at a quit, before it says bye.
+func (h *testHost) fakeKeeperQuitting(answer string, fds []int, onQuit func()) {
+	h.t.Helper()
 	var ln int
 	if err := h.host.Do(func() (err error) {
 		if ln, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0); err != nil {
@@ -66,6 +73,9 @@ func (h *testHost) fakeKeeper(answer string, fds []int) {
 				_ = unix.Sendmsg(c, []byte(answer), unix.UnixRights(fds...), nil, 0)
 			case n > 0 && req[0] == keeperQuit:
 				closeAll(fds)
+				if onQuit != nil {
+					onQuit()
+				}
 				_, _ = unix.Write(c, []byte(keeperBye))
 				unix.Close(c)
 				return

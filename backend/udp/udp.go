@@ -641,13 +641,23 @@ func (b *Backend) grow() (grown bool) {
 // waits in them stays there for the workers, and the restart's gap is
 // longer only by the exchange and a fork (a few ms). started says that the
 // new keeper runs; without it there is no keeper, which Reconcile tries to
-// start again (keeperretry.go). An error is ctx's, with which the agent
-// stops. It runs inside b.do.
+// start again (keeperretry.go). An error is ctx's, ended before the old
+// keeper was asked anything, with which the agent stops. It runs inside
+// b.do.
+//
+// Once the old keeper is told to quit, it closes its copies, and this
+// process holds the only ones until the new keeper runs; they close when it
+// exits. So a stop (ctx ends: SIGTERM) after that point does not cut the
+// hand-over short: the agent would leave nothing holding the device's
+// queues and the sockets, and the next agent would make them anew, dropping
+// what waited in them and everything sent meanwhile. That costs a stop at
+// most the old keeper's answer (keeperTimeout) and the wait for its name
+// (half a second); it has just answered the agent's get.
 func (b *Backend) handOver(ctx context.Context) (started bool, err error) {
-	cmd, err := startKeeper(ctx, DeviceName, b.fds)
-	if err != nil && ctx.Err() != nil {
-		return false, err
+	if err := ctx.Err(); err != nil {
+		return false, err // the old keeper still holds its copies
 	}
+	cmd, err := startKeeper(context.WithoutCancel(ctx), DeviceName, b.fds)
 	if err != nil {
 		b.keeperFailed(err, false, "no descriptor keeper: an agent restart will drop packets while it lasts")
 		return false, nil
