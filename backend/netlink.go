@@ -404,7 +404,7 @@ type dumpAnswer struct {
 
 // read calls f with the payload of each message of type a.typ in b, a
 // datagram of the answer, in place. It reports end once the answer ends,
-// and err, the dump's result, then: nil, the kernel's error (kernelError),
+// and err, the dump's result, then: nil, the kernel's error (KernelError),
 // netlink.ErrDumpInterrupted when a message of the answer was marked
 // interrupted, or f's error. A message whose length is short of its header
 // or past b's end ends it with an error, after f has had the messages
@@ -429,7 +429,7 @@ func (a *dumpAnswer) read(b []byte, f func(data []byte) error) (end bool, err er
 		case unix.NLMSG_DONE, unix.NLMSG_ERROR:
 			if len(data) >= 4 {
 				if errno := int32(nl.NativeEndian().Uint32(data)); errno != 0 {
-					return true, fmt.Errorf("%s dump: %w", a.what, kernelError(errno, hdr.Type, hdr.Flags, data))
+					return true, fmt.Errorf("%s dump: %w", a.what, KernelError(errno, hdr.Type, hdr.Flags, data))
 				}
 			}
 			return true, a.complete()
@@ -445,13 +445,15 @@ func (a *dumpAnswer) read(b []byte, f func(data []byte) error) (end bool, err er
 	return false, nil
 }
 
-// kernelError is the error of errno (not 0, negative as the kernel sends
+// KernelError is the error of errno (not 0, negative as the kernel sends
 // it), read from data, the payload of an NLMSG_ERROR or NLMSG_DONE message
 // of type typ with flags: the errno, followed by the reason the kernel gave
 // (extAckMessage) when there is one, as netlink's requests report it
 // ("network is unreachable: Nexthop has invalid gateway"). errors.Is finds
-// the errno either way.
-func kernelError(errno int32, typ, flags uint16, data []byte) error {
+// the errno either way. The reason is there only when the socket asked for
+// it (NETLINK_EXT_ACK: enableExtAck, nl.NetlinkSocket's SetExtAck); readers
+// of other netlink families than NETLINK_ROUTE use it too (conntrack's).
+func KernelError(errno int32, typ, flags uint16, data []byte) error {
 	err := unix.Errno(-errno)
 	if msg := extAckMessage(typ, flags, data); msg != "" {
 		return fmt.Errorf("%w: %s", err, msg)

@@ -68,15 +68,11 @@ func DeleteUnmasqueraded(ctx context.Context, ns netns.NsHandle, network netip.P
 			f.local = append(f.local, p)
 		}
 	}
-	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER)
+	c, err := openCT(ns, ctFamily)
 	if err != nil {
 		return 0, fmt.Errorf("conntrack: open netlink: %w", err)
 	}
-	c := &ctSocket{s: s, family: ctFamily}
-	if c.pid, err = s.GetPid(); err != nil {
-		s.Close()
-		return 0, fmt.Errorf("conntrack: open netlink: %w", err)
-	}
+	s := c.s
 	// Closing the socket ends a read waiting on it; the kernel drops
 	// the rest of the dump with it.
 	stop := context.AfterFunc(ctx, s.Close)
@@ -111,6 +107,29 @@ type ctSocket struct {
 	s      *nl.NetlinkSocket
 	pid    uint32
 	family uint8
+}
+
+// openCT opens a ctSocket for family in the network namespace ns, with
+// NETLINK_EXT_ACK on (Linux 4.12): the kernel then gives its reason with a
+// refusal, which exchange puts after the errno (backend.KernelError), as
+// agentd's route netlink errors have it. nfnetlink gives one for a request
+// its attribute policy refuses ("numerical result out of range: Attribute
+// failed policy validation"); it gives none for the refusals of our
+// requests seen so far (an entry gone, ENOENT; no CAP_NET_ADMIN, EPERM;
+// an unknown family or message), which stay the errno alone, as they are
+// on a kernel without the option.
+func openCT(ns netns.NsHandle, family uint8) (*ctSocket, error) {
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, err
+	}
+	_ = s.SetExtAck(true) // without, errors carry the errno alone
+	pid, err := s.GetPid()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return &ctSocket{s: s, pid: pid, family: family}, nil
 }
 
 // list reads the whole table and returns the entries (their netlink
@@ -158,7 +177,9 @@ func (c *ctSocket) request(op, flags int) *nl.NetlinkRequest {
 }
 
 // exchange sends req and reads its answer up to the end of a dump or the
-// acknowledgement, handing each data message to each (if not nil).
+// acknowledgement, handing each data message to each (if not nil). A
+// refusal is its errno, with the kernel's reason when it gave one
+// (openCT).
 func (c *ctSocket) exchange(req *nl.NetlinkRequest, each func(syscall.NetlinkMessage)) error {
 	if err := c.s.Send(req); err != nil {
 		return err
@@ -181,7 +202,7 @@ func (c *ctSocket) exchange(req *nl.NetlinkRequest, each func(syscall.NetlinkMes
 					return nil
 				}
 				if errno := int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
-					return syscall.Errno(-errno)
+					return backend.KernelError(errno, m.Header.Type, m.Header.Flags, m.Data)
 				}
 				return nil
 			}
