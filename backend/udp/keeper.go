@@ -92,8 +92,16 @@ const (
 	// keeperBye is the answer to keeperQuit: the keeper has closed its
 	// descriptors and exits.
 	keeperBye = "bye"
-	// keeperName is the keeper's argv[0], what ps shows.
+	// keeperName is the keeper's argv[0], what ps -f and systemctl status
+	// show.
 	keeperName = "agentd-udp-keeper"
+	// keeperComm is the keeper's process name (/proc/<pid>/comm): what
+	// ps -e, top, pgrep, ss -p and systemd's "left-over process" line
+	// show; keeperName cut to the kernel's 15 bytes, as exec of a file of
+	// that name would give it. Started as /proc/self/exe (the agent's very
+	// binary, whatever replaced its file since), the keeper is named "exe"
+	// until it says otherwise.
+	keeperComm = "agentd-udp-keep"
 	// keeperTimeout bounds each exchange with a keeper.
 	keeperTimeout = 2 * time.Second
 	// keeperSlice is the longest one socket call of the agent's to a
@@ -154,6 +162,10 @@ func IsKeeper() bool { _, ok := os.LookupEnv(keeperEnv); return ok }
 
 // RunKeeper is the keeper's whole program; it returns the exit status.
 func RunKeeper() int {
+	// Writing /proc/self/comm names the process (its main thread), from
+	// whichever thread this runs on, as prctl(PR_SET_NAME) would not.
+	// Where it cannot (a /proc mounted read-only), the name stays "exe".
+	_ = os.WriteFile("/proc/self/comm", []byte(keeperComm), 0)
 	ntun, nudp, err := parseSpec(os.Getenv(keeperEnv))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
