@@ -50,6 +50,12 @@ func openUDP(addr netip.AddrPort) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("UDP socket: SO_REUSEPORT: %w", err)
 	}
+	// The filter goes on before the bind: it judges a datagram when it is
+	// queued, so one queued before newUDPSock attached it would pass.
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &udpFilter); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("UDP socket: SO_ATTACH_FILTER: %w", err)
+	}
 	// The *FORCE variants pass net.core.[rw]mem_max with CAP_NET_ADMIN;
 	// without it the plain ones give what the limit allows.
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, sockBuf) != nil {
@@ -151,9 +157,10 @@ type udpSock struct {
 }
 
 // newUDPSock takes over fd (non-blocking), gives its socket udpFilter and
-// turns on GRO where the kernel has it. The filter is set by every
-// generation of workers (it stays on the socket), as the socket may be an
-// older agent's, kept without one.
+// turns on GRO where the kernel has it. openUDP attached the filter before
+// the bind; it is set again by every generation of workers (it stays on the
+// socket) because the socket may be an older agent's, kept without one,
+// whose backlog queued before then stays unfiltered.
 func newUDPSock(fd int) (*udpSock, error) {
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &udpFilter); err != nil {
 		return nil, fmt.Errorf("UDP socket: SO_ATTACH_FILTER: %w", err)
