@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -166,6 +167,10 @@ func RunKeeper() int {
 	// whichever thread this runs on, as prctl(PR_SET_NAME) would not.
 	// Where it cannot (a /proc mounted read-only), the name stays "exe".
 	_ = os.WriteFile("/proc/self/comm", []byte(keeperComm), 0)
+	// Nothing to reload, as for the agent (run/agentd's signals): a
+	// habitual kill -HUP, or pkill -HUP agentd, which matches the name
+	// above, must not end it. Ignored, not caught: no handler runs.
+	signal.Ignore(syscall.SIGHUP)
 	ntun, nudp, err := parseSpec(os.Getenv(keeperEnv))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
