@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +36,9 @@ type etcdConn struct {
 	tls       *etcdTLS       // nil without TLS
 	auth      *tokenlessAuth // nil without a user name
 	user      string         // --etcd-username
+	// proxyNote ends the explanations of probes when the client's
+	// connections go through a proxy (etcdProxyNote), "" when not.
+	proxyNote string
 }
 
 // Close closes the client and, if it was made, tokenlessAuth's.
@@ -100,7 +104,8 @@ func dialEtcd(ctx context.Context, cfg *Config, log logr.Logger, authWait time.D
 		auth.cfg.DialOptions = slices.Clip(cc.DialOptions)
 		cc.DialOptions = append(slices.Clip(cc.DialOptions), grpc.WithChainUnaryInterceptor(auth.intercept))
 	}
-	conn := &etcdConn{endpoints: cfg.EtcdEndpoints, tls: tc, auth: auth, user: cfg.EtcdUsername}
+	conn := &etcdConn{endpoints: cfg.EtcdEndpoints, tls: tc, auth: auth, user: cfg.EtcdUsername,
+		proxyNote: etcdProxyNote(cfg.EtcdEndpoints, http.ProxyFromEnvironment)}
 	var w *authWatch
 	if auth != nil {
 		w = watchAuth(ctx, conn, &cc)
@@ -267,12 +272,12 @@ func (c *etcdConn) explainAfter(ctx context.Context, err error, timeout time.Dur
 	}
 	switch perr := c.probeClientPorts(ctx); {
 	case errors.Is(perr, errEndpointAccepts):
-		return fmt.Errorf("etcd did not answer within %s although %s accepts connections (no quorum, or overloaded?): %w",
-			timeout, strings.Join(c.endpoints, ","), err)
+		return fmt.Errorf("etcd did not answer within %s although %s accepts connections (no quorum, or overloaded?)%s: %w",
+			timeout, strings.Join(c.endpoints, ","), c.proxyNote, err)
 	case perr == nil: // ctx ended while the probe waited for an answer
 		return err
 	default:
-		return fmt.Errorf("etcd did not answer within %s: %w (%w)", timeout, perr, err)
+		return fmt.Errorf("etcd did not answer within %s: %w%s (%w)", timeout, perr, c.proxyNote, err)
 	}
 }
 
@@ -334,6 +339,7 @@ func (e *authUnansweredError) Unwrap() error { return e.err }
 // the answer, 5 to probe).
 func connectEtcd(ctx context.Context, cfg *Config, log logr.Logger, report func(what string, err error)) (*etcdConn, error) {
 	warnEtcdTLSFiles(cfg, log)
+	logEtcdProxy(log, cfg.EtcdEndpoints)
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	c, err := retry(ctx, log, explained{}, "connect to etcd", report, nil, func(context.Context) (*etcdConn, error) {
@@ -399,7 +405,7 @@ func (c *etcdConn) doBy(ctx context.Context, deadline time.Time, timeout time.Du
 	case err == nil:
 		return nil
 	case broken != nil:
-		return fmt.Errorf("cannot connect to etcd: %w", broken)
+		return fmt.Errorf("cannot connect to etcd: %w%s", broken, c.proxyNote)
 	}
 	return c.explainAfter(ctx, err, timeout)
 }
