@@ -339,7 +339,7 @@ func (e *authUnansweredError) Unwrap() error { return e.err }
 // the answer, 5 to probe).
 func connectEtcd(ctx context.Context, cfg *Config, log logr.Logger, report func(what string, err error)) (*etcdConn, error) {
 	warnEtcdTLSFiles(cfg, log)
-	logEtcdProxy(log, cfg.EtcdEndpoints)
+	logEtcdProxy(log, cfg.EtcdEndpoints, http.ProxyFromEnvironment)
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	c, err := retry(ctx, log, explained{}, "connect to etcd", report, nil, func(context.Context) (*etcdConn, error) {

@@ -57,9 +57,9 @@ func etcdProxy(endpoints []string, proxyFor func(*http.Request) (*url.URL, error
 // connections go through (etcdProxy), or that they use none: with
 // HTTPS_PROXY set for other programs, agentd reaches etcd through it too,
 // as flanneld does, and an etcd unreachable through it would say only that
-// it does not answer.
-func logEtcdProxy(log logr.Logger, endpoints []string) {
-	proxy, via, err := etcdProxy(endpoints, http.ProxyFromEnvironment)
+// it does not answer. proxyFor is http.ProxyFromEnvironment but in tests.
+func logEtcdProxy(log logr.Logger, endpoints []string, proxyFor func(*http.Request) (*url.URL, error)) {
+	proxy, via, err := etcdProxy(endpoints, proxyFor)
 	switch {
 	case err != nil:
 		log.Info("etcd proxy from the environment (HTTPS_PROXY) unusable", "err", err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
 )
 
 // TestEtcdProxy: etcdProxy decides as gRPC does for the etcd client: the
@@ -86,6 +87,43 @@ func TestEtcdProxy(t *testing.T) {
 	bad := errors.New(`invalid proxy address "http://%zz"`)
 	if _, _, err := etcdProxy([]string{a}, func(*http.Request) (*url.URL, error) { return nil, bad }); !errors.Is(err, bad) {
 		t.Errorf("etcdProxy with HTTPS_PROXY no URL: %v; want its error", err)
+	}
+}
+
+// TestEtcdProxyLogged: logEtcdProxy's line names the proxy without its
+// password, the address gRPC connects to and the endpoints that go through
+// it; one whose URL is not http:// gets a second line, as gRPC speaks plain
+// HTTP CONNECT to it all the same; no proxy is one line saying so.
+func TestEtcdProxyLogged(t *testing.T) {
+	proxy := func(u string) func(*http.Request) (*url.URL, error) {
+		return func(*http.Request) (*url.URL, error) {
+			if u == "" {
+				return nil, nil
+			}
+			return url.Parse(u)
+		}
+	}
+	eps := []string{"http://198.18.0.254:2379"}
+	for _, c := range []struct {
+		proxy string
+		want  []string
+	}{
+		{"http://u:secret@198.18.0.1:3128", []string{
+			`"msg"="etcd connections go through a proxy (HTTPS_PROXY; NO_PROXY for none)" "proxy"="http://u:xxxxx@198.18.0.1:3128" "connect"="198.18.0.1:3128" "endpoints"="http://198.18.0.254:2379"`}},
+		{"https://198.18.0.1", []string{
+			`"msg"="etcd connections go through a proxy (HTTPS_PROXY; NO_PROXY for none)" "proxy"="https://198.18.0.1" "connect"="198.18.0.1:443" "endpoints"="http://198.18.0.254:2379"`,
+			`"msg"="etcd proxy not an http:// URL; gRPC speaks plain HTTP CONNECT to it all the same" "scheme"="https"`}},
+		{"", []string{`"msg"="etcd connections use no proxy"`}},
+	} {
+		var lines []string
+		log := funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{})
+		logEtcdProxy(log, eps, proxy(c.proxy))
+		for i := range lines {
+			lines[i] = strings.TrimPrefix(lines[i], `"level"=0 `)
+		}
+		if !slices.Equal(lines, c.want) {
+			t.Errorf("HTTPS_PROXY=%s: logged\n%s\nwant\n%s", c.proxy, strings.Join(lines, "\n"), strings.Join(c.want, "\n"))
+		}
 	}
 }
 
