@@ -39,7 +39,9 @@
 // and metric of a route we want, or goes through the external interface to
 // our own subnet: the kernel may send traffic by it instead of by ours or
 // cni0's (Backend.claim). Nothing else is touched, and shutting down removes
-// nothing (shared/DESIGN.md §4.8).
+// nothing (shared/DESIGN.md §4.8). Another program's route inside a peer's
+// subnet and longer than it, which takes that part of the peer's traffic,
+// is left alone and logged once (backend.ShadowLog).
 //
 // Peers route to our PublicIP as a gateway on their segment, so it must be
 // an address of our external interface: Prepare refuses to start behind NAT.
@@ -91,7 +93,8 @@ type Backend struct {
 	prepared bool
 	mtu      int
 
-	skips *backend.SkipLog // Reconcile's
+	skips   *backend.SkipLog   // Reconcile's
+	shadows *backend.ShadowLog // Reconcile's
 	// routeBuf is the slice of the last pass's routes, that Reconcile
 	// reads the next pass's into (backend.AppendPassRoutes).
 	routeBuf backend.RouteBuf
@@ -116,7 +119,8 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 	case !ext.IfaceAddr.Is4():
 		return nil, fmt.Errorf("host-gw: the external interface address %s is not IPv4", ext.IfaceAddr)
 	}
-	b := &Backend{log: cfg.Logger, ext: ext, h: h, ns: ns, skips: backend.NewSkipLog(cfg.Logger)}
+	b := &Backend{log: cfg.Logger, ext: ext, h: h, ns: ns, skips: backend.NewSkipLog(cfg.Logger),
+		shadows: backend.NewShadowLog(cfg.Logger)}
 	if cfg.Network != nil {
 		b.network = cfg.Network.Network
 	}
@@ -243,6 +247,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 	want := b.desired(own, peers, seg, newPaths(b.h, b.ext.Iface.Index, func() ([]netlink.Route, error) { return backend.MainRoutes(b.h) }))
 	b.skips.Report(&res)
+	b.shadows.Check(main, want, nil)
 	if err := b.checkUp(len(want)); err != nil {
 		return res, err
 	}

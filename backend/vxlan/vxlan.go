@@ -100,7 +100,10 @@
 // and every FDB entry on the device (one with a VNI other than the device's
 // is corrected or deleted like one with another destination; see
 // backend.FDB). Neighbour entries the kernel resolved
-// itself are left to expire. Nothing else is touched. Shutting down removes
+// itself are left to expire. Nothing else is touched: another program's
+// route inside a peer's subnet and longer than it, not through the device,
+// takes that part of the peer's traffic and is logged once
+// (backend.ShadowLog). Shutting down removes
 // nothing (shared/DESIGN.md §4.8).
 package vxlan
 
@@ -373,7 +376,8 @@ type Backend struct {
 	// report is made once per change (followExternalMTU).
 	mtuReport int
 
-	skips *backend.SkipLog // Reconcile's
+	skips   *backend.SkipLog   // Reconcile's
+	shadows *backend.ShadowLog // Reconcile's
 	// neighWants and fdbWants make the maps of wantNeighs and wantFDB.
 	neighWants wantMap[backend.Neigh, netip.Addr, backend.MAC] // Reconcile's
 	fdbWants   wantMap[backend.FDB, backend.MAC, netip.Addr]   // Reconcile's
@@ -436,6 +440,7 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 		h:         h,
 		ns:        ns,
 		skips:     backend.NewSkipLog(cfg.Logger),
+		shadows:   backend.NewShadowLog(cfg.Logger),
 	}, nil
 }
 
@@ -910,6 +915,9 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	idx := dev.Attrs().Index
 	want := b.desired(own, peers, idx, seg)
 	b.skips.Report(&res)
+	// Routes through the device into the network are ours (OwnedRoutes
+	// below), deleted when no lease wants them.
+	b.shadows.Check(main, want.routes, func(r *netlink.Route) bool { return r.LinkIndex == idx })
 	// Before the neighbours and FDB entries are listed: a change made
 	// after the listing is then judged by Watch against this pass's wants.
 	wantNeighs := b.neighWants.of(want.neighs, func(n backend.Neigh) (netip.Addr, backend.MAC) { return n.IP, n.MAC })

@@ -1,0 +1,119 @@
+package backend
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr/funcr"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+func mainRoute(dst string, proto netlink.RouteProtocol, typ int, gw string, dev int) netlink.Route {
+	r := netlink.Route{Dst: IPNet(netip.MustParsePrefix(dst)), Protocol: proto, Type: typ, LinkIndex: dev, Table: unix.RT_TABLE_MAIN}
+	if gw != "" {
+		r.Gw = netip.MustParseAddr(gw).AsSlice()
+	}
+	return r
+}
+
+// TestShadowLog: another program's route inside a peer's subnet and longer
+// than it (a blackhole left by Calico, a static /25) is logged once, with
+// the peer's subnet, whatever the number of passes that find it, and once
+// more when a pass no longer finds it. Routes that take nothing from a peer
+// are not: ours, the kernel's, one to a subnet no peer route holds, one of
+// the peer's length or shorter (the peer's route is the longer prefix), one
+// in another table, one the backend counts as its own (mine).
+func TestShadowLog(t *testing.T) {
+	var lines []string
+	s := NewShadowLog(funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{}))
+	want := []Route{
+		{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("198.18.0.2"), LinkIndex: 2, Type: unix.RTN_UNICAST},
+		{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("198.18.0.3"), LinkIndex: 2, Type: unix.RTN_UNICAST},
+	}
+	other := mainRoute("10.244.3.0/25", unix.RTPROT_STATIC, unix.RTN_UNICAST, "", 9)
+	other.Table = 100
+	harmless := []netlink.Route{
+		mainRoute("10.244.2.0/24", RouteProtocol, unix.RTN_UNICAST, "198.18.0.2", 2),
+		mainRoute("10.244.3.0/24", RouteProtocol, unix.RTN_UNICAST, "198.18.0.3", 2),
+		mainRoute("10.244.1.0/24", unix.RTPROT_KERNEL, unix.RTN_UNICAST, "", 5),
+		mainRoute("10.244.2.7/32", unix.RTPROT_KERNEL, unix.RTN_UNICAST, "", 6),
+		mainRoute("10.244.9.0/26", unix.RTPROT_STATIC, unix.RTN_BLACKHOLE, "", 0),
+		mainRoute("10.244.3.0/24", unix.RTPROT_BOOT, unix.RTN_UNICAST, "198.18.0.9", 2),
+		mainRoute("10.244.2.0/23", unix.RTPROT_BOOT, unix.RTN_UNICAST, "198.18.0.9", 2),
+		mainRoute("10.244.2.128/25", unix.RTPROT_BOOT, unix.RTN_UNICAST, "", 7),
+		other,
+	}
+	mine := func(r *netlink.Route) bool { return r.LinkIndex == 7 }
+	s.Check(harmless, want, mine)
+	if len(lines) != 0 {
+		t.Fatalf("routes that take nothing from a peer logged:\n%s", strings.Join(lines, "\n"))
+	}
+	shadowing := append(harmless,
+		mainRoute("10.244.2.64/26", 12, unix.RTN_BLACKHOLE, "", 0), // Calico's block, proto bird
+		mainRoute("10.244.3.0/25", unix.RTPROT_BOOT, unix.RTN_UNICAST, "198.18.0.2", 2))
+	for range 3 {
+		s.Check(shadowing, want, mine)
+	}
+	if len(lines) != 2 {
+		t.Fatalf("%d lines for two routes found by three passes, want 2:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	for _, w := range []string{
+		`"msg"="another route takes part of a peer's subnet" "route"="blackhole 10.244.2.64/26 proto bird" "peerSubnet"="10.244.2.0/24"`,
+		`"msg"="another route takes part of a peer's subnet" "route"="10.244.3.0/25 via 198.18.0.2 dev#2 proto boot" "peerSubnet"="10.244.3.0/24"`,
+	} {
+		if !strings.Contains(strings.Join(lines, "\n"), w) {
+			t.Errorf("no line with %s in:\n%s", w, strings.Join(lines, "\n"))
+		}
+	}
+	lines = nil
+	s.Check(append(harmless, shadowing[len(shadowing)-1]), want, mine)
+	s.Check(append(harmless, shadowing[len(shadowing)-1]), want, mine)
+	if len(lines) != 1 || !strings.Contains(lines[0], `"msg"="a route that took part of a peer's subnet no longer does" "route"="blackhole 10.244.2.64/26 proto bird"`) {
+		t.Fatalf("after the blackhole route went, want one line saying so, got:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// TestShadowLogBounded: a pass that finds many such routes at once (a
+// routing daemon's per-pod /32s) logs shadowLines of them and a count of
+// the others, which go to -v=2.
+func TestShadowLogBounded(t *testing.T) {
+	var v0, v2 int
+	var last string
+	s := NewShadowLog(funcr.New(func(_, args string) {
+		if strings.Contains(args, `"level"=0`) {
+			v0++
+			last = args
+		} else {
+			v2++
+		}
+	}, funcr.Options{Verbosity: 2}))
+	want := []Route{{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("198.18.0.2"), LinkIndex: 2, Type: unix.RTN_UNICAST}}
+	var main []netlink.Route
+	for i := range 200 {
+		main = append(main, mainRoute(fmt.Sprintf("10.244.2.%d/32", i), 12, unix.RTN_UNICAST, "198.18.0.9", 2))
+	}
+	s.Check(main, want, nil)
+	if v0 != shadowLines+1 || v2 != 200-shadowLines || !strings.Contains(last, `"count"=190`) {
+		t.Errorf("%d lines at -v=0 (the last %s) and %d at -v=2; want %d, the last counting 190, and 190", v0, last, v2, shadowLines+1)
+	}
+}
+
+// BenchmarkShadowLogNone: a pass whose routes are ours and the kernel's
+// costs nothing.
+func BenchmarkShadowLogNone(b *testing.B) {
+	s := NewShadowLog(funcr.New(func(_, _ string) {}, funcr.Options{}))
+	var main []netlink.Route
+	var want []Route
+	for i := range 5000 {
+		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+		main = append(main, mainRoute(sn.String(), RouteProtocol, unix.RTN_UNICAST, "198.18.0.2", 2))
+		want = append(want, Route{Dst: sn, Gw: netip.MustParseAddr("198.18.0.2"), LinkIndex: 2, Type: unix.RTN_UNICAST})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Check(main, want, nil)
+	}
+}

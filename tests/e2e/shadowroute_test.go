@@ -1,0 +1,78 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/tests/cluster"
+)
+
+// TestShadowedPeerSubnetSaid: on h1, another program's route more specific
+// than h2's subnet and inside it (a blackhole for a /26, as Calico leaves
+// for its IPAM blocks) takes h1's traffic to h2's container while h1's
+// datapath stays exactly as the agent wants it, so no repair comes and,
+// before 2026-12-07, nothing was said. The agent leaves the route alone and
+// logs it within driftRepairWithin, naming the route and h2's subnet; once
+// the route is deleted, it says so and the container is reached again.
+//
+//	h1 (blackhole 10.244.B.0/26) ── c1 ──✗──> h2's c1 10.244.B.2
+func TestShadowedPeerSubnetSaid(t *testing.T) {
+	for _, backend := range []string{"vxlan", "host-gw"} {
+		t.Run(backend, func(t *testing.T) {
+			f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend))
+			h1, h2 := f.c.Host(1), f.c.Host(2)
+			f.start(h1)
+			f.start(h2)
+			f.waitReady(h1, h2)
+			c1, c2 := f.container(h1), f.container(h2)
+			f.pingAll([]*cluster.Container{c1, c2})
+			sn2 := hostSubnet(t, h2)
+			block := netip.PrefixFrom(sn2.Addr(), 26).String()
+			before, err := datapathState(backend, h1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			off := logLen(t, h1)
+			start := time.Now()
+			if _, err := h1.Exec(f.ctx, "ip", "route", "add", "blackhole", block, "proto", "static"); err != nil {
+				t.Fatal(err)
+			}
+			found := []string{`"another route takes part of a peer's subnet"`, `route="blackhole ` + block + ` proto static"`, `peerSubnet="` + sn2.String() + `"`}
+			f.eventually("the blackhole route logged", driftRepairWait, func() error {
+				return logInOrder(logFrom(t, h1, off), found)
+			})
+			took := time.Since(start)
+			if took > driftRepairWithin {
+				t.Errorf("the blackhole route logged %v after it was added; want within %v", took.Round(time.Millisecond), driftRepairWithin)
+			}
+			t.Logf("the blackhole route logged within %v of the command's start", took.Round(time.Millisecond))
+			if r, err := c1.Ping(f.ctx, c2.IP(), 3, 50*time.Millisecond); err != nil || r.Received != 0 {
+				t.Fatalf("ping %s behind the blackhole route: %+v, %v; want none answered", c2.IP(), r, err)
+			}
+			now, err := datapathState(backend, h1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			line := "blackhole " + block + " proto static"
+			if lines := strings.Split(now, "\n"); !slices.Contains(lines, line) ||
+				strings.Join(slices.DeleteFunc(lines, func(l string) bool { return l == line }), "\n") != before {
+				t.Errorf("h1's datapath with the blackhole route:\n%s\nwant the one before and %q:\n%s", now, line, before)
+			}
+			if n := strings.Count(logFrom(t, h1, off), `"another route takes part of a peer's subnet"`); n != 1 {
+				t.Errorf("%d lines about the blackhole route, want 1", n)
+			}
+			if _, err := h1.Exec(f.ctx, "ip", "route", "del", block); err != nil {
+				t.Fatal(err)
+			}
+			f.eventually("the blackhole route's end logged", driftRepairWait, func() error {
+				return logInOrder(logFrom(t, h1, off), found,
+					[]string{`"a route that took part of a peer's subnet no longer does"`, `route="blackhole ` + block + ` proto static"`})
+			})
+			f.pingAll([]*cluster.Container{c1, c2})
+		})
+	}
+}
