@@ -53,14 +53,19 @@ func (s *ShadowLog) Check(main []netlink.Route, want []Route, mine func(*netlink
 		if !ok || !dst.Addr().Is4() {
 			continue
 		}
+		// The longest peer subnet holding it, whatever want's order: of
+		// overlapping leases (bad data), the one whose route it takes from.
+		var in netip.Prefix
 		for j := range want {
-			if sn := want[j].Dst; sn.Bits() < dst.Bits() && sn.Contains(dst.Addr()) {
-				if found == nil {
-					found = map[string]string{}
-				}
-				found[shadowText(r, dst)] = sn.String()
-				break
+			if sn := want[j].Dst; sn.Bits() < dst.Bits() && sn.Contains(dst.Addr()) && sn.Bits() >= in.Bits() {
+				in = sn
 			}
+		}
+		if in.IsValid() {
+			if found == nil {
+				found = map[string]string{}
+			}
+			found[shadowText(r, dst)] = in.String()
 		}
 	}
 	logged, more := 0, 0

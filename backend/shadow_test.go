@@ -3,6 +3,7 @@ package backend
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,6 +74,26 @@ func TestShadowLog(t *testing.T) {
 	s.Check(append(harmless, shadowing[len(shadowing)-1]), want, mine)
 	if len(lines) != 1 || !strings.Contains(lines[0], `"msg"="a route that took part of a peer's subnet no longer does" "route"="blackhole 10.244.2.64/26 proto bird"`) {
 		t.Fatalf("after the blackhole route went, want one line saying so, got:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// TestShadowLogOverlappingPeers: of two peer routes holding the route (a
+// /22 and a /24 in it, only bad data makes them), the line names the
+// longer, whichever order the pass wants them in, so that a pass that lists
+// them the other way round says nothing new.
+func TestShadowLogOverlappingPeers(t *testing.T) {
+	var lines []string
+	s := NewShadowLog(funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{}))
+	want := []Route{
+		{Dst: netip.MustParsePrefix("10.244.4.0/22"), Gw: netip.MustParseAddr("198.18.0.4"), LinkIndex: 2, Type: unix.RTN_UNICAST},
+		{Dst: netip.MustParsePrefix("10.244.5.0/24"), Gw: netip.MustParseAddr("198.18.0.5"), LinkIndex: 2, Type: unix.RTN_UNICAST},
+	}
+	main := []netlink.Route{mainRoute("10.244.5.0/26", unix.RTPROT_STATIC, unix.RTN_BLACKHOLE, "", 0)}
+	s.Check(main, want, nil)
+	slices.Reverse(want)
+	s.Check(main, want, nil)
+	if len(lines) != 1 || !strings.Contains(lines[0], `"route"="blackhole 10.244.5.0/26 proto static" "peerSubnet"="10.244.5.0/24"`) {
+		t.Fatalf("want one line naming 10.244.5.0/24, got:\n%s", strings.Join(lines, "\n"))
 	}
 }
 
