@@ -768,8 +768,9 @@ type keeperWatch struct {
 	pid  int
 	dead atomic.Bool
 	poll bool
-	f    *os.File      // the pidfd, nil with poll
-	done chan struct{} // closed when the waiting goroutine has returned
+	f    *os.File        // the pidfd, nil with poll
+	rc   syscall.RawConn // f's, for exited
+	done chan struct{}   // closed when the waiting goroutine has returned
 }
 
 // watchKeeper starts watching the keeper with pid (0: unknown); wake is
@@ -803,20 +804,38 @@ func watchKeeper(pid int, wake func()) *keeperWatch {
 		w.f, w.poll = nil, true
 		return w
 	}
-	w.done = make(chan struct{})
+	w.rc, w.done = rc, make(chan struct{})
 	go func() {
 		defer close(w.done)
-		err := rc.Read(func(fd uintptr) bool {
-			p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, err := unix.Poll(p, 0)
-			return err == nil && n > 0
-		})
+		err := rc.Read(pidfdReadable)
 		if err == nil { // else stop closed the pidfd
 			w.dead.Store(true)
 			wake()
 		}
 	}()
 	return w
+}
+
+// pidfdReadable reports whether the pidfd fd is readable: its process has
+// exited. It does not wait.
+func pidfdReadable(fd uintptr) bool {
+	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(p, 0)
+	return err == nil && n > 0
+}
+
+// exited reports whether the watched keeper has exited, as far as its
+// pidfd tells without waiting: also just before the waiting goroutine says
+// so (dead). It is false with poll, and after stop.
+func (w *keeperWatch) exited() bool {
+	if w.dead.Load() {
+		return true
+	}
+	gone := false
+	if w.rc != nil {
+		_ = w.rc.Control(func(fd uintptr) { gone = pidfdReadable(fd) })
+	}
+	return gone
 }
 
 // stop ends the watch and waits for its goroutine; a nil watch is none.

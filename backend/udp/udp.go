@@ -191,6 +191,11 @@ type Backend struct {
 	// keeperRetry spaces the tries to start a keeper while there is
 	// none (keeperretry.go).
 	keeperRetry keeperRetry
+	// pass is held by each Reconcile pass, and by Watch's end while it
+	// makes sure that a keeper holds the descriptors (keepAtStop), which
+	// uses what is Reconcile's: fds, keeper, keeperRetry. A pass and
+	// Watch's end run side by side as the agent stops.
+	pass sync.Mutex
 	// claimWarned names the other agent last logged as holding the
 	// claim on the device (retakeClaim).
 	claimWarned string
@@ -863,6 +868,8 @@ func (b *Backend) setKeeperWatch(w *keeperWatch) {
 // left alone. Unless the keeper's pid could not be watched
 // (keeperWatch.poll), a pass where nothing happened costs no system call;
 // one while there is no keeper, a clock read (vDSO, no system call either).
+// A start that a stop cut short (ctx ended while a process holding the
+// keeper's name was asked to quit) is left to Watch's end (keepAtStop).
 func (b *Backend) ensureKeeper(ctx context.Context) {
 	b.mu.Lock()
 	w, closed := b.kw, b.closed
@@ -877,12 +884,28 @@ func (b *Backend) ensureKeeper(ctx context.Context) {
 		if !w.poll {
 			return
 		}
-		listens := true
-		_ = b.do(func() error { listens = keeperListens(DeviceName); return nil })
-		if listens {
+		if b.keeperListening() {
 			return
 		}
 	}
+	b.keeperDied(w)
+	b.setKeeperWatch(nil)
+	var cmd *exec.Cmd
+	if err := b.do(func() (err error) { cmd, err = startKeeper(ctx, DeviceName, b.fds); return err }); err != nil {
+		if ctx.Err() != nil {
+			return // the agent stops: Watch's end tries again (keepAtStop)
+		}
+		b.keeperFailed(err, true, "no descriptor keeper: an agent restart will drop packets while it lasts")
+		return
+	}
+	b.keeperUp(cmd)
+	b.log.Info("started a new descriptor keeper", "pid", cmd.Process.Pid, "device", DeviceName)
+	b.keeperRestarts.Add(1)
+}
+
+// keeperDied reaps the keeper w watched, if this process started it, and
+// logs its death.
+func (b *Backend) keeperDied(w *keeperWatch) {
 	how := "exited"
 	if cmd := b.keeper; cmd != nil {
 		// Ours: reap it (it has exited, so at once) and say how it ended.
@@ -892,21 +915,54 @@ func (b *Backend) ensureKeeper(ctx context.Context) {
 			how = "ended (" + cmd.ProcessState.String() + ")"
 		}
 	}
-	b.setKeeperWatch(nil)
 	b.log.Error(fmt.Errorf("the descriptor keeper %s (pid %d) %s", keeperName, w.pid, how),
 		"the descriptor keeper died while the agent runs (OOM killer? kill? a stop that ends the service's whole cgroup?); starting a new one over the same descriptors",
 		"device", DeviceName)
-	var cmd *exec.Cmd
-	if err := b.do(func() (err error) { cmd, err = startKeeper(ctx, DeviceName, b.fds); return err }); err != nil {
-		if ctx.Err() != nil {
-			return // the agent stops; the next one starts a keeper
+}
+
+// keepAtStop makes sure, as Watch ends (the agent stops), that a keeper
+// holds the descriptors, which close as this process exits: when the
+// keeper died and no pass has started another yet (the stop came first),
+// or none runs since a start failed (keeperRetry), it starts one. Without
+// it the device's queues would detach and the sockets close with the
+// agent, and the next agent would make them anew, dropping what waited in
+// them and everything sent until it runs. w is the keeper's watch (nil:
+// none runs). The start waits for nothing (startKeeperIfFree: a bind, a
+// fork): the name of a keeper that died is free, and a process that holds
+// it is no keeper of ours and is asked nothing. It runs under b.pass.
+func (b *Backend) keepAtStop(w *keeperWatch) {
+	if k := b.fds; k == nil || len(k.tun) == 0 || len(k.udp) == 0 {
+		return // nothing kept, or the device went (Reconcile makes it anew)
+	}
+	died := b.keeperRetry.died
+	if w != nil {
+		if !w.exited() && (!w.poll || b.keeperListening()) {
+			return
 		}
-		b.keeperFailed(err, true, "no descriptor keeper: an agent restart will drop packets while it lasts")
+		b.keeperDied(w)
+		died = true
+	}
+	var cmd *exec.Cmd
+	if err := b.do(func() (err error) { cmd, err = startKeeperIfFree(DeviceName, b.fds); return err }); err != nil {
+		b.log.Error(err, "no descriptor keeper as the agent stops: the device's queues and the sockets close with it, and the next agent makes them anew, dropping what waited in them",
+			"device", DeviceName)
 		return
 	}
-	b.keeperUp(cmd)
-	b.log.Info("started a new descriptor keeper", "pid", cmd.Process.Pid, "device", DeviceName)
-	b.keeperRestarts.Add(1)
+	b.keeper = cmd
+	b.keeperRetry = keeperRetry{}
+	b.log.Info("started a descriptor keeper as the agent stops; the next agent takes the device and sockets over from it",
+		"pid", cmd.Process.Pid, "device", DeviceName)
+	if died {
+		b.keeperRestarts.Add(1)
+	}
+}
+
+// keeperListening reports whether a process listens on the keeper's name
+// (keeperListens), in the device's namespace.
+func (b *Backend) keeperListening() bool {
+	listens := true
+	_ = b.do(func() error { listens = keeperListens(DeviceName); return nil })
+	return listens
 }
 
 // retryKeeper tries again to start a keeper over our descriptors, while
@@ -1062,6 +1118,8 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	if !own.Subnet.IsValid() || !own.Subnet.Addr().Is4() {
 		return res, fmt.Errorf("udp: our own lease has no IPv4 subnet (%v)", own.Subnet)
 	}
+	b.pass.Lock()
+	defer b.pass.Unlock()
 	dev, r, err := b.ensureDevice(ctx)
 	res.Add(r)
 	if err != nil {
@@ -1391,11 +1449,14 @@ func (b *Backend) poke() {
 // peer's public IP). Until it returns, each pass reads the host's
 // addresses from their events (backend.SegmentReader), as since Prepare;
 // after, from a dump of them all. When ctx ends it stops the datapath's
-// workers (the keeper keeps the device attached) before it returns.
+// workers (the keeper keeps the device attached) before it returns, having
+// started a keeper first if none runs (keepAtStop).
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	defer b.segs.Hold(b.ns)()
 	b.wake.Store(&wake)
 	defer func() {
+		b.pass.Lock()
+		defer b.pass.Unlock()
 		b.mu.Lock()
 		b.closed = true
 		kw := b.kw
@@ -1404,6 +1465,7 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 			b.keeperTimer.Stop()
 		}
 		b.mu.Unlock()
+		b.keepAtStop(kw)
 		kw.stop()
 		b.stopWorkers()
 		b.letGo()
