@@ -563,9 +563,15 @@ func (b *Backend) takeOver(ctx context.Context) error {
 					return nil
 				}
 				started, err := b.handOver(ctx)
-				if started && other != "" {
+				switch {
+				case started && other != "":
 					b.log.Info("replaced the descriptor keeper of another agentd binary (an upgrade since it started?), or of one with capabilities this agent lacks, with one of this agent's",
 						"oldPid", pid, "oldBinary", other, "pid", b.keeper.Process.Pid, "device", DeviceName)
+				case started:
+					// Said once it is true: a start that failed
+					// said so instead (keeperFailed).
+					b.log.Info("a new descriptor keeper holds the TUN queues and UDP sockets, those added with those taken over",
+						"oldPid", pid, "pid", b.keeper.Process.Pid, "device", DeviceName, "queues", len(b.fds.tun), "sockets", len(b.fds.udp))
 				}
 				return err
 			}
@@ -631,7 +637,7 @@ func (b *Backend) grow() (grown bool) {
 			"queues", len(k.tun), "sockets", len(k.udp), "want", b.queues)
 		return false
 	}
-	b.log.Info("added TUN queues and UDP sockets to those taken over, one each way per CPU; a new descriptor keeper holds them all",
+	b.log.Info("added TUN queues and UDP sockets to those taken over, one each way per CPU; handing them all to a new descriptor keeper",
 		"queues", len(k.tun)+len(tuns), "sockets", len(k.udp)+len(socks), "wasQueues", len(k.tun), "wasSockets", len(k.udp))
 	k.tun = append(k.tun, tuns...)
 	k.udp = append(k.udp, socks...)
