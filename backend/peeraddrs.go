@@ -19,7 +19,7 @@ import (
 // address event (IPv6, the service addresses kube-proxy puts on
 // kube-ipvs0, by the thousand) changes no judgement and wakes nothing.
 //
-// A pass calls Store (or StorePublicIPs) before it lists the addresses
+// A pass calls Store before it lists the addresses
 // (ReadSegment, or SegmentReader.Read, which reads the address events
 // queued until then), and Watch's goroutine calls Concerns: an address
 // changed after the listing is then judged against that pass's peers or a
@@ -36,33 +36,20 @@ type peerAddrs struct {
 }
 
 // Store records the IPv4 public IPs and subnets of peers.
-func (a *PeerAddrs) Store(peers []subnet.Lease) { a.store(peers, true) }
-
-// StorePublicIPs records the IPv4 public IPs of peers only, for a backend
-// that judges no peer by the addresses in its subnet (udp: its one route
-// for the whole network replaces no route of this host's networks), so
-// that an address event there wakes nothing.
-func (a *PeerAddrs) StorePublicIPs(peers []subnet.Lease) { a.store(peers, false) }
-
-func (a *PeerAddrs) store(peers []subnet.Lease, subnets bool) {
-	p := &peerAddrs{pubs: make(map[uint32]struct{}, len(peers))}
-	if subnets {
-		p.subnets = MakePrefixSet(len(peers))
-	}
+func (a *PeerAddrs) Store(peers []subnet.Lease) {
+	p := &peerAddrs{pubs: make(map[uint32]struct{}, len(peers)), subnets: MakePrefixSet(len(peers))}
 	for _, l := range peers {
 		if pub := l.Attrs.PublicIP; pub.Is4() {
 			p.pubs[be32(pub)] = struct{}{}
 		}
-		if subnets {
-			p.subnets.Add(l.Subnet)
-		}
+		p.subnets.Add(l.Subnet)
 	}
 	a.p.Store(p)
 }
 
 // Concerns reports whether u, an address added or deleted, can change how a
 // pass judges one of the stored peers: it is an IPv4 address that is a
-// peer's public IP or lies in a peer's subnet (not after StorePublicIPs).
+// peer's public IP or lies in a peer's subnet.
 func (a *PeerAddrs) Concerns(u netlink.AddrUpdate) bool {
 	p := a.p.Load()
 	if p == nil || len(u.LinkAddress.IP) != net.IPv4len {

@@ -57,25 +57,3 @@ func TestPeerAddrsConcerns(t *testing.T) {
 		t.Error("an event about a peer gone since the last Store concerns the peers")
 	}
 }
-
-// TestPeerAddrsPublicIPs: after StorePublicIPs only the peers' public IPs
-// concern them, not the addresses in their subnets.
-func TestPeerAddrsPublicIPs(t *testing.T) {
-	ev := func(p string) netlink.AddrUpdate {
-		return netlink.AddrUpdate{LinkAddress: *backend.IPNet(netip.MustParsePrefix(p)), LinkIndex: 7, NewAddr: true}
-	}
-	var a backend.PeerAddrs
-	a.StorePublicIPs([]subnet.Lease{
-		{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.0.2")}},
-	})
-	for p, want := range map[string]bool{
-		"198.18.0.2/32": true,  // the peer's public IP
-		"10.244.2.1/24": false, // in its subnet
-		"10.244.2.0/32": false, // its subnet's first address
-		"198.18.0.3/32": false, // no peer's public IP
-	} {
-		if got := a.Concerns(ev(p)); got != want {
-			t.Errorf("an event about %s concerns the peers: %v, want %v", p, got, want)
-		}
-	}
-}

@@ -36,7 +36,14 @@
 // datagrams sent there would go back to this host, where none of our
 // sockets listens, or nowhere, or the kernel would refuse them; without an
 // entry, a packet for its subnet is answered with a net unreachable, as
-// for a subnet no peer holds.
+// for a subnet no peer holds. Nor has a peer whose subnet holds an address
+// of this host (backend.Segment.LocalIn), as in vxlan and host-gw: above
+// all this host's own lease from before it was renumbered (its old public
+// IP, its host identity), which lives on until its TTL runs out while
+// cni0 or docker0 still holds that subnet's gateway. The kernel hands
+// that subnet's traffic to the local network (its route is more specific
+// than the network's), and the entry would send to, and take datagrams
+// from, an address this host no longer has.
 //
 // The device and the sockets belong to the datapath's workers while an agent
 // runs, and to a small descriptor keeper process (keeper.go) always: the
@@ -65,6 +72,7 @@
 package udp
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1141,9 +1149,9 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// The forwarding table first: the route below sends traffic to it.
 	// An address changed after the segment is read (b.segs.Read) that
 	// decides whether one of these peers is skipped wakes Watch
-	// (backend.PeerAddrs), so the next pass sees it. Only RefuseHost is
-	// asked of the segment, which reads no routes.
-	b.peerAddrs.StorePublicIPs(peers)
+	// (backend.PeerAddrs), so the next pass sees it. Only RefuseHost and
+	// LocalIn are asked of the segment, which read no routes.
+	b.peerAddrs.Store(peers)
 	seg, err := b.segs.Read(b.h, b.ext.Iface.Index, b.ext.Iface.Name, nil)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
@@ -1249,7 +1257,7 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, seg *backend.S
 		case overlay.Contains(pub):
 			why = fmt.Sprintf("public IP %s lies in an overlay subnet, reached through %s itself", pub, DeviceName)
 		default:
-			why = seg.RefuseHost(pub)
+			why = cmp.Or(seg.RefuseHost(pub), seg.LocalIn(sn))
 		}
 		port, err := b.ports.Get(p.Attrs.BackendData, LeasePort)
 		if why == "" && err != nil {
@@ -1452,7 +1460,7 @@ func (b *Backend) poke() {
 // (by name, so also a recreated one) and its addresses, routes with our
 // protocol, the external interface's link and addresses, and the addresses
 // of any link that decide whether a peer is skipped (backend.PeerAddrs: a
-// peer's public IP). Until it returns, each pass reads the host's
+// peer's public IP, or one in its subnet). Until it returns, each pass reads the host's
 // addresses from their events (backend.SegmentReader), as since Prepare;
 // after, from a dump of them all. When ctx ends it stops the datapath's
 // workers (the keeper keeps the device attached) before it returns, having

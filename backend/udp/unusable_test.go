@@ -105,7 +105,8 @@ func (h *testHost) logText() string {
 const promptly = time.Second
 
 // TestAddressChangeRejudgesPeers: a peer skipped because its public IP is
-// an address of this host (TestUnusablePublicIPs) is judged again as soon
+// an address of this host (TestUnusablePublicIPs), or its subnet holds one
+// (TestPeerSubnetHoldsOurAddress), is judged again as soon
 // as that address changes on any link, not at the next resync: passes run
 // here only when Watch wakes, as the agent's loop runs them with an endless
 // --resync-interval. Nothing else wakes it: the links are not the external
@@ -124,6 +125,8 @@ func TestAddressChangeRejudgesPeers(t *testing.T) {
 		{"a peer's public IP made ours", "data0", "198.19.0.4/32", false},
 		{"docker0 (down) no longer holding a peer's public IP", "docker0", "198.19.0.4/24", true},
 		{"docker0 (down) given a peer's public IP", "docker0", "198.19.0.4/24", false},
+		{"docker0 (down) no longer holding an address in a peer's subnet", "docker0", "10.244.4.1/24", true},
+		{"docker0 (down) given an address in a peer's subnet", "docker0", "10.244.4.1/24", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newTestNet(t)
@@ -183,10 +186,9 @@ func TestAddressChangeRejudgesPeers(t *testing.T) {
 }
 
 // TestAddressEventsJudged: of the address events of links other than the
-// external interface and flannel0, only those about a peer's public IP
-// wake Watch: not those in a peer's subnet (which decide skips in vxlan and
-// host-gw, not in udp, whose one route for the network replaces no route of
-// this host's), of our own subnet, of other networks, nor IPv6 ones (the
+// external interface and flannel0, only those about a peer's public IP, or
+// an address in a peer's subnet (TestAddressChangeRejudgesPeers), wake
+// Watch: not those of our own subnet, of other networks, nor IPv6 ones (the
 // kernel's link-local addresses coming and going with a link). Else each
 // would cost a pass. The marker, a peer's public IP, wakes it; the events
 // before it on the same socket have been judged once it is logged.
@@ -197,7 +199,7 @@ func TestAddressEventsJudged(t *testing.T) {
 	h.prepare()
 	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type), lease("10.244.3.0/24", "198.19.0.3", Type))
 	nstest.RunWatch(t, h.b.Watch, &h.b.subscribed)
-	h.host.ChurnAddresses(t, data, "10.244.2.7/32", "10.244.3.1/24", "10.244.1.1/24", "198.18.1.1/24", "198.19.0.4/32", "fd00::1/64")
+	h.host.ChurnAddresses(t, data, "10.244.1.1/24", "198.18.1.1/24", "198.19.0.4/32", "fd00::1/64")
 	if err := nl.AddrAdd(data, &netlink.Addr{IPNet: backend.IPNet(netip.MustParsePrefix("198.19.0.3/32"))}); err != nil {
 		t.Fatal(err)
 	}
