@@ -62,6 +62,13 @@ type Status struct {
 	// unready. agentd_ipv4_forwarding has each value.
 	IPForwardingOff string `json:"ipForwardingOff,omitempty"`
 
+	// UnderlayDown is set while the external interface (--iface) carries
+	// no packets, as the last reconcile pass found it (each link event of
+	// the interface wakes one): down, or up without a carrier. No traffic
+	// goes between this host and the others meanwhile; the agent stays
+	// ready, as nothing of its own is missing. Nil while it carries them.
+	UnderlayDown *UnderlayDown `json:"underlayDown,omitempty"`
+
 	// PeersKnown is the size of the lease set (without our own lease) at
 	// the last reconcile pass; PeersProgrammed how many of those peers a
 	// successful pass put in the kernel, as they are now, so never more than
@@ -110,6 +117,22 @@ type Status struct {
 	// agentd_bad_lease_keys reports them (agentd_bad_leases_total counts
 	// their writes).
 	BadLeases int64 `json:"badLeases"`
+}
+
+// UnderlayDown is the external interface (the underlay, --iface) while it
+// carries no packets: no traffic goes between this host and the others.
+type UnderlayDown struct {
+	// Interface is its name.
+	Interface string `json:"interface"`
+	// State is "down" (set down: ip link set <iface> down, a network
+	// manager restarting it), "no carrier" (up, but the link beneath is
+	// down: a cable, a switch port, the other end of a veth, a bond with no
+	// slave up), or the kernel's operational state when it is another
+	// ("dormant", "testing").
+	State string `json:"state"`
+	// Since is when the agent first found it so (UTC); a change from one
+	// state to another keeps it.
+	Since time.Time `json:"since"`
 }
 
 // SkippedPeer is a peer not programmed in the kernel: its lease key and why.

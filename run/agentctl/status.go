@@ -302,6 +302,11 @@ func printStatus(a *app, st agent.Status) {
 		// none.
 		fmt.Fprintf(tw, "ip forwarding\tOFF: %s\n", st.IPForwardingOff)
 	}
+	if d := st.UnderlayDown; d != nil {
+		// Shown only while it carries nothing: an agent older than the
+		// field sends none.
+		fmt.Fprintf(tw, "underlay\t%s\n", underlayLine(a, d))
+	}
 	fmt.Fprintf(tw, "peers\t%d known, %d programmed in the kernel\n", st.PeersKnown, st.PeersProgrammed)
 	printSkipped(tw, st)
 	last := "never"
@@ -378,6 +383,22 @@ func printStatus(a *app, st agent.Status) {
 	}
 	fmt.Fprintf(tw, "invalid leases skipped\t%d\n", st.BadLeases)
 	tw.Flush()
+}
+
+// underlayLine says since when the agent's external interface carries no
+// packets, why, and what follows: "eth0 is down since …" (set down), "eth0
+// has no carrier since …" (up, the link beneath down), or the kernel's other
+// operational state.
+func underlayLine(a *app, d *agent.UnderlayDown) string {
+	what := fmt.Sprintf("%s is %s since %s: set down; ip link set %s up", d.Interface, d.State, a.when(d.Since), d.Interface)
+	switch d.State {
+	case "down":
+	case "no carrier":
+		what = fmt.Sprintf("%s has no carrier since %s: up, but its cable, switch port or other end is down", d.Interface, a.when(d.Since))
+	default:
+		what = fmt.Sprintf("%s is %s since %s (the kernel's operational state)", d.Interface, d.State, a.when(d.Since))
+	}
+	return what + "; no traffic between this host and the others until it carries packets again (the agent stays ready: nothing of its own is missing)"
 }
 
 // offloadsLine is the offloads the udp backend's device took, as /status
@@ -485,6 +506,11 @@ func printableStatus(st agent.Status) agent.Status {
 			*s = printable(*s)
 		}
 		st.ConfigPending = &c
+	}
+	if d := st.UnderlayDown; d != nil {
+		u := *d
+		u.Interface, u.State = printable(u.Interface), printable(u.State)
+		st.UnderlayDown = &u
 	}
 	st.PeersSkipped = slices.Clone(st.PeersSkipped)
 	for i := range st.PeersSkipped {
