@@ -33,10 +33,12 @@ import (
 // only once: its READY=1 means "start-up finished", not "healthy now". Each
 // change of the readiness or its reason is sent as STATUS=, which `systemctl
 // status` shows (also while the unit is still "activating"), and stopping as
-// STOPPING=1. A lease that ran out only by the clock is seen when readiness
-// is asked (a probe, /status) and sent with the next change, not when it
-// runs out: only a timer could tell at that moment, and a stopped
-// process's timers do not run.
+// STOPPING=1. A lease that runs out only by the clock is logged and sent
+// when it does: a timer is set for the end of its TTL at each keepalive
+// answer (leaseTimeChanged), so an idle agent wakes for it only when the
+// answers stop. That timer runs on CLOCK_MONOTONIC, which stops while the
+// machine sleeps; a probe (/readyz) after a sleep (checkReady) logs and
+// sends the change at once.
 //
 // Liveness is "the process answers", "no start-up step has run for longer
 // than its limit" (startup.go), and, once expectHeartbeat was called, also
@@ -77,6 +79,11 @@ type health struct {
 	// while the process is stopped or the machine sleeps; false when
 	// nothing is known.
 	leaseLeft func() (time.Duration, bool)
+	// leaseEnd fires at the end of our etcd lease's TTL as the last
+	// answer gave it (leaseTimeChanged); nil until then. leaseEndOff:
+	// the agent stops, and it is not set again.
+	leaseEnd    *time.Timer
+	leaseEndOff bool
 
 	// notifyMu orders the messages to the service manager: each
 	// sendStatus reads the state and sends under it, so the STATUS= sent
@@ -133,6 +140,39 @@ func (h *health) setLeaseLeft(left func() (time.Duration, bool)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.leaseLeft = left
+}
+
+// leaseTimeChanged judges the readiness again, logging and sending its
+// change (changedLocked), because the time left on our etcd lease may have
+// changed: a keepalive or renewal answered, or the etcd client gave the
+// lease up (leaseTTL.changed). While time is left it sets a timer for the
+// TTL's end, which calls it again then: a lapse (the answers stopped, the
+// agent was stopped past it) is logged and sent as STATUS= when it happens,
+// not at the next change of readiness. Each answer moves the timer, so
+// while etcd answers it never fires.
+func (h *health) leaseTimeChanged() {
+	h.mu.Lock()
+	if h.leaseLeft != nil && !h.leaseEndOff {
+		if left, ok := h.leaseLeft(); ok && left > 0 {
+			if h.leaseEnd == nil {
+				h.leaseEnd = time.AfterFunc(left, h.leaseTimeChanged)
+			} else {
+				h.leaseEnd.Reset(left)
+			}
+		}
+	}
+	h.changedLocked()
+}
+
+// checkReady is ready, logging and sending a change of the readiness that
+// no event brought (changedLocked): our lease's TTL passed by a clock the
+// agent's timers do not follow, while the machine slept. It is /readyz's:
+// /status is also asked from within a notification (tests), where
+// sending would wait for itself.
+func (h *health) checkReady() (bool, string) {
+	h.mu.Lock()
+	h.changedLocked()
+	return h.ready()
 }
 
 // leaseRanOut is the reason the agent is not ready while its lease is held
@@ -265,6 +305,10 @@ func (h *health) stopping() {
 	h.stopped = true
 	h.mu.Lock()
 	leased := h.leased
+	h.leaseEndOff = true
+	if h.leaseEnd != nil {
+		h.leaseEnd.Stop()
+	}
 	h.mu.Unlock()
 	h.send(daemon.SdNotifyStopping + "\nSTATUS=stopping; " + leftInPlace(h.backend, leased))
 }
@@ -393,7 +437,7 @@ func (h *health) handler() *http.ServeMux {
 		probeReply(w, h.alive)
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		probeReply(w, h.ready)
+		probeReply(w, h.checkReady)
 	})
 	return mux
 }

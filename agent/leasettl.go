@@ -25,6 +25,11 @@ import (
 // time left is 0, not what it was when the machine went to sleep.
 type leaseTTL struct {
 	now func() time.Time // boottime.Now except in tests
+	// changed, when set, is called after each change of the lease's end
+	// (an answer recorded, the client giving the lease up), outside mu:
+	// health.leaseTimeChanged, which judges the readiness again and sets
+	// its timer for the new end.
+	changed func()
 
 	mu    sync.Mutex
 	calls uint64           // KeepAlive calls so far, which number them
@@ -65,9 +70,17 @@ func (t *leaseTTL) call() uint64 {
 // kept records an answer of the KeepAlive call numbered call.
 func (t *leaseTTL) kept(call uint64, resp *clientv3.LeaseKeepAliveResponse) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.id, t.from = resp.ID, call
 	t.end = t.clock().Add(time.Duration(resp.TTL) * time.Second)
+	t.mu.Unlock()
+	t.tell()
+}
+
+// tell calls changed, if set; t.mu is not held.
+func (t *leaseTTL) tell() {
+	if t.changed != nil {
+		t.changed()
+	}
 }
 
 // renewed records the answer to a renewal the lease manager sent itself, not
@@ -76,9 +89,10 @@ func (t *leaseTTL) kept(call uint64, resp *clientv3.LeaseKeepAliveResponse) {
 // subnet.ManagerConfig.OnLeaseRenewed's.
 func (t *leaseTTL) renewed(id int64, left time.Duration) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.id, t.from = clientv3.LeaseID(id), 0
 	t.end = t.clock().Add(max(left, 0))
+	t.mu.Unlock()
+	t.tell()
 }
 
 // ended records that the etcd client closed the KeepAlive call numbered call
@@ -87,9 +101,13 @@ func (t *leaseTTL) renewed(id int64, left time.Duration) {
 // run out.
 func (t *leaseTTL) ended(call uint64) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.from == call {
+	ran := t.from == call
+	if ran {
 		t.end = t.clock()
+	}
+	t.mu.Unlock()
+	if ran {
+		t.tell()
 	}
 }
 
