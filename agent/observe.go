@@ -198,6 +198,14 @@ func (o *observer) netnsClaimNotHeld(why string) {
 	o.st.NetnsClaimNotHeld = why
 }
 
+// setUnderlayDown records the external interface while it carries no
+// packets; nil once it does.
+func (o *observer) setUnderlayDown(d *UnderlayDown) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.st.UnderlayDown = d
+}
+
 // configPending records what the network config key holds against the
 // running config; nil once it means the running config again.
 func (o *observer) configPending(p *ConfigPending) {
