@@ -85,6 +85,11 @@ type health struct {
 	leaseEnd    *time.Timer
 	leaseEndOff bool
 
+	// leasesRefused is why etcd grants no new lease now (its NOSPACE or
+	// CORRUPT alarm), "" while it does: said after leaseReason, since the
+	// lease cannot be taken or recreated meanwhile.
+	leasesRefused string
+
 	// notifyMu orders the messages to the service manager: each
 	// sendStatus reads the state and sends under it, so the STATUS= sent
 	// last is the current one. It is taken before mu, never after.
@@ -130,6 +135,16 @@ func (h *health) setLeaseHeld(held bool, reason string) {
 	if !held && reason == "" {
 		h.leaseReason = "lease not held"
 	}
+	h.changedLocked()
+}
+
+// setEtcdRefusesLeases records why etcd grants no new lease now (an alarm
+// raised), "" once it does: while the lease is not held, the reason says it
+// too, as the lease cannot be taken or recreated meanwhile; while it is
+// held, keepalives go on and nothing changes.
+func (h *health) setEtcdRefusesLeases(why string) {
+	h.mu.Lock()
+	h.leasesRefused = why
 	h.changedLocked()
 }
 
@@ -391,6 +406,8 @@ func (h *health) ready() (bool, string) {
 func (h *health) readyLocked() (bool, string) {
 	var why []string
 	switch {
+	case !h.leaseHeld && h.leasesRefused != "":
+		why = append(why, h.leaseReason+"; "+h.leasesRefused)
 	case !h.leaseHeld:
 		why = append(why, h.leaseReason)
 	case h.leaseLeft != nil:

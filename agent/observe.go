@@ -54,6 +54,11 @@ type observer struct {
 	// etcdNoLeader: the only etcd endpoint answered the last check without
 	// a leader.
 	etcdNoLeader bool
+	// leasesRefused, when set, is told after each round of endpoint checks
+	// why etcd grants no new lease, "" when it does
+	// (health.setEtcdRefusesLeases): a lost lease cannot be recreated
+	// meanwhile, which the readiness's reason then says.
+	leasesRefused func(string)
 	// renewalRefused is etcd's refusal to renew our etcd lease and when the
 	// lease ends unless that is fixed, until etcd renews it again; while
 	// connected, nothing else would show it before the lease is lost.
@@ -305,9 +310,11 @@ func (o *observer) endpointsChecked(eps []EndpointStatus, alarms []EtcdAlarm, as
 		o.endpointUp.WithLabelValues(endpointLabel(e.Endpoint)).Set(b2f(e.Up))
 	}
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	o.alarmsFound(alarms, asOf)
 	o.st.EtcdEndpoints = eps
+	tell := o.leasesRefused
+	o.mu.Unlock()
+	tellLeasesRefused(tell, alarms)
 }
 
 // endpointAloneChecked records a check of the client's only etcd endpoint
@@ -318,9 +325,35 @@ func (o *observer) endpointsChecked(eps []EndpointStatus, alarms []EtcdAlarm, as
 func (o *observer) endpointAloneChecked(eps []EndpointStatus, alarms []EtcdAlarm, asOf time.Time) {
 	o.endpointUp.WithLabelValues(endpointLabel(eps[0].Endpoint)).Set(b2f(eps[0].Up))
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	o.alarmsFound(alarms, asOf)
 	o.etcdNoLeader = eps[0].NoLeader
+	tell := o.leasesRefused
+	o.mu.Unlock()
+	tellLeasesRefused(tell, alarms)
+}
+
+// tellLeasesRefused tells tell (observer.leasesRefused, if set) why etcd
+// refuses new leases, by the alarms listed: its NOSPACE or CORRUPT alarm
+// ("" when neither is raised). Called without o.mu: tell is the health's.
+func tellLeasesRefused(tell func(string), alarms []EtcdAlarm) {
+	if tell == nil {
+		return
+	}
+	var raised []string
+	for _, a := range alarms {
+		if slices.Contains(knownAlarms, a.Alarm) && !slices.Contains(raised, a.Alarm) {
+			raised = append(raised, a.Alarm)
+		}
+	}
+	why := ""
+	switch len(raised) {
+	case 0:
+	case 1:
+		why = "etcd grants no lease while its " + raised[0] + " alarm is raised (etcdAlarms; the agent's log says what mends it)"
+	default:
+		why = "etcd grants no lease while its " + strings.Join(raised, " and ") + " alarms are raised (etcdAlarms; the agent's log says what mends it)"
+	}
+	tell(why)
 }
 
 // endpointLabel is ep as the endpoint label of agentd_etcd_endpoint_up
