@@ -98,11 +98,13 @@ const (
 	keeperName = "agentd-udp-keeper"
 	// keeperComm is the keeper's process name (/proc/<pid>/comm): what
 	// ps -e, top, pgrep, ss -p and systemd's "left-over process" line
-	// show; keeperName cut to the kernel's 15 bytes, as exec of a file of
-	// that name would give it. Started as /proc/self/exe (the agent's very
-	// binary, whatever replaced its file since), the keeper is named "exe"
-	// until it says otherwise.
-	keeperComm = "agentd-udp-keep"
+	// show, at most the kernel's 15 bytes. It says what the process keeps
+	// and not "agentd", so that pkill agentd and pgrep agentd, which match
+	// a pattern in the name, find the agent alone: a restart by pkill
+	// would end the keeper too and drop what it holds queued. Started as
+	// /proc/self/exe (the agent's very binary, whatever replaced its file
+	// since), the keeper is named "exe" until it says otherwise.
+	keeperComm = DeviceName + "-keeper"
 	// keeperTimeout bounds each exchange with a keeper.
 	keeperTimeout = 2 * time.Second
 	// keeperSlice is the longest one socket call of the agent's to a
@@ -168,8 +170,8 @@ func RunKeeper() int {
 	// Where it cannot (a /proc mounted read-only), the name stays "exe".
 	_ = os.WriteFile("/proc/self/comm", []byte(keeperComm), 0)
 	// Nothing to reload, as for the agent (run/agentd's signals): a
-	// habitual kill -HUP, or pkill -HUP agentd, which matches the name
-	// above, must not end it. Ignored, not caught: no handler runs.
+	// habitual kill -HUP, or pkill -HUP -f agentd, which matches its
+	// argv, must not end it. Ignored, not caught: no handler runs.
 	signal.Ignore(syscall.SIGHUP)
 	ntun, nudp, err := parseSpec(os.Getenv(keeperEnv))
 	if err != nil {

@@ -11,8 +11,8 @@ import (
 )
 
 // TestKeeperIgnoresSIGHUP: the keeper ignores SIGHUP, as the agent does: it
-// has nothing to reload, and `pkill -HUP agentd` (an operator's habit to
-// reload a daemon) matches its name. It still answers afterwards, and no
+// has nothing to reload, and `pkill -HUP -f agentd` (an operator's habit to
+// reload a daemon) matches its command line, the agentd binary's. It still answers afterwards, and no
 // keeper death is logged. Before, SIGHUP's default action ended it: the
 // running agent started another, logged the death as an error and counted
 // it in agentd_udp_keeper_restarts_total.
