@@ -48,7 +48,7 @@ func TestShadowLog(t *testing.T) {
 		other,
 	}
 	mine := func(r *netlink.Route) bool { return r.LinkIndex == 7 }
-	s.Check(harmless, want, mine)
+	s.Check(harmless, want, ShadowHost{}, mine)
 	if len(lines) != 0 {
 		t.Fatalf("routes that take nothing from a peer logged:\n%s", strings.Join(lines, "\n"))
 	}
@@ -56,7 +56,7 @@ func TestShadowLog(t *testing.T) {
 		mainRoute("10.244.2.64/26", 12, unix.RTN_BLACKHOLE, "", 0), // Calico's block, proto bird
 		mainRoute("10.244.3.0/25", unix.RTPROT_BOOT, unix.RTN_UNICAST, "198.18.0.2", 2))
 	for range 3 {
-		s.Check(shadowing, want, mine)
+		s.Check(shadowing, want, ShadowHost{}, mine)
 	}
 	if len(lines) != 2 {
 		t.Fatalf("%d lines for two routes found by three passes, want 2:\n%s", len(lines), strings.Join(lines, "\n"))
@@ -70,8 +70,8 @@ func TestShadowLog(t *testing.T) {
 		}
 	}
 	lines = nil
-	s.Check(append(harmless, shadowing[len(shadowing)-1]), want, mine)
-	s.Check(append(harmless, shadowing[len(shadowing)-1]), want, mine)
+	s.Check(append(harmless, shadowing[len(shadowing)-1]), want, ShadowHost{}, mine)
+	s.Check(append(harmless, shadowing[len(shadowing)-1]), want, ShadowHost{}, mine)
 	if len(lines) != 1 || !strings.Contains(lines[0], `"msg"="a route that took part of a peer's subnet no longer does" "route"="blackhole 10.244.2.64/26 proto bird"`) {
 		t.Fatalf("after the blackhole route went, want one line saying so, got:\n%s", strings.Join(lines, "\n"))
 	}
@@ -89,9 +89,9 @@ func TestShadowLogOverlappingPeers(t *testing.T) {
 		{Dst: netip.MustParsePrefix("10.244.5.0/24"), Gw: netip.MustParseAddr("198.18.0.5"), LinkIndex: 2, Type: unix.RTN_UNICAST},
 	}
 	main := []netlink.Route{mainRoute("10.244.5.0/26", unix.RTPROT_STATIC, unix.RTN_BLACKHOLE, "", 0)}
-	s.Check(main, want, nil)
+	s.Check(main, want, ShadowHost{}, nil)
 	slices.Reverse(want)
-	s.Check(main, want, nil)
+	s.Check(main, want, ShadowHost{}, nil)
 	if len(lines) != 1 || !strings.Contains(lines[0], `"route"="blackhole 10.244.5.0/26 proto static" "peerSubnet"="10.244.5.0/24"`) {
 		t.Fatalf("want one line naming 10.244.5.0/24, got:\n%s", strings.Join(lines, "\n"))
 	}
@@ -116,17 +116,24 @@ func TestShadowLogBounded(t *testing.T) {
 	for i := range 200 {
 		main = append(main, mainRoute(fmt.Sprintf("10.244.2.%d/32", i), 12, unix.RTN_UNICAST, "198.18.0.9", 2))
 	}
-	s.Check(main, want, nil)
+	s.Check(main, want, ShadowHost{}, nil)
 	if v0 != shadowLines+1 || v2 != 200-shadowLines || !strings.Contains(last, `"count"=190`) {
 		t.Errorf("%d lines at -v=0 (the last %s) and %d at -v=2; want %d, the last counting 190, and 190", v0, last, v2, shadowLines+1)
 	}
 }
 
 // BenchmarkShadowLogNone: a pass whose routes are ours and the kernel's
-// costs nothing.
+// for this host's subnet (cni0's) and the external interface's costs
+// nothing.
 func BenchmarkShadowLogNone(b *testing.B) {
 	s := NewShadowLog(funcr.New(func(_, _ string) {}, funcr.Options{}))
-	var main []netlink.Route
+	host := ShadowHost{Network: netip.MustParsePrefix("10.0.0.0/8"), Subnet: netip.MustParsePrefix("10.200.0.0/24"),
+		Labels: map[netip.Addr]string{netip.MustParseAddr("10.200.0.1"): "cni0", netip.MustParseAddr("198.18.0.1"): "eth0"}}
+	main := []netlink.Route{
+		mainRoute("10.200.0.0/24", unix.RTPROT_KERNEL, unix.RTN_UNICAST, "", 5),
+		mainRoute("198.18.0.0/24", unix.RTPROT_KERNEL, unix.RTN_UNICAST, "", 2),
+	}
+	main[0].Src, main[1].Src = netip.MustParseAddr("10.200.0.1").AsSlice(), netip.MustParseAddr("198.18.0.1").AsSlice()
 	var want []Route
 	for i := range 5000 {
 		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
@@ -135,6 +142,102 @@ func BenchmarkShadowLogNone(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		s.Check(main, want, nil)
+		s.Check(main, want, host, nil)
+	}
+}
+
+// TestShadowLogStrays: a connected route (proto kernel) into the cluster
+// network outside this host's subnet, as a docker0 left at a subnet this
+// host leased before makes, is logged once with the interface, the address
+// and this host's subnet, whether or not a peer holds that subnet, however
+// many passes find it; and once when it is gone. Not logged: this host's
+// subnet's route (cni0), one overlapping it (an address of ours with a
+// shorter length), routes outside the network or shorter than it, one with
+// no source address, which no address made, and all of them when the pass
+// knows no network or subnet.
+func TestShadowLogStrays(t *testing.T) {
+	var lines []string
+	s := NewShadowLog(funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{}))
+	kernel := func(dst, src string, dev int) netlink.Route {
+		r := mainRoute(dst, unix.RTPROT_KERNEL, unix.RTN_UNICAST, "", dev)
+		if src != "" {
+			r.Src = netip.MustParseAddr(src).AsSlice()
+		}
+		return r
+	}
+	host := ShadowHost{
+		Network: netip.MustParsePrefix("10.244.0.0/16"),
+		Subnet:  netip.MustParsePrefix("10.244.1.0/24"),
+		Labels: map[netip.Addr]string{netip.MustParseAddr("10.244.1.1"): "cni0", netip.MustParseAddr("198.18.0.1"): "eth0",
+			netip.MustParseAddr("10.244.1.9"): "br1", netip.MustParseAddr("10.244.42.1"): "docker0", netip.MustParseAddr("10.244.2.1"): "docker0",
+			netip.MustParseAddr("198.19.9.1"): "tun0"},
+	}
+	want := []Route{{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("198.18.0.3"), LinkIndex: 2, Type: unix.RTN_UNICAST}}
+	harmless := []netlink.Route{
+		mainRoute("10.244.3.0/24", RouteProtocol, unix.RTN_UNICAST, "198.18.0.3", 2),
+		kernel("10.244.1.0/24", "10.244.1.1", 5),
+		kernel("10.244.0.0/16", "10.244.1.9", 8),
+		kernel("198.18.0.0/24", "198.18.0.1", 2),
+		kernel("10.0.0.0/8", "10.1.0.1", 9),
+		kernel("10.244.7.0/24", "", 9),
+	}
+	strays := append(slices.Clip(harmless),
+		kernel("10.244.42.0/24", "10.244.42.1", 6), // no peer holds it
+		kernel("10.244.2.0/24", "10.244.2.1", 6),   // a peer skipped for it (Segment.LocalIn)
+		kernel("10.244.9.0/24", "198.19.9.1", 7))   // a point-to-point address's peer network
+	s.Check(strays, want, ShadowHost{}, nil)
+	s.Check(harmless, want, host, nil)
+	if len(lines) != 0 {
+		t.Fatalf("routes not into another subnet logged, or with no network known:\n%s", strings.Join(lines, "\n"))
+	}
+	for range 3 {
+		s.Check(strays, want, host, nil)
+	}
+	const msg = `"msg"="an address of this host routes another subnet of the cluster network to its interface" `
+	for _, w := range []string{
+		msg + `"iface"="docker0" "address"="10.244.42.1/24" "route"="10.244.42.0/24" "ownSubnet"="10.244.1.0/24"`,
+		msg + `"iface"="docker0" "address"="10.244.2.1/24" "route"="10.244.2.0/24" "ownSubnet"="10.244.1.0/24"`,
+		msg + `"iface"="tun0" "address"="198.19.9.1" "route"="10.244.9.0/24" "ownSubnet"="10.244.1.0/24"`,
+	} {
+		if !strings.Contains(strings.Join(lines, "\n"), w) {
+			t.Errorf("no line with %s in:\n%s", w, strings.Join(lines, "\n"))
+		}
+	}
+	if len(lines) != 3 || !strings.Contains(lines[0], "(ip addr del ") {
+		t.Fatalf("%d lines for three routes found by three passes, want 3, each with the command deleting the address:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	lines = nil
+	s.Check(strays[:len(strays)-1], want, host, nil)
+	s.Check(strays[:len(strays)-1], want, host, nil)
+	const gone = `"msg"="an address of this host no longer routes another subnet of the cluster network" "iface"="tun0" "address"="198.19.9.1" "route"="10.244.9.0/24"`
+	if len(lines) != 1 || !strings.Contains(lines[0], gone) {
+		t.Fatalf("after tun0's route went, want one line with %s, got:\n%s", gone, strings.Join(lines, "\n"))
+	}
+}
+
+// TestShadowLogStraysBounded: a pass that finds more such routes than
+// shadowLines (a host with a bridge per old subnet) logs shadowLines of them
+// and a count of the others, which go to -v=2.
+func TestShadowLogStraysBounded(t *testing.T) {
+	var v0, v2 int
+	var last string
+	s := NewShadowLog(funcr.New(func(_, args string) {
+		if strings.Contains(args, `"level"=0`) {
+			v0++
+			last = args
+		} else {
+			v2++
+		}
+	}, funcr.Options{Verbosity: 2}))
+	host := ShadowHost{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.0/24")}
+	var main []netlink.Route
+	for i := range 30 {
+		r := mainRoute(fmt.Sprintf("10.244.%d.0/24", 100+i), unix.RTPROT_KERNEL, unix.RTN_UNICAST, "", 10+i)
+		r.Src = netip.AddrFrom4([4]byte{10, 244, byte(100 + i), 1}).AsSlice()
+		main = append(main, r)
+	}
+	s.Check(main, nil, host, nil)
+	if v0 != shadowLines+1 || v2 != 30-shadowLines || !strings.Contains(last, `"msg"="more addresses of this host route another subnet of the cluster network; each is logged at -v=2" "count"=20`) {
+		t.Errorf("%d lines at -v=0 (the last %s) and %d at -v=2; want %d, the last counting 20, and 20", v0, last, v2, shadowLines+1)
 	}
 }

@@ -247,7 +247,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 	want := b.desired(own, peers, seg, newPaths(b.h, b.ext.Iface.Index, func() ([]netlink.Route, error) { return backend.MainRoutes(b.h) }))
 	b.skips.Report(&res)
-	b.shadows.Check(main, want, nil)
+	b.shadows.Check(main, want, backend.ShadowHost{Network: b.network, Subnet: own.Subnet, Labels: seg.Local}, nil)
 	if err := b.checkUp(len(want)); err != nil {
 		return res, err
 	}

@@ -917,7 +917,8 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	b.skips.Report(&res)
 	// Routes through the device into the network are ours (OwnedRoutes
 	// below), deleted when no lease wants them.
-	b.shadows.Check(main, want.routes, func(r *netlink.Route) bool { return r.LinkIndex == idx })
+	b.shadows.Check(main, want.routes, backend.ShadowHost{Network: b.network, Subnet: own.Subnet, Labels: seg.Local},
+		func(r *netlink.Route) bool { return r.LinkIndex == idx })
 	// Before the neighbours and FDB entries are listed: a change made
 	// after the listing is then judged by Watch against this pass's wants.
 	wantNeighs := b.neighWants.of(want.neighs, func(n backend.Neigh) (netip.Addr, backend.MAC) { return n.IP, n.MAC })
