@@ -41,7 +41,9 @@
 // cni0's (Backend.claim). Nothing else is touched, and shutting down removes
 // nothing (shared/DESIGN.md §4.8). Another program's route inside a peer's
 // subnet and longer than it, which takes that part of the peer's traffic,
-// is left alone and logged once (backend.ShadowLog).
+// is left alone and logged once (backend.ShadowLog), and so is the route of
+// an address of another program's (docker0 or cni0 left at a subnet this
+// host leased before) into another subnet of the network.
 //
 // Peers route to our PublicIP as a gateway on their segment, so it must be
 // an address of our external interface: Prepare refuses to start behind NAT.

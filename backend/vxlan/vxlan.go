@@ -103,7 +103,9 @@
 // itself are left to expire. Nothing else is touched: another program's
 // route inside a peer's subnet and longer than it, not through the device,
 // takes that part of the peer's traffic and is logged once
-// (backend.ShadowLog). Shutting down removes
+// (backend.ShadowLog), and so is the route of an address of another
+// program's (docker0 or cni0 left at a subnet this host leased before)
+// into another subnet of the network. Shutting down removes
 // nothing (shared/DESIGN.md §4.8).
 package vxlan
 
