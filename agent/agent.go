@@ -971,6 +971,10 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	}); err != nil {
 		return stoppedBeforeRelease(ctx, err)
 	}
+	// A state dir without host-id is given one here: no lease names
+	// that one, and the leases at this public IP naming another are
+	// said (leasedAtOtherIP).
+	_, statErr := os.Stat(filepath.Join(cfg.StateDir, subnet.HostIDFile))
 	hostID, err := subnet.LoadOrCreateHostID(cfg.StateDir)
 	if err != nil {
 		return err
@@ -992,7 +996,7 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		return err
 	}
 	if !ok {
-		if err := leasedAtOtherIP(ctx, cli, reg, ext.PublicIP, prevSubnet, hostID, prevHostID); err != nil {
+		if err := leasedAtOtherIP(ctx, log, cli, reg, ext.PublicIP, prevSubnet, hostID, prevHostID, errors.Is(statErr, fs.ErrNotExist)); err != nil {
 			return err
 		}
 	}
@@ -1007,6 +1011,17 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 		return fmt.Errorf("lease released, but removing %s failed: %w", path, err)
 	}
 	var errs []error
+	if ok {
+		// This host's leases at another public IP (renumbered since an
+		// agent of it ran) go too, or are named.
+		ids := []string{hostID}
+		if prevHostID != "" && prevHostID != hostID {
+			ids = append(ids, prevHostID)
+		}
+		if err := releaseElsewhere(ctx, log, cli, reg, ext.PublicIP, ids); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	// The subnet a run that lost its lease kept is forgotten too: a
 	// decommissioned host's next start, if any, prefers nothing.
 	if err := os.Remove(lostSubnetPath(cfg.StateDir)); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/iptables"
@@ -19,6 +21,7 @@ import (
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // routesNamed bounds how many of the routes removeDatapath deletes its log
@@ -236,7 +239,10 @@ func modeCommand(mode string) string {
 // machine image of this host) finds the same lease, which is not its own,
 // and is told how to go on without it (a new host-id). A lease already
 // gone is not found, and the release goes on.
-func leasedAtOtherIP(ctx context.Context, cli *etcdConn, reg *subnet.Registry, pub netip.Addr, prev netip.Prefix, hostID, prevHostID string) error {
+//
+// With newID (the state dir had no host-id: this run made one), the leases
+// at pub carrying another identity are named (otherIDsAtPub).
+func leasedAtOtherIP(ctx context.Context, log logr.Logger, cli *etcdConn, reg *subnet.Registry, pub netip.Addr, prev netip.Prefix, hostID, prevHostID string, newID bool) error {
 	var leases []subnet.Lease
 	if err := cli.do(ctx, etcdCallTimeout, func(ctx context.Context) (err error) {
 		leases, _, _, err = reg.List(ctx)
@@ -253,6 +259,13 @@ func leasedAtOtherIP(ctx context.Context, cli *etcdConn, reg *subnet.Registry, p
 			pub, prev, byEnv.Attrs.HostID, byEnv.Attrs.PublicIP, reg.LeaseKey(byEnv.Subnet, byEnv.IPv6Subnet), byEnv.Attrs.PublicIP)
 	}
 	if len(byID) == 0 {
+		if newID {
+			for _, l := range otherIDsAtPub(leases, pub, hostID) {
+				log.Info("this state dir had no host-id, so no lease names this host: a lease at its public IP carries another host identity, "+
+					"this host's from before its host-id was lost, or another host's behind the same address; it is left in place",
+					"key", reg.LeaseKey(l.Subnet, l.IPv6Subnet), "hostID", l.Attrs.HostID, "release", "agentctl lease release "+agentctlArg(l)+" --force")
+			}
+		}
 		return nil
 	}
 	held := make([]string, 0, len(byID))
@@ -290,6 +303,148 @@ func otherIPLeases(leases []subnet.Lease, pub netip.Addr, prev netip.Prefix, hos
 		}
 	}
 	return nil, byID
+}
+
+// releaseElsewhere gives back, once this host's lease at pub (the flags'
+// public IP) is released, the other leases this host's identity (ids: the
+// state dir's host-id, and subnet.env's when that differs, as after
+// host-id was lost) holds at another public IP: a host renumbered since
+// an agent of it ran leases again at its new address, and its lease at
+// the old one stayed live without a word until its TTL ran out (24 h, more
+// after an etcd leader change), its subnet taken and every peer routing
+// it to an address that may be another host's now. Such a lease is
+// released only when no running agentd can be keeping it alive: its etcd
+// lease left unrenewed longer than one that reaches etcd ever leaves it
+// (subnet.UnrenewedAtMost). One renewed since may be another host's, whose
+// --state-dir is a copy of this one's (a machine image) and which has that
+// address now, or this host's own agent's, renewed before it stopped: from
+// etcd the two look alike. So it, and a reservation (an operator's), is
+// left and named in the error returned, with the command that releases
+// it. An error reading or releasing one is returned likewise, naming it.
+func releaseElsewhere(ctx context.Context, log logr.Logger, cli *etcdConn, reg *subnet.Registry, pub netip.Addr, ids []string) error {
+	var leases []subnet.Lease
+	if err := cli.do(ctx, etcdCallTimeout, func(ctx context.Context) (err error) {
+		leases, _, _, err = reg.List(ctx)
+		return err
+	}); err != nil {
+		return fmt.Errorf("lease released; looking for leases of this host's identity at another public IP: %w", err)
+	}
+	var left []string
+	var cmds []string
+	for _, l := range heldElsewhere(leases, pub, ids) {
+		key := reg.LeaseKey(l.Subnet, l.IPv6Subnet)
+		why, err := releaseUnrenewed(ctx, log, cli, reg, l, key)
+		switch {
+		case err != nil:
+			why = err.Error()
+		case why == "":
+			continue
+		}
+		left = append(left, fmt.Sprintf("%s at public IP %s (%s)", key, l.Attrs.PublicIP, why))
+		arg := agentctlArg(l)
+		if l.Reservation() {
+			cmds = append(cmds, "agentctl lease release "+arg)
+		} else {
+			cmds = append(cmds, fmt.Sprintf("agentd --release-lease with --public-ip=%s and the agent's other flags, or agentctl lease release %s --force", l.Attrs.PublicIP, arg))
+		}
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	return fmt.Errorf("lease released, but this host's identity also holds %s: "+
+		"this host's lease at another public IP (its address changed since, or an agent of it ran with another external interface or --public-ip), "+
+		"whose subnet peers route to that address until the lease is released or its TTL runs out. "+
+		"To release it: %s. Only if another host's --state-dir is a copy of this host's (a machine image) "+
+		"and that host has that address now is the lease that host's: then leave it",
+		strings.Join(left, "; "), strings.Join(cmds, "; "))
+}
+
+// agentctlArg is agentctl lease release's argument for l, as agentctl
+// leases shows its key (quoted for a shell: a dual-stack key's &).
+func agentctlArg(l subnet.Lease) string {
+	if l.IPv6Subnet.IsValid() {
+		return "'" + l.Subnet.String() + "&" + l.IPv6Subnet.String() + "'"
+	}
+	return l.Subnet.String()
+}
+
+// heldElsewhere returns the leases at another public IP than pub that
+// carry one of the host identities ids (empty ones skipped): a lease
+// without an identity (flanneld's, a reservation not taken) says nothing
+// of its host.
+func heldElsewhere(leases []subnet.Lease, pub netip.Addr, ids []string) []subnet.Lease {
+	var held []subnet.Lease
+	for _, l := range leases {
+		if l.Attrs.PublicIP != pub && l.Attrs.HostID != "" && slices.Contains(ids, l.Attrs.HostID) {
+			held = append(held, l)
+		}
+	}
+	return held
+}
+
+// releaseUnrenewed deletes l (at key), a lease of this host's identity at
+// another public IP, when its etcd lease has gone unrenewed longer than a
+// running agentd leaves it (unrenewedBeyond), logging it. Otherwise it
+// returns why it left it: a reservation, or renewed recently. Neither
+// ("", nil) when l is gone, or was released. The etcd lease is not
+// revoked: nothing else of ours is on it, and it ends by itself.
+func releaseUnrenewed(ctx context.Context, log logr.Logger, cli *etcdConn, reg *subnet.Registry, l subnet.Lease, key string) (string, error) {
+	if l.Reservation() {
+		return "a reservation, an operator's", nil
+	}
+	var resp *clientv3.LeaseTimeToLiveResponse
+	if err := cli.do(ctx, etcdCallTimeout, func(ctx context.Context) (err error) {
+		resp, err = cli.TimeToLive(ctx, clientv3.LeaseID(l.LeaseID))
+		return err
+	}); err != nil {
+		return "", fmt.Errorf("read its etcd lease %x: %w", l.LeaseID, err)
+	}
+	if resp.TTL < 0 {
+		// Expired meanwhile: etcd deleted the key with it.
+		return "", nil
+	}
+	granted, ttl := time.Duration(resp.GrantedTTL)*time.Second, time.Duration(resp.TTL)*time.Second
+	unrenewed, stale := unrenewedBeyond(granted, ttl)
+	if !stale {
+		return fmt.Sprintf("its etcd lease %x was renewed %s ago, %s of its TTL %s left: an agentd may be keeping it alive", l.LeaseID, unrenewed, ttl, granted), nil
+	}
+	var deleted bool
+	if err := cli.do(ctx, etcdCallTimeout, func(ctx context.Context) (err error) {
+		deleted, err = reg.Delete(ctx, l)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	if !deleted {
+		return "", errors.New("it changed while releasing it: an agent wrote it; run agentd --release-lease again")
+	}
+	log.Info("released this host's lease at another public IP: its etcd lease is kept alive by no running agentd",
+		"key", key, "publicIP", l.Attrs.PublicIP, "unrenewedFor", unrenewed, "ttlLeft", ttl)
+	return "", nil
+}
+
+// unrenewedBeyond returns how long an etcd lease of TTL granted with ttl
+// left has gone unrenewed, and whether that is longer than a running
+// agentd that reaches etcd leaves its own (subnet.UnrenewedAtMost), with a
+// second more for etcd's whole seconds.
+func unrenewedBeyond(granted, ttl time.Duration) (time.Duration, bool) {
+	unrenewed := max(granted-ttl, 0)
+	return unrenewed, unrenewed > subnet.UnrenewedAtMost(granted)+time.Second
+}
+
+// otherIDsAtPub returns the leases at pub carrying a host identity other
+// than hostID: with a state dir that lost its host-id (and subnet.env gone,
+// which names the identity too), this host's leases are among them, if
+// any, but so are those of other hosts behind the same address
+// (--public-ip), and nothing tells them apart.
+func otherIDsAtPub(leases []subnet.Lease, pub netip.Addr, hostID string) []subnet.Lease {
+	var other []subnet.Lease
+	for _, l := range leases {
+		if l.Attrs.PublicIP == pub && l.Attrs.HostID != "" && l.Attrs.HostID != hostID {
+			other = append(other, l)
+		}
+	}
+	return other
 }
 
 // initialPIDNamespace is how /proc/self/ns/pid reads in the kernel's

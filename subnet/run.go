@@ -127,7 +127,7 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		// renewed again.
 		refused error
 		// reask is how long after a refusal etcd is asked again.
-		reask = min(max(m.cfg.TTL/6, time.Second), time.Minute)
+		reask = reaskAfter(m.cfg.TTL)
 		// expires is when the lease ends unless renewed, as last known, by
 		// now: a lease is granted just before keepAlive starts, so at first
 		// it is at most a TTL away.
@@ -293,6 +293,20 @@ const lapseCheck = 5 * time.Second
 func renewalDue(ttl time.Duration) time.Duration {
 	return ttl/3 + min(ttl/6, 30*time.Second) + time.Second
 }
+
+// reaskAfter is how long keepAlive waits before it asks etcd again to
+// renew an etcd lease of TTL ttl, after a direct renewal failed or was
+// refused.
+func reaskAfter(ttl time.Duration) time.Duration { return min(max(ttl/6, time.Second), time.Minute) }
+
+// UnrenewedAtMost is the longest a running agentd that reaches etcd leaves
+// its etcd lease of TTL ttl unrenewed: the client's renewal overdue
+// (renewalDue) is sent directly, and once more reaskAfter later. An etcd
+// lease left unrenewed longer is kept alive by no agentd that reaches etcd
+// (agentd --release-lease relies on it for this host's leases at another
+// public IP); flanneld, which writes its key on a new etcd lease once in
+// 23 h, is not such an agent.
+func UnrenewedAtMost(ttl time.Duration) time.Duration { return renewalDue(ttl) + reaskAfter(ttl) }
 
 // renewOnce sends one keepalive for id on a stream of its own and returns
 // etcd's answer: the TTL left (0 or less when the lease is gone), or the
