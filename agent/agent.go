@@ -380,7 +380,7 @@ func (a *agent) run(ctx context.Context) error {
 	// (agentd_lease_ttl_remaining_seconds) without a request of its own:
 	// the etcd client's through the tap, its own renewals through
 	// OnLeaseRenewed.
-	ttl := &leaseTTL{now: a.leaseClock}
+	ttl := &leaseTTL{now: a.leaseClock, changed: a.health.leaseTimeChanged}
 	cli.Lease = ttl.tap(cli.Lease)
 	reg := subnet.NewRegistry(cli.Client, a.cfg.EtcdPrefix)
 
@@ -565,6 +565,9 @@ func (a *agent) run(ctx context.Context) error {
 		defer wg.Done()
 		cli.reportOutages(ctx, a.log.WithName("etcd"), a.obs.etcdUnreachable)
 	}()
+	// An alarm that makes etcd grant no lease is said in the readiness's
+	// reason while the lease is not held: it cannot be recreated.
+	a.obs.leasesRefused = a.health.setEtcdRefusesLeases
 	if c := newEndpointChecker(&a.cfg, cli, a.log.WithName("etcd"), a.obs); c != nil {
 		wg.Add(1)
 		go func() {
@@ -590,7 +593,12 @@ func (a *agent) run(ctx context.Context) error {
 		// Each snapshot of the peers is shown to the config watch too: a
 		// pending VNI or Port change under DirectRouting is judged by them.
 		peers := peerSnapshots{leaseSource: mgr, seen: cw.peersSeen}
-		if err := a.reconcileLoop(ctx, be, peers, netCfg, wake, func() error { return checkExternalInterface(nl, ext) }); err != nil {
+		underlay := &underlayWatch{log: a.log, show: a.obs.setUnderlayDown}
+		checkExt := func() error {
+			underlay.check(nl, ext)
+			return checkExternalInterface(nl, ext)
+		}
+		if err := a.reconcileLoop(ctx, be, peers, netCfg, wake, checkExt); err != nil {
 			fail(err)
 		}
 	}()
