@@ -1,9 +1,7 @@
 package udp
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"testing"
 
@@ -35,20 +33,7 @@ func TestGrowSaysWhoHoldsThem(t *testing.T) {
 			h.reconcile(peers...)
 			h.exit()
 			if tc.stuck {
-				var k *kept
-				if err := h.host.Do(func() (err error) {
-					var ok bool
-					if k, ok, err = fetchKept(context.Background(), DeviceName); !ok {
-						return fmt.Errorf("no keeper answers (err %v)", err)
-					}
-					if quit, err := quitKeeper(context.Background(), DeviceName); !quit {
-						return fmt.Errorf("the keeper did not quit: %v", err)
-					}
-					return nil
-				}); err != nil {
-					t.Fatal(err)
-				}
-				h.keeperKeepingName(k)
+				h.keeperKeepingName(h.keptQuit())
 			}
 			h.queues = 2
 			h.start()

@@ -2,7 +2,6 @@ package udp
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
 	"github.com/agentd/agentd/subnet"
@@ -30,19 +29,7 @@ func TestStopWhileKeeperHandedOver(t *testing.T) {
 	h.exit()
 	// The keeper's descriptors, served by a keeper that ends the next
 	// agent's context as it lets go of them.
-	var k *kept
-	if err := h.host.Do(func() (err error) {
-		var ok bool
-		if k, ok, err = fetchKept(context.Background(), DeviceName); !ok {
-			return fmt.Errorf("no keeper answers (err %v)", err)
-		}
-		if quit, err := quitKeeper(context.Background(), DeviceName); !quit {
-			return fmt.Errorf("the keeper did not quit: %v", err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	k := h.keptQuit()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	h.fakeKeeperQuitting(k.spec(), k.all(), stop)

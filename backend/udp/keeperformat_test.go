@@ -15,6 +15,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// keptQuit takes the descriptors the keeper in the host namespace holds and
+// has it quit, as an agent taking them over does, so that a fake keeper can
+// serve them or the agent's own copies can be the only ones.
+func (h *testHost) keptQuit() *kept {
+	h.t.Helper()
+	var k *kept
+	if err := h.host.Do(func() (err error) {
+		var ok bool
+		if k, ok, err = fetchKept(context.Background(), DeviceName); !ok {
+			return fmt.Errorf("no keeper answers (err %v)", err)
+		}
+		if quit, err := quitKeeper(context.Background(), DeviceName); !quit {
+			return fmt.Errorf("the keeper did not quit: %v", err)
+		}
+		return nil
+	}); err != nil {
+		h.t.Fatal(err)
+	}
+	return k
+}
+
 // fakeKeeper serves the keeper's name in the host namespace as a keeper of
 // another version might: it answers every get with answer and fds, and a
 // quit by closing fds, saying bye and exiting (its name goes with it).
@@ -110,20 +131,7 @@ func TestKeeperAnswerNotUnderstood(t *testing.T) {
 			h.queues = 2
 			h.start()
 			h.exit()
-			var k *kept
-			if err := h.host.Do(func() (err error) {
-				var ok bool
-				if k, ok, err = fetchKept(context.Background(), DeviceName); !ok {
-					return fmt.Errorf("no keeper answers (err %v)", err)
-				}
-				if quit, err := quitKeeper(context.Background(), DeviceName); !quit {
-					return fmt.Errorf("the keeper did not quit: %v", err)
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			h.fakeKeeper(tc.answer, k.all())
+			h.fakeKeeper(tc.answer, h.keptQuit().all())
 			h.start()
 			if h.logged("took the device and sockets over") {
 				t.Fatalf("the agent took over descriptors handed with %q", tc.answer)
