@@ -48,12 +48,26 @@ type ShadowLog struct {
 type stray struct{ iface, addr, route string }
 
 // ShadowHost is what ShadowLog.Check knows of this host: the cluster's IPv4
-// network, this host's subnet in it, and the labels of its addresses
-// (Segment.Local). With no Network or Subnet, the kernel's routes are not
-// judged.
+// network, this host's subnet in it, the subnets leases are taken from
+// (SubnetMin to SubnetMax, each SubnetLen long: the network config's, with
+// its defaults), and the labels of its addresses (Segment.Local). With no
+// Network or Subnet, the kernel's routes are not judged; with no SubnetMin
+// or SubnetMax, the whole network is taken as leasable.
 type ShadowHost struct {
-	Network, Subnet netip.Prefix
-	Labels          map[netip.Addr]string
+	Network, Subnet      netip.Prefix
+	SubnetMin, SubnetMax netip.Addr
+	SubnetLen            int
+	Labels               map[netip.Addr]string
+}
+
+// leasable returns the first and last IPv4 address, as numbers, of the
+// subnets h's leases are taken from: SubnetMin's first to SubnetMax's last,
+// or network's when h does not say.
+func (h ShadowHost) leasable(network netip.Prefix) (lo, hi uint32) {
+	if h.SubnetMin.Is4() && h.SubnetMax.Is4() && h.SubnetLen >= 1 && h.SubnetLen <= 32 {
+		return be32(h.SubnetMin), be32(h.SubnetMax) | uint32(1<<(32-h.SubnetLen)-1)
+	}
+	return be32(network.Addr()), be32(network.Addr()) | uint32(1<<(32-network.Bits())-1)
 }
 
 // NewShadowLog returns a ShadowLog that logs to log.
@@ -74,8 +88,10 @@ func (s *ShadowLog) Check(main []netlink.Route, want []Route, host ShadowHost, m
 	// Masked only when valid: Masked of a zero Prefix allocates an error.
 	network, own := host.Network, host.Subnet
 	judge := network.IsValid() && own.IsValid()
+	var lo, hi uint32
 	if judge {
 		network, own = network.Masked(), own.Masked()
+		lo, hi = host.leasable(network)
 	}
 	for i := range main {
 		r := &main[i]
@@ -84,7 +100,7 @@ func (s *ShadowLog) Check(main []netlink.Route, want []Route, host ShadowHost, m
 		}
 		if r.Protocol == unix.RTPROT_KERNEL {
 			if judge {
-				strays = addStray(strays, r, network, own, host.Labels)
+				strays = addStray(strays, r, network, own, lo, hi, host.Labels)
 			}
 			continue
 		}
@@ -180,10 +196,17 @@ func (s *ShadowLog) checkStrays(found map[stray]bool, own netip.Prefix) {
 }
 
 // addStray adds the connected route r to strays (made when nil) when it
-// leads into network outside own, this host's subnet, and returns strays.
-func addStray(strays map[stray]bool, r *netlink.Route, network, own netip.Prefix, labels map[netip.Addr]string) map[stray]bool {
+// leads into network outside own, this host's subnet, and into the
+// addresses lo to hi that leases are taken from, and returns strays. A
+// route inside network but outside those (a network of the hosts' own in a
+// Network that holds it, as flannel's documentation shows with SubnetMin)
+// takes nothing from any host.
+func addStray(strays map[stray]bool, r *netlink.Route, network, own netip.Prefix, lo, hi uint32, labels map[netip.Addr]string) map[stray]bool {
 	dst, ok := PrefixFromIPNet(r.Dst)
 	if !ok || !dst.Addr().Is4() || dst.Bits() < network.Bits() || !network.Contains(dst.Addr()) || dst.Overlaps(own) {
+		return strays
+	}
+	if first := be32(dst.Addr()); first > hi || first|uint32(1<<(32-dst.Bits())-1) < lo {
 		return strays
 	}
 	st, ok := strayOf(r, dst, labels)

@@ -241,3 +241,37 @@ func TestShadowLogStraysBounded(t *testing.T) {
 		t.Errorf("%d lines at -v=0 (the last %s) and %d at -v=2; want %d, the last counting 20, and 20", v0, last, v2, shadowLines+1)
 	}
 }
+
+// TestShadowLogStraysOutsidePool: a Network that also holds the hosts' own
+// network, leases taken only from SubnetMin to SubnetMax (flannel's
+// documented use of SubnetMin): the connected route of a NIC's address
+// outside that range takes nothing from any host and is not reported,
+// while a bridge's address inside it still is. Before, the NIC's was
+// reported with the advice to delete its address.
+func TestShadowLogStraysOutsidePool(t *testing.T) {
+	var lines []string
+	s := NewShadowLog(funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{}))
+	kernel := func(dst, src string, dev int) netlink.Route {
+		r := mainRoute(dst, unix.RTPROT_KERNEL, unix.RTN_UNICAST, "", dev)
+		r.Src = netip.MustParseAddr(src).AsSlice()
+		return r
+	}
+	host := ShadowHost{
+		Network:   netip.MustParsePrefix("10.0.0.0/8"),
+		Subnet:    netip.MustParsePrefix("10.10.1.0/24"),
+		SubnetMin: netip.MustParseAddr("10.10.0.0"),
+		SubnetMax: netip.MustParseAddr("10.99.0.0"),
+		SubnetLen: 24,
+		Labels: map[netip.Addr]string{netip.MustParseAddr("10.0.1.5"): "eth1", netip.MustParseAddr("10.99.0.1"): "docker0",
+			netip.MustParseAddr("10.99.1.1"): "br2"},
+	}
+	main := []netlink.Route{
+		kernel("10.0.1.0/24", "10.0.1.5", 3),   // below SubnetMin
+		kernel("10.99.1.0/24", "10.99.1.1", 5), // past SubnetMax's subnet
+		kernel("10.99.0.0/24", "10.99.0.1", 4), // SubnetMax's subnet
+	}
+	s.Check(main, nil, host, nil)
+	if len(lines) != 1 || !strings.Contains(lines[0], `"iface"="docker0" "address"="10.99.0.1/24" "route"="10.99.0.0/24"`) {
+		t.Fatalf("want one line, for docker0 in SubnetMax's subnet, got %d:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+}

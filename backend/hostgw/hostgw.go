@@ -78,6 +78,10 @@ type Backend struct {
 	ext backend.ExternalInterface
 	// network is the cluster's IPv4 network, for Watch's route filter.
 	network netip.Prefix
+	// subnetMin, subnetMax and subnetLen say which subnets leases are taken
+	// from (ShadowLog).
+	subnetMin, subnetMax netip.Addr
+	subnetLen            int
 	// wantRoutes holds the routes Reconcile last wanted, for Watch to
 	// tell our own writes from changes (backend.RouteWants.Echo).
 	wantRoutes backend.RouteWants
@@ -125,6 +129,7 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 		shadows: backend.NewShadowLog(cfg.Logger)}
 	if cfg.Network != nil {
 		b.network = cfg.Network.Network
+		b.subnetMin, b.subnetMax, b.subnetLen = cfg.Network.SubnetMin, cfg.Network.SubnetMax, cfg.Network.SubnetLen
 	}
 	return b, nil
 }
@@ -249,7 +254,8 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 	want := b.desired(own, peers, seg, newPaths(b.h, b.ext.Iface.Index, func() ([]netlink.Route, error) { return backend.MainRoutes(b.h) }))
 	b.skips.Report(&res)
-	b.shadows.Check(main, want, backend.ShadowHost{Network: b.network, Subnet: own.Subnet, Labels: seg.Local}, nil)
+	b.shadows.Check(main, want, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
+		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local}, nil)
 	if err := b.checkUp(len(want)); err != nil {
 		return res, err
 	}

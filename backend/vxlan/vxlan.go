@@ -336,8 +336,10 @@ type Backend struct {
 	macPath string
 	network netip.Prefix // the cluster's IPv4 network, for Watch's route filter and PassRoutes
 	// subnetLen is the length of the network's subnets, for telling an old
-	// device's address <subnet>.0/32 (deleteOldDevices).
-	subnetLen int
+	// device's address <subnet>.0/32 (deleteOldDevices), and with
+	// subnetMin and subnetMax the subnets leases are taken from (ShadowLog).
+	subnetLen            int
+	subnetMin, subnetMax netip.Addr
 
 	h  *netlink.Handle // nil until Prepare opens one (New)
 	ns netns.NsHandle  // where Prepare and Watch subscribe
@@ -439,6 +441,8 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle) (*Back
 		macPath:   filepath.Join(cfg.StateDir, fmt.Sprintf("vxlan-%d.mac", opts.VNI)),
 		network:   cfg.Network.Network,
 		subnetLen: cfg.Network.SubnetLen,
+		subnetMin: cfg.Network.SubnetMin,
+		subnetMax: cfg.Network.SubnetMax,
 		h:         h,
 		ns:        ns,
 		skips:     backend.NewSkipLog(cfg.Logger),
@@ -919,7 +923,8 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	b.skips.Report(&res)
 	// Routes through the device into the network are ours (OwnedRoutes
 	// below), deleted when no lease wants them.
-	b.shadows.Check(main, want.routes, backend.ShadowHost{Network: b.network, Subnet: own.Subnet, Labels: seg.Local},
+	b.shadows.Check(main, want.routes, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
+		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local},
 		func(r *netlink.Route) bool { return r.LinkIndex == idx })
 	// Before the neighbours and FDB entries are listed: a change made
 	// after the listing is then judged by Watch against this pass's wants.
