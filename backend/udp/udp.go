@@ -943,7 +943,10 @@ func (b *Backend) keeperDied(w *keeperWatch) {
 // them and everything sent until it runs. w is the keeper's watch (nil:
 // none runs). The start waits for nothing (startKeeperIfFree: a bind, a
 // fork): the name of a keeper that died is free, and a process that holds
-// it is no keeper of ours and is asked nothing. It runs under b.pass.
+// it is no keeper of ours and is asked nothing. It runs under b.pass. Its
+// look is a point in time: a keeper dying at the same moment (a SIGTERM
+// sent to it with the agent's, or a kill of the unit's whole cgroup) still
+// looks alive and is not replaced.
 func (b *Backend) keepAtStop(w *keeperWatch) {
 	if k := b.fds; k == nil || len(k.tun) == 0 || len(k.udp) == 0 {
 		return // nothing kept, or the device went (Reconcile makes it anew)
