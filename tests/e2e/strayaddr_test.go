@@ -31,11 +31,8 @@ func TestStrayBridgeAddressSaid(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend))
 			h1, h2 := f.c.Host(1), f.c.Host(2)
-			f.start(h1)
-			f.start(h2)
-			f.waitReady(h1, h2)
-			c1, c2 := f.container(h1), f.container(h2)
-			f.pingAll([]*cluster.Container{c1, c2})
+			cs := f.startAll()
+			c1, c2 := cs[0], cs[1]
 			sn1, sn2 := hostSubnet(t, h1), hostSubnet(t, h2)
 			free := netip.MustParsePrefix("10.244.250.0/24") // leases come from the first 100 free subnets
 			if free == sn1 || free == sn2 {
