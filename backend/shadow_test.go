@@ -97,28 +97,39 @@ func TestShadowLogOverlappingPeers(t *testing.T) {
 	}
 }
 
+// levelCount counts the lines a ShadowLog logs at -v=0 and at -v=2, and
+// keeps the last at -v=0.
+type levelCount struct {
+	v0, v2 int
+	last   string
+}
+
+// shadowLog is a ShadowLog logging at up to -v=2 into c.
+func (c *levelCount) shadowLog() *ShadowLog {
+	return NewShadowLog(funcr.New(func(_, args string) {
+		if strings.Contains(args, `"level"=0`) {
+			c.v0++
+			c.last = args
+		} else {
+			c.v2++
+		}
+	}, funcr.Options{Verbosity: 2}))
+}
+
 // TestShadowLogBounded: a pass that finds many such routes at once (a
 // routing daemon's per-pod /32s) logs shadowLines of them and a count of
 // the others, which go to -v=2.
 func TestShadowLogBounded(t *testing.T) {
-	var v0, v2 int
-	var last string
-	s := NewShadowLog(funcr.New(func(_, args string) {
-		if strings.Contains(args, `"level"=0`) {
-			v0++
-			last = args
-		} else {
-			v2++
-		}
-	}, funcr.Options{Verbosity: 2}))
+	var c levelCount
+	s := c.shadowLog()
 	want := []Route{{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("198.18.0.2"), LinkIndex: 2, Type: unix.RTN_UNICAST}}
 	var main []netlink.Route
 	for i := range 200 {
 		main = append(main, mainRoute(fmt.Sprintf("10.244.2.%d/32", i), 12, unix.RTN_UNICAST, "198.18.0.9", 2))
 	}
 	s.Check(main, want, ShadowHost{}, nil)
-	if v0 != shadowLines+1 || v2 != 200-shadowLines || !strings.Contains(last, `"count"=190`) {
-		t.Errorf("%d lines at -v=0 (the last %s) and %d at -v=2; want %d, the last counting 190, and 190", v0, last, v2, shadowLines+1)
+	if c.v0 != shadowLines+1 || c.v2 != 200-shadowLines || !strings.Contains(c.last, `"count"=190`) {
+		t.Errorf("%d lines at -v=0 (the last %s) and %d at -v=2; want %d, the last counting 190, and 190", c.v0, c.last, c.v2, shadowLines+1)
 	}
 }
 
@@ -219,16 +230,8 @@ func TestShadowLogStrays(t *testing.T) {
 // shadowLines (a host with a bridge per old subnet) logs shadowLines of them
 // and a count of the others, which go to -v=2.
 func TestShadowLogStraysBounded(t *testing.T) {
-	var v0, v2 int
-	var last string
-	s := NewShadowLog(funcr.New(func(_, args string) {
-		if strings.Contains(args, `"level"=0`) {
-			v0++
-			last = args
-		} else {
-			v2++
-		}
-	}, funcr.Options{Verbosity: 2}))
+	var c levelCount
+	s := c.shadowLog()
 	host := ShadowHost{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.0/24")}
 	var main []netlink.Route
 	for i := range 30 {
@@ -237,8 +240,8 @@ func TestShadowLogStraysBounded(t *testing.T) {
 		main = append(main, r)
 	}
 	s.Check(main, nil, host, nil)
-	if v0 != shadowLines+1 || v2 != 30-shadowLines || !strings.Contains(last, `"msg"="more addresses of this host route another subnet of the cluster network; each is logged at -v=2" "count"=20`) {
-		t.Errorf("%d lines at -v=0 (the last %s) and %d at -v=2; want %d, the last counting 20, and 20", v0, last, v2, shadowLines+1)
+	if c.v0 != shadowLines+1 || c.v2 != 30-shadowLines || !strings.Contains(c.last, `"msg"="more addresses of this host route another subnet of the cluster network; each is logged at -v=2" "count"=20`) {
+		t.Errorf("%d lines at -v=0 (the last %s) and %d at -v=2; want %d, the last counting 20, and 20", c.v0, c.last, c.v2, shadowLines+1)
 	}
 }
 
