@@ -605,6 +605,58 @@ func testMalformedData(t *testing.T, backend string) {
 // parallel, leave room for the agents and the other tests.
 const streamRate = "100M"
 
+// iperfServer starts a one-off iperf3 server in c that reports each second
+// to its log, and waits until it listens.
+func (f *fixture) iperfServer(c *cluster.Container) *cluster.Process {
+	f.t.Helper()
+	srv, err := c.Start("iperf3", "-s", "-1", "-i", "1", "--forceflush")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.eventually("iperf3 server listening", 10*time.Second, func() error {
+		out, err := c.Exec(f.ctx, "ss", "-Hltn", "sport = :5201")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(out), ":5201") {
+			return fmt.Errorf("nothing listens on :5201 yet")
+		}
+		return nil
+	})
+	return srv
+}
+
+// iperfReport is what an iperf3 client's -J output says of its stream.
+type iperfReport struct {
+	Error string
+	End   struct {
+		SumSent struct {
+			BitsPerSecond float64 `json:"bits_per_second"`
+			Retransmits   int
+		} `json:"sum_sent"`
+		SumReceived struct{ Bytes int64 } `json:"sum_received"`
+	}
+}
+
+// streamEnded checks that an iperf3 stream ended well: the client's -J
+// output, out, reports no error and bytes received, and the server srv
+// exits 0. It returns the client's report.
+func (f *fixture) streamEnded(out []byte, srv *cluster.Process) iperfReport {
+	f.t.Helper()
+	var rep iperfReport
+	if err := json.Unmarshal(out, &rep); err != nil {
+		f.t.Fatalf("iperf3 JSON: %v\n%s", err, tailOf(string(out)))
+	}
+	if rep.Error != "" || rep.End.SumReceived.Bytes == 0 {
+		f.t.Fatalf("iperf3 reports error %q, %d bytes received", rep.Error, rep.End.SumReceived.Bytes)
+	}
+	if code, err := srv.Wait(f.ctx); err != nil || code != 0 {
+		b, _ := os.ReadFile(srv.LogPath)
+		f.t.Fatalf("iperf3 server: exit %d, %v\n%s", code, err, tailOf(string(b)))
+	}
+	return rep
+}
+
 // TestFaultRestartUnderLoad (scenario 9): a 60 s TCP stream from h1's
 // container to h2's (iperf3) while the agent on h1 and then the one on h2 is
 // killed with SIGKILL and restarted. The stream survives (iperf3 exits 0 and
@@ -634,20 +686,7 @@ func testRestartUnderLoad(t *testing.T, backend string) {
 	// --forceflush: the server's output goes to a file, which stdio
 	// buffers, so without it the per-second lines that time the kills
 	// below arrive in bursts, and both kills came near the stream's end.
-	srv, err := c2.Start("iperf3", "-s", "-1", "-i", "1", "--forceflush")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.eventually("iperf3 server listening", 10*time.Second, func() error {
-		out, err := c2.Exec(f.ctx, "ss", "-Hltn", "sport = :5201")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(string(out), ":5201") {
-			return fmt.Errorf("nothing listens on :5201 yet")
-		}
-		return nil
-	})
+	srv := f.iperfServer(c2)
 	type result struct {
 		out []byte
 		err error
@@ -704,27 +743,7 @@ func testRestartUnderLoad(t *testing.T, backend string) {
 	if res.err != nil {
 		t.Fatalf("iperf3 client failed: %v", res.err)
 	}
-	var rep struct {
-		Error string
-		End   struct {
-			SumSent struct {
-				Bytes         int64
-				BitsPerSecond float64 `json:"bits_per_second"`
-				Retransmits   int
-			} `json:"sum_sent"`
-			SumReceived struct{ Bytes int64 } `json:"sum_received"`
-		}
-	}
-	if err := json.Unmarshal(res.out, &rep); err != nil {
-		t.Fatalf("iperf3 JSON: %v\n%s", err, tailOf(string(res.out)))
-	}
-	if rep.Error != "" || rep.End.SumReceived.Bytes == 0 {
-		t.Fatalf("iperf3 reports error %q, %d bytes received", rep.Error, rep.End.SumReceived.Bytes)
-	}
-	if code, err := srv.Wait(f.ctx); err != nil || code != 0 {
-		b, _ := os.ReadFile(srv.LogPath)
-		t.Fatalf("iperf3 server: exit %d, %v\n%s", code, err, tailOf(string(b)))
-	}
+	rep := f.streamEnded(res.out, srv)
 	tcp := tcpCounters(t, f, c1, "TcpExtTCPLossProbes", "TcpExtTCPDSACKRecv")
 	note := fmt.Sprintf("60 s TCP stream at %.0f Mbit/s, %d retransmits (%d tail-loss probes, %d D-SACKs); both ends' agents SIGKILLed and restarted",
 		rep.End.SumSent.BitsPerSecond/1e6, rep.End.SumSent.Retransmits, tcp["TcpExtTCPLossProbes"], tcp["TcpExtTCPDSACKRecv"])

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -60,20 +59,7 @@ func TestFaultUpgradeUnderLoad(t *testing.T) {
 		before[h] = dropCounters(t, f, h)
 	}
 
-	srv, err := c2.Start("iperf3", "-s", "-1", "-i", "1", "--forceflush")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.eventually("iperf3 server listening", 10*time.Second, func() error {
-		out, err := c2.Exec(f.ctx, "ss", "-Hltn", "sport = :5201")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(string(out), ":5201") {
-			return fmt.Errorf("nothing listens on :5201 yet")
-		}
-		return nil
-	})
+	srv := f.iperfServer(c2)
 	p := f.pingUntilStopped(c1, c2.IP())
 	awaitAll(t, p)
 	type result struct {
@@ -135,26 +121,7 @@ func TestFaultUpgradeUnderLoad(t *testing.T) {
 	if res.err != nil {
 		t.Fatalf("iperf3 client failed: %v\n%s", res.err, tailOf(string(res.out)))
 	}
-	var rep struct {
-		Error string
-		End   struct {
-			SumSent struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-				Retransmits   int
-			} `json:"sum_sent"`
-			SumReceived struct{ Bytes int64 } `json:"sum_received"`
-		}
-	}
-	if err := json.Unmarshal(res.out, &rep); err != nil {
-		t.Fatalf("iperf3 JSON: %v\n%s", err, tailOf(string(res.out)))
-	}
-	if rep.Error != "" || rep.End.SumReceived.Bytes == 0 {
-		t.Fatalf("iperf3 reports error %q, %d bytes received", rep.Error, rep.End.SumReceived.Bytes)
-	}
-	if code, err := srv.Wait(f.ctx); err != nil || code != 0 {
-		b, _ := os.ReadFile(srv.LogPath)
-		t.Fatalf("iperf3 server: exit %d, %v\n%s", code, err, tailOf(string(b)))
-	}
+	rep := f.streamEnded(res.out, srv)
 	for _, h := range []*cluster.Host{h1, h2} {
 		after := dropCounters(t, f, h)
 		for k, v := range after {
