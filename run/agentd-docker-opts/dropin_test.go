@@ -67,7 +67,7 @@ func FuzzDropInCommand(f *testing.F) {
 	for _, s := range []string{
 		"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
 		"FLANNEL_NETWORK=10.244.0.0/16\r\nFLANNEL_SUBNET=10.244.5.1/24\r\nFLANNEL_MTU=1450\r\nFLANNEL_IPMASQ=false\r\n",
-		"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET = 10.244.5.1/24\nFLANNEL_SUBNET=\"10.244.9.1/24\"\nFLANNEL_MTU='1400'\n",
+		"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET = 10.244.5.1/24\nFLANNEL_SUBNET=\"10.244.9.1/24\"\nFLANNEL_MTU='1400'\nFLANNEL_IPMASQ=false\n",
 		"FLANNEL_NETWORK=10.244.0.0/16\n# subnet of host a, see ticket \\\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
 		"export FLANNEL_NETWORK=10.244.0.0/16\nexport FLANNEL_SUBNET=10.244.5.1/24\nexport FLANNEL_MTU=1450\nexport FLANNEL_IPMASQ=true\n",
 	} {
@@ -87,7 +87,7 @@ func FuzzDropInCommand(f *testing.F) {
 	dockerEnv := filepath.Join(dir, "docker-network.env")
 	paths := map[string]string{"/run/flannel/subnet.env": subnetEnv, "/run/flannel/docker-network.env": dockerEnv}
 	f.Fuzz(func(t *testing.T, envText []byte) {
-		env, err := subnetenv.Parse(envText)
+		env, err := subnetenv.ParseComplete(envText)
 		if err != nil {
 			return
 		}

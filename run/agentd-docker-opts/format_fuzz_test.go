@@ -22,7 +22,7 @@ func FuzzFormat(f *testing.F) {
 		{"/run/flannel/subnet.env", v4},
 		{"/run/flannel/subnet.env", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=false\n" +
 			"FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:5::1/64\n"},
-		{"/etc/flannel dir/subnet.env", "export FLANNEL_NETWORK=\"10.0.0.0/8\"\nFLANNEL_SUBNET='10.1.2.1/24'\nFLANNEL_MTU=9000\n"},
+		{"/etc/flannel dir/subnet.env", "export FLANNEL_NETWORK=\"10.0.0.0/8\"\nFLANNEL_SUBNET='10.1.2.1/24'\nFLANNEL_MTU=9000\nFLANNEL_IPMASQ=1\n"},
 		{`/tmp/a "b" 'c' \d $e.env`, v4},
 		{"subnet.env", v4 + "AGENTD_HOST_ID=1cd32dbd72c57f3fd38b56cfc433518d\n"},
 		{`/etc/flannel\`, v4}, // systemd before v254 would read the next line as part of the comment
@@ -30,7 +30,7 @@ func FuzzFormat(f *testing.F) {
 		f.Add(s[0], []byte(s[1]))
 	}
 	f.Fuzz(func(t *testing.T, path string, envText []byte) {
-		env, err := subnetenv.Parse(envText)
+		env, err := subnetenv.ParseComplete(envText)
 		if err != nil {
 			return
 		}

@@ -22,7 +22,12 @@
 //
 // A missing (after --wait) or incomplete subnet.env is an error naming the
 // file and the key (exit status 1), and nothing is written, so dockerd never
-// starts with a bridge address that is not this host's lease. So is a
+// starts with a bridge address that is not this host's lease. Complete means
+// subnetenv.ParseComplete's rules, as for flannel's CNI plugin: every key
+// agentd and flanneld write, FLANNEL_IPMASQ included, and a final newline,
+// so that a file cut inside FLANNEL_MTU=1450 is not --mtu=145, and one cut
+// before FLANNEL_IPMASQ=true not --ip-masq=true (mk-docker-opts.sh reads
+// both that way). So is a
 // dockerd configuration file (--docker-config, /etc/docker/daemon.json) that
 // sets one of the options given here, or "bridge" (see checkDockerConfig),
 // checked before any wait. That file is the one dockerd reads: the last
@@ -439,14 +444,15 @@ func bridgeWarning(name string, st bridgeState, subnet netip.Prefix) string {
 
 // readEnv reads the subnet.env, retrying every o.poll until o.wait has passed
 // while it is missing (at boot, until agentd holds a lease); polled, if not
-// nil, is called before each wait. A file that is there but invalid fails at
-// once: agentd replaces the file atomically, so waiting would not mend it,
-// and the error names the key at fault.
+// nil, is called before each wait. A file that is there but invalid or
+// incomplete (subnetenv.ParseComplete) fails at once: agentd replaces the
+// file atomically, so waiting would not mend it, and the error names the key
+// at fault or the cut line.
 func readEnv(ctx context.Context, o options, polled func()) (subnetenv.Env, error) {
 	start := time.Now()
 	deadline := start.Add(o.wait)
 	for {
-		env, err := subnetenv.ReadOwned(o.subnetFile)
+		env, err := subnetenv.ReadOwnedComplete(o.subnetFile)
 		if err == nil {
 			return env, nil
 		}

@@ -45,8 +45,55 @@ func TestRun(t *testing.T) {
 			stderr:  "agentd-docker-opts: subnet.env %s: FLANNEL_MTU missing\n",
 		},
 		{
+			// agentd and flanneld end every line with a newline and write
+			// FLANNEL_IPMASQ after FLANNEL_MTU: a file cut inside the MTU
+			// read as --mtu=145 and, with FLANNEL_IPMASQ's default,
+			// --ip-masq=true, dockerd masquerading what agentd does.
+			name:    "cut inside FLANNEL_MTU",
+			content: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=145",
+			code:    exitFailure,
+			stderr:  "agentd-docker-opts: subnet.env %s: line 3: \"FLANNEL_MTU=145\" does not end with a newline: the file looks truncated (agentd and flanneld end every line with one)\n",
+		},
+		{
+			name:    "cut before FLANNEL_IPMASQ",
+			content: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n",
+			code:    exitFailure,
+			stderr:  "agentd-docker-opts: subnet.env %s: FLANNEL_IPMASQ missing\n",
+		},
+		{
+			name:    "cut inside FLANNEL_IPMASQ's value",
+			content: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=",
+			code:    exitFailure,
+			stderr:  "agentd-docker-opts: subnet.env %s: line 4: \"FLANNEL_IPMASQ=\" does not end with a newline: the file looks truncated (agentd and flanneld end every line with one)\n",
+		},
+		{
+			name:    "FLANNEL_IPMASQ empty",
+			content: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=\n",
+			code:    exitFailure,
+			stderr:  "agentd-docker-opts: subnet.env %s: FLANNEL_IPMASQ missing\n",
+		},
+		{
+			name:    "garbage MTU",
+			content: strings.Replace(full, "1450", "1450x", 1),
+			code:    exitFailure,
+			stderr:  "agentd-docker-opts: subnet.env %s: line 3: FLANNEL_MTU \"1450x\" is not a number\n",
+		},
+		{
+			// Edited on Windows: the values are the same.
+			name:    "CRLF line ends",
+			content: strings.ReplaceAll(strings.Replace(full, "%s", "true", 1), "\n", "\r\n"),
+			stdout:  "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
+		},
+		{
+			// A shell sourcing the file (mk-docker-opts.sh) and flannel's
+			// CNI plugin keep the last value of a key too.
+			name:    "a key given twice: the last",
+			content: "FLANNEL_SUBNET=10.244.9.1/24\n" + strings.Replace(full, "%s", "true", 1),
+			stdout:  "DOCKER_IP_MASQ=false\nDOCKER_NETWORK_OPTIONS=\"--bip=10.244.5.1/24 --mtu=1450 --ip-masq=false\"\n",
+		},
+		{
 			name:    "subnet is the network address",
-			content: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.0/24\nFLANNEL_MTU=1450\n",
+			content: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.0/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
 			code:    exitFailure,
 			stderr:  "agentd-docker-opts: subnet.env %s: FLANNEL_SUBNET 10.244.5.0/24 is a network address; want a host address such as 10.244.5.1/24\n",
 		},
@@ -220,7 +267,7 @@ func TestWaitAndOutput(t *testing.T) {
 			t.Errorf("look %d: output file before subnet.env existed (stat: %v)", looks, err)
 		}
 		if looks == 3 {
-			if err := os.WriteFile(env+".tmp", []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_MTU=1500\n"), 0o644); err != nil {
+			if err := os.WriteFile(env+".tmp", []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.Rename(env+".tmp", env); err != nil {
