@@ -17,7 +17,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"k8s.io/klog/v2"
 )
 
 // configPendingRunEnv, when set, makes TestConfigPendingAtRun the child; it
@@ -75,15 +74,7 @@ func configPendingRunChild(t *testing.T, etcd string) {
 	defer cancel()
 	a = newFakeAgent(cfg, log)
 	a.backends[hostgw.Type] = func(c backend.Config) (backend.Backend, error) { return hostgw.New(c) }
-	rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	defer func() {
-		rcancel()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	defer runChildAgent(t, ctx, a)()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)

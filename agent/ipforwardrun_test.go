@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
-	"k8s.io/klog/v2"
 )
 
 // ipForwardRunEnv, when set, makes TestAgentSaysIPForwardingOff the child;
@@ -53,24 +51,13 @@ func ipForwardRunChild(t *testing.T, etcd string) {
 	}
 	cfg := hostConfig(t, etcd, "/fwd")
 	logs := &logLines{}
-	log := funcr.New(func(prefix, args string) {
-		logs.add(prefix, args)
-		t.Log(prefix, args)
-	}, funcr.Options{})
+	log := childLogger(t, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// start runs a until it is ready; stop ends it.
 	start := func(a *agent) (stop func()) {
 		t.Helper()
-		rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
-		errc := make(chan error, 1)
-		go func() { errc <- a.run(rctx) }()
-		stop = func() {
-			rcancel()
-			if err := waitRun(t, errc); err != nil {
-				t.Errorf("Run after cancel: %v", err)
-			}
-		}
+		stop = runChildAgent(t, ctx, a)
 		if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
 			stop()
 			t.Fatalf("agent not ready: %v", err)

@@ -14,9 +14,7 @@ import (
 	"github.com/agentd/agentd/internal/boottime"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"k8s.io/klog/v2"
 )
 
 // leaseLapseEnv, when set, makes TestNotReadyOnceLeaseTTLPassed the child;
@@ -52,25 +50,14 @@ func leaseLapseChild(t *testing.T, etcd string) {
 	cfg := hostConfig(t, etcd, "/coreos.com/network")
 	cfg.SubnetLeaseTTL = time.Hour
 	logs := &logLines{}
-	log := funcr.New(func(prefix, args string) {
-		logs.add(prefix, args)
-		t.Log(prefix, args)
-	}, funcr.Options{})
+	log := childLogger(t, logs)
 	var slept atomic.Int64 // time.Duration the process was stopped
 	a := newFakeAgent(cfg, log)
 	a.leaseClock = func() time.Time { return boottime.Now().Add(time.Duration(slept.Load())) }
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rctx, stop := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	defer func() {
-		stop()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	defer runChildAgent(t, ctx, a)()
 	url := "http://" + cfg.HealthzAddr
 	// Ready, and etcd has answered a keepalive of the lease: before that
 	// nothing is known of its time left.

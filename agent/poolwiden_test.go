@@ -12,9 +12,7 @@ import (
 
 	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"k8s.io/klog/v2"
 )
 
 // poolWidenEnv, when set, makes TestPoolWidenedWhileWaiting the child; it
@@ -48,22 +46,11 @@ func poolWidenChild(t *testing.T, etcd string) {
 	const prefix = "/widen"
 	cfg := hostConfig(t, etcd, prefix)
 	logs := &logLines{}
-	log := funcr.New(func(prefix, args string) {
-		logs.add(prefix, args)
-		t.Log(prefix, args)
-	}, funcr.Options{})
+	log := childLogger(t, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	a := newFakeAgent(cfg, log)
-	rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	defer func() {
-		rcancel()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	defer runChildAgent(t, ctx, a)()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)

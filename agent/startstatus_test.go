@@ -13,7 +13,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/testr"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"k8s.io/klog/v2"
 )
 
 // startStatusEnv, when set, makes TestStatusWhileWaitingForConfig the
@@ -43,15 +42,7 @@ func statusAgent(t *testing.T, ctx context.Context, etcd, prefix string) (*clien
 	cfg := hostConfig(t, etcd, prefix)
 	log := testr.New(t)
 	a := newFakeAgent(cfg, log)
-	rctx, rcancel := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	t.Cleanup(func() {
-		rcancel()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	})
+	t.Cleanup(runChildAgent(t, ctx, a))
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
