@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -111,23 +112,8 @@ func unmasqueradedFlowsChild(t *testing.T) {
 	if src := source("start"); src.Addr() != ctPod {
 		t.Fatalf("before agentd's rules flow start arrives from %s, want the pod's %s", src, ctPod)
 	}
-	a := &agent{
-		cfg:    Config{IPMasq: true, ResyncInterval: time.Hour, IPTablesResync: resync},
-		log:    testr.New(t),
-		health: newHealth(testr.New(t)),
-		obs:    newObserver(),
-	}
 	loopStart := time.Now()
-	runReconcileLoop(t, a)
-	err = cluster.Eventually(ctx, 20*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return fmt.Errorf("not ready: %s", why)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := rig.masqAgent(t, "", resync, testr.New(t), nil)
 	masqueraded("start", "agent start", loopStart)
 	// deletedAtLeast waits until agentd_conntrack_unmasqueraded_deleted_total
 	// counts n entries (the counter moves after the delete, which comes
@@ -269,6 +255,34 @@ func newCtRig(t *testing.T, ipt string) *ctRig {
 		return src
 	}
 	return r
+}
+
+// masqAgent runs an agent that masquerades with mode's iptables ("": the
+// default), checks its rules every resync and logs to log, until the test
+// ends, and waits until it is ready and until (nil: nothing more) returns
+// nil.
+func (r *ctRig) masqAgent(t *testing.T, mode string, resync time.Duration, log logr.Logger, until func() error) *agent {
+	t.Helper()
+	a := &agent{
+		cfg:    Config{IPMasq: true, ResyncInterval: time.Hour, IPTablesResync: resync, IPTablesMode: mode},
+		log:    log,
+		health: newHealth(log),
+		obs:    newObserver(),
+	}
+	runReconcileLoop(t, a)
+	err := cluster.Eventually(r.ctx, 20*time.Second, func() error {
+		if ready, why := a.health.ready(); !ready {
+			return fmt.Errorf("not ready: %s", why)
+		}
+		if until == nil {
+			return nil
+		}
+		return until()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 // reloadInGap does what a firewall's reload does: nat flushed, a flow

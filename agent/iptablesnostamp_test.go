@@ -76,22 +76,7 @@ func unstampedReloadChild(t *testing.T) {
 		t.Log(prefix, args)
 	}, funcr.Options{Verbosity: 2})
 	const resync = time.Second
-	a := &agent{
-		cfg:    Config{IPMasq: true, ResyncInterval: time.Hour, IPTablesResync: resync, IPTablesMode: iptables.ModeNFT},
-		log:    log,
-		health: newHealth(log),
-		obs:    newObserver(),
-	}
-	runReconcileLoop(t, a)
-	err := cluster.Eventually(ctx, 20*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return fmt.Errorf("not ready: %s", why)
-		}
-		return logs.seen("this iptables does not set a rule's counters", "the stamp not given up")()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := rig.masqAgent(t, iptables.ModeNFT, resync, log, logs.seen("this iptables does not set a rule's counters", "the stamp not given up"))
 	saved := runCmd(t, nil, save, "-t", "nat")
 	if !bytes.Contains(saved, []byte(iptables.MasqChain)) {
 		t.Fatalf("%s -t nat holds no %s:\n%s", save, iptables.MasqChain, saved)
@@ -105,7 +90,7 @@ func unstampedReloadChild(t *testing.T) {
 		t.Fatalf("flow counted arrives from %s, want %s", src, ctHost)
 	}
 	natReads := count(saves, "-t nat")
-	err = cluster.Eventually(ctx, 10*resync, func() error {
+	err := cluster.Eventually(ctx, 10*resync, func() error {
 		if n := count(saves, "-t nat"); n < natReads+2 {
 			return fmt.Errorf("%d reads of nat since the flow was seen, want 2", n-natReads)
 		}

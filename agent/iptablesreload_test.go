@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"fmt"
 	"os/exec"
 	"testing"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/go-logr/logr/testr"
 
 	"github.com/agentd/agentd/backend/iptables"
-	"github.com/agentd/agentd/tests/cluster"
 )
 
 // TestIPTablesReloadDeletesUnmasqueradedFlows: a firewall's reload that
@@ -46,25 +44,8 @@ func reloadedFlowsChild(t *testing.T, mode string) {
 	}
 	ipt, save, restore := bin(""), bin("-save"), bin("-restore")
 	rig := newCtRig(t, ipt)
-	ctx := rig.ctx
-
 	const resync = time.Second
-	a := &agent{
-		cfg:    Config{IPMasq: true, ResyncInterval: time.Hour, IPTablesResync: resync, IPTablesMode: mode},
-		log:    testr.New(t),
-		health: newHealth(testr.New(t)),
-		obs:    newObserver(),
-	}
-	runReconcileLoop(t, a)
-	err := cluster.Eventually(ctx, 20*time.Second, func() error {
-		if ready, why := a.health.ready(); !ready {
-			return fmt.Errorf("not ready: %s", why)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := rig.masqAgent(t, mode, resync, testr.New(t), nil)
 	saved := runCmd(t, nil, save, "-t", "nat")
 	if !bytes.Contains(saved, []byte(iptables.MasqChain)) {
 		t.Fatalf("%s -t nat holds no %s:\n%s", save, iptables.MasqChain, saved)
