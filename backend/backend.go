@@ -65,6 +65,10 @@ type Result struct {
 	// ByKind counts the changes (added, removed or updated) by kind of
 	// kernel object: "fdb", "neighbour", "route", "device", "address".
 	ByKind map[string]int
+	// Found is what the pass's ShadowLog found (ShadowLog.Report), shared
+	// and read-only: nil when the pass failed before it judged the
+	// kernel's routes, when the last pass's still holds.
+	Found *Findings
 }
 
 // SkippedLease is a peer that Reconcile did not program: its lease key and

@@ -256,6 +256,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	b.skips.Report(&res)
 	b.shadows.Check(main, want, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
 		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local}, nil)
+	b.shadows.Report(&res)
 	if err := b.checkUp(len(want)); err != nil {
 		return res, err
 	}

@@ -926,6 +926,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	b.shadows.Check(main, want.routes, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
 		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local},
 		func(r *netlink.Route) bool { return r.LinkIndex == idx })
+	b.shadows.Report(&res)
 	// Before the neighbours and FDB entries are listed: a change made
 	// after the listing is then judged by Watch against this pass's wants.
 	wantNeighs := b.neighWants.of(want.neighs, func(n backend.Neigh) (netip.Addr, backend.MAC) { return n.IP, n.MAC })
