@@ -1,6 +1,7 @@
 package backend_test
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
 )
 
 // The scaffolding of the tests that compare the events agentd's own
@@ -27,6 +29,19 @@ func (s *shownEvents) add(event string) {
 	s.mu.Lock()
 	s.events = append(s.events, event)
 	s.mu.Unlock()
+}
+
+// ipv6Ext is a test namespace whose ext0 (198.18.0.1/24, its peer peer0)
+// has IPv6 on, which nstest turns off: for the events of IPv6 addresses,
+// routes and neighbours.
+func ipv6Ext(t *testing.T) (*nstest.NS, netlink.Link) {
+	t.Helper()
+	ns := nstest.New(t)
+	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
+	if err := ns.Sysctl("net.ipv6.conf.ext0.disable_ipv6", "0"); err != nil {
+		t.Fatal(err)
+	}
+	return ns, ext
 }
 
 // unheldWatch runs WatchEvents in ns with filter f (Subscribed set here)

@@ -73,11 +73,7 @@ func TestWatchEventsLinks(t *testing.T) {
 // lifetimes or a peer, IPv6 ones with and without a peer, the kernel's own
 // (an IPv6 link-local address), added and deleted.
 func TestWatchEventsAddrsAsNetlink(t *testing.T) {
-	ns := nstest.New(t)
-	ext := ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
-	if err := ns.Sysctl("net.ipv6.conf.ext0.disable_ipv6", "0"); err != nil {
-		t.Fatal(err)
-	}
+	ns, ext := ipv6Ext(t)
 	var ours shownEvents
 	unheldWatch(t, ns, backend.EventFilter{
 		Addr: func(u netlink.AddrUpdate) bool {

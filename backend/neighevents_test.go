@@ -2,14 +2,12 @@ package backend_test
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/backend"
-	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/vishvananda/netlink"
 )
 
@@ -25,11 +23,7 @@ import (
 // and one added; and the deletes of all. VNIZero is set for the entry with
 // VNI 0 alone.
 func TestWatchEventsNeighsAsNetlink(t *testing.T) {
-	ns := nstest.New(t)
-	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
-	if err := ns.Sysctl("net.ipv6.conf.ext0.disable_ipv6", "0"); err != nil {
-		t.Fatal(err)
-	}
+	ns, _ := ipv6Ext(t)
 	ip := ns.Cmd(t, "ip", "add neighbours with")
 	bridge := ns.Cmd(t, "bridge", "add FDB entries with")
 	ip("link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", "198.18.0.1", "dev", "ext0", "dstport", "8472", "nolearning")

@@ -2,12 +2,10 @@ package backend_test
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
-	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/vishvananda/netlink"
 )
 
@@ -21,11 +19,7 @@ import (
 // tables), IPv6 routes with a gateway, an expiry, a preference, multipath,
 // an IPv4 route via an IPv6 gateway (RTA_VIA), and the deletes of all.
 func TestWatchEventsRoutesAsNetlink(t *testing.T) {
-	ns := nstest.New(t)
-	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
-	if err := ns.Sysctl("net.ipv6.conf.ext0.disable_ipv6", "0"); err != nil {
-		t.Fatal(err)
-	}
+	ns, _ := ipv6Ext(t)
 	ip := ns.Cmd(t, "ip", "add routes with")
 	ip("-6", "address", "add", "2001:db8::1/64", "dev", "ext0", "nodad")
 	var ours shownEvents
