@@ -45,6 +45,8 @@ type observer struct {
 	// skipped holds the others as they were then, with the reason it gave.
 	inKernel map[string]leaseFacts
 	skipped  map[string]skippedFacts
+	// found is the backend's findings /status shows (setFound).
+	found *backend.Findings
 	// etcdUp reports whether the etcd connection is up; nil before the
 	// client exists.
 	etcdUp func() bool
@@ -465,6 +467,7 @@ func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backen
 	now := time.Now().UTC()
 	o.st.PeersKnown = len(peers)
 	o.st.LastResync = now
+	o.setFound(res.Found)
 	var skipped []SkippedPeer
 	if err != nil {
 		o.reconciles.WithLabelValues("error").Inc()
@@ -554,6 +557,31 @@ func (o *observer) setSkipped(skipped []SkippedPeer) {
 	o.st.PeersSkipped = slices.Clip(skipped[:min(len(skipped), skippedListed)])
 	for i := range o.st.PeersSkipped {
 		o.st.PeersSkipped[i].Reason = clip.String(o.st.PeersSkipped[i].Reason)
+	}
+}
+
+// foundListed is how many routes of each kind the backend found (another
+// program's in a peer's subnet, a stray address's) /status lists at most:
+// a routing daemon's per-pod routes would make it thousands long.
+const foundListed = 50
+
+// setFound sets ShadowingRoutes and StrayAddresses, and their totals, to
+// f, the backend's findings at a pass, unless the pass did not judge the
+// kernel's routes (f nil: the last pass's stay) or f is the last pass's.
+// Each text is cut to clip.Len bytes. The lists are new slices each time,
+// so status can hand them out after o.mu is released.
+func (o *observer) setFound(f *backend.Findings) {
+	if f == nil || f == o.found {
+		return
+	}
+	o.found = f
+	o.st.ShadowingRoutesTotal, o.st.ShadowingRoutes = len(f.Shadowing), nil
+	for _, s := range f.Shadowing[:min(len(f.Shadowing), foundListed)] {
+		o.st.ShadowingRoutes = append(o.st.ShadowingRoutes, ShadowingRoute{Route: clip.String(s.Route), PeerSubnet: s.PeerSubnet})
+	}
+	o.st.StrayAddressesTotal, o.st.StrayAddresses = len(f.Strays), nil
+	for _, s := range f.Strays[:min(len(f.Strays), foundListed)] {
+		o.st.StrayAddresses = append(o.st.StrayAddresses, StrayAddress{Iface: clip.String(s.Iface), Address: s.Address, Route: s.Route})
 	}
 }
 

@@ -87,6 +87,22 @@ type Status struct {
 	PeersSkipped      []SkippedPeer `json:"peersSkipped,omitempty"`
 	PeersSkippedTotal int           `json:"peersSkippedTotal"`
 
+	// ShadowingRoutes lists other programs' routes that take part of a
+	// peer's subnet (its log line: "another route takes part of a peer's
+	// subnet"): packets to what they cover go where they say, not to the
+	// peer. StrayAddresses lists the addresses of this host whose
+	// connected route leads into another subnet of the cluster network
+	// ("an address of this host routes another subnet of the cluster
+	// network to its interface"), most often a docker0 or cni0 left at a
+	// subnet this host leased before. Each is what the last pass that got
+	// as far as judging the kernel's routes found (a failed pass may not
+	// have), the first 50 by destination of the Total; absent while there
+	// is none.
+	ShadowingRoutes      []ShadowingRoute `json:"shadowingRoutes,omitempty"`
+	ShadowingRoutesTotal int              `json:"shadowingRoutesTotal,omitempty"`
+	StrayAddresses       []StrayAddress   `json:"strayAddresses,omitempty"`
+	StrayAddressesTotal  int              `json:"strayAddressesTotal,omitempty"`
+
 	// LastResync is the time of the last reconcile pass, LastResyncError
 	// its error if it failed, and LastResyncOK the time of the last pass
 	// that succeeded. All are UTC.
@@ -139,6 +155,25 @@ type UnderlayDown struct {
 type SkippedPeer struct {
 	Lease  string `json:"lease"`
 	Reason string `json:"reason"`
+}
+
+// ShadowingRoute is another program's route that takes part of a peer's
+// subnet: the route as its log line's route= says it (ip route's form, its
+// device by index: "blackhole 10.244.2.64/26 proto bird"), and the peer's
+// subnet. agentd leaves it alone.
+type ShadowingRoute struct {
+	Route      string `json:"route"`
+	PeerSubnet string `json:"peerSubnet"`
+}
+
+// StrayAddress is an address of this host whose connected route leads
+// into another subnet of the cluster network: its interface (the
+// address's label), the address, and the route's destination. agentd
+// leaves it alone.
+type StrayAddress struct {
+	Iface   string `json:"iface"`
+	Address string `json:"address"`
+	Route   string `json:"route"`
 }
 
 // ConfigPending is a network config key that differs from the config the
