@@ -674,7 +674,7 @@ func (a *app) configShowCommand() *cobra.Command {
 					if err != nil {
 						return err
 					}
-					enc := json.NewEncoder(a.out)
+					enc := json.NewEncoder(terminalJSON{a.out})
 					enc.SetEscapeHTML(false)
 					enc.SetIndent("", "  ")
 					return enc.Encode(doc)

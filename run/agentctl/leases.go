@@ -84,7 +84,7 @@ reads <prefix>/subnets with no slash after it, takes as leases.`,
 					}
 				}
 				if output == "json" {
-					enc := json.NewEncoder(a.out)
+					enc := json.NewEncoder(terminalJSON{a.out})
 					enc.SetIndent("", "  ")
 					return enc.Encode(struct {
 						Leases []leaseRow `json:"leases"`
@@ -696,7 +696,7 @@ func (a *app) releaseLease(ctx context.Context, cli *clientv3.Client, reg *subne
 		// An agent wrote its identity into the reservation: if it
 		// runs, it writes the key again at once, as an ordinary lease.
 		fmt.Fprintf(a.out, "note: the agent of %s (host %s) has taken this reservation; while it runs it keeps %s as an ordinary lease: to free the subnet, run agentd --release-lease on that host\n",
-			l.Attrs.PublicIP, l.Attrs.HostID, name)
+			l.Attrs.PublicIP, printable(l.Attrs.HostID), name)
 	}
 	return nil
 }

@@ -114,7 +114,9 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, dial 
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintf(stderr, "agentctl: %v\n", err)
+	// Errors quote what etcd and the agent hold: a lease's backend type, a
+	// key's name.
+	fmt.Fprintf(stderr, "agentctl: %s\n", printable(err.Error()))
 	var u usageError
 	if errors.As(err, &u) {
 		return exitUsage

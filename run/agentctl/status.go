@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/agentd/agentd/agent"
 	"github.com/agentd/agentd/internal/healthzaddr"
@@ -70,7 +71,7 @@ in addr=).`,
 				return err
 			}
 			if output == "json" {
-				if _, err := a.out.Write(raw); err != nil {
+				if _, err := a.out.Write(terminalSafeJSON(raw)); err != nil {
 					return err
 				}
 			} else {
@@ -530,21 +531,28 @@ func printableStatus(st agent.Status) agent.Status {
 	return st
 }
 
-// printable escapes the control characters in s, as Go quotes them: a
+// printable escapes the control characters in s (C0, DEL, C1), and the
+// bytes that are not UTF-8, as Go quotes them (\x1b, \u009b, \x9b): a
 // newline or tab would break the table or forge a line of it, and an escape
-// sequence would reach the terminal.
+// sequence would reach the terminal, as would 0x9B alone, CSI to one not in
+// UTF-8.
 func printable(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsControl) {
+	if !strings.ContainsFunc(s, unicode.IsControl) && utf8.ValidString(s) {
 		return s
 	}
 	var b strings.Builder
-	for _, r := range s {
-		if unicode.IsControl(r) {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsControl(r):
 			q := strconv.QuoteRune(r)
 			b.WriteString(q[1 : len(q)-1])
-			continue
+		default:
+			b.WriteString(s[i : i+n])
 		}
-		b.WriteRune(r)
+		i += n
 	}
 	return b.String()
 }
