@@ -512,7 +512,7 @@ func (s *healthServer) listen(addr string) error {
 // newHealthServer returns the server of h's probes, not yet bound.
 func newHealthServer(h *health) *healthServer {
 	mux := h.handler()
-	lim := &connLimit{max: maxHealthConns, open: map[net.Conn]time.Time{}}
+	lim := &connLimit{max: healthConnsMax(h.log), open: map[net.Conn]time.Time{}}
 	return &healthServer{
 		mux: mux,
 		srv: &http.Server{
@@ -540,7 +540,8 @@ const maxHealthHeaderBytes = 16 << 10
 // process on the host (or anyone who can reach the address) held
 // thousands, up to the DaemonSet's memory limit or the unit's LimitNOFILE,
 // which the agent needs for etcd, netlink and subnet.env. The probes,
-// a Prometheus scrape and agentctl need a few.
+// a Prometheus scrape and agentctl need a few. A low file descriptor
+// limit lowers it (healthConnsMax).
 const maxHealthConns = 64
 
 // connLimit bounds the open connections of an http.Server through its
