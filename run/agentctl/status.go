@@ -310,6 +310,7 @@ func printStatus(a *app, st agent.Status) {
 	}
 	fmt.Fprintf(tw, "peers\t%d known, %d programmed in the kernel\n", st.PeersKnown, st.PeersProgrammed)
 	printSkipped(tw, st)
+	printFound(tw, st)
 	last := "never"
 	if !st.LastResync.IsZero() {
 		last = a.when(st.LastResync)
