@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/agentd/agentd/subnet"
 )
@@ -14,8 +15,9 @@ import (
 // or anyone with write access to etcd, writes them), `agentctl leases` shows
 // one table line per lease and one "invalid:" line per key agents skip,
 // each starting with its subnet or "invalid: ", and no control character but
-// the newlines that end them: a tab, newline or escape sequence in a value
-// would shift the columns, forge a line or reach the terminal. A row's
+// the newlines that end them, nor a byte that is not UTF-8: a tab, newline
+// or escape sequence in a value would shift the columns, forge a line or
+// reach the terminal, as would 0x9B alone (CSI to one not in UTF-8). A row's
 // subnet, given to lease release, names its key: a dual-stack key's row
 // shows both halves.
 //
@@ -31,6 +33,7 @@ func FuzzPrintLeases(f *testing.F) {
 		{"garbage", vxlan, "10.244.6.1-24", `{"PublicIP":"198.18.0.2"}`},
 		{"10.244.5.0-24\ninvalid: x", vxlan, "10.244.6.0-24", `{"PublicIP":"198.18.0.2"` + "\x07"},
 		{"10.244.5.0-24", `{"PublicIP":"2001:db8::1"}`, "10.244.6.0-24", `null`},
+		{"10.244.5.0-24\x9b[2J", vxlan, "10.244.6.0-24", `{"PublicIP":"198.18.0.2","HostID":"` + "\u009b\x7f" + `"}`},
 	} {
 		f.Add(s[0], []byte(s[1]), s[2], []byte(s[3]))
 	}
@@ -60,6 +63,9 @@ func FuzzPrintLeases(f *testing.F) {
 		text := out.String()
 		if i := strings.IndexFunc(text, func(r rune) bool { return r != '\n' && unicode.IsControl(r) }); i >= 0 {
 			t.Fatalf("leases %+v, invalid %+v: control character %q in\n%s", rows, bad, []rune(text[i:])[0], text)
+		}
+		if !utf8.ValidString(text) {
+			t.Fatalf("leases %+v, invalid %+v: a byte that is not UTF-8 in\n%q", rows, bad, text)
 		}
 		lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
 		if len(lines) != 1+len(rows)+len(bad) {
