@@ -45,6 +45,14 @@
 // than the network's), and the entry would send to, and take datagrams
 // from, an address this host no longer has.
 //
+// Another program's main-table route longer than the network's that
+// overlaps a peer's subnet (a static route, a blackhole left by another
+// CNI plugin) takes that part of it from flannel0, the kernel following
+// the longest prefix; it is left alone and logged once, as in vxlan and
+// host-gw (backend.ShadowLog, with the network's route as the carrier of
+// every peer's), and so is the route of an address of this host into
+// another subnet of the network (a docker0 or cni0 left at an old subnet).
+//
 // The device and the sockets belong to the datapath's workers while an agent
 // runs, and to a small descriptor keeper process (keeper.go) always: the
 // device stays attached across an agent restart, and packets wait instead of
@@ -157,8 +165,12 @@ type Backend struct {
 	log     logr.Logger
 	ext     backend.ExternalInterface
 	network netip.Prefix
-	opts    options
-	queues  int
+	// subnetLen, subnetMin and subnetMax: the subnets leases are taken
+	// from (ShadowLog).
+	subnetLen            int
+	subnetMin, subnetMax netip.Addr
+	opts                 options
+	queues               int
 
 	h  *netlink.Handle // nil until Prepare opens one (New)
 	ns netns.NsHandle  // where Watch subscribes
@@ -209,6 +221,12 @@ type Backend struct {
 	claimWarned string
 
 	skips *backend.SkipLog
+	// Reconcile's: shadows judges each pass's main-table routes,
+	// peerRoutes (reused) are the peers' subnets it is given, and routeBuf
+	// the slice of the last pass's routes (backend.RouteBuf).
+	shadows    *backend.ShadowLog
+	peerRoutes []backend.Route
+	routeBuf   backend.RouteBuf
 	// ports is desired's: LeasePort's results, by BackendData (an agentd
 	// cluster's leases say one or two ports).
 	ports backend.DecodeCache[int]
@@ -274,15 +292,19 @@ func newBackend(cfg backend.Config, h *netlink.Handle, ns netns.NsHandle, do fun
 		return nil, errors.New("udp: the network config has no IPv4 network (the udp backend carries IPv4 only)")
 	}
 	return &Backend{
-		log:     cfg.Logger,
-		ext:     ext,
-		network: cfg.Network.Network.Masked(),
-		opts:    opts,
-		queues:  min(max(runtime.GOMAXPROCS(0), 1), maxQueues),
-		h:       h,
-		ns:      ns,
-		do:      do,
-		skips:   backend.NewSkipLog(cfg.Logger),
+		log:       cfg.Logger,
+		ext:       ext,
+		network:   cfg.Network.Network.Masked(),
+		subnetLen: cfg.Network.SubnetLen,
+		subnetMin: cfg.Network.SubnetMin,
+		subnetMax: cfg.Network.SubnetMax,
+		opts:      opts,
+		queues:    min(max(runtime.GOMAXPROCS(0), 1), maxQueues),
+		h:         h,
+		ns:        ns,
+		do:        do,
+		skips:     backend.NewSkipLog(cfg.Logger),
+		shadows:   backend.NewShadowLog(cfg.Logger),
 
 		setOffload: setTUNOffload,
 	}, nil
@@ -1152,8 +1174,8 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	// The forwarding table first: the route below sends traffic to it.
 	// An address changed after the segment is read (b.segs.Read) that
 	// decides whether one of these peers is skipped wakes Watch
-	// (backend.PeerAddrs), so the next pass sees it. Only RefuseHost and
-	// LocalIn are asked of the segment, which read no routes.
+	// (backend.PeerAddrs), so the next pass sees it. Only RefuseHost,
+	// LocalIn and Local are asked of the segment, which read no routes.
 	b.peerAddrs.Store(peers)
 	seg, err := b.segs.Read(b.h, b.ext.Iface.Index, b.ext.Iface.Name, nil)
 	if err != nil {
@@ -1177,11 +1199,27 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		errs = append(errs, err)
 	}
 
-	routes, err := backend.OurRoutes(b.h)
+	// The main table's routes a pass reads (backend.PassRoutes): ours,
+	// and the others' into the network, which ShadowLog judges. No part
+	// of the pass holds them past it (backend.RouteBuf).
+	main, err := backend.AppendPassRoutes(b.routeBuf.Take(), b.h, b.ext.Iface.Index, b.network)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
-	route := backend.Route{Dst: b.network, LinkIndex: dev.Attrs().Index, Type: unix.RTN_UNICAST}
+	defer b.routeBuf.Put(main)
+	idx := dev.Attrs().Index
+	b.peerRoutes = b.peerRoutes[:0]
+	for _, e := range want {
+		b.peerRoutes = append(b.peerRoutes, backend.Route{Dst: e.Subnet})
+	}
+	// Routes through flannel0 lead to the datapath, which knows the
+	// peers: they take nothing from any.
+	b.shadows.Check(main, b.peerRoutes, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
+		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local, Carrier: b.network},
+		func(r *netlink.Route) bool { return r.LinkIndex == idx })
+	b.shadows.Report(&res)
+	routes := backend.ClaimRoutes(main, func(backend.Route) bool { return false })
+	route := backend.Route{Dst: b.network, LinkIndex: idx, Type: unix.RTN_UNICAST}
 	plan := backend.Plan{Routes: backend.Diff([]backend.Route{route}, routes, backend.Route.Key)}
 	r, err = plan.Apply(backend.NetlinkWriter{H: b.h}, b.log)
 	res.Add(r)
