@@ -389,7 +389,7 @@ func (a *app) reserve(ctx context.Context, cli *clientv3.Client, sn netip.Prefix
 	for _, b := range bad {
 		name := strings.TrimPrefix(b.Key, reg.SubnetsPrefix())
 		ksn, ksn6, err := subnet.ParseSubnetKey(name)
-		what, arg := fmt.Sprintf("whose value is not a lease (%v)", b.Err), keyArg(ksn, ksn6)
+		what, arg := "whose value is not a lease ("+printable(b.Err.Error())+")", keyArg(ksn, ksn6)
 		var fe *subnet.FlanneldLeaseError
 		switch {
 		case errors.As(b.Err, &fe):
@@ -646,7 +646,7 @@ func (a *app) release(ctx context.Context, cli *clientv3.Client, t releaseTarget
 		if err := deleteUnusable(ctx, cli, b, name, force); err != nil {
 			return err
 		}
-		fmt.Fprintf(a.out, "released %s (a key with an unusable value: %v)\n", name, b.Err)
+		fmt.Fprintf(a.out, "released %s (a key with an unusable value: %s)\n", name, printable(b.Err.Error()))
 		return nil
 	}
 	return fmt.Errorf("no lease or reservation for %s under %s", t, reg.SubnetsPrefix())
