@@ -594,8 +594,11 @@ func (a *agent) run(ctx context.Context) error {
 		// pending VNI or Port change under DirectRouting is judged by them.
 		peers := peerSnapshots{leaseSource: mgr, seen: cw.peersSeen}
 		underlay := &underlayWatch{log: a.log, show: a.obs.setUnderlayDown}
+		docker := &dockerBridgeWatch{log: a.log}
 		checkExt := func() error {
 			underlay.check(nl, ext)
+			own, _ := mgr.Own()
+			docker.check(nl, netCfg.Network, own.Subnet)
 			return checkExternalInterface(nl, ext)
 		}
 		if err := a.reconcileLoop(ctx, be, peers, netCfg, wake, checkExt); err != nil {
