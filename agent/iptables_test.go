@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/iptables"
+	"github.com/agentd/agentd/internal/testchild"
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
@@ -133,34 +133,16 @@ func runInOwnNetns(t *testing.T, test string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The child is killed when the test ends, a little before go test's
-	// -timeout would end this process (so its output is still logged),
-	// and, by its parent-death signal, when this process dies.
-	ctx := t.Context()
-	if d, ok := t.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, d.Add(-10*time.Second))
-		defer cancel()
-	}
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
-	cmd.WaitDelay = 5 * time.Second
-	cmd.Env = append(os.Environ(), ownNetnsChildEnv+"="+self)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
-	// The parent-death signal follows the thread that forked the child:
-	// keep it alive until the child is reaped.
-	runtime.LockOSThread()
-	out, err := cmd.CombinedOutput()
-	runtime.UnlockOSThread()
+	// The child is killed when the test ends and, by its parent-death
+	// signal, when this process dies.
+	out, err := testchild.Run(t.Context(), t, test,
+		&syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}, ownNetnsChildEnv+"="+self)
 	t.Logf("child, in a network namespace of its own:\n%s", out)
 	if err != nil {
 		t.Fatalf("child: %v", err)
 	}
-	// A child that ran no test, or skipped, exits 0 as well.
-	if !strings.Contains(string(out), "--- PASS: "+test+" ") {
-		t.Fatal("the child did not run the test, or it did not pass")
-	}
-	if strings.Contains(string(out), "--- SKIP") {
-		t.Fatal("the child skipped the test")
+	if err := testchild.Passed(out, test); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -4,13 +4,13 @@ import (
 	"context"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
+	"github.com/agentd/agentd/internal/testchild"
 	"github.com/go-logr/logr"
 )
 
@@ -33,9 +33,7 @@ func TestStalledWatchResubscribing(t *testing.T) {
 	nstest.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestStalledWatchResubscribing$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), stalledWatchChildEnv+"=1")
-	out, err := cmd.CombinedOutput()
+	out, err := testchild.Run(ctx, t, "TestStalledWatchResubscribing", nil, stalledWatchChildEnv+"=1")
 	if ctx.Err() != nil {
 		t.Fatalf("the child was still running after a minute, and was killed:\n%s", out)
 	}

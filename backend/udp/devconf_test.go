@@ -2,12 +2,9 @@ package udp
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/agentd/agentd/backend/internal/nstest"
+	"github.com/agentd/agentd/internal/testchild"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -32,26 +30,12 @@ const roProcSysEnv = "AGENTD_UDP_TEST_RO_PROC_SYS"
 func TestReadOnlyProcSys(t *testing.T) {
 	if os.Getenv(roProcSysEnv) == "" {
 		nstest.RequireRoot(t)
-		// The child is killed when the test ends, a little before go
-		// test's -timeout would end this process (so its output is still
-		// logged), and, by its parent-death signal, when this process dies.
-		ctx := t.Context()
-		if d, ok := t.Deadline(); ok {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadline(ctx, d.Add(-10*time.Second))
-			defer cancel()
-		}
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestReadOnlyProcSys$", "-test.v", "-test.count=1")
-		cmd.WaitDelay = 5 * time.Second
-		cmd.Env = append(os.Environ(), roProcSysEnv+"=1")
-		// With CLONE_NEWNS the runtime also makes every mount private in
-		// the child, so its bind mount stays there.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
-		// The parent-death signal follows the thread that forked the
-		// child: keep it alive until the child is reaped.
-		runtime.LockOSThread()
-		out, err := cmd.CombinedOutput()
-		runtime.UnlockOSThread()
+		// The child is killed when the test ends and, by its
+		// parent-death signal, when this process dies. With CLONE_NEWNS
+		// the runtime also makes every mount private in the child, so its
+		// bind mount stays there.
+		out, err := testchild.Run(t.Context(), t, "TestReadOnlyProcSys",
+			&syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}, roProcSysEnv+"=1")
 		t.Logf("child, with /proc/sys read-only:\n%s", out)
 		if err != nil {
 			t.Fatalf("child: %v", err)

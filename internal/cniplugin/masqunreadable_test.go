@@ -2,12 +2,13 @@ package cniplugin
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agentd/agentd/internal/testchild"
 )
 
 // TestRetryKeepsChainOfUnreadableLegacy: a retried removal (see retryMasq)
@@ -23,9 +24,7 @@ import (
 // read. It runs in a child process of its own (see withOneFD).
 func TestRetryKeepsChainOfUnreadableLegacy(t *testing.T) {
 	if os.Getenv(oneFDChildEnv) == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestRetryKeepsChainOfUnreadableLegacy$", "-test.v", "-test.count=1")
-		cmd.Env = append(os.Environ(), oneFDChildEnv+"=1")
-		out, err := cmd.CombinedOutput()
+		out, err := testchild.Run(t.Context(), t, "TestRetryKeepsChainOfUnreadableLegacy", nil, oneFDChildEnv+"=1")
 		if err != nil || !strings.Contains(string(out), "--- PASS: TestRetryKeepsChainOfUnreadableLegacy") {
 			t.Fatalf("the child process: %v\n%s", err, out)
 		}

@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/internal/testchild"
 	"github.com/vishvananda/netlink"
 )
 
@@ -50,14 +49,8 @@ func TestStatusAsksAgentWithoutProxy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestStatusAsksAgentWithoutProxy$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), statusProxyChildEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
-	// The parent-death signal follows the thread that forked the child:
-	// keep it alive until the child is reaped.
-	runtime.LockOSThread()
-	out, err := cmd.CombinedOutput()
-	runtime.UnlockOSThread()
+	out, err := testchild.Run(ctx, t, "TestStatusAsksAgentWithoutProxy",
+		&syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}, statusProxyChildEnv+"=1")
 	if err != nil {
 		t.Fatalf("the child in its own network namespace: %v\n%s", err, out)
 	}

@@ -1,11 +1,10 @@
 package cluster
 
 import (
-	"context"
 	"os"
-	"strings"
 	"testing"
-	"time"
+
+	"github.com/agentd/agentd/internal/testchild"
 )
 
 // RunTestInHost runs the test named test of the calling test binary again, as
@@ -24,12 +23,8 @@ func RunTestInHost(t *testing.T, test, envVar string, kvs map[string]string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := t.Context()
-	if d, ok := t.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, d.Add(-10*time.Second))
-		defer cancel()
-	}
+	ctx, cancel := testchild.Context(t, t.Context())
+	defer cancel()
 	for k, v := range kvs {
 		if _, err := cli.Put(ctx, k, v); err != nil {
 			t.Fatal(err)
@@ -43,12 +38,7 @@ func RunTestInHost(t *testing.T, test, envVar string, kvs map[string]string) {
 	if err != nil {
 		t.Fatalf("the test inside h1's namespace failed: %v", err)
 	}
-	// A child that ran no test (a -test.run that matches nothing), or
-	// skipped, exits 0 as well.
-	if !strings.Contains(string(out), "--- PASS: "+test+" ") {
-		t.Fatal("the test inside h1's namespace did not run and pass")
-	}
-	if strings.Contains(string(out), "--- SKIP") {
-		t.Fatal("the test inside h1's namespace skipped, in whole or in part")
+	if err := testchild.Passed(out, test); err != nil {
+		t.Fatalf("inside h1's namespace: %v", err)
 	}
 }

@@ -1,0 +1,63 @@
+// Package testchild runs a test of the calling test binary again, as a
+// child process: for a test that needs what a Go process cannot give one
+// test of its own (a network or mount namespace for all its threads, a
+// limit on open files, a first read of the environment), or that must be
+// seen to fail. The parent sets an environment variable by which the child
+// knows it is the child. Only tests import it.
+package testchild
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Context is ctx, ended 10 s before go test's -timeout would end the
+// process running t: a child killed by then still has its output logged.
+func Context(t *testing.T, ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := t.Deadline(); ok {
+		return context.WithDeadline(ctx, d.Add(-10*time.Second))
+	}
+	return context.WithCancel(ctx)
+}
+
+// Run runs the test named test of this test binary again, alone and
+// verbose (-test.run=^test$ -test.v -test.count=1), with env (NAME=value)
+// added to this process's environment and attr as its SysProcAttr (nil:
+// none), and returns its output and error output together and its error.
+//
+// The child is killed when ctx ends, or 10 s before go test's -timeout
+// (see Context) if that comes first; its output is waited for 5 s at most
+// after. The calling goroutine keeps its thread until the child is reaped:
+// a parent-death signal (attr's Pdeathsig) follows the thread that forked
+// the child, not the process.
+func Run(ctx context.Context, t *testing.T, test string, attr *syscall.SysProcAttr, env ...string) ([]byte, error) {
+	ctx, cancel := Context(t, ctx)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
+	cmd.WaitDelay = 5 * time.Second
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = attr
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return cmd.CombinedOutput()
+}
+
+// Passed is nil if out, the output of a child Run ran, says test passed,
+// and no test or subtest skipped. A child that ran no test (a name that
+// matches none) or skipped exits 0 as well.
+func Passed(out []byte, test string) error {
+	if !strings.Contains(string(out), "--- PASS: "+test+" ") {
+		return errors.New("the child did not run the test, or it did not pass")
+	}
+	if strings.Contains(string(out), "--- SKIP") {
+		return errors.New("the child skipped the test, in whole or in part")
+	}
+	return nil
+}
