@@ -518,6 +518,7 @@ func newHealthServer(h *health) *healthServer {
 		srv: &http.Server{
 			Handler:           mux,
 			ConnState:         lim.track,
+			ErrorLog:          httpErrorLog(h.log),
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       10 * time.Second,
 			WriteTimeout:      30 * time.Second,
