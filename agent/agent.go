@@ -1035,12 +1035,12 @@ func release(ctx context.Context, log logr.Logger, cfg Config) error {
 	}
 	// The subnet a run that lost its lease kept is forgotten too: a
 	// decommissioned host's next start, if any, prefers nothing.
-	if err := os.Remove(lostSubnetPath(cfg.StateDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := removeFile(lostSubnetPath(cfg.StateDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, failed(lostSubnetPath(cfg.StateDir), err))
 	}
 	// Expired, or released already (!ok): subnet.env names a subnet this
 	// host does not hold, and goes all the same.
-	if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := removeFile(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, failed(cfg.SubnetFile, err))
 	} else if !ok {
 		log.Info("no lease of this host to release; subnet.env removed", "publicIP", ext.PublicIP, "path", cfg.SubnetFile)
@@ -1163,7 +1163,7 @@ func (a *agent) writeSubnetEnv(ctx context.Context, env subnetenv.Env, meanwhile
 	// subnet.env is the previous subnet from now on, not what a run that
 	// lost its subnet kept.
 	lost := lostSubnetPath(a.cfg.StateDir)
-	switch err := os.Remove(lost); {
+	switch err := removeFile(lost); {
 	case err == nil:
 		a.log.Info("removed the subnet.env kept by a run that lost its subnet", "path", lost)
 	case !errors.Is(err, os.ErrNotExist):
@@ -1262,7 +1262,7 @@ func lostSubnetPath(stateDir string) string { return filepath.Join(stateDir, los
 func (a *agent) withdrawSubnetEnv(env subnetenv.Env) error {
 	lost := lostSubnetPath(a.cfg.StateDir)
 	keepErr := subnetenv.Write(lost, env)
-	if err := os.Remove(a.cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := removeFile(a.cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return errors.Join(fmt.Errorf("remove %s, which names a subnet another host holds: %w", a.cfg.SubnetFile, err), keepErr)
 	}
 	if keepErr != nil {
