@@ -134,7 +134,7 @@ func (s *ShadowLog) Report(res *Result) { res.Found = s.found }
 // subnet or outside the network, nor when it finds what the last pass did
 // but for the route text of each other program's route it finds.
 func (s *ShadowLog) Check(main []netlink.Route, want []Route, host ShadowHost, mine func(*netlink.Route) bool) {
-	shadowing, strays := s.shadowing[:0], s.strays[:0]
+	s.shadowing, s.strays = s.shadowing[:0], s.strays[:0]
 	// Masked only when valid: Masked of a zero Prefix allocates an error.
 	network, own, carrier := host.Network, host.Subnet, host.Carrier
 	judge := network.IsValid() && own.IsValid()
@@ -153,7 +153,7 @@ func (s *ShadowLog) Check(main []netlink.Route, want []Route, host ShadowHost, m
 		}
 		if r.Protocol == unix.RTPROT_KERNEL {
 			if judge {
-				strays = addStray(strays, r, network, own, lo, hi, host.Labels)
+				s.strays = addStray(s.strays, r, network, own, lo, hi, host.Labels)
 			}
 			continue
 		}
@@ -162,13 +162,13 @@ func (s *ShadowLog) Check(main []netlink.Route, want []Route, host ShadowHost, m
 			continue
 		}
 		if in := takenFrom(dst, want, carrier); in.IsValid() {
-			shadowing = append(shadowing, Shadowing{Route: shadowText(r, dst), PeerSubnet: in.String(), dst: dst})
+			s.shadowing = append(s.shadowing, Shadowing{Route: shadowText(r, dst), PeerSubnet: in.String(), dst: dst})
 		}
 	}
-	slices.SortFunc(shadowing, cmpShadowing)
-	shadowing = slices.CompactFunc(shadowing, func(a, b Shadowing) bool { return cmpShadowing(a, b) == 0 })
-	slices.SortFunc(strays, cmpStray)
-	strays = slices.CompactFunc(strays, func(a, b Stray) bool { return a == b })
+	slices.SortFunc(s.shadowing, cmpShadowing)
+	shadowing := slices.CompactFunc(s.shadowing, func(a, b Shadowing) bool { return cmpShadowing(a, b) == 0 })
+	slices.SortFunc(s.strays, cmpStray)
+	strays := slices.CompactFunc(s.strays, func(a, b Stray) bool { return a == b })
 	s.shadowing, s.strays = shadowing, strays
 	sameShadowing, sameStrays := slices.Equal(shadowing, s.found.Shadowing), slices.Equal(strays, s.found.Strays)
 	if sameShadowing && sameStrays {
