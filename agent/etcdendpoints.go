@@ -374,25 +374,44 @@ func alarmAdvice(name string) string {
 }
 
 // checkEndpoint is the production status function: a connection attempt
-// of our own first, which fails fast and says why (refused, no route, a
-// TLS error, or, without TLS, no answer to GET /version: a hung etcd,
-// errEndpointSilent), where the client would retry until the deadline and
-// report only that; then a Status request.
+// of our own, which fails fast and says why (refused, no route, a TLS
+// error), where the client would retry until the deadline and report only
+// that, and beside it a Status request. No answer to our attempt within its
+// own wait (without TLS, none to GET /version within refusalWait: a hung
+// etcd, errEndpointSilent; with TLS, no handshake within probeTimeout) is
+// that finding only if the Status request gets no answer either, within
+// ctx: an etcd a round trip of a second or more away answers GET /version
+// after refusalWait, and its Status in time.
 func (c *etcdConn) checkEndpoint(ctx context.Context, endpoint string) ([]EtcdAlarm, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		resp *clientv3.StatusResponse
+		err  error
+	}
+	status := make(chan answer, 1)
+	go func() {
+		resp, err := c.Status(ctx, endpoint)
+		status <- answer{resp, err}
+	}()
 	var err error
 	if useTLS := c.aloneUsesTLS(endpoint); useTLS {
 		err = probeEndpoint(ctx, endpoint, useTLS, c.tls.config()) // the handshake is the answer
 	} else {
 		err = endpointAnswers(ctx, endpoint)
 	}
-	if err != nil {
+	silent := errors.Is(err, errEndpointSilent) || errors.Is(err, context.DeadlineExceeded)
+	if err != nil && !silent {
 		return nil, err
 	}
-	resp, err := c.Status(ctx, endpoint)
-	if err != nil {
-		return nil, fmt.Errorf("accepts connections but the status request failed: %w", err)
+	a := <-status
+	switch {
+	case a.err != nil && silent:
+		return nil, err
+	case a.err != nil:
+		return nil, fmt.Errorf("accepts connections but the status request failed: %w", a.err)
 	}
-	return statusAlarms(resp), leaderless(resp)
+	return statusAlarms(a.resp), leaderless(a.resp)
 }
 
 // checkConn is the status function for the client's only endpoint: one
