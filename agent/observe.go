@@ -152,6 +152,21 @@ func newObserver() *observer {
 		defer o.mu.Unlock()
 		return b2f(o.st.NetnsClaimNotHeld == "")
 	}))
+	found := func(name, help string, n func(*Status) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			return float64(n(&o.st))
+		})
+	}
+	o.reg.MustRegister(
+		found("agentd_shadowing_routes",
+			"Routes of other programs that take part of a peer's subnet, as the last reconcile pass that judged the kernel's routes found them; /status shadowingRoutes lists them.",
+			func(st *Status) int { return st.ShadowingRoutesTotal }),
+		found("agentd_stray_addresses",
+			"Addresses of this host that route another subnet of the cluster network to their interface, as the last reconcile pass that judged the kernel's routes found them; /status strayAddresses lists them.",
+			func(st *Status) int { return st.StrayAddressesTotal }),
+	)
 	o.reg.MustRegister(newIPForwardingGauge(o))
 	o.reg.MustRegister(&configPendingGauge{o: o, desc: prometheus.NewDesc("agentd_network_config_pending",
 		"1 while the network config key holds something other than the config this agent runs, which its next start would apply instead "+

@@ -28,11 +28,22 @@ func TestStatusShadowFindings(t *testing.T) {
 	h := newHealth(logr.Discard())
 	mux := http.NewServeMux()
 	o.register(mux, h)
-	body := func() string {
+	get := func(path string) string {
 		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		return rec.Body.String()
 	}
+	body := func() string { return get("/status") }
+	gauges := func(routes, strays int) {
+		t.Helper()
+		m := get("/metrics")
+		for _, want := range []string{fmt.Sprintf("agentd_shadowing_routes %d\n", routes), fmt.Sprintf("agentd_stray_addresses %d\n", strays)} {
+			if !strings.Contains(m, want) {
+				t.Errorf("/metrics lacks %q", want)
+			}
+		}
+	}
+	gauges(0, 0)
 	own := lease("10.244.1.0/24", "198.18.0.1")
 	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2")}
 	found := &backend.Findings{
@@ -67,6 +78,11 @@ func TestStatusShadowFindings(t *testing.T) {
 		if !step.want && (strings.Contains(b, "shadowingRoutes") || strings.Contains(b, "strayAddresses")) {
 			t.Errorf("%s: /status names the fields with nothing found:\n%s", step.name, b)
 		}
+		if step.want {
+			gauges(1, 1)
+		} else {
+			gauges(0, 0)
+		}
 	}
 
 	many := &backend.Findings{}
@@ -82,6 +98,7 @@ func TestStatusShadowFindings(t *testing.T) {
 			len(st.ShadowingRoutes), st.ShadowingRoutesTotal, len(st.StrayAddresses), st.StrayAddressesTotal,
 			st.ShadowingRoutes[min(49, len(st.ShadowingRoutes)-1)], st.StrayAddresses[min(49, len(st.StrayAddresses)-1)])
 	}
+	gauges(120, 120)
 	if !slices.Equal(o.status(h).ShadowingRoutes, st.ShadowingRoutes) {
 		t.Errorf("a second /status differs")
 	}
