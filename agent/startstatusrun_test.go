@@ -1,0 +1,59 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
+	"k8s.io/klog/v2"
+)
+
+// startStatusRunEnv, when set, makes TestStatusSentAtRunStart the child; it
+// names the etcd endpoint.
+const startStatusRunEnv = "AGENTD_START_STATUS_TEST_ETCD"
+
+// TestStatusSentAtRunStart: Run tells the service manager why the agent is
+// not ready yet (STATUS=, which `systemctl status` shows beside
+// "activating") as it starts, before any start-up step: here etcd takes
+// the connection and never answers, so the first step's own report comes
+// only once the client gives up. The lifecycle tests see the STATUS= that
+// report sends, so without this test Run could leave its first one out and
+// every test would pass: then systemd showed nothing for as long as etcd
+// stayed silent.
+func TestStatusSentAtRunStart(t *testing.T) {
+	if ep := os.Getenv(startStatusRunEnv); ep != "" {
+		startStatusRunChild(t)
+		return
+	}
+	cluster.RunTestInHost(t, "TestStatusSentAtRunStart", startStatusRunEnv, map[string]string{})
+}
+
+func startStatusRunChild(t *testing.T) {
+	notify := fakeNotifySocket(t)
+	cfg := hostConfig(t, silentSocket(t), "/coreos.com/network")
+	log := funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{})
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), log))
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- Run(ctx, cfg) }()
+	defer func() {
+		cancel()
+		if err := waitRun(t, errc); err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	}()
+	if err := notify.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n, err := notify.Read(buf)
+	if err != nil {
+		t.Fatalf("nothing sent to the service manager within 30 s of the start: %v", err)
+	}
+	if got, want := string(buf[:n]), "STATUS=not ready: no lease acquired yet; subnet.env not written yet; peers not programmed yet"; got != want {
+		t.Errorf("first message to the service manager: %q, want %q", got, want)
+	}
+}
