@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
-	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
 )
 
@@ -31,12 +28,11 @@ const leaseLapseRunEnv = "AGENTD_LEASE_LAPSE_RUN_TEST_ETCD"
 // `systemctl status` went on saying "ready" past the TTL until the lease
 // manager gave the lease up, and never said why.
 //
-// Here etcd stops answering: h1's neighbour entry for etcd's address names
-// a MAC that no host has, so the agent's packets to etcd are lost, not
-// refused, and the lease manager asks etcd about the lease only to wait for
-// its lookup timeout (5 s) before it reports the lease lost. The TTL is 3 s;
-// the endpoint checks are off, since each round judges the readiness again
-// too. Once etcd answers again the agent is ready again.
+// Here etcd stops answering: h1's packets to it are lost, not refused
+// (loseEtcdPackets), so the lease manager asks etcd about the lease only to
+// wait for its lookup timeout (5 s) before it reports the lease lost. The
+// TTL is 3 s; the endpoint checks are off, since each round judges the
+// readiness again too. Once etcd answers again the agent is ready again.
 func TestLeaseLapseSentByRun(t *testing.T) {
 	if ep := os.Getenv(leaseLapseRunEnv); ep != "" {
 		leaseLapseRunChild(t, ep)
@@ -117,34 +113,8 @@ func leaseLapseRunChild(t *testing.T, etcd string) {
 		t.Fatal(err)
 	}
 
-	u, err := url.Parse(etcd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eth0, err := netlink.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lost := &netlink.Neigh{
-		LinkIndex:    eth0.Attrs().Index,
-		Family:       netlink.FAMILY_V4,
-		State:        netlink.NUD_PERMANENT,
-		IP:           net.ParseIP(u.Hostname()),
-		HardwareAddr: net.HardwareAddr{0x02, 0, 0, 0, 0x03, 0x41},
-	}
 	from, lines := len(sent.get()), len(logs.get())
-	if err := netlink.NeighSet(lost); err != nil {
-		t.Fatalf("point etcd's neighbour entry nowhere: %v", err)
-	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			if err := netlink.NeighDel(lost); err != nil {
-				t.Errorf("restore etcd's neighbour entry: %v", err)
-			}
-		}
-	}
+	restore := loseEtcdPackets(t, etcd)
 	defer restore()
 	// No probe is asked meanwhile: /readyz would judge the readiness
 	// itself, and send what it finds (health.checkReady).

@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
+	"github.com/vishvananda/netlink"
+	"k8s.io/klog/v2"
+)
+
+// etcdOutageRunEnv, when set, makes TestEtcdOutageReportedByRun the child;
+// it names the etcd endpoint.
+const etcdOutageRunEnv = "AGENTD_ETCD_OUTAGE_RUN_TEST_ETCD"
+
+// TestEtcdOutageReportedByRun: the agent that run assembles reports an etcd
+// outage once its lease is held: the "etcd unreachable" line, and /status
+// etcdError with what a connection attempt of its own found, then "etcd
+// reachable again" and no error once etcd answers. The outage tests give
+// the reporter a connection and a cause of their own, so without this test
+// run could leave reportOutages out and every test would pass: then an
+// outage showed only as etcdConnected false, and the log said nothing.
+//
+// Here h1's packets to etcd are lost (loseEtcdPackets) until the test
+// finds the outage reported: gRPC finds the connection dead by its
+// keepalive (10 s, and 5 s for the answer), the report comes 3 s later.
+func TestEtcdOutageReportedByRun(t *testing.T) {
+	if ep := os.Getenv(etcdOutageRunEnv); ep != "" {
+		etcdOutageRunChild(t, ep)
+		return
+	}
+	cluster.RunTestInHost(t, "TestEtcdOutageReportedByRun", etcdOutageRunEnv, map[string]string{
+		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+	})
+}
+
+func etcdOutageRunChild(t *testing.T, etcd string) {
+	cfg := hostConfig(t, etcd, "/coreos.com/network")
+	cfg.EtcdEndpointCheckInterval = 0
+	logs := &logLines{}
+	log := funcr.New(func(prefix, args string) {
+		logs.add(prefix, args)
+		t.Log(prefix, args)
+	}, funcr.Options{})
+	a := newFakeAgent(cfg, log)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rctx, stop := context.WithCancel(klog.NewContext(ctx, log))
+	errc := make(chan error, 1)
+	go func() { errc <- a.run(rctx) }()
+	defer func() {
+		stop()
+		if err := waitRun(t, errc); err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	}()
+	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
+		t.Fatalf("agent not ready: %v", err)
+	}
+
+	// logged returns nil once a line from the from'th on holds each of
+	// want.
+	logged := func(from int, want ...string) error {
+		for _, l := range logs.get()[from:] {
+			n := 0
+			for _, w := range want {
+				if strings.Contains(l, w) {
+					n++
+				}
+			}
+			if n == len(want) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no line with %q logged", want)
+	}
+	from := len(logs.get())
+	restore := loseEtcdPackets(t, etcd)
+	defer restore()
+	const down = "connection to etcd is down; reconnecting: "
+	err := cluster.Eventually(ctx, 60*time.Second, func() error {
+		if st := a.obs.status(a.health); st.EtcdConnected || !strings.HasPrefix(st.EtcdError, down) || !strings.Contains(st.EtcdError, u(t, etcd).Host) {
+			return fmt.Errorf("/status: etcdConnected %v, etcdError %q; want %q and what an attempt to reach %s found", st.EtcdConnected, st.EtcdError, down, u(t, etcd).Host)
+		}
+		return logged(from, `"etcd unreachable; the datapath stays as it is`)
+	})
+	if err != nil {
+		t.Fatalf("h1's packets to etcd lost: %v", err)
+	}
+
+	from = len(logs.get())
+	restore()
+	err = cluster.Eventually(ctx, 60*time.Second, func() error {
+		if st := a.obs.status(a.health); !st.EtcdConnected || st.EtcdError != "" {
+			return fmt.Errorf("/status: etcdConnected %v, etcdError %q; want connected, no error", st.EtcdConnected, st.EtcdError)
+		}
+		return logged(from, `"etcd reachable again"`)
+	})
+	if err != nil {
+		t.Fatalf("etcd reachable again: %v", err)
+	}
+}
+
+func u(t *testing.T, endpoint string) *url.URL {
+	t.Helper()
+	parsed, err := url.Parse(endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parsed
+}
+
+// loseEtcdPackets points h1's neighbour entry for the address of etcd's
+// endpoint at a MAC that no host has, so that the agent's packets to etcd
+// are lost, not refused, until restore deletes it (restore may be called
+// more than once).
+func loseEtcdPackets(t *testing.T, etcd string) (restore func()) {
+	t.Helper()
+	eth0, err := netlink.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := &netlink.Neigh{
+		LinkIndex:    eth0.Attrs().Index,
+		Family:       netlink.FAMILY_V4,
+		State:        netlink.NUD_PERMANENT,
+		IP:           net.ParseIP(u(t, etcd).Hostname()),
+		HardwareAddr: net.HardwareAddr{0x02, 0, 0, 0, 0x03, 0x41},
+	}
+	if err := netlink.NeighSet(lost); err != nil {
+		t.Fatalf("point etcd's neighbour entry nowhere: %v", err)
+	}
+	restored := false
+	return func() {
+		if !restored {
+			restored = true
+			if err := netlink.NeighDel(lost); err != nil {
+				t.Errorf("restore etcd's neighbour entry: %v", err)
+			}
+		}
+	}
+}
