@@ -92,11 +92,12 @@ func TestStatusShadowFindings(t *testing.T) {
 	}
 	o.reconciled(own, peers, backend.Result{Found: many}, nil, time.Millisecond)
 	st := o.status(h)
-	if st.ShadowingRoutesTotal != 120 || len(st.ShadowingRoutes) != 50 || st.StrayAddressesTotal != 120 || len(st.StrayAddresses) != 50 ||
-		st.ShadowingRoutes[49].Route != many.Shadowing[49].Route || st.StrayAddresses[49].Iface != "br49" {
-		t.Errorf("120 of each: %d of %d routes and %d of %d addresses listed (the 50th %+v, %+v); want the first 50 of 120 of each",
-			len(st.ShadowingRoutes), st.ShadowingRoutesTotal, len(st.StrayAddresses), st.StrayAddressesTotal,
-			st.ShadowingRoutes[min(49, len(st.ShadowingRoutes)-1)], st.StrayAddresses[min(49, len(st.StrayAddresses)-1)])
+	if st.ShadowingRoutesTotal != 120 || len(st.ShadowingRoutes) != 50 || st.StrayAddressesTotal != 120 || len(st.StrayAddresses) != 50 {
+		t.Fatalf("120 of each: %d of %d routes and %d of %d addresses listed; want the first 50 of 120 of each",
+			len(st.ShadowingRoutes), st.ShadowingRoutesTotal, len(st.StrayAddresses), st.StrayAddressesTotal)
+	}
+	if st.ShadowingRoutes[49].Route != many.Shadowing[49].Route || st.StrayAddresses[49].Iface != "br49" {
+		t.Errorf("120 of each: the 50th listed are %+v and %+v; want %q and br49", st.ShadowingRoutes[49], st.StrayAddresses[49], many.Shadowing[49].Route)
 	}
 	gauges(120, 120)
 	if !slices.Equal(o.status(h).ShadowingRoutes, st.ShadowingRoutes) {
