@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"sync/atomic"
@@ -23,7 +24,9 @@ const wedgedLoopRunEnv = "AGENTD_WEDGED_LOOP_TEST_ETCD"
 // ready, a reconcile pass that never returns (a kernel or iptables call
 // wedged) fails /healthz once the loop has not turned for its limit (1m3s
 // at --resync-interval 1s), so that kubelet or systemd's watchdog restarts
-// the agent: run makes the health expect the loop's heartbeat. The
+// the agent, while a loop that turns passes it however long the agent
+// runs: run makes the health expect the loop's heartbeat, and each pass
+// gives one. The
 // liveness tests (TestLivenessHeartbeat) set that themselves, so without
 // this test run could leave it out and every test would pass: then a wedged
 // agent answered /healthz 200 for ever. The health's clock is the test's.
@@ -77,6 +80,19 @@ func wedgedLoopRunChild(t *testing.T, etcd string) {
 		t.Fatalf("agent not ready: %v", err)
 	}
 	healthz := "http://" + cfg.HealthzAddr + "/healthz"
+	// A loop that turns keeps /healthz at 200 however long the agent
+	// runs: each pass beats (the next one within the resync interval).
+	clock.add(livenessLimit(cfg.ResyncInterval) + 5*time.Second)
+	err := cluster.Eventually(ctx, 30*time.Second, func() error {
+		code, body, err := httpGet(healthz)
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("/healthz: %d %q", code, body)
+		}
+		return err
+	})
+	if err != nil {
+		t.Errorf("past the limit with the loop turning: %v; want 200", err)
+	}
 	be.wedge.Store(true)
 	// The resync ticker makes a pass every second.
 	select {
