@@ -1,0 +1,86 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
+	"k8s.io/klog/v2"
+)
+
+// udpMetricsRunEnv, when set, makes TestUDPMetricsAndStopByRun the child;
+// it names the etcd endpoint.
+const udpMetricsRunEnv = "AGENTD_UDP_METRICS_TEST_ETCD"
+
+// TestUDPMetricsAndStopByRun: the agent that Run assembles with the udp
+// backend serves the backend's own series on /metrics (its packets by
+// verdict, its descriptor keeper's state), and its stop tells the service
+// manager that udp carries nothing until agentd runs again (vxlan's and
+// host-gw's datapaths go on): Run registers the backend's collector and
+// tells the health the backend's type. The udp and health tests do each
+// themselves, so without this test Run could leave either out and every
+// test of the agent package would pass.
+func TestUDPMetricsAndStopByRun(t *testing.T) {
+	if ep := os.Getenv(udpMetricsRunEnv); ep != "" {
+		udpMetricsRunChild(t, ep)
+		return
+	}
+	cluster.RunTestInHost(t, "TestUDPMetricsAndStopByRun", udpMetricsRunEnv, map[string]string{
+		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`,
+	})
+}
+
+func udpMetricsRunChild(t *testing.T, etcd string) {
+	notify := fakeNotifySocket(t)
+	cfg := hostConfig(t, etcd, "/coreos.com/network")
+	log := funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{})
+	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), log), 2*time.Minute)
+	defer cancel()
+	rctx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- Run(rctx, cfg) }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+			<-errc
+		}
+	}()
+	base := "http://" + cfg.HealthzAddr
+	err := cluster.Eventually(ctx, 30*time.Second, func() error {
+		code, body, err := httpGet(base + "/readyz")
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("/readyz: %d %s", code, body)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body, err := httpGet(base + "/metrics")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("/metrics: %d %v", code, err)
+	}
+	for _, want := range []string{"\nagentd_udp_keeper_up ", "\nagentd_udp_packets_total{"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics of the ready udp agent has no %q", strings.TrimSpace(want))
+		}
+	}
+
+	stop()
+	stopped = true
+	if err := waitRun(t, errc); err != nil {
+		t.Errorf("Run after cancel: %v", err)
+	}
+	msgs := notifications(t, notify)
+	want := "STOPPING=1\nSTATUS=stopping; " + leftInPlace("udp", true)
+	if len(msgs) == 0 || msgs[len(msgs)-1] != want {
+		t.Errorf("sent to the service manager: %q; want the last %q", msgs, want)
+	}
+}
