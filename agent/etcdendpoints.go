@@ -401,12 +401,13 @@ func (c *etcdConn) checkEndpoint(ctx context.Context, endpoint string) ([]EtcdAl
 		err = endpointAnswers(ctx, endpoint)
 	}
 	silent := errors.Is(err, errEndpointSilent) || errors.Is(err, context.DeadlineExceeded)
-	if err != nil && !silent {
-		return nil, err
+	failed := err != nil && !silent
+	if failed {
+		cancel() // the finding stands: end the request, and wait for its goroutine only
 	}
 	a := <-status
 	switch {
-	case a.err != nil && silent:
+	case failed, a.err != nil && silent:
 		return nil, err
 	case a.err != nil:
 		return nil, fmt.Errorf("accepts connections but the status request failed: %w", a.err)
