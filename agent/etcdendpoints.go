@@ -222,20 +222,26 @@ func (c *endpointChecker) check(ctx context.Context, cur []EndpointStatus) {
 			serving++
 		}
 	}
+	// others is what the client does meanwhile: with no endpoint serving,
+	// it has no other to use.
+	others := "the client uses the others, checking again every " + c.interval.String()
+	if serving == 0 {
+		others = "no other endpoint serves either, checking again every " + c.interval.String()
+	}
 	for _, ch := range changes {
 		ep, n := c.endpoints[ch.i], fmt.Sprintf("%d of %d", serving, len(cur))
 		switch {
 		case ch.still && errors.Is(ch.err, errNoLeader):
-			c.log.Error(ch.err, "etcd endpoint answers now, but has no leader; the client uses the others, checking again every "+c.interval.String(),
+			c.log.Error(ch.err, "etcd endpoint answers now, but has no leader; "+others,
 				"endpoint", ep, "downFor", ch.wasFor.Round(time.Second), "serving", n)
 		case ch.still:
-			c.log.Error(ch.err, "etcd endpoint no longer answers (it answered without a leader before); the client uses the others, checking again every "+c.interval.String(),
+			c.log.Error(ch.err, "etcd endpoint no longer answers (it answered without a leader before); "+others,
 				"endpoint", ep, "downFor", ch.wasFor.Round(time.Second), "serving", n)
 		case errors.Is(ch.err, errNoLeader):
-			c.log.Error(ch.err, "etcd endpoint answers but has no leader; the client uses the others, checking again every "+c.interval.String(),
+			c.log.Error(ch.err, "etcd endpoint answers but has no leader; "+others,
 				"endpoint", ep, "serving", n)
 		case ch.err != nil:
-			c.log.Error(ch.err, "etcd endpoint unreachable; the client uses the others, checking again every "+c.interval.String(),
+			c.log.Error(ch.err, "etcd endpoint unreachable; "+others,
 				"endpoint", ep, "serving", n)
 		case ch.saidNoLeader:
 			c.log.Info("etcd endpoint has a leader again", "endpoint", ep, "downFor", ch.wasFor.Round(time.Second), "serving", n)
