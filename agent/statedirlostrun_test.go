@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/subnet"
+	"github.com/agentd/agentd/subnet/subnetenv"
+	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/klog/v2"
+)
+
+// stateDirLostRunEnv, when set, makes TestStateDirLostKeepsSubnetByRun the
+// child; it names the etcd endpoint.
+const stateDirLostRunEnv = "AGENTD_STATE_DIR_LOST_TEST_ETCD"
+
+// TestStateDirLostKeepsSubnetByRun: an agent whose state directory was lost
+// (a new host identity) over a subnet.env that names its subnet and its old
+// identity, whose lease still lives in etcd under that identity, takes that
+// subnet back, as its own from before, not another one (MOVING TO ANOTHER
+// SUBNET, every container on the host to restart): Run gives the lease
+// manager subnet.env's identity. The manager's tests give it themselves,
+// so without this test Run could leave it out and every test would pass.
+func TestStateDirLostKeepsSubnetByRun(t *testing.T) {
+	if ep := os.Getenv(stateDirLostRunEnv); ep != "" {
+		stateDirLostRunChild(t, ep)
+		return
+	}
+	cluster.RunTestInHost(t, "TestStateDirLostKeepsSubnetByRun", stateDirLostRunEnv, map[string]string{
+		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+	})
+}
+
+func stateDirLostRunChild(t *testing.T, etcd string) {
+	cfg := hostConfig(t, etcd, "/coreos.com/network")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The identity of the lost state directory.
+	old, err := subnet.LoadOrCreateHostID(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	grant, err := cli.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := cfg.EtcdPrefix + "/subnets/10.244.7.0-24"
+	if _, err := cli.Put(ctx, key, `{"PublicIP":"198.18.0.1","BackendType":"fake","HostID":"`+old+`"}`, clientv3.WithLease(grant.ID)); err != nil {
+		t.Fatal(err)
+	}
+	prev := subnetenv.Env{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.7.1/24"), MTU: 1450, HostID: old}
+	if err := subnetenv.Write(cfg.SubnetFile, prev); err != nil {
+		t.Fatal(err)
+	}
+
+	logs := &logLines{}
+	log := funcr.New(func(prefix, args string) {
+		logs.add(prefix, args)
+		t.Log(prefix, args)
+	}, funcr.Options{})
+	a := newFakeAgent(cfg, log)
+	rctx, stop := context.WithCancel(klog.NewContext(ctx, log))
+	errc := make(chan error, 1)
+	go func() { errc <- a.run(rctx) }()
+	defer func() {
+		stop()
+		if err := waitRun(t, errc); err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	}()
+	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
+		t.Fatalf("agent not ready: %v", err)
+	}
+	env, err := subnetenv.Read(cfg.SubnetFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.Subnet != prev.Subnet {
+		t.Errorf("started with a new identity over subnet.env naming %s and the old one, whose lease lives: subnet.env names %s; want %s again", prev.Subnet, env.Subnet, prev.Subnet)
+	}
+	for _, l := range logs.get() {
+		if strings.Contains(l, "MOVING TO ANOTHER SUBNET") {
+			t.Errorf("logged %s; want the subnet taken back", l)
+		}
+	}
+}
