@@ -18,8 +18,9 @@ import (
 )
 
 // The tests of this file judge a config key changed under the agent that
-// run assembles, with what its config watch is given there (the host check
-// with the interface's MTU now, the DirectRouting note): the config watch
+// run assembles, with what its config watch is given there (the backends'
+// check of their options, the host check with the interface's MTU now, the
+// DirectRouting note): the config watch
 // tests give the watch those themselves, so without these tests run could
 // give it less and every test would pass.
 
@@ -129,5 +130,27 @@ func TestConfigWatchRunSaysStrictRPFilter(t *testing.T) {
 	}
 	cluster.RunTestInHost(t, "TestConfigWatchRunSaysStrictRPFilter", directRoutingRunEnv, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
+	})
+}
+
+// configInvalidRunEnv, when set, makes TestConfigWatchRunJudgesBackendOptions
+// the child; it names the etcd endpoint.
+const configInvalidRunEnv = "AGENTD_CONFIG_INVALID_RUN_TEST_ETCD"
+
+// TestConfigWatchRunJudgesBackendOptions: a key rewritten with a backend
+// option no backend accepts (a VNI beyond vxlan's 24 bits) is pending as
+// invalid: run gives the config watch the backends' own check of their
+// options (optionsCheck).
+func TestConfigWatchRunJudgesBackendOptions(t *testing.T) {
+	if ep := os.Getenv(configInvalidRunEnv); ep != "" {
+		cfg := hostConfig(t, ep, "/coreos.com/network")
+		p := runPending(t, cfg, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":99999999}}`, func() {})
+		if !strings.Contains(p.Invalid, "99999999") {
+			t.Errorf("key rewritten with vxlan VNI 99999999: configPending %+v; want it invalid, naming the VNI", p)
+		}
+		return
+	}
+	cluster.RunTestInHost(t, "TestConfigWatchRunJudgesBackendOptions", configInvalidRunEnv, map[string]string{
+		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	})
 }
