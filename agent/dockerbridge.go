@@ -32,8 +32,7 @@ const (
 // addresses) and ports interfaces attached is dockerd's bridge numbered
 // without this host's subnet while containers use it: it has containers, an
 // IPv4 address, and none in network (the cluster Network), and subnetDev,
-// the interface this host's subnet is routed to directly
-// (subnetInterface), is none.
+// the interface holding this host's subnet (subnetHolder), is none.
 //
 // What is left out, and why:
 //   - no ports: a host whose containers are not Docker's (containerd's
@@ -50,6 +49,32 @@ func dockerBridgeOutside(addrs []netip.Prefix, ports int, network netip.Prefix, 
 		return false
 	}
 	return !slices.ContainsFunc(addrs, func(a netip.Prefix) bool { return network.Contains(a.Addr()) })
+}
+
+// subnetHolder names the interface holding this host's subnet own: the one
+// the kernel routes own's second address through directly
+// (subnetInterface), if it has an IPv4 address in own whose prefix covers
+// all of own (a bridge at its .1/24); else "". An interface routing own
+// without such an address is not a holder: the udp backend's flannel0 has
+// own's .0/32, and its route for the whole Network also covers own.
+func subnetHolder(h *netlink.Handle, own netip.Prefix) string {
+	name := subnetInterface(h, own)
+	if name == "" {
+		return ""
+	}
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return ""
+	}
+	as, _ := backend.ListAddrs(h, l, netlink.FAMILY_V4)
+	for _, a := range as {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		bits, _ := a.Mask.Size()
+		if ok && own.Contains(ip) && bits <= own.Bits() {
+			return name
+		}
+	}
+	return ""
 }
 
 // dockerBridgeWatch says, once when it starts and once when it ends, that
@@ -75,8 +100,11 @@ func (w *dockerBridgeWatch) check(h *netlink.Handle, network, own netip.Prefix) 
 	if !own.IsValid() {
 		return // no lease held: nothing to compare with
 	}
+	// The reads cheapest first: most hosts stop at one of the first two
+	// (no docker0; docker0 unused at 172.17.0.1/16 beside cni0), and only a
+	// docker0 that could be outside costs a dump of every link.
 	var addrs []netip.Prefix
-	ports := 0
+	ports, subnetDev := 0, ""
 	l, err := h.LinkByName(dockerBridge)
 	if br, ok := l.(*netlink.Bridge); err == nil && ok {
 		as, _ := backend.ListAddrs(h, br, netlink.FAMILY_V4)
@@ -86,14 +114,18 @@ func (w *dockerBridgeWatch) check(h *netlink.Handle, network, own netip.Prefix) 
 				addrs = append(addrs, netip.PrefixFrom(ip, bits))
 			}
 		}
-		links, _ := backend.ListLinks(h)
-		for _, l := range links {
-			if l.Attrs().MasterIndex == br.Index {
-				ports++
+		if dockerBridgeOutside(addrs, 1, network, "") {
+			subnetDev = subnetHolder(h, own)
+		}
+		if dockerBridgeOutside(addrs, 1, network, subnetDev) {
+			links, _ := backend.ListLinks(h)
+			for _, l := range links {
+				if l.Attrs().MasterIndex == br.Index {
+					ports++
+				}
 			}
 		}
 	}
-	subnetDev := subnetInterface(h, own)
 	outside := dockerBridgeOutside(addrs, ports, network, subnetDev)
 	switch {
 	case outside == w.outside:

@@ -27,6 +27,7 @@ const dockerBridgeRunEnv = "AGENTD_DOCKER_BRIDGE_TEST_ETCD"
 // only addresses inside the cluster Network.
 //
 //	h1: docker0 172.17.0.1/16 ── vethd0 (a container's end: vethd1)
+//	    flannel0 <subnet>.0/32, route 10.244.0.0/16 (as the udp backend has them)
 //	    cni0 <FLANNEL_SUBNET> (last step)
 func TestDockerBridgeOutsideSaid(t *testing.T) {
 	if ep := os.Getenv(dockerBridgeRunEnv); ep != "" {
@@ -110,6 +111,31 @@ func dockerBridgeRunChild(t *testing.T, etcd string) {
 			t.Fatal(err)
 		}
 	}
+	// udp's flannel0: own's .0/32 and a route for the whole Network, which
+	// also covers own (a veth stands for the TUN device: only the address
+	// and the route are looked at). It holds no subnet: before 2026-12-07 it
+	// silenced the line on udp hosts.
+	env, err := subnetenv.Read(cfg.SubnetFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "flannel0"}, PeerName: "flannel0p"}
+	if err := h.LinkAdd(tun); err != nil {
+		t.Fatalf("add flannel0: %v", err)
+	}
+	defer h.LinkDel(tun)
+	if err := h.LinkSetUp(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "flannel0p"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddrAdd(tun, &netlink.Addr{IPNet: &net.IPNet{IP: env.Subnet.Masked().Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(tun); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: tun.Index, Dst: &net.IPNet{IP: net.IP{10, 244, 0, 0}, Mask: net.CIDRMask(16, 32)}}); err != nil {
+		t.Fatalf("route 10.244.0.0/16 dev flannel0: %v", err)
+	}
 	attach()
 	said(startLine, 1)
 	if err := h.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vethd0"}}); err != nil {
@@ -119,10 +145,6 @@ func dockerBridgeRunChild(t *testing.T, etcd string) {
 
 	attach()
 	said(startLine, 2)
-	env, err := subnetenv.Read(cfg.SubnetFile)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cni := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "cni0"}}
 	if err := h.LinkAdd(cni); err != nil {
 		t.Fatal(err)
