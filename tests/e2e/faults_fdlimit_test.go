@@ -140,7 +140,7 @@ func TestFDLimitHealthConnsLeaveRoom(t *testing.T) {
 				return nil
 			})
 			if err != nil {
-				t.Fatalf("while %d connections reach the health server, peer %s is not programmed: %v (%d descriptors open)", held, joined, err, openFDs(t, a.Pid()))
+				t.Fatalf("while %d connections reach the health server, /status does not answer or peer %s is not programmed and passing (the last try: %v; %d descriptors open)", held, joined, err, openFDs(t, a.Pid()))
 			}
 			t.Logf("peer %s programmed; %d descriptors open of %d", joined, openFDs(t, a.Pid()), nofile)
 			log, err := h.AgentLog()
