@@ -11,7 +11,6 @@ import (
 
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
-	"k8s.io/klog/v2"
 )
 
 // healthUnboundRunEnv, when set, makes TestHealthUnboundSentByRun the
@@ -47,15 +46,7 @@ func healthUnboundRunChild(t *testing.T, etcd string) {
 	a := newFakeAgent(cfg, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rctx, stop := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	defer func() {
-		stop()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	defer runChildAgent(t, ctx, a)()
 	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
 		t.Fatalf("agent not ready: %v", err)
 	}

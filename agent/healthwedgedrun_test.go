@@ -13,7 +13,6 @@ import (
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
-	"k8s.io/klog/v2"
 )
 
 // wedgedLoopRunEnv, when set, makes TestWedgedLoopFailsHealthzByRun the
@@ -67,15 +66,7 @@ func wedgedLoopRunChild(t *testing.T, etcd string) {
 	a.health.now = clock.nowFunc()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rctx, stop := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	defer func() {
-		stop()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	defer runChildAgent(t, ctx, a)()
 	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
 		t.Fatalf("agent not ready: %v", err)
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
-	"k8s.io/klog/v2"
 )
 
 // ipForwardWaitRunEnv, when set, makes TestIPForwardingOffSaidWhileWaiting
@@ -41,15 +40,7 @@ func ipForwardWaitRunChild(t *testing.T, etcd string) {
 	a := newFakeAgent(cfg, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rctx, stop := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	defer func() {
-		stop()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	defer runChildAgent(t, ctx, a)()
 	const waiting = "no lease acquired yet: cannot read the network config"
 	err := cluster.Eventually(ctx, 30*time.Second, func() error {
 		st := a.obs.status(a.health)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
-	"k8s.io/klog/v2"
 )
 
 // leaseLapseRunEnv, when set, makes TestLeaseLapseSentByRun the child; it
@@ -88,15 +87,7 @@ func leaseLapseRunChild(t *testing.T, etcd string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rctx, stop := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	defer func() {
-		stop()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	defer runChildAgent(t, ctx, a)()
 	// Ready as the service manager was told, and etcd has answered a
 	// keepalive: the timer is set from the answers.
 	err := cluster.Eventually(ctx, 30*time.Second, func() error {

@@ -13,7 +13,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"k8s.io/klog/v2"
 )
 
 // stateDirLostRunEnv, when set, makes TestStateDirLostKeepsSubnetByRun the
@@ -70,15 +69,7 @@ func stateDirLostRunChild(t *testing.T, etcd string) {
 		t.Log(prefix, args)
 	}, funcr.Options{})
 	a := newFakeAgent(cfg, log)
-	rctx, stop := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	defer func() {
-		stop()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	defer runChildAgent(t, ctx, a)()
 	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
 		t.Fatalf("agent not ready: %v", err)
 	}

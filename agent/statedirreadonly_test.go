@@ -11,7 +11,6 @@ import (
 
 	"github.com/agentd/agentd/tests/cluster"
 	"golang.org/x/sys/unix"
-	"k8s.io/klog/v2"
 )
 
 // stateDirROEnv, when set, makes TestStateDirReadOnlyWhileRunning the
@@ -71,15 +70,7 @@ func stateDirROChild(t *testing.T, etcd string) {
 	a := newFakeAgent(cfg, log)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rctx, stop := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	defer func() {
-		stop()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after a stop = %v, want nil", err)
-		}
-	}()
+	defer runChildAgent(t, ctx, a)()
 	readyz := func(want int, reason string) error {
 		code, body, err := httpGet("http://" + cfg.HealthzAddr + "/readyz")
 		switch {
