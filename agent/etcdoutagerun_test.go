@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
 	"github.com/vishvananda/netlink"
 )
 
@@ -44,11 +43,7 @@ func etcdOutageRunChild(t *testing.T, etcd string) {
 	cfg := hostConfig(t, etcd, "/coreos.com/network")
 	cfg.EtcdEndpointCheckInterval = 0
 	logs := &logLines{}
-	log := funcr.New(func(prefix, args string) {
-		logs.add(prefix, args)
-		t.Log(prefix, args)
-	}, funcr.Options{})
-	a := newFakeAgent(cfg, log)
+	a := newFakeAgent(cfg, childLogger(t, logs))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	defer runChildAgent(t, ctx, a)()

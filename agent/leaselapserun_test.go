@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
 )
 
 // leaseLapseRunEnv, when set, makes TestLeaseLapseSentByRun the child; it
@@ -77,11 +76,7 @@ func leaseLapseRunChild(t *testing.T, etcd string) {
 	cfg.SubnetLeaseTTL = 3 * time.Second
 	cfg.EtcdEndpointCheckInterval = 0
 	logs := &logLines{}
-	log := funcr.New(func(prefix, args string) {
-		logs.add(prefix, args)
-		t.Log(prefix, args)
-	}, funcr.Options{})
-	a := newFakeAgent(cfg, log)
+	a := newFakeAgent(cfg, childLogger(t, logs))
 	sent := &sentNotes{}
 	a.health.notify = sent.notify
 

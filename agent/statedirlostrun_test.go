@@ -11,7 +11,6 @@ import (
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -64,11 +63,7 @@ func stateDirLostRunChild(t *testing.T, etcd string) {
 	}
 
 	logs := &logLines{}
-	log := funcr.New(func(prefix, args string) {
-		logs.add(prefix, args)
-		t.Log(prefix, args)
-	}, funcr.Options{})
-	a := newFakeAgent(cfg, log)
+	a := newFakeAgent(cfg, childLogger(t, logs))
 	defer runChildAgent(t, ctx, a)()
 	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
 		t.Fatalf("agent not ready: %v", err)
