@@ -11,7 +11,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"k8s.io/klog/v2"
 )
 
 // renewalRefusedRunEnv, when set, makes TestRenewalRefusedShownByRun the
@@ -49,16 +48,7 @@ func renewalRefusedRunChild(t *testing.T, etcd string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	a := newFakeAgent(cfg, log)
-	rctx, stop := context.WithCancel(klog.NewContext(ctx, log))
-	errc := make(chan error, 1)
-	go func() { errc <- a.run(rctx) }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			stop()
-			<-errc
-		}
-	}()
+	defer runChildAgent(t, ctx, a)()
 	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
 		t.Fatalf("agent not ready: %v", err)
 	}
@@ -88,10 +78,5 @@ func renewalRefusedRunChild(t *testing.T, etcd string) {
 	})
 	if err != nil {
 		t.Fatalf("etcd refusing to renew our lease: %v", err)
-	}
-	stop()
-	stopped = true
-	if err := waitRun(t, errc); err != nil {
-		t.Errorf("Run after cancel: %v", err)
 	}
 }
