@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,9 +9,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"k8s.io/klog/v2"
 )
 
 // stopSwitchedRunEnv, when set, makes TestStopSaysSwitchedBackendByRun the
@@ -40,19 +37,7 @@ func TestStopSaysSwitchedBackendByRun(t *testing.T) {
 func stopSwitchedRunChild(t *testing.T, etcd string) {
 	notify := fakeNotifySocket(t)
 	cfg := hostConfig(t, etcd, "/coreos.com/network")
-	log := funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{})
-	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), log), 2*time.Minute)
-	defer cancel()
-	rctx, stop := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- Run(rctx, cfg) }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			stop()
-			<-errc
-		}
-	}()
+	ctx, stop := startRun(t, cfg)
 	readyz := func(want int, with string) func() error {
 		return func() error {
 			code, body, err := httpGet("http://" + cfg.HealthzAddr + "/readyz")
@@ -77,13 +62,5 @@ func stopSwitchedRunChild(t *testing.T, etcd string) {
 		t.Fatalf("config switched to udp with a free subnet: %v", err)
 	}
 	stop()
-	stopped = true
-	if err := waitRun(t, errc); err != nil {
-		t.Errorf("Run after cancel: %v", err)
-	}
-	msgs := notifications(t, notify)
-	want := "STOPPING=1\nSTATUS=stopping; " + leftInPlace("udp", true)
-	if len(msgs) == 0 || msgs[len(msgs)-1] != want {
-		t.Errorf("sent to the service manager: %q; want the last %q", msgs, want)
-	}
+	wantUDPStoppingSent(t, notify)
 }

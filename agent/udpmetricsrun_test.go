@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -39,19 +40,7 @@ func TestUDPMetricsAndStopByRun(t *testing.T) {
 func udpMetricsRunChild(t *testing.T, etcd string) {
 	notify := fakeNotifySocket(t)
 	cfg := hostConfig(t, etcd, "/coreos.com/network")
-	log := funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{})
-	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), log), 2*time.Minute)
-	defer cancel()
-	rctx, stop := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- Run(rctx, cfg) }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			stop()
-			<-errc
-		}
-	}()
+	ctx, stop := startRun(t, cfg)
 	base := "http://" + cfg.HealthzAddr
 	err := cluster.Eventually(ctx, 30*time.Second, func() error {
 		code, body, err := httpGet(base + "/readyz")
@@ -74,10 +63,40 @@ func udpMetricsRunChild(t *testing.T, etcd string) {
 	}
 
 	stop()
-	stopped = true
-	if err := waitRun(t, errc); err != nil {
-		t.Errorf("Run after cancel: %v", err)
+	wantUDPStoppingSent(t, notify)
+}
+
+// startRun starts Run of cfg, logging to the test, under a context of 2
+// minutes, which it returns. stop cancels Run and fails the test if Run
+// ended with an error; a Run not stopped so is cancelled and waited for at
+// the test's end.
+func startRun(t *testing.T, cfg Config) (ctx context.Context, stop func()) {
+	log := funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{})
+	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), log), 2*time.Minute)
+	t.Cleanup(cancel)
+	rctx, cancelRun := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- Run(rctx, cfg) }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cancelRun()
+			<-errc
+		}
+	})
+	return ctx, func() {
+		cancelRun()
+		stopped = true
+		if err := waitRun(t, errc); err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
 	}
+}
+
+// wantUDPStoppingSent fails the test unless the last message notify got
+// is STOPPING=1 with what the udp backend leaves in place.
+func wantUDPStoppingSent(t *testing.T, notify *net.UnixConn) {
+	t.Helper()
 	msgs := notifications(t, notify)
 	want := "STOPPING=1\nSTATUS=stopping; " + leftInPlace("udp", true)
 	if len(msgs) == 0 || msgs[len(msgs)-1] != want {
