@@ -384,6 +384,18 @@ func runChildAgent(t *testing.T, ctx context.Context, a *agent) (stop func()) {
 	}
 }
 
+// runReadyChildAgent runs a as runChildAgent does and waits up to 30 s for
+// it to be ready; if it is not, it stops a and fails the test.
+func runReadyChildAgent(t *testing.T, ctx context.Context, a *agent) (stop func()) {
+	t.Helper()
+	stop = runChildAgent(t, ctx, a)
+	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
+		stop()
+		t.Fatalf("agent not ready: %v", err)
+	}
+	return stop
+}
+
 // childEtcd is a client of etcd, closed at the test's end.
 func childEtcd(t *testing.T, etcd string) *clientv3.Client {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 10 * time.Second})

@@ -46,10 +46,7 @@ func etcdOutageRunChild(t *testing.T, etcd string) {
 	a := newFakeAgent(cfg, childLogger(t, logs))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	defer runChildAgent(t, ctx, a)()
-	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
-		t.Fatalf("agent not ready: %v", err)
-	}
+	defer runReadyChildAgent(t, ctx, a)()
 
 	// logged returns nil once a line from the from'th on holds each of
 	// want.

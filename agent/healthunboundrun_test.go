@@ -46,10 +46,7 @@ func healthUnboundRunChild(t *testing.T, etcd string) {
 	a := newFakeAgent(cfg, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	defer runChildAgent(t, ctx, a)()
-	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
-		t.Fatalf("agent not ready: %v", err)
-	}
+	defer runReadyChildAgent(t, ctx, a)()
 	unbound := "; health server not listening on " + cfg.HealthzAddr + " "
 	var sent []string
 	// status returns nil once the last STATUS= sent so far is want

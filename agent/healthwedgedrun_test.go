@@ -66,10 +66,7 @@ func wedgedLoopRunChild(t *testing.T, etcd string) {
 	a.health.now = clock.nowFunc()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	defer runChildAgent(t, ctx, a)()
-	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
-		t.Fatalf("agent not ready: %v", err)
-	}
+	defer runReadyChildAgent(t, ctx, a)()
 	healthz := "http://" + cfg.HealthzAddr + "/healthz"
 	// A loop that turns keeps /healthz at 200 however long the agent
 	// runs: each pass beats (the next one within the resync interval).

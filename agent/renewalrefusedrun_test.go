@@ -48,10 +48,7 @@ func renewalRefusedRunChild(t *testing.T, etcd string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	a := newFakeAgent(cfg, log)
-	defer runChildAgent(t, ctx, a)()
-	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
-		t.Fatalf("agent not ready: %v", err)
-	}
+	defer runReadyChildAgent(t, ctx, a)()
 
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 5 * time.Second})
 	if err != nil {

@@ -64,10 +64,7 @@ func stateDirLostRunChild(t *testing.T, etcd string) {
 
 	logs := &logLines{}
 	a := newFakeAgent(cfg, childLogger(t, logs))
-	defer runChildAgent(t, ctx, a)()
-	if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
-		t.Fatalf("agent not ready: %v", err)
-	}
+	defer runReadyChildAgent(t, ctx, a)()
 	env, err := subnetenv.Read(cfg.SubnetFile)
 	if err != nil {
 		t.Fatal(err)
