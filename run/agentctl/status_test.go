@@ -319,30 +319,39 @@ func TestStatusSkippedPeers(t *testing.T) {
 				"2 more new or changed since the last successful resync, so not counted as programmed\n"}, nil},
 		{"programmed", agent.Status{PeersKnown: 5, PeersProgrammed: 5}, []string{"peers 5 known, 5 programmed in the kernel\nlast resync"}, nil},
 	} {
-		out := statusLines(tc.st, now, time.UTC)
-		for _, w := range tc.want {
-			if !strings.Contains(out, w) {
-				t.Errorf("%s: status lacks %q:\n%s", tc.name, w, out)
+		checkStatusTable(t, tc.name, tc.st, now, tc.want, tc.notWant, "ready ", "peers ", "invalid leases skipped ")
+	}
+}
+
+// checkStatusTable checks status's text for st at now: it holds each of
+// want and none of notWant (its columns' padding squeezed, statusLines),
+// and the values of the lines starting with labels (each with its space)
+// start in one column.
+func checkStatusTable(t *testing.T, name string, st agent.Status, now time.Time, want, notWant []string, labels ...string) {
+	t.Helper()
+	out := statusLines(st, now, time.UTC)
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s: status lacks %q:\n%s", name, w, out)
+		}
+	}
+	for _, w := range notWant {
+		if strings.Contains(out, w) {
+			t.Errorf("%s: status has %q:\n%s", name, w, out)
+		}
+	}
+	var raw strings.Builder
+	printStatus(&app{out: &raw, now: func() time.Time { return now }, loc: time.UTC}, st)
+	col := map[int]bool{}
+	for l := range strings.Lines(raw.String()) {
+		for _, label := range labels {
+			if strings.HasPrefix(l, label) {
+				col[len(l)-len(strings.TrimLeft(l[len(label):], " "))] = true
 			}
 		}
-		for _, w := range tc.notWant {
-			if strings.Contains(out, w) {
-				t.Errorf("%s: status has %q:\n%s", tc.name, w, out)
-			}
-		}
-		var raw strings.Builder
-		printStatus(&app{out: &raw, now: func() time.Time { return now }, loc: time.UTC}, tc.st)
-		col := map[int]bool{}
-		for l := range strings.Lines(raw.String()) {
-			for _, label := range []string{"ready ", "peers ", "invalid leases skipped "} {
-				if strings.HasPrefix(l, label) {
-					col[len(l)-len(strings.TrimLeft(l[len(label):], " "))] = true
-				}
-			}
-		}
-		if len(col) != 1 {
-			t.Errorf("%s: the values do not start in one column:\n%s", tc.name, raw.String())
-		}
+	}
+	if len(col) != 1 {
+		t.Errorf("%s: the values do not start in one column:\n%s", name, raw.String())
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -50,29 +49,6 @@ func TestStatusFound(t *testing.T) {
 			[]string{"10.244.2.10/32", "stray address"}},
 		{"5, 3 listed", few, []string{"… and 2 more routes in peers' subnets (the agent's log names each)\n"}, nil},
 	} {
-		out := statusLines(tc.st, now, time.UTC)
-		for _, w := range tc.want {
-			if !strings.Contains(out, w) {
-				t.Errorf("%s: status lacks %q:\n%s", tc.name, w, out)
-			}
-		}
-		for _, w := range tc.notWant {
-			if strings.Contains(out, w) {
-				t.Errorf("%s: status has %q:\n%s", tc.name, w, out)
-			}
-		}
-		var raw strings.Builder
-		printStatus(&app{out: &raw, now: func() time.Time { return now }, loc: time.UTC}, tc.st)
-		col := map[int]bool{}
-		for l := range strings.Lines(raw.String()) {
-			for _, label := range []string{"ready ", "peers ", "route in a peer's subnet ", "stray address "} {
-				if strings.HasPrefix(l, label) {
-					col[len(l)-len(strings.TrimLeft(l[len(label):], " "))] = true
-				}
-			}
-		}
-		if len(col) != 1 {
-			t.Errorf("%s: the values do not start in one column:\n%s", tc.name, raw.String())
-		}
+		checkStatusTable(t, tc.name, tc.st, now, tc.want, tc.notWant, "ready ", "peers ", "route in a peer's subnet ", "stray address ")
 	}
 }
