@@ -13,8 +13,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,44 +29,7 @@ import (
 // is ready again, holds its own key (the same value), and every host's
 // datapath is as before, without a ping lost.
 func TestFaultEtcdQuorumLost(t *testing.T) {
-	ip := "198.18.0.254" // DESIGN §6: etcd's underlay address
-	names := []string{"agentd-test", "m2", "m3"}
-	var initial, peers, endpoints []string
-	for i, name := range names {
-		peers = append(peers, fmt.Sprintf("http://%s:%d", ip, 2380+10000*i))
-		endpoints = append(endpoints, fmt.Sprintf("http://%s:%d", ip, 2379+10000*i))
-		initial = append(initial, name+"="+peers[i])
-	}
-	c := cluster.Start(t, cluster.Options{Hosts: 3, Logf: t.Logf, NoEtcd: true,
-		EtcdArgs: []string{"--initial-cluster=" + strings.Join(initial, ",")}})
-	bin := os.Getenv(cluster.EtcdBinEnv)
-	if bin == "" {
-		var err error
-		if bin, err = c.Binary(t.Context(), "testetcd"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// member starts member i (1 or 2), whose data survives a restart.
-	member := func(i int) *cluster.Process {
-		p, err := c.EtcdNamespace().StartNamed("etcd-"+names[i], bin,
-			"--name="+names[i],
-			"--data-dir="+filepath.Join(c.WorkDir(), "etcd-"+names[i]),
-			"--listen-client-urls="+endpoints[i],
-			"--advertise-client-urls="+endpoints[i],
-			"--listen-peer-urls="+peers[i],
-			"--initial-advertise-peer-urls="+peers[i],
-			"--initial-cluster="+strings.Join(initial, ","),
-			"--unsafe-no-fsync")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	m2, m3 := member(1), member(2)
-	// The first member is healthy once the three have a leader.
-	if err := c.StartEtcd(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	c, endpoints, others, member := threeMembers(t, 3)
 	f := &fixture{t: t, ctx: context.Background(), c: c, cli: quorumClient(t, c, endpoints)}
 	f.put(prefix+"/config", netConfig("vxlan"))
 	hosts := c.Hosts()
@@ -86,8 +47,8 @@ func TestFaultEtcdQuorumLost(t *testing.T) {
 	marks := logMarks(t, hosts)
 	ps := f.pingRing(cs)
 
-	m2.Kill()
-	m3.Kill()
+	others[1].Kill()
+	others[2].Kill()
 	lost := time.Now()
 	const none = "no other endpoint serves either"
 	for _, h := range hosts {
