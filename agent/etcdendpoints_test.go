@@ -197,13 +197,7 @@ func TestEndpointCheckerLeaderlessWording(t *testing.T) {
 	eps := []string{"http://a:2379", "http://b:2379"}
 	errs := map[string]error{"http://a:2379": errNoLeader}
 	var logs logLines
-	c := &endpointChecker{
-		endpoints: eps,
-		status:    func(_ context.Context, ep string) ([]EtcdAlarm, error) { return nil, errs[ep] },
-		interval:  time.Minute,
-		log:       funcr.New(logs.add, funcr.Options{}),
-		report:    func([]EndpointStatus, []EtcdAlarm, time.Time) {},
-	}
+	c := errChecker(eps, errs, &logs)
 	cur := make([]EndpointStatus, len(eps))
 	c.check(context.Background(), cur)
 	got := logs.get()

@@ -20,13 +20,7 @@ func TestEndpointCheckerNoneServingWording(t *testing.T) {
 	refused := errors.New("connect: connection refused")
 	errs := map[string]error{eps[0]: errNoLeader, eps[1]: refused, eps[2]: refused}
 	var logs logLines
-	c := &endpointChecker{
-		endpoints: eps,
-		status:    func(_ context.Context, ep string) ([]EtcdAlarm, error) { return nil, errs[ep] },
-		interval:  time.Minute,
-		log:       funcr.New(logs.add, funcr.Options{}),
-		report:    func([]EndpointStatus, []EtcdAlarm, time.Time) {},
-	}
+	c := errChecker(eps, errs, &logs)
 	cur := make([]EndpointStatus, len(eps))
 	c.check(context.Background(), cur)
 	got := logs.get()
@@ -54,5 +48,18 @@ func TestEndpointCheckerNoneServingWording(t *testing.T) {
 	last := got[len(got)-1]
 	if !strings.Contains(last, `"msg"="etcd endpoint unreachable; the client uses the others`) || !strings.Contains(last, `"serving"="1 of 3"`) {
 		t.Errorf("with one endpoint serving, the last line is %q, want it to say the client uses the others, 1 of 3 serving", last)
+	}
+}
+
+// errChecker is an endpoint checker of eps, a minute apart, whose status
+// request to an endpoint fails with errs[ep] (nil: it serves), logging to
+// logs and reporting nowhere.
+func errChecker(eps []string, errs map[string]error, logs *logLines) *endpointChecker {
+	return &endpointChecker{
+		endpoints: eps,
+		status:    func(_ context.Context, ep string) ([]EtcdAlarm, error) { return nil, errs[ep] },
+		interval:  time.Minute,
+		log:       funcr.New(logs.add, funcr.Options{}),
+		report:    func([]EndpointStatus, []EtcdAlarm, time.Time) {},
 	}
 }
