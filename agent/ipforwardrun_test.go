@@ -54,16 +54,6 @@ func ipForwardRunChild(t *testing.T, etcd string) {
 	log := childLogger(t, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	// start runs a until it is ready; stop ends it.
-	start := func(a *agent) (stop func()) {
-		t.Helper()
-		stop = runChildAgent(t, ctx, a)
-		if err := cluster.Eventually(ctx, 30*time.Second, a.readyErr); err != nil {
-			stop()
-			t.Fatalf("agent not ready: %v", err)
-		}
-		return stop
-	}
 
 	// status GETs /status as JSON: the field, not the Go type, is what
 	// agentctl and other readers get.
@@ -122,7 +112,7 @@ func ipForwardRunChild(t *testing.T, etcd string) {
 	const off, on = "IPv4 FORWARDING IS OFF (net.ipv4.ip_forward=0)", "IPv4 forwarding is on again"
 
 	// A docker host's boot: the agent's grace is a minute.
-	stop := start(newFakeAgent(cfg, log))
+	stop := runReadyChildAgent(t, ctx, newFakeAgent(cfg, log))
 	offIs("with ip_forward 0", passes(), true)
 	setForward("1")
 	offIs("with ip_forward 1 set after the start", passes(), false)
@@ -136,7 +126,7 @@ func ipForwardRunChild(t *testing.T, etcd string) {
 	a := newFakeAgent(cfg, log)
 	a.ipForward = newIPForwardCheck("/proc/sys", log, a.obs.ipForwardingOff)
 	a.ipForward.grace = 2 * time.Second
-	stop = start(a)
+	stop = runReadyChildAgent(t, ctx, a)
 	defer stop()
 	if err := cluster.Eventually(ctx, 20*time.Second, func() error {
 		if said(off) == 0 {
