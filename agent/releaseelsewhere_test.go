@@ -46,10 +46,7 @@ func TestUnrenewedBeyond(t *testing.T) {
 // (flanneld's, an operator's reservation not taken).
 func TestHeldElsewhere(t *testing.T) {
 	pub := netip.MustParseAddr("198.18.0.11")
-	lease := func(sn, ip, id string) subnet.Lease {
-		return subnet.Lease{Subnet: netip.MustParsePrefix(sn), LeaseID: 7,
-			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan", HostID: id}}
-	}
+	lease := idLease
 	leases := []subnet.Lease{
 		lease("10.244.1.0/24", "198.18.0.1", "me"),
 		lease("10.244.2.0/24", "198.18.0.11", "me"),
@@ -65,10 +62,7 @@ func TestHeldElsewhere(t *testing.T) {
 		{[]string{"me", "env"}, []string{"10.244.1.0/24", "10.244.5.0/24"}},
 		{[]string{"nobody"}, nil},
 	} {
-		var got []string
-		for _, l := range heldElsewhere(leases, pub, tc.ids) {
-			got = append(got, l.Subnet.String())
-		}
+		got := leaseSubnets(heldElsewhere(leases, pub, tc.ids))
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("heldElsewhere(ids %q) = %q; want %q", tc.ids, got, tc.want)
 		}
@@ -81,10 +75,7 @@ func TestHeldElsewhere(t *testing.T) {
 // identity (flanneld's), or one carrying the identity just made.
 func TestOtherIDsAtPub(t *testing.T) {
 	pub := netip.MustParseAddr("198.18.0.11")
-	lease := func(sn, ip, id string) subnet.Lease {
-		return subnet.Lease{Subnet: netip.MustParsePrefix(sn), LeaseID: 7,
-			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan", HostID: id}}
-	}
+	lease := idLease
 	leases := []subnet.Lease{
 		lease("10.244.1.0/24", "198.18.0.1", "lost"),
 		lease("10.244.2.0/24", "198.18.0.11", "lost"),
@@ -92,11 +83,24 @@ func TestOtherIDsAtPub(t *testing.T) {
 		lease("10.244.4.0/24", "198.18.0.11", "new"),
 		lease("10.244.5.0/24", "198.18.0.11", "natted"),
 	}
-	var got []string
-	for _, l := range otherIDsAtPub(leases, pub, "new") {
-		got = append(got, l.Subnet.String())
-	}
+	got := leaseSubnets(otherIDsAtPub(leases, pub, "new"))
 	if want := []string{"10.244.2.0/24", "10.244.5.0/24"}; !slices.Equal(got, want) {
 		t.Errorf("otherIDsAtPub = %q; want %q", got, want)
 	}
+}
+
+// idLease is a vxlan lease of subnet sn at public IP ip, carrying host
+// identity id, with an etcd lease.
+func idLease(sn, ip, id string) subnet.Lease {
+	return subnet.Lease{Subnet: netip.MustParsePrefix(sn), LeaseID: 7,
+		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan", HostID: id}}
+}
+
+// leaseSubnets is the subnets of ls, in order.
+func leaseSubnets(ls []subnet.Lease) []string {
+	var out []string
+	for _, l := range ls {
+		out = append(out, l.Subnet.String())
+	}
+	return out
 }
