@@ -34,7 +34,11 @@ type underlayWatch struct {
 	log  logr.Logger
 	now  func() time.Time    // time.Now if nil
 	show func(*UnderlayDown) // observer.setUnderlayDown
-	down *UnderlayDown       // as last shown; nil while it carries packets
+	// down is what is shown, but with Since as now gave it: in UTC only
+	// in the copy shown, as UTC drops the monotonic reading, by which
+	// downFor is counted whatever steps the wall clock takes meanwhile
+	// (NTP at boot, while the link is down). nil while it carries packets.
+	down *UnderlayDown
 	// flaps holds back the lines of an interface set down and up again
 	// and again, as the reconcile loop's failures are.
 	flaps failLog
@@ -70,7 +74,7 @@ func (u *underlayWatch) found(name string, a *netlink.LinkAttrs) {
 	case u.down != nil && u.down.State == state:
 		return
 	default:
-		since := now().UTC()
+		since := now()
 		if u.down != nil {
 			since = u.down.Since
 		}
@@ -84,6 +88,7 @@ func (u *underlayWatch) found(name string, a *netlink.LinkAttrs) {
 	var shown *UnderlayDown
 	if u.down != nil {
 		d := *u.down
+		d.Since = d.Since.UTC()
 		shown = &d
 	}
 	u.show(shown)

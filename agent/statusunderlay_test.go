@@ -105,3 +105,37 @@ func TestUnderlayWatchLogsThenShows(t *testing.T) {
 		t.Fatalf("logged %q, want flapsHeldBack=5", got)
 	}
 }
+
+// TestUnderlayDownForByMonotonicClock: downFor is counted by Go's monotonic
+// clock, so a step of the wall clock while the interface is down (NTP
+// setting it at boot) makes it neither wrong nor negative: the instant kept
+// for it keeps its monotonic reading, and only the copy shown in /status is
+// in UTC. Before 2026-12-07 it was kept in UTC, which drops that reading, and
+// downFor was the difference of two wall-clock readings.
+func TestUnderlayDownForByMonotonicClock(t *testing.T) {
+	base := time.Now() // carries a monotonic reading, as the agent's clock does
+	now := base
+	logs := &logLines{}
+	var shown *UnderlayDown
+	u := &underlayWatch{
+		log:  funcr.New(logs.add, funcr.Options{}),
+		now:  func() time.Time { return now },
+		show: func(d *UnderlayDown) { shown = d },
+	}
+	u.found("eth0", &netlink.LinkAttrs{RawFlags: 0, OperState: netlink.OperDown})
+	if u.down == nil || !monotonic(u.down.Since) {
+		t.Fatalf("the instant downFor is counted from, %v, has no monotonic reading: a wall-clock step would change downFor", u.down)
+	}
+	if shown == nil || shown.Since.Location() != time.UTC || monotonic(shown.Since) || !shown.Since.Equal(base) {
+		t.Fatalf("shown %+v, want since %v in UTC", shown, base.UTC())
+	}
+	now = base.Add(5 * time.Second)
+	u.found("eth0", &netlink.LinkAttrs{RawFlags: unix.IFF_UP | unix.IFF_RUNNING, OperState: netlink.OperUp})
+	if got := logs.get(); len(got) != 2 || !strings.Contains(got[1], `"msg"="`+underlayUpMsg+`" "iface"="eth0" "downFor"="5s"`) {
+		t.Fatalf("logged:\n%s\nwant %q with downFor=5s last", strings.Join(got, "\n"), underlayUpMsg)
+	}
+}
+
+// monotonic reports whether t carries a monotonic clock reading, which
+// time.Time.String shows as a last field "m=±<seconds>".
+func monotonic(t time.Time) bool { return strings.Contains(t.String(), " m=") }
