@@ -11,6 +11,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -28,9 +29,9 @@ func Context(t *testing.T, ctx context.Context) (context.Context, context.Cancel
 }
 
 // Run runs the test named test of this test binary again, alone and
-// verbose (-test.run=^test$ -test.v -test.count=1), with env (NAME=value)
-// added to this process's environment and attr as its SysProcAttr (nil:
-// none), and returns its output and error output together and its error.
+// verbose (see Args), with env (NAME=value) added to this process's
+// environment and attr as its SysProcAttr (nil: none), and returns its
+// output and error output together and its error.
 //
 // The child is killed when ctx ends, or 10 s before go test's -timeout
 // (see Context) if that comes first; its output is waited for 5 s at most
@@ -40,13 +41,25 @@ func Context(t *testing.T, ctx context.Context) (context.Context, context.Cancel
 func Run(ctx context.Context, t *testing.T, test string, attr *syscall.SysProcAttr, env ...string) ([]byte, error) {
 	ctx, cancel := Context(t, ctx)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
+	cmd := exec.CommandContext(ctx, os.Args[0], Args(test)...)
 	cmd.WaitDelay = 5 * time.Second
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = attr
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	return cmd.CombinedOutput()
+}
+
+// Args are the flags that make a test binary run the test named test
+// alone, verbose and once: test is a name as t.Name() gives it, a
+// subtest's too, and each of its parts must match its level whole (the
+// parent of a subtest runs, but none of its other subtests).
+func Args(test string) []string {
+	parts := strings.Split(test, "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	return []string{"-test.run=" + strings.Join(parts, "/"), "-test.v", "-test.count=1"}
 }
 
 // Passed is nil if out, the output of a child Run ran, says test passed,

@@ -51,3 +51,32 @@ func TestPassed(t *testing.T) {
 		}
 	}
 }
+
+// TestRunSubtest: Run given a subtest's t.Name() runs that subtest alone in
+// the child, whatever its name holds that a pattern would read otherwise.
+func TestRunSubtest(t *testing.T) {
+	names := []string{"b", "a+b", "(c)"}
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			if os.Getenv(childEnv) != "" {
+				t.Logf("the child's subtest %s", name)
+				return
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			out, err := Run(ctx, t, t.Name(), nil, childEnv+"=x1")
+			if err != nil {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			if err := Passed(out, t.Name()); err != nil {
+				t.Fatalf("%v:\n%s", err, out)
+			}
+			for _, other := range names {
+				ran := bytes.Contains(out, []byte("the child's subtest "+other+"\n"))
+				if ran != (other == name) {
+					t.Errorf("the child's output:\n%s\nwant subtest %s alone", out, name)
+				}
+			}
+		})
+	}
+}
