@@ -74,6 +74,9 @@ type observer struct {
 	// offloads names the offloads of the backend's device, for a backend
 	// that says them (offloadReporter); nil for the others.
 	offloads func() string
+	// keeper says the udp backend's descriptor keeper (keeperReporter);
+	// nil for the other backends.
+	keeper func() *UDPKeeper
 }
 
 // offloadReporter is a backend with a datapath of its own (udp) that says
@@ -83,16 +86,17 @@ type offloadReporter interface {
 }
 
 // watchBackend adds what the backend be says of itself to /status: its
-// device's offloads, if it says them; nothing of the backend before
-// (be nil: it was dropped).
+// device's offloads and its descriptor keeper, if it says them; nothing
+// of the backend before (be nil: it was dropped).
 func (o *observer) watchBackend(be backend.Backend) {
 	var offloads func() string
 	if r, ok := be.(offloadReporter); ok {
 		offloads = r.Offloads
 	}
+	keeper := udpKeeper(be)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.offloads = offloads
+	o.offloads, o.keeper = offloads, keeper
 }
 
 func newObserver() *observer {
@@ -608,10 +612,13 @@ func (o *observer) status(h *health) Status {
 	for k, n := range o.st.DriftRepairs {
 		st.DriftRepairs[k] = n
 	}
-	up, unusable, cause, noLeader, refused, offloads := o.etcdUp, o.unusable, o.etcdCause, o.etcdNoLeader, o.renewalRefused, o.offloads
+	up, unusable, cause, noLeader, refused, offloads, keeper := o.etcdUp, o.unusable, o.etcdCause, o.etcdNoLeader, o.renewalRefused, o.offloads, o.keeper
 	o.mu.Unlock()
 	if offloads != nil {
 		st.Offloads = offloads()
+	}
+	if keeper != nil {
+		st.UDPKeeper = keeper()
 	}
 	st.Ready, st.NotReadyReason = h.ready()
 	if up != nil {

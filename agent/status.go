@@ -24,6 +24,12 @@ type Status struct {
 	// UDP sends before the device). Absent for vxlan and host-gw, whose
 	// datapath is the kernel's, and until the udp device is prepared.
 	Offloads string `json:"offloads,omitempty"`
+	// UDPKeeper is the udp backend's descriptor keeper, the process that
+	// holds flannel0's queues and the sockets so that an agent restart
+	// loses no packet (agentd_udp_keeper_up,
+	// agentd_udp_keeper_restarts_total). Absent for vxlan and host-gw,
+	// and until the udp device is prepared.
+	UDPKeeper *UDPKeeper `json:"udpKeeper,omitempty"`
 
 	// ConfigPending is set while the network config key holds something
 	// other than the config this agent runs (which it keeps until it
@@ -149,6 +155,25 @@ type UnderlayDown struct {
 	// Since is when the agent first found it so (UTC); a change from one
 	// state to another keeps it.
 	Since time.Time `json:"since"`
+}
+
+// UDPKeeper is the udp backend's descriptor keeper.
+type UDPKeeper struct {
+	// Up is set while a keeper runs; while none does (its start failed:
+	// the agent tries again, at least once a minute, and logs why), an
+	// agent restart drops what is in flight.
+	Up bool `json:"up"`
+	// Pid is its process ID while it is up, when the agent knows it.
+	Pid int `json:"pid,omitempty"`
+	// Restarts counts keepers started anew because the one before died
+	// while this agent ran (killed: by hand, the OOM killer, a stop of
+	// the service's whole cgroup).
+	Restarts uint64 `json:"restarts"`
+	// Replaced is set when this agent, at its start, replaced the keeper
+	// it met with one of its own: one of another binary (an upgrade) or
+	// with capabilities this agent lacks, or to hold the queues and
+	// sockets it added.
+	Replaced bool `json:"replaced,omitempty"`
 }
 
 // SkippedPeer is a peer not programmed in the kernel: its lease key and why.

@@ -262,6 +262,10 @@ type Backend struct {
 	// offloads are the device's, as Prepare and then each generation of
 	// workers set them (Offloads).
 	offloads atomic.Int32
+	// keeperKnown is set once Prepare has the descriptors a keeper holds
+	// (Keeper); replaced, once takeOver replaced the keeper it met with
+	// one of this agent's.
+	keeperKnown, replaced atomic.Bool
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -371,6 +375,7 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	// never runs, read the events.
 	context.AfterFunc(ctx, b.segs.Hold(b.ns))
 	b.prepared = true
+	b.keeperKnown.Store(true)
 	// The workers set the offloads again, on whatever device they find;
 	// set here, they are known for the log.
 	offloads, err := setOffloads(b.setOffload, b.fds.tun[0])
@@ -593,6 +598,7 @@ func (b *Backend) takeOver(ctx context.Context) error {
 					return nil
 				}
 				started, err := b.handOver(ctx)
+				b.replaced.Store(started)
 				switch {
 				case started && other != "":
 					b.log.Info("replaced the descriptor keeper of another agentd binary (an upgrade since it started?), or of one with capabilities this agent lacks, with one of this agent's",
