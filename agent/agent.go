@@ -381,7 +381,7 @@ func (a *agent) run(ctx context.Context) error {
 	// the etcd client's through the tap, its own renewals through
 	// OnLeaseRenewed.
 	ttl := &leaseTTL{now: a.leaseClock, changed: a.health.leaseTimeChanged}
-	cli.Lease = ttl.tap(cli.Lease)
+	ttl.follow(cli.Client)
 	reg := subnet.NewRegistry(cli.Client, a.cfg.EtcdPrefix)
 
 	// A config that is absent, or invalid, is read again as soon as the

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/boottime"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 )
 
 // leaseTTL follows the time left on our etcd lease from the answers to the
@@ -15,10 +17,18 @@ import (
 // would be one request per agent and scrape interval, 67 a second for 1000
 // agents scraped every 15 s.
 //
-// It sees the answers through tap, which wraps the etcd client's Lease: the
-// manager calls KeepAlive on the client it was given and reports nothing
-// of the answers. When a keepalive is overdue the manager renews the lease
-// itself, outside the client, and reports those answers (renewed).
+// It sees the answers through follow, which gives the etcd client a Lease
+// of its own: the manager calls KeepAlive on the client it was given and
+// reports nothing of the answers. When a keepalive is overdue the manager
+// renews the lease itself, outside the client, and reports those answers
+// (renewed).
+//
+// etcd counts a renewed TTL from when the keepalive reached it, so the
+// lease's end is counted from when the keepalive was sent, the last moment
+// known to be before that, not from when its answer came: with etcd a
+// second away each way, an answer carrying a TTL of 10 s leaves 8 s, not
+// 10. The Lease given to the client sends its keepalives through a stream
+// that notes when each was sent, and etcd answers them in order.
 //
 // Time is read from boottime.Now, which goes on while the machine is
 // suspended, as etcd's clock does: after a sleep past the lease's end, the
@@ -36,6 +46,21 @@ type leaseTTL struct {
 	id    clientv3.LeaseID // the lease of the last answer; 0 before any
 	from  uint64           // the call that answer came through; 0 for renewed's
 	end   time.Time        // when that lease runs out unless renewed
+	// sent is, for each lease, when the keepalive whose answer came last
+	// was sent, by clock.
+	sent map[clientv3.LeaseID]time.Time
+}
+
+// follow gives c a Lease of its own, made as clientv3.NewLease makes the
+// client's (c's dial timeout is etcdConnectTimeout, see connectEtcd), whose
+// keepalive streams note when each request was sent, and taps it.
+func (t *leaseTTL) follow(c *clientv3.Client) {
+	old := c.Lease
+	c.Lease = t.tap(clientv3.NewLeaseFromLeaseClient(&sentNoter{LeaseClient: clientv3.RetryLeaseClient(c), t: t}, c, etcdConnectTimeout+time.Second))
+	// The client's own has started nothing yet: Close only releases it.
+	if old != nil {
+		_ = old.Close()
+	}
 }
 
 // tap returns l, whose KeepAlive answers t records on their way.
@@ -67,13 +92,29 @@ func (t *leaseTTL) call() uint64 {
 	return t.calls
 }
 
-// kept records an answer of the KeepAlive call numbered call.
+// kept records an answer of the KeepAlive call numbered call: the TTL it
+// carries counts from when its keepalive was sent, if noted, else from now.
 func (t *leaseTTL) kept(call uint64, resp *clientv3.LeaseKeepAliveResponse) {
 	t.mu.Lock()
 	t.id, t.from = resp.ID, call
-	t.end = t.clock().Add(time.Duration(resp.TTL) * time.Second)
+	from, ok := t.sent[resp.ID]
+	if !ok {
+		from = t.clock()
+	}
+	t.end = from.Add(time.Duration(resp.TTL) * time.Second)
 	t.mu.Unlock()
 	t.tell()
+}
+
+// answered notes that the answer to a keepalive of lease id sent at sent
+// has come, before the etcd client passes it on.
+func (t *leaseTTL) answered(id clientv3.LeaseID, sent time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.sent == nil {
+		t.sent = map[clientv3.LeaseID]time.Time{}
+	}
+	t.sent[id] = sent
 }
 
 // tell calls changed, if set; t.mu is not held.
@@ -144,4 +185,63 @@ func (k *ttlTap) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan *cl
 		}
 	}()
 	return out, nil
+}
+
+// sentNoter is the etcd client's pb.LeaseClient, whose keepalive streams
+// note when each request was sent.
+type sentNoter struct {
+	etcdserverpb.LeaseClient
+	t *leaseTTL
+}
+
+func (n *sentNoter) LeaseKeepAlive(ctx context.Context, opts ...grpc.CallOption) (etcdserverpb.Lease_LeaseKeepAliveClient, error) {
+	s, err := n.LeaseClient.LeaseKeepAlive(ctx, opts...)
+	if err != nil {
+		return s, err
+	}
+	return &sentNotingStream{Lease_LeaseKeepAliveClient: s, t: n.t}, nil
+}
+
+// sentNotingStream is a keepalive stream of the etcd client. etcd answers
+// each request on it, in order (a lease it no longer has with a TTL of 0),
+// so the answer Recv returns is to the oldest request not yet answered.
+// The client sends from one goroutine and receives on another.
+type sentNotingStream struct {
+	etcdserverpb.Lease_LeaseKeepAliveClient
+	t *leaseTTL
+
+	mu   sync.Mutex
+	sent []time.Time // of the requests not answered yet, oldest first
+}
+
+func (s *sentNotingStream) Send(r *etcdserverpb.LeaseKeepAliveRequest) error {
+	s.mu.Lock()
+	s.sent = append(s.sent, s.t.clock())
+	s.mu.Unlock()
+	err := s.Lease_LeaseKeepAliveClient.Send(r)
+	if err != nil {
+		// Not sent, or the stream is broken: nothing more comes on it.
+		s.mu.Lock()
+		s.sent = s.sent[:len(s.sent)-1]
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *sentNotingStream) Recv() (*etcdserverpb.LeaseKeepAliveResponse, error) {
+	resp, err := s.Lease_LeaseKeepAliveClient.Recv()
+	if err != nil {
+		return resp, err
+	}
+	s.mu.Lock()
+	var sent time.Time
+	if len(s.sent) > 0 {
+		sent = s.sent[0]
+		s.sent = s.sent[1:]
+	}
+	s.mu.Unlock()
+	if !sent.IsZero() {
+		s.t.answered(clientv3.LeaseID(resp.ID), sent)
+	}
+	return resp, nil
 }
