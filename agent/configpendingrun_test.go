@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,10 +17,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// configPendingRunEnv, when set, makes TestConfigPendingAtRun the child; it
-// names the etcd endpoint.
-const configPendingRunEnv = "AGENTD_CONFIG_PENDING_TEST_ETCD"
 
 // TestConfigPendingAtRun: an agent started behind NAT (--public-ip
 // 198.19.0.1, not eth0's 198.18.0.1) over a subnet.env whose FLANNEL_MTU
@@ -39,13 +34,9 @@ const configPendingRunEnv = "AGENTD_CONFIG_PENDING_TEST_ETCD"
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestConfigPendingAtRun(t *testing.T) {
-	if ep := os.Getenv(configPendingRunEnv); ep != "" {
-		configPendingRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestConfigPendingAtRun", configPendingRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/pending/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, configPendingRunChild)
 }
 
 func configPendingRunChild(t *testing.T, etcd string) {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -27,10 +26,6 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// configWakeEnv, when set, makes TestConfigChangeWakesWaitingAgent the
-// child; it names the etcd endpoint.
-const configWakeEnv = "AGENTD_CONFIG_WAKE_TEST_ETCD"
-
 // TestConfigChangeWakesWaitingAgent: an agent out of subnets retries with
 // a backoff that grows to 5–10 s. The operator widens the pool right after
 // one of its attempts (seen as etcd's range count rising, then still). The
@@ -41,25 +36,17 @@ const configWakeEnv = "AGENTD_CONFIG_WAKE_TEST_ETCD"
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestConfigChangeWakesWaitingAgent(t *testing.T) {
-	if ep := os.Getenv(configWakeEnv); ep != "" {
-		configWakeChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestConfigChangeWakesWaitingAgent", configWakeEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/wake/config": `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"fake"}}`,
 		// Another host's reservation: the pool's one subnet is taken.
 		"/wake/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2","BackendType":"fake"}`,
-	})
+	}, configWakeChild)
 }
 
 func configWakeChild(t *testing.T, etcd string) {
 	wakeChild(t, etcd, "/wake", "out of subnets: all 1 subnets",
 		`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.2.0","Backend":{"Type":"fake"}}`, "10.244.2.1/24")
 }
-
-// configFixedEnv, when set, makes TestConfigFixedWakesWaitingAgent the
-// child; it names the etcd endpoint.
-const configFixedEnv = "AGENTD_CONFIG_FIXED_TEST_ETCD"
 
 // TestConfigFixedWakesWaitingAgent: an agent started with an invalid
 // network config reads it again with a backoff that grows to 5–10 s. The
@@ -68,13 +55,11 @@ const configFixedEnv = "AGENTD_CONFIG_FIXED_TEST_ETCD"
 // 2026-12-06 it read the key again only at its next attempt, up to 10 s
 // later.
 func TestConfigFixedWakesWaitingAgent(t *testing.T) {
-	if ep := os.Getenv(configFixedEnv); ep != "" {
+	cluster.RunInHost(t, map[string]string{
+		"/fixed/config": `{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"fake"}}`,
+	}, func(t *testing.T, ep string) {
 		wakeChild(t, ep, "/fixed", `cannot read the network config; retrying`,
 			`{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`, "")
-		return
-	}
-	cluster.RunTestInHost(t, "TestConfigFixedWakesWaitingAgent", configFixedEnv, map[string]string{
-		"/fixed/config": `{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"fake"}}`,
 	})
 }
 
@@ -188,10 +173,6 @@ func etcdRanges(ctx context.Context, etcd string) (float64, error) {
 	return 0, errors.New("etcd's /metrics has no etcd_mvcc_range_total")
 }
 
-// configRetakeEnv, when set, makes TestConfigTakenWhileWaiting the child;
-// it names the etcd endpoint.
-const configRetakeEnv = "AGENTD_CONFIG_RETAKE_TEST_ETCD"
-
 // TestConfigTakenWhileWaiting: an agent out of subnets, holding no lease
 // and so having written no subnet.env and programmed no peer, is given a
 // config with another Network, SubnetLen and backend Type. It takes it as a
@@ -207,14 +188,10 @@ const configRetakeEnv = "AGENTD_CONFIG_RETAKE_TEST_ETCD"
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestConfigTakenWhileWaiting(t *testing.T) {
-	if ep := os.Getenv(configRetakeEnv); ep != "" {
-		configRetakeChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestConfigTakenWhileWaiting", configRetakeEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/retake/config":                `{"Network":"10.244.0.0/20","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"fake"}}`,
 		"/retake/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2","BackendType":"fake"}`,
-	})
+	}, configRetakeChild)
 }
 
 // recBackend is the fake backend under another Type, recording the
@@ -406,9 +383,6 @@ func childEtcd(t *testing.T, etcd string) *clientv3.Client {
 	return cli
 }
 
-// directPeersEnv, when set, makes TestDirectPeers the child.
-const directPeersEnv = "AGENTD_DIRECT_PEERS_TEST_ETCD"
-
 // TestDirectPeers: what the config watch counts for a VNI or Port change
 // under DirectRouting, read from h1's kernel: of the peers in the running
 // Network, those whose public IP is on eth0's segment (198.18.0.0/24) are
@@ -420,11 +394,7 @@ const directPeersEnv = "AGENTD_DIRECT_PEERS_TEST_ETCD"
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again
 //	               └─ etcd 198.18.0.254
 func TestDirectPeers(t *testing.T) {
-	if os.Getenv(directPeersEnv) != "" {
-		directPeersChild(t)
-		return
-	}
-	cluster.RunTestInHost(t, "TestDirectPeers", directPeersEnv, nil)
+	cluster.RunInHost(t, nil, func(t *testing.T, _ string) { directPeersChild(t) })
 }
 
 func directPeersChild(t *testing.T) {
@@ -451,9 +421,6 @@ func directPeersChild(t *testing.T) {
 	}
 }
 
-// udpRetakeEnv, when set, makes TestConfigTakenWhileWaitingUDP the child.
-const udpRetakeEnv = "AGENTD_UDP_RETAKE_TEST_ETCD"
-
 // TestConfigTakenWhileWaitingUDP: TestConfigTakenWhileWaiting with the real
 // udp backend, whose Prepare takes the agent's claim on flannel0 and starts
 // the descriptor keeper. An agent out of subnets given another Network
@@ -461,19 +428,13 @@ const udpRetakeEnv = "AGENTD_UDP_RETAKE_TEST_ETCD"
 // config's udp backend prepares (else: "another agentd runs the udp
 // backend on flannel0") and leases in the new Network.
 func TestConfigTakenWhileWaitingUDP(t *testing.T) {
-	if ep := os.Getenv(udpRetakeEnv); ep != "" {
-		udpRetakeChild(t, ep, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`)
-		return
-	}
-	cluster.RunTestInHost(t, "TestConfigTakenWhileWaitingUDP", udpRetakeEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/udpretake/config":                `{"Network":"10.244.0.0/20","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"udp"}}`,
 		"/udpretake/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2"}`,
+	}, func(t *testing.T, ep string) {
+		udpRetakeChild(t, ep, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`)
 	})
 }
-
-// udpRetakePortEnv, when set, makes TestConfigTakenWhileWaitingUDPPort the
-// child.
-const udpRetakePortEnv = "AGENTD_UDP_RETAKE_PORT_TEST_ETCD"
 
 // TestConfigTakenWhileWaitingUDPPort is TestConfigTakenWhileWaitingUDP with
 // another udp Port in the new config, which a waiting agent takes since
@@ -482,13 +443,11 @@ const udpRetakePortEnv = "AGENTD_UDP_RETAKE_PORT_TEST_ETCD"
 // Prepare, needing sockets on 8286, found flannel0's queues held by "a
 // process that this agent cannot see", itself, and the agent exited.
 func TestConfigTakenWhileWaitingUDPPort(t *testing.T) {
-	if ep := os.Getenv(udpRetakePortEnv); ep != "" {
-		udpRetakeChild(t, ep, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":8286}}`)
-		return
-	}
-	cluster.RunTestInHost(t, "TestConfigTakenWhileWaitingUDPPort", udpRetakePortEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/udpretake/config":                `{"Network":"10.244.0.0/20","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"udp"}}`,
 		"/udpretake/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2"}`,
+	}, func(t *testing.T, ep string) {
+		udpRetakeChild(t, ep, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":8286}}`)
 	})
 }
 

@@ -23,15 +23,6 @@ import (
 // tests give the watch those themselves, so without these tests run could
 // give it less and every test would pass.
 
-// configWatchRunEnv and directRoutingRunEnv, when set, make
-// TestConfigWatchRunJudgesInterfaceMTUNow and
-// TestConfigWatchRunSaysStrictRPFilter the child; they name the etcd
-// endpoint.
-const (
-	configWatchRunEnv   = "AGENTD_CONFIG_WATCH_RUN_TEST_ETCD"
-	directRoutingRunEnv = "AGENTD_DIRECT_ROUTING_RUN_TEST_ETCD"
-)
-
 // runPending runs an agent of cfg (the fake backend, and vxlan) until it is
 // ready, writes the config key newConfig, and returns /status
 // configPending once it is there.
@@ -72,7 +63,9 @@ func runPending(t *testing.T, cfg Config, newConfig string, before func()) *Conf
 // to 1400 once the agent (fake backend) is ready, and the key is rewritten
 // with vxlan at MTU 1450.
 func TestConfigWatchRunJudgesInterfaceMTUNow(t *testing.T) {
-	if ep := os.Getenv(configWatchRunEnv); ep != "" {
+	cluster.RunInHost(t, map[string]string{
+		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+	}, func(t *testing.T, ep string) {
 		cfg := hostConfig(t, ep, "/coreos.com/network")
 		lower := func() {
 			eth0, err := netlink.LinkByName("eth0")
@@ -90,10 +83,6 @@ func TestConfigWatchRunJudgesInterfaceMTUNow(t *testing.T) {
 		if want := `"Backend.MTU": 1450 is more than the external interface eth0's MTU 1400`; !strings.Contains(p.HostCannotRun, want) {
 			t.Errorf("eth0 lowered to MTU 1400, key rewritten with vxlan MTU 1450: configPending %+v; want hostCannotRun with %q", p, want)
 		}
-		return
-	}
-	cluster.RunTestInHost(t, "TestConfigWatchRunJudgesInterfaceMTUNow", configWatchRunEnv, map[string]string{
-		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	})
 }
 
@@ -103,7 +92,9 @@ func TestConfigWatchRunJudgesInterfaceMTUNow(t *testing.T) {
 // is dropped until every host runs it: run gives the config watch the
 // rp_filter check.
 func TestConfigWatchRunSaysStrictRPFilter(t *testing.T) {
-	if ep := os.Getenv(directRoutingRunEnv); ep != "" {
+	cluster.RunInHost(t, map[string]string{
+		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
+	}, func(t *testing.T, ep string) {
 		cfg := hostConfig(t, ep, "/coreos.com/network")
 		strict := func() {
 			if err := os.WriteFile("/proc/sys/net/ipv4/conf/eth0/rp_filter", []byte("1"), 0); err != nil {
@@ -114,31 +105,21 @@ func TestConfigWatchRunSaysStrictRPFilter(t *testing.T) {
 		if want := "this host filters by reverse path strictly (rp_filter 1 on eth0"; !strings.Contains(p.Note, want) {
 			t.Errorf("DirectRouting turned on with eth0's rp_filter 1: configPending %+v; want a note with %q", p, want)
 		}
-		return
-	}
-	cluster.RunTestInHost(t, "TestConfigWatchRunSaysStrictRPFilter", directRoutingRunEnv, map[string]string{
-		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 	})
 }
-
-// configInvalidRunEnv, when set, makes TestConfigWatchRunJudgesBackendOptions
-// the child; it names the etcd endpoint.
-const configInvalidRunEnv = "AGENTD_CONFIG_INVALID_RUN_TEST_ETCD"
 
 // TestConfigWatchRunJudgesBackendOptions: a key rewritten with a backend
 // option no backend accepts (a VNI beyond vxlan's 24 bits) is pending as
 // invalid: run gives the config watch the backends' own check of their
 // options (optionsCheck).
 func TestConfigWatchRunJudgesBackendOptions(t *testing.T) {
-	if ep := os.Getenv(configInvalidRunEnv); ep != "" {
+	cluster.RunInHost(t, map[string]string{
+		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
+	}, func(t *testing.T, ep string) {
 		cfg := hostConfig(t, ep, "/coreos.com/network")
 		p := runPending(t, cfg, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":99999999}}`, func() {})
 		if !strings.Contains(p.Invalid, "99999999") {
 			t.Errorf("key rewritten with vxlan VNI 99999999: configPending %+v; want it invalid, naming the VNI", p)
 		}
-		return
-	}
-	cluster.RunTestInHost(t, "TestConfigWatchRunJudgesBackendOptions", configInvalidRunEnv, map[string]string{
-		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	})
 }

@@ -12,10 +12,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 )
 
-// ipForwardWaitRunEnv, when set, makes TestIPForwardingOffSaidWhileWaiting
-// the child; it names the etcd endpoint.
-const ipForwardWaitRunEnv = "AGENTD_IP_FORWARD_WAIT_TEST_ETCD"
-
 // TestIPForwardingOffSaidWhileWaiting: the agent that run assembles says in
 // /status ipForwardingOff that net.ipv4.ip_forward is 0 from its start,
 // while it waits for a network config that etcd does not hold yet, not
@@ -23,11 +19,7 @@ const ipForwardWaitRunEnv = "AGENTD_IP_FORWARD_WAIT_TEST_ETCD"
 // TestAgentSaysIPForwardingOff starts with a config, so without this test
 // run could leave its first check out and every test would pass.
 func TestIPForwardingOffSaidWhileWaiting(t *testing.T) {
-	if ep := os.Getenv(ipForwardWaitRunEnv); ep != "" {
-		ipForwardWaitRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestIPForwardingOffSaidWhileWaiting", ipForwardWaitRunEnv, map[string]string{})
+	cluster.RunInHost(t, map[string]string{}, ipForwardWaitRunChild)
 }
 
 func ipForwardWaitRunChild(t *testing.T, etcd string) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +13,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// poolWidenEnv, when set, makes TestPoolWidenedWhileWaiting the child; it
-// names the etcd endpoint.
-const poolWidenEnv = "AGENTD_POOL_WIDEN_TEST_ETCD"
 
 // TestPoolWidenedWhileWaiting: a pool of one subnet (10.244.1.0/24), held
 // by another host's key, so a new agent says "out of subnets" and waits.
@@ -31,15 +26,11 @@ const poolWidenEnv = "AGENTD_POOL_WIDEN_TEST_ETCD"
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestPoolWidenedWhileWaiting(t *testing.T) {
-	if ep := os.Getenv(poolWidenEnv); ep != "" {
-		poolWidenChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestPoolWidenedWhileWaiting", poolWidenEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/widen/config": `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"fake"}}`,
 		// Another host's reservation: the pool's one subnet is taken.
 		"/widen/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2","BackendType":"fake"}`,
-	})
+	}, poolWidenChild)
 }
 
 func poolWidenChild(t *testing.T, etcd string) {

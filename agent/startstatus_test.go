@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +14,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// startStatusEnv, when set, makes TestStatusWhileWaitingForConfig the
-// child; it names the etcd endpoint.
-const startStatusEnv = "AGENTD_START_STATUS_TEST_ETCD"
-
 // TestStatusWhileWaitingForConfig: while the agent waits for the network
 // config (etcd answers, the key is absent), /status, agentctl status's
 // source, says etcd is connected and the agent is not ready because of the
@@ -26,11 +21,7 @@ const startStatusEnv = "AGENTD_START_STATUS_TEST_ETCD"
 // operator is sent to the missing key, not to etcd's connectivity. Once the
 // config is written the agent turns ready.
 func TestStatusWhileWaitingForConfig(t *testing.T) {
-	if ep := os.Getenv(startStatusEnv); ep != "" {
-		startStatusChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestStatusWhileWaitingForConfig", startStatusEnv, nil)
+	cluster.RunInHost(t, nil, startStatusChild)
 }
 
 // statusAgent runs an agent of the fake backend under prefix in h1 of
@@ -117,22 +108,14 @@ func startStatusChild(t *testing.T, etcd string) {
 	}
 }
 
-// badLeasesEnv, when set, makes TestStatusBadLeasesFollowKeys the child; it
-// names the etcd endpoint.
-const badLeasesEnv = "AGENTD_BAD_LEASES_TEST_ETCD"
-
 // TestStatusBadLeasesFollowKeys: /status's badLeases (agentctl status's
 // "invalid leases skipped") and agentd_bad_lease_keys are the keys skipped
 // now: they go back down once the operator fixes or deletes such a key,
 // while agentd_bad_leases_total keeps counting the bad writes.
 func TestStatusBadLeasesFollowKeys(t *testing.T) {
-	if ep := os.Getenv(badLeasesEnv); ep != "" {
-		badLeasesChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestStatusBadLeasesFollowKeys", badLeasesEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/bad/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, badLeasesChild)
 }
 
 func badLeasesChild(t *testing.T, etcd string) {

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -10,10 +9,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/klog/v2"
 )
-
-// startStatusRunEnv, when set, makes TestStatusSentAtRunStart the child; it
-// names the etcd endpoint.
-const startStatusRunEnv = "AGENTD_START_STATUS_TEST_ETCD"
 
 // TestStatusSentAtRunStart: Run tells the service manager why the agent is
 // not ready yet (STATUS=, which `systemctl status` shows beside
@@ -24,11 +19,7 @@ const startStatusRunEnv = "AGENTD_START_STATUS_TEST_ETCD"
 // every test would pass: then systemd showed nothing for as long as etcd
 // stayed silent.
 func TestStatusSentAtRunStart(t *testing.T) {
-	if ep := os.Getenv(startStatusRunEnv); ep != "" {
-		startStatusRunChild(t)
-		return
-	}
-	cluster.RunTestInHost(t, "TestStatusSentAtRunStart", startStatusRunEnv, map[string]string{})
+	cluster.RunInHost(t, map[string]string{}, func(t *testing.T, _ string) { startStatusRunChild(t) })
 }
 
 func startStatusRunChild(t *testing.T) {
