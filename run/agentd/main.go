@@ -140,11 +140,12 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 		klog.InfoS("SIGHUP ignored: agentd reads its settings at start only; restart it to apply new ones (systemctl restart agentd)")
 	})
 	defer release()
-	ctx = klog.NewContext(ctx, klog.Background())
+	log := logSafe(klog.Background())
+	ctx = klog.NewContext(ctx, log)
 
 	klog.InfoS("starting agentd", "version", version, "etcdEndpoints", opts.cfg.EtcdEndpoints, "etcdPrefix", opts.cfg.EtcdPrefix, "releaseLease", opts.cfg.ReleaseLease)
 	if err := agent.Run(ctx, opts.cfg); err != nil {
-		klog.ErrorS(err, "agentd failed")
+		log.Error(err, "agentd failed")
 		return exitFailure
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
