@@ -342,23 +342,15 @@ func TestEndpointCheckAloneStates(t *testing.T) {
 	}
 }
 
-// runAloneEnv, when set, makes TestRunChecksSingleEndpoint the child; it
-// names the etcd endpoint.
-const runAloneEnv = "AGENTD_RUN_ALONE_TEST_ETCD"
-
 // TestRunChecksSingleEndpoint: the agent run whole with one etcd endpoint,
 // the default setup, checks it every --etcd-endpoint-check-interval:
 // etcd counts its Status requests, and /metrics has
 // agentd_etcd_endpoint_up and the agentd_etcd_alarm series. It ran no check
 // with one endpoint, so none of them.
 func TestRunChecksSingleEndpoint(t *testing.T) {
-	if ep := os.Getenv(runAloneEnv); ep != "" {
-		runAloneChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestRunChecksSingleEndpoint", runAloneEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
-	})
+	}, runAloneChild)
 }
 
 func runAloneChild(t *testing.T, etcd string) {

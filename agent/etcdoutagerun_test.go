@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,10 +12,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/vishvananda/netlink"
 )
-
-// etcdOutageRunEnv, when set, makes TestEtcdOutageReportedByRun the child;
-// it names the etcd endpoint.
-const etcdOutageRunEnv = "AGENTD_ETCD_OUTAGE_RUN_TEST_ETCD"
 
 // TestEtcdOutageReportedByRun: the agent that run assembles reports an etcd
 // outage once its lease is held: the "etcd unreachable" line, and /status
@@ -30,13 +25,9 @@ const etcdOutageRunEnv = "AGENTD_ETCD_OUTAGE_RUN_TEST_ETCD"
 // finds the outage reported: gRPC finds the connection dead by its
 // keepalive (10 s, and 5 s for the answer), the report comes 3 s later.
 func TestEtcdOutageReportedByRun(t *testing.T) {
-	if ep := os.Getenv(etcdOutageRunEnv); ep != "" {
-		etcdOutageRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestEtcdOutageReportedByRun", etcdOutageRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, etcdOutageRunChild)
 }
 
 func etcdOutageRunChild(t *testing.T, etcd string) {

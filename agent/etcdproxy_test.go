@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -127,13 +126,9 @@ func TestEtcdProxyLogged(t *testing.T) {
 	}
 }
 
-// Set, these make TestEtcdThroughProxy and TestEtcdProxyExcluded the
-// child, in h1's namespace, with etcd's endpoint.
-const (
-	etcdProxyEnv    = "AGENTD_ETCD_PROXY_TEST_ETCD"
-	etcdNoProxyEnv  = "AGENTD_ETCD_NO_PROXY_TEST_ETCD"
-	etcdProxyPrefix = "/proxytest"
-)
+// etcdProxyPrefix is where TestEtcdThroughProxy and TestEtcdProxyExcluded
+// put the key their clients read.
+const etcdProxyPrefix = "/proxytest"
 
 // TestEtcdThroughProxy: with HTTPS_PROXY set, agentd's etcd client (the
 // daemon's, connectEtcd, and agentctl's, NewEtcdClient) reaches etcd
@@ -148,11 +143,7 @@ const (
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again, and a CONNECT proxy on 198.18.0.1
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestEtcdThroughProxy(t *testing.T) {
-	if ep := os.Getenv(etcdProxyEnv); ep != "" {
-		etcdThroughProxyChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestEtcdThroughProxy", etcdProxyEnv, map[string]string{etcdProxyPrefix + "/k": "v"})
+	cluster.RunInHost(t, map[string]string{etcdProxyPrefix + "/k": "v"}, etcdThroughProxyChild)
 }
 
 func etcdThroughProxyChild(t *testing.T, etcd string) {
@@ -213,11 +204,7 @@ func etcdThroughProxyChild(t *testing.T, etcd string) {
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again, and a CONNECT proxy on 198.18.0.1
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestEtcdProxyExcluded(t *testing.T) {
-	if ep := os.Getenv(etcdNoProxyEnv); ep != "" {
-		etcdProxyExcludedChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestEtcdProxyExcluded", etcdNoProxyEnv, map[string]string{etcdProxyPrefix + "/k": "v"})
+	cluster.RunInHost(t, map[string]string{etcdProxyPrefix + "/k": "v"}, etcdProxyExcludedChild)
 }
 
 func etcdProxyExcludedChild(t *testing.T, etcd string) {

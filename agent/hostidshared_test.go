@@ -17,8 +17,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-const twinEnv = "AGENTD_TWIN_TEST_ETCD"
-
 // TestTwinTakesSubnetNewIdentity: another agentd with this host's identity
 // and public IP (a state dir cloned with a machine image, behind one NAT
 // address) takes our live lease over, as its start does: it writes our key
@@ -29,13 +27,9 @@ const twinEnv = "AGENTD_TWIN_TEST_ETCD"
 // lease back), and the twin would have stopped and done the same at its
 // restart, for ever.
 func TestTwinTakesSubnetNewIdentity(t *testing.T) {
-	if ep := os.Getenv(twinEnv); ep != "" {
-		twinChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestTwinTakesSubnetNewIdentity", twinEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/twin/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, twinChild)
 }
 
 func twinChild(t *testing.T, etcd string) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,10 +15,6 @@ import (
 	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// leaseLapseEnv, when set, makes TestNotReadyOnceLeaseTTLPassed the child;
-// it names the etcd endpoint.
-const leaseLapseEnv = "AGENTD_LEASE_LAPSE_TEST_ETCD"
 
 // TestNotReadyOnceLeaseTTLPassed: an agent stopped (SIGSTOP) or asleep past
 // its lease's TTL answers /readyz as soon as it runs again, before its
@@ -37,13 +32,9 @@ const leaseLapseEnv = "AGENTD_LEASE_LAPSE_TEST_ETCD"
 // until the lease manager reported the lease lost (on the namespace
 // cluster, one 200 a few ms after SIGCONT).
 func TestNotReadyOnceLeaseTTLPassed(t *testing.T) {
-	if ep := os.Getenv(leaseLapseEnv); ep != "" {
-		leaseLapseChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestNotReadyOnceLeaseTTLPassed", leaseLapseEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, leaseLapseChild)
 }
 
 func leaseLapseChild(t *testing.T, etcd string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,10 +11,6 @@ import (
 
 	"github.com/agentd/agentd/tests/cluster"
 )
-
-// leaseLapseRunEnv, when set, makes TestLeaseLapseSentByRun the child; it
-// names the etcd endpoint.
-const leaseLapseRunEnv = "AGENTD_LEASE_LAPSE_RUN_TEST_ETCD"
 
 // TestLeaseLapseSentByRun: the agent that run assembles logs and sends (as
 // STATUS=) the lapse of its etcd lease's TTL when it happens, with no probe
@@ -32,13 +27,9 @@ const leaseLapseRunEnv = "AGENTD_LEASE_LAPSE_RUN_TEST_ETCD"
 // TTL is 3 s; the endpoint checks are off, since each round judges the
 // readiness again too. Once etcd answers again the agent is ready again.
 func TestLeaseLapseSentByRun(t *testing.T) {
-	if ep := os.Getenv(leaseLapseRunEnv); ep != "" {
-		leaseLapseRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestLeaseLapseSentByRun", leaseLapseRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, leaseLapseRunChild)
 }
 
 // sentNotes collects the messages a health sends the service manager.

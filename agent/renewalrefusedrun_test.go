@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,10 +11,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// renewalRefusedRunEnv, when set, makes TestRenewalRefusedShownByRun the
-// child; it names the etcd endpoint.
-const renewalRefusedRunEnv = "AGENTD_RENEWAL_REFUSED_RUN_TEST_ETCD"
 
 // TestRenewalRefusedShownByRun: in the agent that run assembles, etcd's
 // refusal to renew our lease reaches /status etcdError (agentctl status)
@@ -31,13 +26,9 @@ const renewalRefusedRunEnv = "AGENTD_RENEWAL_REFUSED_RUN_TEST_ETCD"
 // renewal is overdue (8.5 s after the last answer), and the lease lives
 // until 15 s; the test stops the agent once /status says it.
 func TestRenewalRefusedShownByRun(t *testing.T) {
-	if ep := os.Getenv(renewalRefusedRunEnv); ep != "" {
-		renewalRefusedRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestRenewalRefusedShownByRun", renewalRefusedRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, renewalRefusedRunChild)
 }
 
 func renewalRefusedRunChild(t *testing.T, etcd string) {

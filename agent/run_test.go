@@ -53,10 +53,6 @@ func hostConfig(t *testing.T, etcd, prefix string) Config {
 	return cfg
 }
 
-// stopDuringPrepareEnv, when set, makes TestStopDuringPrepare the child; it
-// names the etcd endpoint.
-const stopDuringPrepareEnv = "AGENTD_PREPARE_TEST_ETCD"
-
 // TestStopDuringPrepare: a stop while the backend prepares its datapath
 // (which can take a while: udp waits for its device, vxlan for a free
 // port) is a clean stop, as at every other step of start-up, not an error
@@ -64,13 +60,9 @@ const stopDuringPrepareEnv = "AGENTD_PREPARE_TEST_ETCD"
 // part's failure is what stopped the run, Run returns that failure, not
 // the backend's "context canceled".
 func TestStopDuringPrepare(t *testing.T) {
-	if ep := os.Getenv(stopDuringPrepareEnv); ep != "" {
-		stopDuringPrepareChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestStopDuringPrepare", stopDuringPrepareEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/fake/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, stopDuringPrepareChild)
 }
 
 // preparingBackend is a fakeBackend whose Prepare returns only when its
@@ -141,22 +133,14 @@ func stopDuringPrepareChild(t *testing.T, etcd string) {
 	})
 }
 
-// leaseTTLEnv, when set, makes TestLeaseTTLMetricCostsEtcdNothing the child;
-// it names the etcd endpoint.
-const leaseTTLEnv = "AGENTD_LEASE_TTL_TEST_ETCD"
-
 // TestLeaseTTLMetricCostsEtcdNothing: agentd_lease_ttl_remaining_seconds is
 // there once the lease is held, close to the lease's TTL, and no scrape
 // sends etcd a request (1000 agents scraped every 15 s would be 67 requests
 // a second): etcd's own count of LeaseTimeToLive requests does not move.
 func TestLeaseTTLMetricCostsEtcdNothing(t *testing.T) {
-	if ep := os.Getenv(leaseTTLEnv); ep != "" {
-		leaseTTLChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestLeaseTTLMetricCostsEtcdNothing", leaseTTLEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
-	})
+	}, leaseTTLChild)
 }
 
 var (
@@ -246,10 +230,6 @@ func httpGet(url string) (int, []byte, error) {
 	return resp.StatusCode, body, err
 }
 
-// leaseLostEnv, when set, makes TestLeaseLostRemovesSubnetEnv the child; it
-// names the etcd endpoint.
-const leaseLostEnv = "AGENTD_LEASE_LOST_TEST_ETCD"
-
 // TestLeaseLostRemovesSubnetEnv: a stop leaves subnet.env in place (dockerd
 // and pods keep working across a restart); when another host takes our
 // subnet's key, the agent ends with ErrLeaseLost and subnet.env is gone, so
@@ -258,16 +238,12 @@ const leaseLostEnv = "AGENTD_LEASE_LOST_TEST_ETCD"
 // takes the same subnet back, with the key still taken it leases another and
 // says MOVING TO ANOTHER SUBNET, as it did when subnet.env stayed.
 func TestLeaseLostRemovesSubnetEnv(t *testing.T) {
-	if ep := os.Getenv(leaseLostEnv); ep != "" {
-		leaseLostChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestLeaseLostRemovesSubnetEnv", leaseLostEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/freed/config":    `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 		"/taken/config":    `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 		"/released/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 		"/expired/config":  `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, leaseLostChild)
 }
 
 func leaseLostChild(t *testing.T, etcd string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +14,6 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"k8s.io/klog/v2"
 )
-
-// leaseNOSPACEEnv, when set, makes TestStatusLeaseNotRecreatedNOSPACE the
-// child.
-const leaseNOSPACEEnv = "AGENTD_LEASE_NOSPACE_TEST"
 
 // TestStatusLeaseNotRecreatedNOSPACE: etcd's NOSPACE alarm lets the
 // agent's keepalives through (they are not writes) but refuses new leases.
@@ -35,11 +30,7 @@ const leaseNOSPACEEnv = "AGENTD_LEASE_NOSPACE_TEST"
 // one-member etcd with a quota of 1 MiB on h1's loopback; lease TTL 2 s,
 // endpoint checks every second.
 func TestStatusLeaseNotRecreatedNOSPACE(t *testing.T) {
-	if os.Getenv(leaseNOSPACEEnv) != "" {
-		leaseNOSPACEChild(t)
-		return
-	}
-	cluster.RunTestInHost(t, "TestStatusLeaseNotRecreatedNOSPACE", leaseNOSPACEEnv, nil)
+	cluster.RunInHost(t, nil, func(t *testing.T, _ string) { leaseNOSPACEChild(t) })
 }
 
 func leaseNOSPACEChild(t *testing.T) {
