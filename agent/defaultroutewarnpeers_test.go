@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,11 +11,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// defaultRouteWarnPeersEnv, when set, makes
-// TestDefaultRouteWarningFromEtcdWithdrawn the child; it names the etcd
-// endpoint.
-const defaultRouteWarnPeersEnv = "AGENTD_DEFAULT_ROUTE_WARN_PEERS_TEST_ETCD"
 
 // TestDefaultRouteWarningFromEtcdWithdrawn is helper 235's first host of a
 // cluster: etcd on a management network (eth0), the hosts meeting on the
@@ -30,13 +24,9 @@ const defaultRouteWarnPeersEnv = "AGENTD_DEFAULT_ROUTE_WARN_PEERS_TEST_ETCD"
 //	               │                    pub0 198.19.0.1/24, default route via 198.19.0.254
 //	               └─ etcd 198.18.0.254; a peer's lease, public IP 198.19.0.2, is written later
 func TestDefaultRouteWarningFromEtcdWithdrawn(t *testing.T) {
-	if ep := os.Getenv(defaultRouteWarnPeersEnv); ep != "" {
-		defaultRouteWarnPeersChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestDefaultRouteWarningFromEtcdWithdrawn", defaultRouteWarnPeersEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/first/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, defaultRouteWarnPeersChild)
 }
 
 func defaultRouteWarnPeersChild(t *testing.T, etcd string) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +13,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"github.com/vishvananda/netlink"
 )
-
-// defaultRouteWarnEnv, when set, makes TestDefaultRouteWarnedAtStart the
-// child; it names the etcd endpoint.
-const defaultRouteWarnEnv = "AGENTD_DEFAULT_ROUTE_WARN_TEST_ETCD"
 
 // TestDefaultRouteWarnedAtStart is helper 225's host: a NAT or public NIC
 // holding the default route, and the network the hosts and etcd share on
@@ -32,14 +27,10 @@ const defaultRouteWarnEnv = "AGENTD_DEFAULT_ROUTE_WARN_TEST_ETCD"
 //	               │                    pub0 198.19.0.1/24, default route via 198.19.0.254
 //	               └─ etcd 198.18.0.254, holding a peer's lease with public IP 198.18.0.2
 func TestDefaultRouteWarnedAtStart(t *testing.T) {
-	if ep := os.Getenv(defaultRouteWarnEnv); ep != "" {
-		defaultRouteWarnChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestDefaultRouteWarnedAtStart", defaultRouteWarnEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/warn/config":                  `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 		"/warn/subnets/10.244.200.0-24": `{"PublicIP":"198.18.0.2","BackendType":"fake"}`,
-	})
+	}, defaultRouteWarnChild)
 }
 
 // startBehindPub0 is the child's host of the default-route warning's

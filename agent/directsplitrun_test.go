@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +13,6 @@ import (
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// directSplitPeersEnv, when set, makes TestDirectSplitFollowsPeers the
-// child; it names the etcd endpoint.
-const directSplitPeersEnv = "AGENTD_DIRECT_SPLIT_PEERS_TEST_ETCD"
 
 // TestDirectSplitFollowsPeers: a running vxlan agent with DirectRouting,
 // whose one peer (198.18.0.2) is on its segment, is given another VNI with
@@ -33,14 +28,10 @@ const directSplitPeersEnv = "AGENTD_DIRECT_SPLIT_PEERS_TEST_ETCD"
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestDirectSplitFollowsPeers(t *testing.T) {
-	if ep := os.Getenv(directSplitPeersEnv); ep != "" {
-		directSplitPeersChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestDirectSplitFollowsPeers", directSplitPeersEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/dsplit/config":                directSplitConfig,
 		"/dsplit/subnets/10.244.2.0-24": vxlanLease("198.18.0.2", 1, 2),
-	})
+	}, directSplitPeersChild)
 }
 
 // directSplitConfig is the running config of the DirectRouting verdict's
@@ -153,10 +144,6 @@ func directSplitPeersChild(t *testing.T, etcd string) {
 	r.lines(directSplits, 2, "and once the peer moved off the segment")
 }
 
-// directSplitSegmentEnv, when set, makes TestDirectSplitFollowsSegment the
-// child; it names the etcd endpoint.
-const directSplitSegmentEnv = "AGENTD_DIRECT_SPLIT_SEGMENT_TEST_ETCD"
-
 // TestDirectSplitFollowsSegment: while a VNI change under DirectRouting is
 // pending, the verdict follows this host's own segment as it follows the
 // peers. With one peer on eth0's segment (198.18.0.2) and one behind it
@@ -171,15 +158,11 @@ const directSplitSegmentEnv = "AGENTD_DIRECT_SPLIT_SEGMENT_TEST_ETCD"
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestDirectSplitFollowsSegment(t *testing.T) {
-	if ep := os.Getenv(directSplitSegmentEnv); ep != "" {
-		directSplitSegmentChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestDirectSplitFollowsSegment", directSplitSegmentEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/dseg/config":                  directSplitConfig,
 		"/dseg/subnets/10.244.250.0-24": vxlanLease("198.18.0.2", 1, 2),
 		"/dseg/subnets/10.244.251.0-24": vxlanLease("198.19.0.7", 1, 4),
-	})
+	}, directSplitSegmentChild)
 }
 
 func directSplitSegmentChild(t *testing.T, etcd string) {
@@ -216,10 +199,6 @@ func directSplitSegmentChild(t *testing.T, etcd string) {
 	r.lines(directNoSplit, 2, "once the route was added, and once the address")
 }
 
-// directSplitNoPeerEnv, when set, makes TestDirectSplitNoPeerYet the
-// child; it names the etcd endpoint.
-const directSplitNoPeerEnv = "AGENTD_DIRECT_SPLIT_NO_PEER_TEST_ETCD"
-
 // TestDirectSplitNoPeerYet: a VNI change under DirectRouting on a host
 // with no peer yet cuts it off from no host: the verdict says so, with no
 // incompatible, and that it is judged again when peers appear; a peer that
@@ -231,13 +210,9 @@ const directSplitNoPeerEnv = "AGENTD_DIRECT_SPLIT_NO_PEER_TEST_ETCD"
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestDirectSplitNoPeerYet(t *testing.T) {
-	if ep := os.Getenv(directSplitNoPeerEnv); ep != "" {
-		directSplitNoPeerChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestDirectSplitNoPeerYet", directSplitNoPeerEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/dnone/config": directSplitConfig,
-	})
+	}, directSplitNoPeerChild)
 }
 
 func directSplitNoPeerChild(t *testing.T, etcd string) {

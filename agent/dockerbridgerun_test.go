@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -12,10 +11,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/vishvananda/netlink"
 )
-
-// dockerBridgeRunEnv, when set, makes TestDockerBridgeOutsideSaid the
-// child; it names the etcd endpoint.
-const dockerBridgeRunEnv = "AGENTD_DOCKER_BRIDGE_TEST_ETCD"
 
 // TestDockerBridgeOutsideSaid: in h1, a bridge named docker0 at dockerd's
 // default 172.17.0.1/16 (dockerd started without subnet.env's --bip): with
@@ -30,13 +25,9 @@ const dockerBridgeRunEnv = "AGENTD_DOCKER_BRIDGE_TEST_ETCD"
 //	    flannel0 <subnet>.0/32, route 10.244.0.0/16 (as the udp backend has them)
 //	    cni0 <FLANNEL_SUBNET> (last step)
 func TestDockerBridgeOutsideSaid(t *testing.T) {
-	if ep := os.Getenv(dockerBridgeRunEnv); ep != "" {
-		dockerBridgeRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestDockerBridgeOutsideSaid", dockerBridgeRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/dkr/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, dockerBridgeRunChild)
 }
 
 func dockerBridgeRunChild(t *testing.T, etcd string) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -144,10 +143,6 @@ func TestCheckExternalInterface(t *testing.T) {
 	check("renamed, name taken again", ext, fmt.Sprintf("bond0 was index %d, renamed bond1, now index %d", ext.Iface.Index, index("bond0")), true)
 }
 
-// ifaceRecreatedEnv, when set, makes TestExternalInterfaceRecreated the
-// child; it names the etcd endpoint.
-const ifaceRecreatedEnv = "AGENTD_IFACE_RECREATED_TEST_ETCD"
-
 // TestExternalInterfaceRecreated: when the external interface is deleted
 // and made again (an operator's `ip link del bond0; ip link add …`, netplan
 // apply), same name and address but a new index, the agent of each backend
@@ -165,10 +160,6 @@ const ifaceRecreatedEnv = "AGENTD_IFACE_RECREATED_TEST_ETCD"
 //	               │                  bond0 198.19.0.1/24 (a veth pair in h1)
 //	               └─ etcd 198.18.0.254  a real etcd, a peer 198.19.0.2 on bond0's segment
 func TestExternalInterfaceRecreated(t *testing.T) {
-	if ep := os.Getenv(ifaceRecreatedEnv); ep != "" {
-		ifaceRecreatedChild(t, ep)
-		return
-	}
 	kvs := map[string]string{}
 	for typ, value := range map[string]string{
 		"vxlan":   `{"PublicIP":"198.19.0.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:4d"}}`,
@@ -178,7 +169,7 @@ func TestExternalInterfaceRecreated(t *testing.T) {
 		kvs["/"+typ+"/config"] = `{"Network":"10.244.0.0/16","Backend":{"Type":"` + typ + `"}}`
 		kvs["/"+typ+"/subnets/10.244.77.0-24"] = value
 	}
-	cluster.RunTestInHost(t, "TestExternalInterfaceRecreated", ifaceRecreatedEnv, kvs)
+	cluster.RunInHost(t, kvs, ifaceRecreatedChild)
 }
 
 var (

@@ -15,10 +15,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 )
 
-// ipForwardIfaceRunEnv, when set, makes TestAgentSaysInterfaceForwardingOff
-// the child; it names the etcd endpoint.
-const ipForwardIfaceRunEnv = "AGENTD_IP_FORWARD_IFACE_TEST_ETCD"
-
 // TestAgentSaysInterfaceForwardingOff: with net.ipv4.ip_forward at 1, an
 // interface whose own forwarding is 0 forwards nothing that arrives on it
 // (the kernel asks the ingress interface's). An agent in h1 says in
@@ -29,13 +25,9 @@ const ipForwardIfaceRunEnv = "AGENTD_IP_FORWARD_IFACE_TEST_ETCD"
 // or the CNI plugin make it. Before, only ip_forward was read, and
 // /status said nothing while no packet crossed.
 func TestAgentSaysInterfaceForwardingOff(t *testing.T) {
-	if ep := os.Getenv(ipForwardIfaceRunEnv); ep != "" {
-		ipForwardIfaceRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestAgentSaysInterfaceForwardingOff", ipForwardIfaceRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/fwdif/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, ipForwardIfaceRunChild)
 }
 
 func ipForwardIfaceRunChild(t *testing.T, etcd string) {

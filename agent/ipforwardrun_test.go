@@ -12,10 +12,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 )
 
-// ipForwardRunEnv, when set, makes TestAgentSaysIPForwardingOff the child;
-// it names the etcd endpoint.
-const ipForwardRunEnv = "AGENTD_IP_FORWARD_TEST_ETCD"
-
 // TestAgentSaysIPForwardingOff: an agent on a host with net.ipv4.ip_forward
 // at 0 (h1, a fresh namespace: nothing set it) says in /status (agentctl
 // status's source) from its start that its containers' packets are not
@@ -27,13 +23,9 @@ const ipForwardRunEnv = "AGENTD_IP_FORWARD_TEST_ETCD"
 // pods of such a host reached no other host while every backend looked
 // well, with no message anywhere (helper 254, on the namespace cluster).
 func TestAgentSaysIPForwardingOff(t *testing.T) {
-	if ep := os.Getenv(ipForwardRunEnv); ep != "" {
-		ipForwardRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestAgentSaysIPForwardingOff", ipForwardRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/fwd/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, ipForwardRunChild)
 }
 
 func ipForwardRunChild(t *testing.T, etcd string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +14,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
 )
-
-// externalMTUEnv, when set, makes TestExternalMTUFollowed the child; it
-// names the etcd endpoint.
-const externalMTUEnv = "AGENTD_EXTERNAL_MTU_TEST_ETCD"
 
 // TestExternalMTUFollowed: the external interface's MTU changes while the
 // agent runs (`ip link set bond0 mtu …`: a DHCP client lowering 9001 to
@@ -35,15 +30,11 @@ const externalMTUEnv = "AGENTD_EXTERNAL_MTU_TEST_ETCD"
 //	               │                  bond0 198.19.0.1/24 (a veth pair in h1)
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestExternalMTUFollowed(t *testing.T) {
-	if ep := os.Getenv(externalMTUEnv); ep != "" {
-		externalMTUChild(t, ep)
-		return
-	}
 	kvs := map[string]string{}
 	for _, typ := range []string{"vxlan", "host-gw", "udp"} {
 		kvs["/"+typ+"/config"] = `{"Network":"10.244.0.0/16","Backend":{"Type":"` + typ + `"}}`
 	}
-	cluster.RunTestInHost(t, "TestExternalMTUFollowed", externalMTUEnv, kvs)
+	cluster.RunInHost(t, kvs, externalMTUChild)
 }
 
 func externalMTUChild(t *testing.T, etcd string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -14,10 +13,6 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// underlayDownEnv, when set, makes TestStatusSaysUnderlayDown the child; it
-// names the etcd endpoint.
-const underlayDownEnv = "AGENTD_UNDERLAY_DOWN_TEST_ETCD"
-
 // TestStatusSaysUnderlayDown: with the external interface set down, a vxlan
 // agent's /status said nothing (its device and entries stay, no pass
 // fails), and a host-gw agent's only lastResyncError, in host-gw's words.
@@ -26,15 +21,11 @@ const underlayDownEnv = "AGENTD_UNDERLAY_DOWN_TEST_ETCD"
 // again underlayDown is gone. The agent runs in h1 of a one-host cluster,
 // its health server on loopback (eth0's address goes with eth0's routes).
 func TestStatusSaysUnderlayDown(t *testing.T) {
-	if ep := os.Getenv(underlayDownEnv); ep != "" {
-		underlayDownChild(t, ep)
-		return
-	}
 	for _, typ := range []string{"vxlan", "host-gw"} {
 		t.Run(typ, func(t *testing.T) {
-			cluster.RunTestInHost(t, "TestStatusSaysUnderlayDown", underlayDownEnv, map[string]string{
+			cluster.RunInHost(t, map[string]string{
 				"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"` + typ + `"}}`,
-			})
+			}, underlayDownChild)
 		})
 	}
 }

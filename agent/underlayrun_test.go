@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,10 +17,6 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// underlayRunEnv, when set, makes TestAgentRefusesOverlayInterface the
-// child; it names the etcd endpoint.
-const underlayRunEnv = "AGENTD_UNDERLAY_TEST_ETCD"
-
 // TestAgentRefusesOverlayInterface: an agent started with --iface=cni0,
 // a bridge holding 10.244.5.1/24 of the cluster Network 10.244.0.0/16,
 // stops once it has read the network config, with an error naming cni0,
@@ -31,13 +26,9 @@ const underlayRunEnv = "AGENTD_UNDERLAY_TEST_ETCD"
 // to 198.18.0.0/15 says in /status that a restart here would stop so
 // (configPending.hostCannotRun), as the start now refuses it.
 func TestAgentRefusesOverlayInterface(t *testing.T) {
-	if ep := os.Getenv(underlayRunEnv); ep != "" {
-		underlayRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestAgentRefusesOverlayInterface", underlayRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/ovl/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, underlayRunChild)
 }
 
 func underlayRunChild(t *testing.T, etcd string) {
