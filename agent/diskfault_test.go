@@ -18,10 +18,6 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// diskFaultEnv, when set, makes TestSubnetEnvDiskFault the child; it names
-// the etcd endpoint.
-const diskFaultEnv = "AGENTD_DISK_FAULT_TEST_ETCD"
-
 // movedFrom is the subnet a previous run's subnet.env names in the "moved"
 // case, held by another host meanwhile.
 var movedFrom = netip.MustParsePrefix("10.244.99.0/24")
@@ -37,18 +33,14 @@ var movedFrom = netip.MustParsePrefix("10.244.99.0/24")
 // subnet.env lives on a small tmpfs mounted in the test's temporary
 // directory, unmounted at the end.
 func TestSubnetEnvDiskFault(t *testing.T) {
-	if ep := os.Getenv(diskFaultEnv); ep != "" {
-		diskFaultChild(t, ep)
-		return
-	}
 	conf := `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`
-	cluster.RunTestInHost(t, "TestSubnetEnvDiskFault", diskFaultEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/full/config":      conf,
 		"/readonly/config":  conf,
 		"/moved/config":     conf,
 		"/directory/config": conf,
 		"/moved/subnets/" + strings.Replace(movedFrom.String(), "/", "-", 1): `{"PublicIP":"198.18.0.2","PublicIPv6":null,"BackendType":"fake","HostID":"0123456789abcdef0123456789abcdef"}`,
-	})
+	}, diskFaultChild)
 }
 
 func diskFaultChild(t *testing.T, etcd string) {

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,10 +12,6 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// flanneldWatchRunEnv, when set, makes TestFlanneldStartedLaterStopsRun
-// the child; it names the etcd endpoint.
-const flanneldWatchRunEnv = "AGENTD_FLANNELD_WATCH_TEST_ETCD"
-
 // TestFlanneldStartedLaterStopsRun: a flanneld started in the namespace
 // while the agent that run assembles runs (a package upgrade that started
 // it again) ends the run within flanneldCheckEvery (5 s) with the error
@@ -25,13 +20,9 @@ const flanneldWatchRunEnv = "AGENTD_FLANNELD_WATCH_TEST_ETCD"
 // beside a flanneld, so without this test run could leave the watch out
 // and every test would pass.
 func TestFlanneldStartedLaterStopsRun(t *testing.T) {
-	if ep := os.Getenv(flanneldWatchRunEnv); ep != "" {
-		flanneldWatchRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestFlanneldStartedLaterStopsRun", flanneldWatchRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, flanneldWatchRunChild)
 }
 
 func flanneldWatchRunChild(t *testing.T, etcd string) {

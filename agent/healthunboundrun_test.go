@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,10 +11,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
 )
-
-// healthUnboundRunEnv, when set, makes TestHealthUnboundSentByRun the
-// child; it names the etcd endpoint.
-const healthUnboundRunEnv = "AGENTD_HEALTH_UNBOUND_TEST_ETCD"
 
 // TestHealthUnboundSentByRun: while another program holds the health
 // server's port, the agent that Run assembles says so in STATUS= (systemctl
@@ -25,13 +20,9 @@ const healthUnboundRunEnv = "AGENTD_HEALTH_UNBOUND_TEST_ETCD"
 // the log and the bind, so without this test Run could leave either out and
 // every test would pass.
 func TestHealthUnboundSentByRun(t *testing.T) {
-	if ep := os.Getenv(healthUnboundRunEnv); ep != "" {
-		healthUnboundRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestHealthUnboundSentByRun", healthUnboundRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, healthUnboundRunChild)
 }
 
 func healthUnboundRunChild(t *testing.T, etcd string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,10 +13,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
 )
-
-// wedgedLoopRunEnv, when set, makes TestWedgedLoopFailsHealthzByRun the
-// child; it names the etcd endpoint.
-const wedgedLoopRunEnv = "AGENTD_WEDGED_LOOP_TEST_ETCD"
 
 // TestWedgedLoopFailsHealthzByRun: once the agent that run assembles is
 // ready, a reconcile pass that never returns (a kernel or iptables call
@@ -30,13 +25,9 @@ const wedgedLoopRunEnv = "AGENTD_WEDGED_LOOP_TEST_ETCD"
 // this test run could leave it out and every test would pass: then a wedged
 // agent answered /healthz 200 for ever. The health's clock is the test's.
 func TestWedgedLoopFailsHealthzByRun(t *testing.T) {
-	if ep := os.Getenv(wedgedLoopRunEnv); ep != "" {
-		wedgedLoopRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestWedgedLoopFailsHealthzByRun", wedgedLoopRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, wedgedLoopRunChild)
 }
 
 // wedgingBackend is a fakeBackend whose passes, once wedge is set, close

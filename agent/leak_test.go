@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -21,11 +20,6 @@ import (
 	"go.uber.org/goleak"
 	"k8s.io/klog/v2"
 )
-
-// leakChildEnv, when set, makes TestRunLeavesNoGoroutines the child: it
-// names the etcd endpoint, and the process runs inside a cluster host's
-// network namespace.
-const leakChildEnv = "AGENT_LEAKTEST_ETCD"
 
 // TestRunLeavesNoGoroutines runs agent.Run in-process against a real etcd,
 // cancels it, and checks that every goroutine it started was joined: once
@@ -42,15 +36,11 @@ const leakChildEnv = "AGENT_LEAKTEST_ETCD"
 //	ns sw: bridge ─┬─ h1 198.18.0.1   this test binary again: agent.Run, then goleak
 //	               └─ etcd 198.18.0.254  a real etcd, a fake vxlan peer's lease in it
 func TestRunLeavesNoGoroutines(t *testing.T) {
-	if ep := os.Getenv(leakChildEnv); ep != "" {
-		leakChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestRunLeavesNoGoroutines", leakChildEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config":                  `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 		"/coreos.com/network/subnets/10.244.250.0-24": `{"PublicIP":"198.18.0.250","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:fa"}}`,
 		"/host-gw/config":                             `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`,
-	})
+	}, leakChild)
 }
 
 // leakChild is the test proper, run inside h1's namespace.

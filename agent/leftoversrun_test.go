@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -16,10 +15,6 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// leftoversRunEnv, when set, makes TestBackendSwitchRemovesVXLANDeviceByRun
-// the child; it names the etcd endpoint.
-const leftoversRunEnv = "AGENTD_LEFTOVERS_RUN_TEST_ETCD"
-
 // TestBackendSwitchRemovesVXLANDeviceByRun: an agent that ran vxlan leaves
 // flannel.1 at its stop; started again once the operator switched the
 // config to host-gw, Run deletes it (its neighbour and FDB entries, and its
@@ -28,13 +23,9 @@ const leftoversRunEnv = "AGENTD_LEFTOVERS_RUN_TEST_ETCD"
 // RemoveLeftovers themselves, so without this test Run could leave that
 // out and every test of the agent package would pass.
 func TestBackendSwitchRemovesVXLANDeviceByRun(t *testing.T) {
-	if ep := os.Getenv(leftoversRunEnv); ep != "" {
-		leftoversRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestBackendSwitchRemovesVXLANDeviceByRun", leftoversRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
-	})
+	}, leftoversRunChild)
 }
 
 func leftoversRunChild(t *testing.T, etcd string) {

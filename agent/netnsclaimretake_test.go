@@ -20,10 +20,6 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// squattedClaimEnv, when set, makes TestSquattedNetnsClaimRetaken the
-// child; it names the etcd endpoint.
-const squattedClaimEnv = "AGENTD_SQUATTED_CLAIM_TEST_ETCD"
-
 // Log lines of the agent about its claim on the network namespace.
 const (
 	claimSquattedMsg = "the agents' claim on this network namespace is held by a process of another user"
@@ -42,13 +38,9 @@ const (
 // loop has not started), and it is let go when Run returns, as the claim
 // taken at start is. The health server answers as before.
 func TestSquattedNetnsClaimRetaken(t *testing.T) {
-	if ep := os.Getenv(squattedClaimEnv); ep != "" {
-		squattedClaimChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestSquattedNetnsClaimRetaken", squattedClaimEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
-	})
+	}, squattedClaimChild)
 }
 
 func squattedClaimChild(t *testing.T, etcd string) {

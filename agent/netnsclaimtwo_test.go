@@ -20,13 +20,10 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Environment variables of TestNetnsClaimTwoAgents: twoAgentsEnv makes it
-// the child in the cluster host, secondAgentEnv the second agent, a
-// process of the child's; each names the etcd endpoint.
-const (
-	twoAgentsEnv   = "AGENTD_TWO_AGENTS_TEST_ETCD"
-	secondAgentEnv = "AGENTD_TWO_AGENTS_TEST_SECOND_ETCD"
-)
+// secondAgentEnv, when set, makes TestNetnsClaimTwoAgents the second
+// agent, a process of the test's child in the cluster host; it names the
+// etcd endpoint.
+const secondAgentEnv = "AGENTD_TWO_AGENTS_TEST_SECOND_ETCD"
 
 // claimTriedMsg starts the V(4) line of each try that finds the claim held.
 const claimTriedMsg = "the agents' claim on this network namespace is still held; trying again"
@@ -54,13 +51,9 @@ func TestNetnsClaimTwoAgents(t *testing.T) {
 		runSecondAgent(t, ep)
 		return
 	}
-	if ep := os.Getenv(twoAgentsEnv); ep != "" {
-		twoAgentsChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestNetnsClaimTwoAgents", twoAgentsEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
-	})
+	}, twoAgentsChild)
 }
 
 // claimAgent is one of the two agents: its pid, health server, what it

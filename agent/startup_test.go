@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -199,10 +198,6 @@ func TestStartWaitForEtcdStaysAlive(t *testing.T) {
 	})
 }
 
-// startHangEnv, when set, makes TestStartHangRun the child; it names the
-// etcd endpoint.
-const startHangEnv = "AGENTD_START_HANG_TEST_ETCD"
-
 // TestStartHangRun is TestStartStepHangFailsHealthz through the whole
 // start as run makes it, in a host of its own with a real etcd: the
 // interface chosen, etcd connected, the config read, then a backend whose
@@ -210,13 +205,9 @@ const startHangEnv = "AGENTD_START_HANG_TEST_ETCD"
 // step has run for the limit of --resync-interval 1s (1m3s), then 503
 // naming it; systemd hears no EXTEND_TIMEOUT_USEC.
 func TestStartHangRun(t *testing.T) {
-	if ep := os.Getenv(startHangEnv); ep != "" {
-		startHangChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestStartHangRun", startHangEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/fake/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, startHangChild)
 }
 
 func startHangChild(t *testing.T, etcd string) {

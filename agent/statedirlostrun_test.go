@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +13,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// stateDirLostRunEnv, when set, makes TestStateDirLostKeepsSubnetByRun the
-// child; it names the etcd endpoint.
-const stateDirLostRunEnv = "AGENTD_STATE_DIR_LOST_TEST_ETCD"
-
 // TestStateDirLostKeepsSubnetByRun: an agent whose state directory was lost
 // (a new host identity) over a subnet.env that names its subnet and its old
 // identity, whose lease still lives in etcd under that identity, takes that
@@ -26,13 +21,9 @@ const stateDirLostRunEnv = "AGENTD_STATE_DIR_LOST_TEST_ETCD"
 // manager subnet.env's identity. The manager's tests give it themselves,
 // so without this test Run could leave it out and every test would pass.
 func TestStateDirLostKeepsSubnetByRun(t *testing.T) {
-	if ep := os.Getenv(stateDirLostRunEnv); ep != "" {
-		stateDirLostRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestStateDirLostKeepsSubnetByRun", stateDirLostRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, stateDirLostRunChild)
 }
 
 func stateDirLostRunChild(t *testing.T, etcd string) {

@@ -13,10 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stateDirROEnv, when set, makes TestStateDirReadOnlyWhileRunning the
-// child; it names the etcd endpoint.
-const stateDirROEnv = "AGENTD_STATE_DIR_RO_TEST_ETCD"
-
 // TestStateDirReadOnlyWhileRunning: the state dir's filesystem turns
 // read-only while the agent runs (ext4's errors=remount-ro after a disk
 // error), with no subnet.env kept by a run that lost its subnet in it.
@@ -30,13 +26,9 @@ const stateDirROEnv = "AGENTD_STATE_DIR_RO_TEST_ETCD"
 // The state dir and subnet.env live on small tmpfs mounts in the test's
 // temporary directory, unmounted at the end.
 func TestStateDirReadOnlyWhileRunning(t *testing.T) {
-	if ep := os.Getenv(stateDirROEnv); ep != "" {
-		stateDirROChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestStateDirReadOnlyWhileRunning", stateDirROEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
-	})
+	}, stateDirROChild)
 }
 
 func stateDirROChild(t *testing.T, etcd string) {

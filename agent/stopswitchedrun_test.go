@@ -3,7 +3,6 @@ package agent
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,10 +10,6 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// stopSwitchedRunEnv, when set, makes TestStopSaysSwitchedBackendByRun the
-// child; it names the etcd endpoint.
-const stopSwitchedRunEnv = "AGENTD_STOP_SWITCHED_TEST_ETCD"
 
 // TestStopSaysSwitchedBackendByRun: an agent that waited for a free subnet
 // under host-gw and took the config the operator switched to udp meanwhile
@@ -24,14 +19,10 @@ const stopSwitchedRunEnv = "AGENTD_STOP_SWITCHED_TEST_ETCD"
 // TestConfigTakenWhileWaitingUDP checks the switch itself, so without this
 // test Run could leave that out and every test would pass.
 func TestStopSaysSwitchedBackendByRun(t *testing.T) {
-	if ep := os.Getenv(stopSwitchedRunEnv); ep != "" {
-		stopSwitchedRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestStopSaysSwitchedBackendByRun", stopSwitchedRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config":                `{"Network":"10.244.0.0/20","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"host-gw"}}`,
 		"/coreos.com/network/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2","BackendType":"host-gw"}`,
-	})
+	}, stopSwitchedRunChild)
 }
 
 func stopSwitchedRunChild(t *testing.T, etcd string) {

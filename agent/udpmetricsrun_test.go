@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +13,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/klog/v2"
 )
-
-// udpMetricsRunEnv, when set, makes TestUDPMetricsAndStopByRun the child;
-// it names the etcd endpoint.
-const udpMetricsRunEnv = "AGENTD_UDP_METRICS_TEST_ETCD"
 
 // TestUDPMetricsAndStopByRun: the agent that Run assembles with the udp
 // backend serves the backend's own series on /metrics (its packets by
@@ -28,13 +23,9 @@ const udpMetricsRunEnv = "AGENTD_UDP_METRICS_TEST_ETCD"
 // themselves, so without this test Run could leave either out and every
 // test of the agent package would pass.
 func TestUDPMetricsAndStopByRun(t *testing.T) {
-	if ep := os.Getenv(udpMetricsRunEnv); ep != "" {
-		udpMetricsRunChild(t, ep)
-		return
-	}
-	cluster.RunTestInHost(t, "TestUDPMetricsAndStopByRun", udpMetricsRunEnv, map[string]string{
+	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`,
-	})
+	}, udpMetricsRunChild)
 }
 
 func udpMetricsRunChild(t *testing.T, etcd string) {
