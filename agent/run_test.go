@@ -30,12 +30,12 @@ import (
 // The tests of this file run the agent whole, against a real etcd, inside
 // the namespace of a cluster host: agent.Run changes the network namespace
 // it runs in, and a Go process cannot move all its threads into another
-// one, so each test runs its own binary again in h1 (see cluster.RunTestInHost).
+// one, so each test runs its own binary again in h1 (see cluster.RunInHost).
 //
 //	ns sw: bridge ─┬─ h1 198.18.0.1   this test binary again: the test proper
 //	               └─ etcd 198.18.0.254  a real etcd holding kvs
 
-// hostConfig is the config of an agent in h1 of cluster.RunTestInHost's cluster.
+// hostConfig is the config of an agent in h1 of cluster.RunInHost's cluster.
 func hostConfig(t *testing.T, etcd, prefix string) Config {
 	t.Helper()
 	dir := t.TempDir()

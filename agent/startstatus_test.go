@@ -25,7 +25,7 @@ func TestStatusWhileWaitingForConfig(t *testing.T) {
 }
 
 // statusAgent runs an agent of the fake backend under prefix in h1 of
-// cluster.RunTestInHost's cluster until the test ends, and returns a
+// cluster.RunInHost's cluster until the test ends, and returns a
 // client of etcd and a function that GETs path on the agent's health
 // server.
 func statusAgent(t *testing.T, ctx context.Context, etcd, prefix string) (*clientv3.Client, func(path string) (int, []byte, error)) {

@@ -55,39 +55,3 @@ func RunInHost(t *testing.T, kvs map[string]string, child func(t *testing.T, etc
 		t.Fatalf("inside h1's namespace: %v", err)
 	}
 }
-
-// RunTestInHost runs the test named test of the calling test binary again, as
-// a child process inside h1 of a one-host cluster whose etcd holds kvs, with
-// envVar set to etcd's endpoint (so the child knows it is the test proper),
-// and fails t unless the child ran the test and it passed without a skip.
-// It is for tests of code that changes the network namespace it runs in: a
-// Go process cannot move all its threads into another namespace.
-//
-// The child is killed a little before go test's -timeout would end this
-// process, so that its output is still logged.
-func RunTestInHost(t *testing.T, test, envVar string, kvs map[string]string) {
-	t.Helper()
-	c := Start(t, Options{Hosts: 1})
-	cli, err := c.EtcdClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := testchild.Context(t, t.Context())
-	defer cancel()
-	for k, v := range kvs {
-		if _, err := cli.Put(ctx, k, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// env passes the variable that the harness would strip from an
-	// inherited environment.
-	out, err := c.Host(1).Exec(ctx, "env", envVar+"="+c.EtcdEndpoint(), os.Args[0],
-		"-test.run=^"+test+"$", "-test.v", "-test.count=1")
-	t.Logf("child, in h1's namespace:\n%s", out)
-	if err != nil {
-		t.Fatalf("the test inside h1's namespace failed: %v", err)
-	}
-	if err := testchild.Passed(out, test); err != nil {
-		t.Fatalf("inside h1's namespace: %v", err)
-	}
-}
