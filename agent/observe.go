@@ -653,7 +653,7 @@ func (o *observer) register(mux *http.ServeMux, h *health) {
 		enc.SetIndent("", "  ")
 		enc.Encode(o.status(h))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", &sharedScrapes{h: promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{})})
 }
 
 // leaseSet is what of a lease set the kernel state depends on.
