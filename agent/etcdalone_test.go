@@ -18,7 +18,6 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc/connectivity"
-	"k8s.io/klog/v2"
 )
 
 // TestNewEndpointChecker: the agent checks its etcd endpoints, a single
@@ -356,16 +355,8 @@ func TestRunChecksSingleEndpoint(t *testing.T) {
 func runAloneChild(t *testing.T, etcd string) {
 	cfg := hostConfig(t, etcd, "/coreos.com/network")
 	cfg.EtcdEndpointCheckInterval = time.Second
-	log := testr.New(t)
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), log))
-	errc := make(chan error, 1)
-	go func() { errc <- Run(ctx, cfg) }()
-	defer func() {
-		cancel()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	ctx, stop := startRun(t, cfg, testr.New(t))
+	defer stop()
 	statuses := func() int {
 		t.Helper()
 		_, body, err := httpGet(etcd + "/metrics")

@@ -155,16 +155,8 @@ var (
 
 func leaseTTLChild(t *testing.T, etcd string) {
 	cfg := hostConfig(t, etcd, "/coreos.com/network")
-	log := testr.New(t)
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), log))
-	errc := make(chan error, 1)
-	go func() { errc <- Run(ctx, cfg) }()
-	defer func() {
-		cancel()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	ctx, stop := startRun(t, cfg, testr.New(t))
+	defer stop()
 	agentURL := "http://" + cfg.HealthzAddr
 	err := cluster.Eventually(ctx, 30*time.Second, func() error {
 		code, body, err := httpGet(agentURL + "/readyz")
@@ -381,6 +373,32 @@ func waitRun(t *testing.T, done <-chan error) error {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return within 30 s of its context's end")
 		return nil
+	}
+}
+
+// startRun starts Run of cfg, as agentd does, logging to log, under a
+// context of 2 minutes, which it returns. stop cancels Run and fails the
+// test if Run ended with an error; a Run not stopped so is cancelled and
+// waited for at the test's end.
+func startRun(t *testing.T, cfg Config, log logr.Logger) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), log), 2*time.Minute)
+	t.Cleanup(cancel)
+	rctx, cancelRun := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- Run(rctx, cfg) }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cancelRun()
+			<-errc
+		}
+	})
+	return ctx, func() {
+		cancelRun()
+		stopped = true
+		if err := waitRun(t, errc); err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
 	}
 }
 

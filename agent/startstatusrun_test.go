@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
-	"k8s.io/klog/v2"
 )
 
 // TestStatusSentAtRunStart: Run tells the service manager why the agent is
@@ -25,17 +23,8 @@ func TestStatusSentAtRunStart(t *testing.T) {
 func startStatusRunChild(t *testing.T) {
 	notify := fakeNotifySocket(t)
 	cfg := hostConfig(t, silentSocket(t), "/coreos.com/network")
-	log := funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{})
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), log))
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- Run(ctx, cfg) }()
-	defer func() {
-		cancel()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	_, stop := startRun(t, cfg, funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{}))
+	defer stop()
 	if err := notify.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
 		t.Fatal(err)
 	}

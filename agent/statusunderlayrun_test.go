@@ -1,16 +1,13 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
 	"github.com/vishvananda/netlink"
-	"k8s.io/klog/v2"
 )
 
 // TestStatusSaysUnderlayDown: with the external interface set down, a vxlan
@@ -36,19 +33,8 @@ func underlayDownChild(t *testing.T, etcd string) {
 	// A pass only at the link's event: the ticker's would find it too.
 	cfg.ResyncInterval = time.Hour
 	logs := &logLines{}
-	log := funcr.New(func(prefix, args string) {
-		logs.add(prefix, args)
-		t.Log(prefix, args)
-	}, funcr.Options{})
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), log))
-	errc := make(chan error, 1)
-	go func() { errc <- Run(ctx, cfg) }()
-	defer func() {
-		cancel()
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}()
+	ctx, stop := startRun(t, cfg, childLogger(t, logs))
+	defer stop()
 	status := func() (Status, error) {
 		_, body, err := httpGet("http://" + cfg.HealthzAddr + "/status")
 		if err != nil {

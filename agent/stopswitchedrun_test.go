@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
+	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -28,7 +29,7 @@ func TestStopSaysSwitchedBackendByRun(t *testing.T) {
 func stopSwitchedRunChild(t *testing.T, etcd string) {
 	notify := fakeNotifySocket(t)
 	cfg := hostConfig(t, etcd, "/coreos.com/network")
-	ctx, stop := startRun(t, cfg)
+	ctx, stop := startRun(t, cfg, funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{}))
 	readyz := func(want int, with string) func() error {
 		return func() error {
 			code, body, err := httpGet("http://" + cfg.HealthzAddr + "/readyz")

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr/funcr"
-	"k8s.io/klog/v2"
 )
 
 // TestUDPMetricsAndStopByRun: the agent that Run assembles with the udp
@@ -31,7 +29,7 @@ func TestUDPMetricsAndStopByRun(t *testing.T) {
 func udpMetricsRunChild(t *testing.T, etcd string) {
 	notify := fakeNotifySocket(t)
 	cfg := hostConfig(t, etcd, "/coreos.com/network")
-	ctx, stop := startRun(t, cfg)
+	ctx, stop := startRun(t, cfg, funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{}))
 	base := "http://" + cfg.HealthzAddr
 	err := cluster.Eventually(ctx, 30*time.Second, func() error {
 		code, body, err := httpGet(base + "/readyz")
@@ -55,33 +53,6 @@ func udpMetricsRunChild(t *testing.T, etcd string) {
 
 	stop()
 	wantUDPStoppingSent(t, notify)
-}
-
-// startRun starts Run of cfg, logging to the test, under a context of 2
-// minutes, which it returns. stop cancels Run and fails the test if Run
-// ended with an error; a Run not stopped so is cancelled and waited for at
-// the test's end.
-func startRun(t *testing.T, cfg Config) (ctx context.Context, stop func()) {
-	log := funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{})
-	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), log), 2*time.Minute)
-	t.Cleanup(cancel)
-	rctx, cancelRun := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- Run(rctx, cfg) }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cancelRun()
-			<-errc
-		}
-	})
-	return ctx, func() {
-		cancelRun()
-		stopped = true
-		if err := waitRun(t, errc); err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	}
 }
 
 // wantUDPStoppingSent fails the test unless the last message notify got
