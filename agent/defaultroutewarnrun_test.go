@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
 	"github.com/vishvananda/netlink"
 )
 
@@ -57,10 +56,7 @@ func startBehindPub0(ctx context.Context, t *testing.T, etcd, prefix string) (Co
 	cfg := hostConfig(t, etcd, prefix)
 	cfg.Ifaces = nil
 	logs := &logLines{}
-	startFakeAgent(ctx, t, cfg, funcr.New(func(prefix, args string) {
-		logs.add(prefix, args)
-		t.Log(prefix, args)
-	}, funcr.Options{}))
+	startFakeAgent(ctx, t, cfg, childLogger(t, logs))
 	return cfg, logs
 }
 

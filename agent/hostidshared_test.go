@@ -13,7 +13,6 @@ import (
 	"github.com/agentd/agentd/subnet"
 	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -40,10 +39,7 @@ func twinChild(t *testing.T, etcd string) {
 	defer cli.Close()
 	cfg := hostConfig(t, etcd, "/twin")
 	logs := &logLines{}
-	log := funcr.New(func(prefix, args string) {
-		logs.add(prefix, args)
-		t.Log(prefix, args)
-	}, funcr.Options{})
+	log := childLogger(t, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := func() <-chan error {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
 	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
 )
@@ -205,10 +204,7 @@ func ifaceRecreatedChild(t *testing.T, etcd string) {
 			cfg := hostConfig(t, etcd, "/"+typ)
 			cfg.Ifaces = []string{"bond0"}
 			logs := &logLines{}
-			log := funcr.New(func(prefix, args string) {
-				logs.add(prefix, args)
-				t.Log(prefix, args)
-			}, funcr.Options{})
+			log := childLogger(t, logs)
 			ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), log))
 			defer cancel()
 

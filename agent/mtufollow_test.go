@@ -10,7 +10,6 @@ import (
 
 	"github.com/agentd/agentd/subnet/subnetenv"
 	"github.com/agentd/agentd/tests/cluster"
-	"github.com/go-logr/logr/funcr"
 	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
 )
@@ -71,10 +70,7 @@ func externalMTUChild(t *testing.T, etcd string) {
 			// resync ticker.
 			cfg.ResyncInterval = time.Hour
 			logs := &logLines{}
-			log := funcr.New(func(prefix, args string) {
-				logs.add(prefix, args)
-				t.Log(prefix, args)
-			}, funcr.Options{})
+			log := childLogger(t, logs)
 			ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), log))
 			defer cancel()
 			errc := make(chan error, 1)
