@@ -612,8 +612,25 @@ func (b *Backend) takeOver(ctx context.Context) error {
 				return err
 			}
 		}
+		if !ok && err == nil {
+			b.sayUnkept()
+		}
 		return b.fresh(ctx, nil, err)
 	})
+}
+
+// sayUnkept logs, at a start that finds no descriptor keeper, that the
+// device is there all the same: nothing held its queues and the sockets
+// since the last process that did closed them, so what was sent to this
+// host meanwhile was dropped. It says so once, at the start, and makes
+// nothing: the first start after a reboot (no device) says nothing.
+func (b *Backend) sayUnkept() {
+	if l, err := backend.LinkByName(b.h, DeviceName); err != nil || l == nil || l.Type() != "tuntap" {
+		return
+	}
+	b.log.Info("no descriptor keeper held flannel0's queues and the UDP sockets: what was sent to this host since the last agent let go of them was dropped "+
+		"(an agent that ended with its keeper: SIGKILLed while it handed them to a new keeper, or the service's whole cgroup killed); making new ones",
+		"device", DeviceName)
 }
 
 // otherBinary returns what the keeper with pid runs when that is not this
