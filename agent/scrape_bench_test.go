@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -23,15 +22,7 @@ func scrapeObserver(n int) (*observer, *http.ServeMux) {
 	o.watchEtcd(func() bool { return true })
 	o.watchLeases(&subnet.Stats{}, func() int { return 0 })
 	o.watchLeaseTTL(func() (time.Duration, bool) { return 20 * time.Second, true })
-	own := subnet.Lease{Subnet: netip.MustParsePrefix("10.0.0.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.0.1"), BackendType: "vxlan"}}
-	peers := make([]subnet.Lease, n)
-	for i := range peers {
-		peers[i] = subnet.Lease{
-			Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i>>8), byte(i), 0}), 24),
-			Attrs: subnet.LeaseAttrs{PublicIP: netip.AddrFrom4([4]byte{198, 18, byte(1 + i>>8), byte(i)}), BackendType: "vxlan",
-				BackendData: fmt.Appendf(nil, `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:%02x:%02x"}`, i>>8, i&0xff)},
-		}
-	}
+	own, peers := manyPeers(n)
 	o.setOwn(own, "vxlan")
 	o.reconciled(own, peers, backend.Result{ByKind: map[string]int{"route": n, "fdb": n, "neighbour": n}}, nil, time.Millisecond)
 	return o, metricsMux(o)
