@@ -7,13 +7,16 @@
 package testchild
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -73,4 +76,46 @@ func Passed(out []byte, test string) error {
 		return errors.New("the child skipped the test, in whole or in part")
 	}
 	return nil
+}
+
+// StartReady starts cmd, a child that writes the line "ready" to its
+// standard output once set up and runs until its standard input closes
+// (a squatter on a socket name, say), and waits for that line. start
+// starts cmd (nil: cmd.Start), so that a caller may fork it from a thread
+// in another namespace; the child's error output is this process's.
+//
+// stop closes the child's standard input and returns what cmd.Wait
+// returns; later calls return the same. StartReady returns errors rather
+// than failing a test, so that a goroutine other than the test's may call
+// it; when the child does not say ready it has been stopped.
+func StartReady(cmd *exec.Cmd, start func() error) (stop func() error, err error) {
+	if start == nil {
+		start = cmd.Start
+	}
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := start(); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	var once sync.Once
+	var waitErr error
+	stop = func() error {
+		once.Do(func() {
+			in.Close()
+			waitErr = cmd.Wait()
+		})
+		return waitErr
+	}
+	if line, err := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		stop()
+		return nil, fmt.Errorf("did not start: %q, %v", line, err)
+	}
+	return stop, nil
 }

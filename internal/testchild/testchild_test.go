@@ -3,7 +3,12 @@ package testchild
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -78,5 +83,59 @@ func TestRunSubtest(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// readyEnv, set, makes TestStartReady the child: with "ready" it says so
+// and runs until its stdin closes, then exits 3; with anything else it
+// says that and exits.
+const readyEnv = "AGENTD_TESTCHILD_READY"
+
+// TestStartReady: StartReady returns once the child said ready, the child
+// still running; stop ends it and returns how it ended, again when called
+// again. A child that says something else, or cannot start, is an error,
+// and the child is not left running.
+func TestStartReady(t *testing.T) {
+	if v := os.Getenv(readyEnv); v != "" {
+		fmt.Println(v)
+		if v == "ready" {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
+	child := func(v string) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestStartReady$")
+		cmd.Env = append(os.Environ(), readyEnv+"="+v)
+		return cmd
+	}
+
+	cmd := child("ready")
+	stop, err := StartReady(cmd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd.ProcessState != nil {
+		t.Errorf("the child ended before stop: %v", cmd.ProcessState)
+	}
+	var exit *exec.ExitError
+	if err := stop(); !errors.As(err, &exit) || exit.ExitCode() != 3 {
+		t.Errorf("stop: %v, want the child's exit 3 once its stdin closed", err)
+	}
+	if err2 := stop(); !errors.As(err2, &exit) || exit.ExitCode() != 3 {
+		t.Errorf("stop again: %v, want the same exit 3", err2)
+	}
+
+	cmd = child("not yet")
+	if _, err := StartReady(cmd, nil); err == nil || !strings.Contains(err.Error(), `did not start: "not yet\n"`) {
+		t.Errorf("a child that said %q: %v, want an error naming what it said", "not yet", err)
+	}
+	if cmd.ProcessState == nil {
+		t.Error("a child that did not say ready was left running")
+	}
+
+	refused := errors.New("refused")
+	if _, err := StartReady(child("ready"), func() error { return refused }); !errors.Is(err, refused) {
+		t.Errorf("start failing: %v, want its error", err)
 	}
 }
