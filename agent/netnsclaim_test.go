@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/agentd/agentd/internal/sockclaim"
+	"github.com/agentd/agentd/internal/testchild"
 	"github.com/agentd/agentd/tests/cluster"
 	"golang.org/x/sys/unix"
 )
@@ -67,26 +68,12 @@ func TestNetnsClaim(t *testing.T) {
 
 		squatter := exec.Command("/proc/self/exe", "-test.run=^TestNetnsClaim$")
 		squatter.Env = append(os.Environ(), netnsSquatterEnv+"=1")
-		squatter.Stderr = os.Stderr
-		in, err := squatter.StdinPipe()
+		stop, err := testchild.StartReady(squatter, nil)
 		if err != nil {
-			t.Error(err)
+			t.Errorf("the squatter: %v", err)
 			return
 		}
-		out, err := squatter.StdoutPipe()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if err := squatter.Start(); err != nil {
-			t.Error(err)
-			return
-		}
-		defer func() { in.Close(); _ = squatter.Wait() }()
-		if line, err := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
-			t.Errorf("the squatter did not start: %q, %v", line, err)
-			return
-		}
+		defer stop()
 		f, squatters, err := claimNetns()
 		if f != nil {
 			f.Close()

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/sockclaim"
+	"github.com/agentd/agentd/internal/testchild"
 	"github.com/agentd/agentd/tests/cluster"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
@@ -179,17 +179,9 @@ func startNetnsSquatter(t *testing.T) (free func()) {
 	t.Helper()
 	squatter := exec.Command("/proc/self/exe", "-test.run=^TestNetnsClaim$")
 	squatter.Env = append(os.Environ(), netnsSquatterEnv+"=1")
-	squatter.Stderr = os.Stderr
-	in, err := squatter.StdinPipe()
+	stop, err := testchild.StartReady(squatter, nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := squatter.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := squatter.Start(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("the squatter: %v", err)
 	}
 	done := false
 	free = func() {
@@ -197,14 +189,10 @@ func startNetnsSquatter(t *testing.T) (free func()) {
 			return
 		}
 		done = true
-		in.Close()
-		if err := squatter.Wait(); err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("the squatter: %v", err)
 		}
 	}
 	t.Cleanup(free)
-	if line, err := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("the squatter did not start: %q, %v", line, err)
-	}
 	return free
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/backend/internal/nstest"
+	"github.com/agentd/agentd/internal/testchild"
 	"github.com/agentd/agentd/subnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -170,30 +171,13 @@ func (h *testHost) squatOn(addr string, backlog int, full bool) (stop func()) {
 // called more than once.
 func (h *testHost) startChild(cmd *exec.Cmd, what string) (stop func()) {
 	h.t.Helper()
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	// A child starts in the namespace of the thread that forks it.
-	if err := h.host.Do(cmd.Start); err != nil {
-		h.t.Fatalf("start %s: %v", what, err)
+	stopChild, err := testchild.StartReady(cmd, func() error { return h.host.Do(cmd.Start) })
+	if err != nil {
+		h.t.Fatalf("%s: %v", what, err)
 	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			stdin.Close()
-			_ = cmd.Wait()
-		})
-	}
+	stop = func() { _ = stopChild() }
 	h.t.Cleanup(stop)
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
-		h.t.Fatalf("%s did not start: %q, %v", what, line, err)
-	}
 	return stop
 }
 

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/agentd/agentd/internal/testchild"
 	"github.com/agentd/agentd/tests/cluster"
 	"golang.org/x/sys/unix"
 )
@@ -48,26 +49,12 @@ func TestClaimSquatterNotReadable(t *testing.T) {
 		addr := fmt.Sprintf("@agentd-squat-%d", os.Getpid())
 		squatter := exec.Command("/proc/self/exe", "-test.run=^TestClaimSquatterNotReadable$")
 		squatter.Env = append(os.Environ(), squatterEnv+"="+addr)
-		squatter.Stderr = os.Stderr
-		in, err := squatter.StdinPipe()
+		stop, err := testchild.StartReady(squatter, nil)
 		if err != nil {
-			t.Error(err)
+			t.Errorf("the squatter: %v", err)
 			return
 		}
-		out, err := squatter.StdoutPipe()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if err := squatter.Start(); err != nil {
-			t.Error(err)
-			return
-		}
-		defer func() { in.Close(); _ = squatter.Wait() }()
-		if line, err := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
-			t.Errorf("the squatter did not start: %q, %v", line, err)
-			return
-		}
+		defer stop()
 		// As under agentd.service's bounds: no CAP_SYS_PTRACE,
 		// CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH.
 		if err := dropEffective(unix.CAP_SYS_PTRACE, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH); err != nil {
