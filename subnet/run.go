@@ -313,9 +313,15 @@ func UnrenewedAtMost(ttl time.Duration) time.Duration { return renewalDue(ttl) +
 // error. It tries once, unlike the client's KeepAliveOnce, which retries at
 // once, without a pause, while etcd is unavailable. The stream bypasses the
 // client's Lease, so an answer is reported to OnLeaseRenewed.
+//
+// etcd counts the TTL from when the keepalive reached it, so the time left
+// is counted from when it was sent, the last moment known to be before
+// that: an answer that took a second to come back leaves a second less than
+// the TTL it carries.
 func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
+	sent := m.cfg.Clock()
 	stream, err := etcdserverpb.NewLeaseClient(m.reg.cli.ActiveConnection()).LeaseKeepAlive(ctx)
 	if err == nil {
 		// A stream that failed says why at Recv.
@@ -331,6 +337,12 @@ func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Dura
 		return 0, fmt.Errorf("renew etcd lease %x: %w", id, rpctypes.Error(err))
 	}
 	left := time.Duration(resp.TTL) * time.Second
+	if left > 0 {
+		// At most the TTL: a clock that went backwards adds nothing.
+		left -= max(m.cfg.Clock().Sub(sent), 0)
+		// Still alive, as etcd said, however late the answer came.
+		left = max(left, time.Nanosecond)
+	}
 	m.cfg.OnLeaseRenewed(int64(id), left)
 	return left, nil
 }
