@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -41,11 +42,13 @@ type observer struct {
 	st      Status
 	last    leaseSet // the lease set of the last successful pass
 	hasLast bool
-	// inKernel holds, by lease key, the peers the last successful pass
+	// inKernel holds, by lease key (leaseID), the peers the last successful pass
 	// programmed (its peers less those it skipped) as they were then;
 	// skipped holds the others as they were then, with the reason it gave.
-	inKernel map[leaseID]leaseFacts
+	inKernel map[leaseID]programmedFacts
 	skipped  map[leaseID]skippedFacts
+	// pass counts the successful passes recorded (record).
+	pass uint64
 	// found is the backend's findings /status shows (setFound).
 	found *backend.Findings
 	// etcdUp reports whether the etcd connection is up; nil before the
@@ -507,17 +510,7 @@ func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backen
 	o.reconciles.WithLabelValues("ok").Inc()
 	o.st.LastResyncError = ""
 	o.st.LastResyncOK = now
-	if !o.programmedAs(peers, res.SkippedLeases) {
-		o.inKernel = make(map[leaseID]leaseFacts, len(peers))
-		o.skipped = make(map[leaseID]skippedFacts, len(res.SkippedLeases))
-		for i := range peers {
-			if k, why, skip := skippedBy(res.SkippedLeases, &peers[i]); skip {
-				o.skipped[idOf(&peers[i])] = skippedFacts{factsOf(&peers[i]), k, why}
-			} else {
-				o.inKernel[idOf(&peers[i])] = factsOf(&peers[i])
-			}
-		}
-	}
+	o.record(peers, res.SkippedLeases)
 	for _, s := range o.skipped {
 		skipped = append(skipped, SkippedPeer{Lease: s.key, Reason: s.reason})
 	}
@@ -528,33 +521,69 @@ func (o *observer) reconciled(own subnet.Lease, peers []subnet.Lease, res backen
 			o.repairs.WithLabelValues(k).Add(float64(n))
 			o.st.DriftRepairs[k] += int64(n)
 		}
-	} else {
-		o.last, o.hasLast = makeLeaseSet(own, peers), true
+		return
 	}
-}
-
-// programmedAs reports whether a successful pass over peers that skipped
-// skips leaves inKernel and skipped as they are: then they are kept, not
-// made again. A pass over a lease set that has not changed (the resync
-// ticker, netlink events, drift repairs) so makes no garbage per peer,
-// where it made ten strings each: 2.4 MB at 5000 peers, which under the
-// default GOMEMLIMIT cost 13 ms of the reconcile goroutine's time per pass
-// (BenchmarkReconciledUnchanged).
-func (o *observer) programmedAs(peers []subnet.Lease, skips []backend.SkippedLease) bool {
-	if len(peers) != len(o.inKernel)+len(o.skipped) {
-		return false
-	}
+	// The facts of the peers are those record keeps: only our own lease's
+	// backend data is copied again.
+	o.last = append(o.last[:0], factsOf(&own))
 	for i := range peers {
-		p := &peers[i]
-		if _, why, skip := skippedBy(skips, p); skip {
-			if s, ok := o.skipped[idOf(p)]; !ok || s.reason != why || !s.facts.of(p) {
-				return false
-			}
-		} else if in, ok := o.inKernel[idOf(p)]; !ok || !in.of(p) {
-			return false
+		id := idOf(&peers[i])
+		if in, ok := o.inKernel[id]; ok {
+			o.last = append(o.last, in.leaseFacts)
+		} else {
+			o.last = append(o.last, o.skipped[id].facts)
 		}
 	}
-	return true
+	o.hasLast = true
+}
+
+// record sets inKernel and skipped to what a successful pass over peers
+// that skipped skips leaves, in place: an entry whose peer is unchanged is
+// kept as it is, a new or changed peer's facts are made, and the entries
+// of peers gone are deleted. A pass over the lease set of the last one (the
+// resync ticker, netlink events, drift repairs) so makes no garbage, and
+// one with a peer joined or gone makes that peer's alone, where each pass
+// made ten strings per peer and new maps: 2.4 MB at 5000 peers, which under
+// the default GOMEMLIMIT cost 17-29 ms of the reconcile goroutine's time
+// per pass (BenchmarkReconciledUnchanged, BenchmarkReconciledOneChanged).
+func (o *observer) record(peers []subnet.Lease, skips []backend.SkippedLease) {
+	if o.inKernel == nil {
+		o.inKernel = make(map[leaseID]programmedFacts, len(peers))
+		o.skipped = make(map[leaseID]skippedFacts, len(skips))
+	}
+	o.pass++
+	seen := 0 // entries this pass has set
+	for i := range peers {
+		p := &peers[i]
+		id := idOf(p)
+		if k, why, skip := skippedBy(skips, p); skip {
+			s, ok := o.skipped[id]
+			if !ok || s.reason != why || !s.facts.of(p) {
+				s = skippedFacts{facts: factsOf(p), key: k, reason: why}
+			}
+			if s.pass != o.pass {
+				s.pass = o.pass
+				seen++
+			}
+			o.skipped[id] = s
+			delete(o.inKernel, id)
+			continue
+		}
+		in, ok := o.inKernel[id]
+		if !ok || !in.of(p) {
+			in = programmedFacts{leaseFacts: factsOf(p)}
+		}
+		if in.pass != o.pass {
+			in.pass = o.pass
+			seen++
+		}
+		o.inKernel[id] = in
+		delete(o.skipped, id)
+	}
+	if len(o.inKernel)+len(o.skipped) > seen {
+		maps.DeleteFunc(o.inKernel, func(_ leaseID, in programmedFacts) bool { return in.pass != o.pass })
+		maps.DeleteFunc(o.skipped, func(_ leaseID, s skippedFacts) bool { return s.pass != o.pass })
+	}
 }
 
 // skippedBy is p's entry in skips (sorted by key, as backend.Result's
@@ -700,12 +729,20 @@ func (o *observer) register(mux *http.ServeMux, h *health) {
 // leaseSet is what of a lease set the kernel state depends on.
 type leaseSet []leaseFacts
 
+// programmedFacts is a peer a successful pass programmed, as it was then;
+// pass is the last pass that found it so (observer.record).
+type programmedFacts struct {
+	leaseFacts
+	pass uint64
+}
+
 // skippedFacts is a peer a successful pass skipped, as it was then, its
-// lease key, and why.
+// lease key, and why; pass is the last pass that found it so.
 type skippedFacts struct {
 	facts  leaseFacts
 	key    string
 	reason string
+	pass   uint64
 }
 
 // leaseID is a lease's key (subnet.MakeSubnetKey) as its prefixes, which
@@ -726,15 +763,6 @@ type leaseFacts struct {
 	publicIP    netip.Addr
 	backendType string
 	backendData string
-}
-
-func makeLeaseSet(own subnet.Lease, peers []subnet.Lease) leaseSet {
-	s := make(leaseSet, 0, len(peers)+1)
-	s = append(s, factsOf(&own))
-	for i := range peers {
-		s = append(s, factsOf(&peers[i]))
-	}
-	return s
 }
 
 // factsOf is what of l the kernel state depends on.
