@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Run holds the lease that Acquire returned and keeps the peer set current
@@ -318,20 +319,25 @@ func UnrenewedAtMost(ttl time.Duration) time.Duration { return renewalDue(ttl) +
 // is counted from when it was sent, the last moment known to be before
 // that: an answer that took a second to come back leaves a second less than
 // the TTL it carries.
+//
+// A member without a leader (its cluster lost its quorum, or it is cut off
+// from the others) holds a renewal until a leader can answer it, which may
+// be a moment away (an election), so renewOnce waits for it; when the wait
+// runs out it asks once more, requiring a leader, which such a member
+// refuses at once: the error then says that etcd has no leader, the cause
+// an operator can act on, rather than that the wait ran out.
 func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-	defer cancel()
 	sent := m.cfg.Clock()
-	stream, err := etcdserverpb.NewLeaseClient(m.reg.cli.ActiveConnection()).LeaseKeepAlive(ctx)
-	if err == nil {
-		// A stream that failed says why at Recv.
-		if err = stream.Send(&etcdserverpb.LeaseKeepAliveRequest{ID: int64(id)}); errors.Is(err, io.EOF) {
-			err = nil
+	resp, err := m.keepAliveOnce(ctx, id, lookupTimeout)
+	if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
+		again := m.cfg.Clock()
+		r, aerr := m.keepAliveOnce(clientv3.WithRequireLeader(ctx), id, leaderAskTimeout)
+		switch {
+		case aerr == nil:
+			resp, err, sent = r, nil, again
+		case errors.Is(rpctypes.Error(aerr), rpctypes.ErrNoLeader):
+			return 0, fmt.Errorf("renew etcd lease %x: %s: %w", id, noLeaderExplained, rpctypes.Error(aerr))
 		}
-	}
-	var resp *etcdserverpb.LeaseKeepAliveResponse
-	if err == nil {
-		resp, err = stream.Recv()
 	}
 	if err != nil {
 		return 0, fmt.Errorf("renew etcd lease %x: %w", id, rpctypes.Error(err))
@@ -345,6 +351,30 @@ func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Dura
 	}
 	m.cfg.OnLeaseRenewed(int64(id), left)
 	return left, nil
+}
+
+// noLeaderExplained is what renewOnce says when etcd refuses a renewal for
+// want of a leader.
+const noLeaderExplained = "etcd has no leader: the member answering reaches too few of its cluster's members (most are down, or it is cut off from them) and renews no lease until it has one"
+
+// leaderAskTimeout is how long renewOnce waits for the answer to its
+// renewal that requires a leader: a member without one refuses it at once.
+const leaderAskTimeout = time.Second
+
+// keepAliveOnce sends one keepalive for id on a stream of its own and
+// returns etcd's answer, waiting for it up to timeout.
+func (m *Manager) keepAliveOnce(ctx context.Context, id clientv3.LeaseID, timeout time.Duration) (*etcdserverpb.LeaseKeepAliveResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	stream, err := etcdserverpb.NewLeaseClient(m.reg.cli.ActiveConnection()).LeaseKeepAlive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// A stream that failed says why at Recv.
+	if err = stream.Send(&etcdserverpb.LeaseKeepAliveRequest{ID: int64(id)}); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return stream.Recv()
 }
 
 // refusal reports whether err is etcd refusing a request for want of
