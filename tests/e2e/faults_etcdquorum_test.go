@@ -22,8 +22,10 @@ import (
 )
 
 // TestFaultEtcdQuorumLost: two of three etcd members are killed until every
-// agent's 6 s lease TTL has passed unanswered (not ready) and its endpoint
-// checks have said that no endpoint serves, then started again. The member
+// agent's 6 s lease TTL has passed unanswered (not ready), its endpoint
+// checks have said that no endpoint serves, and it has logged OWN LEASE LOST
+// saying that etcd has no leader (before 2026-12-07 its reason ended in
+// "context deadline exceeded"), then started again. The member
 // left answers without a leader; when the quorum is back, its new leader
 // gives every lease a full TTL again, so no key was deleted: each agent
 // is ready again, holds its own key (the same value), and every host's
@@ -50,9 +52,12 @@ func TestFaultEtcdQuorumLost(t *testing.T) {
 	others[1].Kill()
 	others[2].Kill()
 	lost := time.Now()
-	const none = "no other endpoint serves either"
+	const (
+		none     = "no other endpoint serves either"
+		noLeader = "etcd has no leader"
+	)
 	for _, h := range hosts {
-		f.eventually(h.String()+" not ready, its TTL passed, and saying that no endpoint serves", 60*time.Second, func() error {
+		f.eventually(h.String()+" not ready, its TTL passed, saying that no endpoint serves and that etcd has no leader", 60*time.Second, func() error {
 			code, body, err := h.HealthGet(f.ctx, "/readyz")
 			if err != nil {
 				return err
@@ -62,6 +67,13 @@ func TestFaultEtcdQuorumLost(t *testing.T) {
 			}
 			if len(logLinesWith(marks.since(t, h), none)) == 0 {
 				return fmt.Errorf("no line says %q yet", none)
+			}
+			lostLines := logLinesWith(marks.since(t, h), "OWN LEASE LOST")
+			if len(lostLines) == 0 {
+				return fmt.Errorf("no OWN LEASE LOST line yet")
+			}
+			if !strings.Contains(lostLines[0], noLeader) {
+				t.Fatalf("%s: OWN LEASE LOST does not say %q: %s", h, noLeader, lostLines[0])
 			}
 			return nil
 		})
