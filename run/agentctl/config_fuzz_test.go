@@ -4,16 +4,16 @@ import (
 	"bytes"
 	"strings"
 	"testing"
-	"unicode"
 
 	"github.com/agentd/agentd/subnet"
 )
 
 // FuzzPrintConfig: any config agents accept shows in config show's table as
-// its five lines (seven with IPv6), and no control character but the
+// its five lines (seven with IPv6), and no rune unshown reports but the
 // newlines that end them: a newline in the backend's type, or DEL or a C1
 // control character that JSON strings may hold as they are, would forge a
-// line or reach the terminal.
+// line or reach the terminal, and a format character such as U+202E would
+// show the rest of the line backwards.
 func FuzzPrintConfig(f *testing.F) {
 	for _, s := range []string{
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
@@ -23,6 +23,7 @@ func FuzzPrintConfig(f *testing.F) {
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":8285,"Note":"a\u007fb\u009bc"}}`,
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan\nsubnets\t10.0.0.0 … 10.255.0.0"}}`,
 		"{\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"udp\",\"Note\":\"\x7f\u009b2J\"}}",
+		"{\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"vxlan\u202e\u200b\",\"Note\":\"\u2066\ufeff\U000e0041\u00a0\"}}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -36,8 +37,8 @@ func FuzzPrintConfig(f *testing.F) {
 			t.Fatal(err)
 		}
 		text := out.String()
-		if i := strings.IndexFunc(text, func(r rune) bool { return r != '\n' && unicode.IsControl(r) }); i >= 0 {
-			t.Fatalf("config %s prints control character %q:\n%s", b, []rune(text[i:])[0], text)
+		if i := strings.IndexFunc(text, func(r rune) bool { return r != '\n' && unshown(r) }); i >= 0 {
+			t.Fatalf("config %s prints %q, a rune not shown as it is:\n%s", b, []rune(text[i:])[0], text)
 		}
 		want := 5
 		if cfg.EnableIPv6 {

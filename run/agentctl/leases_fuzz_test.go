@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/agentd/agentd/subnet"
@@ -14,10 +13,11 @@ import (
 // FuzzPrintLeases: whatever two keys under <prefix>/subnets/ hold (any host,
 // or anyone with write access to etcd, writes them), `agentctl leases` shows
 // one table line per lease and one "invalid:" line per key agents skip,
-// each starting with its subnet or "invalid: ", and no control character but
-// the newlines that end them, nor a byte that is not UTF-8: a tab, newline
-// or escape sequence in a value would shift the columns, forge a line or
-// reach the terminal, as would 0x9B alone (CSI to one not in UTF-8). A row's
+// each starting with its subnet or "invalid: ", and no rune unshown reports
+// but the newlines that end them, nor a byte that is not UTF-8: a tab,
+// newline or escape sequence in a value would shift the columns, forge a
+// line or reach the terminal, as would 0x9B alone (CSI to one not in
+// UTF-8), and U+202E would show the rest of the line backwards. A row's
 // subnet, given to lease release, names its key: a dual-stack key's row
 // shows both halves.
 //
@@ -34,6 +34,7 @@ func FuzzPrintLeases(f *testing.F) {
 		{"10.244.5.0-24\ninvalid: x", vxlan, "10.244.6.0-24", `{"PublicIP":"198.18.0.2"` + "\x07"},
 		{"10.244.5.0-24", `{"PublicIP":"2001:db8::1"}`, "10.244.6.0-24", `null`},
 		{"10.244.5.0-24\x9b[2J", vxlan, "10.244.6.0-24", `{"PublicIP":"198.18.0.2","HostID":"` + "\u009b\x7f" + `"}`},
+		{"10.244.5.0-24\u200b", vxlan, "10.244.6.0-24", `{"PublicIP":"198.18.0.2","BackendType":"vxlan\u2066","HostID":"` + "\u202eyes  on\ufeff\U000e0041\u2028" + `"}`},
 	} {
 		f.Add(s[0], []byte(s[1]), s[2], []byte(s[3]))
 	}
@@ -61,8 +62,8 @@ func FuzzPrintLeases(f *testing.F) {
 		var out bytes.Buffer
 		printLeases(&app{out: &out}, rows, bad)
 		text := out.String()
-		if i := strings.IndexFunc(text, func(r rune) bool { return r != '\n' && unicode.IsControl(r) }); i >= 0 {
-			t.Fatalf("leases %+v, invalid %+v: control character %q in\n%s", rows, bad, []rune(text[i:])[0], text)
+		if i := strings.IndexFunc(text, func(r rune) bool { return r != '\n' && unshown(r) }); i >= 0 {
+			t.Fatalf("leases %+v, invalid %+v: %q, a rune not shown as it is, in\n%s", rows, bad, []rune(text[i:])[0], text)
 		}
 		if !utf8.ValidString(text) {
 			t.Fatalf("leases %+v, invalid %+v: a byte that is not UTF-8 in\n%q", rows, bad, text)

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/agentd/agentd/agent"
@@ -532,13 +531,14 @@ func printableStatus(st agent.Status) agent.Status {
 	return st
 }
 
-// printable escapes the control characters in s (C0, DEL, C1), and the
-// bytes that are not UTF-8, as Go quotes them (\x1b, \u009b, \x9b): a
-// newline or tab would break the table or forge a line of it, and an escape
+// printable escapes the runes in s that escapes reports (control and
+// format characters, U+2028, U+2029, ...), and the bytes that are not
+// UTF-8, as Go quotes them (\x1b, \u009b, \u202e, \U000e0041, \x9b): a
+// newline or tab would break the table or forge a line of it, an escape
 // sequence would reach the terminal, as would 0x9B alone, CSI to one not in
-// UTF-8.
+// UTF-8, and U+202E would show the rest of the line backwards.
 func printable(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsControl) && utf8.ValidString(s) {
+	if !strings.ContainsFunc(s, escapes) && utf8.ValidString(s) {
 		return s
 	}
 	var b strings.Builder
@@ -547,7 +547,7 @@ func printable(s string) string {
 		switch {
 		case r == utf8.RuneError && n == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case unicode.IsControl(r):
+		case escapes(r):
 			q := strconv.QuoteRune(r)
 			b.WriteString(q[1 : len(q)-1])
 		default:

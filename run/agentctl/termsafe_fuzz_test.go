@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 )
 
 // FuzzTerminalSafeJSON: whatever JSON text agentctl is given to print (an
 // agent's answer, a config or lease value from etcd), terminalSafeJSON
-// makes of it valid UTF-8 JSON without DEL or a C1 control character that
-// decodes to the same value; other text it leaves as it is.
+// makes of it valid UTF-8 JSON that decodes to the same value, with no rune
+// unshown reports but JSON's whitespace (DEL, a C1 control character, a
+// format character such as U+202E or U+200B, U+2028); text with nothing to
+// escape it leaves as it is.
 func FuzzTerminalSafeJSON(f *testing.F) {
 	for _, s := range []string{
 		`{"ready":true,"interfaceWarning":"a` + "\x9b" + `b` + "\u009b" + `c` + "\x7f" + `d"}`,
@@ -19,6 +23,7 @@ func FuzzTerminalSafeJSON(f *testing.F) {
 		`{"Note` + "\u0080\u009f\u00a0" + `": [1, -2.5e3, null, false, "\u001b[2J"]}`,
 		`"` + "\xc2" + `"`,
 		"{\"a\":\"\x7f\x7f\"}\n",
+		`{"hostID":"` + "\u202eyes\u2066\u200b\ufeff\U000e0041\u2028\u2029\u00a0\U0010fffd" + `"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -31,14 +36,14 @@ func FuzzTerminalSafeJSON(f *testing.F) {
 			t.Fatalf("%q became %q, not valid UTF-8 JSON", b, out)
 		}
 		for _, r := range string(out) {
-			if r >= 0x7f && r <= 0x9f {
+			if unshown(r) && !strings.ContainsRune(" \t\n\r", r) {
 				t.Fatalf("%q became %q, which holds %U", b, out, r)
 			}
 		}
 		if v, w := decodeAny(t, b), decodeAny(t, out); !reflect.DeepEqual(v, w) {
 			t.Fatalf("%q (%#v) became %q (%#v)", b, v, out, w)
 		}
-		if !bytes.ContainsFunc(b, func(r rune) bool { return r >= 0x7f && r <= 0x9f || r == utf8.RuneError }) && !bytes.Equal(b, out) {
+		if !bytes.ContainsFunc(b, func(r rune) bool { return r >= 0x7f && !unicode.IsPrint(r) || r == utf8.RuneError }) && !bytes.Equal(b, out) {
 			t.Fatalf("%q, with nothing to escape, became %q", b, out)
 		}
 	})

@@ -18,8 +18,8 @@ import (
 const hostile = "\x1b]0;owned\x07\u009b31m\x7f"
 
 // wantNoTerminalControls fails t when out, what agentctl printed, holds a
-// control character other than a newline or tab (C0, DEL, C1) or a byte
-// that is not UTF-8 (0x9B alone is CSI to a terminal not in UTF-8).
+// byte that is not UTF-8 (0x9B alone is CSI to a terminal not in UTF-8) or
+// a rune that is not graphic (unshown) other than a newline or tab.
 func wantNoTerminalControls(t *testing.T, what, out string) {
 	t.Helper()
 	for i, r := range out {
@@ -29,11 +29,24 @@ func wantNoTerminalControls(t *testing.T, what, out string) {
 				return
 			}
 		}
-		if unicode.IsControl(r) && r != '\n' && r != '\t' {
-			t.Errorf("%s: control character %U at %d:\n%q", what, r, i, out)
+		if unshown(r) && r != '\n' && r != '\t' {
+			t.Errorf("%s: %U at %d:\n%q", what, r, i, out)
 			return
 		}
 	}
+}
+
+// unshown reports whether r is a rune agentctl must not print as it is:
+// one not graphic, that is a control character (C0, DEL, C1: a terminal
+// acts on it), a format character (Cf: the bidirectional controls
+// U+202A–U+202E and U+2066–U+2069 reorder the text after them on a
+// terminal that shows bidirectional text, the zero-width U+200B, U+2060
+// and U+FEFF hide in it, tag characters U+E0000–U+E007F too), a line or
+// paragraph separator (U+2028, U+2029), a private-use or unassigned code
+// point. Graphic runes are letters, marks, numbers, punctuation, symbols
+// and spaces.
+func unshown(r rune) bool {
+	return !unicode.IsGraphic(r)
 }
 
 // rawAgent is a health server in memory answering /status with its bytes
