@@ -288,6 +288,7 @@ func printStatus(a *app, st agent.Status) {
 		// The udp backend's device; vxlan and host-gw send none.
 		fmt.Fprintf(tw, "offloads\t%s\n", offloadsLine(st.Offloads))
 	}
+	printKeeper(tw, st.UDPKeeper)
 	printConfigPending(a, tw, st.ConfigPending)
 	if st.NetnsClaimNotHeld != "" {
 		// Shown only while not held: an agent older than the field
