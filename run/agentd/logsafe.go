@@ -3,30 +3,31 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 )
 
-// logSafe is log with every text value (a string, an error, a
-// fmt.Stringer, and the error of log.Error) written on one line, quoted as
-// Go quotes it (strconv.Quote: \n, \x1b, \u009b, \u202e, \u2028).
+// logSafe is log with each text value (a string, an error, a fmt.Stringer,
+// and the error of log.Error) that holds a newline escaped as Go quotes
+// it but for its newlines: a control character (\x1b, \u009b, \t, \r), a
+// format character (\u202e, \u200b), U+2028, U+2029 and the rest that
+// strconv.IsPrint refuses, and a byte that is not UTF-8 as \x9b.
 //
-// klog's text format quotes such a value so unless it holds a newline:
-// then it writes the value's lines as they are, each after a tab, between
-// key=< and " >" (kubernetes/klog#291); it has no option to do otherwise.
-// agentd logs what others wrote in etcd: a key's name (skipping key that
-// is not a usable lease), a lease's host ID and backend type, errors
-// quoting them. With a newline in such a text, an escape sequence, a C1
-// control or a bidirectional control such as U+202E in it went to the
-// journal, and to the terminal of whoever reads it, as it is, and its lines
-// could pass for agentd's own. A value without a newline is written as
-// klog writes it.
-//
-// Written by hand: klog has no hook for its text values. It relies on
-// klog writing a value that has a WriteText(*bytes.Buffer) method (as its
-// own ObjectRef has) with that method; TestLogQuotesTextFromEtcd checks
-// the output through klog.
+// klog's text format quotes such a value as strconv.Quote does unless it
+// holds a newline: then it writes the value's lines as they are, each after
+// a tab, between key=< and " >" (kubernetes/klog#291), with no option to do
+// otherwise. agentd logs what anyone with write access to etcd writes: a
+// key's name (skipping key that is not a usable lease), a lease's host ID
+// and backend type, errors quoting them. With a newline in such a text, an
+// escape sequence, a C1 control or U+202E in it went to the journal, and to
+// the terminal of whoever reads it, as they are. klog still writes the
+// escaped text on lines of its own, each after a tab (a pass's failure
+// joins one line per failed kernel change), and a text without a newline
+// as before.
 func logSafe(log logr.Logger) logr.Logger {
 	sink := log.GetSink()
 	if cd, ok := sink.(logr.CallDepthLogSink); ok {
@@ -36,7 +37,7 @@ func logSafe(log logr.Logger) logr.Logger {
 	return logr.New(safeSink{sink})
 }
 
-// safeSink hands its sink each text value as a quotedText.
+// safeSink hands its sink each text value through escapeLines.
 type safeSink struct{ sink logr.LogSink }
 
 var _ logr.CallDepthLogSink = safeSink{}
@@ -47,18 +48,22 @@ func (s safeSink) Init(logr.RuntimeInfo) {}
 func (s safeSink) Enabled(level int) bool { return s.sink.Enabled(level) }
 
 func (s safeSink) Info(level int, msg string, kvs ...any) {
-	s.sink.Info(level, msg, quoteValues(kvs)...)
+	s.sink.Info(level, msg, escapeValues(kvs)...)
 }
 
 func (s safeSink) Error(err error, msg string, kvs ...any) {
 	if err != nil {
-		err = quotedError{err}
+		if text, ok := textOf(err.Error); ok {
+			if e := escapeLines(text); e != text {
+				err = escapedError{err, e}
+			}
+		}
 	}
-	s.sink.Error(err, msg, quoteValues(kvs)...)
+	s.sink.Error(err, msg, escapeValues(kvs)...)
 }
 
 func (s safeSink) WithValues(kvs ...any) logr.LogSink {
-	return safeSink{s.sink.WithValues(quoteValues(kvs)...)}
+	return safeSink{s.sink.WithValues(escapeValues(kvs)...)}
 }
 
 func (s safeSink) WithName(name string) logr.LogSink { return safeSink{s.sink.WithName(name)} }
@@ -70,54 +75,83 @@ func (s safeSink) WithCallDepth(depth int) logr.LogSink {
 	return s
 }
 
-// quoteValues is kvs, keys and values, with each text value written by
-// quotedText. A value that writes itself (klog's ObjectRef) stays as it
-// is, as do others (numbers, addresses, slices: klog writes these as
-// JSON).
-func quoteValues(kvs []any) []any {
-	out := make([]any, len(kvs))
-	for i, v := range kvs {
-		if i%2 == 1 {
-			switch v := v.(type) {
-			case interface{ WriteText(*bytes.Buffer) }:
-			case fmt.Stringer:
-				out[i] = quotedText(v.String)
-				continue
-			case string:
-				out[i] = quotedText(func() string { return v })
-				continue
-			case error:
-				out[i] = quotedText(v.Error)
-				continue
-			}
+// escapeValues is kvs, keys and values, with each text value that holds a
+// newline and something to escape replaced by its text through
+// escapeLines, which klog writes as it writes the text of a string, error
+// or Stringer (in that order it asks: Stringer, string, error). Other
+// values stay as they are: klog writes numbers, addresses and the like,
+// and slices and structs as JSON.
+func escapeValues(kvs []any) []any {
+	var out []any
+	for i := 1; i < len(kvs); i += 2 {
+		var text string
+		var ok bool
+		switch v := kvs[i].(type) {
+		case interface{ WriteText(*bytes.Buffer) }:
+		case fmt.Stringer:
+			text, ok = textOf(v.String)
+		case string:
+			text, ok = v, true
+		case error:
+			text, ok = textOf(v.Error)
 		}
-		out[i] = v
+		if !ok {
+			continue
+		}
+		if e := escapeLines(text); e != text {
+			if out == nil {
+				out = slices.Clone(kvs)
+			}
+			out[i] = e
+		}
+	}
+	if out == nil {
+		return kvs
 	}
 	return out
 }
 
-// quotedText is a text, got when the line is written, that klog writes
-// quoted (WriteText): as it writes a text without a newline, and as it
-// does for one whose method panics.
-type quotedText func() string
-
-func (q quotedText) WriteText(b *bytes.Buffer) {
-	b.WriteString(strconv.Quote(q.text()))
-}
-
-func (q quotedText) text() (s string) {
+// textOf is what f returns, unless it panics: klog then says so itself.
+func textOf(f func() string) (s string, ok bool) {
 	defer func() {
-		if r := recover(); r != nil {
-			s = fmt.Sprintf("<panic: %s>", r)
+		if recover() != nil {
+			s, ok = "", false
 		}
 	}()
-	return q()
+	return f(), true
 }
 
-// quotedError is the error of log.Error, written by quotedText; errors.Is
-// and errors.As see err through it.
-type quotedError struct{ err error }
+// escapeLines is s, if it holds a newline, with every rune but the
+// newlines that strconv.IsPrint refuses escaped as Go quotes it, and every
+// byte that is not UTF-8 as \xXX; s itself otherwise (klog quotes it).
+func escapeLines(s string) string {
+	unsafe := func(r rune) bool { return r != '\n' && !strconv.IsPrint(r) }
+	if !strings.Contains(s, "\n") || !strings.ContainsFunc(s, unsafe) && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unsafe(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
 
-func (e quotedError) Error() string             { return e.err.Error() }
-func (e quotedError) Unwrap() error             { return e.err }
-func (e quotedError) WriteText(b *bytes.Buffer) { quotedText(e.err.Error).WriteText(b) }
+// escapedError is the error of log.Error with its text escaped by
+// escapeLines; errors.Is and errors.As see err through it.
+type escapedError struct {
+	err  error
+	text string
+}
+
+func (e escapedError) Error() string { return e.text }
+func (e escapedError) Unwrap() error { return e.err }
