@@ -503,26 +503,34 @@ func setFromEnv(fs *pflag.FlagSet, f *pflag.Flag, val string) error {
 	return nil
 }
 
-// splitTopLevel splits s at each sep that is outside (), [] and {} and not
-// escaped with a backslash, so "^(eth|en)[0-9]{1,2}$,^bond" is two regular
-// expressions.
+// splitTopLevel splits s at each sep that is not escaped with a backslash
+// and outside a group, a bracket expression, a repetition count and a \Q…\E
+// quote, as Go's regexp reads them, so "^(eth|en)[0-9]{1,2}$,^bond" is two
+// regular expressions and so is "[[:space:],],x", while "x{,y" is two
+// ("x{" is a literal brace). Hand-written: no library splits a list of
+// regular expressions.
 func splitTopLevel(s, sep string) []string {
 	var parts []string
 	depth, start := 0, 0
-	inClass := false
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
+		case strings.HasPrefix(s[i:], `\Q`):
+			if end := strings.Index(s[i+2:], `\E`); end >= 0 {
+				i += 2 + end + 1
+			} else {
+				i = len(s)
+			}
 		case c == '\\':
 			i++ // the escaped byte is never a separator or a bracket
-		case inClass:
-			if c == ']' {
-				inClass = false
-			}
 		case c == '[':
-			inClass = true
-		case c == '(' || c == '{':
+			i = classEnd(s, i)
+		case c == '{':
+			if n := len(repetitionCount.FindString(s[i:])); n > 0 {
+				i += n - 1
+			}
+		case c == '(':
 			depth++
-		case (c == ')' || c == '}') && depth > 0:
+		case c == ')' && depth > 0:
 			depth--
 		case depth == 0 && strings.HasPrefix(s[i:], sep):
 			parts = append(parts, s[start:i])
@@ -531,6 +539,37 @@ func splitTopLevel(s, sep string) []string {
 		}
 	}
 	return append(parts, s[start:])
+}
+
+// repetitionCount is a repetition count at the start of a string; Go's
+// regexp takes any other brace literally.
+var repetitionCount = regexp.MustCompile(`^\{[0-9]+(?:,[0-9]*)?\}`)
+
+// classEnd is the index in s of the ']' that ends the bracket expression
+// opening at s[i], or len(s)-1 if none does. As in Go's regexp, a ']' first
+// in it (after '[' or "[^") is literal, and so is the ']' of a class name
+// ("[:alpha:]").
+func classEnd(s string, i int) int {
+	i++
+	if i < len(s) && s[i] == '^' {
+		i++
+	}
+	if i < len(s) && s[i] == ']' {
+		i++
+	}
+	for ; i < len(s); i++ {
+		switch {
+		case s[i] == '\\':
+			i++
+		case strings.HasPrefix(s[i:], "[:"):
+			if end := strings.Index(s[i+2:], ":]"); end >= 0 {
+				i += 2 + end + 1
+			}
+		case s[i] == ']':
+			return i
+		}
+	}
+	return len(s) - 1
 }
 
 // flagError rewrites pflag's errors in agentd's one-line form.
