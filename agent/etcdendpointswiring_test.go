@@ -207,3 +207,39 @@ func checkTLSEndpoint(t *testing.T, first string) {
 		t.Errorf("endpoints %s: check of the second: %v; want it up", strings.Join(cfg.EtcdEndpoints, ","), err)
 	}
 }
+
+// TestMisconfiguredEtcdNamesProxy: a request ended early because waiting
+// cannot mend the failure (etcdConn.do: here etcd's certificate is of a
+// CA this host does not trust) ends its explanation with the proxy note
+// when the client's connections go through a proxy, as an unanswered one
+// does: the probe that found the cause connected directly, the client
+// did not.
+func TestMisconfiguredEtcdNamesProxy(t *testing.T) {
+	ca, other := newTestCA(t, "etcd CA"), newTestCA(t, "another CA")
+	now := time.Now()
+	cert := ca.issueServer(t, []string{"etcd.sock"}, nil, x509.ExtKeyUsageServerAuth, now.Add(-time.Hour), now.Add(time.Hour))
+	ep := "unixs://" + serveStatus(t, &statusServer{}, &cert)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.cert.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.EtcdEndpoints = []string{ep}
+	cfg.EtcdCAFile = caFile
+	c, err := newEtcdClient(&cfg, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const note = ", probed directly: the client's connections go through the proxy http://proxy.test:3128 from HTTPS_PROXY"
+	c.proxyNote = note
+	began := time.Now()
+	err = c.do(t.Context(), etcdCallTimeout, func(ctx context.Context) error {
+		_, err := c.Get(ctx, "/coreos.com/network/config")
+		return err
+	})
+	t.Logf("after %s: %v", time.Since(began).Round(time.Millisecond), err)
+	if err == nil || !strings.HasPrefix(err.Error(), "cannot connect to etcd: ") || !strings.HasSuffix(err.Error(), note) {
+		t.Errorf("request: %v; want it ended as one that cannot connect, with the proxy note", err)
+	}
+}
