@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -141,4 +142,66 @@ func TestEtcdWrongPasswordHint(t *testing.T) {
 	if !strings.Contains(err.Error(), "authentication failed") || !strings.Contains(err.Error(), "check --etcd-username and --etcd-password") {
 		t.Errorf("client: %v; want etcd's refusal and the flags to check", err)
 	}
+}
+
+// TestConnectEtcdRetriesUnanswered: with --etcd-username, connectEtcd
+// tries again while etcd does not answer the user's authentication (here
+// an endpoint that takes connections and answers nothing), reporting why
+// for /readyz, until it is stopped: under a DaemonSet an exit lengthens the
+// crash-loop backoff to minutes after etcd is back. A refused password is
+// not retried: connectEtcd returns etcd's refusal, not the end of its own
+// attempt ("context canceled").
+func TestConnectEtcdRetriesUnanswered(t *testing.T) {
+	t.Run("unanswered", func(t *testing.T) {
+		cfg := &Config{EtcdEndpoints: []string{silentSocket(t)}, EtcdUsername: "flannel", EtcdPassword: "pw"}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		reported := make(chan error, 10)
+		type result struct {
+			c   *etcdConn
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			c, err := connectEtcd(ctx, cfg, logr.Discard(), func(_ string, err error) { reported <- err })
+			done <- result{c, err}
+		}()
+		select {
+		case err := <-reported:
+			t.Logf("reported: %v", err)
+			if err == nil || !strings.Contains(err.Error(), "authenticate to etcd as flannel") {
+				t.Errorf("reported %v; want the authentication unanswered", err)
+			}
+		case r := <-done:
+			if r.c != nil {
+				r.c.Close()
+			}
+			t.Fatalf("connectEtcd returned (%v) while etcd did not answer; want it to retry until stopped", r.err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("no failure reported in 30 s")
+		}
+		cancel()
+		if r := <-done; !errors.Is(r.err, context.Canceled) {
+			t.Errorf("connectEtcd after the stop: %v; want %v", r.err, context.Canceled)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		sock := filepath.Join(t.TempDir(), "etcd.sock")
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serveOldAuth(t, l)
+		cfg := &Config{EtcdEndpoints: []string{"unix://" + sock}, EtcdUsername: "flannel", EtcdPassword: "wrong"}
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		c, err := connectEtcd(ctx, cfg, logr.Discard(), func(string, error) {})
+		if err == nil {
+			c.Close()
+			t.Fatal("connected with a wrong password")
+		}
+		if !strings.Contains(err.Error(), "authentication failed") {
+			t.Errorf("connectEtcd: %v; want etcd's refusal, at once", err)
+		}
+	})
 }
