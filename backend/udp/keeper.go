@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,8 +37,9 @@ import (
 //	  open queues + sockets ── exec, fds 3.. ──▶ holds them; listens on
 //	                                             @agentd-udp-keeper/flannel0
 //	agent (restart) ── "g" ──────────────────▶ ── descriptors (SCM_RIGHTS) ──▶
-//	  keeper of another binary (an upgrade), or more queues wanted:
-//	  ── "q" ──▶ old exits; a new keeper over the agent's copies (handOver)
+//	  keeper of another binary (an upgrade), or more queues wanted: a new
+//	  keeper over the agent's copies ── "q" ──▶ old exits; the new one
+//	  takes the name and tells the agent so (handOver, replaceKeeper)
 //	agent (device recreated) ── "q" ─────────▶ exits; a new keeper starts
 //	agent (running)  ◀── pidfd readable ──────── killed (OOM, kill, cgroup)
 //	  Reconcile: a new keeper over the agent's copies (keeperWatch)
@@ -86,6 +89,16 @@ import (
 // keeperEnv, in the environment, makes the agentd binary a keeper; its value
 // says how many descriptors of each kind follow the listener (fd 3).
 const keeperEnv = "AGENTD_UDP_KEEPER"
+
+// keeperReplaceEnv, in the environment of a keeper, says that its listener
+// is not bound yet: the keeper makes the one at the name quit and takes the
+// name itself (takeName), then writes keeperTookName, or why it could not,
+// to the pipe that follows the descriptors, and closes it (replaceKeeper).
+const keeperReplaceEnv = "AGENTD_UDP_KEEPER_REPLACE"
+
+// keeperTookName is what a replacing keeper reports once it listens on the
+// name.
+const keeperTookName = "listening"
 
 const (
 	keeperGet  = 'g'
@@ -186,6 +199,24 @@ func RunKeeper() int {
 	for i := range nudp {
 		k.udp = append(k.udp, ln+1+ntun+i)
 	}
+	if _, ok := os.LookupEnv(keeperReplaceEnv); ok {
+		// The report pipe follows the descriptors kept.
+		report := os.NewFile(uintptr(ln+1+ntun+nudp), "report")
+		err := takeName(os.Args[1:], ln)
+		msg := keeperTookName
+		if err != nil {
+			msg = err.Error()
+		}
+		// The agent may be gone (SIGKILLed): its end of the pipe is
+		// then closed, and the write fails, which changes nothing.
+		_, _ = report.WriteString(msg)
+		report.Close()
+		if err != nil {
+			k.close()
+			unix.Close(ln)
+			return 1
+		}
+	}
 	uid := os.Geteuid()
 	// Link events wake the keeper, so that it exits as soon as the device
 	// is deleted and frees the sockets' port (for a flanneld started next,
@@ -238,6 +269,38 @@ func RunKeeper() int {
 			return 0
 		}
 	}
+}
+
+// takeName makes the keeper of the device args names (its argv after
+// argv[0]) that this keeper replaces quit, and binds and listens on the
+// name in its place, on the socket ln. This keeper holds the descriptors
+// already, so that there is no moment in which none does: the old keeper
+// closes its copies only once this one has its own. It waits for the name
+// as startKeeper does: up to keeperTimeout for each step of the exchange
+// with the old keeper, and half a second for the name once it has let go.
+func takeName(args []string, ln int) error {
+	if len(args) != 1 {
+		return fmt.Errorf("a descriptor keeper taking over wants one device argument, not %q", args)
+	}
+	dev := args[0]
+	if _, err := quitKeeper(context.Background(), dev); err != nil {
+		return err
+	}
+	addr := &unix.SockaddrUnix{Name: keeperAddr(dev)}
+	var err error
+	for range 50 {
+		if err = unix.Bind(ln, addr); !errors.Is(err, unix.EADDRINUSE) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("bind the descriptor keeper socket %s: %w", addr.Name, err)
+	}
+	if err := unix.Listen(ln, 8); err != nil {
+		return fmt.Errorf("listen on the descriptor keeper socket: %w", err)
+	}
+	return nil
 }
 
 // linkEvents returns a non-blocking rtnetlink socket subscribed to link
@@ -728,6 +791,62 @@ func spawnKeeperOf(ctx context.Context, exe, dev string, k *kept, evict bool) (*
 	if err := unix.Listen(ln, 8); err != nil {
 		return nil, fmt.Errorf("listen on the descriptor keeper socket: %w", err)
 	}
+	return execKeeper(exe, dev, ln, k, nil)
+}
+
+// replaceTimeout bounds the wait for a replacing keeper's report: its
+// exchange with the old keeper (connect, request, answer: keeperTimeout
+// each) and the wait for the name (half a second), with a margin.
+const replaceTimeout = 3*keeperTimeout + time.Second
+
+// replaceKeeper starts a keeper for dev holding (its own copies of) k's
+// descriptors in place of the keeper at the name, a process of an earlier
+// agent: the new keeper has its copies from its start, and only then tells
+// the old one to quit and takes the name itself (takeName). So some keeper
+// holds them at every moment, whenever the agent is SIGKILLed: before the
+// new one runs, the old one does; after, the new one goes on alone. The
+// agent waits for its report, up to replaceTimeout; a keeper that could
+// not take the name (the old one did not answer: stopped, frozen) exits,
+// and its error says why. One that does not report in time is killed.
+func replaceKeeper(dev string, k *kept) (*exec.Cmd, error) {
+	ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("descriptor keeper socket: %w", err)
+	}
+	defer unix.Close(ln)
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("start the descriptor keeper: %w", err)
+	}
+	defer r.Close()
+	cmd, err := execKeeper("/proc/self/exe", dev, ln, k, w)
+	w.Close()
+	if err != nil {
+		return nil, err
+	}
+	_ = r.SetReadDeadline(time.Now().Add(replaceTimeout))
+	report, err := io.ReadAll(io.LimitReader(r, 4096))
+	if err == nil && string(report) == keeperTookName {
+		return cmd, nil
+	}
+	if err != nil {
+		_ = cmd.Process.Kill()
+	}
+	_ = cmd.Wait()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("the new descriptor keeper (pid %d) did not take %s over within %s; killed it: %w", cmd.Process.Pid, keeperAddr(dev), replaceTimeout, err)
+	case len(report) == 0:
+		return nil, fmt.Errorf("the new descriptor keeper (pid %d) exited before it took %s over (%s)", cmd.Process.Pid, keeperAddr(dev), cmd.ProcessState)
+	}
+	return nil, fmt.Errorf("the new descriptor keeper could not take %s over: %s", keeperAddr(dev), report)
+}
+
+// execKeeper starts the keeper binary exe for dev over the listener ln and
+// k's descriptors (copies of them), and, with report, a keeper that takes
+// the name itself (keeperReplaceEnv) and says so on report, which stays
+// the caller's to close.
+func execKeeper(exe, dev string, ln int, k *kept, report *os.File) (*exec.Cmd, error) {
 	// ExtraFiles become fds 3, 4, …; each is a dup that is closed here once
 	// the keeper has its own.
 	var files []*os.File
@@ -743,12 +862,18 @@ func spawnKeeperOf(ctx context.Context, exe, dev string, k *kept, evict bool) (*
 		}
 		files = append(files, os.NewFile(uintptr(dup), "kept"))
 	}
+	env := append([]string{keeperEnv + "=" + k.spec()}, keeperTestEnv...)
+	extra := files
+	if report != nil {
+		env = append(env, keeperReplaceEnv+"=1")
+		extra = append(slices.Clip(files), report)
+	}
 	cmd := &exec.Cmd{
 		Path:        exe,
 		Args:        []string{keeperName, dev},
-		Env:         append([]string{keeperEnv + "=" + k.spec()}, keeperTestEnv...),
+		Env:         env,
 		Dir:         "/",
-		ExtraFiles:  files,
+		ExtraFiles:  extra,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	if err := cmd.Start(); err != nil {

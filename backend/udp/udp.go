@@ -698,30 +698,30 @@ func (b *Backend) grow() (grown bool) {
 }
 
 // handOver hands b.fds, taken over from a keeper, to a new keeper in place
-// of that one: startKeeper tells the old one to quit, waits for its name,
-// and starts the new one over copies of the agent's descriptors. The agent
-// holds every queue and socket throughout (the old keeper's are copies of
-// the same open files), so no queue detaches and no socket closes: what
-// waits in them stays there for the workers, and the restart's gap is
-// longer only by the exchange and a fork (a few ms). started says that the
-// new keeper runs; without it there is no keeper, which Reconcile tries to
-// start again (keeperretry.go). An error is ctx's, ended before the old
-// keeper was asked anything, with which the agent stops. It runs inside
-// b.do.
+// of that one: replaceKeeper starts the new one over copies of the agent's
+// descriptors, and that one tells the old one to quit and takes its name.
+// The agent holds every queue and socket throughout (the old keeper's are
+// copies of the same open files), so no queue detaches and no socket
+// closes: what waits in them stays there for the workers, and the
+// restart's gap is longer only by a fork and the exchange (a few ms).
+// started says that the new keeper runs; without it there is no keeper of
+// this agent's (the old one stays if it never let go: it did not answer),
+// which Reconcile tries to start again (keeperretry.go). An error is
+// ctx's, ended before the old keeper was asked anything, with which the
+// agent stops. It runs inside b.do.
 //
-// Once the old keeper is told to quit, it closes its copies, and this
-// process holds the only ones until the new keeper runs; they close when it
-// exits. So a stop (ctx ends: SIGTERM) after that point does not cut the
-// hand-over short: the agent would leave nothing holding the device's
-// queues and the sockets, and the next agent would make them anew, dropping
-// what waited in them and everything sent meanwhile. That costs a stop at
-// most the old keeper's answer (keeperTimeout) and the wait for its name
-// (half a second); it has just answered the agent's get.
+// A keeper holds the descriptors at every moment: the new one has its
+// copies before the old one is told to quit, and takes the name on its
+// own, so a SIGKILL of the agent during the hand-over leaves one. A stop
+// (ctx ends: SIGTERM) once the new keeper is started waits for its report
+// all the same, so that the agent knows which keeper it leaves: at most
+// the old keeper's answer (keeperTimeout) and the wait for its name (half
+// a second); it has just answered the agent's get.
 func (b *Backend) handOver(ctx context.Context) (started bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, err // the old keeper still holds its copies
 	}
-	cmd, err := startKeeper(context.WithoutCancel(ctx), DeviceName, b.fds)
+	cmd, err := replaceKeeper(DeviceName, b.fds)
 	if err != nil {
 		b.keeperFailed(err, false, "no descriptor keeper: an agent restart will drop packets while it lasts")
 		return false, nil
