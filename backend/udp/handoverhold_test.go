@@ -164,3 +164,47 @@ func TestReplacingKeeperOutlivesAgent(t *testing.T) {
 		t.Errorf("%d queues of %s attached once the agent is gone, want the 2 the new keeper holds", n, DeviceName)
 	}
 }
+
+// TestReplacingKeeperOldOneUnanswering: the keeper the agent replaces
+// answers its get, then nothing more (stopped, frozen) when the new keeper
+// tells it to quit. The new keeper gives up after keeperTimeout and exits,
+// saying why; the agent says that it has no keeper of its own, and carries
+// traffic over the descriptors it took over.
+func TestReplacingKeeperOldOneUnanswering(t *testing.T) {
+	h := newTestNet(t)
+	h.queues = 1
+	h.start()
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
+	h.reconcile(peers...)
+	h.exit()
+	k := h.keptQuit()
+	frozen := make(chan struct{})
+	h.fakeKeeperQuitting(k.spec(), k.all(), func() { <-frozen })
+	t.Cleanup(func() { close(frozen) })
+
+	b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.queues = 2
+	h.track(b)
+	h.b = b
+	if _, err := b.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !h.logged("no descriptor keeper: an agent restart will drop packets while it lasts") || !h.logged("did not answer within") {
+		t.Fatalf("the agent did not say that the new keeper could not take the old one's place, and why; logged:\n%s", h.logText())
+	}
+	if kp, ok := b.Keeper(); !ok || kp.Up || kp.Replaced {
+		t.Errorf("keeper %+v (%v), want none up and none replaced", kp, ok)
+	}
+	if pids := h.keeperPids(); len(pids) != 0 {
+		t.Errorf("keeper processes %v left, want none: the new keeper exits when it cannot take the name", pids)
+	}
+	h.reconcile(peers...)
+	peer := h.udpFrom("198.18.0.2")
+	if _, err := peer.WriteToUDP(echoRequest("10.244.2.5", "10.244.1.0", 5), hostAddr); err != nil {
+		t.Fatal(err)
+	}
+	expectReply(t, peer, 5)
+}
