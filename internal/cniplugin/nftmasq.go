@@ -69,7 +69,20 @@ func (nftMasq) rules(network, containerID, ifName string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	var list struct {
+	handles, err := nftRuleHandles(out.Bytes(), nftMasqHash(network, containerID, ifName))
+	if err != nil {
+		return nil, fmt.Errorf("nft -j list chain inet %s %s: %w", nftMasqTable, nftMasqChain, err)
+	}
+	return handles, nil
+}
+
+// nftRuleHandles reads the output of `nft -j list chain` (list) for the
+// handles of the rules whose comment starts with prefix, in the order
+// listed. The output is one object whose "nftables" array holds a
+// metainfo, the chain and then a {"rule": {…}} per rule; only the rules'
+// "handle" and "comment" are read.
+func nftRuleHandles(list []byte, prefix string) ([]int, error) {
+	var doc struct {
 		Nftables []struct {
 			Rule *struct {
 				Handle  int    `json:"handle"`
@@ -77,12 +90,11 @@ func (nftMasq) rules(network, containerID, ifName string) ([]int, error) {
 			} `json:"rule"`
 		} `json:"nftables"`
 	}
-	if err := json.Unmarshal(out.Bytes(), &list); err != nil {
-		return nil, fmt.Errorf("nft -j list chain inet %s %s: %w", nftMasqTable, nftMasqChain, err)
+	if err := json.Unmarshal(list, &doc); err != nil {
+		return nil, err
 	}
-	prefix := nftMasqHash(network, containerID, ifName)
 	var handles []int
-	for _, e := range list.Nftables {
+	for _, e := range doc.Nftables {
 		if e.Rule != nil && strings.HasPrefix(e.Rule.Comment, prefix) {
 			handles = append(handles, e.Rule.Handle)
 		}
