@@ -13,7 +13,8 @@ const unkeptMsg = "no descriptor keeper held flannel0's queues and the UDP socke
 
 // TestStartWithoutKeeperSaid: an agent that starts where flannel0 is but
 // no descriptor keeper holds its queues and the sockets (the last agent
-// ended with its keeper: SIGKILLed while it handed them to a new keeper)
+// ended with its keeper: the service's whole cgroup killed; until
+// 2026-12-07 also an agent SIGKILLed while it handed them to a new keeper)
 // says so once, and carries traffic with new ones. The first start (no
 // device) and a restart that takes them over from a keeper say nothing of
 // it. Before, such a start made new queues and sockets without a word,

@@ -629,7 +629,7 @@ func (b *Backend) sayUnkept() {
 		return
 	}
 	b.log.Info("no descriptor keeper held flannel0's queues and the UDP sockets: what was sent to this host since the last agent let go of them was dropped "+
-		"(an agent that ended with its keeper: SIGKILLed while it handed them to a new keeper, or the service's whole cgroup killed); making new ones",
+		"(an agent that ended with its keeper: the service's whole cgroup killed, or the keeper killed while no agent ran); making new ones",
 		"device", DeviceName)
 }
 
