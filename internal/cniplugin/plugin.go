@@ -1076,13 +1076,9 @@ func (iptablesMasq) Remove(network, containerID string) error {
 			continue
 		}
 		for _, r := range rules {
-			f := strings.Fields(r)
-			if len(f) < 2 || f[len(f)-2] != "-j" || f[len(f)-1] != chain {
-				continue
-			}
-			if i := slices.Index(f, "-s"); i > 0 && i+1 < len(f) {
-				if err := ipt.DeleteIfExists("nat", "POSTROUTING", "-s", f[i+1], "-j", chain, "-m", "comment", "--comment", comment); err != nil {
-					errs = append(errs, fmt.Errorf("delete nat POSTROUTING rule for %s: %w", f[i+1], err))
+			if src, ok := masqJumpSource(r, chain); ok {
+				if err := ipt.DeleteIfExists("nat", "POSTROUTING", "-s", src, "-j", chain, "-m", "comment", "--comment", comment); err != nil {
+					errs = append(errs, fmt.Errorf("delete nat POSTROUTING rule for %s: %w", src, err))
 				}
 			}
 		}
@@ -1091,6 +1087,24 @@ func (iptablesMasq) Remove(network, containerID string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// masqJumpSource reads rule, a line of `iptables -S POSTROUTING`, for the
+// source address of a rule that jumps to chain, as bridge's ADD writes it:
+// `-A POSTROUTING -s 10.244.5.4/32 -m comment --comment "name: \"cbr0\" id:
+// \"…\"" -j CNI-…`. The source is the field after the first "-s" (the
+// comment comes after it), the jump the last two fields. ok is false for a
+// rule that jumps elsewhere or names no source.
+func masqJumpSource(rule, chain string) (src string, ok bool) {
+	f := strings.Fields(rule)
+	if len(f) < 2 || f[len(f)-2] != "-j" || f[len(f)-1] != chain {
+		return "", false
+	}
+	i := slices.Index(f, "-s")
+	if i <= 0 || i+1 >= len(f) {
+		return "", false
+	}
+	return f[i+1], true
 }
 
 // chainExists says whether chain is in ipt's nat table. A nat table the
