@@ -120,33 +120,44 @@ func describeProcess(pid int) string {
 	if err != nil {
 		return fmt.Sprintf("pid %d (gone, or not readable: %v)", pid, err)
 	}
-	desc := strings.TrimSpace(string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))
+	comm, _ := os.ReadFile(dir + "/comm")
+	env, _ := os.ReadFile(dir + "/environ")
+	return fmt.Sprintf("pid %d (%s)", pid, processText(cmd, comm, env))
+}
+
+// maxCmd bounds the command line that processText gives, in bytes.
+const maxCmd = 200
+
+// processText describes a process by its /proc/<pid> files (nil for one
+// not readable): its command line (cmdline's NUL-separated arguments, or
+// comm in brackets when it has none, as ps shows a kernel thread), cut to
+// maxCmd bytes and "…", then "; " and the CNI_COMMAND, CNI_CONTAINERID and
+// CNI_IFNAME of environ that are there, each quoted when it holds a space
+// or a rune that is not graphic.
+func processText(cmdline, comm, environ []byte) string {
+	desc := strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
 	if desc == "" {
-		comm, _ := os.ReadFile(dir + "/comm")
 		desc = "[" + strings.TrimSpace(string(comm)) + "]"
 	}
-	const maxCmd = 200
 	if len(desc) > maxCmd {
 		desc = desc[:maxCmd] + "…"
 	}
 	var vars []string
-	if env, err := os.ReadFile(dir + "/environ"); err == nil {
-		for kv := range bytes.SplitSeq(env, []byte{0}) {
-			for _, k := range []string{"CNI_COMMAND=", "CNI_CONTAINERID=", "CNI_IFNAME="} {
-				v, ok := bytes.CutPrefix(kv, []byte(k))
-				if !ok || len(v) > 64 {
-					continue
-				}
-				if s := string(v); strings.IndexFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) || r == ' ' }) >= 0 {
-					vars = append(vars, k+strconv.QuoteToGraphic(s))
-				} else {
-					vars = append(vars, k+s)
-				}
+	for kv := range bytes.SplitSeq(environ, []byte{0}) {
+		for _, k := range []string{"CNI_COMMAND=", "CNI_CONTAINERID=", "CNI_IFNAME="} {
+			v, ok := bytes.CutPrefix(kv, []byte(k))
+			if !ok || len(v) > 64 {
+				continue
+			}
+			if s := string(v); strings.IndexFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) || r == ' ' }) >= 0 {
+				vars = append(vars, k+strconv.QuoteToGraphic(s))
+			} else {
+				vars = append(vars, k+s)
 			}
 		}
 	}
 	if len(vars) > 0 {
 		desc += "; " + strings.Join(vars, " ")
 	}
-	return fmt.Sprintf("pid %d (%s)", pid, desc)
+	return desc
 }
