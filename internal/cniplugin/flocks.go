@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -133,14 +134,22 @@ const maxCmd = 200
 // comm in brackets when it has none, as ps shows a kernel thread), cut to
 // maxCmd bytes and "…", then "; " and the CNI_COMMAND, CNI_CONTAINERID and
 // CNI_IFNAME of environ that are there, each quoted when it holds a space
-// or a rune that is not graphic.
+// or a rune that is not graphic. The text is valid UTF-8, to be read in an
+// error message: a byte of the command line that is not UTF-8 is given as
+// U+FFFD, the cut falls between runes, and a variable with such a byte is
+// quoted.
 func processText(cmdline, comm, environ []byte) string {
 	desc := strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
 	if desc == "" {
 		desc = "[" + strings.TrimSpace(string(comm)) + "]"
 	}
+	desc = strings.ToValidUTF8(desc, "\uFFFD")
 	if len(desc) > maxCmd {
-		desc = desc[:maxCmd] + "…"
+		i := maxCmd
+		for !utf8.RuneStart(desc[i]) {
+			i--
+		}
+		desc = desc[:i] + "…"
 	}
 	var vars []string
 	for kv := range bytes.SplitSeq(environ, []byte{0}) {
@@ -149,7 +158,7 @@ func processText(cmdline, comm, environ []byte) string {
 			if !ok || len(v) > 64 {
 				continue
 			}
-			if s := string(v); strings.IndexFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) || r == ' ' }) >= 0 {
+			if s := string(v); !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) || r == ' ' }) >= 0 {
 				vars = append(vars, k+strconv.QuoteToGraphic(s))
 			} else {
 				vars = append(vars, k+s)
