@@ -668,7 +668,7 @@ func TestDirectRenewalIsReported(t *testing.T) {
 		lost    lostReasons
 		mu      sync.Mutex
 		renewed []string // lease and time left, as reported
-		wrong   bool     // a lease other than ours, or a time left more than a second short of the TTL
+		wrong   bool     // a lease other than ours, or a time left more than 3 s short of the TTL
 		l       subnet.Lease
 	)
 	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"), func(c *subnet.ManagerConfig) {
@@ -678,7 +678,7 @@ func TestDirectRenewalIsReported(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			renewed = append(renewed, fmt.Sprintf("%x %v", id, left))
-			wrong = wrong || id != int64(l.LeaseID) || left > ttl || left <= ttl-time.Second
+			wrong = wrong || id != int64(l.LeaseID) || left > ttl || left <= ttl-3*time.Second
 		}
 	})
 	l = acquire(t, m)
@@ -695,7 +695,7 @@ func TestDirectRenewalIsReported(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		if wrong {
-			t.Fatalf("renewals reported: %q, want each of lease %x with %v less the time since it was sent (under a second)", renewed, l.LeaseID, ttl)
+			t.Fatalf("renewals reported: %q, want each of lease %x with %v less the time since it was sent (under 3 s: a round trip to a local etcd, on a loaded machine)", renewed, l.LeaseID, ttl)
 		}
 		if len(renewed) < 2 {
 			return fmt.Errorf("renewals reported: %q", renewed)
