@@ -103,65 +103,90 @@ func TestKeeperHandOverHeldThroughout(t *testing.T) {
 	expectReply(t, peer, 4)
 }
 
-// TestReplacingKeeperOutlivesAgent: the agent is SIGKILLed just after it
-// started the keeper that replaces the one it met (its end of the report
-// pipe and its copies of the descriptors close at once). The new keeper
-// makes the old one quit and takes the name on its own, and holds every
-// queue, those the agent added too, for the next agent.
+// TestReplacingKeeperOutlivesAgent: the agent is SIGKILLed at each point
+// of the hand-over after it started the keeper that replaces the one it
+// met (its end of the pipe to that keeper and its copies of the
+// descriptors close then): before it told the old keeper to quit, after,
+// once it bound the name, once it listened there. The new keeper finishes
+// the hand-over on its own and holds every queue, those the agent added
+// too, for the next agent; the old one is gone.
 func TestReplacingKeeperOutlivesAgent(t *testing.T) {
-	h := newTestNet(t)
-	h.queues = 1
-	h.start()
-	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
-	h.exit()
-	old := h.keeperPids()
-	if len(old) != 1 {
-		t.Fatalf("keepers %v before the hand-over, want one", old)
-	}
-	var cmd *exec.Cmd
-	if err := h.host.Do(func() error {
-		k, ok, err := fetchKept(context.Background(), DeviceName)
-		if !ok {
-			return fmt.Errorf("no keeper answers (err %v)", err)
-		}
-		defer k.close()
-		added, err := openQueues(DeviceName, 1)
-		if err != nil {
-			return err
-		}
-		k.tun = append(slices.Clip(k.tun), added...)
-		ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(ln)
-		r, w, err := os.Pipe()
-		if err != nil {
-			return err
-		}
-		r.Close()
-		defer w.Close()
-		cmd, err = execKeeper("/proc/self/exe", DeviceName, ln, k, w)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = h.host.Do(func() error { _, err := quitKeeper(context.Background(), DeviceName); return err })
-		_ = cmd.Wait()
-	}()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		pids := h.keeperPids()
-		if len(pids) == 1 && pids[0] == cmd.Process.Pid && h.keeperAnswers() == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("keepers %v 10 s after the agent died, want the new one alone (pid %d) answering (%v); the old one was %v",
-				pids, cmd.Process.Pid, h.keeperAnswers(), old)
-		}
-	}
-	if n := attachedQueues(t, h); n != 2 {
-		t.Errorf("%d queues of %s attached once the agent is gone, want the 2 the new keeper holds", n, DeviceName)
+	for _, tc := range []struct {
+		name string
+		did  int // steps of the agent's done before its death
+	}{{"before the quit", 0}, {"after the quit", 1}, {"after the bind", 2}, {"after the listen", 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestNet(t)
+			h.queues = 1
+			h.start()
+			h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
+			h.exit()
+			old := h.keeperPids()
+			if len(old) != 1 {
+				t.Fatalf("keepers %v before the hand-over, want one", old)
+			}
+			var cmd *exec.Cmd
+			if err := h.host.Do(func() error {
+				k, ok, err := fetchKept(context.Background(), DeviceName)
+				if !ok {
+					return fmt.Errorf("no keeper answers (err %v)", err)
+				}
+				defer k.close()
+				added, err := openQueues(DeviceName, 1)
+				if err != nil {
+					return err
+				}
+				k.tun = append(slices.Clip(k.tun), added...)
+				ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					return err
+				}
+				defer unix.Close(ln)
+				r, w, err := os.Pipe()
+				if err != nil {
+					return err
+				}
+				defer w.Close()
+				cmd, err = execKeeper("/proc/self/exe", DeviceName, ln, k, r)
+				r.Close()
+				if err != nil {
+					return err
+				}
+				steps := []func() error{
+					func() error { _, err := quitKeeper(context.Background(), DeviceName); return err },
+					func() error {
+						// The old keeper closed its listener before its bye.
+						return unix.Bind(ln, &unix.SockaddrUnix{Name: keeperAddr(DeviceName)})
+					},
+					func() error { return unix.Listen(ln, 8) },
+				}
+				for _, step := range steps[:tc.did] {
+					if err := step(); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				_ = h.host.Do(func() error { _, err := quitKeeper(context.Background(), DeviceName); return err })
+				_ = cmd.Wait()
+			}()
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				pids := h.keeperPids()
+				if len(pids) == 1 && pids[0] == cmd.Process.Pid && h.keeperAnswers() == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("keepers %v 10 s after the agent died, want the new one alone (pid %d) answering (%v); the old one was %v",
+						pids, cmd.Process.Pid, h.keeperAnswers(), old)
+				}
+			}
+			if n := attachedQueues(t, h); n != 2 {
+				t.Errorf("%d queues of %s attached once the agent is gone, want the 2 the new keeper holds", n, DeviceName)
+			}
+		})
 	}
 }
 

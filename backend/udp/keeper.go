@@ -38,8 +38,8 @@ import (
 //	                                             @agentd-udp-keeper/flannel0
 //	agent (restart) ── "g" ──────────────────▶ ── descriptors (SCM_RIGHTS) ──▶
 //	  keeper of another binary (an upgrade), or more queues wanted: a new
-//	  keeper over the agent's copies ── "q" ──▶ old exits; the new one
-//	  takes the name and tells the agent so (handOver, replaceKeeper)
+//	  keeper over the agent's copies, then ── "q" ──▶ old exits; the
+//	  agent binds the name for the new one (handOver, replaceKeeper)
 //	agent (device recreated) ── "q" ─────────▶ exits; a new keeper starts
 //	agent (running)  ◀── pidfd readable ──────── killed (OOM, kill, cgroup)
 //	  Reconcile: a new keeper over the agent's copies (keeperWatch)
@@ -90,14 +90,16 @@ import (
 // says how many descriptors of each kind follow the listener (fd 3).
 const keeperEnv = "AGENTD_UDP_KEEPER"
 
-// keeperReplaceEnv, in the environment of a keeper, says that its listener
-// is not bound yet: the keeper makes the one at the name quit and takes the
-// name itself (takeName), then writes keeperTookName, or why it could not,
-// to the pipe that follows the descriptors, and closes it (replaceKeeper).
+// keeperReplaceEnv, in the environment of a keeper, says that it replaces
+// the keeper at the name, and that its listener does not listen yet: the
+// agent that started it makes the old keeper quit and binds the name
+// (replaceKeeper), then writes keeperTookName to the pipe that follows the
+// descriptors and closes it. A keeper whose pipe ends without that word
+// (its agent died: SIGKILL) finishes the hand-over itself (finishHandOver).
 const keeperReplaceEnv = "AGENTD_UDP_KEEPER_REPLACE"
 
-// keeperTookName is what a replacing keeper reports once it listens on the
-// name.
+// keeperTookName is the agent's word to a replacing keeper: its listener
+// listens on the name.
 const keeperTookName = "listening"
 
 const (
@@ -200,21 +202,17 @@ func RunKeeper() int {
 		k.udp = append(k.udp, ln+1+ntun+i)
 	}
 	if _, ok := os.LookupEnv(keeperReplaceEnv); ok {
-		// The report pipe follows the descriptors kept.
-		report := os.NewFile(uintptr(ln+1+ntun+nudp), "report")
-		err := takeName(os.Args[1:], ln)
-		msg := keeperTookName
-		if err != nil {
-			msg = err.Error()
-		}
-		// The agent may be gone (SIGKILLed): its end of the pipe is
-		// then closed, and the write fails, which changes nothing.
-		_, _ = report.WriteString(msg)
-		report.Close()
-		if err != nil {
-			k.close()
-			unix.Close(ln)
-			return 1
+		// The agent's pipe follows the descriptors kept.
+		agent := os.NewFile(uintptr(ln+1+ntun+nudp), "agent")
+		word, _ := io.ReadAll(io.LimitReader(agent, 64))
+		agent.Close()
+		if string(word) != keeperTookName {
+			if err := finishHandOver(os.Args[1:], ln); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				k.close()
+				unix.Close(ln)
+				return 1
+			}
 		}
 	}
 	uid := os.Geteuid()
@@ -271,18 +269,32 @@ func RunKeeper() int {
 	}
 }
 
-// takeName makes the keeper of the device args names (its argv after
-// argv[0]) that this keeper replaces quit, and binds and listens on the
-// name in its place, on the socket ln. This keeper holds the descriptors
-// already, so that there is no moment in which none does: the old keeper
-// closes its copies only once this one has its own. It waits for the name
-// as startKeeper does: up to keeperTimeout for each step of the exchange
-// with the old keeper, and half a second for the name once it has let go.
-func takeName(args []string, ln int) error {
+// finishHandOver takes the name for a replacing keeper whose agent died
+// during the hand-over (its pipe ended without keeperTookName), on the
+// keeper's listener ln, for the device args names (its argv after
+// argv[0]). The agent may have left ln listening, or bound, or the old
+// keeper at the name: this keeper then tells it to quit (takeName). A
+// listen succeeds on a socket bound or listening already, and fails on
+// one not bound (EINVAL), whose name Getsockname would not tell apart from
+// the abstract name "@".
+func finishHandOver(args []string, ln int) error {
 	if len(args) != 1 {
 		return fmt.Errorf("a descriptor keeper taking over wants one device argument, not %q", args)
 	}
-	dev := args[0]
+	if unix.Listen(ln, 8) == nil {
+		return nil
+	}
+	return takeName(args[0], ln)
+}
+
+// takeName makes the keeper of dev quit, and binds and listens on its name
+// in its place, on the socket ln of a keeper that holds the descriptors
+// already (replaceKeeper), so that there is no moment in which none does:
+// the old keeper closes its copies only once the new one has its own. It
+// waits for the name as startKeeper does: up to keeperTimeout for each
+// step of the exchange with the old keeper, and half a second for the name
+// once it has let go.
+func takeName(dev string, ln int) error {
 	if _, err := quitKeeper(context.Background(), dev); err != nil {
 		return err
 	}
@@ -794,20 +806,17 @@ func spawnKeeperOf(ctx context.Context, exe, dev string, k *kept, evict bool) (*
 	return execKeeper(exe, dev, ln, k, nil)
 }
 
-// replaceTimeout bounds the wait for a replacing keeper's report: its
-// exchange with the old keeper (connect, request, answer: keeperTimeout
-// each) and the wait for the name (half a second), with a margin.
-const replaceTimeout = 3*keeperTimeout + time.Second
-
 // replaceKeeper starts a keeper for dev holding (its own copies of) k's
 // descriptors in place of the keeper at the name, a process of an earlier
-// agent: the new keeper has its copies from its start, and only then tells
-// the old one to quit and takes the name itself (takeName). So some keeper
-// holds them at every moment, whenever the agent is SIGKILLed: before the
-// new one runs, the old one does; after, the new one goes on alone. The
-// agent waits for its report, up to replaceTimeout; a keeper that could
-// not take the name (the old one did not answer: stopped, frozen) exits,
-// and its error says why. One that does not report in time is killed.
+// agent: the new keeper has its copies from its start, and only then is
+// the old one told to quit and the name taken (takeName), on the new
+// keeper's listener, which this process shares until it returns. So some
+// keeper holds them at every moment, whenever the agent is SIGKILLed:
+// before the new one runs, the old one does; after, the new one does, and
+// finishes the hand-over itself if the agent dies before its word
+// (keeperReplaceEnv). When the name cannot be taken (the old keeper did
+// not answer: stopped, frozen) the new keeper is killed, and the old one
+// holds on to its copies.
 func replaceKeeper(dev string, k *kept) (*exec.Cmd, error) {
 	ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -818,35 +827,29 @@ func replaceKeeper(dev string, k *kept) (*exec.Cmd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start the descriptor keeper: %w", err)
 	}
-	defer r.Close()
-	cmd, err := execKeeper("/proc/self/exe", dev, ln, k, w)
-	w.Close()
+	defer w.Close()
+	cmd, err := execKeeper("/proc/self/exe", dev, ln, k, r)
+	r.Close()
 	if err != nil {
 		return nil, err
 	}
-	_ = r.SetReadDeadline(time.Now().Add(replaceTimeout))
-	report, err := io.ReadAll(io.LimitReader(r, 4096))
-	if err == nil && string(report) == keeperTookName {
-		return cmd, nil
+	err = takeName(dev, ln)
+	if err == nil {
+		_, err = w.WriteString(keeperTookName)
 	}
 	if err != nil {
 		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("the new descriptor keeper (pid %d) could not take %s over: %w", cmd.Process.Pid, keeperAddr(dev), err)
 	}
-	_ = cmd.Wait()
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("the new descriptor keeper (pid %d) did not take %s over within %s; killed it: %w", cmd.Process.Pid, keeperAddr(dev), replaceTimeout, err)
-	case len(report) == 0:
-		return nil, fmt.Errorf("the new descriptor keeper (pid %d) exited before it took %s over (%s)", cmd.Process.Pid, keeperAddr(dev), cmd.ProcessState)
-	}
-	return nil, fmt.Errorf("the new descriptor keeper could not take %s over: %s", keeperAddr(dev), report)
+	return cmd, nil
 }
 
 // execKeeper starts the keeper binary exe for dev over the listener ln and
-// k's descriptors (copies of them), and, with report, a keeper that takes
-// the name itself (keeperReplaceEnv) and says so on report, which stays
-// the caller's to close.
-func execKeeper(exe, dev string, ln int, k *kept, report *os.File) (*exec.Cmd, error) {
+// k's descriptors (copies of them), and, with agent, a replacing keeper
+// (keeperReplaceEnv) that waits for the word on agent, a pipe's read end,
+// which stays the caller's to close.
+func execKeeper(exe, dev string, ln int, k *kept, agent *os.File) (*exec.Cmd, error) {
 	// ExtraFiles become fds 3, 4, …; each is a dup that is closed here once
 	// the keeper has its own.
 	var files []*os.File
@@ -864,9 +867,9 @@ func execKeeper(exe, dev string, ln int, k *kept, report *os.File) (*exec.Cmd, e
 	}
 	env := append([]string{keeperEnv + "=" + k.spec()}, keeperTestEnv...)
 	extra := files
-	if report != nil {
+	if agent != nil {
 		env = append(env, keeperReplaceEnv+"=1")
-		extra = append(slices.Clip(files), report)
+		extra = append(slices.Clip(files), agent)
 	}
 	cmd := &exec.Cmd{
 		Path:        exe,

@@ -699,7 +699,7 @@ func (b *Backend) grow() (grown bool) {
 
 // handOver hands b.fds, taken over from a keeper, to a new keeper in place
 // of that one: replaceKeeper starts the new one over copies of the agent's
-// descriptors, and that one tells the old one to quit and takes its name.
+// descriptors, then tells the old one to quit and takes its name for it.
 // The agent holds every queue and socket throughout (the old keeper's are
 // copies of the same open files), so no queue detaches and no socket
 // closes: what waits in them stays there for the workers, and the
@@ -712,11 +712,12 @@ func (b *Backend) grow() (grown bool) {
 //
 // A keeper holds the descriptors at every moment: the new one has its
 // copies before the old one is told to quit, and takes the name on its
-// own, so a SIGKILL of the agent during the hand-over leaves one. A stop
-// (ctx ends: SIGTERM) once the new keeper is started waits for its report
-// all the same, so that the agent knows which keeper it leaves: at most
-// the old keeper's answer (keeperTimeout) and the wait for its name (half
-// a second); it has just answered the agent's get.
+// own if the agent dies first, so a SIGKILL of the agent during the
+// hand-over leaves one. A stop (ctx ends: SIGTERM) once the new keeper is
+// started finishes the hand-over all the same, so that the agent knows
+// which keeper it leaves: at most the old keeper's answer (keeperTimeout)
+// and the wait for its name (half a second); it has just answered the
+// agent's get.
 func (b *Backend) handOver(ctx context.Context) (started bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, err // the old keeper still holds its copies
