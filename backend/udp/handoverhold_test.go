@@ -191,10 +191,10 @@ func TestReplacingKeeperOutlivesAgent(t *testing.T) {
 }
 
 // TestReplacingKeeperOldOneUnanswering: the keeper the agent replaces
-// answers its get, then nothing more (stopped, frozen) when the new keeper
-// tells it to quit. The new keeper gives up after keeperTimeout and exits,
-// saying why; the agent says that it has no keeper of its own, and carries
-// traffic over the descriptors it took over.
+// answers its get, then nothing more (stopped, frozen) when told to quit.
+// The agent gives up after keeperTimeout and ends the new keeper it
+// started, says why it has no keeper of its own, and carries traffic over
+// the descriptors it took over.
 func TestReplacingKeeperOldOneUnanswering(t *testing.T) {
 	h := newTestNet(t)
 	h.queues = 1
@@ -224,7 +224,7 @@ func TestReplacingKeeperOldOneUnanswering(t *testing.T) {
 		t.Errorf("keeper %+v (%v), want none up and none replaced", kp, ok)
 	}
 	if pids := h.keeperPids(); len(pids) != 0 {
-		t.Errorf("keeper processes %v left, want none: the new keeper exits when it cannot take the name", pids)
+		t.Errorf("keeper processes %v left, want none: the new keeper is ended when the name cannot be taken", pids)
 	}
 	h.reconcile(peers...)
 	peer := h.udpFrom("198.18.0.2")
