@@ -20,6 +20,7 @@ import (
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/udp"
 	"github.com/agentd/agentd/backend/vxlan"
+	"github.com/agentd/agentd/internal/termsafe"
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
@@ -674,7 +675,7 @@ func (a *app) configShowCommand() *cobra.Command {
 					if err != nil {
 						return err
 					}
-					enc := json.NewEncoder(terminalJSON{a.out})
+					enc := json.NewEncoder(termsafe.JSONWriter{W: a.out})
 					enc.SetEscapeHTML(false)
 					enc.SetIndent("", "  ")
 					return enc.Encode(doc)

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agentd/agentd/internal/termsafe"
 	"github.com/agentd/agentd/subnet"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -84,7 +85,7 @@ reads <prefix>/subnets with no slash after it, takes as leases.`,
 					}
 				}
 				if output == "json" {
-					enc := json.NewEncoder(terminalJSON{a.out})
+					enc := json.NewEncoder(termsafe.JSONWriter{W: a.out})
 					enc.SetIndent("", "  ")
 					return enc.Encode(struct {
 						Leases []leaseRow `json:"leases"`

@@ -16,10 +16,10 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/agentd/agentd/agent"
 	"github.com/agentd/agentd/internal/healthzaddr"
+	"github.com/agentd/agentd/internal/termsafe"
 	"github.com/spf13/cobra"
 )
 
@@ -70,7 +70,7 @@ in addr=).`,
 				return err
 			}
 			if output == "json" {
-				if _, err := a.out.Write(terminalSafeJSON(raw)); err != nil {
+				if _, err := a.out.Write(termsafe.JSON(raw)); err != nil {
 					return err
 				}
 			} else {
@@ -530,33 +530,6 @@ func printableStatus(st agent.Status) agent.Status {
 		al.Alarm, al.Member = printable(al.Alarm), printable(al.Member)
 	}
 	return st
-}
-
-// printable escapes the runes in s that escapes reports (control and
-// format characters, U+2028, U+2029, ...), and the bytes that are not
-// UTF-8, as Go quotes them (\x1b, \u009b, \u202e, \U000e0041, \x9b): a
-// newline or tab would break the table or forge a line of it, an escape
-// sequence would reach the terminal, as would 0x9B alone, CSI to one not in
-// UTF-8, and U+202E would show the rest of the line backwards.
-func printable(s string) string {
-	if !strings.ContainsFunc(s, escapes) && utf8.ValidString(s) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case escapes(r):
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteString(s[i : i+n])
-		}
-		i += n
-	}
-	return b.String()
 }
 
 // when shows a time the agent sent in the reader's time zone, with the zone
