@@ -595,11 +595,14 @@ func (a *agent) run(ctx context.Context) error {
 		peers := peerSnapshots{leaseSource: mgr, seen: cw.peersSeen}
 		underlay := &underlayWatch{log: a.log, show: a.obs.setUnderlayDown}
 		docker := &dockerBridgeWatch{log: a.log}
+		// The external interface is looked at first (underlay's lines
+		// before docker's), its error returned after the docker check,
+		// which runs whatever it finds.
 		checkExt := func() error {
-			underlay.check(nl, ext)
+			err := checkExternal(nl, ext, underlay)
 			own, _ := mgr.Own()
 			docker.check(nl, netCfg.Network, own.Subnet)
-			return checkExternalInterface(nl, ext)
+			return err
 		}
 		if err := a.reconcileLoop(ctx, be, peers, netCfg, wake, checkExt); err != nil {
 			fail(err)

@@ -223,6 +223,20 @@ func defaultRouteInterface(h *netlink.Handle, ifs []ifaceInfo, found func(*iface
 // when the external interface it started with is no longer the same link.
 var errExternalInterfaceChanged = errors.New("external interface changed")
 
+// checkExternal is a reconcile pass's look at the external interface ext in
+// h's namespace. It reads the link with ext's index once (an RTM_GETLINK):
+// underlay is given its state, whatever the link's name now, and
+// checkExternalInterface judges it; a failure to read it is
+// checkExternalInterface's to say. Before 2026-12-07 each of the two read
+// it itself.
+func checkExternal(h *netlink.Handle, ext backend.ExternalInterface, underlay *underlayWatch) error {
+	l, err := h.LinkByIndex(ext.Iface.Index)
+	if err == nil {
+		underlay.found(ext.Iface.Name, l.Attrs())
+	}
+	return checkExternalInterface(h, ext, l, err)
+}
+
 // checkExternalInterface reports whether ext, the external interface found
 // at start, is still the link the backends use and still has the address
 // found on it.
@@ -245,11 +259,11 @@ var errExternalInterfaceChanged = errors.New("external interface changed")
 // is the operator's call. The pass fails, is logged and retried, and the
 // next pass that finds the address succeeds again.
 //
-// It costs an RTM_GETLINK and an RTM_GETADDR while nothing changed; any
-// other error is netlink's, not a change.
-func checkExternalInterface(h *netlink.Handle, ext backend.ExternalInterface) error {
+// l and err are what reading the link with ext's index returned
+// (checkExternal reads it); err other than not-found is netlink's, not a
+// change. While nothing changed it costs one more request, an RTM_GETADDR.
+func checkExternalInterface(h *netlink.Handle, ext backend.ExternalInterface, l netlink.Link, err error) error {
 	iface := ext.Iface
-	l, err := h.LinkByIndex(iface.Index)
 	switch {
 	case err == nil && l.Attrs().Name == iface.Name:
 		return checkExternalAddress(h, l, ext)

@@ -3,7 +3,6 @@ package agent
 import (
 	"time"
 
-	"github.com/agentd/agentd/backend"
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -18,10 +17,10 @@ const (
 )
 
 // underlayWatch follows the external interface's link state for /status
-// (underlayDown) and the log. Only the reconcile goroutine calls check, at
-// each pass: each backend's Watch (vxlan, host-gw, udp) wakes a pass at
-// each link event of the interface, so a change is seen within
-// milliseconds.
+// (underlayDown) and the log. Only the reconcile goroutine calls found, at
+// each pass, with the link checkExternal read: each backend's Watch (vxlan,
+// host-gw, udp) wakes a pass at each link event of the interface, so a
+// change is seen within milliseconds.
 //
 // With vxlan nothing else says so: its device, neighbours, FDB entries
 // and routes stay while the underlay is down, and no pass fails. host-gw's
@@ -42,16 +41,6 @@ type underlayWatch struct {
 	// flaps holds back the lines of an interface set down and up again
 	// and again, as the reconcile loop's failures are.
 	flaps failLog
-}
-
-// check reads the external interface ext's link in h's namespace; a
-// failure to read it is left to checkExternalInterface, which says why.
-func (u *underlayWatch) check(h *netlink.Handle, ext backend.ExternalInterface) {
-	l, err := h.LinkByIndex(ext.Iface.Index)
-	if err != nil {
-		return
-	}
-	u.found(ext.Iface.Name, l.Attrs())
 }
 
 // found records the state of the link a, named name: a change is logged,
