@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/clip"
+	"github.com/agentd/agentd/internal/termsafe"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/go-logr/logr"
 )
@@ -459,13 +460,18 @@ func (h *health) handler() *http.ServeMux {
 	return mux
 }
 
+// probeReply answers a probe: "ok", or 503 and "not ok: <reason>", the
+// reason on one line with its control and format characters and the bytes
+// that are not UTF-8 escaped as Go quotes them (termsafe.Text), as agentctl
+// prints it: a reason may quote what etcd holds, and kubelet's events and
+// an operator's curl show it.
 func probeReply(w http.ResponseWriter, check func() (bool, string)) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	ok, reason := check()
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ok: %s\n", reason)
+		fmt.Fprintf(w, "not ok: %s\n", termsafe.Text(reason))
 		return
 	}
 	fmt.Fprintln(w, "ok")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/internal/clip"
+	"github.com/agentd/agentd/internal/termsafe"
 	"github.com/agentd/agentd/subnet"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -714,12 +715,17 @@ func (o *observer) status(h *health) Status {
 	return st
 }
 
-// register adds /status and /metrics to the health server's mux.
+// register adds /status and /metrics to the health server's mux. /status
+// writes the control and format characters (U+009B, U+202E, U+200B, ...)
+// of its strings as \u escapes (termsafe.JSON): they quote what etcd and
+// the kernel hold (a config's Backend, an interface's name), and an
+// operator reads the answer with curl on a terminal too. encoding/json
+// escapes only U+0000 to U+001F, U+2028 and U+2029.
 func (o *observer) register(mux *http.ServeMux, h *health) {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		enc := json.NewEncoder(w)
+		enc := json.NewEncoder(termsafe.JSONWriter{W: w})
 		enc.SetIndent("", "  ")
 		enc.Encode(o.status(h))
 	})
