@@ -126,6 +126,12 @@ func sdNotify(state string) (bool, error) { return daemon.SdNotify(false, state)
 // and the rest of STATUS= stay under 4096 bytes.
 const maxReasonLen = 1024
 
+// maxStatusLen bounds STATUS='s text once escaped (termsafe.Text: systemd
+// drops a notification that is not UTF-8, and `systemctl status` prints it
+// to a terminal): a reason's byte may take 4 there (\x9b), and READY=1 may
+// share the notification.
+const maxStatusLen = 3800
+
 // setLeaseHeld records whether our own lease is held; reason says why not.
 // Its signature is subnet.ManagerConfig.OnLeaseState's.
 func (h *health) setLeaseHeld(held bool, reason string) {
@@ -289,7 +295,7 @@ func (h *health) sendStatus() {
 	}
 	if status != h.status {
 		h.status = status
-		msg = append(msg, "STATUS="+strings.ReplaceAll(status, "\n", " "))
+		msg = append(msg, "STATUS="+clip.Cut(termsafe.Text(strings.ReplaceAll(status, "\n", " ")), maxStatusLen))
 	}
 	if len(msg) == 0 {
 		return
