@@ -170,8 +170,20 @@ func TestReplacingKeeperOutlivesAgent(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() {
-				_ = h.host.Do(func() error { _, err := quitKeeper(context.Background(), DeviceName); return err })
-				_ = cmd.Wait()
+				// A keeper that failed to take the name (the test failing)
+				// is told nothing: it is killed, so that the failure is
+				// reported rather than the test hanging in Wait.
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = h.host.Do(func() error { _, err := quitKeeper(ctx, DeviceName); return err })
+				exited := make(chan struct{})
+				go func() { _ = cmd.Wait(); close(exited) }()
+				select {
+				case <-exited:
+				case <-ctx.Done():
+					_ = cmd.Process.Kill()
+					<-exited
+				}
 			}()
 			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 				pids := h.keeperPids()
