@@ -35,8 +35,18 @@ func Escapes(r rune) bool { return !strconv.IsPrint(r) }
 // escape sequence would reach the terminal, as would 0x9B alone, CSI to one
 // not in UTF-8, and U+202E would show the rest of the line backwards. It
 // returns s itself when nothing needs escaping.
-func Text(s string) string {
-	if !strings.ContainsFunc(s, Escapes) && utf8.ValidString(s) {
+func Text(s string) string { return escape(s, Escapes) }
+
+// Lines is Text but for the newlines, which it keeps: for text written
+// on lines of its own, as klog writes a logged value that holds one.
+func Lines(s string) string {
+	return escape(s, func(r rune) bool { return r != '\n' && Escapes(r) })
+}
+
+// escape is s with the runes esc reports, and the bytes that are not
+// UTF-8, written as Go quotes them; s itself when there are none.
+func escape(s string, esc func(rune) bool) string {
+	if !strings.ContainsFunc(s, esc) && utf8.ValidString(s) {
 		return s
 	}
 	var b strings.Builder
@@ -45,7 +55,7 @@ func Text(s string) string {
 		switch {
 		case r == utf8.RuneError && n == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case Escapes(r):
+		case esc(r):
 			q := strconv.QuoteRune(r)
 			b.WriteString(q[1 : len(q)-1])
 		default:

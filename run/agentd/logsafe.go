@@ -4,10 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
-	"unicode/utf8"
 
+	"github.com/agentd/agentd/internal/termsafe"
 	"github.com/go-logr/logr"
 )
 
@@ -123,27 +122,13 @@ func textOf(f func() string) (s string, ok bool) {
 
 // escapeLines is s, if it holds a newline, with every rune but the
 // newlines that strconv.IsPrint refuses escaped as Go quotes it, and every
-// byte that is not UTF-8 as \xXX; s itself otherwise (klog quotes it).
+// byte that is not UTF-8 as \xXX (termsafe.Lines); s itself otherwise
+// (klog quotes it).
 func escapeLines(s string) string {
-	unsafe := func(r rune) bool { return r != '\n' && !strconv.IsPrint(r) }
-	if !strings.Contains(s, "\n") || !strings.ContainsFunc(s, unsafe) && utf8.ValidString(s) {
+	if !strings.Contains(s, "\n") {
 		return s
 	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case unsafe(r):
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteString(s[i : i+n])
-		}
-		i += n
-	}
-	return b.String()
+	return termsafe.Lines(s)
 }
 
 // escapedError is the error of log.Error with its text escaped by
