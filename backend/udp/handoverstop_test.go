@@ -12,9 +12,10 @@ import (
 // its own, just as the old keeper has let go of its copies: here, the old
 // keeper held fewer queues than the agent wants (more CPUs; an upgrade
 // replaces a keeper of another binary the same way). The agent's copies
-// are then the only ones, and they close as it exits; so the new keeper is
-// started all the same, holds every queue and socket once the agent is
-// gone, and the next agent takes them over. Before, the hand-over gave up
+// close as it exits; the hand-over is finished all the same, so the new
+// keeper (started before the old one was told to quit, since 932bd8a)
+// holds every queue and socket once the agent is gone, and the next agent
+// takes them over. Before 2026-12-07 the hand-over gave up
 // at the stop, and nothing held the device's queues or the sockets after
 // the agent's exit: no keeper answered. On the test cluster, 2 of 80
 // SIGTERMs 0 to 95 ms into the start of an upgraded agent left no keeper,
