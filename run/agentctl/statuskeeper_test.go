@@ -8,14 +8,14 @@ import (
 	"github.com/agentd/agentd/agent"
 )
 
-// TestStatusUDPKeeper: a udp agent's descriptor keeper (/status udpKeeper)
+// TestStatusKeeperLine: a udp agent's descriptor keeper (/status udpKeeper)
 // gets a line of its own while it is down, saying what follows, or once
 // one was started anew after a death, saying how many and its pid; the
 // agent is still ready (exit 0). A keeper up as it started, an agent of
 // another backend and one older than the field get no such line. Before,
 // only the metrics agentd_udp_keeper_up and
 // agentd_udp_keeper_restarts_total said either.
-func TestStatusUDPKeeper(t *testing.T) {
+func TestStatusKeeperLine(t *testing.T) {
 	ready := agent.Status{Ready: true, Subnet: "10.244.7.0/24", PublicIP: "198.18.0.1", Backend: "udp", MTU: 1472, Offloads: "csum,tso4"}
 	for _, c := range []struct {
 		name string

@@ -59,7 +59,8 @@ func TestLogEscapesTextFromEtcd(t *testing.T) {
 		" > backend=\"vxlan\\u202e\" hostID=<\n\ta\n\tb\\u202e\n > err=<\n\tx\n\ty\n >\n"
 	// Without klog's headers ("E1207 11:16:04.908687    4599 ").
 	if got := regexp.MustCompile(`(?m)^[IE]\d{4} [\d:.]+ +\d+ `).ReplaceAllString(text, ""); got != want {
-		t.Errorf("the log is\n%s\nwant\n%s", got, want)
+		// Quoted: a regression would write ESC and U+202E to the terminal.
+		t.Errorf("the log is\n%q\nwant\n%q", got, want)
 	}
 	if !errors.Is(escapedError{err: err}, context.Canceled) {
 		t.Error("errors.Is does not see through escapedError")
