@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/internal/sockclaim"
-	"github.com/agentd/agentd/subnet"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,12 +25,7 @@ import (
 // agents SIGKILLed as the old keeper exited left no keeper (a ping every
 // 10 ms lost 62 of 621).
 func TestKeeperHandOverHeldThroughout(t *testing.T) {
-	h := newTestNet(t)
-	h.queues = 1
-	h.start()
-	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
-	h.reconcile(peers...)
-	h.exit()
+	h, peers := oneQueueExited(t)
 	k := h.keptQuit()
 	var st unix.Stat_t
 	if err := unix.Fstat(k.udp[0], &st); err != nil {
@@ -116,11 +110,7 @@ func TestReplacingKeeperOutlivesAgent(t *testing.T) {
 		did  int // steps of the agent's done before its death
 	}{{"before the quit", 0}, {"after the quit", 1}, {"after the bind", 2}, {"after the listen", 3}} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newTestNet(t)
-			h.queues = 1
-			h.start()
-			h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
-			h.exit()
+			h, _ := oneQueueExited(t)
 			old := h.keeperPids()
 			if len(old) != 1 {
 				t.Fatalf("keepers %v before the hand-over, want one", old)
@@ -208,12 +198,7 @@ func TestReplacingKeeperOutlivesAgent(t *testing.T) {
 // started, says why it has no keeper of its own, and carries traffic over
 // the descriptors it took over.
 func TestReplacingKeeperOldOneUnanswering(t *testing.T) {
-	h := newTestNet(t)
-	h.queues = 1
-	h.start()
-	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
-	h.reconcile(peers...)
-	h.exit()
+	h, peers := oneQueueExited(t)
 	k := h.keptQuit()
 	frozen := make(chan struct{})
 	h.fakeKeeperQuitting(k.spec(), k.all(), func() { <-frozen })

@@ -22,12 +22,7 @@ import (
 // and a ping every 10 ms across them lost 9 and 17 in a row, until the next
 // agent had made everything anew.
 func TestStopWhileKeeperHandedOver(t *testing.T) {
-	h := newTestNet(t)
-	h.queues = 1
-	h.start()
-	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
-	h.reconcile(peers...)
-	h.exit()
+	h, peers := oneQueueExited(t)
 	// The keeper's descriptors, served by a keeper that ends the next
 	// agent's context as it lets go of them.
 	k := h.keptQuit()
@@ -68,4 +63,17 @@ func TestStopWhileKeeperHandedOver(t *testing.T) {
 	}
 	h.reconcile(peers...)
 	expectReply(t, peer, 3)
+}
+
+// oneQueueExited is a test host whose agent ran one queue, programmed the
+// peer it returns and exited, its keeper holding the descriptors: the
+// start of the hand-over tests, whose next agent wants two queues.
+func oneQueueExited(t *testing.T) (*testHost, []subnet.Lease) {
+	h := newTestNet(t)
+	h.queues = 1
+	h.start()
+	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
+	h.reconcile(peers...)
+	h.exit()
+	return h, peers
 }
