@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd/tests/etcdtest"
 	"github.com/go-logr/logr"
 )
 
@@ -77,47 +78,17 @@ func leaseTTLCountedFromSentChild(t *testing.T) {
 
 // forwardAnswersLate forwards c to addr unchanged, and what addr sends back
 // to c each late after it came: an etcd whose answers take that much
-// longer to come back, in order.
+// longer to come back, in order. Both connections close when ctx ends.
 func forwardAnswersLate(ctx context.Context, c net.Conn, addr string, late time.Duration) {
 	u, err := net.Dial("tcp", addr)
 	if err != nil {
+		c.Close()
 		return
 	}
-	defer u.Close()
+	defer context.AfterFunc(ctx, func() { c.Close(); u.Close() })()
 	go func() {
 		_, _ = io.Copy(u, c)
 		u.Close()
 	}()
-	type chunk struct {
-		b  []byte
-		at time.Time
-	}
-	chunks := make(chan chunk, 1024)
-	go func() {
-		defer close(chunks)
-		for {
-			b := make([]byte, 32<<10)
-			n, err := u.Read(b)
-			if n > 0 {
-				select {
-				case chunks <- chunk{b[:n], time.Now()}:
-				case <-ctx.Done():
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	for ch := range chunks {
-		select {
-		case <-time.After(time.Until(ch.at.Add(late))):
-		case <-ctx.Done():
-			return
-		}
-		if _, err := c.Write(ch.b); err != nil {
-			return
-		}
-	}
+	etcdtest.DelayCopy(c, u, func() time.Duration { return late })
 }

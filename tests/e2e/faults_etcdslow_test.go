@@ -12,7 +12,6 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/tests/cluster"
+	"github.com/agentd/agentd/tests/etcdtest"
 )
 
 // slowEtcdDelay is how late each byte arrives, each way: a round trip of
@@ -127,43 +127,9 @@ func delayingProxy(t *testing.T, ns *cluster.Namespace, addr, target string, del
 			}
 			stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
 			wg.Add(2)
-			go func() { defer wg.Done(); delayCopy(u, c, delay); stop() }()
-			go func() { defer wg.Done(); delayCopy(c, u, delay) }()
+			late := func() time.Duration { return time.Duration(delay.Load()) }
+			go func() { defer wg.Done(); etcdtest.DelayCopy(u, c, late); stop() }()
+			go func() { defer wg.Done(); etcdtest.DelayCopy(c, u, late) }()
 		}
 	}()
-}
-
-// delayCopy copies src to dst, each chunk delay later than it was read,
-// and closes both when either side ends.
-func delayCopy(dst, src net.Conn, delay *atomic.Int64) {
-	type chunk struct {
-		b  []byte
-		at time.Time
-	}
-	chunks := make(chan chunk, 1024)
-	go func() {
-		defer close(chunks)
-		for {
-			b := make([]byte, 32<<10)
-			n, err := src.Read(b)
-			if n > 0 {
-				chunks <- chunk{b[:n], time.Now().Add(time.Duration(delay.Load()))}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	for c := range chunks {
-		if d := time.Until(c.at); d > 0 {
-			time.Sleep(d) // the link's latency, not a wait for something
-		}
-		if _, err := dst.Write(c.b); err != nil {
-			break
-		}
-	}
-	dst.Close()
-	src.Close()
-	for range chunks {
-	}
 }
