@@ -36,11 +36,7 @@ func TestEndpointCheckNoLeader(t *testing.T) {
 }
 
 func endpointCheckNoLeaderChild(t *testing.T) {
-	loopbackUp(t)
-	const members = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2382"
-	a, _ := startMember(t, "a", 2379, 2380, members)
-	b, stopB := startMember(t, "b", 2381, 2382, members)
-	waitReady(t, "etcd cluster", a, b)
+	stopB := twoMembers(t)
 	epA, epB := "http://127.0.0.1:2379", "http://127.0.0.1:2381"
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{epA, epB}
@@ -105,6 +101,19 @@ func endpointCheckNoLeaderChild(t *testing.T) {
 	if !logged {
 		t.Fatalf("logged %q, want a line for a saying it answers but has no leader", logs.get())
 	}
+}
+
+// twoMembers starts the two-member etcd cluster of the no-leader tests on
+// the child's loopback (a: client :2379, peer :2380; b: :2381, :2382) and
+// waits until it serves; stopB stops b, which leaves a without quorum.
+func twoMembers(t *testing.T) (stopB func()) {
+	t.Helper()
+	loopbackUp(t)
+	const members = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2382"
+	a, _ := startMember(t, "a", 2379, 2380, members)
+	b, stopB := startMember(t, "b", 2381, 2382, members)
+	waitReady(t, "etcd cluster", a, b)
+	return stopB
 }
 
 // startMember starts member name of cluster (etcd's --initial-cluster) on

@@ -38,11 +38,7 @@ func TestLeaseLostForWantOfLeaderSaysSo(t *testing.T) {
 }
 
 func leaseLostForWantOfLeaderChild(t *testing.T) {
-	loopbackUp(t)
-	const members = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2382"
-	a, _ := startMember(t, "a", 2379, 2380, members)
-	b, stopB := startMember(t, "b", 2381, 2382, members)
-	waitReady(t, "etcd cluster", a, b)
+	stopB := twoMembers(t)
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{"http://127.0.0.1:2379", "http://127.0.0.1:2381"}
 	c, err := newEtcdClient(&cfg, logr.Discard())
