@@ -1,17 +1,9 @@
 package agent
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 
-	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/udp"
-	"github.com/agentd/agentd/subnet"
-	"github.com/go-logr/logr"
 )
 
 // keeperBackend is the fake backend with a descriptor keeper, as the udp
@@ -33,38 +25,8 @@ func (b *keeperBackend) Keeper() (udp.KeeperStatus, bool) { return b.keeper, b.k
 // agentd_udp_keeper_restarts_total said any of it.
 func TestStatusUDPKeeper(t *testing.T) {
 	be := &keeperBackend{}
-	a := &agent{log: logr.Discard(), health: newHealth(logr.Discard()), obs: newObserver(),
-		backends: backend.Registry{
-			"udp-like": func(backend.Config) (backend.Backend, error) { return be, nil },
-			"fake":     func(backend.Config) (backend.Backend, error) { return &fakeBackend{}, nil },
-		}}
-	mux := http.NewServeMux()
-	a.obs.register(mux, a.health)
-	keeper := func() (string, bool) {
-		t.Helper()
-		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
-		var st map[string]json.RawMessage
-		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
-			t.Fatalf("/status: %v\n%s", err, rec.Body)
-		}
-		v, ok := st["udpKeeper"]
-		var b bytes.Buffer
-		if ok {
-			if err := json.Compact(&b, v); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return b.String(), ok
-	}
-	start := func(typ string) backend.Backend {
-		t.Helper()
-		started, _, err := a.startBackend(context.Background(), &subnet.Config{BackendType: typ}, backend.ExternalInterface{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return started
-	}
+	a, key, start := backendStatusRig(t, be)
+	keeper := func() (string, bool) { t.Helper(); return key("udpKeeper") }
 
 	if got, ok := keeper(); ok {
 		t.Errorf("before any backend: udpKeeper %s, want no key", got)

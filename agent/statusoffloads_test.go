@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -29,32 +30,17 @@ func (b *offloadBackend) Offloads() string { return b.offloads }
 // Before, only the udp backend's log line said them.
 func TestStatusOffloads(t *testing.T) {
 	udp := &offloadBackend{offloads: "csum,tso4"}
-	a := &agent{log: logr.Discard(), health: newHealth(logr.Discard()), obs: newObserver(),
-		backends: backend.Registry{
-			"udp-like": func(backend.Config) (backend.Backend, error) { return udp, nil },
-			"fake":     func(backend.Config) (backend.Backend, error) { return &fakeBackend{}, nil },
-		}}
-	mux := http.NewServeMux()
-	a.obs.register(mux, a.health)
+	a, key, start := backendStatusRig(t, udp)
 	offloads := func() (string, bool) {
 		t.Helper()
-		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
-		var st map[string]any
-		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
-			t.Fatalf("/status: %v\n%s", err, rec.Body)
+		v, ok := key("offloads")
+		var o string
+		if ok {
+			if err := json.Unmarshal([]byte(v), &o); err != nil {
+				t.Fatalf("/status offloads %s: %v", v, err)
+			}
 		}
-		v, ok := st["offloads"]
-		s, _ := v.(string)
-		return s, ok
-	}
-	start := func(typ string) backend.Backend {
-		t.Helper()
-		be, _, err := a.startBackend(context.Background(), &subnet.Config{BackendType: typ}, backend.ExternalInterface{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return be
+		return o, ok
 	}
 
 	if got, ok := offloads(); ok {
@@ -76,4 +62,44 @@ func TestStatusOffloads(t *testing.T) {
 	if got, ok := offloads(); ok {
 		t.Errorf("a backend without offloads: offloads %q, want no key", got)
 	}
+}
+
+// backendStatusRig is an agent a whose backends are be (as "udp-like")
+// and the fake one, with /status on a mux. key reads one key of /status, its
+// value as compact JSON, and whether it is there; start starts the backend
+// of a type as the agent does when its config names it.
+func backendStatusRig(t *testing.T, be backend.Backend) (a *agent, key func(name string) (string, bool), start func(typ string) backend.Backend) {
+	a = &agent{log: logr.Discard(), health: newHealth(logr.Discard()), obs: newObserver(),
+		backends: backend.Registry{
+			"udp-like": func(backend.Config) (backend.Backend, error) { return be, nil },
+			"fake":     func(backend.Config) (backend.Backend, error) { return &fakeBackend{}, nil },
+		}}
+	mux := http.NewServeMux()
+	a.obs.register(mux, a.health)
+	key = func(name string) (string, bool) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+		var st map[string]json.RawMessage
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatalf("/status: %v\n%s", err, rec.Body)
+		}
+		v, ok := st[name]
+		var b bytes.Buffer
+		if ok {
+			if err := json.Compact(&b, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b.String(), ok
+	}
+	start = func(typ string) backend.Backend {
+		t.Helper()
+		started, _, err := a.startBackend(context.Background(), &subnet.Config{BackendType: typ}, backend.ExternalInterface{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return started
+	}
+	return a, key, start
 }
