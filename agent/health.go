@@ -126,10 +126,11 @@ func sdNotify(state string) (bool, error) { return daemon.SdNotify(false, state)
 // and the rest of STATUS= stay under 4096 bytes.
 const maxReasonLen = 1024
 
-// maxStatusLen bounds STATUS='s text once escaped (termsafe.Text: systemd
-// drops a notification that is not UTF-8, and `systemctl status` prints it
-// to a terminal): a reason's byte may take 4 there (\x9b), and READY=1 may
-// share the notification.
+// maxStatusLen bounds STATUS='s text, and a probe's reason, once escaped
+// (termsafe.Cut: systemd drops a notification that is not UTF-8, and
+// `systemctl status`, kubelet's events and curl print them to a terminal):
+// a reason's byte may take 4 there (\x9b), and READY=1 may share the
+// notification.
 const maxStatusLen = 3800
 
 // setLeaseHeld records whether our own lease is held; reason says why not.
@@ -295,7 +296,7 @@ func (h *health) sendStatus() {
 	}
 	if status != h.status {
 		h.status = status
-		msg = append(msg, "STATUS="+clip.Cut(termsafe.Text(strings.ReplaceAll(status, "\n", " ")), maxStatusLen))
+		msg = append(msg, "STATUS="+termsafe.Cut(strings.ReplaceAll(status, "\n", " "), maxStatusLen))
 	}
 	if len(msg) == 0 {
 		return
@@ -470,14 +471,16 @@ func (h *health) handler() *http.ServeMux {
 // reason on one line with its control and format characters and the bytes
 // that are not UTF-8 escaped as Go quotes them (termsafe.Text), as agentctl
 // prints it: a reason may quote what etcd holds, and kubelet's events and
-// an operator's curl show it.
+// an operator's curl show it. It is cut to maxStatusLen once escaped, as
+// STATUS= is: each reason is cut to maxReasonLen as it came, and a byte
+// may take 4 once escaped.
 func probeReply(w http.ResponseWriter, check func() (bool, string)) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	ok, reason := check()
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ok: %s\n", termsafe.Text(reason))
+		fmt.Fprintf(w, "not ok: %s\n", termsafe.Cut(reason, maxStatusLen))
 		return
 	}
 	fmt.Fprintln(w, "ok")
