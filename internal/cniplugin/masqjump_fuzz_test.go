@@ -51,9 +51,31 @@ func iptablesComment(network, containerID string) string {
 	return `"` + esc.Replace(fmt.Sprintf("name: %q id: %q", network, containerID)) + `"`
 }
 
+// TestMasqJumpSourceNegated: a rule jumping to the pod's chain from every
+// source but one (`! -s`, as iptables -S lists it, or `-s !` as old
+// iptables took it) names no source: bridge writes no such rule, and
+// Remove's delete of bridge's rule with that address (`-s X`, or `-s !`,
+// which iptables 1.8.9 refuses: "Bad argument") cannot delete it. It
+// stays, and the chain with it: Remove fails, as for any rule of another
+// shape.
+func TestMasqJumpSourceNegated(t *testing.T) {
+	chain := masqChainName("cbr0", iptablesPod)
+	comment := iptablesComment("cbr0", iptablesPod)
+	for _, r := range []string{
+		"-A POSTROUTING ! -s 10.244.5.4/32 -m comment --comment " + comment + " -j " + chain,
+		"-A POSTROUTING ! -s fd00:10:244:5::3/128 -j " + chain,
+		"-A POSTROUTING -s ! 10.244.5.4/32 -j " + chain,
+	} {
+		if src, ok := masqJumpSource(r, chain); ok {
+			t.Errorf("%s: source %q, want none", r, src)
+		}
+	}
+}
+
 // FuzzMasqJumpSource: any line is read without a panic; a source read is
-// a field of the line, after a "-s" field that is not the first, and the
-// line's last two fields are "-j" and the chain. And bridge's rule as
+// a field of the line, after a "-s" field that is not the first nor
+// negated ("!" before it, or as its value), and the line's last two fields
+// are "-j" and the chain. And bridge's rule as
 // iptables lists it, for any network name and container ID (a comment
 // holding spaces, "-s" or "-j" included) and any source address, gives
 // that source back, and nothing for another chain.
@@ -78,6 +100,9 @@ func FuzzMasqJumpSource(f *testing.F) {
 			i := slices.Index(fields, "-s")
 			if i <= 0 || i+1 >= len(fields) || fields[i+1] != src {
 				t.Fatalf("masqJumpSource(%q, %q) = %q: not the field after the first -s (not the first field)", rule, c, src)
+			}
+			if fields[i-1] == "!" || src == "!" {
+				t.Fatalf("masqJumpSource(%q, %q) = %q: a negated source", rule, c, src)
 			}
 			if n := len(fields); fields[n-2] != "-j" || fields[n-1] != c {
 				t.Fatalf("masqJumpSource(%q, %q) = %q: the line does not end in -j %s", rule, c, src, c)

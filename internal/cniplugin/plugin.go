@@ -1094,14 +1094,17 @@ func (iptablesMasq) Remove(network, containerID string) error {
 // `-A POSTROUTING -s 10.244.5.4/32 -m comment --comment "name: \"cbr0\" id:
 // \"…\"" -j CNI-…`. The source is the field after the first "-s" (the
 // comment comes after it), the jump the last two fields. ok is false for a
-// rule that jumps elsewhere or names no source.
+// rule that jumps elsewhere or names no source, and for one whose source is
+// negated (`! -s X`, as iptables -S writes it, or the old `-s ! X`): that
+// rule matches every source but X and is not bridge's, so Remove leaves it,
+// and the chain with it.
 func masqJumpSource(rule, chain string) (src string, ok bool) {
 	f := strings.Fields(rule)
 	if len(f) < 2 || f[len(f)-2] != "-j" || f[len(f)-1] != chain {
 		return "", false
 	}
 	i := slices.Index(f, "-s")
-	if i <= 0 || i+1 >= len(f) {
+	if i <= 0 || i+1 >= len(f) || f[i-1] == "!" || f[i+1] == "!" {
 		return "", false
 	}
 	return f[i+1], true
