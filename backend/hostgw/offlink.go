@@ -131,7 +131,7 @@ func (p *paths) format(r netlink.Route, dst netip.Prefix) string {
 		case nh.Gw != nil:
 			gws = append(gws, nh.Gw.String())
 		case nh.Via != nil:
-			gws = append(gws, nh.Via.String())
+			gws = append(gws, via(nh.Via))
 		}
 	}
 	switch {
@@ -140,12 +140,28 @@ func (p *paths) format(r netlink.Route, dst netip.Prefix) string {
 	case r.Gw != nil:
 		b.WriteString(" via " + r.Gw.String())
 	case r.Via != nil:
-		b.WriteString(" via " + r.Via.String())
+		b.WriteString(" via " + via(r.Via))
 	}
 	if r.LinkIndex > 0 {
 		b.WriteString(" dev " + p.name(r.LinkIndex))
 	}
 	return b.String()
+}
+
+// via prints a nexthop given by RTA_VIA (an IPv6 one of an IPv4 route, "ip
+// route add … via inet6 fe80::1") as ip route does: its family, then its
+// address. netlink.Via's String reads "Family: 10, Address: fe80::1".
+func via(d netlink.Destination) string {
+	v, ok := d.(*netlink.Via)
+	switch {
+	case !ok:
+		return d.String()
+	case v.AddrFamily == unix.AF_INET:
+		return "inet " + v.Addr.String()
+	case v.AddrFamily == unix.AF_INET6:
+		return "inet6 " + v.Addr.String()
+	}
+	return fmt.Sprintf("family %d %s", v.AddrFamily, v.Addr)
 }
 
 // name is the name of the link with index i, asked of the kernel once a pass.
