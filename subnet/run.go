@@ -96,10 +96,16 @@ func (m *Manager) holdLease(ctx context.Context) error {
 // refusal is said loudly while the lease still lives.
 //
 // The expiry is judged by m.cfg.Clock, which goes on while the machine is
-// suspended, as etcd's clock does; Go's timers do not. So every lapseCheck
-// the expiry is compared with that clock: a host that slept past it asks
-// etcd at once, and gives the lease up if etcd cannot say that it lives,
-// rather than holding it for the rest of a TTL that ran out while it slept.
+// suspended, as etcd's clock does; Go's timers do not. So the expiry is
+// compared with that clock when it is due, and at least every lapseCheck:
+// a host that slept past it asks etcd at once, and gives the lease up if
+// etcd cannot say that it lives, rather than holding it for the rest of a
+// TTL that ran out while it slept.
+//
+// Once the expiry has passed, a renewal that fails ends the lease: so
+// etcd's unanswered renewals (its quorum lost, the link to it silent) end
+// it at most renewalWait + leaderAskTimeout after its expiry, the wait of
+// the one renewal that could still say it lives, however long the TTL.
 func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -134,15 +140,26 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		// it is at most a TTL away.
 		now     = m.cfg.Clock
 		expires = now().Add(m.cfg.TTL)
-		lapse   <-chan time.Time
+		// lapse fires when expires is due, or lapseCheck from now if
+		// that is sooner.
+		lapse  <-chan time.Time
+		lapseT *time.Timer
 	)
 	// wall is expires on the wall clock, for messages.
 	wall := func() time.Time { return time.Now().Add(expires.Sub(now())) }
+	unconfirmed := func(err error) string {
+		return fmt.Sprintf("etcd lease %x went unconfirmed past its expiry (%s): %v", id, wall().Format(time.RFC3339), err)
+	}
+	rearm := func() {
+		if lapseT != nil {
+			lapseT.Reset(lapseIn(expires.Sub(now())))
+		}
+	}
 	if id != 0 {
 		overdue = time.After(renewalDue(m.cfg.TTL))
-		t := time.NewTicker(lapseCheck)
-		defer t.Stop()
-		lapse = t.C
+		lapseT = time.NewTimer(lapseIn(m.cfg.TTL))
+		defer lapseT.Stop()
+		lapse = lapseT.C
 	}
 	m.cfg.OnLeaseState(true, "")
 	defer func() {
@@ -154,8 +171,11 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		}
 		m.cfg.OnRenewalRefused(nil, time.Time{})
 	}()
-	renewed := func(ttl time.Duration) {
-		expires, overdue = now().Add(ttl), time.After(renewalDue(ttl))
+	// renewed takes a renewal that leaves the lease until end, whose answer
+	// carried ttl.
+	renewed := func(end time.Time, ttl time.Duration) {
+		expires, overdue = end, time.After(renewalDue(ttl))
+		rearm()
 		if refused != nil {
 			m.log.Info("etcd renews our lease again", "leaseID", id, "ttl", ttl)
 			refused = nil
@@ -185,7 +205,8 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				continue
 			}
 			m.log.V(4).Info("lease kept alive", "leaseID", resp.ID, "ttl", resp.TTL)
-			renewed(time.Duration(resp.TTL) * time.Second)
+			ttl := time.Duration(resp.TTL) * time.Second
+			renewed(now().Add(ttl), ttl)
 			continue
 		case <-overdue:
 			overdue = time.After(reask)
@@ -195,9 +216,11 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				return "", nil
 			case err == nil && left > 0:
 				m.log.V(2).Info("a keepalive went unanswered; a renewal sent directly was answered", "leaseID", id, "ttl", left)
-				renewed(left)
+				renewed(now().Add(left), left)
 			case err == nil:
 				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
+			case !now().Before(expires):
+				return unconfirmed(err), nil
 			case refusal(err):
 				refuse(err)
 			default:
@@ -206,6 +229,7 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 			continue
 		case <-lapse:
 			if now().Before(expires) {
+				rearm()
 				continue
 			}
 			left, err := m.renewOnce(ctx, id)
@@ -217,11 +241,11 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				// leader gave the lease a full TTL again.
 				m.log.Info("our etcd lease's last known expiry passed (the machine slept?), but etcd renewed it",
 					"leaseID", id, "ttl", left)
-				renewed(left)
+				renewed(now().Add(left), left)
 			case err == nil:
 				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
 			default:
-				return fmt.Sprintf("etcd lease %x went unconfirmed past its expiry (%s): %v", id, wall().Format(time.RFC3339), err), nil
+				return unconfirmed(err), nil
 			}
 			continue
 		case <-recheck:
@@ -237,12 +261,12 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				m.log.Info("etcd answered no keepalive in time but our etcd lease lives; keeping it alive again",
 					"leaseID", id, "ttl", left, "unanswered", unknown)
 				unknown = nil
-				renewed(left)
+				renewed(now().Add(left), left)
 				rb.Reset()
 			case err == nil:
 				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
-			case now().After(expires):
-				return fmt.Sprintf("etcd lease %x went unconfirmed past its expiry (%s): %v", id, wall().Format(time.RFC3339), err), nil
+			case !now().Before(expires):
+				return unconfirmed(err), nil
 			case refusal(err):
 				refuse(err)
 				recheck = time.After(reask)
@@ -262,7 +286,8 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		if id != 0 && m.own.Reservation() {
 			// Made a reservation: nothing left to keep alive.
 			cancel()
-			ka, recheck, overdue, lapse, id = nil, nil, nil, nil, 0
+			lapseT.Stop()
+			ka, recheck, overdue, lapse, lapseT, id = nil, nil, nil, nil, nil, 0
 		}
 		switch {
 		case lost != "":
@@ -282,10 +307,24 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	}
 }
 
-// lapseCheck is how often keepAlive compares the lease's last known expiry
-// with a clock that goes on during suspend: how late a host that slept past
-// it notices.
+// lapseCheck is how often, at least, keepAlive compares the lease's last
+// known expiry with a clock that goes on during suspend: how late a host
+// that slept past it notices.
 const lapseCheck = 5 * time.Second
+
+// lapseIn is how long keepAlive waits to compare the lease's last known
+// expiry, left away, with that clock: until the expiry (Go's timers stand
+// still while the machine sleeps), at most lapseCheck.
+func lapseIn(left time.Duration) time.Duration { return min(max(left, 0), lapseCheck) }
+
+// renewalWait is how long renewOnce waits for etcd's answer to a renewal of
+// an etcd lease of TTL ttl: at most lookupTimeout, and no longer than two
+// thirds of the TTL (at least leaderAskTimeout), since an etcd whose answers
+// take that long cannot keep the lease alive through the etcd client, which
+// renews it a third of the TTL after an answer.
+func renewalWait(ttl time.Duration) time.Duration {
+	return min(lookupTimeout, max(2*ttl/3, leaderAskTimeout))
+}
 
 // renewalDue is how long after a keepalive answer carrying ttl the next one
 // is overdue: the etcd client renews a third of the TTL after an answer
@@ -322,13 +361,13 @@ func UnrenewedAtMost(ttl time.Duration) time.Duration { return renewalDue(ttl) +
 //
 // A member without a leader (its cluster lost its quorum, or it is cut off
 // from the others) holds a renewal until a leader can answer it, which may
-// be a moment away (an election), so renewOnce waits for it; when the wait
-// runs out it asks once more, requiring a leader, which such a member
-// refuses at once: the error then says that etcd has no leader, the cause
-// an operator can act on, rather than that the wait ran out.
+// be a moment away (an election), so renewOnce waits for it (renewalWait);
+// when the wait runs out it asks once more, requiring a leader, which such a
+// member refuses at once: the error then says that etcd has no leader, the
+// cause an operator can act on, rather than that the wait ran out.
 func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Duration, error) {
 	sent := m.cfg.Clock()
-	resp, err := m.keepAliveOnce(ctx, id, lookupTimeout)
+	resp, err := m.keepAliveOnce(ctx, id, renewalWait(m.cfg.TTL))
 	if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
 		again := m.cfg.Clock()
 		r, aerr := m.keepAliveOnce(clientv3.WithRequireLeader(ctx), id, leaderAskTimeout)
