@@ -477,6 +477,7 @@ func (a *agent) run(ctx context.Context) error {
 		OnLeaseRenewed:   ttl.renewed,
 		OnRenewalRefused: a.obs.setRenewalRefused,
 		Clock:            a.leaseClock,
+		KeepAliveSent:    ttl.sentAt,
 	})
 	a.obs.watchLeases(&mgr.Stats, mgr.UnusableKeys)
 	leaseLeft := func() (time.Duration, bool) {

@@ -117,6 +117,16 @@ func (t *leaseTTL) answered(id clientv3.LeaseID, sent time.Time) {
 	t.sent[id] = sent
 }
 
+// sentAt is when the keepalive of lease id whose answer came last was sent,
+// by clock, if noted. Its signature is
+// subnet.ManagerConfig.KeepAliveSent's.
+func (t *leaseTTL) sentAt(id int64) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sent, ok := t.sent[clientv3.LeaseID(id)]
+	return sent, ok
+}
+
 // tell calls changed, if set; t.mu is not held.
 func (t *leaseTTL) tell() {
 	if t.changed != nil {

@@ -95,6 +95,15 @@ type ManagerConfig struct {
 	// lived, are judged by: boottime.Now, which goes on while the machine
 	// is suspended, unless set (tests).
 	Clock func() time.Time
+	// KeepAliveSent, when set, returns when the etcd client's keepalive of
+	// the etcd lease leaseID whose answer it passed on last was sent, by
+	// Clock (false when not known). etcd counts the TTL from when the
+	// keepalive reached it, so Run counts the lease's expiry (went
+	// unconfirmed past its expiry) from then, not from when the answer
+	// came; without it, from the answer. A time noted for a later answer
+	// will do: that answer renewed the lease from no earlier, or said it
+	// is gone, and the client then ends the keepalive.
+	KeepAliveSent func(leaseID int64) (time.Time, bool)
 	// NewHistoryGrace is how long the peers that etcd's new history lacks
 	// (etcd emptied, or restored from an older snapshot) keep their place
 	// in Peers while their agents write their keys again; 0 means

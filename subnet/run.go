@@ -206,7 +206,7 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 			}
 			m.log.V(4).Info("lease kept alive", "leaseID", resp.ID, "ttl", resp.TTL)
 			ttl := time.Duration(resp.TTL) * time.Second
-			renewed(now().Add(ttl), ttl)
+			renewed(m.keepAliveSent(resp.ID).Add(ttl), ttl)
 			continue
 		case <-overdue:
 			overdue = time.After(reask)
@@ -324,6 +324,20 @@ func lapseIn(left time.Duration) time.Duration { return min(max(left, 0), lapseC
 // renews it a third of the TTL after an answer.
 func renewalWait(ttl time.Duration) time.Duration {
 	return min(lookupTimeout, max(2*ttl/3, leaderAskTimeout))
+}
+
+// keepAliveSent is when the etcd client's keepalive of lease id whose
+// answer came last was sent (ManagerConfig.KeepAliveSent), or now when that
+// is not known or not before now.
+func (m *Manager) keepAliveSent(id clientv3.LeaseID) time.Time {
+	now := m.cfg.Clock()
+	if m.cfg.KeepAliveSent == nil {
+		return now
+	}
+	if sent, ok := m.cfg.KeepAliveSent(int64(id)); ok && sent.Before(now) {
+		return sent
+	}
+	return now
 }
 
 // renewalDue is how long after a keepalive answer carrying ttl the next one
