@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/agentd/agentd/internal/termsafe"
 	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
 )
 
 // logSafe is log with each text value (a string, an error, a fmt.Stringer,
@@ -34,6 +36,14 @@ func logSafe(log logr.Logger) logr.Logger {
 		sink = cd.WithCallDepth(1)
 	}
 	return logr.New(safeSink{sink})
+}
+
+// withSafeLog returns ctx carrying logSafe(klog.Background()), the logger
+// agent.Run and its parts take from their context, and that logger, which
+// run logs agent.Run's failure with.
+func withSafeLog(ctx context.Context) (context.Context, logr.Logger) {
+	log := logSafe(klog.Background())
+	return klog.NewContext(ctx, log), log
 }
 
 // safeSink hands its sink each text value through escapeLines.

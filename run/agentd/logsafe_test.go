@@ -26,8 +26,8 @@ type multiLine struct{}
 
 func (multiLine) String() string { return "a\nb\u202e" }
 
-// TestLogEscapesTextFromEtcd: agentd's logger (logSafe over klog's, as run
-// sets it up, named as agent.Run names it) escapes the control and format
+// TestLogEscapesTextFromEtcd: agentd's logger (the one run puts in
+// agent.Run's context, named as agent.Run names it) escapes the control and format
 // characters in a text value holding a newline (\x1b, \a, \u009b,
 // \u202e), whether it is a string, an error (log.Error's too) or a
 // Stringer, as Go quotes them; klog writes its lines as it wrote them, each
@@ -38,7 +38,8 @@ func TestLogEscapesTextFromEtcd(t *testing.T) {
 	var out bytes.Buffer
 	logToBuffer(t, &out)
 
-	log := klog.FromContext(klog.NewContext(context.Background(), logSafe(klog.Background()))).WithName("agent")
+	ctx, _ := withSafeLog(context.Background())
+	log := klog.FromContext(ctx).WithName("agent")
 	err := fmt.Errorf("lease value of %s: %w", etcdText, context.Canceled)
 	log.Error(err, "skipping key that is not a usable lease", "key", etcdText, "revision", 7)
 	_, _, line, _ := runtime.Caller(0)

@@ -140,8 +140,7 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 		klog.InfoS("SIGHUP ignored: agentd reads its settings at start only; restart it to apply new ones (systemctl restart agentd)")
 	})
 	defer release()
-	log := logSafe(klog.Background())
-	ctx = klog.NewContext(ctx, log)
+	ctx, log := withSafeLog(ctx)
 
 	klog.InfoS("starting agentd", "version", version, "etcdEndpoints", opts.cfg.EtcdEndpoints, "etcdPrefix", opts.cfg.EtcdPrefix, "releaseLease", opts.cfg.ReleaseLease)
 	if err := agent.Run(ctx, opts.cfg); err != nil {
