@@ -564,27 +564,47 @@ func checkMACFile(t *testing.T, path string, mac backend.MAC) {
 }
 
 // TestIncompatibleDevice checks that a flannel.1 that differs in what only
-// recreating it can change is recreated, with our MAC.
+// recreating it can change is recreated, with our MAC, for the reason its
+// case names. Each vxlan device is a compatible one (VNI 1, port 8472,
+// local 198.18.0.1, underlay ext0, no learning) but for the one property
+// its case names: a device lacking two would be recreated for either, and
+// a case would not test its own check.
 func TestIncompatibleDevice(t *testing.T) {
-	for name, dev := range map[string]netlink.Link{
-		"wrong VNI":       &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 2, Port: 8472, SrcAddr: net.IPv4(198, 18, 0, 1)},
-		"wrong port":      &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, Port: 4789, SrcAddr: net.IPv4(198, 18, 0, 1)},
-		"learning":        &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, Port: 8472, SrcAddr: net.IPv4(198, 18, 0, 1), Learning: true},
-		"no local":        &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, Port: 8472},
-		"not vxlan":       &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, PeerName: "flannel.1p"},
-		"no underlay dev": &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, Port: 8472, SrcAddr: net.IPv4(198, 18, 0, 1)},
+	vx := func(change func(*netlink.Vxlan)) func(int) netlink.Link {
+		return func(ext int) netlink.Link {
+			l := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, VxlanId: 1, Port: 8472,
+				SrcAddr: net.IPv4(198, 18, 0, 1), VtepDevIndex: ext}
+			change(l)
+			return l
+		}
+	}
+	for _, c := range []struct {
+		name, reason string
+		dev          func(ext int) netlink.Link
+	}{
+		{"wrong VNI", "VNI 2, want 1", vx(func(l *netlink.Vxlan) { l.VxlanId = 2 })},
+		{"wrong port", "UDP port 4789, want 8472", vx(func(l *netlink.Vxlan) { l.Port = 4789 })},
+		{"no local", "local address invalid IP, want 198.18.0.1", vx(func(l *netlink.Vxlan) { l.SrcAddr = nil })},
+		{"no underlay dev", "underlay device index 0, want ", vx(func(l *netlink.Vxlan) { l.VtepDevIndex = 0 })},
+		{"learning", "learning is on", vx(func(l *netlink.Vxlan) { l.Learning = true })},
+		{"not vxlan", "it is a veth link, not vxlan", func(int) netlink.Link {
+			return &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "flannel.1"}, PeerName: "flannel.1p"}
+		}},
 	} {
-		t.Run(name, func(t *testing.T) {
-			ns := nstest.New(t)
-			ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
-			if err := ns.Handle.LinkAdd(dev); err != nil {
+		t.Run(c.name, func(t *testing.T) {
+			h := unpreparedHost(t, `{"Type":"vxlan"}`, 0)
+			if err := h.ns.Handle.LinkAdd(c.dev(h.ext.Attrs().Index)); err != nil {
 				t.Fatal(err)
 			}
-			h := hostIn(t, ns, `{"Type":"vxlan"}`)
+			h.b = h.newBackend()
+			h.prepare()
 			h.reconcile()
 			h.check(base) // a veth's peer goes with it
 			if res := h.reconcile(); res.Changed() {
 				t.Errorf("a second Reconcile changed %v", res)
+			}
+			if h.countLogs(`"reason"="`+c.reason) != 1 {
+				t.Errorf("no reason %q logged once; logs:\n%s", c.reason, h.logText())
 			}
 		})
 	}
