@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentd/agentd/internal/clip"
 	"github.com/agentd/agentd/internal/termsafe"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/go-logr/logr"
@@ -117,13 +116,15 @@ func newHealth(log logr.Logger) *health {
 
 func sdNotify(state string) (bool, error) { return daemon.SdNotify(false, state) }
 
-// maxReasonLen bounds each reason the agent is not ready for, as /readyz,
-// /status and STATUS= say it: a reason may quote what etcd holds (an invalid
-// network config's error quotes its value, up to etcd's 1.5 MB, three
-// times), and systemd ignores a notification of PIPE_BUF (4096) bytes or
-// more whole. It is more than any reason that quotes nothing (the missing
-// config key's, with its etcdctl hint, is 330 bytes), and two such reasons
-// and the rest of STATUS= stay under 4096 bytes.
+// maxReasonLen bounds each reason the agent is not ready for, once escaped
+// as /readyz and STATUS= say it (termsafe.Fit: kept as it came, for
+// /status): a reason may quote what etcd holds (an invalid network config's
+// error quotes its value, up to etcd's 1.5 MB, three times), and systemd
+// ignores a notification of PIPE_BUF (4096) bytes or more whole. It is more
+// than any reason that quotes nothing (the missing config key's, with its
+// etcdctl hint, is 330 bytes), and two such reasons and the rest of STATUS=
+// stay under maxStatusLen, so each is said whatever the others hold: cut to
+// 1 kB as it came, a reason of ESCs took 4 kB escaped, and hid the others.
 const maxReasonLen = 1024
 
 // maxStatusLen bounds STATUS='s text, and a probe's reason, once escaped
@@ -139,7 +140,7 @@ func (h *health) setLeaseHeld(held bool, reason string) {
 	h.mu.Lock()
 	h.leaseHeld = held
 	h.leased = h.leased || held
-	h.leaseReason = clip.Cut(reason, maxReasonLen)
+	h.leaseReason = termsafe.Fit(reason, maxReasonLen)
 	if !held && reason == "" {
 		h.leaseReason = "lease not held"
 	}
@@ -215,7 +216,7 @@ func (h *health) setSubnetEnvWritten() {
 // /readyz until setSubnetEnvWritten.
 func (h *health) setSubnetEnvFailed(err error) {
 	h.mu.Lock()
-	h.envReason = clip.Cut("subnet.env not written: "+err.Error(), maxReasonLen)
+	h.envReason = termsafe.Fit("subnet.env not written: "+err.Error(), maxReasonLen)
 	h.changedLocked()
 }
 
@@ -472,8 +473,7 @@ func (h *health) handler() *http.ServeMux {
 // that are not UTF-8 escaped as Go quotes them (termsafe.Text), as agentctl
 // prints it: a reason may quote what etcd holds, and kubelet's events and
 // an operator's curl show it. It is cut to maxStatusLen once escaped, as
-// STATUS= is: each reason is cut to maxReasonLen as it came, and a byte
-// may take 4 once escaped.
+// STATUS= is, though each reason is already cut to maxReasonLen escaped.
 func probeReply(w http.ResponseWriter, check func() (bool, string)) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")

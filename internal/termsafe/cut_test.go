@@ -32,6 +32,33 @@ func TestCut(t *testing.T) {
 	}
 }
 
+// TestFit: text whose escaped form fits is kept as it came; a longer one is
+// cut, as it came, at the end of a rune or stray byte, so that once escaped
+// it is at most n bytes with its "…".
+func TestFit(t *testing.T) {
+	for _, c := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"vxlan", 5, "vxlan"},
+		{"a\x1bb", 6, "a\x1bb"},
+		{"a\x1bb", 5, "a…"},
+		{"abcdef", 5, "ab…"},
+		{"a\x9b\x9b", 8, "a\x9b…"},
+		{"ab\u009b", 7, "ab…"},
+		{"é\u202eéé", 11, "é\u202e…"},
+		// A 3-byte rune cut after its first byte: that byte stays
+		// stray before "…", which starts with no continuation byte.
+		{"ab\xe2\x82", 9, "ab\xe2…"},
+	} {
+		got := Fit(c.s, c.n)
+		if got != c.want || len(Text(got)) > c.n {
+			t.Errorf("Fit(%q, %d) = %q (%d bytes escaped), want %q", c.s, c.n, got, len(Text(got)), c.want)
+		}
+	}
+}
+
 // FuzzCut: whatever the text and the bound (3 or more), Cut is at most
 // that many bytes of valid UTF-8 with no rune unshown reports, and either
 // Text's whole or, before its "…", Text of a prefix of the text: an escape
@@ -44,6 +71,9 @@ func FuzzCut(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string, n int) {
 		n = 3 + int(uint(n)%1000)
 		out := Cut(s, n)
+		if fit := Fit(s, n); Text(fit) != out || (fit != s && !strings.HasPrefix(s, strings.TrimSuffix(fit, "…"))) {
+			t.Fatalf("Fit(%q, %d) = %q: Text of it is not Cut's %q, or it is not s or a prefix of s and …", s, n, fit, out)
+		}
 		if len(out) > n || !utf8.ValidString(out) || strings.ContainsFunc(out, unshown) {
 			t.Fatalf("Cut(%q, %d) = %q: over %d bytes, not UTF-8 or with a rune to escape", s, n, out, n)
 		}
