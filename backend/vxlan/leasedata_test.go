@@ -61,10 +61,10 @@ func TestPassDecodesChangedLeasesOnly(t *testing.T) {
 	const n = 1000
 	b, own, seg := desiredBackend(t)
 	peers := desiredPeers(n)
-	if d := b.desired(own, peers, 5, seg); len(d.neighs) != n {
+	if d := b.desired(own, peers, 5, seg, nil); len(d.neighs) != n {
 		t.Fatalf("desired programs %d neighbours, want %d", len(d.neighs), n)
 	}
-	perPeer := testing.AllocsPerRun(5, func() { b.desired(own, peers, 5, seg) }) / n
+	perPeer := testing.AllocsPerRun(5, func() { b.desired(own, peers, 5, seg, nil) }) / n
 	t.Logf("a pass over %d unchanged leases allocated %.2f times per lease", n, perPeer)
 	// Some 2 are left (Lease.Key's string, the result's slices, settle's
 	// maps); decoding each lease's JSON again made it 9.
@@ -79,10 +79,10 @@ func TestPassDecodesChangedLeasesOnly(t *testing.T) {
 func TestLeaseDataChanged(t *testing.T) {
 	b, own, seg := desiredBackend(t)
 	peers := desiredPeers(3)
-	b.desired(own, peers, 5, seg)
+	b.desired(own, peers, 5, seg, nil)
 	peers[1].Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"02:00:00:00:aa:bb"}`)
 	peers[2].Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"01:00:00:00:aa:bb"}`) // now refused
-	d := b.desired(own, peers, 5, seg)
+	d := b.desired(own, peers, 5, seg, nil)
 	if len(d.neighs) != 2 || d.neighs[1].MAC != (backend.MAC{0x02, 0, 0, 0, 0xaa, 0xbb}) {
 		t.Fatalf("after lease 1's VtepMAC changed to 02:00:00:00:aa:bb, desired wants the neighbours %v", d.neighs)
 	}
@@ -94,7 +94,7 @@ func TestLeaseDataChanged(t *testing.T) {
 	if b.dataCache.Len() != 3 {
 		t.Errorf("after a pass over 3 leases, %d decoded values are kept, want 3", b.dataCache.Len())
 	}
-	b.desired(own, peers[:1], 5, seg)
+	b.desired(own, peers[:1], 5, seg, nil)
 	if b.dataCache.Len() != 1 {
 		t.Errorf("after a pass over 1 lease, %d decoded values are kept, want 1", b.dataCache.Len())
 	}

@@ -36,9 +36,13 @@ func TestOwnLeaseWithoutIPv4Refused(t *testing.T) {
 // TestRefusedWriteFailsPass: a write the kernel refuses fails the pass,
 // naming the object and the kernel's error, and the pass still programs
 // everything else. Here 10.244.2.0, the gateway of the peer's route, is a
-// local address by a route in the local table (no address says so, so the
-// peer is not skipped), and the kernel refuses an onlink gateway that is
-// not unicast (EINVAL); once that route is gone, the next pass adds it.
+// local address by a route in the local table, which the kernel's check of
+// an onlink gateway reads directly, and so refuses it (EINVAL); but the
+// policy rules send a packet to 10.244.2.0 to table 100 first (the local
+// table's rule moved behind), where it is an ordinary host on ext0, so the
+// pass's own look-up (localGateways) does not see it as local and does not
+// skip the peer (TestLocalRouteGatewaySkipped). Once that local route is
+// gone, the next pass adds the route.
 func TestRefusedWriteFailsPass(t *testing.T) {
 	h := newHost(t, `{"Type":"vxlan"}`)
 	nl := h.ns.Handle
@@ -49,6 +53,14 @@ func TestRefusedWriteFailsPass(t *testing.T) {
 	local := &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix("10.244.2.0/32")), LinkIndex: lo.Attrs().Index,
 		Type: unix.RTN_LOCAL, Table: unix.RT_TABLE_LOCAL, Scope: unix.RT_SCOPE_HOST}
 	if err := nl.RouteAdd(local); err != nil {
+		t.Fatal(err)
+	}
+	localLater, localFirst, toTable100 := netlink.NewRule(), netlink.NewRule(), netlink.NewRule()
+	localLater.Table, localLater.Priority = unix.RT_TABLE_LOCAL, 100
+	localFirst.Table, localFirst.Priority = unix.RT_TABLE_LOCAL, 0
+	toTable100.Table, toTable100.Priority, toTable100.Dst = 100, 50, backend.IPNet(netip.MustParsePrefix("10.244.2.0/24"))
+	inTable100 := &netlink.Route{Dst: toTable100.Dst, LinkIndex: h.ext.Attrs().Index, Table: 100, Scope: unix.RT_SCOPE_LINK}
+	if err := errors.Join(nl.RuleAdd(localLater), nl.RuleDel(localFirst), nl.RuleAdd(toTable100), nl.RouteAdd(inTable100)); err != nil {
 		t.Fatal(err)
 	}
 	p2 := lease("10.244.2.0/24", "198.18.0.2", "vxlan", "02:00:00:00:00:02")

@@ -919,7 +919,18 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		return res, errors.Join(append(errs, err)...)
 	}
 	idx := dev.Attrs().Index
-	want := b.desired(own, peers, idx, seg)
+	want := b.desired(own, peers, idx, seg, nil)
+	routePlan, downErr := b.routePlan(main, own, idx, want.routes)
+	// A peer whose gateway <peer subnet>.0 this host routes to itself
+	// would fail every pass (localGateways): it is skipped, and the pass
+	// judged again without it.
+	if local := b.localGateways(idx, routePlan.Add, routePlan.Update); local != nil {
+		want = b.desired(own, peers, idx, seg, local)
+		routePlan, downErr = b.routePlan(main, own, idx, want.routes)
+	}
+	if downErr != nil {
+		errs = append(errs, downErr)
+	}
 	b.skips.Report(&res)
 	// Routes through the device into the network are ours (OwnedRoutes
 	// below), deleted when no lease wants them.
@@ -934,11 +945,6 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	b.wantFDB.Store(b.fdbWants.of(want.fdb, func(f backend.FDB) (backend.MAC, netip.Addr) { return f.MAC, f.Dst }))
 	b.wantRoutes.Store(want.routes)
 
-	// The device is ours, and so are its routes into the network, whoever
-	// made them: one flanneld left for a lease that went would come before
-	// the kernel's route for that subnet once it is ours. So are other
-	// programs' routes under the key of one we want.
-	routes := append(backend.OwnedRoutes(main, idx, b.network, want.routes), b.routesToOwnSubnet(main, own)...)
 	neighs, err := backend.ListNeighsOn(b.h, idx)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
@@ -957,19 +963,82 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		}
 	}
 
-	applyRoutes, routes, downErr := b.whileExtDown(want.routes, routes)
-	if downErr != nil {
-		errs = append(errs, downErr)
-	}
 	plan := backend.Plan{
 		FDB:    backend.Diff(want.fdb, fdb, backend.FDB.Key),
 		Neighs: backend.Diff(want.neighs, owned, backend.Neigh.Key),
-		Routes: backend.Diff(applyRoutes, routes, backend.Route.Key),
+		Routes: routePlan,
 	}
 	r, err = plan.Apply(backend.NetlinkWriter{H: b.h}, b.log)
 	res.Add(r)
 	return res, errors.Join(append(errs, err)...)
 }
+
+// routePlan is what the pass must do to the routes for want: the device is
+// ours, and so are its routes into the network in main, whoever made them
+// (one flanneld left for a lease that went would come before the kernel's
+// route for that subnet once it is ours), other programs' routes under the
+// key of one we want, and those to our own subnet through the external
+// interface (routesToOwnSubnet). The routes through the external interface
+// are left out while it is down (whileExtDown, whose error it returns).
+func (b *Backend) routePlan(main []netlink.Route, own subnet.Lease, idx int, want []backend.Route) (backend.Changes[backend.Route], error) {
+	routes := append(backend.OwnedRoutes(main, idx, b.network, want), b.routesToOwnSubnet(main, own)...)
+	want, routes, err := b.whileExtDown(want, routes)
+	return backend.Diff(want, routes, backend.Route.Key), err
+}
+
+// localGateways returns, by gateway, why the kernel would refuse each
+// tunnel route (through the device idx) of routes, those a pass is to
+// write, or nil when it would refuse none: the kernel takes an onlink
+// gateway only if its local table makes it no address of this host, and a
+// route of the local table that covers a peer's <subnet>.0 without an
+// address in that subnet (`ip route add local 10.244.0.0/16 dev lo`, as
+// AnyIP setups add; Segment.LocalIn sees addresses only) makes it refuse
+// that peer's route (EINVAL, "Nexthop has invalid gateway") on every pass.
+// It asks the kernel how it routes each gateway (`ip route get fibmatch`),
+// once per route to write: a route the kernel holds already was taken, and
+// at 5000 peers a pass that writes none asks nothing. Through the policy
+// rules, as a packet is routed: a rule ahead of the local table's that
+// leads elsewhere hides such a route from it, and the write then fails as
+// before.
+func (b *Backend) localGateways(idx int, routes ...[]backend.Route) map[netip.Addr]string {
+	var local map[netip.Addr]string
+	for _, rs := range routes {
+		for _, r := range rs {
+			if r.LinkIndex != idx || !r.OnLink {
+				continue
+			}
+			got, err := b.h.RouteGetWithOptions(backend.IP(r.Gw), &netlink.RouteGetOptions{FIBMatch: true})
+			if err != nil || len(got) != 1 {
+				// Not known (no route at all: ENETUNREACH): the
+				// write will tell.
+				continue
+			}
+			typ, ok := localTypes[got[0].Type]
+			if !ok {
+				continue
+			}
+			dst := "default"
+			if got[0].Dst != nil {
+				dst = got[0].Dst.String()
+			}
+			dev := fmt.Sprintf("dev#%d", got[0].LinkIndex)
+			if l, err := b.h.LinkByIndex(got[0].LinkIndex); err == nil {
+				dev = "dev " + l.Attrs().Name
+			}
+			if local == nil {
+				local = map[netip.Addr]string{}
+			}
+			local[r.Gw] = fmt.Sprintf("its gateway %s is this host's by the route `%s %s %s proto %s`: the kernel refuses a route through it",
+				r.Gw, typ, dst, dev, got[0].Protocol)
+		}
+	}
+	return local
+}
+
+// localTypes are the route types by which the kernel delivers to this host
+// or to a whole segment, by the names ip route gives them: none is a
+// gateway.
+var localTypes = map[int]string{unix.RTN_LOCAL: "local", unix.RTN_BROADCAST: "broadcast", unix.RTN_ANYCAST: "anycast", unix.RTN_MULTICAST: "multicast"}
 
 // routesToOwnSubnet picks from main, the pass's routes, other programs'
 // routes through the external interface to our own subnet, as host-gw's
@@ -1052,8 +1121,10 @@ type desiredState struct {
 }
 
 // desired computes the objects peers imply, recording in b.skips the peers it
-// leaves out. devIndex is the device's; seg the external interface's segment.
-func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, seg *backend.Segment) desiredState {
+// leaves out. devIndex is the device's; seg the external interface's segment;
+// local, localGateways's answer, why the tunnel routes through some gateways
+// would be refused.
+func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, seg *backend.Segment, local map[netip.Addr]string) desiredState {
 	var d desiredState
 	peers = backend.OnePerSubnet(peers, b.skips)
 	// The overlay's subnets, ours and the peers', whatever their backend:
@@ -1119,6 +1190,10 @@ func (b *Backend) desired(own subnet.Lease, peers []subnet.Lease, devIndex int, 
 		}
 		if overlay.Contains(pub) {
 			skip("public IP %s lies in an overlay subnet: VXLAN to it would be routed into the overlay, not the underlay", pub)
+			continue
+		}
+		if why := local[sn.Addr()]; why != "" {
+			skip("%s", why)
 			continue
 		}
 		tunnels = append(tunnels, tunnel{lease: i, key: key, mac: pd.MAC})
