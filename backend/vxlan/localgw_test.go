@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/agentd/agentd/subnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -19,7 +20,7 @@ import (
 // gateway"). Before, every pass failed so, again and again, and programmed
 // those peers' FDB entries and neighbours; now the peers are skipped with a
 // reason naming the route, logged once, the pass succeeds and programs the
-// others, and once the route goes the next pass programs them.
+// others, and once the route goes Watch wakes a pass that programs them.
 func TestLocalRouteGatewaySkipped(t *testing.T) {
 	h := newHost(t, `{"Type":"vxlan"}`)
 	nl := h.ns.Handle
@@ -58,9 +59,12 @@ func TestLocalRouteGatewaySkipped(t *testing.T) {
 			t.Errorf("logged %d times, want once: %s; logs:\n%s", n, once, h.logText())
 		}
 	}
+	wakes, stop := h.watch(t)
+	defer stop()
 	if err := nl.RouteDel(anyIP); err != nil {
 		t.Fatal(err)
 	}
+	nstest.AwaitWake(t, wakes, "local route deleted")
 	if res := h.reconcile(peers...); res.String() != (backend.Result{Added: 6}).String() {
 		t.Errorf("pass with the local route gone: %v, want p2's and p3's three entries each added", res)
 	}

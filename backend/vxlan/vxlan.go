@@ -1316,15 +1316,30 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 }
 
 // routeFilter returns Watch's route filter: backend.RouteEventFilter's
-// events but our own writes' (backend.RouteWants.Filter), and with
-// DirectRouting backend.SegmentRouteEvent's.
+// events but our own writes' (backend.RouteWants.Filter), the local
+// table's routes into the network that no address made (localRouteEvent),
+// and with DirectRouting backend.SegmentRouteEvent's.
 func (b *Backend) routeFilter() func(netlink.RouteUpdate) bool {
 	route := b.wantRoutes.Filter(b.network)
+	withLocal := func(u netlink.RouteUpdate) bool { return route(u) || b.localRouteEvent(u) }
 	if b.opts.DirectRouting {
 		segment := backend.SegmentRouteEvent(b.ext.Iface.Index)
-		return func(u netlink.RouteUpdate) bool { return route(u) || segment(u) }
+		return func(u netlink.RouteUpdate) bool { return withLocal(u) || segment(u) }
 	}
-	return route
+	return withLocal
+}
+
+// localRouteEvent says whether u is about a route of the local table that
+// overlaps the network and that the kernel did not make for an address of
+// this host (addrEvent judges those): one that decides whether a peer's
+// gateway is this host's (localGateways), so that a peer skipped for it is
+// programmed as soon as it goes.
+func (b *Backend) localRouteEvent(u netlink.RouteUpdate) bool {
+	if _, ok := localTypes[u.Route.Type]; !ok || u.Table != unix.RT_TABLE_LOCAL || u.Protocol == unix.RTPROT_KERNEL {
+		return false
+	}
+	dst, ok := backend.PrefixFromIPNet(u.Dst)
+	return ok && dst.Addr().Is4() && dst.Overlaps(b.network)
 }
 
 func (b *Backend) linkEvent(u netlink.LinkUpdate) bool {
