@@ -237,9 +237,12 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 			case ctx.Err() != nil:
 				return "", nil
 			case err == nil && left > 0:
-				// etcd slept too (on the same machine), or a new
-				// leader gave the lease a full TTL again.
-				m.log.Info("our etcd lease's last known expiry passed (the machine slept?), but etcd renewed it",
+				// etcd slept too (on the same machine), a new leader
+				// gave the lease a full TTL again, or etcd's answers
+				// take over a third of the TTL: the expiry is counted
+				// from each keepalive's send, and the next answer
+				// comes after it.
+				m.log.Info("our etcd lease's last known expiry passed (the machine slept, or etcd answers slowly), but etcd renewed it",
 					"leaseID", id, "ttl", left)
 				renewed(now().Add(left), left)
 			case err == nil:
