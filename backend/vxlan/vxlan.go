@@ -999,7 +999,9 @@ func (b *Backend) routePlan(main []netlink.Route, own subnet.Lease, idx int, wan
 // at 5000 peers a pass that writes none asks nothing. Through the policy
 // rules, as a packet is routed: a rule ahead of the local table's that
 // leads elsewhere hides such a route from it, and the write then fails as
-// before.
+// before; the other way round, a rule that sends <subnet>.0 to a table of
+// its own holding a local or broadcast route for it skips a peer whose
+// route the kernel, which reads the local table alone, would take.
 func (b *Backend) localGateways(idx int, routes ...[]backend.Route) map[netip.Addr]string {
 	var local map[netip.Addr]string
 	for _, rs := range routes {
