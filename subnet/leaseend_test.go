@@ -42,11 +42,12 @@ func TestLeaseLostSoonAfterItsEnd(t *testing.T) {
 		PublicIP: netip.MustParseAddr("198.18.0.1"), HostID: hostID(1), TTL: ttl, PreviousSubnet: netip.MustParsePrefix("10.244.1.0/24"),
 		Clock: time.Now,
 		OnLeaseState: func(held bool, reason string) {
+			now := time.Now()
+			// The reason first: the test reads it once lostAt is set.
+			lost.record(held, reason)
 			if !held && lostAt.Load() == nil {
-				now := time.Now()
 				lostAt.Store(&now)
 			}
-			lost.record(held, reason)
 		},
 	})
 	acquire(t, m)
