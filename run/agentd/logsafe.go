@@ -39,11 +39,10 @@ func logSafe(log logr.Logger) logr.Logger {
 }
 
 // withSafeLog returns ctx carrying logSafe(klog.Background()), the logger
-// agent.Run and its parts take from their context, and that logger, which
-// run logs agent.Run's failure with.
-func withSafeLog(ctx context.Context) (context.Context, logr.Logger) {
-	log := logSafe(klog.Background())
-	return klog.NewContext(ctx, log), log
+// agent.Run and its parts take from their context (klog.FromContext), and
+// run too, for agent.Run's failure.
+func withSafeLog(ctx context.Context) context.Context {
+	return klog.NewContext(ctx, logSafe(klog.Background()))
 }
 
 // safeSink hands its sink each text value through escapeLines.

@@ -38,8 +38,7 @@ func TestLogEscapesTextFromEtcd(t *testing.T) {
 	var out bytes.Buffer
 	logToBuffer(t, &out)
 
-	ctx, _ := withSafeLog(context.Background())
-	log := klog.FromContext(ctx).WithName("agent")
+	log := klog.FromContext(withSafeLog(context.Background())).WithName("agent")
 	err := fmt.Errorf("lease value of %s: %w", etcdText, context.Canceled)
 	log.Error(err, "skipping key that is not a usable lease", "key", etcdText, "revision", 7)
 	_, _, line, _ := runtime.Caller(0)

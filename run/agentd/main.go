@@ -140,7 +140,8 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 		klog.InfoS("SIGHUP ignored: agentd reads its settings at start only; restart it to apply new ones (systemctl restart agentd)")
 	})
 	defer release()
-	ctx, log := withSafeLog(ctx)
+	ctx = withSafeLog(ctx)
+	log := klog.FromContext(ctx)
 
 	klog.InfoS("starting agentd", "version", version, "etcdEndpoints", opts.cfg.EtcdEndpoints, "etcdPrefix", opts.cfg.EtcdPrefix, "releaseLease", opts.cfg.ReleaseLease)
 	if err := agent.Run(ctx, opts.cfg); err != nil {
