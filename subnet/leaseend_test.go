@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,16 +53,7 @@ func TestLeaseLostSoonAfterItsEnd(t *testing.T) {
 	})
 	acquire(t, m)
 	run(t, m)
-	eventuallyWithin(t, 10*time.Second, "a keepalive answered", func() error {
-		if _, ok := n.last(); !ok {
-			return errors.New("none yet")
-		}
-		return nil
-	})
-	if err := e.srv.SetLoopback(false); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.srv.SetLoopback(true) })
+	e.silentOnceAnswered(t, n, 10*time.Second)
 	eventuallyWithin(t, 40*time.Second, "lease reported lost", func() error {
 		if lostAt.Load() == nil {
 			return errors.New("still held")
@@ -79,6 +71,46 @@ func TestLeaseLostSoonAfterItsEnd(t *testing.T) {
 			ttl, after.Round(time.Millisecond), bound, r)
 	}
 	t.Logf("reported lost %v after the lease's end: %q", after.Round(time.Millisecond), r[0])
+}
+
+// silentOnceAnswered waits, up to within, for a keepalive that n follows to
+// be answered, then silences e's etcd (its loopback down) for the rest of
+// the test.
+func (e *env) silentOnceAnswered(t *testing.T, n *sendNoter, within time.Duration) {
+	t.Helper()
+	eventuallyWithin(t, within, "a keepalive answered", func() error {
+		if _, ok := n.last(); !ok {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	if err := e.srv.SetLoopback(false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.srv.SetLoopback(true) })
+}
+
+// lostExpiry waits, up to within, for the lease to be reported lost, and
+// returns the reasons and the expiry the first names: "etcd lease …
+// went unconfirmed past its expiry (<RFC 3339 time>): …".
+func lostExpiry(t *testing.T, lost *lostReasons, within time.Duration) ([]string, time.Time) {
+	t.Helper()
+	var r []string
+	eventuallyWithin(t, within, "lease reported lost", func() error {
+		if r = lost.get(); len(r) == 0 {
+			return errors.New("still held")
+		}
+		return nil
+	})
+	expiry := regexp.MustCompile(`^etcd lease [0-9a-f]+ went unconfirmed past its expiry \(([^)]+)\): `).FindStringSubmatch(r[0])
+	if expiry == nil {
+		t.Fatalf("lost: %q, want it unconfirmed past its expiry", r)
+	}
+	at, err := time.Parse(time.RFC3339, expiry[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, at
 }
 
 // slowClient returns a client of e's etcd whose connections carry etcd's

@@ -1,9 +1,7 @@
 package subnet_test
 
 import (
-	"errors"
 	"net/netip"
-	"regexp"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,31 +43,8 @@ func TestLeaseExpiryCountedFromKeepAliveSent(t *testing.T) {
 	acquire(t, m)
 	slow.Store(true)
 	run(t, m)
-	eventuallyWithin(t, 15*time.Second, "a keepalive answered", func() error {
-		if _, ok := n.last(); !ok {
-			return errors.New("none yet")
-		}
-		return nil
-	})
-	if err := e.srv.SetLoopback(false); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.srv.SetLoopback(true) })
-	var r []string
-	eventuallyWithin(t, 40*time.Second, "lease reported lost", func() error {
-		if r = lost.get(); len(r) == 0 {
-			return errors.New("still held")
-		}
-		return nil
-	})
-	expiry := regexp.MustCompile(`^etcd lease [0-9a-f]+ went unconfirmed past its expiry \(([^)]+)\): `).FindStringSubmatch(r[0])
-	if expiry == nil {
-		t.Fatalf("lost: %q, want it unconfirmed past its expiry", r)
-	}
-	at, err := time.Parse(time.RFC3339, expiry[1])
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.silentOnceAnswered(t, n, 15*time.Second)
+	r, at := lostExpiry(t, &lost, 40*time.Second)
 	ref, _ := n.last()
 	// The wall clock read for the message and the test's may differ by a
 	// moment: half a second is allowed.
@@ -77,7 +52,7 @@ func TestLeaseExpiryCountedFromKeepAliveSent(t *testing.T) {
 		t.Fatalf("lease of %v whose keepalives are answered %v late reported lost naming its expiry %v after a TTL from the last keepalive answered was sent, want at most that: counted from the answer, not from the keepalive etcd counts from: %q",
 			ttl, answersLate, late.Round(time.Millisecond), r)
 	}
-	t.Logf("expiry named %s, last keepalive answered sent %s: %q", expiry[1], ref.Format(time.RFC3339Nano), r[0])
+	t.Logf("expiry named %s, last keepalive answered sent %s: %q", at.Format(time.RFC3339), ref.Format(time.RFC3339Nano), r[0])
 }
 
 // sentAt has the signature of subnet.ManagerConfig.KeepAliveSent.

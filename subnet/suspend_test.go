@@ -2,7 +2,6 @@ package subnet_test
 
 import (
 	"errors"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,25 +87,11 @@ func TestLeaseLapsedWhileAsleep(t *testing.T) {
 			}
 			slept.Store(int64(2 * ttl))
 			if tc.unreachable {
-				var r []string
-				eventuallyWithin(t, 30*time.Second, "lease reported lost", func() error {
-					if r = lost.get(); len(r) == 0 {
-						return errors.New("still held")
-					}
-					return nil
-				})
-				expiry := regexp.MustCompile(`^etcd lease [0-9a-f]+ went unconfirmed past its expiry \(([^)]+)\): `).FindStringSubmatch(r[0])
-				if expiry == nil {
-					t.Fatalf("lost: %q, want it unconfirmed past its expiry", r)
-				}
-				at, err := time.Parse(time.RFC3339, expiry[1])
-				if err != nil {
-					t.Fatal(err)
-				}
+				_, at := lostExpiry(t, &lost, 30*time.Second)
 				// The lease ran out a TTL after it was granted, a TTL
 				// before the resume.
 				if ago := time.Since(at); ago < ttl-time.Minute || ago > ttl+time.Minute {
-					t.Errorf("expiry %s reported, %v ago; want about %v ago", expiry[1], ago.Round(time.Second), ttl)
+					t.Errorf("expiry %s reported, %v ago; want about %v ago", at.Format(time.RFC3339), ago.Round(time.Second), ttl)
 				}
 				return
 			}
