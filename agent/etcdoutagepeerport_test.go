@@ -101,15 +101,10 @@ func outagePeerPortBesideRefusedChild(t *testing.T) {
 // probe on unix sockets.
 func TestOutageNotClientPortLoggedOnce(t *testing.T) {
 	dir := t.TempDir()
-	refused := filepath.Join(dir, "refused.sock")
-	l, err := net.Listen("unix", refused)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	l.Close() // the socket file stays: connect is refused
+	refused := refusedSocket(t)
 	http1 := filepath.Join(dir, "http1.sock")
-	if l, err = net.Listen("unix", http1); err != nil {
+	l, err := net.Listen("unix", http1)
+	if err != nil {
 		t.Fatal(err)
 	}
 	serveEach(t, l, func(c net.Conn) { // answers anything, HTTP/2's preface too, as etcd's peer port does
@@ -151,7 +146,7 @@ func TestOutageNotClientPortLoggedOnce(t *testing.T) {
 		}
 	})
 	t.Run("down", func(t *testing.T) {
-		conn, clk, logs, causes, asked := start(t, "unix://"+refused, "unix://"+http1)
+		conn, clk, logs, causes, asked := start(t, refused, "unix://"+http1)
 		down(t, conn, clk)
 		n := conn.waits()
 		clk.advance(time.Second) // settle
@@ -159,7 +154,7 @@ func TestOutageNotClientPortLoggedOnce(t *testing.T) {
 		logs.expect(t, 1)
 		for _, w := range []string{
 			`"msg"="etcd unreachable;`,
-			`"error"="unix://` + refused + `: connect: `,
+			`"error"="` + refused + `: connect: `,
 			`; unix://` + http1 + `: the endpoint answers HTTP/1 but not the HTTP/2 that etcd's gRPC speaks: it is not etcd's client port`,
 		} {
 			if l := logs.get()[0]; !strings.Contains(l, w) {

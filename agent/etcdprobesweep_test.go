@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -66,20 +65,14 @@ func TestEtcdAnswersQuietOnceEnded(t *testing.T) {
 // gRPC try again at once (catchUp) rather than wait out its backoff when
 // the silent etcd serves again; and it names both endpoints.
 func TestSilentBesideRefusedCountsAsSilent(t *testing.T) {
-	refused := filepath.Join(t.TempDir(), "refused.sock")
-	l, err := net.Listen("unix", refused)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	l.Close() // the socket file stays: connect is refused
+	refused := refusedSocket(t)
 	silent := silentSocket(t)
-	err = etcdAnswers(context.Background(), []string{silent, "unix://" + refused})
+	err := etcdAnswers(context.Background(), []string{silent, refused})
 	if !errors.Is(err, errEndpointSilent) {
 		t.Errorf("finding %v; want it errEndpointSilent", err)
 	}
 	if err == nil || !strings.Contains(err.Error(), silent+": accepts connections but answers nothing") ||
-		!strings.Contains(err.Error(), "unix://"+refused+": connect: ") {
+		!strings.Contains(err.Error(), refused+": connect: ") {
 		t.Errorf("finding %v; want both endpoints named with their failures", err)
 	}
 }

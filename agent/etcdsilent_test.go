@@ -17,6 +17,19 @@ import (
 	"github.com/go-logr/logr"
 )
 
+// refusedSocket is the endpoint of a unix socket in a temporary directory
+// whose file stays with nobody listening: a connect is refused.
+func refusedSocket(t *testing.T) string {
+	sock := filepath.Join(t.TempDir(), "refused.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	return "unix://" + sock
+}
+
 // silentSocket is the endpoint of a unix socket in a temporary directory
 // that takes connections (the kernel queues them) but never answers on
 // them, as a hung etcd's port does.

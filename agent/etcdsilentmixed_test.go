@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -88,15 +87,9 @@ func explainSilentBesideOthersChild(t *testing.T) {
 // beside it in its one line, logged once, and finds the same at each
 // reprobe (a changed finding would be logged again, at -v=2).
 func TestOutageSilentBesideRefused(t *testing.T) {
-	refused := filepath.Join(t.TempDir(), "refused.sock")
-	l, err := net.Listen("unix", refused)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	l.Close() // the socket file stays: connect is refused
+	refused := refusedSocket(t)
 	silent := silentSocket(t)
-	c := &etcdConn{endpoints: []string{silent, "unix://" + refused}}
+	c := &etcdConn{endpoints: []string{silent, refused}}
 	conn, clk, logs, causes, _ := catchUpReporter(t, c.probe)
 	conn.step(t, connectivity.TransientFailure)
 	n := conn.waits()
@@ -105,7 +98,7 @@ func TestOutageSilentBesideRefused(t *testing.T) {
 	logs.expect(t, 1)
 	for _, w := range []string{
 		`"msg"="etcd unreachable;`,
-		silent + `: accepts connections but answers nothing within 2s; unix://` + refused + `: connect: `,
+		silent + `: accepts connections but answers nothing within 2s; ` + refused + `: connect: `,
 	} {
 		if l := logs.get()[0]; !strings.Contains(l, w) {
 			t.Fatalf("logged\n%s\nwant it to contain\n%s", l, w)
