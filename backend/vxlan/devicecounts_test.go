@@ -1,7 +1,6 @@
 package vxlan
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"strconv"
@@ -10,7 +9,6 @@ import (
 	"github.com/agentd/agentd/backend"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -107,27 +105,9 @@ func TestPrepareCorrectsDeviceMTU(t *testing.T) {
 // flow-based device only with VNI 0 (as addVxlan).
 func addFlowBased(h *host) {
 	h.t.Helper()
-	s, err := nl.GetNetlinkSocketAt(h.ns.NsHandle, netns.None(), unix.NETLINK_ROUTE)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer s.Close()
-	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}
-	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("flannel.1")))
-	req.AddData(nl.NewRtAttr(unix.IFLA_ADDRESS, h.b.mac.HardwareAddr()))
-	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
-	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("vxlan"))
-	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
-	data.AddRtAttr(unix.IFLA_VXLAN_ID, nl.Uint32Attr(1))
-	data.AddRtAttr(unix.IFLA_VXLAN_PORT, binary.BigEndian.AppendUint16(nil, 8472))
-	data.AddRtAttr(unix.IFLA_VXLAN_LOCAL, net.IPv4(198, 18, 0, 1).To4())
-	data.AddRtAttr(unix.IFLA_VXLAN_LINK, nl.Uint32Attr(uint32(h.ext.Attrs().Index)))
-	data.AddRtAttr(unix.IFLA_VXLAN_LEARNING, nl.Uint8Attr(0))
-	data.AddRtAttr(unix.IFLA_VXLAN_COLLECT_METADATA, nl.Uint8Attr(1))
-	req.AddData(info)
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-		h.t.Fatalf("add a flow-based flannel.1: %v", err)
-	}
+	h.addVxlanLink("flannel.1", h.b.mac.HardwareAddr(), func(data *nl.RtAttr) {
+		data.AddRtAttr(unix.IFLA_VXLAN_LOCAL, net.IPv4(198, 18, 0, 1).To4())
+		data.AddRtAttr(unix.IFLA_VXLAN_LINK, nl.Uint32Attr(uint32(h.ext.Attrs().Index)))
+		data.AddRtAttr(unix.IFLA_VXLAN_COLLECT_METADATA, nl.Uint8Attr(1))
+	}, "a flow-based flannel.1")
 }

@@ -1950,6 +1950,24 @@ func TestVNIHolderAsTheKernelJudges(t *testing.T) {
 // by hand: ip and netlink.Vxlan make a flow-based device only with VNI 0.
 func (h *host) addVxlan(flags ...uint16) {
 	h.t.Helper()
+	h.addVxlanLink("vx-other", nil, func(data *nl.RtAttr) {
+		for _, f := range flags {
+			switch f {
+			case unix.IFLA_VXLAN_GBP, unix.IFLA_VXLAN_GPE, unix.IFLA_VXLAN_REMCSUM_NOPARTIAL: // flag attributes
+				data.AddRtAttr(int(f), nil)
+			default:
+				data.AddRtAttr(int(f), nl.Uint8Attr(1))
+			}
+		}
+	}, fmt.Sprintf("vx-other with flags %v", flags))
+}
+
+// addVxlanLink adds name, a vxlan device with VNI 1 on UDP port 8472,
+// without learning (GPE refuses it), of address mac unless nil, with the
+// IFLA_VXLAN_* attributes more adds, by a netlink request made by hand; it
+// fails the test naming what.
+func (h *host) addVxlanLink(name string, mac net.HardwareAddr, more func(data *nl.RtAttr), what string) {
+	h.t.Helper()
 	s, err := nl.GetNetlinkSocketAt(h.ns.NsHandle, netns.None(), unix.NETLINK_ROUTE)
 	if err != nil {
 		h.t.Fatal(err)
@@ -1958,24 +1976,20 @@ func (h *host) addVxlan(flags ...uint16) {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("vx-other")))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	if mac != nil {
+		req.AddData(nl.NewRtAttr(unix.IFLA_ADDRESS, mac))
+	}
 	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("vxlan"))
 	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
 	data.AddRtAttr(unix.IFLA_VXLAN_ID, nl.Uint32Attr(1))
 	data.AddRtAttr(unix.IFLA_VXLAN_PORT, binary.BigEndian.AppendUint16(nil, 8472))
-	data.AddRtAttr(unix.IFLA_VXLAN_LEARNING, nl.Uint8Attr(0)) // GPE refuses learning
-	for _, f := range flags {
-		switch f {
-		case unix.IFLA_VXLAN_GBP, unix.IFLA_VXLAN_GPE, unix.IFLA_VXLAN_REMCSUM_NOPARTIAL: // flag attributes
-			data.AddRtAttr(int(f), nil)
-		default:
-			data.AddRtAttr(int(f), nl.Uint8Attr(1))
-		}
-	}
+	data.AddRtAttr(unix.IFLA_VXLAN_LEARNING, nl.Uint8Attr(0))
+	more(data)
 	req.AddData(info)
 	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-		h.t.Fatalf("add vx-other with flags %v: %v", flags, err)
+		h.t.Fatalf("add %s: %v", what, err)
 	}
 }
 
