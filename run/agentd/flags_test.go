@@ -493,7 +493,9 @@ func TestSplitTopLevel(t *testing.T) {
 		{"^(eth|en)[0-9]{1,2}$,^bond", []string{"^(eth|en)[0-9]{1,2}$", "^bond"}},
 		{`a\,b,c`, []string{`a\,b`, "c"}},
 		{"[,],x", []string{"[,]", "x"}},
-		{"[]],]", []string{"[]]", "]"}}, // an unbalanced close is literal text
+		{"[]],]", []string{"[]]", "]"}},     // an unbalanced close is literal text
+		{"x{2,},y", []string{"x{2,}", "y"}}, // a count without an upper bound
+		{"a),b", []string{"a)", "b"}},       // an unbalanced ")" stays in its part, which regexp refuses
 		{"", []string{""}},
 	}
 	for _, tt := range tests {
