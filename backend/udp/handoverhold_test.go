@@ -214,6 +214,7 @@ func TestReplacingKeeperOldOneUnanswering(t *testing.T) {
 	if _, err := b.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(b.stopWorkers) // no Watch ends them
 	if !h.logged("no descriptor keeper: an agent restart will drop packets while it lasts") || !h.logged("did not answer within") {
 		t.Fatalf("the agent did not say that the new keeper could not take the old one's place, and why; logged:\n%s", h.logText())
 	}

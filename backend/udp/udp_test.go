@@ -87,6 +87,7 @@ func newTestHost(t *testing.T, beforeStart ...func(*testHost)) *testHost {
 // starts no backend.
 func newTestNet(t *testing.T) *testHost {
 	t.Helper()
+	checkWorkersStopped(t) // first, so that it runs after every other cleanup
 	host, peer := nstest.New(t), nstest.New(t)
 	ext := host.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
 	p0, err := host.Handle.LinkByName("peer0")
