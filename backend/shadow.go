@@ -2,13 +2,18 @@ package backend
 
 import (
 	"cmp"
+	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,6 +34,10 @@ const shadowLines = 10
 // wants it. The backends leave such a route alone (it may be the
 // operator's, on purpose): each is logged once when a pass first finds it,
 // and once when a pass no longer does.
+//
+// It also reports another program's route of the local table that takes
+// part of a peer's subnet (ShadowHost.Local): AnyIP's `local 10.244.0.0/16
+// dev lo`, which makes this host take the peer's traffic for its own.
 //
 // It also reports the kernel's own routes (proto kernel, an address's
 // connected route) into the cluster network but outside this host's
@@ -71,10 +80,12 @@ type Findings struct {
 
 // Shadowing is another program's route that takes part of a peer's subnet:
 // the route, as its log line's route= says it (ip route's form, the device
-// by index: blackhole 10.244.2.64/26 proto bird), and the peer's subnet.
+// by index: blackhole 10.244.2.64/26 proto bird; local 10.244.0.0/16 dev#1
+// table local proto boot), and the peer's subnet.
 type Shadowing struct {
 	Route, PeerSubnet string
 	dst               netip.Prefix
+	local             bool // a route of the local table
 }
 
 // Stray is a connected route into another subnet of the cluster network:
@@ -98,12 +109,27 @@ type Stray struct {
 // route's destination: a route longer than it takes the part of a peer's
 // subnet it overlaps, or the whole subnet. Without it, each peer's route is
 // want's route to its subnet.
+//
+// Local is the routes of the local table that may take part of a peer's
+// subnet (LocalRoutes). The kernel takes a route of the local table ahead
+// of a main-table route as long or shorter: one as long as the route
+// carrying a peer's subnet, or longer, takes what it covers of it. A
+// shorter one takes it too where the kernel keeps the two tables apart and
+// looks the local table up first, as it does once the host has had a
+// policy rule; until then it keeps them in one tree, where the longer
+// prefix wins. LocalWins tells which, asked whether the kernel routes a,
+// an address of a peer's subnet, by r, a route of Local shorter than the
+// route carrying that subnet, carry: split when it does, known when the
+// kernel's answer tells (RoutedBy). When it is nil, or no answer tells,
+// such a route is taken to take nothing.
 type ShadowHost struct {
 	Network, Subnet      netip.Prefix
 	SubnetMin, SubnetMax netip.Addr
 	SubnetLen            int
 	Labels               map[netip.Addr]string
 	Carrier              netip.Prefix
+	Local                []netlink.Route
+	LocalWins            func(r *netlink.Route, a netip.Addr, carry netip.Prefix) (split, known bool)
 }
 
 // leasable returns the first and last IPv4 address, as numbers, of the
@@ -129,10 +155,11 @@ func (s *ShadowLog) Report(res *Result) { res.Found = s.found }
 // peer's subnet, which it programs through the carrier), host this host as
 // the pass knows it; mine, when not nil, says which of main the backend
 // takes as its own (vxlan: those through its device, which it deletes),
-// and which are then not another program's. It allocates nothing when main
-// holds no route of another program but the kernel's for this host's
-// subnet or outside the network, nor when it finds what the last pass did
-// but for the route text of each other program's route it finds.
+// and which are then not another program's (no route of host.Local is).
+// It allocates nothing when main holds no route of another program but the
+// kernel's for this host's subnet or outside the network and host.Local
+// none that takes from a peer, nor when it finds what the last pass did but
+// for the route text of each other program's route it finds.
 func (s *ShadowLog) Check(main []netlink.Route, want []Route, host ShadowHost, mine func(*netlink.Route) bool) {
 	s.shadowing, s.strays = s.shadowing[:0], s.strays[:0]
 	// Masked only when valid: Masked of a zero Prefix allocates an error.
@@ -163,6 +190,17 @@ func (s *ShadowLog) Check(main []netlink.Route, want []Route, host ShadowHost, m
 		}
 		if in := takenFrom(dst, want, carrier); in.IsValid() {
 			s.shadowing = append(s.shadowing, Shadowing{Route: shadowText(r, dst), PeerSubnet: in.String(), dst: dst})
+		}
+	}
+	var order localOrder
+	for i := range host.Local {
+		r := &host.Local[i]
+		dst, ok := localCandidate(r, network)
+		if !ok || own.IsValid() && own.Contains(dst.Addr()) && dst.Bits() >= own.Bits() {
+			continue
+		}
+		if in := localTakes(r, dst, want, carrier, host.LocalWins, &order); in.IsValid() {
+			s.shadowing = append(s.shadowing, Shadowing{Route: shadowText(r, dst), PeerSubnet: in.String(), dst: dst, local: true})
 		}
 	}
 	slices.SortFunc(s.shadowing, cmpShadowing)
@@ -203,6 +241,281 @@ func takenFrom(dst netip.Prefix, want []Route, carrier netip.Prefix) netip.Prefi
 	return in
 }
 
+// localProbes bounds how many times a pass asks the kernel about the
+// peer subnets that shorter routes of the local table cover (localTakes)
+// before it leaves the tables' order unknown: an answer that names neither
+// the route asked about nor the peer's (a longer route of another
+// program's holds the address asked) tells nothing.
+const localProbes = 4
+
+// localOrder is what a pass learnt of how the kernel orders the local
+// table and the main table (ShadowHost.LocalWins), which holds for the
+// whole host: known once an answer told, split when it takes a route of
+// the local table ahead of a longer one of the main table; asked counts
+// the questions.
+type localOrder struct {
+	known, split bool
+	asked        int
+}
+
+// localTakes returns the peer subnet of want that r, a route of the local
+// table to dst, takes from, or the zero Prefix. Of the subnets it overlaps
+// and is as long as the route carrying (the subnet's own route, or
+// carrier) or longer, the longest, then the first; when there is none, of
+// those whose carrying route it is shorter than, the longest, then the
+// first, if the kernel takes the local table ahead (order, found by asking
+// wins about the first address of those subnets, in that order, up to
+// localProbes times a pass).
+func localTakes(r *netlink.Route, dst netip.Prefix, want []Route, carrier netip.Prefix, wins func(*netlink.Route, netip.Addr, netip.Prefix) (bool, bool), order *localOrder) netip.Prefix {
+	carrying := func(sn netip.Prefix) netip.Prefix {
+		if carrier.IsValid() {
+			return carrier
+		}
+		return sn
+	}
+	// next is the subnet of want after last (the zero Prefix: the first)
+	// in the order longest, then lowest, that dst overlaps and is as long
+	// as its carrying route or longer (sure), or shorter.
+	next := func(sure bool, last netip.Prefix) netip.Prefix {
+		var in netip.Prefix
+		for j := range want {
+			sn := want[j].Dst
+			if !sn.Overlaps(dst) || dst.Bits() >= carrying(sn).Bits() != sure {
+				continue
+			}
+			if last.IsValid() && (sn.Bits() > last.Bits() || sn.Bits() == last.Bits() && !last.Addr().Less(sn.Addr())) {
+				continue // at or before last
+			}
+			if sn.Bits() > in.Bits() || sn.Bits() == in.Bits() && sn.Addr().Less(in.Addr()) {
+				in = sn
+			}
+		}
+		return in
+	}
+	if in := next(true, netip.Prefix{}); in.IsValid() {
+		return in
+	}
+	first := next(false, netip.Prefix{})
+	if !first.IsValid() {
+		return first
+	}
+	for sn := first; !order.known && wins != nil && sn.IsValid() && order.asked < localProbes; sn = next(false, sn) {
+		order.asked++
+		order.split, order.known = wins(r, sn.Addr(), carrying(sn))
+	}
+	if order.known && order.split {
+		return first
+	}
+	return netip.Prefix{}
+}
+
+// localCandidate returns the destination of r, a route of the local table,
+// and whether it may take part of a peer's subnet in network: an IPv4
+// route overlapping network that is not the kernel's (the local and
+// broadcast routes of this host's addresses) nor a throw route (which
+// sends the look-up on to the next policy rule). The routes of the local
+// table of other programs are few: AnyIP's, a proxy's.
+func localCandidate(r *netlink.Route, network netip.Prefix) (netip.Prefix, bool) {
+	if r.Table != unix.RT_TABLE_LOCAL || r.Protocol == unix.RTPROT_KERNEL || r.Type == unix.RTN_THROW || !network.IsValid() {
+		return netip.Prefix{}, false
+	}
+	dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0) // a nil Dst is the default route
+	if r.Dst != nil {
+		var ok bool
+		if dst, ok = PrefixFromIPNet(r.Dst); !ok {
+			return netip.Prefix{}, false
+		}
+	}
+	return dst, dst.Addr().Is4() && dst.Overlaps(network)
+}
+
+// LocalRoutes returns the routes of the local table, read through h, that
+// may take part of a peer's subnet in network (localCandidate); none when
+// network is not valid. Most hosts have none.
+//
+// The dump is asked for with strict checking on, for the kernel to send
+// the local table alone, and the kernel's routes in it, one or two for
+// each address of the host (kube-proxy's 5 000 to 50 000 service
+// addresses on kube-ipvs0), are passed over by their header before their
+// attributes are read: the read allocates its buffer (64 kB) and nothing
+// for them. A namespace with no route at all has no table yet
+// (noMainTable), and no such route.
+func LocalRoutes(h *netlink.Handle, network netip.Prefix) ([]netlink.Route, error) {
+	network = network.Masked()
+	if !network.IsValid() {
+		return nil, nil
+	}
+	var rs []netlink.Route
+	s, own := handleSocket(h)
+	if !own {
+		all, err := ListRoutes(h, netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_LOCAL}, netlink.RT_FILTER_TABLE)
+		for i := range all {
+			if _, ok := localCandidate(&all[i], network); ok && all[i].Flags&unix.RTM_F_CLONED == 0 {
+				rs = append(rs, all[i])
+			}
+		}
+		return rs, err
+	}
+	got, err := Dump("local routes", func() ([]netlink.Route, error) {
+		rs = rs[:0] // a dump tried again starts again
+		var r rtRoute
+		err := eachMessage(s, "route", unix.RTM_GETROUTE, unix.RTM_NEWROUTE, &nl.RtMsg{RtMsg: unix.RtMsg{Family: unix.AF_INET, Table: unix.RT_TABLE_LOCAL}}, true,
+			func(m []byte) error {
+				keep, err := localMessage(m, &r, network)
+				if err != nil {
+					return fmt.Errorf("route dump: unreadable route (%d bytes%s): %w", len(m), hexHead(m), err)
+				}
+				if keep {
+					rs = append(rs, r.route())
+				}
+				return nil
+			})
+		return rs, err
+	})
+	if noMainTable(err) {
+		return nil, nil
+	}
+	return got, err
+}
+
+// LocalTable gives each pass the routes of the local table that may take
+// part of a peer's subnet (LocalRoutes), reading the table only when they
+// may have changed since the last pass read it: while a Watch's
+// subscription holds, an event about such a route (Filter) or a new
+// subscription (Subscribed), after which events may have been lost, says
+// so. Without a subscription (the passes before Watch runs) each pass
+// reads it. On a kube-proxy node the local table holds a route of the
+// kernel's for each of its 5 000 to 50 000 service addresses: a read of
+// 20 000 of them took 33–44 ms on the shared test machine, where the
+// pass's read of the main table took 5–6 (BenchmarkLocalRoutes), and
+// most hosts have no such route at all. Routes, Filter, Subscribed and
+// Unwatched may be called from different goroutines; Routes by one alone.
+type LocalTable struct {
+	// watched is set from a Watch's first subscription to its end,
+	// stale by each event about a route LocalRoutes keeps and each
+	// subscription: Routes reads the table when watched is not set or
+	// stale is.
+	watched, stale atomic.Bool
+	routes         []netlink.Route // the last read's, never changed
+	read           bool            // routes holds a read's
+}
+
+// Routes returns the routes LocalRoutes returns, read through h, or
+// those of the last read when nothing since says they may have changed.
+func (l *LocalTable) Routes(h *netlink.Handle, network netip.Prefix) ([]netlink.Route, error) {
+	// Cleared before the read: an event during it marks the next pass's.
+	if l.read && l.watched.Load() && !l.stale.Swap(false) {
+		return l.routes, nil
+	}
+	l.stale.Store(false)
+	rs, err := LocalRoutes(h, network)
+	l.routes, l.read = rs, err == nil
+	return rs, err
+}
+
+// Filter returns an EventFilter.Route func that accepts what
+// LocalRouteEvent(network) accepts, marking the table to be read again.
+func (l *LocalTable) Filter(network netip.Prefix) func(netlink.RouteUpdate) bool {
+	local := LocalRouteEvent(network)
+	return func(u netlink.RouteUpdate) bool {
+		if !local(u) {
+			return false
+		}
+		l.stale.Store(true)
+		return true
+	}
+}
+
+// Subscribed is for EventFilter.Subscribed: the events may have missed a
+// change since the last read, and from now on none is missed.
+func (l *LocalTable) Subscribed() {
+	l.stale.Store(true) // before watched: a pass that sees this sees both
+	l.watched.Store(true)
+}
+
+// Unwatched is called when Watch ends: each pass reads the table again.
+func (l *LocalTable) Unwatched() { l.watched.Store(false) }
+
+// localMessage reads m, a message of a dump of the local table, into r
+// and says whether LocalRoutes keeps it: an IPv4 route, not cloned,
+// of the local table (by RTA_TABLE, or the header's table when there is
+// none), that localCandidate takes. A message of the kernel's, by its
+// header's protocol, is not read further; nor is one shorter than struct
+// rtmsg, an error.
+func localMessage(m []byte, r *rtRoute, network netip.Prefix) (bool, error) {
+	if len(m) >= unix.SizeofRtMsg && m[5] == unix.RTPROT_KERNEL {
+		return false, nil
+	}
+	if err := parseRoute(m, r); err != nil {
+		return false, err
+	}
+	table := uint32(r.table)
+	if r.hasTable {
+		table = r.rtaTable
+	}
+	if r.family != unix.AF_INET || r.flags&unix.RTM_F_CLONED != 0 || table != unix.RT_TABLE_LOCAL {
+		return false, nil
+	}
+	var mask [net.IPv6len]byte
+	nr := netlink.Route{Table: int(table), Protocol: netlink.RouteProtocol(r.protocol), Type: int(r.typ)}
+	dst, ok := r.dstNet(mask[:0])
+	if ok {
+		nr.Dst = &dst
+	}
+	_, keep := localCandidate(&nr, network)
+	return keep, nil
+}
+
+// RoutedBy returns a ShadowHost.LocalWins that asks the kernel, through h,
+// which route it sends a packet to a by (ip route get fibmatch). It knows
+// the answer when that is r (its destination, type and device), or for r
+// a route that answers with an error (blackhole, unreachable, prohibit)
+// the error of r's type: the kernel takes the local table ahead (true);
+// and when it is the unicast route to carry of the main table, the peer's
+// route, which a shorter route of the local table did not take from
+// (false). Another answer (another route, another error) tells nothing.
+func RoutedBy(h *netlink.Handle) func(r *netlink.Route, a netip.Addr, carry netip.Prefix) (split, known bool) {
+	return func(r *netlink.Route, a netip.Addr, carry netip.Prefix) (bool, bool) {
+		got, err := h.RouteGetWithOptions(IP(a), &netlink.RouteGetOptions{FIBMatch: true})
+		if err != nil {
+			want, ok := routeErrors[r.Type]
+			if ok && errors.Is(err, want) {
+				return true, true
+			}
+			return false, false
+		}
+		if len(got) != 1 {
+			return false, false
+		}
+		gdst, _ := PrefixFromIPNet(got[0].Dst)
+		rdst, _ := PrefixFromIPNet(r.Dst)
+		if gdst == rdst && got[0].Type == r.Type && got[0].LinkIndex == r.LinkIndex {
+			return true, true
+		}
+		// Not a route of the local table as long as carry: the kernel
+		// names the table of one only where it keeps the tables apart.
+		return false, gdst == carry.Masked() && got[0].Type == unix.RTN_UNICAST && got[0].Table != unix.RT_TABLE_LOCAL
+	}
+}
+
+// routeErrors are the errors by which the kernel answers a look-up that a
+// route of each type takes, as `ip route get` reports them.
+var routeErrors = map[int]error{unix.RTN_BLACKHOLE: unix.EINVAL, unix.RTN_UNREACHABLE: unix.EHOSTUNREACH, unix.RTN_PROHIBIT: unix.EACCES}
+
+// LocalRouteEvent returns an EventFilter.Route func that accepts events
+// about the routes of the local table that ShadowLog judges
+// (localCandidate) in network, the cluster's IPv4 network: so that a pass
+// says when one comes or goes. The kernel's routes for the host's
+// addresses, which come and go with them (kube-proxy's service
+// addresses), wake nothing.
+func LocalRouteEvent(network netip.Prefix) func(netlink.RouteUpdate) bool {
+	network = network.Masked()
+	return func(u netlink.RouteUpdate) bool {
+		_, ok := localCandidate(&u.Route, network)
+		return ok
+	}
+}
+
 // cmpShadowing orders findings by destination, then route text.
 func cmpShadowing(a, b Shadowing) int {
 	return cmp.Or(a.dst.Addr().Compare(b.dst.Addr()), cmp.Compare(a.dst.Bits(), b.dst.Bits()), strings.Compare(a.Route, b.Route))
@@ -224,8 +537,12 @@ func (s *ShadowLog) logShadowing(found []Shadowing) {
 		if j, ok := slices.BinarySearchFunc(was, f, cmpShadowing); ok && was[j].PeerSubnet == f.PeerSubnet {
 			continue
 		}
-		kvs := []any{"route", f.Route, "peerSubnet", f.PeerSubnet,
-			"why", "the kernel follows the longest prefix: packets to the addresses it covers go where it says, not to the peer; agentd leaves it alone: delete it if it is not wanted (ip route del <its destination and metric>)"}
+		why := "the kernel follows the longest prefix: packets to the addresses it covers go where it says, not to the peer; agentd leaves it alone: delete it if it is not wanted (ip route del <its destination and metric>)"
+		if f.local {
+			why = "a route of the local table, which the kernel takes ahead of the main table's: packets to the addresses it covers go where it says (local: to this host, as AnyIP wants), not to the peer; " +
+				"agentd leaves it alone: narrow it or delete it if it is not wanted (ip route del <its type, destination and device> table local)"
+		}
+		kvs := []any{"route", f.Route, "peerSubnet", f.PeerSubnet, "why", why}
 		if logged < shadowLines {
 			logged++
 			s.log.Info("another route takes part of a peer's subnet", kvs...)
@@ -320,10 +637,18 @@ func strayOf(r *netlink.Route, dst netip.Prefix, labels map[netip.Addr]string) (
 }
 
 // shadowText is r as ip route prints it, close enough to delete it by:
-// [type] dst [via gw] [dev#N] [metric N] proto P.
+// [type] dst [via gw] [dev#N] [table local] [metric N] proto P.
 func shadowText(r *netlink.Route, dst netip.Prefix) string {
 	var b strings.Builder
 	switch r.Type {
+	case unix.RTN_LOCAL:
+		b.WriteString("local ")
+	case unix.RTN_BROADCAST:
+		b.WriteString("broadcast ")
+	case unix.RTN_ANYCAST:
+		b.WriteString("anycast ")
+	case unix.RTN_MULTICAST:
+		b.WriteString("multicast ")
 	case unix.RTN_BLACKHOLE:
 		b.WriteString("blackhole ")
 	case unix.RTN_UNREACHABLE:
@@ -339,6 +664,9 @@ func shadowText(r *netlink.Route, dst netip.Prefix) string {
 	}
 	if r.LinkIndex != 0 {
 		b.WriteString(" dev#" + strconv.Itoa(r.LinkIndex))
+	}
+	if r.Table == unix.RT_TABLE_LOCAL {
+		b.WriteString(" table local")
 	}
 	if r.Priority != 0 {
 		b.WriteString(" metric " + strconv.Itoa(r.Priority))
