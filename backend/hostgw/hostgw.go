@@ -101,6 +101,8 @@ type Backend struct {
 
 	skips   *backend.SkipLog   // Reconcile's
 	shadows *backend.ShadowLog // Reconcile's
+	// local reads the local table for shadows when it may have changed.
+	local backend.LocalTable
 	// routeBuf is the slice of the last pass's routes, that Reconcile
 	// reads the next pass's into (backend.AppendPassRoutes).
 	routeBuf backend.RouteBuf
@@ -254,8 +256,15 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 	want := b.desired(own, peers, seg, newPaths(b.h, b.ext.Iface.Index, func() ([]netlink.Route, error) { return backend.MainRoutes(b.h) }))
 	b.skips.Report(&res)
+	// Read when a route of the local table into the network (AnyIP's)
+	// may have changed; one that does wakes Watch (backend.LocalTable).
+	local, err := b.local.Routes(b.h, b.network)
+	if err != nil {
+		return res, err
+	}
 	b.shadows.Check(main, want, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
-		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local}, nil)
+		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local,
+		Local: local, LocalWins: backend.RoutedBy(b.h)}, nil)
 	b.shadows.Report(&res)
 	if err := b.checkUp(len(want)); err != nil {
 		return res, err
@@ -376,12 +385,13 @@ func refuse(seg *backend.Segment, pub netip.Addr, paths *paths) string {
 // (backend.PeerAddrs).
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	defer b.segs.Hold(b.ns)()
+	defer b.local.Unwatched()
 	ext := b.ext.Iface.Index
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },
 		Addr:       b.addrEvent,
 		Route:      b.routeFilter(),
-		Subscribed: b.subscribed,
+		Subscribed: b.watched(),
 	}, wake)
 }
 
@@ -393,12 +403,25 @@ func (b *Backend) addrEvent(u netlink.AddrUpdate) bool {
 }
 
 // routeFilter returns Watch's route filter: backend.RouteEventFilter's
-// events but our own writes' (backend.RouteWants.Filter), and
-// backend.SegmentRouteEvent's. Another program's route deleted always
-// wakes it, also one a pass claimed and deleted itself (a second route
-// under our key, a stale one to our own subnet): the pass after finds
-// nothing to do, once.
+// events but our own writes' (backend.RouteWants.Filter),
+// backend.SegmentRouteEvent's, and backend.LocalTable.Filter's (a route of
+// the local table that may take a peer's traffic). Another program's route
+// deleted always wakes it, also one a pass claimed and deleted itself (a
+// second route under our key, a stale one to our own subnet): the pass
+// after finds nothing to do, once.
 func (b *Backend) routeFilter() func(netlink.RouteUpdate) bool {
-	ours, segment := b.wantRoutes.Filter(b.network), backend.SegmentRouteEvent(b.ext.Iface.Index)
-	return func(u netlink.RouteUpdate) bool { return ours(u) || segment(u) }
+	ours, segment, local := b.wantRoutes.Filter(b.network), backend.SegmentRouteEvent(b.ext.Iface.Index), b.local.Filter(b.network)
+	return func(u netlink.RouteUpdate) bool { return ours(u) || segment(u) || local(u) }
+}
+
+// watched returns Watch's EventFilter.Subscribed: the local table is read
+// again (backend.LocalTable), and the test hook is told.
+func (b *Backend) watched() func() {
+	subscribed := b.subscribed
+	return func() {
+		b.local.Subscribed()
+		if subscribed != nil {
+			subscribed()
+		}
+	}
 }
