@@ -2,9 +2,12 @@ package udp
 
 import (
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/agentd/agentd/backend"
+	"github.com/agentd/agentd/backend/internal/nstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -102,4 +105,95 @@ func TestShadowedPeerSubnetLogged(t *testing.T) {
 	if n := h.countLogs(`"kernel delete"`); n != 0 {
 		t.Errorf("%d routes deleted, want none", n)
 	}
+}
+
+// TestLocalRouteTakesPeerSubnet: a route of the local table into the
+// network as long as udp's route for it through flannel0, or longer
+// (AnyIP's `local 10.244.0.0/16 dev lo`; `local 10.244.3.0/24 dev lo`),
+// makes the kernel deliver the peers' traffic it covers to this host ahead
+// of that route, whether or not it keeps the tables in one tree. Watch
+// wakes when one comes and goes; the pass names each once, as another
+// route taking part of a peer's subnet, changes nothing, and names it gone
+// once it is. The kernel's local routes (flannel0's address) and one
+// inside this host's subnet are not named. Before, udp said nothing while
+// every packet to those peers stayed on this host.
+func TestLocalRouteTakesPeerSubnet(t *testing.T) {
+	h := newTestNet(t)
+	nl := h.host.Handle
+	h.prepare()
+	lo, err := nl.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	p2 := lease("10.244.2.0/24", "198.18.0.2", Type)
+	p3 := lease("10.244.3.0/24", "198.18.0.3", Type)
+	h.reconcile(p2, p3)
+	wakes, stop := nstest.RunWatch(t, h.b.Watch, &h.b.subscribed)
+	defer stop()
+	anyIP := func(dst string) *netlink.Route {
+		return &netlink.Route{Dst: backend.IPNet(netip.MustParsePrefix(dst)), LinkIndex: lo.Attrs().Index,
+			Type: unix.RTN_LOCAL, Table: unix.RT_TABLE_LOCAL, Scope: unix.RT_SCOPE_HOST, Protocol: unix.RTPROT_BOOT}
+	}
+	inOwn := anyIP("10.244.1.128/25")
+	if err := nl.RouteAdd(inOwn); err != nil {
+		t.Fatal(err)
+	}
+	nstest.AwaitWake(t, wakes, "local route inside this host's subnet added")
+	dev := "dev#" + strconv.Itoa(lo.Attrs().Index)
+	for _, tc := range []struct{ dst, peerSubnet, probe string }{
+		{"10.244.0.0/16", "10.244.2.0/24", "10.244.3.5"},
+		{"10.244.3.0/24", "10.244.3.0/24", "10.244.3.5"},
+	} {
+		r := anyIP(tc.dst)
+		if err := nl.RouteAdd(r); err != nil {
+			t.Fatal(err)
+		}
+		nstest.AwaitWake(t, wakes, "local route "+tc.dst+" added")
+		if rs, err := nl.RouteGet(backend.IP(netip.MustParseAddr(tc.probe))); err != nil || len(rs) != 1 || rs[0].Type != unix.RTN_LOCAL {
+			t.Fatalf("with local %s the kernel routes %s by %v, %v; want it delivered to this host (the test's premise)", tc.dst, tc.probe, rs, err)
+		}
+		route := "local " + tc.dst + " " + dev + " table local proto boot"
+		for pass := 1; pass <= 2; pass++ {
+			res := h.reconcile(p2, p3)
+			if res.Changed() {
+				t.Errorf("local %s, pass %d: changed %v, want nothing", tc.dst, pass, res)
+			}
+			if f := res.Found; f == nil || len(f.Shadowing) != 1 || f.Shadowing[0].Route != route || f.Shadowing[0].PeerSubnet != tc.peerSubnet {
+				t.Fatalf("local %s, pass %d: Result.Found %s, want %s taking from %s", tc.dst, pass, showFound(f), route, tc.peerSubnet)
+			}
+		}
+		found := `"msg"="another route takes part of a peer's subnet" "route"="` + route + `" "peerSubnet"="` + tc.peerSubnet + `"`
+		if n := h.countLogs(found); n != 1 {
+			t.Errorf("%d lines with %s, want 1", n, found)
+		}
+		if err := nl.RouteDel(r); err != nil {
+			t.Fatal(err)
+		}
+		nstest.AwaitWake(t, wakes, "local route "+tc.dst+" deleted")
+		if res := h.reconcile(p2, p3); res.Found == nil || len(res.Found.Shadowing) != 0 {
+			t.Errorf("local %s gone: Result.Found %s, want nothing", tc.dst, showFound(res.Found))
+		}
+		gone := `"msg"="a route that took part of a peer's subnet no longer does" "route"="` + route + `"`
+		if n := h.countLogs(gone); n != 1 {
+			t.Errorf("%d lines with %s, want 1", n, gone)
+		}
+	}
+	if n := h.countLogsWith("a peer's subnet", "10.244.1.128/25"); n != 0 {
+		t.Errorf("the local route inside this host's subnet named %d times, want never", n)
+	}
+}
+
+// showFound is f's routes taking part of a peer's subnet, for a message.
+func showFound(f *backend.Findings) string {
+	if f == nil {
+		return "nil"
+	}
+	var s []string
+	for _, sh := range f.Shadowing {
+		s = append(s, sh.Route+" from "+sh.PeerSubnet)
+	}
+	return "[" + strings.Join(s, "; ") + "]"
 }

@@ -227,6 +227,8 @@ type Backend struct {
 	shadows    *backend.ShadowLog
 	peerRoutes []backend.Route
 	routeBuf   backend.RouteBuf
+	// local reads the local table for shadows when it may have changed.
+	local backend.LocalTable
 	// ports is desired's: LeasePort's results, by BackendData (an agentd
 	// cluster's leases say one or two ports).
 	ports backend.DecodeCache[int]
@@ -1236,10 +1238,17 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	for _, e := range want {
 		b.peerRoutes = append(b.peerRoutes, backend.Route{Dst: e.Subnet})
 	}
+	// Read when a route of the local table into the network (AnyIP's)
+	// may have changed; one that does wakes Watch (backend.LocalTable).
+	local, err := b.local.Routes(b.h, b.network)
+	if err != nil {
+		return res, errors.Join(append(errs, err)...)
+	}
 	// Routes through flannel0 lead to the datapath, which knows the
 	// peers: they take nothing from any.
 	b.shadows.Check(main, b.peerRoutes, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
-		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local, Carrier: b.network},
+		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local, Carrier: b.network,
+		Local: local, LocalWins: backend.RoutedBy(b.h)},
 		func(r *netlink.Route) bool { return r.LinkIndex == idx })
 	b.shadows.Report(&res)
 	routes := backend.ClaimRoutes(main, func(backend.Route) bool { return false })
@@ -1532,6 +1541,7 @@ func (b *Backend) poke() {
 // started a keeper first if none runs (keepAtStop).
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	defer b.segs.Hold(b.ns)()
+	defer b.local.Unwatched()
 	b.wake.Store(&wake)
 	defer func() {
 		b.pass.Lock()
@@ -1559,7 +1569,27 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 			dev := int(b.devIndex.Load())
 			return u.LinkIndex == ext || dev != 0 && u.LinkIndex == dev || b.peerAddrs.Concerns(u)
 		},
-		Route:      backend.RouteEventFilter(b.network),
-		Subscribed: b.subscribed,
+		Route:      b.routeFilter(),
+		Subscribed: b.watched(),
 	}, wake)
+}
+
+// routeFilter returns Watch's route filter: backend.RouteEventFilter's
+// events, and backend.LocalTable.Filter's (a route of the local table that
+// may take a peer's traffic).
+func (b *Backend) routeFilter() func(netlink.RouteUpdate) bool {
+	route, local := backend.RouteEventFilter(b.network), b.local.Filter(b.network)
+	return func(u netlink.RouteUpdate) bool { return route(u) || local(u) }
+}
+
+// watched returns Watch's EventFilter.Subscribed: the local table is read
+// again (backend.LocalTable), and the test hook is told.
+func (b *Backend) watched() func() {
+	subscribed := b.subscribed
+	return func() {
+		b.local.Subscribed()
+		if subscribed != nil {
+			subscribed()
+		}
+	}
 }
