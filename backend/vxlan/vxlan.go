@@ -382,6 +382,8 @@ type Backend struct {
 
 	skips   *backend.SkipLog   // Reconcile's
 	shadows *backend.ShadowLog // Reconcile's
+	// local reads the local table for shadows when it may have changed.
+	local backend.LocalTable
 	// neighWants and fdbWants make the maps of wantNeighs and wantFDB.
 	neighWants wantMap[backend.Neigh, netip.Addr, backend.MAC] // Reconcile's
 	fdbWants   wantMap[backend.FDB, backend.MAC, netip.Addr]   // Reconcile's
@@ -932,10 +934,17 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 		errs = append(errs, downErr)
 	}
 	b.skips.Report(&res)
+	// A peer skipped for a route of the local table (localGateways) is
+	// not in want.routes: its route is named in the skip, not here.
+	local, err := b.local.Routes(b.h, b.network)
+	if err != nil {
+		return res, errors.Join(append(errs, err)...)
+	}
 	// Routes through the device into the network are ours (OwnedRoutes
 	// below), deleted when no lease wants them.
 	b.shadows.Check(main, want.routes, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
-		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local},
+		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local,
+		Local: local, LocalWins: backend.RoutedBy(b.h)},
 		func(r *netlink.Route) bool { return r.LinkIndex == idx })
 	b.shadows.Report(&res)
 	// Before the neighbours and FDB entries are listed: a change made
@@ -1308,40 +1317,31 @@ func direct(seg *backend.Segment, pub netip.Addr) bool {
 // decide it too.
 func (b *Backend) Watch(ctx context.Context, wake func()) error {
 	defer b.segs.Hold(b.ns)()
+	defer b.local.Unwatched()
 	return backend.WatchEvents(ctx, b.ns, b.log, backend.EventFilter{
 		Link:       b.linkEvent,
 		Addr:       b.addrEvent,
 		Route:      b.routeFilter(),
 		Neigh:      b.neighEvent,
-		Subscribed: b.subscribed,
+		Subscribed: b.watched(),
 	}, wake)
 }
 
 // routeFilter returns Watch's route filter: backend.RouteEventFilter's
 // events but our own writes' (backend.RouteWants.Filter), the local
-// table's routes into the network that no address made (localRouteEvent),
-// and with DirectRouting backend.SegmentRouteEvent's.
+// table's routes into the network that no address made
+// (backend.LocalTable.Filter: one decides whether a peer's gateway is this
+// host's, localGateways, so that a peer skipped for it is programmed as
+// soon as it goes, or takes part of a programmed peer's subnet), and with
+// DirectRouting backend.SegmentRouteEvent's.
 func (b *Backend) routeFilter() func(netlink.RouteUpdate) bool {
-	route := b.wantRoutes.Filter(b.network)
-	withLocal := func(u netlink.RouteUpdate) bool { return route(u) || b.localRouteEvent(u) }
+	route, local := b.wantRoutes.Filter(b.network), b.local.Filter(b.network)
+	withLocal := func(u netlink.RouteUpdate) bool { return route(u) || local(u) }
 	if b.opts.DirectRouting {
 		segment := backend.SegmentRouteEvent(b.ext.Iface.Index)
 		return func(u netlink.RouteUpdate) bool { return withLocal(u) || segment(u) }
 	}
 	return withLocal
-}
-
-// localRouteEvent says whether u is about a route of the local table that
-// overlaps the network and that the kernel did not make for an address of
-// this host (addrEvent judges those): one that decides whether a peer's
-// gateway is this host's (localGateways), so that a peer skipped for it is
-// programmed as soon as it goes.
-func (b *Backend) localRouteEvent(u netlink.RouteUpdate) bool {
-	if _, ok := localTypes[u.Route.Type]; !ok || u.Table != unix.RT_TABLE_LOCAL || u.Protocol == unix.RTPROT_KERNEL {
-		return false
-	}
-	dst, ok := backend.PrefixFromIPNet(u.Dst)
-	return ok && dst.Addr().Is4() && dst.Overlaps(b.network)
 }
 
 func (b *Backend) linkEvent(u netlink.LinkUpdate) bool {
@@ -1417,4 +1417,16 @@ func (b *Backend) fdbEvent(u backend.NeighEvent) bool {
 		}
 	}
 	return self && !deleted
+}
+
+// watched returns Watch's EventFilter.Subscribed: the local table is read
+// again (backend.LocalTable), and the test hook is told.
+func (b *Backend) watched() func() {
+	subscribed := b.subscribed
+	return func() {
+		b.local.Subscribed()
+		if subscribed != nil {
+			subscribed()
+		}
+	}
 }
