@@ -79,9 +79,11 @@ type ManagerConfig struct {
 	OnLeaseState func(held bool, reason string)
 	// OnLeaseRenewed, when set, is called from Run's goroutine with etcd's
 	// answer to a renewal of our etcd lease that Run sent itself, outside the
-	// etcd client's KeepAlive (when a keepalive went unanswered, or the
-	// client gave one up): the lease and the time it has left, 0 or less when
-	// it is gone. Answers to the client's keepalives are not reported: they
+	// etcd client's KeepAlive (when no keepalive of the client's was answered
+	// within a third of the TTL and a second of the last renewal's send, or
+	// the client gave one up): the lease and the time it has left, counted
+	// from the renewal's send, 0 or less when it is gone. With etcd slow,
+	// answers to renewals sent one after another may come in another order. Answers to the client's keepalives are not reported: they
 	// come through the client's Lease. It must not block.
 	OnLeaseRenewed func(leaseID int64, left time.Duration)
 	// OnRenewalRefused, when set, is called from Run's goroutine when etcd

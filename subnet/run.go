@@ -89,10 +89,22 @@ func (m *Manager) holdLease(ctx context.Context) error {
 // directly, or cannot be asked and the lease's last known expiry has not
 // passed, it is kept alive again and stays held.
 //
+// The lease's expiry is counted from the send of the renewal answered last
+// (ManagerConfig.KeepAliveSent for the client's), as etcd counts the TTL
+// from its arrival. The client sends its next keepalive a third of the TTL
+// after an answer, so with a round trip of over a third of the TTL its
+// answer comes after that expiry. So keepAlive sends a renewal of its own
+// (renewOnce, on a stream of its own) renewEvery after the last send known,
+// the client's or its own, without waiting for the answers to those before
+// it: each answer then comes before the expiry the one before it left, for
+// any round trip up to two thirds of the TTL less a second. While etcd
+// answers within half a second, the client's answer comes first and moves
+// the last send on, and keepAlive sends nothing.
+//
 // The client also keeps retrying a renewal that etcd refuses (a role without
 // write permission on our key, auth turned on while the agent has no user)
-// and tells its caller nothing until the TTL has run out. So a renewal that
-// goes unanswered for a while (renewalDue) is sent again directly, and a
+// and tells its caller nothing until the TTL has run out. So keepAlive's own
+// renewals are sent meanwhile, again reaskAfter after one failed, and a
 // refusal is said loudly while the lease still lives.
 //
 // The expiry is judged by m.cfg.Clock, which goes on while the machine is
@@ -104,11 +116,17 @@ func (m *Manager) holdLease(ctx context.Context) error {
 //
 // Once the expiry has passed, a renewal that fails ends the lease: so
 // etcd's unanswered renewals (its quorum lost, the link to it silent) end
-// it at most renewalWait + leaderAskTimeout after its expiry, the wait of
-// the one renewal that could still say it lives, however long the TTL.
+// it at most renewalWait + leaderAskTimeout after its expiry, however long
+// the TTL: the wait of a renewal sent before the expiry, or at it when none
+// is waiting for its answer.
 func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	kctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// keepAlive's own renewals end with kctx, and are waited for.
+	var renewals sync.WaitGroup
+	defer func() {
+		cancel()
+		renewals.Wait()
+	}()
 	id := clientv3.LeaseID(m.own.LeaseID)
 	var ka <-chan *clientv3.LeaseKeepAliveResponse
 	if id != 0 {
@@ -120,8 +138,8 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	// While a restore of our value keeps failing, retry fires for the next
 	// attempt: no further change of our key need ever come to prompt one.
 	// While the client has given a keepalive channel up, recheck fires for
-	// the next look at the lease; while it holds one, overdue fires when
-	// the client's renewal is overdue.
+	// the next look at the lease; while it holds one, due fires when a
+	// renewal of keepAlive's own is to be sent.
 	var (
 		retry   <-chan time.Time
 		b       = delay.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
@@ -129,17 +147,33 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		recheck <-chan time.Time
 		rb      = delay.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
 		unknown error
-		overdue <-chan time.Time
 		// refused is etcd's last refusal to renew the lease, until it is
 		// renewed again.
 		refused error
-		// reask is how long after a refusal etcd is asked again.
+		// reask is how long after a failed or refused renewal etcd is
+		// asked again.
 		reask = reaskAfter(m.cfg.TTL)
 		// expires is when the lease ends unless renewed, as last known, by
 		// now: a lease is granted just before keepAlive starts, so at first
 		// it is at most a TTL away.
 		now     = m.cfg.Clock
 		expires = now().Add(m.cfg.TTL)
+		// sent is when the latest renewal known to have gone out was sent,
+		// by now: the grant at first, then the client's keepalive answered
+		// last or one of keepAlive's own, whichever went later. ttl is the
+		// lease's TTL as etcd last said it.
+		sent = now()
+		ttl  = m.cfg.TTL
+		// reaskAt, once a renewal failed or was refused, is when the next
+		// is sent, if that is sooner than renewEvery after sent.
+		reaskAt time.Time
+		// due fires when the next renewal of keepAlive's own is to be
+		// sent; its answer comes on answered. inflight are sent and not
+		// answered yet.
+		due      <-chan time.Time
+		dueT     *time.Timer
+		answered = make(chan renewal)
+		inflight int
 		// lapse fires when expires is due, or lapseCheck from now if
 		// that is sooner.
 		lapse  <-chan time.Time
@@ -155,8 +189,20 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 			lapseT.Reset(lapseIn(expires.Sub(now())))
 		}
 	}
+	schedule := func() {
+		if dueT == nil {
+			return
+		}
+		at := sent.Add(renewEvery(ttl))
+		if !reaskAt.IsZero() && reaskAt.Before(at) {
+			at = reaskAt
+		}
+		dueT.Reset(max(at.Sub(now()), 0))
+	}
 	if id != 0 {
-		overdue = time.After(renewalDue(m.cfg.TTL))
+		dueT = time.NewTimer(renewEvery(m.cfg.TTL))
+		defer dueT.Stop()
+		due = dueT.C
 		lapseT = time.NewTimer(lapseIn(m.cfg.TTL))
 		defer lapseT.Stop()
 		lapse = lapseT.C
@@ -171,16 +217,41 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 		}
 		m.cfg.OnRenewalRefused(nil, time.Time{})
 	}()
-	// renewed takes a renewal that leaves the lease until end, whose answer
-	// carried ttl.
-	renewed := func(end time.Time, ttl time.Duration) {
-		expires, overdue = end, time.After(renewalDue(ttl))
+	// renewed takes a renewal sent at from whose answer carried t: etcd
+	// holds the lease at least until from+t. An answer that left less than
+	// one before it (an earlier renewal answered later) takes nothing back.
+	renewed := func(from time.Time, t time.Duration) {
+		expires = later(expires, from.Add(t))
+		sent, ttl, reaskAt = later(sent, from), t, time.Time{}
+		schedule()
 		rearm()
 		if refused != nil {
-			m.log.Info("etcd renews our lease again", "leaseID", id, "ttl", ttl)
+			m.log.Info("etcd renews our lease again", "leaseID", id, "ttl", t)
 			refused = nil
 			m.cfg.OnRenewalRefused(nil, time.Time{})
 		}
+	}
+	// send sends a renewal of keepAlive's own; its answer comes on
+	// answered.
+	send := func() {
+		sent, reaskAt = later(sent, now()), time.Time{}
+		schedule()
+		inflight++
+		renewals.Add(1)
+		go func(id clientv3.LeaseID) {
+			defer renewals.Done()
+			r := m.renewOnce(kctx, id)
+			select {
+			case answered <- r:
+			case <-kctx.Done():
+			}
+		}(id)
+	}
+	// failed takes a renewal of keepAlive's own that failed: it is sent
+	// again reask from now.
+	failed := func() {
+		reaskAt = now().Add(reask)
+		schedule()
 	}
 	refuse := func(err error) {
 		if refused == nil || refused.Error() != err.Error() {
@@ -200,31 +271,69 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				if ctx.Err() != nil {
 					return "", nil
 				}
-				ka, overdue = nil, nil
+				// recheck asks etcd now; due waits for its answer.
+				ka = nil
 				recheck = time.After(0)
 				continue
 			}
 			m.log.V(4).Info("lease kept alive", "leaseID", resp.ID, "ttl", resp.TTL)
-			ttl := time.Duration(resp.TTL) * time.Second
-			renewed(m.keepAliveSent(resp.ID).Add(ttl), ttl)
+			renewed(m.keepAliveSent(resp.ID), time.Duration(resp.TTL)*time.Second)
 			continue
-		case <-overdue:
-			overdue = time.After(reask)
-			left, err := m.renewOnce(ctx, id)
-			switch {
-			case ctx.Err() != nil:
+		case <-due:
+			if ka == nil {
+				continue
+			}
+			send()
+			continue
+		case r := <-answered:
+			inflight--
+			if ctx.Err() != nil {
 				return "", nil
-			case err == nil && left > 0:
-				m.log.V(2).Info("a keepalive went unanswered; a renewal sent directly was answered", "leaseID", id, "ttl", left)
-				renewed(now().Add(left), left)
-			case err == nil:
+			}
+			if id == 0 {
+				continue // a reservation now: nothing to renew
+			}
+			m.reportRenewal(id, r)
+			switch {
+			case r.err == nil && r.ttl > 0 && ka == nil:
+				if ka, err = m.reg.cli.KeepAlive(kctx, id); err != nil {
+					return "keepalive refused: " + err.Error(), nil
+				}
+				m.log.Info("etcd answered no keepalive in time but our etcd lease lives; keeping it alive again",
+					"leaseID", id, "ttl", r.ttl, "unanswered", unknown)
+				unknown, recheck = nil, nil
+				rb.Reset()
+				renewed(r.sent, r.ttl)
+			case r.err == nil && r.ttl > 0 && !now().Before(expires):
+				// etcd slept too (on the same machine), a new leader
+				// gave the lease a full TTL again, or etcd's answers
+				// take longer than the TTL less renewEvery.
+				m.log.Info("our etcd lease's last known expiry passed (the machine slept, or etcd answers slowly), but etcd renewed it",
+					"leaseID", id, "ttl", r.ttl)
+				renewed(r.sent, r.ttl)
+			case r.err == nil && r.ttl > 0:
+				m.log.V(2).Info("a renewal sent directly was answered", "leaseID", id, "ttl", r.ttl, "roundTrip", now().Sub(r.sent))
+				renewed(r.sent, r.ttl)
+			case r.err == nil:
 				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
 			case !now().Before(expires):
-				return unconfirmed(err), nil
-			case refusal(err):
-				refuse(err)
+				return unconfirmed(r.err), nil
+			case refusal(r.err):
+				refuse(r.err)
+				if ka == nil {
+					recheck = time.After(reask)
+				} else {
+					failed()
+				}
+			case ka == nil:
+				if unknown == nil {
+					m.log.Error(r.err, "cannot ask etcd about our lease; holding it until its last known expiry", "leaseID", id, "expires", wall())
+				}
+				unknown = r.err
+				recheck = time.After(rb.Next())
 			default:
-				m.log.V(2).Info("a keepalive went unanswered; a renewal sent directly failed", "leaseID", id, "err", err)
+				m.log.V(2).Info("a renewal sent directly failed", "leaseID", id, "err", r.err)
+				failed()
 			}
 			continue
 		case <-lapse:
@@ -232,53 +341,20 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 				rearm()
 				continue
 			}
-			left, err := m.renewOnce(ctx, id)
-			switch {
-			case ctx.Err() != nil:
-				return "", nil
-			case err == nil && left > 0:
-				// etcd slept too (on the same machine), a new leader
-				// gave the lease a full TTL again, or etcd's answers
-				// take over a third of the TTL: the expiry is counted
-				// from each keepalive's send, and the next answer
-				// comes after it.
-				m.log.Info("our etcd lease's last known expiry passed (the machine slept, or etcd answers slowly), but etcd renewed it",
-					"leaseID", id, "ttl", left)
-				renewed(now().Add(left), left)
-			case err == nil:
-				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
-			default:
-				return unconfirmed(err), nil
+			// Past the expiry, the answer to a renewal decides: renewed
+			// rearms lapse, a failure ends the lease. One sent before
+			// is waited for.
+			if inflight == 0 {
+				send()
 			}
 			continue
 		case <-recheck:
+			// The client gave its keepalive up: the answer to a renewal
+			// says whether to keep the lease alive again, or to ask
+			// again later. One sent before is waited for.
 			recheck = nil
-			left, err := m.renewOnce(ctx, id)
-			switch {
-			case ctx.Err() != nil:
-				return "", nil
-			case err == nil && left > 0:
-				if ka, err = m.reg.cli.KeepAlive(kctx, id); err != nil {
-					return "keepalive refused: " + err.Error(), nil
-				}
-				m.log.Info("etcd answered no keepalive in time but our etcd lease lives; keeping it alive again",
-					"leaseID", id, "ttl", left, "unanswered", unknown)
-				unknown = nil
-				renewed(now().Add(left), left)
-				rb.Reset()
-			case err == nil:
-				return fmt.Sprintf("etcd lease %x expired or was revoked", id), nil
-			case !now().Before(expires):
-				return unconfirmed(err), nil
-			case refusal(err):
-				refuse(err)
-				recheck = time.After(reask)
-			default:
-				if unknown == nil {
-					m.log.Error(err, "cannot ask etcd about our lease; holding it until its last known expiry", "leaseID", id, "expires", wall())
-				}
-				unknown = err
-				recheck = time.After(rb.Next())
+			if inflight == 0 {
+				send()
 			}
 			continue
 		case <-m.ownChanged:
@@ -290,7 +366,8 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 			// Made a reservation: nothing left to keep alive.
 			cancel()
 			lapseT.Stop()
-			ka, recheck, overdue, lapse, lapseT, id = nil, nil, nil, nil, nil, 0
+			dueT.Stop()
+			ka, recheck, due, dueT, lapse, lapseT, id = nil, nil, nil, nil, nil, nil, 0
 		}
 		switch {
 		case lost != "":
@@ -310,6 +387,14 @@ func (m *Manager) keepAlive(ctx context.Context) (lost string, err error) {
 	}
 }
 
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 // lapseCheck is how often, at least, keepAlive compares the lease's last
 // known expiry with a clock that goes on during suspend: how late a host
 // that slept past it notices.
@@ -323,8 +408,9 @@ func lapseIn(left time.Duration) time.Duration { return min(max(left, 0), lapseC
 // renewalWait is how long renewOnce waits for etcd's answer to a renewal of
 // an etcd lease of TTL ttl: at most lookupTimeout, and no longer than two
 // thirds of the TTL (at least leaderAskTimeout), since an etcd whose answers
-// take that long cannot keep the lease alive through the etcd client, which
-// renews it a third of the TTL after an answer.
+// take that long cannot keep the lease alive: each renewal is sent a third
+// of the TTL after the last (renewEvery), and its answer would come after
+// the end that one left.
 func renewalWait(ttl time.Duration) time.Duration {
 	return min(lookupTimeout, max(2*ttl/3, leaderAskTimeout))
 }
@@ -343,10 +429,18 @@ func (m *Manager) keepAliveSent(id clientv3.LeaseID) time.Time {
 	return now
 }
 
-// renewalDue is how long after a keepalive answer carrying ttl the next one
-// is overdue: the etcd client renews a third of the TTL after an answer
-// (checking every 500 ms), and is given a sixth of the TTL more, at most
-// 30 s, and a second.
+// renewEvery is how long after the last renewal of an etcd lease of TTL ttl
+// was sent keepAlive sends one of its own: a third of the TTL, as the etcd
+// client does, and a second more, by which a client's keepalive answered
+// within half a second (the client looks for keepalives to send every
+// 500 ms) has moved the last send on, so that keepAlive sends nothing.
+func renewEvery(ttl time.Duration) time.Duration { return ttl/3 + time.Second }
+
+// renewalDue is how long after a keepalive answer carrying ttl agentd
+// before 2026-12-07 sent a renewal of its own: a third of the TTL, a sixth
+// more (at most 30 s), and a second. It is longer than renewEvery, so
+// UnrenewedAtMost, counted with it, holds for such an agentd still running
+// too.
 func renewalDue(ttl time.Duration) time.Duration {
 	return ttl/3 + min(ttl/6, 30*time.Second) + time.Second
 }
@@ -357,24 +451,46 @@ func renewalDue(ttl time.Duration) time.Duration {
 func reaskAfter(ttl time.Duration) time.Duration { return min(max(ttl/6, time.Second), time.Minute) }
 
 // UnrenewedAtMost is the longest a running agentd that reaches etcd leaves
-// its etcd lease of TTL ttl unrenewed: the client's renewal overdue
-// (renewalDue) is sent directly, and once more reaskAfter later. An etcd
+// its etcd lease of TTL ttl unrenewed: a renewal is sent renewEvery (at
+// most renewalDue) after the last, and once more reaskAfter later. An etcd
 // lease left unrenewed longer is kept alive by no agentd that reaches etcd
 // (agentd --release-lease relies on it for this host's leases at another
 // public IP); flanneld, which writes its key on a new etcd lease once in
 // 23 h, is not such an agent.
 func UnrenewedAtMost(ttl time.Duration) time.Duration { return renewalDue(ttl) + reaskAfter(ttl) }
 
+// renewal is etcd's answer to a renewal renewOnce sent.
+type renewal struct {
+	// sent is when the keepalive answered was sent, by Clock: etcd counts
+	// the TTL from when it reached etcd, so sent is the last moment known
+	// to be before that, and the lease lives at least until sent+ttl.
+	sent time.Time
+	// ttl is the TTL etcd's answer carried, 0 or less when the lease is
+	// gone; err is why there is no answer.
+	ttl time.Duration
+	err error
+}
+
+// reportRenewal reports etcd's answer r about lease id to OnLeaseRenewed
+// (the stream renewOnce sends on bypasses the client's Lease): the time it
+// left, counted from its send, so an answer that took a second to come back
+// leaves a second less than the TTL it carries; at least a nanosecond while
+// the lease lives, as etcd said, however late the answer came.
+func (m *Manager) reportRenewal(id clientv3.LeaseID, r renewal) {
+	if r.err != nil {
+		return
+	}
+	left := r.ttl
+	if left > 0 {
+		// At most the TTL: a clock that went backwards adds nothing.
+		left = max(left-max(m.cfg.Clock().Sub(r.sent), 0), time.Nanosecond)
+	}
+	m.cfg.OnLeaseRenewed(int64(id), left)
+}
+
 // renewOnce sends one keepalive for id on a stream of its own and returns
-// etcd's answer: the TTL left (0 or less when the lease is gone), or the
-// error. It tries once, unlike the client's KeepAliveOnce, which retries at
-// once, without a pause, while etcd is unavailable. The stream bypasses the
-// client's Lease, so an answer is reported to OnLeaseRenewed.
-//
-// etcd counts the TTL from when the keepalive reached it, so the time left
-// is counted from when it was sent, the last moment known to be before
-// that: an answer that took a second to come back leaves a second less than
-// the TTL it carries.
+// etcd's answer. It tries once, unlike the client's KeepAliveOnce, which
+// retries at once, without a pause, while etcd is unavailable.
 //
 // A member without a leader (its cluster lost its quorum, or it is cut off
 // from the others) holds a renewal until a leader can answer it, which may
@@ -382,7 +498,7 @@ func UnrenewedAtMost(ttl time.Duration) time.Duration { return renewalDue(ttl) +
 // when the wait runs out it asks once more, requiring a leader, which such a
 // member refuses at once: the error then says that etcd has no leader, the
 // cause an operator can act on, rather than that the wait ran out.
-func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Duration, error) {
+func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) renewal {
 	sent := m.cfg.Clock()
 	resp, err := m.keepAliveOnce(ctx, id, renewalWait(m.cfg.TTL))
 	if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
@@ -392,21 +508,13 @@ func (m *Manager) renewOnce(ctx context.Context, id clientv3.LeaseID) (time.Dura
 		case aerr == nil:
 			resp, err, sent = r, nil, again
 		case errors.Is(rpctypes.Error(aerr), rpctypes.ErrNoLeader):
-			return 0, fmt.Errorf("renew etcd lease %x: %s: %w", id, noLeaderExplained, rpctypes.Error(aerr))
+			return renewal{err: fmt.Errorf("renew etcd lease %x: %s: %w", id, noLeaderExplained, rpctypes.Error(aerr))}
 		}
 	}
 	if err != nil {
-		return 0, fmt.Errorf("renew etcd lease %x: %w", id, rpctypes.Error(err))
+		return renewal{err: fmt.Errorf("renew etcd lease %x: %w", id, rpctypes.Error(err))}
 	}
-	left := time.Duration(resp.TTL) * time.Second
-	if left > 0 {
-		// At most the TTL: a clock that went backwards adds nothing.
-		left -= max(m.cfg.Clock().Sub(sent), 0)
-		// Still alive, as etcd said, however late the answer came.
-		left = max(left, time.Nanosecond)
-	}
-	m.cfg.OnLeaseRenewed(int64(id), left)
-	return left, nil
+	return renewal{sent: sent, ttl: time.Duration(resp.TTL) * time.Second}
 }
 
 // noLeaderExplained is what renewOnce says when etcd refuses a renewal for
