@@ -96,14 +96,27 @@ func (t *leaseTTL) call() uint64 {
 // carries counts from when its keepalive was sent, if noted, else from now.
 func (t *leaseTTL) kept(call uint64, resp *clientv3.LeaseKeepAliveResponse) {
 	t.mu.Lock()
-	t.id, t.from = resp.ID, call
 	from, ok := t.sent[resp.ID]
 	if !ok {
 		from = t.clock()
 	}
-	t.end = from.Add(time.Duration(resp.TTL) * time.Second)
+	t.proved(resp.ID, call, from.Add(time.Duration(resp.TTL)*time.Second))
 	t.mu.Unlock()
 	t.tell()
+}
+
+// proved records that an answer that came through call (0 for renewed's)
+// proved lease id alive until end. The lease manager's renewals and the
+// client's keepalives go on streams of their own, and with etcd slow the
+// manager sends one before the answer to the last has come, so answers
+// come in any order: one that proves less than an answer before it takes
+// nothing back, as etcd holds the lease until the latest end proved. t.mu
+// is held.
+func (t *leaseTTL) proved(id clientv3.LeaseID, call uint64, end time.Time) {
+	if id == t.id && end.Before(t.end) {
+		return
+	}
+	t.id, t.from, t.end = id, call, end
 }
 
 // answered notes that the answer to a keepalive of lease id sent at sent
@@ -135,13 +148,16 @@ func (t *leaseTTL) tell() {
 }
 
 // renewed records the answer to a renewal the lease manager sent itself, not
-// through KeepAlive: lease id has left to run, none when 0 or less. It came
-// through no call, so no earlier call's end takes it back. Its signature is
-// subnet.ManagerConfig.OnLeaseRenewed's.
+// through KeepAlive: lease id has left to run, none when 0 or less (etcd
+// said that it is gone). It came through no call, so no earlier call's end
+// takes it back. Its signature is subnet.ManagerConfig.OnLeaseRenewed's.
 func (t *leaseTTL) renewed(id int64, left time.Duration) {
 	t.mu.Lock()
-	t.id, t.from = clientv3.LeaseID(id), 0
-	t.end = t.clock().Add(max(left, 0))
+	if left <= 0 {
+		t.id, t.from, t.end = clientv3.LeaseID(id), 0, t.clock()
+	} else {
+		t.proved(clientv3.LeaseID(id), 0, t.clock().Add(left))
+	}
 	t.mu.Unlock()
 	t.tell()
 }

@@ -241,3 +241,31 @@ func TestLeaseTTLClockCountsSuspend(t *testing.T) {
 		t.Fatalf("leaseTTL's clock reads %v, %v from boottime's %v", got, d, want)
 	}
 }
+
+// TestLeaseTTLAnswersOutOfOrder: the lease manager sends its renewals one
+// after another without waiting for the answers while etcd is slow, each on
+// a stream of its own, beside the client's keepalives; their answers may
+// come in another order than they were sent. An answer that leaves the
+// lease less time than one before it takes nothing back: etcd holds the
+// lease at least until the latest end any answer proved. Before 2026-12-07
+// the last answer counted, so an earlier renewal answered late made
+// /readyz 503 before the end a later one had proved.
+func TestLeaseTTLAnswersOutOfOrder(t *testing.T) {
+	h := newTTLHarness(t)
+	h.ttl.renewed(0xa, 10*time.Second)
+	h.ttl.renewed(0xa, 6*time.Second) // sent before, answered after
+	h.check("a direct renewal answered after a later one", 0xa, 10*time.Second, true)
+
+	in, out := h.keepAlive(t.Context(), 0xa)
+	h.ttl.answered(0xa, h.now.Add(-5*time.Second))
+	h.answer(in, out, 0xa, 10)
+	h.check("a keepalive sent before that renewal, answered after it", 0xa, 10*time.Second, true)
+	close(in)
+	h.closed(out)
+	h.check("the client gave up a keepalive that proved nothing more", 0xa, 10*time.Second, true)
+
+	h.ttl.renewed(0xb, 3*time.Second)
+	h.check("another lease", 0xb, 3*time.Second, true)
+	h.ttl.renewed(0xb, 0)
+	h.check("gone, by a direct renewal's answer", 0xb, 0, true)
+}
