@@ -384,8 +384,7 @@ func (c *Config) ValidLease(sn, sn6 netip.Prefix) error {
 	if !sn.Addr().Is4() {
 		return fmt.Errorf("lease subnet %s is not an IPv4 subnet", sn)
 	}
-	p4 := c.pool4()
-	if _, err := p4.index(sn, p4.count()); err != nil {
+	if _, err := c.pool4().place(sn); err != nil {
 		return fmt.Errorf("lease subnet %w", err)
 	}
 	p6, dual := c.pool6()
@@ -397,7 +396,7 @@ func (c *Config) ValidLease(sn, sn6 netip.Prefix) error {
 	case !sn6.IsValid():
 		return fmt.Errorf("lease %s has no IPv6 subnet but the network is dual-stack", sn)
 	}
-	if _, err := p6.index(sn6, p6.count()); err != nil {
+	if _, err := p6.place(sn6); err != nil {
 		return fmt.Errorf("lease %s: IPv6 subnet %w", sn, err)
 	}
 	return nil
@@ -551,25 +550,34 @@ func (p pool) nth(i int) netip.Prefix {
 
 // index is the inverse of nth for indexes below limit.
 func (p pool) index(sn netip.Prefix, limit int) (int, error) {
-	f := p.f
-	if err := p.check(); err != nil {
-		return 0, fmt.Errorf("%s cannot be placed: the network config is invalid: %w", sn, err)
+	i, err := p.place(sn)
+	if err != nil {
+		return 0, err
 	}
-	switch {
-	case !sn.IsValid() || !f.is(sn.Addr()):
-		return 0, fmt.Errorf("%s is not an %s subnet", sn, f.name)
-	case sn.Bits() != p.subnetLen:
-		return 0, fmt.Errorf("%s is not a /%d", sn, p.subnetLen)
-	case sn.Masked() != sn:
-		return 0, fmt.Errorf("%s has host bits set", sn)
-	case sn.Addr().Compare(p.min) < 0 || sn.Addr().Compare(p.max) > 0:
-		return 0, fmt.Errorf("%s is outside the pool %s-%s of %s", sn, p.min, p.max, p.network)
-	}
-	i := toU128(sn.Addr()).sub(toU128(p.min)).rsh(p.hostBits())
 	if i.hi != 0 || i.lo >= uint64(limit) {
 		return 0, fmt.Errorf("%s is beyond the first %d subnets of the pool", sn, limit)
 	}
 	return int(i.lo), nil
+}
+
+// place is the position of sn in the pool, counted in subnets from min
+// without count's cap, or why sn is not one of its subnets.
+func (p pool) place(sn netip.Prefix) (u128, error) {
+	f := p.f
+	if err := p.check(); err != nil {
+		return u128{}, fmt.Errorf("%s cannot be placed: the network config is invalid: %w", sn, err)
+	}
+	switch {
+	case !sn.IsValid() || !f.is(sn.Addr()):
+		return u128{}, fmt.Errorf("%s is not an %s subnet", sn, f.name)
+	case sn.Bits() != p.subnetLen:
+		return u128{}, fmt.Errorf("%s is not a /%d", sn, p.subnetLen)
+	case sn.Masked() != sn:
+		return u128{}, fmt.Errorf("%s has host bits set", sn)
+	case sn.Addr().Compare(p.min) < 0 || sn.Addr().Compare(p.max) > 0:
+		return u128{}, fmt.Errorf("%s is outside the pool %s-%s of %s", sn, p.min, p.max, p.network)
+	}
+	return toU128(sn.Addr()).sub(toU128(p.min)).rsh(p.hostBits()), nil
 }
 
 // u128 is an address as a 128-bit number (IPv4 in the low 32 bits).
