@@ -97,9 +97,9 @@ func (m *Manager) holdLease(ctx context.Context) error {
 // (renewOnce, on a stream of its own) renewEvery after the last send known,
 // the client's or its own, without waiting for the answers to those before
 // it: each answer then comes before the expiry the one before it left, for
-// any round trip up to two thirds of the TTL less a second. While etcd
-// answers within half a second, the client's answer comes first and moves
-// the last send on, and keepAlive sends nothing.
+// any round trip up to two thirds of the TTL less a second. While etcd's
+// round trip is under a quarter of a second, the client's answer comes
+// first and moves the last send on, and keepAlive sends nothing (renewEvery).
 //
 // The client also keeps retrying a renewal that etcd refuses (a role without
 // write permission on our key, auth turned on while the agent has no user)
@@ -431,9 +431,13 @@ func (m *Manager) keepAliveSent(id clientv3.LeaseID) time.Time {
 
 // renewEvery is how long after the last renewal of an etcd lease of TTL ttl
 // was sent keepAlive sends one of its own: a third of the TTL, as the etcd
-// client does, and a second more, by which a client's keepalive answered
-// within half a second (the client looks for keepalives to send every
-// 500 ms) has moved the last send on, so that keepAlive sends nothing.
+// client does, and a second more. The client sends its next keepalive a
+// third of the TTL after an answer, up to half a second late (it looks for
+// keepalives to send every 500 ms), and its answer comes a round trip
+// later: after two round trips and that delay from the last send. Under a
+// quarter of a second each, that is within the second, the last send has
+// moved on, and keepAlive sends nothing; at 0.4 s (200 ms each way) some of
+// its own go out (3.6 renewals per 10 s TTL against 3.0).
 func renewEvery(ttl time.Duration) time.Duration { return ttl/3 + time.Second }
 
 // renewalDue is how long after a keepalive answer carrying ttl agentd
