@@ -470,13 +470,23 @@ func localMessage(m []byte, r *rtRoute, network netip.Prefix) (bool, error) {
 // which route it sends a packet to a by (ip route get fibmatch). It knows
 // the answer when that is r (its destination, type and device), or for r
 // a route that answers with an error (blackhole, unreachable, prohibit)
-// the error of r's type: the kernel takes the local table ahead (true);
-// and when it is the unicast route to carry of the main table, the peer's
-// route, which a shorter route of the local table did not take from
-// (false). Another answer (another route, another error) tells nothing.
+// the error of r's type, or any route the kernel names as of the local
+// table, which it does only where it keeps the tables apart (another
+// route of the local table, longer than r, over a): the kernel takes the
+// local table ahead (true); and when it is the unicast route to carry of
+// the main table, the peer's route, which a shorter route of the local
+// table did not take from (false). Another answer (another route, another
+// error) tells nothing.
 func RoutedBy(h *netlink.Handle) func(r *netlink.Route, a netip.Addr, carry netip.Prefix) (split, known bool) {
+	return routedBy(func(a netip.Addr) ([]netlink.Route, error) {
+		return h.RouteGetWithOptions(IP(a), &netlink.RouteGetOptions{FIBMatch: true})
+	})
+}
+
+// routedBy is RoutedBy with the kernel's answer for a given by get.
+func routedBy(get func(a netip.Addr) ([]netlink.Route, error)) func(r *netlink.Route, a netip.Addr, carry netip.Prefix) (split, known bool) {
 	return func(r *netlink.Route, a netip.Addr, carry netip.Prefix) (bool, bool) {
-		got, err := h.RouteGetWithOptions(IP(a), &netlink.RouteGetOptions{FIBMatch: true})
+		got, err := get(a)
 		if err != nil {
 			want, ok := routeErrors[r.Type]
 			if ok && errors.Is(err, want) {
@@ -489,12 +499,10 @@ func RoutedBy(h *netlink.Handle) func(r *netlink.Route, a netip.Addr, carry neti
 		}
 		gdst, _ := PrefixFromIPNet(got[0].Dst)
 		rdst, _ := PrefixFromIPNet(r.Dst)
-		if gdst == rdst && got[0].Type == r.Type && got[0].LinkIndex == r.LinkIndex {
+		if gdst == rdst && got[0].Type == r.Type && got[0].LinkIndex == r.LinkIndex || got[0].Table == unix.RT_TABLE_LOCAL {
 			return true, true
 		}
-		// Not a route of the local table as long as carry: the kernel
-		// names the table of one only where it keeps the tables apart.
-		return false, gdst == carry.Masked() && got[0].Type == unix.RTN_UNICAST && got[0].Table != unix.RT_TABLE_LOCAL
+		return false, gdst == carry.Masked() && got[0].Type == unix.RTN_UNICAST
 	}
 }
 

@@ -154,3 +154,45 @@ func TestShadowLogLocalOrderAskedOnce(t *testing.T) {
 		t.Errorf("with no answer telling, asked %d times, want %d: %v", len(asked), localProbes, asked)
 	}
 }
+
+// TestShadowLogNestedLocalRoutes: with the tables apart, two nested routes
+// of the local table, both shorter than the peers' subnets, are both named.
+// The kernel (fibmatch, as RoutedBy asks it) answers for an address of the
+// inner route's with the inner route, of the local table: that tells the
+// tables are apart as well as an answer naming the outer route would, so
+// the probes asked about the outer route are not spent for nothing.
+func TestShadowLogNestedLocalRoutes(t *testing.T) {
+	outer := localRoute("10.244.0.0/16", unix.RTPROT_BOOT, unix.RTN_LOCAL)
+	inner := localRoute("10.244.8.0/21", unix.RTPROT_BOOT, unix.RTN_LOCAL)
+	var want []Route
+	for i := 8; i <= 12; i++ {
+		want = append(want, Route{Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
+			Gw: netip.MustParseAddr("198.18.0.2"), LinkIndex: 2, Type: unix.RTN_UNICAST})
+	}
+	var asked []string
+	// The kernel with the tables apart: the local table first, longest
+	// prefix in it, then the peers' routes.
+	kernel := func(a netip.Addr) ([]netlink.Route, error) {
+		asked = append(asked, a.String())
+		for _, r := range []netlink.Route{inner, outer} {
+			if dst, _ := PrefixFromIPNet(r.Dst); dst.Contains(a) {
+				return []netlink.Route{r}, nil
+			}
+		}
+		return nil, unix.ENETUNREACH
+	}
+	host := ShadowHost{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.0/24"),
+		Local: []netlink.Route{outer, inner}, LocalWins: routedBy(kernel)}
+	s := NewShadowLog(funcr.New(func(_, _ string) {}, funcr.Options{}))
+	s.Check(nil, want, host, nil)
+	res := Result{}
+	s.Report(&res)
+	var got []string
+	for _, f := range res.Found.Shadowing {
+		got = append(got, f.Route+" from "+f.PeerSubnet)
+	}
+	if w := []string{"local 10.244.0.0/16 dev#1 table local proto boot from 10.244.8.0/24",
+		"local 10.244.8.0/21 dev#1 table local proto boot from 10.244.8.0/24"}; !slices.Equal(got, w) {
+		t.Errorf("Result.Found %q (kernel asked about %v), want %q", got, asked, w)
+	}
+}
