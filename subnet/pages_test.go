@@ -199,6 +199,26 @@ func sameList(t *testing.T, what string, leases []Lease, bad []BadEntry, wantLea
 	}
 }
 
+// pagedRegistry starts etcd and returns a client to write with, a registry
+// that reads through hook in pages of pageSize keys, and put, which writes
+// with that client and fails the test on an error.
+func pagedRegistry(t *testing.T, pageSize int64) (writer *clientv3.Client, reg *Registry, hook *hookKV, put func(key, value string)) {
+	srv := etcdtest.Start(t)
+	writer = srv.Client(t)
+	reader := srv.Client(t)
+	hook = &hookKV{KV: reader.KV}
+	reader.KV = hook
+	reg = NewRegistry(reader, "")
+	reg.pageSize = pageSize
+	put = func(key, value string) {
+		t.Helper()
+		if _, err := writer.Put(context.Background(), key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return writer, reg, hook, put
+}
+
 // TestPagedListIsOneSnapshot: a list read in pages returns what one request
 // at the revision of its first page returns, and that revision, whatever is
 // written between its pages: keys added, deleted and rewritten in the part
@@ -208,20 +228,8 @@ func sameList(t *testing.T, what string, leases []Lease, bad []BadEntry, wantLea
 // Acquire's reads of the keys written since (WithMinModRev) read pages
 // alike.
 func TestPagedListIsOneSnapshot(t *testing.T) {
-	srv := etcdtest.Start(t)
-	writer := srv.Client(t)
-	reader := srv.Client(t)
-	hook := &hookKV{KV: reader.KV}
-	reader.KV = hook
-	reg := NewRegistry(reader, "")
-	reg.pageSize = 3
+	writer, reg, hook, put := pagedRegistry(t, 3)
 	ctx := context.Background()
-	put := func(key, value string) {
-		t.Helper()
-		if _, err := writer.Put(ctx, key, value); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for i := range 20 {
 		kv := leaseKV(i, 0)
 		put(string(kv.Key), string(kv.Value))

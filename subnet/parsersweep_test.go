@@ -125,20 +125,8 @@ const siblingLease = `{"PublicIP":"198.18.0.9","BackendType":"vxlan","BackendDat
 // List returns: a key written there while the list's pages were read is
 // not among them.
 func TestListSiblingsInKeyOrderAtItsRevision(t *testing.T) {
-	srv := etcdtest.Start(t)
-	writer := srv.Client(t)
-	reader := srv.Client(t)
-	hook := &hookKV{KV: reader.KV}
-	reader.KV = hook
-	reg := NewRegistry(reader, "")
-	reg.pageSize = 2
+	_, reg, hook, put := pagedRegistry(t, 2)
 	ctx := context.Background()
-	put := func(key, value string) {
-		t.Helper()
-		if _, err := writer.Put(ctx, key, value); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for i := range 5 {
 		kv := leaseKV(i, 0)
 		put(string(kv.Key), string(kv.Value))
@@ -251,13 +239,7 @@ func TestFlanneldKeyHostBitsInEitherHalf(t *testing.T) {
 // two pages) makes the list start again, so its keys never mix with the
 // pages read before.
 func TestPagedListRestartsWhenClusterChanges(t *testing.T) {
-	srv := etcdtest.Start(t)
-	writer := srv.Client(t)
-	reader := srv.Client(t)
-	hook := &hookKV{KV: reader.KV}
-	reader.KV = hook
-	reg := NewRegistry(reader, "")
-	reg.pageSize = 2
+	writer, reg, hook, _ := pagedRegistry(t, 2)
 	ctx := context.Background()
 	var want []string
 	for i := range 5 {
