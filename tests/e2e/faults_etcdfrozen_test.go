@@ -16,8 +16,12 @@ import (
 	"github.com/agentd/agentd/tests/cluster"
 )
 
-// frozenTTL is the lease TTL of TestFaultEtcdFrozenPastTTL's agents.
-const frozenTTL = "--subnet-lease-ttl=4s"
+// frozenLease is the lease TTL of TestFaultEtcdFrozenPastTTL's agents, and
+// frozenTTL the flag that sets it.
+const (
+	frozenLease = 4 * time.Second
+	frozenTTL   = "--subnet-lease-ttl=4s"
+)
 
 // frozenLossBound is how many pings of a pair may go unanswered across the
 // thaw: those sent between a peer's removal of the routes of a lease etcd
@@ -26,11 +30,13 @@ const frozenTTL = "--subnet-lease-ttl=4s"
 const frozenLossBound = 100
 
 // TestFaultEtcdFrozenPastTTL: etcd is frozen (SIGSTOP) until every agent
-// says that its lease's TTL has passed unanswered (not ready), then thawed
-// (after 3–4 s with a TTL of 4 s: the last keepalive answer came before
-// the freeze).
-// etcd's clock went on meanwhile, so on the thaw it revokes every lease it
-// holds; each agent takes its own subnet back at once (the same key and
+// says that its lease's TTL has passed unanswered (not ready), and a TTL
+// has passed since the freeze, then thawed. An agent counts its TTL from
+// the send of the last keepalive etcd answered, etcd from the arrival of the
+// last it received: one sent just before the freeze may have arrived
+// unanswered, and keeps that lease alive on etcd until a TTL after the
+// freeze. etcd's clock went on meanwhile, so on the thaw it revokes every
+// lease it holds; each agent takes its own subnet back at once (the same key and
 // value, a new etcd lease), is ready again within 10 s, and says so once;
 // each host's datapath is as before. The routes to a peer are gone only
 // between etcd's revocation and the peer's write: a pair loses at most
@@ -79,6 +85,13 @@ func testEtcdFrozenPastTTL(t *testing.T, backend string) {
 			}
 			return nil
 		})
+	}
+	// A thaw 2.7 s after the freeze, once every agent had said so, found
+	// one lease alive on etcd (renewed at the thaw) while the test wanted
+	// every key on a new lease (CI, load average 20, 2026-12-07): wait for
+	// the TTL from the freeze, by which etcd's own count has run out.
+	if left := time.Until(paused.Add(frozenLease + 250*time.Millisecond)); left > 0 {
+		time.Sleep(left)
 	}
 	if err := f.c.ResumeEtcd(); err != nil {
 		t.Fatal(err)
