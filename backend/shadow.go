@@ -398,19 +398,38 @@ type LocalTable struct {
 	watched, stale atomic.Bool
 	routes         []netlink.Route // the last read's, never changed
 	read           bool            // routes holds a read's
+	failed         string          // the last failed read's error, until one reads
+	// list, when set, reads in place of LocalRoutes (tests).
+	list func(*netlink.Handle, netip.Prefix) ([]netlink.Route, error)
 }
 
 // Routes returns the routes LocalRoutes returns, read through h, or
-// those of the last read when nothing since says they may have changed.
-func (l *LocalTable) Routes(h *netlink.Handle, network netip.Prefix) ([]netlink.Route, error) {
+// those of the last read (none before one) when nothing since says they
+// may have changed or the read fails. They only say what takes from a
+// peer (ShadowLog), so a failed read fails no pass: it is logged to log,
+// once until a read succeeds or fails otherwise, and the next pass reads
+// again.
+func (l *LocalTable) Routes(h *netlink.Handle, network netip.Prefix, log logr.Logger) []netlink.Route {
 	// Cleared before the read: an event during it marks the next pass's.
 	if l.read && l.watched.Load() && !l.stale.Swap(false) {
-		return l.routes, nil
+		return l.routes
 	}
 	l.stale.Store(false)
-	rs, err := LocalRoutes(h, network)
-	l.routes, l.read = rs, err == nil
-	return rs, err
+	list := l.list
+	if list == nil {
+		list = LocalRoutes
+	}
+	rs, err := list(h, network)
+	if err != nil {
+		l.stale.Store(true)
+		if msg := err.Error(); msg != l.failed {
+			l.failed = msg
+			log.Error(err, "read the local table; judging its routes as the last read found them, and reading it again next pass")
+		}
+		return l.routes
+	}
+	l.routes, l.read, l.failed = rs, true, ""
+	return rs
 }
 
 // Filter returns an EventFilter.Route func that accepts what
@@ -435,6 +454,33 @@ func (l *LocalTable) Subscribed() {
 
 // Unwatched is called when Watch ends: each pass reads the table again.
 func (l *LocalTable) Unwatched() { l.watched.Store(false) }
+
+// OnSubscribed returns an EventFilter.Subscribed for a Watch: the table
+// is read again (Subscribed), then then, when not nil, is called.
+func (l *LocalTable) OnSubscribed(then func()) func() {
+	return func() {
+		l.Subscribed()
+		if then != nil {
+			then()
+		}
+	}
+}
+
+// LocalRouteFilter returns an EventFilter.Route func for a Watch that
+// accepts what the first of filters to accept does, in their order, or
+// else what l's Filter(network) accepts (marking the table to be read
+// again).
+func (l *LocalTable) LocalRouteFilter(network netip.Prefix, filters ...func(netlink.RouteUpdate) bool) func(netlink.RouteUpdate) bool {
+	local := l.Filter(network)
+	return func(u netlink.RouteUpdate) bool {
+		for _, f := range filters {
+			if f(u) {
+				return true
+			}
+		}
+		return local(u)
+	}
+}
 
 // localMessage reads m, a message of a dump of the local table, into r
 // and says whether LocalRoutes keeps it: an IPv4 route, not cloned,

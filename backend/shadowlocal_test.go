@@ -196,3 +196,53 @@ func TestShadowLogNestedLocalRoutes(t *testing.T) {
 		t.Errorf("Result.Found %q (kernel asked about %v), want %q", got, asked, w)
 	}
 }
+
+// TestLocalTableReadFails: a failed read of the local table fails nothing
+// (it only says what takes from a peer): Routes gives the last read's
+// routes (none before one), logs the error once until a read succeeds or
+// fails otherwise, and the next pass reads again, subscribed or not.
+func TestLocalTableReadFails(t *testing.T) {
+	network := netip.MustParsePrefix("10.244.0.0/16")
+	one := []netlink.Route{localRoute("10.244.0.0/16", unix.RTPROT_BOOT, unix.RTN_LOCAL)}
+	var lines []string
+	log := funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{})
+	var read error // the next read's answer
+	reads := 0
+	l := LocalTable{list: func(*netlink.Handle, netip.Prefix) ([]netlink.Route, error) {
+		reads++
+		if read != nil {
+			return nil, read
+		}
+		return one, nil
+	}}
+	for i, pass := range []struct {
+		subscribe bool  // Subscribed before the pass
+		read      error // the read's answer
+		routes    int
+		reads     int    // the reads so far
+		logged    string // the error logged by this pass, or ""
+	}{
+		{read: unix.ENOBUFS, routes: 0, reads: 1, logged: "no buffer space"},
+		{read: nil, routes: 1, reads: 2},
+		{read: unix.ENOBUFS, routes: 1, reads: 3, logged: "no buffer space"},
+		{read: unix.ENOBUFS, routes: 1, reads: 4},
+		{read: unix.EINTR, routes: 1, reads: 5, logged: "interrupted"},
+		{subscribe: true, read: unix.EINTR, routes: 1, reads: 6},
+		{read: nil, routes: 1, reads: 7}, // read again: the last failed
+		{read: unix.ENOBUFS, routes: 1, reads: 7},
+	} {
+		if pass.subscribe {
+			l.Subscribed()
+		}
+		lines, read = nil, pass.read
+		rs := l.Routes(nil, network, log)
+		switch {
+		case len(rs) != pass.routes || reads != pass.reads:
+			t.Errorf("pass %d (read %v): %d routes after %d reads, want %d after %d", i, pass.read, len(rs), reads, pass.routes, pass.reads)
+		case pass.logged == "" && len(lines) != 0:
+			t.Errorf("pass %d (read %v): logged %q, want nothing", i, pass.read, lines)
+		case pass.logged != "" && (len(lines) != 1 || !strings.Contains(lines[0], pass.logged) || !strings.Contains(lines[0], "local table")):
+			t.Errorf("pass %d (read %v): logged %q, want one line with %q", i, pass.read, lines, pass.logged)
+		}
+	}
+}

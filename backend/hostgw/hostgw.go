@@ -258,10 +258,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	b.skips.Report(&res)
 	// Read when a route of the local table into the network (AnyIP's)
 	// may have changed; one that does wakes Watch (backend.LocalTable).
-	local, err := b.local.Routes(b.h, b.network)
-	if err != nil {
-		return res, err
-	}
+	local := b.local.Routes(b.h, b.network, b.log)
 	b.shadows.Check(main, want, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
 		SubnetMin: b.subnetMin, SubnetMax: b.subnetMax, SubnetLen: b.subnetLen, Labels: seg.Local,
 		Local: local, LocalWins: backend.RoutedBy(b.h)}, nil)
@@ -391,7 +388,7 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 		Link:       func(u netlink.LinkUpdate) bool { return u.Attrs().Index == ext },
 		Addr:       b.addrEvent,
 		Route:      b.routeFilter(),
-		Subscribed: b.watched(),
+		Subscribed: b.local.OnSubscribed(b.subscribed),
 	}, wake)
 }
 
@@ -410,18 +407,5 @@ func (b *Backend) addrEvent(u netlink.AddrUpdate) bool {
 // second route under our key, a stale one to our own subnet): the pass
 // after finds nothing to do, once.
 func (b *Backend) routeFilter() func(netlink.RouteUpdate) bool {
-	ours, segment, local := b.wantRoutes.Filter(b.network), backend.SegmentRouteEvent(b.ext.Iface.Index), b.local.Filter(b.network)
-	return func(u netlink.RouteUpdate) bool { return ours(u) || segment(u) || local(u) }
-}
-
-// watched returns Watch's EventFilter.Subscribed: the local table is read
-// again (backend.LocalTable), and the test hook is told.
-func (b *Backend) watched() func() {
-	subscribed := b.subscribed
-	return func() {
-		b.local.Subscribed()
-		if subscribed != nil {
-			subscribed()
-		}
-	}
+	return b.local.LocalRouteFilter(b.network, b.wantRoutes.Filter(b.network), backend.SegmentRouteEvent(b.ext.Iface.Index))
 }

@@ -1240,10 +1240,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	}
 	// Read when a route of the local table into the network (AnyIP's)
 	// may have changed; one that does wakes Watch (backend.LocalTable).
-	local, err := b.local.Routes(b.h, b.network)
-	if err != nil {
-		return res, errors.Join(append(errs, err)...)
-	}
+	local := b.local.Routes(b.h, b.network, b.log)
 	// Routes through flannel0 lead to the datapath, which knows the
 	// peers: they take nothing from any.
 	b.shadows.Check(main, b.peerRoutes, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
@@ -1570,7 +1567,7 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 			return u.LinkIndex == ext || dev != 0 && u.LinkIndex == dev || b.peerAddrs.Concerns(u)
 		},
 		Route:      b.routeFilter(),
-		Subscribed: b.watched(),
+		Subscribed: b.local.OnSubscribed(b.subscribed),
 	}, wake)
 }
 
@@ -1578,18 +1575,5 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 // events, and backend.LocalTable.Filter's (a route of the local table that
 // may take a peer's traffic).
 func (b *Backend) routeFilter() func(netlink.RouteUpdate) bool {
-	route, local := backend.RouteEventFilter(b.network), b.local.Filter(b.network)
-	return func(u netlink.RouteUpdate) bool { return route(u) || local(u) }
-}
-
-// watched returns Watch's EventFilter.Subscribed: the local table is read
-// again (backend.LocalTable), and the test hook is told.
-func (b *Backend) watched() func() {
-	subscribed := b.subscribed
-	return func() {
-		b.local.Subscribed()
-		if subscribed != nil {
-			subscribed()
-		}
-	}
+	return b.local.LocalRouteFilter(b.network, backend.RouteEventFilter(b.network))
 }

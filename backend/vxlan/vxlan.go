@@ -936,10 +936,7 @@ func (b *Backend) Reconcile(ctx context.Context, own subnet.Lease, peers []subne
 	b.skips.Report(&res)
 	// A peer skipped for a route of the local table (localGateways) is
 	// not in want.routes: its route is named in the skip, not here.
-	local, err := b.local.Routes(b.h, b.network)
-	if err != nil {
-		return res, errors.Join(append(errs, err)...)
-	}
+	local := b.local.Routes(b.h, b.network, b.log)
 	// Routes through the device into the network are ours (OwnedRoutes
 	// below), deleted when no lease wants them.
 	b.shadows.Check(main, want.routes, backend.ShadowHost{Network: b.network, Subnet: own.Subnet,
@@ -1323,7 +1320,7 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 		Addr:       b.addrEvent,
 		Route:      b.routeFilter(),
 		Neigh:      b.neighEvent,
-		Subscribed: b.watched(),
+		Subscribed: b.local.OnSubscribed(b.subscribed),
 	}, wake)
 }
 
@@ -1335,13 +1332,10 @@ func (b *Backend) Watch(ctx context.Context, wake func()) error {
 // soon as it goes, or takes part of a programmed peer's subnet), and with
 // DirectRouting backend.SegmentRouteEvent's.
 func (b *Backend) routeFilter() func(netlink.RouteUpdate) bool {
-	route, local := b.wantRoutes.Filter(b.network), b.local.Filter(b.network)
-	withLocal := func(u netlink.RouteUpdate) bool { return route(u) || local(u) }
 	if b.opts.DirectRouting {
-		segment := backend.SegmentRouteEvent(b.ext.Iface.Index)
-		return func(u netlink.RouteUpdate) bool { return withLocal(u) || segment(u) }
+		return b.local.LocalRouteFilter(b.network, b.wantRoutes.Filter(b.network), backend.SegmentRouteEvent(b.ext.Iface.Index))
 	}
-	return withLocal
+	return b.local.LocalRouteFilter(b.network, b.wantRoutes.Filter(b.network))
 }
 
 func (b *Backend) linkEvent(u netlink.LinkUpdate) bool {
@@ -1417,16 +1411,4 @@ func (b *Backend) fdbEvent(u backend.NeighEvent) bool {
 		}
 	}
 	return self && !deleted
-}
-
-// watched returns Watch's EventFilter.Subscribed: the local table is read
-// again (backend.LocalTable), and the test hook is told.
-func (b *Backend) watched() func() {
-	subscribed := b.subscribed
-	return func() {
-		b.local.Subscribed()
-		if subscribed != nil {
-			subscribed()
-		}
-	}
 }
