@@ -1,18 +1,14 @@
 package udp
 
 import (
-	"bytes"
 	"errors"
 	"net/netip"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
-	"github.com/agentd/agentd/backend/internal/nstest"
-	"github.com/agentd/agentd/internal/testchild"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -28,38 +24,10 @@ const roProcSysEnv = "AGENTD_UDP_TEST_RO_PROC_SYS"
 // in a mount namespace of its own, where /proc/sys is a read-only bind
 // mount; the machine's /proc/sys is untouched.
 func TestReadOnlyProcSys(t *testing.T) {
-	if os.Getenv(roProcSysEnv) == "" {
-		nstest.RequireRoot(t)
-		// The child is killed when the test ends and, by its
-		// parent-death signal, when this process dies. With CLONE_NEWNS
-		// the runtime also makes every mount private in the child, so its
-		// bind mount stays there.
-		out, err := testchild.Run(t.Context(), t, "TestReadOnlyProcSys",
-			&syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}, roProcSysEnv+"=1")
-		t.Logf("child, with /proc/sys read-only:\n%s", out)
-		if err != nil {
-			t.Fatalf("child: %v", err)
-		}
-		if !bytes.Contains(out, []byte("--- PASS: TestReadOnlyProcSys")) {
-			t.Fatal("the child did not run the test")
-		}
+	if !inOwnMountNS(t, roProcSysEnv, "with /proc/sys read-only") {
 		return
 	}
-	h := newTestHost(t, func(h *testHost) {
-		// IPv6 on in the host namespace as on a real host (nstest turns
-		// it off), so that new devices get it; then /proc/sys read-only.
-		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
-			if err := h.host.Sysctl(k, "0"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := unix.Mount("/proc/sys", "/proc/sys", "", unix.MS_BIND, ""); err != nil {
-			t.Fatalf("bind /proc/sys: %v", err)
-		}
-		if err := unix.Mount("", "/proc/sys", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			t.Fatalf("remount /proc/sys read-only: %v", err)
-		}
-	})
+	h := newTestHost(t, func(h *testHost) { readOnlyProcSys(t, h, "0") })
 	h.reconcile(lease("10.244.2.0/24", "198.18.0.2", Type))
 
 	var werr error

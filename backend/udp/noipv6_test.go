@@ -1,16 +1,12 @@
 package udp
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"syscall"
 	"testing"
 
-	"github.com/agentd/agentd/backend/internal/nstest"
-	"github.com/agentd/agentd/internal/testchild"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,17 +19,7 @@ const noIPv6Env = "AGENTD_UDP_TEST_NO_IPV6"
 // namespace of its own, where an empty tmpfs hides /proc/sys/net/ipv6; the
 // machine's /proc/sys is untouched.
 func TestKernelWithoutIPv6(t *testing.T) {
-	if os.Getenv(noIPv6Env) == "" {
-		nstest.RequireRoot(t)
-		out, err := testchild.Run(t.Context(), t, "TestKernelWithoutIPv6",
-			&syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}, noIPv6Env+"=1")
-		t.Logf("child, without /proc/sys/net/ipv6:\n%s", out)
-		if err != nil {
-			t.Fatalf("child: %v", err)
-		}
-		if !bytes.Contains(out, []byte("--- PASS: TestKernelWithoutIPv6")) {
-			t.Fatal("the child did not run the test")
-		}
+	if !inOwnMountNS(t, noIPv6Env, "without /proc/sys/net/ipv6") {
 		return
 	}
 	// /proc/sys/net shows the network namespace of the thread that looks,

@@ -1,17 +1,11 @@
 package udp
 
 import (
-	"bytes"
-	"os"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/agentd/agentd/backend/internal/nstest"
-	"github.com/agentd/agentd/internal/testchild"
 	"github.com/agentd/agentd/subnet"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // roGenModeEnv tells the test binary it is TestReadOnlyProcSysPassQuiet's
@@ -27,32 +21,10 @@ const roGenModeEnv = "AGENTD_UDP_TEST_RO_GEN_MODE"
 // TestReadOnlyProcSys does. A change to ext0's alias after the second pass
 // marks the end of what that pass announced.
 func TestReadOnlyProcSysPassQuiet(t *testing.T) {
-	if os.Getenv(roGenModeEnv) == "" {
-		nstest.RequireRoot(t)
-		out, err := testchild.Run(t.Context(), t, "TestReadOnlyProcSysPassQuiet",
-			&syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}, roGenModeEnv+"=1")
-		t.Logf("child, with /proc/sys read-only:\n%s", out)
-		if err != nil {
-			t.Fatalf("child: %v", err)
-		}
-		if !bytes.Contains(out, []byte("--- PASS: TestReadOnlyProcSysPassQuiet")) {
-			t.Fatal("the child did not run the test")
-		}
+	if !inOwnMountNS(t, roGenModeEnv, "with /proc/sys read-only") {
 		return
 	}
-	h := newTestHost(t, func(h *testHost) {
-		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
-			if err := h.host.Sysctl(k, "0"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := unix.Mount("/proc/sys", "/proc/sys", "", unix.MS_BIND, ""); err != nil {
-			t.Fatalf("bind /proc/sys: %v", err)
-		}
-		if err := unix.Mount("", "/proc/sys", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			t.Fatalf("remount /proc/sys read-only: %v", err)
-		}
-	})
+	h := newTestHost(t, func(h *testHost) { readOnlyProcSys(t, h, "0") })
 	peers := []subnet.Lease{lease("10.244.2.0/24", "198.18.0.2", Type)}
 	h.reconcile(peers...)
 	if !h.logged("/proc/sys is read-only") {
