@@ -83,8 +83,9 @@ type ManagerConfig struct {
 	// within a third of the TTL and a second of the last renewal's send, or
 	// the client gave one up): the lease and the time it has left, counted
 	// from the renewal's send, 0 or less when it is gone. With etcd slow,
-	// answers to renewals sent one after another may come in another order. Answers to the client's keepalives are not reported: they
-	// come through the client's Lease. It must not block.
+	// answers to renewals sent one after another may come in another order.
+	// Answers to the client's keepalives are not reported: they come through
+	// the client's Lease. It must not block.
 	OnLeaseRenewed func(leaseID int64, left time.Duration)
 	// OnRenewalRefused, when set, is called from Run's goroutine when etcd
 	// refuses to renew our etcd lease (ETCD REFUSES TO RENEW OUR LEASE):
