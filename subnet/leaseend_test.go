@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,6 +119,13 @@ func lostExpiry(t *testing.T, lost *lostReasons, within time.Duration) ([]string
 // streams n follows.
 func (e *env) slowClient(t *testing.T, n *sendNoter, late func() time.Duration) *clientv3.Client {
 	t.Helper()
+	return e.slowBothWays(t, n, func() time.Duration { return 0 }, late)
+}
+
+// slowBothWays is slowClient whose connections also carry what the client
+// sends late, by toEtcd().
+func (e *env) slowBothWays(t *testing.T, n *sendNoter, toEtcd, late func() time.Duration) *clientv3.Client {
+	t.Helper()
 	dial := etcdtest.NetnsDialer(e.srv.NS)
 	cfg := e.srv.ClientConfig()
 	cfg.DialOptions = []grpc.DialOption{
@@ -127,7 +135,7 @@ func (e *env) slowClient(t *testing.T, n *sendNoter, late func() time.Duration) 
 				return nil, err
 			}
 			c, p := net.Pipe()
-			go etcdtest.DelayCopy(up, p, func() time.Duration { return 0 })
+			go etcdtest.DelayCopy(up, p, toEtcd)
 			go etcdtest.DelayCopy(p, up, late)
 			return c, nil
 		}),
@@ -141,15 +149,29 @@ func (e *env) slowClient(t *testing.T, n *sendNoter, late func() time.Duration) 
 	return cli
 }
 
-// sendNoter follows the lease keepalive streams of a client: when each
-// keepalive was sent, by now, and which were answered. etcd answers the
-// keepalives of a stream in order.
+// sendNoter follows the lease keepalive streams of a client, of the etcd
+// client's Lease and of Run's own renewals alike: when each keepalive was
+// sent, by now, which were answered, and when. etcd answers the keepalives
+// of a stream in order.
 type sendNoter struct {
 	now func() time.Time
 
 	mu       sync.Mutex
 	answered map[int64]time.Time // when the keepalive of each lease answered last was sent
 	latest   time.Time           // when the latest keepalive answered was sent
+	got      []answer            // the answers with the lease alive, in the order they came
+}
+
+type answer struct {
+	sent, at time.Time
+	ttl      time.Duration
+}
+
+// answers returns the answers with the lease alive so far.
+func (n *sendNoter) answers() []answer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.got)
 }
 
 func (n *sendNoter) intercept(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -194,6 +216,7 @@ func (s *notedStream) RecvMsg(m any) error {
 	if err != nil || !ok {
 		return err
 	}
+	got := s.n.now()
 	s.mu.Lock()
 	if len(s.sent) == 0 {
 		s.mu.Unlock()
@@ -210,6 +233,9 @@ func (s *notedStream) RecvMsg(m any) error {
 	s.n.answered[resp.ID] = at
 	if resp.TTL > 0 && at.After(s.n.latest) {
 		s.n.latest = at
+	}
+	if resp.TTL > 0 {
+		s.n.got = append(s.n.got, answer{sent: at, at: got, ttl: time.Duration(resp.TTL) * time.Second})
 	}
 	return nil
 }

@@ -1,11 +1,8 @@
 package subnet_test
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,11 +10,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/subnet"
-	"github.com/agentd/agentd/tests/etcdtest"
 	"github.com/go-logr/logr/funcr"
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc"
 )
 
 // TestLeaseRenewedInTimeWithEtcdSlow: etcd is 2 s away each way (a round
@@ -43,27 +36,7 @@ func TestLeaseRenewedInTimeWithEtcdSlow(t *testing.T) {
 	var delay atomic.Int64
 	late := func() time.Duration { return time.Duration(delay.Load()) }
 	n := &sendNoter{now: time.Now}
-	a := &answers{}
-	dial := etcdtest.NetnsDialer(e.srv.NS)
-	cfg := e.srv.ClientConfig()
-	cfg.DialOptions = []grpc.DialOption{
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			up, err := dial(ctx, addr)
-			if err != nil {
-				return nil, err
-			}
-			c, p := net.Pipe()
-			go etcdtest.DelayCopy(up, p, late)
-			go etcdtest.DelayCopy(p, up, late)
-			return c, nil
-		}),
-		grpc.WithChainStreamInterceptor(n.intercept, a.intercept),
-	}
-	cli, err := clientv3.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := e.slowBothWays(t, n, late, late)
 	var (
 		lost    lostReasons
 		logMu   sync.Mutex
@@ -85,7 +58,7 @@ func TestLeaseRenewedInTimeWithEtcdSlow(t *testing.T) {
 	acquire(t, m)
 	run(t, m)
 	eventuallyWithin(t, ttl, "a keepalive answered", func() error {
-		if len(a.get()) == 0 {
+		if len(n.answers()) == 0 {
 			return fmt.Errorf("none yet")
 		}
 		return nil
@@ -106,7 +79,7 @@ func TestLeaseRenewedInTimeWithEtcdSlow(t *testing.T) {
 		t.Errorf("etcd %v away each way, TTL %v: Run logged %q", eachWay, ttl, expired)
 	}
 	logMu.Unlock()
-	got := a.get()
+	got := n.answers()
 	var end time.Time
 	renewals := 0
 	for _, r := range got {
@@ -130,76 +103,4 @@ func laterOf(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// answers follows the lease keepalive streams of a client, of the etcd
-// client's Lease and of Run's own renewals alike: when each keepalive
-// answered with a lease alive was sent, and when its answer came, by the
-// order of the answers. etcd answers the keepalives of a stream in order.
-type answers struct {
-	mu  sync.Mutex
-	got []answer
-}
-
-type answer struct {
-	sent, at time.Time
-	ttl      time.Duration
-}
-
-func (a *answers) intercept(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	s, err := streamer(ctx, desc, cc, method, opts...)
-	if err != nil || method != "/etcdserverpb.Lease/LeaseKeepAlive" {
-		return s, err
-	}
-	return &answeredStream{ClientStream: s, a: a}, nil
-}
-
-func (a *answers) get() []answer {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.got)
-}
-
-type answeredStream struct {
-	grpc.ClientStream
-	a *answers
-
-	mu   sync.Mutex
-	sent []time.Time // of the keepalives not answered yet, oldest first
-}
-
-func (s *answeredStream) SendMsg(m any) error {
-	s.mu.Lock()
-	s.sent = append(s.sent, time.Now())
-	s.mu.Unlock()
-	err := s.ClientStream.SendMsg(m)
-	if err != nil {
-		s.mu.Lock()
-		s.sent = s.sent[:len(s.sent)-1]
-		s.mu.Unlock()
-	}
-	return err
-}
-
-func (s *answeredStream) RecvMsg(m any) error {
-	err := s.ClientStream.RecvMsg(m)
-	resp, ok := m.(*etcdserverpb.LeaseKeepAliveResponse)
-	if err != nil || !ok {
-		return err
-	}
-	at := time.Now()
-	s.mu.Lock()
-	if len(s.sent) == 0 {
-		s.mu.Unlock()
-		return nil
-	}
-	sent := s.sent[0]
-	s.sent = s.sent[1:]
-	s.mu.Unlock()
-	if resp.TTL > 0 {
-		s.a.mu.Lock()
-		s.a.got = append(s.a.got, answer{sent: sent, at: at, ttl: time.Duration(resp.TTL) * time.Second})
-		s.a.mu.Unlock()
-	}
-	return nil
 }
