@@ -228,6 +228,25 @@ func (h *testHost) countLogsWith(subs ...string) int {
 	return n
 }
 
+// stopKeepers stops (SIGSTOP) h's keepers and returns their pids. A keeper
+// the test leaves stopped is killed at its end, once shown to be one still
+// (its pid, gone, may be another process's by then).
+func stopKeepers(t *testing.T, h *testHost) []int {
+	t.Helper()
+	keepers := h.keepers(t)
+	for _, pid := range keepers {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, pid := range h.keepers(t) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	return keepers
+}
+
 // TestDecommissionStoppedKeeper: agentd --release-lease (Decommission)
 // deletes flannel0, but its keeper, stopped with SIGSTOP, cannot exit and
 // holds the UDP port: the removal fails, naming the keeper's pid and the
@@ -240,19 +259,7 @@ func (h *testHost) countLogsWith(subs ...string) int {
 func TestDecommissionStoppedKeeper(t *testing.T) {
 	h := newTestNet(t)
 	h.udpAgentGone(t)
-	keepers := h.keepers(t)
-	for _, pid := range keepers {
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// A keeper the test leaves stopped is killed, once shown to be one
-	// still (its pid, gone, may be another process's by then).
-	t.Cleanup(func() {
-		for _, pid := range h.keepers(t) {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	keepers := stopKeepers(t, h)
 	const wait = 200 * time.Millisecond
 	pids := strings.Trim(fmt.Sprint(keepers), "[]")
 	for _, run := range []string{"first", "second"} {

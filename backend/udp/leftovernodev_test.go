@@ -2,7 +2,6 @@ package udp
 
 import (
 	"context"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -16,17 +15,7 @@ import (
 func TestRemoveLeftoverWithoutDevice(t *testing.T) {
 	h := newTestNet(t)
 	h.udpAgentGone(t)
-	keepers := h.keepers(t)
-	for _, pid := range keepers {
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		for _, pid := range h.keepers(t) {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	keepers := stopKeepers(t, h)
 	const wait = 500 * time.Millisecond
 	if err := removeLeftover(context.Background(), h.host.Handle, h.host.Do, h.cfg, wait, ""); err == nil {
 		t.Fatalf("Decommission with the keeper (pids %v) stopped succeeded\n%s", keepers, h.logText())
