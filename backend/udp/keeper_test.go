@@ -258,8 +258,7 @@ func TestPrepareWithSquattedKeeperSocket(t *testing.T) {
 // every hour (keeperCheckEnv), so only the link event can free the port
 // within the test's generous deadline.
 func TestKeeperExitsWhenDeviceDeleted(t *testing.T) {
-	keeperTestEnv = []string{keeperCheckEnv + "=1h"}
-	t.Cleanup(func() { keeperTestEnv = nil })
+	addKeeperEnv(t, keeperCheckEnv+"=1h")
 	h := newTestNet(t)
 	b, err := newBackend(h.cfg, h.host.Handle, h.host.NsHandle, h.host.Do)
 	if err != nil {

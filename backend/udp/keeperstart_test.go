@@ -18,8 +18,7 @@ import (
 // test deleting flannel0 right after an agent's first pass saw the port
 // held for 1–30 s under the race detector, then for the hour.
 func TestKeeperExitsWhenDeviceDeletedBeforeItListens(t *testing.T) {
-	keeperTestEnv = []string{keeperCheckEnv + "=1h"}
-	t.Cleanup(func() { keeperTestEnv = nil })
+	addKeeperEnv(t, keeperCheckEnv+"=1h")
 	ns := nstest.New(t)
 	ns.AddVeth(t, "ext0", "peer0", netip.MustParsePrefix("198.18.0.1/24"))
 	addr := netip.MustParseAddrPort("198.18.0.1:8285")

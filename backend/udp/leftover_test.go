@@ -26,8 +26,7 @@ import (
 // checks its device only hourly on its own (keeperCheckEnv), so only the
 // link event can end it within the wait.
 func TestLeftoverRemoved(t *testing.T) {
-	keeperTestEnv = []string{keeperCheckEnv + "=1h"}
-	t.Cleanup(func() { keeperTestEnv = nil })
+	addKeeperEnv(t, keeperCheckEnv+"=1h")
 	for _, tc := range []struct {
 		name string
 		// setup leaves flannel0 in the state to judge, with the agent
@@ -150,8 +149,7 @@ func TestLeftoverRemoved(t *testing.T) {
 // start-up stays prompt even with a keeper that does not exit (stopped with
 // SIGSTOP here).
 func TestLeftoverWaitEndsAtStop(t *testing.T) {
-	keeperTestEnv = []string{keeperCheckEnv + "=1h"}
-	t.Cleanup(func() { keeperTestEnv = nil })
+	addKeeperEnv(t, keeperCheckEnv+"=1h")
 	h := newTestNet(t)
 	h.udpAgentGone(t)
 	keepers := h.keepers(t)

@@ -42,8 +42,7 @@ func TestRemoveLeftoverWithoutDevice(t *testing.T) {
 // started beside it later (a node switched back) must find the claim
 // free, not held by an agent that runs no udp backend.
 func TestLeftoverCheckLetsGoOfClaim(t *testing.T) {
-	keeperTestEnv = []string{keeperCheckEnv + "=1h"}
-	t.Cleanup(func() { keeperTestEnv = nil })
+	addKeeperEnv(t, keeperCheckEnv+"=1h")
 	h := newTestNet(t)
 	h.udpAgentGone(t)
 	removeLeftover(context.Background(), h.host.Handle, h.host.Do, h.cfg, 10*time.Second, "vxlan")

@@ -66,8 +66,7 @@ func TestLeftoverUnlikeOursLeftAlone(t *testing.T) {
 // cluster network through it (an operator's, another program's): it serves
 // more than the cluster, and RemoveLeftover leaves it, naming the route.
 func TestLeftoverServingMoreLeftAlone(t *testing.T) {
-	keeperTestEnv = []string{keeperCheckEnv + "=1h"}
-	t.Cleanup(func() { keeperTestEnv = nil })
+	addKeeperEnv(t, keeperCheckEnv+"=1h")
 	h := newTestNet(t)
 	h.udpAgentGone(t)
 	l, err := h.host.Handle.LinkByName(DeviceName)

@@ -28,7 +28,7 @@ import (
 func TestPortChangeRolling(t *testing.T) {
 	const prefix = "/coreos.com/network"
 	ctx := context.Background()
-	c := cluster.Start(t, cluster.Options{Hosts: 2, BinDir: t.TempDir()})
+	c := cluster.Start(t, cluster.Options{Hosts: 2})
 	cli, err := c.EtcdClient()
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,7 +52,29 @@ func TestMain(m *testing.M) {
 	if spec, ok := os.LookupEnv(flanneldEnv); ok {
 		os.Exit(runFlanneld(spec))
 	}
+	// A process built with -race sleeps a second before it exits
+	// (GORACE's atexit_sleep_ms, 1000 by default), for other threads to
+	// report races. This binary's children (keepers, squatters, fake
+	// flanneld's) go on reporting races as they run, but exit at once:
+	// tests wait for their exits, and a second for each reaped keeper
+	// made up most of the package's time. Keepers get a fresh
+	// environment, keeperTestEnv; the others inherit this one.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	if err := os.Setenv("GORACE", gorace); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	keeperTestEnv = []string{"GORACE=" + gorace}
 	os.Exit(m.Run())
+}
+
+// addKeeperEnv adds kv to the environment of the keepers started until t
+// ends.
+func addKeeperEnv(t testing.TB, kv ...string) {
+	t.Helper()
+	saved := keeperTestEnv
+	keeperTestEnv = append(slices.Clip(saved), kv...)
+	t.Cleanup(func() { keeperTestEnv = saved })
 }
 
 type testHost struct {

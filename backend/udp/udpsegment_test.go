@@ -30,7 +30,7 @@ import (
 func TestUDPSegmentAcrossOverlay(t *testing.T) {
 	const seg, n = 1200, 10
 	ctx := context.Background()
-	c := cluster.Start(t, cluster.Options{Hosts: 2, BinDir: t.TempDir()})
+	c := cluster.Start(t, cluster.Options{Hosts: 2})
 	cli, err := c.EtcdClient()
 	if err != nil {
 		t.Fatal(err)
