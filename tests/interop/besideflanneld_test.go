@@ -91,8 +91,10 @@ func (s hostState) diff(before hostState) string {
 // to stop flanneld first; flanneld's host stays as it was (routes, device,
 // subnet.env, lease value and etcd lease) and carries traffic.
 func TestAgentdBesideFlanneld(t *testing.T) {
+	t.Parallel()
 	for _, tc := range besideBackends {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			m := newMixed(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, tc.name))
 			h1, h2 := m.c.Host(1), m.c.Host(2)
 			m.startAgentd(h2)
@@ -141,8 +143,10 @@ func TestAgentdBesideFlanneld(t *testing.T) {
 // flanneld cannot bind agentd's port and exits by itself: agentd must not
 // stop for that.
 func TestFlanneldStartedBesideAgentd(t *testing.T) {
+	t.Parallel()
 	for _, tc := range besideBackends {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			m := newMixed(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, tc.name))
 			h1, h2 := m.c.Host(1), m.c.Host(2)
 			a := m.startAgentd(h1)

@@ -39,6 +39,7 @@ import (
 // before 10.244.5.7-24 in key order: flanneld routes it before the retries,
 // and the test does not wait for them.
 func TestKeyWithHostBitsAndBesideSubnets(t *testing.T) {
+	t.Parallel()
 	m := newMixed(t, 2, fmt.Sprintf(`{"Network":%q,"SubnetMin":"10.244.3.0","SubnetMax":"10.244.6.0","Backend":{"Type":"vxlan"}}`, network))
 	h1, h2 := m.c.Host(1), m.c.Host(2)
 	const value = `{"PublicIP":"198.18.0.9","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:09"}}`

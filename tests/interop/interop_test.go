@@ -136,6 +136,7 @@ func (m *mixed) transfer(a, b *cluster.Container) {
 // that both must read the same way (subnet.env's MTU, the device, ports,
 // the subnets' size and range).
 func TestMixedCluster(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		backend string // the Backend object
@@ -163,6 +164,7 @@ func TestMixedCluster(t *testing.T) {
 		{name: "udp-port", backend: `{"Type":"udp","Port":8286}`, udpPort: 8286},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			within := netip.MustParsePrefix(network)
 			if tc.within != "" {
 				within = netip.MustParsePrefix(tc.within)

@@ -19,6 +19,7 @@ import (
 // remove its rules when it stops) next to agentd's AGENTD-POSTRTG, and both
 // still hold.
 func TestMixedIPMasq(t *testing.T) {
+	t.Parallel()
 	m := newMixed(t, 3, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network))
 	h1, h2, h3 := m.c.Host(1), m.c.Host(2), m.c.Host(3)
 	m.startAgentd(h1, "--ip-masq")

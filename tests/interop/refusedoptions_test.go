@@ -17,6 +17,7 @@ import (
 // an error naming the option (and so runs nothing a flanneld peer would
 // lose traffic to).
 func TestRefusedOptions(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		backend string
@@ -79,6 +80,7 @@ func TestRefusedOptions(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			m := newMixed(t, 2, `{"Network":"`+network+`","Backend":`+tc.backend+`}`)
 			h1, h2 := m.c.Host(1), m.c.Host(2)
 			_, err := h1.StartFlanneld(m.ctx, m.flanneld, ready)

@@ -21,6 +21,7 @@ import (
 // flanneld's pid; flanneld's host stays as it was (routes, device,
 // subnet.env, lease value and etcd lease) and carries traffic.
 func TestReleaseLeaseBesideFlanneld(t *testing.T) {
+	t.Parallel()
 	m := newMixed(t, 2, `{"Network":"`+network+`","Backend":{"Type":"vxlan"}}`)
 	h1, h2 := m.c.Host(1), m.c.Host(2)
 	a := m.startAgentd(h1)
