@@ -20,6 +20,7 @@ import (
 // pair back. Pings at 10 ms run between every pair throughout; the counts go
 // to the suite's table.
 func TestBackendSwitchRolling(t *testing.T) {
+	t.Parallel()
 	const hold = 100 // answers between h2 and h3 while h1 runs host-gw alone
 	f := newFixture(t, 3, hfConfig("vxlan"))
 	hs := f.c.Hosts()

@@ -23,6 +23,7 @@ import (
 //	h1 (198.18.0.1): old device as the agent left it  -> deleted
 //	h2 (198.18.0.2): old device given 198.19.0.11/32  -> left alone
 func TestBackendSwitchRemovesOldDevice(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		from, to, dev string
 		deleted       string // the log line of the deletion

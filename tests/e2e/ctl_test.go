@@ -56,6 +56,7 @@ func (f *fixture) mustCtl(h *cluster.Host, args ...string) string {
 // taken by the named host, status shows the peers programmed, release frees
 // the subnet, and mistakes are one line with a non-zero status.
 func TestCLI(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 3, "")
 	h1, h2, h3 := f.c.Host(1), f.c.Host(2), f.c.Host(3)
 
@@ -168,6 +169,7 @@ func hasRouteTo(h *cluster.Host, sn string) bool {
 // hand shows up as one drift repair of kind route, the peer gauges follow
 // the lease set, and etcd is reported connected.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network))
 	h1, h2 := f.c.Host(1), f.c.Host(2)
 	f.start(h1)

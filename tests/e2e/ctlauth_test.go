@@ -17,6 +17,7 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1      agentctl
 //	               └─ etcd 198.18.0.254  etcd, auth on; user flannel may read and write /coreos.com/network/
 func TestCLIEtcdAuthRefusals(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1, "")
 	ctx := context.Background()
 	for _, step := range []func() error{

@@ -46,6 +46,7 @@ func docker28Filter(br string) [][]string {
 // first. It must do so at its next pass (here within a second), ahead of the
 // DOCKER chain's DROP.
 func TestIPTablesDocker28(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network), "--resync-interval=1s")
 	cs := f.startAll()
 	hosts := f.c.Hosts()

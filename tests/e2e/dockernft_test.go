@@ -66,8 +66,10 @@ func nftCounter(f *fixture, h *cluster.Host, chain, verdict string) int {
 // agentd marks cluster traffic in mangle FORWARD, before Docker's chain, and
 // Docker accepts it. Then they do, Docker's own drop having stayed in place.
 func TestDockerNFTAcceptMark(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"vxlan", "host-gw"} {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend), "--resync-interval=1s")
 			cs := f.startAll()
 			hosts := f.c.Hosts()

@@ -197,11 +197,20 @@ var leaseValueRE = map[string]*regexp.Regexp{
 	"udp": regexp.MustCompile(`^\{"PublicIP":"198\.18\.0\.\d+","PublicIPv6":null,"BackendType":"udp","BackendData":\{"Port":8285\},"HostID":"[0-9a-f]{32}"\}$`),
 }
 
-func TestClusterVXLAN(t *testing.T) { testCluster(t, "vxlan", 1450) }
+func TestClusterVXLAN(t *testing.T) {
+	t.Parallel()
+	testCluster(t, "vxlan", 1450)
+}
 
-func TestClusterHostGW(t *testing.T) { testCluster(t, "host-gw", 1500) }
+func TestClusterHostGW(t *testing.T) {
+	t.Parallel()
+	testCluster(t, "host-gw", 1500)
+}
 
-func TestClusterUDP(t *testing.T) { testCluster(t, "udp", 1472) }
+func TestClusterUDP(t *testing.T) {
+	t.Parallel()
+	testCluster(t, "udp", 1472)
+}
 
 // testCluster: three hosts ping each other; subnet.env and the etcd values
 // are flannel's; a fourth host joins, is reached, leaves and is forgotten.
@@ -357,6 +366,7 @@ func mustLinks(h *cluster.Host) []string {
 // have programmed its peers (no network config yet), and when it turns 200
 // the routes to every existing peer are already in the kernel.
 func TestReadyOnlyAfterPeersProgrammed(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 3, "")
 	hosts := f.c.Hosts()
 	f.start(hosts[0])
@@ -588,12 +598,14 @@ func peerHostID(t *testing.T, f *fixture, sn netip.Prefix) string {
 // pings across at 10 ms intervals; the restarted agent keeps its subnet and
 // MAC and not one ping is lost.
 func TestRestartLosesNoPings(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ backend, signal string }{
 		{"vxlan", "KILL"}, {"host-gw", "KILL"}, {"vxlan", "TERM"}, {"host-gw", "TERM"},
 		{"udp", "KILL"}, {"udp", "TERM"},
 	} {
 		backend := tc.backend
 		t.Run(backend+"/SIG"+tc.signal, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, network, backend))
 			h1, h2 := f.c.Host(1), f.c.Host(2)
 			f.start(h1)
@@ -662,6 +674,7 @@ func TestRestartLosesNoPings(t *testing.T) {
 // TestIPTablesGolden checks the agent's chains in a host namespace, then
 // that an agent restarted with every kind of rule off removes them.
 func TestIPTablesGolden(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network), "--ip-masq", "--docker-accept-fwmark=0x200000/0x200000")
 	h := f.c.Host(1)
 	a := f.start(h)
@@ -725,6 +738,7 @@ func TestIPTablesGolden(t *testing.T) {
 
 // TestBadInput: each mistake an operator makes gives one clear message.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1, fmt.Sprintf(`{"Network":%q}`, network))
 	h := f.c.Host(1)
 
@@ -787,8 +801,10 @@ func tailOf(s string) string {
 // (server-only TLS) and with client certificates (mutual TLS); a wrong CA
 // gives a message naming the endpoint and the certificate failure.
 func TestEtcdTLS(t *testing.T) {
+	t.Parallel()
 	for _, mutual := range []bool{false, true} {
 		t.Run(map[bool]string{false: "server-only", true: "mutual"}[mutual], func(t *testing.T) {
+			t.Parallel()
 			c := cluster.Start(t, cluster.Options{Hosts: 2, EtcdTLS: &cluster.EtcdTLS{ClientCertAuth: mutual}, Logf: t.Logf})
 			cli, err := c.EtcdClient()
 			if err != nil {
@@ -861,6 +877,7 @@ func writeSelfSignedCA(t *testing.T, path string) {
 // only, and leaves FLANNEL_IPV6_* out of subnet.env, so that no pod gets an
 // IPv6 address that reaches no other host; IPv4 works as ever.
 func TestDualStackConfigCarriesIPv4(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 2, fmt.Sprintf(`{"Network":%q,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/48","Backend":{"Type":"host-gw"}}`, network))
 	h1, h2 := f.c.Host(1), f.c.Host(2)
 	f.start(h1)

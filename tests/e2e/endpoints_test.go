@@ -21,6 +21,7 @@ import (
 // forwards to etcd appears there, the endpoint is reported back (once), and
 // when it goes again, down again.
 func TestEtcdEndpointChecks(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network))
 	h1 := f.c.Host(1)
 	good := f.c.EtcdEndpoint()

@@ -17,6 +17,7 @@ import (
 // (AGENTD_ETCD_BIN=/usr/bin/etcd) the agents never got a new token and the
 // change was never applied (agent/etcd.go's tokenlessAuth).
 func TestEtcdAuthRestart(t *testing.T) {
+	t.Parallel()
 	f := authFixture(t, 2, []string{"--snapshot-count=1"})
 	ctx, c := f.ctx, f.c
 	h1, h2 := c.Host(1), c.Host(2)

@@ -33,6 +33,7 @@ import (
 // carries an expired token); passed against 3.4.23, 3.5.36 and 3.7.3 when
 // written.
 func TestEtcdAuthTokenExpiry(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		args func(t *testing.T) []string
@@ -43,7 +44,10 @@ func TestEtcdAuthTokenExpiry(t *testing.T) {
 			return []string{"--auth-token=jwt,pub-key=" + pub + ",priv-key=" + priv + ",sign-method=ES256,ttl=1s"}
 		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testEtcdAuthTokenExpiry(t, tc.args(t)) })
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testEtcdAuthTokenExpiry(t, tc.args(t))
+		})
 	}
 }
 

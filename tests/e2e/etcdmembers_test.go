@@ -23,6 +23,7 @@ import (
 // forgotten the agents' tokens. Passed against 3.4.23, 3.5.36 and 3.7.3
 // when written.
 func TestEtcdAuthThreeMembers(t *testing.T) {
+	t.Parallel()
 	c, endpoints, others, member := threeMembers(t, 2, "--auth-token-ttl=1")
 	f := enableAuth(t, c)
 	h1, h2 := c.Host(1), c.Host(2)

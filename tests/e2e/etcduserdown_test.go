@@ -20,6 +20,7 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1      agentd --etcd-username=u
 //	               └─ etcd 198.18.0.254  stopped, then started
 func TestAgentUserEtcdDownAtStart(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network))
 	h1 := f.c.Host(1)
 	if err := f.c.StopEtcd(); err != nil {

@@ -46,6 +46,7 @@ func netConfig(backend string) string {
 // lost. vxlan, host-gw and udp (whose forwarding table lives in the agent,
 // not the kernel) run side by side, each on its own cluster.
 func TestFaultEtcdDown(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"vxlan", "host-gw", "udp"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
@@ -169,6 +170,7 @@ const hungNoticed = 27 * time.Second
 // thaw: its watch recovered. vxlan and udp run side by side, each on its
 // own cluster.
 func TestFaultEtcdHung(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"vxlan", "udp"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
@@ -391,6 +393,7 @@ const shortTTL = "--subnet-lease-ttl=4s"
 // restore its routes, and its containers keep their addresses. Traffic
 // between the other hosts never stops.
 func TestFaultPartitionLeaseExpiry(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 3, netConfig("vxlan"))
 	h1, h2, h3 := f.c.Host(1), f.c.Host(2), f.c.Host(3)
 	f.start(h1, shortTTL)
@@ -511,6 +514,7 @@ func TestFaultPartitionLeaseExpiry(t *testing.T) {
 // routes for the grace of such keys (30 s, subnet.DefaultNewHistoryGrace)
 // and then removes them, saying so.
 func TestFaultCompactionWhileDisconnected(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 3, netConfig("vxlan"))
 	h1, h2, h3 := f.c.Host(1), f.c.Host(2), f.c.Host(3)
 	for _, h := range []*cluster.Host{h1, h2, h3} {
@@ -597,6 +601,7 @@ func TestFaultCompactionWhileDisconnected(t *testing.T) {
 // neighbour and FDB entry, and its subnet, the only one left in a pool of
 // three, goes to a new host h4.
 func TestFaultDeadHostExpires(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 3, fmt.Sprintf(`{"Network":%q,"SubnetMin":"10.244.1.0","SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}`, network))
 	h1, h2, h3 := f.c.Host(1), f.c.Host(2), f.c.Host(3)
 	f.start(h1)

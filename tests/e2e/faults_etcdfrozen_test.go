@@ -42,6 +42,7 @@ const frozenLossBound = 100
 // between etcd's revocation and the peer's write: a pair loses at most
 // frozenLossBound pings. vxlan and host-gw, each on its own cluster.
 func TestFaultEtcdFrozenPastTTL(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"vxlan", "host-gw"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()

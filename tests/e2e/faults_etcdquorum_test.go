@@ -31,6 +31,7 @@ import (
 // is ready again, holds its own key (the same value), and every host's
 // datapath is as before, without a ping lost.
 func TestFaultEtcdQuorumLost(t *testing.T) {
+	t.Parallel()
 	c, endpoints, others, member := threeMembers(t, 3)
 	f := &fixture{t: t, ctx: context.Background(), c: c, cli: quorumClient(t, c, endpoints)}
 	f.put(prefix+"/config", netConfig("vxlan"))

@@ -41,6 +41,7 @@ const (
 // meanwhile. Before c7e1245 each agent logged both endpoints unreachable
 // (`answers nothing within 2s`, serving "0 of 2") once etcd was slow.
 func TestFaultEtcdSlow(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 3, netConfig("vxlan"))
 	var delay atomic.Int64
 	endpoints := []string{"198.18.0.254:2479", "198.18.0.254:2480"}

@@ -37,6 +37,7 @@ import (
 // files`), the joined peer was not programmed, and no probe was answered
 // (accept failed with EMFILE) until the connections went idle past a minute.
 func TestFDLimitHealthConnsLeaveRoom(t *testing.T) {
+	t.Parallel()
 	const (
 		nofile = 64
 		peers  = 120

@@ -232,6 +232,7 @@ var keeperPID = regexp.MustCompile(`@agentd-udp-keeper/flannel0 .*pid=(\d+)`)
 // subnet under a new host ID; with vxlan it publishes a new MAC and every
 // peer follows, with udp and host-gw the peers again change nothing.
 func TestFaultReboot(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"vxlan", "udp", "host-gw"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
@@ -448,6 +449,7 @@ var kernelChange = regexp.MustCompile(`"kernel (add|update|delete)"`)
 // With vxlan and with udp (whose forwarding table follows the overwritten
 // key like vxlan's FDB).
 func TestFaultMalformedData(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"vxlan", "udp"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
@@ -666,6 +668,7 @@ func (f *fixture) streamEnded(out []byte, srv *cluster.Process) iperfReport {
 // seeing no acknowledgement, sends tail-loss probes that the receiver
 // reports as duplicates (D-SACK); the note in the results table counts them.
 func TestFaultRestartUnderLoad(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"vxlan", "host-gw", "udp"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()

@@ -28,10 +28,12 @@ import (
 // subnet.env, and no lease of its public IP is left. /readyz never
 // answers 200 between the continue and the subnet taken back.
 func TestFaultAgentStoppedPastTTL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ backend, name string }{
 		{"vxlan", "vxlan"}, {"host-gw", "host-gw"}, {"udp", "udp"}, {"vxlan", "taken"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, 2, hfConfig(tc.backend))
 			h1, h2 := f.c.Host(1), f.c.Host(2)
 			a1 := f.start(h1, shortTTL)

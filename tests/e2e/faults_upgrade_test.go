@@ -31,6 +31,7 @@ const upgradeStream = 30
 // old one. (Not SIGKILL: it may lose a packet a worker had read, README:
 // Restarts.)
 func TestFaultUpgradeUnderLoad(t *testing.T) {
+	t.Parallel()
 	cluster.RequireRoot(t)
 	// Its own BinDir: the binary is replaced in place, which the other
 	// tests' clusters must not see.

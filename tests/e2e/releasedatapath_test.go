@@ -27,6 +27,7 @@ import (
 //	               ├─ h2 198.18.0.2   agent runs throughout                       ── c1
 //	               └─ etcd 198.18.0.254
 func TestReleaseLeaseRemovesDatapath(t *testing.T) {
+	t.Parallel()
 	iptablesLine := []string{`"deleted our iptables chains (AGENTD-*) and the jumps into them: the lease is released"`, `tables=["filter (`, `"nat (`}
 	for _, tc := range []struct {
 		name, backend, dev string

@@ -25,6 +25,7 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1   udp agent stopped, keeper SIGSTOPped, --release-lease ×3
 //	               └─ etcd 198.18.0.254
 func TestReleaseLeaseRemovalFails(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1, hfConfig("udp"), "--ip-masq")
 	h1 := f.c.Host(1)
 	a1 := f.start(h1)
@@ -188,6 +189,7 @@ func procState(pid int) byte {
 // returned at the file's failure: subnet.env and the whole datapath
 // stayed, and the error did not say that the lease was released.
 func TestReleaseLeaseFileRemovalFails(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1, hfConfig("vxlan"), "--ip-masq")
 	h1 := f.c.Host(1)
 	a1 := f.start(h1)
@@ -256,6 +258,7 @@ func TestReleaseLeaseFileRemovalFails(t *testing.T) {
 //	ns sw: bridge ─┬─ h1 198.18.0.1   agent A runs; --release-lease --state-dir=state-b beside it
 //	               └─ etcd 198.18.0.254
 func TestReleaseLeaseRefusedBesideAgent(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 1, hfConfig("vxlan"), "--ip-masq")
 	h1 := f.c.Host(1)
 	a1 := f.start(h1)

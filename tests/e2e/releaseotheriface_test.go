@@ -24,6 +24,7 @@ import (
 //	               ├─ h2 198.18.0.2                          agent runs throughout
 //	               └─ etcd 198.18.0.254
 func TestReleaseLeaseOtherIface(t *testing.T) {
+	t.Parallel()
 	f, h1, h2, sn := stoppedWithEth9(t)
 	env, err := os.ReadFile(h1.SubnetFile())
 	if err != nil {
@@ -120,6 +121,7 @@ func addEth9(f *fixture, h *cluster.Host) {
 // address. Before, it released the lease but left flannel.1 ("leaving
 // alone a device named like a flannel vxlan device"), exit 0.
 func TestReleaseLeaseOtherIfaceSamePublicIP(t *testing.T) {
+	t.Parallel()
 	f, h1, h2, sn := stoppedWithEth9(t, "--public-ip=198.18.0.1")
 
 	off := logLen(t, h1)

@@ -24,6 +24,7 @@ import (
 //	               ├─ h2 198.18.0.2                          agent runs throughout
 //	               └─ etcd 198.18.0.254
 func TestReleaseLeaseOtherIfaceNoSubnetEnv(t *testing.T) {
+	t.Parallel()
 	f, h1, h2, sn := stoppedWithEth9(t)
 	if err := os.Remove(h1.SubnetFile()); err != nil {
 		t.Fatal(err)
@@ -71,6 +72,7 @@ func TestReleaseLeaseOtherIfaceNoSubnetEnv(t *testing.T) {
 //	               ├─ h2 198.18.0.2   state dir copied from h1, --release-lease
 //	               └─ etcd 198.18.0.254
 func TestReleaseLeaseClonedStateDir(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, 2, hfConfig("vxlan"))
 	h1, h2 := f.c.Host(1), f.c.Host(2)
 	f.start(h1)

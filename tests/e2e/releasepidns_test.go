@@ -21,6 +21,7 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1   agent stopped, "flanneld", --release-lease (twice)
 //	               └─ etcd 198.18.0.254
 func TestReleaseLeaseOwnPIDNamespace(t *testing.T) {
+	t.Parallel()
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
 		t.Fatalf("unshare not found (util-linux): %v", err)

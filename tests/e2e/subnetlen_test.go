@@ -12,6 +12,7 @@ import (
 // earlier keep their /24s, also across a restart (their containers keep
 // their addresses), and every container reaches every other one throughout.
 func TestSubnetLenChanged(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"vxlan", "host-gw", "udp"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()

@@ -28,12 +28,14 @@ import (
 // kernel or etcd, naming A's process and what to do; A's network keeps
 // working through resyncs, and A deletes nothing.
 func TestSecondNetworkOnHostRefused(t *testing.T) {
+	t.Parallel()
 	const resync = time.Second
 	for _, tc := range []struct{ name, backend, device string }{
 		{"vxlan", `{"Type":"vxlan","VNI":2}`, "flannel.2"},
 		{"host-gw", `{"Type":"host-gw"}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			const prefixB = "/agentd-b/network"
 			f := newFixture(t, 2, `{"Network":"10.244.0.0/17","Backend":{"Type":"vxlan","VNI":1}}`, "--resync-interval="+resync.String())
 			f.put(prefixB+"/config", `{"Network":"10.244.128.0/17","Backend":`+tc.backend+`}`)
