@@ -30,6 +30,7 @@ import (
 // after a failed attempt once the backoff has grown: the next attempt of
 // gRPC's own is seconds away.
 func TestReconnectWhenEtcdAcceptsAgain(t *testing.T) {
+	parallel(t)
 	inOwnNetns(t, reconnectWhenEtcdAcceptsAgainChild)
 }
 

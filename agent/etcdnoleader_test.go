@@ -32,6 +32,7 @@ import (
 // one round of the checker must report a down with "no leader" and log it
 // as answering without a leader, not as unreachable.
 func TestEndpointCheckNoLeader(t *testing.T) {
+	parallel(t)
 	inOwnNetns(t, endpointCheckNoLeaderChild)
 }
 

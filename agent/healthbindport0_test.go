@@ -32,6 +32,7 @@ import (
 // socket that no one listens on: it waits for etcd, with its health
 // server up.
 func TestHealthAddrPortZeroLogged(t *testing.T) {
+	parallel(t)
 	inOwnNetns(t, healthAddrPortZeroChild)
 }
 

@@ -48,6 +48,7 @@ import (
 // a host with dockerd or kube-proxy. Real iptables and conntrack, run like
 // TestIPTablesDriftCounted.
 func TestIPTablesRepairDeletesUnmasqueradedFlows(t *testing.T) {
+	parallel(t)
 	inOwnNetns(t, unmasqueradedFlowsChild)
 }
 

@@ -26,6 +26,7 @@ import (
 // grows with the table). Real iptables and conntrack, in a namespace of the
 // test's own.
 func TestIPTablesStopDuringConntrackCleanup(t *testing.T) {
+	parallel(t)
 	inOwnNetns(t, stopDuringCleanupChild)
 }
 
