@@ -14,6 +14,21 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// newAuthEnv is newEnv (srv for its namespace and endpoint only) on an etcd
+// that hashes passwords at bcrypt's least cost, 4. etcd hashes for each user
+// added and each authentication: a client's first, and again once a change
+// of roles or permissions has made its token old. At etcd's default cost,
+// 10, one hash took 2 s under -race on the 2-CPU machine with a load of 12
+// (44 ms at 4), and with a load of 25 the agent's renewals outlasted their
+// 5 s bound waiting for them, until the lease the test holds was lost.
+func newAuthEnv(t *testing.T, config string) *env {
+	t.Helper()
+	r := startTuned(t, &restartable{bcryptCost: 4})
+	e := r.env(config)
+	e.srv = &r.srv
+	return e
+}
+
 // authEnv adds to e's etcd a root user and a user "agent" whose role may read
 // and write everything under prefix, and returns a client of each: root's
 // authenticates once auth is on.
@@ -115,7 +130,7 @@ func TestRenewalRefusedIsReported(t *testing.T) {
 // then gives up after its dial timeout plus a second.
 func testRenewalRefused(t *testing.T, authFirst, user, early bool, refuse, allow func(root, admin *clientv3.Client) error, want string) {
 	ctx := context.Background()
-	e := newEnv(t, net16)
+	e := newAuthEnv(t, net16)
 	root, agent := authEnv(t, e)
 	if authFirst {
 		if _, err := e.cli.AuthEnable(ctx); err != nil {

@@ -38,16 +38,24 @@ type restartable struct {
 	t        *testing.T
 	srv      etcdtest.Server // NS and Endpoint only: for ClientConfig
 	progress time.Duration   // progress notification interval; 0: etcd's default (10 min)
-	base     string
-	runs     int
-	e        *embed.Etcd
+	// bcryptCost is the cost of etcd's password hashes; 0: etcd's
+	// default (bcrypt's, 10).
+	bcryptCost uint
+	base       string
+	runs       int
+	e          *embed.Etcd
 }
 
 func startRestartable(t *testing.T, progress time.Duration) *restartable {
 	t.Helper()
-	ns := etcdtest.NewNetns(t)
-	r := &restartable{t: t, srv: etcdtest.Server{NS: ns, Endpoint: "http://127.0.0.1:2379"},
-		progress: progress, base: t.TempDir()}
+	return startTuned(t, &restartable{progress: progress})
+}
+
+// startTuned starts r, whose tuning fields (progress, bcryptCost) are set,
+// as startRestartable does.
+func startTuned(t *testing.T, r *restartable) *restartable {
+	t.Helper()
+	r.t, r.srv, r.base = t, etcdtest.Server{NS: etcdtest.NewNetns(t), Endpoint: "http://127.0.0.1:2379"}, t.TempDir()
 	r.start(false)
 	t.Cleanup(r.stop)
 	return r
@@ -73,6 +81,9 @@ func (r *restartable) config(dir string) *embed.Config {
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	if r.progress != 0 {
 		cfg.WatchProgressNotifyInterval = r.progress
+	}
+	if r.bcryptCost != 0 {
+		cfg.BcryptCost = r.bcryptCost
 	}
 	cu, _ := url.Parse(r.srv.Endpoint)
 	pu, _ := url.Parse("http://127.0.0.1:2380")

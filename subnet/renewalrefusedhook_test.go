@@ -21,7 +21,7 @@ import (
 // between the refusal and the loss of the lease, only the log said it.
 func TestRenewalRefusedHook(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t, net16)
+	e := newAuthEnv(t, net16)
 	root, _ := authEnv(t, e)
 	var (
 		mu    sync.Mutex
