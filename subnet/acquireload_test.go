@@ -80,6 +80,7 @@ func (e *env) manyLeases(t *testing.T, n, skip int) int {
 // again by every loser of every round of a storm. Here 300 leases are there
 // and a rival takes the first 3 keys the host asks for just before it does.
 func TestAcquireRetryReadsOnlyWhatChanged(t *testing.T) {
+	t.Parallel()
 	const losses = 3
 	e := newEnv(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`)
 	list := e.manyLeases(t, 300, 0)
@@ -106,6 +107,7 @@ func TestAcquireRetryReadsOnlyWhatChanged(t *testing.T) {
 // otherwise reads the full list twice per host (Acquire's, then the watch's).
 // It is the same key, moved to a new etcd lease, as before.
 func TestAcquireOwnLeaseReadsOnlyItsSubnet(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`)
 	list := e.manyLeases(t, 300, 1)
 	old := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.0.1.0/24")))
@@ -135,6 +137,7 @@ func TestAcquireOwnLeaseReadsOnlyItsSubnet(t *testing.T) {
 // pool has 3 subnets, 2 held; the rival takes the third just before the
 // host's create and frees one of the other two.
 func TestAcquireRetrySeesFreedSubnet(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, `{"Network":"10.244.0.0/22","SubnetLen":24,"Backend":{"Type":"vxlan"}}`)
 	if n := e.net.SubnetCount(); n != 3 {
 		t.Fatalf("pool of %d subnets, want 3", n)

@@ -77,6 +77,7 @@ func authEnv(t *testing.T, e *env) (root, agent *clientv3.Client) {
 // etcd's refusal is logged loudly, long before the expiry; once etcd renews
 // the lease again that is said too, and the lease was never lost.
 func TestRenewalRefusedIsReported(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	all, end := prefix+"/", clientv3.GetPrefixRangeEnd(prefix+"/")
 	for _, tc := range []struct {
@@ -120,7 +121,10 @@ func TestRenewalRefusedIsReported(t *testing.T) {
 			if early {
 				name += ", before Run"
 			}
-			t.Run(name, func(t *testing.T) { testRenewalRefused(t, tc.authFirst, tc.user, early, tc.refuse, tc.allow, tc.want) })
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				testRenewalRefused(t, tc.authFirst, tc.user, early, tc.refuse, tc.allow, tc.want)
+			})
 		}
 	}
 }

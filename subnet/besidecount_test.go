@@ -17,6 +17,7 @@ import (
 // listed nor counted. Before, the watch read <prefix>/subnets/ alone, and
 // counted none of them while agentctl leases listed them.
 func TestBadLeaseKeysCountKeysBesideSubnets(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	ctx := context.Background()
 	put := func(key, value string) {

@@ -219,6 +219,7 @@ func waitPeer(t *testing.T, m *subnet.Manager, sn, what string) {
 // would be missed until the new revision passed the old one; and our key
 // is gone while its old revision makes any state of it look stale.
 func TestEtcdRestartedEmptyRelistsAndRecreatesOwnKey(t *testing.T) {
+	t.Parallel()
 	r := startRestartable(t, 0) // etcd's default: no progress notification within the test
 	e := r.env(net16)
 	ctx := context.Background()
@@ -280,6 +281,7 @@ func TestEtcdRestartedEmptyRelistsAndRecreatesOwnKey(t *testing.T) {
 // check after the reconnect), and etcdutl's --bump-revision with
 // --mark-compacted (found as a compaction).
 func TestEtcdRestoredFromSnapshotKeepsOwnKey(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		bump uint64
@@ -288,6 +290,7 @@ func TestEtcdRestoredFromSnapshotKeepsOwnKey(t *testing.T) {
 		{"revision bumped and compacted", 1_000_000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			r := startRestartable(t, 0) // etcd's default: no progress notification within the test
 			e := r.env(net16)
 			ctx := context.Background()
@@ -368,6 +371,7 @@ func TestEtcdRestoredFromSnapshotKeepsOwnKey(t *testing.T) {
 // period, and a restart of etcd that keeps its data, bring no re-list: the
 // revisions they carry are not below the ones seen.
 func TestQuietWatchDoesNotRelist(t *testing.T) {
+	t.Parallel()
 	r := startRestartable(t, 50*time.Millisecond)
 	e := r.env(net16)
 	ctx := context.Background()
@@ -426,6 +430,7 @@ func TestQuietWatchDoesNotRelist(t *testing.T) {
 // TestEtcdRestoredFromSnapshotKeepsOwnKey, when the second host's first list
 // came after the restore).
 func TestEtcdRestoredBetweenAcquireAndRun(t *testing.T) {
+	t.Parallel()
 	r := startRestartable(t, 0)
 	e := r.env(net16)
 	key := prefix + "/subnets/10.244.42.0-24"
@@ -488,6 +493,7 @@ func runWatched(t *testing.T, m *subnet.Manager) (returned func() (bool, error))
 // the history compacted, so that it sees the key only as recreated, from a
 // list, and not deleted first.
 func TestOwnKeyRecreatedWithBadValueIsTakenOver(t *testing.T) {
+	t.Parallel()
 	const bad = `{"PublicIP":"198.18.0.1"`
 	for _, tc := range []struct {
 		name string
@@ -497,6 +503,7 @@ func TestOwnKeyRecreatedWithBadValueIsTakenOver(t *testing.T) {
 		revoke bool
 	}{{"written back", false}, {"taken over when reacquiring", true}} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, net16)
 			m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
 			l := acquire(t, m)
@@ -598,6 +605,7 @@ func (k *keepAliveTap) counts(id clientv3.LeaseID) (gaveUp, answered int) {
 // lease stays held, and is kept alive again once etcd answers: no lost
 // lease, no new etcd lease.
 func TestKeepAliveUnansweredAtStartKeepsLease(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	tap := &keepAliveTap{Lease: e.cli.Lease, answered: map[clientv3.LeaseID]int{}}
 	e.cli.Lease = tap
@@ -735,6 +743,7 @@ func TestDirectRenewalIsReported(t *testing.T) {
 // reads stopped it when agentd could read the value, whatever its
 // PublicIP, and not when only flanneld could.
 func TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps(t *testing.T) {
+	t.Parallel()
 	other := fmt.Sprintf(`{"PublicIP":"198.18.0.9","BackendType":"vxlan","HostID":%q}`, hostID(9))
 	const dual = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`
 	for _, tc := range []struct {
@@ -764,6 +773,7 @@ func TestOwnKeyRecreatedOnlyIfNoOtherHostOverlaps(t *testing.T) {
 		{"flanneld only, our public IP, another host's identity", net16, "10.244.5.0-024", fmt.Sprintf(`{"PublicIP":"198.18.0.1","HostID":%q}`, hostID(2)), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, tc.config)
 			m := e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24"))
 			l := acquire(t, m)
@@ -851,6 +861,7 @@ func (l *lostReasons) get() []string {
 // key there. Before, it kept the old history's peers and never saw the new
 // one, with no relist (found by this test).
 func TestEtcdReplacedPastOurRevisionWhileAway(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// snapshot: restore etcd from a snapshot taken when the agent
@@ -872,6 +883,7 @@ func TestEtcdReplacedPastOurRevisionWhileAway(t *testing.T) {
 		{"restored from before our reservation was taken", true, "", true, "10.244.7.0/24@198.18.0.7"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			testReplacedPastOurRevision(t, tc.snapshot, tc.after, tc.reservation, tc.want)
 		})
 	}

@@ -18,6 +18,7 @@ import (
 // IPv6 subnet) under them. Keys flanneld skips too (a leading zero in an
 // octet, text after the length) leave the subnet free.
 func TestFlanneldReadableKeyHoldsSubnet(t *testing.T) {
+	t.Parallel()
 	const dual = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`
 	prev4 := netip.MustParsePrefix("10.244.5.0/24")
 	prev6 := netip.MustParsePrefix("fc00:0:0:5::/64")

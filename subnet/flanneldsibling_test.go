@@ -33,6 +33,7 @@ var siblingKeys = []struct {
 // PublicIP; agentd does not lease it either, and its MOVING line names the
 // key. Before, agentd read under <prefix>/subnets/ only and took the subnet.
 func TestFlanneldSiblingKeyHoldsSubnet(t *testing.T) {
+	t.Parallel()
 	prev := netip.MustParsePrefix("10.244.5.0/24")
 	for _, tc := range siblingKeys {
 		t.Run(strings.TrimPrefix(tc.key, prefix+"/")+"="+tc.value[:8], func(t *testing.T) {
@@ -67,6 +68,7 @@ func TestFlanneldSiblingKeyHoldsSubnet(t *testing.T) {
 // key under <prefix>/subnets/. Before, our key was recreated, and flanneld
 // hosts routed the subnet to two hosts.
 func TestOwnKeyNotRecreatedUnderFlanneldSiblingKey(t *testing.T) {
+	t.Parallel()
 	for _, tc := range siblingKeys {
 		t.Run(strings.TrimPrefix(tc.key, prefix+"/")+"="+tc.value[:8], func(t *testing.T) {
 			e := newEnv(t, net16)

@@ -17,6 +17,7 @@ import (
 // host's identity is this host's to flanneld (its hosts route the subnet
 // here), and does not hold it either. Before, any value held the subnet.
 func TestFlanneldOnlyKeyHoldsAsFlanneldReadsItsValue(t *testing.T) {
+	t.Parallel()
 	prev := netip.MustParsePrefix("10.244.5.0/24")
 	for _, tc := range []struct {
 		name, value string

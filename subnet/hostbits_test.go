@@ -17,6 +17,7 @@ import (
 // the messages about it say). A key without them ("10.244.6.0-024") has
 // HostBits unset.
 func TestFlanneldLeaseErrorSaysHostBits(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	e.putKeys(t, map[string]string{"10.244.5.7-24": flanneldValue, "10.244.6.0-024": flanneldValue})
 	if _, err := e.cli.Put(context.Background(), prefix+"/subnets-old/10.244.4.9-23", flanneldValue); err != nil {

@@ -23,6 +23,7 @@ import (
 // change either. The unusable keys deleted are forgotten. Wake-ups coalesce,
 // so the bound counts those a real change may cause, not one per event.
 func TestJunkKeysDoNotWakePeerReaders(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	ctx := context.Background()
 	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))

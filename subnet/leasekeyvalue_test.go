@@ -18,6 +18,7 @@ import (
 // subnet it overlaps in Acquire, while the recreation of a lost key
 // skipped them all.
 func TestLeaseKeyHoldsAsFlanneldReadsItsValue(t *testing.T) {
+	t.Parallel()
 	prev := netip.MustParsePrefix("10.244.5.0/24")
 	for _, tc := range []struct {
 		name, key, value string

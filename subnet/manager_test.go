@@ -26,6 +26,14 @@ import (
 	"google.golang.org/grpc/connectivity"
 )
 
+// Tests that start their own etcd (each in a network namespace of its own,
+// with its own data directory) and share nothing else call t.Parallel, and so
+// do their cases: they mostly wait, for etcd, leases and reconnects. Serial
+// are the tests that bound how late a lease event may come (a renewal's
+// answer, a loss, a reported TTL, a watch's restart), those whose etcd lease
+// of passTTL must not lapse under a stall, and those that measure the whole
+// process's heap or allocations: go test runs them all before the parallel
+// ones, so they keep the package to themselves as before.
 const prefix = "/coreos.com/network"
 
 var vxlanData = json.RawMessage(`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}`)
@@ -182,6 +190,7 @@ func (e *env) leaseCount(t *testing.T) int {
 const net16 = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`
 
 func TestAcquireWritesFlannelFormat(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	l := acquire(t, e.manager("198.18.0.1", hostID(1)))
 	if _, ok := e.net.SubnetIndex(l.Subnet); !ok {
@@ -208,6 +217,7 @@ func TestAcquireWritesFlannelFormat(t *testing.T) {
 }
 
 func TestReuseAfterRestartSameSubnetNoLeakedLease(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	first := acquire(t, e.manager("198.18.0.1", hostID(1)))
 	// A restart: a new manager (new process) with the same identity.
@@ -224,6 +234,7 @@ func TestReuseAfterRestartSameSubnetNoLeakedLease(t *testing.T) {
 }
 
 func TestReuseGuardedByHostIdentity(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	a := acquire(t, e.manager("198.18.0.1", hostID(1)))
 	// Another host behind the same NAT address.
@@ -237,6 +248,7 @@ func TestReuseGuardedByHostIdentity(t *testing.T) {
 }
 
 func TestPreviousSubnetReused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	prev := netip.MustParsePrefix("10.244.77.1/24")
 	l := acquire(t, e.manager("198.18.0.1", hostID(1), func(c *subnet.ManagerConfig) { c.PreviousSubnet = prev }))
@@ -284,6 +296,7 @@ func (e *env) heldBy(t *testing.T, l subnet.Lease, host string) {
 }
 
 func TestPreviousSubnetOfAnotherHostBehindSameNATNotTaken(t *testing.T) {
+	t.Parallel()
 	for _, prevID := range []string{"", hostID(1)} {
 		t.Run("subnet.env naming host "+strconv.Quote(prevID), func(t *testing.T) {
 			e := newEnv(t, net16)
@@ -307,6 +320,7 @@ func TestPreviousSubnetOfAnotherHostBehindSameNATNotTaken(t *testing.T) {
 // supervisor restarted it), the agent gets another subnet and says so as an
 // error naming the holder, since what still uses the old one must restart.
 func TestMovingAwayFromPreviousSubnetIsLoud(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	held := acquire(t, e.manager("198.18.0.2", hostID(2), pinned("10.244.7.0/24")))
 	log, lines := captureLog()
@@ -347,6 +361,7 @@ func captureLog() (logr.Logger, func() []string) {
 // host's lease of the same subnet holds it, naming the key. A previous subnet
 // that is free, or still our own lease, is reused without the message.
 func TestMovingAwayFromPreviousSubnetIsLoudWhateverHoldsIt(t *testing.T) {
+	t.Parallel()
 	const keyPrefix = `"key"="` + prefix + `/subnets/`
 	for _, tc := range []struct {
 		name, config string
@@ -409,6 +424,7 @@ func TestMovingAwayFromPreviousSubnetIsLoudWhateverHoldsIt(t *testing.T) {
 // names the subnet and its former identity, takes that lease back instead of
 // moving its containers to another subnet.
 func TestPreviousSubnetOfLostStateDirAdopted(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	old := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.7.0/24")))
 	l := acquire(t, e.manager("198.18.0.1", hostID(5), pinned("10.244.7.1/24"),
@@ -423,6 +439,7 @@ func TestPreviousSubnetOfLostStateDirAdopted(t *testing.T) {
 }
 
 func TestReleaseLeavesAnotherHostsLease(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	b := natNeighbours(t, e, "10.244.7.0/24")
 	// Host 1 is decommissioned; its subnet.env still names that subnet.
@@ -438,6 +455,7 @@ func TestReleaseLeavesAnotherHostsLease(t *testing.T) {
 // names is adopted, not duplicated. One naming another host is not: see
 // TestPreviousSubnetOfAnotherHostBehindSameNATNotTaken.
 func TestPreviousSubnetAdoptedFromFlanneld(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	ctx := context.Background()
 	g, err := e.cli.Grant(ctx, 3600)
@@ -475,6 +493,7 @@ const flanneldValue = `{"PublicIP":"198.18.0.9","PublicIPv6":null,"BackendType":
 // lease. agentd pairs them where it can, but must never take an IPv6 subnet
 // that another key holds: two hosts would route the same /64.
 func TestDualStackIPv6SubnetNotShared(t *testing.T) {
+	t.Parallel()
 	const dual = `"EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}`
 	p := netip.MustParsePrefix
 	for _, tc := range []struct {
@@ -535,6 +554,7 @@ func TestDualStackIPv6SubnetNotShared(t *testing.T) {
 // earlier SubnetLen (or by hand) holds every subnet it overlaps, whichever is
 // the longer prefix.
 func TestAcquireSkipsSubnetsOverlappingOtherLengths(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, config string
 		keys         map[string]string
@@ -649,6 +669,7 @@ func (e *env) reserved(t *testing.T, m *subnet.Manager, l subnet.Lease, host str
 // place, and the agent sees the reservation only when it recreates its key.
 // A reservation naming our public IP and no other host is ours, as at start.
 func TestOwnLeaseReplacedByReservationWhileRunning(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	var hold atomic.Bool
 	held, resume := make(chan struct{}), make(chan struct{})
@@ -706,6 +727,7 @@ func TestOwnLeaseReplacedByReservationWhileRunning(t *testing.T) {
 // released (as agentctl lease reserve says): a restart keeps the live lease,
 // since subnet.env and the host's containers use it.
 func TestRestartKeepsLiveLeaseOverReservationElsewhere(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	live := acquire(t, e.manager("198.18.0.1", hostID(1), pinned("10.244.5.0/24")))
 	e.putKeys(t, map[string]string{"10.244.7.0-24": `{"PublicIP":"198.18.0.1"}`})
@@ -803,6 +825,7 @@ func TestKeepAliveOneLeasePastSeveralTTLs(t *testing.T) {
 }
 
 func TestOwnLeaseDeletedIsRecreatedSameKey(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	var mu sync.Mutex
 	var states []bool
@@ -841,6 +864,7 @@ func TestOwnLeaseDeletedIsRecreatedSameKey(t *testing.T) {
 }
 
 func TestOwnLeaseOverwrittenIsRestored(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	m := e.manager("198.18.0.1", hostID(1))
 	l := acquire(t, m)
@@ -863,6 +887,7 @@ func TestOwnLeaseOverwrittenIsRestored(t *testing.T) {
 // and the history is compacted, so it learns of the overwrite from a re-list,
 // not from a watch event. It must write its value back all the same.
 func TestOwnLeaseOverwriteSeenByRelistIsRestored(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	m := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
 	l := acquire(t, m)
@@ -917,6 +942,7 @@ func TestOwnLeaseOverwriteSeenByRelistIsRestored(t *testing.T) {
 // out"). Nothing else changes our key afterwards, so the manager has to retry
 // on its own; the restore is counted once, when it succeeded.
 func TestOwnLeaseRestoreRetriedAfterError(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	var failures, attempts atomic.Int32
 	cli := e.interceptedClient(t, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -992,6 +1018,7 @@ func (a *ambiguousWrites) intercept(ctx context.Context, method string, req, rep
 // write succeeded; when the lookup fails too, the etcd lease is left to
 // expire by itself.
 func TestCommittedWriteReportedFailedKeepsKey(t *testing.T) {
+	t.Parallel()
 	setup := func(t *testing.T, failLookups bool) (*env, *ambiguousWrites, *subnet.Manager) {
 		e := newEnv(t, net16)
 		a := &ambiguousWrites{}
@@ -1102,6 +1129,7 @@ func TestCommittedWriteReportedFailedKeepsKey(t *testing.T) {
 }
 
 func TestOwnLeaseTakenByAnotherHostStopsWithError(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	m := e.manager("198.18.0.1", hostID(1))
 	l := acquire(t, m)
@@ -1132,6 +1160,7 @@ func TestOwnLeaseTakenByAnotherHostStopsWithError(t *testing.T) {
 // writes it) is that host's claim, not a stray write: writing ours back would
 // start a fight over the subnet.
 func TestOwnLeaseOverwrittenByAnotherHostStopsWithError(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	m := e.manager("198.18.0.1", hostID(1))
 	l := acquire(t, m)
@@ -1169,6 +1198,7 @@ func peerSubnets(m *subnet.Manager) string {
 }
 
 func TestWatchPeersSkipsBadEntries(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	ctx := context.Background()
 	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
@@ -1225,6 +1255,7 @@ func TestWatchPeersSkipsBadEntries(t *testing.T) {
 // peer, as flanneld hosts route to it too; a subnet as long as a host route,
 // or one that leaves no room for a second host, is not.
 func TestWatchPeersOfAnotherLength(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
 	acquire(t, a)
@@ -1248,6 +1279,7 @@ func TestWatchPeersOfAnotherLength(t *testing.T) {
 // SubnetLen, a restarted host keeps its live lease of the earlier length (its
 // containers keep their addresses); a new host gets the new length.
 func TestRestartKeepsLeaseOfEarlierSubnetLen(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	before := acquire(t, e.manager("198.18.0.1", hostID(1)))
 	if _, err := e.cli.Put(context.Background(), prefix+"/config", `{"Network":"10.244.0.0/16","SubnetLen":25}`); err != nil {
@@ -1270,6 +1302,7 @@ func TestRestartKeepsLeaseOfEarlierSubnetLen(t *testing.T) {
 }
 
 func TestWatchRelistsAfterCompaction(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	a := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))
 	acquire(t, a)
@@ -1329,6 +1362,7 @@ func TestWatchRelistsAfterCompaction(t *testing.T) {
 // the gap before it: a gap can only be longer than the delay, never
 // shorter, however loaded the machine.
 func TestWatchRefusedAtOnceBacksOff(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	// The smallest gap before each watch after the first.
 	least := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
@@ -1480,6 +1514,7 @@ func raceAcquire(t *testing.T, e *env, n int) (subnets map[netip.Prefix]int, err
 }
 
 func TestRacingAcquiresGetDistinctSubnets(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		config   string
@@ -1510,6 +1545,7 @@ func TestRacingAcquiresGetDistinctSubnets(t *testing.T) {
 }
 
 func TestReleaseFreesSubnetAndLease(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	l := acquire(t, e.manager("198.18.0.1", hostID(1)))
 	rl, ok, err := e.manager("198.18.0.1", hostID(1)).Release(context.Background())
@@ -1555,6 +1591,7 @@ func (s *slowWrites) intercept(ctx context.Context, method string, req, reply an
 // succeeds), and one that did not leaves no etcd lease behind (else one more,
 // for the lease TTL, at every retry while etcd is slow).
 func TestWriteOutlastingAcquireDeadlineSettled(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name             string
 		takeover, commit bool
@@ -1565,6 +1602,7 @@ func TestWriteOutlastingAcquireDeadlineSettled(t *testing.T) {
 		{"takeover not committed", true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, net16)
 			sw := &slowWrites{commit: tc.commit}
 			sw.armed.Store(true)
@@ -1623,6 +1661,7 @@ func TestWriteOutlastingAcquireDeadlineSettled(t *testing.T) {
 // the agent is told to stop (SIGTERM). Acquire revokes the unused etcd lease
 // on its way out; that revoke must give up rather than wait for etcd forever.
 func TestAcquireReturnsWhenEtcdGoesAwayAfterGrant(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	cut := make(chan struct{})
 	var once sync.Once
@@ -1673,6 +1712,7 @@ func TestAcquireReturnsWhenEtcdGoesAwayAfterGrant(t *testing.T) {
 // only for etcdctl 3.3 or older (3.4 and later do not need it, 3.6 and later
 // warn about it). Before, it gave only "ETCDCTL_API=3 etcdctl put …".
 func TestMissingConfigNamesKeyAndHint(t *testing.T) {
+	t.Parallel()
 	srv := etcdtest.Start(t)
 	for _, tc := range []struct{ prefix, ctl string }{
 		{"", "agentctl config init --network 10.244.0.0/16 --backend vxlan"},
@@ -1728,6 +1768,7 @@ func BenchmarkAcquire(b *testing.B) {
 // one transaction, on a fresh etcd lease with the old one revoked. Another
 // host's key is left alone, and --release-lease finds such a key too.
 func TestOwnKeyOfAnotherIPv6ConfigKeepsSubnet(t *testing.T) {
+	t.Parallel()
 	const (
 		dual   = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`
 		moved6 = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan"}}`
@@ -1810,6 +1851,7 @@ func (e *env) setConfig(t *testing.T, config string) {
 // takes up to 1.5 MB), so it is quoted cut: the error is logged and returned
 // whole.
 func TestLeaseLostNamesHolderBounded(t *testing.T) {
+	t.Parallel()
 	huge := strings.Repeat("h", 1<<20)
 	for _, tc := range []struct {
 		name string

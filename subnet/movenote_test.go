@@ -16,6 +16,7 @@ import (
 // namespace cluster after a restart from eth1 (198.19.0.3) to eth0
 // (198.18.0.3).
 func TestMovingAwayFromOurOwnLeaseAtAnotherPublicIP(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, net16)
 	old := acquire(t, e.manager("198.19.0.3", hostID(3), pinned("10.244.7.0/24")))
 	log, lines := captureLog()
@@ -40,6 +41,7 @@ func TestMovingAwayFromOurOwnLeaseAtAnotherPublicIP(t *testing.T) {
 // on). It names the dual-stack key as lease release takes it, quoted for
 // the shell.
 func TestMovingNoteNamesDualStackKey(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/48","Backend":{"Type":"vxlan"}}`)
 	old := acquire(t, e.manager("198.19.0.3", hostID(3), pinned("10.244.7.0/24")))
 	if !old.IPv6Subnet.IsValid() {

@@ -18,6 +18,7 @@ import (
 // the namespace cluster (subnet.env 10.244.50.0/24, reservation
 // 10.244.250.0/24), where every other move says MOVING TO ANOTHER SUBNET.
 func TestMovingToOurOwnLeaseElsewhereIsLoud(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// setUp writes the key the restarted host is to take.

@@ -32,6 +32,7 @@ import (
 // new history to the agent, whose watch ends on a compaction instead: the
 // peers the list lacks are kept the same way (before, they went at once).
 func TestPeersMissingFromNewHistoryKept(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// replace replaces r's etcd; snap is a snapshot taken before the
@@ -46,6 +47,7 @@ func TestPeersMissingFromNewHistoryKept(t *testing.T) {
 		{"restored with --bump-revision --mark-compacted", func(t *testing.T, r *restartable, snap string) { r.restore(snap, 1000) }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			testPeersMissingFromNewHistoryKept(t, tc.replace, tc.compacted)
 		})
 	}

@@ -25,6 +25,7 @@ import (
 // line after h4 had written its key again), until their agents, each when
 // its own connection to etcd comes back, wrote their keys again.
 func TestNewHistoryFoundByReadPassedBeforeList(t *testing.T) {
+	t.Parallel()
 	const grace = 30 * time.Second
 	r := startRestartable(t, 0)
 	e := r.env(net16)

@@ -22,6 +22,7 @@ import (
 // removed subnet.env, and its restart, which no longer knows the previous
 // identity, moved it to another subnet.
 func TestSnapshotOfOurPreviousIdentityKept(t *testing.T) {
+	t.Parallel()
 	r := startRestartable(t, 0)
 	e := r.env(net16)
 	before := e.manager("198.18.0.1", hostID(1), pinned("10.244.1.0/24"))

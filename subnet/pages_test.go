@@ -228,6 +228,7 @@ func pagedRegistry(t *testing.T, pageSize int64) (writer *clientv3.Client, reg *
 // Acquire's reads of the keys written since (WithMinModRev) read pages
 // alike.
 func TestPagedListIsOneSnapshot(t *testing.T) {
+	t.Parallel()
 	writer, reg, hook, put := pagedRegistry(t, 3)
 	ctx := context.Background()
 	for i := range 20 {

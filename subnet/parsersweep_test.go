@@ -125,6 +125,7 @@ const siblingLease = `{"PublicIP":"198.18.0.9","BackendType":"vxlan","BackendDat
 // List returns: a key written there while the list's pages were read is
 // not among them.
 func TestListSiblingsInKeyOrderAtItsRevision(t *testing.T) {
+	t.Parallel()
 	_, reg, hook, put := pagedRegistry(t, 2)
 	ctx := context.Background()
 	for i := range 5 {
@@ -173,6 +174,7 @@ func TestListSiblingsInKeyOrderAtItsRevision(t *testing.T) {
 // fail once a key there is written after rev; writes elsewhere change
 // nothing.
 func TestUnchangedSinceCoversSiblings(t *testing.T) {
+	t.Parallel()
 	srv := etcdtest.Start(t)
 	cli := srv.Client(t)
 	reg := NewRegistry(cli, "")
@@ -239,6 +241,7 @@ func TestFlanneldKeyHostBitsInEitherHalf(t *testing.T) {
 // two pages) makes the list start again, so its keys never mix with the
 // pages read before.
 func TestPagedListRestartsWhenClusterChanges(t *testing.T) {
+	t.Parallel()
 	writer, reg, hook, _ := pagedRegistry(t, 2)
 	ctx := context.Background()
 	var want []string
@@ -279,6 +282,7 @@ func TestPagedListRestartsWhenClusterChanges(t *testing.T) {
 // written after revision since, not the one written at since, which the
 // reader already holds.
 func TestListKeysSinceReadsOnlyLaterWrites(t *testing.T) {
+	t.Parallel()
 	srv := etcdtest.Start(t)
 	cli := srv.Client(t)
 	reg := NewRegistry(cli, "")

@@ -56,6 +56,7 @@ func TestOccupiedMatchesOverlaps(t *testing.T) {
 // hosts starting together rarely race for the same key), never a taken one;
 // the previous subnet, when free, is kept.
 func TestPick4AmongFirstFree(t *testing.T) {
+	t.Parallel()
 	net, err := ParseConfig([]byte(`{"Network":"10.0.0.0/8","SubnetLen":24}`))
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 // on the namespace cluster both said "ready yes, etcd connected" for the 29 s
 // between the refusal and the loss of the lease, only the log said it.
 func TestRenewalRefusedHook(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newAuthEnv(t, net16)
 	root, _ := authEnv(t, e)

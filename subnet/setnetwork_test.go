@@ -15,6 +15,7 @@ import (
 // Acquire of the same manager leases the new subnet, where before a manager
 // kept the pool it was made with.
 func TestSetNetworkWidensPool(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0"}`)
 	acquire(t, e.manager("198.18.0.1", hostID(1)))
 	m := e.manager("198.18.0.2", hostID(2))

@@ -339,6 +339,7 @@ func losingRaces(e *env, losses int, tried *[]string) grpc.UnaryClientIntercepto
 }
 
 func TestAcquireLookingFurtherAfterLostRaces(t *testing.T) {
+	t.Parallel()
 	const losses = 8
 	e := newEnv(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`)
 	var tried []string
@@ -385,6 +386,7 @@ func TestAcquireLookingFurtherAfterLostRaces(t *testing.T) {
 // ErrLeaseLost or take another's subnet, and each must see all the others
 // again; the log gives the time this took and each host's requests.
 func TestEtcdEmptiedUnderManyRunningHosts(t *testing.T) {
+	t.Parallel()
 	const n = 50
 	r := startRestartable(t, 0)
 	e := r.env(net16)

@@ -28,6 +28,7 @@ import (
 // With etcd reachable and the lease still alive there (etcd slept too, on
 // the same machine), etcd renews it when asked and it stays held.
 func TestLeaseLapsedWhileAsleep(t *testing.T) {
+	t.Parallel()
 	const ttl = time.Hour
 	for _, tc := range []struct {
 		name        string
@@ -37,6 +38,7 @@ func TestLeaseLapsedWhileAsleep(t *testing.T) {
 		{"etcd slept too", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, net16)
 			var (
 				slept    atomic.Int64 // time.Duration the host slept

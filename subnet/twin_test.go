@@ -24,6 +24,7 @@ import (
 // and two VTEP MACs, each wrote its value back over the other's (12 000
 // writes in 3 s).
 func TestOwnLeaseTakenOverByTwinStopsWithError(t *testing.T) {
+	t.Parallel()
 	for _, reservation := range []bool{false, true} {
 		t.Run(fmt.Sprintf("reservation=%v", reservation), func(t *testing.T) {
 			e := newEnv(t, net16)

@@ -32,6 +32,7 @@ import (
 // etcd lease of an earlier run: the one this run's Acquire took the key over
 // from, or one this run never saw).
 func TestEtcdEmptiedThenRestoredIsNoTwin(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		bump uint64
@@ -44,6 +45,7 @@ func TestEtcdEmptiedThenRestoredIsNoTwin(t *testing.T) {
 		{"backup taken before our last two restarts", 0, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			r := startRestartable(t, 0)
 			e := r.env(net16)
 			ctx := context.Background()
@@ -127,6 +129,7 @@ func TestEtcdEmptiedThenRestoredIsNoTwin(t *testing.T) {
 // the agent must take it over and keep its subnet, not stop with
 // ErrHostIDShared.
 func TestLateCommitOfOwnWriteIsNoTwin(t *testing.T) {
+	t.Parallel()
 	for _, inPlace := range []bool{false, true} {
 		t.Run(fmt.Sprintf("inPlace=%v", inPlace), func(t *testing.T) {
 			testLateCommit(t, inPlace)

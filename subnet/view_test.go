@@ -17,6 +17,7 @@ import (
 // every key of the list must be in the view as listed, and a key in the view
 // only must have been deleted since the view's last full list.
 func TestLeaseViewAgainstList(t *testing.T) {
+	t.Parallel()
 	srv := etcdtest.Start(t)
 	cli := srv.Client(t)
 	reg := NewRegistry(cli, "/agentd-view-test")

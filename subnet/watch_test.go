@@ -102,6 +102,7 @@ func (pm *peerModel) peers() []Lease {
 // model of etcd (never against the table itself), that our own key is never
 // among them, and that no snapshot handed out changes afterwards.
 func TestPeersMatchesNaiveSnapshot(t *testing.T) {
+	t.Parallel()
 	keys := peerKeys()
 	for seed := uint64(0); seed < 12; seed++ {
 		r := rand.New(rand.NewPCG(seed, 1))
@@ -166,6 +167,7 @@ func TestPeersMatchesNaiveSnapshot(t *testing.T) {
 // readers one builds while the other reads; under -race any write to a slice
 // already handed out is reported.
 func TestPeersSnapshotIsNotWrittenWhileRead(t *testing.T) {
+	t.Parallel()
 	keys := peerKeys()
 	m := benchManager(t)
 	m.replaceTable(nil, 1)
@@ -244,6 +246,7 @@ func TestBadKeysLogBounded(t *testing.T) {
 // write. The same holds for the error kept about our own key when it is
 // overwritten with such a value, which the restore logs.
 func TestLeaseLogsBounded(t *testing.T) {
+	t.Parallel()
 	m := benchManager(t)
 	var lines []string
 	m.log = funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 4})
