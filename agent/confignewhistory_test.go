@@ -37,7 +37,6 @@ import (
 // started again there with other data; the agent's own client
 // (newEtcdClient) connects to it.
 func TestConfigWatchNewHistory(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, configWatchNewHistoryChild)
 }
 

@@ -34,7 +34,6 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestConfigPendingAtRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/pending/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, configPendingRunChild)

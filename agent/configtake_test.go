@@ -22,7 +22,6 @@ import (
 // invalid, deleted or that this host cannot run: the watch reports those as
 // for a running agent.
 func TestConfigTakeWhileWaiting(t *testing.T) {
-	parallel(t)
 	cli := etcdtest.Start(t).Client(t)
 	const key = "/take/config"
 	const running = `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"vxlan"}}`

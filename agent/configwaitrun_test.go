@@ -36,7 +36,6 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestConfigChangeWakesWaitingAgent(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/wake/config": `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"fake"}}`,
 		// Another host's reservation: the pool's one subnet is taken.
@@ -56,7 +55,6 @@ func configWakeChild(t *testing.T, etcd string) {
 // 2026-12-06 it read the key again only at its next attempt, up to 10 s
 // later.
 func TestConfigFixedWakesWaitingAgent(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/fixed/config": `{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"fake"}}`,
 	}, func(t *testing.T, ep string) {
@@ -127,32 +125,27 @@ func wakeChild(t *testing.T, etcd, prefix, waiting, config, want string) {
 // (its list of leases, its read of the config key) ended and the agent
 // waits. It returns when the count last rose. Nothing else reads etcd
 // while the agent waits for a lease.
-//
-// A read of /metrics that fails is one sample lost, not the end: etcd may
-// close a kept-alive connection as the client reuses it (`Get
-// "http://198.18.0.254:2379/metrics": EOF`, seen once in
-// TestConfigFixedWakesWaitingAgent with the machine's load average at 38).
 func waitForRanges(t *testing.T, ctx context.Context, etcd string) time.Time {
 	t.Helper()
-	var last float64
-	var rose time.Time
-	var lastErr error
-	for first := true; ctx.Err() == nil; time.Sleep(20 * time.Millisecond) { // polling etcd's /metrics
+	first, err := etcdRanges(ctx, etcd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, rose := first, time.Time{}
+	for ctx.Err() == nil {
 		n, err := etcdRanges(ctx, etcd)
 		if err != nil {
-			lastErr = err
-			continue
+			t.Fatal(err)
 		}
 		switch {
-		case first:
-			last, first = n, false
 		case n != last:
 			last, rose = n, time.Now()
 		case !rose.IsZero() && time.Since(rose) >= 200*time.Millisecond:
 			return rose
 		}
+		time.Sleep(20 * time.Millisecond) // polling etcd's /metrics
 	}
-	t.Fatalf("%v; the last failed read of etcd's /metrics: %v", ctx.Err(), lastErr)
+	t.Fatal(ctx.Err())
 	return time.Time{}
 }
 
@@ -195,7 +188,6 @@ func etcdRanges(ctx context.Context, etcd string) (float64, error) {
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestConfigTakenWhileWaiting(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/retake/config":                `{"Network":"10.244.0.0/20","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"fake"}}`,
 		"/retake/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2","BackendType":"fake"}`,
@@ -402,7 +394,6 @@ func childEtcd(t *testing.T, etcd string) *clientv3.Client {
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again
 //	               └─ etcd 198.18.0.254
 func TestDirectPeers(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, nil, func(t *testing.T, _ string) { directPeersChild(t) })
 }
 
@@ -437,7 +428,6 @@ func directPeersChild(t *testing.T) {
 // config's udp backend prepares (else: "another agentd runs the udp
 // backend on flannel0") and leases in the new Network.
 func TestConfigTakenWhileWaitingUDP(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/udpretake/config":                `{"Network":"10.244.0.0/20","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"udp"}}`,
 		"/udpretake/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2"}`,
@@ -453,7 +443,6 @@ func TestConfigTakenWhileWaitingUDP(t *testing.T) {
 // Prepare, needing sockets on 8286, found flannel0's queues held by "a
 // process that this agent cannot see", itself, and the agent exited.
 func TestConfigTakenWhileWaitingUDPPort(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/udpretake/config":                `{"Network":"10.244.0.0/20","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"udp"}}`,
 		"/udpretake/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2"}`,

@@ -15,7 +15,6 @@ import (
 // not one per write; and a config holding a backend type or options of a
 // 64 kB (etcd takes values up to 1.5 MB) makes lines of bounded length.
 func TestConfigWatchLogBounded(t *testing.T) {
-	parallel(t)
 	running, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`))
 	if err != nil {
 		t.Fatal(err)

@@ -116,7 +116,6 @@ func TestConfigWatchDefaultedBackendType(t *testing.T) {
 // it: a gap can only be longer than the delay, never shorter, however
 // loaded the machine.
 func TestConfigWatchRefusedAtOnceBacksOff(t *testing.T) {
-	parallel(t)
 	cli := etcdtest.Start(t).Client(t)
 	// The smallest gap before each watch after the first.
 	least := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second}

@@ -63,7 +63,6 @@ func runPending(t *testing.T, cfg Config, newConfig string, before func()) *Conf
 // to 1400 once the agent (fake backend) is ready, and the key is rewritten
 // with vxlan at MTU 1450.
 func TestConfigWatchRunJudgesInterfaceMTUNow(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, func(t *testing.T, ep string) {
@@ -93,7 +92,6 @@ func TestConfigWatchRunJudgesInterfaceMTUNow(t *testing.T) {
 // is dropped until every host runs it: run gives the config watch the
 // rp_filter check.
 func TestConfigWatchRunSaysStrictRPFilter(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 	}, func(t *testing.T, ep string) {
@@ -115,7 +113,6 @@ func TestConfigWatchRunSaysStrictRPFilter(t *testing.T) {
 // invalid: run gives the config watch the backends' own check of their
 // options (optionsCheck).
 func TestConfigWatchRunJudgesBackendOptions(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, func(t *testing.T, ep string) {

@@ -34,7 +34,6 @@ import (
 //     as if they could be rolled. EnableIPv6 turned on splits only hosts
 //     that lease anew; IPv6SubnetLen splits nothing.
 func TestConfigWatchSaysWhatSplits(t *testing.T) {
-	parallel(t)
 	cli := etcdtest.Start(t).Client(t)
 	const (
 		dr     = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`

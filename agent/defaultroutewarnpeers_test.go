@@ -24,7 +24,6 @@ import (
 //	               │                    pub0 198.19.0.1/24, default route via 198.19.0.254
 //	               └─ etcd 198.18.0.254; a peer's lease, public IP 198.19.0.2, is written later
 func TestDefaultRouteWarningFromEtcdWithdrawn(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/first/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, defaultRouteWarnPeersChild)

@@ -26,7 +26,6 @@ import (
 //	               │                    pub0 198.19.0.1/24, default route via 198.19.0.254
 //	               └─ etcd 198.18.0.254, holding a peer's lease with public IP 198.18.0.2
 func TestDefaultRouteWarnedAtStart(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/warn/config":                  `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 		"/warn/subnets/10.244.200.0-24": `{"PublicIP":"198.18.0.2","BackendType":"fake"}`,

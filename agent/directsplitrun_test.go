@@ -28,7 +28,6 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestDirectSplitFollowsPeers(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/dsplit/config":                directSplitConfig,
 		"/dsplit/subnets/10.244.2.0-24": vxlanLease("198.18.0.2", 1, 2),
@@ -159,7 +158,6 @@ func directSplitPeersChild(t *testing.T, etcd string) {
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestDirectSplitFollowsSegment(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/dseg/config":                  directSplitConfig,
 		"/dseg/subnets/10.244.250.0-24": vxlanLease("198.18.0.2", 1, 2),
@@ -212,7 +210,6 @@ func directSplitSegmentChild(t *testing.T, etcd string) {
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestDirectSplitNoPeerYet(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/dnone/config": directSplitConfig,
 	}, directSplitNoPeerChild)

@@ -33,7 +33,6 @@ var movedFrom = netip.MustParsePrefix("10.244.99.0/24")
 // subnet.env lives on a small tmpfs mounted in the test's temporary
 // directory, unmounted at the end.
 func TestSubnetEnvDiskFault(t *testing.T) {
-	parallel(t)
 	conf := `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`
 	cluster.RunInHost(t, map[string]string{
 		"/full/config":      conf,

@@ -25,7 +25,6 @@ import (
 //	    flannel0 <subnet>.0/32, route 10.244.0.0/16 (as the udp backend has them)
 //	    cni0 <FLANNEL_SUBNET> (last step)
 func TestDockerBridgeOutsideSaid(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/dkr/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, dockerBridgeRunChild)

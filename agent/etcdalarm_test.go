@@ -114,7 +114,6 @@ func freeSpace(t *testing.T, ctx context.Context, c *clientv3.Client, endpoints 
 // alarm. Then puts of 128 KiB fill it until etcd refuses one with "database
 // space exceeded".
 func TestEndpointCheckNOSPACE(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, endpointCheckNOSPACEChild)
 }
 

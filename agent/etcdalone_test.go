@@ -63,7 +63,6 @@ func TestNewEndpointChecker(t *testing.T) {
 // (runInOwnNetns), whose loopback carries a one-member etcd with a quota of
 // 1 MiB at 127.0.0.1:2379. The checker is the one the agent makes.
 func TestEndpointCheckAloneNOSPACE(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, endpointCheckAloneNOSPACEChild)
 }
 
@@ -142,7 +141,6 @@ func endpointCheckAloneNOSPACEChild(t *testing.T) {
 //	  member a  client :2379  peer :2380   the agent's only endpoint
 //	  member b  client :2381  peer :2382   stopped: a is left without quorum; started again
 func TestEndpointCheckAloneNoLeader(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, endpointCheckAloneNoLeaderChild)
 }
 
@@ -349,7 +347,6 @@ func TestEndpointCheckAloneStates(t *testing.T) {
 // agentd_etcd_endpoint_up and the agentd_etcd_alarm series. It ran no check
 // with one endpoint, so none of them.
 func TestRunChecksSingleEndpoint(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 	}, runAloneChild)

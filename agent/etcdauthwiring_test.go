@@ -152,7 +152,6 @@ func TestEtcdWrongPasswordHint(t *testing.T) {
 // not retried: connectEtcd returns etcd's refusal, not the end of its own
 // attempt ("context canceled").
 func TestConnectEtcdRetriesUnanswered(t *testing.T) {
-	parallel(t)
 	t.Run("unanswered", func(t *testing.T) {
 		cfg := &Config{EtcdEndpoints: []string{silentSocket(t)}, EtcdUsername: "flannel", EtcdPassword: "pw"}
 		ctx, cancel := context.WithCancel(t.Context())

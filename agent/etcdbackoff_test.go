@@ -30,7 +30,6 @@ import (
 // after a failed attempt once the backoff has grown: the next attempt of
 // gRPC's own is seconds away.
 func TestReconnectWhenEtcdAcceptsAgain(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, reconnectWhenEtcdAcceptsAgainChild)
 }
 

@@ -28,7 +28,6 @@ import (
 // its lease. The first half is the control: the reconnection is the new
 // file's doing, not a connection that never broke.
 func TestEtcdCARotation(t *testing.T) {
-	parallel(t)
 	c := cluster.Start(t, cluster.Options{
 		Hosts:   1,
 		EtcdTLS: &cluster.EtcdTLS{},

@@ -195,7 +195,6 @@ func TestSilentEtcdReportedAtOnce(t *testing.T) {
 // attempt; one that answers, or closes, is found accepting. The probe took
 // any connection that the kernel accepted for etcd accepting.
 func TestProbeSilentEndpoint(t *testing.T) {
-	parallel(t)
 	dir := t.TempDir()
 	listen := func(name string, serve func(net.Conn)) string {
 		sock := filepath.Join(dir, name)

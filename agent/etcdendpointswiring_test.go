@@ -29,7 +29,6 @@ import (
 // that takes connections and answers nothing stopped every later check,
 // and /status kept the last round's findings for good.
 func TestEndpointCheckRoundBounded(t *testing.T) {
-	parallel(t)
 	hung := func(ctx context.Context, ep string) ([]EtcdAlarm, error) {
 		if ep == "http://198.18.0.2:2379" {
 			return nil, nil
@@ -176,7 +175,6 @@ func TestEndpointCheckTLSWithOurCA(t *testing.T) {
 // settings (dialEtcd's cc.TLS), not of etcdCreds. It runs in a network
 // namespace of its own, where nothing answers at the first endpoint.
 func TestEndpointCheckTLSAfterPlainFirst(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, func(t *testing.T) { checkTLSEndpoint(t, "http://127.0.0.1:2379") })
 }
 

@@ -74,7 +74,6 @@ var misconfigSetups = []struct {
 //	ns sw: bridge ─┬─ h1 198.18.0.1      agentd, with and without --etcd-username; its CA file of another CA, then etcd's
 //	               └─ etcd 198.18.0.254  etcd with TLS (clients on 2379, peers on 2380), then another without
 func TestAgentExplainsMisconfiguredEtcdEarly(t *testing.T) {
-	parallel(t)
 	const within = 2 * time.Second
 	for _, setup := range misconfigSetups {
 		t.Run(setup.name, func(t *testing.T) {
@@ -174,7 +173,6 @@ func TestAgentExplainsMisconfiguredEtcdEarly(t *testing.T) {
 //	ns sw: bridge ─┬─ h1 198.18.0.1      agentd --release-lease, with and without --etcd-username
 //	               └─ etcd 198.18.0.254  etcd with TLS (clients on 2379, peers on 2380), then another without
 func TestReleaseLeaseExplainsMisconfiguredEtcdEarly(t *testing.T) {
-	parallel(t)
 	const within = 2 * time.Second
 	for _, setup := range misconfigSetups {
 		t.Run(setup.name, func(t *testing.T) {
@@ -228,7 +226,6 @@ func TestReleaseLeaseExplainsMisconfiguredEtcdEarly(t *testing.T) {
 //	ns sw: bridge ─┬─ h1 198.18.0.1      agentd --etcd-username=u, then agentd --release-lease --etcd-username=u
 //	               └─ etcd 198.18.0.254  stopped
 func TestAgentStopWhileAuthenticating(t *testing.T) {
-	parallel(t)
 	c := cluster.Start(t, cluster.Options{Hosts: 1})
 	ctx := t.Context()
 	h1 := c.Host(1)

@@ -32,7 +32,6 @@ import (
 // one round of the checker must report a down with "no leader" and log it
 // as answering without a leader, not as unreachable.
 func TestEndpointCheckNoLeader(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, endpointCheckNoLeaderChild)
 }
 

@@ -26,7 +26,6 @@ import (
 // :80; the client, given http://127.0.0.1 and then https://127.0.0.1, must
 // reach transient failure with none of them having a connection.
 func TestClientDialsNoDefaultPort(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, clientDialsNoDefaultPortChild)
 }
 

@@ -367,7 +367,6 @@ func TestReportOutages(t *testing.T) {
 // 127.0.0.1:2379. The agent's client keeps a watch open, as the agent does,
 // so that it reconnects; etcd is then stopped.
 func TestStatusEtcdErrorCause(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, statusEtcdErrorCauseChild)
 }
 

@@ -31,7 +31,6 @@ import (
 // which the agent's client uses and the test stops, and b (clients on
 // 2389, peers on 2390), whose peer port is listed.
 func TestOutagePeerPortBesideRefused(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, outagePeerPortBesideRefusedChild)
 }
 

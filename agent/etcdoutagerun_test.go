@@ -25,7 +25,6 @@ import (
 // finds the outage reported: gRPC finds the connection dead by its
 // keepalive (10 s, and 5 s for the answer), the report comes 3 s later.
 func TestEtcdOutageReportedByRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, etcdOutageRunChild)

@@ -23,7 +23,6 @@ import (
 // one-member etcd on its loopback (clients on 2379, peers on 2380) and
 // nothing on 2378.
 func TestExplainPeerPortBesideRefused(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, explainPeerPortBesideRefusedChild)
 }
 

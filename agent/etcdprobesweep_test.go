@@ -65,7 +65,6 @@ func TestEtcdAnswersQuietOnceEnded(t *testing.T) {
 // gRPC try again at once (catchUp) rather than wait out its backoff when
 // the silent etcd serves again; and it names both endpoints.
 func TestSilentBesideRefusedCountsAsSilent(t *testing.T) {
-	parallel(t)
 	refused := refusedSocket(t)
 	silent := silentSocket(t)
 	err := etcdAnswers(context.Background(), []string{silent, refused})

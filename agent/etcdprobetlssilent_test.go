@@ -13,7 +13,6 @@ import (
 // as a TLS problem (seen with agentctl and agentd's "etcd unreachable" line
 // on the namespace cluster, etcd stopped with SIGSTOP).
 func TestProbeTLSSilentEndpoint(t *testing.T) {
-	parallel(t)
 	ep := "unixs://" + strings.TrimPrefix(silentSocket(t), "unix://")
 	err := probeEtcd(t.Context(), []string{ep}, &tls.Config{})
 	if err == nil {

@@ -143,7 +143,6 @@ const etcdProxyPrefix = "/proxytest"
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again, and a CONNECT proxy on 198.18.0.1
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestEtcdThroughProxy(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{etcdProxyPrefix + "/k": "v"}, etcdThroughProxyChild)
 }
 
@@ -205,7 +204,6 @@ func etcdThroughProxyChild(t *testing.T, etcd string) {
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again, and a CONNECT proxy on 198.18.0.1
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestEtcdProxyExcluded(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{etcdProxyPrefix + "/k": "v"}, etcdProxyExcludedChild)
 }
 

@@ -25,7 +25,6 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1      agentd --release-lease, with and without --etcd-username
 //	               └─ etcd 198.18.0.254  etcd, stopped (SIGSTOP); nothing on 2378
 func TestReleaseLeaseHungEtcd(t *testing.T) {
-	parallel(t)
 	c := cluster.Start(t, cluster.Options{Hosts: 1})
 	ctx := t.Context()
 	h1 := c.Host(1)

@@ -51,7 +51,6 @@ func silentSocket(t *testing.T) string {
 // socket that waits, as etcd does, for the headers of a request in HTTP/2)
 // keeps that explanation.
 func TestExplainSilentEndpoint(t *testing.T) {
-	parallel(t)
 	sock := filepath.Join(t.TempDir(), "answers.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -95,7 +94,6 @@ func TestExplainSilentEndpoint(t *testing.T) {
 // finding, not as one that accepts connections whose status request
 // failed.
 func TestEndpointCheckSilent(t *testing.T) {
-	parallel(t)
 	ep := silentSocket(t)
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{ep}
@@ -118,7 +116,6 @@ func TestEndpointCheckSilent(t *testing.T) {
 // (9 s) with TLS, after the request's own timeout (agentctl --timeout=2s
 // answered after 11 s with three unreachable endpoints).
 func TestProbeSilentEndpointsAtOnce(t *testing.T) {
-	parallel(t)
 	eps := []string{silentSocket(t), silentSocket(t), silentSocket(t)}
 	t.Run("plaintext", func(t *testing.T) {
 		c := &etcdConn{endpoints: eps}

@@ -25,7 +25,6 @@ import (
 // one-member etcd on its loopback (clients on 2379, peers on 2380), a
 // listener on 2377 that accepts nothing, and nothing on 2378.
 func TestExplainSilentBesideOthers(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, explainSilentBesideOthersChild)
 }
 
@@ -88,7 +87,6 @@ func explainSilentBesideOthersChild(t *testing.T) {
 // beside it in its one line, logged once, and finds the same at each
 // reprobe (a changed finding would be logged again, at -v=2).
 func TestOutageSilentBesideRefused(t *testing.T) {
-	parallel(t)
 	refused := refusedSocket(t)
 	silent := silentSocket(t)
 	c := &etcdConn{endpoints: []string{silent, refused}}

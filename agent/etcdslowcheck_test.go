@@ -29,7 +29,6 @@ import (
 // (runInOwnNetns), whose loopback carries the member (client port 2379)
 // and the proxy (2479).
 func TestEndpointCheckSlowAnswerIsUp(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, endpointCheckSlowAnswerChild)
 }
 

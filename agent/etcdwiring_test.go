@@ -25,7 +25,6 @@ import (
 // agent's does; the gaps between attempts, once grown past the cap, stay
 // at it (by default the 7th is about 17 s).
 func TestEtcdReconnectBackoffCapped(t *testing.T) {
-	parallel(t)
 	sock := filepath.Join(t.TempDir(), "etcd.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -80,7 +79,6 @@ func TestEtcdReconnectBackoffCapped(t *testing.T) {
 // The config watch's wake (closed here) makes each attempt follow the last
 // after retryWokenAfter.
 func TestRetryForgetsOldCauses(t *testing.T) {
-	parallel(t)
 	var causes []error
 	for i := range retryCausesKept + 1 {
 		causes = append(causes, fmt.Errorf("dial tcp 198.18.0.254:2379: connect from port %d: connection refused", 40000+i))
@@ -133,7 +131,6 @@ func TestEtcdClientLogsNothing(t *testing.T) {
 // makes a waiting agent ask etcd at most twice a second, not once per
 // write.
 func TestRetryWokenNoSooner(t *testing.T) {
-	parallel(t)
 	wake := make(chan struct{})
 	close(wake) // a write at every moment
 	var began []time.Time
@@ -164,7 +161,6 @@ func TestRetryWokenNoSooner(t *testing.T) {
 // that failed while etcd was a moment away is sent again within a second,
 // and not at once (a busy loop against an etcd that is down).
 func TestRetryBackoffStartsShort(t *testing.T) {
-	parallel(t)
 	var began []time.Time
 	_, err := retry(t.Context(), logr.Discard(), explained{}, "read the network config", func(string, error) {}, nil,
 		func(context.Context) (int, error) {
@@ -196,7 +192,6 @@ func TestRetryBackoffStartsShort(t *testing.T) {
 // reported with its cause for /readyz, and is sent again: the etcd
 // client's requests wait as long as their context lasts.
 func TestRetryAttemptBounded(t *testing.T) {
-	parallel(t)
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{silentSocket(t)}
 	c, err := newEtcdClient(&cfg, logr.Discard())

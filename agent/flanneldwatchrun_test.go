@@ -20,7 +20,6 @@ import (
 // beside a flanneld, so without this test run could leave the watch out
 // and every test would pass.
 func TestFlanneldStartedLaterStopsRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, flanneldWatchRunChild)

@@ -85,7 +85,6 @@ func TestHealthBindLogsCauses(t *testing.T) {
 //	               ├─ h2 198.18.0.2   agentd --healthz-addr=198.18.1.2:8471, an IP added later
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestHealthAddrUnavailableAtStart(t *testing.T) {
-	parallel(t)
 	c := cluster.Start(t, cluster.Options{Hosts: 2})
 	ctx := t.Context()
 	h1, h2 := c.Host(1), c.Host(2)

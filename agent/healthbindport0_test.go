@@ -32,7 +32,6 @@ import (
 // socket that no one listens on: it waits for etcd, with its health
 // server up.
 func TestHealthAddrPortZeroLogged(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, healthAddrPortZeroChild)
 }
 

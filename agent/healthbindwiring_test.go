@@ -43,7 +43,6 @@ func TestHealthBindLogsChangeOnce(t *testing.T) {
 // its second half: a port held for days is asked for a few times a
 // minute, not in a loop.
 func TestHealthBindWaitsBetweenBinds(t *testing.T) {
-	parallel(t)
 	inUse := fmt.Errorf("health server: listen tcp :8471: bind: %w", syscall.EADDRINUSE)
 	var at []time.Time
 	b := newHealthBind(":8471", funcr.New(func(string, string) {}, funcr.Options{}), func(string) (string, error) {

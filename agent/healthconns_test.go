@@ -25,7 +25,6 @@ import (
 // file descriptor each: a process on the host reached the DaemonSet's
 // memory limit or the unit's LimitNOFILE with some thousands).
 func TestHealthServerBoundsConnections(t *testing.T) {
-	parallel(t)
 	h, _ := testHealth(t)
 	srv, ns, addr := nsHealthServer(t, h)
 	// An answer larger than the sockets' buffers, so that its handler

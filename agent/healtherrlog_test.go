@@ -41,7 +41,6 @@ func (l *emfileListener) Accept() (net.Conn, error) {
 // as the limit was reached, or more: 206 lines in 20 s with udp under
 // `ulimit -n 24`.
 func TestHealthServerErrorsLogged(t *testing.T) {
-	parallel(t)
 	var (
 		mu    sync.Mutex
 		lines []string

@@ -20,7 +20,6 @@ import (
 // the log and the bind, so without this test Run could leave either out and
 // every test would pass.
 func TestHealthUnboundSentByRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, healthUnboundRunChild)

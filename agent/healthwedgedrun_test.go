@@ -25,7 +25,6 @@ import (
 // this test run could leave it out and every test would pass: then a wedged
 // agent answered /healthz 200 for ever. The health's clock is the test's.
 func TestWedgedLoopFailsHealthzByRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, wedgedLoopRunChild)

@@ -26,7 +26,6 @@ import (
 // lease back), and the twin would have stopped and done the same at its
 // restart, for ever.
 func TestTwinTakesSubnetNewIdentity(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/twin/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, twinChild)

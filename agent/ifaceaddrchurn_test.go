@@ -19,7 +19,6 @@ import (
 // (`list addresses: interrupted 5 times in a row`; 3 of 7 starts of
 // BenchmarkServiceAddrs with 20 000 addresses churned 50 a second).
 func TestFindExternalInterfaceUnderAddressChurn(t *testing.T) {
-	parallel(t)
 	h, name := newTestNSNamed(t)
 	addVeth(t, h, "eth0", "198.18.0.1/24")
 	// A dummy device on a node; this machine's kernel has none, and a

@@ -224,7 +224,6 @@ func routeRequests(t *testing.T, h *netlink.Handle) func() uint32 {
 //	               │                  bond0 198.19.0.1/24 (a veth pair in h1)
 //	               └─ etcd 198.18.0.254  a real etcd, a peer 198.19.0.2 on bond0's segment
 func TestExternalInterfaceRecreated(t *testing.T) {
-	parallel(t)
 	kvs := map[string]string{}
 	for typ, value := range map[string]string{
 		"vxlan":   `{"PublicIP":"198.19.0.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:4d"}}`,

@@ -25,7 +25,6 @@ import (
 // or the CNI plugin make it. Before, only ip_forward was read, and
 // /status said nothing while no packet crossed.
 func TestAgentSaysInterfaceForwardingOff(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/fwdif/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, ipForwardIfaceRunChild)

@@ -23,7 +23,6 @@ import (
 // pods of such a host reached no other host while every backend looked
 // well, with no message anywhere (helper 254, on the namespace cluster).
 func TestAgentSaysIPForwardingOff(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/fwd/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, ipForwardRunChild)

@@ -19,7 +19,6 @@ import (
 // TestAgentSaysIPForwardingOff starts with a config, so without this test
 // run could leave its first check out and every test would pass.
 func TestIPForwardingOffSaidWhileWaiting(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{}, ipForwardWaitRunChild)
 }
 

@@ -101,7 +101,6 @@ const ownNetnsChildEnv = "AGENTD_TEST_OWN_NETNS"
 // again in a network namespace it creates (which the kernel deletes when the
 // child exits), and there it checks that each name resolves to the fake.
 func TestIPTablesRetriedUntilAvailable(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, iptablesRetriedChild)
 }
 
@@ -254,7 +253,6 @@ exit 1
 // the pass nor keeps the agent from becoming ready. Run like
 // TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
 func TestIPTablesCleanupFailureNotFatal(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, iptablesCleanupChild)
 }
 
@@ -310,7 +308,6 @@ func iptablesCleanupChild(t *testing.T) {
 // jump within it. Run like TestIPTablesRetriedUntilAvailable, in a network
 // namespace of its own.
 func TestIPTablesResync(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, iptablesResyncChild)
 }
 
@@ -439,7 +436,6 @@ func installFakeIPTables(t *testing.T, iptables, restore, save string) (calls st
 // resyncs (TestIPTablesCleanupFailureNotFatal counts those). Run like
 // TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
 func TestIPTablesNotOnPeerPasses(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, iptablesPeerPassesChild)
 }
 

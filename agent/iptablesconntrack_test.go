@@ -48,7 +48,6 @@ import (
 // a host with dockerd or kube-proxy. Real iptables and conntrack, run like
 // TestIPTablesDriftCounted.
 func TestIPTablesRepairDeletesUnmasqueradedFlows(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, unmasqueradedFlowsChild)
 }
 

@@ -23,7 +23,6 @@ import (
 // repairs, against 1 without the check. Real iptables, in a network
 // namespace of the test's own; the checks are called one by one.
 func TestIPTablesDockerUserLostCountedOnce(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, dockerUserLostChild)
 }
 

@@ -26,7 +26,6 @@ import (
 // minutes showed "drift repairs none". Real iptables, in a network
 // namespace of the test's own.
 func TestIPTablesDriftCounted(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, iptablesDriftCountedChild)
 }
 
@@ -118,7 +117,6 @@ func iptablesDriftCountedChild(t *testing.T) {
 // namespace of the test's own; the checks are called one after the other,
 // so that each count is read after its check.
 func TestIPTablesDockerUserLaterNotDrift(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, dockerUserLaterChild)
 }
 

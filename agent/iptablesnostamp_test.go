@@ -27,7 +27,6 @@ import (
 // with no iptables-restore of nat since the reload. Same namespaces and
 // flows as TestIPTablesReloadDeletesUnmasqueradedFlows.
 func TestIPTablesUnstampedReloadNotWritten(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, unstampedReloadChild)
 }
 

@@ -24,7 +24,6 @@ import (
 // --iptables-resync and a bound. Same namespaces and flows as
 // TestIPTablesRepairDeletesUnmasqueradedFlows, with iptables-nft.
 func TestIPTablesReloadDeletesUnmasqueradedFlows(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, func(t *testing.T) { reloadedFlowsChild(t, iptables.ModeNFT) })
 }
 

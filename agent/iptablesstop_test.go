@@ -26,7 +26,6 @@ import (
 // grows with the table). Real iptables and conntrack, in a namespace of the
 // test's own.
 func TestIPTablesStopDuringConntrackCleanup(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, stopDuringCleanupChild)
 }
 

@@ -26,7 +26,6 @@ import (
 // unmasqueraded nothing is logged at the default verbosity nor counted.
 // nft and legacy.
 func TestIPTablesZeroedCountersNothingHappens(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, func(t *testing.T) { zeroedCountersChild(t, iptables.ModeNFT) })
 }
 

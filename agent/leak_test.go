@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -37,11 +36,6 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1   this test binary again: agent.Run, then goleak
 //	               └─ etcd 198.18.0.254  a real etcd, a fake vxlan peer's lease in it
 func TestRunLeavesNoGoroutines(t *testing.T) {
-	// Parallel with the package's other tests, not in the child, which
-	// has its process (and its goroutines) to itself (main_test.go's parallel).
-	if os.Getenv("AGENTD_TEST_IN_HOST") == "" {
-		t.Parallel()
-	}
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config":                  `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 		"/coreos.com/network/subnets/10.244.250.0-24": `{"PublicIP":"198.18.0.250","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:fa"}}`,

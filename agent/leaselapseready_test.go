@@ -32,7 +32,6 @@ import (
 // until the lease manager reported the lease lost (on the namespace
 // cluster, one 200 a few ms after SIGCONT).
 func TestNotReadyOnceLeaseTTLPassed(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, leaseLapseChild)

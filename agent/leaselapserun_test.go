@@ -27,7 +27,6 @@ import (
 // TTL is 3 s; the endpoint checks are off, since each round judges the
 // readiness again too. Once etcd answers again the agent is ready again.
 func TestLeaseLapseSentByRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, leaseLapseRunChild)

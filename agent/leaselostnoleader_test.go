@@ -34,7 +34,6 @@ import (
 // The lease manager's client is the agent's (dialEtcd), given both
 // endpoints.
 func TestLeaseLostForWantOfLeaderSaysSo(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, leaseLostForWantOfLeaderChild)
 }
 

@@ -35,7 +35,6 @@ import (
 // both ways, once the agent is ready; the endpoint checks are off (they
 // give an endpoint 2 s).
 func TestLeaseKeptReadyWithEtcdSlow(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, leaseSlowRunChild)

@@ -24,7 +24,6 @@ import (
 // The test runs as a child in a network namespace of its own, whose
 // loopback carries the member (client port 2379) and the proxy (2479).
 func TestLeaseTTLCountedFromKeepAliveSent(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, leaseTTLCountedFromSentChild)
 }
 

@@ -26,7 +26,6 @@ import (
 // time left is the TTL less 1.5 s counted from the keepalive sent, and
 // the whole TTL counted from the answer.
 func TestLeaseTTLSentCountedByRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, leaseTTLSentRunChild)

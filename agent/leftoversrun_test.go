@@ -23,7 +23,6 @@ import (
 // RemoveLeftovers themselves, so without this test Run could leave that
 // out and every test of the agent package would pass.
 func TestBackendSwitchRemovesVXLANDeviceByRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 	}, leftoversRunChild)

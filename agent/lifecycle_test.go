@@ -36,7 +36,6 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1     agentd, its output on a pipe
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestStderrGone(t *testing.T) {
-	parallel(t)
 	c := cluster.Start(t, cluster.Options{Hosts: 1})
 	ctx := t.Context()
 	h1 := c.Host(1)
@@ -240,7 +239,6 @@ func (l *notifyListener) await(t *testing.T, ctx context.Context, what string, o
 // it waited, and systemd's watchdog would have killed it every
 // WatchdogSec.
 func TestSystemdNotify(t *testing.T) {
-	parallel(t)
 	n := listenNotify(t)
 	c := cluster.Start(t, cluster.Options{Hosts: 1, AgentEnv: []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=400000"}})
 	ctx := t.Context()
@@ -351,7 +349,6 @@ func installHungIPTables(t *testing.T, iptables, restore, save string) (started 
 // was killed, and the stop of agentd.service took that long. Run like
 // TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
 func TestStopDuringIPTablesRestore(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, stopDuringIPTablesRestoreChild)
 }
 
@@ -396,7 +393,6 @@ func stopDuringIPTablesRestoreChild(t *testing.T) {
 // tell the operator of a failure that is only the stop. Run like
 // TestIPTablesRetriedUntilAvailable, in a network namespace of its own.
 func TestStopDuringIPTablesCleanup(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, stopDuringIPTablesCleanupChild)
 }
 

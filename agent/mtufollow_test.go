@@ -29,7 +29,6 @@ import (
 //	               │                  bond0 198.19.0.1/24 (a veth pair in h1)
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestExternalMTUFollowed(t *testing.T) {
-	parallel(t)
 	kvs := map[string]string{}
 	for _, typ := range []string{"vxlan", "host-gw", "udp"} {
 		kvs["/"+typ+"/config"] = `{"Network":"10.244.0.0/16","Backend":{"Type":"` + typ + `"}}`

@@ -32,7 +32,6 @@ func TestNetnsClaim(t *testing.T) {
 	if os.Getenv(netnsSquatterEnv) != "" {
 		os.Exit(squatNetnsClaim())
 	}
-	parallel(t)
 	cluster.RequireRoot(t)
 	inNewNetns(t, func() {
 		first, squatters, err := claimNetns()

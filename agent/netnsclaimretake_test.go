@@ -38,7 +38,6 @@ const (
 // loop has not started), and it is let go when Run returns, as the claim
 // taken at start is. The health server answers as before.
 func TestSquattedNetnsClaimRetaken(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 	}, squattedClaimChild)

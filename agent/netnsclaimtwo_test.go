@@ -51,10 +51,6 @@ func TestNetnsClaimTwoAgents(t *testing.T) {
 		runSecondAgent(t, ep)
 		return
 	}
-	// Not parallel: twice, within 3 s of this test's start beside
-	// TestReleaseLeaseRenumberedHostUnrenewed, that test's cluster lost a
-	// process (h2's agentd stopped logging; its etcd gone without a line)
-	// and h2 saw net.ipv4.ip_forward=0; the cause is not found yet.
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 	}, twoAgentsChild)

@@ -27,7 +27,6 @@ import (
 // line, seen on the namespace cluster (10.244.0.0/17 to 10.244.128.0/17: h1
 // moved from 10.244.63.0/24 to 10.244.134.0/24).
 func TestNetworkChangedPreviousSubnet(t *testing.T) {
-	parallel(t)
 	const (
 		pfx    = "/netmove"
 		hostID = "0123456789abcdef0123456789abcdef"

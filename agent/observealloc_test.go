@@ -126,7 +126,6 @@ func BenchmarkReconciledOneChanged(b *testing.B) {
 // what the maps made anew from each pass's peers, keyed by lease key,
 // give: peers programmed, peers skipped and why, drift repairs.
 func TestObserverRecordAsRebuilt(t *testing.T) {
-	parallel(t)
 	rng := rand.New(rand.NewPCG(349, 1))
 	own, pool := manyPeers(40)
 	type skip struct {

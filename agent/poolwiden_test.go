@@ -26,7 +26,6 @@ import (
 //	ns sw: bridge ─┬─ h1 198.18.0.1      this test binary again: the agent
 //	               └─ etcd 198.18.0.254  a real etcd
 func TestPoolWidenedWhileWaiting(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/widen/config": `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"fake"}}`,
 		// Another host's reservation: the pool's one subnet is taken.

@@ -230,7 +230,6 @@ func failedLine(log string) string {
 //	               ├─ h2 198.18.0.2                     agent runs throughout
 //	               └─ etcd 198.18.0.254
 func TestReleaseLeaseRenumberedHost(t *testing.T) {
-	parallel(t)
 	r := newRenumbered(t)
 	leases := r.leases(t)
 	oldID := leases[r.oldKey]
@@ -281,7 +280,6 @@ func TestReleaseLeaseRenumberedHost(t *testing.T) {
 // Run with the agent's flags, that lease goes too, exit 0. Before, the
 // first run exited 0 and left the new lease live until its TTL ran out.
 func TestReleaseLeaseRenumberedHostOldAddressFirst(t *testing.T) {
-	parallel(t)
 	r := newRenumbered(t)
 	code, log := r.release(t, "--public-ip=198.18.0.1")
 	line := failedLine(log)
@@ -322,7 +320,6 @@ func TestReleaseLeaseRenumberedHostOldAddressFirst(t *testing.T) {
 // host-id gone from the state dir, the identity being subnet.env's. Before,
 // the old lease was left live until its TTL ran out, exit 0.
 func TestReleaseLeaseRenumberedHostUnrenewed(t *testing.T) {
-	parallel(t)
 	r := newRenumbered(t, "--subnet-lease-ttl=60s")
 	oldID := r.leases(t)[r.oldKey]
 	if oldID == 0 {
@@ -365,7 +362,6 @@ func TestReleaseLeaseRenumberedHostUnrenewed(t *testing.T) {
 // command that releases it. Before, it said only "no lease of this host
 // to release; subnet.env removed".
 func TestReleaseLeaseRenumberedHostNoIdentity(t *testing.T) {
-	parallel(t)
 	r := newRenumbered(t)
 	id, err := os.ReadFile(filepath.Join(r.h1.StateDir(), subnet.HostIDFile))
 	if err != nil {

@@ -26,7 +26,6 @@ import (
 // renewal is overdue (8.5 s after the last answer), and the lease lives
 // until 15 s; the test stops the agent once /status says it.
 func TestRenewalRefusedShownByRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, renewalRefusedRunChild)

@@ -19,7 +19,6 @@ import (
 // came back in the log at every attempt, about three times a minute for as
 // long as etcd was away.
 func TestRetryLogsAlternatingCausesOnce(t *testing.T) {
-	parallel(t)
 	causes := []error{
 		errors.New("http://198.18.0.253:2379: connect: dial tcp 198.18.0.253:2379: connect: no route to host"),
 		errors.New("http://198.18.0.253:2379: connect: dial tcp 198.18.0.253:2379: i/o timeout"),

@@ -60,7 +60,6 @@ func hostConfig(t *testing.T, etcd, prefix string) Config {
 // part's failure is what stopped the run, Run returns that failure, not
 // the backend's "context canceled".
 func TestStopDuringPrepare(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/fake/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, stopDuringPrepareChild)
@@ -139,7 +138,6 @@ func stopDuringPrepareChild(t *testing.T, etcd string) {
 // sends etcd a request (1000 agents scraped every 15 s would be 67 requests
 // a second): etcd's own count of LeaseTimeToLive requests does not move.
 func TestLeaseTTLMetricCostsEtcdNothing(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`,
 	}, leaseTTLChild)
@@ -232,7 +230,6 @@ func httpGet(url string) (int, []byte, error) {
 // takes the same subnet back, with the key still taken it leases another and
 // says MOVING TO ANOTHER SUBNET, as it did when subnet.env stayed.
 func TestLeaseLostRemovesSubnetEnv(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/freed/config":    `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 		"/taken/config":    `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,

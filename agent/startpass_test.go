@@ -18,7 +18,6 @@ import (
 // in a row, which come only while no pass is due, then counts the passes.
 // Run like TestIPTablesResync, in a network namespace of its own.
 func TestStartMakesOnePass(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, func(t *testing.T) {
 		extra := 0
 		for i := range 40 {

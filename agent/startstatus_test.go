@@ -21,7 +21,6 @@ import (
 // operator is sent to the missing key, not to etcd's connectivity. Once the
 // config is written the agent turns ready.
 func TestStatusWhileWaitingForConfig(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, nil, startStatusChild)
 }
 
@@ -114,7 +113,6 @@ func startStatusChild(t *testing.T, etcd string) {
 // now: they go back down once the operator fixes or deletes such a key,
 // while agentd_bad_leases_total keeps counting the bad writes.
 func TestStatusBadLeasesFollowKeys(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/bad/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, badLeasesChild)

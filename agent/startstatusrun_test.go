@@ -17,7 +17,6 @@ import (
 // every test would pass: then systemd showed nothing for as long as etcd
 // stayed silent.
 func TestStatusSentAtRunStart(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{}, func(t *testing.T, _ string) { startStatusRunChild(t) })
 }
 

@@ -205,7 +205,6 @@ func TestStartWaitForEtcdStaysAlive(t *testing.T) {
 // step has run for the limit of --resync-interval 1s (1m3s), then 503
 // naming it; systemd hears no EXTEND_TIMEOUT_USEC.
 func TestStartHangRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/fake/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, startHangChild)

@@ -21,7 +21,6 @@ import (
 // manager subnet.env's identity. The manager's tests give it themselves,
 // so without this test Run could leave it out and every test would pass.
 func TestStateDirLostKeepsSubnetByRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, stateDirLostRunChild)

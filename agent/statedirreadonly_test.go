@@ -26,7 +26,6 @@ import (
 // The state dir and subnet.env live on small tmpfs mounts in the test's
 // temporary directory, unmounted at the end.
 func TestStateDirReadOnlyWhileRunning(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, stateDirROChild)

@@ -95,7 +95,6 @@ func (b *refusedBackend) Reconcile(ctx context.Context, _ subnet.Lease, _ []subn
 // iptables failure in /status lastResyncError, not only the first of the
 // per-change ones.
 func TestStatusResyncErrorNamesIPTables(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, statusResyncErrorNamesIPTablesChild)
 }
 

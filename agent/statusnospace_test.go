@@ -30,7 +30,6 @@ import (
 // one-member etcd with a quota of 1 MiB on h1's loopback; lease TTL 2 s,
 // endpoint checks every second.
 func TestStatusLeaseNotRecreatedNOSPACE(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, nil, func(t *testing.T, _ string) { leaseNOSPACEChild(t) })
 }
 

@@ -18,7 +18,6 @@ import (
 // again underlayDown is gone. The agent runs in h1 of a one-host cluster,
 // its health server on loopback (eth0's address goes with eth0's routes).
 func TestStatusSaysUnderlayDown(t *testing.T) {
-	parallel(t)
 	for _, typ := range []string{"vxlan", "host-gw"} {
 		t.Run(typ, func(t *testing.T) {
 			cluster.RunInHost(t, map[string]string{

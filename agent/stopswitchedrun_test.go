@@ -20,7 +20,6 @@ import (
 // TestConfigTakenWhileWaitingUDP checks the switch itself, so without this
 // test Run could leave that out and every test would pass.
 func TestStopSaysSwitchedBackendByRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config":                `{"Network":"10.244.0.0/20","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"host-gw"}}`,
 		"/coreos.com/network/subnets/10.244.1.0-24": `{"PublicIP":"198.18.0.2","BackendType":"host-gw"}`,

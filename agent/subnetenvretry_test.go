@@ -24,7 +24,6 @@ import (
 // 1.3 s, then one line every 10 s for as long as it lasted), and the cause
 // read only "rename …/.dir.env.tmp2586174653 …/dir.env: file exists".
 func TestSubnetEnvWriteFailureLoggedOnce(t *testing.T) {
-	parallel(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "subnet.env")
 	if err := os.Mkdir(path, 0o755); err != nil {

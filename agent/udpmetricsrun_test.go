@@ -21,7 +21,6 @@ import (
 // themselves, so without this test Run could leave either out and every
 // test of the agent package would pass.
 func TestUDPMetricsAndStopByRun(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/coreos.com/network/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`,
 	}, udpMetricsRunChild)

@@ -26,7 +26,6 @@ import (
 // to 198.18.0.0/15 says in /status that a restart here would stop so
 // (configPending.hostCannotRun), as the start now refuses it.
 func TestAgentRefusesOverlayInterface(t *testing.T) {
-	parallel(t)
 	cluster.RunInHost(t, map[string]string{
 		"/ovl/config": `{"Network":"10.244.0.0/16","Backend":{"Type":"fake"}}`,
 	}, underlayRunChild)

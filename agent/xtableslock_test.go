@@ -34,7 +34,6 @@ import (
 // /run/xtables.lock is not touched); the other program is this test holding
 // that file's flock, and flushing FORWARD through another lock file.
 func TestXtablesLockHeldDoesNotStallPeers(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, xtablesLockHeldChild)
 }
 
@@ -167,7 +166,6 @@ func restoreRunning(t *testing.T) bool {
 // same restart, say). Real iptables of both backends, in a network namespace
 // of the test's own, with a lock file of its own (XTABLES_LOCKFILE).
 func TestXtablesLockHeldOtherBackendRetried(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, xtablesLockOtherBackendChild)
 }
 
@@ -278,7 +276,6 @@ func otherBackendRetried(t *testing.T, lockFile string, forward bool) {
 // test's own, with a lock file of its own (XTABLES_LOCKFILE); the agent's
 // clock is the test's, and its checks are called one by one.
 func TestXtablesLockKeptOtherBackendLogged(t *testing.T) {
-	parallel(t)
 	inOwnNetns(t, xtablesLockKeptChild)
 }
 
