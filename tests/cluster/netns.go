@@ -330,10 +330,12 @@ func (n *Namespace) Exec(ctx context.Context, name string, args ...string) ([]by
 	cmd.SysProcAttr = childAttrs()
 	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	if err := n.Do(cmd.Start); err != nil {
+	release, err := n.startHeld(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("%s in %s: %w", name, n.Short, err)
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
+	release()
 	if err != nil {
 		return out.Bytes(), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), n.Short, err, tail(out.Bytes(), 2000))
 	}
@@ -377,10 +379,11 @@ func (n *Namespace) start(procName, logName string, env []string, name string, a
 	if closed {
 		return nil, errClosed
 	}
-	if err := n.Do(cmd.Start); err != nil {
+	release, err := n.startHeld(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s in %s: %w", name, n.Short, err)
 	}
-	p := newProcess(procName, cmd, logPath, c.opts.StopTimeout)
+	p := newProcess(procName, cmd, logPath, c.opts.StopTimeout, release)
 	c.mu.Lock()
 	c.procs = append(c.procs, p)
 	closed = c.closed
@@ -392,10 +395,57 @@ func (n *Namespace) start(procName, logName string, env []string, name string, a
 	return p, nil
 }
 
+// startHeld starts cmd inside the namespace from a goroutine locked to its OS
+// thread, and keeps that thread locked, out of the runtime's pool, until
+// release is called, once the child has been reaped. The parent-death signal
+// of childAttrs follows the thread that forked the child, not the process:
+// a pool thread ends whenever a goroutine exits locked to it (tests and
+// etcdtest's dialers do that to throw away a thread left in another
+// namespace), and before 2026-12-07 that killed every child the thread had
+// started, such as another test's etcd or agentd, with nothing in its log.
+// If the thread cannot be switched back it is thrown away after release.
+func (n *Namespace) startHeld(cmd *exec.Cmd) (release func(), err error) {
+	h, err := n.hold()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	started := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			started <- fmt.Errorf("open thread netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(h); err != nil {
+			runtime.UnlockOSThread()
+			started <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		err = cmd.Start()
+		restored := netns.Set(orig) == nil
+		started <- err
+		if err == nil {
+			<-done
+		}
+		if restored {
+			runtime.UnlockOSThread()
+		}
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return sync.OnceFunc(func() { close(done) }), nil
+}
+
 // childAttrs: every child leads its own process group (so a terminal's
 // Ctrl-C reaches the harness, which then cleans up in order, and Kill can take
 // the child's own children with it) and dies with the thread that started it
-// if the test process dies without cleaning up.
+// if the test process dies without cleaning up (see startHeld).
 func childAttrs() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }

@@ -44,9 +44,13 @@ type Process struct {
 	watched atomic.Bool
 }
 
-func newProcess(name string, cmd *exec.Cmd, logPath string, stopTimeout time.Duration) *Process {
+// newProcess watches cmd, started; release is called once it is reaped.
+func newProcess(name string, cmd *exec.Cmd, logPath string, stopTimeout time.Duration, release func()) *Process {
 	p := &Process{Name: name, LogPath: logPath, cmd: cmd, stopTimeout: stopTimeout, done: make(chan struct{})}
-	go p.reap()
+	go func() {
+		p.reap()
+		release()
+	}()
 	return p
 }
 
