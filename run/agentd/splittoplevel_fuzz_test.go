@@ -17,12 +17,14 @@ import (
 // brace that Go's regexp takes literally ("x{") opens nothing.
 //
 // text is the variable's value for the first two; its lines are the list
-// for the third.
+// for the third, when each line stays apart from the next once joined by a
+// comma (see joinsApart).
 func FuzzSplitTopLevel(f *testing.F) {
 	for _, s := range []string{
 		"^(eth|en)[0-9]{1,2}$,^bond", `a\,b,c`, "[,],x", "[]],]", "", ",", ",,", `\`, `a\`, `\Qa,b\E,c`, `\Qa,b`, ",|0",
 		"^ens\n^eth", "[a,b]\n(c,d)", "x{1,2}\ny", "[],]\nz", "[^],]\nz", "[[:space:],]\nz",
 		"x{\ny", "x{,2}\ny", `\pL{2,3}` + "\ny", `[\],]` + "\nz", "^en[[:digit:]]+\n^eth",
+		`\Q` + "\n0", "x{1\n2}",
 	} {
 		f.Add(s)
 	}
@@ -37,8 +39,11 @@ func FuzzSplitTopLevel(f *testing.F) {
 			}
 		}
 		list := strings.Split(text, "\n")
-		for _, re := range list {
+		for i, re := range list {
 			if re == "" || !commasInside(re) {
+				return
+			}
+			if i+1 < len(list) && !joinsApart(re, list[i+1]) {
 				return
 			}
 		}
@@ -61,6 +66,23 @@ func commasInside(re string) bool {
 	_, err := regexp.Compile(strings.ReplaceAll(counts, ",", ")"))
 	return err == nil
 }
+
+// joinsApart says whether a and b, both regular expressions, stay two when
+// joined by a comma: the comma is not taken into a \Q quote that a leaves
+// open to its end (`\Q` alone is an empty quote, `\Q,0` quotes ",0"), and
+// a brace that a leaves open does not become a repetition count with b
+// ("x{1" and "2}" join into "x{1,2}").
+func joinsApart(a, b string) bool {
+	return !commasInside(a+",") && !(openCount.MatchString(a) && countEnd.MatchString(b))
+}
+
+// openCount is an unescaped brace and digits at the end of a regular
+// expression; countEnd is what can close it into a count at the start of
+// the next.
+var (
+	openCount = regexp.MustCompile(`(^|[^\\])\{[0-9]+$`)
+	countEnd  = regexp.MustCompile(`^[0-9]*\}`)
+)
 
 // repetitionWithComma is a repetition count with a comma after a byte that
 // does not escape its brace.
