@@ -32,6 +32,7 @@ import (
 
 	"github.com/agentd/agentd/backend"
 	"github.com/agentd/agentd/backend/internal/nstest"
+	"github.com/agentd/agentd/internal/testchild"
 	"github.com/agentd/agentd/subnet"
 	"github.com/go-logr/logr/funcr"
 	"github.com/vishvananda/netlink"
@@ -52,15 +53,13 @@ func TestMain(m *testing.M) {
 	if spec, ok := os.LookupEnv(flanneldEnv); ok {
 		os.Exit(runFlanneld(spec))
 	}
-	// A process built with -race sleeps a second before it exits
-	// (GORACE's atexit_sleep_ms, 1000 by default), for other threads to
-	// report races. This binary's children (keepers, squatters, fake
-	// flanneld's) go on reporting races as they run, but exit at once:
-	// tests wait for their exits, and a second for each reaped keeper
-	// made up most of the package's time. Keepers get a fresh
-	// environment, keeperTestEnv; the others inherit this one.
-	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	if err := os.Setenv("GORACE", gorace); err != nil {
+	// This binary's children (keepers, squatters, fake flanneld's) exit
+	// without the race detector's second (testchild.ExitAtOnce): tests
+	// wait for their exits, and a second for each reaped keeper made up
+	// most of the package's time. Keepers get a fresh environment,
+	// keeperTestEnv; the others inherit this one.
+	gorace, err := testchild.ExitAtOnce()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}

@@ -53,6 +53,17 @@ func Run(ctx context.Context, t *testing.T, test string, attr *syscall.SysProcAt
 	return cmd.CombinedOutput()
 }
 
+// ExitAtOnce adds atexit_sleep_ms=0 to GORACE in this process's
+// environment, keeping what was set, and returns GORACE's new value. A
+// process built with -race sleeps a second before it exits (1000 ms by
+// default), for other threads to report races; children that inherit this
+// environment (or are given the value) still report races as they run, but
+// exit at once, which matters to tests that wait for many such exits.
+func ExitAtOnce() (string, error) {
+	v := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	return v, os.Setenv("GORACE", v)
+}
+
 // Args are the flags that make a test binary run the test named test
 // alone, verbose and once: test is a name as t.Name() gives it, a
 // subtest's too, and each of its parts must match its level whole (the
